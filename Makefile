@@ -1,0 +1,48 @@
+# edgeslim: `make test` and `make demo` each do all the set-up they need on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= train,dev
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup venv data test test-fast lint format demo bench clean
+
+setup: venv data ## create .venv, install edgeslim[train,dev], install Fashion-MNIST (Debian)
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+data: ## Fashion-MNIST from Debian's dataset-fashion-mnist where apt is available
+	@if [ -f $(FMNIST) ]; then echo "Fashion-MNIST: present in /usr/share/datasets/fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
+	    || echo "warning: could not install dataset-fashion-mnist; tests that need it will fail"; \
+	else echo "warning: no apt-get; pass --data-dir to a Fashion-MNIST copy"; fi
+
+test: setup ## run the whole test suite
+	$(PY) -m pytest -n 2 -q
+
+test-fast: venv
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+lint: venv
+	$(PY) -m ruff check edgeslim tests benchmarks deploy
+	$(PY) -m ruff format --check edgeslim tests benchmarks deploy
+
+format: venv
+	$(PY) -m ruff format edgeslim tests benchmarks deploy
+	$(PY) -m ruff check --fix edgeslim tests benchmarks deploy
+
+demo: setup ## slim a small VGG on Fashion-MNIST (a few minutes on 2 CPU cores), then prune and bench
+	$(VENV)/bin/edgeslim slim vgg-small --data fashion-mnist --epochs 2 --subset 12000 --out $(DEMO_OUT) --force
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

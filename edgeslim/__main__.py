@@ -1,0 +1,5 @@
+import sys
+
+from edgeslim.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""User-facing errors: one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+
+class EdgeslimError(Exception):
+    """An error caused by the user's input or environment.
+
+    The CLI prints ``str(err)`` as one line and exits non-zero, without a traceback.
+    The message should say what is wrong and how to fix it.
+    """
+
+    exit_code: int = 2
+
+
+class MissingDependencyError(EdgeslimError):
+    """An optional dependency (torch, onnxruntime, tensorrt, ...) is not installed."""
+
+    @classmethod
+    def for_package(cls, package: str, extra: str | None = None, why: str = "") -> MissingDependencyError:
+        hint = f"pip install 'edgeslim[{extra}]'" if extra else f"pip install {package}"
+        what = f" ({why})" if why else ""
+        return cls(f"{package} is not installed{what}; install it with: {hint}")
+
+
+def require(module: str, extra: str | None = None, why: str = ""):
+    """Import ``module`` or raise a one-line :class:`MissingDependencyError`."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError.for_package(module.split(".")[0], extra, why) from exc

@@ -1,0 +1,118 @@
+"""Model registry and the architecture spec stored in every checkpoint (timm-style)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from edgeslim.errors import EdgeslimError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild an architecture (weights come from a state_dict).
+
+    ``arch`` is a registry name (``vgg19``, ``resnet20``, ``tv:resnet18``, ...).
+    """
+
+    arch: str
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: tuple[int, int] = (32, 32)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        try:
+            return cls(
+                arch=str(d["arch"]),
+                num_classes=int(d.get("num_classes", 10)),
+                in_channels=int(d.get("in_channels", 3)),
+                input_size=tuple(int(v) for v in d.get("input_size", (32, 32))),  # type: ignore[arg-type]
+                kwargs=dict(d.get("kwargs", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgeslimError(f"invalid model spec {d!r}: {exc}; re-create the checkpoint") from exc
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input image."""
+        return (self.in_channels, *self.input_size)
+
+
+ModelFn = Callable[..., "nn.Module"]
+
+#: name -> constructor(num_classes=..., in_channels=..., **kwargs)
+_MODELS: dict[str, ModelFn] = {}
+#: prefix (e.g. "tv") -> resolver(name_without_prefix, num_classes, in_channels, **kwargs)
+_PREFIXES: dict[str, Callable[..., nn.Module]] = {}
+_PREFIX_LISTERS: dict[str, Callable[[], list[str]]] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
+    """Decorator: register ``fn(num_classes, in_channels, **kwargs) -> nn.Module`` as ``name``."""
+
+    def deco(fn: ModelFn) -> ModelFn:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = fn
+        return fn
+
+    return deco
+
+
+def register_prefix(
+    prefix: str, resolver: Callable[..., nn.Module], lister: Callable[[], list[str]]
+) -> None:
+    """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision)."""
+    _PREFIXES[prefix] = resolver
+    _PREFIX_LISTERS[prefix] = lister
+
+
+def _ensure_builtin() -> None:
+    # Importing the zoo modules runs their @register_model decorators.
+    import edgeslim.models.zoo  # noqa: F401
+
+
+def list_models(include_prefixed: bool = True) -> list[str]:
+    """All registered names; with ``include_prefixed`` also ``tv:...`` names."""
+    _ensure_builtin()
+    names = sorted(_MODELS)
+    if include_prefixed:
+        for prefix, lister in sorted(_PREFIX_LISTERS.items()):
+            names += [f"{prefix}:{n}" for n in lister()]
+    return names
+
+
+def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
+    """Build the architecture named by ``spec`` (random weights)."""
+    _ensure_builtin()
+    if isinstance(spec, str):
+        spec = ModelSpec(arch=spec, **overrides)
+    elif overrides:
+        spec = ModelSpec.from_dict({**spec.to_dict(), **overrides})
+    name = spec.arch
+    kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
+    if ":" in name:
+        prefix, sub = name.split(":", 1)
+        if prefix not in _PREFIXES:
+            raise EdgeslimError(f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}")
+        return _PREFIXES[prefix](sub, **kw)
+    if name not in _MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_MODELS), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise EdgeslimError(
+            f"unknown architecture {name!r}; {hint}see `edgeslim info --list-models` for all names"
+        )
+    return _MODELS[name](**kw)

@@ -1,0 +1,90 @@
+"""Terminal output through rich: progress bars, result tables, one-line errors.
+
+Library code reports progress through :func:`progress` (a no-op when disabled) and logs
+through :mod:`logging`; it never prints. The CLI owns the consoles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+#: results go to stdout, progress and messages to stderr (so ``--json`` stdout stays clean)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def progress_enabled() -> bool:
+    return os.environ.get("EDGESLIM_NO_PROGRESS", "") == "" and err.is_terminal
+
+
+@contextlib.contextmanager
+def progress(enabled: bool | None = None) -> Iterator[Progress]:
+    """A rich Progress on stderr; disabled (but usable) when stderr is not a terminal."""
+    show = progress_enabled() if enabled is None else enabled
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not show,
+        transient=False,
+    )
+    with bar:
+        yield bar
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """Build a rich table; numbers are right-aligned."""
+    t = Table(title=title, title_justify="left")
+    numeric = [all(isinstance(r[i], (int, float)) for r in rows if i < len(r)) for i in range(len(columns))]
+    for col, num in zip(columns, numeric):
+        t.add_column(col, justify="right" if num and rows else "left")
+    for r in rows:
+        t.add_row(*[_fmt(v) for v in r])
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        if abs(v) >= 1e5 or (abs(v) < 1e-3 and v != 0):
+            return f"{v:.3g}"
+        return f"{v:.4g}" if abs(v) < 100 else f"{v:,.1f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return "-" if v is None else str(v)
+
+
+def error_line(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+
+
+def human(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23M'."""
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suf}{unit}"
+    return f"{n:.4g}{unit}"
+
+
+def is_interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

@@ -1,0 +1,121 @@
+"""Atomic file writes and output-path checks: nothing the user owns is half-written or lost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+
+
+def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+    """Return ``path`` as a Path if it may be written, else raise a one-line error.
+
+    Refuses to overwrite an existing file unless ``force``; checks the parent directory
+    can be created and written.
+    """
+    p = Path(path)
+    if p.exists() and not force:
+        raise EdgeslimError(f"{p} already exists; pass --force to overwrite it or choose another path")
+    if p.exists() and p.is_dir() and not p.suffix == "":
+        raise EdgeslimError(f"{p} is a directory; give a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeslimError(f"cannot create directory {parent}: {exc.strerror}; choose a writable path") from exc
+    if not os.access(parent, os.W_OK):
+        raise EdgeslimError(f"directory {parent} is not writable; choose a writable output path")
+    return p
+
+
+def check_output_dir(path: str | os.PathLike, force: bool = False, marker: str | None = None) -> Path:
+    """Prepare an output directory. If ``marker`` (a file name) exists in it, refuse without force."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise EdgeslimError(f"{d} exists and is not a directory; choose another --out")
+    if marker and (d / marker).exists() and not force:
+        raise EdgeslimError(f"{d / marker} already exists; pass --force to overwrite it or choose another --out")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeslimError(f"cannot create directory {d}: {exc.strerror}; choose a writable --out") from exc
+    if not os.access(d, os.W_OK):
+        raise EdgeslimError(f"directory {d} is not writable; choose a writable --out")
+    return d
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` then rename the result over ``path``."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy / torch scalars and paths into plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, float) and obj != obj:  # NaN is not valid JSON
+        return None
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(f"{p} does not exist; give the path of a JSON file written by edgeslim")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise EdgeslimError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno}); re-create it") from exc

@@ -1,0 +1,88 @@
+"""The package skeleton: CLI entry, model files, atomic writes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgeslim.checkpoint import load_model, save_model
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import ModelSpec, create_model
+from edgeslim.utils.io import atomic_write_text, check_output_path
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "edgeslim, version" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "slim", "prune", "export", "bench"):
+        assert cmd in out
+
+
+def test_cli_help_does_not_import_torch():
+    code = "import sys; from edgeslim.cli import main; main(['--help']); print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip().endswith("False")
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=1, input_size=(28, 28))
+    m = create_model(spec).eval()
+    path = save_model(tmp_path / "m.pt", m, spec, meta={"data": "fashion-mnist"})
+    # loadable with weights_only=True, as promised
+    raw = torch.load(path, weights_only=True)
+    assert raw["spec"]["arch"] == "vgg-small"
+    loaded = load_model(path)
+    x = torch.randn(2, 1, 28, 28)
+    assert loaded.kind == "checkpoint" and loaded.meta["data"] == "fashion-mnist"
+    assert torch.equal(m(x), loaded.model.eval()(x))
+
+
+def test_pickle_refused_unless_trusted(tmp_path):
+    m = create_model("vgg-small", in_channels=1)
+    torch.save(m, tmp_path / "whole.pt")
+    with pytest.raises(EdgeslimError, match="--trust-pickle"):
+        load_model(tmp_path / "whole.pt")
+    assert load_model(tmp_path / "whole.pt", trust_pickle=True).kind == "pickle"
+
+
+def test_torchscript_and_export_load(tmp_path):
+    m = create_model("vgg-small", in_channels=1).eval()
+    x = torch.randn(1, 1, 28, 28)
+    torch.jit.save(torch.jit.trace(m, x), tmp_path / "ts.pt")
+    assert load_model(tmp_path / "ts.pt").kind == "torchscript"
+    torch.export.save(torch.export.export(m, (x,)), tmp_path / "ep.pt2")
+    ep = load_model(tmp_path / "ep.pt2")
+    assert ep.kind == "exported"
+    assert torch.allclose(ep.model(x), m(x), atol=1e-5)
+
+
+def test_bad_model_files(tmp_path):
+    with pytest.raises(EdgeslimError, match="does not exist"):
+        load_model(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a model at all")
+    with pytest.raises(EdgeslimError):
+        load_model(tmp_path / "junk.pt")
+    torch.save(create_model("vgg-small").state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(EdgeslimError, match="bare state_dict"):
+        load_model(tmp_path / "sd.pt")
+
+
+def test_unknown_arch_suggests():
+    with pytest.raises(EdgeslimError, match="vgg19"):
+        create_model("vgg91")
+
+
+def test_atomic_write_and_force(tmp_path):
+    p = tmp_path / "out.json"
+    atomic_write_text(p, "one")
+    with pytest.raises(EdgeslimError, match="--force"):
+        check_output_path(p)
+    assert check_output_path(p, force=True) == p
+    assert p.read_text() == "one"
+    assert [f.name for f in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
