@@ -146,8 +146,10 @@ def load_model(
             raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
         return LoadedModel(model=obj, kind="pickle", path=p)
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise EdgeslimError(f"{p} is not a readable model file ({str(exc).splitlines()[0]}); "
-                            "is it truncated or of another format?") from exc
+        raise EdgeslimError(
+            f"{p} is not a readable model file ({str(exc).splitlines()[0]}); "
+            "is it truncated or of another format?"
+        ) from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         model = build_from_checkpoint(obj)
         return LoadedModel(
@@ -177,8 +179,9 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise EdgeslimError(f"{p} is not a readable edgeslim checkpoint ({type(exc).__name__}); "
-                            "is it truncated?") from exc
+        raise EdgeslimError(
+            f"{p} is not a readable edgeslim checkpoint ({type(exc).__name__}); is it truncated?"
+        ) from exc
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise EdgeslimError(f"{p} is not an edgeslim checkpoint")
     return obj

@@ -70,9 +70,7 @@ def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
     return deco
 
 
-def register_prefix(
-    prefix: str, resolver: Callable[..., nn.Module], lister: Callable[[], list[str]]
-) -> None:
+def register_prefix(prefix: str, resolver: Callable[..., nn.Module], lister: Callable[[], list[str]]) -> None:
     """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision)."""
     _PREFIXES[prefix] = resolver
     _PREFIX_LISTERS[prefix] = lister

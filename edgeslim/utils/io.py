@@ -28,7 +28,9 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeslimError(f"cannot create directory {parent}: {exc.strerror}; choose a writable path") from exc
+        raise EdgeslimError(
+            f"cannot create directory {parent}: {exc.strerror}; choose a writable path"
+        ) from exc
     if not os.access(parent, os.W_OK):
         raise EdgeslimError(f"directory {parent} is not writable; choose a writable output path")
     return p
@@ -40,7 +42,9 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, marker: str |
     if d.exists() and not d.is_dir():
         raise EdgeslimError(f"{d} exists and is not a directory; choose another --out")
     if marker and (d / marker).exists() and not force:
-        raise EdgeslimError(f"{d / marker} already exists; pass --force to overwrite it or choose another --out")
+        raise EdgeslimError(
+            f"{d / marker} already exists; pass --force to overwrite it or choose another --out"
+        )
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
