@@ -1,0 +1,1 @@
+"""Sparsity methods for BN scale factors: original (subgradient) and proximal network slimming."""

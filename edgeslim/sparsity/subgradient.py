@@ -1,0 +1,186 @@
+"""Original network slimming (Liu et al. 2017): l1 subgradient on BN scales, threshold prune, fine-tune.
+
+Stage 1: train with ``grad_gamma += lam * sign(gamma)`` (:class:`SubgradientHook`).
+Stage 2: :func:`threshold_prune` zeroes the channels under a global ``|gamma|`` percentile.
+Stage 3: fine-tune with :class:`MaskHook` keeping the pruned channels at exactly zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.train.hooks import TrainHook
+from edgeslim.train.methods import register_method
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _BN) and m.affine]
+
+
+class SubgradientHook(TrainHook):
+    """Adds ``lam * sign(gamma)`` to the gradient of every BN scale (vectorised over all BNs)."""
+
+    name = "subgradient"
+
+    def __init__(self, model: nn.Module, lam: float = 1e-4) -> None:
+        if lam < 0:
+            raise EdgeslimError(f"--lambda must be >= 0, got {lam}")
+        self.lam = float(lam)
+        self.gammas = [m.weight for _, m in bn_layers(model)]
+        if not self.gammas:
+            raise EdgeslimError("the model has no BatchNorm layers; network slimming needs BN scales")
+
+    def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
+        if self.lam == 0:
+            return
+        with torch.no_grad():
+            for g in self.gammas:
+                if g.grad is None:
+                    g.grad = torch.zeros_like(g)
+            grads = [g.grad for g in self.gammas]
+            signs = torch._foreach_sign([g.detach() for g in self.gammas])
+            torch._foreach_add_(grads, signs, alpha=self.lam)
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        return gamma_stats(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lam": self.lam}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lam = float(state.get("lam", self.lam))
+
+
+class MaskHook(TrainHook):
+    """Keeps pruned BN channels (gamma and beta) at exactly zero during fine-tuning."""
+
+    name = "mask"
+
+    def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> None:
+        layers = dict(bn_layers(model))
+        if masks is None:  # channels that are zero in both gamma and beta now
+            masks = {n: ((m.weight != 0) | (m.bias != 0)).detach().clone() for n, m in layers.items()}
+        unknown = set(masks) - set(layers)
+        if unknown:
+            raise EdgeslimError(f"mask names BN layers the model does not have: {sorted(unknown)[:3]}")
+        self.masks = {n: masks[n].to(torch.bool) for n in masks}
+        self._params = [(layers[n], self.masks[n]) for n in self.masks]
+
+    def _apply(self) -> None:
+        with torch.no_grad():
+            for bn, keep in self._params:
+                keep = keep.to(bn.weight.device)
+                bn.weight.mul_(keep)
+                bn.bias.mul_(keep)
+
+    def on_train_start(self, model: nn.Module, optimizer: Optimizer) -> None:
+        self._apply()
+
+    def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
+        with torch.no_grad():
+            for bn, keep in self._params:
+                keep = keep.to(bn.weight.device)
+                for p in (bn.weight, bn.bias):
+                    if p.grad is not None:
+                        p.grad.mul_(keep)
+
+    def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
+        # weight decay and momentum can move masked entries even with zero grads
+        self._apply()
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        return gamma_stats(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {n: m.clone() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for n, m in state["masks"].items():
+            if n in self.masks:
+                self.masks[n].copy_(m.to(torch.bool))
+
+
+@torch.no_grad()
+def gamma_stats(model: nn.Module, eps: float = 1e-2) -> dict[str, float]:
+    """Log fields: mean |gamma|, fraction exactly zero, fraction under ``eps``."""
+    gs = [m.weight.detach().abs().flatten() for _, m in bn_layers(model)]
+    if not gs:
+        return {}
+    g = torch.cat(gs).float()
+    return {
+        "gamma_mean": float(g.mean()),
+        "gamma_zero_frac": float((g == 0).float().mean()),
+        "gamma_small_frac": float((g < eps).float().mean()),
+    }
+
+
+@torch.no_grad()
+def threshold_prune(model: nn.Module, ratio: float, min_channels: int = 1) -> dict[str, Any]:
+    """Zero gamma AND beta of the ``ratio`` fraction of BN channels with the smallest ``|gamma|``.
+
+    The threshold is global (one percentile over all BN channels, as in original network
+    slimming), but every layer keeps at least ``min_channels`` channels (its largest ones), so
+    no layer is emptied. Returns ``{"threshold", "pruned", "total", "masks", "per_layer"}``
+    where ``masks[name]`` is a bool tensor of kept channels.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise EdgeslimError(f"--prune-ratio must be in [0, 1), got {ratio}")
+    layers = bn_layers(model)
+    if not layers:
+        raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
+    allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
+    total = allg.numel()
+    k = int(round(ratio * total))
+    if k == 0:
+        threshold = float("-inf")
+    else:
+        # the k-th smallest value: channels with |gamma| <= threshold (ties broken by order) go
+        threshold = float(torch.kthvalue(allg, k).values)
+    # exact count: prune the k smallest globally (stable order breaks ties)
+    order = torch.sort(allg, stable=True).indices
+    prune_flat = torch.zeros(total, dtype=torch.bool)
+    prune_flat[order[:k]] = True
+    masks: dict[str, torch.Tensor] = {}
+    per_layer: dict[str, tuple[int, int]] = {}
+    start = 0
+    for name, m in layers:
+        n = m.weight.numel()
+        prune = prune_flat[start : start + n].clone()
+        start += n
+        keep_min = min(min_channels, n)
+        if int((~prune).sum()) < keep_min:  # never empty a layer: keep its largest channels
+            top = torch.topk(m.weight.detach().abs().float().cpu(), keep_min).indices
+            prune[top] = False
+        keep = ~prune
+        m.weight.mul_(keep.to(m.weight.device, m.weight.dtype))
+        m.bias.mul_(keep.to(m.bias.device, m.bias.dtype))
+        masks[name] = keep
+        per_layer[name] = (int(keep.sum()), n)
+    pruned = sum(n - k_ for k_, n in per_layer.values())
+    return {"threshold": threshold, "pruned": pruned, "total": total, "masks": masks, "per_layer": per_layer}
+
+
+@register_method("baseline")
+def _baseline(model: nn.Module) -> TrainHook | None:
+    """Plain training, no sparsity penalty."""
+    return None
+
+
+@register_method("subgradient")
+def _subgradient(model: nn.Module, lam: float = 1e-4) -> TrainHook:
+    """Original network slimming: ``lam * sign(gamma)`` added to every BN scale gradient."""
+    return SubgradientHook(model, lam=lam)
+
+
+@register_method("mask")
+def _mask(model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> TrainHook:
+    """Fine-tuning that keeps channels whose gamma and beta are both zero at zero."""
+    return MaskHook(model, masks=masks)
