@@ -1,0 +1,241 @@
+"""A loaded data set as uint8 tensors, plus a deterministic batch loader with tensor augmentation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgeslim.errors import EdgeslimError
+
+if TYPE_CHECKING:
+    from edgeslim.models.registry import ModelSpec
+
+
+def mix_seed(*parts: int | str) -> int:
+    """A 63-bit generator seed from several integers (stable across runs and platforms)."""
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def pad_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crop of the zero-padded batch ``x`` [B,C,H,W] back to H x W, one offset per sample."""
+    if pad <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    bi = torch.arange(b, device=x.device)[:, None, None, None]
+    ci = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[bi, ci, rows, cols]
+
+
+def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip each sample of ``x`` [B,C,H,W] left-right with probability 1/2."""
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def shard_indices(n: int, world_size: int, rank: int, order: torch.Tensor | None) -> torch.Tensor:
+    """DistributedSampler-like shard: pad to a multiple of ``world_size`` by wrapping, take every
+    ``world_size``-th index from ``rank``. All ranks get disjoint shards of equal length."""
+    idx = torch.arange(n) if order is None else order
+    if world_size == 1:
+        return idx
+    total = -(-n // world_size) * world_size
+    if total > n:
+        reps = -(-total // n)
+        idx = idx.repeat(reps)[:total]
+    return idx[rank:total:world_size]
+
+
+@dataclass
+class DataBundle:
+    """Train and test images of one data set as uint8 ``[N,C,H,W]`` and int64 labels ``[N]``."""
+
+    name: str
+    num_classes: int
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str]
+    #: random pad-crop padding used by ``augment`` (4 for 32x32, 2 for 28x28)
+    pad: int = 4
+    #: whether left-right flips preserve the label (not for digits)
+    hflip: bool = True
+    #: where the data came from (a path or "sklearn"), for reports
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for nm, t, dt, nd in (("train_x", self.train_x, torch.uint8, 4), ("test_x", self.test_x, torch.uint8, 4),
+                              ("train_y", self.train_y, torch.int64, 1), ("test_y", self.test_y, torch.int64, 1)):  # fmt: skip
+            if t.dtype != dt or t.ndim != nd:
+                raise ValueError(f"{nm} must be {dt} with {nd} dims, got {t.dtype} {tuple(t.shape)}")
+        if len(self.train_x) != len(self.train_y) or len(self.test_x) != len(self.test_y):
+            raise ValueError("image and label counts differ")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError("mean/std must have one value per channel")
+        self._device_cache: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (int(self.train_x.shape[2]), int(self.train_x.shape[3]))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, *self.image_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataBundle({self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
+            f"shape={self.input_shape}, classes={self.num_classes})"
+        )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B,C,H,W]`` (0..255) -> float32, standardized per channel."""
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return (x.to(torch.float32) / 255.0 - mean) / std
+
+    def augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Batch augmentation with tensor ops: random pad-crop, then flips where they make sense."""
+        x = pad_crop(x, self.pad, gen)
+        return random_hflip(x, gen) if self.hflip else x
+
+    def spec_for(self, arch: str, **kwargs: Any) -> ModelSpec:
+        """A :class:`ModelSpec` for ``arch`` with this data set's classes, channels and size."""
+        from edgeslim.models.registry import ModelSpec
+
+        return ModelSpec(arch, self.num_classes, self.in_channels, self.image_size, dict(kwargs))
+
+    def check_spec(self, spec: ModelSpec) -> None:
+        """Raise a one-line error if a model built from ``spec`` cannot consume this data."""
+        if spec.in_channels != self.in_channels:
+            raise EdgeslimError(
+                f"model {spec.arch!r} takes {spec.in_channels}-channel input but {self.name} images have "
+                f"{self.in_channels} channel(s); use a model built for this data set (or --data matching it)"
+            )
+        if spec.num_classes != self.num_classes:
+            raise EdgeslimError(
+                f"model {spec.arch!r} has {spec.num_classes} classes but {self.name} has {self.num_classes}; "
+                "use a model built for this data set"
+            )
+
+    def tensors(self, split: str, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8, labels) of ``split`` on ``device`` (copied there once and kept)."""
+        if split not in ("train", "test"):
+            raise EdgeslimError(f"unknown split {split!r}; use 'train' or 'test'")
+        x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+        dev = torch.device(device)
+        if dev.type == "cpu":
+            return x, y
+        key = f"{split}:{dev}"
+        if key not in self._device_cache:
+            self._device_cache[key] = (x.to(dev), y.to(dev))
+        return self._device_cache[key]  # type: ignore[return-value]
+
+    def loader(
+        self,
+        split: str = "train",
+        batch_size: int = 128,
+        shuffle: bool | None = None,
+        augment: bool | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ) -> BatchLoader:
+        """Batches of ``(x float32 normalized [B,C,H,W], y int64 [B])``.
+
+        ``shuffle`` and ``augment`` default to True for ``train`` and False for ``test``.
+        The same ``(seed, epoch, rank, world_size)`` gives the same batches and augmentation.
+        """
+        is_train = split == "train"
+        return BatchLoader(
+            self, split, batch_size,
+            shuffle=is_train if shuffle is None else shuffle,
+            augment=is_train if augment is None else augment,
+            seed=seed, epoch=epoch, rank=rank, world_size=world_size, device=device, drop_last=drop_last,
+        )  # fmt: skip
+
+
+class BatchLoader:
+    """Re-iterable batches over one split; ``len()`` is the number of batches.
+
+    Order: a permutation from a generator seeded by ``(seed, epoch)`` (the same on every rank),
+    padded and sharded like ``DistributedSampler``. Augmentation draws from a generator seeded by
+    ``(seed, epoch, rank)``. Both are re-created on every iteration, so iterating twice gives the
+    same batches, and a resumed run reproduces an epoch bit-for-bit.
+    """
+
+    def __init__(
+        self,
+        bundle: DataBundle,
+        split: str,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: bool,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        device: str | torch.device,
+        drop_last: bool,
+    ) -> None:
+        if batch_size < 1:
+            raise EdgeslimError(f"batch size must be >= 1, got {batch_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise EdgeslimError(f"rank {rank} is not in [0, world_size={world_size})")
+        if split not in ("train", "test"):
+            raise EdgeslimError(f"unknown split {split!r}; use 'train' or 'test'")
+        self.bundle, self.split, self.batch_size = bundle, split, batch_size
+        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.device = torch.device(device)
+        n = len(bundle.train_y if split == "train" else bundle.test_y)
+        if n == 0:
+            raise EdgeslimError(f"{bundle.name} has no {split} images; check --subset and the data dir")
+        self.num_samples = -(-n // world_size) if world_size > 1 else n
+        self._n = n
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """The sample indices this rank visits this epoch, in order."""
+        order = None
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed("order", self.seed, self.epoch))
+            order = torch.randperm(self._n, generator=g)
+        return shard_indices(self._n, self.world_size, self.rank, order)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x_all, y_all = self.bundle.tensors(self.split, self.device)
+        idx = self.indices().to(x_all.device)
+        gen = torch.Generator().manual_seed(mix_seed("augment", self.seed, self.epoch, self.rank))
+        nb = len(self)
+        for i in range(nb):
+            sel = idx[i * self.batch_size : (i + 1) * self.batch_size]
+            x = x_all.index_select(0, sel)
+            if self.augment:
+                x = self.bundle.augment(x, gen)
+            yield self.bundle.normalize(x), y_all.index_select(0, sel)

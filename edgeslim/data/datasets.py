@@ -1,0 +1,256 @@
+"""Data set registry and ``load_dataset``: real data from disk (or sklearn) into a :class:`DataBundle`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeslim.data.bundle import DataBundle
+from edgeslim.errors import EdgeslimError
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+#: per-channel mean/std of the training images in [0,1] units (computed over the full training sets)
+NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+}
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """Arguments shared by every data set reader."""
+
+    name: str
+    data_dir: Path | None
+    subset: int | None
+    test_subset: int | None
+    cache_dir: Path
+    download: bool
+    seed: int
+
+
+Reader = Callable[[LoadRequest], DataBundle]
+_READERS: dict[str, tuple[Reader, str]] = {}
+
+
+def register_dataset(name: str, help: str) -> Callable[[Reader], Reader]:
+    def deco(fn: Reader) -> Reader:
+        _READERS[name] = (fn, help)
+        return fn
+
+    return deco
+
+
+def list_datasets() -> dict[str, str]:
+    """Data set names and a one-line description of each."""
+    _ensure_readers()
+    return {k: v[1] for k, v in _READERS.items()}
+
+
+def default_cache_dir() -> Path:
+    """``$EDGESLIM_CACHE`` or ``~/.cache/edgeslim``."""
+    env = os.environ.get("EDGESLIM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "edgeslim"
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    subset: int | None = None,
+    test_subset: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    seed: int = 0,
+) -> DataBundle:
+    """Load data set ``name`` (see :func:`list_datasets`) as uint8 tensors.
+
+    ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
+    (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
+    """
+    _ensure_readers()
+    key = name.lower().replace("_", "-")
+    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+           "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
+    if key not in _READERS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_READERS), n=2)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise EdgeslimError(f"unknown data set {name!r}; {hint}known: {', '.join(_READERS)}")
+    for label, n in (("--subset", subset), ("--test-subset", test_subset)):
+        if n is not None and n < 1:
+            raise EdgeslimError(f"{label} must be a positive number of images, got {n}")
+    ddir = Path(data_dir).expanduser() if data_dir is not None else None
+    if ddir is not None and not ddir.exists():
+        raise EdgeslimError(f"data dir {ddir} does not exist; check --data-dir")
+    req = LoadRequest(key, ddir, subset, test_subset, Path(cache_dir) if cache_dir else default_cache_dir(),
+                      download, seed)  # fmt: skip
+    bundle = _READERS[key][0](req)
+    log.info("loaded %r from %s", bundle, bundle.source)
+    return bundle
+
+
+def _ensure_readers() -> None:
+    # Readers of formats needing more code live in their own modules; importing registers them.
+    pass
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def balanced_subset(
+    labels: np.ndarray, n: int | None, seed: int, num_classes: int | None = None
+) -> np.ndarray:
+    """Indices of ``n`` samples, as equal per class as possible, chosen by ``seed``; sorted.
+
+    Returns all indices when ``n`` is None or not smaller than the data set.
+    """
+    labels = np.asarray(labels)
+    if n is None or n >= len(labels):
+        return np.arange(len(labels))
+    classes = np.arange(num_classes) if num_classes else np.unique(labels)
+    per_class = [np.flatnonzero(labels == c) for c in classes]
+    rng = np.random.default_rng(seed)
+    per_class = [ix[rng.permutation(len(ix))] for ix in per_class]
+    quota = _quota([len(ix) for ix in per_class], n)
+    return np.sort(np.concatenate([ix[:q] for ix, q in zip(per_class, quota)]))
+
+
+def _quota(sizes: list[int], n: int) -> list[int]:
+    """Split ``n`` over classes of the given sizes as evenly as possible (capped by each size)."""
+    quota = [0] * len(sizes)
+    left = n
+    while left > 0:
+        open_ = [i for i, s in enumerate(sizes) if quota[i] < s]
+        if not open_:
+            break
+        share, extra = divmod(left, len(open_))
+        for j, i in enumerate(open_):
+            add = min(share + (1 if j < extra else 0), sizes[i] - quota[i])
+            quota[i] += add
+            left -= add
+    return quota
+
+
+def bundle_from_arrays(
+    req: LoadRequest,
+    arrays: dict[str, np.ndarray],
+    num_classes: int,
+    class_names: list[str],
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None,
+    pad: int,
+    hflip: bool,
+    source: str,
+) -> DataBundle:
+    """Apply subsets, check labels, and wrap numpy arrays (images [N,C,H,W] uint8) in a bundle."""
+    parts = {}
+    for split, n in (("train", req.subset), ("test", req.test_subset)):
+        x, y = arrays[f"{split}_x"], np.asarray(arrays[f"{split}_y"]).astype(np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise EdgeslimError(
+                f"{source}: {split} labels span {y.min()}..{y.max()}, outside 0..{num_classes - 1}; "
+                "the files are corrupt or belong to another data set"
+            )
+        ix = balanced_subset(y, n, req.seed, num_classes)
+        parts[f"{split}_x"] = torch.from_numpy(np.ascontiguousarray(x[ix]))
+        parts[f"{split}_y"] = torch.from_numpy(np.ascontiguousarray(y[ix]))
+    if norm is None:
+        norm = channel_stats(parts["train_x"])
+    return DataBundle(
+        name=req.name, num_classes=num_classes, mean=norm[0], std=norm[1], class_names=class_names,
+        pad=pad, hflip=hflip, source=source, **parts,
+    )  # fmt: skip
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (in [0,1] units) of uint8 images ``[N,C,H,W]``."""
+    c = x.shape[1]
+    xf = x.transpose(0, 1).reshape(c, -1).to(torch.float64) / 255.0
+    mean = xf.mean(1)
+    std = xf.std(1).clamp_min(1e-3)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+@register_dataset("fashion-mnist", "Fashion-MNIST, 28x28 grey, 10 classes (Debian dataset-fashion-mnist)")
+def _fashion_mnist(req: LoadRequest) -> DataBundle:
+    from edgeslim.data.idx import find_idx_dir, read_idx_dir
+
+    if req.data_dir is not None:
+        d = req.data_dir
+        cands = [d, d / "FashionMNIST" / "raw", d / "fashion-mnist", d / "raw"]
+    else:
+        d = None
+        cands = [DEBIAN_FMNIST, req.cache_dir / "FashionMNIST" / "raw"]
+    found = find_idx_dir(cands)
+    if found is None and req.download:
+        found = _download_fmnist(req.cache_dir)
+    if found is None:
+        if d is not None:
+            raise EdgeslimError(
+                f"no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in {d}; "
+                "point --data-dir at the folder holding the four files"
+            )
+        raise EdgeslimError(
+            "Fashion-MNIST not found: install it with `sudo apt-get install dataset-fashion-mnist`, "
+            "or pass --data-dir DIR with the four IDX files (or --download where a network exists)"
+        )
+    arrays = read_idx_dir(found)
+    if arrays["train_x"].shape[2:] != (28, 28):
+        raise EdgeslimError(
+            f"{found}: images are {arrays['train_x'].shape[2:]}, not 28x28; not Fashion-MNIST"
+        )
+    return bundle_from_arrays(req, arrays, 10, FMNIST_CLASSES, NORMS["fashion-mnist"], pad=2, hflip=True,
+                              source=str(found))  # fmt: skip
+
+
+def _download_fmnist(root: Path) -> Path | None:
+    from edgeslim.errors import require
+
+    tvd = require("torchvision.datasets", "train", "to download Fashion-MNIST")
+    try:
+        tvd.FashionMNIST(str(root), train=True, download=True)
+        tvd.FashionMNIST(str(root), train=False, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise EdgeslimError(
+            f"downloading Fashion-MNIST failed ({exc}); install `dataset-fashion-mnist` with apt-get "
+            "or pass --data-dir"
+        ) from exc
+    return root / "FashionMNIST" / "raw"
+
+
+# --------------------------------------------------------------------------- sklearn digits
+
+
+@register_dataset("digits", "scikit-learn's bundled 8x8 digits (1,797 images) for instant smoke runs")
+def _digits(req: LoadRequest) -> DataBundle:
+    from edgeslim.errors import require
+
+    sk = require("sklearn.datasets", "train", "for the digits data set")
+    d = sk.load_digits()
+    x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
+    y = d.target.astype(np.int64)
+    # Fixed stratified split (every 5th image of each class is test), independent of ``seed``.
+    test = np.zeros(len(y), dtype=bool)
+    for c in range(10):
+        test[np.flatnonzero(y == c)[::5]] = True
+    arrays = {"train_x": x[~test], "train_y": y[~test], "test_x": x[test], "test_y": y[test]}
+    return bundle_from_arrays(req, arrays, 10, [str(i) for i in range(10)], None, pad=1, hflip=False,
+                              source="sklearn.datasets.load_digits")  # fmt: skip
