@@ -1,0 +1,103 @@
+"""Device profiles (schema, lookup, errors) and the roofline predictor's arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from edgeslim.bench.predict import LayerCost, Observation, calibrate, predict_latency
+from edgeslim.bench.profiles import list_profiles, load_profile, profile_paths
+from edgeslim.errors import EdgeslimError
+
+EXPECTED = {
+    "jetson-nano",
+    "jetson-xavier-nx",
+    "jetson-agx-xavier",
+    "jetson-orin-nano-8gb",
+    "jetson-orin-nano-super",
+    "jetson-orin-nx-16gb",
+    "jetson-agx-orin-64gb",
+    "rpi4",
+    "rpi5",
+    "snapdragon-8-gen3",
+    "host-cpu",
+}
+
+
+def test_all_shipped_profiles_validate_and_cite_sources():
+    profs = {p.name: p for p in list_profiles()}
+    assert EXPECTED <= set(profs)
+    for name, p in profs.items():
+        assert profile_paths()[name].stem == name  # file name == profile name
+        assert p.preferred.precision in p.peak_gflops
+        for key in ("peak_gflops", "memory_bandwidth_gbs", "ram_gb", "efficiency"):
+            assert p.sources[key].strip()
+    # ridge points from the notes §4.5: AGX Orin 64 fp16 ~208 FLOP/B, Orin Nano Super ~164
+    assert profs["jetson-agx-orin-64gb"].ridge_point("fp16") == pytest.approx(208, rel=0.01)
+    assert profs["jetson-orin-nano-super"].ridge_point("fp16") == pytest.approx(164, rel=0.01)
+    assert "int8" not in profs["jetson-nano"].peak_gflops  # sm_53: no INT8 in TensorRT
+
+
+def test_unknown_profile_suggests_close_names():
+    with pytest.raises(EdgeslimError, match="did you mean jetson-orin-nano"):
+        load_profile("jetson-orin-nan")
+
+
+def test_invalid_profile_is_one_line(tmp_path):
+    good = yaml.safe_load(profile_paths()["rpi5"].read_text())
+    bad = dict(good, memory_bandwidth_gbs=-1)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(EdgeslimError) as exc:
+        load_profile(path)
+    assert "memory_bandwidth_gbs" in str(exc.value) and "\n" not in str(exc.value)
+    nosrc = dict(good, sources={"peak_gflops": "x"})
+    path.write_text(yaml.safe_dump(nosrc))
+    with pytest.raises(EdgeslimError, match="sources must say"):
+        load_profile(path)
+    path.write_text(yaml.safe_dump(dict(good, typo_field=1)))
+    with pytest.raises(EdgeslimError, match="typo_field"):
+        load_profile(path)
+    with pytest.raises(EdgeslimError, match="does not exist"):
+        load_profile(tmp_path / "missing.yaml")
+
+
+def test_user_profile_dir_env(tmp_path, monkeypatch):
+    good = yaml.safe_load(profile_paths()["rpi5"].read_text())
+    (tmp_path / "my-board.yaml").write_text(yaml.safe_dump(dict(good, name="my-board")))
+    monkeypatch.setenv("EDGESLIM_PROFILES", str(tmp_path))
+    assert load_profile("my-board").name == "my-board"
+
+
+def test_roofline_arithmetic_and_bounds():
+    prof = load_profile("jetson-orin-nano-super")
+    eff = prof.efficiency_for("fp16")
+    peak, bw = prof.peak_gflops["fp16"] * 1e9, prof.memory_bandwidth_gbs * 1e9
+    big = LayerCost("conv_big", macs=2e9, bytes=4e6, weight_bytes=2e6)  # 1000 FLOP/B at batch 1
+    thin = LayerCost("conv_thin", macs=1e6, bytes=2e6, weight_bytes=1e5)  # ~1 FLOP/B
+    pred = predict_latency([big, thin], prof, "fp16", batch=4)
+    b, t = pred.layers
+    assert b.bound == "compute" and t.bound == "memory"
+    assert b.seconds == pytest.approx(2 * 2e9 * 4 / (eff.compute * peak) + eff.launch_us * 1e-6)
+    assert t.memory_s == pytest.approx((1e5 + 1.9e6 * 4) / (eff.memory * bw))
+    assert pred.total_s == pytest.approx(b.seconds + t.seconds)
+    assert "PREDICTION" in pred.label
+    # weight bytes do not scale with the batch; activations do
+    assert predict_latency([thin], prof, "fp16", batch=8).layers[0].memory_s < 8 * t.memory_s / 4 * 1.0001
+    with pytest.raises(EdgeslimError, match="no peak compute for precision int8"):
+        predict_latency([big], "jetson-nano", "int8")
+
+
+def test_calibration_recovers_known_efficiency():
+    prof = load_profile("host-cpu")
+    layers = [LayerCost(f"l{i}", macs=(i + 1) * 3e6, bytes=(i + 1) * 2e5, weight_bytes=1e5) for i in range(6)]
+    true = prof.efficiency.model_copy(update={"compute": 0.3, "memory": 0.3, "launch_us": 7.0})
+    obs = [
+        Observation(layers, b, predict_latency(layers, prof, batch=b, efficiency=true).total_s)
+        for b in (1, 32)
+    ]
+    fit = calibrate(obs, prof)
+    assert fit.compute == pytest.approx(0.3, rel=1e-6) and fit.launch_us == pytest.approx(7.0, rel=1e-6)
+    one = calibrate(obs[1:], prof)  # one point: launch overhead kept from the profile, k fitted
+    again = predict_latency(layers, prof, batch=32, efficiency=one).total_s
+    assert again == pytest.approx(obs[1].seconds, rel=1e-6)
