@@ -1,0 +1,396 @@
+"""``fit``: SGD training with schedules, warm-up, AMP/channels_last on CUDA, DDP, method hooks,
+a checkpoint every epoch and bit-for-bit ``--resume``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.train.config import TrainConfig
+from edgeslim.train.distributed import all_reduce_sum, barrier, init_distributed, resolve_device
+from edgeslim.train.evaluate import evaluate
+from edgeslim.train.hooks import HookList, TrainHook
+from edgeslim.train.methods import create_method
+from edgeslim.train.schedule import LRSchedule
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from edgeslim.data import DataBundle
+    from edgeslim.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+LOG_FILE = "log.jsonl"
+REPORT_FILE = "report.json"
+
+
+class NonFiniteLossError(EdgeslimError):
+    """The loss became NaN or infinite; the last good checkpoint was left as it was."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns (``model`` is the bare module, on the training device)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    test_accuracy: float
+    test_loss: float
+    best_accuracy: float
+    best_epoch: int
+    epochs: int
+    wall_time_s: float
+    params: int
+    checkpoint: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "test_accuracy": self.test_accuracy,
+            "test_loss": self.test_loss,
+            "best_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "wall_time_s": self.wall_time_s,
+            "params": self.params,
+        }
+
+
+# ----------------------------------------------------------------------------- RNG state
+def rng_state() -> dict[str, Any]:
+    """torch / CUDA / numpy / python RNG states in a ``weights_only``-loadable form."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    """SGD (momentum, Nesterov); without ``decay_bn`` BN parameters and biases get no weight decay."""
+    if config.decay_bn:
+        groups: Any = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    else:
+        decay, no_decay = [], []
+        for mod in model.modules():
+            for pname, p in mod.named_parameters(recurse=False):
+                if not p.requires_grad:
+                    continue
+                is_norm = isinstance(mod, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
+                (no_decay if is_norm or pname == "bias" else decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(
+        groups,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    from edgeslim.utils.io import to_jsonable
+
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(to_jsonable(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    from edgeslim.utils.io import atomic_write_text, to_jsonable
+
+    atomic_write_text(path, "".join(json.dumps(to_jsonable(r)) + "\n" for r in records))
+
+
+def _data_meta(bundle: DataBundle) -> dict[str, Any]:
+    return {
+        "data": bundle.name,
+        "mean": list(bundle.mean),
+        "std": list(bundle.std),
+        "class_names": list(bundle.class_names),
+        "input_shape": list(bundle.input_shape),
+    }
+
+
+# ----------------------------------------------------------------------------- fit
+def fit(
+    model: nn.Module,
+    bundle: DataBundle,
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    spec: ModelSpec | None = None,
+    hooks: Iterable[TrainHook | None] = (),
+    progress: Progress | None = None,
+    resume: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+    extra_state: dict[str, Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    write_report: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``bundle`` and return a :class:`TrainResult`.
+
+    With ``out_dir`` (needs ``spec``), rank 0 writes ``model.pt`` (atomic, every epoch, with the
+    full training state), ``log.jsonl`` (one record per epoch) and ``report.json``. ``resume``
+    is the ``train_state`` of such a checkpoint, whose weights must already be in ``model``;
+    training then continues bit-for-bit. ``history`` holds records of earlier stages (kept in
+    the log and checkpoints); ``extra_state`` is stored as ``train_state["extra"]``.
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP and data is sharded.
+    """
+    device = resolve_device(config.device)
+    info = init_distributed(device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and spec is None:
+        raise ValueError("fit(out_dir=...) needs spec= to write checkpoints")
+    if spec is not None:
+        bundle.check_spec(spec)
+    if resume is None:
+        seed_everything(config.seed)
+    use_cuda = device.type == "cuda"
+    use_amp = config.amp and use_cuda
+    channels_last = config.channels_last and use_cuda
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    method_hook = create_method(config.method, model, **config.method_args)
+    hook = HookList([method_hook, *hooks])
+    optimizer = make_optimizer(model, config)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    def loader(epoch: int):
+        n = len(bundle.train_y) // info.world_size
+        return bundle.loader(
+            "train", config.batch_size, shuffle=True, augment=config.augment, seed=config.seed,
+            epoch=epoch, rank=info.rank, world_size=info.world_size, device=device,
+            drop_last=n >= config.batch_size,
+        )  # fmt: skip
+
+    steps_per_epoch = len(loader(0))
+    schedule = LRSchedule(
+        optimizer, config.lr, config.epochs * steps_per_epoch, config.schedule,
+        warmup_steps=int(round(config.warmup_epochs * steps_per_epoch)),
+        milestones=config.milestones, gamma=config.lr_gamma,
+    )  # fmt: skip
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_epoch, global_step = 0, 0
+    history = list(history or [])
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["scheduler"])
+        if resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        hook.load_state_dict(resume.get("hooks", {}))
+        set_rng_state(resume["rng"])
+        start_epoch, global_step = int(resume["epoch"]), int(resume["global_step"])
+        history = list(resume.get("history", []))
+        extra_state = {**dict(resume.get("extra") or {}), **dict(extra_state or {})}
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if use_cuda else None)
+
+    ckpt_path = out / MODEL_FILE if out is not None else None
+    log_path = out / LOG_FILE if out is not None else None
+    if info.is_main and log_path is not None:
+        _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
+    base_meta = {**_data_meta(bundle), **(meta or {})}
+    t_start = time.perf_counter()
+    prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
+
+    def train_state(epoch: int) -> dict[str, Any]:
+        return {
+            "stage": config.stage,
+            "epoch": epoch,
+            "global_step": global_step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict() if use_amp else None,
+            "hooks": hook.state_dict(),
+            "rng": rng_state(),
+            "config": config.to_dict(),
+            "history": history,
+            "extra": dict(extra_state or {}),
+        }
+
+    hook.on_train_start(model, optimizer)
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        train_model.train()
+        batches = loader(epoch)
+        task = None
+        if progress is not None and info.is_main:
+            task = progress.add_task(
+                f"{config.stage} {epoch + 1}/{config.epochs}", total=len(batches), info=""
+            )
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        for i, (x, y) in enumerate(batches):
+            lr = schedule.apply()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = train_model(x)
+                loss = criterion(logits.float(), y)
+            finite = torch.isfinite(loss.detach())
+            if info.enabled:  # every rank must stop together, or the others hang in all-reduce
+                flag = finite.to(torch.float32).reshape(1)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = flag[0] > 0
+            if not bool(finite):
+                last = (
+                    f"the last good checkpoint {ckpt_path} (epoch {epoch}) was kept"
+                    if ckpt_path is not None and epoch > 0 and ckpt_path.exists()
+                    else "no checkpoint of this run was written"
+                )
+                raise NonFiniteLossError(
+                    f"training diverged: the loss is {float(loss):g} at epoch {epoch + 1}, step {i + 1} "
+                    f"(lr {lr:g}); lower --lr or add --warmup-epochs; {last}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if use_amp:
+                scaler.unscale_(optimizer)
+            hook.after_backward(model, optimizer)
+            scale_before = scaler.get_scale() if use_amp else 1.0
+            scaler.step(optimizer)
+            scaler.update()
+            if not (use_amp and scaler.get_scale() < scale_before):  # AMP skipped an inf/NaN step
+                hook.after_step(model, optimizer)
+            schedule.step()
+            global_step += 1
+            with torch.no_grad():
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if task is not None:
+                progress.update(task, advance=1, info=f"loss {float(loss):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
+        tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
+        ev = evaluate(
+            model, bundle, "test", config.eval_batch_size, device, rank=info.rank,
+            world_size=info.world_size, amp=use_amp, channels_last=channels_last,
+        )  # fmt: skip
+        record: dict[str, Any] = {
+            "stage": config.stage,
+            "epoch": epoch + 1,
+            "lr": schedule.lr_at(max(schedule.step_count - 1, 0)),
+            "train_loss": tr_loss / max(tr_seen, 1),
+            "train_acc": tr_correct / max(tr_seen, 1),
+            "test_loss": ev["loss"],
+            "test_acc": ev["accuracy"],
+            "time_s": time.perf_counter() - t0,
+        }
+        record.update(hook.on_epoch_end(epoch, model))
+        history.append(record)
+        if task is not None:
+            progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
+        log.info("%s epoch %d/%d: %s", config.stage, epoch + 1, config.epochs, record)
+        if info.is_main and out is not None and ckpt_path is not None and log_path is not None:
+            from edgeslim.checkpoint import save_model
+
+            save_model(
+                ckpt_path, model, spec, train_state=train_state(epoch + 1),  # type: ignore[arg-type]
+                meta={**base_meta, "metrics": {k: record[k] for k in ("test_acc", "test_loss", "epoch")}},
+            )  # fmt: skip
+            _append_jsonl(log_path, record)
+        barrier()
+    hook.on_train_end(model)
+
+    stage_hist = [r for r in history if r.get("stage") == config.stage]
+    if stage_hist:
+        final = stage_hist[-1]
+        best = max(stage_hist, key=lambda r: r["test_acc"])
+        acc, loss_v, best_acc, best_ep = (
+            final["test_acc"],
+            final["test_loss"],
+            best["test_acc"],
+            best["epoch"],
+        )
+    else:  # zero epochs: just evaluate
+        ev = evaluate(
+            model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
+        )
+        acc, loss_v, best_acc, best_ep = ev["accuracy"], ev["loss"], ev["accuracy"], 0
+    if not all(math.isfinite(float(r.get("train_loss", 0.0))) for r in stage_hist):
+        log.warning("non-finite training loss recorded")
+    result = TrainResult(
+        model=model, history=history, test_accuracy=acc, test_loss=loss_v, best_accuracy=best_acc,
+        best_epoch=best_ep, epochs=config.epochs, wall_time_s=prior_time + time.perf_counter() - t_start,
+        params=count_params(model), checkpoint=ckpt_path, extra=dict(extra_state or {}),
+    )  # fmt: skip
+    if write_report and info.is_main and out is not None:
+        write_train_report(out, result, config, spec)
+    return result
+
+
+def write_train_report(
+    out_dir: str | os.PathLike,
+    result: TrainResult,
+    config: TrainConfig,
+    spec: ModelSpec | None,
+    **extra: Any,
+) -> Path:
+    """``DIR/report.json``: final/best test accuracy, epochs, wall time, params, config (+ ``extra``)."""
+    from edgeslim.utils.io import write_json
+
+    report = {
+        **result.summary(),
+        "arch": spec.arch if spec is not None else None,
+        "spec": spec.to_dict() if spec is not None else None,
+        "config": {k: v for k, v in config.to_dict().items() if k != "method_args"}
+        | {
+            "method_args": {
+                k: v for k, v in config.method_args.items() if not isinstance(v, dict | torch.Tensor)
+            }
+        },
+        **extra,
+    }
+    return write_json(Path(out_dir) / REPORT_FILE, report)
