@@ -1,0 +1,392 @@
+"""PyTorch -> ONNX: export, check, simplify, validate in ONNX Runtime, stamp metadata, write atomically.
+
+Exporter choice (torch 2.15): the TorchScript exporter (``dynamo=False``) is used first. It
+honours the requested opset exactly (17 by default, the highest TensorRT 8.5 / JetPack 5 parses)
+and exports the zoo, torchvision and slim CNNs in well under a second. The dynamo exporter has
+no translations below opset 18 and its down-conversion fails for common CNN graphs (Reduce*,
+Resize), leaving opset 18. It is the fallback when the TorchScript exporter fails, or is chosen
+with ``exporter="dynamo"``; a different resulting opset is reported as a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeslim import __version__
+from edgeslim.errors import EdgeslimError, require
+from edgeslim.export.shapes import parse_input_shape
+from edgeslim.export.validate import FP32_ATOL, InputBatch, ValidationReport, random_inputs, validate_onnx
+from edgeslim.utils.io import atomic_write_bytes, check_output_path
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
+
+    from edgeslim.checkpoint import LoadedModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 9
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+@dataclass
+class OnnxExportResult:
+    """What :func:`export_onnx` wrote and measured."""
+
+    path: Path
+    opset: int
+    exporter: str
+    input_name: str
+    output_names: list[str]
+    input_shape: list[int | str]  # [N, C, H, W]; N is "batch" when dynamic
+    dynamic_batch: bool
+    simplifier: str | None
+    nodes: int
+    params: int
+    size_bytes: int
+    validation: ValidationReport | None
+    metadata: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        d["validation"] = self.validation.to_dict() if self.validation else None
+        return d
+
+
+def recipe_hash(recipe: dict[str, Any] | None) -> str:
+    """A short stable hash of a surgery recipe (``"dense"`` when there is none)."""
+    if not recipe:
+        return "dense"
+    blob = json.dumps(recipe, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_opset(opset: int) -> int:
+    """Refuse opsets the installed exporters/checker cannot produce, in one line."""
+    import onnx
+
+    top = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= int(opset) <= top:
+        raise EdgeslimError(
+            f"opset {opset} is out of range; use {MIN_OPSET}..{top} (17 is what TensorRT 8.5+ and "
+            "ONNX Runtime both take)"
+        )
+    return int(opset)
+
+
+def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
+    """Turn an exporter 'operator not supported at opset N' error into one actionable line."""
+    text = str(exc)
+    m = re.search(r"operator '([^']+)' to ONNX opset version (\d+) is not supported", text)
+    if not m:
+        return None
+    op = m.group(1)
+    added = re.search(r"added in version (\d+)", text)
+    hint = f"use --opset {added.group(1)} or higher" if added else "try a higher --opset"
+    return EdgeslimError(f"opset {opset} cannot express operator {op} used by the model; {hint}")
+
+
+def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
+    import torch
+
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is deprecated on every call; we chose it on purpose.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            model, (x,), str(f), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    """Silence chatty third-party loggers (their tracebacks on expected fallbacks) for a block."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _export_dynamo(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
+    import torch
+
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
+    # The dynamo exporter reports progress with print(); keep library output off the terminal.
+    sink = io.StringIO()
+    with (
+        contextlib.redirect_stdout(sink),
+        _quiet_loggers("onnxscript", "torch.onnx"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
+        )  # fmt: skip
+        prog.save(str(f), external_data=False)
+    log.debug("dynamo exporter output: %s", sink.getvalue())
+
+
+def _run_exporter(
+    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, exporter: str, notes: list[str]
+) -> str:
+    """Export with the chosen exporter; ``auto`` falls back to dynamo. Returns the one used."""
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise EdgeslimError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    first_error: Exception | None = None
+    if exporter in ("auto", "torchscript"):
+        try:
+            _export_torchscript(model, x, f, opset, dynamic)
+            return "torchscript"
+        except Exception as exc:  # noqa: BLE001 - exporters raise many types
+            err = _unsupported_op_error(exc, opset)
+            if err is not None:
+                raise err from exc
+            if exporter == "torchscript" or scripted:
+                raise EdgeslimError(
+                    f"TorchScript ONNX export failed: {str(exc).strip().splitlines()[0]}; "
+                    "try --exporter dynamo or a different --opset"
+                ) from exc
+            first_error = exc
+            notes.append(
+                f"TorchScript exporter failed ({type(exc).__name__}); fell back to the dynamo exporter"
+            )
+            log.warning(notes[-1])
+    try:
+        _export_dynamo(model, x, f, opset, dynamic)
+    except Exception as exc:  # noqa: BLE001
+        err = _unsupported_op_error(exc, opset)
+        if err is not None:
+            raise err from exc
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        before = f" (TorchScript: {str(first_error).strip().splitlines()[0][:200]})" if first_error else ""
+        raise EdgeslimError(f"ONNX export failed with the dynamo exporter: {why[:300]}{before}") from exc
+    return "dynamo"
+
+
+def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelProto, str | None]:
+    """Simplify with onnxslim, else onnxsim, else leave as is (with a warning in ``notes``)."""
+    try:
+        import onnxslim
+    except ImportError:
+        onnxslim = None
+    if onnxslim is not None:
+        try:
+            return onnxslim.slim(model), "onnxslim"
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"onnxslim failed ({type(exc).__name__}: {exc}); trying onnxsim")
+    try:
+        import onnxsim
+    except ImportError:
+        notes.append(
+            "neither onnxslim nor onnxsim is installed; the ONNX was not simplified (pip install onnxslim)"
+        )
+        log.warning(notes[-1])
+        return model, None
+    simplified, ok = onnxsim.simplify(model)
+    if not ok:
+        notes.append("onnxsim could not verify its simplification; kept the unsimplified graph")
+        return model, None
+    return simplified, "onnxsim"
+
+
+def _count_params(model: onnx.ModelProto) -> int:
+    import numpy as np
+
+    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+
+
+def build_metadata(
+    *,
+    arch: str | None,
+    recipe: dict[str, Any] | None,
+    input_shape: list[int | str],
+    mean: Any,
+    std: Any,
+    data: str | None,
+    exporter: str,
+    opset: int,
+    validation: ValidationReport | None,
+) -> dict[str, str]:
+    """The key/value pairs stored in the ONNX ``metadata_props``."""
+    norm = {"mean": list(mean) if mean is not None else None, "std": list(std) if std is not None else None}
+    md = {
+        "edgeslim_version": __version__,
+        "architecture": arch or "unknown",
+        "recipe_hash": recipe_hash(recipe),
+        "input_shape": "x".join(str(d) for d in input_shape),
+        "normalization": json.dumps(norm),
+        "dataset": data or "unknown",
+        "exporter": exporter,
+        "opset": str(opset),
+    }
+    if validation is not None:
+        md["validation"] = json.dumps(validation.to_dict())
+    return md
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """``metadata_props`` of an ONNX file as a dict."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    input_shape: tuple[int, int, int] | str,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    batch: int = 1,
+    simplify: bool = True,
+    validate: bool = True,
+    inputs: InputBatch | None = None,
+    force: bool = False,
+    exporter: str = "auto",
+    atol: float = FP32_ATOL,
+    arch: str | None = None,
+    recipe: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> OnnxExportResult:
+    """Export ``model`` to ONNX at ``path`` and check it in ONNX Runtime against PyTorch.
+
+    ``input_shape`` is (C, H, W); ``batch`` is the static batch (or the example batch when
+    ``dynamic_batch``). ``inputs`` are the validation images (see
+    :func:`edgeslim.export.validate.real_inputs`); without them seeded random inputs are used
+    and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
+    real images) raises :class:`EdgeslimError` and nothing is written. ``path`` is written
+    atomically and never overwritten without ``force``.
+    """
+    import onnx
+    import torch
+
+    require("onnx", "ort", "to export ONNX")
+    out = check_output_path(path, force)
+    c, h, w = parse_input_shape(input_shape)
+    if batch < 1:
+        raise EdgeslimError(f"--batch must be >= 1, got {batch}")
+    opset = check_opset(opset)
+    model = model.eval().cpu() if not isinstance(model, torch.jit.ScriptModule) else model.eval()
+    notes: list[str] = []
+    x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
+    with torch.no_grad():
+        try:
+            model(x)
+        except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
+            raise EdgeslimError(
+                f"the model does not accept input {batch}x{c}x{h}x{w} "
+                f"({str(exc).strip().splitlines()[0][:160]}); check --input-shape"
+            ) from exc
+    with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with torch.no_grad():
+            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes)
+        proto = onnx.load(str(raw))
+    got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if got_opset != opset:
+        notes.append(
+            f"the {used} exporter produced opset {got_opset}, not {opset}; "
+            "TensorRT 8.5 (JetPack 5) parses opset <= 17"
+        )
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise EdgeslimError(f"the exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+    simplifier = None
+    if simplify:
+        proto, simplifier = simplify_onnx(proto, notes)
+        proto = onnx.shape_inference.infer_shapes(proto)
+        onnx.checker.check_model(proto)
+    shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
+    report = None
+    mean = std = None
+    if inputs is not None:
+        mean, std = inputs.mean, inputs.std
+    if validate:
+        inputs = inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch))
+        report = validate_onnx(
+            model, proto.SerializeToString(), inputs, static_batch=None if dynamic_batch else batch, atol=atol
+        )
+        if not report.passed:
+            raise EdgeslimError(
+                f"ONNX Runtime disagrees with PyTorch: {report.summary()}; nothing was written "
+                "(try --opset 18, --no-simplify, or --exporter dynamo)"
+            )
+    meta = meta or {}
+    md = build_metadata(
+        arch=arch, recipe=recipe, input_shape=shape, mean=mean if mean is not None else meta.get("mean"),
+        std=std if std is not None else meta.get("std"), data=None if inputs is None or not inputs.real
+        else inputs.source.split(" ")[0], exporter=used, opset=got_opset, validation=report,
+    )  # fmt: skip
+    onnx.helper.set_model_props(proto, md)
+    data = proto.SerializeToString()
+    atomic_write_bytes(out, data)
+    outputs = [o.name for o in proto.graph.output]
+    for n in notes:
+        log.warning(n)
+    return OnnxExportResult(
+        path=out, opset=got_opset, exporter=used, input_name=proto.graph.input[0].name, output_names=outputs,
+        input_shape=shape, dynamic_batch=dynamic_batch, simplifier=simplifier, nodes=len(proto.graph.node),
+        params=_count_params(proto), size_bytes=len(data), validation=report, metadata=md, warnings=notes,
+    )  # fmt: skip
+
+
+def export_loaded(
+    loaded: LoadedModel,
+    path: str | Path,
+    *,
+    input_shape: tuple[int, int, int] | str | None = None,
+    data: str | None = None,
+    data_dir: str | None = None,
+    n_validate: int = 64,
+    **kw: Any,
+) -> OnnxExportResult:
+    """:func:`export_onnx` for a :class:`~edgeslim.checkpoint.LoadedModel`: shape, data set,
+    normalization, architecture and recipe are taken from the checkpoint where it has them."""
+    from edgeslim.export.validate import real_inputs
+
+    if input_shape is None:
+        if loaded.spec is None:
+            raise EdgeslimError(
+                f"{loaded.path} is a {loaded.kind} file without a model spec; pass --input-shape C,H,W"
+            )
+        input_shape = loaded.spec.input_shape
+    shape = parse_input_shape(input_shape)
+    inputs = kw.pop("inputs", None)
+    if inputs is None and kw.get("validate", True):
+        inputs = real_inputs(shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate)
+    return export_onnx(
+        loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,
+        recipe=loaded.recipe, meta=loaded.meta, **kw,
+    )  # fmt: skip

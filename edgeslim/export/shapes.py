@@ -1,0 +1,51 @@
+"""Input shapes and sizes given on the command line: parsed once, checked, one-line errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from edgeslim.errors import EdgeslimError
+
+
+def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
+    """``"3,32,32"`` / ``"3x32x32"`` / ``(3, 32, 32)`` -> ``(C, H, W)``.
+
+    A leading batch dimension is not accepted here (``--batch`` sets it).
+    """
+    if isinstance(text, str):
+        parts = [p for p in re.split(r"[,xX\s]+", text.strip()) if p]
+        try:
+            dims = [int(p) for p in parts]
+        except ValueError:
+            raise EdgeslimError(
+                f"invalid input shape {text!r}: use C,H,W with positive integers, e.g. --input-shape 3,32,32"
+            ) from None
+    else:
+        dims = [int(d) for d in text]
+    if len(dims) != 3 or any(d < 1 for d in dims):
+        raise EdgeslimError(
+            f"invalid input shape {text!r}: need exactly three positive integers C,H,W "
+            "(e.g. --input-shape 3,32,32; the batch size is --batch)"
+        )
+    if dims[0] > 64 or dims[1] > 8192 or dims[2] > 8192:
+        raise EdgeslimError(
+            f"invalid input shape {text!r}: expected C,H,W with C <= 64 and H,W <= 8192 "
+            "(channels first, e.g. 3,224,224)"
+        )
+    return (dims[0], dims[1], dims[2])
+
+
+def parse_size(text: str | int) -> int:
+    """``"1G"``, ``"512M"``, ``"256MiB"``, ``1073741824`` -> bytes (binary units)."""
+    if isinstance(text, int):
+        n = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+        if not m:
+            raise EdgeslimError(f"invalid size {text!r}; use e.g. 512M, 1G or 2GiB")
+        mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+        n = int(float(m.group(1)) * mult)
+    if n < 1 << 20:
+        raise EdgeslimError(f"size {text!r} is below 1 MiB; TensorRT needs a workspace of at least a few MiB")
+    return n

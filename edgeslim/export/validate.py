@@ -1,0 +1,245 @@
+"""Check an ONNX model in ONNX Runtime against the PyTorch model it came from.
+
+Inputs are real images from the model's data set when one is known (``meta["data"]`` in a
+checkpoint, or ``--data``), else seeded random normal tensors (the report says which).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeslim.errors import EdgeslimError, require
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: FP32 tolerance of the ONNX Runtime check (max abs difference of the outputs)
+FP32_ATOL = 1e-4
+
+
+@dataclass
+class InputBatch:
+    """Validation inputs: normalized float32 ``[N,C,H,W]`` plus where they came from."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    source: str  # e.g. "fashion-mnist test[:64]" or "random normal (seed 0)"
+    real: bool
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+@dataclass
+class ValidationReport:
+    """Numbers of one ONNX Runtime vs PyTorch comparison."""
+
+    source: str
+    real_data: bool
+    n: int
+    provider: str
+    reference_device: str
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float | None  # fraction of images whose argmax agrees (None for non-logit outputs)
+    accuracy_torch: float | None
+    accuracy_onnx: float | None
+    atol: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
+        return (
+            f"max|diff| {self.max_abs_diff:.3g} (<= {self.atol:g}: {'ok' if self.passed else 'FAIL'}), "
+            f"top-1 agreement {agree} on {self.n} inputs from {self.source}"
+        )
+
+
+def _meta_norm(meta: dict[str, Any] | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    meta = meta or {}
+    try:
+        mean = tuple(float(v) for v in meta["mean"]) if meta.get("mean") is not None else None
+        std = tuple(float(v) for v in meta["std"]) if meta.get("std") is not None else None
+    except (TypeError, ValueError):
+        log.warning("checkpoint meta has unreadable mean/std; using the data set's normalization")
+        return None, None
+    return mean, std
+
+
+def dataset_name(meta: dict[str, Any] | None) -> str | None:
+    """The data set a checkpoint was trained on, read defensively from its meta."""
+    d = (meta or {}).get("data")
+    if isinstance(d, dict):
+        d = d.get("name")
+    return str(d) if isinstance(d, str) and d else None
+
+
+def real_inputs(
+    input_shape: tuple[int, int, int],
+    *,
+    data: str | None = None,
+    data_dir: str | None = None,
+    meta: dict[str, Any] | None = None,
+    n: int = 64,
+) -> InputBatch | None:
+    """``n`` test images of the model's data set, normalized as in training; None if none is known.
+
+    ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
+    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics.
+    """
+    import torch
+
+    name = data or dataset_name(meta)
+    if not name:
+        return None
+    from edgeslim.data import load_dataset
+
+    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n)
+    if tuple(bundle.input_shape) != tuple(input_shape):
+        raise EdgeslimError(
+            f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
+            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on (--data)"
+        )
+    mean, std = _meta_norm(meta)
+    mean = mean if mean and len(mean) == bundle.in_channels else tuple(bundle.mean)
+    std = std if std and len(std) == bundle.in_channels else tuple(bundle.std)
+    xu8, y = bundle.tensors("test")
+    xu8, y = xu8[:n], y[:n]
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    x = (xu8.to(torch.float32) / 255.0 - m) / s
+    return InputBatch(x, y, f"{bundle.name} test[:{len(x)}]", True, mean, std)
+
+
+def random_inputs(input_shape: tuple[int, int, int], n: int = 8, seed: int = 0) -> InputBatch:
+    """Seeded standard-normal inputs (used when no data set is known)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *input_shape), generator=g)
+    return InputBatch(x, None, f"random normal (seed {seed}; no data set known)", False)
+
+
+def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads: int = 1):
+    """An ONNX Runtime session on the CPU provider (1 intra-op thread unless told)."""
+    ort = require("onnxruntime", "ort", "to check the exported model")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise EdgeslimError(
+            f"ONNX Runtime cannot load the exported model: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def run_ort(sess, x: np.ndarray, batch: int | None = None) -> np.ndarray:
+    """First output of ``sess`` for ``x``; in chunks of ``batch`` if the input batch is static."""
+    name = sess.get_inputs()[0].name
+    if batch is None:
+        return sess.run(None, {name: x})[0]
+    outs = [sess.run(None, {name: x[i : i + batch]})[0] for i in range(0, len(x) - batch + 1, batch)]
+    return np.concatenate(outs)
+
+
+def torch_outputs(model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64) -> np.ndarray:
+    """First output of ``model`` on ``device`` as float32 numpy (model is left where it was)."""
+    import torch
+
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), chunk):
+            y = model(x[i : i + chunk].to(device))
+            if isinstance(y, (tuple, list)):
+                y = y[0]
+            outs.append(y.detach().float().cpu().numpy())
+    return np.concatenate(outs)
+
+
+def compare(
+    ref: np.ndarray,
+    got: np.ndarray,
+    batch: InputBatch,
+    *,
+    provider: str = "CPUExecutionProvider",
+    reference_device: str = "cpu",
+    atol: float = FP32_ATOL,
+) -> ValidationReport:
+    """Max/mean abs difference and top-1 agreement of two output arrays of the same inputs."""
+    if ref.shape != got.shape:
+        raise EdgeslimError(
+            f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
+        )
+    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    logits = ref.ndim == 2 and ref.shape[1] > 1
+    agree = acc_t = acc_o = None
+    if logits:
+        a_ref, a_got = ref.argmax(1), got.argmax(1)
+        agree = float((a_ref == a_got).mean())
+        if batch.labels is not None:
+            lab = batch.labels.numpy()[: len(ref)]
+            acc_t, acc_o = float((a_ref == lab).mean()), float((a_got == lab).mean())
+    max_diff = float(diff.max()) if diff.size else 0.0
+    passed = bool(max_diff <= atol and (agree is None or agree == 1.0 or not batch.real))
+    return ValidationReport(
+        source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,
+        reference_device=reference_device, max_abs_diff=max_diff,
+        mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
+        accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed,
+    )  # fmt: skip
+
+
+def validate_onnx(
+    model: nn.Module,
+    model_bytes: bytes,
+    batch: InputBatch,
+    *,
+    static_batch: int | None = None,
+    atol: float = FP32_ATOL,
+    reference_device: str = "cpu",
+) -> ValidationReport:
+    """Run ``batch`` through ONNX Runtime (CPU) and through ``model`` on ``reference_device``."""
+    import torch
+
+    x, labels = batch.x, batch.labels
+    if static_batch is not None:  # a static-batch graph takes exactly `static_batch` images per run
+        if len(x) < static_batch:
+            x, labels = torch.cat([x] * -(-static_batch // len(x)))[:static_batch], None
+        else:
+            k = len(x) // static_batch * static_batch
+            x, labels = x[:k], None if labels is None else labels[:k]
+        batch = InputBatch(x, labels, batch.source, batch.real, batch.mean, batch.std)
+    sess = ort_session(model_bytes)
+    got = run_ort(sess, x.numpy().astype(np.float32), static_batch)
+    ref = torch_outputs(model, x, device=reference_device)
+    return compare(ref, got, batch, reference_device=reference_device, atol=atol)
+
+
+def cuda_reference(
+    model: nn.Module, model_bytes: bytes, batch: InputBatch, **kw: Any
+) -> ValidationReport | str:
+    """ONNX Runtime (CPU) against PyTorch on CUDA; a one-line reason string when no GPU is present."""
+    import copy
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "CUDA is not available here (torch.cuda.is_available() is False); the CUDA check was not run"
+    gpu_model = copy.deepcopy(model).to("cuda").eval()
+    # TF32 would make the reference differ from FP32 by ~1e-3; compare true FP32.
+    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        return validate_onnx(gpu_model, model_bytes, batch, reference_device="cuda", **kw)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
