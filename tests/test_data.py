@@ -154,3 +154,157 @@ def test_channel_mismatch(fm):
     with pytest.raises(EdgeslimError, match="3-channel input but fashion-mnist images have 1"):
         fm.check_spec(ModelSpec("vgg-small", 10, 3, (32, 32)))
     fm.check_spec(fm.spec_for("vgg-small"))
+
+
+# --------------------------------------------------------------------------- CIFAR / image folders
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def cz(cifar_zip, cache):
+    return load_dataset("cifar10", data_dir=cifar_zip, subset=200, test_subset=100, cache_dir=cache)
+
+
+def test_cifar_zip_subset(cz, cifar_zip, cache):
+    assert cz.input_shape == (3, 32, 32) and cz.num_classes == 10 and cz.pad == 4 and cz.hflip
+    assert cz.class_names[:3] == ["airplane", "automobile", "bird"]
+    assert torch.equal(cz.train_y.bincount(), torch.full((10,), 20)) and len(cz.test_y) == 100
+    assert cz.mean == (0.4914, 0.4822, 0.4465)  # standard CIFAR-10 constants
+    # decoded once: one cache entry per split, and a second load reads it back unchanged
+    entries = sorted((cache / "arrays").glob("*.npy"))
+    assert len(entries) == 2
+    again = load_dataset("cifar10", data_dir=cifar_zip, subset=200, test_subset=100, cache_dir=cache)
+    assert torch.equal(again.train_x, cz.train_x) and torch.equal(again.test_y, cz.test_y)
+    # imagefolder on the same zip: same pixels, constants computed from the training images
+    f = load_dataset("imagefolder", data_dir=cifar_zip, subset=200, test_subset=100, cache_dir=cache)
+    assert torch.equal(f.train_x, cz.train_x) and f.class_names == cz.class_names
+    xf = f.train_x.float().div(255)
+    assert abs(xf[:, 0].mean().item() - f.mean[0]) < 1e-3 and abs(xf[:, 2].std().item() - f.std[2]) < 1e-3
+
+
+def test_corrupt_cache_is_rebuilt(cifar_zip, tmp_path):
+    load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
+    entries = list((tmp_path / "arrays").glob("*.npy"))
+    good = load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
+    for e in entries:
+        e.write_bytes(b"garbage")
+    b = load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
+    assert torch.equal(b.train_x, good.train_x)
+    assert all(np.load(e).shape[1:] == (3, 32, 32) for e in entries)
+
+
+def _extract(zip_path, dest, per_class=3, grey=False):
+    """A small real ImageFolder tree from the CIFAR zip (optionally converted to greyscale PNG)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(zip_path) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))
+        counts: dict[str, int] = {}
+        for n in names:
+            split, cls, _ = n.split("/")
+            if split == "test" and cls not in ("cat", "dog"):
+                continue
+            if counts.get(split + cls, 0) >= per_class:
+                continue
+            counts[split + cls] = counts.get(split + cls, 0) + 1
+            out = dest / n
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if grey:
+                Image.open(io.BytesIO(z.read(n))).convert("L").save(out.with_suffix(".png"))
+            else:
+                out.write_bytes(z.read(n))
+    return dest
+
+
+def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
+    root = _extract(cifar_zip, tmp_path / "tree")
+    b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert (len(b.train_y), len(b.test_y), b.num_classes) == (30, 6, 10)
+    assert set(b.test_y.tolist()) == {b.class_names.index("cat"), b.class_names.index("dog")}
+    g = load_dataset("imagefolder", data_dir=_extract(cifar_zip, tmp_path / "grey", grey=True),
+                     cache_dir=tmp_path / "c")  # fmt: skip
+    assert g.input_shape == (1, 32, 32) and len(g.mean) == 1
+    with pytest.raises(EdgeslimError, match="1 channel"):
+        g.check_spec(b.spec_for("vgg-small"))
+
+
+def test_imagefolder_bad_layouts(cifar_zip, tmp_path):
+    flat = tmp_path / "flat"
+    (flat / "cat").mkdir(parents=True)
+    (flat / "cat" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files"):
+        load_dataset("imagefolder", data_dir=flat, cache_dir=tmp_path / "c")
+    root = _extract(cifar_zip, tmp_path / "tree", per_class=1)
+    (root / "test" / "unicorn").mkdir()
+    next((root / "test" / "cat").iterdir()).rename(root / "test" / "unicorn" / "x.jpg")
+    with pytest.raises(EdgeslimError, match="'unicorn'.* have no training folder"):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    (root / "test" / "unicorn" / "x.jpg").unlink()
+    (root / "train" / "cat" / "0000.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    with pytest.raises(EdgeslimError, match="cannot decode image train/cat/0000.jpg"):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    bad_zip = tmp_path / "bad.zip"
+    bad_zip.write_bytes(b"PK not really")
+    with pytest.raises(EdgeslimError, match="not a readable zip"):
+        load_dataset("cifar10", data_dir=bad_zip, cache_dir=tmp_path / "c")
+    with pytest.raises(EdgeslimError, match="has 10 class folders but cifar100 has 100"):
+        load_dataset("cifar100", data_dir=cifar_zip, subset=10, test_subset=10, cache_dir=tmp_path / "c")
+    with pytest.raises(EdgeslimError, match="needs --data-dir"):
+        load_dataset("imagefolder")
+
+
+def test_cifar_python_pickles(cz, tmp_path):
+    """torchvision's cifar-10-batches-py layout, written from real (JPEG-decoded) CIFAR images."""
+    import pickle
+
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    x, y = cz.train_x.numpy().reshape(len(cz.train_x), -1), cz.train_y.tolist()
+    for i in range(5):
+        part = slice(i * 40, (i + 1) * 40)
+        batch = {b"data": x[part], b"labels": y[part], b"batch_label": b"training batch"}
+        (d / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch, protocol=2))
+    tx = cz.test_x.numpy().reshape(len(cz.test_x), -1)
+    (d / "test_batch").write_bytes(pickle.dumps({b"data": tx, b"labels": cz.test_y.tolist()}, protocol=2))
+    meta = {b"label_names": [n.encode() for n in cz.class_names]}
+    (d / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    b = load_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path)
+    assert torch.equal(b.train_x, cz.train_x) and torch.equal(b.test_y, cz.test_y)
+    assert b.class_names == cz.class_names
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (d / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}))
+    with pytest.raises(EdgeslimError, match="not a valid CIFAR batch file .*refusing to load builtins.print"):
+        load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
+    (d / "test_batch").unlink()
+    with pytest.raises(EdgeslimError, match="no cifar10 data in"):
+        load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
+
+
+def test_svhn_mat(cz, tmp_path):
+    """torchvision's SVHN .mat layout (X: 32x32x3xN, y in 1..10 with 10 meaning 0)."""
+    import scipy.io
+
+    for split, xs, ys in (("train", cz.train_x, cz.train_y), ("test", cz.test_x, cz.test_y)):
+        labels = np.where(ys.numpy() == 0, 10, ys.numpy())[:, None]
+        scipy.io.savemat(
+            tmp_path / f"{split}_32x32.mat", {"X": xs.numpy().transpose(2, 3, 1, 0), "y": labels}
+        )
+    b = load_dataset("svhn", data_dir=tmp_path, subset=50)
+    assert b.input_shape == (3, 32, 32) and not b.hflip and len(b.train_y) == 50
+    assert set(b.test_y.tolist()) == set(range(10))
+    full = load_dataset("svhn", data_dir=tmp_path)
+    assert torch.equal(full.test_x, cz.test_x)
+    (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB garbage")
+    with pytest.raises(EdgeslimError, match="not a valid SVHN .mat file"):
+        load_dataset("svhn", data_dir=tmp_path)

@@ -107,7 +107,8 @@ def load_dataset(
 
 def _ensure_readers() -> None:
     # Readers of formats needing more code live in their own modules; importing registers them.
-    pass
+    import edgeslim.data.cifar  # noqa: F401
+    import edgeslim.data.imagefolder  # noqa: F401
 
 
 # --------------------------------------------------------------------------- subsets

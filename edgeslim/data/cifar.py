@@ -1,0 +1,176 @@
+"""CIFAR-10/100 (torchvision's ``cifar-*-python`` pickles, or an ImageFolder tree/zip) and SVHN (.mat)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeslim.data.bundle import DataBundle
+from edgeslim.data.datasets import CIFAR10_CLASSES, NORMS, LoadRequest, bundle_from_arrays, register_dataset
+from edgeslim.errors import EdgeslimError
+
+CIFAR = {
+    "cifar10": {"dir": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
+                "test": ["test_batch"], "meta": "batches.meta", "names": "label_names", "labels": "labels",
+                "classes": 10, "tv": "CIFAR10"},
+    "cifar100": {"dir": "cifar-100-python", "train": ["train"], "test": ["test"], "meta": "meta",
+                 "names": "fine_label_names", "labels": "fine_labels", "classes": 100, "tv": "CIFAR100"},
+}  # fmt: skip
+
+#: the only globals a CIFAR pickle may reference: numpy's array reconstruction
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how Python 3 pickles (protocol 2) store numpy's raw bytes
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses any other global."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def safe_unpickle(path: Path) -> dict[str, Any]:
+    """Load one CIFAR batch file without executing code; keys come back as str."""
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        raise EdgeslimError(
+            f"{path} is not a valid CIFAR batch file ({exc}); re-download the python version of the data set"
+        ) from exc
+    if not isinstance(obj, dict):
+        raise EdgeslimError(f"{path} does not hold a CIFAR batch (a dict); re-download the data set")
+    return {k.decode() if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def read_cifar_dir(d: Path, name: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Arrays ([N,3,32,32] uint8 images, labels) of both splits, and the class names."""
+    info = CIFAR[name]
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for fn in info["train" if split == "train" else "test"]:
+            batch = safe_unpickle(d / fn)
+            try:
+                data = np.asarray(batch["data"], dtype=np.uint8)
+                labels = np.asarray(batch[info["labels"]], dtype=np.int64)
+            except KeyError as exc:
+                raise EdgeslimError(f"{d / fn} lacks the key {exc}; is this {name}? re-download it") from exc
+            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+                raise EdgeslimError(
+                    f"{d / fn}: data {data.shape} / labels {labels.shape} are not CIFAR 32x32x3; re-download it"
+                )
+            xs.append(data.reshape(-1, 3, 32, 32))
+            ys.append(labels)
+        out[f"{split}_x"], out[f"{split}_y"] = np.concatenate(xs), np.concatenate(ys)
+    classes = CIFAR10_CLASSES if name == "cifar10" else [f"class{i}" for i in range(info["classes"])]
+    if (d / info["meta"]).is_file():
+        names = safe_unpickle(d / info["meta"]).get(info["names"])
+        if names is not None and len(names) == info["classes"]:
+            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+    return out, classes
+
+
+def _find_cifar_dir(req: LoadRequest) -> Path | None:
+    info = CIFAR[req.name]
+    roots = [req.data_dir] if req.data_dir is not None else [req.cache_dir]
+    for r in roots:
+        for d in (r, r / info["dir"]):
+            if all((d / f).is_file() for f in info["train"] + info["test"]):
+                return d
+    return None
+
+
+def _cifar(req: LoadRequest) -> DataBundle:
+    info = CIFAR[req.name]
+    d = req.data_dir
+    if d is not None and (d.is_file() or (d / "train").is_dir() or _has_nested_train(d)):
+        # an ImageFolder tree or zip holding this data set (e.g. cifar10-jpeg.zip)
+        from edgeslim.data.imagefolder import load_image_folder
+
+        b = load_image_folder(req, d, norm=NORMS[req.name], num_classes=info["classes"], pad=4, hflip=True)
+        if b.input_shape != (3, 32, 32):
+            raise EdgeslimError(
+                f"{d} holds {b.input_shape} images, not 3x32x32 {req.name}; use --data imagefolder"
+            )
+        return b
+    found = _find_cifar_dir(req)
+    if found is None and req.download:
+        from edgeslim.errors import require
+
+        tvd = require("torchvision.datasets", "train", f"to download {req.name}")
+        try:
+            getattr(tvd, info["tv"])(str(req.cache_dir), train=True, download=True)
+        except (OSError, RuntimeError) as exc:
+            raise EdgeslimError(f"downloading {req.name} failed ({exc}); pass --data-dir") from exc
+        found = _find_cifar_dir(req)
+    if found is None:
+        where = req.data_dir if req.data_dir is not None else req.cache_dir
+        raise EdgeslimError(
+            f"no {req.name} data in {where}: expected {info['dir']}/ with {', '.join(info['train'][:1])}... "
+            f"(torchvision's python format) or an image folder/zip with train/ and test/; check --data-dir"
+        )
+    arrays, classes = read_cifar_dir(found, req.name)
+    return bundle_from_arrays(req, arrays, info["classes"], classes, NORMS[req.name], pad=4, hflip=True,
+                              source=str(found))  # fmt: skip
+
+
+def _has_nested_train(d: Path) -> bool:
+    return d.is_dir() and any((c / "train").is_dir() for c in d.iterdir() if c.is_dir())
+
+
+register_dataset("cifar10", "CIFAR-10, 32x32 RGB: cifar-10-batches-py pickles, or an image folder/zip")(
+    _cifar
+)
+register_dataset("cifar100", "CIFAR-100, 32x32 RGB: cifar-100-python pickles, or an image folder/zip")(_cifar)
+
+
+# --------------------------------------------------------------------------- SVHN
+
+
+@register_dataset("svhn", "SVHN cropped digits, 32x32 RGB (torchvision's train/test_32x32.mat, needs scipy)")
+def _svhn(req: LoadRequest) -> DataBundle:
+    root = req.data_dir if req.data_dir is not None else req.cache_dir
+    files = {s: root / f"{s}_32x32.mat" for s in ("train", "test")}
+    if not all(p.is_file() for p in files.values()) and req.download:
+        from edgeslim.errors import require
+
+        tvd = require("torchvision.datasets", "train", "to download SVHN")
+        try:
+            for s in ("train", "test"):
+                tvd.SVHN(str(root), split=s, download=True)
+        except (OSError, RuntimeError) as exc:
+            raise EdgeslimError(f"downloading SVHN failed ({exc}); pass --data-dir") from exc
+    missing = [p.name for p in files.values() if not p.is_file()]
+    if missing:
+        raise EdgeslimError(
+            f"no SVHN files {', '.join(missing)} in {root}; point --data-dir at the folder holding them"
+        )
+    from edgeslim.errors import require
+
+    sio = require("scipy.io", "train", "to read SVHN .mat files")
+    arrays: dict[str, np.ndarray] = {}
+    for s, p in files.items():
+        try:
+            m = sio.loadmat(str(p), variable_names=["X", "y"])
+            x, y = np.asarray(m["X"]), np.asarray(m["y"]).reshape(-1).astype(np.int64)
+        except (OSError, ValueError, KeyError, NotImplementedError, sio.matlab.MatReadError) as exc:
+            raise EdgeslimError(f"{p} is not a valid SVHN .mat file ({exc}); re-download it") from exc
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+            raise EdgeslimError(f"{p}: X has shape {x.shape}, expected (32, 32, 3, N); re-download it")
+        arrays[f"{s}_x"] = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8)
+        arrays[f"{s}_y"] = np.where(y == 10, 0, y)  # SVHN stores the digit 0 as label 10
+    return bundle_from_arrays(req, arrays, 10, [str(i) for i in range(10)], NORMS["svhn"], pad=4, hflip=False,
+                              source=str(root))  # fmt: skip

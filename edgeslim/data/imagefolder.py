@@ -1,0 +1,187 @@
+"""ImageFolder trees (``train/<class>/*.jpg``, ``test/<class>/*.jpg``), on disk or inside a zip.
+
+Images are decoded once with PIL into uint8 arrays and cached (see :mod:`edgeslim.data.cache`);
+with a subset, only the chosen files are decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from edgeslim.data.cache import cached_arrays, fingerprint
+from edgeslim.data.datasets import LoadRequest, balanced_subset, bundle_from_arrays, register_dataset
+from edgeslim.errors import EdgeslimError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+TEST_NAMES = ("test", "val", "valid", "validation")
+#: decode in a pool of this many processes above this many images (the machines here have 2 cores)
+POOL_WORKERS, POOL_MIN = 2, 20000
+
+
+class Tree:
+    """A listing of image files by split and class; reads bytes from a directory or a zip."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.is_zip = root.is_file()
+        if self.is_zip:
+            try:
+                with zipfile.ZipFile(root) as z:
+                    names = [n for n in z.namelist() if not n.endswith("/")]
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise EdgeslimError(f"{root} is not a readable zip file ({exc}); check --data-dir") from exc
+        else:
+            names = [
+                str(PurePosixPath(Path(dp).relative_to(root).as_posix()) / f)
+                for dp, _, fs in os.walk(root)
+                for f in fs
+            ]
+        self.files = sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS)
+        self.prefix = self._find_prefix()
+
+    def _find_prefix(self) -> str:
+        """'' or 'top/' when the tree sits in one top-level folder (common in zips)."""
+        tops = {n.split("/", 1)[0] for n in self.files if "/" in n}
+        if "train" in tops:
+            return ""
+        for t in tops:
+            if any(n.startswith(f"{t}/train/") for n in self.files):
+                return f"{t}/"
+        return ""
+
+    def split(self, split: str) -> dict[str, list[str]]:
+        """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted."""
+        names = ("train",) if split == "train" else TEST_NAMES
+        for nm in names:
+            base = f"{self.prefix}{nm}/"
+            by_class: dict[str, list[str]] = {}
+            for f in self.files:
+                if f.startswith(base):
+                    rest = f[len(base) :].split("/")
+                    if len(rest) == 2:
+                        by_class.setdefault(rest[0], []).append(f)
+            if by_class:
+                return by_class
+        raise EdgeslimError(
+            f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
+            f"train/<class>/*.jpg and test/<class>/*.jpg"
+        )
+
+    def reader(self) -> Callable[[str], bytes]:
+        return open_reader(self.root, self.is_zip)
+
+
+def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
+    """A function reading one member (zip) or relative file (directory) as bytes."""
+    if is_zip:
+        return zipfile.ZipFile(root).read
+    return lambda name: (root / name).read_bytes()
+
+
+def decode(data: bytes, name: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` if given."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise EdgeslimError(
+            f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
+        ) from exc
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _decode_chunk(args: tuple[str, bool, Sequence[str], int, tuple[int, int]]) -> np.ndarray:
+    root, is_zip, names, channels, size = args
+    get = open_reader(Path(root), is_zip)
+    return np.stack([decode(get(n), n, channels, size) for n in names])
+
+
+def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode ``names`` into uint8 [N,C,H,W]; a pool of processes for large lists."""
+    if not names:
+        return np.zeros((0, channels, *size), dtype=np.uint8)
+    if len(names) < POOL_MIN:
+        return _decode_chunk((str(tree.root), tree.is_zip, names, channels, size))
+    step = -(-len(names) // (POOL_WORKERS * 8))
+    chunks = [
+        (str(tree.root), tree.is_zip, names[i : i + step], channels, size) for i in range(0, len(names), step)
+    ]
+    with ProcessPoolExecutor(POOL_WORKERS) as ex:
+        return np.concatenate(list(ex.map(_decode_chunk, chunks)))
+
+
+def probe(tree: Tree, first: str) -> tuple[int, tuple[int, int]]:
+    """Channels (1 for greyscale files, else 3) and (H, W) of the first training image."""
+    from PIL import Image
+
+    data = tree.reader()(first)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            channels = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+            return channels, (im.size[1], im.size[0])
+    except OSError as exc:
+        raise EdgeslimError(
+            f"cannot decode image {first} ({exc}); remove or replace the corrupt file"
+        ) from exc
+
+
+def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int | None = None,
+                      pad: int | None = None, hflip: bool = True):  # fmt: skip
+    """Read an ImageFolder tree (directory or zip) into a DataBundle, through the uint8 cache."""
+    tree = Tree(root)
+    train, test = tree.split("train"), tree.split("test")
+    classes = sorted(train)
+    if set(test) - set(classes):
+        raise EdgeslimError(
+            f"{root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
+            "train/ and test/ must hold the same class folders"
+        )
+    if num_classes is not None and len(classes) != num_classes:
+        raise EdgeslimError(
+            f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "
+            f"use --data imagefolder for other data"
+        )
+    channels, size = probe(tree, train[classes[0]][0])
+    arrays: dict[str, np.ndarray] = {}
+    src_fp = fingerprint(root)
+    for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
+        names = [f for c in classes for f in listing.get(c, [])]
+        labels = np.array([i for i, c in enumerate(classes) for _ in listing.get(c, [])], dtype=np.int64)
+        ix = balanced_subset(labels, n, req.seed, len(classes))
+        chosen = [names[i] for i in ix]
+        key = {"kind": "imagefolder", "source": src_fp, "split": split, "files": chosen,
+               "channels": channels, "size": list(size)}  # fmt: skip
+        x = cached_arrays(req.cache_dir, key, lambda chosen=chosen: decode_all(tree, chosen, channels, size))
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, labels[ix]
+    sizes = Counter(len(v) for v in train.values())
+    log.info("%s: %d classes, %d train / %d test files, %s", root, len(classes), len(arrays["train_y"]),
+             len(arrays["test_y"]), dict(sizes))  # fmt: skip
+    # The subset was already applied while choosing files.
+    full = LoadRequest(req.name, req.data_dir, None, None, req.cache_dir, req.download, req.seed)
+    return bundle_from_arrays(
+        full, arrays, len(classes), classes, norm,
+        pad=pad if pad is not None else max(1, round(size[0] / 8)), hflip=hflip, source=str(root),
+    )  # fmt: skip
+
+
+@register_dataset("imagefolder", "any ImageFolder tree train/<class>/*, test/<class>/* (a folder or a .zip)")
+def _imagefolder(req: LoadRequest):
+    if req.data_dir is None:
+        raise EdgeslimError("--data imagefolder needs --data-dir (a folder or .zip with train/ and test/)")
+    return load_image_folder(req, req.data_dir)
