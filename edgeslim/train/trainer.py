@@ -173,6 +173,7 @@ def fit(
     meta: dict[str, Any] | None = None,
     extra_state: dict[str, Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    recipe: dict[str, Any] | None = None,
     write_report: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``bundle`` and return a :class:`TrainResult`.
@@ -181,7 +182,8 @@ def fit(
     full training state), ``log.jsonl`` (one record per epoch) and ``report.json``. ``resume``
     is the ``train_state`` of such a checkpoint, whose weights must already be in ``model``;
     training then continues bit-for-bit. ``history`` holds records of earlier stages (kept in
-    the log and checkpoints); ``extra_state`` is stored as ``train_state["extra"]``.
+    the log and checkpoints); ``extra_state`` is stored as ``train_state["extra"]``; ``recipe``
+    (a surgery recipe, for an already slimmed model) is stored in the checkpoints.
     Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP and data is sharded.
     """
     device = resolve_device(config.device)
@@ -312,7 +314,7 @@ def fit(
                 correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if task is not None:
-                progress.update(task, advance=1, info=f"loss {float(loss):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
+                progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
         tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank,
@@ -337,7 +339,7 @@ def fit(
             from edgeslim.checkpoint import save_model
 
             save_model(
-                ckpt_path, model, spec, train_state=train_state(epoch + 1),  # type: ignore[arg-type]
+                ckpt_path, model, spec, recipe=recipe, train_state=train_state(epoch + 1),  # type: ignore[arg-type]
                 meta={**base_meta, "metrics": {k: record[k] for k in ("test_acc", "test_loss", "epoch")}},
             )  # fmt: skip
             _append_jsonl(log_path, record)

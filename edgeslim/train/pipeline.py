@@ -1,0 +1,170 @@
+"""The full training run behind ``edgeslim train``: train, and for original network slimming
+also threshold-prune and fine-tune (three stages), resumable from any epoch checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.train.config import TrainConfig
+from edgeslim.train.distributed import dist_info, resolve_device
+from edgeslim.train.evaluate import evaluate
+from edgeslim.train.trainer import MODEL_FILE, TrainResult, fit, write_train_report
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from edgeslim.data import DataBundle
+    from edgeslim.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+TRAINED_FILE = "trained.pt"  # stage-1 weights before pruning (three-stage runs only)
+
+
+def run_training(
+    model: nn.Module,
+    spec: ModelSpec,
+    bundle: DataBundle,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    prune_ratio: float | None = None,
+    finetune_epochs: int = 0,
+    finetune_lr: float | None = None,
+    resume: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    meta: dict[str, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model``; with ``prune_ratio`` then :func:`threshold_prune` and fine-tune with the
+    pruned channels held at zero. Returns the report (also written to ``DIR/report.json``).
+
+    ``resume`` is the ``train_state`` of a checkpoint written by this function (weights already
+    loaded into ``model``); the run continues in the stage where it stopped, with the
+    settings stored in the checkpoint.
+    """
+    from edgeslim.sparsity.subgradient import MaskHook, threshold_prune
+
+    out = Path(out_dir)
+    info = dist_info()
+    plan: dict[str, Any] = {
+        "prune_ratio": prune_ratio,
+        "finetune_epochs": finetune_epochs,
+        "finetune_lr": finetune_lr,
+    }
+    results: dict[str, Any] = {}
+    stage = "train"
+    if resume is not None:
+        extra = dict(resume.get("extra") or {})
+        plan = dict(extra.get("plan", plan))
+        results = dict(extra.get("results", {}))
+        stage = str(resume.get("stage", "train"))
+        config = TrainConfig.from_dict({**resume["config"], "device": config.device})
+    prune_ratio, finetune_epochs = plan["prune_ratio"], int(plan["finetune_epochs"] or 0)
+    if prune_ratio is None and finetune_epochs:
+        raise EdgeslimError("--finetune-epochs needs --prune-ratio (fine-tuning follows the threshold prune)")
+    extra_state = {"plan": plan, "results": results}
+    common = dict(spec=spec, progress=progress, meta=meta, recipe=recipe)
+
+    history: list[dict[str, Any]] = []
+    if stage == "train":
+        res = fit(
+            model, bundle, config, out, resume=resume, extra_state=extra_state, write_report=False, **common
+        )
+        history = res.history
+        stage1_config = config
+        results["trained"] = res.summary()
+        if prune_ratio is None:
+            return _report(out, res, config, spec, results)
+        resume = None
+    else:
+        history = list(resume.get("history", [])) if resume else []
+        stage1_config = TrainConfig.from_dict(results.get("trained_config", config.to_dict()))
+
+    device = resolve_device(config.device)
+    if stage == "train":
+        # stage 2: global threshold prune (deterministic, so every DDP rank prunes alike)
+        if info.is_main:
+            from edgeslim.checkpoint import save_model
+
+            save_model(
+                out / TRAINED_FILE, model, spec, recipe=recipe, meta={**(meta or {}), "stage": "trained"}
+            )
+        pr = threshold_prune(model, float(prune_ratio))
+        ev = evaluate(
+            model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
+        )
+        results["pruned"] = {
+            "test_accuracy": ev["accuracy"],
+            "test_loss": ev["loss"],
+            "ratio": float(prune_ratio),
+            "threshold": pr["threshold"],
+            "pruned_channels": pr["pruned"],
+            "total_channels": pr["total"],
+            "per_layer": {k: list(v) for k, v in pr["per_layer"].items()},
+        }
+        results["trained_config"] = stage1_config.to_dict()
+        log.info("pruned %d/%d BN channels: test acc %.4f", pr["pruned"], pr["total"], ev["accuracy"])
+    # stage 3: fine-tune with the pruned channels held at zero
+    ft_config = stage1_config.replace(
+        stage="finetune",
+        epochs=finetune_epochs,
+        method="baseline",
+        method_args={},
+        lr=float(plan["finetune_lr"] or stage1_config.lr),
+        warmup_epochs=0.0,
+        device=config.device,
+    )
+    if resume is not None:
+        ft_config = config  # resumed inside the fine-tune stage: its stored settings
+    mask = MaskHook(model)
+    res = fit(
+        model, bundle, ft_config, out, hooks=[mask], resume=resume, history=history,
+        extra_state={"plan": plan, "results": results}, write_report=False, **common,
+    )  # fmt: skip
+    if finetune_epochs == 0 and info.is_main:  # no fine-tune: the final model is the pruned one
+        from edgeslim.checkpoint import save_model
+
+        save_model(out / MODEL_FILE, model, spec, recipe=recipe, meta={**(meta or {}), "stage": "pruned"})
+    results["finetuned"] = res.summary()
+    return _report(out, res, ft_config, spec, results, method=stage1_config.method)
+
+
+def _report(
+    out: Path,
+    res: TrainResult,
+    config: TrainConfig,
+    spec: ModelSpec,
+    results: dict[str, Any],
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Assemble (and on rank 0 write) ``report.json`` for the whole run."""
+    stages = {k: v for k, v in results.items() if k != "trained_config"}
+    summary: dict[str, Any] = {"method": method or config.method, "stages": stages}
+    if "pruned" in results:
+        summary["accuracy_before_prune"] = results["trained"]["test_accuracy"]
+        summary["accuracy_after_prune"] = results["pruned"]["test_accuracy"]
+        summary["accuracy_after_finetune"] = results.get("finetuned", {}).get("test_accuracy")
+        summary["wall_time_total_s"] = results["trained"]["wall_time_s"] + results.get("finetuned", {}).get(
+            "wall_time_s", 0.0
+        )
+        summary["bn_channels_zero"] = int(_zero_channels(res.model))
+    if dist_info().is_main:
+        write_train_report(out, res, config, spec, **summary)
+    from edgeslim.utils.io import read_json
+
+    return read_json(out / "report.json") if dist_info().is_main else {**res.summary(), **summary}
+
+
+@torch.no_grad()
+def _zero_channels(model: nn.Module) -> int:
+    from edgeslim.sparsity.subgradient import bn_layers
+
+    return sum(int(((m.weight == 0) & (m.bias == 0)).sum()) for _, m in bn_layers(model))
