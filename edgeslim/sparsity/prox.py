@@ -1,0 +1,466 @@
+"""Proximal network slimming: an auxiliary copy ``xi`` of the BN scales, driven to exact zeros.
+
+After every ``optimizer.step()`` (``alpha = 1/lr`` of the BN scales' param group)::
+
+    gamma <- (alpha*gamma + beta*xi) / (alpha + beta)
+    xi    <- prox_{tau r}((alpha*xi + beta*gamma) / (alpha + beta)),  tau = lam*w / (alpha + beta)
+
+(``gamma`` in the second line is the one just updated: the xi-subproblem is solved with the
+new gamma.) ``xi`` is one flat tensor over all BN channels on the model's device; each update
+is a handful of vectorised ops. ``w`` are optional per-channel penalty weights. At the end,
+:meth:`ProximalSlimming.finalize` sets ``gamma <- xi``, so zero channels are exactly zero.
+
+Use it inside any loop::
+
+    slimmer = ProximalSlimming(model, lam=0.05, beta=100, penalty="l1")
+    for x, y in data:
+        loss_fn(model(x), y).backward(); optimizer.step(); optimizer.zero_grad()
+        slimmer.step(optimizer)
+    report = slimmer.finalize()
+
+or wrap the optimizer (``opt = wrap(optimizer, slimmer)``; ``opt.step()`` does both), or use
+the trainer's method ``proximal`` (``TrainConfig(method="proximal", method_args={...})``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from edgeslim import penalties
+from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
+from edgeslim.train.hooks import TrainHook
+from edgeslim.train.methods import register_method
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_BETA",
+    "DEFAULT_LAMBDA",
+    "FinalizeReport",
+    "ProxOptimizer",
+    "ProximalSlimming",
+    "lambda_for_shrink",
+    "planned_shrink_per_lambda",
+    "wrap",
+]
+
+#: defaults (see docs/slimming.md "Choosing lambda"); beta as in the authors' VGG setting
+DEFAULT_BETA = 100.0
+DEFAULT_LAMBDA = 0.05
+
+
+@dataclass
+class FinalizeReport:
+    """What :meth:`ProximalSlimming.finalize` did, per BN layer and in total."""
+
+    total: int
+    zeroed: int
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    #: units (a BN layer, or coupled BN layers) that the prox emptied; their strongest channel was kept
+    restored: list[list[str]] = field(default_factory=list)
+    #: BN name -> biases of its zeroed channels (the constant they still output; surgery folds it)
+    bias_left: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.zeroed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "zeroed": self.zeroed,
+            "kept": self.kept,
+            "restored": self.restored,
+            "layers": self.layers,
+        }
+
+
+def _coupled_units(groups: Any, names: Sequence[str]) -> list[list[str]]:
+    """Normalise coupled BN groups (from surgery's ``bn_groups()``) to lists of BN names."""
+    known = set(names)
+    units: list[list[str]] = []
+    for g in groups:
+        members: Iterable[Any]
+        if isinstance(g, str):
+            members = [g]
+        elif hasattr(g, "bns"):
+            members = g.bns
+        elif hasattr(g, "names"):
+            members = g.names
+        else:
+            members = g
+        unit = []
+        for m in members:
+            name = m if isinstance(m, str) else getattr(m, "name", None)
+            if name is None and isinstance(m, tuple):
+                name = m[0]
+            if name in known and name not in unit:
+                unit.append(str(name))
+        if unit:
+            units.append(unit)
+    seen = {n for u in units for n in u}
+    units += [[n] for n in names if n not in seen]
+    return units
+
+
+def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[list[str]]:
+    """Coupled BN layers of ``model`` (channel ``c`` of every member is one removable channel)."""
+    from edgeslim.surgery import build_graph
+
+    graph = build_graph(model, example_input)
+    return _coupled_units(graph.bn_groups(), [n for n, _ in bn_layers(model)])
+
+
+class ProximalSlimming(TrainHook):
+    """Proximal slimming of all affine BatchNorm scales of ``model`` (a trainer hook and a plain helper).
+
+    ``lam`` (settable any time: ``slimmer.lam = ...``), ``beta``, ``penalty`` (``l1, lp, tl1,
+    mcp, scad`` or ``group-<name>``) and its parameters (``p=``, ``a=``, ``g=``, ``l=``).
+    ``weights``: optional per-channel penalty weights (one flat tensor over all BN channels in
+    module order, or set later with :meth:`set_weights` / :meth:`set_layer_weights`).
+    ``groups``: coupled BN layers (lists of BN names) or ``example_input`` to find them with
+    surgery's dependency graph; group penalties act on the vector of coupled scales of one
+    channel index, and :meth:`finalize` never empties a coupled unit.
+    """
+
+    name = "proximal"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lam: float = DEFAULT_LAMBDA,
+        beta: float = DEFAULT_BETA,
+        penalty: str = "l1",
+        *,
+        weights: Tensor | None = None,
+        groups: Sequence[Sequence[str]] | None = None,
+        example_input: Tensor | None = None,
+        **penalty_params: Any,
+    ) -> None:
+        layers = bn_layers(model)
+        if not layers:
+            raise EdgeslimError(
+                "the model has no affine BatchNorm layers; proximal slimming acts on BN scales "
+                "(add BatchNorm after each conv, or use another pruning method)"
+            )
+        self.penalty, self.grouped = penalties.parse_penalty(penalty)
+        self.params = penalties.check_params(self.penalty, **penalty_params)
+        if not beta > 0 or not math.isfinite(beta):
+            raise EdgeslimError(f"--beta must be > 0, got {beta}")
+        self.beta = float(beta)
+        self._lam = 0.0
+        self.lam = lam
+        self.names = [n for n, _ in layers]
+        self.gammas: list[nn.Parameter] = [m.weight for _, m in layers]
+        self.biases: list[Tensor | None] = [m.bias for _, m in layers]
+        self.sizes = [int(g.numel()) for g in self.gammas]
+        self.offsets = [0]
+        for s in self.sizes:
+            self.offsets.append(self.offsets[-1] + s)
+        self.total = self.offsets[-1]
+        self.device = self.gammas[0].device
+        with torch.no_grad():
+            self.xi = torch.cat([g.detach().reshape(-1) for g in self.gammas]).clone()
+        self.weights: Tensor | None = None
+        if weights is not None:
+            self.set_weights(weights)
+        if groups is None and example_input is not None:
+            groups = coupled_bn_groups(model, example_input)
+        self.units = _coupled_units(groups or [], self.names)
+        self._check_units()
+        self.group_index, self.num_groups = self._group_index()
+        self.steps = 0
+        self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def lam(self) -> float:
+        """Penalty strength lambda; may change between steps (budget-targeted slimming)."""
+        return self._lam
+
+    @lam.setter
+    def lam(self, value: float) -> None:
+        value = float(value)
+        if not value >= 0 or not math.isfinite(value):
+            raise EdgeslimError(f"--lambda must be a finite number >= 0, got {value}")
+        self._lam = value
+
+    def set_weights(self, weights: Tensor | Sequence[float] | None) -> None:
+        """Per-channel penalty weights (flat, all BN channels in module order); ``None``: all 1."""
+        if weights is None:
+            self.weights = None
+            return
+        w = torch.as_tensor(weights, dtype=self.xi.dtype).detach().to(self.device).reshape(-1)
+        if w.numel() != self.total:
+            raise EdgeslimError(f"penalty weights need {self.total} entries (BN channels), got {w.numel()}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise EdgeslimError("penalty weights must be finite and >= 0")
+        self.weights = w.clone()
+
+    def set_layer_weights(self, per_layer: dict[str, float | Tensor]) -> None:
+        """Set the weights of some BN layers (a scalar or one value per channel); others keep theirs."""
+        w = self.weights.clone() if self.weights is not None else torch.ones_like(self.xi)
+        index = {n: i for i, n in enumerate(self.names)}
+        for name, value in per_layer.items():
+            if name not in index:
+                raise EdgeslimError(
+                    f"no BatchNorm layer named {name!r}; layers: {', '.join(self.names[:5])}..."
+                )
+            i = index[name]
+            w[self.offsets[i] : self.offsets[i + 1]] = torch.as_tensor(value, dtype=w.dtype, device=w.device)
+        self.set_weights(w)
+
+    def layer_slices(self) -> dict[str, slice]:
+        """BN name -> its slice of the flat ``xi`` / weights."""
+        return {n: slice(self.offsets[i], self.offsets[i + 1]) for i, n in enumerate(self.names)}
+
+    def _check_units(self) -> None:
+        size = dict(zip(self.names, self.sizes))
+        for unit in self.units:
+            if len({size[n] for n in unit}) != 1:
+                raise EdgeslimError(f"coupled BN layers {unit} have different channel counts; not one group")
+
+    def _group_index(self) -> tuple[Tensor, int]:
+        """Group id of every flat entry: channel c of every BN of one coupled unit shares an id."""
+        index = torch.empty(self.total, dtype=torch.long)
+        pos = {n: i for i, n in enumerate(self.names)}
+        start = 0
+        for unit in self.units:
+            n = self.sizes[pos[unit[0]]]
+            for name in unit:
+                i = pos[name]
+                index[self.offsets[i] : self.offsets[i + 1]] = torch.arange(start, start + n)
+            start += n
+        return index.to(self.device), start
+
+    # ------------------------------------------------------------------ the update
+    def _alpha(self, optimizer: Optimizer | None, lr: float | None) -> float | Tensor | None:
+        if lr is not None:
+            return None if lr <= 0 else 1.0 / float(lr)
+        if optimizer is None:
+            raise EdgeslimError("ProximalSlimming.step needs the optimizer (for its lr) or lr=")
+        if self._lr_map is None or self._lr_map[0] != id(optimizer):
+            where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
+            missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where]
+            if missing:
+                raise EdgeslimError(
+                    f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
+                    "proximal slimming needs them in one of its param groups"
+                )
+            self._lr_map = (id(optimizer), [where[id(g)] for g in self.gammas])
+        lrs = [float(optimizer.param_groups[gi]["lr"]) for gi in self._lr_map[1]]
+        if all(v == lrs[0] for v in lrs):
+            return None if lrs[0] <= 0 else 1.0 / lrs[0]
+        per = torch.tensor([1.0 / v if v > 0 else math.inf for v in lrs], dtype=self.xi.dtype)
+        return torch.repeat_interleave(per, torch.tensor(self.sizes)).to(self.device)
+
+    def prox(self, v: Tensor, tau: float | Tensor) -> Tensor:
+        """The penalty's prox on the flat vector ``v`` (grouped over coupled channels if group mode)."""
+        if self.grouped:
+            return penalties.group_prox(
+                self.penalty,
+                v,
+                self.group_index,
+                tau,
+                num_groups=self.num_groups,
+                validate=False,
+                **self.params,
+            )
+        return penalties.prox(self.penalty, v, tau, validate=False, **self.params)
+
+    @torch.no_grad()
+    def step(self, optimizer: Optimizer | None = None, *, lr: float | None = None) -> None:
+        """One proximal update; call right after ``optimizer.step()`` (or pass ``lr=``)."""
+        alpha = self._alpha(optimizer, lr)
+        if alpha is None:  # lr == 0: the gradient step did nothing, neither does the prox
+            return
+        if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
+            self._to(self.gammas[0].device)
+        gamma = torch.cat([g.reshape(-1) for g in self.gammas])
+        denom = alpha + self.beta
+        gamma = (alpha * gamma + self.beta * self.xi) / denom
+        tau: float | Tensor = self._lam / denom
+        if self.weights is not None:
+            tau = self.weights * tau
+        if self.penalty in ("mcp", "scad"):
+            penalties.check_params(self.penalty, tau, **self.params)
+        self.xi = self.prox((alpha * self.xi + self.beta * gamma) / denom, tau)
+        chunks = list(gamma.split(self.sizes))
+        torch._foreach_copy_(
+            [g.data for g in self.gammas], [c.view_as(g) for c, g in zip(chunks, self.gammas)]
+        )
+        self.steps += 1
+
+    def _to(self, device: torch.device) -> None:
+        self.device = device
+        self.xi = self.xi.to(device)
+        self.group_index = self.group_index.to(device)
+        if self.weights is not None:
+            self.weights = self.weights.to(device)
+
+    # ------------------------------------------------------------------ TrainHook
+    def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
+        self.step(optimizer)
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        zero = self.xi == 0
+        empty = sum(bool(zero[self.offsets[i] : self.offsets[i + 1]].all()) for i in range(len(self.names)))
+        return {
+            **gamma_stats(model),
+            "xi_zero": float(zero.sum()),
+            "xi_zero_frac": float(zero.float().mean()),
+            "xi_empty_layers": float(empty),
+            "lambda": self._lam,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "xi": self.xi.detach().cpu().clone(),
+            "weights": None if self.weights is None else self.weights.detach().cpu().clone(),
+            "lam": self._lam,
+            "beta": self.beta,
+            "penalty": ("group-" if self.grouped else "") + self.penalty,
+            "params": dict(self.params),
+            "names": list(self.names),
+            "units": [list(u) for u in self.units],
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        xi = state["xi"]
+        if list(state.get("names", self.names)) != self.names or xi.numel() != self.total:
+            raise EdgeslimError(
+                "the saved proximal-slimming state belongs to another model "
+                f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
+            )
+        self.xi = xi.to(self.device, self.xi.dtype).clone()
+        self.set_weights(state.get("weights"))
+        self.lam = state.get("lam", self._lam)
+        self.beta = float(state.get("beta", self.beta))
+        self.steps = int(state.get("steps", 0))
+
+    # ------------------------------------------------------------------ the end
+    @torch.no_grad()
+    def finalize(self, model: nn.Module | None = None, keep_min: int = 1) -> FinalizeReport:
+        """Set ``gamma <- xi`` (exact zeros), never emptying a BN layer or coupled unit.
+
+        An emptied unit keeps its ``keep_min`` strongest channels (largest ``|gamma|``, the
+        norm over the coupled layers), with gamma left at its trained value. The biases of the
+        zeroed channels stay in place (the channel outputs that constant; surgery folds it).
+        ``model`` is accepted for symmetry with the hooks; the scales are the ones given at
+        construction.
+        """
+        if self.xi.device != self.gammas[0].device:
+            self._to(self.gammas[0].device)
+        gamma = torch.cat([g.detach().reshape(-1) for g in self.gammas])
+        xi = self.xi.clone()
+        pos = {n: i for i, n in enumerate(self.names)}
+        restored: list[list[str]] = []
+        for unit in self.units:
+            idx = [pos[n] for n in unit]
+            n = self.sizes[idx[0]]
+            rows = torch.stack([xi[self.offsets[i] : self.offsets[i + 1]] for i in idx])
+            alive = int((rows != 0).any(0).sum())
+            if alive >= min(keep_min, n):
+                continue
+            strength = torch.stack([gamma[self.offsets[i] : self.offsets[i + 1]] for i in idx]).norm(dim=0)
+            top = torch.topk(strength, min(keep_min, n)).indices
+            for i in idx:
+                xi[self.offsets[i] + top] = gamma[self.offsets[i] + top]
+            restored.append(list(unit))
+            log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", unit, len(top))
+        self.xi = xi
+        chunks = xi.split(self.sizes)
+        layers: list[dict[str, Any]] = []
+        bias_left: dict[str, Tensor] = {}
+        for name, g, b, c in zip(self.names, self.gammas, self.biases, chunks):
+            g.data.copy_(c.view_as(g))
+            zero = c == 0
+            row: dict[str, Any] = {"name": name, "channels": int(c.numel()), "kept": int((~zero).sum())}
+            if b is not None and bool(zero.any()):
+                left = b.detach()[zero].clone()
+                bias_left[name] = left.cpu()
+                row["bias_left_max_abs"] = float(left.abs().max())
+                row["bias_left_positive"] = int((left > 0).sum())
+            layers.append(row)
+        zeroed = int((xi == 0).sum())
+        return FinalizeReport(self.total, zeroed, layers, restored, bias_left)
+
+
+# ----------------------------------------------------------------------------- optimizer wrapper
+class ProxOptimizer:
+    """An optimizer whose ``step()`` is ``optimizer.step()`` followed by the proximal update.
+
+    Everything else (``param_groups``, ``zero_grad``, ...) goes to the wrapped optimizer;
+    ``state_dict()`` holds both states. LR schedulers take the wrapped one: ``opt.optimizer``.
+    """
+
+    def __init__(self, optimizer: Optimizer, slimmer: ProximalSlimming) -> None:
+        self.optimizer = optimizer
+        self.slimmer = slimmer
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        self.slimmer.step(self.optimizer)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "slimming": self.slimmer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.slimmer.load_state_dict(state["slimming"])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.optimizer, name)
+
+
+def wrap(optimizer: Optimizer, slimmer: ProximalSlimming) -> ProxOptimizer:
+    """``opt = wrap(optimizer, slimmer)``: ``opt.step()`` runs the optimizer, then the prox."""
+    return ProxOptimizer(optimizer, slimmer)
+
+
+# ----------------------------------------------------------------------------- choosing lambda
+def planned_shrink_per_lambda(lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
+    """``sum_t 1/(1/lr_t + beta)``: the total prox shrink of a run per unit of lambda."""
+    return float(sum(lr / (1.0 + beta * lr) for lr in lrs if lr > 0))
+
+
+def lambda_for_shrink(shrink: float, lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
+    """The lambda whose summed per-step shrink ``tau_t`` over the planned lr schedule is ``shrink``."""
+    if not shrink > 0:
+        raise EdgeslimError(f"--shrink must be > 0, got {shrink}")
+    per = planned_shrink_per_lambda(lrs, beta)
+    if per <= 0:
+        raise EdgeslimError("the planned lr schedule has no step with lr > 0; cannot derive lambda")
+    return shrink / per
+
+
+# ----------------------------------------------------------------------------- trainer method
+@register_method("proximal")
+def _proximal(
+    model: nn.Module,
+    lam: float = DEFAULT_LAMBDA,
+    beta: float = DEFAULT_BETA,
+    penalty: str = "l1",
+    input_shape: Sequence[int] | None = None,
+    groups: Sequence[Sequence[str]] | None = None,
+    **penalty_params: Any,
+) -> ProximalSlimming:
+    """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups)."""
+    example = None
+    if input_shape is not None and groups is None:
+        p = next(model.parameters())
+        example = torch.zeros(1, *[int(v) for v in input_shape], device=p.device, dtype=p.dtype)
+    return ProximalSlimming(
+        model, lam=lam, beta=beta, penalty=penalty, groups=groups, example_input=example, **penalty_params
+    )

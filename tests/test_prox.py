@@ -1,0 +1,195 @@
+"""ProximalSlimming: the update formulas, per-channel weights, resume, finalize, wrapper."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.penalties import prox
+from edgeslim.sparsity import ProximalSlimming, wrap
+from edgeslim.sparsity.prox import lambda_for_shrink, planned_shrink_per_lambda
+from edgeslim.train.methods import create_method
+
+
+def toy() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+
+
+def batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def sgd_step(model: nn.Module, opt) -> None:
+    x, y = batch()
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def bn_gammas(model: nn.Module) -> torch.Tensor:
+    return torch.cat([m.weight.detach().flatten() for m in model.modules() if isinstance(m, nn.BatchNorm2d)])
+
+
+@pytest.mark.parametrize(
+    "penalty,params", [("l1", {}), ("lp", {"p": 0.5}), ("scad", {"a": 3.7}), ("tl1", {"a": 1})]
+)
+def test_update_follows_the_formulas(penalty: str, params: dict) -> None:
+    model = toy()
+    s = ProximalSlimming(model, lam=2.0, beta=5.0, penalty=penalty, **params)
+    weights = torch.linspace(0.5, 1.5, 10)
+    s.set_weights(weights)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(3):
+        sgd_step(model, opt)
+        g_sgd, xi = bn_gammas(model).clone(), s.xi.clone()
+        s.step(opt)
+        alpha, beta = 1 / 0.05, 5.0
+        g_new = (alpha * g_sgd + beta * xi) / (alpha + beta)
+        xi_new = prox(
+            penalty, (alpha * xi + beta * g_new) / (alpha + beta), 2.0 * weights / (alpha + beta), **params
+        )
+        torch.testing.assert_close(bn_gammas(model), g_new)
+        torch.testing.assert_close(s.xi, xi_new)
+    assert s.steps == 3 and s.xi.shape == (10,)
+
+
+def test_lr_per_param_group_and_zero_lr() -> None:
+    model = toy()
+    bn1, bn2 = model[1], model[4]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(("1.", "4."))]
+    opt = torch.optim.SGD([{"params": rest}, {"params": list(bn1.parameters()), "lr": 0.1},
+                           {"params": list(bn2.parameters()), "lr": 0.01}], lr=0.05)  # fmt: skip
+    s = ProximalSlimming(model, lam=1.0, beta=10.0)
+    before = s.xi.clone()
+    s.step(opt)  # gamma == xi initially: xi shrinks by tau = lam/(1/lr + beta) per layer
+    torch.testing.assert_close(before[:6] - s.xi[:6], torch.full((6,), 1 / 20))
+    torch.testing.assert_close(before[6:] - s.xi[6:], torch.full((4,), 1 / 110))
+    xi = s.xi.clone()
+    s.step(lr=0.0)
+    assert torch.equal(xi, s.xi) and s.steps == 1
+
+
+def test_lambda_and_layer_weights_settable_during_training() -> None:
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sgd_step(model, opt)
+    s.step(opt)
+    assert int((s.xi == 0).sum()) == 0
+    s.lam = 50.0
+    s.set_layer_weights({"1": 0.0})  # the first BN is exempt
+    sgd_step(model, opt)
+    s.step(opt)
+    assert bool((s.xi[:6] != 0).all()) and bool((s.xi[6:] == 0).all())
+    with pytest.raises(EdgeslimError, match="lambda"):
+        s.lam = -1
+    with pytest.raises(EdgeslimError, match="10 entries"):
+        s.set_weights(torch.ones(3))
+    with pytest.raises(EdgeslimError, match="no BatchNorm layer named"):
+        s.set_layer_weights({"nope": 1.0})
+
+
+def test_state_dict_resume_is_exact() -> None:
+    torch.manual_seed(0)
+    model = toy()
+    s = ProximalSlimming(model, lam=0.5, beta=20.0, penalty="mcp", g=3.0)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), s)
+    for _ in range(4):
+        sgd_step(model, opt)
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(opt.state_dict())
+    assert "xi" in saved_opt["slimming"]
+    for _ in range(4):
+        sgd_step(model, opt)
+    # resume into fresh objects (xi differs from gamma: a fresh slimmer alone would be wrong)
+    model2 = toy()
+    model2.load_state_dict(saved_model)
+    s2 = ProximalSlimming(model2, lam=0.0, beta=1.0, penalty="mcp", g=3.0)
+    opt2 = wrap(torch.optim.SGD(model2.parameters(), lr=0.05, momentum=0.9), s2)
+    opt2.load_state_dict(saved_opt)
+    assert s2.lam == 0.5 and s2.beta == 20.0
+    for _ in range(4):
+        sgd_step(model2, opt2)
+    assert torch.equal(s.xi, s2.xi)
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_state_from_another_model_is_refused() -> None:
+    s = ProximalSlimming(toy())
+    other = nn.Sequential(nn.Conv2d(1, 3, 1), nn.BatchNorm2d(3))
+    with pytest.raises(EdgeslimError, match="another model"):
+        ProximalSlimming(other).load_state_dict(s.state_dict())
+
+
+def test_finalize_exact_zeros_and_never_empties_a_layer() -> None:
+    model = toy()
+    s = ProximalSlimming(model, lam=1000.0, beta=1.0)  # everything goes to zero
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torch.no_grad():
+        model[4].weight.copy_(torch.tensor([0.3, 0.9, 0.1, 0.2]))
+        s.xi[6:] = model[4].weight
+        model[1].bias.fill_(0.25)
+    s.step(opt)
+    assert int((s.xi == 0).sum()) == 10
+    rep = s.finalize(model)
+    assert rep.restored == [["1"], ["4"]]
+    kept = [int((m.weight != 0).sum()) for m in (model[1], model[4])]
+    assert kept == [1, 1]
+    assert model[4].weight[1] != 0  # the strongest channel of the second layer survives
+    assert rep.zeroed == 8 and rep.kept == 2
+    assert rep.layers[0]["bias_left_max_abs"] == pytest.approx(0.25)
+    assert torch.equal(bn_gammas(model), s.xi)
+
+
+def test_group_mode_zeroes_coupled_channels_together() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.0, 0.1, 2.0, 0.05]))
+        model[3].weight.copy_(torch.tensor([0.1, 0.1, 0.2, 3.0]))
+    s = ProximalSlimming(model, lam=0.6, beta=1.0, penalty="group-l1", groups=[["1", "3"]])
+    s.step(lr=1.0)  # xi == gamma at start: one block soft threshold of the coupled pairs, tau = 0.3
+    zero_a, zero_b = s.xi[:4] == 0, s.xi[4:] == 0
+    assert torch.equal(zero_a, zero_b)  # coupled: zero together
+    assert zero_a.tolist() == [False, True, False, False]
+    with pytest.raises(EdgeslimError, match="different channel counts"):
+        ProximalSlimming(toy(), groups=[["1", "4"]])
+
+
+def test_no_batchnorm_and_bad_hyperparameters() -> None:
+    with pytest.raises(EdgeslimError, match="no affine BatchNorm"):
+        ProximalSlimming(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+    with pytest.raises(EdgeslimError, match="beta"):
+        ProximalSlimming(toy(), beta=0)
+    with pytest.raises(EdgeslimError, match="0 < p < 1"):
+        ProximalSlimming(toy(), penalty="lp", p=2)
+    with pytest.raises(EdgeslimError, match="unknown penalty"):
+        ProximalSlimming(toy(), penalty="l0")
+    s = ProximalSlimming(toy(), lam=1e6, beta=1.0, penalty="mcp", g=3.0)
+    with pytest.raises(EdgeslimError, match="g > tau"):
+        s.step(lr=1.0)
+
+
+def test_trainer_method_and_lambda_for_shrink() -> None:
+    hook = create_method("proximal", toy(), lam=0.1, beta=50.0, penalty="tl1", a=2.0)
+    assert isinstance(hook, ProximalSlimming) and hook.params == {"a": 2.0}
+    with pytest.raises(EdgeslimError, match="no parameter 'q'"):
+        create_method("proximal", toy(), lam=0.1, q=3)
+    lrs = [0.1] * 100
+    assert planned_shrink_per_lambda(lrs, beta=100) == pytest.approx(100 * 0.1 / 11)
+    lam = lambda_for_shrink(2.0, lrs, beta=100)
+    model = toy()
+    s = ProximalSlimming(model, lam=lam, beta=100)
+    start = s.xi.clone()
+    for lr in lrs:  # gamma fixed at xi (no gradient step): xi shrinks by exactly the planned total
+        s.step(lr=lr)
+    torch.testing.assert_close(s.xi, torch.clamp(start - 2.0, min=0))
