@@ -1,0 +1,113 @@
+"""Backend registry: ``onnxruntime``, ``tensorrt``, ``trtexec``, ``torch``.
+
+A backend opens a model file and returns a :class:`Session` that can run one synchronous
+inference and time itself. Backend modules import their runtime inside ``open`` only, so the
+registry imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeslim.bench.timing import TimingConfig, host_loop
+from edgeslim.errors import EdgeslimError
+
+#: name -> "module:Class"; modules are imported when the backend is used
+BACKENDS: dict[str, str] = {
+    "onnxruntime": "edgeslim.bench.backends.ort:OrtBackend",
+    "tensorrt": "edgeslim.bench.backends.trt:TensorRTBackend",
+    "trtexec": "edgeslim.bench.backends.trtexec:TrtexecBackend",
+    "torch": "edgeslim.bench.backends.torch_eager:TorchBackend",
+}
+ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Add a backend (``"package.module:Class"``)."""
+    BACKENDS[name] = target
+
+
+def get_backend(name: str):
+    key = ALIASES.get(name, name)
+    if key not in BACKENDS:
+        raise EdgeslimError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+    mod, cls = BACKENDS[key].split(":")
+    return getattr(importlib.import_module(mod), cls)()
+
+
+def default_backend_for(model_path: str) -> str:
+    """Guess from the file: .onnx -> onnxruntime, .engine/.plan -> tensorrt, else torch."""
+    low = str(model_path).lower()
+    if low.endswith(".onnx"):
+        return "onnxruntime"
+    if low.endswith((".engine", ".plan", ".trt")):
+        return "tensorrt"
+    return "torch"
+
+
+class Session:
+    """One loaded model on one runtime."""
+
+    backend = "?"
+
+    def set_batch(self, batch: int) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def run(self) -> Any:  # pragma: no cover - interface
+        """One synchronous inference on the prepared inputs."""
+        raise NotImplementedError
+
+    def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
+        """Samples in seconds; ``host`` always, ``device`` where the runtime has GPU events."""
+        return {"host": host_loop(self.run, cfg)}
+
+    def info(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class Backend:
+    name = "?"
+
+    def open(self, path: str, options: dict) -> Session:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
+    """Replace a dynamic first dimension by ``batch``; refuse other dynamic or mismatched dims."""
+    out = []
+    for i, d in enumerate(shape):
+        dynamic = d is None or isinstance(d, str) or (isinstance(d, int) and d < 0)
+        if i == 0:
+            if dynamic:
+                out.append(batch)
+            elif d != batch:
+                raise EdgeslimError(
+                    f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}; "
+                    "export with a dynamic batch axis (edgeslim export --dynamic-batch) or use --batch "
+                    f"{d}"
+                )
+            else:
+                out.append(int(d))
+        elif dynamic:
+            raise EdgeslimError(
+                f"input '{name}' has a dynamic dimension {i} ({d}); export with a fixed input size"
+            )
+        else:
+            out.append(int(d))
+    return out
+
+
+def random_input(shape: Sequence[int], dtype: np.dtype, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(np.bool_)
+    return rng.integers(0, 10, size=shape).astype(dtype)

@@ -1,0 +1,113 @@
+"""ONNX Runtime backend: CPU, CUDA, TensorRT and XNNPACK execution providers where present."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input
+from edgeslim.errors import EdgeslimError, require
+
+_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_SHORT = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def resolve_providers(requested: list[str] | None, available: list[str], threads: int | None) -> list:
+    """Map short names (cpu, cuda, tensorrt, xnnpack) to provider entries; refuse missing ones."""
+    names = [_SHORT.get(p.lower(), p) for p in (requested or ["CPUExecutionProvider"])]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise EdgeslimError(
+            f"execution provider {', '.join(missing)} is not available in this onnxruntime build "
+            f"(available: {', '.join(available)}); install the matching onnxruntime package or change --providers"
+        )
+    out: list = []
+    for n in names:
+        if n == "XnnpackExecutionProvider":  # XNNPACK has its own thread pool (ORT docs)
+            out.append((n, {"intra_op_num_threads": str(threads or os.cpu_count() or 1)}))
+        else:
+            out.append(n)
+    if "CPUExecutionProvider" not in names:
+        out.append("CPUExecutionProvider")  # fallback for unsupported nodes, as ORT recommends
+    return out
+
+
+class OrtSession(Session):
+    backend = "onnxruntime"
+
+    def __init__(self, sess, ort) -> None:
+        self.sess = sess
+        self.ort = ort
+        self.feeds: dict[str, np.ndarray] = {}
+        self.batch = 0
+
+    def set_batch(self, batch: int) -> None:
+        self.feeds = {}
+        for i, inp in enumerate(self.sess.get_inputs()):
+            dtype = _DTYPES.get(inp.type)
+            if dtype is None:
+                raise EdgeslimError(
+                    f"input '{inp.name}' has type {inp.type}, which edgeslim bench cannot feed"
+                )
+            self.feeds[inp.name] = random_input(
+                concrete_shape(inp.name, inp.shape, batch), np.dtype(dtype), seed=i
+            )
+        self.batch = batch
+
+    def run(self):
+        return self.sess.run(None, self.feeds)
+
+    def info(self) -> dict:
+        return {
+            "providers": self.sess.get_providers(),
+            "inputs": {i.name: list(i.shape) for i in self.sess.get_inputs()},
+            "onnxruntime": self.ort.__version__,
+        }
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def open(self, path: str, options: dict) -> OrtSession:
+        ort = require("onnxruntime", "ort", "for the onnxruntime backend")
+        if not os.path.isfile(path):
+            raise EdgeslimError(f"model file {path} does not exist")
+        threads = options.get("threads")
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = int(threads)
+            so.inter_op_num_threads = 1
+        level = options.get("graph_opt", "all")
+        if level not in _LEVELS:
+            raise EdgeslimError(f"--graph-opt must be one of {', '.join(_LEVELS)}, got {level}")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+        providers = resolve_providers(options.get("providers"), ort.get_available_providers(), threads)
+        if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            sess = ort.InferenceSession(path, so, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgeslimError(f"onnxruntime cannot load {path}: {first}") from exc
+        return OrtSession(sess, ort)

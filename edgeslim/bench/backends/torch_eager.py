@@ -1,0 +1,85 @@
+"""PyTorch eager backend: edgeslim model files via ``edgeslim.checkpoint.load_model``.
+
+On CUDA, device time comes from CUDA events (recorded for every iteration, synchronised once)
+and the allocator peak is recorded. Not for Jetson deployments (see notes §2.5).
+"""
+
+from __future__ import annotations
+
+import os
+
+from edgeslim.bench.backends import Backend, Session
+from edgeslim.bench.timing import TimingConfig, host_loop, warmup
+from edgeslim.errors import EdgeslimError, require
+
+
+class TorchSession(Session):
+    backend = "torch"
+
+    def __init__(self, loaded, device: str, torch) -> None:
+        self.torch = torch
+        self.model = loaded.model.to(device).eval()
+        self.spec = loaded.spec
+        self.device = torch.device(device)
+        self.x = None
+        self.cuda = self.device.type == "cuda"
+
+    def set_batch(self, batch: int) -> None:
+        if self.spec is None:
+            raise EdgeslimError(
+                "the model file has no ModelSpec (input shape); save it with edgeslim.checkpoint"
+            )
+        shape = (
+            (batch, *self.spec.input_shape[1:])
+            if len(self.spec.input_shape) == 4
+            else (batch, *self.spec.input_shape)
+        )
+        self.x = self.torch.randn(*shape, device=self.device)
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def run(self):
+        with self.torch.inference_mode():
+            y = self.model(self.x)
+        if self.cuda:
+            self.torch.cuda.synchronize(self.device)
+        return y
+
+    def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
+        host = host_loop(self.run, cfg)
+        if not self.cuda:
+            return {"host": host}
+        torch = self.torch
+        warmup(self.run, cfg)
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in host]
+        with torch.inference_mode():
+            for a, b in ev:
+                a.record()
+                self.model(self.x)
+                b.record()
+        torch.cuda.synchronize(self.device)
+        return {"host": host, "device": [a.elapsed_time(b) * 1e-3 for a, b in ev]}
+
+    def info(self) -> dict:
+        out = {"torch": self.torch.__version__, "device": str(self.device)}
+        if self.cuda:
+            out["cuda_max_allocated_bytes"] = int(self.torch.cuda.max_memory_allocated(self.device))
+            out["gpu"] = self.torch.cuda.get_device_name(self.device)
+        return out
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def open(self, path: str, options: dict) -> TorchSession:
+        torch = require("torch", "train", "for the torch backend")
+        if not os.path.isfile(path):
+            raise EdgeslimError(f"model file {path} does not exist")
+        from edgeslim.checkpoint import load_model
+
+        if options.get("threads"):
+            torch.set_num_threads(int(options["threads"]))
+        device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise EdgeslimError("--device cuda requested but torch sees no CUDA device")
+        return TorchSession(load_model(path), device, torch)

@@ -1,0 +1,214 @@
+"""TensorRT backend: a serialized engine run through the name-based API (TRT >= 8.5).
+
+Buffers and timing use cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``):
+device-resident inputs (like trtexec ``--noDataTransfers``), CUDA events around
+``execute_async_v3`` recorded for all iterations and synchronised once, optional CUDA graph.
+NEVER RUN HERE (no GPU, no TensorRT on the development host); the error mapping is tested on
+real TensorRT messages in tests/fixtures/trt_errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from edgeslim.bench.backends import Backend, Session, concrete_shape
+from edgeslim.bench.timing import TimingConfig, warmup
+from edgeslim.errors import EdgeslimError, MissingDependencyError
+
+_VERSION = re.compile(r"expecting library version ([\w.]+) got ([\w.]+)")
+_DEVICE = re.compile(r"incompatible device, expecting compute ([\d.]+) got compute ([\d.]+)")
+_TAG = re.compile(r"(?:Version tag does not match|magic tag does not match|Serialization assertion)")
+
+
+def explain_deserialize_error(log: str, path: str = "the engine") -> str:
+    """Turn TensorRT's deserialization log into one line that says what to do."""
+    if m := _VERSION.search(log):
+        return (
+            f"{path} was built with TensorRT {m.group(2)} but this runtime is TensorRT {m.group(1)}; "
+            "engines are tied to the TensorRT version: rebuild it on this device (edgeslim export --trt, "
+            "or trtexec --onnx=MODEL.onnx --saveEngine=...)"
+        )
+    if m := _DEVICE.search(log):
+        return (
+            f"{path} was built for a GPU of compute capability {m.group(2)} but this GPU is {m.group(1)}; "
+            "engines are tied to the GPU: rebuild it on this device from the ONNX file"
+        )
+    if _TAG.search(log):
+        return (
+            f"{path} is not an engine this TensorRT can read (serialization version/tag mismatch: built by "
+            "another TensorRT version, or not an engine file); rebuild it on this device from the ONNX file"
+        )
+    last = next((line for line in reversed(log.strip().splitlines()) if line.strip()), "no log output")
+    return f"TensorRT could not deserialize {path}: {last.strip()}"
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise MissingDependencyError.for_package("cuda-python", "trt", "for TensorRT buffers") from exc
+    return cudart
+
+
+def _check(ret):
+    err, *rest = ret if isinstance(ret, tuple) else (ret,)
+    if int(err) != 0:
+        raise EdgeslimError(f"CUDA call failed with {err}; check the driver and that a GPU is visible")
+    return rest[0] if len(rest) == 1 else rest
+
+
+class TrtSession(Session):
+    backend = "tensorrt"
+
+    def __init__(self, trt, engine, cudart, use_cuda_graph: bool, plan_bytes: int, log: str) -> None:
+        self.trt, self.engine, self.cudart = trt, engine, cudart
+        self.ctx = engine.create_execution_context()
+        self.stream = _check(cudart.cudaStreamCreate())
+        self.use_cuda_graph = use_cuda_graph
+        self.graph_exec = None
+        self.buffers: dict[str, int] = {}
+        self.plan_bytes = plan_bytes
+        self.log = log
+        self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+
+    def _free(self) -> None:
+        for ptr in self.buffers.values():
+            self.cudart.cudaFree(ptr)
+        self.buffers = {}
+        self.graph_exec = None
+
+    def set_batch(self, batch: int) -> None:
+        trt, eng, ctx = self.trt, self.engine, self.ctx
+        self._free()
+        for n in self.names:
+            if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
+                shape = concrete_shape(n, list(eng.get_tensor_shape(n)), batch)
+                ctx.set_input_shape(n, shape)
+        for n in self.names:
+            shape = list(ctx.get_tensor_shape(n))
+            dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(n)))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            ptr = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
+            if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
+                host = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+                _check(
+                    self.cudart.cudaMemcpy(
+                        ptr, host.ctypes.data, nbytes, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+                    )
+                )
+            self.buffers[n] = ptr
+            ctx.set_tensor_address(n, int(ptr))
+        if self.use_cuda_graph:
+            self._capture()
+
+    def _capture(self) -> None:
+        """Capture one enqueue in a CUDA graph (after one plain enqueue, like trtexec)."""
+        cu = self.cudart
+        self.ctx.execute_async_v3(int(self.stream))
+        _check(cu.cudaStreamSynchronize(self.stream))
+        try:
+            _check(
+                cu.cudaStreamBeginCapture(self.stream, cu.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
+            )
+            self.ctx.execute_async_v3(int(self.stream))
+            graph = _check(cu.cudaStreamEndCapture(self.stream))
+            self.graph_exec = _check(cu.cudaGraphInstantiate(graph, 0))
+        except EdgeslimError:
+            self.graph_exec = None  # ops not permitted under capture: fall back, as trtexec does
+
+    def _enqueue(self) -> None:
+        if self.graph_exec is not None:
+            _check(self.cudart.cudaGraphLaunch(self.graph_exec, self.stream))
+        else:
+            self.ctx.execute_async_v3(int(self.stream))
+
+    def run(self) -> None:
+        self._enqueue()
+        _check(self.cudart.cudaStreamSynchronize(self.stream))
+
+    def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
+        """Host wall time per synchronous run, and GPU time from CUDA events (one sync per batch)."""
+        from edgeslim.bench.timing import host_loop
+
+        host = host_loop(self.run, cfg)
+        cu = self.cudart
+        n = len(host)
+        events = [(_check(cu.cudaEventCreate()), _check(cu.cudaEventCreate())) for _ in range(n)]
+        warmup(self.run, cfg)
+        for a, b in events:
+            _check(cu.cudaEventRecord(a, self.stream))
+            self._enqueue()
+            _check(cu.cudaEventRecord(b, self.stream))
+        _check(cu.cudaStreamSynchronize(self.stream))
+        device = [_check(cu.cudaEventElapsedTime(a, b)) * 1e-3 for a, b in events]
+        for a, b in events:
+            cu.cudaEventDestroy(a)
+            cu.cudaEventDestroy(b)
+        return {"host": host, "device": device}
+
+    def info(self) -> dict:
+        eng, trt = self.engine, self.trt
+        out: dict = {
+            "tensorrt": trt.__version__,
+            "plan_bytes": self.plan_bytes,
+            "cuda_graph": self.graph_exec is not None,
+        }
+        if hasattr(eng, "device_memory_size_v2"):
+            out["activation_bytes"] = int(eng.device_memory_size_v2)
+        elif hasattr(eng, "device_memory_size"):
+            out["activation_bytes"] = int(eng.device_memory_size)
+        stat = getattr(getattr(trt, "EngineStat", None), "TOTAL_WEIGHTS_SIZE", None)
+        if stat is not None and hasattr(eng, "get_engine_stat"):  # TRT >= 10.14
+            out["weight_bytes"] = int(eng.get_engine_stat(stat))
+        mem = re.findall(r"\[MemUsageChange\][^\n]*", self.log)
+        if mem:
+            out["mem_usage_change"] = mem
+        return out
+
+    def close(self) -> None:
+        self._free()
+        self.cudart.cudaStreamDestroy(self.stream)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def open(self, path: str, options: dict) -> TrtSession:
+        try:
+            import tensorrt as trt
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "tensorrt is not importable; on Jetson create the venv with --system-site-packages to see "
+                "JetPack's python3-libnvinfer (deploy/jetson/setup_venv.sh), on x86: pip install 'edgeslim[trt]'"
+            ) from exc
+        if not os.path.isfile(path):
+            raise EdgeslimError(f"engine file {path} does not exist")
+        if path.lower().endswith(".onnx"):
+            raise EdgeslimError(
+                f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "
+                "edgeslim export --trt, or use --backend trtexec (builds from ONNX) or onnxruntime"
+            )
+        cudart = _cudart()
+
+        class _Log(trt.ILogger):
+            def __init__(self) -> None:
+                trt.ILogger.__init__(self)
+                self.lines: list[str] = []
+
+            def log(self, severity, msg) -> None:
+                self.lines.append(f"[{severity}] {msg}")
+
+        logger = _Log()
+        with open(path, "rb") as f:
+            plan = f.read()
+        engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+        log = "\n".join(logger.lines)
+        if engine is None:
+            raise EdgeslimError(explain_deserialize_error(log, path))
+        return TrtSession(trt, engine, cudart, bool(options.get("cuda_graph")), len(plan), log)

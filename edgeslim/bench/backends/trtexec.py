@@ -1,0 +1,203 @@
+"""trtexec backend: build a version-aware command line, run it, parse its summary and times.
+
+trtexec does its own warm-up and timing; edgeslim records its ``GPU Compute Time`` (kernels only,
+the number to compare slim vs baseline) and the per-iteration ``--exportTimes`` JSON as raw samples.
+Flag differences (notes §1.8): TRT 11 turns CUDA graphs, spin-wait and no-transfers on by default
+and drops ``--fp16/--int8``. NEVER RUN HERE; the parsers are tested on real captured output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from edgeslim.bench.backends import Backend, Session, concrete_shape
+from edgeslim.bench.timing import TimingConfig
+from edgeslim.errors import EdgeslimError
+
+JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+_VER = re.compile(r"TensorRT v(\d+)")
+_STAT = re.compile(r"(min|max|mean|median|percentile\((\d+)%\)) = ([0-9.eE+-]+) ms")
+_LINE = re.compile(r"\] (Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (.*)$")
+_KEYS = {
+    "Latency": "latency",
+    "Enqueue Time": "enqueue",
+    "H2D Latency": "h2d",
+    "GPU Compute Time": "gpu_compute",
+    "D2H Latency": "d2h",
+}
+
+
+def find_trtexec(explicit: str | None = None) -> str | None:
+    if explicit:
+        return explicit if os.path.exists(explicit) else None
+    return shutil.which("trtexec") or (JETSON_TRTEXEC if os.path.exists(JETSON_TRTEXEC) else None)
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """``[TensorRT v100200]`` -> (10, 2, 0); ``v8601`` -> (8, 6, 1)."""
+    m = _VER.search(text)
+    if not m:
+        return None
+    n = int(m.group(1))
+    if n >= 10000:
+        return n // 10000, (n // 100) % 100, n % 100
+    return n // 1000, (n // 100) % 10, n % 100
+
+
+def parse_summary(text: str) -> dict:
+    """The ``=== Performance summary ===`` block: ms statistics per line, throughput, CoV warning."""
+    out: dict = {}
+    for line in text.splitlines():
+        if m := re.search(r"Throughput: ([0-9.eE+-]+) qps", line):
+            out["throughput_qps"] = float(m.group(1))
+        elif m := _LINE.search(line):
+            stats = {}
+            for name, pct, val in _STAT.findall(m.group(2)):
+                key = f"p{pct}" if pct else name
+                stats[f"{key}_ms"] = float(val)
+            out[_KEYS[m.group(1)]] = stats
+        elif m := re.search(r"Total Host Walltime: ([0-9.eE+-]+) s", line):
+            out["host_walltime_s"] = float(m.group(1))
+        elif m := re.search(r"Total GPU Compute Time: ([0-9.eE+-]+) s", line):
+            out["gpu_compute_total_s"] = float(m.group(1))
+        elif m := re.search(r"coefficient of variance = ([0-9.eE+-]+)%", line):
+            out["cov_warning_pct"] = float(m.group(1))
+    if "gpu_compute" not in out:
+        raise EdgeslimError("no trtexec performance summary found (did the run fail? see the log above it)")
+    return out
+
+
+def parse_times(path: str | os.PathLike) -> dict[str, list[float]]:
+    """``--exportTimes`` JSON -> per-iteration seconds for compute, latency (H2D+compute+D2H), enqueue."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgeslimError(f"cannot read trtexec times {path}: {exc}") from exc
+    rec = [r for r in data if isinstance(r, dict) and "computeMs" in r]
+    out = {
+        "device": [r["computeMs"] * 1e-3 for r in rec],
+        "latency": [r["latencyMs"] * 1e-3 for r in rec if "latencyMs" in r],
+    }
+    enq = [(r["endEnqMs"] - r["startEnqMs"]) * 1e-3 for r in rec if "startEnqMs" in r and "endEnqMs" in r]
+    if enq:
+        out["enqueue"] = enq
+    return out
+
+
+def build_command(
+    exe: str,
+    model: str,
+    version: tuple[int, int, int] | None,
+    shapes: dict[str, list[int]] | None,
+    cfg: TimingConfig,
+    precision: str = "fp32",
+    cuda_graph: bool = False,
+    export_times: str | None = None,
+) -> list[str]:
+    """A trtexec command line with the flags spelled for the installed version."""
+    major = version[0] if version else 10
+    cmd = [exe]
+    is_onnx = model.lower().endswith(".onnx")
+    cmd.append(f"--onnx={model}" if is_onnx else f"--loadEngine={model}")
+    if shapes:
+        spec = ",".join(f"{n}:{'x'.join(str(d) for d in s)}" for n, s in shapes.items())
+        cmd.append(f"--shapes={spec}")
+    if is_onnx and precision != "fp32":
+        if major >= 11:
+            raise EdgeslimError(
+                f"TensorRT {major} has no --{precision} flag (weak typing removed): put the precision into the "
+                "ONNX file (ModelOpt AutoCast / Q-DQ) and bench it with --precision fp32"
+            )
+        cmd.append(f"--{precision}")
+    cmd += [
+        f"--warmUp={int(cfg.warmup_s * 1000)}",
+        f"--duration={max(int(round(cfg.min_time_s)), 0)}",
+        f"--iterations={cfg.min_iters}",
+    ]
+    if major >= 11:  # CUDA graph, spin-wait, no transfers are the defaults
+        if not cuda_graph:
+            cmd.append("--noCudaGraph")
+    else:
+        cmd += ["--noDataTransfers", "--useSpinWait"]
+        if cuda_graph:
+            cmd.append("--useCudaGraph")
+    if major >= 10 or (major == 8 and version and version[1] >= 6):
+        cmd.append("--percentile=90,95,99")
+    if export_times:
+        cmd.append(f"--exportTimes={export_times}")
+    return cmd
+
+
+class TrtexecSession(Session):
+    backend = "trtexec"
+
+    def __init__(self, exe: str, model: str, options: dict) -> None:
+        self.exe, self.model, self.options = exe, model, options
+        head = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+        self.version = parse_version(head.stdout + head.stderr)
+        self.shapes: dict[str, list[int]] | None = None
+        self.summary: dict = {}
+        self.log_tail = ""
+
+    def set_batch(self, batch: int) -> None:
+        self.shapes = None
+        if self.model.lower().endswith(".onnx"):
+            from edgeslim.bench.onnx_cost import onnx_cost
+
+            ins = onnx_cost(self.model).input_shapes
+            self.shapes = {n: concrete_shape(n, s or [], batch) for n, s in ins.items()}
+        elif batch != 1:
+            raise EdgeslimError("with an engine file the trtexec backend runs its built shape; use --batch 1")
+
+    def run(self) -> None:
+        raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
+
+    def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
+        with tempfile.TemporaryDirectory() as tmp:
+            times = os.path.join(tmp, "times.json")
+            cmd = build_command(
+                self.exe,
+                self.model,
+                self.version,
+                self.shapes,
+                cfg,
+                self.options.get("precision", "fp32"),
+                bool(self.options.get("cuda_graph")),
+                times,
+            )
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            text = r.stdout + r.stderr
+            self.log_tail = "\n".join(text.splitlines()[-40:])
+            if r.returncode != 0:
+                from edgeslim.bench.backends.trt import explain_deserialize_error
+
+                raise EdgeslimError(
+                    f"trtexec failed ({r.returncode}): {explain_deserialize_error(text, self.model)}"
+                )
+            self.summary = parse_summary(text)
+            samples = parse_times(times)
+        samples["host"] = samples.pop("latency", samples["device"])
+        return samples
+
+    def info(self) -> dict:
+        return {"trtexec": self.exe, "tensorrt_version": self.version, "summary": self.summary}
+
+
+class TrtexecBackend(Backend):
+    name = "trtexec"
+
+    def open(self, path: str, options: dict) -> TrtexecSession:
+        exe = find_trtexec(options.get("trtexec"))
+        if exe is None:
+            raise EdgeslimError(
+                f"trtexec not found on PATH or at {JETSON_TRTEXEC}; install TensorRT or pass --trtexec PATH"
+            )
+        if not os.path.isfile(path):
+            raise EdgeslimError(f"model file {path} does not exist")
+        return TrtexecSession(exe, path, options)

@@ -1,0 +1,177 @@
+"""Interleaved trials in fresh processes, aggregation, speedup and the run record (JSON).
+
+Trial ``t`` runs every model once, each in its own subprocess, in alternating order
+(A B, B A, A B, ...), so drift in clocks, temperature or machine load hits both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgeslim.bench.stats import CV_WARN, speedup, summarize
+from edgeslim.bench.timing import TimingConfig
+from edgeslim.errors import EdgeslimError
+
+FORMAT = "edgeslim-bench"
+VERSION = 1
+
+
+def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
+    """Run one measurement in a fresh Python process; raise its error as one line."""
+    with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
+        sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+        Path(sp).write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "edgeslim.bench.worker", sp, op]
+        if nice:
+            cmd = ["nice", "-n", str(nice), *cmd]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeslimError(
+                f"benchmark process timed out after {timeout:.0f} s; lower --min-time"
+            ) from exc
+        if not os.path.exists(op):
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise EdgeslimError(f"benchmark process died (exit {r.returncode}): {tail[0]}")
+        res = json.loads(Path(op).read_text())
+    if not res["ok"]:
+        raise EdgeslimError(res["error"])
+    return res
+
+
+def model_facts(path: str) -> dict:
+    """File size, and for ONNX files parameters/MACs/bytes per layer (torch-free)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(f"model file {path} does not exist")
+    facts: dict = {"path": str(p), "file_bytes": p.stat().st_size}
+    if p.suffix.lower() == ".onnx":
+        try:
+            from edgeslim.bench.onnx_cost import onnx_cost
+
+            facts["cost"] = onnx_cost(p).to_dict()
+        except ImportError:  # onnx not installed on the device: sizes only
+            facts["cost"] = None
+    return facts
+
+
+def _primary(samples: dict) -> tuple[str, list[float]]:
+    """Device (GPU) time where the backend has it, else host wall time."""
+    if samples.get("device"):
+        return "device", samples["device"]
+    return "host", samples["host"]
+
+
+def run_comparison(
+    models: dict[str, str],
+    backend: str,
+    batches: list[int],
+    trials: int = 3,
+    timing: TimingConfig | None = None,
+    options: dict | None = None,
+    tegrastats: bool = True,
+    interval_ms: int = 100,
+    nice: int = 0,
+    on_trial: Callable[[int, str, dict], None] | None = None,
+) -> dict:
+    """Benchmark ``models`` ({label: path}; labels ``baseline`` and ``slim`` get a speedup)."""
+    from edgeslim.bench.env import environment
+
+    if trials < 1:
+        raise EdgeslimError("--trials must be >= 1")
+    timing = timing or TimingConfig()
+    options = options or {}
+    labels = list(models)
+    facts = {label: model_facts(path) for label, path in models.items()}
+    record: dict = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "kind": "compare" if {"baseline", "slim"} <= set(labels) else "single",
+        "backend": backend,
+        "options": options,
+        "batches": batches,
+        "trials_requested": trials,
+        "timing": timing.to_dict(),
+        "models": facts,
+        "env": environment(options.get("threads")),
+        "trials": [],
+    }
+    for t in range(trials):
+        order = labels if t % 2 == 0 else labels[::-1]
+        for label in order:
+            spec = {
+                "model": models[label],
+                "backend": backend,
+                "options": options,
+                "batches": batches,
+                "timing": timing.to_dict(),
+                "tegrastats": tegrastats,
+                "interval_ms": interval_ms,
+            }
+            res = run_worker(spec, timeout=max(120.0, 4 * timing.max_time_s * len(batches) + 60), nice=nice)
+            res.update(label=label, trial=t, position=order.index(label))
+            record["trials"].append(res)
+            if on_trial:
+                on_trial(t, label, res)
+    aggregate(record)
+    return record
+
+
+def aggregate(record: dict) -> dict:
+    """Fill ``summary``, ``speedup``, ``memory`` and ``macs_ratio`` from the raw trials (idempotent)."""
+    labels = list(record["models"])
+    summary: dict = {}
+    per_trial: dict = {}
+    for label in labels:
+        runs = [r for r in record["trials"] if r["label"] == label]
+        summary[label] = {}
+        per_trial[label] = {}
+        for b in record["batches"]:
+            key = str(b)
+            kind, _ = _primary(runs[0]["samples"][key])
+            trial_samples = [_primary(r["samples"][key])[1] for r in runs]
+            pooled = np.concatenate([np.asarray(s) for s in trial_samples])
+            s = summarize(pooled, b)
+            s["timer"] = kind
+            s["trial_p50_ms"] = [float(np.median(x) * 1e3) for x in trial_samples]
+            s["trial_cv"] = [summarize(x, b)["cv"] for x in trial_samples]
+            s["unstable"] = s["cv"] > CV_WARN
+            if kind == "device":
+                s["host"] = summarize(np.concatenate([r["samples"][key]["host"] for r in runs]), b)
+            summary[label][key] = s
+            per_trial[label][key] = trial_samples
+        mem = [r["memory"] for r in runs]
+        summary[label]["memory"] = {
+            k: float(np.median([m[k] for m in mem]))
+            for k in ("peak_rss_mb", "rss_delta_mb", "peak_rss_delta_mb", "nvmap_delta_mb")
+            if all(k in m for m in mem)
+        }
+        info = runs[0].get("info", {})
+        for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
+            if k in info:
+                summary[label]["memory"][k] = info[k]
+        summary[label]["load_s"] = float(np.median([r["load_s"] for r in runs]))
+    record["summary"] = summary
+    if record["kind"] == "compare":
+        record["speedup"] = {
+            str(b): speedup(per_trial["baseline"][str(b)], per_trial["slim"][str(b)])
+            for b in record["batches"]
+        }
+        cb, cs = record["models"]["baseline"].get("cost"), record["models"]["slim"].get("cost")
+        if cb and cs and cs["macs"] > 0:
+            record["macs_ratio"] = cb["macs"] / cs["macs"]
+            record["params_ratio"] = cb["params"] / max(cs["params"], 1)
+            record["speedup_over_macs_ratio"] = {
+                k: v["value"] / record["macs_ratio"] for k, v in record["speedup"].items()
+            }
+    return record

@@ -1,0 +1,179 @@
+"""Torch-free cost counter for ONNX graphs: MACs, parameters and bytes per layer.
+
+Uses ``onnx.shape_inference`` for activation shapes. Conv, ConvTranspose, Gemm and MatMul carry
+MACs; element-wise ops that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu,
+Clip, ...) are folded into it, the way TensorRT and ONNX Runtime run them. A dynamic batch
+dimension counts as 1, so every :class:`LayerCost` is per sample.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from edgeslim.bench.predict import LayerCost
+from edgeslim.errors import EdgeslimError, require
+
+#: ops that carry the MACs of a network (ONNX op types)
+_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+#: element-wise ops fused into a preceding MAC op by ORT / TensorRT
+_FUSABLE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"}
+#: ops that only change the view of a tensor
+_FREE = {"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "Dropout"}
+
+
+@dataclass
+class ModelCost:
+    """Per-layer costs and totals of one ONNX model (per sample)."""
+
+    layers: list[LayerCost] = field(default_factory=list)
+    params: int = 0
+    weight_bytes: int = 0
+    input_shapes: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> float:
+        return float(sum(layer.macs for layer in self.layers))
+
+    @property
+    def bytes(self) -> float:
+        return float(sum(layer.bytes for layer in self.layers))
+
+    def to_dict(self) -> dict:
+        return {
+            "macs": self.macs,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "bytes": self.bytes,
+            "input_shapes": self.input_shapes,
+            "layers": [vars(layer) for layer in self.layers],
+        }
+
+
+def _dims(vi) -> list | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    out = []
+    for d in t.shape.dim:
+        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return out
+
+
+def _numel(dims: list | None) -> int:
+    if dims is None:
+        return 0
+    # symbolic dims (the batch) count as 1: costs are per sample
+    return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+
+
+def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
+    """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto)."""
+    onnx = require("onnx", "ort", "to count MACs of an ONNX model")
+    from onnx import numpy_helper  # noqa: F401  (import check)
+
+    if isinstance(model_or_path, (str, os.PathLike)):
+        if not os.path.isfile(model_or_path):
+            raise EdgeslimError(f"model file {model_or_path} does not exist")
+        try:
+            model = onnx.load(str(model_or_path))
+        except Exception as exc:
+            raise EdgeslimError(f"{model_or_path} is not a readable ONNX file: {exc}") from exc
+    else:
+        model = model_or_path
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # shape inference is best effort
+        raise EdgeslimError(
+            f"ONNX shape inference failed ({exc}); run `onnxslim` on the model first"
+        ) from exc
+    g = model.graph
+    itemsize = {}
+    shapes: dict[str, list | None] = {}
+    for vi in [*g.input, *g.output, *g.value_info]:
+        shapes[vi.name] = _dims(vi)
+        elem = vi.type.tensor_type.elem_type
+        itemsize[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
+    inits = {t.name: t for t in g.initializer}
+    init_bytes = {
+        n: math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        for n, t in inits.items()
+    }
+    cost = ModelCost(
+        params=int(sum(math.prod(t.dims) for t in inits.values())),
+        weight_bytes=int(sum(init_bytes.values())),
+        input_shapes={i.name: _dims(i) for i in g.input if i.name not in inits},
+    )
+    consumers: dict[str, int] = {}
+    for node in g.node:
+        for i in node.input:
+            consumers[i] = consumers.get(i, 0) + 1
+
+    def act_bytes(name: str) -> int:
+        return _numel(shapes.get(name)) * itemsize.get(name, 4)
+
+    last: dict | None = None  # the open MAC layer that fusable ops may join
+    for node in g.node:
+        op = node.op_type
+        w = sum(init_bytes.get(i, 0) for i in node.input)
+        ins = [i for i in node.input if i and i not in inits]
+        out = node.output[0] if node.output else ""
+        if op in _FREE:
+            continue
+        if (
+            fuse
+            and last is not None
+            and op in _FUSABLE
+            and ins
+            and ins[0] == last["out"]
+            and consumers.get(last["out"], 0) == 1
+        ):
+            extra_in = sum(act_bytes(i) for i in ins[1:])  # e.g. a residual Add reads a second tensor
+            last.update(out=out, out_bytes=act_bytes(out), w=last["w"] + w, extra=last["extra"] + extra_in)
+            last["name"] += f"+{op}"
+            continue
+        macs = 0
+        if op in ("Conv", "ConvTranspose"):
+            wdims = (
+                list(inits[node.input[1]].dims)
+                if node.input[1] in inits
+                else (shapes.get(node.input[1]) or [])
+            )
+            if len(wdims) >= 3:
+                k = math.prod(wdims[2:])
+                if op == "Conv":  # out elements x (Cin/groups) x kernel
+                    macs = _numel(shapes.get(out)) * wdims[1] * k
+                else:  # in elements x (Cout/groups) x kernel
+                    macs = _numel(shapes.get(ins[0])) * wdims[1] * k
+        elif op in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0]) or []
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            kdim = (a[-2] if trans_a else a[-1]) if a else 0
+            macs = _numel(shapes.get(out)) * (kdim if isinstance(kdim, int) else 0)
+        layer = {
+            "name": node.name or f"{op}_{len(cost.layers)}",
+            "op": op,
+            "macs": macs,
+            "w": w,
+            "in_bytes": sum(act_bytes(i) for i in ins),
+            "extra": 0,
+            "out": out,
+            "out_bytes": act_bytes(out),
+        }
+        _flush(cost, last)
+        last = layer if op in _MAC_OPS else None
+        if last is None:
+            _flush(cost, layer)
+    _flush(cost, last)
+    return cost
+
+
+def _flush(cost: ModelCost, layer: dict | None) -> None:
+    if layer is None or layer.get("_done"):
+        return
+    layer["_done"] = True
+    total = layer["w"] + layer["in_bytes"] + layer["extra"] + layer["out_bytes"]
+    cost.layers.append(
+        LayerCost(layer["name"], float(layer["macs"]), float(total), float(layer["w"]), layer["op"])
+    )

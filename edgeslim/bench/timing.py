@@ -1,0 +1,54 @@
+"""The timing loop: warm-up by time, then enough iterations for stable percentiles."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class TimingConfig:
+    """Warm up for ``warmup_s`` and at least ``warmup_iters``; then measure until both
+    ``min_iters`` and ``min_time_s`` are reached, stopping at ``max_iters`` or ``max_time_s``."""
+
+    warmup_s: float = 1.0
+    warmup_iters: int = 20
+    min_iters: int = 200
+    min_time_s: float = 2.0
+    max_iters: int = 20000
+    max_time_s: float = 60.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def warmup(fn: Callable[[], object], cfg: TimingConfig) -> int:
+    t0 = time.perf_counter()
+    n = 0
+    while n < cfg.warmup_iters or time.perf_counter() - t0 < cfg.warmup_s:
+        fn()
+        n += 1
+        if time.perf_counter() - t0 > cfg.max_time_s:
+            break
+    return n
+
+
+def host_loop(fn: Callable[[], object], cfg: TimingConfig) -> list[float]:
+    """Per-iteration wall times (seconds) of a synchronous ``fn``, after warm-up."""
+    warmup(fn, cfg)
+    clock = time.perf_counter_ns
+    samples: list[float] = []
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples.append((t1 - t0) * 1e-9)
+        n, elapsed = len(samples), (t1 - start) * 1e-9
+        if (
+            (n >= cfg.min_iters and elapsed >= cfg.min_time_s)
+            or n >= cfg.max_iters
+            or elapsed >= cfg.max_time_s
+        ):
+            return samples

@@ -1,0 +1,100 @@
+"""One measurement in a fresh process: ``python -m edgeslim.bench.worker SPEC.json OUT.json``.
+
+Imports only the runtime it needs, so RSS deltas are attributable: start -> runtime imported ->
+model loaded -> first inference, plus the peak (VmHWM). Tegrastats (where present) is sampled
+during each timed window. Always writes OUT.json (``ok: false`` with a one-line error on failure).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+from edgeslim.bench.memory import MemoryTrace
+
+#: backend -> module whose import is "the runtime" for the memory baseline
+RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch"}
+
+
+def measure(spec: dict) -> dict:
+    from edgeslim.bench.backends import ALIASES, get_backend
+    from edgeslim.bench.tegrastats import TegrastatsSampler, summarize_samples
+    from edgeslim.bench.timing import TimingConfig
+
+    mem = MemoryTrace()
+    mem.mark("start")
+    name = ALIASES.get(spec["backend"], spec["backend"])
+    mod = RUNTIME_MODULE.get(name)
+    if mod:
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            pass  # the backend's open() raises the one-line error
+    mem.mark("runtime_imported")
+    t0 = time.perf_counter()
+    session = get_backend(name).open(spec["model"], spec.get("options", {}))
+    load_s = time.perf_counter() - t0
+    mem.mark("model_loaded")
+    batches = spec["batches"]
+    session.set_batch(batches[0])
+    first_s = None
+    if name != "trtexec":
+        t0 = time.perf_counter()
+        session.run()
+        first_s = time.perf_counter() - t0
+    mem.mark("first_inference")
+    cfg = TimingConfig(**spec.get("timing", {}))
+    samples, tegra = {}, {}
+    sampler = TegrastatsSampler(spec.get("interval_ms", 100)) if spec.get("tegrastats", True) else None
+    for b in batches:
+        session.set_batch(b)
+        if sampler is not None and sampler.available:
+            with sampler:
+                w0 = time.monotonic()
+                samples[str(b)] = session.measure(cfg)
+                w1 = time.monotonic()
+            n = len(samples[str(b)]["host"])
+            tegra[str(b)] = summarize_samples(sampler.window(w0, w1), n, w1 - w0)
+            sampler.samples.clear()
+        else:
+            samples[str(b)] = session.measure(cfg)
+    info = session.info()
+    session.close()
+    return {
+        "ok": True,
+        "pid": os.getpid(),
+        "load_s": load_s,
+        "first_inference_s": first_s,
+        "samples": samples,
+        "memory": mem.to_dict(),
+        "info": info,
+        "tegrastats": tegra or None,
+    }
+
+
+def main(argv: list[str]) -> int:
+    spec_path, out_path = argv
+    with open(spec_path) as f:
+        spec = json.load(f)
+    try:
+        result = measure(spec)
+    except Exception as exc:  # report every failure as data; the parent raises it
+        from edgeslim.errors import EdgeslimError
+
+        msg = str(exc) if isinstance(exc, EdgeslimError) else f"{type(exc).__name__}: {exc}"
+        result = {"ok": False, "error": msg, "user_error": isinstance(exc, EdgeslimError)}
+        if not isinstance(exc, EdgeslimError):
+            result["traceback"] = traceback.format_exc()
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
