@@ -1,0 +1,82 @@
+"""The model zoo: every paper architecture on 28x28x1 and 32x32x3, fx-traceable; tv: models adapted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import ModelSpec, create_model, list_models
+
+ZOO = ["vgg-small", "vgg11", "vgg19", "resnet20", "resnet56", "resnet164", "densenet40", "mobilenetv2"]
+
+
+def nparams(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_zoo_forward_and_fx(arch):
+    for shape, classes in (((1, 28, 28), 10), ((3, 32, 32), 100)):
+        m = create_model(ModelSpec(arch, classes, shape[0], shape[1:])).eval()
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            y = m(x)
+        assert y.shape == (2, classes) and torch.isfinite(y).all()
+    gm = torch.fx.symbolic_trace(m)  # surgery traces the zoo with torch.fx
+    with torch.no_grad():
+        assert torch.allclose(gm(x), y, atol=1e-5)
+
+
+def test_zoo_sizes_match_the_papers():
+    # parameter counts of the CIFAR-10 models (He et al. 2016; Liu et al. 2017)
+    expect = {"resnet20": 0.27e6, "resnet56": 0.86e6, "resnet164": 1.70e6, "densenet40": 1.06e6}
+    for arch, n in expect.items():
+        assert abs(nparams(create_model(arch)) - n) / n < 0.02, arch
+    d = create_model("densenet40")
+    assert d.fc.in_features == 24 + 3 * 12 * 12  # no compression: 456 channels at the end
+    bns = [m for m in create_model("resnet164").modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 3 * 18 * 3 + 1 and all(float(b.weight[0].detach()) == 0.5 for b in bns)  # slimming init
+    mb = create_model("mobilenetv2")
+    strides = [m.stride[0] for m in mb.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
+    assert strides == [2, 2, 2]  # CIFAR stem: three downsamples only
+
+
+def test_registry_lists_zoo_and_tv():
+    names = list_models()
+    assert set(ZOO) <= set(names)
+    assert {"tv:resnet18", "tv:mobilenet_v3_small", "tv:inception_v3"} <= set(names)
+    assert "tv:fasterrcnn_resnet50_fpn" not in names  # classification models only
+
+
+@pytest.mark.parametrize(
+    "name,size",
+    [("resnet18", 32), ("mobilenet_v3_small", 28), ("squeezenet1_1", 32), ("shufflenet_v2_x0_5", 32),
+     ("efficientnet_b0", 28), ("googlenet", 32), ("inception_v3", 75)],
+)  # fmt: skip
+def test_tv_models_adapted(name, size):
+    m = create_model(f"tv:{name}", num_classes=7, in_channels=1)
+    convs = [c for c in m.modules() if isinstance(c, nn.Conv2d)]
+    assert convs[0].in_channels == 1 and all(c.in_channels != 1 or c is convs[0] for c in convs[:3])
+    m.train()  # googlenet / inception return plain logits in training mode too (no aux heads)
+    y = m(torch.randn(2, 1, size, size))
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 7)
+
+
+def test_tv_rgb_keeps_stem():
+    m = create_model("tv:resnet18", num_classes=10)
+    assert m.conv1.in_channels == 3 and m.fc.out_features == 10
+
+
+def test_unknown_names():
+    with pytest.raises(EdgeslimError, match="unknown architecture 'resnet21'; did you mean resnet20"):
+        create_model("resnet21")
+    with pytest.raises(
+        EdgeslimError, match="unknown torchvision model 'tv:resnet19'; did you mean tv:resnet18"
+    ):
+        create_model("tv:resnet19")
+    with pytest.raises(EdgeslimError, match="unknown model family 'timm'"):
+        create_model("timm:resnet18")
+    with pytest.raises(EdgeslimError, match="does not accept"):
+        create_model(ModelSpec("tv:resnet18", kwargs={"bogus": 1}))
