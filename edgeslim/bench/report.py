@@ -1,0 +1,312 @@
+"""Render a run record: terminal rows, Markdown, PNG plots; predictions beside measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeslim.bench.predict import LayerCost
+from edgeslim.bench.stats import CV_WARN
+from edgeslim.errors import EdgeslimError
+
+LATENCY_COLS = [
+    "model",
+    "batch",
+    "timer",
+    "n",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "mean ms",
+    "std ms",
+    "CV %",
+    "samples/s",
+]
+
+
+def check_record(record: dict) -> dict:
+    if not isinstance(record, dict) or record.get("format") != "edgeslim-bench":
+        raise EdgeslimError(
+            "not an edgeslim bench result (format != edgeslim-bench); give a run.json from edgeslim bench"
+        )
+    if "summary" not in record:
+        from edgeslim.bench.compare import aggregate
+
+        aggregate(record)
+    return record
+
+
+def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
+    cost = record["models"][label].get("cost")
+    if not cost:
+        return None
+    return [LayerCost(**layer) for layer in cost["layers"]]
+
+
+def add_predictions(record: dict, profile, efficiency=None) -> None:
+    """Roofline predictions for every ONNX model and batch, stored under ``prediction``."""
+    from edgeslim.bench.predict import predict_latency
+
+    out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
+    for label in record["models"]:
+        layers = layer_costs(record, label)
+        if layers is None:
+            continue
+        out["models"][label] = {}
+        for b in record["batches"]:
+            p = predict_latency(layers, profile, batch=b, efficiency=efficiency)
+            out["models"][label][str(b)] = {"total_ms": p.total_s * 1e3, "efficiency": p.efficiency}
+            meas = record.get("summary", {}).get(label, {}).get(str(b))
+            if meas:
+                out["models"][label][str(b)]["measured_p50_ms"] = meas["p50_ms"]
+                out["models"][label][str(b)]["error"] = p.total_s * 1e3 / meas["p50_ms"] - 1
+    record["prediction"] = out
+
+
+def latency_rows(record: dict) -> list[list]:
+    rows = []
+    for label in record["models"]:
+        for b in record["batches"]:
+            s = record["summary"][label][str(b)]
+            rows.append(
+                [
+                    label,
+                    b,
+                    s["timer"],
+                    s["n"],
+                    s["p50_ms"],
+                    s["p90_ms"],
+                    s["p99_ms"],
+                    s["mean_ms"],
+                    s["std_ms"],
+                    100 * s["cv"],
+                    s["throughput_per_s"],
+                ]
+            )
+    return rows
+
+
+def speedup_rows(record: dict) -> list[list]:
+    rows = []
+    for b, sp in record.get("speedup", {}).items():
+        eff = record.get("speedup_over_macs_ratio", {}).get(b)
+        rows.append(
+            [
+                int(b),
+                sp["value"],
+                f"[{sp['ci_low']:.3g}, {sp['ci_high']:.3g}]",
+                sp["spread"],
+                record.get("macs_ratio"),
+                eff,
+            ]
+        )
+    return rows
+
+
+SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio", "speedup / MACs ratio"]
+MEMORY_COLS = [
+    "model",
+    "file MB",
+    "params",
+    "MMACs",
+    "peak RSS MB",
+    "RSS delta MB",
+    "NvMap delta MB",
+    "load s",
+]
+
+
+def memory_rows(record: dict) -> list[list]:
+    rows = []
+    for label, facts in record["models"].items():
+        m = record["summary"][label]["memory"]
+        cost = facts.get("cost") or {}
+        rows.append(
+            [
+                label,
+                facts["file_bytes"] / 1e6,
+                cost.get("params"),
+                cost["macs"] / 1e6 if cost else None,
+                m.get("peak_rss_mb"),
+                m.get("rss_delta_mb"),
+                m.get("nvmap_delta_mb"),
+                record["summary"][label]["load_s"],
+            ]
+        )
+    return rows
+
+
+def warnings(record: dict) -> list[str]:
+    out = []
+    for label in record["models"]:
+        for b in record["batches"]:
+            s = record["summary"][label][str(b)]
+            if s["cv"] > CV_WARN:
+                out.append(
+                    f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
+                    "clocks or thermals; p50 and the trial spread are the numbers to read)"
+                )
+    return out
+
+
+def _md_table(cols: list[str], rows: list[list]) -> str:
+    def f(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown(record: dict, plots: list[str] | None = None) -> str:
+    env = record["env"]
+    vers = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
+    names = ", ".join(f"{k} = `{Path(v['path']).name}`" for k, v in record["models"].items())
+    parts = [
+        f"# edgeslim bench: {names}",
+        "",
+        f"Backend **{record['backend']}**, options `{record['options']}`, batches {record['batches']}, "
+        f"{record['trials_requested']} trial(s) per model, each in a fresh process, order alternating. "
+        f"Created {record['created']}.",
+        "",
+        "## Latency (measured)",
+        "",
+        _md_table(LATENCY_COLS, latency_rows(record)),
+    ]
+    if record.get("speedup"):
+        method = next(iter(record["speedup"].values()))["method"]
+        parts += [
+            "",
+            "## Speedup (baseline / slim)",
+            "",
+            _md_table(SPEEDUP_COLS, speedup_rows(record)),
+            "",
+            f"Method: {method}.",
+        ]
+    parts += ["", "## Memory and size", "", _md_table(MEMORY_COLS, memory_rows(record))]
+    if record.get("prediction"):
+        pr = record["prediction"]
+        rows = [
+            [
+                label,
+                int(b),
+                v["total_ms"],
+                v.get("measured_p50_ms"),
+                None if v.get("error") is None else 100 * v["error"],
+            ]
+            for label, bs in pr["models"].items()
+            for b, v in bs.items()
+        ]
+        parts += [
+            "",
+            f"## {pr['label']}, profile `{pr['profile']}`",
+            "",
+            _md_table(["model", "batch", "predicted ms", "measured p50 ms", "error %"], rows),
+        ]
+    w = warnings(record)
+    if w:
+        parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]
+    parts += [
+        "",
+        "## Environment",
+        "",
+        f"- device: {env.get('device_model') or env.get('cpu_model')} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
+        f"load average {env.get('load_avg')})",
+        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor')}; threads: {env.get('threads')}",
+        f"- runtimes: {vers}",
+    ]
+    for k in ("l4t_release", "jetpack", "nvpmodel", "nvidia_smi"):
+        if env.get(k):
+            parts.append(f"- {k}: {str(env[k]).splitlines()[0]}")
+    if plots:
+        parts += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(parts) + "\n"
+
+
+def plots(record: dict, out_dir: str | Path) -> list[Path]:
+    """latency.png (distributions), layers.png (per-layer MMACs), memory.png; written atomically."""
+    from edgeslim.errors import require
+
+    mpl = require("matplotlib", "train", "for PNG plots (or pass --no-plots)")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from edgeslim.utils.io import atomic_path
+
+    out = Path(out_dir)
+    written = []
+    labels = list(record["models"])
+    fig, axes = plt.subplots(
+        1, len(record["batches"]), figsize=(4.5 * len(record["batches"]), 3.6), squeeze=False
+    )
+    for ax, b in zip(axes[0], record["batches"]):
+        data, names = [], []
+        for label in labels:
+            runs = [r for r in record["trials"] if r["label"] == label]
+            s = runs[0]["samples"][str(b)]
+            key = "device" if s.get("device") else "host"
+            data.append(np.concatenate([r["samples"][str(b)][key] for r in runs]) * 1e3)
+            names.append(label)
+        ax.violinplot(data, showmedians=True)
+        ax.set_xticks(range(1, len(names) + 1), names)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency per batch (ms)")
+        ax.set_title(f"batch {b} ({key} time)")
+    fig.suptitle(f"measured latency, {record['backend']}")
+    fig.tight_layout()
+    written.append(_save(fig, out / "latency.png", atomic_path))
+    costs = {label: record["models"][label].get("cost") for label in labels}
+    if all(costs.values()):
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            macs = [layer["macs"] / 1e6 for layer in costs[label]["layers"]]
+            ax.bar(np.arange(len(macs)) + i * width, macs, width, label=label)
+        ax.set_xlabel("layer (fused, in graph order)")
+        ax.set_ylabel("MMACs per sample")
+        ax.legend()
+        ax.set_title("per-layer MACs")
+        fig.tight_layout()
+        written.append(_save(fig, out / "layers.png", atomic_path))
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
+    keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb", 0.0)))
+    keys.append(
+        ("peak RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_delta_mb", 0.0))
+    )
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        ax.bar(np.arange(len(keys)) + i * width, [fn(label) for _, fn in keys], width, label=label)
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k for k, _ in keys])
+    ax.set_ylabel("MB")
+    ax.legend()
+    ax.set_title("model size and memory (isolated process)")
+    fig.tight_layout()
+    written.append(_save(fig, out / "memory.png", atomic_path))
+    return written
+
+
+def _save(fig, path: Path, atomic_path) -> Path:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_outputs(
+    record: dict, out_dir: str | Path, force: bool = False, with_plots: bool = True
+) -> list[Path]:
+    """run.json + report.md (+ PNGs) into ``out_dir``; refuses to overwrite without ``force``."""
+    from edgeslim.utils.io import atomic_write_text, check_output_dir, write_json
+
+    d = check_output_dir(out_dir, force=force, marker="run.json")
+    written = [write_json(d / "run.json", record)]
+    pngs = plots(record, d) if with_plots else []
+    written.append(atomic_write_text(d / "report.md", markdown(record, [str(p) for p in pngs])))
+    return written + pngs

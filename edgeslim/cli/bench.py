@@ -1,0 +1,327 @@
+"""``edgeslim bench``, ``edgeslim profiles``, ``edgeslim report``.
+
+Runs on a device without PyTorch: top-level imports are click and edgeslim.errors/utils only.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgeslim.errors import EdgeslimError
+
+_BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise EdgeslimError(f"--batch takes comma-separated integers like 1,32; got {text!r}") from exc
+    if not out or any(b < 1 for b in out):
+        raise EdgeslimError(f"--batch needs positive integers like 1,32; got {text!r}")
+    return out
+
+
+def _print_record(record: dict, as_json: bool) -> None:
+    from edgeslim.bench import report
+    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.io import to_jsonable
+
+    if as_json:
+        slim = {k: v for k, v in record.items() if k != "trials"}  # raw samples live in run.json
+        out.print_json(json.dumps(to_jsonable(slim)))
+        return
+    out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
+    if record.get("speedup"):
+        out.print(
+            table("speedup = baseline p50 / slim p50", report.SPEEDUP_COLS, report.speedup_rows(record))
+        )
+    out.print(
+        table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
+    )
+    if record.get("prediction"):
+        pr = record["prediction"]
+        rows = [
+            [
+                m,
+                int(b),
+                v["total_ms"],
+                v.get("measured_p50_ms"),
+                None if v.get("error") is None else 100 * v["error"],
+            ]
+            for m, bs in pr["models"].items()
+            for b, v in bs.items()
+        ]
+        out.print(
+            table(
+                f"{pr['label']} ({pr['profile']})",
+                ["model", "batch", "predicted ms", "measured p50 ms", "error %"],
+                rows,
+            )
+        )
+    for w in report.warnings(record):
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _predict_only(
+    model: str, baseline: str | None, profile, batches, calibrate: str | None, as_json: bool
+) -> None:
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.bench.predict import Observation, predict_latency
+    from edgeslim.bench.predict import calibrate as fit
+    from edgeslim.bench.report import check_record, layer_costs
+    from edgeslim.utils.console import out, table
+    from edgeslim.utils.io import read_json, to_jsonable
+
+    eff = None
+    fitted = None
+    if calibrate:
+        run = check_record(read_json(calibrate))
+        obs = []
+        for label in run["models"]:
+            layers = layer_costs(run, label)
+            if layers is None:
+                continue
+            for b in run["batches"]:
+                obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
+        if not obs:
+            raise EdgeslimError(f"{calibrate} has no ONNX layer costs to calibrate from; bench ONNX models")
+        eff = fitted = fit(obs, profile)
+    models = {"model": model} if baseline is None else {"baseline": baseline, "slim": model}
+    result: dict = {
+        "profile": profile.name,
+        "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
+    }
+    if fitted is not None:
+        result["calibration"] = {"from": calibrate, **fitted.model_dump()}
+    result["models"] = {}
+    for label, path in models.items():
+        if not str(path).lower().endswith(".onnx"):
+            raise EdgeslimError(f"--predict needs an .onnx file (MACs come from the ONNX graph); got {path}")
+        cost = onnx_cost(path)
+        result["models"][label] = {
+            str(b): predict_latency(cost.layers, profile, batch=b, efficiency=eff).to_dict() for b in batches
+        }
+    if as_json:
+        out.print_json(json.dumps(to_jsonable(result)))
+        return
+    if fitted is not None:
+        out.print(
+            f"calibrated from {calibrate}: compute/memory efficiency {fitted.compute:.3g}, "
+            f"launch overhead {fitted.launch_us:.3g} us per layer"
+        )
+    for label, per_batch in result["models"].items():
+        first = per_batch[str(batches[0])]
+        rows = [[lp["name"], lp["bound"], lp["intensity"], lp["seconds"] * 1e6] for lp in first["layers"]]
+        out.print(
+            table(
+                f"PREDICTION {label} on {profile.name}, batch {batches[0]} (not a measurement)",
+                ["layer", "bound", "FLOP/B", "us"],
+                rows,
+            )
+        )
+        out.print(
+            table(
+                f"PREDICTION {label} totals",
+                ["batch", "predicted ms", "samples/s"],
+                [[int(b), p["total_s"] * 1e3, int(b) / p["total_s"]] for b, p in per_batch.items()],
+            )
+        )
+
+
+@click.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--baseline", type=click.Path(dir_okay=False), help="Unpruned model to compare against (interleaved)."
+)
+@click.option(
+    "--backend",
+    type=click.Choice(_BACKENDS),
+    help="Runtime (default: the profile's, else from the file type).",
+)
+@click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
+@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,32.")
+@click.option("--trials", default=3, show_default=True, help="Fresh processes per model (alternating order).")
+@click.option("--warmup", default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations).")
+@click.option("--min-iters", default=200, show_default=True)
+@click.option(
+    "--min-time", default=2.0, show_default=True, help="Seconds measured at least, per batch and trial."
+)
+@click.option("--max-time", default=60.0, show_default=True)
+@click.option("--threads", type=int, help="Intra-op threads (default: the profile's).")
+@click.option("--providers", help="ORT providers, comma-separated: cpu,cuda,tensorrt,xnnpack or full names.")
+@click.option(
+    "--graph-opt",
+    default="all",
+    show_default=True,
+    type=click.Choice(["disable", "basic", "extended", "all"]),
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="trtexec build precision (TRT < 11)."
+)
+@click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
+@click.option("--device", help="torch device (cpu, cuda).")
+@click.option("--trtexec", "trtexec_path", help="Path to trtexec (default: PATH or /usr/src/tensorrt/bin).")
+@click.option(
+    "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."
+)
+@click.option("--interval-ms", default=100, show_default=True, help="tegrastats interval.")
+@click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
+@click.option(
+    "--predict", is_flag=True, help="Only PREDICT latency from MACs/bytes with --profile (no measurement)."
+)
+@click.option(
+    "--calibrate", type=click.Path(dir_okay=False), help="With --predict: fit efficiencies from a run.json."
+)
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Write run.json, report.md and PNGs here."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
+@click.option("--plots/--no-plots", default=True, show_default=True)
+def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
+          providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, nice, predict,
+          calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+    """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
+    against --baseline when given. With --predict, print a roofline PREDICTION instead."""
+    batches = _batches(batch_text)
+    profile = None
+    if profile_name:
+        from edgeslim.bench.profiles import load_profile
+
+        profile = load_profile(profile_name)
+    if calibrate and not predict:
+        raise EdgeslimError("--calibrate goes with --predict (it fits the prediction to a measured run.json)")
+    if predict:
+        if profile is None:
+            raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
+        _predict_only(model, baseline, profile, batches, calibrate, as_json)
+        return
+    from edgeslim.bench.backends import ALIASES, default_backend_for
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import add_predictions, write_outputs
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.utils.console import err, progress
+    from edgeslim.utils.io import check_output_dir
+
+    if out_dir:  # refuse early, before minutes of measuring
+        check_output_dir(out_dir, force=force, marker="run.json")
+    name = backend or (profile.preferred.backend if profile else default_backend_for(model))
+    name = ALIASES.get(name, name)
+    options: dict = {"graph_opt": graph_opt}
+    if threads or (profile and profile.preferred.threads):
+        options["threads"] = threads or profile.preferred.threads
+    prov = providers.split(",") if providers else (profile.preferred.providers if profile else None)
+    if prov:
+        options["providers"] = prov
+    if precision or profile:
+        options["precision"] = precision or profile.preferred.precision
+    if cuda_graph:
+        options["cuda_graph"] = True
+    if device:
+        options["device"] = device
+    if trtexec_path:
+        options["trtexec"] = trtexec_path
+    models = {"baseline": baseline, "slim": model} if baseline else {"model": model}
+    timing = TimingConfig(warmup_s=warmup, min_iters=min_iters, min_time_s=min_time, max_time_s=max_time)
+    with progress() as bar:
+        task = bar.add_task("bench", total=trials * len(models), info="")
+
+        def step(t: int, label: str, res: dict) -> None:
+            p50 = {b: sorted(s["host"])[len(s["host"]) // 2] * 1e3 for b, s in res["samples"].items()}
+            bar.update(
+                task,
+                advance=1,
+                info=f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items()),
+            )
+
+        record = run_comparison(
+            models, name, batches, trials, timing, options, tegrastats, interval_ms, nice, on_trial=step
+        )
+    if profile is not None:
+        add_predictions(record, profile)
+    _print_record(record, as_json)
+    if out_dir:
+        written = write_outputs(record, out_dir, force=force, with_plots=plots)
+        err.print(f"wrote {', '.join(str(p) for p in written)}")
+
+
+@click.group("profiles", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def profiles(ctx: click.Context, as_json: bool) -> None:
+    """List device profiles (edgeslim profiles show NAME for one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from edgeslim.bench.profiles import list_profiles
+    from edgeslim.utils.console import out, table
+
+    profs = list_profiles()
+    if as_json:
+        out.print_json(json.dumps([p.model_dump() for p in profs]))
+        return
+    rows = [
+        [
+            p.name,
+            p.kind,
+            ", ".join(f"{k} {v:g}" for k, v in p.peak_gflops.items()),
+            p.memory_bandwidth_gbs,
+            p.ram_gb,
+            f"{p.preferred.backend}/{p.preferred.precision}",
+            p.title,
+        ]
+        for p in profs
+    ]
+    out.print(
+        table(
+            "device profiles (peak GFLOP/s; bandwidth GB/s)",
+            ["name", "kind", "peak", "GB/s", "RAM GB", "preferred", "title"],
+            rows,
+        )
+    )
+
+
+@profiles.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def show(name: str, as_json: bool) -> None:
+    """Show one profile with the source of every number."""
+    import yaml
+
+    from edgeslim.bench.profiles import load_profile
+    from edgeslim.utils.console import out
+
+    p = load_profile(name)
+    if as_json:
+        out.print_json(json.dumps(p.model_dump()))
+    else:
+        out.print(yaml.safe_dump(p.model_dump(), sort_keys=False, allow_unicode=True, width=110).rstrip())
+        out.print(f"ridge point ({p.preferred.precision}): {p.ridge_point():.3g} FLOP/byte")
+
+
+@click.command("report")
+@click.argument("run_json", type=click.Path(dir_okay=False))
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Write report.md, run.json and PNGs here."
+)
+@click.option("--force", is_flag=True)
+@click.option("--profile", "profile_name", help="Add a roofline prediction for this device profile.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--plots/--no-plots", default=True, show_default=True)
+def report(run_json, out_dir, force, profile_name, as_json, plots) -> None:
+    """Re-render a benchmark result (terminal table, Markdown, PNG plots)."""
+    from edgeslim.bench.report import add_predictions, check_record, write_outputs
+    from edgeslim.utils.console import err
+    from edgeslim.utils.io import read_json
+
+    record = check_record(read_json(run_json))
+    if profile_name:
+        from edgeslim.bench.profiles import load_profile
+
+        add_predictions(record, load_profile(profile_name))
+    _print_record(record, as_json)
+    if out_dir:
+        written = write_outputs(record, out_dir, force=force, with_plots=plots)
+        err.print(f"wrote {', '.join(str(p) for p in written)}")
