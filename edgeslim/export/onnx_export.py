@@ -10,9 +10,7 @@ with ``exporter="dynamo"``; a different resulting opset is reported as a warning
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import re
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, require
+from edgeslim.export._quiet import quiet
 from edgeslim.export.shapes import parse_input_shape
 from edgeslim.export.validate import FP32_ATOL, InputBatch, ValidationReport, random_inputs, validate_onnx
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
@@ -118,31 +117,12 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, 
         )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _quiet_loggers(*names: str):
-    """Silence chatty third-party loggers (their tracebacks on expected fallbacks) for a block."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for lg, lv in zip(loggers, levels):
-            lg.setLevel(lv)
-
-
 def _export_dynamo(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
     import torch
 
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
     # The dynamo exporter reports progress with print(); keep library output off the terminal.
-    sink = io.StringIO()
-    with (
-        contextlib.redirect_stdout(sink),
-        _quiet_loggers("onnxscript", "torch.onnx"),
-        warnings.catch_warnings(),
-    ):
+    with quiet("onnxscript", "torch.onnx") as sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],

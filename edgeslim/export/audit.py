@@ -1,0 +1,172 @@
+"""Channel-alignment audit: which Conv/Gemm layers have channel counts that tensor cores pad.
+
+TensorRT's FP16 tensor-core layouts want channel counts that are multiples of 8, its INT8 kernels
+multiples of 32 (NVIDIA/TensorRT#1310, #3876); ARM CPU kernels prefer multiples of 4 or 8.
+Counts fixed by the data (image channels, number of classes) are listed but not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+#: target -> channel multiple
+TARGETS: dict[str, int] = {"fp16": 8, "int8": 32, "arm": 4}
+
+
+@dataclass
+class LayerChannels:
+    name: str
+    op: str
+    in_channels: int
+    out_channels: int
+    groups: int = 1
+    #: whether in/out counts are free (False for the image channels and the class count)
+    in_free: bool = True
+    out_free: bool = True
+
+    def misaligned(self, multiple: int) -> list[str]:
+        """Which of ``in``/``out`` is free and not a multiple of ``multiple``."""
+        bad = []
+        if self.in_free and self.in_channels % multiple:
+            bad.append("in")
+        if self.out_free and self.out_channels % multiple:
+            bad.append("out")
+        return bad
+
+
+@dataclass
+class AlignmentReport:
+    layers: list[LayerChannels]
+    targets: dict[str, int] = field(default_factory=lambda: dict(TARGETS))
+
+    def misaligned(self, target: str) -> list[LayerChannels]:
+        m = self.targets[target]
+        return [lay for lay in self.layers if lay.misaligned(m)]
+
+    def suggestion(self) -> str:
+        """One line: what to re-run surgery with, or that everything is aligned."""
+        parts = []
+        for t in ("fp16", "int8"):
+            bad = self.misaligned(t)
+            if bad:
+                parts.append(
+                    f"{len(bad)}/{len(self.layers)} layers not a multiple of {self.targets[t]} ({t})"
+                )
+        if not parts:
+            return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
+        if self.misaligned("fp16"):
+            fix = "re-run channel surgery with round_to=8 (FP16) or round_to=32 (INT8)"
+        else:
+            fix = "FP16 is aligned; for INT8 re-run channel surgery with round_to=32"
+        return f"{'; '.join(parts)}: TensorRT pads these and may add Reformat layers; {fix}"
+
+    def rows(self) -> list[list[Any]]:
+        """Table rows: layer, op, in, out, groups, fp16 flag, int8 flag."""
+        out = []
+        for lay in self.layers:
+            flags = [
+                "/".join(lay.misaligned(m)) or "ok" for m in (self.targets["fp16"], self.targets["int8"])
+            ]
+            out.append([lay.name, lay.op, lay.in_channels, lay.out_channels, lay.groups, *flags])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "targets": self.targets,
+            "layers": [asdict(lay) for lay in self.layers],
+            "misaligned": {t: [lay.name for lay in self.misaligned(t)] for t in self.targets},
+            "suggestion": self.suggestion(),
+        }
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
+    """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    g = model.graph
+    shapes = {t.name: list(t.dims) for t in g.initializer}
+    graph_inputs = {i.name for i in g.input}
+    graph_outputs = {o.name for o in g.output}
+    # Follow trivially shape-preserving nodes so "fed by the image" / "feeds the output" is found.
+    passthrough = {"Relu", "Clip", "Identity", "Flatten", "Reshape", "Softmax", "BatchNormalization"}
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def from_input(t: str) -> bool:
+        while t not in graph_inputs:
+            n = producer.get(t)
+            if n is None or n.op_type not in passthrough:
+                return False
+            t = n.input[0]
+        return True
+
+    def to_output(t: str) -> bool:
+        while t not in graph_outputs:
+            cs = consumers.get(t, [])
+            if len(cs) != 1 or cs[0].op_type not in passthrough:
+                return False
+            t = cs[0].output[0]
+        return True
+
+    layers = []
+    for i, n in enumerate(g.node):
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
+            continue
+        w = shapes.get(n.input[1])
+        if w is None or len(w) < 2:
+            continue
+        groups = _attr(n, "group", 1)
+        if n.op_type == "Conv":
+            cout, cin = w[0], w[1] * groups
+        elif n.op_type == "ConvTranspose":
+            cin, cout = w[0], w[1] * groups
+        elif n.op_type == "Gemm" and _attr(n, "transB", 0):
+            cout, cin = w[0], w[1]
+        else:
+            cin, cout = w[0], w[1]
+        layers.append(
+            LayerChannels(
+                name=n.name or f"{n.op_type}_{i}",
+                op=n.op_type,
+                in_channels=int(cin),
+                out_channels=int(cout),
+                groups=groups,
+                in_free=not from_input(n.input[0]),
+                out_free=not to_output(n.output[0]),
+            )  # fmt: skip
+        )
+    return AlignmentReport(layers)
+
+
+def audit_torch(model: nn.Module) -> AlignmentReport:
+    """The same audit on a PyTorch model (Conv*d and Linear modules, in module order)."""
+    from torch import nn
+
+    mods = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+            nn.ConvTranspose2d, nn.Linear))]  # fmt: skip
+    layers = []
+    for k, (name, m) in enumerate(mods):
+        if isinstance(m, nn.Linear):
+            cin, cout, groups, op = m.in_features, m.out_features, 1, "Linear"
+        else:
+            cin, cout, groups, op = m.in_channels, m.out_channels, m.groups, type(m).__name__
+        layers.append(LayerChannels(name, op, cin, cout, groups, in_free=k > 0, out_free=k < len(mods) - 1))
+    return AlignmentReport(layers)

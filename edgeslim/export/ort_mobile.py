@@ -1,0 +1,71 @@
+"""ONNX -> ONNX Runtime ``.ort`` format for phone-class ARM (ORT mobile / minimal builds).
+
+Runs ``python -m onnxruntime.tools.convert_onnx_models_to_ort`` (flags checked with ``--help``
+on onnxruntime 1.31): ``--optimization_style Fixed`` bakes in the optimizations for the CPU EP
+(use ``Runtime`` for NNAPI/CoreML), ``--target_platform arm`` picks ARM-specific layouts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.io import atomic_path, check_output_path
+
+STYLES = ("Fixed", "Runtime")
+
+
+@dataclass
+class OrtConversion:
+    path: Path
+    config: Path | None  # required-operators config for a reduced (minimal) ORT build
+    style: str
+    target_platform: str
+    size_bytes: int
+
+
+def convert_to_ort(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    style: str = "Fixed",
+    target_platform: str = "arm",
+    force: bool = False,
+    timeout: float = 300.0,
+) -> OrtConversion:
+    """Convert one ONNX file to ``.ort`` (next to it unless ``out_path``), atomically."""
+    src = Path(onnx_path)
+    if style not in STYLES:
+        raise EdgeslimError(f"unknown ORT optimization style {style!r}; use Fixed or Runtime")
+    if target_platform not in ("arm", "amd64"):
+        raise EdgeslimError(f"unknown ORT target platform {target_platform!r}; use arm or amd64")
+    out = check_output_path(out_path or src.with_suffix(".ort"), force)
+    with tempfile.TemporaryDirectory(prefix="edgeslim-ort-") as tmp:
+        work = Path(tmp) / "model.onnx"
+        shutil.copyfile(src, work)
+        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(work),
+               "--output_dir", str(Path(tmp) / "out"), "--optimization_style", style,
+               "--target_platform", target_platform]  # fmt: skip
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeslimError(f"ORT format conversion took longer than {timeout:.0f} s; giving up") from exc
+        produced = sorted((Path(tmp) / "out").rglob("*.ort"))
+        if proc.returncode != 0 or not produced:
+            last = (proc.stderr or proc.stdout).strip().splitlines()
+            raise EdgeslimError(f"ORT format conversion failed: {last[-1] if last else 'no output'}")
+        with atomic_path(out) as t:
+            shutil.copyfile(produced[0], t)
+        configs = sorted((Path(tmp) / "out").rglob("*.config"))
+        cfg = None
+        if configs:
+            cfg = out.with_suffix(".required_operators.config")
+            with atomic_path(cfg) as t:
+                shutil.copyfile(configs[0], t)
+    return OrtConversion(out, cfg, style, target_platform, out.stat().st_size)

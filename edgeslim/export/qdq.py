@@ -1,0 +1,141 @@
+"""INT8 calibration data and explicit quantization (Q/DQ ONNX), both from real images.
+
+TensorRT 11 has no calibrators: INT8 must come from QuantizeLinear/DequantizeLinear nodes in
+the ONNX. edgeslim writes them with ONNX Runtime's static quantizer in the form TensorRT takes:
+symmetric INT8 activations and weights (zero point 0), per-channel weight scales, FP32 weights
+followed by a Q/DQ pair, biases left in FP32. The same Q/DQ ONNX also builds on TensorRT 8.5-10.x
+(``--int8``), so one calibration serves every version. The calibration images are also saved as
+``.npy`` for the entropy calibrator of the Python builder on TensorRT <= 10.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeslim.errors import EdgeslimError, require
+from edgeslim.export._quiet import quiet
+from edgeslim.utils.io import atomic_path, check_output_path
+
+log = logging.getLogger(__name__)
+
+METHODS = ("entropy", "minmax", "percentile")
+
+
+def save_calibration_data(path: str | os.PathLike, x: np.ndarray, force: bool = False) -> Path:
+    """Save normalized float32 NCHW calibration images as ``.npy`` (atomically)."""
+    out = check_output_path(path, force)
+    arr = np.ascontiguousarray(x, dtype=np.float32)
+    if arr.ndim != 4:
+        raise EdgeslimError(f"calibration data must be NCHW images, got shape {arr.shape}")
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    return out
+
+
+def load_calibration_data(path: str | os.PathLike) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(
+            f"calibration data {p} does not exist; write it with `edgeslim export --precision int8`"
+        )
+    arr = np.load(p, allow_pickle=False)
+    if arr.ndim != 4 or arr.dtype != np.float32:
+        raise EdgeslimError(f"{p} is not float32 NCHW calibration data (shape {arr.shape}, {arr.dtype})")
+    return arr
+
+
+@dataclass
+class QdqResult:
+    path: Path
+    method: str
+    calib_images: int
+    quantized_nodes: int
+    top1_agreement: float  # INT8 (ORT) vs FP32 (ORT) on the calibration-free check images
+    max_abs_diff: float
+    check_images: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+class _Reader:
+    """ORT CalibrationDataReader over a float32 array, in chunks a static batch accepts."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int):
+        self.name, self.x, self.batch, self.i = name, x, batch, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.i + self.batch > len(self.x):
+            return None
+        chunk = self.x[self.i : self.i + self.batch]
+        self.i += self.batch
+        return {self.name: chunk}
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+def _static_batch(model_path: Path) -> int | None:
+    import onnx
+
+    m = onnx.load(str(model_path), load_external_data=False)
+    d0 = m.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(d0.dim_value) if d0.HasField("dim_value") and d0.dim_value > 0 else None
+
+
+def quantize_qdq(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calib: np.ndarray,
+    *,
+    check: np.ndarray | None = None,
+    method: str = "entropy",
+    force: bool = False,
+) -> QdqResult:
+    """Write a TensorRT-style Q/DQ INT8 ONNX calibrated on ``calib`` and compare it with FP32 on
+    ``check`` (held-out images; defaults to ``calib``) in ONNX Runtime."""
+    q = require("onnxruntime.quantization", "ort", "for INT8 Q/DQ quantization")
+    import onnx
+
+    from edgeslim.export.validate import ort_session, run_ort
+
+    if method not in METHODS:
+        raise EdgeslimError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    src = Path(onnx_path)
+    out = check_output_path(out_path, force)
+    batch = _static_batch(src)
+    step = batch or min(16, len(calib))
+    if len(calib) < step:
+        raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
+    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    cm = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
+          "percentile": q.CalibrationMethod.Percentile}[method]  # fmt: skip
+    with atomic_path(out) as tmp:
+        with quiet("", "onnxruntime") as sink:
+            q.quantize_static(
+            str(src), str(tmp), _Reader(name, calib.astype(np.float32), step),
+            quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8, calibrate_method=cm,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "AddQDQPairToWeight": True,
+                           "QuantizeBias": False},
+        )  # fmt: skip
+        log.debug("quantizer output: %s", sink.getvalue())
+        qm = onnx.load(str(tmp))
+        n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
+        if n_q == 0:
+            raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
+        x = (check if check is not None else calib).astype(np.float32)
+        k = len(x) // step * step
+        ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
+        got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
+    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim == 2 else float("nan")
+    return QdqResult(out, method, int(len(calib)), n_q, agree, float(np.abs(ref - got).max()), int(k))
