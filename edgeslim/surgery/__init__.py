@@ -1,0 +1,25 @@
+"""Channel surgery: trace a CNN, group coupled channels, physically remove zero channels.
+
+>>> g = build_graph(model, example_input); print(g)          # coupled channel groups
+>>> res = prune_with_report(model, example_input, round_to=8)  # slim model, recipe, report
+>>> verify(model, res.model, inputs)                           # max |diff|, top-1 agreement
+"""
+
+from __future__ import annotations
+
+from edgeslim.surgery.graph import BNGroup, ChannelGroup, DependencyGraph, build_graph
+from edgeslim.surgery.prune import PruneResult, prune, prune_with_report, verify
+from edgeslim.surgery.recipe import apply_recipe, compose_recipes
+
+__all__ = [
+    "BNGroup",
+    "ChannelGroup",
+    "DependencyGraph",
+    "PruneResult",
+    "apply_recipe",
+    "build_graph",
+    "compose_recipes",
+    "prune",
+    "prune_with_report",
+    "verify",
+]

@@ -1,0 +1,121 @@
+"""Surgery recipes: the kept channel indices of every shrunk layer, as plain JSON.
+
+A recipe is what a checkpoint stores to rebuild a slim model from the dense spec::
+
+    {"format": "edgeslim.recipe", "version": 1,
+     "layers": {"layer1.0.conv1": {"type": "Conv2d", "in": [...], "out": [...], "bias": false},
+                "layer1.0.bn1":   {"type": "BatchNorm2d", "keep": [...]},
+                "fc":             {"type": "Linear", "in": [...], "out": null, "bias": false}}}
+
+``in``/``out``/``keep`` index the *dense* layer (``null``: dimension unchanged); ``bias``
+says a bias was added by folding (the dense layer had none). :func:`shrink_layer` is the only
+code that resizes layers; surgery uses it with real weights, :func:`apply_recipe` with the
+freshly initialised weights of a dense model (the checkpoint's state_dict is loaded after).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.surgery import ops
+
+FORMAT = "edgeslim.recipe"
+VERSION = 1
+
+
+def _take(t: torch.Tensor | None, idx: list[int] | None, dim: int = 0) -> torch.Tensor | None:
+    if t is None or idx is None:
+        return t
+    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device)).clone()
+
+
+def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
+    if t is None:
+        return None
+    return nn.Parameter(t, requires_grad=like.requires_grad if like is not None else True)
+
+
+def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
+    """Resize one layer in place to the kept indices of ``entry`` (see module docstring)."""
+    if isinstance(m, ops.CONV_MODULES):
+        out_idx, in_idx = entry.get("out"), entry.get("in")
+        ipg, opg = m.in_channels // m.groups, m.out_channels // m.groups
+        w = _take(m.weight, out_idx, 0)
+        b = _take(m.bias, out_idx, 0)
+        if entry.get("bias") and b is None:
+            b = torch.zeros(w.shape[0], dtype=w.dtype)
+        if m.groups > 1 and ipg == 1:  # depthwise: in channels follow the kept groups
+            n_out = w.shape[0]
+            m.groups = n_out // opg
+            m.in_channels = m.groups
+        elif in_idx is not None:
+            local = sorted({i % ipg for i in in_idx})
+            if len(local) * m.groups != len(in_idx):
+                raise EdgeslimError(f"recipe for {entry.get('name', 'a grouped conv')} keeps unequal groups")
+            w = _take(w, local, 1)
+            m.in_channels = len(in_idx)
+        m.out_channels = w.shape[0]
+        m.weight = _param(w, m.weight)
+        m.bias = _param(b, m.bias)
+    elif isinstance(m, ops.LINEAR_MODULES):
+        w = _take(_take(m.weight, entry.get("out"), 0), entry.get("in"), 1)
+        b = _take(m.bias, entry.get("out"), 0)
+        if entry.get("bias") and b is None:
+            b = torch.zeros(w.shape[0], dtype=w.dtype)
+        m.out_features, m.in_features = w.shape
+        m.weight = _param(w, m.weight)
+        m.bias = _param(b, m.bias)
+    elif isinstance(m, ops.BN_MODULES):
+        keep = entry.get("keep")
+        if keep is None:
+            return
+        m.num_features = len(keep)
+        if m.affine:
+            m.weight = _param(_take(m.weight, keep), m.weight)
+            m.bias = _param(_take(m.bias, keep), m.bias)
+        if m.track_running_stats and m.running_mean is not None:
+            m.running_mean = _take(m.running_mean, keep)
+            m.running_var = _take(m.running_var, keep)
+    else:
+        raise EdgeslimError(f"recipe entry for unsupported layer type {type(m).__name__}; recipe is corrupt")
+
+
+def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
+    """Shrink ``model`` (a dense model of the recipe's spec) in place to the recipe; returns it."""
+    if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
+        raise EdgeslimError("checkpoint recipe is not an edgeslim surgery recipe; re-run `edgeslim prune`")
+    if int(recipe.get("version", 0)) > VERSION:
+        raise EdgeslimError(
+            f"recipe version {recipe.get('version')} is newer than this edgeslim ({VERSION}); upgrade edgeslim"
+        )
+    mods = dict(model.named_modules())
+    for name, entry in recipe.get("layers", {}).items():
+        if name not in mods:
+            raise EdgeslimError(f"recipe names layer {name!r}, which the model does not have; wrong spec?")
+        m = mods[name]
+        if type(m).__name__ != entry.get("type"):
+            raise EdgeslimError(
+                f"recipe expects {name!r} to be {entry.get('type')}, found {type(m).__name__}"
+            )
+        shrink_layer(m, entry)
+    return model
+
+
+def compose_recipes(first: dict[str, Any] | None, second: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of applying ``second`` to a model already shrunk by ``first``."""
+    if not first:
+        return second
+    layers = {k: dict(v) for k, v in first.get("layers", {}).items()}
+    for name, e in second.get("layers", {}).items():
+        old = layers.get(name, {"type": e["type"]})
+        new = dict(old)
+        for key in ("in", "out", "keep"):
+            if e.get(key) is not None:
+                new[key] = [old[key][i] for i in e[key]] if old.get(key) is not None else list(e[key])
+        new["bias"] = bool(old.get("bias") or e.get("bias"))
+        layers[name] = new
+    return {"format": FORMAT, "version": VERSION, "layers": layers}
