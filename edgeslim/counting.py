@@ -1,0 +1,226 @@
+"""Parameters, MACs per layer and BN scale statistics of a model.
+
+MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
+to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm); fvcore's extra counts
+for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
+so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
+(which counts FLOPs = 2 x MACs) gives the same MACs.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from edgeslim.errors import EdgeslimError
+
+log = logging.getLogger(__name__)
+
+#: fvcore operator names that are not multiply-accumulates (kept apart in ``other_ops``)
+NON_MAC_OPS = frozenset({"batch_norm", "group_norm", "layer_norm", "instance_norm", "adaptive_avg_pool2d",
+                         "upsample_nearest2d", "upsample_bilinear2d", "grid_sampler"})  # fmt: skip
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    params: int
+    macs: int
+    in_channels: int | None
+    out_channels: int | None
+    output_shape: list[int] | None
+
+
+@dataclass
+class ModelStats:
+    """Totals and per-leaf-module rows for one input shape (batch 1)."""
+
+    input_shape: tuple[int, ...]
+    params: int
+    trainable_params: int
+    macs: int
+    other_ops: int
+    counter: str
+    layers: list[LayerRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _channels(m: nn.Module) -> tuple[int | None, int | None]:
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.in_channels, m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    if isinstance(m, _BatchNorm):
+        return m.num_features, m.num_features
+    return None, None
+
+
+def _output_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
+    shapes: dict[str, list[int]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if name and not any(True for _ in m.children()):
+
+            def hook(_m, _i, out, name=name):
+                if isinstance(out, torch.Tensor):
+                    shapes[name] = list(out.shape)
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
+    """Per-module MACs (conv/linear/matmul only) and the non-MAC op count, via fvcore."""
+    with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns about its deprecation
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+        fca = FlopCountAnalysis(model, x)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        per = fca.by_module_and_operator()
+    macs = {name: sum(v for op, v in ops.items() if op not in NON_MAC_OPS) for name, ops in per.items()}
+    other = sum(v for op, v in per.get("", {}).items() if op in NON_MAC_OPS)
+    return macs, other
+
+
+def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Per-module MACs via torch's FlopCounterMode (FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    root = type(model).__name__
+    macs: dict[str, int] = {}
+    for key, ops in fc.get_flop_counts().items():
+        if key == "Global":
+            continue
+        name = "" if key == root else key[len(root) + 1 :] if key.startswith(root + ".") else key
+        macs[name] = int(sum(ops.values())) // 2
+    return macs
+
+
+def count_model(
+    model: nn.Module, input_shape: tuple[int, ...] | list[int], counter: str = "auto"
+) -> ModelStats:
+    """Parameters and MACs of ``model`` for one ``(C, H, W)`` input (batch 1).
+
+    ``counter``: ``"fvcore"``, ``"flop_counter"``, or ``"auto"`` (fvcore when installed).
+    """
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise EdgeslimError(f"input shape must be C,H,W with positive sizes, got {','.join(map(str, shape))}")
+    if counter == "auto":
+        try:
+            import fvcore.nn  # noqa: F401
+
+            counter = "fvcore"
+        except ImportError:
+            counter = "flop_counter"
+    try:
+        p = next(model.parameters())
+        device, dtype = p.device, p.dtype if p.is_floating_point() else torch.float32
+    except StopIteration:
+        device, dtype = torch.device("cpu"), torch.float32
+    x = torch.zeros((1, *shape), device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                shapes = _output_shapes(model, x)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise EdgeslimError(
+                    f"the model does not run on input {','.join(map(str, shape))} ({first}); "
+                    "give the right --input-shape C,H,W or --data"
+                ) from exc
+            if counter == "fvcore":
+                macs, other = _macs_fvcore(model, x)
+            elif counter == "flop_counter":
+                macs, other = _macs_flop_counter(model, x), 0
+            else:
+                raise ValueError(f"unknown counter {counter!r}")
+    finally:
+        model.train(was_training)
+    rows = []
+    for name, m in model.named_modules():
+        if not name or any(True for _ in m.children()):
+            continue
+        params = sum(q.numel() for q in m.parameters(recurse=False))
+        if params == 0 and macs.get(name, 0) == 0:
+            continue
+        cin, cout = _channels(m)
+        rows.append(
+            LayerRow(name, type(m).__name__, params, int(macs.get(name, 0)), cin, cout, shapes.get(name))
+        )
+    return ModelStats(
+        input_shape=shape,
+        params=sum(q.numel() for q in model.parameters()),
+        trainable_params=sum(q.numel() for q in model.parameters() if q.requires_grad),
+        macs=int(macs.get("", 0)),
+        other_ops=int(other),
+        counter=counter,
+        layers=rows,
+    )
+
+
+# --------------------------------------------------------------------------- BN scales
+
+
+@dataclass
+class BNLayerStats:
+    name: str
+    channels: int
+    abs_min: float
+    abs_median: float
+    abs_max: float
+    zeros: int
+
+
+@dataclass
+class BNStats:
+    """|gamma| statistics of every affine BatchNorm layer and how many scales are exactly zero."""
+
+    layers: list[BNLayerStats]
+    channels: int
+    zeros: int
+    abs_min: float | None
+    abs_median: float | None
+    abs_max: float | None
+
+    @property
+    def zero_fraction(self) -> float:
+        return self.zeros / self.channels if self.channels else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "zero_fraction": self.zero_fraction}
+
+
+def bn_stats(model: nn.Module) -> BNStats:
+    """Per-BN-layer channel count, |gamma| min/median/max and number of exact zeros, plus totals."""
+    rows, all_g = [], []
+    for name, m in model.named_modules():
+        if isinstance(m, _BatchNorm) and m.weight is not None:
+            g = m.weight.detach().abs().float().cpu().flatten()
+            all_g.append(g)
+            rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),
+                                     int((g == 0).sum())))  # fmt: skip
+    if not all_g:
+        return BNStats([], 0, 0, None, None, None)
+    g = torch.cat(all_g)
+    return BNStats(rows, g.numel(), int((g == 0).sum()), float(g.min()), float(g.median()), float(g.max()))

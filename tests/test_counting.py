@@ -1,0 +1,68 @@
+"""count_model (fvcore) cross-checked against torch.utils.flop_counter, and bn_stats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgeslim.counting import bn_stats, count_model
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import create_model
+
+
+@pytest.mark.parametrize(
+    "arch,shape",
+    [("vgg-small", (1, 28, 28)), ("resnet20", (3, 32, 32)), ("densenet40", (1, 28, 28)),
+     ("mobilenetv2", (3, 32, 32)), ("tv:resnet18", (3, 32, 32)), ("tv:mobilenet_v3_small", (1, 64, 64))],
+)  # fmt: skip
+def test_fvcore_macs_match_flop_counter(arch, shape):
+    model = create_model(arch, in_channels=shape[0])
+    stats = count_model(model, shape, counter="fvcore")
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(torch.zeros(1, *shape))
+    assert stats.macs > 0 and stats.macs * 2 == fc.get_total_flops()  # FLOPs = 2 x MACs
+    assert stats.params == sum(p.numel() for p in model.parameters())
+    # the per-layer rows carry every MAC of these models (no functional matmuls outside leaf modules)
+    assert sum(r.macs for r in stats.layers) == stats.macs
+    fallback = count_model(model, shape, counter="flop_counter")
+    assert fallback.macs == stats.macs
+    assert [(r.name, r.macs) for r in fallback.layers] == [(r.name, r.macs) for r in stats.layers]
+
+
+def test_layer_rows_by_hand():
+    model = create_model("vgg-small", in_channels=1)
+    s = count_model(model, (1, 28, 28))
+    first = s.layers[0]
+    assert (first.name, first.type, first.in_channels, first.out_channels) == ("features.0", "Conv2d", 1, 32)
+    assert first.params == 32 * 9 and first.macs == 28 * 28 * 32 * 9 and first.output_shape == [1, 32, 28, 28]
+    fc = s.layers[-1]
+    assert fc.type == "Linear" and fc.macs == 128 * 10 and fc.params == 128 * 10 + 10
+    bn = s.layers[1]
+    assert bn.type == "BatchNorm2d" and bn.macs == 0 and bn.params == 64
+    assert s.other_ops > 0  # fvcore's BN/pool counts are kept apart from MACs
+    assert model.training  # counting restores the mode
+
+
+def test_bn_stats_counts_exact_zeros():
+    model = create_model("vgg-small")
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        bns[0].weight[:5] = 0
+        bns[2].weight[:] = 0
+        bns[1].weight[3] = -2.0
+    st = bn_stats(model)
+    assert st.channels == 448 and len(st.layers) == 6
+    assert st.zeros == 5 + 64 and st.layers[2].zeros == 64 and st.layers[2].abs_max == 0
+    assert st.layers[1].abs_max == 2.0 and st.abs_max == 2.0 and st.abs_min == 0.0
+    assert st.layers[3].abs_median == 0.5 and abs(st.zero_fraction - 69 / 448) < 1e-9
+    assert bn_stats(nn.Linear(3, 3)).channels == 0
+
+
+def test_bad_input_shapes():
+    model = create_model("resnet20")
+    with pytest.raises(EdgeslimError, match="input shape must be C,H,W"):
+        count_model(model, (3, 32))
+    with pytest.raises(EdgeslimError, match="does not run on input 1,32,32"):
+        count_model(model, (1, 32, 32))
