@@ -36,7 +36,7 @@ def _run(cmd: list[str], timeout: float = 5) -> str | None:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
-    return (r.stdout or r.stderr).strip() or None
+    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 def cpu_model() -> str | None:

@@ -1,0 +1,51 @@
+"""Shared helpers for the bench tests: small ONNX models exported from zoo VGGs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DENSE_CFG = [32, 32, "M", 64, 64, "M", 128, 128, "M"]  # vgg-small
+THIN_CFG = [16, 16, "M", 32, 32, "M", 64, 64, "M"]  # a hand-thinned copy (half the channels)
+
+#: makes `import torch` fail in a child process (proves the device-side path needs no torch)
+NO_TORCH_SHIM = """
+import sys
+sys.modules["torch"] = None  # import torch -> ImportError
+"""
+
+
+def export_vgg(cfg, path: Path, fixed_batch: bool = False) -> Path:
+    import torch
+
+    from edgeslim.models.vgg import VGG
+
+    model = VGG(cfg, num_classes=10, in_channels=1).eval()
+    dyn = None if fixed_batch else {"input": {0: "batch"}, "logits": {0: "batch"}}
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 1, 28, 28),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes=dyn,
+        opset_version=17,
+        dynamo=False,
+    )
+    return path
+
+
+def no_torch_env(tmp: Path) -> dict:
+    shim = tmp / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(NO_TORCH_SHIM)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([str(shim), root])
+    env["EDGESLIM_NO_PROGRESS"] = "1"
+    env["COLUMNS"] = "200"
+    return env
+
+
+PY = sys.executable

@@ -1,0 +1,135 @@
+"""edgeslim bench / profiles / report end to end, in processes where torch cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from bench_helpers import DENSE_CFG, PY, THIN_CFG, export_vgg, no_torch_env
+
+FAST = ["--min-iters", "20", "--min-time", "0.05", "--warmup", "0.05", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    return export_vgg(DENSE_CFG, d / "dense.onnx"), export_vgg(THIN_CFG, d / "thin.onnx"), d
+
+
+def edgeslim(args, tmp_path, check_rc=0):
+    r = subprocess.run(
+        [PY, "-m", "edgeslim", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=no_torch_env(tmp_path),
+        timeout=300,
+    )
+    if check_rc is not None:
+        assert r.returncode == check_rc, r.stdout + r.stderr
+    return r
+
+
+def test_shim_really_blocks_torch(tmp_path):
+    r = subprocess.run([PY, "-c", "import torch"], capture_output=True, text=True, env=no_torch_env(tmp_path))
+    assert r.returncode != 0 and "import of torch halted" in r.stderr
+
+
+def test_help_and_profiles_without_torch(tmp_path):
+    assert "--baseline" in edgeslim(["bench", "--help"], tmp_path).stdout
+    listing = edgeslim(["profiles"], tmp_path).stdout
+    for name in ("jetson-orin-nano-super", "rpi5", "snapdragon-8-gen3", "host-cpu"):
+        assert name in listing
+    shown = edgeslim(["profiles", "show", "jetson-agx-orin-64gb"], tmp_path).stdout
+    assert "sources:" in shown and "ridge point" in shown
+    r = edgeslim(["profiles", "show", "jetson-orin-nan"], tmp_path, check_rc=2)
+    assert "did you mean" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
+    dense, thin, _ = onnx_pair
+    out = tmp_path / "run"
+    args = [
+        "bench",
+        thin,
+        "--baseline",
+        dense,
+        "--batch",
+        "1,4",
+        "--trials",
+        "2",
+        *FAST,
+        "--profile",
+        "host-cpu",
+        "--out",
+        out,
+    ]
+    edgeslim(args, tmp_path)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["backend"] == "onnxruntime" and rec["kind"] == "compare"
+    # interleaved: trial 0 runs baseline then slim, trial 1 slim then baseline, each in its own process
+    assert [(r["trial"], r["label"]) for r in rec["trials"]] == [
+        (0, "baseline"),
+        (0, "slim"),
+        (1, "slim"),
+        (1, "baseline"),
+    ]
+    assert len({r["pid"] for r in rec["trials"]}) == 4
+    assert all(len(r["samples"]["4"]["host"]) >= 20 for r in rec["trials"])  # raw samples kept
+    s = rec["summary"]["baseline"]["1"]
+    assert s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"] and s["cv"] >= 0
+    assert rec["models"]["baseline"]["cost"]["macs"] > 3.5 * rec["models"]["slim"]["cost"]["macs"]
+    assert rec["speedup"]["1"]["ci_low"] <= rec["speedup"]["1"]["value"] <= rec["speedup"]["1"]["ci_high"]
+    assert rec["speedup"]["4"]["value"] > 1.3  # 4x fewer MACs must be measurably faster, even on a busy CPU
+    assert "speedup_over_macs_ratio" in rec and rec["env"]["versions"]["onnxruntime"]
+    assert rec["summary"]["slim"]["memory"]["peak_rss_mb"] > 0
+    assert "PREDICTION" in rec["prediction"]["label"]
+    for f in ("report.md", "latency.png", "layers.png", "memory.png"):
+        assert (out / f).stat().st_size > 0
+    # refuse to overwrite without --force, nothing touched
+    before = (out / "run.json").read_bytes()
+    r = edgeslim(args, tmp_path, check_rc=2)
+    assert "--force" in r.stderr and (out / "run.json").read_bytes() == before
+    # report re-renders from the JSON alone
+    again = tmp_path / "again"
+    r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)
+    assert "speedup" in r.stdout and "## Speedup (baseline / slim)" in (again / "report.md").read_text()
+    # calibrate the roofline on this run, then predict
+    r = edgeslim(
+        ["bench", "--predict", "--profile", "host-cpu", "--calibrate", out / "run.json", thin, "--json"],
+        tmp_path,
+    )
+    pred = json.loads(r.stdout)
+    assert pred["calibration"]["source"] == "calibrated" and "PREDICTION" in pred["label"]
+    assert pred["models"]["model"]["1"]["total_s"] > 0
+
+
+def test_bad_inputs_are_one_line(onnx_pair, tmp_path):
+    dense, _, d = onnx_pair
+    cases = [
+        (["bench", tmp_path / "missing.onnx", "--trials", "1", *FAST], "does not exist"),
+        (
+            ["bench", dense, "--providers", "cuda", "--trials", "1", *FAST],
+            "not available in this onnxruntime build",
+        ),
+        (["bench", dense, "--profile", "no-such-board", *FAST], "no device profile named"),
+        (["bench", dense, "--batch", "1,x"], "comma-separated integers"),
+        (["bench", "--predict", dense], "--predict needs --profile"),
+        (["bench", "--predict", "--profile", "jetson-nano", "--batch", "1", dense, "--json"], None),
+        (["report", tmp_path / "missing.json"], "does not exist"),
+    ]
+    for args, msg in cases:
+        r = edgeslim(args, tmp_path, check_rc=None)
+        if msg is None:
+            assert r.returncode == 0 and "PREDICTION" in r.stdout
+            continue
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    fixed = export_vgg(DENSE_CFG, d / "fixed.onnx", fixed_batch=True)
+    r = edgeslim(["bench", fixed, "--batch", "4", "--trials", "1", *FAST], tmp_path, check_rc=2)
+    assert "fixed batch of 1" in r.stderr
+    bad_profile = tmp_path / "bad.yaml"
+    bad_profile.write_text("name: x\ntitle: y\n")
+    r = edgeslim(["bench", "--predict", "--profile", bad_profile, dense], tmp_path, check_rc=2)
+    assert "does not validate" in r.stderr
