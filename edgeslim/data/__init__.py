@@ -5,12 +5,21 @@
 """
 
 from edgeslim.data.bundle import BatchLoader, DataBundle
-from edgeslim.data.datasets import balanced_subset, default_cache_dir, list_datasets, load_dataset
+from edgeslim.data.datasets import (
+    balanced_subset,
+    canonical_name,
+    dataset_shape,
+    default_cache_dir,
+    list_datasets,
+    load_dataset,
+)
 
 __all__ = [
     "BatchLoader",
     "DataBundle",
     "balanced_subset",
+    "canonical_name",
+    "dataset_shape",
     "default_cache_dir",
     "list_datasets",
     "load_dataset",

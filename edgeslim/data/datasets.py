@@ -31,6 +31,37 @@ NORMS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
+#: (channels, height, width, classes) of the fixed-format data sets, known without loading them
+SHAPES: dict[str, tuple[int, int, int, int]] = {
+    "fashion-mnist": (1, 28, 28, 10),
+    "cifar10": (3, 32, 32, 10),
+    "cifar100": (3, 32, 32, 100),
+    "svhn": (3, 32, 32, 10),
+    "digits": (1, 8, 8, 10),
+}
+
+
+def dataset_shape(name: str) -> tuple[int, int, int, int] | None:
+    """(C, H, W, classes) of data set ``name`` without loading it; None for ``imagefolder``."""
+    key = canonical_name(name)
+    return SHAPES.get(key)
+
+
+def canonical_name(name: str) -> str:
+    """Normalise a data set name (``FashionMNIST`` -> ``fashion-mnist``); raise for unknown names."""
+    _ensure_readers()
+    key = name.lower().replace("_", "-")
+    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+           "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
+    if key not in _READERS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_READERS), n=2)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise EdgeslimError(f"unknown data set {name!r}; {hint}known: {', '.join(_READERS)}")
+    return key
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """Arguments shared by every data set reader."""
@@ -82,16 +113,7 @@ def load_dataset(
     ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
     """
-    _ensure_readers()
-    key = name.lower().replace("_", "-")
-    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
-           "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
-    if key not in _READERS:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(_READERS), n=2)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgeslimError(f"unknown data set {name!r}; {hint}known: {', '.join(_READERS)}")
+    key = canonical_name(name)
     for label, n in (("--subset", subset), ("--test-subset", test_subset)):
         if n is not None and n < 1:
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}")
