@@ -159,7 +159,7 @@ def _run_exporter(
             notes.append(
                 f"TorchScript exporter failed ({type(exc).__name__}); fell back to the dynamo exporter"
             )
-            log.warning(notes[-1])
+            log.info(notes[-1])
     try:
         _export_dynamo(model, x, f, opset, dynamic)
     except Exception as exc:  # noqa: BLE001
@@ -189,7 +189,7 @@ def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelP
         notes.append(
             "neither onnxslim nor onnxsim is installed; the ONNX was not simplified (pip install onnxslim)"
         )
-        log.warning(notes[-1])
+        log.info(notes[-1])
         return model, None
     simplified, ok = onnxsim.simplify(model)
     if not ok:
@@ -334,7 +334,7 @@ def export_onnx(
     atomic_write_bytes(out, data)
     outputs = [o.name for o in proto.graph.output]
     for n in notes:
-        log.warning(n)
+        log.info(n)
     return OnnxExportResult(
         path=out, opset=got_opset, exporter=used, input_name=proto.graph.input[0].name, output_names=outputs,
         input_shape=shape, dynamic_batch=dynamic_batch, simplifier=simplifier, nodes=len(proto.graph.node),

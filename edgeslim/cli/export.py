@@ -1,0 +1,130 @@
+"""``edgeslim export``: ONNX checked in ONNX Runtime, alignment audit, TensorRT engine or trtexec script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeslim.errors import EdgeslimError
+
+
+def _load(model: str, trust_pickle: bool, input_shape: str | None) -> Any:
+    """A LoadedModel from a model file, or a registry name (random weights) when no such file exists."""
+    from edgeslim.checkpoint import LoadedModel, load_model
+
+    p = Path(model)
+    if p.exists():
+        return load_model(p, trust_pickle=trust_pickle)
+    from edgeslim.models.registry import ModelSpec, create_model, list_models
+
+    if ":" in model or model in list_models(include_prefixed=False):
+        spec = ModelSpec(arch=model)
+        if input_shape:
+            from edgeslim.export.shapes import parse_input_shape
+
+            c, h, w = parse_input_shape(input_shape)
+            spec = ModelSpec(arch=model, in_channels=c, input_size=(h, w))
+        return LoadedModel(model=create_model(spec), kind="random-init", spec=spec, path=None)
+    raise EdgeslimError(f"model file {p} does not exist (nor is it an architecture name); check the path")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="ONNX output [MODEL.onnx].")
+@click.option(
+    "--opset", type=int, default=17, show_default=True, help="ONNX opset (17: TensorRT 8.5+ and ORT)."
+)
+@click.option(
+    "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (TensorRT optimization profile)."
+)
+@click.option("--input-shape", help="C,H,W of one input (taken from the checkpoint when it has a spec).")
+@click.option(
+    "--batch", type=int, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
+)
+@click.option(
+    "--max-batch", type=int, default=32, show_default=True, help="Max batch of the dynamic profile."
+)
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim/onnxsim simplification.")
+@click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto",
+              show_default=True, help="torch.onnx exporter (auto: TorchScript, dynamo as fallback).")  # fmt: skip
+@click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check (not advised).")
+@click.option("--n-validate", type=int, default=64, show_default=True, help="Images for the ORT check.")
+@click.option("--data", "data_name", help="Data set for validation/calibration [checkpoint's meta].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
+@click.option("--compare-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Also check ORT (CPU) against PyTorch on this device.")  # fmt: skip
+@click.option(
+    "--trt", is_flag=True, help="Build a TensorRT engine, or write a trtexec script if no tensorrt."
+)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True)
+@click.option("--workspace", default="1G", show_default=True, help="TensorRT workspace limit.")
+@click.option(
+    "--engine", "engine_path", type=click.Path(path_type=Path), help="Engine [ONNX.<precision>.engine]."
+)
+@click.option("--timing-cache", type=click.Path(path_type=Path),
+              help="Timing cache shared by dense and slim builds [timing.cache beside the ONNX].")  # fmt: skip
+@click.option(
+    "--trt-version", default=None, help="TensorRT version for the trtexec script [installed, else 10]."
+)
+@click.option("--calib-images", type=int, default=512, show_default=True, help="INT8 calibration images.")
+@click.option(
+    "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
+)
+@click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def export(**kw: Any) -> None:
+    """Export MODEL (a model file, or an architecture name for random weights) to ONNX, check it in
+    ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt)."""
+    import json
+
+    from edgeslim.export.pipeline import ExportRequest, run_export
+    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.io import to_jsonable
+
+    req = ExportRequest(**{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle")})
+    loaded = _load(kw["model"], kw["trust_pickle"], kw["input_shape"])
+    res = run_export(
+        loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)
+    )
+    if kw["as_json"]:
+        out.print_json(json.dumps(to_jsonable(res)))
+        return
+    o, v = res["onnx"], res["onnx"]["validation"]
+    rows: list[list[Any]] = [["ONNX", o["path"]], ["opset / exporter", f"{o['opset']} / {o['exporter']}"],
+                             ["input", "x".join(map(str, o["input_shape"]))], ["nodes / params", f"{o['nodes']:,} / {o['params']:,}"],
+                             ["simplified by", o["simplifier"] or "-"]]  # fmt: skip
+    for name, rep in (("ORT vs torch (cpu)", v), ("ORT vs torch (cuda)", res.get("cuda_check"))):
+        if isinstance(rep, dict):
+            agree = "-" if rep["top1_agreement"] is None else f"{100 * rep['top1_agreement']:.2f}%"
+            rows.append(
+                [
+                    name,
+                    f"max|diff| {rep['max_abs_diff']:.3g}, top-1 agreement {agree}, n={rep['n']}, {rep['source']}",
+                ]
+            )
+        elif isinstance(rep, str):
+            rows.append([name, rep])
+    for key, label in (("qdq", "INT8 Q/DQ ONNX"), ("calib_data", "calibration images"), ("engine", "TensorRT engine"),
+                       ("trtexec_script", "trtexec script"), ("ort", "ORT mobile")):  # fmt: skip
+        val = res.get(key)
+        if isinstance(val, dict):
+            val = val.get("path")
+        if val:
+            rows.append([label, str(val)])
+    out.print(table("edgeslim export", ["", "value"], rows))
+    audit = res["audit"]
+    bad = [r for r in audit["rows"] if r[5] != "ok" or r[6] != "ok"]
+    if bad:
+        out.print(
+            table(
+                "channel alignment (not a multiple of 8 / 32)",
+                ["layer", "op", "in", "out", "groups", "fp16", "int8"],
+                bad[:30],
+            )
+        )
+    out.print(audit["suggestion"])
+    for w in res["warnings"]:
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)

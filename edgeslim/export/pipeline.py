@@ -1,0 +1,180 @@
+"""The whole ``edgeslim export`` run as one library call: ONNX, checks, audit, TensorRT/trtexec, .ort."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.io import atomic_write_text, check_output_path
+
+if TYPE_CHECKING:
+    from edgeslim.checkpoint import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportRequest:
+    onnx_path: Path | None = None
+    opset: int = 17
+    dynamic_batch: bool = False
+    input_shape: str | None = None
+    batch: int = 1
+    max_batch: int = 32
+    no_simplify: bool = False
+    exporter: str = "auto"
+    no_validate: bool = False
+    n_validate: int = 64
+    data_name: str | None = None
+    data_dir: Path | None = None
+    compare_device: str = "cpu"
+    trt: bool = False
+    precision: str = "fp16"
+    workspace: str = "1G"
+    engine_path: Path | None = None
+    timing_cache: Path | None = None
+    trt_version: str | None = None
+    calib_images: int = 512
+    to_ort: bool = False
+    force: bool = False
+
+
+def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
+    if loaded.path is not None:
+        return Path(loaded.path).with_suffix(".onnx")
+    return Path(model_name.replace(":", "_") + ".onnx")
+
+
+def _sibling(onnx: Path, suffix: str) -> Path:
+    return onnx.with_name(onnx.stem + suffix)
+
+
+def run_export(
+    loaded: LoadedModel,
+    req: ExportRequest,
+    *,
+    model_name: str = "model",
+    say: Callable[[str], None] = log.warning,
+) -> dict[str, Any]:
+    """Run the export described by ``req``; returns a JSON-able dict of everything written and measured.
+
+    All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
+    """
+    from edgeslim.export.audit import audit_onnx
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.export.shapes import parse_input_shape, parse_size
+    from edgeslim.export.trt import installed_trt_version
+    from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
+    from edgeslim.export.validate import cuda_reference, real_inputs
+
+    if req.input_shape is None and loaded.spec is None:
+        raise EdgeslimError(
+            f"{loaded.path} is a {loaded.kind} file without a model spec; pass --input-shape C,H,W"
+        )
+    shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
+    for name, val in (("--batch", req.batch), ("--max-batch", req.max_batch), ("--n-validate", req.n_validate),
+                      ("--calib-images", req.calib_images)):  # fmt: skip
+        if val < 1:
+            raise EdgeslimError(f"{name} must be >= 1, got {val}")
+    workspace = parse_size(req.workspace)
+    onnx_path = Path(req.onnx_path) if req.onnx_path else _default_onnx(loaded, model_name)
+    if onnx_path.suffix != ".onnx":
+        raise EdgeslimError(f"--onnx {onnx_path} should end in .onnx")
+    installed = installed_trt_version() if req.trt else None
+    target = parse_trt_version(req.trt_version) if req.trt_version else (installed or DEFAULT_TARGET)
+    int8 = req.trt and req.precision == "int8"
+    outputs = [onnx_path]
+    engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
+    script = engine.with_name(engine.stem + ".trtexec.sh")
+    qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
+    if req.trt:
+        outputs += [engine] if installed else [script]
+        outputs += [qdq_path, calib_path] if int8 else []
+    ort_path = onnx_path.with_suffix(".ort")
+    outputs += [ort_path] if req.to_ort else []
+    for p in outputs:
+        check_output_path(p, req.force)
+    timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
+
+    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 else 0)
+    batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
+                        meta=loaded.meta, n=n_real)  # fmt: skip
+    if int8 and (batch is None or len(batch.x) <= req.n_validate):
+        raise EdgeslimError("INT8 calibration needs real images: pass --data NAME (and --data-dir if needed)")
+    check_batch = batch
+    if batch is not None and len(batch.x) > req.n_validate:
+        from edgeslim.export.validate import InputBatch
+
+        lab = batch.labels[: req.n_validate] if batch.labels is not None else None
+        check_batch = InputBatch(batch.x[: req.n_validate], lab, batch.source.split("[")[0] + f"[:{req.n_validate}]",
+                                 batch.real, batch.mean, batch.std)  # fmt: skip
+    if check_batch is None and not req.no_validate:
+        say("no data set known for this model (no --data, no meta['data']): validating on random inputs")
+    res = export_onnx(
+        loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
+        simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
+        exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
+        meta=loaded.meta,
+    )  # fmt: skip
+    result: dict[str, Any] = {"onnx": res.to_dict(), "warnings": list(res.warnings)}
+    if req.compare_device == "cuda":
+        from edgeslim.export.validate import random_inputs
+
+        rep = cuda_reference(loaded.model, onnx_path.read_bytes(), check_batch or random_inputs(shape),
+                             static_batch=None if req.dynamic_batch else req.batch)  # fmt: skip
+        result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
+        if isinstance(rep, str):
+            say(rep)
+    audit = audit_onnx(onnx_path)
+    result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
+
+    if req.trt:
+        result["trt_target"] = ".".join(map(str, target))
+        result["precision_path"] = precision_path(target, req.precision)
+        calib = None
+        if int8:
+            from edgeslim.export.qdq import quantize_qdq, save_calibration_data
+
+            calib = batch.x[req.n_validate :].numpy()
+            save_calibration_data(calib_path, calib, force=req.force)
+            q = quantize_qdq(onnx_path, qdq_path, calib, check=check_batch.x.numpy(), force=req.force)
+            result["calib_data"] = str(calib_path)
+            result["qdq"] = q.to_dict()
+        if installed:
+            from edgeslim.export.trt import EngineBuildConfig, build_engine
+
+            cfg = EngineBuildConfig(
+                precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
+                timing_cache=timing_cache, calib_data=calib, calib_cache=_sibling(onnx_path, ".calib.cache"),
+            )  # fmt: skip
+            src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
+            built = build_engine(src, engine, cfg, force=req.force)
+            result["engine"] = built.to_dict()
+            result["warnings"] += built.warnings
+        else:
+            from edgeslim.export.trtexec import trtexec_plan
+
+            say(
+                "tensorrt is not importable here: wrote the ONNX and a trtexec script to build the engine on the device"
+            )
+            plan = trtexec_plan(
+                onnx_path, engine, input_name=res.input_name, input_shape=shape, precision=req.precision,
+                trt_version=target, batch=req.batch, dynamic_batch=req.dynamic_batch, max_batch=req.max_batch,
+                workspace=workspace, timing_cache=timing_cache, qdq_onnx=qdq_path if int8 else None,
+                script_dir=script.parent,
+            )  # fmt: skip
+            atomic_write_text(script, plan.render())
+            script.chmod(0o755)
+            result["trtexec_script"] = str(script)
+            result["trtexec"] = plan.to_dict()
+    if req.to_ort:
+        from edgeslim.export.ort_mobile import convert_to_ort
+
+        conv = convert_to_ort(onnx_path, ort_path, force=req.force)
+        result["ort"] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
+                         "size_bytes": conv.size_bytes}  # fmt: skip
+    return result

@@ -1,0 +1,227 @@
+"""ONNX export: validity, ONNX Runtime agreement on real images, metadata, audit, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from edgeslim.checkpoint import save_model
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.export import export_onnx, parse_input_shape, read_metadata
+from edgeslim.export.audit import audit_onnx, audit_torch
+from edgeslim.export.validate import cuda_reference, random_inputs, real_inputs
+from edgeslim.models import create_model
+from edgeslim.models.registry import ModelSpec
+
+FM_SHAPE = (1, 28, 28)
+
+
+@pytest.fixture(scope="module")
+def fm_batch(fmnist_dir):
+    return real_inputs(FM_SHAPE, data="fashion-mnist", data_dir=fmnist_dir, n=64)
+
+
+def _ort(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x.numpy()})[0]
+
+
+def _vgg_fm():
+    return create_model("vgg-small", in_channels=1, input_size=(28, 28)).eval()
+
+
+def test_vgg_small_real_data_metadata(tmp_path, fm_batch):
+    model = _vgg_fm()
+    res = export_onnx(model, tmp_path / "m.onnx", FM_SHAPE, inputs=fm_batch, arch="vgg-small")
+    proto = onnx.load(str(res.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert res.opset == 17 and res.exporter == "torchscript" and res.simplifier == "onnxslim"
+    v = res.validation
+    assert v.real_data and v.n == 64 and v.source.startswith("fashion-mnist")
+    assert v.max_abs_diff <= 1e-4 and v.top1_agreement == 1.0
+    # independent re-check of the written file on other real images
+    x = fm_batch.x[:1]
+    with torch.no_grad():
+        assert np.abs(_ort(res.path, x) - model(x).numpy()).max() <= 1e-4
+    md = read_metadata(res.path)
+    assert md["architecture"] == "vgg-small" and md["recipe_hash"] == "dense"
+    assert md["input_shape"] == "1x1x28x28" and md["dataset"] == "fashion-mnist"
+    assert json.loads(md["normalization"])["mean"] == pytest.approx(list(fm_batch.mean))
+    assert json.loads(md["validation"])["top1_agreement"] == 1.0
+    assert md["edgeslim_version"]
+
+
+def test_dynamic_batch_runs_any_batch(tmp_path):
+    model = create_model("vgg-small").eval()
+    res = export_onnx(model, tmp_path / "d.onnx", (3, 32, 32), dynamic_batch=True, batch=4)
+    assert res.input_shape[0] == "batch"
+    dim0 = onnx.load(str(res.path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value
+    for n in (1, 5):
+        x = torch.randn(n, 3, 32, 32)
+        with torch.no_grad():
+            assert np.abs(_ort(res.path, x) - model(x).numpy()).max() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "name,shape",
+    [("resnet18", (3, 64, 64)), ("mobilenet_v3_small", (3, 64, 64))],
+)
+def test_torchvision_models_random_inputs(tmp_path, name, shape):
+    model = getattr(torchvision.models, name)(num_classes=10).eval()
+    res = export_onnx(model, tmp_path / f"{name}.onnx", shape, batch=2)
+    v = res.validation
+    assert not v.real_data and "random" in v.source
+    assert v.max_abs_diff <= 1e-4 and v.top1_agreement == 1.0
+    onnx.checker.check_model(onnx.load(str(res.path)))
+
+
+def _zero_some_channels(model: nn.Module, frac: float = 0.35) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    for bn in model.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            k = int(bn.num_features * frac)
+            idx = torch.randperm(bn.num_features, generator=g)[:k]
+            bn.weight.data[idx] = 0.0
+            bn.running_mean.uniform_(-0.2, 0.2, generator=g)
+            bn.running_var.uniform_(0.5, 1.5, generator=g)
+    return model
+
+
+@pytest.mark.slow
+def test_slim_checkpoint_export_cli(tmp_path, fm_batch, fmnist_dir):
+    from edgeslim.surgery import prune_with_report
+
+    dense = _zero_some_channels(_vgg_fm())
+    res = prune_with_report(dense, fm_batch.x[:8], calib_inputs=fm_batch.x)
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    ckpt = save_model(tmp_path / "slim.pt", res.model, spec, recipe=res.recipe,
+                      meta={"data": "fashion-mnist", "mean": [0.286], "std": [0.353]})  # fmt: skip
+    out = tmp_path / "slim.onnx"
+    assert main(["export", str(ckpt), "--onnx", str(out), "--data-dir", fmnist_dir, "--json"]) == 0
+    md = read_metadata(out)
+    assert md["recipe_hash"] not in ("dense", "") and md["dataset"] == "fashion-mnist"
+    val = json.loads(md["validation"])
+    assert val["real_data"] and val["max_abs_diff"] <= 1e-4 and val["top1_agreement"] == 1.0
+    # the slim ONNX reproduces the dense model with zeroed channels on real images
+    with torch.no_grad():
+        ref = dense(fm_batch.x).numpy()
+    assert np.abs(_ort(out, fm_batch.x[:1]) - ref[:1]).max() < 1e-3
+    # and it really is slimmer: fewer parameters, misaligned channel counts flagged
+    dense_params = sum(p.numel() for n, p in dense.named_parameters() if "bn" not in n)
+    assert sum(int(np.prod(t.dims)) for t in onnx.load(str(out)).graph.initializer) < dense_params
+    audit = audit_onnx(out)
+    assert audit.misaligned("fp16") and "round_to=8" in audit.suggestion()
+
+
+def test_audit_onnx_matches_torch(tmp_path):
+    model = create_model("vgg-small").eval()
+    # a slim-looking model by hand: a 20-channel layer (not a multiple of 8 or 32)
+    model.features[0] = nn.Conv2d(3, 20, 3, padding=1, bias=False)
+    model.features[1] = nn.BatchNorm2d(20)
+    model.features[3] = nn.Conv2d(20, 32, 3, padding=1, bias=False)
+    res = export_onnx(model.eval(), tmp_path / "a.onnx", (3, 32, 32))
+    a_onnx, a_torch = audit_onnx(res.path), audit_torch(model)
+    assert [(lay.in_channels, lay.out_channels) for lay in a_onnx.layers] == [
+        (lay.in_channels, lay.out_channels) for lay in a_torch.layers
+    ]
+    first = a_onnx.layers[0]
+    assert first.in_channels == 3 and not first.in_free  # image channels are not counted
+    assert a_onnx.layers[-1].out_channels == 10 and not a_onnx.layers[-1].out_free
+    assert [lay.misaligned(8) for lay in a_onnx.layers[:3]] == [["out"], ["in"], []]
+    assert len(a_onnx.misaligned("fp16")) == 2 and len(a_onnx.misaligned("int8")) == 2
+    assert "round_to=8" in a_onnx.suggestion()
+    assert "aligned" in audit_onnx(export_onnx(create_model("vgg-small"), tmp_path / "b.onnx", (3, 32, 32),
+                                               validate=False).path).suggestion()  # fmt: skip
+
+
+class _GridSample(nn.Module):
+    def forward(self, x):
+        grid = torch.zeros(x.shape[0], 4, 4, 2)
+        return nn.functional.grid_sample(x, grid, align_corners=False).flatten(1)
+
+
+def test_op_not_in_opset_is_one_line(tmp_path):
+    with pytest.raises(EdgeslimError) as ei:
+        export_onnx(_GridSample(), tmp_path / "g.onnx", (3, 8, 8), opset=15)
+    msg = str(ei.value)
+    assert "grid_sampler" in msg and "--opset 16" in msg and "\n" not in msg
+    assert not (tmp_path / "g.onnx").exists()
+    assert export_onnx(_GridSample(), tmp_path / "g.onnx", (3, 8, 8), opset=16).validation.passed
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: tracing freezes one branch, so ONNX differs from PyTorch."""
+
+    def forward(self, x):
+        y = x.flatten(1)[:, :10]
+        return y * 3 if float(x.sum()) <= 0 else y * 2
+
+
+def test_validation_catches_a_wrong_export(tmp_path):
+    with pytest.raises(EdgeslimError, match="disagrees with PyTorch"):
+        export_onnx(_Branchy(), tmp_path / "b.onnx", (1, 4, 4), batch=1)
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def test_existing_output_refused_without_force(tmp_path):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep me")
+    with pytest.raises(EdgeslimError, match="--force"):
+        export_onnx(create_model("vgg-small"), out, (3, 32, 32))
+    assert out.read_bytes() == b"keep me"
+    assert main(["export", "vgg-small", "--onnx", str(out)]) == 2
+    assert out.read_bytes() == b"keep me"
+    assert main(["export", "vgg-small", "--onnx", str(out), "--force", "--no-validate"]) == 0
+    onnx.checker.check_model(onnx.load(str(out)))
+
+
+@pytest.mark.parametrize("bad", ["3,32", "a,b,c", "0,32,32", "3,32,32,1", "32,32,3000000"])
+def test_invalid_input_shape(bad, tmp_path, capsys):
+    with pytest.raises(EdgeslimError, match="invalid input shape"):
+        parse_input_shape(bad)
+    assert main(["export", "vgg-small", "--onnx", str(tmp_path / "x.onnx"), "--input-shape", bad]) == 2
+    err = capsys.readouterr().err
+    assert "invalid input shape" in err and len(err.strip().splitlines()) <= 2  # one line (may wrap once)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_shape_the_model_rejects(tmp_path):
+    with pytest.raises(EdgeslimError, match="does not accept input"):
+        export_onnx(create_model("vgg-small"), tmp_path / "x.onnx", (1, 32, 32))
+
+
+def test_dynamo_exporter_reports_opset(tmp_path):
+    res = export_onnx(create_model("vgg-small"), tmp_path / "d.onnx", (3, 32, 32), exporter="dynamo")
+    assert res.exporter == "dynamo" and res.validation.passed
+    if res.opset != 17:  # torch 2.15's dynamo exporter cannot lower to 17; it must say so
+        assert any("opset" in w and "17" in w for w in res.warnings)
+
+
+def test_cuda_check_says_why_not(tmp_path):
+    model = create_model("vgg-small").eval()
+    res = export_onnx(model, tmp_path / "c.onnx", (3, 32, 32))
+    rep = cuda_reference(model, res.path.read_bytes(), random_inputs((3, 32, 32), n=2), static_batch=1)
+    if torch.cuda.is_available():
+        assert rep.reference_device == "cuda" and rep.max_abs_diff <= 1e-4
+    else:
+        assert isinstance(rep, str) and "CUDA is not available" in rep
+
+
+def test_torchscript_file_needs_input_shape(tmp_path):
+    m = create_model("vgg-small").eval()
+    ts = tmp_path / "m.ts"
+    torch.jit.script(m).save(str(ts))
+    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx")]) == 2
+    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx"), "--input-shape", "3,32,32"]) == 0
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert np.abs(_ort(tmp_path / "t.onnx", x) - m(x).numpy()).max() <= 1e-4
