@@ -1,0 +1,98 @@
+"""ONNX cost counter, statistics, and the roofline predictor checked against this host's CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bench_helpers import DENSE_CFG, THIN_CFG, export_vgg
+
+from edgeslim.bench.onnx_cost import onnx_cost
+from edgeslim.bench.predict import Observation, calibrate, predict_latency
+from edgeslim.bench.profiles import load_profile
+from edgeslim.bench.stats import speedup, summarize
+from edgeslim.bench.timing import TimingConfig, host_loop
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    d = tmp_path_factory.mktemp("onnx")
+    return export_vgg(DENSE_CFG, d / "dense.onnx"), export_vgg(THIN_CFG, d / "thin.onnx")
+
+
+def analytic_macs(cfg, hw=28, cin=1, classes=10):
+    macs, c = 0, cin
+    for v in cfg:
+        if v == "M":
+            hw //= 2
+        else:
+            macs += hw * hw * v * c * 9
+            c = v
+    return macs + c * classes
+
+
+def test_onnx_cost_matches_analytic_macs_and_params(pair):
+    dense, thin = pair
+    for path, cfg in ((dense, DENSE_CFG), (thin, THIN_CFG)):
+        cost = onnx_cost(path)
+        assert cost.macs == analytic_macs(cfg)
+        convs = [layer for layer in cost.layers if layer.op == "Conv"]
+        assert len(convs) == 6 and all("Relu" in layer.name for layer in convs)  # Conv+BN(+folded)+Relu fused
+        assert cost.input_shapes == {"input": ["batch", 1, 28, 28]}
+        first = convs[0]  # 1->c1 3x3 conv on 28x28: weights + input + output activations, fp32
+        c1 = cfg[0]
+        assert first.weight_bytes == 4 * (c1 * 9 + c1)  # weight + folded BN bias
+        assert first.bytes == first.weight_bytes + 4 * 28 * 28 + 4 * c1 * 28 * 28
+    assert onnx_cost(dense).params > 3.5 * onnx_cost(thin).params
+
+
+def test_summary_statistics_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.lognormal(-7, 0.2, size=1001)
+    s = summarize(x, batch=8)
+    assert s["p50_ms"] == pytest.approx(np.median(x) * 1e3)
+    assert s["p99_ms"] == pytest.approx(np.percentile(x, 99) * 1e3)
+    assert s["cv"] == pytest.approx(np.std(x, ddof=1) / np.mean(x))
+    assert s["throughput_per_s"] == pytest.approx(8 / np.median(x))
+
+
+def test_speedup_interval_covers_the_true_ratio():
+    """Over repeated simulated experiments (trial-to-trial drift + per-sample noise), the paired
+    bootstrap interval over 5 trials contains the true speedup 3.0 most of the time."""
+    rng = np.random.default_rng(2)
+    hits = 0
+    for _ in range(40):
+        drift = rng.normal(0, 0.02, 5)  # shared by both models of a trial (interleaving)
+        base = [rng.lognormal(np.log(3e-3) + d + rng.normal(0, 0.01), 0.05, 300) for d in drift]
+        slim = [rng.lognormal(np.log(1e-3) + d + rng.normal(0, 0.01), 0.05, 300) for d in drift]
+        sp = speedup(base, slim, n_boot=500)
+        hits += sp["ci_low"] <= 3.0 <= sp["ci_high"]
+    assert hits >= 28, hits  # nominal 95%; 5 trials make percentile intervals narrow
+    assert len(sp["per_trial"]) == 5 and "paired bootstrap" in sp["method"]
+    one = speedup(base[:1], slim[:1])
+    assert "over samples" in one["method"] and one["ci_low"] <= one["value"] <= one["ci_high"]
+
+
+@pytest.mark.slow
+def test_roofline_prediction_against_this_cpu(pair):
+    """Measure both models at batch 1 with ONNX Runtime (1 thread), calibrate the host-cpu profile
+    on the dense one, predict the thin one. Batch 1 only: on this shared 2-core machine, runs of
+    tens of ms are stretched by other processes' time slices, short ones mostly are not."""
+    ort = pytest.importorskip("onnxruntime")
+    prof = load_profile("host-cpu")
+    cfg = TimingConfig(warmup_s=0.2, min_iters=200, min_time_s=0.5)
+    measured, costs = {}, {}
+    for path in pair:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        feed = {"input": np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)}
+        measured[path.stem] = float(np.median(host_loop(lambda s=sess, f=feed: s.run(None, f), cfg)))
+        costs[path.stem] = onnx_cost(path).layers
+    raw = {k: predict_latency(costs[k], prof, batch=1).total_s / measured[k] - 1 for k in measured}
+    eff = calibrate([Observation(costs["dense"], 1, measured["dense"])], prof)
+    err = predict_latency(costs["thin"], prof, batch=1, efficiency=eff).total_s / measured["thin"] - 1
+    print(
+        f"host-cpu roofline error at batch 1: profile as shipped {raw}, calibrated on dense -> thin {err:+.1%}"
+    )
+    assert all(abs(e) < 1.5 for e in raw.values())  # within 2.5x uncalibrated
+    assert abs(err) < 0.5  # calibrated on one model, the other is predicted within 50%

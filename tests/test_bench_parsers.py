@@ -1,0 +1,146 @@
+"""Parsers for real captured tool output: tegrastats (JetPack 4-7), trtexec, TensorRT errors."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeslim.bench.backends.trt import explain_deserialize_error
+from edgeslim.bench.backends.trtexec import build_command, parse_summary, parse_times, parse_version
+from edgeslim.bench.tegrastats import TegrastatsSampler, parse_line, summarize_samples
+from edgeslim.bench.timing import TimingConfig
+from edgeslim.errors import EdgeslimError
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def line(name: str) -> str:
+    return (FIX / "tegrastats" / name).read_text().strip()
+
+
+def test_tegrastats_jetpack4_nano_and_xavier():
+    nano = parse_line(line("nano_jp4.txt"))
+    assert (nano.ram_used_mb, nano.ram_total_mb, nano.swap_used_mb) == (1180, 3965, 149)
+    assert nano.cpu_load == [30, 33, 28, 26] and nano.cpu_mhz == [1036] * 4
+    assert (nano.gpu_load, nano.gpu_mhz, nano.emc_mhz) == (0, [76], 1600)
+    assert nano.input_power_mw == (4520, "POM_5V_IN")
+    assert nano.temps_c["GPU"] == 59 and nano.rails_mw["POM_5V_CPU"] == 1078
+    nx = parse_line(line("xavier_nx_jp4.txt"))
+    assert nx.gpu_load == 45 and nx.gpu_mhz == [1300] and nx.emc_load == 2
+    assert nx.input_power_mw == (14025, "VDD_IN") and nx.rails_mw["VDD_GPU"] == 6854
+    assert "RAM" not in nx.rails_mw and "SWAP" not in nx.rails_mw
+
+
+def test_tegrastats_tx2_without_clocks():
+    tx2 = parse_line(line("tx2_jp4.txt"))
+    assert tx2.gpu_load == 0 and tx2.gpu_mhz == [] and tx2.emc_mhz is None
+    assert tx2.input_power_mw == (3140, "VDD_IN") and len(tx2.cpu_load) == 6
+
+
+def test_tegrastats_orin_jetpack5_and_7():
+    jp5 = parse_line(line("agx_orin_jp5.txt"))
+    assert jp5.timestamp == "04-11-2025 10:36:27"
+    assert jp5.gpu_mhz == [0, 0] and jp5.rails_mw["VDD_GPU_SOC"] == 2340
+    assert "CV0" not in jp5.temps_c and jp5.temps_c["tj"] == pytest.approx(44.343)  # -256C = sensor off
+    # AGX Orin has no VDD_IN: total = sum of rails (like jtop's total_power)
+    assert jp5.input_power_mw == (2340 + 390 + 4025 + 0 + 301, "sum of rails")
+    jp7 = parse_line(line("agx_orin_jp7.txt"))
+    assert jp7.gpu_load == 12 and jp7.gpu_mhz == [1300, 1300] and jp7.emc_mhz == 3199
+    assert jp7.rails_mw == {"VDD_GPU_SOC": 5139, "VDD_CPU_CV": 3268, "VIN_SYS_5V0": 5500}
+    assert jp7.temps_c["gpu"] == pytest.approx(47.625) and len(jp7.cpu_load) == 12
+    thor = parse_line(line("thor_short.txt"))
+    assert thor.gpu_load is None and thor.gpu_mhz == [1000, 1000, 1000]
+    assert parse_line(line("orin_jp6_short.txt")).gpu_mhz == [1300]
+
+
+def test_energy_per_inference_from_input_rail():
+    samples = [parse_line(line("xavier_nx_jp4.txt"))] * 4
+    s = summarize_samples(samples, iterations=1000, window_s=2.0)
+    assert s["power_rail"] == "VDD_IN" and s["power_mean_mw"] == 14025
+    assert s["energy_per_inference_mj"] == pytest.approx(14025 * 2.0 / 1000)
+    assert s["temp_max_c"] == 47.5  # PMIC@100C placeholder ignored
+
+
+def test_sampler_reads_a_tegrastats_process(tmp_path):
+    """The sampler's subprocess path, fed by a stand-in executable that prints a real captured line."""
+    exe = tmp_path / "tegrastats"
+    exe.write_text(
+        f"#!/bin/sh\nwhile true; do cat {FIX / 'tegrastats' / 'agx_orin_jp7.txt'}; sleep 0.02; done\n"
+    )
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    with TegrastatsSampler(20, exe=str(exe)) as s:
+        t0 = time.monotonic()
+        time.sleep(0.3)
+        t1 = time.monotonic()
+    got = s.window(t0, t1)
+    assert len(got) >= 3 and all(x.gpu_mhz == [1300, 1300] for x in got)
+    assert not TegrastatsSampler(exe=None).available or os.path.exists("/usr/bin/tegrastats")
+
+
+def test_trtexec_summary_trt10_and_trt8():
+    s = parse_summary((FIX / "trtexec" / "trt10_summary.txt").read_text())
+    assert s["throughput_qps"] == pytest.approx(130.298)
+    g = s["gpu_compute"]
+    assert g["median_ms"] == pytest.approx(7.14139) and g["p90_ms"] == pytest.approx(10.2881)
+    assert g["p99_ms"] == pytest.approx(12.9485) and s["h2d"]["mean_ms"] == pytest.approx(0.0122212)
+    assert s["gpu_compute_total_s"] == pytest.approx(2.96536) and "cov_warning_pct" not in s
+    old = parse_summary((FIX / "trtexec" / "trt8_summary_cov.txt").read_text())
+    assert old["cov_warning_pct"] == pytest.approx(2.10486) and old["d2h"]["max_ms"] == 0
+    assert "p90_ms" not in old["latency"] and old["latency"]["p99_ms"] == pytest.approx(1.55853)
+    with pytest.raises(EdgeslimError, match="no trtexec performance summary"):
+        parse_summary("&&&& FAILED TensorRT.trtexec")
+
+
+def test_trtexec_times_and_versions():
+    t = parse_times(FIX / "trtexec" / "exportTimes.json")
+    assert t["device"] == pytest.approx([1.38e-3, 1.40e-3, 1.36e-3]) and len(t["enqueue"]) == 3
+    assert parse_version("&&&& RUNNING TensorRT.trtexec [TensorRT v100200] # trtexec") == (10, 2, 0)
+    assert parse_version("[TensorRT v8601]") == (8, 6, 1)
+    assert parse_version("no banner") is None
+
+
+def test_trtexec_flags_follow_the_version():
+    cfg = TimingConfig(warmup_s=0.5, min_iters=300, min_time_s=3)
+    shapes = {"input": [32, 1, 28, 28]}
+    v10 = build_command("trtexec", "m.onnx", (10, 3, 0), shapes, cfg, "fp16", True, "t.json")
+    assert "--fp16" in v10 and "--useCudaGraph" in v10 and "--noDataTransfers" in v10
+    assert "--shapes=input:32x1x28x28" in v10 and "--warmUp=500" in v10 and "--iterations=300" in v10
+    assert "--exportTimes=t.json" in v10 and "--onnx=m.onnx" in v10
+    v11 = build_command("trtexec", "m.engine", (11, 1, 0), None, cfg, "fp32", False)
+    assert "--noCudaGraph" in v11 and "--noDataTransfers" not in v11 and "--loadEngine=m.engine" in v11
+    with pytest.raises(EdgeslimError, match="weak typing removed"):
+        build_command("trtexec", "m.onnx", (11, 1, 0), None, cfg, "int8")
+
+
+@pytest.mark.parametrize(
+    "name, expect",
+    [
+        ("version_mismatch.txt", "built with TensorRT 8.0.1 but this runtime is TensorRT 8.0.0"),
+        ("device_mismatch.txt", "compute capability 8.6 but this GPU is 8.9"),
+        ("serialization_tag.txt", "serialization version/tag mismatch"),
+    ],
+)
+def test_trt_deserialize_errors_become_one_line(name, expect):
+    msg = explain_deserialize_error((FIX / "trt_errors" / name).read_text(), "model.engine")
+    assert expect in msg and "rebuild" in msg and "\n" not in msg
+
+
+def test_tensorrt_backend_errors_without_tensorrt(tmp_path):
+    from edgeslim.bench.backends import get_backend
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(EdgeslimError, match="tensorrt is not importable"):
+            get_backend("tensorrt").open(str(tmp_path / "x.engine"), {})
+    else:  # pragma: no cover - only where TensorRT is installed
+        with pytest.raises(EdgeslimError, match="does not exist"):
+            get_backend("tensorrt").open(str(tmp_path / "x.engine"), {})
+    with pytest.raises(EdgeslimError, match="trtexec not found"):
+        get_backend("trtexec").open(str(tmp_path / "x.onnx"), {"trtexec": str(tmp_path / "no-trtexec")})
+    with pytest.raises(EdgeslimError, match="unknown backend"):
+        get_backend("tflite")
