@@ -1,0 +1,235 @@
+"""TensorRT side of export: version gates, trtexec scripts, INT8 Q/DQ, .ort, and engine builds
+(the builds run only where ``tensorrt`` imports; everywhere else they are skipped with the reason)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.export import export_onnx, parse_size
+from edgeslim.export import trt_version as tv
+from edgeslim.export.qdq import load_calibration_data, quantize_qdq, save_calibration_data
+from edgeslim.export.trtexec import trtexec_plan
+from edgeslim.export.validate import real_inputs
+from edgeslim.models import create_model
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+needs_trt = pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable here (no GPU / TensorRT)")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("10.3.0.26", (10, 3, 0)),
+        ("11", (11, 0, 0)),
+        (10, (10, 0, 0)),
+        ("8.5.2.2", (8, 5, 2)),
+        ((10, 16), (10, 16, 0)),
+    ],
+)
+def test_parse_trt_version(text, expected):
+    assert tv.parse_trt_version(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["ten", "8.2", "7", ""])
+def test_parse_trt_version_rejects(bad):
+    with pytest.raises(EdgeslimError):
+        tv.parse_trt_version(bad)
+
+
+def test_version_gates():
+    v85, v86, v103, v1012, v11 = (8, 5, 2), (8, 6, 1), (10, 3, 0), (10, 12, 0), (11, 4, 0)
+    assert [tv.needs_explicit_batch_flag(v) for v in (v85, v103, v11)] == [True, False, False]
+    assert [tv.weak_typing_available(v) for v in (v85, v1012, v11)] == [True, True, False]
+    assert [tv.calibrator_available(v) for v in (v103, v11)] == [True, False]
+    assert [tv.calibrator_deprecated(v) for v in (v85, (10, 0, 1), (10, 1, 0), v11)] == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert [tv.precision_flags_deprecated(v) for v in (v103, v1012, v11)] == [False, True, False]
+    assert [tv.strongly_typed_flag_available(v) for v in (v86, v103)] == [False, True]
+    assert [tv.trtexec_defaults_v11(v) for v in (v103, v11)] == [False, True]
+    assert [tv.trtexec_skip_inference_flag(v) for v in (v85, v86)] == ["--buildOnly", "--skipInference"]
+    assert [tv.precision_path(v103, p) for p in tv.PRECISIONS] == ["fp32", "builder-flag", "calibrator"]
+    assert [tv.precision_path(v11, p) for p in tv.PRECISIONS] == ["fp32", "autocast", "qdq"]
+    with pytest.raises(EdgeslimError):
+        tv.precision_path(v103, "bf16")
+
+
+def _plan(tmp_path, precision, version, **kw):
+    return trtexec_plan(tmp_path / "m.onnx", tmp_path / f"m.{precision}.engine", input_name="input",
+                        input_shape=(3, 32, 32), precision=precision, trt_version=version,
+                        timing_cache=tmp_path / "timing.cache", **kw)  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["8.5", "10", "11"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_trtexec_plan_flags(tmp_path, version, precision):
+    plan = _plan(tmp_path, precision, version, qdq_onnx=tmp_path / "m.int8.qdq.onnx", workspace=512 << 20)
+    build, run = plan.build, plan.run
+    assert "--memPoolSize=workspace:512" in build and "--timingCacheFile=timing.cache" in build
+    assert f"--saveEngine=m.{precision}.engine" in build and "--profilingVerbosity=detailed" in build
+    v11 = version == "11"
+    assert ("--fp16" in build) == (precision in ("fp16", "int8") and not v11)
+    assert ("--int8" in build) == (precision == "int8" and not v11)
+    assert not any(f in build for f in ("--best", "--workspace=1024"))
+    if precision == "int8":
+        assert "--onnx=m.int8.qdq.onnx" in build
+    elif precision == "fp16" and v11:
+        assert plan.prepare and "modelopt.onnx.autocast" in plan.prepare[0]
+        assert "--onnx=m.fp16.onnx" in build
+    else:
+        assert "--onnx=m.onnx" in build and not plan.prepare
+    # the timing run measures the same thing on both versions: 10 asks, 11 has it by default
+    assert all((f in run) != v11 for f in ("--useCudaGraph", "--noDataTransfers", "--useSpinWait"))
+    assert ("--buildOnly" if version == "8.5" else "--skipInference") in build
+
+
+def test_trtexec_plan_dynamic_shapes_and_script_syntax(tmp_path):
+    plan = _plan(tmp_path, "fp16", "10", dynamic_batch=True, batch=8, max_batch=64)
+    assert "--minShapes=input:1x3x32x32" in plan.build
+    assert "--optShapes=input:8x3x32x32" in plan.build and "--maxShapes=input:64x3x32x32" in plan.build
+    assert "--shapes=input:8x3x32x32" in plan.run
+    script = tmp_path / "m.trtexec.sh"
+    script.write_text(plan.render())
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_trtexec_int8_needs_calibration(tmp_path):
+    with pytest.raises(EdgeslimError, match="INT8 needs calibration"):
+        _plan(tmp_path, "int8", "11")
+    plan = _plan(tmp_path, "int8", "10", calib_cache=tmp_path / "m.calib.cache")
+    assert "--calib=m.calib.cache" in plan.build
+
+
+def test_parse_size():
+    assert parse_size("1G") == 1 << 30 and parse_size("512M") == 512 << 20 and parse_size("2GiB") == 2 << 30
+    for bad in ("lots", "12", "1.5X"):
+        with pytest.raises(EdgeslimError):
+            parse_size(bad)
+
+
+def test_cli_trt_without_tensorrt_writes_script(tmp_path, capsys):
+    if HAS_TRT:
+        pytest.skip("tensorrt imports here: the engine is built instead (see test_build_engine_*)")
+    out = tmp_path / "v.onnx"
+    rc = main(["export", "vgg-small", "--onnx", str(out), "--trt", "--precision", "fp16", "--dynamic-batch",
+               "--batch", "4", "--workspace", "256M", "--trt-version", "11", "--json"])  # fmt: skip
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "tensorrt is not importable here" in cap.err
+    res = json.loads(cap.out)
+    script = tmp_path / "v.fp16.trtexec.sh"
+    assert res["trtexec_script"] == str(script) and script.stat().st_mode & 0o111
+    text = script.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    assert "--fp16" not in code and "modelopt.onnx.autocast" in text and "--memPoolSize=workspace:256" in text
+    assert "--optShapes=input:4x3x32x32" in text and "--timingCacheFile=timing.cache" in text
+    onnx.checker.check_model(onnx.load(str(out)))  # the ONNX is still written
+    # a second run refuses to overwrite the script as well as the ONNX
+    assert main(["export", "vgg-small", "--onnx", str(out), "--trt"]) == 2
+
+
+@pytest.fixture(scope="module")
+def fm_calib(fmnist_dir):
+    return real_inputs((1, 28, 28), data="fashion-mnist", data_dir=fmnist_dir, n=160)
+
+
+def test_int8_qdq_symmetric_and_close(tmp_path, fm_calib):
+    model = create_model("vgg-small", in_channels=1, input_size=(28, 28)).eval()
+    res = export_onnx(model, tmp_path / "f.onnx", (1, 28, 28), dynamic_batch=True, validate=False)
+    x = fm_calib.x.numpy()
+    calib = save_calibration_data(tmp_path / "f.calib.npy", x[:128])
+    assert load_calibration_data(calib).shape == (128, 1, 28, 28)
+    q = quantize_qdq(res.path, tmp_path / "f.int8.qdq.onnx", x[:128], check=x[128:])
+    m = onnx.load(str(q.path))
+    zps = [i for i in m.graph.initializer if "zero_point" in i.name]
+    assert q.quantized_nodes > 0 and zps
+    assert all(not onnx.numpy_helper.to_array(z).any() for z in zps)  # symmetric: zero point 0 (TensorRT)
+    assert all(onnx.numpy_helper.to_array(z).dtype == np.int8 for z in zps)
+    assert q.check_images == 32 and q.top1_agreement >= 0.9
+    s = ort.InferenceSession(str(q.path), providers=["CPUExecutionProvider"])
+    y = s.run(None, {"input": x[128:136]})[0]
+    with torch.no_grad():
+        assert np.abs(y - model(torch.from_numpy(x[128:136])).numpy()).max() < 0.1 * np.abs(y).max() + 1e-3
+
+
+@pytest.mark.slow
+def test_cli_int8_and_ort_mobile(tmp_path, fmnist_dir, capsys):
+    out = tmp_path / "v.onnx"
+    rc = main(["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(out), "--data", "fashion-mnist",
+               "--data-dir", fmnist_dir, "--trt", "--precision", "int8", "--calib-images", "64", "--ort",
+               "--json"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["onnx"]["validation"]["real_data"] and res["qdq"]["quantized_nodes"] > 0
+    assert np.load(tmp_path / "v.calib.npy").shape == (64, 1, 28, 28)
+    ort_file = tmp_path / "v.ort"
+    assert res["ort"]["path"] == str(ort_file)
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    ys = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+          for p in (out, ort_file)]  # fmt: skip
+    assert np.abs(ys[0] - ys[1]).max() <= 1e-4
+    if not HAS_TRT:
+        text = (tmp_path / "v.int8.trtexec.sh").read_text()
+        assert "--onnx=v.int8.qdq.onnx" in text and "--int8" in text  # default target: TensorRT 10
+
+
+# ---------------------------------------------------------------- real TensorRT (skipped here)
+
+
+@pytest.mark.trt
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_build_engine_float(tmp_path, precision):
+    from edgeslim.export.trt import EngineBuildConfig, build_engine
+
+    res = export_onnx(create_model("vgg-small"), tmp_path / "m.onnx", (3, 32, 32), dynamic_batch=True)
+    cache = tmp_path / "timing.cache"
+    cfg = EngineBuildConfig(
+        precision=precision, workspace=256 << 20, batch=4, max_batch=8, timing_cache=cache
+    )
+    built = build_engine(res.path, tmp_path / f"m.{precision}.engine", cfg)
+    assert built.engine_bytes > 0 and cache.stat().st_size > 0
+    assert json.loads(built.inspector_json.read_text())
+    again = build_engine(res.path, tmp_path / "m2.engine", cfg)  # reuses the timing cache
+    assert again.engine_bytes > 0
+
+
+@pytest.mark.trt
+@needs_trt
+def test_build_engine_int8(tmp_path, fm_calib):
+    from edgeslim.export.trt import EngineBuildConfig, build_engine, installed_trt_version
+
+    model = create_model("vgg-small", in_channels=1, input_size=(28, 28)).eval()
+    res = export_onnx(model, tmp_path / "f.onnx", (1, 28, 28), batch=8)
+    x = fm_calib.x.numpy()
+    src = res.path
+    if tv.precision_path(installed_trt_version(), "int8") == "qdq":
+        src = quantize_qdq(res.path, tmp_path / "f.int8.qdq.onnx", x[:128]).path
+    cfg = EngineBuildConfig(
+        precision="int8", batch=8, calib_data=x[:128], calib_cache=tmp_path / "f.calib.cache"
+    )
+    built = build_engine(src, tmp_path / "f.int8.engine", cfg)
+    assert built.engine_bytes > 0
+
+
+def test_build_engine_without_tensorrt_is_one_line(tmp_path):
+    if HAS_TRT:
+        pytest.skip("tensorrt imports here")
+    from edgeslim.export.trt import TensorRTUnavailable, build_engine
+
+    with pytest.raises(TensorRTUnavailable) as ei:
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
+    assert "tensorrt cannot be imported" in str(ei.value) and "\n" not in str(ei.value)
