@@ -1,0 +1,108 @@
+"""Slim vs dense Fashion-MNIST network on this CPU with ONNX Runtime: the issue-6 acceptance run.
+
+Exports both checkpoints to ONNX (edgeslim.export, dynamic batch, checked against PyTorch), then
+benches them with edgeslim's interleaved method (fresh process per trial, alternating order) at
+batch 1 and 32, and reports the speedup with its bootstrap interval and the ratio of the measured
+speedup to the MACs ratio (target >= 0.8). Writes JSON + Markdown + PNG to
+benchmarks/results/ort_slim_vs_dense/.
+
+    .venv/bin/python benchmarks/ort_slim_vs_dense.py            # the slimming benchmark's pair
+    .venv/bin/python benchmarks/ort_slim_vs_dense.py --dev      # vgg-small vs a hand-thinned copy
+
+The development host is a shared 2-vCPU VM: measurement processes run under nice, with one
+ORT thread; read the CV and the trial spread before quoting a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DENSE = RESULTS / "fmnist_dense" / "model.pt"
+SLIM = RESULTS / "fmnist_slim" / "model.pt"
+TARGET = 0.8
+
+
+def export_pair(dev: bool, dense: Path, slim: Path, tmp: Path) -> tuple[dict[str, str], str]:
+    from edgeslim.export import export_loaded, export_onnx
+
+    out = {"baseline": str(tmp / "dense.onnx"), "slim": str(tmp / "slim.onnx")}
+    if dev:
+        from edgeslim.models.vgg import CFGS, VGG
+
+        thin = [v if v == "M" else int(v) // 2 for v in CFGS["vgg-small"]]
+        for label, cfg in (("baseline", CFGS["vgg-small"]), ("slim", thin)):
+            model = VGG(cfg, num_classes=10, in_channels=1)
+            export_onnx(model, out[label], (1, 28, 28), dynamic_batch=True, force=True, arch="vgg")
+        return out, "development pair: vgg-small (random weights) vs the same with half the channels"
+    from edgeslim.checkpoint import load_model
+
+    for label, path in (("baseline", dense), ("slim", slim)):
+        if not path.is_file():
+            sys.exit(f"{path} is missing: run the slimming benchmark first, or pass --dev")
+        export_loaded(load_model(path), out[label], dynamic_batch=True, force=True, validate=False)
+    return out, f"slimming benchmark pair: {dense.relative_to(ROOT)} vs {slim.relative_to(ROOT)}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dev", action="store_true", help="bench two zoo models instead of the checkpoints")
+    ap.add_argument("--dense", type=Path, default=DENSE)
+    ap.add_argument("--slim", type=Path, default=SLIM)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--batch", default="1,32")
+    ap.add_argument("--min-time", type=float, default=1.0)
+    ap.add_argument("--nice", type=int, default=10)
+    ap.add_argument("--out", type=Path, help="default: results/ort_slim_vs_dense (or ..._dev with --dev)")
+    args = ap.parse_args()
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.profiles import load_profile
+    from edgeslim.bench.report import add_predictions, latency_rows, speedup_rows, write_outputs
+    from edgeslim.bench.timing import TimingConfig
+
+    batches = [int(b) for b in args.batch.split(",")]
+    out_dir = args.out or RESULTS / ("ort_slim_vs_dense_dev" if args.dev else "ort_slim_vs_dense")
+    with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
+        models, what = export_pair(args.dev, args.dense, args.slim, Path(tmp))
+        timing = TimingConfig(
+            warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=args.min_time, max_iters=3000
+        )
+
+        def step(t, label, res):
+            print(f"trial {t + 1}/{args.trials} {label}: done (pid {res['pid']})", file=sys.stderr)
+
+        record = run_comparison(
+            models, "onnxruntime", batches, args.trials, timing, {"threads": 1, "graph_opt": "all"},
+            tegrastats=False, nice=args.nice, on_trial=step,
+        )  # fmt: skip
+    record["description"] = what
+    for label in record["models"]:  # the ONNX files were temporary; keep their names only
+        record["models"][label]["path"] = Path(record["models"][label]["path"]).name
+    add_predictions(record, load_profile("host-cpu"))
+    ratio = record.get("speedup_over_macs_ratio", {})
+    record["target"] = {
+        "speedup_over_macs_ratio_min": TARGET,
+        "met": {b: r >= TARGET for b, r in ratio.items()},
+    }
+    written = write_outputs(record, out_dir, force=True)
+    print(what)
+    print("model  batch  timer  n  p50 ms  p90 ms  p99 ms  mean ms  std ms  CV%  samples/s")
+    for r in latency_rows(record):
+        print("  ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
+    print(f"MACs ratio (dense/slim): {record.get('macs_ratio', float('nan')):.3f}")
+    for b, sp, ci, spread, _, eff in speedup_rows(record):
+        ok = "meets" if eff is not None and eff >= TARGET else "MISSES"
+        print(
+            f"batch {b}: speedup {sp:.3f} {ci} (trial spread {spread:.3f}); speedup/MACs ratio {eff:.3f} {ok} >= {TARGET}"
+        )
+    print("wrote", ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
