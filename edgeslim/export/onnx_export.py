@@ -132,6 +132,17 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynam
     log.debug("dynamo exporter output: %s", sink.getvalue())
 
 
+def _inference_mode(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode on the CPU; torch.export modules (which refuse ``eval()``) as they are."""
+    import torch
+
+    try:
+        model = model.eval()
+    except NotImplementedError:  # torch.export's unlifted module: already in inference form
+        return model
+    return model if isinstance(model, torch.jit.ScriptModule) else model.cpu()
+
+
 def _run_exporter(
     model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, exporter: str, notes: list[str]
 ) -> str:
@@ -277,7 +288,7 @@ def export_onnx(
     if batch < 1:
         raise EdgeslimError(f"--batch must be >= 1, got {batch}")
     opset = check_opset(opset)
-    model = model.eval().cpu() if not isinstance(model, torch.jit.ScriptModule) else model.eval()
+    model = _inference_mode(model)
     notes: list[str] = []
     x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
     with torch.no_grad():

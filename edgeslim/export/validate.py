@@ -221,7 +221,7 @@ def validate_onnx(
         batch = InputBatch(x, labels, batch.source, batch.real, batch.mean, batch.std)
     sess = ort_session(model_bytes)
     got = run_ort(sess, x.numpy().astype(np.float32), static_batch)
-    ref = torch_outputs(model, x, device=reference_device)
+    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
     return compare(ref, got, batch, reference_device=reference_device, atol=atol)
 
 
