@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Bench slim vs baseline on a Jetson with fixed clocks, then restore the clocks.
+# Usage: deploy/jetson/run_bench.sh PROFILE SLIM BASELINE OUT_DIR [extra edgeslim bench args]
+#   e.g. deploy/jetson/run_bench.sh jetson-orin-nano-super slim.engine dense.engine results --batch 1,32
+# SLIM/BASELINE: TensorRT engines built ON THIS DEVICE (edgeslim export --trt or trtexec), or .onnx
+# files (then add --backend trtexec or --backend onnxruntime). Needs sudo for nvpmodel/jetson_clocks.
+# Never run by the authors on a Jetson.
+set -euo pipefail
+[ $# -ge 4 ] || { sed -n 2,7p "$0"; exit 2; }
+PROFILE=$1 SLIM=$2 BASE=$3 OUT=$4; shift 4
+EDGESLIM=${EDGESLIM:-edgeslim}
+STORE=$(mktemp /tmp/jetson_clocks.XXXXXX)
+MODE=$("$EDGESLIM" profiles show "$PROFILE" --json | python3 -c "
+import json,sys; p=json.load(sys.stdin)
+ids=[m['id'] for m in p['power_modes'] if m['id'] is not None]
+print(max(ids) if 'super' in p['name'] else (ids[0] if ids else ''))")
+sudo jetson_clocks --store "$STORE"
+trap 'sudo jetson_clocks --restore "$STORE"; rm -f "$STORE"' EXIT
+if [ -n "$MODE" ]; then sudo nvpmodel -m "$MODE"; fi
+sudo jetson_clocks
+sudo jetson_clocks --show | head -20
+BACKEND=()
+case "$SLIM" in *.engine|*.plan) BACKEND=(--backend tensorrt);; esac
+"$EDGESLIM" bench "$SLIM" --baseline "$BASE" --profile "$PROFILE" "${BACKEND[@]}" --out "$OUT" "$@"

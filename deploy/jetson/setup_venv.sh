@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Device-side install of edgeslim on a Jetson: no PyTorch, JetPack's TensorRT seen through
+# --system-site-packages, cuda-python matched to the CUDA major of the JetPack.
+# Usage: deploy/jetson/setup_venv.sh [VENV_DIR] [EDGESLIM_SOURCE]   (never run by the authors on a Jetson)
+set -euo pipefail
+VENV=${1:-$HOME/edgeslim-venv}
+SRC=${2:-edgeslim}
+command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 2; }
+if ! python3 -c "import tensorrt" 2>/dev/null; then
+  echo "JetPack's TensorRT Python bindings are missing: sudo apt install python3-libnvinfer (part of nvidia-jetpack)" >&2
+  echo "continuing: the onnxruntime and trtexec backends still work" >&2
+fi
+python3 -m venv --system-site-packages "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# Base install only: numpy, click, rich, pyyaml, pydantic (+ onnx/onnxruntime for ONNX inputs).
+"$VENV/bin/python" -m pip install -q "$SRC[ort]"
+CUDA_MAJOR=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p' || true)
+if [ -z "$CUDA_MAJOR" ] && [ -f /usr/local/cuda/version.json ]; then
+  CUDA_MAJOR=$(python3 -c "import json;print(json.load(open('/usr/local/cuda/version.json'))['cuda']['version'].split('.')[0])")
+fi
+if [ -n "$CUDA_MAJOR" ]; then
+  "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR},<$((CUDA_MAJOR + 1))"
+else
+  echo "could not find the CUDA version; install cuda-python matching it by hand" >&2
+fi
+echo "--- check"
+cat /etc/nv_tegra_release 2>/dev/null || true
+dpkg-query -W nvinfer-bin python3-libnvinfer 2>/dev/null || true
+"$VENV/bin/python" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" || true
+"$VENV/bin/python" -c "import torch" 2>/dev/null && echo "note: torch is visible (system site-packages); edgeslim bench does not need it"
+"$VENV/bin/edgeslim" profiles
