@@ -84,40 +84,43 @@ class FinalizeReport:
         }
 
 
-def _coupled_units(groups: Any, names: Sequence[str]) -> list[list[str]]:
-    """Normalise coupled BN groups (from surgery's ``bn_groups()``) to lists of BN names."""
-    known = set(names)
-    units: list[list[str]] = []
+#: one removable unit: ``[(bn_name, channel_indices), ...]``; slot i is channel ``idx[i]`` of every member
+Unit = list[tuple[str, Tensor]]
+
+
+def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
+    """Normalise coupled BN groups to units of ``(bn_name, idx)`` members; uncovered layers are units.
+
+    Accepts surgery's ``BNGroup`` objects (``.members = [(name, idx), ...]``), lists of
+    ``(name, idx)`` pairs, or lists of BN names (channel c of every named layer is coupled).
+    """
+    units: list[Unit] = []
     for g in groups:
-        members: Iterable[Any]
-        if isinstance(g, str):
-            members = [g]
-        elif hasattr(g, "bns"):
-            members = g.bns
-        elif hasattr(g, "names"):
-            members = g.names
-        else:
-            members = g
-        unit = []
+        members = g.members if hasattr(g, "members") else ([g] if isinstance(g, str) else g)
+        unit: Unit = []
         for m in members:
-            name = m if isinstance(m, str) else getattr(m, "name", None)
-            if name is None and isinstance(m, tuple):
-                name = m[0]
-            if name in known and name not in unit:
-                unit.append(str(name))
+            name, idx = (m, None) if isinstance(m, str) else (m[0], m[1])
+            if name not in sizes:
+                raise EdgeslimError(
+                    f"coupled group names {name!r}, which is not an affine BatchNorm of the model"
+                )
+            idx = torch.arange(sizes[name]) if idx is None else torch.as_tensor(idx, dtype=torch.long).cpu()
+            unit.append((str(name), idx))
         if unit:
+            if len({int(i.numel()) for _, i in unit}) != 1:
+                names = [n for n, _ in unit]
+                raise EdgeslimError(f"coupled BN layers {names} have different channel counts; not one group")
             units.append(unit)
-    seen = {n for u in units for n in u}
-    units += [[n] for n in names if n not in seen]
+    seen = {n for u in units for n, _ in u}
+    units += [[(n, torch.arange(k))] for n, k in sizes.items() if n not in seen]
     return units
 
 
-def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[list[str]]:
-    """Coupled BN layers of ``model`` (channel ``c`` of every member is one removable channel)."""
-    from edgeslim.surgery import build_graph
+def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
+    """Coupled BN channel groups of ``model`` from surgery's dependency graph."""
+    from edgeslim.surgery.graph import build_graph
 
-    graph = build_graph(model, example_input)
-    return _coupled_units(graph.bn_groups(), [n for n, _ in bn_layers(model)])
+    return list(build_graph(model, example_input).bn_groups())
 
 
 class ProximalSlimming(TrainHook):
@@ -175,8 +178,7 @@ class ProximalSlimming(TrainHook):
             self.set_weights(weights)
         if groups is None and example_input is not None:
             groups = coupled_bn_groups(model, example_input)
-        self.units = _coupled_units(groups or [], self.names)
-        self._check_units()
+        self.units = _coupled_units(groups or [], dict(zip(self.names, self.sizes)))
         self.group_index, self.num_groups = self._group_index()
         self.steps = 0
         self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
@@ -223,24 +225,25 @@ class ProximalSlimming(TrainHook):
         """BN name -> its slice of the flat ``xi`` / weights."""
         return {n: slice(self.offsets[i], self.offsets[i + 1]) for i, n in enumerate(self.names)}
 
-    def _check_units(self) -> None:
-        size = dict(zip(self.names, self.sizes))
-        for unit in self.units:
-            if len({size[n] for n in unit}) != 1:
-                raise EdgeslimError(f"coupled BN layers {unit} have different channel counts; not one group")
+    def _unit_positions(self, unit: Unit) -> Tensor:
+        """Flat positions of a unit: shape (members, slots)."""
+        pos = {n: i for i, n in enumerate(self.names)}
+        return torch.stack([idx + self.offsets[pos[name]] for name, idx in unit])
 
     def _group_index(self) -> tuple[Tensor, int]:
-        """Group id of every flat entry: channel c of every BN of one coupled unit shares an id."""
-        index = torch.empty(self.total, dtype=torch.long)
-        pos = {n: i for i, n in enumerate(self.names)}
+        """Group id of every flat entry: slot i of every member of a unit shares one id.
+
+        Entries no unit covers (channels surgery cannot remove) are groups of their own.
+        """
+        index = torch.full((self.total,), -1, dtype=torch.long)
         start = 0
         for unit in self.units:
-            n = self.sizes[pos[unit[0]]]
-            for name in unit:
-                i = pos[name]
-                index[self.offsets[i] : self.offsets[i + 1]] = torch.arange(start, start + n)
-            start += n
-        return index.to(self.device), start
+            where = self._unit_positions(unit)
+            index[where] = torch.arange(start, start + where.shape[1]).expand_as(where)
+            start += where.shape[1]
+        free = index < 0
+        index[free] = torch.arange(start, start + int(free.sum()))
+        return index.to(self.device), start + int(free.sum())
 
     # ------------------------------------------------------------------ the update
     def _alpha(self, optimizer: Optimizer | None, lr: float | None) -> float | Tensor | None:
@@ -331,7 +334,6 @@ class ProximalSlimming(TrainHook):
             "penalty": ("group-" if self.grouped else "") + self.penalty,
             "params": dict(self.params),
             "names": list(self.names),
-            "units": [list(u) for u in self.units],
             "steps": self.steps,
         }
 
@@ -363,21 +365,18 @@ class ProximalSlimming(TrainHook):
             self._to(self.gammas[0].device)
         gamma = torch.cat([g.detach().reshape(-1) for g in self.gammas])
         xi = self.xi.clone()
-        pos = {n: i for i, n in enumerate(self.names)}
         restored: list[list[str]] = []
         for unit in self.units:
-            idx = [pos[n] for n in unit]
-            n = self.sizes[idx[0]]
-            rows = torch.stack([xi[self.offsets[i] : self.offsets[i + 1]] for i in idx])
-            alive = int((rows != 0).any(0).sum())
-            if alive >= min(keep_min, n):
+            where = self._unit_positions(unit).to(xi.device)
+            slots = where.shape[1]
+            alive = int((xi[where] != 0).any(0).sum())
+            if slots == 0 or alive >= min(keep_min, slots):
                 continue
-            strength = torch.stack([gamma[self.offsets[i] : self.offsets[i + 1]] for i in idx]).norm(dim=0)
-            top = torch.topk(strength, min(keep_min, n)).indices
-            for i in idx:
-                xi[self.offsets[i] + top] = gamma[self.offsets[i] + top]
-            restored.append(list(unit))
-            log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", unit, len(top))
+            top = torch.topk(gamma[where].norm(dim=0), min(keep_min, slots)).indices
+            xi[where[:, top]] = gamma[where[:, top]]
+            names = [n for n, _ in unit]
+            restored.append(names)
+            log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
         self.xi = xi
         chunks = xi.split(self.sizes)
         layers: list[dict[str, Any]] = []

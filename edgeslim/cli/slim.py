@@ -1,0 +1,204 @@
+"""``edgeslim slim``: one-round proximal network slimming, channel surgery and report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeslim.errors import EdgeslimError
+
+PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
+                   "group-mcp", "group-scad"]  # fmt: skip
+#: config-file keys (flat YAML mapping; dashes or underscores) -> click parameter names
+CONFIG_KEYS = {
+    "data": "data_name", "data_dir": "data_dir", "subset": "subset", "test_subset": "test_subset",
+    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
+    "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
+    "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
+    "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to",
+}  # fmt: skip
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
+
+
+def _load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        raise EdgeslimError(f"config file {path} does not exist; check --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EdgeslimError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise EdgeslimError(f"config file {path} must be a mapping of option: value")
+    out = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        if key not in CONFIG_KEYS:
+            raise EdgeslimError(f"unknown key {k!r} in {path}; known: {', '.join(sorted(CONFIG_KEYS))}")
+        out[CONFIG_KEYS[key]] = v
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model_or_arch")
+@click.option("--data", "data_name", help="Data set: fashion-mnist, cifar10, digits, ... [required].")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
+@click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic).")
+@click.option("--test-subset", type=int, help="Evaluate on N test images only.")
+@click.option("--epochs", type=int, help="Training epochs [10].")
+@click.option("--batch-size", type=int, help="Batch size [128].")
+@click.option("--lr", type=float, help="Peak learning rate [0.1].")
+@click.option("--weight-decay", type=float, help="Weight decay [5e-4].")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine].")
+@click.option("--warmup-epochs", type=float, help="Linear warm-up epochs [0].")
+@click.option("--seed", type=int, help="Random seed [0].")
+@click.option("--lambda", "lam", type=float, help="Penalty strength lambda [0.05; see docs/slimming.md].")
+@click.option(
+    "--shrink", type=float, help="Instead of --lambda: total prox shrink over the planned lr schedule."
+)
+@click.option("--beta", type=float, help="Coupling beta between gamma and xi [100].")
+@click.option("--penalty", type=click.Choice(PENALTY_CHOICES), help="Penalty [l1].")
+@click.option("--p", "p", type=float, help="lp: exponent p in (0, 1) [0.5].")
+@click.option("--a", "a", type=float, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
+@click.option("--g", "g", type=float, help="mcp: g > tau [3].")
+@click.option("--l", "l", type=float, help="scad: l > 0 [1].")
+@click.option("--round-to", type=int, help="Keep channel counts multiples of N (GPU-friendly) [1].")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@click.option("--force", is_flag=True, help="Overwrite the outputs of an earlier run in --out.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last epoch.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled model (runs its code).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def slim(model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
+         trust_pickle: bool, as_json: bool, **opts: Any) -> None:  # fmt: skip
+    """Train MODEL_OR_ARCH (a zoo name or a model file) with proximal network slimming, set
+    the BN scales to their exactly sparse copy, cut the zero channels out and report
+    accuracy, channels, parameters and MACs before and after."""
+    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
+    from edgeslim.utils.io import check_output_dir
+
+    cfg = _load_config(config_path)
+    opts = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
+    if not opts.get("data_name"):
+        raise EdgeslimError(
+            "--data is required (e.g. --data fashion-mnist), on the command line or in --config"
+        )
+    if resume:
+        if not (out_dir / TRAIN_DIR / "model.pt").is_file():
+            raise EdgeslimError(
+                f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
+            )
+    else:
+        check_output_dir(out_dir, force, marker=REPORT_FILE)
+        if (out_dir / SLIM_FILE).exists() and not force:
+            raise EdgeslimError(f"{out_dir / SLIM_FILE} already exists; pass --force to overwrite it")
+    report = _run(model_or_arch, opts, out_dir, resume, trust_pickle)
+    _print(report, as_json)
+
+
+def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, trust_pickle: bool) -> dict:
+    import torch
+
+    from edgeslim.checkpoint import load_model
+    from edgeslim.data import load_dataset
+    from edgeslim.models.registry import create_model
+    from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
+    from edgeslim.train.config import TrainConfig
+    from edgeslim.utils.console import err, progress
+
+    bundle = load_dataset(
+        opts["data_name"], opts.get("data_dir"), subset=opts.get("subset"), test_subset=opts.get("test_subset"),
+        seed=int(opts.get("seed") or 0),
+    )  # fmt: skip
+    train_state = None
+    params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
+    settings = SlimSettings(
+        lam=opts.get("lam"), shrink=opts.get("shrink"), beta=float(opts.get("beta") or 100.0),
+        penalty=str(opts.get("penalty") or "l1"), params=params, round_to=int(opts.get("round_to") or 1),
+    )  # fmt: skip
+    train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
+    if resume:
+        loaded = load_model(out_dir / TRAIN_DIR / "model.pt")
+        if loaded.spec is None or not loaded.train_state:
+            raise EdgeslimError(
+                f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; rerun with --force"
+            )
+        model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
+        saved = dict(loaded.meta.get("slimming") or {})
+        settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
+        config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
+    elif Path(model_or_arch).exists():
+        loaded = load_model(model_or_arch, trust_pickle=trust_pickle)
+        if loaded.spec is None:
+            raise EdgeslimError(f"{model_or_arch} has no edgeslim model spec; give an edgeslim checkpoint")
+        if loaded.recipe:
+            raise EdgeslimError(
+                f"{model_or_arch} is already slimmed (it has a surgery recipe); start from a dense model"
+            )
+        model, spec = loaded.model, loaded.spec
+        config = TrainConfig(**train_over)
+    else:
+        spec = bundle.spec_for(model_or_arch)
+        torch.manual_seed(int(opts.get("seed") or 0))
+        model = create_model(spec)
+        config = TrainConfig(**train_over)
+    meta = {"source": model_or_arch}
+    try:
+        with progress() as bar:
+            res = slim_model(
+                model, spec, bundle, config, settings, out_dir, progress=bar, resume=train_state, meta=meta
+            )
+    except CollapseError:
+        err.print(f"[yellow]outputs written to {out_dir} for diagnosis[/]")
+        raise
+    return res.report
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def _print(report: dict[str, Any], as_json: bool) -> None:
+    from edgeslim.utils.console import err, human, out, table
+
+    if as_json:
+        import json
+
+        from edgeslim.utils.io import to_jsonable
+
+        click.echo(json.dumps(to_jsonable(report), indent=2))
+    else:
+        acc = report["accuracy"]
+        rows = [
+            [
+                "test accuracy",
+                _pct(acc["trained"]),
+                _pct(acc.get("slim")),
+                f"{acc.get('slim', 0) - acc['trained']:+.2%}",
+            ],
+        ]
+        for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
+            if key in report:
+                d = report[key]
+                rows.append([label, human(d["dense"]), human(d["slim"]), f"-{d.get('removed_frac', 0):.1%}"])
+        s = report["slimming"]
+        title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, lambda {s['lam']:.3g}, beta {s['beta']:g}"
+        out.print(table(title, ["", "trained (dense)", "slim", "change"], rows))
+        layer_rows = [
+            [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
+        ]
+        out.print(table("BN layers", ["layer", "channels", "nonzero", "after surgery"], layer_rows))
+        if "verify" in report:
+            v = report["verify"]
+            out.print(
+                f"surgery check: max |logit diff| {v['max_abs_diff']:.3g}, top-1 agreement {v['top1_agreement']:.2%}"
+            )
+    msg = report.get("collapse", {}).get("message")
+    if msg:
+        err.print(f"[yellow]warning:[/] {msg}")

@@ -1,0 +1,323 @@
+"""One-round proximal network slimming as a Python API: train, finalize, surgery, report.
+
+>>> bundle = load_dataset("fashion-mnist", subset=8000)
+>>> res = slim_model(create_model(bundle.spec_for("vgg-small")), bundle.spec_for("vgg-small"),
+...                  bundle, TrainConfig(epochs=5), SlimSettings(lam=0.1), out_dir="runs/slim")
+>>> res.report["accuracy"], res.report["channels"]
+
+Outputs in ``out_dir``: ``model.pt`` (slim checkpoint with its surgery recipe), ``trained.pt``
+(the dense network with exact zero scales), ``report.json``, ``channels.png``,
+``gamma_hist.png``, and the trainer's ``train/`` folder (epoch checkpoints for ``--resume``,
+``log.jsonl``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.prox import DEFAULT_BETA, DEFAULT_LAMBDA, ProximalSlimming, lambda_for_shrink
+from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.train.config import TrainConfig
+from edgeslim.train.schedule import LRSchedule
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from edgeslim.data import DataBundle
+    from edgeslim.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
+
+TRAIN_DIR = "train"
+SLIM_FILE = "model.pt"
+TRAINED_FILE = "trained.pt"
+REPORT_FILE = "report.json"
+#: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
+CHANCE_FACTOR = 1.5
+
+
+class CollapseError(EdgeslimError):
+    """Slimming collapsed the network (accuracy at chance); outputs were written for diagnosis."""
+
+
+@dataclass
+class SlimSettings:
+    """Proximal-slimming hyper-parameters (``lam`` or ``shrink``; see docs/slimming.md)."""
+
+    lam: float | None = None
+    shrink: float | None = None
+    beta: float = DEFAULT_BETA
+    penalty: str = "l1"
+    params: dict[str, float] = field(default_factory=dict)
+    round_to: int = 1
+    #: find coupled BN groups with surgery's graph (group penalties, never-empty units)
+    coupled: bool = True
+    calib_batches: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SlimResult:
+    """What :func:`slim_model` returns."""
+
+    trained: nn.Module
+    slim: nn.Module | None
+    recipe: dict[str, Any] | None
+    report: dict[str, Any]
+
+
+def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
+    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
+    n = len(bundle.train_y)
+    return max(n // batch_size, 1) if n >= batch_size else 1
+
+
+def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
+    """The lr of every iteration of a run with ``config`` and ``steps`` iterations per epoch."""
+    sched = LRSchedule(
+        None,  # type: ignore[arg-type]  # only lr_at() is used
+        config.lr, config.epochs * steps, config.schedule,
+        warmup_steps=int(round(config.warmup_epochs * steps)),
+        milestones=config.milestones, gamma=config.lr_gamma,
+    )  # fmt: skip
+    return [sched.lr_at(t) for t in range(config.epochs * steps)]
+
+
+def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
+    """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``."""
+    if settings.lam is not None and settings.shrink is not None:
+        raise EdgeslimError("give --lambda or --shrink, not both")
+    if settings.shrink is not None:
+        lrs = planned_lrs(config, steps_per_epoch(bundle, config.batch_size))
+        return lambda_for_shrink(settings.shrink, lrs, settings.beta)
+    return DEFAULT_LAMBDA if settings.lam is None else float(settings.lam)
+
+
+def _calib(bundle: DataBundle, n_batches: int, device: torch.device) -> list[torch.Tensor]:
+    out = []
+    for i, (x, _) in enumerate(
+        bundle.loader("train", 128, shuffle=True, augment=False, seed=1, device=device)
+    ):
+        if i >= n_batches:
+            break
+        out.append(x)
+    return out
+
+
+def _bn_channels(model: nn.Module) -> int:
+    return sum(int(m.weight.numel()) for _, m in bn_layers(model))
+
+
+def slim_model(
+    model: nn.Module,
+    spec: ModelSpec,
+    bundle: DataBundle,
+    config: TrainConfig,
+    settings: SlimSettings | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    progress: Progress | None = None,
+    resume: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> SlimResult:
+    """Train ``model`` with proximal slimming, set gamma <- xi, cut the zero channels out, report.
+
+    ``config`` is the training configuration (its ``method`` is ignored: the proximal hook
+    is added here). With ``out_dir`` the files listed in the module doc are written. A
+    collapse to chance accuracy raises :class:`CollapseError` after the files are written.
+    """
+    from edgeslim.train.distributed import resolve_device
+    from edgeslim.train.evaluate import evaluate
+    from edgeslim.train.trainer import fit
+
+    settings = settings or SlimSettings()
+    if not bn_layers(model):
+        raise EdgeslimError(
+            f"model {spec.arch!r} has no BatchNorm layers; network slimming prunes channels by their BN "
+            "scales (use a model with BN after each conv)"
+        )
+    if settings.round_to < 1:
+        raise EdgeslimError(f"--round-to must be >= 1, got {settings.round_to}")
+    lam = resolve_lambda(settings, config, bundle)
+    device = resolve_device(config.device)
+    model.to(device)
+    example = torch.zeros(1, *spec.input_shape, device=device)
+    groups = None
+    if settings.coupled:
+        from edgeslim.sparsity.prox import coupled_bn_groups
+
+        groups = coupled_bn_groups(model, example)
+    slimmer = ProximalSlimming(
+        model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups, **settings.params
+    )
+    out = Path(out_dir) if out_dir is not None else None
+    run_meta = {
+        **(meta or {}),
+        "method": "proximal",
+        "slimming": {**settings.to_dict(), "lam": lam},
+    }
+    train_cfg = config.replace(method="baseline", method_args={}, stage="slim")
+    res = fit(
+        model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer],
+        progress=progress, resume=resume, meta=run_meta, write_report=False,
+    )  # fmt: skip
+    fin = slimmer.finalize(model)
+    model.eval()
+    ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
+    report: dict[str, Any] = {
+        "arch": spec.arch,
+        "data": bundle.name,
+        "slimming": {**settings.to_dict(), "lam": lam},
+        "train": {**res.summary(), "config": train_cfg.to_dict()},
+        "accuracy": {
+            "before_finalize": res.test_accuracy,
+            "trained": ev_trained["accuracy"],
+        },
+        "finalize": fin.to_dict(),
+    }
+    slim: nn.Module | None = None
+    recipe: dict[str, Any] | None = None
+    try:
+        from edgeslim.surgery import prune_with_report
+    except ImportError:  # pragma: no cover - surgery is part of the package
+        prune_with_report = None  # type: ignore[assignment]
+    dense_channels = _bn_channels(model)
+    per_layer = {row["name"]: row for row in fin.layers}
+    if prune_with_report is not None:
+        calib = _calib(bundle, settings.calib_batches, device)
+        pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib)
+        slim, recipe = pr.model, pr.recipe
+        ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)
+        report["accuracy"]["slim"] = ev_slim["accuracy"]
+        report["params"] = {"dense": pr.report["params_before"], "slim": pr.report["params_after"]}
+        report["macs"] = {"dense": pr.report["macs_before"], "slim": pr.report["macs_after"]}
+        slim_bn = {n: int(m.weight.numel()) for n, m in bn_layers(slim)}
+        for name, row in per_layer.items():
+            row["after_surgery"] = slim_bn.get(name, 0)
+        report["channels"] = {"dense": dense_channels, "slim": sum(slim_bn.values()), "zero": fin.zeroed}
+        report["surgery"] = {k: v for k, v in pr.report.items() if k != "layers"}
+        report["surgery_layers"] = pr.report["layers"]
+        report["verify"] = {
+            "max_abs_diff": pr.report["max_abs_diff"],
+            "top1_agreement": pr.report["top1_agreement"],
+        }
+    else:  # pragma: no cover
+        report["accuracy"]["slim"] = ev_trained["accuracy"]
+        report["channels"] = {
+            "dense": dense_channels,
+            "slim": dense_channels - fin.zeroed,
+            "zero": fin.zeroed,
+        }
+        report["note"] = "channel surgery unavailable: the masked network was evaluated"
+    report["layers"] = list(per_layer.values())
+    for key in ("params", "macs", "channels"):
+        if key in report and report[key]["dense"]:
+            report[key]["removed_frac"] = 1.0 - report[key]["slim"] / report[key]["dense"]
+    report["collapse"] = collapse_check(report, fin.restored, bundle.num_classes)
+
+    if out is not None:
+        from edgeslim.checkpoint import save_model
+        from edgeslim.utils.io import write_json
+
+        save_model(
+            out / TRAINED_FILE, model, spec, meta={**run_meta, "stage": "trained", "accuracy": ev_trained}
+        )
+        if slim is not None:
+            save_model(
+                out / SLIM_FILE, slim, spec, recipe=recipe,
+                meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
+            )  # fmt: skip
+        report["plots"] = plot_report(report, _gammas(model), out)
+        write_json(out / REPORT_FILE, report)
+    if report["collapse"]["collapsed"]:
+        raise CollapseError(report["collapse"]["message"])
+    return SlimResult(model, slim, recipe, report)
+
+
+def _gammas(model: nn.Module) -> torch.Tensor:
+    return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
+
+
+def collapse_check(report: dict[str, Any], restored: list[list[str]], num_classes: int) -> dict[str, Any]:
+    """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which."""
+    acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
+    chance = 1.0 / max(num_classes, 1)
+    at_chance = acc < CHANCE_FACTOR * chance
+    lam = report["slimming"]["lam"]
+    msg = ""
+    zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
+    if at_chance and zero_frac < 0.5 and not restored:
+        msg = (
+            f"the slimmed network is at chance accuracy ({acc:.1%}) with only {zero_frac:.0%} of channels "
+            "zero: training did not learn; train longer (--epochs, --subset) or check --lr"
+        )
+    elif at_chance:
+        msg = (
+            f"slimming collapsed the network: test accuracy {acc:.1%} is at chance ({chance:.0%}), "
+            f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; "
+            f"lower --lambda (now {lam:.3g}, try {lam / 3:.3g}) or --shrink"
+        )
+    elif restored:
+        msg = (
+            f"the prox emptied {len(restored)} layer group(s) ({', '.join('+'.join(u) for u in restored[:3])}); "
+            "their strongest channel was kept; a smaller --lambda keeps more"
+        )
+    return {"collapsed": at_chance, "emptied": restored, "message": msg}
+
+
+def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:
+    """``channels.png`` (channels kept per BN layer) and ``gamma_hist.png`` (|gamma| histogram)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeslim.utils.io import atomic_path
+
+    files = {}
+    rows = report["layers"]
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
+    x = range(len(rows))
+    ax.bar(x, [r["channels"] for r in rows], color="#d0d0d0", label="dense")
+    kept = [r.get("after_surgery", r["kept"]) for r in rows]
+    ax.bar(x, kept, color="#2a7ab0", label="kept")
+    ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("BN channels")
+    ch = report["channels"]
+    ax.set_title(f"{report['arch']}: {ch['slim']}/{ch['dense']} channels kept", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out / "channels.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    files["channels"] = "channels.png"
+
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    nz = gammas[gammas > 0].numpy()
+    zeros = int((gammas == 0).sum())
+    if nz.size:
+        lo = max(float(nz.min()), 1e-6)
+        bins = torch.logspace(math.log10(lo), math.log10(max(float(nz.max()), lo * 10)), 40).numpy()
+        ax.hist(nz, bins=bins, color="#2a7ab0")
+        ax.set_xscale("log")
+    ax.set_xlabel("|gamma| (nonzero)")
+    ax.set_ylabel("channels")
+    ax.set_title(f"BN scales after finalize: {zeros} exactly zero, {nz.size} nonzero", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out / "gamma_hist.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    files["gamma_hist"] = "gamma_hist.png"
+    return files
