@@ -77,3 +77,21 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+@torch.no_grad()
+def average_buffers(model: torch.nn.Module) -> None:
+    """Average floating buffers (BN running statistics) over ranks; others come from rank 0.
+
+    DDP broadcasts rank 0's buffers before each forward, so after the last forward of an
+    epoch every rank has its own running statistics; this makes them one (and uses all shards).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf)
+            buf.div_(world)
+        else:
+            dist.broadcast(buf, src=0)

@@ -20,7 +20,13 @@ from torch import nn
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.train.config import TrainConfig
-from edgeslim.train.distributed import all_reduce_sum, barrier, init_distributed, resolve_device
+from edgeslim.train.distributed import (
+    all_reduce_sum,
+    average_buffers,
+    barrier,
+    init_distributed,
+    resolve_device,
+)
 from edgeslim.train.evaluate import evaluate
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.methods import create_method
@@ -294,7 +300,7 @@ def fit(
                     else "no checkpoint of this run was written"
                 )
                 raise NonFiniteLossError(
-                    f"training diverged: the loss is {float(loss):g} at epoch {epoch + 1}, step {i + 1} "
+                    f"training diverged: the loss is {float(loss.detach()):g} at epoch {epoch + 1}, step {i + 1} "
                     f"(lr {lr:g}); lower --lr or add --warmup-epochs; {last}"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -315,6 +321,7 @@ def fit(
             seen += len(y)
             if task is not None:
                 progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
+        average_buffers(model)
         tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank,

@@ -1,0 +1,199 @@
+"""Trainer building blocks: schedule, config, method registry, subgradient slimming, threshold prune,
+mask hook, evaluate, fit on real data (sklearn digits / Fashion-MNIST subsets)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.data import load_dataset
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import create_model
+from edgeslim.sparsity.subgradient import MaskHook, SubgradientHook, bn_layers, threshold_prune
+from edgeslim.train import methods
+from edgeslim.train.config import TrainConfig
+from edgeslim.train.evaluate import evaluate, predict
+from edgeslim.train.hooks import HookList, TrainHook
+from edgeslim.train.schedule import LRSchedule
+from edgeslim.train.trainer import NonFiniteLossError, fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", subset=512, test_subset=200)
+
+
+def _opt(lr=1.0):
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_schedule_warmup_cosine_and_step():
+    s = LRSchedule(_opt(), 0.1, 100, "cosine", warmup_steps=10)
+    assert s.lr_at(0) == pytest.approx(0.01) and s.lr_at(9) == pytest.approx(0.1)
+    assert s.lr_at(10) == pytest.approx(0.1)
+    assert s.lr_at(55) == pytest.approx(0.05)
+    assert s.lr_at(99) < 0.001
+    st = LRSchedule(_opt(), 0.1, 100, "step", milestones=(0.5, 0.75), gamma=0.1)
+    assert [st.lr_at(t) for t in (0, 49, 50, 74, 75, 99)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+    )
+    st.step_count = 60
+    assert st.apply() == pytest.approx(0.01) and st.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    s2 = LRSchedule(_opt(), 0.1, 100)
+    s2.load_state_dict(st.state_dict())
+    assert s2.step_count == 60
+
+
+def test_config_validation_and_roundtrip():
+    c = TrainConfig(epochs=3, milestones=[0.3, 0.6], method="subgradient", method_args={"lam": 1e-4})
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    for bad in ({"lr": 0}, {"schedule": "poly"}, {"milestones": (0.8, 0.2)}, {"batch_size": 0},
+                {"momentum": 0.0, "nesterov": True}, {"label_smoothing": 1.0}):  # fmt: skip
+        with pytest.raises(EdgeslimError):
+            TrainConfig(**bad)
+    with pytest.raises(EdgeslimError, match="unknown training config"):
+        TrainConfig.from_dict({"epochs": 1, "bogus": 2})
+
+
+def test_method_registry():
+    model = create_model("vgg-small")
+    assert {"baseline", "subgradient"} <= set(methods.list_methods())
+    assert methods.create_method("baseline", model) is None
+    assert isinstance(methods.create_method("subgradient", model, lam=1e-3), SubgradientHook)
+    with pytest.raises(EdgeslimError, match="unknown training method 'nope'"):
+        methods.create_method("nope", model)
+    with pytest.raises(EdgeslimError, match="bad arguments"):
+        methods.create_method("subgradient", model, lamda=1)
+
+
+def test_method_modules_absent_vs_broken(tmp_path, monkeypatch):
+    """A method module that does not exist is skipped; one whose own import fails is reported."""
+    (tmp_path / "es_broken_methods.py").write_text("import es_no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(methods, "_loaded", False)
+    monkeypatch.setattr(methods, "METHOD_MODULES", ("es_absent_methods_module",))
+    assert "baseline" in methods.list_methods()
+    monkeypatch.setattr(methods, "_loaded", False)
+    monkeypatch.setattr(methods, "METHOD_MODULES", ("es_broken_methods",))
+    with pytest.raises(ModuleNotFoundError, match="es_no_such_dependency_xyz"):
+        methods.list_methods()
+    sys.modules.pop("es_broken_methods", None)
+
+
+def test_subgradient_adds_lambda_sign_gamma():
+    torch.manual_seed(0)
+    model = create_model("vgg-small", in_channels=1, input_size=(8, 8))
+    with torch.no_grad():
+        for _, bn in bn_layers(model):
+            bn.weight.uniform_(-1, 1)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    base = [bn.weight.grad.clone() for _, bn in bn_layers(model)]
+    SubgradientHook(model, lam=0.01).after_backward(model, _opt())
+    for (_, bn), g in zip(bn_layers(model), base):
+        assert torch.equal(bn.weight.grad, g + 0.01 * torch.sign(bn.weight.detach()))
+
+
+def test_subgradient_training_shrinks_gammas(digits):
+    spec = digits.spec_for("vgg-small")
+    means = {}
+    for method, args in (("baseline", {}), ("subgradient", {"lam": 5e-3})):
+        torch.manual_seed(0)
+        model = create_model(spec)
+        cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, method=method, method_args=args, device="cpu")
+        res = fit(model, digits, cfg)
+        means[method] = torch.cat([bn.weight.detach().abs() for _, bn in bn_layers(model)]).mean().item()
+        if method == "subgradient":
+            assert "gamma_mean" in res.history[-1]
+    # 8 steps of lr 0.05 * lam 5e-3 move every gamma by up to 2e-3 towards zero
+    assert means["subgradient"] < means["baseline"] - 5e-4
+
+
+def test_threshold_prune_zeroes_smallest_fraction_never_a_whole_layer():
+    torch.manual_seed(0)
+    model = create_model("vgg-small")
+    layers = bn_layers(model)
+    with torch.no_grad():
+        for i, (_, bn) in enumerate(layers):
+            bn.weight.copy_(torch.rand(bn.num_features) * (-1) ** i)
+            bn.bias.uniform_(0.1, 1.0)
+        layers[0][1].weight.mul_(1e-3)  # the whole first layer is under the threshold
+    allg = torch.cat([bn.weight.detach().abs() for _, bn in layers])
+    ratio = 0.3
+    res = threshold_prune(model, ratio)
+    zero = torch.cat([(bn.weight == 0) & (bn.bias == 0) for _, bn in layers])
+    assert res["total"] == allg.numel() == 448
+    assert int(zero.sum()) == res["pruned"]
+    first_kept = int(res["masks"][layers[0][0]].sum())
+    assert first_kept == 1  # the layer kept its single largest channel
+    # all but that one of the round(0.3 * 448) smallest channels went
+    assert res["pruned"] == round(ratio * 448) - 1
+    kept_min = allg[~zero].sort().values[1]  # [0] is layer 0's rescued channel
+    assert allg[zero].max() <= kept_min
+    assert layers[0][1].weight[res["masks"][layers[0][0]]].abs().item() == allg[:32].max().item()
+    with pytest.raises(EdgeslimError, match="prune-ratio"):
+        threshold_prune(model, 1.0)
+
+
+def test_mask_hook_keeps_pruned_channels_zero_through_training(digits):
+    torch.manual_seed(0)
+    model = create_model(digits.spec_for("vgg-small"))
+    res = threshold_prune(model, 0.5)
+    hook = MaskHook(model)
+    assert all(torch.equal(hook.masks[k], res["masks"][k]) for k in res["masks"])
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4, device="cpu")
+    fit(model, digits, cfg, hooks=[hook])
+    for name, bn in bn_layers(model):
+        gone = ~res["masks"][name]
+        assert torch.all(bn.weight[gone] == 0) and torch.all(bn.bias[gone] == 0)
+        assert torch.all(bn.weight[~gone] != 0)
+    state = HookList([hook]).state_dict()
+    fresh = MaskHook(model, masks={k: torch.ones_like(v) for k, v in res["masks"].items()})
+    HookList([fresh]).load_state_dict(state)
+    assert all(torch.equal(fresh.masks[k], res["masks"][k]) for k in res["masks"])
+
+
+def test_evaluate_matches_predict_and_training_learns(digits):
+    torch.manual_seed(0)
+    model = create_model(digits.spec_for("vgg-small"))
+    res = fit(model, digits, TrainConfig(epochs=2, batch_size=32, lr=0.05, device="cpu"))
+    ev = evaluate(model, digits, "test", batch_size=64)
+    pred, label = predict(model, digits, "test", batch_size=50)
+    assert ev["n"] == len(label) == 200
+    assert ev["accuracy"] == pytest.approx((pred == label).float().mean().item())
+    assert ev["accuracy"] == pytest.approx(res.test_accuracy)
+    assert ev["accuracy"] > 0.5  # chance is 0.1
+    assert math.isfinite(ev["loss"]) and len(res.history) == 2
+
+
+class _Poison(TrainHook):
+    """Puts a NaN into the first conv at the first step of epoch 2, after noting model.pt's bytes."""
+
+    name = "poison"
+
+    def __init__(self, ckpt, steps_per_epoch):
+        self.ckpt, self.spe, self.steps, self.saved = ckpt, steps_per_epoch, 0, None
+
+    def after_step(self, model, optimizer):
+        self.steps += 1
+        if self.steps == self.spe + 1:
+            self.saved = self.ckpt.read_bytes()
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
+    spec = digits.spec_for("vgg-small")
+    model = create_model(spec)
+    poison = _Poison(tmp_path / "model.pt", steps_per_epoch=512 // 64)
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, device="cpu")
+    with pytest.raises(NonFiniteLossError) as ei:
+        fit(model, digits, cfg, tmp_path, spec=spec, hooks=[poison])
+    msg = str(ei.value)
+    assert "\n" not in msg and "epoch 2" in msg and "last good checkpoint" in msg
+    assert poison.saved is not None and (tmp_path / "model.pt").read_bytes() == poison.saved
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1

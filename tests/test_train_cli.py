@@ -1,0 +1,144 @@
+"""`edgeslim train` end to end: command shape, three-stage slimming, bad inputs, kill + resume bit-for-bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeslim.checkpoint import load_model, save_model
+from edgeslim.cli import main
+from edgeslim.models import create_model
+from edgeslim.models.registry import ModelSpec
+from edgeslim.sparsity.subgradient import bn_layers
+
+SMALL = ["--subset", "256", "--test-subset", "128", "--batch-size", "64"]
+
+
+def _env() -> dict[str, str]:
+    # the same thread count in every process: float sums must be reproducible across runs
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgeslim", "train", *args]
+
+
+def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
+    out = tmp_path / "ns"
+    rc = main(["train", "--arch", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, *SMALL,
+               "--epochs", "1", "--method", "subgradient", "--lambda", "1e-4", "--prune-ratio", "0.5",
+               "--finetune-epochs", "1", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    saved = json.loads((out / "report.json").read_text())
+    assert report == saved
+    assert report["method"] == "subgradient"
+    for key in ("accuracy_before_prune", "accuracy_after_prune", "accuracy_after_finetune"):
+        assert 0.0 <= report[key] <= 1.0
+    assert report["stages"]["pruned"]["pruned_channels"] == 224 == report["bn_channels_zero"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [("train", 1), ("finetune", 1)]
+    assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "gamma_mean"} <= set(log[0])
+    loaded = load_model(out / "model.pt")
+    assert loaded.kind == "checkpoint" and loaded.spec.in_channels == 1
+    zero = sum(int(((m.weight == 0) & (m.bias == 0)).sum()) for _, m in bn_layers(loaded.model))
+    assert zero == 224  # fine-tuning kept the pruned channels at zero
+    assert loaded.train_state["stage"] == "finetune"
+    assert (out / "trained.pt").is_file()
+    # a second run into the same directory is refused without --force, files untouched
+    before = (out / "model.pt").read_bytes()
+    rc = main(["train", "--arch", "vgg-small", "--data", "fashion-mnist", "--out", str(out)])
+    assert rc == 2 and "--force" in capsys.readouterr().err
+    assert (out / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--arch", "vgg-smol", "--data", "digits"], "unknown architecture 'vgg-smol'"),
+        (["--arch", "vgg-small", "--data", "fashion-mnits"], "unknown data set"),
+        (["--arch", "vgg-small", "--data", "digits", "--lambda", "1e-4"], "--method subgradient"),
+        (["--arch", "vgg-small", "--data", "digits", "--finetune-epochs", "2"], "--prune-ratio"),
+        (["--arch", "vgg-small", "--data", "digits", "--method", "prx"], "unknown training method"),
+        (["--arch", "vgg-small", "--data", "digits", "--lr", "-1"], "--lr must be > 0"),
+        (["--data", "digits"], "--arch"),
+    ],
+)
+def test_bad_input_one_line(tmp_path, capsys, args, needle):
+    rc = main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in " ".join(err.split())
+    assert "Traceback" not in err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_unwritable_out_and_channel_mismatch(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    rc = main(["train", "--arch", "vgg-small", "--data", "digits", "--out", str(blocker / "sub")])
+    assert rc == 2 and "cannot create directory" in capsys.readouterr().err
+    assert blocker.read_text() == "mine"
+    # a 3-channel model as --init for 1-channel digits
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=3, input_size=(32, 32))
+    save_model(tmp_path / "rgb.pt", create_model(spec), spec)
+    rc = main(["train", "--arch", "vgg-small", "--data", "digits", "--init", str(tmp_path / "rgb.pt"),
+               "--out", str(tmp_path / "o")])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "3-channel input" in err and "1 channel" in err
+    rc = main(["train", "--resume", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_help_lists_the_options():
+    r = subprocess.run(_cli("--help"), capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 0
+    for opt in ("--arch", "--data", "--epochs", "--out", "--resume", "--force", "--json", "--prune-ratio"):
+        assert opt in r.stdout
+
+
+@pytest.mark.slow
+def test_kill_and_resume_is_bit_for_bit(tmp_path, fmnist_dir):
+    args = ["--arch", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "384",
+            "--test-subset", "64", "--batch-size", "64", "--epochs", "3", "--method", "subgradient",
+            "--lambda", "1e-3", "--warmup-epochs", "0.5"]  # fmt: skip
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    r = subprocess.run(
+        _cli(*args, "--out", str(full)), capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen(_cli(*args, "--out", str(cut)), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    log = cut / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL  # killed mid-run, not finished
+    state = torch.load(cut / "model.pt", weights_only=True)["train_state"]
+    assert state["epoch"] == 1 and len(log.read_text().splitlines()) == 1
+    r = subprocess.run(_cli("--resume", str(cut / "model.pt"), "--out", str(cut)), capture_output=True,
+                       text=True, env=_env(), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    a = torch.load(full / "model.pt", weights_only=True)
+    b = torch.load(cut / "model.pt", weights_only=True)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    for sa, sb in zip(
+        a["train_state"]["optimizer"]["state"].values(), b["train_state"]["optimizer"]["state"].values()
+    ):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    la = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r.pop("time_s") > 0 for r in la + lb] and la == lb
