@@ -67,6 +67,9 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
 def _output_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
     shapes: dict[str, list[int]] = {}
     hooks = []
+    if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: just check that it runs
+        model(x)
+        return shapes
     for name, m in model.named_modules():
         if name and not any(True for _ in m.children()):
 
@@ -114,6 +117,13 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return macs
 
 
+def _set_mode(model: nn.Module, training: bool) -> None:
+    try:
+        model.train(training)
+    except NotImplementedError:  # torch.export modules keep the mode they were exported in
+        pass
+
+
 def count_model(
     model: nn.Module, input_shape: tuple[int, ...] | list[int], counter: str = "auto"
 ) -> ModelStats:
@@ -124,10 +134,14 @@ def count_model(
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise EdgeslimError(f"input shape must be C,H,W with positive sizes, got {','.join(map(str, shape))}")
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    if counter == "auto" and scripted:
+        counter = "flop_counter"  # fvcore hooks modules, which TorchScript does not allow
     if counter == "auto":
         try:
-            import fvcore.nn  # noqa: F401
-
+            with warnings.catch_warnings():  # fvcore's import warns about torch.jit's deprecation
+                warnings.simplefilter("ignore")
+                import fvcore.nn  # noqa: F401
             counter = "fvcore"
         except ImportError:
             counter = "flop_counter"
@@ -138,7 +152,7 @@ def count_model(
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
     was_training = model.training
-    model.eval()
+    _set_mode(model, False)
     try:
         with torch.no_grad():
             try:
@@ -156,7 +170,7 @@ def count_model(
             else:
                 raise ValueError(f"unknown counter {counter!r}")
     finally:
-        model.train(was_training)
+        _set_mode(model, was_training)
     rows = []
     for name, m in model.named_modules():
         if not name or any(True for _ in m.children()):
@@ -165,9 +179,8 @@ def count_model(
         if params == 0 and macs.get(name, 0) == 0:
             continue
         cin, cout = _channels(m)
-        rows.append(
-            LayerRow(name, type(m).__name__, params, int(macs.get(name, 0)), cin, cout, shapes.get(name))
-        )
+        kind = (getattr(m, "original_name", None) if scripted else None) or type(m).__name__
+        rows.append(LayerRow(name, kind, params, int(macs.get(name, 0)), cin, cout, shapes.get(name)))
     return ModelStats(
         input_shape=shape,
         params=sum(q.numel() for q in model.parameters()),

@@ -1,0 +1,150 @@
+"""``edgeslim info``: parameters, MACs (total and per layer) and BN scale statistics of a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeslim.errors import EdgeslimError
+
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
+
+
+def parse_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``"3,32,32"`` -> ``(3, 32, 32)``."""
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise EdgeslimError(
+            f"--input-shape must be C,H,W with positive integers (e.g. 3,32,32), got {text!r}"
+        )
+    return parts  # type: ignore[return-value]
+
+
+def looks_like_file(target: str) -> bool:
+    return Path(target).exists() or target.endswith(MODEL_SUFFIXES) or "/" in target
+
+
+def resolve(target: str, data: str | None, shape: tuple[int, int, int] | None, num_classes: int | None,
+            trust_pickle: bool) -> tuple[Any, dict[str, Any], tuple[int, int, int]]:  # fmt: skip
+    """(model, description, input shape) for a model file or an architecture name."""
+    from edgeslim.data import dataset_shape
+
+    dshape = dataset_shape(data) if data else None
+    if looks_like_file(target):
+        from edgeslim.checkpoint import load_model
+
+        loaded = load_model(target, trust_pickle=trust_pickle)
+        desc: dict[str, Any] = {"model": str(loaded.path), "kind": loaded.kind}
+        if loaded.spec is not None:
+            desc["arch"] = loaded.spec.arch
+            desc["pruned"] = bool(loaded.recipe)
+        desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
+        in_shape = (
+            shape or (dshape[:3] if dshape else None) or (loaded.spec.input_shape if loaded.spec else None)
+        )
+        if in_shape is None:
+            raise EdgeslimError(
+                f"{target} is a {loaded.kind} file without an input shape; pass --input-shape C,H,W or --data"
+            )
+        return loaded.model, desc, tuple(in_shape)  # type: ignore[return-value]
+    from edgeslim.models import ModelSpec, create_model
+
+    if dshape is None and data is not None and shape is None:
+        raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
+    c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
+    classes = num_classes or (dshape[3] if dshape else 10)
+    spec = ModelSpec(target, classes, c, (h, w))
+    return create_model(spec), {"model": target, "kind": "architecture", "num_classes": classes}, (c, h, w)
+
+
+def gather(target: str, data: str | None = None, input_shape: str | None = None, num_classes: int | None = None,
+           trust_pickle: bool = False, counter: str = "auto") -> dict[str, Any]:  # fmt: skip
+    """Everything ``edgeslim info`` shows, as a JSON-able dict."""
+    from edgeslim.counting import bn_stats, count_model
+
+    model, desc, shape = resolve(target, data, parse_shape(input_shape), num_classes, trust_pickle)
+    stats = count_model(model, shape, counter=counter)
+    bn = bn_stats(model)
+    return {**desc, **stats.to_dict(), "bn": bn.to_dict()}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", metavar="MODEL_OR_ARCH", required=False)
+@click.option(
+    "--data", "data_name", help="Data set whose input shape and classes to use (e.g. fashion-mnist)."
+)
+@click.option("--input-shape", help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32).")
+@click.option(
+    "--num-classes", type=int, help="Classes of an architecture built by name [from --data, else 10]."
+)
+@click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON on stdout.")
+@click.option("--list-models", is_flag=True, help="List every architecture name and exit.")
+@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs its code).")
+@click.option(
+    "--counter", type=click.Choice(["auto", "fvcore", "flop_counter"]), default="auto", show_default=True,
+    help="MAC counter: fvcore, or torch.utils.flop_counter.",
+)  # fmt: skip
+def info(
+    target, data_name, input_shape, num_classes, layers, as_json, list_models, trust_pickle, counter
+) -> None:
+    """Show parameters, MACs and BN scale statistics of MODEL_OR_ARCH.
+
+    MODEL_OR_ARCH is a model file (edgeslim checkpoint, TorchScript, torch.export .pt2) or an
+    architecture name such as vgg-small, resnet56 or tv:resnet18.
+    """
+    import json
+
+    from edgeslim.utils.console import human, out, table
+    from edgeslim.utils.io import to_jsonable
+
+    if list_models:
+        from edgeslim.models import list_models as names
+
+        all_names = names()
+        if as_json:
+            click.echo(json.dumps(all_names))
+        else:
+            zoo = [n for n in all_names if ":" not in n]
+            tv = [n for n in all_names if n.startswith("tv:")]
+            out.print(table("edgeslim zoo", ["architecture"], [[n] for n in zoo]))
+            out.print(f"torchvision ({len(tv)}): " + ", ".join(tv))
+        return
+    if not target:
+        raise EdgeslimError("give a model file or an architecture name (or --list-models)")
+    res = gather(target, data_name, input_shape, num_classes, trust_pickle, counter)
+    if as_json:
+        click.echo(json.dumps(to_jsonable(res), indent=2))
+        return
+    bn = res["bn"]
+    rows: list[list[Any]] = [["model", res["model"]], ["kind", res["kind"]]]
+    rows += [[k, res[k]] for k in ("arch", "pruned") if k in res]
+    rows += [
+        ["input (C,H,W)", ",".join(map(str, res["input_shape"]))],
+        ["parameters", f"{res['params']:,} ({human(res['params'])})"],
+        ["MACs", f"{res['macs']:,} ({human(res['macs'])})"],
+        ["BN layers / channels", f"{len(bn['layers'])} / {bn['channels']:,}"],
+        ["BN scales exactly zero", f"{bn['zeros']:,} ({100 * bn['zero_fraction']:.1f}%)"],
+    ]
+    if bn["channels"]:
+        rows.append(
+            [
+                "|gamma| min / median / max",
+                f"{bn['abs_min']:.3g} / {bn['abs_median']:.3g} / {bn['abs_max']:.3g}",
+            ]
+        )
+    out.print(table(f"edgeslim info ({res['counter']})", ["", "value"], rows))
+    if layers:
+        lrows = [[r["name"], r["type"], r["params"], r["macs"], r["in_channels"], r["out_channels"],
+                  "x".join(map(str, r["output_shape"] or []))] for r in res["layers"]]  # fmt: skip
+        out.print(table("layers", ["layer", "type", "params", "MACs", "in", "out", "output"], lrows))
+        brows = [[b["name"], b["channels"], b["zeros"], b["abs_min"], b["abs_median"], b["abs_max"]]
+                 for b in bn["layers"]]  # fmt: skip
+        out.print(table("BN scales |gamma|", ["layer", "channels", "zeros", "min", "median", "max"], brows))

@@ -1,0 +1,108 @@
+"""``edgeslim info`` on architecture names and model files, including the bad-input cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.checkpoint import save_model
+from edgeslim.cli import main
+from edgeslim.counting import count_model
+from edgeslim.models import ModelSpec, create_model
+
+
+def run_json(capsys, *args):
+    assert main(["info", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_arch_with_data(capsys):
+    res = run_json(capsys, "resnet20", "--data", "fashion-mnist")
+    assert res["input_shape"] == [1, 28, 28] and res["num_classes"] == 10
+    ref = count_model(create_model(ModelSpec("resnet20", 10, 1, (28, 28))), (1, 28, 28))
+    assert res["macs"] == ref.macs and res["params"] == ref.params
+    assert res["bn"]["channels"] == 688 and res["bn"]["zeros"] == 0
+    res = run_json(capsys, "vgg-small", "--input-shape", "3,32,32", "--num-classes", "100")
+    assert res["layers"][-1]["out_channels"] == 100 and res["input_shape"] == [3, 32, 32]
+
+
+def test_checkpoint_with_zero_scales(tmp_path, capsys):
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    model = create_model(spec)
+    with torch.no_grad():
+        model.features[1].weight[:7] = 0.0
+    path = save_model(tmp_path / "model.pt", model, spec, meta={"test_acc": 0.91})
+    res = run_json(capsys, str(path))
+    assert res["kind"] == "checkpoint" and res["arch"] == "vgg-small" and res["test_acc"] == 0.91
+    assert res["input_shape"] == [1, 28, 28]  # from the checkpoint's spec
+    assert res["bn"]["zeros"] == 7 and res["bn"]["layers"][0]["zeros"] == 7
+    assert main(["info", str(path), "--layers"]) == 0
+    text = capsys.readouterr().out
+    assert "BN scales exactly zero" in text and "features.0" in text and "7 (1.6%)" in text
+
+
+def test_torchscript_and_pickle(tmp_path, capsys):
+    model = create_model("resnet20").eval()
+    ts = tmp_path / "m.ts"
+    torch.jit.script(model).save(str(ts))
+    assert main(["info", str(ts)]) == 2
+    assert "without an input shape; pass --input-shape" in capsys.readouterr().err
+    res = run_json(capsys, str(ts), "--input-shape", "3,32,32")
+    assert res["kind"] == "torchscript" and res["macs"] == count_model(model, (3, 32, 32)).macs
+
+    pk = tmp_path / "whole.pt"
+    torch.save(model, pk)
+    assert main(["info", str(pk), "--input-shape", "3,32,32"]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    res = run_json(capsys, str(pk), "--input-shape", "3,32,32", "--trust-pickle")
+    assert res["kind"] == "pickle" and res["params"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["resnet21"], "unknown architecture 'resnet21'; did you mean resnet20"),
+        (["resnet20", "--data", "imagenet"], "unknown data set 'imagenet'"),
+        (["resnet20", "--input-shape", "3,32"], "--input-shape must be C,H,W"),
+        (["resnet20", "--data", "imagefolder"], "has no fixed image size; pass --input-shape"),
+        (["missing/model.pt"], "does not exist"),
+        ([], "give a model file or an architecture name"),
+    ],
+)
+def test_bad_input(args, message, capsys):
+    assert main(["info", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+def test_corrupt_file_and_channel_mismatch(tmp_path, capsys):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x80\x02 definitely not a checkpoint")
+    assert main(["info", str(bad)]) == 2
+    assert "model.pt" in capsys.readouterr().err
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    path = save_model(tmp_path / "grey.pt", create_model(spec), spec)
+    assert main(["info", str(path), "--data", "cifar10"]) == 2
+    assert "does not run on input 3,32,32" in capsys.readouterr().err
+
+
+def test_list_models(capsys):
+    names = json.loads(_out(capsys, ["info", "--list-models", "--json"]))
+    assert {"resnet164", "densenet40", "mobilenetv2", "tv:resnet18"} <= set(names)
+    assert "densenet40" in _out(capsys, ["info", "--list-models"])
+
+
+def _out(capsys, argv):
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_counts_a_model_without_bn(capsys, tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    path = tmp_path / "plain.ts"
+    torch.jit.script(model).save(str(path))
+    res = run_json(capsys, str(path), "--data", "fashion-mnist")
+    assert res["macs"] == 26 * 26 * 4 * 9 + 4 * 26 * 26 * 10 and res["bn"]["channels"] == 0
