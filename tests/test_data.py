@@ -82,6 +82,10 @@ def test_loader_shards_disjoint_equal(fm):
     # 7 ranks: padded to 602 by wrapping, equal length, every sample visited
     shards = [fm.loader("train", world_size=7, rank=r).indices() for r in range(7)]
     assert {len(s) for s in shards} == {86} and set(torch.cat(shards).tolist()) == set(range(600))
+    # evaluation shards: no padding, every test image exactly once
+    lds = [fm.loader("test", batch_size=16, world_size=7, rank=r, even_shards=False) for r in range(7)]
+    assert sorted(torch.cat([ld.indices() for ld in lds]).tolist()) == list(range(200))
+    assert sum(len(y) for ld in lds for _, y in ld) == 200
 
 
 def test_augmentation_is_batchwise_crop_and_flip(fm):

@@ -42,12 +42,19 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def shard_indices(n: int, world_size: int, rank: int, order: torch.Tensor | None) -> torch.Tensor:
+def shard_indices(
+    n: int, world_size: int, rank: int, order: torch.Tensor | None, even: bool = True
+) -> torch.Tensor:
     """DistributedSampler-like shard: pad to a multiple of ``world_size`` by wrapping, take every
-    ``world_size``-th index from ``rank``. All ranks get disjoint shards of equal length."""
+    ``world_size``-th index from ``rank``. All ranks get disjoint shards of equal length.
+
+    With ``even=False`` there is no padding: shard lengths differ by at most one, and every
+    sample is visited exactly once over all ranks (for exact evaluation)."""
     idx = torch.arange(n) if order is None else order
     if world_size == 1:
         return idx
+    if not even:
+        return idx[rank::world_size]
     total = -(-n // world_size) * world_size
     if total > n:
         reps = -(-total // n)
@@ -160,11 +167,14 @@ class DataBundle:
         world_size: int = 1,
         device: str | torch.device = "cpu",
         drop_last: bool = False,
+        even_shards: bool = True,
     ) -> BatchLoader:
         """Batches of ``(x float32 normalized [B,C,H,W], y int64 [B])``.
 
         ``shuffle`` and ``augment`` default to True for ``train`` and False for ``test``.
         The same ``(seed, epoch, rank, world_size)`` gives the same batches and augmentation.
+        ``even_shards=False`` (for evaluation) skips the padding that makes shards equal, so no
+        image is counted twice; shard lengths then differ by at most one.
         """
         is_train = split == "train"
         return BatchLoader(
@@ -172,6 +182,7 @@ class DataBundle:
             shuffle=is_train if shuffle is None else shuffle,
             augment=is_train if augment is None else augment,
             seed=seed, epoch=epoch, rank=rank, world_size=world_size, device=device, drop_last=drop_last,
+            even_shards=even_shards,
         )  # fmt: skip
 
 
@@ -198,6 +209,7 @@ class BatchLoader:
         world_size: int,
         device: str | torch.device,
         drop_last: bool,
+        even_shards: bool = True,
     ) -> None:
         if batch_size < 1:
             raise EdgeslimError(f"batch size must be >= 1, got {batch_size}")
@@ -212,7 +224,13 @@ class BatchLoader:
         n = len(bundle.train_y if split == "train" else bundle.test_y)
         if n == 0:
             raise EdgeslimError(f"{bundle.name} has no {split} images; check --subset and the data dir")
-        self.num_samples = -(-n // world_size) if world_size > 1 else n
+        self.even_shards = even_shards
+        if world_size == 1:
+            self.num_samples = n
+        elif even_shards:
+            self.num_samples = -(-n // world_size)
+        else:
+            self.num_samples = len(range(rank, n, world_size))
         self._n = n
 
     def __len__(self) -> int:
@@ -226,7 +244,7 @@ class BatchLoader:
         if self.shuffle:
             g = torch.Generator().manual_seed(mix_seed("order", self.seed, self.epoch))
             order = torch.randperm(self._n, generator=g)
-        return shard_indices(self._n, self.world_size, self.rank, order)
+        return shard_indices(self._n, self.world_size, self.rank, order, self.even_shards)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x_all, y_all = self.bundle.tensors(self.split, self.device)
