@@ -107,6 +107,10 @@ def export(**kw: Any) -> None:
             )
         elif isinstance(rep, str):
             rows.append([name, rep])
+    q = res.get("qdq")
+    if q:
+        rows.append(["INT8 Q/DQ vs FP32 (ORT)", f"top-1 agreement {100 * q['top1_agreement']:.2f}% on "
+                     f"{q['check_images']} held-out images, max|diff| {q['max_abs_diff']:.3g}"])  # fmt: skip
     for key, label in (("qdq", "INT8 Q/DQ ONNX"), ("calib_data", "calibration images"), ("engine", "TensorRT engine"),
                        ("trtexec_script", "trtexec script"), ("ort", "ORT mobile")):  # fmt: skip
         val = res.get(key)

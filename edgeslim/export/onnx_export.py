@@ -111,6 +111,7 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, 
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message="no signature found for")
         torch.onnx.export(
             model, (x,), str(f), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
