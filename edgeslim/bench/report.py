@@ -172,6 +172,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         f"{record['trials_requested']} trial(s) per model, each in a fresh process, order alternating. "
         f"Created {record['created']}.",
         "",
+        *([record["description"], ""] if record.get("description") else []),
         "## Latency (measured)",
         "",
         _md_table(LATENCY_COLS, latency_rows(record)),
@@ -251,11 +252,10 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             key = "device" if s.get("device") else "host"
             data.append(np.concatenate([r["samples"][str(b)][key] for r in runs]) * 1e3)
             names.append(label)
-        ax.violinplot(data, showmedians=True)
-        ax.set_xticks(range(1, len(names) + 1), names)
+        ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
         ax.set_yscale("log")
         ax.set_ylabel("latency per batch (ms)")
-        ax.set_title(f"batch {b} ({key} time)")
+        ax.set_title(f"batch {b} ({key} time; box p25-p75, whiskers p1-p99)", fontsize=9)
     fig.suptitle(f"measured latency, {record['backend']}")
     fig.tight_layout()
     written.append(_save(fig, out / "latency.png", atomic_path))
