@@ -194,6 +194,12 @@ def test_invalid_input_shape(bad, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("opset", [5, 99])
+def test_opset_out_of_range(tmp_path, opset):
+    with pytest.raises(EdgeslimError, match="out of range"):
+        export_onnx(create_model("vgg-small"), tmp_path / "x.onnx", (3, 32, 32), opset=opset)
+
+
 def test_shape_the_model_rejects(tmp_path):
     with pytest.raises(EdgeslimError, match="does not accept input"):
         export_onnx(create_model("vgg-small"), tmp_path / "x.onnx", (1, 32, 32))

@@ -58,7 +58,8 @@ def _load(model: str, trust_pickle: bool, input_shape: str | None) -> Any:
 @click.option(
     "--trt", is_flag=True, help="Build a TensorRT engine, or write a trtexec script if no tensorrt."
 )
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
+              help="TensorRT precision (int8 calibrates on real images of the data set).")  # fmt: skip
 @click.option("--workspace", default="1G", show_default=True, help="TensorRT workspace limit.")
 @click.option(
     "--engine", "engine_path", type=click.Path(path_type=Path), help="Engine [ONNX.<precision>.engine]."
