@@ -178,9 +178,9 @@ def test_cifar_zip_subset(cz, cifar_zip, cache):
     assert cz.class_names[:3] == ["airplane", "automobile", "bird"]
     assert torch.equal(cz.train_y.bincount(), torch.full((10,), 20)) and len(cz.test_y) == 100
     assert cz.mean == (0.4914, 0.4822, 0.4465)  # standard CIFAR-10 constants
-    # decoded once: one cache entry per split, and a second load reads it back unchanged
-    entries = sorted((cache / "arrays").glob("*.npy"))
-    assert len(entries) == 2
+    # decoded once into one cache entry; a second load reads it back unchanged
+    entries = sorted((cache / "arrays").glob("*.npz"))
+    assert len(entries) == 1
     again = load_dataset("cifar10", data_dir=cifar_zip, subset=200, test_subset=100, cache_dir=cache)
     assert torch.equal(again.train_x, cz.train_x) and torch.equal(again.test_y, cz.test_y)
     # imagefolder on the same zip: same pixels, constants computed from the training images
@@ -190,15 +190,34 @@ def test_cifar_zip_subset(cz, cifar_zip, cache):
     assert abs(xf[:, 0].mean().item() - f.mean[0]) < 1e-3 and abs(xf[:, 2].std().item() - f.std[2]) < 1e-3
 
 
-def test_corrupt_cache_is_rebuilt(cifar_zip, tmp_path):
-    load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
-    entries = list((tmp_path / "arrays").glob("*.npy"))
-    good = load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
+@pytest.fixture(scope="module")
+def small_zip(cifar_zip, tmp_path_factory):
+    """A zip of a small real tree (3 train images per class, 3 test cats and dogs), inside a top folder."""
+    import zipfile
+
+    d = tmp_path_factory.mktemp("small")
+    tree = _extract(cifar_zip, d / "tree" / "cifar-small")
+    out = d / "small.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        for f in sorted(tree.rglob("*.jpg")):
+            z.write(f, f.relative_to(tree.parent).as_posix())
+    return out
+
+
+def test_small_zip_in_top_folder(small_zip, tmp_path):
+    b = load_dataset("cifar10", data_dir=small_zip, cache_dir=tmp_path)
+    assert (len(b.train_y), len(b.test_y)) == (30, 6) and b.class_names[3] == "cat"
+
+
+def test_corrupt_cache_is_rebuilt(small_zip, tmp_path):
+    good = load_dataset("cifar10", data_dir=small_zip, subset=20, cache_dir=tmp_path)
+    entries = list((tmp_path / "arrays").glob("*.npz"))
+    assert len(entries) == 1
     for e in entries:
         e.write_bytes(b"garbage")
-    b = load_dataset("cifar10", data_dir=cifar_zip, subset=20, test_subset=10, cache_dir=tmp_path)
+    b = load_dataset("cifar10", data_dir=small_zip, subset=20, cache_dir=tmp_path)
     assert torch.equal(b.train_x, good.train_x)
-    assert all(np.load(e).shape[1:] == (3, 32, 32) for e in entries)
+    assert all(np.load(e)["train_x"].shape[1:] == (3, 32, 32) for e in entries)
 
 
 def _extract(zip_path, dest, per_class=3, grey=False):
@@ -239,7 +258,7 @@ def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
         g.check_spec(b.spec_for("vgg-small"))
 
 
-def test_imagefolder_bad_layouts(cifar_zip, tmp_path):
+def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
     flat = tmp_path / "flat"
     (flat / "cat").mkdir(parents=True)
     (flat / "cat" / "a.jpg").write_bytes(b"x")
@@ -259,7 +278,7 @@ def test_imagefolder_bad_layouts(cifar_zip, tmp_path):
     with pytest.raises(EdgeslimError, match="not a readable zip"):
         load_dataset("cifar10", data_dir=bad_zip, cache_dir=tmp_path / "c")
     with pytest.raises(EdgeslimError, match="has 10 class folders but cifar100 has 100"):
-        load_dataset("cifar100", data_dir=cifar_zip, subset=10, test_subset=10, cache_dir=tmp_path / "c")
+        load_dataset("cifar100", data_dir=small_zip, cache_dir=tmp_path / "c")
     with pytest.raises(EdgeslimError, match="needs --data-dir"):
         load_dataset("imagefolder")
 

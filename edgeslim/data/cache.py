@@ -2,7 +2,8 @@
 
 The key of an entry is the sha256 of a JSON description of what was decoded: the source's
 fingerprint (see :func:`fingerprint`), the split, the exact list of files, channels and size.
-Entries are ``.npy`` files (no pickle) written atomically into ``<cache_dir>/arrays/``.
+Entries are ``.npz`` files of named arrays (no pickle) written atomically into
+``<cache_dir>/arrays/``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,23 +56,26 @@ def cache_key(desc: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def cached_arrays(cache_dir: Path, desc: dict[str, Any], build: Callable[[], np.ndarray]) -> np.ndarray:
-    """Return the array described by ``desc`` from the cache, or ``build()`` it and store it.
+def cached_arrays(
+    cache_dir: Path, desc: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Return the named arrays described by ``desc`` from the cache, or ``build()`` and store them.
 
     A corrupt entry is rebuilt; an unwritable cache dir only costs the caching.
     """
-    path = Path(cache_dir) / "arrays" / f"{cache_key(desc)}.npy"
+    path = Path(cache_dir) / "arrays" / f"{cache_key(desc)}.npz"
     if path.is_file():
         try:
-            arr = np.load(path, allow_pickle=False)
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
             log.debug("cache hit %s", path)
-            return arr
-        except (OSError, ValueError) as exc:
+            return arrays
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             log.warning("ignoring corrupt cache entry %s (%s); rebuilding it", path, exc)
-    arr = build()
+    arrays = build()
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+            np.savez(f, **arrays)
     except OSError as exc:
         log.warning("cannot write cache %s (%s); continuing without it", path, exc)
-    return arr
+    return arrays

@@ -10,7 +10,6 @@ import io
 import logging
 import os
 import zipfile
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -47,7 +46,7 @@ class Tree:
                 for dp, _, fs in os.walk(root)
                 for f in fs
             ]
-        self.files = sorted(n for n in names if PurePosixPath(n).suffix.lower() in IMAGE_EXTS)
+        self.files = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
         self.prefix = self._find_prefix()
 
     def _find_prefix(self) -> str:
@@ -141,37 +140,45 @@ def probe(tree: Tree, first: str) -> tuple[int, tuple[int, int]]:
         ) from exc
 
 
-def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int | None = None,
-                      pad: int | None = None, hflip: bool = True):  # fmt: skip
-    """Read an ImageFolder tree (directory or zip) into a DataBundle, through the uint8 cache."""
-    tree = Tree(root)
+def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
+    """List, check and decode the (subset of the) tree: images, labels and class names."""
     train, test = tree.split("train"), tree.split("test")
     classes = sorted(train)
     if set(test) - set(classes):
         raise EdgeslimError(
-            f"{root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
+            f"{tree.root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
             "train/ and test/ must hold the same class folders"
         )
+    channels, size = probe(tree, train[classes[0]][0])
+    arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+    for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
+        names = [f for c in classes for f in listing.get(c, [])]
+        labels = np.array([i for i, c in enumerate(classes) for _ in listing.get(c, [])], dtype=np.int64)
+        ix = balanced_subset(labels, n, req.seed, len(classes))
+        arrays[f"{split}_x"] = decode_all(tree, [names[i] for i in ix], channels, size)
+        arrays[f"{split}_y"] = labels[ix]
+    log.info("%s: %d classes, %d train / %d test images decoded", tree.root, len(classes),
+             len(arrays["train_y"]), len(arrays["test_y"]))  # fmt: skip
+    return arrays
+
+
+def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int | None = None,
+                      pad: int | None = None, hflip: bool = True):  # fmt: skip
+    """Read an ImageFolder tree (directory or zip) into a DataBundle, through the uint8 cache.
+
+    The cache key is the tree's content fingerprint plus the subset request, so a cache hit
+    needs neither listing the tree nor decoding anything.
+    """
+    key = {"kind": "imagefolder", "source": fingerprint(root), "subset": req.subset,
+           "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
+    arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req))
+    classes = [str(c) for c in arrays["classes"]]
     if num_classes is not None and len(classes) != num_classes:
         raise EdgeslimError(
             f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "
             f"use --data imagefolder for other data"
         )
-    channels, size = probe(tree, train[classes[0]][0])
-    arrays: dict[str, np.ndarray] = {}
-    src_fp = fingerprint(root)
-    for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
-        names = [f for c in classes for f in listing.get(c, [])]
-        labels = np.array([i for i, c in enumerate(classes) for _ in listing.get(c, [])], dtype=np.int64)
-        ix = balanced_subset(labels, n, req.seed, len(classes))
-        chosen = [names[i] for i in ix]
-        key = {"kind": "imagefolder", "source": src_fp, "split": split, "files": chosen,
-               "channels": channels, "size": list(size)}  # fmt: skip
-        x = cached_arrays(req.cache_dir, key, lambda chosen=chosen: decode_all(tree, chosen, channels, size))
-        arrays[f"{split}_x"], arrays[f"{split}_y"] = x, labels[ix]
-    sizes = Counter(len(v) for v in train.values())
-    log.info("%s: %d classes, %d train / %d test files, %s", root, len(classes), len(arrays["train_y"]),
-             len(arrays["test_y"]), dict(sizes))  # fmt: skip
+    size = arrays["train_x"].shape[2:]
     # The subset was already applied while choosing files.
     full = LoadRequest(req.name, req.data_dir, None, None, req.cache_dir, req.download, req.seed)
     return bundle_from_arrays(
