@@ -18,6 +18,7 @@ is then folded into the consumer's bias.
 
 from __future__ import annotations
 
+import copy
 import math
 import operator
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ def _compress(labels: Tensor, state: Tensor) -> Info:
 class _Analyser(fx.Interpreter):
     """Runs the traced model and builds the label/state maps and layer touches."""
 
-    def __init__(self, gm: fx.GraphModule) -> None:
+    def __init__(self, gm: fx.GraphModule, real: fx.GraphModule) -> None:
         super().__init__(gm)
         self.uf = _UnionFind()
         self.infos: dict[fx.Node, Any] = {}
@@ -207,7 +208,8 @@ class _Analyser(fx.Interpreter):
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
-        self._mods = dict(gm.named_modules())
+        self._mods = dict(real.named_modules())  # real weights (the interpreter may run on "meta")
+        self._real = real
 
     # -- helpers -----------------------------------------------------------------------
     def info(self, a: Any) -> Any:
@@ -347,6 +349,14 @@ class _Analyser(fx.Interpreter):
             return self.shape_op(n, a0, xv, out, lambda t: fn(t, *rest, **kw))
         return self.opaque(n, out, "unsupported function")
 
+    def const(self, a: Any) -> Any:
+        """The real value of a constant operand (number or parameter); a tensor of unknown value: ``...``."""
+        if not isinstance(a, fx.Node):
+            return a
+        if a.op == "get_attr":
+            return _getattr_path(self._real, a.target)
+        return self.env[a] if not _is_tensor(self.env[a]) else ...
+
     def load(self, a: Any) -> Any:
         return fx.node.map_arg(a, lambda nd: self.env[nd])
 
@@ -459,8 +469,7 @@ class _Analyser(fx.Interpreter):
     def binary(self, n: fx.Node, kind: str, out: Any) -> Info | None:
         a, b = (n.args + (None,))[:2] if len(n.args) >= 2 else (n.args[0], n.kwargs.get("other"))
         ia, ib = self.info(a), self.info(b)
-        va = self.env[a] if isinstance(a, fx.Node) else a
-        vb = self.env[b] if isinstance(b, fx.Node) else b
+        va, vb = self.const(a), self.const(b)
         if not _is_tensor(out):
             return None
         if out.dim() < 2:
@@ -497,6 +506,8 @@ class _Analyser(fx.Interpreter):
         if kind == "div" and not x_first:
             self.barrier(n, [x], "division by a channel")
             return Info(x.labels, torch.full_like(x.state, VAR), x.uniform, out.shape)
+        if cv is ...:  # a tensor computed inside the model without channel labels
+            return self.opaque(n, out, "element-wise op with a computed unlabelled tensor")
         const_zero = bool((torch.as_tensor(cv) == 0).all())
         st = x.state.clone()
         if kind == "add" and not const_zero:
@@ -540,6 +551,12 @@ class _Analyser(fx.Interpreter):
         if dim != 1 and x.uniform:
             return [Info(x.labels, x.state, True, o.shape) for o in out]
         return self.opaque(n, out, "split of channels at fixed sizes")
+
+
+def _getattr_path(obj: Any, target: str) -> Any:
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def _flat(a: Any) -> list[Any]:
@@ -700,9 +717,15 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     model.eval()
     try:
         gm = trace(model)
-        analyser = _Analyser(gm)
+        # Shapes are all the analysis needs: run on the "meta" device (no arithmetic, any input size).
+        memo: dict[int, Any] = {}
+        for t in [*gm.parameters(), *gm.buffers()]:
+            mt = t.detach().to("meta")
+            memo[id(t)] = nn.Parameter(mt, t.requires_grad) if isinstance(t, nn.Parameter) else mt
+        meta = copy.deepcopy(gm, memo)
+        analyser = _Analyser(meta, gm)
         with torch.no_grad():
-            analyser.run(example_input)
+            analyser.run(example_input.to("meta"))
     finally:
         model.train(was_training)
     return DependencyGraph(model, analyser)

@@ -1,0 +1,156 @@
+"""Channel surgery on the zoo and torchvision BN models: remove zeroed groups, prove nothing changed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+from edgeslim.models import create_model
+from edgeslim.surgery import build_graph, prune_with_report, verify
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BN statistics and affine parameters of a trained-looking network (not 1/0)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def zero_groups(model: nn.Module, x: torch.Tensor, frac: float = 0.3, seed: int = 0) -> dict:
+    """Zero scale and bias of a random subset of every coupled BN group; returns what was zeroed."""
+    g = build_graph(model, x)
+    gen = torch.Generator().manual_seed(seed)
+    mods = dict(model.named_modules())
+    zeroed: dict[str, set[int]] = {}
+    for bg in g.bn_groups():
+        sel = torch.rand(bg.size, generator=gen) < frac
+        sel[0] = False  # never ask for an empty group
+        for name, idx in bg.members:
+            with torch.no_grad():
+                mods[name].weight[idx[sel]] = 0
+                mods[name].bias[idx[sel]] = 0
+            zeroed.setdefault(name, set()).update(idx[sel].tolist())
+    return zeroed
+
+
+def bias_zeroed(model: nn.Module, zeroed: dict, seed: int = 1) -> None:
+    """Give the zero-scale channels a nonzero BN bias (their constant output is then folded)."""
+    gen = torch.Generator().manual_seed(seed)
+    mods = dict(model.named_modules())
+    with torch.no_grad():
+        for name, idx in zeroed.items():
+            idx = sorted(idx)
+            mods[name].bias[idx] = torch.randn(len(idx), generator=gen) * 0.3
+
+
+def tv(name: str, **kw):
+    return lambda: torchvision.models.get_model(name, weights=None, num_classes=10, **kw)
+
+
+# Smallest variant of every torchvision family with BatchNorm (ResNeXt/Wide-ResNet: the
+# torchvision ResNet class with one block per stage, the 50-layer ones cost minutes on 2 cores).
+FAMILIES = {
+    "resnet18": (tv("resnet18"), 64),
+    "resnext": (
+        lambda: tv_resnet.ResNet(
+            tv_resnet.Bottleneck, [1, 1, 1, 1], groups=8, width_per_group=4, num_classes=10
+        ),
+        64,
+    ),  # fmt: skip
+    "wide_resnet": (
+        lambda: tv_resnet.ResNet(tv_resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128, num_classes=10),
+        64,
+    ),  # fmt: skip
+    "mobilenet_v2": (tv("mobilenet_v2", width_mult=0.5), 64),
+    "mobilenet_v3_small": (tv("mobilenet_v3_small"), 64),
+    "efficientnet_b0": (tv("efficientnet_b0"), 64),
+    "efficientnet_v2_s": (tv("efficientnet_v2_s"), 64),
+    "regnet_x_400mf": (tv("regnet_x_400mf"), 64),
+    "regnet_y_400mf": (tv("regnet_y_400mf"), 64),
+    "densenet121": (tv("densenet121"), 64),
+    "vgg11_bn": (tv("vgg11_bn"), 32),
+    "shufflenet_v2_x0_5": (tv("shufflenet_v2_x0_5"), 64),
+    "mnasnet0_5": (tv("mnasnet0_5"), 64),
+    "googlenet": (tv("googlenet", aux_logits=False, init_weights=False), 64),
+    "inception_v3": (tv("inception_v3", aux_logits=False, init_weights=False), 80),
+}
+ZOO = ["vgg-small", "resnet20", "densenet40", "mobilenetv2"]
+
+
+#: Squeeze-excitation models: a zero-scale channel with a nonzero bias is a constant k, but the
+#: gate multiplies it by an input-dependent s(x), so k * s(x) is not a constant: kept (correctly).
+SE_GATED = {"mobilenet_v3_small", "efficientnet_b0", "efficientnet_v2_s", "regnet_y_400mf"}
+
+
+def _check_surgery(model: nn.Module, size: int, in_ch: int = 3, se_gated: bool = False) -> None:
+    model = randomize_bn(model)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, in_ch, size, size, generator=gen)
+    zeroed = zero_groups(model, x)
+    assert sum(len(v) for v in zeroed.values()) > 0
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+
+    res = prune_with_report(model, x)
+    slim, rep = res.model, res.report
+    # input model untouched
+    assert all(torch.equal(ref[k], v) for k, v in model.state_dict().items())
+    # exact removal (scale and bias zero): same outputs on new inputs, in float64 so that the
+    # 1e-4 bound is about the math, not float32 rounding of outputs of random-weight nets
+    fresh = torch.randn(2, in_ch, size, size, generator=gen, dtype=torch.float64)
+    d64 = verify(copy.deepcopy(model).double(), copy.deepcopy(slim).double(), fresh)
+    assert d64["max_abs_diff"] < 1e-4 and d64["top1_agreement"] == 1.0
+    # channel counts dropped as expected, at every BN
+    mods = dict(slim.named_modules())
+    for name, idx in zeroed.items():
+        dense = model.get_submodule(name).num_features
+        assert mods[name].num_features == dense - len(idx), name
+    assert rep["removed_channels"] > 0 and rep["params_after"] < rep["params_before"]
+    assert rep["macs_after"] < rep["macs_before"]
+
+    # nonzero biases on the zero-scale channels: constants are folded, the deviation is measured
+    bias_zeroed(model, zeroed)
+    calib = [torch.randn(4, in_ch, size, size, generator=gen)]
+    res2 = prune_with_report(model, x, calib_inputs=calib)
+    rep2 = res2.report
+    if se_gated:
+        assert 0 < rep2["removed_channels"] < rep["removed_channels"]
+    else:
+        assert rep2["removed_channels"] == rep["removed_channels"]
+    assert rep2["folded_biases"], "nonzero constants must be folded somewhere"
+    stated = rep2["max_abs_diff"]
+    assert stated == pytest.approx(verify(model, res2.model, calib)["max_abs_diff"], rel=1e-5, abs=1e-7)
+    if all(f["exact"] for f in rep2["folded_biases"]):
+        assert stated < 1e-4
+    # folding helps: dropping the constants instead would deviate more (or equally)
+    dropped = copy.deepcopy(res2.model)
+    for f in rep2["folded_biases"]:
+        layer = dropped.get_submodule(f["layer"])
+        base = res.model.get_submodule(f["layer"]).bias
+        with torch.no_grad():
+            layer.bias.copy_(base if base is not None else torch.zeros_like(layer.bias))
+    assert verify(model, dropped, calib)["max_abs_diff"] >= stated - 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_torchvision_family(family: str) -> None:
+    make, size = FAMILIES[family]
+    torch.manual_seed(0)
+    _check_surgery(make(), size, se_gated=family in SE_GATED)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_zoo(arch: str) -> None:
+    torch.manual_seed(0)
+    _check_surgery(create_model(arch), 32)
