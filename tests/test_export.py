@@ -231,3 +231,21 @@ def test_torchscript_file_needs_input_shape(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert np.abs(_ort(tmp_path / "t.onnx", x) - m(x).numpy()).max() <= 1e-4
+
+
+def test_export_loaded_reads_checkpoint_meta(tmp_path, fmnist_dir):
+    from edgeslim.checkpoint import load_model
+    from edgeslim.export import export_loaded
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    ckpt = save_model(
+        tmp_path / "d.pt", _vgg_fm(), spec, meta={"data": "fashion-mnist", "mean": [0.5], "std": [0.25]}
+    )
+    res = export_loaded(load_model(ckpt), tmp_path / "d.onnx", data_dir=fmnist_dir, n_validate=16)
+    assert res.validation.real_data and res.validation.n == 16 and res.validation.passed
+    md = read_metadata(res.path)
+    assert json.loads(md["normalization"]) == {
+        "mean": [0.5],
+        "std": [0.25],
+    }  # the checkpoint's, not the data set's
+    assert md["architecture"] == "vgg-small" and md["input_shape"] == "1x1x28x28"
