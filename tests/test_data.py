@@ -331,3 +331,12 @@ def test_svhn_mat(cz, tmp_path):
     (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB garbage")
     with pytest.raises(EdgeslimError, match="not a valid SVHN .mat file"):
         load_dataset("svhn", data_dir=tmp_path)
+
+
+def test_pool_decoding_matches_serial(small_zip, tmp_path, monkeypatch):
+    import edgeslim.data.imagefolder as imf
+
+    serial = load_dataset("imagefolder", data_dir=small_zip, cache_dir=tmp_path / "a")
+    monkeypatch.setattr(imf, "POOL_MIN", 4)  # decode the 30 training images in a pool of 2
+    pooled = load_dataset("imagefolder", data_dir=small_zip, cache_dir=tmp_path / "b")
+    assert torch.equal(serial.train_x, pooled.train_x) and torch.equal(serial.test_x, pooled.test_x)
