@@ -1,0 +1,265 @@
+"""Dependency-graph rules on small hand-built models whose right answer is known."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import create_model
+from edgeslim.surgery import build_graph, prune_with_report, verify
+
+
+def cbr(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU())  # fmt: skip
+
+
+def zero_bn(bn: nn.BatchNorm2d, idx: list[int], bias: float = 0.0) -> None:
+    with torch.no_grad():
+        bn.weight[idx] = 0
+        bn.bias[idx] = bias
+
+
+class FlattenNet(nn.Module):
+    """conv-bn-relu, flatten of C x 4 x 4, Linear: each channel owns 16 Linear inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = cbr(3, 8)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(8 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.body(x)), 1))
+
+
+class ChunkCatNet(nn.Module):
+    """ShuffleNet-like: chunk in two halves, one branch, concat, 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8, 1)
+        self.b = cbr(4, 6, 1)
+        self.head = nn.Conv2d(10, 4, 1)
+
+    def forward(self, x):
+        x1, x2 = self.a(x).chunk(2, dim=1)
+        return self.head(torch.cat([x1, self.b(x2)], 1))
+
+
+class SplitNet(nn.Module):
+    """``torch.split`` at fixed sizes (sizes are literals in forward): a barrier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8, 1)
+        self.head = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        p, _ = torch.split(self.a(x), [3, 5], dim=1)
+        return self.head(p)
+
+
+class UnknownOpNet(nn.Module):
+    """An op the graph does not know (cumsum over channels) between two convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8)
+        self.b = cbr(8, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.b(torch.cumsum(self.a(x), 1)))
+
+
+class GroupedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8, 1)
+        self.g = cbr(8, 8, 3, groups=2)
+        self.dw = cbr(8, 8, 3, groups=8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.dw(self.g(self.a(x))))
+
+
+def _groups_of(g, module: str, kind: str):
+    """Groups with a member ``(module, kind)`` (a module may be a member more than once)."""
+    return [grp for grp in g.groups if any(name == module and k == kind for name, k, _ in grp.members)]
+
+
+def test_flatten_linear_owns_hw_inputs_per_channel_and_fold_is_exact():
+    m = FlattenNet().eval()
+    x = torch.randn(4, 3, 8, 8)
+    g = build_graph(m, x)
+    (grp,) = _groups_of(g, "body.1", "bn")
+    lin = [i for name, k, i in grp.members if name == "fc" and k == "linear_in"]
+    assert len(lin) == 16 and all(i.numel() == 8 for i in lin)  # 16 inputs per channel
+    assert sorted(torch.cat(lin).tolist()) == list(range(128))
+    zero_bn(m.body[1], [1, 5], bias=0.7)  # constant relu(0.7) per removed channel: folded exactly
+    res = prune_with_report(m, x)
+    assert res.model.fc.in_features == 6 * 16
+    assert res.report["folded_biases"] == [{"layer": "fc", "channels": 32, "exact": True}]
+    assert verify(m, res.model, torch.randn(4, 3, 8, 8))["max_abs_diff"] < 1e-5
+
+
+def test_chunk_couples_halves_and_cat_offsets():
+    m = ChunkCatNet().eval()
+    x = torch.randn(2, 3, 6, 6)
+    g = build_graph(m, x)
+    (grp,) = _groups_of(g, "a.1", "bn")
+    assert grp.size == 4  # channel j of each half is one unit (chunk halves stay equal)
+    assert [i.tolist() for name, k, i in grp.members if name == "a.1"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    heads = {tuple(i.tolist()) for name, k, i in grp.members if name == "head"}
+    assert heads == {(0, 1, 2, 3)}  # first half goes to cat offset 0..3
+    (gb,) = _groups_of(g, "b.1", "bn")
+    assert [i.tolist() for name, k, i in gb.members if name == "head"] == [[4, 5, 6, 7, 8, 9]]
+    zero_bn(m.a[1], [1, 5])  # same index in both halves
+    zero_bn(m.b[1], [0])
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 6 and res.model.head.in_channels == 8
+    assert verify(m, res.model, torch.randn(2, 3, 6, 6))["max_abs_diff"] < 1e-5
+
+
+def test_unequal_chunk_zeros_are_kept():
+    m = ChunkCatNet().eval()
+    zero_bn(m.a[1], [1])  # only in the first half: removing it would unbalance chunk()
+    res = prune_with_report(m, torch.randn(2, 3, 6, 6))
+    assert res.report["removed_channels"] == 0 and res.model.a[0].out_channels == 8
+
+
+def test_split_with_literal_sizes_is_a_barrier():
+    m = SplitNet().eval()
+    zero_bn(m.a[1], [0, 6])
+    res = prune_with_report(m, torch.randn(2, 3, 6, 6))
+    assert res.report["removed_channels"] == 0
+    assert any("split" in b for b in res.report["barriers"])
+    assert verify(m, res.model, torch.randn(2, 3, 6, 6))["max_abs_diff"] == 0
+
+
+def test_unknown_op_keeps_crossing_channels_and_names_it():
+    m = UnknownOpNet().eval()
+    zero_bn(m.a[1], [2, 3])  # feeds cumsum: kept
+    zero_bn(m.b[1], [4])  # after it, before a 1x1 conv: removable
+    x = torch.randn(2, 3, 6, 6)
+    g = build_graph(m, x)
+    assert any("cumsum" in str(b) for b in g.barriers)
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 8 and res.model.b[0].out_channels == 7
+    assert verify(m, res.model, x)["max_abs_diff"] < 1e-5
+    assert "cumsum" in str(g)
+
+
+def test_grouped_conv_removes_index_j_of_every_group_and_depthwise_ties_in_out():
+    m = GroupedNet().eval()
+    x = torch.randn(2, 3, 6, 6)
+    g = build_graph(m, x)
+    (grp,) = _groups_of(g, "g.1", "bn")
+    assert grp.size == 4  # 8 channels in 2 groups: index j of both groups is one unit
+    bns = {name for name, k, _ in grp.members if k == "bn"}
+    assert bns == {"g.1", "dw.1"}  # depthwise conv ties its input and output channels
+    zero_bn(m.g[1], [1, 5])
+    zero_bn(m.dw[1], [1, 5])
+    zero_bn(m.a[1], [0, 4])
+    res = prune_with_report(m, x)
+    s = res.model
+    assert (s.g[0].in_channels, s.g[0].out_channels, s.g[0].groups) == (6, 6, 2)
+    assert (s.dw[0].in_channels, s.dw[0].out_channels, s.dw[0].groups) == (6, 6, 6)
+    assert verify(m, s, torch.randn(2, 3, 6, 6))["max_abs_diff"] < 1e-5
+
+
+def test_group_needs_every_bn_zero():
+    m = GroupedNet().eval()
+    zero_bn(m.g[1], [1, 5])  # dw.1 (same group) still nonzero
+    res = prune_with_report(m, torch.randn(2, 3, 6, 6))
+    assert res.report["removed_channels"] == 0
+
+
+def test_round_to_and_never_empty():
+    m = create_model("vgg-small").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for i, bn in enumerate(m.features):
+            if isinstance(bn, nn.BatchNorm2d) and i < 5:
+                bn.weight[:11] = 0
+                bn.bias[:11] = torch.linspace(-0.5, -0.1, 11)  # relu(b) = 0: exact
+    m.features[15].weight.data.zero_()  # a whole group zero
+    m.features[15].bias.data.zero_()
+    res = prune_with_report(m, x, round_to=8)
+    widths = [c.out_channels for c in res.model.features if isinstance(c, nn.Conv2d)]
+    assert widths[:2] == [24, 24]  # 32 - 11 = 21 -> 24 (strongest zero channels come back)
+    assert widths[4] == 8  # never empty: 8 kept (rounded)
+    assert all(w % 8 == 0 for w in widths)
+    assert res.report["kept_by_rounding"] == 3 + 3 + 8
+    assert verify(m, res.model, x)["max_abs_diff"] < 1e-4
+    with pytest.raises(EdgeslimError):
+        prune_with_report(m, x, round_to=0)
+
+
+def test_macs_and_params_model_match_the_pruned_network():
+    m = create_model("resnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    g = build_graph(m, x)
+    gen = torch.Generator().manual_seed(3)
+    alive = {}
+    mods = dict(m.named_modules())
+    for bg in g.bn_groups():
+        keep = torch.rand(bg.size, generator=gen) > 0.4
+        keep[0] = True
+        alive[bg.group_index] = keep
+        for name, idx in bg.members:
+            zero_bn(mods[name], idx[~keep].tolist())
+    predicted_macs, predicted_params = g.macs(alive), g.params(alive)
+    slim = prune_with_report(m, x).model
+    g2 = build_graph(slim, x)
+    assert g2.macs() == predicted_macs < g.macs()
+    assert predicted_params == sum(p.numel() for p in slim.parameters())
+    # fvcore's independent count of the dense model agrees (conv + linear only)
+    from fvcore.nn import FlopCountAnalysis
+
+    fl = FlopCountAnalysis(m, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    by_op = fl.by_operator()
+    assert g.macs() == by_op["conv"] + by_op["linear"]
+
+
+def test_bn_groups_are_coupled_and_equal_length():
+    m = create_model("resnet20").eval()
+    g = build_graph(m, torch.randn(1, 3, 32, 32))
+    bgs = g.bn_groups()
+    for bg in bgs:
+        assert len({idx.numel() for _, idx in bg.members}) == 1 and bg.size == bg.members[0][1].numel()
+    sizes = sorted(len(bg.members) for bg in bgs)
+    # pre-activation residual stage: the stream couples the bn1 of every block it feeds
+    assert sizes[-1] >= 3
+    assert "Group" in str(g.groups[1]) and "bn" in str(g)
+
+
+def test_input_model_untouched_and_modes_restored():
+    m = create_model("vgg-small").train()
+    zero_bn(m.features[1], [0, 1])
+    before = copy.deepcopy(m.state_dict())
+    res = prune_with_report(m, torch.randn(2, 3, 32, 32))
+    assert m.training and res.model.training
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_untraceable_model_is_one_clear_error():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = cbr(3, 4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.c(x)
+            return F.relu(x)
+
+    with pytest.raises(EdgeslimError, match="cannot trace"):
+        build_graph(Branchy(), torch.randn(1, 3, 8, 8))
