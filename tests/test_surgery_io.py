@@ -1,0 +1,135 @@
+"""Slim models survive checkpoints (recipe + weights_only), ONNX Runtime, TorchScript; the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.checkpoint import load_model, save_model
+from edgeslim.cli import main
+from edgeslim.models import create_model
+from edgeslim.models.registry import ModelSpec
+from edgeslim.surgery import apply_recipe, compose_recipes, prune_with_report, verify
+
+
+def _zeroed(arch: str, spec: ModelSpec, frac: float = 0.4, bias: float = 0.0) -> nn.Module:
+    m = create_model(spec).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                sel = torch.rand(mod.num_features, generator=gen) < frac
+                sel[0] = False
+                mod.weight[sel] = 0
+                mod.bias[sel] = bias
+                mod.running_mean.normal_(0, 0.1, generator=gen)
+    return m
+
+
+@pytest.fixture(scope="module")
+def mnv2():
+    spec = ModelSpec("mobilenetv2", num_classes=10, in_channels=3, input_size=(32, 32))
+    m = _zeroed("mobilenetv2", spec, bias=0.2)
+    x = torch.randn(4, 3, 32, 32)
+    return spec, m, x, prune_with_report(m, x)
+
+
+def test_checkpoint_roundtrip_weights_only(tmp_path, mnv2):
+    spec, m, x, res = mnv2
+    p = save_model(tmp_path / "slim.pt", res.model, spec, recipe=res.recipe)
+    json.dumps(res.recipe)  # recipe is plain JSON
+    loaded = load_model(p)  # torch.load(weights_only=True) + apply_recipe
+    assert loaded.recipe == res.recipe
+    y = loaded.model.eval()(x)
+    assert torch.equal(y, res.model.eval()(x))
+    assert sum(p.numel() for p in loaded.model.parameters()) == res.report["params_after"]
+
+
+def test_apply_recipe_rejects_wrong_architecture(mnv2):
+    _, _, _, res = mnv2
+    from edgeslim.errors import EdgeslimError
+
+    with pytest.raises(EdgeslimError):
+        apply_recipe(create_model("vgg-small"), res.recipe)
+    with pytest.raises(EdgeslimError):
+        apply_recipe(create_model("mobilenetv2"), {"layers": {}})
+
+
+def test_onnx_runtime_and_torchscript(tmp_path, mnv2):
+    import onnxruntime as ort
+
+    _, _, x, res = mnv2
+    slim = res.model.eval()
+    onnx_path = tmp_path / "slim.onnx"
+    torch.onnx.export(slim, (x,), str(onnx_path), input_names=["x"], output_names=["y"], opset_version=17,
+                      dynamo=False)  # fmt: skip
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, slim(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+    traced = torch.jit.trace(slim, x)
+    assert torch.allclose(traced(x), slim(x), atol=1e-5)
+    scripted = torch.jit.script(slim)
+    assert torch.allclose(scripted(x), slim(x), atol=1e-5)
+
+
+def test_prune_twice_composes_recipes():
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=3, input_size=(32, 32))
+    m = _zeroed("vgg-small", spec, frac=0.2)
+    x = torch.randn(2, 3, 32, 32)
+    first = prune_with_report(m, x)
+    with torch.no_grad():  # more zeros appear in the slim model (e.g. after more training)
+        first.model.features[4].weight[:3] = 0
+        first.model.features[4].bias[:3] = 0
+    second = prune_with_report(first.model, x)
+    recipe = compose_recipes(first.recipe, second.recipe)
+    rebuilt = apply_recipe(create_model(spec), recipe)
+    rebuilt.load_state_dict(second.model.state_dict())
+    assert verify(second.model, rebuilt, x)["max_abs_diff"] == 0
+
+
+@pytest.fixture()
+def ckpt(tmp_path):
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=1, input_size=(28, 28))
+    m = _zeroed("vgg-small", spec, frac=0.3, bias=-0.1)
+    return save_model(tmp_path / "dense.pt", m, spec), m
+
+
+def test_cli_prune_writes_reloadable_checkpoint(tmp_path, ckpt, fmnist_dir, capsys):
+    path, dense = ckpt
+    out = tmp_path / "slim.pt"
+    rc = main(["prune", str(path), "-o", str(out), "--data", "fashion-mnist", "--data-dir", fmnist_dir,
+               "--calib", "32", "--round-to", "4", "--json"])  # fmt: skip
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["removed_channels"] > 0 and rep["max_abs_diff"] < 1e-4  # relu(-0.1) = 0: exact
+    assert all(r["after"][-1] % 4 == 0 for r in rep["layers"] if r["type"] == "Conv2d")
+    loaded = load_model(out)
+    assert loaded.recipe and loaded.meta["surgery"]["removed_channels"] == rep["removed_channels"]
+    x = torch.randn(3, 1, 28, 28)
+    assert verify(dense, loaded.model, x)["max_abs_diff"] < 1e-4
+    # refuses to overwrite; the existing file is untouched
+    before = out.read_bytes()
+    assert main(["prune", str(path), "-o", str(out)]) == 2
+    assert out.read_bytes() == before
+    assert "--force" in capsys.readouterr().err
+
+
+def test_cli_graph_and_errors(tmp_path, ckpt, capsys):
+    path, _ = ckpt
+    assert main(["graph", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "Group 1" in text and "features.1" in text and "MACs" in text
+    assert main(["graph", "vgg-small", "--input-shape", "3,32,32", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["groups"] and d["macs"] > 0 and d["bn_groups"]
+    assert main(["prune", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "o.pt")]) == 2
+    assert main(["prune", str(path), "-o", str(tmp_path / "o.pt"), "--round-to", "0"]) == 2
+    ts = tmp_path / "m.ts"
+    torch.jit.script(create_model("vgg-small")).save(str(ts))
+    assert main(["prune", str(ts), "-o", str(tmp_path / "o.pt")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o.pt").exists()
