@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from bench_helpers import DENSE_CFG, PY, THIN_CFG, export_vgg, no_torch_env
@@ -105,7 +106,18 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert pred["models"]["model"]["1"]["total_s"] > 0
 
 
-def test_bad_inputs_are_one_line(onnx_pair, tmp_path):
+def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys):
+    """In-process (edgeslim.cli.main) to save interpreter start-ups; measurements still run in workers."""
+    from edgeslim.cli import main
+
+    def edgeslim(args, _tmp, check_rc=0):
+        rc = main([str(a) for a in args])
+        cap = capsys.readouterr()
+        r = subprocess.CompletedProcess(args, rc, cap.out, cap.err)
+        if check_rc is not None:
+            assert rc == check_rc, cap.out + cap.err
+        return r
+
     dense, _, d = onnx_pair
     cases = [
         (["bench", tmp_path / "missing.onnx", "--trials", "1", *FAST], "does not exist"),
@@ -126,6 +138,7 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path):
             continue
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not list(tmp_path.glob("*.json"))  # nothing half-written
     fixed = export_vgg(DENSE_CFG, d / "fixed.onnx", fixed_batch=True)
     r = edgeslim(["bench", fixed, "--batch", "4", "--trials", "1", *FAST], tmp_path, check_rc=2)
     assert "fixed batch of 1" in r.stderr
@@ -133,3 +146,56 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path):
     bad_profile.write_text("name: x\ntitle: y\n")
     r = edgeslim(["bench", "--predict", "--profile", bad_profile, dense], tmp_path, check_rc=2)
     assert "does not validate" in r.stderr
+
+
+@pytest.mark.slow
+def test_torch_backend_on_edgeslim_checkpoints(tmp_path):
+    """The torch backend loads an edgeslim model file slimmed by channel surgery (the checkpoint
+    carries the recipe) and measures it on CPU (the comparison logic is covered with ORT above)."""
+    import torch
+
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec, create_model
+    from edgeslim.surgery import prune_with_report
+
+    spec = ModelSpec(arch="vgg-small", num_classes=10, in_channels=1, input_size=(28, 28))
+    dense = create_model(spec).eval()
+    with torch.no_grad():  # zero the scales of 3/4 of every BN's channels, as slimming would
+        for m in dense.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight[m.num_features // 4 :] = 0
+    res = prune_with_report(dense, torch.randn(2, 1, 28, 28))
+    path = save_model(tmp_path / "thin.pt", res.model, spec, recipe=res.recipe)
+    env = dict(
+        no_torch_env(tmp_path), PYTHONPATH=str(Path(__file__).resolve().parent.parent)
+    )  # torch allowed
+    out = tmp_path / "run"
+    args = [
+        "bench",
+        path,
+        "--backend",
+        "torch",
+        "--trials",
+        "1",
+        "--batch",
+        "1,2",
+        *FAST,
+        "--out",
+        out,
+        "--no-plots",
+    ]
+    r = subprocess.run(
+        [PY, "-m", "edgeslim", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((out / "run.json").read_text())
+    info = rec["trials"][0]["info"]
+    assert rec["backend"] == "torch" and info["device"] == "cpu" and rec["kind"] == "single"
+    assert (
+        info["params"]
+        == sum(p.numel() for p in res.model.parameters())
+        < sum(p.numel() for p in dense.parameters()) / 10
+    )
+    assert (
+        rec["summary"]["model"]["2"]["p50_ms"] > 0 and rec["summary"]["model"]["memory"]["rss_delta_mb"] > 0
+    )

@@ -29,12 +29,7 @@ class TorchSession(Session):
             raise EdgeslimError(
                 "the model file has no ModelSpec (input shape); save it with edgeslim.checkpoint"
             )
-        shape = (
-            (batch, *self.spec.input_shape[1:])
-            if len(self.spec.input_shape) == 4
-            else (batch, *self.spec.input_shape)
-        )
-        self.x = self.torch.randn(*shape, device=self.device)
+        self.x = self.torch.randn(batch, *self.spec.input_shape, device=self.device)  # spec: (C, H, W)
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -61,7 +56,11 @@ class TorchSession(Session):
         return {"host": host, "device": [a.elapsed_time(b) * 1e-3 for a, b in ev]}
 
     def info(self) -> dict:
-        out = {"torch": self.torch.__version__, "device": str(self.device)}
+        out = {
+            "torch": self.torch.__version__,
+            "device": str(self.device),
+            "params": int(sum(p.numel() for p in self.model.parameters())),
+        }
         if self.cuda:
             out["cuda_max_allocated_bytes"] = int(self.torch.cuda.max_memory_allocated(self.device))
             out["gpu"] = self.torch.cuda.get_device_name(self.device)
