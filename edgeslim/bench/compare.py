@@ -55,11 +55,12 @@ def model_facts(path: str) -> dict:
         raise EdgeslimError(f"model file {path} does not exist")
     facts: dict = {"path": str(p), "file_bytes": p.stat().st_size}
     if p.suffix.lower() == ".onnx":
-        try:
-            from edgeslim.bench.onnx_cost import onnx_cost
+        from edgeslim.bench.onnx_cost import onnx_cost
+        from edgeslim.errors import MissingDependencyError
 
+        try:
             facts["cost"] = onnx_cost(p).to_dict()
-        except ImportError:  # onnx not installed on the device: sizes only
+        except MissingDependencyError:  # onnx not installed on the device: sizes only
             facts["cost"] = None
     return facts
 

@@ -89,7 +89,12 @@ class TrtSession(Session):
         for n in self.names:
             if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
                 shape = concrete_shape(n, list(eng.get_tensor_shape(n)), batch)
-                ctx.set_input_shape(n, shape)
+                if ctx.set_input_shape(n, shape) is False:  # outside the optimization profile
+                    lo, _, hi = eng.get_tensor_profile_shape(n, 0)
+                    raise EdgeslimError(
+                        f"input '{n}' shape {shape} is outside the engine's profile {list(lo)}..{list(hi)}; "
+                        "rebuild the engine with --maxShapes covering the batch, or change --batch"
+                    )
         for n in self.names:
             shape = list(ctx.get_tensor_shape(n))
             dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(n)))
