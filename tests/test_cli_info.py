@@ -13,6 +13,8 @@ from edgeslim.cli import main
 from edgeslim.counting import count_model
 from edgeslim.models import ModelSpec, create_model
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:FutureWarning")
+
 
 def run_json(capsys, *args):
     assert main(["info", *args, "--json"]) == 0
