@@ -79,7 +79,9 @@ def test_roofline_arithmetic_and_bounds():
     b, t = pred.layers
     assert b.bound == "compute" and t.bound == "memory"
     assert b.seconds == pytest.approx(2 * 2e9 * 4 / (eff.compute * peak) + eff.launch_us * 1e-6)
-    assert t.memory_s == pytest.approx((1e5 + 1.9e6 * 4) / (eff.memory * bw))
+    assert t.memory_s == pytest.approx(
+        0.5 * (1e5 + 1.9e6 * 4) / (eff.memory * bw)
+    )  # fp16: half the fp32 bytes
     assert pred.total_s == pytest.approx(b.seconds + t.seconds)
     assert "PREDICTION" in pred.label
     # weight bytes do not scale with the batch; activations do

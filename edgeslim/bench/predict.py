@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 class LayerCost:
     """Cost of one layer for ONE sample.
 
-    ``macs``: multiply-accumulates; ``bytes``: weights + input + output activations moved;
+    ``macs``: multiply-accumulates; ``bytes``: weights + input + output activations moved,
+    counted at fp32 (4 bytes per element; :func:`predict_latency` rescales to the precision);
     ``weight_bytes``: the part of ``bytes`` that does not grow with the batch (0 if unknown,
     which makes the whole of ``bytes`` scale with the batch).
     """
@@ -36,10 +37,14 @@ class LayerCost:
     weight_bytes: float = 0.0
     op: str = ""
 
-    def at_batch(self, batch: int) -> tuple[float, float]:
-        """(FLOPs, bytes) for a batch of ``batch`` samples."""
+    def at_batch(self, batch: int, byte_scale: float = 1.0) -> tuple[float, float]:
+        """(FLOPs, bytes) for a batch of ``batch`` samples; ``byte_scale`` = element size / 4."""
         act = max(self.bytes - self.weight_bytes, 0.0)
-        return 2.0 * self.macs * batch, self.weight_bytes + act * batch
+        return 2.0 * self.macs * batch, (self.weight_bytes + act * batch) * byte_scale
+
+
+#: element size of each precision relative to fp32 (the unit LayerCost bytes are counted in)
+BYTE_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
 
 
 @dataclass
@@ -110,8 +115,9 @@ def predict_latency(
     peak, bw = _roof(prof, prec)
     pred = Prediction(profile=prof.name, precision=prec, batch=batch, efficiency=eff.model_dump())
     launch = eff.launch_us * 1e-6
+    scale = BYTE_SCALE.get(prec, 1.0)
     for layer in layers:
-        flops, nbytes = layer.at_batch(batch)
+        flops, nbytes = layer.at_batch(batch, scale)
         tc = flops / (eff.compute * peak)
         tm = nbytes / (eff.memory * bw)
         core = max(tc, tm)
@@ -161,7 +167,7 @@ def calibrate(observations: Sequence[Observation], profile: DeviceProfile, preci
     for obs in observations:
         roof = 0.0
         for layer in obs.layers:
-            flops, nbytes = layer.at_batch(obs.batch)
+            flops, nbytes = layer.at_batch(obs.batch, BYTE_SCALE.get(prec, 1.0))
             roof += max(flops / peak, nbytes / bw)
         rows.append((roof, float(len(obs.layers))))
         ys.append(obs.seconds)
