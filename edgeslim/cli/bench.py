@@ -208,8 +208,15 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
 
     if out_dir:  # refuse early, before minutes of measuring
         check_output_dir(out_dir, force=force, marker="run.json")
-    name = backend or (profile.preferred.backend if profile else default_backend_for(model))
-    name = ALIASES.get(name, name)
+    name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
+    if backend is None and profile is not None:
+        name = profile.preferred.backend
+        if name == "tensorrt" and str(model).lower().endswith(".onnx"):
+            # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
+            from edgeslim.bench.backends.trtexec import find_trtexec
+
+            name = "trtexec" if find_trtexec(trtexec_path) else "onnxruntime"
+            err.print(f"[dim]{model} is ONNX: using the {name} backend (pass --backend to choose)[/]")
     options: dict = {"graph_opt": graph_opt}
     if threads or (profile and profile.preferred.threads):
         options["threads"] = threads or profile.preferred.threads
