@@ -197,3 +197,63 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
     assert "\n" not in msg and "epoch 2" in msg and "last good checkpoint" in msg
     assert poison.saved is not None and (tmp_path / "model.pt").read_bytes() == poison.saved
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+class _Crash(TrainHook):
+    """Raises at the first step of the fine-tune stage's 2nd epoch (a crash after a checkpoint)."""
+
+    name = "crash"
+
+    def __init__(self, at_step):
+        self.at, self.steps = at_step, 0
+
+    def after_step(self, model, optimizer):
+        self.steps += 1
+        if self.steps == self.at:
+            raise KeyboardInterrupt
+
+
+def test_three_stage_resume_inside_finetune_is_exact(digits, tmp_path, monkeypatch):
+    from edgeslim.checkpoint import build_from_checkpoint, load_checkpoint_dict
+    from edgeslim.train import pipeline
+
+    spec = digits.spec_for("vgg-small")
+    cfg = TrainConfig(
+        epochs=1, batch_size=64, lr=0.05, method="subgradient", method_args={"lam": 1e-3}, device="cpu"
+    )
+    kw = dict(prune_ratio=0.4, finetune_epochs=2)
+
+    def run(out, crash=None):
+        torch.manual_seed(0)
+        model = create_model(spec)
+        if crash is not None:  # inject the crashing hook into the fine-tune stage only
+            real_fit = pipeline.fit
+
+            def fit_with_crash(*a, hooks=(), **k):
+                extra = [crash] if a[2].stage == "finetune" else []
+                return real_fit(*a, hooks=[*hooks, *extra], **k)
+
+            monkeypatch.setattr(pipeline, "fit", fit_with_crash)
+        try:
+            return pipeline.run_training(model, spec, digits, cfg, out, **kw)
+        finally:
+            monkeypatch.undo()
+
+    full = run(tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", crash=_Crash(at_step=512 // 64 + 1))
+    ckpt = load_checkpoint_dict(tmp_path / "cut" / "model.pt")
+    assert (ckpt["train_state"]["stage"], ckpt["train_state"]["epoch"]) == ("finetune", 1)
+    model = build_from_checkpoint(ckpt)
+    resumed = pipeline.run_training(model, spec, digits, cfg, tmp_path / "cut", resume=ckpt["train_state"])
+    a = load_checkpoint_dict(tmp_path / "full" / "model.pt")["state_dict"]
+    b = load_checkpoint_dict(tmp_path / "cut" / "model.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for key in (
+        "accuracy_before_prune",
+        "accuracy_after_prune",
+        "accuracy_after_finetune",
+        "bn_channels_zero",
+    ):
+        assert resumed[key] == full[key]
+    assert full["stages"]["pruned"]["pruned_channels"] == round(0.4 * 448)
