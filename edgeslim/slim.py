@@ -185,6 +185,7 @@ def slim_model(
             "trained": ev_trained["accuracy"],
         },
         "finalize": fin.to_dict(),
+        "history": res.history,
     }
     slim: nn.Module | None = None
     recipe: dict[str, Any] | None = None

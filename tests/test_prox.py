@@ -148,7 +148,25 @@ def test_finalize_exact_zeros_and_never_empties_a_layer() -> None:
     assert model[4].weight[1] != 0  # the strongest channel of the second layer survives
     assert rep.zeroed == 8 and rep.kept == 2
     assert rep.layers[0]["bias_left_max_abs"] == pytest.approx(0.25)
-    assert torch.equal(bn_gammas(model), s.xi)
+    assert torch.equal(bn_gammas(model) == 0, s.xi == 0)
+
+
+@pytest.mark.parametrize("assign", ["zeros", "xi"])
+def test_finalize_assign_modes(assign: str) -> None:
+    model = toy()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.linspace(0.05, 1.0, 6))
+        model[4].weight.copy_(torch.linspace(0.05, 1.0, 4))
+    s = ProximalSlimming(model, lam=3.0, beta=10.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        sgd_step(model, opt)
+        s.step(opt)
+    trained = bn_gammas(model).clone()
+    assert 0 < int((s.xi == 0).sum()) < 10 and not torch.equal(trained, s.xi)
+    s.finalize(assign=assign)
+    expect = s.xi if assign == "xi" else torch.where(s.xi == 0, torch.zeros_like(trained), trained)
+    assert torch.equal(bn_gammas(model), expect)
 
 
 def test_group_mode_zeroes_coupled_channels_together() -> None:
@@ -193,3 +211,33 @@ def test_trainer_method_and_lambda_for_shrink() -> None:
     for lr in lrs:  # gamma fixed at xi (no gradient step): xi shrinks by exactly the planned total
         s.step(lr=lr)
     torch.testing.assert_close(s.xi, torch.clamp(start - 2.0, min=0))
+
+
+class Residual(nn.Module):
+    """b0 and b1 are summed by a residual add: their channels are coupled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c0, self.b0 = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.c1, self.b1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.c2, self.b2 = nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b0(self.c0(x)))
+        h = torch.relu(h + self.b1(self.c1(h)))
+        h = torch.relu(self.b2(self.c2(h)))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_coupled_groups_from_the_surgery_graph() -> None:
+    model = Residual()
+    s = ProximalSlimming(model, lam=1e3, beta=1.0, penalty="group-l1", example_input=torch.zeros(1, 1, 8, 8))
+    assert [[n for n, _ in u] for u in s.units] == [["b0", "b1"], ["b2"]]
+    assert s.group_index[:4].tolist() == s.group_index[4:8].tolist()  # b0[c] and b1[c] share a group
+    assert s.num_groups == 10
+    s.step(lr=1.0)  # everything to zero; finalize keeps one coupled channel (in b0 AND b1) and one of b2
+    rep = s.finalize()
+    assert rep.restored == [["b0", "b1"], ["b2"]]
+    nz0, nz1 = model.b0.weight != 0, model.b1.weight != 0
+    assert int(nz0.sum()) == 1 and torch.equal(nz0, nz1) and int((model.b2.weight != 0).sum()) == 1

@@ -352,8 +352,15 @@ class ProximalSlimming(TrainHook):
 
     # ------------------------------------------------------------------ the end
     @torch.no_grad()
-    def finalize(self, model: nn.Module | None = None, keep_min: int = 1) -> FinalizeReport:
-        """Set ``gamma <- xi`` (exact zeros), never emptying a BN layer or coupled unit.
+    def finalize(
+        self, model: nn.Module | None = None, keep_min: int = 1, assign: str = "zeros"
+    ) -> FinalizeReport:
+        """Make the BN scales exactly sparse from ``xi``, never emptying a BN layer or coupled unit.
+
+        ``assign="zeros"`` (default): ``gamma <- 0`` where ``xi == 0``, the trained gamma elsewhere;
+        ``assign="xi"``: ``gamma <- xi`` everywhere (also shrinks the kept scales by the last
+        prox gap, about ``lam/beta``; in a BN network that shifts every layer's scale against its
+        bias, which cost accuracy in our runs). Either way the zero pattern is xi's: no threshold.
 
         An emptied unit keeps its ``keep_min`` strongest channels (largest ``|gamma|``, the
         norm over the coupled layers), with gamma left at its trained value. The biases of the
@@ -361,6 +368,8 @@ class ProximalSlimming(TrainHook):
         ``model`` is accepted for symmetry with the hooks; the scales are the ones given at
         construction.
         """
+        if assign not in ("zeros", "xi"):
+            raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
         gamma = torch.cat([g.detach().reshape(-1) for g in self.gammas])
@@ -378,7 +387,8 @@ class ProximalSlimming(TrainHook):
             restored.append(names)
             log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
         self.xi = xi
-        chunks = xi.split(self.sizes)
+        new = xi if assign == "xi" else torch.where(xi == 0, torch.zeros_like(gamma), gamma)
+        chunks = new.split(self.sizes)
         layers: list[dict[str, Any]] = []
         bias_left: dict[str, Tensor] = {}
         for name, g, b, c in zip(self.names, self.gammas, self.biases, chunks):
