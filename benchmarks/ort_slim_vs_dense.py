@@ -78,7 +78,7 @@ def main() -> int:
 
         record = run_comparison(
             models, "onnxruntime", batches, args.trials, timing, {"threads": 1, "graph_opt": "all"},
-            tegrastats=False, nice=args.nice, on_trial=step,
+            tegrastats=False, nice=args.nice, layer_times=True, on_trial=step,
         )  # fmt: skip
     record["description"] = what
     for label in record["models"]:  # the ONNX files were temporary; keep their names only

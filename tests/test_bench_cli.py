@@ -63,6 +63,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         *FAST,
         "--profile",
         "host-cpu",
+        "--layer-times",
         "--out",
         out,
     ]
@@ -86,7 +87,9 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert "speedup_over_macs_ratio" in rec and rec["env"]["versions"]["onnxruntime"]
     assert rec["summary"]["slim"]["memory"]["peak_rss_mb"] > 0
     assert "PREDICTION" in rec["prediction"]["label"]
-    for f in ("report.md", "latency.png", "layers.png", "memory.png"):
+    lt = rec["summary"]["baseline"]["layer_times"]["layers"]
+    assert sum(layer["op"] == "Conv" for layer in lt) == 6 and all(layer["median_us"] > 0 for layer in lt)
+    for f in ("report.md", "latency.png", "layers.png", "layer_times.png", "memory.png"):
         assert (out / f).stat().st_size > 0
     # refuse to overwrite without --force, nothing touched
     before = (out / "run.json").read_bytes()

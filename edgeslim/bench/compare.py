@@ -82,6 +82,7 @@ def run_comparison(
     tegrastats: bool = True,
     interval_ms: int = 100,
     nice: int = 0,
+    layer_times: bool = False,
     on_trial: Callable[[int, str, dict], None] | None = None,
 ) -> dict:
     """Benchmark ``models`` ({label: path}; labels ``baseline`` and ``slim`` get a speedup)."""
@@ -118,6 +119,7 @@ def run_comparison(
                 "timing": timing.to_dict(),
                 "tegrastats": tegrastats,
                 "interval_ms": interval_ms,
+                "layer_times": layer_times and t == 0,  # profiled once, in the first trial
             }
             res = run_worker(spec, timeout=max(120.0, 4 * timing.max_time_s * len(batches) + 60), nice=nice)
             res.update(label=label, trial=t, position=order.index(label))
@@ -162,6 +164,9 @@ def aggregate(record: dict) -> dict:
             if k in info:
                 summary[label]["memory"][k] = info[k]
         summary[label]["load_s"] = float(np.median([r["load_s"] for r in runs]))
+        prof = next((r["info"]["layer_times"] for r in runs if r.get("info", {}).get("layer_times")), None)
+        if prof:
+            summary[label]["layer_times"] = prof
     record["summary"] = summary
     if record["kind"] == "compare":
         record["speedup"] = {

@@ -207,6 +207,28 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             _md_table(["model", "batch", "predicted ms", "measured p50 ms", "error %"], rows),
         ]
+    lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
+    if all(lt.values()):
+        labels = list(lt)
+        n = max(len(v["layers"]) for v in lt.values())
+        rows = []
+        for i in range(n):
+            row = []
+            for label in labels:
+                layers = lt[label]["layers"]
+                row += (
+                    [layers[i]["name"], layers[i]["op"], layers[i]["median_us"]]
+                    if i < len(layers)
+                    else [None] * 3
+                )
+            rows.append(row)
+        cols = [f"{label} {c}" for label in labels for c in ("node", "op", "us")]
+        parts += [
+            "",
+            f"## Per-layer kernel time (ONNX Runtime profiler, batch {lt[labels[0]]['batch']}, median of runs)",
+            "",
+            _md_table(cols, rows),
+        ]
     w = warnings(record)
     if w:
         parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]
@@ -272,6 +294,19 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title("per-layer MACs")
         fig.tight_layout()
         written.append(_save(fig, out / "layers.png", atomic_path))
+    lt = {label: record["summary"][label].get("layer_times") for label in labels}
+    if all(lt.values()):
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            us = [layer["median_us"] for layer in lt[label]["layers"]]
+            ax.bar(np.arange(len(us)) + i * width, us, width, label=label)
+        ax.set_xlabel("ORT node (as executed, fused)")
+        ax.set_ylabel("kernel time (us)")
+        ax.legend()
+        ax.set_title(f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)")
+        fig.tight_layout()
+        written.append(_save(fig, out / "layer_times.png", atomic_path))
     fig, ax = plt.subplots(figsize=(6, 3.6))
     keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
     keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb", 0.0)))

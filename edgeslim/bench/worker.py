@@ -63,6 +63,9 @@ def measure(spec: dict) -> dict:
         else:
             samples[str(b)] = session.measure(cfg)
     info = session.info()
+    if spec.get("layer_times") and hasattr(session, "layer_times"):
+        session.set_batch(batches[0])
+        info["layer_times"] = {"batch": batches[0], "layers": session.layer_times()}
     session.close()
     return {
         "ok": True,

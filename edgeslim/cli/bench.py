@@ -168,6 +168,7 @@ def _predict_only(
     "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."
 )
 @click.option("--interval-ms", default=100, show_default=True, help="tegrastats interval.")
+@click.option("--layer-times", is_flag=True, help="onnxruntime: per-layer kernel times from ORT's profiler.")
 @click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
 @click.option(
     "--predict", is_flag=True, help="Only PREDICT latency from MACs/bytes with --profile (no measurement)."
@@ -182,8 +183,8 @@ def _predict_only(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
-          providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, nice, predict,
-          calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+          providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, layer_times,
+          nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead."""
     batches = _batches(batch_text)
@@ -245,7 +246,17 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
             )
 
         record = run_comparison(
-            models, name, batches, trials, timing, options, tegrastats, interval_ms, nice, on_trial=step
+            models,
+            name,
+            batches,
+            trials,
+            timing,
+            options,
+            tegrastats,
+            interval_ms,
+            nice,
+            layer_times,
+            on_trial=step,
         )
     if profile is not None:
         add_predictions(record, profile)

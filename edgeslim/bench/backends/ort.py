@@ -53,12 +53,29 @@ def resolve_providers(requested: list[str] | None, available: list[str], threads
     return out
 
 
+def parse_profile(events: list[dict]) -> list[dict]:
+    """ORT profiler trace -> per-node kernel time (median us over runs) in execution order."""
+    times: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name[: -len("_kernel_time")]
+            times.setdefault(node, []).append(float(e["dur"]))
+            ops[node] = e.get("args", {}).get("op_name", "")
+    return [
+        {"name": n, "op": ops[n], "median_us": float(np.median(v)), "runs": len(v)} for n, v in times.items()
+    ]
+
+
 class OrtSession(Session):
     backend = "onnxruntime"
 
-    def __init__(self, sess, ort) -> None:
+    def __init__(self, sess, ort, path: str = "", make_options=None) -> None:
         self.sess = sess
         self.ort = ort
+        self.path = path
+        self.make_options = make_options
         self.feeds: dict[str, np.ndarray] = {}
         self.batch = 0
 
@@ -78,6 +95,21 @@ class OrtSession(Session):
     def run(self):
         return self.sess.run(None, self.feeds)
 
+    def layer_times(self, runs: int = 50) -> list[dict]:
+        """Per-node kernel times from ORT's profiler (a second session; fused nodes as ORT runs them)."""
+        import json
+        import tempfile
+
+        so, providers = self.make_options()
+        with tempfile.TemporaryDirectory(prefix="edgeslim-ortprof-") as tmp:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(tmp, "ort")
+            sess = self.ort.InferenceSession(self.path, so, providers=providers)
+            for _ in range(runs):
+                sess.run(None, self.feeds)
+            with open(sess.end_profiling()) as f:
+                return parse_profile(json.load(f))
+
     def info(self) -> dict:
         return {
             "providers": self.sess.get_providers(),
@@ -93,21 +125,26 @@ class OrtBackend(Backend):
         ort = require("onnxruntime", "ort", "for the onnxruntime backend")
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
-        threads = options.get("threads")
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
-        level = options.get("graph_opt", "all")
-        if level not in _LEVELS:
-            raise EdgeslimError(f"--graph-opt must be one of {', '.join(_LEVELS)}, got {level}")
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
-        providers = resolve_providers(options.get("providers"), ort.get_available_providers(), threads)
-        if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+        def make_options():
+            threads = options.get("threads")
+            so = ort.SessionOptions()
+            if threads:
+                so.intra_op_num_threads = int(threads)
+                so.inter_op_num_threads = 1
+            level = options.get("graph_opt", "all")
+            if level not in _LEVELS:
+                raise EdgeslimError(f"--graph-opt must be one of {', '.join(_LEVELS)}, got {level}")
+            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+            providers = resolve_providers(options.get("providers"), ort.get_available_providers(), threads)
+            if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return so, providers
+
+        so, providers = make_options()
         try:
             sess = ort.InferenceSession(path, so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeslimError(f"onnxruntime cannot load {path}: {first}") from exc
-        return OrtSession(sess, ort)
+        return OrtSession(sess, ort, path, make_options)
