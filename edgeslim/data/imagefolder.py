@@ -54,7 +54,7 @@ class Tree:
         tops = {n.split("/", 1)[0] for n in self.files if "/" in n}
         if "train" in tops:
             return ""
-        for t in tops:
+        for t in sorted(tops):
             if any(n.startswith(f"{t}/train/") for n in self.files):
                 return f"{t}/"
         return ""
