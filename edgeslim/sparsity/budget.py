@@ -1,0 +1,479 @@
+"""Budget-targeted proximal slimming: reach a MAC, parameter or latency budget without a lambda.
+
+A :class:`BudgetController` is a training hook that runs after the proximal update
+(:class:`~edgeslim.sparsity.prox.ProximalSlimming`) and every ``every`` steps:
+
+1. measures the exact resource ``R`` of the channels alive in ``xi``
+   (:class:`~edgeslim.sparsity.resource.ResourceModel`, no tracing);
+2. advances the taper clock ``c`` in [0, 1] (paused while the probe loss is degraded, but
+   never behind the deadline ``taper_max``) and sets the budget
+   ``B = R0 - (R0 - target) * c``;
+3. ranks the alive channels by ``|xi| / cost`` and marks as *doomed* the weakest ones
+   that must go for ``R`` to meet the budget one horizon ahead, ``B(c + dc_H)`` with
+   ``H = HORIZON * total_steps`` steps (the exact projection of the resource model);
+4. sets the per-step shrink ``s = s_ff + s_unit * mu``: the feed-forward ``s_ff`` brings
+   the median doomed channel to zero within ``H`` steps; ``mu`` is the multiplier,
+   updated by dual ascent on the normalised violation ``v = (R - B) / R0``:
+   ``mu <- clip(mu + ETA * v, 0, MU_MAX)``; it corrects channels that the gradient
+   holds up. ``lambda = base + s * (1/lr + beta)``, so ``tau_i = lambda * w_i / (1/lr + beta)
+   = s * w_i`` per step whatever the lr schedule;
+5. per-channel penalty weights ``w_i`` = the channel's marginal cost ``dR/dk`` normalised
+   to mean 1 over removable channels, clipped to [W_MIN, W_MAX] (non-removable: 0), times
+   BACKGROUND for channels that are not doomed (a light cost-weighted l1 pressure on all).
+
+At the end of training, if ``R`` is still above the target, :meth:`finish` removes the alive
+channels with the smallest ``|xi| / cost`` until ``R <= target`` and reports how many. All
+constants are listed (and justified) in docs/budget.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.resource import METRICS, ResourceModel
+from edgeslim.train.hooks import TrainHook
+
+log = logging.getLogger(__name__)
+
+#: dual-ascent gain per control step: a 10% violation moves mu by 0.2
+ETA = 2.0
+#: multiplier ceiling (anti wind-up: channels react with a delay)
+MU_MAX = 20.0
+#: look-ahead horizon (fraction of training): doomed channels reach zero within it
+HORIZON = 0.05
+#: weight factor of channels the budget does not (yet) need to remove
+BACKGROUND = 0.1
+#: clip of the normalised cost weights
+W_MIN, W_MAX = 0.05, 20.0
+#: EMA factor of the probe loss (per probe) and the relative degradation that pauses the taper
+LOSS_EMA = 0.3
+#: probes per training run (at most; at least every control step)
+PROBES = 100
+#: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
+TAU_CAP_FRACTION = 0.5
+
+_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+@dataclass
+class BudgetSettings:
+    """What to reach (``metric``, ``target``) and how the taper runs (fractions of training)."""
+
+    metric: str = "macs"
+    target: str = "0.5"
+    profile: str | None = None
+    precision: str | None = None
+    batch: int = 1
+    latency_table: str | None = None
+    taper_start: float = 0.1
+    taper_end: float = 0.6
+    taper_max: float = 0.85
+    loss_tolerance: float = 0.1
+    #: control interval in steps; 0: total_steps // 200, between 1 and 10
+    every: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BudgetSettings:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> None:
+        if self.metric not in METRICS:
+            raise EdgeslimError(f"unknown budget metric {self.metric!r}; choose one of: {', '.join(METRICS)}")
+        parse_target(self.target, self.metric)
+        if self.metric == "latency" and not (self.profile or self.latency_table):
+            raise EdgeslimError(
+                "--target-latency needs --profile NAME (roofline prediction, e.g. jetson-orin-nano-8gb) "
+                "or --latency-table FILE (measured per-layer times)"
+            )
+        if not 0.0 <= self.taper_start < self.taper_end <= 1.0:
+            raise EdgeslimError(
+                f"--taper-end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}"
+            )
+        self.taper_max = max(self.taper_max, self.taper_end)
+        if self.taper_max > 1.0:
+            raise EdgeslimError(f"taper_max must be <= 1, got {self.taper_max:g}")
+        if not self.loss_tolerance > 0:
+            raise EdgeslimError(f"loss tolerance must be > 0, got {self.loss_tolerance:g}")
+        if self.every < 0 or self.batch < 1:
+            raise EdgeslimError("budget control interval and batch must be >= 1")
+
+
+def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
+    """``("fraction", 0.5)`` or ``("absolute", 1.2e8)``: ``0.5``, ``50%``, ``120M``, ``8ms``.
+
+    Fractions are of the dense model; absolute MACs/params take k/M/G suffixes; absolute
+    latency needs a unit (s, ms, us). Anything else is one clear error.
+    """
+    s = str(text).strip()
+    flag = {"macs": "--target-macs", "params": "--target-params", "latency": "--target-latency"}[metric]
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(%|[kKmMgGtT]|s|ms|us)?", s)
+    if not m:
+        hint = "8ms, 0.5 or 50%" if metric == "latency" else "0.5, 50% or 120M"
+        raise EdgeslimError(f"{flag} {text!r} is not a budget; write e.g. {hint} (no spaces)")
+    value, unit = float(m.group(1)), m.group(2)
+    if unit == "%":
+        kind, value = "fraction", value / 100.0
+    elif unit in _TIME:
+        if metric != "latency":
+            raise EdgeslimError(f"{flag} {text!r}: a time unit only fits --target-latency")
+        kind, value = "absolute", value * _TIME[unit]
+    elif unit:
+        if metric == "latency":
+            raise EdgeslimError(f"{flag} {text!r}: give a time unit (s, ms, us), e.g. 8ms")
+        kind, value = "absolute", value * _UNITS[unit.lower()]
+    elif value <= 1.0:
+        kind = "fraction"
+    elif metric == "latency":
+        raise EdgeslimError(f"{flag} {text!r}: give a time unit (8ms) or a fraction of the dense model (0.5)")
+    else:
+        kind = "absolute"
+    if not value > 0 or not math.isfinite(value):
+        raise EdgeslimError(f"{flag} {text!r} must be > 0")
+    return kind, value
+
+
+def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
+    """The absolute target; errors if it is not below the dense model or not reachable."""
+    kind, value = parse_target(settings.target, settings.metric)
+    target = value * resource.dense if kind == "fraction" else value
+    d = resource.describe
+    if target >= resource.dense:
+        raise EdgeslimError(
+            f"the budget {d(target)} is not below the dense model ({d(resource.dense)}); "
+            "nothing to remove: give a smaller target"
+        )
+    if target < resource.minimum:
+        raise EdgeslimError(
+            f"the budget {d(target)} is unreachable: one channel per group already costs "
+            f"{d(resource.minimum)} ({resource.minimum / resource.dense:.2%} of dense); give a larger target"
+        )
+    return float(target)
+
+
+class BudgetController(TrainHook):
+    """Drives a :class:`ProximalSlimming` hook to a resource budget (see the module docstring).
+
+    Add it to the trainer's hooks *after* the slimmer. ``probe``: ``(x, y)`` training
+    images whose loss (eval mode, every few steps) detects degradation; ``None`` disables
+    the taper slow-down.
+    """
+
+    name = "budget"
+
+    def __init__(
+        self,
+        slimmer: Any,
+        resource: ResourceModel,
+        settings: BudgetSettings,
+        total_steps: int,
+        *,
+        probe: tuple[Tensor, Tensor] | None = None,
+        base_lambda: float = 0.0,
+    ) -> None:
+        settings.validate()
+        if resource.total != slimmer.total:
+            raise EdgeslimError("the resource model and the slimmer cover different BN channels")
+        self.slimmer, self.resource, self.settings = slimmer, resource, settings
+        self.target = resolve_target(settings, resource)
+        self.total_steps = max(int(total_steps), 1)
+        self.every = settings.every or min(max(self.total_steps // 200, 1), 10)
+        self.probe = probe
+        self.base_lambda = float(base_lambda)
+        self.horizon = max(HORIZON * self.total_steps, 2.0 * self.every)
+        xi0 = slimmer.xi.detach().abs().cpu()
+        rem = xi0[resource.pos_removable]
+        med = float(rem.median()) if rem.numel() else 1.0
+        self.s_unit = max(med, 1e-3) / self.horizon
+        self.tau_cap = _tau_cap(slimmer)
+        self.step_count = 0
+        self.clock = 0.0
+        self.mu = 0.0
+        self.shrink = 0.0
+        self.violation = 0.0
+        self.R = resource.dense
+        self.budget = resource.dense
+        self.loss_ema: float | None = None
+        self.loss_best: float | None = None
+        self.paused_steps = 0
+        self.projection_removed = 0
+        self.resource_before_projection: float | None = None
+        self.predicted = resource.dense
+        self.probe_every = max(self.every, self.total_steps // PROBES)
+        self._optimizer: Optimizer | None = None
+        self._model: nn.Module | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def fraction(self) -> float:
+        return self.step_count / self.total_steps
+
+    def budget_at(self, clock: float) -> float:
+        return self.resource.dense - (self.resource.dense - self.target) * clock
+
+    def degraded(self) -> bool:
+        if self.loss_ema is None or self.loss_best is None:
+            return False
+        return self.loss_ema > self.loss_best * (1.0 + self.settings.loss_tolerance)
+
+    def _lr(self) -> float:
+        if self._optimizer is None:
+            return 0.1
+        lrs = [float(g["lr"]) for g in self._optimizer.param_groups]
+        return max(min(lrs), 1e-12)
+
+    @torch.no_grad()
+    def _probe_loss(self, model: nn.Module) -> None:
+        if self.probe is None:
+            return
+        x, y = self.probe
+        was = model.training
+        model.eval()
+        try:
+            loss = float(nn.functional.cross_entropy(model(x), y))
+        finally:
+            model.train(was)
+        if not math.isfinite(loss):
+            return
+        self.loss_ema = loss if self.loss_ema is None else (1 - LOSS_EMA) * self.loss_ema + LOSS_EMA * loss
+        self.loss_best = self.loss_ema if self.loss_best is None else min(self.loss_best, self.loss_ema)
+
+    # ------------------------------------------------------------------ control
+    def control(self) -> None:
+        """One control update (clock, budget, mu, lambda, weights); called every ``every`` steps."""
+        st = self.settings
+        p = self.fraction()
+        every = self.every
+        if p >= st.taper_start:
+            rate = every / (self.total_steps * (st.taper_end - st.taper_start))
+            if self.degraded():
+                rate = 0.0
+                self.paused_steps += every
+            deadline = min((p - st.taper_start) / (st.taper_max - st.taper_start), 1.0)
+            self.clock = min(max(self.clock + rate, deadline), 1.0)
+        self.budget = self.budget_at(self.clock)
+        xi = self.slimmer.xi.detach().cpu()
+        self.R = self.resource.of_xi(xi)
+        self.violation = (self.R - self.budget) / self.resource.dense
+        self.mu = min(max(0.0, self.mu + ETA * self.violation), MU_MAX)
+        taper_steps = self.total_steps * (st.taper_end - st.taper_start)
+        ahead = (
+            self.budget_at(min(self.clock + self.horizon / taper_steps, 1.0)) if p >= st.taper_start else None
+        )
+        w = self.weights(xi)
+        s_ff = 0.0
+        if ahead is not None and ahead < self.resource.dense:
+            projected, _ = self.resource.project(xi, max(ahead, self.target))
+            doomed = (projected == 0) & self.resource.pos_removable
+            self.predicted = self.resource.of_xi(projected)
+            alive = doomed & (xi != 0)
+            if bool(alive.any()):
+                s_ff = float((xi[alive].abs() / w[alive].clamp(min=1e-12)).median()) / self.horizon
+            w = torch.where(doomed, w, BACKGROUND * w)
+        self.shrink = s_ff + self.s_unit * self.mu
+        if self.tau_cap is not None and self.shrink * float(w.max()) > self.tau_cap:
+            self.shrink = self.tau_cap / float(w.max())
+        self.slimmer.set_weights(w.to(torch.float32))
+        denom = 1.0 / self._lr() + self.slimmer.beta
+        self.slimmer.lam = self.base_lambda + self.shrink * denom
+
+    def weights(self, xi: Tensor) -> Tensor:
+        """Penalty weights: marginal cost normalised to mean 1 over removable channels, clipped."""
+        costs = self.resource.channel_costs(xi)
+        rem = self.resource.pos_removable
+        mean = float(costs[rem].mean()) if bool(rem.any()) else 1.0
+        return torch.where(rem, (costs / max(mean, 1e-30)).clamp(W_MIN, W_MAX), torch.zeros_like(costs))
+
+    # ------------------------------------------------------------------ TrainHook
+    def on_train_start(self, model: nn.Module, optimizer: Optimizer) -> None:
+        self._optimizer, self._model = optimizer, model
+        if self.step_count == 0:
+            self.control()
+
+    def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
+        self._optimizer = optimizer
+        self.step_count += 1
+        if self.step_count % self.probe_every == 0:
+            self._probe_loss(model)
+        if self.step_count % self.every == 0:
+            self.control()
+
+    def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
+        self.R = self.resource.of_xi(self.slimmer.xi)
+        d = self.resource.dense
+        return {
+            "budget_target": self.target / d,
+            "budget_B": self.budget / d,
+            "budget_R": self.R / d,
+            "budget_predicted": self.predicted / d,
+            "budget_mu": self.mu,
+            "budget_lambda": self.slimmer.lam,
+            "budget_shrink": self.shrink,
+            "budget_clock": self.clock,
+            "budget_probe_loss": float("nan") if self.loss_ema is None else self.loss_ema,
+            "budget_paused_steps": float(self.paused_steps),
+        }
+
+    def on_train_end(self, model: nn.Module) -> None:
+        self.finish()
+
+    def finish(self) -> int:
+        """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
+        self.resource_before_projection = self.resource.of_xi(self.slimmer.xi)
+        xi, removed = self.resource.project(self.slimmer.xi, self.target)
+        self.slimmer.xi = xi.to(self.slimmer.xi.device, self.slimmer.xi.dtype)
+        self.projection_removed = removed
+        self.R = self.resource.of_xi(self.slimmer.xi)
+        if removed:
+            log.warning(
+                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
+                100 * self.resource_before_projection / self.resource.dense,
+                100 * self.target / self.resource.dense,
+                removed,
+            )
+        return removed
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
+                "paused_steps", "projection_removed")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            if hasattr(self, k):
+                setattr(self, k, v)
+
+    # ------------------------------------------------------------------ report
+    def report(self, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Settings, final numbers and the per-epoch trajectory (from the trainer's history)."""
+        d = self.resource.dense
+        traj = []
+        for r in history:
+            if "budget_R" not in r:
+                continue
+            traj.append(
+                {
+                    "epoch": r.get("epoch"),
+                    "target": r["budget_target"],
+                    "budget": r["budget_B"],
+                    "resource": r["budget_R"],
+                    "mu": r["budget_mu"],
+                    "lambda": r["budget_lambda"],
+                    "shrink_per_step": r["budget_shrink"],
+                    "clock": r["budget_clock"],
+                    "probe_loss": r["budget_probe_loss"],
+                    "test_acc": r.get("test_acc"),
+                    "train_loss": r.get("train_loss"),
+                }
+            )
+        before = self.resource_before_projection if self.resource_before_projection is not None else self.R
+        return {
+            "settings": self.settings.to_dict(),
+            "metric": self.resource.metric,
+            "unit": "seconds per batch" if self.resource.metric == "latency" else self.resource.metric,
+            "dense": d,
+            "minimum": self.resource.minimum,
+            "target": self.target,
+            "target_fraction": self.target / d,
+            "achieved": self.R,
+            "achieved_fraction": self.R / d,
+            "achieved_over_target": self.R / self.target,
+            "controller_reached": before / self.target,
+            "before_projection_fraction": before / d,
+            "projection_removed_channels": self.projection_removed,
+            "taper_paused_steps": self.paused_steps,
+            "total_steps": self.total_steps,
+            "constants": {
+                "ETA": ETA,
+                "MU_MAX": MU_MAX,
+                "HORIZON": HORIZON,
+                "BACKGROUND": BACKGROUND,
+                "W_MIN": W_MIN,
+                "W_MAX": W_MAX,
+                "LOSS_EMA": LOSS_EMA,
+                "PROBES": PROBES,
+            },  # fmt: skip
+            "trajectory": traj,
+        }
+
+
+def _tau_cap(slimmer: Any) -> float | None:
+    """Largest per-step shrink tau that keeps MCP / SCAD single-valued (with a margin)."""
+    if slimmer.penalty == "mcp":
+        return TAU_CAP_FRACTION * float(slimmer.params["g"])
+    if slimmer.penalty == "scad":
+        return TAU_CAP_FRACTION * (float(slimmer.params["a"]) - 1.0) * float(slimmer.params["l"])
+    return None
+
+
+def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgeslim.utils.io import atomic_path
+
+    traj = report["trajectory"]
+    ep = [t["epoch"] for t in traj]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
+    a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
+    a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
+    a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel(f"{report['metric']} / dense")
+    a1.legend(fontsize=8)
+    a1.set_title(f"budget {report['target_fraction']:.0%} of dense {report['metric']}", fontsize=10)
+    a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("mu")
+    a3 = a2.twinx()
+    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test acc")
+    a3.set_ylabel("test accuracy")
+    lines = a2.get_lines() + a3.get_lines()
+    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
+    a2.set_title("multiplier and accuracy", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def build_controller(
+    model: nn.Module,
+    slimmer: Any,
+    settings: BudgetSettings,
+    example_input: Tensor,
+    total_steps: int,
+    *,
+    probe: tuple[Tensor, Tensor] | None = None,
+    base_lambda: float = 0.0,
+    round_to: int = 1,
+) -> BudgetController:
+    """Validate ``settings``, build the resource model (one trace) and the controller."""
+    from edgeslim.sparsity.resource import build_resource, load_latency_table
+
+    settings.validate()
+    table = load_latency_table(settings.latency_table) if settings.latency_table else None
+    resource = build_resource(
+        model, example_input, settings.metric, profile=settings.profile, precision=settings.precision,
+        batch=settings.batch, latency_table=table, round_to=round_to,
+    )  # fmt: skip
+    return BudgetController(slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda)

@@ -1,0 +1,484 @@
+"""Resource of a network as an exact, vectorised function of which BN channels are alive.
+
+One trace of the model (surgery's dependency graph) gives *channel groups*: every class
+(one removable channel index, with everything coupled to it) of a group touches the same
+layer dimensions the same number of times, so the resource depends only on the number
+``k_g`` of alive classes per group. With ``M[t, g]`` = how many channels of touch ``t``
+(a conv/linear input or output, a BN) one class of group ``g`` is, every layer's channel
+counts are ``n = M @ k`` and
+
+* MACs   = sum over convs ``kh*kw*H_out*W_out/groups * n_in * n_out`` (+ depthwise, linear);
+* params = the untracked parameters + every layer's weights/biases as a function of ``n``,
+  plus the bias that channel surgery adds to a bias-free consumer when it folds the
+  constant of a removed channel into it;
+* latency = :func:`edgeslim.bench.predict.predict_latency` (roofline of a device profile)
+  of per-layer MACs and bytes, or a measured per-layer latency table scaled by each
+  layer's MACs.
+
+A class is *removable* (surgery will cut it when all its BN scales are zero) if it has a
+BN, no barrier touches it, and every consumer reads it through a BN; this is found once,
+by tracing a copy of the model whose BN scales are all zero (surgery's own
+:func:`~edgeslim.surgery.prune.removable_classes` on it). A class is alive when it is not
+removable or one of its BN entries in ``xi`` is nonzero; a group never drops below one
+channel (surgery and :meth:`ProximalSlimming.finalize` keep one), and ``round_to`` rounds
+kept counts up as surgery does. Evaluating ``R`` costs two ``index_add`` and a small
+matrix product: no tracing per evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.subgradient import bn_layers
+
+METRICS = ("macs", "params", "latency")
+#: bytes per element of weights and activations, per precision (roofline bytes)
+ELEM_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass
+class _Layer:
+    name: str
+    kind: str  # conv | dw | linear | bn
+    in_touch: int  # -1: none
+    out_touch: int
+    coef: float  # MACs per (n_in * n_out) (conv, linear) or per n_out (dw)
+    kernel_per_group: float  # weights per (n_in * n_out) or per n_out (dw)
+    bias: bool
+    in_spatial: int
+    out_spatial: int
+
+
+class ResourceModel:
+    """``R(alive channels)`` for one model and one metric (see the module docstring).
+
+    Build with :func:`build_resource`. ``xi`` arguments are flat over all affine BN channels
+    in module order (the layout of :class:`~edgeslim.sparsity.prox.ProximalSlimming`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_input: Tensor,
+        metric: str = "macs",
+        *,
+        profile: Any = None,
+        precision: str | None = None,
+        batch: int = 1,
+        latency_table: dict[str, Any] | None = None,
+        round_to: int = 1,
+    ) -> None:
+        from edgeslim.surgery.graph import build_graph
+        from edgeslim.surgery.prune import removable_classes
+
+        if metric not in METRICS:
+            raise EdgeslimError(f"unknown resource {metric!r}; choose one of: {', '.join(METRICS)}")
+        if round_to < 1:
+            raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
+        self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
+        layers = bn_layers(model)
+        if not layers:
+            raise EdgeslimError("the model has no affine BatchNorm layers; budgets act on BN channels")
+        self.bn_names = [n for n, _ in layers]
+        sizes = [int(m.weight.numel()) for _, m in layers]
+        offsets = dict(zip(self.bn_names, [sum(sizes[:i]) for i in range(len(sizes))]))
+        self.total = sum(sizes)
+
+        # Trace a copy whose BN scales are all zero: its removable classes are those that
+        # surgery cuts once their scales reach zero.
+        work = copy.deepcopy(model).cpu().float()
+        with torch.no_grad():
+            for _, m in bn_layers(work):
+                m.weight.zero_()
+        example = example_input.detach().cpu().float()[:1]
+        g = build_graph(work, example)
+        removable, _ = removable_classes(g)
+        self.graph = g
+        k_classes = g.num_classes
+        self.num_groups = len(g.groups)
+        group_of_class = torch.full((k_classes,), -1, dtype=torch.long)
+        for grp in g.groups:
+            group_of_class[grp.classes] = grp.index
+        self.group_of_class = group_of_class
+        self.group_size = torch.tensor([grp.size for grp in g.groups], dtype=torch.float64)
+        self.removable = removable
+        # flat BN position -> class
+        pos_class = torch.full((self.total,), -1, dtype=torch.long)
+        for t, cls in zip(g.touches, g.touch_classes):
+            if t.kind == "bn" and t.module in offsets:
+                o = offsets[t.module]
+                pos_class[o : o + cls.numel()] = cls
+        if bool((pos_class < 0).any()):
+            raise EdgeslimError("some BatchNorm channels are not in the dependency graph; cannot budget them")
+        self.pos_class = pos_class
+        self.pos_removable = removable[pos_class]
+        # M[t, g]: channels of touch t per alive class of group g
+        n_touch = len(g.touches)
+        m = torch.zeros(n_touch, self.num_groups, dtype=torch.float64)
+        for ti, cls in enumerate(g.touch_classes):
+            gi = group_of_class[cls]
+            m[ti].index_add_(0, gi, torch.ones(gi.numel(), dtype=torch.float64))
+        self.touch_matrix = m / self.group_size.clamp(min=1)
+        self.layers = self._layers(model, example)
+        self.in_idx = torch.tensor([max(layer.in_touch, 0) for layer in self.layers], dtype=torch.long)
+        self.has_in = torch.tensor([layer.in_touch >= 0 for layer in self.layers])
+        self.out_idx = torch.tensor([layer.out_touch for layer in self.layers], dtype=torch.long)
+        self.dense_k = self.group_size.clone()
+        self.const_params = float(g.params()) - self._params_from(self.dense_k, dense=True)
+        # latency settings
+        self.profile = self.precision = None
+        self.efficiency = None
+        self.table: dict[str, float] | None = None
+        self.table_fixed = 0.0
+        if metric == "latency":
+            self._setup_latency(profile, precision, latency_table)
+        self.dense = self.value(self.dense_k)
+        kmin = torch.where(
+            self._group_fixed_alive() > 0, self._group_fixed_alive(), torch.ones_like(self.dense_k)
+        )
+        self.minimum = self.value(self._round(kmin))
+
+    # ------------------------------------------------------------------ construction
+    def _layers(self, model: nn.Module, example: Tensor) -> list[_Layer]:
+        """Layer shapes from the graph; input spatial sizes from one forward pass (pre-hooks)."""
+        g = self.graph
+        names = {c.module for c in g.costs}
+        in_spatial: dict[str, int] = {}
+        mods = dict(model.named_modules())
+        handles = []
+        for name in names:
+
+            def hook(_m: nn.Module, args: tuple, name: str = name) -> None:
+                x = args[0]
+                in_spatial.setdefault(name, int(math.prod(x.shape[2:])) if x.dim() > 2 else 1)
+
+            handles.append(mods[name].register_forward_pre_hook(hook))
+        was = model.training
+        model.eval()
+        try:
+            p = next(model.parameters())
+            with torch.no_grad():
+                model(example.to(p.device, p.dtype))
+        finally:
+            model.train(was)
+            for h in handles:
+                h.remove()
+        out = []
+        for c in g.costs:
+            kernel_pg = c.kernel / c.groups if c.kind == "conv" else float(c.kernel)
+            coef = c.kernel * c.spatial / c.groups if c.kind == "conv" else float(c.kernel * c.spatial)
+            if c.kind == "linear":
+                coef, kernel_pg = 1.0, 1.0
+            out.append(
+                _Layer(
+                    c.module,
+                    c.kind,
+                    -1 if c.in_touch is None else c.in_touch,
+                    c.out_touch,
+                    coef,
+                    kernel_pg,
+                    c.bias,
+                    in_spatial.get(c.module, 1),
+                    c.spatial,
+                )  # fmt: skip
+            )
+        return out
+
+    def _setup_latency(self, profile: Any, precision: str | None, table: dict[str, Any] | None) -> None:
+        if table is not None:
+            rows = table.get("layers")
+            if not isinstance(rows, dict) or not rows:
+                raise EdgeslimError(
+                    'a latency table needs "layers": {"<layer name>": <ms at full width>, ...}'
+                )
+            unit = {"ms": 1e-3, "us": 1e-6, "s": 1.0}.get(str(table.get("unit", "ms")))
+            if unit is None:
+                raise EdgeslimError(f"latency table unit must be ms, us or s, got {table.get('unit')!r}")
+            mac_layers = {layer.name for layer in self.layers if layer.kind != "bn"}
+            missing = sorted(mac_layers - set(rows))
+            if missing:
+                raise EdgeslimError(
+                    f"the latency table has no entry for layer(s) {', '.join(missing[:4])}; "
+                    "measure every conv/linear layer of this model"
+                )
+            self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
+            self.table_fixed = float(table.get("fixed", 0.0)) * unit
+            return
+        if profile is None:
+            raise EdgeslimError(
+                "a latency target needs --profile NAME (a device profile) or --latency-table FILE"
+            )
+        from edgeslim.bench.profiles import DeviceProfile, load_profile
+
+        self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
+        self.precision = precision or self.profile.preferred.precision
+        if self.precision not in ELEM_BYTES:
+            raise EdgeslimError(f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}")
+        self.efficiency = self.profile.efficiency_for(self.precision)
+
+    # ------------------------------------------------------------------ counts
+    def _group_fixed_alive(self) -> Tensor:
+        """Classes per group that can never be removed."""
+        valid = self.group_of_class >= 0
+        fixed = (~self.removable & valid).to(torch.float64)
+        return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
+            0, self.group_of_class[valid], fixed[valid]
+        )
+
+    def _round(self, k: Tensor) -> Tensor:
+        k = torch.maximum(k, torch.ones_like(k))
+        if self.round_to > 1:
+            up = torch.ceil(k / self.round_to) * self.round_to
+            k = torch.where(k < self.group_size, torch.minimum(up, self.group_size), self.group_size)
+        return k
+
+    def class_alive(self, xi: Tensor) -> Tensor:
+        """Bool per class: alive unless removable with every BN entry zero."""
+        nz = torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(
+            0, self.pos_class, (xi.detach().cpu().reshape(-1) != 0).to(torch.float64)
+        )
+        return ~self.removable | (nz > 0)
+
+    def counts(self, xi: Tensor) -> Tensor:
+        """Alive channels per group (never below one, rounded like surgery)."""
+        alive = self.class_alive(xi)
+        valid = self.group_of_class >= 0
+        k = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
+            0, self.group_of_class[valid], alive[valid].to(torch.float64)
+        )
+        return self._round(k)
+
+    def channels(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """(n_in, n_out) per layer for group counts ``k``."""
+        n = self.touch_matrix @ k
+        n_in = torch.where(self.has_in, n[self.in_idx], torch.ones_like(n[self.in_idx]))
+        return n_in, n[self.out_idx]
+
+    # ------------------------------------------------------------------ metrics
+    def _macs_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
+        out = []
+        for i, layer in enumerate(self.layers):
+            if layer.kind in ("conv", "linear"):
+                out.append(layer.coef * n_in[i] * n_out[i])
+            elif layer.kind == "dw":
+                out.append(layer.coef * n_out[i])
+            else:
+                out.append(n_out[i] * 0)
+        return torch.stack(out)
+
+    def _weights_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
+        out = []
+        for i, layer in enumerate(self.layers):
+            if layer.kind in ("conv", "linear"):
+                w = layer.kernel_per_group * n_in[i] * n_out[i]
+            elif layer.kind == "dw":
+                w = layer.kernel_per_group * n_out[i]
+            else:
+                w = 2 * n_out[i] if layer.bias else n_out[i] * 0
+            if layer.kind != "bn" and layer.bias:
+                w = w + n_out[i]
+            out.append(w)
+        return torch.stack(out)
+
+    def _params_from(self, k: Tensor, dense: bool = False) -> float:
+        n_in, n_out = self.channels(k)
+        total = self._weights_per_layer(n_in, n_out).sum()
+        if not dense:  # surgery gives a bias-free consumer a bias when it folds a removed channel
+            d_in, _ = self.channels(self.dense_k)
+            for i, layer in enumerate(self.layers):
+                if layer.kind in ("conv", "linear") and not layer.bias and bool(n_in[i] < d_in[i]):
+                    total = total + n_out[i]
+        return float(total)
+
+    def layer_costs(self, k: Tensor) -> list[Any]:
+        """Per-layer :class:`edgeslim.bench.predict.LayerCost` (BN fused into its conv)."""
+        from edgeslim.bench.predict import LayerCost
+
+        macs, nbytes, wbytes = self._roofline_terms(k)
+        return [
+            LayerCost(layer.name, float(macs[i]), float(nbytes[i]), float(wbytes[i]), layer.kind)
+            for i, layer in enumerate(self.layers)
+            if layer.kind != "bn"
+        ]
+
+    def _roofline_terms(self, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        eb = ELEM_BYTES[self.precision or "fp32"]
+        n_in, n_out = self.channels(k)
+        macs = self._macs_per_layer(n_in, n_out)
+        weights = self._weights_per_layer(n_in, n_out) * eb
+        act_in = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64) * n_in * eb
+        act_out = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64) * n_out * eb
+        return macs, weights + act_in + act_out, weights
+
+    def value(self, k: Tensor) -> float:
+        """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch)."""
+        if self.metric == "macs":
+            n_in, n_out = self.channels(k)
+            return float(self._macs_per_layer(n_in, n_out).sum())
+        if self.metric == "params":
+            return self.const_params + self._params_from(k)
+        if self.table is not None:
+            return self.table_fixed + float(self._table_terms(k).sum())
+        from edgeslim.bench.predict import predict_latency
+
+        return predict_latency(
+            self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
+        ).total_s
+
+    def _table_terms(self, k: Tensor) -> Tensor:
+        n_in, n_out = self.channels(k)
+        d_in, d_out = self.channels(self.dense_k)
+        macs, dense = self._macs_per_layer(n_in, n_out), self._macs_per_layer(d_in, d_out)
+        assert self.table is not None
+        t = torch.tensor([self.table.get(layer.name, 0.0) for layer in self.layers], dtype=torch.float64)
+        return t * macs / dense.clamp(min=1e-12)
+
+    def marginal(self, k: Tensor) -> Tensor:
+        """``dR/dk_g``: what one more alive channel of each group costs (at counts ``k``)."""
+        kk = k.detach().clone().to(torch.float64).requires_grad_(True)
+        if self.metric == "macs":
+            n_in, n_out = self.channels(kk)
+            r = self._macs_per_layer(n_in, n_out).sum()
+        elif self.metric == "params":
+            n_in, n_out = self.channels(kk)
+            r = self._weights_per_layer(n_in, n_out).sum()
+        elif self.table is not None:
+            r = self._table_terms(kk).sum()
+        else:  # roofline: the layer's bound decides whether MACs or bytes cost time
+            from edgeslim.bench.predict import predict_latency
+
+            pred = predict_latency(
+                self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
+            )
+            peak = self.profile.peak_gflops[self.precision] * 1e9
+            bw = self.profile.memory_bandwidth_gbs * 1e9
+            wc, wm = [], []
+            for p in pred.layers:
+                compute = p.compute_s >= p.memory_s  # seconds = max(compute, memory) + launch
+                wc.append(2.0 * self.batch / (self.efficiency.compute * peak) if compute else 0.0)
+                wm.append(0.0 if compute else 1.0 / (self.efficiency.memory * bw))
+            macs, nbytes, wbytes = self._roofline_terms(kk)
+            keep = torch.tensor([layer.kind != "bn" for layer in self.layers])
+            at_batch = wbytes + (nbytes - wbytes) * self.batch
+            r = (torch.tensor(wc, dtype=torch.float64) * macs[keep]).sum() + (
+                torch.tensor(wm, dtype=torch.float64) * at_batch[keep]
+            ).sum()
+        (grad,) = torch.autograd.grad(r, kk, allow_unused=True)
+        return torch.zeros_like(kk) if grad is None else grad.detach()
+
+    # ------------------------------------------------------------------ per channel
+    def of_xi(self, xi: Tensor) -> float:
+        return self.value(self.counts(xi))
+
+    def of_model(self, model: nn.Module) -> float:
+        """``R`` of a dense model whose zero BN scales mark removed channels."""
+        return self.of_xi(flat_gammas(model))
+
+    def channel_costs(self, xi: Tensor) -> Tensor:
+        """Marginal cost of every flat BN entry (0 for channels surgery cannot remove)."""
+        marg = self.marginal(self.counts(xi)).clamp(min=0)
+        cost = marg[self.group_of_class[self.pos_class].clamp(min=0)]
+        return torch.where(self.pos_removable, cost, torch.zeros_like(cost))
+
+    def project(self, xi: Tensor, target: float) -> tuple[Tensor, int]:
+        """Zero the alive removable classes with the smallest ``|xi| / cost`` until ``R <= target``.
+
+        Every group keeps its strongest class. Returns the new ``xi`` and the number of
+        classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
+        """
+        xi = xi.detach().clone()
+        k = self.counts(xi)
+        if self.value(k) <= target:
+            return xi, 0
+        alive = self.class_alive(xi)
+        strength = (
+            torch.zeros(self.graph.num_classes, dtype=torch.float64)
+            .index_add_(0, self.pos_class, xi.detach().cpu().double().reshape(-1) ** 2)
+            .sqrt()
+        )
+        marg = self.marginal(k).clamp(min=1e-30)
+        cand = torch.nonzero(alive & self.removable & (self.group_of_class >= 0)).flatten()
+        grp = self.group_of_class[cand]
+        score = strength[cand] / marg[grp]
+        # keep the strongest class of every group
+        best = torch.full((self.num_groups,), -1.0, dtype=torch.float64).scatter_reduce(
+            0, grp, strength[cand], reduce="amax"
+        )
+        keep_one = torch.zeros_like(cand, dtype=torch.bool)
+        for gi in torch.unique(grp).tolist():
+            where = torch.nonzero((grp == gi) & (strength[cand] == best[gi])).flatten()
+            keep_one[where[0]] = True
+        cand, grp, score = cand[~keep_one], grp[~keep_one], score[~keep_one]
+        order = torch.argsort(score, stable=True)
+        cand, grp = cand[order], grp[order]
+        raw = self._raw_counts(alive)
+
+        def r_after(n: int) -> float:
+            removed = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
+                0, grp[:n], torch.ones(n, dtype=torch.float64)
+            )
+            return self.value(self._round(raw - removed))
+
+        lo, hi = 0, int(cand.numel())
+        if r_after(hi) > target:
+            raise EdgeslimError(
+                f"cannot reach the budget {target:.4g}: even one channel per group costs {r_after(hi):.4g}"
+            )
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if r_after(mid) <= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        dead = torch.zeros(self.graph.num_classes, dtype=torch.bool)
+        dead[cand[:lo]] = True
+        xi[dead[self.pos_class].to(xi.device)] = 0
+        return xi, lo
+
+    def _raw_counts(self, alive: Tensor) -> Tensor:
+        valid = self.group_of_class >= 0
+        return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
+            0, self.group_of_class[valid], alive[valid].to(torch.float64)
+        )
+
+    def describe(self, v: float) -> str:
+        """Human text for a resource value."""
+        if self.metric == "latency":
+            return f"{v * 1e3:.3g} ms"
+        from edgeslim.utils.console import human
+
+        return f"{human(v)} {'MACs' if self.metric == 'macs' else 'params'}"
+
+
+def flat_gammas(model: nn.Module) -> Tensor:
+    """All affine BN scales, flat in module order (the ``xi`` layout)."""
+    return torch.cat([m.weight.detach().reshape(-1).cpu() for _, m in bn_layers(model)])
+
+
+def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a per-layer latency table JSON (see docs/budget.md for the format)."""
+    if not os.path.isfile(path):
+        raise EdgeslimError(f"latency table {path} does not exist")
+    try:
+        data = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise EdgeslimError(f"latency table {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EdgeslimError(f'latency table {path} must be a JSON object with "layers"')
+    return data
+
+
+def build_resource(
+    model: nn.Module, example_input: Tensor, metric: str = "macs", **kwargs: Any
+) -> ResourceModel:
+    """A :class:`ResourceModel` for ``model`` (one trace; see the module docstring)."""
+    return ResourceModel(model, example_input, metric, **kwargs)
