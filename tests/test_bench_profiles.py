@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from edgeslim.bench.predict import LayerCost, Observation, calibrate, predict_latency
+from edgeslim.bench.predict import LayerCost, Observation, calibrate, predict_latency, scale_bytes
 from edgeslim.bench.profiles import list_profiles, load_profile, profile_paths
 from edgeslim.errors import EdgeslimError
 
@@ -79,9 +79,9 @@ def test_roofline_arithmetic_and_bounds():
     b, t = pred.layers
     assert b.bound == "compute" and t.bound == "memory"
     assert b.seconds == pytest.approx(2 * 2e9 * 4 / (eff.compute * peak) + eff.launch_us * 1e-6)
-    assert t.memory_s == pytest.approx(
-        0.5 * (1e5 + 1.9e6 * 4) / (eff.memory * bw)
-    )  # fp16: half the fp32 bytes
+    assert t.memory_s == pytest.approx((1e5 + 1.9e6 * 4) / (eff.memory * bw))
+    half = predict_latency(scale_bytes([thin], "fp16"), prof, "fp16", batch=4).layers[0]
+    assert half.memory_s == pytest.approx(t.memory_s / 2)  # fp32-counted bytes re-expressed at fp16
     assert pred.total_s == pytest.approx(b.seconds + t.seconds)
     assert "PREDICTION" in pred.label
     # weight bytes do not scale with the batch; activations do

@@ -26,7 +26,8 @@ class LayerCost:
     """Cost of one layer for ONE sample.
 
     ``macs``: multiply-accumulates; ``bytes``: weights + input + output activations moved,
-    counted at fp32 (4 bytes per element; :func:`predict_latency` rescales to the precision);
+    in the element size of the precision being predicted (see :func:`scale_bytes` for costs
+    counted on an fp32 graph);
     ``weight_bytes``: the part of ``bytes`` that does not grow with the batch (0 if unknown,
     which makes the whole of ``bytes`` scale with the batch).
     """
@@ -37,14 +38,22 @@ class LayerCost:
     weight_bytes: float = 0.0
     op: str = ""
 
-    def at_batch(self, batch: int, byte_scale: float = 1.0) -> tuple[float, float]:
-        """(FLOPs, bytes) for a batch of ``batch`` samples; ``byte_scale`` = element size / 4."""
+    def at_batch(self, batch: int) -> tuple[float, float]:
+        """(FLOPs, bytes) for a batch of ``batch`` samples."""
         act = max(self.bytes - self.weight_bytes, 0.0)
-        return 2.0 * self.macs * batch, (self.weight_bytes + act * batch) * byte_scale
+        return 2.0 * self.macs * batch, self.weight_bytes + act * batch
 
 
-#: element size of each precision relative to fp32 (the unit LayerCost bytes are counted in)
-BYTE_SCALE = {"fp32": 1.0, "fp16": 0.5, "int8": 0.25}
+#: bytes per element of each precision
+ELEM_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def scale_bytes(layers: Sequence[LayerCost], precision: str, counted_as: str = "fp32") -> list[LayerCost]:
+    """Costs counted on a ``counted_as`` graph (e.g. an fp32 ONNX file) re-expressed at ``precision``."""
+    f = ELEM_BYTES.get(precision, 4) / ELEM_BYTES.get(counted_as, 4)
+    if f == 1:
+        return list(layers)
+    return [LayerCost(c.name, c.macs, c.bytes * f, c.weight_bytes * f, c.op) for c in layers]
 
 
 @dataclass
@@ -115,9 +124,8 @@ def predict_latency(
     peak, bw = _roof(prof, prec)
     pred = Prediction(profile=prof.name, precision=prec, batch=batch, efficiency=eff.model_dump())
     launch = eff.launch_us * 1e-6
-    scale = BYTE_SCALE.get(prec, 1.0)
     for layer in layers:
-        flops, nbytes = layer.at_batch(batch, scale)
+        flops, nbytes = layer.at_batch(batch)
         tc = flops / (eff.compute * peak)
         tm = nbytes / (eff.memory * bw)
         core = max(tc, tm)
@@ -167,7 +175,7 @@ def calibrate(observations: Sequence[Observation], profile: DeviceProfile, preci
     for obs in observations:
         roof = 0.0
         for layer in obs.layers:
-            flops, nbytes = layer.at_batch(obs.batch, BYTE_SCALE.get(prec, 1.0))
+            flops, nbytes = layer.at_batch(obs.batch)
             roof += max(flops / peak, nbytes / bw)
         rows.append((roof, float(len(obs.layers))))
         ys.append(obs.seconds)

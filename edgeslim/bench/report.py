@@ -44,13 +44,14 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
 
 def add_predictions(record: dict, profile, efficiency=None) -> None:
     """Roofline predictions for every ONNX model and batch, stored under ``prediction``."""
-    from edgeslim.bench.predict import predict_latency
+    from edgeslim.bench.predict import predict_latency, scale_bytes
 
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
     for label in record["models"]:
         layers = layer_costs(record, label)
         if layers is None:
             continue
+        layers = scale_bytes(layers, profile.preferred.precision)  # ONNX costs are counted at fp32
         out["models"][label] = {}
         for b in record["batches"]:
             p = predict_latency(layers, profile, batch=b, efficiency=efficiency)

@@ -69,7 +69,7 @@ def _predict_only(
     model: str, baseline: str | None, profile, batches, calibrate: str | None, as_json: bool
 ) -> None:
     from edgeslim.bench.onnx_cost import onnx_cost
-    from edgeslim.bench.predict import Observation, predict_latency
+    from edgeslim.bench.predict import Observation, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
     from edgeslim.bench.report import check_record, layer_costs
     from edgeslim.utils.console import out, table
@@ -84,6 +84,7 @@ def _predict_only(
             layers = layer_costs(run, label)
             if layers is None:
                 continue
+            layers = scale_bytes(layers, profile.preferred.precision)
             for b in run["batches"]:
                 obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
         if not obs:
@@ -100,9 +101,9 @@ def _predict_only(
     for label, path in models.items():
         if not str(path).lower().endswith(".onnx"):
             raise EdgeslimError(f"--predict needs an .onnx file (MACs come from the ONNX graph); got {path}")
-        cost = onnx_cost(path)
+        layers = scale_bytes(onnx_cost(path).layers, profile.preferred.precision)  # the ONNX is fp32
         result["models"][label] = {
-            str(b): predict_latency(cost.layers, profile, batch=b, efficiency=eff).to_dict() for b in batches
+            str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in batches
         }
     if as_json:
         out.print_json(json.dumps(to_jsonable(result)))
