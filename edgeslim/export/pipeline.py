@@ -141,7 +141,10 @@ def run_export(
 
             calib = batch.x[req.n_validate :].numpy()
             save_calibration_data(calib_path, calib, force=req.force)
-            q = quantize_qdq(onnx_path, qdq_path, calib, check=check_batch.x.numpy(), force=req.force)
+            labels = check_batch.labels.numpy() if check_batch.labels is not None else None
+            q = quantize_qdq(
+                onnx_path, qdq_path, calib, check=check_batch.x.numpy(), labels=labels, force=req.force
+            )
             result["calib_data"] = str(calib_path)
             result["qdq"] = q.to_dict()
         if installed:

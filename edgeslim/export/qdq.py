@@ -60,6 +60,8 @@ class QdqResult:
     top1_agreement: float  # INT8 (ORT) vs FP32 (ORT) on the calibration-free check images
     max_abs_diff: float
     check_images: int
+    accuracy_fp32: float | None = None  # on ``labels`` of the check images, when given
+    accuracy_int8: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,6 +100,7 @@ def quantize_qdq(
     calib: np.ndarray,
     *,
     check: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
     method: str = "entropy",
     force: bool = False,
 ) -> QdqResult:
@@ -138,4 +141,8 @@ def quantize_qdq(
         ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
         got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
     agree = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim == 2 else float("nan")
-    return QdqResult(out, method, int(len(calib)), n_q, agree, float(np.abs(ref - got).max()), int(k))
+    acc = [None, None]
+    if labels is not None and ref.ndim == 2:
+        lab = np.asarray(labels)[:k]
+        acc = [float((ref.argmax(1) == lab).mean()), float((got.argmax(1) == lab).mean())]
+    return QdqResult(out, method, int(len(calib)), n_q, agree, float(np.abs(ref - got).max()), int(k), *acc)
