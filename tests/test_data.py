@@ -340,3 +340,12 @@ def test_pool_decoding_matches_serial(small_zip, tmp_path, monkeypatch):
     monkeypatch.setattr(imf, "POOL_MIN", 4)  # decode the 30 training images in a pool of 2
     pooled = load_dataset("imagefolder", data_dir=small_zip, cache_dir=tmp_path / "b")
     assert torch.equal(serial.train_x, pooled.train_x) and torch.equal(serial.test_x, pooled.test_x)
+
+
+def test_pad_crop_is_a_window_of_the_padded_image(fm):
+    x = fm.train_x[:40]
+    y = pad_crop(x, 2, torch.Generator().manual_seed(3))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(len(x)):
+        windows = [padded[i, :, r : r + 28, c : c + 28] for r in range(5) for c in range(5)]
+        assert any(torch.equal(y[i], wdw) for wdw in windows)

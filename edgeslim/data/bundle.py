@@ -22,18 +22,20 @@ def mix_seed(*parts: int | str) -> int:
 
 
 def pad_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop of the zero-padded batch ``x`` [B,C,H,W] back to H x W, one offset per sample."""
+    """Random crop of the zero-padded batch ``x`` [B,C,H,W] back to H x W, one offset per sample.
+
+    One ``gather`` over the flattened padded images (no loop over samples)."""
     if pad <= 0:
         return x
     b, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    wp = w + 2 * pad
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    bi = torch.arange(b, device=x.device)[:, None, None, None]
-    ci = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[bi, ci, rows, cols]
+    rows = oy[:, None] + torch.arange(h, device=x.device)
+    cols = ox[:, None] + torch.arange(w, device=x.device)
+    idx = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return padded.view(b, c, -1).gather(2, idx).view(b, c, h, w)
 
 
 def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
