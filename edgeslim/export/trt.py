@@ -172,13 +172,19 @@ def make_entropy_calibrator(trt: Any, data: np.ndarray, batch: int, cache: Path 
 
 
 def _parser_errors(parser: Any) -> str:
+    """The parser's errors as one line: description, node index and operator where the bindings have them."""
     msgs = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
-        desc = e.desc() if hasattr(e, "desc") else str(e)
-        node = f" at node {e.node()}" if hasattr(e, "node") and e.node() >= 0 else ""
-        op = f" ({e.node_operator()})" if hasattr(e, "node_operator") and e.node_operator() else ""
-        msgs.append(f"{desc}{node}{op}")
+        try:
+            msg = str(e.desc())
+            if hasattr(e, "node") and e.node() >= 0:
+                msg += f" at node {e.node()}"
+            if hasattr(e, "node_operator") and e.node_operator():
+                msg += f" ({e.node_operator()})"
+        except Exception:  # noqa: BLE001 - older bindings: the error's own text
+            msg = str(e)
+        msgs.append(" ".join(msg.split()))
     return "; ".join(msgs) or "no details"
 
 
