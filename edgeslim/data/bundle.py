@@ -64,7 +64,7 @@ def shard_indices(
     return idx[rank:total:world_size]
 
 
-@dataclass
+@dataclass(eq=False)
 class DataBundle:
     """Train and test images of one data set as uint8 ``[N,C,H,W]`` and int64 labels ``[N]``."""
 

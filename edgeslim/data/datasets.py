@@ -190,8 +190,12 @@ def bundle_from_arrays(
                 "the files are corrupt or belong to another data set"
             )
         ix = balanced_subset(y, n, req.seed, num_classes)
-        parts[f"{split}_x"] = torch.from_numpy(np.ascontiguousarray(x[ix]))
-        parts[f"{split}_y"] = torch.from_numpy(np.ascontiguousarray(y[ix]))
+        if len(ix) < len(y):
+            x, y = x[ix], y[ix]
+        elif not x.flags.writeable:  # e.g. np.frombuffer: torch wants memory it may write
+            x = x.copy()
+        parts[f"{split}_x"] = torch.from_numpy(np.ascontiguousarray(x))
+        parts[f"{split}_y"] = torch.from_numpy(np.ascontiguousarray(y))
     if norm is None:
         norm = channel_stats(parts["train_x"])
     return DataBundle(
@@ -201,12 +205,18 @@ def bundle_from_arrays(
 
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (in [0,1] units) of uint8 images ``[N,C,H,W]``."""
-    c = x.shape[1]
-    xf = x.transpose(0, 1).reshape(c, -1).to(torch.float64) / 255.0
-    mean = xf.mean(1)
-    std = xf.std(1).clamp_min(1e-3)
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    """Per-channel mean and std (in [0,1] units) of uint8 images ``[N,C,H,W]``, from exact
+    256-bin histograms (no float copy of the data)."""
+    v = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for ch in range(x.shape[1]):
+        counts = torch.bincount(x[:, ch].reshape(-1), minlength=256).to(torch.float64)
+        n = counts.sum()
+        mean = (counts * v).sum() / n
+        var = (counts * (v - mean) ** 2).sum() / max(float(n) - 1, 1.0)
+        means.append(round(float(mean), 4))
+        stds.append(round(max(float(var.sqrt()), 1e-3), 4))
+    return tuple(means), tuple(stds)
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
