@@ -249,3 +249,23 @@ def test_export_loaded_reads_checkpoint_meta(tmp_path, fmnist_dir):
         "std": [0.25],
     }  # the checkpoint's, not the data set's
     assert md["architecture"] == "vgg-small" and md["input_shape"] == "1x1x28x28"
+
+
+def test_without_simplifier_warns_and_keeps_graph(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # import onnxslim -> ImportError
+    if importlib.util.find_spec("onnxsim") is None:
+        res = export_onnx(create_model("vgg-small"), tmp_path / "n.onnx", (3, 32, 32))
+        assert res.simplifier is None and res.validation.passed
+        assert any("not simplified" in w for w in res.warnings)
+    else:  # onnxsim installed: it takes over
+        assert (
+            export_onnx(create_model("vgg-small"), tmp_path / "n.onnx", (3, 32, 32)).simplifier == "onnxsim"
+        )
+
+
+def test_data_set_that_does_not_fit_the_model(fmnist_dir):
+    with pytest.raises(EdgeslimError, match="1x28x28 but the model takes 3x32x32"):
+        real_inputs((3, 32, 32), data="fashion-mnist", data_dir=fmnist_dir, n=4)
