@@ -263,3 +263,54 @@ def test_untraceable_model_is_one_clear_error():
 
     with pytest.raises(EdgeslimError, match="cannot trace"):
         build_graph(Branchy(), torch.randn(1, 3, 8, 8))
+
+
+class ShuffleNet(nn.Module):
+    """Channel shuffle (view with a literal group count, transpose, view back) between convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8, 1)
+        self.b = cbr(8, 4, 1)
+
+    def forward(self, x):
+        x = self.a(x)
+        n, c, h, w = x.size()
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+        return self.b(x)
+
+
+class LiteralViewNet(nn.Module):
+    """``view(-1, 8 * 4 * 4)``: the channel count is a literal in forward, so channels are kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8)
+        self.fc = nn.Linear(128, 3)
+
+    def forward(self, x):
+        return self.fc(self.a(x).view(-1, 8 * 4 * 4))
+
+
+def test_channel_shuffle_couples_blocks_and_permutes():
+    m = ShuffleNet().eval()
+    x = torch.randn(2, 3, 4, 4)
+    g = build_graph(m, x)
+    (grp,) = _groups_of(g, "a.1", "bn")
+    assert grp.size == 4
+    b_in = [i.tolist() for name, k, i in grp.members if name == "b.0"]
+    assert b_in == [[0, 2, 4, 6], [1, 3, 5, 7]]  # channel j -> 2j, channel 4+j -> 2j+1
+    zero_bn(m.a[1], [1, 5])
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 6 and res.model.b[0].in_channels == 6
+    assert verify(m, res.model, torch.randn(2, 3, 4, 4))["max_abs_diff"] < 1e-5
+
+
+def test_literal_view_is_a_barrier():
+    m = LiteralViewNet().eval()
+    zero_bn(m.a[1], [0, 3])
+    x = torch.randn(2, 3, 4, 4)
+    res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 0
+    assert any("literal" in b for b in res.report["barriers"])
+    assert verify(m, res.model, x)["max_abs_diff"] == 0

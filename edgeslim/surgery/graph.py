@@ -335,8 +335,11 @@ class _Analyser(fx.Interpreter):
         if fn in ops.REDUCE_FUNCTIONS:
             return self.reduce(n, a0, xv, out)
         if fn in ops.RESHAPE_FUNCTIONS:
-            lits = [a for a in _flat(args[1:]) if isinstance(a, int) and a not in (-1, 1)]
-            if lits:
+            sizes = _flat(args[1:])
+            lits = [a for a in sizes if isinstance(a, int) and a not in (-1, 1)]
+            if lits and self.channel_split(a0, out, sizes):
+                pass  # (N, C, ...) -> (N, g, C/g, ...) with a literal g: blocks kept equal
+            elif lits:
                 self.barrier(n, [a0], f"reshape with literal size(s) {lits}")
         if (
             fn in ops.RESHAPE_FUNCTIONS
@@ -446,7 +449,7 @@ class _Analyser(fx.Interpreter):
         if not _is_tensor(out):
             return self.opaque(n, out, "shape op with non-tensor result")
         lab, st = x.full()
-        new_lab, new_st = fn(lab), fn(st)
+        new_lab, new_st = fn(lab.contiguous()), fn(st.contiguous())
         if new_lab.shape != out.shape or new_lab.dim() < 2:
             return self.opaque(n, out, "reshape that moves the batch dimension")
         return _compress(new_lab, new_st)
@@ -531,6 +534,29 @@ class _Analyser(fx.Interpreter):
             )
         fulls = [i.full() for i in infos]
         return _compress(torch.cat([f[0] for f in fulls], dim), torch.cat([f[1] for f in fulls], dim))
+
+    def channel_split(self, x: Info, out: Any, sizes: list[Any]) -> bool:
+        """A view splitting channels into ``g`` (a literal) blocks, as in channel shuffle.
+
+        It stays right after surgery when index j is removed from every block at once, so the
+        blocks are coupled like the pieces of ``chunk``.
+        """
+        ins, outs = tuple(x.shape), tuple(out.shape) if _is_tensor(out) else ()
+        ok = (
+            x.uniform
+            and len(outs) == len(ins) + 1
+            and len(sizes) == len(outs)
+            and isinstance(sizes[1], int)
+            and sizes[1] == outs[1]
+            and not any(isinstance(v, int) and v not in (-1, 1) for i, v in enumerate(sizes) if i != 1)
+            and outs[0] == ins[0]
+            and outs[1] * outs[2] == ins[1]
+            and outs[3:] == ins[2:]
+        )
+        if ok:
+            blocks = x.labels.view(outs[1], outs[2])
+            self.uf.union_pairs(blocks[:1].expand_as(blocks), blocks)
+        return bool(ok)
 
     def chunk(self, n: fx.Node, x: Info, out: Any) -> Any:
         k = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
