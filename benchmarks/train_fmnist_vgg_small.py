@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET = 0.925
-CMD = "nice -n 10 edgeslim train --arch vgg-small --data fashion-mnist --epochs 10 --out {out} --force"
+CMD = "nice -n 10 edgeslim train --arch vgg-small --data fashion-mnist --epochs 10 --threads 1 --out {out} --force"
 
 
 def record(run: Path, command: str, out: Path) -> dict:
@@ -74,7 +74,7 @@ def main() -> int:
     if args.from_run is None:
         exe = str(Path(sys.executable).with_name("edgeslim"))
         cmd = ["nice", "-n", "10", exe, "train", "--arch", "vgg-small", "--data", "fashion-mnist",
-               "--epochs", "10", "--out", str(run), "--force"]  # fmt: skip
+               "--epochs", "10", "--threads", "1", "--out", str(run), "--force"]  # fmt: skip
         subprocess.run(cmd, check=True)
     rec = record(run, command, args.out)
     print(

@@ -78,6 +78,11 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
+    "--threads",
+    type=int,
+    help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
@@ -109,6 +114,10 @@ def train(**kw: Any) -> None:
     from edgeslim.utils.console import err, out, progress, table
     from edgeslim.utils.io import check_output_dir
 
+    if kw["threads"] is not None:
+        if kw["threads"] < 1:
+            raise EdgeslimError(f"--threads must be >= 1, got {kw['threads']}")
+        torch.set_num_threads(kw["threads"])
     info = dist_info()
     out_dir: Path = kw["out_dir"]
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
