@@ -349,3 +349,36 @@ def test_pad_crop_is_a_window_of_the_padded_image(fm):
     for i in range(len(x)):
         windows = [padded[i, :, r : r + 28, c : c + 28] for r in range(5) for c in range(5)]
         assert any(torch.equal(y[i], wdw) for wdw in windows)
+
+
+def test_fmnist_torchvision_layout_and_raw_idx(tmp_path, fmnist_dir):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (raw / f"{name}.gz").symlink_to(f"{fmnist_dir}/{name}.gz")
+    labels = gzip.decompress(open(f"{fmnist_dir}/t10k-labels-idx1-ubyte.gz", "rb").read())
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(labels)  # uncompressed, as torchvision leaves it
+    b = load_dataset("fashion-mnist", data_dir=tmp_path, subset=100)
+    ref = load_dataset("fashion-mnist", subset=100)
+    assert torch.equal(b.train_x, ref.train_x) and torch.equal(b.test_y, ref.test_y)
+    assert b.source == str(raw)
+
+
+def test_cifar100_python_pickles(cz, tmp_path):
+    import pickle
+
+    d = tmp_path / "cifar-100-python"
+    d.mkdir()
+    for split, xs, ys in (("train", cz.train_x, cz.train_y), ("test", cz.test_x, cz.test_y)):
+        fine = (ys * 10 + 3).tolist()  # spread over the 100 fine classes
+        batch = {
+            b"data": xs.numpy().reshape(len(xs), -1),
+            b"fine_labels": fine,
+            b"coarse_labels": ys.tolist(),
+        }
+        (d / split).write_bytes(pickle.dumps(batch, protocol=2))
+    (d / "meta").write_bytes(pickle.dumps({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}))
+    b = load_dataset("cifar100", data_dir=tmp_path, test_subset=50)
+    assert b.num_classes == 100 and b.class_names[13] == "c13" and len(b.test_y) == 50
+    assert torch.equal(b.train_x, cz.train_x) and torch.equal(b.train_y, cz.train_y * 10 + 3)
+    assert b.mean == (0.5071, 0.4865, 0.4409)
