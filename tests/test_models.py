@@ -37,7 +37,8 @@ def test_zoo_sizes_match_the_papers():
     d = create_model("densenet40")
     assert d.fc.in_features == 24 + 3 * 12 * 12  # no compression: 456 channels at the end
     bns = [m for m in create_model("resnet164").modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(bns) == 3 * 18 * 3 + 1 and all(float(b.weight[0].detach()) == 0.5 for b in bns)  # slimming init
+    # network-slimming initialisation: every BN scale starts at 0.5
+    assert len(bns) == 3 * 18 * 3 + 1 and all(float(b.weight[0].detach()) == 0.5 for b in bns)
     mb = create_model("mobilenetv2")
     strides = [m.stride[0] for m in mb.modules() if isinstance(m, nn.Conv2d) and m.stride[0] > 1]
     assert strides == [2, 2, 2]  # CIFAR stem: three downsamples only
