@@ -51,6 +51,8 @@ ETA = 2.0
 MU_MAX = 20.0
 #: look-ahead horizon (fraction of training): doomed channels reach zero within it
 HORIZON = 0.05
+#: the controller never dooms more than 1 - MIN_KEEP of a group (a layer keeps 10% of its channels)
+MIN_KEEP = 0.1
 #: weight factor of channels the budget does not (yet) need to remove
 BACKGROUND = 0.1
 #: clip of the normalised cost weights
@@ -195,8 +197,7 @@ class BudgetController(TrainHook):
         self.probe = probe
         self.base_lambda = float(base_lambda)
         self.horizon = max(HORIZON * self.total_steps, 2.0 * self.every)
-        xi0 = slimmer.xi.detach().abs().cpu()
-        rem = xi0[resource.pos_removable]
+        rem = self.magnitude()[resource.pos_removable]
         med = float(rem.median()) if rem.numel() else 1.0
         self.s_unit = max(med, 1e-3) / self.horizon
         self.tau_cap = _tau_cap(slimmer)
@@ -218,6 +219,11 @@ class BudgetController(TrainHook):
         self._model: nn.Module | None = None
 
     # ------------------------------------------------------------------ helpers
+    def magnitude(self) -> Tensor:
+        """Per BN channel ``|xi|`` (the norm of (scale, shift) for zero-invariant slimming), on CPU."""
+        xi = self.slimmer.xi.detach().cpu()
+        return xi.view(-1, self.slimmer.total).norm(dim=0)
+
     def fraction(self) -> float:
         return self.step_count / self.total_steps
 
@@ -265,7 +271,7 @@ class BudgetController(TrainHook):
             deadline = min((p - st.taper_start) / (st.taper_max - st.taper_start), 1.0)
             self.clock = min(max(self.clock + rate, deadline), 1.0)
         self.budget = self.budget_at(self.clock)
-        xi = self.slimmer.xi.detach().cpu()
+        xi = self.magnitude()
         self.R = self.resource.of_xi(xi)
         self.violation = (self.R - self.budget) / self.resource.dense
         self.mu = min(max(0.0, self.mu + ETA * self.violation), MU_MAX)
@@ -276,7 +282,7 @@ class BudgetController(TrainHook):
         w = self.weights(xi)
         s_ff = 0.0
         if ahead is not None and ahead < self.resource.dense:
-            projected, _ = self.resource.project(xi, max(ahead, self.target))
+            projected, _ = self.resource.project(xi, max(ahead, self.target), MIN_KEEP)
             doomed = (projected == 0) & self.resource.pos_removable
             self.predicted = self.resource.of_xi(projected)
             alive = doomed & (xi != 0)
@@ -312,7 +318,7 @@ class BudgetController(TrainHook):
             self.control()
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
-        self.R = self.resource.of_xi(self.slimmer.xi)
+        self.R = self.resource.of_xi(self.magnitude())
         d = self.resource.dense
         return {
             "budget_target": self.target / d,
@@ -332,11 +338,15 @@ class BudgetController(TrainHook):
 
     def finish(self) -> int:
         """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
-        self.resource_before_projection = self.resource.of_xi(self.slimmer.xi)
-        xi, removed = self.resource.project(self.slimmer.xi, self.target)
-        self.slimmer.xi = xi.to(self.slimmer.xi.device, self.slimmer.xi.dtype)
+        mag = self.magnitude()
+        self.resource_before_projection = self.resource.of_xi(mag)
+        projected, removed = self.resource.project(mag, self.target, MIN_KEEP)
+        dead = (projected == 0).to(self.slimmer.xi.device)
+        rows = self.slimmer.xi.view(-1, self.slimmer.total).clone()
+        rows[:, dead] = 0
+        self.slimmer.xi = rows.reshape(-1)
         self.projection_removed = removed
-        self.R = self.resource.of_xi(self.slimmer.xi)
+        self.R = self.resource.of_xi(self.magnitude())
         if removed:
             log.warning(
                 "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
@@ -477,3 +487,55 @@ def build_controller(
         batch=settings.batch, latency_table=table, round_to=round_to,
     )  # fmt: skip
     return BudgetController(slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda)
+
+
+def budget_settings(opts: dict[str, Any]) -> BudgetSettings | None:
+    """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
+    ``profile``, ``latency_table``, ``precision``, ``taper_end``); ``None`` without a target. Validated."""
+    given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
+    if not given:
+        for k in ("profile", "latency_table", "taper_end"):
+            if opts.get(k) is not None:
+                flag = "--" + k.replace("_", "-")
+                raise EdgeslimError(
+                    f"{flag} only applies with a budget (--target-macs/--target-params/--target-latency)"
+                )
+        return None
+    if len(given) > 1:
+        raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
+    if opts.get("shrink") is not None:
+        raise EdgeslimError("--shrink and a budget target exclude each other (the budget sets lambda)")
+    metric, target = given[0]
+    st = BudgetSettings(metric=metric, target=str(target), profile=opts.get("profile"),
+                        latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
+                        precision=opts.get("precision"))  # fmt: skip
+    if opts.get("taper_end") is not None:
+        st.taper_end = float(opts["taper_end"])
+    st.validate()
+    return st
+
+
+def controller_for_slim(
+    model: nn.Module,
+    slimmer: Any,
+    budget: dict[str, Any] | BudgetSettings,
+    bundle: Any,
+    config: Any,
+    example_input: Tensor,
+    *,
+    base_lambda: float | None = None,
+    round_to: int = 1,
+    probe_size: int = 256,
+) -> BudgetController:
+    """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
+    loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
+    from edgeslim.slim import steps_per_epoch
+
+    settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
+    total = config.epochs * steps_per_epoch(bundle, config.batch_size)
+    device = example_input.device
+    x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
+    return build_controller(
+        model, slimmer, settings, example_input, total, probe=(x, y),
+        base_lambda=float(base_lambda or 0.0), round_to=round_to,
+    )  # fmt: skip

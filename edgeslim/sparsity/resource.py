@@ -389,10 +389,10 @@ class ResourceModel:
         cost = marg[self.group_of_class[self.pos_class].clamp(min=0)]
         return torch.where(self.pos_removable, cost, torch.zeros_like(cost))
 
-    def project(self, xi: Tensor, target: float) -> tuple[Tensor, int]:
+    def project(self, xi: Tensor, target: float, keep_frac: float = 0.0) -> tuple[Tensor, int]:
         """Zero the alive removable classes with the smallest ``|xi| / cost`` until ``R <= target``.
 
-        Every group keeps its strongest class. Returns the new ``xi`` and the number of
+        Every group keeps its strongest ``max(1, ceil(keep_frac * size))`` classes. Returns the new ``xi`` and the number of
         classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
         """
         xi = xi.detach().clone()
@@ -409,14 +409,15 @@ class ResourceModel:
         cand = torch.nonzero(alive & self.removable & (self.group_of_class >= 0)).flatten()
         grp = self.group_of_class[cand]
         score = strength[cand] / marg[grp]
-        # keep the strongest class of every group
-        best = torch.full((self.num_groups,), -1.0, dtype=torch.float64).scatter_reduce(
-            0, grp, strength[cand], reduce="amax"
-        )
+        # keep the strongest max(1, ceil(keep_frac * size)) classes of every group
         keep_one = torch.zeros_like(cand, dtype=torch.bool)
         for gi in torch.unique(grp).tolist():
-            where = torch.nonzero((grp == gi) & (strength[cand] == best[gi])).flatten()
-            keep_one[where[0]] = True
+            where = torch.nonzero(grp == gi).flatten()
+            n_keep = max(1, math.ceil(keep_frac * float(self.group_size[gi])))
+            n_keep -= int(alive[self.graph.groups[gi].classes].sum()) - int(where.numel())  # non-removable
+            if n_keep > 0:
+                top = torch.argsort(strength[cand[where]], descending=True, stable=True)[:n_keep]
+                keep_one[where[top]] = True
         cand, grp, score = cand[~keep_one], grp[~keep_one], score[~keep_one]
         order = torch.argsort(score, stable=True)
         cand, grp = cand[order], grp[order]
@@ -430,6 +431,8 @@ class ResourceModel:
 
         lo, hi = 0, int(cand.numel())
         if r_after(hi) > target:
+            if keep_frac > 0:
+                return self.project(xi, target, 0.0)
             raise EdgeslimError(
                 f"cannot reach the budget {target:.4g}: even one channel per group costs {r_after(hi):.4g}"
             )

@@ -1,0 +1,281 @@
+"""Budget-targeted proximal slimming vs original NS vs uniform width, Fashion-MNIST, CPU.
+
+For each architecture and MAC target (fraction of the dense MACs):
+
+* ``budget``: one round of budget-targeted proximal l1 slimming (``E`` epochs), no fine-tune;
+* ``ns``: original network slimming (subgradient l1 on BN scales, lambda 1e-4) trained ``E``
+  epochs once per architecture, then for each target the global |gamma| threshold that hits
+  the budget (exact resource model), surgery, accuracy without and with a fine-tune of ``E``
+  epochs (NS gets twice the epochs of ``budget``);
+* ``uniform``: every channel group kept at the same fraction (largest fraction within the
+  budget), the narrow network re-initialised and trained from scratch for ``E`` epochs.
+
+Each run is cached in ``--work``. Writes ``benchmarks/results/budget_fmnist.{json,md,png}``.
+
+    nice -n 10 python benchmarks/budget_fmnist.py --subset 3000 --epochs 3
+"""
+
+# ruff: noqa: B023  (the per-run closures are called inside their loop iteration)
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cached(work: Path, name: str, fresh: bool, fn) -> dict[str, Any]:
+    path = work / f"{name}.json"
+    if path.exists() and not fresh:
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    res = fn()
+    res["wall_s"] = time.perf_counter() - t0
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    print(
+        f"[{name}] {json.dumps({k: v for k, v in res.items() if not isinstance(v, (dict, list))})}",
+        flush=True,
+    )
+    return res
+
+
+def zero_channels(model: torch.nn.Module, dead: torch.Tensor) -> None:
+    """Zero gamma and beta of the flat BN positions ``dead`` (NS's threshold prune)."""
+    from edgeslim.sparsity.subgradient import bn_layers
+
+    o = 0
+    with torch.no_grad():
+        for _, m in bn_layers(model):
+            n = m.weight.numel()
+            d = dead[o : o + n].to(m.weight.device)
+            m.weight[d] = 0
+            m.bias[d] = 0
+            o += n
+
+
+def threshold_for_budget(resource, gammas: torch.Tensor, target: float) -> torch.Tensor:
+    """Smallest global |gamma| threshold whose removal meets ``target``: the dead mask."""
+    g = gammas.abs()
+    values = torch.sort(g[resource.pos_removable]).values
+    lo, hi = 0, int(values.numel())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        dead = g <= values[mid]
+        if resource.of_xi(torch.where(dead, 0.0, g)) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return (g <= values[min(lo, values.numel() - 1)]) & resource.pos_removable
+
+
+def uniform_mask(resource, target: float) -> tuple[torch.Tensor, float]:
+    """Keep the first ceil(f * size) channels of every group, largest f within the budget."""
+    total = resource.total
+    group = resource.group_of_class[resource.pos_class]
+    # rank of every flat position's class inside its group
+    rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
+    for grp in resource.graph.groups:
+        rank[grp.classes] = torch.arange(grp.size)
+    pos_rank = rank[resource.pos_class]
+    size = resource.group_size[group]
+
+    def dead_at(f: float) -> torch.Tensor:
+        keep = torch.ceil(f * size).clamp(min=1)
+        return (pos_rank >= keep) & resource.pos_removable
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        if resource.of_xi(torch.where(dead_at(mid), 0.0, torch.ones(total))) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return dead_at(lo), lo
+
+
+def main() -> None:
+    from edgeslim.data import load_dataset
+    from edgeslim.models.registry import create_model
+    from edgeslim.slim import CollapseError, SlimSettings, slim_model
+    from edgeslim.sparsity.budget import BudgetSettings
+    from edgeslim.sparsity.resource import build_resource, flat_gammas
+    from edgeslim.surgery import prune_with_report
+    from edgeslim.train import TrainConfig, evaluate, fit
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--subset", type=int, default=3000)
+    ap.add_argument("--test-subset", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--archs", default="vgg-small,resnet20")
+    ap.add_argument("--targets", default="0.7,0.5,0.3")
+    ap.add_argument("--ns-lambda", type=float, default=1e-4)
+    ap.add_argument("--work", type=Path, default=Path("runs/bench_budget"))
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=0)
+    targets = [float(t) for t in args.targets.split(",")]
+    runs: dict[str, Any] = {}
+    # the run functions below are called at once inside the loop (late binding is harmless)
+    for arch in args.archs.split(","):
+        spec = bundle.spec_for(arch)
+        example = torch.zeros(1, *spec.input_shape)
+        torch.manual_seed(0)
+        resource = build_resource(create_model(spec), example, "macs")
+        dense = resource.dense
+
+        def ns_train(arch=arch, spec=spec) -> dict[str, Any]:
+            torch.manual_seed(0)
+            model = create_model(spec)
+            res = fit(
+                model, bundle, config.replace(method="subgradient", method_args={"lam": args.ns_lambda})
+            )
+            path = args.work / f"{arch}-ns-trained.pt"
+            args.work.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path)
+            return {"accuracy": res.test_accuracy, "state": str(path)}
+
+        ns_base = cached(args.work, f"{arch}-ns-train", args.fresh, ns_train)
+        runs[f"{arch}/ns-train"] = ns_base
+        for t in targets:
+            tag = f"{arch}-{int(round(100 * t))}"
+
+            def budget(t=t, spec=spec, tag=tag) -> dict[str, Any]:
+                torch.manual_seed(0)
+                model = create_model(spec)
+                out = args.work / tag
+                if out.exists():
+                    shutil.rmtree(out)
+                st = SlimSettings(penalty="l1", budget=BudgetSettings(target=str(t)).to_dict())
+                try:
+                    rep = slim_model(model, spec, bundle, config, st, out).report
+                except CollapseError:
+                    rep = json.loads((out / "report.json").read_text())
+                b = rep["budget"]
+                shutil.copyfile(out / "budget.png", args.work / f"{tag}-budget.png")
+                return {
+                    "accuracy": rep["accuracy"]["slim"], "macs": rep["macs"]["slim"],
+                    "controller_reached": b["before_projection_fraction"], "projection_removed": b["projection_removed_channels"],
+                    "trajectory": b["trajectory"],
+                }  # fmt: skip
+
+            def ns(t=t, spec=spec) -> dict[str, Any]:
+                model = create_model(spec)
+                model.load_state_dict(torch.load(ns_base["state"], weights_only=True))
+                dead = threshold_for_budget(resource, flat_gammas(model), t * dense)
+                zero_channels(model, dead)
+                calib = [x for i, (x, _) in zip(range(4), bundle.loader("train", 128, augment=False, seed=1))]
+                pr = prune_with_report(model, example, calib_inputs=calib)
+                acc0 = evaluate(pr.model, bundle, "test")["accuracy"]
+                slim = pr.model
+                res = fit(slim, bundle, config.replace(stage="finetune"))
+                return {
+                    "accuracy_pruned": acc0,
+                    "accuracy_finetuned": res.test_accuracy,
+                    "macs": pr.report["macs_after"],
+                }
+
+            def uniform(t=t, spec=spec) -> dict[str, Any]:
+                torch.manual_seed(0)
+                model = create_model(spec)
+                dead, frac = uniform_mask(resource, t * dense)
+                zero_channels(model, dead)
+                slim = prune_with_report(model, example).model
+                torch.manual_seed(0)
+                for m in slim.modules():
+                    if hasattr(m, "reset_parameters") and m is not slim:
+                        m.reset_parameters()
+                res = fit(slim, bundle, config)
+                return {
+                    "accuracy": res.test_accuracy,
+                    "width_fraction": frac,
+                    "macs": build_resource(copy.deepcopy(slim), example).dense,
+                }
+
+            runs[f"{tag}/budget"] = cached(args.work, f"{tag}-budget", args.fresh, budget)
+            runs[f"{tag}/ns"] = cached(args.work, f"{tag}-ns", args.fresh, ns)
+            runs[f"{tag}/uniform"] = cached(args.work, f"{tag}-uniform", args.fresh, uniform)
+            runs[f"{tag}/dense_macs"] = dense
+        write(runs, args, targets)
+
+
+def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) -> None:
+    rows = []
+    for arch in args.archs.split(","):
+        for t in targets:
+            tag = f"{arch}-{int(round(100 * t))}"
+            if f"{tag}/uniform" not in runs:
+                continue
+            b, n, u, dense = (
+                runs[f"{tag}/budget"],
+                runs[f"{tag}/ns"],
+                runs[f"{tag}/uniform"],
+                runs[f"{tag}/dense_macs"],
+            )
+            rows.append({
+                "arch": arch, "target": t, "budget_macs": b["macs"] / dense, "budget_acc": b["accuracy"],
+                "controller_reached": b["controller_reached"], "projection_removed": b["projection_removed"],
+                "ns_macs": n["macs"] / dense, "ns_acc_pruned": n["accuracy_pruned"], "ns_acc_finetuned": n["accuracy_finetuned"],
+                "uniform_macs": u["macs"] / dense, "uniform_acc": u["accuracy"], "uniform_width": u["width_fraction"],
+                "goal_met": b["accuracy"] >= n["accuracy_finetuned"],
+            })  # fmt: skip
+    setup = {
+        "data": f"fashion-mnist, {args.subset} train images (class-balanced), {args.test_subset} test images",
+        "schedule": f"budget: {args.epochs} epochs; NS: {args.epochs} sparse + {args.epochs} fine-tune; "
+        f"uniform: {args.epochs} from scratch; batch {args.batch}, SGD lr 0.1 cosine, wd 5e-4",
+        "ns": f"subgradient lambda {args.ns_lambda}, global |gamma| threshold chosen to hit the MAC budget",
+        "device": "CPU, 1 thread, shared machine (2 cores, ~6 users)",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "budget_fmnist.json").write_text(
+        json.dumps({"setup": setup, "rows": rows, "runs": runs}, indent=2) + "\n"
+    )
+    md = ["# Budget-targeted proximal slimming on Fashion-MNIST (CPU)", ""] + [
+        f"- {k}: {v}" for k, v in setup.items()
+    ]
+    md += ["", "| arch | target MACs | budget: MACs | budget: acc | controller reached | projected ch. | NS: MACs | NS acc no FT | NS acc + FT | uniform: MACs | uniform acc | goal (budget >= NS+FT) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        md.append(
+            f"| {r['arch']} | {r['target']:.0%} | {r['budget_macs']:.1%} | {r['budget_acc']:.2%} | {r['controller_reached']:.1%} | "
+            f"{r['projection_removed']} | {r['ns_macs']:.1%} | {r['ns_acc_pruned']:.2%} | {r['ns_acc_finetuned']:.2%} | "
+            f"{r['uniform_macs']:.1%} | {r['uniform_acc']:.2%} | {'met' if r['goal_met'] else 'missed'} |"
+        )
+    md.append("")
+    (RESULTS / "budget_fmnist.md").write_text("\n".join(md))
+    if rows:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len({r["arch"] for r in rows}), figsize=(10, 3.6), squeeze=False)
+        for ax, arch in zip(axes[0], dict.fromkeys(r["arch"] for r in rows)):
+            rs = [r for r in rows if r["arch"] == arch]
+            x = [r["target"] for r in rs]
+            ax.plot(x, [r["budget_acc"] for r in rs], "o-", label="budget prox (1 round)")
+            ax.plot(x, [r["ns_acc_finetuned"] for r in rs], "s-", label="NS + fine-tune (2x epochs)")
+            ax.plot(x, [r["ns_acc_pruned"] for r in rs], "x--", label="NS, no fine-tune")
+            ax.plot(x, [r["uniform_acc"] for r in rs], "^-", label="uniform width, scratch")
+            ax.set_xlabel("MAC budget (fraction of dense)")
+            ax.set_ylabel("test accuracy")
+            ax.set_title(arch, fontsize=10)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "budget_fmnist.png", dpi=110)
+        plt.close(fig)
+    print("\n".join(md), flush=True)
+
+
+if __name__ == "__main__":
+    main()

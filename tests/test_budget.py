@@ -1,0 +1,216 @@
+"""Budget-targeted slimming: exact resource model, taper, dual ascent, projection, CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgeslim.cli import main
+from edgeslim.counting import count_model
+from edgeslim.errors import EdgeslimError
+from edgeslim.models.registry import ModelSpec, create_model
+from edgeslim.sparsity.budget import BudgetController, BudgetSettings, parse_target
+from edgeslim.sparsity.prox import ProximalSlimming, coupled_bn_groups
+from edgeslim.sparsity.resource import build_resource
+from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.surgery import prune_with_report
+
+
+def _model(arch: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    spec = ModelSpec(arch=arch, num_classes=10, in_channels=1, input_size=[28, 28])
+    return create_model(spec), torch.zeros(1, 1, 28, 28)
+
+
+def _random_zero(model: torch.nn.Module, frac: float, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, bn in bn_layers(model):
+            bn.weight[torch.rand(bn.weight.shape, generator=g) < frac] = 0
+            bn.bias.uniform_(0.1, 0.5, generator=g)  # > 0: every removed channel folds a constant
+
+
+@pytest.mark.parametrize("arch", ["vgg-small", "resnet20"])
+def test_resource_equals_counting_the_pruned_model(arch: str) -> None:
+    model, ex = _model(arch)
+    r_macs = build_resource(model, ex, "macs")
+    r_params = build_resource(model, ex, "params")
+    dense = count_model(model, (1, 28, 28))
+    assert r_macs.dense == dense.macs and r_params.dense == dense.params
+    x = torch.randn(8, 1, 28, 28)
+    for seed, frac in enumerate([0.15, 0.5, 0.9]):
+        work, _ = _model(arch)
+        work.load_state_dict(model.state_dict())
+        _random_zero(work, frac, seed)
+        slim = prune_with_report(work, ex, calib_inputs=x).model
+        st = count_model(slim, (1, 28, 28))
+        assert st.macs < dense.macs
+        assert r_macs.of_model(work) == st.macs
+        assert r_params.of_model(work) == st.params
+
+
+def test_latency_resource_is_the_roofline_of_the_pruned_model() -> None:
+    from edgeslim.bench.predict import predict_latency
+
+    model, ex = _model("resnet20")
+    res = build_resource(model, ex, "latency", profile="jetson-orin-nano-8gb")
+    _random_zero(model, 0.5, 3)
+    with torch.no_grad():  # relu(negative shift) = 0: nothing to fold, the slim model gains no bias
+        for _, bn in bn_layers(model):
+            bn.bias.neg_()
+    slim = prune_with_report(model, ex, calib_inputs=torch.randn(4, 1, 28, 28)).model
+    res_slim = build_resource(slim, ex, "latency", profile="jetson-orin-nano-8gb")
+    pred = predict_latency(res_slim.layer_costs(res_slim.dense_k), "jetson-orin-nano-8gb", "fp16")
+    assert res.of_model(model) == pytest.approx(pred.total_s, rel=1e-12)
+    assert res.of_model(model) < res.dense
+    # marginal costs: expensive channels cost more; non-removable ones nothing
+    w = res.channel_costs(torch.ones(res.total))
+    assert bool((w[res.pos_removable] > 0).all())
+
+
+def test_projection_reaches_the_target_exactly_and_keeps_every_group() -> None:
+    model, ex = _model("vgg-small")
+    res = build_resource(model, ex, "macs")
+    xi = torch.rand(res.total) + 0.1
+    for frac in (0.7, 0.3, 0.05):
+        new, removed = res.project(xi, frac * res.dense)
+        r = res.of_xi(new)
+        assert r <= frac * res.dense and removed > 0
+        assert res.counts(new).min() >= 1
+        # one channel fewer removed would be over the budget (the prefix is minimal)
+    assert res.project(xi, 1.1 * res.dense)[1] == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "metric", "expected"),
+    [
+        ("0.5", "macs", ("fraction", 0.5)),
+        ("50%", "params", ("fraction", 0.5)),
+        ("120M", "macs", ("absolute", 120e6)),
+        ("1.5k", "params", ("absolute", 1500.0)),
+        ("8ms", "latency", ("absolute", 8e-3)),
+        ("0.4", "latency", ("fraction", 0.4)),
+    ],
+)
+def test_parse_target(text: str, metric: str, expected: tuple[str, float]) -> None:
+    kind, value = parse_target(text, metric)
+    assert kind == expected[0] and value == pytest.approx(expected[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "metric"),
+    [("8 ms", "latency"), ("0.5x", "macs"), ("8", "latency"), ("8ms", "macs"), ("-1", "macs")],
+)
+def test_parse_target_refuses_malformed(text: str, metric: str) -> None:
+    with pytest.raises(EdgeslimError):
+        parse_target(text, metric)
+
+
+def _controller(penalty: str = "l1", target: str = "0.5", steps: int = 100, **kw) -> BudgetController:
+    model, ex = _model("vgg-small")
+    sl = ProximalSlimming(model, lam=0.0, penalty=penalty, groups=coupled_bn_groups(model, ex))
+    res = build_resource(model, ex, "macs")
+    return BudgetController(sl, res, BudgetSettings(target=target, every=1, **kw), steps)
+
+
+def test_taper_clock_linear_paused_when_loss_degrades_and_deadline() -> None:
+    c = _controller(taper_start=0.1, taper_end=0.6, taper_max=0.8)
+    clocks = []
+    for step in range(1, 61):
+        c.step_count = step
+        c.control()
+        clocks.append(c.clock)
+    assert clocks[9] == pytest.approx(0.0, abs=1e-9) or clocks[9] <= 0.021  # starts at 10%
+    assert clocks[59] == pytest.approx(1.0)  # reaches the target at 60%
+    assert c.budget == pytest.approx(c.target)
+    # a degraded loss pauses the clock until the deadline forces it on
+    d = _controller(taper_start=0.1, taper_end=0.6, taper_max=0.8)
+    d.loss_best, d.loss_ema = 1.0, 1.5
+    for step in range(1, 41):
+        d.step_count = step
+        d.control()
+    paused = d.clock
+    assert paused < 0.75 and d.paused_steps > 0
+    assert paused == pytest.approx((0.4 - 0.1) / (0.8 - 0.1))  # the deadline, not the normal rate
+    assert d.budget > d.target
+
+
+def test_dual_ascent_moves_mu_the_right_way() -> None:
+    c = _controller()
+    c.clock, c.step_count = 1.0, 50  # budget = target, dense network: R > B
+    c.settings.taper_start = 0.0
+    c.control()
+    up = c.mu
+    assert up > 0 and c.slimmer.lam > 0
+    c.control()
+    assert c.mu > up
+    # now every removable channel is zero: R far under the budget -> mu decreases to 0
+    rows = c.slimmer.xi.view(-1, c.slimmer.total)
+    rows[:, c.resource.pos_removable] = 0
+    for _ in range(5):
+        c.control()
+    assert c.mu == 0.0
+
+
+@pytest.mark.parametrize("penalty", ["l1", "group-l1", "mcp", "lp", "scad"])
+def test_controller_with_penalties_reaches_budget(penalty: str) -> None:
+    """The controller drives every penalty's prox (no data: the prox alone shrinks the scales)."""
+    c = _controller(penalty, target="0.5", steps=20, taper_start=0.0, taper_end=0.5)
+    opt = torch.optim.SGD(c.slimmer.gammas, lr=0.1)
+    c.on_train_start(torch.nn.Identity(), opt)
+    for _ in range(20):
+        c.slimmer.step(opt)
+        c.after_step(torch.nn.Identity(), opt)
+    assert c.slimmer.lam > 0
+    c.finish()
+    rep = c.report([])
+    assert 0.9 * 0.5 <= rep["achieved_fraction"] <= 0.5
+
+
+def test_bad_budgets_fail_before_training() -> None:
+    model, ex = _model("vgg-small")
+    sl = ProximalSlimming(model, lam=0.0)
+    res = build_resource(model, ex, "macs")
+    with pytest.raises(EdgeslimError, match="not below the dense"):
+        BudgetController(sl, res, BudgetSettings(target=str(int(res.dense * 2))), 10)
+    with pytest.raises(EdgeslimError, match="unreachable"):
+        BudgetController(sl, res, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
+    with pytest.raises(EdgeslimError, match="needs --profile"):
+        BudgetSettings(metric="latency", target="8ms").validate()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-latency", "8ms"], "--profile"),
+        (["--target-macs", "0.5x"], "not a budget"),
+        (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),
+        (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),
+        (["--target-macs", "150%"], "not below the dense"),
+        (["--target-macs", "1000"], "unreachable"),
+    ],
+)
+def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_dir: str) -> None:
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
+               "--epochs", "1", "--out", str(tmp_path / "o"), *args])  # fmt: skip
+    assert rc == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not (tmp_path / "o" / "train" / "model.pt").exists()  # nothing trained
+
+
+@pytest.mark.slow
+def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str) -> None:
+    out = tmp_path / "run"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "600",
+               "--test-subset", "200", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.5",
+               "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    b = rep["budget"]
+    assert 0.97 * 0.5 <= b["achieved_fraction"] <= 0.5
+    assert rep["macs"]["slim"] / rep["macs"]["dense"] == pytest.approx(b["achieved_fraction"], abs=1e-9)
+    assert len(b["trajectory"]) == 2 and {"target", "budget", "resource", "mu", "lambda", "test_acc"} <= set(
+        b["trajectory"][0]
+    )
+    assert (out / "budget.png").stat().st_size > 1000
