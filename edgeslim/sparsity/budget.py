@@ -59,8 +59,9 @@ BACKGROUND = 0.1
 W_MIN, W_MAX = 0.05, 20.0
 #: EMA factor of the probe loss (per probe) and the relative degradation that pauses the taper
 LOSS_EMA = 0.3
-#: probes per training run (at most; at least every control step)
-PROBES = 100
+#: probes per training run (at most), never more often than every PROBE_MIN_STEPS steps
+PROBES = 25
+PROBE_MIN_STEPS = 5
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
 TAU_CAP_FRACTION = 0.5
 
@@ -214,7 +215,7 @@ class BudgetController(TrainHook):
         self.projection_removed = 0
         self.resource_before_projection: float | None = None
         self.predicted = resource.dense
-        self.probe_every = max(self.every, self.total_steps // PROBES)
+        self.probe_every = max(self.every, self.total_steps // PROBES, PROBE_MIN_STEPS)
         self._optimizer: Optimizer | None = None
         self._model: nn.Module | None = None
 
@@ -525,7 +526,7 @@ def controller_for_slim(
     *,
     base_lambda: float | None = None,
     round_to: int = 1,
-    probe_size: int = 256,
+    probe_size: int = 128,
 ) -> BudgetController:
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
     loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
