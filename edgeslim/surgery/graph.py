@@ -376,7 +376,7 @@ class _Analyser(fx.Interpreter):
             labels = x.labels.repeat_interleave(opg)
             st = x.state.repeat_interleave(opg).clone()
             if bias:
-                st[(st == ZERO) & (m.bias.detach() != 0)] = CONST
+                st[(st == ZERO) & (m.bias.detach().cpu() != 0)] = CONST
             self.share(n.target, [labels])
             self.touches.append(Touch(n.target, "dw", labels))
             self.costs.append(
@@ -410,7 +410,7 @@ class _Analyser(fx.Interpreter):
             return self.opaque(n, out, "batch norm on a mixed channel layout")
         st = torch.where(x.state == VAR, VAR, CONST).to(torch.int8)
         if m.affine:
-            w, b = m.weight.detach(), m.bias.detach()
+            w, b = m.weight.detach().cpu(), m.bias.detach().cpu()
             st[w == 0] = CONST
             st[(w == 0) & (b == 0)] = ZERO
         self.share(n.target, [x.labels])

@@ -47,8 +47,8 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
             if not bn.affine:
                 live[cls] = True
                 continue
-            live[cls[bn.weight.detach() != 0]] = True
-            strength.index_add_(0, cls, bn.bias.detach().abs().double())
+            live[cls[bn.weight.detach().cpu() != 0]] = True
+            strength.index_add_(0, cls, bn.bias.detach().cpu().abs().double())
         elif t.read_state is not None:
             reads_var[cls[t.read_state == VAR]] = True
     return has_bn & ~live & ~reads_var & ~g.barred, strength
@@ -88,7 +88,7 @@ class _InputStats:
         def hook(_m: nn.Module, args: tuple) -> None:
             x = args[0].detach().double()
             flat = x.movedim(1, 0).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
-            s, lo, hi = flat.sum(1), flat.amin(1), flat.amax(1)
+            s, lo, hi = flat.sum(1).cpu(), flat.amin(1).cpu(), flat.amax(1).cpu()
             if name in self.sum:
                 self.sum[name] += s
                 self.min[name] = torch.minimum(self.min[name], lo)
@@ -114,7 +114,7 @@ def _batches(inputs: Any) -> Iterable[Tensor]:
 
 def _fold(m: nn.Module, removed: Tensor, value: Tensor) -> None:
     """Add the constant inputs ``value`` at channel indices ``removed`` into the bias of ``m``."""
-    w = m.weight.detach().double()
+    w = m.weight.detach().double().cpu()
     if isinstance(m, nn.Linear):
         delta = w[:, removed] @ value
     else:
@@ -126,7 +126,7 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor) -> None:
     if m.bias is None:
         m.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=m.weight.dtype, device=m.weight.device))
     with torch.no_grad():
-        m.bias += delta.to(m.bias.dtype)
+        m.bias += delta.to(m.bias.device, m.bias.dtype)
 
 
 def _exact_conv(m: nn.Module) -> bool:
