@@ -241,3 +241,19 @@ def test_coupled_groups_from_the_surgery_graph() -> None:
     assert rep.restored == [["b0", "b1"], ["b2"]]
     nz0, nz1 = model.b0.weight != 0, model.b1.weight != 0
     assert int(nz0.sum()) == 1 and torch.equal(nz0, nz1) and int((model.b2.weight != 0).sum()) == 1
+
+
+def test_zero_invariant_drives_scale_and_shift_to_zero_together() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.1, 0.5, 0.05, 1.0]))
+        model[1].bias.copy_(torch.tensor([0.1, 0.2, 0.3, -1.0]))
+    s = ProximalSlimming(model, lam=0.4, beta=1.0, zero_invariant=True)
+    assert s.xi.numel() == 8 and s.grouped
+    s.step(lr=1.0)  # one block soft threshold of (gamma_c, beta_c) with tau = 0.2
+    norms = torch.tensor([0.1, 0.5, 0.05, 1.0]).hypot(torch.tensor([0.1, 0.2, 0.3, -1.0]))
+    dead = norms <= 0.2
+    assert torch.equal(s.xi[:4] == 0, dead) and torch.equal(s.xi[4:] == 0, dead)
+    rep = s.finalize()
+    assert rep.zeroed == 1 and rep.bias_left == {"1": torch.tensor([0.0])}
+    assert model[1].weight[0] == 0 and model[1].bias[0] == 0 and model[1].bias[2] == 0.3

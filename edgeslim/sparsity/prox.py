@@ -147,6 +147,7 @@ class ProximalSlimming(TrainHook):
         weights: Tensor | None = None,
         groups: Sequence[Sequence[str]] | None = None,
         example_input: Tensor | None = None,
+        zero_invariant: bool = False,
         **penalty_params: Any,
     ) -> None:
         layers = bn_layers(model)
@@ -156,6 +157,9 @@ class ProximalSlimming(TrainHook):
                 "(add BatchNorm after each conv, or use another pruning method)"
             )
         self.penalty, self.grouped = penalties.parse_penalty(penalty)
+        self.zero_invariant = bool(zero_invariant)
+        if self.zero_invariant:  # (gamma_c, beta_c) pairs go to zero together: a group penalty
+            self.grouped = True
         self.params = penalties.check_params(self.penalty, **penalty_params)
         if not beta > 0 or not math.isfinite(beta):
             raise EdgeslimError(f"--beta must be > 0, got {beta}")
@@ -170,9 +174,16 @@ class ProximalSlimming(TrainHook):
         for s in self.sizes:
             self.offsets.append(self.offsets[-1] + s)
         self.total = self.offsets[-1]
+        #: the parameters xi copies: the BN scales, and with zero_invariant also the BN shifts
+        self.targets: list[Tensor] = list(self.gammas)
+        if self.zero_invariant:
+            if any(b is None for b in self.biases):
+                raise EdgeslimError("zero-invariant slimming needs BN layers with a bias (affine=True)")
+            self.targets += [b for b in self.biases if b is not None]
+        self.target_sizes = [int(t.numel()) for t in self.targets]
         self.device = self.gammas[0].device
         with torch.no_grad():
-            self.xi = torch.cat([g.detach().reshape(-1) for g in self.gammas]).clone()
+            self.xi = torch.cat([t.detach().reshape(-1) for t in self.targets]).clone()
         self.weights: Tensor | None = None
         if weights is not None:
             self.set_weights(weights)
@@ -210,7 +221,7 @@ class ProximalSlimming(TrainHook):
 
     def set_layer_weights(self, per_layer: dict[str, float | Tensor]) -> None:
         """Set the weights of some BN layers (a scalar or one value per channel); others keep theirs."""
-        w = self.weights.clone() if self.weights is not None else torch.ones_like(self.xi)
+        w = self.weights.clone() if self.weights is not None else torch.ones(self.total, device=self.device)
         index = {n: i for i, n in enumerate(self.names)}
         for name, value in per_layer.items():
             if name not in index:
@@ -243,6 +254,8 @@ class ProximalSlimming(TrainHook):
             start += where.shape[1]
         free = index < 0
         index[free] = torch.arange(start, start + int(free.sum()))
+        if self.zero_invariant:
+            index = index.repeat(2)
         return index.to(self.device), start + int(free.sum())
 
     # ------------------------------------------------------------------ the update
@@ -259,12 +272,15 @@ class ProximalSlimming(TrainHook):
                     f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
                     "proximal slimming needs them in one of its param groups"
                 )
-            self._lr_map = (id(optimizer), [where[id(g)] for g in self.gammas])
+            self._lr_map = (
+                id(optimizer),
+                [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets],
+            )
         lrs = [float(optimizer.param_groups[gi]["lr"]) for gi in self._lr_map[1]]
         if all(v == lrs[0] for v in lrs):
             return None if lrs[0] <= 0 else 1.0 / lrs[0]
         per = torch.tensor([1.0 / v if v > 0 else math.inf for v in lrs], dtype=self.xi.dtype)
-        return torch.repeat_interleave(per, torch.tensor(self.sizes)).to(self.device)
+        return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
 
     def prox(self, v: Tensor, tau: float | Tensor) -> Tensor:
         """The penalty's prox on the flat vector ``v`` (grouped over coupled channels if group mode)."""
@@ -288,18 +304,18 @@ class ProximalSlimming(TrainHook):
             return
         if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
             self._to(self.gammas[0].device)
-        gamma = torch.cat([g.reshape(-1) for g in self.gammas])
+        gamma = torch.cat([t.reshape(-1) for t in self.targets])
         denom = alpha + self.beta
         gamma = (alpha * gamma + self.beta * self.xi) / denom
         tau: float | Tensor = self._lam / denom
         if self.weights is not None:
-            tau = self.weights * tau
+            tau = self.weights * tau if not self.zero_invariant else self.weights.repeat(2) * tau
         if self.penalty in ("mcp", "scad"):
             penalties.check_params(self.penalty, tau, **self.params)
         self.xi = self.prox((alpha * self.xi + self.beta * gamma) / denom, tau)
-        chunks = list(gamma.split(self.sizes))
+        chunks = list(gamma.split(self.target_sizes))
         torch._foreach_copy_(
-            [g.data for g in self.gammas], [c.view_as(g) for c, g in zip(chunks, self.gammas)]
+            [t.data for t in self.targets], [c.view_as(t) for c, t in zip(chunks, self.targets)]
         )
         self.steps += 1
 
@@ -315,7 +331,7 @@ class ProximalSlimming(TrainHook):
         self.step(optimizer)
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
-        zero = self.xi == 0
+        zero = self.xi[: self.total] == 0
         empty = sum(bool(zero[self.offsets[i] : self.offsets[i + 1]].all()) for i in range(len(self.names)))
         return {
             **gamma_stats(model),
@@ -339,7 +355,7 @@ class ProximalSlimming(TrainHook):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         xi = state["xi"]
-        if list(state.get("names", self.names)) != self.names or xi.numel() != self.total:
+        if list(state.get("names", self.names)) != self.names or xi.numel() != self.xi.numel():
             raise EdgeslimError(
                 "the saved proximal-slimming state belongs to another model "
                 f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
@@ -372,7 +388,9 @@ class ProximalSlimming(TrainHook):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
-        gamma = torch.cat([g.detach().reshape(-1) for g in self.gammas])
+        n = self.total
+        trained = torch.cat([t.detach().reshape(-1) for t in self.targets])
+        gamma = trained[:n]
         xi = self.xi.clone()
         restored: list[list[str]] = []
         for unit in self.units:
@@ -382,26 +400,30 @@ class ProximalSlimming(TrainHook):
             if slots == 0 or alive >= min(keep_min, slots):
                 continue
             top = torch.topk(gamma[where].norm(dim=0), min(keep_min, slots)).indices
-            xi[where[:, top]] = gamma[where[:, top]]
-            names = [n for n, _ in unit]
+            for off in (0, n) if self.zero_invariant else (0,):
+                xi[where[:, top] + off] = trained[where[:, top] + off]
+            names = [name for name, _ in unit]
             restored.append(names)
             log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
         self.xi = xi
-        new = xi if assign == "xi" else torch.where(xi == 0, torch.zeros_like(gamma), gamma)
-        chunks = new.split(self.sizes)
+        dead = (xi[:n] == 0).repeat(2 if self.zero_invariant else 1)
+        new = xi if assign == "xi" else torch.where(dead, torch.zeros_like(trained), trained)
+        torch._foreach_copy_(
+            [t.data for t in self.targets],
+            [c.view_as(t) for c, t in zip(new.split(self.target_sizes), self.targets)],
+        )
         layers: list[dict[str, Any]] = []
         bias_left: dict[str, Tensor] = {}
-        for name, g, b, c in zip(self.names, self.gammas, self.biases, chunks):
-            g.data.copy_(c.view_as(g))
-            zero = c == 0
-            row: dict[str, Any] = {"name": name, "channels": int(c.numel()), "kept": int((~zero).sum())}
+        for name, g, b in zip(self.names, self.gammas, self.biases):
+            zero = g.detach().reshape(-1) == 0
+            row: dict[str, Any] = {"name": name, "channels": int(zero.numel()), "kept": int((~zero).sum())}
             if b is not None and bool(zero.any()):
-                left = b.detach()[zero].clone()
+                left = b.detach().reshape(-1)[zero].clone()
                 bias_left[name] = left.cpu()
                 row["bias_left_max_abs"] = float(left.abs().max())
                 row["bias_left_positive"] = int((left > 0).sum())
             layers.append(row)
-        zeroed = int((xi == 0).sum())
+        zeroed = int((xi[:n] == 0).sum())
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left)
 
 
@@ -463,6 +485,7 @@ def _proximal(
     penalty: str = "l1",
     input_shape: Sequence[int] | None = None,
     groups: Sequence[Sequence[str]] | None = None,
+    zero_invariant: bool = False,
     **penalty_params: Any,
 ) -> ProximalSlimming:
     """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups)."""
@@ -471,5 +494,12 @@ def _proximal(
         p = next(model.parameters())
         example = torch.zeros(1, *[int(v) for v in input_shape], device=p.device, dtype=p.dtype)
     return ProximalSlimming(
-        model, lam=lam, beta=beta, penalty=penalty, groups=groups, example_input=example, **penalty_params
+        model,
+        lam=lam,
+        beta=beta,
+        penalty=penalty,
+        groups=groups,
+        example_input=example,
+        zero_invariant=zero_invariant,
+        **penalty_params,
     )
