@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError
@@ -82,6 +83,7 @@ class _InputStats:
         self.min: dict[str, Tensor] = {}
         self.max: dict[str, Tensor] = {}
         self.count: dict[str, int] = {}
+        self.spatial: dict[str, tuple[int, ...]] = {}
         self.handles = [model.get_submodule(n).register_forward_pre_hook(self._hook(n)) for n in names]
 
     def _hook(self, name: str):
@@ -96,6 +98,7 @@ class _InputStats:
                 self.count[name] += flat.shape[1]
             else:
                 self.sum[name], self.min[name], self.max[name], self.count[name] = s, lo, hi, flat.shape[1]
+                self.spatial[name] = tuple(x.shape[2:])
 
         return hook
 
@@ -112,17 +115,28 @@ def _batches(inputs: Any) -> Iterable[Tensor]:
         yield b[0] if isinstance(b, (tuple, list)) else b
 
 
-def _fold(m: nn.Module, removed: Tensor, value: Tensor) -> None:
-    """Add the constant inputs ``value`` at channel indices ``removed`` into the bias of ``m``."""
+def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]) -> None:
+    """Add the constant inputs ``value`` at channel indices ``removed`` into the bias of ``m``.
+
+    Exact for Linear, 1x1 and unpadded convs. For a zero-padded conv the added bias is the
+    mean over output positions of what the constant contributes (border outputs see less of
+    it): the least-squares best per-channel bias on an input of size ``spatial``.
+    """
     w = m.weight.detach().double().cpu()
     if isinstance(m, nn.Linear):
         delta = w[:, removed] @ value
-    else:
+    elif _exact_conv(m):
         ipg, opg = m.in_channels // m.groups, m.out_channels // m.groups
         wsum = w.flatten(2).sum(2)  # (out, ipg): a constant input sees the whole kernel
         grp, j = removed // ipg, removed % ipg
         same_group = (torch.arange(m.out_channels) // opg)[:, None] == grp[None, :]
         delta = (wsum[:, j] * same_group * value[None, :]).sum(1)
+    else:
+        x = torch.zeros((1, m.in_channels, *spatial), dtype=torch.float64)
+        x[0, removed] = value.view(-1, *([1] * len(spatial)))
+        conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
+        y = conv(x, w, None, m.stride, m.padding, m.dilation, m.groups)
+        delta = y.flatten(2).mean(2)[0]
     if m.bias is None:
         m.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=m.weight.dtype, device=m.weight.device))
     with torch.no_grad():
@@ -131,6 +145,8 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor) -> None:
 
 def _exact_conv(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
+        return True
+    if m.padding_mode != "zeros":  # reflect/replicate/circular padding of a constant is that constant
         return True
     pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
@@ -187,7 +203,7 @@ def prune_with_report(
             continue
         spread = (stats.max[t.module] - stats.min[t.module])[idx][nz]
         exact = _exact_conv(m) and bool((spread == 0).all()) and bool((st[nz] == CONST).all())
-        _fold(m, idx[nz], value[nz])
+        _fold(m, idx[nz], value[nz], stats.spatial[t.module])
         folded.append({"layer": t.module, "channels": int(nz.sum()), "exact": exact})
 
     # Kept indices per layer dimension.
