@@ -29,6 +29,7 @@ import torch
 from edgeslim.checkpoint import save_model
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
+from edgeslim.penalties import threshold
 from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.surgery import build_graph, prune_with_report
 from edgeslim.train import TrainConfig, evaluate, fit
@@ -58,6 +59,19 @@ def cached(work: Path, name: str, fresh: bool, fn) -> dict[str, Any]:
     return res
 
 
+def matched_lambda(pen: str, lam: float, beta: float, lr: float = 0.1) -> float:
+    """Lambda for ``pen`` whose prox zeroes the same |x| as l1's at the peak lr (bisection on tau)."""
+    tau_ref = lam / (1.0 / lr + beta)
+    lo, hi = 0.0, 10 * tau_ref
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if float(threshold(pen, mid, **PENALTIES[pen])) < tau_ref:
+            lo = mid
+        else:
+            hi = mid
+    return lam * (0.5 * (lo + hi)) / tau_ref
+
+
 def counts(model: torch.nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     g = build_graph(model, torch.zeros(1, *shape))
     return g.macs(), g.params()
@@ -69,7 +83,7 @@ def main() -> None:
     ap.add_argument("--test-subset", type=int, default=3000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--shrink", type=float, default=1.6)
+    ap.add_argument("--shrink", type=float, default=1.0)
     ap.add_argument("--beta", type=float, default=100.0)
     ap.add_argument("--ns-lambda", type=float, default=1e-4)
     ap.add_argument(
@@ -106,7 +120,9 @@ def main() -> None:
         out = args.work / f"prox-{pen}"
         if out.exists():
             shutil.rmtree(out)
-        settings = SlimSettings(lam=lam, beta=args.beta, penalty=pen, params=PENALTIES[pen])
+        settings = SlimSettings(
+            lam=matched_lambda(pen, lam, args.beta), beta=args.beta, penalty=pen, params=PENALTIES[pen]
+        )
         try:
             rep = slim_model(model, spec, bundle, config, settings, out).report
         except CollapseError as exc:
@@ -118,6 +134,7 @@ def main() -> None:
             shutil.copyfile(out / "model.pt", dst / "model.pt")
         hist = [(h["epoch"], h["test_acc"], h.get("xi_zero")) for h in rep.get("history", [])]
         return {
+            "lambda": settings.lam,
             "accuracy_trained": rep["accuracy"]["trained"],
             "accuracy_before_finalize": rep["accuracy"]["before_finalize"],
             "accuracy": rep["accuracy"]["slim"],
@@ -207,7 +224,10 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, lam: float)
         "data": f"fashion-mnist, {args.subset} train images (class-balanced), {args.test_subset} test images",
         "model": "vgg-small (448 BN channels)",
         "schedule": f"{args.epochs} epochs, batch {args.batch}, SGD lr 0.1 cosine, momentum 0.9 nesterov, wd 5e-4",
-        "proximal": f"lambda {lam:.4g} (from --shrink {args.shrink}), beta {args.beta}",
+        "proximal": f"l1 lambda {lam:.4g} (from --shrink {args.shrink}), beta {args.beta}; other penalties: "
+        "lambda whose prox zeroes the same |x| as l1's at lr 0.1 ("
+        + ", ".join(f"{p} {runs[f'prox-{p}']['lambda']:.3g}" for p in PENALTIES if f"prox-{p}" in runs)
+        + "); no fine-tune",
         "ns": f"subgradient lambda {args.ns_lambda}, threshold at proximal l1's zero ratio, fine-tune {args.epochs} epochs",
         "device": "CPU, 1 thread, shared machine",
     }

@@ -59,9 +59,13 @@ class SlimSettings:
     penalty: str = "l1"
     params: dict[str, float] = field(default_factory=dict)
     round_to: int = 1
+    #: penalise (gamma_c, beta_c) together so removed channels leave no constant behind (exact surgery)
+    zero_invariant: bool = False
     #: find coupled BN groups with surgery's graph (group penalties, never-empty units)
     coupled: bool = True
     calib_batches: int = 4
+    #: budget-targeted slimming (edgeslim.sparsity.budget.BudgetSettings as a dict); None: fixed lambda
+    budget: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,8 +163,17 @@ def slim_model(
 
         groups = coupled_bn_groups(model, example)
     slimmer = ProximalSlimming(
-        model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups, **settings.params
-    )
+        model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups,
+        zero_invariant=settings.zero_invariant, **settings.params,
+    )  # fmt: skip
+    controller = None
+    if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
+        from edgeslim.sparsity.budget import controller_for_slim
+
+        controller = controller_for_slim(
+            model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
+            round_to=settings.round_to,
+        )  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     run_meta = {
         **(meta or {}),
@@ -169,7 +182,7 @@ def slim_model(
     }
     train_cfg = config.replace(method="baseline", method_args={}, stage="slim")
     res = fit(
-        model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer],
+        model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
         progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
     fin = slimmer.finalize(model)
@@ -187,6 +200,8 @@ def slim_model(
         "finalize": fin.to_dict(),
         "history": res.history,
     }
+    if controller is not None:
+        report["budget"] = controller.report(res.history)
     slim: nn.Module | None = None
     recipe: dict[str, Any] | None = None
     try:
@@ -240,6 +255,10 @@ def slim_model(
                 meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
             )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
+        if controller is not None:
+            from edgeslim.sparsity.budget import plot_trajectory
+
+            report["plots"]["budget"] = plot_trajectory(report["budget"], out / "budget.png").name
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
         raise CollapseError(report["collapse"]["message"])

@@ -17,7 +17,9 @@ CONFIG_KEYS = {
     "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
     "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
     "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
-    "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to",
+    "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
+    "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
+    "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
 }  # fmt: skip
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
@@ -67,7 +69,34 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 @click.option("--a", "a", type=float, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
 @click.option("--g", "g", type=float, help="mcp: g > tau [3].")
 @click.option("--l", "l", type=float, help="scad: l > 0 [1].")
+@click.option(
+    "--zero-invariant/--no-zero-invariant",
+    default=None,
+    help="Penalise each channel's BN scale and shift together, so removal leaves no constant [off].",
+)
 @click.option("--round-to", type=int, help="Keep channel counts multiples of N (GPU-friendly) [1].")
+@click.option(
+    "--target-macs", help="Budget: fraction of the dense MACs (0.5, 50%) or a count (120M); sets lambda."
+)
+@click.option("--target-params", help="Budget: fraction of the dense parameters or a count (1.5M).")
+@click.option(
+    "--target-latency",
+    help="Budget: predicted latency (8ms) or a fraction; needs --profile or --latency-table.",
+)
+@click.option(
+    "--profile", help="Device profile for --target-latency (roofline prediction), e.g. jetson-orin-nano-8gb."
+)
+@click.option(
+    "--latency-table",
+    type=click.Path(path_type=Path),
+    help="Measured per-layer latency JSON (docs/budget.md).",
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision of the latency prediction."
+)
+@click.option(
+    "--taper-end", type=float, help="Fraction of training by which the budget reaches the target [0.6]."
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
@@ -89,6 +118,15 @@ def slim(model_or_arch: str, config_path: Path | None, out_dir: Path, force: boo
         raise EdgeslimError(
             "--data is required (e.g. --data fashion-mnist), on the command line or in --config"
         )
+    from edgeslim.sparsity.budget import budget_settings
+
+    budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
+    opts["budget"] = None if budget is None else budget.to_dict()
+    if opts.get("lam") is not None and opts.get("shrink") is not None:
+        raise EdgeslimError("give --lambda or --shrink, not both")
+    from edgeslim.penalties import check_params
+
+    check_params(str(opts.get("penalty") or "l1"), **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     if resume:
         if not (out_dir / TRAIN_DIR / "model.pt").is_file():
             raise EdgeslimError(
@@ -121,6 +159,7 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
     settings = SlimSettings(
         lam=opts.get("lam"), shrink=opts.get("shrink"), beta=float(opts.get("beta") or 100.0),
         penalty=str(opts.get("penalty") or "l1"), params=params, round_to=int(opts.get("round_to") or 1),
+        budget=opts.get("budget"), zero_invariant=bool(opts.get("zero_invariant") or False),
     )  # fmt: skip
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if resume:
@@ -198,6 +237,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             v = report["verify"]
             out.print(
                 f"surgery check: max |logit diff| {v['max_abs_diff']:.3g}, top-1 agreement {v['top1_agreement']:.2%}"
+            )
+        if "budget" in report:
+            b = report["budget"]
+            out.print(
+                f"budget ({b['metric']}): target {b['target_fraction']:.1%} of dense, controller reached "
+                f"{b['before_projection_fraction']:.1%}, final {b['achieved_fraction']:.1%} "
+                f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
             )
     msg = report.get("collapse", {}).get("message")
     if msg:

@@ -1,0 +1,135 @@
+"""One-round slimming: the Python pipeline on digits, the CLI end to end on Fashion-MNIST, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.checkpoint import load_model
+from edgeslim.cli import main
+from edgeslim.data import load_dataset
+from edgeslim.errors import EdgeslimError
+from edgeslim.models.registry import ModelSpec, create_model
+from edgeslim.slim import CollapseError, SlimSettings, planned_lrs, resolve_lambda, slim_model
+from edgeslim.train import TrainConfig
+from edgeslim.train.evaluate import evaluate
+
+REPORT_KEYS = [
+    ("accuracy", "trained"), ("accuracy", "slim"), ("params", "dense"), ("params", "slim"),
+    ("macs", "dense"), ("macs", "slim"), ("channels", "dense"), ("channels", "slim"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.mark.slow
+def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp_path: Path) -> None:
+    spec = digits.spec_for("vgg-small")
+    model = create_model(spec)
+    config = TrainConfig(epochs=3, batch_size=32, device="cpu")
+    res = slim_model(model, spec, digits, config, SlimSettings(shrink=1.0), tmp_path)
+    rep = res.report
+    for a, b in REPORT_KEYS:
+        assert isinstance(rep[a][b], (int, float)), (a, b)
+    # real sparsity from the prox (exact zeros, no threshold), and surgery removed them
+    assert rep["channels"]["zero"] >= 0.3 * 448
+    assert rep["channels"]["slim"] == 448 - rep["channels"]["zero"]
+    assert rep["macs"]["slim"] < 0.7 * rep["macs"]["dense"] and rep["params"]["slim"] < rep["params"]["dense"]
+    assert rep["accuracy"]["trained"] > 0.5 and not rep["collapse"]["collapsed"]
+    # the trained model's zero channels are exactly zero
+    zero = sum(int((m.weight == 0).sum()) for m in res.trained.modules() if isinstance(m, nn.BatchNorm2d))
+    assert zero == rep["channels"]["zero"]
+    for f in ("model.pt", "trained.pt", "report.json", "channels.png", "gamma_hist.png", "train/log.jsonl"):
+        assert (tmp_path / f).is_file(), f
+    assert json.loads((tmp_path / "report.json").read_text())["channels"] == rep["channels"]
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.recipe is not None
+    x = torch.randn(5, *spec.input_shape)
+    res.slim.eval()
+    torch.testing.assert_close(loaded.model.eval()(x), res.slim(x))
+    assert evaluate(loaded.model, digits)["accuracy"] == pytest.approx(rep["accuracy"]["slim"])
+    per_layer = {r["name"]: r for r in rep["layers"]}
+    assert sum(r["after_surgery"] for r in per_layer.values()) == rep["channels"]["slim"]
+
+
+def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
+    spec = digits.spec_for("vgg-small")
+    with pytest.raises(CollapseError, match="collapsed the network.*lower --lambda") as info:
+        slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
+                   SlimSettings(lam=50.0), tmp_path)  # fmt: skip
+    assert "\n" not in str(info.value)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["collapse"]["collapsed"] and len(rep["collapse"]["emptied"]) == 6
+    assert rep["channels"]["slim"] == 6  # never emptied: one channel per layer kept
+
+
+def test_model_without_batchnorm_is_refused(digits) -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    spec = ModelSpec("nobn", 10, 1, (8, 8))
+    with pytest.raises(EdgeslimError, match="no BatchNorm"):
+        slim_model(model, spec, digits, TrainConfig(epochs=1, device="cpu"))
+
+
+def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
+    config = TrainConfig(epochs=2, batch_size=100, device="cpu")
+    lrs = planned_lrs(config, 14)
+    assert len(lrs) == 28 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.001
+    lam = resolve_lambda(SlimSettings(shrink=0.5, beta=100.0), config, digits)
+    assert sum(lam / (1 / lr + 100.0) for lr in lrs if lr > 0) == pytest.approx(0.5)
+    with pytest.raises(EdgeslimError, match="not both"):
+        resolve_lambda(SlimSettings(lam=0.1, shrink=0.5), config, digits)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    cfg = tmp_path / "slim.yaml"
+    cfg.write_text("penalty: l1\nshrink: 0.3\nbatch-size: 16\n")
+    argv = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "800",
+            "--test-subset", "400", "--epochs", "1", "--config", str(cfg), "--out", str(out), "--device", "cpu",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rep = json.loads(capsys.readouterr().out)
+    for a, b in REPORT_KEYS:
+        assert isinstance(rep[a][b], (int, float)), (a, b)
+    assert rep["slimming"]["shrink"] == 0.3 and rep["train"]["config"]["batch_size"] == 16
+    assert rep["channels"]["dense"] == 448 and rep["accuracy"]["slim"] > 0.2
+    for f in ("model.pt", "trained.pt", "report.json", "channels.png", "gamma_hist.png"):
+        assert (out / f).is_file(), f
+    # an existing run is not overwritten without --force
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra,msg",
+    [
+        (["--penalty", "lp", "--p", "1.5"], "0 < p < 1"),
+        (["--penalty", "scad", "--a", "0.5"], "a > 1"),
+        (["--lambda", "0.1", "--shrink", "1"], "not both"),
+        (["--penalty", "l1", "--g", "2"], "no parameter 'g'"),
+    ],
+)
+def test_cli_bad_input_one_line(tmp_path: Path, capsys, extra: list[str], msg: str) -> None:
+    code = main(["slim", "vgg-small", "--data", "digits", "--out", str(tmp_path / "o"), *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_cli_config_file_errors(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lambda: 0.1\nlamda: 0.2\n")
+    assert (
+        main(["slim", "vgg-small", "--data", "digits", "--config", str(bad), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "unknown key 'lamda'" in capsys.readouterr().err
