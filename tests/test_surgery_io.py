@@ -106,6 +106,7 @@ def test_cli_prune_writes_reloadable_checkpoint(tmp_path, ckpt, fmnist_dir, caps
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["removed_channels"] > 0 and rep["max_abs_diff"] < 1e-4  # relu(-0.1) = 0: exact
+    assert rep["exact"] and rep["folded_biases"] == []
     assert all(r["after"][-1] % 4 == 0 for r in rep["layers"] if r["type"] == "Conv2d")
     loaded = load_model(out)
     assert loaded.recipe and loaded.meta["surgery"]["removed_channels"] == rep["removed_channels"]
@@ -126,6 +127,8 @@ def test_cli_graph_and_errors(tmp_path, ckpt, capsys):
     assert main(["graph", "vgg-small", "--input-shape", "3,32,32", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["groups"] and d["macs"] > 0 and d["bn_groups"]
+    assert main(["graph", str(path), "--input-shape", "3,28,28"]) == 2  # the model takes 1 channel
+    assert "input of shape" in capsys.readouterr().err
     assert main(["prune", str(tmp_path / "missing.pt"), "-o", str(tmp_path / "o.pt")]) == 2
     assert main(["prune", str(path), "-o", str(tmp_path / "o.pt"), "--round-to", "0"]) == 2
     ts = tmp_path / "m.ts"

@@ -115,6 +115,7 @@ def prune(**kw: Any) -> None:
             f"{len(rep['folded_biases'])} layers "
             f"({sum(not f['exact'] for f in rep['folded_biases'])} approximate)",
         ),  # fmt: skip
+        ("exact by construction", "yes" if rep["exact"] else "no (see folded biases)"),
         ("max |output diff|", rep["max_abs_diff"]),
         ("top-1 agreement", rep["top1_agreement"]),
         ("measured on", calib_desc),

@@ -751,7 +751,16 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
         meta = copy.deepcopy(gm, memo)
         analyser = _Analyser(meta, gm)
         with torch.no_grad():
-            analyser.run(example_input.to("meta"))
+            try:
+                analyser.run(example_input.to("meta"))
+            except EdgeslimError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - shape errors from any op
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise EdgeslimError(
+                    f"{type(model).__name__} does not run on an input of shape {tuple(example_input.shape)} "
+                    f"({msg[:200]}); give an example input (--input-shape) the model accepts"
+                ) from exc
     finally:
         model.train(was_training)
     return DependencyGraph(model, analyser)

@@ -11,6 +11,7 @@ outputs differ); the largest deviation of the whole model is measured and report
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph
 from edgeslim.surgery.recipe import FORMAT, VERSION, shrink_layer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -258,6 +261,7 @@ def prune_with_report(
         "kept_by_rounding": int((removable & ~remove).sum()),
         "removed_groups": removed_groups,
         "folded_biases": folded,
+        "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
         "barriers": [str(b) for b in g.barriers],
         "params_before": sum(p.numel() for p in model.parameters()),
         "params_after": sum(p.numel() for p in work.parameters()),
@@ -273,6 +277,13 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
+    scale = max((float(o.abs().max()) for o in dense_out), default=1.0)
+    if report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
+        log.warning(
+            "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
+            diff["max_abs_diff"],
+            scale,
+        )
     work.train(model.training)
     return PruneResult(work, recipe, report, g)
 
