@@ -102,11 +102,12 @@ def test_cli_prune_writes_reloadable_checkpoint(tmp_path, ckpt, fmnist_dir, caps
     path, dense = ckpt
     out = tmp_path / "slim.pt"
     rc = main(["prune", str(path), "-o", str(out), "--data", "fashion-mnist", "--data-dir", fmnist_dir,
-               "--calib", "32", "--round-to", "4", "--json"])  # fmt: skip
+               "--calib", "32", "--round-to", "4", "--plot", str(tmp_path / "ch.png"), "--json"])  # fmt: skip
     assert rc == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["removed_channels"] > 0 and rep["max_abs_diff"] < 1e-4  # relu(-0.1) = 0: exact
     assert rep["exact"] and rep["folded_biases"] == []
+    assert (tmp_path / "ch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(r["after"][-1] % 4 == 0 for r in rep["layers"] if r["type"] == "Conv2d")
     loaded = load_model(out)
     assert loaded.recipe and loaded.meta["surgery"]["removed_channels"] == rep["removed_channels"]

@@ -62,8 +62,9 @@ def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ..
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--calib", type=int, default=256, show_default=True, help="Images for folding and the check.")
 @click.option("--input-shape", help="C,H,W of one input [from the checkpoint's spec].")
+@click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG of channels per layer.")
 @click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
-@click.option("--force", is_flag=True, help="Overwrite the output file.")
+@click.option("--force", is_flag=True, help="Overwrite the output file(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def prune(**kw: Any) -> None:
     """Remove the channels whose BN scales are exactly zero from MODEL (an edgeslim checkpoint),
@@ -80,6 +81,7 @@ def prune(**kw: Any) -> None:
     if kw["round_to"] < 1:
         raise EdgeslimError(f"--round-to must be >= 1, got {kw['round_to']}")
     output = check_output_path(kw["output"], kw["force"])
+    plot = check_output_path(kw["plot"], kw["force"]) if kw["plot"] else None
     loaded = _load_traceable(kw["model"], kw["trust_pickle"], kw["input_shape"])
     if loaded.spec is None:
         raise EdgeslimError(
@@ -97,6 +99,10 @@ def prune(**kw: Any) -> None:
                                                             "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
+    if plot is not None:
+        from edgeslim.surgery.plot import plot_channels
+
+        rep["plot"] = str(plot_channels(rep, plot))
     if kw["as_json"]:
         out.print_json(json.dumps(to_jsonable(rep)))
         return
