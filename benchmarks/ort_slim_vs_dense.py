@@ -27,7 +27,48 @@ SLIM = RESULTS / "fmnist_slim" / "model.pt"
 TARGET = 0.8
 
 
-def export_pair(dev: bool, dense: Path, slim: Path, tmp: Path) -> tuple[dict[str, str], str]:
+def pad_channels(model, multiple: int):
+    """Zero-pad every conv's output channels (and the consumers' inputs) to a multiple of ``multiple``.
+
+    For the conv-BN-ReLU(-pool) chains of edgeslim's VGG and a final Linear: a padded channel has
+    zero weights, BN scale/shift 0, mean 0, var 1, so it outputs exactly 0 and the network computes
+    the same function; only the channel counts change (what ``round_to`` in surgery would give).
+    """
+    import torch
+    from torch import nn
+
+    def up(n: int) -> int:
+        return -(-n // multiple) * multiple
+
+    extra_in = 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                cout = up(m.out_channels)
+                w = torch.zeros(cout, m.in_channels + extra_in, *m.kernel_size)
+                w[: m.out_channels, : m.in_channels] = m.weight
+                m.weight = nn.Parameter(w)
+                if m.bias is not None:
+                    m.bias = nn.Parameter(torch.cat([m.bias, torch.zeros(cout - m.out_channels)]))
+                extra_in = cout - m.out_channels
+                m.in_channels, m.out_channels = m.in_channels + (w.shape[1] - m.in_channels), cout
+            elif isinstance(m, nn.BatchNorm2d) and extra_in:
+                pad = extra_in
+                m.weight = nn.Parameter(torch.cat([m.weight, torch.zeros(pad)]))
+                m.bias = nn.Parameter(torch.cat([m.bias, torch.zeros(pad)]))
+                m.running_mean = torch.cat([m.running_mean, torch.zeros(pad)])
+                m.running_var = torch.cat([m.running_var, torch.ones(pad)])
+                m.num_features += pad
+            elif isinstance(m, nn.Linear) and extra_in:
+                w = torch.zeros(m.out_features, m.in_features + extra_in)
+                w[:, : m.in_features] = m.weight
+                m.weight = nn.Parameter(w)
+                m.in_features += extra_in
+                extra_in = 0
+    return model
+
+
+def export_pair(dev: bool, dense: Path, slim: Path, tmp: Path, align: int = 0) -> tuple[dict[str, str], str]:
     from edgeslim.export import export_loaded, export_onnx
 
     out = {"baseline": str(tmp / "dense.onnx"), "slim": str(tmp / "slim.onnx")}
@@ -41,11 +82,27 @@ def export_pair(dev: bool, dense: Path, slim: Path, tmp: Path) -> tuple[dict[str
         return out, "development pair: vgg-small (random weights) vs the same with half the channels"
     from edgeslim.checkpoint import load_model
 
+    what = f"slimming benchmark pair: {dense.relative_to(ROOT)} vs {slim.relative_to(ROOT)}"
     for label, path in (("baseline", dense), ("slim", slim)):
         if not path.is_file():
             sys.exit(f"{path} is missing: run the slimming benchmark first, or pass --dev")
-        export_loaded(load_model(path), out[label], dynamic_batch=True, force=True, validate=False)
-    return out, f"slimming benchmark pair: {dense.relative_to(ROOT)} vs {slim.relative_to(ROOT)}"
+        loaded = load_model(path)
+        if label == "slim" and align > 1:
+            import copy
+
+            import torch
+
+            before = [m.out_channels for m in loaded.model.modules() if hasattr(m, "out_channels")]
+            ref, x = copy.deepcopy(loaded.model).eval(), torch.randn(8, *loaded.spec.input_shape)
+            pad_channels(loaded.model.eval(), align)
+            with torch.no_grad():
+                diff = float((ref(x) - loaded.model(x)).abs().max())
+            if diff > 1e-4:
+                sys.exit(f"channel padding changed the outputs (max diff {diff}); not benchmarking")
+            after = [m.out_channels for m in loaded.model.modules() if hasattr(m, "out_channels")]
+            what += f"; slim conv channels {before} zero-padded to multiples of {align}: {after} (max diff {diff:.1e})"
+        export_loaded(loaded, out[label], dynamic_batch=True, force=True, validate=False)
+    return out, what
 
 
 def main() -> int:
@@ -57,6 +114,9 @@ def main() -> int:
     ap.add_argument("--batch", default="1,32")
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--nice", type=int, default=10)
+    ap.add_argument(
+        "--align", type=int, default=0, help="zero-pad the slim model's channels to a multiple of N"
+    )
     ap.add_argument("--out", type=Path, help="default: results/ort_slim_vs_dense (or ..._dev with --dev)")
     args = ap.parse_args()
 
@@ -66,9 +126,12 @@ def main() -> int:
     from edgeslim.bench.timing import TimingConfig
 
     batches = [int(b) for b in args.batch.split(",")]
-    out_dir = args.out or RESULTS / ("ort_slim_vs_dense_dev" if args.dev else "ort_slim_vs_dense")
+    name = (
+        "ort_slim_vs_dense" + ("_dev" if args.dev else "") + (f"_align{args.align}" if args.align > 1 else "")
+    )
+    out_dir = args.out or RESULTS / name
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
-        models, what = export_pair(args.dev, args.dense, args.slim, Path(tmp))
+        models, what = export_pair(args.dev, args.dense, args.slim, Path(tmp), args.align)
         timing = TimingConfig(
             warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=args.min_time, max_iters=3000
         )
