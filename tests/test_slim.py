@@ -106,6 +106,11 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
     # an existing run is not overwritten without --force
     assert main(argv) == 2
     assert "--force" in capsys.readouterr().err
+    # --resume continues from the last epoch checkpoint (here: already complete) with the saved settings
+    assert main([*argv, "--resume", "--force"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["slimming"]["lam"] == rep["slimming"]["lam"] and again["channels"] == rep["channels"]
+    assert again["accuracy"] == rep["accuracy"]
 
 
 @pytest.mark.parametrize(

@@ -170,6 +170,7 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
             )
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
         saved = dict(loaded.meta.get("slimming") or {})
+        saved["shrink"] = None  # "lam" holds the lambda the run resolved
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     elif Path(model_or_arch).exists():
