@@ -314,3 +314,20 @@ def test_literal_view_is_a_barrier():
     assert res.report["removed_channels"] == 0
     assert any("literal" in b for b in res.report["barriers"])
     assert verify(m, res.model, x)["max_abs_diff"] == 0
+
+
+def test_mlp_with_batchnorm1d_and_conv1d():
+    mlp = nn.Sequential(nn.Linear(6, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 3)).eval()
+    zero_bn(mlp[1], [2, 7], bias=0.4)  # constant relu(0.4) folded exactly into the last Linear
+    x = torch.randn(5, 6)
+    res = prune_with_report(mlp, x)
+    assert (res.model[0].out_features, res.model[1].num_features, res.model[3].in_features) == (8, 8, 8)
+    assert res.report["exact"] and verify(mlp, res.model, torch.randn(5, 6))["max_abs_diff"] < 1e-5
+
+    seq = nn.Sequential(
+        nn.Conv1d(2, 6, 3, padding=1), nn.BatchNorm1d(6), nn.ReLU(), nn.Conv1d(6, 2, 1)
+    ).eval()
+    zero_bn(seq[1], [0, 5])
+    res = prune_with_report(seq, torch.randn(3, 2, 9))
+    assert res.model[0].out_channels == 4 and res.model[3].in_channels == 4
+    assert verify(seq, res.model, torch.randn(3, 2, 9))["max_abs_diff"] < 1e-5
