@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.prox import DEFAULT_BETA, DEFAULT_LAMBDA, ProximalSlimming, lambda_for_shrink
+from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
 from edgeslim.sparsity.subgradient import bn_layers
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
@@ -43,6 +43,8 @@ TRAINED_FILE = "trained.pt"
 REPORT_FILE = "report.json"
 #: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
 CHANCE_FACTOR = 1.5
+#: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
+DEFAULT_SHRINK = 1.0
 
 
 class CollapseError(EdgeslimError):
@@ -99,13 +101,15 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
 
 
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
-    """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``."""
+    """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
+    (default :data:`DEFAULT_SHRINK`: neither given means a schedule-independent default)."""
     if settings.lam is not None and settings.shrink is not None:
         raise EdgeslimError("give --lambda or --shrink, not both")
-    if settings.shrink is not None:
-        lrs = planned_lrs(config, steps_per_epoch(bundle, config.batch_size))
-        return lambda_for_shrink(settings.shrink, lrs, settings.beta)
-    return DEFAULT_LAMBDA if settings.lam is None else float(settings.lam)
+    if settings.lam is not None:
+        return float(settings.lam)
+    shrink = DEFAULT_SHRINK if settings.shrink is None else settings.shrink
+    lrs = planned_lrs(config, steps_per_epoch(bundle, config.batch_size))
+    return lambda_for_shrink(shrink, lrs, settings.beta)
 
 
 def _calib(bundle: DataBundle, n_batches: int, device: torch.device) -> list[torch.Tensor]:

@@ -85,6 +85,8 @@ def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
     assert sum(lam / (1 / lr + 100.0) for lr in lrs if lr > 0) == pytest.approx(0.5)
     with pytest.raises(EdgeslimError, match="not both"):
         resolve_lambda(SlimSettings(lam=0.1, shrink=0.5), config, digits)
+    assert resolve_lambda(SlimSettings(), config, digits) == pytest.approx(2 * lam)  # default shrink 1.0
+    assert resolve_lambda(SlimSettings(lam=0.07), config, digits) == 0.07
 
 
 @pytest.mark.slow

@@ -59,9 +59,14 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 @click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine].")
 @click.option("--warmup-epochs", type=float, help="Linear warm-up epochs [0].")
 @click.option("--seed", type=int, help="Random seed [0].")
-@click.option("--lambda", "lam", type=float, help="Penalty strength lambda [0.05; see docs/slimming.md].")
 @click.option(
-    "--shrink", type=float, help="Instead of --lambda: total prox shrink over the planned lr schedule."
+    "--lambda",
+    "lam",
+    type=float,
+    help="Penalty strength lambda [derived from --shrink; see docs/slimming.md].",
+)
+@click.option(
+    "--shrink", type=float, help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0]."
 )
 @click.option("--beta", type=float, help="Coupling beta between gamma and xi [100].")
 @click.option("--penalty", type=click.Choice(PENALTY_CHOICES), help="Penalty [l1].")
