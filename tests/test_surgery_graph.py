@@ -331,3 +331,22 @@ def test_mlp_with_batchnorm1d_and_conv1d():
     res = prune_with_report(seq, torch.randn(3, 2, 9))
     assert res.model[0].out_channels == 4 and res.model[3].in_channels == 4
     assert verify(seq, res.model, torch.randn(3, 2, 9))["max_abs_diff"] < 1e-5
+
+
+def test_upsample_keeps_channels():
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = cbr(3, 6), cbr(6, 4, 1)
+            self.up = nn.Upsample(scale_factor=2)
+
+        def forward(self, x):
+            y = self.a(x)
+            return self.b(self.up(y) + F.interpolate(y, scale_factor=2.0, mode="bilinear"))
+
+    m = Up().eval()
+    zero_bn(m.a[1], [1, 4], bias=0.3)  # constant after upsampling: folded exactly into a 1x1 conv
+    x = torch.randn(2, 3, 5, 5)
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 4 and res.report["exact"]
+    assert verify(m, res.model, torch.randn(2, 3, 5, 5))["max_abs_diff"] < 1e-5

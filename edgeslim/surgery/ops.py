@@ -20,10 +20,11 @@ ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.PReLU,
     nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity,
 )  # fmt: skip
-#: Spatial pooling: keeps channels, changes H x W.
+#: Spatial pooling and resampling: keeps channels (a constant stays that constant), changes H x W.
 POOL_MODULES: tuple[type[nn.Module], ...] = (
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )  # fmt: skip
 BN_MODULES: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d)
 CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
@@ -41,7 +42,7 @@ POOL_FUNCTIONS: set[Any] = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.max_pool2d,
     torch.avg_pool1d, torch.adaptive_avg_pool1d, torch._C._nn.avg_pool2d,
-    torch._C._nn.adaptive_avg_pool2d,
+    torch._C._nn.adaptive_avg_pool2d, F.interpolate, F.upsample,
 }  # fmt: skip
 #: Element-wise binary ops: (function, kind) where kind decides how "exactly zero" propagates.
 BINARY_FUNCTIONS: dict[Any, str] = {
