@@ -11,15 +11,18 @@ A :class:`BudgetController` is a training hook that runs after the proximal upda
 3. ranks the alive channels by ``|xi| / cost`` and marks as *doomed* the weakest ones
    that must go for ``R`` to meet the budget one horizon ahead, ``B(c + dc_H)`` with
    ``H = HORIZON * total_steps`` steps (the exact projection of the resource model);
-4. sets the per-step shrink ``s = s_ff + s_unit * mu``: the feed-forward ``s_ff`` brings
-   the median doomed channel to zero within ``H`` steps; ``mu`` is the multiplier,
-   updated by dual ascent on the normalised violation ``v = (R - B) / R0``:
-   ``mu <- clip(mu + ETA * v, 0, MU_MAX)``; it corrects channels that the gradient
-   holds up. ``lambda = base + s * (1/lr + beta)``, so ``tau_i = lambda * w_i / (1/lr + beta)
-   = s * w_i`` per step whatever the lr schedule;
-5. per-channel penalty weights ``w_i`` = the channel's marginal cost ``dR/dk`` normalised
-   to mean 1 over removable channels, clipped to [W_MIN, W_MAX] (non-removable: 0), times
-   BACKGROUND for channels that are not doomed (a light cost-weighted l1 pressure on all).
+4. per-step shrink of channel i: ``tau_i = (s_ff * [i doomed] + s_unit * mu) * w_i``. The
+   feed-forward ``s_ff`` brings the median doomed channel to zero within ``H`` steps; the
+   multiplier ``mu`` (a cost-weighted l1 pressure on every removable channel, the
+   Lagrangian term of the constraint) is updated by dual ascent on the normalised
+   violation ``v = (R - B) / R0``: ``mu <- clip(mu + ETA * v * every / total_steps, 0, MU_MAX)``;
+   the pressure applies only while ``R > B`` (under the budget it pauses, ``mu`` is kept),
+   with ``s_unit`` = median initial ``|xi|`` / (``UNIT_FRACTION`` * total_steps): at
+   ``mu = 1`` a median channel is shrunk to zero in ``UNIT_FRACTION`` of training. The slimmer
+   gets ``lambda = base + s * (1/lr + beta)`` (``s = s_ff + s_unit * mu``) and weights
+   ``tau_i / s``, so the shrink does not depend on the lr schedule;
+5. ``w_i`` = the channel's marginal cost ``dR/dk`` normalised to mean 1 over removable
+   channels, clipped to [W_MIN, W_MAX] (channels surgery cannot remove: 0).
 
 At the end of training, if ``R`` is still above the target, :meth:`finish` removes the alive
 channels with the smallest ``|xi| / cost`` until ``R <= target`` and reports how many. All
@@ -45,23 +48,27 @@ from edgeslim.train.hooks import TrainHook
 
 log = logging.getLogger(__name__)
 
-#: dual-ascent gain per control step: a 10% violation moves mu by 0.2
-ETA = 2.0
+#: dual-ascent gain per unit of training: a 5% violation held over 20% of training moves mu by 0.4
+ETA = 40.0
+#: mu = 1 shrinks a median channel to zero in this fraction of training
+UNIT_FRACTION = 0.25
 #: multiplier ceiling (anti wind-up: channels react with a delay)
 MU_MAX = 20.0
 #: look-ahead horizon (fraction of training): doomed channels reach zero within it
 HORIZON = 0.05
-#: the controller never dooms more than 1 - MIN_KEEP of a group (a layer keeps 10% of its channels)
+#: doomed channels keep at least HOLD x the largest feed-forward shrink so far (no revival when R < B)
+HOLD = 0.5
+#: the strongest MIN_KEEP of every group are neither doomed nor shrunk (a layer keeps 10% of its channels)
 MIN_KEEP = 0.1
-#: weight factor of channels the budget does not (yet) need to remove
-BACKGROUND = 0.1
 #: clip of the normalised cost weights
-W_MIN, W_MAX = 0.05, 20.0
+W_MIN, W_MAX = 0.05, 10.0
 #: EMA factor of the probe loss (per probe) and the relative degradation that pauses the taper
 LOSS_EMA = 0.3
 #: probes per training run (at most), never more often than every PROBE_MIN_STEPS steps
 PROBES = 25
 PROBE_MIN_STEPS = 5
+#: BN statistics are re-estimated at the end on this many batches of 128 training images
+CALIB_BATCHES = 4
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
 TAU_CAP_FRACTION = 0.5
 
@@ -187,6 +194,7 @@ class BudgetController(TrainHook):
         *,
         probe: tuple[Tensor, Tensor] | None = None,
         base_lambda: float = 0.0,
+        calib: list[Tensor] | None = None,
     ) -> None:
         settings.validate()
         if resource.total != slimmer.total:
@@ -196,11 +204,13 @@ class BudgetController(TrainHook):
         self.total_steps = max(int(total_steps), 1)
         self.every = settings.every or min(max(self.total_steps // 200, 1), 10)
         self.probe = probe
+        self.calib = list(calib or [])
+        self.recalibrated = 0
         self.base_lambda = float(base_lambda)
         self.horizon = max(HORIZON * self.total_steps, 2.0 * self.every)
         rem = self.magnitude()[resource.pos_removable]
         med = float(rem.median()) if rem.numel() else 1.0
-        self.s_unit = max(med, 1e-3) / self.horizon
+        self.s_unit = max(med, 1e-3) / (UNIT_FRACTION * self.total_steps)
         self.tau_cap = _tau_cap(slimmer)
         self.step_count = 0
         self.clock = 0.0
@@ -215,6 +225,7 @@ class BudgetController(TrainHook):
         self.projection_removed = 0
         self.resource_before_projection: float | None = None
         self.predicted = resource.dense
+        self.shrink_ff = self.shrink_mu = self.s_hold = 0.0
         self.probe_every = max(self.every, self.total_steps // PROBES, PROBE_MIN_STEPS)
         self._optimizer: Optimizer | None = None
         self._model: nn.Module | None = None
@@ -247,12 +258,19 @@ class BudgetController(TrainHook):
         if self.probe is None:
             return
         x, y = self.probe
+        # train-mode BN (batch statistics; running statistics lag behind a fast shrink and
+        # would make eval-mode loss useless), with the BN buffers put back afterwards
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
         was = model.training
-        model.eval()
+        model.train()
         try:
             loss = float(nn.functional.cross_entropy(model(x), y))
         finally:
             model.train(was)
+            for m, buf in zip(bns, saved):
+                for k, v in buf.items():
+                    getattr(m, k).copy_(v)
         if not math.isfinite(loss):
             return
         self.loss_ema = loss if self.loss_ema is None else (1 - LOSS_EMA) * self.loss_ema + LOSS_EMA * loss
@@ -275,13 +293,14 @@ class BudgetController(TrainHook):
         xi = self.magnitude()
         self.R = self.resource.of_xi(xi)
         self.violation = (self.R - self.budget) / self.resource.dense
-        self.mu = min(max(0.0, self.mu + ETA * self.violation), MU_MAX)
+        self.mu = min(max(0.0, self.mu + ETA * self.violation * every / self.total_steps), MU_MAX)
         taper_steps = self.total_steps * (st.taper_end - st.taper_start)
         ahead = (
             self.budget_at(min(self.clock + self.horizon / taper_steps, 1.0)) if p >= st.taper_start else None
         )
         w = self.weights(xi)
         s_ff = 0.0
+        doomed = torch.zeros_like(xi, dtype=torch.bool)
         if ahead is not None and ahead < self.resource.dense:
             projected, _ = self.resource.project(xi, max(ahead, self.target), MIN_KEEP)
             doomed = (projected == 0) & self.resource.pos_removable
@@ -289,10 +308,15 @@ class BudgetController(TrainHook):
             alive = doomed & (xi != 0)
             if bool(alive.any()):
                 s_ff = float((xi[alive].abs() / w[alive].clamp(min=1e-12)).median()) / self.horizon
-            w = torch.where(doomed, w, BACKGROUND * w)
-        self.shrink = s_ff + self.s_unit * self.mu
-        if self.tau_cap is not None and self.shrink * float(w.max()) > self.tau_cap:
-            self.shrink = self.tau_cap / float(w.max())
+        s_mu = self.s_unit * self.mu if self.violation > 0 else 0.0  # under budget: no pressure, mu kept
+        self.s_hold = max(self.s_hold, HOLD * s_ff)  # keeps dead doomed channels from reviving
+        tau = (max(s_ff, self.s_hold) * doomed.to(w.dtype) + s_mu) * w
+        tau[self.resource.protected(xi, MIN_KEEP)] = 0.0  # every group keeps its strongest MIN_KEEP
+        if self.tau_cap is not None and float(tau.max()) > self.tau_cap:
+            tau = tau * (self.tau_cap / float(tau.max()))
+        self.shrink_ff, self.shrink_mu = s_ff, s_mu
+        self.shrink = float(tau.max())  # the largest per-step shrink; weights are tau / shrink
+        w = tau / self.shrink if self.shrink > 0 else torch.zeros_like(tau)
         self.slimmer.set_weights(w.to(torch.float32))
         denom = 1.0 / self._lr() + self.slimmer.beta
         self.slimmer.lam = self.base_lambda + self.shrink * denom
@@ -329,6 +353,8 @@ class BudgetController(TrainHook):
             "budget_mu": self.mu,
             "budget_lambda": self.slimmer.lam,
             "budget_shrink": self.shrink,
+            "budget_shrink_ff": self.shrink_ff,
+            "budget_shrink_mu": self.shrink_mu,
             "budget_clock": self.clock,
             "budget_probe_loss": float("nan") if self.loss_ema is None else self.loss_ema,
             "budget_paused_steps": float(self.paused_steps),
@@ -336,6 +362,9 @@ class BudgetController(TrainHook):
 
     def on_train_end(self, model: nn.Module) -> None:
         self.finish()
+        if self.calib:
+            recalibrate_bn(model, self.calib)
+            self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
 
     def finish(self) -> int:
         """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
@@ -359,7 +388,7 @@ class BudgetController(TrainHook):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
-                "paused_steps", "projection_removed")  # fmt: skip
+                "paused_steps", "projection_removed", "s_hold")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -406,12 +435,14 @@ class BudgetController(TrainHook):
             "before_projection_fraction": before / d,
             "projection_removed_channels": self.projection_removed,
             "taper_paused_steps": self.paused_steps,
+            "bn_recalibrated_on_images": self.recalibrated,
             "total_steps": self.total_steps,
             "constants": {
                 "ETA": ETA,
                 "MU_MAX": MU_MAX,
                 "HORIZON": HORIZON,
-                "BACKGROUND": BACKGROUND,
+                "UNIT_FRACTION": UNIT_FRACTION,
+                "HOLD": HOLD,
                 "W_MIN": W_MIN,
                 "W_MAX": W_MAX,
                 "LOSS_EMA": LOSS_EMA,
@@ -419,6 +450,29 @@ class BudgetController(TrainHook):
             },  # fmt: skip
             "trajectory": traj,
         }
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
+    """Re-estimate every BN layer's running mean/var on ``batches`` (cumulative average, train
+    mode, no gradient; no weight changes). Channels removed late in training change the
+    statistics of the layers after them faster than the running averages follow."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or not batches:
+        return
+    momenta = [m.momentum for m in bns]
+    was = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.train(was)
 
 
 def _tau_cap(slimmer: Any) -> float | None:
@@ -477,6 +531,7 @@ def build_controller(
     probe: tuple[Tensor, Tensor] | None = None,
     base_lambda: float = 0.0,
     round_to: int = 1,
+    calib: list[Tensor] | None = None,
 ) -> BudgetController:
     """Validate ``settings``, build the resource model (one trace) and the controller."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
@@ -487,7 +542,9 @@ def build_controller(
         model, example_input, settings.metric, profile=settings.profile, precision=settings.precision,
         batch=settings.batch, latency_table=table, round_to=round_to,
     )  # fmt: skip
-    return BudgetController(slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda)
+    return BudgetController(
+        slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda, calib=calib
+    )
 
 
 def budget_settings(opts: dict[str, Any]) -> BudgetSettings | None:
@@ -536,7 +593,9 @@ def controller_for_slim(
     total = config.epochs * steps_per_epoch(bundle, config.batch_size)
     device = example_input.device
     x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
+    calib = [b for _, (b, _) in zip(range(CALIB_BATCHES), bundle.loader("train", 128, shuffle=True, augment=False,
+                                                                         seed=3, device=device))]  # fmt: skip
     return build_controller(
         model, slimmer, settings, example_input, total, probe=(x, y),
-        base_lambda=float(base_lambda or 0.0), round_to=round_to,
+        base_lambda=float(base_lambda or 0.0), round_to=round_to, calib=calib,
     )  # fmt: skip

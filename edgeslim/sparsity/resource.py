@@ -447,6 +447,20 @@ class ResourceModel:
         xi[dead[self.pos_class].to(xi.device)] = 0
         return xi, lo
 
+    def protected(self, xi: Tensor, keep_frac: float) -> Tensor:
+        """Flat mask of the strongest ``max(1, ceil(keep_frac * size))`` classes of every group
+        (by the norm of their ``xi`` entries): the floor no budget pressure should touch."""
+        mag = xi.detach().cpu().double().reshape(-1)
+        strength = torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(
+            0, self.pos_class, mag**2
+        )
+        keep = torch.zeros(self.graph.num_classes, dtype=torch.bool)
+        for grp in self.graph.groups:
+            n_keep = max(1, math.ceil(keep_frac * grp.size))
+            top = torch.argsort(strength[grp.classes], descending=True, stable=True)[:n_keep]
+            keep[grp.classes[top]] = True
+        return keep[self.pos_class]
+
     def _raw_counts(self, alive: Tensor) -> Tensor:
         valid = self.group_of_class >= 0
         return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
