@@ -107,11 +107,16 @@ def test_parse_target_refuses_malformed(text: str, metric: str) -> None:
         parse_target(text, metric)
 
 
-def _controller(penalty: str = "l1", target: str = "0.5", steps: int = 100, **kw) -> BudgetController:
+def _controller(
+    penalty: str = "l1", target: str = "0.5", steps: int = 100, metric: str = "macs", **kw
+) -> BudgetController:
     model, ex = _model("vgg-small")
     sl = ProximalSlimming(model, lam=0.0, penalty=penalty, groups=coupled_bn_groups(model, ex))
-    res = build_resource(model, ex, "macs")
-    return BudgetController(sl, res, BudgetSettings(target=target, every=1, **kw), steps)
+    extra = {"profile": kw.pop("profile")} if "profile" in kw else {}
+    res = build_resource(model, ex, metric, **extra)
+    return BudgetController(
+        sl, res, BudgetSettings(metric=metric, target=target, every=1, **extra, **kw), steps
+    )
 
 
 def test_taper_clock_linear_paused_when_loss_degrades_and_deadline() -> None:
@@ -168,6 +173,25 @@ def test_controller_with_penalties_reaches_budget(penalty: str) -> None:
     assert 0.9 * 0.5 <= rep["achieved_fraction"] <= 0.5
 
 
+@pytest.mark.parametrize(
+    ("metric", "target", "extra"),
+    [
+        ("params", "0.4", {}),
+        ("latency", "1ms", {"profile": "rpi4"}),
+        ("latency", "0.6", {"profile": "host-cpu"}),
+    ],
+)
+def test_controller_reaches_params_and_latency_budgets(metric: str, target: str, extra: dict) -> None:
+    c = _controller("l1", target=target, steps=20, metric=metric, taper_start=0.0, taper_end=0.5, **extra)
+    opt = torch.optim.SGD(c.slimmer.gammas, lr=0.1)
+    c.on_train_start(torch.nn.Identity(), opt)
+    for _ in range(20):
+        c.slimmer.step(opt)
+        c.after_step(torch.nn.Identity(), opt)
+    c.finish()
+    assert 0.9 * c.target <= c.R <= c.target
+
+
 def test_bad_budgets_fail_before_training() -> None:
     model, ex = _model("vgg-small")
     sl = ProximalSlimming(model, lam=0.0)
@@ -214,3 +238,31 @@ def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str) -> None:
         b["trajectory"][0]
     )
     assert (out / "budget.png").stat().st_size > 1000
+
+
+def test_latency_table_scales_measured_layers_by_macs(tmp_path) -> None:
+    from edgeslim.sparsity.resource import load_latency_table
+
+    model, ex = _model("vgg-small")
+    names = [c.module for c in build_resource(model, ex, "macs").graph.costs if c.kind in ("conv", "linear")]
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"unit": "ms", "fixed": 0.5, "layers": dict.fromkeys(names, 1.0)}))
+    res = build_resource(model, ex, "latency", latency_table=load_latency_table(path))
+    assert res.dense == pytest.approx((0.5 + len(names)) * 1e-3)
+    xi = torch.ones(res.total)
+    xi[: res.total // 2] = 0  # early, expensive layers lose channels
+    assert res.of_xi(xi) < res.dense
+    path.write_text(json.dumps({"layers": {names[0]: 1.0}}))
+    with pytest.raises(EdgeslimError, match="no entry for layer"):
+        build_resource(model, ex, "latency", latency_table=load_latency_table(path))
+
+
+def test_controller_state_round_trip() -> None:
+    c = _controller(taper_start=0.0)
+    for step in range(1, 11):
+        c.step_count = step
+        c.control()
+    d = _controller(taper_start=0.0)
+    d.load_state_dict(c.state_dict())
+    assert (d.mu, d.clock, d.s_hold, d.step_count) == (c.mu, c.clock, c.s_hold, c.step_count)
+    assert d.mu > 0
