@@ -2,7 +2,8 @@
 
 For each architecture and MAC target (fraction of the dense MACs):
 
-* ``budget``: one round of budget-targeted proximal l1 slimming (``E`` epochs), no fine-tune;
+* ``budget``: one round of budget-targeted proximal l1 slimming (``E`` epochs, zero-invariant:
+  BN scale and shift pruned together so surgery is exact), no fine-tune;
 * ``ns``: original network slimming (subgradient l1 on BN scales, lambda 1e-4) trained ``E``
   epochs once per architecture, then for each target the global |gamma| threshold that hits
   the budget (exact resource model), surgery, accuracy without and with a fine-tune of ``E``
@@ -108,7 +109,8 @@ def main() -> None:
     from edgeslim.sparsity.budget import BudgetSettings, recalibrate_bn
     from edgeslim.sparsity.resource import build_resource, flat_gammas
     from edgeslim.surgery import prune_with_report
-    from edgeslim.train import TrainConfig, evaluate, fit
+    from edgeslim.train import TrainConfig, fit
+    from edgeslim.train.evaluate import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subset", type=int, default=3000)
@@ -156,7 +158,9 @@ def main() -> None:
                 out = args.work / tag
                 if out.exists():
                     shutil.rmtree(out)
-                st = SlimSettings(penalty="l1", budget=BudgetSettings(target=str(t)).to_dict())
+                st = SlimSettings(
+                    penalty="l1", zero_invariant=True, budget=BudgetSettings(target=str(t)).to_dict()
+                )
                 try:
                     rep = slim_model(model, spec, bundle, config, st, out).report
                 except CollapseError:
@@ -239,8 +243,9 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
         "schedule": f"budget: {args.epochs} epochs; NS: {args.epochs} sparse + {args.epochs} fine-tune; "
         f"uniform: {args.epochs} from scratch; batch {args.batch}, SGD lr 0.1 cosine, wd 5e-4",
         "ns": f"subgradient lambda {args.ns_lambda}, global |gamma| threshold chosen to hit the MAC budget",
+        "budget": "proximal l1, zero-invariant, beta 100, default controller constants (docs/budget.md)",
         "bn": "budget runs re-estimate BN statistics on 512 training images after the last step (no weight "
-        "trained); NS without fine-tune is shown raw and (in brackets) with the same re-estimation",
+        "trained) when channels changed in the last steps; NS without fine-tune is shown raw and (in brackets) with the same re-estimation",
         "device": "CPU, 1 thread, shared machine (2 cores, ~6 users)",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

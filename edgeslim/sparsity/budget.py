@@ -67,8 +67,12 @@ LOSS_EMA = 0.3
 #: probes per training run (at most), never more often than every PROBE_MIN_STEPS steps
 PROBES = 25
 PROBE_MIN_STEPS = 5
-#: BN statistics are re-estimated at the end on this many batches of 128 training images
+#: BN statistics are re-estimated at the end on this many batches of 128 training images, if
+#: channels were removed within the last max(RECAL_STEPS, RECAL_FRACTION * total) steps
+#: (the running averages, momentum 0.1, have not caught up) or by the final projection
 CALIB_BATCHES = 4
+RECAL_STEPS = 50
+RECAL_FRACTION = 0.05
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
 TAU_CAP_FRACTION = 0.5
 
@@ -90,6 +94,8 @@ class BudgetSettings:
     taper_end: float = 0.6
     taper_max: float = 0.85
     loss_tolerance: float = 0.1
+    #: rank and weight channels by |xi| / cost**cost_exponent (1: proportional to the marginal cost)
+    cost_exponent: float = 1.0
     #: control interval in steps; 0: total_steps // 200, between 1 and 10
     every: int = 0
 
@@ -226,6 +232,7 @@ class BudgetController(TrainHook):
         self.resource_before_projection: float | None = None
         self.predicted = resource.dense
         self.shrink_ff = self.shrink_mu = self.s_hold = 0.0
+        self._alive, self.last_change = resource.total, 0
         self.probe_every = max(self.every, self.total_steps // PROBES, PROBE_MIN_STEPS)
         self._optimizer: Optimizer | None = None
         self._model: nn.Module | None = None
@@ -291,6 +298,9 @@ class BudgetController(TrainHook):
             self.clock = min(max(self.clock + rate, deadline), 1.0)
         self.budget = self.budget_at(self.clock)
         xi = self.magnitude()
+        alive = int((xi != 0).sum())
+        if alive != self._alive:
+            self._alive, self.last_change = alive, self.step_count
         self.R = self.resource.of_xi(xi)
         self.violation = (self.R - self.budget) / self.resource.dense
         self.mu = min(max(0.0, self.mu + ETA * self.violation * every / self.total_steps), MU_MAX)
@@ -302,7 +312,9 @@ class BudgetController(TrainHook):
         s_ff = 0.0
         doomed = torch.zeros_like(xi, dtype=torch.bool)
         if ahead is not None and ahead < self.resource.dense:
-            projected, _ = self.resource.project(xi, max(ahead, self.target), MIN_KEEP)
+            projected, _ = self.resource.project(
+                xi, max(ahead, self.target), MIN_KEEP, self.settings.cost_exponent
+            )
             doomed = (projected == 0) & self.resource.pos_removable
             self.predicted = self.resource.of_xi(projected)
             alive = doomed & (xi != 0)
@@ -323,7 +335,7 @@ class BudgetController(TrainHook):
 
     def weights(self, xi: Tensor) -> Tensor:
         """Penalty weights: marginal cost normalised to mean 1 over removable channels, clipped."""
-        costs = self.resource.channel_costs(xi)
+        costs = self.resource.channel_costs(xi) ** self.settings.cost_exponent
         rem = self.resource.pos_removable
         mean = float(costs[rem].mean()) if bool(rem.any()) else 1.0
         return torch.where(rem, (costs / max(mean, 1e-30)).clamp(W_MIN, W_MAX), torch.zeros_like(costs))
@@ -362,7 +374,8 @@ class BudgetController(TrainHook):
 
     def on_train_end(self, model: nn.Module) -> None:
         self.finish()
-        if self.calib:
+        recent = self.step_count - self.last_change <= max(RECAL_STEPS, RECAL_FRACTION * self.total_steps)
+        if self.calib and (self.projection_removed or recent):
             recalibrate_bn(model, self.calib)
             self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
 
@@ -370,7 +383,7 @@ class BudgetController(TrainHook):
         """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
         mag = self.magnitude()
         self.resource_before_projection = self.resource.of_xi(mag)
-        projected, removed = self.resource.project(mag, self.target, MIN_KEEP)
+        projected, removed = self.resource.project(mag, self.target, MIN_KEEP, self.settings.cost_exponent)
         dead = (projected == 0).to(self.slimmer.xi.device)
         rows = self.slimmer.xi.view(-1, self.slimmer.total).clone()
         rows[:, dead] = 0
@@ -388,7 +401,7 @@ class BudgetController(TrainHook):
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
-                "paused_steps", "projection_removed", "s_hold")  # fmt: skip
+                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

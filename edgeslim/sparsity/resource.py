@@ -389,8 +389,11 @@ class ResourceModel:
         cost = marg[self.group_of_class[self.pos_class].clamp(min=0)]
         return torch.where(self.pos_removable, cost, torch.zeros_like(cost))
 
-    def project(self, xi: Tensor, target: float, keep_frac: float = 0.0) -> tuple[Tensor, int]:
-        """Zero the alive removable classes with the smallest ``|xi| / cost`` until ``R <= target``.
+    def project(
+        self, xi: Tensor, target: float, keep_frac: float = 0.0, cost_exponent: float = 1.0
+    ) -> tuple[Tensor, int]:
+        """Zero the alive removable classes with the smallest ``|xi| / cost**cost_exponent``
+        until ``R <= target``.
 
         Every group keeps its strongest ``max(1, ceil(keep_frac * size))`` classes. Returns the new ``xi`` and the number of
         classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
@@ -405,7 +408,7 @@ class ResourceModel:
             .index_add_(0, self.pos_class, xi.detach().cpu().double().reshape(-1) ** 2)
             .sqrt()
         )
-        marg = self.marginal(k).clamp(min=1e-30)
+        marg = self.marginal(k).clamp(min=1e-30) ** cost_exponent
         cand = torch.nonzero(alive & self.removable & (self.group_of_class >= 0)).flatten()
         grp = self.group_of_class[cand]
         score = strength[cand] / marg[grp]
@@ -432,7 +435,7 @@ class ResourceModel:
         lo, hi = 0, int(cand.numel())
         if r_after(hi) > target:
             if keep_frac > 0:
-                return self.project(xi, target, 0.0)
+                return self.project(xi, target, 0.0, cost_exponent)
             raise EdgeslimError(
                 f"cannot reach the budget {target:.4g}: even one channel per group costs {r_after(hi):.4g}"
             )
