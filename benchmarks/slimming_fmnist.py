@@ -26,13 +26,14 @@ from typing import Any
 
 import torch
 
-from edgeslim.checkpoint import save_model
+from edgeslim.checkpoint import load_model, save_model
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
 from edgeslim.penalties import threshold
 from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.surgery import build_graph, prune_with_report
-from edgeslim.train import TrainConfig, evaluate, fit
+from edgeslim.train import TrainConfig, fit
+from edgeslim.train.evaluate import evaluate
 from edgeslim.train.pipeline import run_training
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,13 +88,27 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=100.0)
     ap.add_argument("--ns-lambda", type=float, default=1e-4)
     ap.add_argument(
+        "--factor", action="append", default=[],
+        help="PEN=F: lambda of PEN = F x l1's lambda instead of the threshold-matched one (e.g. lp=0.5)",
+    )  # fmt: skip
+    ap.add_argument(
         "--only", default="", help="comma-separated run names (baseline, prox-l1, ns, prox-lp, ...)"
     )
     ap.add_argument("--work", type=Path, default=Path("runs/bench_fmnist"))
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument(
+        "--param", action="append", default=[], help="PEN.NAME=V: penalty parameter, e.g. scad.l=0.1"
+    )
+    ap.add_argument("--name", default="slimming_fmnist", help="result file name in benchmarks/results/")
+    ap.add_argument("--no-save-models", action="store_true", help="do not write fmnist_dense/ fmnist_slim/")
     args = ap.parse_args()
     torch.set_num_threads(1)
     only = {s for s in args.only.split(",") if s}
+    factors = {k: float(v) for k, v in (f.split("=") for f in args.factor)}
+    for item in args.param:  # e.g. scad.l=0.1
+        key, value = item.split("=")
+        pen, name = key.split(".")
+        PENALTIES[pen][name] = float(value)
     bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset)
     spec = bundle.spec_for("vgg-small")
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=0)
@@ -111,7 +126,10 @@ def main() -> None:
         model = create_model(spec)
         res = fit(model, bundle, config)
         macs, params = counts(model, spec.input_shape)
-        save_model(RESULTS / "fmnist_dense" / "model.pt", model, spec, meta={"accuracy": res.test_accuracy})
+        if not args.no_save_models:
+            save_model(
+                RESULTS / "fmnist_dense" / "model.pt", model, spec, meta={"accuracy": res.test_accuracy}
+            )
         return {"accuracy": res.test_accuracy, "macs": macs, "params": params, "channels": 448}
 
     def prox(pen: str) -> dict[str, Any]:
@@ -121,20 +139,24 @@ def main() -> None:
         if out.exists():
             shutil.rmtree(out)
         settings = SlimSettings(
-            lam=matched_lambda(pen, lam, args.beta), beta=args.beta, penalty=pen, params=PENALTIES[pen]
+            lam=lam * factors[pen] if pen in factors else matched_lambda(pen, lam, args.beta),
+            beta=args.beta,
+            penalty=pen,
+            params=PENALTIES[pen],
         )
         try:
             rep = slim_model(model, spec, bundle, config, settings, out).report
         except CollapseError as exc:
             rep = json.loads((out / "report.json").read_text())
             rep["collapse"]["message"] = str(exc)
-        if pen == "l1":
+        if pen == "l1" and not args.no_save_models:
             dst = RESULTS / "fmnist_slim"
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / "model.pt", dst / "model.pt")
         hist = [(h["epoch"], h["test_acc"], h.get("xi_zero")) for h in rep.get("history", [])]
         return {
             "lambda": settings.lam,
+            "penalty_params": dict(PENALTIES[pen]),
             "accuracy_trained": rep["accuracy"]["trained"],
             "accuracy_before_finalize": rep["accuracy"]["before_finalize"],
             "accuracy": rep["accuracy"]["slim"],
@@ -153,10 +175,19 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(spec)
         out = args.work / "ns"
-        if out.exists():
-            shutil.rmtree(out)
-        cfg = config.replace(method="subgradient", method_args={"lam": args.ns_lambda})
-        rep = run_training(model, spec, bundle, cfg, out, prune_ratio=ratio, finetune_epochs=args.epochs)
+        done = out / "report.json"
+        if (
+            done.exists()
+            and not args.fresh
+            and json.loads(done.read_text())["stages"]["pruned"]["ratio"] == ratio
+        ):
+            rep = json.loads(done.read_text())  # the three stages finished earlier: reuse them
+            model = load_model(out / "model.pt").model
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            cfg = config.replace(method="subgradient", method_args={"lam": args.ns_lambda})
+            rep = run_training(model, spec, bundle, cfg, out, prune_ratio=ratio, finetune_epochs=args.epochs)
         st = rep["stages"]
         pr = prune_with_report(model, torch.zeros(1, *spec.input_shape))
         ev = evaluate(pr.model, bundle, "test")
@@ -181,6 +212,9 @@ def main() -> None:
     for pen in ("lp", "tl1", "mcp", "scad"):
         if want(f"prox-{pen}"):
             runs[f"prox-{pen}"] = cached(args.work, f"prox-{pen}", args.fresh, lambda pen=pen: prox(pen))
+    if not only:  # the full table also shows variants kept in --work (e.g. prox-scad-l1.json)
+        for f in sorted(args.work.glob("prox-*-*.json")):
+            runs.setdefault(f.stem, json.loads(f.read_text()))
     write(runs, args, lam)
 
 
@@ -195,10 +229,12 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, lam: float)
                      r["macs"], r["params"]])  # fmt: skip
         rows.append(["original NS, pruned + fine-tune", r["accuracy_finetuned"], r["accuracy_trained"], r["channels"],
                      r["macs"], r["params"]])  # fmt: skip
-    for pen in PENALTIES:
-        r = runs.get(f"prox-{pen}")
+    for key in [f"prox-{p}" for p in PENALTIES] + sorted(k for k in runs if k.count("-") >= 2):
+        r, pen = runs.get(key), key.split("-")[1]
         if r:
-            rows.append([f"proximal {pen}, one round, slim", r["accuracy"], r["accuracy_trained"], r["channels"],
+            pp = ", ".join(f"{k}={v:g}" for k, v in r.get("penalty_params", {}).items())
+            label = f"proximal {pen} (lambda {r['lambda']:.3g}{', ' + pp if pp else ''}), one round, slim"
+            rows.append([label, r["accuracy"], r["accuracy_trained"], r["channels"],
                          r["macs"], r["params"]])  # fmt: skip
     table = []
     for name, acc, acc_tr, ch, macs, params in rows:
@@ -225,15 +261,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, lam: float)
         "model": "vgg-small (448 BN channels)",
         "schedule": f"{args.epochs} epochs, batch {args.batch}, SGD lr 0.1 cosine, momentum 0.9 nesterov, wd 5e-4",
         "proximal": f"l1 lambda {lam:.4g} (from --shrink {args.shrink}), beta {args.beta}; other penalties: "
-        "lambda whose prox zeroes the same |x| as l1's at lr 0.1 ("
-        + ", ".join(f"{p} {runs[f'prox-{p}']['lambda']:.3g}" for p in PENALTIES if f"prox-{p}" in runs)
-        + "); no fine-tune",
+        "lambda whose prox zeroes the same |x| as l1's at lr 0.1 unless set by --factor (see each row); "
+        "no fine-tune",
         "ns": f"subgradient lambda {args.ns_lambda}, threshold at proximal l1's zero ratio, fine-tune {args.epochs} epochs",
         "device": "CPU, 1 thread, shared machine",
     }
     result = {"setup": setup, "table": table, "targets": targets, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "slimming_fmnist.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# One-round proximal slimming on Fashion-MNIST (vgg-small, CPU)", ""]
     md += [f"- {k}: {v}" for k, v in setup.items()]
     md += ["", "| run | test acc | acc before removal | vs baseline (pt) | BN channels | channels removed | MACs | MACs removed | params removed |",
@@ -248,7 +283,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, lam: float)
         f"- {k}: **{'met' if v else 'missed'}**" for k, v in targets.items()
     ]
     md.append("")
-    (RESULTS / "slimming_fmnist.md").write_text("\n".join(md))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
 
 
