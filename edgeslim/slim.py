@@ -282,9 +282,12 @@ def collapse_check(report: dict[str, Any], restored: list[list[str]], num_classe
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
     if at_chance and zero_frac < 0.5 and not restored:
+        hist = report.get("history") or [{}]
+        gmean = float(hist[-1].get("gamma_mean", float("nan")))
         msg = (
-            f"the slimmed network is at chance accuracy ({acc:.1%}) with only {zero_frac:.0%} of channels "
-            "zero: training did not learn; train longer (--epochs, --subset) or check --lr"
+            f"the slimmed network is at chance accuracy ({acc:.1%}) with {zero_frac:.0%} of channels zero and "
+            f"mean |gamma| {gmean:.3g}: a too strong penalty shrank all BN scales (lower --lambda, now "
+            f"{lam:.3g}, try {lam / 3:.3g}, or --shrink) or training did not learn (train longer, check --lr)"
         )
     elif at_chance:
         msg = (

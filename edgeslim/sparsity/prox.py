@@ -404,7 +404,7 @@ class ProximalSlimming(TrainHook):
                 xi[where[:, top] + off] = trained[where[:, top] + off]
             names = [name for name, _ in unit]
             restored.append(names)
-            log.warning("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
+            log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
         self.xi = xi
         dead = (xi[:n] == 0).repeat(2 if self.zero_invariant else 1)
         new = xi if assign == "xi" else torch.where(dead, torch.zeros_like(trained), trained)
