@@ -58,8 +58,8 @@ MU_MAX = 20.0
 HORIZON = 0.05
 #: doomed channels keep at least HOLD x the largest feed-forward shrink so far (no revival when R < B)
 HOLD = 0.5
-#: the strongest MIN_KEEP of every group are neither doomed nor shrunk (a layer keeps 10% of its channels)
-MIN_KEEP = 0.1
+#: the strongest MIN_KEEP of every group are neither doomed nor shrunk (a layer keeps 30% of its channels)
+MIN_KEEP = 0.3
 #: clip of the normalised cost weights
 W_MIN, W_MAX = 0.05, 10.0
 #: EMA factor of the probe loss (per probe) and the relative degradation that pauses the taper
