@@ -11,21 +11,24 @@ A :class:`BudgetController` is a training hook that runs after the proximal upda
 3. ranks the alive channels by ``|xi| / cost`` and marks as *doomed* the weakest ones
    that must go for ``R`` to meet the budget one horizon ahead, ``B(c + dc_H)`` with
    ``H = HORIZON * total_steps`` steps (the exact projection of the resource model);
-4. per-step shrink of channel i: ``tau_i = (s_ff * [i doomed] + s_unit * mu) * w_i``. The
-   feed-forward ``s_ff`` brings the median doomed channel to zero within ``H`` steps; the
+4. per-step shrink of channel i: ``tau_i = (max(s_ff, s_hold) * [i doomed] + s_unit * mu) * w_i``
+   (0 for the strongest MIN_KEEP of every group). The feed-forward ``s_ff`` brings the
+   median doomed channel to zero within ``H`` steps; ``s_hold`` = HOLD x its largest value
+   keeps zeroed doomed channels from reviving; the
    multiplier ``mu`` (a cost-weighted l1 pressure on every removable channel, the
    Lagrangian term of the constraint) is updated by dual ascent on the normalised
    violation ``v = (R - B) / R0``: ``mu <- clip(mu + ETA * v * every / total_steps, 0, MU_MAX)``;
    the pressure applies only while ``R > B`` (under the budget it pauses, ``mu`` is kept),
    with ``s_unit`` = median initial ``|xi|`` / (``UNIT_FRACTION`` * total_steps): at
    ``mu = 1`` a median channel is shrunk to zero in ``UNIT_FRACTION`` of training. The slimmer
-   gets ``lambda = base + s * (1/lr + beta)`` (``s = s_ff + s_unit * mu``) and weights
+   gets ``lambda = base + s * (1/lr + beta)`` (``s = max_i tau_i``) and weights
    ``tau_i / s``, so the shrink does not depend on the lr schedule;
 5. ``w_i`` = the channel's marginal cost ``dR/dk`` normalised to mean 1 over removable
    channels, clipped to [W_MIN, W_MAX] (channels surgery cannot remove: 0).
 
 At the end of training, if ``R`` is still above the target, :meth:`finish` removes the alive
-channels with the smallest ``|xi| / cost`` until ``R <= target`` and reports how many. All
+channels with the smallest ``|xi| / cost`` until ``R <= target`` and reports how many; BN
+statistics are then re-estimated if channels changed late (:func:`recalibrate_bn`). All
 constants are listed (and justified) in docs/budget.md.
 """
 
