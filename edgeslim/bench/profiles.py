@@ -1,7 +1,7 @@
 """Device profiles: peak compute, memory bandwidth, power modes and preferred runtime per target.
 
-The YAML files live in ``edgeslim/profiles/`` (shipped as package data; the top-level
-``profiles/`` folder holds only a README pointing there). A profile can also be given as a path
+The YAML files live in ``edgeslim/profiles/`` (shipped as package data; the repository's
+top-level ``profiles/`` is a symbolic link to it). A profile can also be given as a path
 to a user's own YAML file. :class:`DeviceProfile` is the schema; every number needs a source.
 """
 
@@ -115,7 +115,7 @@ def parse_profile(path: str | os.PathLike) -> DeviceProfile:
     except yaml.YAMLError as exc:
         raise EdgeslimError(f"profile {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
-        raise EdgeslimError(f"profile {p} must be a YAML mapping; see profiles/README.md for the fields")
+        raise EdgeslimError(f"profile {p} must be a YAML mapping; see edgeslim/profiles/README.md for the fields")
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
