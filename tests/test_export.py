@@ -15,11 +15,12 @@ from torch import nn
 from edgeslim.checkpoint import save_model
 from edgeslim.cli import main
 from edgeslim.errors import EdgeslimError
-from edgeslim.export import export_onnx, parse_input_shape, read_metadata
+from edgeslim.export import export_onnx, read_metadata
 from edgeslim.export.audit import audit_onnx, audit_torch
 from edgeslim.export.validate import cuda_reference, random_inputs, real_inputs
 from edgeslim.models import create_model
 from edgeslim.models.registry import ModelSpec
+from edgeslim.utils.parsing import parse_input_shape
 
 FM_SHAPE = (1, 28, 28)
 

@@ -15,12 +15,13 @@ import torch
 
 from edgeslim.cli import main
 from edgeslim.errors import EdgeslimError
-from edgeslim.export import export_onnx, parse_size
+from edgeslim.export import export_onnx
 from edgeslim.export import trt_version as tv
 from edgeslim.export.qdq import load_calibration_data, quantize_qdq, save_calibration_data
 from edgeslim.export.trtexec import trtexec_plan
 from edgeslim.export.validate import real_inputs
 from edgeslim.models import create_model
+from edgeslim.utils.parsing import parse_size
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not importable here (no GPU / TensorRT)")

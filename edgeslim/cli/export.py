@@ -7,28 +7,6 @@ from typing import Any
 
 import click
 
-from edgeslim.errors import EdgeslimError
-
-
-def _load(model: str, trust_pickle: bool, input_shape: str | None) -> Any:
-    """A LoadedModel from a model file, or a registry name (random weights) when no such file exists."""
-    from edgeslim.checkpoint import LoadedModel, load_model
-
-    p = Path(model)
-    if p.exists():
-        return load_model(p, trust_pickle=trust_pickle)
-    from edgeslim.models.registry import ModelSpec, create_model, list_models
-
-    if ":" in model or model in list_models(include_prefixed=False):
-        spec = ModelSpec(arch=model)
-        if input_shape:
-            from edgeslim.export.shapes import parse_input_shape
-
-            c, h, w = parse_input_shape(input_shape)
-            spec = ModelSpec(arch=model, in_channels=c, input_size=(h, w))
-        return LoadedModel(model=create_model(spec), kind="random-init", spec=spec, path=None)
-    raise EdgeslimError(f"model file {p} does not exist (nor is it an architecture name); check the path")
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
@@ -81,12 +59,13 @@ def export(**kw: Any) -> None:
     ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt)."""
     import json
 
+    from edgeslim.cli.common import load_model_or_arch
     from edgeslim.export.pipeline import ExportRequest, run_export
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(**{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle")})
-    loaded = _load(kw["model"], kw["trust_pickle"], kw["input_shape"])
+    loaded = load_model_or_arch(kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"])
     res = run_export(
         loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)
     )

@@ -2,66 +2,30 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeslim.errors import EdgeslimError
 
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
 
-
-def parse_shape(text: str | None) -> tuple[int, int, int] | None:
-    """``"3,32,32"`` -> ``(3, 32, 32)``."""
-    if text is None:
-        return None
-    try:
-        parts = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        parts = ()
-    if len(parts) != 3 or min(parts) < 1:
-        raise EdgeslimError(
-            f"--input-shape must be C,H,W with positive integers (e.g. 3,32,32), got {text!r}"
-        )
-    return parts  # type: ignore[return-value]
-
-
-def looks_like_file(target: str) -> bool:
-    return Path(target).exists() or target.endswith(MODEL_SUFFIXES) or "/" in target
-
-
-def resolve(target: str, data: str | None, shape: tuple[int, int, int] | None, num_classes: int | None,
+def resolve(target: str, data: str | None, input_shape: str | None, num_classes: int | None,
             trust_pickle: bool) -> tuple[Any, dict[str, Any], tuple[int, int, int]]:  # fmt: skip
     """(model, description, input shape) for a model file or an architecture name."""
-    from edgeslim.data import dataset_shape
+    from edgeslim.cli.common import load_model_or_arch, model_input_shape
 
-    dshape = dataset_shape(data) if data else None
-    if looks_like_file(target):
-        from edgeslim.checkpoint import load_model
-
-        loaded = load_model(target, trust_pickle=trust_pickle)
-        desc: dict[str, Any] = {"model": str(loaded.path), "kind": loaded.kind}
+    loaded = load_model_or_arch(
+        target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes
+    )
+    if loaded.path is None:
+        desc: dict[str, Any] = {"model": target, "kind": loaded.kind, "num_classes": loaded.spec.num_classes}
+    else:
+        desc = {"model": str(loaded.path), "kind": loaded.kind}
         if loaded.spec is not None:
             desc["arch"] = loaded.spec.arch
             desc["pruned"] = bool(loaded.recipe)
         desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
-        in_shape = (
-            shape or (dshape[:3] if dshape else None) or (loaded.spec.input_shape if loaded.spec else None)
-        )
-        if in_shape is None:
-            raise EdgeslimError(
-                f"{target} is a {loaded.kind} file without an input shape; pass --input-shape C,H,W or --data"
-            )
-        return loaded.model, desc, tuple(in_shape)  # type: ignore[return-value]
-    from edgeslim.models import ModelSpec, create_model
-
-    if dshape is None and data is not None and shape is None:
-        raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
-    c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
-    classes = num_classes or (dshape[3] if dshape else 10)
-    spec = ModelSpec(target, classes, c, (h, w))
-    return create_model(spec), {"model": target, "kind": "architecture", "num_classes": classes}, (c, h, w)
+    return loaded.model, desc, model_input_shape(loaded, input_shape, data, data_option=True)
 
 
 def gather(target: str, data: str | None = None, input_shape: str | None = None, num_classes: int | None = None,
@@ -69,7 +33,7 @@ def gather(target: str, data: str | None = None, input_shape: str | None = None,
     """Everything ``edgeslim info`` shows, as a JSON-able dict."""
     from edgeslim.counting import bn_stats, count_model
 
-    model, desc, shape = resolve(target, data, parse_shape(input_shape), num_classes, trust_pickle)
+    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle)
     stats = count_model(model, shape, counter=counter)
     bn = bn_stats(model)
     return {**desc, **stats.to_dict(), "bn": bn.to_dict()}

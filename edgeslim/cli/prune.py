@@ -12,20 +12,10 @@ from edgeslim.errors import EdgeslimError
 _CTX = {"help_option_names": ["-h", "--help"]}
 
 
-def _parse_shape(text: str | None, loaded: Any) -> tuple[int, ...]:
-    if text:
-        from edgeslim.export.shapes import parse_input_shape
-
-        return parse_input_shape(text)
-    if loaded.spec is not None:
-        return tuple(loaded.spec.input_shape)
-    raise EdgeslimError("the model file has no spec with an input shape; pass --input-shape C,H,W")
-
-
 def _load_traceable(model: str, trust_pickle: bool, input_shape: str | None) -> Any:
-    from edgeslim.cli.export import _load  # model file, or an architecture name with random weights
+    from edgeslim.cli.common import load_model_or_arch
 
-    loaded = _load(model, trust_pickle, input_shape)
+    loaded = load_model_or_arch(model, trust_pickle=trust_pickle, input_shape=input_shape)
     if loaded.kind in ("torchscript", "exported"):
         raise EdgeslimError(
             f"{model} is a {loaded.kind} program; surgery needs the Python model: "
@@ -74,6 +64,7 @@ def prune(**kw: Any) -> None:
     import torch
 
     from edgeslim.checkpoint import save_model
+    from edgeslim.cli.common import model_input_shape
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import check_output_path, to_jsonable
@@ -88,7 +79,7 @@ def prune(**kw: Any) -> None:
             f"{kw['model']} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
             "save it with edgeslim.checkpoint.save_model first"
         )
-    shape = _parse_shape(kw["input_shape"], loaded)
+    shape = model_input_shape(loaded, kw["input_shape"])
     calib, calib_desc = _calib(kw["data"], kw["data_dir"], kw["calib"], shape)
     example = torch.zeros((1, *shape))
     res = prune_with_report(loaded.model, example, round_to=kw["round_to"], calib_inputs=calib)
@@ -144,11 +135,12 @@ def graph(model: str, input_shape: str | None, trust_pickle: bool, as_json: bool
 
     import torch
 
+    from edgeslim.cli.common import model_input_shape
     from edgeslim.surgery import build_graph
     from edgeslim.utils.console import out
 
     loaded = _load_traceable(model, trust_pickle, input_shape)
-    shape = _parse_shape(input_shape, loaded)
+    shape = model_input_shape(loaded, input_shape)
     g = build_graph(loaded.model, torch.zeros((1, *shape)))
     if as_json:
         d = g.to_dict()

@@ -11,7 +11,7 @@ from edgeslim.export.onnx_export import (
     read_metadata,
     recipe_hash,
 )
-from edgeslim.export.shapes import parse_input_shape, parse_size
+from edgeslim.utils.parsing import parse_input_shape, parse_size
 
 __all__ = [
     "DEFAULT_OPSET",

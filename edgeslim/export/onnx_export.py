@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
-from edgeslim.export.shapes import parse_input_shape
 from edgeslim.export.validate import FP32_ATOL, InputBatch, ValidationReport, random_inputs, validate_onnx
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
+from edgeslim.utils.parsing import parse_input_shape
 
 if TYPE_CHECKING:
     import onnx

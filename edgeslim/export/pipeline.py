@@ -66,10 +66,10 @@ def run_export(
     """
     from edgeslim.export.audit import audit_onnx
     from edgeslim.export.onnx_export import export_onnx
-    from edgeslim.export.shapes import parse_input_shape, parse_size
     from edgeslim.export.trt import installed_trt_version
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
     from edgeslim.export.validate import cuda_reference, real_inputs
+    from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.spec is None:
         raise EdgeslimError(

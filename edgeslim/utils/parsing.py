@@ -1,4 +1,7 @@
-"""Input shapes and sizes given on the command line: parsed once, checked, one-line errors."""
+"""Input shapes and sizes given on the command line: parsed once, checked, one-line errors.
+
+Shared by the CLI, export and bench code; imports nothing heavy.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +22,14 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
             dims = [int(p) for p in parts]
         except ValueError:
             raise EdgeslimError(
-                f"invalid input shape {text!r}: use C,H,W with positive integers, e.g. --input-shape 3,32,32"
+                f"invalid input shape {text!r}: --input-shape must be C,H,W with positive integers, e.g. 3,32,32"
             ) from None
     else:
         dims = [int(d) for d in text]
     if len(dims) != 3 or any(d < 1 for d in dims):
         raise EdgeslimError(
-            f"invalid input shape {text!r}: need exactly three positive integers C,H,W "
-            "(e.g. --input-shape 3,32,32; the batch size is --batch)"
+            f"invalid input shape {text!r}: --input-shape must be C,H,W, three positive integers "
+            "(e.g. 3,32,32; the batch size is --batch)"
         )
     if dims[0] > 64 or dims[1] > 8192 or dims[2] > 8192:
         raise EdgeslimError(
