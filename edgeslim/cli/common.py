@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import click
+
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.parsing import parse_input_shape
 
@@ -84,3 +86,40 @@ def model_input_shape(
         f"{loaded.path} is a {loaded.kind} file without an input shape; pass --input-shape C,H,W"
         + (" or --data" if data_option else "")
     )
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options as one decorator (listed in ``--help`` in the order given)."""
+
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+#: --data, --data-dir, --subset, --test-subset (``None`` when not given)
+data_options = options(
+    click.option(
+        "--data", "data_name", help="Data set: fashion-mnist, cifar10, cifar100, svhn, digits, imagefolder."
+    ),
+    click.option(
+        "--data-dir", type=click.Path(path_type=Path), help="Where the data set lies (a directory or a .zip)."
+    ),
+    click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic)."),
+    click.option("--test-subset", type=int, help="Evaluate on N test images only."),
+)
+
+#: training hyper-parameters shared by ``train`` and ``slim`` (``None`` = TrainConfig's default)
+train_options = options(
+    click.option("--epochs", type=int, help="Training epochs [10]."),
+    click.option("--batch-size", type=int, help="Batch size per process [128]."),
+    click.option("--lr", type=float, help="Peak learning rate [0.1]."),
+    click.option("--weight-decay", type=float, help="Weight decay [5e-4]."),
+    click.option(
+        "--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine]."
+    ),
+    click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs [0]."),
+    click.option("--seed", type=int, help="Random seed [0]."),
+)

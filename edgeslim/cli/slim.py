@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import data_options, train_options
 from edgeslim.errors import EdgeslimError
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
@@ -48,17 +49,8 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_or_arch")
-@click.option("--data", "data_name", help="Data set: fashion-mnist, cifar10, digits, ... [required].")
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
-@click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic).")
-@click.option("--test-subset", type=int, help="Evaluate on N test images only.")
-@click.option("--epochs", type=int, help="Training epochs [10].")
-@click.option("--batch-size", type=int, help="Batch size [128].")
-@click.option("--lr", type=float, help="Peak learning rate [0.1].")
-@click.option("--weight-decay", type=float, help="Weight decay [5e-4].")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine].")
-@click.option("--warmup-epochs", type=float, help="Linear warm-up epochs [0].")
-@click.option("--seed", type=int, help="Random seed [0].")
+@data_options
+@train_options
 @click.option(
     "--lambda",
     "lam",

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import data_options, train_options
 from edgeslim.errors import EdgeslimError
 
 # Hyper-parameter options whose defaults come from TrainConfig (None = "not given").
@@ -31,35 +32,22 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--arch",
     help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18 (see `edgeslim info --list-models`).",
 )
-@click.option(
-    "--data", "data_name", help="Data set: fashion-mnist, cifar10, cifar100, svhn, digits, imagefolder."
-)
-@click.option(
-    "--data-dir", type=click.Path(path_type=Path), help="Where the data set lies (a directory or a .zip)."
-)
-@click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic).")
-@click.option("--test-subset", type=int, help="Evaluate on N test images only.")
+@data_options
 @click.option(
     "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
 )
-@click.option("--epochs", type=int, help="Training epochs [10].")
-@click.option("--batch-size", type=int, help="Batch size per process [128].")
-@click.option("--lr", type=float, help="Peak learning rate [0.1].")
+@train_options
 @click.option("--momentum", type=float, help="SGD momentum [0.9].")
 @click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum [on].")
-@click.option("--weight-decay", type=float, help="Weight decay [5e-4].")
 @click.option("--decay-bn/--no-decay-bn", default=None, help="Weight decay also on BN and biases [on].")
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine].")
 @click.option("--milestones", callback=_milestones, help="Step schedule: fractions of the run [0.5,0.75].")
 @click.option("--lr-gamma", type=float, help="Step schedule: factor at each milestone [0.1].")
-@click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs [0].")
 @click.option("--label-smoothing", type=float, help="Label smoothing [0].")
 @click.option("--augment/--no-augment", default=None, help="Random pad-crop (and flips where valid) [on].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (CUDA only) [off].")
 @click.option(
     "--channels-last/--no-channels-last", default=None, help="channels_last memory format (CUDA only) [off]."
 )
-@click.option("--seed", type=int, help="Random seed [0].")
 @click.option(
     "--method", help="Training method: baseline or subgradient (original network slimming) [baseline]."
 )
