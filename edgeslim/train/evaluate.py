@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,6 +21,17 @@ def top1(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the block, then back in the mode it was in (also on errors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -28,15 +41,11 @@ def predict(
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(predicted class [N], true label [N])`` of every image of ``split`` (model in eval mode)."""
-    was_training = model.training
-    model.eval()
     preds, labels = [], []
-    try:
+    with eval_mode(model):
         for x, y in bundle.loader(split, batch_size, shuffle=False, augment=False, device=device):
             preds.append(model(x).argmax(1).cpu())
             labels.append(y.cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(preds), torch.cat(labels)
 
 
@@ -59,11 +68,9 @@ def evaluate(
     all-reduced (the padding that makes shards equal may count a few images twice).
     """
     dev = torch.device(device)
-    was_training = model.training
-    model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     use_amp = amp and dev.type == "cuda"
-    try:
+    with eval_mode(model):
         loader = bundle.loader(
             split, batch_size, shuffle=False, augment=False, rank=rank, world_size=world_size, device=dev
         )
@@ -75,7 +82,5 @@ def evaluate(
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += top1(logits, y)
             n += len(y)
-    finally:
-        model.train(was_training)
     loss_sum, correct, n = all_reduce_sum([loss_sum, float(correct), float(n)], dev)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": int(n)}
