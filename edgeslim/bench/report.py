@@ -284,29 +284,14 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     written.append(_save(fig, out / "latency.png", atomic_path))
     costs = {label: record["models"][label].get("cost") for label in labels}
     if all(costs.values()):
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        width = 0.8 / len(labels)
-        for i, label in enumerate(labels):
-            macs = [layer["macs"] / 1e6 for layer in costs[label]["layers"]]
-            ax.bar(np.arange(len(macs)) + i * width, macs, width, label=label)
-        ax.set_xlabel("layer (fused, in graph order)")
-        ax.set_ylabel("MMACs per sample")
-        ax.legend()
-        ax.set_title("per-layer MACs")
-        fig.tight_layout()
+        macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
+        fig = _layer_bars(macs, "layer (fused, in graph order)", "MMACs per sample", "per-layer MACs")
         written.append(_save(fig, out / "layers.png", atomic_path))
     lt = {label: record["summary"][label].get("layer_times") for label in labels}
     if all(lt.values()):
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        width = 0.8 / len(labels)
-        for i, label in enumerate(labels):
-            us = [layer["median_us"] for layer in lt[label]["layers"]]
-            ax.bar(np.arange(len(us)) + i * width, us, width, label=label)
-        ax.set_xlabel("ORT node (as executed, fused)")
-        ax.set_ylabel("kernel time (us)")
-        ax.legend()
-        ax.set_title(f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)")
-        fig.tight_layout()
+        us = {label: [layer["median_us"] for layer in lt[label]["layers"]] for label in labels}
+        title = f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)"
+        fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title)
         written.append(_save(fig, out / "layer_times.png", atomic_path))
     fig, ax = plt.subplots(figsize=(6, 3.6))
     keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
@@ -324,6 +309,23 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     written.append(_save(fig, out / "memory.png", atomic_path))
     return written
+
+
+def _layer_bars(values: dict[str, list[float]], xlabel: str, ylabel: str, title: str):
+    """A figure of one bar per layer, side by side for each model (label -> per-layer values)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / len(values)
+    for i, (label, vals) in enumerate(values.items()):
+        ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig, path: Path, atomic_path) -> Path:
