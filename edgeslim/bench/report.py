@@ -116,6 +116,24 @@ MEMORY_COLS = [
 ]
 
 
+PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
+
+
+def prediction_rows(record: dict) -> list[list]:
+    """One row per model and batch of ``record["prediction"]`` (predicted vs measured)."""
+    return [
+        [
+            label,
+            int(b),
+            v["total_ms"],
+            v.get("measured_p50_ms"),
+            None if v.get("error") is None else 100 * v["error"],
+        ]
+        for label, bs in record["prediction"]["models"].items()
+        for b, v in bs.items()
+    ]
+
+
 def memory_rows(record: dict) -> list[list]:
     rows = []
     for label, facts in record["models"].items():
@@ -191,22 +209,11 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
     parts += ["", "## Memory and size", "", _md_table(MEMORY_COLS, memory_rows(record))]
     if record.get("prediction"):
         pr = record["prediction"]
-        rows = [
-            [
-                label,
-                int(b),
-                v["total_ms"],
-                v.get("measured_p50_ms"),
-                None if v.get("error") is None else 100 * v["error"],
-            ]
-            for label, bs in pr["models"].items()
-            for b, v in bs.items()
-        ]
         parts += [
             "",
             f"## {pr['label']}, profile `{pr['profile']}`",
             "",
-            _md_table(["model", "batch", "predicted ms", "measured p50 ms", "error %"], rows),
+            _md_table(PREDICTION_COLS, prediction_rows(record)),
         ]
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if all(lt.values()):

@@ -43,23 +43,8 @@ def _print_record(record: dict, as_json: bool) -> None:
     )
     if record.get("prediction"):
         pr = record["prediction"]
-        rows = [
-            [
-                m,
-                int(b),
-                v["total_ms"],
-                v.get("measured_p50_ms"),
-                None if v.get("error") is None else 100 * v["error"],
-            ]
-            for m, bs in pr["models"].items()
-            for b, v in bs.items()
-        ]
         out.print(
-            table(
-                f"{pr['label']} ({pr['profile']})",
-                ["model", "batch", "predicted ms", "measured p50 ms", "error %"],
-                rows,
-            )
+            table(f"{pr['label']} ({pr['profile']})", report.PREDICTION_COLS, report.prediction_rows(record))
         )
     for w in report.warnings(record):
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
