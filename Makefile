@@ -41,8 +41,13 @@ format: venv
 	$(PY) -m ruff format edgeslim tests benchmarks deploy
 	$(PY) -m ruff check --fix edgeslim tests benchmarks deploy
 
-demo: setup ## slim a small VGG on Fashion-MNIST (a few minutes on 2 CPU cores), then prune and bench
-	$(VENV)/bin/edgeslim slim vgg-small --data fashion-mnist --epochs 2 --subset 12000 --out $(DEMO_OUT) --force
+demo: setup ## slim a small VGG on Fashion-MNIST to half its MACs, export both to ONNX, bench slim vs dense
+	$(VENV)/bin/edgeslim slim vgg-small --data fashion-mnist --subset 6000 --test-subset 2000 \
+	  --epochs 3 --batch-size 64 --target-macs 0.5 --out $(DEMO_OUT) --force
+	$(VENV)/bin/edgeslim export $(DEMO_OUT)/trained.pt --onnx $(DEMO_OUT)/dense.onnx --dynamic-batch --force
+	$(VENV)/bin/edgeslim export $(DEMO_OUT)/model.pt --onnx $(DEMO_OUT)/slim.onnx --dynamic-batch --force
+	$(VENV)/bin/edgeslim bench $(DEMO_OUT)/slim.onnx --baseline $(DEMO_OUT)/dense.onnx \
+	  --batch 1,32 --trials 3 --out $(DEMO_OUT)/bench --force
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
