@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +118,6 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return macs
 
 
-def _set_mode(model: nn.Module, training: bool) -> None:
-    try:
-        model.train(training)
-    except NotImplementedError:  # torch.export modules keep the mode they were exported in
-        pass
-
-
 def count_model(
     model: nn.Module, input_shape: tuple[int, ...] | list[int], counter: str = "auto"
 ) -> ModelStats:
@@ -151,26 +145,21 @@ def count_model(
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
-    was_training = model.training
-    _set_mode(model, False)
-    try:
-        with torch.no_grad():
-            try:
-                shapes = _output_shapes(model, x)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise EdgeslimError(
-                    f"the model does not run on input {','.join(map(str, shape))} ({first}); "
-                    "give the right --input-shape C,H,W or --data"
-                ) from exc
-            if counter == "fvcore":
-                macs, other = _macs_fvcore(model, x)
-            elif counter == "flop_counter":
-                macs, other = _macs_flop_counter(model, x), 0
-            else:
-                raise ValueError(f"unknown counter {counter!r}")
-    finally:
-        _set_mode(model, was_training)
+    with eval_mode(model), torch.no_grad():
+        try:
+            shapes = _output_shapes(model, x)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgeslimError(
+                f"the model does not run on input {','.join(map(str, shape))} ({first}); "
+                "give the right --input-shape C,H,W or --data"
+            ) from exc
+        if counter == "fvcore":
+            macs, other = _macs_fvcore(model, x)
+        elif counter == "flop_counter":
+            macs, other = _macs_flop_counter(model, x), 0
+        else:
+            raise ValueError(f"unknown counter {counter!r}")
     rows = []
     for name, m in model.named_modules():
         if not name or any(True for _ in m.children()):

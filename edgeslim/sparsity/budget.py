@@ -48,6 +48,7 @@ from torch.optim import Optimizer
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.train.hooks import TrainHook
+from edgeslim.utils.modes import training_mode
 
 log = logging.getLogger(__name__)
 
@@ -272,12 +273,10 @@ class BudgetController(TrainHook):
         # would make eval-mode loss useless), with the BN buffers put back afterwards
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
-        was = model.training
-        model.train()
         try:
-            loss = float(nn.functional.cross_entropy(model(x), y))
+            with training_mode(model, True):
+                loss = float(nn.functional.cross_entropy(model(x), y))
         finally:
-            model.train(was)
             for m, buf in zip(bns, saved):
                 for k, v in buf.items():
                     getattr(m, k).copy_(v)
@@ -477,18 +476,16 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
     if not bns or not batches:
         return
     momenta = [m.momentum for m in bns]
-    was = model.training
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over the batches
-    model.train()
     try:
-        for x in batches:
-            model(x)
+        with training_mode(model, True):
+            for x in batches:
+                model(x)
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom
-        model.train(was)
 
 
 def _tau_cap(slimmer: Any) -> float | None:

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.utils.modes import eval_mode
 
 METRICS = ("macs", "params", "latency")
 #: bytes per element of weights and activations, per precision (roofline bytes)
@@ -162,14 +163,11 @@ class ResourceModel:
                 in_spatial.setdefault(name, int(math.prod(x.shape[2:])) if x.dim() > 2 else 1)
 
             handles.append(mods[name].register_forward_pre_hook(hook))
-        was = model.training
-        model.eval()
         try:
             p = next(model.parameters())
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 model(example.to(p.device, p.dtype))
         finally:
-            model.train(was)
             for h in handles:
                 h.remove()
         out = []

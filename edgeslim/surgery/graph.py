@@ -29,6 +29,7 @@ from torch import Tensor, fx, nn
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery import ops
+from edgeslim.utils.modes import eval_mode
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -739,9 +740,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
 
 def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     """Trace ``model`` (in eval mode, weights untouched) and build its channel groups."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         gm = trace(model)
         # Shapes are all the analysis needs: run on the "meta" device (no arithmetic, any input size).
         memo: dict[int, Any] = {}
@@ -761,6 +760,4 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
                     f"{type(model).__name__} does not run on an input of shape {tuple(example_input.shape)} "
                     f"({msg[:200]}); give an example input (--input-shape) the model accepts"
                 ) from exc
-    finally:
-        model.train(was_training)
     return DependencyGraph(model, analyser)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeslim.train.distributed import all_reduce_sum
+from edgeslim.utils.modes import eval_mode
 
 if TYPE_CHECKING:
     from edgeslim.data import DataBundle
@@ -19,17 +18,6 @@ if TYPE_CHECKING:
 def top1(logits: torch.Tensor, y: torch.Tensor) -> int:
     """Number of correct top-1 predictions."""
     return int((logits.argmax(1) == y).sum())
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then back in the mode it was in (also on errors)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @torch.no_grad()
