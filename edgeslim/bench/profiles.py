@@ -115,7 +115,9 @@ def parse_profile(path: str | os.PathLike) -> DeviceProfile:
     except yaml.YAMLError as exc:
         raise EdgeslimError(f"profile {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
-        raise EdgeslimError(f"profile {p} must be a YAML mapping; see edgeslim/profiles/README.md for the fields")
+        raise EdgeslimError(
+            f"profile {p} must be a YAML mapping; see edgeslim/profiles/README.md for the fields"
+        )
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
