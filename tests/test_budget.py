@@ -91,6 +91,7 @@ def test_projection_reaches_the_target_exactly_and_keeps_every_group() -> None:
         ("1.5k", "params", ("absolute", 1500.0)),
         ("8ms", "latency", ("absolute", 8e-3)),
         ("0.4", "latency", ("fraction", 0.4)),
+        ("2000000", "macs", ("absolute", 2e6)),
     ],
 )
 def test_parse_target(text: str, metric: str, expected: tuple[str, float]) -> None:
@@ -105,6 +106,12 @@ def test_parse_target(text: str, metric: str, expected: tuple[str, float]) -> No
 def test_parse_target_refuses_malformed(text: str, metric: str) -> None:
     with pytest.raises(EdgeslimError):
         parse_target(text, metric)
+
+
+@pytest.mark.parametrize("text", ["2.0", "1.5", "150"])
+def test_parse_target_refuses_a_fraction_above_dense(text: str) -> None:
+    with pytest.raises(EdgeslimError, match="at most 1"):
+        parse_target(text, "macs")
 
 
 def _controller(

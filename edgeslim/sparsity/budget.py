@@ -160,6 +160,11 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
         kind = "fraction"
     elif metric == "latency":
         raise EdgeslimError(f"{flag} {text!r}: give a time unit (8ms) or a fraction of the dense model (0.5)")
+    elif value < 1000:
+        raise EdgeslimError(
+            f"{flag} {text!r}: a fraction of the dense model must be at most 1 (a budget above the dense "
+            "model is no budget); for an absolute count write e.g. 120M"
+        )
     else:
         kind = "absolute"
     if not value > 0 or not math.isfinite(value):
