@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from edgeslim import penalties as penalty_lib
 from edgeslim.checkpoint import load_model, save_model
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
@@ -37,13 +38,8 @@ from edgeslim.train.evaluate import evaluate
 from edgeslim.train.pipeline import run_training
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PENALTIES: dict[str, dict[str, float]] = {
-    "l1": {},
-    "lp": {"p": 0.5},
-    "tl1": {"a": 1.0},
-    "mcp": {"g": 3.0},
-    "scad": {"l": 1.0, "a": 3.7},
-}
+#: each penalty's default parameters (a copy: --param changes it for this run)
+PENALTIES: dict[str, dict[str, float]] = {k: dict(v) for k, v in penalty_lib.PENALTIES.items()}
 
 
 def cached(work: Path, name: str, fresh: bool, fn) -> dict[str, Any]:

@@ -39,7 +39,7 @@ __all__ = [
     "threshold",
 ]
 
-#: name -> (parameter defaults, doc of the parameters)
+#: name -> default parameters
 PENALTIES: dict[str, dict[str, float]] = {
     "l1": {},
     "lp": {"p": 0.5},
