@@ -24,6 +24,7 @@ from torch import nn
 from edgeslim.surgery import build_graph, prune_with_report, verify
 from edgeslim.utils.console import out, table
 from edgeslim.utils.io import atomic_write_text, write_json
+from edgeslim.utils.markdown import cell, markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = {"inception_v3": 96, "maxvit_t": 224}
@@ -104,16 +105,12 @@ def main() -> None:
     md = ["# Channel surgery coverage: torchvision classification models with BatchNorm", "",
           f"30% of every coupled BN group zeroed (scale and bias), pruned, compared in float64. "
           f"Skipped (> {args.max_params / 1e6:.0f}M parameters): {', '.join(skipped) or 'none'}.", "",
-          "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]  # fmt: skip
-    for r in rows:
-        cells = []
-        for c in cols:
-            v = r.get(c, "")
-            cells.append(
-                f"{v:.3g}" if isinstance(v, float) else ("; ".join(v) if isinstance(v, list) else str(v))
-            )
-        md.append("| " + " | ".join(cells) + " |")
+          markdown_table(cols, [[r.get(c, "") for c in cols] for r in rows], fmt=_fmt)]  # fmt: skip
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(md) + "\n")
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else cell(v)
 
 
 if __name__ == "__main__":

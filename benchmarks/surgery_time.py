@@ -31,6 +31,7 @@ from torch import nn
 from edgeslim.surgery import build_graph, prune_with_report, verify
 from edgeslim.utils.console import out, table
 from edgeslim.utils.io import atomic_write_text, write_json
+from edgeslim.utils.markdown import markdown_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -153,9 +154,7 @@ def main() -> None:
     md = ["# Channel surgery time (edgeslim vs Torch-Pruning)", "",
           f"Input {meta['input']}, {meta['threads']} thread(s), best of {meta['repeats']}, torch {meta['torch']}, "
           f"{meta['cpu']}. Target: {meta['target']}.", "",
-          "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]  # fmt: skip
-    for r in rows:
-        md.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+          markdown_table(cols, [[r.get(c) for c in cols] for r in rows], fmt=_fmt)]  # fmt: skip
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(md) + "\n")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from edgeslim.bench.predict import LayerCost
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.markdown import markdown_table
 
 LATENCY_COLS = [
     "model",
@@ -167,19 +168,6 @@ def warnings(record: dict) -> list[str]:
     return out
 
 
-def _md_table(cols: list[str], rows: list[list]) -> str:
-    def f(v):
-        if v is None:
-            return "-"
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(f(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def markdown(record: dict, plots: list[str] | None = None) -> str:
     env = record["env"]
     vers = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
@@ -194,7 +182,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         *([record["description"], ""] if record.get("description") else []),
         "## Latency (measured)",
         "",
-        _md_table(LATENCY_COLS, latency_rows(record)),
+        markdown_table(LATENCY_COLS, latency_rows(record)),
     ]
     if record.get("speedup"):
         method = next(iter(record["speedup"].values()))["method"]
@@ -202,18 +190,18 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             "## Speedup (baseline / slim)",
             "",
-            _md_table(SPEEDUP_COLS, speedup_rows(record)),
+            markdown_table(SPEEDUP_COLS, speedup_rows(record)),
             "",
             f"Method: {method}.",
         ]
-    parts += ["", "## Memory and size", "", _md_table(MEMORY_COLS, memory_rows(record))]
+    parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record))]
     if record.get("prediction"):
         pr = record["prediction"]
         parts += [
             "",
             f"## {pr['label']}, profile `{pr['profile']}`",
             "",
-            _md_table(PREDICTION_COLS, prediction_rows(record)),
+            markdown_table(PREDICTION_COLS, prediction_rows(record)),
         ]
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if all(lt.values()):
@@ -235,7 +223,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             f"## Per-layer kernel time (ONNX Runtime profiler, batch {lt[labels[0]]['batch']}, median of runs)",
             "",
-            _md_table(cols, rows),
+            markdown_table(cols, rows),
         ]
     w = warnings(record)
     if w:
