@@ -257,3 +257,14 @@ def test_three_stage_resume_inside_finetune_is_exact(digits, tmp_path, monkeypat
     ):
         assert resumed[key] == full[key]
     assert full["stages"]["pruned"]["pruned_channels"] == round(0.4 * 448)
+
+
+def test_sharded_evaluation_counts_every_image_once() -> None:
+    """Per-rank shards of the test split add up to the split exactly (no padded duplicates)."""
+    b = load_dataset("digits", test_subset=301)  # odd size: equal shards would need padding
+    model = create_model(b.spec_for("vgg-small"))
+    whole = evaluate(model, b, "test")
+    parts = [evaluate(model, b, "test", rank=r, world_size=2) for r in range(2)]
+    assert sum(p["n"] for p in parts) == whole["n"] == len(b.test_y)
+    correct = sum(p["accuracy"] * p["n"] for p in parts)
+    assert correct == pytest.approx(whole["accuracy"] * whole["n"])

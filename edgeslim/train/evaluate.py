@@ -52,16 +52,18 @@ def evaluate(
 ) -> dict[str, float]:
     """``{"accuracy", "loss", "n"}`` of ``model`` on ``split`` (eval mode, no augmentation).
 
-    Under DDP pass ``rank``/``world_size``: each rank scores its shard and the sums are
-    all-reduced (the padding that makes shards equal may count a few images twice).
+    Under DDP pass ``rank``/``world_size``: each rank scores its own unpadded shard (no image
+    counted twice; the forward has no collective, so shards may differ by one) and the sums
+    are all-reduced.
     """
     dev = torch.device(device)
     loss_sum, correct, n = 0.0, 0, 0
     use_amp = amp and dev.type == "cuda"
     with eval_mode(model):
         loader = bundle.loader(
-            split, batch_size, shuffle=False, augment=False, rank=rank, world_size=world_size, device=dev
-        )
+            split, batch_size, shuffle=False, augment=False, rank=rank, world_size=world_size,
+            device=dev, even_shards=False,
+        )  # fmt: skip
         for x, y in loader:
             if channels_last and dev.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
