@@ -78,8 +78,8 @@ class SlimResult:
     """What :func:`slim_model` returns."""
 
     trained: nn.Module
-    slim: nn.Module | None
-    recipe: dict[str, Any] | None
+    slim: nn.Module
+    recipe: dict[str, Any]
     report: dict[str, Any]
 
 
@@ -206,43 +206,30 @@ def slim_model(
     }
     if controller is not None:
         report["budget"] = controller.report(res.history)
-    slim: nn.Module | None = None
-    recipe: dict[str, Any] | None = None
-    try:
-        from edgeslim.surgery import prune_with_report
-    except ImportError:  # pragma: no cover - surgery is part of the package
-        prune_with_report = None  # type: ignore[assignment]
+    from edgeslim.surgery import prune_with_report
+
     dense_channels = _bn_channels(model)
     per_layer = {row["name"]: row for row in fin.layers}
-    if prune_with_report is not None:
-        calib = _calib(bundle, settings.calib_batches, device)
-        pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib)
-        slim, recipe = pr.model, pr.recipe
-        ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)
-        report["accuracy"]["slim"] = ev_slim["accuracy"]
-        report["params"] = {"dense": pr.report["params_before"], "slim": pr.report["params_after"]}
-        report["macs"] = {"dense": pr.report["macs_before"], "slim": pr.report["macs_after"]}
-        slim_bn = {n: int(m.weight.numel()) for n, m in bn_layers(slim)}
-        for name, row in per_layer.items():
-            row["after_surgery"] = slim_bn.get(name, 0)
-        report["channels"] = {"dense": dense_channels, "slim": sum(slim_bn.values()), "zero": fin.zeroed}
-        report["surgery"] = {k: v for k, v in pr.report.items() if k != "layers"}
-        report["surgery_layers"] = pr.report["layers"]
-        report["verify"] = {
-            "max_abs_diff": pr.report["max_abs_diff"],
-            "top1_agreement": pr.report["top1_agreement"],
-        }
-    else:  # pragma: no cover
-        report["accuracy"]["slim"] = ev_trained["accuracy"]
-        report["channels"] = {
-            "dense": dense_channels,
-            "slim": dense_channels - fin.zeroed,
-            "zero": fin.zeroed,
-        }
-        report["note"] = "channel surgery unavailable: the masked network was evaluated"
+    calib = _calib(bundle, settings.calib_batches, device)
+    pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib)
+    slim, recipe = pr.model, pr.recipe
+    ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)
+    report["accuracy"]["slim"] = ev_slim["accuracy"]
+    report["params"] = {"dense": pr.report["params_before"], "slim": pr.report["params_after"]}
+    report["macs"] = {"dense": pr.report["macs_before"], "slim": pr.report["macs_after"]}
+    slim_bn = {n: int(m.weight.numel()) for n, m in bn_layers(slim)}
+    for name, row in per_layer.items():
+        row["after_surgery"] = slim_bn.get(name, 0)
+    report["channels"] = {"dense": dense_channels, "slim": sum(slim_bn.values()), "zero": fin.zeroed}
+    report["surgery"] = {k: v for k, v in pr.report.items() if k != "layers"}
+    report["surgery_layers"] = pr.report["layers"]
+    report["verify"] = {
+        "max_abs_diff": pr.report["max_abs_diff"],
+        "top1_agreement": pr.report["top1_agreement"],
+    }
     report["layers"] = list(per_layer.values())
     for key in ("params", "macs", "channels"):
-        if key in report and report[key]["dense"]:
+        if report[key]["dense"]:
             report[key]["removed_frac"] = 1.0 - report[key]["slim"] / report[key]["dense"]
     report["collapse"] = collapse_check(report, fin.restored, bundle.num_classes)
 
@@ -253,11 +240,10 @@ def slim_model(
         save_model(
             out / TRAINED_FILE, model, spec, meta={**run_meta, "stage": "trained", "accuracy": ev_trained}
         )
-        if slim is not None:
-            save_model(
-                out / SLIM_FILE, slim, spec, recipe=recipe,
-                meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
-            )  # fmt: skip
+        save_model(
+            out / SLIM_FILE, slim, spec, recipe=recipe,
+            meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
+        )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
             from edgeslim.sparsity.budget import plot_trajectory
