@@ -117,6 +117,36 @@ def _predict_only(
         )
 
 
+def _check_layer_table_args(batches: list[int], baseline, out_dir, predict: bool) -> None:
+    if len(batches) != 1:
+        raise EdgeslimError(
+            f"--layer-table measures at one batch size; got --batch {','.join(map(str, batches))}"
+        )
+    if baseline or out_dir or predict:
+        raise EdgeslimError("--layer-table times one model; drop --baseline, --out and --predict")
+
+
+def _write_layer_table(model, backend, batch, timing, options, path, force, as_json) -> None:
+    from edgeslim.bench.layers import layer_table, write_layer_table
+    from edgeslim.utils.console import err, out, progress, table
+    from edgeslim.utils.io import check_output_path, to_jsonable
+
+    check_output_path(path, force)  # refuse early, before measuring
+    with progress() as bar:
+        task = bar.add_task("layer table", total=1, info=f"{backend}, batch {batch}")
+        tab = layer_table(model, backend, batch, timing, options)
+        bar.update(task, advance=1)
+    written = write_layer_table(tab, path, force=True)
+    if as_json:
+        out.print_json(json.dumps(to_jsonable(tab)))
+    else:
+        rows = [[name, ms, ms / tab["total_ms"] * 100] for name, ms in tab["layers"].items()]
+        rows += [["(fixed)", tab["fixed"], tab["fixed"] / tab["total_ms"] * 100]]
+        out.print(table(f"per-layer latency, {backend}, batch {batch}", ["layer", "ms", "% of run"], rows))
+        out.print(f"run {tab['total_ms']:.4g} ms (median of {tab['runs']}); {tab['method']}", soft_wrap=True)
+    err.print(f"wrote {written}")
+
+
 @click.command("bench")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
@@ -155,6 +185,12 @@ def _predict_only(
 )
 @click.option("--interval-ms", default=100, show_default=True, help="tegrastats interval.")
 @click.option("--layer-times", is_flag=True, help="onnxruntime: per-layer kernel times from ORT's profiler.")
+@click.option(
+    "--layer-table",
+    "layer_table_path",
+    type=click.Path(dir_okay=False),
+    help="Write a per-layer latency table (JSON for slim --latency-table); torch or onnxruntime, one --batch.",
+)
 @click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
 @click.option(
     "--predict", is_flag=True, help="Only PREDICT latency from MACs/bytes with --profile (no measurement)."
@@ -170,7 +206,7 @@ def _predict_only(
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, layer_times,
-          nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+          layer_table_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead."""
     batches = _batches(batch_text)
@@ -193,6 +229,8 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
     from edgeslim.utils.console import err, progress
     from edgeslim.utils.io import check_output_dir
 
+    if layer_table_path:
+        _check_layer_table_args(batches, baseline, out_dir, predict)
     if out_dir:  # refuse early, before minutes of measuring
         check_output_dir(out_dir, force=force, marker="run.json")
     name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
@@ -218,8 +256,11 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         options["device"] = device
     if trtexec_path:
         options["trtexec"] = trtexec_path
-    models = {"baseline": baseline, "slim": model} if baseline else {"model": model}
     timing = TimingConfig(warmup_s=warmup, min_iters=min_iters, min_time_s=min_time, max_time_s=max_time)
+    if layer_table_path:
+        _write_layer_table(model, name, batches[0], timing, options, layer_table_path, force, as_json)
+        return
+    models = {"baseline": baseline, "slim": model} if baseline else {"model": model}
     with progress() as bar:
         task = bar.add_task("bench", total=trials * len(models), info="")
 

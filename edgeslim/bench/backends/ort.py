@@ -97,6 +97,10 @@ class OrtSession(Session):
 
     def layer_times(self, runs: int = 50) -> list[dict]:
         """Per-node kernel times from ORT's profiler (a second session; fused nodes as ORT runs them)."""
+        return parse_profile(self.profile_events(runs))
+
+    def profile_events(self, runs: int = 50) -> list[dict]:
+        """ORT's profiler trace (chrome-trace events) of ``runs`` inferences in a second session."""
         import json
         import tempfile
 
@@ -108,7 +112,7 @@ class OrtSession(Session):
             for _ in range(runs):
                 sess.run(None, self.feeds)
             with open(sess.end_profiling()) as f:
-                return parse_profile(json.load(f))
+                return json.load(f)
 
     def info(self) -> dict:
         return {
