@@ -248,12 +248,9 @@ class OnnxGraphIndex:
         return None
 
 
-def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], dict[str, str]]:
-    """Per-module time (us) from per-node profiler times (:func:`...ort.parse_profile` rows).
-
-    Returns ``({module: us}, {module: profiled node})``. Raises :class:`EdgeslimError` when a
-    conv/linear node has no module name, no profiled kernel, or two equally close ones.
-    """
+def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
+    """The graph index and ``{conv/linear node: module name}``; one-line errors when there is
+    no conv/linear node or a module name cannot be recovered."""
     idx = OnnxGraphIndex(graph)
     if not idx.weighted:
         raise EdgeslimError("the ONNX model has no conv or linear layers; a latency table times those")
@@ -266,6 +263,16 @@ def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], di
                 "(TorchScript exporter, scoped node names like /layer1/layer1.0/conv1/Conv)"
             )
         names[n] = mod
+    return idx, names
+
+
+def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], dict[str, str]]:
+    """Per-module time (us) from per-node profiler times (:func:`...ort.parse_profile` rows).
+
+    Returns ``({module: us}, {module: profiled node})``. Raises :class:`EdgeslimError` when a
+    conv/linear node has no module name, no profiled kernel, or two equally close ones.
+    """
+    idx, names = onnx_conv_modules(graph)
     best: dict[str, list[tuple[int, dict]]] = {}
     for row in node_times:
         if row.get("op") not in ORT_WEIGHT_KERNELS:
@@ -303,6 +310,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
     sess = OrtBackend().open(path, options)
     sess.set_batch(batch)
     graph = onnx.load(str(path), load_external_data=False).graph
+    onnx_conv_modules(graph)  # refuse before measuring
     plain = host_loop(sess.run, cfg)
     runs = max(cfg.min_iters, 20)
     events = sess.profile_events(runs)
