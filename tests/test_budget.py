@@ -273,3 +273,59 @@ def test_controller_state_round_trip() -> None:
     d.load_state_dict(c.state_dict())
     assert (d.mu, d.clock, d.s_hold, d.step_count) == (c.mu, c.clock, c.s_hold, c.step_count)
     assert d.mu > 0
+
+
+@pytest.mark.slow
+def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
+    tmp_path, fmnist_dir: str, monkeypatch
+) -> None:
+    """slim --target-macs 0.5 over 2 epochs, killed at the first step of epoch 2 and resumed with
+    --resume, ends bit-exact like the uninterrupted run: weights, controller, slimmer, channels."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.train import trainer
+    from edgeslim.train.hooks import TrainHook
+
+    class KillAtStep(TrainHook):
+        """Raises KeyboardInterrupt (as Ctrl-C does) at one step: a kill after an epoch checkpoint."""
+
+        name = "kill"
+
+        def __init__(self, at_step: int) -> None:
+            self.at, self.steps = at_step, 0
+
+        def after_step(self, model, optimizer) -> None:
+            self.steps += 1
+            if self.steps == self.at:
+                raise KeyboardInterrupt
+
+    args = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "320",
+            "--test-subset", "100", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.5", "--json"]  # fmt: skip
+    steps_per_epoch = 320 // 32
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    real_fit = trainer.fit
+
+    def fit_killed(*a, hooks=(), **k):
+        return real_fit(*a, hooks=[*hooks, KillAtStep(steps_per_epoch + 1)], **k)
+
+    monkeypatch.setattr(trainer, "fit", fit_killed)
+    assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.undo()
+    cut = load_checkpoint_dict(tmp_path / "cut" / "train" / "model.pt")
+    assert cut["train_state"]["epoch"] == 1 and not (tmp_path / "cut" / "report.json").exists()
+    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+
+    a = load_checkpoint_dict(tmp_path / "full" / "train" / "model.pt")
+    b = load_checkpoint_dict(tmp_path / "cut" / "train" / "model.pt")
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    hooks_a, hooks_b = a["train_state"]["hooks"], b["train_state"]["hooks"]
+    assert hooks_a.keys() == hooks_b.keys()
+    for key in hooks_a:  # the proximal slimmer (xi, weights, lambda) and the budget controller
+        for name, va in hooks_a[key].items():
+            vb = hooks_b[key][name]
+            assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb, (key, name)
+    ra = json.loads((tmp_path / "full" / "report.json").read_text())
+    rb = json.loads((tmp_path / "cut" / "report.json").read_text())
+    assert ra["channels"] == rb["channels"] and ra["macs"] == rb["macs"]
+    assert ra["layers"] == rb["layers"]  # alive channels per BN
+    assert ra["budget"] == rb["budget"]  # trajectory (target, budget, R, mu, lambda, accuracy), final numbers
