@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeslim.bench.timing import TimingConfig
+from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, require
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,7 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
     plain_totals: list[float] = []
     handles: list = []
     with torch.inference_mode():
-        t_start = time.perf_counter()
-        for i in range(10**9):  # warm-up: both variants, by time and count
-            forward()
-            if i + 1 >= cfg.warmup_iters and time.perf_counter() - t_start >= cfg.warmup_s:
-                break
+        warmup(forward, cfg)
         t_start = time.perf_counter()
         try:
             while not _loop_done(len(plain_totals), time.perf_counter() - t_start, cfg):
@@ -305,7 +301,6 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
     """Per-layer table of an ONNX file from ONNX Runtime's profiler (no PyTorch needed)."""
     onnx = require("onnx", "ort", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
-    from edgeslim.bench.timing import host_loop
 
     sess = OrtBackend().open(path, options)
     sess.set_batch(batch)
