@@ -11,6 +11,7 @@ from edgeslim.cli import main
 from edgeslim.counting import count_model
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
+from edgeslim.penalties import PENALTIES
 from edgeslim.sparsity.budget import BudgetController, BudgetSettings, parse_target
 from edgeslim.sparsity.prox import ProximalSlimming, coupled_bn_groups
 from edgeslim.sparsity.resource import build_resource
@@ -165,7 +166,7 @@ def test_dual_ascent_moves_mu_the_right_way() -> None:
     assert c.mu == 0.0
 
 
-@pytest.mark.parametrize("penalty", ["l1", "group-l1", "mcp", "lp", "scad"])
+@pytest.mark.parametrize("penalty", [*PENALTIES, *(f"group-{n}" for n in PENALTIES)])
 def test_controller_with_penalties_reaches_budget(penalty: str) -> None:
     """The controller drives every penalty's prox (no data: the prox alone shrinks the scales)."""
     c = _controller(penalty, target="0.5", steps=20, taper_start=0.0, taper_end=0.5)
