@@ -5,7 +5,7 @@ The table is what ``edgeslim slim --target-latency X --latency-table T.json`` co
 per conv/linear module of the dense model, keyed by its PyTorch module name, plus ``fixed``,
 the time of everything else (BN, activations, pooling, adds, framework overhead).
 
-Two producers:
+Producers:
 
 * ``torch``: forward pre/post hooks on every conv/linear module time each call with
   ``time.perf_counter`` (``torch.cuda.synchronize`` on both sides on CUDA); per-layer median
@@ -19,11 +19,17 @@ Two producers:
   profiled conv-type kernel. Module names come from the TorchScript exporter's scoped node
   names (``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``). ``fixed`` = median run time
   of an unprofiled session minus the sum of the attributed kernel medians, clamped at 0.
+* ``trtexec`` / ``tensorrt`` (never run here: no GPU): TensorRT's per-layer profile
+  (``trtexec --exportProfile --separateProfileRun``, or ``trt.IProfiler``). Layer names join
+  the fused ONNX node names with ``" + "``; each part is traced like an ORT node, and
+  :func:`attribute_rows` (shared with ORT) gives each conv/linear module its layer's median.
+  ``fixed`` = the other layers + max(0, unprofiled median GPU compute - all layer medians).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -35,7 +41,7 @@ from edgeslim.errors import EdgeslimError, require
 log = logging.getLogger(__name__)
 
 TABLE_FORMAT = "edgeslim-latency-table"
-TABLE_BACKENDS = ("torch", "onnxruntime")
+TABLE_BACKENDS = ("torch", "onnxruntime", "trtexec", "tensorrt")
 #: ONNX op types of conv/linear modules (with a weight initializer)
 ONNX_WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: ORT kernel op types that run a conv or linear layer (possibly with fused epilogues)
@@ -262,39 +268,110 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
     return idx, names
 
 
-def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], dict[str, str]]:
-    """Per-module time (us) from per-node profiler times (:func:`...ort.parse_profile` rows).
+def attribute_rows(
+    graph, rows: list[tuple[str, float, list]], what: str, hint: str
+) -> tuple[dict[str, float], dict[str, str], set[str]]:
+    """Attribute profiled rows ``(name, time, [origin ONNX nodes])`` to conv/linear modules.
 
-    Returns ``({module: us}, {module: profiled node})``. Raises :class:`EdgeslimError` when a
-    conv/linear node has no module name, no profiled kernel, or two equally close ones.
+    Shared by ONNX Runtime kernels (one origin each) and TensorRT layers (one origin per fused
+    ONNX node). A row reaches a conv/linear node from any origin through at most
+    :data:`MAX_WALK` producers; its distance is the shortest. Each conv/linear node takes its
+    closest row(s): rows that contain the node itself (distance 0) add up (the conv ran as
+    several kernels); a tie further away is refused. A row taken by several convs (TensorRT
+    fused them into one layer) is split equally between them. Returns ``({module: time},
+    {module: row name(s)}, {rows taken})``; rows not taken are the caller's ``fixed``.
     """
     idx, names = onnx_conv_modules(graph)
-    best: dict[str, list[tuple[int, dict]]] = {}
-    for row in node_times:
-        if row.get("op") not in ORT_WEIGHT_KERNELS:
-            continue
-        origin = idx.origin(row["name"])
-        hit = idx.weighted_node(origin) if origin is not None else None
-        if hit is not None:
-            best.setdefault(hit[0].name, []).append((hit[1], row))
+    best: dict[str, list[tuple[int, int]]] = {}
+    for i, (_, _, origins) in enumerate(rows):
+        dist: dict[str, int] = {}
+        for origin in origins:
+            hit = idx.weighted_node(origin) if origin is not None else None
+            if hit is not None and hit[1] < dist.get(hit[0].name, MAX_WALK + 1):
+                dist[hit[0].name] = hit[1]
+        for node_name, steps in dist.items():
+            best.setdefault(node_name, []).append((steps, i))
+    chosen: dict[str, list[int]] = {}
+    for node_name, mod in names.items():
+        cands = sorted(best.get(node_name, []))
+        if not cands:
+            raise EdgeslimError(f"no profiled {what} maps to {node_name!r} (module {mod}); {hint}")
+        near = [i for steps, i in cands if steps == cands[0][0]]
+        if len(near) > 1 and cands[0][0] > 0:
+            raise EdgeslimError(
+                f"two profiled {what}s ({rows[near[0]][0]!r}, {rows[near[1]][0]!r}) map equally "
+                f"well to {node_name!r}; cannot attribute their time ({hint})"
+            )
+        chosen[node_name] = near
+    sharers: dict[int, int] = {}
+    for near in chosen.values():
+        for i in near:
+            sharers[i] = sharers.get(i, 0) + 1
     layers: dict[str, float] = {}
     source: dict[str, str] = {}
-    for node_name, mod in names.items():
-        cands = sorted(best.get(node_name, []), key=lambda c: c[0])
-        if not cands:
-            raise EdgeslimError(
-                f"no profiled ONNX Runtime kernel maps to {node_name!r} (module {mod}); "
-                "try --graph-opt basic or extended"
-            )
-        if len(cands) > 1 and cands[0][0] == cands[1][0]:
-            raise EdgeslimError(
-                f"two profiled kernels ({cands[0][1]['name']!r}, {cands[1][1]['name']!r}) map equally "
-                f"well to {node_name!r}; cannot attribute their time (try --graph-opt basic)"
-            )
-        row = cands[0][1]
-        layers[mod] = layers.get(mod, 0.0) + row["median_us"]  # a module run twice adds up
-        source[mod] = row["name"]
+    for node_name, near in chosen.items():
+        mod = names[node_name]
+        # a module run twice adds up
+        layers[mod] = layers.get(mod, 0.0) + sum(rows[i][1] / sharers[i] for i in near)
+        source[mod] = " | ".join(rows[i][0] for i in near)
+    return layers, source, {rows[i][0] for i in sharers}
+
+
+def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], dict[str, str]]:
+    """Per-module time (us) from per-node ONNX Runtime profiler times (:func:`...ort.parse_profile`
+    rows); only conv/linear kernel op types count. Returns ``({module: us}, {module: profiled node})``.
+    Raises :class:`EdgeslimError` when a conv/linear node has no module name, no profiled kernel,
+    or two equally close ones (see :func:`attribute_rows`).
+    """
+    idx = OnnxGraphIndex(graph)
+    rows = [
+        (r["name"], r["median_us"], [idx.origin(r["name"])])
+        for r in node_times
+        if r.get("op") in ORT_WEIGHT_KERNELS
+    ]
+    layers, source, _ = attribute_rows(
+        graph, rows, "ONNX Runtime kernel", "try --graph-opt basic or extended"
+    )
     return layers, source
+
+
+def trt_layer_parts(name: str) -> list[str]:
+    """ONNX node/tensor names fused into one TensorRT layer name: ``"A + B + C"`` -> [A, B, C];
+    ``PWN(...)`` wrappers and their ``, `` lists are opened. Reformat layers (``Reformatting
+    CopyNode for ... to LAYER``) name the layer they feed, not their own nodes: no parts."""
+    if name.startswith("Reformatting CopyNode"):
+        return []
+    parts: list[str] = []
+    for part in name.split(" + "):
+        for piece in re.split(r"PWN\(|, |\)", part):
+            if piece.strip():
+                parts.append(piece.strip())
+    return parts
+
+
+def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], dict[str, str], set[str]]:
+    """Per-module time (ms) from TensorRT per-layer rows ``{"name", "median_ms"}``.
+
+    Each ``" + "`` part of a layer name is resolved to an ONNX node of the file (node name,
+    else the longest node or tensor name it starts with followed by ``_``, e.g. TensorRT's
+    ``_clone_1``). Only layers with a Conv/Gemm/MatMul part compete (a pooling or BN+ReLU layer
+    that walks back to a conv never takes its time), then :func:`attribute_rows`. Returns ``({module: ms},
+    {module: TensorRT layer}, {layers taken})``.
+    """
+    idx = OnnxGraphIndex(graph)
+    rows = []
+    for r in layers:
+        origins = [o for o in (idx.origin(p) for p in trt_layer_parts(r["name"])) if o is not None]
+        # like ORT's conv-type kernels: only layers with a conv/linear node of their own count
+        if any(o.op_type in ONNX_WEIGHT_OPS for o in origins):
+            rows.append((r["name"], r["median_ms"], origins))
+    foreign = next((r["name"] for r in layers if "ForeignNode[" in r["name"]), None)
+    hint = (
+        f"TensorRT ran it inside the Myelin region {foreign!r}, which has no per-layer times"
+        if foreign
+        else "export the ONNX with edgeslim export and build the engine from that file"
+    )
+    return attribute_rows(graph, rows, "TensorRT layer", hint)
 
 
 def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
@@ -353,6 +430,108 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
     }
 
 
+# ---------------------------------------------------------------------------- tensorrt
+def trt_table(graph, profile: dict, total_ms: float, **extra: Any) -> dict[str, Any]:
+    """Latency table from a TensorRT per-layer profile (:func:`...trtexec.parse_layer_profile`
+    dict) of an engine built from ``graph``, and the median GPU time of an unprofiled run.
+
+    Each conv/linear module takes its fused layer's median (:func:`attribute_trt_layers`);
+    ``fixed`` = the other layers plus max(0, ``total_ms`` - all layer medians).
+    """
+    layers_ms, source, taken = attribute_trt_layers(graph, profile["layers"])
+    all_ms = sum(r["median_ms"] for r in profile["layers"])
+    other_ms = sum(r["median_ms"] for r in profile["layers"] if r["name"] not in taken)
+    return {
+        **_finish(layers_ms, max(total_ms, all_ms), **extra),
+        "total_ms": total_ms,
+        "nodes": source,
+        "overhead": {
+            "all_layers_ms": all_ms,
+            "other_layers_ms": other_ms,
+            "between_layers_ms": max(total_ms - all_ms, 0.0),
+            "profiled_layers": len(profile["layers"]),
+        },
+    }
+
+
+_TRT_METHOD = (
+    "{src}; each conv/linear module takes the median of the TensorRT layer its ONNX node was fused "
+    "into (conv + BN + activation/add); fixed = the other layers (pooling, reformats, pointwise) plus "
+    "max(0, median GPU compute time of an unprofiled run - all layer medians)."
+)
+
+
+def _names_graph(path: str, options: dict):
+    """The ONNX graph that names the engine's layers: the model itself, or ``options['onnx']``."""
+    onnx = require("onnx", "ort", "to map TensorRT layers to PyTorch modules")
+    src = options.get("onnx") or (path if str(path).lower().endswith(".onnx") else None)
+    if src is None:
+        raise EdgeslimError(
+            f"{path} is an engine: a TensorRT layer table needs the ONNX file it was built from for the "
+            "layer names; pass --onnx MODEL.onnx (or bench the .onnx with --backend trtexec)"
+        )
+    graph = onnx.load(str(src), load_external_data=False).graph
+    onnx_conv_modules(graph)  # refuse before measuring
+    return graph, str(src)
+
+
+def trtexec_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
+    """Per-layer table from one trtexec run: timed run, then ``--separateProfileRun`` profile."""
+    from edgeslim.bench.backends.trtexec import TrtexecBackend
+
+    graph, names = _names_graph(path, options)
+    sess = TrtexecBackend().open(path, options)
+    sess.set_batch(batch)
+    prof = sess.profile_layers(cfg)
+    total = sess.summary["gpu_compute"]["median_ms"]
+    return {
+        **trt_table(
+            graph,
+            prof,
+            total,
+            runs=prof["runs"],
+            batch=batch,
+            method=_TRT_METHOD.format(
+                src="trtexec --exportProfile --separateProfileRun, per-layer medianMs over the profiled runs"
+            ),
+        ),
+        "backend": "trtexec",
+        "model": str(path),
+        "onnx": names,
+        "env": {"tensorrt_version": sess.version, "precision": options.get("precision", "fp32")},
+    }
+
+
+def tensorrt_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
+    """Per-layer table of an engine through the TensorRT Python API (``trt.IProfiler``)."""
+    from edgeslim.bench.backends.trt import TensorRTBackend
+
+    graph, names = _names_graph(path, options)
+    sess = TensorRTBackend().open(path, options)
+    try:
+        sess.set_batch(batch)
+        total = _median_ms(sess.measure(cfg)["device"])
+        runs = max(cfg.min_iters, 20)
+        prof = sess.profile_layers(runs)
+        version = sess.trt.__version__
+    finally:
+        sess.close()
+    return {
+        **trt_table(
+            graph,
+            prof,
+            total,
+            runs=runs,
+            batch=batch,
+            method=_TRT_METHOD.format(src="trt.IProfiler report_layer_time, median per layer over runs"),
+        ),
+        "backend": "tensorrt",
+        "model": str(path),
+        "onnx": names,
+        "env": {"tensorrt": version},
+    }
+
+
 # ---------------------------------------------------------------------------- entry points
 def layer_table(path: str, backend: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Measure a per-layer latency table of the model file with ``backend`` at ``batch``."""
@@ -362,9 +541,12 @@ def layer_table(path: str, backend: str, batch: int, cfg: TimingConfig, options:
         if not str(path).lower().endswith(".onnx"):
             raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
         return ort_file_table(path, batch, cfg, options)
+    if backend == "trtexec":
+        return trtexec_file_table(path, batch, cfg, options)
+    if backend == "tensorrt":
+        return tensorrt_file_table(path, batch, cfg, options)
     raise EdgeslimError(
-        f"the {backend} backend cannot write a layer table; use --backend torch or onnxruntime "
-        "(TensorRT per-layer profiles are not parsed; see docs/bench.md)"
+        f"the {backend} backend cannot write a layer table; use one of {', '.join(TABLE_BACKENDS)}"
     )
 
 

@@ -117,13 +117,15 @@ def _predict_only(
         )
 
 
-def _check_layer_table_args(batches: list[int], baseline, out_dir, predict: bool) -> None:
+def _check_layer_table_args(batches: list[int], baseline, out_dir, predict: bool, onnx_path) -> None:
     if len(batches) != 1:
         raise EdgeslimError(
             f"--layer-table measures at one batch size; got --batch {','.join(map(str, batches))}"
         )
     if baseline or out_dir or predict:
         raise EdgeslimError("--layer-table times one model; drop --baseline, --out and --predict")
+    if onnx_path and not str(onnx_path).lower().endswith(".onnx"):
+        raise EdgeslimError(f"--onnx takes the .onnx file the engine was built from; got {onnx_path}")
 
 
 def _write_layer_table(model, backend, batch, timing, options, path, force, as_json) -> None:
@@ -189,7 +191,13 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     "--layer-table",
     "layer_table_path",
     type=click.Path(dir_okay=False),
-    help="Write a per-layer latency table (JSON for slim --latency-table); torch or onnxruntime, one --batch.",
+    help="Write a per-layer latency table (JSON for slim --latency-table) at one --batch; any backend.",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False),
+    help="With --layer-table on an engine: the ONNX it was built from (names its layers).",
 )
 @click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
 @click.option(
@@ -206,7 +214,7 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, layer_times,
-          layer_table_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+          layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead."""
     batches = _batches(batch_text)
@@ -230,7 +238,9 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
     from edgeslim.utils.io import check_output_dir
 
     if layer_table_path:
-        _check_layer_table_args(batches, baseline, out_dir, predict)
+        _check_layer_table_args(batches, baseline, out_dir, predict, onnx_path)
+    elif onnx_path:
+        raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
     if out_dir:  # refuse early, before minutes of measuring
         check_output_dir(out_dir, force=force, marker="run.json")
     name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
@@ -256,6 +266,8 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         options["device"] = device
     if trtexec_path:
         options["trtexec"] = trtexec_path
+    if onnx_path:
+        options["onnx"] = onnx_path
     timing = TimingConfig(warmup_s=warmup, min_iters=min_iters, min_time_s=min_time, max_time_s=max_time)
     if layer_table_path:
         _write_layer_table(model, name, batches[0], timing, options, layer_table_path, force, as_json)

@@ -3,6 +3,7 @@
 Buffers and timing use cuda-python (``cuda.bindings.runtime``, or the older ``cuda.cudart``):
 device-resident inputs (like trtexec ``--noDataTransfers``), CUDA events around
 ``execute_async_v3`` recorded for all iterations and synchronised once, optional CUDA graph.
+Per-layer times for ``--layer-table`` come from ``trt.IProfiler`` (:meth:`TrtSession.profile_layers`).
 NEVER RUN HERE (no GPU, no TensorRT on the development host); the error mapping is tested on
 real TensorRT messages in tests/fixtures/trt_errors.
 """
@@ -156,6 +157,42 @@ class TrtSession(Session):
             cu.cudaEventDestroy(a)
             cu.cudaEventDestroy(b)
         return {"host": host, "device": device}
+
+    def profile_layers(self, runs: int) -> dict:
+        """Per-layer times of ``runs`` executions through ``trt.IProfiler`` (``report_layer_time``
+        per layer and run), CUDA graph bypassed. Same dict as trtexec's ``parse_layer_profile``.
+        Call after :meth:`measure`: the profiler stays attached to the context."""
+        import statistics
+
+        trt = self.trt
+        times: dict[str, list[float]] = {}
+
+        class _Profiler(trt.IProfiler):
+            def __init__(self) -> None:
+                trt.IProfiler.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                times.setdefault(layer_name, []).append(float(ms))
+
+        self._profiler = _Profiler()  # keep a reference while TensorRT holds it
+        self.ctx.profiler = self._profiler
+        for _ in range(runs):
+            self.ctx.execute_async_v3(int(self.stream))  # never the CUDA graph: no per-layer times there
+            _check(self.cudart.cudaStreamSynchronize(self.stream))
+        if not times:
+            raise EdgeslimError(
+                "TensorRT reported no layer times; was the engine built with profiling verbosity none?"
+            )
+        layers = [
+            {
+                "name": name,
+                "median_ms": statistics.median(v),
+                "average_ms": statistics.fmean(v),
+                "time_ms": sum(v),
+            }
+            for name, v in times.items()
+        ]
+        return {"runs": runs, "layers": layers}
 
     def info(self) -> dict:
         eng, trt = self.engine, self.trt

@@ -1,7 +1,8 @@
 """trtexec backend: build a version-aware command line, run it, parse its summary and times.
 
 trtexec does its own warm-up and timing; edgeslim records its ``GPU Compute Time`` (kernels only,
-the number to compare slim vs baseline) and the per-iteration ``--exportTimes`` JSON as raw samples.
+the number to compare slim vs baseline) and the per-iteration ``--exportTimes`` JSON as raw samples;
+``--exportProfile`` (with ``--separateProfileRun``) gives per-layer times for ``--layer-table``.
 Flag differences (notes §1.8): TRT 11 turns CUDA graphs, spin-wait and no-transfers on by default
 and drops ``--fp16/--int8``. NEVER RUN HERE; the parsers are tested on real captured output.
 """
@@ -90,6 +91,49 @@ def parse_times(path: str | os.PathLike) -> dict[str, list[float]]:
     return out
 
 
+def parse_layer_profile(path: str | os.PathLike) -> dict:
+    """``--exportProfile`` JSON -> ``{"runs", "layers": [{"name", "median_ms", "average_ms",
+    "time_ms", "percentage"}]}``, layers in engine order.
+
+    The file is a list whose first item is ``{"count": N}`` (profiled iterations; ``timeMs`` is
+    the sum over them) followed by one object per TensorRT layer. Layer names join the fused
+    ONNX node (and constant) names with ``" + "``.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgeslimError(f"cannot read trtexec profile {path}: {exc}") from exc
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict) or "count" not in data[0]:
+        raise EdgeslimError(
+            f'{path} is not a trtexec --exportProfile file (a list starting with {{"count": N}})'
+        )
+    layers = []
+    for r in data[1:]:
+        if not isinstance(r, dict) or "name" not in r or "averageMs" not in r:
+            raise EdgeslimError(f"{path}: unexpected profile entry {str(r)[:80]!r} (need name, averageMs)")
+        layers.append(
+            {
+                "name": str(r["name"]),
+                # medianMs since TRT 8.x; older profiles only have the average
+                "median_ms": float(r.get("medianMs", r["averageMs"])),
+                "average_ms": float(r["averageMs"]),
+                "time_ms": float(r.get("timeMs", 0.0)),
+                "percentage": float(r.get("percentage", 0.0)),
+            }
+        )
+    if not layers:
+        raise EdgeslimError(f"{path} has no layers (was the profile run skipped?)")
+    return {"runs": int(data[0]["count"]), "layers": layers}
+
+
+def profile_flags(version: tuple[int, int, int] | None, export_profile: str) -> list[str]:
+    """Flags for a per-layer profile in a separate run, so the timed run stays unprofiled.
+    Layer names: ``--profilingVerbosity=detailed`` (TRT >= 8.2), ``--nvtxMode=verbose`` before."""
+    major, minor = (version or (10, 0, 0))[:2]
+    names = "--profilingVerbosity=detailed" if (major, minor) >= (8, 2) else "--nvtxMode=verbose"
+    return [f"--exportProfile={export_profile}", "--separateProfileRun", names]
+
+
 def build_command(
     exe: str,
     model: str,
@@ -99,6 +143,7 @@ def build_command(
     precision: str = "fp32",
     cuda_graph: bool = False,
     export_times: str | None = None,
+    export_profile: str | None = None,
 ) -> list[str]:
     """A trtexec command line with the flags spelled for the installed version."""
     major = version[0] if version else 10
@@ -131,6 +176,8 @@ def build_command(
         cmd.append("--percentile=90,95,99")
     if export_times:
         cmd.append(f"--exportTimes={export_times}")
+    if export_profile:
+        cmd += profile_flags(version, export_profile)
     return cmd
 
 
@@ -159,8 +206,19 @@ class TrtexecSession(Session):
         raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
 
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
+        samples, _ = self._run(cfg, profile=False)
+        return samples
+
+    def profile_layers(self, cfg: TimingConfig) -> dict:
+        """One trtexec run: the timed (unprofiled) run, then a separate per-layer profile run.
+        Returns :func:`parse_layer_profile`'s dict; the timed run's summary is in ``self.summary``."""
+        _, prof = self._run(cfg, profile=True)
+        return prof
+
+    def _run(self, cfg: TimingConfig, profile: bool) -> tuple[dict[str, list[float]], dict | None]:
         with tempfile.TemporaryDirectory() as tmp:
             times = os.path.join(tmp, "times.json")
+            prof_path = os.path.join(tmp, "profile.json") if profile else None
             cmd = build_command(
                 self.exe,
                 self.model,
@@ -170,6 +228,7 @@ class TrtexecSession(Session):
                 self.options.get("precision", "fp32"),
                 bool(self.options.get("cuda_graph")),
                 times,
+                prof_path,
             )
             r = subprocess.run(cmd, capture_output=True, text=True)
             text = r.stdout + r.stderr
@@ -182,8 +241,9 @@ class TrtexecSession(Session):
                 )
             self.summary = parse_summary(text)
             samples = parse_times(times)
+            prof = parse_layer_profile(prof_path) if prof_path else None
         samples["host"] = samples.pop("latency", samples["device"])
-        return samples
+        return samples, prof
 
     def info(self) -> dict:
         return {"trtexec": self.exe, "tensorrt_version": self.version, "summary": self.summary}
