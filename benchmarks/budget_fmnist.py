@@ -121,39 +121,56 @@ def main() -> None:
     ap.add_argument("--targets", default="0.7,0.5,0.3")
     ap.add_argument("--ns-lambda", type=float, default=1e-4)
     ap.add_argument("--work", type=Path, default=Path("runs/bench_budget"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--ns-half", action="store_true", help="also NS at the budget run's cost (E/2 sparse + E/2 fine-tune)"
+    )
+    ap.add_argument("--name", default="budget_fmnist", help="stem of the result files in benchmarks/results")
+    ap.add_argument("--no-uniform", action="store_true", help="skip the uniform-width runs")
     ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=0)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=args.seed)
     targets = [float(t) for t in args.targets.split(",")]
     runs: dict[str, Any] = {}
     # the run functions below are called at once inside the loop (late binding is harmless)
     for arch in args.archs.split(","):
         spec = bundle.spec_for(arch)
         example = torch.zeros(1, *spec.input_shape)
-        torch.manual_seed(0)
+        torch.manual_seed(args.seed)
         resource = build_resource(create_model(spec), example, "macs")
         dense = resource.dense
 
-        def ns_train(arch=arch, spec=spec) -> dict[str, Any]:
-            torch.manual_seed(0)
+        def ns_train(arch=arch, spec=spec, epochs=args.epochs, suffix="") -> dict[str, Any]:
+            torch.manual_seed(args.seed)
             model = create_model(spec)
-            res = fit(
-                model, bundle, config.replace(method="subgradient", method_args={"lam": args.ns_lambda})
-            )
-            path = args.work / f"{arch}-ns-trained.pt"
+            cfg = config.replace(epochs=epochs, method="subgradient", method_args={"lam": args.ns_lambda})
+            res = fit(model, bundle, cfg)
+            path = args.work / f"{arch}-ns{suffix}-trained.pt"
             args.work.mkdir(parents=True, exist_ok=True)
             torch.save(model.state_dict(), path)
             return {"accuracy": res.test_accuracy, "state": str(path)}
 
+        def dense_train(spec=spec) -> dict[str, Any]:
+            torch.manual_seed(args.seed)
+            res = fit(create_model(spec), bundle, config)
+            return {"accuracy": res.test_accuracy}
+
+        runs[f"{arch}/dense"] = cached(args.work, f"{arch}-dense", args.fresh, dense_train)
         ns_base = cached(args.work, f"{arch}-ns-train", args.fresh, ns_train)
         runs[f"{arch}/ns-train"] = ns_base
+        half = max(args.epochs // 2, 1)
+        if args.ns_half:  # NS at the budget run's cost: half the epochs sparse, half fine-tune
+            ns_half_base = cached(
+                args.work, f"{arch}-ns-half-train", args.fresh, lambda: ns_train(epochs=half, suffix="-half")
+            )
+            runs[f"{arch}/ns-half-train"] = ns_half_base
         for t in targets:
             tag = f"{arch}-{int(round(100 * t))}"
 
             def budget(t=t, spec=spec, tag=tag) -> dict[str, Any]:
-                torch.manual_seed(0)
+                torch.manual_seed(args.seed)
                 model = create_model(spec)
                 out = args.work / tag
                 if out.exists():
@@ -173,9 +190,9 @@ def main() -> None:
                     "trajectory": b["trajectory"],
                 }  # fmt: skip
 
-            def ns(t=t, spec=spec) -> dict[str, Any]:
+            def ns(t=t, spec=spec, base=ns_base, ft_epochs=args.epochs) -> dict[str, Any]:
                 model = create_model(spec)
-                model.load_state_dict(torch.load(ns_base["state"], weights_only=True))
+                model.load_state_dict(torch.load(base["state"], weights_only=True))
                 dead = threshold_for_budget(resource, flat_gammas(model), t * dense)
                 zero_channels(model, dead)
                 calib = [x for i, (x, _) in zip(range(4), bundle.loader("train", 128, augment=False, seed=1))]
@@ -185,7 +202,7 @@ def main() -> None:
                 recalibrate_bn(recal, calib)  # the same BN re-estimation the budgeted run gets
                 acc_recal = evaluate(recal, bundle, "test")["accuracy"]
                 slim = pr.model
-                res = fit(slim, bundle, config.replace(stage="finetune"))
+                res = fit(slim, bundle, config.replace(epochs=ft_epochs, stage="finetune"))
                 return {
                     "accuracy_pruned": acc0,
                     "accuracy_pruned_bn_recal": acc_recal,
@@ -194,12 +211,12 @@ def main() -> None:
                 }
 
             def uniform(t=t, spec=spec) -> dict[str, Any]:
-                torch.manual_seed(0)
+                torch.manual_seed(args.seed)
                 model = create_model(spec)
                 dead, frac = uniform_mask(resource, t * dense)
                 zero_channels(model, dead)
                 slim = prune_with_report(model, example).model
-                torch.manual_seed(0)
+                torch.manual_seed(args.seed)
                 for m in slim.modules():
                     if hasattr(m, "reset_parameters") and m is not slim:
                         m.reset_parameters()
@@ -212,7 +229,12 @@ def main() -> None:
 
             runs[f"{tag}/budget"] = cached(args.work, f"{tag}-budget", args.fresh, budget)
             runs[f"{tag}/ns"] = cached(args.work, f"{tag}-ns", args.fresh, ns)
-            runs[f"{tag}/uniform"] = cached(args.work, f"{tag}-uniform", args.fresh, uniform)
+            if args.ns_half:
+                runs[f"{tag}/ns-half"] = cached(
+                    args.work, f"{tag}-ns-half", args.fresh, lambda: ns(base=ns_half_base, ft_epochs=half)
+                )
+            if not args.no_uniform:
+                runs[f"{tag}/uniform"] = cached(args.work, f"{tag}-uniform", args.fresh, uniform)
             runs[f"{tag}/dense_macs"] = dense
         write(runs, args, targets)
 
@@ -222,50 +244,60 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
     for arch in args.archs.split(","):
         for t in targets:
             tag = f"{arch}-{int(round(100 * t))}"
-            if f"{tag}/uniform" not in runs:
+            if f"{tag}/ns" not in runs:
                 continue
-            b, n, u, dense = (
-                runs[f"{tag}/budget"],
-                runs[f"{tag}/ns"],
-                runs[f"{tag}/uniform"],
-                runs[f"{tag}/dense_macs"],
-            )
+            b, n, dense = runs[f"{tag}/budget"], runs[f"{tag}/ns"], runs[f"{tag}/dense_macs"]
+            u = runs.get(f"{tag}/uniform", {"macs": float("nan"), "accuracy": None, "width_fraction": None})
             rows.append({
                 "arch": arch, "target": t, "budget_macs": b["macs"] / dense, "budget_acc": b["accuracy"],
                 "controller_reached": b["controller_reached"], "projection_removed": b["projection_removed"],
                 "ns_macs": n["macs"] / dense, "ns_acc_pruned": n["accuracy_pruned"],
                 "ns_acc_pruned_bn_recal": n["accuracy_pruned_bn_recal"], "ns_acc_finetuned": n["accuracy_finetuned"],
                 "uniform_macs": u["macs"] / dense, "uniform_acc": u["accuracy"], "uniform_width": u["width_fraction"],
+                "dense_acc": runs.get(f"{arch}/dense", {}).get("accuracy"),
+                "ns_half_acc": runs.get(f"{tag}/ns-half", {}).get("accuracy_finetuned"),
                 "goal_met": b["accuracy"] >= n["accuracy_finetuned"],
+                "equal_epochs_met": None if f"{tag}/ns-half" not in runs
+                else b["accuracy"] >= runs[f"{tag}/ns-half"]["accuracy_finetuned"],
             })  # fmt: skip
     setup = {
         "data": f"fashion-mnist, {args.subset} train images (class-balanced), {args.test_subset} test images",
         "schedule": f"budget: {args.epochs} epochs; NS: {args.epochs} sparse + {args.epochs} fine-tune; "
-        f"uniform: {args.epochs} from scratch; batch {args.batch}, SGD lr 0.1 cosine, wd 5e-4",
+        f"uniform: {args.epochs} from scratch; dense: {args.epochs}; batch {args.batch}, SGD lr 0.1 cosine, "
+        f"wd 5e-4; seed {args.seed}",
         "ns": f"subgradient lambda {args.ns_lambda}, global |gamma| threshold chosen to hit the MAC budget",
         "budget": "proximal l1, zero-invariant, beta 100, default controller constants (docs/budget.md)",
         "bn": "budget runs re-estimate BN statistics on 512 training images after the last step (no weight "
         "trained) when channels changed in the last steps; NS without fine-tune is shown raw and (in brackets) with the same re-estimation",
-        "device": "CPU, 1 thread, shared machine (2 cores, ~6 users)",
+        "device": "CPU, 1 thread per run, shared 2-core machine",
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "budget_fmnist.json").write_text(
+    (RESULTS / f"{args.name}.json").write_text(
         json.dumps({"setup": setup, "rows": rows, "runs": runs}, indent=2) + "\n"
     )
     md = ["# Budget-targeted proximal slimming on Fashion-MNIST (CPU)", ""] + [
         f"- {k}: {v}" for k, v in setup.items()
     ]
-    md += ["", "| arch | target MACs | budget: MACs | budget: acc | controller reached | projected ch. | NS: MACs | NS acc no FT (BN re-est.) | NS acc + FT | uniform: MACs | uniform acc | goal (budget >= NS+FT) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    e, h = args.epochs, max(args.epochs // 2, 1)
+    pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    md += [
+        "",
+        f"| arch | target MACs | budget: MACs (projected ch.) | budget acc ({e} ep) | NS + FT ({e}+{e} ep) | "
+        f"NS + FT ({h}+{h} ep) | NS no FT (BN re-est.) | NS: MACs | uniform ({e} ep, scratch) | dense ({e} ep) | "
+        f"goal: budget >= NS+FT ({e}+{e}) | budget >= NS+FT ({h}+{h}) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         md.append(
-            f"| {r['arch']} | {r['target']:.0%} | {r['budget_macs']:.1%} | {r['budget_acc']:.2%} | {r['controller_reached']:.1%} | "
-            f"{r['projection_removed']} | {r['ns_macs']:.1%} | {r['ns_acc_pruned']:.2%} ({r['ns_acc_pruned_bn_recal']:.2%}) | "
-            f"{r['ns_acc_finetuned']:.2%} | "
-            f"{r['uniform_macs']:.1%} | {r['uniform_acc']:.2%} | {'met' if r['goal_met'] else 'missed'} |"
+            f"| {r['arch']} | {r['target']:.0%} | {r['budget_macs']:.1%} ({r['projection_removed']}) | "
+            f"**{r['budget_acc']:.2%}** | {r['ns_acc_finetuned']:.2%} | {pct(r['ns_half_acc'])} | "
+            f"{r['ns_acc_pruned']:.2%} ({r['ns_acc_pruned_bn_recal']:.2%}) | {r['ns_macs']:.1%} | "
+            f"{pct(r['uniform_acc'])} ({r['uniform_macs']:.1%}) | {pct(r['dense_acc'])} | "
+            f"{'met' if r['goal_met'] else 'missed'} | "
+            f"{'-' if r['equal_epochs_met'] is None else 'yes' if r['equal_epochs_met'] else 'no'} |"
         )
     md.append("")
-    (RESULTS / "budget_fmnist.md").write_text("\n".join(md))
+    (RESULTS / f"{args.name}.md").write_text("\n".join(md))
     if rows:
         import matplotlib
 
@@ -278,14 +310,18 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
             x = [r["target"] for r in rs]
             ax.plot(x, [r["budget_acc"] for r in rs], "o-", label="budget prox (1 round)")
             ax.plot(x, [r["ns_acc_finetuned"] for r in rs], "s-", label="NS + fine-tune (2x epochs)")
-            ax.plot(x, [r["ns_acc_pruned"] for r in rs], "x--", label="NS, no fine-tune")
-            ax.plot(x, [r["uniform_acc"] for r in rs], "^-", label="uniform width, scratch")
+            if rs[0]["ns_half_acc"] is not None:
+                ax.plot(x, [r["ns_half_acc"] for r in rs], "d-", label="NS + fine-tune (same epochs)")
+            if rs[0]["uniform_acc"] is not None:
+                ax.plot(x, [r["uniform_acc"] for r in rs], "^-", label="uniform width, scratch")
+            if rs[0]["dense_acc"] is not None:
+                ax.axhline(rs[0]["dense_acc"], color="k", lw=0.8, ls=":", label="dense, same epochs")
             ax.set_xlabel("MAC budget (fraction of dense)")
             ax.set_ylabel("test accuracy")
             ax.set_title(arch, fontsize=10)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(RESULTS / "budget_fmnist.png", dpi=110)
+        fig.savefig(RESULTS / f"{args.name}.png", dpi=110)
         plt.close(fig)
     print("\n".join(md), flush=True)
 
