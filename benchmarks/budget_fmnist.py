@@ -280,6 +280,7 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
     ]
     e, h = args.epochs, max(args.epochs // 2, 1)
     pct = lambda v: "-" if v is None else f"{v:.2%}"  # noqa: E731
+    uni_macs = lambda r: "" if r["uniform_acc"] is None else f" ({r['uniform_macs']:.1%})"  # noqa: E731
     md += [
         "",
         f"| arch | target MACs | budget: MACs (projected ch.) | budget acc ({e} ep) | NS + FT ({e}+{e} ep) | "
@@ -292,7 +293,8 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
             f"| {r['arch']} | {r['target']:.0%} | {r['budget_macs']:.1%} ({r['projection_removed']}) | "
             f"**{r['budget_acc']:.2%}** | {r['ns_acc_finetuned']:.2%} | {pct(r['ns_half_acc'])} | "
             f"{r['ns_acc_pruned']:.2%} ({r['ns_acc_pruned_bn_recal']:.2%}) | {r['ns_macs']:.1%} | "
-            f"{pct(r['uniform_acc'])} ({r['uniform_macs']:.1%}) | {pct(r['dense_acc'])} | "
+            f"{pct(r['uniform_acc'])}{uni_macs(r)} | "
+            f"{pct(r['dense_acc'])} | "
             f"{'met' if r['goal_met'] else 'missed'} | "
             f"{'-' if r['equal_epochs_met'] is None else 'yes' if r['equal_epochs_met'] else 'no'} |"
         )
