@@ -171,16 +171,12 @@ def slim_model(
         zero_invariant=settings.zero_invariant, **settings.params,
     )  # fmt: skip
     controller = None
-    extra: dict[str, Any] = {}
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
         from edgeslim.sparsity.budget import controller_for_slim
 
-        # the controller's base lambda is the user's --lambda (None: 0), kept in the checkpoint:
-        # a resumed run's settings carry the *resolved* lambda in settings.lam
-        saved = (resume or {}).get("extra") or {}
-        extra["budget_base_lambda"] = saved.get("budget_base_lambda", settings.lam)
+        # on --resume the controller's state_dict restores its own base lambda
         controller = controller_for_slim(
-            model, slimmer, settings.budget, bundle, config, example, base_lambda=extra["budget_base_lambda"],
+            model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
             round_to=settings.round_to,
         )  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
@@ -192,7 +188,7 @@ def slim_model(
     train_cfg = config.replace(method="baseline", method_args={}, stage="slim")
     res = fit(
         model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
-        progress=progress, resume=resume, meta=run_meta, write_report=False, extra_state=extra or None,
+        progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
     fin = slimmer.finalize(model)
     model.eval()

@@ -407,8 +407,9 @@ class BudgetController(TrainHook):
         return removed
 
     def state_dict(self) -> dict[str, Any]:
+        # base_lambda too: a resumed run's settings carry the resolved lambda, not the user's --lambda
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
-                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive")  # fmt: skip
+                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive", "base_lambda")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
