@@ -60,12 +60,6 @@ def _median_ms(values: list[float]) -> float:
     return float(statistics.median(values)) * 1e3
 
 
-def _loop_done(n: int, elapsed: float, cfg: TimingConfig) -> bool:
-    return (
-        (n >= cfg.min_iters and elapsed >= cfg.min_time_s) or n >= cfg.max_iters or elapsed >= cfg.max_time_s
-    )
-
-
 def _finish(layers_ms: dict[str, float], total_ms: float, **extra: Any) -> dict[str, Any]:
     if not layers_ms:
         raise EdgeslimError("the model has no conv or linear layers; a latency table times those")
@@ -130,7 +124,7 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
         warmup(forward, cfg)
         t_start = time.perf_counter()
         try:
-            while not _loop_done(len(plain_totals), time.perf_counter() - t_start, cfg):
+            while not cfg.done(len(plain_totals), time.perf_counter() - t_start):
                 for n, m in convs:
                     handles.append(m.register_forward_pre_hook(pre(n)))
                     handles.append(m.register_forward_hook(post(n)))
@@ -269,7 +263,7 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
 
 
 def attribute_rows(
-    graph, rows: list[tuple[str, float, list]], what: str, hint: str
+    idx: OnnxGraphIndex, names: dict[str, str], rows: list[tuple[str, float, list]], what: str, hint: str
 ) -> tuple[dict[str, float], dict[str, str], set[str]]:
     """Attribute profiled rows ``(name, time, [origin ONNX nodes])`` to conv/linear modules.
 
@@ -280,8 +274,8 @@ def attribute_rows(
     several kernels); a tie further away is refused. A row taken by several convs (TensorRT
     fused them into one layer) is split equally between them. Returns ``({module: time},
     {module: row name(s)}, {rows taken})``; rows not taken are the caller's ``fixed``.
+    ``idx, names`` come from :func:`onnx_conv_modules`.
     """
-    idx, names = onnx_conv_modules(graph)
     best: dict[str, list[tuple[int, int]]] = {}
     for i, (_, _, origins) in enumerate(rows):
         dist: dict[str, int] = {}
@@ -323,14 +317,14 @@ def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], di
     Raises :class:`EdgeslimError` when a conv/linear node has no module name, no profiled kernel,
     or two equally close ones (see :func:`attribute_rows`).
     """
-    idx = OnnxGraphIndex(graph)
+    idx, names = onnx_conv_modules(graph)
     rows = [
         (r["name"], r["median_us"], [idx.origin(r["name"])])
         for r in node_times
         if r.get("op") in ORT_WEIGHT_KERNELS
     ]
     layers, source, _ = attribute_rows(
-        graph, rows, "ONNX Runtime kernel", "try --graph-opt basic or extended"
+        idx, names, rows, "ONNX Runtime kernel", "try --graph-opt basic or extended"
     )
     return layers, source
 
@@ -358,7 +352,7 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
     that walks back to a conv never takes its time), then :func:`attribute_rows`. Returns ``({module: ms},
     {module: TensorRT layer}, {layers taken})``.
     """
-    idx = OnnxGraphIndex(graph)
+    idx, names = onnx_conv_modules(graph)
     rows = []
     for r in layers:
         origins = [o for o in (idx.origin(p) for p in trt_layer_parts(r["name"])) if o is not None]
@@ -371,7 +365,7 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
         if foreign
         else "export the ONNX with edgeslim export and build the engine from that file"
     )
-    return attribute_rows(graph, rows, "TensorRT layer", hint)
+    return attribute_rows(idx, names, rows, "TensorRT layer", hint)
 
 
 def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:

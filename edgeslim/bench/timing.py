@@ -22,6 +22,14 @@ class TimingConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def done(self, n: int, elapsed_s: float) -> bool:
+        """Whether a measuring loop of ``n`` samples over ``elapsed_s`` seconds may stop."""
+        return (
+            (n >= self.min_iters and elapsed_s >= self.min_time_s)
+            or n >= self.max_iters
+            or elapsed_s >= self.max_time_s
+        )
+
 
 def warmup(fn: Callable[[], object], cfg: TimingConfig) -> int:
     t0 = time.perf_counter()
@@ -45,10 +53,5 @@ def host_loop(fn: Callable[[], object], cfg: TimingConfig) -> list[float]:
         fn()
         t1 = clock()
         samples.append((t1 - t0) * 1e-9)
-        n, elapsed = len(samples), (t1 - start) * 1e-9
-        if (
-            (n >= cfg.min_iters and elapsed >= cfg.min_time_s)
-            or n >= cfg.max_iters
-            or elapsed >= cfg.max_time_s
-        ):
+        if cfg.done(len(samples), (t1 - start) * 1e-9):
             return samples
