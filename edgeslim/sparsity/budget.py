@@ -305,9 +305,9 @@ class BudgetController(TrainHook):
             self.clock = min(max(self.clock + rate, deadline), 1.0)
         self.budget = self.budget_at(self.clock)
         xi = self.magnitude()
-        alive = int((xi != 0).sum())
-        if alive != self._alive:
-            self._alive, self.last_change = alive, self.step_count
+        n_alive = int((xi != 0).sum())
+        if n_alive != self._alive:
+            self._alive, self.last_change = n_alive, self.step_count
         self.R = self.resource.of_xi(xi)
         self.violation = (self.R - self.budget) / self.resource.dense
         self.mu = min(max(0.0, self.mu + ETA * self.violation * every / self.total_steps), MU_MAX)
