@@ -10,6 +10,7 @@ import json
 import click
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.parsing import parse_input_shape
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
@@ -181,6 +182,12 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 )
 @click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
 @click.option("--device", help="torch device (cpu, cuda).")
+@click.option(
+    "--input-shape", help="torch backend: C,H,W for a model file that records none (TorchScript, pickle)."
+)
+@click.option(
+    "--trust-pickle", is_flag=True, help="torch backend: allow model files that can run code when loaded."
+)
 @click.option("--trtexec", "trtexec_path", help="Path to trtexec (default: PATH or /usr/src/tensorrt/bin).")
 @click.option(
     "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."
@@ -213,7 +220,7 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
-          providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, layer_times,
+          providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
           layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead."""
@@ -264,6 +271,10 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         options["cuda_graph"] = True
     if device:
         options["device"] = device
+    if input_shape:
+        options["input_shape"] = list(parse_input_shape(input_shape))
+    if trust_pickle:
+        options["trust_pickle"] = True
     if trtexec_path:
         options["trtexec"] = trtexec_path
     if onnx_path:
