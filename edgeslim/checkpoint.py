@@ -64,10 +64,30 @@ def make_checkpoint(
     }
 
 
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write ``checkpoint`` atomically (temp file, fsync, rename)."""
+def first_nonfinite(state_dict: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor in ``state_dict`` holding NaN or inf, else None."""
     import torch
 
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` atomically (temp file, fsync, rename).
+
+    Refuses weights that hold NaN or inf: a diverged model is never saved as a result, and the
+    file already at ``path`` (the last good checkpoint) is left as it was.
+    """
+    import torch
+
+    bad = first_nonfinite(checkpoint.get("state_dict") or {})
+    if bad is not None:
+        raise EdgeslimError(
+            f"weights {bad!r} hold NaN or inf (training diverged: lower the learning rate or weight "
+            f"decay, or add warm-up); {path} was not written"
+        )
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     return Path(path)

@@ -118,7 +118,7 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
 @pytest.mark.parametrize(
     "extra,msg",
     [
-        (["--penalty", "lp", "--p", "1.5"], "0 < p < 1"),
+        (["--penalty", "lp", "--p", "1.5"], "'--p': '1.5' is out of range: it must be > 0 and < 1"),
         (["--penalty", "scad", "--a", "0.5"], "a > 1"),
         (["--lambda", "0.1", "--shrink", "1"], "not both"),
         (["--penalty", "l1", "--g", "2"], "no parameter 'g'"),

@@ -5,24 +5,15 @@ Runs on a device without PyTorch: top-level imports are click and edgeslim.error
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
 
+from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, SHAPE, IntList, Number
 from edgeslim.errors import EdgeslimError
-from edgeslim.utils.parsing import parse_input_shape
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise EdgeslimError(f"--batch takes comma-separated integers like 1,32; got {text!r}") from exc
-    if not out or any(b < 1 for b in out):
-        raise EdgeslimError(f"--batch needs positive integers like 1,32; got {text!r}")
-    return out
 
 
 def _print_record(record: dict, as_json: bool) -> None:
@@ -161,15 +152,29 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     help="Runtime (default: the profile's, else from the file type).",
 )
 @click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,32.")
-@click.option("--trials", default=3, show_default=True, help="Fresh processes per model (alternating order).")
-@click.option("--warmup", default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations).")
-@click.option("--min-iters", default=200, show_default=True)
 @click.option(
-    "--min-time", default=2.0, show_default=True, help="Seconds measured at least, per batch and trial."
+    "--batch", "batch_text", type=IntList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
 )
-@click.option("--max-time", default=60.0, show_default=True)
-@click.option("--threads", type=int, help="Intra-op threads (default: the profile's).")
+@click.option(
+    "--trials",
+    type=COUNT,
+    default=3,
+    show_default=True,
+    help="Fresh processes per model (alternating order).",
+)
+@click.option(
+    "--warmup", type=NONNEG, default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations)."
+)
+@click.option("--min-iters", type=COUNT, default=200, show_default=True, help="Iterations measured at least.")
+@click.option(
+    "--min-time",
+    type=NONNEG,
+    default=2.0,
+    show_default=True,
+    help="Seconds measured at least, per batch and trial.",
+)
+@click.option("--max-time", type=POSITIVE, default=60.0, show_default=True, help="Seconds measured at most.")
+@click.option("--threads", type=COUNT, help="Intra-op threads (default: the profile's).")
 @click.option("--providers", help="ORT providers, comma-separated: cpu,cuda,tensorrt,xnnpack or full names.")
 @click.option(
     "--graph-opt",
@@ -181,9 +186,11 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="trtexec build precision (TRT < 11)."
 )
 @click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
-@click.option("--device", help="torch device (cpu, cuda).")
+@click.option("--device", type=DEVICE, help="torch device (cpu, cuda, cuda:N).")
 @click.option(
-    "--input-shape", help="torch backend: C,H,W for a model file that records none (TorchScript, pickle)."
+    "--input-shape",
+    type=SHAPE,
+    help="torch backend: C,H,W for a model file that records none (TorchScript, pickle).",
 )
 @click.option(
     "--trust-pickle", is_flag=True, help="torch backend: allow model files that can run code when loaded."
@@ -192,7 +199,7 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 @click.option(
     "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."
 )
-@click.option("--interval-ms", default=100, show_default=True, help="tegrastats interval.")
+@click.option("--interval-ms", type=COUNT, default=100, show_default=True, help="tegrastats interval.")
 @click.option("--layer-times", is_flag=True, help="onnxruntime: per-layer kernel times from ORT's profiler.")
 @click.option(
     "--layer-table",
@@ -206,7 +213,13 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     type=click.Path(dir_okay=False),
     help="With --layer-table on an engine: the ONNX it was built from (names its layers).",
 )
-@click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
+@click.option(
+    "--nice",
+    type=Number(int, min=0, max=19),
+    default=0,
+    show_default=True,
+    help="Run the measurement processes under nice -n N.",
+)
 @click.option(
     "--predict", is_flag=True, help="Only PREDICT latency from MACs/bytes with --profile (no measurement)."
 )
@@ -224,7 +237,7 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
           layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead."""
-    batches = _batches(batch_text)
+    batches = list(batch_text)
     profile = None
     if profile_name:
         from edgeslim.bench.profiles import load_profile
@@ -237,19 +250,36 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
             raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
         _predict_only(model, baseline, profile, batches, calibrate, as_json)
         return
-    from edgeslim.bench.backends import ALIASES, default_backend_for
-    from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.report import add_predictions, write_outputs
-    from edgeslim.bench.timing import TimingConfig
-    from edgeslim.utils.console import err, progress
-    from edgeslim.utils.io import check_output_dir
+    from edgeslim.utils.io import check_output_dir, run_dir_lock
 
     if layer_table_path:
         _check_layer_table_args(batches, baseline, out_dir, predict, onnx_path)
     elif onnx_path:
         raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
-    if out_dir:  # refuse early, before minutes of measuring
-        check_output_dir(out_dir, force=force, marker="run.json")
+    with contextlib.ExitStack() as lock:
+        if out_dir:  # refuse early, before minutes of measuring; hold the directory until written
+            check_output_dir(out_dir, force=True)
+            lock.enter_context(run_dir_lock(out_dir))
+            check_output_dir(out_dir, force=force, marker="run.json")
+        _measure_and_write(
+            model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time, threads,
+            providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path,
+            tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice, out_dir, force, as_json,
+            plots,
+        )  # fmt: skip
+
+
+def _measure_and_write(model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time,
+                       threads, providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle,
+                       trtexec_path, tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice,
+                       out_dir, force, as_json, plots) -> None:  # fmt: skip
+    """Pick the backend, measure (or write a layer table), print and write the results."""
+    from edgeslim.bench.backends import ALIASES, default_backend_for
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import add_predictions, write_outputs
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.utils.console import err, progress
+
     name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
     if backend is None and profile is not None:
         name = profile.preferred.backend
@@ -272,7 +302,7 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
     if device:
         options["device"] = device
     if input_shape:
-        options["input_shape"] = list(parse_input_shape(input_shape))
+        options["input_shape"] = list(input_shape)
     if trust_pickle:
         options["trust_pickle"] = True
     if trtexec_path:

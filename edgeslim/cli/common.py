@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from edgeslim.cli.params import COUNT, NONNEG, POSITIVE, SEED
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.parsing import parse_input_shape
 
@@ -60,6 +61,18 @@ def load_model_or_arch(
     return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
 
 
+def check_finite_weights(loaded: LoadedModel) -> None:
+    """Refuse a model whose weights hold NaN or inf (its outputs, and any check of them, are meaningless)."""
+    from edgeslim.checkpoint import first_nonfinite
+
+    bad = first_nonfinite(loaded.model.state_dict())
+    if bad is not None:
+        raise EdgeslimError(
+            f"{loaded.path or 'the model'} has NaN or inf weights ({bad}); it diverged in training: "
+            "retrain it (lower --lr) or use an earlier checkpoint"
+        )
+
+
 def model_input_shape(
     loaded: LoadedModel,
     input_shape: str | Sequence[int] | None = None,
@@ -107,19 +120,19 @@ data_options = options(
     click.option(
         "--data-dir", type=click.Path(path_type=Path), help="Where the data set lies (a directory or a .zip)."
     ),
-    click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic)."),
-    click.option("--test-subset", type=int, help="Evaluate on N test images only."),
+    click.option("--subset", type=COUNT, help="Train on N images only (class-balanced, deterministic)."),
+    click.option("--test-subset", type=COUNT, help="Evaluate on N test images only."),
 )
 
 #: training hyper-parameters shared by ``train`` and ``slim`` (``None`` = TrainConfig's default)
 train_options = options(
-    click.option("--epochs", type=int, help="Training epochs [10]."),
-    click.option("--batch-size", type=int, help="Batch size per process [128]."),
-    click.option("--lr", type=float, help="Peak learning rate [0.1]."),
-    click.option("--weight-decay", type=float, help="Weight decay [5e-4]."),
+    click.option("--epochs", type=COUNT, help="Training epochs [10]."),
+    click.option("--batch-size", type=COUNT, help="Batch size per process [128]."),
+    click.option("--lr", type=POSITIVE, help="Peak learning rate [0.1]."),
+    click.option("--weight-decay", type=NONNEG, help="Weight decay [5e-4]."),
     click.option(
         "--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine]."
     ),
-    click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs [0]."),
-    click.option("--seed", type=int, help="Random seed [0]."),
+    click.option("--warmup-epochs", type=NONNEG, help="Linear warm-up length in epochs [0]."),
+    click.option("--seed", type=SEED, help="Random seed [0]."),
 )

@@ -7,28 +7,36 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.params import COUNT, SHAPE, Number
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="ONNX output [MODEL.onnx].")
 @click.option(
-    "--opset", type=int, default=17, show_default=True, help="ONNX opset (17: TensorRT 8.5+ and ORT)."
+    "--opset",
+    type=Number(int, min=11, max=23),
+    default=17,
+    show_default=True,
+    help="ONNX opset (17: TensorRT 8.5+ and ORT).",
 )
 @click.option(
     "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (TensorRT optimization profile)."
 )
-@click.option("--input-shape", help="C,H,W of one input (taken from the checkpoint when it has a spec).")
 @click.option(
-    "--batch", type=int, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
+    "--input-shape", type=SHAPE, help="C,H,W of one input (taken from the checkpoint when it has a spec)."
 )
 @click.option(
-    "--max-batch", type=int, default=32, show_default=True, help="Max batch of the dynamic profile."
+    "--batch", type=COUNT, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
+)
+@click.option(
+    "--max-batch", type=COUNT, default=32, show_default=True, help="Max batch of the dynamic profile."
 )
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim/onnxsim simplification.")
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto",
               show_default=True, help="torch.onnx exporter (auto: TorchScript, dynamo as fallback).")  # fmt: skip
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check (not advised).")
-@click.option("--n-validate", type=int, default=64, show_default=True, help="Images for the ORT check.")
+@click.option("--n-validate", type=COUNT, default=64, show_default=True, help="Images for the ORT check.")
 @click.option("--data", "data_name", help="Data set for validation/calibration [checkpoint's meta].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--compare-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
@@ -47,7 +55,7 @@ import click
 @click.option(
     "--trt-version", default=None, help="TensorRT version for the trtexec script [installed, else 10]."
 )
-@click.option("--calib-images", type=int, default=512, show_default=True, help="INT8 calibration images.")
+@click.option("--calib-images", type=COUNT, default=512, show_default=True, help="INT8 calibration images.")
 @click.option(
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )
@@ -59,13 +67,14 @@ def export(**kw: Any) -> None:
     ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt)."""
     import json
 
-    from edgeslim.cli.common import load_model_or_arch
+    from edgeslim.cli.common import check_finite_weights, load_model_or_arch
     from edgeslim.export.pipeline import ExportRequest, run_export
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(**{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle")})
     loaded = load_model_or_arch(kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"])
+    check_finite_weights(loaded)
     res = run_export(
         loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
 
 
@@ -44,9 +45,11 @@ def gather(target: str, data: str | None = None, input_shape: str | None = None,
 @click.option(
     "--data", "data_name", help="Data set whose input shape and classes to use (e.g. fashion-mnist)."
 )
-@click.option("--input-shape", help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32).")
 @click.option(
-    "--num-classes", type=int, help="Classes of an architecture built by name [from --data, else 10]."
+    "--input-shape", type=SHAPE, help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32)."
+)
+@click.option(
+    "--num-classes", type=COUNT, help="Classes of an architecture built by name [from --data, else 10]."
 )
 @click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON on stdout.")

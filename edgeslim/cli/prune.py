@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -46,12 +47,12 @@ def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ..
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Slim checkpoint to write."
 )
-@click.option("--round-to", type=int, default=1, show_default=True,
+@click.option("--round-to", type=COUNT, default=1, show_default=True,
               help="Keep channel counts multiples of N (8: FP16 tensor cores; 4 or 8 on ARM).")  # fmt: skip
 @click.option("--data", help="Data set whose test images measure the deviation (e.g. fashion-mnist).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
-@click.option("--calib", type=int, default=256, show_default=True, help="Images for folding and the check.")
-@click.option("--input-shape", help="C,H,W of one input [from the checkpoint's spec].")
+@click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
+@click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG of channels per layer.")
 @click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
 @click.option("--force", is_flag=True, help="Overwrite the output file(s).")
@@ -64,16 +65,15 @@ def prune(**kw: Any) -> None:
     import torch
 
     from edgeslim.checkpoint import save_model
-    from edgeslim.cli.common import model_input_shape
+    from edgeslim.cli.common import check_finite_weights, model_input_shape
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import check_output_path, to_jsonable
 
-    if kw["round_to"] < 1:
-        raise EdgeslimError(f"--round-to must be >= 1, got {kw['round_to']}")
     output = check_output_path(kw["output"], kw["force"])
     plot = check_output_path(kw["plot"], kw["force"]) if kw["plot"] else None
     loaded = _load_traceable(kw["model"], kw["trust_pickle"], kw["input_shape"])
+    check_finite_weights(loaded)
     if loaded.spec is None:
         raise EdgeslimError(
             f"{kw['model']} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
@@ -125,7 +125,7 @@ def prune(**kw: Any) -> None:
 
 @click.command(context_settings=_CTX)
 @click.argument("model")
-@click.option("--input-shape", help="C,H,W of one input [from the checkpoint's spec].")
+@click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
 @click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON on stdout.")
 def graph(model: str, input_shape: str | None, trust_pickle: bool, as_json: bool) -> None:

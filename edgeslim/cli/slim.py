@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import data_options, train_options
+from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
 from edgeslim.errors import EdgeslimError
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
@@ -25,28 +26,6 @@ CONFIG_KEYS = {
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
 
-def _load_config(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    import yaml
-
-    if not path.is_file():
-        raise EdgeslimError(f"config file {path} does not exist; check --config")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EdgeslimError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise EdgeslimError(f"config file {path} must be a mapping of option: value")
-    out = {}
-    for k, v in data.items():
-        key = str(k).replace("-", "_")
-        if key not in CONFIG_KEYS:
-            raise EdgeslimError(f"unknown key {k!r} in {path}; known: {', '.join(sorted(CONFIG_KEYS))}")
-        out[CONFIG_KEYS[key]] = v
-    return out
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model_or_arch")
 @data_options
@@ -54,24 +33,26 @@ def _load_config(path: Path | None) -> dict[str, Any]:
 @click.option(
     "--lambda",
     "lam",
-    type=float,
+    type=NONNEG,
     help="Penalty strength lambda [derived from --shrink; see docs/slimming.md].",
 )
 @click.option(
-    "--shrink", type=float, help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0]."
+    "--shrink",
+    type=POSITIVE,
+    help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0].",
 )
-@click.option("--beta", type=float, help="Coupling beta between gamma and xi [100].")
+@click.option("--beta", type=POSITIVE, help="Coupling beta between gamma and xi [100].")
 @click.option("--penalty", type=click.Choice(PENALTY_CHOICES), help="Penalty [l1].")
-@click.option("--p", "p", type=float, help="lp: exponent p in (0, 1) [0.5].")
-@click.option("--a", "a", type=float, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
-@click.option("--g", "g", type=float, help="mcp: g > tau [3].")
-@click.option("--l", "l", type=float, help="scad: l > 0 [1].")
+@click.option("--p", "p", type=FRACTION_OPEN, help="lp: exponent p in (0, 1) [0.5].")
+@click.option("--a", "a", type=POSITIVE, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
+@click.option("--g", "g", type=POSITIVE, help="mcp: g > tau [3].")
+@click.option("--l", "l", type=POSITIVE, help="scad: l > 0 [1].")
 @click.option(
     "--zero-invariant/--no-zero-invariant",
     default=None,
     help="Penalise each channel's BN scale and shift together, so removal leaves no constant [off].",
 )
-@click.option("--round-to", type=int, help="Keep channel counts multiples of N (GPU-friendly) [1].")
+@click.option("--round-to", type=COUNT, help="Keep channel counts multiples of N (GPU-friendly) [1].")
 @click.option(
     "--target-macs", help="Budget: fraction of the dense MACs (0.5, 50%) or a count (120M); sets lambda."
 )
@@ -92,24 +73,27 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision of the latency prediction."
 )
 @click.option(
-    "--taper-end", type=float, help="Fraction of training by which the budget reaches the target [0.6]."
+    "--taper-end",
+    type=Number(float, gt=0, max=1),
+    help="Fraction of training by which the budget reaches the target [0.6].",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--force", is_flag=True, help="Overwrite the outputs of an earlier run in --out.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last epoch.")
 @click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled model (runs its code).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def slim(model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
+@click.pass_context
+def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
          trust_pickle: bool, as_json: bool, **opts: Any) -> None:  # fmt: skip
     """Train MODEL_OR_ARCH (a zoo name or a model file) with proximal network slimming, set
     the BN scales to their exactly sparse copy, cut the zero channels out and report
     accuracy, channels, parameters and MACs before and after."""
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
-    from edgeslim.utils.io import check_output_dir
+    from edgeslim.utils.io import check_output_dir, run_dir_lock
 
-    cfg = _load_config(config_path)
+    cfg = load_config(ctx, config_path, CONFIG_KEYS)
     opts = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
     if not opts.get("data_name"):
         raise EdgeslimError(
@@ -124,16 +108,24 @@ def slim(model_or_arch: str, config_path: Path | None, out_dir: Path, force: boo
     from edgeslim.penalties import check_params
 
     check_params(str(opts.get("penalty") or "l1"), **{k: opts.get(k) for k in ("p", "a", "g", "l")})
-    if resume:
-        if not (out_dir / TRAIN_DIR / "model.pt").is_file():
-            raise EdgeslimError(
-                f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
-            )
-    else:
-        check_output_dir(out_dir, force, marker=REPORT_FILE)
-        if (out_dir / SLIM_FILE).exists() and not force:
-            raise EdgeslimError(f"{out_dir / SLIM_FILE} already exists; pass --force to overwrite it")
-    report = _run(model_or_arch, opts, out_dir, resume, trust_pickle)
+    check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
+    with run_dir_lock(out_dir):
+        if resume:
+            if not (out_dir / TRAIN_DIR / "model.pt").is_file():
+                raise EdgeslimError(
+                    f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
+                )
+        elif not force:
+            check_output_dir(out_dir, force, marker=REPORT_FILE)
+            if (out_dir / SLIM_FILE).exists():
+                raise EdgeslimError(f"{out_dir / SLIM_FILE} already exists; pass --force to overwrite it")
+            train_dir = out_dir / TRAIN_DIR
+            if train_dir.is_dir() and any(train_dir.iterdir()):
+                raise EdgeslimError(
+                    f"{out_dir} holds an interrupted run ({TRAIN_DIR}/); continue it with --resume, "
+                    "or pass --force to start over"
+                )
+        report = _run(model_or_arch, opts, out_dir, resume, trust_pickle)
     _print(report, as_json)
 
 
@@ -153,11 +145,8 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
-    settings = SlimSettings(
-        lam=opts.get("lam"), shrink=opts.get("shrink"), beta=float(opts.get("beta") or 100.0),
-        penalty=str(opts.get("penalty") or "l1"), params=params, round_to=int(opts.get("round_to") or 1),
-        budget=opts.get("budget"), zero_invariant=bool(opts.get("zero_invariant") or False),
-    )  # fmt: skip
+    given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant")
+    settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if resume:
         loaded = load_model(out_dir / TRAIN_DIR / "model.pt")

@@ -301,7 +301,7 @@ def fit(
                 )
                 raise NonFiniteLossError(
                     f"training diverged: the loss is {float(loss.detach()):g} at epoch {epoch + 1}, step {i + 1} "
-                    f"(lr {lr:g}); lower --lr or add --warmup-epochs; {last}"
+                    f"(lr {lr:g}); lower the learning rate or add warm-up epochs; {last}"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -327,6 +327,14 @@ def fit(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank,
             world_size=info.world_size, amp=use_amp, channels_last=channels_last,
         )  # fmt: skip
+        if not (math.isfinite(ev["loss"]) and math.isfinite(tr_loss)):
+            raise NonFiniteLossError(
+                f"training diverged: the {'test' if math.isfinite(tr_loss) else 'training'} loss is not "
+                f"finite after epoch {epoch + 1} (lr {schedule.lr_at(max(schedule.step_count - 1, 0)):g}); "
+                "lower the learning rate or weight decay, or add warm-up; "
+                + (f"the last good checkpoint {ckpt_path} was kept" if ckpt_path is not None and ckpt_path.exists()
+                   else "no checkpoint of this run was written")
+            )  # fmt: skip
         record: dict[str, Any] = {
             "stage": config.stage,
             "epoch": epoch + 1,

@@ -75,7 +75,11 @@ def _fmt(v: Any) -> str:
 
 
 def error_line(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print ``message`` as one red line on stderr (markup escaped, line breaks folded)."""
+    from rich.markup import escape
+
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
 
 def human(n: float, unit: str = "") -> str:
