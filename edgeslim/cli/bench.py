@@ -412,8 +412,10 @@ def report(run_json, out_dir, force, profile_name, as_json, plots) -> None:
     """Re-render a benchmark result (terminal table, Markdown, PNG plots)."""
     from edgeslim.bench.report import add_predictions, check_record, write_outputs
     from edgeslim.utils.console import err
-    from edgeslim.utils.io import read_json
+    from edgeslim.utils.io import check_output_dir, read_json
 
+    if out_dir:  # refuse before printing anything
+        check_output_dir(out_dir, force=force, marker="run.json")
     record = check_record(read_json(run_json))
     if profile_name:
         from edgeslim.bench.profiles import load_profile

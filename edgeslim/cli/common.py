@@ -112,7 +112,7 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-#: --data, --data-dir, --subset, --test-subset (``None`` when not given)
+#: --data, --data-dir, --subset, --test-subset, --cache-dir (``None`` when not given)
 data_options = options(
     click.option(
         "--data", "data_name", help="Data set: fashion-mnist, cifar10, cifar100, svhn, digits, imagefolder."
@@ -122,6 +122,9 @@ data_options = options(
     ),
     click.option("--subset", type=COUNT, help="Train on N images only (class-balanced, deterministic)."),
     click.option("--test-subset", type=COUNT, help="Evaluate on N test images only."),
+    click.option(
+        "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
+    ),
 )
 
 #: training hyper-parameters shared by ``train`` and ``slim`` (``None`` = TrainConfig's default)
@@ -135,4 +138,9 @@ train_options = options(
     ),
     click.option("--warmup-epochs", type=NONNEG, help="Linear warm-up length in epochs [0]."),
     click.option("--seed", type=SEED, help="Random seed [0]."),
+    click.option(
+        "--threads",
+        type=COUNT,
+        help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
+    ),
 )

@@ -20,7 +20,7 @@ CONFIG_KEYS = {
     "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
     "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
     "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
-    "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
+    "threads": "threads", "cache_dir": "cache_dir", "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
 }  # fmt: skip
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
@@ -139,9 +139,11 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
     from edgeslim.train.config import TrainConfig
     from edgeslim.utils.console import err, progress
 
+    if opts.get("threads"):
+        torch.set_num_threads(opts["threads"])
     bundle = load_dataset(
         opts["data_name"], opts.get("data_dir"), subset=opts.get("subset"), test_subset=opts.get("test_subset"),
-        seed=int(opts.get("seed") or 0),
+        seed=int(opts.get("seed") or 0), cache_dir=opts.get("cache_dir"),
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import data_options, train_options
-from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
+from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 from edgeslim.errors import EdgeslimError
 
 # Hyper-parameter options whose defaults come from TrainConfig (None = "not given").
@@ -26,9 +26,6 @@ _HPARAMS = (
     help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18 (see `edgeslim info --list-models`).",
 )
 @data_options
-@click.option(
-    "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
-)
 @train_options
 @click.option("--momentum", type=Number(float, min=0, lt=1), help="SGD momentum [0.9].")
 @click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum [on].")
@@ -62,11 +59,6 @@ _HPARAMS = (
     "--init", "init_path", type=click.Path(path_type=Path), help="Start from the weights of this model file."
 )
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--threads",
-    type=COUNT,
-    help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
-)
 @click.option(
     "--out",
     "out_dir",

@@ -115,7 +115,11 @@ def read_json(path: str | os.PathLike) -> Any:
     if not p.is_file():
         raise EdgeslimError(f"{p} does not exist; give the path of a JSON file written by edgeslim")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EdgeslimError(
+            f"{p} is not text (not UTF-8 JSON); give a JSON file written by edgeslim"
+        ) from None
     except json.JSONDecodeError as exc:
         raise EdgeslimError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno}); re-create it") from exc
 
