@@ -1,0 +1,146 @@
+"""Issue #13, library side: bounded image/zip reads, one-class folders, bench/export request checks,
+trtexec script quoting, stale temporary files, file sniffing."""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from edgeslim.errors import EdgeslimError
+
+
+# ---------------------------------------------------------------------------- images and zips
+def _png(width: int, height: int, rows: bool = True) -> bytes:
+    """A greyscale PNG of ``width`` x ``height`` zeros, compressed as it streams (never held whole);
+    with ``rows=False`` only the header (IHDR) is real and the pixel data is empty."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = b""
+    if rows:
+        z = zlib.compressobj(1)
+        block = bytes(width + 1) * max(1, (1 << 20) // (width + 1))  # filter byte 0 + zero pixels
+        per = len(block) // (width + 1)
+        parts = [z.compress(block) for _ in range(height // per)]
+        parts.append(z.compress(bytes(width + 1) * (height % per)))
+        idat = b"".join(parts) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _small_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tree(root: Path, first: bytes | None = None) -> Path:
+    """train/a, train/b, test/a with small real PNGs; ``first`` replaces train/a/0.png."""
+    for rel in ("train/a/0.png", "train/a/1.png", "train/b/0.png", "test/a/0.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_small_png())
+    if first is not None:
+        (root / "train/a/0.png").write_bytes(first)
+    return root
+
+
+_LOAD = textwrap.dedent(
+    """
+    import resource, sys
+    from edgeslim.data import load_dataset
+    from edgeslim.errors import EdgeslimError
+    import PIL.Image, PIL.PngImagePlugin  # imported before the baseline
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        load_dataset("imagefolder", data_dir=sys.argv[1], cache_dir=sys.argv[2])
+        msg = "loaded"
+    except EdgeslimError as exc:
+        msg = "EdgeslimError: " + str(exc)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(f"{grown // 1024}\\n{msg}")
+    """
+)
+
+
+def _load_in_subprocess(data: Path, tmp: Path) -> tuple[int, str]:
+    """(peak RSS growth in MB, outcome) of loading ``data`` in a fresh process."""
+    r = subprocess.run([sys.executable, "-c", _LOAD, str(data), str(tmp / "cache")], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grown, msg = r.stdout.strip().split("\n", 1)
+    return int(grown), msg
+
+
+def test_zip_member_declaring_a_huge_size_is_refused_before_reading(tmp_path: Path) -> None:
+    """128 MiB of zeros deflate to ~130 KB: the member is refused by its declared size, unread."""
+    z = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in ("train/a/0.png", "train/b/0.png", "test/a/0.png"):
+            zf.writestr(rel, _small_png())
+        with zf.open("train/a/1.png", "w", force_zip64=True) as f:
+            for _ in range(128):
+                f.write(bytes(1 << 20))
+    assert z.stat().st_size < 2 << 20
+    grown, msg = _load_in_subprocess(z, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/a/1.png declares 128 MiB, over the 64 MiB limit"), msg
+    assert "\n" not in msg and grown < 48, (grown, msg)
+
+
+def test_oversized_image_file_is_refused_before_reading(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "tree")
+    with open(root / "train/b/1.png", "wb") as f:  # sparse: 65 MiB of zeros costing no disk
+        f.truncate(65 << 20)
+    grown, msg = _load_in_subprocess(root, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/b/1.png is 65 MiB, over the 64 MiB limit"), msg
+    assert grown < 48, (grown, msg)
+
+
+def test_image_with_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A real 10000x10000 PNG (100 Mpixel, ~100 KB): refused from its header, nothing decoded."""
+    root = _tree(tmp_path / "tree", first=_png(10000, 10000))
+    grown, msg = _load_in_subprocess(root, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/a/0.png is too large to decode (10000x10000"), msg
+    assert "MAX_IMAGE_PIXELS" in msg and grown < 48, (grown, msg)
+
+
+def test_decompression_bomb_over_pils_own_limit_is_one_error(tmp_path: Path) -> None:
+    """Over 2x PIL's limit PIL raises DecompressionBombError in open(): one EdgeslimError instead,
+    also when it is not the first image (decode, not probe)."""
+    from edgeslim.data import load_dataset
+
+    root = _tree(tmp_path / "tree")
+    (root / "train/b/0.png").write_bytes(_png(20000, 20000, rows=False))
+    with pytest.raises(
+        EdgeslimError, match=r"image train/b/0.png is too large to decode .*limit is 50 Mpixel"
+    ):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+
+
+def test_one_class_image_folder_is_refused(tmp_path: Path) -> None:
+    from edgeslim.data import load_dataset
+
+    root = _tree(tmp_path / "tree")
+    for f in (root / "train/b").iterdir():
+        f.unlink()
+    (root / "train/b").rmdir()
+    with pytest.raises(
+        EdgeslimError, match=r"1 class folder\(s\) in train/ \(only 'a'\); a classifier needs at least 2"
+    ):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    z = tmp_path / "one.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(root.rglob("*.png")):
+            zf.write(f, f.relative_to(root).as_posix())
+    with pytest.raises(EdgeslimError, match="a classifier needs at least 2"):
+        load_dataset("imagefolder", data_dir=z, cache_dir=tmp_path / "c")
