@@ -4,6 +4,7 @@ trtexec script quoting, stale temporary files, file sniffing."""
 from __future__ import annotations
 
 import io
+import json
 import struct
 import subprocess
 import sys
@@ -144,3 +145,34 @@ def test_one_class_image_folder_is_refused(tmp_path: Path) -> None:
             zf.write(f, f.relative_to(root).as_posix())
     with pytest.raises(EdgeslimError, match="a classifier needs at least 2"):
         load_dataset("imagefolder", data_dir=z, cache_dir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------------------- trtexec script
+@pytest.mark.parametrize("version", ["10", "11"])
+def test_trtexec_script_passes_hostile_file_names_verbatim(tmp_path: Path, version: str) -> None:
+    """A file name with a space, ``$``, both quotes, a backslash and a newline (whose second line is a
+    command) reaches trtexec as exactly the intended argument, and nothing else runs."""
+    from edgeslim.export.trtexec import trtexec_plan
+
+    d = tmp_path / "out $HOME 'dir\""
+    d.mkdir()
+    name = "m $(touch pwned) `x` 'q\" \\\ntouch pwned #"
+    plan = trtexec_plan(d / f"{name}.onnx", d / f"{name}.fp32.engine", input_name="in put", input_shape=(3, 8, 8),
+                        precision="fp32", trt_version=version, dynamic_batch=True, batch=2, max_batch=4,
+                        timing_cache=d / f"{name}.cache", script_dir=d)  # fmt: skip
+    assert plan.onnx == f"{name}.onnx" and f"--onnx={name}.onnx" in plan.build
+    script = d / "build.sh"
+    script.write_text(plan.render())
+    log = tmp_path / "argv.jsonl"
+    fake = tmp_path / "trtexec"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "open(os.environ['ARGV_LOG'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")  # fmt: skip
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "ARGV_LOG": str(log), "HOME": "/nonexistent"}
+    r = subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 0, r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [plan.build[1:], plan.run[1:]]
+    assert not list(tmp_path.rglob("pwned")) and not list(tmp_path.rglob("x"))
