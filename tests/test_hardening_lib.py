@@ -176,3 +176,107 @@ def test_trtexec_script_passes_hostile_file_names_verbatim(tmp_path: Path, versi
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == [plan.build[1:], plan.run[1:]]
     assert not list(tmp_path.rglob("pwned")) and not list(tmp_path.rglob("x"))
+
+
+# ---------------------------------------------------------------------------- bench timing / options
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"warmup_s": float("nan")}, "warmup_s must be a finite number"),
+        ({"min_time_s": float("inf")}, "min_time_s must be a finite number"),
+        ({"warmup_s": -1.0}, "warmup_s and warmup_iters must be >= 0"),
+        ({"min_time_s": -1.0}, "min_time_s >= 0"),
+        ({"max_time_s": 0.0}, r"max_time_s \(0.0\) must be > 0"),
+        ({"min_time_s": 5.0, "max_time_s": 2.0}, r"max_time_s \(2.0\) must be > 0 and >= min_time_s \(5.0\)"),
+        ({"min_iters": 0}, "min_iters >= 1"),
+        ({"min_iters": 50, "max_iters": 10}, r"max_iters \(10\) must be >= min_iters \(50\)"),
+        ({"warmup_iters": 2.5}, "warmup_iters must be an integer"),
+        ({"max_time_s": "60"}, "max_time_s must be a finite number"),
+    ],
+)
+def test_timing_config_refuses_nonsense(kw: dict, match: str) -> None:
+    from edgeslim.bench.timing import TimingConfig
+
+    with pytest.raises(EdgeslimError, match=match):
+        TimingConfig(**kw)
+
+
+def test_timing_config_accepts_edges() -> None:
+    from edgeslim.bench.timing import TimingConfig
+
+    cfg = TimingConfig(warmup_s=0, warmup_iters=0, min_iters=1, min_time_s=0.0, max_time_s=0.001)
+    assert TimingConfig(**cfg.to_dict()) == cfg  # the worker rebuilds it from the spec
+
+
+def test_bench_options_refused_before_measuring(tmp_path: Path) -> None:
+    """run_comparison and layer_table refuse bad options before opening or timing anything."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+
+    missing = str(tmp_path / "nothing.onnx")  # would fail later with "does not exist"
+    for kw, match in (({"options": {"threads": 0}}, r"options\['threads'\] must be an integer >= 1"),
+                      ({"options": {"threads": -2}}, r"got -2"), ({"trials": 0}, "trials must be an integer >= 1"),
+                      ({"batches": [1, 0]}, "batches must be a non-empty list"), ({"nice": 40}, "nice must be in"),
+                      ({"interval_ms": 0}, "interval_ms")):  # fmt: skip
+        args = {"models": {"model": missing}, "backend": "onnxruntime", "batches": [1], **kw}
+        with pytest.raises(EdgeslimError, match=match):
+            run_comparison(**args)
+    with pytest.raises(EdgeslimError, match=r"options\['threads'\]"):
+        layer_table(missing, "onnxruntime", 1, TimingConfig(), {"threads": 0})
+    with pytest.raises(EdgeslimError, match="batch must be an integer >= 1"):
+        layer_table(missing, "onnxruntime", 0, TimingConfig(), {})
+
+
+def test_bench_cli_nonsense_timing_is_one_line(tmp_path: Path, capsys) -> None:
+    from edgeslim.cli import main
+
+    m = str(tmp_path / "m.onnx")
+    for args in (["--warmup", "nan"], ["--min-time", "-1"], ["--max-time", "0"], ["--threads", "-1"]):
+        assert main(["bench", m, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and ("TimingConfig" in err or "threads" in err), err
+
+
+# ---------------------------------------------------------------------------- export request
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"dynamic_batch": True, "batch": 8, "max_batch": 2}, r"max_batch \(2\) is below batch \(8\)"),
+        ({"batch": 0}, "batch must be an integer >= 1, got 0"),
+        ({"max_batch": -1}, "max_batch must be an integer >= 1"),
+        ({"n_validate": 0}, "n_validate must be"),
+        ({"calib_images": 0}, "calib_images must be"),
+        ({"opset": 5}, "opset 5 is out of range; use 9.."),
+        ({"opset": 99}, "opset 99 is out of range"),
+        ({"opset": 17.0}, "opset must be an integer"),
+        ({"precision": "int4"}, "precision must be one of fp32, fp16, int8"),
+        ({"exporter": "magic"}, "exporter must be one of"),
+        ({"compare_device": "tpu"}, "compare_device must be one of cpu, cuda"),
+        ({"workspace": "lots"}, "invalid size"),
+        ({"trt_version": "7"}, "older than 8.5"),
+        ({"onnx_path": Path("m.pt")}, "onnx_path m.pt should end in .onnx"),
+    ],
+)
+def test_export_request_refuses_inconsistent_values(kw: dict, match: str) -> None:
+    from edgeslim.export.pipeline import ExportRequest
+
+    with pytest.raises(EdgeslimError, match=match):
+        ExportRequest(**kw)
+
+
+def test_export_request_valid_and_cli(tmp_path: Path, capsys) -> None:
+    from edgeslim.cli import main
+    from edgeslim.export.pipeline import ExportRequest
+
+    ExportRequest(dynamic_batch=True, batch=8, max_batch=8)
+    ExportRequest(batch=64)  # max_batch only bounds a dynamic profile
+    out = tmp_path / "v.onnx"
+    assert (
+        main(
+            ["export", "vgg-small", "--onnx", str(out), "--dynamic-batch", "--batch", "8", "--max-batch", "2"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "max_batch (2) is below batch (8)" in err and len(err.splitlines()) == 1 and not out.exists()

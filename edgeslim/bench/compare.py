@@ -86,12 +86,19 @@ def run_comparison(
     on_trial: Callable[[int, str, dict], None] | None = None,
 ) -> dict:
     """Benchmark ``models`` ({label: path}; labels ``baseline`` and ``slim`` get a speedup)."""
+    from edgeslim.bench.backends import check_options
     from edgeslim.bench.env import environment
 
-    if trials < 1:
-        raise EdgeslimError("--trials must be >= 1")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise EdgeslimError(f"trials must be an integer >= 1, got {trials!r}")
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise EdgeslimError(f"batches must be a non-empty list of integers >= 1, got {batches!r}")
+    if not -20 <= nice <= 19:
+        raise EdgeslimError(f"nice must be in -20..19 (a nice(1) level), got {nice}")
+    if interval_ms < 1:
+        raise EdgeslimError(f"interval_ms (the tegrastats interval) must be >= 1, got {interval_ms}")
     timing = timing or TimingConfig()
-    options = options or {}
+    options = check_options(options or {})
     labels = list(models)
     facts = {label: model_facts(path) for label, path in models.items()}
     record: dict = {

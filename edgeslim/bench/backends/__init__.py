@@ -26,6 +26,16 @@ BACKENDS: dict[str, str] = {
 ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
 
 
+def check_options(options: dict) -> dict:
+    """Refuse backend options out of range (``threads`` must be an integer >= 1, or absent/None)."""
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise EdgeslimError(
+            f"options['threads'] must be an integer >= 1 (or None for the runtime's default), got {threads!r}"
+        )
+    return options
+
+
 def register_backend(name: str, target: str) -> None:
     """Add a backend (``"package.module:Class"``)."""
     BACKENDS[name] = target
