@@ -280,3 +280,57 @@ def test_export_request_valid_and_cli(tmp_path: Path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip()
     assert "max_batch (2) is below batch (8)" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+# ---------------------------------------------------------------------------- bench baseline
+def _onnx(path: Path, in_ch: int = 3, size: int = 16, classes: int = 10, width: int = 4,
+          dynamic: bool = False, two_outputs: bool = False) -> Path:  # fmt: skip
+    """A real ONNX export of a tiny CNN."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(in_ch, width, 3, padding=1)
+            self.fc = nn.Linear(width, classes)
+
+        def forward(self, x):
+            y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+            return (y, y.softmax(1)) if two_outputs else y
+
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    outs = ["output", "prob"] if two_outputs else ["output"]
+    torch.onnx.export(Net().eval(), (torch.zeros(1, in_ch, size, size),), str(path), dynamo=False,
+                      input_names=["input"], output_names=outs, dynamic_axes=axes, opset_version=17)  # fmt: skip
+    return path
+
+
+def test_bench_refuses_a_baseline_of_another_shape(tmp_path: Path, capsys, monkeypatch) -> None:
+    from edgeslim.bench.compare import check_comparable, io_signature, run_comparison
+    from edgeslim.cli import main
+
+    a = _onnx(tmp_path / "a.onnx")
+    assert io_signature(a) == {"inputs": [("input", [1, 3, 16, 16])], "outputs": [("output", [1, 10])]}
+    check_comparable(_onnx(tmp_path / "wide.onnx", width=16), a)  # pruned channels inside: comparable
+    check_comparable(_onnx(tmp_path / "dyn.onnx", dynamic=True), a)  # a dynamic batch matches 1
+    assert io_signature(tmp_path / "dyn.onnx")["inputs"] == [("input", [None, 3, 16, 16])]
+    cases = [
+        (_onnx(tmp_path / "grey.onnx", in_ch=1, size=28), r"baseline input shape \(1,1,28,28\) differs from the model's \(1,3,16,16\); compare two exports of the same network"),
+        (_onnx(tmp_path / "big.onnx", size=32), r"baseline input shape \(1,3,32,32\) differs"),
+        (_onnx(tmp_path / "c5.onnx", classes=5), r"baseline output shape \(1,5\) differs from the model's \(1,10\)"),
+        (_onnx(tmp_path / "two.onnx", two_outputs=True), r"has 2 outputs but the model .* has 1"),
+    ]  # fmt: skip
+    for baseline, match in cases:
+        with pytest.raises(EdgeslimError, match=match):
+            check_comparable(baseline, a)
+        with pytest.raises(EdgeslimError, match=match):  # before any measuring process starts
+            run_comparison({"baseline": str(baseline), "slim": str(a)}, "onnxruntime", [1], trials=1)
+    assert main(["bench", str(a), "--baseline", str(tmp_path / "grey.onnx"), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "baseline input shape (1,1,28,28) differs" in err and len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a device without onnx: onnxruntime reads the shapes
+    assert io_signature(tmp_path / "dyn.onnx") == {"inputs": [("input", [None, 3, 16, 16])],
+                                                   "outputs": [("output", [None, 10])]}  # fmt: skip
+    with pytest.raises(EdgeslimError, match=r"baseline input shape \(1,1,28,28\) differs"):
+        check_comparable(tmp_path / "grey.onnx", a)

@@ -65,6 +65,84 @@ def model_facts(path: str) -> dict:
     return facts
 
 
+Dims = list[int | None]  # None: a dynamic (symbolic) dimension
+
+
+def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] | None:
+    """``{"inputs": [(name, dims)], "outputs": [...]}`` of an ONNX file, read without running it
+    (``onnx``, else ``onnxruntime``); None for other files or when neither is installed."""
+    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return None
+
+    def dims(shape) -> Dims:
+        return [d if isinstance(d, int) and d > 0 else None for d in shape]
+
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            g = onnx.load(str(path), load_external_data=False).graph
+        except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+            raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+        inits = {t.name for t in g.initializer}
+
+        def vi_dims(vi) -> Dims:
+            return dims(
+                [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+            )
+
+        return {
+            "inputs": [(vi.name, vi_dims(vi)) for vi in g.input if vi.name not in inits],
+            "outputs": [(vi.name, vi_dims(vi)) for vi in g.output],
+        }
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+    return {
+        "inputs": [(i.name, dims(i.shape)) for i in sess.get_inputs()],
+        "outputs": [(o.name, dims(o.shape)) for o in sess.get_outputs()],
+    }
+
+
+def _fmt(d: Dims) -> str:
+    return "(" + ",".join("N" if x is None else str(x) for x in d) + ")"
+
+
+def _same_shape(a: Dims, b: Dims) -> bool:
+    """Same rank and sizes; a dynamic dimension matches any size (the batch may differ only if
+    one side is dynamic; a dynamic channel or spatial size is refused when the model is run)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def check_comparable(baseline: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Refuse a baseline whose inputs or outputs (count, rank, channels, spatial size; the batch
+    only where neither is dynamic) differ from the model's: their latencies would not compare.
+    Checks ONNX files; other pairs pass unchecked."""
+    sb, sm = io_signature(baseline), io_signature(model)
+    if sb is None or sm is None:
+        return
+    hint = "compare two exports of the same network"
+    for kind in ("inputs", "outputs"):
+        b, m = sb[kind], sm[kind]
+        if len(b) != len(m):
+            raise EdgeslimError(
+                f"baseline {baseline} has {len(b)} {kind} but the model {model} has {len(m)}; {hint}"
+            )
+        for (nb, db), (_, dm) in zip(b, m, strict=True):
+            if not _same_shape(db, dm):
+                what = kind[:-1] if len(b) == 1 else f"{kind[:-1]} {nb!r}"
+                raise EdgeslimError(
+                    f"baseline {what} shape {_fmt(db)} differs from the model's {_fmt(dm)}; {hint}"
+                )
+
+
 def _primary(samples: dict) -> tuple[str, list[float]]:
     """Device (GPU) time where the backend has it, else host wall time."""
     if samples.get("device"):
@@ -100,6 +178,8 @@ def run_comparison(
     timing = timing or TimingConfig()
     options = check_options(options or {})
     labels = list(models)
+    if {"baseline", "slim"} <= set(labels):
+        check_comparable(models["baseline"], models["slim"])
     facts = {label: model_facts(path) for label, path in models.items()}
     record: dict = {
         "format": FORMAT,
