@@ -334,3 +334,79 @@ def test_bench_refuses_a_baseline_of_another_shape(tmp_path: Path, capsys, monke
                                                    "outputs": [("output", [None, 10])]}  # fmt: skip
     with pytest.raises(EdgeslimError, match=r"baseline input shape \(1,1,28,28\) differs"):
         check_comparable(tmp_path / "grey.onnx", a)
+
+
+# ---------------------------------------------------------------------------- stale temporary files
+_KILLED_WRITER = """
+import os, signal, sys
+from edgeslim.utils.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no cleanup, no rename
+"""
+_SWEEP = """
+import json, sys
+from edgeslim.utils.tmpfiles import sweep_stale_tmp
+print(json.dumps([p.name for p in sweep_stale_tmp(sys.argv[1], sys.argv[2])]))
+"""
+
+
+def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from edgeslim.utils.tmpfiles import sweep_stale_tmp
+
+    target = tmp_path / "model.pt"
+    r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], capture_output=True, timeout=60)
+    assert r.returncode == -9 and not target.exists()
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(".model.pt.") and left.endswith(".tmp")
+    # decoys: other targets, look-alike names, a link and a directory matching the pattern
+    other = tmp_path / "elsewhere.txt"
+    other.write_text("keep")
+    decoys = [
+        ".model.pt.tmp",
+        ".model.pt.abc.tmp.bak",
+        ".other.pt.abc123.tmp",
+        ".modelXpt.abc123.tmp",
+        "model.pt",
+    ]
+    for n in decoys:
+        (tmp_path / n).write_text("keep")
+    (tmp_path / ".model.pt.link0001.tmp").symlink_to(other)
+    (tmp_path / ".model.pt.dir00001.tmp").mkdir()
+    old = time.time() - 60
+    for p in tmp_path.iterdir():
+        os.utime(p, (old, old), follow_symlinks=False)
+    # a new run (a fresh process) removes exactly the stale leftover
+    r = subprocess.run([sys.executable, "-c", _SWEEP, str(tmp_path), "model.pt"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [left]
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([*decoys, "elsewhere.txt", ".model.pt.link0001.tmp", ".model.pt.dir00001.tmp"])
+    assert other.read_text() == "keep"
+    assert sweep_stale_tmp(tmp_path / "missing", "model.pt") == []
+
+
+def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    from edgeslim.utils.tmpfiles import process_start_time, sweep_stale_tmp
+
+    t0 = time.time()
+    code = "from edgeslim.utils.tmpfiles import process_start_time as t; print(t())"
+    started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert t0 - 1.0 <= started <= time.time() and process_start_time() < t0
+    recent = tmp_path / ".run.json.recent01.tmp"
+    recent.write_text("{}")  # written by this process, after it started
+    assert sweep_stale_tmp(tmp_path, "run.json") == [] and recent.exists()
+    locked = tmp_path / ".run.json.locked01.tmp"
+    locked.write_text("{}")
+    with open(locked) as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # a live writer protecting its file
+        removed = sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5)
+        assert removed == [recent] and locked.exists()
+    assert sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5) == [locked]
