@@ -410,3 +410,58 @@ def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
         removed = sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5)
         assert removed == [recent] and locked.exists()
     assert sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5) == [locked]
+
+
+# ---------------------------------------------------------------------------- sniffing model files
+def test_sniff_real_files(tmp_path: Path) -> None:
+    """Every kind from a real file; nothing is unpickled (a pickle that would run code on load is
+    sniffed as legacy without running)."""
+    import os
+    import pickle
+    import random
+
+    import torch
+    from torch import nn
+
+    from edgeslim.utils.sniff import KINDS, sniff
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    noise = random.Random(0).randbytes(4096)  # fixed: starts with no magic number, holds NUL bytes
+    files = {
+        "state.pt": ("torch", lambda p: torch.save({"state_dict": m.state_dict(), "epoch": 3}, p)),
+        "whole.pt": ("torch", lambda p: torch.save(m, p)),
+        "script.pt": ("torchscript", lambda p: torch.jit.save(torch.jit.script(m), p)),
+        "prog.pt2": ("torch-export", lambda p: torch.export.save(torch.export.export(m, (torch.zeros(1, 1, 8, 8),)), p)),
+        "legacy.pt": ("legacy", lambda p: torch.save({"a": 1}, p, _use_new_zipfile_serialization=False)),
+        "model.onnx": ("onnx", lambda p: _onnx(Path(p))),
+        "empty.pt": ("empty", lambda p: Path(p).write_bytes(b"")),
+        "notes.txt": ("text", lambda p: Path(p).write_text("arch: vgg-small\nnote: ünïcode ✓\n")),
+        "report.json": ("text", lambda p: Path(p).write_text(json.dumps({"metric": "latency", "x": [1, 2]}))),
+                "img.png": ("png", lambda p: Path(p).write_bytes(_small_png())),
+        "img.jpg": ("jpeg", lambda p: __import__("PIL.Image").Image.new("RGB", (8, 8)).save(p)),
+        "ftrt.txt": ("text", lambda p: Path(p).write_text("ftrt is not an engine when it is text\n")),
+        "random.bin": ("unknown", lambda p: Path(p).write_bytes(noise)),
+        "plain.zip": ("zip", lambda p: zipfile.ZipFile(p, "w").writestr("a/readme.txt", "hi")),
+        "fake.onnx": ("unknown", lambda p: Path(p).write_bytes(b"\x08\x07\x12\x05hello" + noise[:64])),
+        "engine.plan": ("tensorrt-engine", lambda p: Path(p).write_bytes(b"ftrt\xe8\x00\x00\x00" + noise[:60])),
+    }  # fmt: skip
+    for name, (kind, make) in files.items():
+        make(str(tmp_path / name))
+        assert kind in KINDS and sniff(tmp_path / name) == kind, name
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Evil(), protocol=4))
+    assert sniff(tmp_path / "evil.pkl") == "legacy" and not (tmp_path / "pwned").exists()
+    evil_zip = tmp_path / "evil.pt"  # torch.save layout around that pickle
+    with zipfile.ZipFile(evil_zip, "w") as z:
+        z.writestr("evil/data.pkl", pickle.dumps(Evil()))
+        z.writestr("evil/version", "3\n")
+    assert sniff(evil_zip) == "torch" and not (tmp_path / "pwned").exists()
+    onnx_bytes = (tmp_path / "model.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(onnx_bytes[:-7])  # truncated: the last field overruns the file
+    assert sniff(tmp_path / "cut.onnx") == "unknown"
+    (tmp_path / "padded.onnx").write_bytes(onnx_bytes + noise[:16])  # trailing bytes: not one ModelProto
+    assert sniff(tmp_path / "padded.onnx") == "unknown"
