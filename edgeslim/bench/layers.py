@@ -178,7 +178,7 @@ def torch_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) ->
         **table,
         "backend": "torch",
         "model": str(path),
-        "input_shape": [batch, *sess.spec.input_shape],
+        "input_shape": [batch, *sess.input_shape],
         "env": {"torch": torch.__version__, "device": str(sess.device), "threads": torch.get_num_threads()},
     }
 
