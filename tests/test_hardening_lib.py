@@ -465,3 +465,29 @@ def test_sniff_real_files(tmp_path: Path) -> None:
     assert sniff(tmp_path / "cut.onnx") == "unknown"
     (tmp_path / "padded.onnx").write_bytes(onnx_bytes + noise[:16])  # trailing bytes: not one ModelProto
     assert sniff(tmp_path / "padded.onnx") == "unknown"
+
+
+def test_bench_refuses_torch_models_of_different_shapes_after_the_first_trial(tmp_path: Path) -> None:
+    """Model files that carry no readable signature are checked on what their measuring processes
+    fed and got back: same batch, different shapes -> refused after the first trial."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    paths = {}
+    for name, ch, hw in (("grey", 1, 28), ("rgb", 3, 32)):
+        spec = ModelSpec(arch="vgg-small", num_classes=10, in_channels=ch, input_size=[hw, hw])
+        paths[name] = str(save_model(tmp_path / f"{name}.pt", create_model(spec), spec))
+    fast = TimingConfig(warmup_s=0, warmup_iters=1, min_iters=3, min_time_s=0, max_time_s=5)
+    common = {"backend": "torch", "batches": [2], "trials": 2, "timing": fast, "options": {"threads": 1},
+              "tegrastats": False}  # fmt: skip
+    seen: list[str] = []
+    with pytest.raises(
+        EdgeslimError, match=r"baseline input shape \(2,1,28,28\) differs from the model's \(2,3,32,32\)"
+    ):
+        run_comparison({"baseline": paths["grey"], "slim": paths["rgb"]}, on_trial=lambda t, lab, r: seen.append(lab),
+                       **common)  # fmt: skip
+    assert seen == ["baseline"]  # refused as soon as both had run once, not after every trial
+    rec = run_comparison({"baseline": paths["rgb"], "slim": paths["rgb"]}, **{**common, "trials": 1})
+    assert rec["trials"][0]["io"] == {"batch": 2, "inputs": [[2, 3, 32, 32]], "outputs": [[2, 10]]}

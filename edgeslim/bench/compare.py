@@ -121,16 +121,13 @@ def _same_shape(a: Dims, b: Dims) -> bool:
     return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
-def check_comparable(baseline: str | os.PathLike, model: str | os.PathLike) -> None:
-    """Refuse a baseline whose inputs or outputs (count, rank, channels, spatial size; the batch
-    only where neither is dynamic) differ from the model's: their latencies would not compare.
-    Checks ONNX files; other pairs pass unchecked."""
-    sb, sm = io_signature(baseline), io_signature(model)
-    if sb is None or sm is None:
-        return
+def _compare_io(b_io: dict, m_io: dict, baseline: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Raise if ``{"inputs": [(name, dims)], "outputs": [...]}`` of baseline and model differ."""
     hint = "compare two exports of the same network"
     for kind in ("inputs", "outputs"):
-        b, m = sb[kind], sm[kind]
+        b, m = b_io.get(kind), m_io.get(kind)
+        if b is None or m is None:
+            continue
         if len(b) != len(m):
             raise EdgeslimError(
                 f"baseline {baseline} has {len(b)} {kind} but the model {model} has {len(m)}; {hint}"
@@ -141,6 +138,31 @@ def check_comparable(baseline: str | os.PathLike, model: str | os.PathLike) -> N
                 raise EdgeslimError(
                     f"baseline {what} shape {_fmt(db)} differs from the model's {_fmt(dm)}; {hint}"
                 )
+
+
+def check_comparable(baseline: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Refuse a baseline whose inputs or outputs (count, rank, channels, spatial size; the batch
+    only where neither is dynamic) differ from the model's: their latencies would not compare.
+    Reads ONNX files; other pairs are checked by :func:`check_measured_io` once they have run."""
+    sb, sm = io_signature(baseline), io_signature(model)
+    if sb is not None and sm is not None:
+        _compare_io(sb, sm, baseline, model)
+
+
+def check_measured_io(baseline_res: dict, model_res: dict, baseline: str, model: str) -> None:
+    """The same check on the shapes the measuring processes fed and got back (any backend that
+    reports them: onnxruntime, torch), at the same batch."""
+    ib, im = baseline_res.get("io"), model_res.get("io")
+    if not ib or not im or ib.get("batch") != im.get("batch"):
+        return
+
+    def named(io: dict) -> dict:
+        return {
+            k: None if io.get(k) is None else [(f"#{i}", d) for i, d in enumerate(io[k])]
+            for k in ("inputs", "outputs")
+        }
+
+    _compare_io(named(ib), named(im), baseline, model)
 
 
 def _primary(samples: dict) -> tuple[str, list[float]]:
@@ -211,6 +233,10 @@ def run_comparison(
             res = run_worker(spec, timeout=max(120.0, 4 * timing.max_time_s * len(batches) + 60), nice=nice)
             res.update(label=label, trial=t, position=order.index(label))
             record["trials"].append(res)
+            if t == 0 and label in ("baseline", "slim"):
+                first = {r["label"]: r for r in record["trials"] if r["label"] in ("baseline", "slim")}
+                if len(first) == 2:
+                    check_measured_io(first["baseline"], first["slim"], models["baseline"], models["slim"])
             if on_trial:
                 on_trial(t, label, res)
     aggregate(record)

@@ -36,6 +36,23 @@ def check_options(options: dict) -> dict:
     return options
 
 
+def output_shapes(out: Any) -> list[list[int]] | None:
+    """Shapes of what :meth:`Session.run` returned (arrays/tensors, possibly in lists, tuples or
+    dicts); None when it returned something else."""
+    if hasattr(out, "shape"):
+        return [[int(d) for d in out.shape]]
+    items = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else None
+    if not items:
+        return None
+    shapes: list[list[int]] = []
+    for item in items:
+        sub = output_shapes(item)
+        if sub is None:
+            return None
+        shapes += sub
+    return shapes
+
+
 def register_backend(name: str, target: str) -> None:
     """Add a backend (``"package.module:Class"``)."""
     BACKENDS[name] = target
@@ -74,6 +91,10 @@ class Session:
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
         """Samples in seconds; ``host`` always, ``device`` where the runtime has GPU events."""
         return {"host": host_loop(self.run, cfg)}
+
+    def input_shapes(self) -> list[list[int]] | None:
+        """Shapes of the inputs prepared by :meth:`set_batch`; None where the backend cannot tell."""
+        return None
 
     def info(self) -> dict:
         return {}
