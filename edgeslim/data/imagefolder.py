@@ -15,6 +15,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -149,7 +150,10 @@ def open_image(data: bytes, name: str):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
-        raise _too_many_pixels(name, str(exc)) from exc
+        n = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(
+            name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise EdgeslimError(
             f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
