@@ -26,6 +26,33 @@ BACKENDS: dict[str, str] = {
 ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
 
 
+def check_options(options: dict) -> dict:
+    """Refuse backend options out of range (``threads`` must be an integer >= 1, or absent/None)."""
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise EdgeslimError(
+            f"options['threads'] must be an integer >= 1 (or None for the runtime's default), got {threads!r}"
+        )
+    return options
+
+
+def output_shapes(out: Any) -> list[list[int]] | None:
+    """Shapes of what :meth:`Session.run` returned (arrays/tensors, possibly in lists, tuples or
+    dicts); None when it returned something else."""
+    if hasattr(out, "shape"):
+        return [[int(d) for d in out.shape]]
+    items = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else None
+    if not items:
+        return None
+    shapes: list[list[int]] = []
+    for item in items:
+        sub = output_shapes(item)
+        if sub is None:
+            return None
+        shapes += sub
+    return shapes
+
+
 def register_backend(name: str, target: str) -> None:
     """Add a backend (``"package.module:Class"``)."""
     BACKENDS[name] = target
@@ -64,6 +91,10 @@ class Session:
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
         """Samples in seconds; ``host`` always, ``device`` where the runtime has GPU events."""
         return {"host": host_loop(self.run, cfg)}
+
+    def input_shapes(self) -> list[list[int]] | None:
+        """Shapes of the inputs prepared by :meth:`set_batch`; None where the backend cannot tell."""
+        return None
 
     def info(self) -> dict:
         return {}

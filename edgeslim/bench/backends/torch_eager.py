@@ -43,6 +43,9 @@ class TorchSession(Session):
             self.torch.cuda.synchronize(self.device)
         return y
 
+    def input_shapes(self) -> list[list[int]] | None:
+        return None if self.x is None else [list(self.x.shape)]
+
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
         host = host_loop(self.run, cfg)
         if not self.cuda:
