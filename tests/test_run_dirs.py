@@ -24,7 +24,10 @@ def _env() -> dict[str, str]:
 
 def _start(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "edgeslim", *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [sys.executable, "-m", "edgeslim", *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -83,7 +86,9 @@ def test_export_killed_mid_write_keeps_the_previous_file(tmp_path):
     assert main(["export", "resnet20", "--onnx", str(onnx_path), "--no-validate"]) == 0
     before = onnx_path.read_bytes()
     for delay in (0.5, 1.5, 3.0):
-        proc = _start("export", "resnet20", "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "18")
+        proc = _start(
+            "export", "resnet20", "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "18"
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -92,3 +97,33 @@ def test_export_killed_mid_write_keeps_the_previous_file(tmp_path):
             onnx.checker.check_model(onnx.load_from_string(data))
             before = data
     onnx.checker.check_model(onnx.load(str(onnx_path)))
+
+
+def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path):
+    """A writer killed between temp file and rename leaves ``.NAME.*.tmp``; the next write removes it."""
+    target = tmp_path / "model.pt"
+    code = (
+        "import os, sys, time\n"
+        "from edgeslim.utils.io import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())
+    left = Path(proc.stdout.readline().decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert left.exists() and not target.exists()
+    time.sleep(1.0)  # a rerun comes later than the kill; files younger than the rerun's start are kept
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from edgeslim.utils.io import atomic_write_text; atomic_write_text({str(target)!r}, 'x')",
+        ],
+        check=True,
+        env=_env(),
+    )
+    assert target.read_text() == "x" and not left.exists()
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, SHAPE, IntList, Number
 from edgeslim.errors import EdgeslimError
 
@@ -192,9 +193,7 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     type=SHAPE,
     help="torch backend: C,H,W for a model file that records none (TorchScript, pickle).",
 )
-@click.option(
-    "--trust-pickle", is_flag=True, help="torch backend: allow model files that can run code when loaded."
-)
+@trust_pickle_option
 @click.option("--trtexec", "trtexec_path", help="Path to trtexec (default: PATH or /usr/src/tensorrt/bin).")
 @click.option(
     "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."

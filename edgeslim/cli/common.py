@@ -144,3 +144,12 @@ train_options = options(
         help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
     ),
 )
+
+
+#: --trust-pickle, the one switch for files that can run code when loaded (docs/security.md)
+trust_pickle_option = click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow model files that can run code when loaded: whole pickles, TorchScript, torch.export "
+    "programs, TensorRT engines (docs/security.md).",
+)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, SHAPE, Number
 
 
@@ -59,7 +60,7 @@ from edgeslim.cli.params import COUNT, SHAPE, Number
 @click.option(
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )
-@click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
+@trust_pickle_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(**kw: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
 
@@ -54,7 +55,7 @@ def gather(target: str, data: str | None = None, input_shape: str | None = None,
 @click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON on stdout.")
 @click.option("--list-models", is_flag=True, help="List every architecture name and exit.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs its code).")
+@trust_pickle_option
 @click.option(
     "--counter", type=click.Choice(["auto", "fvcore", "flop_counter"]), default="auto", show_default=True,
     help="MAC counter: fvcore, or torch.utils.flop_counter.",

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
 
@@ -54,7 +55,7 @@ def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ..
 @click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
 @click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG of channels per layer.")
-@click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
+@trust_pickle_option
 @click.option("--force", is_flag=True, help="Overwrite the output file(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def prune(**kw: Any) -> None:
@@ -126,7 +127,7 @@ def prune(**kw: Any) -> None:
 @click.command(context_settings=_CTX)
 @click.argument("model")
 @click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
-@click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
+@trust_pickle_option
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON on stdout.")
 def graph(model: str, input_shape: str | None, trust_pickle: bool, as_json: bool) -> None:
     """Print the channel dependency groups of MODEL (a model file or an architecture name):

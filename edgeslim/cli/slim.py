@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import data_options, train_options
+from edgeslim.cli.common import data_options, train_options, trust_pickle_option
 from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
 from edgeslim.errors import EdgeslimError
 
@@ -82,7 +82,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--force", is_flag=True, help="Overwrite the outputs of an earlier run in --out.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last epoch.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled model (runs its code).")
+@trust_pickle_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.pass_context
 def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,

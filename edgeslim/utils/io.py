@@ -60,12 +60,18 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, marker: str |
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. Temporary files of
+    ``path`` left by killed writers (older than this process, not in use) are removed first.
     """
+    import fcntl
+
+    from edgeslim.utils.tmpfiles import sweep_stale_tmp
+
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(final.parent, final.name)  # what killed writers of this file left behind
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a sweep in another process leaves a file in use alone
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -74,6 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -8,6 +8,7 @@ registry imports nothing heavy.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,6 +52,28 @@ def output_shapes(out: Any) -> list[list[int]] | None:
             return None
         shapes += sub
     return shapes
+
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def check_engine_trusted(path: str, options: dict) -> None:
+    """Refuse a serialized TensorRT engine unless ``options['trust_pickle']``.
+
+    An engine can embed plugin libraries and other host code that runs when it is deserialized,
+    so like a pickle it is only loaded from a trusted source (e.g. one ``edgeslim export`` built).
+    """
+    from edgeslim.utils.sniff import sniff
+
+    is_engine = path.lower().endswith(ENGINE_SUFFIXES) or (
+        os.path.isfile(path) and sniff(path) == "tensorrt-engine"
+    )
+    if is_engine and not options.get("trust_pickle"):
+        raise EdgeslimError(
+            f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
+            "is refused; for an engine you built (edgeslim export --trt) or trust, pass "
+            "trust_pickle=True (CLI: --trust-pickle)"
+        )
 
 
 def register_backend(name: str, target: str) -> None:
