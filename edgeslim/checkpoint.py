@@ -98,9 +98,20 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw:
     return save_checkpoint(path, make_checkpoint(model, spec, **kw))
 
 
-def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """Rebuild the architecture (dense spec + surgery recipe) and load the weights."""
+def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -> nn.Module:
+    """Rebuild the architecture (dense spec + surgery recipe) and load the weights.
+
+    An architecture built by code from outside edgeslim (``package.module:Attr`` or
+    ``pickle:PATH``) runs that code, so it is refused unless ``trust_pickle``.
+    """
+    from edgeslim.models.registry import is_code_reference
+
     spec = ModelSpec.from_dict(ckpt["spec"])
+    if (spec.arch.startswith("pickle:") or is_code_reference(spec.arch)) and not trust_pickle:
+        raise EdgeslimError(
+            f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
+            "runs when it is loaded; if you trust it, pass trust_pickle=True (CLI: --trust-pickle)"
+        )
     model = create_model(spec)
     if ckpt.get("recipe"):
         from edgeslim.surgery.recipe import apply_recipe
@@ -214,7 +225,7 @@ def load_model(
             f"{p} is not a readable model file ({_first_line(exc)}); is it truncated or of another format?"
         ) from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return _from_checkpoint(p, obj)
+        return _from_checkpoint(p, obj, trust_pickle)
     if isinstance(obj, dict):
         raise EdgeslimError(
             f"{p} holds a bare state_dict without an architecture; save it with "
@@ -229,17 +240,18 @@ def _first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
-def _from_checkpoint(p: Path, obj: dict[str, Any]) -> LoadedModel:
+def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -> LoadedModel:
     """A :class:`LoadedModel` from a checkpoint dict, with one-line errors for malformed ones."""
     if not isinstance(obj.get("spec"), dict) or not isinstance(obj.get("state_dict"), dict):
         raise EdgeslimError(
             f"{p} is marked as an edgeslim checkpoint but lacks its spec or state_dict; re-create it"
         )
+
     for key in ("recipe", "meta", "train_state"):
         if obj.get(key) is not None and not isinstance(obj[key], dict):
             raise EdgeslimError(f"{p}: checkpoint field {key!r} is not a mapping; re-create the file")
     try:
-        model = build_from_checkpoint(obj)
+        model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
     except EdgeslimError as exc:
         raise EdgeslimError(f"{p}: {exc}") from exc
     return LoadedModel(
@@ -251,6 +263,61 @@ def _from_checkpoint(p: Path, obj: dict[str, Any]) -> LoadedModel:
         train_state=obj.get("train_state"),
         path=p,
     )
+
+
+#: keys under which training scripts commonly store the weights inside a checkpoint dict
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+#: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """The weights in ``path``: a ``state_dict``, a training checkpoint dict holding one (under
+    :data:`STATE_DICT_KEYS`) or an edgeslim checkpoint; read with the weights-only unpickler and
+    with wrapper prefixes (``module.``, ``_orig_mod.``) removed."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(f"weights file {p} does not exist; check the path")
+    kind = sniff(p)
+    if kind not in ("torch", "legacy"):
+        raise EdgeslimError(
+            f"{p} is not a state_dict file ({kind}); save the weights with torch.save(model.state_dict(), path)"
+        )
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise EdgeslimError(
+            f"{p} holds more than weights (a pickled object); save model.state_dict() instead"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
+        raise EdgeslimError(
+            f"{p} is not a readable weights file ({_first_line(exc)}); is it truncated?"
+        ) from exc
+    if isinstance(obj, dict) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None or not _is_tensor_dict(inner):
+            raise EdgeslimError(
+                f"{p} holds a dict without weights (keys {sorted(map(str, obj))[:5]}); expected a state_dict "
+                f"or a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
+            )
+        obj = inner
+    if not isinstance(obj, dict) or not obj:
+        raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
+    out = {}
+    for k, v in obj.items():
+        for prefix in WRAPPER_PREFIXES:
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _is_tensor_dict(d: dict[str, Any]) -> bool:
+    import torch
+
+    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
 
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:

@@ -181,6 +181,7 @@ def slim_model(
         )  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     run_meta = {
+        **bundle.record(),
         **(meta or {}),
         "method": "proximal",
         "slimming": {**settings.to_dict(), "lam": lam},
@@ -205,6 +206,7 @@ def slim_model(
         "finalize": fin.to_dict(),
         "history": res.history,
     }
+    report.update({k: meta[k] for k in ("source", "weights", "head") if meta and meta.get(k)})
     if controller is not None:
         report["budget"] = controller.report(res.history)
     from edgeslim.surgery import prune_with_report
@@ -232,7 +234,9 @@ def slim_model(
     for key in ("params", "macs", "channels"):
         if report[key]["dense"]:
             report[key]["removed_frac"] = 1.0 - report[key]["slim"] / report[key]["dense"]
-    report["collapse"] = collapse_check(report, fin.restored, bundle.num_classes)
+    report["collapse"] = collapse_check(
+        report, fin.restored, bundle.num_classes, budget=bool(settings.budget)
+    )
 
     if out is not None:
         from edgeslim.checkpoint import save_model
@@ -260,34 +264,49 @@ def _gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
 
 
-def collapse_check(report: dict[str, Any], restored: list[list[str]], num_classes: int) -> dict[str, Any]:
-    """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which."""
+def collapse_check(
+    report: dict[str, Any], restored: list[list[str]], num_classes: int, budget: bool = False
+) -> dict[str, Any]:
+    """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which.
+
+    ``collapsed`` (an error) means the prox destroyed the network: accuracy at chance with half or
+    more of the channels zero, or layer groups emptied. At chance with few zeros the network did not
+    learn (a short run): that is a warning, not a collapse. ``budget``: advice for a budget run.
+    """
     acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
     chance = 1.0 / max(num_classes, 1)
     at_chance = acc < CHANCE_FACTOR * chance
     lam = report["slimming"]["lam"]
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
+    epochs = report.get("train", {}).get("epochs")
+    collapsed = False
     if at_chance and zero_frac < 0.5 and not restored:
         hist = report.get("history") or [{}]
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         msg = (
-            f"the slimmed network is at chance accuracy ({acc:.1%}) with {zero_frac:.0%} of channels zero and "
-            f"mean |gamma| {gmean:.3g}: a too strong penalty shrank all BN scales (lower --lambda, now "
-            f"{lam:.3g}, try {lam / 3:.3g}, or --shrink) or training did not learn (train longer, check --lr)"
+            f"the slim network is at chance accuracy ({acc:.1%}) with only {zero_frac:.0%} of channels zero "
+            f"(mean |gamma| {gmean:.3g}): training did not learn in {epochs} epoch(s); train longer or check "
+            "the learning rate before reading its channel counts"
         )
     elif at_chance:
+        collapsed = True
+        advice = (
+            "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
+            "(taper_end), or give a larger budget"
+            if budget
+            else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or the shrink"
+        )
         msg = (
             f"slimming collapsed the network: test accuracy {acc:.1%} is at chance ({chance:.0%}), "
-            f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; "
-            f"lower --lambda (now {lam:.3g}, try {lam / 3:.3g}) or --shrink"
+            f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; {advice}"
         )
     elif restored:
         msg = (
             f"the prox emptied {len(restored)} layer group(s) ({', '.join('+'.join(u) for u in restored[:3])}); "
-            "their strongest channel was kept; a smaller --lambda keeps more"
+            "their strongest channel was kept; a smaller lambda keeps more"
         )
-    return {"collapsed": at_chance, "emptied": restored, "message": msg}
+    return {"collapsed": collapsed, "emptied": restored, "message": msg}
 
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:

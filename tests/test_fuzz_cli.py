@@ -391,3 +391,11 @@ def test_every_numeric_option_declares_its_range():
 def test_the_suite_is_large():
     n = len(TYPED) + len(TEXT_CASES) + len(FILE_CASES) + len(CONFIG_CASES) + 2
     assert n >= 300, n
+
+
+def test_every_option_has_help_and_every_command_an_example():
+    for name, cmd in _commands().items():
+        assert "Example" in (cmd.help or ""), f"edgeslim {name} --help shows no example"
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                assert p.help, f"edgeslim {name} {p.opts[0]} has no help text"

@@ -61,7 +61,7 @@ def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp
 
 def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
     spec = digits.spec_for("vgg-small")
-    with pytest.raises(CollapseError, match="collapsed the network.*lower --lambda") as info:
+    with pytest.raises(CollapseError, match="collapsed the network.*lower lambda") as info:
         slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
                    SlimSettings(lam=50.0), tmp_path)  # fmt: skip
     assert "\n" not in str(info.value)

@@ -182,6 +182,7 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     default="all",
     show_default=True,
     type=click.Choice(["disable", "basic", "extended", "all"]),
+    help="onnxruntime graph optimization level.",
 )
 @click.option(
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="trtexec build precision (TRT < 11)."
@@ -230,12 +231,20 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
-@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
           layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
-    against --baseline when given. With --predict, print a roofline PREDICTION instead."""
+    against --baseline when given. With --predict, print a roofline PREDICTION instead.
+
+    \b
+    Examples:
+      edgeslim bench slim.onnx --baseline dense.onnx --batch 1,32 --out runs/bench
+      edgeslim bench slim.engine --baseline dense.engine --trust-pickle --profile jetson-orin-nano-8gb
+      edgeslim bench slim.onnx --predict --profile jetson-nano
+      edgeslim bench slim.onnx --layer-table layers.json      # for slim --latency-table
+    """
     batches = list(batch_text)
     profile = None
     if profile_name:
@@ -349,7 +358,13 @@ def _measure_and_write(model, baseline, backend, profile, batches, trials, warmu
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
-    """List device profiles (edgeslim profiles show NAME for one)."""
+    """List device profiles (edgeslim profiles show NAME for one).
+
+    \b
+    Examples:
+      edgeslim profiles
+      edgeslim profiles show jetson-orin-nano-8gb
+    """
     if ctx.invoked_subcommand is not None:
         return
     from edgeslim.bench.profiles import list_profiles
@@ -382,9 +397,14 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def show(name: str, as_json: bool) -> None:
-    """Show one profile with the source of every number."""
+    """Show one profile with the source of every number.
+
+    \b
+    Example:
+      edgeslim profiles show jetson-orin-nano-8gb --json
+    """
     import yaml
 
     from edgeslim.bench.profiles import load_profile
@@ -403,12 +423,17 @@ def show(name: str, as_json: bool) -> None:
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Write report.md, run.json and PNGs here."
 )
-@click.option("--force", is_flag=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing report in --out.")
 @click.option("--profile", "profile_name", help="Add a roofline prediction for this device profile.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def report(run_json, out_dir, force, profile_name, as_json, plots) -> None:
-    """Re-render a benchmark result (terminal table, Markdown, PNG plots)."""
+    """Re-render a benchmark result (terminal table, Markdown, PNG plots).
+
+    \b
+    Example:
+      edgeslim report runs/bench/run.json --profile jetson-nano --out runs/bench-nano
+    """
     from edgeslim.bench.report import add_predictions, check_record, write_outputs
     from edgeslim.utils.console import err
     from edgeslim.utils.io import check_output_dir, read_json

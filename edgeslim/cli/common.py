@@ -24,8 +24,15 @@ MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
 
 
 def looks_like_file(target: str) -> bool:
-    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture."""
-    return Path(target).exists() or target.endswith(MODEL_SUFFIXES) or "/" in target
+    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture.
+
+    ``family:name`` and ``package.module:Attr`` are architectures (``pickle:PATH`` too).
+    """
+    if Path(target).exists():
+        return True
+    if ":" in target:
+        return False
+    return target.endswith(MODEL_SUFFIXES) or "/" in target
 
 
 def load_model_or_arch(
@@ -35,11 +42,13 @@ def load_model_or_arch(
     input_shape: str | Sequence[int] | None = None,
     data: str | None = None,
     num_classes: int | None = None,
+    weights: str | Path | None = None,
 ) -> LoadedModel:
-    """A :class:`LoadedModel` from a model file, or an architecture name built with random weights.
+    """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
 
     For a name, the input shape is ``input_shape``, else the data set's, else 3,32,32; the classes
-    are ``num_classes``, else the data set's, else 10. Files keep their own spec.
+    are ``num_classes``, else the data set's, else 10 (with ``weights``: the weights' own count).
+    Files keep their own spec.
     """
     from edgeslim.checkpoint import LoadedModel, load_model
 
@@ -49,16 +58,49 @@ def load_model_or_arch(
 
         dshape = dataset_shape(data)
     if looks_like_file(target):
+        if weights is not None:
+            raise EdgeslimError(
+                f"--weights goes with an architecture name (e.g. tv:resnet18 --weights {weights}); "
+                f"{target} is a model file that holds its own weights"
+            )
         return load_model(target, trust_pickle=trust_pickle)
     from edgeslim.models.registry import ModelSpec, create_model
 
+    check_arch_trusted(target, trust_pickle)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if data is not None and dshape is None and shape is None:
         raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
     c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
     classes = num_classes or (dshape[3] if dshape else 10)
     spec = ModelSpec(target, classes, c, (h, w))
-    return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+    if weights is None:
+        return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+    from edgeslim.checkpoint import read_state_dict
+    from edgeslim.models.user import build_with_weights, with_classes
+
+    model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+    meta: dict = {"weights": str(weights)}
+    if num_classes is not None and num_classes != spec.num_classes:
+        model, spec, meta["head"] = with_classes(model, spec, num_classes)
+    return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
+
+
+def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int]):
+    """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md)."""
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.models.user import head_classes
+
+    c, h, w = parse_input_shape(input_shape)
+    classes = head_classes(loaded.model) or 1
+    return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
+
+
+def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
+    """``pickle:PATH`` unpickles a file the user hands us: only with ``--trust-pickle``."""
+    if arch.startswith("pickle:") and not trust_pickle:
+        raise EdgeslimError(
+            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass --trust-pickle if you trust it"
+        )
 
 
 def check_finite_weights(loaded: LoadedModel) -> None:
@@ -152,4 +194,13 @@ trust_pickle_option = click.option(
     is_flag=True,
     help="Allow model files that can run code when loaded: whole pickles, TorchScript, torch.export "
     "programs, TensorRT engines (docs/security.md).",
+)
+
+
+#: --weights FILE: a state_dict (or a training checkpoint holding one) for an architecture name
+weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="Weights for an architecture name: a state_dict, or a checkpoint dict holding one "
+    "(state_dict/model/...; 'module.' prefixes are removed).",
 )

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import trust_pickle_option
+from edgeslim.cli.common import trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, SHAPE, Number
 
 
@@ -61,11 +61,19 @@ from edgeslim.cli.params import COUNT, SHAPE, Number
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )
 @trust_pickle_option
+@weights_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(**kw: Any) -> None:
     """Export MODEL (a model file, or an architecture name for random weights) to ONNX, check it in
-    ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt)."""
+    ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt).
+
+    \b
+    Examples:
+      edgeslim export runs/vgg/model.pt --onnx runs/vgg/slim.onnx --dynamic-batch
+      edgeslim export runs/vgg/model.pt --onnx slim.onnx --trt --precision fp16
+      edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
+    """
     import json
 
     from edgeslim.cli.common import check_finite_weights, load_model_or_arch
@@ -73,8 +81,12 @@ def export(**kw: Any) -> None:
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import to_jsonable
 
-    req = ExportRequest(**{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle")})
-    loaded = load_model_or_arch(kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"])
+    req = ExportRequest(
+        **{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle", "weights")}
+    )
+    loaded = load_model_or_arch(
+        kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"], weights=kw["weights"]
+    )
     check_finite_weights(loaded)
     res = run_export(
         loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import data_options, train_options, trust_pickle_option
+from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
 from edgeslim.errors import EdgeslimError
 
@@ -20,14 +20,14 @@ CONFIG_KEYS = {
     "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
     "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
     "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
-    "threads": "threads", "cache_dir": "cache_dir", "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
+    "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights", "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
 }  # fmt: skip
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model_or_arch")
+@click.argument("model_or_arch", required=False)
 @data_options
 @train_options
 @click.option(
@@ -77,6 +77,12 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_
     type=Number(float, gt=0, max=1),
     help="Fraction of training by which the budget reaches the target [0.6].",
 )
+@click.option(
+    "--num-classes",
+    type=COUNT,
+    help="Replace the classifier head with one of N outputs (N: the data set's classes); reported.",
+)
+@weights_option
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
@@ -87,14 +93,30 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_
 @click.pass_context
 def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
          trust_pickle: bool, as_json: bool, **opts: Any) -> None:  # fmt: skip
-    """Train MODEL_OR_ARCH (a zoo name or a model file) with proximal network slimming, set
-    the BN scales to their exactly sparse copy, cut the zero channels out and report
-    accuracy, channels, parameters and MACs before and after."""
+    """Train MODEL_OR_ARCH with proximal network slimming, set the BN scales to their exactly
+    sparse copy, cut the zero channels out and report accuracy, channels, parameters and MACs.
+
+    MODEL_OR_ARCH: a zoo name (vgg-small, resnet56), tv:NAME, timm:NAME, package.module:Factory
+    (your code), each with --weights for a state_dict; or a model file (edgeslim checkpoint; a
+    whole pickled module with --trust-pickle).
+
+    \b
+    Examples:
+      edgeslim slim vgg-small --data fashion-mnist --epochs 10 --target-macs 0.5 --out runs/vgg
+      edgeslim slim tv:resnet18 --weights r18.pt --num-classes 3 --data imagefolder \\
+          --data-dir my_images --out runs/r18
+      edgeslim slim --resume --out runs/vgg        # continue an interrupted run
+    """
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
     from edgeslim.utils.io import check_output_dir, run_dir_lock
 
+    if not model_or_arch and not resume:
+        raise EdgeslimError("give the model to slim (an architecture name or a model file), or --resume")
+    model_or_arch = model_or_arch or str(out_dir)
     cfg = load_config(ctx, config_path, CONFIG_KEYS)
     opts = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
+    if resume and not opts.get("data_name"):
+        opts.update(_saved_data_args(out_dir / TRAIN_DIR / "model.pt"))
     if not opts.get("data_name"):
         raise EdgeslimError(
             "--data is required (e.g. --data fashion-mnist), on the command line or in --config"
@@ -134,10 +156,9 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
 
     from edgeslim.checkpoint import load_model
     from edgeslim.data import load_dataset
-    from edgeslim.models.registry import create_model
     from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
     from edgeslim.train.config import TrainConfig
-    from edgeslim.utils.console import err, progress
+    from edgeslim.utils.console import err, log_lines_when_piped, progress
 
     if opts.get("threads"):
         torch.set_num_threads(opts["threads"])
@@ -151,41 +172,107 @@ def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, 
     settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if resume:
-        loaded = load_model(out_dir / TRAIN_DIR / "model.pt")
+        loaded = load_model(out_dir / TRAIN_DIR / "model.pt", trust_pickle=trust_pickle)
         if loaded.spec is None or not loaded.train_state:
             raise EdgeslimError(
                 f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; rerun with --force"
             )
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
+        meta = {k: loaded.meta[k] for k in ("source", "weights", "head", "data_args") if k in loaded.meta}
         saved = dict(loaded.meta.get("slimming") or {})
         saved["shrink"] = None  # "lam" holds the lambda the run resolved
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
-    elif Path(model_or_arch).exists():
-        loaded = load_model(model_or_arch, trust_pickle=trust_pickle)
-        if loaded.spec is None:
-            raise EdgeslimError(f"{model_or_arch} has no edgeslim model spec; give an edgeslim checkpoint")
-        if loaded.recipe:
-            raise EdgeslimError(
-                f"{model_or_arch} is already slimmed (it has a surgery recipe); start from a dense model"
-            )
-        model, spec = loaded.model, loaded.spec
-        config = TrainConfig(**train_over)
     else:
-        spec = bundle.spec_for(model_or_arch)
         torch.manual_seed(int(opts.get("seed") or 0))
-        model = create_model(spec)
+        model, spec, meta = _source_model(model_or_arch, opts, bundle, trust_pickle)
         config = TrainConfig(**train_over)
-    meta = {"source": model_or_arch}
+        meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
+                             for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
+        meta = {"source": model_or_arch, **meta}
     try:
-        with progress() as bar:
+        with progress() as bar, log_lines_when_piped():
             res = slim_model(
                 model, spec, bundle, config, settings, out_dir, progress=bar, resume=train_state, meta=meta
             )
     except CollapseError:
         err.print(f"[yellow]outputs written to {out_dir} for diagnosis[/]")
         raise
+    res.report["out_dir"] = str(out_dir)
     return res.report
+
+
+def _saved_data_args(path: Path) -> dict[str, Any]:
+    """The data options an interrupted run was started with (read from its checkpoint, weights only)."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+
+    if not path.is_file():
+        return {}
+    args = (load_checkpoint_dict(path).get("meta") or {}).get("data_args") or {}
+    return {
+        k: v
+        for k, v in args.items()
+        if v is not None and k in ("data_name", "data_dir", "subset", "test_subset")
+    }
+
+
+def _source_model(
+    target: str, opts: dict[str, Any], bundle: Any, trust_pickle: bool
+) -> tuple[Any, Any, dict]:
+    """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
+    with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
+    from edgeslim.checkpoint import load_model, read_state_dict
+    from edgeslim.cli.common import check_arch_trusted, looks_like_file
+    from edgeslim.models.registry import ModelSpec, create_model
+    from edgeslim.models.user import build_with_weights, head_classes, with_classes
+
+    weights = opts.get("weights")
+    meta: dict[str, Any] = {}
+    if looks_like_file(target):
+        if weights is not None:
+            raise EdgeslimError(f"--weights goes with an architecture name; {target} holds its own weights")
+        loaded = load_model(target, trust_pickle=trust_pickle)
+        if loaded.kind in ("torchscript", "exported"):
+            raise EdgeslimError(
+                f"{target} is a {loaded.kind} program, which cannot be trained (its code is compiled); give the "
+                "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
+            )
+        if loaded.recipe:
+            raise EdgeslimError(
+                f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
+            )
+        model, spec = loaded.model, loaded.spec
+        if (
+            loaded.kind == "pickle"
+        ):  # rebuilt from the same file: pickle:PATH (needs --trust-pickle to reload)
+            spec = ModelSpec(
+                f"pickle:{Path(target).resolve()}", head_classes(model) or bundle.num_classes,
+                bundle.in_channels, tuple(bundle.image_size),
+            )  # fmt: skip
+    else:
+        check_arch_trusted(target, trust_pickle)
+        spec = bundle.spec_for(target)
+        if weights is None:
+            model = create_model(spec)
+        else:
+            model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+            meta["weights"] = str(weights)
+    wanted = opts.get("num_classes")
+    if spec.num_classes != bundle.num_classes:
+        if wanted is None:
+            raise EdgeslimError(
+                f"the model has {spec.num_classes} classes but {bundle.name} has {bundle.num_classes}; pass "
+                f"--num-classes {bundle.num_classes} to replace the classifier head (it is trained from scratch)"
+            )
+    if wanted is not None and wanted != bundle.num_classes:
+        raise EdgeslimError(
+            f"--num-classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}"
+        )
+    if wanted is not None:
+        model, spec, change = with_classes(model, spec, wanted)
+        if change is not None:
+            meta["head"] = change
+    return model, spec, meta
 
 
 def _pct(v: float | None) -> str:
@@ -234,6 +321,18 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"{b['before_projection_fraction']:.1%}, final {b['achieved_fraction']:.1%} "
                 f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
             )
+    if report.get("head"):
+        h = report["head"]
+        err.print(
+            f"classifier head {h['head']} replaced: {h['from']} -> {h['to']} classes (trained from scratch)"
+        )
+    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAINED_FILE
+
+    d = Path(report.get("out_dir", "."))
+    err.print(
+        f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
+        f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
+    )
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {msg}")

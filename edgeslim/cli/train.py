@@ -119,7 +119,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     from edgeslim.models.registry import ModelSpec
     from edgeslim.train.config import TrainConfig
     from edgeslim.train.pipeline import run_training
-    from edgeslim.utils.console import err, progress
+    from edgeslim.utils.console import err, log_lines_when_piped, progress
 
     recipe = None
     if resume_ckpt is not None:
@@ -187,7 +187,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                       "test_subset": test_subset},
     }  # fmt: skip
 
-    with progress(enabled=None if info.is_main else False) as bar:
+    with progress(enabled=None if info.is_main else False) as bar, log_lines_when_piped():
         report = run_training(
             model, spec, bundle, config, out_dir,
             prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],

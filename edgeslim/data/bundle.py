@@ -125,6 +125,19 @@ class DataBundle:
         x = pad_crop(x, self.pad, gen)
         return random_hflip(x, gen) if self.hflip else x
 
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records about its data (export and bench validate on it by default)."""
+        import os
+
+        return {
+            "data": self.name,
+            "data_dir": os.path.abspath(self.source) if self.source and os.path.exists(self.source) else None,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
+            "input_shape": list(self.input_shape),
+        }
+
     def spec_for(self, arch: str, **kwargs: Any) -> ModelSpec:
         """A :class:`ModelSpec` for ``arch`` with this data set's classes, channels and size."""
         from edgeslim.models.registry import ModelSpec

@@ -155,16 +155,6 @@ def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(to_jsonable(r)) + "\n" for r in records))
 
 
-def _data_meta(bundle: DataBundle) -> dict[str, Any]:
-    return {
-        "data": bundle.name,
-        "mean": list(bundle.mean),
-        "std": list(bundle.std),
-        "class_names": list(bundle.class_names),
-        "input_shape": list(bundle.input_shape),
-    }
-
-
 # ----------------------------------------------------------------------------- fit
 def fit(
     model: nn.Module,
@@ -249,7 +239,7 @@ def fit(
     log_path = out / LOG_FILE if out is not None else None
     if info.is_main and log_path is not None:
         _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
-    base_meta = {**_data_meta(bundle), **(meta or {})}
+    base_meta = {**bundle.record(), **(meta or {})}
     t_start = time.perf_counter()
     prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
 
@@ -349,7 +339,11 @@ def fit(
         history.append(record)
         if task is not None:
             progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
-        log.info("%s epoch %d/%d: %s", config.stage, epoch + 1, config.epochs, record)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g, %.1f s",
+            config.stage, epoch + 1, config.epochs, record["train_loss"], 100 * record["train_acc"],
+            record["test_loss"], 100 * record["test_acc"], record["lr"], record["time_s"],
+        )  # fmt: skip
         if info.is_main and out is not None and ckpt_path is not None and log_path is not None:
             from edgeslim.checkpoint import save_model
 

@@ -51,6 +51,29 @@ def progress(enabled: bool | None = None) -> Iterator[Progress]:
         yield bar
 
 
+@contextlib.contextmanager
+def log_lines_when_piped() -> Iterator[None]:
+    """While a long command runs with no progress bar (stderr is not a terminal), edgeslim's INFO
+    log lines go to stderr: one line per epoch. For the CLI only (a library never configures
+    logging); the handler is removed afterwards."""
+    import logging
+
+    if progress_enabled():
+        yield
+        return
+    logger = logging.getLogger("edgeslim")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """Build a rich table; numbers are right-aligned."""
     t = Table(title=title, title_justify="left")
