@@ -94,8 +94,18 @@ def test_torchvision_state_dict_and_checkpoint_and_pickle(folder, tmp_path, caps
     assert main(["slim", str(tmp_path / "sd" / "model.pt"), "--data", "imagefolder", "--data-dir",
                  str(folder), "--out", str(tmp_path / "again")]) == 2  # fmt: skip
     assert "already slimmed" in capsys.readouterr().err
-    rep = _slim_export_bench([tmp_path / "sd" / "trained.pt"], tmp_path / "ckpt", folder, capsys)
-    assert "head" not in rep  # already 3 classes
+    # an edgeslim checkpoint of the 10-class network, given as a file and as --init with its name
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec
+
+    ck10 = save_model(tmp_path / "r18_es.pt", net, ModelSpec("tv:resnet18", 10, 3, (32, 32)))
+    rep = _slim_export_bench([ck10], tmp_path / "ckpt", folder, capsys)
+    assert rep["head"] == {"head": "fc", "from": 10, "to": 3}
+    rep = _slim_export_bench(["tv:resnet18", "--init", ck10], tmp_path / "init", folder, capsys)
+    assert rep["head"]["to"] == 3
+    assert main(["slim", "tv:resnet34", "--init", str(ck10), "--data", "imagefolder", "--data-dir", str(folder),
+                 "--num-classes", "3", "--out", str(tmp_path / "bad-init")]) == 2  # fmt: skip
+    assert "differs from the architecture of --init" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -106,6 +116,16 @@ def test_timm_model_by_state_dict(folder, tmp_path, capsys):
     torch.save(net.state_dict(), sd)
     rep = _slim_export_bench(["timm:resnet18", "--weights", sd], tmp_path / "t", folder, capsys)
     assert rep["head"]["from"] == 5 and rep["head"]["to"] == 3
+    whole = tmp_path / "timm_whole.pt"
+    torch.save(net, whole)
+    rep = _slim_export_bench([whole], tmp_path / "tw", folder, capsys, trust=True)
+    assert rep["head"]["from"] == 5 and rep["head"]["to"] == 3
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec
+
+    ck = save_model(tmp_path / "timm_es.pt", net, ModelSpec("timm:resnet18", 5, 3, (32, 32)))
+    rep = _slim_export_bench([ck], tmp_path / "tc", folder, capsys)
+    assert rep["head"]["to"] == 3
 
 
 def test_own_code_module_factory(folder, tmp_path, capsys, monkeypatch):

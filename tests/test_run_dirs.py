@@ -127,3 +127,31 @@ def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path):
     )
     assert target.read_text() == "x" and not left.exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_two_exports_into_one_file_leave_a_whole_onnx(tmp_path):
+    """No lock on single files: each export renames a complete temp file, so the last one wins whole."""
+    onnx_path = tmp_path / "m.onnx"
+    procs = [
+        _start("export", arch, "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "17")
+        for arch in ("resnet20", "vgg-small")
+    ]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0], [p.stderr.read().decode()[-800:] for p in procs]
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("lr", ["1e30", "40"])
+def test_a_diverging_run_saves_nothing_as_success(lr, tmp_path, capsys):
+    """A learning rate that blows the weights up ends in one line and exit 2, with no NaN model on disk."""
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "vgg-small", *SMALL, "--epochs", "2", "--lr", lr, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()  # epoch lines (stderr is not a terminal), then the one error
+    assert "diverged" in lines[-1] and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(x.startswith("error: ") for x in lines) == 1
+    if (out / "model.pt").exists():  # an earlier epoch's checkpoint may stand; it must be finite
+        sd = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())

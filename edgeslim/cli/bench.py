@@ -286,7 +286,7 @@ def _measure_and_write(model, baseline, backend, profile, batches, trials, warmu
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.report import add_predictions, write_outputs
     from edgeslim.bench.timing import TimingConfig
-    from edgeslim.utils.console import err, progress
+    from edgeslim.utils.console import err, progress, progress_enabled
 
     name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
     if backend is None and profile is not None:
@@ -327,11 +327,10 @@ def _measure_and_write(model, baseline, backend, profile, batches, trials, warmu
 
         def step(t: int, label: str, res: dict) -> None:
             p50 = {b: sorted(s["host"])[len(s["host"]) // 2] * 1e3 for b, s in res["samples"].items()}
-            bar.update(
-                task,
-                advance=1,
-                info=f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items()),
-            )
+            line = f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items())
+            bar.update(task, advance=1, info=line)
+            if not progress_enabled():  # piped: a line per trial instead of the bar
+                err.print(line)
 
         record = run_comparison(
             models,

@@ -136,3 +136,5 @@ def export(**kw: Any) -> None:
     out.print(audit["suggestion"])
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    onnx_file = res["onnx"]["path"]
+    err.print(f"wrote {onnx_file}; next: edgeslim bench {onnx_file} --baseline DENSE.onnx --batch 1,32")

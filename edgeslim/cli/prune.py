@@ -132,6 +132,7 @@ def prune(**kw: Any) -> None:
     out.print(table(f"Surgery: {kw['model']} -> {output}", ["", "value"], summary))
     if rep["removed_channels"] == 0:
         err.print("no BN scale is exactly zero: nothing was removed (train with proximal slimming first)")
+    err.print(f"wrote {output}; next: edgeslim export {output} --onnx {Path(output).with_suffix('.onnx')}")
 
 
 @click.command(context_settings=_CTX)

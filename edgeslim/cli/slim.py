@@ -83,6 +83,12 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_
     help="Replace the classifier head with one of N outputs (N: the data set's classes); reported.",
 )
 @weights_option
+@click.option(
+    "--init",
+    "init_path",
+    type=click.Path(path_type=Path),
+    help="Start from this model file (as train --init); MODEL_OR_ARCH, if given, must name its architecture.",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
@@ -110,6 +116,10 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
     from edgeslim.utils.io import check_output_dir, run_dir_lock
 
+    init = opts.pop("init_path", None)
+    if init is not None:
+        opts["expected_arch"] = model_or_arch
+        model_or_arch = str(init)
     if not model_or_arch and not resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or --resume")
     model_or_arch = model_or_arch or str(out_dir)
@@ -242,9 +252,12 @@ def _source_model(
                 f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
             )
         model, spec = loaded.model, loaded.spec
-        if (
-            loaded.kind == "pickle"
-        ):  # rebuilt from the same file: pickle:PATH (needs --trust-pickle to reload)
+        expected = opts.get("expected_arch")
+        if expected and spec is not None and spec.arch != expected:
+            raise EdgeslimError(
+                f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
+            )
+        if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
             spec = ModelSpec(
                 f"pickle:{Path(target).resolve()}", head_classes(model) or bundle.num_classes,
                 bundle.in_channels, tuple(bundle.image_size),
@@ -333,6 +346,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
         f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
     )
+    budget = report.get("budget") or {}
+    if budget and budget.get("achieved_fraction", 0) > 1.03 * budget.get("target_fraction", 1):
+        err.print(
+            f"[yellow]warning:[/] budget missed: {budget['achieved_fraction']:.1%} of the dense {budget['metric']} "
+            f"for a target of {budget['target_fraction']:.1%}; train longer (--epochs) or end the taper "
+            "earlier (--taper-end) so the controller has time to reach it"
+        )
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {msg}")

@@ -66,7 +66,14 @@ _HPARAMS = (
     required=True,
     help="Output directory (model.pt, log.jsonl, report.json).",
 )
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run saved in this model.pt.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Continue an interrupted run: alone, the one in --out (like slim --resume); or the run saved in "
+    "this model.pt.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing DIR/model.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(**kw: Any) -> None:
@@ -89,6 +96,8 @@ def train(**kw: Any) -> None:
         torch.set_num_threads(kw["threads"])
     info = dist_info()
     out_dir: Path = kw["out_dir"]
+    if kw["resume"] == "":  # the flag alone: the run in --out
+        kw["resume"] = out_dir / "model.pt"
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")
     if resume_ckpt is not None and not resume_state:
@@ -227,3 +236,9 @@ def _print(kw: dict[str, Any], report: dict[str, Any], spec: Any, bundle: Any, o
         ["model", str(out_dir / "model.pt")],
     ]
     out.print(table("edgeslim train", ["", "value"], rows))
+    from edgeslim.utils.console import err
+
+    err.print(
+        f"wrote {out_dir / 'model.pt'}, {out_dir / 'log.jsonl'}, {out_dir / 'report.json'}; next: "
+        f"edgeslim slim {out_dir / 'model.pt'} --data {bundle.name} --out {out_dir}-slim  (or edgeslim export)"
+    )

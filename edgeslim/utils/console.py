@@ -24,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 
 #: results go to stdout, progress and messages to stderr (so ``--json`` stdout stays clean)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: piped output is not cut to 80 columns: names people copy (profiles, layers) stay whole
+PIPED_WIDTH = 200
+out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 def progress_enabled() -> bool:
@@ -78,8 +80,9 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     """Build a rich table; numbers are right-aligned."""
     t = Table(title=title, title_justify="left")
     numeric = [all(isinstance(r[i], (int, float)) for r in rows if i < len(r)) for i in range(len(columns))]
-    for col, num in zip(columns, numeric):
-        t.add_column(col, justify="right" if num and rows else "left")
+    for i, (col, num) in enumerate(zip(columns, numeric)):
+        # the first column names the row (a profile, a layer): never cut, never wrapped
+        t.add_column(col, justify="right" if num and rows else "left", no_wrap=i == 0, overflow="fold")
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     return t
