@@ -9,7 +9,6 @@ import click
 
 from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
-from edgeslim.errors import EdgeslimError
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
                    "group-mcp", "group-scad"]  # fmt: skip
@@ -20,10 +19,10 @@ CONFIG_KEYS = {
     "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
     "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
     "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
-    "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights", "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
+    "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
+    "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
 }  # fmt: skip
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,179 +112,23 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
           --data-dir my_images --out runs/r18
       edgeslim slim --resume --out runs/vgg        # continue an interrupted run
     """
-    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
-    from edgeslim.utils.io import check_output_dir, run_dir_lock
-
-    init = opts.pop("init_path", None)
-    if init is not None:
-        opts["expected_arch"] = model_or_arch
-        model_or_arch = str(init)
-    if not model_or_arch and not resume:
-        raise EdgeslimError("give the model to slim (an architecture name or a model file), or --resume")
-    model_or_arch = model_or_arch or str(out_dir)
-    cfg = load_config(ctx, config_path, CONFIG_KEYS)
-    opts = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
-    if resume and not opts.get("data_name"):
-        opts.update(_saved_data_args(out_dir / TRAIN_DIR / "model.pt"))
-    if not opts.get("data_name"):
-        raise EdgeslimError(
-            "--data is required (e.g. --data fashion-mnist), on the command line or in --config"
-        )
-    from edgeslim.sparsity.budget import budget_settings
-
-    budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
-    opts["budget"] = None if budget is None else budget.to_dict()
-    if opts.get("lam") is not None and opts.get("shrink") is not None:
-        raise EdgeslimError("give --lambda or --shrink, not both")
-    from edgeslim.penalties import check_params
-
-    check_params(str(opts.get("penalty") or "l1"), **{k: opts.get(k) for k in ("p", "a", "g", "l")})
-    check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
-    with run_dir_lock(out_dir):
-        if resume:
-            if not (out_dir / TRAIN_DIR / "model.pt").is_file():
-                raise EdgeslimError(
-                    f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
-                )
-        elif not force:
-            check_output_dir(out_dir, force, marker=REPORT_FILE)
-            if (out_dir / SLIM_FILE).exists():
-                raise EdgeslimError(f"{out_dir / SLIM_FILE} already exists; pass --force to overwrite it")
-            train_dir = out_dir / TRAIN_DIR
-            if train_dir.is_dir() and any(train_dir.iterdir()):
-                raise EdgeslimError(
-                    f"{out_dir} holds an interrupted run ({TRAIN_DIR}/); continue it with --resume, "
-                    "or pass --force to start over"
-                )
-        report = _run(model_or_arch, opts, out_dir, resume, trust_pickle)
-    _print(report, as_json)
-
-
-def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, trust_pickle: bool) -> dict:
-    import torch
-
-    from edgeslim.checkpoint import load_model
-    from edgeslim.data import load_dataset
-    from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
-    from edgeslim.train.config import TrainConfig
+    from edgeslim.pipelines.slim import SlimRequest, run
     from edgeslim.utils.console import err, log_lines_when_piped, progress
 
-    if opts.get("threads"):
-        torch.set_num_threads(opts["threads"])
-    bundle = load_dataset(
-        opts["data_name"], opts.get("data_dir"), subset=opts.get("subset"), test_subset=opts.get("test_subset"),
-        seed=int(opts.get("seed") or 0), cache_dir=opts.get("cache_dir"),
-    )  # fmt: skip
-    train_state = None
-    params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
-    given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant")
-    settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
-    train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
-    if resume:
-        loaded = load_model(out_dir / TRAIN_DIR / "model.pt", trust_pickle=trust_pickle)
-        if loaded.spec is None or not loaded.train_state:
-            raise EdgeslimError(
-                f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; rerun with --force"
-            )
-        model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
-        meta = {k: loaded.meta[k] for k in ("source", "weights", "head", "data_args") if k in loaded.meta}
-        saved = dict(loaded.meta.get("slimming") or {})
-        saved["shrink"] = None  # "lam" holds the lambda the run resolved
-        settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
-        config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
-    else:
-        torch.manual_seed(int(opts.get("seed") or 0))
-        model, spec, meta = _source_model(model_or_arch, opts, bundle, trust_pickle)
-        config = TrainConfig(**train_over)
-        meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
-                             for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
-        meta = {"source": model_or_arch, **meta}
-    try:
-        with progress() as bar, log_lines_when_piped():
-            res = slim_model(
-                model, spec, bundle, config, settings, out_dir, progress=bar, resume=train_state, meta=meta
-            )
-    except CollapseError:
-        err.print(f"[yellow]outputs written to {out_dir} for diagnosis[/]")
-        raise
-    res.report["out_dir"] = str(out_dir)
-    return res.report
-
-
-def _saved_data_args(path: Path) -> dict[str, Any]:
-    """The data options an interrupted run was started with (read from its checkpoint, weights only)."""
-    from edgeslim.checkpoint import load_checkpoint_dict
-
-    if not path.is_file():
-        return {}
-    args = (load_checkpoint_dict(path).get("meta") or {}).get("data_args") or {}
-    return {
-        k: v
-        for k, v in args.items()
-        if v is not None and k in ("data_name", "data_dir", "subset", "test_subset")
-    }
-
-
-def _source_model(
-    target: str, opts: dict[str, Any], bundle: Any, trust_pickle: bool
-) -> tuple[Any, Any, dict]:
-    """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
-    with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
-    from edgeslim.checkpoint import load_model, read_state_dict
-    from edgeslim.cli.common import check_arch_trusted, looks_like_file
-    from edgeslim.models.registry import ModelSpec, create_model
-    from edgeslim.models.user import build_with_weights, head_classes, with_classes
-
-    weights = opts.get("weights")
-    meta: dict[str, Any] = {}
-    if looks_like_file(target):
-        if weights is not None:
-            raise EdgeslimError(f"--weights goes with an architecture name; {target} holds its own weights")
-        loaded = load_model(target, trust_pickle=trust_pickle)
-        if loaded.kind in ("torchscript", "exported"):
-            raise EdgeslimError(
-                f"{target} is a {loaded.kind} program, which cannot be trained (its code is compiled); give the "
-                "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
-            )
-        if loaded.recipe:
-            raise EdgeslimError(
-                f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
-            )
-        model, spec = loaded.model, loaded.spec
-        expected = opts.get("expected_arch")
-        if expected and spec is not None and spec.arch != expected:
-            raise EdgeslimError(
-                f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
-            )
-        if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
-            spec = ModelSpec(
-                f"pickle:{Path(target).resolve()}", head_classes(model) or bundle.num_classes,
-                bundle.in_channels, tuple(bundle.image_size),
-            )  # fmt: skip
-    else:
-        check_arch_trusted(target, trust_pickle)
-        spec = bundle.spec_for(target)
-        if weights is None:
-            model = create_model(spec)
-        else:
-            model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
-            meta["weights"] = str(weights)
-    wanted = opts.get("num_classes")
-    if spec.num_classes != bundle.num_classes:
-        if wanted is None:
-            raise EdgeslimError(
-                f"the model has {spec.num_classes} classes but {bundle.name} has {bundle.num_classes}; pass "
-                f"--num-classes {bundle.num_classes} to replace the classifier head (it is trained from scratch)"
-            )
-    if wanted is not None and wanted != bundle.num_classes:
-        raise EdgeslimError(
-            f"--num-classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}"
+    cfg = load_config(ctx, config_path, CONFIG_KEYS)
+    options = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
+    options["init"] = options.pop("init_path", None)
+    req = SlimRequest.from_options(
+        out_dir,
+        {**options, "model": model_or_arch, "force": force, "resume": resume, "trust_pickle": trust_pickle},
+    )
+    with progress() as bar, log_lines_when_piped():
+        report = run(
+            req,
+            progress=bar,
+            on_collapse=lambda d: err.print(f"[yellow]outputs written to {d} for diagnosis[/]"),
         )
-    if wanted is not None:
-        model, spec, change = with_classes(model, spec, wanted)
-        if change is not None:
-            meta["head"] = change
-    return model, spec, meta
+    _print(report, as_json)
 
 
 def _pct(v: float | None) -> str:

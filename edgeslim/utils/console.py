@@ -55,7 +55,7 @@ def progress(enabled: bool | None = None) -> Iterator[Progress]:
 
 @contextlib.contextmanager
 def log_lines_when_piped() -> Iterator[None]:
-    """While a long command runs with no progress bar (stderr is not a terminal), edgeslim's INFO
+    """While a long command runs with no progress bar (stderr is not a terminal), the trainer's INFO
     log lines go to stderr: one line per epoch. For the CLI only (a library never configures
     logging); the handler is removed afterwards."""
     import logging
@@ -63,7 +63,7 @@ def log_lines_when_piped() -> Iterator[None]:
     if progress_enabled():
         yield
         return
-    logger = logging.getLogger("edgeslim")
+    logger = logging.getLogger("edgeslim.train")  # the epoch lines (not data loading or other notes)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     level = logger.level
