@@ -76,14 +76,8 @@ def register_prefix(prefix: str, resolver: Callable[..., nn.Module], lister: Cal
     _PREFIX_LISTERS[prefix] = lister
 
 
-def _ensure_builtin() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import edgeslim.models.zoo  # noqa: F401
-
-
 def list_models(include_prefixed: bool = True) -> list[str]:
     """All registered names; with ``include_prefixed`` also ``tv:...`` names."""
-    _ensure_builtin()
     names = sorted(_MODELS)
     if include_prefixed:
         for prefix, lister in sorted(_PREFIX_LISTERS.items()):
@@ -93,7 +87,6 @@ def list_models(include_prefixed: bool = True) -> list[str]:
 
 def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random weights)."""
-    _ensure_builtin()
     if isinstance(spec, str):
         spec = ModelSpec(arch=spec, **overrides)
     elif overrides:
