@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
 from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
 from edgeslim.sparsity.subgradient import bn_layers
 from edgeslim.train.config import TrainConfig
@@ -81,12 +83,6 @@ class SlimResult:
     slim: nn.Module
     recipe: dict[str, Any]
     report: dict[str, Any]
-
-
-def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
-    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
-    n = len(bundle.train_y)
-    return max(n // batch_size, 1) if n >= batch_size else 1
 
 
 def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
@@ -172,8 +168,6 @@ def slim_model(
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
-        from edgeslim.sparsity.budget import controller_for_slim
-
         # on --resume the controller's state_dict restores its own base lambda
         controller = controller_for_slim(
             model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
@@ -247,8 +241,6 @@ def slim_model(
         )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
-            from edgeslim.sparsity.budget import plot_trajectory
-
             report["plots"]["budget"] = plot_trajectory(report["budget"], out / "budget.png").name
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.train.hooks import TrainHook
@@ -606,8 +607,6 @@ def controller_for_slim(
 ) -> BudgetController:
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
     loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
-    from edgeslim.slim import steps_per_epoch
-
     settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
     total = config.epochs * steps_per_epoch(bundle, config.batch_size)
     device = example_input.device
