@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
 
@@ -60,7 +60,7 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
-    if isinstance(m, _BatchNorm):
+    if is_batchnorm(m):
         return m.num_features, m.num_features
     return None, None
 
@@ -217,7 +217,7 @@ def bn_stats(model: nn.Module) -> BNStats:
     """Per-BN-layer channel count, |gamma| min/median/max and number of exact zeros, plus totals."""
     rows, all_g = [], []
     for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.weight is not None:
+        if is_batchnorm(m) and m.weight is not None:
             g = m.weight.detach().abs().float().cpu().flatten()
             all_g.append(g)
             rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
 from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
-from edgeslim.sparsity.subgradient import bn_layers
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
 

@@ -45,10 +45,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from edgeslim.channels.hooks import TrainHook
+from edgeslim.channels.norm import is_batchnorm
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.resource import METRICS, ResourceModel
-from edgeslim.train.hooks import TrainHook
 from edgeslim.utils.modes import training_mode
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class BudgetController(TrainHook):
         x, y = self.probe
         # train-mode BN (batch statistics; running statistics lag behind a fast shrink and
         # would make eval-mode loss useless), with the BN buffers put back afterwards
-        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        bns = [m for m in model.modules() if is_batchnorm(m)]
         saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
         try:
             with training_mode(model, True):
@@ -479,7 +480,7 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
     """Re-estimate every BN layer's running mean/var on ``batches`` (cumulative average, train
     mode, no gradient; no weight changes). Channels removed late in training change the
     statistics of the layers after them faster than the running averages follow."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if is_batchnorm(m)]
     if not bns or not batches:
         return
     momenta = [m.momentum for m in bns]

@@ -35,10 +35,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim import penalties
+from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
-from edgeslim.train.hooks import TrainHook
-from edgeslim.train.methods import register_method
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.subgradient import bn_layers
 from edgeslim.utils.modes import eval_mode
 
 METRICS = ("macs", "params", "latency")

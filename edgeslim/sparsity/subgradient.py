@@ -13,16 +13,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from edgeslim.channels.hooks import TrainHook, register_method
+from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
-from edgeslim.train.hooks import TrainHook
-from edgeslim.train.methods import register_method
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _BN) and m.affine]
 
 
 class SubgradientHook(TrainHook):

@@ -165,6 +165,6 @@ def _report(
 
 @torch.no_grad()
 def _zero_channels(model: nn.Module) -> int:
-    from edgeslim.sparsity.subgradient import bn_layers
+    from edgeslim.channels.norm import bn_layers
 
     return sum(int(((m.weight == 0) & (m.bias == 0)).sum()) for _, m in bn_layers(model))
