@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim.bench.predict import LayerCost
 from edgeslim.bench.stats import CV_WARN
+from edgeslim.channels.cost import LayerCost
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.markdown import markdown_table
 
@@ -45,7 +45,7 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
 
 def add_predictions(record: dict, profile, efficiency=None) -> None:
     """Roofline predictions for every ONNX model and batch, stored under ``prediction``."""
-    from edgeslim.bench.predict import predict_latency, scale_bytes
+    from edgeslim.channels.cost import predict_latency, scale_bytes
 
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
     for label in record["models"]:

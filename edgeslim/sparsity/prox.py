@@ -38,6 +38,7 @@ from edgeslim import penalties
 from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
+from edgeslim.surgery.graph import build_graph
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
 
 def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
     """Coupled BN channel groups of ``model`` from surgery's dependency graph."""
-    from edgeslim.surgery.graph import build_graph
-
     return list(build_graph(model, example_input).bn_groups())
 
 
