@@ -30,6 +30,16 @@ from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
 from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.rundir import (
+    BUDGET_PNG,
+    CHANNELS_PNG,
+    GAMMA_HIST_PNG,
+    MODEL_FILE,
+    REPORT_FILE,
+    TRAIN_DIR,
+    TRAINED_FILE,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -39,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAIN_DIR = "train"
-SLIM_FILE = "model.pt"
-TRAINED_FILE = "trained.pt"
-REPORT_FILE = "report.json"
+SLIM_FILE = MODEL_FILE
 #: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
 CHANCE_FACTOR = 1.5
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
@@ -241,7 +248,7 @@ def slim_model(
         )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
-            report["plots"]["budget"] = plot_trajectory(report["budget"], out / "budget.png").name
+            report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
         raise CollapseError(report["collapse"]["message"])
@@ -284,17 +291,10 @@ def collapse_check(report: dict[str, Any], restored: list[list[str]], num_classe
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:
     """``channels.png`` (channels kept per BN layer) and ``gamma_hist.png`` (|gamma| histogram)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeslim.utils.io import atomic_path
-
     files = {}
     rows = report["layers"]
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
+    fig, ax = new_figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
     x = range(len(rows))
     ax.bar(x, [r["channels"] for r in rows], color="#d0d0d0", label="dense")
     kept = [r.get("after_surgery", r["kept"]) for r in rows]
@@ -305,12 +305,9 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_title(f"{report['arch']}: {ch['slim']}/{ch['dense']} channels kept", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out / "channels.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["channels"] = "channels.png"
+    files["channels"] = save_figure(fig, out / CHANNELS_PNG).name
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = new_figure(figsize=(6, 3.4))
     nz = gammas[gammas > 0].numpy()
     zeros = int((gammas == 0).sum())
     if nz.size:
@@ -322,8 +319,5 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_ylabel("channels")
     ax.set_title(f"BN scales after finalize: {zeros} exactly zero, {nz.size} nonzero", fontsize=10)
     fig.tight_layout()
-    with atomic_path(out / "gamma_hist.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["gamma_hist"] = "gamma_hist.png"
+    files["gamma_hist"] = save_figure(fig, out / GAMMA_HIST_PNG).name
     return files

@@ -280,6 +280,36 @@ def _imports_torch_at_module_level(mod: str) -> bool:
     return False
 
 
+#: library modules that still choose matplotlib's global backend (being rewritten elsewhere)
+PYPLOT_EXCEPTIONS: dict[str, str] = {
+    "edgeslim.surgery.plot": "issue #14: surgery/ is rewritten on another branch; move it to utils.plotting there",
+}
+
+
+def _uses_global_matplotlib(mod: str) -> bool:
+    tree = ast.parse(MODULES[mod].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name == "matplotlib.pyplot" for a in node.names):
+            return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "matplotlib"
+            and any(a.name == "pyplot" for a in node.names)
+        ):
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "use":
+            if isinstance(node.func.value, ast.Name) and node.func.value.id in ("matplotlib", "mpl"):
+                return True
+    return False
+
+
+def test_library_leaves_the_matplotlib_backend_alone() -> None:
+    """No pyplot and no ``matplotlib.use`` in the library: figures go through utils.plotting."""
+    users = {m for m in MODULES if _uses_global_matplotlib(m)}
+    assert not users - set(PYPLOT_EXCEPTIONS), f"use edgeslim.utils.plotting instead: {sorted(users)}"
+    assert not set(PYPLOT_EXCEPTIONS) - users, "stale PYPLOT_EXCEPTIONS entries"
+
+
 def test_docs_name_every_layer() -> None:
     text = DOC.read_text(encoding="utf-8")
     missing = [layer for layer, _ in LAYERS if f"`{layer}`" not in text]

@@ -51,6 +51,7 @@ from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.utils.modes import training_mode
+from edgeslim.utils.plotting import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -507,16 +508,9 @@ def _tau_cap(slimmer: Any) -> float | None:
 
 def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeslim.utils.io import atomic_path
-
     traj = report["trajectory"]
     ep = [t["epoch"] for t in traj]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 3.6))
     a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
     a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
     a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
@@ -535,11 +529,7 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
     a2.set_title("multiplier and accuracy", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def build_controller(
