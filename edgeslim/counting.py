@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeslim.channels.norm import is_batchnorm
+from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
 
@@ -152,7 +152,7 @@ def count_model(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
-                "give the right --input-shape C,H,W or --data"
+                "give the input shape (C,H,W) the model was built for"
             ) from exc
         if counter == "fvcore":
             macs, other = _macs_fvcore(model, x)
@@ -216,12 +216,11 @@ class BNStats:
 def bn_stats(model: nn.Module) -> BNStats:
     """Per-BN-layer channel count, |gamma| min/median/max and number of exact zeros, plus totals."""
     rows, all_g = [], []
-    for name, m in model.named_modules():
-        if is_batchnorm(m) and m.weight is not None:
-            g = m.weight.detach().abs().float().cpu().flatten()
-            all_g.append(g)
-            rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),
-                                     int((g == 0).sum())))  # fmt: skip
+    for name, m in bn_layers(model):
+        g = m.weight.detach().abs().float().cpu().flatten()
+        all_g.append(g)
+        rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),
+                                 int((g == 0).sum())))  # fmt: skip
     if not all_g:
         return BNStats([], 0, 0, None, None, None)
     g = torch.cat(all_g)

@@ -27,7 +27,7 @@ from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
-from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
+from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, check_strength, lambda_for_shrink
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
 from edgeslim.utils.plotting import new_figure, save_figure
@@ -106,8 +106,7 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
     (default :data:`DEFAULT_SHRINK`: neither given means a schedule-independent default)."""
-    if settings.lam is not None and settings.shrink is not None:
-        raise EdgeslimError("give --lambda or --shrink, not both")
+    check_strength(settings.lam, settings.shrink, budget=settings.budget is not None)
     if settings.lam is not None:
         return float(settings.lam)
     shrink = DEFAULT_SHRINK if settings.shrink is None else settings.shrink
@@ -159,7 +158,7 @@ def slim_model(
             "scales (use a model with BN after each conv)"
         )
     if settings.round_to < 1:
-        raise EdgeslimError(f"--round-to must be >= 1, got {settings.round_to}")
+        raise EdgeslimError(f"round_to must be >= 1, got {settings.round_to}")
     lam = resolve_lambda(settings, config, bundle)
     device = resolve_device(config.device)
     model.to(device)
@@ -191,7 +190,7 @@ def slim_model(
         model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
         progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
-    fin = slimmer.finalize(model)
+    fin = slimmer.finalize()
     model.eval()
     ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
     report: dict[str, Any] = {

@@ -112,7 +112,7 @@ def load_dataset(
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
     """
     key = canonical_name(name)
-    for label, n in (("--subset", subset), ("--test-subset", test_subset)):
+    for label, n in (("subset", subset), ("test_subset", test_subset)):
         if n is not None and n < 1:
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}")
     ddir = Path(data_dir).expanduser() if data_dir is not None else None

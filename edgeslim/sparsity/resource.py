@@ -215,7 +215,7 @@ class ResourceModel:
             return
         if profile is None:
             raise EdgeslimError(
-                "a latency target needs --profile NAME (a device profile) or --latency-table FILE"
+                "a latency target needs profile (a device profile name or YAML path) or latency_table"
             )
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
         self.precision = precision or self.profile.preferred.precision

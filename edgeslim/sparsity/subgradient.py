@@ -25,7 +25,7 @@ class SubgradientHook(TrainHook):
 
     def __init__(self, model: nn.Module, lam: float = 1e-4) -> None:
         if lam < 0:
-            raise EdgeslimError(f"--lambda must be >= 0, got {lam}")
+            raise EdgeslimError(f"lam must be >= 0, got {lam}")
         self.lam = float(lam)
         self.gammas = [m.weight for _, m in bn_layers(model)]
         if not self.gammas:
@@ -125,7 +125,7 @@ def threshold_prune(model: nn.Module, ratio: float, min_channels: int = 1) -> di
     where ``masks[name]`` is a bool tensor of kept channels.
     """
     if not 0.0 <= ratio < 1.0:
-        raise EdgeslimError(f"--prune-ratio must be in [0, 1), got {ratio}")
+        raise EdgeslimError(f"ratio must be in [0, 1), got {ratio}")
     layers = bn_layers(model)
     if not layers:
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
