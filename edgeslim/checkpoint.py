@@ -27,6 +27,9 @@ from edgeslim.utils.sniff import sniff
 if TYPE_CHECKING:
     from torch import nn
 
+#: file suffixes that make a name a model file rather than an architecture
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
+
 FORMAT = "edgeslim.checkpoint"
 VERSION = 1
 
@@ -42,6 +45,18 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: Path | None = None
+
+
+def looks_like_file(target: str) -> bool:
+    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture.
+
+    ``family:name`` and ``package.module:Attr`` are architectures (``pickle:PATH`` too).
+    """
+    if Path(target).exists():
+        return True
+    if ":" in target:
+        return False
+    return target.endswith(MODEL_SUFFIXES) or "/" in target
 
 
 def make_checkpoint(

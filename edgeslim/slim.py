@@ -23,11 +23,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from edgeslim.channels.norm import bn_layers
+from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
-from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
+from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, check_strength, lambda_for_shrink
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.rundir import (
+    BUDGET_PNG,
+    CHANNELS_PNG,
+    GAMMA_HIST_PNG,
+    MODEL_FILE,
+    REPORT_FILE,
+    TRAIN_DIR,
+    TRAINED_FILE,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -37,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAIN_DIR = "train"
-SLIM_FILE = "model.pt"
-TRAINED_FILE = "trained.pt"
-REPORT_FILE = "report.json"
+SLIM_FILE = MODEL_FILE
 #: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
 CHANCE_FACTOR = 1.5
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
@@ -83,12 +92,6 @@ class SlimResult:
     report: dict[str, Any]
 
 
-def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
-    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
-    n = len(bundle.train_y)
-    return max(n // batch_size, 1) if n >= batch_size else 1
-
-
 def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
     """The lr of every iteration of a run with ``config`` and ``steps`` iterations per epoch."""
     sched = LRSchedule(
@@ -103,8 +106,7 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
     (default :data:`DEFAULT_SHRINK`: neither given means a schedule-independent default)."""
-    if settings.lam is not None and settings.shrink is not None:
-        raise EdgeslimError("give --lambda or --shrink, not both")
+    check_strength(settings.lam, settings.shrink, budget=settings.budget is not None)
     if settings.lam is not None:
         return float(settings.lam)
     shrink = DEFAULT_SHRINK if settings.shrink is None else settings.shrink
@@ -156,7 +158,7 @@ def slim_model(
             "scales (use a model with BN after each conv)"
         )
     if settings.round_to < 1:
-        raise EdgeslimError(f"--round-to must be >= 1, got {settings.round_to}")
+        raise EdgeslimError(f"round_to must be >= 1, got {settings.round_to}")
     lam = resolve_lambda(settings, config, bundle)
     device = resolve_device(config.device)
     model.to(device)
@@ -172,8 +174,6 @@ def slim_model(
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
-        from edgeslim.sparsity.budget import controller_for_slim
-
         # on --resume the controller's state_dict restores its own base lambda
         controller = controller_for_slim(
             model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
@@ -191,7 +191,7 @@ def slim_model(
         model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
         progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
-    fin = slimmer.finalize(model)
+    fin = slimmer.finalize()
     model.eval()
     ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
     report: dict[str, Any] = {
@@ -251,9 +251,7 @@ def slim_model(
         )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
-            from edgeslim.sparsity.budget import plot_trajectory
-
-            report["plots"]["budget"] = plot_trajectory(report["budget"], out / "budget.png").name
+            report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
         raise CollapseError(report["collapse"]["message"])
@@ -311,17 +309,10 @@ def collapse_check(
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:
     """``channels.png`` (channels kept per BN layer) and ``gamma_hist.png`` (|gamma| histogram)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeslim.utils.io import atomic_path
-
     files = {}
     rows = report["layers"]
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
+    fig, ax = new_figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
     x = range(len(rows))
     ax.bar(x, [r["channels"] for r in rows], color="#d0d0d0", label="dense")
     kept = [r.get("after_surgery", r["kept"]) for r in rows]
@@ -332,12 +323,9 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_title(f"{report['arch']}: {ch['slim']}/{ch['dense']} channels kept", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out / "channels.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["channels"] = "channels.png"
+    files["channels"] = save_figure(fig, out / CHANNELS_PNG).name
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = new_figure(figsize=(6, 3.4))
     nz = gammas[gammas > 0].numpy()
     zeros = int((gammas == 0).sum())
     if nz.size:
@@ -349,8 +337,5 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_ylabel("channels")
     ax.set_title(f"BN scales after finalize: {zeros} exactly zero, {nz.size} nonzero", fontsize=10)
     fig.tight_layout()
-    with atomic_path(out / "gamma_hist.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["gamma_hist"] = "gamma_hist.png"
+    files["gamma_hist"] = save_figure(fig, out / GAMMA_HIST_PNG).name
     return files

@@ -20,20 +20,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
-
-
-def looks_like_file(target: str) -> bool:
-    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture.
-
-    ``family:name`` and ``package.module:Attr`` are architectures (``pickle:PATH`` too).
-    """
-    if Path(target).exists():
-        return True
-    if ":" in target:
-        return False
-    return target.endswith(MODEL_SUFFIXES) or "/" in target
-
 
 def load_model_or_arch(
     target: str,
@@ -50,7 +36,8 @@ def load_model_or_arch(
     are ``num_classes``, else the data set's, else 10 (with ``weights``: the weights' own count).
     Files keep their own spec.
     """
-    from edgeslim.checkpoint import LoadedModel, load_model
+    from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
+    from edgeslim.models.user import check_arch_trusted
 
     dshape = None
     if data is not None:  # checks the name early, also for files
@@ -93,14 +80,6 @@ def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int]):
     c, h, w = parse_input_shape(input_shape)
     classes = head_classes(loaded.model) or 1
     return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
-
-
-def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
-    """``pickle:PATH`` unpickles a file the user hands us: only with ``--trust-pickle``."""
-    if arch.startswith("pickle:") and not trust_pickle:
-        raise EdgeslimError(
-            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass --trust-pickle if you trust it"
-        )
 
 
 def check_finite_weights(loaded: LoadedModel) -> None:

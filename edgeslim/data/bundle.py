@@ -272,3 +272,9 @@ class BatchLoader:
             if self.augment:
                 x = self.bundle.augment(x, gen)
             yield self.bundle.normalize(x), y_all.index_select(0, sel)
+
+
+def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
+    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
+    n = len(bundle.train_y)
+    return max(n // batch_size, 1) if n >= batch_size else 1

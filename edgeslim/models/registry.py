@@ -95,18 +95,11 @@ def is_code_reference(arch: str) -> bool:
 
 def known_prefixes() -> list[str]:
     """Registered model families (``tv``, ``pickle``, ...)."""
-    _ensure_builtin()
     return sorted(_PREFIXES)
-
-
-def _ensure_builtin() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import edgeslim.models.zoo  # noqa: F401
 
 
 def list_models(include_prefixed: bool = True) -> list[str]:
     """All registered names; with ``include_prefixed`` also ``tv:...`` names."""
-    _ensure_builtin()
     names = sorted(_MODELS)
     if include_prefixed:
         for prefix, lister in sorted(_PREFIX_LISTERS.items()):
@@ -116,7 +109,6 @@ def list_models(include_prefixed: bool = True) -> list[str]:
 
 def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random weights)."""
-    _ensure_builtin()
     if isinstance(spec, str):
         spec = ModelSpec(arch=spec, **overrides)
     elif overrides:

@@ -26,6 +26,14 @@ from edgeslim.models.registry import register_code_resolver, register_prefix
 PICKLE_PREFIX = "pickle"
 
 
+def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
+    """``pickle:PATH`` unpickles a file the user hands us: only with ``--trust-pickle``."""
+    if arch.startswith("pickle:") and not trust_pickle:
+        raise EdgeslimError(
+            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) if you trust it"
+        )
+
+
 def classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
     """The classifier head: timm's ``get_classifier()``, else the last ``nn.Linear`` (registration
     order), else the last 1x1 ``nn.Conv2d`` (SqueezeNet-style heads); None when there is none."""

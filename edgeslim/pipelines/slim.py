@@ -191,10 +191,9 @@ def _source_model(
 ) -> tuple[Any, Any, dict]:
     """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
     with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
-    from edgeslim.checkpoint import load_model, read_state_dict
-    from edgeslim.cli.common import check_arch_trusted, looks_like_file
+    from edgeslim.checkpoint import load_model, looks_like_file, read_state_dict
     from edgeslim.models.registry import ModelSpec, create_model
-    from edgeslim.models.user import build_with_weights, head_classes, with_classes
+    from edgeslim.models.user import build_with_weights, check_arch_trusted, head_classes, with_classes
 
     weights = opts.get("weights")
     meta: dict[str, Any] = {}

@@ -31,6 +31,7 @@ from edgeslim.train.evaluate import evaluate
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.methods import create_method
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -39,10 +40,6 @@ if TYPE_CHECKING:
     from edgeslim.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.pt"
-LOG_FILE = "log.jsonl"
-REPORT_FILE = "report.json"
 
 
 class NonFiniteLossError(EdgeslimError):

@@ -114,7 +114,3 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suf}{unit}"
     return f"{n:.4g}{unit}"
-
-
-def is_interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
