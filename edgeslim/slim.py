@@ -320,22 +320,40 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("BN channels")
     ch = report["channels"]
-    ax.set_title(f"{report['arch']}: {ch['slim']}/{ch['dense']} channels kept", fontsize=10)
+    macs = report.get("macs") or {}
+    headline = f"{report['arch']}: {ch['slim']}/{ch['dense']} BN channels kept ({ch['slim'] / max(ch['dense'], 1):.0%})"
+    if macs.get("dense"):
+        headline += f", MACs {macs['slim'] / macs['dense']:.0%} of dense"
+    ax.set_title(headline, fontsize=10)
+    ax.set_xlabel("BN layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
     files["channels"] = save_figure(fig, out / CHANNELS_PNG).name
 
-    fig, ax = new_figure(figsize=(6, 3.4))
+    # |gamma| after finalize: the exact zeros as their own bar, the nonzero scales on a log axis
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     nz = gammas[gammas > 0].numpy()
     zeros = int((gammas == 0).sum())
+    fig, (az, ax) = new_figure(1, 2, figsize=(7, 3.4), gridspec_kw={"width_ratios": [1, 5]}, sharey=True)
+    az.bar([0], [zeros], color="#c0392b", width=0.6)
+    az.set_xticks([0], ["exactly 0"])
+    az.set_xlim(-0.8, 0.8)
+    az.set_ylabel("channels")
+    az.annotate(str(zeros), (0, zeros), ha="center", va="bottom", fontsize=9)
     if nz.size:
         lo = max(float(nz.min()), 1e-6)
         bins = torch.logspace(math.log10(lo), math.log10(max(float(nz.max()), lo * 10)), 40).numpy()
         ax.hist(nz, bins=bins, color="#2a7ab0")
         ax.set_xscale("log")
-    ax.set_xlabel("|gamma| (nonzero)")
-    ax.set_ylabel("channels")
-    ax.set_title(f"BN scales after finalize: {zeros} exactly zero, {nz.size} nonzero", fontsize=10)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("|gamma| of the kept channels (log scale)")
+    fig.suptitle(
+        f"BN scales after finalize: {zeros} of {zeros + nz.size} exactly zero ({zeros / max(zeros + nz.size, 1):.0%})",
+        fontsize=10,
+    )
     fig.tight_layout()
     files["gamma_hist"] = save_figure(fig, out / GAMMA_HIST_PNG).name
     return files

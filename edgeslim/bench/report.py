@@ -255,14 +255,15 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
 
 
 def plots(record: dict, out_dir: str | Path) -> list[Path]:
-    """latency.png (distributions), layers.png (per-layer MMACs), memory.png; written atomically."""
+    """latency.png (distributions), layers.png (per-layer MMACs by layer name), memory.png (the
+    Memory table's figures); written atomically."""
     import numpy as np
 
     out = Path(out_dir)
     written = []
     labels = list(record["models"])
     fig, axes = new_figure(
-        1, len(record["batches"]), figsize=(4.5 * len(record["batches"]), 3.6), squeeze=False
+        1, len(record["batches"]), figsize=(5.2 * len(record["batches"]), 3.8), squeeze=False
     )
     for ax, b in zip(axes[0], record["batches"]):
         data, names = [], []
@@ -275,14 +276,26 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
         ax.set_yscale("log")
         ax.set_ylabel("latency per batch (ms)")
-        ax.set_title(f"batch {b} ({key} time; box p25-p75, whiskers p1-p99)", fontsize=9)
+        p50 = [float(np.median(d)) for d in data]
+        head = f"batch {b}"
+        if len(p50) == 2 and p50[1] > 0:
+            word = f"{p50[0] / p50[1]:.2f}x faster" if p50[0] >= p50[1] else f"{p50[1] / p50[0]:.2f}x slower"
+            head += f": {names[1]} {word} than {names[0]}"
+        p50s = " vs ".join(f"{v:.3g}" for v in p50)
+        ax.set_title(f"{head}\np50 {p50s} ms ({key} time; box p25-p75, whiskers p1-p99)", fontsize=8)
     fig.suptitle(f"measured latency, {record['backend']}")
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}
     if all(costs.values()):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
-        fig = _layer_bars(macs, "layer (fused, in graph order)", "MMACs per sample", "per-layer MACs")
+        names = [str(layer.get("name", i)) for i, layer in enumerate(costs[labels[0]]["layers"])]
+        totals = ", ".join(f"{label} {costs[label]['macs'] / 1e6:.3g}" for label in labels)
+        ratio = ""
+        if len(labels) == 2 and costs[labels[0]]["macs"]:
+            ratio = f" ({costs[labels[1]]['macs'] / costs[labels[0]]['macs']:.2f}x)"
+        fig = _layer_bars(macs, "ONNX layer (fused, graph order)", "MMACs per sample",
+                          f"per-layer MACs; total MMACs: {totals}{ratio}", names)  # fmt: skip
         written.append(save_figure(fig, out / LAYERS_PNG))
     lt = {label: record["summary"][label].get("layer_times") for label in labels}
     if all(lt.values()):
@@ -291,31 +304,40 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title)
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
+    # the same three figures as the Memory table of report.md
     keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
-    keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb", 0.0)))
-    keys.append(
-        ("peak RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_delta_mb", 0.0))
-    )
+    keys.append(("peak RSS MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_mb") or 0.0))
+    keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb") or 0.0))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
-        ax.bar(np.arange(len(keys)) + i * width, [fn(label) for _, fn in keys], width, label=label)
+        vals = [fn(label) for _, fn in keys]
+        bars = ax.bar(np.arange(len(keys)) + i * width, vals, width, label=label)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k for k, _ in keys])
     ax.set_ylabel("MB")
     ax.legend()
-    ax.set_title("model size and memory (isolated process)")
+    ax.set_title("model file and process memory (as in report.md's Memory table)", fontsize=10)
     fig.tight_layout()
     written.append(save_figure(fig, out / MEMORY_PNG))
     return written
 
 
-def _layer_bars(values: dict[str, list[float]], xlabel: str, ylabel: str, title: str):
-    """A figure of one bar per layer, side by side for each model (label -> per-layer values)."""
+def _layer_bars(
+    values: dict[str, list[float]], xlabel: str, ylabel: str, title: str, names: list[str] | None = None
+):
+    """A figure of one bar per layer, side by side for each model (label -> per-layer values);
+    ``names`` label the layers on the x axis when every model has that many."""
     import numpy as np
 
-    fig, ax = new_figure(figsize=(8, 3.6))
+    n = max(len(v) for v in values.values())
+    fig, ax = new_figure(figsize=(max(8.0, 0.3 * n + 2), 4.2 if names else 3.6))
     width = 0.8 / len(values)
     for i, (label, vals) in enumerate(values.items()):
         ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
+    if names and all(len(v) == len(names) for v in values.values()):
+        # ONNX node names are module paths ("/features/features.3/Conv+Relu"): keep the last two parts
+        short = ["/".join(nm.strip("/").split("/")[-2:])[-32:] for nm in names]
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, short, rotation=55, ha="right", fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()

@@ -521,16 +521,24 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     a1.set_xlabel("epoch")
     a1.set_ylabel(f"{report['metric']} / dense")
     a1.legend(fontsize=8)
-    a1.set_title(f"budget {report['target_fraction']:.0%} of dense {report['metric']}", fontsize=10)
-    a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu")
+    a1.set_title(
+        f"budget {report['target_fraction']:.0%} of dense {report['metric']}: reached "
+        f"{report['achieved_fraction']:.1%}",
+        fontsize=10,
+    )
+    a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu (budget multiplier)")
     a2.set_xlabel("epoch")
-    a2.set_ylabel("mu")
+    a2.set_ylabel("mu: extra shrink while over budget")
     a3 = a2.twinx()
-    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test acc")
+    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test accuracy")
     a3.set_ylabel("test accuracy")
     lines = a2.get_lines() + a3.get_lines()
-    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
-    a2.set_title("multiplier and accuracy", fontsize=10)
+    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+    a2.set_title("dual multiplier mu (docs/budget.md) and accuracy", fontsize=10)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     fig.tight_layout()
     return save_figure(fig, path)
 
