@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -10,14 +9,6 @@ import click
 
 from edgeslim.cli.common import data_options, train_options
 from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
-from edgeslim.errors import EdgeslimError
-
-# Hyper-parameter options whose defaults come from TrainConfig (None = "not given").
-_HPARAMS = (
-    "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "decay_bn", "schedule",
-    "milestones", "lr_gamma", "warmup_epochs", "label_smoothing", "augment", "amp", "channels_last",
-    "seed", "method",
-)  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,129 +77,22 @@ def train(**kw: Any) -> None:
     Multi-process (DDP; gloo on CPU, NCCL on GPUs):
       torchrun --nproc_per_node 2 -m edgeslim train --arch vgg-small --data fashion-mnist --out runs/ddp
     """
-    import torch
-
-    from edgeslim.checkpoint import load_checkpoint_dict
-    from edgeslim.train.distributed import dist_info
-    from edgeslim.utils.io import check_output_dir, run_dir_lock
-
-    if kw["threads"] is not None:
-        torch.set_num_threads(kw["threads"])
-    info = dist_info()
-    out_dir: Path = kw["out_dir"]
-    if kw["resume"] == "":  # the flag alone: the run in --out
-        kw["resume"] = out_dir / "model.pt"
-    resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
-    resume_state = (resume_ckpt or {}).get("train_state")
-    if resume_ckpt is not None and not resume_state:
-        raise EdgeslimError(
-            f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
-        )
-    same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / "model.pt").resolve()
-    with contextlib.ExitStack() as stack:
-        if info.is_main:
-            check_output_dir(out_dir, force=True)  # a writable directory; contents checked under the lock
-            stack.enter_context(run_dir_lock(out_dir))
-            check_output_dir(out_dir, force=kw["force"] or same_dir, marker="model.pt")
-        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state)
-    if info.enabled:
-        torch.distributed.destroy_process_group()
-    if not info.is_main:
-        return
-    _print(kw, report, spec, bundle, out_dir)
-
-
-def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None):
-    """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
-    import torch
-
-    from edgeslim.checkpoint import build_from_checkpoint, load_model
-    from edgeslim.data import load_dataset
-    from edgeslim.models import create_model
-    from edgeslim.models.registry import ModelSpec
-    from edgeslim.train.config import TrainConfig
-    from edgeslim.train.pipeline import run_training
+    from edgeslim.pipelines.train import TrainRequest, run
     from edgeslim.utils.console import err, log_lines_when_piped, progress
 
-    recipe = None
-    if resume_ckpt is not None:
-        meta = dict(resume_ckpt.get("meta") or {})
-        data_args = dict(meta.get("data_args") or {})
-        given = [k for k in _HPARAMS if kw.get(k) is not None] + [
-            k for k in ("lam", "prune_ratio", "finetune_lr", "init_path") if kw.get(k) is not None
-        ]
-        if given and info.is_main:
-            err.print(f"note: --resume continues with the checkpoint's settings; ignoring {', '.join(given)}")
-        spec = ModelSpec.from_dict(resume_ckpt["spec"])
-        if kw["arch"] and kw["arch"] != spec.arch:
-            raise EdgeslimError(
-                f"--arch {kw['arch']} differs from the checkpoint's {spec.arch}; drop --arch to resume"
-            )
-        data_name = kw["data_name"] or data_args.get("name")
-        data_dir = kw["data_dir"] or data_args.get("data_dir")
-        subset, test_subset = data_args.get("subset"), data_args.get("test_subset")
-        model = build_from_checkpoint(resume_ckpt)
-        recipe = resume_ckpt.get("recipe")
-        config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
-    else:
-        if not kw["arch"] or not kw["data_name"]:
-            raise EdgeslimError("give --arch NAME and --data NAME (or --resume DIR/model.pt)")
-        data_name, data_dir = kw["data_name"], kw["data_dir"]
-        subset, test_subset = kw["subset"], kw["test_subset"]
-        hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
-        hp["device"] = kw["device"]
-        method = hp.get("method", "baseline")
-        if kw["lam"] is not None:
-            if method != "subgradient":
-                raise EdgeslimError(
-                    "--lambda is the sparsity strength of --method subgradient; add --method subgradient"
-                )
-            hp["method_args"] = {"lam": kw["lam"]}
-        config = TrainConfig(**hp)
-        if kw["prune_ratio"] is None and kw["finetune_epochs"]:
-            raise EdgeslimError(
-                "--finetune-epochs needs --prune-ratio (fine-tuning follows the threshold prune)"
-            )
-
-    bundle = load_dataset(
-        data_name, data_dir=data_dir, subset=subset, test_subset=test_subset, cache_dir=kw["cache_dir"]
-    )
-    if resume_ckpt is None:
-        if kw["init_path"]:
-            loaded = load_model(kw["init_path"])
-            if loaded.spec is None:
-                raise EdgeslimError(
-                    f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"
-                )
-            if kw["arch"] and kw["arch"] != loaded.spec.arch:
-                raise EdgeslimError(
-                    f"--arch {kw['arch']} differs from the architecture of --init {kw['init_path']} "
-                    f"({loaded.spec.arch}); drop --arch or give a model of that architecture"
-                )
-            spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
-        else:
-            spec = bundle.spec_for(kw["arch"])
-            torch.manual_seed(config.seed)
-            model = create_model(spec)
-    bundle.check_spec(spec)
-    meta = {
-        "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
-                      "test_subset": test_subset},
-    }  # fmt: skip
-
-    with progress(enabled=None if info.is_main else False) as bar, log_lines_when_piped():
-        report = run_training(
-            model, spec, bundle, config, out_dir,
-            prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
-            resume=resume_state, progress=bar, meta=meta, recipe=recipe,
-        )  # fmt: skip
-    return report, spec, bundle
+    as_json = kw.pop("as_json")
+    with progress() as bar, log_lines_when_piped():
+        outcome = run(TrainRequest.from_options(kw), progress=bar)
+    if outcome.is_main:
+        for note in outcome.notes or []:
+            err.print(f"note: {note}")
+        _print(as_json, outcome.report, outcome.spec, outcome.data_name, outcome.out_dir)
 
 
-def _print(kw: dict[str, Any], report: dict[str, Any], spec: Any, bundle: Any, out_dir: Path) -> None:
+def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out_dir: Path) -> None:
     from edgeslim.utils.console import out, table
 
-    if kw["as_json"]:
+    if as_json:
         import json
 
         from edgeslim.utils.io import to_jsonable
@@ -217,7 +101,7 @@ def _print(kw: dict[str, Any], report: dict[str, Any], spec: Any, bundle: Any, o
         return
     rows: list[list[Any]] = [
         ["architecture", spec.arch],
-        ["data", bundle.name],
+        ["data", data_name],
         ["method", report.get("method")],
     ]
     if "accuracy_before_prune" in report:
@@ -240,5 +124,5 @@ def _print(kw: dict[str, Any], report: dict[str, Any], spec: Any, bundle: Any, o
 
     err.print(
         f"wrote {out_dir / 'model.pt'}, {out_dir / 'log.jsonl'}, {out_dir / 'report.json'}; next: "
-        f"edgeslim slim {out_dir / 'model.pt'} --data {bundle.name} --out {out_dir}-slim  (or edgeslim export)"
+        f"edgeslim slim {out_dir / 'model.pt'} --data {data_name} --out {out_dir}-slim  (or edgeslim export)"
     )

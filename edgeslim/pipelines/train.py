@@ -1,0 +1,201 @@
+"""``train``: train a model (baseline or original network slimming), as a request and ``run``."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+
+#: hyper-parameters whose defaults come from TrainConfig (None = not given)
+_HPARAMS = (
+    "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "decay_bn", "schedule",
+    "milestones", "lr_gamma", "warmup_epochs", "label_smoothing", "augment", "amp", "channels_last",
+    "seed", "method",
+)  # fmt: skip
+
+
+@dataclass
+class TrainRequest:
+    """Everything ``edgeslim train`` needs; ``None`` means the library default.
+
+    ``resume``: a checkpoint of an interrupted run, or ``""`` for the run in ``out_dir``.
+    """
+
+    out_dir: Path
+    arch: str | None = None
+    data_name: str | None = None
+    data_dir: Path | None = None
+    subset: int | None = None
+    test_subset: int | None = None
+    cache_dir: Path | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    nesterov: bool | None = None
+    weight_decay: float | None = None
+    decay_bn: bool | None = None
+    schedule: str | None = None
+    milestones: tuple[float, ...] | None = None
+    lr_gamma: float | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    augment: bool | None = None
+    amp: bool | None = None
+    channels_last: bool | None = None
+    seed: int | None = None
+    method: str | None = None
+    lam: float | None = None
+    prune_ratio: float | None = None
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    init_path: Path | None = None
+    device: str = "auto"
+    threads: int | None = None
+    resume: str | Path | None = None
+    force: bool = False
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> TrainRequest:
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise EdgeslimError(f"unknown train options {unknown}")
+        return cls(**options)
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`run` returns: the report, and what the CLI shows beside it."""
+
+    report: dict[str, Any]
+    spec: Any
+    data_name: str
+    out_dir: Path
+    is_main: bool = True
+    #: things the caller should tell the user (e.g. options a resumed run ignored)
+    notes: list[str] | None = None
+
+
+def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
+    """Train as ``req`` says into ``req.out_dir`` (the run directory is locked while it runs)."""
+    kw = asdict(req)
+    kw["out_dir"] = Path(req.out_dir)
+    import torch
+
+    from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.train.distributed import dist_info
+    from edgeslim.utils.io import check_output_dir, run_dir_lock
+
+    if kw["threads"] is not None:
+        torch.set_num_threads(kw["threads"])
+    info = dist_info()
+    out_dir: Path = kw["out_dir"]
+    if kw["resume"] == "":  # the flag alone: the run in --out
+        kw["resume"] = out_dir / "model.pt"
+    resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
+    resume_state = (resume_ckpt or {}).get("train_state")
+    if resume_ckpt is not None and not resume_state:
+        raise EdgeslimError(
+            f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
+        )
+    same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / "model.pt").resolve()
+    with contextlib.ExitStack() as stack:
+        if info.is_main:
+            check_output_dir(out_dir, force=True)  # a writable directory; contents checked under the lock
+            stack.enter_context(run_dir_lock(out_dir))
+            check_output_dir(out_dir, force=kw["force"] or same_dir, marker="model.pt")
+        notes: list[str] = []
+        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes)
+    if info.enabled:
+        torch.distributed.destroy_process_group()
+    return TrainOutcome(report, spec, bundle.name, out_dir, info.is_main, notes)
+
+
+def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None,
+           progress: Any, notes: list[str]):  # fmt: skip
+    """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
+    import torch
+
+    from edgeslim.checkpoint import build_from_checkpoint, load_model
+    from edgeslim.data import load_dataset
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.train.config import TrainConfig
+    from edgeslim.train.pipeline import run_training
+
+    recipe = None
+    if resume_ckpt is not None:
+        meta = dict(resume_ckpt.get("meta") or {})
+        data_args = dict(meta.get("data_args") or {})
+        given = [k for k in _HPARAMS if kw.get(k) is not None] + [
+            k for k in ("lam", "prune_ratio", "finetune_lr", "init_path") if kw.get(k) is not None
+        ]
+        if given and info.is_main:
+            notes.append(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}")
+        spec = ModelSpec.from_dict(resume_ckpt["spec"])
+        if kw["arch"] and kw["arch"] != spec.arch:
+            raise EdgeslimError(
+                f"--arch {kw['arch']} differs from the checkpoint's {spec.arch}; drop --arch to resume"
+            )
+        data_name = kw["data_name"] or data_args.get("name")
+        data_dir = kw["data_dir"] or data_args.get("data_dir")
+        subset, test_subset = data_args.get("subset"), data_args.get("test_subset")
+        model = build_from_checkpoint(resume_ckpt)
+        recipe = resume_ckpt.get("recipe")
+        config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
+    else:
+        if not kw["arch"] or not kw["data_name"]:
+            raise EdgeslimError("give --arch NAME and --data NAME (or --resume DIR/model.pt)")
+        data_name, data_dir = kw["data_name"], kw["data_dir"]
+        subset, test_subset = kw["subset"], kw["test_subset"]
+        hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
+        hp["device"] = kw["device"]
+        method = hp.get("method", "baseline")
+        if kw["lam"] is not None:
+            if method != "subgradient":
+                raise EdgeslimError(
+                    "--lambda is the sparsity strength of --method subgradient; add --method subgradient"
+                )
+            hp["method_args"] = {"lam": kw["lam"]}
+        config = TrainConfig(**hp)
+        if kw["prune_ratio"] is None and kw["finetune_epochs"]:
+            raise EdgeslimError(
+                "--finetune-epochs needs --prune-ratio (fine-tuning follows the threshold prune)"
+            )
+
+    bundle = load_dataset(
+        data_name, data_dir=data_dir, subset=subset, test_subset=test_subset, cache_dir=kw["cache_dir"]
+    )
+    if resume_ckpt is None:
+        if kw["init_path"]:
+            loaded = load_model(kw["init_path"])
+            if loaded.spec is None:
+                raise EdgeslimError(
+                    f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"
+                )
+            if kw["arch"] and kw["arch"] != loaded.spec.arch:
+                raise EdgeslimError(
+                    f"--arch {kw['arch']} differs from the architecture of --init {kw['init_path']} "
+                    f"({loaded.spec.arch}); drop --arch or give a model of that architecture"
+                )
+            spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
+        else:
+            spec = bundle.spec_for(kw["arch"])
+            torch.manual_seed(config.seed)
+            model = create_model(spec)
+    bundle.check_spec(spec)
+    meta = {
+        "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
+                      "test_subset": test_subset},
+    }  # fmt: skip
+
+    report = run_training(
+        model, spec, bundle, config, out_dir,
+        prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
+        resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
+    )  # fmt: skip
+    return report, spec, bundle
