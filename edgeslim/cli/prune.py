@@ -9,40 +9,8 @@ import click
 
 from edgeslim.cli.common import trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, SHAPE
-from edgeslim.errors import EdgeslimError
 
 _CTX = {"help_option_names": ["-h", "--help"]}
-
-
-def _load_traceable(model: str, trust_pickle: bool, input_shape: Any, weights: Path | None = None) -> Any:
-    from edgeslim.cli.common import load_model_or_arch, spec_for_pickle
-
-    loaded = load_model_or_arch(model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights)
-    if loaded.kind in ("torchscript", "exported"):
-        raise EdgeslimError(
-            f"{model} is a {loaded.kind} program; surgery needs the Python model: give the edgeslim "
-            "checkpoint it was made from, or the architecture with --weights"
-        )
-    if loaded.kind == "pickle" and input_shape is not None:
-        loaded.spec = spec_for_pickle(loaded, input_shape)
-    return loaded
-
-
-def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ...]) -> tuple[Any, str]:
-    import torch
-
-    if data is None:
-        gen = torch.Generator().manual_seed(0)
-        return [
-            torch.randn((min(n, 32), *shape), generator=gen)
-        ], "random normal inputs (pass --data for real images)"
-    from edgeslim.data.datasets import load_dataset
-
-    bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=n)
-    if tuple(bundle.input_shape) != tuple(shape):
-        raise EdgeslimError(f"data set {data} has images {bundle.input_shape}, the model expects {shape}")
-    x = bundle.normalize(bundle.test_x)
-    return list(x.split(64)), f"{len(x)} test images of {bundle.name}"
 
 
 @click.command(context_settings=_CTX)
@@ -73,39 +41,14 @@ def prune(**kw: Any) -> None:
     """
     import json
 
-    import torch
-
-    from edgeslim.checkpoint import save_model
-    from edgeslim.cli.common import check_finite_weights, model_input_shape
-    from edgeslim.surgery import compose_recipes, prune_with_report
+    from edgeslim.pipelines.prune import PruneRequest, run
     from edgeslim.utils.console import err, out, table
-    from edgeslim.utils.io import check_output_path, to_jsonable
+    from edgeslim.utils.io import to_jsonable
 
-    output = check_output_path(kw["output"], kw["force"])
-    plot = check_output_path(kw["plot"], kw["force"]) if kw["plot"] else None
-    loaded = _load_traceable(kw["model"], kw["trust_pickle"], kw["input_shape"], kw["weights"])
-    check_finite_weights(loaded)
-    if loaded.spec is None:
-        raise EdgeslimError(
-            f"{kw['model']} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
-            "for a whole pickled module pass --input-shape C,H,W, else give the architecture with --weights"
-        )
-    shape = model_input_shape(loaded, kw["input_shape"])
-    calib, calib_desc = _calib(kw["data"], kw["data_dir"], kw["calib"], shape)
-    example = torch.zeros((1, *shape))
-    res = prune_with_report(loaded.model, example, round_to=kw["round_to"], calib_inputs=calib)
-    rep = res.report
-    rep["calibration"] = calib_desc
-    recipe = compose_recipes(loaded.recipe, res.recipe)
-    meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
-                                                            "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
-    save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
-    rep["output"] = str(output)
-    if plot is not None:
-        from edgeslim.surgery.plot import plot_channels
-
-        rep["plot"] = str(plot_channels(rep, plot))
-    if kw["as_json"]:
+    as_json = kw.pop("as_json")
+    rep = run(PruneRequest(**kw))
+    output, calib_desc = rep["output"], rep["calibration"]
+    if as_json:
         out.print_json(json.dumps(to_jsonable(rep)))
         return
     changed = [r for r in rep["layers"] if r["before"] != r["after"]]
@@ -155,10 +98,11 @@ def graph(model: str, input_shape: Any, trust_pickle: bool, weights: Path | None
     import torch
 
     from edgeslim.cli.common import model_input_shape
+    from edgeslim.pipelines.prune import load_traceable
     from edgeslim.surgery import build_graph
     from edgeslim.utils.console import out
 
-    loaded = _load_traceable(model, trust_pickle, input_shape, weights)
+    loaded = load_traceable(model, trust_pickle, input_shape, weights)
     shape = model_input_shape(loaded, input_shape)
     g = build_graph(loaded.model, torch.zeros((1, *shape)))
     if as_json:

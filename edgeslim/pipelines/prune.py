@@ -1,0 +1,96 @@
+"""``prune``: channel surgery on a model file or an architecture with weights, as a request and ``run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+
+
+@dataclass
+class PruneRequest:
+    """What ``edgeslim prune`` needs: the model, where to write, and how to measure the deviation."""
+
+    model: str
+    output: Path
+    round_to: int = 1
+    data: str | None = None
+    data_dir: Path | None = None
+    calib: int = 256
+    input_shape: tuple[int, int, int] | None = None
+    plot: Path | None = None
+    trust_pickle: bool = False
+    weights: Path | None = None
+    force: bool = False
+
+
+def run(req: PruneRequest) -> dict[str, Any]:
+    """Remove the zero-scale channels, fold their constants, verify, write the slim checkpoint.
+
+    Outputs are checked before any work; returns the surgery report (with ``output``, ``plot``).
+    """
+    import torch
+
+    from edgeslim.checkpoint import save_model
+    from edgeslim.pipelines.source import check_finite_weights, model_input_shape
+    from edgeslim.surgery import compose_recipes, prune_with_report
+    from edgeslim.utils.io import check_output_path
+
+    output = check_output_path(req.output, req.force)
+    plot = check_output_path(req.plot, req.force) if req.plot else None
+    loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights)
+    check_finite_weights(loaded)
+    if loaded.spec is None:
+        raise EdgeslimError(
+            f"{req.model} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
+            "for a whole pickled module give its input shape, else give the architecture with weights"
+        )
+    shape = model_input_shape(loaded, req.input_shape)
+    calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape)
+    example = torch.zeros((1, *shape))
+    res = prune_with_report(loaded.model, example, round_to=req.round_to, calib_inputs=calib)
+    rep = res.report
+    rep["calibration"] = calib_desc
+    recipe = compose_recipes(loaded.recipe, res.recipe)
+    meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
+                                                            "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
+    save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
+    rep["output"] = str(output)
+    if plot is not None:
+        from edgeslim.surgery.plot import plot_channels
+
+        rep["plot"] = str(plot_channels(rep, plot))
+    return rep
+
+
+def load_traceable(model: str, trust_pickle: bool, input_shape: Any, weights: Path | None = None) -> Any:
+    from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
+
+    loaded = load_model_or_arch(model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights)
+    if loaded.kind in ("torchscript", "exported"):
+        raise EdgeslimError(
+            f"{model} is a {loaded.kind} program; surgery needs the Python model: give the edgeslim "
+            "checkpoint it was made from, or the architecture with --weights"
+        )
+    if loaded.kind == "pickle" and input_shape is not None:
+        loaded.spec = spec_for_pickle(loaded, input_shape)
+    return loaded
+
+
+def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ...]) -> tuple[Any, str]:
+    import torch
+
+    if data is None:
+        gen = torch.Generator().manual_seed(0)
+        return [
+            torch.randn((min(n, 32), *shape), generator=gen)
+        ], "random normal inputs (pass --data for real images)"
+    from edgeslim.data.datasets import load_dataset
+
+    bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=n)
+    if tuple(bundle.input_shape) != tuple(shape):
+        raise EdgeslimError(f"data set {data} has images {bundle.input_shape}, the model expects {shape}")
+    x = bundle.normalize(bundle.test_x)
+    return list(x.split(64)), f"{len(x)} test images of {bundle.name}"

@@ -1,0 +1,117 @@
+"""Where the model of a request comes from: a model file, or an architecture name (+ weights).
+
+Top-level imports stay light (no torch): the bench CLI imports this layer on devices without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.parsing import parse_input_shape
+
+if TYPE_CHECKING:
+    from edgeslim.checkpoint import LoadedModel
+
+
+def load_model_or_arch(
+    target: str,
+    *,
+    trust_pickle: bool,
+    input_shape: str | Sequence[int] | None = None,
+    data: str | None = None,
+    num_classes: int | None = None,
+    weights: str | Path | None = None,
+) -> LoadedModel:
+    """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
+
+    For a name, the input shape is ``input_shape``, else the data set's, else 3,32,32; the classes
+    are ``num_classes``, else the data set's, else 10 (with ``weights``: the weights' own count).
+    Files keep their own spec.
+    """
+    from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
+    from edgeslim.models.user import check_arch_trusted
+
+    dshape = None
+    if data is not None:  # checks the name early, also for files
+        from edgeslim.data import dataset_shape
+
+        dshape = dataset_shape(data)
+    if looks_like_file(target):
+        if weights is not None:
+            raise EdgeslimError(
+                f"--weights goes with an architecture name (e.g. tv:resnet18 --weights {weights}); "
+                f"{target} is a model file that holds its own weights"
+            )
+        return load_model(target, trust_pickle=trust_pickle)
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    check_arch_trusted(target, trust_pickle)
+    shape = parse_input_shape(input_shape) if input_shape is not None else None
+    if data is not None and dshape is None and shape is None:
+        raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
+    c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
+    classes = num_classes or (dshape[3] if dshape else 10)
+    spec = ModelSpec(target, classes, c, (h, w))
+    if weights is None:
+        return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+    from edgeslim.checkpoint import read_state_dict
+    from edgeslim.models.user import build_with_weights, with_classes
+
+    model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+    meta: dict = {"weights": str(weights)}
+    if num_classes is not None and num_classes != spec.num_classes:
+        model, spec, meta["head"] = with_classes(model, spec, num_classes)
+    return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
+
+
+def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int]):
+    """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md)."""
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.models.user import head_classes
+
+    c, h, w = parse_input_shape(input_shape)
+    classes = head_classes(loaded.model) or 1
+    return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
+
+
+def check_finite_weights(loaded: LoadedModel) -> None:
+    """Refuse a model whose weights hold NaN or inf (its outputs, and any check of them, are meaningless)."""
+    from edgeslim.checkpoint import first_nonfinite
+
+    bad = first_nonfinite(loaded.model.state_dict())
+    if bad is not None:
+        raise EdgeslimError(
+            f"{loaded.path or 'the model'} has NaN or inf weights ({bad}); it diverged in training: "
+            "retrain it (lower --lr) or use an earlier checkpoint"
+        )
+
+
+def model_input_shape(
+    loaded: LoadedModel,
+    input_shape: str | Sequence[int] | None = None,
+    data: str | None = None,
+    *,
+    data_option: bool = False,
+) -> tuple[int, int, int]:
+    """C,H,W for ``loaded``: ``input_shape``, else the data set's, else the model's spec.
+
+    ``data_option``: the command has a ``--data`` that sets the shape (named in the error).
+    """
+    if input_shape is not None:
+        return parse_input_shape(input_shape)
+    if data is not None:
+        from edgeslim.data import dataset_shape
+
+        dshape = dataset_shape(data)
+        if dshape is not None:
+            return (dshape[0], dshape[1], dshape[2])
+    if loaded.spec is not None:
+        c, h, w = loaded.spec.input_shape
+        return (c, h, w)
+    raise EdgeslimError(
+        f"{loaded.path} is a {loaded.kind} file without an input shape; pass --input-shape C,H,W"
+        + (" or --data" if data_option else "")
+    )
