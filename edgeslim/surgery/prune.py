@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph
+from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
 from edgeslim.surgery.recipe import FORMAT, VERSION, shrink_layer
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,9 @@ def _layer_shape(m: nn.Module) -> list[int]:
         return [m.in_features, m.out_features]
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
         return [m.num_features]
-    return [m.in_channels, m.out_channels]
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return [m.in_channels, m.out_channels]
+    return [p.numel() for p in m.parameters(recurse=False)]  # a user-registered module
 
 
 def prune_with_report(
@@ -224,6 +226,9 @@ def prune_with_report(
             "linear_out": "out",
             "dw": "out",
             "bn": "keep",
+            "custom_in": "in",
+            "custom_out": "out",
+            "custom": "keep",
         }
         e[key[t.kind]] = keep.tolist() if keep.numel() < cls.numel() else None
     for f in folded:
@@ -244,7 +249,15 @@ def prune_with_report(
         if bool(remove[grp.classes].any())
     ]
     t_shrink = time.perf_counter()
-    diff = _compare(dense_out, _outputs(work, inputs))
+    try:
+        slim_out = _outputs(work, inputs)
+    except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgeslimError(
+            f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
+            "changed; mark that module a leaf (edgeslim.surgery.register_leaf)"
+        ) from exc
+    diff = _compare(dense_out, slim_out)
     t_end = time.perf_counter()
     report = {
         "layers": [
@@ -277,7 +290,7 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    scale = max((float(o.abs().max()) for o in dense_out), default=1.0)
+    scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
     if report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
         log.warning(
             "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
@@ -303,8 +316,8 @@ def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
     return _compare(_outputs(model, batches), _outputs(slim, batches))
 
 
-def _outputs(model: nn.Module, batches: list[Tensor]) -> list[Tensor]:
-    """Eval-mode outputs (first element of tuple outputs); the model's mode is restored."""
+def _outputs(model: nn.Module, batches: list[Tensor]) -> list[list[Tensor]]:
+    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored."""
     mode = model.training
     model.eval()
     try:
@@ -312,14 +325,28 @@ def _outputs(model: nn.Module, batches: list[Tensor]) -> list[Tensor]:
             outs = [model(x) for x in batches]
     finally:
         model.train(mode)
-    return [o[0] if isinstance(o, (tuple, list)) else o for o in outs]
+    return [_flat_tensors(o) for o in outs]
 
 
-def _compare(ref: list[Tensor], got: list[Tensor]) -> dict[str, float]:
+def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
+    """Largest difference over every output tensor; a different structure or shape is an error."""
     worst, agree, total = 0.0, 0, 0
-    for a, b in zip(ref, got):
-        worst = max(worst, float((a - b).abs().max()))
-        if a.dim() == 2:
-            agree += int((a.argmax(1) == b.argmax(1)).sum())
+    for ra, rb in zip(ref, got):
+        if len(ra) != len(rb):
+            raise EdgeslimError(
+                f"the slim model returns {len(rb)} tensors where the dense one returns {len(ra)}"
+            )
+        for i, (a, b) in enumerate(zip(ra, rb)):
+            if a.shape != b.shape:
+                raise EdgeslimError(
+                    f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one "
+                    f"{tuple(a.shape)}; a channel count is fixed in the model's code: mark that module a "
+                    "leaf (edgeslim.surgery.register_leaf)"
+                )
+            if a.numel():
+                worst = max(worst, float((a.double() - b.double()).abs().max()))
+        a = ra[0] if ra else None
+        if a is not None and a.dim() == 2 and len(ra) == 1:
+            agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
             total += a.shape[0]
     return {"max_abs_diff": worst, "top1_agreement": agree / total if total else float("nan")}

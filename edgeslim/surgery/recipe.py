@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.surgery import ops
+from edgeslim.surgery import ops, rules
 
 FORMAT = "edgeslim.recipe"
 VERSION = 1
@@ -80,6 +80,10 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
         if m.track_running_stats and m.running_mean is not None:
             m.running_mean = _take(m.running_mean, keep)
             m.running_var = _take(m.running_var, keep)
+    elif (rule := rules.rule_for(m)) is not None and rule.shrink is not None:
+        keep_in = entry.get("in", entry.get("keep"))
+        keep_out = entry.get("out", entry.get("keep"))
+        rule.shrink(m, keep_in, keep_out)
     else:
         raise EdgeslimError(f"recipe entry for unsupported layer type {type(m).__name__}; recipe is corrupt")
 
