@@ -263,6 +263,10 @@ def _fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+class _DataDependent(RuntimeError):
+    """Python control flow on a value computed from the input: no single channel graph."""
+
+
 class _Capture(TorchFunctionMode):
     """Sees every torch function the model calls (one eager run) and hands it to the analyser."""
 
@@ -275,9 +279,12 @@ class _Capture(TorchFunctionMode):
         an = self.an
         if an.busy or an.suspended:
             return func(*args, **kwargs)
-        if func in ops.DATA_DEPENDENT_METHODS:
-            an.fail_construct = f"{_fn_name(func)}() on a tensor (data-dependent control flow)"
+        if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
+            an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
+            raise _DataDependent(an.fail_construct)
         out = func(*args, **kwargs)
+        if an.depends(args) or an.depends(list(kwargs.values())):
+            an.taint(out)
         if isinstance(out, torch.Size):
             return torch.Size([_Dim(v) for v in out])
         if type(out) is int and func in ops.SIZE_METHODS:
@@ -315,6 +322,7 @@ class _Analyser:
         self.suspended = 0
         self.stack: list[str] = []
         self.fail_construct = ""
+        self.tainted: dict[int, Tensor] = {}
         real_t = {f"{n}.{k}" if n else k: t for n, m in real.named_modules() for k, t in _tensors(m)}
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
@@ -324,6 +332,20 @@ class _Analyser:
                 self.real[id(t)] = real_t.get(f"{n}.{k}" if n else k, t)
 
     # -- capture -----------------------------------------------------------------------
+    def depends(self, args: Any) -> bool:
+        """Whether a tensor in ``args`` (one level of lists) is computed from the model input."""
+        for a in args:
+            if isinstance(a, Tensor):
+                if id(a) in self.tainted or id(a) in self.infos:
+                    return True
+            elif isinstance(a, (list, tuple)) and self.depends(a):
+                return True
+        return False
+
+    def taint(self, out: Any) -> None:
+        for t in _flat_tensors(out):
+            self.tainted.setdefault(id(t), t)
+
     def current(self) -> str:
         return self.stack[-1] if self.stack else ""
 
@@ -332,7 +354,7 @@ class _Analyser:
         for name, m in self._run.named_modules():
             rule = rules.rule_for(m) if name else None
             handles.append(m.register_forward_pre_hook(self._pre(name, rule is not None)))
-            handles.append(m.register_forward_hook(self._post(name, rule), always_call=True))
+            handles.append(m.register_forward_hook(self._post(name, rule)))
         try:
             self.busy = True
             self.set_info(x, self.fresh(x))
@@ -996,8 +1018,8 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     where = f"{mod or '<model>'} ({kind})"
     at = _user_frame(exc.__traceback__)
     at = f" at {at}" if at else ""
-    if an.fail_construct or "meta" in msg:
-        construct = an.fail_construct or f"an op that needs tensor values ({msg[:120]})"
+    if an.fail_construct:
+        construct = an.fail_construct
         return EdgeslimError(
             f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "
             f"shapes only: move it out of forward, or register a channel rule for {kind} "
@@ -1011,19 +1033,29 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
 
 
 def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
-    """Run ``model`` once (eval mode, on "meta" tensors, weights untouched) and build its channel groups.
+    """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
 
     Capture is eager: every torch function the model calls is seen (a ``TorchFunctionMode``), so
     Python control flow on shapes, ``*args`` forwards, lists of chunks and dict outputs need no
-    tracing support. Only shapes are computed ("meta" device: no arithmetic, any input size).
+    tracing support. The run is on "meta" tensors (shapes only: no arithmetic, any input size);
+    a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
+    is run again on real tensors. Control flow on values computed from the input is an error.
     """
     with eval_mode(model), torch.no_grad():
-        run = _meta_copy(model)
-        analyser = _Analyser(run, model)
+        analyser = _Analyser(_meta_copy(model), model)
         try:
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
-            raise _capture_error(model, analyser, exc, example_input) from exc
+            if analyser.fail_construct:
+                raise _capture_error(model, analyser, exc, example_input) from exc
+            analyser = _Analyser(model, model)
+            dev = next((p.device for p in model.parameters()), example_input.device)
+            try:
+                analyser.run(example_input.detach().to(dev))
+            except EdgeslimError:
+                raise
+            except Exception as exc2:  # noqa: BLE001
+                raise _capture_error(model, analyser, exc2, example_input) from exc2
     return DependencyGraph(model, analyser)
