@@ -19,16 +19,18 @@ is then folded into the consumer's bias.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import itertools
 import math
 import os
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.errors import EdgeslimError
@@ -172,17 +174,26 @@ class _UnionFind:
         return a
 
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
-        pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        if pairs.numel() == 0:
+        a, b = a.reshape(-1), b.reshape(-1)
+        keep = a != b
+        a, b = a[keep], b[keep]
+        if a.numel() == 0:
             return
-        for x, y in torch.unique(pairs, dim=0).tolist():
+        n = len(self.parent)
+        key = torch.unique(a * n + b)  # distinct pairs, one 1-D sort
+        for x, y in zip((key // n).tolist(), (key % n).tolist()):
             rx, ry = self.find(x), self.find(y)
             if rx != ry:
                 self.parent[max(rx, ry)] = min(rx, ry)
 
     def roots(self) -> Tensor:
-        return torch.tensor([self.find(i) for i in range(len(self.parent))], dtype=torch.long)
+        """Root of every slot (pointer jumping: parents always point to smaller ids)."""
+        par = torch.tensor(self.parent, dtype=torch.long)
+        while True:
+            nxt = par[par]
+            if torch.equal(nxt, par):
+                return par
+            par = nxt
 
 
 def _is_tensor(v: Any) -> bool:
@@ -282,7 +293,12 @@ class _Capture(TorchFunctionMode):
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
-        out = func(*args, **kwargs)
+        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
+            # shape-preserving ops whose meta kernels are slow Python decompositions
+            inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
+            out = args[0] if inplace or _fn_name(func).endswith("_") else torch.empty_like(args[0])
+        else:
+            out = func(*args, **kwargs)
         if an.depends(args) or an.depends(list(kwargs.values())):
             an.taint(out)
         if isinstance(out, torch.Size):
@@ -298,8 +314,13 @@ class _Capture(TorchFunctionMode):
                     an.busy = False
             return out
         an.busy = True
+        call = Call(func, args, kwargs, an.current())
         try:
-            an.set_info(out, an.on_function(Call(func, args, kwargs, an.current()), func, out))
+            try:
+                info = an.on_function(call, func, out)
+            except Exception as exc:  # noqa: BLE001 - an op surgery's rules do not cover: keep its channels
+                info = an.opaque(call, out, f"not analysed ({type(exc).__name__})")
+            an.set_info(out, info)
         finally:
             an.busy = False
         return out
@@ -308,7 +329,7 @@ class _Capture(TorchFunctionMode):
 class _Analyser:
     """Runs the model once, eagerly, and builds the label/state maps and layer touches."""
 
-    def __init__(self, run: nn.Module, real: nn.Module) -> None:
+    def __init__(self, real: nn.Module, run_tensors: dict[str, Tensor] | None = None) -> None:
         self.uf = _UnionFind()
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
@@ -317,19 +338,20 @@ class _Analyser:
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
         self._mods = dict(real.named_modules())  # real weights (the run may be on "meta")
-        self._run = run
+        self._model = real
+        self._run_tensors = run_tensors
         self.busy = False
         self.suspended = 0
         self.stack: list[str] = []
         self.fail_construct = ""
         self.tainted: dict[int, Tensor] = {}
-        real_t = {f"{n}.{k}" if n else k: t for n, m in real.named_modules() for k, t in _tensors(m)}
+        real_t = self._real_t = _named_tensors(real)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
-        for n, m in run.named_modules():
-            for k, t in _tensors(m):
-                self.owner.setdefault(id(t), (n, k))
-                self.real[id(t)] = real_t.get(f"{n}.{k}" if n else k, t)
+        for name, t in (run_tensors if run_tensors is not None else real_t).items():
+            mod, _, attr = name.rpartition(".")
+            self.owner.setdefault(id(t), (mod, attr))
+            self.real[id(t)] = real_t[name]
 
     # -- capture -----------------------------------------------------------------------
     def depends(self, args: Any) -> bool:
@@ -351,7 +373,7 @@ class _Analyser:
 
     def run(self, x: Tensor) -> Any:
         handles = []
-        for name, m in self._run.named_modules():
+        for name, m in self._model.named_modules():
             rule = rules.rule_for(m) if name else None
             handles.append(m.register_forward_pre_hook(self._pre(name, rule is not None)))
             handles.append(m.register_forward_hook(self._post(name, rule)))
@@ -361,7 +383,10 @@ class _Analyser:
             self.barrier(Call(None, (), {}, ""), [self.info(x)], "model input", op="input")
             self.busy = False
             with _Capture(self):
-                out = self._run(x)
+                if self._run_tensors is None:
+                    out = self._model(x)
+                else:
+                    out = functional_call(self._model, self._run_tensors, (x,), strict=False)
             self.busy = True
             outs = _flat_tensors(out)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
@@ -454,6 +479,10 @@ class _Analyser:
         """In-place writes into part of a tensor (``x[:, :k] = v``): its channels are kept."""
         infos = self._all_infos(self.info(list(n.args)))
         self.barrier(n, infos, "in-place write into a tensor")
+
+    def rt(self, mod: str, attr: str) -> Tensor | None:
+        """The real parameter/buffer ``attr`` of module ``mod`` (during the run it holds a stand-in)."""
+        return self._real_t.get(f"{mod}.{attr}" if mod else attr)
 
     def owned(self, t: Any, kinds: tuple[type, ...]) -> str | None:
         """Name of the module of type ``kinds`` whose own parameter/buffer ``t`` is."""
@@ -556,7 +585,7 @@ class _Analyser:
             labels = x.labels.repeat_interleave(opg)
             st = x.state.repeat_interleave(opg).clone()
             if bias:
-                st[(st == ZERO) & (m.bias.detach().cpu() != 0)] = CONST
+                st[(st == ZERO) & (self.rt(n.target, "bias").detach().cpu() != 0)] = CONST
             self.share(n.target, [labels])
             self.touches.append(Touch(n.target, "dw", labels))
             self.costs.append(
@@ -590,7 +619,7 @@ class _Analyser:
             return self.opaque(n, out, "batch norm on a mixed channel layout")
         st = torch.where(x.state == VAR, VAR, CONST).to(torch.int8)
         if m.affine:
-            w, b = m.weight.detach().cpu(), m.bias.detach().cpu()
+            w, b = self.rt(n.target, "weight").detach().cpu(), self.rt(n.target, "bias").detach().cpu()
             st[w == 0] = CONST
             st[(w == 0) & (b == 0)] = ZERO
         self.share(n.target, [x.labels])
@@ -840,8 +869,14 @@ def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> In
     return Info(x.labels[start:stop], x.state[start:stop], True, sh)
 
 
-def _tensors(m: nn.Module) -> list[tuple[str, Tensor]]:
-    return [(k, t) for k, t in [*m._parameters.items(), *m._buffers.items()] if t is not None]
+def _named_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer by qualified name (tied ones under each name)."""
+    return {
+        f"{n}.{k}" if n else k: t
+        for n, m in model.named_modules(remove_duplicate=False)
+        for k, t in [*m._parameters.items(), *m._buffers.items()]
+        if t is not None
+    }
 
 
 def _flat_tensors(obj: Any) -> list[Tensor]:
@@ -883,34 +918,45 @@ class DependencyGraph:
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred
         self.groups = self._make_groups()
+        costed = {c.module for c in self.costs}
         self._const_params = sum(
             p.numel()
             for name, mod in model.named_modules()
-            if name not in {c.module for c in self.costs}
+            if name not in costed
             for p in mod.parameters(recurse=False)
         )
 
     def _make_groups(self) -> list[ChannelGroup]:
-        occ: dict[int, list[tuple[int, int]]] = {}
-        for ti, tc in enumerate(self.touch_classes):
-            for pos, c in enumerate(tc.tolist()):
-                occ.setdefault(c, []).append((ti, pos))
-        by_sig: dict[tuple, list[int]] = {}
-        for c, lst in occ.items():
-            sig: dict[int, int] = {}
-            for ti, _ in lst:
-                sig[ti] = sig.get(ti, 0) + 1
-            by_sig.setdefault(tuple(sorted(sig.items())), []).append(c)
-        groups = []
-        for classes in sorted(by_sig.values(), key=lambda cs: min(occ[cs[0]])):
-            classes.sort(key=lambda c: occ[c][0][1])
-            first = occ[classes[0]]
-            members = []
-            for k, (ti, _) in enumerate(first):
-                idx = torch.tensor([occ[c][k][1] for c in classes], dtype=torch.long)
-                members.append((self.touches[ti].module, self.touches[ti].kind, idx))
+        """Classes with the same touches (same layers, same number of times) form one group."""
+        if not self.touch_classes:
+            return []
+        cls = torch.cat(self.touch_classes)
+        ti = torch.cat([torch.full_like(tc, i) for i, tc in enumerate(self.touch_classes)])
+        pos = torch.cat([torch.arange(tc.numel()) for tc in self.touch_classes])
+        key = (cls * len(self.touch_classes) + ti) * (int(pos.max()) + 1 if pos.numel() else 1) + pos
+        order = torch.argsort(key)
+        cls, ti, pos = cls[order], ti[order], pos[order]
+        uniq, counts = torch.unique_consecutive(cls, return_counts=True)
+        by_sig: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
+        ti_l, pos_l = ti.tolist(), pos.tolist()
+        start = 0
+        for c, k in zip(uniq.tolist(), counts.tolist()):
+            sig = tuple(ti_l[start : start + k])
+            by_sig.setdefault(sig, []).append((pos_l[start], c, 0))
+            start += k
+        groups, rows = [], []
+        for sig, members in by_sig.items():
+            members.sort()
+            rows.append((sig[0], members[0][0], sig, [c for _, c, _ in members]))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        starts = torch.cumsum(counts, 0) - counts
+        start_of = dict(zip(uniq.tolist(), starts.tolist()))
+        for _, _, sig, classes in rows:
+            st = torch.tensor([start_of[c] for c in classes], dtype=torch.long)
+            mat = pos[st[:, None] + torch.arange(len(sig))[None, :]]  # (classes, occurrences)
+            members_ = [(self.touches[t].module, self.touches[t].kind, mat[:, k]) for k, t in enumerate(sig)]
             bars = [b for c in classes for b in self.class_barriers.get(c, [])]
-            groups.append(ChannelGroup(len(groups), torch.tensor(classes, dtype=torch.long), members, bars))
+            groups.append(ChannelGroup(len(groups), torch.tensor(classes, dtype=torch.long), members_, bars))
         return groups
 
     # -- views -------------------------------------------------------------------------
@@ -988,17 +1034,28 @@ class DependencyGraph:
         return int(round(float(total)))
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every parameter, buffer and tensor attribute on "meta"."""
-    memo: dict[int, Any] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        mt = t.detach().to("meta")
-        memo[id(t)] = nn.Parameter(mt, t.requires_grad) if isinstance(t, nn.Parameter) else mt
-    for m in model.modules():
-        for v in vars(m).values():
-            if isinstance(v, Tensor) and id(v) not in memo:
-                memo[id(v)] = v.detach().to("meta")
-    return copy.deepcopy(model, memo)
+def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
+    memo: dict[int, Tensor] = {}
+    out = {}
+    for name, t in _named_tensors(model).items():
+        if id(t) not in memo:
+            memo[id(t)] = t.detach().to("meta")
+        out[name] = memo[id(t)]
+    return out
+
+
+@contextlib.contextmanager
+def _restored_attributes(model: nn.Module) -> Iterator[None]:
+    """Undo attribute changes a forward makes (cached anchors, shapes) when the run ends."""
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, d in saved:
+            for k in [k for k in m.__dict__ if k not in d]:
+                del m.__dict__[k]
+            m.__dict__.update(d)
 
 
 def _user_frame(tb: Any) -> str:
@@ -1041,8 +1098,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
     """
-    with eval_mode(model), torch.no_grad():
-        analyser = _Analyser(_meta_copy(model), model)
+    with eval_mode(model), torch.no_grad(), _restored_attributes(model):
+        analyser = _Analyser(model, _meta_tensors(model))
         try:
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:
@@ -1050,7 +1107,7 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
             if analyser.fail_construct:
                 raise _capture_error(model, analyser, exc, example_input) from exc
-            analyser = _Analyser(model, model)
+            analyser = _Analyser(model)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
                 analyser.run(example_input.detach().to(dev))

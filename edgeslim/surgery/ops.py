@@ -45,12 +45,21 @@ ELEMENTWISE_FUNCTIONS: set[Any] = {
     torch.Tensor.tanh_, torch.Tensor.sqrt, torch.Tensor.square, torch.Tensor.pow, torch.pow,
     torch.Tensor.erf,
 }  # fmt: skip
+#: Activations: same shape and dtype out (on "meta" tensors the capture skips running them).
+ACTIVATION_FUNCTIONS: set[Any] = {
+    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.hardswish, F.hardsigmoid, torch.sigmoid,
+    torch.Tensor.sigmoid, torch.Tensor.sigmoid_, torch.Tensor.relu, torch.Tensor.relu_, F.gelu, F.mish,
+    F.leaky_relu, F.elu, F.hardtanh, torch.tanh, torch.Tensor.tanh,
+}  # fmt: skip
 #: Functions whose weights make their calling module a layer surgery resizes.
 CONV_FUNCTIONS: set[Any] = {F.conv1d, F.conv2d}
 LINEAR_FUNCTIONS: set[Any] = {F.linear}
 BN_FUNCTIONS: set[Any] = {F.batch_norm, torch.batch_norm}
 PAD_FUNCTIONS: set[Any] = {F.pad, torch.constant_pad_nd}
 GETITEM_FUNCTIONS: set[Any] = {torch.Tensor.__getitem__}
+#: Shape-preserving calls the capture does not run on "meta" tensors (their meta kernels are slow
+#: Python decompositions); the in-place flag is their last positional argument or ``inplace=``.
+SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS
 POOL_FUNCTIONS: set[Any] = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.max_pool2d,
