@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.errors import EdgeslimError
@@ -158,42 +159,36 @@ def _ranges(idx: Tensor) -> str:
 
 
 class _UnionFind:
+    """Connected components of channel slots: unions are collected, then solved at once."""
+
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self.n = 0
+        self.edges: list[tuple[Tensor, Tensor]] = []
 
     def new(self, n: int) -> Tensor:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start, self.n = self.n, self.n + n
         return torch.arange(start, start + n)
-
-    def find(self, a: int) -> int:
-        p = self.parent
-        while p[a] != a:
-            p[a] = p[p[a]]
-            a = p[a]
-        return a
 
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
         a, b = a.reshape(-1), b.reshape(-1)
         keep = a != b
-        a, b = a[keep], b[keep]
-        if a.numel() == 0:
-            return
-        n = len(self.parent)
-        key = torch.unique(a * n + b)  # distinct pairs, one 1-D sort
-        for x, y in zip((key // n).tolist(), (key % n).tolist()):
-            rx, ry = self.find(x), self.find(y)
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
+        if bool(keep.any()):
+            self.edges.append((a[keep], b[keep]))
 
     def roots(self) -> Tensor:
-        """Root of every slot (pointer jumping: parents always point to smaller ids)."""
-        par = torch.tensor(self.parent, dtype=torch.long)
+        """Smallest slot id of every slot's component (min-label propagation with pointer jumping)."""
+        lab = torch.arange(self.n)
+        if not self.edges:
+            return lab
+        a = torch.cat([e[0] for e in self.edges])
+        b = torch.cat([e[1] for e in self.edges])
         while True:
-            nxt = par[par]
-            if torch.equal(nxt, par):
-                return par
-            par = nxt
+            m = torch.minimum(lab[a], lab[b])
+            new = lab.scatter_reduce(0, a, m, "amin").scatter_reduce_(0, b, m, "amin")
+            new = new[new]
+            if torch.equal(new, lab):
+                return lab
+            lab = new
 
 
 def _is_tensor(v: Any) -> bool:
@@ -274,6 +269,33 @@ def _fn_name(fn: Any) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
+def _meta_conv(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.conv1d/2d`` from the shape formula (the meta kernel is slow); None
+    for anything unusual (string padding, odd arguments)."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    x, w = a.get("input"), a.get("weight")
+    if not (_is_tensor(x) and _is_tensor(w)) or x.dim() != w.dim() or isinstance(a.get("padding"), str):
+        return None
+    k = w.dim() - 2
+    conf = []
+    for key, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+        v = a.get(key, default)
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,) * k
+        if len(v) == 1:
+            v = v * k
+        if len(v) != k:
+            return None
+        conf.append(v)
+    sizes = [
+        (h + 2 * p - d * (kk - 1) - 1) // st + 1 for h, kk, st, p, d in zip(x.shape[2:], w.shape[2:], *conf)
+    ]
+    if min(sizes) < 1 or x.shape[1] != w.shape[1] * int(a.get("groups", 1)):
+        return None
+    return x.new_empty((x.shape[0], w.shape[0], *sizes))
+
+
 class _DataDependent(RuntimeError):
     """Python control flow on a value computed from the input: no single channel graph."""
 
@@ -293,7 +315,11 @@ class _Capture(TorchFunctionMode):
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
-        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
+        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.CONV_FUNCTIONS:
+            out = _meta_conv(args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
+        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
             # shape-preserving ops whose meta kernels are slow Python decompositions
             inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
             out = args[0] if inplace or _fn_name(func).endswith("_") else torch.empty_like(args[0])
@@ -338,6 +364,8 @@ class _Analyser:
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
         self._mods = dict(real.named_modules())  # real weights (the run may be on "meta")
+        self._names = {id(m): n for n, m in self._mods.items()}
+        self._rules = {id(m): r for n, m in self._mods.items() if n and (r := rules.rule_for(m))}
         self._model = real
         self._run_tensors = run_tensors
         self.busy = False
@@ -372,11 +400,10 @@ class _Analyser:
         return self.stack[-1] if self.stack else ""
 
     def run(self, x: Tensor) -> Any:
-        handles = []
-        for name, m in self._model.named_modules():
-            rule = rules.rule_for(m) if name else None
-            handles.append(m.register_forward_pre_hook(self._pre(name, rule is not None)))
-            handles.append(m.register_forward_hook(self._post(name, rule)))
+        handles = [  # two process-wide hooks: cheaper than a pair on every module
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
         try:
             self.busy = True
             self.set_info(x, self.fresh(x))
@@ -396,29 +423,28 @@ class _Analyser:
                 h.remove()
         return out
 
-    def _pre(self, name: str, leaf: bool):
-        def hook(_m: nn.Module, _args: tuple) -> None:
-            if self.suspended:
-                return
-            self.stack.append(name)
-            if leaf:
-                self.suspended += 1
+    def _pre(self, m: nn.Module, _args: tuple) -> None:
+        name = self._names.get(id(m))
+        if name is None or self.suspended or self.busy:
+            return
+        self.stack.append(name)
+        if id(m) in self._rules:
+            self.suspended += 1
 
-        return hook
-
-    def _post(self, name: str, rule: rules.ChannelRule | None):
-        def hook(m: nn.Module, args: tuple, out: Any) -> None:
-            if rule is not None and self.suspended == 1 and self.stack and self.stack[-1] == name:
-                self.suspended = 0
-                self.busy = True
-                try:
-                    self.set_info(out, self.custom(Call(type(m), args, {}, name, name), m, rule, out))
-                finally:
-                    self.busy = False
-            if not self.suspended and self.stack and self.stack[-1] == name:
-                self.stack.pop()
-
-        return hook
+    def _post(self, m: nn.Module, args: tuple, out: Any) -> None:
+        name = self._names.get(id(m))
+        if name is None or self.busy or not self.stack or self.stack[-1] != name:
+            return
+        rule = self._rules.get(id(m))
+        if rule is not None and self.suspended == 1:
+            self.suspended = 0
+            self.busy = True
+            try:
+                self.set_info(out, self.custom(Call(type(m), args, {}, name, name), m, rule, out))
+            finally:
+                self.busy = False
+        if not self.suspended:
+            self.stack.pop()
 
     # -- helpers -----------------------------------------------------------------------
     def info(self, a: Any) -> Any:
@@ -937,26 +963,23 @@ class DependencyGraph:
         order = torch.argsort(key)
         cls, ti, pos = cls[order], ti[order], pos[order]
         uniq, counts = torch.unique_consecutive(cls, return_counts=True)
-        by_sig: dict[tuple[int, ...], list[tuple[int, int, int]]] = {}
-        ti_l, pos_l = ti.tolist(), pos.tolist()
-        start = 0
-        for c, k in zip(uniq.tolist(), counts.tolist()):
-            sig = tuple(ti_l[start : start + k])
-            by_sig.setdefault(sig, []).append((pos_l[start], c, 0))
-            start += k
-        groups, rows = [], []
-        for sig, members in by_sig.items():
-            members.sort()
-            rows.append((sig[0], members[0][0], sig, [c for _, c, _ in members]))
-        rows.sort(key=lambda r: (r[0], r[1]))
         starts = torch.cumsum(counts, 0) - counts
-        start_of = dict(zip(uniq.tolist(), starts.tolist()))
-        for _, _, sig, classes in rows:
-            st = torch.tensor([start_of[c] for c in classes], dtype=torch.long)
-            mat = pos[st[:, None] + torch.arange(len(sig))[None, :]]  # (classes, occurrences)
-            members_ = [(self.touches[t].module, self.touches[t].kind, mat[:, k]) for k, t in enumerate(sig)]
-            bars = [b for c in classes for b in self.class_barriers.get(c, [])]
-            groups.append(ChannelGroup(len(groups), torch.tensor(classes, dtype=torch.long), members_, bars))
+        rows = []  # (first touch, first position, touch sequence, classes, positions)
+        for k in torch.unique(counts).tolist():
+            sel = torch.nonzero(counts == k).flatten()
+            at = starts[sel][:, None] + torch.arange(k)[None, :]
+            seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
+            sigs, inv = torch.unique(seqs, dim=0, return_inverse=True)
+            by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
+            n_per = torch.bincount(inv, minlength=sigs.shape[0]).tolist()
+            for sig, part in zip(sigs.tolist(), torch.split(by, n_per)):
+                rows.append((sig[0], int(poss[part[0], 0]), sig, uniq[sel[part]], poss[part]))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        groups = []
+        for _, _, sig, classes, mat in rows:
+            members = [(self.touches[t].module, self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)]
+            bars = [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+            groups.append(ChannelGroup(len(groups), classes, members, bars))
         return groups
 
     # -- views -------------------------------------------------------------------------
@@ -1098,7 +1121,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
     """
-    with eval_mode(model), torch.no_grad(), _restored_attributes(model):
+    modes = eval_mode(model) if any(m.training for m in model.modules()) else contextlib.nullcontext()
+    with modes, torch.no_grad(), _restored_attributes(model):
         analyser = _Analyser(model, _meta_tensors(model))
         try:
             analyser.run(example_input.detach().to("meta"))

@@ -30,7 +30,7 @@ VERSION = 1
 def _take(t: torch.Tensor | None, idx: list[int] | None, dim: int = 0) -> torch.Tensor | None:
     if t is None or idx is None:
         return t
-    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device)).clone()
+    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
 
 
 def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
