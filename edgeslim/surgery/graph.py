@@ -296,6 +296,25 @@ def _meta_conv(args: tuple, kwargs: dict) -> Tensor | None:
     return x.new_empty((x.shape[0], w.shape[0], *sizes))
 
 
+def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of an element-wise binary op from broadcasting (the meta kernel is slow);
+    None when an operand is a non-scalar tensor off "meta" (the real call reports the mismatch)."""
+    a = args[0]
+    b = args[1] if len(args) > 1 else kwargs.get("other")
+    if _is_tensor(b) and not b.is_meta and b.dim() > 0:
+        return None
+    if not isinstance(b, (Tensor, int, float, bool)):
+        return None
+    name = _fn_name(func)
+    if name.endswith("_") and not name.endswith("__") or name.startswith("__i"):
+        return a  # in place
+    dtype = torch.result_type(a, b)
+    if ops.BINARY_FUNCTIONS[func] in ("div", "rdiv") and not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    shape = torch.broadcast_shapes(a.shape, b.shape if _is_tensor(b) else ())
+    return a.new_empty(shape, dtype=dtype)
+
+
 class _DataDependent(RuntimeError):
     """Python control flow on a value computed from the input: no single channel graph."""
 
@@ -319,10 +338,14 @@ class _Capture(TorchFunctionMode):
             out = _meta_conv(args, kwargs)
             if out is None:
                 out = func(*args, **kwargs)
+        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.BINARY_FUNCTIONS:
+            out = _meta_binary(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
         elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
             # shape-preserving ops whose meta kernels are slow Python decompositions
             inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
-            out = args[0] if inplace or _fn_name(func).endswith("_") else torch.empty_like(args[0])
+            out = args[0] if inplace or _fn_name(func).endswith("_") else args[0].new_empty(args[0].shape)
         else:
             out = func(*args, **kwargs)
         if an.depends(args) or an.depends(list(kwargs.values())):
@@ -889,6 +912,17 @@ class _Analyser:
         return [_part(x, offs[i], offs[i + 1], o.shape) for i, o in enumerate(out)]
 
 
+def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
+    k = rows.shape[1]
+    if k * math.log2(max(base, 2)) > 62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    weights = base ** torch.arange(k - 1, -1, -1, dtype=torch.long)  # lexicographic order kept
+    keys, inv = torch.unique(rows @ weights, return_inverse=True)
+    first = torch.zeros(keys.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(rows.shape[0]))
+    return rows[first], inv
+
+
 def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> Info:
     """Channels ``start:stop`` of a uniform label map."""
     sh = shape if shape is not None else torch.Size([x.shape[0], stop - start, *x.shape[2:]])
@@ -969,7 +1003,7 @@ class DependencyGraph:
             sel = torch.nonzero(counts == k).flatten()
             at = starts[sel][:, None] + torch.arange(k)[None, :]
             seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
-            sigs, inv = torch.unique(seqs, dim=0, return_inverse=True)
+            sigs, inv = _unique_rows(seqs, len(self.touch_classes))
             by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
             n_per = torch.bincount(inv, minlength=sigs.shape[0]).tolist()
             for sig, part in zip(sigs.tolist(), torch.split(by, n_per)):
@@ -1014,8 +1048,15 @@ class DependencyGraph:
             ca[self.groups[gi].classes] = mask.to(torch.float64)
         return ca
 
-    def _count(self, ca: Tensor, touch: int | None) -> Tensor:
-        return ca[self.touch_classes[touch]].sum()
+    def _counts(self, ca: Tensor) -> list[float]:
+        """Alive channel count of every touch (one segment sum)."""
+        if not self.touch_classes:
+            return []
+        if not hasattr(self, "_seg"):
+            self._flat = torch.cat(self.touch_classes)
+            self._seg = torch.repeat_interleave(torch.tensor([t.numel() for t in self.touch_classes]))
+        n = len(self.touch_classes)
+        return torch.zeros(n, dtype=torch.float64).index_add_(0, self._seg, ca[self._flat]).tolist()
 
     def macs(self, alive: dict[int, Tensor] | None = None) -> int:
         """Conv + Linear multiply-accumulates when only ``alive`` channels of each group are kept.
@@ -1023,38 +1064,32 @@ class DependencyGraph:
         ``alive`` maps group index -> BoolTensor over the group's channels (missing: all alive).
         A removed channel shrinks its producers and its consumers.
         """
-        ca = self.class_alive(alive)
-        total = torch.zeros((), dtype=torch.float64)
+        n = self._counts(self.class_alive(alive))
+        total = 0.0
         for c in self.costs:
             if c.kind == "conv":
-                total += (
-                    c.kernel
-                    * c.spatial
-                    * self._count(ca, c.in_touch)
-                    / c.groups
-                    * self._count(ca, c.out_touch)
-                )
+                total += c.kernel * c.spatial * n[c.in_touch] / c.groups * n[c.out_touch]
             elif c.kind == "dw":
-                total += c.kernel * c.spatial * self._count(ca, c.out_touch)
+                total += c.kernel * c.spatial * n[c.out_touch]
             elif c.kind == "linear":
-                total += self._count(ca, c.in_touch) * self._count(ca, c.out_touch)
-        return int(round(float(total)))
+                total += n[c.in_touch] * n[c.out_touch]
+        return int(round(total))
 
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
         """Parameter count when only ``alive`` channels are kept (untracked layers count fully)."""
-        ca = self.class_alive(alive)
-        total = torch.zeros((), dtype=torch.float64) + self._const_params
+        n = self._counts(self.class_alive(alive))
+        total = float(self._const_params)
         for c in self.costs:
-            out = self._count(ca, c.out_touch)
+            out = n[c.out_touch]
             if c.kind == "conv":
-                total += c.kernel * self._count(ca, c.in_touch) / c.groups * out + (out if c.bias else 0)
+                total += c.kernel * n[c.in_touch] / c.groups * out + (out if c.bias else 0)
             elif c.kind == "dw":
                 total += c.kernel * out + (out if c.bias else 0)
             elif c.kind == "linear":
-                total += self._count(ca, c.in_touch) * out + (out if c.bias else 0)
+                total += n[c.in_touch] * out + (out if c.bias else 0)
             elif c.kind == "bn" and c.bias:
                 total += 2 * out
-        return int(round(float(total)))
+        return int(round(total))
 
 
 def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
