@@ -44,9 +44,10 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     live = torch.zeros(k, dtype=torch.bool)  # some BN scale is nonzero / BN not affine
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
+    mods = dict(g.model.named_modules())
     for t, cls in zip(g.touches, g.touch_classes):
         if t.kind == "bn":
-            bn = g.model.get_submodule(t.module)
+            bn = mods[t.module]
             has_bn[cls] = True
             if not bn.affine:
                 live[cls] = True
@@ -185,8 +186,11 @@ def prune_with_report(
     t0 = time.perf_counter()
     mode = model.training
     params_before = sum(p.numel() for p in model.parameters())
-    work = model.eval() if inplace else copy.deepcopy(model).eval()
+    work = model if inplace else copy.deepcopy(model)
+    if any(m.training for m in work.modules()):
+        work.eval()
     g = build_graph(work, example_input)
+    mods = dict(work.named_modules())
     removable, strength = removable_classes(g)
     remove = _round_groups(g, removable, strength, round_to)
 
@@ -207,7 +211,7 @@ def prune_with_report(
     folded = []
     for t, cls in consumers:
         idx = torch.nonzero(remove[cls]).flatten()
-        m = work.get_submodule(t.module)
+        m = mods[t.module]
         st = t.read_state[idx]
         if not bool((st == CONST).any()):
             continue
@@ -225,7 +229,7 @@ def prune_with_report(
     entries: dict[str, dict[str, Any]] = {}
     before: dict[str, list[int]] = {}
     for t, cls in zip(g.touches, g.touch_classes):
-        m = work.get_submodule(t.module)
+        m = mods[t.module]
         keep = torch.nonzero(~remove[cls]).flatten()
         e = entries.setdefault(t.module, {"type": type(m).__name__})
         before.setdefault(t.module, _layer_shape(m))
@@ -249,7 +253,7 @@ def prune_with_report(
         if any(e.get(k) is not None for k in ("in", "out", "keep")) or e.get("bias")
     }
     for name, e in layers.items():
-        shrink_layer(work.get_submodule(name), e)
+        shrink_layer(mods[name], e)
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
@@ -275,7 +279,7 @@ def prune_with_report(
                 "name": n,
                 "type": entries[n]["type"],
                 "before": before[n],
-                "after": _layer_shape(work.get_submodule(n)),
+                "after": _layer_shape(mods[n]),
             }
             for n in entries
         ],
