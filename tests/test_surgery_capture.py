@@ -216,14 +216,14 @@ def test_data_dependent_branch_is_one_line_naming_module_and_line():
 
 
 class Gain(nn.Module):
-    """A per-channel learned gain the graph cannot see through (a parameter used in forward)."""
+    """A per-channel learned gain written with an op the graph does not know (einsum)."""
 
     def __init__(self, c: int) -> None:
         super().__init__()
         self.g = nn.Parameter(torch.rand(c) + 0.5)
 
     def forward(self, x):
-        return x * self.g.view(1, -1, 1, 1)
+        return torch.einsum("nchw,c->nchw", x, self.g)
 
 
 def shrink_gain(m: Gain, keep_in, keep_out) -> None:
@@ -255,6 +255,36 @@ def test_user_channel_rule_makes_a_custom_module_prunable_and_recipes_replay():
         assert exact(m, fresh, x) < 1e-12
     finally:
         unregister(Gain)
+
+
+class LayerScaleNet(nn.Module):
+    """Layer scale: a module's own per-channel parameters used in forward, raw and reshaped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = cbr(3, 6), cbr(6, 6), nn.Conv2d(6, 2, 1)
+        self.gamma = nn.Parameter(torch.rand(6, 1, 1) + 0.5)
+        self.beta = nn.Parameter(torch.rand(6))
+
+    def forward(self, x):
+        y = self.a(x)
+        y = y + self.gamma * self.b(y)
+        return self.head(y * self.beta.view(1, -1, 1, 1))
+
+
+def test_layer_scale_parameters_are_sliced_with_their_channels():
+    m = LayerScaleNet().eval()
+    x = torch.randn(2, 3, 5, 5)
+    zero(m.a[1], [1, 4])
+    zero(m.b[1], [1, 4])
+    res = prune_with_report(m, x)
+    s = res.model
+    assert s.gamma.shape == (4, 1, 1) and s.beta.shape == (4,) and s.head.in_channels == 4
+    assert res.recipe["layers"]["gamma"] == {"type": "Parameter", "dim": 0, "keep": [0, 2, 3, 5]}
+    assert exact(m, s, x) < 1e-12
+    fresh = apply_recipe(LayerScaleNet().eval(), res.recipe)
+    fresh.load_state_dict(s.state_dict())
+    assert exact(m, fresh, x) < 1e-12
 
 
 def test_registry_does_not_import_optional_model_sources():

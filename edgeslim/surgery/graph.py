@@ -69,9 +69,11 @@ class Touch:
     """One layer dimension that indexes channels: ``labels[i]`` is the slot of index i."""
 
     module: str
-    kind: str  # conv_out | conv_in | dw | bn | linear_out | linear_in
+    kind: str  # conv_out | conv_in | dw | bn | linear_out | linear_in | custom* | param
     labels: Tensor
     read_state: Tensor | None = None  # consumers: ZERO/CONST/VAR of what they read
+    attr: str = ""  # kind "param": the per-channel parameter/buffer of ``module``
+    dim: int = 0  # kind "param": its channel axis
 
 
 @dataclass
@@ -396,6 +398,7 @@ class _Analyser:
         self.stack: list[str] = []
         self.fail_construct = ""
         self.tainted: dict[int, Tensor] = {}
+        self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
         real_t = self._real_t = _named_tensors(real)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
@@ -533,6 +536,15 @@ class _Analyser:
         """The real parameter/buffer ``attr`` of module ``mod`` (during the run it holds a stand-in)."""
         return self._real_t.get(f"{mod}.{attr}" if mod else attr)
 
+    def param_of(self, t: Any) -> tuple[str, str] | None:
+        """(module, attribute) of the parameter/buffer ``t`` is, or is a reshaped view of."""
+        if not isinstance(t, Tensor):
+            return None
+        v = self.views.get(id(t))
+        if v is not None and v[0] is t:
+            return v[1]
+        return self.owner.get(id(t))
+
     def owned(self, t: Any, kinds: tuple[type, ...]) -> str | None:
         """Name of the module of type ``kinds`` whose own parameter/buffer ``t`` is."""
         o = self.owner.get(id(t)) if isinstance(t, Tensor) else None
@@ -547,6 +559,13 @@ class _Analyser:
         labelled = self._all_infos(self.info(args)) or self._all_infos(self.info(list(kwargs.values())))
         if fn in ops.SHAPE_QUERY_FUNCTIONS or not labelled:
             if fn in ops.SHAPE_QUERY_FUNCTIONS or not _is_tensor(out):
+                return None
+            base = self.param_of(args[0]) if args else None
+            if base is not None and fn in ops.VIEW_FUNCTIONS and out.numel() == args[0].numel():
+                self.views[id(out)] = (
+                    out,
+                    base,
+                )  # a reshaped parameter (layer scale ``g.view(1, -1, 1, 1)``)
                 return None
             return self.opaque(n, out, "tensor created inside the model") if out.dim() >= 2 else None
         if fn in ops.CONV_FUNCTIONS:
@@ -816,6 +835,9 @@ class _Analyser:
         x, cv, x_first = (ia, vb, True) if isinstance(ia, Info) else (ib, va, False)
         if not isinstance(x, Info):
             return self.opaque(n, out, "element-wise op on unlabelled tensors")
+        scaled = self.channel_param(n, kind, x, b if x_first else a, out)
+        if scaled is not None:
+            return scaled
         if _is_tensor(cv) and cv.dim() >= len(x.shape) - 1 and cv.numel() > 1:
             ch = cv.shape[1 - len(x.shape)] if cv.dim() >= len(x.shape) - 1 else 1
             if ch != 1:
@@ -840,6 +862,34 @@ class _Analyser:
                 return Info(x.labels, st, True, out.shape)
             return self.opaque(n, out, "broadcast that changes the channel layout")
         return Info(x.labels, st, x.uniform, out.shape)
+
+    def channel_param(self, n: Call, kind: str, x: Info, raw: Any, out: Any) -> Info | None:
+        """``x * g`` / ``x + b`` with ``g`` a module's own per-channel parameter (layer scale): the
+        channels pass through and ``g`` is sliced with them."""
+        base = self.param_of(raw)
+        c = x.shape[1]
+        if base is None or not x.uniform or kind not in ("mul", "add", "div") or not _is_tensor(out):
+            return None
+        if raw.numel() != c or raw.dim() > len(x.shape) or out.shape != x.shape:
+            return None
+        aligned = (1,) * (len(x.shape) - raw.dim()) + tuple(raw.shape)
+        if aligned[1] != c or any(v != 1 for i, v in enumerate(aligned) if i != 1):
+            return None
+        real = self.rt(*base)
+        axes = [i for i, v in enumerate(real.shape) if v == c] if real is not None else []
+        if real is None or real.numel() != c or len(axes) != 1:
+            return None
+        vals = real.detach().reshape(-1).cpu()
+        st = x.state.clone()
+        if kind in ("mul", "div"):
+            if kind == "mul":
+                st[vals == 0] = ZERO
+        else:
+            st[(st == ZERO) & (vals != 0)] = CONST
+        key = f"{base[0]}.{base[1]}" if base[0] else base[1]
+        self.share(key, [x.labels])
+        self.touches.append(Touch(base[0], "param", x.labels, attr=base[1], dim=axes[0]))
+        return Info(x.labels, st, True, out.shape)
 
     def cat(self, n: Call, out: Tensor) -> Info | None:
         tensors = n.args[0] if n.args else n.kwargs.get("tensors")
@@ -910,6 +960,10 @@ class _Analyser:
         self.barrier(n, [x], "split of channels at sizes written in the code (literal)")
         offs = [0, *itertools.accumulate(widths)]
         return [_part(x, offs[i], offs[i + 1], o.shape) for i, o in enumerate(out)]
+
+
+def _touch_name(t: Touch) -> str:
+    return f"{t.module}.{t.attr}" if t.kind == "param" and t.module else (t.attr or t.module)
 
 
 def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
@@ -1011,7 +1065,9 @@ class DependencyGraph:
         rows.sort(key=lambda r: (r[0], r[1]))
         groups = []
         for _, _, sig, classes, mat in rows:
-            members = [(self.touches[t].module, self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)]
+            members = [
+                (_touch_name(self.touches[t]), self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)
+            ]
             bars = [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
             groups.append(ChannelGroup(len(groups), classes, members, bars))
         return groups

@@ -86,6 +86,8 @@ FLATTEN_FUNCTIONS: set[Any] = {torch.flatten, torch.Tensor.flatten}
 RESHAPE_FUNCTIONS: set[Any] = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 PERMUTE_FUNCTIONS: set[Any] = {torch.Tensor.permute, torch.permute, torch.transpose, torch.Tensor.transpose}
 SQUEEZE_FUNCTIONS: set[Any] = {torch.squeeze, torch.Tensor.squeeze, torch.unsqueeze, torch.Tensor.unsqueeze}
+#: Reshapes that keep every element (a parameter reshaped by them is still that parameter).
+VIEW_FUNCTIONS: set[Any] = RESHAPE_FUNCTIONS | SQUEEZE_FUNCTIONS | GETITEM_FUNCTIONS | FLATTEN_FUNCTIONS
 #: Functions whose results carry no channels (shapes, sizes, asserts).
 SHAPE_QUERY_FUNCTIONS: set[Any] = {
     torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.__len__, torch._assert,

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
-from edgeslim.surgery.recipe import FORMAT, VERSION, shrink_layer
+from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,13 @@ def _exact_conv(m: nn.Module) -> bool:
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
 
 
+def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> list[int]:
+    if entry["type"] == PARAMETER:
+        parent, _, attr = name.rpartition(".")
+        return list(getattr(mods[parent], attr).shape)
+    return _layer_shape(mods[name])
+
+
 def _layer_shape(m: nn.Module) -> list[int]:
     if isinstance(m, nn.Linear):
         return [m.in_features, m.out_features]
@@ -231,6 +238,12 @@ def prune_with_report(
     for t, cls in zip(g.touches, g.touch_classes):
         m = mods[t.module]
         keep = torch.nonzero(~remove[cls]).flatten()
+        if t.kind == "param":  # a per-channel parameter used in forward (layer scale)
+            name = f"{t.module}.{t.attr}" if t.module else t.attr
+            entries[name] = {"type": PARAMETER, "dim": t.dim}
+            entries[name]["keep"] = keep.tolist() if keep.numel() < cls.numel() else None
+            before[name] = list(getattr(m, t.attr).shape)
+            continue
         e = entries.setdefault(t.module, {"type": type(m).__name__})
         before.setdefault(t.module, _layer_shape(m))
         key = {
@@ -253,7 +266,11 @@ def prune_with_report(
         if any(e.get(k) is not None for k in ("in", "out", "keep")) or e.get("bias")
     }
     for name, e in layers.items():
-        shrink_layer(mods[name], e)
+        if e["type"] == PARAMETER:
+            parent, _, attr = name.rpartition(".")
+            shrink_parameter(mods[parent], attr, e)
+        else:
+            shrink_layer(mods[name], e)
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
@@ -279,7 +296,7 @@ def prune_with_report(
                 "name": n,
                 "type": entries[n]["type"],
                 "before": before[n],
-                "after": _layer_shape(mods[n]),
+                "after": _entry_shape(mods, n, entries[n]),
             }
             for n in entries
         ],
