@@ -287,6 +287,31 @@ def test_layer_scale_parameters_are_sliced_with_their_channels():
     assert exact(m, fresh, x) < 1e-12
 
 
+class MixedInNet(nn.Module):
+    """MobileViT's fold: channels and positions mixed by a reshape, then a conv with a BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.proj, self.head = cbr(3, 4), cbr(4, 6), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.reshape(n, c, h * w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(self.proj(y))
+
+
+def test_conv_after_a_mixed_layout_keeps_its_input_but_frees_its_output():
+    m = MixedInNet().eval()
+    x = torch.randn(2, 3, 4, 4)
+    zero(m.a[1], [1])  # crosses the mixing reshape: kept
+    zero(m.proj[1], [0, 5])  # the conv's own output channels: removed
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 4 and res.model.proj[0].out_channels == 4
+    assert res.model.proj[0].in_channels == 4 and res.model.head.in_channels == 4
+    assert exact(m, res.model, x) < 1e-12
+
+
 def test_registry_does_not_import_optional_model_sources():
     code = (
         "import sys; import edgeslim.models.zoo; from edgeslim.models import registry; "

@@ -642,8 +642,9 @@ class _Analyser:
 
     # -- op rules ----------------------------------------------------------------------
     def conv(self, n: Call, m: nn.Conv2d | nn.Conv1d, x: Info, out: Tensor) -> Info | None:
-        if not x.uniform:
-            return self.opaque(n, out, "conv input with mixed channel layout")
+        if not x.uniform:  # its input channels are kept; its own output channels are still free
+            self.barrier(n, [x], "conv input with mixed channel layout")
+            x = Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
         g = m.groups
         ipg, opg = m.in_channels // g, m.out_channels // g
         kernel = math.prod(m.kernel_size)
