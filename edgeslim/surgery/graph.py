@@ -307,9 +307,8 @@ def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
         return None
     if not isinstance(b, (Tensor, int, float, bool)):
         return None
-    name = _fn_name(func)
-    if name.endswith("_") and not name.endswith("__") or name.startswith("__i"):
-        return a  # in place
+    if func in ops.INPLACE_FUNCTIONS:
+        return a
     dtype = torch.result_type(a, b)
     if ops.BINARY_FUNCTIONS[func] in ("div", "rdiv") and not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
@@ -347,7 +346,8 @@ class _Capture(TorchFunctionMode):
         elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
             # shape-preserving ops whose meta kernels are slow Python decompositions
             inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
-            out = args[0] if inplace or _fn_name(func).endswith("_") else args[0].new_empty(args[0].shape)
+            inplace = inplace or func in ops.INPLACE_FUNCTIONS
+            out = args[0] if inplace else args[0].new_empty(args[0].shape)
         else:
             out = func(*args, **kwargs)
         if an.depends(args) or an.depends(list(kwargs.values())):

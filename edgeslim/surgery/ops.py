@@ -57,6 +57,13 @@ LINEAR_FUNCTIONS: set[Any] = {F.linear}
 BN_FUNCTIONS: set[Any] = {F.batch_norm, torch.batch_norm}
 PAD_FUNCTIONS: set[Any] = {F.pad, torch.constant_pad_nd}
 GETITEM_FUNCTIONS: set[Any] = {torch.Tensor.__getitem__}
+#: In-place variants: their result is their first argument.
+INPLACE_FUNCTIONS: set[Any] = {
+    F.relu_, torch.relu_, torch.Tensor.relu_, torch.Tensor.sigmoid_, torch.Tensor.tanh_,
+    torch.Tensor.clamp_, torch.Tensor.clamp_min_, F.hardtanh_, F.elu_, F.leaky_relu_,
+    torch.Tensor.add_, torch.Tensor.sub_, torch.Tensor.mul_, torch.Tensor.div_, torch.Tensor.__iadd__,
+    torch.Tensor.__isub__, torch.Tensor.__imul__, torch.Tensor.__itruediv__,
+}  # fmt: skip
 #: Shape-preserving calls the capture does not run on "meta" tensors (their meta kernels are slow
 #: Python decompositions); the in-place flag is their last positional argument or ``inplace=``.
 SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS
