@@ -121,9 +121,9 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.profiles import load_profile
     from edgeslim.bench.report import add_predictions, latency_rows, speedup_rows, write_outputs
     from edgeslim.bench.timing import TimingConfig
+    from edgeslim.channels.devices import load_profile
 
     batches = [int(b) for b in args.batch.split(",")]
     name = (

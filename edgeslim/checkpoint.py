@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +22,13 @@ from edgeslim import __version__
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
+from edgeslim.utils.sniff import sniff
 
 if TYPE_CHECKING:
     from torch import nn
+
+#: file suffixes that make a name a model file rather than an architecture
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
 
 FORMAT = "edgeslim.checkpoint"
 VERSION = 1
@@ -42,6 +45,18 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: Path | None = None
+
+
+def looks_like_file(target: str) -> bool:
+    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture.
+
+    ``family:name`` and ``package.module:Attr`` are architectures (``pickle:PATH`` too).
+    """
+    if Path(target).exists():
+        return True
+    if ":" in target:
+        return False
+    return target.endswith(MODEL_SUFFIXES) or "/" in target
 
 
 def make_checkpoint(
@@ -64,10 +79,30 @@ def make_checkpoint(
     }
 
 
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write ``checkpoint`` atomically (temp file, fsync, rename)."""
+def first_nonfinite(state_dict: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor in ``state_dict`` holding NaN or inf, else None."""
     import torch
 
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write ``checkpoint`` atomically (temp file, fsync, rename).
+
+    Refuses weights that hold NaN or inf: a diverged model is never saved as a result, and the
+    file already at ``path`` (the last good checkpoint) is left as it was.
+    """
+    import torch
+
+    bad = first_nonfinite(checkpoint.get("state_dict") or {})
+    if bad is not None:
+        raise EdgeslimError(
+            f"weights {bad!r} hold NaN or inf (training diverged: lower the learning rate or weight "
+            f"decay, or add warm-up); {path} was not written"
+        )
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     return Path(path)
@@ -78,15 +113,39 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw:
     return save_checkpoint(path, make_checkpoint(model, spec, **kw))
 
 
-def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """Rebuild the architecture (dense spec + surgery recipe) and load the weights."""
+def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -> nn.Module:
+    """Rebuild the architecture (dense spec + surgery recipe) and load the weights.
+
+    An architecture built by code from outside edgeslim (``package.module:Attr`` or
+    ``pickle:PATH``) runs that code, so it is refused unless ``trust_pickle``.
+    """
+    from edgeslim.models.registry import is_code_reference
+
     spec = ModelSpec.from_dict(ckpt["spec"])
+    if (spec.arch.startswith("pickle:") or is_code_reference(spec.arch)) and not trust_pickle:
+        raise EdgeslimError(
+            f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
+            "runs when it is loaded; if you trust it, pass trust_pickle=True (CLI: --trust-pickle)"
+        )
     model = create_model(spec)
     if ckpt.get("recipe"):
         from edgeslim.surgery.recipe import apply_recipe
 
-        model = apply_recipe(model, ckpt["recipe"])
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        try:
+            model = apply_recipe(model, ckpt["recipe"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise EdgeslimError(
+                f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} "
+                f"({type(exc).__name__}: {_first_line(exc)}); re-create the file"
+            ) from exc
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as exc:  # shapes that do not fit the architecture
+        detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), _first_line(exc))
+        raise EdgeslimError(
+            f"checkpoint weights do not fit architecture {spec.arch!r} ({detail.rstrip('.')}); "
+            "the file was written by another model or edited"
+        ) from exc
     if missing or unexpected:
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} "
@@ -96,12 +155,23 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     return model
 
 
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return []
+#: what each format that runs code is, for the refusal message
+_RUNS_CODE = {
+    "torchscript": "a TorchScript archive (its code runs when it is loaded and called)",
+    "torch-export": (
+        "a torch.export program (loading it unpickles archive entries and evaluates shape "
+        "expressions, so it can run code)"
+    ),
+    "pickle": "a pickled Python object (a whole nn.Module?); unpickling it can run arbitrary code",
+}
+
+
+def _refuse_untrusted(p: Path, kind: str) -> EdgeslimError:
+    return EdgeslimError(
+        f"{p} is {_RUNS_CODE[kind]}, so it is refused; if you made this file or trust its source, "
+        "pass trust_pickle=True (CLI: --trust-pickle); an edgeslim checkpoint or a state_dict "
+        "loads without it"
+    )
 
 
 def load_model(
@@ -109,64 +179,160 @@ def load_model(
 ) -> LoadedModel:
     """Read any model file the toolchain accepts.
 
-    Whole pickled ``nn.Module`` files can run arbitrary code when loaded, so they are
-    refused unless ``trust_pickle`` (CLI: ``--trust-pickle``).
+    The format is identified from the file's bytes before any loader runs. Files that can run
+    code when loaded (whole pickled modules, TorchScript, torch.export programs) are refused
+    unless ``trust_pickle``; edgeslim checkpoints and state_dicts load with torch's
+    weights-only unpickler. See docs/security.md.
     """
-    import torch
-
     p = Path(path)
     if not p.exists():
         raise EdgeslimError(f"model file {p} does not exist; check the path")
     if p.is_dir():
         raise EdgeslimError(f"{p} is a directory; give the model file (e.g. {p / 'model.pt'})")
-    names = _zip_names(p)
-    if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+    kind = sniff(p)
+    if kind in ("torchscript", "torch-export") and not trust_pickle:
+        raise _refuse_untrusted(p, kind)
+    if kind == "empty":
+        raise EdgeslimError(f"{p} is empty (0 bytes); was it cut off while being written? re-create it")
+    if kind == "onnx":
+        raise EdgeslimError(
+            f"{p} is an ONNX model, not a PyTorch one; give it to edgeslim bench, or give the "
+            "PyTorch model it was exported from"
+        )
+    if kind not in ("torchscript", "torch-export", "torch", "legacy"):
+        what = {"text": "a text file", "zip": "a zip archive that torch did not write"}.get(
+            kind, "not a model file"
+        )
+        raise EdgeslimError(
+            f"{p} is {what}; give an edgeslim checkpoint, a state_dict saved with torch.save, "
+            "a TorchScript or torch.export file"
+        )
+    import torch
+
+    if kind == "torchscript":
         try:
             m = torch.jit.load(str(p), map_location=map_location)
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
-            raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {exc}") from exc
+            raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {_first_line(exc)}") from exc
         return LoadedModel(model=m, kind="torchscript", path=p)
-    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+    if kind == "torch-export":
         try:
             ep = torch.export.load(str(p))
         except Exception as exc:  # noqa: BLE001
-            raise EdgeslimError(f"{p} looks like a torch.export program but failed to load: {exc}") from exc
+            raise EdgeslimError(
+                f"{p} looks like a torch.export program but failed to load: {_first_line(exc)}"
+            ) from exc
         return LoadedModel(model=ep.module(), kind="exported", path=p, meta={"exported_program": ep})
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
-            raise EdgeslimError(
-                f"{p} is a pickled Python object (a whole nn.Module?); loading it can run arbitrary "
-                "code, so it is refused. If you trust the file, pass --trust-pickle; better, save an "
-                "edgeslim checkpoint, TorchScript or torch.export program"
-            ) from exc
-        obj = torch.load(p, map_location=map_location, weights_only=False)
+            raise _refuse_untrusted(p, "pickle") from exc
+        try:
+            obj = torch.load(p, map_location=map_location, weights_only=False)
+        except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
+            raise EdgeslimError(f"{p} could not be unpickled: {_first_line(exc2)}") from exc2
         if not isinstance(obj, torch.nn.Module):
             raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
         return LoadedModel(model=obj, kind="pickle", path=p)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
         raise EdgeslimError(
-            f"{p} is not a readable model file ({str(exc).splitlines()[0]}); "
-            "is it truncated or of another format?"
+            f"{p} is not a readable model file ({_first_line(exc)}); is it truncated or of another format?"
         ) from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        model = build_from_checkpoint(obj)
-        return LoadedModel(
-            model=model,
-            kind="checkpoint",
-            spec=ModelSpec.from_dict(obj["spec"]),
-            recipe=obj.get("recipe"),
-            meta=dict(obj.get("meta") or {}),
-            train_state=obj.get("train_state"),
-            path=p,
-        )
+        return _from_checkpoint(p, obj, trust_pickle)
     if isinstance(obj, dict):
         raise EdgeslimError(
             f"{p} holds a bare state_dict without an architecture; save it with "
             "edgeslim.checkpoint.save_model(path, model, ModelSpec(arch=...)) or pass an arch name"
         )
     raise EdgeslimError(f"{p} holds a {type(obj).__name__}; expected an edgeslim checkpoint")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name."""
+    lines = [s for s in str(exc).splitlines() if s.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -> LoadedModel:
+    """A :class:`LoadedModel` from a checkpoint dict, with one-line errors for malformed ones."""
+    if not isinstance(obj.get("spec"), dict) or not isinstance(obj.get("state_dict"), dict):
+        raise EdgeslimError(
+            f"{p} is marked as an edgeslim checkpoint but lacks its spec or state_dict; re-create it"
+        )
+
+    for key in ("recipe", "meta", "train_state"):
+        if obj.get(key) is not None and not isinstance(obj[key], dict):
+            raise EdgeslimError(f"{p}: checkpoint field {key!r} is not a mapping; re-create the file")
+    try:
+        model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
+    except EdgeslimError as exc:
+        raise EdgeslimError(f"{p}: {exc}") from exc
+    return LoadedModel(
+        model=model,
+        kind="checkpoint",
+        spec=ModelSpec.from_dict(obj["spec"]),
+        recipe=obj.get("recipe"),
+        meta=dict(obj.get("meta") or {}),
+        train_state=obj.get("train_state"),
+        path=p,
+    )
+
+
+#: keys under which training scripts commonly store the weights inside a checkpoint dict
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+#: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """The weights in ``path``: a ``state_dict``, a training checkpoint dict holding one (under
+    :data:`STATE_DICT_KEYS`) or an edgeslim checkpoint; read with the weights-only unpickler and
+    with wrapper prefixes (``module.``, ``_orig_mod.``) removed."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(f"weights file {p} does not exist; check the path")
+    kind = sniff(p)
+    if kind not in ("torch", "legacy"):
+        raise EdgeslimError(
+            f"{p} is not a state_dict file ({kind}); save the weights with torch.save(model.state_dict(), path)"
+        )
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise EdgeslimError(
+            f"{p} holds more than weights (a pickled object); save model.state_dict() instead"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
+        raise EdgeslimError(
+            f"{p} is not a readable weights file ({_first_line(exc)}); is it truncated?"
+        ) from exc
+    if isinstance(obj, dict) and not _is_tensor_dict(obj):
+        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict)), None)
+        if inner is None or not _is_tensor_dict(inner):
+            raise EdgeslimError(
+                f"{p} holds a dict without weights (keys {sorted(map(str, obj))[:5]}); expected a state_dict "
+                f"or a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
+            )
+        obj = inner
+    if not isinstance(obj, dict) or not obj:
+        raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
+    out = {}
+    for k, v in obj.items():
+        for prefix in WRAPPER_PREFIXES:
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        out[k] = v
+    return out
+
+
+def _is_tensor_dict(d: dict[str, Any]) -> bool:
+    import torch
+
+    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
 
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:

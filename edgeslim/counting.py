@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
 
@@ -60,7 +60,7 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
-    if isinstance(m, _BatchNorm):
+    if is_batchnorm(m):
         return m.num_features, m.num_features
     return None, None
 
@@ -152,7 +152,7 @@ def count_model(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
-                "give the right --input-shape C,H,W or --data"
+                "give the input shape (C,H,W) the model was built for"
             ) from exc
         if counter == "fvcore":
             macs, other = _macs_fvcore(model, x)
@@ -216,12 +216,11 @@ class BNStats:
 def bn_stats(model: nn.Module) -> BNStats:
     """Per-BN-layer channel count, |gamma| min/median/max and number of exact zeros, plus totals."""
     rows, all_g = [], []
-    for name, m in model.named_modules():
-        if isinstance(m, _BatchNorm) and m.weight is not None:
-            g = m.weight.detach().abs().float().cpu().flatten()
-            all_g.append(g)
-            rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),
-                                     int((g == 0).sum())))  # fmt: skip
+    for name, m in bn_layers(model):
+        g = m.weight.detach().abs().float().cpu().flatten()
+        all_g.append(g)
+        rows.append(BNLayerStats(name, g.numel(), float(g.min()), float(g.median()), float(g.max()),
+                                 int((g == 0).sum())))  # fmt: skip
     if not all_g:
         return BNStats([], 0, 0, None, None, None)
     g = torch.cat(all_g)

@@ -159,8 +159,10 @@ def _prox_l1(y: Tensor, tau: Tensor) -> Tensor:
 
 
 def _lp_threshold(tau: Tensor, p: float) -> Tensor:
+    # b + tau*p*b^(p-1) with tau*b^(p-1) = b / (2(1-p)): no b^(p-1), which is inf when b
+    # underflows to 0 for a tiny (subnormal) tau and would zero every input.
     b = (2 * tau * (1 - p)) ** (1 / (2 - p))
-    return b + tau * p * b ** (p - 1)
+    return b * (2 - p) / (2 * (1 - p))
 
 
 def _prox_lp(y: Tensor, tau: Tensor, p: float) -> Tensor:

@@ -23,11 +23,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from edgeslim.channels.norm import bn_layers
+from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
-from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
+from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, check_strength, lambda_for_shrink
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.rundir import (
+    BUDGET_PNG,
+    CHANNELS_PNG,
+    GAMMA_HIST_PNG,
+    MODEL_FILE,
+    REPORT_FILE,
+    TRAIN_DIR,
+    TRAINED_FILE,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -37,10 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRAIN_DIR = "train"
-SLIM_FILE = "model.pt"
-TRAINED_FILE = "trained.pt"
-REPORT_FILE = "report.json"
+SLIM_FILE = MODEL_FILE
 #: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
 CHANCE_FACTOR = 1.5
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
@@ -83,12 +92,6 @@ class SlimResult:
     report: dict[str, Any]
 
 
-def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
-    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
-    n = len(bundle.train_y)
-    return max(n // batch_size, 1) if n >= batch_size else 1
-
-
 def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
     """The lr of every iteration of a run with ``config`` and ``steps`` iterations per epoch."""
     sched = LRSchedule(
@@ -103,8 +106,7 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
     (default :data:`DEFAULT_SHRINK`: neither given means a schedule-independent default)."""
-    if settings.lam is not None and settings.shrink is not None:
-        raise EdgeslimError("give --lambda or --shrink, not both")
+    check_strength(settings.lam, settings.shrink, budget=settings.budget is not None)
     if settings.lam is not None:
         return float(settings.lam)
     shrink = DEFAULT_SHRINK if settings.shrink is None else settings.shrink
@@ -156,7 +158,7 @@ def slim_model(
             "scales (use a model with BN after each conv)"
         )
     if settings.round_to < 1:
-        raise EdgeslimError(f"--round-to must be >= 1, got {settings.round_to}")
+        raise EdgeslimError(f"round_to must be >= 1, got {settings.round_to}")
     lam = resolve_lambda(settings, config, bundle)
     device = resolve_device(config.device)
     model.to(device)
@@ -172,8 +174,6 @@ def slim_model(
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
-        from edgeslim.sparsity.budget import controller_for_slim
-
         # on --resume the controller's state_dict restores its own base lambda
         controller = controller_for_slim(
             model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
@@ -181,6 +181,7 @@ def slim_model(
         )  # fmt: skip
     out = Path(out_dir) if out_dir is not None else None
     run_meta = {
+        **bundle.record(),
         **(meta or {}),
         "method": "proximal",
         "slimming": {**settings.to_dict(), "lam": lam},
@@ -190,7 +191,7 @@ def slim_model(
         model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
         progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
-    fin = slimmer.finalize(model)
+    fin = slimmer.finalize()
     model.eval()
     ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
     report: dict[str, Any] = {
@@ -205,6 +206,7 @@ def slim_model(
         "finalize": fin.to_dict(),
         "history": res.history,
     }
+    report.update({k: meta[k] for k in ("source", "weights", "head") if meta and meta.get(k)})
     if controller is not None:
         report["budget"] = controller.report(res.history)
     from edgeslim.surgery import prune_with_report
@@ -232,7 +234,9 @@ def slim_model(
     for key in ("params", "macs", "channels"):
         if report[key]["dense"]:
             report[key]["removed_frac"] = 1.0 - report[key]["slim"] / report[key]["dense"]
-    report["collapse"] = collapse_check(report, fin.restored, bundle.num_classes)
+    report["collapse"] = collapse_check(
+        report, fin.restored, bundle.num_classes, budget=bool(settings.budget)
+    )
 
     if out is not None:
         from edgeslim.checkpoint import save_model
@@ -247,9 +251,7 @@ def slim_model(
         )  # fmt: skip
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
-            from edgeslim.sparsity.budget import plot_trajectory
-
-            report["plots"]["budget"] = plot_trajectory(report["budget"], out / "budget.png").name
+            report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
         raise CollapseError(report["collapse"]["message"])
@@ -260,49 +262,57 @@ def _gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
 
 
-def collapse_check(report: dict[str, Any], restored: list[list[str]], num_classes: int) -> dict[str, Any]:
-    """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which."""
+def collapse_check(
+    report: dict[str, Any], restored: list[list[str]], num_classes: int, budget: bool = False
+) -> dict[str, Any]:
+    """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which.
+
+    ``collapsed`` (an error) means the prox destroyed the network: accuracy at chance with half or
+    more of the channels zero, or layer groups emptied. At chance with few zeros the network did not
+    learn (a short run): that is a warning, not a collapse. ``budget``: advice for a budget run.
+    """
     acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
     chance = 1.0 / max(num_classes, 1)
     at_chance = acc < CHANCE_FACTOR * chance
     lam = report["slimming"]["lam"]
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
+    epochs = report.get("train", {}).get("epochs")
+    collapsed = False
     if at_chance and zero_frac < 0.5 and not restored:
         hist = report.get("history") or [{}]
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         msg = (
-            f"the slimmed network is at chance accuracy ({acc:.1%}) with {zero_frac:.0%} of channels zero and "
-            f"mean |gamma| {gmean:.3g}: a too strong penalty shrank all BN scales (lower --lambda, now "
-            f"{lam:.3g}, try {lam / 3:.3g}, or --shrink) or training did not learn (train longer, check --lr)"
+            f"the slim network is at chance accuracy ({acc:.1%}) with only {zero_frac:.0%} of channels zero "
+            f"(mean |gamma| {gmean:.3g}): training did not learn in {epochs} epoch(s); train longer or check "
+            "the learning rate before reading its channel counts"
         )
     elif at_chance:
+        collapsed = True
+        advice = (
+            "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
+            "(taper_end), or give a larger budget"
+            if budget
+            else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or the shrink"
+        )
         msg = (
             f"slimming collapsed the network: test accuracy {acc:.1%} is at chance ({chance:.0%}), "
-            f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; "
-            f"lower --lambda (now {lam:.3g}, try {lam / 3:.3g}) or --shrink"
+            f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; {advice}"
         )
     elif restored:
         msg = (
             f"the prox emptied {len(restored)} layer group(s) ({', '.join('+'.join(u) for u in restored[:3])}); "
-            "their strongest channel was kept; a smaller --lambda keeps more"
+            "their strongest channel was kept; a smaller lambda keeps more"
         )
-    return {"collapsed": at_chance, "emptied": restored, "message": msg}
+    return {"collapsed": collapsed, "emptied": restored, "message": msg}
 
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:
     """``channels.png`` (channels kept per BN layer) and ``gamma_hist.png`` (|gamma| histogram)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeslim.utils.io import atomic_path
-
     files = {}
     rows = report["layers"]
     names = [r["name"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
+    fig, ax = new_figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
     x = range(len(rows))
     ax.bar(x, [r["channels"] for r in rows], color="#d0d0d0", label="dense")
     kept = [r.get("after_surgery", r["kept"]) for r in rows]
@@ -313,12 +323,9 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_title(f"{report['arch']}: {ch['slim']}/{ch['dense']} channels kept", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out / "channels.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["channels"] = "channels.png"
+    files["channels"] = save_figure(fig, out / CHANNELS_PNG).name
 
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig, ax = new_figure(figsize=(6, 3.4))
     nz = gammas[gammas > 0].numpy()
     zeros = int((gammas == 0).sum())
     if nz.size:
@@ -330,8 +337,5 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_ylabel("channels")
     ax.set_title(f"BN scales after finalize: {zeros} exactly zero, {nz.size} nonzero", fontsize=10)
     fig.tight_layout()
-    with atomic_path(out / "gamma_hist.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    files["gamma_hist"] = "gamma_hist.png"
+    files["gamma_hist"] = save_figure(fig, out / GAMMA_HIST_PNG).name
     return files

@@ -129,7 +129,7 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys):
             "not available in this onnxruntime build",
         ),
         (["bench", dense, "--profile", "no-such-board", *FAST], "no device profile named"),
-        (["bench", dense, "--batch", "1,x"], "comma-separated integers"),
+        (["bench", dense, "--batch", "1,x"], "Invalid value for '--batch': 'x' is not a valid integer"),
         (["bench", "--predict", dense], "--predict needs --profile"),
         (["bench", "--predict", "--profile", "jetson-nano", "--batch", "1", dense, "--json"], None),
         (["report", tmp_path / "missing.json"], "does not exist"),

@@ -161,7 +161,12 @@ def test_cli_layer_table_bad_input(files, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_round_trip_tables_drive_a_latency_budget(files, tmp_path, fmnist_dir: str) -> None:
     """torch table (in process) and ORT table (in a process without torch) for vgg-small; both
-    cover every conv/linear layer, build a latency resource, and slim reaches the target."""
+    cover every conv/linear layer, build a latency resource, and slim reaches the target.
+
+    The verdict does not depend on how fast this machine is right now: the tables are measured,
+    but the target is set inside the range the ORT table itself predicts (its minimum can be close
+    to dense when fixed overhead dominates under load), and slim is checked against that table's
+    own prediction, which is what the budget controller guarantees."""
     model, pt, onnx_path = files["vgg-small"]
     t_torch, t_ort = tmp_path / "torch.json", tmp_path / "ort.json"
     assert main(["bench", str(pt), "--layer-table", str(t_torch), *FAST]) == 0
@@ -171,21 +176,32 @@ def test_round_trip_tables_drive_a_latency_budget(files, tmp_path, fmnist_dir: s
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     names = _conv_linear_names(model)
+    res = {}
     for path, backend in ((t_torch, "torch"), (t_ort, "onnxruntime")):
         table = load_latency_table(path)
         assert table["backend"] == backend and table["unit"] == "ms" and table["batch"] == 1
         assert set(table["layers"]) == names and all(v > 0 for v in table["layers"].values())
-        res = build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=table)
-        assert res.dense == pytest.approx((table["fixed"] + sum(table["layers"].values())) * 1e-3)
-        assert res.minimum < 0.7 * res.dense
+        assert table["fixed"] >= 0
+        res[backend] = build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=table)
+        dense_s = (table["fixed"] + sum(table["layers"].values())) * 1e-3
+        assert res[backend].dense == pytest.approx(dense_s)
+        # every layer loses channels at the minimum: below dense by at least the layers' smallest share
+        assert table["fixed"] * 1e-3 <= res[backend].minimum < res[backend].dense
+    ort = res["onnxruntime"]
+    target = max(0.7, round((1 + ort.minimum / ort.dense) / 2, 4))  # reachable under this table
     out = tmp_path / "slim"
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "600",
-               "--test-subset", "200", "--epochs", "1", "--batch-size", "32", "--target-latency", "0.7",
+               "--test-subset", "200", "--epochs", "1", "--batch-size", "32", "--target-latency", str(target),
                "--latency-table", str(t_ort), "--out", str(out), "--json"])  # fmt: skip
     assert rc == 0
     b = json.loads((out / "report.json").read_text())["budget"]
     assert b["metric"] == "latency" and b["settings"]["latency_table"] == str(t_ort)
-    assert b["achieved_fraction"] <= 0.7 + 1e-9 and b["achieved"] <= b["target"] * (1 + 1e-9)
+    # the controller worked on the table it was given ...
+    assert b["dense"] == pytest.approx(ort.dense) and b["minimum"] == pytest.approx(ort.minimum)
+    assert b["target"] == pytest.approx(target * ort.dense)
+    # ... and met the budget with respect to that table's prediction
+    assert b["achieved_fraction"] <= target + 1e-9 and b["achieved"] <= b["target"] * (1 + 1e-9)
+    assert b["achieved"] >= ort.minimum * (1 - 1e-9)
 
 
 # ---------------------------------------------------------------------------- TensorRT profiles

@@ -132,14 +132,18 @@ def test_trt_deserialize_errors_become_one_line(name, expect):
 def test_tensorrt_backend_errors_without_tensorrt(tmp_path):
     from edgeslim.bench.backends import get_backend
 
+    for name in ("tensorrt", "trtexec"):  # engines can carry plugin code: refused before anything runs
+        with pytest.raises(EdgeslimError, match="TensorRT engine, which can carry plugin code"):
+            get_backend(name).open(str(tmp_path / "x.engine"), {})
+    trusted = {"trust_pickle": True}
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(EdgeslimError, match="tensorrt is not importable"):
-            get_backend("tensorrt").open(str(tmp_path / "x.engine"), {})
+            get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
     else:  # pragma: no cover - only where TensorRT is installed
         with pytest.raises(EdgeslimError, match="does not exist"):
-            get_backend("tensorrt").open(str(tmp_path / "x.engine"), {})
+            get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
     with pytest.raises(EdgeslimError, match="trtexec not found"):
         get_backend("trtexec").open(str(tmp_path / "x.onnx"), {"trtexec": str(tmp_path / "no-trtexec")})
     with pytest.raises(EdgeslimError, match="unknown backend"):

@@ -208,14 +208,14 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetController(sl, res, BudgetSettings(target=str(int(res.dense * 2))), 10)
     with pytest.raises(EdgeslimError, match="unreachable"):
         BudgetController(sl, res, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
-    with pytest.raises(EdgeslimError, match="needs --profile"):
+    with pytest.raises(EdgeslimError, match="needs profile"):
         BudgetSettings(metric="latency", target="8ms").validate()
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target-latency", "8ms"], "--profile"),
+        (["--target-latency", "8ms"], "needs profile"),
         (["--target-macs", "0.5x"], "not a budget"),
         (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),
         (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),

@@ -50,9 +50,11 @@ def test_torchscript_and_pickle(tmp_path, capsys):
     model = create_model("resnet20").eval()
     ts = tmp_path / "m.ts"
     torch.jit.script(model).save(str(ts))
-    assert main(["info", str(ts)]) == 2
+    assert main(["info", str(ts), "--input-shape", "3,32,32"]) == 2
+    assert "TorchScript archive" in capsys.readouterr().err
+    assert main(["info", str(ts), "--trust-pickle"]) == 2
     assert "without an input shape; pass --input-shape" in capsys.readouterr().err
-    res = run_json(capsys, str(ts), "--input-shape", "3,32,32")
+    res = run_json(capsys, str(ts), "--input-shape", "3,32,32", "--trust-pickle")
     assert res["kind"] == "torchscript" and res["macs"] == count_model(model, (3, 32, 32)).macs
 
     pk = tmp_path / "whole.pt"
@@ -106,5 +108,5 @@ def test_counts_a_model_without_bn(capsys, tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
     path = tmp_path / "plain.ts"
     torch.jit.script(model).save(str(path))
-    res = run_json(capsys, str(path), "--data", "fashion-mnist")
+    res = run_json(capsys, str(path), "--data", "fashion-mnist", "--trust-pickle")
     assert res["macs"] == 26 * 26 * 4 * 9 + 4 * 26 * 26 * 10 and res["bn"]["channels"] == 0

@@ -55,9 +55,13 @@ def test_torchscript_and_export_load(tmp_path):
     m = create_model("vgg-small", in_channels=1).eval()
     x = torch.randn(1, 1, 28, 28)
     torch.jit.save(torch.jit.trace(m, x), tmp_path / "ts.pt")
-    assert load_model(tmp_path / "ts.pt").kind == "torchscript"
+    with pytest.raises(EdgeslimError, match="TorchScript archive .* --trust-pickle"):
+        load_model(tmp_path / "ts.pt")
+    assert load_model(tmp_path / "ts.pt", trust_pickle=True).kind == "torchscript"
     torch.export.save(torch.export.export(m, (x,)), tmp_path / "ep.pt2")
-    ep = load_model(tmp_path / "ep.pt2")
+    with pytest.raises(EdgeslimError, match="torch.export program .* --trust-pickle"):
+        load_model(tmp_path / "ep.pt2")
+    ep = load_model(tmp_path / "ep.pt2", trust_pickle=True)
     assert ep.kind == "exported"
     assert torch.allclose(ep.model(x), m(x), atol=1e-5)
 

@@ -128,7 +128,7 @@ def test_unknown_dataset():
 
 
 def test_bad_subset():
-    with pytest.raises(EdgeslimError, match="--subset must be a positive"):
+    with pytest.raises(EdgeslimError, match="subset must be a positive"):
         load_dataset("digits", subset=0)
 
 

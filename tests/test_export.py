@@ -227,8 +227,22 @@ def test_torchscript_file_needs_input_shape(tmp_path):
     m = create_model("vgg-small").eval()
     ts = tmp_path / "m.ts"
     torch.jit.script(m).save(str(ts))
-    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx")]) == 2
-    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx"), "--input-shape", "3,32,32"]) == 0
+    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx"), "--trust-pickle"]) == 2
+    assert main(["export", str(ts), "--onnx", str(tmp_path / "t.onnx"), "--input-shape", "3,32,32"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(ts),
+                "--onnx",
+                str(tmp_path / "t.onnx"),
+                "--input-shape",
+                "3,32,32",
+                "--trust-pickle",
+            ]
+        )
+        == 0
+    )
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert np.abs(_ort(tmp_path / "t.onnx", x) - m(x).numpy()).max() <= 1e-4

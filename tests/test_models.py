@@ -77,7 +77,7 @@ def test_unknown_names():
         EdgeslimError, match="unknown torchvision model 'tv:resnet19'; did you mean tv:resnet18"
     ):
         create_model("tv:resnet19")
-    with pytest.raises(EdgeslimError, match="unknown model family 'nosuch'"):
-        create_model("nosuch:resnet18")  # timm: and yolo: are families now (optional extras)
+    with pytest.raises(EdgeslimError, match="unknown model family 'no-such'"):
+        create_model("no-such:resnet18")
     with pytest.raises(EdgeslimError, match="does not accept"):
         create_model(ModelSpec("tv:resnet18", kwargs={"bogus": 1}))

@@ -141,7 +141,7 @@ def test_finalize_exact_zeros_and_never_empties_a_layer() -> None:
         model[1].bias.fill_(0.25)
     s.step(opt)
     assert int((s.xi == 0).sum()) == 10
-    rep = s.finalize(model)
+    rep = s.finalize()
     assert rep.restored == [["1"], ["4"]]
     kept = [int((m.weight != 0).sum()) for m in (model[1], model[4])]
     assert kept == [1, 1]

@@ -61,7 +61,7 @@ def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp
 
 def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
     spec = digits.spec_for("vgg-small")
-    with pytest.raises(CollapseError, match="collapsed the network.*lower --lambda") as info:
+    with pytest.raises(CollapseError, match="collapsed the network.*lower lambda") as info:
         slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
                    SlimSettings(lam=50.0), tmp_path)  # fmt: skip
     assert "\n" not in str(info.value)
@@ -118,7 +118,7 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
 @pytest.mark.parametrize(
     "extra,msg",
     [
-        (["--penalty", "lp", "--p", "1.5"], "0 < p < 1"),
+        (["--penalty", "lp", "--p", "1.5"], "'--p': '1.5' is out of range: it must be > 0 and < 1"),
         (["--penalty", "scad", "--a", "0.5"], "a > 1"),
         (["--lambda", "0.1", "--shrink", "1"], "not both"),
         (["--penalty", "l1", "--g", "2"], "no parameter 'g'"),

@@ -135,7 +135,7 @@ def test_threshold_prune_zeroes_smallest_fraction_never_a_whole_layer():
     kept_min = allg[~zero].sort().values[1]  # [0] is layer 0's rescued channel
     assert allg[zero].max() <= kept_min
     assert layers[0][1].weight[res["masks"][layers[0][0]]].abs().item() == allg[:32].max().item()
-    with pytest.raises(EdgeslimError, match="prune-ratio"):
+    with pytest.raises(EdgeslimError, match="ratio must be in"):
         threshold_prune(model, 1.0)
 
 

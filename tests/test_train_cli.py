@@ -67,7 +67,10 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
         (["--arch", "vgg-small", "--data", "digits", "--lambda", "1e-4"], "--method subgradient"),
         (["--arch", "vgg-small", "--data", "digits", "--finetune-epochs", "2"], "--prune-ratio"),
         (["--arch", "vgg-small", "--data", "digits", "--method", "prx"], "unknown training method"),
-        (["--arch", "vgg-small", "--data", "digits", "--lr", "-1"], "--lr must be > 0"),
+        (
+            ["--arch", "vgg-small", "--data", "digits", "--lr", "-1"],
+            "'--lr': '-1' is out of range: it must be > 0",
+        ),
         (["--data", "digits"], "--arch"),
     ],
 )

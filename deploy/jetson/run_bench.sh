@@ -20,5 +20,6 @@ if [ -n "$MODE" ]; then sudo nvpmodel -m "$MODE"; fi
 sudo jetson_clocks
 sudo jetson_clocks --show | head -20
 BACKEND=()
-case "$SLIM" in *.engine|*.plan) BACKEND=(--backend tensorrt);; esac
+# engines built on this board from our own ONNX: trusted (an engine can carry plugin code)
+case "$SLIM" in *.engine|*.plan) BACKEND=(--backend tensorrt --trust-pickle);; esac
 "$EDGESLIM" bench "$SLIM" --baseline "$BASE" --profile "$PROFILE" "${BACKEND[@]}" --out "$OUT" "$@"

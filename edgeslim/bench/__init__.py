@@ -4,8 +4,8 @@ Importable without PyTorch: top-level imports are numpy, pyyaml and pydantic onl
 (onnxruntime, tensorrt, cuda-python, torch) and matplotlib are imported where they are used.
 """
 
-from edgeslim.bench.predict import LayerCost, Prediction, calibrate, predict_latency
-from edgeslim.bench.profiles import DeviceProfile, list_profiles, load_profile
+from edgeslim.channels.cost import LayerCost, Prediction, calibrate, predict_latency
+from edgeslim.channels.devices import DeviceProfile, list_profiles, load_profile
 
 __all__ = [
     "DeviceProfile",

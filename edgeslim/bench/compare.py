@@ -65,6 +65,106 @@ def model_facts(path: str) -> dict:
     return facts
 
 
+Dims = list[int | None]  # None: a dynamic (symbolic) dimension
+
+
+def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] | None:
+    """``{"inputs": [(name, dims)], "outputs": [...]}`` of an ONNX file, read without running it
+    (``onnx``, else ``onnxruntime``); None for other files or when neither is installed."""
+    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+        return None
+
+    def dims(shape) -> Dims:
+        return [d if isinstance(d, int) and d > 0 else None for d in shape]
+
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            g = onnx.load(str(path), load_external_data=False).graph
+        except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+            raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+        inits = {t.name for t in g.initializer}
+
+        def vi_dims(vi) -> Dims:
+            return dims(
+                [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+            )
+
+        return {
+            "inputs": [(vi.name, vi_dims(vi)) for vi in g.input if vi.name not in inits],
+            "outputs": [(vi.name, vi_dims(vi)) for vi in g.output],
+        }
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+    return {
+        "inputs": [(i.name, dims(i.shape)) for i in sess.get_inputs()],
+        "outputs": [(o.name, dims(o.shape)) for o in sess.get_outputs()],
+    }
+
+
+def _fmt(d: Dims) -> str:
+    return "(" + ",".join("N" if x is None else str(x) for x in d) + ")"
+
+
+def _same_shape(a: Dims, b: Dims) -> bool:
+    """Same rank and sizes; a dynamic dimension matches any size (the batch may differ only if
+    one side is dynamic; a dynamic channel or spatial size is refused when the model is run)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def _compare_io(b_io: dict, m_io: dict, baseline: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Raise if ``{"inputs": [(name, dims)], "outputs": [...]}`` of baseline and model differ."""
+    hint = "compare two exports of the same network"
+    for kind in ("inputs", "outputs"):
+        b, m = b_io.get(kind), m_io.get(kind)
+        if b is None or m is None:
+            continue
+        if len(b) != len(m):
+            raise EdgeslimError(
+                f"baseline {baseline} has {len(b)} {kind} but the model {model} has {len(m)}; {hint}"
+            )
+        for (nb, db), (_, dm) in zip(b, m, strict=True):
+            if not _same_shape(db, dm):
+                what = kind[:-1] if len(b) == 1 else f"{kind[:-1]} {nb!r}"
+                raise EdgeslimError(
+                    f"baseline {what} shape {_fmt(db)} differs from the model's {_fmt(dm)}; {hint}"
+                )
+
+
+def check_comparable(baseline: str | os.PathLike, model: str | os.PathLike) -> None:
+    """Refuse a baseline whose inputs or outputs (count, rank, channels, spatial size; the batch
+    only where neither is dynamic) differ from the model's: their latencies would not compare.
+    Reads ONNX files; other pairs are checked by :func:`check_measured_io` once they have run."""
+    sb, sm = io_signature(baseline), io_signature(model)
+    if sb is not None and sm is not None:
+        _compare_io(sb, sm, baseline, model)
+
+
+def check_measured_io(baseline_res: dict, model_res: dict, baseline: str, model: str) -> None:
+    """The same check on the shapes the measuring processes fed and got back (any backend that
+    reports them: onnxruntime, torch), at the same batch."""
+    ib, im = baseline_res.get("io"), model_res.get("io")
+    if not ib or not im or ib.get("batch") != im.get("batch"):
+        return
+
+    def named(io: dict) -> dict:
+        return {
+            k: None if io.get(k) is None else [(f"#{i}", d) for i, d in enumerate(io[k])]
+            for k in ("inputs", "outputs")
+        }
+
+    _compare_io(named(ib), named(im), baseline, model)
+
+
 def _primary(samples: dict) -> tuple[str, list[float]]:
     """Device (GPU) time where the backend has it, else host wall time."""
     if samples.get("device"):
@@ -86,13 +186,22 @@ def run_comparison(
     on_trial: Callable[[int, str, dict], None] | None = None,
 ) -> dict:
     """Benchmark ``models`` ({label: path}; labels ``baseline`` and ``slim`` get a speedup)."""
+    from edgeslim.bench.backends import check_options
     from edgeslim.bench.env import environment
 
-    if trials < 1:
-        raise EdgeslimError("--trials must be >= 1")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise EdgeslimError(f"trials must be an integer >= 1, got {trials!r}")
+    if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
+        raise EdgeslimError(f"batches must be a non-empty list of integers >= 1, got {batches!r}")
+    if not -20 <= nice <= 19:
+        raise EdgeslimError(f"nice must be in -20..19 (a nice(1) level), got {nice}")
+    if interval_ms < 1:
+        raise EdgeslimError(f"interval_ms (the tegrastats interval) must be >= 1, got {interval_ms}")
     timing = timing or TimingConfig()
-    options = options or {}
+    options = check_options(options or {})
     labels = list(models)
+    if {"baseline", "slim"} <= set(labels):
+        check_comparable(models["baseline"], models["slim"])
     facts = {label: model_facts(path) for label, path in models.items()}
     record: dict = {
         "format": FORMAT,
@@ -124,6 +233,10 @@ def run_comparison(
             res = run_worker(spec, timeout=max(120.0, 4 * timing.max_time_s * len(batches) + 60), nice=nice)
             res.update(label=label, trial=t, position=order.index(label))
             record["trials"].append(res)
+            if t == 0 and label in ("baseline", "slim"):
+                first = {r["label"]: r for r in record["trials"] if r["label"] in ("baseline", "slim")}
+                if len(first) == 2:
+                    check_measured_io(first["baseline"], first["slim"], models["baseline"], models["slim"])
             if on_trial:
                 on_trial(t, label, res)
     aggregate(record)

@@ -178,7 +178,7 @@ def torch_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) ->
         **table,
         "backend": "torch",
         "model": str(path),
-        "input_shape": [batch, *sess.spec.input_shape],
+        "input_shape": [batch, *sess.input_shape],
         "env": {"torch": torch.__version__, "device": str(sess.device), "threads": torch.get_num_threads()},
     }
 
@@ -529,6 +529,11 @@ def tensorrt_file_table(path: str, batch: int, cfg: TimingConfig, options: dict)
 # ---------------------------------------------------------------------------- entry points
 def layer_table(path: str, backend: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Measure a per-layer latency table of the model file with ``backend`` at ``batch``."""
+    from edgeslim.bench.backends import check_options
+
+    check_options(options)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise EdgeslimError(f"batch must be an integer >= 1, got {batch!r}")
     if backend == "torch":
         return torch_file_table(path, batch, cfg, options)
     if backend == "onnxruntime":

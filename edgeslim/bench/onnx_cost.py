@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from edgeslim.bench.predict import LayerCost
+from edgeslim.channels.cost import LayerCost
 from edgeslim.errors import EdgeslimError, require
 
 #: ops that carry the MACs of a network (ONNX op types)

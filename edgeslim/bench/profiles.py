@@ -1,151 +1,29 @@
-"""Device profiles: peak compute, memory bandwidth, power modes and preferred runtime per target.
+"""Device profiles live in :mod:`edgeslim.channels.devices` (below sparsity and bench); re-exported."""
 
-The YAML files live in ``edgeslim/profiles/`` (shipped as package data; the repository's
-top-level ``profiles/`` is a symbolic link to it). A profile can also be given as a path
-to a user's own YAML file. :class:`DeviceProfile` is the schema; every number needs a source.
-"""
+from edgeslim.channels.devices import (
+    BACKENDS,
+    PROFILE_DIR,
+    DeviceProfile,
+    Efficiency,
+    PowerMode,
+    Precision,
+    Preferred,
+    list_profiles,
+    load_profile,
+    parse_profile,
+    profile_paths,
+)
 
-from __future__ import annotations
-
-import os
-from pathlib import Path
-from typing import Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from edgeslim.errors import EdgeslimError
-
-Precision = Literal["fp32", "fp16", "int8"]
-BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
-
-#: where the shipped profiles live; EDGESLIM_PROFILES adds folders searched first
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PowerMode(_Strict):
-    id: int | None = None
-    name: str
-    watts: float | None = Field(default=None, gt=0)
-    default: bool = False
-
-
-class Efficiency(_Strict):
-    """Fraction of peak compute and bandwidth reached, plus a fixed per-layer overhead."""
-
-    compute: float = Field(gt=0, le=1)
-    memory: float = Field(gt=0, le=1)
-    launch_us: float = Field(ge=0)
-    source: str = "assumed"
-
-
-class Preferred(_Strict):
-    backend: Literal["onnxruntime", "tensorrt", "trtexec", "torch"]
-    precision: Precision
-    threads: int | None = Field(default=None, ge=1)
-    providers: list[str] = []
-
-
-class DeviceProfile(_Strict):
-    """One target device. Compute peaks in GFLOP/s (GOP/s for int8), bandwidth in GB/s."""
-
-    name: str
-    title: str
-    kind: Literal["jetson", "arm-board", "phone", "host"]
-    peak_gflops: dict[Precision, float]
-    memory_bandwidth_gbs: float = Field(gt=0)
-    ram_gb: float = Field(gt=0)
-    power_modes: list[PowerMode] = []
-    preferred: Preferred
-    efficiency: Efficiency
-    efficiency_by_precision: dict[Precision, Efficiency] = {}
-    clock_setup: list[str] = []
-    sources: dict[str, str]
-    notes: str = ""
-
-    @model_validator(mode="after")
-    def _check(self) -> DeviceProfile:
-        if not self.peak_gflops or any(v <= 0 for v in self.peak_gflops.values()):
-            raise ValueError("peak_gflops needs at least one positive entry")
-        if self.preferred.precision not in self.peak_gflops:
-            raise ValueError(f"preferred precision {self.preferred.precision} has no peak_gflops entry")
-        needed = {"peak_gflops", "memory_bandwidth_gbs", "ram_gb", "efficiency"}
-        missing = sorted(needed - set(self.sources))
-        if missing:
-            raise ValueError(f"sources must say where these come from: {', '.join(missing)}")
-        if sum(m.default for m in self.power_modes) > 1:
-            raise ValueError("at most one power mode can be the default")
-        return self
-
-    def efficiency_for(self, precision: str) -> Efficiency:
-        return self.efficiency_by_precision.get(precision, self.efficiency)  # type: ignore[arg-type]
-
-    def ridge_point(self, precision: str | None = None) -> float:
-        """FLOP per byte above which a layer is compute-bound."""
-        prec = precision or self.preferred.precision
-        return self.peak_gflops[prec] / self.memory_bandwidth_gbs  # type: ignore[index]
-
-
-def _search_dirs() -> list[Path]:
-    extra = [Path(p) for p in os.environ.get("EDGESLIM_PROFILES", "").split(os.pathsep) if p]
-    return [*extra, PROFILE_DIR]
-
-
-def profile_paths() -> dict[str, Path]:
-    """Profile name (file stem) -> path; earlier search folders win."""
-    found: dict[str, Path] = {}
-    for d in reversed(_search_dirs()):
-        if d.is_dir():
-            for p in sorted(d.glob("*.yaml")):
-                found[p.stem] = p
-    return dict(sorted(found.items()))
-
-
-def parse_profile(path: str | os.PathLike) -> DeviceProfile:
-    """Read and validate one YAML file; one-line EdgeslimError on any problem."""
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise EdgeslimError(f"cannot read profile {p}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise EdgeslimError(f"profile {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(data, dict):
-        raise EdgeslimError(
-            f"profile {p} must be a YAML mapping; see edgeslim/profiles/README.md for the fields"
-        )
-    try:
-        return DeviceProfile.model_validate(data)
-    except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise EdgeslimError(
-            f"profile {p} does not validate: {where}: {e['msg']}{more}; fix the file (schema: docs/bench.md)"
-        ) from exc
-
-
-def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
-    """Load a profile by name (``jetson-orin-nano-super``) or by path to a YAML file."""
-    s = str(name_or_path)
-    if s.endswith((".yaml", ".yml")) or os.sep in s:
-        if not Path(s).is_file():
-            raise EdgeslimError(f"profile file {s} does not exist")
-        return parse_profile(s)
-    paths = profile_paths()
-    if s not in paths:
-        import difflib
-
-        close = difflib.get_close_matches(s, list(paths), n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgeslimError(f"no device profile named '{s}'; {hint}list them with: edgeslim profiles")
-    return parse_profile(paths[s])
-
-
-def list_profiles() -> list[DeviceProfile]:
-    """All shipped (and EDGESLIM_PROFILES) profiles, validated."""
-    return [parse_profile(p) for p in profile_paths().values()]
+__all__ = [
+    "Precision",
+    "BACKENDS",
+    "PROFILE_DIR",
+    "PowerMode",
+    "Efficiency",
+    "Preferred",
+    "DeviceProfile",
+    "profile_paths",
+    "parse_profile",
+    "load_profile",
+    "list_profiles",
+]

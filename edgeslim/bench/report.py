@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeslim.bench.predict import LayerCost
 from edgeslim.bench.stats import CV_WARN
+from edgeslim.channels.cost import LayerCost
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.markdown import markdown_table
+from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.rundir import (
+    LATENCY_PNG,
+    LAYER_TIMES_PNG,
+    LAYERS_PNG,
+    MEMORY_PNG,
+    RUN_FILE,
+    RUN_REPORT_MD,
+)
 
 LATENCY_COLS = [
     "model",
@@ -45,7 +54,7 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
 
 def add_predictions(record: dict, profile, efficiency=None) -> None:
     """Roofline predictions for every ONNX model and batch, stored under ``prediction``."""
-    from edgeslim.bench.predict import predict_latency, scale_bytes
+    from edgeslim.channels.cost import predict_latency, scale_bytes
 
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
     for label in record["models"]:
@@ -247,19 +256,12 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
 
 def plots(record: dict, out_dir: str | Path) -> list[Path]:
     """latency.png (distributions), layers.png (per-layer MMACs), memory.png; written atomically."""
-    from edgeslim.errors import require
-
-    mpl = require("matplotlib", "train", "for PNG plots (or pass --no-plots)")
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
-
-    from edgeslim.utils.io import atomic_path
 
     out = Path(out_dir)
     written = []
     labels = list(record["models"])
-    fig, axes = plt.subplots(
+    fig, axes = new_figure(
         1, len(record["batches"]), figsize=(4.5 * len(record["batches"]), 3.6), squeeze=False
     )
     for ax, b in zip(axes[0], record["batches"]):
@@ -276,19 +278,19 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         ax.set_title(f"batch {b} ({key} time; box p25-p75, whiskers p1-p99)", fontsize=9)
     fig.suptitle(f"measured latency, {record['backend']}")
     fig.tight_layout()
-    written.append(_save(fig, out / "latency.png", atomic_path))
+    written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}
     if all(costs.values()):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
         fig = _layer_bars(macs, "layer (fused, in graph order)", "MMACs per sample", "per-layer MACs")
-        written.append(_save(fig, out / "layers.png", atomic_path))
+        written.append(save_figure(fig, out / LAYERS_PNG))
     lt = {label: record["summary"][label].get("layer_times") for label in labels}
     if all(lt.values()):
         us = {label: [layer["median_us"] for layer in lt[label]["layers"]] for label in labels}
         title = f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)"
         fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title)
-        written.append(_save(fig, out / "layer_times.png", atomic_path))
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+        written.append(save_figure(fig, out / LAYER_TIMES_PNG))
+    fig, ax = new_figure(figsize=(6, 3.6))
     keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
     keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb", 0.0)))
     keys.append(
@@ -302,16 +304,15 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     ax.legend()
     ax.set_title("model size and memory (isolated process)")
     fig.tight_layout()
-    written.append(_save(fig, out / "memory.png", atomic_path))
+    written.append(save_figure(fig, out / MEMORY_PNG))
     return written
 
 
 def _layer_bars(values: dict[str, list[float]], xlabel: str, ylabel: str, title: str):
     """A figure of one bar per layer, side by side for each model (label -> per-layer values)."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = new_figure(figsize=(8, 3.6))
     width = 0.8 / len(values)
     for i, (label, vals) in enumerate(values.items()):
         ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
@@ -323,23 +324,14 @@ def _layer_bars(values: dict[str, list[float]], xlabel: str, ylabel: str, title:
     return fig
 
 
-def _save(fig, path: Path, atomic_path) -> Path:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
-
 def write_outputs(
     record: dict, out_dir: str | Path, force: bool = False, with_plots: bool = True
 ) -> list[Path]:
     """run.json + report.md (+ PNGs) into ``out_dir``; refuses to overwrite without ``force``."""
     from edgeslim.utils.io import atomic_write_text, check_output_dir, write_json
 
-    d = check_output_dir(out_dir, force=force, marker="run.json")
-    written = [write_json(d / "run.json", record)]
+    d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
+    written = [write_json(d / RUN_FILE, record)]
     pngs = plots(record, d) if with_plots else []
-    written.append(atomic_write_text(d / "report.md", markdown(record, [str(p) for p in pngs])))
+    written.append(atomic_write_text(d / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs])))
     return written + pngs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from edgeslim.errors import EdgeslimError
 
 
 @dataclass
@@ -18,6 +21,34 @@ class TimingConfig:
     min_time_s: float = 2.0
     max_iters: int = 20000
     max_time_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Refuse values that make the loop meaningless (NaN, negative, zero or inverted limits)."""
+        for name in ("warmup_s", "min_time_s", "max_time_s"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise EdgeslimError(f"TimingConfig {name} must be a finite number of seconds, got {v!r}")
+        for name in ("warmup_iters", "min_iters", "max_iters"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise EdgeslimError(f"TimingConfig {name} must be an integer, got {v!r}")
+        if self.warmup_s < 0 or self.warmup_iters < 0:
+            raise EdgeslimError(
+                f"TimingConfig warmup_s and warmup_iters must be >= 0, got {self.warmup_s} and {self.warmup_iters}"
+            )
+        if self.min_time_s < 0 or self.min_iters < 1:
+            raise EdgeslimError(
+                f"TimingConfig needs min_time_s >= 0 and min_iters >= 1, got {self.min_time_s} and {self.min_iters}"
+            )
+        if self.max_time_s <= 0 or self.max_time_s < self.min_time_s:
+            raise EdgeslimError(
+                f"TimingConfig max_time_s ({self.max_time_s}) must be > 0 and >= min_time_s ({self.min_time_s}); "
+                "raise max_time_s"
+            )
+        if self.max_iters < self.min_iters:
+            raise EdgeslimError(
+                f"TimingConfig max_iters ({self.max_iters}) must be >= min_iters ({self.min_iters}); raise max_iters"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

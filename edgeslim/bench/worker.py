@@ -21,7 +21,7 @@ RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch":
 
 
 def measure(spec: dict) -> dict:
-    from edgeslim.bench.backends import ALIASES, get_backend
+    from edgeslim.bench.backends import ALIASES, get_backend, output_shapes
     from edgeslim.bench.tegrastats import TegrastatsSampler, summarize_samples
     from edgeslim.bench.timing import TimingConfig
 
@@ -42,10 +42,13 @@ def measure(spec: dict) -> dict:
     batches = spec["batches"]
     session.set_batch(batches[0])
     first_s = None
+    io = None  # what went in and came out, for run_comparison to check baseline and model agree
     if name != "trtexec":
         t0 = time.perf_counter()
-        session.run()
+        out = session.run()
         first_s = time.perf_counter() - t0
+        io = {"batch": batches[0], "inputs": session.input_shapes(), "outputs": output_shapes(out)}
+        del out
     mem.mark("first_inference")
     cfg = TimingConfig(**spec.get("timing", {}))
     samples, tegra = {}, {}
@@ -72,6 +75,7 @@ def measure(spec: dict) -> dict:
         "pid": os.getpid(),
         "load_s": load_s,
         "first_inference_s": first_s,
+        "io": io,
         "samples": samples,
         "memory": mem.to_dict(),
         "info": info,

@@ -7,7 +7,9 @@ Subcommands live in their own modules and are imported only when used, so that
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 import click
 
@@ -55,29 +57,90 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="edgeslim")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True, help="Show the full traceback of an unexpected error (or EDGESLIM_DEBUG=1)."
+)
+def cli(debug: bool) -> None:
     """edgeslim: slim CNNs with proximal network slimming, cut the zero channels out,
     export to ONNX/TensorRT and measure the result on the target device."""
 
 
+def _debug_requested(argv: list[str]) -> bool:
+    """``--debug`` before the subcommand, or ``EDGESLIM_DEBUG`` set to a non-empty value."""
+    if os.environ.get("EDGESLIM_DEBUG", "") not in ("", "0"):
+        return True
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):  # the subcommand: its own options follow
+            return False
+    return False
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """A click usage error as one line, naming the command whose help to read."""
+    ctx = exc.ctx
+    where = ctx.command_path if ctx is not None else "edgeslim"
+    return f"{where}: {exc.format_message()} (see {where} --help)"
+
+
+def _origin(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown place"
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: user errors become one red line and exit code 2."""
+    """Console entry point: every expected failure becomes one red line and exit code 2.
+
+    Expected failures are :class:`EdgeslimError` (bad input, missing files, refused writes),
+    click's usage errors (unknown options, values of the wrong type or range) and operating
+    system errors (a full disk, a permission). Anything else is a bug: one line with its origin
+    and exit code 1, or the full traceback with ``--debug``.
+    """
     from edgeslim.utils.console import error_line
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
     try:
-        cli.main(args=argv, prog_name="edgeslim", standalone_mode=False)
+        cli.main(args=args, prog_name="edgeslim", standalone_mode=False)
     except EdgeslimError as exc:
+        if debug:
+            traceback.print_exc()
         error_line(str(exc))
         return exc.exit_code
     except click.exceptions.Abort:
         error_line("aborted")
         return 130
+    except click.UsageError as exc:
+        error_line(_usage_line(exc))
+        return 2
     except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+        error_line(exc.format_message())
+        return 2
     except KeyboardInterrupt:
         error_line("interrupted; files already written were left complete (writes are atomic)")
         return 130
+    except (OSError, MemoryError) as exc:
+        if debug:
+            traceback.print_exc()
+        what = getattr(exc, "filename", None)
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        where = f" ({what})" if what else ""
+        error_line(f"{reason}{where}; free space or memory, or fix the permissions, and rerun")
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the one place that catches everything
+        if debug:
+            traceback.print_exc()
+            return 1
+        error_line(
+            f"internal error: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
+            f"at {_origin(exc)}; rerun with edgeslim --debug for the traceback and report it"
+        )
+        return 1
     return 0
 
 

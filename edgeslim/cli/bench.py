@@ -5,23 +5,16 @@ Runs on a device without PyTorch: top-level imports are click and edgeslim.error
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option
+from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, SHAPE, IntList, Number
 from edgeslim.errors import EdgeslimError
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
-
-
-def _batches(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise EdgeslimError(f"--batch takes comma-separated integers like 1,32; got {text!r}") from exc
-    if not out or any(b < 1 for b in out):
-        raise EdgeslimError(f"--batch needs positive integers like 1,32; got {text!r}")
-    return out
 
 
 def _print_record(record: dict, as_json: bool) -> None:
@@ -160,32 +153,53 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     help="Runtime (default: the profile's, else from the file type).",
 )
 @click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
-@click.option("--batch", "batch_text", default="1", show_default=True, help="Batch sizes, e.g. 1,32.")
-@click.option("--trials", default=3, show_default=True, help="Fresh processes per model (alternating order).")
-@click.option("--warmup", default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations).")
-@click.option("--min-iters", default=200, show_default=True)
 @click.option(
-    "--min-time", default=2.0, show_default=True, help="Seconds measured at least, per batch and trial."
+    "--batch", "batch_text", type=IntList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
 )
-@click.option("--max-time", default=60.0, show_default=True)
-@click.option("--threads", type=int, help="Intra-op threads (default: the profile's).")
+@click.option(
+    "--trials",
+    type=COUNT,
+    default=3,
+    show_default=True,
+    help="Fresh processes per model (alternating order).",
+)
+@click.option(
+    "--warmup", type=NONNEG, default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations)."
+)
+@click.option("--min-iters", type=COUNT, default=200, show_default=True, help="Iterations measured at least.")
+@click.option(
+    "--min-time",
+    type=NONNEG,
+    default=2.0,
+    show_default=True,
+    help="Seconds measured at least, per batch and trial.",
+)
+@click.option("--max-time", type=POSITIVE, default=60.0, show_default=True, help="Seconds measured at most.")
+@click.option("--threads", type=COUNT, help="Intra-op threads (default: the profile's).")
 @click.option("--providers", help="ORT providers, comma-separated: cpu,cuda,tensorrt,xnnpack or full names.")
 @click.option(
     "--graph-opt",
     default="all",
     show_default=True,
     type=click.Choice(["disable", "basic", "extended", "all"]),
+    help="onnxruntime graph optimization level.",
 )
 @click.option(
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="trtexec build precision (TRT < 11)."
 )
 @click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
-@click.option("--device", help="torch device (cpu, cuda).")
+@click.option("--device", type=DEVICE, help="torch device (cpu, cuda, cuda:N).")
+@click.option(
+    "--input-shape",
+    type=SHAPE,
+    help="torch backend: C,H,W for a model file that records none (TorchScript, pickle).",
+)
+@trust_pickle_option
 @click.option("--trtexec", "trtexec_path", help="Path to trtexec (default: PATH or /usr/src/tensorrt/bin).")
 @click.option(
     "--tegrastats/--no-tegrastats", default=True, show_default=True, help="Sample tegrastats where present."
 )
-@click.option("--interval-ms", default=100, show_default=True, help="tegrastats interval.")
+@click.option("--interval-ms", type=COUNT, default=100, show_default=True, help="tegrastats interval.")
 @click.option("--layer-times", is_flag=True, help="onnxruntime: per-layer kernel times from ORT's profiler.")
 @click.option(
     "--layer-table",
@@ -199,7 +213,13 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
     type=click.Path(dir_okay=False),
     help="With --layer-table on an engine: the ONNX it was built from (names its layers).",
 )
-@click.option("--nice", default=0, show_default=True, help="Run the measurement processes under nice -n N.")
+@click.option(
+    "--nice",
+    type=Number(int, min=0, max=19),
+    default=0,
+    show_default=True,
+    help="Run the measurement processes under nice -n N.",
+)
 @click.option(
     "--predict", is_flag=True, help="Only PREDICT latency from MACs/bytes with --profile (no measurement)."
 )
@@ -211,13 +231,21 @@ def _write_layer_table(model, backend, batch, timing, options, path, force, as_j
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
-@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
-          providers, graph_opt, precision, cuda_graph, device, trtexec_path, tegrastats, interval_ms, layer_times,
+          providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
           layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
-    against --baseline when given. With --predict, print a roofline PREDICTION instead."""
-    batches = _batches(batch_text)
+    against --baseline when given. With --predict, print a roofline PREDICTION instead.
+
+    \b
+    Examples:
+      edgeslim bench slim.onnx --baseline dense.onnx --batch 1,32 --out runs/bench
+      edgeslim bench slim.engine --baseline dense.engine --trust-pickle --profile jetson-orin-nano-8gb
+      edgeslim bench slim.onnx --predict --profile jetson-nano
+      edgeslim bench slim.onnx --layer-table layers.json      # for slim --latency-table
+    """
+    batches = list(batch_text)
     profile = None
     if profile_name:
         from edgeslim.bench.profiles import load_profile
@@ -230,19 +258,36 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
             raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
         _predict_only(model, baseline, profile, batches, calibrate, as_json)
         return
-    from edgeslim.bench.backends import ALIASES, default_backend_for
-    from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.report import add_predictions, write_outputs
-    from edgeslim.bench.timing import TimingConfig
-    from edgeslim.utils.console import err, progress
-    from edgeslim.utils.io import check_output_dir
+    from edgeslim.utils.io import check_output_dir, run_dir_lock
 
     if layer_table_path:
         _check_layer_table_args(batches, baseline, out_dir, predict, onnx_path)
     elif onnx_path:
         raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
-    if out_dir:  # refuse early, before minutes of measuring
-        check_output_dir(out_dir, force=force, marker="run.json")
+    with contextlib.ExitStack() as lock:
+        if out_dir:  # refuse early, before minutes of measuring; hold the directory until written
+            check_output_dir(out_dir, force=True)
+            lock.enter_context(run_dir_lock(out_dir))
+            check_output_dir(out_dir, force=force, marker="run.json")
+        _measure_and_write(
+            model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time, threads,
+            providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path,
+            tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice, out_dir, force, as_json,
+            plots,
+        )  # fmt: skip
+
+
+def _measure_and_write(model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time,
+                       threads, providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle,
+                       trtexec_path, tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice,
+                       out_dir, force, as_json, plots) -> None:  # fmt: skip
+    """Pick the backend, measure (or write a layer table), print and write the results."""
+    from edgeslim.bench.backends import ALIASES, default_backend_for
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import add_predictions, write_outputs
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.utils.console import err, progress, progress_enabled
+
     name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
     if backend is None and profile is not None:
         name = profile.preferred.backend
@@ -264,6 +309,10 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         options["cuda_graph"] = True
     if device:
         options["device"] = device
+    if input_shape:
+        options["input_shape"] = list(input_shape)
+    if trust_pickle:
+        options["trust_pickle"] = True
     if trtexec_path:
         options["trtexec"] = trtexec_path
     if onnx_path:
@@ -278,11 +327,10 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
 
         def step(t: int, label: str, res: dict) -> None:
             p50 = {b: sorted(s["host"])[len(s["host"]) // 2] * 1e3 for b, s in res["samples"].items()}
-            bar.update(
-                task,
-                advance=1,
-                info=f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items()),
-            )
+            line = f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items())
+            bar.update(task, advance=1, info=line)
+            if not progress_enabled():  # piped: a line per trial instead of the bar
+                err.print(line)
 
         record = run_comparison(
             models,
@@ -309,7 +357,13 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def profiles(ctx: click.Context, as_json: bool) -> None:
-    """List device profiles (edgeslim profiles show NAME for one)."""
+    """List device profiles (edgeslim profiles show NAME for one).
+
+    \b
+    Examples:
+      edgeslim profiles
+      edgeslim profiles show jetson-orin-nano-8gb
+    """
     if ctx.invoked_subcommand is not None:
         return
     from edgeslim.bench.profiles import list_profiles
@@ -342,9 +396,14 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 
 @profiles.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def show(name: str, as_json: bool) -> None:
-    """Show one profile with the source of every number."""
+    """Show one profile with the source of every number.
+
+    \b
+    Example:
+      edgeslim profiles show jetson-orin-nano-8gb --json
+    """
     import yaml
 
     from edgeslim.bench.profiles import load_profile
@@ -363,16 +422,23 @@ def show(name: str, as_json: bool) -> None:
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Write report.md, run.json and PNGs here."
 )
-@click.option("--force", is_flag=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing report in --out.")
 @click.option("--profile", "profile_name", help="Add a roofline prediction for this device profile.")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def report(run_json, out_dir, force, profile_name, as_json, plots) -> None:
-    """Re-render a benchmark result (terminal table, Markdown, PNG plots)."""
+    """Re-render a benchmark result (terminal table, Markdown, PNG plots).
+
+    \b
+    Example:
+      edgeslim report runs/bench/run.json --profile jetson-nano --out runs/bench-nano
+    """
     from edgeslim.bench.report import add_predictions, check_record, write_outputs
     from edgeslim.utils.console import err
-    from edgeslim.utils.io import read_json
+    from edgeslim.utils.io import check_output_dir, read_json
 
+    if out_dir:  # refuse before printing anything
+        check_output_dir(out_dir, force=force, marker="run.json")
     record = check_record(read_json(run_json))
     if profile_name:
         from edgeslim.bench.profiles import load_profile

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from edgeslim.cli.params import COUNT, NONNEG, POSITIVE, SEED
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.parsing import parse_input_shape
 
@@ -18,13 +19,6 @@ if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
-
-
-def looks_like_file(target: str) -> bool:
-    """True when ``target`` names a model file (existing, a model suffix, or a path) not an architecture."""
-    return Path(target).exists() or target.endswith(MODEL_SUFFIXES) or "/" in target
 
 
 def load_model_or_arch(
@@ -34,13 +28,16 @@ def load_model_or_arch(
     input_shape: str | Sequence[int] | None = None,
     data: str | None = None,
     num_classes: int | None = None,
+    weights: str | Path | None = None,
 ) -> LoadedModel:
-    """A :class:`LoadedModel` from a model file, or an architecture name built with random weights.
+    """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
 
     For a name, the input shape is ``input_shape``, else the data set's, else 3,32,32; the classes
-    are ``num_classes``, else the data set's, else 10. Files keep their own spec.
+    are ``num_classes``, else the data set's, else 10 (with ``weights``: the weights' own count).
+    Files keep their own spec.
     """
-    from edgeslim.checkpoint import LoadedModel, load_model
+    from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
+    from edgeslim.models.user import check_arch_trusted
 
     dshape = None
     if data is not None:  # checks the name early, also for files
@@ -48,16 +45,53 @@ def load_model_or_arch(
 
         dshape = dataset_shape(data)
     if looks_like_file(target):
+        if weights is not None:
+            raise EdgeslimError(
+                f"--weights goes with an architecture name (e.g. tv:resnet18 --weights {weights}); "
+                f"{target} is a model file that holds its own weights"
+            )
         return load_model(target, trust_pickle=trust_pickle)
     from edgeslim.models.registry import ModelSpec, create_model
 
+    check_arch_trusted(target, trust_pickle)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if data is not None and dshape is None and shape is None:
         raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
     c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
     classes = num_classes or (dshape[3] if dshape else 10)
     spec = ModelSpec(target, classes, c, (h, w))
-    return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+    if weights is None:
+        return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+    from edgeslim.checkpoint import read_state_dict
+    from edgeslim.models.user import build_with_weights, with_classes
+
+    model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+    meta: dict = {"weights": str(weights)}
+    if num_classes is not None and num_classes != spec.num_classes:
+        model, spec, meta["head"] = with_classes(model, spec, num_classes)
+    return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
+
+
+def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int]):
+    """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md)."""
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.models.user import head_classes
+
+    c, h, w = parse_input_shape(input_shape)
+    classes = head_classes(loaded.model) or 1
+    return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
+
+
+def check_finite_weights(loaded: LoadedModel) -> None:
+    """Refuse a model whose weights hold NaN or inf (its outputs, and any check of them, are meaningless)."""
+    from edgeslim.checkpoint import first_nonfinite
+
+    bad = first_nonfinite(loaded.model.state_dict())
+    if bad is not None:
+        raise EdgeslimError(
+            f"{loaded.path or 'the model'} has NaN or inf weights ({bad}); it diverged in training: "
+            "retrain it (lower --lr) or use an earlier checkpoint"
+        )
 
 
 def model_input_shape(
@@ -99,7 +133,7 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-#: --data, --data-dir, --subset, --test-subset (``None`` when not given)
+#: --data, --data-dir, --subset, --test-subset, --cache-dir (``None`` when not given)
 data_options = options(
     click.option(
         "--data", "data_name", help="Data set: fashion-mnist, cifar10, cifar100, svhn, digits, imagefolder."
@@ -107,19 +141,45 @@ data_options = options(
     click.option(
         "--data-dir", type=click.Path(path_type=Path), help="Where the data set lies (a directory or a .zip)."
     ),
-    click.option("--subset", type=int, help="Train on N images only (class-balanced, deterministic)."),
-    click.option("--test-subset", type=int, help="Evaluate on N test images only."),
+    click.option("--subset", type=COUNT, help="Train on N images only (class-balanced, deterministic)."),
+    click.option("--test-subset", type=COUNT, help="Evaluate on N test images only."),
+    click.option(
+        "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
+    ),
 )
 
 #: training hyper-parameters shared by ``train`` and ``slim`` (``None`` = TrainConfig's default)
 train_options = options(
-    click.option("--epochs", type=int, help="Training epochs [10]."),
-    click.option("--batch-size", type=int, help="Batch size per process [128]."),
-    click.option("--lr", type=float, help="Peak learning rate [0.1]."),
-    click.option("--weight-decay", type=float, help="Weight decay [5e-4]."),
+    click.option("--epochs", type=COUNT, help="Training epochs [10]."),
+    click.option("--batch-size", type=COUNT, help="Batch size per process [128]."),
+    click.option("--lr", type=POSITIVE, help="Peak learning rate [0.1]."),
+    click.option("--weight-decay", type=NONNEG, help="Weight decay [5e-4]."),
     click.option(
         "--schedule", type=click.Choice(["cosine", "step", "constant"]), help="LR schedule [cosine]."
     ),
-    click.option("--warmup-epochs", type=float, help="Linear warm-up length in epochs [0]."),
-    click.option("--seed", type=int, help="Random seed [0]."),
+    click.option("--warmup-epochs", type=NONNEG, help="Linear warm-up length in epochs [0]."),
+    click.option("--seed", type=SEED, help="Random seed [0]."),
+    click.option(
+        "--threads",
+        type=COUNT,
+        help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
+    ),
+)
+
+
+#: --trust-pickle, the one switch for files that can run code when loaded (docs/security.md)
+trust_pickle_option = click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow model files that can run code when loaded: whole pickles, TorchScript, torch.export "
+    "programs, TensorRT engines (docs/security.md).",
+)
+
+
+#: --weights FILE: a state_dict (or a training checkpoint holding one) for an architecture name
+weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path),
+    help="Weights for an architecture name: a state_dict, or a checkpoint dict holding one "
+    "(state_dict/model/...; 'module.' prefixes are removed).",
 )

@@ -7,28 +7,37 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option, weights_option
+from edgeslim.cli.params import COUNT, SHAPE, Number
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="ONNX output [MODEL.onnx].")
 @click.option(
-    "--opset", type=int, default=17, show_default=True, help="ONNX opset (17: TensorRT 8.5+ and ORT)."
+    "--opset",
+    type=Number(int, min=11, max=23),
+    default=17,
+    show_default=True,
+    help="ONNX opset (17: TensorRT 8.5+ and ORT).",
 )
 @click.option(
     "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (TensorRT optimization profile)."
 )
-@click.option("--input-shape", help="C,H,W of one input (taken from the checkpoint when it has a spec).")
 @click.option(
-    "--batch", type=int, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
+    "--input-shape", type=SHAPE, help="C,H,W of one input (taken from the checkpoint when it has a spec)."
 )
 @click.option(
-    "--max-batch", type=int, default=32, show_default=True, help="Max batch of the dynamic profile."
+    "--batch", type=COUNT, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
+)
+@click.option(
+    "--max-batch", type=COUNT, default=32, show_default=True, help="Max batch of the dynamic profile."
 )
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim/onnxsim simplification.")
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto",
               show_default=True, help="torch.onnx exporter (auto: TorchScript, dynamo as fallback).")  # fmt: skip
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check (not advised).")
-@click.option("--n-validate", type=int, default=64, show_default=True, help="Images for the ORT check.")
+@click.option("--n-validate", type=COUNT, default=64, show_default=True, help="Images for the ORT check.")
 @click.option("--data", "data_name", help="Data set for validation/calibration [checkpoint's meta].")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--compare-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
@@ -47,25 +56,38 @@ import click
 @click.option(
     "--trt-version", default=None, help="TensorRT version for the trtexec script [installed, else 10]."
 )
-@click.option("--calib-images", type=int, default=512, show_default=True, help="INT8 calibration images.")
+@click.option("--calib-images", type=COUNT, default=512, show_default=True, help="INT8 calibration images.")
 @click.option(
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )
-@click.option("--trust-pickle", is_flag=True, help="Allow whole pickled nn.Module files (runs their code).")
+@trust_pickle_option
+@weights_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(**kw: Any) -> None:
     """Export MODEL (a model file, or an architecture name for random weights) to ONNX, check it in
-    ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt)."""
+    ONNX Runtime on real images, audit channel alignment, and build a TensorRT engine (--trt).
+
+    \b
+    Examples:
+      edgeslim export runs/vgg/model.pt --onnx runs/vgg/slim.onnx --dynamic-batch
+      edgeslim export runs/vgg/model.pt --onnx slim.onnx --trt --precision fp16
+      edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
+    """
     import json
 
-    from edgeslim.cli.common import load_model_or_arch
+    from edgeslim.cli.common import check_finite_weights, load_model_or_arch
     from edgeslim.export.pipeline import ExportRequest, run_export
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import to_jsonable
 
-    req = ExportRequest(**{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle")})
-    loaded = load_model_or_arch(kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"])
+    req = ExportRequest(
+        **{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle", "weights")}
+    )
+    loaded = load_model_or_arch(
+        kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"], weights=kw["weights"]
+    )
+    check_finite_weights(loaded)
     res = run_export(
         loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)
     )
@@ -114,3 +136,5 @@ def export(**kw: Any) -> None:
     out.print(audit["suggestion"])
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    onnx_file = res["onnx"]["path"]
+    err.print(f"wrote {onnx_file}; next: edgeslim bench {onnx_file} --baseline DENSE.onnx --batch 1,32")

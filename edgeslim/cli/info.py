@@ -6,18 +6,21 @@ from typing import Any
 
 import click
 
+from edgeslim.cli.common import trust_pickle_option, weights_option
+from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
 
 
 def resolve(target: str, data: str | None, input_shape: str | None, num_classes: int | None,
-            trust_pickle: bool) -> tuple[Any, dict[str, Any], tuple[int, int, int]]:  # fmt: skip
+            trust_pickle: bool, weights: Any = None) -> tuple[Any, dict[str, Any], tuple[int, int, int]]:  # fmt: skip
     """(model, description, input shape) for a model file or an architecture name."""
     from edgeslim.cli.common import load_model_or_arch, model_input_shape
 
     loaded = load_model_or_arch(
-        target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes
-    )
-    if loaded.path is None:
+        target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,
+        weights=weights,
+    )  # fmt: skip
+    if loaded.path is None or loaded.kind == "architecture+weights":
         desc: dict[str, Any] = {"model": target, "kind": loaded.kind, "num_classes": loaded.spec.num_classes}
     else:
         desc = {"model": str(loaded.path), "kind": loaded.kind}
@@ -29,11 +32,11 @@ def resolve(target: str, data: str | None, input_shape: str | None, num_classes:
 
 
 def gather(target: str, data: str | None = None, input_shape: str | None = None, num_classes: int | None = None,
-           trust_pickle: bool = False, counter: str = "auto") -> dict[str, Any]:  # fmt: skip
+           trust_pickle: bool = False, counter: str = "auto", weights: Any = None) -> dict[str, Any]:  # fmt: skip
     """Everything ``edgeslim info`` shows, as a JSON-able dict."""
     from edgeslim.counting import bn_stats, count_model
 
-    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle)
+    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights)
     stats = count_model(model, shape, counter=counter)
     bn = bn_stats(model)
     return {**desc, **stats.to_dict(), "bn": bn.to_dict()}
@@ -44,25 +47,35 @@ def gather(target: str, data: str | None = None, input_shape: str | None = None,
 @click.option(
     "--data", "data_name", help="Data set whose input shape and classes to use (e.g. fashion-mnist)."
 )
-@click.option("--input-shape", help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32).")
 @click.option(
-    "--num-classes", type=int, help="Classes of an architecture built by name [from --data, else 10]."
+    "--input-shape", type=SHAPE, help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32)."
+)
+@click.option(
+    "--num-classes", type=COUNT, help="Classes of an architecture built by name [from --data, else 10]."
 )
 @click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON on stdout.")
 @click.option("--list-models", is_flag=True, help="List every architecture name and exit.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs its code).")
+@trust_pickle_option
+@weights_option
 @click.option(
     "--counter", type=click.Choice(["auto", "fvcore", "flop_counter"]), default="auto", show_default=True,
     help="MAC counter: fvcore, or torch.utils.flop_counter.",
 )  # fmt: skip
 def info(
-    target, data_name, input_shape, num_classes, layers, as_json, list_models, trust_pickle, counter
+    target, data_name, input_shape, num_classes, layers, as_json, list_models, trust_pickle, counter, weights
 ) -> None:
     """Show parameters, MACs and BN scale statistics of MODEL_OR_ARCH.
 
-    MODEL_OR_ARCH is a model file (edgeslim checkpoint, TorchScript, torch.export .pt2) or an
-    architecture name such as vgg-small, resnet56 or tv:resnet18.
+    MODEL_OR_ARCH is a model file (edgeslim checkpoint; with --trust-pickle also a whole pickled
+    module, TorchScript or torch.export .pt2) or an architecture name such as vgg-small, resnet56,
+    tv:resnet18 or package.module:Factory for your own code (with --weights for its weights).
+
+    \b
+    Examples:
+      edgeslim info vgg-small --data fashion-mnist --layers
+      edgeslim info tv:resnet18 --weights resnet18_state_dict.pt --input-shape 3,224,224
+      edgeslim info runs/demo/model.pt --json
     """
     import json
 
@@ -83,7 +96,7 @@ def info(
         return
     if not target:
         raise EdgeslimError("give a model file or an architecture name (or --list-models)")
-    res = gather(target, data_name, input_shape, num_classes, trust_pickle, counter)
+    res = gather(target, data_name, input_shape, num_classes, trust_pickle, counter, weights)
     if as_json:
         click.echo(json.dumps(to_jsonable(res), indent=2))
         return

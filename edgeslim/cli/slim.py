@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import data_options, train_options
-from edgeslim.errors import EdgeslimError
+from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
+from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
                    "group-mcp", "group-scad"]  # fmt: skip
@@ -19,59 +19,39 @@ CONFIG_KEYS = {
     "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
     "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
     "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
+    "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
     "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
 }  # fmt: skip
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
-
-
-def _load_config(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    import yaml
-
-    if not path.is_file():
-        raise EdgeslimError(f"config file {path} does not exist; check --config")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise EdgeslimError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise EdgeslimError(f"config file {path} must be a mapping of option: value")
-    out = {}
-    for k, v in data.items():
-        key = str(k).replace("-", "_")
-        if key not in CONFIG_KEYS:
-            raise EdgeslimError(f"unknown key {k!r} in {path}; known: {', '.join(sorted(CONFIG_KEYS))}")
-        out[CONFIG_KEYS[key]] = v
-    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model_or_arch")
+@click.argument("model_or_arch", required=False)
 @data_options
 @train_options
 @click.option(
     "--lambda",
     "lam",
-    type=float,
+    type=NONNEG,
     help="Penalty strength lambda [derived from --shrink; see docs/slimming.md].",
 )
 @click.option(
-    "--shrink", type=float, help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0]."
+    "--shrink",
+    type=POSITIVE,
+    help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0].",
 )
-@click.option("--beta", type=float, help="Coupling beta between gamma and xi [100].")
+@click.option("--beta", type=POSITIVE, help="Coupling beta between gamma and xi [100].")
 @click.option("--penalty", type=click.Choice(PENALTY_CHOICES), help="Penalty [l1].")
-@click.option("--p", "p", type=float, help="lp: exponent p in (0, 1) [0.5].")
-@click.option("--a", "a", type=float, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
-@click.option("--g", "g", type=float, help="mcp: g > tau [3].")
-@click.option("--l", "l", type=float, help="scad: l > 0 [1].")
+@click.option("--p", "p", type=FRACTION_OPEN, help="lp: exponent p in (0, 1) [0.5].")
+@click.option("--a", "a", type=POSITIVE, help="tl1: a > 0 [1]; scad: a > 1 + tau/l [3.7].")
+@click.option("--g", "g", type=POSITIVE, help="mcp: g > tau [3].")
+@click.option("--l", "l", type=POSITIVE, help="scad: l > 0 [1].")
 @click.option(
     "--zero-invariant/--no-zero-invariant",
     default=None,
     help="Penalise each channel's BN scale and shift together, so removal leaves no constant [off].",
 )
-@click.option("--round-to", type=int, help="Keep channel counts multiples of N (GPU-friendly) [1].")
+@click.option("--round-to", type=COUNT, help="Keep channel counts multiples of N (GPU-friendly) [1].")
 @click.option(
     "--target-macs", help="Budget: fraction of the dense MACs (0.5, 50%) or a count (120M); sets lambda."
 )
@@ -92,109 +72,63 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision of the latency prediction."
 )
 @click.option(
-    "--taper-end", type=float, help="Fraction of training by which the budget reaches the target [0.6]."
+    "--taper-end",
+    type=Number(float, gt=0, max=1),
+    help="Fraction of training by which the budget reaches the target [0.6].",
+)
+@click.option(
+    "--num-classes",
+    type=COUNT,
+    help="Replace the classifier head with one of N outputs (N: the data set's classes); reported.",
+)
+@weights_option
+@click.option(
+    "--init",
+    "init_path",
+    type=click.Path(path_type=Path),
+    help="Start from this model file (as train --init); MODEL_OR_ARCH, if given, must name its architecture.",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N [auto].")
+@click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @click.option("--force", is_flag=True, help="Overwrite the outputs of an earlier run in --out.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out from its last epoch.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled model (runs its code).")
+@trust_pickle_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def slim(model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
+@click.pass_context
+def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_dir: Path, force: bool, resume: bool,
          trust_pickle: bool, as_json: bool, **opts: Any) -> None:  # fmt: skip
-    """Train MODEL_OR_ARCH (a zoo name or a model file) with proximal network slimming, set
-    the BN scales to their exactly sparse copy, cut the zero channels out and report
-    accuracy, channels, parameters and MACs before and after."""
-    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
-    from edgeslim.utils.io import check_output_dir
+    """Train MODEL_OR_ARCH with proximal network slimming, set the BN scales to their exactly
+    sparse copy, cut the zero channels out and report accuracy, channels, parameters and MACs.
 
-    cfg = _load_config(config_path)
-    opts = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
-    if not opts.get("data_name"):
-        raise EdgeslimError(
-            "--data is required (e.g. --data fashion-mnist), on the command line or in --config"
+    MODEL_OR_ARCH: a zoo name (vgg-small, resnet56), tv:NAME, timm:NAME, package.module:Factory
+    (your code), each with --weights for a state_dict; or a model file (edgeslim checkpoint; a
+    whole pickled module with --trust-pickle).
+
+    \b
+    Examples:
+      edgeslim slim vgg-small --data fashion-mnist --epochs 10 --target-macs 0.5 --out runs/vgg
+      edgeslim slim tv:resnet18 --weights r18.pt --num-classes 3 --data imagefolder \\
+          --data-dir my_images --out runs/r18
+      edgeslim slim --resume --out runs/vgg        # continue an interrupted run
+    """
+    from edgeslim.pipelines.slim import SlimRequest, run
+    from edgeslim.utils.console import err, log_lines_when_piped, progress
+
+    cfg = load_config(ctx, config_path, CONFIG_KEYS)
+    options = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
+    options["init"] = options.pop("init_path", None)
+    req = SlimRequest.from_options(
+        out_dir,
+        {**options, "model": model_or_arch, "force": force, "resume": resume, "trust_pickle": trust_pickle},
+    )
+    with progress() as bar, log_lines_when_piped():
+        report = run(
+            req,
+            progress=bar,
+            on_collapse=lambda d: err.print(f"[yellow]outputs written to {d} for diagnosis[/]"),
         )
-    from edgeslim.sparsity.budget import budget_settings
-
-    budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
-    opts["budget"] = None if budget is None else budget.to_dict()
-    if opts.get("lam") is not None and opts.get("shrink") is not None:
-        raise EdgeslimError("give --lambda or --shrink, not both")
-    from edgeslim.penalties import check_params
-
-    check_params(str(opts.get("penalty") or "l1"), **{k: opts.get(k) for k in ("p", "a", "g", "l")})
-    if resume:
-        if not (out_dir / TRAIN_DIR / "model.pt").is_file():
-            raise EdgeslimError(
-                f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
-            )
-    else:
-        check_output_dir(out_dir, force, marker=REPORT_FILE)
-        if (out_dir / SLIM_FILE).exists() and not force:
-            raise EdgeslimError(f"{out_dir / SLIM_FILE} already exists; pass --force to overwrite it")
-    report = _run(model_or_arch, opts, out_dir, resume, trust_pickle)
     _print(report, as_json)
-
-
-def _run(model_or_arch: str, opts: dict[str, Any], out_dir: Path, resume: bool, trust_pickle: bool) -> dict:
-    import torch
-
-    from edgeslim.checkpoint import load_model
-    from edgeslim.data import load_dataset
-    from edgeslim.models.registry import create_model
-    from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
-    from edgeslim.train.config import TrainConfig
-    from edgeslim.utils.console import err, progress
-
-    bundle = load_dataset(
-        opts["data_name"], opts.get("data_dir"), subset=opts.get("subset"), test_subset=opts.get("test_subset"),
-        seed=int(opts.get("seed") or 0),
-    )  # fmt: skip
-    train_state = None
-    params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
-    settings = SlimSettings(
-        lam=opts.get("lam"), shrink=opts.get("shrink"), beta=float(opts.get("beta") or 100.0),
-        penalty=str(opts.get("penalty") or "l1"), params=params, round_to=int(opts.get("round_to") or 1),
-        budget=opts.get("budget"), zero_invariant=bool(opts.get("zero_invariant") or False),
-    )  # fmt: skip
-    train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
-    if resume:
-        loaded = load_model(out_dir / TRAIN_DIR / "model.pt")
-        if loaded.spec is None or not loaded.train_state:
-            raise EdgeslimError(
-                f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; rerun with --force"
-            )
-        model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
-        saved = dict(loaded.meta.get("slimming") or {})
-        saved["shrink"] = None  # "lam" holds the lambda the run resolved
-        settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
-        config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
-    elif Path(model_or_arch).exists():
-        loaded = load_model(model_or_arch, trust_pickle=trust_pickle)
-        if loaded.spec is None:
-            raise EdgeslimError(f"{model_or_arch} has no edgeslim model spec; give an edgeslim checkpoint")
-        if loaded.recipe:
-            raise EdgeslimError(
-                f"{model_or_arch} is already slimmed (it has a surgery recipe); start from a dense model"
-            )
-        model, spec = loaded.model, loaded.spec
-        config = TrainConfig(**train_over)
-    else:
-        spec = bundle.spec_for(model_or_arch)
-        torch.manual_seed(int(opts.get("seed") or 0))
-        model = create_model(spec)
-        config = TrainConfig(**train_over)
-    meta = {"source": model_or_arch}
-    try:
-        with progress() as bar:
-            res = slim_model(
-                model, spec, bundle, config, settings, out_dir, progress=bar, resume=train_state, meta=meta
-            )
-    except CollapseError:
-        err.print(f"[yellow]outputs written to {out_dir} for diagnosis[/]")
-        raise
-    return res.report
 
 
 def _pct(v: float | None) -> str:
@@ -243,6 +177,25 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"{b['before_projection_fraction']:.1%}, final {b['achieved_fraction']:.1%} "
                 f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
             )
+    if report.get("head"):
+        h = report["head"]
+        err.print(
+            f"classifier head {h['head']} replaced: {h['from']} -> {h['to']} classes (trained from scratch)"
+        )
+    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAINED_FILE
+
+    d = Path(report.get("out_dir", "."))
+    err.print(
+        f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
+        f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
+    )
+    budget = report.get("budget") or {}
+    if budget and budget.get("achieved_fraction", 0) > 1.03 * budget.get("target_fraction", 1):
+        err.print(
+            f"[yellow]warning:[/] budget missed: {budget['achieved_fraction']:.1%} of the dense {budget['metric']} "
+            f"for a target of {budget['target_fraction']:.1%}; train longer (--epochs) or end the taper "
+            "earlier (--taper-end) so the controller has time to reach it"
+        )
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {msg}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeslim.cli.common import data_options, train_options
+from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 from edgeslim.errors import EdgeslimError
 
 # Hyper-parameter options whose defaults come from TrainConfig (None = "not given").
@@ -18,31 +20,19 @@ _HPARAMS = (
 )  # fmt: skip
 
 
-def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter("give comma-separated fractions, e.g. 0.5,0.75") from None
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--arch",
     help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18 (see `edgeslim info --list-models`).",
 )
 @data_options
-@click.option(
-    "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
-)
 @train_options
-@click.option("--momentum", type=float, help="SGD momentum [0.9].")
+@click.option("--momentum", type=Number(float, min=0, lt=1), help="SGD momentum [0.9].")
 @click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum [on].")
 @click.option("--decay-bn/--no-decay-bn", default=None, help="Weight decay also on BN and biases [on].")
-@click.option("--milestones", callback=_milestones, help="Step schedule: fractions of the run [0.5,0.75].")
-@click.option("--lr-gamma", type=float, help="Step schedule: factor at each milestone [0.1].")
-@click.option("--label-smoothing", type=float, help="Label smoothing [0].")
+@click.option("--milestones", type=FractionList(), help="Step schedule: fractions of the run [0.5,0.75].")
+@click.option("--lr-gamma", type=POSITIVE, help="Step schedule: factor at each milestone [0.1].")
+@click.option("--label-smoothing", type=Number(float, min=0, lt=1), help="Label smoothing [0].")
 @click.option("--augment/--no-augment", default=None, help="Random pad-crop (and flips where valid) [on].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (CUDA only) [off].")
 @click.option(
@@ -51,25 +41,24 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--method", help="Training method: baseline or subgradient (original network slimming) [baseline]."
 )
-@click.option("--lambda", "lam", type=float, help="Sparsity strength for --method subgradient [1e-4].")
+@click.option("--lambda", "lam", type=NONNEG, help="Sparsity strength for --method subgradient [1e-4].")
 @click.option(
     "--prune-ratio",
-    type=float,
+    type=Number(float, min=0, lt=1),
     help="After training, zero this fraction of BN channels (global |gamma| threshold).",
 )
 @click.option(
-    "--finetune-epochs", type=int, default=0, show_default=True, help="Fine-tune epochs after --prune-ratio."
+    "--finetune-epochs",
+    type=NONNEG_INT,
+    default=0,
+    show_default=True,
+    help="Fine-tune epochs after --prune-ratio.",
 )
-@click.option("--finetune-lr", type=float, help="Fine-tune peak learning rate [same as --lr].")
+@click.option("--finetune-lr", type=POSITIVE, help="Fine-tune peak learning rate [same as --lr].")
 @click.option(
     "--init", "init_path", type=click.Path(path_type=Path), help="Start from the weights of this model file."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option(
-    "--threads",
-    type=int,
-    help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine).",
-)
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--out",
     "out_dir",
@@ -77,7 +66,14 @@ def _milestones(ctx: click.Context, param: click.Parameter, value: str | None) -
     required=True,
     help="Output directory (model.pt, log.jsonl, report.json).",
 )
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue the run saved in this model.pt.")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    help="Continue an interrupted run: alone, the one in --out (like slim --resume); or the run saved in "
+    "this model.pt.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing DIR/model.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(**kw: Any) -> None:
@@ -92,22 +88,16 @@ def train(**kw: Any) -> None:
     """
     import torch
 
-    from edgeslim.checkpoint import build_from_checkpoint, load_checkpoint_dict, load_model
-    from edgeslim.data import load_dataset
-    from edgeslim.models import create_model
-    from edgeslim.models.registry import ModelSpec
-    from edgeslim.train.config import TrainConfig
+    from edgeslim.checkpoint import load_checkpoint_dict
     from edgeslim.train.distributed import dist_info
-    from edgeslim.train.pipeline import run_training
-    from edgeslim.utils.console import err, out, progress, table
-    from edgeslim.utils.io import check_output_dir
+    from edgeslim.utils.io import check_output_dir, run_dir_lock
 
     if kw["threads"] is not None:
-        if kw["threads"] < 1:
-            raise EdgeslimError(f"--threads must be >= 1, got {kw['threads']}")
         torch.set_num_threads(kw["threads"])
     info = dist_info()
     out_dir: Path = kw["out_dir"]
+    if kw["resume"] == "":  # the flag alone: the run in --out
+        kw["resume"] = out_dir / "model.pt"
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")
     if resume_ckpt is not None and not resume_state:
@@ -115,8 +105,30 @@ def train(**kw: Any) -> None:
             f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / "model.pt").resolve()
-    if info.is_main:
-        check_output_dir(out_dir, force=kw["force"] or same_dir, marker="model.pt")
+    with contextlib.ExitStack() as stack:
+        if info.is_main:
+            check_output_dir(out_dir, force=True)  # a writable directory; contents checked under the lock
+            stack.enter_context(run_dir_lock(out_dir))
+            check_output_dir(out_dir, force=kw["force"] or same_dir, marker="model.pt")
+        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state)
+    if info.enabled:
+        torch.distributed.destroy_process_group()
+    if not info.is_main:
+        return
+    _print(kw, report, spec, bundle, out_dir)
+
+
+def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None):
+    """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
+    import torch
+
+    from edgeslim.checkpoint import build_from_checkpoint, load_model
+    from edgeslim.data import load_dataset
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.train.config import TrainConfig
+    from edgeslim.train.pipeline import run_training
+    from edgeslim.utils.console import err, log_lines_when_piped, progress
 
     recipe = None
     if resume_ckpt is not None:
@@ -168,6 +180,11 @@ def train(**kw: Any) -> None:
                 raise EdgeslimError(
                     f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"
                 )
+            if kw["arch"] and kw["arch"] != loaded.spec.arch:
+                raise EdgeslimError(
+                    f"--arch {kw['arch']} differs from the architecture of --init {kw['init_path']} "
+                    f"({loaded.spec.arch}); drop --arch or give a model of that architecture"
+                )
             spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
         else:
             spec = bundle.spec_for(kw["arch"])
@@ -179,16 +196,18 @@ def train(**kw: Any) -> None:
                       "test_subset": test_subset},
     }  # fmt: skip
 
-    with progress(enabled=None if info.is_main else False) as bar:
+    with progress(enabled=None if info.is_main else False) as bar, log_lines_when_piped():
         report = run_training(
             model, spec, bundle, config, out_dir,
             prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
             resume=resume_state, progress=bar, meta=meta, recipe=recipe,
         )  # fmt: skip
-    if info.enabled:
-        torch.distributed.destroy_process_group()
-    if not info.is_main:
-        return
+    return report, spec, bundle
+
+
+def _print(kw: dict[str, Any], report: dict[str, Any], spec: Any, bundle: Any, out_dir: Path) -> None:
+    from edgeslim.utils.console import out, table
+
     if kw["as_json"]:
         import json
 
@@ -217,3 +236,9 @@ def train(**kw: Any) -> None:
         ["model", str(out_dir / "model.pt")],
     ]
     out.print(table("edgeslim train", ["", "value"], rows))
+    from edgeslim.utils.console import err
+
+    err.print(
+        f"wrote {out_dir / 'model.pt'}, {out_dir / 'log.jsonl'}, {out_dir / 'report.json'}; next: "
+        f"edgeslim slim {out_dir / 'model.pt'} --data {bundle.name} --out {out_dir}-slim  (or edgeslim export)"
+    )

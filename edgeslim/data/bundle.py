@@ -125,6 +125,19 @@ class DataBundle:
         x = pad_crop(x, self.pad, gen)
         return random_hflip(x, gen) if self.hflip else x
 
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records about its data (export and bench validate on it by default)."""
+        import os
+
+        return {
+            "data": self.name,
+            "data_dir": os.path.abspath(self.source) if self.source and os.path.exists(self.source) else None,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": list(self.class_names),
+            "input_shape": list(self.input_shape),
+        }
+
     def spec_for(self, arch: str, **kwargs: Any) -> ModelSpec:
         """A :class:`ModelSpec` for ``arch`` with this data set's classes, channels and size."""
         from edgeslim.models.registry import ModelSpec
@@ -259,3 +272,9 @@ class BatchLoader:
             if self.augment:
                 x = self.bundle.augment(x, gen)
             yield self.bundle.normalize(x), y_all.index_select(0, sel)
+
+
+def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
+    """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
+    n = len(bundle.train_y)
+    return max(n // batch_size, 1) if n >= batch_size else 1

@@ -49,7 +49,6 @@ def dataset_shape(name: str) -> tuple[int, int, int, int] | None:
 
 def canonical_name(name: str) -> str:
     """Normalise a data set name (``FashionMNIST`` -> ``fashion-mnist``); raise for unknown names."""
-    _ensure_readers()
     key = name.lower().replace("_", "-")
     key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
            "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
@@ -89,7 +88,6 @@ def register_dataset(name: str, help: str) -> Callable[[Reader], Reader]:
 
 def list_datasets() -> dict[str, str]:
     """Data set names and a one-line description of each."""
-    _ensure_readers()
     return {k: v[1] for k, v in _READERS.items()}
 
 
@@ -114,7 +112,7 @@ def load_dataset(
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
     """
     key = canonical_name(name)
-    for label, n in (("--subset", subset), ("--test-subset", test_subset)):
+    for label, n in (("subset", subset), ("test_subset", test_subset)):
         if n is not None and n < 1:
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}")
     ddir = Path(data_dir).expanduser() if data_dir is not None else None
@@ -125,12 +123,6 @@ def load_dataset(
     bundle = _READERS[key][0](req)
     log.info("loaded %r from %s", bundle, bundle.source)
     return bundle
-
-
-def _ensure_readers() -> None:
-    # Readers of formats needing more code live in their own modules; importing registers them.
-    import edgeslim.data.cifar  # noqa: F401
-    import edgeslim.data.imagefolder  # noqa: F401
 
 
 # --------------------------------------------------------------------------- subsets

@@ -2,13 +2,21 @@
 
 Images are decoded once with PIL into uint8 arrays and cached (see :mod:`edgeslim.data.cache`);
 with a subset, only the chosen files are decoded.
+
+Untrusted archives are read within fixed bounds, so a small file cannot claim gigabytes of memory:
+a file or zip member larger than :data:`MAX_IMAGE_BYTES` is refused before it is read (a zip's
+declared size first, then a bounded read in case the declaration lies), and an image whose header
+declares more than :data:`MAX_IMAGE_PIXELS` pixels is refused before it is decoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import re
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +34,12 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 TEST_NAMES = ("test", "val", "valid", "validation")
 #: decode in a pool of this many processes above this many images (the machines here have 2 cores)
 POOL_WORKERS, POOL_MIN = 2, 20000
+#: largest image file (or zip member, uncompressed) read, in bytes: 64 MiB
+MAX_IMAGE_BYTES = 64 << 20
+#: largest image decoded, in pixels (width x height): 50 Mpixel, 150 MB as RGB uint8
+MAX_IMAGE_PIXELS = 50_000_000
+#: at least this many classes in the training split (one class cannot train a classifier)
+MIN_CLASSES = 2
 
 
 class Tree:
@@ -81,27 +95,99 @@ class Tree:
         return open_reader(self.root, self.is_zip)
 
 
+def _too_big(name: str, size: int, what: str) -> EdgeslimError:
+    return EdgeslimError(
+        f"image {name} {what} {size / 2**20:.0f} MiB, over the {MAX_IMAGE_BYTES >> 20} MiB limit per "
+        "image (edgeslim.data.imagefolder.MAX_IMAGE_BYTES); remove the file or shrink it"
+    )
+
+
+def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
+    """One zip member, refusing a declared size over the limit before reading, and reading at most
+    one byte past the limit in case the declared size lies."""
+    try:
+        info = z.getinfo(name)
+        if info.file_size > MAX_IMAGE_BYTES:
+            raise _too_big(name, info.file_size, "declares")
+        with z.open(info) as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as exc:
+        raise EdgeslimError(f"cannot read {name} from the zip ({exc}); repair or re-create the zip") from exc
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _too_big(name, len(data), "holds more than")
+    return data
+
+
+def _read_file(path: Path, name: str) -> bytes:
+    """One image file, refusing one over the limit (stat first, then a bounded read)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_IMAGE_BYTES:
+            raise _too_big(name, size, "is")
+        data = f.read(MAX_IMAGE_BYTES + 1)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _too_big(name, len(data), "holds more than")
+    return data
+
+
 def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
-    """A function reading one member (zip) or relative file (directory) as bytes."""
+    """A function reading one member (zip) or relative file (directory) as bytes, within
+    :data:`MAX_IMAGE_BYTES`."""
     if is_zip:
-        return zipfile.ZipFile(root).read
-    return lambda name: (root / name).read_bytes()
+        z = zipfile.ZipFile(root)
+        return lambda name: _read_member(z, name)
+    return lambda name: _read_file(root / name, name)
+
+
+@contextlib.contextmanager
+def open_image(data: bytes, name: str):
+    """``PIL.Image.open`` on ``data`` that refuses images over :data:`MAX_IMAGE_PIXELS` (from the
+    header, before decoding) and turns every decode failure into one :class:`EdgeslimError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
+        n = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(
+            name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
+        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise EdgeslimError(
+            f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
+        ) from exc
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise _too_many_pixels(name, f"{w}x{h} = {w * h / 1e6:.0f} Mpixel")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield im
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise EdgeslimError(
+                f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
+            ) from exc
+
+
+def _too_many_pixels(name: str, what: str) -> EdgeslimError:
+    return EdgeslimError(
+        f"image {name} is too large to decode ({what}; the limit is {MAX_IMAGE_PIXELS / 1e6:.0f} Mpixel, "
+        "edgeslim.data.imagefolder.MAX_IMAGE_PIXELS); remove it or resize it"
+    )
 
 
 def decode(data: bytes, name: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` if given."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise EdgeslimError(
-            f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
-        ) from exc
+    with open_image(data, name) as im:
+        im = im.convert("L" if channels == 1 else "RGB")
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
@@ -127,23 +213,26 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
 
 def probe(tree: Tree, first: str) -> tuple[int, tuple[int, int]]:
     """Channels (1 for greyscale files, else 3) and (H, W) of the first training image."""
-    from PIL import Image
+    with open_image(tree.reader()(first), first) as im:
+        channels = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+        return channels, (im.size[1], im.size[0])
 
-    data = tree.reader()(first)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            channels = 1 if im.mode in ("L", "1", "I;16", "I") else 3
-            return channels, (im.size[1], im.size[0])
-    except OSError as exc:
+
+def check_classes(root: Path, classes: Sequence[str]) -> None:
+    """Refuse a training split with fewer than :data:`MIN_CLASSES` class folders."""
+    if len(classes) < MIN_CLASSES:
+        found = f"only {classes[0]!r}" if classes else "none"
         raise EdgeslimError(
-            f"cannot decode image {first} ({exc}); remove or replace the corrupt file"
-        ) from exc
+            f"{root} has {len(classes)} class folder(s) in train/ ({found}); a classifier needs at least "
+            f"{MIN_CLASSES}: add one train/<class>/ folder per class"
+        )
 
 
 def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
     """List, check and decode the (subset of the) tree: images, labels and class names."""
     train, test = tree.split("train"), tree.split("test")
     classes = sorted(train)
+    check_classes(tree.root, classes)
     if set(test) - set(classes):
         raise EdgeslimError(
             f"{tree.root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
@@ -173,6 +262,7 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
            "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req))
     classes = [str(c) for c in arrays["classes"]]
+    check_classes(root, classes)
     if num_classes is not None and len(classes) != num_classes:
         raise EdgeslimError(
             f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "

@@ -287,7 +287,7 @@ def export_onnx(
     out = check_output_path(path, force)
     c, h, w = parse_input_shape(input_shape)
     if batch < 1:
-        raise EdgeslimError(f"--batch must be >= 1, got {batch}")
+        raise EdgeslimError(f"batch must be >= 1, got {batch}")
     opset = check_opset(opset)
     model = _inference_mode(model)
     notes: list[str] = []

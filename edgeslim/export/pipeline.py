@@ -17,8 +17,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: ONNX exporters ``export_onnx`` takes, and devices the PyTorch reference may run on
+EXPORTERS, COMPARE_DEVICES = ("auto", "torchscript", "dynamo"), ("cpu", "cuda")
+#: lowest opset the exporter writes (the highest is the installed onnx package's)
+MIN_OPSET = 9
+
+
+def _positive_int(name: str, val: object) -> int:
+    if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+        raise EdgeslimError(f"ExportRequest {name} must be an integer >= 1, got {val!r}")
+    return val
+
+
 @dataclass
 class ExportRequest:
+    """Everything one export does; :meth:`validate` (run on construction) refuses inconsistent values."""
+
     onnx_path: Path | None = None
     opset: int = 17
     dynamic_batch: bool = False
@@ -41,6 +55,46 @@ class ExportRequest:
     calib_images: int = 512
     to_ort: bool = False
     force: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a one-line :class:`EdgeslimError` for values out of range or inconsistent."""
+        from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
+        from edgeslim.utils.parsing import parse_input_shape, parse_size
+
+        for name in ("batch", "max_batch", "n_validate", "calib_images"):
+            _positive_int(name, getattr(self, name))
+        if self.dynamic_batch and self.max_batch < self.batch:
+            raise EdgeslimError(
+                f"ExportRequest max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
+                "the dynamic profile; raise max_batch or lower batch"
+            )
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int):
+            raise EdgeslimError(f"ExportRequest opset must be an integer, got {self.opset!r}")
+        try:
+            import onnx
+
+            top = int(onnx.defs.onnx_opset_version())
+        except ImportError:  # the export itself will say onnx is missing
+            top = self.opset
+        if not MIN_OPSET <= self.opset <= top:
+            raise EdgeslimError(
+                f"ExportRequest opset {self.opset} is out of range; use {MIN_OPSET}..{top} (17 is what "
+                "TensorRT 8.5+ and ONNX Runtime both take)"
+            )
+        for name, val, allowed in (("precision", self.precision, PRECISIONS), ("exporter", self.exporter, EXPORTERS),
+                                   ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
+            if val not in allowed:
+                raise EdgeslimError(f"ExportRequest {name} must be one of {', '.join(allowed)}, got {val!r}")
+        parse_size(self.workspace)
+        if self.input_shape is not None:
+            parse_input_shape(self.input_shape)
+        if self.trt_version is not None:
+            parse_trt_version(self.trt_version)
+        if self.onnx_path is not None and Path(self.onnx_path).suffix != ".onnx":
+            raise EdgeslimError(f"ExportRequest onnx_path {self.onnx_path} should end in .onnx")
 
 
 def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
@@ -75,11 +129,8 @@ def run_export(
         raise EdgeslimError(
             f"{loaded.path} is a {loaded.kind} file without a model spec; pass --input-shape C,H,W"
         )
+    req.validate()  # again: the fields may have changed since construction
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
-    for name, val in (("--batch", req.batch), ("--max-batch", req.max_batch), ("--n-validate", req.n_validate),
-                      ("--calib-images", req.calib_images)):  # fmt: skip
-        if val < 1:
-            raise EdgeslimError(f"{name} must be >= 1, got {val}")
     workspace = parse_size(req.workspace)
     onnx_path = Path(req.onnx_path) if req.onnx_path else _default_onnx(loaded, model_name)
     if onnx_path.suffix != ".onnx":

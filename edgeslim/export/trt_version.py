@@ -40,10 +40,6 @@ def parse_trt_version(text: str | int | tuple[int, ...]) -> Version:
     return v
 
 
-def has_name_based_api(v: Version) -> bool:
-    return v >= (8, 5, 0)
-
-
 def weak_typing_available(v: Version) -> bool:
     """Precision builder flags (FP16/INT8) and calibrators exist (removed in 11)."""
     return v < (11, 0, 0)

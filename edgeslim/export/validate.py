@@ -101,6 +101,8 @@ def real_inputs(
     name = data or dataset_name(meta)
     if not name:
         return None
+    if data_dir is None and not data and isinstance((meta or {}).get("data_dir"), str):
+        data_dir = meta["data_dir"]  # where the checkpoint's data set lay when it was trained
     from edgeslim.data import load_dataset
 
     bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n)

@@ -76,14 +76,30 @@ def register_prefix(prefix: str, resolver: Callable[..., nn.Module], lister: Cal
     _PREFIX_LISTERS[prefix] = lister
 
 
-def _ensure_builtin() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    import edgeslim.models.zoo  # noqa: F401
+#: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
+_FALLBACK: list[Callable[..., nn.Module]] = []
+
+
+def register_code_resolver(resolver: Callable[..., nn.Module]) -> None:
+    """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names."""
+    _FALLBACK[:] = [resolver]
+
+
+def is_code_reference(arch: str) -> bool:
+    """True for ``package.module:Attr`` names (a prefix that is no registered family)."""
+    if ":" not in arch:
+        return False
+    prefix, attr = arch.split(":", 1)
+    return prefix not in known_prefixes() and bool(attr) and all(p.isidentifier() for p in prefix.split("."))
+
+
+def known_prefixes() -> list[str]:
+    """Registered model families (``tv``, ``pickle``, ...)."""
+    return sorted(_PREFIXES)
 
 
 def list_models(include_prefixed: bool = True) -> list[str]:
     """All registered names; with ``include_prefixed`` also ``tv:...`` names."""
-    _ensure_builtin()
     names = sorted(_MODELS)
     if include_prefixed:
         for prefix, lister in sorted(_PREFIX_LISTERS.items()):
@@ -93,7 +109,6 @@ def list_models(include_prefixed: bool = True) -> list[str]:
 
 def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random weights)."""
-    _ensure_builtin()
     if isinstance(spec, str):
         spec = ModelSpec(arch=spec, **overrides)
     elif overrides:
@@ -102,9 +117,14 @@ def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
     if ":" in name:
         prefix, sub = name.split(":", 1)
-        if prefix not in _PREFIXES:
-            raise EdgeslimError(f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}")
-        return _PREFIXES[prefix](sub, **kw)
+        if prefix in _PREFIXES:
+            return _PREFIXES[prefix](sub, **kw)
+        if _FALLBACK and is_code_reference(name):
+            return _FALLBACK[0](name, **kw)
+        raise EdgeslimError(
+            f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}, or package.module:Attr "
+            "for your own code"
+        )
     if name not in _MODELS:
         import difflib
 

@@ -45,10 +45,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from edgeslim.channels.hooks import TrainHook
+from edgeslim.channels.norm import is_batchnorm
+from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.prox import check_strength
 from edgeslim.sparsity.resource import METRICS, ResourceModel
-from edgeslim.train.hooks import TrainHook
 from edgeslim.utils.modes import training_mode
+from edgeslim.utils.plotting import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +121,12 @@ class BudgetSettings:
         parse_target(self.target, self.metric)
         if self.metric == "latency" and not (self.profile or self.latency_table):
             raise EdgeslimError(
-                "--target-latency needs --profile NAME (roofline prediction, e.g. jetson-orin-nano-8gb) "
-                "or --latency-table FILE (measured per-layer times)"
+                "a latency budget needs profile (roofline prediction, e.g. jetson-orin-nano-8gb) "
+                "or latency_table (measured per-layer times)"
             )
         if not 0.0 <= self.taper_start < self.taper_end <= 1.0:
             raise EdgeslimError(
-                f"--taper-end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}"
+                f"taper_end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}"
             )
         self.taper_max = max(self.taper_max, self.taper_end)
         if self.taper_max > 1.0:
@@ -140,7 +144,9 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
     latency needs a unit (s, ms, us). Anything else is one clear error.
     """
     s = str(text).strip()
-    flag = {"macs": "--target-macs", "params": "--target-params", "latency": "--target-latency"}[metric]
+    if metric not in METRICS:
+        raise EdgeslimError(f"unknown budget metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    flag = f"the {metric} target"
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(%|[kKmMgGtT]|s|ms|us)?", s)
     if not m:
         hint = "8ms, 0.5 or 50%" if metric == "latency" else "0.5, 50% or 120M"
@@ -150,7 +156,7 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
         kind, value = "fraction", value / 100.0
     elif unit in _TIME:
         if metric != "latency":
-            raise EdgeslimError(f"{flag} {text!r}: a time unit only fits --target-latency")
+            raise EdgeslimError(f"{flag} {text!r}: a time unit only fits a latency target")
         kind, value = "absolute", value * _TIME[unit]
     elif unit:
         if metric == "latency":
@@ -276,7 +282,7 @@ class BudgetController(TrainHook):
         x, y = self.probe
         # train-mode BN (batch statistics; running statistics lag behind a fast shrink and
         # would make eval-mode loss useless), with the BN buffers put back afterwards
-        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        bns = [m for m in model.modules() if is_batchnorm(m)]
         saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in bns]
         try:
             with training_mode(model, True):
@@ -478,7 +484,7 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
     """Re-estimate every BN layer's running mean/var on ``batches`` (cumulative average, train
     mode, no gradient; no weight changes). Channels removed late in training change the
     statistics of the layers after them faster than the running averages follow."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if is_batchnorm(m)]
     if not bns or not batches:
         return
     momenta = [m.momentum for m in bns]
@@ -505,16 +511,9 @@ def _tau_cap(slimmer: Any) -> float | None:
 
 def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from edgeslim.utils.io import atomic_path
-
     traj = report["trajectory"]
     ep = [t["epoch"] for t in traj]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 3.6))
     a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
     a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
     a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
@@ -533,11 +532,7 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="center right")
     a2.set_title("multiplier and accuracy", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def build_controller(
@@ -568,10 +563,11 @@ def build_controller(
 
 def budget_settings(opts: dict[str, Any]) -> BudgetSettings | None:
     """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
-    ``profile``, ``latency_table``, ``precision``, ``taper_end``); ``None`` without a target. Validated."""
+    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``); ``None`` without a
+    target. Validated. ``latency_batch`` is the batch a latency budget is predicted at (default 1)."""
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
-        for k in ("profile", "latency_table", "taper_end"):
+        for k in ("profile", "latency_table", "latency_batch", "taper_end"):
             if opts.get(k) is not None:
                 flag = "--" + k.replace("_", "-")
                 raise EdgeslimError(
@@ -580,12 +576,13 @@ def budget_settings(opts: dict[str, Any]) -> BudgetSettings | None:
         return None
     if len(given) > 1:
         raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
-    if opts.get("shrink") is not None:
-        raise EdgeslimError("--shrink and a budget target exclude each other (the budget sets lambda)")
+    check_strength(None, opts.get("shrink"), budget=True)
     metric, target = given[0]
     st = BudgetSettings(metric=metric, target=str(target), profile=opts.get("profile"),
                         latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
                         precision=opts.get("precision"))  # fmt: skip
+    if opts.get("latency_batch") is not None:
+        st.batch = int(opts["latency_batch"])
     if opts.get("taper_end") is not None:
         st.taper_end = float(opts["taper_end"])
     st.validate()
@@ -606,8 +603,6 @@ def controller_for_slim(
 ) -> BudgetController:
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
     loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
-    from edgeslim.slim import steps_per_epoch
-
     settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
     total = config.epochs * steps_per_epoch(bundle, config.batch_size)
     device = example_input.device

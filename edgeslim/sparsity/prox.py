@@ -35,10 +35,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim import penalties
+from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
-from edgeslim.train.hooks import TrainHook
-from edgeslim.train.methods import register_method
+from edgeslim.surgery.graph import build_graph
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ __all__ = [
     "FinalizeReport",
     "ProxOptimizer",
     "ProximalSlimming",
+    "check_strength",
     "lambda_for_shrink",
     "planned_shrink_per_lambda",
     "wrap",
@@ -118,8 +119,6 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
 
 def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
     """Coupled BN channel groups of ``model`` from surgery's dependency graph."""
-    from edgeslim.surgery.graph import build_graph
-
     return list(build_graph(model, example_input).bn_groups())
 
 
@@ -162,7 +161,7 @@ class ProximalSlimming(TrainHook):
             self.grouped = True
         self.params = penalties.check_params(self.penalty, **penalty_params)
         if not beta > 0 or not math.isfinite(beta):
-            raise EdgeslimError(f"--beta must be > 0, got {beta}")
+            raise EdgeslimError(f"beta must be > 0, got {beta}")
         self.beta = float(beta)
         self._lam = 0.0
         self.lam = lam
@@ -204,7 +203,9 @@ class ProximalSlimming(TrainHook):
     def lam(self, value: float) -> None:
         value = float(value)
         if not value >= 0 or not math.isfinite(value):
-            raise EdgeslimError(f"--lambda must be a finite number >= 0, got {value}")
+            raise EdgeslimError(
+                f"lam (the penalty strength lambda) must be a finite number >= 0, got {value}"
+            )
         self._lam = value
 
     def set_weights(self, weights: Tensor | Sequence[float] | None) -> None:
@@ -368,9 +369,7 @@ class ProximalSlimming(TrainHook):
 
     # ------------------------------------------------------------------ the end
     @torch.no_grad()
-    def finalize(
-        self, model: nn.Module | None = None, keep_min: int = 1, assign: str = "zeros"
-    ) -> FinalizeReport:
+    def finalize(self, keep_min: int = 1, assign: str = "zeros") -> FinalizeReport:
         """Make the BN scales exactly sparse from ``xi``, never emptying a BN layer or coupled unit.
 
         ``assign="zeros"`` (default): ``gamma <- 0`` where ``xi == 0``, the trained gamma elsewhere;
@@ -381,8 +380,7 @@ class ProximalSlimming(TrainHook):
         An emptied unit keeps its ``keep_min`` strongest channels (largest ``|gamma|``, the
         norm over the coupled layers), with gamma left at its trained value. The biases of the
         zeroed channels stay in place (the channel outputs that constant; surgery folds it).
-        ``model`` is accepted for symmetry with the hooks; the scales are the ones given at
-        construction.
+        The scales are the ones given at construction.
         """
         if assign not in ("zeros", "xi"):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
@@ -466,10 +464,19 @@ def planned_shrink_per_lambda(lrs: Iterable[float], beta: float = DEFAULT_BETA) 
     return float(sum(lr / (1.0 + beta * lr) for lr in lrs if lr > 0))
 
 
+def check_strength(lam: float | None, shrink: float | None, budget: bool = False) -> None:
+    """The penalty strength has one source: ``lam``, ``shrink`` (lambda from the planned lr
+    schedule, :func:`lambda_for_shrink`) or a budget (which sets lambda; ``lam`` is its start)."""
+    if lam is not None and shrink is not None:
+        raise EdgeslimError("give lam or shrink, not both")
+    if budget and shrink is not None:
+        raise EdgeslimError("shrink and a budget target exclude each other (the budget sets lambda)")
+
+
 def lambda_for_shrink(shrink: float, lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
     """The lambda whose summed per-step shrink ``tau_t`` over the planned lr schedule is ``shrink``."""
     if not shrink > 0:
-        raise EdgeslimError(f"--shrink must be > 0, got {shrink}")
+        raise EdgeslimError(f"shrink must be > 0, got {shrink}")
     per = planned_shrink_per_lambda(lrs, beta)
     if per <= 0:
         raise EdgeslimError("the planned lr schedule has no step with lr > 0; cannot derive lambda")

@@ -11,7 +11,7 @@ counts are ``n = M @ k`` and
 * params = the untracked parameters + every layer's weights/biases as a function of ``n``,
   plus the bias that channel surgery adds to a bias-free consumer when it folds the
   constant of a removed channel into it;
-* latency = :func:`edgeslim.bench.predict.predict_latency` (roofline of a device profile)
+* latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile)
   of per-layer MACs and bytes, or a measured per-layer latency table scaled by each
   layer's MACs.
 
@@ -37,8 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from edgeslim.channels.cost import LayerCost, predict_latency
+from edgeslim.channels.devices import DeviceProfile, load_profile
+from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.subgradient import bn_layers
+from edgeslim.surgery.graph import build_graph
+from edgeslim.surgery.prune import removable_classes
+from edgeslim.utils.console import human
 from edgeslim.utils.modes import eval_mode
 
 METRICS = ("macs", "params", "latency")
@@ -78,9 +83,6 @@ class ResourceModel:
         latency_table: dict[str, Any] | None = None,
         round_to: int = 1,
     ) -> None:
-        from edgeslim.surgery.graph import build_graph
-        from edgeslim.surgery.prune import removable_classes
-
         if metric not in METRICS:
             raise EdgeslimError(f"unknown resource {metric!r}; choose one of: {', '.join(METRICS)}")
         if round_to < 1:
@@ -213,10 +215,8 @@ class ResourceModel:
             return
         if profile is None:
             raise EdgeslimError(
-                "a latency target needs --profile NAME (a device profile) or --latency-table FILE"
+                "a latency target needs profile (a device profile name or YAML path) or latency_table"
             )
-        from edgeslim.bench.profiles import DeviceProfile, load_profile
-
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
         self.precision = precision or self.profile.preferred.precision
         if self.precision not in ELEM_BYTES:
@@ -298,9 +298,7 @@ class ResourceModel:
         return float(total)
 
     def layer_costs(self, k: Tensor) -> list[Any]:
-        """Per-layer :class:`edgeslim.bench.predict.LayerCost` (BN fused into its conv)."""
-        from edgeslim.bench.predict import LayerCost
-
+        """Per-layer :class:`edgeslim.channels.cost.LayerCost` (BN fused into its conv)."""
         macs, nbytes, wbytes = self._roofline_terms(k)
         return [
             LayerCost(layer.name, float(macs[i]), float(nbytes[i]), float(wbytes[i]), layer.kind)
@@ -326,8 +324,6 @@ class ResourceModel:
             return self.const_params + self._params_from(k)
         if self.table is not None:
             return self.table_fixed + float(self._table_terms(k).sum())
-        from edgeslim.bench.predict import predict_latency
-
         return predict_latency(
             self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
         ).total_s
@@ -352,8 +348,6 @@ class ResourceModel:
         elif self.table is not None:
             r = self._table_terms(kk).sum()
         else:  # roofline: the layer's bound decides whether MACs or bytes cost time
-            from edgeslim.bench.predict import predict_latency
-
             pred = predict_latency(
                 self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
             )
@@ -472,8 +466,6 @@ class ResourceModel:
         """Human text for a resource value."""
         if self.metric == "latency":
             return f"{v * 1e3:.3g} ms"
-        from edgeslim.utils.console import human
-
         return f"{human(v)} {'MACs' if self.metric == 'macs' else 'params'}"
 
 

@@ -13,16 +13,9 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from edgeslim.channels.hooks import TrainHook, register_method
+from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
-from edgeslim.train.hooks import TrainHook
-from edgeslim.train.methods import register_method
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def bn_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, _BN) and m.affine]
 
 
 class SubgradientHook(TrainHook):
@@ -32,7 +25,7 @@ class SubgradientHook(TrainHook):
 
     def __init__(self, model: nn.Module, lam: float = 1e-4) -> None:
         if lam < 0:
-            raise EdgeslimError(f"--lambda must be >= 0, got {lam}")
+            raise EdgeslimError(f"lam must be >= 0, got {lam}")
         self.lam = float(lam)
         self.gammas = [m.weight for _, m in bn_layers(model)]
         if not self.gammas:
@@ -132,7 +125,7 @@ def threshold_prune(model: nn.Module, ratio: float, min_channels: int = 1) -> di
     where ``masks[name]`` is a bool tensor of kept channels.
     """
     if not 0.0 <= ratio < 1.0:
-        raise EdgeslimError(f"--prune-ratio must be in [0, 1), got {ratio}")
+        raise EdgeslimError(f"ratio must be in [0, 1), got {ratio}")
     layers = bn_layers(model)
     if not layers:
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")

@@ -9,8 +9,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "TrainHook": "edgeslim.train.hooks",
-    "HookList": "edgeslim.train.hooks",
+    "TrainHook": "edgeslim.channels.hooks",
+    "HookList": "edgeslim.channels.hooks",
     "register_method": "edgeslim.train.methods",
     "create_method": "edgeslim.train.methods",
     "list_methods": "edgeslim.train.methods",

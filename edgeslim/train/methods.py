@@ -1,40 +1,35 @@
-"""Registry of training methods: a name -> factory ``(model, **method_args) -> TrainHook | None``.
+"""Looking up training methods: a name -> factory ``(model, **method_args) -> TrainHook | None``.
 
-``baseline`` and ``subgradient`` (original network slimming) are registered by
-:mod:`edgeslim.sparsity.subgradient`; proximal slimming by :mod:`edgeslim.sparsity.prox`.
-Those modules are imported lazily, the first time the registry is consulted.
+The registry itself is passive (:data:`edgeslim.channels.hooks.METHODS`): ``baseline`` and
+``subgradient`` (original network slimming) register from :mod:`edgeslim.sparsity.subgradient`,
+proximal slimming from :mod:`edgeslim.sparsity.prox`. This module imports the modules named in
+:data:`METHOD_MODULES` the first time it is consulted.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from edgeslim.channels.hooks import METHODS as _METHODS
+from edgeslim.channels.hooks import MethodFactory, TrainHook, register_method
 from edgeslim.errors import EdgeslimError
-from edgeslim.train.hooks import TrainHook
 
-MethodFactory = Callable[..., "TrainHook | None"]
+__all__ = [
+    "METHOD_MODULES",
+    "MethodFactory",
+    "create_method",
+    "get_method",
+    "list_methods",
+    "register_method",
+]
 
-_METHODS: dict[str, MethodFactory] = {}
 #: modules that register methods when imported
 METHOD_MODULES: tuple[str, ...] = ("edgeslim.sparsity.subgradient", "edgeslim.sparsity.prox")
 _loaded = False
-
-
-def register_method(name: str) -> Callable[[MethodFactory], MethodFactory]:
-    """Decorator: ``@register_method("prox")`` on ``def factory(model, **args) -> TrainHook``."""
-
-    def deco(factory: MethodFactory) -> MethodFactory:
-        if name in _METHODS and _METHODS[name] is not factory:
-            raise ValueError(f"training method {name!r} is already registered")
-        _METHODS[name] = factory
-        return factory
-
-    return deco
 
 
 def _load_builtin() -> None:

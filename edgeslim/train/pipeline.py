@@ -15,7 +15,8 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.distributed import dist_info, resolve_device
 from edgeslim.train.evaluate import evaluate
-from edgeslim.train.trainer import MODEL_FILE, TrainResult, fit, write_train_report
+from edgeslim.train.trainer import TrainResult, fit, write_train_report
+from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, TRAINED_FILE
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from edgeslim.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
-
-TRAINED_FILE = "trained.pt"  # stage-1 weights before pruning (three-stage runs only)
 
 
 def run_training(
@@ -160,11 +159,11 @@ def _report(
         write_train_report(out, res, config, spec, **summary)
     from edgeslim.utils.io import read_json
 
-    return read_json(out / "report.json") if dist_info().is_main else {**res.summary(), **summary}
+    return read_json(out / REPORT_FILE) if dist_info().is_main else {**res.summary(), **summary}
 
 
 @torch.no_grad()
 def _zero_channels(model: nn.Module) -> int:
-    from edgeslim.sparsity.subgradient import bn_layers
+    from edgeslim.channels.norm import bn_layers
 
     return sum(int(((m.weight == 0) & (m.bias == 0)).sum()) for _, m in bn_layers(model))

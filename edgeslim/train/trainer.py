@@ -31,6 +31,7 @@ from edgeslim.train.evaluate import evaluate
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.methods import create_method
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -39,10 +40,6 @@ if TYPE_CHECKING:
     from edgeslim.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.pt"
-LOG_FILE = "log.jsonl"
-REPORT_FILE = "report.json"
 
 
 class NonFiniteLossError(EdgeslimError):
@@ -155,16 +152,6 @@ def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(to_jsonable(r)) + "\n" for r in records))
 
 
-def _data_meta(bundle: DataBundle) -> dict[str, Any]:
-    return {
-        "data": bundle.name,
-        "mean": list(bundle.mean),
-        "std": list(bundle.std),
-        "class_names": list(bundle.class_names),
-        "input_shape": list(bundle.input_shape),
-    }
-
-
 # ----------------------------------------------------------------------------- fit
 def fit(
     model: nn.Module,
@@ -249,7 +236,7 @@ def fit(
     log_path = out / LOG_FILE if out is not None else None
     if info.is_main and log_path is not None:
         _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
-    base_meta = {**_data_meta(bundle), **(meta or {})}
+    base_meta = {**bundle.record(), **(meta or {})}
     t_start = time.perf_counter()
     prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
 
@@ -301,7 +288,7 @@ def fit(
                 )
                 raise NonFiniteLossError(
                     f"training diverged: the loss is {float(loss.detach()):g} at epoch {epoch + 1}, step {i + 1} "
-                    f"(lr {lr:g}); lower --lr or add --warmup-epochs; {last}"
+                    f"(lr {lr:g}); lower the learning rate or add warm-up epochs; {last}"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -327,6 +314,14 @@ def fit(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank,
             world_size=info.world_size, amp=use_amp, channels_last=channels_last,
         )  # fmt: skip
+        if not (math.isfinite(ev["loss"]) and math.isfinite(tr_loss)):
+            raise NonFiniteLossError(
+                f"training diverged: the {'test' if math.isfinite(tr_loss) else 'training'} loss is not "
+                f"finite after epoch {epoch + 1} (lr {schedule.lr_at(max(schedule.step_count - 1, 0)):g}); "
+                "lower the learning rate or weight decay, or add warm-up; "
+                + (f"the last good checkpoint {ckpt_path} was kept" if ckpt_path is not None and ckpt_path.exists()
+                   else "no checkpoint of this run was written")
+            )  # fmt: skip
         record: dict[str, Any] = {
             "stage": config.stage,
             "epoch": epoch + 1,
@@ -341,7 +336,11 @@ def fit(
         history.append(record)
         if task is not None:
             progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
-        log.info("%s epoch %d/%d: %s", config.stage, epoch + 1, config.epochs, record)
+        log.info(
+            "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g, %.1f s",
+            config.stage, epoch + 1, config.epochs, record["train_loss"], 100 * record["train_acc"],
+            record["test_loss"], 100 * record["test_acc"], record["lr"], record["time_s"],
+        )  # fmt: skip
         if info.is_main and out is not None and ckpt_path is not None and log_path is not None:
             from edgeslim.checkpoint import save_model
 

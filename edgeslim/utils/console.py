@@ -24,8 +24,10 @@ from rich.progress import (
 from rich.table import Table
 
 #: results go to stdout, progress and messages to stderr (so ``--json`` stdout stays clean)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: piped output is not cut to 80 columns: names people copy (profiles, layers) stay whole
+PIPED_WIDTH = 200
+out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 def progress_enabled() -> bool:
@@ -51,12 +53,36 @@ def progress(enabled: bool | None = None) -> Iterator[Progress]:
         yield bar
 
 
+@contextlib.contextmanager
+def log_lines_when_piped() -> Iterator[None]:
+    """While a long command runs with no progress bar (stderr is not a terminal), the trainer's INFO
+    log lines go to stderr: one line per epoch. For the CLI only (a library never configures
+    logging); the handler is removed afterwards."""
+    import logging
+
+    if progress_enabled():
+        yield
+        return
+    logger = logging.getLogger("edgeslim.train")  # the epoch lines (not data loading or other notes)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """Build a rich table; numbers are right-aligned."""
     t = Table(title=title, title_justify="left")
     numeric = [all(isinstance(r[i], (int, float)) for r in rows if i < len(r)) for i in range(len(columns))]
-    for col, num in zip(columns, numeric):
-        t.add_column(col, justify="right" if num and rows else "left")
+    for i, (col, num) in enumerate(zip(columns, numeric)):
+        # the first column names the row (a profile, a layer): never cut, never wrapped
+        t.add_column(col, justify="right" if num and rows else "left", no_wrap=i == 0, overflow="fold")
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     return t
@@ -75,7 +101,11 @@ def _fmt(v: Any) -> str:
 
 
 def error_line(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    """Print ``message`` as one red line on stderr (markup escaped, line breaks folded)."""
+    from rich.markup import escape
+
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
 
 def human(n: float, unit: str = "") -> str:
@@ -84,7 +114,3 @@ def human(n: float, unit: str = "") -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{suf}{unit}"
     return f"{n:.4g}{unit}"
-
-
-def is_interactive() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()

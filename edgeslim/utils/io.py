@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     can be created and written.
     """
     p = Path(path)
+    if p.is_dir():
+        raise EdgeslimError(f"{p} is a directory; give a file path (e.g. {p / 'model.pt'})")
     if p.exists() and not force:
         raise EdgeslimError(f"{p} already exists; pass --force to overwrite it or choose another path")
-    if p.exists() and p.is_dir() and not p.suffix == "":
-        raise EdgeslimError(f"{p} is a directory; give a file path")
     parent = p.parent if str(p.parent) else Path(".")
+    if any(a.exists() and not a.is_dir() for a in (parent, *parent.parents)):
+        raise EdgeslimError(f"cannot write {p}: a part of its directory is a file; choose another path")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -58,12 +60,18 @@ def check_output_dir(path: str | os.PathLike, force: bool = False, marker: str |
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. Temporary files of
+    ``path`` left by killed writers (older than this process, not in use) are removed first.
     """
+    import fcntl
+
+    from edgeslim.utils.tmpfiles import sweep_stale_tmp
+
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(final.parent, final.name)  # what killed writers of this file left behind
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a sweep in another process leaves a file in use alone
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -72,6 +80,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -86,13 +96,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], Any]) -> Path:
-    """Call ``writer(tmp_path)`` then rename the result over ``path``."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
-    return Path(path)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -120,6 +123,44 @@ def read_json(path: str | os.PathLike) -> Any:
     if not p.is_file():
         raise EdgeslimError(f"{p} does not exist; give the path of a JSON file written by edgeslim")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise EdgeslimError(
+            f"{p} is not text (not UTF-8 JSON); give a JSON file written by edgeslim"
+        ) from None
     except json.JSONDecodeError as exc:
         raise EdgeslimError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno}); re-create it") from exc
+
+
+#: the lock file of a run directory (held with flock while a run writes there)
+LOCK_NAME = ".edgeslim.lock"
+
+
+@contextlib.contextmanager
+def run_dir_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on the run directory ``path`` (created if missing) while writing.
+
+    A second run into the same directory fails at once with a one-line error. The lock is an
+    ``flock`` on ``path/.edgeslim.lock``: the kernel releases it when the process ends, also on
+    ``kill -9``, so an interrupted run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = d / LOCK_NAME
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise EdgeslimError(
+                f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish "
+                "or choose another output directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield d
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock

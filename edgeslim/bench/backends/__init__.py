@@ -8,6 +8,7 @@ registry imports nothing heavy.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,55 @@ BACKENDS: dict[str, str] = {
     "torch": "edgeslim.bench.backends.torch_eager:TorchBackend",
 }
 ALIASES = {"ort": "onnxruntime", "trt": "tensorrt"}
+
+
+def check_options(options: dict) -> dict:
+    """Refuse backend options out of range (``threads`` must be an integer >= 1, or absent/None)."""
+    threads = options.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise EdgeslimError(
+            f"options['threads'] must be an integer >= 1 (or None for the runtime's default), got {threads!r}"
+        )
+    return options
+
+
+def output_shapes(out: Any) -> list[list[int]] | None:
+    """Shapes of what :meth:`Session.run` returned (arrays/tensors, possibly in lists, tuples or
+    dicts); None when it returned something else."""
+    if hasattr(out, "shape"):
+        return [[int(d) for d in out.shape]]
+    items = list(out.values()) if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else None
+    if not items:
+        return None
+    shapes: list[list[int]] = []
+    for item in items:
+        sub = output_shapes(item)
+        if sub is None:
+            return None
+        shapes += sub
+    return shapes
+
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def check_engine_trusted(path: str, options: dict) -> None:
+    """Refuse a serialized TensorRT engine unless ``options['trust_pickle']``.
+
+    An engine can embed plugin libraries and other host code that runs when it is deserialized,
+    so like a pickle it is only loaded from a trusted source (e.g. one ``edgeslim export`` built).
+    """
+    from edgeslim.utils.sniff import sniff
+
+    is_engine = path.lower().endswith(ENGINE_SUFFIXES) or (
+        os.path.isfile(path) and sniff(path) == "tensorrt-engine"
+    )
+    if is_engine and not options.get("trust_pickle"):
+        raise EdgeslimError(
+            f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
+            "is refused; for an engine you built (edgeslim export --trt) or trust, pass "
+            "trust_pickle=True (CLI: --trust-pickle)"
+        )
 
 
 def register_backend(name: str, target: str) -> None:
@@ -64,6 +114,10 @@ class Session:
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
         """Samples in seconds; ``host`` always, ``device`` where the runtime has GPU events."""
         return {"host": host_loop(self.run, cfg)}
+
+    def input_shapes(self) -> list[list[int]] | None:
+        """Shapes of the inputs prepared by :meth:`set_batch`; None where the backend cannot tell."""
+        return None
 
     def info(self) -> dict:
         return {}

@@ -95,6 +95,9 @@ class OrtSession(Session):
     def run(self):
         return self.sess.run(None, self.feeds)
 
+    def input_shapes(self) -> list[list[int]] | None:
+        return [list(v.shape) for v in self.feeds.values()]
+
     def layer_times(self, runs: int = 50) -> list[dict]:
         """Per-node kernel times from ORT's profiler (a second session; fused nodes as ORT runs them)."""
         return parse_profile(self.profile_events(runs))

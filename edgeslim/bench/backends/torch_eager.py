@@ -16,20 +16,23 @@ from edgeslim.errors import EdgeslimError, require
 class TorchSession(Session):
     backend = "torch"
 
-    def __init__(self, loaded, device: str, torch) -> None:
+    def __init__(self, loaded, device: str, torch, input_shape: tuple[int, int, int] | None = None) -> None:
         self.torch = torch
         self.model = loaded.model.to(device).eval()
-        self.spec = loaded.spec
+        self.input_shape = (
+            tuple(input_shape) if input_shape else (loaded.spec.input_shape if loaded.spec else None)
+        )
         self.device = torch.device(device)
         self.x = None
         self.cuda = self.device.type == "cuda"
 
     def set_batch(self, batch: int) -> None:
-        if self.spec is None:
+        if self.input_shape is None:
             raise EdgeslimError(
-                "the model file has no ModelSpec (input shape); save it with edgeslim.checkpoint"
+                "the model file records no input shape; give input_shape (C, H, W) in the options "
+                "(CLI: --input-shape) or save it as an edgeslim checkpoint"
             )
-        self.x = self.torch.randn(batch, *self.spec.input_shape, device=self.device)  # spec: (C, H, W)
+        self.x = self.torch.randn(batch, *self.input_shape, device=self.device)  # (C, H, W)
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -39,6 +42,9 @@ class TorchSession(Session):
         if self.cuda:
             self.torch.cuda.synchronize(self.device)
         return y
+
+    def input_shapes(self) -> list[list[int]] | None:
+        return None if self.x is None else [list(self.x.shape)]
 
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
         host = host_loop(self.run, cfg)
@@ -81,4 +87,5 @@ class TorchBackend(Backend):
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EdgeslimError("--device cuda requested but torch sees no CUDA device")
-        return TorchSession(load_model(path), device, torch)
+        loaded = load_model(path, trust_pickle=bool(options.get("trust_pickle")))
+        return TorchSession(loaded, device, torch, options.get("input_shape"))

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape
+from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape
 from edgeslim.bench.timing import TimingConfig, warmup
 from edgeslim.errors import EdgeslimError, MissingDependencyError
 
@@ -222,6 +222,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def open(self, path: str, options: dict) -> TrtSession:
+        check_engine_trusted(path, options)  # before anything is imported or run
         try:
             import tensorrt as trt
         except ImportError as exc:

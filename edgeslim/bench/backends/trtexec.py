@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape
+from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError
 
@@ -253,6 +253,7 @@ class TrtexecBackend(Backend):
     name = "trtexec"
 
     def open(self, path: str, options: dict) -> TrtexecSession:
+        check_engine_trusted(path, options)  # before anything is imported or run
         exe = find_trtexec(options.get("trtexec"))
         if exe is None:
             raise EdgeslimError(

@@ -1,0 +1,9 @@
+"""The channel model: what every stage agrees on about a CNN's channels.
+
+Below sparsity, surgery, train and bench (``docs/architecture.md``): which modules are
+normalization layers (:mod:`~edgeslim.channels.norm`), the training-hook protocol and the
+registry of training methods (:mod:`~edgeslim.channels.hooks`), and the cost model that
+predicts latency from per-layer costs and a device profile (:mod:`~edgeslim.channels.cost`,
+:mod:`~edgeslim.channels.devices`). This ``__init__`` imports nothing, so the torch-free
+parts stay importable on a device without PyTorch.
+"""

@@ -1,0 +1,189 @@
+"""Roofline latency prediction from per-layer MACs and bytes (a *prediction*, not a measurement).
+
+Per layer: ``t = max(2*MACs / (eta_c * P_peak), bytes / (eta_m * BW)) + t_launch``
+(notes §4.5). ``P_peak`` and ``BW`` come from a device profile; the efficiency factors
+``eta_c``, ``eta_m`` and the launch overhead start from the profile's assumed values and can be
+fitted from one measured run with :func:`calibrate`.
+
+Torch-free: the budget-targeted slimming code builds :class:`LayerCost` from a torch graph,
+``edgeslim.bench.onnx_cost`` builds them from an ONNX file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from edgeslim.channels.devices import DeviceProfile, Efficiency, load_profile
+from edgeslim.errors import EdgeslimError
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one layer for ONE sample.
+
+    ``macs``: multiply-accumulates; ``bytes``: weights + input + output activations moved,
+    in the element size of the precision being predicted (see :func:`scale_bytes` for costs
+    counted on an fp32 graph);
+    ``weight_bytes``: the part of ``bytes`` that does not grow with the batch (0 if unknown,
+    which makes the whole of ``bytes`` scale with the batch).
+    """
+
+    name: str
+    macs: float
+    bytes: float
+    weight_bytes: float = 0.0
+    op: str = ""
+
+    def at_batch(self, batch: int) -> tuple[float, float]:
+        """(FLOPs, bytes) for a batch of ``batch`` samples."""
+        act = max(self.bytes - self.weight_bytes, 0.0)
+        return 2.0 * self.macs * batch, self.weight_bytes + act * batch
+
+
+#: bytes per element of each precision
+ELEM_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def scale_bytes(layers: Sequence[LayerCost], precision: str, counted_as: str = "fp32") -> list[LayerCost]:
+    """Costs counted on a ``counted_as`` graph (e.g. an fp32 ONNX file) re-expressed at ``precision``."""
+    f = ELEM_BYTES.get(precision, 4) / ELEM_BYTES.get(counted_as, 4)
+    if f == 1:
+        return list(layers)
+    return [LayerCost(c.name, c.macs, c.bytes * f, c.weight_bytes * f, c.op) for c in layers]
+
+
+@dataclass
+class LayerPrediction:
+    name: str
+    seconds: float
+    compute_s: float
+    memory_s: float
+    launch_s: float
+    bound: str  # "compute" | "memory" | "launch"
+    intensity: float  # FLOP per byte
+
+
+@dataclass
+class Prediction:
+    """Per-layer and total predicted seconds for one batch."""
+
+    profile: str
+    precision: str
+    batch: int
+    layers: list[LayerPrediction] = field(default_factory=list)
+    efficiency: dict[str, float] = field(default_factory=dict)
+    label: str = "PREDICTION (roofline from MACs and bytes; not a measurement)"
+
+    @property
+    def total_s(self) -> float:
+        return sum(layer.seconds for layer in self.layers)
+
+    @property
+    def per_sample_s(self) -> float:
+        return self.total_s / self.batch
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["total_s"] = self.total_s
+        return d
+
+
+def _roof(profile: DeviceProfile, precision: str) -> tuple[float, float]:
+    peak = profile.peak_gflops.get(precision)
+    if peak is None:
+        have = ", ".join(sorted(profile.peak_gflops))
+        raise EdgeslimError(
+            f"profile '{profile.name}' has no peak compute for precision {precision}; use one of: {have}"
+        )
+    return peak * 1e9, profile.memory_bandwidth_gbs * 1e9
+
+
+def predict_latency(
+    layers: Sequence[LayerCost],
+    profile: DeviceProfile | str,
+    precision: str | None = None,
+    batch: int = 1,
+    efficiency: Efficiency | None = None,
+) -> Prediction:
+    """Roofline prediction of per-layer and total seconds for one batch of ``batch`` samples.
+
+    ``profile`` is a :class:`DeviceProfile` or a profile name; ``precision`` defaults to the
+    profile's preferred one; ``efficiency`` overrides the profile's (e.g. from :func:`calibrate`).
+    """
+    prof = load_profile(profile) if isinstance(profile, str) else profile
+    prec = precision or prof.preferred.precision
+    if batch < 1:
+        raise EdgeslimError(f"batch must be >= 1, got {batch}")
+    eff = efficiency or prof.efficiency_for(prec)
+    peak, bw = _roof(prof, prec)
+    pred = Prediction(profile=prof.name, precision=prec, batch=batch, efficiency=eff.model_dump())
+    launch = eff.launch_us * 1e-6
+    for layer in layers:
+        flops, nbytes = layer.at_batch(batch)
+        tc = flops / (eff.compute * peak)
+        tm = nbytes / (eff.memory * bw)
+        core = max(tc, tm)
+        bound = "launch" if launch > core else ("compute" if tc >= tm else "memory")
+        pred.layers.append(
+            LayerPrediction(
+                name=layer.name,
+                seconds=core + launch,
+                compute_s=tc,
+                memory_s=tm,
+                launch_s=launch,
+                bound=bound,
+                intensity=flops / nbytes if nbytes else float("inf"),
+            )
+        )
+    return pred
+
+
+@dataclass
+class Observation:
+    """One measured point: a model's layers at a batch size and its measured seconds per batch."""
+
+    layers: Sequence[LayerCost]
+    batch: int
+    seconds: float
+
+
+def calibrate(observations: Sequence[Observation], profile: DeviceProfile, precision: str | None = None):
+    """Fit the efficiency factors to measured runs; returns a new :class:`Efficiency`.
+
+    The model is ``T = k * sum_l max(c_l, m_l) + n_layers * t_launch`` with ``c_l, m_l`` the
+    layer times at 100% efficiency; ``k = 1/eta`` scales compute and memory efficiency together
+    (one measured run cannot separate them). With two or more points (e.g. batch 1 and 32,
+    or baseline and slim) ``k`` and ``t_launch`` are fitted by non-negative least squares;
+    with one point only ``k`` is fitted and the profile's launch overhead is kept.
+    """
+    import numpy as np
+
+    prec = precision or profile.preferred.precision
+    peak, bw = _roof(profile, prec)
+    base = profile.efficiency_for(prec)
+    if not observations:
+        raise EdgeslimError("calibration needs at least one measured run")
+    rows, ys = [], []
+    for obs in observations:
+        roof = 0.0
+        for layer in obs.layers:
+            flops, nbytes = layer.at_batch(obs.batch)
+            roof += max(flops / peak, nbytes / bw)
+        rows.append((roof, float(len(obs.layers))))
+        ys.append(obs.seconds)
+    a, y = np.asarray(rows), np.asarray(ys)
+    launch = base.launch_us * 1e-6
+    k = None
+    if len(rows) >= 2 and np.linalg.matrix_rank(a) == 2:
+        sol, *_ = np.linalg.lstsq(a, y, rcond=None)
+        if sol[0] > 0 and sol[1] >= 0:
+            k, launch = float(sol[0]), float(sol[1])
+    if k is None:  # one point, or the 2-parameter fit went negative: keep the launch overhead
+        rest = y - a[:, 1] * launch
+        if np.any(rest <= 0):
+            launch = 0.0
+            rest = y
+        k = float(np.dot(a[:, 0], rest) / np.dot(a[:, 0], a[:, 0]))
+    eta = min(1.0, 1.0 / k) if k > 0 else base.compute
+    return Efficiency(compute=eta, memory=eta, launch_us=launch * 1e6, source="calibrated")

@@ -1,0 +1,196 @@
+"""The CLI's one validation layer: typed, ranged option values, also for config files.
+
+Every numeric option uses :class:`Number` (finite, with its range); every shape, device and
+list option a type below. Config files (``slim --config``) go through the same types: each value
+is turned into the text a user would type and parsed by the option it names
+(:func:`load_config`), so a value means the same whichever way it arrives.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeslim.errors import EdgeslimError
+
+#: largest config file read (bytes): a config is a handful of lines
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class Number(click.ParamType):
+    """A finite int or float inside ``[min, max]`` (``gt``/``lt``: open bounds)."""
+
+    def __init__(
+        self,
+        kind: type = float,
+        *,
+        min: float | None = None,  # noqa: A002 - click's own spelling
+        max: float | None = None,  # noqa: A002
+        gt: float | None = None,
+        lt: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self.min, self.max, self.gt, self.lt = min, max, gt, lt
+        self.name = "integer" if kind is int else "float"
+
+    def describe(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "INTEGER" if self.kind is int else "FLOAT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, bool):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            num = value
+        else:
+            text = str(value).strip()
+            try:
+                num = int(text) if self.kind is int else float(text)
+            except ValueError:
+                self.fail(f"{value!r} is not a valid {self.name}", param, ctx)
+        if self.kind is int and (isinstance(num, float) and not num.is_integer()):
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        if not math.isfinite(num):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        num = self.kind(num)
+        bad = (
+            (self.min is not None and num < self.min)
+            or (self.max is not None and num > self.max)
+            or (self.gt is not None and num <= self.gt)
+            or (self.lt is not None and num >= self.lt)
+        )
+        if bad:
+            self.fail(f"{value!r} is out of range: it must be {self.describe()}", param, ctx)
+        return num
+
+
+#: common ranges
+COUNT = Number(int, min=1)  # epochs of work, images, batch sizes
+NONNEG_INT = Number(int, min=0)
+SEED = Number(int, min=0, max=2**63 - 1)
+POSITIVE = Number(float, gt=0)
+NONNEG = Number(float, min=0)
+FRACTION_OPEN = Number(float, gt=0, lt=1)
+UNIT = Number(float, min=0, max=1)
+
+
+class Shape(click.ParamType):
+    """``C,H,W`` of one input image: three positive integers."""
+
+    name = "C,H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        from edgeslim.utils.parsing import parse_input_shape
+
+        try:
+            return parse_input_shape(str(value))
+        except EdgeslimError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Device(click.ParamType):
+    """A torch device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    name = "DEVICE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip().lower()
+        if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+            return text
+        self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
+
+
+class IntList(click.ParamType):
+    """Comma-separated integers in a range, e.g. batch sizes ``1,32``."""
+
+    name = "N[,N...]"
+
+    def __init__(self, item: Number = COUNT) -> None:
+        self.item = item
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        parts = [p for p in str(value).split(",") if p.strip()]
+        if not parts:
+            self.fail("give at least one number, e.g. 1,32", param, ctx)
+        return tuple(self.item.convert(p, param, ctx) for p in parts)
+
+
+class FractionList(click.ParamType):
+    """Comma-separated increasing fractions in (0, 1), e.g. ``0.5,0.75``."""
+
+    name = "F[,F...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        vals = tuple(FRACTION_OPEN.convert(p, param, ctx) for p in str(value).split(",") if p.strip())
+        if not vals or list(vals) != sorted(set(vals)):
+            self.fail(f"{value!r}: give increasing fractions in (0, 1), e.g. 0.5,0.75", param, ctx)
+        return vals
+
+
+SHAPE = Shape()
+DEVICE = Device()
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> dict[str, Any]:
+    """Options from a flat YAML mapping, parsed by the same click options as the command line.
+
+    ``keys`` maps config keys (dashes or underscores) to parameter names of ``ctx.command``.
+    """
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        raise EdgeslimError(f"config file {path} does not exist; check the path")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise EdgeslimError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; give a YAML mapping")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise EdgeslimError(f"config file {path} is not text (not UTF-8); give a YAML file") from None
+    except yaml.YAMLError as exc:
+        raise EdgeslimError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise EdgeslimError(f"config file {path} must be a mapping of option: value")
+    params = {p.name: p for p in ctx.command.params}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        if key not in keys:
+            raise EdgeslimError(f"unknown key {k!r} in {path}; known: {', '.join(sorted(keys))}")
+        if v is None:
+            continue
+        if isinstance(v, (list, dict, set, tuple)):
+            raise EdgeslimError(f"{path}: {k} must be a single value, got {v!r}")
+        param = params[keys[key]]
+        try:
+            out[param.name] = param.type_cast_value(ctx, _as_text(v))
+        except click.BadParameter as exc:
+            raise EdgeslimError(f"{path}: invalid value for {k}: {exc.format_message()}") from None
+    return out

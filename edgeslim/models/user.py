@@ -1,0 +1,231 @@
+"""Architectures a user brings: their own Python code, a whole pickled module, a new classifier head.
+
+Two architecture names build models that edgeslim does not ship:
+
+- ``package.module:Factory`` imports the user's module and calls ``Factory`` (a class or a
+  function), passing ``num_classes``/``in_channels`` when it takes them;
+- ``pickle:/path/model.pt`` unpickles a whole ``nn.Module`` saved with ``torch.save(model)``.
+
+Both run code, so a checkpoint that names one is loaded only when the user trusts it
+(``trust_pickle``; docs/security.md). Either way the classifier head is replaced when the
+requested number of classes differs from the model's (:func:`replace_head`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.models.registry import register_code_resolver, register_prefix
+
+PICKLE_PREFIX = "pickle"
+
+
+def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
+    """``pickle:PATH`` unpickles a file the user hands us: only with ``--trust-pickle``."""
+    if arch.startswith("pickle:") and not trust_pickle:
+        raise EdgeslimError(
+            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) if you trust it"
+        )
+
+
+def classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The classifier head: timm's ``get_classifier()``, else the last ``nn.Linear`` (registration
+    order), else the last 1x1 ``nn.Conv2d`` (SqueezeNet-style heads); None when there is none."""
+    getter = getattr(model, "get_classifier", None)
+    if callable(getter):
+        head = getter()
+        for name, m in model.named_modules():
+            if m is head and isinstance(m, (nn.Linear, nn.Conv2d)):
+                return name, m
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1]
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
+    return convs[-1] if convs else None
+
+
+def head_classes(model: nn.Module) -> int | None:
+    """The number of classes the classifier head outputs (None: no recognisable head)."""
+    found = classifier(model)
+    if found is None:
+        return None
+    m = found[1]
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
+def replace_head(model: nn.Module, num_classes: int) -> tuple[str, int, int]:
+    """Give ``model`` a freshly initialised classifier head with ``num_classes`` outputs.
+
+    Returns ``(head name, old classes, new classes)``; the model is changed in place.
+    """
+    found = classifier(model)
+    if found is None:
+        raise EdgeslimError(
+            f"{type(model).__name__} has no classifier head edgeslim recognises (a last nn.Linear or 1x1 "
+            "conv); build it with the right number of classes in your own code"
+        )
+    name, old = found
+    if isinstance(old, nn.Linear):
+        new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        before = old.out_features
+    else:
+        new = nn.Conv2d(old.in_channels, num_classes, 1, bias=old.bias is not None)
+        before = old.out_channels
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    setattr(parent, name.rsplit(".", 1)[-1], new)
+    return name, before, num_classes
+
+
+def _fit_classes(model: nn.Module, num_classes: int) -> nn.Module:
+    have = head_classes(model)
+    if have is not None and have != num_classes:
+        replace_head(model, num_classes)
+    return model
+
+
+def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **_: Any) -> nn.Module:
+    """The whole ``nn.Module`` pickled at ``path``, with ``num_classes`` outputs (runs its code)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise EdgeslimError(f"the pickled model {p} this architecture names does not exist; restore it")
+    try:
+        model = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
+        raise EdgeslimError(f"{p} could not be unpickled ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(model, nn.Module):
+        raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
+    return _fit_classes(model, num_classes)
+
+
+def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """Import ``package.module:Attr`` and build the model (passing the arguments it accepts)."""
+    module_name, attr = reference.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EdgeslimError(
+            f"cannot import {module_name!r} for architecture {reference!r} ({exc}); run from the directory "
+            "that holds it or add it to PYTHONPATH"
+        ) from exc
+    try:
+        factory = module
+        for part in attr.split("."):
+            factory = getattr(factory, part)
+    except AttributeError:
+        raise EdgeslimError(
+            f"{module_name} has no {attr!r}; check the name after ':' in {reference!r}"
+        ) from None
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    call = dict(kwargs)
+    if "num_classes" in params or accepts_any:
+        call["num_classes"] = num_classes
+    if "in_channels" in params:
+        call["in_channels"] = in_channels
+    try:
+        model = factory(**call)
+    except TypeError as exc:
+        raise EdgeslimError(f"{reference}({', '.join(call)}) failed: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
+    return _fit_classes(model, num_classes)
+
+
+def _list_none() -> list[str]:
+    return []
+
+
+def _register() -> None:
+    register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none)
+    register_code_resolver(build_from_code)
+
+
+_register()
+
+
+def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], int | None]:
+    """Keys whose shapes differ from ``model``'s, and the class count they imply (same for all, else None)."""
+    own = model.state_dict()
+    keys = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    counts = {
+        int(state_dict[k].shape[0])
+        for k in keys
+        if state_dict[k].ndim >= 1 and tuple(state_dict[k].shape[1:]) == tuple(own[k].shape[1:])
+    }
+    n = counts.pop() if len(counts) == 1 and len(keys) <= 2 else None
+    return keys, n
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> None:
+    """Load ``state_dict`` into ``model`` exactly (every key, every shape), with one-line errors."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes, _ = _head_mismatch(model, state_dict)
+    if missing or unexpected or shapes:
+        example = (shapes or missing or unexpected)[0]
+        raise EdgeslimError(
+            f"{what} does not fit the architecture ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(shapes)} of another shape, e.g. {example!r}); give the architecture they were trained with"
+        )
+    model.load_state_dict(state_dict)
+
+
+def build_with_weights(spec: Any, state_dict: dict[str, Any], what: str) -> tuple[nn.Module, Any]:
+    """``spec``'s architecture with ``state_dict`` loaded; the class count follows the weights.
+
+    When only the classifier head differs in its number of outputs, the model is rebuilt with the
+    weights' count (e.g. 1000 for ImageNet weights) and the returned spec says so.
+    """
+    from edgeslim.models.registry import create_model
+
+    model = create_model(spec)
+    _, n = _head_mismatch(model, state_dict)
+    if n is not None and n != spec.num_classes:
+        spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})
+        model = create_model(spec)
+    load_weights(model, state_dict, what)
+    return model, spec
+
+
+def with_classes(
+    model: nn.Module, spec: Any, num_classes: int
+) -> tuple[nn.Module, Any, dict[str, Any] | None]:
+    """``model`` with a new, freshly initialised classifier head of ``num_classes`` outputs.
+
+    The architecture is rebuilt from ``spec`` with the new count and every other weight copied, so
+    the result is what ``create_model(new spec)`` builds (checkpoints rebuild it). Returns
+    ``(model, spec, change)``; ``change`` is None when the count already matches.
+    """
+    if spec.num_classes == num_classes:
+        return model, spec, None
+    from edgeslim.models.registry import create_model
+
+    new_spec = type(spec).from_dict({**spec.to_dict(), "num_classes": num_classes})
+    new = create_model(new_spec)
+    old = model.state_dict()
+    keys, _ = _head_mismatch(new, old)
+    if not keys:
+        raise EdgeslimError(
+            f"cannot find the classifier head of {spec.arch} (no weight changes shape with the class count)"
+        )
+    own = new.state_dict()
+    missing = [k for k in own if k not in old]
+    if missing:
+        raise EdgeslimError(f"{spec.arch} rebuilt with {num_classes} classes has new weights {missing[:2]}")
+    new.load_state_dict({k: v for k, v in old.items() if k not in keys}, strict=False)
+    new.to(next(model.parameters()).device)
+    head = sorted({k.rsplit(".", 1)[0] for k in keys})
+    return new, new_spec, {"head": ", ".join(head), "from": spec.num_classes, "to": num_classes}

@@ -1,0 +1,39 @@
+"""Run directories: one run at a time (a lock), no overwrite without ``force``, interrupted runs kept."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.io import check_output_dir, run_dir_lock
+
+
+@contextlib.contextmanager
+def run_directory(
+    out_dir: Path,
+    *,
+    force: bool,
+    resume: bool = False,
+    markers: tuple[str, ...] = (),
+    interrupted: str | None = None,
+) -> Iterator[Path]:
+    """Hold ``out_dir`` for one run.
+
+    Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
+    earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
+    that was stopped: continue it with ``resume``). The lock is held until the block ends.
+    """
+    check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
+    with run_dir_lock(out_dir):
+        if not (force or resume):
+            for marker in markers:
+                check_output_dir(out_dir, False, marker=marker)
+            part = out_dir / interrupted if interrupted else None
+            if part is not None and part.is_dir() and any(part.iterdir()):
+                raise EdgeslimError(
+                    f"{out_dir} holds an interrupted run ({interrupted}/); continue it with --resume, "
+                    "or pass --force to start over"
+                )
+        yield out_dir

@@ -1,0 +1,247 @@
+"""``slim``: one-round proximal slimming of a model a user names or brings, as a request and ``run``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines.rundir import run_directory
+
+#: training options a request may override (``None``: TrainConfig's default)
+TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
+
+
+@dataclass
+class SlimRequest:
+    """Everything ``edgeslim slim`` needs; ``None`` means the library default.
+
+    ``model``: a zoo name, ``tv:``/``timm:`` name, ``package.module:Factory`` or a model file;
+    ``init`` a model file to start from (``model`` then, if given, must name its architecture).
+    """
+
+    out_dir: Path
+    model: str | None = None
+    data_name: str | None = None
+    data_dir: Path | None = None
+    subset: int | None = None
+    test_subset: int | None = None
+    cache_dir: Path | None = None
+    weights: Path | None = None
+    init: Path | None = None
+    num_classes: int | None = None
+    threads: int | None = None
+    # training
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str | None = None
+    warmup_epochs: float | None = None
+    seed: int | None = None
+    device: str | None = None
+    # slimming
+    lam: float | None = None
+    shrink: float | None = None
+    beta: float | None = None
+    penalty: str | None = None
+    p: float | None = None
+    a: float | None = None
+    g: float | None = None
+    l: float | None = None  # noqa: E741 - SCAD's parameter name
+    round_to: int | None = None
+    zero_invariant: bool | None = None
+    # budget
+    target_macs: str | None = None
+    target_params: str | None = None
+    target_latency: str | None = None
+    profile: str | None = None
+    latency_table: Path | None = None
+    precision: str | None = None
+    taper_end: float | None = None
+    # run
+    force: bool = False
+    resume: bool = False
+    trust_pickle: bool = False
+
+    @classmethod
+    def from_options(cls, out_dir: Path, options: dict[str, Any]) -> SlimRequest:
+        """A request from option names (unknown keys are refused)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise EdgeslimError(f"unknown slim options {unknown}")
+        return cls(out_dir=Path(out_dir), **{k: v for k, v in options.items() if k != "out_dir"})
+
+    def options(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(req: SlimRequest) -> dict[str, Any]:
+    """Validate ``req`` before any data is loaded; returns the budget settings (dict or None)."""
+    from edgeslim.penalties import check_params
+    from edgeslim.slim import TRAIN_DIR
+    from edgeslim.sparsity.budget import budget_settings
+
+    if req.init is not None:
+        req.model, expected = str(req.init), req.model
+    else:
+        expected = None
+    if not req.model and not req.resume:
+        raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
+    if req.resume and not req.data_name:
+        for k, v in _saved_data_args(Path(req.out_dir) / TRAIN_DIR / "model.pt").items():
+            setattr(req, k, v)
+    if not req.data_name:
+        raise EdgeslimError(
+            "a data set is required (--data, e.g. fashion-mnist), on the command line or in --config"
+        )
+    opts = req.options()
+    budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
+    if req.lam is not None and req.shrink is not None:
+        raise EdgeslimError("give lambda or shrink, not both")
+    check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
+    return {"budget": None if budget is None else budget.to_dict(), "expected_arch": expected}
+
+
+def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict[str, Any]:
+    """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json)."""
+    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
+
+    extra = check(req)
+    out_dir = Path(req.out_dir)
+    with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
+                       interrupted=TRAIN_DIR):  # fmt: skip
+        if req.resume and not (out_dir / TRAIN_DIR / "model.pt").is_file():
+            raise EdgeslimError(
+                f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
+            )
+        return _run(req, extra, progress, on_collapse)
+
+
+def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: Any) -> dict[str, Any]:
+    import torch
+
+    from edgeslim.checkpoint import load_model
+    from edgeslim.data import load_dataset
+    from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
+    from edgeslim.train.config import TrainConfig
+
+    opts = {k: v for k, v in req.options().items() if v is not None}
+    opts.update({k: v for k, v in extra.items() if v is not None})
+    out_dir = Path(req.out_dir)
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    bundle = load_dataset(
+        req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset, seed=int(req.seed or 0),
+        cache_dir=req.cache_dir,
+    )  # fmt: skip
+    train_state = None
+    params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
+    given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant")
+    settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
+    train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
+    if req.resume:
+        loaded = load_model(out_dir / TRAIN_DIR / "model.pt", trust_pickle=req.trust_pickle)
+        if loaded.spec is None or not loaded.train_state:
+            raise EdgeslimError(
+                f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; start over with force"
+            )
+        model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
+        meta = {k: loaded.meta[k] for k in ("source", "weights", "head", "data_args") if k in loaded.meta}
+        saved = dict(loaded.meta.get("slimming") or {})
+        saved["shrink"] = None  # "lam" holds the lambda the run resolved
+        settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
+        config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
+    else:
+        torch.manual_seed(int(req.seed or 0))
+        model, spec, meta = _source_model(str(req.model), opts, bundle, req.trust_pickle)
+        config = TrainConfig(**train_over)
+        meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
+                             for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
+        meta = {"source": req.model, **meta}
+    try:
+        res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
+                         meta=meta)  # fmt: skip
+    except CollapseError:
+        if on_collapse is not None:
+            on_collapse(out_dir)
+        raise
+    res.report["out_dir"] = str(out_dir)
+    return res.report
+
+
+def _saved_data_args(path: Path) -> dict[str, Any]:
+    """The data options an interrupted run was started with (read from its checkpoint, weights only)."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+
+    if not path.is_file():
+        return {}
+    args = (load_checkpoint_dict(path).get("meta") or {}).get("data_args") or {}
+    return {
+        k: v
+        for k, v in args.items()
+        if v is not None and k in ("data_name", "data_dir", "subset", "test_subset")
+    }
+
+
+def _source_model(
+    target: str, opts: dict[str, Any], bundle: Any, trust_pickle: bool
+) -> tuple[Any, Any, dict]:
+    """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
+    with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
+    from edgeslim.checkpoint import load_model, looks_like_file, read_state_dict
+    from edgeslim.models.registry import ModelSpec, create_model
+    from edgeslim.models.user import build_with_weights, check_arch_trusted, head_classes, with_classes
+
+    weights = opts.get("weights")
+    meta: dict[str, Any] = {}
+    if looks_like_file(target):
+        if weights is not None:
+            raise EdgeslimError(f"--weights goes with an architecture name; {target} holds its own weights")
+        loaded = load_model(target, trust_pickle=trust_pickle)
+        if loaded.kind in ("torchscript", "exported"):
+            raise EdgeslimError(
+                f"{target} is a {loaded.kind} program, which cannot be trained (its code is compiled); give the "
+                "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
+            )
+        if loaded.recipe:
+            raise EdgeslimError(
+                f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
+            )
+        model, spec = loaded.model, loaded.spec
+        expected = opts.get("expected_arch")
+        if expected and spec is not None and spec.arch != expected:
+            raise EdgeslimError(
+                f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
+            )
+        if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
+            spec = ModelSpec(
+                f"pickle:{Path(target).resolve()}", head_classes(model) or bundle.num_classes,
+                bundle.in_channels, tuple(bundle.image_size),
+            )  # fmt: skip
+    else:
+        check_arch_trusted(target, trust_pickle)
+        spec = bundle.spec_for(target)
+        if weights is None:
+            model = create_model(spec)
+        else:
+            model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+            meta["weights"] = str(weights)
+    wanted = opts.get("num_classes")
+    if spec.num_classes != bundle.num_classes:
+        if wanted is None:
+            raise EdgeslimError(
+                f"the model has {spec.num_classes} classes but {bundle.name} has {bundle.num_classes}; pass "
+                f"--num-classes {bundle.num_classes} to replace the classifier head (it is trained from scratch)"
+            )
+    if wanted is not None and wanted != bundle.num_classes:
+        raise EdgeslimError(
+            f"--num-classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}"
+        )
+    if wanted is not None:
+        model, spec, change = with_classes(model, spec, wanted)
+        if change is not None:
+            meta["head"] = change
+    return model, spec, meta

@@ -1,0 +1,24 @@
+"""The names of the files in a run directory, spelled once.
+
+``edgeslim train`` writes ``model.pt``, ``log.jsonl``, ``report.json`` (and ``trained.pt``
+for three-stage runs); ``edgeslim slim`` writes ``model.pt`` (the slim model),
+``trained.pt``, ``report.json``, PNGs and the trainer's files under ``train/``;
+``edgeslim bench`` writes ``run.json``, ``report.md`` and PNGs.
+"""
+
+MODEL_FILE = "model.pt"  #: the run's model; in a training folder also the state for resuming
+TRAINED_FILE = "trained.pt"  #: the dense model after training, before pruning
+REPORT_FILE = "report.json"
+LOG_FILE = "log.jsonl"  #: one JSON record per epoch
+TRAIN_DIR = "train"  #: the trainer's folder inside a slim run
+
+RUN_FILE = "run.json"  #: a bench run's record
+RUN_REPORT_MD = "report.md"
+
+CHANNELS_PNG = "channels.png"
+GAMMA_HIST_PNG = "gamma_hist.png"
+BUDGET_PNG = "budget.png"
+LATENCY_PNG = "latency.png"
+LAYERS_PNG = "layers.png"
+LAYER_TIMES_PNG = "layer_times.png"
+MEMORY_PNG = "memory.png"

@@ -1,0 +1,134 @@
+"""Identify a file by its bytes before any loader touches it (nothing is unpickled or run).
+
+:func:`sniff` reads magic numbers, a zip's central directory (member names only), the top level
+of a protobuf message (tags and lengths; the payloads are skipped) or text. It never unpickles,
+imports, deserializes a model or decompresses a zip member, so it is safe on untrusted files.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+#: bytes read from the head of a file to classify it
+HEAD_BYTES = 4096
+#: every value :func:`sniff` returns
+KINDS = ("empty", "torchscript", "torch-export", "torch", "zip", "legacy", "onnx", "tensorrt-engine", "png",
+         "jpeg", "text", "unknown")  # fmt: skip
+#: a serialized TensorRT engine (plan) starts with this tag
+TRT_MAGIC = b"ftrt"
+#: ModelProto fields (onnx.proto): number -> protobuf wire type (0 varint, 2 length-delimited)
+_ONNX_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+_ONNX_GRAPH_FIELD = 7
+
+
+def zip_names(path: Path) -> list[str] | None:
+    """Member names of a zip archive, or None when ``path`` is not a readable zip."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
+def _zip_kind(names: list[str]) -> str:
+    if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+        return "torch-export"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "torch"
+    return "zip"
+
+
+def _is_trt_engine(head: bytes) -> bool:
+    """A TensorRT plan: the ``ftrt`` tag then binary header fields (NUL bytes among the next 60, so a
+    text file starting with "ftrt" stays text), first or after an Ultralytics header (uint32 LE
+    length, that many bytes of JSON metadata)."""
+    if head.startswith(TRT_MAGIC):
+        return b"\x00" in head[4:64]
+    if len(head) >= 8 and head[4:5] == b"{":
+        n = int.from_bytes(head[:4], "little")
+        return 4 + n + 4 <= len(head) and head[4 + n : 8 + n] == TRT_MAGIC
+    return False
+
+
+def _varint(f: BinaryIO) -> int | None:
+    shift = value = 0
+    for _ in range(10):
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def _is_onnx(f: BinaryIO, size: int) -> bool:
+    """Walk the top-level protobuf fields of a ModelProto without reading their payloads:
+    ``ir_version`` first (tag 0x08, a small varint), ModelProto's fields with their wire types
+    (unknown field numbers are allowed: a newer ONNX), a graph, and the last field ending exactly
+    at the end of the file (a truncated or padded file is not ONNX)."""
+    f.seek(0)
+    seen: list[int] = []
+    while f.tell() < size:
+        tag = _varint(f)
+        if tag is None or (not seen and tag != 0x08):
+            return False
+        field, wire = tag >> 3, tag & 7
+        if field == 0 or wire not in (0, 1, 2, 5) or _ONNX_MODEL_FIELDS.get(field, wire) != wire:
+            return False
+        if wire in (1, 5):  # fixed 64 / 32 bits
+            f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            seen.append(field)
+            continue
+        value = _varint(f)
+        if value is None or (not seen and not 1 <= value <= 100):  # ir_version: 3 (2017) .. 11 (2024)
+            return False
+        if wire == 2:
+            if f.tell() + value > size:
+                return False
+            f.seek(value, os.SEEK_CUR)
+        seen.append(field)
+    return f.tell() == size and _ONNX_GRAPH_FIELD in seen
+
+
+def sniff(path: str | Path) -> str:
+    """The kind of file at ``path``, from its bytes alone; one of :data:`KINDS`.
+
+    ``empty``; ``torchscript``, ``torch-export``, ``torch`` (a ``torch.save`` zip), ``zip`` (another
+    zip), from the member names; ``legacy`` (a pickle stream, protocol 2-5: pre-1.6 ``torch.save``
+    or ``pickle``); ``onnx`` (a protobuf ModelProto, checked field by field to the end of the
+    file); ``tensorrt-engine``; ``png``; ``jpeg``; ``text`` (UTF-8 without NUL bytes, JSON and YAML
+    included); ``unknown``.
+    """
+    p = Path(path)
+    with open(p, "rb") as f:
+        head = f.read(HEAD_BYTES)
+        if not head:
+            return "empty"
+        if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+            names = zip_names(p)
+            return "zip" if names is None else _zip_kind(names)
+        if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+            return "legacy"
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            return "png"
+        if head[:3] == b"\xff\xd8\xff":
+            return "jpeg"
+        if _is_trt_engine(head):
+            return "tensorrt-engine"
+        if head[0] == 0x08 and _is_onnx(f, os.fstat(f.fileno()).st_size):
+            return "onnx"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "text"
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(head) - 3:  # a multi-byte character cut at the read boundary
+                return "text"
+    return "unknown"

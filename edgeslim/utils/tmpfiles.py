@@ -1,0 +1,100 @@
+"""Removing the temporary files that killed writers leave behind.
+
+:func:`edgeslim.utils.io.atomic_path` writes ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` and renames it
+over ``NAME`` on success; a process killed in between (SIGKILL, power loss) leaves the temporary
+file. :func:`sweep_stale_tmp` removes such files for one target: only those that were last written
+before the current process started (so no write of this process, and no write that began after
+it, is touched) and that no process holds an ``flock`` on (a writer that wants protection from a
+concurrent sweep in another, older-started process may hold ``fcntl.flock(fd, LOCK_SH)`` on its
+temporary file while writing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+_IMPORTED_AT = time.time()
+
+
+def process_start_time() -> float:
+    """Wall-clock time (epoch seconds) the current process started; on systems without ``/proc``,
+    the time this module was imported (later than the start, so fewer files count as stale)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        started_ticks = int(fields[19])  # field 22 of stat(5), clock ticks after boot; fields[0] is field 3
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age - 0.5  # /proc/uptime has 10 ms steps: err towards keeping files
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED_AT
+
+
+def tmp_pattern(name: str) -> re.Pattern[str]:
+    """The names :func:`~edgeslim.utils.io.atomic_path` gives temporary files of target ``name``
+    (``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")``)."""
+    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp")
+
+
+def _locked(path: Path) -> bool:
+    """Whether another open file description holds an ``flock`` on ``path``."""
+    if fcntl is None:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return True  # cannot open it: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)  # closing releases the lock we took
+    return False
+
+
+def sweep_stale_tmp(
+    directory: str | os.PathLike, name: str, *, older_than: float | None = None
+) -> list[Path]:
+    """Remove the stale ``.{name}.*.tmp`` files in ``directory``; return the paths removed.
+
+    Stale: a regular file (not a link) last modified before ``older_than`` (epoch seconds; default
+    the current process's start time, :func:`process_start_time`) and not ``flock``-ed by anyone.
+    A missing ``directory`` is not an error; files that vanish or cannot be removed are skipped.
+    """
+    cutoff = process_start_time() if older_than is None else older_than
+    pat = tmp_pattern(name)
+    d = Path(directory)
+    try:
+        entries = list(os.scandir(d))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed: list[Path] = []
+    for entry in entries:
+        if not pat.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+            continue
+        path = d / entry.name
+        if _locked(path):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed

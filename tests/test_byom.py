@@ -1,0 +1,172 @@
+"""A user's first hour: their own torchvision/timm network, their weights, their image folder.
+
+Each saved form a PyTorch user has (an edgeslim checkpoint, a state_dict with the architecture
+named on the command line, a whole pickled module with --trust-pickle, their own code as
+``module:Factory``) is slimmed with ``--num-classes 3`` on a 3-class ImageFolder made from the
+CIFAR-10 JPEG zip, then exported (checked in ONNX Runtime on the folder's images) and benched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeslim.cli import main
+
+CLASSES = ("airplane", "cat", "ship")
+SLIM = ["--epochs", "3", "--batch-size", "32", "--threads", "1", "--shrink", "0.5"]
+
+
+@pytest.fixture(scope="module")
+def folder(cifar_zip, tmp_path_factory) -> Path:
+    """train/<class>/*.jpg (120 each) and test/<class>/*.jpg (40 each) for three CIFAR-10 classes."""
+    root = tmp_path_factory.mktemp("three") / "data"
+    with zipfile.ZipFile(cifar_zip) as zf:
+        for split, n in (("train", 120), ("test", 40)):
+            for cls in CLASSES:
+                names = sorted(
+                    x for x in zf.namelist() if x.startswith(f"{split}/{cls}/") and x.endswith(".jpg")
+                )
+                d = root / split / cls
+                d.mkdir(parents=True)
+                for name in names[:n]:
+                    (d / Path(name).name).write_bytes(zf.read(name))
+    return root
+
+
+def _run(args: list[str], capsys) -> str:
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    assert rc == 0, (args, cap.err[-3000:])
+    return cap.out + cap.err
+
+
+def _slim_export_bench(source: list[str], out: Path, folder: Path, capsys, trust: bool = False) -> dict:
+    extra = ["--trust-pickle"] if trust else []
+    text = _run(["slim", *source, "--data", "imagefolder", "--data-dir", folder, "--num-classes", "3", *SLIM,
+                 "--out", out, *extra], capsys)  # fmt: skip
+    assert "next: edgeslim export" in text
+    report = json.loads((out / "report.json").read_text())
+    assert report["verify"]["max_abs_diff"] < 1e-3
+    # export validates on the folder's own test images by default (the checkpoint records the data)
+    res = _json_out(["export", out / "model.pt", "--onnx", out / "slim.onnx", "--json", *extra], capsys)
+    assert res["onnx"]["validation"]["real_data"], res["onnx"]["validation"]
+    bench = _json_out(["bench", out / "slim.onnx", "--trials", "1", "--min-iters", "5", "--min-time", "0.01",
+                       "--warmup", "0.01", "--json"], capsys)  # fmt: skip
+    assert bench["models"]
+    return report
+
+
+def _json_out(args: list[str], capsys) -> dict:
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    assert rc == 0, (args, cap.err[-3000:])
+    return json.loads(cap.out)
+
+
+@pytest.mark.slow
+def test_torchvision_state_dict_and_checkpoint_and_pickle(folder, tmp_path, capsys):
+    from torchvision.models import resnet18
+
+    net = resnet18(num_classes=10).eval()
+    sd = tmp_path / "r18_sd.pt"
+    torch.save(net.state_dict(), sd)
+    rep = _slim_export_bench(["tv:resnet18", "--weights", sd], tmp_path / "sd", folder, capsys)
+    assert rep["head"] == {"head": "fc", "from": 10, "to": 3}
+    # a training script's checkpoint dict (weights under "model_state_dict", DDP prefixes)
+    ck = tmp_path / "r18_ck.pt"
+    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, ck)
+    assert _json_out(["info", "tv:resnet18", "--weights", ck, "--json"], capsys)["num_classes"] == 10
+    # a whole pickled module: refused without --trust-pickle, slimmed as it is with it
+    whole = tmp_path / "r18_whole.pt"
+    torch.save(net, whole)
+    assert main(["slim", str(whole), "--data", "imagefolder", "--data-dir", str(folder), "--out",
+                 str(tmp_path / "w0")]) == 2  # fmt: skip
+    assert "--trust-pickle" in capsys.readouterr().err
+    rep = _slim_export_bench([whole], tmp_path / "whole", folder, capsys, trust=True)
+    assert rep["head"]["to"] == 3 and rep["arch"].startswith("pickle:")
+    # the slim checkpoint of the edgeslim run is itself a source: slim it again? no, dense only
+    assert main(["slim", str(tmp_path / "sd" / "model.pt"), "--data", "imagefolder", "--data-dir",
+                 str(folder), "--out", str(tmp_path / "again")]) == 2  # fmt: skip
+    assert "already slimmed" in capsys.readouterr().err
+    # an edgeslim checkpoint of the 10-class network, given as a file and as --init with its name
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec
+
+    ck10 = save_model(tmp_path / "r18_es.pt", net, ModelSpec("tv:resnet18", 10, 3, (32, 32)))
+    rep = _slim_export_bench([ck10], tmp_path / "ckpt", folder, capsys)
+    assert rep["head"] == {"head": "fc", "from": 10, "to": 3}
+    rep = _slim_export_bench(["tv:resnet18", "--init", ck10], tmp_path / "init", folder, capsys)
+    assert rep["head"]["to"] == 3
+    assert main(["slim", "tv:resnet34", "--init", str(ck10), "--data", "imagefolder", "--data-dir", str(folder),
+                 "--num-classes", "3", "--out", str(tmp_path / "bad-init")]) == 2  # fmt: skip
+    assert "differs from the architecture of --init" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_timm_model_by_state_dict(folder, tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    net = timm.create_model("resnet18", pretrained=False, num_classes=5)
+    sd = tmp_path / "timm_sd.pt"
+    torch.save(net.state_dict(), sd)
+    rep = _slim_export_bench(["timm:resnet18", "--weights", sd], tmp_path / "t", folder, capsys)
+    assert rep["head"]["from"] == 5 and rep["head"]["to"] == 3
+    whole = tmp_path / "timm_whole.pt"
+    torch.save(net, whole)
+    rep = _slim_export_bench([whole], tmp_path / "tw", folder, capsys, trust=True)
+    assert rep["head"]["from"] == 5 and rep["head"]["to"] == 3
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec
+
+    ck = save_model(tmp_path / "timm_es.pt", net, ModelSpec("timm:resnet18", 5, 3, (32, 32)))
+    rep = _slim_export_bench([ck], tmp_path / "tc", folder, capsys)
+    assert rep["head"]["to"] == 3
+
+
+def test_own_code_module_factory(folder, tmp_path, capsys, monkeypatch):
+    (tmp_path / "mynets.py").write_text(
+        "import torch.nn as nn\n"
+        "def small(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("mynets", None)
+    rep = _slim_export_bench(["mynets:small"], tmp_path / "own", folder, capsys, trust=True)
+    assert rep["arch"] == "mynets:small"
+    # the checkpoint names user code: loading it later needs --trust-pickle
+    assert main(["info", str(tmp_path / "own" / "model.pt")]) == 2
+    assert "code from outside edgeslim" in capsys.readouterr().err
+
+
+def test_bad_byom_inputs_are_one_line(folder, tmp_path, capsys):
+    from torchvision.models import resnet18
+
+    sd = tmp_path / "sd.pt"
+    torch.save(resnet18(num_classes=10).state_dict(), sd)
+    base = ["--data", "imagefolder", "--data-dir", str(folder), "--out", str(tmp_path / "o")]
+    cases = [
+        (["slim", "tv:resnet18", "--weights", str(sd), *base], "pass --num-classes 3"),
+        (
+            ["slim", "tv:resnet18", "--weights", str(sd), "--num-classes", "4", *base],
+            "differs from the 3 classes",
+        ),
+        (
+            ["slim", "tv:resnet34", "--weights", str(sd), "--num-classes", "3", *base],
+            "does not fit the architecture",
+        ),
+        (["info", str(sd), "--weights", str(sd)], "--weights goes with an architecture name"),
+        (["info", "tv:resnet18", "--weights", str(tmp_path / "none.pt")], "does not exist"),
+        (["info", "pickle:" + str(sd)], "--trust-pickle"),
+        (["info", "no_such_module_xyz:Net", "--trust-pickle"], "cannot import 'no_such_module_xyz'"),
+    ]
+    for argv, msg in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -1,0 +1,497 @@
+"""Issue #13, library side: bounded image/zip reads, one-class folders, bench/export request checks,
+trtexec script quoting, stale temporary files, file sniffing."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+import textwrap
+import zipfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from edgeslim.errors import EdgeslimError
+
+
+# ---------------------------------------------------------------------------- images and zips
+def _png(width: int, height: int, rows: bool = True) -> bytes:
+    """A greyscale PNG of ``width`` x ``height`` zeros, compressed as it streams (never held whole);
+    with ``rows=False`` only the header (IHDR) is real and the pixel data is empty."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = b""
+    if rows:
+        z = zlib.compressobj(1)
+        block = bytes(width + 1) * max(1, (1 << 20) // (width + 1))  # filter byte 0 + zero pixels
+        per = len(block) // (width + 1)
+        parts = [z.compress(block) for _ in range(height // per)]
+        parts.append(z.compress(bytes(width + 1) * (height % per)))
+        idat = b"".join(parts) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _small_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tree(root: Path, first: bytes | None = None) -> Path:
+    """train/a, train/b, test/a with small real PNGs; ``first`` replaces train/a/0.png."""
+    for rel in ("train/a/0.png", "train/a/1.png", "train/b/0.png", "test/a/0.png"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(_small_png())
+    if first is not None:
+        (root / "train/a/0.png").write_bytes(first)
+    return root
+
+
+_LOAD = textwrap.dedent(
+    """
+    import resource, sys
+    from edgeslim.data import load_dataset
+    from edgeslim.errors import EdgeslimError
+    import PIL.Image, PIL.PngImagePlugin  # imported before the baseline
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        load_dataset("imagefolder", data_dir=sys.argv[1], cache_dir=sys.argv[2])
+        msg = "loaded"
+    except EdgeslimError as exc:
+        msg = "EdgeslimError: " + str(exc)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(f"{grown // 1024}\\n{msg}")
+    """
+)
+
+
+def _load_in_subprocess(data: Path, tmp: Path) -> tuple[int, str]:
+    """(peak RSS growth in MB, outcome) of loading ``data`` in a fresh process."""
+    r = subprocess.run([sys.executable, "-c", _LOAD, str(data), str(tmp / "cache")], capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    grown, msg = r.stdout.strip().split("\n", 1)
+    return int(grown), msg
+
+
+def test_zip_member_declaring_a_huge_size_is_refused_before_reading(tmp_path: Path) -> None:
+    """128 MiB of zeros deflate to ~130 KB: the member is refused by its declared size, unread."""
+    z = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in ("train/a/0.png", "train/b/0.png", "test/a/0.png"):
+            zf.writestr(rel, _small_png())
+        with zf.open("train/a/1.png", "w", force_zip64=True) as f:
+            for _ in range(128):
+                f.write(bytes(1 << 20))
+    assert z.stat().st_size < 2 << 20
+    grown, msg = _load_in_subprocess(z, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/a/1.png declares 128 MiB, over the 64 MiB limit"), msg
+    assert "\n" not in msg and grown < 48, (grown, msg)
+
+
+def test_oversized_image_file_is_refused_before_reading(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "tree")
+    with open(root / "train/b/1.png", "wb") as f:  # sparse: 65 MiB of zeros costing no disk
+        f.truncate(65 << 20)
+    grown, msg = _load_in_subprocess(root, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/b/1.png is 65 MiB, over the 64 MiB limit"), msg
+    assert grown < 48, (grown, msg)
+
+
+def test_image_with_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A real 10000x10000 PNG (100 Mpixel, ~100 KB): refused from its header, nothing decoded."""
+    root = _tree(tmp_path / "tree", first=_png(10000, 10000))
+    grown, msg = _load_in_subprocess(root, tmp_path)
+    assert msg.startswith("EdgeslimError: image train/a/0.png is too large to decode (10000x10000"), msg
+    assert "MAX_IMAGE_PIXELS" in msg and grown < 48, (grown, msg)
+
+
+def test_decompression_bomb_over_pils_own_limit_is_one_error(tmp_path: Path) -> None:
+    """Over 2x PIL's limit PIL raises DecompressionBombError in open(): one EdgeslimError instead,
+    also when it is not the first image (decode, not probe)."""
+    from edgeslim.data import load_dataset
+
+    root = _tree(tmp_path / "tree")
+    (root / "train/b/0.png").write_bytes(_png(20000, 20000, rows=False))
+    with pytest.raises(
+        EdgeslimError, match=r"image train/b/0.png is too large to decode .*limit is 50 Mpixel"
+    ):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+
+
+def test_one_class_image_folder_is_refused(tmp_path: Path) -> None:
+    from edgeslim.data import load_dataset
+
+    root = _tree(tmp_path / "tree")
+    for f in (root / "train/b").iterdir():
+        f.unlink()
+    (root / "train/b").rmdir()
+    with pytest.raises(
+        EdgeslimError, match=r"1 class folder\(s\) in train/ \(only 'a'\); a classifier needs at least 2"
+    ):
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    z = tmp_path / "one.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(root.rglob("*.png")):
+            zf.write(f, f.relative_to(root).as_posix())
+    with pytest.raises(EdgeslimError, match="a classifier needs at least 2"):
+        load_dataset("imagefolder", data_dir=z, cache_dir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------------------- trtexec script
+@pytest.mark.parametrize("version", ["10", "11"])
+def test_trtexec_script_passes_hostile_file_names_verbatim(tmp_path: Path, version: str) -> None:
+    """A file name with a space, ``$``, both quotes, a backslash and a newline (whose second line is a
+    command) reaches trtexec as exactly the intended argument, and nothing else runs."""
+    from edgeslim.export.trtexec import trtexec_plan
+
+    d = tmp_path / "out $HOME 'dir\""
+    d.mkdir()
+    name = "m $(touch pwned) `x` 'q\" \\\ntouch pwned #"
+    plan = trtexec_plan(d / f"{name}.onnx", d / f"{name}.fp32.engine", input_name="in put", input_shape=(3, 8, 8),
+                        precision="fp32", trt_version=version, dynamic_batch=True, batch=2, max_batch=4,
+                        timing_cache=d / f"{name}.cache", script_dir=d)  # fmt: skip
+    assert plan.onnx == f"{name}.onnx" and f"--onnx={name}.onnx" in plan.build
+    script = d / "build.sh"
+    script.write_text(plan.render())
+    log = tmp_path / "argv.jsonl"
+    fake = tmp_path / "trtexec"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "open(os.environ['ARGV_LOG'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")  # fmt: skip
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "ARGV_LOG": str(log), "HOME": "/nonexistent"}
+    r = subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 0, r.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls == [plan.build[1:], plan.run[1:]]
+    assert not list(tmp_path.rglob("pwned")) and not list(tmp_path.rglob("x"))
+
+
+# ---------------------------------------------------------------------------- bench timing / options
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"warmup_s": float("nan")}, "warmup_s must be a finite number"),
+        ({"min_time_s": float("inf")}, "min_time_s must be a finite number"),
+        ({"warmup_s": -1.0}, "warmup_s and warmup_iters must be >= 0"),
+        ({"min_time_s": -1.0}, "min_time_s >= 0"),
+        ({"max_time_s": 0.0}, r"max_time_s \(0.0\) must be > 0"),
+        ({"min_time_s": 5.0, "max_time_s": 2.0}, r"max_time_s \(2.0\) must be > 0 and >= min_time_s \(5.0\)"),
+        ({"min_iters": 0}, "min_iters >= 1"),
+        ({"min_iters": 50, "max_iters": 10}, r"max_iters \(10\) must be >= min_iters \(50\)"),
+        ({"warmup_iters": 2.5}, "warmup_iters must be an integer"),
+        ({"max_time_s": "60"}, "max_time_s must be a finite number"),
+    ],
+)
+def test_timing_config_refuses_nonsense(kw: dict, match: str) -> None:
+    from edgeslim.bench.timing import TimingConfig
+
+    with pytest.raises(EdgeslimError, match=match):
+        TimingConfig(**kw)
+
+
+def test_timing_config_accepts_edges() -> None:
+    from edgeslim.bench.timing import TimingConfig
+
+    cfg = TimingConfig(warmup_s=0, warmup_iters=0, min_iters=1, min_time_s=0.0, max_time_s=0.001)
+    assert TimingConfig(**cfg.to_dict()) == cfg  # the worker rebuilds it from the spec
+
+
+def test_bench_options_refused_before_measuring(tmp_path: Path) -> None:
+    """run_comparison and layer_table refuse bad options before opening or timing anything."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+
+    missing = str(tmp_path / "nothing.onnx")  # would fail later with "does not exist"
+    for kw, match in (({"options": {"threads": 0}}, r"options\['threads'\] must be an integer >= 1"),
+                      ({"options": {"threads": -2}}, r"got -2"), ({"trials": 0}, "trials must be an integer >= 1"),
+                      ({"batches": [1, 0]}, "batches must be a non-empty list"), ({"nice": 40}, "nice must be in"),
+                      ({"interval_ms": 0}, "interval_ms")):  # fmt: skip
+        args = {"models": {"model": missing}, "backend": "onnxruntime", "batches": [1], **kw}
+        with pytest.raises(EdgeslimError, match=match):
+            run_comparison(**args)
+    with pytest.raises(EdgeslimError, match=r"options\['threads'\]"):
+        layer_table(missing, "onnxruntime", 1, TimingConfig(), {"threads": 0})
+    with pytest.raises(EdgeslimError, match="batch must be an integer >= 1"):
+        layer_table(missing, "onnxruntime", 0, TimingConfig(), {})
+
+
+def test_bench_cli_nonsense_timing_is_one_line(tmp_path: Path, capsys) -> None:
+    """Whichever layer refuses (the CLI's option types or TimingConfig), one line and exit 2; values
+    valid one by one but inconsistent together reach TimingConfig."""
+    from edgeslim.cli import main
+
+    m = str(tmp_path / "m.onnx")
+    for args in (["--warmup", "nan"], ["--min-time", "-1"], ["--max-time", "0"], ["--threads", "-1"],
+                 ["--min-time", "5", "--max-time", "2"]):  # fmt: skip
+        assert main(["bench", m, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+    assert "max_time_s (2.0) must be > 0 and >= min_time_s (5.0)" in err
+
+
+# ---------------------------------------------------------------------------- export request
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"dynamic_batch": True, "batch": 8, "max_batch": 2}, r"max_batch \(2\) is below batch \(8\)"),
+        ({"batch": 0}, "batch must be an integer >= 1, got 0"),
+        ({"max_batch": -1}, "max_batch must be an integer >= 1"),
+        ({"n_validate": 0}, "n_validate must be"),
+        ({"calib_images": 0}, "calib_images must be"),
+        ({"opset": 5}, "opset 5 is out of range; use 9.."),
+        ({"opset": 99}, "opset 99 is out of range"),
+        ({"opset": 17.0}, "opset must be an integer"),
+        ({"precision": "int4"}, "precision must be one of fp32, fp16, int8"),
+        ({"exporter": "magic"}, "exporter must be one of"),
+        ({"compare_device": "tpu"}, "compare_device must be one of cpu, cuda"),
+        ({"workspace": "lots"}, "invalid size"),
+        ({"trt_version": "7"}, "older than 8.5"),
+        ({"onnx_path": Path("m.pt")}, "onnx_path m.pt should end in .onnx"),
+    ],
+)
+def test_export_request_refuses_inconsistent_values(kw: dict, match: str) -> None:
+    from edgeslim.export.pipeline import ExportRequest
+
+    with pytest.raises(EdgeslimError, match=match):
+        ExportRequest(**kw)
+
+
+def test_export_request_valid_and_cli(tmp_path: Path, capsys) -> None:
+    from edgeslim.cli import main
+    from edgeslim.export.pipeline import ExportRequest
+
+    ExportRequest(dynamic_batch=True, batch=8, max_batch=8)
+    ExportRequest(batch=64)  # max_batch only bounds a dynamic profile
+    out = tmp_path / "v.onnx"
+    assert (
+        main(
+            ["export", "vgg-small", "--onnx", str(out), "--dynamic-batch", "--batch", "8", "--max-batch", "2"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "max_batch (2) is below batch (8)" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+# ---------------------------------------------------------------------------- bench baseline
+def _onnx(path: Path, in_ch: int = 3, size: int = 16, classes: int = 10, width: int = 4,
+          dynamic: bool = False, two_outputs: bool = False) -> Path:  # fmt: skip
+    """A real ONNX export of a tiny CNN."""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(in_ch, width, 3, padding=1)
+            self.fc = nn.Linear(width, classes)
+
+        def forward(self, x):
+            y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+            return (y, y.softmax(1)) if two_outputs else y
+
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic else None
+    outs = ["output", "prob"] if two_outputs else ["output"]
+    torch.onnx.export(Net().eval(), (torch.zeros(1, in_ch, size, size),), str(path), dynamo=False,
+                      input_names=["input"], output_names=outs, dynamic_axes=axes, opset_version=17)  # fmt: skip
+    return path
+
+
+def test_bench_refuses_a_baseline_of_another_shape(tmp_path: Path, capsys, monkeypatch) -> None:
+    from edgeslim.bench.compare import check_comparable, io_signature, run_comparison
+    from edgeslim.cli import main
+
+    a = _onnx(tmp_path / "a.onnx")
+    assert io_signature(a) == {"inputs": [("input", [1, 3, 16, 16])], "outputs": [("output", [1, 10])]}
+    check_comparable(_onnx(tmp_path / "wide.onnx", width=16), a)  # pruned channels inside: comparable
+    check_comparable(_onnx(tmp_path / "dyn.onnx", dynamic=True), a)  # a dynamic batch matches 1
+    assert io_signature(tmp_path / "dyn.onnx")["inputs"] == [("input", [None, 3, 16, 16])]
+    cases = [
+        (_onnx(tmp_path / "grey.onnx", in_ch=1, size=28), r"baseline input shape \(1,1,28,28\) differs from the model's \(1,3,16,16\); compare two exports of the same network"),
+        (_onnx(tmp_path / "big.onnx", size=32), r"baseline input shape \(1,3,32,32\) differs"),
+        (_onnx(tmp_path / "c5.onnx", classes=5), r"baseline output shape \(1,5\) differs from the model's \(1,10\)"),
+        (_onnx(tmp_path / "two.onnx", two_outputs=True), r"has 2 outputs but the model .* has 1"),
+    ]  # fmt: skip
+    for baseline, match in cases:
+        with pytest.raises(EdgeslimError, match=match):
+            check_comparable(baseline, a)
+        with pytest.raises(EdgeslimError, match=match):  # before any measuring process starts
+            run_comparison({"baseline": str(baseline), "slim": str(a)}, "onnxruntime", [1], trials=1)
+    assert main(["bench", str(a), "--baseline", str(tmp_path / "grey.onnx"), "--trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "baseline input shape (1,1,28,28) differs" in err and len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "onnx", None)  # a device without onnx: onnxruntime reads the shapes
+    assert io_signature(tmp_path / "dyn.onnx") == {"inputs": [("input", [None, 3, 16, 16])],
+                                                   "outputs": [("output", [None, 10])]}  # fmt: skip
+    with pytest.raises(EdgeslimError, match=r"baseline input shape \(1,1,28,28\) differs"):
+        check_comparable(tmp_path / "grey.onnx", a)
+
+
+# ---------------------------------------------------------------------------- stale temporary files
+_KILLED_WRITER = """
+import os, signal, sys
+from edgeslim.utils.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a checkpoint")
+    os.kill(os.getpid(), signal.SIGKILL)  # killed mid-write: no cleanup, no rename
+"""
+_SWEEP = """
+import json, sys
+from edgeslim.utils.tmpfiles import sweep_stale_tmp
+print(json.dumps([p.name for p in sweep_stale_tmp(sys.argv[1], sys.argv[2])]))
+"""
+
+
+def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from edgeslim.utils.tmpfiles import sweep_stale_tmp
+
+    target = tmp_path / "model.pt"
+    r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], capture_output=True, timeout=60)
+    assert r.returncode == -9 and not target.exists()
+    (left,) = [p.name for p in tmp_path.iterdir()]
+    assert left.startswith(".model.pt.") and left.endswith(".tmp")
+    # decoys: other targets, look-alike names, a link and a directory matching the pattern
+    other = tmp_path / "elsewhere.txt"
+    other.write_text("keep")
+    decoys = [
+        ".model.pt.tmp",
+        ".model.pt.abc.tmp.bak",
+        ".other.pt.abc123.tmp",
+        ".modelXpt.abc123.tmp",
+        "model.pt",
+    ]
+    for n in decoys:
+        (tmp_path / n).write_text("keep")
+    (tmp_path / ".model.pt.link0001.tmp").symlink_to(other)
+    (tmp_path / ".model.pt.dir00001.tmp").mkdir()
+    old = time.time() - 60
+    for p in tmp_path.iterdir():
+        os.utime(p, (old, old), follow_symlinks=False)
+    # a new run (a fresh process) removes exactly the stale leftover
+    r = subprocess.run([sys.executable, "-c", _SWEEP, str(tmp_path), "model.pt"], capture_output=True, text=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [left]
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([*decoys, "elsewhere.txt", ".model.pt.link0001.tmp", ".model.pt.dir00001.tmp"])
+    assert other.read_text() == "keep"
+    assert sweep_stale_tmp(tmp_path / "missing", "model.pt") == []
+
+
+def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    from edgeslim.utils.tmpfiles import process_start_time, sweep_stale_tmp
+
+    t0 = time.time()
+    code = "from edgeslim.utils.tmpfiles import process_start_time as t; print(t())"
+    started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
+    assert t0 - 1.0 <= started <= time.time() and process_start_time() < t0
+    recent = tmp_path / ".run.json.recent01.tmp"
+    recent.write_text("{}")  # written by this process, after it started
+    assert sweep_stale_tmp(tmp_path, "run.json") == [] and recent.exists()
+    locked = tmp_path / ".run.json.locked01.tmp"
+    locked.write_text("{}")
+    with open(locked) as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # a live writer protecting its file
+        removed = sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5)
+        assert removed == [recent] and locked.exists()
+    assert sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5) == [locked]
+
+
+# ---------------------------------------------------------------------------- sniffing model files
+def test_sniff_real_files(tmp_path: Path) -> None:
+    """Every kind from a real file; nothing is unpickled (a pickle that would run code on load is
+    sniffed as legacy without running)."""
+    import os
+    import pickle
+    import random
+
+    import torch
+    from torch import nn
+
+    from edgeslim.utils.sniff import KINDS, sniff
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
+    noise = random.Random(0).randbytes(4096)  # fixed: starts with no magic number, holds NUL bytes
+    files = {
+        "state.pt": ("torch", lambda p: torch.save({"state_dict": m.state_dict(), "epoch": 3}, p)),
+        "whole.pt": ("torch", lambda p: torch.save(m, p)),
+        "script.pt": ("torchscript", lambda p: torch.jit.save(torch.jit.script(m), p)),
+        "prog.pt2": ("torch-export", lambda p: torch.export.save(torch.export.export(m, (torch.zeros(1, 1, 8, 8),)), p)),
+        "legacy.pt": ("legacy", lambda p: torch.save({"a": 1}, p, _use_new_zipfile_serialization=False)),
+        "model.onnx": ("onnx", lambda p: _onnx(Path(p))),
+        "empty.pt": ("empty", lambda p: Path(p).write_bytes(b"")),
+        "notes.txt": ("text", lambda p: Path(p).write_text("arch: vgg-small\nnote: ünïcode ✓\n")),
+        "report.json": ("text", lambda p: Path(p).write_text(json.dumps({"metric": "latency", "x": [1, 2]}))),
+                "img.png": ("png", lambda p: Path(p).write_bytes(_small_png())),
+        "img.jpg": ("jpeg", lambda p: __import__("PIL.Image").Image.new("RGB", (8, 8)).save(p)),
+        "ftrt.txt": ("text", lambda p: Path(p).write_text("ftrt is not an engine when it is text\n")),
+        "random.bin": ("unknown", lambda p: Path(p).write_bytes(noise)),
+        "plain.zip": ("zip", lambda p: zipfile.ZipFile(p, "w").writestr("a/readme.txt", "hi")),
+        "fake.onnx": ("unknown", lambda p: Path(p).write_bytes(b"\x08\x07\x12\x05hello" + noise[:64])),
+        "engine.plan": ("tensorrt-engine", lambda p: Path(p).write_bytes(b"ftrt\xe8\x00\x00\x00" + noise[:60])),
+    }  # fmt: skip
+    for name, (kind, make) in files.items():
+        make(str(tmp_path / name))
+        assert kind in KINDS and sniff(tmp_path / name) == kind, name
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Evil(), protocol=4))
+    assert sniff(tmp_path / "evil.pkl") == "legacy" and not (tmp_path / "pwned").exists()
+    evil_zip = tmp_path / "evil.pt"  # torch.save layout around that pickle
+    with zipfile.ZipFile(evil_zip, "w") as z:
+        z.writestr("evil/data.pkl", pickle.dumps(Evil()))
+        z.writestr("evil/version", "3\n")
+    assert sniff(evil_zip) == "torch" and not (tmp_path / "pwned").exists()
+    onnx_bytes = (tmp_path / "model.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(onnx_bytes[:-7])  # truncated: the last field overruns the file
+    assert sniff(tmp_path / "cut.onnx") == "unknown"
+    (tmp_path / "padded.onnx").write_bytes(onnx_bytes + noise[:16])  # trailing bytes: not one ModelProto
+    assert sniff(tmp_path / "padded.onnx") == "unknown"
+
+
+def test_bench_refuses_torch_models_of_different_shapes_after_the_first_trial(tmp_path: Path) -> None:
+    """Model files that carry no readable signature are checked on what their measuring processes
+    fed and got back: same batch, different shapes -> refused after the first trial."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    paths = {}
+    for name, ch, hw in (("grey", 1, 28), ("rgb", 3, 32)):
+        spec = ModelSpec(arch="vgg-small", num_classes=10, in_channels=ch, input_size=[hw, hw])
+        paths[name] = str(save_model(tmp_path / f"{name}.pt", create_model(spec), spec))
+    fast = TimingConfig(warmup_s=0, warmup_iters=1, min_iters=3, min_time_s=0, max_time_s=5)
+    common = {"backend": "torch", "batches": [2], "trials": 2, "timing": fast, "options": {"threads": 1},
+              "tegrastats": False}  # fmt: skip
+    seen: list[str] = []
+    with pytest.raises(
+        EdgeslimError, match=r"baseline input shape \(2,1,28,28\) differs from the model's \(2,3,32,32\)"
+    ):
+        run_comparison({"baseline": paths["grey"], "slim": paths["rgb"]}, on_trial=lambda t, lab, r: seen.append(lab),
+                       **common)  # fmt: skip
+    assert seen == ["baseline"]  # refused as soon as both had run once, not after every trial
+    rec = run_comparison({"baseline": paths["rgb"], "slim": paths["rgb"]}, **{**common, "trials": 1})
+    assert rec["trials"][0]["io"] == {"batch": 2, "inputs": [[2, 3, 32, 32]], "outputs": [[2, 10]]}

@@ -1,0 +1,157 @@
+"""Run directories: one run at a time (a lock), kill -9 leaves no stale lock and nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from edgeslim.cli import main
+
+SMALL = ["--data", "digits", "--batch-size", "32", "--threads", "1"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgeslim", *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, lines: int = 0, timeout: float = 180) -> None:
+    """Until ``path`` exists (with at least ``lines`` lines) while ``proc`` runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and (lines == 0 or path.read_text().count("\n") >= lines):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not appear (exit {proc.poll()}): {proc.stderr.read().decode()[-800:]}")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--arch", "vgg-small", *SMALL, "--epochs", "3"],
+        ["slim", "vgg-small", *SMALL, "--epochs", "3", "--test-subset", "64"],
+    ],
+    ids=["train", "slim"],
+)
+def test_second_run_into_the_same_directory_is_refused(command, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = _start(*command, "--out", str(out))
+    try:
+        _wait_for(out / ".edgeslim.lock", first)
+        time.sleep(0.5)  # the lock is taken right after the file is created
+        assert main([*command, "--out", str(out), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert f"another edgeslim run (pid {first.pid}) is writing to {out}" in err, err
+        assert len(err.strip().splitlines()) == 1
+    finally:
+        rc = first.wait(timeout=300)
+    assert rc == 0, first.stderr.read().decode()[-1500:]
+    # the first run's results are whole: its checkpoint loads and its log has one line per epoch
+    model = out / ("model.pt" if command[0] == "train" else "train/model.pt")
+    assert torch.load(model, weights_only=True)["train_state"]["epoch"] == 3
+
+
+def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", *SMALL, "--epochs", "3", "--test-subset", "64", "--out", str(out)]
+    proc = _start(*args)
+    _wait_for(out / "train" / "log.jsonl", proc, lines=1)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    # an interrupted run is neither overwritten nor mixed with a new one by accident
+    assert main(args) == 2
+    assert "holds an interrupted run" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0  # the dead run's lock went with its process
+    assert (out / "model.pt").is_file() and not list(out.rglob(".*.tmp"))
+
+
+def test_export_killed_mid_write_keeps_the_previous_file(tmp_path):
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "resnet20", "--onnx", str(onnx_path), "--no-validate"]) == 0
+    before = onnx_path.read_bytes()
+    for delay in (0.5, 1.5, 3.0):
+        proc = _start(
+            "export", "resnet20", "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "18"
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        data = onnx_path.read_bytes()
+        if data != before:  # the new export completed before the kill: whole, never partial
+            onnx.checker.check_model(onnx.load_from_string(data))
+            before = data
+    onnx.checker.check_model(onnx.load(str(onnx_path)))
+
+
+def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path):
+    """A writer killed between temp file and rename leaves ``.NAME.*.tmp``; the next write removes it."""
+    target = tmp_path / "model.pt"
+    code = (
+        "import os, sys, time\n"
+        "from edgeslim.utils.io import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_bytes(b'partial')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())
+    left = Path(proc.stdout.readline().decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert left.exists() and not target.exists()
+    time.sleep(1.0)  # a rerun comes later than the kill; files younger than the rerun's start are kept
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from edgeslim.utils.io import atomic_write_text; atomic_write_text({str(target)!r}, 'x')",
+        ],
+        check=True,
+        env=_env(),
+    )
+    assert target.read_text() == "x" and not left.exists()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_two_exports_into_one_file_leave_a_whole_onnx(tmp_path):
+    """No lock on single files: each export renames a complete temp file, so the last one wins whole."""
+    onnx_path = tmp_path / "m.onnx"
+    procs = [
+        _start("export", arch, "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "17")
+        for arch in ("resnet20", "vgg-small")
+    ]
+    codes = [p.wait(timeout=300) for p in procs]
+    assert codes == [0, 0], [p.stderr.read().decode()[-800:] for p in procs]
+    model = onnx.load(str(onnx_path))
+    onnx.checker.check_model(model)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("lr", ["1e30", "40"])
+def test_a_diverging_run_saves_nothing_as_success(lr, tmp_path, capsys):
+    """A learning rate that blows the weights up ends in one line and exit 2, with no NaN model on disk."""
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "vgg-small", *SMALL, "--epochs", "2", "--lr", lr, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()  # epoch lines (stderr is not a terminal), then the one error
+    assert "diverged" in lines[-1] and lines[-1].startswith("error: ") and "Traceback" not in err, err
+    assert sum(x.startswith("error: ") for x in lines) == 1
+    if (out / "model.pt").exists():  # an earlier epoch's checkpoint may stand; it must be finite
+        sd = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())

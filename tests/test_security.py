@@ -1,0 +1,186 @@
+"""No model file runs code unless the user trusts it (``--trust-pickle``), whatever its format.
+
+Each crafted file below carries a payload that writes a marker file when unpickled. Every test
+first proves the payload is live (the format's own loader, in a subprocess, runs it), then that
+no edgeslim command that loads a model runs it without ``--trust-pickle``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.cli import main
+
+
+class _Payload:
+    """Unpickling this object runs ``exec``: it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.code = f"open({str(marker)!r}, 'w').write('ran')"
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+def _payload_bytes(marker: Path) -> bytes:
+    return pickle.dumps(_Payload(marker), protocol=2)
+
+
+class _Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x)) + torch.tensor(1.0)
+
+
+def _export_archive(path: Path) -> None:
+    ep = torch.export.export(_Tiny().eval(), (torch.randn(1, 3, 32, 32),))
+    torch.export.save(ep, path)
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    """Copy the zip ``src`` to ``dst``, passing each (name, bytes) through ``edit``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, edit(info.filename, zin.read(info.filename)))
+
+
+def _pickled_entry(config_suffix: str, payload_dir: str):
+    """Mark the first payload of a weights/constants config as pickled and replace its bytes."""
+    state: dict[str, str] = {}
+
+    def edit(marker: Path):
+        def fn(name: str, data: bytes) -> bytes:
+            if name.endswith(config_suffix):
+                cfg = json.loads(data)
+                first = next(iter(cfg["config"].values()))
+                first["use_pickle"] = True
+                state["target"] = first["path_name"]
+                return json.dumps(cfg).encode()
+            return data
+
+        return fn
+
+    def payload(marker: Path):
+        def fn(name: str, data: bytes) -> bytes:
+            if name.endswith(f"{payload_dir}/{state['target']}"):
+                return _payload_bytes(marker)
+            return data
+
+        return fn
+
+    return edit, payload
+
+
+def _craft(kind: str, tmp: Path, marker: Path) -> Path:
+    """A model file of ``kind`` whose loading by its own loader runs the payload."""
+    if kind == "whole-pickle":
+        path = tmp / "whole.pt"
+        path.write_bytes(_payload_bytes(marker))
+        return path
+    if kind == "torch-save-zip":  # a torch.save zip whose data.pkl holds the payload
+        path = tmp / "evil.pt"
+        buf = io.BytesIO()
+        torch.save({"a": torch.zeros(1)}, buf)
+        src = tmp / "plain.pt"
+        src.write_bytes(buf.getvalue())
+        _rewrite(src, path, lambda n, d: _payload_bytes(marker) if n.endswith("/data.pkl") else d)
+        return path
+    base = tmp / "base.pt2"
+    _export_archive(base)
+    path = tmp / f"{kind}.pt2"
+    if kind == "export-sample-inputs":  # loaded with a weights_only=False fallback
+        _rewrite(base, path, lambda n, d: _payload_bytes(marker) if "/sample_inputs/" in n else d)
+    elif kind in ("export-weight", "export-constant"):
+        sub = "weights" if kind == "export-weight" else "constants"
+        edit, payload = _pickled_entry(f"_{sub}_config.json", f"data/{sub}")
+        mid = tmp / "mid.pt2"
+        _rewrite(base, mid, edit(marker))
+        _rewrite(mid, path, payload(marker))
+    else:
+        raise ValueError(kind)
+    return path
+
+
+#: (kind, the loader that runs the payload when the file is trusted)
+LIVE = {
+    "whole-pickle": "torch.load(p, weights_only=False)",
+    "torch-save-zip": "torch.load(p, weights_only=False)",
+    "export-sample-inputs": "torch.export.load(p)",
+    "export-weight": "torch.export.load(p)",
+    "export-constant": "torch.export.load(p)",
+}
+
+#: every command that loads a model file, with the arguments that make it load ``{m}``
+COMMANDS = [
+    ["info", "{m}", "--input-shape", "3,32,32"],
+    ["graph", "{m}", "--input-shape", "3,32,32"],
+    ["prune", "{m}", "-o", "{tmp}/o.pt", "--input-shape", "3,32,32"],
+    ["export", "{m}", "--onnx", "{tmp}/o.onnx", "--input-shape", "3,32,32"],
+    ["bench", "{m}", "--backend", "torch", "--input-shape", "3,32,32", "--trials", "1", "--min-time", "0.01"],
+    ["slim", "{m}", "--data", "digits", "--epochs", "1", "--out", "{tmp}/slim"],
+    [
+        "train",
+        "--init",
+        "{m}",
+        "--arch",
+        "vgg-small",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        "{tmp}/t",
+    ],
+]
+
+
+@pytest.mark.parametrize("kind", list(LIVE))
+def test_no_command_runs_a_payload_without_trust(kind, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    path = _craft(kind, tmp_path, marker)
+    # The payload is live: the format's own loader runs it.
+    code = f"import torch, warnings; warnings.simplefilter('ignore'); p = {str(path)!r}\ntry:\n {LIVE[kind]}\nexcept Exception:\n pass"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+    assert marker.exists(), f"{kind}: the crafted payload did not run under {LIVE[kind]}"
+    marker.unlink()
+    for argv in COMMANDS:
+        args = [a.format(m=path, tmp=tmp_path) for a in argv]
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert not marker.exists(), f"edgeslim {args[0]} ran the payload of a {kind} file"
+        assert "--trust-pickle" in err, (args[0], err)
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_torchscript_needs_trust_in_every_command(tmp_path, capsys):
+    ts = tmp_path / "m.ts"
+    torch.jit.script(_Tiny().eval()).save(str(ts))
+    for argv in COMMANDS:
+        args = [a.format(m=ts, tmp=tmp_path) for a in argv]
+        assert main(args) == 2, args
+        assert "TorchScript archive" in capsys.readouterr().err
+
+
+def test_trusted_export_archive_still_loads(tmp_path):
+    from edgeslim.checkpoint import load_model
+
+    path = tmp_path / "ok.pt2"
+    _export_archive(path)
+    x = torch.randn(1, 3, 32, 32)
+    loaded = load_model(path, trust_pickle=True)
+    assert loaded.kind == "exported"
+    assert torch.allclose(loaded.model(x), torch.export.load(path).module()(x))
