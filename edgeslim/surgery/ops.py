@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeslim.channels.norm import NORM_TYPES
+
 #: Modules applied channel by channel (same channel in, same channel out, any spatial change).
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU,
@@ -27,7 +29,7 @@ POOL_MODULES: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
     nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )  # fmt: skip
-BN_MODULES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._BatchNorm,)
+BN_MODULES: tuple[type[nn.Module], ...] = NORM_TYPES  # any BatchNorm (edgeslim.channels.norm)
 CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
 LINEAR_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
 FLATTEN_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten,)

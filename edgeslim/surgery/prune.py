@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
@@ -166,7 +167,7 @@ def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -
 def _layer_shape(m: nn.Module) -> list[int]:
     if isinstance(m, nn.Linear):
         return [m.in_features, m.out_features]
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if is_batchnorm(m):
         return [m.num_features]
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
         return [m.in_channels, m.out_channels]
