@@ -321,6 +321,16 @@ def test_registry_does_not_import_optional_model_sources():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_yolo_checkpoint_is_a_pickle_and_needs_trust(tmp_path):
+    from edgeslim.models import create_model
+    from edgeslim.models.yolo import load_yolo_checkpoint
+
+    with pytest.raises(EdgeslimError, match="pickle"):
+        create_model(f"yolo:{tmp_path / 'best.pt'}")
+    with pytest.raises(EdgeslimError, match="trust_pickle"):
+        load_yolo_checkpoint(str(tmp_path / "best.pt"))
+
+
 def _zero_groups(m: nn.Module, x: torch.Tensor, frac: float = 0.3) -> int:
     gen = torch.Generator().manual_seed(0)
     mods, n = dict(m.named_modules()), 0

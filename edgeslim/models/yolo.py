@@ -2,9 +2,11 @@
 
 A name without a path is the ultralytics model yaml of that name (``yolov8n`` -> ``yolov8n.yaml``,
 shipped with ultralytics; random weights, nothing is downloaded). A ``.yaml`` path is built the same
-way; a ``.pt`` path is an ultralytics checkpoint, loaded by ultralytics (a pickle: only load
-files you trust). ``num_classes`` and ``in_channels`` are passed to the yaml builder.
-The task (detect / segment / pose / obb / classify) follows the name's suffix.
+way. ``num_classes`` and ``in_channels`` are passed to the yaml builder. The task (detect /
+segment / pose / obb / classify) follows the name's suffix.
+
+An ultralytics ``.pt`` checkpoint is a pickle (loading it runs code), so no architecture name
+loads one: :func:`load_yolo_checkpoint` does, in Python, with ``trust_pickle=True``.
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ def list_yolo_models() -> list[str]:
 
 def build_yolo_model(name: str, num_classes: int = 80, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """An ultralytics model from a yaml name/path (random weights) or a ``.pt`` checkpoint."""
-    tasks = require("ultralytics.nn.tasks", "yolo", "for yolo: models")
     if name.endswith(".pt"):
-        if not Path(name).is_file():
-            raise EdgeslimError(f"yolo:{name}: no such file")
-        model, _ = tasks.load_checkpoint(name)
-        return model.float().eval()
+        raise EdgeslimError(
+            f"yolo:{name} is an ultralytics checkpoint, a pickle that runs code when loaded; load it in Python "
+            "with edgeslim.models.yolo.load_yolo_checkpoint(path, trust_pickle=True), or use the model's yaml"
+        )
+    tasks = require("ultralytics.nn.tasks", "yolo", "for yolo: models")
     stem = Path(name).stem
     cls_name = next((c for s, c in _TASKS.items() if stem.endswith(s)), "DetectionModel")
     cfg = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
@@ -53,6 +55,20 @@ def build_yolo_model(name: str, num_classes: int = 80, in_channels: int = 3, **k
             f"cannot build yolo:{name} ({type(exc).__name__}: {str(exc)[:120]}); use an ultralytics yaml name "
             "such as yolov8n or yolo11n-seg, or a path to a .yaml or .pt file"
         ) from exc
+
+
+def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
+    """The model of an ultralytics ``.pt`` checkpoint (float32, eval mode); it is a pickle, so only
+    with ``trust_pickle=True`` (only for files you trust)."""
+    if not trust_pickle:
+        raise EdgeslimError(
+            f"{path} unpickles a file, which can run arbitrary code; pass trust_pickle=True if you trust it"
+        )
+    if not Path(path).is_file():
+        raise EdgeslimError(f"{path}: no such file")
+    tasks = require("ultralytics.nn.tasks", "yolo", "for ultralytics checkpoints")
+    model, _ = tasks.load_checkpoint(path)
+    return model.float().eval()
 
 
 register_prefix("yolo", build_yolo_model, list_yolo_models)
