@@ -98,6 +98,25 @@ def test_every_dict_and_nested_output_is_an_output():
     assert out["feat"].shape[1] == 8 and out["deep"][1][0].shape[1] == 8
 
 
+def test_detection_backbone_dict_outputs_keep_their_channels():
+    """torchvision's IntermediateLayerGetter (detection backbones) returns a dict of feature maps."""
+    from torchvision.models import resnet18
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    m = IntermediateLayerGetter(resnet18(), {"layer2": "p3", "layer4": "p5"}).eval()
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 64, 64)
+    g = build_graph(m, x)
+    returned = {"layer2.1.bn2", "layer4.1.bn2"}  # they write the returned residual streams
+    assert not any(name in returned for bg in g.bn_groups() for name, _ in bg.members)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    out = res.model(x)
+    assert zeroed > 0 and res.report["removed_channels"] == zeroed
+    assert out["p3"].shape[1] == 128 and out["p5"].shape[1] == 512
+    assert exact(m, res.model, x) < 1e-10
+
+
 def test_verifier_compares_every_output_and_rejects_a_shape_change():
     a, b = torch.zeros(1, 4), torch.zeros(1, 4)
     assert _compare([[a, b]], [[a, b + 1]])["max_abs_diff"] == 1.0  # the second tensor counts
