@@ -10,10 +10,12 @@ from __future__ import annotations
 from edgeslim.surgery.graph import BNGroup, ChannelGroup, DependencyGraph, build_graph
 from edgeslim.surgery.prune import PruneResult, prune, prune_with_report, verify
 from edgeslim.surgery.recipe import apply_recipe, compose_recipes
+from edgeslim.surgery.rules import ChannelRule, register_channel_rule, register_leaf
 
 __all__ = [
     "BNGroup",
     "ChannelGroup",
+    "ChannelRule",
     "DependencyGraph",
     "PruneResult",
     "apply_recipe",
@@ -21,5 +23,7 @@ __all__ = [
     "compose_recipes",
     "prune",
     "prune_with_report",
+    "register_channel_rule",
+    "register_leaf",
     "verify",
 ]

@@ -1,7 +1,8 @@
 """Channel dependency graph: which (layer, dim, index) read or write the same channel.
 
-The model is traced with ``torch.fx.symbolic_trace`` and run once on an example input by an
-fx interpreter. Next to every real value the interpreter carries a *label map*: for each
+The model is run once, eagerly, on "meta" tensors of the example input's shape while a
+``TorchFunctionMode`` sees every torch function it calls (module calls are seen through
+hooks, for the module names). Next to every value the capture carries a *label map*: for each
 element, the id of the channel *slot* it belongs to. Conv/Linear outputs get fresh slots,
 channel-wise ops pass labels through, residual adds and SE multiplies union the labels of
 their operands, concat/chunk offset them, and shape ops (flatten, view, permute) are applied
@@ -18,17 +19,23 @@ is then folded into the consumer's bias.
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import itertools
 import math
-import operator
+import os
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, fx, nn
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.overrides import TorchFunctionMode
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.surgery import ops
+from edgeslim.surgery import ops, rules
 from edgeslim.utils.modes import eval_mode
 
 ZERO, CONST, VAR = 0, 1, 2
@@ -62,9 +69,11 @@ class Touch:
     """One layer dimension that indexes channels: ``labels[i]`` is the slot of index i."""
 
     module: str
-    kind: str  # conv_out | conv_in | dw | bn | linear_out | linear_in
+    kind: str  # conv_out | conv_in | dw | bn | linear_out | linear_in | custom* | param
     labels: Tensor
     read_state: Tensor | None = None  # consumers: ZERO/CONST/VAR of what they read
+    attr: str = ""  # kind "param": the per-channel parameter/buffer of ``module``
+    dim: int = 0  # kind "param": its channel axis
 
 
 @dataclass
@@ -152,33 +161,36 @@ def _ranges(idx: Tensor) -> str:
 
 
 class _UnionFind:
+    """Connected components of channel slots: unions are collected, then solved at once."""
+
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self.n = 0
+        self.edges: list[tuple[Tensor, Tensor]] = []
 
     def new(self, n: int) -> Tensor:
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start, self.n = self.n, self.n + n
         return torch.arange(start, start + n)
 
-    def find(self, a: int) -> int:
-        p = self.parent
-        while p[a] != a:
-            p[a] = p[p[a]]
-            a = p[a]
-        return a
-
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
-        pairs = torch.stack([a.reshape(-1), b.reshape(-1)], 1)
-        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-        if pairs.numel() == 0:
-            return
-        for x, y in torch.unique(pairs, dim=0).tolist():
-            rx, ry = self.find(x), self.find(y)
-            if rx != ry:
-                self.parent[max(rx, ry)] = min(rx, ry)
+        a, b = a.reshape(-1), b.reshape(-1)
+        keep = a != b
+        if bool(keep.any()):
+            self.edges.append((a[keep], b[keep]))
 
     def roots(self) -> Tensor:
-        return torch.tensor([self.find(i) for i in range(len(self.parent))], dtype=torch.long)
+        """Smallest slot id of every slot's component (min-label propagation with pointer jumping)."""
+        lab = torch.arange(self.n)
+        if not self.edges:
+            return lab
+        a = torch.cat([e[0] for e in self.edges])
+        b = torch.cat([e[1] for e in self.edges])
+        while True:
+            m = torch.minimum(lab[a], lab[b])
+            new = lab.scatter_reduce(0, a, m, "amin").scatter_reduce_(0, b, m, "amin")
+            new = new[new]
+            if torch.equal(new, lab):
+                return lab
+            lab = new
 
 
 def _is_tensor(v: Any) -> bool:
@@ -197,28 +209,285 @@ def _compress(labels: Tensor, state: Tensor) -> Info:
     return Info(labels.contiguous(), state.contiguous(), False, shape)
 
 
-class _Analyser(fx.Interpreter):
-    """Runs the traced model and builds the label/state maps and layer touches."""
+class _Dim(int):
+    """An int read from a tensor's shape: sizes computed from it follow surgery, literals do not."""
 
-    def __init__(self, gm: fx.GraphModule, real: fx.GraphModule) -> None:
-        super().__init__(gm)
+    def __add__(self, o: Any) -> Any:
+        return _dim(int.__add__(self, o))
+
+    def __radd__(self, o: Any) -> Any:
+        return _dim(int.__radd__(self, o))
+
+    def __sub__(self, o: Any) -> Any:
+        return _dim(int.__sub__(self, o))
+
+    def __rsub__(self, o: Any) -> Any:
+        return _dim(int.__rsub__(self, o))
+
+    def __mul__(self, o: Any) -> Any:
+        return _dim(int.__mul__(self, o))
+
+    def __rmul__(self, o: Any) -> Any:
+        return _dim(int.__rmul__(self, o))
+
+    def __floordiv__(self, o: Any) -> Any:
+        return _dim(int.__floordiv__(self, o))
+
+    def __rfloordiv__(self, o: Any) -> Any:
+        return _dim(int.__rfloordiv__(self, o))
+
+    def __mod__(self, o: Any) -> Any:
+        return _dim(int.__mod__(self, o))
+
+    def __neg__(self) -> Any:
+        return _dim(int.__neg__(self))
+
+
+def _dim(v: Any) -> Any:
+    return _Dim(v) if type(v) is int else v
+
+
+def _is_literal(v: Any) -> bool:
+    """A size written in the model's code (not computed from a tensor shape)."""
+    return type(v) is int
+
+
+@dataclass
+class Call:
+    """One captured torch call: the function, its real arguments, the module it ran in."""
+
+    func: Any
+    args: tuple
+    kwargs: dict
+    module: str
+    target: str = ""  # the layer a conv/linear/bn call belongs to
+
+    @property
+    def name(self) -> str:
+        return self.module or "<model>"
+
+
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _meta_conv(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.conv1d/2d`` from the shape formula (the meta kernel is slow); None
+    for anything unusual (string padding, odd arguments)."""
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    x, w = a.get("input"), a.get("weight")
+    if not (_is_tensor(x) and _is_tensor(w)) or x.dim() != w.dim() or isinstance(a.get("padding"), str):
+        return None
+    k = w.dim() - 2
+    conf = []
+    for key, default in (("stride", 1), ("padding", 0), ("dilation", 1)):
+        v = a.get(key, default)
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,) * k
+        if len(v) == 1:
+            v = v * k
+        if len(v) != k:
+            return None
+        conf.append(v)
+    sizes = [
+        (h + 2 * p - d * (kk - 1) - 1) // st + 1 for h, kk, st, p, d in zip(x.shape[2:], w.shape[2:], *conf)
+    ]
+    if min(sizes) < 1 or x.shape[1] != w.shape[1] * int(a.get("groups", 1)):
+        return None
+    return x.new_empty((x.shape[0], w.shape[0], *sizes))
+
+
+def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of an element-wise binary op from broadcasting (the meta kernel is slow);
+    None when an operand is a non-scalar tensor off "meta" (the real call reports the mismatch)."""
+    a = args[0]
+    b = args[1] if len(args) > 1 else kwargs.get("other")
+    if _is_tensor(b) and not b.is_meta and b.dim() > 0:
+        return None
+    if not isinstance(b, (Tensor, int, float, bool)):
+        return None
+    if func in ops.INPLACE_FUNCTIONS:
+        return a
+    dtype = torch.result_type(a, b)
+    if ops.BINARY_FUNCTIONS[func] in ("div", "rdiv") and not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    shape = torch.broadcast_shapes(a.shape, b.shape if _is_tensor(b) else ())
+    return a.new_empty(shape, dtype=dtype)
+
+
+class _DataDependent(RuntimeError):
+    """Python control flow on a value computed from the input: no single channel graph."""
+
+
+class _Capture(TorchFunctionMode):
+    """Sees every torch function the model calls (one eager run) and hands it to the analyser."""
+
+    def __init__(self, an: _Analyser) -> None:
+        super().__init__()
+        self.an = an
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        an = self.an
+        if an.busy or an.suspended:
+            return func(*args, **kwargs)
+        if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
+            an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
+            raise _DataDependent(an.fail_construct)
+        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.CONV_FUNCTIONS:
+            out = _meta_conv(args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
+        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.BINARY_FUNCTIONS:
+            out = _meta_binary(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
+        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
+            # shape-preserving ops whose meta kernels are slow Python decompositions
+            inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
+            inplace = inplace or func in ops.INPLACE_FUNCTIONS
+            out = args[0] if inplace else args[0].new_empty(args[0].shape)
+        else:
+            out = func(*args, **kwargs)
+        if an.depends(args) or an.depends(list(kwargs.values())):
+            an.taint(out)
+        if isinstance(out, torch.Size):
+            return torch.Size([_Dim(v) for v in out])
+        if type(out) is int and func in ops.SIZE_METHODS:
+            return _Dim(out)
+        if not (isinstance(out, Tensor) or (isinstance(out, (list, tuple)) and out and _is_tensor(out[0]))):
+            if func in ops.MUTATING_METHODS:
+                an.busy = True
+                try:
+                    an.mutation(Call(func, args, kwargs, an.current()))
+                finally:
+                    an.busy = False
+            return out
+        an.busy = True
+        call = Call(func, args, kwargs, an.current())
+        try:
+            try:
+                info = an.on_function(call, func, out)
+            except Exception as exc:  # noqa: BLE001 - an op surgery's rules do not cover: keep its channels
+                info = an.opaque(call, out, f"not analysed ({type(exc).__name__})")
+            an.set_info(out, info)
+        finally:
+            an.busy = False
+        return out
+
+
+class _Analyser:
+    """Runs the model once, eagerly, and builds the label/state maps and layer touches."""
+
+    def __init__(self, real: nn.Module, run_tensors: dict[str, Tensor] | None = None) -> None:
         self.uf = _UnionFind()
-        self.infos: dict[fx.Node, Any] = {}
+        self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
         self.costs: list[LayerCost] = []
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
-        self._mods = dict(real.named_modules())  # real weights (the interpreter may run on "meta")
-        self._real = real
+        self._mods = dict(real.named_modules())  # real weights (the run may be on "meta")
+        self._names = {id(m): n for n, m in self._mods.items()}
+        self._rules = {id(m): r for n, m in self._mods.items() if n and (r := rules.rule_for(m))}
+        self._model = real
+        self._run_tensors = run_tensors
+        self.busy = False
+        self.suspended = 0
+        self.stack: list[str] = []
+        self.fail_construct = ""
+        self.tainted: dict[int, Tensor] = {}
+        self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
+        real_t = self._real_t = _named_tensors(real)
+        self.owner: dict[int, tuple[str, str]] = {}
+        self.real: dict[int, Tensor] = {}
+        for name, t in (run_tensors if run_tensors is not None else real_t).items():
+            mod, _, attr = name.rpartition(".")
+            self.owner.setdefault(id(t), (mod, attr))
+            self.real[id(t)] = real_t[name]
+
+    # -- capture -----------------------------------------------------------------------
+    def depends(self, args: Any) -> bool:
+        """Whether a tensor in ``args`` (one level of lists) is computed from the model input."""
+        for a in args:
+            if isinstance(a, Tensor):
+                if id(a) in self.tainted or id(a) in self.infos:
+                    return True
+            elif isinstance(a, (list, tuple)) and self.depends(a):
+                return True
+        return False
+
+    def taint(self, out: Any) -> None:
+        for t in _flat_tensors(out):
+            self.tainted.setdefault(id(t), t)
+
+    def current(self) -> str:
+        return self.stack[-1] if self.stack else ""
+
+    def run(self, x: Tensor) -> Any:
+        handles = [  # two process-wide hooks: cheaper than a pair on every module
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
+        try:
+            self.busy = True
+            self.set_info(x, self.fresh(x))
+            self.barrier(Call(None, (), {}, ""), [self.info(x)], "model input", op="input")
+            self.busy = False
+            with _Capture(self):
+                if self._run_tensors is None:
+                    out = self._model(x)
+                else:
+                    out = functional_call(self._model, self._run_tensors, (x,), strict=False)
+            self.busy = True
+            outs = _flat_tensors(out)
+            self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
+        finally:
+            self.busy = False
+            for h in handles:
+                h.remove()
+        return out
+
+    def _pre(self, m: nn.Module, _args: tuple) -> None:
+        name = self._names.get(id(m))
+        if name is None or self.suspended or self.busy:
+            return
+        self.stack.append(name)
+        if id(m) in self._rules:
+            self.suspended += 1
+
+    def _post(self, m: nn.Module, args: tuple, out: Any) -> None:
+        name = self._names.get(id(m))
+        if name is None or self.busy or not self.stack or self.stack[-1] != name:
+            return
+        rule = self._rules.get(id(m))
+        if rule is not None and self.suspended == 1:
+            self.suspended = 0
+            self.busy = True
+            try:
+                self.set_info(out, self.custom(Call(type(m), args, {}, name, name), m, rule, out))
+            finally:
+                self.busy = False
+        if not self.suspended:
+            self.stack.pop()
 
     # -- helpers -----------------------------------------------------------------------
     def info(self, a: Any) -> Any:
-        if isinstance(a, fx.Node):
-            return self.infos.get(a)
+        if isinstance(a, Tensor):
+            e = self.infos.get(id(a))
+            return e[1] if e is not None and e[0] is a else None
         if isinstance(a, (list, tuple)):
             return [self.info(x) for x in a]
         return None
+
+    def set_info(self, value: Any, info: Any) -> None:
+        if isinstance(value, Tensor):
+            if info is None or isinstance(info, Info):
+                self.infos[id(value)] = (value, info)
+        elif isinstance(value, (list, tuple)) and isinstance(info, list):
+            for v, i in zip(value, info):
+                self.set_info(v, i)
 
     def _all_infos(self, obj: Any) -> list[Info]:
         if isinstance(obj, Info):
@@ -227,11 +496,11 @@ class _Analyser(fx.Interpreter):
             return [i for x in obj for i in self._all_infos(x)]
         return []
 
-    def barrier(self, node: fx.Node, infos: list[Info], reason: str) -> None:
+    def barrier(self, n: Call, infos: list[Info], reason: str, op: str | None = None) -> None:
         infos = [i for i in infos if i is not None]
         if not infos:
             return
-        self.barriers.append(Barrier(node.name, _op_name(node), reason))
+        self.barriers.append(Barrier(n.name, op or _fn_name(n.func), reason))
         for i in infos:
             self.barrier_labels.append((i.labels, len(self.barriers) - 1))
 
@@ -243,11 +512,11 @@ class _Analyser(fx.Interpreter):
             return [self.fresh(v, state) for v in value]
         return None
 
-    def opaque(self, node: fx.Node, out: Any, reason: str) -> Any:
+    def opaque(self, n: Call, out: Any, reason: str) -> Any:
         """Unknown op: channels that cross it are kept (inputs and outputs are barriers)."""
-        ins = self._all_infos(self.info(list(node.args) + list(node.kwargs.values())))
+        ins = self._all_infos(self.info(list(n.args) + list(n.kwargs.values())))
         res = self.fresh(out)
-        self.barrier(node, ins + self._all_infos(res), reason)
+        self.barrier(n, ins + self._all_infos(res), reason)
         return res
 
     def share(self, name: str, labels: list[Tensor]) -> None:
@@ -258,86 +527,83 @@ class _Analyser(fx.Interpreter):
         else:
             self.first_call[name] = labels
 
-    # -- interpreter -------------------------------------------------------------------
-    def run_node(self, n: fx.Node) -> Any:
-        out = super().run_node(n)
-        self.infos[n] = self.analyse(n, out)
-        return out
+    def mutation(self, n: Call) -> None:
+        """In-place writes into part of a tensor (``x[:, :k] = v``): its channels are kept."""
+        infos = self._all_infos(self.info(list(n.args)))
+        self.barrier(n, infos, "in-place write into a tensor")
 
-    def analyse(self, n: fx.Node, out: Any) -> Any:
-        if n.op == "placeholder":
-            res = self.fresh(out)
-            self.barrier(n, self._all_infos(res), "model input")
-            return res
-        if n.op == "get_attr":
+    def rt(self, mod: str, attr: str) -> Tensor | None:
+        """The real parameter/buffer ``attr`` of module ``mod`` (during the run it holds a stand-in)."""
+        return self._real_t.get(f"{mod}.{attr}" if mod else attr)
+
+    def param_of(self, t: Any) -> tuple[str, str] | None:
+        """(module, attribute) of the parameter/buffer ``t`` is, or is a reshaped view of."""
+        if not isinstance(t, Tensor):
             return None
-        if n.op == "output":
-            self.barrier(n, self._all_infos(self.info(n.args)), "model output")
+        v = self.views.get(id(t))
+        if v is not None and v[0] is t:
+            return v[1]
+        return self.owner.get(id(t))
+
+    def owned(self, t: Any, kinds: tuple[type, ...]) -> str | None:
+        """Name of the module of type ``kinds`` whose own parameter/buffer ``t`` is."""
+        o = self.owner.get(id(t)) if isinstance(t, Tensor) else None
+        if o is None or not isinstance(self._mods.get(o[0]), kinds):
             return None
-        if n.op == "call_module":
-            return self.on_module(n, self._mods[n.target], out)
-        fn = n.target if n.op == "call_function" else ops.resolve_method(n.target)
-        return self.on_function(n, fn, out)
+        return o[0]
 
-    def on_module(self, n: fx.Node, m: nn.Module, out: Any) -> Any:
-        x = self.info(n.args[0]) if n.args else None
-        xv = self.env[n.args[0]] if n.args and isinstance(n.args[0], fx.Node) else None
-        if not isinstance(x, Info):
-            return (
-                self.fresh(out) if not self._all_infos(self.info(n.args)) else self.opaque(n, out, "no input")
-            )
-        if isinstance(m, ops.CONV_MODULES):
-            return self.conv(n, m, x, out)
-        if isinstance(m, ops.LINEAR_MODULES):
-            return self.linear(n, m, x, xv, out)
-        if isinstance(m, ops.BN_MODULES):
-            return self.bn(n, m, x, out)
-        if isinstance(m, ops.ELEMENTWISE_MODULES):
-            return self.unary(n, x, out, lambda z: m(z))
-        if isinstance(m, ops.POOL_MODULES):
-            return self.pool(n, x, out)
-        if isinstance(m, ops.FLATTEN_MODULES):
-            return self.shape_op(n, x, xv, out, lambda t: m(t))
-        return self.opaque(n, out, f"unsupported module {type(m).__name__}")
-
-    def on_function(self, n: fx.Node, fn: Any, out: Any) -> Any:
+    # -- dispatch ----------------------------------------------------------------------
+    def on_function(self, n: Call, fn: Any, out: Any) -> Any:
         args, kwargs = n.args, n.kwargs
         a0 = self.info(args[0]) if args else None
-        if fn in ops.SHAPE_QUERY_FUNCTIONS or not (
-            self._all_infos(self.info(args)) or self._all_infos(self.info(kwargs))
-        ):
+        labelled = self._all_infos(self.info(args)) or self._all_infos(self.info(list(kwargs.values())))
+        if fn in ops.SHAPE_QUERY_FUNCTIONS or not labelled:
             if fn in ops.SHAPE_QUERY_FUNCTIONS or not _is_tensor(out):
                 return None
-            return (
-                self.opaque(n, out, "tensor created inside the model")
-                if _is_tensor(out) and out.dim() >= 2
-                else None
-            )
-        if fn is operator.getitem:
+            base = self.param_of(args[0]) if args else None
+            if base is not None and fn in ops.VIEW_FUNCTIONS and out.numel() == args[0].numel():
+                self.views[id(out)] = (
+                    out,
+                    base,
+                )  # a reshaped parameter (layer scale ``g.view(1, -1, 1, 1)``)
+                return None
+            return self.opaque(n, out, "tensor created inside the model") if out.dim() >= 2 else None
+        if fn in ops.CONV_FUNCTIONS:
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            return self.layer_call(n, ops.CONV_MODULES, w, a0, out, self.conv)
+        if fn in ops.LINEAR_FUNCTIONS:
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            return self.layer_call(n, ops.LINEAR_MODULES, w, a0, out, self.linear)
+        if fn in ops.BN_FUNCTIONS:
+            own = [t for t in [*args[1:], *kwargs.values()] if self.owned(t, ops.BN_MODULES)]
+            return self.layer_call(n, ops.BN_MODULES, own[0] if own else None, a0, out, self.bn)
+        if fn in ops.GETITEM_FUNCTIONS:
             return self.getitem(n, a0, out)
         if fn in ops.BINARY_FUNCTIONS:
             return self.binary(n, ops.BINARY_FUNCTIONS[fn], out)
         if fn in ops.CAT_FUNCTIONS:
             return self.cat(n, out)
-        xv = self.env.get(args[0]) if isinstance(args[0], fx.Node) else None
         if not isinstance(a0, Info):
             return self.opaque(n, out, "unsupported arguments")
         rest_infos = self._all_infos(self.info(list(args[1:]) + list(kwargs.values())))
         if rest_infos:
             return self.opaque(n, out, "op mixing several tensors")
         if fn in ops.ELEMENTWISE_FUNCTIONS or fn in ops.STOCHASTIC_DEPTH:
-            return self.unary(n, a0, out, lambda z: fn(z, *self.load(args[1:]), **self.load(kwargs)))
+            rest, kw = args[1:], kwargs
+            return self.unary(n, a0, out, lambda z: fn(z, *rest, **kw))
         if fn in ops.POOL_FUNCTIONS:
             return self.pool(n, a0, out)
+        if fn in ops.PAD_FUNCTIONS:
+            return self.pad(n, a0, out)
         if fn in ops.CHUNK_FUNCTIONS:
             return self.chunk(n, a0, out)
         if fn in ops.SPLIT_FUNCTIONS:
             return self.split(n, a0, out)
         if fn in ops.REDUCE_FUNCTIONS:
-            return self.reduce(n, a0, xv, out)
+            return self.reduce(n, a0, out)
         if fn in ops.RESHAPE_FUNCTIONS:
-            sizes = _flat(args[1:])
-            lits = [a for a in sizes if isinstance(a, int) and a not in (-1, 1)]
+            sizes = _flat(args[1:]) + _flat(list(kwargs.values()))
+            lits = [a for a in sizes if _is_literal(a) and a not in (-1, 1)]
             if lits and self.channel_split(a0, out, sizes):
                 pass  # (N, C, ...) -> (N, g, C/g, ...) with a literal g: blocks kept equal
             elif lits:
@@ -348,26 +614,37 @@ class _Analyser(fx.Interpreter):
             or fn in ops.PERMUTE_FUNCTIONS
             or fn in ops.SQUEEZE_FUNCTIONS
         ):
-            rest = self.load(args[1:])
-            kw = self.load(kwargs)
-            return self.shape_op(n, a0, xv, out, lambda t: fn(t, *rest, **kw))
+            rest = args[1:]
+            return self.shape_op(n, a0, out, lambda t: fn(t, *rest, **kwargs))
         return self.opaque(n, out, "unsupported function")
+
+    def layer_call(self, n: Call, kinds: tuple[type, ...], w: Any, x: Any, out: Any, rule: Any) -> Any:
+        """conv/linear/batch_norm: the layer is the module whose own weight the call uses."""
+        name = self.owned(w, kinds)
+        if name is None:
+            return self.opaque(
+                n, out, f"{_fn_name(n.func)} with weights of no {kinds[0].__name__} (register a channel rule)"
+            )
+        if not isinstance(x, Info):
+            return self.opaque(n, out, "layer input without channels")
+        if self._all_infos(self.info([*n.args[1:], *n.kwargs.values()])):
+            return self.opaque(n, out, "layer weights computed from the input")
+        n.target = name
+        return rule(n, self._mods[name], x, out)
 
     def const(self, a: Any) -> Any:
         """The real value of a constant operand (number or parameter); a tensor of unknown value: ``...``."""
-        if not isinstance(a, fx.Node):
+        if not isinstance(a, Tensor):
             return a
-        if a.op == "get_attr":
-            return _getattr_path(self._real, a.target)
-        return self.env[a] if not _is_tensor(self.env[a]) else ...
-
-    def load(self, a: Any) -> Any:
-        return fx.node.map_arg(a, lambda nd: self.env[nd])
+        if id(a) in self.real:
+            return self.real[id(a)]
+        return a if a.device.type != "meta" and a.dim() == 0 else ...
 
     # -- op rules ----------------------------------------------------------------------
-    def conv(self, n: fx.Node, m: nn.Conv2d | nn.Conv1d, x: Info, out: Tensor) -> Info | None:
-        if not x.uniform:
-            return self.opaque(n, out, "conv input with mixed channel layout")
+    def conv(self, n: Call, m: nn.Conv2d | nn.Conv1d, x: Info, out: Tensor) -> Info | None:
+        if not x.uniform:  # its input channels are kept; its own output channels are still free
+            self.barrier(n, [x], "conv input with mixed channel layout")
+            x = Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
         g = m.groups
         ipg, opg = m.in_channels // g, m.out_channels // g
         kernel = math.prod(m.kernel_size)
@@ -377,7 +654,7 @@ class _Analyser(fx.Interpreter):
             labels = x.labels.repeat_interleave(opg)
             st = x.state.repeat_interleave(opg).clone()
             if bias:
-                st[(st == ZERO) & (m.bias.detach().cpu() != 0)] = CONST
+                st[(st == ZERO) & (self.rt(n.target, "bias").detach().cpu() != 0)] = CONST
             self.share(n.target, [labels])
             self.touches.append(Touch(n.target, "dw", labels))
             self.costs.append(
@@ -395,8 +672,8 @@ class _Analyser(fx.Interpreter):
         self.costs.append(LayerCost(n.target, "conv", t - 2, t - 1, kernel, g, spatial, bias))
         return res
 
-    def linear(self, n: fx.Node, m: nn.Linear, x: Info, xv: Tensor, out: Tensor) -> Info | None:
-        if not (x.uniform and xv is not None and xv.dim() == 2):
+    def linear(self, n: Call, m: nn.Linear, x: Info, out: Tensor) -> Info | None:
+        if not (x.uniform and len(x.shape) == 2):
             return self.opaque(n, out, "linear on a tensor that is not (batch, features)")
         res = self.fresh(out)
         self.share(n.target, [x.labels, res.labels])
@@ -406,12 +683,12 @@ class _Analyser(fx.Interpreter):
         self.costs.append(LayerCost(n.target, "linear", t - 2, t - 1, bias=m.bias is not None))
         return res
 
-    def bn(self, n: fx.Node, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
-        if not x.uniform:
+    def bn(self, n: Call, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
+        if not x.uniform or not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "batch norm on a mixed channel layout")
         st = torch.where(x.state == VAR, VAR, CONST).to(torch.int8)
         if m.affine:
-            w, b = m.weight.detach().cpu(), m.bias.detach().cpu()
+            w, b = self.rt(n.target, "weight").detach().cpu(), self.rt(n.target, "bias").detach().cpu()
             st[w == 0] = CONST
             st[(w == 0) & (b == 0)] = ZERO
         self.share(n.target, [x.labels])
@@ -419,7 +696,34 @@ class _Analyser(fx.Interpreter):
         self.costs.append(LayerCost(n.target, "bn", None, len(self.touches) - 1, bias=m.affine))
         return Info(x.labels, st, True, out.shape)
 
-    def unary(self, n: fx.Node, x: Info, out: Tensor, fn: Any) -> Info | None:
+    def custom(self, n: Call, m: nn.Module, rule: rules.ChannelRule, out: Any) -> Any:
+        """A module of a user-registered type (see :mod:`edgeslim.surgery.rules`)."""
+        kind = type(m).__name__
+        x = self.info(n.args[0]) if n.args else None
+        if rule.shrink is None:
+            return self.opaque(n, out, f"leaf module {kind}")
+        if not isinstance(x, Info) or not x.uniform or not _is_tensor(out) or out.dim() < 2:
+            return self.opaque(n, out, f"{kind}: its rule needs one (batch, channels, ...) input and output")
+        if self._all_infos(self.info(list(n.args[1:]))):
+            return self.opaque(n, out, f"{kind}: more than one input with channels")
+        if rule.pass_through:
+            if out.shape[1] != x.shape[1]:
+                return self.opaque(n, out, f"{kind}: pass-through rule but the channel count changed")
+            st = x.state.clone()
+            if not rule.keeps_zero:
+                st[st == ZERO] = CONST
+            self.share(n.target, [x.labels])
+            self.touches.append(Touch(n.target, "custom", x.labels))
+            return Info(x.labels, st, True, out.shape)
+        read = x.state.clone()
+        read[read == CONST] = VAR  # no bias to fold a constant into: only exact zeros go
+        res = self.fresh(out)
+        self.share(n.target, [x.labels, res.labels])
+        self.touches.append(Touch(n.target, "custom_in", x.labels, read))
+        self.touches.append(Touch(n.target, "custom_out", res.labels))
+        return res
+
+    def unary(self, n: Call, x: Info, out: Tensor, fn: Any) -> Info | None:
         if not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "element-wise op that changed the shape")
         c = x.shape[1]
@@ -433,20 +737,31 @@ class _Analyser(fx.Interpreter):
             st[st == ZERO] = CONST
         return Info(x.labels, st, x.uniform, x.shape)
 
-    def pool(self, n: fx.Node, x: Info, out: Tensor) -> Info | None:
-        if not x.uniform or out.dim() != len(x.shape) or out.shape[1] != x.shape[1]:
+    def pool(self, n: Call, x: Info, out: Tensor) -> Info | None:
+        if not _is_tensor(out) or not x.uniform or out.dim() != len(x.shape) or out.shape[1] != x.shape[1]:
             return self.opaque(n, out, "pooling on a mixed channel layout")
         return Info(x.labels, x.state, True, out.shape)
 
-    def reduce(self, n: fx.Node, x: Info, xv: Tensor, out: Tensor) -> Info | None:
+    def pad(self, n: Call, x: Info, out: Tensor) -> Info | None:
+        """Spatial padding keeps channels; a zero channel padded with zeros stays zero."""
+        pad = n.args[1] if len(n.args) > 1 else n.kwargs.get("pad", ())
+        if not x.uniform or len(pad) > 2 * (len(x.shape) - 2) or out.shape[1] != x.shape[1]:
+            return self.opaque(n, out, "padding of the channel dimension")
+        value = n.args[3] if len(n.args) > 3 else n.kwargs.get("value", 0.0)
+        st = x.state.clone()
+        if value:
+            st[st == ZERO] = CONST
+        return Info(x.labels, st, True, out.shape)
+
+    def reduce(self, n: Call, x: Info, out: Tensor) -> Info | None:
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
         dims = [dims] if isinstance(dims, int) else list(dims or [])
         dims = [d % len(x.shape) for d in dims]
-        if not x.uniform or not dims or 0 in dims or 1 in dims or out.dim() < 2:
+        if not _is_tensor(out) or not x.uniform or not dims or 0 in dims or 1 in dims or out.dim() < 2:
             return self.opaque(n, out, "reduction over the batch or channel dimension")
         return Info(x.labels, x.state, True, out.shape)
 
-    def shape_op(self, n: fx.Node, x: Info, xv: Tensor, out: Any, fn: Any) -> Info | None:
+    def shape_op(self, n: Call, x: Info, out: Any, fn: Any) -> Info | None:
         if not _is_tensor(out):
             return self.opaque(n, out, "shape op with non-tensor result")
         lab, st = x.full()
@@ -455,23 +770,37 @@ class _Analyser(fx.Interpreter):
             return self.opaque(n, out, "reshape that moves the batch dimension")
         return _compress(new_lab, new_st)
 
-    def getitem(self, n: fx.Node, a0: Any, out: Any) -> Any:
+    def getitem(self, n: Call, x: Any, out: Any) -> Any:
+        """Indexing: spatial crops pass labels; a channel slice keeps what its bounds fix."""
+        if not isinstance(x, Info) or not _is_tensor(out):
+            return self.opaque(n, out, "indexing with tensors")
         idx = n.args[1]
-        if isinstance(a0, list):
-            return a0[idx] if isinstance(idx, int) else (a0[idx] if isinstance(idx, slice) else None)
-        if not isinstance(a0, Info):
-            return None
         idx_t = idx if isinstance(idx, tuple) else (idx,)
-        if len(idx_t) > 1 and idx_t[1] != slice(None) or any(i is None or i is Ellipsis for i in idx_t):
-            return self.opaque(n, out, "indexing that selects channels")
-        if not isinstance(idx_t[0], slice) or not _is_tensor(out):
-            return self.opaque(n, out, "indexing that selects channels")
-        lab, st = a0.full()
-        new_lab, new_st = lab[idx], st[idx]
-        return _compress(new_lab, new_st)
+        if Ellipsis in idx_t:
+            k = idx_t.index(Ellipsis)
+            idx_t = idx_t[:k] + (slice(None),) * (len(x.shape) - len(idx_t) + 1) + idx_t[k + 1 :]
+        if not idx_t or not all(isinstance(i, slice) for i in idx_t) or idx_t[0] != slice(None):
+            return self.opaque(n, out, "indexing that selects channels or samples")
+        if len(idx_t) > 1 and idx_t[1] != slice(None):
+            if not x.uniform:
+                return self.opaque(n, out, "channel slice of a mixed channel layout")
+            c = idx_t[1]
+            size = x.shape[1]
+            start, stop, step = c.indices(size)
+            if step != 1:
+                return self.opaque(n, out, "strided channel slice")
+            if not all(v is None or _is_literal(v) for v in (c.start, c.stop)):
+                self.barrier(n, [x], "channel slice with bounds computed from a shape")
+            elif stop < size:  # x[:, a:b] keeps taking b - a channels: [0, b) stays as it is
+                self.barrier(n, [_part(x, 0, stop)], "channel slice [a:b] with literal b (a truncation)")
+            elif start > 0:  # x[:, a:] with literal a: channels before a stay, the rest may go
+                self.barrier(n, [_part(x, 0, start)], "channel slice [a:] with literal a")
+        lab, st = x.full()
+        return _compress(lab[idx_t].contiguous(), st[idx_t].contiguous())
 
-    def binary(self, n: fx.Node, kind: str, out: Any) -> Info | None:
-        a, b = (n.args + (None,))[:2] if len(n.args) >= 2 else (n.args[0], n.kwargs.get("other"))
+    def binary(self, n: Call, kind: str, out: Any) -> Info | None:
+        a = n.args[0] if n.args else n.kwargs.get("input")
+        b = n.args[1] if len(n.args) > 1 else n.kwargs.get("other")
         ia, ib = self.info(a), self.info(b)
         va, vb = self.const(a), self.const(b)
         if not _is_tensor(out):
@@ -486,47 +815,88 @@ class _Analyser(fx.Interpreter):
                 self.barrier(n, [one], "a single channel broadcast over many")
                 return Info(big.labels, torch.full_like(big.state, VAR), True, out.shape)
             if not (ia.uniform and ib.uniform):
-                la, sa = la.expand(out.shape), sa.expand(out.shape)
-                lb, sb = lb.expand(out.shape), sb.expand(out.shape)
+                try:
+                    la, sa = la.expand(out.shape), sa.expand(out.shape)
+                    lb, sb = lb.expand(out.shape), sb.expand(out.shape)
+                except RuntimeError:
+                    return self.opaque(n, out, "broadcast that changes the channel layout")
             self.uf.union_pairs(la, lb)
             st = torch.maximum(sa, sb)
             if kind == "mul":
                 st = torch.where((sa == ZERO) | (sb == ZERO), ZERO, st)
             elif kind == "div":
                 st = torch.where(sa == ZERO, ZERO, st)
+            elif kind == "rdiv":
+                st = torch.where(sb == ZERO, ZERO, st)
             st = st.to(torch.int8)
             if ia.uniform and ib.uniform:
                 return Info(la, st, True, out.shape)
             return _compress(la.contiguous(), st.contiguous())
         # one operand is a constant (number or a tensor without channel labels)
-        x, xv, cv, x_first = (ia, va, vb, True) if isinstance(ia, Info) else (ib, vb, va, False)
+        x, cv, x_first = (ia, vb, True) if isinstance(ia, Info) else (ib, va, False)
         if not isinstance(x, Info):
             return self.opaque(n, out, "element-wise op on unlabelled tensors")
+        scaled = self.channel_param(n, kind, x, b if x_first else a, out)
+        if scaled is not None:
+            return scaled
         if _is_tensor(cv) and cv.dim() >= len(x.shape) - 1 and cv.numel() > 1:
             ch = cv.shape[1 - len(x.shape)] if cv.dim() >= len(x.shape) - 1 else 1
             if ch != 1:
                 self.barrier(n, [x], "per-channel constant tensor (a parameter used in forward)")
                 return Info(x.labels, torch.full_like(x.state, VAR), x.uniform, out.shape)
-        if kind == "div" and not x_first:
+        if (kind == "div" and not x_first) or (kind == "rdiv" and x_first):
             self.barrier(n, [x], "division by a channel")
             return Info(x.labels, torch.full_like(x.state, VAR), x.uniform, out.shape)
         if cv is ...:  # a tensor computed inside the model without channel labels
             return self.opaque(n, out, "element-wise op with a computed unlabelled tensor")
-        const_zero = bool((torch.as_tensor(cv) == 0).all())
+        try:
+            const_zero = bool((torch.as_tensor(cv) == 0).all())
+        except (TypeError, RuntimeError):
+            return self.opaque(n, out, "element-wise op with an unknown constant")
         st = x.state.clone()
         if kind == "add" and not const_zero:
             st[st == ZERO] = CONST
+        if kind == "mul" and const_zero:
+            st[:] = ZERO
         if out.shape != x.shape:
-            if x.uniform and out.shape[1] == x.shape[1]:
+            if x.uniform and out.dim() == len(x.shape) and out.shape[1] == x.shape[1]:
                 return Info(x.labels, st, True, out.shape)
             return self.opaque(n, out, "broadcast that changes the channel layout")
         return Info(x.labels, st, x.uniform, out.shape)
 
-    def cat(self, n: fx.Node, out: Tensor) -> Info | None:
-        tensors = n.args[0]
+    def channel_param(self, n: Call, kind: str, x: Info, raw: Any, out: Any) -> Info | None:
+        """``x * g`` / ``x + b`` with ``g`` a module's own per-channel parameter (layer scale): the
+        channels pass through and ``g`` is sliced with them."""
+        base = self.param_of(raw)
+        c = x.shape[1]
+        if base is None or not x.uniform or kind not in ("mul", "add", "div") or not _is_tensor(out):
+            return None
+        if raw.numel() != c or raw.dim() > len(x.shape) or out.shape != x.shape:
+            return None
+        aligned = (1,) * (len(x.shape) - raw.dim()) + tuple(raw.shape)
+        if aligned[1] != c or any(v != 1 for i, v in enumerate(aligned) if i != 1):
+            return None
+        real = self.rt(*base)
+        axes = [i for i, v in enumerate(real.shape) if v == c] if real is not None else []
+        if real is None or real.numel() != c or len(axes) != 1:
+            return None
+        vals = real.detach().reshape(-1).cpu()
+        st = x.state.clone()
+        if kind in ("mul", "div"):
+            if kind == "mul":
+                st[vals == 0] = ZERO
+        else:
+            st[(st == ZERO) & (vals != 0)] = CONST
+        key = f"{base[0]}.{base[1]}" if base[0] else base[1]
+        self.share(key, [x.labels])
+        self.touches.append(Touch(base[0], "param", x.labels, attr=base[1], dim=axes[0]))
+        return Info(x.labels, st, True, out.shape)
+
+    def cat(self, n: Call, out: Tensor) -> Info | None:
+        tensors = n.args[0] if n.args else n.kwargs.get("tensors")
         dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim", 0)
-        infos = self.info(tensors)
-        if not all(isinstance(i, Info) for i in infos):
+        infos = self.info(list(tensors))
+        if not _is_tensor(out) or not all(isinstance(i, Info) for i in infos):
             return self.opaque(n, out, "concat with unlabelled tensors")
         dim = dim % out.dim()
         if dim == 1 and all(i.uniform for i in infos):
@@ -547,9 +917,9 @@ class _Analyser(fx.Interpreter):
             x.uniform
             and len(outs) == len(ins) + 1
             and len(sizes) == len(outs)
-            and isinstance(sizes[1], int)
+            and _is_literal(sizes[1])
             and sizes[1] == outs[1]
-            and not any(isinstance(v, int) and v not in (-1, 1) for i, v in enumerate(sizes) if i != 1)
+            and not any(_is_literal(v) and v not in (-1, 1) for i, v in enumerate(sizes) if i != 1)
             and outs[0] == ins[0]
             and outs[1] * outs[2] == ins[1]
             and outs[3:] == ins[2:]
@@ -559,44 +929,86 @@ class _Analyser(fx.Interpreter):
             self.uf.union_pairs(blocks[:1].expand_as(blocks), blocks)
         return bool(ok)
 
-    def chunk(self, n: fx.Node, x: Info, out: Any) -> Any:
-        k = n.args[1] if len(n.args) > 1 else n.kwargs.get("chunks")
+    def _pieces(self, x: Info, out: Any) -> Any:
+        """Equal channel pieces of ``x`` (chunk, or split at sizes computed from the shape)."""
+        k = len(out)
+        pieces = x.labels.view(k, -1)
+        self.uf.union_pairs(pieces[:1].expand_as(pieces), pieces)  # equal pieces stay equal
+        return [Info(pieces[i], x.state.view(k, -1)[i], True, o.shape) for i, o in enumerate(out)]
+
+    def chunk(self, n: Call, x: Info, out: Any) -> Any:
         dim = (n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)) % len(x.shape)
         if dim != 1:
             if x.uniform:
                 return [Info(x.labels, x.state, True, o.shape) for o in out]
             return self.opaque(n, out, "chunk of a mixed channel layout")
-        c = x.shape[1]
-        if not x.uniform or c % k:
+        if not x.uniform or len({o.shape[1] for o in out}) != 1 or len(out) * out[0].shape[1] != x.shape[1]:
             return self.opaque(n, out, "chunk of channels into unequal pieces")
-        pieces = x.labels.view(k, c // k)
-        self.uf.union_pairs(pieces[:1].expand_as(pieces), pieces)  # equal pieces stay equal
-        return [Info(pieces[i], x.state.view(k, -1)[i], True, o.shape) for i, o in enumerate(out)]
+        return self._pieces(x, out)
 
-    def split(self, n: fx.Node, x: Info, out: Any) -> Any:
+    def split(self, n: Call, x: Info, out: Any) -> Any:
         dim = (n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)) % len(x.shape)
-        if dim != 1 and x.uniform:
-            return [Info(x.labels, x.state, True, o.shape) for o in out]
-        return self.opaque(n, out, "split of channels at fixed sizes")
+        if dim != 1:
+            if x.uniform:
+                return [Info(x.labels, x.state, True, o.shape) for o in out]
+            return self.opaque(n, out, "split of a mixed channel layout")
+        if not x.uniform:
+            return self.opaque(n, out, "split of a mixed channel layout")
+        sizes = n.args[1] if len(n.args) > 1 else next(iter(n.kwargs.values()), None)
+        widths = [o.shape[1] for o in out]
+        if not any(_is_literal(s) for s in _flat(sizes)) and len(set(widths)) == 1:
+            return self._pieces(x, out)  # sizes follow the channel count: pieces stay equal
+        self.barrier(n, [x], "split of channels at sizes written in the code (literal)")
+        offs = [0, *itertools.accumulate(widths)]
+        return [_part(x, offs[i], offs[i + 1], o.shape) for i, o in enumerate(out)]
 
 
-def _getattr_path(obj: Any, target: str) -> Any:
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _touch_name(t: Touch) -> str:
+    return f"{t.module}.{t.attr}" if t.kind == "param" and t.module else (t.attr or t.module)
+
+
+def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
+    k = rows.shape[1]
+    if k * math.log2(max(base, 2)) > 62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    weights = base ** torch.arange(k - 1, -1, -1, dtype=torch.long)  # lexicographic order kept
+    keys, inv = torch.unique(rows @ weights, return_inverse=True)
+    first = torch.zeros(keys.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(rows.shape[0]))
+    return rows[first], inv
+
+
+def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> Info:
+    """Channels ``start:stop`` of a uniform label map."""
+    sh = shape if shape is not None else torch.Size([x.shape[0], stop - start, *x.shape[2:]])
+    return Info(x.labels[start:stop], x.state[start:stop], True, sh)
+
+
+def _named_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter and buffer by qualified name (tied ones under each name)."""
+    return {
+        f"{n}.{k}" if n else k: t
+        for n, m in model.named_modules(remove_duplicate=False)
+        for k, t in [*m._parameters.items(), *m._buffers.items()]
+        if t is not None
+    }
+
+
+def _flat_tensors(obj: Any) -> list[Tensor]:
+    """Every tensor in a (nested) tuple/list/dict output."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _flat_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _flat_tensors(v)]
+    return []
 
 
 def _flat(a: Any) -> list[Any]:
     if isinstance(a, (list, tuple)):
         return [y for x in a for y in _flat(x)]
     return [a]
-
-
-def _op_name(node: fx.Node) -> str:
-    t = node.target
-    if node.op == "call_module":
-        return f"module {node.target}"
-    return getattr(t, "__name__", str(t))
 
 
 class DependencyGraph:
@@ -621,34 +1033,44 @@ class DependencyGraph:
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred
         self.groups = self._make_groups()
+        costed = {c.module for c in self.costs}
         self._const_params = sum(
             p.numel()
             for name, mod in model.named_modules()
-            if name not in {c.module for c in self.costs}
+            if name not in costed
             for p in mod.parameters(recurse=False)
         )
 
     def _make_groups(self) -> list[ChannelGroup]:
-        occ: dict[int, list[tuple[int, int]]] = {}
-        for ti, tc in enumerate(self.touch_classes):
-            for pos, c in enumerate(tc.tolist()):
-                occ.setdefault(c, []).append((ti, pos))
-        by_sig: dict[tuple, list[int]] = {}
-        for c, lst in occ.items():
-            sig: dict[int, int] = {}
-            for ti, _ in lst:
-                sig[ti] = sig.get(ti, 0) + 1
-            by_sig.setdefault(tuple(sorted(sig.items())), []).append(c)
+        """Classes with the same touches (same layers, same number of times) form one group."""
+        if not self.touch_classes:
+            return []
+        cls = torch.cat(self.touch_classes)
+        ti = torch.cat([torch.full_like(tc, i) for i, tc in enumerate(self.touch_classes)])
+        pos = torch.cat([torch.arange(tc.numel()) for tc in self.touch_classes])
+        key = (cls * len(self.touch_classes) + ti) * (int(pos.max()) + 1 if pos.numel() else 1) + pos
+        order = torch.argsort(key)
+        cls, ti, pos = cls[order], ti[order], pos[order]
+        uniq, counts = torch.unique_consecutive(cls, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rows = []  # (first touch, first position, touch sequence, classes, positions)
+        for k in torch.unique(counts).tolist():
+            sel = torch.nonzero(counts == k).flatten()
+            at = starts[sel][:, None] + torch.arange(k)[None, :]
+            seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
+            sigs, inv = _unique_rows(seqs, len(self.touch_classes))
+            by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
+            n_per = torch.bincount(inv, minlength=sigs.shape[0]).tolist()
+            for sig, part in zip(sigs.tolist(), torch.split(by, n_per)):
+                rows.append((sig[0], int(poss[part[0], 0]), sig, uniq[sel[part]], poss[part]))
+        rows.sort(key=lambda r: (r[0], r[1]))
         groups = []
-        for classes in sorted(by_sig.values(), key=lambda cs: min(occ[cs[0]])):
-            classes.sort(key=lambda c: occ[c][0][1])
-            first = occ[classes[0]]
-            members = []
-            for k, (ti, _) in enumerate(first):
-                idx = torch.tensor([occ[c][k][1] for c in classes], dtype=torch.long)
-                members.append((self.touches[ti].module, self.touches[ti].kind, idx))
-            bars = [b for c in classes for b in self.class_barriers.get(c, [])]
-            groups.append(ChannelGroup(len(groups), torch.tensor(classes, dtype=torch.long), members, bars))
+        for _, _, sig, classes, mat in rows:
+            members = [
+                (_touch_name(self.touches[t]), self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)
+            ]
+            bars = [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+            groups.append(ChannelGroup(len(groups), classes, members, bars))
         return groups
 
     # -- views -------------------------------------------------------------------------
@@ -683,8 +1105,15 @@ class DependencyGraph:
             ca[self.groups[gi].classes] = mask.to(torch.float64)
         return ca
 
-    def _count(self, ca: Tensor, touch: int | None) -> Tensor:
-        return ca[self.touch_classes[touch]].sum()
+    def _counts(self, ca: Tensor) -> list[float]:
+        """Alive channel count of every touch (one segment sum)."""
+        if not self.touch_classes:
+            return []
+        if not hasattr(self, "_seg"):
+            self._flat = torch.cat(self.touch_classes)
+            self._seg = torch.repeat_interleave(torch.tensor([t.numel() for t in self.touch_classes]))
+        n = len(self.touch_classes)
+        return torch.zeros(n, dtype=torch.float64).index_add_(0, self._seg, ca[self._flat]).tolist()
 
     def macs(self, alive: dict[int, Tensor] | None = None) -> int:
         """Conv + Linear multiply-accumulates when only ``alive`` channels of each group are kept.
@@ -692,72 +1121,114 @@ class DependencyGraph:
         ``alive`` maps group index -> BoolTensor over the group's channels (missing: all alive).
         A removed channel shrinks its producers and its consumers.
         """
-        ca = self.class_alive(alive)
-        total = torch.zeros((), dtype=torch.float64)
+        n = self._counts(self.class_alive(alive))
+        total = 0.0
         for c in self.costs:
             if c.kind == "conv":
-                total += (
-                    c.kernel
-                    * c.spatial
-                    * self._count(ca, c.in_touch)
-                    / c.groups
-                    * self._count(ca, c.out_touch)
-                )
+                total += c.kernel * c.spatial * n[c.in_touch] / c.groups * n[c.out_touch]
             elif c.kind == "dw":
-                total += c.kernel * c.spatial * self._count(ca, c.out_touch)
+                total += c.kernel * c.spatial * n[c.out_touch]
             elif c.kind == "linear":
-                total += self._count(ca, c.in_touch) * self._count(ca, c.out_touch)
-        return int(round(float(total)))
+                total += n[c.in_touch] * n[c.out_touch]
+        return int(round(total))
 
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
         """Parameter count when only ``alive`` channels are kept (untracked layers count fully)."""
-        ca = self.class_alive(alive)
-        total = torch.zeros((), dtype=torch.float64) + self._const_params
+        n = self._counts(self.class_alive(alive))
+        total = float(self._const_params)
         for c in self.costs:
-            out = self._count(ca, c.out_touch)
+            out = n[c.out_touch]
             if c.kind == "conv":
-                total += c.kernel * self._count(ca, c.in_touch) / c.groups * out + (out if c.bias else 0)
+                total += c.kernel * n[c.in_touch] / c.groups * out + (out if c.bias else 0)
             elif c.kind == "dw":
                 total += c.kernel * out + (out if c.bias else 0)
             elif c.kind == "linear":
-                total += self._count(ca, c.in_touch) * out + (out if c.bias else 0)
+                total += n[c.in_touch] * out + (out if c.bias else 0)
             elif c.kind == "bn" and c.bias:
                 total += 2 * out
-        return int(round(float(total)))
+        return int(round(total))
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` with a one-line error for untraceable models."""
+def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
+    memo: dict[int, Tensor] = {}
+    out = {}
+    for name, t in _named_tensors(model).items():
+        if id(t) not in memo:
+            memo[id(t)] = t.detach().to("meta")
+        out[name] = memo[id(t)]
+    return out
+
+
+@contextlib.contextmanager
+def _restored_attributes(model: nn.Module) -> Iterator[None]:
+    """Undo attribute changes a forward makes (cached anchors, shapes) when the run ends."""
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
     try:
-        return fx.symbolic_trace(model)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise EdgeslimError(
-            f"cannot trace {type(model).__name__} with torch.fx ({msg}); data-dependent control flow "
-            "in forward() blocks channel surgery: move it out of forward or mark the module as a leaf"
-        ) from exc
+        yield
+    finally:
+        for m, d in saved:
+            for k in [k for k in m.__dict__ if k not in d]:
+                del m.__dict__[k]
+            m.__dict__.update(d)
+
+
+def _user_frame(tb: Any) -> str:
+    """``file:line`` of the innermost frame outside torch and edgeslim's surgery."""
+    skip = (os.sep + "torch" + os.sep, os.sep + "surgery" + os.sep, "<")
+    where = ""
+    for fs in traceback.extract_tb(tb):
+        if not any(s in fs.filename for s in skip):
+            where = f"{fs.filename}:{fs.lineno}"
+    return where
+
+
+def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -> EdgeslimError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    mod = an.current()
+    kind = type(an._mods[mod]).__name__ if mod in an._mods else type(model).__name__
+    where = f"{mod or '<model>'} ({kind})"
+    at = _user_frame(exc.__traceback__)
+    at = f" at {at}" if at else ""
+    if an.fail_construct:
+        construct = an.fail_construct
+        return EdgeslimError(
+            f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "
+            f"shapes only: move it out of forward, or register a channel rule for {kind} "
+            "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf)"
+        )
+    return EdgeslimError(
+        f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
+        f"{where}{at}; give an example input (--input-shape) the model accepts, or mark {kind} a leaf "
+        "(edgeslim.surgery.register_leaf)"
+    )
 
 
 def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
-    """Trace ``model`` (in eval mode, weights untouched) and build its channel groups."""
-    with eval_mode(model):
-        gm = trace(model)
-        # Shapes are all the analysis needs: run on the "meta" device (no arithmetic, any input size).
-        memo: dict[int, Any] = {}
-        for t in [*gm.parameters(), *gm.buffers()]:
-            mt = t.detach().to("meta")
-            memo[id(t)] = nn.Parameter(mt, t.requires_grad) if isinstance(t, nn.Parameter) else mt
-        meta = copy.deepcopy(gm, memo)
-        analyser = _Analyser(meta, gm)
-        with torch.no_grad():
+    """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
+
+    Capture is eager: every torch function the model calls is seen (a ``TorchFunctionMode``), so
+    Python control flow on shapes, ``*args`` forwards, lists of chunks and dict outputs need no
+    tracing support. The run is on "meta" tensors (shapes only: no arithmetic, any input size);
+    a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
+    is run again on real tensors. Control flow on values computed from the input is an error.
+    """
+    modes = eval_mode(model) if any(m.training for m in model.modules()) else contextlib.nullcontext()
+    with modes, torch.no_grad(), _restored_attributes(model):
+        analyser = _Analyser(model, _meta_tensors(model))
+        try:
+            analyser.run(example_input.detach().to("meta"))
+        except EdgeslimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any error of the user's forward
+            if analyser.fail_construct:
+                raise _capture_error(model, analyser, exc, example_input) from exc
+            analyser = _Analyser(model)
+            dev = next((p.device for p in model.parameters()), example_input.device)
             try:
-                analyser.run(example_input.to("meta"))
+                analyser.run(example_input.detach().to(dev))
             except EdgeslimError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - shape errors from any op
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise EdgeslimError(
-                    f"{type(model).__name__} does not run on an input of shape {tuple(example_input.shape)} "
-                    f"({msg[:200]}); give an example input (--input-shape) the model accepts"
-                ) from exc
+            except Exception as exc2:  # noqa: BLE001
+                raise _capture_error(model, analyser, exc2, example_input) from exc2
     return DependencyGraph(model, analyser)

@@ -1,8 +1,9 @@
 """Op tables for the channel dependency graph.
 
-Ops are identified by module *type* or by function *object* (``operator.add``,
-``torch.cat``, ``torch.Tensor.view`` ...); fx ``call_method`` targets are resolved to the
-``torch.Tensor`` attribute object first, so no op is ever recognized by its name string.
+Surgery captures a model by the torch functions it calls (``F.conv2d``, ``F.batch_norm``,
+``torch.Tensor.view``, ``torch.Tensor.__getitem__`` ...), so ops are identified by function
+*object*, never by name; layers are the modules whose own weights a conv/linear/batch-norm
+call uses (any subclass of the module types below, e.g. timm's ``BatchNormAct2d``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgeslim.channels.norm import NORM_TYPES
 
 #: Modules applied channel by channel (same channel in, same channel out, any spatial change).
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
@@ -26,7 +29,7 @@ POOL_MODULES: tuple[type[nn.Module], ...] = (
     nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
     nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
 )  # fmt: skip
-BN_MODULES: tuple[type[nn.Module], ...] = (nn.BatchNorm1d, nn.BatchNorm2d)
+BN_MODULES: tuple[type[nn.Module], ...] = NORM_TYPES  # any BatchNorm (edgeslim.channels.norm)
 CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
 LINEAR_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
 FLATTEN_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten,)
@@ -37,7 +40,35 @@ ELEMENTWISE_FUNCTIONS: set[Any] = {
     F.hardtanh, F.softplus, torch.Tensor.relu, torch.Tensor.relu_, torch.Tensor.sigmoid,
     torch.Tensor.sigmoid_, torch.Tensor.tanh, torch.Tensor.clone, torch.Tensor.contiguous,
     torch.Tensor.clamp, torch.clamp, torch.Tensor.clamp_, torch.Tensor.float, torch.Tensor.to,
+    F.selu, F.celu, F.logsigmoid, F.alpha_dropout, F.dropout1d, F.dropout3d, F.feature_alpha_dropout,
+    F.hardtanh_, F.elu_, F.leaky_relu_, torch.Tensor.clamp_min, torch.Tensor.clamp_max,
+    torch.Tensor.clamp_min_, torch.Tensor.neg, torch.neg, torch.Tensor.abs, torch.abs, torch.Tensor.exp,
+    torch.exp, torch.Tensor.detach, torch.Tensor.half, torch.Tensor.double, torch.Tensor.type_as,
+    torch.Tensor.tanh_, torch.Tensor.sqrt, torch.Tensor.square, torch.Tensor.pow, torch.pow,
+    torch.Tensor.erf,
 }  # fmt: skip
+#: Activations: same shape and dtype out (on "meta" tensors the capture skips running them).
+ACTIVATION_FUNCTIONS: set[Any] = {
+    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.hardswish, F.hardsigmoid, torch.sigmoid,
+    torch.Tensor.sigmoid, torch.Tensor.sigmoid_, torch.Tensor.relu, torch.Tensor.relu_, F.gelu, F.mish,
+    F.leaky_relu, F.elu, F.hardtanh, torch.tanh, torch.Tensor.tanh,
+}  # fmt: skip
+#: Functions whose weights make their calling module a layer surgery resizes.
+CONV_FUNCTIONS: set[Any] = {F.conv1d, F.conv2d}
+LINEAR_FUNCTIONS: set[Any] = {F.linear}
+BN_FUNCTIONS: set[Any] = {F.batch_norm, torch.batch_norm}
+PAD_FUNCTIONS: set[Any] = {F.pad, torch.constant_pad_nd}
+GETITEM_FUNCTIONS: set[Any] = {torch.Tensor.__getitem__}
+#: In-place variants: their result is their first argument.
+INPLACE_FUNCTIONS: set[Any] = {
+    F.relu_, torch.relu_, torch.Tensor.relu_, torch.Tensor.sigmoid_, torch.Tensor.tanh_,
+    torch.Tensor.clamp_, torch.Tensor.clamp_min_, F.hardtanh_, F.elu_, F.leaky_relu_,
+    torch.Tensor.add_, torch.Tensor.sub_, torch.Tensor.mul_, torch.Tensor.div_, torch.Tensor.__iadd__,
+    torch.Tensor.__isub__, torch.Tensor.__imul__, torch.Tensor.__itruediv__,
+}  # fmt: skip
+#: Shape-preserving calls the capture does not run on "meta" tensors (their meta kernels are slow
+#: Python decompositions); the in-place flag is their last positional argument or ``inplace=``.
+SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS
 POOL_FUNCTIONS: set[Any] = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.max_pool2d,
@@ -50,7 +81,12 @@ BINARY_FUNCTIONS: dict[Any, str] = {
     torch.Tensor.add_: "add", operator.sub: "add", operator.isub: "add", torch.sub: "add",
     torch.Tensor.sub: "add", operator.mul: "mul", operator.imul: "mul", torch.mul: "mul",
     torch.Tensor.mul: "mul", torch.Tensor.mul_: "mul", operator.truediv: "div", torch.div: "div",
-    torch.Tensor.div: "div",
+    torch.Tensor.div: "div", torch.Tensor.sub_: "add", torch.Tensor.div_: "div",
+    torch.Tensor.__add__: "add", torch.Tensor.__radd__: "add", torch.Tensor.__iadd__: "add",
+    torch.Tensor.__sub__: "add", torch.Tensor.__rsub__: "add", torch.Tensor.__isub__: "add",
+    torch.Tensor.__mul__: "mul", torch.Tensor.__rmul__: "mul", torch.Tensor.__imul__: "mul",
+    torch.Tensor.__truediv__: "div", torch.Tensor.__itruediv__: "div", torch.Tensor.__div__: "div",
+    torch.Tensor.__rdiv__: "rdiv", torch.Tensor.__rtruediv__: "rdiv", torch.rsub: "add",
 }  # fmt: skip
 CAT_FUNCTIONS: set[Any] = {torch.cat, torch.concat, torch.concatenate}
 CHUNK_FUNCTIONS: set[Any] = {torch.chunk, torch.Tensor.chunk}
@@ -59,8 +95,21 @@ FLATTEN_FUNCTIONS: set[Any] = {torch.flatten, torch.Tensor.flatten}
 RESHAPE_FUNCTIONS: set[Any] = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape}
 PERMUTE_FUNCTIONS: set[Any] = {torch.Tensor.permute, torch.permute, torch.transpose, torch.Tensor.transpose}
 SQUEEZE_FUNCTIONS: set[Any] = {torch.squeeze, torch.Tensor.squeeze, torch.unsqueeze, torch.Tensor.unsqueeze}
+#: Reshapes that keep every element (a parameter reshaped by them is still that parameter).
+VIEW_FUNCTIONS: set[Any] = RESHAPE_FUNCTIONS | SQUEEZE_FUNCTIONS | GETITEM_FUNCTIONS | FLATTEN_FUNCTIONS
 #: Functions whose results carry no channels (shapes, sizes, asserts).
-SHAPE_QUERY_FUNCTIONS: set[Any] = {getattr, torch.Tensor.size, torch.Tensor.dim, len, torch._assert}
+SHAPE_QUERY_FUNCTIONS: set[Any] = {
+    torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.__len__, torch._assert,
+}  # fmt: skip
+#: Shape reads whose int result follows surgery (a size computed from them is not a literal).
+SIZE_METHODS: set[Any] = {torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__}
+#: Calls that need tensor values (Python control flow on data): a "meta" run cannot do them.
+DATA_DEPENDENT_METHODS: set[Any] = {
+    torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__,
+    torch.Tensor.__float__, torch.Tensor.__index__, torch.Tensor.nonzero, torch.nonzero,
+}  # fmt: skip
+#: In-place writes into part of a tensor.
+MUTATING_METHODS: set[Any] = {torch.Tensor.__setitem__}
 
 #: Reductions over dims (spatial mean in ShuffleNetV2); channel-preserving when dim 1 is kept.
 REDUCE_FUNCTIONS: set[Any] = {
@@ -79,8 +128,3 @@ try:  # torchvision's stochastic depth is fx-wrapped: per-sample scaling, identi
     STOCHASTIC_DEPTH: set[Any] = {_sd}
 except ImportError:  # pragma: no cover
     STOCHASTIC_DEPTH = set()
-
-
-def resolve_method(name: str) -> Any:
-    """The ``torch.Tensor`` attribute object behind an fx ``call_method`` target."""
-    return getattr(torch.Tensor, name, None)

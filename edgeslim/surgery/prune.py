@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
-from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph
-from edgeslim.surgery.recipe import FORMAT, VERSION, shrink_layer
+from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
+from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     live = torch.zeros(k, dtype=torch.bool)  # some BN scale is nonzero / BN not affine
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
+    mods = dict(g.model.named_modules())
     for t, cls in zip(g.touches, g.touch_classes):
         if t.kind == "bn":
-            bn = g.model.get_submodule(t.module)
+            bn = mods[t.module]
             has_bn[cls] = True
             if not bn.affine:
                 live[cls] = True
@@ -155,12 +157,21 @@ def _exact_conv(m: nn.Module) -> bool:
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
 
 
+def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> list[int]:
+    if entry["type"] == PARAMETER:
+        parent, _, attr = name.rpartition(".")
+        return list(getattr(mods[parent], attr).shape)
+    return _layer_shape(mods[name])
+
+
 def _layer_shape(m: nn.Module) -> list[int]:
     if isinstance(m, nn.Linear):
         return [m.in_features, m.out_features]
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    if is_batchnorm(m):
         return [m.num_features]
-    return [m.in_channels, m.out_channels]
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return [m.in_channels, m.out_channels]
+    return [p.numel() for p in m.parameters(recurse=False)]  # a user-registered module
 
 
 def prune_with_report(
@@ -168,13 +179,26 @@ def prune_with_report(
     example_input: Tensor,
     round_to: int = 1,
     calib_inputs: Any = None,
+    *,
+    inplace: bool = False,
+    check: bool = True,
 ) -> PruneResult:
-    """Surgery on a copy of ``model``: returns the slim model, its recipe and a report."""
+    """Surgery on a copy of ``model``: returns the slim model, its recipe and a report.
+
+    ``inplace=True`` resizes ``model`` itself (no deep copy). ``check=False`` skips the
+    before/after forwards that measure the deviation (``max_abs_diff`` is then None); a dense
+    forward still runs when a removed channel's constant must be folded.
+    """
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
     t0 = time.perf_counter()
-    work = copy.deepcopy(model).eval()
+    mode = model.training
+    params_before = sum(p.numel() for p in model.parameters())
+    work = model if inplace else copy.deepcopy(model)
+    if any(m.training for m in work.modules()):
+        work.eval()
     g = build_graph(work, example_input)
+    mods = dict(work.named_modules())
     removable, strength = removable_classes(g)
     remove = _round_groups(g, removable, strength, round_to)
 
@@ -189,13 +213,13 @@ def prune_with_report(
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
-        dense_out = _outputs(work, inputs)
+        dense_out = _outputs(work, inputs) if check or stats.handles else []
     finally:
         stats.close()
     folded = []
     for t, cls in consumers:
         idx = torch.nonzero(remove[cls]).flatten()
-        m = work.get_submodule(t.module)
+        m = mods[t.module]
         st = t.read_state[idx]
         if not bool((st == CONST).any()):
             continue
@@ -213,8 +237,14 @@ def prune_with_report(
     entries: dict[str, dict[str, Any]] = {}
     before: dict[str, list[int]] = {}
     for t, cls in zip(g.touches, g.touch_classes):
-        m = work.get_submodule(t.module)
+        m = mods[t.module]
         keep = torch.nonzero(~remove[cls]).flatten()
+        if t.kind == "param":  # a per-channel parameter used in forward (layer scale)
+            name = f"{t.module}.{t.attr}" if t.module else t.attr
+            entries[name] = {"type": PARAMETER, "dim": t.dim}
+            entries[name]["keep"] = keep.tolist() if keep.numel() < cls.numel() else None
+            before[name] = list(getattr(m, t.attr).shape)
+            continue
         e = entries.setdefault(t.module, {"type": type(m).__name__})
         before.setdefault(t.module, _layer_shape(m))
         key = {
@@ -224,6 +254,9 @@ def prune_with_report(
             "linear_out": "out",
             "dw": "out",
             "bn": "keep",
+            "custom_in": "in",
+            "custom_out": "out",
+            "custom": "keep",
         }
         e[key[t.kind]] = keep.tolist() if keep.numel() < cls.numel() else None
     for f in folded:
@@ -234,7 +267,11 @@ def prune_with_report(
         if any(e.get(k) is not None for k in ("in", "out", "keep")) or e.get("bias")
     }
     for name, e in layers.items():
-        shrink_layer(work.get_submodule(name), e)
+        if e["type"] == PARAMETER:
+            parent, _, attr = name.rpartition(".")
+            shrink_parameter(mods[parent], attr, e)
+        else:
+            shrink_layer(mods[name], e)
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
@@ -244,7 +281,15 @@ def prune_with_report(
         if bool(remove[grp.classes].any())
     ]
     t_shrink = time.perf_counter()
-    diff = _compare(dense_out, _outputs(work, inputs))
+    try:
+        slim_out = _outputs(work, inputs) if check else []
+    except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EdgeslimError(
+            f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
+            "changed; mark that module a leaf (edgeslim.surgery.register_leaf)"
+        ) from exc
+    diff = _compare(dense_out, slim_out) if check else {"max_abs_diff": None, "top1_agreement": None}
     t_end = time.perf_counter()
     report = {
         "layers": [
@@ -252,7 +297,7 @@ def prune_with_report(
                 "name": n,
                 "type": entries[n]["type"],
                 "before": before[n],
-                "after": _layer_shape(work.get_submodule(n)),
+                "after": _entry_shape(mods, n, entries[n]),
             }
             for n in entries
         ],
@@ -263,7 +308,7 @@ def prune_with_report(
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
         "barriers": [str(b) for b in g.barriers],
-        "params_before": sum(p.numel() for p in model.parameters()),
+        "params_before": params_before,
         "params_after": sum(p.numel() for p in work.parameters()),
         "macs_before": g.macs(),
         "macs_after": g.macs(alive),
@@ -277,14 +322,14 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    scale = max((float(o.abs().max()) for o in dense_out), default=1.0)
-    if report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
+    scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
+    if check and report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
         log.warning(
             "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
             diff["max_abs_diff"],
             scale,
         )
-    work.train(model.training)
+    work.train(mode)
     return PruneResult(work, recipe, report, g)
 
 
@@ -303,8 +348,8 @@ def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
     return _compare(_outputs(model, batches), _outputs(slim, batches))
 
 
-def _outputs(model: nn.Module, batches: list[Tensor]) -> list[Tensor]:
-    """Eval-mode outputs (first element of tuple outputs); the model's mode is restored."""
+def _outputs(model: nn.Module, batches: list[Tensor]) -> list[list[Tensor]]:
+    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored."""
     mode = model.training
     model.eval()
     try:
@@ -312,14 +357,28 @@ def _outputs(model: nn.Module, batches: list[Tensor]) -> list[Tensor]:
             outs = [model(x) for x in batches]
     finally:
         model.train(mode)
-    return [o[0] if isinstance(o, (tuple, list)) else o for o in outs]
+    return [_flat_tensors(o) for o in outs]
 
 
-def _compare(ref: list[Tensor], got: list[Tensor]) -> dict[str, float]:
+def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
+    """Largest difference over every output tensor; a different structure or shape is an error."""
     worst, agree, total = 0.0, 0, 0
-    for a, b in zip(ref, got):
-        worst = max(worst, float((a - b).abs().max()))
-        if a.dim() == 2:
-            agree += int((a.argmax(1) == b.argmax(1)).sum())
+    for ra, rb in zip(ref, got):
+        if len(ra) != len(rb):
+            raise EdgeslimError(
+                f"the slim model returns {len(rb)} tensors where the dense one returns {len(ra)}"
+            )
+        for i, (a, b) in enumerate(zip(ra, rb)):
+            if a.shape != b.shape:
+                raise EdgeslimError(
+                    f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one "
+                    f"{tuple(a.shape)}; a channel count is fixed in the model's code: mark that module a "
+                    "leaf (edgeslim.surgery.register_leaf)"
+                )
+            if a.numel():
+                worst = max(worst, float((a.double() - b.double()).abs().max()))
+        a = ra[0] if ra else None
+        if a is not None and a.dim() == 2 and len(ra) == 1:
+            agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
             total += a.shape[0]
     return {"max_abs_diff": worst, "top1_agreement": agree / total if total else float("nan")}

@@ -21,16 +21,19 @@ import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.surgery import ops
+from edgeslim.surgery import ops, rules
 
 FORMAT = "edgeslim.recipe"
 VERSION = 1
+#: recipe entry type of a per-channel parameter used in ``forward`` (layer scale), named
+#: ``module.attribute``: ``{"type": "Parameter", "dim": channel axis, "keep": [...]}``
+PARAMETER = "Parameter"
 
 
 def _take(t: torch.Tensor | None, idx: list[int] | None, dim: int = 0) -> torch.Tensor | None:
     if t is None or idx is None:
         return t
-    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device)).clone()
+    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
 
 
 def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
@@ -80,8 +83,29 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
         if m.track_running_stats and m.running_mean is not None:
             m.running_mean = _take(m.running_mean, keep)
             m.running_var = _take(m.running_var, keep)
+    elif (rule := rules.rule_for(m)) is not None and rule.shrink is not None:
+        keep_in = entry.get("in", entry.get("keep"))
+        keep_out = entry.get("out", entry.get("keep"))
+        rule.shrink(m, keep_in, keep_out)
     else:
         raise EdgeslimError(f"recipe entry for unsupported layer type {type(m).__name__}; recipe is corrupt")
+
+
+def shrink_parameter(parent: nn.Module, attr: str, entry: dict[str, Any]) -> None:
+    """Slice the per-channel parameter/buffer ``attr`` of ``parent`` to ``entry["keep"]``."""
+    keep = entry.get("keep")
+    t = getattr(parent, attr, None)
+    if keep is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise EdgeslimError(f"recipe names parameter {attr!r}, which {type(parent).__name__} does not have")
+    new = _take(t, keep, int(entry.get("dim", 0)))
+    if attr in parent._parameters:
+        setattr(parent, attr, _param(new, t))
+    elif attr in parent._buffers:
+        parent._buffers[attr] = new
+    else:
+        setattr(parent, attr, new)
 
 
 def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
@@ -94,6 +118,14 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
         )
     mods = dict(model.named_modules())
     for name, entry in recipe.get("layers", {}).items():
+        if entry.get("type") == PARAMETER:
+            parent, _, attr = name.rpartition(".")
+            if parent not in mods:
+                raise EdgeslimError(
+                    f"recipe names parameter {name!r}, which the model does not have; wrong spec?"
+                )
+            shrink_parameter(mods[parent], attr, entry)
+            continue
         if name not in mods:
             raise EdgeslimError(f"recipe names layer {name!r}, which the model does not have; wrong spec?")
         m = mods[name]
@@ -111,7 +143,7 @@ def compose_recipes(first: dict[str, Any] | None, second: dict[str, Any]) -> dic
         return second
     layers = {k: dict(v) for k, v in first.get("layers", {}).items()}
     for name, e in second.get("layers", {}).items():
-        old = layers.get(name, {"type": e["type"]})
+        old = layers.get(name, {k: v for k, v in e.items() if k in ("type", "dim")})
         new = dict(old)
         for key in ("in", "out", "keep"):
             if e.get(key) is not None:

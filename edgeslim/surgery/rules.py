@@ -1,0 +1,68 @@
+"""User channel rules: how surgery sees a module type it should not (or cannot) trace into.
+
+A rule makes every instance of a module type one opaque step of the channel graph whose
+channel coupling the user states, and says how to resize the module when channels go::
+
+    from edgeslim.surgery import ChannelRule, register_channel_rule
+
+    def shrink_gain(m: Gain, keep_in, keep_out):  # channel-wise: keep_in == keep_out
+        m.g = nn.Parameter(m.g.detach()[keep_in].clone())
+
+    register_channel_rule(Gain, ChannelRule(pass_through=True, shrink=shrink_gain))
+
+``pass_through=True``: output channel i is input channel i (a per-channel op); the input and
+output channels are one unit. Otherwise the module is a layer: its input channels are read (a
+channel can be removed only when it is exactly zero there) and its output channels are new
+ones that can be removed too. ``shrink(module, keep_in, keep_out)`` gets the kept indices of
+the dense module (``None``: that side unchanged). :func:`register_leaf` marks a type as opaque
+without a rule: its channels are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+
+ShrinkFn = Callable[[nn.Module, "list[int] | None", "list[int] | None"], None]
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """Channel behaviour of a user module type (see the module docstring)."""
+
+    shrink: ShrinkFn | None = None
+    pass_through: bool = False
+    #: pass_through only: a channel that is exactly zero at the input is zero at the output
+    keeps_zero: bool = True
+
+
+_RULES: dict[type, ChannelRule] = {}
+
+
+def register_channel_rule(cls: type[nn.Module], rule: ChannelRule) -> None:
+    """Treat every ``cls`` instance (and subclass) as one step with the channel coupling of ``rule``."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise EdgeslimError(f"register_channel_rule needs an nn.Module subclass, got {cls!r}")
+    _RULES[cls] = rule
+
+
+def register_leaf(cls: type[nn.Module]) -> None:
+    """Do not trace into ``cls``: its input and output channels are kept (a barrier)."""
+    register_channel_rule(cls, ChannelRule(shrink=None))
+
+
+def unregister(cls: type[nn.Module]) -> None:
+    """Forget the rule of ``cls`` (no error when there is none)."""
+    _RULES.pop(cls, None)
+
+
+def rule_for(m: nn.Module) -> ChannelRule | None:
+    """The rule of ``m``'s type (the most specific registered base class), or None."""
+    for cls in type(m).__mro__:
+        if cls in _RULES:
+            return _RULES[cls]
+    return None

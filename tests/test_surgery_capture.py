@@ -1,0 +1,401 @@
+"""Capture of what real model code does: *args forwards, shape branches, chunk lists, nested and
+dict outputs, functional layers, BN subclasses, channel slices and splits, user channel rules."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.surgery import (
+    ChannelRule,
+    apply_recipe,
+    build_graph,
+    prune_with_report,
+    register_channel_rule,
+    register_leaf,
+    verify,
+)
+from edgeslim.surgery.graph import _flat_tensors
+from edgeslim.surgery.prune import _compare
+from edgeslim.surgery.rules import unregister
+
+
+def cbr(cin: int, cout: int, k: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
+
+
+def zero(bn: nn.Module, idx: list[int], bias: float = 0.0) -> None:
+    with torch.no_grad():
+        bn.weight[idx] = 0
+        bn.bias[idx] = bias
+
+
+def exact(m: nn.Module, slim: nn.Module, x: torch.Tensor) -> float:
+    return verify(copy.deepcopy(m).double(), copy.deepcopy(slim).double(), x.double())["max_abs_diff"]
+
+
+class C2fLike(nn.Module):
+    """YOLO idioms: ``forward(x, *args, **kwargs)``, ``list(chunk)``, a branch on a shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cv1 = cbr(3, 8)
+        self.m = cbr(4, 4, 3)
+        self.cv2 = cbr(12, 6)
+        self.shape = None
+
+    def forward(self, x, *args, **kwargs):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.append(self.m(y[-1]))
+        out = self.cv2(torch.cat(y, 1))
+        if self.shape != out.shape:  # a Python branch on a static shape (YOLO's Detect)
+            self.shape = out.shape
+        return out, [out.mean((2, 3))]
+
+
+def test_star_args_chunk_list_and_shape_branch():
+    m = C2fLike().eval()
+    x = torch.randn(2, 3, 8, 8)
+    zero(m.cv1[1], [1, 5])  # index 1 of both halves of the chunk
+    zero(m.m[1], [2])
+    res = prune_with_report(m, x)
+    assert res.model.cv1[0].out_channels == 6 and res.model.m[0].out_channels == 3
+    assert res.model.cv2[0].in_channels == 9
+    assert exact(m, res.model, x) < 1e-12
+    assert m.shape is None  # attribute changes made by the capture run are undone
+
+
+class DictOut(nn.Module):
+    """Feature maps returned in a dict (detection backbones) and a nested tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = cbr(3, 8), cbr(8, 8), cbr(8, 4)
+
+    def forward(self, x):
+        a = self.a(x)
+        b = self.b(a)
+        return {"feat": a, "deep": (self.c(b), [b])}
+
+
+def test_every_dict_and_nested_output_is_an_output():
+    m = DictOut().eval()
+    x = torch.randn(1, 3, 6, 6)
+    g = build_graph(m, x)
+    assert not g.bn_groups()  # every BN feeds a returned tensor: nothing may be removed
+    for bn in (m.a[1], m.b[1], m.c[1]):
+        zero(bn, [0, 3])
+    res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 0
+    out = res.model(x)
+    assert out["feat"].shape[1] == 8 and out["deep"][1][0].shape[1] == 8
+
+
+def test_detection_backbone_dict_outputs_keep_their_channels():
+    """torchvision's IntermediateLayerGetter (detection backbones) returns a dict of feature maps."""
+    from torchvision.models import resnet18
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    m = IntermediateLayerGetter(resnet18(), {"layer2": "p3", "layer4": "p5"}).eval()
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 64, 64)
+    g = build_graph(m, x)
+    returned = {"layer2.1.bn2", "layer4.1.bn2"}  # they write the returned residual streams
+    assert not any(name in returned for bg in g.bn_groups() for name, _ in bg.members)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    out = res.model(x)
+    assert zeroed > 0 and res.report["removed_channels"] == zeroed
+    assert out["p3"].shape[1] == 128 and out["p5"].shape[1] == 512
+    assert exact(m, res.model, x) < 1e-10
+
+
+def test_verifier_compares_every_output_and_rejects_a_shape_change():
+    a, b = torch.zeros(1, 4), torch.zeros(1, 4)
+    assert _compare([[a, b]], [[a, b + 1]])["max_abs_diff"] == 1.0  # the second tensor counts
+    with pytest.raises(EdgeslimError, match="shape"):
+        _compare([[a, b]], [[a, torch.zeros(1, 3)]])
+
+
+class BNAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d pattern: a BatchNorm2d subclass calling F.batch_norm, then an act."""
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return torch.sigmoid(x)  # sigmoid(0) = 0.5: a zero channel becomes a constant
+
+
+class SameConv(nn.Conv2d):
+    """timm's Conv2dSame pattern: pad, then the functional conv with the module's own weight."""
+
+    def forward(self, x):
+        return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.weight, self.bias, self.stride, 0)
+
+
+class FuncNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = SameConv(3, 6, 3, bias=False)
+        self.bn = BNAct(6)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.bn(self.conv(x)))
+
+
+def test_bn_subclass_with_functional_batch_norm_and_functional_conv():
+    m = FuncNet().eval()
+    x = torch.randn(2, 3, 5, 5)
+    (bg,) = build_graph(m, x).bn_groups()
+    assert bg.members[0][0] == "bn" and bg.size == 6
+    zero(m.bn, [1, 4])
+    res = prune_with_report(m, x)
+    assert res.model.conv.out_channels == 4 and res.model.bn.num_features == 4
+    assert res.report["folded_biases"] == [{"layer": "head", "channels": 2, "exact": True}]  # sigmoid(0)
+    assert exact(m, res.model, torch.randn(2, 3, 5, 5)) < 1e-6  # the bias was folded in float32
+
+
+class SliceNet(nn.Module):
+    """ReXNet's partial residual ``cat([x[:, :C] + sc, x[:, C:]])`` and GhostNet's truncation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 4)
+        self.exp = cbr(4, 10)
+        self.out = nn.Conv2d(7, 2, 1)
+
+    def forward(self, x):
+        sc = self.stem(x)
+        y = self.exp(sc)
+        y = torch.cat([y[:, :4] + sc, y[:, 4:]], dim=1)
+        return self.out(y[:, :7])  # the last 3 channels are dropped
+
+
+def test_partial_residual_and_truncation_keep_positions():
+    m = SliceNet().eval()
+    x = torch.randn(2, 3, 4, 4)
+    zero(m.exp[1], [1, 5, 8])  # 1: residual prefix, 5: inside the [:, :7] window, 8: dropped tail
+    zero(m.stem[1], [1])
+    res = prune_with_report(m, x)
+    assert res.model.exp[0].out_channels == 9  # only 8 goes: removing 1 or 5 would shift the window
+    assert exact(m, res.model, x) < 1e-12
+    assert any("slice" in b for b in res.report["barriers"])
+
+
+class SplitNet(nn.Module):
+    def __init__(self, literal: bool) -> None:
+        super().__init__()
+        self.literal = literal
+        self.a = cbr(3, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        size = 4 if self.literal else y.shape[1] // 2  # from an attribute vs from the shape
+        p, q = y.split(size, dim=1)
+        return self.head(torch.cat([q, p], 1))
+
+
+@pytest.mark.parametrize("literal", [True, False])
+def test_split_sizes_from_the_shape_follow_surgery_literal_ones_do_not(literal: bool):
+    m = SplitNet(literal).eval()
+    x = torch.randn(2, 3, 4, 4)
+    zero(m.a[1], [1, 5])
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == (8 if literal else 6)  # channel j of both halves: one unit
+    assert exact(m, res.model, x) < 1e-12
+
+
+def test_data_dependent_branch_is_one_line_naming_module_and_line():
+    class Gate(nn.Module):
+        def forward(self, x):
+            if x.mean() > 0:  # on values computed from the input
+                return x
+            return -x
+
+    m = nn.Sequential(cbr(3, 4), Gate()).eval()
+    with pytest.raises(EdgeslimError) as ei:
+        build_graph(m, torch.randn(1, 3, 4, 4))
+    msg = str(ei.value)
+    assert "\n" not in msg and "cannot trace" in msg and "1 (Gate)" in msg
+    assert "test_surgery_capture.py:" in msg and "register_leaf" in msg
+    register_leaf(Gate)  # the fix the message names: a leaf is not traced into, its channels are kept
+    try:
+        g = build_graph(m, torch.randn(1, 3, 4, 4))
+        assert not g.bn_groups() and any("leaf module Gate" in str(b) for b in g.barriers)
+    finally:
+        unregister(Gate)
+
+
+class Gain(nn.Module):
+    """A per-channel learned gain written with an op the graph does not know (einsum)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.g = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        return torch.einsum("nchw,c->nchw", x, self.g)
+
+
+def shrink_gain(m: Gain, keep_in, keep_out) -> None:
+    if keep_in is not None:
+        m.g = nn.Parameter(m.g.detach()[keep_in].clone())
+
+
+class GainNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.gain, self.head = cbr(3, 6), Gain(6), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.gain(self.a(x)))
+
+
+def test_user_channel_rule_makes_a_custom_module_prunable_and_recipes_replay():
+    x = torch.randn(2, 3, 4, 4)
+    m = GainNet().eval()
+    zero(m.a[1], [0, 4])
+    assert prune_with_report(m, x).report["removed_channels"] == 0  # without a rule: kept
+    register_channel_rule(Gain, ChannelRule(shrink=shrink_gain, pass_through=True))
+    try:
+        res = prune_with_report(m, x)
+        assert res.report["removed_channels"] == 2 and res.model.gain.g.numel() == 4
+        assert exact(m, res.model, x) < 1e-12
+        fresh = apply_recipe(GainNet().eval(), res.recipe)  # checkpoints rebuild through the rule
+        fresh.load_state_dict(res.model.state_dict())
+        assert exact(m, fresh, x) < 1e-12
+    finally:
+        unregister(Gain)
+
+
+class LayerScaleNet(nn.Module):
+    """Layer scale: a module's own per-channel parameters used in forward, raw and reshaped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = cbr(3, 6), cbr(6, 6), nn.Conv2d(6, 2, 1)
+        self.gamma = nn.Parameter(torch.rand(6, 1, 1) + 0.5)
+        self.beta = nn.Parameter(torch.rand(6))
+
+    def forward(self, x):
+        y = self.a(x)
+        y = y + self.gamma * self.b(y)
+        return self.head(y * self.beta.view(1, -1, 1, 1))
+
+
+def test_layer_scale_parameters_are_sliced_with_their_channels():
+    m = LayerScaleNet().eval()
+    x = torch.randn(2, 3, 5, 5)
+    zero(m.a[1], [1, 4])
+    zero(m.b[1], [1, 4])
+    res = prune_with_report(m, x)
+    s = res.model
+    assert s.gamma.shape == (4, 1, 1) and s.beta.shape == (4,) and s.head.in_channels == 4
+    assert res.recipe["layers"]["gamma"] == {"type": "Parameter", "dim": 0, "keep": [0, 2, 3, 5]}
+    assert exact(m, s, x) < 1e-12
+    fresh = apply_recipe(LayerScaleNet().eval(), res.recipe)
+    fresh.load_state_dict(s.state_dict())
+    assert exact(m, fresh, x) < 1e-12
+
+
+class MixedInNet(nn.Module):
+    """MobileViT's fold: channels and positions mixed by a reshape, then a conv with a BN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.proj, self.head = cbr(3, 4), cbr(4, 6), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        y = y.reshape(n, c, h * w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(self.proj(y))
+
+
+def test_conv_after_a_mixed_layout_keeps_its_input_but_frees_its_output():
+    m = MixedInNet().eval()
+    x = torch.randn(2, 3, 4, 4)
+    zero(m.a[1], [1])  # crosses the mixing reshape: kept
+    zero(m.proj[1], [0, 5])  # the conv's own output channels: removed
+    res = prune_with_report(m, x)
+    assert res.model.a[0].out_channels == 4 and res.model.proj[0].out_channels == 4
+    assert res.model.proj[0].in_channels == 4 and res.model.head.in_channels == 4
+    assert exact(m, res.model, x) < 1e-12
+
+
+def test_registry_does_not_import_optional_model_sources():
+    code = (
+        "import sys; import edgeslim.models.zoo; from edgeslim.models import registry; "
+        "assert 'timm' in registry._PREFIXES and 'yolo' in registry._PREFIXES; "
+        "assert 'timm' not in sys.modules and 'ultralytics' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_yolo_checkpoint_is_a_pickle_and_needs_trust(tmp_path):
+    from edgeslim.models import create_model
+    from edgeslim.models.yolo import load_yolo_checkpoint
+
+    with pytest.raises(EdgeslimError, match="pickle"):
+        create_model(f"yolo:{tmp_path / 'best.pt'}")
+    with pytest.raises(EdgeslimError, match="trust_pickle"):
+        load_yolo_checkpoint(str(tmp_path / "best.pt"))
+
+
+def _zero_groups(m: nn.Module, x: torch.Tensor, frac: float = 0.3) -> int:
+    gen = torch.Generator().manual_seed(0)
+    mods, n = dict(m.named_modules()), 0
+    for bg in build_graph(m, x).bn_groups():
+        sel = torch.randperm(bg.size, generator=gen)[: int(frac * bg.size)]
+        n += sel.numel()
+        for name, idx in bg.members:
+            zero(mods[name], idx[sel].tolist())
+    return n
+
+
+def _randomize_bn(m: nn.Module) -> None:
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for b in m.modules():
+            if isinstance(b, nn.modules.batchnorm._BatchNorm):
+                b.weight.copy_(torch.rand(b.num_features, generator=gen) + 0.5)
+                b.bias.copy_(torch.randn(b.num_features, generator=gen) * 0.2)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "ghostnet_100", "rexnet_100"])
+def test_timm_models_prune_exactly(name: str):
+    timm = pytest.importorskip("timm")
+    from edgeslim.models import create_model
+
+    m = create_model(f"timm:{name}", num_classes=10).eval()
+    assert type(m) is type(timm.create_model(name, pretrained=False))
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 32, 32)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    assert zeroed > 100 and res.report["removed_channels"] == zeroed
+    assert exact(m, res.model, x) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["yolov8n", pytest.param("yolo11n", marks=pytest.mark.slow)])
+def test_yolo_from_yaml_prunes_exactly_without_patches(name: str):
+    pytest.importorskip("ultralytics")
+    from edgeslim.models import create_model
+
+    m = create_model(f"yolo:{name}", num_classes=80).eval()
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 64, 64)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    assert zeroed > 500 and res.report["removed_channels"] == zeroed
+    ref, got = _flat_tensors(m(x)), _flat_tensors(res.model(x))
+    assert len(ref) > 1 and [t.shape for t in ref] == [t.shape for t in got]
+    assert exact(m, res.model, x) < 1e-10
