@@ -5,14 +5,13 @@ Runs on a device without PyTorch: top-level imports are click and edgeslim.error
 
 from __future__ import annotations
 
-import contextlib
 import json
+from typing import Any
 
 import click
 
 from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, SHAPE, IntList, Number
-from edgeslim.errors import EdgeslimError
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
@@ -43,60 +42,25 @@ def _print_record(record: dict, as_json: bool) -> None:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
 
-def _predict_only(
-    model: str, baseline: str | None, profile, batches, calibrate: str | None, as_json: bool
-) -> None:
-    from edgeslim.bench.onnx_cost import onnx_cost
-    from edgeslim.bench.predict import Observation, predict_latency, scale_bytes
-    from edgeslim.bench.predict import calibrate as fit
-    from edgeslim.bench.report import check_record, layer_costs
+def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
     from edgeslim.utils.console import out, table
-    from edgeslim.utils.io import read_json, to_jsonable
+    from edgeslim.utils.io import to_jsonable
 
-    eff = None
-    fitted = None
-    if calibrate:
-        run = check_record(read_json(calibrate))
-        obs = []
-        for label in run["models"]:
-            layers = layer_costs(run, label)
-            if layers is None:
-                continue
-            layers = scale_bytes(layers, profile.preferred.precision)
-            for b in run["batches"]:
-                obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
-        if not obs:
-            raise EdgeslimError(f"{calibrate} has no ONNX layer costs to calibrate from; bench ONNX models")
-        eff = fitted = fit(obs, profile)
-    models = {"model": model} if baseline is None else {"baseline": baseline, "slim": model}
-    result: dict = {
-        "profile": profile.name,
-        "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
-    }
-    if fitted is not None:
-        result["calibration"] = {"from": calibrate, **fitted.model_dump()}
-    result["models"] = {}
-    for label, path in models.items():
-        if not str(path).lower().endswith(".onnx"):
-            raise EdgeslimError(f"--predict needs an .onnx file (MACs come from the ONNX graph); got {path}")
-        layers = scale_bytes(onnx_cost(path).layers, profile.preferred.precision)  # the ONNX is fp32
-        result["models"][label] = {
-            str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in batches
-        }
     if as_json:
         out.print_json(json.dumps(to_jsonable(result)))
         return
+    fitted = result.get("calibration")
     if fitted is not None:
         out.print(
-            f"calibrated from {calibrate}: compute/memory efficiency {fitted.compute:.3g}, "
-            f"launch overhead {fitted.launch_us:.3g} us per layer"
+            f"calibrated from {fitted['from']}: compute/memory efficiency {fitted['compute']:.3g}, "
+            f"launch overhead {fitted['launch_us']:.3g} us per layer"
         )
     for label, per_batch in result["models"].items():
         first = per_batch[str(batches[0])]
         rows = [[lp["name"], lp["bound"], lp["intensity"], lp["seconds"] * 1e6] for lp in first["layers"]]
         out.print(
             table(
-                f"PREDICTION {label} on {profile.name}, batch {batches[0]} (not a measurement)",
+                f"PREDICTION {label} on {result['profile']}, batch {batches[0]} (not a measurement)",
                 ["layer", "bound", "FLOP/B", "us"],
                 rows,
             )
@@ -110,28 +74,10 @@ def _predict_only(
         )
 
 
-def _check_layer_table_args(batches: list[int], baseline, out_dir, predict: bool, onnx_path) -> None:
-    if len(batches) != 1:
-        raise EdgeslimError(
-            f"--layer-table measures at one batch size; got --batch {','.join(map(str, batches))}"
-        )
-    if baseline or out_dir or predict:
-        raise EdgeslimError("--layer-table times one model; drop --baseline, --out and --predict")
-    if onnx_path and not str(onnx_path).lower().endswith(".onnx"):
-        raise EdgeslimError(f"--onnx takes the .onnx file the engine was built from; got {onnx_path}")
+def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_json: bool) -> None:
+    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.io import to_jsonable
 
-
-def _write_layer_table(model, backend, batch, timing, options, path, force, as_json) -> None:
-    from edgeslim.bench.layers import layer_table, write_layer_table
-    from edgeslim.utils.console import err, out, progress, table
-    from edgeslim.utils.io import check_output_path, to_jsonable
-
-    check_output_path(path, force)  # refuse early, before measuring
-    with progress() as bar:
-        task = bar.add_task("layer table", total=1, info=f"{backend}, batch {batch}")
-        tab = layer_table(model, backend, batch, timing, options)
-        bar.update(task, advance=1)
-    written = write_layer_table(tab, path, force=True)
     if as_json:
         out.print_json(json.dumps(to_jsonable(tab)))
     else:
@@ -245,85 +191,32 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
       edgeslim bench slim.onnx --predict --profile jetson-nano
       edgeslim bench slim.onnx --layer-table layers.json      # for slim --latency-table
     """
-    batches = list(batch_text)
-    profile = None
-    if profile_name:
-        from edgeslim.bench.profiles import load_profile
-
-        profile = load_profile(profile_name)
-    if calibrate and not predict:
-        raise EdgeslimError("--calibrate goes with --predict (it fits the prediction to a measured run.json)")
-    if predict:
-        if profile is None:
-            raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
-        _predict_only(model, baseline, profile, batches, calibrate, as_json)
-        return
-    from edgeslim.utils.io import check_output_dir, run_dir_lock
-
-    if layer_table_path:
-        _check_layer_table_args(batches, baseline, out_dir, predict, onnx_path)
-    elif onnx_path:
-        raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
-    with contextlib.ExitStack() as lock:
-        if out_dir:  # refuse early, before minutes of measuring; hold the directory until written
-            check_output_dir(out_dir, force=True)
-            lock.enter_context(run_dir_lock(out_dir))
-            check_output_dir(out_dir, force=force, marker="run.json")
-        _measure_and_write(
-            model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time, threads,
-            providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path,
-            tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice, out_dir, force, as_json,
-            plots,
-        )  # fmt: skip
-
-
-def _measure_and_write(model, baseline, backend, profile, batches, trials, warmup, min_iters, min_time, max_time,
-                       threads, providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle,
-                       trtexec_path, tegrastats, interval_ms, layer_times, layer_table_path, onnx_path, nice,
-                       out_dir, force, as_json, plots) -> None:  # fmt: skip
-    """Pick the backend, measure (or write a layer table), print and write the results."""
-    from edgeslim.bench.backends import ALIASES, default_backend_for
-    from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.report import add_predictions, write_outputs
-    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.pipelines.bench import BenchRequest, layer_table, measure
+    from edgeslim.pipelines.bench import predict as predict_latency
     from edgeslim.utils.console import err, progress, progress_enabled
 
-    name = ALIASES.get(backend, backend) if backend else default_backend_for(model)
-    if backend is None and profile is not None:
-        name = profile.preferred.backend
-        if name == "tensorrt" and str(model).lower().endswith(".onnx"):
-            # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
-            from edgeslim.bench.backends.trtexec import find_trtexec
-
-            name = "trtexec" if find_trtexec(trtexec_path) else "onnxruntime"
-            err.print(f"[dim]{model} is ONNX: using the {name} backend (pass --backend to choose)[/]")
-    options: dict = {"graph_opt": graph_opt}
-    if threads or (profile and profile.preferred.threads):
-        options["threads"] = threads or profile.preferred.threads
-    prov = providers.split(",") if providers else (profile.preferred.providers if profile else None)
-    if prov:
-        options["providers"] = prov
-    if precision or profile:
-        options["precision"] = precision or profile.preferred.precision
-    if cuda_graph:
-        options["cuda_graph"] = True
-    if device:
-        options["device"] = device
-    if input_shape:
-        options["input_shape"] = list(input_shape)
-    if trust_pickle:
-        options["trust_pickle"] = True
-    if trtexec_path:
-        options["trtexec"] = trtexec_path
-    if onnx_path:
-        options["onnx"] = onnx_path
-    timing = TimingConfig(warmup_s=warmup, min_iters=min_iters, min_time_s=min_time, max_time_s=max_time)
-    if layer_table_path:
-        _write_layer_table(model, name, batches[0], timing, options, layer_table_path, force, as_json)
+    req = BenchRequest(
+        model=model, baseline=baseline, backend=backend, profile=profile_name, batches=tuple(batch_text),
+        trials=trials, warmup=warmup, min_iters=min_iters, min_time=min_time, max_time=max_time, threads=threads,
+        providers=providers, graph_opt=graph_opt, precision=precision, cuda_graph=cuda_graph, device=device,
+        input_shape=input_shape, trust_pickle=trust_pickle, trtexec=trtexec_path, tegrastats=tegrastats,
+        interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, onnx=onnx_path, nice=nice,
+        predict=predict, calibrate=calibrate, out_dir=out_dir, force=force, plots=plots,
+    )  # fmt: skip
+    req.check()
+    if predict:
+        _print_prediction(predict_latency(req), list(req.batches), as_json)
         return
-    models = {"baseline": baseline, "slim": model} if baseline else {"model": model}
+    if layer_table_path:
+        with progress() as bar:
+            task = bar.add_task("layer table", total=1, info=f"batch {req.batches[0]}")
+            tab, written = layer_table(req)
+            bar.update(task, advance=1)
+        _print_layer_table(tab, tab.get("backend", backend or ""), req.batches[0], written, as_json)
+        return
+    n_models = 2 if baseline else 1
     with progress() as bar:
-        task = bar.add_task("bench", total=trials * len(models), info="")
+        task = bar.add_task("bench", total=trials * n_models, info="")
 
         def step(t: int, label: str, res: dict) -> None:
             p50 = {b: sorted(s["host"])[len(s["host"]) // 2] * 1e3 for b, s in res["samples"].items()}
@@ -332,24 +225,11 @@ def _measure_and_write(model, baseline, backend, profile, batches, trials, warmu
             if not progress_enabled():  # piped: a line per trial instead of the bar
                 err.print(line)
 
-        record = run_comparison(
-            models,
-            name,
-            batches,
-            trials,
-            timing,
-            options,
-            tegrastats,
-            interval_ms,
-            nice,
-            layer_times,
-            on_trial=step,
-        )
-    if profile is not None:
-        add_predictions(record, profile)
-    _print_record(record, as_json)
-    if out_dir:
-        written = write_outputs(record, out_dir, force=force, with_plots=plots)
+        record, written = measure(
+            req, on_trial=step, say=lambda m: err.print(f"[dim]{m}[/]"),
+            on_record=lambda rec: _print_record(rec, as_json),
+        )  # fmt: skip
+    if written:
         err.print(f"wrote {', '.join(str(p) for p in written)}")
 
 

@@ -1,0 +1,213 @@
+"""``bench``: measure (or predict) a model on this device, slim against its baseline; request and runs.
+
+Imports nothing heavy at module level: ``edgeslim bench`` runs on a device without PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines.rundir import run_directory
+from edgeslim.utils.rundir import RUN_FILE
+
+
+@dataclass
+class BenchRequest:
+    """Everything ``edgeslim bench`` needs (``None``: the profile's or the backend's default)."""
+
+    model: str
+    baseline: str | None = None
+    backend: str | None = None
+    profile: str | None = None
+    batches: tuple[int, ...] = (1,)
+    trials: int = 3
+    warmup: float = 1.0
+    min_iters: int = 200
+    min_time: float = 2.0
+    max_time: float = 60.0
+    threads: int | None = None
+    providers: str | None = None
+    graph_opt: str = "all"
+    precision: str | None = None
+    cuda_graph: bool = False
+    device: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+    trust_pickle: bool = False
+    trtexec: str | None = None
+    tegrastats: bool = True
+    interval_ms: int = 100
+    layer_times: bool = False
+    layer_table: Path | None = None
+    onnx: str | None = None
+    nice: int = 0
+    predict: bool = False
+    calibrate: str | None = None
+    out_dir: Path | None = None
+    force: bool = False
+    plots: bool = True
+
+    def device_profile(self) -> Any:
+        """The named device profile, or None."""
+        if not self.profile:
+            return None
+        from edgeslim.bench.profiles import load_profile
+
+        return load_profile(self.profile)
+
+    def check(self) -> None:
+        """Combinations that cannot work, refused before anything is measured."""
+        if self.calibrate and not self.predict:
+            raise EdgeslimError(
+                "--calibrate goes with --predict (it fits the prediction to a measured run.json)"
+            )
+        if self.predict and not self.profile:
+            raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
+        if self.layer_table:
+            if len(self.batches) != 1:
+                raise EdgeslimError(
+                    f"--layer-table measures at one batch size; got --batch {','.join(map(str, self.batches))}"
+                )
+            if self.baseline or self.out_dir or self.predict:
+                raise EdgeslimError("--layer-table times one model; drop --baseline, --out and --predict")
+            if self.onnx and not str(self.onnx).lower().endswith(".onnx"):
+                raise EdgeslimError(f"--onnx takes the .onnx file the engine was built from; got {self.onnx}")
+        elif self.onnx:
+            raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
+
+
+def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
+    """The backend to use and its options, from the request and the device profile."""
+    from edgeslim.bench.backends import ALIASES, default_backend_for
+
+    name = ALIASES.get(req.backend, req.backend) if req.backend else default_backend_for(req.model)
+    if req.backend is None and profile is not None:
+        name = profile.preferred.backend
+        if name == "tensorrt" and str(req.model).lower().endswith(".onnx"):
+            # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
+            from edgeslim.bench.backends.trtexec import find_trtexec
+
+            name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
+            say(f"{req.model} is ONNX: using the {name} backend (pass --backend to choose)")
+    options: dict = {"graph_opt": req.graph_opt}
+    if req.threads or (profile and profile.preferred.threads):
+        options["threads"] = req.threads or profile.preferred.threads
+    prov = req.providers.split(",") if req.providers else (profile.preferred.providers if profile else None)
+    if prov:
+        options["providers"] = prov
+    if req.precision or profile:
+        options["precision"] = req.precision or profile.preferred.precision
+    for key, value in (("cuda_graph", req.cuda_graph), ("device", req.device), ("trust_pickle", req.trust_pickle),
+                       ("trtexec", req.trtexec), ("onnx", req.onnx)):  # fmt: skip
+        if value:
+            options[key] = value
+    if req.input_shape:
+        options["input_shape"] = list(req.input_shape)
+    return name, options
+
+
+def timing(req: BenchRequest) -> Any:
+    from edgeslim.bench.timing import TimingConfig
+
+    return TimingConfig(
+        warmup_s=req.warmup, min_iters=req.min_iters, min_time_s=req.min_time, max_time_s=req.max_time
+    )
+
+
+def measure(
+    req: BenchRequest,
+    on_trial: Callable[[int, str, dict], None] | None = None,
+    say: Callable[[str], None] = lambda _: None,
+    on_record: Callable[[dict], None] | None = None,
+) -> tuple[dict, list[Path]]:
+    """Measure ``req.model`` (against ``req.baseline``) in interleaved fresh processes.
+
+    With ``req.out_dir`` the directory is held (locked, no overwrite without ``force``) from
+    before the first measurement until run.json, report.md and the PNGs are written; returns
+    ``(record, written files)``. ``on_record`` sees the record before the files are written.
+    """
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import add_predictions, write_outputs
+
+    req.check()
+    profile = req.device_profile()
+    name, options = backend_and_options(req, profile, say)
+    models = {"baseline": req.baseline, "slim": req.model} if req.baseline else {"model": req.model}
+
+    def go() -> tuple[dict, list[Path]]:
+        record = run_comparison(
+            models, name, list(req.batches), req.trials, timing(req), options, req.tegrastats, req.interval_ms,
+            req.nice, req.layer_times, on_trial=on_trial,
+        )  # fmt: skip
+        if profile is not None:
+            add_predictions(record, profile)
+        if on_record is not None:
+            on_record(record)
+        written = write_outputs(record, req.out_dir, force=True, with_plots=req.plots) if req.out_dir else []
+        return record, written
+
+    if not req.out_dir:
+        return go()
+    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,)):
+        return go()
+
+
+def layer_table(req: BenchRequest) -> tuple[dict, Path]:
+    """A per-layer latency table of ``req.model`` at one batch, written to ``req.layer_table``."""
+    from edgeslim.bench.layers import layer_table as measure_layers
+    from edgeslim.bench.layers import write_layer_table
+    from edgeslim.utils.io import check_output_path
+
+    req.check()
+    check_output_path(req.layer_table, req.force)  # refuse early, before measuring
+    name, options = backend_and_options(req, req.device_profile(), lambda _: None)
+    tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
+    return tab, write_layer_table(tab, req.layer_table, force=True)
+
+
+def predict(req: BenchRequest) -> dict:
+    """A roofline PREDICTION for ``req.model`` (and baseline) on ``req.profile``, optionally
+    calibrated from a measured run.json (``req.calibrate``); nothing is measured."""
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.bench.predict import Observation, predict_latency, scale_bytes
+    from edgeslim.bench.predict import calibrate as fit
+    from edgeslim.bench.report import check_record, layer_costs
+    from edgeslim.utils.io import read_json
+
+    req.check()
+    profile = req.device_profile()
+    eff = fitted = None
+    if req.calibrate:
+        run = check_record(read_json(req.calibrate))
+        obs = []
+        for label in run["models"]:
+            layers = layer_costs(run, label)
+            if layers is None:
+                continue
+            layers = scale_bytes(layers, profile.preferred.precision)
+            for b in run["batches"]:
+                obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
+        if not obs:
+            raise EdgeslimError(
+                f"{req.calibrate} has no ONNX layer costs to calibrate from; bench ONNX models"
+            )
+        eff = fitted = fit(obs, profile)
+    models = {"model": req.model} if req.baseline is None else {"baseline": req.baseline, "slim": req.model}
+    result: dict = {
+        "profile": profile.name,
+        "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
+    }
+    if fitted is not None:
+        result["calibration"] = {"from": req.calibrate, **fitted.model_dump()}
+    result["models"] = {}
+    for label, path in models.items():
+        if not str(path).lower().endswith(".onnx"):
+            raise EdgeslimError(f"--predict needs an .onnx file (MACs come from the ONNX graph); got {path}")
+        layers = scale_bytes(onnx_cost(path).layers, profile.preferred.precision)  # the ONNX is fp32
+        result["models"][label] = {
+            str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in req.batches
+        }
+    return result
