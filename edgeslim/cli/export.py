@@ -76,21 +76,17 @@ def export(**kw: Any) -> None:
     """
     import json
 
-    from edgeslim.cli.common import check_finite_weights, load_model_or_arch
-    from edgeslim.export.pipeline import ExportRequest, run_export
+    from edgeslim.pipelines.export import ExportRequest, run
     from edgeslim.utils.console import err, out, table
     from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(
         **{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle", "weights")}
     )
-    loaded = load_model_or_arch(
-        kw["model"], trust_pickle=kw["trust_pickle"], input_shape=kw["input_shape"], weights=kw["weights"]
-    )
-    check_finite_weights(loaded)
-    res = run_export(
-        loaded, req, model_name=kw["model"], say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True)
-    )
+    res = run(
+        kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"],
+        say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True),
+    )  # fmt: skip
     if kw["as_json"]:
         out.print_json(json.dumps(to_jsonable(res)))
         return
