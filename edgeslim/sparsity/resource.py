@@ -86,7 +86,7 @@ class ResourceModel:
         if metric not in METRICS:
             raise EdgeslimError(f"unknown resource {metric!r}; choose one of: {', '.join(METRICS)}")
         if round_to < 1:
-            raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
+            raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
         layers = bn_layers(model)
         if not layers:
@@ -211,7 +211,8 @@ class ResourceModel:
             return
         if profile is None:
             raise EdgeslimError(
-                "a latency target needs profile (a device profile name or YAML path) or latency_table"
+                "a latency target needs profile (a device profile name or YAML path) or latency_table",
+                param=("profile", "latency_table"),
             )
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
         self.precision = precision or self.profile.preferred.precision
