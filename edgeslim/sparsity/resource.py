@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgeslim.channels.cost import LayerCost, layer_macs, layer_params, predict_latency
+from edgeslim.channels.cost import ELEM_BYTES, LayerCost, layer_macs, layer_params, predict_latency
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
@@ -47,8 +47,6 @@ from edgeslim.utils.console import human
 from edgeslim.utils.modes import eval_mode
 
 METRICS = ("macs", "params", "latency")
-#: bytes per element of weights and activations, per precision (roofline bytes)
-ELEM_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 @dataclass
@@ -217,7 +215,9 @@ class ResourceModel:
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
         self.precision = precision or self.profile.preferred.precision
         if self.precision not in ELEM_BYTES:
-            raise EdgeslimError(f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}")
+            raise EdgeslimError(
+                f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}", param="precision"
+            )
         self.efficiency = self.profile.efficiency_for(self.precision)
 
     # ------------------------------------------------------------------ counts
