@@ -1,6 +1,9 @@
 """Parameters, MACs per layer and BN scale statistics of a model.
 
-MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
+Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
+:func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
+forward hooks. The total and any other leaf module are counted by an external counter, which also
+cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
 to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
 so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
@@ -10,6 +13,7 @@ so it stays behind this module: without it, :class:`torch.utils.flop_counter.Flo
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -17,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeslim.channels.cost import layer_macs, layer_params
 from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
@@ -65,18 +70,49 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _output_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
+def _priced(m: nn.Module, x: Any, out: Any) -> tuple[int, int] | None:
+    """(MACs, params) of a Conv, Linear or BatchNorm module for one sample, by the one counter."""
+    if (
+        isinstance(m, nn.modules.conv._ConvNd)
+        and isinstance(x, torch.Tensor)
+        and isinstance(out, torch.Tensor)
+    ):
+        k = math.prod(m.kernel_size)
+        params = layer_params("conv", m.in_channels, m.out_channels, k, m.groups, m.bias is not None)
+        if m.transposed:  # a conv run backwards: priced at the input's positions, channels swapped
+            macs = layer_macs("conv", m.out_channels, m.in_channels, k, m.groups, math.prod(x.shape[2:]))
+        else:
+            macs = layer_macs("conv", m.in_channels, m.out_channels, k, m.groups, math.prod(out.shape[2:]))
+        return int(round(macs)), int(round(params))
+    if isinstance(m, nn.Linear) and isinstance(out, torch.Tensor):
+        rows = out.numel() // max(m.out_features, 1) // max(out.shape[0], 1) if out.dim() > 1 else 1
+        macs = layer_macs("linear", m.in_features, m.out_features, spatial=rows)
+        return int(macs), int(layer_params("linear", m.in_features, m.out_features, bias=m.bias is not None))
+    if is_batchnorm(m):
+        return 0, int(layer_params("bn", m.num_features, m.num_features, bias=m.affine))
+    return None
+
+
+def _output_shapes(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[dict[str, list[int]], dict[str, tuple[int, int]]]:
+    """Output shape of every leaf module, and (MACs, params) of those the one counter prices."""
     shapes: dict[str, list[int]] = {}
+    priced: dict[str, tuple[int, int]] = {}
     hooks = []
     if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: just check that it runs
         model(x)
-        return shapes
+        return shapes, priced
     for name, m in model.named_modules():
         if name and not any(True for _ in m.children()):
 
-            def hook(_m, _i, out, name=name):
+            def hook(m, args, out, name=name):
                 if isinstance(out, torch.Tensor):
                     shapes[name] = list(out.shape)
+                cost = _priced(m, args[0] if args else None, out)
+                if cost is not None:
+                    done = priced.get(name, (0, cost[1]))
+                    priced[name] = (done[0] + cost[0], cost[1])  # a module called twice counts twice
 
             hooks.append(m.register_forward_hook(hook))
     try:
@@ -84,7 +120,7 @@ def _output_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, list[int]]:
     finally:
         for h in hooks:
             h.remove()
-    return shapes
+    return shapes, priced
 
 
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
@@ -147,7 +183,7 @@ def count_model(
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
     with eval_mode(model), torch.no_grad():
         try:
-            shapes = _output_shapes(model, x)
+            shapes, priced = _output_shapes(model, x)
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeslimError(
@@ -165,11 +201,17 @@ def count_model(
         if not name or any(True for _ in m.children()):
             continue
         params = sum(q.numel() for q in m.parameters(recurse=False))
-        if params == 0 and macs.get(name, 0) == 0:
+        n_macs = int(macs.get(name, 0))
+        if name in priced:
+            if priced[name] != (n_macs, params):
+                log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",
+                            name, counter, n_macs, params, *priced[name])  # fmt: skip
+            n_macs, params = priced[name]
+        if params == 0 and n_macs == 0:
             continue
         cin, cout = _channels(m)
         kind = (getattr(m, "original_name", None) if scripted else None) or type(m).__name__
-        rows.append(LayerRow(name, kind, params, int(macs.get(name, 0)), cin, cout, shapes.get(name)))
+        rows.append(LayerRow(name, kind, params, n_macs, cin, cout, shapes.get(name)))
     return ModelStats(
         input_shape=shape,
         params=sum(q.numel() for q in model.parameters()),

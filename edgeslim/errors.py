@@ -7,10 +7,17 @@ class EdgeslimError(Exception):
     """An error caused by the user's input or environment.
 
     The CLI prints ``str(err)`` as one line and exits non-zero, without a traceback.
-    The message should say what is wrong and how to fix it.
+    The message should say what is wrong and how to fix it, phrased for the Python API.
+    ``param`` names the Python parameter(s) the error is about, spelled as in the message
+    (``"profile"``, ``("profile", "latency_table")``); the CLI puts the matching flag
+    (``--profile``) in their place.
     """
 
     exit_code: int = 2
+
+    def __init__(self, *args: object, param: str | tuple[str, ...] | None = None) -> None:
+        super().__init__(*args)
+        self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
 
 
 class MissingDependencyError(EdgeslimError):

@@ -215,7 +215,10 @@ def test_bad_budgets_fail_before_training() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target-latency", "8ms"], "needs profile"),
+        (
+            ["--target-latency", "8ms"],
+            "needs --profile (roofline prediction, e.g. jetson-orin-nano-8gb) or --latency-table",
+        ),
         (["--target-macs", "0.5x"], "not a budget"),
         (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),
         (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),

@@ -110,3 +110,17 @@ def test_counts_a_model_without_bn(capsys, tmp_path):
     torch.jit.script(model).save(str(path))
     res = run_json(capsys, str(path), "--data", "fashion-mnist", "--trust-pickle")
     assert res["macs"] == 26 * 26 * 4 * 9 + 4 * 26 * 26 * 10 and res["bn"]["channels"] == 0
+
+
+def test_info_and_graph_are_python_calls_below_the_cli(capsys):
+    """``edgeslim info`` and ``edgeslim graph`` render what ``pipelines`` computes."""
+    from edgeslim.pipelines.info import info
+    from edgeslim.pipelines.prune import graph, graph_summary
+    from edgeslim.utils.io import to_jsonable
+
+    res = to_jsonable(info("vgg-small", input_shape=(3, 32, 32)))
+    assert json.loads(json.dumps(res)) == run_json(capsys, "vgg-small", "--input-shape", "3,32,32")
+    d = graph_summary(graph("vgg-small", input_shape=(3, 32, 32)))
+    assert (d["macs"], d["params"]) == (res["macs"], res["params"])
+    assert main(["graph", "vgg-small", "--input-shape", "3,32,32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == d

@@ -90,3 +90,35 @@ def test_atomic_write_and_force(tmp_path):
     assert check_output_path(p, force=True) == p
     assert p.read_text() == "one"
     assert [f.name for f in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_library_errors_name_the_cli_flag(capsys):
+    """An EdgeslimError about a Python parameter shows the command's flag on the CLI."""
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.bench import bench
+    from edgeslim.cli.slim import slim
+    from edgeslim.cli.train import train
+    from edgeslim.sparsity.budget import BudgetSettings
+    from edgeslim.train.config import TrainConfig
+
+    with pytest.raises(EdgeslimError) as info:
+        BudgetSettings(metric="latency", target="8ms").validate()
+    assert "needs profile (" in str(info.value)  # the Python API's words
+    assert "needs --profile (" in cli_message(info.value, slim) and "or --latency-table" in cli_message(
+        info.value, slim
+    )
+    # bench stores --profile as profile_name: found by its flag; a name without a flag stays
+    err = EdgeslimError("a latency target needs profile", param=("profile", "nothing_like_it"))
+    assert cli_message(err, bench) == "a latency target needs --profile"
+    # a parameter the message does not spell is pointed to
+    assert cli_message(EdgeslimError("bad taper", param="taper_end"), slim) == "bad taper (see --taper-end)"
+    with pytest.raises(EdgeslimError) as info:
+        TrainConfig(momentum=0.0, nesterov=True)
+    assert cli_message(info.value, train) == "nesterov=True needs --momentum > 0"
+    assert cli_message(info.value, None) == str(info.value)
+    # end to end: the data layer's `subset` becomes --subset (the CLI's own range check is bypassed)
+    with pytest.raises(EdgeslimError) as info:
+        from edgeslim.data import load_dataset
+
+        load_dataset("digits", subset=0)
+    assert cli_message(info.value, slim).startswith("--subset must be a positive number")

@@ -1,7 +1,7 @@
 """Torch-free cost counter for ONNX graphs: MACs, parameters and bytes per layer.
 
 Uses ``onnx.shape_inference`` for activation shapes. Conv, ConvTranspose, Gemm and MatMul carry
-MACs; element-wise ops that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu,
+MACs, priced by :func:`edgeslim.channels.cost.layer_macs`; element-wise ops that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu,
 Clip, ...) are folded into it, the way TensorRT and ONNX Runtime run them. A dynamic batch
 dimension counts as 1, so every :class:`LayerCost` is per sample.
 """
@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from edgeslim.channels.cost import LayerCost
+from edgeslim.channels.cost import LayerCost, layer_macs
 from edgeslim.errors import EdgeslimError, require
 
 #: ops that carry the MACs of a network (ONNX op types)
@@ -141,16 +141,22 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                 else (shapes.get(node.input[1]) or [])
             )
             if len(wdims) >= 3:
+                group = next((at.i for at in node.attribute if at.name == "group"), 1) or 1
                 k = math.prod(wdims[2:])
-                if op == "Conv":  # out elements x (Cin/groups) x kernel
-                    macs = _numel(shapes.get(out)) * wdims[1] * k
-                else:  # in elements x (Cout/groups) x kernel
-                    macs = _numel(shapes.get(ins[0])) * wdims[1] * k
+                # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
+                # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
+                dims = shapes.get(out if op == "Conv" else ins[0])
+                if dims:  # the batch (dynamic: 1) and spatial dims
+                    pos = _numel(dims[:1] + dims[2:])
+                    macs = layer_macs("conv", wdims[1] * group, wdims[0], k, group, pos)
         elif op in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0]) or []
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
             kdim = (a[-2] if trans_a else a[-1]) if a else 0
-            macs = _numel(shapes.get(out)) * (kdim if isinstance(kdim, int) else 0)
+            out_dims = shapes.get(out) or []
+            if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
+                macs = layer_macs("linear", kdim, out_dims[-1], spatial=_numel(out_dims[:-1]))
+        macs = int(round(macs))
         layer = {
             "name": node.name or f"{op}_{len(cost.layers)}",
             "op": op,

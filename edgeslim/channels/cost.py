@@ -7,15 +7,61 @@ fitted from one measured run with :func:`calibrate`.
 
 Torch-free: the budget-targeted slimming code builds :class:`LayerCost` from a torch graph,
 ``edgeslim.bench.onnx_cost`` builds them from an ONNX file.
+
+:func:`layer_macs` and :func:`layer_params` are edgeslim's one MAC/parameter counter: the model
+statistics (``edgeslim.counting``), surgery's dependency graph, the budget resource model and the
+ONNX cost counter all call them. They only use ``+ * /`` on their arguments, so they take ints,
+floats or (for the vectorised resource model) tensors alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from edgeslim.channels.devices import DeviceProfile, Efficiency, load_profile
 from edgeslim.errors import EdgeslimError
+
+#: layer kinds :func:`layer_macs` and :func:`layer_params` know
+LAYER_KINDS = ("conv", "dw", "linear", "bn")
+
+
+def layer_macs(kind: str, c_in: Any, c_out: Any, kernel: Any = 1, groups: Any = 1, spatial: Any = 1) -> Any:
+    """Multiply-accumulates of one layer for one sample.
+
+    ``kind``: ``conv`` (any ``groups``), ``dw`` (depthwise: one input channel per group, so only
+    ``c_out`` counts), ``linear`` or ``bn``; ``kernel``: kernel elements (``k_h * k_w``);
+    ``spatial``: output positions (``H_out * W_out``; rows for a linear layer). BatchNorm counts
+    0 MACs: inference runtimes fold it into the preceding conv (``fvcore`` and
+    ``torch.utils.flop_counter`` do not count it as a MAC either).
+    """
+    if kind == "conv":
+        return kernel * spatial * (c_in / groups) * c_out
+    if kind == "dw":
+        return kernel * spatial * c_out
+    if kind == "linear":
+        return spatial * c_in * c_out
+    if kind == "bn":
+        return 0 * c_out
+    raise ValueError(f"unknown layer kind {kind!r}; one of {', '.join(LAYER_KINDS)}")
+
+
+def layer_params(
+    kind: str, c_in: Any, c_out: Any, kernel: Any = 1, groups: Any = 1, bias: bool = False
+) -> Any:
+    """Parameters of one layer: weights plus ``c_out`` biases (a BN's ``bias`` means affine: 2 per channel)."""
+    if kind == "conv":
+        weights = kernel * (c_in / groups) * c_out
+    elif kind == "dw":
+        weights = kernel * c_out
+    elif kind == "linear":
+        weights = c_in * c_out
+    elif kind == "bn":
+        return 2 * c_out if bias else 0 * c_out
+    else:
+        raise ValueError(f"unknown layer kind {kind!r}; one of {', '.join(LAYER_KINDS)}")
+    return weights + c_out if bias else weights
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -93,6 +94,45 @@ def _origin(exc: BaseException) -> str:
     return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
 
 
+def _flags(command: click.Command) -> dict[str, str]:
+    """Python parameter name -> the command's long flag, by the option's name and by its flag."""
+    flags: dict[str, str] = {}
+    for p in command.params:
+        if not isinstance(p, click.Option):
+            continue
+        flag = max(p.opts, key=len)
+        flags[flag.lstrip("-").replace("-", "_")] = flag  # --profile for `profile` ...
+        flags.setdefault(p.name or "", flag)  # ... also when click stores it as profile_name
+    return flags
+
+
+def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
+    """``str(exc)`` with every Python parameter it names (``exc.params``) replaced by ``command``'s
+    flag: the first whole-word occurrence, or ``(see --flag)`` appended when the name is absent."""
+    text = str(exc)
+    if command is None or not exc.params:
+        return text
+    flags = _flags(command)
+    for name in exc.params:
+        flag = flags.get(name)
+        if flag is None:
+            continue
+        text, n = re.subn(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag, text, count=1)
+        if not n:
+            text += f" (see {flag})"
+    return text
+
+
+def _command(args: list[str]) -> click.Command | None:
+    """The subcommand that ``args`` invoke (already imported when it raised), or ``None``."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    if name not in COMMANDS:
+        return None
+    module, attr, _ = COMMANDS[name]
+    mod = sys.modules.get(module)
+    return getattr(mod, attr, None) if mod is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: every expected failure becomes one red line and exit code 2.
 
@@ -110,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeslimError as exc:
         if debug:
             traceback.print_exc()
-        error_line(str(exc))
+        error_line(cli_message(exc, _command(args)))
         return exc.exit_code
     except click.exceptions.Abort:
         error_line("aborted")

@@ -9,37 +9,10 @@ import click
 from edgeslim.cli.common import trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, SHAPE
 from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines.info import info as gather
+from edgeslim.pipelines.info import resolve
 
-
-def resolve(target: str, data: str | None, input_shape: str | None, num_classes: int | None,
-            trust_pickle: bool, weights: Any = None) -> tuple[Any, dict[str, Any], tuple[int, int, int]]:  # fmt: skip
-    """(model, description, input shape) for a model file or an architecture name."""
-    from edgeslim.cli.common import load_model_or_arch, model_input_shape
-
-    loaded = load_model_or_arch(
-        target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,
-        weights=weights,
-    )  # fmt: skip
-    if loaded.path is None or loaded.kind == "architecture+weights":
-        desc: dict[str, Any] = {"model": target, "kind": loaded.kind, "num_classes": loaded.spec.num_classes}
-    else:
-        desc = {"model": str(loaded.path), "kind": loaded.kind}
-        if loaded.spec is not None:
-            desc["arch"] = loaded.spec.arch
-            desc["pruned"] = bool(loaded.recipe)
-        desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
-    return loaded.model, desc, model_input_shape(loaded, input_shape, data, data_option=True)
-
-
-def gather(target: str, data: str | None = None, input_shape: str | None = None, num_classes: int | None = None,
-           trust_pickle: bool = False, counter: str = "auto", weights: Any = None) -> dict[str, Any]:  # fmt: skip
-    """Everything ``edgeslim info`` shows, as a JSON-able dict."""
-    from edgeslim.counting import bn_stats, count_model
-
-    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights)
-    stats = count_model(model, shape, counter=counter)
-    bn = bn_stats(model)
-    return {**desc, **stats.to_dict(), "bn": bn.to_dict()}
+__all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from here
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

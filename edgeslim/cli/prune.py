@@ -95,21 +95,13 @@ def graph(model: str, input_shape: Any, trust_pickle: bool, weights: Path | None
     """
     import json
 
-    import torch
-
-    from edgeslim.cli.common import model_input_shape
-    from edgeslim.pipelines.prune import load_traceable
-    from edgeslim.surgery import build_graph
+    from edgeslim.pipelines import prune as stage
     from edgeslim.utils.console import out
 
-    loaded = load_traceable(model, trust_pickle, input_shape, weights)
-    shape = model_input_shape(loaded, input_shape)
-    g = build_graph(loaded.model, torch.zeros((1, *shape)))
+    g = stage.graph(model, input_shape, trust_pickle, weights)
+    d = stage.graph_summary(g)
     if as_json:
-        d = g.to_dict()
-        d["bn_groups"] = [{"group": b.group_index, "size": b.size} for b in g.bn_groups()]
-        d["macs"], d["params"] = g.macs(), g.params()
         out.print_json(json.dumps(d))
         return
     out.print(str(g), markup=False, highlight=False)
-    out.print(f"MACs {g.macs():,}  params {g.params():,}  BN groups {len(g.bn_groups())}", markup=False)
+    out.print(f"MACs {d['macs']:,}  params {d['params']:,}  BN groups {len(d['bn_groups'])}", markup=False)

@@ -114,7 +114,7 @@ def load_dataset(
     key = canonical_name(name)
     for label, n in (("subset", subset), ("test_subset", test_subset)):
         if n is not None and n < 1:
-            raise EdgeslimError(f"{label} must be a positive number of images, got {n}")
+            raise EdgeslimError(f"{label} must be a positive number of images, got {n}", param=label)
     ddir = Path(data_dir).expanduser() if data_dir is not None else None
     if ddir is not None and not ddir.exists():
         raise EdgeslimError(f"data dir {ddir} does not exist; check --data-dir")

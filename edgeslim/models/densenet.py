@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from edgeslim.models.registry import register_model
-from edgeslim.models.resnet import _init
+from edgeslim.models.resnet import _init, _PreActHead
 
 
 class DenseLayer(nn.Module):
@@ -36,7 +36,7 @@ class Transition(nn.Module):
         return self.pool(self.conv(self.relu(self.bn(x))))
 
 
-class DenseNet(nn.Module):
+class DenseNet(_PreActHead):
     """conv3x3(2*growth) -> 3 dense blocks with 2 transitions -> BN-ReLU -> global pool -> Linear."""
 
     def __init__(self, depth: int = 40, growth: int = 12, reduction: float = 1.0, num_classes: int = 10,
@@ -55,15 +55,11 @@ class DenseNet(nn.Module):
                 blocks.append(Transition(c, cout))
                 c = cout
         self.features = nn.Sequential(*blocks)
-        self.bn = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, num_classes)
+        self._add_head(c, num_classes)
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.bn(self.features(self.conv1(x)))))
-        return self.fc(torch.flatten(x, 1))
+        return self._head(self.features(self.conv1(x)))
 
 
 @register_model("densenet40")

@@ -63,7 +63,22 @@ def _shortcut(cin: int, cout: int, stride: int) -> nn.Module | None:
     return nn.Conv2d(cin, cout, 1, stride, bias=False)
 
 
-class PreActResNet(nn.Module):
+class _PreActHead(nn.Module):
+    """A network ending in the pre-activation classifier head: ``bn``, ``relu``, global ``pool``
+    and ``fc`` (methods, not functions, so that TorchScript compiles them)."""
+
+    def _add_head(self, channels: int, num_classes: int) -> None:
+        self.bn = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the last feature map."""
+        return self.fc(torch.flatten(self.pool(self.relu(self.bn(x))), 1))
+
+
+class PreActResNet(_PreActHead):
     """conv3x3(16) -> 3 stages (stride 1, 2, 2) -> BN-ReLU -> global average pool -> Linear."""
 
     def __init__(self, depth: int, bottleneck: bool, num_classes: int = 10, in_channels: int = 3) -> None:
@@ -82,16 +97,11 @@ class PreActResNet(nn.Module):
                 c = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(c, num_classes)
+        self._add_head(c, num_classes)
         _init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
-        x = self.pool(self.relu(self.bn(x)))
-        return self.fc(torch.flatten(x, 1))
+        return self._head(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
 
 
 def _init(model: nn.Module, bn_scale: float = 0.5) -> None:

@@ -94,3 +94,26 @@ def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ..
         raise EdgeslimError(f"data set {data} has images {bundle.input_shape}, the model expects {shape}")
     x = bundle.normalize(bundle.test_x)
     return list(x.split(64)), f"{len(x)} test images of {bundle.name}"
+
+
+def graph(
+    model: str, input_shape: Any = None, trust_pickle: bool = False, weights: Path | None = None
+) -> Any:
+    """The channel dependency graph (:class:`edgeslim.surgery.graph.DependencyGraph`) of a model
+    file or an architecture, traced on one zero input of its input shape."""
+    import torch
+
+    from edgeslim.pipelines.source import model_input_shape
+    from edgeslim.surgery import build_graph
+
+    loaded = load_traceable(model, trust_pickle, input_shape, weights)
+    shape = model_input_shape(loaded, input_shape)
+    return build_graph(loaded.model, torch.zeros((1, *shape)))
+
+
+def graph_summary(g: Any) -> dict[str, Any]:
+    """JSON-able groups, barriers, BN groups and dense MACs/params of a dependency graph."""
+    d = g.to_dict()
+    d["bn_groups"] = [{"group": b.group_index, "size": b.size} for b in g.bn_groups()]
+    d["macs"], d["params"] = g.macs(), g.params()
+    return d

@@ -122,17 +122,21 @@ class BudgetSettings:
         if self.metric == "latency" and not (self.profile or self.latency_table):
             raise EdgeslimError(
                 "a latency budget needs profile (roofline prediction, e.g. jetson-orin-nano-8gb) "
-                "or latency_table (measured per-layer times)"
+                "or latency_table (measured per-layer times)",
+                param=("profile", "latency_table"),
             )
         if not 0.0 <= self.taper_start < self.taper_end <= 1.0:
             raise EdgeslimError(
-                f"taper_end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}"
+                f"taper_end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}",
+                param="taper_end",
             )
         self.taper_max = max(self.taper_max, self.taper_end)
         if self.taper_max > 1.0:
-            raise EdgeslimError(f"taper_max must be <= 1, got {self.taper_max:g}")
+            raise EdgeslimError(f"taper_max must be <= 1, got {self.taper_max:g}", param="taper_max")
         if not self.loss_tolerance > 0:
-            raise EdgeslimError(f"loss tolerance must be > 0, got {self.loss_tolerance:g}")
+            raise EdgeslimError(
+                f"loss_tolerance must be > 0, got {self.loss_tolerance:g}", param="loss_tolerance"
+            )
         if self.every < 0 or self.batch < 1:
             raise EdgeslimError("budget control interval and batch must be >= 1")
 

@@ -7,8 +7,8 @@ layer dimensions the same number of times, so the resource depends only on the n
 (a conv/linear input or output, a BN) one class of group ``g`` is, every layer's channel
 counts are ``n = M @ k`` and
 
-* MACs   = sum over convs ``kh*kw*H_out*W_out/groups * n_in * n_out`` (+ depthwise, linear);
-* params = the untracked parameters + every layer's weights/biases as a function of ``n``,
+* MACs   = sum over layers of :func:`edgeslim.channels.cost.layer_macs` at ``(n_in, n_out)``;
+* params = the untracked parameters + :func:`edgeslim.channels.cost.layer_params` of every layer,
   plus the bias that channel surgery adds to a bias-free consumer when it folds the
   constant of a removed channel into it;
 * latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile)
@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgeslim.channels.cost import LayerCost, predict_latency
+from edgeslim.channels.cost import ELEM_BYTES, LayerCost, layer_macs, layer_params, predict_latency
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
@@ -47,8 +47,6 @@ from edgeslim.utils.console import human
 from edgeslim.utils.modes import eval_mode
 
 METRICS = ("macs", "params", "latency")
-#: bytes per element of weights and activations, per precision (roofline bytes)
-ELEM_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 @dataclass
@@ -57,8 +55,8 @@ class _Layer:
     kind: str  # conv | dw | linear | bn
     in_touch: int  # -1: none
     out_touch: int
-    coef: float  # MACs per (n_in * n_out) (conv, linear) or per n_out (dw)
-    kernel_per_group: float  # weights per (n_in * n_out) or per n_out (dw)
+    kernel: int
+    groups: int
     bias: bool
     in_spatial: int
     out_spatial: int
@@ -86,7 +84,7 @@ class ResourceModel:
         if metric not in METRICS:
             raise EdgeslimError(f"unknown resource {metric!r}; choose one of: {', '.join(METRICS)}")
         if round_to < 1:
-            raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
+            raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
         layers = bn_layers(model)
         if not layers:
@@ -174,18 +172,14 @@ class ResourceModel:
                 h.remove()
         out = []
         for c in g.costs:
-            kernel_pg = c.kernel / c.groups if c.kind == "conv" else float(c.kernel)
-            coef = c.kernel * c.spatial / c.groups if c.kind == "conv" else float(c.kernel * c.spatial)
-            if c.kind == "linear":
-                coef, kernel_pg = 1.0, 1.0
             out.append(
                 _Layer(
                     c.module,
                     c.kind,
                     -1 if c.in_touch is None else c.in_touch,
                     c.out_touch,
-                    coef,
-                    kernel_pg,
+                    c.kernel,
+                    c.groups,
                     c.bias,
                     in_spatial.get(c.module, 1),
                     c.spatial,
@@ -215,12 +209,15 @@ class ResourceModel:
             return
         if profile is None:
             raise EdgeslimError(
-                "a latency target needs profile (a device profile name or YAML path) or latency_table"
+                "a latency target needs profile (a device profile name or YAML path) or latency_table",
+                param=("profile", "latency_table"),
             )
         self.profile = profile if isinstance(profile, DeviceProfile) else load_profile(str(profile))
         self.precision = precision or self.profile.preferred.precision
         if self.precision not in ELEM_BYTES:
-            raise EdgeslimError(f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}")
+            raise EdgeslimError(
+                f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}", param="precision"
+            )
         self.efficiency = self.profile.efficiency_for(self.precision)
 
     # ------------------------------------------------------------------ counts
@@ -263,29 +260,20 @@ class ResourceModel:
 
     # ------------------------------------------------------------------ metrics
     def _macs_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
-        out = []
-        for i, layer in enumerate(self.layers):
-            if layer.kind in ("conv", "linear"):
-                out.append(layer.coef * n_in[i] * n_out[i])
-            elif layer.kind == "dw":
-                out.append(layer.coef * n_out[i])
-            else:
-                out.append(n_out[i] * 0)
-        return torch.stack(out)
+        return torch.stack(
+            [
+                layer_macs(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial)
+                for i, layer in enumerate(self.layers)
+            ]
+        )
 
     def _weights_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
-        out = []
-        for i, layer in enumerate(self.layers):
-            if layer.kind in ("conv", "linear"):
-                w = layer.kernel_per_group * n_in[i] * n_out[i]
-            elif layer.kind == "dw":
-                w = layer.kernel_per_group * n_out[i]
-            else:
-                w = 2 * n_out[i] if layer.bias else n_out[i] * 0
-            if layer.kind != "bn" and layer.bias:
-                w = w + n_out[i]
-            out.append(w)
-        return torch.stack(out)
+        return torch.stack(
+            [
+                layer_params(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.bias)
+                for i, layer in enumerate(self.layers)
+            ]
+        )
 
     def _params_from(self, k: Tensor, dense: bool = False) -> float:
         n_in, n_out = self.channels(k)

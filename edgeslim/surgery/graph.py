@@ -34,6 +34,7 @@ from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
+from edgeslim.channels.cost import layer_macs, layer_params
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery import ops, rules
 from edgeslim.utils.modes import eval_mode
@@ -77,8 +78,11 @@ class Touch:
 
 
 @dataclass
-class LayerCost:
-    """What a layer costs as a function of its alive channels (see :meth:`DependencyGraph.macs`)."""
+class LayerShape:
+    """A MAC-carrying layer in terms of its channel touches; :meth:`DependencyGraph.macs` and
+    :meth:`DependencyGraph.params` price it with :func:`edgeslim.channels.cost.layer_macs` /
+    :func:`~edgeslim.channels.cost.layer_params` for any alive channel counts (unlike
+    :class:`edgeslim.channels.cost.LayerCost`, which holds one layer's priced MACs and bytes)."""
 
     module: str
     kind: str  # conv | dw | linear | bn
@@ -384,7 +388,7 @@ class _Analyser:
         self.uf = _UnionFind()
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
-        self.costs: list[LayerCost] = []
+        self.costs: list[LayerShape] = []
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
@@ -658,7 +662,7 @@ class _Analyser:
             self.share(n.target, [labels])
             self.touches.append(Touch(n.target, "dw", labels))
             self.costs.append(
-                LayerCost(n.target, "dw", None, len(self.touches) - 1, kernel, g, spatial, bias)
+                LayerShape(n.target, "dw", None, len(self.touches) - 1, kernel, g, spatial, bias)
             )
             return Info(labels, st, True, out.shape)
         res = self.fresh(out)
@@ -669,7 +673,7 @@ class _Analyser:
         self.touches.append(Touch(n.target, "conv_in", x.labels, x.state))
         self.touches.append(Touch(n.target, "conv_out", res.labels))
         t = len(self.touches)
-        self.costs.append(LayerCost(n.target, "conv", t - 2, t - 1, kernel, g, spatial, bias))
+        self.costs.append(LayerShape(n.target, "conv", t - 2, t - 1, kernel, g, spatial, bias))
         return res
 
     def linear(self, n: Call, m: nn.Linear, x: Info, out: Tensor) -> Info | None:
@@ -680,7 +684,7 @@ class _Analyser:
         self.touches.append(Touch(n.target, "linear_in", x.labels, x.state))
         self.touches.append(Touch(n.target, "linear_out", res.labels))
         t = len(self.touches)
-        self.costs.append(LayerCost(n.target, "linear", t - 2, t - 1, bias=m.bias is not None))
+        self.costs.append(LayerShape(n.target, "linear", t - 2, t - 1, bias=m.bias is not None))
         return res
 
     def bn(self, n: Call, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
@@ -693,7 +697,7 @@ class _Analyser:
             st[(w == 0) & (b == 0)] = ZERO
         self.share(n.target, [x.labels])
         self.touches.append(Touch(n.target, "bn", x.labels))
-        self.costs.append(LayerCost(n.target, "bn", None, len(self.touches) - 1, bias=m.affine))
+        self.costs.append(LayerShape(n.target, "bn", None, len(self.touches) - 1, bias=m.affine))
         return Info(x.labels, st, True, out.shape)
 
     def custom(self, n: Call, m: nn.Module, rule: rules.ChannelRule, out: Any) -> Any:
@@ -1124,12 +1128,8 @@ class DependencyGraph:
         n = self._counts(self.class_alive(alive))
         total = 0.0
         for c in self.costs:
-            if c.kind == "conv":
-                total += c.kernel * c.spatial * n[c.in_touch] / c.groups * n[c.out_touch]
-            elif c.kind == "dw":
-                total += c.kernel * c.spatial * n[c.out_touch]
-            elif c.kind == "linear":
-                total += n[c.in_touch] * n[c.out_touch]
+            c_in = 1 if c.in_touch is None else n[c.in_touch]
+            total += layer_macs(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.spatial)
         return int(round(total))
 
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
@@ -1137,15 +1137,8 @@ class DependencyGraph:
         n = self._counts(self.class_alive(alive))
         total = float(self._const_params)
         for c in self.costs:
-            out = n[c.out_touch]
-            if c.kind == "conv":
-                total += c.kernel * n[c.in_touch] / c.groups * out + (out if c.bias else 0)
-            elif c.kind == "dw":
-                total += c.kernel * out + (out if c.bias else 0)
-            elif c.kind == "linear":
-                total += n[c.in_touch] * out + (out if c.bias else 0)
-            elif c.kind == "bn" and c.bias:
-                total += 2 * out
+            c_in = 1 if c.in_touch is None else n[c.in_touch]
+            total += layer_params(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.bias)
         return int(round(total))
 
 

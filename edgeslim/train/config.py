@@ -46,29 +46,32 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def bad(msg: str) -> EdgeslimError:
-            return EdgeslimError(msg)
+        def bad(msg: str, field: str | None = None) -> EdgeslimError:
+            return EdgeslimError(msg, param=field)
 
         if self.epochs < 0:
-            raise bad(f"epochs must be >= 0, got {self.epochs}")
+            raise bad(f"epochs must be >= 0, got {self.epochs}", "epochs")
         if self.batch_size < 1:
-            raise bad(f"batch_size must be >= 1, got {self.batch_size}")
+            raise bad(f"batch_size must be >= 1, got {self.batch_size}", "batch_size")
         if not self.lr > 0:
-            raise bad(f"lr must be > 0, got {self.lr}")
+            raise bad(f"lr must be > 0, got {self.lr}", "lr")
         if not 0 <= self.momentum < 1:
-            raise bad(f"momentum must be in [0, 1), got {self.momentum}")
+            raise bad(f"momentum must be in [0, 1), got {self.momentum}", "momentum")
         if self.nesterov and self.momentum == 0:
-            raise bad("nesterov=True needs momentum > 0")
+            raise bad("nesterov=True needs momentum > 0", "momentum")
         if self.weight_decay < 0:
-            raise bad(f"weight_decay must be >= 0, got {self.weight_decay}")
+            raise bad(f"weight_decay must be >= 0, got {self.weight_decay}", "weight_decay")
         if self.schedule not in ("cosine", "step", "constant"):
             raise bad(f"unknown lr schedule {self.schedule!r}; use cosine, step or constant")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
-            raise bad(f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}")
+            raise bad(
+                f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",
+                "milestones",
+            )
         if self.warmup_epochs < 0:
-            raise bad(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise bad(f"warmup_epochs must be >= 0, got {self.warmup_epochs}", "warmup_epochs")
         if not 0 <= self.label_smoothing < 1:
-            raise bad(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise bad(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "label_smoothing")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

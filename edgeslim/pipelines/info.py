@@ -1,0 +1,35 @@
+"""The ``info`` stage: parameters, MACs (total and per layer) and BN scale statistics of a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | None,
+            trust_pickle: bool, weights: Any = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:  # fmt: skip
+    """(model, description, input shape) for a model file or an architecture name."""
+    from edgeslim.pipelines.source import load_model_or_arch, model_input_shape
+
+    loaded = load_model_or_arch(
+        target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,
+        weights=weights,
+    )  # fmt: skip
+    if loaded.path is None or loaded.kind == "architecture+weights":
+        desc: dict[str, Any] = {"model": target, "kind": loaded.kind, "num_classes": loaded.spec.num_classes}
+    else:
+        desc = {"model": str(loaded.path), "kind": loaded.kind}
+        if loaded.spec is not None:
+            desc["arch"] = loaded.spec.arch
+            desc["pruned"] = bool(loaded.recipe)
+        desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
+    return loaded.model, desc, model_input_shape(loaded, input_shape, data, data_option=True)
+
+
+def info(target: str, data: str | None = None, input_shape: Any = None, num_classes: int | None = None,
+         trust_pickle: bool = False, counter: str = "auto", weights: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Everything ``edgeslim info`` shows, as a JSON-able dict (model description, counts, BN stats)."""
+    from edgeslim.counting import bn_stats, count_model
+
+    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights)
+    stats = count_model(model, shape, counter=counter)
+    return {**desc, **stats.to_dict(), "bn": bn_stats(model).to_dict()}

@@ -1,0 +1,104 @@
+"""One MAC/parameter counter: ``edgeslim.channels.cost.layer_macs`` / ``layer_params``.
+
+The model statistics (``count_model``), surgery's dependency graph, the budget resource model and
+the ONNX cost counter all price layers with it, so they agree exactly on real models. The one
+documented difference is in parameters: the ONNX graph counts its initializers after the exporter
+folded every BatchNorm that follows a conv into it, so that BN's ``2C`` scale/shift become the
+conv's ``C`` biases (a BN before a conv, as in the pre-activation resnet20, stays unfolded and is
+counted with its running statistics, so its parameters are not compared).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.channels.cost import layer_macs, layer_params
+from edgeslim.counting import count_model
+from edgeslim.models import create_model
+from edgeslim.sparsity.resource import build_resource
+from edgeslim.surgery.graph import build_graph
+
+onnx = pytest.importorskip("onnx")
+from edgeslim.bench.onnx_cost import onnx_cost  # noqa: E402
+
+
+def _onnx(model: nn.Module, x: torch.Tensor):
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (x,), buf, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def test_primitive_by_hand() -> None:
+    assert layer_macs("conv", 16, 32, kernel=9, spatial=64) == 9 * 64 * 16 * 32
+    assert layer_macs("conv", 16, 32, kernel=9, groups=4, spatial=64) == 9 * 64 * 4 * 32
+    assert layer_macs("dw", 32, 32, kernel=9, groups=32, spatial=64) == 9 * 64 * 32
+    assert layer_macs("linear", 128, 10) == 1280 and layer_macs("linear", 128, 10, spatial=7) == 7 * 1280
+    assert layer_macs("bn", 32, 32) == 0
+    assert layer_params("conv", 16, 32, kernel=9, groups=4, bias=True) == 9 * 4 * 32 + 32
+    assert layer_params("dw", 32, 64, kernel=9, groups=32) == 9 * 64
+    assert layer_params("linear", 128, 10, bias=True) == 1290
+    assert layer_params("bn", 32, 32, bias=True) == 64 and layer_params("bn", 32, 32) == 0
+    # tensors in, differentiable tensors out (the vectorised resource model relies on it)
+    n = torch.tensor(8.0, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer_macs("conv", n, n, kernel=9, spatial=4), n)
+    assert float(grad) == 2 * 9 * 4 * 8
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        layer_macs("pool", 1, 1)
+
+
+@pytest.mark.parametrize(
+    "arch,bn_after_conv",
+    [("vgg-small", True), ("resnet20", False), ("mobilenetv2", True), ("tv:resnet18", True)],
+)
+def test_the_four_counters_agree_on_real_models(arch: str, bn_after_conv: bool) -> None:
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():  # distinct folded biases (the exporter shares equal initializers)
+        for m in bns:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-1, 1)
+    x = torch.zeros(1, 3, 32, 32)
+    stats = count_model(model, (3, 32, 32))
+    graph = build_graph(model, x)
+    onnx_c = onnx_cost(_onnx(model, x))
+    macs = {
+        "count_model": stats.macs,
+        "graph": graph.macs(),
+        "resource": build_resource(model, x, "macs").dense,
+        "onnx_cost": onnx_c.macs,
+    }
+    assert len(set(macs.values())) == 1, macs
+    assert stats.macs == sum(r.macs for r in stats.layers)
+    params = {
+        "count_model": stats.params,
+        "graph": graph.params(),
+        "resource": build_resource(model, x, "params").dense,
+    }
+    assert len(set(params.values())) == 1, params
+    assert stats.params == sum(p.numel() for p in model.parameters())
+    if bn_after_conv:  # ONNX: every BN folded into its bias-free conv: 2C scale/shift -> C conv biases
+        assert onnx_c.params == stats.params - sum(m.num_features for m in bns)
+
+
+def test_grouped_and_transposed_convs_agree_with_onnx(caplog) -> None:
+    model = nn.Sequential(
+        nn.Conv2d(4, 8, 3, padding=1, groups=2),
+        nn.Conv2d(8, 8, 3, stride=2, groups=8, bias=False),
+        nn.ConvTranspose2d(8, 6, 4, stride=2, groups=2),
+        nn.Flatten(),
+        nn.Linear(6 * 16 * 16, 5),
+    )
+    x = torch.zeros(1, 4, 16, 16)
+    with caplog.at_level("WARNING"):
+        stats = count_model(model, (4, 16, 16))
+    assert not caplog.records  # fvcore agrees with the one counter on every row
+    assert stats.macs == onnx_cost(_onnx(model, x)).macs > 0
+    assert stats.layers[2].macs == layer_macs("conv", 6, 8, kernel=16, groups=2, spatial=7 * 7)
