@@ -281,9 +281,7 @@ def _imports_torch_at_module_level(mod: str) -> bool:
 
 
 #: library modules that still choose matplotlib's global backend (being rewritten elsewhere)
-PYPLOT_EXCEPTIONS: dict[str, str] = {
-    "edgeslim.surgery.plot": "issue #14: surgery/ is rewritten on another branch; move it to utils.plotting there",
-}
+PYPLOT_EXCEPTIONS: dict[str, str] = {}
 
 
 def _uses_global_matplotlib(mod: str) -> bool:

@@ -313,18 +313,12 @@ def report(run_json, out_dir, force, profile_name, as_json, plots) -> None:
     Example:
       edgeslim report runs/bench/run.json --profile jetson-nano --out runs/bench-nano
     """
-    from edgeslim.bench.report import add_predictions, check_record, write_outputs
+    from edgeslim.pipelines.bench import rerender
     from edgeslim.utils.console import err
-    from edgeslim.utils.io import check_output_dir, read_json
 
-    if out_dir:  # refuse before printing anything
-        check_output_dir(out_dir, force=force, marker="run.json")
-    record = check_record(read_json(run_json))
-    if profile_name:
-        from edgeslim.bench.profiles import load_profile
-
-        add_predictions(record, load_profile(profile_name))
-    _print_record(record, as_json)
-    if out_dir:
-        written = write_outputs(record, out_dir, force=force, with_plots=plots)
+    written = rerender(
+        run_json, out_dir=out_dir, force=force, profile=profile_name, plots=plots,
+        on_record=lambda rec: _print_record(rec, as_json),
+    )  # fmt: skip
+    if written:
         err.print(f"wrote {', '.join(str(p) for p in written)}")

@@ -91,6 +91,7 @@ def train(**kw: Any) -> None:
 
 def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out_dir: Path) -> None:
     from edgeslim.utils.console import out, table
+    from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
     if as_json:
         import json
@@ -117,12 +118,12 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
         ["best test accuracy", f"{report['best_accuracy']:.4f} (epoch {report['best_epoch']})"],
         ["parameters", report["params"]],
         ["wall time (s)", report.get("wall_time_total_s", report["wall_time_s"])],
-        ["model", str(out_dir / "model.pt")],
+        ["model", str(out_dir / MODEL_FILE)],
     ]
     out.print(table("edgeslim train", ["", "value"], rows))
     from edgeslim.utils.console import err
 
     err.print(
-        f"wrote {out_dir / 'model.pt'}, {out_dir / 'log.jsonl'}, {out_dir / 'report.json'}; next: "
-        f"edgeslim slim {out_dir / 'model.pt'} --data {data_name} --out {out_dir}-slim  (or edgeslim export)"
+        f"wrote {out_dir / MODEL_FILE}, {out_dir / LOG_FILE}, {out_dir / REPORT_FILE}; next: "
+        f"edgeslim slim {out_dir / MODEL_FILE} --data {data_name} --out {out_dir}-slim  (or edgeslim export)"
     )

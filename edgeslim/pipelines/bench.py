@@ -211,3 +211,29 @@ def predict(req: BenchRequest) -> dict:
             str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in req.batches
         }
     return result
+
+
+def rerender(
+    run_json: str | Path,
+    *,
+    out_dir: Path | None = None,
+    force: bool = False,
+    profile: str | None = None,
+    plots: bool = True,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[Path]:
+    """Read a bench record, add a roofline prediction for ``profile``, and write report.md, run.json
+    and PNGs into ``out_dir`` (refused before anything is read when it holds a run, unless ``force``)."""
+    from edgeslim.bench.report import add_predictions, check_record, write_outputs
+    from edgeslim.utils.io import check_output_dir, read_json
+
+    if out_dir:
+        check_output_dir(out_dir, force=force, marker=RUN_FILE)
+    record = check_record(read_json(run_json))
+    if profile:
+        from edgeslim.bench.profiles import load_profile
+
+        add_predictions(record, load_profile(profile))
+    if on_record is not None:
+        on_record(record)
+    return write_outputs(record, out_dir, force=force, with_plots=plots) if out_dir else []

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines.rundir import run_directory
+from edgeslim.utils.rundir import MODEL_FILE
 
 #: training options a request may override (``None``: TrainConfig's default)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
@@ -91,7 +92,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
     if req.resume and not req.data_name:
-        for k, v in _saved_data_args(Path(req.out_dir) / TRAIN_DIR / "model.pt").items():
+        for k, v in _saved_data_args(Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).items():
             setattr(req, k, v)
     if not req.data_name:
         raise EdgeslimError(
@@ -113,7 +114,7 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
                        interrupted=TRAIN_DIR):  # fmt: skip
-        if req.resume and not (out_dir / TRAIN_DIR / "model.pt").is_file():
+        if req.resume and not (out_dir / TRAIN_DIR / MODEL_FILE).is_file():
             raise EdgeslimError(
                 f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
             )
@@ -143,7 +144,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
     settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if req.resume:
-        loaded = load_model(out_dir / TRAIN_DIR / "model.pt", trust_pickle=req.trust_pickle)
+        loaded = load_model(out_dir / TRAIN_DIR / MODEL_FILE, trust_pickle=req.trust_pickle)
         if loaded.spec is None or not loaded.train_state:
             raise EdgeslimError(
                 f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; start over with force"

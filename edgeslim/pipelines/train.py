@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.rundir import MODEL_FILE
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
 _HPARAMS = (
@@ -95,19 +96,19 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
     info = dist_info()
     out_dir: Path = kw["out_dir"]
     if kw["resume"] == "":  # the flag alone: the run in --out
-        kw["resume"] = out_dir / "model.pt"
+        kw["resume"] = out_dir / MODEL_FILE
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")
     if resume_ckpt is not None and not resume_state:
         raise EdgeslimError(
             f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
         )
-    same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / "model.pt").resolve()
+    same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
     with contextlib.ExitStack() as stack:
         if info.is_main:
             check_output_dir(out_dir, force=True)  # a writable directory; contents checked under the lock
             stack.enter_context(run_dir_lock(out_dir))
-            check_output_dir(out_dir, force=kw["force"] or same_dir, marker="model.pt")
+            check_output_dir(out_dir, force=kw["force"] or same_dir, marker=MODEL_FILE)
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes)
     if info.enabled:

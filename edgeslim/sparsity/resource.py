@@ -236,7 +236,7 @@ class ResourceModel:
             k = torch.where(k < self.group_size, torch.minimum(up, self.group_size), self.group_size)
         return k
 
-    def class_alive(self, xi: Tensor) -> Tensor:
+    def alive_from_scales(self, xi: Tensor) -> Tensor:
         """Bool per class: alive unless removable with every BN entry zero."""
         nz = torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(
             0, self.pos_class, (xi.detach().cpu().reshape(-1) != 0).to(torch.float64)
@@ -245,7 +245,7 @@ class ResourceModel:
 
     def counts(self, xi: Tensor) -> Tensor:
         """Alive channels per group (never below one, rounded like surgery)."""
-        alive = self.class_alive(xi)
+        alive = self.alive_from_scales(xi)
         valid = self.group_of_class >= 0
         k = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
             0, self.group_of_class[valid], alive[valid].to(torch.float64)
@@ -382,7 +382,7 @@ class ResourceModel:
         k = self.counts(xi)
         if self.value(k) <= target:
             return xi, 0
-        alive = self.class_alive(xi)
+        alive = self.alive_from_scales(xi)
         strength = (
             torch.zeros(self.graph.num_classes, dtype=torch.float64)
             .index_add_(0, self.pos_class, xi.detach().cpu().double().reshape(-1) ** 2)

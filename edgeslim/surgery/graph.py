@@ -1103,7 +1103,8 @@ class DependencyGraph:
         }
 
     # -- resource model ----------------------------------------------------------------
-    def class_alive(self, alive: dict[int, Tensor] | None = None) -> Tensor:
+    def alive_from_groups(self, alive: dict[int, Tensor] | None = None) -> Tensor:
+        """Float mask per channel class (1 alive) from per-group keep masks (None: all alive)."""
         ca = torch.ones(self.num_classes, dtype=torch.float64)
         for gi, mask in (alive or {}).items():
             ca[self.groups[gi].classes] = mask.to(torch.float64)
@@ -1125,7 +1126,7 @@ class DependencyGraph:
         ``alive`` maps group index -> BoolTensor over the group's channels (missing: all alive).
         A removed channel shrinks its producers and its consumers.
         """
-        n = self._counts(self.class_alive(alive))
+        n = self._counts(self.alive_from_groups(alive))
         total = 0.0
         for c in self.costs:
             c_in = 1 if c.in_touch is None else n[c.in_touch]
@@ -1134,7 +1135,7 @@ class DependencyGraph:
 
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
         """Parameter count when only ``alive`` channels are kept (untracked layers count fully)."""
-        n = self._counts(self.class_alive(alive))
+        n = self._counts(self.alive_from_groups(alive))
         total = float(self._const_params)
         for c in self.costs:
             c_in = 1 if c.in_touch is None else n[c.in_touch]
