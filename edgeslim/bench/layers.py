@@ -370,6 +370,8 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
 
 def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Per-layer table of an ONNX file from ONNX Runtime's profiler (no PyTorch needed)."""
+    if not str(path).lower().endswith(".onnx"):
+        raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
     onnx = require("onnx", "ort", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
 
@@ -505,8 +507,7 @@ def tensorrt_file_table(path: str, batch: int, cfg: TimingConfig, options: dict)
     try:
         sess.set_batch(batch)
         total = _median_ms(sess.measure(cfg)["device"])
-        runs = max(cfg.min_iters, 20)
-        prof = sess.profile_layers(runs)
+        prof = sess.profile_layers(cfg)
         version = sess.trt.__version__
     finally:
         sess.close()
@@ -515,7 +516,7 @@ def tensorrt_file_table(path: str, batch: int, cfg: TimingConfig, options: dict)
             graph,
             prof,
             total,
-            runs=runs,
+            runs=prof["runs"],
             batch=batch,
             method=_TRT_METHOD.format(src="trt.IProfiler report_layer_time, median per layer over runs"),
         ),
@@ -534,19 +535,14 @@ def layer_table(path: str, backend: str, batch: int, cfg: TimingConfig, options:
     check_options(options)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise EdgeslimError(f"batch must be an integer >= 1, got {batch!r}")
-    if backend == "torch":
-        return torch_file_table(path, batch, cfg, options)
-    if backend == "onnxruntime":
-        if not str(path).lower().endswith(".onnx"):
-            raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
-        return ort_file_table(path, batch, cfg, options)
-    if backend == "trtexec":
-        return trtexec_file_table(path, batch, cfg, options)
-    if backend == "tensorrt":
-        return tensorrt_file_table(path, batch, cfg, options)
-    raise EdgeslimError(
-        f"the {backend} backend cannot write a layer table; use one of {', '.join(TABLE_BACKENDS)}"
-    )
+    from edgeslim.bench.backends import get_backend
+
+    producer = get_backend(backend)
+    if producer.layer_table_producer is None:
+        raise EdgeslimError(
+            f"the {backend} backend cannot write a layer table; use one of {', '.join(TABLE_BACKENDS)}"
+        )
+    return producer.layer_table(path, batch, cfg, options)
 
 
 def write_layer_table(table: dict[str, Any], path: str | Path, force: bool = False) -> Path:

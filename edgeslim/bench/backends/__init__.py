@@ -128,9 +128,19 @@ class Session:
 
 class Backend:
     name = "?"
+    #: ``"module:function"`` that measures a per-layer latency table with this backend
+    #: (``fn(path, batch, cfg, options) -> dict``, see :mod:`edgeslim.bench.layers`); None: it cannot
+    layer_table_producer: str | None = None
 
     def open(self, path: str, options: dict) -> Session:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def layer_table(self, path: str, batch: int, cfg: TimingConfig, options: dict) -> dict:
+        """A per-layer latency table of the model file at ``batch`` (format in docs/budget.md)."""
+        if self.layer_table_producer is None:
+            raise EdgeslimError(f"the {self.name} backend cannot write a layer table")
+        module, attr = self.layer_table_producer.split(":")
+        return getattr(importlib.import_module(module), attr)(path, batch, cfg, options)
 
 
 def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:

@@ -126,6 +126,7 @@ class OrtSession(Session):
 
 
 class OrtBackend(Backend):
+    layer_table_producer = "edgeslim.bench.layers:ort_file_table"
     name = "onnxruntime"
 
     def open(self, path: str, options: dict) -> OrtSession:

@@ -74,6 +74,7 @@ class TorchSession(Session):
 
 
 class TorchBackend(Backend):
+    layer_table_producer = "edgeslim.bench.layers:torch_file_table"
     name = "torch"
 
     def open(self, path: str, options: dict) -> TorchSession:

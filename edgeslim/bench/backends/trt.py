@@ -158,11 +158,14 @@ class TrtSession(Session):
             cu.cudaEventDestroy(b)
         return {"host": host, "device": device}
 
-    def profile_layers(self, runs: int) -> dict:
-        """Per-layer times of ``runs`` executions through ``trt.IProfiler`` (``report_layer_time``
-        per layer and run), CUDA graph bypassed. Same dict as trtexec's ``parse_layer_profile``.
+    def profile_layers(self, cfg: TimingConfig) -> dict:
+        """Per-layer times of ``max(cfg.min_iters, 20)`` executions through ``trt.IProfiler``
+        (``report_layer_time`` per layer and run), CUDA graph bypassed. Same dict as trtexec's
+        ``parse_layer_profile`` (and the same signature as ``TrtexecSession.profile_layers``).
         Call after :meth:`measure`: the profiler stays attached to the context."""
         import statistics
+
+        runs = max(cfg.min_iters, 20)
 
         trt = self.trt
         times: dict[str, list[float]] = {}
@@ -219,6 +222,7 @@ class TrtSession(Session):
 
 
 class TensorRTBackend(Backend):
+    layer_table_producer = "edgeslim.bench.layers:tensorrt_file_table"
     name = "tensorrt"
 
     def open(self, path: str, options: dict) -> TrtSession:

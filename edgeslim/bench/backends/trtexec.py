@@ -250,6 +250,7 @@ class TrtexecSession(Session):
 
 
 class TrtexecBackend(Backend):
+    layer_table_producer = "edgeslim.bench.layers:trtexec_file_table"
     name = "trtexec"
 
     def open(self, path: str, options: dict) -> TrtexecSession:
