@@ -26,7 +26,6 @@ from torch import nn
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.budget import controller_for_slim, plot_trajectory
 from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, check_strength, lambda_for_shrink
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
@@ -357,3 +356,66 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     fig.tight_layout()
     files["gamma_hist"] = save_figure(fig, out / GAMMA_HIST_PNG).name
     return files
+
+
+# ----------------------------------------------------------------------------- budget glue
+def controller_for_slim(
+    model: nn.Module,
+    slimmer: Any,
+    budget: dict[str, Any] | Any,
+    bundle: Any,
+    config: Any,
+    example_input: torch.Tensor,
+    *,
+    base_lambda: float | None = None,
+    round_to: int = 1,
+    probe_size: int = 128,
+) -> Any:
+    """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
+    loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
+    from edgeslim.sparsity.budget import CALIB_BATCHES, BudgetSettings, build_controller
+
+    settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
+    total = config.epochs * steps_per_epoch(bundle, config.batch_size)
+    device = example_input.device
+    x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
+    calib = [b for _, (b, _) in zip(range(CALIB_BATCHES), bundle.loader("train", 128, shuffle=True, augment=False,
+                                                                         seed=3, device=device))]  # fmt: skip
+    return build_controller(
+        model, slimmer, settings, example_input, total, probe=(x, y),
+        base_lambda=float(base_lambda or 0.0), round_to=round_to, calib=calib,
+    )  # fmt: skip
+
+
+def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
+    """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
+    traj = report["trajectory"]
+    ep = [t["epoch"] for t in traj]
+    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 3.6))
+    a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
+    a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
+    a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
+    a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel(f"{report['metric']} / dense")
+    a1.legend(fontsize=8)
+    a1.set_title(
+        f"budget {report['target_fraction']:.0%} of dense {report['metric']}: reached "
+        f"{report['achieved_fraction']:.1%}",
+        fontsize=10,
+    )
+    a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu (budget multiplier)")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("mu: extra shrink while over budget")
+    a3 = a2.twinx()
+    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test accuracy")
+    a3.set_ylabel("test accuracy")
+    lines = a2.get_lines() + a3.get_lines()
+    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+    a2.set_title("dual multiplier mu (docs/budget.md) and accuracy", fontsize=10)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a1, a2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+    fig.tight_layout()
+    return save_figure(fig, path)

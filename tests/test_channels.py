@@ -11,7 +11,7 @@ from edgeslim.channels.hooks import METHODS, TrainHook, register_method
 from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.counting import bn_stats
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.budget import budget_settings
+from edgeslim.pipelines.slim import budget_settings
 from edgeslim.sparsity.prox import ProximalSlimming, check_strength
 from edgeslim.train import methods
 

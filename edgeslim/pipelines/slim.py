@@ -83,7 +83,6 @@ def check(req: SlimRequest) -> dict[str, Any]:
     """Validate ``req`` before any data is loaded; returns the budget settings (dict or None)."""
     from edgeslim.penalties import check_params
     from edgeslim.slim import TRAIN_DIR
-    from edgeslim.sparsity.budget import budget_settings
 
     if req.init is not None:
         req.model, expected = str(req.init), req.model
@@ -246,3 +245,34 @@ def _source_model(
         if change is not None:
             meta["head"] = change
     return model, spec, meta
+
+
+def budget_settings(opts: dict[str, Any]) -> Any:
+    """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
+    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``); ``None`` without a
+    target. Validated. ``latency_batch`` is the batch a latency budget is predicted at (default 1)."""
+    from edgeslim.sparsity.budget import METRICS, BudgetSettings
+    from edgeslim.sparsity.prox import check_strength
+
+    given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
+    if not given:
+        for k in ("profile", "latency_table", "latency_batch", "taper_end"):
+            if opts.get(k) is not None:
+                flag = "--" + k.replace("_", "-")
+                raise EdgeslimError(
+                    f"{flag} only applies with a budget (--target-macs/--target-params/--target-latency)"
+                )
+        return None
+    if len(given) > 1:
+        raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
+    check_strength(None, opts.get("shrink"), budget=True)
+    metric, target = given[0]
+    st = BudgetSettings(metric=metric, target=str(target), profile=opts.get("profile"),
+                        latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
+                        precision=opts.get("precision"))  # fmt: skip
+    if opts.get("latency_batch") is not None:
+        st.batch = int(opts["latency_batch"])
+    if opts.get("taper_end") is not None:
+        st.taper_end = float(opts["taper_end"])
+    st.validate()
+    return st

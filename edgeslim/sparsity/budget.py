@@ -38,7 +38,6 @@ import logging
 import math
 import re
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,12 +46,9 @@ from torch.optim import Optimizer
 
 from edgeslim.channels.hooks import TrainHook
 from edgeslim.channels.norm import is_batchnorm
-from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.prox import check_strength
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.utils.modes import training_mode
-from edgeslim.utils.plotting import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -513,40 +509,6 @@ def _tau_cap(slimmer: Any) -> float | None:
     return None
 
 
-def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
-    """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
-    traj = report["trajectory"]
-    ep = [t["epoch"] for t in traj]
-    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 3.6))
-    a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
-    a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
-    a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
-    a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
-    a1.set_xlabel("epoch")
-    a1.set_ylabel(f"{report['metric']} / dense")
-    a1.legend(fontsize=8)
-    a1.set_title(
-        f"budget {report['target_fraction']:.0%} of dense {report['metric']}: reached "
-        f"{report['achieved_fraction']:.1%}",
-        fontsize=10,
-    )
-    a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu (budget multiplier)")
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("mu: extra shrink while over budget")
-    a3 = a2.twinx()
-    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test accuracy")
-    a3.set_ylabel("test accuracy")
-    lines = a2.get_lines() + a3.get_lines()
-    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
-    a2.set_title("dual multiplier mu (docs/budget.md) and accuracy", fontsize=10)
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (a1, a2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
 def build_controller(
     model: nn.Module,
     slimmer: Any,
@@ -571,57 +533,3 @@ def build_controller(
     return BudgetController(
         slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda, calib=calib
     )
-
-
-def budget_settings(opts: dict[str, Any]) -> BudgetSettings | None:
-    """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
-    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``); ``None`` without a
-    target. Validated. ``latency_batch`` is the batch a latency budget is predicted at (default 1)."""
-    given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
-    if not given:
-        for k in ("profile", "latency_table", "latency_batch", "taper_end"):
-            if opts.get(k) is not None:
-                flag = "--" + k.replace("_", "-")
-                raise EdgeslimError(
-                    f"{flag} only applies with a budget (--target-macs/--target-params/--target-latency)"
-                )
-        return None
-    if len(given) > 1:
-        raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
-    check_strength(None, opts.get("shrink"), budget=True)
-    metric, target = given[0]
-    st = BudgetSettings(metric=metric, target=str(target), profile=opts.get("profile"),
-                        latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
-                        precision=opts.get("precision"))  # fmt: skip
-    if opts.get("latency_batch") is not None:
-        st.batch = int(opts["latency_batch"])
-    if opts.get("taper_end") is not None:
-        st.taper_end = float(opts["taper_end"])
-    st.validate()
-    return st
-
-
-def controller_for_slim(
-    model: nn.Module,
-    slimmer: Any,
-    budget: dict[str, Any] | BudgetSettings,
-    bundle: Any,
-    config: Any,
-    example_input: Tensor,
-    *,
-    base_lambda: float | None = None,
-    round_to: int = 1,
-    probe_size: int = 128,
-) -> BudgetController:
-    """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
-    loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
-    settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
-    total = config.epochs * steps_per_epoch(bundle, config.batch_size)
-    device = example_input.device
-    x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
-    calib = [b for _, (b, _) in zip(range(CALIB_BATCHES), bundle.loader("train", 128, shuffle=True, augment=False,
-                                                                         seed=3, device=device))]  # fmt: skip
-    return build_controller(
-        model, slimmer, settings, example_input, total, probe=(x, y),
-        base_lambda=float(base_lambda or 0.0), round_to=round_to, calib=calib,
-    )  # fmt: skip
