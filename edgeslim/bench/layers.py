@@ -480,21 +480,19 @@ def trtexec_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) 
     sess.set_batch(batch)
     prof = sess.profile_layers(cfg)
     total = sess.summary["gpu_compute"]["median_ms"]
+    src = "trtexec --exportProfile --separateProfileRun, per-layer medianMs over the profiled runs"
+    return _trt_file_table(graph, prof, total, batch, src, "trtexec", path, names, sess.version, options)
+
+
+def _trt_file_table(graph, prof: dict, total: float, batch: int, src: str, backend: str, path: str, names: Any,
+                    version: str, options: dict) -> dict[str, Any]:  # fmt: skip
+    """The table of a TensorRT profile (trtexec or trt.IProfiler) with what produced it."""
     return {
-        **trt_table(
-            graph,
-            prof,
-            total,
-            runs=prof["runs"],
-            batch=batch,
-            method=_TRT_METHOD.format(
-                src="trtexec --exportProfile --separateProfileRun, per-layer medianMs over the profiled runs"
-            ),
-        ),
-        "backend": "trtexec",
+        **trt_table(graph, prof, total, runs=prof["runs"], batch=batch, method=_TRT_METHOD.format(src=src)),
+        "backend": backend,
         "model": str(path),
         "onnx": names,
-        "env": {"tensorrt_version": sess.version, "precision": options.get("precision", "fp32")},
+        "env": {"tensorrt_version": version, "precision": options.get("precision", "fp32")},
     }
 
 
@@ -511,20 +509,8 @@ def tensorrt_file_table(path: str, batch: int, cfg: TimingConfig, options: dict)
         version = sess.trt.__version__
     finally:
         sess.close()
-    return {
-        **trt_table(
-            graph,
-            prof,
-            total,
-            runs=prof["runs"],
-            batch=batch,
-            method=_TRT_METHOD.format(src="trt.IProfiler report_layer_time, median per layer over runs"),
-        ),
-        "backend": "tensorrt",
-        "model": str(path),
-        "onnx": names,
-        "env": {"tensorrt": version},
-    }
+    src = "trt.IProfiler report_layer_time, median per layer over runs"
+    return _trt_file_table(graph, prof, total, batch, src, "tensorrt", path, names, version, options)
 
 
 # ---------------------------------------------------------------------------- entry points
