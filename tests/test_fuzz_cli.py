@@ -180,6 +180,23 @@ def world(tmp_path_factory) -> dict[str, Path]:
     }
     files.update({f"bad:{k}": put(k, v) for k, v in bad.items()})
     files["nan:model.pt"] = put("nan.pt", saved(nan_ck))
+    # data sets a user points --data-dir at
+    data = d / "data"
+    (data / "empty").mkdir(parents=True)
+    (data / "no-train" / "test" / "a").mkdir(parents=True)
+    for cls in ("a", "b"):
+        (data / "corrupt" / "train" / cls).mkdir(parents=True)
+        (data / "corrupt" / "test" / cls).mkdir(parents=True)
+        (data / "corrupt" / "train" / cls / "x.jpg").write_bytes(b"not a jpeg")
+        (data / "corrupt" / "test" / cls / "x.jpg").write_bytes(b"not a jpeg")
+    (data / "one-class" / "train" / "a").mkdir(parents=True)
+    (data / "one-class" / "test" / "a").mkdir(parents=True)
+    (data / "one-class" / "train" / "a" / "x.png").write_bytes(_png())
+    (data / "one-class" / "test" / "a" / "x.png").write_bytes(_png())
+    (data / "broken.zip").write_bytes(b"PK\x03\x04 truncated")
+    (data / "text.zip").write_bytes(b"hello")
+    for name in ("empty", "no-train", "corrupt", "one-class", "broken.zip", "text.zip", "missing"):
+        files[f"data:{name}"] = data / name
     files["bad:dir.pt"] = d / "bad" / "a-directory.pt"
     files["bad:dir.pt"].mkdir()
     files["bad:missing.pt"] = d / "bad" / "missing.pt"
@@ -253,6 +270,15 @@ def _model_file_cases() -> list[tuple[str, list[str]]]:
                                                   "{badjson:" + k + "}"]))  # fmt: skip
         cases.append((f"bench-calibrate<{k}", ["bench", "{onnx}", "--predict", "--profile", "jetson-nano",
                                                "--calibrate", "{badjson:" + k + "}"]))  # fmt: skip
+    for name in ("empty", "no-train", "corrupt", "one-class", "broken.zip", "text.zip", "missing"):
+        for cmd in ("train", "slim"):
+            argv = [x if x != "digits" else "imagefolder" for x in BASE[cmd]] + [
+                "--data-dir",
+                "{data:" + name + "}",
+            ]
+            cases.append((f"{cmd}-data<{name}", argv))
+        cases.append((f"export-data<{name}", ["export", "{ckpt}", "--onnx", "{out}/e.onnx", "--data", "imagefolder",
+                                              "--data-dir", "{data:" + name + "}"]))  # fmt: skip
     return cases
 
 
