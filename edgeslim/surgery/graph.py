@@ -214,37 +214,27 @@ def _compress(labels: Tensor, state: Tensor) -> Info:
 
 
 class _Dim(int):
-    """An int read from a tensor's shape: sizes computed from it follow surgery, literals do not."""
+    """An int read from a tensor's shape: sizes computed from it follow surgery, literals do not.
 
-    def __add__(self, o: Any) -> Any:
-        return _dim(int.__add__(self, o))
-
-    def __radd__(self, o: Any) -> Any:
-        return _dim(int.__radd__(self, o))
-
-    def __sub__(self, o: Any) -> Any:
-        return _dim(int.__sub__(self, o))
-
-    def __rsub__(self, o: Any) -> Any:
-        return _dim(int.__rsub__(self, o))
-
-    def __mul__(self, o: Any) -> Any:
-        return _dim(int.__mul__(self, o))
-
-    def __rmul__(self, o: Any) -> Any:
-        return _dim(int.__rmul__(self, o))
-
-    def __floordiv__(self, o: Any) -> Any:
-        return _dim(int.__floordiv__(self, o))
-
-    def __rfloordiv__(self, o: Any) -> Any:
-        return _dim(int.__rfloordiv__(self, o))
-
-    def __mod__(self, o: Any) -> Any:
-        return _dim(int.__mod__(self, o))
+    Arithmetic with a ``_Dim`` returns a ``_Dim`` (the operators are set below, one loop)."""
 
     def __neg__(self) -> Any:
         return _dim(int.__neg__(self))
+
+
+def _dim_op(name: str) -> Any:
+    op = getattr(int, name)
+
+    def method(self: _Dim, other: Any) -> Any:
+        return _dim(op(self, other))
+
+    method.__name__ = name
+    return method
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+              "__rfloordiv__", "__mod__"):  # fmt: skip
+    setattr(_Dim, _name, _dim_op(_name))
 
 
 def _dim(v: Any) -> Any:
