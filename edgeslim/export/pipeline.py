@@ -69,7 +69,7 @@ class ExportRequest:
         if self.dynamic_batch and self.max_batch < self.batch:
             raise EdgeslimError(
                 f"ExportRequest max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
-                "the dynamic profile; raise max_batch or lower batch",
+                "the dynamic profile; raise the first or lower the second",
                 param=("max_batch", "batch"),
             )
         if isinstance(self.opset, bool) or not isinstance(self.opset, int):

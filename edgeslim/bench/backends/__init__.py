@@ -154,8 +154,8 @@ def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
                 out.append(batch)
             elif d != batch:
                 raise EdgeslimError(
-                    f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}; "
-                    f"export with a dynamic batch axis (edgeslim export --dynamic-batch) or use batch {d}",
+                    f"use batch {d}, or export with a dynamic batch axis (edgeslim export --dynamic-batch): "
+                    f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}",
                     param="batch",
                 )
             else:

@@ -261,8 +261,8 @@ class TrtexecBackend(Backend):
         exe = find_trtexec(options.get("trtexec"))
         if exe is None:
             raise EdgeslimError(
-                f"pass trtexec=PATH or install TensorRT: trtexec is not on PATH or at {JETSON_TRTEXEC}",
-                param="trtexec",
+                f"trtexec not found on PATH or at {JETSON_TRTEXEC}; install TensorRT or pass its path as trtexec",
+                param="trtexec_path",
             )
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
