@@ -125,7 +125,8 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     if (spec.arch.startswith("pickle:") or is_code_reference(spec.arch)) and not trust_pickle:
         raise EdgeslimError(
             f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
-            "runs when it is loaded; if you trust it, pass trust_pickle=True (CLI: --trust-pickle)"
+            "runs when it is loaded; if you trust it, pass trust_pickle=True",
+            param="trust_pickle",
         )
     model = create_model(spec)
     if ckpt.get("recipe"):
@@ -169,8 +170,8 @@ _RUNS_CODE = {
 def _refuse_untrusted(p: Path, kind: str) -> EdgeslimError:
     return EdgeslimError(
         f"{p} is {_RUNS_CODE[kind]}, so it is refused; if you made this file or trust its source, "
-        "pass trust_pickle=True (CLI: --trust-pickle); an edgeslim checkpoint or a state_dict "
-        "loads without it"
+        "pass trust_pickle=True; an edgeslim checkpoint or a state_dict loads without it",
+        param="trust_pickle",
     )
 
 

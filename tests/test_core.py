@@ -46,7 +46,7 @@ def test_checkpoint_roundtrip(tmp_path):
 def test_pickle_refused_unless_trusted(tmp_path):
     m = create_model("vgg-small", in_channels=1)
     torch.save(m, tmp_path / "whole.pt")
-    with pytest.raises(EdgeslimError, match="--trust-pickle"):
+    with pytest.raises(EdgeslimError, match="trust_pickle=True"):
         load_model(tmp_path / "whole.pt")
     assert load_model(tmp_path / "whole.pt", trust_pickle=True).kind == "pickle"
 
@@ -55,11 +55,11 @@ def test_torchscript_and_export_load(tmp_path):
     m = create_model("vgg-small", in_channels=1).eval()
     x = torch.randn(1, 1, 28, 28)
     torch.jit.save(torch.jit.trace(m, x), tmp_path / "ts.pt")
-    with pytest.raises(EdgeslimError, match="TorchScript archive .* --trust-pickle"):
+    with pytest.raises(EdgeslimError, match="TorchScript archive .* trust_pickle=True"):
         load_model(tmp_path / "ts.pt")
     assert load_model(tmp_path / "ts.pt", trust_pickle=True).kind == "torchscript"
     torch.export.save(torch.export.export(m, (x,)), tmp_path / "ep.pt2")
-    with pytest.raises(EdgeslimError, match="torch.export program .* --trust-pickle"):
+    with pytest.raises(EdgeslimError, match="torch.export program .* trust_pickle=True"):
         load_model(tmp_path / "ep.pt2")
     ep = load_model(tmp_path / "ep.pt2", trust_pickle=True)
     assert ep.kind == "exported"
@@ -85,7 +85,7 @@ def test_unknown_arch_suggests():
 def test_atomic_write_and_force(tmp_path):
     p = tmp_path / "out.json"
     atomic_write_text(p, "one")
-    with pytest.raises(EdgeslimError, match="--force"):
+    with pytest.raises(EdgeslimError, match="force=True"):
         check_output_path(p)
     assert check_output_path(p, force=True) == p
     assert p.read_text() == "one"
@@ -122,3 +122,52 @@ def test_library_errors_name_the_cli_flag(capsys):
 
         load_dataset("digits", subset=0)
     assert cli_message(info.value, slim).startswith("--subset must be a positive number")
+
+
+def test_converted_library_errors_name_python_parameters_and_cli_flags(tmp_path, capsys):
+    """Library errors once written with CLI flags: the Python caller reads the parameter, the CLI its flag."""
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.info import info
+    from edgeslim.data import load_dataset
+    from edgeslim.export.pipeline import ExportRequest
+    from edgeslim.utils.parsing import parse_input_shape
+
+    def cli_err(args: list[str]) -> str:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) <= 2, err  # one line (may wrap once)
+        return " ".join(err.split())
+
+    existing = tmp_path / "m.onnx"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(EdgeslimError) as ei:
+        check_output_path(existing, param="onnx_path")
+    assert "pass force=True to overwrite it or choose another onnx_path" in str(ei.value)
+    assert "--" not in str(ei.value)
+    err = cli_err(["export", "vgg-small", "--onnx", str(existing)])
+    assert "pass --force to overwrite it or choose another --onnx" in err
+    assert existing.read_bytes() == b"keep me"
+
+    out = tmp_path / "p.pt"
+    out.write_bytes(b"mine")
+    assert "choose another --output" in cli_err(["prune", "vgg-small", "-o", str(out)])
+
+    with pytest.raises(EdgeslimError, match=r"^ExportRequest onnx_path \S+ should end in \.onnx$"):
+        ExportRequest(onnx_path=tmp_path / "m.pt")
+    assert "--onnx" in cli_err(["export", "vgg-small", "--onnx", str(tmp_path / "m.pt")])
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(EdgeslimError, match=r"^data_dir \S+ does not exist"):
+        load_dataset("digits", data_dir=missing)
+    args = ["train", "--arch", "vgg-small", "--data", "digits", "--data-dir", str(missing), "--epochs", "1"]
+    assert cli_err([*args, "--out", str(tmp_path / "run")]).startswith("error: --data-dir ")
+
+    with pytest.raises(EdgeslimError) as ei:
+        parse_input_shape("3,32")
+    assert "input_shape must be C,H,W" in str(ei.value) and "; batch sets the batch size" in str(ei.value)
+    err = cli_err(["export", "vgg-small", "--onnx", str(tmp_path / "x.onnx"), "--input-shape", "3,32"])
+    assert "--input-shape must be C,H,W" in err and "--batch sets the batch size" in err
+
+    # `name=True` of a flag becomes the bare flag
+    refused = EdgeslimError("if you trust it, pass trust_pickle=True", param="trust_pickle")
+    assert cli_message(refused, info) == "if you trust it, pass --trust-pickle"

@@ -279,7 +279,7 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
         load_dataset("cifar10", data_dir=bad_zip, cache_dir=tmp_path / "c")
     with pytest.raises(EdgeslimError, match="has 10 class folders but cifar100 has 100"):
         load_dataset("cifar100", data_dir=small_zip, cache_dir=tmp_path / "c")
-    with pytest.raises(EdgeslimError, match="needs --data-dir"):
+    with pytest.raises(EdgeslimError, match="needs data_dir"):
         load_dataset("imagefolder")
 
 

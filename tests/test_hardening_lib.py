@@ -283,7 +283,7 @@ def test_export_request_valid_and_cli(tmp_path: Path, capsys) -> None:
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert "max_batch (2) is below batch (8)" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert "--max-batch (2) is below --batch (8)" in err and len(err.splitlines()) == 1 and not out.exists()
 
 
 # ---------------------------------------------------------------------------- bench baseline

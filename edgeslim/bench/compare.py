@@ -37,14 +37,14 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(
-                f"benchmark process timed out after {timeout:.0f} s; lower --min-time"
+                f"benchmark process timed out after {timeout:.0f} s; lower min_time", param="min_time"
             ) from exc
         if not os.path.exists(op):
             tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
             raise EdgeslimError(f"benchmark process died (exit {r.returncode}): {tail[0]}")
         res = json.loads(Path(op).read_text())
     if not res["ok"]:
-        raise EdgeslimError(res["error"])
+        raise EdgeslimError(res["error"], param=tuple(res.get("params") or ()))
     return res
 
 

@@ -263,7 +263,12 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
 
 
 def attribute_rows(
-    idx: OnnxGraphIndex, names: dict[str, str], rows: list[tuple[str, float, list]], what: str, hint: str
+    idx: OnnxGraphIndex,
+    names: dict[str, str],
+    rows: list[tuple[str, float, list]],
+    what: str,
+    hint: str,
+    param: str | None = None,
 ) -> tuple[dict[str, float], dict[str, str], set[str]]:
     """Attribute profiled rows ``(name, time, [origin ONNX nodes])`` to conv/linear modules.
 
@@ -289,12 +294,15 @@ def attribute_rows(
     for node_name, mod in names.items():
         cands = sorted(best.get(node_name, []))
         if not cands:
-            raise EdgeslimError(f"no profiled {what} maps to {node_name!r} (module {mod}); {hint}")
+            raise EdgeslimError(
+                f"no profiled {what} maps to {node_name!r} (module {mod}); {hint}", param=param
+            )
         near = [i for steps, i in cands if steps == cands[0][0]]
         if len(near) > 1 and cands[0][0] > 0:
             raise EdgeslimError(
                 f"two profiled {what}s ({rows[near[0]][0]!r}, {rows[near[1]][0]!r}) map equally "
-                f"well to {node_name!r}; cannot attribute their time ({hint})"
+                f"well to {node_name!r}; cannot attribute their time ({hint})",
+                param=param,
             )
         chosen[node_name] = near
     sharers: dict[int, int] = {}
@@ -324,7 +332,7 @@ def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], di
         if r.get("op") in ORT_WEIGHT_KERNELS
     ]
     layers, source, _ = attribute_rows(
-        idx, names, rows, "ONNX Runtime kernel", "try --graph-opt basic or extended"
+        idx, names, rows, "ONNX Runtime kernel", "try graph_opt basic or extended", param="graph_opt"
     )
     return layers, source
 
@@ -464,7 +472,8 @@ def _names_graph(path: str, options: dict):
     if src is None:
         raise EdgeslimError(
             f"{path} is an engine: a TensorRT layer table needs the ONNX file it was built from for the "
-            "layer names; pass --onnx MODEL.onnx (or bench the .onnx with --backend trtexec)"
+            "layer names; pass its path as onnx (or bench the .onnx with backend trtexec)",
+            param=("onnx", "backend"),
         )
     graph = onnx.load(str(src), load_external_data=False).graph
     onnx_conv_modules(graph)  # refuse before measuring

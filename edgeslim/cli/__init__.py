@@ -108,7 +108,8 @@ def _flags(command: click.Command) -> dict[str, str]:
 
 def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
     """``str(exc)`` with every Python parameter it names (``exc.params``) replaced by ``command``'s
-    flag: the first whole-word occurrence, or ``(see --flag)`` appended when the name is absent."""
+    flag: the first whole-word occurrence (``force=True`` becomes ``--force``), or ``(see --flag)``
+    appended when the name is absent."""
     text = str(exc)
     if command is None or not exc.params:
         return text
@@ -117,7 +118,7 @@ def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
         flag = flags.get(name)
         if flag is None:
             continue
-        text, n = re.subn(rf"(?<![\w-]){re.escape(name)}(?![\w-])", flag, text, count=1)
+        text, n = re.subn(rf"(?<![\w-]){re.escape(name)}(?:=True)?(?![\w-])", flag, text, count=1)
         if not n:
             text += f" (see {flag})"
     return text

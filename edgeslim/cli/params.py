@@ -96,12 +96,13 @@ class Shape(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
+        from edgeslim.cli import cli_message
         from edgeslim.utils.parsing import parse_input_shape
 
         try:
             return parse_input_shape(str(value))
         except EdgeslimError as exc:
-            self.fail(str(exc), param, ctx)
+            self.fail(cli_message(exc, ctx.command if ctx is not None else None), param, ctx)
 
 
 class Device(click.ParamType):

@@ -149,7 +149,8 @@ class DataBundle:
         if spec.in_channels != self.in_channels:
             raise EdgeslimError(
                 f"model {spec.arch!r} takes {spec.in_channels}-channel input but {self.name} images have "
-                f"{self.in_channels} channel(s); use a model built for this data set (or --data matching it)"
+                f"{self.in_channels} channel(s); use a model built for this data set (or data matching it)",
+                param="data",
             )
         if spec.num_classes != self.num_classes:
             raise EdgeslimError(
@@ -238,7 +239,10 @@ class BatchLoader:
         self.device = torch.device(device)
         n = len(bundle.train_y if split == "train" else bundle.test_y)
         if n == 0:
-            raise EdgeslimError(f"{bundle.name} has no {split} images; check --subset and the data dir")
+            raise EdgeslimError(
+                f"{bundle.name} has no {split} images; check subset and data_dir",
+                param=("subset", "data_dir"),
+            )
         self.even_shards = even_shards
         if world_size == 1:
             self.num_samples = n

@@ -103,7 +103,8 @@ def _cifar(req: LoadRequest) -> DataBundle:
         b = load_image_folder(req, d, norm=NORMS[req.name], num_classes=info["classes"], pad=4, hflip=True)
         if b.input_shape != (3, 32, 32):
             raise EdgeslimError(
-                f"{d} holds {b.input_shape} images, not 3x32x32 {req.name}; use --data imagefolder"
+                f"{d} holds {b.input_shape} images, not 3x32x32 {req.name}; load it as the imagefolder data set",
+                param="data",
             )
         return b
     found = _find_cifar_dir(req)
@@ -114,13 +115,16 @@ def _cifar(req: LoadRequest) -> DataBundle:
         try:
             getattr(tvd, info["tv"])(str(req.cache_dir), train=True, download=True)
         except (OSError, RuntimeError) as exc:
-            raise EdgeslimError(f"downloading {req.name} failed ({exc}); pass --data-dir") from exc
+            raise EdgeslimError(
+                f"downloading {req.name} failed ({exc}); pass data_dir", param="data_dir"
+            ) from exc
         found = _find_cifar_dir(req)
     if found is None:
         where = req.data_dir if req.data_dir is not None else req.cache_dir
         raise EdgeslimError(
             f"no {req.name} data in {where}: expected {info['dir']}/ with {', '.join(info['train'][:1])}... "
-            f"(torchvision's python format) or an image folder/zip with train/ and test/; check --data-dir"
+            f"(torchvision's python format) or an image folder/zip with train/ and test/; check data_dir",
+            param="data_dir",
         )
     arrays, classes = read_cifar_dir(found, req.name)
     return bundle_from_arrays(req, arrays, info["classes"], classes, NORMS[req.name], pad=4, hflip=True,
@@ -152,11 +156,12 @@ def _svhn(req: LoadRequest) -> DataBundle:
             for s in ("train", "test"):
                 tvd.SVHN(str(root), split=s, download=True)
         except (OSError, RuntimeError) as exc:
-            raise EdgeslimError(f"downloading SVHN failed ({exc}); pass --data-dir") from exc
+            raise EdgeslimError(f"downloading SVHN failed ({exc}); pass data_dir", param="data_dir") from exc
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise EdgeslimError(
-            f"no SVHN files {', '.join(missing)} in {root}; point --data-dir at the folder holding them"
+            f"no SVHN files {', '.join(missing)} in {root}; point data_dir at the folder holding them",
+            param="data_dir",
         )
     from edgeslim.errors import require
 

@@ -117,7 +117,7 @@ def load_dataset(
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}", param=label)
     ddir = Path(data_dir).expanduser() if data_dir is not None else None
     if ddir is not None and not ddir.exists():
-        raise EdgeslimError(f"data dir {ddir} does not exist; check --data-dir")
+        raise EdgeslimError(f"data_dir {ddir} does not exist; check it", param="data_dir")
     req = LoadRequest(key, ddir, subset, test_subset, Path(cache_dir) if cache_dir else default_cache_dir(),
                       download, seed)  # fmt: skip
     bundle = _READERS[key][0](req)
@@ -231,11 +231,13 @@ def _fashion_mnist(req: LoadRequest) -> DataBundle:
         if d is not None:
             raise EdgeslimError(
                 f"no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...) in {d}; "
-                "point --data-dir at the folder holding the four files"
+                "point data_dir at the folder holding the four files",
+                param="data_dir",
             )
         raise EdgeslimError(
             "Fashion-MNIST not found: install it with `sudo apt-get install dataset-fashion-mnist`, "
-            "or pass --data-dir DIR with the four IDX files (or --download where a network exists)"
+            "or pass data_dir=DIR with the four IDX files (or download=True where a network exists)",
+            param="data_dir",
         )
     arrays = read_idx_dir(found)
     if arrays["train_x"].shape[2:] != (28, 28):
@@ -256,7 +258,8 @@ def _download_fmnist(root: Path) -> Path | None:
     except (OSError, RuntimeError) as exc:
         raise EdgeslimError(
             f"downloading Fashion-MNIST failed ({exc}); install `dataset-fashion-mnist` with apt-get "
-            "or pass --data-dir"
+            "or pass data_dir",
+            param="data_dir",
         ) from exc
     return root / "FashionMNIST" / "raw"
 

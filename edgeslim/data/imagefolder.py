@@ -53,7 +53,9 @@ class Tree:
                 with zipfile.ZipFile(root) as z:
                     names = [n for n in z.namelist() if not n.endswith("/")]
             except (zipfile.BadZipFile, OSError) as exc:
-                raise EdgeslimError(f"{root} is not a readable zip file ({exc}); check --data-dir") from exc
+                raise EdgeslimError(
+                    f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
+                ) from exc
         else:
             names = [
                 str(PurePosixPath(Path(dp).relative_to(root).as_posix()) / f)
@@ -266,7 +268,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
     if num_classes is not None and len(classes) != num_classes:
         raise EdgeslimError(
             f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "
-            f"use --data imagefolder for other data"
+            "load other data as the imagefolder data set",
+            param="data",
         )
     size = arrays["train_x"].shape[2:]
     # The subset was already applied while choosing files.
@@ -280,5 +283,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
 @register_dataset("imagefolder", "any ImageFolder tree train/<class>/*, test/<class>/* (a folder or a .zip)")
 def _imagefolder(req: LoadRequest):
     if req.data_dir is None:
-        raise EdgeslimError("--data imagefolder needs --data-dir (a folder or .zip with train/ and test/)")
+        raise EdgeslimError(
+            "the imagefolder data set needs data_dir (a folder or .zip with train/ and test/)",
+            param="data_dir",
+        )
     return load_image_folder(req, req.data_dir)

@@ -85,7 +85,8 @@ def check_opset(opset: int) -> int:
     if not MIN_OPSET <= int(opset) <= top:
         raise EdgeslimError(
             f"opset {opset} is out of range; use {MIN_OPSET}..{top} (17 is what TensorRT 8.5+ and "
-            "ONNX Runtime both take)"
+            "ONNX Runtime both take)",
+            param="opset",
         )
     return int(opset)
 
@@ -98,8 +99,10 @@ def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
         return None
     op = m.group(1)
     added = re.search(r"added in version (\d+)", text)
-    hint = f"use --opset {added.group(1)} or higher" if added else "try a higher --opset"
-    return EdgeslimError(f"opset {opset} cannot express operator {op} used by the model; {hint}")
+    hint = f"use opset {added.group(1)} or higher" if added else "try a higher opset"
+    return EdgeslimError(
+        f"{hint}: opset {opset} cannot express operator {op} used by the model", param="opset"
+    )
 
 
 def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
@@ -165,7 +168,8 @@ def _run_exporter(
             if exporter == "torchscript" or scripted:
                 raise EdgeslimError(
                     f"TorchScript ONNX export failed: {str(exc).strip().splitlines()[0]}; "
-                    "try --exporter dynamo or a different --opset"
+                    "try exporter dynamo or a different opset",
+                    param=("exporter", "opset"),
                 ) from exc
             first_error = exc
             notes.append(
@@ -284,10 +288,10 @@ def export_onnx(
     import torch
 
     require("onnx", "ort", "to export ONNX")
-    out = check_output_path(path, force)
+    out = check_output_path(path, force, "path")
     c, h, w = parse_input_shape(input_shape)
     if batch < 1:
-        raise EdgeslimError(f"batch must be >= 1, got {batch}")
+        raise EdgeslimError(f"batch must be >= 1, got {batch}", param="batch")
     opset = check_opset(opset)
     model = _inference_mode(model)
     notes: list[str] = []
@@ -298,7 +302,8 @@ def export_onnx(
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
             raise EdgeslimError(
                 f"the model does not accept input {batch}x{c}x{h}x{w} "
-                f"({str(exc).strip().splitlines()[0][:160]}); check --input-shape"
+                f"({str(exc).strip().splitlines()[0][:160]}); check input_shape",
+                param="input_shape",
             ) from exc
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
@@ -333,7 +338,8 @@ def export_onnx(
         if not report.passed:
             raise EdgeslimError(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}; nothing was written "
-                "(try --opset 18, --no-simplify, or --exporter dynamo)"
+                "(try opset 18, simplify=False, or exporter dynamo)",
+                param=("opset", "exporter", "no_simplify"),
             )
     meta = meta or {}
     md = build_metadata(
@@ -371,7 +377,8 @@ def export_loaded(
     if input_shape is None:
         if loaded.spec is None:
             raise EdgeslimError(
-                f"{loaded.path} is a {loaded.kind} file without a model spec; pass --input-shape C,H,W"
+                f"{loaded.path} is a {loaded.kind} file without a model spec; pass input_shape C,H,W",
+                param="input_shape",
             )
         input_shape = loaded.spec.input_shape
     shape = parse_input_shape(input_shape)

@@ -25,7 +25,7 @@ MIN_OPSET = 9
 
 def _positive_int(name: str, val: object) -> int:
     if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-        raise EdgeslimError(f"ExportRequest {name} must be an integer >= 1, got {val!r}")
+        raise EdgeslimError(f"ExportRequest {name} must be an integer >= 1, got {val!r}", param=name)
     return val
 
 
@@ -69,10 +69,11 @@ class ExportRequest:
         if self.dynamic_batch and self.max_batch < self.batch:
             raise EdgeslimError(
                 f"ExportRequest max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
-                "the dynamic profile; raise max_batch or lower batch"
+                "the dynamic profile; raise the first or lower the second",
+                param=("max_batch", "batch"),
             )
         if isinstance(self.opset, bool) or not isinstance(self.opset, int):
-            raise EdgeslimError(f"ExportRequest opset must be an integer, got {self.opset!r}")
+            raise EdgeslimError(f"ExportRequest opset must be an integer, got {self.opset!r}", param="opset")
         try:
             import onnx
 
@@ -82,19 +83,24 @@ class ExportRequest:
         if not MIN_OPSET <= self.opset <= top:
             raise EdgeslimError(
                 f"ExportRequest opset {self.opset} is out of range; use {MIN_OPSET}..{top} (17 is what "
-                "TensorRT 8.5+ and ONNX Runtime both take)"
+                "TensorRT 8.5+ and ONNX Runtime both take)",
+                param="opset",
             )
         for name, val, allowed in (("precision", self.precision, PRECISIONS), ("exporter", self.exporter, EXPORTERS),
                                    ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
             if val not in allowed:
-                raise EdgeslimError(f"ExportRequest {name} must be one of {', '.join(allowed)}, got {val!r}")
+                raise EdgeslimError(
+                    f"ExportRequest {name} must be one of {', '.join(allowed)}, got {val!r}", param=name
+                )
         parse_size(self.workspace)
         if self.input_shape is not None:
             parse_input_shape(self.input_shape)
         if self.trt_version is not None:
             parse_trt_version(self.trt_version)
         if self.onnx_path is not None and Path(self.onnx_path).suffix != ".onnx":
-            raise EdgeslimError(f"ExportRequest onnx_path {self.onnx_path} should end in .onnx")
+            raise EdgeslimError(
+                f"ExportRequest onnx_path {self.onnx_path} should end in .onnx", param="onnx_path"
+            )
 
 
 def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
@@ -127,14 +133,15 @@ def run_export(
 
     if req.input_shape is None and loaded.spec is None:
         raise EdgeslimError(
-            f"{loaded.path} is a {loaded.kind} file without a model spec; pass --input-shape C,H,W"
+            f"{loaded.path} is a {loaded.kind} file without a model spec; pass input_shape C,H,W",
+            param="input_shape",
         )
     req.validate()  # again: the fields may have changed since construction
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
     workspace = parse_size(req.workspace)
     onnx_path = Path(req.onnx_path) if req.onnx_path else _default_onnx(loaded, model_name)
     if onnx_path.suffix != ".onnx":
-        raise EdgeslimError(f"--onnx {onnx_path} should end in .onnx")
+        raise EdgeslimError(f"onnx_path {onnx_path} should end in .onnx", param="onnx_path")
     installed = installed_trt_version() if req.trt else None
     target = parse_trt_version(req.trt_version) if req.trt_version else (installed or DEFAULT_TARGET)
     int8 = req.trt and req.precision == "int8"
@@ -148,14 +155,17 @@ def run_export(
     ort_path = onnx_path.with_suffix(".ort")
     outputs += [ort_path] if req.to_ort else []
     for p in outputs:
-        check_output_path(p, req.force)
+        check_output_path(p, req.force, "engine_path" if req.engine_path and p == engine else "onnx_path")
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
     n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 else 0)
     batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
                         meta=loaded.meta, n=n_real)  # fmt: skip
     if int8 and (batch is None or len(batch.x) <= req.n_validate):
-        raise EdgeslimError("INT8 calibration needs real images: pass --data NAME (and --data-dir if needed)")
+        raise EdgeslimError(
+            "INT8 calibration needs real images: pass data_name (and data_dir if needed)",
+            param=("data_name", "data_dir"),
+        )
     check_batch = batch
     if batch is not None and len(batch.x) > req.n_validate:
         from edgeslim.export.validate import InputBatch

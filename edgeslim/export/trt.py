@@ -218,7 +218,7 @@ def build_engine(
     trt = import_tensorrt()
     cfg = cfg or EngineBuildConfig()
     v = parse_trt_version(trt.__version__)
-    out = check_output_path(engine_path, force)
+    out = check_output_path(engine_path, force, "engine_path")
     src = Path(onnx_path)
     notes: list[str] = []
     how = precision_path(v, cfg.precision)
@@ -226,11 +226,14 @@ def build_engine(
     if cfg.precision == "int8" and qdq:
         how = "qdq"
     if how == "calibrator" and cfg.calib_data is None and not (cfg.calib_cache and cfg.calib_cache.is_file()):
-        raise EdgeslimError("INT8 calibration needs real images (--data) or an existing calibration cache")
+        raise EdgeslimError(
+            "INT8 calibration needs real images (calib_data) or an existing calibration cache (calib_cache)",
+            param="data",
+        )
     if how == "qdq" and not qdq:
         raise EdgeslimError(
-            f"TensorRT {version_str(v)} builds INT8 only from a Q/DQ ONNX; export with --precision int8 "
-            "to write one (model.int8.qdq.onnx)"
+            f"TensorRT {version_str(v)} builds INT8 only from a Q/DQ ONNX; write one (model.int8.qdq.onnx) "
+            "with `edgeslim export --trt --precision int8`"
         )
     if how in ("builder-flag",) and precision_flags_deprecated(v):
         notes.append(f"BuilderFlag.FP16 is deprecated since TensorRT 10.12 (building with {version_str(v)})")
@@ -295,7 +298,8 @@ def build_engine(
         calib.buf.free()
     if plan is None:
         raise EdgeslimError(
-            "TensorRT failed to build the engine (see its log above); try a larger --workspace or --precision fp32"
+            "TensorRT failed to build the engine (see its log above); try a larger workspace or precision fp32",
+            param=("workspace", "precision"),
         )
     blob = bytes(memoryview(plan))
     atomic_write_bytes(out, blob)

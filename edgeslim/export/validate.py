@@ -109,7 +109,8 @@ def real_inputs(
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
-            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on (--data)"
+            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on as data",
+            param="data",
         )
     mean, std = _meta_norm(meta)
     mean = mean if mean and len(mean) == bundle.in_channels else tuple(bundle.mean)

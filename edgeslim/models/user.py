@@ -27,10 +27,11 @@ PICKLE_PREFIX = "pickle"
 
 
 def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
-    """``pickle:PATH`` unpickles a file the user hands us: only with ``--trust-pickle``."""
+    """``pickle:PATH`` unpickles a file the user hands us: only with ``trust_pickle``."""
     if arch.startswith("pickle:") and not trust_pickle:
         raise EdgeslimError(
-            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass trust_pickle=True (CLI: --trust-pickle) if you trust it"
+            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass trust_pickle=True if you trust it",
+            param="trust_pickle",
         )
 
 

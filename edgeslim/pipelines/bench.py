@@ -162,7 +162,7 @@ def layer_table(req: BenchRequest) -> tuple[dict, Path]:
     from edgeslim.utils.io import check_output_path
 
     req.check()
-    check_output_path(req.layer_table, req.force)  # refuse early, before measuring
+    check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
     name, options = backend_and_options(req, req.device_profile(), lambda _: None)
     tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
     return tab, write_layer_table(tab, req.layer_table, force=True)

@@ -38,8 +38,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.io import check_output_path
 
-    output = check_output_path(req.output, req.force)
-    plot = check_output_path(req.plot, req.force) if req.plot else None
+    output = check_output_path(req.output, req.force, "output")
+    plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
     loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights)
     check_finite_weights(loaded)
     if loaded.spec is None:

@@ -173,7 +173,16 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     )
     if resume_ckpt is None:
         if kw["init_path"]:
-            loaded = load_model(kw["init_path"])
+            try:
+                loaded = load_model(kw["init_path"])
+            except EdgeslimError as exc:
+                if "trust_pickle" not in exc.params:
+                    raise
+                what = str(exc).split(";")[0]  # the library's refusal says what the file is
+                raise EdgeslimError(
+                    f"{what}; train has no --trust-pickle: start --init from an edgeslim checkpoint "
+                    "of a built-in architecture"
+                ) from exc
             if loaded.spec is None:
                 raise EdgeslimError(
                     f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"

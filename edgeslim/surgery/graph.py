@@ -1183,8 +1183,9 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
         )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
-        f"{where}{at}; give an example input (--input-shape) the model accepts, or mark {kind} a leaf "
-        "(edgeslim.surgery.register_leaf)"
+        f"{where}{at}; give an example input (input_shape) the model accepts, or mark {kind} a leaf "
+        "(edgeslim.surgery.register_leaf)",
+        param="input_shape",
     )
 
 

@@ -58,7 +58,7 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise EdgeslimError(
-                f"--device {name} asked for CUDA, but no CUDA GPU is available; use --device cpu"
+                f"device {name} asked for CUDA, but no CUDA GPU is available; use cpu", param="device"
             )
         if dev.index is None:
             dev = torch.device(f"cuda:{local}")

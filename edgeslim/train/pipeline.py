@@ -68,7 +68,10 @@ def run_training(
         config = TrainConfig.from_dict({**resume["config"], "device": config.device})
     prune_ratio, finetune_epochs = plan["prune_ratio"], int(plan["finetune_epochs"] or 0)
     if prune_ratio is None and finetune_epochs:
-        raise EdgeslimError("--finetune-epochs needs --prune-ratio (fine-tuning follows the threshold prune)")
+        raise EdgeslimError(
+            "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
+            param=("finetune_epochs", "prune_ratio"),
+        )
     extra_state = {"plan": plan, "results": results}
     common = dict(spec=spec, progress=progress, meta=meta, recipe=recipe)
 

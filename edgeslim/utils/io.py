@@ -13,17 +13,21 @@ from typing import Any
 from edgeslim.errors import EdgeslimError
 
 
-def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, force: bool = False, param: str | None = None) -> Path:
     """Return ``path`` as a Path if it may be written, else raise a one-line error.
 
     Refuses to overwrite an existing file unless ``force``; checks the parent directory
-    can be created and written.
+    can be created and written. ``param`` is the caller's parameter that gave ``path``
+    (``"onnx_path"``): the refusal names it, and the CLI shows that parameter's flag.
     """
     p = Path(path)
     if p.is_dir():
         raise EdgeslimError(f"{p} is a directory; give a file path (e.g. {p / 'model.pt'})")
     if p.exists() and not force:
-        raise EdgeslimError(f"{p} already exists; pass --force to overwrite it or choose another path")
+        raise EdgeslimError(
+            f"{p} already exists; pass force=True to overwrite it or choose another {param or 'path'}",
+            param=("force", param) if param else "force",
+        )
     parent = p.parent if str(p.parent) else Path(".")
     if any(a.exists() and not a.is_dir() for a in (parent, *parent.parents)):
         raise EdgeslimError(f"cannot write {p}: a part of its directory is a file; choose another path")
@@ -38,21 +42,29 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
-def check_output_dir(path: str | os.PathLike, force: bool = False, marker: str | None = None) -> Path:
-    """Prepare an output directory. If ``marker`` (a file name) exists in it, refuse without force."""
+def check_output_dir(
+    path: str | os.PathLike, force: bool = False, marker: str | None = None, param: str = "out_dir"
+) -> Path:
+    """Prepare an output directory. If ``marker`` (a file name) exists in it, refuse without force.
+
+    ``param`` is the caller's parameter that gave ``path``; the errors name it (the CLI: its flag).
+    """
     d = Path(path)
     if d.exists() and not d.is_dir():
-        raise EdgeslimError(f"{d} exists and is not a directory; choose another --out")
+        raise EdgeslimError(f"{d} exists and is not a directory; choose another {param}", param=param)
     if marker and (d / marker).exists() and not force:
         raise EdgeslimError(
-            f"{d / marker} already exists; pass --force to overwrite it or choose another --out"
+            f"{d / marker} already exists; pass force=True to overwrite it or choose another {param}",
+            param=("force", param),
         )
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeslimError(f"cannot create directory {d}: {exc.strerror}; choose a writable --out") from exc
+        raise EdgeslimError(
+            f"cannot create directory {d}: {exc.strerror}; choose a writable {param}", param=param
+        ) from exc
     if not os.access(d, os.W_OK):
-        raise EdgeslimError(f"directory {d} is not writable; choose a writable --out")
+        raise EdgeslimError(f"directory {d} is not writable; choose a writable {param}", param=param)
     return d
 
 

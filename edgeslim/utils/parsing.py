@@ -14,7 +14,7 @@ from edgeslim.errors import EdgeslimError
 def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
     """``"3,32,32"`` / ``"3x32x32"`` / ``(3, 32, 32)`` -> ``(C, H, W)``.
 
-    A leading batch dimension is not accepted here (``--batch`` sets it).
+    A leading batch dimension is not accepted here (``batch`` sets it).
     """
     if isinstance(text, str):
         parts = [p for p in re.split(r"[,xX\s]+", text.strip()) if p]
@@ -22,14 +22,16 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
             dims = [int(p) for p in parts]
         except ValueError:
             raise EdgeslimError(
-                f"invalid input shape {text!r}: --input-shape must be C,H,W with positive integers, e.g. 3,32,32"
+                f"invalid input shape {text!r}: input_shape must be C,H,W with positive integers, e.g. 3,32,32",
+                param="input_shape",
             ) from None
     else:
         dims = [int(d) for d in text]
     if len(dims) != 3 or any(d < 1 for d in dims):
         raise EdgeslimError(
-            f"invalid input shape {text!r}: --input-shape must be C,H,W, three positive integers "
-            "(e.g. 3,32,32; the batch size is --batch)"
+            f"invalid input shape {text!r}: input_shape must be C,H,W, three positive integers "
+            "(e.g. 3,32,32; batch sets the batch size)",
+            param=("input_shape", "batch"),
         )
     if dims[0] > 64 or dims[1] > 8192 or dims[2] > 8192:
         raise EdgeslimError(

@@ -72,7 +72,8 @@ def check_engine_trusted(path: str, options: dict) -> None:
         raise EdgeslimError(
             f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
             "is refused; for an engine you built (edgeslim export --trt) or trust, pass "
-            "trust_pickle=True (CLI: --trust-pickle)"
+            "trust_pickle=True",
+            param="trust_pickle",
         )
 
 
@@ -153,9 +154,9 @@ def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
                 out.append(batch)
             elif d != batch:
                 raise EdgeslimError(
-                    f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}; "
-                    "export with a dynamic batch axis (edgeslim export --dynamic-batch) or use --batch "
-                    f"{d}"
+                    f"use batch {d}, or export with a dynamic batch axis (edgeslim export --dynamic-batch): "
+                    f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}",
+                    param="batch",
                 )
             else:
                 out.append(int(d))

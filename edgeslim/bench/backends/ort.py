@@ -40,7 +40,8 @@ def resolve_providers(requested: list[str] | None, available: list[str], threads
     if missing:
         raise EdgeslimError(
             f"execution provider {', '.join(missing)} is not available in this onnxruntime build "
-            f"(available: {', '.join(available)}); install the matching onnxruntime package or change --providers"
+            f"(available: {', '.join(available)}); install the matching onnxruntime package or change providers",
+            param="providers",
         )
     out: list = []
     for n in names:
@@ -142,7 +143,9 @@ class OrtBackend(Backend):
                 so.inter_op_num_threads = 1
             level = options.get("graph_opt", "all")
             if level not in _LEVELS:
-                raise EdgeslimError(f"--graph-opt must be one of {', '.join(_LEVELS)}, got {level}")
+                raise EdgeslimError(
+                    f"graph_opt must be one of {', '.join(_LEVELS)}, got {level}", param="graph_opt"
+                )
             so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
             providers = resolve_providers(options.get("providers"), ort.get_available_providers(), threads)
             if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):

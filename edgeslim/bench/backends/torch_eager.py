@@ -30,7 +30,8 @@ class TorchSession(Session):
         if self.input_shape is None:
             raise EdgeslimError(
                 "the model file records no input shape; give input_shape (C, H, W) in the options "
-                "(CLI: --input-shape) or save it as an edgeslim checkpoint"
+                "or save it as an edgeslim checkpoint",
+                param="input_shape",
             )
         self.x = self.torch.randn(batch, *self.input_shape, device=self.device)  # (C, H, W)
         if self.cuda:
@@ -87,6 +88,6 @@ class TorchBackend(Backend):
             torch.set_num_threads(int(options["threads"]))
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise EdgeslimError("--device cuda requested but torch sees no CUDA device")
+            raise EdgeslimError(f"device {device} requested but torch sees no CUDA device", param="device")
         loaded = load_model(path, trust_pickle=bool(options.get("trust_pickle")))
         return TorchSession(loaded, device, torch, options.get("input_shape"))

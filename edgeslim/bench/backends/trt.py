@@ -94,7 +94,8 @@ class TrtSession(Session):
                     lo, _, hi = eng.get_tensor_profile_shape(n, 0)
                     raise EdgeslimError(
                         f"input '{n}' shape {shape} is outside the engine's profile {list(lo)}..{list(hi)}; "
-                        "rebuild the engine with --maxShapes covering the batch, or change --batch"
+                        "rebuild the engine with trtexec --maxShapes covering the batch, or change batch",
+                        param="batch",
                     )
         for n in self.names:
             shape = list(ctx.get_tensor_shape(n))
@@ -239,7 +240,8 @@ class TensorRTBackend(Backend):
         if path.lower().endswith(".onnx"):
             raise EdgeslimError(
                 f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "
-                "edgeslim export --trt, or use --backend trtexec (builds from ONNX) or onnxruntime"
+                "edgeslim export --trt, or use backend trtexec (builds from ONNX) or onnxruntime",
+                param="backend",
             )
         cudart = _cudart()
 

@@ -157,7 +157,8 @@ def build_command(
         if major >= 11:
             raise EdgeslimError(
                 f"TensorRT {major} has no --{precision} flag (weak typing removed): put the precision into the "
-                "ONNX file (ModelOpt AutoCast / Q-DQ) and bench it with --precision fp32"
+                "ONNX file (ModelOpt AutoCast / Q-DQ) and bench it with precision fp32",
+                param="precision",
             )
         cmd.append(f"--{precision}")
     cmd += [
@@ -200,7 +201,9 @@ class TrtexecSession(Session):
             ins = onnx_cost(self.model).input_shapes
             self.shapes = {n: concrete_shape(n, s or [], batch) for n, s in ins.items()}
         elif batch != 1:
-            raise EdgeslimError("with an engine file the trtexec backend runs its built shape; use --batch 1")
+            raise EdgeslimError(
+                "with an engine file the trtexec backend runs its built shape; use batch 1", param="batch"
+            )
 
     def run(self) -> None:
         raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
@@ -258,7 +261,8 @@ class TrtexecBackend(Backend):
         exe = find_trtexec(options.get("trtexec"))
         if exe is None:
             raise EdgeslimError(
-                f"trtexec not found on PATH or at {JETSON_TRTEXEC}; install TensorRT or pass --trtexec PATH"
+                f"trtexec not found on PATH or at {JETSON_TRTEXEC}; install TensorRT or pass its path as trtexec",
+                param="trtexec_path",
             )
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
