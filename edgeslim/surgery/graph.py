@@ -930,22 +930,28 @@ class _Analyser:
         self.uf.union_pairs(pieces[:1].expand_as(pieces), pieces)  # equal pieces stay equal
         return [Info(pieces[i], x.state.view(k, -1)[i], True, o.shape) for i, o in enumerate(out)]
 
-    def chunk(self, n: Call, x: Info, out: Any) -> Any:
+    def _off_channels(self, n: Call, x: Info, out: Any, what: str) -> Any:
+        """A chunk/split along another dim than channels: every piece keeps ``x``'s channels
+        (or is opaque for a mixed layout); None when it cuts the channel dim."""
         dim = (n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)) % len(x.shape)
-        if dim != 1:
-            if x.uniform:
-                return [Info(x.labels, x.state, True, o.shape) for o in out]
-            return self.opaque(n, out, "chunk of a mixed channel layout")
+        if dim == 1:
+            return None
+        if x.uniform:
+            return [Info(x.labels, x.state, True, o.shape) for o in out]
+        return self.opaque(n, out, f"{what} of a mixed channel layout")
+
+    def chunk(self, n: Call, x: Info, out: Any) -> Any:
+        other = self._off_channels(n, x, out, "chunk")
+        if other is not None:
+            return other
         if not x.uniform or len({o.shape[1] for o in out}) != 1 or len(out) * out[0].shape[1] != x.shape[1]:
             return self.opaque(n, out, "chunk of channels into unequal pieces")
         return self._pieces(x, out)
 
     def split(self, n: Call, x: Info, out: Any) -> Any:
-        dim = (n.args[2] if len(n.args) > 2 else n.kwargs.get("dim", 0)) % len(x.shape)
-        if dim != 1:
-            if x.uniform:
-                return [Info(x.labels, x.state, True, o.shape) for o in out]
-            return self.opaque(n, out, "split of a mixed channel layout")
+        other = self._off_channels(n, x, out, "split")
+        if other is not None:
+            return other
         if not x.uniform:
             return self.opaque(n, out, "split of a mixed channel layout")
         sizes = n.args[1] if len(n.args) > 1 else next(iter(n.kwargs.values()), None)
