@@ -83,6 +83,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
     """Validate ``req`` before any data is loaded; returns the budget settings (dict or None)."""
     from edgeslim.penalties import check_params
     from edgeslim.slim import TRAIN_DIR
+    from edgeslim.sparsity.prox import check_strength
 
     if req.init is not None:
         req.model, expected = str(req.init), req.model
@@ -99,8 +100,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
         )
     opts = req.options()
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
-    if req.lam is not None and req.shrink is not None:
-        raise EdgeslimError("give lambda or shrink, not both")
+    check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     return {"budget": None if budget is None else budget.to_dict(), "expected_arch": expected}
 
@@ -191,44 +191,33 @@ def _source_model(
 ) -> tuple[Any, Any, dict]:
     """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
     with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
-    from edgeslim.checkpoint import load_model, looks_like_file, read_state_dict
-    from edgeslim.models.registry import ModelSpec, create_model
-    from edgeslim.models.user import build_with_weights, check_arch_trusted, head_classes, with_classes
+    from edgeslim.models.user import with_classes
+    from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
 
     weights = opts.get("weights")
-    meta: dict[str, Any] = {}
-    if looks_like_file(target):
-        if weights is not None:
-            raise EdgeslimError(f"--weights goes with an architecture name; {target} holds its own weights")
-        loaded = load_model(target, trust_pickle=trust_pickle)
-        if loaded.kind in ("torchscript", "exported"):
-            raise EdgeslimError(
-                f"{target} is a {loaded.kind} program, which cannot be trained (its code is compiled); give the "
-                "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
-            )
-        if loaded.recipe:
-            raise EdgeslimError(
-                f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
-            )
-        model, spec = loaded.model, loaded.spec
-        expected = opts.get("expected_arch")
-        if expected and spec is not None and spec.arch != expected:
-            raise EdgeslimError(
-                f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
-            )
-        if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
-            spec = ModelSpec(
-                f"pickle:{Path(target).resolve()}", head_classes(model) or bundle.num_classes,
-                bundle.in_channels, tuple(bundle.image_size),
-            )  # fmt: skip
-    else:
-        check_arch_trusted(target, trust_pickle)
-        spec = bundle.spec_for(target)
-        if weights is None:
-            model = create_model(spec)
-        else:
-            model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
-            meta["weights"] = str(weights)
+    # an architecture starts with the data set's classes; with weights, the weights' own count
+    loaded = load_model_or_arch(
+        target, trust_pickle=trust_pickle, input_shape=bundle.input_shape,
+        num_classes=bundle.num_classes if weights is None else None, weights=weights,
+    )  # fmt: skip
+    meta: dict[str, Any] = {} if weights is None else {"weights": str(weights)}
+    if loaded.kind in ("torchscript", "exported"):
+        raise EdgeslimError(
+            f"{target} is a {loaded.kind} program, which cannot be trained (its code is compiled); give the "
+            "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
+        )
+    if loaded.recipe:
+        raise EdgeslimError(
+            f"{target} is already slimmed (it has a surgery recipe); start from a dense model"
+        )
+    model, spec = loaded.model, loaded.spec
+    expected = opts.get("expected_arch")
+    if expected and spec is not None and spec.arch != expected:
+        raise EdgeslimError(
+            f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
+        )
+    if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
+        spec = spec_for_pickle(loaded, bundle.input_shape, default_classes=bundle.num_classes)
     wanted = opts.get("num_classes")
     if spec.num_classes != bundle.num_classes:
         if wanted is None:

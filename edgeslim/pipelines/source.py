@@ -67,13 +67,15 @@ def load_model_or_arch(
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
 
 
-def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int]):
-    """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md)."""
+def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int], default_classes: int = 1):
+    """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md).
+
+    Its classes are the head's outputs, ``default_classes`` when no head is recognised."""
     from edgeslim.models.registry import ModelSpec
     from edgeslim.models.user import head_classes
 
     c, h, w = parse_input_shape(input_shape)
-    classes = head_classes(loaded.model) or 1
+    classes = head_classes(loaded.model) or default_classes
     return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
 
 

@@ -88,8 +88,8 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
     import torch
 
     from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.pipelines.rundir import run_directory
     from edgeslim.train.distributed import dist_info
-    from edgeslim.utils.io import check_output_dir, run_dir_lock
 
     if kw["threads"] is not None:
         torch.set_num_threads(kw["threads"])
@@ -105,10 +105,8 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
     with contextlib.ExitStack() as stack:
-        if info.is_main:
-            check_output_dir(out_dir, force=True)  # a writable directory; contents checked under the lock
-            stack.enter_context(run_dir_lock(out_dir))
-            check_output_dir(out_dir, force=kw["force"] or same_dir, marker=MODEL_FILE)
+        if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
+            stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, markers=(MODEL_FILE,)))
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes)
     if info.enabled:

@@ -468,9 +468,11 @@ def check_strength(lam: float | None, shrink: float | None, budget: bool = False
     """The penalty strength has one source: ``lam``, ``shrink`` (lambda from the planned lr
     schedule, :func:`lambda_for_shrink`) or a budget (which sets lambda; ``lam`` is its start)."""
     if lam is not None and shrink is not None:
-        raise EdgeslimError("give lam or shrink, not both")
+        raise EdgeslimError("give lam or shrink, not both", param=("lam", "shrink"))
     if budget and shrink is not None:
-        raise EdgeslimError("shrink and a budget target exclude each other (the budget sets lambda)")
+        raise EdgeslimError(
+            "shrink and a budget target exclude each other (the budget sets lambda)", param="shrink"
+        )
 
 
 def lambda_for_shrink(shrink: float, lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
