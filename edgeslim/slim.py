@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 SLIM_FILE = MODEL_FILE
 #: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
 CHANCE_FACTOR = 1.5
+#: a budget run kept more than (1 + this) x its target: missed
+BUDGET_MISS_TOLERANCE = 0.03
+#: a budget run kept less than this x its target: overshot (the controller could not steer)
+BUDGET_OVERSHOOT_FACTOR = 0.8
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
 DEFAULT_SHRINK = 1.0
 
@@ -208,6 +212,7 @@ def slim_model(
     report.update({k: meta[k] for k in ("source", "weights", "head") if meta and meta.get(k)})
     if controller is not None:
         report["budget"] = controller.report(res.history)
+        report["budget"]["warning"] = budget_warning(report["budget"])
     from edgeslim.surgery import prune_with_report
 
     dense_channels = _bn_channels(model)
@@ -259,6 +264,23 @@ def slim_model(
 
 def _gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
+
+
+def budget_warning(budget: dict[str, Any]) -> str:
+    """One line when a budget run missed its target or overshot it far below; else ``""``."""
+    achieved, target, metric = budget["achieved_fraction"], budget["target_fraction"], budget["metric"]
+    if achieved < BUDGET_OVERSHOOT_FACTOR * target:
+        return (
+            f"budget overshot: {achieved:.1%} of the dense {metric} kept for a target of {target:.1%}; the "
+            "schedule is too short for the controller to steer (train longer: more epochs or images), or end "
+            "the taper later (taper_end)"
+        )
+    if achieved > (1 + BUDGET_MISS_TOLERANCE) * target:
+        return (
+            f"budget missed: {achieved:.1%} of the dense {metric} for a target of {target:.1%}; train longer "
+            "(epochs) or end the taper earlier (taper_end) so the controller has time to reach it"
+        )
+    return ""
 
 
 def collapse_check(

@@ -140,3 +140,13 @@ def test_cli_config_file_errors(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "unknown key 'lamda'" in capsys.readouterr().err
+
+
+def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
+    from edgeslim.slim import budget_warning
+
+    base = {"metric": "macs", "target_fraction": 0.5}
+    assert budget_warning({**base, "achieved_fraction": 0.5}) == ""
+    assert budget_warning({**base, "achieved_fraction": 0.514}) == ""  # within 3%
+    assert budget_warning({**base, "achieved_fraction": 0.52}).startswith("budget missed: 52.0%")
+    assert budget_warning({**base, "achieved_fraction": 0.107}).startswith("budget overshot: 10.7%")

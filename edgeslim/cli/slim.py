@@ -189,19 +189,9 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
         f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
     )
-    budget = report.get("budget") or {}
-    if budget and budget.get("achieved_fraction", 1) < 0.8 * budget.get("target_fraction", 0):
-        err.print(
-            f"[yellow]warning:[/] budget overshot: {budget['achieved_fraction']:.1%} of the dense {budget['metric']} "
-            f"kept for a target of {budget['target_fraction']:.1%}; the schedule is too short for the controller "
-            "to steer (train longer: more epochs or images), or end the taper later (--taper-end)"
-        )
-    if budget and budget.get("achieved_fraction", 0) > 1.03 * budget.get("target_fraction", 1):
-        err.print(
-            f"[yellow]warning:[/] budget missed: {budget['achieved_fraction']:.1%} of the dense {budget['metric']} "
-            f"for a target of {budget['target_fraction']:.1%}; train longer (--epochs) or end the taper "
-            "earlier (--taper-end) so the controller has time to reach it"
-        )
+    warning = (report.get("budget") or {}).get("warning")
+    if warning:
+        err.print(f"[yellow]warning:[/] {warning}")
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {msg}")
