@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.rundir import MODEL_FILE
 
@@ -69,11 +70,7 @@ class SlimRequest:
     @classmethod
     def from_options(cls, out_dir: Path, options: dict[str, Any]) -> SlimRequest:
         """A request from option names (unknown keys are refused)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise EdgeslimError(f"unknown slim options {unknown}")
-        return cls(out_dir=Path(out_dir), **{k: v for k, v in options.items() if k != "out_dir"})
+        return request_from_options(cls, {**options, "out_dir": Path(out_dir)}, "slim")
 
     def options(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines import request_from_options
 from edgeslim.utils.rundir import MODEL_FILE
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
@@ -61,11 +62,8 @@ class TrainRequest:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainRequest:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise EdgeslimError(f"unknown train options {unknown}")
-        return cls(**options)
+        """A request from option names (unknown keys are refused)."""
+        return request_from_options(cls, options, "train")
 
 
 @dataclass
