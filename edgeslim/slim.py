@@ -182,6 +182,16 @@ def slim_model(
             model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
             round_to=settings.round_to,
         )  # fmt: skip
+    if settings.round_to > 1:  # keep aligned channel counts with trained channels (docs/speed.md)
+        from edgeslim.sparsity.align import ChannelAligner
+        from edgeslim.sparsity.resource import build_resource
+
+        resource = (
+            controller.resource
+            if controller is not None
+            else build_resource(model, example, "macs", round_to=settings.round_to)
+        )
+        slimmer.aligner = ChannelAligner(resource)
     out = Path(out_dir) if out_dir is not None else None
     run_meta = {
         **bundle.record(),
@@ -209,7 +219,7 @@ def slim_model(
         "finalize": fin.to_dict(),
         "history": res.history,
     }
-    report.update({k: meta[k] for k in ("source", "weights", "head") if meta and meta.get(k)})
+    report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
     if controller is not None:
         report["budget"] = controller.report(res.history)
         report["budget"]["warning"] = budget_warning(report["budget"])

@@ -215,10 +215,9 @@ def test_bad_budgets_fail_before_training() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (
-            ["--target-latency", "8ms"],
-            "needs --profile (roofline prediction, e.g. jetson-orin-nano-8gb) or --latency-table",
-        ),
+        # without --profile or --latency-table a latency budget is predicted for host-cpu
+        (["--target-latency", "8ms"], "budget 8 ms is not below the dense model"),
+        (["--target-latency", "0.5", "--profile", "no-such-board"], "no device profile named 'no-such-board'"),
         (["--target-macs", "0.5x"], "not a budget"),
         (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),
         (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),
@@ -235,15 +234,25 @@ def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_
 
 
 @pytest.mark.slow
-def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str) -> None:
+@pytest.mark.parametrize("round_to", [1, None])
+def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str, round_to: int | None) -> None:
+    """Unaligned, the controller lands within 3% under the target; by default (host-cpu profile) every
+    group keeps a multiple of 16 channels, all trained (none padded back by surgery), under the target."""
     out = tmp_path / "run"
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "600",
                "--test-subset", "200", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.5",
-               "--out", str(out), "--json"])  # fmt: skip
+               "--out", str(out), "--json", *(["--round-to", str(round_to)] if round_to else [])])  # fmt: skip
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     b = rep["budget"]
-    assert 0.97 * 0.5 <= b["achieved_fraction"] <= 0.5
+    if round_to == 1:
+        assert 0.97 * 0.5 <= b["achieved_fraction"] <= 0.5
+    else:
+        assert rep["alignment"] == {"round_to": 16, "profile": "host-cpu", "precision": "fp32", "from": "profile"}
+        assert 0.7 * 0.5 <= b["achieved_fraction"] <= 0.5
+        assert rep["surgery"]["kept_by_rounding"] == 0  # aligned by trained channels, not padding
+        kept = [row["after_surgery"] for row in rep["layers"]]
+        assert all(k % 16 == 0 for k in kept) and sum(kept) < rep["channels"]["dense"], kept
     assert rep["macs"]["slim"] / rep["macs"]["dense"] == pytest.approx(b["achieved_fraction"], abs=1e-9)
     assert len(b["trajectory"]) == 2 and {"target", "budget", "resource", "mu", "lambda", "test_acc"} <= set(
         b["trajectory"][0]

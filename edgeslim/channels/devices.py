@@ -21,6 +21,8 @@ BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
 
 #: where the shipped profiles live; EDGESLIM_PROFILES adds folders searched first
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+#: the profile ``slim`` and ``prune`` round channel counts for when none is named (ONNX Runtime on the host CPU)
+DEFAULT_PROFILE = "host-cpu"
 
 
 class _Strict(BaseModel):
@@ -63,6 +65,8 @@ class DeviceProfile(_Strict):
     preferred: Preferred
     efficiency: Efficiency
     efficiency_by_precision: dict[Precision, Efficiency] = {}
+    #: channel counts the target's kernels reward, per precision (1: no preference)
+    alignment: dict[Precision, int] = {}
     clock_setup: list[str] = []
     sources: dict[str, str]
     notes: str = ""
@@ -79,10 +83,18 @@ class DeviceProfile(_Strict):
             raise ValueError(f"sources must say where these come from: {', '.join(missing)}")
         if sum(m.default for m in self.power_modes) > 1:
             raise ValueError("at most one power mode can be the default")
+        if any(v < 1 for v in self.alignment.values()):
+            raise ValueError("alignment entries must be channel counts >= 1")
+        if self.alignment and "alignment" not in self.sources:
+            raise ValueError("sources must say where alignment comes from")
         return self
 
     def efficiency_for(self, precision: str) -> Efficiency:
         return self.efficiency_by_precision.get(precision, self.efficiency)  # type: ignore[arg-type]
+
+    def channel_multiple(self, precision: str | None = None) -> int:
+        """Channel count multiple this target's kernels run best at (``precision`` or the preferred one)."""
+        return int(self.alignment.get(precision or self.preferred.precision, 1))  # type: ignore[call-overload]
 
     def ridge_point(self, precision: str | None = None) -> float:
         """FLOP per byte above which a layer is compute-bound."""
@@ -149,3 +161,24 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
 def list_profiles() -> list[DeviceProfile]:
     """All shipped (and EDGESLIM_PROFILES) profiles, validated."""
     return [parse_profile(p) for p in profile_paths().values()]
+
+
+def resolve_alignment(
+    round_to: int | None, profile: str | None, precision: str | None = None
+) -> dict[str, object]:
+    """The channel multiple to keep: ``round_to`` if given, else the profile's (default :data:`DEFAULT_PROFILE`).
+
+    Returns ``{"round_to", "profile", "precision", "from"}`` for reports (``from``: ``round_to`` or ``profile``).
+    """
+    prof = load_profile(profile or DEFAULT_PROFILE)
+    prec = precision or prof.preferred.precision
+    if round_to is not None:
+        if round_to < 1:
+            raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
+        return {"round_to": int(round_to), "profile": prof.name, "precision": prec, "from": "round_to"}
+    return {
+        "round_to": prof.channel_multiple(prec),
+        "profile": prof.name,
+        "precision": prec,
+        "from": "profile",
+    }

@@ -18,8 +18,16 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), required=True, help="Slim checkpoint to write."
 )
-@click.option("--round-to", type=COUNT, default=1, show_default=True,
-              help="Keep channel counts multiples of N (8: FP16 tensor cores; 4 or 8 on ARM).")  # fmt: skip
+@click.option(
+    "--round-to",
+    type=COUNT,
+    help="Keep channel counts multiples of N (1: off) [the --profile's alignment: 16 on host-cpu].",
+)
+@click.option(
+    "--profile", help="Device profile whose channel alignment to keep [host-cpu: ONNX Runtime here]."
+)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Precision the alignment is for [the profile's preferred one].")  # fmt: skip
 @click.option("--data", help="Data set whose test images measure the deviation (e.g. fashion-mnist).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
@@ -36,7 +44,7 @@ def prune(**kw: Any) -> None:
 
     \b
     Examples:
-      edgeslim prune runs/vgg/trained.pt -o runs/vgg/slim16.pt --round-to 16 --data fashion-mnist
+      edgeslim prune runs/vgg/trained.pt -o runs/vgg/slim.pt --data fashion-mnist
       edgeslim prune tv:resnet18 --weights r18.pt --input-shape 3,224,224 -o r18_slim.pt
     """
     import json
@@ -58,7 +66,7 @@ def prune(**kw: Any) -> None:
         out.print(table("Layers changed (in -> out channels)", ["layer", "type", "before", "after"], rows))
     summary = [
         ("channels removed", rep["removed_channels"]),
-        ("kept by --round-to", rep["kept_by_rounding"]),
+        (f"kept for alignment (multiples of {rep['alignment']['round_to']})", rep["kept_by_rounding"]),
         ("params", f"{rep['params_before']:,} -> {rep['params_after']:,}"),
         ("MACs", f"{rep['macs_before']:,} -> {rep['macs_after']:,}"),
         (

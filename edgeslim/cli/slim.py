@@ -51,7 +51,11 @@ CONFIG_KEYS = {
     default=None,
     help="Penalise each channel's BN scale and shift together, so removal leaves no constant [off].",
 )
-@click.option("--round-to", type=COUNT, help="Keep channel counts multiples of N (GPU-friendly) [1].")
+@click.option(
+    "--round-to",
+    type=COUNT,
+    help="Keep channel counts multiples of N, with trained channels (1: off) [the --profile's alignment].",
+)
 @click.option(
     "--target-macs", help="Budget: fraction of the dense MACs (0.5, 50%) or a count (120M); sets lambda."
 )
@@ -61,7 +65,8 @@ CONFIG_KEYS = {
     help="Budget: predicted latency (8ms) or a fraction; needs --profile or --latency-table.",
 )
 @click.option(
-    "--profile", help="Device profile for --target-latency (roofline prediction), e.g. jetson-orin-nano-8gb."
+    "--profile",
+    help="Device profile: its channel alignment, and the roofline for --target-latency [host-cpu: ORT here].",
 )
 @click.option(
     "--latency-table",
@@ -69,7 +74,9 @@ CONFIG_KEYS = {
     help="Measured per-layer latency JSON (docs/budget.md).",
 )
 @click.option(
-    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="Precision of the latency prediction."
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Precision of the alignment and latency prediction [the profile's preferred one].",
 )
 @click.option(
     "--taper-end",

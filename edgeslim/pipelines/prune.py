@@ -15,7 +15,10 @@ class PruneRequest:
 
     model: str
     output: Path
-    round_to: int = 1
+    #: channel multiple to keep; ``None``: the device profile's alignment
+    round_to: int | None = None
+    profile: str | None = None
+    precision: str | None = None
     data: str | None = None
     data_dir: Path | None = None
     calib: int = 256
@@ -33,11 +36,13 @@ def run(req: PruneRequest) -> dict[str, Any]:
     """
     import torch
 
+    from edgeslim.channels.devices import resolve_alignment
     from edgeslim.checkpoint import save_model
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.io import check_output_path
 
+    align = resolve_alignment(req.round_to, req.profile, req.precision)
     output = check_output_path(req.output, req.force, "output")
     plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
     loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights)
@@ -50,8 +55,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     shape = model_input_shape(loaded, req.input_shape)
     calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape)
     example = torch.zeros((1, *shape))
-    res = prune_with_report(loaded.model, example, round_to=req.round_to, calib_inputs=calib)
+    res = prune_with_report(loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib)
     rep = res.report
+    rep["alignment"] = align
     rep["calibration"] = calib_desc
     recipe = compose_recipes(loaded.recipe, res.recipe)
     meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",

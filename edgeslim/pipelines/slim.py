@@ -95,11 +95,22 @@ def check(req: SlimRequest) -> dict[str, Any]:
         raise EdgeslimError(
             "a data set is required (--data, e.g. fashion-mnist), on the command line or in --config"
         )
+    from edgeslim.channels.devices import resolve_alignment
+
+    if not req.resume:  # a resumed run keeps its saved settings
+        align = resolve_alignment(req.round_to, req.profile, req.precision)
+        req.round_to = int(align["round_to"])  # type: ignore[call-overload]
+    else:
+        align = None
     opts = req.options()
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
-    return {"budget": None if budget is None else budget.to_dict(), "expected_arch": expected}
+    return {
+        "budget": None if budget is None else budget.to_dict(),
+        "expected_arch": expected,
+        "alignment": align,
+    }
 
 
 def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict[str, Any]:
@@ -158,6 +169,8 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
                              for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta = {"source": req.model, **meta}
+        if extra.get("alignment"):
+            meta["alignment"] = extra["alignment"]
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
                          meta=meta)  # fmt: skip
@@ -242,7 +255,7 @@ def budget_settings(opts: dict[str, Any]) -> Any:
 
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
-        for k in ("profile", "latency_table", "latency_batch", "taper_end"):
+        for k in ("latency_table", "latency_batch", "taper_end"):
             if opts.get(k) is not None:
                 flag = "--" + k.replace("_", "-")
                 raise EdgeslimError(
@@ -253,7 +266,12 @@ def budget_settings(opts: dict[str, Any]) -> Any:
         raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
     check_strength(None, opts.get("shrink"), budget=True)
     metric, target = given[0]
-    st = BudgetSettings(metric=metric, target=str(target), profile=opts.get("profile"),
+    profile = opts.get("profile")
+    if metric == "latency" and profile is None and opts.get("latency_table") is None:
+        from edgeslim.channels.devices import DEFAULT_PROFILE
+
+        profile = DEFAULT_PROFILE
+    st = BudgetSettings(metric=metric, target=str(target), profile=profile,
                         latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
                         precision=opts.get("precision"))  # fmt: skip
     if opts.get("latency_batch") is not None:

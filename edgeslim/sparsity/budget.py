@@ -398,9 +398,12 @@ class BudgetController(TrainHook):
         self.resource_before_projection = self.resource.of_xi(mag)
         projected, removed = self.resource.project(mag, self.target, MIN_KEEP, self.settings.cost_exponent)
         dead = (projected == 0).to(self.slimmer.xi.device)
-        rows = self.slimmer.xi.view(-1, self.slimmer.total).clone()
+        before = self.slimmer.xi
+        rows = before.view(-1, self.slimmer.total).clone()
         rows[:, dead] = 0
         self.slimmer.xi = rows.reshape(-1)
+        if getattr(self.slimmer, "aligner", None) is not None:  # aligned counts keep trained channels
+            self.slimmer.xi = self.slimmer.aligner(self.slimmer.xi, before)
         self.projection_removed = removed
         self.R = self.resource.of_xi(self.magnitude())
         if removed:
@@ -415,7 +418,8 @@ class BudgetController(TrainHook):
     def state_dict(self) -> dict[str, Any]:
         # base_lambda too: a resumed run's settings carry the resolved lambda, not the user's --lambda
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
-                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive", "base_lambda")  # fmt: skip
+                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive", "base_lambda",
+                "s_unit")  # fmt: skip  # s_unit: from the scales at the start, not at a resume
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -191,6 +191,8 @@ class ProximalSlimming(TrainHook):
         self.units = _coupled_units(groups or [], dict(zip(self.names, self.sizes)))
         self.group_index, self.num_groups = self._group_index()
         self.steps = 0
+        #: optional ``(xi, prox input) -> xi`` run after every prox step (a ChannelAligner)
+        self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None
         self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
 
     # ------------------------------------------------------------------ settings
@@ -313,7 +315,10 @@ class ProximalSlimming(TrainHook):
             tau = self.weights * tau if not self.zero_invariant else self.weights.repeat(2) * tau
         if self.penalty in ("mcp", "scad"):
             penalties.check_params(self.penalty, tau, **self.params)
-        self.xi = self.prox((alpha * self.xi + self.beta * gamma) / denom, tau)
+        v = (alpha * self.xi + self.beta * gamma) / denom
+        self.xi = self.prox(v, tau)
+        if self.aligner is not None:  # hold aligned channel counts with trained channels
+            self.xi = self.aligner(self.xi, v)
         chunks = list(gamma.split(self.target_sizes))
         torch._foreach_copy_(
             [t.data for t in self.targets], [c.view_as(t) for c, t in zip(chunks, self.targets)]

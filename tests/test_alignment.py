@@ -1,0 +1,122 @@
+"""Channel alignment: device profiles state it, slimming keeps it with trained channels, prune rounds to it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile, resolve_alignment
+from edgeslim.channels.norm import bn_layers
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import ModelSpec, create_model
+from edgeslim.sparsity.align import ChannelAligner
+from edgeslim.sparsity.prox import ProximalSlimming, coupled_bn_groups
+from edgeslim.sparsity.resource import build_resource, flat_gammas
+
+
+def _model(arch: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    spec = ModelSpec(arch=arch, num_classes=10, in_channels=3, input_size=[32, 32])
+    torch.manual_seed(0)
+    return create_model(spec), torch.zeros(1, 3, 32, 32)
+
+
+def test_profiles_state_alignment() -> None:
+    assert load_profile(DEFAULT_PROFILE).channel_multiple() == 16  # measured here: ORT NCHWc on AVX-512
+    orin = load_profile("jetson-orin-nano-8gb")
+    assert (orin.channel_multiple(), orin.channel_multiple("int8")) == (8, 32)
+    assert resolve_alignment(None, "jetson-orin-nano-8gb", "int8")["round_to"] == 32
+    assert resolve_alignment(4, None)["round_to"] == 4 and resolve_alignment(4, None)["from"] == "round_to"
+    with pytest.raises(EdgeslimError, match="no device profile"):
+        resolve_alignment(None, "no-such-board")
+
+
+@pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2"])
+def test_aligner_revives_the_strongest_dead_channels(arch: str) -> None:
+    """After the aligner every group's alive count is a multiple of 8 (or the group size), the
+    channels it keeps are the strongest of the dead ones, and a second call changes nothing."""
+    model, ex = _model(arch)
+    res = build_resource(model, ex, "macs", round_to=8)
+    g = torch.Generator().manual_seed(1)
+    before = torch.rand(res.total, generator=g) + 0.01
+    xi = torch.where(torch.rand(res.total, generator=g) < 0.45, torch.zeros(res.total), before)
+    xi[~res.pos_removable] = before[~res.pos_removable]  # channels surgery cannot remove stay alive
+    out = ChannelAligner(res)(xi, before)
+    raw = res._raw_counts(res.alive_from_scales(out))
+    size = res.group_size
+    assert bool(((raw % 8 == 0) | (raw == size)).all())
+    assert bool((raw >= res._raw_counts(res.alive_from_scales(xi))).all())
+    revived = (xi == 0) & (out != 0)
+    assert bool(revived.any()) and torch.equal(out[revived], before[revived])
+    # within each group no revived class is weaker than a class left dead
+    strength = torch.zeros(res.graph.num_classes).index_add_(0, res.pos_class, before**2)
+    dead_cls = ~res.alive_from_scales(out)
+    rev_cls = torch.zeros(res.graph.num_classes, dtype=torch.bool)
+    rev_cls[res.pos_class[revived]] = True
+    for grp in res.graph.groups:
+        c = grp.classes
+        if bool(rev_cls[c].any()) and bool(dead_cls[c].any()):
+            assert float(strength[c][rev_cls[c]].min()) >= float(strength[c][dead_cls[c]].max())
+    assert torch.equal(ChannelAligner(res)(out, before), out)
+
+
+def test_prox_steps_keep_aligned_counts() -> None:
+    """A strong prox with the aligner attached: every step leaves aligned counts, and surgery keeps
+    exactly the alive channels (nothing padded back)."""
+    from edgeslim.surgery import prune_with_report
+
+    model, ex = _model("resnet20")
+    sl = ProximalSlimming(model, lam=0.0, groups=coupled_bn_groups(model, ex))
+    res = build_resource(model, ex, "macs", round_to=8)
+    sl.aligner = ChannelAligner(res)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, bn in bn_layers(model):
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g))
+    sl.xi = flat_gammas(model).clone()
+    sl.lam = 20.0
+    for _ in range(5):
+        sl.step(lr=0.1)
+        raw = res._raw_counts(res.alive_from_scales(sl.xi))
+        assert bool(((raw % 8 == 0) | (raw == res.group_size)).all())
+    assert int((sl.xi == 0).sum()) > 0
+    sl.finalize()
+    rep = prune_with_report(model, ex, round_to=8).report
+    assert rep["kept_by_rounding"] == 0 and rep["removed_channels"] > 0
+
+
+def test_prune_rounds_to_the_profile_by_default(tmp_path) -> None:
+    """edgeslim prune keeps multiples of the host profile's 16 unless told otherwise."""
+    from edgeslim.checkpoint import save_model
+
+    spec = ModelSpec(arch="vgg-small", num_classes=10, in_channels=1, input_size=[28, 28])
+    torch.manual_seed(0)
+    model = create_model(spec)
+    with torch.no_grad():
+        for _, bn in bn_layers(model):
+            bn.weight[: bn.weight.numel() // 2 + 3] = 0  # unaligned kept counts
+    save_model(tmp_path / "m.pt", model, spec)
+    counts = {}
+    for extra in ([], ["--round-to", "1"], ["--profile", "jetson-orin-nano-8gb", "--precision", "int8"]):
+        out = tmp_path / f"s{len(extra)}.pt"
+        assert main(["prune", str(tmp_path / "m.pt"), "-o", str(out), "--json", *extra]) == 0
+        from edgeslim.checkpoint import load_model
+
+        slim = load_model(out).model
+        counts[len(extra)] = [int(bn.weight.numel()) for _, bn in bn_layers(slim)]
+    assert counts[0] == [16, 16, 32, 32, 64, 64]  # 32 -> 13 alive -> 16, 64 -> 29 -> 32, 128 -> 61 -> 64
+    assert counts[2] == [13, 13, 29, 29, 61, 61]
+    assert counts[4] == [32, 32, 32, 32, 64, 64]  # INT8 on Orin: multiples of 32
+    rep = main(["prune", str(tmp_path / "m.pt"), "-o", str(tmp_path / "x.pt"), "--json", "--profile", "nope"])
+    assert rep == 2
+
+
+def test_slim_report_names_the_alignment(tmp_path, fmnist_dir: str) -> None:
+    out = tmp_path / "run"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "128",
+               "--test-subset", "64", "--epochs", "1", "--lambda", "0.01", "--profile", "rpi5", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["alignment"]["round_to"] == 8 and rep["slimming"]["round_to"] == 8
