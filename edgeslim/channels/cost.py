@@ -233,3 +233,31 @@ def calibrate(observations: Sequence[Observation], profile: DeviceProfile, preci
         k = float(np.dot(a[:, 0], rest) / np.dot(a[:, 0], a[:, 0]))
     eta = min(1.0, 1.0 / k) if k > 0 else base.compute
     return Efficiency(compute=eta, memory=eta, launch_us=launch * 1e6, source="calibrated")
+
+
+# ---------------------------------------------------------------------------- latency lookup
+def _interp(xs: Sequence[float], ys: Sequence[Any], q: Any) -> Any:
+    """Piecewise-linear ``ys(q)`` through ``(xs, ys)``, constant outside; ``q`` and ``ys`` may be tensors."""
+    v = float(q.detach()) if hasattr(q, "detach") else float(q)
+    if len(xs) == 1 or v <= xs[0]:
+        return ys[0] + q * 0
+    if v >= xs[-1]:
+        return ys[-1] + q * 0
+    j = max(i for i in range(len(xs) - 1) if xs[i] <= v)
+    return ys[j] + (ys[j + 1] - ys[j]) * (q - xs[j]) / (xs[j + 1] - xs[j])
+
+
+def sweep_latency(sweep: dict[str, Any], c_in: Any, c_out: Any) -> Any:
+    """A layer's latency at ``(c_in, c_out)`` channels from its measured sweep (``edgeslim.bench.sweep``):
+    bilinear interpolation of the aligned points (a depthwise layer: linear in ``c_out``)."""
+    pts = [p for p in sweep["points"] if p[3]]
+    if sweep["kind"] == "dw":
+        by = {int(p[1]): float(p[2]) for p in pts}
+        xs = sorted(by)
+        return _interp(xs, [by[x] for x in xs], c_out)
+    grid = {(int(p[0]), int(p[1])): float(p[2]) for p in pts}
+    ins, outs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
+    if len(grid) != len(ins) * len(outs):
+        raise EdgeslimError("a layer sweep must measure every pair of its input and output counts")
+    rows = [_interp(outs, [grid[(a, b)] for b in outs], c_out) for a in ins]
+    return _interp(ins, rows, c_in)

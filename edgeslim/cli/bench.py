@@ -154,6 +154,12 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     help="Write a per-layer latency table (JSON for slim --latency-table) at one --batch; any backend.",
 )
 @click.option(
+    "--sweep/--no-sweep",
+    default=True,
+    show_default=True,
+    help="With --layer-table on onnxruntime: also time each layer over channel counts (the latency lookup).",
+)
+@click.option(
     "--onnx",
     "onnx_path",
     type=click.Path(dir_okay=False),
@@ -180,7 +186,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
-          layer_table_path, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+          layer_table_path, sweep, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead.
 
@@ -200,7 +206,8 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         trials=trials, warmup=warmup, min_iters=min_iters, min_time=min_time, max_time=max_time, threads=threads,
         providers=providers, graph_opt=graph_opt, precision=precision, cuda_graph=cuda_graph, device=device,
         input_shape=input_shape, trust_pickle=trust_pickle, trtexec=trtexec_path, tegrastats=tegrastats,
-        interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, onnx=onnx_path, nice=nice,
+        interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, sweep=sweep, onnx=onnx_path,
+        nice=nice,
         predict=predict, calibrate=calibrate, out_dir=out_dir, force=force, plots=plots,
     )  # fmt: skip
     req.check()
@@ -209,9 +216,13 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
         return
     if layer_table_path:
         with progress() as bar:
-            task = bar.add_task("layer table", total=1, info=f"batch {req.batches[0]}")
-            tab, written = layer_table(req)
-            bar.update(task, advance=1)
+            task = bar.add_task("layer table", total=None, info=f"batch {req.batches[0]}")
+
+            def swept(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, info=f"sweep {name}")
+
+            tab, written = layer_table(req, swept)
+            bar.update(task, completed=1, total=1)
         _print_layer_table(tab, tab.get("backend", backend or ""), req.batches[0], written, as_json)
         return
     n_models = 2 if baseline else 1

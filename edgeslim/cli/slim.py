@@ -22,6 +22,7 @@ CONFIG_KEYS = {
     "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
     "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
+    "verify_latency": "verify_latency",
 }  # fmt: skip
 
 
@@ -77,6 +78,13 @@ CONFIG_KEYS = {
     "--precision",
     type=click.Choice(["fp32", "fp16", "int8"]),
     help="Precision of the alignment and latency prediction [the profile's preferred one].",
+)
+@click.option(
+    "--verify-latency",
+    type=Number(float, min=0),
+    metavar="TOL",
+    help="With --target-latency: measure the slim network at the end and fail if it exceeds the target by "
+    "more than TOL (0.05: 5%).",
 )
 @click.option(
     "--taper-end",
@@ -183,6 +191,17 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"budget ({b['metric']}): target {b['target_fraction']:.1%} of dense, controller reached "
                 f"{b['before_projection_fraction']:.1%}, final {b['achieved_fraction']:.1%} "
                 f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
+            )
+        lat = report.get("latency")
+        if lat and lat.get("measured"):
+            rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
+                    ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"]]  # fmt: skip
+            out.print(table(f"latency at batch {lat['batch']} (ms, {lat['backend']}, {lat['threads']} thread(s))",
+                            ["", "target", "predicted", "measured"], rows))  # fmt: skip
+            out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
+        elif lat:
+            out.print(
+                f"latency predicted {lat['predicted_ms']:.4g} ms; measure it on the device: {lat['command']}"
             )
     if report.get("head"):
         h = report["head"]

@@ -42,6 +42,8 @@ class BenchRequest:
     interval_ms: int = 100
     layer_times: bool = False
     layer_table: Path | None = None
+    #: with a layer table on onnxruntime: also time each layer over channel counts (bench.sweep)
+    sweep: bool = True
     onnx: str | None = None
     nice: int = 0
     predict: bool = False
@@ -155,16 +157,27 @@ def measure(
         return go()
 
 
-def layer_table(req: BenchRequest) -> tuple[dict, Path]:
-    """A per-layer latency table of ``req.model`` at one batch, written to ``req.layer_table``."""
+def layer_table(
+    req: BenchRequest, progress: Callable[[int, int, str], None] | None = None
+) -> tuple[dict, Path]:
+    """A per-layer latency table of ``req.model`` at one batch, written to ``req.layer_table``;
+    on onnxruntime with ``req.sweep`` each layer is also timed over channel counts (version 2)."""
     from edgeslim.bench.layers import layer_table as measure_layers
     from edgeslim.bench.layers import write_layer_table
     from edgeslim.utils.io import check_output_path
 
     req.check()
     check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
-    name, options = backend_and_options(req, req.device_profile(), lambda _: None)
+    profile = req.device_profile()
+    name, options = backend_and_options(req, profile, lambda _: None)
     tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
+    if req.sweep and name == "onnxruntime":
+        from edgeslim.bench.sweep import sweep_layers
+        from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile
+
+        multiple = (profile or load_profile(DEFAULT_PROFILE)).channel_multiple(req.precision)
+        tab["sweeps"] = sweep_layers(req.model, req.batches[0], options, multiple, progress)
+        tab["version"] = 2
     return tab, write_layer_table(tab, req.layer_table, force=True)
 
 

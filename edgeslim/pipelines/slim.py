@@ -62,6 +62,8 @@ class SlimRequest:
     latency_table: Path | None = None
     precision: str | None = None
     taper_end: float | None = None
+    #: measure the slim network at the end and fail if it exceeds the latency target by more than this
+    verify_latency: float | None = None
     # run
     force: bool = False
     resume: bool = False
@@ -104,6 +106,13 @@ def check(req: SlimRequest) -> dict[str, Any]:
         align = None
     opts = req.options()
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
+    if req.verify_latency is not None:
+        if budget is None or budget.metric != "latency":
+            raise EdgeslimError("verify_latency checks a latency budget; give target_latency too",
+                                param="verify_latency")  # fmt: skip
+        if not req.verify_latency >= 0:
+            raise EdgeslimError(f"verify_latency must be a fraction >= 0, got {req.verify_latency}",
+                                param="verify_latency")  # fmt: skip
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     return {
@@ -171,6 +180,18 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         meta = {"source": req.model, **meta}
         if extra.get("alignment"):
             meta["alignment"] = extra["alignment"]
+    latency = _latency_target(settings.budget)
+    if (
+        latency is not None
+        and not req.resume
+        and latency["here"]
+        and not settings.budget.get("latency_table")
+    ):
+        from edgeslim.pipelines.latency import measure_table
+
+        batch = int(settings.budget.get("batch", 1))
+        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"])
+        settings.budget["latency_table"] = str(table)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
                          meta=meta)  # fmt: skip
@@ -179,7 +200,31 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
+    if latency is not None:
+        from edgeslim.pipelines.latency import latency_check, verify
+        from edgeslim.slim import REPORT_FILE
+        from edgeslim.utils.io import write_json
+
+        check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
+                              here=latency["here"], profile=latency["profile"])  # fmt: skip
+        res.report["latency"] = check
+        write_json(out_dir / REPORT_FILE, res.report)
+        if req.verify_latency is not None:
+            verify(check, float(req.verify_latency))
     return res.report
+
+
+def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
+    """For a latency budget: its device profile and whether this host is the target (measurable now)."""
+    if not budget or budget.get("metric") != "latency":
+        return None
+    from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile
+    from edgeslim.pipelines.latency import measured_here
+    from edgeslim.sparsity.resource import load_latency_table
+
+    table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
+    profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
+    return {"profile": profile, "here": measured_here(profile, table)}
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:

@@ -11,9 +11,11 @@ counts are ``n = M @ k`` and
 * params = the untracked parameters + :func:`edgeslim.channels.cost.layer_params` of every layer,
   plus the bias that channel surgery adds to a bias-free consumer when it folds the
   constant of a removed channel into it;
-* latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile)
-  of per-layer MACs and bytes, or a measured per-layer latency table scaled by each
-  layer's MACs.
+* latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile,
+  channel counts padded to the profile's alignment) of per-layer MACs and bytes, or a
+  measured per-layer latency table: each layer's full-width time plus what its measured
+  channel sweep (:func:`edgeslim.channels.cost.sweep_latency`) gains at the slim counts, or
+  scaled by its MACs without a sweep.
 
 A class is *removable* (surgery will cut it when all its BN scales are zero) if it has a
 BN, no barrier touches it, and every consumer reads it through a BN; this is found once,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -37,7 +40,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from edgeslim.channels.cost import ELEM_BYTES, LayerCost, layer_macs, layer_params, predict_latency
+from edgeslim.channels.cost import (
+    ELEM_BYTES,
+    LayerCost,
+    layer_macs,
+    layer_params,
+    predict_latency,
+    sweep_latency,
+)
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
@@ -46,7 +56,13 @@ from edgeslim.surgery.prune import removable_classes
 from edgeslim.utils.console import human
 from edgeslim.utils.modes import eval_mode
 
+log = logging.getLogger(__name__)
+
 METRICS = ("macs", "params", "latency")
+#: seconds per unit of a sweep's times (tables are written in ms)
+SWEEP_UNIT = 1e-3
+#: a swept layer never drops below this fraction of its time scaled by the sweep's ratio
+SWEEP_FLOOR = 0.2
 
 
 @dataclass
@@ -140,6 +156,7 @@ class ResourceModel:
         self.efficiency = None
         self.table: dict[str, float] | None = None
         self.table_fixed = 0.0
+        self.sweeps: dict[int, tuple[dict[str, Any], float]] = {}
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
         self.dense = self.value(self.dense_k)
@@ -206,6 +223,7 @@ class ResourceModel:
                 )
             self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
             self.table_fixed = float(table.get("fixed", 0.0)) * unit
+            self._setup_sweeps(table.get("sweeps") or {})
             return
         if profile is None:
             raise EdgeslimError(
@@ -219,6 +237,25 @@ class ResourceModel:
                 f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}", param="precision"
             )
         self.efficiency = self.profile.efficiency_for(self.precision)
+
+    def _setup_sweeps(self, sweeps: dict[str, Any]) -> None:
+        """Keep the measured channel sweeps whose full width matches this model's layer."""
+        d_in, d_out = self.channels(self.dense_k)
+        skipped = []
+        for i, layer in enumerate(self.layers):
+            sw = sweeps.get(layer.name)
+            if sw is None or layer.kind == "bn":
+                continue
+            full_in = float(d_out[i] if layer.kind == "dw" else d_in[i])
+            if (int(sw["in"]), int(sw["out"])) != (int(full_in), int(d_out[i])):
+                skipped.append(layer.name)
+                continue
+            self.sweeps[i] = (sw, float(sweep_latency(sw, full_in, float(d_out[i]))))
+        if skipped:
+            log.warning(
+                "latency table sweeps of %d layer(s) (%s) do not match this model's channels; those scale by MACs",
+                len(skipped), ", ".join(skipped[:3]),
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ counts
     def _group_fixed_alive(self) -> Tensor:
@@ -297,6 +334,10 @@ class ResourceModel:
     def _roofline_terms(self, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         eb = ELEM_BYTES[self.precision or "fp32"]
         n_in, n_out = self.channels(k)
+        m = self.profile.channel_multiple(self.precision) if self.profile is not None else 1
+        if m > 1:  # the kernels compute whole blocks of m channels (value padded, gradient of the counts)
+            n_in = n_in + (torch.ceil(n_in / m) * m - n_in).detach()
+            n_out = n_out + (torch.ceil(n_out / m) * m - n_out).detach()
         macs = self._macs_per_layer(n_in, n_out)
         weights = self._weights_per_layer(n_in, n_out) * eb
         act_in = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64) * n_in * eb
@@ -317,12 +358,26 @@ class ResourceModel:
         ).total_s
 
     def _table_terms(self, k: Tensor) -> Tensor:
+        """Per-layer seconds: the measured full-width time times the layer's measured sweep at
+        the counts over its value at full width, or (no sweep) times its MAC ratio."""
         n_in, n_out = self.channels(k)
         d_in, d_out = self.channels(self.dense_k)
         macs, dense = self._macs_per_layer(n_in, n_out), self._macs_per_layer(d_in, d_out)
         assert self.table is not None
         t = torch.tensor([self.table.get(layer.name, 0.0) for layer in self.layers], dtype=torch.float64)
-        return t * macs / dense.clamp(min=1e-12)
+        terms = t * macs / dense.clamp(min=1e-12)
+        if self.sweeps:
+            parts = list(terms.unbind())
+            for i, (sw, full) in self.sweeps.items():
+                c_in = n_out[i] if self.layers[i].kind == "dw" else n_in[i]
+                at = sweep_latency(sw, c_in, n_out[i])
+                # the in-model time changes by what the layer alone gains (a single-layer session also
+                # pays input/output reorders the model shares between layers: a ratio would keep them)
+                diff = t[i] + (at - full) * SWEEP_UNIT
+                floor = t[i] * at / full * SWEEP_FLOOR
+                parts[i] = diff if float(diff.detach()) > float(floor.detach()) else floor
+            terms = torch.stack(parts)
+        return terms
 
     def marginal(self, k: Tensor) -> Tensor:
         """``dR/dk_g``: what one more alive channel of each group costs (at counts ``k``)."""

@@ -1,0 +1,179 @@
+"""Per-layer latency over channel counts (NetAdapt-style lookup), measured with ONNX Runtime.
+
+``edgeslim bench MODEL.onnx --layer-table T.json`` (onnxruntime) adds a ``sweeps`` entry to the
+table: for every conv/linear module, the latency of that one layer (Conv + Relu, the shape,
+kernel, stride, padding and groups of the model's node, its input size from ONNX shape
+inference) at several input/output channel counts, each timed in its own single-layer ONNX
+Runtime session with the table's options. Counts are the profile's channel multiple times
+whole numbers at about 1/4, 1/2, 3/4 and all of the layer's channels (a depthwise layer sweeps
+its one count); one unaligned point (half the channels plus one) shows the step the kernels
+take off their blocked path. No PyTorch needed.
+
+:class:`~edgeslim.sparsity.resource.ResourceModel` uses a sweep as the *shape* of a layer's
+latency: the layer's in-model time at full width (``layers``, from the profiler) times the
+bilinear interpolation of the aligned points at the slim counts over the one at full width.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from typing import Any
+
+from edgeslim.errors import EdgeslimError, require
+
+log = logging.getLogger(__name__)
+
+#: fractions of a layer's channels the sweep measures (rounded up to the channel multiple)
+FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+#: timing of one point: at least this many runs and this long, after WARMUP runs
+MIN_RUNS, MIN_TIME_S, WARMUP = 15, 0.03, 5
+
+
+def counts(full: int, multiple: int, fractions: tuple[float, ...] = FRACTIONS) -> list[int]:
+    """Aligned channel counts to measure for a dimension of ``full`` channels (always includes ``full``)."""
+    m = max(int(multiple), 1)
+    out = {min(full, max(m, math.ceil(full * f / m) * m)) for f in fractions}
+    out.add(full)
+    return sorted(out)
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            from onnx import helper
+
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _shapes(model: Any) -> dict[str, list[int | None]]:
+    """Value name -> static dims (None where symbolic) after ONNX shape inference."""
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    g = inferred.graph
+    out: dict[str, list[int | None]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = vi.type.tensor_type.shape.dim
+        out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return out
+
+
+def layer_specs(model: Any, names: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What a sweep needs of every conv/linear node named in ``names`` ({node: module})."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    shapes = _shapes(model)
+    specs: dict[str, dict[str, Any]] = {}
+    for node in model.graph.node:
+        if node.name not in names or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        x = shapes.get(node.input[0]) or []
+        if node.op_type == "Conv" and w.ndim == 4 and len(x) == 4 and None not in x[1:]:
+            g = int(_attr(node, "group", 1))
+            cout, cin = int(w.shape[0]), int(w.shape[1]) * g
+            kind = "dw" if g > 1 and g == cin == cout else ("conv" if g == 1 else "grouped")
+            specs[names[node.name]] = {
+                "op": "Conv", "kind": kind, "in": cin, "out": cout, "hw": [int(x[2]), int(x[3])],
+                "kernel": [int(w.shape[2]), int(w.shape[3])], "group": g,
+                "strides": list(_attr(node, "strides", [1, 1])), "pads": list(_attr(node, "pads", [0, 0, 0, 0])),
+                "dilations": list(_attr(node, "dilations", [1, 1])),
+            }  # fmt: skip
+        elif node.op_type in ("Gemm", "MatMul") and w.ndim == 2:
+            trans = node.op_type == "Gemm" and int(_attr(node, "transB", 0)) == 1
+            cout, cin = (int(w.shape[0]), int(w.shape[1])) if trans else (int(w.shape[1]), int(w.shape[0]))
+            specs[names[node.name]] = {"op": "Gemm", "kind": "linear", "in": cin, "out": cout}
+    return specs
+
+
+def _layer_model(spec: dict[str, Any], cin: int, cout: int, batch: int) -> bytes:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    if spec["op"] == "Conv":
+        g = cin if spec["kind"] == "dw" else spec["group"]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin, *spec["hw"]])
+        w = numpy_helper.from_array(
+            (rng.standard_normal((cout, cin // g, *spec["kernel"])) * 0.05).astype(np.float32), "w"
+        )
+        node = helper.make_node("Conv", ["x", "w", "b"], ["c"], group=g, kernel_shape=spec["kernel"],
+                                strides=spec["strides"], pads=spec["pads"], dilations=spec["dilations"])  # fmt: skip
+    else:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, cin])
+        w = numpy_helper.from_array((rng.standard_normal((cout, cin)) * 0.05).astype(np.float32), "w")
+        node = helper.make_node("Gemm", ["x", "w", "b"], ["c"], transB=1)
+    b = numpy_helper.from_array(np.zeros(cout, np.float32), "b")
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([node, helper.make_node("Relu", ["c"], ["y"])], "sweep", [x], [y], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _time_ms(ort: Any, data: bytes, shape: list[int], options: dict) -> float:
+    import numpy as np
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(options.get("threads") or 1)
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+    feed = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+    for _ in range(WARMUP):
+        sess.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < MIN_RUNS or time.perf_counter() - start < MIN_TIME_S:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def sweep_layers(
+    path: str, batch: int, options: dict, multiple: int, progress: Any = None
+) -> dict[str, dict[str, Any]]:
+    """``{module: {"in", "out", "kind", "multiple", "points": [[c_in, c_out, ms, aligned], ...]}}``
+    for every conv (plain or depthwise) and linear module of the ONNX file at ``path``."""
+    onnx = require("onnx", "ort", "to build the single-layer models of a sweep")
+    ort = require("onnxruntime", "ort", "to time a sweep")
+    from edgeslim.bench.layers import onnx_conv_modules
+
+    model = onnx.load(str(path), load_external_data=False)
+    _, names = onnx_conv_modules(model.graph)
+    specs = layer_specs(model, names)
+    if not specs:
+        raise EdgeslimError(f"{path} has no conv or linear layer with a static input size to sweep")
+    out: dict[str, dict[str, Any]] = {}
+    for i, (module, spec) in enumerate(specs.items()):
+        if spec["kind"] == "grouped":  # channel counts tied to the groups: scaled by MACs instead
+            continue
+        if spec["kind"] == "dw":
+            grid = [(c, c) for c in counts(spec["out"], multiple)]
+            extra = [(c, c) for c in _unaligned(spec["out"], multiple)]
+        else:
+            grid = [(a, b) for a in counts(spec["in"], multiple) for b in counts(spec["out"], multiple)]
+            extra = [(spec["in"], c) for c in _unaligned(spec["out"], multiple)]
+            extra += [(c, spec["out"]) for c in _unaligned(spec["in"], multiple)]
+        points = []
+        for (cin, cout), aligned in [*((p, True) for p in grid), *((p, False) for p in extra)]:
+            shape = [batch, cin, *spec["hw"]] if spec["op"] == "Conv" else [batch, cin]
+            ms = _time_ms(ort, _layer_model(spec, cin, cout, batch), shape, options)
+            points.append([cin, cout, ms, aligned])
+        out[module] = {k: spec[k] for k in ("in", "out", "kind")} | {"multiple": multiple, "points": points}
+        if progress is not None:
+            progress(i + 1, len(specs), module)
+    return out
+
+
+def _unaligned(full: int, multiple: int) -> list[int]:
+    """One count off the channel multiple (half the channels plus one), if the layer has one."""
+    if multiple <= 1 or full <= multiple:
+        return []
+    c = (full // 2 // multiple) * multiple + 1
+    return [c] if 1 < c < full else []

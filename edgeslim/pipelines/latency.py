@@ -1,0 +1,146 @@
+"""Latency budgets in milliseconds that are measured, not assumed (``slim --target-latency``).
+
+Before training, on this host (a ``host`` profile run with ONNX Runtime) and without a table
+given, :func:`measure_table` exports the dense model and measures its per-layer latency lookup
+(``bench.layers`` + ``bench.sweep``) for the budget controller. After training,
+:func:`latency_check` exports the dense and the slim network and measures both, interleaved,
+with ONNX Runtime, and reports target, predicted and measured latency side by side; on another
+target it names the command that measures them there.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+
+log = logging.getLogger(__name__)
+
+DENSE_ONNX = "dense.onnx"
+SLIM_ONNX = "slim.onnx"
+TABLE_FILE = "latency_table.json"
+#: ``--verify-latency`` default tolerance: measured may exceed the target by this fraction
+VERIFY_TOLERANCE = 0.05
+
+
+def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
+    """Is the latency target this host with ONNX Runtime (so it can be measured now)?"""
+    if table is not None:
+        return table.get("backend") == "onnxruntime"
+    return profile is not None and profile.kind == "host" and profile.preferred.backend == "onnxruntime"
+
+
+def _threads(profile: Any) -> int:
+    return int(getattr(getattr(profile, "preferred", None), "threads", None) or 1)
+
+
+def _export(model: Any, path: Path, input_shape: tuple[int, int, int]) -> None:
+    from edgeslim.export import export_onnx
+
+    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True)
+
+
+def measure_table(
+    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, profile: Any
+) -> Path:
+    """Export ``model`` to ``out_dir/dense.onnx`` and write its latency lookup to ``out_dir/latency_table.json``."""
+    from edgeslim.bench.layers import layer_table, write_layer_table
+    from edgeslim.bench.sweep import sweep_layers
+    from edgeslim.bench.timing import TimingConfig
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / DENSE_ONNX
+    _export(model, onnx_path, input_shape)
+    options = {"threads": _threads(profile), "graph_opt": "all"}
+    cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
+    tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
+    tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, profile.channel_multiple())
+    tab["version"] = 2
+    path = write_layer_table(tab, out_dir / TABLE_FILE, force=True)
+    log.info(
+        "measured the latency lookup of the dense model: %s (%.3g ms at batch %d)",
+        path,
+        tab["total_ms"],
+        batch,
+    )
+    return path
+
+
+def latency_check(
+    dense: Any,
+    slim: Any,
+    input_shape: tuple[int, int, int],
+    out_dir: Path,
+    budget: dict[str, Any],
+    *,
+    here: bool,
+    profile: Any,
+    trials: int = 3,
+) -> dict[str, Any]:
+    """Target, predicted and measured latency of the slim network (and the dense one) at the budget's batch."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.timing import TimingConfig
+
+    batch = int(budget["settings"].get("batch", 1))
+    frac = float(budget["target_fraction"])
+    from edgeslim.sparsity.budget import parse_target
+
+    absolute = parse_target(str(budget["settings"]["target"]), "latency")[0] == "absolute"
+    out: dict[str, Any] = {
+        "batch": batch,
+        "target_fraction_of_dense": None if absolute else frac,
+        "target_ms": budget["target"] * 1e3 if absolute else None,
+        "predicted_ms": budget["achieved"] * 1e3,
+        "predicted_dense_ms": budget["dense"] * 1e3,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _export(dense, out_dir / DENSE_ONNX, input_shape)
+    _export(slim, out_dir / SLIM_ONNX, input_shape)
+    if not here:
+        name = getattr(profile, "name", "the device")
+        out["measured"] = False
+        out["command"] = (
+            f"edgeslim bench {out_dir / SLIM_ONNX} --baseline {out_dir / DENSE_ONNX} --batch {batch} "
+            f"--profile {name} --out {out_dir / 'bench'}"
+        )
+        return out
+    models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
+    cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
+    rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, {"threads": _threads(profile)},
+                         tegrastats=False)  # fmt: skip
+    key = str(batch)
+    dense_ms = statistics.median(rec["summary"]["baseline"][key]["trial_p50_ms"])
+    slim_ms = statistics.median(rec["summary"]["slim"][key]["trial_p50_ms"])
+    target_ms = out["target_ms"] if absolute else frac * dense_ms
+    out.update(
+        measured=True,
+        measured_ms=slim_ms,
+        measured_dense_ms=dense_ms,
+        target_ms=target_ms,
+        measured_over_target=slim_ms / target_ms,
+        predicted_over_measured=out["predicted_ms"] / slim_ms,
+        speedup=dense_ms / slim_ms,
+        trials=trials,
+        backend="onnxruntime",
+        threads=_threads(profile),
+    )
+    return out
+
+
+def verify(check: dict[str, Any], tolerance: float) -> None:
+    """Raise when the measured latency exceeds the target by more than ``tolerance``."""
+    if not check.get("measured"):
+        raise EdgeslimError(
+            f"the latency cannot be measured on this host for this target; measure it on the device: {check['command']}"
+        )
+    over = check["measured_over_target"] - 1.0
+    if over > tolerance:
+        raise EdgeslimError(
+            f"measured latency {check['measured_ms']:.4g} ms misses the target {check['target_ms']:.4g} ms by "
+            f"{over:.1%} (tolerance {tolerance:.0%}); outputs are written: slim again with a smaller target",
+            param="verify_latency",
+        )

@@ -1,0 +1,134 @@
+"""The measured latency lookup (per-layer sweeps over channel counts) and the closed latency loop of slim."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from edgeslim.bench.sweep import counts, sweep_layers
+from edgeslim.channels.cost import sweep_latency
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.models import ModelSpec, create_model
+from edgeslim.pipelines.latency import verify
+from edgeslim.sparsity.resource import build_resource
+
+SPEC = ModelSpec(arch="vgg-small", num_classes=10, in_channels=1, input_size=[28, 28])
+
+
+@pytest.fixture(scope="module")
+def vgg_table(tmp_path_factory) -> tuple[dict, torch.nn.Module]:
+    """A version-2 latency table of vgg-small measured here with ONNX Runtime (layers + sweeps)."""
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.export import export_onnx
+
+    d = tmp_path_factory.mktemp("lookup")
+    torch.manual_seed(0)
+    model = create_model(SPEC)
+    export_onnx(model, d / "vgg.onnx", (1, 28, 28), dynamic_batch=True)
+    opts = {"threads": 1, "graph_opt": "all"}
+    tab = layer_table(
+        str(d / "vgg.onnx"), "onnxruntime", 1, TimingConfig(warmup_s=0.1, min_iters=50, min_time_s=0.2), opts
+    )
+    tab["sweeps"] = sweep_layers(str(d / "vgg.onnx"), 1, opts, 16)
+    return tab, model
+
+
+def test_counts_are_aligned_and_include_the_full_width() -> None:
+    assert counts(128, 16) == [32, 64, 96, 128]
+    assert counts(24, 16) == [16, 24]
+    assert counts(10, 16) == [10]
+
+
+def test_sweep_measures_every_layer_on_an_aligned_grid(vgg_table) -> None:
+    tab, _ = vgg_table
+    sweeps = tab["sweeps"]
+    assert set(sweeps) == set(tab["layers"])  # every conv and the classifier
+    sw = sweeps["features.17"]  # 128 -> 128 3x3 conv
+    aligned = [(p[0], p[1]) for p in sw["points"] if p[3]]
+    assert sorted(aligned) == [(a, b) for a in (32, 64, 96, 128) for b in (32, 64, 96, 128)]
+    assert [p[:2] for p in sw["points"] if not p[3]] == [[128, 65], [65, 128]]  # the steps, shown
+    assert all(p[2] > 0 for p in sw["points"])
+    # a quarter of the channels on both sides is much cheaper than all of them
+    assert sweep_latency(sw, 32, 32) < 0.5 * sweep_latency(sw, 128, 128)
+
+
+def test_sweep_latency_interpolates_the_aligned_points() -> None:
+    sw = {"kind": "conv", "points": [[16, 16, 1.0, True], [16, 32, 2.0, True], [32, 16, 2.0, True],
+                                     [32, 32, 4.0, True], [17, 32, 9.0, False]]}  # fmt: skip
+    assert sweep_latency(sw, 16, 16) == 1.0 and sweep_latency(sw, 32, 32) == 4.0
+    assert sweep_latency(sw, 24, 24) == pytest.approx(2.25)
+    assert sweep_latency(sw, 8, 40) == 2.0  # constant outside the measured range
+    q = torch.tensor(24.0, dtype=torch.float64, requires_grad=True)
+    sweep_latency(sw, q, q).backward()
+    assert q.grad is not None and float(q.grad) > 0  # the budget controller's marginal cost
+    dw = {"kind": "dw", "points": [[16, 16, 1.0, True], [32, 32, 3.0, True]]}
+    assert sweep_latency(dw, 99, 24) == pytest.approx(2.0)
+
+
+def test_resource_model_uses_the_sweeps(vgg_table, caplog) -> None:
+    tab, model = vgg_table
+    ex = torch.zeros(1, 1, 28, 28)
+    res = build_resource(model, ex, "latency", latency_table=tab, round_to=16)
+    assert len(res.sweeps) == len(tab["layers"])
+    assert res.dense == pytest.approx((tab["fixed"] + sum(tab["layers"].values())) * 1e-3)
+    half = res.dense_k.clone()
+    half[1:-1] = torch.ceil(half[1:-1] / 2)
+    assert res.value(half) < 0.8 * res.dense
+    # a table of another model's widths: those layers fall back to MAC scaling, with a warning
+    other = json.loads(json.dumps(tab))
+    other["sweeps"]["features.3"]["out"] = 48
+    with caplog.at_level(logging.WARNING):
+        res2 = build_resource(model, ex, "latency", latency_table=other, round_to=16)
+    assert len(res2.sweeps) == len(tab["layers"]) - 1 and "do not match" in caplog.text
+
+
+def test_roofline_pads_channels_to_the_profile_alignment() -> None:
+    torch.manual_seed(0)
+    model = create_model(SPEC)
+    res = build_resource(model, torch.zeros(1, 1, 28, 28), "latency", profile="host-cpu")
+    k = res.dense_k.clone()
+    k17, k32 = k.clone(), k.clone()
+    k17[2], k32[2] = 17, 32  # 64 -> 17 or 32 channels: one block of 16 more either way
+    assert res.value(k17) == pytest.approx(res.value(k32))
+    assert float(res.marginal(k17)[2]) > 0  # the controller still sees what a channel costs
+
+
+def test_verify_latency() -> None:
+    ok = {"measured": True, "measured_ms": 1.04, "target_ms": 1.0, "measured_over_target": 1.04}
+    verify(ok, 0.05)
+    with pytest.raises(EdgeslimError, match="misses the target 1 ms by 10.0%"):
+        verify({**ok, "measured_ms": 1.1, "measured_over_target": 1.1}, 0.05)
+    with pytest.raises(EdgeslimError, match="measure it on the device: edgeslim bench"):
+        verify({"measured": False, "command": "edgeslim bench slim.onnx --baseline dense.onnx"}, 0.05)
+
+
+def test_verify_latency_needs_a_latency_target(tmp_path, fmnist_dir: str, capsys) -> None:
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
+               "--epochs", "1", "--target-macs", "0.5", "--verify-latency", "0.05", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "latency budget" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str) -> None:
+    """On this host: the lookup is measured before training, the slim and dense networks after it,
+    and the report holds target, predicted and measured latency side by side."""
+    out = tmp_path / "run"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "640",
+               "--test-subset", "128", "--epochs", "2", "--threads", "1", "--target-latency", "0.5",
+               "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    lat = rep["latency"]
+    assert lat["measured"] and lat["measured_ms"] > 0 and lat["measured_dense_ms"] > lat["measured_ms"]
+    assert lat["target_ms"] == pytest.approx(0.5 * lat["measured_dense_ms"])
+    assert 0.5 < lat["predicted_over_measured"] < 2.0
+    table = json.loads((out / "latency_table.json").read_text())
+    assert table["version"] == 2 and table["sweeps"]
+    assert rep["budget"]["settings"]["latency_table"] == str(out / "latency_table.json")
+    assert (out / "slim.onnx").is_file() and (out / "dense.onnx").is_file()
