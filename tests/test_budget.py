@@ -217,7 +217,10 @@ def test_bad_budgets_fail_before_training() -> None:
     [
         # without --profile or --latency-table a latency budget is predicted for host-cpu
         (["--target-latency", "8ms"], "budget 8 ms is not below the dense model"),
-        (["--target-latency", "0.5", "--profile", "no-such-board"], "no device profile named 'no-such-board'"),
+        (
+            ["--target-latency", "0.5", "--profile", "no-such-board"],
+            "no device profile named 'no-such-board'",
+        ),
         (["--target-macs", "0.5x"], "not a budget"),
         (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),
         (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),
@@ -248,7 +251,12 @@ def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str, round_to: in
     if round_to == 1:
         assert 0.97 * 0.5 <= b["achieved_fraction"] <= 0.5
     else:
-        assert rep["alignment"] == {"round_to": 16, "profile": "host-cpu", "precision": "fp32", "from": "profile"}
+        assert rep["alignment"] == {
+            "round_to": 16,
+            "profile": "host-cpu",
+            "precision": "fp32",
+            "from": "profile",
+        }
         assert 0.7 * 0.5 <= b["achieved_fraction"] <= 0.5
         assert rep["surgery"]["kept_by_rounding"] == 0  # aligned by trained channels, not padding
         kept = [row["after_surgery"] for row in rep["layers"]]

@@ -87,6 +87,22 @@ def test_resource_model_uses_the_sweeps(vgg_table, caplog) -> None:
     assert len(res2.sweeps) == len(tab["layers"]) - 1 and "do not match" in caplog.text
 
 
+def test_whole_network_calibration_maps_the_lookup(vgg_table) -> None:
+    """With measured uniform-width networks in the table, the resource model returns their measured
+    time at their counts (as a fraction of the dense run) and keeps the dense value."""
+    tab, model = vgg_table
+    ex = torch.zeros(1, 1, 28, 28)
+    plain = build_resource(model, ex, "latency", latency_table=tab, round_to=16)
+    cal = {**tab, "calibration": {"dense_ms": 0.4, "points": [{"fraction": 0.5, "measured_ms": 0.1}]}}
+    res = build_resource(model, ex, "latency", latency_table=cal, round_to=16)
+    assert res.dense == pytest.approx(plain.dense)
+    k = res.uniform_counts(0.5)
+    assert k.tolist() == [1, 16, 16, 32, 32, 64, 64, 10]  # input and logits groups cannot shrink
+    assert res.value(k) == pytest.approx(plain.dense * 0.1 / 0.4)
+    mask = res.uniform_mask(0.5)
+    assert res._raw_counts(res.alive_from_scales(mask)).tolist() == k.tolist()
+
+
 def test_roofline_pads_channels_to_the_profile_alignment() -> None:
     torch.manual_seed(0)
     model = create_model(SPEC)
@@ -129,6 +145,6 @@ def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str) -> None:
     assert lat["target_ms"] == pytest.approx(0.5 * lat["measured_dense_ms"])
     assert 0.5 < lat["predicted_over_measured"] < 2.0
     table = json.loads((out / "latency_table.json").read_text())
-    assert table["version"] == 2 and table["sweeps"]
+    assert table["version"] == 2 and table["sweeps"] and len(table["calibration"]["points"]) == 2
     assert rep["budget"]["settings"]["latency_table"] == str(out / "latency_table.json")
     assert (out / "slim.onnx").is_file() and (out / "dense.onnx").is_file()

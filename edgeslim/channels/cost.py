@@ -236,7 +236,7 @@ def calibrate(observations: Sequence[Observation], profile: DeviceProfile, preci
 
 
 # ---------------------------------------------------------------------------- latency lookup
-def _interp(xs: Sequence[float], ys: Sequence[Any], q: Any) -> Any:
+def interp_linear(xs: Sequence[float], ys: Sequence[Any], q: Any) -> Any:
     """Piecewise-linear ``ys(q)`` through ``(xs, ys)``, constant outside; ``q`` and ``ys`` may be tensors."""
     v = float(q.detach()) if hasattr(q, "detach") else float(q)
     if len(xs) == 1 or v <= xs[0]:
@@ -254,10 +254,10 @@ def sweep_latency(sweep: dict[str, Any], c_in: Any, c_out: Any) -> Any:
     if sweep["kind"] == "dw":
         by = {int(p[1]): float(p[2]) for p in pts}
         xs = sorted(by)
-        return _interp(xs, [by[x] for x in xs], c_out)
+        return interp_linear(xs, [by[x] for x in xs], c_out)
     grid = {(int(p[0]), int(p[1])): float(p[2]) for p in pts}
     ins, outs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
     if len(grid) != len(ins) * len(outs):
         raise EdgeslimError("a layer sweep must measure every pair of its input and output counts")
-    rows = [_interp(outs, [grid[(a, b)] for b in outs], c_out) for a in ins]
-    return _interp(ins, rows, c_in)
+    rows = [interp_linear(outs, [grid[(a, b)] for b in outs], c_out) for a in ins]
+    return interp_linear(ins, rows, c_in)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 DENSE_ONNX = "dense.onnx"
 SLIM_ONNX = "slim.onnx"
 TABLE_FILE = "latency_table.json"
+#: uniform widths whose measured whole-network latency calibrates the lookup
+CALIBRATION_FRACTIONS = (0.5, 0.25)
 #: ``--verify-latency`` default tolerance: measured may exceed the target by this fraction
 VERIFY_TOLERANCE = 0.05
 
@@ -44,10 +46,20 @@ def _export(model: Any, path: Path, input_shape: tuple[int, int, int]) -> None:
     export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True)
 
 
+def export_pair(dense: Any, slim: Any, input_shape: tuple[int, int, int], out_dir: Path) -> dict[str, str]:
+    """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT); ``{label: path}``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _export(dense, out_dir / DENSE_ONNX, input_shape)
+    _export(slim, out_dir / SLIM_ONNX, input_shape)
+    return {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
+
+
 def measure_table(
-    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, profile: Any
+    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, profile: Any, round_to: int = 1
 ) -> Path:
-    """Export ``model`` to ``out_dir/dense.onnx`` and write its latency lookup to ``out_dir/latency_table.json``."""
+    """Export ``model`` to ``out_dir/dense.onnx`` and write its latency lookup to ``out_dir/latency_table.json``:
+    per-layer times, per-layer sweeps over channel counts, and whole networks at uniform widths
+    (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's sum."""
     from edgeslim.bench.layers import layer_table, write_layer_table
     from edgeslim.bench.sweep import sweep_layers
     from edgeslim.bench.timing import TimingConfig
@@ -59,6 +71,7 @@ def measure_table(
     cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
     tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
     tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, profile.channel_multiple())
+    tab["calibration"] = _calibration(model, input_shape, out_dir, batch, options, round_to)
     tab["version"] = 2
     path = write_layer_table(tab, out_dir / TABLE_FILE, force=True)
     log.info(
@@ -68,6 +81,50 @@ def measure_table(
         batch,
     )
     return path
+
+
+def _calibration(
+    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, options: dict, round_to: int
+) -> dict[str, Any]:
+    """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points"}``."""
+    import tempfile
+
+    import torch
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.channels.norm import bn_layers
+    from edgeslim.sparsity.resource import build_resource
+    from edgeslim.surgery import prune_with_report
+
+    work = copy.deepcopy(model).cpu().float().eval()
+    example = torch.zeros(1, *input_shape)
+    res = build_resource(work, example, "macs", round_to=round_to)
+    models = {"baseline": str(out_dir / DENSE_ONNX)}
+    with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
+        for f in CALIBRATION_FRACTIONS:
+            cut = copy.deepcopy(work)
+            mask = res.uniform_mask(f)
+            with torch.no_grad():
+                start = 0
+                for _, bn in bn_layers(cut):
+                    m = mask[start : start + bn.weight.numel()].to(bn.weight.dtype)
+                    start += bn.weight.numel()
+                    bn.weight.mul_(m)
+                    bn.bias.mul_(m)
+            slim = prune_with_report(cut, example, round_to=round_to).model
+            path = Path(tmp) / f"u{f}.onnx"
+            _export(slim, path, input_shape)
+            models[f"uniform{f}"] = str(path)
+        cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
+        rec = run_comparison(models, "onnxruntime", [batch], 3, cfg, options, tegrastats=False)
+    p50 = {k: statistics.median(v[str(batch)]["trial_p50_ms"]) for k, v in rec["summary"].items()}
+    return {
+        "dense_ms": p50["baseline"],
+        "points": [{"fraction": f, "measured_ms": p50[f"uniform{f}"]} for f in CALIBRATION_FRACTIONS],
+        "method": "every channel group cut to the fraction (rounded like surgery), surgery, ONNX Runtime, "
+        "3 interleaved trials (median of per-trial p50)",
+    }
 
 
 def latency_check(
@@ -97,9 +154,7 @@ def latency_check(
         "predicted_ms": budget["achieved"] * 1e3,
         "predicted_dense_ms": budget["dense"] * 1e3,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _export(dense, out_dir / DENSE_ONNX, input_shape)
-    _export(slim, out_dir / SLIM_ONNX, input_shape)
+    export_pair(dense, slim, input_shape, out_dir)
     if not here:
         name = getattr(profile, "name", "the device")
         out["measured"] = False

@@ -190,7 +190,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         from edgeslim.pipelines.latency import measure_table
 
         batch = int(settings.budget.get("batch", 1))
-        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"])
+        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"], settings.round_to)
         settings.budget["latency_table"] = str(table)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from edgeslim.channels.cost import (
     ELEM_BYTES,
     LayerCost,
+    interp_linear,
     layer_macs,
     layer_params,
     predict_latency,
@@ -157,6 +158,7 @@ class ResourceModel:
         self.table: dict[str, float] | None = None
         self.table_fixed = 0.0
         self.sweeps: dict[int, tuple[dict[str, Any], float]] = {}
+        self.calibration: tuple[float, list[float], list[float]] | None = None
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
         self.dense = self.value(self.dense_k)
@@ -224,6 +226,7 @@ class ResourceModel:
             self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
             self.table_fixed = float(table.get("fixed", 0.0)) * unit
             self._setup_sweeps(table.get("sweeps") or {})
+            self._setup_calibration(table.get("calibration"))
             return
         if profile is None:
             raise EdgeslimError(
@@ -256,6 +259,45 @@ class ResourceModel:
                 "latency table sweeps of %d layer(s) (%s) do not match this model's channels; those scale by MACs",
                 len(skipped), ", ".join(skipped[:3]),
             )  # fmt: skip
+
+    def _setup_calibration(self, calib: dict[str, Any] | None) -> None:
+        """Whole networks measured at uniform widths map the lookup's predicted fraction of the dense
+        time to the measured one (piecewise linear through (0, 0), the points and (1, 1))."""
+        if not calib or not calib.get("points"):
+            return
+        raw_dense = self.table_fixed + float(self._table_terms(self.dense_k).sum())
+        pts = {0.0: 0.0, 1.0: 1.0}
+        for p in calib["points"]:
+            pred = self.table_fixed + float(
+                self._table_terms(self.uniform_counts(float(p["fraction"]))).sum()
+            )
+            pts[pred / raw_dense] = float(p["measured_ms"]) / float(calib["dense_ms"])
+        xs = sorted(pts)
+        self.calibration = (raw_dense, xs, [pts[x] for x in xs])
+
+    def _calibrated(self, raw: Any) -> Any:
+        """Seconds from the lookup's sum ``raw`` (calibrated when the table has whole-network points)."""
+        if self.calibration is None:
+            return raw
+        dense, xs, ys = self.calibration
+        return interp_linear(xs, ys, raw / dense) * dense
+
+    def uniform_counts(self, fraction: float) -> Tensor:
+        """Alive counts with every group at ``fraction`` of its channels (rounded like surgery)."""
+        k = torch.clamp(torch.round(self.group_size * float(fraction)), min=1)
+        return self._round(torch.maximum(k, self._group_fixed_alive()))
+
+    def uniform_mask(self, fraction: float) -> Tensor:
+        """Flat BN mask (1 alive, 0 removed) realising :meth:`uniform_counts`: the non-removable
+        classes of every group and its first removable ones by index."""
+        k = self.uniform_counts(fraction)
+        alive = ~self.removable.clone()
+        for grp in self.graph.groups:
+            cls = grp.classes
+            need = int(k[grp.index]) - int(alive[cls].sum())
+            free = cls[self.removable[cls]]
+            alive[free[: max(need, 0)]] = True
+        return alive[self.pos_class].to(torch.float32)
 
     # ------------------------------------------------------------------ counts
     def _group_fixed_alive(self) -> Tensor:
@@ -352,7 +394,7 @@ class ResourceModel:
         if self.metric == "params":
             return self.const_params + self._params_from(k)
         if self.table is not None:
-            return self.table_fixed + float(self._table_terms(k).sum())
+            return float(self._calibrated(self.table_fixed + self._table_terms(k).sum()))
         return predict_latency(
             self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
         ).total_s
@@ -389,7 +431,7 @@ class ResourceModel:
             n_in, n_out = self.channels(kk)
             r = self._weights_per_layer(n_in, n_out).sum()
         elif self.table is not None:
-            r = self._table_terms(kk).sum()
+            r = self._calibrated(self.table_fixed + self._table_terms(kk).sum())
         else:  # roofline: the layer's bound decides whether MACs or bytes cost time
             pred = predict_latency(
                 self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
