@@ -91,7 +91,8 @@ def layer_specs(model: Any, names: dict[str, str]) -> dict[str, dict[str, Any]]:
     return specs
 
 
-def _layer_model(spec: dict[str, Any], cin: int, cout: int, batch: int) -> bytes:
+def layer_model(spec: dict[str, Any], cin: int, cout: int, batch: int) -> bytes:
+    """A serialized single-layer ONNX model (the layer of ``spec`` with ``cin``/``cout`` channels, + Relu)."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -163,7 +164,7 @@ def sweep_layers(
         points = []
         for (cin, cout), aligned in [*((p, True) for p in grid), *((p, False) for p in extra)]:
             shape = [batch, cin, *spec["hw"]] if spec["op"] == "Conv" else [batch, cin]
-            ms = _time_ms(ort, _layer_model(spec, cin, cout, batch), shape, options)
+            ms = _time_ms(ort, layer_model(spec, cin, cout, batch), shape, options)
             points.append([cin, cout, ms, aligned])
         out[module] = {k: spec[k] for k in ("in", "out", "kind")} | {"multiple": multiple, "points": points}
         if progress is not None:

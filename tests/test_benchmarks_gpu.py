@@ -1,0 +1,33 @@
+"""The GPU benchmark script runs end to end (on the CPU, smoke settings) so it is known to work when a GPU is lent."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_speed_script_smoke(tmp_path) -> None:
+    gpu = _load("gpu_speed")
+    out = tmp_path / "gs"
+    assert gpu.main(["--device", "cpu", "--quick", "--models", "resnet20", "--modes", "eager-fp32,eager-fp16-cl",
+                     "--out", str(out)]) == 0  # fmt: skip
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["mode"], r["batch"]) for r in rec["rows"]] == [
+        ("eager-fp32", 1), ("eager-fp32", 2), ("eager-fp16-cl", 1), ("eager-fp16-cl", 2)
+    ]  # fmt: skip
+    for r in rec["rows"]:
+        assert r["dense_ms"] > 0
+        # both slim networks sit at or just under half the dense MACs (the projection is exact)
+        for k in ("unaligned", "aligned8"):
+            assert 2.0 <= r[k]["macs_ratio"] < 2.4 and r[k]["speedup"] > 0
+    assert "| resnet20 | eager-fp16-cl | 2 |" in out.with_suffix(".md").read_text()
