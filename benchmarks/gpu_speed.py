@@ -54,7 +54,9 @@ def slim_pair(arch: str, seed: int = 0) -> dict[str, Any]:
     scales = None
     for name, round_to in (("unaligned", 1), ("aligned8", 8)):
         res = build_resource(dense, ex, "macs", round_to=round_to)
-        scales = torch.rand(res.total, generator=g) + 0.05 if scales is None else scales  # one pattern for both
+        scales = (
+            torch.rand(res.total, generator=g) + 0.05 if scales is None else scales
+        )  # one pattern for both
         xi, _ = res.project(scales, TARGET * res.dense, keep_frac=0.3)
         cut = copy.deepcopy(dense)
         with torch.no_grad():
@@ -65,7 +67,9 @@ def slim_pair(arch: str, seed: int = 0) -> dict[str, Any]:
                 bn.weight.mul_(m)
                 bn.bias.mul_(m)
         out[name] = prune_with_report(cut, ex, round_to=round_to).model.eval()
-    out["macs"] = {k: float(count_model(out[k], (3, 32, 32)).macs) for k in ("dense", "unaligned", "aligned8")}
+    out["macs"] = {
+        k: float(count_model(out[k], (3, 32, 32)).macs) for k in ("dense", "unaligned", "aligned8")
+    }
     return out
 
 

@@ -192,6 +192,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"{b['before_projection_fraction']:.1%}, final {b['achieved_fraction']:.1%} "
                 f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
             )
+        al = report.get("alignment")
+        if al and al["round_to"] > 1:
+            src = f"profile {al['profile']} {al['precision']}" if al["from"] == "profile" else "--round-to"
+            out.print(f"channel counts kept in multiples of {al['round_to']} ({src}), with trained channels")
         lat = report.get("latency")
         if lat and lat.get("measured"):
             rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],

@@ -189,9 +189,17 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             "nothing to remove: give a smaller target"
         )
     if target < resource.minimum:
+        least = (
+            f"the narrowest network with channel counts in multiples of {resource.round_to} (the target's "
+            "alignment) already costs"
+            if resource.round_to > 1
+            else "one channel per group already costs"
+        )
+        fix = "give a larger target" + (", or a smaller round_to" if resource.round_to > 1 else "")
         raise EdgeslimError(
-            f"the budget {d(target)} is unreachable: one channel per group already costs "
-            f"{d(resource.minimum)} ({resource.minimum / resource.dense:.2%} of dense); give a larger target"
+            f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
+            f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
+            param="round_to" if resource.round_to > 1 else None,
         )
     return float(target)
 
