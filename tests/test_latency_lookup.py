@@ -148,3 +148,25 @@ def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str) -> None:
     assert table["version"] == 2 and table["sweeps"] and len(table["calibration"]["points"]) == 2
     assert rep["budget"]["settings"]["latency_table"] == str(out / "latency_table.json")
     assert (out / "slim.onnx").is_file() and (out / "dense.onnx").is_file()
+
+
+def test_torch_layer_table_has_sweeps(tmp_path) -> None:
+    """bench --layer-table on the torch backend sweeps each layer too (here on the CPU; the same code
+    times CUDA with synchronize)."""
+    from edgeslim.checkpoint import save_model
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "m.pt", create_model(SPEC), SPEC)
+    rc = main(["bench", str(tmp_path / "m.pt"), "--backend", "torch", "--layer-table", str(tmp_path / "t.json"),
+               "--threads", "1", "--min-iters", "20", "--min-time", "0.05", "--warmup", "0.05"])  # fmt: skip
+    assert rc == 0
+    tab = json.loads((tmp_path / "t.json").read_text())
+    assert tab["version"] == 2 and set(tab["sweeps"]) == set(tab["layers"])
+    sw = tab["sweeps"]["features.10"]  # 64 -> 64
+    assert sorted(p[:2] for p in sw["points"] if p[3]) == [
+        [a, b] for a in (16, 32, 48, 64) for b in (16, 32, 48, 64)
+    ]
+    res = build_resource(
+        create_model(SPEC), torch.zeros(1, 1, 28, 28), "latency", latency_table=tab, round_to=16
+    )
+    assert len(res.sweeps) == len(tab["layers"])

@@ -1,4 +1,4 @@
-"""Per-layer latency over channel counts (NetAdapt-style lookup), measured with ONNX Runtime.
+"""Per-layer latency over channel counts (NetAdapt-style lookup), measured with ONNX Runtime or PyTorch.
 
 ``edgeslim bench MODEL.onnx --layer-table T.json`` (onnxruntime) adds a ``sweeps`` entry to the
 table: for every conv/linear module, the latency of that one layer (Conv + Relu, the shape,
@@ -178,3 +178,101 @@ def _unaligned(full: int, multiple: int) -> list[int]:
         return []
     c = (full // 2 // multiple) * multiple + 1
     return [c] if 1 < c < full else []
+
+
+# ---------------------------------------------------------------------------- PyTorch (CPU or CUDA)
+def torch_sweep_layers(
+    model: Any, example: Any, multiple: int, synchronize: Any = None, progress: Any = None
+) -> dict[str, dict[str, Any]]:
+    """The sweeps of :func:`sweep_layers` for an ``nn.Module``: each conv (plain or depthwise)
+    and linear layer rebuilt alone (+ ReLU) at the counts, on the model's device and dtype, timed
+    with ``time.perf_counter`` (``synchronize``, e.g. ``torch.cuda.synchronize``, around each run)."""
+    import torch
+    from torch import nn
+
+    sync = synchronize or (lambda: None)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def record(name: str) -> Any:
+        def hook(_m: Any, args: tuple) -> None:  # a pre-hook returning a value would replace the input
+            shapes.setdefault(name, tuple(args[0].shape))
+
+        return hook
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_pre_hook(record(name)))
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    p = next(model.parameters())
+    mods = dict(model.named_modules())
+    out: dict[str, dict[str, Any]] = {}
+    for i, (name, shape) in enumerate(shapes.items()):
+        m = mods[name]
+        if isinstance(m, nn.Conv2d):
+            dw = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+            if m.groups > 1 and not dw:
+                continue
+            kind = "dw" if dw else "conv"
+        else:
+            kind = "linear"
+        cin = m.in_channels if kind != "linear" else m.in_features
+        cout = m.out_channels if kind != "linear" else m.out_features
+        if kind == "dw":
+            grid = [(c, c) for c in counts(cout, multiple)]
+            extra = [(c, c) for c in _unaligned(cout, multiple)]
+        else:
+            grid = [(a, b) for a in counts(cin, multiple) for b in counts(cout, multiple)]
+            extra = [(cin, c) for c in _unaligned(cout, multiple)] + [
+                (c, cout) for c in _unaligned(cin, multiple)
+            ]
+        points = []
+        for (a, b), aligned in [*((q, True) for q in grid), *((q, False) for q in extra)]:
+            if kind == "linear":
+                layer: nn.Module = nn.Linear(a, b)
+                x = torch.randn(shape[0], a, device=p.device, dtype=p.dtype)
+            else:
+                layer = nn.Conv2d(
+                    a, b, m.kernel_size, m.stride, m.padding, m.dilation, groups=a if kind == "dw" else 1
+                )
+                x = torch.randn(shape[0], a, *shape[2:], device=p.device, dtype=p.dtype)
+            net = nn.Sequential(layer, nn.ReLU()).to(p.device, p.dtype).eval()
+            points.append([a, b, _torch_time_ms(net, x, sync), aligned])
+        out[name] = {"in": cin, "out": cout, "kind": kind, "multiple": multiple, "points": points}
+        if progress is not None:
+            progress(i + 1, len(shapes), name)
+    return out
+
+
+def _torch_time_ms(net: Any, x: Any, sync: Any) -> float:
+    import torch
+
+    with torch.inference_mode():
+        for _ in range(WARMUP):
+            net(x)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < MIN_RUNS or time.perf_counter() - start < MIN_TIME_S:
+            sync()
+            t0 = time.perf_counter()
+            net(x)
+            sync()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def torch_file_sweeps(
+    path: str, batch: int, options: dict, multiple: int, progress: Any = None
+) -> dict[str, Any]:
+    """:func:`torch_sweep_layers` of an edgeslim model file, loaded as the torch backend loads it."""
+    from edgeslim.bench.backends.torch_eager import TorchBackend
+
+    sess = TorchBackend().open(path, options)
+    sess.set_batch(batch)
+    sync = (lambda: sess.torch.cuda.synchronize(sess.device)) if sess.cuda else None
+    return torch_sweep_layers(sess.model, sess.x, multiple, sync, progress)

@@ -157,7 +157,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     "--sweep/--no-sweep",
     default=True,
     show_default=True,
-    help="With --layer-table on onnxruntime: also time each layer over channel counts (the latency lookup).",
+    help="With --layer-table on onnxruntime or torch: also time each layer over channel counts (the latency lookup).",
 )
 @click.option(
     "--onnx",

@@ -171,12 +171,13 @@ def layer_table(
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, lambda _: None)
     tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
-    if req.sweep and name == "onnxruntime":
-        from edgeslim.bench.sweep import sweep_layers
+    if req.sweep and name in ("onnxruntime", "torch"):
+        from edgeslim.bench.sweep import sweep_layers, torch_file_sweeps
         from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile
 
         multiple = (profile or load_profile(DEFAULT_PROFILE)).channel_multiple(req.precision)
-        tab["sweeps"] = sweep_layers(req.model, req.batches[0], options, multiple, progress)
+        sweep = sweep_layers if name == "onnxruntime" else torch_file_sweeps
+        tab["sweeps"] = sweep(req.model, req.batches[0], options, multiple, progress)
         tab["version"] = 2
     return tab, write_layer_table(tab, req.layer_table, force=True)
 
