@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
+from edgeslim.surgery import ops
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 
@@ -142,10 +144,10 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
         conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
         y = conv(x, w, None, m.stride, m.padding, m.dilation, m.groups)
         delta = y.flatten(2).mean(2)[0]
-    if m.bias is None:
-        m.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=m.weight.dtype, device=m.weight.device))
-    with torch.no_grad():
-        m.bias += delta.to(m.bias.device, m.bias.dtype)
+    # a new bias tensor: the old one may still be the caller's (see _copy_sharing_parameters)
+    old = m.bias
+    bias = old.detach() if old is not None else m.weight.detach().new_zeros(w.shape[0])
+    m.bias = nn.Parameter(bias + delta.to(bias.device, bias.dtype), old is None or old.requires_grad)
 
 
 def _exact_conv(m: nn.Module) -> bool:
@@ -155,6 +157,62 @@ def _exact_conv(m: nn.Module) -> bool:
         return True
     pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
+
+
+def _copy_sharing_parameters(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that still holds the conv, linear and BN parameters of ``model``.
+
+    Surgery replaces most of them by sliced copies anyway and never writes into one (buffers
+    and other modules' parameters are copied: a forward or a user's shrink rule may write
+    into those); :func:`_own_parameters` copies the shared ones left after surgery.
+    """
+    layers = (*ops.CONV_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
+    memo: dict[int, Any] = {
+        id(p): p for m in model.modules() if isinstance(m, layers) for p in m.parameters(recurse=False)
+    }
+    return _deepcopy_module(model, memo)
+
+
+_EMPTY = (OrderedDict, dict, set)
+
+
+def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(m, memo)``, faster: the empty hook dicts of every submodule are made new
+    instead of going through ``__reduce_ex__`` (a module type with its own copy protocol is
+    copied by ``copy.deepcopy``)."""
+    if id(m) in memo:
+        return memo[id(m)]
+    cls = type(m)
+    if (
+        cls.__reduce_ex__ is not object.__reduce_ex__
+        or cls.__reduce__ is not object.__reduce__
+        or cls.__getstate__ is not nn.Module.__getstate__
+        or hasattr(cls, "__deepcopy__")
+    ):
+        return copy.deepcopy(m, memo)
+    new = cls.__new__(cls)
+    memo[id(m)] = new
+    state = {}
+    for k, v in m.__getstate__().items():
+        if k == "_modules":
+            state[k] = {n: None if c is None else _deepcopy_module(c, memo) for n, c in v.items()}
+            memo[id(v)] = state[k]
+        elif type(v) in _EMPTY and not v:
+            state[k] = memo.setdefault(id(v), type(v)())
+        else:
+            state[k] = copy.deepcopy(v, memo)
+    new.__setstate__(state)
+    return new
+
+
+def _own_parameters(work: nn.Module, model: nn.Module) -> None:
+    """Replace every parameter of ``work`` still stored in ``model``'s memory by a copy."""
+    shared = {p.untyped_storage().data_ptr() for p in model.parameters() if p.numel()}
+    memo: dict[int, Any] = {}  # tied parameters stay tied
+    for m in work.modules():
+        for k, p in m._parameters.items():
+            if p is not None and p.numel() and p.untyped_storage().data_ptr() in shared:
+                m._parameters[k] = copy.deepcopy(p, memo)
 
 
 def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> list[int]:
@@ -194,7 +252,7 @@ def prune_with_report(
     t0 = time.perf_counter()
     mode = model.training
     params_before = sum(p.numel() for p in model.parameters())
-    work = model if inplace else copy.deepcopy(model)
+    work = model if inplace else _copy_sharing_parameters(model)
     if any(m.training for m in work.modules()):
         work.eval()
     g = build_graph(work, example_input)
@@ -274,6 +332,8 @@ def prune_with_report(
             shrink_layer(mods[name], e)
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
+    if not inplace:
+        _own_parameters(work, model)
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
     removed_groups = [
         {"group": grp.index, "size": grp.size, "removed": int(remove[grp.classes].sum())}
