@@ -310,6 +310,34 @@ def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
     return a.new_empty(shape, dtype=dtype)
 
 
+def _meta_reduce(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of a float mean/sum/amax over given dims (the meta kernel is a slow Python
+    decomposition); None for anything else (no dims, a ``dtype``, an integer input)."""
+    x = args[0]
+    names = ("dim", "keepdim")
+    a = dict(zip(names, args[1:]))
+    a.update(kwargs)
+    dims = a.get("dim")
+    if len(args) > 3 or set(a) - set(names) or not x.dtype.is_floating_point or dims is None:
+        return None
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if not dims or not all(type(d) is int or isinstance(d, _Dim) for d in dims):
+        return None
+    nd = x.dim()
+    if any(not -nd <= d < nd for d in dims):
+        return None
+    if len({d % nd for d in dims}) != len(dims):
+        return None
+    dims = {d % nd for d in dims}
+    keep = bool(a.get("keepdim", False))
+    shape = (
+        [1 if i in dims else v for i, v in enumerate(x.shape)]
+        if keep
+        else [v for i, v in enumerate(x.shape) if i not in dims]
+    )
+    return x.new_empty(shape)
+
+
 class _DataDependent(RuntimeError):
     """Python control flow on a value computed from the input: no single channel graph."""
 
@@ -335,6 +363,10 @@ class _Capture(TorchFunctionMode):
                 out = func(*args, **kwargs)
         elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.BINARY_FUNCTIONS:
             out = _meta_binary(func, args, kwargs)
+            if out is None:
+                out = func(*args, **kwargs)
+        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.REDUCE_FUNCTIONS:
+            out = _meta_reduce(args, kwargs)
             if out is None:
                 out = func(*args, **kwargs)
         elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
@@ -969,13 +1001,22 @@ def _touch_name(t: Touch) -> str:
 
 def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
     """``torch.unique(rows, dim=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
-    k = rows.shape[1]
-    if k * math.log2(max(base, 2)) > 62:
-        return torch.unique(rows, dim=0, return_inverse=True)
-    weights = base ** torch.arange(k - 1, -1, -1, dtype=torch.long)  # lexicographic order kept
-    keys, inv = torch.unique(rows @ weights, return_inverse=True)
+    n, k = rows.shape
+    bits = math.log2(max(base, 2))
+    j = max(1, int(62 // bits))  # columns one int64 key holds
+    keys, inv = torch.unique(_row_keys(rows[:, :j], base), return_inverse=True)
+    step = max(1, int((62 - math.log2(max(n, 2))) // bits))
+    while j < k:  # long rows: (rank of the prefix, next columns) stays lexicographic
+        cols = rows[:, j : j + step]
+        keys, inv = torch.unique(inv * base ** cols.shape[1] + _row_keys(cols, base), return_inverse=True)
+        j += step
     first = torch.zeros(keys.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(rows.shape[0]))
     return rows[first], inv
+
+
+def _row_keys(rows: Tensor, base: int) -> Tensor:
+    """One int per row of ints in [0, base), in lexicographic order of the rows."""
+    return rows @ (base ** torch.arange(rows.shape[1] - 1, -1, -1, dtype=torch.long))
 
 
 def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> Info:
