@@ -271,7 +271,7 @@ def prune_with_report(
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
-        dense_out = _outputs(work, inputs) if check or stats.handles else []
+        dense_out = _outputs(work, inputs, switch_mode=False) if check or stats.handles else []
     finally:
         stats.close()
     folded = []
@@ -300,7 +300,7 @@ def prune_with_report(
         if t.kind == "param":  # a per-channel parameter used in forward (layer scale)
             name = f"{t.module}.{t.attr}" if t.module else t.attr
             entries[name] = {"type": PARAMETER, "dim": t.dim}
-            entries[name]["keep"] = keep.tolist() if keep.numel() < cls.numel() else None
+            entries[name]["keep"] = keep if keep.numel() < cls.numel() else None
             before[name] = list(getattr(m, t.attr).shape)
             continue
         e = entries.setdefault(t.module, {"type": type(m).__name__})
@@ -316,7 +316,7 @@ def prune_with_report(
             "custom_out": "out",
             "custom": "keep",
         }
-        e[key[t.kind]] = keep.tolist() if keep.numel() < cls.numel() else None
+        e[key[t.kind]] = keep if keep.numel() < cls.numel() else None
     for f in folded:
         entries[f["layer"]]["bias"] = True
     layers = {
@@ -330,6 +330,9 @@ def prune_with_report(
             shrink_parameter(mods[parent], attr, e)
         else:
             shrink_layer(mods[name], e)
+    layers = {
+        n: {k: v.tolist() if isinstance(v, Tensor) else v for k, v in e.items()} for n, e in layers.items()
+    }
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     if not inplace:
@@ -342,7 +345,7 @@ def prune_with_report(
     ]
     t_shrink = time.perf_counter()
     try:
-        slim_out = _outputs(work, inputs) if check else []
+        slim_out = _outputs(work, inputs, switch_mode=False) if check else []
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EdgeslimError(
@@ -382,14 +385,16 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
-    if check and report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
-        log.warning(
-            "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
-            diff["max_abs_diff"],
-            scale,
-        )
-    work.train(mode)
+    if check and report["exact"] and diff["max_abs_diff"] > 1e-4:  # the scale is at least 1
+        scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
+        if diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
+            log.warning(
+                "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
+                diff["max_abs_diff"],
+                scale,
+            )
+    if mode:  # work is in eval mode from the start
+        work.train(mode)
     return PruneResult(work, recipe, report, g)
 
 
@@ -408,15 +413,18 @@ def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
     return _compare(_outputs(model, batches), _outputs(slim, batches))
 
 
-def _outputs(model: nn.Module, batches: list[Tensor]) -> list[list[Tensor]]:
-    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored."""
+def _outputs(model: nn.Module, batches: list[Tensor], *, switch_mode: bool = True) -> list[list[Tensor]]:
+    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored.
+    ``switch_mode=False``: ``model`` is in eval mode already."""
     mode = model.training
-    model.eval()
+    if switch_mode:
+        model.eval()
     try:
         with torch.no_grad():
             outs = [model(x) for x in batches]
     finally:
-        model.train(mode)
+        if switch_mode:
+            model.train(mode)
     return [_flat_tensors(o) for o in outs]
 
 
