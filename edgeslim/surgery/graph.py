@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
@@ -306,7 +305,8 @@ def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
     dtype = torch.result_type(a, b)
     if ops.BINARY_FUNCTIONS[func] in ("div", "rdiv") and not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
-    shape = torch.broadcast_shapes(a.shape, b.shape if _is_tensor(b) else ())
+    other = b.shape if _is_tensor(b) else ()
+    shape = a.shape if len(other) == 0 or other == a.shape else torch.broadcast_shapes(a.shape, other)
     return a.new_empty(shape, dtype=dtype)
 
 
@@ -465,7 +465,8 @@ class _Analyser:
                 if self._run_tensors is None:
                     out = self._model(x)
                 else:
-                    out = functional_call(self._model, self._run_tensors, (x,), strict=False)
+                    with _swapped_tensors(self._model, self._run_tensors):
+                        out = self._model(x)
             self.busy = True
             outs = _flat_tensors(out)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
@@ -1110,7 +1111,11 @@ class DependencyGraph:
             members = [
                 (_touch_name(self.touches[t]), self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)
             ]
-            bars = [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+            bars = (
+                [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+                if bool(self.barred[classes].any())
+                else []
+            )
             groups.append(ChannelGroup(len(groups), classes, members, bars))
         return groups
 
@@ -1189,6 +1194,25 @@ def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
             memo[id(t)] = t.detach().to("meta")
         out[name] = memo[id(t)]
     return out
+
+
+@contextlib.contextmanager
+def _swapped_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
+    """Run with ``tensors`` (by qualified name) in place of the model's parameters and buffers
+    (``torch.func.functional_call`` without its checks: the names come from the model)."""
+    saved = []
+    for n, m in model.named_modules(remove_duplicate=False):
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                new = tensors.get(f"{n}.{k}" if n else k) if t is not None else None
+                if new is not None:
+                    saved.append((store, k, t))
+                    store[k] = new
+    try:
+        yield
+    finally:
+        for store, k, t in reversed(saved):
+            store[k] = t
 
 
 @contextlib.contextmanager
