@@ -144,7 +144,7 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
         conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
         y = conv(x, w, None, m.stride, m.padding, m.dilation, m.groups)
         delta = y.flatten(2).mean(2)[0]
-    # a new bias tensor: the old one may still be the caller's (see _copy_sharing_parameters)
+    # a new bias tensor: the old one may still be the caller's (see _copy_sharing_tensors)
     old = m.bias
     bias = old.detach() if old is not None else m.weight.detach().new_zeros(w.shape[0])
     m.bias = nn.Parameter(bias + delta.to(bias.device, bias.dtype), old is None or old.requires_grad)
@@ -159,16 +159,21 @@ def _exact_conv(m: nn.Module) -> bool:
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
 
 
-def _copy_sharing_parameters(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` that still holds the conv, linear and BN parameters of ``model``.
+def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that still holds the conv, linear and BN tensors of ``model``.
 
-    Surgery replaces most of them by sliced copies anyway and never writes into one (buffers
-    and other modules' parameters are copied: a forward or a user's shrink rule may write
-    into those); :func:`_own_parameters` copies the shared ones left after surgery.
+    Surgery replaces most of them by sliced copies anyway and never writes into one, nor does
+    an eval-mode forward of these layers (the tensors of other modules are copied: their
+    forward or a user's shrink rule may write into them); :func:`_own_tensors` copies the
+    shared ones left after surgery.
     """
     layers = (*ops.CONV_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
     memo: dict[int, Any] = {
-        id(p): p for m in model.modules() if isinstance(m, layers) for p in m.parameters(recurse=False)
+        id(t): t
+        for m in model.modules()
+        if isinstance(m, layers)
+        for t in (*m._parameters.values(), *m._buffers.values())
+        if t is not None
     }
     return _deepcopy_module(model, memo)
 
@@ -205,14 +210,15 @@ def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return new
 
 
-def _own_parameters(work: nn.Module, model: nn.Module) -> None:
-    """Replace every parameter of ``work`` still stored in ``model``'s memory by a copy."""
-    shared = {p.untyped_storage().data_ptr() for p in model.parameters() if p.numel()}
-    memo: dict[int, Any] = {}  # tied parameters stay tied
+def _own_tensors(work: nn.Module, model: nn.Module) -> None:
+    """Replace every parameter and buffer of ``work`` still stored in ``model``'s memory by a copy."""
+    shared = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if t.numel()}
+    memo: dict[int, Any] = {}  # tied tensors stay tied
     for m in work.modules():
-        for k, p in m._parameters.items():
-            if p is not None and p.numel() and p.untyped_storage().data_ptr() in shared:
-                m._parameters[k] = copy.deepcopy(p, memo)
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                if t is not None and t.numel() and t.untyped_storage().data_ptr() in shared:
+                    store[k] = copy.deepcopy(t, memo)
 
 
 def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> list[int]:
@@ -252,7 +258,7 @@ def prune_with_report(
     t0 = time.perf_counter()
     mode = model.training
     params_before = sum(p.numel() for p in model.parameters())
-    work = model if inplace else _copy_sharing_parameters(model)
+    work = model if inplace else _copy_sharing_tensors(model)
     if any(m.training for m in work.modules()):
         work.eval()
     g = build_graph(work, example_input)
@@ -336,7 +342,7 @@ def prune_with_report(
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     if not inplace:
-        _own_parameters(work, model)
+        _own_tensors(work, model)
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
     removed_groups = [
         {"group": grp.index, "size": grp.size, "removed": int(remove[grp.classes].sum())}
