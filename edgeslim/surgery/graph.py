@@ -357,24 +357,21 @@ class _Capture(TorchFunctionMode):
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
-        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.CONV_FUNCTIONS:
-            out = _meta_conv(args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.BINARY_FUNCTIONS:
-            out = _meta_binary(func, args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.REDUCE_FUNCTIONS:
-            out = _meta_reduce(args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
-            # shape-preserving ops whose meta kernels are slow Python decompositions
-            inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
-            inplace = inplace or func in ops.INPLACE_FUNCTIONS
-            out = args[0] if inplace else args[0].new_empty(args[0].shape)
-        else:
+        out = (
+            None  # on "meta" tensors, the shapes of some ops are computed here (their meta kernels are slow)
+        )
+        if args and _is_tensor(args[0]) and args[0].is_meta:
+            if func in ops.CONV_FUNCTIONS:
+                out = _meta_conv(args, kwargs)
+            elif func in ops.BINARY_FUNCTIONS:
+                out = _meta_binary(func, args, kwargs)
+            elif func in ops.REDUCE_FUNCTIONS:
+                out = _meta_reduce(args, kwargs)
+            elif func in ops.SAME_SHAPE_ON_META:  # shape-preserving (Python decompositions)
+                inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
+                inplace = inplace or func in ops.INPLACE_FUNCTIONS
+                out = args[0] if inplace else args[0].new_empty(args[0].shape)
+        if out is None:
             out = func(*args, **kwargs)
         if an.depends(args) or an.depends(list(kwargs.values())):
             an.taint(out)
@@ -516,6 +513,21 @@ class _Analyser:
             for v, i in zip(value, info):
                 self.set_info(v, i)
 
+    def infos_in(self, obj: Any) -> list[Info]:
+        """The labels of every tensor in ``obj`` (nested lists/tuples): ``_all_infos(info(obj))``."""
+        out: list[Info] = []
+        self._collect(obj, out)
+        return out
+
+    def _collect(self, a: Any, out: list[Info]) -> None:
+        if isinstance(a, Tensor):
+            e = self.infos.get(id(a))
+            if e is not None and e[0] is a and e[1] is not None:
+                out.append(e[1])
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                self._collect(x, out)
+
     def _all_infos(self, obj: Any) -> list[Info]:
         if isinstance(obj, Info):
             return [obj]
@@ -541,7 +553,7 @@ class _Analyser:
 
     def opaque(self, n: Call, out: Any, reason: str) -> Any:
         """Unknown op: channels that cross it are kept (inputs and outputs are barriers)."""
-        ins = self._all_infos(self.info(list(n.args) + list(n.kwargs.values())))
+        ins = self.infos_in((n.args, list(n.kwargs.values())))
         res = self.fresh(out)
         self.barrier(n, ins + self._all_infos(res), reason)
         return res
@@ -556,7 +568,7 @@ class _Analyser:
 
     def mutation(self, n: Call) -> None:
         """In-place writes into part of a tensor (``x[:, :k] = v``): its channels are kept."""
-        infos = self._all_infos(self.info(list(n.args)))
+        infos = self.infos_in(n.args)
         self.barrier(n, infos, "in-place write into a tensor")
 
     def rt(self, mod: str, attr: str) -> Tensor | None:
@@ -583,7 +595,7 @@ class _Analyser:
     def on_function(self, n: Call, fn: Any, out: Any) -> Any:
         args, kwargs = n.args, n.kwargs
         a0 = self.info(args[0]) if args else None
-        labelled = self._all_infos(self.info(args)) or self._all_infos(self.info(list(kwargs.values())))
+        labelled = self.infos_in(args) or self.infos_in(list(kwargs.values()))
         if fn in ops.SHAPE_QUERY_FUNCTIONS or not labelled:
             if fn in ops.SHAPE_QUERY_FUNCTIONS or not _is_tensor(out):
                 return None
@@ -612,7 +624,7 @@ class _Analyser:
             return self.cat(n, out)
         if not isinstance(a0, Info):
             return self.opaque(n, out, "unsupported arguments")
-        rest_infos = self._all_infos(self.info(list(args[1:]) + list(kwargs.values())))
+        rest_infos = self.infos_in((args[1:], list(kwargs.values())))
         if rest_infos:
             return self.opaque(n, out, "op mixing several tensors")
         if fn in ops.ELEMENTWISE_FUNCTIONS or fn in ops.STOCHASTIC_DEPTH:
@@ -654,7 +666,7 @@ class _Analyser:
             )
         if not isinstance(x, Info):
             return self.opaque(n, out, "layer input without channels")
-        if self._all_infos(self.info([*n.args[1:], *n.kwargs.values()])):
+        if self.infos_in((n.args[1:], list(n.kwargs.values()))):
             return self.opaque(n, out, "layer weights computed from the input")
         n.target = name
         return rule(n, self._mods[name], x, out)
@@ -731,7 +743,7 @@ class _Analyser:
             return self.opaque(n, out, f"leaf module {kind}")
         if not isinstance(x, Info) or not x.uniform or not _is_tensor(out) or out.dim() < 2:
             return self.opaque(n, out, f"{kind}: its rule needs one (batch, channels, ...) input and output")
-        if self._all_infos(self.info(list(n.args[1:]))):
+        if self.infos_in(n.args[1:]):
             return self.opaque(n, out, f"{kind}: more than one input with channels")
         if rule.pass_through:
             if out.shape[1] != x.shape[1]:
