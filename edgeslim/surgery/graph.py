@@ -422,6 +422,7 @@ class _Analyser:
         self.fail_construct = ""
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
+        self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
         real_t = self._real_t = _named_tensors(real)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
@@ -628,8 +629,7 @@ class _Analyser:
         if rest_infos:
             return self.opaque(n, out, "op mixing several tensors")
         if fn in ops.ELEMENTWISE_FUNCTIONS or fn in ops.STOCHASTIC_DEPTH:
-            rest, kw = args[1:], kwargs
-            return self.unary(n, a0, out, lambda z: fn(z, *rest, **kw))
+            return self.unary(n, a0, out, fn, args[1:], kwargs)
         if fn in ops.POOL_FUNCTIONS:
             return self.pool(n, a0, out)
         if fn in ops.PAD_FUNCTIONS:
@@ -762,15 +762,21 @@ class _Analyser:
         self.touches.append(Touch(n.target, "custom_out", res.labels))
         return res
 
-    def unary(self, n: Call, x: Info, out: Tensor, fn: Any) -> Info | None:
+    def unary(self, n: Call, x: Info, out: Tensor, fn: Any, rest: tuple, kw: dict) -> Info | None:
+        """``fn(x, *rest, **kw)`` channel by channel: a zero channel stays zero if ``fn(0) == 0``."""
         if not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "element-wise op that changed the shape")
-        c = x.shape[1]
-        probe = torch.zeros((1, c) + (1,) * (len(x.shape) - 2))
-        try:
-            keeps_zero = bool((fn(probe) == 0).all())
-        except Exception:  # noqa: BLE001 - the probe is a best effort
-            keeps_zero = False
+        shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+        key = (fn, shape, tuple((type(v), v) for v in rest), tuple((k, type(v), v) for k, v in kw.items()))
+        known = all(v is None or type(v) in (int, float, bool, str) for v in (*rest, *kw.values()))
+        keeps_zero = self.keeps_zero.get(key) if known else None
+        if keeps_zero is None:
+            try:
+                keeps_zero = bool((fn(torch.zeros(shape), *rest, **kw) == 0).all())
+            except Exception:  # noqa: BLE001 - the probe is a best effort
+                keeps_zero = False
+            if known:
+                self.keeps_zero[key] = keeps_zero
         st = x.state.clone()
         if not keeps_zero:
             st[st == ZERO] = CONST
@@ -1100,10 +1106,11 @@ class DependencyGraph:
         if not self.touch_classes:
             return []
         cls = torch.cat(self.touch_classes)
-        ti = torch.cat([torch.full_like(tc, i) for i, tc in enumerate(self.touch_classes)])
-        pos = torch.cat([torch.arange(tc.numel()) for tc in self.touch_classes])
-        key = (cls * len(self.touch_classes) + ti) * (int(pos.max()) + 1 if pos.numel() else 1) + pos
-        order = torch.argsort(key)
+        sizes = torch.tensor([tc.numel() for tc in self.touch_classes])
+        ti = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        pos = torch.arange(cls.numel()) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+        # entries come by (touch, position): a stable sort by class orders them by (class, touch, position)
+        order = torch.sort(cls.int() if self.num_classes < 2**31 else cls, stable=True).indices
         cls, ti, pos = cls[order], ti[order], pos[order]
         uniq, counts = torch.unique_consecutive(cls, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
