@@ -338,6 +338,29 @@ def _meta_reduce(args: tuple, kwargs: dict) -> Tensor | None:
     return x.new_empty(shape)
 
 
+def _meta_linear(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.linear`` (the meta kernel is a slow decomposition); None if unusual."""
+    a = dict(zip(("input", "weight", "bias"), args))
+    a.update(kwargs)
+    x, w = a.get("input"), a.get("weight")
+    if len(args) > 3 or set(a) - {"input", "weight", "bias"} or not (_is_tensor(x) and _is_tensor(w)):
+        return None
+    if w.dim() != 2 or x.dim() < 1 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype:
+        return None
+    return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+
+def _meta_attention(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.scaled_dot_product_attention`` with equal batch dims; None otherwise."""
+    if len(args) != 3 or kwargs.get("enable_gqa") or not all(_is_tensor(t) and t.dim() >= 2 for t in args):
+        return None
+    q, k, v = args
+    same = q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype
+    if not same or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        return None
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
 class _DataDependent(RuntimeError):
     """Python control flow on a value computed from the input: no single channel graph."""
 
@@ -367,6 +390,12 @@ class _Capture(TorchFunctionMode):
                 out = _meta_binary(func, args, kwargs)
             elif func in ops.REDUCE_FUNCTIONS:
                 out = _meta_reduce(args, kwargs)
+            elif func in ops.LINEAR_FUNCTIONS:
+                out = _meta_linear(args, kwargs)
+            elif func in ops.SOFTMAX_FUNCTIONS and len(args) <= 2 and set(kwargs) <= {"dim", "_stacklevel"}:
+                out = args[0].new_empty(args[0].shape)
+            elif func in ops.ATTENTION_FUNCTIONS:
+                out = _meta_attention(args, kwargs)
             elif func in ops.SAME_SHAPE_ON_META:  # shape-preserving (Python decompositions)
                 inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
                 inplace = inplace or func in ops.INPLACE_FUNCTIONS
@@ -1128,7 +1157,7 @@ class DependencyGraph:
         groups = []
         for _, _, sig, classes, mat in rows:
             members = [
-                (_touch_name(self.touches[t]), self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)
+                (_touch_name(self.touches[t]), self.touches[t].kind, c) for t, c in zip(sig, mat.unbind(1))
             ]
             bars = (
                 [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
