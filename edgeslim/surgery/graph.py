@@ -361,6 +361,52 @@ def _meta_attention(args: tuple, kwargs: dict) -> Tensor | None:
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
+_POOL_ARGS = ("input", "output_size", "return_indices")
+_RESIZE_ARGS = (
+    "input",
+    "size",
+    "scale_factor",
+    "mode",
+    "align_corners",
+    "recompute_scale_factor",
+    "antialias",
+)
+
+
+def _meta_resize(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of an adaptive pooling or ``F.interpolate`` from the output size it asks
+    for (the meta kernels are slow decompositions); None for anything unusual."""
+    x, k = args[0], args[0].dim() - 2
+    names = _POOL_ARGS if func in ops.ADAPTIVE_POOL_FUNCTIONS else _RESIZE_ARGS
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    if k < 1 or len(args) > len(names) or set(a) - set(names) or a.get("return_indices"):
+        return None
+    if names is _POOL_ARGS:
+        size, scale = a.get("output_size"), None
+    else:
+        size, scale = a.get("size"), a.get("scale_factor")
+    if (size is None) == (scale is None):
+        return None
+    if size is not None:
+        out = [size] * k if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else []
+        out = [x.shape[2 + i] if v is None and names is _POOL_ARGS else v for i, v in enumerate(out)]
+    else:
+        sc = (
+            [scale] * k
+            if isinstance(scale, (int, float))
+            else list(scale)
+            if isinstance(scale, (tuple, list))
+            else []
+        )
+        if len(sc) != k or not all(isinstance(v, (int, float)) for v in sc):
+            return None
+        out = [math.floor(float(x.shape[2 + i]) * float(v)) for i, v in enumerate(sc)]
+    if len(out) != k or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in out):
+        return None
+    return x.new_empty((*x.shape[:2], *out))
+
+
 class _DataDependent(RuntimeError):
     """Python control flow on a value computed from the input: no single channel graph."""
 
@@ -396,6 +442,8 @@ class _Capture(TorchFunctionMode):
                 out = args[0].new_empty(args[0].shape)
             elif func in ops.ATTENTION_FUNCTIONS:
                 out = _meta_attention(args, kwargs)
+            elif func in ops.ADAPTIVE_POOL_FUNCTIONS or func in ops.RESIZE_FUNCTIONS:
+                out = _meta_resize(func, args, kwargs)
             elif func in ops.SAME_SHAPE_ON_META:  # shape-preserving (Python decompositions)
                 inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
                 inplace = inplace or func in ops.INPLACE_FUNCTIONS
