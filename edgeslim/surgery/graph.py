@@ -361,6 +361,28 @@ def _meta_attention(args: tuple, kwargs: dict) -> Tensor | None:
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
+def _meta_cat(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``torch.cat`` of "meta" tensors of one dtype; None otherwise."""
+    ts = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if len(args) > 2 or set(kwargs) - {"tensors", "dim"} or not isinstance(ts, (list, tuple)) or not ts:
+        return None
+    if not all(_is_tensor(t) and t.is_meta for t in ts) or not isinstance(dim, int):
+        return None
+    first = ts[0]
+    nd = first.dim()
+    if nd < 2 or not -nd <= dim < nd:
+        return None
+    dim %= nd
+    rest = [v for i, v in enumerate(first.shape) if i != dim]
+    for t in ts:
+        if t.dim() != nd or t.dtype != first.dtype or [v for i, v in enumerate(t.shape) if i != dim] != rest:
+            return None
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in ts)
+    return first.new_empty(shape)
+
+
 _POOL_ARGS = ("input", "output_size", "return_indices")
 _RESIZE_ARGS = (
     "input",
@@ -426,10 +448,9 @@ class _Capture(TorchFunctionMode):
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
-        out = (
-            None  # on "meta" tensors, the shapes of some ops are computed here (their meta kernels are slow)
-        )
-        if args and _is_tensor(args[0]) and args[0].is_meta:
+        # on "meta" tensors, the shapes of some ops are computed here (their meta kernels are slow)
+        out = _meta_cat(args, kwargs) if func in ops.CAT_FUNCTIONS else None
+        if out is None and args and _is_tensor(args[0]) and args[0].is_meta:
             if func in ops.CONV_FUNCTIONS:
                 out = _meta_conv(args, kwargs)
             elif func in ops.BINARY_FUNCTIONS:
