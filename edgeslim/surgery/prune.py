@@ -179,6 +179,7 @@ def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
 
 
 _EMPTY = (OrderedDict, dict, set)
+_ATOMIC = (int, float, bool, str, type(None))
 
 
 def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
@@ -204,6 +205,8 @@ def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
             memo[id(v)] = state[k]
         elif type(v) in _EMPTY and not v:
             state[k] = memo.setdefault(id(v), type(v)())
+        elif type(v) in _ATOMIC or (type(v) is tuple and all(type(e) in _ATOMIC for e in v)):
+            state[k] = v  # what copy.deepcopy returns for these
         else:
             state[k] = copy.deepcopy(v, memo)
     new.__setstate__(state)
