@@ -48,17 +48,28 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
     mods = dict(g.model.named_modules())
+    bn_cls, fixed_cls, scales, biases, var_cls = [], [], [], [], []  # gathered, then one op each
     for t, cls in zip(g.touches, g.touch_classes):
         if t.kind == "bn":
             bn = mods[t.module]
-            has_bn[cls] = True
             if not bn.affine:
-                live[cls] = True
+                fixed_cls.append(cls)
                 continue
-            live[cls[bn.weight.detach().cpu() != 0]] = True
-            strength.index_add_(0, cls, bn.bias.detach().cpu().abs().double())
+            bn_cls.append(cls)
+            scales.append(bn.weight.detach().cpu())
+            biases.append(bn.bias.detach().cpu())
         elif t.read_state is not None:
-            reads_var[cls[t.read_state == VAR]] = True
+            var_cls.append(cls[t.read_state == VAR])
+    if bn_cls:
+        cls = torch.cat(bn_cls)
+        has_bn[cls] = True
+        live[cls[torch.cat(scales) != 0]] = True
+        strength.index_add_(0, cls, torch.cat(biases).abs().double())
+    if fixed_cls:
+        has_bn[torch.cat(fixed_cls)] = True
+        live[torch.cat(fixed_cls)] = True
+    if var_cls:
+        reads_var[torch.cat(var_cls)] = True
     return has_bn & ~live & ~reads_var & ~g.barred, strength
 
 
