@@ -1219,9 +1219,12 @@ class DependencyGraph:
             seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
             sigs, inv = _unique_rows(seqs, len(self.touch_classes))
             by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
-            n_per = torch.bincount(inv, minlength=sigs.shape[0]).tolist()
-            for sig, part in zip(sigs.tolist(), torch.split(by, n_per)):
-                rows.append((sig[0], int(poss[part[0], 0]), sig, uniq[sel[part]], poss[part]))
+            n_per = torch.bincount(inv, minlength=sigs.shape[0])
+            cls_by, pos_by = uniq[sel[by]], poss[by]
+            firsts = pos_by[torch.cumsum(n_per, 0) - n_per, 0].tolist()
+            n_per = n_per.tolist()
+            for sig, first, c, p in zip(sigs.tolist(), firsts, cls_by.split(n_per), pos_by.split(n_per)):
+                rows.append((sig[0], first, sig, c, p))
         rows.sort(key=lambda r: (r[0], r[1]))
         groups = []
         for _, _, sig, classes, mat in rows:
