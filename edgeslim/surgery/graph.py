@@ -501,7 +501,12 @@ class _Capture(TorchFunctionMode):
 class _Analyser:
     """Runs the model once, eagerly, and builds the label/state maps and layer touches."""
 
-    def __init__(self, real: nn.Module, run_tensors: dict[str, Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        real: nn.Module,
+        run_tensors: dict[str, Tensor] | None = None,
+        named: dict[str, Tensor] | None = None,
+    ) -> None:
         self.uf = _UnionFind()
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
@@ -521,7 +526,7 @@ class _Analyser:
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
         self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
-        real_t = self._real_t = _named_tensors(real)
+        real_t = self._real_t = named if named is not None else _named_tensors(real)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
         for name, t in (run_tensors if run_tensors is not None else real_t).items():
@@ -625,7 +630,8 @@ class _Analyser:
                 out.append(e[1])
         elif isinstance(a, (list, tuple)):
             for x in a:
-                self._collect(x, out)
+                if isinstance(x, (Tensor, list, tuple)):  # (numbers are the common case: no call)
+                    self._collect(x, out)
 
     def _all_infos(self, obj: Any) -> list[Info]:
         if isinstance(obj, Info):
@@ -823,11 +829,11 @@ class _Analyser:
     def bn(self, n: Call, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
         if not x.uniform or not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "batch norm on a mixed channel layout")
-        st = torch.where(x.state == VAR, VAR, CONST).to(torch.int8)
-        if m.affine:
+        st = torch.where(x.state == VAR, VAR, CONST)
+        if m.affine:  # zero scale: the BN bias (CONST), ZERO if that is 0 too
             w, b = self.rt(n.target, "weight").detach().cpu(), self.rt(n.target, "bias").detach().cpu()
-            st[w == 0] = CONST
-            st[(w == 0) & (b == 0)] = ZERO
+            st = torch.where(w == 0, torch.where(b == 0, ZERO, CONST), st)
+        st = st.to(torch.int8)
         self.share(n.target, [x.labels])
         self.touches.append(Touch(n.target, "bn", x.labels))
         self.costs.append(LayerShape(n.target, "bn", None, len(self.touches) - 1, bias=m.affine))
@@ -1181,7 +1187,9 @@ class DependencyGraph:
         uniq, cls = torch.unique(roots, return_inverse=True)
         self.num_classes = int(uniq.numel())
         self.slot_class = cls
-        self.touch_classes = [cls[t.labels] for t in self.touches]
+        sizes = [t.labels.numel() for t in self.touches]  # one gather, then views per touch
+        self._flat = cls[torch.cat([t.labels for t in self.touches])] if sizes else cls[:0]
+        self.touch_classes = list(self._flat.split(sizes)) if sizes else []
         barred = torch.zeros(self.num_classes, dtype=torch.bool)
         self.class_barriers: dict[int, list[str]] = {}
         for labels, bi in analyser.barrier_labels:
@@ -1203,7 +1211,7 @@ class DependencyGraph:
         """Classes with the same touches (same layers, same number of times) form one group."""
         if not self.touch_classes:
             return []
-        cls = torch.cat(self.touch_classes)
+        cls = self._flat  # the touch classes end to end
         sizes = torch.tensor([tc.numel() for tc in self.touch_classes])
         ti = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
         pos = torch.arange(cls.numel()) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
@@ -1277,7 +1285,6 @@ class DependencyGraph:
         if not self.touch_classes:
             return []
         if not hasattr(self, "_seg"):
-            self._flat = torch.cat(self.touch_classes)
             self._seg = torch.repeat_interleave(torch.tensor([t.numel() for t in self.touch_classes]))
         n = len(self.touch_classes)
         return torch.zeros(n, dtype=torch.float64).index_add_(0, self._seg, ca[self._flat]).tolist()
@@ -1305,11 +1312,11 @@ class DependencyGraph:
         return int(round(total))
 
 
-def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
+def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}
     out = {}
-    for name, t in _named_tensors(model).items():
+    for name, t in named.items():
         if id(t) not in memo:
             memo[id(t)] = t.detach().to("meta")
         out[name] = memo[id(t)]
@@ -1391,7 +1398,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     """
     modes = eval_mode(model) if any(m.training for m in model.modules()) else contextlib.nullcontext()
     with modes, torch.no_grad(), _restored_attributes(model):
-        analyser = _Analyser(model, _meta_tensors(model))
+        named = _named_tensors(model)
+        analyser = _Analyser(model, _meta_tensors(named), named)
         try:
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:
