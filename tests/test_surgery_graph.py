@@ -250,6 +250,21 @@ def test_input_model_untouched_and_modes_restored():
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
 
+def test_copy_owns_its_tensors_and_folding_leaves_the_input_alone():
+    """Surgery on a copy shares no memory with the input, kept and folded layers included."""
+    m = nn.Sequential(cbr(3, 8), cbr(8, 8), nn.Conv2d(8, 4, 1))
+    zero_bn(m[0][1], [0, 2], bias=0.5)  # constant channels: folded into m[1][0] (zero-padded 3x3)
+    m[1][0].bias = nn.Parameter(torch.randn(8))
+    m.eval()
+    before = copy.deepcopy(m.state_dict())
+    res = prune_with_report(m, torch.randn(2, 3, 8, 8))
+    assert res.report["folded_biases"] and res.report["removed_channels"] == 2
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    mine = {t.untyped_storage().data_ptr() for t in m.state_dict().values()}
+    assert not mine & {t.untyped_storage().data_ptr() for t in res.model.state_dict().values()}
+    assert [type(a) for a in m.modules()] == [type(b) for b in res.model.modules()]
+
+
 def test_untraceable_model_is_one_clear_error():
     class Branchy(nn.Module):
         def __init__(self):

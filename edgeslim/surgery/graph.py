@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
@@ -306,8 +305,128 @@ def _meta_binary(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
     dtype = torch.result_type(a, b)
     if ops.BINARY_FUNCTIONS[func] in ("div", "rdiv") and not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
-    shape = torch.broadcast_shapes(a.shape, b.shape if _is_tensor(b) else ())
+    other = b.shape if _is_tensor(b) else ()
+    shape = a.shape if len(other) == 0 or other == a.shape else torch.broadcast_shapes(a.shape, other)
     return a.new_empty(shape, dtype=dtype)
+
+
+def _meta_reduce(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of a float mean/sum/amax over given dims (the meta kernel is a slow Python
+    decomposition); None for anything else (no dims, a ``dtype``, an integer input)."""
+    x = args[0]
+    names = ("dim", "keepdim")
+    a = dict(zip(names, args[1:]))
+    a.update(kwargs)
+    dims = a.get("dim")
+    if len(args) > 3 or set(a) - set(names) or not x.dtype.is_floating_point or dims is None:
+        return None
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    if not dims or not all(type(d) is int or isinstance(d, _Dim) for d in dims):
+        return None
+    nd = x.dim()
+    if any(not -nd <= d < nd for d in dims):
+        return None
+    if len({d % nd for d in dims}) != len(dims):
+        return None
+    dims = {d % nd for d in dims}
+    keep = bool(a.get("keepdim", False))
+    shape = (
+        [1 if i in dims else v for i, v in enumerate(x.shape)]
+        if keep
+        else [v for i, v in enumerate(x.shape) if i not in dims]
+    )
+    return x.new_empty(shape)
+
+
+def _meta_linear(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.linear`` (the meta kernel is a slow decomposition); None if unusual."""
+    a = dict(zip(("input", "weight", "bias"), args))
+    a.update(kwargs)
+    x, w = a.get("input"), a.get("weight")
+    if len(args) > 3 or set(a) - {"input", "weight", "bias"} or not (_is_tensor(x) and _is_tensor(w)):
+        return None
+    if w.dim() != 2 or x.dim() < 1 or x.shape[-1] != w.shape[1] or x.dtype != w.dtype:
+        return None
+    return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+
+def _meta_attention(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``F.scaled_dot_product_attention`` with equal batch dims; None otherwise."""
+    if len(args) != 3 or kwargs.get("enable_gqa") or not all(_is_tensor(t) and t.dim() >= 2 for t in args):
+        return None
+    q, k, v = args
+    same = q.shape[:-2] == k.shape[:-2] == v.shape[:-2] and q.dtype == k.dtype == v.dtype
+    if not same or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        return None
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+def _meta_cat(args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of ``torch.cat`` of "meta" tensors of one dtype; None otherwise."""
+    ts = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if len(args) > 2 or set(kwargs) - {"tensors", "dim"} or not isinstance(ts, (list, tuple)) or not ts:
+        return None
+    if not all(_is_tensor(t) and t.is_meta for t in ts) or not isinstance(dim, int):
+        return None
+    first = ts[0]
+    nd = first.dim()
+    if nd < 2 or not -nd <= dim < nd:
+        return None
+    dim %= nd
+    rest = [v for i, v in enumerate(first.shape) if i != dim]
+    for t in ts:
+        if t.dim() != nd or t.dtype != first.dtype or [v for i, v in enumerate(t.shape) if i != dim] != rest:
+            return None
+    shape = list(first.shape)
+    shape[dim] = sum(t.shape[dim] for t in ts)
+    return first.new_empty(shape)
+
+
+_POOL_ARGS = ("input", "output_size", "return_indices")
+_RESIZE_ARGS = (
+    "input",
+    "size",
+    "scale_factor",
+    "mode",
+    "align_corners",
+    "recompute_scale_factor",
+    "antialias",
+)
+
+
+def _meta_resize(func: Any, args: tuple, kwargs: dict) -> Tensor | None:
+    """The "meta" result of an adaptive pooling or ``F.interpolate`` from the output size it asks
+    for (the meta kernels are slow decompositions); None for anything unusual."""
+    x, k = args[0], args[0].dim() - 2
+    names = _POOL_ARGS if func in ops.ADAPTIVE_POOL_FUNCTIONS else _RESIZE_ARGS
+    a = dict(zip(names, args))
+    a.update(kwargs)
+    if k < 1 or len(args) > len(names) or set(a) - set(names) or a.get("return_indices"):
+        return None
+    if names is _POOL_ARGS:
+        size, scale = a.get("output_size"), None
+    else:
+        size, scale = a.get("size"), a.get("scale_factor")
+    if (size is None) == (scale is None):
+        return None
+    if size is not None:
+        out = [size] * k if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else []
+        out = [x.shape[2 + i] if v is None and names is _POOL_ARGS else v for i, v in enumerate(out)]
+    else:
+        sc = (
+            [scale] * k
+            if isinstance(scale, (int, float))
+            else list(scale)
+            if isinstance(scale, (tuple, list))
+            else []
+        )
+        if len(sc) != k or not all(isinstance(v, (int, float)) for v in sc):
+            return None
+        out = [math.floor(float(x.shape[2 + i]) * float(v)) for i, v in enumerate(sc)]
+    if len(out) != k or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in out):
+        return None
+    return x.new_empty((*x.shape[:2], *out))
 
 
 class _DataDependent(RuntimeError):
@@ -329,20 +448,28 @@ class _Capture(TorchFunctionMode):
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
-        if args and _is_tensor(args[0]) and args[0].is_meta and func in ops.CONV_FUNCTIONS:
-            out = _meta_conv(args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.BINARY_FUNCTIONS:
-            out = _meta_binary(func, args, kwargs)
-            if out is None:
-                out = func(*args, **kwargs)
-        elif args and _is_tensor(args[0]) and args[0].is_meta and func in ops.SAME_SHAPE_ON_META:
-            # shape-preserving ops whose meta kernels are slow Python decompositions
-            inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
-            inplace = inplace or func in ops.INPLACE_FUNCTIONS
-            out = args[0] if inplace else args[0].new_empty(args[0].shape)
-        else:
+        # on "meta" tensors, the shapes of some ops are computed here (their meta kernels are slow)
+        out = _meta_cat(args, kwargs) if func in ops.CAT_FUNCTIONS else None
+        if out is None and args and _is_tensor(args[0]) and args[0].is_meta:
+            if func in ops.CONV_FUNCTIONS:
+                out = _meta_conv(args, kwargs)
+            elif func in ops.BINARY_FUNCTIONS:
+                out = _meta_binary(func, args, kwargs)
+            elif func in ops.REDUCE_FUNCTIONS:
+                out = _meta_reduce(args, kwargs)
+            elif func in ops.LINEAR_FUNCTIONS:
+                out = _meta_linear(args, kwargs)
+            elif func in ops.SOFTMAX_FUNCTIONS and len(args) <= 2 and set(kwargs) <= {"dim", "_stacklevel"}:
+                out = args[0].new_empty(args[0].shape)
+            elif func in ops.ATTENTION_FUNCTIONS:
+                out = _meta_attention(args, kwargs)
+            elif func in ops.ADAPTIVE_POOL_FUNCTIONS or func in ops.RESIZE_FUNCTIONS:
+                out = _meta_resize(func, args, kwargs)
+            elif func in ops.SAME_SHAPE_ON_META:  # shape-preserving (Python decompositions)
+                inplace = kwargs.get("inplace") or (len(args) > 1 and args[-1] is True)
+                inplace = inplace or func in ops.INPLACE_FUNCTIONS
+                out = args[0] if inplace else args[0].new_empty(args[0].shape)
+        if out is None:
             out = func(*args, **kwargs)
         if an.depends(args) or an.depends(list(kwargs.values())):
             an.taint(out)
@@ -374,7 +501,12 @@ class _Capture(TorchFunctionMode):
 class _Analyser:
     """Runs the model once, eagerly, and builds the label/state maps and layer touches."""
 
-    def __init__(self, real: nn.Module, run_tensors: dict[str, Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        real: nn.Module,
+        run_tensors: dict[str, Tensor] | None = None,
+        named: dict[str, Tensor] | None = None,
+    ) -> None:
         self.uf = _UnionFind()
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
@@ -393,7 +525,8 @@ class _Analyser:
         self.fail_construct = ""
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
-        real_t = self._real_t = _named_tensors(real)
+        self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
+        real_t = self._real_t = named if named is not None else _named_tensors(real)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
         for name, t in (run_tensors if run_tensors is not None else real_t).items():
@@ -433,7 +566,8 @@ class _Analyser:
                 if self._run_tensors is None:
                     out = self._model(x)
                 else:
-                    out = functional_call(self._model, self._run_tensors, (x,), strict=False)
+                    with _swapped_tensors(self._model, self._run_tensors):
+                        out = self._model(x)
             self.busy = True
             outs = _flat_tensors(out)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
@@ -483,6 +617,22 @@ class _Analyser:
             for v, i in zip(value, info):
                 self.set_info(v, i)
 
+    def infos_in(self, obj: Any) -> list[Info]:
+        """The labels of every tensor in ``obj`` (nested lists/tuples): ``_all_infos(info(obj))``."""
+        out: list[Info] = []
+        self._collect(obj, out)
+        return out
+
+    def _collect(self, a: Any, out: list[Info]) -> None:
+        if isinstance(a, Tensor):
+            e = self.infos.get(id(a))
+            if e is not None and e[0] is a and e[1] is not None:
+                out.append(e[1])
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                if isinstance(x, (Tensor, list, tuple)):  # (numbers are the common case: no call)
+                    self._collect(x, out)
+
     def _all_infos(self, obj: Any) -> list[Info]:
         if isinstance(obj, Info):
             return [obj]
@@ -508,7 +658,7 @@ class _Analyser:
 
     def opaque(self, n: Call, out: Any, reason: str) -> Any:
         """Unknown op: channels that cross it are kept (inputs and outputs are barriers)."""
-        ins = self._all_infos(self.info(list(n.args) + list(n.kwargs.values())))
+        ins = self.infos_in((n.args, list(n.kwargs.values())))
         res = self.fresh(out)
         self.barrier(n, ins + self._all_infos(res), reason)
         return res
@@ -523,7 +673,7 @@ class _Analyser:
 
     def mutation(self, n: Call) -> None:
         """In-place writes into part of a tensor (``x[:, :k] = v``): its channels are kept."""
-        infos = self._all_infos(self.info(list(n.args)))
+        infos = self.infos_in(n.args)
         self.barrier(n, infos, "in-place write into a tensor")
 
     def rt(self, mod: str, attr: str) -> Tensor | None:
@@ -550,7 +700,7 @@ class _Analyser:
     def on_function(self, n: Call, fn: Any, out: Any) -> Any:
         args, kwargs = n.args, n.kwargs
         a0 = self.info(args[0]) if args else None
-        labelled = self._all_infos(self.info(args)) or self._all_infos(self.info(list(kwargs.values())))
+        labelled = self.infos_in(args) or self.infos_in(list(kwargs.values()))
         if fn in ops.SHAPE_QUERY_FUNCTIONS or not labelled:
             if fn in ops.SHAPE_QUERY_FUNCTIONS or not _is_tensor(out):
                 return None
@@ -579,12 +729,11 @@ class _Analyser:
             return self.cat(n, out)
         if not isinstance(a0, Info):
             return self.opaque(n, out, "unsupported arguments")
-        rest_infos = self._all_infos(self.info(list(args[1:]) + list(kwargs.values())))
+        rest_infos = self.infos_in((args[1:], list(kwargs.values())))
         if rest_infos:
             return self.opaque(n, out, "op mixing several tensors")
         if fn in ops.ELEMENTWISE_FUNCTIONS or fn in ops.STOCHASTIC_DEPTH:
-            rest, kw = args[1:], kwargs
-            return self.unary(n, a0, out, lambda z: fn(z, *rest, **kw))
+            return self.unary(n, a0, out, fn, args[1:], kwargs)
         if fn in ops.POOL_FUNCTIONS:
             return self.pool(n, a0, out)
         if fn in ops.PAD_FUNCTIONS:
@@ -621,7 +770,7 @@ class _Analyser:
             )
         if not isinstance(x, Info):
             return self.opaque(n, out, "layer input without channels")
-        if self._all_infos(self.info([*n.args[1:], *n.kwargs.values()])):
+        if self.infos_in((n.args[1:], list(n.kwargs.values()))):
             return self.opaque(n, out, "layer weights computed from the input")
         n.target = name
         return rule(n, self._mods[name], x, out)
@@ -680,11 +829,11 @@ class _Analyser:
     def bn(self, n: Call, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
         if not x.uniform or not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "batch norm on a mixed channel layout")
-        st = torch.where(x.state == VAR, VAR, CONST).to(torch.int8)
-        if m.affine:
+        st = torch.where(x.state == VAR, VAR, CONST)
+        if m.affine:  # zero scale: the BN bias (CONST), ZERO if that is 0 too
             w, b = self.rt(n.target, "weight").detach().cpu(), self.rt(n.target, "bias").detach().cpu()
-            st[w == 0] = CONST
-            st[(w == 0) & (b == 0)] = ZERO
+            st = torch.where(w == 0, torch.where(b == 0, ZERO, CONST), st)
+        st = st.to(torch.int8)
         self.share(n.target, [x.labels])
         self.touches.append(Touch(n.target, "bn", x.labels))
         self.costs.append(LayerShape(n.target, "bn", None, len(self.touches) - 1, bias=m.affine))
@@ -698,7 +847,7 @@ class _Analyser:
             return self.opaque(n, out, f"leaf module {kind}")
         if not isinstance(x, Info) or not x.uniform or not _is_tensor(out) or out.dim() < 2:
             return self.opaque(n, out, f"{kind}: its rule needs one (batch, channels, ...) input and output")
-        if self._all_infos(self.info(list(n.args[1:]))):
+        if self.infos_in(n.args[1:]):
             return self.opaque(n, out, f"{kind}: more than one input with channels")
         if rule.pass_through:
             if out.shape[1] != x.shape[1]:
@@ -717,15 +866,21 @@ class _Analyser:
         self.touches.append(Touch(n.target, "custom_out", res.labels))
         return res
 
-    def unary(self, n: Call, x: Info, out: Tensor, fn: Any) -> Info | None:
+    def unary(self, n: Call, x: Info, out: Tensor, fn: Any, rest: tuple, kw: dict) -> Info | None:
+        """``fn(x, *rest, **kw)`` channel by channel: a zero channel stays zero if ``fn(0) == 0``."""
         if not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "element-wise op that changed the shape")
-        c = x.shape[1]
-        probe = torch.zeros((1, c) + (1,) * (len(x.shape) - 2))
-        try:
-            keeps_zero = bool((fn(probe) == 0).all())
-        except Exception:  # noqa: BLE001 - the probe is a best effort
-            keeps_zero = False
+        shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
+        key = (fn, shape, tuple((type(v), v) for v in rest), tuple((k, type(v), v) for k, v in kw.items()))
+        known = all(v is None or type(v) in (int, float, bool, str) for v in (*rest, *kw.values()))
+        keeps_zero = self.keeps_zero.get(key) if known else None
+        if keeps_zero is None:
+            try:
+                keeps_zero = bool((fn(torch.zeros(shape), *rest, **kw) == 0).all())
+            except Exception:  # noqa: BLE001 - the probe is a best effort
+                keeps_zero = False
+            if known:
+                self.keeps_zero[key] = keeps_zero
         st = x.state.clone()
         if not keeps_zero:
             st[st == ZERO] = CONST
@@ -969,13 +1124,22 @@ def _touch_name(t: Touch) -> str:
 
 def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
     """``torch.unique(rows, dim=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
-    k = rows.shape[1]
-    if k * math.log2(max(base, 2)) > 62:
-        return torch.unique(rows, dim=0, return_inverse=True)
-    weights = base ** torch.arange(k - 1, -1, -1, dtype=torch.long)  # lexicographic order kept
-    keys, inv = torch.unique(rows @ weights, return_inverse=True)
+    n, k = rows.shape
+    bits = math.log2(max(base, 2))
+    j = max(1, int(62 // bits))  # columns one int64 key holds
+    keys, inv = torch.unique(_row_keys(rows[:, :j], base), return_inverse=True)
+    step = max(1, int((62 - math.log2(max(n, 2))) // bits))
+    while j < k:  # long rows: (rank of the prefix, next columns) stays lexicographic
+        cols = rows[:, j : j + step]
+        keys, inv = torch.unique(inv * base ** cols.shape[1] + _row_keys(cols, base), return_inverse=True)
+        j += step
     first = torch.zeros(keys.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(rows.shape[0]))
     return rows[first], inv
+
+
+def _row_keys(rows: Tensor, base: int) -> Tensor:
+    """One int per row of ints in [0, base), in lexicographic order of the rows."""
+    return rows @ (base ** torch.arange(rows.shape[1] - 1, -1, -1, dtype=torch.long))
 
 
 def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> Info:
@@ -1023,7 +1187,9 @@ class DependencyGraph:
         uniq, cls = torch.unique(roots, return_inverse=True)
         self.num_classes = int(uniq.numel())
         self.slot_class = cls
-        self.touch_classes = [cls[t.labels] for t in self.touches]
+        sizes = [t.labels.numel() for t in self.touches]  # one gather, then views per touch
+        self._flat = cls[torch.cat([t.labels for t in self.touches])] if sizes else cls[:0]
+        self.touch_classes = list(self._flat.split(sizes)) if sizes else []
         barred = torch.zeros(self.num_classes, dtype=torch.bool)
         self.class_barriers: dict[int, list[str]] = {}
         for labels, bi in analyser.barrier_labels:
@@ -1045,11 +1211,12 @@ class DependencyGraph:
         """Classes with the same touches (same layers, same number of times) form one group."""
         if not self.touch_classes:
             return []
-        cls = torch.cat(self.touch_classes)
-        ti = torch.cat([torch.full_like(tc, i) for i, tc in enumerate(self.touch_classes)])
-        pos = torch.cat([torch.arange(tc.numel()) for tc in self.touch_classes])
-        key = (cls * len(self.touch_classes) + ti) * (int(pos.max()) + 1 if pos.numel() else 1) + pos
-        order = torch.argsort(key)
+        cls = self._flat  # the touch classes end to end
+        sizes = torch.tensor([tc.numel() for tc in self.touch_classes])
+        ti = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        pos = torch.arange(cls.numel()) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+        # entries come by (touch, position): a stable sort by class orders them by (class, touch, position)
+        order = torch.sort(cls.int() if self.num_classes < 2**31 else cls, stable=True).indices
         cls, ti, pos = cls[order], ti[order], pos[order]
         uniq, counts = torch.unique_consecutive(cls, return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
@@ -1060,16 +1227,23 @@ class DependencyGraph:
             seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
             sigs, inv = _unique_rows(seqs, len(self.touch_classes))
             by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
-            n_per = torch.bincount(inv, minlength=sigs.shape[0]).tolist()
-            for sig, part in zip(sigs.tolist(), torch.split(by, n_per)):
-                rows.append((sig[0], int(poss[part[0], 0]), sig, uniq[sel[part]], poss[part]))
+            n_per = torch.bincount(inv, minlength=sigs.shape[0])
+            cls_by, pos_by = uniq[sel[by]], poss[by]
+            firsts = pos_by[torch.cumsum(n_per, 0) - n_per, 0].tolist()
+            n_per = n_per.tolist()
+            for sig, first, c, p in zip(sigs.tolist(), firsts, cls_by.split(n_per), pos_by.split(n_per)):
+                rows.append((sig[0], first, sig, c, p))
         rows.sort(key=lambda r: (r[0], r[1]))
         groups = []
         for _, _, sig, classes, mat in rows:
             members = [
-                (_touch_name(self.touches[t]), self.touches[t].kind, mat[:, j]) for j, t in enumerate(sig)
+                (_touch_name(self.touches[t]), self.touches[t].kind, c) for t, c in zip(sig, mat.unbind(1))
             ]
-            bars = [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+            bars = (
+                [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
+                if bool(self.barred[classes].any())
+                else []
+            )
             groups.append(ChannelGroup(len(groups), classes, members, bars))
         return groups
 
@@ -1111,7 +1285,6 @@ class DependencyGraph:
         if not self.touch_classes:
             return []
         if not hasattr(self, "_seg"):
-            self._flat = torch.cat(self.touch_classes)
             self._seg = torch.repeat_interleave(torch.tensor([t.numel() for t in self.touch_classes]))
         n = len(self.touch_classes)
         return torch.zeros(n, dtype=torch.float64).index_add_(0, self._seg, ca[self._flat]).tolist()
@@ -1139,15 +1312,34 @@ class DependencyGraph:
         return int(round(total))
 
 
-def _meta_tensors(model: nn.Module) -> dict[str, Tensor]:
+def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}
     out = {}
-    for name, t in _named_tensors(model).items():
+    for name, t in named.items():
         if id(t) not in memo:
             memo[id(t)] = t.detach().to("meta")
         out[name] = memo[id(t)]
     return out
+
+
+@contextlib.contextmanager
+def _swapped_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
+    """Run with ``tensors`` (by qualified name) in place of the model's parameters and buffers
+    (``torch.func.functional_call`` without its checks: the names come from the model)."""
+    saved = []
+    for n, m in model.named_modules(remove_duplicate=False):
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                new = tensors.get(f"{n}.{k}" if n else k) if t is not None else None
+                if new is not None:
+                    saved.append((store, k, t))
+                    store[k] = new
+    try:
+        yield
+    finally:
+        for store, k, t in reversed(saved):
+            store[k] = t
 
 
 @contextlib.contextmanager
@@ -1206,7 +1398,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     """
     modes = eval_mode(model) if any(m.training for m in model.modules()) else contextlib.nullcontext()
     with modes, torch.no_grad(), _restored_attributes(model):
-        analyser = _Analyser(model, _meta_tensors(model))
+        named = _named_tensors(model)
+        analyser = _Analyser(model, _meta_tensors(named), named)
         try:
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:

@@ -68,7 +68,17 @@ INPLACE_FUNCTIONS: set[Any] = {
 }  # fmt: skip
 #: Shape-preserving calls the capture does not run on "meta" tensors (their meta kernels are slow
 #: Python decompositions); the in-place flag is their last positional argument or ``inplace=``.
-SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS
+SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS | {F.layer_norm, F.group_norm}
+#: Softmax: same shape when no ``dtype`` is given (the capture computes it on "meta" tensors).
+SOFTMAX_FUNCTIONS: set[Any] = {F.softmax, torch.softmax, torch.Tensor.softmax}
+#: Adaptive pooling and resampling: output sizes computed on "meta" tensors (slow decompositions there).
+ADAPTIVE_POOL_FUNCTIONS: set[Any] = {
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+    torch.adaptive_avg_pool1d, torch._C._nn.adaptive_avg_pool2d,
+}  # fmt: skip
+RESIZE_FUNCTIONS: set[Any] = {F.interpolate, F.upsample}
+#: Attention: ``(..., L, E) x (..., S, E) x (..., S, Ev) -> (..., L, Ev)`` on "meta" tensors.
+ATTENTION_FUNCTIONS: set[Any] = {F.scaled_dot_product_attention}
 POOL_FUNCTIONS: set[Any] = {
     F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
     F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.max_pool2d,

@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
+from edgeslim.surgery import ops
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 
@@ -46,17 +48,28 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
     mods = dict(g.model.named_modules())
+    bn_cls, fixed_cls, scales, biases, var_cls = [], [], [], [], []  # gathered, then one op each
     for t, cls in zip(g.touches, g.touch_classes):
         if t.kind == "bn":
             bn = mods[t.module]
-            has_bn[cls] = True
             if not bn.affine:
-                live[cls] = True
+                fixed_cls.append(cls)
                 continue
-            live[cls[bn.weight.detach().cpu() != 0]] = True
-            strength.index_add_(0, cls, bn.bias.detach().cpu().abs().double())
+            bn_cls.append(cls)
+            scales.append(bn.weight.detach().cpu())
+            biases.append(bn.bias.detach().cpu())
         elif t.read_state is not None:
-            reads_var[cls[t.read_state == VAR]] = True
+            var_cls.append(cls[t.read_state == VAR])
+    if bn_cls:
+        cls = torch.cat(bn_cls)
+        has_bn[cls] = True
+        live[cls[torch.cat(scales) != 0]] = True
+        strength.index_add_(0, cls, torch.cat(biases).abs().double())
+    if fixed_cls:
+        has_bn[torch.cat(fixed_cls)] = True
+        live[torch.cat(fixed_cls)] = True
+    if var_cls:
+        reads_var[torch.cat(var_cls)] = True
     return has_bn & ~live & ~reads_var & ~g.barred, strength
 
 
@@ -142,10 +155,10 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
         conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
         y = conv(x, w, None, m.stride, m.padding, m.dilation, m.groups)
         delta = y.flatten(2).mean(2)[0]
-    if m.bias is None:
-        m.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=m.weight.dtype, device=m.weight.device))
-    with torch.no_grad():
-        m.bias += delta.to(m.bias.device, m.bias.dtype)
+    # a new bias tensor: the old one may still be the caller's (see _copy_sharing_tensors)
+    old = m.bias
+    bias = old.detach() if old is not None else m.weight.detach().new_zeros(w.shape[0])
+    m.bias = nn.Parameter(bias + delta.to(bias.device, bias.dtype), old is None or old.requires_grad)
 
 
 def _exact_conv(m: nn.Module) -> bool:
@@ -155,6 +168,82 @@ def _exact_conv(m: nn.Module) -> bool:
         return True
     pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
+
+
+def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` that still holds the conv, linear and BN tensors of ``model``.
+
+    Surgery replaces most of them by sliced copies anyway and never writes into one, nor does
+    an eval-mode forward of these layers (the tensors of other modules are copied: their
+    forward or a user's shrink rule may write into them); :func:`_own_tensors` copies the
+    shared ones left after surgery.
+    """
+    layers = (*ops.CONV_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
+    memo: dict[int, Any] = {
+        id(t): t
+        for m in model.modules()
+        if isinstance(m, layers)
+        for t in (*m._parameters.values(), *m._buffers.values())
+        if t is not None
+    }
+    return _deepcopy_module(model, memo)
+
+
+_EMPTY = (OrderedDict, dict, set)
+_ATOMIC = (int, float, bool, str, type(None))
+
+
+def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
+    """``copy.deepcopy(m, memo)``, faster: the empty hook dicts of every submodule are made new
+    instead of going through ``__reduce_ex__`` (a module type with its own copy protocol is
+    copied by ``copy.deepcopy``)."""
+    if id(m) in memo:
+        return memo[id(m)]
+    cls = type(m)
+    if (
+        cls.__reduce_ex__ is not object.__reduce_ex__
+        or cls.__reduce__ is not object.__reduce__
+        or cls.__getstate__ is not nn.Module.__getstate__
+        or hasattr(cls, "__deepcopy__")
+    ):
+        return copy.deepcopy(m, memo)
+    new = cls.__new__(cls)
+    memo[id(m)] = new
+    state = {}
+    for k, v in m.__getstate__().items():
+        if k == "_modules":
+            state[k] = {n: None if c is None else _deepcopy_module(c, memo) for n, c in v.items()}
+            memo[id(v)] = state[k]
+        elif type(v) in _EMPTY and not v:
+            state[k] = memo.setdefault(id(v), type(v)())
+        elif type(v) in _ATOMIC or (type(v) is tuple and all(type(e) in _ATOMIC for e in v)):
+            state[k] = v  # what copy.deepcopy returns for these
+        else:
+            state[k] = copy.deepcopy(v, memo)
+    new.__setstate__(state)
+    return new
+
+
+def _own_tensors(work: nn.Module, model: nn.Module) -> None:
+    """Replace every parameter and buffer of ``work`` still stored in ``model``'s memory by a copy."""
+    shared = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if t.numel()}
+    memo: dict[int, Any] = {}  # tied tensors stay tied
+    for m in work.modules():
+        for store in (m._parameters, m._buffers):
+            for k, t in store.items():
+                if t is not None and t.numel() and t.untyped_storage().data_ptr() in shared:
+                    store[k] = _copy_tensor(t, memo)
+
+
+def _copy_tensor(t: Tensor, memo: dict[int, Any]) -> Tensor:
+    """``copy.deepcopy(t, memo)``; a plain buffer that owns its storage is cloned (faster)."""
+    if id(t) not in memo:
+        plain = type(t) is Tensor and t._base is None and t.grad is None and not t.requires_grad
+        if plain and t.layout == torch.strided and not t.__dict__:
+            memo[id(t)] = t.clone(memory_format=torch.preserve_format)
+        else:
+            memo[id(t)] = copy.deepcopy(t, memo)
+    return memo[id(t)]
 
 
 def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> list[int]:
@@ -194,7 +283,7 @@ def prune_with_report(
     t0 = time.perf_counter()
     mode = model.training
     params_before = sum(p.numel() for p in model.parameters())
-    work = model if inplace else copy.deepcopy(model)
+    work = model if inplace else _copy_sharing_tensors(model)
     if any(m.training for m in work.modules()):
         work.eval()
     g = build_graph(work, example_input)
@@ -213,7 +302,7 @@ def prune_with_report(
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
-        dense_out = _outputs(work, inputs) if check or stats.handles else []
+        dense_out = _outputs(work, inputs, switch_mode=False) if check or stats.handles else []
     finally:
         stats.close()
     folded = []
@@ -242,7 +331,7 @@ def prune_with_report(
         if t.kind == "param":  # a per-channel parameter used in forward (layer scale)
             name = f"{t.module}.{t.attr}" if t.module else t.attr
             entries[name] = {"type": PARAMETER, "dim": t.dim}
-            entries[name]["keep"] = keep.tolist() if keep.numel() < cls.numel() else None
+            entries[name]["keep"] = keep if keep.numel() < cls.numel() else None
             before[name] = list(getattr(m, t.attr).shape)
             continue
         e = entries.setdefault(t.module, {"type": type(m).__name__})
@@ -258,7 +347,7 @@ def prune_with_report(
             "custom_out": "out",
             "custom": "keep",
         }
-        e[key[t.kind]] = keep.tolist() if keep.numel() < cls.numel() else None
+        e[key[t.kind]] = keep if keep.numel() < cls.numel() else None
     for f in folded:
         entries[f["layer"]]["bias"] = True
     layers = {
@@ -272,8 +361,13 @@ def prune_with_report(
             shrink_parameter(mods[parent], attr, e)
         else:
             shrink_layer(mods[name], e)
+    layers = {
+        n: {k: v.tolist() if isinstance(v, Tensor) else v for k, v in e.items()} for n, e in layers.items()
+    }
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
+    if not inplace:
+        _own_tensors(work, model)
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
     removed_groups = [
         {"group": grp.index, "size": grp.size, "removed": int(remove[grp.classes].sum())}
@@ -282,7 +376,7 @@ def prune_with_report(
     ]
     t_shrink = time.perf_counter()
     try:
-        slim_out = _outputs(work, inputs) if check else []
+        slim_out = _outputs(work, inputs, switch_mode=False) if check else []
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EdgeslimError(
@@ -322,14 +416,16 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
-    if check and report["exact"] and diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
-        log.warning(
-            "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
-            diff["max_abs_diff"],
-            scale,
-        )
-    work.train(mode)
+    if check and report["exact"] and diff["max_abs_diff"] > 1e-4:  # the scale is at least 1
+        scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
+        if diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
+            log.warning(
+                "surgery claimed exact but outputs differ by %.3g (output scale %.3g)",
+                diff["max_abs_diff"],
+                scale,
+            )
+    if mode:  # work is in eval mode from the start
+        work.train(mode)
     return PruneResult(work, recipe, report, g)
 
 
@@ -348,15 +444,18 @@ def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
     return _compare(_outputs(model, batches), _outputs(slim, batches))
 
 
-def _outputs(model: nn.Module, batches: list[Tensor]) -> list[list[Tensor]]:
-    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored."""
+def _outputs(model: nn.Module, batches: list[Tensor], *, switch_mode: bool = True) -> list[list[Tensor]]:
+    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored.
+    ``switch_mode=False``: ``model`` is in eval mode already."""
     mode = model.training
-    model.eval()
+    if switch_mode:
+        model.eval()
     try:
         with torch.no_grad():
             outs = [model(x) for x in batches]
     finally:
-        model.train(mode)
+        if switch_mode:
+            model.train(mode)
     return [_flat_tensors(o) for o in outs]
 
 

@@ -15,7 +15,7 @@ freshly initialised weights of a dense model (the checkpoint's state_dict is loa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -30,10 +30,18 @@ VERSION = 1
 PARAMETER = "Parameter"
 
 
-def _take(t: torch.Tensor | None, idx: list[int] | None, dim: int = 0) -> torch.Tensor | None:
+#: kept indices: a JSON list, or a tensor (surgery passes its own)
+Index: TypeAlias = "list[int] | torch.Tensor | None"
+
+
+def _take(t: torch.Tensor | None, idx: Index, dim: int = 0) -> torch.Tensor | None:
     if t is None or idx is None:
         return t
     return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
+
+
+def _as_list(idx: Index) -> list[int] | None:
+    return idx.tolist() if isinstance(idx, torch.Tensor) else idx
 
 
 def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | None:
@@ -43,7 +51,8 @@ def _param(t: torch.Tensor | None, like: nn.Parameter | None) -> nn.Parameter | 
 
 
 def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
-    """Resize one layer in place to the kept indices of ``entry`` (see module docstring)."""
+    """Resize one layer in place to the kept indices of ``entry`` (see module docstring; the
+    indices may also be tensors)."""
     if isinstance(m, ops.CONV_MODULES):
         out_idx, in_idx = entry.get("out"), entry.get("in")
         ipg, opg = m.in_channels // m.groups, m.out_channels // m.groups
@@ -56,8 +65,8 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
             m.groups = n_out // opg
             m.in_channels = m.groups
         elif in_idx is not None:
-            local = sorted({i % ipg for i in in_idx})
-            if len(local) * m.groups != len(in_idx):
+            local = torch.unique(torch.as_tensor(in_idx, dtype=torch.long) % ipg)  # sorted
+            if local.numel() * m.groups != len(in_idx):
                 raise EdgeslimError(f"recipe for {entry.get('name', 'a grouped conv')} keeps unequal groups")
             w = _take(w, local, 1)
             m.in_channels = len(in_idx)
@@ -84,8 +93,8 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
             m.running_mean = _take(m.running_mean, keep)
             m.running_var = _take(m.running_var, keep)
     elif (rule := rules.rule_for(m)) is not None and rule.shrink is not None:
-        keep_in = entry.get("in", entry.get("keep"))
-        keep_out = entry.get("out", entry.get("keep"))
+        keep_in = _as_list(entry.get("in", entry.get("keep")))
+        keep_out = _as_list(entry.get("out", entry.get("keep")))
         rule.shrink(m, keep_in, keep_out)
     else:
         raise EdgeslimError(f"recipe entry for unsupported layer type {type(m).__name__}; recipe is corrupt")
