@@ -207,3 +207,18 @@ def test_cli_phase_options(tmp_path: Path, capsys) -> None:
     code = main(["slim", "vgg-small", "--data", "digits", "--recovery", "150%", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "--recovery" in err and "Traceback" not in err
+
+
+def test_budget_with_phases_freezes_a_pattern_that_meets_the_budget(tmp_path: Path) -> None:
+    """The controller runs in the sparsification phase only; at the freeze its projection makes the
+    pattern meet the budget, and the recovery keeps that pattern (lambda no longer acts)."""
+    digits = load_dataset("digits", subset=600, test_subset=200)
+    spec = digits.spec_for("vgg-small")
+    config = TrainConfig(epochs=3, batch_size=64, device="cpu")
+    st = SlimSettings(budget={"metric": "macs", "target": "0.5"}, prox_warmup=1, recovery=1)
+    rep = slim_model(create_model(spec), spec, digits, config, st, tmp_path).report
+    b = rep["budget"]
+    assert b["total_steps"] == 9  # the sparsification phase only
+    assert b["achieved_fraction"] <= 0.5 + 1e-9 and b["projection_removed_channels"] == 0  # met at the freeze
+    assert rep["macs"]["slim"] <= 0.5 * rep["macs"]["dense"] + 1
+    assert rep["accuracy"]["slim"] == rep["accuracy"]["trained"]
