@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "effective": {"prox_step": "effective"},
     "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0},
     "ramp": {"prox_step": "lr", "beta_end": "auto"},
+    #: the effective step with the lr variants' lambda (same S): a 10x stronger objective
+    "effective_sameS": {"prox_step": "effective"},
 }
 
 
@@ -76,7 +78,11 @@ def main() -> None:
     ap.add_argument("--shrink", type=float, default=0.8)
     ap.add_argument("--beta", type=float, default=100.0)
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--only", default="", help="comma-separated variants (dense," + ",".join(VARIANTS) + ")")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated variants (dense," + ",".join(VARIANTS) + "; NAME@S: shrink S)",
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/bench_phases"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
@@ -106,11 +112,13 @@ def main() -> None:
             out = args.work / f"{variant}-s{seed}"
             if out.exists():
                 shutil.rmtree(out)
-            settings = SlimSettings(shrink=args.shrink, beta=args.beta, **VARIANTS[variant])
-            if settings.prox_step == "effective":  # the same objective L + (1-m) lam_lr |xi| (see the doc)
-                plain = SlimSettings(
-                    shrink=args.shrink, beta=args.beta, **{**VARIANTS[variant], "prox_step": "lr"}
-                )
+            name, _, strength = variant.partition("@")  # "phases@0.5": another total shrink
+            shrink = float(strength) if strength else args.shrink
+            settings = SlimSettings(shrink=shrink, beta=args.beta, **VARIANTS[name])
+            if (
+                settings.prox_step == "effective" and name != "effective_sameS"
+            ):  # the same objective L + (1-m) lam_lr |xi| (see the doc)
+                plain = SlimSettings(shrink=shrink, beta=args.beta, **{**VARIANTS[name], "prox_step": "lr"})
                 settings.shrink = None
                 settings.lam = (1.0 - config.momentum) * resolve_lambda(plain, config, bundle)
             try:
@@ -147,12 +155,13 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int]) -> None:
     table = []
-    for variant in ["dense", *VARIANTS]:
+    extra = sorted({k.rsplit("-s", 1)[0] for k in runs if "@" in k})
+    for variant in ["dense", *VARIANTS, *extra]:
         rs = [runs[f"{variant}-s{s}"] for s in seeds if f"{variant}-s{s}" in runs]
         if not rs:
             continue
         row: dict[str, Any] = {"variant": variant, "seeds": [s for s in seeds if f"{variant}-s{s}" in runs]}
-        for k in ("accuracy", "accuracy_trained", "accuracy_before_finalize", "accuracy_gamma_eq_xi",
+        for k in ("lambda", "accuracy", "accuracy_trained", "accuracy_before_finalize", "accuracy_gamma_eq_xi",
                   "channels_removed", "macs_removed"):  # fmt: skip
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
@@ -190,13 +199,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         "Mean ± sample SD over seeds; `vs dense` is the mean paired difference (per seed in brackets).",
         "",
     ]
-    md += ["| variant | seeds | slim acc | vs dense (pt) | acc, gamma := xi | channels removed | MACs removed |",
-           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    md += ["| variant | seeds | lambda | slim acc | vs dense (pt) | acc, gamma := xi | channels removed | MACs removed |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in table:
         vs = row.get("vs_dense_pt")
         vs_s = "-" if vs is None else f"{vs['mean']:+.2f} ({', '.join(f'{d:+.2f}' for d in vs['per_seed'])})"
         md.append(
-            f"| {row['variant']} | {','.join(map(str, row['seeds']))} | {cell(row, 'accuracy')} | {vs_s} | "
+            f"| {row['variant']} | {','.join(map(str, row['seeds']))} | {cell(row, 'lambda', False)} | "
+            f"{cell(row, 'accuracy')} | {vs_s} | "
             f"{cell(row, 'accuracy_gamma_eq_xi')} | {cell(row, 'channels_removed')} | {cell(row, 'macs_removed')} |"
         )
     md.append("")

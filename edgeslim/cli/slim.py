@@ -65,12 +65,12 @@ CONFIG_KEYS = {
 @click.option(
     "--prox-warmup",
     type=PHASE,
-    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [0].",
+    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [25%; 0 with a budget].",
 )
 @click.option(
     "--recovery",
     type=PHASE,
-    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [0].",
+    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [25%; 0 with a budget].",
 )
 @click.option(
     "--prox-step",
