@@ -44,14 +44,15 @@ from edgeslim.train import TrainConfig, fit
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: variant -> SlimSettings fields beyond the strength (phases in epochs)
+NO_PHASES = {"prox_warmup": 0, "recovery": 0}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "l1": {"prox_step": "lr"},
+    "l1": {"prox_step": "lr", **NO_PHASES},
     "phases": {"prox_step": "lr", "prox_warmup": 1.0, "recovery": 1.0},
-    "effective": {"prox_step": "effective"},
+    "effective": {"prox_step": "effective", **NO_PHASES},
     "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0},
-    "ramp": {"prox_step": "lr", "beta_end": "auto"},
+    "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
     #: the effective step with the lr variants' lambda (same S): a 10x stronger objective
-    "effective_sameS": {"prox_step": "effective"},
+    "effective_sameS": {"prox_step": "effective", **NO_PHASES},
 }
 
 
