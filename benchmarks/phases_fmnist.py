@@ -154,6 +154,35 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _interp(points: list[tuple[float, float]], x: float) -> float | None:
+    """Linear interpolation of (channels removed, accuracy) points at ``x`` (None outside their range)."""
+    (x0, y0), (x1, y1) = sorted(points)
+    if not x0 <= x <= x1 or x1 == x0:
+        return None
+    return y0 + (x - x0) / (x1 - x0) * (y1 - y0)
+
+
+def matched_channels(runs: dict[str, dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Phases vs l1 at equal channels removed: each run of one family against the other family's two
+    strengths (default and ``@S``) interpolated, per seed."""
+    out = []
+    for seed in seeds:
+        fam = {}
+        for name in ("l1", "phases"):
+            pts = [(r["channels_removed"], r["accuracy"]) for k, r in runs.items()
+                   if k.endswith(f"-s{seed}") and k.split("@")[0].rsplit("-s", 1)[0] == name]  # fmt: skip
+            if len(pts) == 2:
+                fam[name] = pts
+        if len(fam) < 2:
+            continue
+        for name, other in (("l1", "phases"), ("phases", "l1")):
+            for ch, acc in fam[name]:
+                y = _interp(fam[other], ch)
+                if y is not None:
+                    out.append({"seed": seed, "channels_removed": ch, name: acc, other: y, "measured": name})
+    return out
+
+
 def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int]) -> None:
     table = []
     extra = sorted({k.rsplit("-s", 1)[0] for k in runs if "@" in k})
@@ -182,7 +211,8 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         "device": f"CPU, {args.threads} thread(s), shared machine",
         "command": "python " + " ".join(sys.argv),
     }
-    result = {"setup": setup, "table": table, "runs": runs}
+    matched = matched_channels(runs, seeds)
+    result = {"setup": setup, "table": table, "matched_channels": matched, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
@@ -210,6 +240,15 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
             f"{cell(row, 'accuracy')} | {vs_s} | "
             f"{cell(row, 'accuracy_gamma_eq_xi')} | {cell(row, 'channels_removed')} | {cell(row, 'macs_removed')} |"
         )
+    if matched:
+        md += ["", "Matched channels (per seed, the other family's accuracy linearly interpolated between its two "
+               "strengths at this run's channel share; difference = phases - l1, pt):", "",
+               "| seed | at channels removed | l1 acc | phases acc | phases - l1 (pt) |", "|---|---|---|---|---|"]  # fmt: skip
+        for m in matched:
+            md.append(f"| {m['seed']} | {m['channels_removed']:.1%} | {m['l1']:.2%} | {m['phases']:.2%} | "
+                      f"{100 * (m['phases'] - m['l1']):+.2f} |")  # fmt: skip
+        diffs = [m["phases"] - m["l1"] for m in matched]
+        md.append(f"\nMean difference {100 * statistics.fmean(diffs):+.2f} pt over {len(diffs)} points.")
     md.append("")
     (RESULTS / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
