@@ -53,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
     #: the effective step with the lr variants' lambda (same S): a 10x stronger objective
     "effective_sameS": {"prox_step": "effective", **NO_PHASES},
+    #: budget-targeted (50% of the dense MACs; lambda from the controller), without and with phases
+    "budget": {"budget": {"metric": "macs", "target": "0.5"}, **NO_PHASES},
+    "budget_phases": {"budget": {"metric": "macs", "target": "0.5"}, "prox_warmup": 1.0, "recovery": 1.0},
 }
 
 
@@ -115,7 +118,8 @@ def main() -> None:
                 shutil.rmtree(out)
             name, _, strength = variant.partition("@")  # "phases@0.5": another total shrink
             shrink = float(strength) if strength else args.shrink
-            settings = SlimSettings(shrink=shrink, beta=args.beta, **VARIANTS[name])
+            budget = "budget" in VARIANTS[name]
+            settings = SlimSettings(shrink=None if budget else shrink, beta=args.beta, **VARIANTS[name])
             if (
                 settings.prox_step == "effective" and name != "effective_sameS"
             ):  # the same objective L + (1-m) lam_lr |xi| (see the doc)
