@@ -7,7 +7,10 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen;
 * ``effective``: the prox step consistent with the optimizer (``alpha = (1-m)/lr`` under momentum);
 * ``both``: phases and the effective step;
-* ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``).
+* ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``);
+* ``effective_sameS``: the effective step with the ``l1`` lambda itself;
+* ``budget``, ``budget_phases``: ``--target-macs 0.5`` without and with phases (the controller sets
+  lambda; the table's lambda is only its starting value).
 
 Strength: ``lr`` variants get the lambda whose total shrink over the steps the prox acts on is ``S``
 (``--shrink``). With ``alpha = 1/lr`` and momentum m the run solves ``L + (1-m) lam |xi|``
