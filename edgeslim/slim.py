@@ -26,7 +26,14 @@ from torch import nn
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
-from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, check_strength, lambda_for_shrink
+from edgeslim.sparsity.prox import (
+    DEFAULT_BETA,
+    PROX_STEPS,
+    ProximalSlimming,
+    check_phases,
+    check_strength,
+    lambda_for_shrink,
+)
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
 from edgeslim.utils.plotting import new_figure, save_figure
@@ -57,6 +64,11 @@ BUDGET_MISS_TOLERANCE = 0.03
 BUDGET_OVERSHOOT_FACTOR = 0.8
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
 DEFAULT_SHRINK = 1.0
+#: warm-up and recovery of a fixed-strength run when not given (benchmarks/results/phases_fmnist.md)
+DEFAULT_PHASE = "25%"
+#: the default total shrink of a run with phases: the same S spent in fewer steps zeroes more
+#: channels (measured: 0.7 with phases ~ the channel count of 1.0 without; docs/slimming.md)
+DEFAULT_SHRINK_PHASES = 0.7
 
 
 class CollapseError(EdgeslimError):
@@ -80,9 +92,77 @@ class SlimSettings:
     calib_batches: int = 4
     #: budget-targeted slimming (edgeslim.sparsity.budget.BudgetSettings as a dict); None: fixed lambda
     budget: dict[str, Any] | None = None
+    #: training phases: epochs (a number, may be fractional) or a share of training ("25%"):
+    #: a warm-up without the prox, and a final recovery with the zero pattern frozen (lambda 0);
+    #: None: :data:`DEFAULT_PHASE` for a fixed strength, 0 for a budget (not measured there)
+    prox_warmup: float | str | None = None
+    recovery: float | str | None = None
+    #: alpha of the prox: "lr" (1/lr, the paper's) or "effective" (the optimizer's effective step)
+    prox_step: str = "lr"
+    #: beta grows geometrically to this (a number or "auto") over the end of the sparsification phase
+    beta_end: float | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def validate(self) -> None:
+        """One-line errors (``param`` names the setting) for settings that cannot work."""
+        if self.round_to < 1:
+            raise EdgeslimError(f"round_to must be >= 1, got {self.round_to}", param="round_to")
+        if not self.beta > 0 or not math.isfinite(self.beta):
+            raise EdgeslimError(f"beta must be > 0, got {self.beta}", param="beta")
+        for name in ("prox_warmup", "recovery"):
+            if getattr(self, name) is not None:
+                parse_phase(getattr(self, name), name)
+        if self.prox_step not in PROX_STEPS:
+            raise EdgeslimError(
+                f"prox_step must be one of {', '.join(PROX_STEPS)}, got {self.prox_step!r}", param="prox_step"
+            )
+        check_phases(self.prox_step, 0, 0, None, self.beta_end)
+
+    def phases(self) -> tuple[float | str, float | str]:
+        """``(prox_warmup, recovery)`` with the defaults filled in (see the fields)."""
+        default = 0.0 if self.budget else DEFAULT_PHASE
+        return tuple(default if v is None else v for v in (self.prox_warmup, self.recovery))  # type: ignore[return-value]
+
+
+def parse_phase(value: float | str, name: str = "phase") -> tuple[str, float]:
+    """``("epochs", n)`` for a number (0 = no phase) or ``("fraction", f)`` for ``"25%"``."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            frac = float(text[:-1]) / 100.0
+            if not 0.0 <= frac < 1.0:
+                raise ValueError
+            return "fraction", frac
+        epochs = float(text)
+        if not epochs >= 0 or not math.isfinite(epochs):
+            raise ValueError
+        return "epochs", epochs
+    except ValueError:
+        raise EdgeslimError(
+            f"{name} must be a number of epochs >= 0 (e.g. 1 or 0.5) or a share of training below 100% "
+            f"(e.g. 25%), got {value!r}",
+            param=name,
+        ) from None
+
+
+def phase_steps(settings: SlimSettings, config: TrainConfig, steps: int) -> dict[str, int]:
+    """Steps of the warm-up and recovery phases and of the whole run (``steps`` per epoch)."""
+    total = config.epochs * steps
+    out = {"total_steps": total}
+    for name, key, value in zip(
+        ("prox_warmup", "recovery"), ("warmup_steps", "recovery_steps"), settings.phases()
+    ):
+        kind, v = parse_phase(value, name)
+        out[key] = int(round(v * (total if kind == "fraction" else steps)))
+    check_phases(settings.prox_step, out["warmup_steps"], out["recovery_steps"], total, settings.beta_end)
+    return out
+
+
+def step_gain(settings: SlimSettings, config: TrainConfig) -> float:
+    """The optimizer's step gain the prox accounts for: ``1/(1-m)`` with ``prox_step="effective"``."""
+    return 1.0 / (1.0 - config.momentum) if settings.prox_step == "effective" else 1.0
 
 
 @dataclass
@@ -108,13 +188,17 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
 
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
-    (default :data:`DEFAULT_SHRINK`: neither given means a schedule-independent default)."""
+    (default :data:`DEFAULT_SHRINK`, :data:`DEFAULT_SHRINK_PHASES` with phases: neither given means a
+    schedule-independent default), summed over the sparsification phase with the prox step's alpha."""
     check_strength(settings.lam, settings.shrink, budget=settings.budget is not None)
     if settings.lam is not None:
         return float(settings.lam)
-    shrink = DEFAULT_SHRINK if settings.shrink is None else settings.shrink
-    lrs = planned_lrs(config, steps_per_epoch(bundle, config.batch_size))
-    return lambda_for_shrink(shrink, lrs, settings.beta)
+    steps = steps_per_epoch(bundle, config.batch_size)
+    ph = phase_steps(settings, config, steps)
+    default = DEFAULT_SHRINK_PHASES if ph["warmup_steps"] or ph["recovery_steps"] else DEFAULT_SHRINK
+    shrink = default if settings.shrink is None else settings.shrink
+    lrs = planned_lrs(config, steps)[ph["warmup_steps"] : ph["total_steps"] - ph["recovery_steps"]]
+    return lambda_for_shrink(shrink, lrs, settings.beta, step_gain(settings, config))
 
 
 def _calib(bundle: DataBundle, n_batches: int, device: torch.device) -> list[torch.Tensor]:
@@ -160,8 +244,8 @@ def slim_model(
             f"model {spec.arch!r} has no BatchNorm layers; network slimming prunes channels by their BN "
             "scales (use a model with BN after each conv)"
         )
-    if settings.round_to < 1:
-        raise EdgeslimError(f"round_to must be >= 1, got {settings.round_to}")
+    settings.validate()
+    phases = phase_steps(settings, config, steps_per_epoch(bundle, config.batch_size))
     lam = resolve_lambda(settings, config, bundle)
     device = resolve_device(config.device)
     model.to(device)
@@ -173,7 +257,8 @@ def slim_model(
         groups = coupled_bn_groups(model, example)
     slimmer = ProximalSlimming(
         model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups,
-        zero_invariant=settings.zero_invariant, **settings.params,
+        zero_invariant=settings.zero_invariant, prox_step=settings.prox_step, beta_end=settings.beta_end,
+        **phases, **settings.params,
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
@@ -181,7 +266,9 @@ def slim_model(
         controller = controller_for_slim(
             model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
             round_to=settings.round_to,
+            total_steps=phases["total_steps"] - phases["warmup_steps"] - phases["recovery_steps"],
         )  # fmt: skip
+        slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
     if settings.round_to > 1:  # keep aligned channel counts with trained channels (docs/speed.md)
         from edgeslim.sparsity.align import ChannelAligner
         from edgeslim.sparsity.resource import build_resource
@@ -193,27 +280,33 @@ def slim_model(
         )
         slimmer.aligner = ChannelAligner(resource)
     out = Path(out_dir) if out_dir is not None else None
-    run_meta = {
-        **bundle.record(),
-        **(meta or {}),
-        "method": "proximal",
-        "slimming": {**settings.to_dict(), "lam": lam},
+    warmup, recovery = settings.phases()
+    slimming = {
+        **settings.to_dict(),
+        "lam": lam,
+        "prox_warmup": warmup,
+        "recovery": recovery,
+        "phase_steps": phases,
     }
+    run_meta = {**bundle.record(), **(meta or {}), "method": "proximal", "slimming": slimming}
     train_cfg = config.replace(method="baseline", method_args={}, stage="slim")
     res = fit(
         model, bundle, train_cfg, out / TRAIN_DIR if out else None, spec=spec, hooks=[slimmer, controller],
         progress=progress, resume=resume, meta=run_meta, write_report=False,
     )  # fmt: skip
+    with slimmer.xi_assigned():  # what gamma := xi would cost (the fixed-point gap lam/beta)
+        ev_xi = evaluate(model, bundle, "test", config.eval_batch_size, device)
     fin = slimmer.finalize()
     model.eval()
     ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
     report: dict[str, Any] = {
         "arch": spec.arch,
         "data": bundle.name,
-        "slimming": {**settings.to_dict(), "lam": lam},
+        "slimming": slimming,
         "train": {**res.summary(), "config": train_cfg.to_dict()},
         "accuracy": {
             "before_finalize": res.test_accuracy,
+            "gamma_eq_xi": ev_xi["accuracy"],
             "trained": ev_trained["accuracy"],
         },
         "finalize": fin.to_dict(),
@@ -402,13 +495,17 @@ def controller_for_slim(
     base_lambda: float | None = None,
     round_to: int = 1,
     probe_size: int = 128,
+    total_steps: int | None = None,
 ) -> Any:
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
-    loader, a probe of ``probe_size`` training images (no augmentation) for the loss guard."""
+    loader (or ``total_steps``: the sparsification phase), a probe of ``probe_size`` training
+    images (no augmentation) for the loss guard."""
     from edgeslim.sparsity.budget import CALIB_BATCHES, BudgetSettings, build_controller
 
     settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
-    total = config.epochs * steps_per_epoch(bundle, config.batch_size)
+    total = (
+        total_steps if total_steps is not None else config.epochs * steps_per_epoch(bundle, config.batch_size)
+    )
     device = example_input.device
     x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
     calib = [b for _, (b, _) in zip(range(CALIB_BATCHES), bundle.loader("train", 128, shuffle=True, augment=False,

@@ -34,7 +34,7 @@ def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp
     spec = digits.spec_for("vgg-small")
     model = create_model(spec)
     config = TrainConfig(epochs=3, batch_size=32, device="cpu")
-    res = slim_model(model, spec, digits, config, SlimSettings(shrink=1.0), tmp_path)
+    res = slim_model(model, spec, digits, config, SlimSettings(), tmp_path)  # default phases and shrink
     rep = res.report
     for a, b in REPORT_KEYS:
         assert isinstance(rep[a][b], (int, float)), (a, b)
@@ -81,11 +81,15 @@ def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
     config = TrainConfig(epochs=2, batch_size=100, device="cpu")
     lrs = planned_lrs(config, 14)
     assert len(lrs) == 28 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.001
-    lam = resolve_lambda(SlimSettings(shrink=0.5, beta=100.0), config, digits)
+    one = {"prox_warmup": 0, "recovery": 0}  # one phase: the prox acts on every step
+    lam = resolve_lambda(SlimSettings(shrink=0.5, beta=100.0, **one), config, digits)
     assert sum(lam / (1 / lr + 100.0) for lr in lrs if lr > 0) == pytest.approx(0.5)
     with pytest.raises(EdgeslimError, match="not both"):
         resolve_lambda(SlimSettings(lam=0.1, shrink=0.5), config, digits)
-    assert resolve_lambda(SlimSettings(), config, digits) == pytest.approx(2 * lam)  # default shrink 1.0
+    assert resolve_lambda(SlimSettings(**one), config, digits) == pytest.approx(2 * lam)  # default shrink 1.0
+    # default phases (25% warm-up, 25% recovery): shrink 0.7 over the middle half of the steps
+    lam_ph = resolve_lambda(SlimSettings(), config, digits)
+    assert sum(lam_ph / (1 / lr + 100.0) for lr in lrs[7:21] if lr > 0) == pytest.approx(0.7)
     assert resolve_lambda(SlimSettings(lam=0.07), config, digits) == 0.07
 
 

@@ -148,7 +148,35 @@ class FractionList(click.ParamType):
         return vals
 
 
+class Phase(click.ParamType):
+    """A training phase: epochs (``1``, ``0.5``) or a share of training (``25%``)."""
+
+    name = "EPOCHS|N%"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from edgeslim.slim import parse_phase
+
+        try:
+            kind, v = parse_phase(value, param.name if param is not None and param.name else "phase")
+        except EdgeslimError as exc:
+            self.fail(str(exc), param, ctx)
+        return f"{100 * v:g}%" if kind == "fraction" else v
+
+
+class BetaEnd(click.ParamType):
+    """A positive number or ``auto``."""
+
+    name = "FLOAT|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if str(value).strip().lower() == "auto":
+            return "auto"
+        return POSITIVE.convert(value, param, ctx)
+
+
 SHAPE = Shape()
+PHASE = Phase()
+BETA_END = BetaEnd()
 DEVICE = Device()
 
 

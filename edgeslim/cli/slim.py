@@ -8,7 +8,17 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
-from edgeslim.cli.params import COUNT, DEVICE, FRACTION_OPEN, NONNEG, POSITIVE, Number, load_config
+from edgeslim.cli.params import (
+    BETA_END,
+    COUNT,
+    DEVICE,
+    FRACTION_OPEN,
+    NONNEG,
+    PHASE,
+    POSITIVE,
+    Number,
+    load_config,
+)
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
                    "group-mcp", "group-scad"]  # fmt: skip
@@ -23,6 +33,7 @@ CONFIG_KEYS = {
     "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency",
+    "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
 }  # fmt: skip
 
 
@@ -51,6 +62,26 @@ CONFIG_KEYS = {
     "--zero-invariant/--no-zero-invariant",
     default=None,
     help="Penalise each channel's BN scale and shift together, so removal leaves no constant [off].",
+)
+@click.option(
+    "--prox-warmup",
+    type=PHASE,
+    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [25%; 0 with a budget].",
+)
+@click.option(
+    "--recovery",
+    type=PHASE,
+    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [25%; 0 with a budget].",
+)
+@click.option(
+    "--prox-step",
+    type=click.Choice(["lr", "effective"]),
+    help="alpha of the prox: 1/lr, or the optimizer's effective step ((1-m)/lr under momentum) [lr].",
+)
+@click.option(
+    "--beta-end",
+    type=BETA_END,
+    help="Grow beta geometrically to this value (or auto) over the last quarter of sparsification [off].",
 )
 @click.option(
     "--round-to",

@@ -54,6 +54,10 @@ class SlimRequest:
     l: float | None = None  # noqa: E741 - SCAD's parameter name
     round_to: int | None = None
     zero_invariant: bool | None = None
+    prox_warmup: float | str | None = None
+    recovery: float | str | None = None
+    prox_step: str | None = None
+    beta_end: float | str | None = None
     # budget
     target_macs: str | None = None
     target_params: str | None = None
@@ -115,11 +119,20 @@ def check(req: SlimRequest) -> dict[str, Any]:
                                 param="verify_latency")  # fmt: skip
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
+    _check_phases(req)
     return {
         "budget": None if budget is None else budget.to_dict(),
         "expected_arch": expected,
         "alignment": align,
     }
+
+
+def _check_phases(req: SlimRequest) -> None:
+    """Phase and prox-step settings, checked before any data is loaded."""
+    from edgeslim.slim import SlimSettings
+
+    keys = ("prox_warmup", "recovery", "prox_step", "beta_end")
+    SlimSettings(**{k: getattr(req, k) for k in keys if getattr(req, k) is not None}).validate()
 
 
 def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict[str, Any]:
@@ -156,7 +169,8 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
-    given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant")
+    given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant", "prox_warmup",
+             "recovery", "prox_step", "beta_end")  # fmt: skip
     settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if req.resume:

@@ -351,7 +351,8 @@ class BudgetController(TrainHook):
         self.shrink = float(tau.max())  # the largest per-step shrink; weights are tau / shrink
         w = tau / self.shrink if self.shrink > 0 else torch.zeros_like(tau)
         self.slimmer.set_weights(w.to(torch.float32))
-        denom = 1.0 / self._lr() + self.slimmer.beta
+        alpha = self.slimmer.mean_alpha(self._optimizer) if hasattr(self.slimmer, "mean_alpha") else 0.0
+        denom = (alpha if alpha > 0 else 1.0 / self._lr()) + self.slimmer.beta
         self.slimmer.lam = self.base_lambda + self.shrink * denom
 
     def weights(self, xi: Tensor) -> Tensor:
@@ -369,6 +370,9 @@ class BudgetController(TrainHook):
 
     def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._optimizer = optimizer
+        phase_at = getattr(self.slimmer, "phase_at", None)
+        if phase_at is not None and phase_at(self.slimmer.t - 1) != "sparsify":
+            return  # the controller's clock runs in the sparsification phase only
         self.step_count += 1
         if self.step_count % self.probe_every == 0:
             self._probe_loss(model)

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_BETA",
     "DEFAULT_LAMBDA",
+    "PROX_STEPS",
     "FinalizeReport",
     "ProxOptimizer",
     "ProximalSlimming",
@@ -57,6 +59,18 @@ __all__ = [
 #: defaults (see docs/slimming.md "Choosing lambda"); beta as in the authors' VGG setting
 DEFAULT_BETA = 100.0
 DEFAULT_LAMBDA = 0.05
+#: how alpha (the inverse data step of the BN scales) is read from the optimizer:
+#: ``lr``: ``1/lr`` (the paper's plain-gradient step); ``effective``: the optimizer's effective
+#: step (``(1 - m)/((1 - dampening) lr)`` for SGD with momentum m, ``(sqrt(v_hat) + eps)/lr`` per
+#: entry for Adam/AdamW; docs/slimming.md "The prox step and the optimizer")
+PROX_STEPS = ("lr", "effective")
+#: ``beta_end="auto"``: the final beta keeps the fixed-point gap ``lam/beta`` at this fraction
+#: of the median kept ``|xi|`` (measured when the ramp starts)
+BETA_AUTO_GAP = 0.01
+#: the beta ramp covers this last fraction of the sparsification phase
+BETA_RAMP_FRACTION = 0.25
+#: training phases, in order (``phase`` of :class:`ProximalSlimming`)
+PHASES = ("warmup", "sparsify", "recovery")
 
 
 @dataclass
@@ -132,6 +146,16 @@ class ProximalSlimming(TrainHook):
     ``groups``: coupled BN layers (lists of BN names) or ``example_input`` to find them with
     surgery's dependency graph; group penalties act on the vector of coupled scales of one
     channel index, and :meth:`finalize` never empties a coupled unit.
+
+    Training phases (counted in calls of :meth:`step`): the first ``warmup_steps`` leave the
+    scales alone (``xi`` follows gamma); then the sparsification phase; from
+    ``total_steps - recovery_steps`` on, the recovery phase: the zero pattern of ``xi`` is
+    frozen (an emptied unit keeps its strongest channel), the zero channels' scale and shift are
+    held at exactly 0, lambda no longer acts and the kept scales train freely (``xi`` = gamma).
+    ``prox_step``: ``"lr"`` (``alpha = 1/lr``) or ``"effective"`` (alpha from the optimizer's
+    effective step, see :data:`PROX_STEPS`). ``beta_end``: beta grows geometrically to this value
+    (``"auto"``: :data:`BETA_AUTO_GAP`) over the last :data:`BETA_RAMP_FRACTION` of the
+    sparsification phase (needs ``total_steps``).
     """
 
     name = "proximal"
@@ -147,6 +171,11 @@ class ProximalSlimming(TrainHook):
         groups: Sequence[Sequence[str]] | None = None,
         example_input: Tensor | None = None,
         zero_invariant: bool = False,
+        prox_step: str = "lr",
+        warmup_steps: int = 0,
+        recovery_steps: int = 0,
+        total_steps: int | None = None,
+        beta_end: float | str | None = None,
         **penalty_params: Any,
     ) -> None:
         layers = bn_layers(model)
@@ -194,6 +223,22 @@ class ProximalSlimming(TrainHook):
         #: optional ``(xi, prox input) -> xi`` run after every prox step (a ChannelAligner)
         self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None
         self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
+        self.prox_step, self.beta_end = check_phases(
+            prox_step, warmup_steps, recovery_steps, total_steps, beta_end
+        )
+        self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
+        self.total_steps = None if total_steps is None else int(total_steps)
+        #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
+        self.t = 0
+        self.beta_start = self.beta
+        #: the beta reached at the end of the ramp (``beta_end`` resolved when the ramp starts)
+        self.beta_target: float | None = None if self.beta_end in (None, "auto") else float(self.beta_end)
+        #: flat BN channels frozen at zero in the recovery phase (``None`` before it)
+        self.frozen: Tensor | None = None
+        #: units emptied by the prox when the pattern was frozen (their strongest channel was kept)
+        self.restored_at_freeze: list[list[str]] = []
+        #: called (no arguments) right before the zero pattern is frozen (a budget's projection)
+        self.before_freeze: list[Callable[[], Any]] = []
 
     # ------------------------------------------------------------------ settings
     @property
@@ -261,8 +306,90 @@ class ProximalSlimming(TrainHook):
             index = index.repeat(2)
         return index.to(self.device), start + int(free.sum())
 
+    # ------------------------------------------------------------------ phases
+    @property
+    def freeze_at(self) -> int | None:
+        """The step index where the recovery phase starts (``None``: no recovery)."""
+        if not self.recovery_steps or self.total_steps is None:
+            return None
+        return self.total_steps - self.recovery_steps
+
+    def phase_at(self, t: int) -> str:
+        """The phase of step ``t`` (0-based): ``warmup``, ``sparsify`` or ``recovery``."""
+        if t < self.warmup_steps:
+            return "warmup"
+        if self.freeze_at is not None and t >= self.freeze_at:
+            return "recovery"
+        return "sparsify"
+
+    @property
+    def phase(self) -> str:
+        """The phase of the next step."""
+        return self.phase_at(self.t)
+
+    def _ramp(self) -> tuple[int, int] | None:
+        """``(start, end)`` steps of the beta ramp (the end of the sparsification phase)."""
+        if self.beta_end is None or self.total_steps is None:
+            return None
+        end = self.freeze_at if self.freeze_at is not None else self.total_steps
+        start = max(self.warmup_steps, end - int(round(BETA_RAMP_FRACTION * (end - self.warmup_steps))))
+        return (start, end) if end > start else None
+
+    def _beta_at(self, t: int) -> float:
+        ramp = self._ramp()
+        if ramp is None or t < ramp[0]:
+            return self.beta
+        if self.beta_target is None:  # "auto": the gap lam/beta at BETA_AUTO_GAP of the median kept |xi|
+            kept = self.xi[: self.total].abs()
+            kept = kept[kept > 0]
+            med = float(kept.median()) if kept.numel() else 1.0
+            self.beta_target = max(self.beta_start, self._lam / max(BETA_AUTO_GAP * med, 1e-12))
+            log.info("beta ramp: %g -> %g over steps %d..%d", self.beta_start, self.beta_target, *ramp)
+        frac = min((t - ramp[0] + 1) / (ramp[1] - ramp[0]), 1.0)
+        return self.beta_start * (self.beta_target / self.beta_start) ** frac
+
+    def _gather(self) -> Tensor:
+        return torch.cat([t.detach().reshape(-1) for t in self.targets])
+
+    def _write(self, flat: Tensor) -> None:
+        torch._foreach_copy_(
+            [t.data for t in self.targets],
+            [c.view_as(t) for c, t in zip(flat.split(self.target_sizes), self.targets)],
+        )
+
+    @torch.no_grad()
+    def freeze(self) -> Tensor:
+        """Freeze the zero pattern of ``xi`` (the recovery phase); returns the frozen mask.
+
+        Runs :attr:`before_freeze` first; an emptied unit keeps its strongest channel. The zero
+        channels' scale and shift become exactly 0 and stay there (:meth:`step` re-zeroes them).
+        """
+        for fn in self.before_freeze:
+            fn()
+        xi, restored = self._restore_empty(self.xi.clone(), 1)
+        self.restored_at_freeze = restored
+        self.frozen = xi[: self.total] == 0
+        self._hold()
+        self.xi = self._gather()
+        log.info(
+            "recovery phase: %d of %d BN channels frozen at zero%s",
+            int(self.frozen.sum()), self.total, f", {len(restored)} emptied unit(s) kept one channel" if restored else "",
+        )  # fmt: skip
+        return self.frozen
+
+    def _hold(self) -> None:
+        """Zero the frozen channels' scales and shifts."""
+        if self.frozen is None:
+            return
+        for i, (g, b) in enumerate(zip(self.gammas, self.biases)):
+            dead = self.frozen[self.offsets[i] : self.offsets[i + 1]].view_as(g)
+            g.data.masked_fill_(dead, 0.0)
+            if b is not None:
+                b.data.masked_fill_(dead, 0.0)
+
     # ------------------------------------------------------------------ the update
     def _alpha(self, optimizer: Optimizer | None, lr: float | None) -> float | Tensor | None:
+        """The inverse data step of the scales: one number, or one per flat entry; ``None``: lr = 0."""
         if lr is not None:
             return None if lr <= 0 else 1.0 / float(lr)
         if optimizer is None:
@@ -279,11 +406,43 @@ class ProximalSlimming(TrainHook):
                 id(optimizer),
                 [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets],
             )
-        lrs = [float(optimizer.param_groups[gi]["lr"]) for gi in self._lr_map[1]]
+        groups = [optimizer.param_groups[gi] for gi in self._lr_map[1]]
+        lrs = [float(g["lr"]) for g in groups]
+        if self.prox_step == "effective":
+            if all("betas" in g for g in groups):  # Adam family: per entry (sqrt(v_hat) + eps) / lr
+                return self._adam_alpha(optimizer, groups, lrs)
+            lrs = [v * _momentum_gain(g) for v, g in zip(lrs, groups)]
         if all(v == lrs[0] for v in lrs):
             return None if lrs[0] <= 0 else 1.0 / lrs[0]
         per = torch.tensor([1.0 / v if v > 0 else math.inf for v in lrs], dtype=self.xi.dtype)
         return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
+
+    def _adam_alpha(
+        self, optimizer: Optimizer, groups: list[dict[str, Any]], lrs: list[float]
+    ) -> Tensor | None:
+        """Adam/AdamW: ``(sqrt(v_hat) + eps) / lr`` per entry (``1/lr`` before its first step)."""
+        if all(v <= 0 for v in lrs):
+            return None
+        parts = []
+        for t, g, lr in zip(self.targets, groups, lrs):
+            st = optimizer.state.get(t, {})  # type: ignore[call-overload]
+            v = st.get("max_exp_avg_sq", st.get("exp_avg_sq"))
+            if lr <= 0:
+                parts.append(torch.full((t.numel(),), math.inf, device=self.device))
+            elif v is None:
+                parts.append(torch.full((t.numel(),), 1.0 / lr, device=self.device))
+            else:
+                step = float(st.get("step", 1))
+                v_hat = v.detach().reshape(-1) / (1.0 - g["betas"][1] ** max(step, 1.0))
+                parts.append((v_hat.sqrt() + float(g["eps"])) / lr)
+        return torch.cat(parts).to(self.device, self.xi.dtype)
+
+    def mean_alpha(self, optimizer: Optimizer | None) -> float:
+        """The mean of alpha over the entries (for controllers that set lambda from a shrink)."""
+        a = self._alpha(optimizer, None) if optimizer is not None else None
+        if a is None:
+            return 0.0
+        return float(a[torch.isfinite(a)].mean()) if isinstance(a, Tensor) else float(a)
 
     def prox(self, v: Tensor, tau: float | Tensor) -> Tensor:
         """The penalty's prox on the flat vector ``v`` (grouped over coupled channels if group mode)."""
@@ -302,12 +461,24 @@ class ProximalSlimming(TrainHook):
     @torch.no_grad()
     def step(self, optimizer: Optimizer | None = None, *, lr: float | None = None) -> None:
         """One proximal update; call right after ``optimizer.step()`` (or pass ``lr=``)."""
+        if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
+            self._to(self.gammas[0].device)
+        t, phase = self.t, self.phase
+        self.t += 1
+        if phase == "warmup":  # no prox: xi follows the scales, ready for the first update
+            self.xi = self._gather()
+            return
+        if phase == "recovery":
+            if self.frozen is None:
+                self.freeze()
+            self._hold()
+            self.xi = self._gather()
+            return
         alpha = self._alpha(optimizer, lr)
         if alpha is None:  # lr == 0: the gradient step did nothing, neither does the prox
             return
-        if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
-            self._to(self.gammas[0].device)
-        gamma = torch.cat([t.reshape(-1) for t in self.targets])
+        self.beta = self._beta_at(t)
+        gamma = self._gather()
         denom = alpha + self.beta
         gamma = (alpha * gamma + self.beta * self.xi) / denom
         tau: float | Tensor = self._lam / denom
@@ -319,10 +490,7 @@ class ProximalSlimming(TrainHook):
         self.xi = self.prox(v, tau)
         if self.aligner is not None:  # hold aligned channel counts with trained channels
             self.xi = self.aligner(self.xi, v)
-        chunks = list(gamma.split(self.target_sizes))
-        torch._foreach_copy_(
-            [t.data for t in self.targets], [c.view_as(t) for c, t in zip(chunks, self.targets)]
-        )
+        self._write(gamma)
         self.steps += 1
 
     def _to(self, device: torch.device) -> None:
@@ -345,6 +513,8 @@ class ProximalSlimming(TrainHook):
             "xi_zero_frac": float(zero.float().mean()),
             "xi_empty_layers": float(empty),
             "lambda": self._lam,
+            "beta": self.beta,
+            "prox_phase": float(PHASES.index(self.phase_at(max(self.t - 1, 0)))),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -357,6 +527,17 @@ class ProximalSlimming(TrainHook):
             "params": dict(self.params),
             "names": list(self.names),
             "steps": self.steps,
+            "t": self.t,
+            "restored_at_freeze": [list(u) for u in self.restored_at_freeze],
+            "beta_start": self.beta_start,
+            "beta_target": self.beta_target,
+            "frozen": None if self.frozen is None else self.frozen.detach().cpu().clone(),
+            "phases": {
+                "warmup_steps": self.warmup_steps,
+                "recovery_steps": self.recovery_steps,
+                "total_steps": self.total_steps,
+                "prox_step": self.prox_step,
+            },  # fmt: skip
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,8 +552,49 @@ class ProximalSlimming(TrainHook):
         self.lam = state.get("lam", self._lam)
         self.beta = float(state.get("beta", self.beta))
         self.steps = int(state.get("steps", 0))
+        self.t = int(state.get("t", self.steps))
+        self.restored_at_freeze = [list(u) for u in state.get("restored_at_freeze", [])]
+        self.beta_start = float(state.get("beta_start", self.beta))
+        self.beta_target = state.get("beta_target", self.beta_target)
+        frozen = state.get("frozen")
+        self.frozen = None if frozen is None else frozen.to(self.device, torch.bool).clone()
 
     # ------------------------------------------------------------------ the end
+    @contextmanager
+    def xi_assigned(self) -> Iterator[None]:
+        """Within the block the scales are ``gamma := xi`` (emptied units keep their strongest
+        channel, as :meth:`finalize` does); afterwards the trained values are back. Measures what
+        the assignment costs (the fixed-point gap ``lam/beta``)."""
+        with torch.no_grad():
+            saved = self._gather().clone()
+            xi, _ = self._restore_empty(self.xi.clone(), 1)
+            self._write(xi)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                self._write(saved)
+
+    def _restore_empty(self, xi: Tensor, keep_min: int) -> tuple[Tensor, list[list[str]]]:
+        """``xi`` with the ``keep_min`` strongest channels of every emptied unit put back (trained values)."""
+        n = self.total
+        trained = self._gather()
+        gamma = trained[:n]
+        restored: list[list[str]] = []
+        for unit in self.units:
+            where = self._unit_positions(unit).to(xi.device)
+            slots = where.shape[1]
+            alive = int((xi[where] != 0).any(0).sum())
+            if slots == 0 or alive >= min(keep_min, slots):
+                continue
+            top = torch.topk(gamma[where].norm(dim=0), min(keep_min, slots)).indices
+            for off in (0, n) if self.zero_invariant else (0,):
+                xi[where[:, top] + off] = trained[where[:, top] + off]
+            names = [name for name, _ in unit]
+            restored.append(names)
+            log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
+        return xi, restored
+
     @torch.no_grad()
     def finalize(self, keep_min: int = 1, assign: str = "zeros") -> FinalizeReport:
         """Make the BN scales exactly sparse from ``xi``, never emptying a BN layer or coupled unit.
@@ -392,29 +614,12 @@ class ProximalSlimming(TrainHook):
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
         n = self.total
-        trained = torch.cat([t.detach().reshape(-1) for t in self.targets])
-        gamma = trained[:n]
-        xi = self.xi.clone()
-        restored: list[list[str]] = []
-        for unit in self.units:
-            where = self._unit_positions(unit).to(xi.device)
-            slots = where.shape[1]
-            alive = int((xi[where] != 0).any(0).sum())
-            if slots == 0 or alive >= min(keep_min, slots):
-                continue
-            top = torch.topk(gamma[where].norm(dim=0), min(keep_min, slots)).indices
-            for off in (0, n) if self.zero_invariant else (0,):
-                xi[where[:, top] + off] = trained[where[:, top] + off]
-            names = [name for name, _ in unit]
-            restored.append(names)
-            log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
+        trained = self._gather()
+        xi, restored = self._restore_empty(self.xi.clone(), keep_min)
+        restored = [*self.restored_at_freeze, *(u for u in restored if u not in self.restored_at_freeze)]
         self.xi = xi
         dead = (xi[:n] == 0).repeat(2 if self.zero_invariant else 1)
-        new = xi if assign == "xi" else torch.where(dead, torch.zeros_like(trained), trained)
-        torch._foreach_copy_(
-            [t.data for t in self.targets],
-            [c.view_as(t) for c, t in zip(new.split(self.target_sizes), self.targets)],
-        )
+        self._write(xi if assign == "xi" else torch.where(dead, torch.zeros_like(trained), trained))
         layers: list[dict[str, Any]] = []
         bias_left: dict[str, Tensor] = {}
         for name, g, b in zip(self.names, self.gammas, self.biases):
@@ -428,6 +633,53 @@ class ProximalSlimming(TrainHook):
             layers.append(row)
         zeroed = int((xi[:n] == 0).sum())
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left)
+
+
+def _momentum_gain(group: dict[str, Any]) -> float:
+    """How much longer the effective step of an SGD param group is than ``lr``: ``(1 - d)/(1 - m)``.
+
+    With momentum m and dampening d a steady gradient g moves a weight by ``lr (1 - d)/(1 - m) g``
+    per step (Nesterov too); groups without momentum (other optimizers): 1.
+    """
+    m = float(group.get("momentum", 0.0) or 0.0)
+    d = float(group.get("dampening", 0.0) or 0.0)
+    return (1.0 - d) / (1.0 - m) if 0.0 < m < 1.0 else 1.0
+
+
+def check_phases(
+    prox_step: str,
+    warmup_steps: int,
+    recovery_steps: int,
+    total_steps: int | None,
+    beta_end: float | str | None,
+) -> tuple[str, float | str | None]:
+    """Validate the phase and step settings; returns ``(prox_step, beta_end)`` normalised."""
+    if prox_step not in PROX_STEPS:
+        raise EdgeslimError(
+            f"prox_step must be one of {', '.join(PROX_STEPS)}, got {prox_step!r}", param="prox_step"
+        )
+    if warmup_steps < 0 or recovery_steps < 0:
+        raise EdgeslimError("warm-up and recovery steps must be >= 0", param=("prox_warmup", "recovery"))
+    if recovery_steps and total_steps is None:
+        raise EdgeslimError(
+            "a recovery phase needs total_steps (the length of training in steps)", param="recovery"
+        )
+    if total_steps is not None and warmup_steps + recovery_steps >= total_steps:
+        raise EdgeslimError(
+            f"prox_warmup ({warmup_steps} steps) and recovery ({recovery_steps} steps) leave no step of the "
+            f"{total_steps} for sparsification; shorten them or train longer",
+            param=("prox_warmup", "recovery"),
+        )
+    if beta_end is not None and beta_end != "auto":
+        try:
+            beta_end = float(beta_end)
+        except (TypeError, ValueError):
+            raise EdgeslimError(
+                f"beta_end must be a number or 'auto', got {beta_end!r}", param="beta_end"
+            ) from None
+        if not beta_end > 0 or not math.isfinite(beta_end):
+            raise EdgeslimError(f"beta_end must be > 0, got {beta_end}", param="beta_end")
+    return prox_step, beta_end
 
 
 # ----------------------------------------------------------------------------- optimizer wrapper
@@ -464,9 +716,13 @@ def wrap(optimizer: Optimizer, slimmer: ProximalSlimming) -> ProxOptimizer:
 
 
 # ----------------------------------------------------------------------------- choosing lambda
-def planned_shrink_per_lambda(lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
-    """``sum_t 1/(1/lr_t + beta)``: the total prox shrink of a run per unit of lambda."""
-    return float(sum(lr / (1.0 + beta * lr) for lr in lrs if lr > 0))
+def planned_shrink_per_lambda(lrs: Iterable[float], beta: float = DEFAULT_BETA, gain: float = 1.0) -> float:
+    """``sum_t 1/(alpha_t + beta)``: the total prox shrink of a run per unit of lambda.
+
+    ``alpha_t = 1/(gain lr_t)``; ``gain`` is the optimizer's step gain (``1/(1 - m)`` for SGD
+    with momentum m and ``prox_step="effective"``, else 1). Pass only the steps the prox acts on.
+    """
+    return float(sum(gain * lr / (1.0 + beta * gain * lr) for lr in lrs if lr > 0))
 
 
 def check_strength(lam: float | None, shrink: float | None, budget: bool = False) -> None:
@@ -480,11 +736,13 @@ def check_strength(lam: float | None, shrink: float | None, budget: bool = False
         )
 
 
-def lambda_for_shrink(shrink: float, lrs: Iterable[float], beta: float = DEFAULT_BETA) -> float:
+def lambda_for_shrink(
+    shrink: float, lrs: Iterable[float], beta: float = DEFAULT_BETA, gain: float = 1.0
+) -> float:
     """The lambda whose summed per-step shrink ``tau_t`` over the planned lr schedule is ``shrink``."""
     if not shrink > 0:
         raise EdgeslimError(f"shrink must be > 0, got {shrink}")
-    per = planned_shrink_per_lambda(lrs, beta)
+    per = planned_shrink_per_lambda(lrs, beta, gain)
     if per <= 0:
         raise EdgeslimError("the planned lr schedule has no step with lr > 0; cannot derive lambda")
     return shrink / per
@@ -500,9 +758,15 @@ def _proximal(
     input_shape: Sequence[int] | None = None,
     groups: Sequence[Sequence[str]] | None = None,
     zero_invariant: bool = False,
+    prox_step: str = "lr",
+    warmup_steps: int = 0,
+    recovery_steps: int = 0,
+    total_steps: int | None = None,
+    beta_end: float | str | None = None,
     **penalty_params: Any,
 ) -> ProximalSlimming:
-    """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups)."""
+    """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups; phases and
+    ``prox_step`` as in :class:`ProximalSlimming`)."""
     example = None
     if input_shape is not None and groups is None:
         p = next(model.parameters())
@@ -515,5 +779,10 @@ def _proximal(
         groups=groups,
         example_input=example,
         zero_invariant=zero_invariant,
+        prox_step=prox_step,
+        warmup_steps=warmup_steps,
+        recovery_steps=recovery_steps,
+        total_steps=total_steps,
+        beta_end=beta_end,
         **penalty_params,
     )

@@ -1,0 +1,224 @@
+"""Training phases (warm-up, recovery with a frozen zero pattern), the effective prox step and the
+beta ramp of ProximalSlimming, through the hook and through ``slim``."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.cli import main
+from edgeslim.data import load_dataset
+from edgeslim.errors import EdgeslimError
+from edgeslim.models.registry import create_model
+from edgeslim.slim import CollapseError, SlimSettings, parse_phase, phase_steps, resolve_lambda, slim_model
+from edgeslim.sparsity import ProximalSlimming, wrap
+from edgeslim.sparsity.prox import planned_shrink_per_lambda
+from edgeslim.train import TrainConfig
+
+
+def toy() -> nn.Module:
+    """A small conv net whose BN scales spread over [0.1, 1.5] (so a few steps zero some, not all)."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.linspace(0.1, 1.5, m.num_features))
+                m.bias.fill_(0.1)
+    return model
+
+
+def data_step(model: nn.Module, opt, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+
+
+def scales(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    return torch.cat([m.weight.detach().flatten() for m in bns]), torch.cat(
+        [m.bias.detach().flatten() for m in bns]
+    )
+
+
+def test_warmup_leaves_scales_alone_then_recovery_holds_zeros_exactly() -> None:
+    torch.manual_seed(0)
+    model = toy()
+    s = ProximalSlimming(model, lam=3.0, beta=10.0, warmup_steps=3, recovery_steps=4, total_steps=12)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), s)
+    ref = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    for i in range(3):  # warm-up: exactly plain SGD, xi follows gamma
+        assert s.phase == "warmup"
+        data_step(model, opt, i)
+        data_step(ref, ref_opt, i)
+    assert torch.equal(scales(model)[0], scales(ref)[0]) and torch.equal(s.xi, scales(model)[0])
+    assert s.steps == 0 and s.phase == "sparsify"
+    for i in range(5):
+        data_step(model, opt, 10 + i)
+    zeros = s.xi == 0
+    assert s.steps == 5 and 0 < int(zeros.sum()) < 10 and s.frozen is None
+    data_step(model, opt, 20)  # the first recovery step freezes the pattern
+    assert s.phase == "recovery" and s.frozen is not None and torch.equal(s.frozen, zeros)
+    for i in range(3):
+        data_step(model, opt, 30 + i)
+        gamma, bias = scales(model)
+        assert bool((gamma[zeros] == 0).all()) and bool((bias[zeros] == 0).all())
+        assert torch.equal(s.xi, gamma)  # lambda no longer acts: xi is the trained scale
+    assert s.steps == 5 and s.t == 12
+    fin = s.finalize()
+    assert fin.zeroed == int(zeros.sum()) and not fin.bias_left.get("1", torch.zeros(1)).any()
+
+
+def test_recovery_never_empties_a_layer_and_resume_keeps_the_phase() -> None:
+    torch.manual_seed(0)
+    model = toy()
+    s = ProximalSlimming(model, lam=50.0, beta=1.0, recovery_steps=3, total_steps=6)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1), s)
+    for i in range(4):
+        data_step(model, opt, i)
+    assert s.frozen is not None
+    assert int((~s.frozen[:6]).sum()) == 1 and int((~s.frozen[6:]).sum()) == 1  # one channel kept per layer
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    for i in range(2):
+        data_step(model, opt, 10 + i)
+    model2 = toy()
+    model2.load_state_dict(saved_model)
+    s2 = ProximalSlimming(model2, lam=50.0, beta=1.0, recovery_steps=3, total_steps=6)
+    opt2 = wrap(torch.optim.SGD(model2.parameters(), lr=0.1), s2)
+    opt2.load_state_dict(saved_opt)
+    assert s2.t == 4 and torch.equal(s2.frozen, s.frozen)
+    for i in range(2):
+        data_step(model2, opt2, 10 + i)
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_effective_step_uses_momentum_and_adam_state() -> None:
+    model = toy()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    s = ProximalSlimming(model, lam=1.0, beta=10.0, prox_step="effective")
+    before = s.xi.clone()
+    s.step(sgd)  # gamma == xi: xi shrinks by tau = lam / ((1 - m)/lr + beta) = 1/11
+    torch.testing.assert_close(before - s.xi, torch.full((10,), 1 / 11))
+    assert s.mean_alpha(sgd) == pytest.approx(1.0)
+    plain = ProximalSlimming(model, lam=1.0, beta=10.0)
+    assert plain.mean_alpha(sgd) == pytest.approx(10.0)  # today's 1/lr
+    model = toy()
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    s = ProximalSlimming(model, lam=1.0, beta=10.0, prox_step="effective")
+    data_step(model, adam)
+    v = torch.cat(
+        [adam.state[m.weight]["exp_avg_sq"].flatten() for m in model if isinstance(m, nn.BatchNorm2d)]
+    )
+    alpha = (torch.sqrt(v / (1 - 0.999)) + 1e-8) / 0.01
+    xi = s.xi.clone()
+    gamma = scales(model)[0]
+    s.step(adam)
+    g_new = (alpha * gamma + 10.0 * xi) / (alpha + 10.0)
+    expect = torch.clamp((alpha * xi + 10.0 * g_new) / (alpha + 10.0) - 1.0 / (alpha + 10.0), min=0)
+    torch.testing.assert_close(s.xi, expect)
+    with pytest.raises(EdgeslimError, match="prox_step"):
+        ProximalSlimming(toy(), prox_step="nope")
+
+
+def test_beta_ramp_grows_beta_and_closes_the_gap() -> None:
+    torch.manual_seed(0)
+    model = toy()
+    s = ProximalSlimming(model, lam=0.5, beta=10.0, total_steps=20, beta_end=1e4)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05), s)
+    for i in range(15):
+        data_step(model, opt, i)
+    assert s.beta == 10.0
+    for i in range(5):
+        data_step(model, opt, 20 + i)
+    assert s.beta == pytest.approx(1e4)
+    kept = s.xi != 0
+    gap = (scales(model)[0] - s.xi)[kept].abs().max()
+    assert float(gap) <= 0.5 / 1e4 * 1.01  # the fixed-point gap lam/beta, at the final beta
+    with pytest.raises(EdgeslimError, match="beta_end"):
+        ProximalSlimming(toy(), beta_end=-1.0, total_steps=5)
+
+
+def test_phase_settings_resolve_to_steps_and_match_the_shrink() -> None:
+    digits = load_dataset("digits")
+    config = TrainConfig(epochs=4, batch_size=100, device="cpu")  # 14 steps per epoch
+    st = SlimSettings(shrink=0.5, prox_warmup=1, recovery="25%", prox_step="effective")
+    ph = phase_steps(st, config, 14)
+    assert ph == {"total_steps": 56, "warmup_steps": 14, "recovery_steps": 14}
+    lam = resolve_lambda(st, config, digits)
+    from edgeslim.slim import planned_lrs
+
+    lrs = planned_lrs(config, 14)[14:42]
+    assert lam * planned_shrink_per_lambda(lrs, 100.0, gain=10.0) == pytest.approx(0.5)
+    assert parse_phase("0.5") == ("epochs", 0.5) and parse_phase("10%") == ("fraction", 0.1)
+    for bad in ("-1", "100%", "x"):
+        with pytest.raises(EdgeslimError, match="prox_warmup") as info:
+            SlimSettings(prox_warmup=bad).validate()
+        assert info.value.params == ("prox_warmup",)
+    with pytest.raises(EdgeslimError, match="no step"):
+        phase_steps(SlimSettings(prox_warmup=2, recovery=2), config, 14)
+
+
+def test_slim_with_phases_reports_them_and_surgery_is_exact(tmp_path: Path) -> None:
+    """A strong prox empties every layer before the recovery; the frozen pattern keeps one channel per
+    layer, the zero channels' shifts are zero too, so surgery is exact (no constant to fold)."""
+    digits = load_dataset("digits", subset=600, test_subset=200)
+    spec = digits.spec_for("vgg-small")
+    config = TrainConfig(epochs=3, batch_size=64, device="cpu")
+    st = SlimSettings(shrink=0.6, prox_warmup=1, recovery=1, prox_step="effective")
+    with pytest.raises(CollapseError):  # outputs are written before the collapse is raised
+        slim_model(create_model(spec), spec, digits, config, st, tmp_path)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["slimming"]["phase_steps"] == {"total_steps": 27, "warmup_steps": 9, "recovery_steps": 9}
+    assert rep["slimming"]["recovery"] == 1 and rep["slimming"]["prox_step"] == "effective"
+    assert rep["channels"]["slim"] == 6 and len(rep["collapse"]["emptied"]) == 6  # reported at the freeze
+    assert rep["accuracy"]["slim"] == rep["accuracy"]["trained"] == rep["accuracy"]["gamma_eq_xi"]
+    assert rep["verify"]["max_abs_diff"] < 1e-4
+    assert all("bias_left_max_abs" not in r or r["bias_left_max_abs"] == 0 for r in rep["layers"])
+    assert [h["prox_phase"] for h in rep["history"]] == [0.0, 1.0, 2.0]
+
+
+def test_cli_phase_options(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["slim", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100", "--epochs", "2",
+            "--batch-size", "64", "--prox-warmup", "25%", "--recovery", "0.5", "--prox-step", "effective",
+            "--beta-end", "auto", "--shrink", "0.5", "--out", str(out), "--device", "cpu", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rep = json.loads(capsys.readouterr().out)
+    s = rep["slimming"]
+    assert (s["prox_warmup"], s["recovery"], s["prox_step"], s["beta_end"]) == (
+        "25%",
+        0.5,
+        "effective",
+        "auto",
+    )
+    assert s["phase_steps"] == {"total_steps": 8, "warmup_steps": 2, "recovery_steps": 2}
+    code = main(["slim", "vgg-small", "--data", "digits", "--recovery", "150%", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--recovery" in err and "Traceback" not in err
+
+
+def test_budget_with_phases_freezes_a_pattern_that_meets_the_budget(tmp_path: Path) -> None:
+    """The controller runs in the sparsification phase only; at the freeze its projection makes the
+    pattern meet the budget, and the recovery keeps that pattern (lambda no longer acts)."""
+    digits = load_dataset("digits", subset=600, test_subset=200)
+    spec = digits.spec_for("vgg-small")
+    config = TrainConfig(epochs=3, batch_size=64, device="cpu")
+    st = SlimSettings(budget={"metric": "macs", "target": "0.5"}, prox_warmup=1, recovery=1)
+    rep = slim_model(create_model(spec), spec, digits, config, st, tmp_path).report
+    b = rep["budget"]
+    assert b["total_steps"] == 9  # the sparsification phase only
+    assert b["achieved_fraction"] <= 0.5 + 1e-9 and b["projection_removed_channels"] == 0  # met at the freeze
+    assert rep["macs"]["slim"] <= 0.5 * rep["macs"]["dense"] + 1
+    assert rep["accuracy"]["slim"] == rep["accuracy"]["trained"]
