@@ -66,6 +66,8 @@ def files(tmp_path_factory):
         ("/classifier/Gemm", "classifier"),
         ("/conv1/Conv", "conv1"),
         ("/features/features.0/features.0.1/Conv", "features.0.1"),
+        ("/features/features.1/block/block.0/block.0.0/Conv", "features.1.block.0.0"),  # nested containers
+        ("/features/features.2/conv/conv.1/conv.1.0/Conv", "features.2.conv.1.0"),
         ("node_Conv_292", None),  # dynamo exporter: no scopes in the name
         ("/Conv", None),
         ("", None),
@@ -73,6 +75,25 @@ def files(tmp_path_factory):
 )
 def test_module_name_from_torchscript_node_names(node: str, module: str | None) -> None:
     assert module_name(node) == module
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv2", "tv:mobilenet_v3_small", "timm:efficientnet_b0"])
+def test_every_exported_conv_names_a_module(arch: str, tmp_path) -> None:
+    """Nested Sequentials (torchvision's Conv2dNormActivation inside a block, timm's stages): every
+    conv/linear node of an edgeslim export maps back to a module of the model."""
+    import onnx
+    import torch
+
+    from edgeslim.bench.layers import onnx_conv_modules
+    from edgeslim.export import export_onnx
+    from edgeslim.models import ModelSpec, create_model
+
+    size = 32 if arch == "mobilenetv2" else 64
+    model = create_model(ModelSpec(arch=arch, num_classes=10, in_channels=3, input_size=[size, size]))
+    export_onnx(model, tmp_path / "m.onnx", (3, size, size), validate=False)
+    _, names = onnx_conv_modules(onnx.load(str(tmp_path / "m.onnx")).graph)
+    mods = {n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    assert set(names.values()) == mods
 
 
 @pytest.mark.parametrize("graph_opt", ["all", "basic", "disable"])
