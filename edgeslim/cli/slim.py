@@ -94,7 +94,8 @@ CONFIG_KEYS = {
 @click.option("--target-params", help="Budget: fraction of the dense parameters or a count (1.5M).")
 @click.option(
     "--target-latency",
-    help="Budget: predicted latency (8ms) or a fraction; needs --profile or --latency-table.",
+    help="Budget: latency (8ms) or a fraction of the dense model's; on this host measured (lookup before, "
+    "slim and dense after training), else predicted for --profile or from --latency-table.",
 )
 @click.option(
     "--profile",
