@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +56,43 @@ def export_pair(dense: Any, slim: Any, input_shape: tuple[int, int, int], out_di
 
 
 def measure_table(
-    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, profile: Any, round_to: int = 1
+    model: Any,
+    input_shape: tuple[int, int, int],
+    out_dir: Path,
+    batch: int,
+    profile: Any,
+    round_to: int = 1,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Export ``model`` to ``out_dir/dense.onnx`` and write its latency lookup to ``out_dir/latency_table.json``:
-    per-layer times, per-layer sweeps over channel counts, and whole networks at uniform widths
-    (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's sum."""
+    """Measure the latency lookup of ``model`` and write ``out_dir/dense.onnx`` and
+    ``out_dir/latency_table.json``: per-layer times, per-layer sweeps over channel counts, and
+    whole networks at uniform widths (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that
+    calibrate the lookup's sum. ``check(table)`` runs before anything is written (it may refuse)."""
+    import os
+    import shutil
+    import tempfile
+
     from edgeslim.bench.layers import layer_table, write_layer_table
     from edgeslim.bench.sweep import sweep_layers
     from edgeslim.bench.timing import TimingConfig
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / DENSE_ONNX
-    _export(model, onnx_path, input_shape)
-    options = {"threads": _threads(profile), "graph_opt": "all"}
-    cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
-    tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
-    tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, profile.channel_multiple())
-    tab["calibration"] = _calibration(model, input_shape, out_dir, batch, options, round_to)
-    tab["version"] = 2
-    path = write_layer_table(tab, out_dir / TABLE_FILE, force=True)
+    with tempfile.TemporaryDirectory(prefix="edgeslim-lookup-") as tmp:
+        onnx_path = Path(tmp) / DENSE_ONNX
+        _export(model, onnx_path, input_shape)
+        options = {"threads": _threads(profile), "graph_opt": "all"}
+        cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
+        tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
+        tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, profile.channel_multiple())
+        tab["calibration"] = _calibration(model, input_shape, onnx_path, batch, options, round_to)
+        tab["version"] = 2
+        tab["model"] = DENSE_ONNX
+        if check is not None:
+            check(tab)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        part = out_dir / (DENSE_ONNX + ".part")
+        shutil.copyfile(onnx_path, part)
+        os.replace(part, out_dir / DENSE_ONNX)
+        path = write_layer_table(tab, out_dir / TABLE_FILE, force=True)
     log.info(
         "measured the latency lookup of the dense model: %s (%.3g ms at batch %d)",
         path,
@@ -84,7 +103,7 @@ def measure_table(
 
 
 def _calibration(
-    model: Any, input_shape: tuple[int, int, int], out_dir: Path, batch: int, options: dict, round_to: int
+    model: Any, input_shape: tuple[int, int, int], dense_onnx: Path, batch: int, options: dict, round_to: int
 ) -> dict[str, Any]:
     """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points"}``."""
     import tempfile
@@ -100,7 +119,7 @@ def _calibration(
     work = copy.deepcopy(model).cpu().float().eval()
     example = torch.zeros(1, *input_shape)
     res = build_resource(work, example, "macs", round_to=round_to)
-    models = {"baseline": str(out_dir / DENSE_ONNX)}
+    models = {"baseline": str(dense_onnx)}
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         for f in CALIBRATION_FRACTIONS:
             cut = copy.deepcopy(work)

@@ -204,7 +204,20 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         from edgeslim.pipelines.latency import measure_table
 
         batch = int(settings.budget.get("batch", 1))
-        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"], settings.round_to)
+
+        def budget_ok(tab: dict[str, Any]) -> None:  # a target the lookup refuses writes nothing
+            import torch
+
+            from edgeslim.sparsity.budget import BudgetSettings, resolve_target
+            from edgeslim.sparsity.resource import build_resource
+
+            example = torch.zeros(1, *spec.input_shape)
+            res = build_resource(model, example, "latency", latency_table=tab, round_to=settings.round_to,
+                                 batch=batch)  # fmt: skip
+            resolve_target(BudgetSettings.from_dict(settings.budget), res)
+
+        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"], settings.round_to,
+                              check=budget_ok)  # fmt: skip
         settings.budget["latency_table"] = str(table)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
