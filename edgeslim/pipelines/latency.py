@@ -197,6 +197,11 @@ def latency_check(
         target_ms=target_ms,
         measured_over_target=slim_ms / target_ms,
         predicted_over_measured=out["predicted_ms"] / slim_ms,
+        # side by side with the dense run of this measurement (the lookup was timed earlier, maybe
+        # under another load): the lookup's fraction of dense over the measured fraction
+        measured_fraction=slim_ms / dense_ms,
+        predicted_fraction=float(budget["achieved_fraction"]),
+        fraction_predicted_over_measured=float(budget["achieved_fraction"]) / (slim_ms / dense_ms),
         speedup=dense_ms / slim_ms,
         trials=trials,
         backend="onnxruntime",
