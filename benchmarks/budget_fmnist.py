@@ -23,29 +23,13 @@ import argparse
 import copy
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from runcache import cached
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cached(work: Path, name: str, fresh: bool, fn) -> dict[str, Any]:
-    path = work / f"{name}.json"
-    if path.exists() and not fresh:
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    res = fn()
-    res["wall_s"] = time.perf_counter() - t0
-    work.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
-    print(
-        f"[{name}] {json.dumps({k: v for k, v in res.items() if not isinstance(v, (dict, list))})}",
-        flush=True,
-    )
-    return res
 
 
 def zero_channels(model: torch.nn.Module, dead: torch.Tensor) -> None:

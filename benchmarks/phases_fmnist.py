@@ -32,11 +32,11 @@ import json
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from runcache import cached
 
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
@@ -60,20 +60,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "budget": {"budget": {"metric": "macs", "target": "0.5"}, **NO_PHASES},
     "budget_phases": {"budget": {"metric": "macs", "target": "0.5"}, "prox_warmup": 1.0, "recovery": 1.0},
 }
-
-
-def cached(work: Path, name: str, fresh: bool, fn: Any) -> dict[str, Any]:
-    path = work / f"{name}.json"
-    if path.exists() and not fresh:
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    res = fn()
-    res["wall_s"] = time.perf_counter() - t0
-    work.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
-    flat = {k: v for k, v in res.items() if not isinstance(v, (dict, list))}
-    print(f"[{name}] {json.dumps(flat)}", flush=True)
-    return res
 
 
 def main() -> None:

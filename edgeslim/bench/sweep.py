@@ -40,6 +40,20 @@ def counts(full: int, multiple: int, fractions: tuple[float, ...] = FRACTIONS) -
     return sorted(out)
 
 
+def sweep_points(kind: str, cin: int, cout: int, multiple: int) -> list[tuple[tuple[int, int], bool]]:
+    """``((c_in, c_out), aligned)`` to time for a layer: the aligned grid (a depthwise layer: one
+    count), then the unaligned points that show the steps."""
+    if kind == "dw":
+        grid = [(c, c) for c in counts(cout, multiple)]
+        extra = [(c, c) for c in _unaligned(cout, multiple)]
+    else:
+        grid = [(a, b) for a in counts(cin, multiple) for b in counts(cout, multiple)]
+        extra = [(cin, c) for c in _unaligned(cout, multiple)] + [
+            (c, cout) for c in _unaligned(cin, multiple)
+        ]
+    return [(q, True) for q in grid] + [(q, False) for q in extra]
+
+
 def _attr(node: Any, name: str, default: Any) -> Any:
     for a in node.attribute:
         if a.name == name:
@@ -154,15 +168,8 @@ def sweep_layers(
     for i, (module, spec) in enumerate(specs.items()):
         if spec["kind"] == "grouped":  # channel counts tied to the groups: scaled by MACs instead
             continue
-        if spec["kind"] == "dw":
-            grid = [(c, c) for c in counts(spec["out"], multiple)]
-            extra = [(c, c) for c in _unaligned(spec["out"], multiple)]
-        else:
-            grid = [(a, b) for a in counts(spec["in"], multiple) for b in counts(spec["out"], multiple)]
-            extra = [(spec["in"], c) for c in _unaligned(spec["out"], multiple)]
-            extra += [(c, spec["out"]) for c in _unaligned(spec["in"], multiple)]
         points = []
-        for (cin, cout), aligned in [*((p, True) for p in grid), *((p, False) for p in extra)]:
+        for (cin, cout), aligned in sweep_points(spec["kind"], spec["in"], spec["out"], multiple):
             shape = [batch, cin, *spec["hw"]] if spec["op"] == "Conv" else [batch, cin]
             ms = _time_ms(ort, layer_model(spec, cin, cout, batch), shape, options)
             points.append([cin, cout, ms, aligned])
@@ -223,16 +230,8 @@ def torch_sweep_layers(
             kind = "linear"
         cin = m.in_channels if kind != "linear" else m.in_features
         cout = m.out_channels if kind != "linear" else m.out_features
-        if kind == "dw":
-            grid = [(c, c) for c in counts(cout, multiple)]
-            extra = [(c, c) for c in _unaligned(cout, multiple)]
-        else:
-            grid = [(a, b) for a in counts(cin, multiple) for b in counts(cout, multiple)]
-            extra = [(cin, c) for c in _unaligned(cout, multiple)] + [
-                (c, cout) for c in _unaligned(cin, multiple)
-            ]
         points = []
-        for (a, b), aligned in [*((q, True) for q in grid), *((q, False) for q in extra)]:
+        for (a, b), aligned in sweep_points(kind, cin, cout, multiple):
             if kind == "linear":
                 layer: nn.Module = nn.Linear(a, b)
                 x = torch.randn(shape[0], a, device=p.device, dtype=p.dtype)
