@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from runcache import cached
 
 from edgeslim import penalties as penalty_lib
 from edgeslim.checkpoint import load_model, save_model
@@ -40,20 +40,6 @@ from edgeslim.train.pipeline import run_training
 RESULTS = Path(__file__).resolve().parent / "results"
 #: each penalty's default parameters (a copy: --param changes it for this run)
 PENALTIES: dict[str, dict[str, float]] = {k: dict(v) for k, v in penalty_lib.PENALTIES.items()}
-
-
-def cached(work: Path, name: str, fresh: bool, fn) -> dict[str, Any]:
-    path = work / f"{name}.json"
-    if path.exists() and not fresh:
-        print(f"[{name}] cached: {path}")
-        return json.loads(path.read_text())
-    t0 = time.perf_counter()
-    res = fn()
-    res["wall_s"] = time.perf_counter() - t0
-    work.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=2))
-    print(f"[{name}] {json.dumps({k: v for k, v in res.items() if not isinstance(v, (dict, list))})}")
-    return res
 
 
 def matched_lambda(pen: str, lam: float, beta: float, lr: float = 0.1) -> float:
