@@ -284,3 +284,15 @@ def test_without_simplifier_warns_and_keeps_graph(tmp_path, monkeypatch):
 def test_data_set_that_does_not_fit_the_model(fmnist_dir):
     with pytest.raises(EdgeslimError, match="1x28x28 but the model takes 3x32x32"):
         real_inputs((3, 32, 32), data="fashion-mnist", data_dir=fmnist_dir, n=4)
+
+
+def test_onnx_check_tolerance_grows_with_the_outputs() -> None:
+    """The ORT check is numpy.allclose's: 1e-4 + 1e-5 * max|output| (float32 rounding of large logits)."""
+    from edgeslim.export.validate import InputBatch, compare
+
+    batch = InputBatch(x=torch.zeros(2, 1, 2, 2), labels=None, source="random normal (seed 0)", real=False)
+    ref = np.array([[50.0, -3.0], [1.0, 2.0]], dtype=np.float32)
+    assert compare(ref, ref + np.float32(3e-4), batch).passed  # bound 1e-4 + 5e-4
+    small = ref / 50
+    rep = compare(small, small + np.float32(3e-4), batch)
+    assert not rep.passed and rep.tolerance == pytest.approx(1e-4 + 1e-5)
