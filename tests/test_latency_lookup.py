@@ -170,3 +170,19 @@ def test_torch_layer_table_has_sweeps(tmp_path) -> None:
         create_model(SPEC), torch.zeros(1, 1, 28, 28), "latency", latency_table=tab, round_to=16
     )
     assert len(res.sweeps) == len(tab["layers"])
+
+
+def test_a_table_from_another_machine_is_not_measured_here(vgg_table) -> None:
+    """slim measures its result on this host only for a table ONNX Runtime timed on this machine;
+    otherwise it names the command to run on the device."""
+    import platform
+
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.pipelines.latency import measured_here
+
+    tab, _ = vgg_table
+    assert tab["env"]["host"] == platform.node()
+    assert measured_here(None, tab)
+    assert not measured_here(None, {**tab, "env": {**tab["env"], "host": "jetson-orin-01"}})
+    assert measured_here(load_profile("host-cpu"), None)
+    assert not measured_here(load_profile("jetson-orin-nano-8gb"), None)

@@ -29,6 +29,7 @@ Producers:
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import statistics
 import time
@@ -441,6 +442,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             "providers": sess.sess.get_providers(),
             "graph_opt": options.get("graph_opt", "all"),
             "threads": options.get("threads"),
+            "host": platform.node(),  # slim --target-latency measures its result here only on this host
         },
     }
 

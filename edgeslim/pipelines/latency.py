@@ -26,18 +26,23 @@ SLIM_ONNX = "slim.onnx"
 TABLE_FILE = "latency_table.json"
 #: uniform widths whose measured whole-network latency calibrates the lookup
 CALIBRATION_FRACTIONS = (0.5, 0.25)
-#: ``--verify-latency`` default tolerance: measured may exceed the target by this fraction
-VERIFY_TOLERANCE = 0.05
 
 
 def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
-    """Is the latency target this host with ONNX Runtime (so it can be measured now)?"""
+    """Is the latency target this host with ONNX Runtime (so it can be measured now)? A given table
+    counts only if ONNX Runtime measured it on this machine (its ``env.host``)."""
+    import platform
+
     if table is not None:
-        return table.get("backend") == "onnxruntime"
+        env = table.get("env") or {}
+        return table.get("backend") == "onnxruntime" and env.get("host") == platform.node()
     return profile is not None and profile.kind == "host" and profile.preferred.backend == "onnxruntime"
 
 
-def _threads(profile: Any) -> int:
+def _threads(profile: Any, table: dict[str, Any] | None = None) -> int:
+    """ONNX Runtime threads: the table's when one is given, else the profile's (host-cpu: 1)."""
+    if table is not None and (table.get("env") or {}).get("threads"):
+        return int(table["env"]["threads"])
     return int(getattr(getattr(profile, "preferred", None), "threads", None) or 1)
 
 
@@ -155,6 +160,7 @@ def latency_check(
     *,
     here: bool,
     profile: Any,
+    table: dict[str, Any] | None = None,
     trials: int = 3,
 ) -> dict[str, Any]:
     """Target, predicted and measured latency of the slim network (and the dense one) at the budget's batch."""
@@ -184,7 +190,8 @@ def latency_check(
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
     cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
-    rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, {"threads": _threads(profile)},
+    threads = _threads(profile, table)
+    rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, {"threads": threads},
                          tegrastats=False)  # fmt: skip
     key = str(batch)
     dense_ms = statistics.median(rec["summary"]["baseline"][key]["trial_p50_ms"])
@@ -205,7 +212,7 @@ def latency_check(
         speedup=dense_ms / slim_ms,
         trials=trials,
         backend="onnxruntime",
-        threads=_threads(profile),
+        threads=threads,
     )
     return out
 

@@ -233,7 +233,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         from edgeslim.utils.io import write_json
 
         check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
-                              here=latency["here"], profile=latency["profile"])  # fmt: skip
+                              here=latency["here"], profile=latency["profile"], table=latency["table"])  # fmt: skip
         res.report["latency"] = check
         write_json(out_dir / REPORT_FILE, res.report)
         if req.verify_latency is not None:
@@ -251,7 +251,7 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
 
     table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
-    return {"profile": profile, "here": measured_here(profile, table)}
+    return {"profile": profile, "here": measured_here(profile, table), "table": table}
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:
