@@ -44,10 +44,10 @@ def test_aligner_revives_the_strongest_dead_channels(arch: str) -> None:
     xi = torch.where(torch.rand(res.total, generator=g) < 0.45, torch.zeros(res.total), before)
     xi[~res.pos_removable] = before[~res.pos_removable]  # channels surgery cannot remove stay alive
     out = ChannelAligner(res)(xi, before)
-    raw = res._raw_counts(res.alive_from_scales(out))
+    raw = res.raw_counts(res.alive_from_scales(out))
     size = res.group_size
     assert bool(((raw % 8 == 0) | (raw == size)).all())
-    assert bool((raw >= res._raw_counts(res.alive_from_scales(xi))).all())
+    assert bool((raw >= res.raw_counts(res.alive_from_scales(xi))).all())
     revived = (xi == 0) & (out != 0)
     assert bool(revived.any()) and torch.equal(out[revived], before[revived])
     # within each group no revived class is weaker than a class left dead
@@ -79,7 +79,7 @@ def test_prox_steps_keep_aligned_counts() -> None:
     sl.lam = 20.0
     for _ in range(5):
         sl.step(lr=0.1)
-        raw = res._raw_counts(res.alive_from_scales(sl.xi))
+        raw = res.raw_counts(res.alive_from_scales(sl.xi))
         assert bool(((raw % 8 == 0) | (raw == res.group_size)).all())
     assert int((sl.xi == 0).sum()) > 0
     sl.finalize()

@@ -100,7 +100,7 @@ def test_whole_network_calibration_maps_the_lookup(vgg_table) -> None:
     assert k.tolist() == [1, 16, 16, 32, 32, 64, 64, 10]  # input and logits groups cannot shrink
     assert res.value(k) == pytest.approx(plain.dense * 0.1 / 0.4)
     mask = res.uniform_mask(0.5)
-    assert res._raw_counts(res.alive_from_scales(mask)).tolist() == k.tolist()
+    assert res.raw_counts(res.alive_from_scales(mask)).tolist() == k.tolist()
 
 
 def test_roofline_pads_channels_to_the_profile_alignment() -> None:

@@ -41,8 +41,8 @@ class ChannelAligner:
         rows = xi.view(-1, self.total)
         mag = rows.detach().abs().sum(dim=0).cpu()
         alive = r.alive_from_scales(mag)
-        raw = r._raw_counts(alive)
-        need = r._round(raw) - raw
+        raw = r.raw_counts(alive)
+        need = r.round_counts(raw) - raw
         if not bool((need > 0).any()):
             return xi
         strength = torch.zeros(r.graph.num_classes, dtype=torch.float64).index_add_(

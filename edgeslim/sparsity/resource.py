@@ -165,7 +165,7 @@ class ResourceModel:
         kmin = torch.where(
             self._group_fixed_alive() > 0, self._group_fixed_alive(), torch.ones_like(self.dense_k)
         )
-        self.minimum = self.value(self._round(kmin))
+        self.minimum = self.value(self.round_counts(kmin))
 
     # ------------------------------------------------------------------ construction
     def _layers(self, model: nn.Module, example: Tensor) -> list[_Layer]:
@@ -285,7 +285,7 @@ class ResourceModel:
     def uniform_counts(self, fraction: float) -> Tensor:
         """Alive counts with every group at ``fraction`` of its channels (rounded like surgery)."""
         k = torch.clamp(torch.round(self.group_size * float(fraction)), min=1)
-        return self._round(torch.maximum(k, self._group_fixed_alive()))
+        return self.round_counts(torch.maximum(k, self._group_fixed_alive()))
 
     def uniform_mask(self, fraction: float) -> Tensor:
         """Flat BN mask (1 alive, 0 removed) realising :meth:`uniform_counts`: the non-removable
@@ -308,7 +308,8 @@ class ResourceModel:
             0, self.group_of_class[valid], fixed[valid]
         )
 
-    def _round(self, k: Tensor) -> Tensor:
+    def round_counts(self, k: Tensor) -> Tensor:
+        """Counts as surgery keeps them: at least one, and up to a multiple of ``round_to`` (capped at the group)."""
         k = torch.maximum(k, torch.ones_like(k))
         if self.round_to > 1:
             up = torch.ceil(k / self.round_to) * self.round_to
@@ -329,7 +330,7 @@ class ResourceModel:
         k = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
             0, self.group_of_class[valid], alive[valid].to(torch.float64)
         )
-        return self._round(k)
+        return self.round_counts(k)
 
     def channels(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """(n_in, n_out) per layer for group counts ``k``."""
@@ -501,13 +502,13 @@ class ResourceModel:
         cand, grp, score = cand[~keep_one], grp[~keep_one], score[~keep_one]
         order = torch.argsort(score, stable=True)
         cand, grp = cand[order], grp[order]
-        raw = self._raw_counts(alive)
+        raw = self.raw_counts(alive)
 
         def r_after(n: int) -> float:
             removed = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
                 0, grp[:n], torch.ones(n, dtype=torch.float64)
             )
-            return self.value(self._round(raw - removed))
+            return self.value(self.round_counts(raw - removed))
 
         lo, hi = 0, int(cand.numel())
         if r_after(hi) > target:
@@ -541,7 +542,8 @@ class ResourceModel:
             keep[grp.classes[top]] = True
         return keep[self.pos_class]
 
-    def _raw_counts(self, alive: Tensor) -> Tensor:
+    def raw_counts(self, alive: Tensor) -> Tensor:
+        """Alive classes per group (from :meth:`alive_from_scales`), before rounding."""
         valid = self.group_of_class >= 0
         return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
             0, self.group_of_class[valid], alive[valid].to(torch.float64)
