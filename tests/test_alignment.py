@@ -31,6 +31,9 @@ def test_profiles_state_alignment() -> None:
     assert resolve_alignment(4, None)["round_to"] == 4 and resolve_alignment(4, None)["from"] == "round_to"
     with pytest.raises(EdgeslimError, match="no device profile"):
         resolve_alignment(None, "no-such-board")
+    with pytest.raises(EdgeslimError, match="states no channel alignment for int8"):
+        resolve_alignment(None, "host-cpu", "int8")  # a precision the profile says nothing about
+    assert resolve_alignment(4, "host-cpu", "int8")["round_to"] == 4  # unless the multiple is given
 
 
 @pytest.mark.parametrize("arch", ["resnet20", "mobilenetv2"])

@@ -186,3 +186,14 @@ def test_a_table_from_another_machine_is_not_measured_here(vgg_table) -> None:
     assert not measured_here(None, {**tab, "env": {**tab["env"], "host": "jetson-orin-01"}})
     assert measured_here(load_profile("host-cpu"), None)
     assert not measured_here(load_profile("jetson-orin-nano-8gb"), None)
+
+
+def test_verify_latency_for_another_device_is_refused_before_training(
+    tmp_path, fmnist_dir: str, capsys
+) -> None:
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
+               "--epochs", "1", "--target-latency", "0.6", "--profile", "jetson-orin-nano-8gb",
+               "--verify-latency", "0.05", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "jetson-orin-nano-8gb" in err and "device" in err
+    assert not (tmp_path / "o" / "train").exists()

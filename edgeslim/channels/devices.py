@@ -176,6 +176,12 @@ def resolve_alignment(
         if round_to < 1:
             raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         return {"round_to": int(round_to), "profile": prof.name, "precision": prec, "from": "round_to"}
+    if prof.alignment and prec not in prof.alignment:
+        raise EdgeslimError(
+            f"profile {prof.name} states no channel alignment for {prec} (it has {', '.join(prof.alignment)}); "
+            "choose one of those precisions, or give round_to",
+            param="precision",
+        )
     return {
         "round_to": prof.channel_multiple(prec),
         "profile": prof.name,

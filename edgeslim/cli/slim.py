@@ -247,10 +247,21 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAINED_FILE
 
     d = Path(report.get("out_dir", "."))
-    err.print(
-        f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
-        f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
-    )
+    if report.get("latency"):  # the latency check exported both networks already
+        lat = report["latency"]
+        nxt = (
+            lat.get("command")
+            or f"edgeslim bench {d / 'slim.onnx'} --baseline {d / 'dense.onnx'} --batch 1,32"
+        )
+        err.print(
+            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / 'slim.onnx'}, "
+            f"{d / 'dense.onnx'}, {d / REPORT_FILE} and plots; next: {nxt}"
+        )
+    else:
+        err.print(
+            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
+            f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
+        )
     warning = (report.get("budget") or {}).get("warning")
     if warning:
         err.print(f"[yellow]warning:[/] {warning}")

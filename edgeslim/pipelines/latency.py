@@ -69,12 +69,10 @@ def measure_table(
     round_to: int = 1,
     check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Measure the latency lookup of ``model`` and write ``out_dir/dense.onnx`` and
-    ``out_dir/latency_table.json``: per-layer times, per-layer sweeps over channel counts, and
-    whole networks at uniform widths (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that
-    calibrate the lookup's sum. ``check(table)`` runs before anything is written (it may refuse)."""
-    import os
-    import shutil
+    """Measure the latency lookup of ``model`` and write ``out_dir/latency_table.json``: per-layer
+    times, per-layer sweeps over channel counts (at multiples of ``round_to``), and whole networks
+    at uniform widths (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
+    sum. ``check(table)`` runs before anything is written (it may refuse)."""
     import tempfile
 
     from edgeslim.bench.layers import layer_table, write_layer_table
@@ -87,16 +85,13 @@ def measure_table(
         options = {"threads": _threads(profile), "graph_opt": "all"}
         cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
         tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
-        tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, profile.channel_multiple())
+        tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, max(int(round_to), 1))
         tab["calibration"] = _calibration(model, input_shape, onnx_path, batch, options, round_to)
         tab["version"] = 2
-        tab["model"] = DENSE_ONNX
+        tab["model"] = "the dense model before training (a temporary ONNX export)"
         if check is not None:
             check(tab)
         out_dir.mkdir(parents=True, exist_ok=True)
-        part = out_dir / (DENSE_ONNX + ".part")
-        shutil.copyfile(onnx_path, part)
-        os.replace(part, out_dir / DENSE_ONNX)
         path = write_layer_table(tab, out_dir / TABLE_FILE, force=True)
     log.info(
         "measured the latency lookup of the dense model: %s (%.3g ms at batch %d)",
@@ -182,10 +177,15 @@ def latency_check(
     export_pair(dense, slim, input_shape, out_dir)
     if not here:
         name = getattr(profile, "name", "the device")
+        precision = budget["settings"].get("precision") or getattr(
+            getattr(profile, "preferred", None), "precision", None
+        )
         out["measured"] = False
         out["command"] = (
             f"edgeslim bench {out_dir / SLIM_ONNX} --baseline {out_dir / DENSE_ONNX} --batch {batch} "
-            f"--profile {name} --out {out_dir / 'bench'}"
+            f"--profile {name}"
+            + (f" --precision {precision}" if precision else "")
+            + f" --out {out_dir / 'bench'}"
         )
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}

@@ -112,11 +112,18 @@ def check(req: SlimRequest) -> dict[str, Any]:
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
     if req.verify_latency is not None:
         if budget is None or budget.metric != "latency":
-            raise EdgeslimError("verify_latency checks a latency budget; give target_latency too",
+            raise EdgeslimError("verify_latency checks a latency budget, and this run has none: add a latency target",
                                 param="verify_latency")  # fmt: skip
         if not req.verify_latency >= 0:
             raise EdgeslimError(f"verify_latency must be a fraction >= 0, got {req.verify_latency}",
                                 param="verify_latency")  # fmt: skip
+        target = _latency_target(budget.to_dict())
+        if target is not None and not target["here"]:  # refuse now, not after training
+            raise EdgeslimError(
+                f"verify_latency measures on this host, but the latency target is {target['profile'].name} "
+                "(or a table measured elsewhere): drop it and measure the slim network on the device",
+                param="verify_latency",
+            )
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     _check_phases(req)
