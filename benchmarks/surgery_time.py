@@ -8,7 +8,7 @@ Two cases: BN scale *and* bias zero (removal is exact) and scale zero with a non
 (edgeslim folds the constant into the consumers; Torch-Pruning drops it).
 
 Times are the best of ``--repeats`` runs, single-threaded by default. edgeslim's time includes
-its deepcopy of the input model, tracing, bias folding and its own verification forward;
+its copy of the input model, tracing, bias folding and its own verification forwards;
 Torch-Pruning's includes building its graph and pruning (its deepcopy is made beforehand).
 Torch-Pruning is optional (``pip install torch-pruning``); without it that column is skipped.
 Writes ``benchmarks/results/surgery_time.json`` and ``.md``.
