@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -27,26 +26,16 @@ KINDS = {
 }
 
 
-def time_us(cin: int, cout: int, k: int, groups: int, hw: int = 16, runs: int = 200) -> float:
-    import numpy as np
+def time_us(cin: int, cout: int, k: int, groups: int, hw: int = 16) -> float:
     import onnxruntime as ort
 
-    from edgeslim.bench.sweep import layer_model
+    from edgeslim.bench.sweep import layer_model, ort_layer_ms
+    from edgeslim.bench.timing import TimingConfig
 
     spec = {"op": "Conv", "kind": "dw" if groups > 1 else "conv", "group": groups, "kernel": [k, k],
             "hw": [hw, hw], "strides": [1, 1], "pads": [k // 2] * 4, "dilations": [1, 1]}  # fmt: skip
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(layer_model(spec, cin, cout, 1), so, providers=["CPUExecutionProvider"])
-    feed = {"x": np.random.default_rng(0).standard_normal((1, cin, hw, hw)).astype(np.float32)}
-    for _ in range(20):
-        sess.run(None, feed)
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e6
+    cfg = TimingConfig(warmup_s=0.0, warmup_iters=20, min_iters=200, min_time_s=0.0)  # 200 runs after 20
+    return ort_layer_ms(ort, layer_model(spec, cin, cout, 1), [1, cin, hw, hw], {"threads": 1}, cfg) * 1e3
 
 
 def main() -> int:

@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-import time
+from collections.abc import Callable
 from typing import Any
 
+from edgeslim.bench.timing import TimingConfig, host_loop
 from edgeslim.errors import EdgeslimError, require
 
 log = logging.getLogger(__name__)
 
 #: fractions of a layer's channels the sweep measures (rounded up to the channel multiple)
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-#: timing of one point: at least this many runs and this long, after WARMUP runs
-MIN_RUNS, MIN_TIME_S, WARMUP = 15, 0.03, 5
+#: timing of one point: at least 15 runs and 0.03 s, after 5 warm-up runs
+POINT_TIMING = TimingConfig(warmup_s=0.0, warmup_iters=5, min_iters=15, min_time_s=0.03)
 
 
 def counts(full: int, multiple: int, fractions: tuple[float, ...] = FRACTIONS) -> list[int]:
@@ -131,7 +132,15 @@ def layer_model(spec: dict[str, Any], cin: int, cout: int, batch: int) -> bytes:
     return model.SerializeToString()
 
 
-def _time_ms(ort: Any, data: bytes, shape: list[int], options: dict) -> float:
+def time_point_ms(fn: Callable[[], object], cfg: TimingConfig = POINT_TIMING) -> float:
+    """Median milliseconds of one synchronous call of ``fn``."""
+    return statistics.median(host_loop(fn, cfg)) * 1e3
+
+
+def ort_layer_ms(
+    ort: Any, data: bytes, shape: list[int], options: dict, cfg: TimingConfig = POINT_TIMING
+) -> float:
+    """Median milliseconds of the serialized single-layer model ``data`` on input ``shape`` in ONNX Runtime."""
     import numpy as np
 
     so = ort.SessionOptions()
@@ -139,15 +148,7 @@ def _time_ms(ort: Any, data: bytes, shape: list[int], options: dict) -> float:
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
     feed = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
-    for _ in range(WARMUP):
-        sess.run(None, feed)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < MIN_RUNS or time.perf_counter() - start < MIN_TIME_S:
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return time_point_ms(lambda: sess.run(None, feed), cfg)
 
 
 def sweep_layers(
@@ -171,7 +172,7 @@ def sweep_layers(
         points = []
         for (cin, cout), aligned in sweep_points(spec["kind"], spec["in"], spec["out"], multiple):
             shape = [batch, cin, *spec["hw"]] if spec["op"] == "Conv" else [batch, cin]
-            ms = _time_ms(ort, layer_model(spec, cin, cout, batch), shape, options)
+            ms = ort_layer_ms(ort, layer_model(spec, cin, cout, batch), shape, options)
             points.append([cin, cout, ms, aligned])
         out[module] = {k: spec[k] for k in ("in", "out", "kind")} | {"multiple": multiple, "points": points}
         if progress is not None:
@@ -193,7 +194,7 @@ def torch_sweep_layers(
 ) -> dict[str, dict[str, Any]]:
     """The sweeps of :func:`sweep_layers` for an ``nn.Module``: each conv (plain or depthwise)
     and linear layer rebuilt alone (+ ReLU) at the counts, on the model's device and dtype, timed
-    with ``time.perf_counter`` (``synchronize``, e.g. ``torch.cuda.synchronize``, around each run)."""
+    with ``time.perf_counter`` (``synchronize``, e.g. ``torch.cuda.synchronize``, after each run)."""
     import torch
     from torch import nn
 
@@ -251,18 +252,12 @@ def torch_sweep_layers(
 def _torch_time_ms(net: Any, x: Any, sync: Any) -> float:
     import torch
 
+    def run() -> None:
+        net(x)
+        sync()
+
     with torch.inference_mode():
-        for _ in range(WARMUP):
-            net(x)
-        times: list[float] = []
-        start = time.perf_counter()
-        while len(times) < MIN_RUNS or time.perf_counter() - start < MIN_TIME_S:
-            sync()
-            t0 = time.perf_counter()
-            net(x)
-            sync()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        return time_point_ms(run)
 
 
 def torch_file_sweeps(
