@@ -32,20 +32,6 @@ from runcache import cached
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def zero_channels(model: torch.nn.Module, dead: torch.Tensor) -> None:
-    """Zero gamma and beta of the flat BN positions ``dead`` (NS's threshold prune)."""
-    from edgeslim.sparsity.subgradient import bn_layers
-
-    o = 0
-    with torch.no_grad():
-        for _, m in bn_layers(model):
-            n = m.weight.numel()
-            d = dead[o : o + n].to(m.weight.device)
-            m.weight[d] = 0
-            m.bias[d] = 0
-            o += n
-
-
 def threshold_for_budget(resource, gammas: torch.Tensor, target: float) -> torch.Tensor:
     """Smallest global |gamma| threshold whose removal meets ``target``: the dead mask."""
     g = gammas.abs()
@@ -91,7 +77,7 @@ def main() -> None:
     from edgeslim.models.registry import create_model
     from edgeslim.slim import CollapseError, SlimSettings, slim_model
     from edgeslim.sparsity.budget import BudgetSettings, recalibrate_bn
-    from edgeslim.sparsity.resource import build_resource, flat_gammas
+    from edgeslim.sparsity.resource import build_resource, flat_gammas, zero_channels
     from edgeslim.surgery import prune_with_report
     from edgeslim.train import TrainConfig, fit
     from edgeslim.train.evaluate import evaluate

@@ -39,10 +39,9 @@ def slim_pair(arch: str, seed: int = 0) -> dict[str, Any]:
 
     import torch
 
-    from edgeslim.channels.norm import bn_layers
     from edgeslim.counting import count_model
     from edgeslim.models import ModelSpec, create_model
-    from edgeslim.sparsity.resource import build_resource
+    from edgeslim.sparsity.resource import build_resource, zero_channels
     from edgeslim.surgery import prune_with_report
 
     torch.manual_seed(seed)
@@ -59,13 +58,7 @@ def slim_pair(arch: str, seed: int = 0) -> dict[str, Any]:
         )  # one pattern for both
         xi, _ = res.project(scales, TARGET * res.dense, keep_frac=0.3)
         cut = copy.deepcopy(dense)
-        with torch.no_grad():
-            start = 0
-            for _, bn in bn_layers(cut):
-                m = (xi[start : start + bn.weight.numel()] != 0).to(bn.weight.dtype)
-                start += bn.weight.numel()
-                bn.weight.mul_(m)
-                bn.bias.mul_(m)
+        zero_channels(cut, xi == 0)
         out[name] = prune_with_report(cut, ex, round_to=round_to).model.eval()
     out["macs"] = {
         k: float(count_model(out[k], (3, 32, 32)).macs) for k in ("dense", "unaligned", "aligned8")

@@ -112,8 +112,7 @@ def _calibration(
 
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.timing import TimingConfig
-    from edgeslim.channels.norm import bn_layers
-    from edgeslim.sparsity.resource import build_resource
+    from edgeslim.sparsity.resource import build_resource, zero_channels
     from edgeslim.surgery import prune_with_report
 
     work = copy.deepcopy(model).cpu().float().eval()
@@ -123,14 +122,7 @@ def _calibration(
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         for f in CALIBRATION_FRACTIONS:
             cut = copy.deepcopy(work)
-            mask = res.uniform_mask(f)
-            with torch.no_grad():
-                start = 0
-                for _, bn in bn_layers(cut):
-                    m = mask[start : start + bn.weight.numel()].to(bn.weight.dtype)
-                    start += bn.weight.numel()
-                    bn.weight.mul_(m)
-                    bn.bias.mul_(m)
+            zero_channels(cut, res.uniform_mask(f) == 0)
             slim = prune_with_report(cut, example, round_to=round_to).model
             path = Path(tmp) / f"u{f}.onnx"
             _export(slim, path, input_shape)

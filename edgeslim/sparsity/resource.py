@@ -561,6 +561,19 @@ def flat_gammas(model: nn.Module) -> Tensor:
     return torch.cat([m.weight.detach().reshape(-1).cpu() for _, m in bn_layers(model)])
 
 
+@torch.no_grad()
+def zero_channels(model: nn.Module, dead: Tensor) -> None:
+    """Set BN scale and shift to 0 at the flat positions ``dead`` (bool, the :func:`flat_gammas` layout)."""
+    start = 0
+    for _, m in bn_layers(model):
+        n = m.weight.numel()
+        d = dead[start : start + n].to(m.weight.device)
+        m.weight[d] = 0
+        if m.bias is not None:
+            m.bias[d] = 0
+        start += n
+
+
 def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
     """Read a per-layer latency table JSON (see docs/budget.md for the format)."""
     if not os.path.isfile(path):
