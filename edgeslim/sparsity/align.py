@@ -45,9 +45,7 @@ class ChannelAligner:
         need = r.round_counts(raw) - raw
         if not bool((need > 0).any()):
             return xi
-        strength = torch.zeros(r.graph.num_classes, dtype=torch.float64).index_add_(
-            0, r.pos_class, before.detach().view(-1, self.total).double().cpu().pow(2).sum(dim=0)
-        )
+        strength = r.class_strength(before)
         dead = torch.nonzero(~alive & (r.group_of_class >= 0)).flatten()
         grp = r.group_of_class[dead]
         dead, grp = dead[need[grp] > 0], grp[need[grp] > 0]

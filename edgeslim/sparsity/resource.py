@@ -316,6 +316,11 @@ class ResourceModel:
             k = torch.where(k < self.group_size, torch.minimum(up, self.group_size), self.group_size)
         return k
 
+    def class_strength(self, values: Tensor) -> Tensor:
+        """Squared norm per class of flat BN ``values`` (``total`` entries, or rows of them)."""
+        sq = values.detach().cpu().double().reshape(-1, self.total).pow(2).sum(dim=0)
+        return torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(0, self.pos_class, sq)
+
     def alive_from_scales(self, xi: Tensor) -> Tensor:
         """Bool per class: alive unless removable with every BN entry zero."""
         nz = torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(
@@ -481,11 +486,7 @@ class ResourceModel:
         if self.value(k) <= target:
             return xi, 0
         alive = self.alive_from_scales(xi)
-        strength = (
-            torch.zeros(self.graph.num_classes, dtype=torch.float64)
-            .index_add_(0, self.pos_class, xi.detach().cpu().double().reshape(-1) ** 2)
-            .sqrt()
-        )
+        strength = self.class_strength(xi).sqrt()
         marg = self.marginal(k).clamp(min=1e-30) ** cost_exponent
         cand = torch.nonzero(alive & self.removable & (self.group_of_class >= 0)).flatten()
         grp = self.group_of_class[cand]
@@ -531,10 +532,7 @@ class ResourceModel:
     def protected(self, xi: Tensor, keep_frac: float) -> Tensor:
         """Flat mask of the strongest ``max(1, ceil(keep_frac * size))`` classes of every group
         (by the norm of their ``xi`` entries): the floor no budget pressure should touch."""
-        mag = xi.detach().cpu().double().reshape(-1)
-        strength = torch.zeros(self.graph.num_classes, dtype=torch.float64).index_add_(
-            0, self.pos_class, mag**2
-        )
+        strength = self.class_strength(xi)
         keep = torch.zeros(self.graph.num_classes, dtype=torch.bool)
         for grp in self.graph.groups:
             n_keep = max(1, math.ceil(keep_frac * grp.size))
