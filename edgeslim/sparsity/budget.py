@@ -47,6 +47,7 @@ from torch.optim import Optimizer
 from edgeslim.channels.hooks import TrainHook
 from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.prox import ProximalSlimming
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.utils.modes import training_mode
 
@@ -216,7 +217,7 @@ class BudgetController(TrainHook):
 
     def __init__(
         self,
-        slimmer: Any,
+        slimmer: ProximalSlimming,
         resource: ResourceModel,
         settings: BudgetSettings,
         total_steps: int,
@@ -351,7 +352,7 @@ class BudgetController(TrainHook):
         self.shrink = float(tau.max())  # the largest per-step shrink; weights are tau / shrink
         w = tau / self.shrink if self.shrink > 0 else torch.zeros_like(tau)
         self.slimmer.set_weights(w.to(torch.float32))
-        alpha = self.slimmer.mean_alpha(self._optimizer) if hasattr(self.slimmer, "mean_alpha") else 0.0
+        alpha = self.slimmer.mean_alpha(self._optimizer)
         denom = (alpha if alpha > 0 else 1.0 / self._lr()) + self.slimmer.beta
         self.slimmer.lam = self.base_lambda + self.shrink * denom
 
@@ -370,8 +371,7 @@ class BudgetController(TrainHook):
 
     def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._optimizer = optimizer
-        phase_at = getattr(self.slimmer, "phase_at", None)
-        if phase_at is not None and phase_at(self.slimmer.t - 1) != "sparsify":
+        if self.slimmer.phase_at(self.slimmer.t - 1) != "sparsify":
             return  # the controller's clock runs in the sparsification phase only
         self.step_count += 1
         if self.step_count % self.probe_every == 0:
@@ -414,7 +414,7 @@ class BudgetController(TrainHook):
         rows = before.view(-1, self.slimmer.total).clone()
         rows[:, dead] = 0
         self.slimmer.xi = rows.reshape(-1)
-        if getattr(self.slimmer, "aligner", None) is not None:  # aligned counts keep trained channels
+        if self.slimmer.aligner is not None:  # aligned counts keep trained channels
             self.slimmer.xi = self.slimmer.aligner(self.slimmer.xi, before)
         self.projection_removed = removed
         self.R = self.resource.of_xi(self.magnitude())
@@ -516,7 +516,7 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
             m.momentum = mom
 
 
-def _tau_cap(slimmer: Any) -> float | None:
+def _tau_cap(slimmer: ProximalSlimming) -> float | None:
     """Largest per-step shrink tau that keeps MCP / SCAD single-valued (with a margin)."""
     if slimmer.penalty == "mcp":
         return TAU_CAP_FRACTION * float(slimmer.params["g"])
@@ -527,7 +527,7 @@ def _tau_cap(slimmer: Any) -> float | None:
 
 def build_controller(
     model: nn.Module,
-    slimmer: Any,
+    slimmer: ProximalSlimming,
     settings: BudgetSettings,
     example_input: Tensor,
     total_steps: int,
