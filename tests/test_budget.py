@@ -83,6 +83,32 @@ def test_projection_reaches_the_target_exactly_and_keeps_every_group() -> None:
     assert res.project(xi, 1.1 * res.dense)[1] == 0
 
 
+@pytest.mark.parametrize("metric", ["macs", "latency"])
+def test_aligned_projection_lands_at_the_target_not_a_block_below(metric: str) -> None:
+    # With counts rounded to 16 the shortest prefix in score order overshoots: its last channel can
+    # take a whole block of an expensive layer, and channels of groups that never crossed a block
+    # boundary die for nothing. The projection puts those back while R stays within the target.
+    model, ex = _model("vgg-small")
+    kw = {"profile": "jetson-orin-nano-8gb", "batch": 64} if metric == "latency" else {}
+    res = build_resource(model, ex, metric, round_to=16, **kw)
+    gen = torch.Generator().manual_seed(0)
+    fracs = [f for f in (0.8, 0.7, 0.5, 0.3) if f * res.dense >= res.minimum]
+    assert len(fracs) >= 2
+    for frac in fracs:
+        xi = torch.rand(res.total, generator=gen) + 0.05
+        target = frac * res.dense
+        new, removed = res.project(xi, target)
+        alive = res.alive_from_scales(new)
+        raw = res.raw_counts(alive)
+        assert res.of_xi(new) <= target and removed == int((~alive).sum())
+        assert torch.equal(raw, res.round_counts(raw))  # no channel dead that rounding would keep
+        for g in range(res.num_groups):  # maximal: the next block of any trimmed group is over the target
+            if raw[g] < res.group_size[g]:
+                k = raw.clone()
+                k[g] = res.round_counts(raw + 1)[g]
+                assert res.value(res.round_counts(k)) > target
+
+
 @pytest.mark.parametrize(
     ("text", "metric", "expected"),
     [

@@ -247,17 +247,37 @@ def interp_linear(xs: Sequence[float], ys: Sequence[Any], q: Any) -> Any:
     return ys[j] + (ys[j + 1] - ys[j]) * (q - xs[j]) / (xs[j + 1] - xs[j])
 
 
-def sweep_latency(sweep: dict[str, Any], c_in: Any, c_out: Any) -> Any:
-    """A layer's latency at ``(c_in, c_out)`` channels from its measured sweep (``edgeslim.bench.sweep``):
-    bilinear interpolation of the aligned points (a depthwise layer: linear in ``c_out``)."""
+@dataclass(frozen=True)
+class SweepGrid:
+    """A layer sweep's aligned points, parsed once (:func:`parse_sweep`): ``values[i][j]`` is the
+    time at ``ins[i]`` inputs and ``outs[j]`` outputs; a depthwise sweep has one row (``ins == ()``)."""
+
+    kind: str
+    ins: tuple[float, ...]
+    outs: tuple[float, ...]
+    values: tuple[tuple[float, ...], ...]
+
+
+def parse_sweep(sweep: dict[str, Any]) -> SweepGrid:
+    """The aligned points of a measured sweep (``edgeslim.bench.sweep``) as a :class:`SweepGrid`."""
     pts = [p for p in sweep["points"] if p[3]]
     if sweep["kind"] == "dw":
         by = {int(p[1]): float(p[2]) for p in pts}
-        xs = sorted(by)
-        return interp_linear(xs, [by[x] for x in xs], c_out)
+        xs = tuple(sorted(by))
+        return SweepGrid("dw", (), xs, (tuple(by[x] for x in xs),))
     grid = {(int(p[0]), int(p[1])): float(p[2]) for p in pts}
     ins, outs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
     if len(grid) != len(ins) * len(outs):
         raise EdgeslimError("a layer sweep must measure every pair of its input and output counts")
-    rows = [interp_linear(outs, [grid[(a, b)] for b in outs], c_out) for a in ins]
-    return interp_linear(ins, rows, c_in)
+    values = tuple(tuple(grid[(a, b)] for b in outs) for a in ins)
+    return SweepGrid(str(sweep["kind"]), tuple(ins), tuple(outs), values)
+
+
+def sweep_latency(sweep: dict[str, Any] | SweepGrid, c_in: Any, c_out: Any) -> Any:
+    """A layer's latency at ``(c_in, c_out)`` channels from its measured sweep (``edgeslim.bench.sweep``):
+    bilinear interpolation of the aligned points (a depthwise layer: linear in ``c_out``)."""
+    g = sweep if isinstance(sweep, SweepGrid) else parse_sweep(sweep)
+    if g.kind == "dw":
+        return interp_linear(g.outs, g.values[0], c_out)
+    rows = [interp_linear(g.outs, row, c_out) for row in g.values]
+    return interp_linear(g.ins, rows, c_in)

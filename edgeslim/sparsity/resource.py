@@ -43,9 +43,11 @@ from torch import Tensor, nn
 from edgeslim.channels.cost import (
     ELEM_BYTES,
     LayerCost,
+    SweepGrid,
     interp_linear,
     layer_macs,
     layer_params,
+    parse_sweep,
     predict_latency,
     sweep_latency,
 )
@@ -157,7 +159,8 @@ class ResourceModel:
         self.efficiency = None
         self.table: dict[str, float] | None = None
         self.table_fixed = 0.0
-        self.sweeps: dict[int, tuple[dict[str, Any], float]] = {}
+        self._table_base: tuple[list[float], list[float]] | None = None
+        self.sweeps: dict[int, tuple[SweepGrid, float]] = {}
         self.calibration: tuple[float, list[float], list[float]] | None = None
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
@@ -253,7 +256,8 @@ class ResourceModel:
             if (int(sw["in"]), int(sw["out"])) != (int(full_in), int(d_out[i])):
                 skipped.append(layer.name)
                 continue
-            self.sweeps[i] = (sw, float(sweep_latency(sw, full_in, float(d_out[i]))))
+            grid = parse_sweep(sw)
+            self.sweeps[i] = (grid, float(sweep_latency(grid, full_in, float(d_out[i]))))
         if skipped:
             log.warning(
                 "latency table sweeps of %d layer(s) (%s) do not match this model's channels; those scale by MACs",
@@ -265,12 +269,10 @@ class ResourceModel:
         time to the measured one (piecewise linear through (0, 0), the points and (1, 1))."""
         if not calib or not calib.get("points"):
             return
-        raw_dense = self.table_fixed + float(self._table_terms(self.dense_k).sum())
+        raw_dense = self.table_fixed + float(self._table_sum(self.dense_k))
         pts = {0.0: 0.0, 1.0: 1.0}
         for p in calib["points"]:
-            pred = self.table_fixed + float(
-                self._table_terms(self.uniform_counts(float(p["fraction"]))).sum()
-            )
+            pred = self.table_fixed + float(self._table_sum(self.uniform_counts(float(p["fraction"]))))
             pts[pred / raw_dense] = float(p["measured_ms"]) / float(calib["dense_ms"])
         xs = sorted(pts)
         self.calibration = (raw_dense, xs, [pts[x] for x in xs])
@@ -394,38 +396,55 @@ class ResourceModel:
 
     def value(self, k: Tensor) -> float:
         """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch)."""
-        if self.metric == "macs":
-            n_in, n_out = self.channels(k)
-            return float(self._macs_per_layer(n_in, n_out).sum())
+        if self.metric == "macs":  # plain floats: the projection evaluates this hundreds of times
+            n_in, n_out = (n.tolist() for n in self.channels(k))
+            return float(
+                sum(
+                    layer_macs(la.kind, n_in[i], n_out[i], la.kernel, la.groups, la.out_spatial)
+                    for i, la in enumerate(self.layers)
+                )
+            )
         if self.metric == "params":
             return self.const_params + self._params_from(k)
         if self.table is not None:
-            return float(self._calibrated(self.table_fixed + self._table_terms(k).sum()))
+            return float(self._calibrated(self.table_fixed + self._table_sum(k)))
         return predict_latency(
             self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
         ).total_s
 
-    def _table_terms(self, k: Tensor) -> Tensor:
-        """Per-layer seconds: the measured full-width time times the layer's measured sweep at
-        the counts over its value at full width, or (no sweep) times its MAC ratio."""
+    def _table_sum(self, k: Tensor) -> Any:
+        """Sum of per-layer seconds: each layer's measured full-width time times its measured sweep
+        at the counts over its value at full width, or (no sweep) times its MAC ratio. A tensor
+        (differentiable) when ``k`` requires grad, else a float (plain Python arithmetic: the
+        projection evaluates it hundreds of times)."""
         n_in, n_out = self.channels(k)
-        d_in, d_out = self.channels(self.dense_k)
-        macs, dense = self._macs_per_layer(n_in, n_out), self._macs_per_layer(d_in, d_out)
+        if not k.requires_grad:
+            n_in, n_out = n_in.tolist(), n_out.tolist()
         assert self.table is not None
-        t = torch.tensor([self.table.get(layer.name, 0.0) for layer in self.layers], dtype=torch.float64)
-        terms = t * macs / dense.clamp(min=1e-12)
-        if self.sweeps:
-            parts = list(terms.unbind())
-            for i, (sw, full) in self.sweeps.items():
-                c_in = n_out[i] if self.layers[i].kind == "dw" else n_in[i]
-                at = sweep_latency(sw, c_in, n_out[i])
-                # the in-model time changes by what the layer alone gains (a single-layer session also
-                # pays input/output reorders the model shares between layers: a ratio would keep them)
-                diff = t[i] + (at - full) * SWEEP_UNIT
-                floor = t[i] * at / full * SWEEP_FLOOR
-                parts[i] = diff if float(diff.detach()) > float(floor.detach()) else floor
-            terms = torch.stack(parts)
-        return terms
+        if self._table_base is None:
+            d_in, d_out = self.channels(self.dense_k)
+            self._table_base = (
+                [self.table.get(layer.name, 0.0) for layer in self.layers],
+                [max(float(m), 1e-12) for m in self._macs_per_layer(d_in, d_out)],
+            )
+        t, dense = self._table_base
+        total: Any = 0.0
+        for i, layer in enumerate(self.layers):
+            sw = self.sweeps.get(i)
+            if sw is None:
+                macs = layer_macs(
+                    layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial
+                )
+                total = total + t[i] * macs / dense[i]
+                continue
+            grid, full = sw
+            at = sweep_latency(grid, n_out[i] if layer.kind == "dw" else n_in[i], n_out[i])
+            # the in-model time changes by what the layer alone gains (a single-layer session also
+            # pays input/output reorders the model shares between layers: a ratio would keep them)
+            diff = t[i] + (at - full) * SWEEP_UNIT
+            floor = t[i] * at / full * SWEEP_FLOOR
+            total = total + (diff if _scalar(diff) > _scalar(floor) else floor)
+        return total
 
     def marginal(self, k: Tensor) -> Tensor:
         """``dR/dk_g``: what one more alive channel of each group costs (at counts ``k``)."""
@@ -437,7 +456,7 @@ class ResourceModel:
             n_in, n_out = self.channels(kk)
             r = self._weights_per_layer(n_in, n_out).sum()
         elif self.table is not None:
-            r = self._calibrated(self.table_fixed + self._table_terms(kk).sum())
+            r = self._calibrated(self.table_fixed + self._table_sum(kk))
         else:  # roofline: the layer's bound decides whether MACs or bytes cost time
             pred = predict_latency(
                 self.layer_costs(k), self.profile, self.precision, self.batch, self.efficiency
@@ -502,7 +521,7 @@ class ResourceModel:
                 keep_one[where[top]] = True
         cand, grp, score = cand[~keep_one], grp[~keep_one], score[~keep_one]
         order = torch.argsort(score, stable=True)
-        cand, grp = cand[order], grp[order]
+        cand, grp, score = cand[order], grp[order], score[order]
         raw = self.raw_counts(alive)
 
         def r_after(n: int) -> float:
@@ -524,10 +543,53 @@ class ResourceModel:
                 hi = mid
             else:
                 lo = mid + 1
+        chosen = self._refill(cand[:lo], grp[:lo], score[:lo], raw, target)
         dead = torch.zeros(self.graph.num_classes, dtype=torch.bool)
-        dead[cand[:lo]] = True
+        dead[chosen] = True
         xi[dead[self.pos_class].to(xi.device)] = 0
-        return xi, lo
+        return xi, int(chosen.numel())
+
+    def _refill(self, cand: Tensor, grp: Tensor, score: Tensor, raw: Tensor, target: float) -> Tensor:
+        """Put back what the shortest prefix ``cand`` (ascending score, groups ``grp``) removed
+        without need: channels rounding keeps anyway, then, while ``R <= target`` allows, the next
+        rounding step of a group (its highest-scored removed channels first).
+
+        The prefix stops at the first channel that brings ``R`` under the target; with rounding
+        that channel can take a whole block of an expensive layer, leaving ``R`` far under the
+        target, and channels removed from groups that never crossed a block boundary are dead
+        for nothing. Returns the classes that stay removed."""
+        per: dict[int, list[int]] = {}
+        value_of = dict(zip(cand.tolist(), score.tolist()))
+        for c, g in zip(cand.tolist(), grp.tolist()):
+            per.setdefault(g, []).append(c)  # ascending score: the last entries are put back first
+        removed = torch.zeros(self.num_groups, dtype=torch.float64)
+        for g, cs in per.items():
+            removed[g] = len(cs)
+
+        def give_back(g: int, n: int) -> None:
+            del per[g][len(per[g]) - n :]
+            removed[g] -= n
+
+        kept = self.round_counts(raw - removed)
+        for g in list(per):  # free: the rounded count keeps these channels anyway
+            free = int(min(removed[g], kept[g] - (raw[g] - removed[g])))
+            if free > 0:
+                give_back(g, free)
+        # one rounding step of one group at a time, the most valuable next channel first; R grows
+        # with every step taken, so a group whose step does not fit never fits later
+        open_groups = {g for g in per if per[g]}
+        while open_groups:
+            g = max(open_groups, key=lambda g: value_of[per[g][-1]])
+            trial = removed.clone()
+            trial[g] -= 1
+            n = int(min(removed[g], self.round_counts(raw - trial)[g] - (raw[g] - removed[g])))
+            trial[g] = removed[g] - n
+            if self.value(self.round_counts(raw - trial)) <= target:
+                give_back(g, n)
+                if per[g]:
+                    continue
+            open_groups.discard(g)
+        return torch.tensor([c for cs in per.values() for c in cs], dtype=torch.long)
 
     def protected(self, xi: Tensor, keep_frac: float) -> Tensor:
         """Flat mask of the strongest ``max(1, ceil(keep_frac * size))`` classes of every group
@@ -583,6 +645,10 @@ def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EdgeslimError(f'latency table {path} must be a JSON object with "layers"')
     return data
+
+
+def _scalar(v: Any) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
 
 def build_resource(
