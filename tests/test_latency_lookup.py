@@ -66,6 +66,10 @@ def test_sweep_latency_interpolates_the_aligned_points() -> None:
     q = torch.tensor(24.0, dtype=torch.float64, requires_grad=True)
     sweep_latency(sw, q, q).backward()
     assert q.grad is not None and float(q.grad) > 0  # the budget controller's marginal cost
+    for at in (16.0, 32.0):  # on the measured points, full width included: the cost of one channel less
+        q = torch.tensor(at, dtype=torch.float64, requires_grad=True)
+        sweep_latency(sw, q, q).backward()
+        assert float(q.grad) > 0
     dw = {"kind": "dw", "points": [[16, 16, 1.0, True], [32, 32, 3.0, True]]}
     assert sweep_latency(dw, 99, 24) == pytest.approx(2.0)
 
@@ -101,6 +105,11 @@ def test_whole_network_calibration_maps_the_lookup(vgg_table) -> None:
     assert res.value(k) == pytest.approx(plain.dense * 0.1 / 0.4)
     mask = res.uniform_mask(0.5)
     assert res.raw_counts(res.alive_from_scales(mask)).tolist() == k.tolist()
+    # marginal costs at full width (every count on a measured point, the calibration at 1.0) are
+    # what one channel less saves: never 0 for a group that can shrink (0 left the controller blind)
+    for r in (plain, res):
+        marg = r.marginal(r.dense_k)
+        assert bool((marg[1:-1] > 0).all()), marg
 
 
 def test_roofline_pads_channels_to_the_profile_alignment() -> None:

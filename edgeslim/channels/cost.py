@@ -237,14 +237,19 @@ def calibrate(observations: Sequence[Observation], profile: DeviceProfile, preci
 
 # ---------------------------------------------------------------------------- latency lookup
 def interp_linear(xs: Sequence[float], ys: Sequence[Any], q: Any) -> Any:
-    """Piecewise-linear ``ys(q)`` through ``(xs, ys)``, constant outside; ``q`` and ``ys`` may be tensors."""
+    """Piecewise-linear ``ys(q)`` through ``(xs, ys)``, constant outside; ``q`` and ``ys`` may be tensors.
+
+    At a knot the segment on its left is used (except at the first), so the gradient there is the
+    saving of one channel less: channel counts sit on the measured (aligned) points, full width
+    included, and a budget's marginal costs must not read 0 there."""
     v = float(q.detach()) if hasattr(q, "detach") else float(q)
-    if len(xs) == 1 or v <= xs[0]:
+    n = len(xs)
+    if n == 1 or v < xs[0]:
         return ys[0] + q * 0
-    if v >= xs[-1]:
+    if v > xs[-1]:
         return ys[-1] + q * 0
-    j = max(i for i in range(len(xs) - 1) if xs[i] <= v)
-    return ys[j] + (ys[j + 1] - ys[j]) * (q - xs[j]) / (xs[j + 1] - xs[j])
+    j = next(i for i in range(1, n) if xs[i] >= v)
+    return ys[j - 1] + (ys[j] - ys[j - 1]) * (q - xs[j - 1]) / (xs[j] - xs[j - 1])
 
 
 @dataclass(frozen=True)
