@@ -349,7 +349,8 @@ def main() -> None:
         f"torch {meta['torch']}, Torch-Pruning {meta['torch_pruning']}, 1 thread, {meta['cpu']}, random "
         f"weights, {args.frac:.0%} of every coupled BN group zeroed (scale and bias) by each tool in its own "
         "groups, compared in float64 on every output tensor (`ok`: same shapes, diff <= 1e-10 x output "
-        "scale). `es` = edgeslim, `tp` = Torch-Pruning. Produced by `python benchmarks/surgery_zoo.py`.",
+        "scale). `es` = edgeslim, `tp` = Torch-Pruning. Times: best of "
+        f"{meta['repeats']}. Produced by `python benchmarks/surgery_zoo.py --repeats {meta['repeats']}`.",
         "",
         "## Summary",
         "",
