@@ -346,13 +346,13 @@ class ResourceModel:
         return n_in, n[self.out_idx]
 
     # ------------------------------------------------------------------ metrics
+    def _layer_macs(self, i: int, n_in: Any, n_out: Any) -> Any:
+        """MACs of layer ``i`` at ``n_in[i]``/``n_out[i]`` channels (floats or tensors alike)."""
+        layer = self.layers[i]
+        return layer_macs(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial)
+
     def _macs_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
-        return torch.stack(
-            [
-                layer_macs(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial)
-                for i, layer in enumerate(self.layers)
-            ]
-        )
+        return torch.stack([self._layer_macs(i, n_in, n_out) for i in range(len(self.layers))])
 
     def _weights_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
         return torch.stack(
@@ -398,12 +398,7 @@ class ResourceModel:
         """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch)."""
         if self.metric == "macs":  # plain floats: the projection evaluates this hundreds of times
             n_in, n_out = (n.tolist() for n in self.channels(k))
-            return float(
-                sum(
-                    layer_macs(la.kind, n_in[i], n_out[i], la.kernel, la.groups, la.out_spatial)
-                    for i, la in enumerate(self.layers)
-                )
-            )
+            return float(sum(self._layer_macs(i, n_in, n_out) for i in range(len(self.layers))))
         if self.metric == "params":
             return self.const_params + self._params_from(k)
         if self.table is not None:
@@ -432,10 +427,7 @@ class ResourceModel:
         for i, layer in enumerate(self.layers):
             sw = self.sweeps.get(i)
             if sw is None:
-                macs = layer_macs(
-                    layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial
-                )
-                total = total + t[i] * macs / dense[i]
+                total = total + t[i] * self._layer_macs(i, n_in, n_out) / dense[i]
                 continue
             grid, full = sw
             at = sweep_latency(grid, n_out[i] if layer.kind == "dw" else n_in[i], n_out[i])
@@ -495,7 +487,7 @@ class ResourceModel:
         self, xi: Tensor, target: float, keep_frac: float = 0.0, cost_exponent: float = 1.0
     ) -> tuple[Tensor, int]:
         """Zero the alive removable classes with the smallest ``|xi| / cost**cost_exponent``
-        until ``R <= target``.
+        until ``R <= target``, then put back what fits (:meth:`_refill`).
 
         Every group keeps its strongest ``max(1, ceil(keep_frac * size))`` classes. Returns the new ``xi`` and the number of
         classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
