@@ -425,3 +425,12 @@ def test_every_option_has_help_and_every_command_an_example():
         for p in cmd.params:
             if isinstance(p, click.Option):
                 assert p.help, f"edgeslim {name} {p.opts[0]} has no help text"
+
+
+def test_cli_precision_choices_are_the_profiles_precisions() -> None:
+    from typing import get_args
+
+    from edgeslim.channels.devices import Precision
+    from edgeslim.cli.params import PRECISION
+
+    assert list(PRECISION.choices) == list(get_args(Precision))

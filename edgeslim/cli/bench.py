@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import trust_pickle_option
-from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, SHAPE, IntList, Number
+from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, PRECISION, SHAPE, IntList, Number
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
@@ -130,9 +130,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     type=click.Choice(["disable", "basic", "extended", "all"]),
     help="onnxruntime graph optimization level.",
 )
-@click.option(
-    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="trtexec build precision (TRT < 11)."
-)
+@click.option("--precision", type=PRECISION, help="trtexec build precision (TRT < 11).")
 @click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
 @click.option("--device", type=DEVICE, help="torch device (cpu, cuda, cuda:N).")
 @click.option(

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import trust_pickle_option, weights_option
-from edgeslim.cli.params import COUNT, SHAPE, Number
+from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +45,7 @@ from edgeslim.cli.params import COUNT, SHAPE, Number
 @click.option(
     "--trt", is_flag=True, help="Build a TensorRT engine, or write a trtexec script if no tensorrt."
 )
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp16", show_default=True,
+@click.option("--precision", type=PRECISION, default="fp16", show_default=True,
               help="TensorRT precision (int8 calibrates on real images of the data set).")  # fmt: skip
 @click.option("--workspace", default="1G", show_default=True, help="TensorRT workspace limit.")
 @click.option(

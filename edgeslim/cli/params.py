@@ -178,6 +178,8 @@ SHAPE = Shape()
 PHASE = Phase()
 BETA_END = BetaEnd()
 DEVICE = Device()
+#: numeric precisions (``edgeslim.channels.devices.Precision``; not imported here: that module loads pydantic)
+PRECISION = click.Choice(["fp32", "fp16", "int8"])
 
 
 def _as_text(value: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edgeslim.cli.common import trust_pickle_option, weights_option
-from edgeslim.cli.params import COUNT, SHAPE
+from edgeslim.cli.params import COUNT, PRECISION, SHAPE
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -26,7 +26,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option(
     "--profile", help="Device profile whose channel alignment to keep [host-cpu: ONNX Runtime here]."
 )
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", type=PRECISION,
               help="Precision the alignment is for [the profile's preferred one].")  # fmt: skip
 @click.option("--data", help="Data set whose test images measure the deviation (e.g. fashion-mnist).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")

@@ -16,6 +16,7 @@ from edgeslim.cli.params import (
     NONNEG,
     PHASE,
     POSITIVE,
+    PRECISION,
     Number,
     load_config,
 )
@@ -108,7 +109,7 @@ CONFIG_KEYS = {
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=PRECISION,
     help="Precision of the alignment and latency prediction [the profile's preferred one].",
 )
 @click.option(
