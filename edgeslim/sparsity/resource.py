@@ -332,12 +332,7 @@ class ResourceModel:
 
     def counts(self, xi: Tensor) -> Tensor:
         """Alive channels per group (never below one, rounded like surgery)."""
-        alive = self.alive_from_scales(xi)
-        valid = self.group_of_class >= 0
-        k = torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
-            0, self.group_of_class[valid], alive[valid].to(torch.float64)
-        )
-        return self.round_counts(k)
+        return self.round_counts(self.raw_counts(self.alive_from_scales(xi)))
 
     def channels(self, k: Tensor) -> tuple[Tensor, Tensor]:
         """(n_in, n_out) per layer for group counts ``k``."""
