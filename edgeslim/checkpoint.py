@@ -119,16 +119,16 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     An architecture built by code from outside edgeslim (``package.module:Attr`` or
     ``pickle:PATH``) runs that code, so it is refused unless ``trust_pickle``.
     """
-    from edgeslim.models.registry import is_code_reference
+    from edgeslim.models.registry import is_code_reference, runs_code
 
     spec = ModelSpec.from_dict(ckpt["spec"])
-    if (spec.arch.startswith("pickle:") or is_code_reference(spec.arch)) and not trust_pickle:
+    if (runs_code(spec.arch) or is_code_reference(spec.arch)) and not trust_pickle:
         raise EdgeslimError(
             f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
             "runs when it is loaded; if you trust it, pass trust_pickle=True",
             param="trust_pickle",
         )
-    model = create_model(spec)
+    model = create_model(spec, trust_pickle=trust_pickle)
     if ckpt.get("recipe"):
         from edgeslim.surgery.recipe import apply_recipe
 

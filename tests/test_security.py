@@ -184,3 +184,52 @@ def test_trusted_export_archive_still_loads(tmp_path):
     loaded = load_model(path, trust_pickle=True)
     assert loaded.kind == "exported"
     assert torch.allclose(loaded.model(x), torch.export.load(path).module()(x))
+
+
+#: every command that builds an architecture *name* (bench takes model files only); ``pickle:{m}``
+#: names a file to unpickle
+BY_NAME = [
+    ["info", "pickle:{m}", "--input-shape", "3,32,32"],
+    ["graph", "pickle:{m}", "--input-shape", "3,32,32"],
+    ["prune", "pickle:{m}", "-o", "{tmp}/o.pt", "--input-shape", "3,32,32"],
+    ["export", "pickle:{m}", "--onnx", "{tmp}/o.onnx", "--input-shape", "3,32,32"],
+    ["slim", "pickle:{m}", "--data", "digits", "--epochs", "1", "--out", "{tmp}/slim"],
+    ["train", "--arch", "pickle:{m}", "--data", "digits", "--epochs", "1", "--out", "{tmp}/t"],
+]
+
+
+def test_no_command_unpickles_a_named_file_without_trust(tmp_path, capsys):
+    """``pickle:PATH`` as an architecture name is a file we are handed: the same rule as a model file
+    (``train --arch pickle:PATH`` once unpickled it; the refusal now lives in ``create_model``)."""
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "payload.pt"
+    path.write_bytes(_payload_bytes(marker))
+    for argv in BY_NAME:
+        args = [a.format(m=path, tmp=tmp_path) for a in argv]
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert not marker.exists(), f"edgeslim {args[0]} unpickled pickle:PATH without --trust-pickle"
+        assert "--trust-pickle" in err and "unpickles" in err, (args[0], err)
+        assert len(err.strip().splitlines()) == 1, err
+    with pytest.raises(Exception, match="trust_pickle=True"):
+        create_model(ModelSpec(f"pickle:{path}"))
+    assert not marker.exists()
+
+
+def test_train_builds_a_trusted_pickled_model(tmp_path, capsys):
+    """With ``--trust-pickle``, ``train --arch pickle:PATH`` trains the pickled module, and a resume
+    of that run needs the same trust."""
+    path = tmp_path / "tiny.pt"
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))  # fmt: skip
+    torch.save(model, path)
+    out = tmp_path / "run"
+    base = ["train", "--arch", f"pickle:{path}", "--data", "digits", "--subset", "200", "--epochs", "1"]
+    assert main([*base, "--out", str(out), "--trust-pickle", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["test_accuracy"] >= 0.0 and rep["params"] == sum(p.numel() for p in model.parameters())
+    assert main(["train", "--resume", str(out / "model.pt"), "--out", str(tmp_path / "r")]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err

@@ -7,14 +7,15 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import data_options, train_options
+from edgeslim.cli.common import data_options, train_options, trust_pickle_option
 from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--arch",
-    help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18 (see `edgeslim info --list-models`).",
+    help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18, timm:NAME (see `edgeslim info "
+    "--list-models`), package.module:Attr, or pickle:PATH (with --trust-pickle).",
 )
 @data_options
 @train_options
@@ -65,6 +66,7 @@ from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionLi
     help="Continue an interrupted run: alone, the one in --out (like slim --resume); or the run saved in "
     "this model.pt.",
 )
+@trust_pickle_option
 @click.option("--force", is_flag=True, help="Overwrite an existing DIR/model.pt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(**kw: Any) -> None:

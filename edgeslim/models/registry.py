@@ -56,6 +56,8 @@ _MODELS: dict[str, ModelFn] = {}
 #: prefix (e.g. "tv") -> resolver(name_without_prefix, num_classes, in_channels, **kwargs)
 _PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 _PREFIX_LISTERS: dict[str, Callable[[], list[str]]] = {}
+#: families whose builder unpickles a file the user names (``pickle:PATH``): built only when trusted
+_RUNS_CODE: set[str] = set()
 
 
 def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
@@ -70,10 +72,38 @@ def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
     return deco
 
 
-def register_prefix(prefix: str, resolver: Callable[..., nn.Module], lister: Callable[[], list[str]]) -> None:
-    """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision)."""
+def register_prefix(
+    prefix: str,
+    resolver: Callable[..., nn.Module],
+    lister: Callable[[], list[str]],
+    *,
+    runs_code: bool = False,
+) -> None:
+    """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision).
+
+    ``runs_code``: building a name unpickles the file it names (it can run arbitrary code), so
+    :func:`create_model` builds it only with ``trust_pickle=True``."""
     _PREFIXES[prefix] = resolver
     _PREFIX_LISTERS[prefix] = lister
+    if runs_code:
+        _RUNS_CODE.add(prefix)
+    else:
+        _RUNS_CODE.discard(prefix)
+
+
+def runs_code(arch: str) -> bool:
+    """True when building ``arch`` unpickles a file (its family was registered with ``runs_code``)."""
+    return arch.split(":", 1)[0] in _RUNS_CODE if ":" in arch else False
+
+
+def check_trusted(arch: str, trust_pickle: bool) -> None:
+    """Refuse ``arch`` when building it unpickles a file (``pickle:PATH``) and ``trust_pickle`` is off."""
+    if runs_code(arch) and not trust_pickle:
+        raise EdgeslimError(
+            f"{arch} unpickles {arch.split(':', 1)[1]}, which can run arbitrary code; pass trust_pickle=True "
+            "if you trust it",
+            param="trust_pickle",
+        )
 
 
 #: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
@@ -107,13 +137,16 @@ def list_models(include_prefixed: bool = True) -> list[str]:
     return names
 
 
-def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
-    """Build the architecture named by ``spec`` (random weights)."""
+def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrides: Any) -> nn.Module:
+    """Build the architecture named by ``spec`` (random weights).
+
+    A name that unpickles a file (``pickle:PATH``) is refused unless ``trust_pickle``."""
     if isinstance(spec, str):
         spec = ModelSpec(arch=spec, **overrides)
     elif overrides:
         spec = ModelSpec.from_dict({**spec.to_dict(), **overrides})
     name = spec.arch
+    check_trusted(name, trust_pickle)
     kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
     if ":" in name:
         prefix, sub = name.split(":", 1)

@@ -26,15 +26,6 @@ from edgeslim.models.registry import register_code_resolver, register_prefix
 PICKLE_PREFIX = "pickle"
 
 
-def check_arch_trusted(arch: str, trust_pickle: bool) -> None:
-    """``pickle:PATH`` unpickles a file the user hands us: only with ``trust_pickle``."""
-    if arch.startswith("pickle:") and not trust_pickle:
-        raise EdgeslimError(
-            f"{arch} unpickles {arch[7:]}, which can run arbitrary code; pass trust_pickle=True if you trust it",
-            param="trust_pickle",
-        )
-
-
 def classifier(model: nn.Module) -> tuple[str, nn.Module] | None:
     """The classifier head: timm's ``get_classifier()``, else the last ``nn.Linear`` (registration
     order), else the last 1x1 ``nn.Conv2d`` (SqueezeNet-style heads); None when there is none."""
@@ -149,7 +140,7 @@ def _list_none() -> list[str]:
 
 
 def _register() -> None:
-    register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none)
+    register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True)
     register_code_resolver(build_from_code)
 
 
@@ -184,38 +175,42 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
     model.load_state_dict(state_dict)
 
 
-def build_with_weights(spec: Any, state_dict: dict[str, Any], what: str) -> tuple[nn.Module, Any]:
+def build_with_weights(
+    spec: Any, state_dict: dict[str, Any], what: str, *, trust_pickle: bool = False
+) -> tuple[nn.Module, Any]:
     """``spec``'s architecture with ``state_dict`` loaded; the class count follows the weights.
 
     When only the classifier head differs in its number of outputs, the model is rebuilt with the
-    weights' count (e.g. 1000 for ImageNet weights) and the returned spec says so.
+    weights' count (e.g. 1000 for ImageNet weights) and the returned spec says so. ``trust_pickle``:
+    see :func:`~edgeslim.models.registry.create_model`.
     """
     from edgeslim.models.registry import create_model
 
-    model = create_model(spec)
+    model = create_model(spec, trust_pickle=trust_pickle)
     _, n = _head_mismatch(model, state_dict)
     if n is not None and n != spec.num_classes:
         spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})
-        model = create_model(spec)
+        model = create_model(spec, trust_pickle=trust_pickle)
     load_weights(model, state_dict, what)
     return model, spec
 
 
 def with_classes(
-    model: nn.Module, spec: Any, num_classes: int
+    model: nn.Module, spec: Any, num_classes: int, *, trust_pickle: bool = False
 ) -> tuple[nn.Module, Any, dict[str, Any] | None]:
     """``model`` with a new, freshly initialised classifier head of ``num_classes`` outputs.
 
     The architecture is rebuilt from ``spec`` with the new count and every other weight copied, so
     the result is what ``create_model(new spec)`` builds (checkpoints rebuild it). Returns
-    ``(model, spec, change)``; ``change`` is None when the count already matches.
+    ``(model, spec, change)``; ``change`` is None when the count already matches. ``trust_pickle``:
+    see :func:`~edgeslim.models.registry.create_model`.
     """
     if spec.num_classes == num_classes:
         return model, spec, None
     from edgeslim.models.registry import create_model
 
     new_spec = type(spec).from_dict({**spec.to_dict(), "num_classes": num_classes})
-    new = create_model(new_spec)
+    new = create_model(new_spec, trust_pickle=trust_pickle)
     old = model.state_dict()
     keys, _ = _head_mismatch(new, old)
     if not keys:

@@ -319,7 +319,7 @@ def _source_model(
             f"--num-classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}"
         )
     if wanted is not None:
-        model, spec, change = with_classes(model, spec, wanted)
+        model, spec, change = with_classes(model, spec, wanted, trust_pickle=trust_pickle)
         if change is not None:
             meta["head"] = change
     return model, spec, meta

@@ -32,7 +32,6 @@ def load_model_or_arch(
     Files keep their own spec.
     """
     from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
-    from edgeslim.models.user import check_arch_trusted
 
     dshape = None
     if data is not None:  # checks the name early, also for files
@@ -46,9 +45,9 @@ def load_model_or_arch(
                 f"{target} is a model file that holds its own weights"
             )
         return load_model(target, trust_pickle=trust_pickle)
-    from edgeslim.models.registry import ModelSpec, create_model
+    from edgeslim.models.registry import ModelSpec, check_trusted, create_model
 
-    check_arch_trusted(target, trust_pickle)
+    check_trusted(target, trust_pickle)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if data is not None and dshape is None and shape is None:
         raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
@@ -56,14 +55,17 @@ def load_model_or_arch(
     classes = num_classes or (dshape[3] if dshape else 10)
     spec = ModelSpec(target, classes, c, (h, w))
     if weights is None:
-        return LoadedModel(model=create_model(spec), kind="architecture", spec=spec, path=None)
+        model = create_model(spec, trust_pickle=trust_pickle)
+        return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights, with_classes
 
-    model, spec = build_with_weights(spec, read_state_dict(weights), f"weights {weights}")
+    model, spec = build_with_weights(
+        spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
+    )
     meta: dict = {"weights": str(weights)}
     if num_classes is not None and num_classes != spec.num_classes:
-        model, spec, meta["head"] = with_classes(model, spec, num_classes)
+        model, spec, meta["head"] = with_classes(model, spec, num_classes, trust_pickle=trust_pickle)
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
 
 

@@ -58,6 +58,8 @@ class TrainRequest:
     device: str = "auto"
     threads: int | None = None
     resume: str | Path | None = None
+    #: build or load models whose files can run code (pickle:PATH, whole pickled modules)
+    trust_pickle: bool = False
     force: bool = False
 
     @classmethod
@@ -141,7 +143,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         data_name = kw["data_name"] or data_args.get("name")
         data_dir = kw["data_dir"] or data_args.get("data_dir")
         subset, test_subset = data_args.get("subset"), data_args.get("test_subset")
-        model = build_from_checkpoint(resume_ckpt)
+        model = build_from_checkpoint(resume_ckpt, trust_pickle=kw["trust_pickle"])
         recipe = resume_ckpt.get("recipe")
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
     else:
@@ -169,16 +171,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     )
     if resume_ckpt is None:
         if kw["init_path"]:
-            try:
-                loaded = load_model(kw["init_path"])
-            except EdgeslimError as exc:
-                if "trust_pickle" not in exc.params:
-                    raise
-                what = str(exc).split(";")[0]  # the library's refusal says what the file is
-                raise EdgeslimError(
-                    f"{what}; train has no --trust-pickle: start --init from an edgeslim checkpoint "
-                    "of a built-in architecture"
-                ) from exc
+            loaded = load_model(kw["init_path"], trust_pickle=kw["trust_pickle"])
             if loaded.spec is None:
                 raise EdgeslimError(
                     f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"
@@ -192,7 +185,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         else:
             spec = bundle.spec_for(kw["arch"])
             torch.manual_seed(config.seed)
-            model = create_model(spec)
+            model = create_model(spec, trust_pickle=kw["trust_pickle"])
     bundle.check_spec(spec)
     meta = {
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
