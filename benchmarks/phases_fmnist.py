@@ -4,7 +4,8 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 
 * ``dense``: plain training (the baseline);
 * ``l1``: today's default (prox from the first step, ``alpha = 1/lr``, constant beta);
-* ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen;
+* ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen (1 epoch each);
+* ``default``: what ``slim`` ships, the phases as a share of training (``DEFAULT_PHASE`` each);
 * ``effective``: the prox step consistent with the optimizer (``alpha = (1-m)/lr`` under momentum);
 * ``both``: phases and the effective step;
 * ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``);
@@ -40,7 +41,7 @@ from runcache import cached
 
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
-from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
+from edgeslim.slim import DEFAULT_PHASE, CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.surgery import prune_with_report
 from edgeslim.train import TrainConfig, fit
 
@@ -51,6 +52,8 @@ NO_PHASES = {"prox_warmup": 0, "recovery": 0}
 VARIANTS: dict[str, dict[str, Any]] = {
     "l1": {"prox_step": "lr", **NO_PHASES},
     "phases": {"prox_step": "lr", "prox_warmup": 1.0, "recovery": 1.0},
+    #: what `slim` ships: phases of DEFAULT_PHASE (a share of training) each
+    "default": {"prox_step": "lr", "prox_warmup": DEFAULT_PHASE, "recovery": DEFAULT_PHASE},
     "effective": {"prox_step": "effective", **NO_PHASES},
     "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0},
     "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
