@@ -365,3 +365,21 @@ def test_upsample_keeps_channels():
     res = prune_with_report(m, x)
     assert res.model.a[0].out_channels == 4 and res.report["exact"]
     assert verify(m, res.model, torch.randn(2, 3, 5, 5))["max_abs_diff"] < 1e-5
+
+
+@pytest.mark.parametrize("bound", [300, 1 << 16, 70_000])
+def test_group_helpers_match_numpy_reference(bound):
+    """The grouping's fast paths (radix sort below 2**16 classes, torch's sort above; unique rows
+    through packed keys) agree with the plain numpy reference on random data."""
+    import numpy as np
+
+    from edgeslim.surgery.graph import _stable_order, _unique_rows
+
+    gen = np.random.default_rng(bound)
+    values = torch.from_numpy(gen.integers(0, bound, 5000))
+    assert np.array_equal(_stable_order(values, bound), np.argsort(values.numpy(), kind="stable"))
+    for base, k in ((7, 3), (bound, 5), (bound, 40)):  # 40 columns of a large base: several key passes
+        rows = gen.integers(0, min(base, 4), (600, k))
+        got, inv = _unique_rows(rows, base)
+        want, want_inv = np.unique(rows, axis=0, return_inverse=True)
+        assert np.array_equal(got, want) and np.array_equal(inv, want_inv.reshape(-1))

@@ -24,10 +24,11 @@ import itertools
 import math
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
@@ -506,6 +507,7 @@ class _Analyser:
         real: nn.Module,
         run_tensors: dict[str, Tensor] | None = None,
         named: dict[str, Tensor] | None = None,
+        walk: list[tuple[str, nn.Module]] | None = None,
     ) -> None:
         self.uf = _UnionFind()
         self.infos: dict[int, tuple[Tensor, Any]] = {}
@@ -514,8 +516,12 @@ class _Analyser:
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
-        self._mods = dict(real.named_modules())  # real weights (the run may be on "meta")
-        self._names = {id(m): n for n, m in self._mods.items()}
+        self._walk = walk if walk is not None else _walk(real)
+        self._mods: dict[str, nn.Module] = {}  # real weights (the run may be on "meta")
+        self._names: dict[int, str] = {}  # a module reached under several names: its first one
+        for n, m in self._walk:
+            if self._names.setdefault(id(m), n) == n:
+                self._mods[n] = m
         self._rules = {id(m): r for n, m in self._mods.items() if n and (r := rules.rule_for(m))}
         self._model = real
         self._run_tensors = run_tensors
@@ -526,7 +532,7 @@ class _Analyser:
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
         self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
-        real_t = self._real_t = named if named is not None else _named_tensors(real)
+        real_t = self._real_t = named if named is not None else _named_tensors(self._walk)
         self.owner: dict[int, tuple[str, str]] = {}
         self.real: dict[int, Tensor] = {}
         for name, t in (run_tensors if run_tensors is not None else real_t).items():
@@ -566,7 +572,7 @@ class _Analyser:
                 if self._run_tensors is None:
                     out = self._model(x)
                 else:
-                    with _swapped_tensors(self._model, self._run_tensors):
+                    with _swapped_tensors(self._walk, self._run_tensors):
                         out = self._model(x)
             self.busy = True
             outs = _flat_tensors(out)
@@ -1122,24 +1128,35 @@ def _touch_name(t: Touch) -> str:
     return f"{t.module}.{t.attr}" if t.kind == "param" and t.module else (t.attr or t.module)
 
 
-def _unique_rows(rows: Tensor, base: int) -> tuple[Tensor, Tensor]:
-    """``torch.unique(rows, dim=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
+def _unique_rows(rows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(rows, axis=0, return_inverse=True)`` for rows of ints in [0, base), fast."""
     n, k = rows.shape
     bits = math.log2(max(base, 2))
     j = max(1, int(62 // bits))  # columns one int64 key holds
-    keys, inv = torch.unique(_row_keys(rows[:, :j], base), return_inverse=True)
+    keys, inv = np.unique(_row_keys(rows[:, :j], base), return_inverse=True)
     step = max(1, int((62 - math.log2(max(n, 2))) // bits))
     while j < k:  # long rows: (rank of the prefix, next columns) stays lexicographic
         cols = rows[:, j : j + step]
-        keys, inv = torch.unique(inv * base ** cols.shape[1] + _row_keys(cols, base), return_inverse=True)
+        keys, inv = np.unique(
+            inv.reshape(-1) * base ** cols.shape[1] + _row_keys(cols, base), return_inverse=True
+        )
         j += step
-    first = torch.zeros(keys.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(rows.shape[0]))
+    inv = inv.reshape(-1)
+    first = np.zeros(keys.size, dtype=np.int64)
+    first[inv[::-1]] = np.arange(n - 1, -1, -1)  # the first row of each key (the last write wins)
     return rows[first], inv
 
 
-def _row_keys(rows: Tensor, base: int) -> Tensor:
+def _row_keys(rows: np.ndarray, base: int) -> np.ndarray:
     """One int per row of ints in [0, base), in lexicographic order of the rows."""
-    return rows @ (base ** torch.arange(rows.shape[1] - 1, -1, -1, dtype=torch.long))
+    return rows @ (base ** np.arange(rows.shape[1] - 1, -1, -1, dtype=np.int64))
+
+
+def _stable_order(values: Tensor, bound: int) -> np.ndarray:
+    """Indices that sort ``values`` (ints in [0, bound)) stably: numpy's radix sort below 2**16."""
+    if bound <= 1 << 16:
+        return np.argsort(values.numpy().astype(np.uint16), kind="stable")
+    return torch.sort(values.int() if bound < 2**31 else values, stable=True).indices.numpy()
 
 
 def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> Info:
@@ -1148,11 +1165,17 @@ def _part(x: Info, start: int, stop: int, shape: torch.Size | None = None) -> In
     return Info(x.labels[start:stop], x.state[start:stop], True, sh)
 
 
-def _named_tensors(model: nn.Module) -> dict[str, Tensor]:
+def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every (name, module) of ``model``, a module reached twice under each name: the one walk of
+    the module tree a capture makes (``named_modules`` is a deep generator; walking it is slow)."""
+    return list(model.named_modules(remove_duplicate=False))
+
+
+def _named_tensors(walk: list[tuple[str, nn.Module]]) -> dict[str, Tensor]:
     """Every parameter and buffer by qualified name (tied ones under each name)."""
     return {
         f"{n}.{k}" if n else k: t
-        for n, m in model.named_modules(remove_duplicate=False)
+        for n, m in walk
         for k, t in [*m._parameters.items(), *m._buffers.items()]
         if t is not None
     }
@@ -1188,7 +1211,7 @@ class DependencyGraph:
         self.num_classes = int(uniq.numel())
         self.slot_class = cls
         sizes = [t.labels.numel() for t in self.touches]  # one gather, then views per touch
-        self._flat = cls[torch.cat([t.labels for t in self.touches])] if sizes else cls[:0]
+        self._flat = cls.index_select(0, torch.cat([t.labels for t in self.touches])) if sizes else cls[:0]
         self.touch_classes = list(self._flat.split(sizes)) if sizes else []
         barred = torch.zeros(self.num_classes, dtype=torch.bool)
         self.class_barriers: dict[int, list[str]] = {}
@@ -1199,52 +1222,50 @@ class DependencyGraph:
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred
         self.groups = self._make_groups()
-        costed = {c.module for c in self.costs}
-        self._const_params = sum(
-            p.numel()
-            for name, mod in model.named_modules()
-            if name not in costed
-            for p in mod.parameters(recurse=False)
-        )
+        #: modules by name, as the capture saw them
+        self.modules: dict[str, nn.Module] = analyser._mods
+        self._const_params: int | None = None  # parameters of layers without channel touches
 
     def _make_groups(self) -> list[ChannelGroup]:
         """Classes with the same touches (same layers, same number of times) form one group."""
         if not self.touch_classes:
             return []
-        cls = self._flat  # the touch classes end to end
-        sizes = torch.tensor([tc.numel() for tc in self.touch_classes])
-        ti = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
-        pos = torch.arange(cls.numel()) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+        # (numpy: these are many small index operations, each several times cheaper than torch's)
+        sizes = np.fromiter((tc.numel() for tc in self.touch_classes), np.int64, len(self.touch_classes))
+        ti = np.repeat(np.arange(sizes.size), sizes)
+        pos = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
         # entries come by (touch, position): a stable sort by class orders them by (class, touch, position)
-        order = torch.sort(cls.int() if self.num_classes < 2**31 else cls, stable=True).indices
-        cls, ti, pos = cls[order], ti[order], pos[order]
-        uniq, counts = torch.unique_consecutive(cls, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
+        order = _stable_order(self._flat, self.num_classes)
+        cls, ti, pos = self._flat.numpy()[order], ti[order], pos[order]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(cls)) + 1))
+        counts = np.diff(np.append(starts, cls.size))
+        uniq = cls[starts]
         rows = []  # (first touch, first position, touch sequence, classes, positions)
-        for k in torch.unique(counts).tolist():
-            sel = torch.nonzero(counts == k).flatten()
-            at = starts[sel][:, None] + torch.arange(k)[None, :]
+        for k in np.unique(counts).tolist():
+            sel = np.flatnonzero(counts == k)
+            at = starts[sel][:, None] + np.arange(k)[None, :]
             seqs, poss = ti[at], pos[at]  # (classes with k touches, k)
             sigs, inv = _unique_rows(seqs, len(self.touch_classes))
-            by = torch.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
-            n_per = torch.bincount(inv, minlength=sigs.shape[0])
+            by = np.argsort(inv * (int(poss[:, 0].max()) + 1) + poss[:, 0])  # by signature, then position
+            ends = np.cumsum(np.bincount(inv, minlength=sigs.shape[0]))
             cls_by, pos_by = uniq[sel[by]], poss[by]
-            firsts = pos_by[torch.cumsum(n_per, 0) - n_per, 0].tolist()
-            n_per = n_per.tolist()
-            for sig, first, c, p in zip(sigs.tolist(), firsts, cls_by.split(n_per), pos_by.split(n_per)):
-                rows.append((sig[0], first, sig, c, p))
+            firsts = pos_by[np.append(0, ends[:-1]), 0].tolist()
+            parts = zip(sigs.tolist(), firsts, np.split(cls_by, ends[:-1]), np.split(pos_by, ends[:-1]))
+            rows.extend((sig[0], first, sig, c, p) for sig, first, c, p in parts)
         rows.sort(key=lambda r: (r[0], r[1]))
+        barred = self.barred.numpy()
         groups = []
         for _, _, sig, classes, mat in rows:
             members = [
-                (_touch_name(self.touches[t]), self.touches[t].kind, c) for t, c in zip(sig, mat.unbind(1))
+                (_touch_name(self.touches[t]), self.touches[t].kind, torch.from_numpy(mat[:, i].copy()))
+                for i, t in enumerate(sig)
             ]
             bars = (
                 [b for c in classes.tolist() for b in self.class_barriers.get(c, [])]
-                if bool(self.barred[classes].any())
+                if barred[classes].any()
                 else []
             )
-            groups.append(ChannelGroup(len(groups), classes, members, bars))
+            groups.append(ChannelGroup(len(groups), torch.from_numpy(classes), members, bars))
         return groups
 
     # -- views -------------------------------------------------------------------------
@@ -1305,6 +1326,14 @@ class DependencyGraph:
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
         """Parameter count when only ``alive`` channels are kept (untracked layers count fully)."""
         n = self._counts(self.alive_from_groups(alive))
+        if self._const_params is None:
+            costed = {c.module for c in self.costs}
+            self._const_params = sum(
+                p.numel()
+                for name, mod in self.modules.items()
+                if name not in costed
+                for p in {id(p): p for p in mod._parameters.values() if p is not None}.values()
+            )
         total = float(self._const_params)
         for c in self.costs:
             c_in = 1 if c.in_touch is None else n[c.in_touch]
@@ -1324,11 +1353,12 @@ def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 @contextlib.contextmanager
-def _swapped_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[None]:
-    """Run with ``tensors`` (by qualified name) in place of the model's parameters and buffers
-    (``torch.func.functional_call`` without its checks: the names come from the model)."""
+def _swapped_tensors(walk: list[tuple[str, nn.Module]], tensors: dict[str, Tensor]) -> Iterator[None]:
+    """Run with ``tensors`` (by qualified name) in place of the parameters and buffers of the
+    modules of ``walk`` (``torch.func.functional_call`` without its checks: the names come from
+    the model)."""
     saved = []
-    for n, m in model.named_modules(remove_duplicate=False):
+    for n, m in walk:
         for store in (m._parameters, m._buffers):
             for k, t in store.items():
                 new = tensors.get(f"{n}.{k}" if n else k) if t is not None else None
@@ -1343,9 +1373,9 @@ def _swapped_tensors(model: nn.Module, tensors: dict[str, Tensor]) -> Iterator[N
 
 
 @contextlib.contextmanager
-def _restored_attributes(model: nn.Module) -> Iterator[None]:
+def _restored_attributes(modules: Iterable[nn.Module]) -> Iterator[None]:
     """Undo attribute changes a forward makes (cached anchors, shapes) when the run ends."""
-    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    saved = [(m, dict(m.__dict__)) for m in modules]
     try:
         yield
     finally:
@@ -1396,10 +1426,12 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
     """
-    modes = eval_mode(model) if any(m.training for m in model.modules()) else contextlib.nullcontext()
-    with modes, torch.no_grad(), _restored_attributes(model):
-        named = _named_tensors(model)
-        analyser = _Analyser(model, _meta_tensors(named), named)
+    walk = _walk(model)
+    modules = list({id(m): m for _, m in walk}.values())
+    modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()
+    with modes, torch.no_grad(), _restored_attributes(modules):
+        named = _named_tensors(walk)
+        analyser = _Analyser(model, _meta_tensors(named), named, walk)
         try:
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:
@@ -1407,7 +1439,7 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
             if analyser.fail_construct:
                 raise _capture_error(model, analyser, exc, example_input) from exc
-            analyser = _Analyser(model)
+            analyser = _Analyser(model, walk=walk)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
                 analyser.run(example_input.detach().to(dev))

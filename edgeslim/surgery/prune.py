@@ -47,7 +47,7 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     live = torch.zeros(k, dtype=torch.bool)  # some BN scale is nonzero / BN not affine
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
-    mods = dict(g.model.named_modules())
+    mods = g.modules
     bn_cls, fixed_cls, scales, biases, var_cls = [], [], [], [], []  # gathered, then one op each
     for t, cls in zip(g.touches, g.touch_classes):
         if t.kind == "bn":
@@ -170,8 +170,9 @@ def _exact_conv(m: nn.Module) -> bool:
     return all(k == 1 for k in m.kernel_size) or (m.padding != "same" and all(p == 0 for p in pad))
 
 
-def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` that still holds the conv, linear and BN tensors of ``model``.
+def _copy_sharing_tensors(model: nn.Module) -> tuple[nn.Module, list[Tensor]]:
+    """A deep copy of ``model`` that still holds the conv, linear and BN tensors of ``model``, and
+    those shared tensors.
 
     Surgery replaces most of them by sliced copies anyway and never writes into one, nor does
     an eval-mode forward of these layers (the tensors of other modules are copied: their
@@ -186,7 +187,8 @@ def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
         for t in (*m._parameters.values(), *m._buffers.values())
         if t is not None
     }
-    return _deepcopy_module(model, memo)
+    shared = list(memo.values())
+    return _deepcopy_module(model, memo), shared
 
 
 _EMPTY = (OrderedDict, dict, set)
@@ -224,11 +226,18 @@ def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
     return new
 
 
-def _own_tensors(work: nn.Module, model: nn.Module) -> None:
-    """Replace every parameter and buffer of ``work`` still stored in ``model``'s memory by a copy."""
-    shared = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()] if t.numel()}
+def _param_count(modules: Iterable[nn.Module]) -> int:
+    """Parameters of ``modules`` (each module once), each tensor counted once."""
+    params = {id(p): p for m in modules for p in m._parameters.values() if p is not None}
+    return sum(p.numel() for p in params.values())
+
+
+def _own_tensors(modules: Iterable[nn.Module], shared_tensors: list[Tensor]) -> None:
+    """Replace every parameter and buffer of ``modules`` stored in the memory of ``shared_tensors``
+    (what :func:`_copy_sharing_tensors` left shared with the original) by a copy."""
+    shared = {t.untyped_storage().data_ptr() for t in shared_tensors if t.numel()}
     memo: dict[int, Any] = {}  # tied tensors stay tied
-    for m in work.modules():
+    for m in modules:
         for store in (m._parameters, m._buffers):
             for k, t in store.items():
                 if t is not None and t.numel() and t.untyped_storage().data_ptr() in shared:
@@ -282,12 +291,12 @@ def prune_with_report(
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
     t0 = time.perf_counter()
     mode = model.training
-    params_before = sum(p.numel() for p in model.parameters())
-    work = model if inplace else _copy_sharing_tensors(model)
+    work, shared = (model, []) if inplace else _copy_sharing_tensors(model)
     if any(m.training for m in work.modules()):
         work.eval()
     g = build_graph(work, example_input)
-    mods = dict(work.named_modules())
+    mods = g.modules
+    params_before = _param_count(mods.values())
     removable, strength = removable_classes(g)
     remove = _round_groups(g, removable, strength, round_to)
 
@@ -367,7 +376,7 @@ def prune_with_report(
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     if not inplace:
-        _own_tensors(work, model)
+        _own_tensors(mods.values(), shared)
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
     removed_groups = [
         {"group": grp.index, "size": grp.size, "removed": int(remove[grp.classes].sum())}
@@ -403,7 +412,7 @@ def prune_with_report(
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
         "barriers": [str(b) for b in g.barriers],
         "params_before": params_before,
-        "params_after": sum(p.numel() for p in work.parameters()),
+        "params_after": _param_count(mods.values()),
         "macs_before": g.macs(),
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],

@@ -65,7 +65,9 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
             m.groups = n_out // opg
             m.in_channels = m.groups
         elif in_idx is not None:
-            local = torch.unique(torch.as_tensor(in_idx, dtype=torch.long) % ipg)  # sorted
+            local = torch.as_tensor(in_idx, dtype=torch.long)  # sorted (the kept indices of one group)
+            if m.groups > 1:
+                local = torch.unique(local % ipg)
             if local.numel() * m.groups != len(in_idx):
                 raise EdgeslimError(f"recipe for {entry.get('name', 'a grouped conv')} keeps unequal groups")
             w = _take(w, local, 1)
