@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -179,6 +180,37 @@ def matched_channels(runs: dict[str, dict[str, Any]], seeds: list[int]) -> list[
     return out
 
 
+def at_channels(
+    runs: dict[str, dict[str, Any]], seeds: list[int], share: float = 0.5
+) -> list[dict[str, Any]]:
+    """Per family (a variant and its ``@S`` strengths) with runs on both sides of ``share`` channels
+    removed: per seed, the accuracy linearly interpolated at ``share`` between the two bracketing
+    runs, its paired difference to dense (pt), their mean and standard error."""
+    out = []
+    families = sorted({k.rsplit("-s", 1)[0].split("@")[0] for k in runs} - {"dense"})
+    for fam in families:
+        diffs, per_seed = [], []
+        for seed in seeds:
+            pts = sorted((r["channels_removed"], r["accuracy"]) for k, r in runs.items()
+                         if k.endswith(f"-s{seed}") and k.rsplit("-s", 1)[0].split("@")[0] == fam)  # fmt: skip
+            below = [p for p in pts if p[0] <= share]
+            above = [p for p in pts if p[0] >= share]
+            dense = runs.get(f"dense-s{seed}")
+            if not below or not above or dense is None:
+                continue
+            acc = _interp([below[-1], above[0]], share) if below[-1] != above[0] else below[-1][1]
+            if acc is None:
+                acc = below[-1][1]  # both runs at exactly ``share``
+            per_seed.append({"seed": seed, "accuracy": acc, "dense": dense["accuracy"],
+                             "bracket": [below[-1][0], above[0][0]]})  # fmt: skip
+            diffs.append(100 * (acc - dense["accuracy"]))
+        if diffs:
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+            out.append({"family": fam, "share": share, "per_seed": per_seed, "diff_pt": diffs,
+                        "mean_pt": statistics.fmean(diffs), "se_pt": se})  # fmt: skip
+    return out
+
+
 def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int]) -> None:
     table = []
     extra = sorted({k.rsplit("-s", 1)[0] for k in runs if "@" in k})
@@ -208,7 +240,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         "command": "python " + " ".join(sys.argv),
     }
     matched = matched_channels(runs, seeds)
-    result = {"setup": setup, "table": table, "matched_channels": matched, "runs": runs}
+    at50 = at_channels(runs, seeds)
+    result = {
+        "setup": setup,
+        "table": table,
+        "matched_channels": matched,
+        "at_50pct_channels": at50,
+        "runs": runs,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
@@ -236,6 +275,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
             f"{cell(row, 'accuracy')} | {vs_s} | "
             f"{cell(row, 'accuracy_gamma_eq_xi')} | {cell(row, 'channels_removed')} | {cell(row, 'macs_removed')} |"
         )
+    if at50:
+        md += ["", "At 50% of the BN channels removed (per seed: accuracy interpolated between the family's two runs "
+               "that bracket 50%, minus dense; mean ± standard error of the paired differences):", "",
+               "| family | per seed (pt) | mean (pt) | SE (pt) | brackets (channels removed) |", "|---|---|---|---|---|"]  # fmt: skip
+        for a in at50:
+            brackets = "; ".join(f"{p['bracket'][0]:.1%}-{p['bracket'][1]:.1%}" for p in a["per_seed"])
+            md.append(f"| {a['family']} | {', '.join(f'{d:+.2f}' for d in a['diff_pt'])} | {a['mean_pt']:+.2f} | "
+                      f"{a['se_pt']:.2f} | {brackets} |")  # fmt: skip
     if matched:
         md += ["", "Matched channels (per seed, the other family's accuracy linearly interpolated between its two "
                "strengths at this run's channel share; difference = phases - l1, pt):", "",
