@@ -1206,9 +1206,10 @@ class DependencyGraph:
         self.touches = analyser.touches
         self.costs = analyser.costs
         self.barriers: list[Barrier] = analyser.barriers
-        roots = analyser.uf.roots()
-        uniq, cls = torch.unique(roots, return_inverse=True)
-        self.num_classes = int(uniq.numel())
+        roots = analyser.uf.roots()  # each root is a slot id: rank the roots without a sort
+        is_root = torch.zeros(roots.numel(), dtype=torch.long).index_fill_(0, roots, 1)
+        cls = (torch.cumsum(is_root, 0) - 1).index_select(0, roots)
+        self.num_classes = int(is_root.sum())
         self.slot_class = cls
         sizes = [t.labels.numel() for t in self.touches]  # one gather, then views per touch
         self._flat = cls.index_select(0, torch.cat([t.labels for t in self.touches])) if sizes else cls[:0]
