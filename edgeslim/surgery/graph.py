@@ -1143,7 +1143,7 @@ def _unique_rows(rows: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray]:
         j += step
     inv = inv.reshape(-1)
     first = np.zeros(keys.size, dtype=np.int64)
-    first[inv[::-1]] = np.arange(n - 1, -1, -1)  # the first row of each key (the last write wins)
+    first[inv] = np.arange(n)  # a row of each key (the rows of one key are equal)
     return rows[first], inv
 
 

@@ -376,7 +376,7 @@ def prune_with_report(
     recipe = {"format": FORMAT, "version": VERSION, "layers": layers}
 
     if not inplace:
-        _own_tensors(mods.values(), shared)
+        _own_tensors(work.modules(), shared)  # (a user's shrink rule may have added modules)
     alive = {grp.index: ~remove[grp.classes] for grp in g.groups}
     removed_groups = [
         {"group": grp.index, "size": grp.size, "removed": int(remove[grp.classes].sum())}
@@ -412,7 +412,7 @@ def prune_with_report(
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
         "barriers": [str(b) for b in g.barriers],
         "params_before": params_before,
-        "params_after": _param_count(mods.values()),
+        "params_after": _param_count(work.modules()),
         "macs_before": g.macs(),
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
