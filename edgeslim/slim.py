@@ -101,6 +101,8 @@ class SlimSettings:
     prox_step: str = "lr"
     #: beta grows geometrically to this (a number or "auto") over the end of the sparsification phase
     beta_end: float | str | None = None
+    #: the learning rate the recovery phase restarts at (cosine to 0 over it); None: the schedule runs on
+    recovery_lr: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +120,7 @@ class SlimSettings:
             raise EdgeslimError(
                 f"prox_step must be one of {', '.join(PROX_STEPS)}, got {self.prox_step!r}", param="prox_step"
             )
-        check_phases(self.prox_step, 0, 0, None, self.beta_end)
+        check_phases(self.prox_step, 0, 0, None, self.beta_end, self.recovery_lr)
 
     def phases(self) -> tuple[float | str, float | str]:
         """``(prox_warmup, recovery)`` with the defaults filled in (see the fields)."""
@@ -156,7 +158,14 @@ def phase_steps(settings: SlimSettings, config: TrainConfig, steps: int) -> dict
     ):
         kind, v = parse_phase(value, name)
         out[key] = int(round(v * (total if kind == "fraction" else steps)))
-    check_phases(settings.prox_step, out["warmup_steps"], out["recovery_steps"], total, settings.beta_end)
+    check_phases(
+        settings.prox_step,
+        out["warmup_steps"],
+        out["recovery_steps"],
+        total,
+        settings.beta_end,
+        settings.recovery_lr,
+    )
     return out
 
 
@@ -258,7 +267,7 @@ def slim_model(
     slimmer = ProximalSlimming(
         model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups,
         zero_invariant=settings.zero_invariant, prox_step=settings.prox_step, beta_end=settings.beta_end,
-        **phases, **settings.params,
+        recovery_lr=settings.recovery_lr, **phases, **settings.params,
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)

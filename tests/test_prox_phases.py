@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,44 @@ def test_budget_with_phases_freezes_a_pattern_that_meets_the_budget(tmp_path: Pa
     assert b["achieved_fraction"] <= 0.5 + 1e-9 and b["projection_removed_channels"] == 0  # met at the freeze
     assert rep["macs"]["slim"] <= 0.5 * rep["macs"]["dense"] + 1
     assert rep["accuracy"]["slim"] == rep["accuracy"]["trained"]
+
+
+def test_recovery_lr_restarts_the_learning_rate_in_the_recovery_phase(tmp_path: Path, capsys) -> None:
+    """With ``recovery_lr`` the optimizer takes that rate at the first recovery step, falling to 0 by a
+    cosine over the recovery; before it the trainer's own rate is untouched."""
+    torch.manual_seed(0)
+    model = toy()
+    s = ProximalSlimming(
+        model, lam=1.0, beta=10.0, warmup_steps=2, recovery_steps=4, total_steps=10, recovery_lr=0.5
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    seen = []
+    for i in range(10):  # the trainer's order: schedule, backward, hooks, step, hooks
+        for grp in opt.param_groups:
+            grp["lr"] = 0.01  # what the trainer's schedule writes before each step
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        s.after_backward(model, opt)
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.after_step(model, opt)
+    want = [0.01] * 6 + [0.5 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert seen == pytest.approx(want)
+    assert s.on_epoch_end(0, model)["recovery_lr"] == pytest.approx(want[-1])
+    with pytest.raises(EdgeslimError, match="recovery_lr must be"):
+        SlimSettings(recovery_lr=-1.0).validate()
+    with pytest.raises(EdgeslimError, match="give it a recovery"):
+        ProximalSlimming(toy(), recovery_lr=0.1, total_steps=10)
+    # the CLI: the option reaches the report; without a recovery phase one line, exit 2
+    out = tmp_path / "run"
+    argv = ["slim", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100", "--epochs", "2",
+            "--batch-size", "64", "--recovery-lr", "0.05", "--shrink", "0.5", "--out", str(out), "--device", "cpu",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["slimming"]["recovery_lr"] == 0.05 and rep["history"][-1]["recovery_lr"] < 0.05
+    code = main([*argv[:-5], "--recovery", "0", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--recovery-lr" in err and len(err.strip().splitlines()) == 1

@@ -35,6 +35,7 @@ CONFIG_KEYS = {
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
+    "recovery_lr": "recovery_lr",
 }  # fmt: skip
 
 
@@ -78,6 +79,12 @@ CONFIG_KEYS = {
     "--prox-step",
     type=click.Choice(["lr", "effective"]),
     help="alpha of the prox: 1/lr, or the optimizer's effective step ((1-m)/lr under momentum) [lr].",
+)
+@click.option(
+    "--recovery-lr",
+    type=POSITIVE,
+    help="Restart the learning rate at this value when the recovery phase starts (cosine to 0) [off: "
+    "the schedule runs on].",
 )
 @click.option(
     "--beta-end",

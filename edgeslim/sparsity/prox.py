@@ -155,7 +155,9 @@ class ProximalSlimming(TrainHook):
     ``prox_step``: ``"lr"`` (``alpha = 1/lr``) or ``"effective"`` (alpha from the optimizer's
     effective step, see :data:`PROX_STEPS`). ``beta_end``: beta grows geometrically to this value
     (``"auto"``: :data:`BETA_AUTO_GAP`) over the last :data:`BETA_RAMP_FRACTION` of the
-    sparsification phase (needs ``total_steps``).
+    sparsification phase (needs ``total_steps``). ``recovery_lr``: the learning rate restarts at
+    this value when the recovery phase starts and falls to 0 over it (cosine), instead of the
+    trainer's schedule running on (the hook writes it into the optimizer after each backward).
     """
 
     name = "proximal"
@@ -176,6 +178,7 @@ class ProximalSlimming(TrainHook):
         recovery_steps: int = 0,
         total_steps: int | None = None,
         beta_end: float | str | None = None,
+        recovery_lr: float | None = None,
         **penalty_params: Any,
     ) -> None:
         layers = bn_layers(model)
@@ -224,8 +227,9 @@ class ProximalSlimming(TrainHook):
         self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None
         self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
         self.prox_step, self.beta_end = check_phases(
-            prox_step, warmup_steps, recovery_steps, total_steps, beta_end
+            prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
+        self.recovery_lr = None if recovery_lr is None else float(recovery_lr)
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
@@ -500,7 +504,20 @@ class ProximalSlimming(TrainHook):
         if self.weights is not None:
             self.weights = self.weights.to(device)
 
+    def lr_at(self, t: int) -> float | None:
+        """The learning rate of step ``t`` set by ``recovery_lr`` (``None``: the trainer's schedule)."""
+        if self.recovery_lr is None or self.phase_at(t) != "recovery":
+            return None
+        frac = (t - self.freeze_at) / self.recovery_steps  # type: ignore[operator]
+        return 0.5 * self.recovery_lr * (1.0 + math.cos(math.pi * frac))
+
     # ------------------------------------------------------------------ TrainHook
+    def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
+        lr = self.lr_at(self.t)  # (t: the step about to be taken)
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
     def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
         self.step(optimizer)
 
@@ -515,6 +532,7 @@ class ProximalSlimming(TrainHook):
             "lambda": self._lam,
             "beta": self.beta,
             "prox_phase": float(PHASES.index(self.phase_at(max(self.t - 1, 0)))),
+            **({"recovery_lr": lr} if (lr := self.lr_at(max(self.t - 1, 0))) is not None else {}),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -652,8 +670,10 @@ def check_phases(
     recovery_steps: int,
     total_steps: int | None,
     beta_end: float | str | None,
+    recovery_lr: float | None = None,
 ) -> tuple[str, float | str | None]:
-    """Validate the phase and step settings; returns ``(prox_step, beta_end)`` normalised."""
+    """Validate the phase and step settings; returns ``(prox_step, beta_end)`` normalised.
+    ``total_steps=None``: the phases' lengths are not known yet (only the values are checked)."""
     if prox_step not in PROX_STEPS:
         raise EdgeslimError(
             f"prox_step must be one of {', '.join(PROX_STEPS)}, got {prox_step!r}", param="prox_step"
@@ -679,6 +699,17 @@ def check_phases(
             ) from None
         if not beta_end > 0 or not math.isfinite(beta_end):
             raise EdgeslimError(f"beta_end must be > 0, got {beta_end}", param="beta_end")
+    if recovery_lr is not None:
+        if not isinstance(recovery_lr, (int, float)) or not recovery_lr > 0 or not math.isfinite(recovery_lr):
+            raise EdgeslimError(
+                f"recovery_lr must be a learning rate > 0, got {recovery_lr!r}", param="recovery_lr"
+            )
+        if total_steps is not None and not recovery_steps:
+            raise EdgeslimError(
+                "recovery_lr restarts the learning rate when the recovery phase starts; give it a recovery "
+                "phase (e.g. 50%)",
+                param=("recovery_lr", "recovery"),
+            )
     return prox_step, beta_end
 
 
@@ -763,6 +794,7 @@ def _proximal(
     recovery_steps: int = 0,
     total_steps: int | None = None,
     beta_end: float | str | None = None,
+    recovery_lr: float | None = None,
     **penalty_params: Any,
 ) -> ProximalSlimming:
     """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups; phases and
@@ -784,5 +816,6 @@ def _proximal(
         recovery_steps=recovery_steps,
         total_steps=total_steps,
         beta_end=beta_end,
+        recovery_lr=recovery_lr,
         **penalty_params,
     )
