@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "phases": {"prox_step": "lr", "prox_warmup": 1.0, "recovery": 1.0},
     #: what `slim` ships: phases of DEFAULT_PHASE (a share of training) each
     "default": {"prox_step": "lr", "prox_warmup": DEFAULT_PHASE, "recovery": DEFAULT_PHASE},
+    #: a short warm-up, a long recovery that restarts the learning rate at the base rate (0.1)
+    "restart": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.1},
     "effective": {"prox_step": "effective", **NO_PHASES},
     "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0},
     "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
@@ -180,6 +182,39 @@ def matched_channels(runs: dict[str, dict[str, Any]], seeds: list[int]) -> list[
     return out
 
 
+def _family_points(runs: dict[str, dict[str, Any]], fam: str, seed: int) -> list[tuple[float, float]]:
+    """(channels removed, accuracy) of every strength of the family ``fam`` at ``seed``, sorted."""
+    return sorted((r["channels_removed"], r["accuracy"]) for k, r in runs.items()
+                  if k.endswith(f"-s{seed}") and k.rsplit("-s", 1)[0].split("@")[0] == fam)  # fmt: skip
+
+
+def _bracketed(pts: list[tuple[float, float]], x: float) -> tuple[float, list[float]] | None:
+    """The accuracy at ``x`` channels removed, interpolated between the two points that bracket it,
+    and their channel shares; None when ``x`` is outside the points."""
+    below = [p for p in pts if p[0] <= x]
+    above = [p for p in pts if p[0] >= x]
+    if not below or not above:
+        return None
+    lo, hi = below[-1], above[0]
+    y = _interp([lo, hi], x) if lo[0] != hi[0] else lo[1]
+    return (lo[1] if y is None else y), [lo[0], hi[0]]
+
+
+def vs_family(runs: dict[str, dict[str, Any]], ref: str = "default") -> list[dict[str, Any]]:
+    """Every run of another family against ``ref`` at the same seed and channel share (``ref``'s
+    strengths interpolated), as a difference in pt."""
+    out = []
+    for key, r in runs.items():
+        name, seed = key.rsplit("-s", 1)
+        if name.split("@")[0] in (ref, "dense"):
+            continue
+        hit = _bracketed(_family_points(runs, ref, int(seed)), r["channels_removed"])
+        if hit is not None:
+            out.append({"run": key, "channels_removed": r["channels_removed"], "accuracy": r["accuracy"],
+                        ref: hit[0], "diff_pt": 100 * (r["accuracy"] - hit[0])})  # fmt: skip
+    return out
+
+
 def at_channels(
     runs: dict[str, dict[str, Any]], seeds: list[int], share: float = 0.5
 ) -> list[dict[str, Any]]:
@@ -191,18 +226,12 @@ def at_channels(
     for fam in families:
         diffs, per_seed = [], []
         for seed in seeds:
-            pts = sorted((r["channels_removed"], r["accuracy"]) for k, r in runs.items()
-                         if k.endswith(f"-s{seed}") and k.rsplit("-s", 1)[0].split("@")[0] == fam)  # fmt: skip
-            below = [p for p in pts if p[0] <= share]
-            above = [p for p in pts if p[0] >= share]
+            hit = _bracketed(_family_points(runs, fam, seed), share)
             dense = runs.get(f"dense-s{seed}")
-            if not below or not above or dense is None:
+            if hit is None or dense is None:
                 continue
-            acc = _interp([below[-1], above[0]], share) if below[-1] != above[0] else below[-1][1]
-            if acc is None:
-                acc = below[-1][1]  # both runs at exactly ``share``
-            per_seed.append({"seed": seed, "accuracy": acc, "dense": dense["accuracy"],
-                             "bracket": [below[-1][0], above[0][0]]})  # fmt: skip
+            acc = hit[0]
+            per_seed.append({"seed": seed, "accuracy": acc, "dense": dense["accuracy"], "bracket": hit[1]})
             diffs.append(100 * (acc - dense["accuracy"]))
         if diffs:
             se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
@@ -241,11 +270,13 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
     }
     matched = matched_channels(runs, seeds)
     at50 = at_channels(runs, seeds)
+    vs_default = vs_family(runs)
     result = {
         "setup": setup,
         "table": table,
         "matched_channels": matched,
         "at_50pct_channels": at50,
+        "vs_default_same_channels": vs_default,
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -283,6 +314,13 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
             brackets = "; ".join(f"{p['bracket'][0]:.1%}-{p['bracket'][1]:.1%}" for p in a["per_seed"])
             md.append(f"| {a['family']} | {', '.join(f'{d:+.2f}' for d in a['diff_pt'])} | {a['mean_pt']:+.2f} | "
                       f"{a['se_pt']:.2f} | {brackets} |")  # fmt: skip
+    if vs_default:
+        md += ["", "Against the default at the same seed and share of channels removed (its two strengths "
+               "interpolated):", "", "| run | channels removed | accuracy | default there | difference (pt) |",
+               "|---|---|---|---|---|"]  # fmt: skip
+        for v in vs_default:
+            md.append(f"| {v['run']} | {v['channels_removed']:.1%} | {v['accuracy']:.2%} | {v['default']:.2%} | "
+                      f"{v['diff_pt']:+.2f} |")  # fmt: skip
     if matched:
         md += ["", "Matched channels (per seed, the other family's accuracy linearly interpolated between its two "
                "strengths at this run's channel share; difference = phases - l1, pt):", "",
