@@ -246,8 +246,21 @@ def test_recovery_lr_restarts_the_learning_rate_in_the_recovery_phase(tmp_path: 
         seen.append(opt.param_groups[0]["lr"])
         opt.step()
         s.after_step(model, opt)
+        assert opt.param_groups[0]["lr"] == 0.01  # put back: a scheduler reading it never sees the restart
     want = [0.01] * 6 + [0.5 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert seen == pytest.approx(want)
+    # the optimizer wrapper restarts the rate for its step the same way, and puts it back
+    torch.manual_seed(0)
+    model2 = toy()
+    s2 = ProximalSlimming(
+        model2, lam=1.0, beta=10.0, warmup_steps=2, recovery_steps=4, total_steps=10, recovery_lr=0.5
+    )
+    opt2 = wrap(torch.optim.SGD(model2.parameters(), lr=0.01, momentum=0.9), s2)
+    for i in range(10):
+        data_step(model2, opt2, i)
+        assert opt2.param_groups[0]["lr"] == 0.01
+    for p, q in zip(model.parameters(), model2.parameters()):  # the same steps at the same rates
+        assert torch.allclose(p, q, atol=1e-6)
     assert s.on_epoch_end(0, model)["recovery_lr"] == pytest.approx(want[-1])
     with pytest.raises(EdgeslimError, match="recovery_lr must be"):
         SlimSettings(recovery_lr=-1.0).validate()

@@ -230,6 +230,7 @@ class ProximalSlimming(TrainHook):
             prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
         self.recovery_lr = None if recovery_lr is None else float(recovery_lr)
+        self._saved_lr: list[float] | None = None  # the rates restart_lr replaced for this step
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
@@ -511,15 +512,32 @@ class ProximalSlimming(TrainHook):
         frac = (t - self.freeze_at) / self.recovery_steps  # type: ignore[operator]
         return 0.5 * self.recovery_lr * (1.0 + math.cos(math.pi * frac))
 
+    def restart_lr(self, optimizer: Optimizer) -> list[float] | None:
+        """Write the ``recovery_lr`` rate of the step about to be taken into ``optimizer``; returns the
+        rates it replaced (``None``: nothing changed), for :meth:`restore_lr` after the step, so an
+        LR scheduler that reads the group's rate never sees the restart."""
+        lr = self.lr_at(self.t)
+        if lr is None:
+            return None
+        saved = [float(group["lr"]) for group in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return saved
+
+    @staticmethod
+    def restore_lr(optimizer: Optimizer, saved: list[float] | None) -> None:
+        if saved is not None:
+            for group, lr in zip(optimizer.param_groups, saved):
+                group["lr"] = lr
+
     # ------------------------------------------------------------------ TrainHook
     def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
-        lr = self.lr_at(self.t)  # (t: the step about to be taken)
-        if lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        self._saved_lr = self.restart_lr(optimizer)
 
     def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:
         self.step(optimizer)
+        self.restore_lr(optimizer, self._saved_lr)
+        self._saved_lr = None
 
     def on_epoch_end(self, epoch: int, model: nn.Module) -> dict[str, float]:
         zero = self.xi[: self.total] == 0
@@ -726,8 +744,12 @@ class ProxOptimizer:
         self.slimmer = slimmer
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
-        self.slimmer.step(self.optimizer)
+        saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
+        try:
+            loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+            self.slimmer.step(self.optimizer)
+        finally:
+            self.slimmer.restore_lr(self.optimizer, saved)
         return loss
 
     def state_dict(self) -> dict[str, Any]:
