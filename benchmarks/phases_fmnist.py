@@ -5,7 +5,8 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``dense``: plain training (the baseline);
 * ``l1``: today's default (prox from the first step, ``alpha = 1/lr``, constant beta);
 * ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen (1 epoch each);
-* ``default``: what ``slim`` ships, the phases as a share of training (``DEFAULT_PHASE`` each);
+* ``default``: what ``slim`` shipped until 2026-12-04, 25% warm-up and 25% recovery;
+* ``restart``: what it ships since, 10% warm-up and 50% recovery restarted at the base rate;
 * ``effective``: the prox step consistent with the optimizer (``alpha = (1-m)/lr`` under momentum);
 * ``both``: phases and the effective step;
 * ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``);
@@ -42,7 +43,7 @@ from runcache import cached
 
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
-from edgeslim.slim import DEFAULT_PHASE, CollapseError, SlimSettings, resolve_lambda, slim_model
+from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.surgery import prune_with_report
 from edgeslim.train import TrainConfig, fit
 
@@ -52,13 +53,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 NO_PHASES = {"prox_warmup": 0, "recovery": 0}
 VARIANTS: dict[str, dict[str, Any]] = {
     "l1": {"prox_step": "lr", **NO_PHASES},
-    "phases": {"prox_step": "lr", "prox_warmup": 1.0, "recovery": 1.0},
-    #: what `slim` ships: phases of DEFAULT_PHASE (a share of training) each
-    "default": {"prox_step": "lr", "prox_warmup": DEFAULT_PHASE, "recovery": DEFAULT_PHASE},
-    #: a short warm-up, a long recovery that restarts the learning rate at the base rate (0.1)
+    "phases": {"prox_step": "lr", "prox_warmup": 1.0, "recovery": 1.0, "recovery_lr": "off"},
+    #: what `slim` shipped until 2026-12-04: 25% warm-up, 25% recovery on the schedule's tail
+    "default": {"prox_step": "lr", "prox_warmup": "25%", "recovery": "25%", "recovery_lr": "off"},
+    #: what `slim` ships since (DEFAULT_WARMUP, DEFAULT_RECOVERY, DEFAULT_RECOVERY_LR): a short warm-up,
+    #: a long recovery that restarts the learning rate at the base rate (0.1 here)
     "restart": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.1},
     "effective": {"prox_step": "effective", **NO_PHASES},
-    "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0},
+    "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0, "recovery_lr": "off"},
     "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
     #: the effective step with the lr variants' lambda (same S): a 10x stronger objective
     "effective_sameS": {"prox_step": "effective", **NO_PHASES},
@@ -86,11 +88,20 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="phases_fmnist")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the runs of results/<name>.json (also as cache entries; this call's runs replace equal keys)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     only = [s for s in args.only.split(",") if s] or ["dense", *VARIANTS]
     runs: dict[str, dict[str, Any]] = {}
+    results = RESULTS / f"{args.name}.json"
+    old = json.loads(results.read_text()) if args.merge and results.exists() else None
+    if old is not None:  # the committed runs serve as the cache (a fresh checkout has none)
+        args.work.mkdir(parents=True, exist_ok=True)
+        for key, r in old["runs"].items():
+            if not (args.work / f"{key}.json").exists():
+                (args.work / f"{key}.json").write_text(json.dumps(r, indent=2))
     for seed in seeds:
         bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset, seed=seed)
         spec = bundle.spec_for("vgg-small")
@@ -145,7 +156,12 @@ def main() -> None:
             key = f"{variant}-s{seed}"
             fn = dense if variant == "dense" else (lambda v=variant: slim(v))
             runs[key] = cached(args.work, key, args.fresh, fn)
-    write(runs, args, seeds)
+    command = "python " + " ".join(sys.argv)
+    if old is not None:
+        runs = {**old["runs"], **runs}
+        seeds = sorted({*seeds, *(int(k.rsplit("-s", 1)[1]) for k in runs)})
+        command = f"{old['setup']['command']}; {command}"
+    write(runs, args, seeds, command)
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -240,7 +256,7 @@ def at_channels(
     return out
 
 
-def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int]) -> None:
+def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list[int], command: str) -> None:
     table = []
     extra = sorted({k.rsplit("-s", 1)[0] for k in runs if "@" in k})
     for variant in ["dense", *VARIANTS, *extra]:
@@ -266,7 +282,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         f"(1-m) x that lambda (the same objective); beta {args.beta}",
         "variants": VARIANTS,
         "device": f"CPU, {args.threads} thread(s), shared machine",
-        "command": "python " + " ".join(sys.argv),
+        "command": command,
     }
     matched = matched_channels(runs, seeds)
     at50 = at_channels(runs, seeds)
