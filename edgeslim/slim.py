@@ -64,8 +64,13 @@ BUDGET_MISS_TOLERANCE = 0.03
 BUDGET_OVERSHOOT_FACTOR = 0.8
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
 DEFAULT_SHRINK = 1.0
-#: warm-up and recovery of a fixed-strength run when not given (benchmarks/results/phases_fmnist.md)
-DEFAULT_PHASE = "25%"
+#: warm-up and recovery of a fixed-strength run when not given, and the rate the recovery restarts
+#: at ("base": the run's base learning rate) (benchmarks/results/phases_fmnist_60k.md, docs/slimming.md)
+DEFAULT_WARMUP = "10%"
+DEFAULT_RECOVERY = "50%"
+DEFAULT_RECOVERY_LR = "base"
+#: the words ``recovery_lr`` takes beside a number
+RECOVERY_LR_WORDS = ("base", "off")
 #: the default total shrink of a run with phases: the same S spent in fewer steps zeroes more
 #: channels (measured: 0.7 with phases ~ the channel count of 1.0 without; docs/slimming.md)
 DEFAULT_SHRINK_PHASES = 0.7
@@ -94,15 +99,17 @@ class SlimSettings:
     budget: dict[str, Any] | None = None
     #: training phases: epochs (a number, may be fractional) or a share of training ("25%"):
     #: a warm-up without the prox, and a final recovery with the zero pattern frozen (lambda 0);
-    #: None: :data:`DEFAULT_PHASE` for a fixed strength, 0 for a budget (not measured there)
+    #: None: :data:`DEFAULT_WARMUP` / :data:`DEFAULT_RECOVERY` for a fixed strength, 0 for a budget
     prox_warmup: float | str | None = None
     recovery: float | str | None = None
     #: alpha of the prox: "lr" (1/lr, the paper's) or "effective" (the optimizer's effective step)
     prox_step: str = "lr"
     #: beta grows geometrically to this (a number or "auto") over the end of the sparsification phase
     beta_end: float | str | None = None
-    #: the learning rate the recovery phase restarts at (cosine to 0 over it); None: the schedule runs on
-    recovery_lr: float | None = None
+    #: the learning rate the recovery phase restarts at (cosine to 0 over it): a number, "base" (the
+    #: run's base rate) or "off" (the schedule runs on); None: "base" for a fixed strength with a
+    #: recovery phase, "off" otherwise
+    recovery_lr: float | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,12 +127,37 @@ class SlimSettings:
             raise EdgeslimError(
                 f"prox_step must be one of {', '.join(PROX_STEPS)}, got {self.prox_step!r}", param="prox_step"
             )
-        check_phases(self.prox_step, 0, 0, None, self.beta_end, self.recovery_lr)
+        lr = parse_recovery_lr(self.recovery_lr)
+        check_phases(self.prox_step, 0, 0, None, self.beta_end, lr if isinstance(lr, float) else None)
 
     def phases(self) -> tuple[float | str, float | str]:
         """``(prox_warmup, recovery)`` with the defaults filled in (see the fields)."""
-        default = 0.0 if self.budget else DEFAULT_PHASE
-        return tuple(default if v is None else v for v in (self.prox_warmup, self.recovery))  # type: ignore[return-value]
+        defaults = (0.0, 0.0) if self.budget else (DEFAULT_WARMUP, DEFAULT_RECOVERY)
+        return tuple(d if v is None else v for d, v in zip(defaults, (self.prox_warmup, self.recovery)))  # type: ignore[return-value]
+
+    def resolved_recovery_lr(self, base_lr: float, recovery_steps: int) -> float | None:
+        """The rate the recovery restarts at (None: no restart), the default filled in (see the field)."""
+        value = parse_recovery_lr(self.recovery_lr)
+        if value is None:
+            value = DEFAULT_RECOVERY_LR if recovery_steps and not self.budget else "off"
+        if value == "off":
+            return None
+        return base_lr if value == "base" else float(value)
+
+
+def parse_recovery_lr(value: float | str | None) -> float | str | None:
+    """``recovery_lr`` as a float, ``"base"``, ``"off"`` or None (one-line error otherwise)."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if value is None else float(value)
+    text = str(value).strip().lower()
+    if text in RECOVERY_LR_WORDS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise EdgeslimError(
+            f"recovery_lr must be a learning rate > 0, base or off, got {value!r}", param="recovery_lr"
+        ) from None
 
 
 def parse_phase(value: float | str, name: str = "phase") -> tuple[str, float]:
@@ -164,7 +196,7 @@ def phase_steps(settings: SlimSettings, config: TrainConfig, steps: int) -> dict
         out["recovery_steps"],
         total,
         settings.beta_end,
-        settings.recovery_lr,
+        settings.resolved_recovery_lr(config.lr, out["recovery_steps"]),
     )
     return out
 
@@ -255,6 +287,7 @@ def slim_model(
         )
     settings.validate()
     phases = phase_steps(settings, config, steps_per_epoch(bundle, config.batch_size))
+    recovery_lr = settings.resolved_recovery_lr(config.lr, phases["recovery_steps"])
     lam = resolve_lambda(settings, config, bundle)
     device = resolve_device(config.device)
     model.to(device)
@@ -267,7 +300,7 @@ def slim_model(
     slimmer = ProximalSlimming(
         model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups,
         zero_invariant=settings.zero_invariant, prox_step=settings.prox_step, beta_end=settings.beta_end,
-        recovery_lr=settings.recovery_lr, **phases, **settings.params,
+        recovery_lr=recovery_lr, **phases, **settings.params,
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
@@ -295,6 +328,7 @@ def slim_model(
         "lam": lam,
         "prox_warmup": warmup,
         "recovery": recovery,
+        "recovery_lr": recovery_lr,
         "phase_steps": phases,
     }
     run_meta = {**bundle.record(), **(meta or {}), "method": "proximal", "slimming": slimming}

@@ -277,3 +277,25 @@ def test_recovery_lr_restarts_the_learning_rate_in_the_recovery_phase(tmp_path: 
     code = main([*argv[:-5], "--recovery", "0", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "--recovery-lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_phases_restart_the_recovery_at_the_base_rate(capsys) -> None:
+    """No phase settings: 10% warm-up, 50% recovery restarted at the run's base rate; a budget run and
+    a run without recovery keep the schedule; ``base``/``off``/a number from the Python API and CLI."""
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=100, device="cpu")
+    ph = phase_steps(SlimSettings(), config, 10)
+    assert ph == {"total_steps": 40, "warmup_steps": 4, "recovery_steps": 20}
+    assert SlimSettings().resolved_recovery_lr(config.lr, 20) == 0.05
+    assert SlimSettings(recovery_lr="off").resolved_recovery_lr(config.lr, 20) is None
+    assert SlimSettings(recovery_lr=0.2).resolved_recovery_lr(config.lr, 20) == 0.2
+    assert SlimSettings(recovery=0).resolved_recovery_lr(config.lr, 0) is None
+    budget = SlimSettings(budget={"metric": "macs", "target": "0.5"})
+    assert budget.phases() == (0.0, 0.0) and budget.resolved_recovery_lr(config.lr, 20) is None
+    with pytest.raises(EdgeslimError, match="give it a recovery"):
+        phase_steps(SlimSettings(recovery=0, recovery_lr="base"), config, 10)
+    with pytest.raises(EdgeslimError, match="base or off") as info:
+        SlimSettings(recovery_lr="fast").validate()
+    assert info.value.params == ("recovery_lr",)
+    code = main(["slim", "vgg-small", "--data", "digits", "--recovery-lr", "fast", "--out", "unused"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--recovery-lr" in err and len(err.strip().splitlines()) == 1

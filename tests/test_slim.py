@@ -87,9 +87,9 @@ def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
     with pytest.raises(EdgeslimError, match="not both"):
         resolve_lambda(SlimSettings(lam=0.1, shrink=0.5), config, digits)
     assert resolve_lambda(SlimSettings(**one), config, digits) == pytest.approx(2 * lam)  # default shrink 1.0
-    # default phases (25% warm-up, 25% recovery): shrink 0.7 over the middle half of the steps
+    # default phases (10% warm-up, 50% recovery): shrink 0.7 over steps 3..13 of 28
     lam_ph = resolve_lambda(SlimSettings(), config, digits)
-    assert sum(lam_ph / (1 / lr + 100.0) for lr in lrs[7:21] if lr > 0) == pytest.approx(0.7)
+    assert sum(lam_ph / (1 / lr + 100.0) for lr in lrs[3:14] if lr > 0) == pytest.approx(0.7)
     assert resolve_lambda(SlimSettings(lam=0.07), config, digits) == 0.07
 
 

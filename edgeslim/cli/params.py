@@ -174,9 +174,22 @@ class BetaEnd(click.ParamType):
         return POSITIVE.convert(value, param, ctx)
 
 
+class RecoveryLr(click.ParamType):
+    """A learning rate > 0, ``base`` (the run's base rate) or ``off``."""
+
+    name = "LR|base|off"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        word = str(value).strip().lower()
+        if word in ("base", "off"):
+            return word
+        return POSITIVE.convert(value, param, ctx)
+
+
 SHAPE = Shape()
 PHASE = Phase()
 BETA_END = BetaEnd()
+RECOVERY_LR = RecoveryLr()
 DEVICE = Device()
 #: numeric precisions (``edgeslim.channels.devices.Precision``; not imported here: that module loads pydantic)
 PRECISION = click.Choice(["fp32", "fp16", "int8"])

@@ -17,6 +17,7 @@ from edgeslim.cli.params import (
     PHASE,
     POSITIVE,
     PRECISION,
+    RECOVERY_LR,
     Number,
     load_config,
 )
@@ -68,12 +69,12 @@ CONFIG_KEYS = {
 @click.option(
     "--prox-warmup",
     type=PHASE,
-    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [25%; 0 with a budget].",
+    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [10%; 0 with a budget].",
 )
 @click.option(
     "--recovery",
     type=PHASE,
-    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [25%; 0 with a budget].",
+    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [50%; 0 with a budget].",
 )
 @click.option(
     "--prox-step",
@@ -82,9 +83,9 @@ CONFIG_KEYS = {
 )
 @click.option(
     "--recovery-lr",
-    type=POSITIVE,
-    help="Restart the learning rate at this value when the recovery phase starts (cosine to 0) [off: "
-    "the schedule runs on].",
+    type=RECOVERY_LR,
+    help="Restart the learning rate at this value when the recovery phase starts (cosine to 0 over it): "
+    "a rate, base (the run's --lr) or off (the schedule runs on) [base; off with a budget].",
 )
 @click.option(
     "--beta-end",

@@ -58,7 +58,7 @@ class SlimRequest:
     recovery: float | str | None = None
     prox_step: str | None = None
     beta_end: float | str | None = None
-    recovery_lr: float | None = None
+    recovery_lr: float | str | None = None
     # budget
     target_macs: str | None = None
     target_params: str | None = None
