@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +100,29 @@ def main() -> None:
     ap.add_argument("--name", default="budget_fmnist", help="stem of the result files in benchmarks/results")
     ap.add_argument("--no-uniform", action="store_true", help="skip the uniform-width runs")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--reuse", metavar="NAME",
+                    help="take the runs of results/NAME.json as cache entries (dense, NS, uniform), except the "
+                    "budget runs, which run again and are shown beside the reused ones")  # fmt: skip
+    ap.add_argument(
+        "--reuse-label", default="reused run", help="what the reused budget runs were (legend, column)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=args.seed)
     targets = [float(t) for t in args.targets.split(",")]
     runs: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
+    if args.reuse:  # a fresh checkout has no cache: the committed runs stand in for it
+        reused = json.loads((RESULTS / f"{args.reuse}.json").read_text())["runs"]
+        args.work.mkdir(parents=True, exist_ok=True)
+        for key, r in reused.items():
+            if key.endswith("/budget"):
+                previous[key] = r
+            elif (
+                not key.endswith("/dense_macs") and not (args.work / f"{key.replace('/', '-')}.json").exists()
+            ):
+                (args.work / f"{key.replace('/', '-')}.json").write_text(json.dumps(r, indent=2))
     # the run functions below are called at once inside the loop (late binding is harmless)
     for arch in args.archs.split(","):
         spec = bundle.spec_for(arch)
@@ -198,6 +217,8 @@ def main() -> None:
                 }
 
             runs[f"{tag}/budget"] = cached(args.work, f"{tag}-budget", args.fresh, budget)
+            if f"{tag}/budget" in previous:
+                runs[f"{tag}/budget-prev"] = previous[f"{tag}/budget"]
             runs[f"{tag}/ns"] = cached(args.work, f"{tag}-ns", args.fresh, ns)
             if args.ns_half:
                 runs[f"{tag}/ns-half"] = cached(
@@ -226,6 +247,7 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
                 "uniform_macs": u["macs"] / dense, "uniform_acc": u["accuracy"], "uniform_width": u["width_fraction"],
                 "dense_acc": runs.get(f"{arch}/dense", {}).get("accuracy"),
                 "ns_half_acc": runs.get(f"{tag}/ns-half", {}).get("accuracy_finetuned"),
+                "budget_prev_acc": runs.get(f"{tag}/budget-prev", {}).get("accuracy"),
                 "goal_met": b["accuracy"] >= n["accuracy_finetuned"],
                 "equal_epochs_met": None if f"{tag}/ns-half" not in runs
                 else b["accuracy"] >= runs[f"{tag}/ns-half"]["accuracy_finetuned"],
@@ -240,6 +262,15 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
         "bn": "budget runs re-estimate BN statistics on 512 training images after the last step (no weight "
         "trained) when channels changed in the last steps; NS without fine-tune is shown raw and (in brackets) with the same re-estimation",
         "device": "CPU, 1 thread per run, shared 2-core machine",
+        "command": "python " + shlex.join(sys.argv),
+        **(
+            {
+                "reused": f"dense, NS and uniform runs from results/{args.reuse}.json; its budget runs are the "
+                f"`budget, {args.reuse_label}` column"
+            }
+            if args.reuse
+            else {}
+        ),  # fmt: skip
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(
@@ -258,10 +289,17 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
         f"goal: budget >= NS+FT ({e}+{e}) | budget >= NS+FT ({h}+{h}) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    prev = any(r["budget_prev_acc"] is not None for r in rows)
+    if prev:
+        md[-2] = md[-2].replace(
+            f" budget acc ({e} ep) |", f" budget acc ({e} ep) | budget, {args.reuse_label} ({e} ep) |"
+        )
+        md[-1] += "---|"
     for r in rows:
+        prev_cell = f"{pct(r['budget_prev_acc'])} | " if prev else ""
         md.append(
             f"| {r['arch']} | {r['target']:.0%} | {r['budget_macs']:.1%} ({r['projection_removed']}) | "
-            f"**{r['budget_acc']:.2%}** | {r['ns_acc_finetuned']:.2%} | {pct(r['ns_half_acc'])} | "
+            f"**{r['budget_acc']:.2%}** | {prev_cell}{r['ns_acc_finetuned']:.2%} | {pct(r['ns_half_acc'])} | "
             f"{r['ns_acc_pruned']:.2%} ({r['ns_acc_pruned_bn_recal']:.2%}) | {r['ns_macs']:.1%} | "
             f"{pct(r['uniform_acc'])}{uni_macs(r)} | "
             f"{pct(r['dense_acc'])} | "
@@ -276,11 +314,19 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, len({r["arch"] for r in rows}), figsize=(10, 3.6), squeeze=False)
+        fig, axes = plt.subplots(1, len({r["arch"] for r in rows}), figsize=(10, 4.2), squeeze=False)
         for ax, arch in zip(axes[0], dict.fromkeys(r["arch"] for r in rows)):
             rs = [r for r in rows if r["arch"] == arch]
             x = [r["target"] for r in rs]
             ax.plot(x, [r["budget_acc"] for r in rs], "o-", label="budget prox (1 round)")
+            if prev:
+                ax.plot(
+                    x,
+                    [r["budget_prev_acc"] for r in rs],
+                    "o--",
+                    color="0.6",
+                    label=f"budget prox, {args.reuse_label}",
+                )
             ax.plot(x, [r["ns_acc_finetuned"] for r in rs], "s-", label="NS + fine-tune (2x epochs)")
             if rs[0]["ns_half_acc"] is not None:
                 ax.plot(x, [r["ns_half_acc"] for r in rs], "d-", label="NS + fine-tune (same epochs)")
@@ -291,8 +337,8 @@ def write(runs: dict[str, Any], args: argparse.Namespace, targets: list[float]) 
             ax.set_xlabel("MAC budget (fraction of dense)")
             ax.set_ylabel("test accuracy")
             ax.set_title(arch, fontsize=10)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
+        fig.tight_layout(rect=(0, 0.16, 1, 1))
         fig.savefig(RESULTS / f"{args.name}.png", dpi=110)
         plt.close(fig)
     print("\n".join(md), flush=True)

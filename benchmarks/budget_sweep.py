@@ -4,7 +4,8 @@
 
 ``TARGET`` is a MAC fraction (``0.3``) or ``dense`` (plain training, the reference).
 ``KEY`` in upper case sets a constant of :mod:`edgeslim.sparsity.budget` (``UNIT_FRACTION=1.0``,
-``MIN_KEEP=0.5``), ``seed=N`` the seed, ``penalty=NAME`` the penalty, anything else a
+``MIN_KEEP=0.5``), ``seed=N`` the seed, ``penalty=NAME`` the penalty, ``prox_warmup=10%``,
+``recovery=50%``, ``recovery_lr=base`` (and ``prox_step``, ``beta_end``) a phase setting, anything else a
 :class:`~edgeslim.sparsity.budget.BudgetSettings` field (``taper_end=0.4``, ``cost_exponent=0``).
 Fashion-MNIST, class-balanced ``SUBSET`` training images, the 10,000 test images, batch 64,
 1 thread. Appends one JSON line to ``--log`` (default
@@ -24,6 +25,8 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: SlimSettings fields a sweep point may set (as given: "10%", "base", ...)
+SLIM_KEYS = ("prox_warmup", "recovery", "recovery_lr", "prox_step", "beta_end")
 
 
 def main() -> None:
@@ -45,6 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     seed, penalty, settings, constants = 0, "l1", {}, {}
+    slim: dict[str, str] = {}
     for item in args.overrides:
         key, _, value = item.partition("=")
         if key.isupper():
@@ -56,6 +60,8 @@ def main() -> None:
             seed = int(value)
         elif key == "penalty":
             penalty = value
+        elif key in SLIM_KEYS:
+            slim[key] = value
         else:
             settings[key] = float(value)
     bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=10000)
@@ -66,13 +72,13 @@ def main() -> None:
     t0 = time.perf_counter()
     row: dict = {"name": args.name, "arch": args.arch, "target": args.target, "subset": args.subset,
                  "epochs": args.epochs, "seed": seed, "penalty": penalty, "settings": settings,
-                 "constants": constants}  # fmt: skip
+                 "constants": constants, **({"slim": slim} if slim else {})}  # fmt: skip
     if args.target == "dense":
         row["accuracy"] = fit(model, bundle, config).test_accuracy
     else:
         out = Path(tempfile.mkdtemp(prefix="budget_sweep_"))
         try:
-            st = SlimSettings(penalty=penalty, zero_invariant=True,
+            st = SlimSettings(penalty=penalty, zero_invariant=True, **slim,  # type: ignore[arg-type]
                               budget=BudgetSettings(target=args.target, **settings).to_dict())  # fmt: skip
             rep = slim_model(model, spec, bundle, config, st, out).report
         finally:

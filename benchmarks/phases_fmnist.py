@@ -7,6 +7,7 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen (1 epoch each);
 * ``default``: what ``slim`` shipped until 2026-12-04, 25% warm-up and 25% recovery;
 * ``restart``: what it ships since, 10% warm-up and 50% recovery restarted at the base rate;
+* ``restart60``: the same with a 60% recovery;
 * ``effective``: the prox step consistent with the optimizer (``alpha = (1-m)/lr`` under momentum);
 * ``both``: phases and the effective step;
 * ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``);
@@ -59,6 +60,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     #: what `slim` ships since (DEFAULT_WARMUP, DEFAULT_RECOVERY, DEFAULT_RECOVERY_LR): a short warm-up,
     #: a long recovery that restarts the learning rate at the base rate (0.1 here)
     "restart": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.1},
+    #: the same with a longer recovery (30% of training left to sparsify)
+    "restart60": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "60%", "recovery_lr": 0.1},
     "effective": {"prox_step": "effective", **NO_PHASES},
     "both": {"prox_step": "effective", "prox_warmup": 1.0, "recovery": 1.0, "recovery_lr": "off"},
     "ramp": {"prox_step": "lr", "beta_end": "auto", **NO_PHASES},
@@ -227,7 +230,7 @@ def vs_family(runs: dict[str, dict[str, Any]], ref: str = "default") -> list[dic
         hit = _bracketed(_family_points(runs, ref, int(seed)), r["channels_removed"])
         if hit is not None:
             out.append({"run": key, "channels_removed": r["channels_removed"], "accuracy": r["accuracy"],
-                        ref: hit[0], "diff_pt": 100 * (r["accuracy"] - hit[0])})  # fmt: skip
+                        "ref": hit[0], "diff_pt": 100 * (r["accuracy"] - hit[0])})  # fmt: skip
     return out
 
 
@@ -286,13 +289,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
     }
     matched = matched_channels(runs, seeds)
     at50 = at_channels(runs, seeds)
-    vs_default = vs_family(runs)
+    #: every run against the default until 2026-12-04 and the one since, at its seed and channel share
+    vs_ref = {ref: vs_family(runs, ref) for ref in ("default", "restart")}
     result = {
         "setup": setup,
         "table": table,
         "matched_channels": matched,
         "at_50pct_channels": at50,
-        "vs_default_same_channels": vs_default,
+        **{f"vs_{ref}_same_channels": v for ref, v in vs_ref.items()},
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -330,12 +334,14 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
             brackets = "; ".join(f"{p['bracket'][0]:.1%}-{p['bracket'][1]:.1%}" for p in a["per_seed"])
             md.append(f"| {a['family']} | {', '.join(f'{d:+.2f}' for d in a['diff_pt'])} | {a['mean_pt']:+.2f} | "
                       f"{a['se_pt']:.2f} | {brackets} |")  # fmt: skip
-    if vs_default:
-        md += ["", "Against the default at the same seed and share of channels removed (its two strengths "
-               "interpolated):", "", "| run | channels removed | accuracy | default there | difference (pt) |",
-               "|---|---|---|---|---|"]  # fmt: skip
-        for v in vs_default:
-            md.append(f"| {v['run']} | {v['channels_removed']:.1%} | {v['accuracy']:.2%} | {v['default']:.2%} | "
+    for ref, rows in vs_ref.items():
+        if not rows:
+            continue
+        md += ["", f"Against `{ref}` at the same seed and share of channels removed (its two strengths that "
+               "bracket it, interpolated):", "", f"| run | channels removed | accuracy | {ref} there | "
+               "difference (pt) |", "|---|---|---|---|---|"]  # fmt: skip
+        for v in rows:
+            md.append(f"| {v['run']} | {v['channels_removed']:.1%} | {v['accuracy']:.2%} | {v['ref']:.2%} | "
                       f"{v['diff_pt']:+.2f} |")  # fmt: skip
     if matched:
         md += ["", "Matched channels (per seed, the other family's accuracy linearly interpolated between its two "
