@@ -99,7 +99,7 @@ class SlimSettings:
     budget: dict[str, Any] | None = None
     #: training phases: epochs (a number, may be fractional) or a share of training ("25%"):
     #: a warm-up without the prox, and a final recovery with the zero pattern frozen (lambda 0);
-    #: None: :data:`DEFAULT_WARMUP` / :data:`DEFAULT_RECOVERY` for a fixed strength, 0 for a budget
+    #: None: :data:`DEFAULT_WARMUP` / :data:`DEFAULT_RECOVERY` (fixed strength and budget alike)
     prox_warmup: float | str | None = None
     recovery: float | str | None = None
     #: alpha of the prox: "lr" (1/lr, the paper's) or "effective" (the optimizer's effective step)
@@ -107,8 +107,7 @@ class SlimSettings:
     #: beta grows geometrically to this (a number or "auto") over the end of the sparsification phase
     beta_end: float | str | None = None
     #: the learning rate the recovery phase restarts at (cosine to 0 over it): a number, "base" (the
-    #: run's base rate) or "off" (the schedule runs on); None: "base" for a fixed strength with a
-    #: recovery phase, "off" otherwise
+    #: run's base rate) or "off" (the schedule runs on); None: "base" when there is a recovery phase
     recovery_lr: float | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,14 +131,14 @@ class SlimSettings:
 
     def phases(self) -> tuple[float | str, float | str]:
         """``(prox_warmup, recovery)`` with the defaults filled in (see the fields)."""
-        defaults = (0.0, 0.0) if self.budget else (DEFAULT_WARMUP, DEFAULT_RECOVERY)
+        defaults = (DEFAULT_WARMUP, DEFAULT_RECOVERY)
         return tuple(d if v is None else v for d, v in zip(defaults, (self.prox_warmup, self.recovery)))  # type: ignore[return-value]
 
     def resolved_recovery_lr(self, base_lr: float, recovery_steps: int) -> float | None:
         """The rate the recovery restarts at (None: no restart), the default filled in (see the field)."""
         value = parse_recovery_lr(self.recovery_lr)
         if value is None:
-            value = DEFAULT_RECOVERY_LR if recovery_steps and not self.budget else "off"
+            value = DEFAULT_RECOVERY_LR if recovery_steps else "off"
         if value == "off":
             return None
         return base_lr if value == "base" else float(value)

@@ -280,8 +280,8 @@ def test_recovery_lr_restarts_the_learning_rate_in_the_recovery_phase(tmp_path: 
 
 
 def test_default_phases_restart_the_recovery_at_the_base_rate(capsys) -> None:
-    """No phase settings: 10% warm-up, 50% recovery restarted at the run's base rate; a budget run and
-    a run without recovery keep the schedule; ``base``/``off``/a number from the Python API and CLI."""
+    """No phase settings: 10% warm-up, 50% recovery restarted at the run's base rate (a budget run too);
+    a run without recovery keeps the schedule; ``base``/``off``/a number from the Python API and CLI."""
     config = TrainConfig(epochs=4, lr=0.05, batch_size=100, device="cpu")
     ph = phase_steps(SlimSettings(), config, 10)
     assert ph == {"total_steps": 40, "warmup_steps": 4, "recovery_steps": 20}
@@ -290,7 +290,7 @@ def test_default_phases_restart_the_recovery_at_the_base_rate(capsys) -> None:
     assert SlimSettings(recovery_lr=0.2).resolved_recovery_lr(config.lr, 20) == 0.2
     assert SlimSettings(recovery=0).resolved_recovery_lr(config.lr, 0) is None
     budget = SlimSettings(budget={"metric": "macs", "target": "0.5"})
-    assert budget.phases() == (0.0, 0.0) and budget.resolved_recovery_lr(config.lr, 20) is None
+    assert budget.phases() == ("10%", "50%") and budget.resolved_recovery_lr(config.lr, 20) == 0.05
     with pytest.raises(EdgeslimError, match="give it a recovery"):
         phase_steps(SlimSettings(recovery=0, recovery_lr="base"), config, 10)
     with pytest.raises(EdgeslimError, match="base or off") as info:

@@ -69,12 +69,12 @@ CONFIG_KEYS = {
 @click.option(
     "--prox-warmup",
     type=PHASE,
-    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [10%; 0 with a budget].",
+    help="Train this long before the prox acts: epochs (1, 0.5) or a share of training (25%) [10%].",
 )
 @click.option(
     "--recovery",
     type=PHASE,
-    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [50%; 0 with a budget].",
+    help="Final phase with the zero pattern frozen and lambda 0: epochs or a share of training [50%].",
 )
 @click.option(
     "--prox-step",
@@ -85,7 +85,7 @@ CONFIG_KEYS = {
     "--recovery-lr",
     type=RECOVERY_LR,
     help="Restart the learning rate at this value when the recovery phase starts (cosine to 0 over it): "
-    "a rate, base (the run's --lr) or off (the schedule runs on) [base; off with a budget].",
+    "a rate, base (the run's --lr) or off (the schedule runs on) [base].",
 )
 @click.option(
     "--beta-end",
