@@ -47,7 +47,8 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=RESULTS / "budget_sweep.jsonl")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    seed, penalty, settings, constants = 0, "l1", {}, {}
+    seed, penalty, constants = 0, "l1", {}
+    settings: dict[str, float | str] = {}
     slim: dict[str, str] = {}
     for item in args.overrides:
         key, _, value = item.partition("=")
@@ -63,7 +64,10 @@ def main() -> None:
         elif key in SLIM_KEYS:
             slim[key] = value
         else:
-            settings[key] = float(value)
+            try:
+                settings[key] = float(value)
+            except ValueError:  # a word (controller=lagrangian)
+                settings[key] = value
     bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=10000)
     spec = bundle.spec_for(args.arch)
     config = TrainConfig(epochs=args.epochs, batch_size=64, device="cpu", seed=seed)

@@ -207,6 +207,30 @@ def test_controller_with_penalties_reaches_budget(penalty: str) -> None:
     assert 0.9 * 0.5 <= rep["achieved_fraction"] <= 0.5
 
 
+def test_lagrangian_controller_reaches_the_budget_with_the_multiplier_alone() -> None:
+    """``controller="lagrangian"``: no doomed set (no feed-forward shrink), mu's pressure alone takes
+    R down along the taper, and zero channels are held; the same end projection as the default one."""
+    runs = {}
+    for kind in ("lagrangian", "projection"):
+        c = _controller("l1", target="0.5", steps=40, taper_start=0.0, taper_end=0.5, controller=kind)
+        opt = torch.optim.SGD(c.slimmer.gammas, lr=0.1)
+        c.on_train_start(torch.nn.Identity(), opt)
+        ff = []
+        for _ in range(40):
+            c.slimmer.step(opt)
+            c.after_step(torch.nn.Identity(), opt)
+            ff.append(c.shrink_ff)
+        runs[kind] = (max(ff), c.mu, c.R / c.resource.dense)
+        c.finish()
+        achieved = c.report([])["achieved_fraction"]
+        assert achieved <= 0.5 and (kind == "lagrangian" or achieved >= 0.9 * 0.5)  # no data: mu overshoots
+    assert runs["lagrangian"][0] == 0.0 and runs["projection"][0] > 0.0
+    assert runs["lagrangian"][1] > 0.0 and runs["lagrangian"][2] < 0.9  # the multiplier removed channels
+    with pytest.raises(EdgeslimError, match="controller must be") as info:
+        BudgetSettings(controller="pid").validate()
+    assert info.value.params == ("controller",)
+
+
 @pytest.mark.parametrize(
     ("metric", "target", "extra"),
     [

@@ -80,6 +80,8 @@ RECAL_STEPS = 50
 RECAL_FRACTION = 0.05
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
 TAU_CAP_FRACTION = 0.5
+#: budget controllers (BudgetSettings.controller)
+CONTROLLERS = ("projection", "lagrangian")
 
 _UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
@@ -103,6 +105,10 @@ class BudgetSettings:
     cost_exponent: float = 1.0
     #: control interval in steps; 0: total_steps // 200, between 1 and 10
     every: int = 0
+    #: "projection": the multiplier plus the doomed set (the weakest channels that must go one
+    #: horizon ahead shrink to zero within it); "lagrangian": the multiplier alone (a cost-weighted
+    #: pressure from dual ascent on R - B(t)); both end with the exact projection
+    controller: str = "projection"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +127,11 @@ class BudgetSettings:
                 "a latency budget needs profile (roofline prediction, e.g. jetson-orin-nano-8gb) "
                 "or latency_table (measured per-layer times)",
                 param=("profile", "latency_table"),
+            )
+        if self.controller not in CONTROLLERS:
+            raise EdgeslimError(
+                f"controller must be one of {', '.join(CONTROLLERS)}, got {self.controller!r}",
+                param="controller",
             )
         if not 0.0 <= self.taper_start < self.taper_end <= 1.0:
             raise EdgeslimError(
@@ -333,7 +344,7 @@ class BudgetController(TrainHook):
         w = self.weights(xi)
         s_ff = 0.0
         doomed = torch.zeros_like(xi, dtype=torch.bool)
-        if ahead is not None and ahead < self.resource.dense:
+        if ahead is not None and ahead < self.resource.dense and st.controller == "projection":
             projected, _ = self.resource.project(
                 xi, max(ahead, self.target), MIN_KEEP, self.settings.cost_exponent
             )
@@ -343,7 +354,11 @@ class BudgetController(TrainHook):
             if bool(alive.any()):
                 s_ff = float((xi[alive].abs() / w[alive].clamp(min=1e-12)).median()) / self.horizon
         s_mu = self.s_unit * self.mu if self.violation > 0 else 0.0  # under budget: no pressure, mu kept
-        self.s_hold = max(self.s_hold, HOLD * s_ff)  # keeps dead doomed channels from reviving
+        if st.controller == "lagrangian":  # zero channels keep HOLD x the largest pressure so far
+            self.s_hold = max(self.s_hold, HOLD * s_mu)
+            doomed = (xi == 0) & self.resource.pos_removable
+        else:
+            self.s_hold = max(self.s_hold, HOLD * s_ff)  # keeps dead doomed channels from reviving
         tau = (max(s_ff, self.s_hold) * doomed.to(w.dtype) + s_mu) * w
         tau[self.resource.protected(xi, MIN_KEEP)] = 0.0  # every group keeps its strongest MIN_KEEP
         if self.tau_cap is not None and float(tau.max()) > self.tau_cap:
