@@ -252,6 +252,16 @@ def test_controller_reaches_params_and_latency_budgets(metric: str, target: str,
     assert low * c.target <= c.R <= c.target
 
 
+def test_final_projection_runs_inside_no_grad() -> None:
+    """With phases the final projection runs at the freeze, inside the prox step's ``no_grad``: the
+    marginal costs (autograd) must work there (regression: "does not require grad" crashed a run)."""
+    c = _controller("l1", target="0.5", steps=10)
+    with torch.no_grad():
+        c.finish()  # nothing trained: R is the dense model, far above the target
+    rep = c.report([])
+    assert rep["projection_removed_channels"] > 0 and 0.9 * 0.5 <= rep["achieved_fraction"] <= 0.5
+
+
 def test_bad_budgets_fail_before_training() -> None:
     model, ex = _model("vgg-small")
     sl = ProximalSlimming(model, lam=0.0)
@@ -286,6 +296,25 @@ def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_
     assert rc == 2
     assert message in capsys.readouterr().err.replace("\n", " ")
     assert not (tmp_path / "o" / "train" / "model.pt").exists()  # nothing trained
+
+
+def test_cli_budget_below_the_profile_alignment_gets_a_finer_multiple(
+    tmp_path, capsys, caplog, fmnist_dir: str
+) -> None:
+    """5% of vgg-small's MACs: multiples of 16 (host-cpu) cannot go below 10.5%, multiples of 8 can
+    (2.7%): the run keeps multiples of 8 and says so, instead of refusing a target given without
+    --round-to; an explicit --round-to 16 still refuses in one line."""
+    argv = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "600",
+            "--test-subset", "200", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.05"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "a"), "--json"]) == 0
+    rep = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert rep["alignment"]["round_to"] == 8 and rep["alignment"]["reduced_from"] == 16
+    assert rep["slimming"]["round_to"] == 8 and rep["budget"]["achieved_fraction"] <= 0.05
+    assert "multiples of 8 instead" in caplog.text
+    capsys.readouterr()
+    assert main([*argv, "--round-to", "16", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "multiples of 16" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

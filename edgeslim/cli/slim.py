@@ -234,9 +234,12 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"({b['projection_removed_channels']} channel(s) removed by the final projection)"
             )
         al = report.get("alignment")
-        if al and al["round_to"] > 1:
+        if al and (al["round_to"] > 1 or al.get("reduced_from")):
             src = f"profile {al['profile']} {al['precision']}" if al["from"] == "profile" else "--round-to"
-            out.print(f"channel counts kept in multiples of {al['round_to']} ({src}), with trained channels")
+            cut = f"; {al['reduced_from']} cannot reach the budget" if al.get("reduced_from") else ""
+            out.print(
+                f"channel counts kept in multiples of {al['round_to']} ({src}{cut}), with trained channels"
+            )
         lat = report.get("latency")
         if lat and lat.get("measured"):
             rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.rundir import MODEL_FILE
+
+log = logging.getLogger(__name__)
 
 #: training options a request may override (``None``: TrainConfig's default)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
@@ -201,7 +204,9 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
                              for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta = {"source": req.model, **meta}
         if extra.get("alignment"):
-            meta["alignment"] = extra["alignment"]
+            meta["alignment"] = dict(extra["alignment"])
+            if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
+                _reachable_alignment(model, spec, settings, meta["alignment"])
     latency = _latency_target(settings.budget)
     if (
         latency is not None
@@ -247,6 +252,39 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         if req.verify_latency is not None:
             verify(check, float(req.verify_latency))
     return res.report
+
+
+def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, Any]) -> None:
+    """A MAC or parameter budget that the profile's channel multiple cannot reach gets the largest
+    halved multiple that can (16 -> 8 -> ... -> 1) instead of a refusal; ``settings.round_to`` and
+    ``align`` are updated (``align["reduced_from"]``) and a warning says so. A target no multiple
+    reaches is left to the controller's one-line error."""
+    import torch
+
+    from edgeslim.sparsity.budget import BudgetSettings, parse_target
+    from edgeslim.sparsity.resource import build_resource
+
+    budget = BudgetSettings.from_dict(settings.budget) if settings.budget else None
+    if budget is None or budget.metric not in ("macs", "params") or settings.round_to <= 1:
+        return
+    kind, value = parse_target(budget.target, budget.metric)
+    example = torch.zeros(1, *spec.input_shape)
+    r = settings.round_to
+    while r >= 1:
+        res = build_resource(model, example, budget.metric, round_to=r)
+        target = value * res.dense if kind == "fraction" else value
+        if target >= res.minimum:
+            break
+        r //= 2
+    if r in (0, settings.round_to):
+        return
+    log.warning(
+        "the budget is below the narrowest network with channel counts in multiples of %d (%s %s); keeping "
+        "multiples of %d instead (less of the alignment's speed-up; give a larger target to keep %d)",
+        settings.round_to, align.get("profile"), align.get("precision"), r, settings.round_to,
+    )  # fmt: skip
+    align["reduced_from"], align["round_to"] = settings.round_to, r
+    settings.round_to = r
 
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:

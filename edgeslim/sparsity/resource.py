@@ -434,7 +434,12 @@ class ResourceModel:
         return total
 
     def marginal(self, k: Tensor) -> Tensor:
-        """``dR/dk_g``: what one more alive channel of each group costs (at counts ``k``)."""
+        """``dR/dk_g``: what one more alive channel of each group costs (at counts ``k``); works
+        inside ``torch.no_grad()`` too (the prox step's freeze calls the final projection there)."""
+        with torch.enable_grad():
+            return self._marginal(k)
+
+    def _marginal(self, k: Tensor) -> Tensor:
         kk = k.detach().clone().to(torch.float64).requires_grad_(True)
         if self.metric == "macs":
             n_in, n_out = self.channels(kk)
