@@ -26,6 +26,9 @@ A :class:`BudgetController` is a training hook that runs after the proximal upda
 5. ``w_i`` = the channel's marginal cost ``dR/dk`` normalised to mean 1 over removable
    channels, clipped to [W_MIN, W_MAX] (channels surgery cannot remove: 0).
 
+``BudgetSettings(controller="lagrangian")`` skips step 3 (no doomed set: the multiplier alone,
+zero channels held); measured side by side in docs/budget.md, where the default won.
+
 At the end of training, if ``R`` is still above the target, :meth:`finish` removes the alive
 channels with the smallest ``|xi| / cost`` until ``R <= target`` and reports how many; BN
 statistics are then re-estimated if channels changed late (:func:`recalibrate_bn`). All
