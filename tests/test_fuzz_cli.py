@@ -22,7 +22,7 @@ import torch
 from bench_helpers import DENSE_CFG, export_vgg
 
 from edgeslim.cli import COMMANDS, cli, main
-from edgeslim.cli.params import Device, FractionList, IntList, Number, Shape
+from edgeslim.cli.params import BetaEnd, Device, FractionList, IntList, Number, RecoveryLr, Shape
 
 # ---------------------------------------------------------------------------------------------
 # the commands, a valid invocation of each, and their options
@@ -68,6 +68,8 @@ def _bad_values(param: click.Parameter) -> list[str]:
             if hi is not None:
                 vals.append(str(hi + 1 if hi == t.max else hi))
         return vals
+    if isinstance(t, (RecoveryLr, BetaEnd)):  # a word, or a number > 0
+        return ["abc", "nan", "inf", "-inf", "", "1e999", "0", "-1"]
     if isinstance(t, click.Choice):
         return ["no-such-choice", ""]
     if isinstance(t, Shape):
