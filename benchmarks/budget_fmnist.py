@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from runcache import cached
+from runcache import cached, seed_cache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -115,14 +115,9 @@ def main() -> None:
     previous: dict[str, Any] = {}
     if args.reuse:  # a fresh checkout has no cache: the committed runs stand in for it
         reused = json.loads((RESULTS / f"{args.reuse}.json").read_text())["runs"]
-        args.work.mkdir(parents=True, exist_ok=True)
-        for key, r in reused.items():
-            if key.endswith("/budget"):
-                previous[key] = r
-            elif (
-                not key.endswith("/dense_macs") and not (args.work / f"{key.replace('/', '-')}.json").exists()
-            ):
-                (args.work / f"{key.replace('/', '-')}.json").write_text(json.dumps(r, indent=2))
+        previous = {k: r for k, r in reused.items() if k.endswith("/budget")}
+        seed_cache(args.work, {k.replace("/", "-"): r for k, r in reused.items()
+                               if k not in previous and not k.endswith("/dense_macs")})  # fmt: skip
     # the run functions below are called at once inside the loop (late binding is harmless)
     for arch in args.archs.split(","):
         spec = bundle.spec_for(arch)

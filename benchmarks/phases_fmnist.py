@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from runcache import cached
+from runcache import cached, seed_cache
 
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
@@ -101,10 +101,7 @@ def main() -> None:
     results = RESULTS / f"{args.name}.json"
     old = json.loads(results.read_text()) if args.merge and results.exists() else None
     if old is not None:  # the committed runs serve as the cache (a fresh checkout has none)
-        args.work.mkdir(parents=True, exist_ok=True)
-        for key, r in old["runs"].items():
-            if not (args.work / f"{key}.json").exists():
-                (args.work / f"{key}.json").write_text(json.dumps(r, indent=2))
+        seed_cache(args.work, old["runs"])
     for seed in seeds:
         bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset, seed=seed)
         spec = bundle.spec_for("vgg-small")

@@ -146,8 +146,10 @@ class SlimSettings:
 
 def parse_recovery_lr(value: float | str | None) -> float | str | None:
     """``recovery_lr`` as a float, ``"base"``, ``"off"`` or None (one-line error otherwise)."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if value is None else float(value)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
     text = str(value).strip().lower()
     if text in RECOVERY_LR_WORDS:
         return text

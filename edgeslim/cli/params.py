@@ -180,8 +180,10 @@ class RecoveryLr(click.ParamType):
     name = "LR|base|off"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from edgeslim.slim import RECOVERY_LR_WORDS
+
         word = str(value).strip().lower()
-        if word in ("base", "off"):
+        if word in RECOVERY_LR_WORDS:
             return word
         return POSITIVE.convert(value, param, ctx)
 

@@ -261,19 +261,17 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
     reaches is left to the controller's one-line error."""
     import torch
 
-    from edgeslim.sparsity.budget import BudgetSettings, parse_target
+    from edgeslim.sparsity.budget import BudgetSettings, absolute_target
     from edgeslim.sparsity.resource import build_resource
 
     budget = BudgetSettings.from_dict(settings.budget) if settings.budget else None
     if budget is None or budget.metric not in ("macs", "params") or settings.round_to <= 1:
         return
-    kind, value = parse_target(budget.target, budget.metric)
     example = torch.zeros(1, *spec.input_shape)
     r = settings.round_to
     while r >= 1:
         res = build_resource(model, example, budget.metric, round_to=r)
-        target = value * res.dense if kind == "fraction" else value
-        if target >= res.minimum:
+        if absolute_target(budget, res) >= res.minimum:
             break
         r //= 2
     if r in (0, settings.round_to):

@@ -193,10 +193,15 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
     return kind, value
 
 
+def absolute_target(settings: BudgetSettings, resource: ResourceModel) -> float:
+    """The target in the resource's unit (a fraction of dense times the dense cost)."""
+    kind, value = parse_target(settings.target, settings.metric)
+    return value * resource.dense if kind == "fraction" else value
+
+
 def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
     """The absolute target; errors if it is not below the dense model or not reachable."""
-    kind, value = parse_target(settings.target, settings.metric)
-    target = value * resource.dense if kind == "fraction" else value
+    target = absolute_target(settings, resource)
     d = resource.describe
     if target >= resource.dense:
         raise EdgeslimError(
