@@ -5,7 +5,7 @@
 ``TARGET`` is a MAC fraction (``0.3``) or ``dense`` (plain training, the reference).
 ``KEY`` in upper case sets a constant of :mod:`edgeslim.sparsity.budget` (``UNIT_FRACTION=1.0``,
 ``MIN_KEEP=0.5``), ``seed=N`` the seed, ``penalty=NAME`` the penalty, ``prox_warmup=10%``,
-``recovery=50%``, ``recovery_lr=base`` (and ``prox_step``, ``beta_end``) a phase setting, anything else a
+``recovery=50%``, ``recovery_lr=base`` (and ``prox_step``, ``beta_end``, ``importance``) a slimming setting, anything else a
 :class:`~edgeslim.sparsity.budget.BudgetSettings` field (``taper_end=0.4``, ``cost_exponent=0``).
 Fashion-MNIST, class-balanced ``SUBSET`` training images, the 10,000 test images, batch 64,
 1 thread. Appends one JSON line to ``--log`` (default
@@ -26,7 +26,7 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: SlimSettings fields a sweep point may set (as given: "10%", "base", ...)
-SLIM_KEYS = ("prox_warmup", "recovery", "recovery_lr", "prox_step", "beta_end")
+SLIM_KEYS = ("prox_warmup", "recovery", "recovery_lr", "prox_step", "beta_end", "importance")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``phases``: a warm-up without the prox and a recovery with the zero pattern frozen (1 epoch each);
 * ``default``: what ``slim`` shipped until 2026-12-04, 25% warm-up and 25% recovery;
 * ``restart``: what it ships since, 10% warm-up and 50% recovery restarted at the base rate;
+* ``restart_layer``: ``restart`` with the scale-invariant importance (``importance="layer"``);
 * ``restart60``: the same with a 60% recovery;
 * ``effective``: the prox step consistent with the optimizer (``alpha = (1-m)/lr`` under momentum);
 * ``both``: phases and the effective step;
@@ -60,6 +61,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     #: what `slim` ships since (DEFAULT_WARMUP, DEFAULT_RECOVERY, DEFAULT_RECOVERY_LR): a short warm-up,
     #: a long recovery that restarts the learning rate at the base rate (0.1 here)
     "restart": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.1},
+    #: the default phases with the scale-invariant importance (prox threshold per layer scale)
+    "restart_layer": {
+        "prox_step": "lr",
+        "prox_warmup": "10%",
+        "recovery": "50%",
+        "recovery_lr": 0.1,
+        "importance": "layer",
+    },
     #: the same with a longer recovery (30% of training left to sparsify)
     "restart60": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "60%", "recovery_lr": 0.1},
     "effective": {"prox_step": "effective", **NO_PHASES},

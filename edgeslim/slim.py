@@ -30,6 +30,7 @@ from edgeslim.sparsity.prox import (
     DEFAULT_BETA,
     PROX_STEPS,
     ProximalSlimming,
+    check_importance,
     check_phases,
     check_strength,
     lambda_for_shrink,
@@ -109,6 +110,8 @@ class SlimSettings:
     #: the learning rate the recovery phase restarts at (cosine to 0 over it): a number, "base" (the
     #: run's base rate) or "off" (the schedule runs on); None: "base" when there is a recovery phase
     recovery_lr: float | str | None = None
+    #: how channels are judged: "absolute" (|xi|) or "layer" (|xi| relative to its layer's scale)
+    importance: str = "absolute"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +129,7 @@ class SlimSettings:
             raise EdgeslimError(
                 f"prox_step must be one of {', '.join(PROX_STEPS)}, got {self.prox_step!r}", param="prox_step"
             )
+        check_importance(self.importance)
         lr = parse_recovery_lr(self.recovery_lr)
         check_phases(self.prox_step, 0, 0, None, self.beta_end, lr if isinstance(lr, float) else None)
 
@@ -301,7 +305,7 @@ def slim_model(
     slimmer = ProximalSlimming(
         model, lam=lam, beta=settings.beta, penalty=settings.penalty, groups=groups,
         zero_invariant=settings.zero_invariant, prox_step=settings.prox_step, beta_end=settings.beta_end,
-        recovery_lr=recovery_lr, **phases, **settings.params,
+        recovery_lr=recovery_lr, importance=settings.importance, **phases, **settings.params,
     )  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)

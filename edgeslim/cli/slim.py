@@ -36,7 +36,7 @@ CONFIG_KEYS = {
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
-    "recovery_lr": "recovery_lr",
+    "recovery_lr": "recovery_lr", "importance": "importance",
 }  # fmt: skip
 
 
@@ -80,6 +80,12 @@ CONFIG_KEYS = {
     "--prox-step",
     type=click.Choice(["lr", "effective"]),
     help="alpha of the prox: 1/lr, or the optimizer's effective step ((1-m)/lr under momentum) [lr].",
+)
+@click.option(
+    "--importance",
+    type=click.Choice(["absolute", "layer"]),  # edgeslim.sparsity.prox.IMPORTANCE (torch-free here)
+    help="How channels are judged: absolute BN scale, or the scale relative to its layer's (scale-invariant) "
+    "[absolute].",
 )
 @click.option(
     "--recovery-lr",

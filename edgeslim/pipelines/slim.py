@@ -62,6 +62,7 @@ class SlimRequest:
     prox_step: str | None = None
     beta_end: float | str | None = None
     recovery_lr: float | str | None = None
+    importance: str | None = None
     # budget
     target_macs: str | None = None
     target_params: str | None = None
@@ -142,7 +143,7 @@ def _check_phases(req: SlimRequest) -> None:
     """Phase and prox-step settings, checked before any data is loaded."""
     from edgeslim.slim import SlimSettings
 
-    keys = ("prox_warmup", "recovery", "prox_step", "beta_end", "recovery_lr")
+    keys = ("prox_warmup", "recovery", "prox_step", "beta_end", "recovery_lr", "importance")
     SlimSettings(**{k: getattr(req, k) for k in keys if getattr(req, k) is not None}).validate()
 
 
@@ -181,7 +182,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
     given = ("lam", "shrink", "beta", "penalty", "round_to", "budget", "zero_invariant", "prox_warmup",
-             "recovery", "prox_step", "beta_end", "recovery_lr")  # fmt: skip
+             "recovery", "prox_step", "beta_end", "recovery_lr", "importance")  # fmt: skip
     settings = SlimSettings(params=params, **{k: opts[k] for k in given if opts.get(k) is not None})
     train_over = {k: opts[k] for k in TRAIN_KEYS if opts.get(k) is not None}
     if req.resume:

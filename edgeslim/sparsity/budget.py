@@ -282,9 +282,13 @@ class BudgetController(TrainHook):
 
     # ------------------------------------------------------------------ helpers
     def magnitude(self) -> Tensor:
-        """Per BN channel ``|xi|`` (the norm of (scale, shift) for zero-invariant slimming), on CPU."""
-        xi = self.slimmer.xi.detach().cpu()
-        return xi.view(-1, self.slimmer.total).norm(dim=0)
+        """Per BN channel ``|xi|`` (the norm of (scale, shift) for zero-invariant slimming), on CPU;
+        with ``importance="layer"`` relative to its layer's scale (the units the slimmer's
+        per-layer factor turns back into shrinks)."""
+        mag = self.slimmer.magnitude()
+        if self.slimmer.importance == "layer":
+            mag = mag / self.slimmer.layer_factor(mag)
+        return mag.cpu()
 
     def fraction(self) -> float:
         return self.step_count / self.total_steps

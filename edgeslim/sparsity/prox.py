@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "DEFAULT_BETA",
     "DEFAULT_LAMBDA",
+    "IMPORTANCE",
     "PROX_STEPS",
     "FinalizeReport",
     "ProxOptimizer",
@@ -71,6 +72,10 @@ BETA_AUTO_GAP = 0.01
 BETA_RAMP_FRACTION = 0.25
 #: training phases, in order (``phase`` of :class:`ProximalSlimming`)
 PHASES = ("warmup", "sparsify", "recovery")
+#: how a channel's scale is judged: ``absolute`` (``|xi|``, the paper's) or ``layer`` (``|xi|``
+#: relative to the mean non-zero ``|xi|`` of its BN layer, docs/slimming.md "Scale-invariant
+#: importance"): the prox threshold of a layer follows the layer's own scale
+IMPORTANCE = ("absolute", "layer")
 
 
 @dataclass
@@ -158,6 +163,7 @@ class ProximalSlimming(TrainHook):
     sparsification phase (needs ``total_steps``). ``recovery_lr``: the learning rate restarts at
     this value when the recovery phase starts and falls to 0 over it (cosine), instead of the
     trainer's schedule running on (the hook writes it into the optimizer after each backward).
+    ``importance``: ``"absolute"`` or ``"layer"`` (see :data:`IMPORTANCE`; :meth:`layer_factor`).
     """
 
     name = "proximal"
@@ -179,6 +185,7 @@ class ProximalSlimming(TrainHook):
         total_steps: int | None = None,
         beta_end: float | str | None = None,
         recovery_lr: float | None = None,
+        importance: str = "absolute",
         **penalty_params: Any,
     ) -> None:
         layers = bn_layers(model)
@@ -230,6 +237,12 @@ class ProximalSlimming(TrainHook):
             prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
         self.recovery_lr = None if recovery_lr is None else float(recovery_lr)
+        self.importance = check_importance(importance)
+        #: the mean non-zero channel magnitude when :meth:`layer_factor` first ran (its unit)
+        self.scale_ref: float | None = None
+        self._layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(
+            self.device
+        )
         self._saved_lr: list[float] | None = None  # the rates restart_lr replaced for this step
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
@@ -284,6 +297,30 @@ class ProximalSlimming(TrainHook):
             i = index[name]
             w[self.offsets[i] : self.offsets[i + 1]] = torch.as_tensor(value, dtype=w.dtype, device=w.device)
         self.set_weights(w)
+
+    def magnitude(self) -> Tensor:
+        """Per BN channel ``|xi|`` (the norm of (scale, shift) with ``zero_invariant``)."""
+        return self.xi.detach().view(-1, self.total).norm(dim=0)
+
+    def layer_factor(self, magnitude: Tensor | None = None) -> Tensor:
+        """Per BN channel: the mean non-zero magnitude of its layer over :attr:`scale_ref` (1 in a
+        layer without a non-zero channel). ``tau * factor`` shrinks every layer by the same share
+        of its own scale, so shrinking a whole layer (free in BN -> ReLU -> conv chains) is no
+        longer how the penalty gets paid; ``magnitude / factor`` ranks channels within their layer.
+        """
+        mag = self.magnitude() if magnitude is None else magnitude.to(self.device)
+        layer = self._layer_of.to(mag.device)
+        n = len(self.sizes)
+        sums = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(0, layer, mag)
+        alive = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(
+            0, layer, (mag > 0).to(mag.dtype)
+        )
+        if self.scale_ref is None:
+            nz = mag[mag > 0]
+            self.scale_ref = float(nz.mean()) if nz.numel() else 1.0
+        ref = max(self.scale_ref, 1e-12)
+        mean = torch.where(alive > 0, sums / alive.clamp(min=1), torch.full_like(sums, ref))
+        return (mean / ref)[layer]
 
     def layer_slices(self) -> dict[str, slice]:
         """BN name -> its slice of the flat ``xi`` / weights."""
@@ -489,6 +526,9 @@ class ProximalSlimming(TrainHook):
         tau: float | Tensor = self._lam / denom
         if self.weights is not None:
             tau = self.weights * tau if not self.zero_invariant else self.weights.repeat(2) * tau
+        if self.importance == "layer":
+            f = self.layer_factor()
+            tau = f * tau if not self.zero_invariant else f.repeat(2) * tau
         if self.penalty in ("mcp", "scad"):
             penalties.check_params(self.penalty, tau, **self.params)
         v = (alpha * self.xi + self.beta * gamma) / denom
@@ -567,6 +607,8 @@ class ProximalSlimming(TrainHook):
             "restored_at_freeze": [list(u) for u in self.restored_at_freeze],
             "beta_start": self.beta_start,
             "beta_target": self.beta_target,
+            "importance": self.importance,
+            "scale_ref": self.scale_ref,
             "frozen": None if self.frozen is None else self.frozen.detach().cpu().clone(),
             "phases": {
                 "warmup_steps": self.warmup_steps,
@@ -592,6 +634,7 @@ class ProximalSlimming(TrainHook):
         self.restored_at_freeze = [list(u) for u in state.get("restored_at_freeze", [])]
         self.beta_start = float(state.get("beta_start", self.beta))
         self.beta_target = state.get("beta_target", self.beta_target)
+        self.scale_ref = state.get("scale_ref", self.scale_ref)
         frozen = state.get("frozen")
         self.frozen = None if frozen is None else frozen.to(self.device, torch.bool).clone()
 
@@ -729,6 +772,15 @@ def check_phases(
                 param=("recovery_lr", "recovery"),
             )
     return prox_step, beta_end
+
+
+def check_importance(importance: str) -> str:
+    """``importance`` if it is one of :data:`IMPORTANCE`, else a one-line error."""
+    if importance not in IMPORTANCE:
+        raise EdgeslimError(
+            f"importance must be one of {', '.join(IMPORTANCE)}, got {importance!r}", param="importance"
+        )
+    return importance
 
 
 # ----------------------------------------------------------------------------- optimizer wrapper
