@@ -1437,20 +1437,18 @@ def build_graph(model: nn.Module, example_input: Tensor, *, compute: bool = Fals
     modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()
     with modes, torch.no_grad(), _restored_attributes(modules):
         named = _named_tensors(walk)
-        analyser: _Analyser | None = None
-        if not compute:
-            analyser = _Analyser(model, _meta_tensors(named), named, walk)
-            try:
-                analyser.run(example_input.detach().to("meta"))
-            except EdgeslimError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any error of the user's forward
-                if analyser.fail_construct:
-                    raise _capture_error(model, analyser, exc, example_input) from exc
-                analyser = None  # it reads a value: run again on real tensors
         output = None
-        if analyser is None:
-            analyser = _Analyser(model, None, named, walk)
+        analyser = _Analyser(model, _meta_tensors(named), named, walk)
+        try:
+            if compute:
+                raise _Compute
+            analyser.run(example_input.detach().to("meta"))
+        except EdgeslimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any error of the user's forward
+            if analyser.fail_construct:
+                raise _capture_error(model, analyser, exc, example_input) from exc
+            analyser = _Analyser(model, walk=walk)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
                 output = analyser.run(example_input.detach().to(dev))
@@ -1461,3 +1459,7 @@ def build_graph(model: nn.Module, example_input: Tensor, *, compute: bool = Fals
     g = DependencyGraph(model, analyser)
     g.output = output if compute else None
     return g
+
+
+class _Compute(Exception):
+    """Skip the "meta" run (``build_graph(compute=True)``)."""
