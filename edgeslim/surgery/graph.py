@@ -1226,8 +1226,6 @@ class DependencyGraph:
         #: modules by name, as the capture saw them
         self.modules: dict[str, nn.Module] = analyser._mods
         self._const_params: int | None = None  # parameters of layers without channel touches
-        #: the model's output on the example input (``build_graph(compute=True)``; else None)
-        self.output: Any = None
 
     def _make_groups(self) -> list[ChannelGroup]:
         """Classes with the same touches (same layers, same number of times) form one group."""
@@ -1420,7 +1418,7 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     )
 
 
-def build_graph(model: nn.Module, example_input: Tensor, *, compute: bool = False) -> DependencyGraph:
+def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
 
     Capture is eager: every torch function the model calls is seen (a ``TorchFunctionMode``), so
@@ -1428,20 +1426,14 @@ def build_graph(model: nn.Module, example_input: Tensor, *, compute: bool = Fals
     tracing support. The run is on "meta" tensors (shapes only: no arithmetic, any input size);
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
-    ``compute=True`` runs on real tensors from the start and keeps the model's output as
-    :attr:`DependencyGraph.output` (one pass instead of a capture and a forward, when the
-    caller needs both).
     """
     walk = _walk(model)
     modules = list({id(m): m for _, m in walk}.values())
     modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()
     with modes, torch.no_grad(), _restored_attributes(modules):
         named = _named_tensors(walk)
-        output = None
         analyser = _Analyser(model, _meta_tensors(named), named, walk)
         try:
-            if compute:
-                raise _Compute
             analyser.run(example_input.detach().to("meta"))
         except EdgeslimError:
             raise
@@ -1451,15 +1443,9 @@ def build_graph(model: nn.Module, example_input: Tensor, *, compute: bool = Fals
             analyser = _Analyser(model, walk=walk)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
-                output = analyser.run(example_input.detach().to(dev))
+                analyser.run(example_input.detach().to(dev))
             except EdgeslimError:
                 raise
             except Exception as exc2:  # noqa: BLE001
                 raise _capture_error(model, analyser, exc2, example_input) from exc2
-    g = DependencyGraph(model, analyser)
-    g.output = output if compute else None
-    return g
-
-
-class _Compute(Exception):
-    """Skip the "meta" run (``build_graph(compute=True)``)."""
+    return DependencyGraph(model, analyser)

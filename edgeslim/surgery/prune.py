@@ -294,9 +294,7 @@ def prune_with_report(
     work, shared = (model, []) if inplace else _copy_sharing_tensors(model)
     if any(m.training for m in work.modules()):
         work.eval()
-    # with a check and no calibration batches, the capture runs on real tensors: its output is
-    # the dense reference (one pass instead of a shape-only capture and a forward)
-    g = build_graph(work, example_input, compute=check and calib_inputs is None)
+    g = build_graph(work, example_input)
     mods = g.modules
     params_before = _param_count(mods.values())
     removable, strength = removable_classes(g)
@@ -313,10 +311,7 @@ def prune_with_report(
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
-        if g.output is not None and not stats.handles:
-            dense_out = [_flat_tensors(g.output)]
-        else:
-            dense_out = _outputs(work, inputs, switch_mode=False) if check or stats.handles else []
+        dense_out = _outputs(work, inputs, switch_mode=False) if check or stats.handles else []
     finally:
         stats.close()
     folded = []
