@@ -49,29 +49,31 @@ def threshold_for_budget(resource, gammas: torch.Tensor, target: float) -> torch
     return (g <= values[min(lo, values.numel() - 1)]) & resource.pos_removable
 
 
-def uniform_mask(resource, target: float) -> tuple[torch.Tensor, float]:
-    """Keep the first ceil(f * size) channels of every group, largest f within the budget."""
-    total = resource.total
+def uniform_dead(resource, f: float) -> torch.Tensor:
+    """The flat BN positions removed when every group keeps its first ceil(f * size) channels."""
     group = resource.group_of_class[resource.pos_class]
     # rank of every flat position's class inside its group
     rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
     for grp in resource.graph.groups:
         rank[grp.classes] = torch.arange(grp.size)
     pos_rank = rank[resource.pos_class]
-    size = resource.group_size[group]
+    keep = torch.ceil(f * resource.group_size[group]).clamp(min=1)
+    return (pos_rank >= keep) & resource.pos_removable
 
-    def dead_at(f: float) -> torch.Tensor:
-        keep = torch.ceil(f * size).clamp(min=1)
-        return (pos_rank >= keep) & resource.pos_removable
 
+def uniform_mask(resource, target: float) -> tuple[torch.Tensor, float]:
+    """Keep the first ceil(f * size) channels of every group, largest f within the budget."""
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        if resource.of_xi(torch.where(dead_at(mid), 0.0, torch.ones(total))) <= target:
+        if (
+            resource.of_xi(torch.where(uniform_dead(resource, mid), 0.0, torch.ones(resource.total)))
+            <= target
+        ):
             lo = mid
         else:
             hi = mid
-    return dead_at(lo), lo
+    return uniform_dead(resource, lo), lo
 
 
 def main() -> None:

@@ -14,7 +14,10 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``ramp``: ``l1`` with beta grown geometrically over the end of training (``beta_end="auto"``);
 * ``effective_sameS``: the effective step with the ``l1`` lambda itself;
 * ``budget``, ``budget_phases``: ``--target-macs 0.5`` without and with phases (the controller sets
-  lambda; the table's lambda is only its starting value).
+  lambda; the table's lambda is only its starting value);
+* ``uniform@F``: not slimming: every BN layer keeps its first ``ceil(F x size)`` channels, the
+  narrow network is re-initialised and trained from scratch on the same schedule (the network of
+  that width a user could train directly; ``uniform@0.5`` removes 50% of the channels).
 
 Strength: ``lr`` variants get the lambda whose total shrink over the steps the prox acts on is ``S``
 (``--shrink``). With ``alpha = 1/lr`` and momentum m the run solves ``L + (1-m) lam |xi|``
@@ -41,11 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from budget_fmnist import uniform_dead
 from runcache import cached, seed_cache
 
 from edgeslim.data import load_dataset
 from edgeslim.models.registry import create_model
 from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
+from edgeslim.sparsity.resource import build_resource, zero_channels
 from edgeslim.surgery import prune_with_report
 from edgeslim.train import TrainConfig, fit
 
@@ -94,7 +99,7 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated variants (dense," + ",".join(VARIANTS) + "; NAME@S: shrink S)",
+        help="comma-separated variants (dense," + ",".join(VARIANTS) + ",uniform@F; NAME@S: shrink S)",
     )
     ap.add_argument("--work", type=Path, default=Path("runs/bench_phases"))
     ap.add_argument("--fresh", action="store_true")
@@ -161,9 +166,35 @@ def main() -> None:
                 "history": [(h["epoch"], h["test_acc"], h.get("xi_zero")) for h in rep.get("history", [])],
             }
 
+        def uniform(fraction: float) -> dict[str, Any]:
+            torch.manual_seed(seed)
+            model = create_model(spec)
+            ex = torch.zeros(1, *spec.input_shape)
+            resource = build_resource(model, ex, "macs")
+            dead = uniform_dead(resource, fraction)
+            zero_channels(model, dead)
+            pr = prune_with_report(model, ex)
+            narrow = pr.model
+            torch.manual_seed(seed)
+            for m in narrow.modules():
+                if hasattr(m, "reset_parameters") and m is not narrow:
+                    m.reset_parameters()
+            res = fit(narrow, bundle, config)
+            rep = pr.report
+            return {"accuracy": res.test_accuracy, "width_fraction": fraction,
+                    "channels_removed": float(dead.sum()) / resource.total,
+                    "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
+                    "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
+
         for variant in only:
             key = f"{variant}-s{seed}"
-            fn = dense if variant == "dense" else (lambda v=variant: slim(v))
+            name, _, strength = variant.partition("@")
+            if variant == "dense":
+                fn = dense
+            elif name == "uniform":
+                fn = lambda f=float(strength or 0.5): uniform(f)  # noqa: E731
+            else:
+                fn = lambda v=variant: slim(v)  # noqa: E731
             runs[key] = cached(args.work, key, args.fresh, fn)
     command = "python " + " ".join(sys.argv)
     if old is not None:

@@ -304,7 +304,7 @@ def _plot(record: dict, path: Path) -> None:
     axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(
         "slim --target-macs on ONNX Runtime (1 thread, this CPU): aligned by default vs before "
-        "(blue: --round-to 8 where the 16-aligned network cannot reach the target)",
+        "(blue: the default, multiples of 16, or of 8 where 16 cannot reach the target)",
         fontsize=9,
     )
     fig.tight_layout()
