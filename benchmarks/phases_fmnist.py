@@ -15,9 +15,10 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``effective_sameS``: the effective step with the ``l1`` lambda itself;
 * ``budget``, ``budget_phases``: ``--target-macs 0.5`` without and with phases (the controller sets
   lambda; the table's lambda is only its starting value);
-* ``uniform@F``: not slimming: every BN layer keeps its first ``ceil(F x size)`` channels, the
-  narrow network is re-initialised and trained from scratch on the same schedule (the network of
-  that width a user could train directly; ``uniform@0.5`` removes 50% of the channels).
+* ``uniform@F``: not slimming: every coupled channel group keeps its first ``ceil(F x size)``
+  channels, the narrow network is re-initialised (the zoo's initialisation) and trained from
+  scratch on the same schedule (the network of that width a user could train directly; on
+  vgg-small ``uniform@0.5`` removes exactly 50% of the BN channels).
 
 Strength: ``lr`` variants get the lambda whose total shrink over the steps the prox acts on is ``S``
 (``--shrink``). With ``alpha = 1/lr`` and momentum m the run solves ``L + (1-m) lam |xi|``
@@ -48,6 +49,7 @@ from budget_fmnist import uniform_dead
 from runcache import cached, seed_cache
 
 from edgeslim.data import load_dataset
+from edgeslim.models.init import slimming_init
 from edgeslim.models.registry import create_model
 from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.sparsity.resource import build_resource, zero_channels
@@ -179,6 +181,7 @@ def main() -> None:
             for m in narrow.modules():
                 if hasattr(m, "reset_parameters") and m is not narrow:
                     m.reset_parameters()
+            slimming_init(narrow)  # the zoo's own initialisation (kaiming fan-out convs, BN scale 0.5)
             res = fit(narrow, bundle, config)
             rep = pr.report
             return {"accuracy": res.test_accuracy, "width_fraction": fraction,

@@ -129,7 +129,7 @@ class SlimSettings:
             raise EdgeslimError(
                 f"prox_step must be one of {', '.join(PROX_STEPS)}, got {self.prox_step!r}", param="prox_step"
             )
-        check_importance(self.importance)
+        check_importance(self.importance, self.penalty)
         lr = parse_recovery_lr(self.recovery_lr)
         check_phases(self.prox_step, 0, 0, None, self.beta_end, lr if isinstance(lr, float) else None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("EDGESLIM_NO_PROGRESS", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # ultralytics must never pip-install during tests
 
 import pytest  # noqa: E402
 

@@ -4,6 +4,7 @@ dict outputs, functional layers, BN subclasses, channel slices and splits, user 
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -399,3 +400,28 @@ def test_yolo_from_yaml_prunes_exactly_without_patches(name: str):
     ref, got = _flat_tensors(m(x)), _flat_tensors(res.model(x))
     assert len(ref) > 1 and [t.shape for t in ref] == [t.shape for t in got]
     assert exact(m, res.model, x) < 1e-10
+
+
+def test_building_a_yolo_model_leaves_pil_and_pip_alone() -> None:
+    """Importing ultralytics replaces ``PIL.Image.open`` by a wrapper that pip-installs a plugin on
+    an unreadable image; ``yolo:`` models are built without that side effect (a fresh process, so
+    no earlier test has imported ultralytics), and a corrupt image is one line even when a caller
+    imported ultralytics itself."""
+    pytest.importorskip("ultralytics")
+    code = (
+        "import os; from PIL import Image; before = Image.open\n"
+        "from edgeslim.models import create_model\n"
+        "create_model('yolo:yolov8n', num_classes=3)\n"
+        "assert Image.open is before, 'PIL.Image.open was replaced'\n"
+        "assert os.environ['YOLO_AUTOINSTALL'] == 'false'\n"
+        "from ultralytics.utils import patches; Image.open = patches.image_open  # a caller's own import\n"
+        "from edgeslim.data.imagefolder import open_image\n"
+        "from edgeslim.errors import EdgeslimError\n"
+        "try:\n"
+        "    with open_image(b'not an image', 'bad.jpg'): pass\n"
+        "except EdgeslimError as e: print('ONE LINE:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "YOLO_AUTOINSTALL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ONE LINE: cannot decode image bad.jpg" in out.stdout

@@ -84,8 +84,8 @@ CONFIG_KEYS = {
 @click.option(
     "--importance",
     type=click.Choice(["absolute", "layer"]),  # edgeslim.sparsity.prox.IMPORTANCE (torch-free here)
-    help="How channels are judged: absolute BN scale, or the scale relative to its layer's (scale-invariant) "
-    "[absolute].",
+    help="How channels are judged: by their BN scale (absolute), or by it relative to their layer's mean "
+    "(layer: scale-invariant) [absolute].",
 )
 @click.option(
     "--recovery-lr",

@@ -156,7 +156,8 @@ def open_image(data: bytes, name: str):
         raise _too_many_pixels(
             name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
         ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
+        # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
         raise EdgeslimError(
             f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
         ) from exc

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeslim.models.init import slimming_init
 from edgeslim.models.registry import register_model
-from edgeslim.models.resnet import _init, _PreActHead
+from edgeslim.models.resnet import _PreActHead
 
 
 class DenseLayer(nn.Module):
@@ -56,7 +57,7 @@ class DenseNet(_PreActHead):
                 c = cout
         self.features = nn.Sequential(*blocks)
         self._add_head(c, num_classes)
-        _init(self)
+        slimming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._head(self.features(self.conv1(x)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgeslim.models.init import slimming_init
 from edgeslim.models.registry import register_model
 
 
@@ -98,20 +99,10 @@ class PreActResNet(_PreActHead):
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
         self._add_head(c, num_classes)
-        _init(self)
+        slimming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._head(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
-
-
-def _init(model: nn.Module, bn_scale: float = 0.5) -> None:
-    """Kaiming-normal convs, BN scale 0.5 and shift 0 (the network-slimming initialisation)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, bn_scale)
-            nn.init.zeros_(m.bias)
 
 
 @register_model("resnet20")

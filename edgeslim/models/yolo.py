@@ -11,6 +11,8 @@ loads one: :func:`load_yolo_checkpoint` does, in Python, with ``trust_pickle=Tru
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,22 @@ _NAMES = [f"{v}{s}{t}" for v in ("yolov8", "yolo11") for s in "nsmlx" for t in (
 
 def list_yolo_models() -> list[str]:
     """Common ultralytics yaml names (any name ultralytics resolves works; [] without ultralytics)."""
+    return list(_NAMES) if importlib.util.find_spec("ultralytics") is not None else []
+
+
+def _tasks(why: str) -> Any:
+    """``ultralytics.nn.tasks``, imported without its side effects on this process: ultralytics
+    replaces ``PIL.Image.open`` by a wrapper that, on an unreadable image, pip-installs ``pi-heif``
+    (and fails where it cannot). PIL's own function is put back, and auto-install stays off unless
+    the user set ``YOLO_AUTOINSTALL``; edgeslim reads images itself and never uses that wrapper."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from PIL import Image
+
+    pil_open = Image.open
     try:
-        import ultralytics  # noqa: F401
-    except ImportError:
-        return []
-    return list(_NAMES)
+        return require("ultralytics.nn.tasks", "yolo", why)
+    finally:
+        Image.open = pil_open
 
 
 def build_yolo_model(name: str, num_classes: int = 80, in_channels: int = 3, **kwargs: Any) -> nn.Module:
@@ -44,7 +57,7 @@ def build_yolo_model(name: str, num_classes: int = 80, in_channels: int = 3, **k
             f"yolo:{name} is an ultralytics checkpoint, a pickle that runs code when loaded; load it in Python "
             "with edgeslim.models.yolo.load_yolo_checkpoint(path, trust_pickle=True), or use the model's yaml"
         )
-    tasks = require("ultralytics.nn.tasks", "yolo", "for yolo: models")
+    tasks = _tasks("for yolo: models")
     stem = Path(name).stem
     cls_name = next((c for s, c in _TASKS.items() if stem.endswith(s)), "DetectionModel")
     cfg = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
@@ -66,7 +79,7 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
         )
     if not Path(path).is_file():
         raise EdgeslimError(f"{path}: no such file")
-    tasks = require("ultralytics.nn.tasks", "yolo", "for ultralytics checkpoints")
+    tasks = _tasks("for ultralytics checkpoints")
     model, _ = tasks.load_checkpoint(path)
     return model.float().eval()
 

@@ -237,7 +237,7 @@ class ProximalSlimming(TrainHook):
             prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
         self.recovery_lr = None if recovery_lr is None else float(recovery_lr)
-        self.importance = check_importance(importance)
+        self.importance = check_importance(importance, penalty)
         #: the mean non-zero channel magnitude when :meth:`layer_factor` first ran (its unit)
         self.scale_ref: float | None = None
         self._layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(
@@ -307,9 +307,11 @@ class ProximalSlimming(TrainHook):
         layer without a non-zero channel). ``tau * factor`` shrinks every layer by the same share
         of its own scale, so shrinking a whole layer (free in BN -> ReLU -> conv chains) is no
         longer how the penalty gets paid; ``magnitude / factor`` ranks channels within their layer.
+        Group penalties (``group-*``, ``zero_invariant``) average the thresholds of a coupled unit,
+        so there a unit spanning several layers is judged against their mean scale.
         """
         mag = self.magnitude() if magnitude is None else magnitude.to(self.device)
-        layer = self._layer_of.to(mag.device)
+        layer = self._layer_of
         n = len(self.sizes)
         sums = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(0, layer, mag)
         alive = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(
@@ -542,6 +544,7 @@ class ProximalSlimming(TrainHook):
         self.device = device
         self.xi = self.xi.to(device)
         self.group_index = self.group_index.to(device)
+        self._layer_of = self._layer_of.to(device)
         if self.weights is not None:
             self.weights = self.weights.to(device)
 
@@ -634,7 +637,13 @@ class ProximalSlimming(TrainHook):
         self.restored_at_freeze = [list(u) for u in state.get("restored_at_freeze", [])]
         self.beta_start = float(state.get("beta_start", self.beta))
         self.beta_target = state.get("beta_target", self.beta_target)
-        self.scale_ref = state.get("scale_ref", self.scale_ref)
+        if state.get("importance", "absolute") != self.importance:
+            raise EdgeslimError(
+                f"the saved proximal-slimming state was trained with importance {state.get('importance')!r}, "
+                f"this run uses {self.importance!r}; resume with the same setting"
+            )
+        if state.get("scale_ref") is not None:
+            self.scale_ref = float(state["scale_ref"])
         frozen = state.get("frozen")
         self.frozen = None if frozen is None else frozen.to(self.device, torch.bool).clone()
 
@@ -774,11 +783,19 @@ def check_phases(
     return prox_step, beta_end
 
 
-def check_importance(importance: str) -> str:
-    """``importance`` if it is one of :data:`IMPORTANCE`, else a one-line error."""
+def check_importance(importance: str, penalty: str = "l1") -> str:
+    """``importance`` if it is one of :data:`IMPORTANCE` and works with ``penalty``, else a one-line
+    error (MCP and SCAD need every threshold below their ``g`` / ``a*l`` bound, which the per-layer
+    factor of ``"layer"`` can lift a layer's threshold over)."""
     if importance not in IMPORTANCE:
         raise EdgeslimError(
             f"importance must be one of {', '.join(IMPORTANCE)}, got {importance!r}", param="importance"
+        )
+    if importance == "layer" and penalty.removeprefix("group-") in ("mcp", "scad"):
+        raise EdgeslimError(
+            f"importance 'layer' does not work with the {penalty} penalty (a layer's scaled threshold can "
+            "exceed its bound); use l1, lp or tl1, or importance 'absolute'",
+            param=("importance", "penalty"),
         )
     return importance
 
@@ -869,10 +886,11 @@ def _proximal(
     total_steps: int | None = None,
     beta_end: float | str | None = None,
     recovery_lr: float | None = None,
+    importance: str = "absolute",
     **penalty_params: Any,
 ) -> ProximalSlimming:
-    """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups; phases and
-    ``prox_step`` as in :class:`ProximalSlimming`)."""
+    """Proximal network slimming (``input_shape`` = (C, H, W) finds coupled BN groups; phases,
+    ``prox_step`` and ``importance`` as in :class:`ProximalSlimming`)."""
     example = None
     if input_shape is not None and groups is None:
         p = next(model.parameters())
@@ -891,5 +909,6 @@ def _proximal(
         total_steps=total_steps,
         beta_end=beta_end,
         recovery_lr=recovery_lr,
+        importance=importance,
         **penalty_params,
     )
