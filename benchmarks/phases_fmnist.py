@@ -15,6 +15,7 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``effective_sameS``: the effective step with the ``l1`` lambda itself;
 * ``budget``, ``budget_phases``: ``--target-macs 0.5`` without and with phases (the controller sets
   lambda; the table's lambda is only its starting value);
+* ``budget_uniform_macs``: ``--target-macs 0.252`` with the default phases (the MACs ``uniform@0.5`` keeps);
 * ``uniform@F``: not slimming: every coupled channel group keeps its first ``ceil(F x size)``
   channels, the narrow network is re-initialised (the zoo's initialisation) and trained from
   scratch on the same schedule (the network of that width a user could train directly; on
@@ -86,6 +87,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     #: budget-targeted (50% of the dense MACs; lambda from the controller), without and with phases
     "budget": {"budget": {"metric": "macs", "target": "0.5"}, **NO_PHASES},
     "budget_phases": {"budget": {"metric": "macs", "target": "0.5"}, "prox_warmup": 1.0, "recovery": 1.0},
+    #: what `slim --target-macs 0.252` ships (default phases): the MACs of the uniform half-width network
+    "budget_uniform_macs": {"budget": {"metric": "macs", "target": "0.252"}},
 }
 
 
