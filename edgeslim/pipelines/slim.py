@@ -268,12 +268,12 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
     budget = BudgetSettings.from_dict(settings.budget) if settings.budget else None
     if budget is None or budget.metric not in ("macs", "params") or settings.round_to <= 1:
         return
-    example = torch.zeros(1, *spec.input_shape)
+    res = build_resource(
+        model, torch.zeros(1, *spec.input_shape), budget.metric
+    )  # one trace for every multiple
+    target = absolute_target(budget, res)
     r = settings.round_to
-    while r >= 1:
-        res = build_resource(model, example, budget.metric, round_to=r)
-        if absolute_target(budget, res) >= res.minimum:
-            break
+    while r >= 1 and target < res.narrowest(r):
         r //= 2
     if r in (0, settings.round_to):
         return

@@ -165,10 +165,7 @@ class ResourceModel:
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
         self.dense = self.value(self.dense_k)
-        kmin = torch.where(
-            self._group_fixed_alive() > 0, self._group_fixed_alive(), torch.ones_like(self.dense_k)
-        )
-        self.minimum = self.value(self.round_counts(kmin))
+        self.minimum = self.narrowest()
 
     # ------------------------------------------------------------------ construction
     def _layers(self, model: nn.Module, example: Tensor) -> list[_Layer]:
@@ -310,13 +307,22 @@ class ResourceModel:
             0, self.group_of_class[valid], fixed[valid]
         )
 
-    def round_counts(self, k: Tensor) -> Tensor:
-        """Counts as surgery keeps them: at least one, and up to a multiple of ``round_to`` (capped at the group)."""
+    def round_counts(self, k: Tensor, round_to: int | None = None) -> Tensor:
+        """Counts as surgery keeps them: at least one, and up to a multiple of ``round_to`` (default:
+        the model's; capped at the group)."""
+        r = self.round_to if round_to is None else int(round_to)
         k = torch.maximum(k, torch.ones_like(k))
-        if self.round_to > 1:
-            up = torch.ceil(k / self.round_to) * self.round_to
+        if r > 1:
+            up = torch.ceil(k / r) * r
             k = torch.where(k < self.group_size, torch.minimum(up, self.group_size), self.group_size)
         return k
+
+    def narrowest(self, round_to: int | None = None) -> float:
+        """R of the narrowest network surgery can keep (every group at its fixed channels, else one),
+        counts rounded to multiples of ``round_to`` (default: the model's; :attr:`minimum`)."""
+        fixed = self._group_fixed_alive()
+        kmin = torch.where(fixed > 0, fixed, torch.ones_like(self.dense_k))
+        return self.value(self.round_counts(kmin, round_to))
 
     def class_strength(self, values: Tensor) -> Tensor:
         """Squared norm per class of flat BN ``values`` (``total`` entries, or rows of them)."""
