@@ -25,6 +25,7 @@ import json
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,31 +50,35 @@ def threshold_for_budget(resource, gammas: torch.Tensor, target: float) -> torch
     return (g <= values[min(lo, values.numel() - 1)]) & resource.pos_removable
 
 
-def uniform_dead(resource, f: float) -> torch.Tensor:
-    """The flat BN positions removed when every group keeps its first ceil(f * size) channels."""
+def uniform_cut(resource) -> Callable[[float], torch.Tensor]:
+    """``dead(f)``: the flat BN positions removed when every group keeps its first ceil(f * size)
+    channels (the ranks inside the groups computed once)."""
     group = resource.group_of_class[resource.pos_class]
     # rank of every flat position's class inside its group
     rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
     for grp in resource.graph.groups:
         rank[grp.classes] = torch.arange(grp.size)
     pos_rank = rank[resource.pos_class]
-    keep = torch.ceil(f * resource.group_size[group]).clamp(min=1)
-    return (pos_rank >= keep) & resource.pos_removable
+    size = resource.group_size[group]
+
+    def dead(f: float) -> torch.Tensor:
+        keep = torch.ceil(f * size).clamp(min=1)
+        return (pos_rank >= keep) & resource.pos_removable
+
+    return dead
 
 
 def uniform_mask(resource, target: float) -> tuple[torch.Tensor, float]:
     """Keep the first ceil(f * size) channels of every group, largest f within the budget."""
+    dead = uniform_cut(resource)
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        if (
-            resource.of_xi(torch.where(uniform_dead(resource, mid), 0.0, torch.ones(resource.total)))
-            <= target
-        ):
+        if resource.of_xi(torch.where(dead(mid), 0.0, torch.ones(resource.total))) <= target:
             lo = mid
         else:
             hi = mid
-    return uniform_dead(resource, lo), lo
+    return dead(lo), lo
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from budget_fmnist import uniform_dead
+from budget_fmnist import uniform_cut
 from runcache import cached, seed_cache
 
 from edgeslim.data import load_dataset
@@ -176,7 +176,7 @@ def main() -> None:
             model = create_model(spec)
             ex = torch.zeros(1, *spec.input_shape)
             resource = build_resource(model, ex, "macs")
-            dead = uniform_dead(resource, fraction)
+            dead = uniform_cut(resource)(fraction)
             zero_channels(model, dead)
             pr = prune_with_report(model, ex)
             narrow = pr.model
