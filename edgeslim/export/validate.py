@@ -161,11 +161,14 @@ def run_ort(sess, x: np.ndarray, batch: int | None = None) -> np.ndarray:
 
 
 def torch_outputs(model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64) -> np.ndarray:
-    """First output of ``model`` on ``device`` as float32 numpy (model is left where it was)."""
+    """First output of ``model`` on ``device`` as float32 numpy, IEEE fp32 on CUDA too (model is
+    left where it was)."""
     import torch
 
+    from edgeslim.utils.modes import ieee_fp32
+
     outs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), ieee_fp32():
         for i in range(0, len(x), chunk):
             y = model(x[i : i + chunk].to(device))
             if isinstance(y, (tuple, list)):

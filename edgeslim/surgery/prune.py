@@ -28,6 +28,7 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.surgery import ops
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
+from edgeslim.utils.modes import ieee_fp32
 
 log = logging.getLogger(__name__)
 
@@ -454,13 +455,13 @@ def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
 
 
 def _outputs(model: nn.Module, batches: list[Tensor], *, switch_mode: bool = True) -> list[list[Tensor]]:
-    """Eval-mode outputs: every tensor of each (possibly nested) output; the mode is restored.
-    ``switch_mode=False``: ``model`` is in eval mode already."""
+    """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output; the mode is
+    restored. ``switch_mode=False``: ``model`` is in eval mode already."""
     mode = model.training
     if switch_mode:
         model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), ieee_fp32():
             outs = [model(x) for x in batches]
     finally:
         if switch_mode:

@@ -1,0 +1,53 @@
+"""Dense-vs-slim checks run in IEEE fp32 on CUDA: cuDNN's default TF32 convs (~1e-3 relative) would
+fake a surgery mismatch (seen on an H200: 0.0048 at output scale 15.6 on a VGG-19 slimmed on the GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeslim.surgery import prune_with_report
+from edgeslim.utils.modes import _precision_knobs, ieee_fp32
+
+
+def _state() -> list[object]:
+    return [getattr(obj, attr) for obj, attr, _ in _precision_knobs()]
+
+
+def test_ieee_fp32_sets_every_knob_inside_and_restores_them_after() -> None:
+    before = _state()
+    with ieee_fp32():
+        assert _state() == [value for _, _, value in _precision_knobs()]
+    assert _state() == before
+    with pytest.raises(RuntimeError), ieee_fp32():
+        raise RuntimeError("restored on errors too")
+    assert _state() == before
+
+
+def test_surgery_verification_runs_in_ieee_fp32(monkeypatch) -> None:
+    """The verification forwards see IEEE settings whatever the caller left on."""
+    seen: list[list[object]] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.bn = torch.nn.BatchNorm2d(8)
+            self.head = torch.nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(_state())
+            return self.head(torch.relu(self.bn(self.conv(x))))
+
+    before = _state()
+    model = Probe().eval()
+    with torch.no_grad():
+        model.bn.weight[:3] = 0
+        model.bn.bias[:3] = 0
+    pr = prune_with_report(model, torch.randn(2, 3, 8, 8))
+    assert pr.report["removed_channels"] == 3 and pr.report["max_abs_diff"] < 1e-6
+    ieee = [value for _, _, value in _precision_knobs()]
+    # the dense and the slim verification forward (tracing calls forward too, outside the check)
+    assert seen.count(ieee) >= 2
+    assert before != ieee  # torch's defaults use TF32 for cuDNN convs, so the test is not vacuous
+    assert _state() == before
