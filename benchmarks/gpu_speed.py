@@ -107,6 +107,41 @@ def _time_ms(model: Any, x: Any, device: Any, min_s: float, warmup: int) -> floa
     return statistics.median(times)
 
 
+def write(
+    args: argparse.Namespace, argv: list[str] | None, rows: list[dict[str, Any]], seconds: float
+) -> str:
+    """Write ``OUT.json`` and ``OUT.md`` with the rows so far (a killed run keeps them); the table."""
+    import torch
+
+    device = torch.device(args.device)
+    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+           "seconds": seconds}  # fmt: skip
+    record = {"command": "python benchmarks/gpu_speed.py " + " ".join(argv or sys.argv[1:]), "env": env,
+              "target_macs": TARGET, "rows": rows}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    lines = [
+        "# Slim vs dense with PyTorch on a GPU: realized speedup / MAC ratio",
+        "",
+        f"`{record['command']}`; {env}. Slim networks at ~{TARGET:.0%} of the dense MACs from one random "
+        "pattern; `aligned8`: counts rounded up to multiples of 8.",
+        "",
+        "| model | mode | batch | dense ms | unaligned ms | speedup / MAC ratio | aligned8 ms | speedup / MAC ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['skipped']} |  |  |  |  |")
+            continue
+        u, a = r["unaligned"], r["aligned8"]
+        lines.append(
+            f"| {r['model']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {u['ms']:.3f} | "
+            f"{u['speedup_over_macs_ratio']:.2f} | {a['ms']:.3f} | {a['speedup_over_macs_ratio']:.2f} |"
+        )
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -160,37 +195,13 @@ def main(argv: list[str] | None = None) -> int:
                               "speedup_over_macs_ratio": ms["dense"] / ms[k] / ratio, "rounds_ms": per[k]}  # fmt: skip
                 row["dense_ms"], row["dense_rounds_ms"] = ms["dense"], per["dense"]
                 rows.append(row)
+                write(args, argv, rows, time.perf_counter() - t_start)
                 print(
                     json.dumps({k: v for k, v in row.items() if "rounds" not in k}),
                     file=sys.stderr,
                     flush=True,
                 )
-    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-           "seconds": time.perf_counter() - t_start}  # fmt: skip
-    record = {"command": "python benchmarks/gpu_speed.py " + " ".join(argv or sys.argv[1:]), "env": env,
-              "target_macs": TARGET, "rows": rows}  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    lines = [
-        "# Slim vs dense with PyTorch on a GPU: realized speedup / MAC ratio",
-        "",
-        f"`{record['command']}`; {env}. Slim networks at ~{TARGET:.0%} of the dense MACs from one random "
-        "pattern; `aligned8`: counts rounded up to multiples of 8.",
-        "",
-        "| model | mode | batch | dense ms | unaligned ms | speedup / MAC ratio | aligned8 ms | speedup / MAC ratio |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['mode']} | {r['batch']} | {r['skipped']} |  |  |  |  |")
-            continue
-        u, a = r["unaligned"], r["aligned8"]
-        lines.append(
-            f"| {r['model']} | {r['mode']} | {r['batch']} | {r['dense_ms']:.3f} | {u['ms']:.3f} | "
-            f"{u['speedup_over_macs_ratio']:.2f} | {a['ms']:.3f} | {a['speedup_over_macs_ratio']:.2f} |"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write(args, argv, rows, time.perf_counter() - t_start))
     return 0
 
 

@@ -80,7 +80,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
-    ap.add_argument("--shrink", type=float, default=None, help="[the library default]")
+    ap.add_argument(
+        "--shrink", default="default", help="total shrink S, or a comma list: one slim run each ['default']"
+    )
     ap.add_argument("--lam", type=float, default=None, help="lambda instead of --shrink")
     ap.add_argument("--beta", type=float, default=100.0)
     ap.add_argument("--prox-warmup", default=None, help="epochs or N%% [slim's default]")
@@ -101,12 +103,13 @@ def main() -> None:
     base = {"batch_size": args.batch, "lr": args.lr, "weight_decay": args.weight_decay, "device": args.device,
             "amp": cuda, "channels_last": cuda, "seed": args.seed, "eval_batch_size": 1000}  # fmt: skip
     steps = steps_per_epoch(bundle, args.batch)
+    shrinks = [None if v.strip() == "default" else float(v) for v in args.shrink.split(",")]
     epochs = args.epochs
     sps = None
     if epochs <= 0:
         sps = probe_seconds_per_step(bundle, spec, TrainConfig(epochs=1, **base))
-        # both runs, plus ~3% for the per-epoch test evaluation and the prox step
-        epochs = max(1, int(args.budget_s / (2 * 1.03 * sps * steps)))
+        # every run, plus ~3% for the per-epoch test evaluation and the prox step
+        epochs = max(1, int(args.budget_s / ((1 + len(shrinks)) * 1.03 * sps * steps)))
     config = TrainConfig(epochs=epochs, **base)
     print(f"{bundle}; {epochs} epochs x {steps} steps, batch {args.batch}, device {args.device}", flush=True)
 
@@ -121,38 +124,54 @@ def main() -> None:
                  "channels": sum(int(m.num_features) for m in dense.modules()
                                  if isinstance(m, torch.nn.BatchNorm2d)), "train_s": t_dense}  # fmt: skip
 
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
-    settings = SlimSettings(lam=args.lam, shrink=args.shrink, beta=args.beta,
-                            prox_warmup=args.prox_warmup, recovery=args.recovery, prox_step=args.prox_step)  # fmt: skip
-    out = args.work / "slim"
-    try:
-        rep = slim_model(create_model(spec), spec, bundle, config, settings, out).report
-    except CollapseError as exc:
-        rep = json.loads((out / "report.json").read_text())
-        rep["collapse"]["message"] = str(exc)
-    t_slim = time.perf_counter() - t0
-    slim_row = {
-        "accuracy": rep["accuracy"]["slim"], "accuracy_trained": rep["accuracy"]["trained"],
-        "accuracy_gamma_eq_xi": rep["accuracy"].get("gamma_eq_xi"), "lambda": rep["slimming"]["lam"],
-        "params": rep["params"]["slim"], "macs": rep["macs"]["slim"], "channels": rep["channels"]["slim"],
-        "channels_removed": rep["channels"]["removed_frac"], "params_removed": rep["params"]["removed_frac"],
-        "macs_removed": rep["macs"]["removed_frac"], "verify": rep["verify"], "collapse": rep["collapse"]["message"],
-        "train_s": t_slim,
-    }  # fmt: skip
-    warmup, recovery = settings.phases()
+    slim_rows: list[dict[str, Any]] = []
+    write(args, bundle, config, epochs, steps, sps, dense_row, slim_rows, t_start, t_data)
+    for shrink in shrinks:
+        torch.manual_seed(args.seed)
+        t0 = time.perf_counter()
+        settings = SlimSettings(lam=args.lam, shrink=shrink, beta=args.beta,
+                                prox_warmup=args.prox_warmup, recovery=args.recovery, prox_step=args.prox_step)  # fmt: skip
+        out = args.work / f"slim_{shrink}"
+        try:
+            rep = slim_model(create_model(spec), spec, bundle, config, settings, out).report
+        except CollapseError as exc:
+            rep = json.loads((out / "report.json").read_text())
+            rep["collapse"]["message"] = str(exc)
+        slim_rows.append({
+            "shrink": shrink, "settings": settings.to_dict(),
+            "accuracy": rep["accuracy"]["slim"], "accuracy_trained": rep["accuracy"]["trained"],
+            "accuracy_gamma_eq_xi": rep["accuracy"].get("gamma_eq_xi"), "lambda": rep["slimming"]["lam"],
+            "params": rep["params"]["slim"], "macs": rep["macs"]["slim"], "channels": rep["channels"]["slim"],
+            "channels_removed": rep["channels"]["removed_frac"], "params_removed": rep["params"]["removed_frac"],
+            "macs_removed": rep["macs"]["removed_frac"], "verify": rep["verify"],
+            "collapse": rep["collapse"]["message"], "train_s": time.perf_counter() - t0,
+        })  # fmt: skip
+        write(args, bundle, config, epochs, steps, sps, dense_row, slim_rows, t_start, t_data)
+
+
+def write(
+    args: argparse.Namespace, bundle: Any, config: TrainConfig, epochs: int, steps: int, sps: float | None,
+    dense_row: dict[str, Any], slim_rows: list[dict[str, Any]], t_start: float, t_data: float,
+) -> None:  # fmt: skip
+    """Write ``gpu_vgg19_cifar.{json,md}`` with the runs finished so far (a killed run keeps them)."""
+    warmup, recovery = SlimSettings(prox_warmup=args.prox_warmup, recovery=args.recovery).phases()
     result = {
         "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
         "data": str(bundle),
         "epochs": epochs,
         "steps_per_epoch": steps,
         "probe_s_per_step": sps,
-        "settings": {**settings.to_dict(), "train": config.to_dict()},
+        "train": config.to_dict(),
         "dense": dense_row,
-        "slim": slim_row,
+        "slim": slim_rows,
         "paper": PAPER,
-        "wall_s": {"data": t_data, "dense": t_dense, "slim": t_slim, "total": time.perf_counter() - t_start},
+        "wall_s": {
+            "data": t_data,
+            "dense": dense_row["train_s"],
+            "slim": [r["train_s"] for r in slim_rows],
+            "total": time.perf_counter() - t_start,
+        },  # fmt: skip
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "gpu_vgg19_cifar.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -161,23 +180,31 @@ def main() -> None:
         "",
         f"- command: `{result['command']}`",
         f"- device: {result['device']}; {epochs} epochs x {steps} steps per run (the paper: {PAPER['epochs']})",
-        f"- slimming: lambda {slim_row['lambda']:.4g}, beta {args.beta}, warm-up {warmup}, "
-        f"recovery {recovery}, prox step {args.prox_step}; no fine-tune",
+        f"- slimming: beta {args.beta}, warm-up {warmup}, recovery {recovery}, prox step {args.prox_step}; "
+        "no fine-tune",
         "",
         "| | test error | channels pruned | params pruned | MACs (FLOPs) pruned |",
         "|---|---|---|---|---|",
         f"| dense, ours | {100 * (1 - dense_row['accuracy']):.2f}% | - | - | - |",
-        f"| proximal l1, one round, ours | {100 * (1 - slim_row['accuracy']):.2f}% | "
-        f"{slim_row['channels_removed']:.1%} | {slim_row['params_removed']:.1%} | {slim_row['macs_removed']:.1%} |",
+    ]
+    for r in slim_rows:
+        md.append(
+            f"| proximal l1, one round, S {r['shrink'] or 'default'} (lambda {r['lambda']:.3g}), ours | "
+            f"{100 * (1 - r['accuracy']):.2f}% | {r['channels_removed']:.1%} | {r['params_removed']:.1%} | "
+            f"{r['macs_removed']:.1%} |"
+        )
+    md += [
         f"| dense, paper | {PAPER['dense_error']:.2f}% | - | - | - |",
         f"| original NS + fine-tune, paper | {PAPER['pruned_error']:.2f}% | {PAPER['channels_pruned']:.0%} | "
         f"{PAPER['params_pruned']:.1%} | {PAPER['flops_pruned']:.0%} |",
         "",
-        f"Wall time: data {t_data:.0f} s, dense {t_dense:.0f} s, slim {t_slim:.0f} s.",
+        f"Wall time: data {t_data:.0f} s, dense {dense_row['train_s']:.0f} s, slim "
+        + ", ".join(f"{r['train_s']:.0f} s" for r in slim_rows)
+        + ".",
         "",
     ]
     (args.out / "gpu_vgg19_cifar.md").write_text("\n".join(md))
-    print("\n".join(md))
+    print("\n".join(md), flush=True)
 
 
 if __name__ == "__main__":
