@@ -250,10 +250,5 @@ def cuda_reference(
     if not torch.cuda.is_available():
         return "CUDA is not available here (torch.cuda.is_available() is False); the CUDA check was not run"
     gpu_model = copy.deepcopy(model).to("cuda").eval()
-    # TF32 would make the reference differ from FP32 by ~1e-3; compare true FP32.
-    prev = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        return validate_onnx(gpu_model, model_bytes, batch, reference_device="cuda", **kw)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev
+    # torch_outputs runs the reference in IEEE fp32 (TF32 would differ by ~1e-3)
+    return validate_onnx(gpu_model, model_bytes, batch, reference_device="cuda", **kw)
