@@ -206,3 +206,37 @@ def test_verify_latency_for_another_device_is_refused_before_training(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "jetson-orin-nano-8gb" in err and "device" in err
     assert not (tmp_path / "o" / "train").exists()
+
+
+@pytest.mark.slow
+def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(tmp_path, caplog) -> None:
+    """resnet20 at 1x28x28: its narrowest network in multiples of 16 (host-cpu's) takes 53-59% of the
+    dense latency, so a 45% target is out of reach there. With the multiple from the profile the
+    lookup is measured again at 8 (then 4, ...) until one reaches the target; a multiple the user
+    gave is refused in one line and writes nothing."""
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.pipelines.slim import _latency_lookup
+    from edgeslim.slim import SlimSettings
+    from edgeslim.sparsity.budget import BudgetUnreachable
+
+    spec = ModelSpec(arch="resnet20", num_classes=10, in_channels=1, input_size=[28, 28])
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    budget = {"metric": "latency", "target": "0.45", "profile": "host-cpu", "batch": 1}
+    profile = load_profile("host-cpu")
+    settings = SlimSettings(round_to=16, budget=dict(budget))
+    align = {"round_to": 16, "profile": "host-cpu", "precision": "fp32", "from": "profile"}
+    with caplog.at_level("INFO"):
+        path = _latency_lookup(model, spec, settings, tmp_path / "a", profile, align)
+    assert align["reduced_from"] == 16 and align["round_to"] == settings.round_to < 16
+    assert "out of reach in multiples of 16: measuring multiples of 8" in caplog.text
+    tab = json.loads(path.read_text())
+    res = build_resource(
+        model, torch.zeros(1, 1, 28, 28), "latency", latency_table=tab, round_to=settings.round_to
+    )
+    assert res.narrowest() < 0.45 * res.dense  # the lookup written is the one that reaches the target
+
+    given = SlimSettings(round_to=16, budget=dict(budget))
+    with pytest.raises(BudgetUnreachable, match="multiples of 16"):
+        _latency_lookup(model, spec, given, tmp_path / "b", profile, {**align, "from": "user"})
+    assert given.round_to == 16 and not (tmp_path / "b").exists()

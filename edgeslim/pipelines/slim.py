@@ -215,23 +215,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         and latency["here"]
         and not settings.budget.get("latency_table")
     ):
-        from edgeslim.pipelines.latency import measure_table
-
-        batch = int(settings.budget.get("batch", 1))
-
-        def budget_ok(tab: dict[str, Any]) -> None:  # a target the lookup refuses writes nothing
-            import torch
-
-            from edgeslim.sparsity.budget import BudgetSettings, resolve_target
-            from edgeslim.sparsity.resource import build_resource
-
-            example = torch.zeros(1, *spec.input_shape)
-            res = build_resource(model, example, "latency", latency_table=tab, round_to=settings.round_to,
-                                 batch=batch)  # fmt: skip
-            resolve_target(BudgetSettings.from_dict(settings.budget), res)
-
-        table = measure_table(model, spec.input_shape, out_dir, batch, latency["profile"], settings.round_to,
-                              check=budget_ok)  # fmt: skip
+        table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"))
         settings.budget["latency_table"] = str(table)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
@@ -284,6 +268,60 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
     )  # fmt: skip
     align["reduced_from"], align["round_to"] = settings.round_to, r
     settings.round_to = r
+
+
+def _latency_lookup(
+    model: Any, spec: Any, settings: Any, out_dir: Path, profile: Any, align: dict[str, Any] | None
+) -> Path:
+    """Measure the latency lookup at the run's channel multiple (a target it shows out of reach writes
+    nothing). When the multiple came from the profile and the narrowest network in it is slower than
+    the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup measured again, until one
+    reaches it (a lookup cannot predict below its own multiple: its sweeps step at it);
+    ``settings.round_to`` and ``align`` are updated and a warning says so, as for a MAC budget."""
+    import torch
+
+    from edgeslim.pipelines.latency import measure_table
+    from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
+    from edgeslim.sparsity.resource import build_resource
+
+    batch = int(settings.budget.get("batch", 1))
+    budget = BudgetSettings.from_dict(settings.budget)
+    example = torch.zeros(1, *spec.input_shape)
+    adjustable = bool(align) and align.get("from") == "profile"
+    first, r = settings.round_to, settings.round_to
+    while True:
+
+        def budget_ok(tab: dict[str, Any], r: int = r) -> None:
+            res = build_resource(model, example, "latency", latency_table=tab, round_to=r, batch=batch)
+            try:
+                resolve_target(budget, res)
+            except BudgetUnreachable as exc:
+                if not adjustable or r <= 1:
+                    raise
+                raise _Halve from exc
+
+        try:
+            table = measure_table(model, spec.input_shape, out_dir, batch, profile, r, check=budget_ok)
+            break
+        except _Halve:
+            log.info(
+                "the latency target is out of reach in multiples of %d: measuring multiples of %d", r, r // 2
+            )
+            r //= 2
+    if r != first:
+        log.warning(
+            "the latency target is below the narrowest network with channel counts in multiples of %d "
+            "(%s %s); keeping multiples of %d instead (less of the alignment's speed-up; give a larger "
+            "target to keep %d)",
+            first, align.get("profile"), align.get("precision"), r, first,
+        )  # fmt: skip
+        align["reduced_from"], align["round_to"] = first, r
+        settings.round_to = r
+    return table
+
+
+class _Halve(Exception):
+    """The lookup at one channel multiple cannot reach the target: measure again at half of it."""
 
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -199,6 +199,10 @@ def absolute_target(settings: BudgetSettings, resource: ResourceModel) -> float:
     return value * resource.dense if kind == "fraction" else value
 
 
+class BudgetUnreachable(EdgeslimError):
+    """The target is below the narrowest network surgery can keep (at the resource's channel multiple)."""
+
+
 def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
     """The absolute target; errors if it is not below the dense model or not reachable."""
     target = absolute_target(settings, resource)
@@ -216,7 +220,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             else "one channel per group already costs"
         )
         fix = "give a larger target" + (", or a smaller round_to" if resource.round_to > 1 else "")
-        raise EdgeslimError(
+        raise BudgetUnreachable(
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
             f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
             param="round_to" if resource.round_to > 1 else None,
