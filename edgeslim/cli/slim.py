@@ -101,7 +101,8 @@ CONFIG_KEYS = {
 @click.option(
     "--round-to",
     type=COUNT,
-    help="Keep channel counts multiples of N, with trained channels (1: off) [the --profile's alignment].",
+    help="Keep channel counts multiples of N, with trained channels (1: off) [the --profile's alignment, "
+    "halved until a budget is reachable].",
 )
 @click.option(
     "--target-macs", help="Budget: fraction of the dense MACs (0.5, 50%) or a count (120M); sets lambda."
