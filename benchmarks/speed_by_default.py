@@ -12,6 +12,11 @@ training runs: the pattern of kept channels matters here, not the accuracy):
     lookup (bench.sweep) drives the controller; at the end slim measures dense and slim
     (batch 1) and reports measured / target and predicted / measured.
 
+(c) the reference for (a): every coupled channel group of the same trained dense network cut to one
+    common width (the largest whose MACs stay within T, counts at the default run's multiple),
+    by surgery, timed the same way. The most regular network at that MAC share: what it realizes
+    is what fixed per-operator costs leave for any choice of channels.
+
 Writes ``benchmarks/results/speed_by_default.{json,md,png}``; runs are cached in ``--work``.
 
     nice -n 5 .venv/bin/python benchmarks/speed_by_default.py
@@ -64,13 +69,19 @@ def slim_run(work: Path, name: str, arch: str, args: argparse.Namespace, fresh: 
 
 def time_pair(out: Path, trials: int, batches: list[int]) -> dict:
     """Export dense (trained.pt) and slim (model.pt) of a run and time them interleaved with ORT."""
-    from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.timing import TimingConfig
     from edgeslim.checkpoint import load_model
-    from edgeslim.pipelines.latency import export_pair
 
     dense, slim = load_model(out / "trained.pt"), load_model(out / "model.pt")
-    models = export_pair(dense.model, slim.model, dense.spec.input_shape, out / "onnx")
+    return time_models(dense.model, slim.model, dense.spec.input_shape, out / "onnx", trials, batches)
+
+
+def time_models(dense: Any, slim: Any, shape: tuple, onnx_dir: Path, trials: int, batches: list[int]) -> dict:
+    """Export two networks to ``onnx_dir`` and time them interleaved with ORT (1 thread): per batch."""
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.pipelines.latency import export_pair
+
+    models = export_pair(dense, slim, shape, onnx_dir)
     cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.6)
     rec = run_comparison(models, "onnxruntime", batches, trials, cfg, {"threads": 1, "graph_opt": "all"},
                          tegrastats=False, nice=5)  # fmt: skip
@@ -84,6 +95,31 @@ def time_pair(out: Path, trials: int, batches: list[int]) -> dict:
     return res
 
 
+def uniform_network(run: Path, target: float, round_to: int) -> tuple[Any, float, float]:
+    """(network, width, MACs kept): the run's trained dense network with every group cut to the largest
+    common width whose MACs stay within ``target`` of dense (counts rounded like surgery), by surgery."""
+    import copy
+
+    import torch
+
+    from edgeslim.checkpoint import load_model
+    from edgeslim.sparsity.resource import build_resource, zero_channels
+    from edgeslim.surgery import prune_with_report
+
+    loaded = load_model(run / "trained.pt")
+    dense = loaded.model.eval()
+    example = torch.zeros(1, *loaded.spec.input_shape)
+    res = build_resource(dense, example, "macs", round_to=round_to)
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if res.value(res.uniform_counts(mid)) <= target * res.dense else (lo, mid)
+    cut = copy.deepcopy(dense)
+    zero_channels(cut, res.uniform_mask(lo) == 0)
+    net = prune_with_report(cut, example, round_to=round_to).model
+    return net, lo, res.value(res.uniform_counts(lo)) / res.dense
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -92,7 +128,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--parts", default="a,b")
+    ap.add_argument("--parts", default="a,b,c")
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-by-default"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "speed_by_default")
@@ -154,6 +190,27 @@ def main() -> int:
                     / (lat["measured_ms"] / lat["measured_dense_ms"]),
                     "macs_kept": rep["macs"]["slim"] / rep["macs"]["dense"], "accuracy_slim": rep["accuracy"]["slim"],
                 })  # fmt: skip
+    rows_a_all = rows_a if "a" in args.parts else _previous(args.out, "macs")
+    rows_c = []
+    if "c" in args.parts:
+        from edgeslim.checkpoint import load_model
+
+        for r in rows_a_all:
+            if r.get("mode") != "aligned (default)" or "refused" in r:
+                continue
+            run = args.work / f"{r['model']}-macs{r['target_macs']}-default"
+            print(f"uniform width for {run.name} ...", file=sys.stderr, flush=True)
+            net, width, kept = uniform_network(run, r["target_macs"], r["round_to"])
+            dense = load_model(run / "trained.pt")
+            timing = time_models(
+                dense.model, net, dense.spec.input_shape, run / "onnx-uniform", args.trials, [1, 32]
+            )
+            rows_c.append({
+                "model": r["model"], "target_macs": r["target_macs"], "round_to": r["round_to"], "width": width,
+                "macs_kept": kept, "macs_ratio": 1.0 / kept,
+                "slim_b1": r["b1"]["speedup_over_macs_ratio"], "slim_b32": r["b32"]["speedup_over_macs_ratio"],
+                **{f"b{b}": {**v, "speedup_over_macs_ratio": v["speedup"] * kept} for b, v in timing.items()},
+            })  # fmt: skip
     record = {
         "command": _command(args),
         "settings": {
@@ -170,8 +227,9 @@ def main() -> int:
             "latency_within": GOAL_LATENCY,
             "lookup_within": 0.10,
         },  # fmt: skip
-        "macs": rows_a if "a" in args.parts else _previous(args.out, "macs"),
+        "macs": rows_a_all,
         "latency": rows_b if "b" in args.parts else _previous(args.out, "latency"),
+        "uniform": rows_c if "c" in args.parts else _previous(args.out, "uniform"),
         "env": _env(),
     }
     write(record, args.out)
@@ -182,7 +240,7 @@ def _command(args: argparse.Namespace) -> str:
     """This run's command line; with one part run, the other part's command from the results file."""
     now = "python benchmarks/speed_by_default.py " + " ".join(sys.argv[1:])
     path = args.out.with_suffix(".json")
-    if set("ab") <= set(args.parts) or not path.is_file():
+    if set("abc") <= set(args.parts) or not path.is_file():
         return now
     before = json.loads(path.read_text()).get("command", "")
     return f"{before}; part {args.parts}: {now}"
@@ -270,6 +328,25 @@ def write(record: dict, out: Path) -> None:
                 f"{r['predicted_over_measured']:.3f} | {r['fraction_predicted_over_measured']:.3f} | {r['macs_kept']:.3f} |"
             )
         lines.append("")
+    if record.get("uniform"):
+        lines += [
+            "## (c) the reference: one common width at the same MAC share and multiple",
+            "",
+            "Every group of the same trained dense network cut to the largest common width within T "
+            "(counts at the default run's multiple), timed the same way. Speedup / MAC ratio of this most "
+            "regular network next to the default slim run's.",
+            "",
+            "| model | T | multiple | width | MACs kept | speedup b1 | /MAC ratio b1 (slim) | speedup b32 | "
+            "/MAC ratio b32 (slim) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in record["uniform"]:
+            lines.append(
+                f"| {r['model']} | {r['target_macs']} | {r['round_to']} | {r['width']:.3f} | {r['macs_kept']:.3f} | "
+                f"{r['b1']['speedup']:.2f} | **{r['b1']['speedup_over_macs_ratio']:.2f}** ({r['slim_b1']:.2f}) | "
+                f"{r['b32']['speedup']:.2f} | **{r['b32']['speedup_over_macs_ratio']:.2f}** ({r['slim_b32']:.2f}) |"
+            )
+        lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
     _plot(record, out.with_suffix(".png"))
 
@@ -282,32 +359,38 @@ def _plot(record: dict, path: Path) -> None:
         return
     fig, axes = new_figure(1, 2, figsize=(11, 3.8), sharey=True)
     labels = sorted({(r["model"], r["target_macs"]) for r in rows}, key=lambda x: (x[0], -x[1]))
+    uniform = {(r["model"], r["target_macs"]): r for r in record.get("uniform") or []}
+    series = [("aligned (default)", "#2a7ab0"), ("unaligned (--round-to 1)", "#c0392b")]
+    if uniform:
+        series.append(("one common width, same multiple (reference)", "#999999"))
+    w = 0.8 / len(series)
     for ax, b in zip(axes, ("b1", "b32")):
-        for j, (mode, color) in enumerate(
-            (("aligned (default)", "#2a7ab0"), ("unaligned (--round-to 1)", "#c0392b"))
-        ):
+        for j, (mode, color) in enumerate(series):
             vals = []
             for m, t in labels:
                 cell = [r for r in rows if r["model"] == m and r["target_macs"] == t and "refused" not in r]
-                r = next((r for r in cell if r["mode"] == mode), None)
+                r = uniform.get((m, t)) if j == 2 else next((r for r in cell if r["mode"] == mode), None)
                 if r is None and j == 0:  # the default refused: the --round-to 8 run stands in
                     r = next((r for r in cell if r["round_to"] == 8), None)
                 vals.append(r[b]["speedup_over_macs_ratio"] if r else float("nan"))
-            ax.bar([i + 0.38 * j for i in range(len(labels))], vals, width=0.38, color=color, label=mode)
+            ax.bar([i + w * j for i in range(len(labels))], vals, width=w, color=color, label=mode)
         ax.axhline(GOAL_RATIO, color="k", ls="--", lw=0.8, label=f"goal {GOAL_RATIO}")
         ax.axhline(1.0, color="#888888", lw=0.6)
         ax.set_xticks(
-            [i + 0.19 for i in range(len(labels))], [f"{m}\nMACs {t:.0%}" for m, t in labels], fontsize=7
+            [i + 0.4 - w / 2 for i in range(len(labels))],
+            [f"{m}\nMACs {t:.0%}" for m, t in labels],
+            fontsize=7,
         )
         ax.set_title(f"batch {b[1:]}: realized speedup / MAC ratio", fontsize=10)
     axes[0].set_ylabel("speedup / (dense MACs / slim MACs)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=7, frameon=False)
     fig.suptitle(
         "slim --target-macs on ONNX Runtime (1 thread, this CPU): aligned by default vs before "
         "(blue: the default, multiples of 16, or of 8 where 16 cannot reach the target)",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     save_figure(fig, path)
 
 
