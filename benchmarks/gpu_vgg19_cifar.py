@@ -1,11 +1,12 @@
 """CIFAR-10 VGG-19 on one GPU in one command: dense vs one round of proximal l1, against the
 network-slimming paper's VGG-19 figures.
 
-Both runs get the same schedule (SGD lr 0.1 momentum 0.9 Nesterov, cosine, wd 1e-4, batch 64 as
+Every run gets the same schedule (SGD lr 0.1 momentum 0.9 Nesterov, cosine, wd 1e-4, batch 64 as
 in the paper, AMP and channels_last on CUDA); the number of epochs is what fits the time budget
-(``--budget-s``, measured with a short timing probe) unless ``--epochs`` is given. The slim run
-is one round of proximal l1 (``--shrink``, and the phase/prox-step options of ``edgeslim slim``),
-gamma := exact zeros, surgery, no fine-tune. Writes ``<out>/gpu_vgg19_cifar.{json,md}``.
+(``--budget-s``, measured with a short timing probe) unless ``--epochs`` is given. Each slim run
+is one round of proximal l1 (one per strength in ``--shrink``, and the phase/prox-step options of
+``edgeslim slim``), gamma := exact zeros, surgery, no fine-tune. Writes
+``<out>/gpu_vgg19_cifar.{json,md}`` after every run (a run killed at its time limit keeps the rest).
 
     python benchmarks/gpu_vgg19_cifar.py --data ../shared/data/cifar10-jpeg.zip            # GPU, <= 8 min
     python benchmarks/gpu_vgg19_cifar.py --epochs 1 --subset 512 --test-subset 256 --device cpu  # smoke test
@@ -72,9 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(HERE.parent.parent / "shared" / "data" / "cifar10-jpeg.zip"))
     ap.add_argument("--epochs", type=int, default=0, help="0: as many as fit --budget-s")
-    ap.add_argument(
-        "--budget-s", type=float, default=420.0, help="seconds for both trainings (training only)"
-    )
+    ap.add_argument("--budget-s", type=float, default=420.0, help="seconds for all trainings (training only)")
     ap.add_argument("--subset", type=int, default=None)
     ap.add_argument("--test-subset", type=int, default=None)
     ap.add_argument("--batch", type=int, default=64)
@@ -131,7 +130,7 @@ def main() -> None:
         t0 = time.perf_counter()
         settings = SlimSettings(lam=args.lam, shrink=shrink, beta=args.beta,
                                 prox_warmup=args.prox_warmup, recovery=args.recovery, prox_step=args.prox_step)  # fmt: skip
-        out = args.work / f"slim_{shrink}"
+        out = args.work / f"slim_{shrink or 'default'}"
         try:
             rep = slim_model(create_model(spec), spec, bundle, config, settings, out).report
         except CollapseError as exc:

@@ -11,20 +11,43 @@ from edgeslim.utils.modes import _precision_knobs, ieee_fp32
 
 
 def _state() -> list[object]:
-    return [getattr(obj, attr) for obj, attr, _ in _precision_knobs()]
+    return [get() for get, _, _ in _precision_knobs()]
+
+
+def _ieee() -> list[object]:
+    return [value for _, _, value in _precision_knobs()]
+
+
+@pytest.fixture
+def tf32_matmuls():
+    """The caller asked for TF32 matmuls (a common line in training scripts); put back after."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    yield
+    torch.set_float32_matmul_precision(before)
 
 
 def test_ieee_fp32_sets_every_knob_inside_and_restores_them_after() -> None:
     before = _state()
+    assert before != _ieee()  # torch's defaults use TF32 for cuDNN convs, so the test is not vacuous
     with ieee_fp32():
-        assert _state() == [value for _, _, value in _precision_knobs()]
+        assert _state() == _ieee()
     assert _state() == before
     with pytest.raises(RuntimeError), ieee_fp32():
         raise RuntimeError("restored on errors too")
     assert _state() == before
 
 
-def test_surgery_verification_runs_in_ieee_fp32(monkeypatch) -> None:
+def test_ieee_fp32_keeps_legacy_and_new_settings_in_step(tf32_matmuls) -> None:
+    """torch raises when the legacy flags and the per-backend fp32_precision disagree (every cuBLAS
+    fp32 matmul checks): inside the block both say IEEE, after it the caller's TF32 is back."""
+    with ieee_fp32():
+        assert torch.backends.cuda.matmul.allow_tf32 is False and torch.backends.cudnn.allow_tf32 is False
+        assert torch.get_float32_matmul_precision() == "highest"
+    assert torch.get_float32_matmul_precision() == "high" and torch.backends.cuda.matmul.allow_tf32 is True
+
+
+def test_surgery_verification_runs_in_ieee_fp32() -> None:
     """The verification forwards see IEEE settings whatever the caller left on."""
     seen: list[list[object]] = []
 
@@ -46,8 +69,20 @@ def test_surgery_verification_runs_in_ieee_fp32(monkeypatch) -> None:
         model.bn.bias[:3] = 0
     pr = prune_with_report(model, torch.randn(2, 3, 8, 8))
     assert pr.report["removed_channels"] == 3 and pr.report["max_abs_diff"] < 1e-6
-    ieee = [value for _, _, value in _precision_knobs()]
     # the dense and the slim verification forward (tracing calls forward too, outside the check)
-    assert seen.count(ieee) >= 2
-    assert before != ieee  # torch's defaults use TF32 for cuDNN convs, so the test is not vacuous
+    assert seen.count(_ieee()) >= 2
     assert _state() == before
+
+
+def test_onnx_reference_outputs_run_in_ieee_fp32() -> None:
+    from edgeslim.export.validate import torch_outputs
+
+    seen: list[list[object]] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(_state())
+            return x * 2
+
+    out = torch_outputs(Probe(), torch.ones(3, 2), chunk=2)
+    assert out.shape == (3, 2) and seen == [_ieee(), _ieee()]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,15 +33,33 @@ def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
     return training_mode(model, False)
 
 
-def _precision_knobs() -> list[tuple[object, str, object]]:
-    """(object, attribute, IEEE value) of the cuDNN (conv, rnn) and CUDA matmul fp32 precision settings."""
+def _precision_knobs() -> list[tuple[Callable[[], Any], Callable[[Any], None], Any]]:
+    """(get, set, IEEE value) of every fp32-precision setting of cuDNN and CUDA matmuls: the legacy
+    ones and, on torch >= 2.9, the per-backend ``fp32_precision`` ones. Both kinds are set, since
+    torch refuses to run (RuntimeError) when they disagree."""
     import torch
 
-    matmul = torch.backends.cuda.matmul
-    new = [getattr(torch.backends.cudnn, k, None) for k in ("conv", "rnn")] + [matmul]
-    if all(hasattr(obj, "fp32_precision") for obj in new):  # torch >= 2.9: never mix in the legacy flags
-        return [(obj, "fp32_precision", "ieee") for obj in new]
-    return [(torch.backends.cudnn, "allow_tf32", False), (matmul, "allow_tf32", False)]
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    knobs: list[tuple[Callable[[], Any], Callable[[Any], None], Any]] = [
+        (torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, "highest"),
+        (lambda: cudnn.allow_tf32, lambda v: setattr(cudnn, "allow_tf32", v), False),
+    ]
+    for obj in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None), matmul):
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            knobs.append(
+                (lambda o=obj: o.fp32_precision, lambda v, o=obj: setattr(o, "fp32_precision", v), "ieee")
+            )
+    return knobs
+
+
+def _read(get: Callable[[], Any]) -> Any:
+    try:
+        return get()
+    except RuntimeError:  # a legacy getter while the settings already disagree: nothing to restore
+        return _UNREADABLE
+
+
+_UNREADABLE = object()
 
 
 @contextlib.contextmanager
@@ -52,11 +70,12 @@ def ieee_fp32() -> Iterator[None]:
     which hides or fakes differences a dense-vs-slim check measures; CPU math is unaffected.
     """
     knobs = _precision_knobs()
-    saved = [getattr(obj, attr) for obj, attr, _ in knobs]
+    saved = [_read(get) for get, _, _ in knobs]
     try:
-        for obj, attr, value in knobs:
-            setattr(obj, attr, value)
+        for _, set_, value in knobs:
+            set_(value)
         yield
     finally:
-        for (obj, attr, _), value in zip(knobs, saved):
-            setattr(obj, attr, value)
+        for (_, set_, _), value in zip(knobs, saved):
+            if value is not _UNREADABLE:
+                set_(value)
