@@ -272,6 +272,8 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetController(sl, res, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
     with pytest.raises(EdgeslimError, match="needs profile"):
         BudgetSettings(metric="latency", target="8ms").validate()
+    with pytest.raises(EdgeslimError, match="cost_exponent must be in"):
+        BudgetSettings(cost_exponent=-0.5).validate()
 
 
 @pytest.mark.parametrize(
@@ -288,6 +290,8 @@ def test_bad_budgets_fail_before_training() -> None:
         (["--target-macs", "0.5", "--target-params", "0.5"], "one budget"),
         (["--target-macs", "150%"], "not below the dense"),
         (["--target-macs", "1000"], "unreachable"),
+        (["--cost-exponent", "0"], "--cost-exponent only applies with a budget"),
+        (["--target-macs", "0.5", "--cost-exponent", "-1"], "must be >= 0"),
     ],
 )
 def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_dir: str) -> None:

@@ -71,6 +71,8 @@ class SlimRequest:
     latency_table: Path | None = None
     precision: str | None = None
     taper_end: float | None = None
+    #: rank and weight channels by |xi| / cost**cost_exponent (0: magnitude only)
+    cost_exponent: float | None = None
     #: measure the slim network at the end and fail if it exceeds the latency target by more than this
     verify_latency: float | None = None
     # run
@@ -403,14 +405,14 @@ def _source_model(
 
 def budget_settings(opts: dict[str, Any]) -> Any:
     """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
-    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``); ``None`` without a
+    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``, ``cost_exponent``); ``None`` without a
     target. Validated. ``latency_batch`` is the batch a latency budget is predicted at (default 1)."""
     from edgeslim.sparsity.budget import METRICS, BudgetSettings
     from edgeslim.sparsity.prox import check_strength
 
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
-        for k in ("latency_table", "latency_batch", "taper_end"):
+        for k in ("latency_table", "latency_batch", "taper_end", "cost_exponent"):
             if opts.get(k) is not None:
                 flag = "--" + k.replace("_", "-")
                 raise EdgeslimError(
@@ -433,5 +435,7 @@ def budget_settings(opts: dict[str, Any]) -> Any:
         st.batch = int(opts["latency_batch"])
     if opts.get("taper_end") is not None:
         st.taper_end = float(opts["taper_end"])
+    if opts.get("cost_exponent") is not None:
+        st.cost_exponent = float(opts["cost_exponent"])
     st.validate()
     return st

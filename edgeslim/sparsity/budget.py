@@ -141,6 +141,11 @@ class BudgetSettings:
                 f"taper_end must be in ({self.taper_start:g}, 1] (fraction of training), got {self.taper_end:g}",
                 param="taper_end",
             )
+        if not 0.0 <= self.cost_exponent <= 4.0:
+            raise EdgeslimError(
+                f"cost_exponent must be in [0, 4] (0: rank by magnitude only), got {self.cost_exponent:g}",
+                param="cost_exponent",
+            )
         self.taper_max = max(self.taper_max, self.taper_end)
         if self.taper_max > 1.0:
             raise EdgeslimError(f"taper_max must be <= 1, got {self.taper_max:g}", param="taper_max")
