@@ -209,7 +209,9 @@ def test_verify_latency_for_another_device_is_refused_before_training(
 
 
 @pytest.mark.slow
-def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(tmp_path, caplog) -> None:
+def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
+    tmp_path, caplog, monkeypatch
+) -> None:
     """resnet20 at 1x28x28: its narrowest network in multiples of 16 (host-cpu's) takes 53-59% of the
     dense latency, so a 45% target is out of reach there. With the multiple from the profile the
     lookup is measured again at 8 (then 4, ...) until one reaches the target; a multiple the user
@@ -226,8 +228,14 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(tmp_p
     profile = load_profile("host-cpu")
     settings = SlimSettings(round_to=16, budget=dict(budget))
     align = {"round_to": 16, "profile": "host-cpu", "precision": "fp32", "from": "profile"}
+    import edgeslim.bench.layers as layers
+
+    calls = []
+    real = layers.layer_table
+    monkeypatch.setattr(layers, "layer_table", lambda *a, **k: calls.append(1) or real(*a, **k))
     with caplog.at_level("INFO"):
         path = _latency_lookup(model, spec, settings, tmp_path / "a", profile, align)
+    assert len(calls) == 1  # the per-layer times are measured once for every multiple tried
     assert align["reduced_from"] == 16 and align["round_to"] == settings.round_to < 16
     assert "out of reach in multiples of 16: measuring multiples of 8" in caplog.text
     tab = json.loads(path.read_text())

@@ -277,8 +277,9 @@ def _latency_lookup(
 ) -> Path:
     """Measure the latency lookup at the run's channel multiple (a target it shows out of reach writes
     nothing). When the multiple came from the profile and the narrowest network in it is slower than
-    the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup measured again, until one
-    reaches it (a lookup cannot predict below its own multiple: its sweeps step at it);
+    the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup's sweeps and calibration
+    measured again (its per-layer times are kept), until one reaches it (a lookup cannot predict
+    below its own multiple: its sweeps step at it);
     ``settings.round_to`` and ``align`` are updated and a warning says so, as for a MAC budget."""
     import torch
 
@@ -291,6 +292,7 @@ def _latency_lookup(
     example = torch.zeros(1, *spec.input_shape)
     adjustable = bool(align) and align.get("from") == "profile"
     first, r = settings.round_to, settings.round_to
+    cache: dict[str, Any] = {}  # the per-layer times, measured once for every multiple
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:
@@ -303,7 +305,9 @@ def _latency_lookup(
                 raise _Halve from exc
 
         try:
-            table = measure_table(model, spec.input_shape, out_dir, batch, profile, r, check=budget_ok)
+            table = measure_table(
+                model, spec.input_shape, out_dir, batch, profile, r, check=budget_ok, cache=cache
+            )
             break
         except _Halve:
             log.info(
