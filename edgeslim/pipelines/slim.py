@@ -263,10 +263,16 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
         r //= 2
     if r in (0, settings.round_to):
         return
+    _reduce_alignment(settings, align, r, "the budget")
+
+
+def _reduce_alignment(settings: Any, align: dict[str, Any], r: int, what: str) -> None:
+    """Keep channel counts in multiples of ``r`` instead of the profile's ``settings.round_to``,
+    which cannot reach ``what``: a warning, ``align["reduced_from"]`` and the new multiple."""
     log.warning(
-        "the budget is below the narrowest network with channel counts in multiples of %d (%s %s); keeping "
+        "%s is below the narrowest network with channel counts in multiples of %d (%s %s); keeping "
         "multiples of %d instead (less of the alignment's speed-up; give a larger target to keep %d)",
-        settings.round_to, align.get("profile"), align.get("precision"), r, settings.round_to,
+        what, settings.round_to, align.get("profile"), align.get("precision"), r, settings.round_to,
     )  # fmt: skip
     align["reduced_from"], align["round_to"] = settings.round_to, r
     settings.round_to = r
@@ -280,7 +286,7 @@ def _latency_lookup(
     the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup's sweeps and calibration
     measured again (its per-layer times are kept), until one reaches it (a lookup cannot predict
     below its own multiple: its sweeps step at it);
-    ``settings.round_to`` and ``align`` are updated and a warning says so, as for a MAC budget."""
+    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`)."""
     import torch
 
     from edgeslim.pipelines.latency import measure_table
@@ -291,7 +297,7 @@ def _latency_lookup(
     budget = BudgetSettings.from_dict(settings.budget)
     example = torch.zeros(1, *spec.input_shape)
     adjustable = bool(align) and align.get("from") == "profile"
-    first, r = settings.round_to, settings.round_to
+    r = settings.round_to
     cache: dict[str, Any] = {}  # the per-layer times, measured once for every multiple
     while True:
 
@@ -314,15 +320,8 @@ def _latency_lookup(
                 "the latency target is out of reach in multiples of %d: measuring multiples of %d", r, r // 2
             )
             r //= 2
-    if r != first:
-        log.warning(
-            "the latency target is below the narrowest network with channel counts in multiples of %d "
-            "(%s %s); keeping multiples of %d instead (less of the alignment's speed-up; give a larger "
-            "target to keep %d)",
-            first, align.get("profile"), align.get("precision"), r, first,
-        )  # fmt: skip
-        align["reduced_from"], align["round_to"] = first, r
-        settings.round_to = r
+    if r != settings.round_to:
+        _reduce_alignment(settings, align, r, "the latency target")
     return table
 
 
