@@ -95,6 +95,11 @@ def time_models(dense: Any, slim: Any, shape: tuple, onnx_dir: Path, trials: int
     return res
 
 
+def per_batch(timing: dict, macs_kept: float) -> dict:
+    """``{"b1": ..., "b32": ...}``: each batch's timing with its realized speedup / MAC ratio."""
+    return {f"b{b}": {**v, "speedup_over_macs_ratio": v["speedup"] * macs_kept} for b, v in timing.items()}
+
+
 def uniform_network(run: Path, target: float, round_to: int) -> tuple[Any, float, float]:
     """(network, width, MACs kept): the run's trained dense network with every group cut to the largest
     common width whose MACs stay within ``target`` of dense (counts rounded like surgery), by surgery."""
@@ -162,7 +167,7 @@ def main() -> int:
                         "accuracy_dense_trained": rep["accuracy"]["trained"], "accuracy_slim": rep["accuracy"]["slim"],
                         "channels_kept": [r["after_surgery"] for r in rep["layers"]],
                         "kept_by_rounding": rep["surgery"]["kept_by_rounding"],
-                        **{f"b{b}": {**v, "speedup_over_macs_ratio": v["speedup"] / macs_ratio} for b, v in timing.items()},
+                        **per_batch(timing, 1.0 / macs_ratio),
                     })  # fmt: skip
         if "b" in args.parts:
             targets = list(TARGETS)
@@ -212,7 +217,7 @@ def main() -> int:
                 "model": r["model"], "target_macs": r["target_macs"], "round_to": r["round_to"], "width": width,
                 "macs_kept": kept, "macs_ratio": 1.0 / kept,
                 "slim_b1": r["b1"]["speedup_over_macs_ratio"], "slim_b32": r["b32"]["speedup_over_macs_ratio"],
-                **{f"b{b}": {**v, "speedup_over_macs_ratio": v["speedup"] * kept} for b, v in timing.items()},
+                **per_batch(timing, kept),
             })  # fmt: skip
     record = {
         "command": _command(args),

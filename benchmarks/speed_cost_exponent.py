@@ -52,7 +52,7 @@ def main() -> int:
                     "cost_exponent": e, "model": arch, "target_macs": t, "round_to": rep["slimming"]["round_to"],
                     "macs_kept": kept, "accuracy_slim": rep["accuracy"]["slim"],
                     "channels_kept": [r["after_surgery"] for r in rep["layers"]],
-                    **{f"b{b}": {**v, "speedup_over_macs_ratio": v["speedup"] * kept} for b, v in timing.items()},
+                    **sbd.per_batch(timing, kept),
                 })  # fmt: skip
     default = {(r["model"], r["target_macs"]): r for r in json.loads(sbd.RESULTS.joinpath(
         "speed_by_default.json").read_text())["macs"] if r.get("mode") == "aligned (default)"}  # fmt: skip
