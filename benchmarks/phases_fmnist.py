@@ -89,6 +89,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "budget_phases": {"budget": {"metric": "macs", "target": "0.5"}, "prox_warmup": 1.0, "recovery": 1.0},
     #: what `slim --target-macs 0.252` ships (default phases): the MACs of the uniform half-width network
     "budget_uniform_macs": {"budget": {"metric": "macs", "target": "0.252"}},
+    #: the default phases re-split (GPU sweep, 2026-12-04): a short sparsification (25%), a longer
+    #: warm-up (20%), a longer sparsification (60%)
+    "w5r70": {"prox_step": "lr", "prox_warmup": "5%", "recovery": "70%", "recovery_lr": 0.1},
+    "w20r50": {"prox_step": "lr", "prox_warmup": "20%", "recovery": "50%", "recovery_lr": 0.1},
+    "w10r30": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "30%", "recovery_lr": 0.1},
+    #: the default with the recovery restarted at half the base rate
+    "restart_lr05": {"prox_step": "lr", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.05},
+    #: the default with beta grown over the end of sparsification (kept scales lose the 1/beta bias)
+    "restart_ramp": {
+        "prox_step": "lr",
+        "prox_warmup": "10%",
+        "recovery": "50%",
+        "recovery_lr": 0.1,
+        "beta_end": "auto",
+    },
+    #: the default with the optimizer-consistent prox step (the same objective: lam = (1-m) lam_lr)
+    "restart_eff": {"prox_step": "effective", "prox_warmup": "10%", "recovery": "50%", "recovery_lr": 0.1},
 }
 
 
@@ -109,6 +126,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench_phases"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--device", default="cpu", help="cpu, cuda (the GPU sweep: benchmarks/gpu_phases_fmnist.py)"
+    )
+    ap.add_argument(
+        "--data-dir", type=Path, default=None, help="a folder with the four Fashion-MNIST IDX files"
+    )
+    ap.add_argument("--results-dir", type=Path, default=RESULTS)
+    ap.add_argument("--cached-only", action="store_true",
+                    help="run nothing: report the runs of --work (and --merge) only")  # fmt: skip
     ap.add_argument("--name", default="phases_fmnist")
     ap.add_argument("--merge", action="store_true",
                     help="keep the runs of results/<name>.json (also as cache entries; this call's runs replace equal keys)")  # fmt: skip
@@ -117,21 +143,26 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     only = [s for s in args.only.split(",") if s] or ["dense", *VARIANTS]
     runs: dict[str, dict[str, Any]] = {}
-    results = RESULTS / f"{args.name}.json"
+    results = args.results_dir / f"{args.name}.json"
     old = json.loads(results.read_text()) if args.merge and results.exists() else None
     if old is not None:  # the committed runs serve as the cache (a fresh checkout has none)
         seed_cache(args.work, old["runs"])
     for seed in seeds:
-        bundle = load_dataset("fashion-mnist", subset=args.subset, test_subset=args.test_subset, seed=seed)
+        if args.cached_only:
+            runs.update(cached_runs(args.work, only, seed))
+            continue
+        bundle = load_dataset(
+            "fashion-mnist", args.data_dir, subset=args.subset, test_subset=args.test_subset, seed=seed
+        )
         spec = bundle.spec_for("vgg-small")
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device="cpu", seed=seed)
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch, device=args.device, seed=seed)
 
         def dense() -> dict[str, Any]:
             torch.manual_seed(seed)
             model = create_model(spec)
             res = fit(model, bundle, config)
             ex = torch.zeros(1, *spec.input_shape)
-            rep = prune_with_report(model, ex).report  # nothing is zero: dense counts
+            rep = prune_with_report(model.cpu(), ex).report  # nothing is zero: dense counts
             return {"accuracy": res.test_accuracy, "channels_removed": 0.0, "macs_removed": 0.0,
                     "macs": rep["macs_before"], "params": rep["params_before"]}  # fmt: skip
 
@@ -210,6 +241,12 @@ def main() -> None:
     write(runs, args, seeds, command)
 
 
+def cached_runs(work: Path, only: list[str], seed: int) -> dict[str, dict[str, Any]]:
+    """The runs of ``only`` at ``seed`` already in ``work`` (those not there are left out)."""
+    paths = {f"{v}-s{seed}": work / f"{v}-s{seed}.json" for v in only}
+    return {k: json.loads(p.read_text()) for k, p in paths.items() if p.exists()}
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -282,23 +319,28 @@ def at_channels(
 ) -> list[dict[str, Any]]:
     """Per family (a variant and its ``@S`` strengths) with runs on both sides of ``share`` channels
     removed: per seed, the accuracy linearly interpolated at ``share`` between the two bracketing
-    runs, its paired difference to dense (pt), their mean and standard error."""
+    runs; where dense ran at that seed, the paired difference to it (pt), their mean and standard
+    error (``mean_pt`` None without dense runs)."""
     out = []
     families = sorted({k.rsplit("-s", 1)[0].split("@")[0] for k in runs} - {"dense"})
     for fam in families:
         diffs, per_seed = [], []
         for seed in seeds:
             hit = _bracketed(_family_points(runs, fam, seed), share)
-            dense = runs.get(f"dense-s{seed}")
-            if hit is None or dense is None:
+            if hit is None:
                 continue
+            dense = runs.get(f"dense-s{seed}")
             acc = hit[0]
-            per_seed.append({"seed": seed, "accuracy": acc, "dense": dense["accuracy"], "bracket": hit[1]})
-            diffs.append(100 * (acc - dense["accuracy"]))
-        if diffs:
+            per_seed.append(
+                {"seed": seed, "accuracy": acc, "dense": dense and dense["accuracy"], "bracket": hit[1]}
+            )
+            if dense is not None:
+                diffs.append(100 * (acc - dense["accuracy"]))
+        if per_seed:
             se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
             out.append({"family": fam, "share": share, "per_seed": per_seed, "diff_pt": diffs,
-                        "mean_pt": statistics.fmean(diffs), "se_pt": se})  # fmt: skip
+                        "mean_accuracy": statistics.fmean(p["accuracy"] for p in per_seed),
+                        "mean_pt": statistics.fmean(diffs) if diffs else None, "se_pt": se})  # fmt: skip
     return out
 
 
@@ -327,7 +369,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         "strength": f"lr variants: total shrink S = {args.shrink} over the prox steps; effective variants: "
         f"(1-m) x that lambda (the same objective); beta {args.beta}",
         "variants": VARIANTS,
-        "device": f"CPU, {args.threads} thread(s), shared machine",
+        "device": f"CPU, {args.threads} thread(s), shared machine" if args.device == "cpu" else args.device,
         "command": command,
     }
     matched = matched_channels(runs, seeds)
@@ -342,8 +384,8 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         **{f"vs_{ref}_same_channels": v for ref, v in vs_ref.items()},
         "runs": runs,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     def cell(row: dict[str, Any], k: str, pct: bool = True) -> str:
         if k not in row:
@@ -351,7 +393,8 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         m, sd = row[k]["mean"], row[k]["sd"]
         return f"{m:.2%} ± {sd:.2%}" if pct else f"{m:.3g} ± {sd:.2g}"
 
-    md = ["# Training phases and the prox step (Fashion-MNIST, vgg-small, CPU)", ""]
+    where = "CPU" if args.device == "cpu" else "GPU"
+    md = [f"# Training phases and the prox step (Fashion-MNIST, vgg-small, {where})", ""]
     md += [f"- {k}: {v}" for k, v in setup.items() if k != "variants"]
     md += [f"- variant `{k}`: {v}" for k, v in VARIANTS.items()]
     md += [
@@ -371,12 +414,19 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         )
     if at50:
         md += ["", "At 50% of the BN channels removed (per seed: accuracy interpolated between the family's two runs "
-               "that bracket 50%, minus dense; mean ± standard error of the paired differences):", "",
-               "| family | per seed (pt) | mean (pt) | SE (pt) | brackets (channels removed) |", "|---|---|---|---|---|"]  # fmt: skip
+               "that bracket 50%; vs dense: minus dense at that seed, mean ± standard error of the paired "
+               "differences):", "",
+               "| family | accuracy per seed | mean accuracy | vs dense per seed (pt) | mean (pt) | SE (pt) | "
+               "brackets (channels removed) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for a in at50:
             brackets = "; ".join(f"{p['bracket'][0]:.1%}-{p['bracket'][1]:.1%}" for p in a["per_seed"])
-            md.append(f"| {a['family']} | {', '.join(f'{d:+.2f}' for d in a['diff_pt'])} | {a['mean_pt']:+.2f} | "
-                      f"{a['se_pt']:.2f} | {brackets} |")  # fmt: skip
+            accs = ", ".join(f"{p['accuracy']:.2%} (s{p['seed']})" for p in a["per_seed"])
+            vs = ", ".join(f"{d:+.2f}" for d in a["diff_pt"]) or "-"
+            mean = "-" if a["mean_pt"] is None else f"{a['mean_pt']:+.2f}"
+            se = "-" if a["mean_pt"] is None else f"{a['se_pt']:.2f}"
+            md.append(
+                f"| {a['family']} | {accs} | {a['mean_accuracy']:.2%} | {vs} | {mean} | {se} | {brackets} |"
+            )
     for ref, rows in vs_ref.items():
         if not rows:
             continue
@@ -396,7 +446,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         diffs = [m["phases"] - m["l1"] for m in matched]
         md.append(f"\nMean difference {100 * statistics.fmean(diffs):+.2f} pt over {len(diffs)} points.")
     md.append("")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(md))
+    (args.results_dir / f"{args.name}.md").write_text("\n".join(md))
     print("\n".join(md))
 
 

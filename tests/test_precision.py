@@ -86,3 +86,32 @@ def test_onnx_reference_outputs_run_in_ieee_fp32() -> None:
 
     out = torch_outputs(Probe(), torch.ones(3, 2), chunk=2)
     assert out.shape == (3, 2) and seen == [_ieee(), _ieee()]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a lent one)")
+def test_surgery_on_cuda_is_exact_with_the_callers_tf32_left_on(tf32_matmuls) -> None:
+    """On a GPU with TF32 convs and matmuls on (torch's conv default plus the caller's matmul
+    setting), a random VGG-19 with half of each BN layer zeroed prunes with an fp32-exact check, and
+    the caller's settings survive it (the H200 once warned at 0.0048 here)."""
+    from edgeslim.models.registry import create_model
+
+    torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(0)
+    model = create_model("vgg19", num_classes=10).cuda().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features // 2
+                m.weight[:n] = 0
+                m.bias[:n] = 0
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+    before = _state()
+    pr = prune_with_report(model, torch.randn(8, 3, 32, 32, device="cuda"))
+    assert pr.report["removed_channels"] > 0
+    assert pr.report["max_abs_diff"] < 1e-4
+    assert _state() == before
+    lin = torch.nn.Linear(64, 64).cuda()
+    with ieee_fp32():
+        lin(torch.randn(4, 64, device="cuda"))  # a cuBLAS fp32 matmul: torch raises if the knobs disagree

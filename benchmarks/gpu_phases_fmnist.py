@@ -1,0 +1,100 @@
+"""The #16 protocol on one GPU: many ``phases_fmnist.py`` runs at once, within a time budget.
+
+The one-round goal is measured on full Fashion-MNIST (60k / 10k), vgg-small, 5 epochs, batch 64:
+~8.5 min a run on one CPU core here, so a sweep of phase splits and prox options over 3 seeds is
+days of CPU. vgg-small on 28x28 images leaves an H200 nearly idle, so this runs ``--workers``
+processes of ``phases_fmnist.py --device cuda`` side by side, one (variant, seed) each, seed 0 of
+every variant first. Each run is cached as one JSON in ``--work``; a run not finished at the
+deadline (``--budget-s``) is killed and left out. At the end the runs are copied to ``<out>/runs``
+(``@`` in a name written ``_at_``: the device tool returns plain names only) and reported with ``phases_fmnist.py --cached-only`` as ``<out>/<name>.{json,md}``.
+
+    python benchmarks/gpu_phases_fmnist.py --data-dir .gpu/fashion-mnist --out $OUT --budget-s 420
+    python benchmarks/gpu_phases_fmnist.py --device cpu --subset 600 --test-subset 200 --epochs 1 \\
+        --only dense,restart@1.0 --seeds 0 --workers 2 --out /tmp/gpf   # smoke test on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: the references, today's default at the CPU run's three strengths, then the candidates
+SWEEP = [
+    "dense", "uniform@0.5", "restart@0.8", "restart@1.0", "restart@1.2",
+    *(f"{v}@{s}" for v in ("w5r70", "w20r50", "w10r30", "restart_lr05", "restart_ramp", "restart_eff")
+      for s in ("0.8", "1.0", "1.2")),
+]  # fmt: skip
+
+
+def safe(name: str) -> str:
+    """``name`` with ``@`` written ``_at_`` (``restart@1.0-s0`` -> ``restart_at_1.0-s0``)."""
+    return name.replace("@", "_at_")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/gpu_phases"))
+    ap.add_argument("--name", default="phases_fmnist_60k_gpu")
+    ap.add_argument("--only", default=",".join(SWEEP))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--jobs", default="", help="runs as NAME-sSEED,... (instead of --only x --seeds)")
+    ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--budget-s", type=float, default=420.0)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--subset", type=int, default=60000)
+    ap.add_argument("--test-subset", type=int, default=10000)
+    ap.add_argument("--epochs", type=int, default=5)
+    args = ap.parse_args()
+    deadline = time.monotonic() + args.budget_s
+    only = [v for v in args.only.split(",") if v]
+    jobs = [(v, s) for s in args.seeds.split(",") if s for v in only]
+    if args.jobs:
+        jobs = [tuple(j.rsplit("-s", 1)) for j in args.jobs.split(",") if j]  # type: ignore[misc]
+        only = list(dict.fromkeys(v for v, _ in jobs))
+        args.seeds = ",".join(sorted({s for _, s in jobs}))
+    common = [
+        "--subset", str(args.subset), "--test-subset", str(args.test_subset), "--epochs", str(args.epochs),
+        "--work", str(args.work), "--device", args.device, "--results-dir", str(args.work / "scratch"),
+    ] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])  # fmt: skip
+    log = args.out / "log"
+    log.mkdir(parents=True, exist_ok=True)
+
+    def run(job: tuple[str, str]) -> str:
+        variant, seed = job
+        left = deadline - time.monotonic()
+        if left < 20:
+            return f"{variant}-s{seed}: skipped (budget)"
+        cmd = [sys.executable, str(HERE / "phases_fmnist.py"), *common, "--only", variant, "--seeds", seed,
+               "--name", f"{variant}-s{seed}"]  # fmt: skip
+        with open(log / f"{safe(variant)}-s{seed}.txt", "w") as fh:
+            try:
+                rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=left).returncode
+            except subprocess.TimeoutExpired:
+                return f"{variant}-s{seed}: killed at the deadline"
+        return f"{variant}-s{seed}: rc {rc}"
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(args.workers) as pool:
+        for line in pool.map(run, jobs):
+            print(f"[{time.monotonic() - t0:6.0f} s] {line}", flush=True)
+    runs = args.out / "runs"
+    runs.mkdir(exist_ok=True)
+    for f in args.work.glob("*.json"):
+        shutil.copy(f, runs / safe(f.name))
+    subprocess.run([sys.executable, str(HERE / "phases_fmnist.py"), "--cached-only", "--work", str(args.work),
+                    "--only", ",".join(only), "--seeds", args.seeds, "--device", args.device,
+                    "--subset", str(args.subset), "--test-subset", str(args.test_subset),
+                    "--epochs", str(args.epochs), "--results-dir", str(args.out), "--name", args.name],
+                   check=False)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
