@@ -31,3 +31,23 @@ def test_gpu_speed_script_smoke(tmp_path) -> None:
         for k in ("unaligned", "aligned8"):
             assert 2.0 <= r[k]["macs_ratio"] < 2.4 and r[k]["speedup"] > 0
     assert "| resnet20 | eager-fp16-cl | 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_gpu_phases_sweep_smoke(tmp_path, fmnist_dir: str) -> None:
+    """The side-by-side launcher of the #16 protocol: each (variant, seed) a process, a cached JSON each,
+    one report over all of them (names with '@' returned as '_at_')."""
+    import subprocess
+    import sys
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_phases_fmnist.py"), "--device", "cpu", "--data-dir", fmnist_dir,
+         "--subset", "300", "--test-subset", "100", "--epochs", "1", "--jobs", "dense-s0,uniform@0.5-s0",
+         "--workers", "1", "--out", str(out), "--work", str(work), "--budget-s", "240"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["dense-s0.json", "uniform_at_0.5-s0.json"]
+    rec = json.loads((out / "phases_fmnist_60k_gpu.json").read_text())
+    assert set(rec["runs"]) == {"dense-s0", "uniform@0.5-s0"}
+    assert rec["runs"]["uniform@0.5-s0"]["channels_removed"] == 0.5
+    assert "| uniform | " in (out / "phases_fmnist_60k_gpu.md").read_text()
