@@ -83,6 +83,50 @@ def test_projection_reaches_the_target_exactly_and_keeps_every_group() -> None:
     assert res.project(xi, 1.1 * res.dense)[1] == 0
 
 
+def _first_and_wide_layers(model: torch.nn.Module) -> tuple[slice, slice]:
+    """Flat BN positions (the slimmer's order) of the first BN layer and of the two widest (last) ones."""
+    sizes = [bn.weight.numel() for _, bn in bn_layers(model)]
+    return slice(0, sizes[0]), slice(sum(sizes[:-2]), sum(sizes))
+
+
+def _kept(model: torch.nn.Module, xi: torch.Tensor) -> tuple[int, int]:
+    first, wide = _first_and_wide_layers(model)
+    return int((xi[first] != 0).sum()), int((xi[wide] != 0).sum())
+
+
+def test_a_price_in_another_metric_changes_which_channels_go_not_the_budget() -> None:
+    """Equal scales under a MAC budget: priced in MACs, the high-resolution first layer (most MACs per
+    channel) is cut first; priced in parameters, the wide low-resolution layers are (most weights per
+    channel). Either way the MAC budget is met."""
+    model, ex = _model("vgg-small")
+    macs = build_resource(model, ex, "macs")
+    params = build_resource(model, ex, "params")
+    assert macs.same_groups(params)
+    xi = torch.ones(macs.total)
+    by_macs, _ = macs.project(xi, 0.6 * macs.dense)
+    by_params, _ = macs.project(xi, 0.6 * macs.dense, price=params)
+    assert macs.of_xi(by_macs) <= 0.6 * macs.dense and macs.of_xi(by_params) <= 0.6 * macs.dense
+    first_m, wide_m = _kept(model, by_macs)
+    first_p, wide_p = _kept(model, by_params)
+    assert first_m < first_p and wide_m > wide_p
+
+
+def test_controller_weights_follow_the_price() -> None:
+    model, ex = _model("vgg-small")
+    sl = ProximalSlimming(model, lam=0.0, groups=coupled_bn_groups(model, ex))
+    res, params = build_resource(model, ex, "macs"), build_resource(model, ex, "params")
+    st = BudgetSettings(target="0.5", every=1, price="params")
+    c = BudgetController(sl, res, st, 10, price=params)
+    xi = c.magnitude()
+    w, w_macs = c.weights(xi), BudgetController(sl, res, BudgetSettings(target="0.5"), 10).weights(xi)
+    first, wide = _first_and_wide_layers(model)
+    # per parameter the wide layers are the dearest, per MAC the high-resolution first one
+    assert w[wide].mean() > w[first].mean() and w_macs[wide].mean() < w_macs[first].mean()
+    other, _ = _model("resnet20")
+    with pytest.raises(EdgeslimError, match="group the BN channels differently"):
+        BudgetController(sl, res, st, 10, price=build_resource(other, ex, "params"))
+
+
 @pytest.mark.parametrize("metric", ["macs", "latency"])
 def test_aligned_projection_lands_at_the_target_not_a_block_below(metric: str) -> None:
     # With counts rounded to 16 the shortest prefix in score order overshoots: its last channel can
@@ -274,6 +318,10 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetSettings(metric="latency", target="8ms").validate()
     with pytest.raises(EdgeslimError, match="cost_exponent must be in"):
         BudgetSettings(cost_exponent=-0.5).validate()
+    with pytest.raises(EdgeslimError, match="price must be one of"):
+        BudgetSettings(price="time").validate()
+    with pytest.raises(EdgeslimError, match="pricing channels in latency needs profile"):
+        BudgetSettings(price="latency").validate()
 
 
 @pytest.mark.parametrize(
@@ -292,6 +340,8 @@ def test_bad_budgets_fail_before_training() -> None:
         (["--target-macs", "1000"], "unreachable"),
         (["--cost-exponent", "0"], "--cost-exponent only applies with a budget"),
         (["--target-macs", "0.5", "--cost-exponent", "-1"], "must be >= 0"),
+        (["--price", "latency"], "--price only applies with a budget"),
+        (["--target-macs", "0.5", "--price", "time"], "'time' is not one of"),
     ],
 )
 def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_dir: str) -> None:

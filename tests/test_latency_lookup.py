@@ -159,6 +159,24 @@ def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str) -> None:
     assert (out / "slim.onnx").is_file() and (out / "dense.onnx").is_file()
 
 
+@pytest.mark.slow
+def test_a_mac_budget_priced_in_latency_measures_the_lookup_and_meets_the_macs(
+    tmp_path, fmnist_dir: str
+) -> None:
+    """``--price latency`` under ``--target-macs``: the lookup is measured here before training and
+    priced with, the budget stays in MACs (met), and no latency loop runs (there is no time target)."""
+    out = tmp_path / "run"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "640",
+               "--test-subset", "128", "--epochs", "2", "--threads", "1", "--target-macs", "0.5",
+               "--price", "latency", "--out", str(out), "--json"])  # fmt: skip
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    st = rep["budget"]["settings"]
+    assert st["metric"] == "macs" and st["price"] == "latency"
+    assert st["latency_table"] == str(out / "latency_table.json") and (out / "latency_table.json").is_file()
+    assert rep["budget"]["achieved_fraction"] <= 0.5 and "latency" not in rep
+
+
 def test_torch_layer_table_has_sweeps(tmp_path) -> None:
     """bench --layer-table on the torch backend sweeps each layer too (here on the CPU; the same code
     times CUDA with synchronize)."""

@@ -34,7 +34,7 @@ CONFIG_KEYS = {
     "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
     "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
-    "verify_latency": "verify_latency", "cost_exponent": "cost_exponent",
+    "verify_latency": "verify_latency", "cost_exponent": "cost_exponent", "price": "price",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
     "recovery_lr": "recovery_lr", "importance": "importance",
 }  # fmt: skip
@@ -144,6 +144,12 @@ CONFIG_KEYS = {
     type=Number(float, min=0, max=4),
     help="Budget: rank and weight channels by |scale| / cost**E (0: by magnitude, keeps fewer cheap "
     "low-resolution channels; see docs/speed.md) [1].",
+)
+@click.option(
+    "--price",
+    type=click.Choice(["macs", "params", "latency"]),
+    help="Budget: rank and weight channels by their marginal cost in this metric instead of the budget's "
+    "own (latency: the per-layer lookup measured here, or --profile's prediction; see docs/speed.md).",
 )
 @click.option(
     "--num-classes",

@@ -73,6 +73,8 @@ class SlimRequest:
     taper_end: float | None = None
     #: rank and weight channels by |xi| / cost**cost_exponent (0: magnitude only)
     cost_exponent: float | None = None
+    #: the metric channels are ranked and weighted in (None: the budget's own; "latency" under a MAC budget)
+    price: str | None = None
     #: measure the slim network at the end and fail if it exceeds the latency target by more than this
     verify_latency: float | None = None
     # run
@@ -210,7 +212,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
                 _reachable_alignment(model, spec, settings, meta["alignment"])
-    latency = _latency_target(settings.budget)
+    latency = _latency_target(settings.budget)  # a latency budget, or a budget priced in latency
     if (
         latency is not None
         and not req.resume
@@ -227,7 +229,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
-    if latency is not None:
+    if latency is not None and latency["budget"]:
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import REPORT_FILE
         from edgeslim.utils.io import write_json
@@ -312,8 +314,9 @@ def _latency_lookup(
 
         try:
             table = measure_table(
-                model, spec.input_shape, out_dir, batch, profile, r, check=budget_ok, cache=cache
-            )
+                model, spec.input_shape, out_dir, batch, profile, r, cache=cache,
+                check=budget_ok if budget.metric == "latency" else None,  # a price has no target to reach
+            )  # fmt: skip
             break
         except _Halve:
             log.info(
@@ -330,8 +333,9 @@ class _Halve(Exception):
 
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
-    """For a latency budget: its device profile and whether this host is the target (measurable now)."""
-    if not budget or budget.get("metric") != "latency":
+    """For a latency budget or a budget priced in latency: the device profile, whether this host is
+    the target (measurable now), and whether the budget itself is a latency (``budget``)."""
+    if not budget or "latency" not in (budget.get("metric"), budget.get("price")):
         return None
     from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile
     from edgeslim.pipelines.latency import measured_here
@@ -339,7 +343,8 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
 
     table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
-    return {"profile": profile, "here": measured_here(profile, table), "table": table}
+    return {"profile": profile, "here": measured_here(profile, table), "table": table,
+            "budget": budget.get("metric") == "latency"}  # fmt: skip
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:
@@ -408,14 +413,14 @@ def _source_model(
 
 def budget_settings(opts: dict[str, Any]) -> Any:
     """Budget settings from CLI/config options (``target_macs``, ``target_params``, ``target_latency``,
-    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``, ``cost_exponent``); ``None`` without a
+    ``profile``, ``latency_table``, ``precision``, ``latency_batch``, ``taper_end``, ``cost_exponent``, ``price``); ``None`` without a
     target. Validated. ``latency_batch`` is the batch a latency budget is predicted at (default 1)."""
     from edgeslim.sparsity.budget import METRICS, BudgetSettings
     from edgeslim.sparsity.prox import check_strength
 
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
-        for k in ("latency_table", "latency_batch", "taper_end", "cost_exponent"):
+        for k in ("latency_table", "latency_batch", "taper_end", "cost_exponent", "price"):
             if opts.get(k) is not None:
                 flag = "--" + k.replace("_", "-")
                 raise EdgeslimError(
@@ -427,13 +432,14 @@ def budget_settings(opts: dict[str, Any]) -> Any:
     check_strength(None, opts.get("shrink"), budget=True)
     metric, target = given[0]
     profile = opts.get("profile")
-    if metric == "latency" and profile is None and opts.get("latency_table") is None:
+    price = opts.get("price")
+    if "latency" in (metric, price) and profile is None and opts.get("latency_table") is None:
         from edgeslim.channels.devices import DEFAULT_PROFILE
 
         profile = DEFAULT_PROFILE
     st = BudgetSettings(metric=metric, target=str(target), profile=profile,
                         latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
-                        precision=opts.get("precision"))  # fmt: skip
+                        precision=opts.get("precision"), price=price)  # fmt: skip
     if opts.get("latency_batch") is not None:
         st.batch = int(opts["latency_batch"])
     if opts.get("taper_end") is not None:

@@ -106,6 +106,9 @@ class BudgetSettings:
     loss_tolerance: float = 0.1
     #: rank and weight channels by |xi| / cost**cost_exponent (1: proportional to the marginal cost)
     cost_exponent: float = 1.0
+    #: what a channel's cost is measured in when channels are ranked and weighted: None (the budget's
+    #: own metric) or another metric, e.g. "latency" (the lookup or profile) under a MAC budget
+    price: str | None = None
     #: control interval in steps; 0: total_steps // 200, between 1 and 10
     every: int = 0
     #: "projection": the multiplier plus the doomed set (the weakest channels that must go one
@@ -125,9 +128,14 @@ class BudgetSettings:
         if self.metric not in METRICS:
             raise EdgeslimError(f"unknown budget metric {self.metric!r}; choose one of: {', '.join(METRICS)}")
         parse_target(self.target, self.metric)
-        if self.metric == "latency" and not (self.profile or self.latency_table):
+        if self.price is not None and self.price not in METRICS:
             raise EdgeslimError(
-                "a latency budget needs profile (roofline prediction, e.g. jetson-orin-nano-8gb) "
+                f"price must be one of {', '.join(METRICS)}, got {self.price!r}", param="price"
+            )
+        if "latency" in (self.metric, self.price) and not (self.profile or self.latency_table):
+            what = "a latency budget" if self.metric == "latency" else "pricing channels in latency"
+            raise EdgeslimError(
+                f"{what} needs profile (roofline prediction, e.g. jetson-orin-nano-8gb) "
                 "or latency_table (measured per-layer times)",
                 param=("profile", "latency_table"),
             )
@@ -253,11 +261,16 @@ class BudgetController(TrainHook):
         probe: tuple[Tensor, Tensor] | None = None,
         base_lambda: float = 0.0,
         calib: list[Tensor] | None = None,
+        price: ResourceModel | None = None,
     ) -> None:
         settings.validate()
         if resource.total != slimmer.total:
             raise EdgeslimError("the resource model and the slimmer cover different BN channels")
+        if price is not None and not resource.same_groups(price):
+            raise EdgeslimError("the price model and the resource model group the BN channels differently")
         self.slimmer, self.resource, self.settings = slimmer, resource, settings
+        #: the marginal costs channels are ranked and weighted by (the budget's resource by default)
+        self.price = price if price is not None else resource
         self.target = resolve_target(settings, resource)
         self.total_steps = max(int(total_steps), 1)
         self.every = settings.every or min(max(self.total_steps // 200, 1), 10)
@@ -367,7 +380,7 @@ class BudgetController(TrainHook):
         doomed = torch.zeros_like(xi, dtype=torch.bool)
         if ahead is not None and ahead < self.resource.dense and st.controller == "projection":
             projected, _ = self.resource.project(
-                xi, max(ahead, self.target), MIN_KEEP, self.settings.cost_exponent
+                xi, max(ahead, self.target), MIN_KEEP, self.settings.cost_exponent, price=self.price
             )
             doomed = (projected == 0) & self.resource.pos_removable
             self.predicted = self.resource.of_xi(projected)
@@ -394,7 +407,7 @@ class BudgetController(TrainHook):
 
     def weights(self, xi: Tensor) -> Tensor:
         """Penalty weights: marginal cost normalised to mean 1 over removable channels, clipped."""
-        costs = self.resource.channel_costs(xi) ** self.settings.cost_exponent
+        costs = self.price.channel_costs(xi) ** self.settings.cost_exponent
         rem = self.resource.pos_removable
         mean = float(costs[rem].mean()) if bool(rem.any()) else 1.0
         return torch.where(rem, (costs / max(mean, 1e-30)).clamp(W_MIN, W_MAX), torch.zeros_like(costs))
@@ -444,7 +457,9 @@ class BudgetController(TrainHook):
         """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
         mag = self.magnitude()
         self.resource_before_projection = self.resource.of_xi(mag)
-        projected, removed = self.resource.project(mag, self.target, MIN_KEEP, self.settings.cost_exponent)
+        projected, removed = self.resource.project(
+            mag, self.target, MIN_KEEP, self.settings.cost_exponent, price=self.price
+        )
         dead = (projected == 0).to(self.slimmer.xi.device)
         before = self.slimmer.xi
         rows = before.view(-1, self.slimmer.total).clone()
@@ -573,15 +588,28 @@ def build_controller(
     round_to: int = 1,
     calib: list[Tensor] | None = None,
 ) -> BudgetController:
-    """Validate ``settings``, build the resource model (one trace) and the controller."""
+    """Validate ``settings``, build the resource model (one trace; a second for a ``price`` in
+    another metric) and the controller."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
     table = load_latency_table(settings.latency_table) if settings.latency_table else None
-    resource = build_resource(
-        model, example_input, settings.metric, profile=settings.profile, precision=settings.precision,
-        batch=settings.batch, latency_table=table, round_to=round_to,
-    )  # fmt: skip
+
+    def resource_in(metric: str) -> ResourceModel:
+        return build_resource(
+            model, example_input, metric, profile=settings.profile, precision=settings.precision,
+            batch=settings.batch, latency_table=table, round_to=round_to,
+        )  # fmt: skip
+
+    resource = resource_in(settings.metric)
+    price = resource_in(settings.price) if settings.price not in (None, settings.metric) else None
     return BudgetController(
-        slimmer, resource, settings, total_steps, probe=probe, base_lambda=base_lambda, calib=calib
+        slimmer,
+        resource,
+        settings,
+        total_steps,
+        probe=probe,
+        base_lambda=base_lambda,
+        calib=calib,
+        price=price,
     )

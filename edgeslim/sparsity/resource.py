@@ -489,11 +489,27 @@ class ResourceModel:
         cost = marg[self.group_of_class[self.pos_class].clamp(min=0)]
         return torch.where(self.pos_removable, cost, torch.zeros_like(cost))
 
+    def same_groups(self, other: ResourceModel) -> bool:
+        """Whether ``other`` sees the same BN channels in the same groups (a price for this model)."""
+        return (
+            self.total == other.total
+            and self.num_groups == other.num_groups
+            and bool(torch.equal(self.group_of_class, other.group_of_class))
+            and bool(torch.equal(self.pos_class, other.pos_class))
+        )
+
     def project(
-        self, xi: Tensor, target: float, keep_frac: float = 0.0, cost_exponent: float = 1.0
+        self,
+        xi: Tensor,
+        target: float,
+        keep_frac: float = 0.0,
+        cost_exponent: float = 1.0,
+        *,
+        price: ResourceModel | None = None,
     ) -> tuple[Tensor, int]:
         """Zero the alive removable classes with the smallest ``|xi| / cost**cost_exponent``
-        until ``R <= target``, then put back what fits (:meth:`_refill`).
+        until ``R <= target``, then put back what fits (:meth:`_refill`). ``cost`` is the marginal
+        cost in ``price`` (a model of the same groups in another metric; default: this one).
 
         Every group keeps its strongest ``max(1, ceil(keep_frac * size))`` classes. Returns the new ``xi`` and the number of
         classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
@@ -504,7 +520,7 @@ class ResourceModel:
             return xi, 0
         alive = self.alive_from_scales(xi)
         strength = self.class_strength(xi).sqrt()
-        marg = self.marginal(k).clamp(min=1e-30) ** cost_exponent
+        marg = (price or self).marginal(k).clamp(min=1e-30) ** cost_exponent
         cand = torch.nonzero(alive & self.removable & (self.group_of_class >= 0)).flatten()
         grp = self.group_of_class[cand]
         score = strength[cand] / marg[grp]
@@ -531,7 +547,7 @@ class ResourceModel:
         lo, hi = 0, int(cand.numel())
         if r_after(hi) > target:
             if keep_frac > 0:
-                return self.project(xi, target, 0.0, cost_exponent)
+                return self.project(xi, target, 0.0, cost_exponent, price=price)
             raise EdgeslimError(
                 f"cannot reach the budget {target:.4g}: even one channel per group costs {r_after(hi):.4g}"
             )
