@@ -47,6 +47,15 @@ GOAL_RATIO, GOAL_LATENCY = 0.9, 0.05
 FALLBACK_LATENCY = 0.7
 
 
+def short_runs(trials: int) -> argparse.Namespace:
+    """The default run settings of part (a) (seed 0, 2,000 images, 2 epochs) for the scripts that
+    compare other ``slim`` options against it on one thread; ``trials`` timing trials."""
+    import torch
+
+    torch.set_num_threads(1)
+    return argparse.Namespace(subset=2000, test_subset=500, epochs=2, seed=0, trials=trials)
+
+
 def slim_run(work: Path, name: str, arch: str, args: argparse.Namespace, fresh: bool, **opts: Any) -> dict:
     """One ``edgeslim slim`` run (cached by name): its report."""
     from edgeslim.pipelines.slim import SlimRequest, run

@@ -31,10 +31,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-cost-exponent"))
     ap.add_argument("--out", type=Path, default=sbd.RESULTS / "speed_cost_exponent")
     args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    run_args = argparse.Namespace(subset=2000, test_subset=500, epochs=2, seed=0, trials=args.trials)
+    run_args = sbd.short_runs(args.trials)
     rows = []
     for e in (float(v) for v in args.exponents.split(",")):
         work = args.work / f"e{e:g}"

@@ -36,10 +36,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-price"))
     ap.add_argument("--out", type=Path, default=sbd.RESULTS / "speed_price")
     args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    run_args = argparse.Namespace(subset=2000, test_subset=500, epochs=2, seed=0, trials=args.trials)
+    run_args = sbd.short_runs(args.trials)
     rows = []
     for arch in args.models.split(","):
         for t in sbd.TARGETS:
