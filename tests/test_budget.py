@@ -125,6 +125,9 @@ def test_controller_weights_follow_the_price() -> None:
     other, _ = _model("resnet20")
     with pytest.raises(EdgeslimError, match="group the BN channels differently"):
         BudgetController(sl, res, st, 10, price=build_resource(other, ex, "params"))
+    with pytest.raises(EdgeslimError, match="groups the BN channels differently"):
+        res.project(xi, 0.5 * res.dense, price=build_resource(other, ex, "params"))
+    assert c.report([])["price"] == "params"
 
 
 @pytest.mark.parametrize("metric", ["macs", "latency"])
@@ -322,6 +325,11 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetSettings(price="time").validate()
     with pytest.raises(EdgeslimError, match="pricing channels in latency needs profile"):
         BudgetSettings(price="latency").validate()
+    with pytest.raises(EdgeslimError, match="price has no effect with cost_exponent 0"):
+        BudgetSettings(price="params", cost_exponent=0).validate()
+    same = BudgetSettings(metric="params", target="0.5", price="params")
+    same.validate()
+    assert same.price is None  # the budget's own metric: nothing to price separately
 
 
 @pytest.mark.parametrize(

@@ -175,6 +175,7 @@ def test_a_mac_budget_priced_in_latency_measures_the_lookup_and_meets_the_macs(
     assert st["metric"] == "macs" and st["price"] == "latency"
     assert st["latency_table"] == str(out / "latency_table.json") and (out / "latency_table.json").is_file()
     assert rep["budget"]["achieved_fraction"] <= 0.5 and "latency" not in rep
+    assert rep["budget"]["price"] == "latency"  # the controller ranked and weighted in the lookup's times
 
 
 def test_torch_layer_table_has_sweeps(tmp_path) -> None:

@@ -90,13 +90,13 @@ def test_onnx_reference_outputs_run_in_ieee_fp32() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CI has none; run on a lent one)")
-def test_surgery_on_cuda_is_exact_with_the_callers_tf32_left_on(tf32_matmuls) -> None:
+def test_surgery_on_cuda_is_exact_with_the_callers_tf32_left_on(tf32_matmuls, monkeypatch) -> None:
     """On a GPU with TF32 convs and matmuls on (torch's conv default plus the caller's matmul
     setting), a random VGG-19 with half of each BN layer zeroed prunes with an fp32-exact check, and
     the caller's settings survive it (the H200 once warned at 0.0048 here)."""
     from edgeslim.models.registry import create_model
 
-    torch.backends.cudnn.allow_tf32 = True
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     torch.manual_seed(0)
     model = create_model("vgg19", num_classes=10).cuda().eval()
     with torch.no_grad():

@@ -229,7 +229,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
-    if latency is not None and latency["budget"]:
+    if latency is not None and latency["is_budget"]:
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import REPORT_FILE
         from edgeslim.utils.io import write_json
@@ -334,7 +334,7 @@ class _Halve(Exception):
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     """For a latency budget or a budget priced in latency: the device profile, whether this host is
-    the target (measurable now), and whether the budget itself is a latency (``budget``)."""
+    the target (measurable now), and whether the budget itself is a latency (``is_budget``)."""
     if not budget or "latency" not in (budget.get("metric"), budget.get("price")):
         return None
     from edgeslim.channels.devices import DEFAULT_PROFILE, load_profile
@@ -344,7 +344,7 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
     return {"profile": profile, "here": measured_here(profile, table), "table": table,
-            "budget": budget.get("metric") == "latency"}  # fmt: skip
+            "is_budget": budget.get("metric") == "latency"}  # fmt: skip
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:
@@ -420,15 +420,19 @@ def budget_settings(opts: dict[str, Any]) -> Any:
 
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
+        targets = ("target_macs", "target_params", "target_latency")
         for k in ("latency_table", "latency_batch", "taper_end", "cost_exponent", "price"):
             if opts.get(k) is not None:
-                flag = "--" + k.replace("_", "-")
                 raise EdgeslimError(
-                    f"{flag} only applies with a budget (--target-macs/--target-params/--target-latency)"
+                    f"{k} only applies with a budget (target_macs, target_params or target_latency)",
+                    param=(k, *targets),
                 )
         return None
     if len(given) > 1:
-        raise EdgeslimError("give one budget: --target-macs, --target-params or --target-latency")
+        raise EdgeslimError(
+            "give one budget: target_macs, target_params or target_latency",
+            param=tuple(f"target_{k}" for k in METRICS),
+        )
     check_strength(None, opts.get("shrink"), budget=True)
     metric, target = given[0]
     profile = opts.get("profile")

@@ -132,6 +132,14 @@ class BudgetSettings:
             raise EdgeslimError(
                 f"price must be one of {', '.join(METRICS)}, got {self.price!r}", param="price"
             )
+        if self.price == self.metric:  # the budget's own metric: no second model
+            self.price = None
+        if self.price is not None and self.cost_exponent == 0:
+            raise EdgeslimError(
+                "price has no effect with cost_exponent 0 (channels are then ranked by magnitude alone); "
+                "drop one of them",
+                param=("price", "cost_exponent"),
+            )
         if "latency" in (self.metric, self.price) and not (self.profile or self.latency_table):
             what = "a latency budget" if self.metric == "latency" else "pricing channels in latency"
             raise EdgeslimError(
@@ -517,6 +525,7 @@ class BudgetController(TrainHook):
         return {
             "settings": self.settings.to_dict(),
             "metric": self.resource.metric,
+            "price": self.price.metric,  # what the ranking and the weights measured channels in
             "unit": "seconds per batch" if self.resource.metric == "latency" else self.resource.metric,
             "dense": d,
             "minimum": self.resource.minimum,

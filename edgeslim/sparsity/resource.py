@@ -514,6 +514,8 @@ class ResourceModel:
         Every group keeps its strongest ``max(1, ceil(keep_frac * size))`` classes. Returns the new ``xi`` and the number of
         classes removed. Exact: a binary search over the sorted prefix evaluates ``R``.
         """
+        if price is not None and price is not self and not self.same_groups(price):
+            raise EdgeslimError("the price model groups the BN channels differently from this resource model")
         xi = xi.detach().clone()
         k = self.counts(xi)
         if self.value(k) <= target:
