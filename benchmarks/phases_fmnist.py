@@ -337,7 +337,7 @@ def at_channels(
             if dense is not None:
                 diffs.append(100 * (acc - dense["accuracy"]))
         if per_seed:
-            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+            se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None  # JSON: null
             out.append({"family": fam, "share": share, "per_seed": per_seed, "diff_pt": diffs,
                         "mean_accuracy": statistics.fmean(p["accuracy"] for p in per_seed),
                         "mean_pt": statistics.fmean(diffs) if diffs else None, "se_pt": se})  # fmt: skip
@@ -393,7 +393,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
         m, sd = row[k]["mean"], row[k]["sd"]
         return f"{m:.2%} ± {sd:.2%}" if pct else f"{m:.3g} ± {sd:.2g}"
 
-    where = "CPU" if args.device == "cpu" else "GPU"
+    where = {"cpu": "CPU", "cuda": "GPU"}.get(args.device.split(":")[0], args.device)
     md = [f"# Training phases and the prox step (Fashion-MNIST, vgg-small, {where})", ""]
     md += [f"- {k}: {v}" for k, v in setup.items() if k != "variants"]
     md += [f"- variant `{k}`: {v}" for k, v in VARIANTS.items()]
@@ -423,7 +423,7 @@ def write(runs: dict[str, dict[str, Any]], args: argparse.Namespace, seeds: list
             accs = ", ".join(f"{p['accuracy']:.2%} (s{p['seed']})" for p in a["per_seed"])
             vs = ", ".join(f"{d:+.2f}" for d in a["diff_pt"]) or "-"
             mean = "-" if a["mean_pt"] is None else f"{a['mean_pt']:+.2f}"
-            se = "-" if a["mean_pt"] is None else f"{a['se_pt']:.2f}"
+            se = "-" if a["se_pt"] is None else f"{a['se_pt']:.2f}"
             md.append(
                 f"| {a['family']} | {accs} | {a['mean_accuracy']:.2%} | {vs} | {mean} | {se} | {brackets} |"
             )
