@@ -16,6 +16,9 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``budget``, ``budget_phases``: ``--target-macs 0.5`` without and with phases (the controller sets
   lambda; the table's lambda is only its starting value);
 * ``budget_uniform_macs``: ``--target-macs 0.252`` with the default phases (the MACs ``uniform@0.5`` keeps);
+* ``w5r70``, ``w20r50``, ``w10r30``, ``restart_lr05``, ``restart_ramp``, ``restart_eff``: ``restart``
+  with another split (warm-up / recovery in %), a recovery restarted at 0.05, ``beta_end="auto"``,
+  the effective prox step (the GPU sweep, ``benchmarks/gpu_phases_fmnist.py``);
 * ``uniform@F``: not slimming: every coupled channel group keeps its first ``ceil(F x size)``
   channels, the narrow network is re-initialised (the zoo's initialisation) and trained from
   scratch on the same schedule (the network of that width a user could train directly; on
