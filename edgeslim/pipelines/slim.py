@@ -418,9 +418,9 @@ def budget_settings(opts: dict[str, Any]) -> Any:
     from edgeslim.sparsity.budget import METRICS, BudgetSettings
     from edgeslim.sparsity.prox import check_strength
 
+    targets = tuple(f"target_{k}" for k in METRICS)
     given = [(k, opts[f"target_{k}"]) for k in METRICS if opts.get(f"target_{k}") is not None]
     if not given:
-        targets = ("target_macs", "target_params", "target_latency")
         for k in ("latency_table", "latency_batch", "taper_end", "cost_exponent", "price"):
             if opts.get(k) is not None:
                 raise EdgeslimError(
@@ -429,10 +429,7 @@ def budget_settings(opts: dict[str, Any]) -> Any:
                 )
         return None
     if len(given) > 1:
-        raise EdgeslimError(
-            "give one budget: target_macs, target_params or target_latency",
-            param=tuple(f"target_{k}" for k in METRICS),
-        )
+        raise EdgeslimError("give one budget: target_macs, target_params or target_latency", param=targets)
     check_strength(None, opts.get("shrink"), budget=True)
     metric, target = given[0]
     profile = opts.get("profile")
