@@ -611,7 +611,9 @@ def build_controller(
         )  # fmt: skip
 
     resource = resource_in(settings.metric)
-    price = resource_in(settings.price) if settings.price not in (None, settings.metric) else None
+    price = (
+        resource_in(settings.price) if settings.price is not None else None
+    )  # validate(): never the metric
     return BudgetController(
         slimmer,
         resource,
