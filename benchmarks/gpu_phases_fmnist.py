@@ -77,9 +77,11 @@ def main() -> int:
         jobs = parse_jobs(args.jobs)
         only = list(dict.fromkeys(v for v, _ in jobs))
         args.seeds = ",".join(sorted({s for _, s in jobs}))
-    common = [
-        "--subset", str(args.subset), "--test-subset", str(args.test_subset), "--epochs", str(args.epochs),
-        "--work", str(args.work), "--device", args.device, "--results-dir", str(args.work / "scratch"),
+    #: phases_fmnist.py with this protocol and cache: each run and the final report add their own parts
+    phases = [
+        sys.executable, str(HERE / "phases_fmnist.py"), "--subset", str(args.subset),
+        "--test-subset", str(args.test_subset), "--epochs", str(args.epochs), "--device", args.device,
+        "--work", str(args.work),
     ] + (["--data-dir", str(args.data_dir)] if args.data_dir else [])  # fmt: skip
     log = args.out / "log"
     log.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,7 @@ def main() -> int:
         left = deadline - time.monotonic()
         if left < args.min_left:
             return f"{variant}-s{seed}: skipped (budget)", True
-        cmd = [sys.executable, str(HERE / "phases_fmnist.py"), *common, "--only", variant, "--seeds", seed,
+        cmd = [*phases, "--results-dir", str(args.work / "scratch"), "--only", variant, "--seeds", seed,
                "--name", f"{variant}-s{seed}"]  # fmt: skip
         with open(log / f"{safe(variant)}-s{seed}.txt", "w") as fh:
             try:
@@ -109,11 +111,8 @@ def main() -> int:
     runs.mkdir(exist_ok=True)
     for f in args.work.glob("*.json"):
         shutil.copy(f, runs / safe(f.name))
-    report = subprocess.run([sys.executable, str(HERE / "phases_fmnist.py"), "--cached-only", "--work", str(args.work),
-                    "--only", ",".join(only), "--seeds", args.seeds, "--device", args.device,
-                    "--subset", str(args.subset), "--test-subset", str(args.test_subset),
-                    "--epochs", str(args.epochs), "--results-dir", str(args.out), "--name", args.name],
-                   check=False)  # fmt: skip
+    report = subprocess.run([*phases, "--cached-only", "--only", ",".join(only), "--seeds", args.seeds,
+                             "--results-dir", str(args.out), "--name", args.name], check=False)  # fmt: skip
     if failed:
         print(f"{failed} run(s) failed: see {log}", file=sys.stderr)
     return 1 if failed or report.returncode else 0
