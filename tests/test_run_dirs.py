@@ -155,3 +155,41 @@ def test_a_diverging_run_saves_nothing_as_success(lr, tmp_path, capsys):
     if (out / "model.pt").exists():  # an earlier epoch's checkpoint may stand; it must be finite
         sd = torch.load(out / "model.pt", weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+
+
+def test_a_run_that_fails_before_writing_leaves_no_directory(tmp_path, capsys):
+    """A bad --data-dir is found after the run directory is locked: the directory made for the run
+    goes again; one that was there before stays."""
+    out = tmp_path / "new" / "run"
+    argv = [
+        "slim",
+        "vgg-small",
+        "--data",
+        "imagefolder",
+        "--data-dir",
+        str(tmp_path / "missing"),
+        "--epochs",
+        "1",
+    ]
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main([*argv, "--out", str(kept)]) == 2
+    assert kept.is_dir()
+
+
+def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
+    """The atomic writer's temporary file is 0600; the result gets what ``open()`` would give."""
+    from edgeslim.utils.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "a.json").chmod(0o640)  # a file replaced keeps its mode
+        atomic_write_text(tmp_path / "a.json", "[]")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

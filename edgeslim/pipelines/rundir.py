@@ -25,8 +25,9 @@ def run_directory(
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
     that was stopped: continue it with ``resume``). The lock is held until the block ends.
     """
+    created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
-    with run_dir_lock(out_dir):
+    with run_dir_lock(out_dir, created=created):
         if not (force or resume):
             for marker in markers:
                 check_output_dir(out_dir, False, marker=marker)

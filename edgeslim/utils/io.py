@@ -84,6 +84,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     sweep_stale_tmp(final.parent, final.name)  # what killed writers of this file left behind
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     fcntl.flock(fd, fcntl.LOCK_SH)  # a sweep in another process leaves a file in use alone
+    os.fchmod(fd, _file_mode(final))  # mkstemp's 0600 would hide the result from other users
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -94,6 +95,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         os.close(fd)
+
+
+def _file_mode(final: Path) -> int:
+    """The mode ``open(final, "w")`` would give: the replaced file's, else 0666 minus the umask."""
+    try:
+        return final.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)  # reading the umask means setting it; restored at once
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -149,16 +160,19 @@ LOCK_NAME = ".edgeslim.lock"
 
 
 @contextlib.contextmanager
-def run_dir_lock(path: str | os.PathLike) -> Iterator[Path]:
+def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on the run directory ``path`` (created if missing) while writing.
 
     A second run into the same directory fails at once with a one-line error. The lock is an
     ``flock`` on ``path/.edgeslim.lock``: the kernel releases it when the process ends, also on
-    ``kill -9``, so an interrupted run never leaves a stale lock behind.
+    ``kill -9``, so an interrupted run never leaves a stale lock behind. A run that fails before
+    writing any file into a directory made for it (missing before, or ``created``: made by the
+    caller) removes that directory again.
     """
     import fcntl
 
     d = Path(path)
+    created = created or not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_NAME
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -173,6 +187,23 @@ def run_dir_lock(path: str | os.PathLike) -> Iterator[Path]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield d
+        try:
+            yield d
+        except BaseException:
+            if created:
+                _remove_if_unwritten(d, lock)
+            raise
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _remove_if_unwritten(d: Path, lock: Path) -> None:
+    """Remove ``d`` if it holds nothing but ``lock`` and empty directories."""
+    files = [p for p in d.rglob("*") if not p.is_dir() and p != lock]
+    if files:
+        return
+    with contextlib.suppress(OSError):
+        lock.unlink()
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            sub.rmdir()
+        d.rmdir()
