@@ -9,10 +9,12 @@ from pathlib import Path
 DENSE_CFG = [32, 32, "M", 64, 64, "M", 128, 128, "M"]  # vgg-small
 THIN_CFG = [16, 16, "M", 32, 32, "M", 64, 64, "M"]  # a hand-thinned copy (half the channels)
 
-#: makes `import torch` fail in a child process (proves the device-side path needs no torch)
+#: makes `import torch` (and the modules named in its format) fail in a child process (proves the
+#: device-side path needs no torch)
 NO_TORCH_SHIM = """
 import sys
-sys.modules["torch"] = None  # import torch -> ImportError
+for name in ("torch", {more}):
+    sys.modules[name] = None  # import torch -> ImportError
 """
 
 
@@ -36,10 +38,11 @@ def export_vgg(cfg, path: Path, fixed_batch: bool = False) -> Path:
     return path
 
 
-def no_torch_env(tmp: Path) -> dict:
+def no_torch_env(tmp: Path, *also: str) -> dict:
+    """The environment of a device install: ``import torch`` fails, and so does every module of ``also``."""
     shim = tmp / "shim"
     shim.mkdir(exist_ok=True)
-    (shim / "sitecustomize.py").write_text(NO_TORCH_SHIM)
+    (shim / "sitecustomize.py").write_text(NO_TORCH_SHIM.format(more="".join(f"{m!r}, " for m in also)))
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([str(shim), root])

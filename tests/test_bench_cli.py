@@ -18,12 +18,12 @@ def onnx_pair(tmp_path_factory):
     return export_vgg(DENSE_CFG, d / "dense.onnx"), export_vgg(THIN_CFG, d / "thin.onnx"), d
 
 
-def edgeslim(args, tmp_path, check_rc=0):
+def edgeslim(args, tmp_path, check_rc=0, blocked=()):
     r = subprocess.run(
         [PY, "-m", "edgeslim", *map(str, args)],
         capture_output=True,
         text=True,
-        env=no_torch_env(tmp_path),
+        env=no_torch_env(tmp_path, *blocked),
         timeout=300,
     )
     if check_rc is not None:
@@ -45,6 +45,18 @@ def test_help_and_profiles_without_torch(tmp_path):
     assert "sources:" in shown and "ridge point" in shown
     r = edgeslim(["profiles", "show", "jetson-orin-nan"], tmp_path, check_rc=2)
     assert "did you mean" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bench_out_on_a_device_without_matplotlib_writes_the_report_without_plots(onnx_pair, tmp_path):
+    """A device install (edgeslim[ort]: no torch, no matplotlib) finishes `bench --out`: run.json and
+    report.md are written, the PNGs are left out with one warning that names the extra."""
+    dense, thin, _ = onnx_pair
+    out = tmp_path / "run"
+    args = ["bench", thin, "--baseline", dense, "--batch", "1", "--trials", "1", *FAST, "--out", out]
+    r = edgeslim(args, tmp_path, blocked=("matplotlib",))
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["report.md", "run.json"]
+    assert "without PNG plots" in r.stderr and "edgeslim[plots]" in r.stderr
+    assert "## Plots" not in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
@@ -31,6 +33,9 @@ LATENCY_COLS = [
     "CV %",
     "samples/s",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def check_record(record: dict) -> dict:
@@ -354,6 +359,14 @@ def write_outputs(
 
     d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
     written = [write_json(d / RUN_FILE, record)]
+    if with_plots and importlib.util.find_spec("matplotlib") is None:  # a device install: no plots
+        log.warning(
+            "matplotlib is not installed: %s and %s written without PNG plots "
+            "(pip install 'edgeslim[plots]' adds them)",
+            RUN_FILE,
+            RUN_REPORT_MD,
+        )
+        with_plots = False
     pngs = plots(record, d) if with_plots else []
     written.append(atomic_write_text(d / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs])))
     return written + pngs
