@@ -152,9 +152,12 @@ def test_converted_library_errors_name_python_parameters_and_cli_flags(tmp_path,
     out.write_bytes(b"mine")
     assert "choose another --output" in cli_err(["prune", "vgg-small", "-o", str(out)])
 
-    with pytest.raises(EdgeslimError, match=r"^ExportRequest onnx_path \S+ should end in \.onnx$"):
+    with pytest.raises(EdgeslimError, match=r"^onnx_path \S+ should end in \.onnx$"):
         ExportRequest(onnx_path=tmp_path / "m.pt")
     assert "--onnx" in cli_err(["export", "vgg-small", "--onnx", str(tmp_path / "m.pt")])
+    # an OS error while writing names the file the user asked for, not the writer's temporary file
+    err = cli_err(["export", "vgg-small", "--onnx", "/proc/m.onnx"])
+    assert "(/proc/m.onnx)" in err and ".tmp" not in err and "check the path" in err
 
     missing = tmp_path / "nowhere"
     with pytest.raises(EdgeslimError, match=r"^data_dir \S+ does not exist"):

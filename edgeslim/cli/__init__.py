@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, MemoryError) as exc:
         if debug:
             traceback.print_exc()
-        what = getattr(exc, "filename", None)
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        where = f" ({what})" if what else ""
-        error_line(f"{reason}{where}; free space or memory, or fix the permissions, and rerun")
+        error_line(_os_error_line(exc))
         return 2
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
         if debug:
@@ -187,3 +184,26 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+def _os_error_line(exc: OSError | MemoryError) -> str:
+    """One line for an operating-system error: what failed, on which file, and the fix for its kind."""
+    import errno
+    import re
+
+    if isinstance(exc, MemoryError):
+        return "out of memory; free memory (smaller --batch-size or input), and rerun"
+    what = exc.filename
+    if isinstance(what, str):  # the atomic writer's temporary file stands for its target
+        what = re.sub(r"/\.([^/]+)\.[^./]+\.tmp$", r"/\1", what)
+    where = f" ({what})" if what else ""
+    fix = {
+        errno.ENOSPC: "free disk space",
+        errno.EDQUOT: "free disk space",
+        errno.EACCES: "fix the permissions or choose another path",
+        errno.EPERM: "fix the permissions or choose another path",
+        errno.EROFS: "choose a path on a writable file system",
+        errno.ENOENT: "check the path: its folder is missing or takes no new files",
+        errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
+    }.get(exc.errno, "free space or memory, or fix the permissions")
+    return f"{exc.strerror or type(exc).__name__}{where}; {fix}, and rerun"

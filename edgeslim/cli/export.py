@@ -133,4 +133,8 @@ def export(**kw: Any) -> None:
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     onnx_file = res["onnx"]["path"]
-    err.print(f"wrote {onnx_file}; next: edgeslim bench {onnx_file} --baseline DENSE.onnx --batch 1,32")
+    batches = "1,32" if req.dynamic_batch else str(req.batch)  # a fixed-batch file runs at its batch only
+    err.print(
+        f"wrote {onnx_file}; next: edgeslim bench {onnx_file} --baseline OTHER.onnx --batch {batches} "
+        "(OTHER: the export of the network to compare with, e.g. the dense one)"
+    )

@@ -25,7 +25,7 @@ MIN_OPSET = 9
 
 def _positive_int(name: str, val: object) -> int:
     if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-        raise EdgeslimError(f"ExportRequest {name} must be an integer >= 1, got {val!r}", param=name)
+        raise EdgeslimError(f"{name} must be an integer >= 1, got {val!r}", param=name)
     return val
 
 
@@ -68,12 +68,12 @@ class ExportRequest:
             _positive_int(name, getattr(self, name))
         if self.dynamic_batch and self.max_batch < self.batch:
             raise EdgeslimError(
-                f"ExportRequest max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
+                f"max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
                 "the dynamic profile; raise the first or lower the second",
                 param=("max_batch", "batch"),
             )
         if isinstance(self.opset, bool) or not isinstance(self.opset, int):
-            raise EdgeslimError(f"ExportRequest opset must be an integer, got {self.opset!r}", param="opset")
+            raise EdgeslimError(f"opset must be an integer, got {self.opset!r}", param="opset")
         try:
             import onnx
 
@@ -82,25 +82,21 @@ class ExportRequest:
             top = self.opset
         if not MIN_OPSET <= self.opset <= top:
             raise EdgeslimError(
-                f"ExportRequest opset {self.opset} is out of range; use {MIN_OPSET}..{top} (17 is what "
+                f"opset {self.opset} is out of range; use {MIN_OPSET}..{top} (17 is what "
                 "TensorRT 8.5+ and ONNX Runtime both take)",
                 param="opset",
             )
         for name, val, allowed in (("precision", self.precision, PRECISIONS), ("exporter", self.exporter, EXPORTERS),
                                    ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
             if val not in allowed:
-                raise EdgeslimError(
-                    f"ExportRequest {name} must be one of {', '.join(allowed)}, got {val!r}", param=name
-                )
+                raise EdgeslimError(f"{name} must be one of {', '.join(allowed)}, got {val!r}", param=name)
         parse_size(self.workspace)
         if self.input_shape is not None:
             parse_input_shape(self.input_shape)
         if self.trt_version is not None:
             parse_trt_version(self.trt_version)
         if self.onnx_path is not None and Path(self.onnx_path).suffix != ".onnx":
-            raise EdgeslimError(
-                f"ExportRequest onnx_path {self.onnx_path} should end in .onnx", param="onnx_path"
-            )
+            raise EdgeslimError(f"onnx_path {self.onnx_path} should end in .onnx", param="onnx_path")
 
 
 def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
