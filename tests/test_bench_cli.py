@@ -59,6 +59,19 @@ def test_bench_out_on_a_device_without_matplotlib_writes_the_report_without_plot
     assert "## Plots" not in (out / "report.md").read_text()
 
 
+def test_the_worker_imports_this_edgeslim_whatever_the_working_directory(tmp_path, monkeypatch, capsys):
+    """A folder named ``edgeslim`` in the working directory (the parent of a clone, say) does not
+    shadow the package in the benchmark's worker processes (the torch backend loads the model
+    file with the package's checkpoint reader)."""
+    from edgeslim.cli import main
+
+    assert main(["prune", "vgg-small", "-o", str(tmp_path / "m.pt")]) == 0
+    (tmp_path / "edgeslim").mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "m.pt", "--backend", "torch", "--batch", "1", "--trials", "1", *FAST]
+    assert main(argv) == 0, capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     dense, thin, _ = onnx_pair

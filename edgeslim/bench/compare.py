@@ -25,12 +25,21 @@ FORMAT = "edgeslim-bench"
 VERSION = 1
 
 
+#: the folder that holds this edgeslim package: the worker imports the same one. (``python -m``
+#: would put the working directory first, where a folder named ``edgeslim`` -- a clone of the
+#: repository, say -- shadows the package.)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_WORKER = (
+    "import sys; sys.path[0] = {root!r}; from edgeslim.bench.worker import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
     """Run one measurement in a fresh Python process; raise its error as one line."""
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         Path(sp).write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "edgeslim.bench.worker", sp, op]
+        cmd = [sys.executable, "-c", _WORKER.format(root=_PACKAGE_ROOT), sp, op]
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]
         try:
