@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError
-from edgeslim.models.registry import ModelSpec, create_model
+from edgeslim.models.registry import ModelSpec, create_model, cwd_importable, explain_unpickling
 from edgeslim.utils.io import atomic_path
-from edgeslim.utils.sniff import sniff
+from edgeslim.utils.sniff import sniff, zip_names
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,6 +46,23 @@ class LoadedModel:
     meta: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None
     path: Path | None = None
+
+    @property
+    def described(self) -> str:
+        """The kind in words, with its article, for messages (``an exported program``)."""
+        return KIND_WORDS.get(self.kind, f"a {self.kind} model")
+
+
+#: LoadedModel.kind -> what it is, in a sentence ("X is <this>")
+KIND_WORDS = {
+    "checkpoint": "an edgeslim checkpoint",
+    "torchscript": "a TorchScript program",
+    "exported": "an exported program (torch.export)",
+    "pickle": "a whole pickled module",
+    "architecture": "an architecture",
+    "architecture+weights": "an architecture with weights",
+    "ultralytics": "an ultralytics checkpoint",
+}
 
 
 def looks_like_file(target: str) -> bool:
@@ -200,19 +218,26 @@ def load_model(
             f"{p} is an ONNX model, not a PyTorch one; give it to edgeslim bench, or give the "
             "PyTorch model it was exported from"
         )
+    if kind == "zip" and zip_names(p) is None:  # starts like a zip, but its directory is unreadable
+        raise EdgeslimError(
+            f"{p} looks truncated or corrupt (a zip archive torch cannot read: cut off while being "
+            "written or copied?); save it again with torch.save, or copy it again"
+        )
     if kind not in ("torchscript", "torch-export", "torch", "legacy"):
         what = {"text": "a text file", "zip": "a zip archive that torch did not write"}.get(
             kind, "not a model file"
         )
         raise EdgeslimError(
             f"{p} is {what}; give an edgeslim checkpoint, a state_dict saved with torch.save, "
-            "a TorchScript or torch.export file"
+            "a TorchScript or torch.export file, or (to bench) an ONNX model (.onnx)"
         )
     import torch
 
     if kind == "torchscript":
         try:
-            m = torch.jit.load(str(p), map_location=map_location)
+            with warnings.catch_warnings():  # torch >= 2.9: "`torch.jit.load` is deprecated" on every load
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+                m = torch.jit.load(str(p), map_location=map_location)
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
             raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {_first_line(exc)}") from exc
         return LoadedModel(model=m, kind="torchscript", path=p)
@@ -223,16 +248,32 @@ def load_model(
             raise EdgeslimError(
                 f"{p} looks like a torch.export program but failed to load: {_first_line(exc)}"
             ) from exc
-        return LoadedModel(model=ep.module(), kind="exported", path=p, meta={"exported_program": ep})
+        return LoadedModel(
+            model=_exported_module(p, ep), kind="exported", path=p, meta={"exported_program": ep}
+        )
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        from edgeslim.models.yolo import is_ultralytics_checkpoint
+
+        if kind == "torch" and is_ultralytics_checkpoint(p):  # best.pt: loaded as yolo:PATH loads it
+            return _load_ultralytics(p, trust_pickle)
         if not trust_pickle:
             raise _refuse_untrusted(p, "pickle") from exc
         try:
-            obj = torch.load(p, map_location=map_location, weights_only=False)
+            with cwd_importable():  # the model's classes may live in the user's mynet.py, here
+                obj = torch.load(p, map_location=map_location, weights_only=False)
         except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
+            better = explain_unpickling(str(p), exc2)
+            if better is not None:
+                raise better from exc2
             raise EdgeslimError(f"{p} could not be unpickled: {_first_line(exc2)}") from exc2
+        if isinstance(obj, dict) and any(isinstance(obj.get(k), torch.nn.Module) for k in ("model", "ema")):
+            raise EdgeslimError(
+                f"{p} holds a training checkpoint dict (its model under 'model'), not an nn.Module; for an "
+                f"ultralytics checkpoint use yolo:{p} with trust_pickle=True",
+                param="trust_pickle",
+            ) from exc
         if not isinstance(obj, torch.nn.Module):
             raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
         return LoadedModel(model=obj, kind="pickle", path=p)
@@ -244,16 +285,95 @@ def load_model(
         return _from_checkpoint(p, obj, trust_pickle)
     if isinstance(obj, dict):
         raise EdgeslimError(
-            f"{p} holds a bare state_dict without an architecture; save it with "
-            "edgeslim.checkpoint.save_model(path, model, ModelSpec(arch=...)) or pass an arch name"
+            f"{p} holds a bare state_dict, which names no architecture; give the architecture it was "
+            f"saved from (e.g. tv:resnet18, package.module:Factory) with weights={p}",
+            param="weights",
         )
     raise EdgeslimError(f"{p} holds a {type(obj).__name__}; expected an edgeslim checkpoint")
+
+
+def _load_ultralytics(p: Path, trust_pickle: bool) -> LoadedModel:
+    """An ultralytics checkpoint (``best.pt``) given as a model file, loaded as ``yolo:PATH`` loads it
+    (only when trusted: it is a pickle), with a spec that rebuilds it from its absolute path."""
+    from edgeslim.models.registry import build_model, model_defaults
+    from edgeslim.models.yolo import checkpoint_arch
+
+    if not trust_pickle:
+        raise EdgeslimError(
+            f"{p} is an ultralytics checkpoint, a pickle that runs code when it is loaded, so it is refused; "
+            f"if you trust the file, pass trust_pickle=True (it loads as yolo:{p})",
+            param="trust_pickle",
+        )
+    arch = checkpoint_arch(p)
+    model, spec = build_model(ModelSpec(arch, **model_defaults(arch)), trust_pickle=True)
+    return LoadedModel(model=model, kind="ultralytics", spec=spec, path=p)
 
 
 def _first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message, or its type name."""
     lines = [s for s in str(exc).splitlines() if s.strip()]
     return lines[0].strip() if lines else type(exc).__name__
+
+
+def exported_input_shapes(ep: Any) -> list[tuple[int | None, ...]]:
+    """The shape of each tensor input a torch.export program was exported for (its user-input
+    placeholders); ``None`` for a dimension exported as dynamic."""
+    user = set(ep.graph_signature.user_inputs)
+    shapes = []
+    for node in ep.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in user else None
+        if val is not None and hasattr(val, "shape"):
+            shapes.append(tuple(d if isinstance(d, int) else None for d in val.shape))
+    return shapes
+
+
+def _exported_module(p: Path, ep: Any) -> nn.Module:
+    """The runnable module of a torch.export program, made usable for inference like any model.
+
+    * torch's module raises NotImplementedError on ``train()``/``eval()``, since switching would
+      not change the captured graph (BN and dropout run as they were exported; an inference export
+      is made in eval mode). edgeslim only runs these programs (info, export, bench; slim and prune
+      refuse them), so ``nn.Module``'s own ``train``/``eval`` are put back: they set the flags and
+      nothing else, and callers need no special case for this one kind of model.
+    * An input of another shape than the program was exported for fails inside torch
+      (``AssertionError: Guard failed: x.size()[2] == 32`` from its guards, or a RuntimeError from
+      its input check); a pre-hook checks the fixed dimensions first and names the exported shape
+      and the fix in a one-line :class:`EdgeslimError`.
+    """
+    import torch
+
+    try:  # guards as torch's input pre-hook, not as a traced _guards_fn (TracerWarnings in ONNX export)
+        module = ep.module(check_guards=False)
+    except TypeError:  # older torch: no check_guards, its checks are a pre-hook already
+        module = ep.module()
+    for name in ("train", "eval"):  # the instance attributes torch set; the class methods remain
+        module.__dict__.pop(name, None)
+    expected = exported_input_shapes(ep)
+
+    def check_shapes(_module: nn.Module, args: tuple[Any, ...]) -> None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # an ONNX exporter tracing it
+            return
+        got = [tuple(a.shape) for a in args if hasattr(a, "shape")]
+        for want, have in zip(expected, got):
+            if len(want) == len(have) and all(w is None or w == h for w, h in zip(want, have)):
+                continue
+            fixed = "x".join("?" if d is None else str(d) for d in want)
+            fixes: list[str] = []  # the options that run it as it is, by their parameter names
+            if len(want) == 4 and len(have) == 4:
+                if all(d is not None for d in want[1:]) and have[1:] != want[1:]:
+                    fixes.append(f"input_shape {','.join(map(str, want[1:]))}")
+                if want[0] is not None and have[0] != want[0]:
+                    fixes.append(f"batch {want[0]}")
+            use = f"pass {' and '.join(fixes)}, or " if fixes else ""
+            raise EdgeslimError(
+                f"{p} was exported for input shape {fixed}, not {'x'.join(map(str, have))}; "
+                f"{use}re-export it with dynamic shapes (torch.export's dynamic_shapes)",
+                param=tuple(f.split()[0] for f in fixes),
+            )
+
+    if expected:
+        module.register_forward_pre_hook(check_shapes, prepend=True)  # before torch's own checks
+    return module
 
 
 def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -> LoadedModel:
@@ -269,7 +389,7 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
     try:
         model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
     except EdgeslimError as exc:
-        raise EdgeslimError(f"{p}: {exc}") from exc
+        raise EdgeslimError(f"{p}: {exc}", param=exc.params) from exc
     return LoadedModel(
         model=model,
         kind="checkpoint",

@@ -71,10 +71,23 @@ train_options = options(
 trust_pickle_option = click.option(
     "--trust-pickle",
     is_flag=True,
-    help="Allow model files that can run code when loaded: whole pickles, TorchScript, torch.export "
-    "programs, TensorRT engines (docs/security.md).",
+    help="Allow model files that can run code when loaded: whole pickles, ultralytics checkpoints "
+    "(yolo:best.pt), TorchScript, torch.export programs, TensorRT engines (docs/security.md).",
 )
 
+
+#: --num-classes N: the classes of an architecture built by name (info, graph, prune, export)
+num_classes_option = click.option(
+    "--num-classes",
+    type=COUNT,
+    help="Classes of an architecture built by name [from --data; else the architecture's own: "
+    "a yolo: yaml's nc; else 10].",
+)
+
+#: --input-shape default, said once for the commands that build architectures by name
+INPUT_SHAPE_DEFAULT = (
+    "from the checkpoint's spec; for a name the architecture's default: 3,640,640 for yolo:, else 3,32,32"
+)
 
 #: --weights FILE: a state_dict (or a training checkpoint holding one) for an architecture name
 weights_option = click.option(

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import trust_pickle_option, weights_option
+from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 
 
@@ -24,9 +24,7 @@ from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 @click.option(
     "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (TensorRT optimization profile)."
 )
-@click.option(
-    "--input-shape", type=SHAPE, help="C,H,W of one input (taken from the checkpoint when it has a spec)."
-)
+@click.option("--input-shape", type=SHAPE, help=f"C,H,W of one input [{INPUT_SHAPE_DEFAULT}].")
 @click.option(
     "--batch", type=COUNT, default=1, show_default=True, help="Static batch, or the opt batch if dynamic."
 )
@@ -62,6 +60,7 @@ from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 )
 @trust_pickle_option
 @weights_option
+@num_classes_option
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(**kw: Any) -> None:
@@ -73,6 +72,7 @@ def export(**kw: Any) -> None:
       edgeslim export runs/vgg/model.pt --onnx runs/vgg/slim.onnx --dynamic-batch
       edgeslim export runs/vgg/model.pt --onnx slim.onnx --trt --precision fp16
       edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
+      edgeslim export yolo:best.pt --trust-pickle --onnx best.onnx --dynamic-batch
     """
     import json
 
@@ -81,10 +81,14 @@ def export(**kw: Any) -> None:
     from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(
-        **{k: v for k, v in kw.items() if k not in ("as_json", "model", "trust_pickle", "weights")}
+        **{
+            k: v
+            for k, v in kw.items()
+            if k not in ("as_json", "model", "trust_pickle", "weights", "num_classes")
+        }
     )
     res = run(
-        kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"],
+        kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
         say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True),
     )  # fmt: skip
     if kw["as_json"]:

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import trust_pickle_option, weights_option
-from edgeslim.cli.params import COUNT, SHAPE
+from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
+from edgeslim.cli.params import SHAPE
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines.info import info as gather
 from edgeslim.pipelines.info import resolve
@@ -20,12 +20,8 @@ __all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from 
 @click.option(
     "--data", "data_name", help="Data set whose input shape and classes to use (e.g. fashion-mnist)."
 )
-@click.option(
-    "--input-shape", type=SHAPE, help="Input C,H,W (default: from the checkpoint or --data, else 3,32,32)."
-)
-@click.option(
-    "--num-classes", type=COUNT, help="Classes of an architecture built by name [from --data, else 10]."
-)
+@click.option("--input-shape", type=SHAPE, help=f"Input C,H,W [from --data; {INPUT_SHAPE_DEFAULT}].")
+@num_classes_option
 @click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON on stdout.")
 @click.option("--list-models", is_flag=True, help="List every architecture name and exit.")
@@ -41,14 +37,16 @@ def info(
     """Show parameters, MACs and BN scale statistics of MODEL_OR_ARCH.
 
     MODEL_OR_ARCH is a model file (edgeslim checkpoint; with --trust-pickle also a whole pickled
-    module, TorchScript or torch.export .pt2) or an architecture name such as vgg-small, resnet56,
-    tv:resnet18 or package.module:Factory for your own code (with --weights for its weights).
+    module, TorchScript or torch.export .pt2, an ultralytics best.pt) or an architecture name such as
+    vgg-small, resnet56, tv:resnet18, yolo:yolov8n, yolo:best.pt (with --trust-pickle) or
+    package.module:Factory for your own code (with --weights for its weights).
 
     \b
     Examples:
       edgeslim info vgg-small --data fashion-mnist --layers
       edgeslim info tv:resnet18 --weights resnet18_state_dict.pt --input-shape 3,224,224
       edgeslim info runs/demo/model.pt --json
+      edgeslim info yolo:runs/detect/train/weights/best.pt --trust-pickle
     """
     import json
 

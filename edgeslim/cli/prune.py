@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli.common import trust_pickle_option, weights_option
+from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -31,10 +31,11 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @click.option("--data", help="Data set whose test images measure the deviation (e.g. fashion-mnist).")
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
-@click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
+@click.option("--input-shape", type=SHAPE, help=f"C,H,W of one input [{INPUT_SHAPE_DEFAULT}].")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG of channels per layer.")
 @trust_pickle_option
 @weights_option
+@num_classes_option
 @click.option("--force", is_flag=True, help="Overwrite the output file(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def prune(**kw: Any) -> None:
@@ -46,6 +47,7 @@ def prune(**kw: Any) -> None:
     Examples:
       edgeslim prune runs/vgg/trained.pt -o runs/vgg/slim.pt --data fashion-mnist
       edgeslim prune tv:resnet18 --weights r18.pt --input-shape 3,224,224 -o r18_slim.pt
+      edgeslim prune yolo:best.pt --trust-pickle -o best_slim.pt
     """
     import json
 
@@ -88,11 +90,19 @@ def prune(**kw: Any) -> None:
 
 @click.command(context_settings=_CTX)
 @click.argument("model")
-@click.option("--input-shape", type=SHAPE, help="C,H,W of one input [from the checkpoint's spec].")
+@click.option("--input-shape", type=SHAPE, help=f"C,H,W of one input [{INPUT_SHAPE_DEFAULT}].")
 @trust_pickle_option
 @weights_option
+@num_classes_option
 @click.option("--json", "as_json", is_flag=True, help="Print the groups as JSON on stdout.")
-def graph(model: str, input_shape: Any, trust_pickle: bool, weights: Path | None, as_json: bool) -> None:
+def graph(
+    model: str,
+    input_shape: Any,
+    trust_pickle: bool,
+    weights: Path | None,
+    num_classes: int | None,
+    as_json: bool,
+) -> None:
     """Print the channel dependency groups of MODEL (a model file or an architecture name):
     what is coupled with what, and which channels are kept by barriers.
 
@@ -106,7 +116,7 @@ def graph(model: str, input_shape: Any, trust_pickle: bool, weights: Path | None
     from edgeslim.pipelines import prune as stage
     from edgeslim.utils.console import out
 
-    g = stage.graph(model, input_shape, trust_pickle, weights)
+    g = stage.graph(model, input_shape, trust_pickle, weights, num_classes)
     d = stage.graph_summary(g)
     if as_json:
         out.print_json(json.dumps(d))

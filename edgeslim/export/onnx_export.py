@@ -105,10 +105,13 @@ def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
     )
 
 
-def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
+def _export_torchscript(
+    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
+) -> None:
     import torch
 
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+    outputs = outputs or [OUTPUT_NAME]
+    axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}} if dynamic else None
     with warnings.catch_warnings():
         # The TorchScript exporter warns that it is deprecated on every call; we chose it on purpose.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -117,11 +120,13 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, f: Path, opset: int, 
         warnings.filterwarnings("ignore", message="no signature found for")
         torch.onnx.export(
             model, (x,), str(f), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+            input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
         )  # fmt: skip
 
 
-def _export_dynamo(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool) -> None:
+def _export_dynamo(
+    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
+) -> None:
     import torch
 
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
@@ -130,7 +135,7 @@ def _export_dynamo(model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynam
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
             model, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
+            output_names=outputs or [OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
         )  # fmt: skip
         prog.save(str(f), external_data=False)
     log.debug("dynamo exporter output: %s", sink.getvalue())
@@ -148,7 +153,14 @@ def _inference_mode(model: nn.Module) -> nn.Module:
 
 
 def _run_exporter(
-    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, exporter: str, notes: list[str]
+    model: nn.Module,
+    x: torch.Tensor,
+    f: Path,
+    opset: int,
+    dynamic: bool,
+    exporter: str,
+    notes: list[str],
+    outputs: list[str] | None = None,
 ) -> str:
     """Export with the chosen exporter; ``auto`` falls back to dynamo. Returns the one used."""
     import torch
@@ -159,7 +171,7 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            _export_torchscript(model, x, f, opset, dynamic)
+            _export_torchscript(model, x, f, opset, dynamic, outputs)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             err = _unsupported_op_error(exc, opset)
@@ -177,7 +189,7 @@ def _run_exporter(
             )
             log.info(notes[-1])
     try:
-        _export_dynamo(model, x, f, opset, dynamic)
+        _export_dynamo(model, x, f, opset, dynamic, outputs)
     except Exception as exc:  # noqa: BLE001
         err = _unsupported_op_error(exc, opset)
         if err is not None:
@@ -283,6 +295,11 @@ def export_onnx(
     and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
     real images) raises :class:`EdgeslimError` and nothing is written. ``path`` is written
     atomically and never overwritten without ``force``.
+
+    The output is named ``logits``. An ultralytics model is exported as ultralytics' own exporter
+    exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in export mode on a copy),
+    with its outputs named ``output0`` (``output1``: a segmenter's mask prototypes); a detector
+    then has the one output ``output0`` [N, 4+classes, anchors].
     """
     import onnx
     import torch
@@ -294,11 +311,16 @@ def export_onnx(
         raise EdgeslimError(f"batch must be >= 1, got {batch}", param="batch")
     opset = check_opset(opset)
     model = _inference_mode(model)
+    from edgeslim.models import yolo
+
+    ultralytics = yolo.is_ultralytics_model(model)
+    if ultralytics:  # its heads return only what ultralytics' own export returns
+        model = yolo.prepare_for_export(model, (c, h, w), dynamic=dynamic_batch)
     notes: list[str] = []
     x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
     with torch.no_grad():
         try:
-            model(x)
+            probe = model(x)
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
             raise EdgeslimError(
                 f"the model does not accept input {batch}x{c}x{h}x{w} "
@@ -308,7 +330,8 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
-            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes)
+            names = yolo.export_output_names(probe) if ultralytics else [OUTPUT_NAME]
+            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names)
         proto = onnx.load(str(raw))
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if got_opset != opset:

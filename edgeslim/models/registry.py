@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import contextlib
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError
@@ -16,11 +22,13 @@ if TYPE_CHECKING:
 class ModelSpec:
     """Everything needed to rebuild an architecture (weights come from a state_dict).
 
-    ``arch`` is a registry name (``vgg19``, ``resnet20``, ``tv:resnet18``, ...).
+    ``arch`` is a registry name (``vgg19``, ``resnet20``, ``tv:resnet18``, ...). ``num_classes``
+    is ``None`` only before building, for a family whose models keep their own count (a ``yolo:``
+    yaml's ``nc``): :func:`build_model` fills it in from the built model.
     """
 
     arch: str
-    num_classes: int = 10
+    num_classes: int | None = 10
     in_channels: int = 3
     input_size: tuple[int, int] = (32, 32)
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -56,8 +64,13 @@ _MODELS: dict[str, ModelFn] = {}
 #: prefix (e.g. "tv") -> resolver(name_without_prefix, num_classes, in_channels, **kwargs)
 _PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 _PREFIX_LISTERS: dict[str, Callable[[], list[str]]] = {}
-#: families whose builder unpickles a file the user names (``pickle:PATH``): built only when trusted
-_RUNS_CODE: set[str] = set()
+#: families whose builder unpickles a file the user names (``pickle:PATH``): built only when trusted;
+#: a callable decides per name (``yolo:best.pt`` unpickles, ``yolo:yolov8n`` does not)
+_RUNS_CODE: dict[str, Callable[[str], bool]] = {}
+#: prefix -> defaults(name): the ModelSpec fields a name is built with when the user gives none
+_DEFAULTS: dict[str, Callable[[str], dict[str, Any]]] = {}
+#: prefix -> classes_of(model): the class count of a model built with ``num_classes=None``
+_CLASSES_OF: dict[str, Callable[[nn.Module], int]] = {}
 
 
 def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
@@ -77,23 +90,59 @@ def register_prefix(
     resolver: Callable[..., nn.Module],
     lister: Callable[[], list[str]],
     *,
-    runs_code: bool = False,
+    runs_code: bool | Callable[[str], bool] = False,
+    defaults: Callable[[str], dict[str, Any]] | None = None,
+    classes_of: Callable[[nn.Module], int] | None = None,
 ) -> None:
     """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision).
 
     ``runs_code``: building a name unpickles the file it names (it can run arbitrary code), so
-    :func:`create_model` builds it only with ``trust_pickle=True``."""
+    :func:`create_model` builds it only with ``trust_pickle=True``; a callable ``runs_code(NAME)``
+    decides per name. ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when
+    the user gives none (:func:`model_defaults`, e.g. its native ``input_size``); ``num_classes:
+    None`` there means the model's own count, which ``classes_of(model)`` reads back."""
     _PREFIXES[prefix] = resolver
     _PREFIX_LISTERS[prefix] = lister
-    if runs_code:
-        _RUNS_CODE.add(prefix)
+    for table, value in ((_DEFAULTS, defaults), (_CLASSES_OF, classes_of)):
+        if value is None:
+            table.pop(prefix, None)
+        else:
+            table[prefix] = value  # type: ignore[assignment]
+    if runs_code is True:
+        _RUNS_CODE[prefix] = lambda _name: True
+    elif callable(runs_code):
+        _RUNS_CODE[prefix] = runs_code
     else:
-        _RUNS_CODE.discard(prefix)
+        _RUNS_CODE.pop(prefix, None)
 
 
 def runs_code(arch: str) -> bool:
     """True when building ``arch`` unpickles a file (its family was registered with ``runs_code``)."""
-    return arch.split(":", 1)[0] in _RUNS_CODE if ":" in arch else False
+    if ":" not in arch:
+        return False
+    prefix, name = arch.split(":", 1)
+    return prefix in _RUNS_CODE and bool(_RUNS_CODE[prefix](name))
+
+
+def canonical_arch(arch: str) -> str:
+    """``arch`` as a checkpoint records it: a name that unpickles a file (``pickle:PATH``,
+    ``yolo:best.pt``) names it by its absolute path, so the checkpoint rebuilds from any directory
+    (as long as that file stays where it was)."""
+    if not runs_code(arch):
+        return arch
+    prefix, name = arch.split(":", 1)
+    return f"{prefix}:{Path(name).expanduser().resolve()}"
+
+
+def model_defaults(arch: str) -> dict[str, Any]:
+    """The :class:`ModelSpec` fields ``arch`` is built with when the user gives none: its family's
+    (``yolo:``: ``input_size`` (640, 640) and ``num_classes`` None, the yaml's own); ``{}`` for
+    the others, which take the ModelSpec defaults (10 classes, 32x32)."""
+    if ":" not in arch:
+        return {}
+    prefix, name = arch.split(":", 1)
+    fn = _DEFAULTS.get(prefix)
+    return dict(fn(name)) if fn is not None else {}
 
 
 def check_trusted(arch: str, trust_pickle: bool) -> None:
@@ -106,6 +155,10 @@ def check_trusted(arch: str, trust_pickle: bool) -> None:
         )
 
 
+#: the family of whole pickled user models (``pickle:PATH``, registered by edgeslim.models.user):
+#: unpickled with the current directory importable, its class-not-found failures explained
+USER_PICKLE = "pickle"
+
 #: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
 _FALLBACK: list[Callable[..., nn.Module]] = []
 
@@ -113,6 +166,99 @@ _FALLBACK: list[Callable[..., nn.Module]] = []
 def register_code_resolver(resolver: Callable[..., nn.Module]) -> None:
     """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names."""
     _FALLBACK[:] = [resolver]
+
+
+@contextlib.contextmanager
+def cwd_importable() -> Iterator[None]:
+    """The current directory first on ``sys.path`` for the block, as ``python -m`` and ``python
+    script.py`` have it: the ``edgeslim`` console script does not put it there, so ``cd mycode &&
+    edgeslim info mynet:MyNet`` (or a whole pickle of a ``mynet`` class) could not import mynet.py.
+
+    First, so that the user's ``models.py`` or ``utils.py`` wins over an installed package of that
+    name, exactly as it would under ``python -m``; only for the block (importing the user's module or
+    unpickling the user's model: code the user named or trusts), so that the imports edgeslim and
+    torch make later (onnx, onnxruntime, ...) are never shadowed by a stray file in that directory.
+    Modules imported in the block stay in ``sys.modules``, so the model keeps working after it.
+    """
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(cwd)  # the first occurrence: the one inserted above
+        except ValueError:  # the user's code removed it
+            pass
+
+
+def _top(module: str) -> str:
+    return module.split(".", 1)[0]
+
+
+def import_user_module(reference: str) -> Any:
+    """Import the module of ``package.module:Attr`` (the current directory importable), with a
+    one-line error that says whether the module itself is missing, something it imports is, or
+    its code failed."""
+    module_name = reference.split(":", 1)[0]
+    try:
+        with cwd_importable():
+            return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise EdgeslimError(
+                f"cannot import {module_name!r} for architecture {reference!r}: no {missing!r} in the "
+                f"current directory ({os.getcwd()}) or on PYTHONPATH; run from the directory that holds "
+                f"{_top(missing)}.py (or the {_top(missing)}/ package) or add that directory to PYTHONPATH"
+            ) from exc
+        raise EdgeslimError(
+            f"cannot import {module_name!r} for architecture {reference!r}: it imports {missing!r}, which "
+            f"is not installed; install it (pip install {_top(missing)}) or fix the import"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's module code can raise anything
+        first = next((s.strip() for s in str(exc).splitlines() if s.strip()), "")
+        raise EdgeslimError(
+            f"importing {module_name!r} for architecture {reference!r} failed "
+            f"({type(exc).__name__}{': ' + first if first else ''}); fix that module"
+        ) from exc
+
+
+_MAIN_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '__main__'")
+_MODULE_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")
+
+
+def explain_unpickling(what: str, exc: BaseException) -> EdgeslimError | None:
+    """A one-line error for the usual reasons a whole pickled model cannot be loaded back (its class
+    cannot be found: a module that is not importable, a class defined in a script's ``__main__`` or
+    renamed), naming the fix; None for other failures. ``what`` names the file."""
+    fallback = (
+        "save model.state_dict() instead and load it with its architecture (module:Factory) and weights=FILE"
+    )
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = _top(exc.name)
+        return EdgeslimError(
+            f"{what} pickles a model whose class lives in module {exc.name!r}, which cannot be imported "
+            f"here; run from the directory that holds {top}.py (or the {top}/ package) or add that "
+            f"directory to PYTHONPATH, or {fallback}",
+            param="weights",
+        )
+    text = str(exc)
+    m = _MAIN_ATTR.search(text)
+    if isinstance(exc, AttributeError) and m:
+        return EdgeslimError(
+            f"{what} pickles class {m.group(1)!r}, which was defined in a script's __main__ and cannot be "
+            "found again outside that script; move the class into a module (e.g. mynet.py), save "
+            f"model.state_dict() and load it with the architecture mynet:{m.group(1)} and weights=FILE",
+            param="weights",
+        )
+    m = _MODULE_ATTR.search(text)
+    if isinstance(exc, AttributeError) and m:
+        return EdgeslimError(
+            f"{what} pickles class {m.group(1)!r}, which module {m.group(2)!r} no longer defines (renamed "
+            f"or moved?); restore it, or {fallback}",
+            param="weights",
+        )
+    return None
 
 
 def is_code_reference(arch: str) -> bool:
@@ -140,9 +286,11 @@ def list_models(include_prefixed: bool = True) -> list[str]:
 def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrides: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random weights).
 
-    A name that unpickles a file (``pickle:PATH``) is refused unless ``trust_pickle``."""
+    A name that unpickles a file (``pickle:PATH``) is refused unless ``trust_pickle``. A spec whose
+    ``num_classes`` is None builds the family's own count (see :func:`build_model`); a bare name
+    takes its family's :func:`model_defaults` for what ``overrides`` leave out."""
     if isinstance(spec, str):
-        spec = ModelSpec(arch=spec, **overrides)
+        spec = ModelSpec(arch=spec, **{**model_defaults(spec), **overrides})
     elif overrides:
         spec = ModelSpec.from_dict({**spec.to_dict(), **overrides})
     name = spec.arch
@@ -150,10 +298,21 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
     kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
     if ":" in name:
         prefix, sub = name.split(":", 1)
+        if prefix == USER_PICKLE and prefix in _PREFIXES:  # the user's whole model: their classes
+            with cwd_importable():
+                try:
+                    return _PREFIXES[prefix](sub, **kw)
+                except EdgeslimError as exc:
+                    better = explain_unpickling(sub, exc.__cause__) if exc.__cause__ else None
+                    if better is None:
+                        raise
+                    raise better from exc.__cause__
         if prefix in _PREFIXES:
             return _PREFIXES[prefix](sub, **kw)
         if _FALLBACK and is_code_reference(name):
-            return _FALLBACK[0](name, **kw)
+            import_user_module(name)  # one-line errors; then the resolver finds it in sys.modules
+            with cwd_importable():  # for what the factory imports when called
+                return _FALLBACK[0](name, **kw)
         raise EdgeslimError(
             f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}, or package.module:Attr "
             "for your own code"
@@ -167,3 +326,17 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
             f"unknown architecture {name!r}; {hint}see `edgeslim info --list-models` for all names"
         )
     return _MODELS[name](**kw)
+
+
+def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> tuple[nn.Module, ModelSpec]:
+    """:func:`create_model`, and the spec that rebuilds the result: a ``num_classes`` of None (the
+    architecture's own count, see :func:`model_defaults`) is replaced by the built model's."""
+    model = create_model(spec, trust_pickle=trust_pickle)
+    if spec.num_classes is None:
+        fn = _CLASSES_OF.get(spec.arch.split(":", 1)[0]) if ":" in spec.arch else None
+        if fn is None:
+            raise EdgeslimError(
+                f"give the number of classes of {spec.arch} (num_classes)", param="num_classes"
+            )
+        spec = replace(spec, num_classes=int(fn(model)))
+    return model, spec

@@ -168,9 +168,17 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
     shapes, _ = _head_mismatch(model, state_dict)
     if missing or unexpected or shapes:
         example = (shapes or missing or unexpected)[0]
+        # same names, other shapes: trained for another class count (a detector's head widths follow it)?
+        hint = (
+            ", or the number of classes they were trained for as num_classes"
+            if not (missing or unexpected)
+            else ""
+        )
         raise EdgeslimError(
             f"{what} does not fit the architecture ({len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(shapes)} of another shape, e.g. {example!r}); give the architecture they were trained with"
+            f"{len(shapes)} of another shape, e.g. {example!r}); give the architecture they were trained "
+            f"with{hint}",
+            param="num_classes" if hint else None,
         )
     model.load_state_dict(state_dict)
 
@@ -184,9 +192,9 @@ def build_with_weights(
     weights' count (e.g. 1000 for ImageNet weights) and the returned spec says so. ``trust_pickle``:
     see :func:`~edgeslim.models.registry.create_model`.
     """
-    from edgeslim.models.registry import create_model
+    from edgeslim.models.registry import build_model, create_model
 
-    model = create_model(spec, trust_pickle=trust_pickle)
+    model, spec = build_model(spec, trust_pickle=trust_pickle)  # a count of None: the architecture's own
     _, n = _head_mismatch(model, state_dict)
     if n is not None and n != spec.num_classes:
         spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})

@@ -1,18 +1,35 @@
-"""Ultralytics YOLO models: ``yolo:yolov8n``, ``yolo:yolo11n-seg``, ``yolo:path/to/model.yaml`` (extra ``yolo``).
+"""Ultralytics YOLO models: ``yolo:yolov8n``, ``yolo:yolo11n-seg``, ``yolo:path/to/model.yaml``,
+``yolo:best.pt`` (extra ``yolo``).
 
 A name without a path is the ultralytics model yaml of that name (``yolov8n`` -> ``yolov8n.yaml``,
 shipped with ultralytics; random weights, nothing is downloaded). A ``.yaml`` path is built the same
-way. ``num_classes`` and ``in_channels`` are passed to the yaml builder. The task (detect /
-segment / pose / obb / classify) follows the name's suffix.
+way. The model keeps the yaml's own ``nc`` unless ``num_classes`` is given; ``in_channels`` is
+passed to the yaml builder. The task (detect / segment / pose / obb / classify) follows the
+name's suffix. Without an input shape, yolo models are measured at 3x640x640, ultralytics'
+default ``imgsz`` (:func:`yolo_defaults`).
 
-An ultralytics ``.pt`` checkpoint is a pickle (loading it runs code), so no architecture name
-loads one: :func:`load_yolo_checkpoint` does, in Python, with ``trust_pickle=True``.
+``yolo:PATH.pt`` is an ultralytics checkpoint (the ``best.pt`` training writes, or
+``YOLO.save``): a pickle, so loading it runs code, and the registry builds it only with
+``trust_pickle=True`` (``--trust-pickle``); it keeps its own classes. :func:`load_yolo_checkpoint`
+does the same in Python. A bare model file that turns out to be an ultralytics checkpoint is
+recognised by :func:`is_ultralytics_checkpoint` (read from its pickle's opcodes, nothing is
+unpickled) and loaded the same way.
+
+ONNX: :func:`prepare_for_export` sets the model up as ultralytics' own exporter does, so the
+export has ultralytics' outputs (``output0`` [N, 4+nc, anchors] for a detector) instead of the
+raw head maps (:func:`edgeslim.export.onnx_export.export_onnx` calls it for ultralytics models).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib
 import importlib.util
+import logging
 import os
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +45,14 @@ _TASKS = {
     "-cls": "ClassificationModel",
 }
 _NAMES = [f"{v}{s}{t}" for v in ("yolov8", "yolo11") for s in "nsmlx" for t in ("", *_TASKS)]
+#: the family's prefix: ``yolo:NAME``
+PREFIX = "yolo"
+#: ultralytics' default image size: the input (H, W) of a yolo model when none is given
+DEFAULT_IMGSZ = (640, 640)
+#: suffixes of an ultralytics checkpoint (a pickle) in a ``yolo:`` name
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+#: largest ``data.pkl`` read when checking whether a file is an ultralytics checkpoint
+_MAX_PICKLE_BYTES = 64 << 20
 
 
 def list_yolo_models() -> list[str]:
@@ -50,19 +75,67 @@ def _tasks(why: str) -> Any:
         Image.open = pil_open
 
 
-def build_yolo_model(name: str, num_classes: int = 80, in_channels: int = 3, **kwargs: Any) -> nn.Module:
-    """An ultralytics model from a yaml name/path (random weights) or a ``.pt`` checkpoint."""
-    if name.endswith(".pt"):
-        raise EdgeslimError(
-            f"yolo:{name} is an ultralytics checkpoint, a pickle that runs code when loaded; load it in Python "
-            "with edgeslim.models.yolo.load_yolo_checkpoint(path, trust_pickle=True), or use the model's yaml"
-        )
+@contextlib.contextmanager
+def _no_info() -> Any:
+    """ultralytics' INFO lines (``Overriding model.yaml nc=80 with nc=3``) off stdout for the block,
+    which may print ``--json``; its warnings still show."""
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """True when ``yolo:NAME`` names an ultralytics checkpoint (``best.pt``), which unpickles."""
+    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def yolo_defaults(name: str) -> dict[str, Any]:
+    """What a ``yolo:`` name is built with when the user gives nothing: its own classes (the
+    yaml's ``nc``, or the checkpoint's) and ultralytics' default 640x640 input."""
+    return {"num_classes": None, "input_size": DEFAULT_IMGSZ}
+
+
+def yolo_classes(model: nn.Module) -> int:
+    """The number of classes of an ultralytics model (its yaml's ``nc``, kept up to date by the
+    builder; the head's ``nc`` for a model without a yaml)."""
+    nc = (getattr(model, "yaml", None) or {}).get("nc")
+    if nc is None:
+        head = getattr(model, "model", [None])[-1]
+        nc = getattr(head, "nc", None)
+    if nc is None:
+        raise EdgeslimError(f"cannot tell the number of classes of {type(model).__name__}; give num_classes")
+    return int(nc)
+
+
+def build_yolo_model(
+    name: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
+) -> nn.Module:
+    """An ultralytics model from a yaml name/path (random weights; ``num_classes`` None: the
+    yaml's ``nc``) or, from a ``.pt`` checkpoint, the checkpoint's model with its own classes.
+
+    Only :func:`~edgeslim.models.registry.create_model` should call this for a checkpoint: it
+    refuses one without ``trust_pickle`` (the family registers ``runs_code`` for ``.pt`` names)."""
+    if is_checkpoint_name(name):
+        model = load_yolo_checkpoint(name, trust_pickle=True)
+        nc = yolo_classes(model)
+        if num_classes is not None and num_classes != nc:
+            raise EdgeslimError(
+                f"yolo:{name} has {nc} classes, not {num_classes}: an ultralytics checkpoint keeps its "
+                "classes (drop num_classes, or give its yaml with weights=FILE and num_classes)",
+                param="num_classes",
+            )
+        return model
     tasks = _tasks("for yolo: models")
     stem = Path(name).stem
     cls_name = next((c for s, c in _TASKS.items() if stem.endswith(s)), "DetectionModel")
     cfg = name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"
     try:
-        return getattr(tasks, cls_name)(cfg, ch=in_channels, nc=num_classes, verbose=False, **kwargs)
+        with _no_info():
+            return getattr(tasks, cls_name)(cfg, ch=in_channels, nc=num_classes, verbose=False, **kwargs)
     except (FileNotFoundError, AttributeError, KeyError) as exc:
         raise EdgeslimError(
             f"cannot build yolo:{name} ({type(exc).__name__}: {str(exc)[:120]}); use an ultralytics yaml name "
@@ -75,13 +148,108 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
     with ``trust_pickle=True`` (only for files you trust)."""
     if not trust_pickle:
         raise EdgeslimError(
-            f"{path} unpickles a file, which can run arbitrary code; pass trust_pickle=True if you trust it"
+            f"{path} unpickles a file, which can run arbitrary code; pass trust_pickle=True if you trust it",
+            param="trust_pickle",
         )
     if not Path(path).is_file():
-        raise EdgeslimError(f"{path}: no such file")
+        raise EdgeslimError(f"ultralytics checkpoint {path} does not exist; check the path")
     tasks = _tasks("for ultralytics checkpoints")
-    model, _ = tasks.load_checkpoint(path)
+    try:
+        with _no_info():
+            model, _ = tasks.load_checkpoint(path)
+    except (TypeError, KeyError, AttributeError, EOFError, RuntimeError) as exc:
+        text = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        raise EdgeslimError(
+            f"{path} is not an ultralytics checkpoint ({type(exc).__name__}: {text[:160]}); give the best.pt "
+            "or last.pt an ultralytics training wrote, or a file saved with YOLO.save"
+        ) from exc
     return model.float().eval()
 
 
-register_prefix("yolo", build_yolo_model, list_yolo_models)
+def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a ``torch.save`` zip whose pickle builds objects of ultralytics classes
+    (an ultralytics checkpoint). Read from the pickle's opcodes with :mod:`pickletools` (the module
+    of each ``GLOBAL``, or of a ``STACK_GLOBAL`` from the two strings before it): nothing is
+    unpickled or imported, so this is safe on untrusted files."""
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+            if info is None or info.file_size > _MAX_PICKLE_BYTES:
+                return False
+            data = zf.read(info)
+        recent: list[str] = []  # the last strings pushed: a STACK_GLOBAL's module and name
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                module = str(arg).split(" ", 1)[0]
+            elif op.name == "STACK_GLOBAL":
+                module = recent[-2] if len(recent) >= 2 else ""
+            else:
+                if "UNICODE" in op.name and isinstance(arg, str):
+                    recent = [*recent[-1:], arg]
+                continue
+            if module.split(".", 1)[0] == "ultralytics":
+                return True
+    except Exception:  # noqa: BLE001 - malformed zips and pickles raise many types: not one
+        return False
+    return False
+
+
+def checkpoint_arch(path: str | os.PathLike) -> str:
+    """The architecture name that loads the ultralytics checkpoint at ``path``: ``yolo:ABSPATH``."""
+    p = Path(path)
+    if not is_checkpoint_name(p.name):
+        raise EdgeslimError(
+            f"{p} is an ultralytics checkpoint but not named *.pt; rename it to {p.stem}.pt (as ultralytics names them)"
+        )
+    return f"{PREFIX}:{p.expanduser().resolve()}"
+
+
+def is_ultralytics_model(model: Any) -> bool:
+    """True for an ultralytics model (an instance of ``ultralytics.nn.tasks.BaseModel``). Imports
+    nothing: without ``ultralytics.nn.tasks`` imported, no object is one."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    base = getattr(tasks, "BaseModel", None)
+    return base is not None and isinstance(model, base)
+
+
+def prepare_for_export(
+    model: nn.Module, input_shape: tuple[int, int, int], *, dynamic: bool = False
+) -> nn.Module:
+    """A copy of the ultralytics ``model`` set up as ultralytics' ``Exporter`` sets it up for ONNX:
+    every head in export mode with ``format="onnx"`` (``Detect`` and its subclasses return only the
+    decoded ``[N, 4+nc(+extra), anchors]`` tensor, ``Segment`` also its mask prototypes,
+    ``Classify`` the softmax), ``dynamic`` as asked, ``max_det`` at most the anchors of the input
+    (end-to-end heads) and cached anchors dropped. ``model`` itself is left as it was."""
+    heads = importlib.import_module("ultralytics.nn.modules.head")  # imported already: the model is one
+    out = copy.deepcopy(model).float().eval()
+    _, h, w = input_shape
+    strides = [float(s) for s in getattr(out, "stride", [32.0])]
+    anchors = sum(int(h / s) * int(w / s) for s in strides)
+    plain = tuple(getattr(heads, n) for n in ("Classify", "SemanticSegment", "Depth") if hasattr(heads, n))
+    rtdetr = getattr(heads, "RTDETRDecoder", None)
+    decoders = tuple(c for c in (getattr(heads, "Detect", None), rtdetr) if c is not None)
+    for m in out.modules():
+        if plain and isinstance(m, plain):
+            m.export, m.format = True, "onnx"
+        if decoders and isinstance(m, decoders):
+            m.dynamic, m.export, m.format = dynamic, True, "onnx"
+            if hasattr(m, "max_det"):
+                available = m.num_queries if rtdetr is not None and isinstance(m, rtdetr) else anchors
+                m.max_det = min(int(m.max_det), available)
+            m.shape = None  # anchors cached for another input size
+    return out
+
+
+def export_output_names(outputs: Any) -> list[str]:
+    """ONNX output names as ultralytics' own export gives them: ``output0`` (``output1``: a
+    segmenter's mask prototypes)."""
+    n = 1 if not isinstance(outputs, (tuple, list)) else len(outputs)
+    return [f"output{i}" for i in range(n)]
+
+
+register_prefix(
+    PREFIX, build_yolo_model, list_yolo_models,
+    runs_code=is_checkpoint_name, defaults=yolo_defaults, classes_of=yolo_classes,
+)  # fmt: skip

@@ -22,14 +22,19 @@ def run(
     trust_pickle: bool = False,
     weights: Path | None = None,
     say: Callable[[str], None] | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """Load ``model`` (a model file, or an architecture name with ``weights``), refuse non-finite
-    weights, and export it as ``req`` says; returns the export result."""
+    """Load ``model`` (a model file, or an architecture name with ``weights`` and ``num_classes``),
+    refuse non-finite weights, and export it as ``req`` says; returns the export result."""
     from edgeslim.export.pipeline import run_export
     from edgeslim.pipelines.source import check_finite_weights, load_model_or_arch
 
     loaded = load_model_or_arch(
-        model, trust_pickle=trust_pickle, input_shape=req.input_shape, weights=weights
+        model,
+        trust_pickle=trust_pickle,
+        input_shape=req.input_shape,
+        weights=weights,
+        num_classes=num_classes,
     )
     check_finite_weights(loaded)
     kwargs = {"say": say} if say is not None else {}

@@ -27,6 +27,8 @@ class PruneRequest:
     trust_pickle: bool = False
     weights: Path | None = None
     force: bool = False
+    #: classes of an architecture built by name (None: the data set's or the architecture's own)
+    num_classes: int | None = None
 
 
 def run(req: PruneRequest) -> dict[str, Any]:
@@ -45,8 +47,14 @@ def run(req: PruneRequest) -> dict[str, Any]:
     align = resolve_alignment(req.round_to, req.profile, req.precision)
     output = check_output_path(req.output, req.force, "output")
     plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
-    loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights)
+    loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
     check_finite_weights(loaded)
+    if loaded.spec is None and loaded.kind == "pickle":
+        raise EdgeslimError(
+            f"{req.model} is a whole pickled module, which records no input shape, and the slim "
+            "checkpoint needs one to rebuild the model; pass input_shape C,H,W (e.g. 3,32,32)",
+            param="input_shape",
+        )
     if loaded.spec is None:
         raise EdgeslimError(
             f"{req.model} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
@@ -71,13 +79,21 @@ def run(req: PruneRequest) -> dict[str, Any]:
     return rep
 
 
-def load_traceable(model: str, trust_pickle: bool, input_shape: Any, weights: Path | None = None) -> Any:
+def load_traceable(
+    model: str,
+    trust_pickle: bool,
+    input_shape: Any,
+    weights: Path | None = None,
+    num_classes: int | None = None,
+) -> Any:
     from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
 
-    loaded = load_model_or_arch(model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights)
+    loaded = load_model_or_arch(
+        model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
+    )
     if loaded.kind in ("torchscript", "exported"):
         raise EdgeslimError(
-            f"{model} is a {loaded.kind} program; surgery needs the Python model: give the edgeslim "
+            f"{model} is {loaded.described}; surgery needs the Python model: give the edgeslim "
             "checkpoint it was made from, or the architecture with --weights"
         )
     if loaded.kind == "pickle" and input_shape is not None:
@@ -103,7 +119,11 @@ def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ..
 
 
 def graph(
-    model: str, input_shape: Any = None, trust_pickle: bool = False, weights: Path | None = None
+    model: str,
+    input_shape: Any = None,
+    trust_pickle: bool = False,
+    weights: Path | None = None,
+    num_classes: int | None = None,
 ) -> Any:
     """The channel dependency graph (:class:`edgeslim.surgery.graph.DependencyGraph`) of a model
     file or an architecture, traced on one zero input of its input shape."""
@@ -112,7 +132,7 @@ def graph(
     from edgeslim.pipelines.source import model_input_shape
     from edgeslim.surgery import build_graph
 
-    loaded = load_traceable(model, trust_pickle, input_shape, weights)
+    loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes)
     shape = model_input_shape(loaded, input_shape)
     return build_graph(loaded.model, torch.zeros((1, *shape)))
 

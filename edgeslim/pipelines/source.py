@@ -27,9 +27,12 @@ def load_model_or_arch(
 ) -> LoadedModel:
     """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
 
-    For a name, the input shape is ``input_shape``, else the data set's, else 3,32,32; the classes
-    are ``num_classes``, else the data set's, else 10 (with ``weights``: the weights' own count).
-    Files keep their own spec.
+    For a name, the input shape is ``input_shape``, else the data set's, else the architecture's
+    default (:func:`~edgeslim.models.registry.model_defaults`: 3,640,640 for ``yolo:``, else
+    3,32,32); the classes are ``num_classes``, else the data set's, else the architecture's own
+    (a ``yolo:`` yaml's ``nc``), else 10 (with ``weights``: the weights' own count). Files keep
+    their own spec. A name that unpickles a file (``pickle:PATH``, ``yolo:best.pt``) is recorded
+    in the spec with the file's absolute path.
     """
     from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
 
@@ -45,17 +48,20 @@ def load_model_or_arch(
                 f"{target} is a model file that holds its own weights"
             )
         return load_model(target, trust_pickle=trust_pickle)
-    from edgeslim.models.registry import ModelSpec, check_trusted, create_model
+    from edgeslim.models.registry import ModelSpec, build_model, canonical_arch, check_trusted, model_defaults
 
     check_trusted(target, trust_pickle)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if data is not None and dshape is None and shape is None:
         raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
-    c, h, w = shape or (dshape[:3] if dshape else (3, 32, 32))
-    classes = num_classes or (dshape[3] if dshape else 10)
-    spec = ModelSpec(target, classes, c, (h, w))
+    own = model_defaults(target)
+    c, h, w = shape or (
+        dshape[:3] if dshape else (own.get("in_channels", 3), *own.get("input_size", (32, 32)))
+    )
+    classes = num_classes or (dshape[3] if dshape else own.get("num_classes", 10))
+    spec = ModelSpec(canonical_arch(target), classes, c, (h, w))
     if weights is None:
-        model = create_model(spec, trust_pickle=trust_pickle)
+        model, spec = build_model(spec, trust_pickle=trust_pickle)
         return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights, with_classes
@@ -116,6 +122,6 @@ def model_input_shape(
         c, h, w = loaded.spec.input_shape
         return (c, h, w)
     raise EdgeslimError(
-        f"{loaded.path} is a {loaded.kind} file without an input shape; pass --input-shape C,H,W"
+        f"{loaded.path} is {loaded.described} without an input shape; pass --input-shape C,H,W"
         + (" or --data" if data_option else "")
     )

@@ -1,0 +1,238 @@
+"""Ultralytics YOLO models from the command line: ``yolo:best.pt`` (an ultralytics checkpoint, a
+pickle: only with ``--trust-pickle``), the yaml's own classes, the 640x640 default input, ``slim``
+refusing a detector, and the single ``output0`` of the ONNX export, checked in ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ultralytics")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::torch.jit.TracerWarning"
+)
+
+from edgeslim.checkpoint import load_model, save_model  # noqa: E402
+from edgeslim.cli import main  # noqa: E402
+from edgeslim.errors import EdgeslimError  # noqa: E402
+from edgeslim.models.registry import ModelSpec  # noqa: E402
+from edgeslim.pipelines.source import load_model_or_arch  # noqa: E402
+
+SMALL = "3,64,64"
+#: anchors of a 64x64 input at strides 8, 16, 32
+ANCHORS_64 = 8 * 8 + 4 * 4 + 2 * 2
+
+#: what an ultralytics user has: YOLO(...).save() (as training writes best.pt: a pickled dict whose
+#: 'model' is a half-precision DetectionModel); 8 of the stem's 16 BN scales are zero, to prune
+SAVE = """
+import sys, torch
+from ultralytics import YOLO
+y = YOLO("yolov8n.yaml")
+with torch.no_grad():
+    y.model.model[0].bn.weight[:8] = 0
+y.save(sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def best_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ultralytics checkpoint written by ultralytics itself (in a fresh process: importing
+    ``ultralytics.YOLO`` here would replace ``PIL.Image.open`` for the other tests)."""
+    path = tmp_path_factory.mktemp("yolo") / "best.pt"
+    env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true"}
+    out = subprocess.run([sys.executable, "-c", SAVE, str(path)], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    ckpt = torch.load(path, weights_only=False)
+    assert type(ckpt["model"]).__name__ == "DetectionModel" and ckpt["model"].yaml["nc"] == 80
+    return path
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_ultralytics_checkpoint_is_refused_without_trust(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """No command unpickles best.pt without --trust-pickle: one line, exit 2, nothing written."""
+    for args in (
+        ["info", f"yolo:{best_pt}"],
+        ["graph", f"yolo:{best_pt}"],
+        ["prune", f"yolo:{best_pt}", "-o", str(tmp_path / "slim.pt")],
+        ["export", f"yolo:{best_pt}", "--onnx", str(tmp_path / "m.onnx")],
+        ["info", str(best_pt)],
+        ["export", str(best_pt), "--onnx", str(tmp_path / "m.onnx")],
+    ):
+        assert main(args) == 2, args
+        err = _one_line(capsys)
+        assert "--trust-pickle" in err and "pickle" in err and "code" in err, (args, err)
+    assert "ultralytics checkpoint" in err and f"yolo:{best_pt}" in err  # the bare file: what to use
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_reads_best_pt_with_its_classes(best_pt: Path, capsys) -> None:
+    from edgeslim.counting import count_model
+    from edgeslim.models.yolo import load_yolo_checkpoint
+
+    assert main(["info", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
+    ref = count_model(load_yolo_checkpoint(str(best_pt), trust_pickle=True), (3, 64, 64))
+    assert res["num_classes"] == 80 and res["macs"] == ref.macs and res["params"] == ref.params
+    assert res["bn"]["zeros"] == 8
+    # a bare best.pt is recognised as what it is and loads the same way
+    assert main(["info", str(best_pt), "--trust-pickle", "--input-shape", SMALL, "--json"]) == 0
+    bare = json.loads(capsys.readouterr().out)
+    assert bare["kind"] == "ultralytics" and bare["arch"] == f"yolo:{best_pt.resolve()}"
+    assert (bare["macs"], bare["params"]) == (res["macs"], res["params"])
+    loaded = load_model(best_pt, trust_pickle=True)
+    assert loaded.spec.num_classes == 80 and loaded.spec.input_shape == (3, 640, 640)
+    with pytest.raises(EdgeslimError, match="keeps its classes"):
+        load_model_or_arch(f"yolo:{best_pt}", trust_pickle=True, num_classes=3)
+
+
+def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """prune yolo:best.pt removes the zero channels; its export has ultralytics' one output
+    ``output0`` [N, 4+80, anchors] with a dynamic batch, equal in ONNX Runtime and PyTorch."""
+    import onnx
+    import onnxruntime as ort
+
+    slim = tmp_path / "slim.pt"
+    args = ["prune", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--round-to", "1"]
+    assert main([*args, "-o", str(slim), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["removed_channels"] == 8 and rep["max_abs_diff"] < 1e-3
+    loaded = load_model(slim, trust_pickle=True)  # its spec names best.pt by its absolute path
+    assert loaded.spec.arch == f"yolo:{best_pt.resolve()}" and loaded.spec.num_classes == 80
+    assert loaded.model.model[0].conv.out_channels == 8
+
+    onnx_path = tmp_path / "slim.onnx"
+    assert main(["export", str(slim), "--trust-pickle", "--onnx", str(onnx_path), "--dynamic-batch",
+                 "--json"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["onnx"]["output_names"] == ["output0"] and res["onnx"]["validation"]["passed"]
+    proto = onnx.load(str(onnx_path))
+    assert [o.name for o in proto.graph.output] == ["output0"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 84, ANCHORS_64]
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        ref = loaded.model.eval()(x)[0].numpy()  # the model's own decoded predictions
+    assert got.shape == ref.shape == (3, 84, ANCHORS_64)
+    np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-4)
+    assert isinstance(loaded.model(x), tuple)  # the export left the model as it was
+
+
+def test_graph_and_export_take_the_ultralytics_checkpoint_by_name(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    assert main(["graph", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bn_groups"]
+    onnx_path = tmp_path / "best.onnx"
+    assert main(["export", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL,
+                 "--onnx", str(onnx_path), "--json"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["onnx"]["output_names"] == ["output0"] and res["onnx"]["input_shape"] == [1, 3, 64, 64]
+
+
+def test_yolo_yaml_keeps_its_classes_and_measures_at_640(tmp_path: Path, capsys) -> None:
+    loaded = load_model_or_arch("yolo:yolov8n", trust_pickle=False)
+    assert loaded.spec.num_classes == 80 and loaded.spec.input_shape == (3, 640, 640)
+    assert loaded.model.model[-1].nc == 80
+    assert load_model_or_arch("yolo:yolov8n", trust_pickle=False, num_classes=3).model.model[-1].nc == 3
+    assert load_model_or_arch("yolo:yolov8n-cls", trust_pickle=False).spec.num_classes == 1000
+    assert load_model_or_arch("vgg-small", trust_pickle=False).spec.input_shape == (3, 32, 32)  # unchanged
+    # --num-classes on info and export; ultralytics' "Overriding model.yaml nc" stays off stdout
+    assert main(["info", "yolo:yolov8n", "--num-classes", "3", "--input-shape", SMALL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_classes"] == 3
+    onnx_path = tmp_path / "y3.onnx"
+    assert main(["export", "yolo:yolov8n", "--num-classes", "3", "--input-shape", SMALL, "--onnx",
+                 str(onnx_path), "--json"]) == 0  # fmt: skip
+    json.loads(capsys.readouterr().out)
+    import onnx
+
+    out = onnx.load(str(onnx_path)).graph.output
+    assert [o.name for o in out] == ["output0"]
+    assert [d.dim_value for d in out[0].type.tensor_type.shape.dim] == [1, 4 + 3, ANCHORS_64]
+
+
+def test_weights_of_another_class_count_need_num_classes(tmp_path: Path, capsys) -> None:
+    """A custom-class YOLO state_dict fits the yaml with --num-classes (graph, prune); without it
+    the one line names --num-classes."""
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, num_classes=3).model
+    sd = tmp_path / "y3_state_dict.pt"
+    torch.save(model.state_dict(), sd)
+    base = ["graph", "yolo:yolov8n", "--weights", str(sd), "--input-shape", SMALL, "--json"]
+    assert main(base) == 2
+    assert "number of classes they were trained for as --num-classes" in _one_line(capsys)
+    assert main([*base, "--num-classes", "3"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "y3_slim.pt"
+    assert main(["prune", "yolo:yolov8n", "--weights", str(sd), "--num-classes", "3", "--input-shape", SMALL,
+                 "-o", str(out), "--json"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert load_model(out).spec == ModelSpec("yolo:yolov8n", 3, 3, (64, 64))
+
+
+def test_slim_refuses_a_detector_before_making_its_directory(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    for c in ("cat", "dog"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(tmp_path / "imgs" / c / f"{i}.png")
+    out = tmp_path / "runs" / "yslim"
+    args = ["slim", "yolo:yolov8n", "--data", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+            "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 2
+    err = _one_line(capsys)
+    assert "trains image classifiers" in err and "ProximalSlimming" in err and "edgeslim prune" in err
+    assert "docs/slimming.md" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bench_torch_backend_opens_best_pt(best_pt: Path) -> None:
+    from edgeslim.bench.backends.torch_eager import TorchBackend
+
+    with pytest.raises(EdgeslimError, match="trust_pickle"):
+        TorchBackend().open(str(best_pt), {"device": "cpu"})
+    sess = TorchBackend().open(
+        str(best_pt), {"device": "cpu", "trust_pickle": True, "input_shape": [3, 64, 64]}
+    )
+    sess.set_batch(2)
+    assert sess.run()[0].shape == (2, 84, ANCHORS_64)
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_recognising_an_ultralytics_checkpoint_runs_nothing(best_pt: Path, tmp_path: Path) -> None:
+    from edgeslim.models.yolo import is_ultralytics_checkpoint
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(marker), "note": "ultralytics"}, evil)
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    from edgeslim.models import create_model
+
+    ours = save_model(tmp_path / "ours.pt", create_model(spec), spec)
+    assert is_ultralytics_checkpoint(best_pt)
+    assert not is_ultralytics_checkpoint(evil) and not is_ultralytics_checkpoint(ours)
+    assert not is_ultralytics_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(EdgeslimError, match="trust_pickle"):
+        load_model(evil)
+    assert not marker.exists()
