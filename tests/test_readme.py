@@ -3,6 +3,7 @@ Python example. Only sizes shrink (``--subset``, ``--test-subset``, ``--epochs``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -78,6 +79,8 @@ def test_readme_commands_run_in_order(tmp_path, cifar_zip):
         assert r.returncode == 0, (argv, r.stderr[-3000:])
     assert (tmp_path / "runs" / "quickstart" / "bench" / "run.json").is_file()
     assert (tmp_path / "runs" / "mine" / "slim.onnx").is_file()
+    mine = json.loads((tmp_path / "runs" / "mine" / "report.json").read_text())
+    assert mine["macs"]["slim"] <= 0.5 * mine["macs"]["dense"] * 1.02  # the user's model did get slimmer
 
 
 @pytest.mark.slow
