@@ -120,6 +120,19 @@ def test_cli_prune_writes_reloadable_checkpoint(tmp_path, ckpt, fmnist_dir, caps
     assert "--force" in capsys.readouterr().err
 
 
+def test_cli_prune_calibrates_on_the_data_set_the_checkpoint_records(tmp_path, fmnist_dir, capsys):
+    """As export validates: without --data, the images of the checkpoint's own data set (meta)."""
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=1, input_size=(28, 28))
+    m = _zeroed("vgg-small", spec, frac=0.3, bias=-0.1)
+    path = save_model(tmp_path / "t.pt", m, spec, meta={"data": "fashion-mnist", "data_dir": fmnist_dir})
+    assert main(["prune", str(path), "-o", str(tmp_path / "s.pt"), "--calib", "16", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["calibration"].startswith("16 images: fashion-mnist test")
+    bare = save_model(tmp_path / "b.pt", m, spec)  # no data recorded: random inputs, and it says so
+    assert main(["prune", str(bare), "-o", str(tmp_path / "s2.pt"), "--json"]) == 0
+    assert "random" in json.loads(capsys.readouterr().out)["calibration"]
+
+
 def test_cli_graph_and_errors(tmp_path, ckpt, capsys):
     path, _ = ckpt
     assert main(["graph", str(path)]) == 0

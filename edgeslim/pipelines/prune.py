@@ -61,7 +61,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
             "for a whole pickled module give its input shape, else give the architecture with weights"
         )
     shape = model_input_shape(loaded, req.input_shape)
-    calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape)
+    calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
     example = torch.zeros((1, *shape))
     res = prune_with_report(loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib)
     rep = res.report
@@ -101,21 +101,22 @@ def load_traceable(
     return loaded
 
 
-def _calib(data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ...]) -> tuple[Any, str]:
+def _calib(
+    data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ...], meta: dict[str, Any]
+) -> tuple[Any, str]:
+    """Calibration inputs: test images of ``data``, else of the data set the checkpoint records
+    (normalized as in training, as export validates), else seeded random normal inputs."""
     import torch
 
-    if data is None:
+    from edgeslim.export.validate import real_inputs
+
+    batch = real_inputs(shape, data=data, data_dir=str(data_dir) if data_dir else None, meta=meta, n=n)  # type: ignore[arg-type]
+    if batch is None:
         gen = torch.Generator().manual_seed(0)
         return [
             torch.randn((min(n, 32), *shape), generator=gen)
         ], "random normal inputs (pass --data for real images)"
-    from edgeslim.data.datasets import load_dataset
-
-    bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=n)
-    if tuple(bundle.input_shape) != tuple(shape):
-        raise EdgeslimError(f"data set {data} has images {bundle.input_shape}, the model expects {shape}")
-    x = bundle.normalize(bundle.test_x)
-    return list(x.split(64)), f"{len(x)} test images of {bundle.name}"
+    return list(batch.x.split(64)), f"{len(batch.x)} images: {batch.source}"
 
 
 def graph(
