@@ -198,6 +198,11 @@ def test_slim_refuses_a_detector_before_making_its_directory(tmp_path: Path, cap
     assert "trains image classifiers" in err and "ProximalSlimming" in err and "edgeslim prune" in err
     assert "docs/slimming.md" in err
     assert not (tmp_path / "runs").exists()
+    train = ["train", "--arch", "yolo:yolov8n", "--data", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
+             "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert main(train) == 2  # train builds the same way: refused the same way
+    assert "trains image classifiers" in _one_line(capsys)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_bench_torch_backend_opens_best_pt(best_pt: Path) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.parsing import parse_input_shape
@@ -124,4 +124,64 @@ def model_input_shape(
     raise EdgeslimError(
         f"{loaded.path} is {loaded.described} without an input shape; pass --input-shape C,H,W"
         + (" or --data" if data_option else "")
+    )
+
+
+#: where the docs show slimming a model inside its own training loop
+OWN_LOOP_DOCS = "docs/slimming.md, section Python API"
+
+
+def _describe_output(y: Any) -> str:
+    import torch
+
+    if isinstance(y, torch.Tensor):
+        return f"a tensor of shape [{', '.join(map(str, y.shape))}]"
+    if isinstance(y, dict):
+        return f"a dict ({', '.join(map(str, list(y)[:4]))})"
+    if isinstance(y, (tuple, list)):
+        return f"a {type(y).__name__} of {len(y)}"
+    return f"a {type(y).__name__}"
+
+
+def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pickle: bool = False) -> None:
+    """Refuse ``target`` unless it is an image classifier, before any data is loaded or directory made.
+
+    ``slim`` trains on labelled images with a cross-entropy loss, so the model's forward must give
+    one ``[N, classes]`` tensor, in training and in eval mode. That is checked structurally: the
+    architecture (random weights; ``--weights`` are not read) or the model file is run on two
+    zero images of the data set's shape (else the model's own input shape). A detector (an
+    ultralytics YOLO returns a dict in training and a tuple in eval mode) is refused with one
+    line saying how to slim it in its own training loop. A model that cannot run the probe is left
+    to the run's own checks.
+    """
+    import torch
+
+    from edgeslim.data import dataset_shape
+
+    dshape = dataset_shape(data_name) if data_name else None
+    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=dshape[:3] if dshape else None)
+    if loaded.kind in ("torchscript", "exported"):
+        return  # refused later, with its own reason
+    shape = dshape[:3] if dshape else (loaded.spec.input_shape if loaded.spec is not None else None)
+    if shape is None:
+        return
+    model, x = loaded.model, torch.zeros((2, *shape))
+    try:
+        with torch.no_grad():
+            for mode in ("eval", "training"):
+                model.train(mode == "training")
+                y = model(x)
+                if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == len(x)):
+                    break
+            else:
+                return
+    except Exception:  # noqa: BLE001 - a shape the model cannot take: the run reports it with its data
+        return
+    raise EdgeslimError(
+        f"edgeslim trains image classifiers on labelled images, and {target} is not one: in {mode} mode "
+        f"its forward returns {_describe_output(y)}, not one [N, classes] tensor (a detector?); sparsify "
+        "it in its own training loop with edgeslim.sparsity.ProximalSlimming (slimmer.step(optimizer) after "
+        f"each optimizer.step(), slimmer.finalize() at the end; {OWN_LOOP_DOCS}), then cut the zero "
+        "channels out with edgeslim prune (an ultralytics best.pt: edgeslim prune yolo:best.pt --trust-pickle "
+        "-o slim.pt)"
     )

@@ -104,6 +104,10 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
             f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
+    if kw["arch"] and resume_ckpt is None:  # a detector is refused before its directory is made
+        from edgeslim.pipelines.source import refuse_non_classifier
+
+        refuse_non_classifier(kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"])
     with contextlib.ExitStack() as stack:
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, markers=(MODEL_FILE,)))
