@@ -48,6 +48,20 @@ class LoadedModel:
     path: Path | None = None
 
     @property
+    def input_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) the model records: its spec's, or the fixed shape a torch.export program was
+        exported for; None when it records none."""
+        if self.spec is not None:
+            c, h, w = self.spec.input_shape
+            return (c, h, w)
+        ep = self.meta.get("exported_program") if self.kind == "exported" else None
+        shapes = exported_input_shapes(ep) if ep is not None else []
+        if len(shapes) == 1 and len(shapes[0]) == 4 and all(d is not None for d in shapes[0][1:]):
+            _, c, h, w = shapes[0]
+            return (int(c), int(h), int(w))  # type: ignore[arg-type]
+        return None
+
+    @property
     def described(self) -> str:
         """The kind in words, with its article, for messages (``an exported program``)."""
         return KIND_WORDS.get(self.kind, f"a {self.kind} model")

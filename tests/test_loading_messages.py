@@ -232,10 +232,13 @@ def test_exported_program_runs_at_its_shape(pt2, capsys):
     assert run("info", pt2, "--trust-pickle", "--input-shape", "3,16,16", "--json") == 0
     res = json.loads(capsys.readouterr().out)
     assert res["kind"] == "exported" and res["input_shape"] == [3, 16, 16]
-    rc = run("bench", pt2, "--trust-pickle", "--input-shape", "3,16,16", "--json", *BENCH_FAST)
+    assert load_model(pt2, trust_pickle=True).input_shape == (3, 16, 16)  # what the program fixes
+    rc = run("bench", pt2, "--trust-pickle", "--json", *BENCH_FAST)  # no --input-shape: the program's
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert json.loads(cap.out)["models"]
+    assert run("info", pt2, "--trust-pickle", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [3, 16, 16]
 
 
 def test_exported_program_at_another_shape_is_one_line(pt2, tmp_path, capsys):
@@ -247,6 +250,12 @@ def test_exported_program_at_another_shape_is_one_line(pt2, tmp_path, capsys):
     assert "--input-shape" not in err  # the shape given was right
     one_line_error(capsys, ["prune", pt2, "--trust-pickle", "-o", tmp_path / "s.pt"],
                    "is an exported program")  # fmt: skip
+    assert (
+        run("export", pt2, "--trust-pickle", "--input-shape", "3,32,32", "--onnx", tmp_path / "m.onnx") == 2
+    )
+    (err,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert "pass --input-shape 3,16,16" in err  # the program's own reason, not wrapped in a second one
+    assert "does not accept" not in err and not (tmp_path / "m.onnx").exists()
     with pytest.raises(EdgeslimError, match=r"pass input_shape 3,16,16") as info:
         load_model(pt2, trust_pickle=True).model(torch.zeros(1, 3, 8, 8))
     assert info.value.params == ("input_shape",)

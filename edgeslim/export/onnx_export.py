@@ -321,6 +321,8 @@ def export_onnx(
     with torch.no_grad():
         try:
             probe = model(x)
+        except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
+            raise
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
             raise EdgeslimError(
                 f"the model does not accept input {batch}x{c}x{h}x{w} "

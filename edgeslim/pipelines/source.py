@@ -106,7 +106,7 @@ def model_input_shape(
     *,
     data_option: bool = False,
 ) -> tuple[int, int, int]:
-    """C,H,W for ``loaded``: ``input_shape``, else the data set's, else the model's spec.
+    """C,H,W for ``loaded``: ``input_shape``, else the data set's, else the one the model records.
 
     ``data_option``: the command has a ``--data`` that sets the shape (named in the error).
     """
@@ -118,9 +118,8 @@ def model_input_shape(
         dshape = dataset_shape(data)
         if dshape is not None:
             return (dshape[0], dshape[1], dshape[2])
-    if loaded.spec is not None:
-        c, h, w = loaded.spec.input_shape
-        return (c, h, w)
+    if loaded.input_shape is not None:  # the spec's, or the shape a torch.export program fixes
+        return loaded.input_shape
     raise EdgeslimError(
         f"{loaded.path} is {loaded.described} without an input shape; pass --input-shape C,H,W"
         + (" or --data" if data_option else "")

@@ -19,9 +19,7 @@ class TorchSession(Session):
     def __init__(self, loaded, device: str, torch, input_shape: tuple[int, int, int] | None = None) -> None:
         self.torch = torch
         self.model = loaded.model.to(device).eval()
-        self.input_shape = (
-            tuple(input_shape) if input_shape else (loaded.spec.input_shape if loaded.spec else None)
-        )
+        self.input_shape = tuple(input_shape) if input_shape else loaded.input_shape
         self.device = torch.device(device)
         self.x = None
         self.cuda = self.device.type == "cuda"
