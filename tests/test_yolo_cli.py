@@ -241,3 +241,45 @@ def test_recognising_an_ultralytics_checkpoint_runs_nothing(best_pt: Path, tmp_p
     with pytest.raises(EdgeslimError, match="trust_pickle"):
         load_model(evil)
     assert not marker.exists()
+
+
+def test_a_yaml_that_names_code_is_built_only_when_trusted(tmp_path: Path, capsys) -> None:
+    """ultralytics ``eval``s a yaml's ``activation`` and calls any name of its module as a layer: a
+    yaml that uses either runs code when built, so it is refused like a pickle without
+    --trust-pickle. A yaml of plain layers (a literal ``nn.ReLU()`` activation) builds as before."""
+    import yaml
+
+    tasks = pytest.importorskip("ultralytics.nn.tasks")
+    base = tasks.yaml_model_load("yolov8n.yaml")
+    base = {k: v for k, v in base.items() if k not in ("yaml_file",)}
+    marker = tmp_path / "ran"
+    evil = {**base, "activation": f"__import__('pathlib').Path({str(marker)!r}).touch() or nn.SiLU()"}
+    (tmp_path / "evil.yaml").write_text(yaml.safe_dump(evil))
+    layer = {**base, "backbone": [[-1, 1, "attempt_download_asset", ["x.pt"]], *base["backbone"][1:]]}
+    (tmp_path / "layer.yaml").write_text(yaml.safe_dump(layer))
+    for name, why in (("evil.yaml", "activation"), ("layer.yaml", "attempt_download_asset")):
+        assert main(["info", f"yolo:{tmp_path / name}", "--input-shape", SMALL]) == 2
+        err = _one_line(capsys)
+        assert "evaluates code its yaml names" in err and why in err and "--trust-pickle" in err
+    assert not marker.exists()
+    relu = {**base, "activation": "nn.ReLU()"}
+    (tmp_path / "relu.yaml").write_text(yaml.safe_dump(relu))
+    assert main(["info", f"yolo:{tmp_path / 'relu.yaml'}", "--input-shape", SMALL, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] > 1e6
+    assert main(["info", f"yolo:{tmp_path / 'evil.yaml'}", "--input-shape", SMALL, "--trust-pickle"]) == 0
+    assert marker.exists()  # trusted: built as ultralytics builds it
+
+
+def test_a_whole_pickled_yolo_module_loads_as_a_pickle_not_a_checkpoint(tmp_path: Path) -> None:
+    """``torch.save(model)`` of an ultralytics model names ultralytics classes too, but it is a module,
+    not a checkpoint dict: trusted, it loads as the module it is."""
+    from edgeslim.models.registry import create_model
+    from edgeslim.models.yolo import is_ultralytics_checkpoint
+
+    whole = tmp_path / "whole.pt"
+    torch.save(create_model(ModelSpec("yolo:yolov8n", 80, 3, (64, 64))), whole)
+    assert not is_ultralytics_checkpoint(whole)
+    loaded = load_model(whole, trust_pickle=True)
+    assert loaded.kind == "pickle" and type(loaded.model).__name__ == "DetectionModel"
+    with pytest.raises(EdgeslimError, match="trust"):
+        load_model(whole)

@@ -29,8 +29,11 @@ VERSION = 1
 #: would put the working directory first, where a folder named ``edgeslim`` -- a clone of the
 #: repository, say -- shadows the package.)
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+#: ``-c`` puts "" (the working directory) first, which the package root replaces; under ``-P`` or
+#: PYTHONSAFEPATH nothing is there to replace, and the root goes before the rest
 _WORKER = (
-    "import sys; sys.path[0] = {root!r}; from edgeslim.bench.worker import main; sys.exit(main(sys.argv[1:]))"
+    "import sys; p = sys.path; p[:1] = [{root!r}] if p and p[0] == '' else [{root!r}, *p[:1]]; "
+    "from edgeslim.bench.worker import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -182,10 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 def _os_error_line(exc: OSError | MemoryError) -> str:
     """One line for an operating-system error: what failed, on which file, and the fix for its kind."""
     import errno
@@ -207,3 +203,7 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
         errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
     }.get(exc.errno, "free space or memory, or fix the permissions")
     return f"{exc.strerror or type(exc).__name__}{where}; {fix}, and rerun"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

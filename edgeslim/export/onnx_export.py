@@ -400,12 +400,12 @@ def export_loaded(
     from edgeslim.export.validate import real_inputs
 
     if input_shape is None:
-        if loaded.spec is None:
+        if loaded.input_shape is None:  # the spec's, or the shape a torch.export program fixes
             raise EdgeslimError(
-                f"{loaded.path} is a {loaded.kind} file without a model spec; pass input_shape C,H,W",
+                f"{loaded.path} is {loaded.described} that records no input shape; pass input_shape C,H,W",
                 param="input_shape",
             )
-        input_shape = loaded.spec.input_shape
+        input_shape = loaded.input_shape
     shape = parse_input_shape(input_shape)
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):

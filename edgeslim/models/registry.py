@@ -66,7 +66,7 @@ _PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 _PREFIX_LISTERS: dict[str, Callable[[], list[str]]] = {}
 #: families whose builder unpickles a file the user names (``pickle:PATH``): built only when trusted;
 #: a callable decides per name (``yolo:best.pt`` unpickles, ``yolo:yolov8n`` does not)
-_RUNS_CODE: dict[str, Callable[[str], bool]] = {}
+_RUNS_CODE: dict[str, Callable[[str], bool | str]] = {}
 #: prefix -> defaults(name): the ModelSpec fields a name is built with when the user gives none
 _DEFAULTS: dict[str, Callable[[str], dict[str, Any]]] = {}
 #: prefix -> classes_of(model): the class count of a model built with ``num_classes=None``
@@ -90,7 +90,7 @@ def register_prefix(
     resolver: Callable[..., nn.Module],
     lister: Callable[[], list[str]],
     *,
-    runs_code: bool | Callable[[str], bool] = False,
+    runs_code: bool | Callable[[str], bool | str] = False,
     defaults: Callable[[str], dict[str, Any]] | None = None,
     classes_of: Callable[[nn.Module], int] | None = None,
 ) -> None:
@@ -98,7 +98,7 @@ def register_prefix(
 
     ``runs_code``: building a name unpickles the file it names (it can run arbitrary code), so
     :func:`create_model` builds it only with ``trust_pickle=True``; a callable ``runs_code(NAME)``
-    decides per name. ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when
+    decides per name (a string it returns says how the name runs code, for the refusal). ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when
     the user gives none (:func:`model_defaults`, e.g. its native ``input_size``); ``num_classes:
     None`` there means the model's own count, which ``classes_of(model)`` reads back."""
     _PREFIXES[prefix] = resolver
@@ -148,9 +148,11 @@ def model_defaults(arch: str) -> dict[str, Any]:
 def check_trusted(arch: str, trust_pickle: bool) -> None:
     """Refuse ``arch`` when building it unpickles a file (``pickle:PATH``) and ``trust_pickle`` is off."""
     if runs_code(arch) and not trust_pickle:
+        prefix, name = arch.split(":", 1)
+        how = _RUNS_CODE[prefix](name)
+        what = how if isinstance(how, str) else f"unpickles {name}"
         raise EdgeslimError(
-            f"{arch} unpickles {arch.split(':', 1)[1]}, which can run arbitrary code; pass trust_pickle=True "
-            "if you trust it",
+            f"{arch} {what}, which can run arbitrary code; pass trust_pickle=True if you trust it",
             param="trust_pickle",
         )
 

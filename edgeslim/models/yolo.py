@@ -50,7 +50,7 @@ PREFIX = "yolo"
 #: ultralytics' default image size: the input (H, W) of a yolo model when none is given
 DEFAULT_IMGSZ = (640, 640)
 #: suffixes of an ultralytics checkpoint (a pickle) in a ``yolo:`` name
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
+CHECKPOINT_SUFFIXES = (".pt",)  # ultralytics' loader asserts .pt
 #: largest ``data.pkl`` read when checking whether a file is an ultralytics checkpoint
 _MAX_PICKLE_BYTES = 64 << 20
 
@@ -82,15 +82,86 @@ def _no_info() -> Any:
     logger = logging.getLogger("ultralytics")
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
+    streams = [  # its handlers write to stdout: its warnings go to stderr for the block
+        (h, h.setStream(sys.stderr)) for h in logger.handlers if isinstance(h, logging.StreamHandler)
+    ]
     try:
         yield
     finally:
         logger.setLevel(level)
+        for h, stream in streams:
+            if stream is not None:
+                h.setStream(stream)
 
 
 def is_checkpoint_name(name: str) -> bool:
     """True when ``yolo:NAME`` names an ultralytics checkpoint (``best.pt``), which unpickles."""
     return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def _literal_nn_call(spec: Any) -> bool:
+    """True when ``spec`` is ``nn.Name(...)`` or ``torch.nn.Name(...)`` with literal arguments, the
+    only form of a yaml's ``activation`` that names no code (ultralytics ``eval``s it otherwise)."""
+    import ast
+
+    from torch import nn as tnn
+
+    try:
+        call = ast.parse(str(spec).strip(), mode="eval").body
+        if not isinstance(call, ast.Call):
+            return False
+        parts, node = [], call.func
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name) or [*parts[1:], node.id] not in (["nn"], ["nn", "torch"]):
+            return False
+        cls = getattr(tnn, parts[0], None) if parts else None
+        for arg in (*call.args, *(k.value for k in call.keywords)):
+            ast.literal_eval(arg)
+        return isinstance(cls, type) and issubclass(cls, tnn.Module)
+    except (SyntaxError, ValueError, TypeError):
+        return False
+
+
+def yaml_code(name: str) -> str:
+    """What in the model yaml of ``yolo:NAME`` would run code when ultralytics builds it (an
+    ``activation`` it ``eval``s that is not a literal ``nn.Name(...)`` call, a layer that is not an
+    ``nn.Module`` class); "" for a yaml of plain layers, a checkpoint name, or a yaml that cannot be
+    read (the build reports that)."""
+    if is_checkpoint_name(name):
+        return ""
+    tasks = _tasks("for yolo: models")
+    try:
+        with _no_info():
+            d = tasks.yaml_model_load(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    except Exception:  # noqa: BLE001 - a missing or malformed yaml: build_yolo_model says so
+        return ""
+    act = d.get("activation")
+    if act and not _literal_nn_call(act):
+        return f"activation {str(act)[:60]!r}"
+    from torch import nn as tnn
+
+    for layer in [*(d.get("backbone") or []), *(d.get("head") or [])]:
+        m = str(layer[2]) if isinstance(layer, (list, tuple)) and len(layer) > 2 else ""
+        if m.startswith("nn."):
+            cls = getattr(tnn, m[3:], None)
+        elif m.startswith("torchvision.ops."):
+            cls = getattr(importlib.import_module("torchvision.ops"), m[16:], None)
+        else:
+            cls = getattr(tasks, m, None)
+        if not (isinstance(cls, type) and issubclass(cls, tnn.Module)):
+            return f"layer {m[:60]!r}"
+    return ""
+
+
+def names_code(name: str) -> bool | str:
+    """Whether building ``yolo:NAME`` runs code from a file: a checkpoint unpickles (True); a yaml
+    that names code gets the reason (see :func:`yaml_code`)."""
+    if is_checkpoint_name(name):
+        return True
+    code = yaml_code(name)
+    return f"evaluates code its yaml names ({code})" if code else False
 
 
 def yolo_defaults(name: str) -> dict[str, Any]:
@@ -157,7 +228,12 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
     try:
         with _no_info():
             model, _ = tasks.load_checkpoint(path)
-    except (TypeError, KeyError, AttributeError, EOFError, RuntimeError) as exc:
+    except ImportError as exc:  # the pickle names a module that is not installed (no auto-install here)
+        raise EdgeslimError(
+            f"{path} needs the module {getattr(exc, 'name', None) or str(exc)[:80]!r}, which is not installed; "
+            "install it (the ultralytics version that wrote the checkpoint) and retry"
+        ) from exc
+    except (TypeError, KeyError, AttributeError, EOFError, RuntimeError, AssertionError) as exc:
         text = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
         raise EdgeslimError(
             f"{path} is not an ultralytics checkpoint ({type(exc).__name__}: {text[:160]}); give the best.pt "
@@ -167,8 +243,8 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
 
 
 def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a ``torch.save`` zip whose pickle builds objects of ultralytics classes
-    (an ultralytics checkpoint). Read from the pickle's opcodes with :mod:`pickletools` (the module
+    """True when ``path`` is a ``torch.save`` zip whose pickle is a dict that holds objects of
+    ultralytics classes (an ultralytics checkpoint; a whole pickled model is not one). Read from the pickle's opcodes with :mod:`pickletools` (the module
     of each ``GLOBAL``, or of a ``STACK_GLOBAL`` from the two strings before it): nothing is
     unpickled or imported, so this is safe on untrusted files."""
     import pickletools
@@ -180,7 +256,11 @@ def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
                 return False
             data = zf.read(info)
         recent: list[str] = []  # the last strings pushed: a STACK_GLOBAL's module and name
-        for op, arg, _ in pickletools.genops(data):
+        ops = pickletools.genops(data)
+        first = next((op.name for op, _, _ in ops if op.name not in ("PROTO", "FRAME")), "")
+        if first != "EMPTY_DICT":  # a checkpoint is a dict; a whole pickled module is not one
+            return False
+        for op, arg, _ in ops:
             if op.name in ("GLOBAL", "INST"):
                 module = str(arg).split(" ", 1)[0]
             elif op.name == "STACK_GLOBAL":
@@ -251,5 +331,5 @@ def export_output_names(outputs: Any) -> list[str]:
 
 register_prefix(
     PREFIX, build_yolo_model, list_yolo_models,
-    runs_code=is_checkpoint_name, defaults=yolo_defaults, classes_of=yolo_classes,
+    runs_code=names_code, defaults=yolo_defaults, classes_of=yolo_classes,
 )  # fmt: skip

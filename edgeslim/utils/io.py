@@ -84,9 +84,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     sweep_stale_tmp(final.parent, final.name)  # what killed writers of this file left behind
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     fcntl.flock(fd, fcntl.LOCK_SH)  # a sweep in another process leaves a file in use alone
-    os.fchmod(fd, _file_mode(final))  # mkstemp's 0600 would hide the result from other users
     tmp_path = Path(tmp)
     try:
+        os.fchmod(fd, _file_mode(final))  # mkstemp's 0600 would hide the result from other users
         yield tmp_path
         os.replace(tmp_path, final)
     except BaseException:
@@ -102,9 +102,21 @@ def _file_mode(final: Path) -> int:
     try:
         return final.stat().st_mode & 0o7777
     except OSError:
-        mask = os.umask(0o022)  # reading the umask means setting it; restored at once
-        os.umask(mask)
-        return 0o666 & ~mask
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere reading it means setting it; restored at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
