@@ -22,7 +22,11 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
 * ``uniform@F``: not slimming: every coupled channel group keeps its first ``ceil(F x size)``
   channels, the narrow network is re-initialised (the zoo's initialisation) and trained from
   scratch on the same schedule (the network of that width a user could train directly; on
-  vgg-small ``uniform@0.5`` removes exactly 50% of the BN channels).
+  vgg-small ``uniform@0.5`` removes exactly 50% of the BN channels);
+* ``scratch@S``: not slimming: the network ``restart@S`` (the default phases) leaves at the same
+  seed, re-initialised and trained from scratch on the same schedule (Liu et al. 2019, "Rethinking
+  the value of network pruning", scratch-E): whether the channels slimming keeps, or the way it
+  trains them, is what costs accuracy against ``uniform@F``.
 
 Strength: ``lr`` variants get the lambda whose total shrink over the steps the prox acts on is ``S``
 (``--shrink``). With ``alpha = 1/lr`` and momentum m the run solves ``L + (1-m) lam |xi|``
@@ -52,6 +56,7 @@ import torch
 from budget_fmnist import uniform_cut
 from runcache import cached, seed_cache
 
+from edgeslim.checkpoint import load_model
 from edgeslim.data import load_dataset
 from edgeslim.models.init import slimming_init
 from edgeslim.models.registry import create_model
@@ -124,7 +129,9 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated variants (dense," + ",".join(VARIANTS) + ",uniform@F; NAME@S: shrink S)",
+        help="comma-separated variants (dense,"
+        + ",".join(VARIANTS)
+        + ",uniform@F,scratch@S; NAME@S: shrink S)",
     )
     ap.add_argument("--work", type=Path, default=Path("runs/bench_phases"))
     ap.add_argument("--fresh", action="store_true")
@@ -205,6 +212,15 @@ def main() -> None:
                 "history": [(h["epoch"], h["test_acc"], h.get("xi_zero")) for h in rep.get("history", [])],
             }
 
+        def retrain(narrow: torch.nn.Module) -> float:
+            """Test accuracy of ``narrow`` re-initialised (the zoo's way) and trained from scratch."""
+            torch.manual_seed(seed)
+            for m in narrow.modules():
+                if hasattr(m, "reset_parameters") and m is not narrow:
+                    m.reset_parameters()
+            slimming_init(narrow)  # the zoo's own initialisation (kaiming fan-out convs, BN scale 0.5)
+            return fit(narrow, bundle, config).test_accuracy
+
         def uniform(fraction: float) -> dict[str, Any]:
             torch.manual_seed(seed)
             model = create_model(spec)
@@ -213,18 +229,22 @@ def main() -> None:
             dead = uniform_cut(resource)(fraction)
             zero_channels(model, dead)
             pr = prune_with_report(model, ex)
-            narrow = pr.model
-            torch.manual_seed(seed)
-            for m in narrow.modules():
-                if hasattr(m, "reset_parameters") and m is not narrow:
-                    m.reset_parameters()
-            slimming_init(narrow)  # the zoo's own initialisation (kaiming fan-out convs, BN scale 0.5)
-            res = fit(narrow, bundle, config)
             rep = pr.report
-            return {"accuracy": res.test_accuracy, "width_fraction": fraction,
+            return {"accuracy": retrain(pr.model), "width_fraction": fraction,
                     "channels_removed": float(dead.sum()) / resource.total,
                     "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
                     "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
+
+        def scratch(strength: str) -> dict[str, Any]:
+            source = f"restart@{strength}"
+            key = f"{source}-s{seed}"
+            slim_file = args.work / key / "model.pt"
+            # a cached result without its network (e.g. from --merge) runs again
+            fresh = not slim_file.exists()
+            runs[key] = src = cached(args.work, key, fresh, lambda: slim(source))
+            narrow = load_model(slim_file).model
+            return {"accuracy": retrain(narrow), "source": source, "source_accuracy": src["accuracy"],
+                    **{k: src[k] for k in ("channels_removed", "macs_removed", "params_removed")}}  # fmt: skip
 
         for variant in only:
             key = f"{variant}-s{seed}"
@@ -233,6 +253,8 @@ def main() -> None:
                 fn = dense
             elif name == "uniform":
                 fn = lambda f=float(strength or 0.5): uniform(f)  # noqa: E731
+            elif name == "scratch":
+                fn = lambda s=strength or "1.0": scratch(s)  # noqa: E731
             else:
                 fn = lambda v=variant: slim(v)  # noqa: E731
             runs[key] = cached(args.work, key, args.fresh, fn)
