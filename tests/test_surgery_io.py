@@ -150,3 +150,17 @@ def test_cli_graph_and_errors(tmp_path, ckpt, capsys):
     assert main(["prune", str(ts), "-o", str(tmp_path / "o.pt"), "--trust-pickle"]) == 2
     assert "checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_cli_prune_of_a_model_without_batchnorm_says_why_nothing_goes(tmp_path, capsys):
+    """A model whose BN layers were fused into its convs (ultralytics' fuse(), say) has no channel
+    surgery can remove: the message says that, not "train with proximal slimming first"."""
+    fused = tmp_path / "fused.pt"
+    torch.save(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3)), fused
+    )
+    args = ["prune", str(fused), "--trust-pickle", "--input-shape", "3,16,16", "-o", str(tmp_path / "s.pt")]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no BatchNorm channel can be removed" in err and "before fusing" in err
+    assert "proximal slimming" not in err

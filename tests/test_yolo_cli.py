@@ -203,6 +203,9 @@ def test_slim_refuses_a_detector_before_making_its_directory(tmp_path: Path, cap
     assert main(train) == 2  # train builds the same way: refused the same way
     assert "trains image classifiers" in _one_line(capsys)
     assert not (tmp_path / "runs").exists()
+    # 8x8 digits, which YOLO cannot take: probed at its own 640x640 instead, refused the same way
+    assert main(["slim", "yolo:yolov8n", "--data", "digits", "--epochs", "1", "--out", str(out)]) == 2
+    assert "trains image classifiers" in _one_line(capsys)
 
 
 def test_bench_torch_backend_opens_best_pt(best_pt: Path) -> None:
@@ -283,3 +286,22 @@ def test_a_whole_pickled_yolo_module_loads_as_a_pickle_not_a_checkpoint(tmp_path
     assert loaded.kind == "pickle" and type(loaded.model).__name__ == "DetectionModel"
     with pytest.raises(EdgeslimError, match="trust"):
         load_model(whole)
+
+
+def test_a_yolo_model_is_fed_pixels_over_255(cifar_zip: Path, tmp_path: Path) -> None:
+    """Ultralytics preprocesses images as pixels / 255 (no mean/std): the model records that, so
+    export's ORT check and INT8 calibration feed [0, 1] images, not the data set's normalization;
+    a pruned checkpoint keeps it."""
+    from edgeslim.export.validate import real_inputs
+    from edgeslim.pipelines.prune import PruneRequest, run
+
+    loaded = load_model_or_arch("yolo:yolov8n", trust_pickle=False, input_shape="3,32,32")
+    assert loaded.meta["mean"] == [0.0] * 3 and loaded.meta["std"] == [1.0] * 3
+    batch = real_inputs((3, 32, 32), data="imagefolder", data_dir=str(cifar_zip), meta=loaded.meta, n=8)
+    assert batch is not None and float(batch.x.min()) >= 0.0 and float(batch.x.max()) <= 1.0
+    assert float(batch.x.max()) > 0.5  # real images, scaled, not standardized
+    assert (
+        load_model_or_arch("vgg-small", trust_pickle=False, input_shape="3,32,32").meta == {}
+    )  # others: their data set's
+    run(PruneRequest(model="yolo:yolov8n", input_shape="3,64,64", output=tmp_path / "s.pt"))
+    assert load_model(tmp_path / "s.pt").meta["std"] == [1.0] * 3

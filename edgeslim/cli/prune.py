@@ -86,7 +86,10 @@ def prune(**kw: Any) -> None:
         ("barriers", len(rep["barriers"])),
     ]
     out.print(table(f"Surgery: {kw['model']} -> {output}", ["", "value"], summary))
-    if rep["removed_channels"] == 0:
+    if rep["removable_channels"] == 0:
+        err.print("no BatchNorm channel can be removed (a model whose BN layers were fused into its convs "
+                  "has none: give it before fusing)")  # fmt: skip
+    elif rep["removed_channels"] == 0:
         err.print("no BN scale is exactly zero: nothing was removed (train with proximal slimming first)")
     err.print(f"wrote {output}; next: edgeslim export {output} --onnx {Path(output).with_suffix('.onnx')}")
 

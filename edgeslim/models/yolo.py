@@ -294,6 +294,12 @@ def is_ultralytics_model(model: Any) -> bool:
     return base is not None and isinstance(model, base)
 
 
+def input_normalization(model: Any, channels: int = 3) -> dict[str, list[float]]:
+    """The mean/std an ultralytics model's inputs are normalized with: none, pixels / 255 in [0, 1]
+    (ultralytics' preprocessing), as checkpoint meta; ``{}`` for other models (their data set's)."""
+    return {"mean": [0.0] * channels, "std": [1.0] * channels} if is_ultralytics_model(model) else {}
+
+
 def prepare_for_export(
     model: nn.Module, input_shape: tuple[int, int, int], *, dynamic: bool = False
 ) -> nn.Module:

@@ -60,16 +60,19 @@ def load_model_or_arch(
     )
     classes = num_classes or (dshape[3] if dshape else own.get("num_classes", 10))
     spec = ModelSpec(canonical_arch(target), classes, c, (h, w))
+    from edgeslim.models.yolo import input_normalization  # imports no ultralytics
+
     if weights is None:
         model, spec = build_model(spec, trust_pickle=trust_pickle)
-        return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
+        norm = input_normalization(model, spec.in_channels)
+        return LoadedModel(model=model, kind="architecture", spec=spec, path=None, meta=norm)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights, with_classes
 
     model, spec = build_with_weights(
         spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
     )
-    meta: dict = {"weights": str(weights)}
+    meta: dict = {"weights": str(weights), **input_normalization(model, spec.in_channels)}
     if num_classes is not None and num_classes != spec.num_classes:
         model, spec, meta["head"] = with_classes(model, spec, num_classes, trust_pickle=trust_pickle)
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
@@ -148,7 +151,7 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
     ``slim`` trains on labelled images with a cross-entropy loss, so the model's forward must give
     one ``[N, classes]`` tensor, in training and in eval mode. That is checked structurally: the
     architecture (random weights; ``--weights`` are not read) or the model file is run on two
-    zero images of the data set's shape (else the model's own input shape). A detector (an
+    zero images of the data set's shape, and of the model's own input shape when it cannot take that. A detector (an
     ultralytics YOLO returns a dict in training and a tuple in eval mode) is refused with one
     line saying how to slim it in its own training loop. A model that cannot run the probe is left
     to the run's own checks.
@@ -161,20 +164,27 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
     loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=dshape[:3] if dshape else None)
     if loaded.kind in ("torchscript", "exported"):
         return  # refused later, with its own reason
-    shape = dshape[:3] if dshape else (loaded.spec.input_shape if loaded.spec is not None else None)
-    if shape is None:
-        return
-    model, x = loaded.model, torch.zeros((2, *shape))
-    try:
-        with torch.no_grad():
-            for mode in ("eval", "training"):
-                model.train(mode == "training")
-                y = model(x)
-                if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == len(x)):
-                    break
-            else:
-                return
-    except Exception:  # noqa: BLE001 - a shape the model cannot take: the run reports it with its data
+    from edgeslim.models.registry import model_defaults
+
+    own = model_defaults(target)  # a name built at the data set's shape: its family's own size too
+    channels = dshape[0] if dshape else own.get("in_channels", 3)  # the model is built for the data's
+    native = (channels, *own["input_size"]) if "input_size" in own else None
+    shapes = list(dict.fromkeys(s for s in (dshape[:3] if dshape else None, loaded.input_shape, native) if s))
+    model = loaded.model
+    for shape in shapes:  # the data set's shape, else (a detector may not take 8x8 digits) the model's own
+        try:
+            with torch.no_grad():
+                for mode in ("eval", "training"):
+                    model.train(mode == "training")
+                    y = model(torch.zeros((2, *shape)))
+                    if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == 2):
+                        break
+                else:
+                    return
+        except Exception:  # noqa: BLE001 - a shape the model cannot take: the next, else the run reports it
+            continue
+        break
+    else:
         return
     raise EdgeslimError(
         f"edgeslim trains image classifiers on labelled images, and {target} is not one: in {mode} mode "
