@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError
-from edgeslim.models.registry import ModelSpec, create_model, cwd_importable, explain_unpickling
+from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
 from edgeslim.utils.sniff import sniff, zip_names
 
@@ -274,13 +274,13 @@ def load_model(
             return _load_ultralytics(p, trust_pickle)
         if not trust_pickle:
             raise _refuse_untrusted(p, "pickle") from exc
+        from edgeslim.models.user import unpickle_trusted
+
         try:
-            with cwd_importable():  # the model's classes may live in the user's mynet.py, here
-                obj = torch.load(p, map_location=map_location, weights_only=False)
+            obj = unpickle_trusted(p, what=str(p), map_location=map_location)
+        except EdgeslimError:  # a class that cannot be found, explained
+            raise
         except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
-            better = explain_unpickling(str(p), exc2)
-            if better is not None:
-                raise better from exc2
             raise EdgeslimError(f"{p} could not be unpickled: {_first_line(exc2)}") from exc2
         if isinstance(obj, dict) and any(isinstance(obj.get(k), torch.nn.Module) for k in ("model", "ema")):
             raise EdgeslimError(

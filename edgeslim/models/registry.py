@@ -98,8 +98,8 @@ def register_prefix(
 
     ``runs_code``: building a name unpickles the file it names (it can run arbitrary code), so
     :func:`create_model` builds it only with ``trust_pickle=True``; a callable ``runs_code(NAME)``
-    decides per name (a string it returns says how the name runs code, for the refusal). ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when
-    the user gives none (:func:`model_defaults`, e.g. its native ``input_size``); ``num_classes:
+    decides per name (a string it returns says how the name runs code, for the refusal).
+    ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when the user gives none (:func:`model_defaults`, e.g. its native ``input_size``); ``num_classes:
     None`` there means the model's own count, which ``classes_of(model)`` reads back."""
     _PREFIXES[prefix] = resolver
     _PREFIX_LISTERS[prefix] = lister
@@ -147,19 +147,15 @@ def model_defaults(arch: str) -> dict[str, Any]:
 
 def check_trusted(arch: str, trust_pickle: bool) -> None:
     """Refuse ``arch`` when building it unpickles a file (``pickle:PATH``) and ``trust_pickle`` is off."""
-    if runs_code(arch) and not trust_pickle:
-        prefix, name = arch.split(":", 1)
-        how = _RUNS_CODE[prefix](name)
+    prefix, _, name = arch.partition(":")
+    how = _RUNS_CODE[prefix](name) if name and prefix in _RUNS_CODE and not trust_pickle else False
+    if how:  # asked once: a yolo: yaml is read to answer
         what = how if isinstance(how, str) else f"unpickles {name}"
         raise EdgeslimError(
             f"{arch} {what}, which can run arbitrary code; pass trust_pickle=True if you trust it",
             param="trust_pickle",
         )
 
-
-#: the family of whole pickled user models (``pickle:PATH``, registered by edgeslim.models.user):
-#: unpickled with the current directory importable, its class-not-found failures explained
-USER_PICKLE = "pickle"
 
 #: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
 _FALLBACK: list[Callable[..., nn.Module]] = []
@@ -300,21 +296,10 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
     kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
     if ":" in name:
         prefix, sub = name.split(":", 1)
-        if prefix == USER_PICKLE and prefix in _PREFIXES:  # the user's whole model: their classes
-            with cwd_importable():
-                try:
-                    return _PREFIXES[prefix](sub, **kw)
-                except EdgeslimError as exc:
-                    better = explain_unpickling(sub, exc.__cause__) if exc.__cause__ else None
-                    if better is None:
-                        raise
-                    raise better from exc.__cause__
         if prefix in _PREFIXES:
             return _PREFIXES[prefix](sub, **kw)
         if _FALLBACK and is_code_reference(name):
-            import_user_module(name)  # one-line errors; then the resolver finds it in sys.modules
-            with cwd_importable():  # for what the factory imports when called
-                return _FALLBACK[0](name, **kw)
+            return _FALLBACK[0](name, **kw)
         raise EdgeslimError(
             f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}, or package.module:Attr "
             "for your own code"

@@ -13,7 +13,6 @@ requested number of classes differs from the model's (:func:`replace_head`).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,13 @@ from typing import Any
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.models.registry import register_code_resolver, register_prefix
+from edgeslim.models.registry import (
+    cwd_importable,
+    explain_unpickling,
+    import_user_module,
+    register_code_resolver,
+    register_prefix,
+)
 
 PICKLE_PREFIX = "pickle"
 
@@ -82,15 +87,33 @@ def _fit_classes(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> Any:
+    """``torch.load(path, weights_only=False)`` (the caller trusts the file) with the current
+    directory importable, where the user's model classes usually live; a class that cannot be found
+    is one :class:`EdgeslimError` naming the fix (:func:`explain_unpickling`, ``what`` names the
+    file), any other failure propagates."""
+    import torch
+
+    try:
+        with cwd_importable():
+            return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
+        better = explain_unpickling(what, exc)
+        if better is not None:
+            raise better from exc
+        raise
+
+
 def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **_: Any) -> nn.Module:
     """The whole ``nn.Module`` pickled at ``path``, with ``num_classes`` outputs (runs its code)."""
-    import torch
 
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(f"the pickled model {p} this architecture names does not exist; restore it")
     try:
-        model = torch.load(p, map_location="cpu", weights_only=False)
+        model = unpickle_trusted(p, what=path)
+    except EdgeslimError:
+        raise
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
         raise EdgeslimError(f"{p} could not be unpickled ({type(exc).__name__}: {exc})") from exc
     if not isinstance(model, nn.Module):
@@ -101,13 +124,7 @@ def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **
 def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """Import ``package.module:Attr`` and build the model (passing the arguments it accepts)."""
     module_name, attr = reference.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EdgeslimError(
-            f"cannot import {module_name!r} for architecture {reference!r} ({exc}); run from the directory "
-            "that holds it or add it to PYTHONPATH"
-        ) from exc
+    module = import_user_module(reference)  # the current directory importable; one-line reasons
     try:
         factory = module
         for part in attr.split("."):
@@ -127,7 +144,8 @@ def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3,
     if "in_channels" in params:
         call["in_channels"] = in_channels
     try:
-        model = factory(**call)
+        with cwd_importable():  # for what the factory imports when called
+            model = factory(**call)
     except TypeError as exc:
         raise EdgeslimError(f"{reference}({', '.join(call)}) failed: {exc}") from exc
     if not isinstance(model, nn.Module):
