@@ -47,6 +47,17 @@ GOAL_RATIO, GOAL_LATENCY = 0.9, 0.05
 FALLBACK_LATENCY = 0.7
 
 
+def comparison_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options of the scripts that compare other ``slim`` options against part (a)'s default:
+    ``--models``, ``--trials``, ``--work`` (``/tmp/edgeslim-NAME``) and ``--out`` (``results/NAME``)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--trials", type=int, default=3)
+    ap.add_argument("--work", type=Path, default=Path(f"/tmp/edgeslim-{name.replace('_', '-')}"))
+    ap.add_argument("--out", type=Path, default=RESULTS / name)
+    return ap
+
+
 def short_runs(trials: int) -> argparse.Namespace:
     """The default run settings of part (a) (seed 0, 2,000 images, 2 epochs) for the scripts that
     compare other ``slim`` options against it on one thread; ``trials`` timing trials."""

@@ -15,21 +15,15 @@ Writes ``benchmarks/results/speed_cost_exponent.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import speed_by_default as sbd
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = sbd.comparison_parser(__doc__, "speed_cost_exponent")
     ap.add_argument("--exponents", default="0,0.5")
-    ap.add_argument("--models", default=",".join(sbd.MODELS))
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-cost-exponent"))
-    ap.add_argument("--out", type=Path, default=sbd.RESULTS / "speed_cost_exponent")
     args = ap.parse_args()
     run_args = sbd.short_runs(args.trials)
     rows = []

@@ -17,7 +17,6 @@ Writes ``benchmarks/results/speed_price.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -29,12 +28,8 @@ VARIANTS = {"default": {}, "price-latency": {"price": "latency"}}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(sbd.MODELS))
-    ap.add_argument("--trials", type=int, default=3)
+    ap = sbd.comparison_parser(__doc__, "speed_price")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-price"))
-    ap.add_argument("--out", type=Path, default=sbd.RESULTS / "speed_price")
     args = ap.parse_args()
     run_args = sbd.short_runs(args.trials)
     rows = []
