@@ -116,12 +116,80 @@ def test_library_errors_name_the_cli_flag(capsys):
         TrainConfig(momentum=0.0, nesterov=True)
     assert cli_message(info.value, train) == "nesterov=True needs --momentum > 0"
     assert cli_message(info.value, None) == str(info.value)
+    # a user's path that spells the name is left alone; the word after it is the parameter
+    err = EdgeslimError(
+        "runs/weights/best.ts is TorchScript; give the architecture with weights", param="weights"
+    )
+    assert (
+        cli_message(err, slim) == "runs/weights/best.ts is TorchScript; give the architecture with --weights"
+    )
+    err = EdgeslimError("weights.pt holds no model; pass weights.", param="weights")
+    assert cli_message(err, slim) == "weights.pt holds no model; pass --weights."
     # end to end: the data layer's `subset` becomes --subset (the CLI's own range check is bypassed)
     with pytest.raises(EdgeslimError) as info:
         from edgeslim.data import load_dataset
 
         load_dataset("digits", subset=0)
     assert cli_message(info.value, slim).startswith("--subset must be a positive number")
+
+
+def test_pipeline_errors_name_request_fields_and_cli_flags(tmp_path):
+    """Pipeline errors name the request field a Python caller passes; the CLI shows its flag."""
+    from pathlib import Path
+
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.bench import bench
+    from edgeslim.cli.info import info
+    from edgeslim.cli.slim import slim
+    from edgeslim.cli.train import train
+    from edgeslim.pipelines import slim as slim_pipeline
+    from edgeslim.pipelines import train as train_pipeline
+    from edgeslim.pipelines.bench import BenchRequest
+    from edgeslim.pipelines.rundir import run_directory
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    def raised(call) -> EdgeslimError:
+        with pytest.raises(EdgeslimError) as info_:
+            call()
+        assert "--" not in str(info_.value), str(info_.value)
+        return info_.value
+
+    exc = raised(BenchRequest("m.onnx", predict=True).check)
+    assert str(exc).startswith("predict=True needs profile NAME")
+    assert cli_message(exc, bench).startswith("--predict needs --profile NAME")  # --profile is profile_name
+    exc = raised(BenchRequest("m.onnx", layer_table=Path("t.json"), out_dir=Path("o")).check)
+    assert "drop baseline, out_dir and predict" in str(exc)
+    assert cli_message(exc, bench) == "--layer-table times one model; drop --baseline, --out and --predict"
+    exc = raised(BenchRequest("m.onnx", onnx="m.onnx").check)
+    assert cli_message(exc, bench) == "--onnx goes with --layer-table (it names an engine's layers)"
+
+    exc = raised(
+        lambda: slim_pipeline.check(slim_pipeline.SlimRequest(out_dir=tmp_path / "s", model="vgg-small"))
+    )
+    assert "(data_name, e.g. fashion-mnist)" in str(exc)  # SlimRequest's field; --data stores it as data_name
+    assert "(--data, e.g. fashion-mnist)" in cli_message(exc, slim)
+
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "log.jsonl").write_text("{}\n")
+
+    def hold() -> None:
+        with run_directory(run, force=False, interrupted="train"):
+            pass
+
+    exc = raised(hold)
+    assert "continue it with resume=True, or pass force=True" in str(exc)
+    assert "continue it with --resume, or pass --force to start over" in cli_message(exc, slim)
+
+    exc = raised(lambda: load_model_or_arch("resnet20", trust_pickle=False, data="imagefolder"))
+    assert str(exc) == "data imagefolder has no fixed image size; pass input_shape C,H,W"
+    assert cli_message(exc, info) == "--data imagefolder has no fixed image size; pass --input-shape C,H,W"
+
+    req = train_pipeline.TrainRequest(out_dir=tmp_path / "t", arch="vgg-small", data_name="digits", lam=1e-4)
+    exc = raised(lambda: train_pipeline.run(req))
+    assert str(exc).startswith("lam is the sparsity strength") and "add method subgradient" in str(exc)
+    assert cli_message(exc, train).startswith("--lambda is the sparsity strength")  # click stores it as lam
+    assert "add --method subgradient" in cli_message(exc, train)
 
 
 def test_converted_library_errors_name_python_parameters_and_cli_flags(tmp_path, capsys):

@@ -141,6 +141,22 @@ def test_pickle_of_a_class_from_main(tmp_path, monkeypatch, capsys):
                    "model.state_dict()", "mynet:Local", "--weights")  # fmt: skip
 
 
+def test_pickle_from_a_script_read_by_python_m_edgeslim(tmp_path):
+    """``python -m edgeslim`` runs as the module ``edgeslim.__main__``: a class pickled from the
+    user's script is still named as one from a script's ``__main__`` (it was reported as a class
+    that ``edgeslim.__main__`` no longer defines)."""
+    import subprocess
+
+    script = tmp_path / "train.py"
+    script.write_text(NET + "\ntorch.save(MyNet(), 'whole.pt')\n")
+    subprocess.run([sys.executable, str(script)], cwd=tmp_path, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "edgeslim", "info", "whole.pt", "--trust-pickle"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    err = out.stderr.strip()
+    assert out.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "class 'MyNet'" in err and "script's __main__" in err and "edgeslim.__main__" not in err, err
+
+
 # ------------------------------------------------------------------ 2. trust_pickle on the CLI
 
 

@@ -118,7 +118,9 @@ def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
         flag = flags.get(name)
         if flag is None:
             continue
-        text, n = re.subn(rf"(?<![\w-]){re.escape(name)}(?:=True)?(?![\w-])", flag, text, count=1)
+        # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights")
+        word = rf"(?<![\w\-/\\.]){re.escape(name)}(?:=True)?(?![\w\-/\\]|\.\w)"
+        text, n = re.subn(word, flag, text, count=1)
         if not n:
             text += f" (see {flag})"
     return text

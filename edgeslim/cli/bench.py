@@ -100,7 +100,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 )
 @click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
 @click.option(
-    "--batch", "batch_text", type=IntList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
+    "--batch", "batches", type=IntList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
 )
 @click.option(
     "--trials",
@@ -182,7 +182,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 @click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
-def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, min_iters, min_time, max_time, threads,
+def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
           layer_table_path, sweep, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
@@ -200,7 +200,7 @@ def bench(model, baseline, backend, profile_name, batch_text, trials, warmup, mi
     from edgeslim.utils.console import err, progress, progress_enabled
 
     req = BenchRequest(
-        model=model, baseline=baseline, backend=backend, profile=profile_name, batches=tuple(batch_text),
+        model=model, baseline=baseline, backend=backend, profile=profile_name, batches=tuple(batches),
         trials=trials, warmup=warmup, min_iters=min_iters, min_time=min_time, max_time=max_time, threads=threads,
         providers=providers, graph_opt=graph_opt, precision=precision, cuda_graph=cuda_graph, device=device,
         input_shape=input_shape, trust_pickle=trust_pickle, trtexec=trtexec_path, tegrastats=tegrastats,

@@ -221,7 +221,9 @@ def import_user_module(reference: str) -> Any:
         ) from exc
 
 
-_MAIN_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '__main__'")
+_MAIN_ATTR = re.compile(
+    r"Can't get attribute '([^']+)' on <module '(?:[\w.]+\.)?__main__'"
+)  # (python -m: pkg.__main__)
 _MODULE_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")
 
 

@@ -64,21 +64,33 @@ class BenchRequest:
         """Combinations that cannot work, refused before anything is measured."""
         if self.calibrate and not self.predict:
             raise EdgeslimError(
-                "--calibrate goes with --predict (it fits the prediction to a measured run.json)"
+                "calibrate goes with predict=True (it fits the prediction to a measured run.json)",
+                param=("calibrate", "predict"),
             )
         if self.predict and not self.profile:
-            raise EdgeslimError("--predict needs --profile NAME (list them with: edgeslim profiles)")
+            raise EdgeslimError(
+                "predict=True needs profile NAME (list them with: edgeslim profiles)",
+                param=("predict", "profile"),
+            )
         if self.layer_table:
             if len(self.batches) != 1:
                 raise EdgeslimError(
-                    f"--layer-table measures at one batch size; got --batch {','.join(map(str, self.batches))}"
+                    f"layer_table measures at one batch size; got batches {','.join(map(str, self.batches))}",
+                    param=("layer_table", "batches"),
                 )
             if self.baseline or self.out_dir or self.predict:
-                raise EdgeslimError("--layer-table times one model; drop --baseline, --out and --predict")
+                raise EdgeslimError(
+                    "layer_table times one model; drop baseline, out_dir and predict",
+                    param=("layer_table", "baseline", "out_dir", "predict"),
+                )
             if self.onnx and not str(self.onnx).lower().endswith(".onnx"):
-                raise EdgeslimError(f"--onnx takes the .onnx file the engine was built from; got {self.onnx}")
+                raise EdgeslimError(
+                    f"onnx takes the .onnx file the engine was built from; got {self.onnx}", param="onnx"
+                )
         elif self.onnx:
-            raise EdgeslimError("--onnx goes with --layer-table (it names an engine's layers)")
+            raise EdgeslimError(
+                "onnx goes with layer_table (it names an engine's layers)", param=("onnx", "layer_table")
+            )
 
 
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
@@ -93,7 +105,7 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             from edgeslim.bench.backends.trtexec import find_trtexec
 
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
-            say(f"{req.model} is ONNX: using the {name} backend (pass --backend to choose)")
+            say(f"{req.model} is ONNX: using the {name} backend (name a backend to choose another)")
     options: dict = {"graph_opt": req.graph_opt}
     if req.threads or (profile and profile.preferred.threads):
         options["threads"] = req.threads or profile.preferred.threads
@@ -219,7 +231,9 @@ def predict(req: BenchRequest) -> dict:
     result["models"] = {}
     for label, path in models.items():
         if not str(path).lower().endswith(".onnx"):
-            raise EdgeslimError(f"--predict needs an .onnx file (MACs come from the ONNX graph); got {path}")
+            raise EdgeslimError(
+                f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
+            )
         layers = scale_bytes(onnx_cost(path).layers, profile.preferred.precision)  # the ONNX is fp32
         result["models"][label] = {
             str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in req.batches

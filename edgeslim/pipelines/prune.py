@@ -94,7 +94,8 @@ def load_traceable(
     if loaded.kind in ("torchscript", "exported"):
         raise EdgeslimError(
             f"{model} is {loaded.described}; surgery needs the Python model: give the edgeslim "
-            "checkpoint it was made from, or the architecture with --weights"
+            "checkpoint it was made from, or the architecture with weights",
+            param="weights",
         )
     if loaded.kind == "pickle" and input_shape is not None:
         loaded.spec = spec_for_pickle(loaded, input_shape)
@@ -115,7 +116,7 @@ def _calib(
         gen = torch.Generator().manual_seed(0)
         return [
             torch.randn((min(n, 32), *shape), generator=gen)
-        ], "random normal inputs (pass --data for real images)"
+        ], "random normal inputs (give a data set for real images)"
     return list(batch.x.split(64)), f"{len(batch.x)} images: {batch.source}"
 
 

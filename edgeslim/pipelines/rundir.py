@@ -34,7 +34,8 @@ def run_directory(
             part = out_dir / interrupted if interrupted else None
             if part is not None and part.is_dir() and any(part.iterdir()):
                 raise EdgeslimError(
-                    f"{out_dir} holds an interrupted run ({interrupted}/); continue it with --resume, "
-                    "or pass --force to start over"
+                    f"{out_dir} holds an interrupted run ({interrupted}/); continue it with resume=True, "
+                    "or pass force=True to start over",
+                    param=("resume", "force"),
                 )
         yield out_dir

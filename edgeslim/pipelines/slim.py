@@ -108,7 +108,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
             setattr(req, k, v)
     if not req.data_name:
         raise EdgeslimError(
-            "a data set is required (--data, e.g. fashion-mnist), on the command line or in --config"
+            "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
+            param="data_name",
         )
     from edgeslim.channels.devices import resolve_alignment
 
@@ -165,7 +166,8 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
                        interrupted=TRAIN_DIR):  # fmt: skip
         if req.resume and not (out_dir / TRAIN_DIR / MODEL_FILE).is_file():
             raise EdgeslimError(
-                f"nothing to resume in {out_dir} ({TRAIN_DIR}/model.pt is missing); drop --resume"
+                f"{out_dir} holds no interrupted run ({TRAIN_DIR}/model.pt is missing); drop resume",
+                param="resume",
             )
         return _run(req, extra, progress, on_collapse)
 
@@ -383,7 +385,8 @@ def _source_model(
     if loaded.kind in ("torchscript", "exported"):
         raise EdgeslimError(
             f"{target} is {loaded.described}, which cannot be trained (its code is compiled); give the "
-            "Python model: the architecture with --weights, or a whole pickled module with --trust-pickle"
+            "Python model: the architecture with weights, or a whole pickled module with trust_pickle=True",
+            param=("weights", "trust_pickle"),
         )
     if loaded.recipe:
         raise EdgeslimError(
@@ -393,7 +396,8 @@ def _source_model(
     expected = opts.get("expected_arch")
     if expected and spec is not None and spec.arch != expected:
         raise EdgeslimError(
-            f"{expected} differs from the architecture of --init {target} ({spec.arch}); drop the name"
+            f"{expected} differs from the architecture of init {target} ({spec.arch}); drop the name",
+            param="init",
         )
     if loaded.kind == "pickle":  # rebuilt from the same file: pickle:PATH (needs --trust-pickle)
         spec = spec_for_pickle(loaded, bundle.input_shape, default_classes=bundle.num_classes)
@@ -402,11 +406,13 @@ def _source_model(
         if wanted is None:
             raise EdgeslimError(
                 f"the model has {spec.num_classes} classes but {bundle.name} has {bundle.num_classes}; pass "
-                f"--num-classes {bundle.num_classes} to replace the classifier head (it is trained from scratch)"
+                f"num_classes {bundle.num_classes} to replace the classifier head (it is trained from scratch)",
+                param="num_classes",
             )
     if wanted is not None and wanted != bundle.num_classes:
         raise EdgeslimError(
-            f"--num-classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}"
+            f"num_classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}",
+            param="num_classes",
         )
     if wanted is not None:
         model, spec, change = with_classes(model, spec, wanted, trust_pickle=trust_pickle)

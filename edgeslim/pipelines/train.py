@@ -101,7 +101,8 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
     resume_state = (resume_ckpt or {}).get("train_state")
     if resume_ckpt is not None and not resume_state:
         raise EdgeslimError(
-            f"{kw['resume']} has no training state (a final or pruned model); use --init to start from it"
+            f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
+            param="init_path",
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
     if kw["arch"] and resume_ckpt is None:  # a detector is refused before its directory is made
@@ -142,7 +143,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         spec = ModelSpec.from_dict(resume_ckpt["spec"])
         if kw["arch"] and kw["arch"] != spec.arch:
             raise EdgeslimError(
-                f"--arch {kw['arch']} differs from the checkpoint's {spec.arch}; drop --arch to resume"
+                f"arch {kw['arch']} differs from the checkpoint's {spec.arch}; drop it to resume",
+                param="arch",
             )
         data_name = kw["data_name"] or data_args.get("name")
         data_dir = kw["data_dir"] or data_args.get("data_dir")
@@ -152,7 +154,10 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
     else:
         if not kw["arch"] or not kw["data_name"]:
-            raise EdgeslimError("give --arch NAME and --data NAME (or --resume DIR/model.pt)")
+            raise EdgeslimError(
+                "give arch NAME and data_name NAME (or resume DIR/model.pt)",
+                param=("arch", "data_name", "resume"),
+            )
         data_name, data_dir = kw["data_name"], kw["data_dir"]
         subset, test_subset = kw["subset"], kw["test_subset"]
         hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
@@ -161,13 +166,15 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         if kw["lam"] is not None:
             if method != "subgradient":
                 raise EdgeslimError(
-                    "--lambda is the sparsity strength of --method subgradient; add --method subgradient"
+                    "lam is the sparsity strength of subgradient training; add method subgradient",
+                    param=("lam", "method"),
                 )
             hp["method_args"] = {"lam": kw["lam"]}
         config = TrainConfig(**hp)
         if kw["prune_ratio"] is None and kw["finetune_epochs"]:
             raise EdgeslimError(
-                "--finetune-epochs needs --prune-ratio (fine-tuning follows the threshold prune)"
+                "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
+                param=("finetune_epochs", "prune_ratio"),
             )
 
     bundle = load_dataset(
@@ -178,12 +185,14 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             loaded = load_model(kw["init_path"], trust_pickle=kw["trust_pickle"])
             if loaded.spec is None:
                 raise EdgeslimError(
-                    f"--init {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint"
+                    f"init_path {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint",
+                    param="init_path",
                 )
             if kw["arch"] and kw["arch"] != loaded.spec.arch:
                 raise EdgeslimError(
-                    f"--arch {kw['arch']} differs from the architecture of --init {kw['init_path']} "
-                    f"({loaded.spec.arch}); drop --arch or give a model of that architecture"
+                    f"arch {kw['arch']} differs from the architecture of init_path {kw['init_path']} "
+                    f"({loaded.spec.arch}); drop the name or give a model of that architecture",
+                    param=("arch", "init_path"),
                 )
             spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
         else:
