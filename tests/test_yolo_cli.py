@@ -37,8 +37,33 @@ from ultralytics import YOLO
 y = YOLO("yolov8n.yaml")
 with torch.no_grad():
     y.model.model[0].bn.weight[:8] = 0
+y.model.names = {i: f"part{i}" for i in range(80)}  # a user's own classes
+y.model.names[0] = "helmet"
 y.save(sys.argv[1])
 """
+
+#: ultralytics' own predictor on the dense best.pt (PyTorch) and on the slim ONNX edgeslim wrote,
+#: the latter without imgsz: it must come from the ONNX metadata, as for ultralytics' own exports
+PREDICT = """
+import json, sys
+import numpy as np
+from PIL import Image
+from ultralytics import YOLO
+best, onnx_path, img = sys.argv[1:4]
+rng = np.random.default_rng(0)
+Image.fromarray((rng.random((48, 80, 3)) * 255).astype("uint8")).save(img)
+ref = YOLO(best).predict(img, imgsz=64, conf=0.0, max_det=20, verbose=False)[0]
+m = YOLO(onnx_path)
+got = m.predict(img, conf=0.0, max_det=20, verbose=False)[0]
+print(json.dumps({"task": m.task, "names": got.names, "imgsz": list(m.predictor.imgsz),
+                  "ref": ref.boxes.data.tolist(), "got": got.boxes.data.tolist()}))
+"""
+
+
+def _yolo_env(folder: Path) -> dict[str, str]:
+    """Environment of an ultralytics subprocess: nothing installed or fetched, and its settings file
+    in ``folder`` (two test workers writing ~/.config/Ultralytics/settings.json at once collide)."""
+    return {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true", "YOLO_CONFIG_DIR": str(folder)}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +71,7 @@ def best_pt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ultralytics checkpoint written by ultralytics itself (in a fresh process: importing
     ``ultralytics.YOLO`` here would replace ``PIL.Image.open`` for the other tests)."""
     path = tmp_path_factory.mktemp("yolo") / "best.pt"
-    env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true"}
+    env = _yolo_env(path.parent)
     out = subprocess.run([sys.executable, "-c", SAVE, str(path)], capture_output=True, text=True, env=env,
                          timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
@@ -130,6 +155,31 @@ def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path,
     assert got.shape == ref.shape == (3, 84, ANCHORS_64)
     np.testing.assert_allclose(got, ref, atol=1e-3, rtol=1e-4)
     assert isinstance(loaded.model(x), tuple)  # the export left the model as it was
+
+
+def test_ultralytics_predicts_with_the_slim_onnx_as_with_its_own_best_pt(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """The slim ONNX carries the metadata ultralytics' ``AutoBackend`` reads: ``YOLO("slim.onnx")``
+    keeps the checkpoint's class names, task and input size (without it: 999 names ``class0``...
+    and imgsz 640), and predicts the boxes ``YOLO("best.pt")`` predicts."""
+    slim, onnx_path = tmp_path / "slim.pt", tmp_path / "slim.onnx"
+    args = ["prune", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--round-to", "1"]
+    assert main([*args, "-o", str(slim)]) == 0
+    assert main(["export", str(slim), "--trust-pickle", "--onnx", str(onnx_path)]) == 0
+    capsys.readouterr()
+    env = _yolo_env(tmp_path)
+    out = subprocess.run([sys.executable, "-c", PREDICT, str(best_pt), str(onnx_path), str(tmp_path / "i.jpg")],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["task"] == "detect" and res["imgsz"] == [64, 64]
+    assert len(res["names"]) == 80 and res["names"]["0"] == "helmet" and res["names"]["79"] == "part79"
+    ref, got = np.array(res["ref"]), np.array(res["got"])
+    assert ref.shape == got.shape and len(ref) >= 10, (ref.shape, got.shape)
+    np.testing.assert_allclose(got[:, :4], ref[:, :4], atol=1e-3)  # boxes, in the image's pixels
+    np.testing.assert_allclose(got[:, 4], ref[:, 4], rtol=1e-2)  # scores (the stem's folded constants)
+    np.testing.assert_array_equal(got[:, 5], ref[:, 5])  # classes
 
 
 def test_graph_and_export_take_the_ultralytics_checkpoint_by_name(

@@ -40,6 +40,12 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_IMAGE_PIXELS = 50_000_000
 #: at least this many classes in the training split (one class cannot train a classifier)
 MIN_CLASSES = 2
+#: how an image is brought to a model's input size: stretched, or letterboxed (aspect kept, padded)
+FITS = ("stretch", "letterbox")
+#: the grey a letterboxed image is padded with (ultralytics' value)
+LETTERBOX_FILL = 114
+#: the data set of images without labels (any layout): validation and calibration, not training
+IMAGES = "images"
 
 
 class Tree:
@@ -90,7 +96,8 @@ class Tree:
                 return by_class
         raise EdgeslimError(
             f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
-            f"train/<class>/*.jpg and test/<class>/*.jpg"
+            f"train/<class>/*.jpg and test/<class>/*.jpg (images only to validate or calibrate an export: "
+            f"the {IMAGES} data set)"
         )
 
     def reader(self) -> Callable[[str], bytes]:
@@ -182,16 +189,47 @@ def _too_many_pixels(name: str, what: str) -> EdgeslimError:
     )
 
 
-def decode(data: bytes, name: str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` if given."""
+def decode(
+    data: bytes, name: str, channels: int, size: tuple[int, int] | None, fit: str = "stretch"
+) -> np.ndarray:
+    """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
+    if given: stretched to it, or with ``fit="letterbox"`` scaled to fit inside it with its aspect
+    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``)."""
     from PIL import Image
 
+    if fit not in FITS:
+        raise EdgeslimError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", param="fit")
     with open_image(data, name) as im:
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
+            if fit == "letterbox":
+                r = min(size[0] / im.size[1], size[1] / im.size[0])
+                w, h = max(1, round(im.size[0] * r)), max(1, round(im.size[1] * r))
+                canvas = Image.new(im.mode, (size[1], size[0]), (LETTERBOX_FILL,) * len(im.getbands()))
+                canvas.paste(im.resize((w, h), Image.BILINEAR), ((size[1] - w) // 2, (size[0] - h) // 2))
+                im = canvas
+            else:
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def read_images(
+    root: Path, channels: int, size: tuple[int, int], n: int, fit: str = "stretch"
+) -> tuple[np.ndarray, int]:
+    """Up to ``n`` images of any folder or zip, whatever its layout (every image file, labels
+    ignored), decoded to uint8 [N,C,H,W] at ``size`` (see :func:`decode`), and how many it holds.
+    With more than ``n``, an even spread over the sorted file list (deterministic)."""
+    tree = Tree(root)
+    if not tree.files:
+        raise EdgeslimError(
+            f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTS))}); check data_dir", param="data_dir"
+        )
+    total = len(tree.files)
+    pick = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
+    get = tree.reader()
+    names = [tree.files[i] for i in pick]
+    return np.stack([decode(get(f), f, channels, size, fit) for f in names]), total
 
 
 def _decode_chunk(args: tuple[str, bool, Sequence[str], int, tuple[int, int]]) -> np.ndarray:
@@ -227,7 +265,8 @@ def check_classes(root: Path, classes: Sequence[str]) -> None:
         found = f"only {classes[0]!r}" if classes else "none"
         raise EdgeslimError(
             f"{root} has {len(classes)} class folder(s) in train/ ({found}); a classifier needs at least "
-            f"{MIN_CLASSES}: add one train/<class>/ folder per class"
+            f"{MIN_CLASSES}: add one train/<class>/ folder per class (images only to validate or calibrate "
+            f"an export: the {IMAGES} data set)"
         )
 
 
@@ -289,3 +328,14 @@ def _imagefolder(req: LoadRequest):
             param="data_dir",
         )
     return load_image_folder(req, req.data_dir)
+
+
+@register_dataset(
+    IMAGES, "any folder or .zip of images, no labels: validation and INT8 calibration of export/prune"
+)
+def _images(req: LoadRequest):
+    raise EdgeslimError(
+        f"the {IMAGES} data set has no labels: it feeds validation and calibration (export, prune), "
+        "not training; train on imagefolder (train/<class>/ and test/<class>/ folders)",
+        param="data",
+    )

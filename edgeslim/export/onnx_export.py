@@ -299,7 +299,8 @@ def export_onnx(
     The output is named ``logits``. An ultralytics model is exported as ultralytics' own exporter
     exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in export mode on a copy),
     with its outputs named ``output0`` (``output1``: a segmenter's mask prototypes); a detector
-    then has the one output ``output0`` [N, 4+classes, anchors].
+    then has the one output ``output0`` [N, 4+classes, anchors], and the metadata ultralytics'
+    ``YOLO("model.onnx")`` reads (class names, task, stride, image size) is stored beside ours.
     """
     import onnx
     import torch
@@ -372,6 +373,8 @@ def export_onnx(
         std=std if std is not None else meta.get("std"), data=None if inputs is None or not inputs.real
         else inputs.source.split(" ")[0], exporter=used, opset=got_opset, validation=report,
     )  # fmt: skip
+    if ultralytics:  # what ultralytics' AutoBackend reads: YOLO("model.onnx") keeps names, task, size
+        md.update(yolo.export_metadata(model, (c, h, w), batch))
     onnx.helper.set_model_props(proto, md)
     data = proto.SerializeToString()
     atomic_write_bytes(out, data)

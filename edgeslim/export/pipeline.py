@@ -157,10 +157,17 @@ def run_export(
     n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 else 0)
     batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
                         meta=loaded.meta, n=n_real)  # fmt: skip
-    if int8 and (batch is None or len(batch.x) <= req.n_validate):
+    if int8 and batch is None:
         raise EdgeslimError(
-            "INT8 calibration needs real images: pass data_name (and data_dir if needed)",
+            "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "
+            "images takes any folder of images",
             param=("data_name", "data_dir"),
+        )
+    if int8 and len(batch.x) <= req.n_validate:
+        raise EdgeslimError(
+            f"INT8 calibration needs more images than the n_validate {req.n_validate} that check the export; "
+            f"{batch.source.split('[')[0].strip()} has {len(batch.x)}: add images or lower the count",
+            param="n_validate",
         )
     check_batch = batch
     if batch is not None and len(batch.x) > req.n_validate:
@@ -170,7 +177,7 @@ def run_export(
         check_batch = InputBatch(batch.x[: req.n_validate], lab, batch.source.split("[")[0] + f"[:{req.n_validate}]",
                                  batch.real, batch.mean, batch.std)  # fmt: skip
     if check_batch is None and not req.no_validate:
-        say("no data set known for this model (no --data, no meta['data']): validating on random inputs")
+        say("no data set known for this model (none given, none recorded in it): validating on random inputs")
     res = export_onnx(
         loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
         simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,

@@ -57,7 +57,9 @@ class QdqResult:
     method: str
     calib_images: int
     quantized_nodes: int
-    top1_agreement: float  # INT8 (ORT) vs FP32 (ORT) on the calibration-free check images
+    #: INT8 (ORT) vs FP32 (ORT) on the calibration-free check images; None unless the output is
+    #: [N, classes] logits (a detector's has no top-1)
+    top1_agreement: float | None
     max_abs_diff: float
     check_images: int
     accuracy_fp32: float | None = None  # on ``labels`` of the check images, when given
@@ -140,7 +142,7 @@ def quantize_qdq(
         k = len(x) // step * step
         ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
         got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim == 2 else float("nan")
+    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim == 2 else None
     acc = [None, None]
     if labels is not None and ref.ndim == 2:
         lab = np.asarray(labels)[:k]

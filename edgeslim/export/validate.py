@@ -99,7 +99,9 @@ def real_inputs(
     """``n`` test images of the model's data set, normalized as in training; None if none is known.
 
     ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
-    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics.
+    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics. The ``images`` data
+    set is any folder of images in ``data_dir`` (no labels), brought to the model's input size as
+    ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
     """
     import torch
 
@@ -109,12 +111,17 @@ def real_inputs(
     if data_dir is None and not data and isinstance((meta or {}).get("data_dir"), str):
         data_dir = meta["data_dir"]  # where the checkpoint's data set lay when it was trained
     from edgeslim.data import load_dataset
+    from edgeslim.data.datasets import canonical_name
+    from edgeslim.data.imagefolder import IMAGES
 
+    if canonical_name(name) == IMAGES:
+        return _folder_inputs(input_shape, data_dir, meta, n)
     bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n)
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
-            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on as data",
+            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on as data "
+            f"(or {IMAGES}, which resizes any folder of images to the model's input)",
             param="data",
         )
     mean, std = _meta_norm(meta)
@@ -126,6 +133,38 @@ def real_inputs(
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x = (xu8.to(torch.float32) / 255.0 - m) / s
     return InputBatch(x, y, f"{bundle.name} test[:{len(x)}]", True, mean, std)
+
+
+def _folder_inputs(
+    input_shape: tuple[int, int, int], data_dir: str | None, meta: dict[str, Any] | None, n: int
+) -> InputBatch:
+    """``n`` images of the folder ``data_dir`` at the model's input size, normalized with the
+    checkpoint's mean/std, else the images' own per-channel statistics; no labels."""
+    from pathlib import Path
+
+    import torch
+
+    from edgeslim.data.imagefolder import IMAGES, read_images
+
+    if not data_dir:
+        raise EdgeslimError(
+            f"the {IMAGES} data set needs data_dir, a folder or .zip of images", param="data_dir"
+        )
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise EdgeslimError(f"data_dir {root} does not exist; check it", param="data_dir")
+    c, h, w = input_shape
+    fit = str((meta or {}).get("fit") or "stretch")
+    xu8, total = read_images(root, c, (h, w), n, fit=fit)
+    x = torch.from_numpy(xu8).to(torch.float32) / 255.0
+    mean, std = _meta_norm(meta)
+    if not (mean and len(mean) == c and std and len(std) == c):
+        mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
+        std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    source = f"{IMAGES} {root} ({fit}, {len(x)} of {total})[:{len(x)}]"
+    return InputBatch((x - m) / s, None, source, True, mean, std)
 
 
 def random_inputs(input_shape: tuple[int, int, int], n: int = 8, seed: int = 0) -> InputBatch:

@@ -294,10 +294,13 @@ def is_ultralytics_model(model: Any) -> bool:
     return base is not None and isinstance(model, base)
 
 
-def input_normalization(model: Any, channels: int = 3) -> dict[str, list[float]]:
-    """The mean/std an ultralytics model's inputs are normalized with: none, pixels / 255 in [0, 1]
-    (ultralytics' preprocessing), as checkpoint meta; ``{}`` for other models (their data set's)."""
-    return {"mean": [0.0] * channels, "std": [1.0] * channels} if is_ultralytics_model(model) else {}
+def input_preprocessing(model: Any, channels: int = 3) -> dict[str, Any]:
+    """How an ultralytics model's inputs are prepared, as checkpoint meta: no mean/std, pixels / 255
+    in [0, 1], and images letterboxed to the input size (``fit``), as ultralytics' predictor does;
+    ``{}`` for other models (their data set's statistics, images stretched)."""
+    if not is_ultralytics_model(model):
+        return {}
+    return {"mean": [0.0] * channels, "std": [1.0] * channels, "fit": "letterbox"}
 
 
 def prepare_for_export(
@@ -326,6 +329,40 @@ def prepare_for_export(
                 m.max_det = min(int(m.max_det), available)
             m.shape = None  # anchors cached for another input size
     return out
+
+
+def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: int) -> dict[str, str]:
+    """The ONNX ``metadata_props`` ultralytics' own export writes and its ``AutoBackend`` reads, so
+    ``YOLO("model.onnx").predict(...)`` keeps the model's class names, task, stride and input size:
+    ``task``, ``stride``, ``names``, ``imgsz``, ``batch``, ``channels``, ``head``, ``end2end``,
+    ``args`` (``dynamic`` False: the export fixes the image size) and ``kpt_shape`` for pose,
+    written as ultralytics writes them (``str`` of the Python value)."""
+    tasks = importlib.import_module("ultralytics.nn.tasks")  # imported already: the model is one
+    c, h, w = input_shape
+    head = model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
+    names = getattr(model, "names", None) or {i: str(i) for i in range(yolo_classes(model))}
+    md: dict[str, Any] = {
+        "description": f"{type(model).__name__} exported by edgeslim",
+        "task": getattr(model, "task", None) or tasks.guess_model_task(model),
+        "stride": int(max(float(s) for s in getattr(model, "stride", [32.0]))),
+        "names": dict(names) if isinstance(names, dict) else dict(enumerate(names)),
+        "imgsz": [h, w],
+        "batch": batch,
+        "channels": c,
+        "head": type(head).__name__ if head is not None else "",
+        "end2end": bool(getattr(model, "end2end", False)),
+        "args": {
+            "batch": batch,
+            "dynamic": False,
+            "imgsz": [h, w],
+            "half": False,
+            "int8": False,
+            "nms": False,
+        },
+    }
+    if getattr(head, "kpt_shape", None) is not None:
+        md["kpt_shape"] = list(head.kpt_shape)
+    return {k: str(v) for k, v in md.items()}
 
 
 def export_output_names(outputs: Any) -> list[str]:

@@ -44,8 +44,9 @@ def load_model_or_arch(
     if looks_like_file(target):
         if weights is not None:
             raise EdgeslimError(
-                f"--weights goes with an architecture name (e.g. tv:resnet18 --weights {weights}); "
-                f"{target} is a model file that holds its own weights"
+                f"weights goes with an architecture name (e.g. tv:resnet18); {target} is a model file "
+                "that holds its own parameters",
+                param="weights",
             )
         return load_model(target, trust_pickle=trust_pickle)
     from edgeslim.models.registry import ModelSpec, build_model, canonical_arch, check_trusted, model_defaults
@@ -53,18 +54,20 @@ def load_model_or_arch(
     check_trusted(target, trust_pickle)
     shape = parse_input_shape(input_shape) if input_shape is not None else None
     if data is not None and dshape is None and shape is None:
-        raise EdgeslimError(f"--data {data} has no fixed image size; pass --input-shape C,H,W")
+        raise EdgeslimError(
+            f"data {data} has no fixed image size; pass input_shape C,H,W", param=("data", "input_shape")
+        )
     own = model_defaults(target)
     c, h, w = shape or (
         dshape[:3] if dshape else (own.get("in_channels", 3), *own.get("input_size", (32, 32)))
     )
     classes = num_classes or (dshape[3] if dshape else own.get("num_classes", 10))
     spec = ModelSpec(canonical_arch(target), classes, c, (h, w))
-    from edgeslim.models.yolo import input_normalization  # imports no ultralytics
+    from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
 
     if weights is None:
         model, spec = build_model(spec, trust_pickle=trust_pickle)
-        norm = input_normalization(model, spec.in_channels)
+        norm = input_preprocessing(model, spec.in_channels)
         return LoadedModel(model=model, kind="architecture", spec=spec, path=None, meta=norm)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights, with_classes
@@ -72,7 +75,7 @@ def load_model_or_arch(
     model, spec = build_with_weights(
         spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
     )
-    meta: dict = {"weights": str(weights), **input_normalization(model, spec.in_channels)}
+    meta: dict = {"weights": str(weights), **input_preprocessing(model, spec.in_channels)}
     if num_classes is not None and num_classes != spec.num_classes:
         model, spec, meta["head"] = with_classes(model, spec, num_classes, trust_pickle=trust_pickle)
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
@@ -98,7 +101,7 @@ def check_finite_weights(loaded: LoadedModel) -> None:
     if bad is not None:
         raise EdgeslimError(
             f"{loaded.path or 'the model'} has NaN or inf weights ({bad}); it diverged in training: "
-            "retrain it (lower --lr) or use an earlier checkpoint"
+            "retrain it with a lower learning rate or use an earlier checkpoint"
         )
 
 
@@ -124,8 +127,9 @@ def model_input_shape(
     if loaded.input_shape is not None:  # the spec's, or the shape a torch.export program fixes
         return loaded.input_shape
     raise EdgeslimError(
-        f"{loaded.path} is {loaded.described} without an input shape; pass --input-shape C,H,W"
-        + (" or --data" if data_option else "")
+        f"{loaded.path} is {loaded.described} without an input shape; pass input_shape C,H,W"
+        + (" or data" if data_option else ""),
+        param=("input_shape", "data") if data_option else "input_shape",
     )
 
 

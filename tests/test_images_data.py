@@ -1,0 +1,112 @@
+"""The ``images`` data set: a user's folder of photos of any size and layout (no class folders)
+validates and calibrates an export at the model's input size, letterboxed for ultralytics models as
+ultralytics' predictor letterboxes them, stretched for the others; training on it is refused."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeslim.cli import main
+from edgeslim.data.imagefolder import LETTERBOX_FILL, read_images
+from edgeslim.export.validate import real_inputs
+
+#: (width, height) of the photos: landscape, portrait, square, wide
+SIZES = [(200, 100), (100, 200), (160, 160), (300, 150)]
+
+
+@pytest.fixture(scope="module")
+def photos(cifar_zip: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A flat folder of 40 real photos (CIFAR-10 test JPEGs scaled up to four sizes), one nested
+    in a subfolder as camera dumps are; no class structure."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "day2").mkdir()
+    with zipfile.ZipFile(cifar_zip) as z:
+        names = [n for n in z.namelist() if n.endswith(".jpg") and n.startswith("test/")][:40]
+        for i, n in enumerate(names):
+            im = Image.open(io.BytesIO(z.read(n))).convert("RGB").resize(SIZES[i % len(SIZES)])
+            im.save(root / ("day2" if i == 39 else "") / f"IMG_{i:04d}.jpg")
+    return root
+
+
+def test_letterbox_keeps_the_aspect_and_pads_with_grey(photos: Path) -> None:
+    x, total = read_images(photos, 3, (64, 64), 4, fit="letterbox")
+    assert total == 40 and x.shape == (4, 3, 64, 64) and x.dtype == np.uint8
+    # the even spread over 40 files picks 0, 13, 26, 39: sizes 200x100, 100x200, 300x150 and the nested 300x150
+    land, port = x[0], x[1]
+    assert (land[:, :16] == LETTERBOX_FILL).all() and (land[:, 48:] == LETTERBOX_FILL).all()  # 64x32 content
+    assert (port[:, :, :16] == LETTERBOX_FILL).all() and (port[:, :, 48:] == LETTERBOX_FILL).all()
+    assert not (land[:, 16:48] == LETTERBOX_FILL).all() and not (port[:, :, 16:48] == LETTERBOX_FILL).all()
+    s, _ = read_images(photos, 3, (64, 64), 4, fit="stretch")
+    assert not (s[0, :, :16] == LETTERBOX_FILL).all()  # stretched: no border
+    g, _ = read_images(photos, 1, (32, 48), 2)
+    assert g.shape == (2, 1, 32, 48)
+
+
+def test_real_inputs_from_a_folder_of_photos(photos: Path) -> None:
+    """An ultralytics model's checkpoint meta (pixels / 255, letterbox) is honoured; a model without
+    recorded statistics is normalized with the photos' own."""
+    yolo_meta = {"mean": [0.0] * 3, "std": [1.0] * 3, "fit": "letterbox"}
+    b = real_inputs((3, 64, 64), data="images", data_dir=str(photos), meta=yolo_meta, n=12)
+    assert b is not None and b.real and b.labels is None and b.x.shape == (12, 3, 64, 64)
+    assert b.source.startswith(f"images {photos} (letterbox, 12 of 40)")
+    assert float(b.x.min()) >= 0 and float(b.x.max()) <= 1 and (b.x == LETTERBOX_FILL / 255).any()
+    c = real_inputs((3, 48, 48), data="images", data_dir=str(photos), meta={}, n=40)
+    assert c is not None and c.x.shape == (40, 3, 48, 48)
+    assert np.allclose(c.x.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-4)  # its own statistics
+    assert "stretch" in c.source
+
+
+def test_export_a_detector_calibrated_on_photos(photos: Path, tmp_path: Path, capsys) -> None:
+    """``export yolo:... --data images --data-dir PHOTOS``: checked in ONNX Runtime on the
+    letterboxed photos, and INT8 calibration data written from them (no TensorRT here: the Q/DQ
+    model and a trtexec script)."""
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "y8.onnx"
+    args = ["export", "yolo:yolov8n", "--input-shape", "3,64,64", "--onnx", str(onnx_path), "--data", "images",
+            "--data-dir", str(photos), "--trt", "--precision", "int8", "--calib-images", "20",
+            "--n-validate", "8", "--json"]  # fmt: skip
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    val = res["onnx"]["validation"]
+    assert val["real_data"] and val["passed"] and val["n"] == 8 and val["source"].startswith("images ")
+    calib = np.load(tmp_path / "y8.calib.npy")
+    assert calib.shape == (20, 3, 64, 64)
+    # 28 photos read (8 to check, 20 to calibrate), letterboxed, pixels / 255 as ultralytics feeds them
+    want = read_images(photos, 3, (64, 64), 28, fit="letterbox")[0][8:] / 255.0
+    np.testing.assert_allclose(calib, want, atol=1e-6)
+    assert (calib == np.float32(LETTERBOX_FILL / 255)).any()
+    assert (
+        res["qdq"]["calib_images"] == 20 and res["qdq"]["top1_agreement"] is None
+    )  # no top-1 for a detector
+
+
+def test_images_cannot_train_and_a_flat_folder_is_pointed_to_it(photos: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", "--arch", "vgg-small", "--data", "images", "--data-dir", str(photos), "--epochs", "1",
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no labels" in err and "imagefolder" in err
+    assert not (tmp_path / "run").exists()
+    assert main(["export", "tv:resnet18", "--input-shape", "3,64,64", "--onnx", str(tmp_path / "r.onnx"), "--data",
+                 "imagefolder", "--data-dir", str(photos)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "images data set" in err
+
+
+def test_int8_without_enough_images_says_how_many(photos: Path, tmp_path: Path, capsys) -> None:
+    base = ["export", "tv:resnet18", "--input-shape", "3,32,32", "--trt", "--precision", "int8"]
+    assert main([*base, "--onnx", str(tmp_path / "a.onnx"), "--data", "images", "--data-dir", str(photos),
+                 "--n-validate", "64"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has 40" in err and "--n-validate 64" in err
+    assert main([*base, "--onnx", str(tmp_path / "b.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--data" in err and "images takes any folder" in err
+    assert not list(tmp_path.iterdir())  # nothing written
