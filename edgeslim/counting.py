@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.cost import layer_macs, layer_params
-from edgeslim.channels.norm import bn_layers, is_batchnorm
+from edgeslim.channels.norm import bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
 
@@ -66,7 +66,7 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
     if isinstance(m, nn.Linear):
         return m.in_features, m.out_features
     if is_batchnorm(m):
-        return m.num_features, m.num_features
+        return bn_channels(m), bn_channels(m)
     return None, None
 
 

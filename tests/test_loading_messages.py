@@ -226,6 +226,30 @@ def test_torchscript_loads_without_warnings_and_is_refused_in_one_line(tmp_path,
                    "is a TorchScript program; surgery needs the Python model")  # fmt: skip
 
 
+def test_info_counts_the_batchnorms_of_torchscript(tmp_path, capsys):
+    """A scripted or traced model keeps its BN layers as compiled modules: ``info`` counts them
+    (recognised by the one aten::batch_norm each runs) and their exact zeros, as for the Python model
+    (it counted 0 BN layers)."""
+    model = create_model("vgg-small").eval()
+    with torch.no_grad():
+        model.features[1].weight[:5] = 0  # the first BN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(model).save(str(tmp_path / "s.ts"))
+        torch.jit.trace(model, torch.zeros(1, 3, 32, 32)).save(str(tmp_path / "t.ts"))
+    assert main(["info", "vgg-small", "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)["bn"]
+    assert want["layers"] and want["channels"] > 0
+    for f in ("s.ts", "t.ts"):
+        assert main(["info", str(tmp_path / f), "--trust-pickle", "--input-shape", "3,32,32", "--json"]) == 0
+        bn = json.loads(capsys.readouterr().out)["bn"]
+        assert (len(bn["layers"]), bn["channels"], bn["zeros"]) == (
+            len(want["layers"]),
+            want["channels"],
+            5,
+        ), f
+
+
 # ------------------------------------------------------------------ 5. torch.export programs
 
 

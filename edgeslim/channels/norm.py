@@ -7,6 +7,7 @@ Instance and group norm do not: their scales are not per-channel statistics of a
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -15,10 +16,39 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (_BatchNorm,)
 
 
 def is_batchnorm(module: nn.Module) -> bool:
-    """Whether ``module`` is a BatchNorm layer of any dimension (affine or not)."""
-    return isinstance(module, NORM_TYPES)
+    """Whether ``module`` is a BatchNorm layer of any dimension (affine or not), also compiled to
+    TorchScript (scripted or traced: recognised by the one ``aten::batch_norm`` its forward runs)."""
+    return isinstance(module, NORM_TYPES) or _compiled_batchnorm(module)
+
+
+def _compiled_batchnorm(module: nn.Module) -> bool:
+    if not isinstance(module, torch.jit.ScriptModule):
+        return False
+    weight, var = getattr(module, "weight", None), getattr(module, "running_var", None)
+    if not isinstance(var, torch.Tensor) or (weight is not None and weight.shape != var.shape):
+        return False
+    try:
+        kinds = [n.kind() for n in module.inlined_graph.nodes()]
+    except (AttributeError, RuntimeError):  # a module without a compiled forward
+        return False
+    return kinds.count("aten::batch_norm") == 1
+
+
+def _affine(module: nn.Module) -> bool:
+    affine = getattr(module, "affine", None)  # a traced module keeps no such attribute
+    return (
+        bool(affine)
+        if isinstance(affine, bool)
+        else isinstance(getattr(module, "weight", None), torch.Tensor)
+    )
+
+
+def bn_channels(module: nn.Module) -> int:
+    """The channel count of a BatchNorm layer (``is_batchnorm``), compiled ones included."""
+    n = getattr(module, "num_features", None)
+    return int(n) if isinstance(n, int) else int(module.running_var.numel())
 
 
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
-    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and m.affine]  # type: ignore[misc]
+    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and _affine(m)]  # type: ignore[misc]
