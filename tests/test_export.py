@@ -120,7 +120,7 @@ def test_slim_checkpoint_export_cli(tmp_path, fm_batch, fmnist_dir):
     dense_params = sum(p.numel() for n, p in dense.named_parameters() if "bn" not in n)
     assert sum(int(np.prod(t.dims)) for t in onnx.load(str(out)).graph.initializer) < dense_params
     audit = audit_onnx(out)
-    assert audit.misaligned("fp16") and "round_to=8" in audit.suggestion()
+    assert audit.misaligned("fp16") and "to multiples of 8 (FP16)" in audit.suggestion()
 
 
 def test_audit_onnx_matches_torch(tmp_path):
@@ -139,7 +139,7 @@ def test_audit_onnx_matches_torch(tmp_path):
     assert a_onnx.layers[-1].out_channels == 10 and not a_onnx.layers[-1].out_free
     assert [lay.misaligned(8) for lay in a_onnx.layers[:3]] == [["out"], ["in"], []]
     assert len(a_onnx.misaligned("fp16")) == 2 and len(a_onnx.misaligned("int8")) == 2
-    assert "round_to=8" in a_onnx.suggestion()
+    assert "to multiples of 8 (FP16)" in a_onnx.suggestion()
     assert "aligned" in audit_onnx(export_onnx(create_model("vgg-small"), tmp_path / "b.onnx", (3, 32, 32),
                                                validate=False).path).suggestion()  # fmt: skip
 

@@ -61,9 +61,9 @@ class AlignmentReport:
         if not parts:
             return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
         if self.misaligned("fp16"):
-            fix = "re-run channel surgery with round_to=8 (FP16) or round_to=32 (INT8)"
+            fix = "re-run channel surgery rounding the kept channels to multiples of 8 (FP16) or 32 (INT8)"
         else:
-            fix = "FP16 is aligned; for INT8 re-run channel surgery with round_to=32"
+            fix = "FP16 is aligned; for INT8 re-run channel surgery rounding the kept channels to multiples of 32"
         return f"{'; '.join(parts)}: TensorRT pads these and may add Reformat layers; {fix}"
 
     def rows(self) -> list[list[Any]]:
