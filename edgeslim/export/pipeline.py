@@ -166,16 +166,12 @@ def run_export(
     if int8 and len(batch.x) <= req.n_validate:
         raise EdgeslimError(
             f"INT8 calibration needs more images than the n_validate {req.n_validate} that check the export; "
-            f"{batch.source.split('[')[0].strip()} has {len(batch.x)}: add images or lower the count",
+            f"{batch.source.rsplit('[:', 1)[0]} has {len(batch.x)}: add images or lower the count",
             param="n_validate",
         )
     check_batch = batch
     if batch is not None and len(batch.x) > req.n_validate:
-        from edgeslim.export.validate import InputBatch
-
-        lab = batch.labels[: req.n_validate] if batch.labels is not None else None
-        check_batch = InputBatch(batch.x[: req.n_validate], lab, batch.source.split("[")[0] + f"[:{req.n_validate}]",
-                                 batch.real, batch.mean, batch.std)  # fmt: skip
+        check_batch = batch.first(req.n_validate)
     if check_batch is None and not req.no_validate:
         say("no data set known for this model (none given, none recorded in it): validating on random inputs")
     res = export_onnx(

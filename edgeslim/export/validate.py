@@ -37,6 +37,17 @@ class InputBatch:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    def first(self, n: int) -> InputBatch:
+        """The first ``n`` inputs (and labels), the source saying how many (``cifar10 test[:n]``)."""
+        k = min(n, len(self.x))
+        base = (
+            self.source[: self.source.rfind("[:")]
+            if self.source.endswith("]") and "[:" in self.source
+            else self.source
+        )
+        labels = self.labels[:k] if self.labels is not None else None
+        return InputBatch(self.x[:k], labels, f"{base}[:{k}]", self.real, self.mean, self.std)
+
 
 @dataclass
 class ValidationReport:
@@ -163,7 +174,9 @@ def _folder_inputs(
         std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    source = f"{IMAGES} {root} ({fit}, {len(x)} of {total})[:{len(x)}]"
+    source = (
+        f"{IMAGES} {root} ({total} files, {'letterboxed' if fit == 'letterbox' else 'stretched'})[:{len(x)}]"
+    )
     return InputBatch((x - m) / s, None, source, True, mean, std)
 
 
