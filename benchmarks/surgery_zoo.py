@@ -7,7 +7,8 @@ torchvision classifier of each BN family. Random weights, BN statistics randomiz
 Per model and per tool, in one process (the tools alternate): the tool's own coupled BN groups
 are found, ``round(frac * n)`` random channels of every group are zeroed (scale and bias, so
 removal is exact), the tool removes them, and the result is compared with the zeroed dense
-model in float64 on every output tensor. Columns:
+model in float64 on every output tensor (ultralytics models: on the outputs they return deployed,
+``edgeslim.models.yolo.deployed_output``, as ``edgeslim prune`` uses them). Columns:
 
 - ``removable``: share of all BN channels (each BN counted) in groups the tool can prune;
 - ``removed``: share of BN channels actually removed; ``diff``: max |output difference|;
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import signal
 import statistics
@@ -37,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeslim.models.yolo import deployed_output
 from edgeslim.surgery import build_graph, prune_with_report
 from edgeslim.surgery.graph import _flat_tensors
 from edgeslim.utils.console import out
@@ -126,9 +129,10 @@ def pick(n: int, frac: float, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:k].sort().values
 
 
-def outputs(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def outputs(m: nn.Module, x: torch.Tensor, select: Callable[[Any], Any] | None = None) -> list[torch.Tensor]:
     with torch.no_grad():
-        return _flat_tensors(m.eval()(x))
+        out = m.eval()(x)
+        return _flat_tensors(select(out) if select is not None else out)
 
 
 def compare(ref: list[torch.Tensor], got: list[torch.Tensor]) -> tuple[float, bool, str]:
@@ -149,7 +153,8 @@ def compare(ref: list[torch.Tensor], got: list[torch.Tensor]) -> tuple[float, bo
 def run_edgeslim(base: nn.Module, x: torch.Tensor, frac: float, seed: int, repeats: int) -> dict[str, Any]:
     m = copy.deepcopy(base)
     total = bn_channels(m)
-    g = build_graph(m, x)
+    deployed = deployed_output(m)  # a YOLO's deployed predictions, as edgeslim prune uses it
+    g = build_graph(m, x, outputs=deployed)
     gen = torch.Generator().manual_seed(seed)
     mods = dict(m.named_modules())
     removable = 0
@@ -163,15 +168,19 @@ def run_edgeslim(base: nn.Module, x: torch.Tensor, frac: float, seed: int, repea
     secs, fast_secs = [], []
     for _ in range(repeats):
         t = time.perf_counter()
-        res = prune_with_report(m, x)  # deep copy, capture, prune, verify
+        res = prune_with_report(m, x, outputs=deployed)  # deep copy, capture, prune, verify
         secs.append(time.perf_counter() - t)
         work = copy.deepcopy(m)
         t = time.perf_counter()
-        fast = prune_with_report(work, x, inplace=True, check=False)  # what Torch-Pruning does
+        fast = prune_with_report(
+            work, x, inplace=True, check=False, outputs=deployed
+        )  # what Torch-Pruning does
         fast_secs.append(time.perf_counter() - t)
     same = sum(p.numel() for p in fast.model.parameters()) == sum(p.numel() for p in res.model.parameters())
     x64 = x.double()
-    diff, ok, why = compare(outputs(copy.deepcopy(m).double(), x64), outputs(res.model.double(), x64))
+    diff, ok, why = compare(
+        outputs(copy.deepcopy(m).double(), x64, deployed), outputs(res.model.double(), x64, deployed)
+    )
     return {
         "removable": removable / total,
         "removed": (total - bn_channels(res.model)) / total,
@@ -310,6 +319,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
     ap.add_argument("--out", type=Path, default=RESULTS / "surgery_zoo")
+    ap.add_argument("--update", action="store_true",
+                    help="replace the --only models' rows in the existing results and re-summarize")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = args.only.split(",") if args.only else all_names()
@@ -325,7 +336,6 @@ def main() -> None:
             f"| tp ok={row.get('tp_ok')} removed={row.get('tp_removed', 0):.3f} s={row.get('tp_s', 0):.2f} "
             f"{row.get('es_error', '')} {row.get('es_why', '')}"
         )
-    summary = summarize(rows)
     import torch_pruning
 
     meta = {
@@ -337,6 +347,12 @@ def main() -> None:
         "seed": args.seed,
         "repeats": args.repeats,
     }
+    if args.update:  # the other models' rows as they were measured
+        old = json.loads(args.out.with_suffix(".json").read_text())
+        new = {r["model"]: r for r in rows}
+        rows = [new.pop(r["model"], r) for r in old["rows"]] + list(new.values())
+        meta = {**old["meta"], "updated_rows": {"models": names, **meta}}
+    summary = summarize(rows)
     write_json(args.out.with_suffix(".json"), {"meta": meta, "summary": summary, "rows": rows})
     cols = ["model", "input", "bn_channels"]
     for k in ("es", "tp"):
@@ -350,7 +366,13 @@ def main() -> None:
         f"weights, {args.frac:.0%} of every coupled BN group zeroed (scale and bias) by each tool in its own "
         "groups, compared in float64 on every output tensor (`ok`: same shapes, diff <= 1e-10 x output "
         "scale). `es` = edgeslim, `tp` = Torch-Pruning. Times: best of "
-        f"{meta['repeats']}. Produced by `python benchmarks/surgery_zoo.py --repeats {meta['repeats']}`.",
+        f"{meta['repeats']}. Produced by `python benchmarks/surgery_zoo.py --repeats {meta['repeats']}`"
+        + (
+            f"; rows of {', '.join(meta['updated_rows']['models'])} re-measured with `--only ... --update`"
+            if "updated_rows" in meta
+            else ""
+        )
+        + ".",
         "",
         "## Summary",
         "",

@@ -351,10 +351,10 @@ def test_yolo_checkpoint_is_a_pickle_and_needs_trust(tmp_path):
         load_yolo_checkpoint(str(tmp_path / "best.pt"))
 
 
-def _zero_groups(m: nn.Module, x: torch.Tensor, frac: float = 0.3) -> int:
+def _zero_groups(m: nn.Module, x: torch.Tensor, frac: float = 0.3, outputs=None) -> int:
     gen = torch.Generator().manual_seed(0)
     mods, n = dict(m.named_modules()), 0
-    for bg in build_graph(m, x).bn_groups():
+    for bg in build_graph(m, x, outputs=outputs).bn_groups():
         sel = torch.randperm(bg.size, generator=gen)[: int(frac * bg.size)]
         n += sel.numel()
         for name, idx in bg.members:
@@ -400,6 +400,63 @@ def test_yolo_from_yaml_prunes_exactly_without_patches(name: str):
     ref, got = _flat_tensors(m(x)), _flat_tensors(res.model(x))
     assert len(ref) > 1 and [t.shape for t in ref] == [t.shape for t in got]
     assert exact(m, res.model, x) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["yolov8n", pytest.param("yolov8n-seg", marks=pytest.mark.slow)])
+def test_yolo_deployed_outputs_free_the_neck_channels(name: str):
+    """With the outputs an ultralytics model returns deployed (``deployed_output``), the neck's
+    P3-P5 feature maps, which eval mode also returns, are no longer outputs: every BN channel of
+    YOLOv8n lies in a prunable group (91.5% otherwise: the anchors' ``new_full``/``type_as`` on those
+    maps read only their dtype), surgery is exact on the deployed outputs, and the slim model still
+    runs in eval and training mode (ultralytics reads the neck maps' spatial size only)."""
+    pytest.importorskip("ultralytics")
+    from edgeslim.models import create_model
+    from edgeslim.models.yolo import deployed_output
+
+    m = create_model(f"yolo:{name}", num_classes=80).eval()
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 64, 64)
+    select = deployed_output(m)
+    assert select is not None and deployed_output(nn.Conv2d(3, 3, 1)) is None
+    total = sum(b.num_features for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    share = {s: sum(g.size * len(g.members) for g in build_graph(m, x, outputs=s).bn_groups()) / total
+             for s in (None, select)}  # fmt: skip
+    assert share[select] > share[None] + 0.05 and share[select] > 0.98, share
+    neck = m.model[15].cv2.bn.num_features  # P3, which eval mode also returns
+    zeroed = _zero_groups(m, x, outputs=select)
+    res = prune_with_report(m, x, outputs=select)
+    assert res.report["removed_channels"] == zeroed and res.model.model[15].cv2.bn.num_features < neck
+    ref, got = _flat_tensors(select(m(x))), _flat_tensors(select(res.model(x)))
+    assert [t.shape for t in ref] == [t.shape for t in got]
+    assert verify(m, res.model, x, outputs=select)["max_abs_diff"] < 1e-4
+    assert isinstance(res.model.eval()(x), tuple) and isinstance(res.model.train()(x), (dict, tuple))
+    with pytest.raises(TypeError, match="a function"):
+        build_graph(m.eval(), x, outputs=torch.zeros(1))
+
+
+def test_a_failed_meta_run_leaves_no_cache_for_the_real_run():
+    """A module that caches a tensor in its forward (as YOLO heads cache anchors) and then reads a
+    tensor's value (which the shapes-only run cannot) is run again on real tensors: the cache the
+    failed run left on the "meta" device must not reach that run."""
+
+    class Anchored(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8)
+            self.register_buffer("stride", torch.tensor([2.0]))
+            self.cache: torch.Tensor | None = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn(self.conv(x))
+            if self.cache is None or self.cache.shape != y.shape[2:]:
+                self.cache = torch.ones(y.shape[2:], device=y.device)
+            s = torch.full((1,), self.stride[0])  # a constant's value: not on "meta"
+            return y * self.cache * s
+
+    m = Anchored().eval()
+    x = torch.randn(1, 3, 8, 8)
+    g = build_graph(m, x)  # failed before: the real run met the "meta" cache
+    assert g.num_classes > 0 and m.cache is None  # attributes the runs set are undone
 
 
 def test_building_a_yolo_model_leaves_pil_and_pip_alone() -> None:

@@ -30,13 +30,15 @@ SMALL = "3,64,64"
 ANCHORS_64 = 8 * 8 + 4 * 4 + 2 * 2
 
 #: what an ultralytics user has: YOLO(...).save() (as training writes best.pt: a pickled dict whose
-#: 'model' is a half-precision DetectionModel); 8 of the stem's 16 BN scales are zero, to prune
+#: 'model' is a half-precision DetectionModel); 8 of the stem's 16 BN scales are zero, and 16 of the
+#: 64 of the P3 map the neck hands to the Detect head, to prune
 SAVE = """
 import sys, torch
 from ultralytics import YOLO
 y = YOLO("yolov8n.yaml")
 with torch.no_grad():
     y.model.model[0].bn.weight[:8] = 0
+    y.model.model[15].cv2.bn.weight[:16] = 0  # the neck's P3 map, which eval mode also returns
 y.model.names = {i: f"part{i}" for i in range(80)}  # a user's own classes
 y.model.names[0] = "helmet"
 y.save(sys.argv[1])
@@ -111,7 +113,7 @@ def test_info_reads_best_pt_with_its_classes(best_pt: Path, capsys) -> None:
     res = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
     ref = count_model(load_yolo_checkpoint(str(best_pt), trust_pickle=True), (3, 64, 64))
     assert res["num_classes"] == 80 and res["macs"] == ref.macs and res["params"] == ref.params
-    assert res["bn"]["zeros"] == 8
+    assert res["bn"]["zeros"] == 8 + 16
     # a bare best.pt is recognised as what it is and loads the same way
     assert main(["info", str(best_pt), "--trust-pickle", "--input-shape", SMALL, "--json"]) == 0
     bare = json.loads(capsys.readouterr().out)
@@ -133,10 +135,12 @@ def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path,
     args = ["prune", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--round-to", "1"]
     assert main([*args, "-o", str(slim), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["removed_channels"] == 8 and rep["max_abs_diff"] < 1e-3
+    assert (
+        rep["removed_channels"] == 8 + 16 and rep["max_abs_diff"] < 1e-3
+    )  # the P3 map's too: deployed outputs
     loaded = load_model(slim, trust_pickle=True)  # its spec names best.pt by its absolute path
     assert loaded.spec.arch == f"yolo:{best_pt.resolve()}" and loaded.spec.num_classes == 80
-    assert loaded.model.model[0].conv.out_channels == 8
+    assert loaded.model.model[0].conv.out_channels == 8 and loaded.model.model[15].cv2.conv.out_channels == 48
 
     onnx_path = tmp_path / "slim.onnx"
     assert main(["export", str(slim), "--trust-pickle", "--onnx", str(onnx_path), "--dynamic-batch",

@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,29 @@ def input_preprocessing(model: Any, channels: int = 3) -> dict[str, Any]:
     if not is_ultralytics_model(model):
         return {}
     return {"mean": [0.0] * channels, "std": [1.0] * channels, "fit": "letterbox"}
+
+
+def deployed_output(model: Any) -> Callable[[Any], Any] | None:
+    """For an ultralytics model whose head is a detection head (``Detect`` and its subclasses:
+    segment, pose, OBB) or a classifier: the function that picks, from its eval-mode output,
+    what it returns deployed (export mode: the decoded predictions, and a segmenter's
+    prototypes), leaving out the raw maps and neck features it also returns. Given to surgery
+    (``prune_with_report(..., outputs=...)``), it lets the neck's P3-P5 channels shrink: YOLOv8n
+    has 100% of its BN channels in prunable groups with it, 91.5% without. Ultralytics uses those
+    neck features in eval and training mode for their spatial size only. ``None`` for other models."""
+    if not is_ultralytics_model(model):
+        return None
+    heads = importlib.import_module("ultralytics.nn.modules.head")
+    kinds = tuple(getattr(heads, n) for n in ("Detect", "Classify") if hasattr(heads, n))
+    head = model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
+    if head is None or not isinstance(head, kinds):
+        return None
+    return _first_of_pair
+
+
+def _first_of_pair(out: Any) -> Any:
+    """``(deployed, raw)`` -> ``deployed``: an ultralytics head's eval-mode result."""
+    return out[0] if isinstance(out, tuple) and len(out) == 2 else out
 
 
 def prepare_for_export(

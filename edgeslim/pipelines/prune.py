@@ -40,6 +40,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
 
     from edgeslim.channels.devices import resolve_alignment
     from edgeslim.checkpoint import save_model
+    from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.io import check_output_path
@@ -63,7 +64,10 @@ def run(req: PruneRequest) -> dict[str, Any]:
     shape = model_input_shape(loaded, req.input_shape)
     calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
     example = torch.zeros((1, *shape))
-    res = prune_with_report(loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib)
+    res = prune_with_report(  # a detector's deployed outputs count, not the maps it also returns
+        loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
+        outputs=deployed_output(loaded.model), inplace=True,
+    )  # fmt: skip
     rep = res.report
     rep["alignment"] = align
     rep["calibration"] = calib_desc
@@ -131,12 +135,13 @@ def graph(
     file or an architecture, traced on one zero input of its input shape."""
     import torch
 
+    from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import model_input_shape
     from edgeslim.surgery import build_graph
 
     loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes)
     shape = model_input_shape(loaded, input_shape)
-    return build_graph(loaded.model, torch.zeros((1, *shape)))
+    return build_graph(loaded.model, torch.zeros((1, *shape)), outputs=deployed_output(loaded.model))
 
 
 def graph_summary(g: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import itertools
 import math
 import os
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -558,7 +558,7 @@ class _Analyser:
     def current(self) -> str:
         return self.stack[-1] if self.stack else ""
 
-    def run(self, x: Tensor) -> Any:
+    def run(self, x: Tensor, select: Callable[[Any], Any] | None = None) -> Any:
         handles = [  # two process-wide hooks: cheaper than a pair on every module
             register_module_forward_pre_hook(self._pre),
             register_module_forward_hook(self._post),
@@ -575,7 +575,7 @@ class _Analyser:
                     with _swapped_tensors(self._walk, self._run_tensors):
                         out = self._model(x)
             self.busy = True
-            outs = _flat_tensors(out)
+            outs = _flat_tensors(select(out) if select is not None else out)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
         finally:
             self.busy = False
@@ -704,6 +704,18 @@ class _Analyser:
 
     # -- dispatch ----------------------------------------------------------------------
     def on_function(self, n: Call, fn: Any, out: Any) -> Any:
+        if fn in ops.NEW_TENSOR_FUNCTIONS:  # only the dtype/device of its tensor: created here
+            res = self.fresh(out) if _is_tensor(out) and out.dim() >= 2 else None
+            self.barrier(n, self._all_infos(res), "tensor created inside the model")
+            return res
+        if fn in ops.DTYPE_SOURCE_FUNCTIONS:  # x.type_as(y): y's channels play no part
+            n = Call(
+                n.func,
+                n.args[:1] + tuple(a for a in n.args[1:] if not isinstance(a, Tensor)),
+                {k: v for k, v in n.kwargs.items() if not isinstance(v, Tensor)},
+                n.module,
+                n.target,
+            )
         args, kwargs = n.args, n.kwargs
         a0 = self.info(args[0]) if args else None
         labelled = self.infos_in(args) or self.infos_in(list(kwargs.values()))
@@ -1418,8 +1430,14 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     )
 
 
-def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
+def build_graph(
+    model: nn.Module, example_input: Tensor, *, outputs: Callable[[Any], Any] | None = None
+) -> DependencyGraph:
     """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
+
+    Every tensor the forward returns is an output whose channels are kept; ``outputs`` picks the
+    ones that count from the forward's result (a detector's deployed predictions, not the
+    feature maps it also returns in eval mode), see :func:`edgeslim.models.yolo.deployed_output`.
 
     Capture is eager: every torch function the model calls is seen (a ``TorchFunctionMode``), so
     Python control flow on shapes, ``*args`` forwards, lists of chunks and dict outputs need no
@@ -1427,6 +1445,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
     """
+    if outputs is not None and not callable(outputs):
+        raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
     walk = _walk(model)
     modules = list({id(m): m for _, m in walk}.values())
     modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()
@@ -1434,7 +1454,8 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
         named = _named_tensors(walk)
         analyser = _Analyser(model, _meta_tensors(named), named, walk)
         try:
-            analyser.run(example_input.detach().to("meta"))
+            with _restored_attributes(modules):  # (what the failed run cached must not reach the next)
+                analyser.run(example_input.detach().to("meta"), outputs)
         except EdgeslimError:
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
@@ -1443,7 +1464,7 @@ def build_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
             analyser = _Analyser(model, walk=walk)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
-                analyser.run(example_input.detach().to(dev))
+                analyser.run(example_input.detach().to(dev), outputs)
             except EdgeslimError:
                 raise
             except Exception as exc2:  # noqa: BLE001

@@ -111,6 +111,14 @@ VIEW_FUNCTIONS: set[Any] = RESHAPE_FUNCTIONS | SQUEEZE_FUNCTIONS | GETITEM_FUNCT
 SHAPE_QUERY_FUNCTIONS: set[Any] = {
     torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.__len__, torch._assert,
 }  # fmt: skip
+#: ``x.type_as(y)``, ``x.to(y)``: a tensor argument after the first gives only a dtype and device.
+DTYPE_SOURCE_FUNCTIONS: set[Any] = {torch.Tensor.type_as, torch.Tensor.to}
+#: ``x.new_full(size, v)`` and kin: a new tensor that takes only ``x``'s dtype and device (no values,
+#: no channels), as a factory function would.
+NEW_TENSOR_FUNCTIONS: set[Any] = {
+    torch.Tensor.new_full, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
+    torch.Tensor.new_tensor,
+}  # fmt: skip
 #: Shape reads whose int result follows surgery (a size computed from them is not a literal).
 SIZE_METHODS: set[Any] = {torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__}
 #: Calls that need tensor values (Python control flow on data): a "meta" run cannot do them.

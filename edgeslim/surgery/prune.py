@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,12 +281,16 @@ def prune_with_report(
     *,
     inplace: bool = False,
     check: bool = True,
+    outputs: Callable[[Any], Any] | None = None,
 ) -> PruneResult:
     """Surgery on a copy of ``model``: returns the slim model, its recipe and a report.
 
     ``inplace=True`` resizes ``model`` itself (no deep copy). ``check=False`` skips the
     before/after forwards that measure the deviation (``max_abs_diff`` is then None); a dense
-    forward still runs when a removed channel's constant must be folded.
+    forward still runs when a removed channel's constant must be folded. ``outputs`` picks the
+    outputs that must be kept and verified from the forward's result (default: every tensor it
+    returns; for an ultralytics model :func:`edgeslim.models.yolo.deployed_output` gives its
+    deployed predictions, so the neck features it also returns in eval mode can shrink).
     """
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
@@ -295,7 +299,7 @@ def prune_with_report(
     work, shared = (model, []) if inplace else _copy_sharing_tensors(model)
     if any(m.training for m in work.modules()):
         work.eval()
-    g = build_graph(work, example_input)
+    g = build_graph(work, example_input, outputs=outputs)
     mods = g.modules
     params_before = _param_count(mods.values())
     removable, strength = removable_classes(g)
@@ -312,7 +316,9 @@ def prune_with_report(
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
-        dense_out = _outputs(work, inputs, switch_mode=False) if check or stats.handles else []
+        dense_out = (
+            _outputs(work, inputs, switch_mode=False, select=outputs) if check or stats.handles else []
+        )
     finally:
         stats.close()
     folded = []
@@ -386,7 +392,7 @@ def prune_with_report(
     ]
     t_shrink = time.perf_counter()
     try:
-        slim_out = _outputs(work, inputs, switch_mode=False) if check else []
+        slim_out = _outputs(work, inputs, switch_mode=False, select=outputs) if check else []
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EdgeslimError(
@@ -439,24 +445,41 @@ def prune_with_report(
     return PruneResult(work, recipe, report, g)
 
 
-def prune(model: nn.Module, example_input: Tensor, round_to: int = 1, calib_inputs: Any = None) -> nn.Module:
+def prune(
+    model: nn.Module,
+    example_input: Tensor,
+    round_to: int = 1,
+    calib_inputs: Any = None,
+    outputs: Callable[[Any], Any] | None = None,
+) -> nn.Module:
     """The slim model (see :func:`prune_with_report`)."""
-    return prune_with_report(model, example_input, round_to=round_to, calib_inputs=calib_inputs).model
+    return prune_with_report(
+        model, example_input, round_to=round_to, calib_inputs=calib_inputs, outputs=outputs
+    ).model
 
 
-def verify(model: nn.Module, slim: nn.Module, inputs: Any) -> dict[str, float]:
+def verify(
+    model: nn.Module, slim: nn.Module, inputs: Any, outputs: Callable[[Any], Any] | None = None
+) -> dict[str, float]:
     """Largest absolute output difference and top-1 agreement of two models on ``inputs``.
 
     ``inputs``: a tensor, or an iterable of tensors or ``(x, y)`` batches. Both models run
-    in eval mode; their modes are restored afterwards.
+    in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    return _compare(_outputs(model, batches), _outputs(slim, batches))
+    return _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs))
 
 
-def _outputs(model: nn.Module, batches: list[Tensor], *, switch_mode: bool = True) -> list[list[Tensor]]:
-    """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output; the mode is
-    restored. ``switch_mode=False``: ``model`` is in eval mode already."""
+def _outputs(
+    model: nn.Module,
+    batches: list[Tensor],
+    *,
+    switch_mode: bool = True,
+    select: Callable[[Any], Any] | None = None,
+) -> list[list[Tensor]]:
+    """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
+    ``select`` picks from it; the mode is restored. ``switch_mode=False``: ``model`` is in eval
+    mode already."""
     mode = model.training
     if switch_mode:
         model.eval()
@@ -466,7 +489,7 @@ def _outputs(model: nn.Module, batches: list[Tensor], *, switch_mode: bool = Tru
     finally:
         if switch_mode:
             model.train(mode)
-    return [_flat_tensors(o) for o in outs]
+    return [_flat_tensors(select(o) if select is not None else o) for o in outs]
 
 
 def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
