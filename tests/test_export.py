@@ -185,6 +185,18 @@ def test_existing_output_refused_without_force(tmp_path):
     onnx.checker.check_model(onnx.load(str(out)))
 
 
+def test_no_validate_reads_no_images(tmp_path, capsys):
+    """A checkpoint whose recorded data set is out of reach (moved, or at another size than the
+    export) exports with --no-validate: images are read only to check and to calibrate."""
+    ckpt = tmp_path / "m.pt"
+    save_model(ckpt, create_model("vgg-small"), ModelSpec("vgg-small", 10, 3, (32, 32)),
+               meta={"data": "imagefolder", "data_dir": str(tmp_path / "gone")})  # fmt: skip
+    assert main(["export", str(ckpt), "--onnx", str(tmp_path / "a.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--onnx", str(tmp_path / "b.onnx"), "--no-validate"]) == 0
+    onnx.checker.check_model(onnx.load(str(tmp_path / "b.onnx")))
+
+
 @pytest.mark.parametrize("bad", ["3,32", "a,b,c", "0,32,32", "3,32,32,1", "32,32,3000000"])
 def test_invalid_input_shape(bad, tmp_path, capsys):
     with pytest.raises(EdgeslimError, match="invalid input shape"):
@@ -296,3 +308,24 @@ def test_onnx_check_tolerance_grows_with_the_outputs() -> None:
     small = ref / 50
     rep = compare(small, small + np.float32(3e-4), batch)
     assert not rep.passed and rep.tolerance == pytest.approx(1e-4 + 1e-5)
+    # very large logits (7e5) off by 3e-5 of their size: float32 rounding when every top-1 on real
+    # images agrees (a user's correct EfficientNet export was refused), an error otherwise
+    big = np.array([[7e5, 6.9e5, 1.0], [6.8e5, 7e5, 2.0]], dtype=np.float32)
+    off = big + np.float32(21.5)
+    real = InputBatch(x=torch.zeros(2, 1, 2, 2), labels=None, source="images x (2 files)[:2]", real=True)
+    rep = compare(big, off, real)
+    assert rep.passed and rep.top1_agreement == 1.0 and rep.tolerance == pytest.approx(1e-4 + 1e-4 * 7e5)
+    assert not compare(big, off, batch).passed  # random inputs: no real predictions to agree on
+    flipped = off.copy()
+    flipped[0, 1] += 2e4  # a different top-1: the export is wrong
+    assert not compare(big, flipped, real).passed
+
+
+def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.export import export
+
+    with pytest.raises(EdgeslimError) as info:  # a disagreement forced by a zero tolerance
+        export_onnx(create_model("vgg-small"), tmp_path / "m.onnx", (3, 32, 32), atol=-1.0)
+    assert "simplify=False" in str(info.value) and not (tmp_path / "m.onnx").exists()
+    assert cli_message(info.value, export).endswith("(try --opset 18, --exporter dynamo, or --no-simplify)")

@@ -108,18 +108,20 @@ def _flags(command: click.Command) -> dict[str, str]:
 
 def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
     """``str(exc)`` with every Python parameter it names (``exc.params``) replaced by ``command``'s
-    flag: the first whole-word occurrence (``force=True`` becomes ``--force``), or ``(see --flag)``
-    appended when the name is absent."""
+    flag: the first whole-word occurrence (``force=True`` becomes ``--force``, ``simplify=False``
+    ``--no-simplify``), or ``(see --flag)`` appended when the name is absent."""
     text = str(exc)
     if command is None or not exc.params:
         return text
     flags = _flags(command)
     for name in exc.params:
-        flag = flags.get(name)
+        flag, value = flags.get(name), "(?:=True)?"
+        if flag is None and f"no_{name}" in flags:  # simplify=False is the flag --no-simplify
+            flag, value = flags[f"no_{name}"], "=False"
         if flag is None:
             continue
         # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights")
-        word = rf"(?<![\w\-/\\.]){re.escape(name)}(?:=True)?(?![\w\-/\\]|\.\w)"
+        word = rf"(?<![\w\-/\\.]){re.escape(name)}{value}(?![\w\-/\\]|\.\w)"
         text, n = re.subn(word, flag, text, count=1)
         if not n:
             text += f" (see {flag})"

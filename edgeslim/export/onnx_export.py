@@ -364,8 +364,8 @@ def export_onnx(
         if not report.passed:
             raise EdgeslimError(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}; nothing was written "
-                "(try opset 18, simplify=False, or exporter dynamo)",
-                param=("opset", "exporter", "no_simplify"),
+                "(try opset 18, exporter dynamo, or simplify=False)",
+                param=("opset", "exporter", "simplify"),
             )
     meta = meta or {}
     md = build_metadata(
@@ -375,6 +375,12 @@ def export_onnx(
     )  # fmt: skip
     if ultralytics:  # what ultralytics' AutoBackend reads: YOLO("model.onnx") keeps names, task, size
         md.update(yolo.export_metadata(model, (c, h, w), batch))
+        if dynamic_batch:
+            notes.append(
+                f"ultralytics' YOLO() takes an ONNX with a dynamic batch axis as dynamic in height and width "
+                f"too and letterboxes to another size than this file's {h}x{w}: predict with imgsz={h if h == w else [h, w]} "
+                "and rect=False there, or export with a fixed batch for YOLO(); TensorRT uses the batch axis as is"
+            )
     onnx.helper.set_model_props(proto, md)
     data = proto.SerializeToString()
     atomic_write_bytes(out, data)

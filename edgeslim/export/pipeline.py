@@ -155,8 +155,10 @@ def run_export(
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
     n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 else 0)
-    batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
-                        meta=loaded.meta, n=n_real)  # fmt: skip
+    batch = None  # images are read only for the check and for INT8 calibration
+    if int8 or not req.no_validate:
+        batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
+                            meta=loaded.meta, n=n_real)  # fmt: skip
     if int8 and batch is None:
         raise EdgeslimError(
             "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "

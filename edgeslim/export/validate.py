@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 #: (numpy.allclose's form: float32 rounding grows with the size of the outputs, e.g. logits of 50)
 FP32_ATOL = 1e-4
 FP32_RTOL = 1e-5
+#: relative tolerance for classifier logits when every top-1 on real images agrees: float32 rounding
+#: of very large logits (a network run at another resolution than it was trained at reached 7e5 with
+#: a correct export off by 3e-5 of that) is not an export error when every prediction is the same
+AGREEING_LOGITS_RTOL = 1e-4
 
 
 @dataclass
@@ -240,7 +244,9 @@ def compare(
     rtol: float = FP32_RTOL,
 ) -> ValidationReport:
     """Max/mean abs difference and top-1 agreement of two output arrays of the same inputs; passes
-    when the difference is within ``atol + rtol * max |ref|`` and (on real images) top-1 agrees."""
+    when the difference is within ``atol + rtol * max |ref|`` and (on real images) top-1 agrees.
+    Classifier logits whose every top-1 agrees on real images are held to
+    :data:`AGREEING_LOGITS_RTOL` instead of ``rtol`` when that is larger."""
     if ref.shape != got.shape:
         raise EdgeslimError(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
@@ -255,6 +261,8 @@ def compare(
             lab = batch.labels.numpy()[: len(ref)]
             acc_t, acc_o = float((a_ref == lab).mean()), float((a_got == lab).mean())
     max_diff = float(diff.max()) if diff.size else 0.0
+    if logits and batch.real and agree == 1.0:
+        rtol = max(rtol, AGREEING_LOGITS_RTOL)
     tolerance = atol + rtol * (float(np.abs(ref).max()) if ref.size else 0.0)
     passed = bool(max_diff <= tolerance and (agree is None or agree == 1.0 or not batch.real))
     return ValidationReport(
