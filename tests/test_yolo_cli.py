@@ -147,7 +147,9 @@ def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path,
                  "--json"]) == 0  # fmt: skip
     res = json.loads(capsys.readouterr().out)
     assert res["onnx"]["output_names"] == ["output0"] and res["onnx"]["validation"]["passed"]
-    assert any("imgsz=64 and rect=False" in w for w in res["warnings"])  # ultralytics' YOLO() and a dynamic batch
+    assert any(
+        "imgsz=64 and rect=False" in w for w in res["warnings"]
+    )  # ultralytics' YOLO() and a dynamic batch
     proto = onnx.load(str(onnx_path))
     assert [o.name for o in proto.graph.output] == ["output0"]
     dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
