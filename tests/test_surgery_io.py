@@ -162,5 +162,44 @@ def test_cli_prune_of_a_model_without_batchnorm_says_why_nothing_goes(tmp_path, 
     args = ["prune", str(fused), "--trust-pickle", "--input-shape", "3,16,16", "-o", str(tmp_path / "s.pt")]
     assert main(args) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "no BatchNorm channel can be removed" in err and "before fusing" in err
-    assert "proximal slimming" not in err
+    assert "no BatchNorm channel to remove" in err and "before fusing" in err
+    assert "sparsify it first" not in err
+
+
+class ResidualNet(nn.Module):
+    """conv-BN, a residual block (its two BNs share channels), and a conv-BN whose channels are the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.b1(self.c1(x)))
+        y = torch.relu(y + self.b2(self.c2(y)))
+        return self.b3(self.c3(y))
+
+
+def test_cli_prune_says_why_zero_scale_channels_stay(tmp_path, capsys):
+    """A model with BN but no zero scale is told to sparsify first (not that it has no BN: a user
+    trial's timm MobileNetV3 was); zero scales that stay are counted by cause; the next step keeps
+    --trust-pickle."""
+
+    net = ResidualNet().eval()
+    path = tmp_path / "net.pt"
+    torch.save(net, path)
+    args = ["prune", str(path), "--trust-pickle", "--input-shape", "3,8,8", "--round-to", "1"]
+    assert main([*args, "-o", str(tmp_path / "a.pt")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no BN scale is exactly zero" in err and "sparsify it first" in err and "no BatchNorm" not in err
+    assert f"next: edgeslim export {tmp_path / 'a.pt'} --trust-pickle" in err
+    with torch.no_grad():
+        net.b1.weight[:2] = 0  # b2's same channels are nonzero: coupled
+        net.b1.weight[4] = net.b2.weight[4] = net.b1.bias[4] = net.b2.bias[4] = 0  # removable
+        net.b3.weight[:3] = 0  # model outputs: behind a barrier
+    torch.save(net, path)
+    assert main([*args, "-o", str(tmp_path / "b.pt"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["removed_channels"] == 1 and rep["zero_scale_channels"] == 6
+    assert rep["zero_kept"] == {"coupled_with_nonzero": 2, "behind_barrier": 3, "read_as_input_dependent": 0}

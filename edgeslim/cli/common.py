@@ -80,8 +80,8 @@ trust_pickle_option = click.option(
 num_classes_option = click.option(
     "--num-classes",
     type=COUNT,
-    help="Classes of an architecture built by name [from --data; else the architecture's own: "
-    "a yolo: yaml's nc; else 10].",
+    help="Classes of an architecture built by name [the architecture's own: a yolo: yaml's nc, else 10; "
+    "for info, the --data set's].",
 )
 
 #: --input-shape default, said once for the commands that build architectures by name

@@ -112,8 +112,8 @@ def export(**kw: Any) -> None:
     q = res.get("qdq")
     if q:
         top1 = "" if q["top1_agreement"] is None else f"top-1 agreement {100 * q['top1_agreement']:.2f}%, "
-        rows.append(["INT8 Q/DQ vs FP32 (ORT)", f"{top1}max|diff| {q['max_abs_diff']:.3g} on "
-                     f"{q['check_images']} held-out images"
+        rows.append(["INT8 Q/DQ vs FP32 (ORT)", f"calibrated on {q['calib_images']} images; {top1}max|diff| "
+                     f"{q['max_abs_diff']:.3g} on {q['check_images']} held-out images"
                      + (f", accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f}"
                         if q.get("accuracy_int8") is not None else "")])  # fmt: skip
     for key, label in (("qdq", "INT8 Q/DQ ONNX"), ("calib_data", "calibration images"), ("engine", "TensorRT engine"),

@@ -69,8 +69,22 @@ def prune(**kw: Any) -> None:
             for r in changed]  # fmt: skip
     if rows:
         out.print(table("Layers changed (in -> out channels)", ["layer", "type", "before", "after"], rows))
+    kept = rep["zero_kept"]
+    why = [f"{n} {label}" for label, n in (("coupled with a nonzero channel", kept["coupled_with_nonzero"]),
+           ("behind a barrier", kept["behind_barrier"]), ("read as input-dependent", kept["read_as_input_dependent"]))
+           if n]  # fmt: skip
     summary = [
         ("channels removed", rep["removed_channels"]),
+        *(
+            [
+                (
+                    "zero-scale channels kept",
+                    f"{sum(kept.values())}: {', '.join(why)} (edgeslim graph shows the couplings and barriers)",
+                )
+            ]
+            if why
+            else []
+        ),  # fmt: skip
         (f"kept for alignment (multiples of {rep['alignment']['round_to']})", rep["kept_by_rounding"]),
         ("params", f"{rep['params_before']:,} -> {rep['params_after']:,}"),
         ("MACs", f"{rep['macs_before']:,} -> {rep['macs_after']:,}"),
@@ -81,17 +95,30 @@ def prune(**kw: Any) -> None:
         ),  # fmt: skip
         ("exact by construction", "yes" if rep["exact"] else "no (see folded biases)"),
         ("max |output diff|", rep["max_abs_diff"]),
-        ("top-1 agreement", rep["top1_agreement"]),
+        (
+            "top-1 agreement",
+            "-"
+            if rep["top1_agreement"] is None or rep["top1_agreement"] != rep["top1_agreement"]
+            else f"{100 * rep['top1_agreement']:.2f}%",
+        ),  # fmt: skip
         ("measured on", calib_desc),
         ("barriers", len(rep["barriers"])),
     ]
     out.print(table(f"Surgery: {kw['model']} -> {output}", ["", "value"], summary))
-    if rep["removable_channels"] == 0:
-        err.print("no BatchNorm channel can be removed (a model whose BN layers were fused into its convs "
-                  "has none: give it before fusing)")  # fmt: skip
+    if rep["bn_channels"] == 0:
+        err.print("the model has no BatchNorm channel to remove (a model whose BN layers were fused into its "
+                  "convs has none: give it before fusing)")  # fmt: skip
+    elif rep["zero_scale_channels"] == 0:
+        err.print("no BN scale is exactly zero: nothing was removed (sparsify it first: edgeslim slim, or "
+                  "ProximalSlimming in your own training loop)")  # fmt: skip
     elif rep["removed_channels"] == 0:
-        err.print("no BN scale is exactly zero: nothing was removed (train with proximal slimming first)")
-    err.print(f"wrote {output}; next: edgeslim export {output} --onnx {Path(output).with_suffix('.onnx')}")
+        err.print("every zero-scale channel is kept (see above): nothing was removed")
+    trust = (
+        " --trust-pickle" if kw.get("trust_pickle") else ""
+    )  # the slim checkpoint rebuilds from the same code
+    err.print(
+        f"wrote {output}; next: edgeslim export {output}{trust} --onnx {Path(output).with_suffix('.onnx')}"
+    )
 
 
 @click.command(context_settings=_CTX)

@@ -202,6 +202,12 @@ def run_export(
             from edgeslim.export.qdq import quantize_qdq, save_calibration_data
 
             calib = batch.x[req.n_validate :].numpy()
+            if len(calib) < req.calib_images:
+                result["warnings"].append(
+                    f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
+                    f"{batch.source.rsplit('[:', 1)[0]} gave {len(batch.x)}, {req.n_validate} of them check the "
+                    "export; add images for steadier INT8 ranges"
+                )
             save_calibration_data(calib_path, calib, force=req.force)
             labels = check_batch.labels.numpy() if check_batch.labels is not None else None
             q = quantize_qdq(

@@ -41,11 +41,28 @@ class PruneResult:
     graph: DependencyGraph | None = field(default=None, repr=False)
 
 
-def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
-    """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
+@dataclass
+class ClassStates:
+    """Per class (one coupled channel index) of a graph: what decides whether surgery removes it."""
+
+    has_bn: Tensor  # some BN normalizes it
+    live: Tensor  # some BN scale is nonzero, or a BN is not affine
+    any_zero: Tensor  # some BN scale is exactly zero
+    reads_var: Tensor  # a consumer reads it as input-dependent (an SE gate on a nonzero bias)
+    strength: Tensor  # sum of |BN bias|
+
+    @property
+    def removable(self) -> Tensor:
+        """Every BN scale zero, read as a constant, and no barrier: surgery can remove it."""
+        return self.has_bn & ~self.live & ~self.reads_var
+
+
+def class_states(g: DependencyGraph) -> ClassStates:
+    """The per-class facts :func:`removable_classes` and the surgery report are made of."""
     k = g.num_classes
     has_bn = torch.zeros(k, dtype=torch.bool)
-    live = torch.zeros(k, dtype=torch.bool)  # some BN scale is nonzero / BN not affine
+    live = torch.zeros(k, dtype=torch.bool)
+    any_zero = torch.zeros(k, dtype=torch.bool)
     reads_var = torch.zeros(k, dtype=torch.bool)
     strength = torch.zeros(k, dtype=torch.float64)
     mods = g.modules
@@ -64,14 +81,34 @@ def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     if bn_cls:
         cls = torch.cat(bn_cls)
         has_bn[cls] = True
-        live[cls[torch.cat(scales) != 0]] = True
+        gamma = torch.cat(scales)
+        live[cls[gamma != 0]] = True
+        any_zero[cls[gamma == 0]] = True
         strength.index_add_(0, cls, torch.cat(biases).abs().double())
     if fixed_cls:
         has_bn[torch.cat(fixed_cls)] = True
         live[torch.cat(fixed_cls)] = True
     if var_cls:
         reads_var[torch.cat(var_cls)] = True
-    return has_bn & ~live & ~reads_var & ~g.barred, strength
+    return ClassStates(has_bn, live, any_zero, reads_var, strength)
+
+
+def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
+    """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
+    st = class_states(g)
+    return st.removable & ~g.barred, st.strength
+
+
+def zero_kept(g: DependencyGraph, st: ClassStates) -> dict[str, int]:
+    """Classes with an exactly-zero BN scale that surgery keeps, by cause: another BN of the same
+    coupled channel has a nonzero scale; a barrier (a model output or input, an op surgery cannot
+    resize); a consumer reads it as input-dependent (an SE gate on a nonzero BN bias)."""
+    zero = st.has_bn & st.any_zero
+    coupled = zero & st.live
+    barred = zero & ~st.live & g.barred
+    gated = zero & ~st.live & ~g.barred & st.reads_var
+    return {"coupled_with_nonzero": int(coupled.sum()), "behind_barrier": int(barred.sum()),
+            "read_as_input_dependent": int(gated.sum())}  # fmt: skip
 
 
 def _round_groups(g: DependencyGraph, remove: Tensor, strength: Tensor, round_to: int) -> Tensor:
@@ -302,7 +339,8 @@ def prune_with_report(
     g = build_graph(work, example_input, outputs=outputs)
     mods = g.modules
     params_before = _param_count(mods.values())
-    removable, strength = removable_classes(g)
+    states = class_states(g)
+    removable, strength = states.removable & ~g.barred, states.strength
     remove = _round_groups(g, removable, strength, round_to)
 
     # Constants the consumers read: measured on real inputs before anything changes.
@@ -414,6 +452,9 @@ def prune_with_report(
         "removed_channels": int(remove.sum()),
         "removable_channels": int(removable.sum()),
         "kept_by_rounding": int((removable & ~remove).sum()),
+        "bn_channels": int(states.has_bn.sum()),  # coupled channels (classes) a BN normalizes
+        "zero_scale_channels": int((states.has_bn & states.any_zero).sum()),
+        "zero_kept": zero_kept(g, states),
         "removed_groups": removed_groups,
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
