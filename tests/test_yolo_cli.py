@@ -189,6 +189,25 @@ def test_ultralytics_predicts_with_the_slim_onnx_as_with_its_own_best_pt(
     np.testing.assert_array_equal(got[:, 5], ref[:, 5])  # classes
 
 
+def test_export_audit_counts_no_channel_the_outputs_fix(tmp_path: Path, capsys) -> None:
+    """YOLOv8n's class convs (80 = the classes) and its DFL conv (16 bins -> 1) feed the output
+    through the head's decoding (reshape, concat, sigmoid): their counts are fixed, so the FP16
+    advice is not to re-run surgery (it counted the DFL conv's single output channel)."""
+    out = tmp_path / "y.onnx"
+    assert (
+        main(
+            ["export", "yolo:yolov8n", "--input-shape", SMALL, "--onnx", str(out), "--no-validate", "--json"]
+        )
+        == 0
+    )
+    audit = json.loads(capsys.readouterr().out)["audit"]
+    fixed = {lay["name"] for lay in audit["layers"] if not lay["out_free"]}
+    assert "/model.22/dfl/conv/Conv" in fixed and sum("cv3" in n for n in fixed) == 3, fixed
+    assert audit["misaligned"]["fp16"] == [] and audit["suggestion"].startswith(
+        "15/64 layers not a multiple of 32"
+    )
+
+
 def test_graph_and_export_take_the_ultralytics_checkpoint_by_name(
     best_pt: Path, tmp_path: Path, capsys
 ) -> None:

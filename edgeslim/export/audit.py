@@ -104,6 +104,18 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
     graph_outputs = {o.name for o in g.output}
     # Follow trivially shape-preserving nodes so "fed by the image" / "feeds the output" is found.
     passthrough = {"Relu", "Clip", "Identity", "Flatten", "Reshape", "Softmax", "BatchNormalization"}
+    # towards the outputs also the decoding a detector's head does after its last convs
+    to_output_ops = passthrough | {
+        "Sigmoid",
+        "Transpose",
+        "Concat",
+        "Split",
+        "Slice",
+        "Mul",
+        "Add",
+        "Sub",
+        "Div",
+    }
     producer = {o: n for n in g.node for o in n.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -119,12 +131,18 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
         return True
 
     def to_output(t: str) -> bool:
-        while t not in graph_outputs:
-            cs = consumers.get(t, [])
-            if len(cs) != 1 or cs[0].op_type not in passthrough:
-                return False
-            t = cs[0].output[0]
-        return True
+        """Whether ``t`` reaches a graph output through ops that resize no channel: its count is
+        then fixed by the output (classes, a detector's box and class maps, its DFL bins)."""
+        seen, todo = set(), [t]
+        while todo:
+            t = todo.pop()
+            if t in graph_outputs:
+                return True
+            if t in seen:
+                continue
+            seen.add(t)
+            todo += [o for n in consumers.get(t, []) if n.op_type in to_output_ops for o in n.output]
+        return False
 
     layers = []
     for i, n in enumerate(g.node):
