@@ -73,6 +73,23 @@ def test_the_worker_imports_this_edgeslim_whatever_the_working_directory(tmp_pat
     assert main(argv) == 0, capsys.readouterr().err
 
 
+def test_bench_the_ort_files_a_phone_ships(onnx_pair, tmp_path):
+    """The ``.ort`` files ``export --ort`` writes for ARM phones are benched as they are, with ONNX
+    Runtime and without torch (they were refused as "not a model file")."""
+    from edgeslim.export.ort_mobile import convert_to_ort
+
+    dense, thin, _ = onnx_pair
+    d_ort = convert_to_ort(dense, tmp_path / "dense.ort", target_platform="amd64").path
+    t_ort = convert_to_ort(thin, tmp_path / "thin.ort", target_platform="amd64").path
+    out = tmp_path / "run"
+    edgeslim(
+        ["bench", t_ort, "--baseline", d_ort, "--batch", "1", "--trials", "1", *FAST, "--out", out], tmp_path
+    )
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["backend"] == "onnxruntime" and rec["kind"] == "compare"
+    assert all(r["label"] in ("baseline", "slim") for r in rec["trials"])
+
+
 @pytest.mark.slow
 def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     dense, thin, _ = onnx_pair

@@ -82,8 +82,10 @@ Dims = list[int | None]  # None: a dynamic (symbolic) dimension
 
 def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] | None:
     """``{"inputs": [(name, dims)], "outputs": [...]}`` of an ONNX file, read without running it
-    (``onnx``, else ``onnxruntime``); None for other files or when neither is installed."""
-    if Path(path).suffix.lower() != ".onnx" or not Path(path).is_file():
+    (``onnx``, else ``onnxruntime``), or of an ONNX Runtime ``.ort`` file (``onnxruntime``); None
+    for other files or when neither is installed."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".onnx", ".ort") or not Path(path).is_file():
         return None
 
     def dims(shape) -> Dims:
@@ -93,7 +95,7 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
         import onnx
     except ImportError:
         onnx = None
-    if onnx is not None:
+    if onnx is not None and suffix == ".onnx":
         try:
             g = onnx.load(str(path), load_external_data=False).graph
         except Exception as exc:  # noqa: BLE001 - protobuf raises many types

@@ -91,9 +91,10 @@ def get_backend(name: str):
 
 
 def default_backend_for(model_path: str) -> str:
-    """Guess from the file: .onnx -> onnxruntime, .engine/.plan -> tensorrt, else torch."""
+    """Guess from the file: .onnx or .ort (ONNX Runtime's mobile format) -> onnxruntime,
+    .engine/.plan -> tensorrt, else torch."""
     low = str(model_path).lower()
-    if low.endswith(".onnx"):
+    if low.endswith((".onnx", ".ort")):
         return "onnxruntime"
     if low.endswith((".engine", ".plan", ".trt")):
         return "tensorrt"
