@@ -351,7 +351,8 @@ def main() -> None:
         old = json.loads(args.out.with_suffix(".json").read_text())
         new = {r["model"]: r for r in rows}
         rows = [new.pop(r["model"], r) for r in old["rows"]] + list(new.values())
-        meta = {**old["meta"], "updated_rows": {"models": names, **meta}}
+        updates = [*old["meta"].get("updated_rows", []), {"models": names, **meta}]  # (each update kept)
+        meta = {**old["meta"], "updated_rows": updates}
     summary = summarize(rows)
     write_json(args.out.with_suffix(".json"), {"meta": meta, "summary": summary, "rows": rows})
     cols = ["model", "input", "bn_channels"]
@@ -367,10 +368,9 @@ def main() -> None:
         "groups, compared in float64 on every output tensor (`ok`: same shapes, diff <= 1e-10 x output "
         "scale). `es` = edgeslim, `tp` = Torch-Pruning. Times: best of "
         f"{meta['repeats']}. Produced by `python benchmarks/surgery_zoo.py --repeats {meta['repeats']}`"
-        + (
-            f"; rows of {', '.join(meta['updated_rows']['models'])} re-measured with `--only ... --update`"
-            if "updated_rows" in meta
-            else ""
+        + "".join(
+            f"; rows of {', '.join(u['models'])} re-measured with `--only ... --update`"
+            for u in meta.get("updated_rows", [])
         )
         + ".",
         "",

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.cost import layer_macs, layer_params
-from edgeslim.channels.norm import bn_channels, bn_layers, is_batchnorm
+from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import eval_mode
 
@@ -89,7 +89,7 @@ def _priced(m: nn.Module, x: Any, out: Any) -> tuple[int, int] | None:
         macs = layer_macs("linear", m.in_features, m.out_features, spatial=rows)
         return int(macs), int(layer_params("linear", m.in_features, m.out_features, bias=m.bias is not None))
     if is_batchnorm(m):
-        return 0, int(layer_params("bn", m.num_features, m.num_features, bias=m.affine))
+        return 0, int(layer_params("bn", bn_channels(m), bn_channels(m), bias=bn_affine(m)))
     return None
 
 

@@ -117,3 +117,61 @@ def test_int8_without_enough_images_says_how_many(photos: Path, tmp_path: Path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--data" in err and "images takes any folder" in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_camera_dump_with_junk_and_rotated_photos(photos: Path, tmp_path: Path, caplog) -> None:
+    """What a real folder holds besides photos: macOS zip metadata and hidden files (not images),
+    a corrupt JPEG (skipped with a warning, the rest used), and a phone photo stored sideways with
+    an EXIF orientation (turned upright, as OpenCV reads it)."""
+    import logging
+    import shutil
+
+    root = tmp_path / "dump"
+    shutil.copytree(photos, root)
+    (root / "__MACOSX").mkdir()
+    (root / "__MACOSX" / "._IMG_0000.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / ".thumb.jpg").write_bytes(b"junk")
+    (root / "IMG_9998.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    side = Image.new("RGB", (100, 200), (255, 0, 0))  # stored 100 wide x 200 high ...
+    exif = side.getexif()
+    exif[0x0112] = 6  # ... to be shown turned 90 degrees: 200 wide x 100 high
+    side.save(root / "IMG_9999.jpg", exif=exif)
+    with caplog.at_level(logging.WARNING):
+        x, total = read_images(root, 3, (64, 64), 100, fit="letterbox")
+    assert total == 42 and len(x) == 41  # 40 photos + the corrupt one + the sideways one; the corrupt skipped
+    assert "1 of 42 images" in caplog.text and "IMG_9998" in caplog.text
+    (root / "side").mkdir()
+    (root / "IMG_9999.jpg").rename(root / "side" / "IMG_9999.jpg")
+    (upright,), _ = read_images(root / "side", 3, (64, 64), 1, fit="letterbox")
+    # upright it is 200 wide x 100 high: 64 x 32 inside the square, grey above and below, red inside
+    assert (upright[:, :16] == LETTERBOX_FILL).all() and (upright[:, 48:] == LETTERBOX_FILL).all()
+    assert upright[0, 32, 32] > 200 and upright[1, 32, 32] < 60
+
+
+def test_photo_statistics_are_not_written_as_the_models_normalization(photos: Path, tmp_path: Path, capsys):
+    """A model that records no mean/std is checked on the photos normalized with their own
+    statistics, but the ONNX metadata does not claim those as the model's normalization."""
+    from edgeslim.export import read_metadata
+
+    out = tmp_path / "r.onnx"
+    assert main(["export", "tv:resnet18", "--input-shape", "3,32,32", "--onnx", str(out), "--data", "images",
+                 "--data-dir", str(photos), "--n-validate", "8"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert json.loads(read_metadata(out)["normalization"]) == {"mean": None, "std": None}
+
+
+def test_a_whole_pickled_yolo_is_fed_as_ultralytics_feeds_it(photos: Path, tmp_path: Path) -> None:
+    """An ultralytics model from a file that records no preprocessing (a whole pickled module) is
+    still letterboxed and fed pixels / 255."""
+    pytest.importorskip("ultralytics")
+    import torch
+
+    from edgeslim.models import ModelSpec, create_model
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    whole = tmp_path / "whole.pt"
+    torch.save(create_model(ModelSpec("yolo:yolov8n", 80, 3, (64, 64))), whole)
+    loaded = load_model_or_arch(str(whole), trust_pickle=True)
+    assert loaded.meta["fit"] == "letterbox" and loaded.meta["std"] == [1.0] * 3
+    b = real_inputs((3, 64, 64), data="images", data_dir=str(photos), meta=loaded.meta, n=4)
+    assert b is not None and not b.estimated and "letterboxed" in b.source and float(b.x.min()) >= 0

@@ -430,8 +430,68 @@ def test_yolo_deployed_outputs_free_the_neck_channels(name: str):
     assert [t.shape for t in ref] == [t.shape for t in got]
     assert verify(m, res.model, x, outputs=select)["max_abs_diff"] < 1e-4
     assert isinstance(res.model.eval()(x), tuple) and isinstance(res.model.train()(x), (dict, tuple))
+    if name == "yolov8n":  # ultralytics' own loss on the slim model (it reads the neck maps' size only)
+        from types import SimpleNamespace
+
+        from ultralytics.utils.loss import v8DetectionLoss
+
+        res.model.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
+        batch = {"batch_idx": torch.tensor([0.0]), "cls": torch.tensor([[1.0]]),
+                 "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])}  # fmt: skip
+        loss, _ = v8DetectionLoss(res.model)(res.model.train()(x), batch)
+        assert torch.isfinite(loss).all()
     with pytest.raises(TypeError, match="a function"):
         build_graph(m.eval(), x, outputs=torch.zeros(1))
+
+
+def test_yolo_segmenter_keeps_its_prototypes_in_every_ultralytics_layout():
+    """A segmenter's deployed outputs include its mask prototypes, wherever its eval-mode result
+    puts them: ``((preds, proto), raw)`` from ultralytics 8.4, ``(preds, (raw, coefficients,
+    proto))`` in 8.1-8.3 (picking only ``preds`` there let surgery cut the prototype conv)."""
+    pytest.importorskip("ultralytics")
+    from edgeslim.models import create_model
+    from edgeslim.models.yolo import deployed_output
+
+    select = deployed_output(create_model("yolo:yolov8n-seg", num_classes=80))
+    preds, proto, raw, coef = (
+        torch.zeros(1, 116, 84),
+        torch.zeros(1, 32, 16, 16),
+        [torch.zeros(1, 144, 8, 8)],
+        torch.zeros(1, 32, 84),
+    )
+    new = select(((preds, proto), {"feats": raw}))
+    old = select((preds, (raw, coef, proto)))
+    assert new[0] is preds and new[1] is proto and old[0] is preds and old[1] is proto
+    detect = deployed_output(create_model("yolo:yolov8n", num_classes=80))
+    assert detect((preds, {"feats": raw})) is preds
+
+
+def test_new_tensor_copies_its_data_and_keeps_its_channels():
+    """``x.new_tensor(a)`` copies ``a`` (unlike ``new_zeros`` and kin, which take only a dtype):
+    ``a``'s channels meet another tensor's, so they are kept (removing them broke the model)."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.b, self.c2 = nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(3, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.new_tensor(self.b(self.c(x))) * self.c2(x)
+
+    m = M().eval()
+    zero(m.b, [0, 1, 2])
+    with pytest.warns(UserWarning):  # torch's advice to use clone() instead
+        res = prune_with_report(m, torch.randn(1, 3, 4, 4))
+    assert res.report["removed_channels"] == 0 and res.report["max_abs_diff"] == 0
+
+
+def test_an_outputs_selector_must_pick_the_forward_outputs():
+    from edgeslim.surgery.graph import BadOutputSelection
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8)).eval()
+    for bad in (lambda o: None, lambda o: [o * 1]):  # nothing, or a new tensor: would protect nothing
+        with pytest.raises(BadOutputSelection, match="one or more of the tensors the forward returns"):
+            build_graph(m, torch.randn(1, 3, 4, 4), outputs=bad)
 
 
 def test_a_failed_meta_run_leaves_no_cache_for_the_real_run():

@@ -34,7 +34,8 @@ def _compiled_batchnorm(module: nn.Module) -> bool:
     return kinds.count("aten::batch_norm") == 1
 
 
-def _affine(module: nn.Module) -> bool:
+def bn_affine(module: nn.Module) -> bool:
+    """Whether a BatchNorm layer (``is_batchnorm``) has a scale and shift, compiled ones included."""
     affine = getattr(module, "affine", None)  # a traced module keeps no such attribute
     return (
         bool(affine)
@@ -51,4 +52,4 @@ def bn_channels(module: nn.Module) -> int:
 
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
-    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and _affine(m)]  # type: ignore[misc]
+    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]

@@ -23,7 +23,8 @@ from edgeslim.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+#: 2: image folders skip hidden files and macOS zip metadata (__MACOSX/, ._name)
+CACHE_VERSION = 2
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 

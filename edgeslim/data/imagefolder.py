@@ -68,7 +68,9 @@ class Tree:
                 for dp, _, fs in os.walk(root)
                 for f in fs
             ]
-        self.files = sorted(n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        self.files = sorted(
+            n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not _hidden(n)
+        )
         self.prefix = self._find_prefix()
 
     def _find_prefix(self) -> str:
@@ -102,6 +104,12 @@ class Tree:
 
     def reader(self) -> Callable[[str], bytes]:
         return open_reader(self.root, self.is_zip)
+
+
+def _hidden(name: str) -> bool:
+    """macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``) and hidden files: not images."""
+    parts = name.split("/")
+    return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
 
 
 def _too_big(name: str, size: int, what: str) -> EdgeslimError:
@@ -190,16 +198,25 @@ def _too_many_pixels(name: str, what: str) -> EdgeslimError:
 
 
 def decode(
-    data: bytes, name: str, channels: int, size: tuple[int, int] | None, fit: str = "stretch"
+    data: bytes,
+    name: str,
+    channels: int,
+    size: tuple[int, int] | None,
+    fit: str = "stretch",
+    *,
+    upright: bool = False,
 ) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
     if given: stretched to it, or with ``fit="letterbox"`` scaled to fit inside it with its aspect
-    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``)."""
-    from PIL import Image
+    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``). ``upright``: turned
+    as its EXIF orientation says (a phone photo), as OpenCV's reader does."""
+    from PIL import Image, ImageOps
 
     if fit not in FITS:
         raise EdgeslimError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", param="fit")
     with open_image(data, name) as im:
+        if upright:
+            im = ImageOps.exif_transpose(im)
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None and im.size != (size[1], size[0]):
             if fit == "letterbox":
@@ -218,8 +235,9 @@ def read_images(
     root: Path, channels: int, size: tuple[int, int], n: int, fit: str = "stretch"
 ) -> tuple[np.ndarray, int]:
     """Up to ``n`` images of any folder or zip, whatever its layout (every image file, labels
-    ignored), decoded to uint8 [N,C,H,W] at ``size`` (see :func:`decode`), and how many it holds.
-    With more than ``n``, an even spread over the sorted file list (deterministic)."""
+    ignored; hidden files and macOS zip metadata skipped), decoded upright to uint8 [N,C,H,W] at
+    ``size`` (see :func:`decode`), and how many it holds. With more than ``n``, an even spread over
+    the sorted file list (deterministic); an image that cannot be decoded is skipped with a warning."""
     tree = Tree(root)
     if not tree.files:
         raise EdgeslimError(
@@ -228,8 +246,18 @@ def read_images(
     total = len(tree.files)
     pick = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
     get = tree.reader()
-    names = [tree.files[i] for i in pick]
-    return np.stack([decode(get(f), f, channels, size, fit) for f in names]), total
+    images, bad = [], []
+    for f in (tree.files[i] for i in pick):
+        try:
+            images.append(decode(get(f), f, channels, size, fit, upright=True))
+        except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
+            bad.append(str(exc))
+    if not images:
+        raise EdgeslimError(f"no image in {root} could be read ({bad[0]})")
+    if bad:
+        log.warning("%d of %d images in %s could not be read and were skipped; the first: %s",
+                    len(bad), len(pick), root, bad[0])  # fmt: skip
+    return np.stack(images), total
 
 
 def _decode_chunk(args: tuple[str, bool, Sequence[str], int, tuple[int, int]]) -> np.ndarray:
@@ -335,7 +363,7 @@ def _imagefolder(req: LoadRequest):
 )
 def _images(req: LoadRequest):
     raise EdgeslimError(
-        f"the {IMAGES} data set has no labels: it feeds validation and calibration (export, prune), "
+        f"data={IMAGES} has no labels: it feeds validation and calibration (export, prune), "
         "not training; train on imagefolder (train/<class>/ and test/<class>/ folders)",
         param="data",
     )

@@ -354,7 +354,7 @@ def export_onnx(
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
     mean = std = None
-    if inputs is not None:
+    if inputs is not None and not inputs.estimated:  # (statistics of a few photos are not the model's)
         mean, std = inputs.mean, inputs.std
     if validate:
         inputs = inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch))

@@ -168,7 +168,7 @@ def run_export(
     if int8 and len(batch.x) <= req.n_validate:
         raise EdgeslimError(
             f"INT8 calibration needs more images than the n_validate {req.n_validate} that check the export; "
-            f"{batch.source.rsplit('[:', 1)[0]} has {len(batch.x)}: add images or lower the count",
+            f"{batch.base_source} has {len(batch.x)}: add images or lower the count",
             param="n_validate",
         )
     check_batch = batch
@@ -205,7 +205,7 @@ def run_export(
             if len(calib) < req.calib_images:
                 result["warnings"].append(
                     f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
-                    f"{batch.source.rsplit('[:', 1)[0]} gave {len(batch.x)}, {req.n_validate} of them check the "
+                    f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the "
                     "export; add images for steadier INT8 ranges"
                 )
             save_calibration_data(calib_path, calib, force=req.force)

@@ -40,17 +40,22 @@ class InputBatch:
     real: bool
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: mean/std estimated from these images (the model records none): not the model's own
+    estimated: bool = False
+
+    @property
+    def base_source(self) -> str:
+        """The source without its ``[:n]`` count (``cifar10 test``)."""
+        cut = self.source.endswith("]") and "[:" in self.source
+        return self.source[: self.source.rfind("[:")] if cut else self.source
 
     def first(self, n: int) -> InputBatch:
         """The first ``n`` inputs (and labels), the source saying how many (``cifar10 test[:n]``)."""
         k = min(n, len(self.x))
-        base = (
-            self.source[: self.source.rfind("[:")]
-            if self.source.endswith("]") and "[:" in self.source
-            else self.source
-        )
         labels = self.labels[:k] if self.labels is not None else None
-        return InputBatch(self.x[:k], labels, f"{base}[:{k}]", self.real, self.mean, self.std)
+        return InputBatch(
+            self.x[:k], labels, f"{self.base_source}[:{k}]", self.real, self.mean, self.std, self.estimated
+        )
 
 
 @dataclass
@@ -135,7 +140,7 @@ def real_inputs(
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
-            f"{'x'.join(map(str, input_shape))}; pass the data set the model was trained on as data "
+            f"{'x'.join(map(str, input_shape))}; pass as data the data set the model was trained on "
             f"(or {IMAGES}, which resizes any folder of images to the model's input)",
             param="data",
         )
@@ -171,17 +176,22 @@ def _folder_inputs(
     c, h, w = input_shape
     fit = str((meta or {}).get("fit") or "stretch")
     xu8, total = read_images(root, c, (h, w), n, fit=fit)
-    x = torch.from_numpy(xu8).to(torch.float32) / 255.0
+    x = torch.from_numpy(xu8).to(torch.float32).div_(255.0)  # (in place: 576 images at 640x640 are 2.8 GB)
     mean, std = _meta_norm(meta)
-    if not (mean and len(mean) == c and std and len(std) == c):
+    estimated = not (mean and len(mean) == c and std and len(std) == c)
+    if estimated:
         mean = tuple(float(v) for v in x.mean(dim=(0, 2, 3)))
         std = tuple(max(float(v), 1e-3) for v in x.std(dim=(0, 2, 3)))
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        log.warning(
+            "the model records no mean/std for %d channels: normalizing the %s images with their own statistics",
+            c, IMAGES,
+        )  # fmt: skip
+    x.sub_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+    x.div_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
     source = (
         f"{IMAGES} {root} ({total} files, {'letterboxed' if fit == 'letterbox' else 'stretched'})[:{len(x)}]"
     )
-    return InputBatch((x - m) / s, None, source, True, mean, std)
+    return InputBatch(x, None, source, True, mean, std, estimated)
 
 
 def random_inputs(input_shape: tuple[int, int, int], n: int = 8, seed: int = 0) -> InputBatch:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.models.registry import register_prefix
@@ -316,15 +316,32 @@ def deployed_output(model: Any) -> Callable[[Any], Any] | None:
         return None
     heads = importlib.import_module("ultralytics.nn.modules.head")
     kinds = tuple(getattr(heads, n) for n in ("Detect", "Classify") if hasattr(heads, n))
-    head = model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
+    head = _head(model)
     if head is None or not isinstance(head, kinds):
         return None
-    return _first_of_pair
+    segment = getattr(heads, "Segment", None)
+    return _segment_deployed if segment is not None and isinstance(head, segment) else _first_of_pair
+
+
+def _head(model: nn.Module) -> nn.Module | None:
+    """The last layer of an ultralytics model (its head), or None."""
+    return model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
 
 
 def _first_of_pair(out: Any) -> Any:
     """``(deployed, raw)`` -> ``deployed``: an ultralytics head's eval-mode result."""
     return out[0] if isinstance(out, tuple) and len(out) == 2 else out
+
+
+def _segment_deployed(out: Any) -> Any:
+    """A segmenter's predictions and mask prototypes: ``((preds, proto), raw)`` from ultralytics
+    8.4 on, ``(preds, (raw, coefficients, proto))`` before (the prototypes in the second part)."""
+    first = _first_of_pair(out)
+    if isinstance(first, Tensor) and isinstance(out, tuple) and isinstance(out[1], (tuple, list)) and out[1]:
+        proto = out[1][-1]
+        if isinstance(proto, Tensor) and proto.dim() == 4:
+            return first, proto
+    return first
 
 
 def prepare_for_export(
@@ -363,7 +380,7 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     written as ultralytics writes them (``str`` of the Python value)."""
     tasks = importlib.import_module("ultralytics.nn.tasks")  # imported already: the model is one
     c, h, w = input_shape
-    head = model.model[-1] if isinstance(getattr(model, "model", None), nn.Sequential) else None
+    head = _head(model)
     names = getattr(model, "names", None) or {i: str(i) for i in range(yolo_classes(model))}
     md: dict[str, Any] = {
         "description": f"{type(model).__name__} exported by edgeslim",

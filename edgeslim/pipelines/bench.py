@@ -106,6 +106,8 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
 
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
             say(f"{req.model} is ONNX: using the {name} backend (name a backend to choose another)")
+        elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it
+            name = "onnxruntime"
     options: dict = {"graph_opt": req.graph_opt}
     if req.threads or (profile and profile.preferred.threads):
         options["threads"] = req.threads or profile.preferred.threads

@@ -48,7 +48,14 @@ def load_model_or_arch(
                 "that holds its own parameters",
                 param="weights",
             )
-        return load_model(target, trust_pickle=trust_pickle)
+        loaded = load_model(target, trust_pickle=trust_pickle)
+        from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
+
+        # an ultralytics model from any file (a whole pickle, a checkpoint pruned before its meta said
+        # so) is fed as ultralytics feeds it; what the file records wins
+        channels = loaded.spec.in_channels if loaded.spec else 3
+        loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
+        return loaded
     from edgeslim.models.registry import ModelSpec, build_model, canonical_arch, check_trusted, model_defaults
 
     check_trusted(target, trust_pickle)

@@ -575,7 +575,9 @@ class _Analyser:
                     with _swapped_tensors(self._walk, self._run_tensors):
                         out = self._model(x)
             self.busy = True
-            outs = _flat_tensors(select(out) if select is not None else out)
+            outs = _flat_tensors(out)
+            if select is not None:
+                outs = _selected(select, out, outs)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
         finally:
             self.busy = False
@@ -1430,6 +1432,23 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     )
 
 
+class BadOutputSelection(ValueError):
+    """An ``outputs=`` selector that picks nothing, or tensors the forward did not return."""
+
+
+def _selected(select: Callable[[Any], Any], out: Any, outs: list[Tensor]) -> list[Tensor]:
+    """The tensors ``select`` picks from the forward's result ``out`` (whose tensors are ``outs``):
+    at least one, each one of the forward's own outputs (a new tensor would protect nothing)."""
+    picked = _flat_tensors(select(out))
+    own = {id(t) for t in outs}
+    if not picked or any(id(t) not in own for t in picked):
+        raise BadOutputSelection(
+            "outputs must pick one or more of the tensors the forward returns "
+            f"(it picked {len(picked)}, {sum(id(t) not in own for t in picked)} of them new)"
+        )
+    return picked
+
+
 def build_graph(
     model: nn.Module, example_input: Tensor, *, outputs: Callable[[Any], Any] | None = None
 ) -> DependencyGraph:
@@ -1456,7 +1475,7 @@ def build_graph(
         try:
             with _restored_attributes(modules):  # (what the failed run cached must not reach the next)
                 analyser.run(example_input.detach().to("meta"), outputs)
-        except EdgeslimError:
+        except (EdgeslimError, BadOutputSelection):
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
             if analyser.fail_construct:
@@ -1465,7 +1484,7 @@ def build_graph(
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
                 analyser.run(example_input.detach().to(dev), outputs)
-            except EdgeslimError:
+            except (EdgeslimError, BadOutputSelection):
                 raise
             except Exception as exc2:  # noqa: BLE001
                 raise _capture_error(model, analyser, exc2, example_input) from exc2

@@ -114,10 +114,9 @@ SHAPE_QUERY_FUNCTIONS: set[Any] = {
 #: ``x.type_as(y)``, ``x.to(y)``: a tensor argument after the first gives only a dtype and device.
 DTYPE_SOURCE_FUNCTIONS: set[Any] = {torch.Tensor.type_as, torch.Tensor.to}
 #: ``x.new_full(size, v)`` and kin: a new tensor that takes only ``x``'s dtype and device (no values,
-#: no channels), as a factory function would.
+#: no channels), as a factory function would (not ``new_tensor(data)``: it copies ``data``).
 NEW_TENSOR_FUNCTIONS: set[Any] = {
     torch.Tensor.new_full, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty,
-    torch.Tensor.new_tensor,
 }  # fmt: skip
 #: Shape reads whose int result follows surgery (a size computed from them is not a literal).
 SIZE_METHODS: set[Any] = {torch.Tensor.size, torch.Tensor.numel, torch.Tensor.__len__}
