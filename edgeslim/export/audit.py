@@ -131,7 +131,7 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
         return True
 
     def to_output(t: str) -> bool:
-        """Whether ``t`` reaches a graph output through ops that resize no channel: its count is
+        """Whether ``t`` reaches a graph output through ops without weights: its count is
         then fixed by the output (classes, a detector's box and class maps, its DFL bins)."""
         seen, todo = set(), [t]
         while todo:

@@ -49,12 +49,13 @@ class ClassStates:
     live: Tensor  # some BN scale is nonzero, or a BN is not affine
     any_zero: Tensor  # some BN scale is exactly zero
     reads_var: Tensor  # a consumer reads it as input-dependent (an SE gate on a nonzero bias)
+    barred: Tensor  # a barrier touches it (a model input or output, an op surgery cannot resize)
     strength: Tensor  # sum of |BN bias|
 
     @property
     def removable(self) -> Tensor:
         """Every BN scale zero, read as a constant, and no barrier: surgery can remove it."""
-        return self.has_bn & ~self.live & ~self.reads_var
+        return self.has_bn & ~self.live & ~self.reads_var & ~self.barred
 
 
 def class_states(g: DependencyGraph) -> ClassStates:
@@ -90,23 +91,23 @@ def class_states(g: DependencyGraph) -> ClassStates:
         live[torch.cat(fixed_cls)] = True
     if var_cls:
         reads_var[torch.cat(var_cls)] = True
-    return ClassStates(has_bn, live, any_zero, reads_var, strength)
+    return ClassStates(has_bn, live, any_zero, reads_var, g.barred, strength)
 
 
 def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
     st = class_states(g)
-    return st.removable & ~g.barred, st.strength
+    return st.removable, st.strength
 
 
-def zero_kept(g: DependencyGraph, st: ClassStates) -> dict[str, int]:
+def zero_kept(st: ClassStates) -> dict[str, int]:
     """Classes with an exactly-zero BN scale that surgery keeps, by cause: another BN of the same
     coupled channel has a nonzero scale; a barrier (a model output or input, an op surgery cannot
     resize); a consumer reads it as input-dependent (an SE gate on a nonzero BN bias)."""
     zero = st.has_bn & st.any_zero
     coupled = zero & st.live
-    barred = zero & ~st.live & g.barred
-    gated = zero & ~st.live & ~g.barred & st.reads_var
+    barred = zero & ~st.live & st.barred
+    gated = zero & ~st.live & ~st.barred & st.reads_var
     return {"coupled_with_nonzero": int(coupled.sum()), "behind_barrier": int(barred.sum()),
             "read_as_input_dependent": int(gated.sum())}  # fmt: skip
 
@@ -340,7 +341,7 @@ def prune_with_report(
     mods = g.modules
     params_before = _param_count(mods.values())
     states = class_states(g)
-    removable, strength = states.removable & ~g.barred, states.strength
+    removable, strength = states.removable, states.strength
     remove = _round_groups(g, removable, strength, round_to)
 
     # Constants the consumers read: measured on real inputs before anything changes.
@@ -454,7 +455,7 @@ def prune_with_report(
         "kept_by_rounding": int((removable & ~remove).sum()),
         "bn_channels": int(states.has_bn.sum()),  # coupled channels (classes) a BN normalizes
         "zero_scale_channels": int((states.has_bn & states.any_zero).sum()),
-        "zero_kept": zero_kept(g, states),
+        "zero_kept": zero_kept(states),
         "removed_groups": removed_groups,
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
