@@ -20,6 +20,18 @@ class EdgeslimError(Exception):
         self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
 
 
+class Notice(str):
+    """A status line for the user that names Python parameters (``params``, spelled as in the
+    text), which the CLI shows with its flags in their place, as it does for :class:`EdgeslimError`."""
+
+    params: tuple[str, ...]
+
+    def __new__(cls, text: str, param: str | tuple[str, ...] | None = None) -> Notice:
+        obj = super().__new__(cls, text)
+        obj.params = (param,) if isinstance(param, str) else tuple(param or ())
+        return obj
+
+
 class MissingDependencyError(EdgeslimError):
     """An optional dependency (torch, onnxruntime, tensorrt, ...) is not installed."""
 

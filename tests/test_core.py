@@ -242,3 +242,22 @@ def test_converted_library_errors_name_python_parameters_and_cli_flags(tmp_path,
     # `name=True` of a flag becomes the bare flag
     refused = EdgeslimError("if you trust it, pass trust_pickle=True", param="trust_pickle")
     assert cli_message(refused, info) == "if you trust it, pass --trust-pickle"
+
+
+def test_status_lines_name_cli_flags_on_the_cli(tmp_path, capsys):
+    """Status lines a pipeline prints (not errors) name Python parameters too (``Notice``); the CLI
+    shows its flags there, the Python API and the JSON report keep the parameter names."""
+    import json
+
+    from edgeslim.cli import main, notice
+    from edgeslim.cli.prune import prune
+    from edgeslim.errors import Notice
+
+    assert notice("plain text", prune) == "plain text"
+    assert notice(Notice("calibrated on random inputs (pass data)", "data"), prune).endswith("(pass --data)")
+    assert main(["prune", "vgg-small", "-o", str(tmp_path / "a.pt")]) == 0
+    assert "random normal inputs (for real images, pass --data)" in " ".join(capsys.readouterr().out.split())
+    assert main(["prune", "vgg-small", "-o", str(tmp_path / "b.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibration"].endswith("(for real images, pass data)")
+    assert main(["export", "vgg-small", "--onnx", str(tmp_path / "c.onnx")]) == 0
+    assert "no data set known for this model (give one with --data)" in capsys.readouterr().err

@@ -15,7 +15,7 @@ import traceback
 import click
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -106,7 +106,7 @@ def _flags(command: click.Command) -> dict[str, str]:
     return flags
 
 
-def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
+def cli_message(exc: EdgeslimError | Notice, command: click.Command | None) -> str:
     """``str(exc)`` with every Python parameter it names (``exc.params``) replaced by ``command``'s
     flag: the first whole-word occurrence (``force=True`` becomes ``--force``, ``simplify=False``
     ``--no-simplify``), or ``(see --flag)`` appended when the name is absent."""
@@ -126,6 +126,12 @@ def cli_message(exc: EdgeslimError, command: click.Command | None) -> str:
         if not n:
             text += f" (see {flag})"
     return text
+
+
+def notice(text: str, command: click.Command) -> str:
+    """A pipeline's status line for the terminal: a :class:`~edgeslim.errors.Notice` with its
+    parameters shown as ``command``'s flags, anything else as it is."""
+    return cli_message(text, command) if isinstance(text, Notice) else str(text)
 
 
 def _command(args: list[str]) -> click.Command | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli import notice
 from edgeslim.cli.common import trust_pickle_option
 from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, PRECISION, SHAPE, IntList, Number
 
@@ -235,7 +236,7 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
                 err.print(line)
 
         record, written = measure(
-            req, on_trial=step, say=lambda m: err.print(f"[dim]{m}[/]"),
+            req, on_trial=step, say=lambda m: err.print(f"[dim]{notice(m, bench)}[/]"),
             on_record=lambda rec: _print_record(rec, as_json),
         )  # fmt: skip
     if written:

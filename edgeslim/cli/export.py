@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli import notice
 from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 
@@ -89,7 +90,7 @@ def export(**kw: Any) -> None:
     )
     res = run(
         kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
-        say=lambda m: err.print(f"[yellow]{m}[/]", soft_wrap=True),
+        say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
     )  # fmt: skip
     if kw["as_json"]:
         out.print_json(json.dumps(to_jsonable(res)))

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli import notice
 from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE
 
@@ -60,7 +61,7 @@ def prune(**kw: Any) -> None:
 
     as_json = kw.pop("as_json")
     rep = run(PruneRequest(**kw))
-    output, calib_desc = rep["output"], rep["calibration"]
+    output, calib_desc = rep["output"], notice(rep["calibration"], prune)
     if as_json:
         out.print_json(json.dumps(to_jsonable(rep)))
         return

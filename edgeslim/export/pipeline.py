@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 from edgeslim.utils.io import atomic_write_text, check_output_path
 
 if TYPE_CHECKING:
@@ -175,7 +175,8 @@ def run_export(
     if batch is not None and len(batch.x) > req.n_validate:
         check_batch = batch.first(req.n_validate)
     if check_batch is None and not req.no_validate:
-        say("no data set known for this model (none given, none recorded in it): validating on random inputs")
+        say(Notice("no data set known for this model (give one with data_name): validating on random inputs",
+                   "data_name"))  # fmt: skip
     res = export_onnx(
         loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
         simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,

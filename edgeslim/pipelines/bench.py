@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.rundir import RUN_FILE
 
@@ -105,7 +105,11 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             from edgeslim.bench.backends.trtexec import find_trtexec
 
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
-            say(f"{req.model} is ONNX: using the {name} backend (name a backend to choose another)")
+            say(
+                Notice(
+                    f"{req.model} is ONNX: using the {name} backend (choose another with backend)", "backend"
+                )
+            )
         elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it
             name = "onnxruntime"
     options: dict = {"graph_opt": req.graph_opt}

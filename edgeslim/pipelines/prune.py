@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 
 
 @dataclass
@@ -118,9 +118,9 @@ def _calib(
     batch = real_inputs(shape, data=data, data_dir=str(data_dir) if data_dir else None, meta=meta, n=n)  # type: ignore[arg-type]
     if batch is None:
         gen = torch.Generator().manual_seed(0)
-        return [
-            torch.randn((min(n, 32), *shape), generator=gen)
-        ], "random normal inputs (give a data set for real images)"
+        return [torch.randn((min(n, 32), *shape), generator=gen)], Notice(
+            "random normal inputs (for real images, pass data)", "data"
+        )
     return list(batch.x.split(64)), f"{len(batch.x)} images: {batch.source}"
 
 
