@@ -37,7 +37,12 @@ from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
               show_default=True, help="torch.onnx exporter (auto: TorchScript, dynamo as fallback).")  # fmt: skip
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check (not advised).")
 @click.option("--n-validate", type=COUNT, default=64, show_default=True, help="Images for the ORT check.")
-@click.option("--data", "data_name", help="Data set for validation/calibration [checkpoint's meta].")
+@click.option(
+    "--data",
+    "data_name",
+    help="Data set for validation/calibration [checkpoint's meta]; "
+    "images: any folder of photos in --data-dir (letterboxed for YOLO).",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--compare-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Also check ORT (CPU) against PyTorch on this device.")  # fmt: skip
@@ -74,6 +79,7 @@ def export(**kw: Any) -> None:
       edgeslim export runs/vgg/model.pt --onnx slim.onnx --trt --precision fp16
       edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
       edgeslim export yolo:best.pt --trust-pickle --onnx best.onnx --dynamic-batch
+      edgeslim export slim.pt --trust-pickle --data images --data-dir photos --trt --precision int8
     """
     import json
 

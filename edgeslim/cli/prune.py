@@ -31,7 +31,8 @@ _CTX = {"help_option_names": ["-h", "--help"]}
               help="Precision the alignment is for [the profile's preferred one].")  # fmt: skip
 @click.option(
     "--data",
-    help="Data set whose test images measure the deviation (e.g. fashion-mnist) [the checkpoint's own].",
+    help="Data set whose test images measure the deviation (e.g. fashion-mnist; images: any folder of "
+    "photos in --data-dir) [the checkpoint's own].",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
