@@ -145,16 +145,23 @@ def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw:
     return save_checkpoint(path, make_checkpoint(model, spec, **kw))
 
 
+def loads_code(spec: ModelSpec) -> bool:
+    """Whether a checkpoint of ``spec`` runs code from outside edgeslim when it is loaded (its
+    architecture is ``package.module:Attr``, a pickle or an ultralytics checkpoint), so loading it
+    needs ``trust_pickle``."""
+    from edgeslim.models.registry import is_code_reference, runs_code
+
+    return runs_code(spec.arch) or is_code_reference(spec.arch)
+
+
 def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -> nn.Module:
     """Rebuild the architecture (dense spec + surgery recipe) and load the weights.
 
     An architecture built by code from outside edgeslim (``package.module:Attr`` or
     ``pickle:PATH``) runs that code, so it is refused unless ``trust_pickle``.
     """
-    from edgeslim.models.registry import is_code_reference, runs_code
-
     spec = ModelSpec.from_dict(ckpt["spec"])
-    if (runs_code(spec.arch) or is_code_reference(spec.arch)) and not trust_pickle:
+    if loads_code(spec) and not trust_pickle:
         raise EdgeslimError(
             f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
             "runs when it is loaded; if you trust it, pass trust_pickle=True",

@@ -329,3 +329,46 @@ def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:
         export_onnx(create_model("vgg-small"), tmp_path / "m.onnx", (3, 32, 32), atol=-1.0)
     assert "simplify=False" in str(info.value) and not (tmp_path / "m.onnx").exists()
     assert cli_message(info.value, export).endswith("(try --opset 18, --exporter dynamo, or --no-simplify)")
+
+
+def test_segmentation_dict_outputs_export_with_their_names(tmp_path, capsys):
+    """torchvision segmentation models return ``{"out", "aux"}``: export names the outputs so, checks
+    every one of them in ONNX Runtime (the check crashed on the dict: exit 1), and with a dynamic
+    batch keeps the other sizes static (a Resize had left symbols for all of them)."""
+    seg = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3, aux_loss=True
+    ).eval()
+    whole = tmp_path / "seg.pt"
+    torch.save(seg, whole)
+    out = tmp_path / "seg.onnx"
+    args = [
+        "export",
+        str(whole),
+        "--trust-pickle",
+        "--input-shape",
+        "3,64,64",
+        "--onnx",
+        str(out),
+        "--dynamic-batch",
+    ]
+    assert main([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["onnx"]["output_names"] == ["out", "aux"] and res["onnx"]["validation"]["passed"]
+    g = onnx.load(str(out)).graph
+    dims = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in g.output]
+    assert dims == [["batch", 3, 64, 64]] * 2
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    with torch.no_grad():
+        ref = seg(torch.from_numpy(x))
+    for name, y in zip(["out", "aux"], got):
+        np.testing.assert_allclose(y, ref[name].numpy(), atol=1e-4)
+
+
+def test_output_names_of_tuples_dicts_and_tensors():
+    from edgeslim.export.onnx_export import output_names
+
+    t = torch.zeros(1)
+    assert output_names(t) == ["logits"]
+    assert output_names((t, t, t)) == ["logits", "output1", "output2"]
+    assert output_names({"out": t, "0": t}) == ["out", "output_0"]

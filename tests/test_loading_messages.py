@@ -86,6 +86,35 @@ def test_module_factory_imports_from_the_current_directory(user_module, monkeypa
     assert str(code) not in sys.path  # only while importing
 
 
+def test_a_factory_that_downloads_weights_is_told_how_not_to(tmp_path, monkeypatch, capsys):
+    """A user's factory calling torchvision's segmentation builder with its default
+    ``weights_backbone`` downloads ImageNet weights; offline that is one line saying so and how to
+    build without them (it said "free space or memory, or fix the permissions")."""
+    name = f"dl_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import urllib.error\n"
+        "def net(num_classes=10):\n"
+        "    raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    one_line_error(capsys, ["info", f"{name}:net", "--input-shape", "3,16,16"], "a download failed",
+                   "weights_backbone=None", "pretrained=False")  # fmt: skip
+
+
+def test_prune_of_a_module_factory_says_its_checkpoint_needs_trust(
+    user_module, tmp_path, monkeypatch, capsys
+):
+    """A slim checkpoint of ``package.module:Factory`` rebuilds with that code, so loading it needs
+    --trust-pickle: prune's next step says so (its hint left the flag out, and the command failed)."""
+    name, code = user_module
+    monkeypatch.chdir(code)
+    slim = tmp_path / "s.pt"
+    assert main(["prune", f"{name}:MyNet", "--input-shape", "3,16,16", "-o", str(slim)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"next: edgeslim export {slim} --trust-pickle" in err
+    assert main(["info", str(slim), "--trust-pickle", "--json"]) == 0  # the hint works
+
+
 def test_module_factory_errors_say_what_is_missing(user_module, tmp_path, monkeypatch, capsys):
     name, code = user_module
     monkeypatch.chdir(tmp_path)  # not the directory that holds it

@@ -81,6 +81,24 @@ def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):
     assert (out / "model.pt").is_file() and not list(out.rglob(".*.tmp"))
 
 
+def test_a_run_stopped_before_its_first_checkpoint_says_force(tmp_path, capsys):
+    """Ctrl-C during the first epoch leaves train/ without a checkpoint: every rerun says the same
+    thing, that there is nothing to resume and --force starts over (the three reruns said three
+    different things, one of them to use --resume)."""
+    out = tmp_path / "run"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "log.jsonl").write_text("")  # what the trainer leaves before its first epoch ends
+    args = ["slim", "vgg-small", *SMALL, "--epochs", "1", "--out", str(out)]
+    for argv, needles in (
+        (args, ("stopped before its first checkpoint", "--force")),
+        ([*args, "--resume"], ("holds no run to continue", "drop --resume")),
+        (["slim", "--resume", "--out", str(out)], ("holds no run to continue", "--force")),
+    ):
+        assert main(argv) == 2, argv
+        err = " ".join(capsys.readouterr().err.split())
+        assert all(n in err for n in needles) and "--resume, or" not in err, (argv, err)
+
+
 def test_export_killed_mid_write_keeps_the_previous_file(tmp_path):
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", "resnet20", "--onnx", str(onnx_path), "--no-validate"]) == 0

@@ -199,6 +199,14 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
 
     if isinstance(exc, MemoryError):
         return "out of memory; free memory (smaller --batch-size or input), and rerun"
+    import urllib.error
+
+    if isinstance(exc, urllib.error.URLError):  # the model's own code tried to download weights
+        return (
+            f"a download failed ({exc.reason}): the model's code fetches pretrained weights from the network; "
+            "build it without them (torchvision: weights=None, weights_backbone=None; timm: pretrained=False) "
+            "in your own factory, or download them beforehand"
+        )
     what = exc.filename
     if isinstance(what, str):  # the atomic writer's temporary file stands for its target
         what = re.sub(r"/\.([^/]+)\.[^./]+\.tmp$", r"/\1", what)

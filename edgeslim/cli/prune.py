@@ -115,9 +115,7 @@ def prune(**kw: Any) -> None:
                   "ProximalSlimming in your own training loop)")  # fmt: skip
     elif rep["removed_channels"] == 0:
         err.print("every zero-scale channel is kept (see above): nothing was removed")
-    trust = (
-        " --trust-pickle" if kw.get("trust_pickle") else ""
-    )  # the slim checkpoint rebuilds from the same code
+    trust = " --trust-pickle" if rep["loads_code"] else ""  # it rebuilds with the same outside code
     err.print(
         f"wrote {output}; next: edgeslim export {output}{trust} --onnx {Path(output).with_suffix('.onnx')}"
     )

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
-from edgeslim.export.validate import FP32_ATOL, InputBatch, ValidationReport, random_inputs, validate_onnx
+from edgeslim.export.validate import (
+    FP32_ATOL,
+    InputBatch,
+    ValidationReport,
+    flat_outputs,
+    random_inputs,
+    validate_onnx,
+)
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
 from edgeslim.utils.parsing import parse_input_shape
 
@@ -232,6 +239,30 @@ def _count_params(model: onnx.ModelProto) -> int:
     return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
 
 
+def output_names(probe: Any) -> list[str]:
+    """ONNX output names for a model's result: ``logits`` for one tensor; a dict's keys (torchvision's
+    ``out``/``aux``; a key that is no identifier gets ``output_`` before it); ``logits``,
+    ``output1``, ... for a tuple or list."""
+    if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
+        return [str(k) if str(k).isidentifier() else f"output_{k}" for k in probe]
+    n = len(flat_outputs(probe))
+    return [OUTPUT_NAME] + [f"output{i}" for i in range(1, n)]
+
+
+def _static_output_dims(proto: Any, shapes: list[tuple[int, ...]]) -> None:
+    """Write each graph output's sizes as the probe measured them, the batch axis symbolic (shape
+    inference through a Resize left symbols such as ``Resizelogits_dim_2`` for all of them)."""
+    for out, shape in zip(proto.graph.output, shapes):
+        dims = out.type.tensor_type.shape.dim
+        if len(dims) != len(shape) or not shape:
+            continue
+        for i, (d, n) in enumerate(zip(dims, shape)):
+            if i == 0:
+                d.dim_param = "batch"
+            else:
+                d.dim_value = int(n)
+
+
 def build_metadata(
     *,
     arch: str | None,
@@ -333,7 +364,7 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
-            names = yolo.export_output_names(probe) if ultralytics else [OUTPUT_NAME]
+            names = yolo.export_output_names(probe) if ultralytics else output_names(probe)
             used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names)
         proto = onnx.load(str(raw))
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
@@ -351,6 +382,8 @@ def export_onnx(
         proto, simplifier = simplify_onnx(proto, notes)
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
+    if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
+        _static_output_dims(proto, [tuple(t.shape) for t in flat_outputs(probe)])
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
     mean = std = None

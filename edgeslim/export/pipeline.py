@@ -167,7 +167,8 @@ def run_export(
         )
     if int8 and len(batch.x) <= req.n_validate:
         raise EdgeslimError(
-            f"INT8 calibration needs more images than the n_validate {req.n_validate} that check the export; "
+            f"INT8 calibration needs more images than the n_validate {req.n_validate} held out to check the "
+            "export and the INT8 model against it; "
             f"{batch.base_source} has {len(batch.x)}: add images or lower the count",
             param="n_validate",
         )

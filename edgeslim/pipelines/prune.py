@@ -39,7 +39,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import save_model
+    from edgeslim.checkpoint import loads_code, save_model
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape
     from edgeslim.surgery import compose_recipes, prune_with_report
@@ -76,6 +76,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
                                                             "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
+    rep["loads_code"] = loads_code(loaded.spec)  # the slim checkpoint needs trust_pickle to load
     if plot is not None:
         from edgeslim.surgery.plot import plot_channels
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import check_output_dir, run_dir_lock
+from edgeslim.utils.rundir import MODEL_FILE
 
 
 @contextlib.contextmanager
@@ -33,6 +34,12 @@ def run_directory(
                 check_output_dir(out_dir, False, marker=marker)
             part = out_dir / interrupted if interrupted else None
             if part is not None and part.is_dir() and any(part.iterdir()):
+                if not (part / MODEL_FILE).is_file():  # stopped before its first checkpoint
+                    raise EdgeslimError(
+                        f"{out_dir} holds a run stopped before its first checkpoint ({interrupted}/ has no "
+                        f"{MODEL_FILE}), so there is nothing to resume; pass force=True to start over",
+                        param="force",
+                    )
                 raise EdgeslimError(
                     f"{out_dir} holds an interrupted run ({interrupted}/); continue it with resume=True, "
                     "or pass force=True to start over",

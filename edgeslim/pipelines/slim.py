@@ -103,6 +103,12 @@ def check(req: SlimRequest) -> dict[str, Any]:
         expected = None
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
+    if req.resume and not (Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).is_file():
+        raise EdgeslimError(
+            f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing: none was started, or it "
+            "stopped before its first checkpoint); drop resume, with force=True if the folder is not empty",
+            param=("resume", "force"),
+        )
     if req.resume and not req.data_name:
         for k, v in _saved_data_args(Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).items():
             setattr(req, k, v)
@@ -164,11 +170,6 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
                        interrupted=TRAIN_DIR):  # fmt: skip
-        if req.resume and not (out_dir / TRAIN_DIR / MODEL_FILE).is_file():
-            raise EdgeslimError(
-                f"{out_dir} holds no interrupted run ({TRAIN_DIR}/model.pt is missing); drop resume",
-                param="resume",
-            )
         return _run(req, extra, progress, on_collapse)
 
 

@@ -547,7 +547,8 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                 raise EdgeslimError(
                     f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one "
                     f"{tuple(a.shape)}; a channel count is fixed in the model's code: mark that module a "
-                    "leaf (edgeslim.surgery.register_leaf)"
+                    "leaf (edgeslim.surgery.register_leaf); or surgery was told which outputs count "
+                    "(outputs=): compare with the same outputs="
                 )
             if a.numel():
                 worst = max(worst, float((a.double() - b.double()).abs().max()))
@@ -555,4 +556,4 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
         if a is not None and a.dim() == 2 and len(ra) == 1:
             agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
             total += a.shape[0]
-    return {"max_abs_diff": worst, "top1_agreement": agree / total if total else float("nan")}
+    return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no logits: None)
