@@ -41,7 +41,7 @@ from torch import nn
 
 from edgeslim.models.yolo import deployed_output
 from edgeslim.surgery import build_graph, prune_with_report
-from edgeslim.surgery.graph import _flat_tensors
+from edgeslim.surgery.graph import flat_tensors
 from edgeslim.utils.console import out
 from edgeslim.utils.io import atomic_write_text, write_json
 from edgeslim.utils.markdown import cell, markdown_table
@@ -132,7 +132,7 @@ def pick(n: int, frac: float, gen: torch.Generator) -> torch.Tensor:
 def outputs(m: nn.Module, x: torch.Tensor, select: Callable[[Any], Any] | None = None) -> list[torch.Tensor]:
     with torch.no_grad():
         out = m.eval()(x)
-        return _flat_tensors(select(out) if select is not None else out)
+        return flat_tensors(select(out) if select is not None else out)
 
 
 def compare(ref: list[torch.Tensor], got: list[torch.Tensor]) -> tuple[float, bool, str]:

@@ -177,6 +177,10 @@ def test_pipeline_errors_name_request_fields_and_cli_flags(tmp_path):
         with run_directory(run, force=False, interrupted="train"):
             pass
 
+    exc = raised(hold)  # stopped before its first checkpoint: nothing to resume
+    assert "nothing to resume; pass force=True" in str(exc)
+    assert "nothing to resume; pass --force to start over" in cli_message(exc, slim)
+    (run / "train" / "model.pt").write_bytes(b"a checkpoint")
     exc = raised(hold)
     assert "continue it with resume=True, or pass force=True" in str(exc)
     assert "continue it with --resume, or pass --force to start over" in cli_message(exc, slim)

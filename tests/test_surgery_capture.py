@@ -23,7 +23,7 @@ from edgeslim.surgery import (
     register_leaf,
     verify,
 )
-from edgeslim.surgery.graph import _flat_tensors
+from edgeslim.surgery.graph import flat_tensors
 from edgeslim.surgery.prune import _compare
 from edgeslim.surgery.rules import unregister
 
@@ -397,7 +397,7 @@ def test_yolo_from_yaml_prunes_exactly_without_patches(name: str):
     zeroed = _zero_groups(m, x)
     res = prune_with_report(m, x)
     assert zeroed > 500 and res.report["removed_channels"] == zeroed
-    ref, got = _flat_tensors(m(x)), _flat_tensors(res.model(x))
+    ref, got = flat_tensors(m(x)), flat_tensors(res.model(x))
     assert len(ref) > 1 and [t.shape for t in ref] == [t.shape for t in got]
     assert exact(m, res.model, x) < 1e-10
 
@@ -426,7 +426,7 @@ def test_yolo_deployed_outputs_free_the_neck_channels(name: str):
     zeroed = _zero_groups(m, x, outputs=select)
     res = prune_with_report(m, x, outputs=select)
     assert res.report["removed_channels"] == zeroed and res.model.model[15].cv2.bn.num_features < neck
-    ref, got = _flat_tensors(select(m(x))), _flat_tensors(select(res.model(x)))
+    ref, got = flat_tensors(select(m(x))), flat_tensors(select(res.model(x)))
     assert [t.shape for t in ref] == [t.shape for t in got]
     assert verify(m, res.model, x, outputs=select)["max_abs_diff"] < 1e-4
     assert isinstance(res.model.eval()(x), tuple) and isinstance(res.model.train()(x), (dict, tuple))

@@ -232,29 +232,20 @@ def run_ort_all(sess, x: np.ndarray, batch: int | None = None) -> list[np.ndarra
     return [np.concatenate(parts) for parts in zip(*runs)]
 
 
-def flat_outputs(y: Any) -> list[Any]:
-    """The tensors of a model's result in the order ONNX export lists them: a tensor, or the
-    leaves of nested tuples, lists and dicts (torchvision's ``{"out", "aux"}``) in their order."""
-    if isinstance(y, dict):
-        return [t for v in y.values() for t in flat_outputs(v)]
-    if isinstance(y, (tuple, list)):
-        return [t for v in y for t in flat_outputs(v)]
-    return [y] if y is not None and hasattr(y, "detach") else []
-
-
 def torch_outputs(
     model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64
 ) -> list[np.ndarray]:
-    """Every output tensor of ``model`` on ``device`` (:func:`flat_outputs`) as float32 numpy, IEEE
+    """Every output tensor of ``model`` on ``device`` (every tensor of a nested tuple, list or dict, in order) as float32 numpy, IEEE
     fp32 on CUDA too (model is left where it was)."""
     import torch
 
+    from edgeslim.surgery.graph import flat_tensors
     from edgeslim.utils.modes import ieee_fp32
 
     runs = []
     with torch.inference_mode(), ieee_fp32():
         for i in range(0, len(x), chunk):
-            ys = flat_outputs(model(x[i : i + chunk].to(device)))
+            ys = flat_tensors(model(x[i : i + chunk].to(device)))
             runs.append([y.detach().float().cpu().numpy() for y in ys])
     return [np.concatenate(parts) for parts in zip(*runs)]
 

@@ -552,7 +552,7 @@ class _Analyser:
         return False
 
     def taint(self, out: Any) -> None:
-        for t in _flat_tensors(out):
+        for t in flat_tensors(out):
             self.tainted.setdefault(id(t), t)
 
     def current(self) -> str:
@@ -575,7 +575,7 @@ class _Analyser:
                     with _swapped_tensors(self._walk, self._run_tensors):
                         out = self._model(x)
             self.busy = True
-            outs = _flat_tensors(out)
+            outs = flat_tensors(out)
             if select is not None:
                 outs = _selected(select, out, outs)
             self.barrier(Call(None, (), {}, ""), [self.info(t) for t in outs], "model output", op="output")
@@ -1195,14 +1195,14 @@ def _named_tensors(walk: list[tuple[str, nn.Module]]) -> dict[str, Tensor]:
     }
 
 
-def _flat_tensors(obj: Any) -> list[Tensor]:
+def flat_tensors(obj: Any) -> list[Tensor]:
     """Every tensor in a (nested) tuple/list/dict output."""
     if isinstance(obj, Tensor):
         return [obj]
     if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _flat_tensors(v)]
+        return [t for v in obj.values() for t in flat_tensors(v)]
     if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _flat_tensors(v)]
+        return [t for v in obj for t in flat_tensors(v)]
     return []
 
 
@@ -1439,7 +1439,7 @@ class BadOutputSelection(ValueError):
 def _selected(select: Callable[[Any], Any], out: Any, outs: list[Tensor]) -> list[Tensor]:
     """The tensors ``select`` picks from the forward's result ``out`` (whose tensors are ``outs``):
     at least one, each one of the forward's own outputs (a new tensor would protect nothing)."""
-    picked = _flat_tensors(select(out))
+    picked = flat_tensors(select(out))
     own = {id(t) for t in outs}
     if not picked or any(id(t) not in own for t in picked):
         raise BadOutputSelection(

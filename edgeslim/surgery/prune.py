@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from edgeslim.channels.norm import is_batchnorm
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery import ops
-from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, _flat_tensors, build_graph
+from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph, flat_tensors
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.utils.modes import ieee_fp32
 
@@ -531,7 +531,7 @@ def _outputs(
     finally:
         if switch_mode:
             model.train(mode)
-    return [_flat_tensors(select(o) if select is not None else o) for o in outs]
+    return [flat_tensors(select(o) if select is not None else o) for o in outs]
 
 
 def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
