@@ -208,6 +208,23 @@ def test_export_audit_counts_no_channel_the_outputs_fix(tmp_path: Path, capsys) 
     )
 
 
+def test_a_best_pt_whose_statistics_overflowed_float16_says_so(tmp_path: Path, capsys) -> None:
+    """ultralytics saves float16: a BN variance above 65504 (a diverged training) becomes inf in
+    best.pt; prune refuses it in one line that says where the inf came from."""
+    path = tmp_path / "best.pt"
+    code = SAVE.replace("y.save(", "y.model.model[2].cv1.bn.running_var[0] = 1.0e6\ny.save(")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    rc = main(
+        ["prune", f"yolo:{path}", "--trust-pickle", "--input-shape", SMALL, "-o", str(tmp_path / "s.pt")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "inf" in err and "float16" in err and "diverged" in err
+    assert not (tmp_path / "s.pt").exists()
+
+
 def test_graph_and_export_take_the_ultralytics_checkpoint_by_name(
     best_pt: Path, tmp_path: Path, capsys
 ) -> None:

@@ -106,8 +106,17 @@ def check_finite_weights(loaded: LoadedModel) -> None:
 
     bad = first_nonfinite(loaded.model.state_dict())
     if bad is not None:
+        from edgeslim.models.yolo import is_checkpoint_name, is_ultralytics_model
+
+        arch = loaded.spec.arch if loaded.spec else ""
+        saved = loaded.kind == "ultralytics" or is_checkpoint_name(arch.split(":", 1)[-1])
+        half = (
+            " (ultralytics saves float16, which holds nothing above 65504: a value that large became inf there)"
+            if saved and is_ultralytics_model(loaded.model)
+            else ""
+        )
         raise EdgeslimError(
-            f"{loaded.path or 'the model'} has NaN or inf weights ({bad}); it diverged in training: "
+            f"{loaded.path or arch or 'the model'} has NaN or inf weights ({bad}){half}; it diverged in training: "
             "retrain it with a lower learning rate or use an earlier checkpoint"
         )
 
