@@ -154,3 +154,7 @@ def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
     assert budget_warning({**base, "achieved_fraction": 0.514}) == ""  # within 3%
     assert budget_warning({**base, "achieved_fraction": 0.52}).startswith("budget missed: 52.0%")
     assert budget_warning({**base, "achieved_fraction": 0.107}).startswith("budget overshot: 10.7%")
+    assert budget_warning({**base, "achieved_fraction": 0.404}).startswith(
+        "budget overshot: 40.4%"
+    )  # 5 steps
+    assert budget_warning({**base, "achieved_fraction": 0.469}) == ""  # rounded to an alignment
