@@ -115,6 +115,9 @@ def prune(**kw: Any) -> None:
                   "ProximalSlimming in your own training loop)")  # fmt: skip
     elif rep["removed_channels"] == 0:
         err.print("every zero-scale channel is kept (see above): nothing was removed")
+    if rep.get("rebuilds_from"):
+        err.print(f"{output} rebuilds its architecture from {rep['rebuilds_from']}: keep that file at that path, "
+                  "on the device too", soft_wrap=True)  # fmt: skip
     trust = " --trust-pickle" if rep["loads_code"] else ""  # it rebuilds with the same outside code
     err.print(
         f"wrote {output}; next: edgeslim export {output}{trust} --onnx {Path(output).with_suffix('.onnx')}"

@@ -124,6 +124,15 @@ def runs_code(arch: str) -> bool:
     return prefix in _RUNS_CODE and bool(_RUNS_CODE[prefix](name))
 
 
+def source_file(arch: str) -> Path | None:
+    """The file building ``arch`` reads (``pickle:PATH``, ``yolo:best.pt``, a yaml that names
+    code), which a checkpoint of it needs where it names it; None for other architectures."""
+    if not runs_code(arch):
+        return None
+    path = Path(arch.split(":", 1)[1]).expanduser()
+    return path if path.is_file() else None
+
+
 def canonical_arch(arch: str) -> str:
     """``arch`` as a checkpoint records it: a name that unpickles a file (``pickle:PATH``,
     ``yolo:best.pt``) names it by its absolute path, so the checkpoint rebuilds from any directory

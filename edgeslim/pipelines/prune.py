@@ -77,6 +77,10 @@ def run(req: PruneRequest) -> dict[str, Any]:
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
     rep["loads_code"] = loads_code(loaded.spec)  # the slim checkpoint needs trust_pickle to load
+    from edgeslim.models.registry import source_file
+
+    source = source_file(loaded.spec.arch)  # ... and this file where it is, to rebuild its architecture
+    rep["rebuilds_from"] = str(source) if source else None
     if plot is not None:
         from edgeslim.surgery.plot import plot_channels
 
