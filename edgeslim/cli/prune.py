@@ -100,7 +100,7 @@ def prune(**kw: Any) -> None:
         (
             "top-1 agreement",
             "-"
-            if rep["top1_agreement"] is None or rep["top1_agreement"] != rep["top1_agreement"]
+            if rep["top1_agreement"] is None  # (no logits, or no check)
             else f"{100 * rep['top1_agreement']:.2f}%",
         ),  # fmt: skip
         ("measured on", calib_desc),

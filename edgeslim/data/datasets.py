@@ -97,6 +97,14 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgeslim"
 
 
+def existing_data_dir(data_dir: str | os.PathLike) -> Path:
+    """``data_dir`` (``~`` expanded), refused in one line when it does not exist."""
+    ddir = Path(data_dir).expanduser()
+    if not ddir.exists():
+        raise EdgeslimError(f"data_dir {ddir} does not exist; check it", param="data_dir")
+    return ddir
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -115,9 +123,7 @@ def load_dataset(
     for label, n in (("subset", subset), ("test_subset", test_subset)):
         if n is not None and n < 1:
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}", param=label)
-    ddir = Path(data_dir).expanduser() if data_dir is not None else None
-    if ddir is not None and not ddir.exists():
-        raise EdgeslimError(f"data_dir {ddir} does not exist; check it", param="data_dir")
+    ddir = existing_data_dir(data_dir) if data_dir is not None else None
     req = LoadRequest(key, ddir, subset, test_subset, Path(cache_dir) if cache_dir else default_cache_dir(),
                       download, seed)  # fmt: skip
     bundle = _READERS[key][0](req)

@@ -160,19 +160,17 @@ def _folder_inputs(
 ) -> InputBatch:
     """``n`` images of the folder ``data_dir`` at the model's input size, normalized with the
     checkpoint's mean/std, else the images' own per-channel statistics; no labels."""
-    from pathlib import Path
 
     import torch
 
+    from edgeslim.data.datasets import existing_data_dir
     from edgeslim.data.imagefolder import IMAGES, read_images
 
     if not data_dir:
         raise EdgeslimError(
             f"the {IMAGES} data set needs data_dir, a folder or .zip of images", param="data_dir"
         )
-    root = Path(data_dir).expanduser()
-    if not root.exists():
-        raise EdgeslimError(f"data_dir {root} does not exist; check it", param="data_dir")
+    root = existing_data_dir(data_dir)
     c, h, w = input_shape
     fit = str((meta or {}).get("fit") or "stretch")
     xu8, total = read_images(root, c, (h, w), n, fit=fit)

@@ -32,8 +32,26 @@ def load_model_or_arch(
     3,32,32); the classes are ``num_classes``, else the data set's, else the architecture's own
     (a ``yolo:`` yaml's ``nc``), else 10 (with ``weights``: the weights' own count). Files keep
     their own spec. A name that unpickles a file (``pickle:PATH``, ``yolo:best.pt``) is recorded
-    in the spec with the file's absolute path.
+    in the spec with the file's absolute path. An ultralytics model, from any source (a whole pickle,
+    a checkpoint pruned before its meta said so), is fed as ultralytics feeds it
+    (:func:`~edgeslim.models.yolo.input_preprocessing`); what a file records wins.
     """
+    from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
+
+    loaded = _load_model_or_arch(target, trust_pickle, input_shape, data, num_classes, weights)
+    channels = loaded.spec.in_channels if loaded.spec else 3
+    loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
+    return loaded
+
+
+def _load_model_or_arch(
+    target: str,
+    trust_pickle: bool,
+    input_shape: str | Sequence[int] | None,
+    data: str | None,
+    num_classes: int | None,
+    weights: str | Path | None,
+) -> LoadedModel:
     from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
 
     dshape = None
@@ -48,14 +66,7 @@ def load_model_or_arch(
                 "that holds its own parameters",
                 param="weights",
             )
-        loaded = load_model(target, trust_pickle=trust_pickle)
-        from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
-
-        # an ultralytics model from any file (a whole pickle, a checkpoint pruned before its meta said
-        # so) is fed as ultralytics feeds it; what the file records wins
-        channels = loaded.spec.in_channels if loaded.spec else 3
-        loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
-        return loaded
+        return load_model(target, trust_pickle=trust_pickle)
     from edgeslim.models.registry import ModelSpec, build_model, canonical_arch, check_trusted, model_defaults
 
     check_trusted(target, trust_pickle)
@@ -70,19 +81,16 @@ def load_model_or_arch(
     )
     classes = num_classes or (dshape[3] if dshape else own.get("num_classes", 10))
     spec = ModelSpec(canonical_arch(target), classes, c, (h, w))
-    from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
-
     if weights is None:
         model, spec = build_model(spec, trust_pickle=trust_pickle)
-        norm = input_preprocessing(model, spec.in_channels)
-        return LoadedModel(model=model, kind="architecture", spec=spec, path=None, meta=norm)
+        return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights, with_classes
 
     model, spec = build_with_weights(
         spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
     )
-    meta: dict = {"weights": str(weights), **input_preprocessing(model, spec.in_channels)}
+    meta: dict = {"weights": str(weights)}
     if num_classes is not None and num_classes != spec.num_classes:
         model, spec, meta["head"] = with_classes(model, spec, num_classes, trust_pickle=trust_pickle)
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
