@@ -12,9 +12,12 @@ An edgeslim checkpoint is a plain dict that loads with ``torch.load(weights_only
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: file suffixes that make a name a model file rather than an architecture
-MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin")
+MODEL_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".ckpt", ".bin", ".tar", ".safetensors")
 
 FORMAT = "edgeslim.checkpoint"
 VERSION = 1
@@ -244,6 +247,8 @@ def load_model(
             f"{p} looks truncated or corrupt (a zip archive torch cannot read: cut off while being "
             "written or copied?); save it again with torch.save, or copy it again"
         )
+    if kind == "safetensors":
+        raise _names_no_architecture(p, "holds only tensors (a safetensors file)", {})
     if kind not in ("torchscript", "torch-export", "torch", "legacy"):
         what = {"text": "a text file", "zip": "a zip archive that torch did not write"}.get(
             kind, "not a model file"
@@ -279,6 +284,9 @@ def load_model(
 
         if kind == "torch" and is_ultralytics_checkpoint(p):  # best.pt: loaded as yolo:PATH loads it
             return _load_ultralytics(p, trust_pickle)
+        weights = load_weights_only(p, map_location)  # a training checkpoint with other objects?
+        if isinstance(weights, dict):
+            raise _names_no_architecture(p, "holds the state_dict of a training checkpoint", weights) from exc
         if not trust_pickle:
             raise _refuse_untrusted(p, "pickle") from exc
         from edgeslim.models.user import unpickle_trusted
@@ -305,12 +313,28 @@ def load_model(
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(p, obj, trust_pickle)
     if isinstance(obj, dict):
+        if _is_tensor_dict(obj):
+            raise _names_no_architecture(p, "holds a bare state_dict", obj)
+        if _state_dict_in(obj) is not None:
+            raise _names_no_architecture(p, "holds the state_dict of a training checkpoint", obj)
         raise EdgeslimError(
-            f"{p} holds a bare state_dict, which names no architecture; give the architecture it was "
-            f"saved from (e.g. tv:resnet18, package.module:Factory) with weights={p}",
-            param="weights",
+            f"{p} holds a dict without a model or weights (keys {sorted(map(str, obj))[:5]}); "
+            "expected an edgeslim checkpoint or a model file"
         )
     raise EdgeslimError(f"{p} holds a {type(obj).__name__}; expected an edgeslim checkpoint")
+
+
+def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimError:
+    """A weights file given where a model is expected: ask for its architecture."""
+    arch = obj.get("arch")
+    recorded = (
+        f" (it records arch {arch!r}: timm:{arch}?)" if isinstance(arch, str) and arch.isidentifier() else ""
+    )
+    return EdgeslimError(
+        f"{p} {what}, which names no architecture{recorded}; give the architecture it was saved from "
+        f"(e.g. tv:resnet18, timm:efficientnet_b0, package.module:Factory) with weights={p}",
+        param="weights",
+    )
 
 
 def _load_ultralytics(p: Path, trust_pickle: bool) -> LoadedModel:
@@ -433,31 +457,29 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """The weights in ``path``: a ``state_dict``, a training checkpoint dict holding one (under
-    :data:`STATE_DICT_KEYS`) or an edgeslim checkpoint; read with the weights-only unpickler and
-    with wrapper prefixes (``module.``, ``_orig_mod.``) removed."""
-    import torch
-
+    :data:`STATE_DICT_KEYS`), an edgeslim checkpoint or a ``.safetensors`` file; read without running
+    anything in the file (:func:`load_weights_only`), with wrapper prefixes (``module.``,
+    ``_orig_mod.``) removed."""
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(f"weights file {p} does not exist; check the path")
     kind = sniff(p)
-    if kind not in ("torch", "legacy"):
+    if kind == "safetensors":
+        obj: Any = read_safetensors(p)
+    elif kind in ("torch", "legacy"):
+        obj = load_weights_only(p)
+        if obj is None:
+            raise EdgeslimError(
+                f"{p} holds a pickled object (a whole model?), not a state_dict; give the file itself as the "
+                "model (it runs code when loaded: only if you trust it) or save model.state_dict() instead"
+            )
+    else:
         raise EdgeslimError(
             f"{p} is not a state_dict file ({kind}); save the weights with torch.save(model.state_dict(), path)"
         )
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise EdgeslimError(
-            f"{p} holds more than weights (a pickled object); save model.state_dict() instead"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
-        raise EdgeslimError(
-            f"{p} is not a readable weights file ({_first_line(exc)}); is it truncated?"
-        ) from exc
     if isinstance(obj, dict) and not _is_tensor_dict(obj):
-        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict)), None)
-        if inner is None or not _is_tensor_dict(inner):
+        inner = _state_dict_in(obj)
+        if inner is None:
             raise EdgeslimError(
                 f"{p} holds a dict without weights (keys {sorted(map(str, obj))[:5]}); expected a state_dict "
                 f"or a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
@@ -471,6 +493,116 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             if k.startswith(prefix):
                 k = k[len(prefix) :]
         out[k] = v
+    return out
+
+
+def _state_dict_in(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The tensor dict a training checkpoint holds under one of :data:`STATE_DICT_KEYS`, if any."""
+    inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict)), None)
+    return inner if inner is not None and _is_tensor_dict(inner) else None
+
+
+class _Placeholder:
+    """Stands for a global (``module.Name``) the file names and torch does not allow (see
+    :func:`load_weights_only`). Called, it returns itself (so what a call returned can be called
+    again, as ``getattr(cls, "method")(...)`` is pickled); instantiated through ``cls.__new__`` (how
+    pickle rebuilds objects and dict subclasses), it makes an empty ``OrderedDict``, the one type
+    torch's weights-only unpickler both fills with items and gives attributes. State set on it is
+    dropped. Nothing of the file runs."""
+
+    def __init__(self, made: list[Any]) -> None:
+        self.made = made
+        self.__new__ = self._new  # read as ``cls.__new__(cls, *args)``
+
+    def _new(self, _cls: Any, *_args: Any) -> OrderedDict:
+        self.made.append(OrderedDict())
+        return self.made[-1]
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> _Placeholder:
+        return self
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def load_weights_only(p: Path, map_location: str = "cpu") -> Any:
+    """``torch.load(p, weights_only=True)``, also for the training checkpoints that keep objects of
+    other classes beside their tensors (``argparse.Namespace`` in timm's, hyper-parameter dicts in
+    Lightning's, numpy scalars): those are read as inert placeholders (:class:`_Placeholder`),
+    never constructed, so nothing in the file runs. None when the file's top-level object is itself
+    such an object (a pickled module) or holds one where weights are expected."""
+    import torch
+    import torch.serialization as ser
+
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = getattr(ser, "get_unsafe_globals_in_checkpoint", None)
+        if unsafe is None or not hasattr(ser, "safe_globals"):
+            return None
+        try:
+            names = unsafe(str(p))
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: nothing more to try
+            return None
+    made: list[Any] = []
+    allowed: list[Any] = [(_Placeholder, f"{__name__}._Placeholder")]  # (its instances' state is set)
+    allowed += [(_Placeholder(made), name) for name in names]
+    try:
+        with ser.safe_globals(allowed):
+            obj = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception:  # noqa: BLE001 - still not readable as data
+        return None
+    placeholders = {id(o) for o in made}
+    if id(obj) in placeholders or not isinstance(obj, dict):  # (a _Placeholder is no dict)
+        return None
+    if _is_tensor_dict(obj):
+        return obj
+    inner = _state_dict_in(obj)
+    return obj if inner is not None and id(inner) not in placeholders else None
+
+
+#: safetensors dtype names (its format spec) -> torch dtype attribute names
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}  # fmt: skip
+
+
+def read_safetensors(p: Path) -> dict[str, Any]:
+    """The tensors of a ``.safetensors`` file (a JSON header of names, dtypes, shapes and byte
+    ranges, then the raw little-endian data): parsed here, nothing in it runs."""
+    import torch
+
+    data = bytearray(p.stat().st_size)
+    with open(p, "rb") as f:
+        f.readinto(data)
+    bad = f"{p} is not a valid safetensors file"
+    n = int.from_bytes(data[:8], "little")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except ValueError as exc:
+        raise EdgeslimError(f"{bad} (its header is not JSON); is it truncated?") from exc
+    if not isinstance(header, dict):
+        raise EdgeslimError(f"{bad} (its header is not a JSON object)")
+    base, out = 8 + n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise EdgeslimError(f"{bad} (entry {name!r}: {info!r:.80})") from exc
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        if end - start != size or start < 0 or base + end > len(data):
+            raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
+        if not size:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        raw = torch.frombuffer(data, dtype=torch.uint8, count=size, offset=base + start).clone()  # aligned
+        out[name] = raw.view(dtype).reshape(shape)
     return out
 
 

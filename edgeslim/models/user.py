@@ -201,6 +201,20 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
     model.load_state_dict(state_dict)
 
 
+def under_prefix(model: nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict``, or the entries under the one key prefix (``model.`` of a Lightning module,
+    ``backbone.``) whose names, the prefix removed, are exactly ``model``'s own."""
+    own = set(model.state_dict())
+    if not own or own <= set(state_dict):
+        return state_dict
+    prefixes = {k[: i + 1] for k in state_dict for i, c in enumerate(k) if c == "."}
+    for prefix in sorted(prefixes, key=len):
+        sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if set(sub) == own:
+            return sub
+    return state_dict
+
+
 def build_with_weights(
     spec: Any, state_dict: dict[str, Any], what: str, *, trust_pickle: bool = False
 ) -> tuple[nn.Module, Any]:
@@ -213,6 +227,7 @@ def build_with_weights(
     from edgeslim.models.registry import build_model, create_model
 
     model, spec = build_model(spec, trust_pickle=trust_pickle)  # a count of None: the architecture's own
+    state_dict = under_prefix(model, state_dict)
     _, n = _head_mismatch(model, state_dict)
     if n is not None and n != spec.num_classes:
         spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})

@@ -15,8 +15,8 @@ from typing import BinaryIO
 #: bytes read from the head of a file to classify it
 HEAD_BYTES = 4096
 #: every value :func:`sniff` returns
-KINDS = ("empty", "torchscript", "torch-export", "torch", "zip", "legacy", "onnx", "tensorrt-engine", "png",
-         "jpeg", "text", "unknown")  # fmt: skip
+KINDS = ("empty", "torchscript", "torch-export", "torch", "zip", "legacy", "safetensors", "onnx", "tensorrt-engine",
+         "png", "jpeg", "text", "unknown")  # fmt: skip
 #: a serialized TensorRT engine (plan) starts with this tag
 TRT_MAGIC = b"ftrt"
 #: ModelProto fields (onnx.proto): number -> protobuf wire type (0 varint, 2 length-delimited)
@@ -53,6 +53,14 @@ def _is_trt_engine(head: bytes) -> bool:
         n = int.from_bytes(head[:4], "little")
         return 4 + n + 4 <= len(head) and head[4 + n : 8 + n] == TRT_MAGIC
     return False
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    """A safetensors file: 8 bytes little-endian header length, then a JSON object that fits the file."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= size - 8
 
 
 def _varint(f: BinaryIO) -> int | None:
@@ -116,6 +124,8 @@ def sniff(path: str | Path) -> str:
             return "zip" if names is None else _zip_kind(names)
         if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
             return "legacy"
+        if _is_safetensors(head, os.fstat(f.fileno()).st_size):
+            return "safetensors"
         if head[:8] == b"\x89PNG\r\n\x1a\n":
             return "png"
         if head[:3] == b"\xff\xd8\xff":

@@ -1,0 +1,146 @@
+"""The weight files people have: each form a training script, timm's train.py, PyTorch Lightning,
+DataParallel or the safetensors library writes is read without running anything in the file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from edgeslim.checkpoint import load_weights_only, read_safetensors, read_state_dict
+from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.pipelines.source import load_model_or_arch
+from edgeslim.utils.sniff import sniff
+
+
+class _Hparams(dict):
+    """A dict subclass from the training code (as Lightning's AttributeDict), pickled by class name."""
+
+
+class _Touches:
+    """An object whose unpickling would create ``path`` (as a malicious file would run code)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.path,))
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    m = resnet18(num_classes=10).eval()
+    with torch.no_grad():
+        for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_()
+    return m
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_checkpoints_with_other_objects_load_without_running_them(net, tmp_path):
+    sd = net.state_dict()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    marker = tmp_path / "ran"
+    files = {
+        # a hand-written script: numpy scalars beside the weights and the optimizer state
+        "script.pth": {"epoch": 3, "model_state_dict": sd, "optimizer_state_dict": opt.state_dict(),
+                       "best_acc": np.float64(0.9)},
+        # timm's train.py: its argparse.Namespace and an EMA copy
+        "timm.pth.tar": {"arch": "resnet18", "state_dict": sd, "args": argparse.Namespace(lr=0.1),
+                         "state_dict_ema": sd, "version": 2},
+        # Lightning: the module's attribute name as key prefix, hyper-parameters in a dict subclass
+        "lightning.ckpt": {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 1,
+                           "hyper_parameters": _Hparams(lr=0.1)},
+        # an object whose unpickling would run code
+        "hostile.pth": {"state_dict": sd, "callback": _Touches(marker)},
+    }  # fmt: skip
+    for name, obj in files.items():
+        torch.save(obj, tmp_path / name)
+        with pytest.raises(Exception):  # noqa: B017 - torch's plain weights-only load refuses each
+            torch.load(tmp_path / name, weights_only=True)
+    for name in ("script.pth", "timm.pth.tar", "hostile.pth"):
+        assert _same(read_state_dict(tmp_path / name), sd), name
+    assert not marker.exists()  # nothing in the file ran
+    light = read_state_dict(tmp_path / "lightning.ckpt")
+    assert set(light) == {f"model.{k}" for k in sd}
+    # given with their architecture, each loads exactly (Lightning's "model." prefix found)
+    for name in files:
+        loaded = load_model_or_arch("tv:resnet18", weights=str(tmp_path / name), trust_pickle=False)
+        assert _same(loaded.model.state_dict(), sd), name
+    assert not marker.exists()
+
+
+def test_a_pickled_module_is_not_read_as_weights(net, tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save(net, whole)
+    assert load_weights_only(whole) is None
+    with pytest.raises(EdgeslimError, match="pickled object .* not a state_dict"):
+        read_state_dict(whole)
+    holder = tmp_path / "holder.pt"  # a module where the weights should be
+    torch.save({"state_dict": net, "epoch": 1}, holder)
+    assert load_weights_only(holder) is None
+
+
+def test_safetensors_files_as_the_library_writes_them(net, tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    tensors = {
+        **{k: v.contiguous() for k, v in net.state_dict().items()},
+        "half": torch.randn(3, 5).half(),
+        "bf16": torch.randn(7).bfloat16(),
+        "mask": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+        "empty": torch.zeros(0, 4),
+        "i8": torch.arange(-3, 3, dtype=torch.int8),
+    }
+    f = tmp_path / "model.safetensors"
+    safetensors.save_file(tensors, str(f), metadata={"format": "pt"})
+    assert sniff(f) == "safetensors"
+    got = read_safetensors(f)
+    assert got.keys() == tensors.keys()
+    for k, v in tensors.items():
+        assert got[k].dtype == v.dtype and got[k].shape == v.shape and torch.equal(got[k], v), k
+    # with the architecture: loaded exactly; alone: it names no architecture
+    f2 = tmp_path / "weights.safetensors"
+    safetensors.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(f2))
+    loaded = load_model_or_arch("tv:resnet18", weights=str(f2), trust_pickle=False)
+    assert _same(loaded.model.state_dict(), net.state_dict())
+    with pytest.raises(EdgeslimError, match="safetensors file.*names no architecture"):
+        load_model_or_arch(str(f2), trust_pickle=False)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(f2.read_bytes()[:-100])
+    with pytest.raises(EdgeslimError, match="outside the file.*truncated"):
+        read_safetensors(cut)
+
+
+def test_weight_files_on_the_command_line(net, tmp_path, capsys):
+    sd = net.state_dict()
+    timm_style = tmp_path / "model_best.pth.tar"
+    torch.save({"arch": "resnet18", "state_dict": sd, "args": argparse.Namespace(lr=0.1)}, timm_style)
+    assert main(["info", str(timm_style)]) == 2
+    err = capsys.readouterr().err
+    assert "training checkpoint" in err and "timm:resnet18" in err and "--weights" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["info", "tv:resnet18", "--weights", str(timm_style), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_classes"] == 10
+    whole = tmp_path / "whole.pt"
+    torch.save(net, whole)
+    assert main(["info", "tv:resnet18", "--weights", str(whole)]) == 2
+    err = capsys.readouterr().err
+    assert "pickled object" in err and len(err.strip().splitlines()) == 1
+    # a Lightning file whose prefixed names fit no architecture keeps the one-line mismatch error
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": OrderedDict((f"net.{k}", v) for k, v in sd.items() if "layer4" not in k),
+                "hyper_parameters": _Hparams()}, other)  # fmt: skip
+    assert main(["info", "tv:resnet18", "--weights", str(other)]) == 2
+    assert "does not fit the architecture" in capsys.readouterr().err
