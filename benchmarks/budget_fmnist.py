@@ -82,10 +82,11 @@ def uniform_mask(resource, target: float) -> tuple[torch.Tensor, float]:
 
 
 def main() -> None:
+    from edgeslim.channels.norm import recalibrate_bn
     from edgeslim.data import load_dataset
     from edgeslim.models.registry import create_model
     from edgeslim.slim import CollapseError, SlimSettings, slim_model
-    from edgeslim.sparsity.budget import BudgetSettings, recalibrate_bn
+    from edgeslim.sparsity.budget import BudgetSettings
     from edgeslim.sparsity.resource import build_resource, flat_gammas, zero_channels
     from edgeslim.surgery import prune_with_report
     from edgeslim.train import TrainConfig, fit

@@ -489,9 +489,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
     out = {}
     for k, v in obj.items():
-        for prefix in WRAPPER_PREFIXES:
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
+        while k.startswith(WRAPPER_PREFIXES):  # nested wrappers: torch.compile(DDP(m)) saves _orig_mod.module.
+            k = k.split(".", 1)[1]
         out[k] = v
     return out
 

@@ -551,7 +551,8 @@ def controller_for_slim(
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
     loader (or ``total_steps``: the sparsification phase), a probe of ``probe_size`` training
     images (no augmentation) for the loss guard."""
-    from edgeslim.sparsity.budget import CALIB_BATCHES, BudgetSettings, build_controller
+    from edgeslim.channels.norm import CALIB_BATCHES
+    from edgeslim.sparsity.budget import BudgetSettings, build_controller
 
     settings = budget if isinstance(budget, BudgetSettings) else BudgetSettings.from_dict(budget)
     total = (

@@ -8,11 +8,17 @@ Instance and group norm do not: their scales are not per-channel statistics of a
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from edgeslim.utils.modes import training_mode
 
 #: the base classes a normalization layer with prunable per-channel scales derives from
 NORM_TYPES: tuple[type[nn.Module], ...] = (_BatchNorm,)
+#: batches (of 128 training images, no augmentation) BN statistics are re-estimated on
+CALIB_BATCHES = 4
+#: running statistics count as settled once their starting values weigh less than this in them
+SETTLED_WEIGHT = 0.05
 
 
 def is_batchnorm(module: nn.Module) -> bool:
@@ -53,3 +59,38 @@ def bn_channels(module: nn.Module) -> int:
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
     return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
+    """Re-estimate every BN layer's running mean/var on ``batches`` (cumulative average, train
+    mode, no gradient; no weight changes). Channels removed late in training change the
+    statistics of the layers after them faster than the running averages follow."""
+    bns = [m for m in model.modules() if is_batchnorm(m) and getattr(m, "track_running_stats", False)]
+    if not bns or not batches:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches
+    try:
+        with training_mode(model, True):
+            for x in batches:
+                model(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+
+
+def unsettled_momentum(model: nn.Module, steps: int) -> float | None:
+    """The smallest BN momentum in ``model`` whose running statistics, after ``steps`` training
+    steps, still hold more than :data:`SETTLED_WEIGHT` of their starting values ((1 - m)^steps);
+    None when every layer's have settled. torchvision's MobileNetV3 and timm's ``tf_`` models use
+    0.01: about 300 steps before their evaluation means anything."""
+    momenta = [
+        float(m.momentum)
+        for m in model.modules()
+        if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.momentum is not None
+    ]
+    low = min(momenta, default=None)
+    return low if low is not None and (1.0 - low) ** steps > SETTLED_WEIGHT else None

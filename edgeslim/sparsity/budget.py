@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim.channels.hooks import TrainHook
-from edgeslim.channels.norm import is_batchnorm
+from edgeslim.channels.norm import is_batchnorm, recalibrate_bn
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.prox import ProximalSlimming
 from edgeslim.sparsity.resource import METRICS, ResourceModel
@@ -78,7 +78,6 @@ PROBE_MIN_STEPS = 5
 #: BN statistics are re-estimated at the end on this many batches of 128 training images, if
 #: channels were removed within the last max(RECAL_STEPS, RECAL_FRACTION * total) steps
 #: (the running averages, momentum 0.1, have not caught up) or by the final projection
-CALIB_BATCHES = 4
 RECAL_STEPS = 50
 RECAL_FRACTION = 0.05
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
@@ -553,27 +552,6 @@ class BudgetController(TrainHook):
             },  # fmt: skip
             "trajectory": traj,
         }
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
-    """Re-estimate every BN layer's running mean/var on ``batches`` (cumulative average, train
-    mode, no gradient; no weight changes). Channels removed late in training change the
-    statistics of the layers after them faster than the running averages follow."""
-    bns = [m for m in model.modules() if is_batchnorm(m)]
-    if not bns or not batches:
-        return
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches
-    try:
-        with training_mode(model, True):
-            for x in batches:
-                model(x)
-    finally:
-        for m, mom in zip(bns, momenta):
-            m.momentum = mom
 
 
 def _tau_cap(slimmer: ProximalSlimming) -> float | None:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeslim.channels.norm import CALIB_BATCHES, SETTLED_WEIGHT, recalibrate_bn, unsettled_momentum
 from edgeslim.errors import EdgeslimError
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.distributed import (
@@ -308,6 +309,7 @@ def fit(
             seen += len(y)
             if task is not None:
                 progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
+        bn_images = _settle_bn(model, bundle, config, epoch, global_step, info, device)
         average_buffers(model)
         tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
         ev = evaluate(
@@ -332,6 +334,8 @@ def fit(
             "test_acc": ev["accuracy"],
             "time_s": time.perf_counter() - t0,
         }
+        if bn_images:
+            record["bn_recalibrated_on_images"] = bn_images
         record.update(hook.on_epoch_end(epoch, model))
         history.append(record)
         if task is not None:
@@ -377,6 +381,31 @@ def fit(
     if write_report and info.is_main and out is not None:
         write_train_report(out, result, config, spec)
     return result
+
+
+def _settle_bn(
+    model: nn.Module, bundle: DataBundle, config: TrainConfig, epoch: int, steps: int, info: Any, device: Any
+) -> int:
+    """Before an evaluation: when a BatchNorm's running statistics have not settled after ``steps``
+    (a low momentum such as MobileNetV3's 0.01 and a short run: they still hold their starting
+    zeros and ones), re-estimate them on a few training batches, without augmentation, so the
+    test accuracy is the network's. Returns the images used (0: the statistics had settled)."""
+    momentum = unsettled_momentum(model, steps)
+    if momentum is None:
+        return 0
+    loader = bundle.loader(
+        "train", 128, shuffle=True, augment=False, seed=config.seed + 3, epoch=epoch, rank=info.rank,
+        world_size=info.world_size, device=device,
+    )  # fmt: skip
+    batches = [x for _, (x, _) in zip(range(CALIB_BATCHES), loader)]
+    recalibrate_bn(model, batches)
+    images = sum(int(x.shape[0]) for x in batches)
+    log.info(
+        "BatchNorm momentum %g: running statistics not settled after %d steps (about %d needed); "
+        "re-estimated on %d training images before evaluating",
+        momentum, steps, math.ceil(math.log(SETTLED_WEIGHT) / math.log(1 - momentum)), images,
+    )  # fmt: skip
+    return images
 
 
 def write_train_report(
