@@ -489,7 +489,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
     out = {}
     for k, v in obj.items():
-        while k.startswith(WRAPPER_PREFIXES):  # nested wrappers: torch.compile(DDP(m)) saves _orig_mod.module.
+        while k.startswith(
+            WRAPPER_PREFIXES
+        ):  # nested wrappers: torch.compile(DDP(m)) saves _orig_mod.module.
             k = k.split(".", 1)[1]
         out[k] = v
     return out

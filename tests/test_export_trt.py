@@ -166,6 +166,48 @@ def test_int8_qdq_symmetric_and_close(tmp_path, fm_calib):
         assert np.abs(y - model(torch.from_numpy(x[128:136])).numpy()).max() < 0.1 * np.abs(y).max() + 1e-3
 
 
+def test_int8_for_onnx_runtime_stores_int8_weights(tmp_path, fm_calib):
+    """ORT's form: INT8 weights stored as INT8 (a quarter of the FP32 file), UInt8 activations with
+    zero points, close to the FP32 model; TensorRT's form keeps FP32 weights (above)."""
+    model = create_model("vgg-small", in_channels=1, input_size=(28, 28)).eval()
+    res = export_onnx(model, tmp_path / "f.onnx", (1, 28, 28), dynamic_batch=True, validate=False)
+    x = fm_calib.x.numpy()
+    q = quantize_qdq(res.path, tmp_path / "f.int8.onnx", x[:128], check=x[128:], style="onnxruntime")
+    assert q.style == "onnxruntime" and q.method == "minmax" and q.quantized_nodes > 0
+    m = onnx.load(str(q.path))
+    weights = [onnx.numpy_helper.to_array(i) for i in m.graph.initializer if i.name.endswith("_quantized")]
+    assert weights and all(w.dtype == np.int8 for w in weights if w.ndim == 4)  # conv weights as INT8
+    acts = [onnx.numpy_helper.to_array(i) for i in m.graph.initializer if "zero_point" in i.name]
+    assert any(z.dtype == np.uint8 for z in acts)
+    assert q.path.stat().st_size < 0.35 * res.path.stat().st_size
+    assert q.check_images == 32 and q.top1_agreement >= 0.9
+    s = ort.InferenceSession(str(q.path), providers=["CPUExecutionProvider"])
+    y = s.run(None, {"input": x[128:136]})[0]
+    with torch.no_grad():
+        assert np.abs(y - model(torch.from_numpy(x[128:136])).numpy()).max() < 0.1 * np.abs(y).max() + 1e-3
+    with pytest.raises(EdgeslimError, match="unknown INT8 style"):
+        quantize_qdq(res.path, tmp_path / "g.onnx", x[:128], style="tflite")
+
+
+@pytest.mark.slow
+def test_cli_int8_for_onnx_runtime_and_phones(tmp_path, fmnist_dir, capsys):
+    out = tmp_path / "v.onnx"
+    args = ["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(out), "--data", "fashion-mnist",
+            "--data-dir", fmnist_dir, "--precision", "int8", "--calib-images", "64", "--ort"]  # fmt: skip
+    assert main([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ort_int8"]["style"] == "onnxruntime" and res["ort_int8"]["calib_images"] == 64
+    assert "qdq" not in res and res["slim"] is False
+    assert res["ort_int8_mobile"]["path"] == str(tmp_path / "v.int8.ort")
+    assert not (tmp_path / "v.calib.npy").exists() and not list(tmp_path.glob("*.trtexec.sh"))  # TensorRT's only
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    ys = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+          for f in ("v.int8.onnx", "v.int8.ort")]  # fmt: skip
+    assert np.abs(ys[0] - ys[1]).max() <= 1e-4
+    assert main([*args, "--force"]) == 0
+    assert "next: edgeslim bench" in (err := capsys.readouterr().err) and "v.int8.onnx --baseline" in err
+
+
 @pytest.mark.slow
 def test_cli_int8_and_ort_mobile(tmp_path, fmnist_dir, capsys):
     out = tmp_path / "v.onnx"

@@ -50,7 +50,8 @@ from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
     "--trt", is_flag=True, help="Build a TensorRT engine, or write a trtexec script if no tensorrt."
 )
 @click.option("--precision", type=PRECISION, default="fp16", show_default=True,
-              help="TensorRT precision (int8 calibrates on real images of the data set).")  # fmt: skip
+              help="TensorRT precision; int8 without --trt: an ONNX Runtime INT8 model (ONNX.int8.onnx, CPUs "
+                   "and phones). INT8 calibrates on real images of the data set.")  # fmt: skip
 @click.option("--workspace", default="1G", show_default=True, help="TensorRT workspace limit.")
 @click.option(
     "--engine", "engine_path", type=click.Path(path_type=Path), help="Engine [ONNX.<precision>.engine]."
@@ -80,6 +81,7 @@ def export(**kw: Any) -> None:
       edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
       edgeslim export yolo:best.pt --trust-pickle --onnx best.onnx --dynamic-batch
       edgeslim export slim.pt --trust-pickle --data images --data-dir photos --trt --precision int8
+      edgeslim export runs/mnv2/model.pt --onnx slim.onnx --precision int8 --ort   # CPUs and phones
     """
     import json
 
@@ -116,15 +118,20 @@ def export(**kw: Any) -> None:
             )
         elif isinstance(rep, str):
             rows.append([name, rep])
-    q = res.get("qdq")
-    if q:
-        top1 = "" if q["top1_agreement"] is None else f"top-1 agreement {100 * q['top1_agreement']:.2f}%, "
-        rows.append(["INT8 Q/DQ vs FP32 (ORT)", f"calibrated on {q['calib_images']} images; {top1}max|diff| "
-                     f"{q['max_abs_diff']:.3g} on {q['check_images']} held-out images"
-                     + (f", accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f}"
-                        if q.get("accuracy_int8") is not None else "")])  # fmt: skip
-    for key, label in (("qdq", "INT8 Q/DQ ONNX"), ("calib_data", "calibration images"), ("engine", "TensorRT engine"),
-                       ("trtexec_script", "trtexec script"), ("ort", "ORT mobile")):  # fmt: skip
+    for key, name in (("qdq", "INT8 Q/DQ vs FP32 (ORT)"), ("ort_int8", "INT8 (ONNX Runtime) vs FP32")):
+        q = res.get(key)
+        if q:
+            top1 = (
+                "" if q["top1_agreement"] is None else f"top-1 agreement {100 * q['top1_agreement']:.2f}%, "
+            )
+            rows.append([name, f"calibrated on {q['calib_images']} images; {top1}max|diff| "
+                         f"{q['max_abs_diff']:.3g} on {q['check_images']} held-out images"
+                         + (f", accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f}"
+                            if q.get("accuracy_int8") is not None else "")])  # fmt: skip
+    for key, label in (("qdq", "INT8 Q/DQ ONNX (TensorRT)"), ("calib_data", "calibration images"),
+                       ("engine", "TensorRT engine"), ("trtexec_script", "trtexec script"),
+                       ("ort_int8", "INT8 ONNX (ONNX Runtime)"), ("ort", "ORT mobile"),
+                       ("ort_int8_mobile", "INT8 ORT mobile")):  # fmt: skip
         val = res.get(key)
         if isinstance(val, dict):
             val = val.get("path")
@@ -146,7 +153,12 @@ def export(**kw: Any) -> None:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     onnx_file = res["onnx"]["path"]
     batches = "1,32" if req.dynamic_batch else str(req.batch)  # a fixed-batch file runs at its batch only
-    err.print(
-        f"wrote {onnx_file}; next: edgeslim bench {onnx_file} --baseline OTHER.onnx --batch {batches} "
-        "(OTHER: the export of the network to compare with, e.g. the dense one)"
-    )
+    if res.get("ort_int8"):
+        step = f"edgeslim bench {res['ort_int8']['path']} --baseline {onnx_file} --batch {batches} (INT8 against FP32)"
+    elif res.get("slim"):
+        step = (f"edgeslim bench {onnx_file} --baseline DENSE.onnx --batch {batches} (DENSE: the export of the "
+                "network it was slimmed from)")  # fmt: skip
+    else:
+        step = (f"edgeslim bench SLIM.onnx --baseline {onnx_file} --batch {batches} (SLIM: the export of a slimmed "
+                "copy of this network)")  # fmt: skip
+    err.print(f"wrote {onnx_file}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped

@@ -99,6 +99,10 @@ class ExportRequest:
             raise EdgeslimError(f"onnx_path {self.onnx_path} should end in .onnx", param="onnx_path")
 
 
+#: INT8 whose top-1 class agrees with FP32 on fewer held-out images than this is warned about
+INT8_AGREEMENT_WARN = 0.9
+
+
 def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
     if loaded.path is not None:
         return Path(loaded.path).with_suffix(".onnx")
@@ -140,7 +144,7 @@ def run_export(
         raise EdgeslimError(f"onnx_path {onnx_path} should end in .onnx", param="onnx_path")
     installed = installed_trt_version() if req.trt else None
     target = parse_trt_version(req.trt_version) if req.trt_version else (installed or DEFAULT_TARGET)
-    int8 = req.trt and req.precision == "int8"
+    int8 = req.precision == "int8"  # TensorRT's Q/DQ ONNX with trt, else an ONNX Runtime INT8 model
     outputs = [onnx_path]
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
@@ -148,8 +152,11 @@ def run_export(
     if req.trt:
         outputs += [engine] if installed else [script]
         outputs += [qdq_path, calib_path] if int8 else []
+    ort_int8_path = _sibling(onnx_path, ".int8.onnx")
+    outputs += [ort_int8_path] if int8 and not req.trt else []
     ort_path = onnx_path.with_suffix(".ort")
     outputs += [ort_path] if req.to_ort else []
+    outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and int8 and not req.trt else []
     for p in outputs:
         check_output_path(p, req.force, "engine_path" if req.engine_path and p == engine else "onnx_path")
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
@@ -184,7 +191,11 @@ def run_export(
         exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
         meta=loaded.meta,
     )  # fmt: skip
-    result: dict[str, Any] = {"onnx": res.to_dict(), "warnings": list(res.warnings)}
+    result: dict[str, Any] = {
+        "onnx": res.to_dict(),
+        "slim": loaded.recipe is not None,
+        "warnings": list(res.warnings),
+    }
     if req.compare_device == "cuda":
         from edgeslim.export.validate import random_inputs
 
@@ -196,27 +207,36 @@ def run_export(
     audit = audit_onnx(onnx_path)
     result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
 
+    calib = None
+    if int8:
+        from edgeslim.export.qdq import quantize_qdq
+
+        calib = batch.x[req.n_validate :].numpy()
+        if len(calib) < req.calib_images:
+            result["warnings"].append(
+                f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
+                f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the "
+                "export; add images for steadier INT8 ranges"
+            )
+        labels = check_batch.labels.numpy() if check_batch.labels is not None else None
+        q = quantize_qdq(
+            onnx_path, qdq_path if req.trt else ort_int8_path, calib, check=check_batch.x.numpy(), labels=labels,
+            style="tensorrt" if req.trt else "onnxruntime", force=req.force,
+        )  # fmt: skip
+        result["qdq" if req.trt else "ort_int8"] = q.to_dict()
+        if q.top1_agreement is not None and q.top1_agreement < INT8_AGREEMENT_WARN:
+            result["warnings"].append(
+                f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of {q.check_images} "
+                "held-out images; calibrate on more images (calib_images) or keep FP32 for this model"
+            )
     if req.trt:
         result["trt_target"] = ".".join(map(str, target))
         result["precision_path"] = precision_path(target, req.precision)
-        calib = None
         if int8:
-            from edgeslim.export.qdq import quantize_qdq, save_calibration_data
+            from edgeslim.export.qdq import save_calibration_data
 
-            calib = batch.x[req.n_validate :].numpy()
-            if len(calib) < req.calib_images:
-                result["warnings"].append(
-                    f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
-                    f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the "
-                    "export; add images for steadier INT8 ranges"
-                )
             save_calibration_data(calib_path, calib, force=req.force)
-            labels = check_batch.labels.numpy() if check_batch.labels is not None else None
-            q = quantize_qdq(
-                onnx_path, qdq_path, calib, check=check_batch.x.numpy(), labels=labels, force=req.force
-            )
             result["calib_data"] = str(calib_path)
-            result["qdq"] = q.to_dict()
         if installed:
             from edgeslim.export.trt import EngineBuildConfig, build_engine
 
@@ -247,7 +267,13 @@ def run_export(
     if req.to_ort:
         from edgeslim.export.ort_mobile import convert_to_ort
 
-        conv = convert_to_ort(onnx_path, ort_path, force=req.force)
-        result["ort"] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
-                         "size_bytes": conv.size_bytes}  # fmt: skip
+        for key, src in (
+            ("ort", onnx_path),
+            ("ort_int8_mobile", ort_int8_path if int8 and not req.trt else None),
+        ):
+            if src is None:
+                continue
+            conv = convert_to_ort(src, src.with_suffix(".ort"), force=req.force)
+            result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
+                           "size_bytes": conv.size_bytes}  # fmt: skip
     return result
