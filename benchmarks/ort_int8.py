@@ -49,7 +49,11 @@ def images(size: int, n: int = 64) -> np.ndarray:
     from edgeslim.export.validate import real_inputs
 
     batch = real_inputs((3, 32, 32), data="cifar10", data_dir=str(SHARED / "cifar10-jpeg.zip"), n=n)
-    x = torch.nn.functional.interpolate(batch.x, size=(size, size), mode="bilinear") if size != 32 else batch.x
+    x = (
+        torch.nn.functional.interpolate(batch.x, size=(size, size), mode="bilinear")
+        if size != 32
+        else batch.x
+    )
     return x.numpy().astype(np.float32)
 
 

@@ -199,7 +199,9 @@ def test_cli_int8_for_onnx_runtime_and_phones(tmp_path, fmnist_dir, capsys):
     assert res["ort_int8"]["style"] == "onnxruntime" and res["ort_int8"]["calib_images"] == 64
     assert "qdq" not in res and res["slim"] is False
     assert res["ort_int8_mobile"]["path"] == str(tmp_path / "v.int8.ort")
-    assert not (tmp_path / "v.calib.npy").exists() and not list(tmp_path.glob("*.trtexec.sh"))  # TensorRT's only
+    assert not (tmp_path / "v.calib.npy").exists() and not list(
+        tmp_path.glob("*.trtexec.sh")
+    )  # TensorRT's only
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
     ys = [ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
           for f in ("v.int8.onnx", "v.int8.ort")]  # fmt: skip
