@@ -207,6 +207,14 @@ def test_invalid_input_shape(bad, tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_channels_last_input_shape_is_answered_channels_first(tmp_path, capsys):
+    with pytest.raises(EdgeslimError, match="looks like H,W,C.*3,224,224"):
+        parse_input_shape("224,224,3")
+    assert parse_input_shape("4,64,3") == (4, 64, 3)  # four channels, three pixels wide: taken as given
+    assert main(["export", "vgg-small", "--onnx", str(tmp_path / "x.onnx"), "--input-shape", "32x32x3"]) == 2
+    assert "--input-shape is channels first: 3,32,32" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("opset", [5, 99])
 def test_opset_out_of_range(tmp_path, opset):
     with pytest.raises(EdgeslimError, match="out of range"):

@@ -291,7 +291,9 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     else:
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
-            f"next: edgeslim export {d / SLIM_FILE} --onnx {d / 'slim.onnx'}"
+            f"next: edgeslim export {d / SLIM_FILE}{' --trust-pickle' if report.get('loads_code') else ''} "
+            f"--onnx {d / 'slim.onnx'}",
+            soft_wrap=True,
         )
     warning = (report.get("budget") or {}).get("warning")
     if warning:

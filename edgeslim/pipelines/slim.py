@@ -236,6 +236,9 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
+    from edgeslim.checkpoint import loads_code
+
+    res.report["loads_code"] = loads_code(spec)  # its checkpoints need trust_pickle to load
     if latency is not None and latency["is_budget"]:
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import REPORT_FILE

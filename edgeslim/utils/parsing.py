@@ -33,6 +33,12 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
             "(e.g. 3,32,32; batch sets the batch size)",
             param=("input_shape", "batch"),
         )
+    if dims[0] > 4 and dims[2] in (1, 3, 4):  # 224,224,3: a height of channels and 3-pixel-wide images
+        raise EdgeslimError(
+            f"input shape {text!r} looks like H,W,C; input_shape is channels first: "
+            f"{dims[2]},{dims[0]},{dims[1]}",
+            param="input_shape",
+        )
     if dims[0] > 64 or dims[1] > 8192 or dims[2] > 8192:
         raise EdgeslimError(
             f"invalid input shape {text!r}: expected C,H,W with C <= 64 and H,W <= 8192 "
