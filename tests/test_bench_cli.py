@@ -90,6 +90,25 @@ def test_bench_the_ort_files_a_phone_ships(onnx_pair, tmp_path):
     assert all(r["label"] in ("baseline", "slim") for r in rec["trials"])
 
 
+def test_a_phone_profile_on_an_ort_build_without_its_provider(onnx_pair, tmp_path, capsys):
+    """snapdragon-8-gen3 prefers XNNPACK then the CPU provider: a build without XNNPACK times with
+    the CPU and says so (it refused); an explicit --providers xnnpack is still refused."""
+    import onnxruntime as ort
+
+    from edgeslim.cli import main
+
+    if "XnnpackExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has XNNPACK")
+    dense, _, _ = onnx_pair
+    args = ["bench", str(dense), "--profile", "snapdragon-8-gen3", "--batch", "1", "--trials", "1", *FAST]
+    assert main([*args, "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "lacks XnnpackExecutionProvider: timing with CPUExecutionProvider" in cap.err
+    assert json.loads(cap.out)["models"]
+    assert main([*args, "--providers", "xnnpack"]) == 2
+    assert "not available in this onnxruntime build" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     dense, thin, _ = onnx_pair

@@ -116,6 +116,20 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if req.threads or (profile and profile.preferred.threads):
         options["threads"] = req.threads or profile.preferred.threads
     prov = req.providers.split(",") if req.providers else (profile.preferred.providers if profile else None)
+    if prov and not req.providers and name == "onnxruntime":  # the profile's preference: what this build has
+        from edgeslim.bench.backends.ort import split_available
+
+        has, missing = split_available(prov)
+        if missing and has:
+            say(
+                Notice(
+                    f"profile {profile.name} runs ONNX Runtime with {', '.join(prov)}; this build lacks "
+                    f"{', '.join(missing)}: timing with {', '.join(has)} (not the device's numbers; choose with "
+                    "providers)",
+                    "providers",
+                )
+            )
+            prov = has
     if prov:
         options["providers"] = prov
     if req.precision or profile:

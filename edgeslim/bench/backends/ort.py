@@ -54,6 +54,18 @@ def resolve_providers(requested: list[str] | None, available: list[str], threads
     return out
 
 
+def split_available(requested: list[str]) -> tuple[list[str], list[str]]:
+    """``requested`` providers (short or full names) split into those this onnxruntime build has
+    and those it lacks; all kept when onnxruntime does not import (the backend says so itself)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return list(requested), []
+    available = ort.get_available_providers()
+    has = [p for p in requested if _SHORT.get(p.lower(), p) in available]
+    return has, [p for p in requested if p not in has]
+
+
 def parse_profile(events: list[dict]) -> list[dict]:
     """ORT profiler trace -> per-node kernel time (median us over runs) in execution order."""
     times: dict[str, list[float]] = {}
