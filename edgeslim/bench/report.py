@@ -169,8 +169,23 @@ def memory_rows(record: dict) -> list[list]:
     return rows
 
 
+#: a run starts "busy" when the 1-minute load average plus its threads exceeds the cores by more than this
+BUSY_MARGIN = 1.0
+
+
 def warnings(record: dict) -> list[str]:
     out = []
+    env = record.get("env") or {}
+    load = (env.get("load_avg") or [None])[0]
+    cores = env.get("cpu_affinity") or env.get("cpu_count")
+    threads = env.get("threads") or cores  # ONNX Runtime and torch default to every core
+    if load is not None and cores and load + threads > cores + BUSY_MARGIN:
+        out.append(
+            f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "
+            f"uses {threads} thread(s): other processes took cores from it, so its latencies, and a speed-up "
+            "between models timed under different contention, are unreliable; run on an idle machine or with "
+            "fewer threads"
+        )
     for label in record["models"]:
         for b in record["batches"]:
             s = record["summary"][label][str(b)]
