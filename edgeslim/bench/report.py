@@ -296,13 +296,17 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
         ax.set_yscale("log")
         ax.set_ylabel("latency per batch (ms)")
-        p50 = [float(np.median(d)) for d in data]
+        p50 = [float(record["summary"][label][str(b)]["p50_ms"]) for label in labels]  # the table's p50s
         head = f"batch {b}"
         if len(p50) == 2 and p50[1] > 0:
             word = f"{p50[0] / p50[1]:.2f}x faster" if p50[0] >= p50[1] else f"{p50[1] / p50[0]:.2f}x slower"
             head += f": {names[1]} {word} than {names[0]}"
         p50s = " vs ".join(f"{v:.3g}" for v in p50)
-        ax.set_title(f"{head}\np50 {p50s} ms ({key} time; box p25-p75, whiskers p1-p99)", fontsize=8)
+        ax.set_title(
+            f"{head}\np50 {p50s} ms (median of the trials' p50s, {key} time)\n"
+            "boxes: all samples, p25-p75, whiskers p1-p99",
+            fontsize=8,
+        )
     fig.suptitle(f"measured latency, {record['backend']}")
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
