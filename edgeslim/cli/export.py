@@ -113,7 +113,13 @@ def export(**kw: Any) -> None:
             rows.append(
                 [
                     name,
-                    f"max|diff| {rep['max_abs_diff']:.3g}, top-1 agreement {agree}, n={rep['n']}, {rep['source']}",
+                    f"max|diff| {rep['max_abs_diff']:.3g} (bound {rep.get('tolerance') or rep['atol']:.3g}"
+                    + (
+                        f" = {rep['atol']:g} + {rep['rtol']:g} x the largest output"
+                        if rep.get("rtol")
+                        else ""
+                    )
+                    + f"), top-1 agreement {agree}, n={rep['n']}, {rep['source']}",
                 ]
             )
         elif isinstance(rep, str):
