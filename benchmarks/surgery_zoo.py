@@ -58,7 +58,7 @@ TIMM = (
     "gernet_s selecsls42b ese_vovnet19b_dw xception41 inception_v3 mobilevit_xs fastvit_t8 "
     "efficientvit_b0 levit_128s"
 ).split()
-YOLO = ["yolov8n", "yolo11n"]
+YOLO = ["yolov8n", "yolo11n", "yolov8n-seg"]
 TV_DENSE = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "fcn_resnet50"]
 TV_DET = ["ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_fpn"]
 TV_CLS = (

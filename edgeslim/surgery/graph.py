@@ -735,6 +735,9 @@ class _Analyser:
         if fn in ops.CONV_FUNCTIONS:
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             return self.layer_call(n, ops.CONV_MODULES, w, a0, out, self.conv)
+        if fn in ops.CONV_TRANSPOSE_FUNCTIONS:
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            return self.layer_call(n, ops.CONV_TRANSPOSE_MODULES, w, a0, out, self.conv_transpose)
         if fn in ops.LINEAR_FUNCTIONS:
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             return self.layer_call(n, ops.LINEAR_MODULES, w, a0, out, self.linear)
@@ -833,6 +836,23 @@ class _Analyser:
         self.touches.append(Touch(n.target, "conv_out", res.labels))
         t = len(self.touches)
         self.costs.append(LayerShape(n.target, "conv", t - 2, t - 1, kernel, g, spatial, bias))
+        return res
+
+    def conv_transpose(self, n: Call, m: nn.Module, x: Info, out: Tensor) -> Info | None:
+        """A transposed conv couples like a conv (its weight is (in, out, k...)); its MACs are counted
+        over the input positions, each of which it spreads over a kernel of outputs."""
+        if m.groups != 1:
+            return self.opaque(n, out, "grouped transposed convolution")
+        if not x.uniform:
+            self.barrier(n, [x], "transposed conv input with mixed channel layout")
+            x = Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
+        res = self.fresh(out)
+        self.share(n.target, [x.labels, res.labels])
+        self.touches.append(Touch(n.target, "conv_in", x.labels, x.state))
+        self.touches.append(Touch(n.target, "conv_out", res.labels))
+        t = len(self.touches)
+        kernel, spatial = math.prod(m.kernel_size), math.prod(x.shape[2:])
+        self.costs.append(LayerShape(n.target, "conv", t - 2, t - 1, kernel, 1, spatial, m.bias is not None))
         return res
 
     def linear(self, n: Call, m: nn.Linear, x: Info, out: Tensor) -> Info | None:

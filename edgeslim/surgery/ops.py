@@ -31,6 +31,8 @@ POOL_MODULES: tuple[type[nn.Module], ...] = (
 )  # fmt: skip
 BN_MODULES: tuple[type[nn.Module], ...] = NORM_TYPES  # any BatchNorm (edgeslim.channels.norm)
 CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
+#: Transposed convolutions (decoders, UNets, YOLO-seg's mask prototypes): weight (in, out / groups, k...).
+CONV_TRANSPOSE_MODULES: tuple[type[nn.Module], ...] = (nn.ConvTranspose1d, nn.ConvTranspose2d)
 LINEAR_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
 FLATTEN_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten,)
 
@@ -55,6 +57,7 @@ ACTIVATION_FUNCTIONS: set[Any] = {
 }  # fmt: skip
 #: Functions whose weights make their calling module a layer surgery resizes.
 CONV_FUNCTIONS: set[Any] = {F.conv1d, F.conv2d}
+CONV_TRANSPOSE_FUNCTIONS: set[Any] = {F.conv_transpose1d, F.conv_transpose2d}
 LINEAR_FUNCTIONS: set[Any] = {F.linear}
 BN_FUNCTIONS: set[Any] = {F.batch_norm, torch.batch_norm}
 PAD_FUNCTIONS: set[Any] = {F.pad, torch.constant_pad_nd}

@@ -177,11 +177,18 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
 
     Exact for Linear, 1x1 and unpadded convs. For a zero-padded conv the added bias is the
     mean over output positions of what the constant contributes (border outputs see less of
-    it): the least-squares best per-channel bias on an input of size ``spatial``.
+    it): the least-squares best per-channel bias on an input of size ``spatial``; the same for a
+    transposed conv, whose output of a constant repeats with the period of its stride.
     """
     w = m.weight.detach().double().cpu()
     if isinstance(m, nn.Linear):
         delta = w[:, removed] @ value
+    elif isinstance(m, ops.CONV_TRANSPOSE_MODULES):  # each input spreads over a kernel of outputs
+        x = torch.zeros((1, m.in_channels, *spatial), dtype=torch.float64)
+        x[0, removed] = value.view(-1, *([1] * len(spatial)))
+        convt = F.conv_transpose2d if isinstance(m, nn.ConvTranspose2d) else F.conv_transpose1d
+        y = convt(x, w, None, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
+        delta = y.flatten(2).mean(2)[0]
     elif _exact_conv(m):
         ipg, opg = m.in_channels // m.groups, m.out_channels // m.groups
         wsum = w.flatten(2).sum(2)  # (out, ipg): a constant input sees the whole kernel
@@ -196,13 +203,16 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
         delta = y.flatten(2).mean(2)[0]
     # a new bias tensor: the old one may still be the caller's (see _copy_sharing_tensors)
     old = m.bias
-    bias = old.detach() if old is not None else m.weight.detach().new_zeros(w.shape[0])
+    bias = old.detach() if old is not None else m.weight.detach().new_zeros(delta.shape[0])
     m.bias = nn.Parameter(bias + delta.to(bias.device, bias.dtype), old is None or old.requires_grad)
 
 
 def _exact_conv(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear):
         return True
+    if isinstance(m, ops.CONV_TRANSPOSE_MODULES):  # a constant in gives a pattern with the stride's period
+        pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+        return all(k == 1 for k in m.kernel_size) and all(s == 1 for s in m.stride) and not any(pad)
     if m.padding_mode != "zeros":  # reflect/replicate/circular padding of a constant is that constant
         return True
     pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
@@ -218,7 +228,7 @@ def _copy_sharing_tensors(model: nn.Module) -> tuple[nn.Module, list[Tensor]]:
     forward or a user's shrink rule may write into them); :func:`_own_tensors` copies the
     shared ones left after surgery.
     """
-    layers = (*ops.CONV_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
+    layers = (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
     memo: dict[int, Any] = {
         id(t): t
         for m in model.modules()
@@ -306,7 +316,7 @@ def _layer_shape(m: nn.Module) -> list[int]:
         return [m.in_features, m.out_features]
     if is_batchnorm(m):
         return [m.num_features]
-    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+    if isinstance(m, (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES)):
         return [m.in_channels, m.out_channels]
     return [p.numel() for p in m.parameters(recurse=False)]  # a user-registered module
 

@@ -75,6 +75,14 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
         m.out_channels = w.shape[0]
         m.weight = _param(w, m.weight)
         m.bias = _param(b, m.bias)
+    elif isinstance(m, ops.CONV_TRANSPOSE_MODULES):  # weight (in, out, k...); groups 1 (the graph's rule)
+        w = _take(_take(m.weight, entry.get("in"), 0), entry.get("out"), 1)
+        b = _take(m.bias, entry.get("out"), 0)
+        if entry.get("bias") and b is None:
+            b = torch.zeros(w.shape[1], dtype=w.dtype)
+        m.in_channels, m.out_channels = w.shape[0], w.shape[1]
+        m.weight = _param(w, m.weight)
+        m.bias = _param(b, m.bias)
     elif isinstance(m, ops.LINEAR_MODULES):
         w = _take(_take(m.weight, entry.get("out"), 0), entry.get("in"), 1)
         b = _take(m.bias, entry.get("out"), 0)
