@@ -1,6 +1,6 @@
 """Channel surgery on the models edge users deploy, side by side with Torch-Pruning.
 
-Models: timm CNN families with BatchNorm, ultralytics YOLOv8n / YOLO11n (from their yaml),
+Models: timm CNN families with BatchNorm, ultralytics YOLOv8n / YOLO11n / YOLOv8n-seg (from their yaml),
 torchvision segmentation models and detection backbones (dict outputs), and the smallest
 torchvision classifier of each BN family. Random weights, BN statistics randomized.
 
