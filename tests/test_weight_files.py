@@ -147,3 +147,26 @@ def test_weight_files_on_the_command_line(net, tmp_path, capsys):
                 "hyper_parameters": _Hparams()}, other)  # fmt: skip
     assert main(["info", "tv:resnet18", "--weights", str(other)]) == 2
     assert "does not fit the architecture" in capsys.readouterr().err
+
+
+def test_a_class_count_other_than_the_weights_is_refused_where_nothing_trains(net, tmp_path, capsys):
+    """prune/export/info with --weights of 10 classes and --num-classes 5 silently replaced the trained
+    head by a random one (a trial's UNet: its masks changed; the reported deviation compared against
+    the replaced model). Only slim, which trains the new head, replaces it."""
+    sd = tmp_path / "w.pt"
+    torch.save(net.state_dict(), sd)
+    for cmd in (
+        ["info"],
+        ["prune", "--output", str(tmp_path / "p.pt")],
+        ["export", "--onnx", str(tmp_path / "e.onnx")],
+    ):
+        assert main([cmd[0], "tv:resnet18", "--weights", str(sd), "--num-classes", "5", *cmd[1:]]) == 2
+        err = capsys.readouterr().err
+        assert (
+            "trained for 10 classes; --num-classes 5 would" in err
+            and "leave the class count out" in err
+            and len(err.strip().splitlines()) == 1
+        )
+    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "e.onnx").exists()
+    assert main(["info", "tv:resnet18", "--weights", str(sd), "--num-classes", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_classes"] == 10

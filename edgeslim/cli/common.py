@@ -81,7 +81,7 @@ num_classes_option = click.option(
     "--num-classes",
     type=COUNT,
     help="Classes of an architecture built by name [the architecture's own: a yolo: yaml's nc, else 10; "
-    "for info, the --data set's].",
+    "for info, the --data set's]; with --weights, the count they were trained for.",
 )
 
 #: --input-shape default, said once for the commands that build architectures by name

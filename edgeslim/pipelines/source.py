@@ -85,14 +85,19 @@ def _load_model_or_arch(
         model, spec = build_model(spec, trust_pickle=trust_pickle)
         return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
     from edgeslim.checkpoint import read_state_dict
-    from edgeslim.models.user import build_with_weights, with_classes
+    from edgeslim.models.user import build_with_weights
 
     model, spec = build_with_weights(
         spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
     )
-    meta: dict = {"weights": str(weights)}
     if num_classes is not None and num_classes != spec.num_classes:
-        model, spec, meta["head"] = with_classes(model, spec, num_classes, trust_pickle=trust_pickle)
+        raise EdgeslimError(
+            f"weights {weights} were trained for {spec.num_classes} classes; num_classes {num_classes} would "
+            "replace their trained head by an untrained one, which only training can use (slim replaces a "
+            "head and trains it): leave the class count out",
+            param="num_classes",
+        )
+    meta: dict = {"weights": str(weights)}
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
 
 
