@@ -115,6 +115,25 @@ def test_prune_of_a_module_factory_says_its_checkpoint_needs_trust(
     assert main(["info", str(slim), "--trust-pickle", "--json"]) == 0  # the hint works
 
 
+def test_own_code_and_pickles_named_without_an_input_size_are_asked_for_one(
+    user_module, tmp_path, monkeypatch, capsys
+):
+    """`prune mynet:build` without --input-shape assumed 3,32,32 silently: the MACs, the slim
+    checkpoint and its export were for 32x32 where a trial's UNet ran at 64x64."""
+    name, code = user_module
+    monkeypatch.chdir(code)
+    out = tmp_path / "s.pt"
+    one_line_error(
+        capsys, ["prune", f"{name}:MyNet", "-o", out], "records no input size", "--input-shape C,H,W"
+    )
+    assert not out.exists()
+    whole = tmp_path / "whole.pt"
+    torch.save(_import_from(code, name).MyNet(), whole)
+    one_line_error(capsys, ["info", f"pickle:{whole}", "--trust-pickle"], "records no input size")
+    assert main(["info", f"pickle:{whole}", "--trust-pickle", "--input-shape", "3,16,16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [3, 16, 16]
+
+
 def test_module_factory_errors_say_what_is_missing(user_module, tmp_path, monkeypatch, capsys):
     name, code = user_module
     monkeypatch.chdir(tmp_path)  # not the directory that holds it

@@ -86,7 +86,8 @@ num_classes_option = click.option(
 
 #: --input-shape default, said once for the commands that build architectures by name
 INPUT_SHAPE_DEFAULT = (
-    "from the checkpoint's spec; for a name the architecture's default: 3,640,640 for yolo:, else 3,32,32"
+    "from the checkpoint's spec; for a name the architecture's default: 3,640,640 for yolo:, else 3,32,32; "
+    "required for your own code (module:Factory) and pickle: names"
 )
 
 #: --weights FILE: a state_dict (or a training checkpoint holding one) for an architecture name

@@ -39,9 +39,27 @@ def load_model_or_arch(
     from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
 
     loaded = _load_model_or_arch(target, trust_pickle, input_shape, data, num_classes, weights)
+    if input_shape is None and data is None and _records_no_size(target):
+        raise EdgeslimError(
+            f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "
+            "it runs at: its MACs, the slim checkpoint and the export use it)",
+            param="input_shape",
+        )
     channels = loaded.spec.in_channels if loaded.spec else 3
     loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
     return loaded
+
+
+def _records_no_size(target: str) -> bool:
+    """Whether ``target`` names the user's own code or pickle (``package.module:Factory``,
+    ``pickle:PATH``), whose input size nothing records (3,32,32 was assumed silently)."""
+    from edgeslim.checkpoint import looks_like_file
+    from edgeslim.models.registry import is_code_reference
+    from edgeslim.models.user import PICKLE_PREFIX
+
+    if looks_like_file(target):
+        return False
+    return is_code_reference(target) or target.startswith(f"{PICKLE_PREFIX}:")
 
 
 def _load_model_or_arch(
@@ -194,7 +212,8 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
     from edgeslim.data import dataset_shape
 
     dshape = dataset_shape(data_name) if data_name else None
-    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=dshape[:3] if dshape else None)
+    probe = dshape[:3] if dshape else ((3, 32, 32) if _records_no_size(target) else None)  # data sized later
+    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe)
     if loaded.kind in ("torchscript", "exported"):
         return  # refused later, with its own reason
     from edgeslim.models.registry import model_defaults
