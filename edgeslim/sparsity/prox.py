@@ -573,6 +573,11 @@ class ProximalSlimming(TrainHook):
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
 
+    def zero_count(self) -> int:
+        """BN channels whose scale is exactly zero in ``xi`` now (the model's gamma reaches zero only at
+        :meth:`finalize`: read this, not the model, to follow the sparsity during training)."""
+        return int((self.xi[: self.total] == 0).sum())
+
     # ------------------------------------------------------------------ TrainHook
     def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._saved_lr = self.restart_lr(optimizer)
