@@ -67,6 +67,7 @@ def test_unet_decoder_channels_are_removed_exactly() -> None:
     # the bottleneck's 64 outputs feed up2 (19 removed); up2's own 32 outputs go through bn_up2 (10 removed)
     assert (up2.in_channels, up2.out_channels) == (45, 22) and tuple(up2.weight.shape) == (45, 22, 2, 2)
     assert res.report["exact"] and res.report["removed_channels"] == 59
+    assert res.report["top1_agreement"] == 1.0  # per pixel: a segmenter's masks (was None)
     assert (res.model.double()(x.double()) - ref).abs().max() < 1e-12
     # a transposed conv's MACs: kernel x input positions x in x out
     assert macs - res.report["macs_after"] >= 4 * 8 * 8 * (64 * 32 - 45 * 22)

@@ -66,8 +66,8 @@ class QdqResult:
     method: str
     calib_images: int
     quantized_nodes: int
-    #: INT8 (ORT) vs FP32 (ORT) on the calibration-free check images; None unless the output is
-    #: [N, classes] logits (a detector's has no top-1)
+    #: INT8 (ORT) vs FP32 (ORT) on the calibration-free check images, per image for [N, classes]
+    #: logits, per pixel for [N, classes, H, W] masks; None otherwise (a detector's has no top-1)
     top1_agreement: float | None
     max_abs_diff: float
     check_images: int
@@ -160,7 +160,8 @@ def quantize_qdq(
         k = len(x) // step * step
         ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
         got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim == 2 else None
+    scores = ref.ndim == 2 or (ref.ndim == 4 and ref.shape[1] > 1)  # per sample, or per pixel (masks)
+    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if scores else None
     acc = [None, None]
     if labels is not None and ref.ndim == 2:
         lab = np.asarray(labels)[:k]

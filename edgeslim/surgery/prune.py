@@ -513,7 +513,8 @@ def prune(
 def verify(
     model: nn.Module, slim: nn.Module, inputs: Any, outputs: Callable[[Any], Any] | None = None
 ) -> dict[str, float]:
-    """Largest absolute output difference and top-1 agreement of two models on ``inputs``.
+    """Largest absolute output difference and top-1 agreement of two models on ``inputs`` (per
+    sample for one ``[N, classes]`` output, per pixel for one ``[N, classes, H, W]`` output, else None).
 
     ``inputs``: a tensor, or an iterable of tensors or ``(x, y)`` batches. Both models run
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
@@ -563,7 +564,8 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
             if a.numel():
                 worst = max(worst, float((a.double() - b.double()).abs().max()))
         a = ra[0] if ra else None
-        if a is not None and a.dim() == 2 and len(ra) == 1:
+        if a is not None and len(ra) == 1 and (a.dim() == 2 or (a.dim() == 4 and a.shape[1] > 1)):
+            # class scores per sample [N, C], or per pixel [N, C, H, W] (a segmenter's masks)
             agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
-            total += a.shape[0]
-    return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no logits: None)
+            total += a.numel() // a.shape[1]
+    return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no scores: None)
