@@ -467,12 +467,19 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     if kind == "safetensors":
         obj: Any = read_safetensors(p)
     elif kind in ("torch", "legacy"):
-        obj = load_weights_only(p)
+        try:
+            obj = load_weights_only(p)
+        except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
+            raise EdgeslimError(
+                f"{p} is not a readable weights file ({_first_line(exc)}); is it truncated?"
+            ) from exc
         if obj is None:
             raise EdgeslimError(
                 f"{p} holds a pickled object (a whole model?), not a state_dict; give the file itself as the "
                 "model (it runs code when loaded: only if you trust it) or save model.state_dict() instead"
             )
+    elif kind == "zip" and zip_names(p) is None:  # starts like a zip, its directory unreadable
+        raise EdgeslimError(f"{p} is not a readable weights file (a cut-off zip); is it truncated?")
     else:
         raise EdgeslimError(
             f"{p} is not a state_dict file ({kind}); save the weights with torch.save(model.state_dict(), path)"
@@ -489,9 +496,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
     out = {}
     for k, v in obj.items():
-        while k.startswith(
-            WRAPPER_PREFIXES
-        ):  # nested wrappers: torch.compile(DDP(m)) saves _orig_mod.module.
+        # nested wrappers too: torch.compile(DDP(m)) saves _orig_mod.module.NAME
+        while k.startswith(WRAPPER_PREFIXES):
             k = k.split(".", 1)[1]
         out[k] = v
     return out

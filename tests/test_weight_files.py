@@ -95,6 +95,17 @@ def test_a_pickled_module_is_not_read_as_weights(net, tmp_path):
     assert load_weights_only(holder) is None
 
 
+def test_a_truncated_weights_file_is_one_line(net, tmp_path, capsys):
+    whole = tmp_path / "w.pt"
+    torch.save(net.state_dict(), whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(EdgeslimError, match="not a readable weights file.*truncated"):
+        read_state_dict(cut)
+    assert main(["info", "tv:resnet18", "--weights", str(cut)]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
 def test_safetensors_files_as_the_library_writes_them(net, tmp_path):
     safetensors = pytest.importorskip("safetensors.torch")
     tensors = {
