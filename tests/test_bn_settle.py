@@ -23,6 +23,10 @@ def test_unsettled_momentum_follows_the_steps() -> None:
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # a cumulative average has no starting values to outweigh
     assert unsettled_momentum(default, 1) is None
+    for m in default.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.0  # statistics frozen on purpose: never re-estimated
+    assert unsettled_momentum(default, 1) is None
 
 
 def test_a_short_run_evaluates_with_statistics_of_the_training_images(cifar_zip) -> None:

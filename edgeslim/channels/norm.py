@@ -86,11 +86,12 @@ def unsettled_momentum(model: nn.Module, steps: int) -> float | None:
     """The smallest BN momentum in ``model`` whose running statistics, after ``steps`` training
     steps, still hold more than :data:`SETTLED_WEIGHT` of their starting values ((1 - m)^steps);
     None when every layer's have settled. torchvision's MobileNetV3 and timm's ``tf_`` models use
-    0.01: about 300 steps before their evaluation means anything."""
+    0.01: about 300 steps before their evaluation means anything. A momentum of 0 (statistics frozen
+    on purpose) and None (a cumulative average) never count."""
     momenta = [
         float(m.momentum)
         for m in model.modules()
-        if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.momentum is not None
+        if is_batchnorm(m) and getattr(m, "track_running_stats", False) and m.momentum  # (not None, not 0)
     ]
     low = min(momenta, default=None)
     return low if low is not None and (1.0 - low) ** steps > SETTLED_WEIGHT else None
