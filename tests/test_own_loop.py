@@ -44,9 +44,10 @@ def test_the_documented_own_loop_with_a_budget() -> None:
             ctrl.after_step(model, optimizer)
         zeros.append(slimmer.zero_count())
     ctrl.on_train_end(model)
-    slimmer.finalize()
+    report = slimmer.finalize()
     res = prune_with_report(model, example, round_to=1)
     # ---
+    assert repr(report).startswith(f"FinalizeReport(zeroed {zeros[-1]} of ") and len(repr(report)) < 200
     assert zeros[-1] > 0 and zeros[-1] == res.report["removed_channels"]
     assert res.report["exact"] and res.report["max_abs_diff"] < 1e-5  # zero-invariant: nothing to fold
     assert res.report["macs_after"] <= 0.55 * res.report["macs_before"]

@@ -103,6 +103,12 @@ class FinalizeReport:
             "layers": self.layers,
         }
 
+    def __repr__(self) -> str:  # (the default printed every layer and every bias tensor)
+        return (
+            f"FinalizeReport(zeroed {self.zeroed} of {self.total} BN channels in {len(self.layers)} layers, "
+            f"{len(self.restored)} emptied unit(s) given their strongest channel back)"
+        )
+
 
 #: one removable unit: ``[(bn_name, channel_indices), ...]``; slot i is channel ``idx[i]`` of every member
 Unit = list[tuple[str, Tensor]]
