@@ -181,3 +181,22 @@ def test_a_class_count_other_than_the_weights_is_refused_where_nothing_trains(ne
     assert not (tmp_path / "p.pt").exists() and not (tmp_path / "e.onnx").exists()
     assert main(["info", "tv:resnet18", "--weights", str(sd), "--num-classes", "10", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_classes"] == 10
+
+
+def test_a_checkpoint_written_by_timms_own_saver(tmp_path, monkeypatch):
+    """The file timm's train.py writes (timm.utils.CheckpointSaver: args, optimizer, EMA, version)."""
+    timm = pytest.importorskip("timm")
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    net = timm.create_model("resnet18", pretrained=False, num_classes=5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    monkeypatch.chdir(tmp_path)
+    saver = CheckpointSaver(
+        model=net, optimizer=opt, args=argparse.Namespace(model="resnet18", lr=0.1), model_ema=ModelEmaV3(net),
+        checkpoint_dir=str(tmp_path), recovery_dir=str(tmp_path), decreasing=False,
+    )  # fmt: skip
+    saver.save_checkpoint(epoch=0, metric=0.5)
+    loaded = load_model_or_arch("timm:resnet18", weights=str(tmp_path / "last.pth.tar"), trust_pickle=False)
+    assert loaded.spec.num_classes == 5 and _same(loaded.model.state_dict(), net.state_dict())
+    with pytest.raises(EdgeslimError, match=r"training checkpoint.*timm:resnet18\?"):
+        load_model_or_arch(str(tmp_path / "model_best.pth.tar"), trust_pickle=False)
