@@ -11,6 +11,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torchvision.models import resnet18
 
 from edgeslim.checkpoint import load_weights_only, read_safetensors, read_state_dict
@@ -200,3 +201,19 @@ def test_a_checkpoint_written_by_timms_own_saver(tmp_path, monkeypatch):
     assert loaded.spec.num_classes == 5 and _same(loaded.model.state_dict(), net.state_dict())
     with pytest.raises(EdgeslimError, match=r"training checkpoint.*timm:resnet18\?"):
         load_model_or_arch(str(tmp_path / "model_best.pth.tar"), trust_pickle=False)
+
+
+def test_a_checkpoint_written_by_lightning():
+    """A real PyTorch Lightning 2.6 checkpoint (tests/fixtures/lightning): its weights, under the
+    LightningModule's attribute name ``model.``, load into the bare network."""
+    from pathlib import Path
+
+    from edgeslim.models.user import under_prefix
+
+    ckpt = Path(__file__).parent / "fixtures" / "lightning" / "tiny_epoch0.ckpt"
+    sd = read_state_dict(ckpt)
+    assert set(sd) >= {"model.0.weight", "model.1.running_var", "model.5.bias"}
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))  # fmt: skip
+    net.load_state_dict(under_prefix(net, sd))  # strict: every key and shape
+    assert int(net[1].num_batches_tracked) == 2  # one epoch of two steps was trained
