@@ -194,6 +194,10 @@ def test_cli_prune_says_why_zero_scale_channels_stay(tmp_path, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "no BN scale is exactly zero" in err and "sparsify it first" in err and "no BatchNorm" not in err
     assert f"next: edgeslim export {tmp_path / 'a.pt'} --trust-pickle" in err
+    # an architecture name without --weights: random weights, nothing trained (a trial forgot them)
+    assert main(["prune", "tv:resnet18", "--input-shape", "3,32,32", "-o", str(tmp_path / "r.pt")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "random weights: give the sparsified weights with --weights" in err
     with torch.no_grad():
         net.b1.weight[:2] = 0  # b2's same channels are nonzero: coupled
         net.b1.weight[4] = net.b2.weight[4] = net.b1.bias[4] = net.b2.bias[4] = 0  # removable

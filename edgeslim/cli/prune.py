@@ -110,6 +110,9 @@ def prune(**kw: Any) -> None:
     if rep["bn_channels"] == 0:
         err.print("the model has no BatchNorm channel to remove (a model whose BN layers were fused into its "
                   "convs has none: give it before fusing)")  # fmt: skip
+    elif rep["zero_scale_channels"] == 0 and rep.get("random_weights"):
+        err.print("no BN scale is exactly zero: nothing was removed; the model is an architecture name with "
+                  "random weights: give the sparsified weights with --weights")  # fmt: skip
     elif rep["zero_scale_channels"] == 0:
         err.print("no BN scale is exactly zero: nothing was removed (sparsify it first: edgeslim slim, or "
                   "ProximalSlimming in your own training loop)")  # fmt: skip

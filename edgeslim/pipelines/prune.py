@@ -77,6 +77,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
     rep["loads_code"] = loads_code(loaded.spec)  # the slim checkpoint needs trust_pickle to load
+    rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
     from edgeslim.models.registry import source_file
 
     source = source_file(loaded.spec.arch)  # ... and this file where it is, to rebuild its architecture
