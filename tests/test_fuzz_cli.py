@@ -22,7 +22,7 @@ import torch
 from bench_helpers import DENSE_CFG, export_vgg
 
 from edgeslim.cli import COMMANDS, cli, main
-from edgeslim.cli.params import BetaEnd, Device, FractionList, IntList, Number, RecoveryLr, Shape
+from edgeslim.cli.params import BetaEnd, Device, FractionList, Number, NumberList, RecoveryLr, Shape
 
 # ---------------------------------------------------------------------------------------------
 # the commands, a valid invocation of each, and their options
@@ -76,7 +76,7 @@ def _bad_values(param: click.Parameter) -> list[str]:
         return ["3,32", "0,32,32", "a,b,c", "3,32,32,32", "-3,32,32", "100,32,32"]
     if isinstance(t, Device):
         return ["tpu", "cuda:x", ""]
-    if isinstance(t, IntList):
+    if isinstance(t, NumberList):
         return ["1,x", "0", "-1", ","]
     if isinstance(t, FractionList):
         return ["0.75,0.5", "1.5", "x", "0"]

@@ -160,6 +160,35 @@ def test_photo_statistics_are_not_written_as_the_models_normalization(photos: Pa
     assert json.loads(read_metadata(out)["normalization"]) == {"mean": None, "std": None}
 
 
+def test_the_normalization_of_a_model_that_records_none_is_given_once(photos: Path, tmp_path: Path, capsys):
+    """--mean/--std on prune: the photos it calibrates on, the slim checkpoint, and then export (its
+    ORT check and ONNX metadata) all use them, with no "records no mean/std" guess (a trial's UNet
+    saw that warning on every prune and export, with no way to say its normalization)."""
+    import torch
+    from torchvision.models import resnet18
+
+    from edgeslim.export import read_metadata
+
+    weights = tmp_path / "w.pt"
+    torch.save(resnet18(num_classes=10).state_dict(), weights)
+    norm = ["--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"]
+    slim = tmp_path / "s.pt"
+    args = ["prune", "tv:resnet18", "--weights", str(weights), "--input-shape", "3,32,32", "-o", str(slim),
+            "--data", "images", "--data-dir", str(photos), "--calib", "8"]  # fmt: skip
+    assert main([*args, *norm]) == 0
+    assert "records no mean/std" not in capsys.readouterr().err
+    out = tmp_path / "s.onnx"
+    assert main(["export", str(slim), "--onnx", str(out), "--data", "images", "--data-dir", str(photos),
+                 "--n-validate", "8"]) == 0  # fmt: skip
+    assert "records no mean/std" not in capsys.readouterr().err
+    meta = json.loads(read_metadata(out)["normalization"])
+    assert meta == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    for bad, needle in ((["--mean", "0.5,0.5,0.5"], "--mean and --std together"),
+                        (["--mean", "0.5", "--std", "0.2"], "one per channel")):  # fmt: skip
+        assert main([*args, "--force", *bad]) == 2
+        assert needle in capsys.readouterr().err
+
+
 def test_a_whole_pickled_yolo_is_fed_as_ultralytics_feeds_it(photos: Path, tmp_path: Path) -> None:
     """An ultralytics model from a file that records no preprocessing (a whole pickled module) is
     still letterboxed and fed pixels / 255."""

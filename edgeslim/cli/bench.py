@@ -12,7 +12,7 @@ import click
 
 from edgeslim.cli import notice
 from edgeslim.cli.common import trust_pickle_option
-from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, PRECISION, SHAPE, IntList, Number
+from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, PRECISION, SHAPE, Number, NumberList
 
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
@@ -101,7 +101,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 )
 @click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
 @click.option(
-    "--batch", "batches", type=IntList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
+    "--batch", "batches", type=NumberList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
 )
 @click.option(
     "--trials",

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from edgeslim.cli.params import COUNT, NONNEG, POSITIVE, SEED
+from edgeslim.cli.params import COUNT, NONNEG, POSITIVE, SEED, NumberList
 from edgeslim.pipelines.source import (  # noqa: F401 - the commands take them from here
     check_finite_weights,
     load_model_or_arch,
@@ -97,3 +97,20 @@ weights_option = click.option(
     help="Weights for an architecture name: a state_dict, or a checkpoint dict holding one "
     "(state_dict/model/...; 'module.' prefixes are removed).",
 )
+
+
+def norm_options(f: Any) -> Any:
+    """--mean / --std: the per-channel normalization of a model that records none (your own code, a
+    pickle): what images are fed with for the ORT check, INT8 and prune's calibration, and what the
+    ONNX metadata says."""
+    f = click.option(
+        "--std",
+        type=NumberList(POSITIVE),
+        help="Per-channel std of the model's input, e.g. 0.229,0.224,0.225.",
+    )(f)
+    return click.option(
+        "--mean",
+        type=NumberList(NONNEG),
+        help="Per-channel mean of the model's input (pixels / 255), e.g. "
+        "0.485,0.456,0.406 [what the model records].",
+    )(f)

@@ -8,7 +8,13 @@ from typing import Any
 import click
 
 from edgeslim.cli import notice
-from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
+from edgeslim.cli.common import (
+    INPUT_SHAPE_DEFAULT,
+    norm_options,
+    num_classes_option,
+    trust_pickle_option,
+    weights_option,
+)
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 
 
@@ -68,6 +74,7 @@ from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
 @trust_pickle_option
 @weights_option
 @num_classes_option
+@norm_options
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def export(**kw: Any) -> None:
@@ -93,11 +100,12 @@ def export(**kw: Any) -> None:
         **{
             k: v
             for k, v in kw.items()
-            if k not in ("as_json", "model", "trust_pickle", "weights", "num_classes")
+            if k not in ("as_json", "model", "trust_pickle", "weights", "num_classes", "mean", "std")
         }
     )
     res = run(
         kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
+        mean=kw["mean"], std=kw["std"],
         say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
     )  # fmt: skip
     if kw["as_json"]:

@@ -117,8 +117,8 @@ class Device(click.ParamType):
         self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
 
 
-class IntList(click.ParamType):
-    """Comma-separated integers in a range, e.g. batch sizes ``1,32``."""
+class NumberList(click.ParamType):
+    """Comma-separated numbers in a range, e.g. batch sizes ``1,32`` (integers by default)."""
 
     name = "N[,N...]"
 

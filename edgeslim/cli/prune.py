@@ -8,7 +8,13 @@ from typing import Any
 import click
 
 from edgeslim.cli import notice
-from edgeslim.cli.common import INPUT_SHAPE_DEFAULT, num_classes_option, trust_pickle_option, weights_option
+from edgeslim.cli.common import (
+    INPUT_SHAPE_DEFAULT,
+    norm_options,
+    num_classes_option,
+    trust_pickle_option,
+    weights_option,
+)
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE
 
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -41,6 +47,7 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 @trust_pickle_option
 @weights_option
 @num_classes_option
+@norm_options
 @click.option("--force", is_flag=True, help="Overwrite the output file(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def prune(**kw: Any) -> None:

@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -156,6 +157,20 @@ def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
     return lambda name: _read_file(root / name, name)
 
 
+def _pil_open() -> Callable[..., object]:
+    """PIL's own ``Image.open``: ultralytics, once imported elsewhere (a user's script, a test),
+    replaces it by a wrapper that on an unreadable image logs and tries to pip-install ``pi-heif``
+    (edgeslim's own import of ultralytics undoes that: ``models.yolo``); the original is kept in
+    the wrapper's module as ``_image_open``."""
+    from PIL import Image
+
+    opener = Image.open
+    module = getattr(opener, "__module__", "") or ""
+    if module.startswith("ultralytics"):
+        opener = getattr(sys.modules.get(module), "_image_open", opener)
+    return opener
+
+
 @contextlib.contextmanager
 def open_image(data: bytes, name: str):
     """``PIL.Image.open`` on ``data`` that refuses images over :data:`MAX_IMAGE_PIXELS` (from the
@@ -165,7 +180,7 @@ def open_image(data: bytes, name: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _pil_open()(io.BytesIO(data))
     except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
         n = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_many_pixels(

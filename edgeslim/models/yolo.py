@@ -84,7 +84,7 @@ def _no_info() -> Any:
     level = logger.level
     logger.setLevel(max(level, logging.WARNING))
     streams = [  # its handlers write to stdout: its warnings go to stderr for the block
-        (h, h.setStream(sys.stderr)) for h in logger.handlers if isinstance(h, logging.StreamHandler)
+        (h, _set_stream(h, sys.stderr)) for h in logger.handlers if isinstance(h, logging.StreamHandler)
     ]
     try:
         yield
@@ -92,7 +92,17 @@ def _no_info() -> Any:
         logger.setLevel(level)
         for h, stream in streams:
             if stream is not None:
-                h.setStream(stream)
+                _set_stream(h, sys.stdout if getattr(stream, "closed", False) else stream)
+
+
+def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
+    """``handler.setStream(stream)``, also when its current stream was closed (a finished capture:
+    ``setStream`` flushes it and raises); returns the previous stream."""
+    try:
+        return handler.setStream(stream)
+    except ValueError:
+        old, handler.stream = handler.stream, stream
+        return old
 
 
 def is_checkpoint_name(name: str) -> bool:

@@ -6,7 +6,7 @@ holds the export settings); this stage adds where the model comes from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,15 @@ def run(
     weights: Path | None = None,
     say: Callable[[str], None] | None = None,
     num_classes: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Load ``model`` (a model file, or an architecture name with ``weights`` and ``num_classes``),
-    refuse non-finite weights, and export it as ``req`` says; returns the export result."""
+    refuse non-finite weights, and export it as ``req`` says; returns the export result.
+    ``mean``/``std``: the input normalization, for a model that records none
+    (:func:`~edgeslim.pipelines.source.set_normalization`)."""
     from edgeslim.export.pipeline import run_export
-    from edgeslim.pipelines.source import check_finite_weights, load_model_or_arch
+    from edgeslim.pipelines.source import check_finite_weights, load_model_or_arch, set_normalization
 
     loaded = load_model_or_arch(
         model,
@@ -37,5 +41,6 @@ def run(
         num_classes=num_classes,
     )
     check_finite_weights(loaded)
+    set_normalization(loaded, mean, std)
     kwargs = {"say": say} if say is not None else {}
     return run_export(loaded, req, model_name=model, **kwargs)

@@ -29,6 +29,9 @@ class PruneRequest:
     force: bool = False
     #: classes of an architecture built by name (None: the data set's or the architecture's own)
     num_classes: int | None = None
+    #: the input normalization (pixels / 255) of a model that records none: calibration and the checkpoint use it
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 def run(req: PruneRequest) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.channels.devices import resolve_alignment
     from edgeslim.checkpoint import loads_code, save_model
     from edgeslim.models.yolo import deployed_output
-    from edgeslim.pipelines.source import check_finite_weights, model_input_shape
+    from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.io import check_output_path
 
@@ -50,6 +53,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
     loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
     check_finite_weights(loaded)
+    set_normalization(loaded, req.mean, req.std)
     if loaded.spec is None and loaded.kind == "pickle":
         raise EdgeslimError(
             f"{req.model} is a whole pickled module, which records no input shape, and the slim "

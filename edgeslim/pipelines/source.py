@@ -131,6 +131,26 @@ def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int], default_cla
     return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
 
 
+def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """Record the per-channel ``mean``/``std`` the model's input is normalized with (pixels / 255) in
+    ``loaded.meta``, for a model that records none (or to correct it): the ORT check, INT8 and
+    prune's calibration feed images with it, and the ONNX metadata and slim checkpoint keep it."""
+    if mean is None and std is None:
+        return
+    if mean is None or std is None:
+        raise EdgeslimError("give the input's mean and std together", param=("mean", "std"))
+    channels = loaded.spec.in_channels if loaded.spec else len(mean)
+    if not len(mean) == len(std) == channels:
+        raise EdgeslimError(
+            f"mean has {len(mean)} values and std {len(std)}; the model takes {channels} channels: give one "
+            "per channel",
+            param=("mean", "std"),
+        )
+    if any(v <= 0 for v in std):
+        raise EdgeslimError(f"std must be positive, got {list(std)}", param="std")
+    loaded.meta = {**(loaded.meta or {}), "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
 def check_finite_weights(loaded: LoadedModel) -> None:
     """Refuse a model whose weights hold NaN or inf (its outputs, and any check of them, are meaningless)."""
     from edgeslim.checkpoint import first_nonfinite
