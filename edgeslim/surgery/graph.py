@@ -90,7 +90,7 @@ class LayerShape:
     out_touch: int | None
     kernel: int = 1  # k_h * k_w
     groups: int = 1
-    spatial: int = 1  # H_out * W_out
+    spatial: int = 1  # positions the MACs are counted over: H_out * W_out (a transposed conv: its input's)
     bias: bool = False
 
 
@@ -808,9 +808,7 @@ class _Analyser:
 
     # -- op rules ----------------------------------------------------------------------
     def conv(self, n: Call, m: nn.Conv2d | nn.Conv1d, x: Info, out: Tensor) -> Info | None:
-        if not x.uniform:  # its input channels are kept; its own output channels are still free
-            self.barrier(n, [x], "conv input with mixed channel layout")
-            x = Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
+        x = self._uniform_input(n, x, "conv")
         g = m.groups
         ipg, opg = m.in_channels // g, m.out_channels // g
         kernel = math.prod(m.kernel_size)
@@ -831,39 +829,48 @@ class _Analyser:
         if g > 1:  # grouped: index j of every group is removed together (equal group sizes)
             self.uf.union_pairs(res.labels.view(g, opg)[:1].expand(g, opg), res.labels.view(g, opg))
             self.uf.union_pairs(x.labels.view(g, ipg)[:1].expand(g, ipg), x.labels.view(g, ipg))
-        self.share(n.target, [x.labels, res.labels])
-        self.touches.append(Touch(n.target, "conv_in", x.labels, x.state))
-        self.touches.append(Touch(n.target, "conv_out", res.labels))
-        t = len(self.touches)
-        self.costs.append(LayerShape(n.target, "conv", t - 2, t - 1, kernel, g, spatial, bias))
-        return res
+        return self._in_out_layer(n, x, res, "conv", kernel, g, spatial, bias)
 
     def conv_transpose(self, n: Call, m: nn.Module, x: Info, out: Tensor) -> Info | None:
         """A transposed conv couples like a conv (its weight is (in, out, k...)); its MACs are counted
         over the input positions, each of which it spreads over a kernel of outputs."""
         if m.groups != 1:
             return self.opaque(n, out, "grouped transposed convolution")
-        if not x.uniform:
-            self.barrier(n, [x], "transposed conv input with mixed channel layout")
-            x = Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
-        res = self.fresh(out)
-        self.share(n.target, [x.labels, res.labels])
-        self.touches.append(Touch(n.target, "conv_in", x.labels, x.state))
-        self.touches.append(Touch(n.target, "conv_out", res.labels))
-        t = len(self.touches)
+        x = self._uniform_input(n, x, "transposed conv")
         kernel, spatial = math.prod(m.kernel_size), math.prod(x.shape[2:])
-        self.costs.append(LayerShape(n.target, "conv", t - 2, t - 1, kernel, 1, spatial, m.bias is not None))
-        return res
+        return self._in_out_layer(n, x, self.fresh(out), "conv", kernel, 1, spatial, m.bias is not None)
 
     def linear(self, n: Call, m: nn.Linear, x: Info, out: Tensor) -> Info | None:
         if not (x.uniform and len(x.shape) == 2):
             return self.opaque(n, out, "linear on a tensor that is not (batch, features)")
-        res = self.fresh(out)
+        return self._in_out_layer(n, x, self.fresh(out), "linear", bias=m.bias is not None)
+
+    def _uniform_input(self, n: Call, x: Info, what: str) -> Info:
+        """``x``, or, when its channel layout is mixed, fresh labels for it: its channels are kept (a
+        barrier), the layer's own output channels are still free."""
+        if x.uniform:
+            return x
+        self.barrier(n, [x], f"{what} input with mixed channel layout")
+        return Info(self.uf.new(x.shape[1]), torch.full((x.shape[1],), VAR, dtype=torch.int8), True, x.shape)
+
+    def _in_out_layer(
+        self,
+        n: Call,
+        x: Info,
+        res: Info,
+        kind: str,
+        kernel: int = 1,
+        groups: int = 1,
+        spatial: int = 1,
+        bias: bool = False,
+    ) -> Info:
+        """A layer with input channels ``x`` and output channels ``res`` (conv, transposed conv,
+        linear): both sliced by surgery, shared across calls, costed as ``kind``."""
         self.share(n.target, [x.labels, res.labels])
-        self.touches.append(Touch(n.target, "linear_in", x.labels, x.state))
-        self.touches.append(Touch(n.target, "linear_out", res.labels))
+        self.touches.append(Touch(n.target, f"{kind}_in", x.labels, x.state))
+        self.touches.append(Touch(n.target, f"{kind}_out", res.labels))
         t = len(self.touches)
-        self.costs.append(LayerShape(n.target, "linear", t - 2, t - 1, bias=m.bias is not None))
+        self.costs.append(LayerShape(n.target, kind, t - 2, t - 1, kernel, groups, spatial, bias))
         return res
 
     def bn(self, n: Call, m: nn.modules.batchnorm._BatchNorm, x: Info, out: Tensor) -> Info | None:
