@@ -284,7 +284,7 @@ def load_model(
 
         if kind == "torch" and is_ultralytics_checkpoint(p):  # best.pt: loaded as yolo:PATH loads it
             return _load_ultralytics(p, trust_pickle)
-        weights = load_weights_only(p, map_location)  # a training checkpoint with other objects?
+        weights = _load_with_placeholders(p, map_location)  # a training checkpoint with other objects?
         if isinstance(weights, dict):
             raise _names_no_architecture(p, "holds the state_dict of a training checkpoint", weights) from exc
         if not trust_pickle:
@@ -539,18 +539,25 @@ def load_weights_only(p: Path, map_location: str = "cpu") -> Any:
     never constructed, so nothing in the file runs. None when the file's top-level object is itself
     such an object (a pickled module) or holds one where weights are expected."""
     import torch
-    import torch.serialization as ser
 
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        unsafe = getattr(ser, "get_unsafe_globals_in_checkpoint", None)
-        if unsafe is None or not hasattr(ser, "safe_globals"):
-            return None
-        try:
-            names = unsafe(str(p))
-        except Exception:  # noqa: BLE001 - not a zip checkpoint: nothing more to try
-            return None
+        return _load_with_placeholders(p, map_location)
+
+
+def _load_with_placeholders(p: Path, map_location: str) -> Any:
+    """:func:`load_weights_only` after torch's plain weights-only load refused ``p``."""
+    import torch
+    import torch.serialization as ser
+
+    unsafe = getattr(ser, "get_unsafe_globals_in_checkpoint", None)
+    if unsafe is None or not hasattr(ser, "safe_globals"):
+        return None
+    try:
+        names = unsafe(str(p))
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: nothing more to try
+        return None
     made: list[Any] = []
     allowed: list[Any] = [(_Placeholder, f"{__name__}._Placeholder")]  # (its instances' state is set)
     allowed += [(_Placeholder(made), name) for name in names]
