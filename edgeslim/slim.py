@@ -560,8 +560,7 @@ def controller_for_slim(
     )
     device = example_input.device
     x, y = next(iter(bundle.loader("train", probe_size, shuffle=True, augment=False, seed=2, device=device)))
-    calib = [b for _, (b, _) in zip(range(CALIB_BATCHES), bundle.loader("train", 128, shuffle=True, augment=False,
-                                                                         seed=3, device=device))]  # fmt: skip
+    calib = bundle.calibration_batches(CALIB_BATCHES, seed=3, device=device)
     return build_controller(
         model, slimmer, settings, example_input, total, probe=(x, y),
         base_lambda=float(base_lambda or 0.0), round_to=round_to, calib=calib,

@@ -201,6 +201,14 @@ class DataBundle:
             even_shards=even_shards,
         )  # fmt: skip
 
+    def calibration_batches(
+        self, count: int, batch_size: int = 128, *, seed: int, **kw: Any
+    ) -> list[torch.Tensor]:
+        """The inputs of the first ``count`` shuffled training batches, without augmentation (for
+        re-estimating BatchNorm statistics); ``kw``: further :meth:`loader` arguments."""
+        batches = self.loader("train", batch_size, shuffle=True, augment=False, seed=seed, **kw)
+        return [x for _, (x, _) in zip(range(count), batches)]
+
 
 class BatchLoader:
     """Re-iterable batches over one split; ``len()`` is the number of batches.

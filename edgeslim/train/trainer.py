@@ -393,11 +393,14 @@ def _settle_bn(
     momentum = unsettled_momentum(model, steps)
     if momentum is None:
         return 0
-    loader = bundle.loader(
-        "train", 128, shuffle=True, augment=False, seed=config.seed + 3, epoch=epoch, rank=info.rank,
-        world_size=info.world_size, device=device,
-    )  # fmt: skip
-    batches = [x for _, (x, _) in zip(range(CALIB_BATCHES), loader)]
+    batches = bundle.calibration_batches(
+        CALIB_BATCHES,
+        seed=config.seed + 3,
+        epoch=epoch,
+        rank=info.rank,
+        world_size=info.world_size,
+        device=device,
+    )
     recalibrate_bn(model, batches)
     images = sum(int(x.shape[0]) for x in batches)
     log.info(
