@@ -33,9 +33,14 @@ _DTYPES = {
 }
 
 
+def _full_name(provider: str) -> str:
+    """``cpu`` -> ``CPUExecutionProvider`` (:data:`_SHORT`); a full name stays."""
+    return _SHORT.get(provider.lower(), provider)
+
+
 def resolve_providers(requested: list[str] | None, available: list[str], threads: int | None) -> list:
     """Map short names (cpu, cuda, tensorrt, xnnpack) to provider entries; refuse missing ones."""
-    names = [_SHORT.get(p.lower(), p) for p in (requested or ["CPUExecutionProvider"])]
+    names = [_full_name(p) for p in (requested or ["CPUExecutionProvider"])]
     missing = [n for n in names if n not in available]
     if missing:
         raise EdgeslimError(
@@ -62,7 +67,7 @@ def split_available(requested: list[str]) -> tuple[list[str], list[str]]:
     except ImportError:
         return list(requested), []
     available = ort.get_available_providers()
-    has = [p for p in requested if _SHORT.get(p.lower(), p) in available]
+    has = [p for p in requested if _full_name(p) in available]
     return has, [p for p in requested if p not in has]
 
 
