@@ -145,6 +145,7 @@ def run_export(
     installed = installed_trt_version() if req.trt else None
     target = parse_trt_version(req.trt_version) if req.trt_version else (installed or DEFAULT_TARGET)
     int8 = req.precision == "int8"  # TensorRT's Q/DQ ONNX with trt, else an ONNX Runtime INT8 model
+    ort_int8 = int8 and not req.trt
     outputs = [onnx_path]
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
@@ -153,10 +154,10 @@ def run_export(
         outputs += [engine] if installed else [script]
         outputs += [qdq_path, calib_path] if int8 else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
-    outputs += [ort_int8_path] if int8 and not req.trt else []
+    outputs += [ort_int8_path] if ort_int8 else []
     ort_path = onnx_path.with_suffix(".ort")
     outputs += [ort_path] if req.to_ort else []
-    outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and int8 and not req.trt else []
+    outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and ort_int8 else []
     for p in outputs:
         check_output_path(p, req.force, "engine_path" if req.engine_path and p == engine else "onnx_path")
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
@@ -269,7 +270,7 @@ def run_export(
 
         for key, src in (
             ("ort", onnx_path),
-            ("ort_int8_mobile", ort_int8_path if int8 and not req.trt else None),
+            ("ort_int8_mobile", ort_int8_path if ort_int8 else None),
         ):
             if src is None:
                 continue
