@@ -18,14 +18,20 @@ from edgeslim.cli import main
 SMALL = ["--data", "digits", "--batch-size", "32", "--threads", "1"]
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+def _env(tmp: Path | None = None) -> dict[str, str]:
+    """The child's environment; ``tmp``: its temporary directory (a killed child cannot remove the
+    ones it made, so they go under the test's own directory, not the machine's /tmp)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+    if tmp is not None:
+        tmp.mkdir(exist_ok=True)
+        env["TMPDIR"] = str(tmp)
+    return env
 
 
-def _start(*args: str) -> subprocess.Popen:
+def _start(*args: str, tmp: Path | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "edgeslim", *args],
-        env=_env(),
+        env=_env(tmp),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -70,7 +76,7 @@ def test_second_run_into_the_same_directory_is_refused(command, tmp_path, capsys
 def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["slim", "vgg-small", *SMALL, "--epochs", "3", "--test-subset", "64", "--out", str(out)]
-    proc = _start(*args)
+    proc = _start(*args, tmp=tmp_path / "tmp")
     _wait_for(out / "train" / "log.jsonl", proc, lines=1)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
@@ -105,7 +111,15 @@ def test_export_killed_mid_write_keeps_the_previous_file(tmp_path):
     before = onnx_path.read_bytes()
     for delay in (0.5, 1.5, 3.0):
         proc = _start(
-            "export", "resnet20", "--onnx", str(onnx_path), "--force", "--no-validate", "--opset", "18"
+            "export",
+            "resnet20",
+            "--onnx",
+            str(onnx_path),
+            "--force",
+            "--no-validate",
+            "--opset",
+            "18",
+            tmp=tmp_path / "tmp",
         )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -128,7 +142,7 @@ def test_a_killed_writers_temp_file_is_swept_by_the_next_write(tmp_path):
         "    print(tmp, flush=True)\n"
         "    time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env(tmp_path / "tmp"))
     left = Path(proc.stdout.readline().decode().strip())
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
