@@ -242,11 +242,8 @@ def load_model(
             f"{p} is an ONNX model, not a PyTorch one; give it to edgeslim bench, or give the "
             "PyTorch model it was exported from"
         )
-    if kind == "zip" and zip_names(p) is None:  # starts like a zip, but its directory is unreadable
-        raise EdgeslimError(
-            f"{p} looks truncated or corrupt (a zip archive torch cannot read: cut off while being "
-            "written or copied?); save it again with torch.save, or copy it again"
-        )
+    if kind == "zip" and zip_names(p) is None:
+        raise _cut_off_zip(p)
     if kind == "safetensors":
         raise _names_no_architecture(p, "holds only tensors (a safetensors file)", {})
     if kind not in ("torchscript", "torch-export", "torch", "legacy"):
@@ -452,6 +449,14 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 #: keys under which training scripts commonly store the weights inside a checkpoint dict
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 #: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
+def _cut_off_zip(p: Path) -> EdgeslimError:
+    """The refusal of a file that starts like a zip archive but whose directory is unreadable."""
+    return EdgeslimError(
+        f"{p} looks truncated or corrupt (a zip archive torch cannot read: cut off while being "
+        "written or copied?); save it again with torch.save, or copy it again"
+    )
+
+
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -478,8 +483,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
                 f"{p} holds a pickled object (a whole model?), not a state_dict; give the file itself as the "
                 "model (it runs code when loaded: only if you trust it) or save model.state_dict() instead"
             )
-    elif kind == "zip" and zip_names(p) is None:  # starts like a zip, its directory unreadable
-        raise EdgeslimError(f"{p} is not a readable weights file (a cut-off zip); is it truncated?")
+    elif kind == "zip" and zip_names(p) is None:
+        raise _cut_off_zip(p)
     else:
         raise EdgeslimError(
             f"{p} is not a state_dict file ({kind}); save the weights with torch.save(model.state_dict(), path)"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from edgeslim.checkpoint import load_weights_only, read_safetensors, read_state_dict
+from edgeslim.checkpoint import load_model, load_weights_only, read_safetensors, read_state_dict
 from edgeslim.cli import main
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines.source import load_model_or_arch
@@ -101,8 +101,11 @@ def test_a_truncated_weights_file_is_one_line(net, tmp_path, capsys):
     torch.save(net.state_dict(), whole)
     cut = tmp_path / "cut.pt"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    with pytest.raises(EdgeslimError, match="not a readable weights file.*truncated"):
+    with pytest.raises(EdgeslimError, match="looks truncated or corrupt.*save it again") as as_weights:
         read_state_dict(cut)
+    with pytest.raises(EdgeslimError) as as_model:  # the same file given as the model: the same words
+        load_model(cut)
+    assert str(as_model.value) == str(as_weights.value)
     assert main(["info", "tv:resnet18", "--weights", str(cut)]) == 2
     assert "truncated" in capsys.readouterr().err
 
