@@ -111,3 +111,17 @@ def test_yolov8_seg_prototype_upsampling_is_resized() -> None:
     res = prune_with_report(m, x, outputs=deployed_output(m))
     assert res.model.model[-1].proto.upsample.in_channels == up.in_channels - 8
     assert res.report["max_abs_diff"] < 1e-3
+
+
+def test_the_roofline_moves_a_transposed_convs_whole_output() -> None:
+    """Its MACs are counted over the input's positions, its output bytes over the output's (4x
+    as many for stride 2): both at their own size, not one standing in for the other."""
+    from edgeslim.sparsity.resource import build_resource
+
+    m = _randomized(UNet())
+    rm = build_resource(m, torch.randn(1, 3, 32, 32), "latency", profile="host-cpu", precision="fp32")
+    cost = {c.name: c for c in rm.layer_costs(rm.dense_k)}["up2"]
+    assert cost.macs == 4 * 8 * 8 * 64 * 32  # kernel x input positions (8x8) x in x out
+    weights = 64 * 32 * 4 + 32  # with the bias
+    assert cost.weight_bytes == 4 * weights
+    assert cost.bytes == 4 * (weights + 64 * 8 * 8 + 32 * 16 * 16)  # input 64x8x8, output 32x16x16

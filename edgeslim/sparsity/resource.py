@@ -78,7 +78,8 @@ class _Layer:
     groups: int
     bias: bool
     in_spatial: int
-    out_spatial: int
+    out_spatial: int  # positions of the output activation
+    mac_spatial: int  # positions the MACs are counted over (a transposed conv: its input's)
 
 
 class ResourceModel:
@@ -169,19 +170,28 @@ class ResourceModel:
 
     # ------------------------------------------------------------------ construction
     def _layers(self, model: nn.Module, example: Tensor) -> list[_Layer]:
-        """Layer shapes from the graph; input spatial sizes from one forward pass (pre-hooks)."""
+        """Layer shapes from the graph; a conv's input and output spatial sizes from one forward
+        pass (hooks)."""
         g = self.graph
         names = {c.module for c in g.costs}
         in_spatial: dict[str, int] = {}
+        out_spatial: dict[str, int] = {}
         mods = dict(model.named_modules())
         handles = []
+
+        def positions(t: Any) -> int:
+            return int(math.prod(t.shape[2:])) if isinstance(t, Tensor) and t.dim() > 2 else 1
+
         for name in names:
 
-            def hook(_m: nn.Module, args: tuple, name: str = name) -> None:
-                x = args[0]
-                in_spatial.setdefault(name, int(math.prod(x.shape[2:])) if x.dim() > 2 else 1)
+            def pre(_m: nn.Module, args: tuple, name: str = name) -> None:
+                in_spatial.setdefault(name, positions(args[0]))
 
-            handles.append(mods[name].register_forward_pre_hook(hook))
+            def post(_m: nn.Module, _args: tuple, out: Any, name: str = name) -> None:
+                out_spatial.setdefault(name, positions(out))
+
+            handles.append(mods[name].register_forward_pre_hook(pre))
+            handles.append(mods[name].register_forward_hook(post))
         try:
             p = next(model.parameters())
             with eval_mode(model), torch.no_grad():
@@ -201,6 +211,7 @@ class ResourceModel:
                     c.groups,
                     c.bias,
                     in_spatial.get(c.module, 1),
+                    out_spatial.get(c.module, c.spatial) if c.kind in ("conv", "dw") else c.spatial,
                     c.spatial,
                 )  # fmt: skip
             )
@@ -350,7 +361,7 @@ class ResourceModel:
     def _layer_macs(self, i: int, n_in: Any, n_out: Any) -> Any:
         """MACs of layer ``i`` at ``n_in[i]``/``n_out[i]`` channels (floats or tensors alike)."""
         layer = self.layers[i]
-        return layer_macs(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.out_spatial)
+        return layer_macs(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.mac_spatial)
 
     def _macs_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
         return torch.stack([self._layer_macs(i, n_in, n_out) for i in range(len(self.layers))])
