@@ -448,6 +448,8 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 
 #: keys under which training scripts commonly store the weights inside a checkpoint dict
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
 #: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
 def _cut_off_zip(p: Path) -> EdgeslimError:
     """The refusal of a file that starts like a zip archive but whose directory is unreadable."""
