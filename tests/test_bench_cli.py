@@ -172,7 +172,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert pred["models"]["model"]["1"]["total_s"] > 0
 
 
-def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys):
+def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
     """In-process (edgeslim.cli.main) to save interpreter start-ups; measurements still run in workers."""
     from edgeslim.cli import main
 
@@ -206,8 +206,18 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys):
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not list(tmp_path.glob("*.json"))  # nothing half-written
     fixed = export_vgg(DENSE_CFG, d / "fixed.onnx", fixed_batch=True)
-    r = edgeslim(["bench", fixed, "--batch", "4", "--trials", "1", *FAST], tmp_path, check_rc=2)
-    assert "fixed batch of 1" in r.stderr
+    import edgeslim.bench.compare as compare_mod
+
+    started = []
+    real_worker = compare_mod.run_worker
+    monkeypatch.setattr(
+        compare_mod, "run_worker", lambda spec, **kw: started.append(spec) or real_worker(spec, **kw)
+    )
+    # refused from the file's signature, before a worker loads a runtime (~4 s later)
+    r = edgeslim(["bench", fixed, "--batch", "1,4", "--trials", "1", *FAST], tmp_path, check_rc=2)
+    r2 = edgeslim(["bench", dense, "--baseline", fixed, "--batch", "4", *FAST], tmp_path, check_rc=2)
+    assert "fixed batch of 1" in r.stderr and "fixed batch of 1" in r2.stderr and not started
+    assert "use --batch 1" in r.stderr
     bad_profile = tmp_path / "bad.yaml"
     bad_profile.write_text("name: x\ntitle: y\n")
     r = edgeslim(["bench", "--predict", "--profile", bad_profile, dense], tmp_path, check_rc=2)

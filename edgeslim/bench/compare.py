@@ -60,6 +60,17 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
     return res
 
 
+def check_batches(path: str, batches: list[int]) -> None:
+    """Refuse a batch that an ONNX/ORT file's fixed batch axis cannot run, from the file's
+    signature, before any worker starts (a worker would say the same after loading a runtime)."""
+    from edgeslim.bench.backends import concrete_shape
+
+    sig = io_signature(path)
+    for name, dims in (sig or {}).get("inputs", []):
+        for b in batches:
+            concrete_shape(name, dims[:1], b)
+
+
 def model_facts(path: str) -> dict:
     """File size, and for ONNX files parameters/MACs/bytes per layer (torch-free)."""
     p = Path(path)
@@ -214,6 +225,8 @@ def run_comparison(
     timing = timing or TimingConfig()
     options = check_options(options or {})
     labels = list(models)
+    for path in models.values():
+        check_batches(path, batches)
     if {"baseline", "slim"} <= set(labels):
         check_comparable(models["baseline"], models["slim"])
     facts = {label: model_facts(path) for label, path in models.items()}
