@@ -584,6 +584,13 @@ class ProximalSlimming(TrainHook):
         :meth:`finalize`: read this, not the model, to follow the sparsity during training)."""
         return int((self.xi[: self.total] == 0).sum())
 
+    def zero_mask(self) -> Tensor:
+        """The BN channels :meth:`finalize` would zero now (flat, module order): ``xi == 0``, except
+        that an emptied unit keeps its strongest channel. For copies of the model that must carry
+        the same zeros during training (an EMA of the weights)."""
+        xi, _ = self._restore_empty(self.xi.clone(), 1, quiet=True)
+        return xi[: self.total] == 0
+
     # ------------------------------------------------------------------ TrainHook
     def after_backward(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._saved_lr = self.restart_lr(optimizer)
@@ -674,8 +681,11 @@ class ProximalSlimming(TrainHook):
             with torch.no_grad():
                 self._write(saved)
 
-    def _restore_empty(self, xi: Tensor, keep_min: int) -> tuple[Tensor, list[list[str]]]:
-        """``xi`` with the ``keep_min`` strongest channels of every emptied unit put back (trained values)."""
+    def _restore_empty(
+        self, xi: Tensor, keep_min: int, quiet: bool = False
+    ) -> tuple[Tensor, list[list[str]]]:
+        """``xi`` with the ``keep_min`` strongest channels of every emptied unit put back (trained
+        values); ``quiet``: without a log line per unit (a look, not the final assignment)."""
         n = self.total
         trained = self._gather()
         gamma = trained[:n]
@@ -691,7 +701,8 @@ class ProximalSlimming(TrainHook):
                 xi[where[:, top] + off] = trained[where[:, top] + off]
             names = [name for name, _ in unit]
             restored.append(names)
-            log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
+            if not quiet:
+                log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
         return xi, restored
 
     @torch.no_grad()

@@ -1,0 +1,237 @@
+"""Proximal slimming inside ultralytics' own trainer (YOLO detection, segmentation, classification).
+
+``edgeslim slim`` trains image classifiers with its own loop; a YOLO is trained by ultralytics.
+:class:`UltralyticsSlimming` puts :class:`~edgeslim.sparsity.prox.ProximalSlimming` into that
+trainer through its callbacks, so ``yolo.train(...)`` runs as usual and the checkpoints it writes
+(``best.pt``, ``last.pt``: its EMA weights) carry exact zero BN scales, ready for
+``edgeslim prune``::
+
+    from ultralytics import YOLO
+    from edgeslim.train.ultralytics import UltralyticsSlimming
+
+    yolo = YOLO("yolov8n.yaml")  # or your own best.pt
+    slimming = UltralyticsSlimming(shrink=1.0).attach(yolo)
+    yolo.train(data="my_data.yaml", epochs=50, imgsz=640)
+    print(slimming.summary())  # BN channels exactly zero per epoch, and the final report
+
+Where it hooks in: the proximal step runs after every optimizer step (a step post-hook on the
+trainer's optimizer, so gradient accumulation and skipped AMP steps are respected). Ultralytics
+saves and validates an exponential moving average of the weights, which never reaches an exact
+zero by itself: at every epoch end, before validation and saving, the channels the prox has
+zeroed (``xi == 0``, emptied units keeping their strongest channel, as ``finalize`` does) are
+set to exactly 0 in the EMA too (scale and, with ``zero_invariant``, shift), so the metrics
+ultralytics reports are those of the network surgery will keep. At the end the live model is
+finalized the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
+
+log = logging.getLogger(__name__)
+
+#: the trainer events this class handles, in the order ultralytics runs them
+EVENTS = ("on_train_start", "on_train_epoch_end", "on_train_end")
+
+
+class UltralyticsSlimming:
+    """Proximal slimming of a YOLO's BN scales while ultralytics trains it.
+
+    ``shrink``: the total shrink the prox applies over the planned learning rates (0.7-1.0 for a
+    first try; :func:`~edgeslim.sparsity.prox.lambda_for_shrink`), or ``lam`` directly.
+    ``warmup`` / ``recovery``: fractions of the optimizer steps without the prox at the start and
+    with the zero pattern frozen at the end (see :class:`ProximalSlimming`). ``zero_invariant``
+    (default True): each channel's scale and shift go to zero together, so a removed channel
+    outputs exactly 0 (SiLU(0) = 0) and surgery folds nothing. Other keyword arguments go to
+    :class:`ProximalSlimming` (``penalty``, ``beta``, ``prox_step``, penalty parameters).
+    """
+
+    def __init__(
+        self,
+        shrink: float | None = 1.0,
+        *,
+        lam: float | None = None,
+        beta: float = DEFAULT_BETA,
+        warmup: float = 0.1,
+        recovery: float = 0.0,
+        zero_invariant: bool = True,
+        **slimmer_kwargs: Any,
+    ) -> None:
+        if (lam is None) == (shrink is None):
+            raise EdgeslimError(
+                "give either shrink (a planned total shrink) or lam, not both", param=("shrink", "lam")
+            )
+        if lam is not None and not lam >= 0:
+            raise EdgeslimError(f"lam must be >= 0, got {lam}", param="lam")
+        if shrink is not None and not shrink > 0:
+            raise EdgeslimError(f"shrink must be > 0, got {shrink}", param="shrink")
+        for name, v in (("warmup", warmup), ("recovery", recovery)):
+            if not 0.0 <= v < 1.0:
+                raise EdgeslimError(f"{name} must be a fraction of training in [0, 1), got {v}", param=name)
+        if warmup + recovery >= 1.0:
+            raise EdgeslimError(
+                f"warmup + recovery must leave steps to sparsify, got {warmup} + {recovery}",
+                param=("warmup", "recovery"),
+            )
+        self.shrink, self.lam, self.beta = shrink, lam, beta
+        self.warmup, self.recovery, self.zero_invariant = warmup, recovery, zero_invariant
+        self.slimmer_kwargs = slimmer_kwargs
+        self.slimmer: ProximalSlimming | None = None
+        self.history: list[dict[str, Any]] = []
+        self.final: Any = None  # the FinalizeReport of the live model
+        self._handle: Any = None
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, yolo: Any) -> UltralyticsSlimming:
+        """Register the callbacks on an ultralytics ``YOLO`` (or ``Model``); returns ``self``."""
+        if not hasattr(yolo, "add_callback"):
+            raise EdgeslimError(
+                f"attach() takes an ultralytics YOLO model (ultralytics.YOLO), got {type(yolo).__name__}"
+            )
+        for event in EVENTS:
+            yolo.add_callback(event, getattr(self, event))
+        return self
+
+    # ------------------------------------------------------------------ callbacks
+    def on_train_start(self, trainer: Any) -> None:
+        """Build the slimmer on the model ultralytics trains and hook the optimizer's steps."""
+        if getattr(trainer, "world_size", 1) > 1:
+            raise EdgeslimError(
+                "slimming inside ultralytics runs on one device (world_size 1); drop device=0,1,..."
+            )
+        model = _unwrap(trainer.model)
+        lrs = self.planned_lrs(trainer)
+        steps = len(lrs)
+        lam = self.lam if self.lam is not None else lambda_for_shrink(float(self.shrink), lrs, self.beta)
+        self.slimmer = ProximalSlimming(
+            model,
+            lam=lam,
+            beta=self.beta,
+            zero_invariant=self.zero_invariant,
+            warmup_steps=int(self.warmup * steps),
+            recovery_steps=int(self.recovery * steps),
+            total_steps=steps,
+            **self.slimmer_kwargs,
+        )
+        self.history.clear()
+        slimmer = self.slimmer
+        self._handle = trainer.optimizer.register_step_post_hook(
+            lambda opt, _args, _kwargs: slimmer.step(opt)
+        )
+        log.info(
+            "proximal slimming: %d BN channels, lambda %.4g over %d planned optimizer steps",
+            slimmer.total, lam, steps,
+        )  # fmt: skip
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        """Zero the prox's zero channels in the EMA (what ultralytics validates and saves)."""
+        slimmer = self._require()
+        dead = slimmer.zero_mask()
+        ema = getattr(getattr(trainer, "ema", None), "ema", None)
+        if ema is not None:
+            zero_channels(ema, slimmer.names, slimmer.offsets, dead, self.zero_invariant)
+        row = {
+            "epoch": int(trainer.epoch) + 1,
+            "steps": slimmer.t,
+            "phase": slimmer.phase_at(max(slimmer.t - 1, 0)),
+            "zero": int(dead.sum()),  # in xi, and from now in the EMA that ultralytics validates and saves
+            "total": slimmer.total,
+            "lambda": slimmer.lam,
+        }
+        self.history.append(row)
+        log.info(
+            "epoch %d: %d of %d BN channels exactly zero (%s phase)",
+            row["epoch"], row["zero"], row["total"], row["phase"],
+        )  # fmt: skip
+
+    def on_train_end(self, trainer: Any) -> None:
+        """Finalize the live model (exact zeros where ``xi`` is zero) and unhook the optimizer."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        self.final = self._require().finalize()
+
+    # ------------------------------------------------------------------ helpers
+    def planned_lrs(self, trainer: Any) -> list[float]:
+        """The BN scales' learning rate at each optimizer step the run will take, as ultralytics
+        (8.x) schedules them: per-epoch factor ``lf``, and in the warm-up iterations a rate rising
+        from 0 and a gradient accumulation rising to its nominal value."""
+        group = _group_of(trainer.optimizer, self._first_bn_weight(trainer))
+        base = float(group.get("initial_lr", group["lr"]))
+        nb = len(trainer.train_loader)
+        acc0 = max(int(getattr(trainer, "accumulate", 1)), 1)
+        warmup = getattr(trainer, "_get_warmup_iterations", None)
+        nw = int(warmup(nb)) if callable(warmup) else 0
+        lf = getattr(trainer, "lf", None)
+        lrs: list[float] = []
+        last = -1
+        for epoch in range(int(trainer.start_epoch), int(trainer.epochs)):
+            target = base * (float(lf(epoch)) if callable(lf) else 1.0)
+            for i in range(nb):
+                ni = i + nb * epoch
+                acc, lr = acc0, target
+                if nw and ni <= nw:
+                    acc = max(1, round(acc0 * ni / nw + (1 - ni / nw)))
+                    lr = target * ni / nw
+                if ni - last >= acc:
+                    lrs.append(lr)
+                    last = ni
+        return lrs or [base]
+
+    @staticmethod
+    def _first_bn_weight(trainer: Any) -> nn.Parameter:
+        for m in _unwrap(trainer.model).modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+                return m.weight
+        raise EdgeslimError("the model has no affine BatchNorm layers; proximal slimming acts on BN scales")
+
+    def _require(self) -> ProximalSlimming:
+        if self.slimmer is None:
+            raise EdgeslimError(
+                "the slimming callbacks ran before on_train_start; attach() them before train()"
+            )
+        return self.slimmer
+
+    def summary(self) -> dict[str, Any]:
+        """Per-epoch zero counts and the final report of the live model."""
+        return {"epochs": list(self.history), "final": None if self.final is None else self.final.to_dict()}
+
+
+def zero_channels(
+    model: nn.Module, names: list[str], offsets: list[int], dead: torch.Tensor, with_shift: bool
+) -> int:
+    """Set the BN scales flagged in ``dead`` (flat over ``names`` in order) to exactly 0 in ``model``
+    (and their shifts, ``with_shift``); returns how many. ``model``'s BN layers are found by name."""
+    mods = dict(model.named_modules())
+    n = 0
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            bn = mods.get(name)
+            if bn is None:
+                raise EdgeslimError(
+                    f"the EMA model has no layer {name}; it is not a copy of the trained model"
+                )
+            mask = dead[offsets[i] : offsets[i + 1]].to(bn.weight.device).view_as(bn.weight)
+            bn.weight.masked_fill_(mask, 0.0)
+            if with_shift and bn.bias is not None:
+                bn.bias.masked_fill_(mask, 0.0)
+            n += int(mask.sum())
+    return n
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+
+
+def _group_of(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, Any]:
+    for group in optimizer.param_groups:
+        if any(q is p for q in group["params"]):
+            return group
+    raise EdgeslimError("the optimizer does not train the BN scales; proximal slimming needs them")

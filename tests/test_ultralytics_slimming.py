@@ -1,0 +1,149 @@
+"""Proximal slimming inside ultralytics' own trainer: ``YOLO.train`` with
+:class:`edgeslim.train.ultralytics.UltralyticsSlimming` attached writes checkpoints with exact zero BN
+scales, which ``edgeslim prune`` removes exactly.
+
+The detection data are real images: CIFAR-10 test photos pasted two per 64x64 canvas, each box
+labelled with its photo's class (the YOLO txt format ultralytics reads). Training runs in a fresh
+process (importing ``ultralytics.YOLO`` replaces ``PIL.Image.open`` for the other tests)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ultralytics")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+from edgeslim.cli import main  # noqa: E402
+from edgeslim.errors import EdgeslimError  # noqa: E402
+from edgeslim.models.yolo import load_yolo_checkpoint  # noqa: E402
+from edgeslim.train.ultralytics import UltralyticsSlimming  # noqa: E402
+
+CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
+#: YOLOv8n from its yaml with BN scales spread as in a trained network (freshly built ones are all
+#: 1.0 and would cross zero together), slimmed for 4 epochs by ultralytics' own trainer
+TRAIN = """
+import json, os, sys, logging
+import torch
+from edgeslim.models.yolo import _tasks
+_tasks("the test")
+from ultralytics import YOLO
+from edgeslim.train.ultralytics import UltralyticsSlimming
+data, project = sys.argv[1:3]
+torch.manual_seed(0)
+yolo = YOLO("yolov8n.yaml")
+with torch.no_grad():
+    for m in yolo.model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.05, 1.5)
+yolo.save(os.path.join(project, "start.pt"))  # trained from a checkpoint, as users do (a yaml-built
+yolo = YOLO(os.path.join(project, "start.pt"))  # model would be re-initialised by the trainer)
+slimming = UltralyticsSlimming(shrink=1.0).attach(yolo)
+yolo.train(data=data, epochs=4, imgsz=64, batch=16, nbs=16, device="cpu", workers=0, plots=False,
+           amp=False, project=project, name="slim", exist_ok=True, verbose=False, seed=0, deterministic=True)
+s = slimming.summary()
+s["live_zeros"] = [int((b.weight == 0).sum()) for b in yolo.model.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+print("SUMMARY " + json.dumps(s))
+"""
+
+
+def _mosaics(root: Path, n_train: int = 64, n_val: int = 16, size: int = 64) -> Path:
+    """Two CIFAR-10 photos (20-32 px) per grey canvas, one in each half; labels in YOLO format."""
+    from PIL import Image
+
+    rng = random.Random(0)
+    with zipfile.ZipFile(CIFAR) as zf:
+        names = [n for n in zf.namelist() if n.startswith("test/") and n.endswith(".jpg")]
+        for split, n in (("train", n_train), ("val", n_val)):
+            (root / "images" / split).mkdir(parents=True)
+            (root / "labels" / split).mkdir(parents=True)
+            for i in range(n):
+                canvas = Image.new("RGB", (size, size), (114, 114, 114))
+                lines = []
+                for half in range(2):
+                    name = rng.choice(names)
+                    s = rng.randint(20, 32)
+                    photo = Image.open(io.BytesIO(zf.read(name))).convert("RGB").resize((s, s))
+                    x0, y0 = half * size // 2 + rng.randint(0, size // 2 - s), rng.randint(0, size - s)
+                    canvas.paste(photo, (x0, y0))
+                    cls = CLASSES.index(name.split("/")[1])
+                    lines.append(
+                        f"{cls} {(x0 + s / 2) / size:.6f} {(y0 + s / 2) / size:.6f} {s / size:.6f} {s / size:.6f}"
+                    )
+                canvas.save(root / "images" / split / f"{i:04d}.jpg", quality=95)
+                (root / "labels" / split / f"{i:04d}.txt").write_text("\n".join(lines) + "\n")
+    yaml = root / "data.yaml"
+    names_yaml = "".join(f"  {i}: {c}\n" for i, c in enumerate(CLASSES))
+    yaml.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names_yaml}")
+    return yaml
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    if not CIFAR.is_file():
+        pytest.skip(f"{CIFAR} is not there (../shared beside the checkout)")
+    root = tmp_path_factory.mktemp("yolo_slim")
+    data = _mosaics(root / "data")
+    (root / "runs").mkdir()
+    env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true", "YOLO_CONFIG_DIR": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", TRAIN, str(data), str(root / "runs")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    line = next(x for x in out.stdout.splitlines() if x.startswith("SUMMARY "))
+    return root / "runs" / "slim" / "weights", json.loads(line[len("SUMMARY ") :])
+
+
+def _bn_zeros(model: torch.nn.Module) -> list[int]:
+    return [int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_ultralytics_training_writes_exact_zeros_that_prune_removes(trained, tmp_path, capsys) -> None:
+    weights, summary = trained
+    epochs = summary["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    zeros = [e["zero"] for e in epochs]
+    total = epochs[-1]["total"]
+    assert zeros == sorted(zeros) and 0 < zeros[-1] < total, zeros  # sparser each epoch, never empty
+    # the saved EMA (what ultralytics validated and what best.pt/last.pt hold) has the prox's zeros,
+    # channel for channel the live model's after finalize (emptied units keep one channel in both)
+    last = load_yolo_checkpoint(str(weights / "last.pt"), trust_pickle=True)
+    assert sum(_bn_zeros(last)) == zeros[-1] == summary["final"]["zeroed"]
+    assert _bn_zeros(last) == summary["live_zeros"]
+    assert all(z < n for z, n in zip(_bn_zeros(last), (m.num_features for m in last.modules()
+               if isinstance(m, torch.nn.BatchNorm2d))))  # fmt: skip
+    # scale and shift zero together: a removed channel outputs exactly 0, nothing is folded
+    slim = tmp_path / "slim.pt"
+    rc = main(["prune", f"yolo:{weights / 'best.pt'}", "--trust-pickle", "-o", str(slim), "--round-to", "1",
+               "--input-shape", "3,64,64", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert report["exact"] and report["folded_biases"] == [] and report["max_abs_diff"] < 1e-4
+    assert report["removed_channels"] > 0.5 * sum(_bn_zeros(load_yolo_checkpoint(str(weights / "best.pt"),
+                                                                                   trust_pickle=True)))  # fmt: skip
+
+
+def test_bad_settings_are_one_line() -> None:
+    for kwargs, needle in (
+        ({"shrink": 1.0, "lam": 0.1}, "either shrink"),
+        ({"shrink": None}, "either shrink"),
+        ({"shrink": -1.0}, "shrink must be > 0"),
+        ({"warmup": 1.5}, "warmup must be a fraction"),
+        ({"warmup": 0.6, "recovery": 0.5}, "leave steps to sparsify"),
+    ):
+        with pytest.raises(EdgeslimError, match=needle):
+            UltralyticsSlimming(**kwargs)
+    with pytest.raises(EdgeslimError, match="ultralytics YOLO model"):
+        UltralyticsSlimming().attach(torch.nn.Conv2d(1, 1, 1))
