@@ -106,6 +106,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return root / "runs" / "slim" / "weights", json.loads(line[len("SUMMARY ") :])
 
 
+@pytest.fixture(scope="module")
+def root(trained) -> Path:
+    """The fixture's folder: ``data/data.yaml`` and ``runs/start.pt`` (YOLOv8n, trained-like BN scales)."""
+    return trained[0].parents[2]
+
+
 def _bn_zeros(model: torch.nn.Module) -> list[int]:
     return [int((m.weight == 0).sum()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
@@ -147,3 +153,50 @@ def test_bad_settings_are_one_line() -> None:
             UltralyticsSlimming(**kwargs)
     with pytest.raises(EdgeslimError, match="ultralytics YOLO model"):
         UltralyticsSlimming().attach(torch.nn.Conv2d(1, 1, 1))
+
+
+def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_path: Path) -> None:
+    """``edgeslim slim yolo:best.pt --data DATA.yaml``: ultralytics trains, edgeslim slims and cuts;
+    with --json, stdout is the report alone (ultralytics' progress goes to stderr)."""
+    out = tmp_path / "run"
+    env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true", "YOLO_CONFIG_DIR": str(tmp_path),
+           "EDGESLIM_NO_PROGRESS": "1"}  # fmt: skip
+    args = ["slim", f"yolo:{root / 'runs' / 'start.pt'}", "--trust-pickle", "--data", str(root / "data" / "data.yaml"),
+            "--epochs", "2", "--batch-size", "16", "--imgsz", "64", "--device", "cpu", "--out", str(out), "--json"]  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["kind"] == "ultralytics" and report["imgsz"] == 64
+    zeros = [e["zero"] for e in report["slimming"]["epochs"]]
+    assert len(zeros) == 2 and 0 < zeros[0] <= zeros[1] < report["slimming"]["total"], zeros
+    assert "metrics/mAP50-95(B)" in report["metrics"]["slim"] and report["metrics"]["before"] is not None
+    sg = report["surgery"]
+    assert sg["exact"] and sg["removed_channels"] > 0 and sg["macs_after"] < sg["macs_before"]
+    assert sg["max_abs_diff"] < 1e-4 and "images" in sg["calibration"]  # checked on the val photos
+    assert (out / "model.pt").is_file() and (out / "train" / "weights" / "best.pt").is_file()
+    assert "next: edgeslim export" in r.stderr
+    # the run directory is held: a second run into it without --force is refused, nothing changed
+    again = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 2 and "force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> None:
+    """What a YOLO run cannot do is refused before anything is written or trained."""
+    data = str(root / "data" / "data.yaml")
+    start = f"yolo:{root / 'runs' / 'start.pt'}"
+    out = tmp_path / "run"
+    for args, needles in (
+        (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
+        ([start, "--data", data], ("pickle", "--trust-pickle")),
+        ([start, "--trust-pickle", "--data", str(tmp_path / "missing.yaml")], ("does not exist",)),
+        ([start, "--trust-pickle", "--data", data, "--target-macs", "0.5"], ("--target-macs", "not apply")),
+        ([start, "--trust-pickle", "--data", data, "--subset", "10"], ("--subset", "not apply")),
+        ([start, "--trust-pickle", "--data", data, "--imgsz", "100"], ("multiple of 32",)),
+    ):
+        assert main(["slim", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
+        assert not out.exists()

@@ -294,7 +294,7 @@ def test_slim_refuses_a_detector_before_making_its_directory(tmp_path: Path, cap
     assert main(args) == 2
     err = _one_line(capsys)
     assert "trains image classifiers" in err and "ProximalSlimming" in err and "edgeslim prune" in err
-    assert "docs/slimming.md" in err
+    assert "docs/slimming.md" in err and "--data my_data.yaml" in err  # a YOLO: its ultralytics data yaml
     assert not (tmp_path / "runs").exists()
     train = ["train", "--arch", "yolo:yolov8n", "--data", "imagefolder", "--data-dir", str(tmp_path / "imgs"),
              "--epochs", "1", "--out", str(out)]  # fmt: skip

@@ -36,7 +36,7 @@ CONFIG_KEYS = {
     "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency", "cost_exponent": "cost_exponent", "price": "price",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
-    "recovery_lr": "recovery_lr", "importance": "importance",
+    "recovery_lr": "recovery_lr", "importance": "importance", "imgsz": "imgsz",
 }  # fmt: skip
 
 
@@ -163,6 +163,11 @@ CONFIG_KEYS = {
     type=click.Path(path_type=Path),
     help="Start from this model file (as train --init); MODEL_OR_ARCH, if given, must name its architecture.",
 )
+@click.option(
+    "--imgsz",
+    type=COUNT,
+    help="A YOLO on an ultralytics data yaml: training image size (ultralytics' imgsz) [640].",
+)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory.")
@@ -178,13 +183,15 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
 
     MODEL_OR_ARCH: a zoo name (vgg-small, resnet56), tv:NAME, timm:NAME, package.module:Factory
     (your code), each with --weights for a state_dict; or a model file (edgeslim checkpoint; a
-    whole pickled module with --trust-pickle).
+    whole pickled module with --trust-pickle). An ultralytics YOLO (yolo:NAME, its best.pt) with
+    --data DATA.yaml (an ultralytics data set) is trained by ultralytics with slimming attached.
 
     \b
     Examples:
       edgeslim slim vgg-small --data fashion-mnist --epochs 10 --target-macs 0.5 --out runs/vgg
       edgeslim slim tv:resnet18 --weights r18.pt --num-classes 3 --data imagefolder \\
           --data-dir my_images --out runs/r18
+      edgeslim slim yolo:best.pt --trust-pickle --data my_data.yaml --epochs 50 --out runs/yolo
       edgeslim slim --resume --out runs/vgg        # continue an interrupted run
     """
     from edgeslim.pipelines.slim import SlimRequest, run
@@ -219,6 +226,12 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         from edgeslim.utils.io import to_jsonable
 
         click.echo(json.dumps(to_jsonable(report), indent=2))
+        if report.get("kind") == "ultralytics":
+            _print_yolo_files(report)
+            return
+    elif report.get("kind") == "ultralytics":
+        _print_yolo(report)
+        return
     else:
         acc = report["accuracy"]
         rows = [
@@ -301,3 +314,43 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {msg}")
+
+
+def _print_yolo(report: dict[str, Any]) -> None:
+    """The report of a YOLO slimmed in ultralytics' trainer: sparsity per epoch, mAP, surgery."""
+    from edgeslim.utils.console import human, out, table
+
+    s, sg = report["slimming"], report["surgery"]
+    rows = [[e["epoch"], e["phase"], f"{e['zero']:,} of {e['total']:,}"] for e in s["epochs"]]
+    title = (
+        f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {s['penalty']}, "
+        f"lambda {s['lam']:.3g}, beta {s['beta']:g}"
+    )
+    out.print(table(title, ["epoch", "phase", "BN channels exactly zero"], rows))
+    before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
+    keys = [k for k in after if k.startswith("metrics/")]
+    mrows = [
+        [k.removeprefix("metrics/"), f"{before[k]:.4f}" if k in before else "-", f"{after[k]:.4f}"]
+        for k in keys
+    ]
+    for key, label in (("params", "parameters"), ("macs", "MACs")):
+        mrows.append([label, human(sg[f"{key}_before"]), human(sg[f"{key}_after"])])
+    out.print(table("validation (ultralytics) and size", ["", "model given", "slim"], mrows))
+    al = sg.get("alignment") or {}
+    out.print(
+        f"surgery: {sg['removed_channels']:,} channels removed ({sg.get('kept_by_rounding', 0):,} zero channels kept "
+        f"for multiples of {al.get('round_to', 1)}), max |output diff| {sg['max_abs_diff']:.3g}"
+    )
+    _print_yolo_files(report)
+
+
+def _print_yolo_files(report: dict[str, Any]) -> None:
+    from edgeslim.slim import REPORT_FILE, SLIM_FILE
+    from edgeslim.utils.console import err
+
+    d = Path(report["out_dir"])
+    err.print(
+        f"wrote {d / SLIM_FILE} (slim), {report['best']} (ultralytics' best, exact zeros), {d / REPORT_FILE}; "
+        f"next: edgeslim export {d / SLIM_FILE} --trust-pickle --onnx {d / 'slim.onnx'}",
+        soft_wrap=True,
+    )

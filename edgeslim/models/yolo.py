@@ -77,13 +77,15 @@ def _tasks(why: str) -> Any:
 
 
 @contextlib.contextmanager
-def _no_info() -> Any:
-    """ultralytics' INFO lines (``Overriding model.yaml nc=80 with nc=3``) off stdout for the block,
-    which may print ``--json``; its warnings still show."""
+def logs_on_stderr(quiet: bool = False) -> Any:
+    """ultralytics' log lines on stderr for the block (its handlers write to stdout, which may
+    carry ``--json``); ``quiet``: its INFO lines (``Overriding model.yaml nc=80 with nc=3``) off,
+    its warnings still shown."""
     logger = logging.getLogger("ultralytics")
     level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    streams = [  # its handlers write to stdout: its warnings go to stderr for the block
+    if quiet:
+        logger.setLevel(max(level, logging.WARNING))
+    streams = [
         (h, _set_stream(h, sys.stderr)) for h in logger.handlers if isinstance(h, logging.StreamHandler)
     ]
     try:
@@ -95,6 +97,11 @@ def _no_info() -> Any:
                 _set_stream(h, sys.stdout if getattr(stream, "closed", False) else stream)
 
 
+def _no_info() -> Any:
+    """ultralytics' INFO lines off (and its warnings on stderr) for the block."""
+    return logs_on_stderr(quiet=True)
+
+
 def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
     """``handler.setStream(stream)``, also when its current stream was closed (a finished capture:
     ``setStream`` flushes it and raises); returns the previous stream."""
@@ -103,6 +110,27 @@ def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
     except ValueError:
         old, handler.stream = handler.stream, stream
         return old
+
+
+def ultralytics_yolo(source: str) -> Any:
+    """``ultralytics.YOLO(source)`` (a yaml name or path, or a checkpoint: a pickle, only for files
+    the caller trusts), imported without its side effects on this process (see :func:`_tasks`)."""
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from PIL import Image
+
+    pil_open = Image.open
+    try:
+        yolo_cls = require("ultralytics", "yolo", "to train a YOLO").YOLO
+    finally:
+        Image.open = pil_open
+    try:
+        with _no_info():
+            return yolo_cls(source)
+    except (FileNotFoundError, AttributeError, KeyError) as exc:
+        raise EdgeslimError(
+            f"cannot build a YOLO from {source} ({type(exc).__name__}: {str(exc)[:120]}); use an ultralytics "
+            "yaml name such as yolov8n, or a path to a .yaml or .pt file"
+        ) from exc
 
 
 def is_checkpoint_name(name: str) -> bool:

@@ -77,6 +77,8 @@ class SlimRequest:
     price: str | None = None
     #: measure the slim network at the end and fail if it exceeds the latency target by more than this
     verify_latency: float | None = None
+    #: training image size of a YOLO on an ultralytics data yaml (ultralytics' ``imgsz``; None: 640)
+    imgsz: int | None = None
     # run
     force: bool = False
     resume: bool = False
@@ -163,6 +165,10 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
 
     extra = check(req)
+    from edgeslim.pipelines import slim_yolo
+
+    if slim_yolo.is_yolo_data(req.data_name):  # a YOLO on its data yaml: ultralytics trains it
+        return slim_yolo.run(req, slim_yolo.check(req))
     if not req.resume:
         from edgeslim.pipelines.source import refuse_non_classifier
 

@@ -1,0 +1,230 @@
+"""``slim`` for an ultralytics YOLO: ultralytics trains it on its own data yaml (its loss, its
+augmentation, its validation) with :class:`edgeslim.train.ultralytics.UltralyticsSlimming`
+attached; then surgery on the ``best.pt`` it saved writes the slim checkpoint.
+
+Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt``,
+``results.csv``), ``model.pt`` (slim), ``report.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
+from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
+
+#: SlimRequest fields that apply to a YOLO run (the others are refused when given)
+APPLIES = frozenset(
+    "out_dir model data_name epochs batch_size seed device threads lam shrink beta penalty p a g l round_to "
+    "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle".split()
+)
+#: ultralytics' own default training size
+DEFAULT_IMGSZ = 640
+
+
+def is_yolo_data(data_name: str | None) -> bool:
+    """An ultralytics data set: a ``.yaml`` file naming its images and classes (``coco8.yaml``)."""
+    return bool(data_name) and str(data_name).lower().endswith((".yaml", ".yml"))
+
+
+def yolo_source(model: str | None) -> str | None:
+    """What ultralytics' ``YOLO()`` loads for ``model`` (a ``yolo:`` name, a yaml or an ultralytics
+    checkpoint), or None when ``model`` is not an ultralytics model."""
+    from edgeslim.models.yolo import PREFIX, is_ultralytics_checkpoint
+
+    if not model:
+        return None
+    if model.startswith(f"{PREFIX}:"):
+        name = model[len(PREFIX) + 1 :]
+        return name if name.lower().endswith((".yaml", ".yml", ".pt", ".pth")) else f"{name}.yaml"
+    if Path(model).is_file() and is_ultralytics_checkpoint(model):
+        return model
+    return None
+
+
+def check(req: Any) -> str:
+    """Refuse what a YOLO run cannot do, before anything is written; returns the model source."""
+    source = yolo_source(req.model)
+    if source is None:
+        raise EdgeslimError(
+            f"{req.data_name} is an ultralytics data yaml, which trains an ultralytics YOLO; {req.model} is not "
+            "one (give yolo:NAME, yolo:my.yaml or an ultralytics best.pt), or give an image data set",
+            param="data_name",
+        )
+    if not Path(str(req.data_name)).is_file():
+        raise EdgeslimError(f"data yaml {req.data_name} does not exist; check the path", param="data_name")
+    given = [k for k, v in req.options().items() if k not in APPLIES and v not in (None, False)]
+    if given:
+        raise EdgeslimError(
+            f"a YOLO is trained by ultralytics here, where {', '.join(given)} do(es) not apply; drop "
+            f"{'it' if len(given) == 1 else 'them'} (a MAC or latency budget: slim the YOLO with shrink or lam, "
+            "then prune it)",
+            param=tuple(given),
+        )
+    if source.lower().endswith((".pt", ".pth")) and not req.trust_pickle:
+        raise EdgeslimError(
+            f"{source} is an ultralytics checkpoint, a pickle that can run code when loaded; pass "
+            "trust_pickle=True if you trust it",
+            param="trust_pickle",
+        )
+    if req.imgsz is not None and not (isinstance(req.imgsz, int) and req.imgsz >= 32 and req.imgsz % 32 == 0):
+        raise EdgeslimError(
+            f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"
+        )
+    return source
+
+
+def run(req: Any, source: str) -> dict[str, Any]:
+    """Train ``source`` with slimming in ultralytics, prune its ``best.pt``; returns the report."""
+    from edgeslim.pipelines.rundir import run_directory
+
+    out_dir = Path(req.out_dir)
+    with run_directory(out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR):
+        return _run(req, source, out_dir)
+
+
+def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from edgeslim.models.yolo import logs_on_stderr, ultralytics_yolo
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+    from edgeslim.train.ultralytics import UltralyticsSlimming
+    from edgeslim.utils.io import write_json
+
+    if req.threads:
+        torch.set_num_threads(req.threads)
+    imgsz = int(req.imgsz or DEFAULT_IMGSZ)
+    params = {k: float(getattr(req, k)) for k in ("p", "a", "g", "l") if getattr(req, k) is not None}
+    slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
+    if req.prox_step:
+        slimmer_kwargs["prox_step"] = req.prox_step
+    slimming = UltralyticsSlimming(
+        None if req.lam is not None else float(req.shrink or 1.0),
+        lam=req.lam,
+        beta=float(req.beta) if req.beta is not None else 100.0,
+        warmup=_fraction(req.prox_warmup, 0.1),
+        recovery=_fraction(req.recovery, 0.0),
+        zero_invariant=True if req.zero_invariant is None else bool(req.zero_invariant),
+        **slimmer_kwargs,
+    )
+    # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
+    with contextlib.redirect_stdout(sys.stderr):
+        yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
+        slimming.attach(yolo)
+        with logs_on_stderr():
+            before = None
+            if source.lower().endswith((".pt", ".pth")):  # a trained model: its mAP before slimming
+                dense = ultralytics_yolo(source)
+                before = _metrics(dense.val(data=str(req.data_name), imgsz=imgsz, batch=req.batch_size or 16,
+                                            device=_device(req.device), plots=False, verbose=False))  # fmt: skip
+            train_args: dict[str, Any] = {
+                "data": str(req.data_name), "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
+                "project": str(out_dir.resolve()), "name": TRAIN_DIR, "exist_ok": True, "plots": False,
+            }  # fmt: skip
+            if req.epochs is not None:
+                train_args["epochs"] = int(req.epochs)
+            if req.batch_size is not None:
+                train_args["batch"] = int(req.batch_size)
+            deterministic = (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
+            try:
+                yolo.train(**train_args)
+            finally:  # ultralytics switches torch's deterministic mode on for the process
+                torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            trainer = yolo.trainer
+            after = _metrics(trainer.metrics)
+            val_dir = _val_images(getattr(trainer, "data", None) or {})
+    best = Path(trainer.best if Path(trainer.best).is_file() else trainer.last)
+    rep = prune(
+        PruneRequest(
+            model=f"yolo:{best.resolve()}",
+            output=out_dir / SLIM_FILE,
+            round_to=req.round_to,
+            profile=req.profile,
+            precision=req.precision,
+            data="images" if val_dir else None,
+            data_dir=val_dir,
+            input_shape=(3, imgsz, imgsz),
+            trust_pickle=True,
+            force=True,
+        )  # fmt: skip
+    )  # our own run's checkpoint
+    summary = slimming.summary()
+    report = {
+        "kind": "ultralytics",
+        "arch": req.model,
+        "data": str(req.data_name),
+        "imgsz": imgsz,
+        "out_dir": str(out_dir),
+        "best": str(best),
+        "slimming": {
+            "lam": slimming.slimmer.lam if slimming.slimmer else None,
+            "shrink": slimming.shrink,
+            "beta": slimming.beta,
+            "penalty": slimmer_kwargs["penalty"],
+            "zero_invariant": slimming.zero_invariant,
+            "epochs": summary["epochs"],
+            "zeroed": (summary["final"] or {}).get("zeroed"),
+            "total": (summary["final"] or {}).get("total"),
+        },
+        "metrics": {"before": before, "slim": after},
+        "surgery": {
+            k: rep.get(k)
+            for k in (
+                "removed_channels",
+                "removable_channels",
+                "kept_by_rounding",
+                "params_before",
+                "params_after",
+                "macs_before",
+                "macs_after",
+                "max_abs_diff",
+                "exact",
+                "alignment",
+                "calibration",
+            )
+        },  # fmt: skip
+        "loads_code": True,
+    }
+    write_json(out_dir / REPORT_FILE, report)
+    return report
+
+
+def _fraction(value: float | str | None, default: float) -> float:
+    """A phase length as a fraction of training (``slim``'s options also take ``auto``: the default)."""
+    if value is None or value == "auto":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise EdgeslimError(f"a phase length must be a fraction of training, got {value!r}") from None
+
+
+def _device(device: str | None) -> str | None:
+    """edgeslim's device name as ultralytics spells it (``cuda:1`` -> ``1``; ``auto``: its own choice)."""
+    if device in (None, "auto"):
+        return None
+    if device == "cuda":
+        return "0"
+    return device.split(":", 1)[1] if device.startswith("cuda:") else device
+
+
+def _metrics(results: Any) -> dict[str, float] | None:
+    """The validation metrics of a run (``metrics/mAP50-95(B)`` ...), as plain floats."""
+    d = getattr(results, "results_dict", results)
+    if not isinstance(d, dict):
+        return None
+    return {str(k): float(v) for k, v in d.items() if isinstance(v, int | float)}
+
+
+def _val_images(data: dict[str, Any]) -> Path | None:
+    """The validation images' folder from ultralytics' resolved data dict (None: a list or a txt file)."""
+    val = data.get("val")
+    return Path(val) if isinstance(val, str) and Path(val).is_dir() else None
