@@ -192,7 +192,7 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
         ([start, "--data", data], ("pickle", "--trust-pickle")),
         ([start, "--trust-pickle", "--data", str(tmp_path / "missing.yaml")], ("does not exist",)),
-        ([start, "--trust-pickle", "--data", data, "--target-macs", "0.5"], ("--target-macs", "not apply")),
+        ([start, "--trust-pickle", "--data", data, "--target-latency", "5ms"], ("--target-latency", "not apply")),
         ([start, "--trust-pickle", "--data", data, "--subset", "10"], ("--subset", "not apply")),
         ([start, "--trust-pickle", "--data", data, "--imgsz", "100"], ("multiple of 32",)),
     ):
@@ -200,3 +200,51 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
         assert not out.exists()
+
+
+BUDGET = """
+import json, sys
+from edgeslim.models.yolo import _tasks
+_tasks("the test")
+from ultralytics import YOLO
+from edgeslim.train.ultralytics import UltralyticsSlimming
+start, data, project = sys.argv[1:4]
+yolo = YOLO(start)
+slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}, round_to=16).attach(yolo)
+yolo.train(data=data, epochs=8, imgsz=64, batch=16, nbs=16, device="cpu", workers=0, plots=False, amp=False,
+           project=project, name="budget", exist_ok=True, verbose=False, seed=0, deterministic=True)
+print("SUMMARY " + json.dumps(slimming.summary()))
+"""
+
+
+def test_a_mac_budget_is_met_inside_ultralytics(root: Path, tmp_path: Path, capsys) -> None:
+    """Half the MACs: the controller tapers over the epochs, the last epoch's end projects onto the
+    budget exactly, and the last.pt it saved prunes to half the MACs in multiples of 16."""
+    env = {
+        **os.environ,
+        "YOLO_AUTOINSTALL": "false",
+        "YOLO_OFFLINE": "true",
+        "YOLO_CONFIG_DIR": str(tmp_path),
+    }
+    args = [str(root / "runs" / "start.pt"), str(root / "data" / "data.yaml"), str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, "-c", BUDGET, *args], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    summary = json.loads(
+        next(x for x in out.stdout.splitlines() if x.startswith("SUMMARY "))[len("SUMMARY ") :]
+    )
+    fractions = [e["budget_fraction"] for e in summary["epochs"]]
+    assert fractions[0] > 0.8 and fractions == sorted(fractions, reverse=True), (
+        fractions
+    )  # a taper, not a jump
+    assert 0.45 <= summary["budget"]["achieved_fraction"] <= 0.5, summary["budget"]
+    last = tmp_path / "budget" / "weights" / "last.pt"
+    rc = main(["prune", f"yolo:{last}", "--trust-pickle", "-o", str(tmp_path / "slim.pt"), "--round-to", "16",
+               "--input-shape", "3,64,64", "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["exact"] and report["max_abs_diff"] < 1e-4
+    assert 0.45 <= report["macs_after"] / report["macs_before"] <= 0.5 + 0.01, (
+        report["macs_after"] / report["macs_before"]
+    )
+    assert report["kept_by_rounding"] == 0  # aligned during training, with trained channels

@@ -321,12 +321,25 @@ def _print_yolo(report: dict[str, Any]) -> None:
     from edgeslim.utils.console import human, out, table
 
     s, sg = report["slimming"], report["surgery"]
-    rows = [[e["epoch"], e["phase"], f"{e['zero']:,} of {e['total']:,}"] for e in s["epochs"]]
+    budget = s.get("budget")
+    rows = [
+        [e["epoch"], e["phase"], f"{e['zero']:,} of {e['total']:,}"]
+        + ([f"{e['budget_fraction']:.1%}"] if "budget_fraction" in e else [])
+        for e in s["epochs"]
+    ]
+    cols = ["epoch", "phase", "BN channels exactly zero"] + (
+        [f"{budget['metric']} of dense"] if budget else []
+    )
     title = (
         f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {s['penalty']}, "
         f"lambda {s['lam']:.3g}, beta {s['beta']:g}"
     )
-    out.print(table(title, ["epoch", "phase", "BN channels exactly zero"], rows))
+    out.print(table(title, cols, rows))
+    if budget:
+        out.print(
+            f"budget ({budget['metric']}): target {budget['target_fraction']:.1%} of dense, reached "
+            f"{budget['achieved_fraction']:.1%} (last.pt: the epoch that meets it)"
+        )
     before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
     keys = [k for k in after if k.startswith("metrics/")]
     mrows = [
@@ -350,7 +363,8 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
 
     d = Path(report["out_dir"])
     err.print(
-        f"wrote {d / SLIM_FILE} (slim), {report['best']} (ultralytics' best, exact zeros), {d / REPORT_FILE}; "
+        f"wrote {d / SLIM_FILE} (slim), {report['best']} (the checkpoint it was cut from, exact zeros), "
+        f"{d / REPORT_FILE}; "
         f"next: edgeslim export {d / SLIM_FILE} --trust-pickle --onnx {d / 'slim.onnx'}",
         soft_wrap=True,
     )

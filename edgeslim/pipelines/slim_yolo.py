@@ -20,7 +20,8 @@ from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
     "out_dir model data_name epochs batch_size seed device threads lam shrink beta penalty p a g l round_to "
-    "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle".split()
+    "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle target_macs "
+    "target_params taper_end cost_exponent".split()
 )
 #: ultralytics' own default training size
 DEFAULT_IMGSZ = 640
@@ -61,8 +62,7 @@ def check(req: Any) -> str:
     if given:
         raise EdgeslimError(
             f"a YOLO is trained by ultralytics here, where {', '.join(given)} do(es) not apply; drop "
-            f"{'it' if len(given) == 1 else 'them'} (a MAC or latency budget: slim the YOLO with shrink or lam, "
-            "then prune it)",
+            f"{'it' if len(given) == 1 else 'them'} (budgets: target_macs or target_params)",
             param=tuple(given),
         )
     if source.lower().endswith((".pt", ".pth")) and not req.trust_pickle:
@@ -103,6 +103,9 @@ def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:
         slimmer_kwargs["prox_step"] = req.prox_step
+    from edgeslim.pipelines.slim import budget_settings
+
+    budget = budget_settings(req.options())
     slimming = UltralyticsSlimming(
         None if req.lam is not None else float(req.shrink or 1.0),
         lam=req.lam,
@@ -110,6 +113,8 @@ def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
         warmup=_fraction(req.prox_warmup, 0.1),
         recovery=_fraction(req.recovery, 0.0),
         zero_invariant=True if req.zero_invariant is None else bool(req.zero_invariant),
+        budget=budget,
+        round_to=int(req.round_to or 1),
         **slimmer_kwargs,
     )
     # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
@@ -139,9 +144,15 @@ def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
-            after = _metrics(trainer.metrics)
             val_dir = _val_images(getattr(trainer, "data", None) or {})
-    best = Path(trainer.best if Path(trainer.best).is_file() else trainer.last)
+            if budget is None:  # ultralytics validated best.pt last
+                best = Path(trainer.best if Path(trainer.best).is_file() else trainer.last)
+                after = _metrics(trainer.metrics)
+            else:  # the last epoch meets the budget; an earlier, larger one may have scored best
+                best = Path(trainer.last)
+                after = _metrics(ultralytics_yolo(str(best)).val(data=str(req.data_name), imgsz=imgsz,
+                                 batch=req.batch_size or 16, device=_device(req.device), plots=False,
+                                 verbose=False))  # fmt: skip
     rep = prune(
         PruneRequest(
             model=f"yolo:{best.resolve()}",
@@ -173,6 +184,7 @@ def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
             "epochs": summary["epochs"],
             "zeroed": (summary["final"] or {}).get("zeroed"),
             "total": (summary["final"] or {}).get("total"),
+            "budget": summary.get("budget"),
         },
         "metrics": {"before": before, "slim": after},
         "surgery": {

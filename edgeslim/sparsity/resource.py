@@ -54,6 +54,7 @@ from edgeslim.channels.cost import (
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
+from edgeslim.models.yolo import deployed_output
 from edgeslim.surgery.graph import build_graph
 from edgeslim.surgery.prune import removable_classes
 from edgeslim.utils.console import human
@@ -121,7 +122,9 @@ class ResourceModel:
             for _, m in bn_layers(work):
                 m.weight.zero_()
         example = example_input.detach().cpu().float()[:1]
-        g = build_graph(work, example)
+        g = build_graph(
+            work, example, outputs=deployed_output(work)
+        )  # what surgery keeps, as prune counts it
         removable, _ = removable_classes(g)
         self.graph = g
         k_classes = g.num_classes

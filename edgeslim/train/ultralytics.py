@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.budget import BudgetSettings
 from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ class UltralyticsSlimming:
     (default True): each channel's scale and shift go to zero together, so a removed channel
     outputs exactly 0 (SiLU(0) = 0) and surgery folds nothing. Other keyword arguments go to
     :class:`ProximalSlimming` (``penalty``, ``beta``, ``prox_step``, penalty parameters).
+    ``budget``: a MAC or parameter budget (:class:`~edgeslim.sparsity.budget.BudgetSettings`)
+    that a controller meets by the last epoch, whose end projects onto it exactly; the network
+    that meets it is ``last.pt`` (``best.pt`` may be an earlier, larger epoch). ``round_to``: keep
+    channel counts in multiples of this, with trained channels.
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class UltralyticsSlimming:
         warmup: float = 0.1,
         recovery: float = 0.0,
         zero_invariant: bool = True,
+        budget: BudgetSettings | dict[str, Any] | None = None,
+        round_to: int = 1,
         **slimmer_kwargs: Any,
     ) -> None:
         if (lam is None) == (shrink is None):
@@ -80,6 +87,14 @@ class UltralyticsSlimming:
                 f"warmup + recovery must leave steps to sparsify, got {warmup} + {recovery}",
                 param=("warmup", "recovery"),
             )
+        if round_to < 1:
+            raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
+        if isinstance(budget, dict):
+            budget = BudgetSettings.from_dict(budget)
+        if budget is not None:
+            budget.validate()
+        self.budget, self.round_to = budget, int(round_to)
+        self.controller: Any = None
         self.shrink, self.lam, self.beta = shrink, lam, beta
         self.warmup, self.recovery, self.zero_invariant = warmup, recovery, zero_invariant
         self.slimmer_kwargs = slimmer_kwargs
@@ -109,22 +124,47 @@ class UltralyticsSlimming:
         model = _unwrap(trainer.model)
         lrs = self.planned_lrs(trainer)
         steps = len(lrs)
-        lam = self.lam if self.lam is not None else lambda_for_shrink(float(self.shrink), lrs, self.beta)
-        self.slimmer = ProximalSlimming(
+        warm, rec = int(self.warmup * steps), int(self.recovery * steps)
+        sparsify = lrs[warm : steps - rec] or lrs  # the prox acts in the sparsification phase only
+        lam = self.lam if self.lam is not None else lambda_for_shrink(float(self.shrink), sparsify, self.beta)
+        self.slimmer = slimmer = ProximalSlimming(
             model,
             lam=lam,
             beta=self.beta,
             zero_invariant=self.zero_invariant,
-            warmup_steps=int(self.warmup * steps),
-            recovery_steps=int(self.recovery * steps),
+            warmup_steps=warm,
+            recovery_steps=rec,
             total_steps=steps,
             **self.slimmer_kwargs,
         )
         self.history.clear()
-        slimmer = self.slimmer
-        self._handle = trainer.optimizer.register_step_post_hook(
-            lambda opt, _args, _kwargs: slimmer.step(opt)
-        )
+        imgsz = trainer.args.imgsz if isinstance(trainer.args.imgsz, int) else max(trainer.args.imgsz)
+        example = torch.zeros(1, 3, int(imgsz), int(imgsz), device=next(model.parameters()).device)
+        self.controller = controller = None
+        if self.budget is not None:  # a controller sets lambda and the weights (docs/budget.md)
+            from edgeslim.sparsity.budget import build_controller
+
+            self.controller = controller = build_controller(
+                model, slimmer, self.budget, example, max(steps - warm - rec, 1),
+                base_lambda=float(self.lam or 0.0), round_to=self.round_to,
+            )  # fmt: skip
+            slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
+            controller.on_train_start(model, trainer.optimizer)
+        if self.round_to > 1:  # aligned channel counts, kept with trained channels (docs/speed.md)
+            from edgeslim.sparsity.align import ChannelAligner
+            from edgeslim.sparsity.resource import build_resource
+
+            resource = controller.resource if controller is not None else build_resource(
+                model, example, "macs", round_to=self.round_to
+            )  # fmt: skip
+            slimmer.aligner = ChannelAligner(resource)
+
+        def after_step(opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+            slimmer.step(opt)
+            if controller is not None:
+                controller.after_step(model, opt)
+
+        self._handle = trainer.optimizer.register_step_post_hook(after_step)
         log.info(
             "proximal slimming: %d BN channels, lambda %.4g over %d planned optimizer steps",
             slimmer.total, lam, steps,
@@ -133,6 +173,8 @@ class UltralyticsSlimming:
     def on_train_epoch_end(self, trainer: Any) -> None:
         """Zero the prox's zero channels in the EMA (what ultralytics validates and saves)."""
         slimmer = self._require()
+        if self.controller is not None and int(trainer.epoch) + 1 >= int(trainer.epochs):
+            self.controller.on_train_end(_unwrap(trainer.model))  # the exact projection onto the budget
         dead = slimmer.zero_mask()
         ema = getattr(getattr(trainer, "ema", None), "ema", None)
         if ema is not None:
@@ -145,6 +187,9 @@ class UltralyticsSlimming:
             "total": slimmer.total,
             "lambda": slimmer.lam,
         }
+        if self.controller is not None:  # the resource the kept channels cost, of the dense network's
+            c = self.controller
+            row["budget_fraction"] = c.resource.of_xi(c.magnitude()) / c.resource.dense
         self.history.append(row)
         log.info(
             "epoch %d: %d of %d BN channels exactly zero (%s phase)",
@@ -200,8 +245,14 @@ class UltralyticsSlimming:
         return self.slimmer
 
     def summary(self) -> dict[str, Any]:
-        """Per-epoch zero counts and the final report of the live model."""
-        return {"epochs": list(self.history), "final": None if self.final is None else self.final.to_dict()}
+        """Per-epoch zero counts, the final report of the live model and, with a budget, where it ended."""
+        out = {"epochs": list(self.history), "final": None if self.final is None else self.final.to_dict()}
+        if self.controller is not None:
+            c, dense = self.controller, self.controller.resource.dense
+            achieved = c.resource.of_xi(c.magnitude())
+            out["budget"] = {"metric": c.settings.metric, "target_fraction": c.target / dense,
+                             "achieved_fraction": achieved / dense}  # fmt: skip
+        return out
 
 
 def zero_channels(
