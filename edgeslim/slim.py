@@ -57,8 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLIM_FILE = MODEL_FILE
-#: accuracy below ``CHANCE_FACTOR / num_classes`` counts as a collapsed network
-CHANCE_FACTOR = 1.5
+#: accuracy below ``chance + max(CHANCE_MARGIN * chance * (1 - chance), 3 standard errors of a
+#: chance-level score on the test set)`` counts as at chance (10 classes: 14.5%; 3: 44%; 2: 62.5%)
+CHANCE_MARGIN = 0.5
 #: a budget run kept more than (1 + this) x its target: missed
 BUDGET_MISS_TOLERANCE = 0.03
 #: a budget run kept less than this x its target: overshot (the controller could not steer; a user trial
@@ -393,7 +394,7 @@ def slim_model(
         if report[key]["dense"]:
             report[key]["removed_frac"] = 1.0 - report[key]["slim"] / report[key]["dense"]
     report["collapse"] = collapse_check(
-        report, fin.restored, bundle.num_classes, budget=bool(settings.budget)
+        report, fin.restored, bundle.num_classes, budget=bool(settings.budget), test_labels=bundle.test_y
     )
 
     if out is not None:
@@ -437,8 +438,25 @@ def budget_warning(budget: dict[str, Any]) -> str:
     return ""
 
 
+def chance_level(num_classes: int, test_labels: torch.Tensor | None = None) -> tuple[float, float]:
+    """(chance, threshold): the accuracy of always answering the test set's most frequent class
+    (``1 / num_classes`` without labels), and the accuracy below which a network counts as at
+    chance (:data:`CHANCE_MARGIN`, or three standard errors of a chance-level score on a small test set)."""
+    chance, n = 1.0 / max(num_classes, 1), 0
+    if test_labels is not None and test_labels.numel():
+        n = int(test_labels.numel())
+        chance = float(torch.bincount(test_labels.reshape(-1).long()).max()) / n
+    var = chance * (1.0 - chance)
+    margin = max(CHANCE_MARGIN * var, 3.0 * math.sqrt(var / n) if n else 0.0)
+    return chance, chance + margin
+
+
 def collapse_check(
-    report: dict[str, Any], restored: list[list[str]], num_classes: int, budget: bool = False
+    report: dict[str, Any],
+    restored: list[list[str]],
+    num_classes: int,
+    budget: bool = False,
+    test_labels: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which.
 
@@ -447,8 +465,8 @@ def collapse_check(
     learn (a short run): that is a warning, not a collapse. ``budget``: advice for a budget run.
     """
     acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
-    chance = 1.0 / max(num_classes, 1)
-    at_chance = acc < CHANCE_FACTOR * chance
+    chance, threshold = chance_level(num_classes, test_labels)
+    at_chance = acc < threshold
     lam = report["slimming"]["lam"]
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
@@ -458,7 +476,8 @@ def collapse_check(
         hist = report.get("history") or [{}]
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         msg = (
-            f"the slim network is at chance accuracy ({acc:.1%}) with only {zero_frac:.0%} of channels zero "
+            f"the slim network is near chance accuracy ({acc:.1%}; chance {chance:.1%}, below {threshold:.1%} "
+            f"counts as near) with only {zero_frac:.0%} of channels zero "
             f"(mean |gamma| {gmean:.3g}): training did not learn in {epochs} epoch(s); train longer or check "
             "the learning rate before reading its channel counts"
         )
@@ -471,7 +490,8 @@ def collapse_check(
             else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or the shrink"
         )
         msg = (
-            f"slimming collapsed the network: test accuracy {acc:.1%} is at chance ({chance:.0%}), "
+            f"slimming collapsed the network: test accuracy {acc:.1%} is near chance ({chance:.1%}; below "
+            f"{threshold:.1%} counts as near), "
             f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; {advice}"
         )
     elif restored:

@@ -158,3 +158,25 @@ def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
         "budget overshot: 40.4%"
     )  # 5 steps
     assert budget_warning({**base, "achieved_fraction": 0.469}) == ""  # rounded to an alignment
+
+
+def test_chance_is_judged_for_the_number_of_classes() -> None:
+    """A 3-class run at 49.2% learned (a user trial's was called 'at chance (33%)' and failed: the
+    old rule was 1.5 / classes = 50%); a constant answer at 33% with most channels zero collapsed."""
+    from edgeslim.slim import collapse_check
+
+    labels = torch.arange(120) % 3  # 40 test images per class, as in the trial
+
+    def report(acc: float, zeroed: int) -> dict:
+        return {"accuracy": {"trained": acc, "slim": acc}, "slimming": {"lam": 4.0},
+                "finalize": {"zeroed": zeroed, "total": 100}, "history": [{"gamma_mean": 0.1}]}  # fmt: skip
+
+    learned = collapse_check(report(0.492, 57), [], 3, budget=True, test_labels=labels)
+    assert not learned["collapsed"] and learned["message"] == ""
+    dead = collapse_check(report(1 / 3, 57), [], 3, budget=True, test_labels=labels)
+    assert dead["collapsed"] and "near chance (33.3%; below 46.2%" in dead["message"]
+    # ten balanced classes: 14.5% as before (1.5 / 10 = 15%); imbalanced: the majority class is chance
+    assert collapse_check(report(0.14, 80), [], 10)["collapsed"]
+    assert not collapse_check(report(0.16, 80), [], 10)["collapsed"]
+    skewed = torch.cat([torch.zeros(80, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    assert collapse_check(report(0.8, 80), [], 2, test_labels=skewed)["collapsed"]  # always "class 0"
