@@ -105,8 +105,8 @@ def check_params(name: str, tau: float | Tensor | None = None, **params: Any) ->
             raise EdgeslimError(f"penalty 'mcp' needs g > 0 (got g={out['g']})")
         if tau is not None and not out["g"] > _tau_max(tau):
             raise EdgeslimError(
-                f"penalty 'mcp' needs g > tau (got g={out['g']}, tau={_tau_max(tau):.4g}); "
-                "raise g or lower lambda"
+                f"penalty 'mcp' needs g > tau, the prox threshold lambda / (1/lr + beta) (got g={out['g']}, "
+                f"tau={_tau_max(tau):.4g}); raise g, or lower lambda (or the shrink)"
             )
     if base == "scad":
         if not out["l"] > 0:
@@ -115,8 +115,8 @@ def check_params(name: str, tau: float | Tensor | None = None, **params: Any) ->
             raise EdgeslimError(f"penalty 'scad' needs a > 1 (got a={out['a']})")
         if tau is not None and not out["a"] > 1 + _tau_max(tau) / out["l"]:
             raise EdgeslimError(
-                f"penalty 'scad' needs a > 1 + tau/l (got a={out['a']}, tau={_tau_max(tau):.4g}, "
-                f"l={out['l']}); raise a or lower lambda"
+                f"penalty 'scad' needs a > 1 + tau/l, tau the prox threshold lambda / (1/lr + beta) (got "
+                f"a={out['a']}, tau={_tau_max(tau):.4g}, l={out['l']}); raise a or l, or lower lambda (or the shrink)"
             )
     return out
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from edgeslim import penalties
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
@@ -236,6 +237,17 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
     return [sched.lr_at(t) for t in range(config.epochs * steps)]
 
 
+def check_largest_tau(slimmer: ProximalSlimming, lrs: list[float], gain: float = 1.0) -> None:
+    """The penalty conditions that involve the prox threshold (mcp: ``g > tau``; scad), checked at
+    the largest ``tau = lam / (1/(lr * gain) + beta)`` the planned schedule reaches, before training
+    starts (they were found at the first step, after the trainer had made its folder)."""
+    if slimmer.penalty not in ("mcp", "scad") or not lrs or max(lrs) <= 0:
+        return
+    tau = slimmer.lam / (1.0 / (max(lrs) * gain) + float(slimmer.beta_start))  # (beta only grows)
+    w = float(slimmer.weights.max()) if slimmer.weights is not None else 1.0
+    penalties.check_params(slimmer.penalty, tau * w, **slimmer.params)
+
+
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
     (default :data:`DEFAULT_SHRINK`, :data:`DEFAULT_SHRINK_PHASES` with phases: neither given means a
@@ -311,6 +323,9 @@ def slim_model(
         zero_invariant=settings.zero_invariant, prox_step=settings.prox_step, beta_end=settings.beta_end,
         recovery_lr=recovery_lr, importance=settings.importance, **phases, **settings.params,
     )  # fmt: skip
+    if not settings.budget and resume is None:  # (a budget's controller steers lambda: no fixed tau to check)
+        check_largest_tau(slimmer, planned_lrs(config, steps_per_epoch(bundle, config.batch_size)),
+                          step_gain(settings, config))  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
         # on --resume the controller's state_dict restores its own base lambda

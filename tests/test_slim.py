@@ -180,3 +180,19 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     assert not collapse_check(report(0.16, 80), [], 10)["collapsed"]
     skewed = torch.cat([torch.zeros(80, dtype=torch.long), torch.ones(20, dtype=torch.long)])
     assert collapse_check(report(0.8, 80), [], 2, test_labels=skewed)["collapsed"]  # always "class 0"
+
+
+@pytest.mark.parametrize(
+    "penalty", [["--penalty", "mcp", "--g", "0.0001"], ["--penalty", "group-scad", "--l", "0.01"]]
+)
+def test_a_penalty_whose_threshold_condition_fails_stops_before_training(penalty, tmp_path, capsys) -> None:
+    """mcp's g > tau and scad's a > 1 + tau/l are checked at the run's largest tau before training
+    (they failed at the first step, after the trainer had made train/, and the fixed rerun into the
+    same --out was then refused as an interrupted run)."""
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--batch-size", "64", "--out", str(out)]
+    assert main([*args, *penalty]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "prox threshold" in err and "lower lambda" in err, err
+    assert not out.exists()  # nothing left behind: the rerun is not refused
+    assert main([*args, *penalty[:2]]) == 0  # the penalty's default parameters
