@@ -77,7 +77,8 @@ PROBES = 25
 PROBE_MIN_STEPS = 5
 #: BN statistics are re-estimated at the end on this many batches of 128 training images, if
 #: channels were removed within the last max(RECAL_STEPS, RECAL_FRACTION * total) steps
-#: (the running averages, momentum 0.1, have not caught up) or by the final projection
+#: (the running averages, momentum 0.1, have not caught up) or by the final projection, unless a
+#: recovery phase of at least RECAL_STEPS steps trained on after the zero pattern froze
 RECAL_STEPS = 50
 RECAL_FRACTION = 0.05
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
@@ -456,7 +457,10 @@ class BudgetController(TrainHook):
     def on_train_end(self, model: nn.Module) -> None:
         self.finish()
         recent = self.step_count - self.last_change <= max(RECAL_STEPS, RECAL_FRACTION * self.total_steps)
-        if self.calib and (self.projection_removed or recent):
+        s = self.slimmer
+        # a recovery phase trained on after the pattern froze: the running statistics followed it
+        settled = s.frozen is not None and s.freeze_at is not None and s.t - s.freeze_at >= RECAL_STEPS
+        if self.calib and (self.projection_removed or recent) and not settled:
             recalibrate_bn(model, self.calib)
             self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
 
