@@ -94,7 +94,7 @@ def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys) -> None:
+def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys, caplog) -> None:
     out = tmp_path / "run"
     cfg = tmp_path / "slim.yaml"
     cfg.write_text("penalty: l1\nshrink: 0.3\nbatch-size: 16\n")
@@ -112,11 +112,21 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
     # an existing run is not overwritten without --force
     assert main(argv) == 2
     assert "--force" in capsys.readouterr().err
-    # --resume continues from the last epoch checkpoint (here: already complete) with the saved settings
+    # a finished run has nothing to resume: refused without --force, nothing rewritten
+    stamp = (out / "report.json").stat().st_mtime_ns
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "finished run" in err and "--force" in err and (out / "report.json").stat().st_mtime_ns == stamp
+    # --resume --force redoes finalize and surgery from its training, with the saved settings (and says
+    # which options of the command it ignores); the alignment record stays
     assert main([*argv, "--resume", "--force"]) == 0
-    again = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    note = " ".join(r.getMessage() for r in caplog.records if "ignoring" in r.getMessage())
+    assert "shrink" in note and "epochs" in note, note
     assert again["slimming"]["lam"] == rep["slimming"]["lam"] and again["channels"] == rep["channels"]
     assert again["accuracy"] == rep["accuracy"]
+    assert again.get("alignment") == rep.get("alignment") and rep.get("alignment")
 
 
 @pytest.mark.parametrize(

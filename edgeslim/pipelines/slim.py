@@ -10,11 +10,15 @@ from typing import Any
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory
-from edgeslim.utils.rundir import MODEL_FILE
+from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
 #: training options a request may override (``None``: TrainConfig's default)
+#: request fields a resumed run takes from the command (the rest come from the run's checkpoint)
+RESUME_KEEPS = frozenset(
+    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset".split()
+)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
 
@@ -105,6 +109,13 @@ def check(req: SlimRequest) -> dict[str, Any]:
         expected = None
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
+    done = Path(req.out_dir)
+    if req.resume and not req.force and (done / REPORT_FILE).is_file() and (done / MODEL_FILE).is_file():
+        raise EdgeslimError(
+            f"{req.out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; "
+            "to redo its finalize and surgery from its training, pass force=True as well",
+            param=("resume", "force"),
+        )
     if req.resume and not (Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).is_file():
         raise EdgeslimError(
             f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing: none was started, or it "
@@ -209,7 +220,14 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
                 f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; start over with force"
             )
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
-        meta = {k: loaded.meta[k] for k in ("source", "weights", "head", "data_args") if k in loaded.meta}
+        meta = {
+            k: loaded.meta[k]
+            for k in ("source", "weights", "head", "data_args", "alignment")
+            if k in loaded.meta
+        }
+        ignored = [k for k, v in req.options().items() if k not in RESUME_KEEPS and v not in (None, False)]
+        if ignored:
+            log.warning("resume continues with the run's saved settings; ignoring %s", ", ".join(ignored))
         saved = dict(loaded.meta.get("slimming") or {})
         saved["shrink"] = None  # "lam" holds the lambda the run resolved
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
