@@ -144,3 +144,32 @@ def test_kill_and_resume_is_bit_for_bit(tmp_path, fmnist_dir):
     la = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r.pop("time_s") > 0 for r in la + lb] and la == lb
+
+
+def test_resuming_a_finished_checkpoint_into_a_new_folder_writes_its_model(tmp_path, capsys) -> None:
+    """Nothing is left to train, but the new folder gets the model the run says it wrote (it got only
+    log.jsonl and report.json)."""
+    from edgeslim.cli import main
+
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "vgg-small",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    assert main(["train", "--resume", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
+    assert f"wrote {tmp_path / 'b' / 'model.pt'}" in " ".join(capsys.readouterr().err.split())
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert b["train_state"]["epoch"] == 1 and a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

@@ -192,7 +192,10 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
         ([start, "--data", data], ("pickle", "--trust-pickle")),
         ([start, "--trust-pickle", "--data", str(tmp_path / "missing.yaml")], ("does not exist",)),
-        ([start, "--trust-pickle", "--data", data, "--target-latency", "5ms"], ("--target-latency", "not apply")),
+        (
+            [start, "--trust-pickle", "--data", data, "--target-latency", "5ms"],
+            ("--target-latency", "not apply"),
+        ),
         ([start, "--trust-pickle", "--data", data, "--subset", "10"], ("--subset", "not apply")),
         ([start, "--trust-pickle", "--data", data, "--imgsz", "100"], ("multiple of 32",)),
     ):

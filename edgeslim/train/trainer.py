@@ -354,6 +354,11 @@ def fit(
             )  # fmt: skip
             _append_jsonl(log_path, record)
         barrier()
+    if start_epoch >= config.epochs and info.is_main and ckpt_path is not None and not ckpt_path.is_file():
+        from edgeslim.checkpoint import save_model  # a finished run resumed into a new folder: its model too
+
+        save_model(ckpt_path, model, spec, recipe=recipe, train_state=train_state(start_epoch),  # type: ignore[arg-type]
+                   meta=base_meta)  # fmt: skip
     hook.on_train_end(model)
 
     stage_hist = [r for r in history if r.get("stage") == config.stage]
