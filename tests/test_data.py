@@ -382,3 +382,11 @@ def test_cifar100_python_pickles(cz, tmp_path):
     assert b.num_classes == 100 and b.class_names[13] == "c13" and len(b.test_y) == 50
     assert torch.equal(b.train_x, cz.train_x) and torch.equal(b.train_y, cz.train_y * 10 + 3)
     assert b.mean == (0.5071, 0.4865, 0.4409)
+
+
+def test_cifar_without_a_data_dir_asks_for_one(tmp_path) -> None:
+    """Nothing given and nothing cached: the line asks for data_dir (it named the cache as where the
+    data 'should' be and said to check a data_dir the user never gave)."""
+    with pytest.raises(EdgeslimError, match=r"where is cifar10\? give data_dir") as info:
+        load_dataset("cifar10", cache_dir=tmp_path)
+    assert info.value.params == ("data_dir",)

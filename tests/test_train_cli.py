@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,3 +174,27 @@ def test_resuming_a_finished_checkpoint_into_a_new_folder_writes_its_model(tmp_p
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert b["train_state"]["epoch"] == 1 and a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
+    """The printed next step runs as pasted: it carries --data-dir, --subset and --test-subset (it had
+    only --data, which failed for any data set on disk); a three-stage run points to prune."""
+    import shlex
+
+    from edgeslim.cli import main
+
+    zip_path = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+    if not zip_path.is_file():
+        pytest.skip("../shared/data/cifar10-jpeg.zip is not there")
+    out = tmp_path / "dense"
+    data = ["--data", "cifar10", "--data-dir", str(zip_path), "--subset", "100", "--test-subset", "50"]
+    assert main(["train", "--arch", "vgg-small", *data, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    nxt = " ".join(capsys.readouterr().err.split()).split("next: ", 1)[1].split(" (or")[0]
+    assert shlex.split(nxt) == ["edgeslim", "slim", str(out / "model.pt"), *data, "--out", f"{out}-slim"]
+    ns = tmp_path / "ns"
+    assert main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", "--method", "subgradient",
+                 "--prune-ratio", "0.3", "--finetune-epochs", "1", "--out", str(ns)]) == 0  # fmt: skip
+    assert f"next: edgeslim prune {ns / 'model.pt'} -o {ns / 'slim.pt'}" in " ".join(
+        capsys.readouterr().err.split()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,20 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
     out.print(table("edgeslim train", ["", "value"], rows))
     from edgeslim.utils.console import err
 
+    da = report.get("data_args") or {}
+    data = f"--data {data_name}" + "".join(
+        f" --{flag} {shlex.quote(str(da[key]))}"
+        for key, flag in (("data_dir", "data-dir"), ("subset", "subset"), ("test_subset", "test-subset"))
+        if da.get(key) is not None
+    )
+    model = shlex.quote(str(out_dir / MODEL_FILE))
+    if "accuracy_before_prune" in report:  # three-stage slimming: its zeros are ready for surgery
+        nxt = f"edgeslim prune {model} -o {shlex.quote(str(out_dir / 'slim.pt'))}  (or edgeslim export)"
+    else:
+        nxt = (
+            f"edgeslim slim {model} {data} --out {shlex.quote(str(out_dir) + '-slim')}  (or edgeslim export)"
+        )
     err.print(
-        f"wrote {out_dir / MODEL_FILE}, {out_dir / LOG_FILE}, {out_dir / REPORT_FILE}; next: "
-        f"edgeslim slim {out_dir / MODEL_FILE} --data {data_name} --out {out_dir}-slim  (or edgeslim export)"
+        f"wrote {out_dir / MODEL_FILE}, {out_dir / LOG_FILE}, {out_dir / REPORT_FILE}; next: {nxt}",
+        soft_wrap=True,
     )

@@ -119,10 +119,15 @@ def _cifar(req: LoadRequest) -> DataBundle:
                 f"downloading {req.name} failed ({exc}); pass data_dir", param="data_dir"
             ) from exc
         found = _find_cifar_dir(req)
-    if found is None:
-        where = req.data_dir if req.data_dir is not None else req.cache_dir
+    if found is None and req.data_dir is None:
         raise EdgeslimError(
-            f"no {req.name} data in {where}: expected {info['dir']}/ with {', '.join(info['train'][:1])}... "
+            f"where is {req.name}? give data_dir: the folder of torchvision's python format ({info['dir']}/), "
+            f"or an image folder or zip with train/ and test/ (it is not in the cache {req.cache_dir})",
+            param="data_dir",
+        )
+    if found is None:
+        raise EdgeslimError(
+            f"no {req.name} data in {req.data_dir}: expected {info['dir']}/ with {', '.join(info['train'][:1])}... "
             f"(torchvision's python format) or an image folder/zip with train/ and test/; check data_dir",
             param="data_dir",
         )
