@@ -53,7 +53,8 @@ CONFIG_KEYS = {
 @click.option(
     "--shrink",
     type=POSITIVE,
-    help="Instead of --lambda: total prox shrink over the planned lr schedule [1.0].",
+    help="Instead of --lambda: total prox shrink over the planned lr schedule [0.7 with a warm-up or "
+    "recovery phase (the default), 1.0 without].",
 )
 @click.option("--beta", type=POSITIVE, help="Coupling beta between gamma and xi [100].")
 @click.option("--penalty", type=click.Choice(PENALTY_CHOICES), help="Penalty [l1].")
@@ -247,7 +248,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 d = report[key]
                 rows.append([label, human(d["dense"]), human(d["slim"]), f"-{d.get('removed_frac', 0):.1%}"])
         s = report["slimming"]
-        title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, lambda {s['lam']:.3g}, beta {s['beta']:g}"
+        last = (report.get("history") or [{}])[-1]
+        lam = (
+            f"lambda set by the budget (last {last['budget_lambda']:.3g})"
+            if "budget" in report and "budget_lambda" in last
+            else f"lambda {s['lam']:.3g}"
+        )
+        title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
         out.print(table(title, ["", "trained (dense)", "slim", "change"], rows))
         layer_rows = [
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
