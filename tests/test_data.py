@@ -271,7 +271,11 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     (root / "test" / "unicorn" / "x.jpg").unlink()
     (root / "train" / "cat" / "0000.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
-    with pytest.raises(EdgeslimError, match="cannot decode image train/cat/0000.jpg"):
+    with pytest.raises(EdgeslimError, match="cannot decode image train/cat/0000.jpg") as info:
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert "BytesIO" not in str(info.value)  # PIL's reason without the repr of our buffer
+    (root / "train" / "cat" / "0000.jpg").write_bytes(b"")
+    with pytest.raises(EdgeslimError, match=r"cannot decode image train/cat/0000.jpg \(an empty file\)"):
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     bad_zip = tmp_path / "bad.zip"
     bad_zip.write_bytes(b"PK not really")

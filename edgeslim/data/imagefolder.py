@@ -188,9 +188,7 @@ def open_image(data: bytes, name: str):
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
         # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
-        raise EdgeslimError(
-            f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
-        ) from exc
+        raise _undecodable(name, data, exc) from exc
     with im:
         w, h = im.size
         if w * h > MAX_IMAGE_PIXELS:
@@ -200,9 +198,14 @@ def open_image(data: bytes, name: str):
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 yield im
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise EdgeslimError(
-                f"cannot decode image {name} ({exc}); remove or replace the corrupt file"
-            ) from exc
+            raise _undecodable(name, data, exc) from exc
+
+
+def _undecodable(name: str, data: bytes, exc: Exception) -> EdgeslimError:
+    """One line for an image file PIL cannot read: an empty file, or PIL's reason (without the repr
+    of the in-memory buffer it was read from)."""
+    why = "an empty file" if not data else re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))
+    return EdgeslimError(f"cannot decode image {name} ({why}); remove or replace the corrupt file")
 
 
 def _too_many_pixels(name: str, what: str) -> EdgeslimError:
