@@ -441,7 +441,7 @@ def test_controller_state_round_trip() -> None:
 
 @pytest.mark.slow
 def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
-    tmp_path, fmnist_dir: str, monkeypatch
+    tmp_path, fmnist_dir: str, monkeypatch, capsys
 ) -> None:
     """slim --target-macs 0.5 over 2 epochs, killed at the first step of epoch 2 and resumed with
     --resume, ends bit-exact like the uninterrupted run: weights, controller, slimmer, channels."""
@@ -473,6 +473,8 @@ def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
 
     monkeypatch.setattr(trainer, "fit", fit_killed)
     assert main([*args, "--out", str(tmp_path / "cut")]) == 130
+    err = " ".join(capsys.readouterr().err.split())  # Ctrl-C says how to continue (it said "aborted")
+    assert f"continue with edgeslim slim --resume --out {tmp_path / 'cut'}" in err, err
     monkeypatch.undo()
     cut = load_checkpoint_dict(tmp_path / "cut" / "train" / "model.pt")
     assert cut["train_state"]["epoch"] == 1 and not (tmp_path / "cut" / "report.json").exists()

@@ -198,3 +198,20 @@ def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
     assert f"next: edgeslim prune {ns / 'model.pt'} -o {ns / 'slim.pt'}" in " ".join(
         capsys.readouterr().err.split()
     )
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
+    """Ctrl-C during a training run names the command that continues it (it printed 'aborted')."""
+    from edgeslim.cli import main
+    from edgeslim.train import trainer
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "fit", interrupted)
+    out = tmp_path / "my run"
+    assert (
+        main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", "--out", str(out)]) == 130
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"continue with edgeslim train --resume --out '{out}'" in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shlex
 import sys
 import traceback
 
@@ -144,6 +145,22 @@ def _command(args: list[str]) -> click.Command | None:
     return getattr(mod, attr, None) if mod is not None else None
 
 
+def _interrupted_line(args: list[str]) -> str:
+    """What an interrupted command left, and for a training run how to continue it."""
+    name = next((a for a in args if not a.startswith("-")), "")
+    out = next(
+        (v for i, a in enumerate(args) for v in ([args[i + 1]] if a == "--out" and i + 1 < len(args) else
+                                                 [a[6:]] if a.startswith("--out=") else [])),
+        None,
+    )  # fmt: skip
+    if name in ("train", "slim") and out:
+        return (
+            f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "
+            f"{shlex.quote(out)} (before the first epoch ended there is nothing to resume: rerun with --force)"
+        )
+    return "interrupted; files already written were left complete (writes are atomic)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: every expected failure becomes one red line and exit code 2.
 
@@ -163,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         error_line(cli_message(exc, _command(args)))
         return exc.exit_code
-    except click.exceptions.Abort:
-        error_line("aborted")
+    except click.exceptions.Abort:  # (Ctrl-C: click turns KeyboardInterrupt into Abort)
+        error_line(_interrupted_line(args))
         return 130
     except click.UsageError as exc:
         error_line(_usage_line(exc))
@@ -173,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         error_line(exc.format_message())
         return 2
     except KeyboardInterrupt:
-        error_line("interrupted; files already written were left complete (writes are atomic)")
+        error_line(_interrupted_line(args))
         return 130
     except (OSError, MemoryError) as exc:
         if debug:
