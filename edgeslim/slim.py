@@ -426,6 +426,8 @@ def slim_model(
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
             report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
+        else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
+            (out / BUDGET_PNG).unlink(missing_ok=True)
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
         raise CollapseError(report["collapse"]["message"])

@@ -222,3 +222,12 @@ def test_a_recovery_phase_keeps_the_bn_statistics_it_trained(tmp_path, capsys) -
     # without a recovery phase the late removals still get fresh statistics
     assert main([*args, "--recovery", "0", "--out", str(tmp_path / "plain")]) == 0
     assert json.loads(capsys.readouterr().out)["budget"]["bn_recalibrated_on_images"] > 0
+
+
+def test_a_forced_rerun_leaves_no_plot_of_the_earlier_run(tmp_path, capsys) -> None:
+    """--force over a budget run with a fixed-strength run: budget.png went stale beside the new files."""
+    out = tmp_path / "run"
+    base = ["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--out", str(out)]
+    assert main([*base, "--target-macs", "0.5"]) == 0 and (out / "budget.png").is_file()
+    assert main([*base, "--shrink", "0.5", "--force"]) == 0
+    assert not (out / "budget.png").exists() and (out / "channels.png").is_file()
