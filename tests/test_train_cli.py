@@ -44,6 +44,13 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     for key in ("accuracy_before_prune", "accuracy_after_prune", "accuracy_after_finetune"):
         assert 0.0 <= report[key] <= 1.0
     assert report["stages"]["pruned"]["pruned_channels"] == 224 == report["bn_channels_zero"]
+    # each stage's settings, the sparse training's lambda among them (only the fine-tune's were recorded)
+    stage_configs = report["stage_configs"]
+    assert (
+        stage_configs["train"]["method"] == "subgradient"
+        and stage_configs["train"]["method_args"]["lam"] == 1e-4
+    )
+    assert stage_configs["finetune"]["stage"] == "finetune" and report["data_args"]["name"] == "fashion-mnist"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [("train", 1), ("finetune", 1)]
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "gamma_mean"} <= set(log[0])

@@ -158,6 +158,9 @@ def _report(
             "wall_time_s", 0.0
         )
         summary["bn_channels_zero"] = int(_zero_channels(res.model))
+        # how each stage ran (the top-level config is the last stage's: the fine-tune); the sparse
+        # training's holds the method and its lambda
+        summary["stage_configs"] = {"train": results.get("trained_config"), "finetune": config.to_dict()}
     if dist_info().is_main:
         write_train_report(out, res, config, spec, **summary)
     from edgeslim.utils.io import read_json
