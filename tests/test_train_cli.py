@@ -210,12 +210,14 @@ def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
 def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
     """Ctrl-C during a training run names the command that continues it (it printed 'aborted')."""
     from edgeslim.cli import main
-    from edgeslim.train import trainer
+    from edgeslim.train import pipeline
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "fit", interrupted)
+    monkeypatch.setattr(
+        pipeline, "run_training", interrupted
+    )  # (imported by the train pipeline when it runs)
     out = tmp_path / "my run"
     assert (
         main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", "--out", str(out)]) == 130

@@ -210,5 +210,4 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
     )  # fmt: skip
-    report["data_args"] = meta["data_args"]  # how to load the same data again (the next command's too)
     return report, spec, bundle

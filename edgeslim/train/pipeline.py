@@ -84,7 +84,7 @@ def run_training(
         stage1_config = config
         results["trained"] = res.summary()
         if prune_ratio is None:
-            return _report(out, res, config, spec, results)
+            return _report(out, res, config, spec, results, data_args=(meta or {}).get("data_args"))
         resume = None
     else:
         history = list(resume.get("history", [])) if resume else []
@@ -136,7 +136,15 @@ def run_training(
 
         save_model(out / MODEL_FILE, model, spec, recipe=recipe, meta={**(meta or {}), "stage": "pruned"})
     results["finetuned"] = res.summary()
-    return _report(out, res, ft_config, spec, results, method=stage1_config.method)
+    return _report(
+        out,
+        res,
+        ft_config,
+        spec,
+        results,
+        method=stage1_config.method,
+        data_args=(meta or {}).get("data_args"),
+    )
 
 
 def _report(
@@ -146,10 +154,14 @@ def _report(
     spec: ModelSpec,
     results: dict[str, Any],
     method: str | None = None,
+    data_args: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble (and on rank 0 write) ``report.json`` for the whole run."""
+    """Assemble (and on rank 0 write) ``report.json`` for the whole run (``data_args``: how its data
+    was loaded, for the next command)."""
     stages = {k: v for k, v in results.items() if k != "trained_config"}
     summary: dict[str, Any] = {"method": method or config.method, "stages": stages}
+    if data_args is not None:
+        summary["data_args"] = data_args
     if "pruned" in results:
         summary["accuracy_before_prune"] = results["trained"]["test_accuracy"]
         summary["accuracy_after_prune"] = results["pruned"]["test_accuracy"]
