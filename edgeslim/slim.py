@@ -369,6 +369,7 @@ def slim_model(
     report: dict[str, Any] = {
         "arch": spec.arch,
         "data": bundle.name,
+        "data_args": (meta or {}).get("data_args"),  # how the data was loaded (None: by a Python caller)
         "slimming": slimming,
         "train": {**res.summary(), "config": train_cfg.to_dict()},
         "accuracy": {

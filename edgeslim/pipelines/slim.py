@@ -179,7 +179,7 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
     from edgeslim.pipelines import slim_yolo
 
     if slim_yolo.is_yolo_data(req.data_name):  # a YOLO on its data yaml: ultralytics trains it
-        return slim_yolo.run(req, slim_yolo.check(req))
+        return slim_yolo.run(req, slim_yolo.check(req), extra["budget"])
     if not req.resume:
         from edgeslim.pipelines.source import refuse_non_classifier
 

@@ -78,16 +78,17 @@ def check(req: Any) -> str:
     return source
 
 
-def run(req: Any, source: str) -> dict[str, Any]:
-    """Train ``source`` with slimming in ultralytics, prune its ``best.pt``; returns the report."""
+def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
+    a fixed strength), prune the checkpoint it saved; returns the report."""
     from edgeslim.pipelines.rundir import run_directory
 
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR):
-        return _run(req, source, out_dir)
+        return _run(req, source, out_dir, budget)
 
 
-def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
+def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
     import torch
 
     from edgeslim.models.yolo import logs_on_stderr, ultralytics_yolo
@@ -103,9 +104,6 @@ def _run(req: Any, source: str, out_dir: Path) -> dict[str, Any]:
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:
         slimmer_kwargs["prox_step"] = req.prox_step
-    from edgeslim.pipelines.slim import budget_settings
-
-    budget = budget_settings(req.options())
     slimming = UltralyticsSlimming(
         None if req.lam is not None else float(req.shrink or 1.0),
         lam=req.lam,

@@ -163,6 +163,18 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
         hp["device"] = kw["device"]
         method = hp.get("method", "baseline")
+        if method == "proximal":  # (a trainer method for the Python API; the command is slim)
+            raise EdgeslimError(
+                "proximal slimming runs as edgeslim slim (lambda from a planned shrink or a budget, its phases, "
+                "finalize and surgery); train takes method baseline or subgradient",
+                param="method",
+            )
+        if method == "mask":
+            raise EdgeslimError(
+                "mask is the fine-tune stage of subgradient slimming (prune_ratio with finetune_epochs); "
+                "train takes method baseline or subgradient",
+                param=("method", "prune_ratio", "finetune_epochs"),
+            )
         if kw["lam"] is not None:
             if method != "subgradient":
                 raise EdgeslimError(

@@ -226,6 +226,17 @@ def fit(
         hook.load_state_dict(resume.get("hooks", {}))
         set_rng_state(resume["rng"])
         start_epoch, global_step = int(resume["epoch"]), int(resume["global_step"])
+        saved_threads = resume.get("threads")
+        if (
+            saved_threads is not None
+            and int(saved_threads) != torch.get_num_threads()
+            and device.type == "cpu"
+        ):
+            log.warning(
+                "this run trained with %d CPU thread(s) and continues with %d: it will differ slightly from an "
+                "uninterrupted run (continue with threads=%d to match it)",
+                int(saved_threads), torch.get_num_threads(), int(saved_threads),
+            )  # fmt: skip
         history = list(resume.get("history", []))
         extra_state = {**dict(resume.get("extra") or {}), **dict(extra_state or {})}
 
@@ -251,6 +262,7 @@ def fit(
             "scaler": scaler.state_dict() if use_amp else None,
             "hooks": hook.state_dict(),
             "rng": rng_state(),
+            "threads": torch.get_num_threads(),  # float sums differ with the thread count: a resume warns
             "config": config.to_dict(),
             "history": history,
             "extra": dict(extra_state or {}),
