@@ -32,6 +32,10 @@ def summarize(samples_s: Sequence[float], batch: int = 1) -> dict[str, float]:
     }
 
 
+#: trials from which the speedup's interval resamples whole trials (fewer: samples within trials)
+MIN_TRIALS_BOOTSTRAP = 5
+
+
 def speedup(
     base_trials: Sequence[Sequence[float]],
     slim_trials: Sequence[Sequence[float]],
@@ -42,8 +46,10 @@ def speedup(
     """Speedup = median over trials of the baseline's p50 / the same for slim (median-based).
 
     The interval is a paired percentile bootstrap over trials (trial i of each model ran
-    back to back); with a single trial it bootstraps over the samples instead. Returns the
-    value, the interval, the method and the per-trial ratios.
+    back to back) from :data:`MIN_TRIALS_BOOTSTRAP` trials on; with fewer, whose resamples take a
+    handful of values (2 trials: 3), it resamples the samples within each trial instead (the
+    sampling noise; the trials' spread is reported beside it). Returns the value, the interval,
+    the method and the per-trial ratios.
     """
     rng = np.random.default_rng(seed)
     b = np.array([np.median(t) for t in base_trials])
@@ -52,16 +58,23 @@ def speedup(
     b, s = b[:n], s[:n]
     value = float(np.median(b) / np.median(s))
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
-    if n >= 2:
+    if n >= MIN_TRIALS_BOOTSTRAP:
         idx = rng.integers(0, n, size=(n_boot, n))
         boots = np.median(b[idx], axis=1) / np.median(s[idx], axis=1)
         method = f"median of per-trial p50, paired bootstrap over {n} trials ({n_boot} resamples)"
     else:
-        bs, ss = np.asarray(base_trials[0]), np.asarray(slim_trials[0])
-        bi = rng.integers(0, bs.size, size=(n_boot, bs.size))
-        si = rng.integers(0, ss.size, size=(n_boot, ss.size))
-        boots = np.median(bs[bi], axis=1) / np.median(ss[si], axis=1)
-        method = f"p50 ratio, bootstrap over samples of 1 trial ({n_boot} resamples)"
+
+        def resampled_p50(trials: Sequence[Sequence[float]]) -> np.ndarray:
+            """(n_boot, n): each trial's p50 over a resample of its own samples."""
+            cols = []
+            for t in trials[:n]:
+                x = np.asarray(t)
+                cols.append(np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1))
+            return np.stack(cols, axis=1)
+
+        boots = np.median(resampled_p50(base_trials), axis=1) / np.median(resampled_p50(slim_trials), axis=1)
+        within = "1 trial" if n == 1 else f"each of {n} trials (too few to resample trials)"
+        method = f"median of per-trial p50, bootstrap over the samples of {within} ({n_boot} resamples)"
     lo, hi = (float(v) for v in np.quantile(boots, [lo_q, hi_q]))
     ratios = (b / s).tolist()
     return {
