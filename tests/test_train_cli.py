@@ -255,3 +255,18 @@ def test_train_takes_the_methods_its_help_lists(method, needle, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and "--method baseline or subgradient" in err, err
     assert not out.exists()
+
+
+def test_resuming_the_other_kind_of_run_names_the_right_command(tmp_path, capsys) -> None:
+    """train --resume on a slim run and slim --resume on a train run say which command continues it
+    (they said 'use --init' and 'drop --resume')."""
+    from edgeslim.cli import main
+
+    data = ["--data", "digits", "--epochs", "1"]
+    assert main(["train", "--arch", "vgg-small", *data, "--out", str(tmp_path / "t")]) == 0
+    assert main(["slim", "vgg-small", *data, "--out", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(tmp_path / "s")]) == 2
+    assert f"continue it with edgeslim slim --resume --out {tmp_path / 's'}" in capsys.readouterr().err
+    assert main(["slim", "--resume", "--out", str(tmp_path / "t")]) == 2
+    assert f"continue it with edgeslim train --resume --out {tmp_path / 't'}" in capsys.readouterr().err

@@ -110,6 +110,11 @@ def check(req: SlimRequest) -> dict[str, Any]:
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
     done = Path(req.out_dir)
+    if req.resume and not (done / TRAIN_DIR / MODEL_FILE).is_file() and _has_train_state(done / MODEL_FILE):
+        raise EdgeslimError(
+            f"{req.out_dir} holds a train run (its {MODEL_FILE} has a training state); continue it with "
+            f"edgeslim train --resume --out {req.out_dir}"
+        )
     if req.resume and not req.force and (done / REPORT_FILE).is_file() and (done / MODEL_FILE).is_file():
         raise EdgeslimError(
             f"{req.out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; "
@@ -161,6 +166,18 @@ def check(req: SlimRequest) -> dict[str, Any]:
         "expected_arch": expected,
         "alignment": align,
     }
+
+
+def _has_train_state(path: Path) -> bool:
+    """``path`` is an edgeslim checkpoint with a training state (read without running anything)."""
+    if not path.is_file():
+        return False
+    from edgeslim.checkpoint import load_checkpoint_dict
+
+    try:
+        return bool(load_checkpoint_dict(path).get("train_state"))
+    except EdgeslimError:
+        return False
 
 
 def _check_phases(req: SlimRequest) -> None:
