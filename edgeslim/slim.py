@@ -505,7 +505,11 @@ def collapse_check(
             "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
             "(taper_end), or give a larger budget"
             if budget
-            else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or the shrink"
+            else (
+                f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
+                if (shrink := report["slimming"].get("shrink")) is not None
+                else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or give a shrink"
+            )
         )
         msg = (
             f"slimming collapsed the network: test accuracy {acc:.1%} is near chance ({chance:.1%}; below "

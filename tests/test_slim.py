@@ -68,6 +68,10 @@ def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["collapse"]["collapsed"] and len(rep["collapse"]["emptied"]) == 6
     assert rep["channels"]["slim"] == 6  # never emptied: one channel per layer kept
+    # a run given a shrink is told to lower the shrink (it was told to lower a lambda it never gave)
+    with pytest.raises(CollapseError, match=r"lower the shrink \(now 30, try 10\)"):
+        slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
+                   SlimSettings(shrink=30.0), tmp_path / "shrink")  # fmt: skip
 
 
 def test_model_without_batchnorm_is_refused(digits) -> None:
