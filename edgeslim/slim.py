@@ -529,7 +529,7 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     files = {}
     rows = report["layers"]
     names = [r["name"] for r in rows]
-    fig, ax = new_figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 3.6))
+    fig, ax = new_figure(figsize=(max(7.0, 0.35 * len(rows) + 2), 3.8))
     x = range(len(rows))
     ax.bar(x, [r["channels"] for r in rows], color="#d0d0d0", label="dense")
     kept = [r.get("after_surgery", r["kept"]) for r in rows]
@@ -537,11 +537,21 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     ax.set_xticks(list(x), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("BN channels")
     ch = report["channels"]
-    macs = report.get("macs") or {}
     headline = f"{report['arch']}: {ch['slim']}/{ch['dense']} BN channels kept ({ch['slim'] / max(ch['dense'], 1):.0%})"
-    if macs.get("dense"):
-        headline += f", MACs {macs['slim'] / macs['dense']:.0%} of dense"
-    ax.set_title(headline, fontsize=10)
+    shares = [
+        f"{label} {report[key]['slim'] / report[key]['dense']:.0%}"
+        for key, label in (("macs", "MACs"), ("params", "params"))
+        if (report.get(key) or {}).get("dense")
+    ]
+    if shares:
+        headline += f"; {', '.join(shares)} of dense"
+    acc = report.get("accuracy") or {}
+    collapse = report.get("collapse") or {}
+    if acc.get("slim") is not None:
+        headline += f"\ntest accuracy {acc['slim']:.1%} slim, {acc['trained']:.1%} trained"
+        if collapse.get("collapsed"):
+            headline += ": COLLAPSED (near chance), see report.json"
+    ax.set_title(headline, fontsize=9, color="#b03a2e" if collapse.get("collapsed") else "black")
     ax.set_xlabel("BN layer")
     ax.legend(fontsize=8)
     fig.tight_layout()
