@@ -27,6 +27,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
 
 
+#: one epoch of the small VGG on scikit-learn's digits (seconds)
+DIGITS = ["--arch", "vgg-small", "--data", "digits", "--epochs", "1"]
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeslim", "train", *args]
 
@@ -159,22 +163,7 @@ def test_resuming_a_finished_checkpoint_into_a_new_folder_writes_its_model(tmp_p
     log.jsonl and report.json)."""
     from edgeslim.cli import main
 
-    assert (
-        main(
-            [
-                "train",
-                "--arch",
-                "vgg-small",
-                "--data",
-                "digits",
-                "--epochs",
-                "1",
-                "--out",
-                str(tmp_path / "a"),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", *DIGITS, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--resume", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
     assert f"wrote {tmp_path / 'b' / 'model.pt'}" in " ".join(capsys.readouterr().err.split())
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
@@ -200,7 +189,7 @@ def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
     nxt = " ".join(capsys.readouterr().err.split()).split("next: ", 1)[1].split(" (or")[0]
     assert shlex.split(nxt) == ["edgeslim", "slim", str(out / "model.pt"), *data, "--out", f"{out}-slim"]
     ns = tmp_path / "ns"
-    assert main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", "--method", "subgradient",
+    assert main(["train", *DIGITS, "--method", "subgradient",
                  "--prune-ratio", "0.3", "--finetune-epochs", "1", "--out", str(ns)]) == 0  # fmt: skip
     assert f"next: edgeslim prune {ns / 'model.pt'} -o {ns / 'slim.pt'}" in " ".join(
         capsys.readouterr().err.split()
@@ -219,9 +208,7 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
         pipeline, "run_training", interrupted
     )  # (imported by the train pipeline when it runs)
     out = tmp_path / "my run"
-    assert (
-        main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", "--out", str(out)]) == 130
-    )
+    assert main(["train", *DIGITS, "--out", str(out)]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert f"continue with edgeslim train --resume --out '{out}'" in err, err
 
@@ -233,7 +220,7 @@ def test_resuming_with_another_thread_count_warns(tmp_path, caplog) -> None:
 
     threads = torch.get_num_threads()
     try:
-        args = ["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1"]
+        args = ["train", *DIGITS]
         assert main([*args, "--threads", "1", "--out", str(tmp_path / "a")]) == 0
         assert torch.load(tmp_path / "a" / "model.pt", weights_only=True)["train_state"]["threads"] == 1
         assert main(["train", "--resume", str(tmp_path / "a" / "model.pt"), "--threads", "2",
