@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from edgeslim import penalties
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError
@@ -35,6 +34,7 @@ from edgeslim.sparsity.prox import (
     check_phases,
     check_strength,
     lambda_for_shrink,
+    parse_phase,
 )
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
@@ -170,27 +170,6 @@ def parse_recovery_lr(value: float | str | None) -> float | str | None:
         ) from None
 
 
-def parse_phase(value: float | str, name: str = "phase") -> tuple[str, float]:
-    """``("epochs", n)`` for a number (0 = no phase) or ``("fraction", f)`` for ``"25%"``."""
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            frac = float(text[:-1]) / 100.0
-            if not 0.0 <= frac < 1.0:
-                raise ValueError
-            return "fraction", frac
-        epochs = float(text)
-        if not epochs >= 0 or not math.isfinite(epochs):
-            raise ValueError
-        return "epochs", epochs
-    except ValueError:
-        raise EdgeslimError(
-            f"{name} must be a number of epochs >= 0 (e.g. 1 or 0.5) or a share of training below 100% "
-            f"(e.g. 25%), got {value!r}",
-            param=name,
-        ) from None
-
-
 def phase_steps(settings: SlimSettings, config: TrainConfig, steps: int) -> dict[str, int]:
     """Steps of the warm-up and recovery phases and of the whole run (``steps`` per epoch)."""
     total = config.epochs * steps
@@ -235,17 +214,6 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
         milestones=config.milestones, gamma=config.lr_gamma,
     )  # fmt: skip
     return [sched.lr_at(t) for t in range(config.epochs * steps)]
-
-
-def check_largest_tau(slimmer: ProximalSlimming, lrs: list[float], gain: float = 1.0) -> None:
-    """The penalty conditions that involve the prox threshold (mcp: ``g > tau``; scad), checked at
-    the largest ``tau = lam / (1/(lr * gain) + beta)`` the planned schedule reaches, before training
-    starts (they were found at the first step, after the trainer had made its folder)."""
-    if slimmer.penalty not in ("mcp", "scad") or not lrs or max(lrs) <= 0:
-        return
-    tau = slimmer.lam / (1.0 / (max(lrs) * gain) + float(slimmer.beta_start))  # (beta only grows)
-    w = float(slimmer.weights.max()) if slimmer.weights is not None else 1.0
-    penalties.check_params(slimmer.penalty, tau * w, **slimmer.params)
 
 
 def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
@@ -324,8 +292,8 @@ def slim_model(
         recovery_lr=recovery_lr, importance=settings.importance, **phases, **settings.params,
     )  # fmt: skip
     if not settings.budget and resume is None:  # (a budget's controller steers lambda: no fixed tau to check)
-        check_largest_tau(slimmer, planned_lrs(config, steps_per_epoch(bundle, config.batch_size)),
-                          step_gain(settings, config))  # fmt: skip
+        slimmer.check_threshold(planned_lrs(config, steps_per_epoch(bundle, config.batch_size)),
+                                step_gain(settings, config))  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
         # on --resume the controller's state_dict restores its own base lambda

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 
 from edgeslim.cli import main  # noqa: E402
 from edgeslim.errors import EdgeslimError  # noqa: E402
-from edgeslim.models.yolo import load_yolo_checkpoint  # noqa: E402
+from edgeslim.models.yolo import deployed_output, load_yolo_checkpoint  # noqa: E402
 from edgeslim.train.ultralytics import UltralyticsSlimming  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
@@ -52,9 +52,7 @@ yolo = YOLO(os.path.join(project, "start.pt"))  # model would be re-initialised 
 slimming = UltralyticsSlimming(shrink=1.0).attach(yolo)
 yolo.train(data=data, epochs=4, imgsz=64, batch=16, nbs=16, device="cpu", workers=0, plots=False,
            amp=False, project=project, name="slim", exist_ok=True, verbose=False, seed=0, deterministic=True)
-s = slimming.summary()
-s["live_zeros"] = [int((b.weight == 0).sum()) for b in yolo.model.modules() if isinstance(b, torch.nn.BatchNorm2d)]
-print("SUMMARY " + json.dumps(s))
+print("SUMMARY " + json.dumps(slimming.summary()))
 """
 
 
@@ -123,22 +121,26 @@ def test_ultralytics_training_writes_exact_zeros_that_prune_removes(trained, tmp
     zeros = [e["zero"] for e in epochs]
     total = epochs[-1]["total"]
     assert zeros == sorted(zeros) and 0 < zeros[-1] < total, zeros  # sparser each epoch, never empty
-    # the saved EMA (what ultralytics validated and what best.pt/last.pt hold) has the prox's zeros,
-    # channel for channel the live model's after finalize (emptied units keep one channel in both)
+    # the saved EMA (what ultralytics validated and last.pt holds) has the prox's zeros, layer for
+    # layer those of the live model after finalize (emptied units keep one channel in both)
     last = load_yolo_checkpoint(str(weights / "last.pt"), trust_pickle=True)
     assert sum(_bn_zeros(last)) == zeros[-1] == summary["final"]["zeroed"]
-    assert _bn_zeros(last) == summary["live_zeros"]
-    assert all(z < n for z, n in zip(_bn_zeros(last), (m.num_features for m in last.modules()
-               if isinstance(m, torch.nn.BatchNorm2d))))  # fmt: skip
+    saved = {
+        n: int((m.weight == 0).sum()) for n, m in last.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+    }
+    live = {r["name"]: r["channels"] - r["kept"] for r in summary["final"]["layers"]}
+    assert saved == live
+    assert all(r["kept"] > 0 for r in summary["final"]["layers"])
     # scale and shift zero together: a removed channel outputs exactly 0, nothing is folded
     slim = tmp_path / "slim.pt"
-    rc = main(["prune", f"yolo:{weights / 'best.pt'}", "--trust-pickle", "-o", str(slim), "--round-to", "1",
+    rc = main(["prune", f"yolo:{weights / 'last.pt'}", "--trust-pickle", "-o", str(slim), "--round-to", "1",
                "--input-shape", "3,64,64", "--json"])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert report["exact"] and report["folded_biases"] == [] and report["max_abs_diff"] < 1e-4
-    assert report["removed_channels"] > 0.5 * sum(_bn_zeros(load_yolo_checkpoint(str(weights / "best.pt"),
-                                                                                   trust_pickle=True)))  # fmt: skip
+    # coupled channels are penalised together, so the zeros come in removable groups: surgery cuts
+    # every zero channel (no "zero-scale channels kept" for a nonzero partner)
+    assert report["zero_kept"]["coupled_with_nonzero"] == 0 and report["removed_channels"] > 0
 
 
 def test_bad_settings_are_one_line() -> None:
@@ -146,8 +148,9 @@ def test_bad_settings_are_one_line() -> None:
         ({"shrink": 1.0, "lam": 0.1}, "either shrink"),
         ({"shrink": None}, "either shrink"),
         ({"shrink": -1.0}, "shrink must be > 0"),
-        ({"warmup": 1.5}, "warmup must be a fraction"),
-        ({"warmup": 0.6, "recovery": 0.5}, "leave steps to sparsify"),
+        ({"warmup": "150%"}, "share of training below 100%"),
+        ({"warmup": "-1"}, "number of epochs >= 0"),
+        ({"warmup": "60%", "recovery": "50%"}, "leave steps to sparsify"),
     ):
         with pytest.raises(EdgeslimError, match=needle):
             UltralyticsSlimming(**kwargs)
@@ -246,8 +249,12 @@ def test_a_mac_budget_is_met_inside_ultralytics(root: Path, tmp_path: Path, caps
     rc = main(["prune", f"yolo:{last}", "--trust-pickle", "-o", str(tmp_path / "slim.pt"), "--round-to", "16",
                "--input-shape", "3,64,64", "--json"])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
-    assert rc == 0 and report["exact"] and report["max_abs_diff"] < 1e-4
-    assert 0.45 <= report["macs_after"] / report["macs_before"] <= 0.5 + 0.01, (
-        report["macs_after"] / report["macs_before"]
-    )
+    model = load_yolo_checkpoint(str(last), trust_pickle=True)
+    with torch.no_grad():  # decoded boxes are in pixels: the deviation is fp32 rounding at that scale
+        scale = float(deployed_output(model)(model(torch.randn(1, 3, 64, 64))).abs().max())
+    # (the verifier's own bound; measured 1.6e-5 relative: the re-estimated BN statistics of channels
+    # behind the late projection are small and amplify the rounding of the shorter sums)
+    assert rc == 0 and report["exact"] and report["max_abs_diff"] < 1e-4 * max(scale, 1.0), (report, scale)
+    ratio = report["macs_after"] / report["macs_before"]
+    assert 0.45 <= ratio <= 0.5 + 0.01, ratio
     assert report["kept_by_rounding"] == 0  # aligned during training, with trained channels

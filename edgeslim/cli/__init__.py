@@ -148,11 +148,17 @@ def _command(args: list[str]) -> click.Command | None:
 def _interrupted_line(args: list[str]) -> str:
     """What an interrupted command left, and for a training run how to continue it."""
     name = next((a for a in args if not a.startswith("-")), "")
-    out = next(
-        (v for i, a in enumerate(args) for v in ([args[i + 1]] if a == "--out" and i + 1 < len(args) else
-                                                 [a[6:]] if a.startswith("--out=") else [])),
-        None,
-    )  # fmt: skip
+
+    def option(flag: str) -> str | None:
+        return next(
+            (v for i, a in enumerate(args) for v in ([args[i + 1]] if a == flag and i + 1 < len(args) else
+                                                     [a[len(flag) + 1 :]] if a.startswith(f"{flag}=") else [])),
+            None,
+        )  # fmt: skip
+
+    out, data = option("--out"), option("--data") or ""
+    if name == "slim" and out and data.lower().endswith((".yaml", ".yml")):
+        return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
     if name in ("train", "slim") and out:
         return (
             f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "

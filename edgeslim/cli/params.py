@@ -154,7 +154,7 @@ class Phase(click.ParamType):
     name = "EPOCHS|N%"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        from edgeslim.slim import parse_phase
+        from edgeslim.sparsity.prox import parse_phase
 
         try:
             kind, v = parse_phase(value, param.name if param is not None and param.name else "phase")

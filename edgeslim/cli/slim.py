@@ -337,9 +337,15 @@ def _print_yolo(report: dict[str, Any]) -> None:
     cols = ["epoch", "phase", "BN channels exactly zero"] + (
         [f"{budget['metric']} of dense"] if budget else []
     )
+    last = s["epochs"][-1] if s["epochs"] else {}
+    lam = (
+        f"lambda set by the budget (last {last['lambda']:.3g})"
+        if budget and last
+        else f"lambda {s['lam']:.3g}"
+    )
     title = (
         f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {s['penalty']}, "
-        f"lambda {s['lam']:.3g}, beta {s['beta']:g}"
+        f"{lam}, beta {s['beta']:g}"
     )
     out.print(table(title, cols, rows))
     if budget:
@@ -370,7 +376,7 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
 
     d = Path(report["out_dir"])
     err.print(
-        f"wrote {d / SLIM_FILE} (slim), {report['best']} (the checkpoint it was cut from, exact zeros), "
+        f"wrote {d / SLIM_FILE} (slim), {report['checkpoint']} (the checkpoint it was cut from, exact zeros), "
         f"{d / REPORT_FILE}; "
         f"next: edgeslim export {d / SLIM_FILE} --trust-pickle --onnx {d / 'slim.onnx'}",
         soft_wrap=True,

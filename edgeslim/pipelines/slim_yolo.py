@@ -71,6 +71,9 @@ def check(req: Any) -> str:
             "trust_pickle=True if you trust it",
             param="trust_pickle",
         )
+    from edgeslim.sparsity.prox import check_strength
+
+    check_strength(req.lam, req.shrink, budget=bool(req.target_macs or req.target_params))
     if req.imgsz is not None and not (isinstance(req.imgsz, int) and req.imgsz >= 32 and req.imgsz % 32 == 0):
         raise EdgeslimError(
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"
@@ -108,11 +111,12 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         None if req.lam is not None else float(req.shrink or 1.0),
         lam=req.lam,
         beta=float(req.beta) if req.beta is not None else 100.0,
-        warmup=_fraction(req.prox_warmup, 0.1),
-        recovery=_fraction(req.recovery, 0.0),
+        warmup=req.prox_warmup if req.prox_warmup not in (None, "auto") else "10%",
+        recovery=req.recovery if req.recovery not in (None, "auto") else 0,
         zero_invariant=True if req.zero_invariant is None else bool(req.zero_invariant),
         budget=budget,
         round_to=int(req.round_to or 1),
+        threads=req.threads,
         **slimmer_kwargs,
     )
     # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
@@ -143,14 +147,12 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
             val_dir = _val_images(getattr(trainer, "data", None) or {})
-            if budget is None:  # ultralytics validated best.pt last
-                best = Path(trainer.best if Path(trainer.best).is_file() else trainer.last)
-                after = _metrics(trainer.metrics)
-            else:  # the last epoch meets the budget; an earlier, larger one may have scored best
-                best = Path(trainer.last)
-                after = _metrics(ultralytics_yolo(str(best)).val(data=str(req.data_name), imgsz=imgsz,
-                                 batch=req.batch_size or 16, device=_device(req.device), plots=False,
-                                 verbose=False))  # fmt: skip
+            # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
+            # early, less sparse one; under a budget only the last epoch meets it)
+            best = Path(trainer.last)
+            after = _metrics(ultralytics_yolo(str(best)).val(data=str(req.data_name), imgsz=imgsz,
+                             batch=req.batch_size or 16, device=_device(req.device), plots=False,
+                             verbose=False))  # fmt: skip
     rep = prune(
         PruneRequest(
             model=f"yolo:{best.resolve()}",
@@ -172,7 +174,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "data": str(req.data_name),
         "imgsz": imgsz,
         "out_dir": str(out_dir),
-        "best": str(best),
+        "checkpoint": str(best),  # the one surgery cut (last.pt)
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
@@ -180,8 +182,8 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             "penalty": slimmer_kwargs["penalty"],
             "zero_invariant": slimming.zero_invariant,
             "epochs": summary["epochs"],
-            "zeroed": (summary["final"] or {}).get("zeroed"),
-            "total": (summary["final"] or {}).get("total"),
+            "zeroed": summary["epochs"][-1]["zero"] if summary["epochs"] else None,  # in last.pt
+            "total": summary["epochs"][-1]["total"] if summary["epochs"] else None,
             "budget": summary.get("budget"),
         },
         "metrics": {"before": before, "slim": after},
@@ -205,16 +207,6 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
     }
     write_json(out_dir / REPORT_FILE, report)
     return report
-
-
-def _fraction(value: float | str | None, default: float) -> float:
-    """A phase length as a fraction of training (``slim``'s options also take ``auto``: the default)."""
-    if value is None or value == "auto":
-        return default
-    try:
-        return float(value)
-    except ValueError:
-        raise EdgeslimError(f"a phase length must be a fraction of training, got {value!r}") from None
 
 
 def _device(device: str | None) -> str | None:

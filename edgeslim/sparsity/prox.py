@@ -143,8 +143,11 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
 
 
 def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
-    """Coupled BN channel groups of ``model`` from surgery's dependency graph."""
-    return list(build_graph(model, example_input).bn_groups())
+    """Coupled BN channel groups of ``model`` from surgery's dependency graph (of a detector: of the
+    outputs it deploys, as surgery counts them)."""
+    from edgeslim.models.yolo import deployed_output
+
+    return list(build_graph(model, example_input, outputs=deployed_output(model)).bn_groups())
 
 
 class ProximalSlimming(TrainHook):
@@ -579,6 +582,20 @@ class ProximalSlimming(TrainHook):
             for group, lr in zip(optimizer.param_groups, saved):
                 group["lr"] = lr
 
+    def check_threshold(self, lrs: Sequence[float], gain: float = 1.0) -> None:
+        """The penalty conditions that involve the prox threshold (mcp: ``g > tau``; scad), checked at
+        the largest ``tau = lam / (1/(lr * gain) + beta)`` the planned learning rates ``lrs`` reach,
+        before training starts (else they fail at the first step, inside the trainer). The per-channel
+        weights and the layer factor (``importance="layer"``) scale it as in :meth:`step`."""
+        if self.penalty not in ("mcp", "scad") or not lrs or max(lrs) <= 0:
+            return
+        tau = self._lam / (1.0 / (max(lrs) * gain) + float(self.beta_start))  # (beta only grows)
+        if self.weights is not None:
+            tau *= float(self.weights.max())
+        if self.importance == "layer":
+            tau *= float(self.layer_factor().max())
+        penalties.check_params(self.penalty, tau, **self.params)
+
     def zero_count(self) -> int:
         """BN channels whose scale is exactly zero in ``xi`` now (the model's gamma reaches zero only at
         :meth:`finalize`: read this, not the model, to follow the sparsity during training)."""
@@ -754,6 +771,27 @@ def _momentum_gain(group: dict[str, Any]) -> float:
     m = float(group.get("momentum", 0.0) or 0.0)
     d = float(group.get("dampening", 0.0) or 0.0)
     return (1.0 - d) / (1.0 - m) if 0.0 < m < 1.0 else 1.0
+
+
+def parse_phase(value: float | str, name: str = "phase") -> tuple[str, float]:
+    """``("epochs", n)`` for a number (0 = no phase) or ``("fraction", f)`` for ``"25%"``."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            frac = float(text[:-1]) / 100.0
+            if not 0.0 <= frac < 1.0:
+                raise ValueError
+            return "fraction", frac
+        epochs = float(text)
+        if not epochs >= 0 or not math.isfinite(epochs):
+            raise ValueError
+        return "epochs", epochs
+    except ValueError:
+        raise EdgeslimError(
+            f"{name} must be a number of epochs >= 0 (e.g. 1 or 0.5) or a share of training below 100% "
+            f"(e.g. 25%), got {value!r}",
+            param=name,
+        ) from None
 
 
 def check_phases(

@@ -27,35 +27,54 @@ finalized the same way.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.budget import BudgetSettings
-from edgeslim.sparsity.prox import DEFAULT_BETA, ProximalSlimming, lambda_for_shrink
+from edgeslim.sparsity.prox import (
+    DEFAULT_BETA,
+    ProximalSlimming,
+    coupled_bn_groups,
+    lambda_for_shrink,
+    parse_phase,
+)
 
 log = logging.getLogger(__name__)
 
 #: the trainer events this class handles, in the order ultralytics runs them
 EVENTS = ("on_train_start", "on_train_epoch_end", "on_train_end")
+#: batches of the training loader the BN statistics are re-estimated on after a budget's projection
+CALIB_BATCHES = 4
 
 
 class UltralyticsSlimming:
     """Proximal slimming of a YOLO's BN scales while ultralytics trains it.
 
-    ``shrink``: the total shrink the prox applies over the planned learning rates (0.7-1.0 for a
-    first try; :func:`~edgeslim.sparsity.prox.lambda_for_shrink`), or ``lam`` directly.
-    ``warmup`` / ``recovery``: fractions of the optimizer steps without the prox at the start and
-    with the zero pattern frozen at the end (see :class:`ProximalSlimming`). ``zero_invariant``
-    (default True): each channel's scale and shift go to zero together, so a removed channel
-    outputs exactly 0 (SiLU(0) = 0) and surgery folds nothing. Other keyword arguments go to
-    :class:`ProximalSlimming` (``penalty``, ``beta``, ``prox_step``, penalty parameters).
+    ``shrink``: the total shrink the prox applies over the planned learning rates of the
+    sparsification phase (0.7-1.0 for a first try; :func:`~edgeslim.sparsity.prox.lambda_for_shrink`),
+    or ``lam`` directly. ``warmup`` / ``recovery``: the phases without the prox at the start and
+    with the zero pattern frozen at the end (see :class:`ProximalSlimming`), as in ``edgeslim slim``:
+    a number of epochs (``1``, ``0.5``) or a share of training (``"10%"``); the learning rate is
+    ultralytics' own throughout (no restart). ``zero_invariant`` (default True): each channel's
+    scale and shift go to zero together, so a removed channel outputs exactly 0 (SiLU(0) = 0) and
+    surgery folds nothing. Coupled channels (residual adds, C2f's split) are penalised together,
+    as surgery removes them. Other keyword arguments go to :class:`ProximalSlimming` (``penalty``,
+    ``prox_step``, penalty parameters).
     ``budget``: a MAC or parameter budget (:class:`~edgeslim.sparsity.budget.BudgetSettings`)
-    that a controller meets by the last epoch, whose end projects onto it exactly; the network
-    that meets it is ``last.pt`` (``best.pt`` may be an earlier, larger epoch). ``round_to``: keep
-    channel counts in multiples of this, with trained channels.
+    that a controller meets by the last epoch, whose end projects onto it exactly (ultralytics'
+    early stopping is switched off so that the last epoch comes); the BN statistics of the saved
+    network are then re-estimated on a few training batches. ``round_to``: keep channel counts in
+    multiples of this, with trained channels. ``threads``: CPU threads for training (ultralytics
+    sets its own when it builds the trainer).
+
+    The network to cut is ``last.pt`` (the end of the run; ``best.pt`` is the epoch of the best
+    mAP, which slimming lowers: often an early, less sparse one). One device only; ultralytics'
+    ``resume=True`` is refused (the slimming state is not in its checkpoint).
     """
 
     def __init__(
@@ -64,11 +83,12 @@ class UltralyticsSlimming:
         *,
         lam: float | None = None,
         beta: float = DEFAULT_BETA,
-        warmup: float = 0.1,
-        recovery: float = 0.0,
+        warmup: float | str = "10%",
+        recovery: float | str = 0,
         zero_invariant: bool = True,
         budget: BudgetSettings | dict[str, Any] | None = None,
         round_to: int = 1,
+        threads: int | None = None,
         **slimmer_kwargs: Any,
     ) -> None:
         if (lam is None) == (shrink is None):
@@ -79,10 +99,9 @@ class UltralyticsSlimming:
             raise EdgeslimError(f"lam must be >= 0, got {lam}", param="lam")
         if shrink is not None and not shrink > 0:
             raise EdgeslimError(f"shrink must be > 0, got {shrink}", param="shrink")
-        for name, v in (("warmup", warmup), ("recovery", recovery)):
-            if not 0.0 <= v < 1.0:
-                raise EdgeslimError(f"{name} must be a fraction of training in [0, 1), got {v}", param=name)
-        if warmup + recovery >= 1.0:
+        self.phases = {"warmup": parse_phase(warmup, "warmup"), "recovery": parse_phase(recovery, "recovery")}
+        fractions = [v for kind, v in self.phases.values() if kind == "fraction"]
+        if sum(fractions) >= 1.0:
             raise EdgeslimError(
                 f"warmup + recovery must leave steps to sparsify, got {warmup} + {recovery}",
                 param=("warmup", "recovery"),
@@ -93,10 +112,9 @@ class UltralyticsSlimming:
             budget = BudgetSettings.from_dict(budget)
         if budget is not None:
             budget.validate()
-        self.budget, self.round_to = budget, int(round_to)
+        self.budget, self.round_to, self.threads = budget, int(round_to), threads
         self.controller: Any = None
-        self.shrink, self.lam, self.beta = shrink, lam, beta
-        self.warmup, self.recovery, self.zero_invariant = warmup, recovery, zero_invariant
+        self.shrink, self.lam, self.beta, self.zero_invariant = shrink, lam, beta, zero_invariant
         self.slimmer_kwargs = slimmer_kwargs
         self.slimmer: ProximalSlimming | None = None
         self.history: list[dict[str, Any]] = []
@@ -119,27 +137,47 @@ class UltralyticsSlimming:
         """Build the slimmer on the model ultralytics trains and hook the optimizer's steps."""
         if getattr(trainer, "world_size", 1) > 1:
             raise EdgeslimError(
-                "slimming inside ultralytics runs on one device (world_size 1); drop device=0,1,..."
+                "slimming inside ultralytics runs on one device (world_size 1); give one device"
             )
+        if int(trainer.start_epoch) > 0:
+            raise EdgeslimError(
+                "ultralytics resumed this run, but the slimming state is not in its checkpoint; start the "
+                "slimming run again from the model it started from"
+            )
+        if self.threads:
+            torch.set_num_threads(int(self.threads))  # (ultralytics set its own building the trainer)
+        stopper = getattr(trainer, "stopper", None)
+        if stopper is not None and math.isfinite(float(getattr(stopper, "patience", math.inf))):
+            stopper.patience = math.inf  # the phases and the budget's taper need the last epoch
+            log.info("slimming: ultralytics' early stopping is off (the run ends at its last epoch)")
         model = _unwrap(trainer.model)
-        lrs = self.planned_lrs(trainer)
+        lrs, positions = self.planned_steps(trainer)
         steps = len(lrs)
-        warm, rec = int(self.warmup * steps), int(self.recovery * steps)
-        sparsify = lrs[warm : steps - rec] or lrs  # the prox acts in the sparsification phase only
+        warm, rec = (self._phase_steps(name, positions) for name in ("warmup", "recovery"))
+        if warm + rec >= steps:
+            raise EdgeslimError(
+                f"the warm-up and recovery phases ({warm} + {rec} optimizer steps) leave none of the run's "
+                f"{steps} to sparsify; shorten them or train longer",
+                param=("warmup", "recovery"),
+            )
+        sparsify = lrs[warm : steps - rec]
         lam = self.lam if self.lam is not None else lambda_for_shrink(float(self.shrink), sparsify, self.beta)
+        imgsz = trainer.args.imgsz if isinstance(trainer.args.imgsz, int) else max(trainer.args.imgsz)
+        example = torch.zeros(1, 3, int(imgsz), int(imgsz), device=next(model.parameters()).device)
         self.slimmer = slimmer = ProximalSlimming(
             model,
             lam=lam,
             beta=self.beta,
             zero_invariant=self.zero_invariant,
+            groups=coupled_bn_groups(model, example),
             warmup_steps=warm,
             recovery_steps=rec,
             total_steps=steps,
             **self.slimmer_kwargs,
         )
+        if self.budget is None:
+            slimmer.check_threshold(sparsify)  # mcp / scad conditions on tau, before the first epoch
         self.history.clear()
-        imgsz = trainer.args.imgsz if isinstance(trainer.args.imgsz, int) else max(trainer.args.imgsz)
-        example = torch.zeros(1, 3, int(imgsz), int(imgsz), device=next(model.parameters()).device)
         self.controller = controller = None
         if self.budget is not None:  # a controller sets lambda and the weights (docs/budget.md)
             from edgeslim.sparsity.budget import build_controller
@@ -160,25 +198,34 @@ class UltralyticsSlimming:
             slimmer.aligner = ChannelAligner(resource)
 
         def after_step(opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
+            found_inf = getattr(opt, "found_inf", None)  # a fused optimizer under AMP steps on inf gradients
+            if found_inf is not None and float(found_inf) != 0:
+                return
             slimmer.step(opt)
             if controller is not None:
                 controller.after_step(model, opt)
 
         self._handle = trainer.optimizer.register_step_post_hook(after_step)
         log.info(
-            "proximal slimming: %d BN channels, lambda %.4g over %d planned optimizer steps",
-            slimmer.total, lam, steps,
+            "proximal slimming: %d BN channels, lambda %.4g, %d planned optimizer steps (%d warm-up, %d recovery)",
+            slimmer.total, lam, steps, warm, rec,
         )  # fmt: skip
 
     def on_train_epoch_end(self, trainer: Any) -> None:
-        """Zero the prox's zero channels in the EMA (what ultralytics validates and saves)."""
+        """Zero the prox's zero channels in the EMA (what ultralytics validates and saves); at the
+        last epoch with a budget, project onto it first and re-estimate the EMA's BN statistics."""
         slimmer = self._require()
-        if self.controller is not None and int(trainer.epoch) + 1 >= int(trainer.epochs):
+        last_epoch = int(trainer.epoch) + 1 >= int(trainer.epochs)
+        if self.controller is not None and last_epoch:
             self.controller.on_train_end(_unwrap(trainer.model))  # the exact projection onto the budget
         dead = slimmer.zero_mask()
         ema = getattr(getattr(trainer, "ema", None), "ema", None)
         if ema is not None:
             zero_channels(ema, slimmer.names, slimmer.offsets, dead, self.zero_invariant)
+            if self.controller is not None and last_epoch:
+                from edgeslim.channels.norm import recalibrate_bn
+
+                recalibrate_bn(ema, _calibration_images(trainer, CALIB_BATCHES))
         row = {
             "epoch": int(trainer.epoch) + 1,
             "steps": slimmer.t,
@@ -204,31 +251,50 @@ class UltralyticsSlimming:
         self.final = self._require().finalize()
 
     # ------------------------------------------------------------------ helpers
-    def planned_lrs(self, trainer: Any) -> list[float]:
-        """The BN scales' learning rate at each optimizer step the run will take, as ultralytics
-        (8.x) schedules them: per-epoch factor ``lf``, and in the warm-up iterations a rate rising
-        from 0 and a gradient accumulation rising to its nominal value."""
+    def planned_steps(self, trainer: Any) -> tuple[list[float], list[float]]:
+        """The BN scales' learning rate at each optimizer step the run will take, and where in the
+        run each falls (in epochs from its start), as ultralytics (8.x) schedules them: per-epoch
+        factor ``lf``; in the warm-up iterations a rate rising from 0 and a gradient accumulation
+        rising to its nominal value."""
         group = _group_of(trainer.optimizer, self._first_bn_weight(trainer))
         base = float(group.get("initial_lr", group["lr"]))
         nb = len(trainer.train_loader)
         acc0 = max(int(getattr(trainer, "accumulate", 1)), 1)
         warmup = getattr(trainer, "_get_warmup_iterations", None)
-        nw = int(warmup(nb)) if callable(warmup) else 0
+        if callable(warmup):
+            nw = int(warmup(nb))
+        else:  # ultralytics before 8.4 computed it inline
+            w = float(getattr(trainer.args, "warmup_epochs", 0) or 0)
+            nw = max(round(w * nb), 100) if w > 0 else -1
         lf = getattr(trainer, "lf", None)
         lrs: list[float] = []
+        positions: list[float] = []
         last = -1
-        for epoch in range(int(trainer.start_epoch), int(trainer.epochs)):
+        start = int(trainer.start_epoch)
+        for epoch in range(start, int(trainer.epochs)):
             target = base * (float(lf(epoch)) if callable(lf) else 1.0)
             for i in range(nb):
                 ni = i + nb * epoch
                 acc, lr = acc0, target
-                if nw and ni <= nw:
-                    acc = max(1, round(acc0 * ni / nw + (1 - ni / nw)))
-                    lr = target * ni / nw
+                if nw > 0 and ni <= nw:  # (as ultralytics computes them)
+                    acc = max(1, int(np.interp(ni, [0, nw], [1, acc0]).round()))
+                    lr = float(np.interp(ni, [0, nw], [0.0, target]))
                 if ni - last >= acc:
                     lrs.append(lr)
+                    positions.append(epoch - start + i / nb)
                     last = ni
-        return lrs or [base]
+        return (lrs, positions) if lrs else ([base], [0.0])
+
+    def _phase_steps(self, name: str, positions: list[float]) -> int:
+        """Optimizer steps of phase ``name``: a share of them, or those within its epochs (from the
+        start for the warm-up, from the end for the recovery)."""
+        kind, value = self.phases[name]
+        if kind == "fraction":
+            return int(value * len(positions))
+        epochs = (positions[-1] + 1e-9) if positions else 0.0  # the last step's position
+        if name == "warmup":
+            return sum(1 for x in positions if x < value)
+        return sum(1 for x in positions if x >= max(math.ceil(epochs) - value, 0.0))
 
     @staticmethod
     def _first_bn_weight(trainer: Any) -> nn.Parameter:
@@ -277,8 +343,21 @@ def zero_channels(
     return n
 
 
+def _calibration_images(trainer: Any, n: int) -> list[torch.Tensor]:
+    """The images of the first ``n`` training batches, preprocessed as the trainer feeds them."""
+    out = []
+    for i, batch in enumerate(trainer.train_loader):
+        if i >= n:
+            break
+        out.append(trainer.preprocess_batch(batch)["img"].float())
+    return out
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
+    """The model under DDP/DataParallel and ``torch.compile`` wrappers (as the EMA copy is)."""
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
 
 
 def _group_of(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, Any]:
