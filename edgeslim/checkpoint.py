@@ -346,10 +346,11 @@ def _load_ultralytics(p: Path, trust_pickle: bool) -> LoadedModel:
             f"if you trust the file, pass trust_pickle=True (it loads as yolo:{p})",
             param="trust_pickle",
         )
-    from edgeslim.models.yolo import input_preprocessing
+    from edgeslim.models.yolo import at_trained_size, input_preprocessing
 
     arch = checkpoint_arch(p)
     model, spec = build_model(ModelSpec(arch, **model_defaults(arch)), trust_pickle=True)
+    spec = at_trained_size(spec, model)  # the image size it was trained at, when it records one
     meta = input_preprocessing(model, spec.in_channels)  # pixels / 255: what calibration and validation use
     return LoadedModel(model=model, kind="ultralytics", spec=spec, path=p, meta=meta)
 

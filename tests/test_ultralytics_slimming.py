@@ -178,12 +178,23 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
     sg = report["surgery"]
     assert sg["exact"] and sg["removed_channels"] > 0 and sg["macs_after"] < sg["macs_before"]
     assert sg["max_abs_diff"] < 1e-4 and "images" in sg["calibration"]  # checked on the val photos
-    assert (out / "model.pt").is_file() and (out / "train" / "weights" / "best.pt").is_file()
-    assert "next: edgeslim export" in r.stderr
+    assert (out / "model.pt").is_file() and report["checkpoint"] == str(out / "train" / "weights" / "last.pt")
+    assert "next: edgeslim export" in r.stderr and "rebuilds its architecture from" in r.stderr
     # the run directory is held: a second run into it without --force is refused, nothing changed
     again = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
                            timeout=300)  # fmt: skip
     assert again.returncode == 2 and "force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    # with --force, on the terminal: the zeros per epoch, the validation before and after, the sizes
+    shown = subprocess.run([sys.executable, "-m", "edgeslim", *args[:-1], "--force"], capture_output=True,
+                           text=True, env={**env, "COLUMNS": "160"}, timeout=600)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    for needle in (
+        "BN channels exactly zero",
+        "validation (ultralytics) and size",
+        "mAP50-95(B)",
+        "surgery:",
+    ):
+        assert needle in shown.stdout, (needle, shown.stdout)
 
 
 def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> None:
@@ -258,3 +269,17 @@ def test_a_mac_budget_is_met_inside_ultralytics(root: Path, tmp_path: Path, caps
     ratio = report["macs_after"] / report["macs_before"]
     assert 0.45 <= ratio <= 0.5 + 0.01, ratio
     assert report["kept_by_rounding"] == 0  # aligned during training, with trained channels
+
+
+def test_a_training_checkpoint_is_measured_at_the_size_it_was_trained_at(trained, tmp_path, capsys) -> None:
+    """A best.pt trained at 64 px is inspected and exported at 64 px (it was taken at ultralytics'
+    default 640, where the ORT check on random normal inputs failed a trial's dense export), and its
+    export is checked on random pixels in [0, 1], as YOLO is fed."""
+    weights, _ = trained
+    for target in (f"yolo:{weights / 'last.pt'}", str(weights / "last.pt")):
+        assert main(["info", target, "--trust-pickle", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["input_shape"] == [3, 64, 64], target
+    assert (
+        main(["export", str(weights / "last.pt"), "--trust-pickle", "--onnx", str(tmp_path / "m.onnx")]) == 0
+    )
+    assert "random pixels in [0, 1]" in " ".join(capsys.readouterr().out.split())

@@ -375,6 +375,14 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
     from edgeslim.utils.console import err
 
     d = Path(report["out_dir"])
+    for w in report.get("warnings") or []:
+        err.print(f"[yellow]warning:[/] {w}")
+    if report.get("rebuilds_from"):
+        err.print(
+            f"{d / SLIM_FILE} rebuilds its architecture from {report['rebuilds_from']}: keep that file at that "
+            "path, on the device too (or export the ONNX here and copy that)",
+            soft_wrap=True,
+        )
     err.print(
         f"wrote {d / SLIM_FILE} (slim), {report['checkpoint']} (the checkpoint it was cut from, exact zeros), "
         f"{d / REPORT_FILE}; "

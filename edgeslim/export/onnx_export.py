@@ -393,7 +393,9 @@ def export_onnx(
     if inputs is not None and not inputs.estimated:  # (statistics of a few photos are not the model's)
         mean, std = inputs.mean, inputs.std
     if validate:
-        inputs = inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch))
+        inputs = (
+            inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch), pixels=ultralytics)
+        )
         report = validate_onnx(
             model, proto.SerializeToString(), inputs, static_batch=None if dynamic_batch else batch, atol=atol
         )

@@ -192,11 +192,17 @@ def _folder_inputs(
     return InputBatch(x, None, source, True, mean, std, estimated)
 
 
-def random_inputs(input_shape: tuple[int, int, int], n: int = 8, seed: int = 0) -> InputBatch:
-    """Seeded standard-normal inputs (used when no data set is known)."""
+def random_inputs(
+    input_shape: tuple[int, int, int], n: int = 8, seed: int = 0, pixels: bool = False
+) -> InputBatch:
+    """Seeded standard-normal inputs (used when no data set is known); ``pixels``: uniform in [0, 1],
+    for a model fed pixels / 255 as they are (an ultralytics YOLO)."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    if pixels:
+        x = torch.rand((n, *input_shape), generator=g)
+        return InputBatch(x, None, f"random pixels in [0, 1] (seed {seed}; no data set known)", False)
     x = torch.randn((n, *input_shape), generator=g)
     return InputBatch(x, None, f"random normal (seed {seed}; no data set known)", False)
 

@@ -209,6 +209,34 @@ def yolo_defaults(name: str) -> dict[str, Any]:
     return {"num_classes": None, "input_size": DEFAULT_IMGSZ}
 
 
+def trained_imgsz(model: Any) -> tuple[int, int] | None:
+    """The image size an ultralytics model loaded from a training checkpoint was trained at (its
+    ``args["imgsz"]``), as (H, W); None for other models or without a record."""
+    if not is_ultralytics_model(model):
+        return None
+    size = (
+        (getattr(model, "args", None) or {}).get("imgsz")
+        if isinstance(getattr(model, "args", None), dict)
+        else None
+    )
+    if isinstance(size, int) and size > 0:
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return (int(size[0]), int(size[1]))
+    return None
+
+
+def at_trained_size(spec: Any, model: Any) -> Any:
+    """``spec`` at the image size ``model`` was trained at, when it records one (an ultralytics
+    training checkpoint) and ``spec`` has another; else ``spec`` itself."""
+    size = trained_imgsz(model)
+    if size is None or tuple(spec.input_shape[1:]) == size:
+        return spec
+    import dataclasses
+
+    return dataclasses.replace(spec, input_size=size)
+
+
 def yolo_classes(model: nn.Module) -> int:
     """The number of classes of an ultralytics model (its yaml's ``nc``, kept up to date by the
     builder; the head's ``nc`` for a model without a yaml)."""

@@ -158,6 +158,14 @@ def check(req: SlimRequest) -> dict[str, Any]:
                 "(or a table measured elsewhere): drop it and measure the slim network on the device",
                 param="verify_latency",
             )
+    from edgeslim.pipelines.slim_yolo import is_yolo_data
+
+    if req.imgsz is not None and not is_yolo_data(req.data_name):
+        raise EdgeslimError(
+            "imgsz is the training size of a YOLO on an ultralytics data yaml; an image classifier trains at "
+            "its data set's size: drop it",
+            param="imgsz",
+        )
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     _check_phases(req)

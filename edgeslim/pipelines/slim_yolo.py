@@ -23,8 +23,14 @@ APPLIES = frozenset(
     "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle target_macs "
     "target_params taper_end cost_exponent".split()
 )
-#: ultralytics' own default training size
+#: training size when neither imgsz nor the checkpoint gives one (ultralytics' default)
 DEFAULT_IMGSZ = 640
+#: epochs when not given (edgeslim's default, as --help states; ultralytics' own is 100)
+DEFAULT_EPOCHS = 10
+#: the slim network's mAP50-95 below this share of the given model's counts as collapsed
+COLLAPSE_FRACTION = 0.25
+#: a budget run that kept less than this share of its target overshot (as for classifiers)
+OVERSHOOT_FACTOR = 0.9
 
 
 def is_yolo_data(data_name: str | None) -> bool:
@@ -61,9 +67,10 @@ def check(req: Any) -> str:
     given = [k for k, v in req.options().items() if k not in APPLIES and v not in (None, False)]
     if given:
         raise EdgeslimError(
-            f"a YOLO is trained by ultralytics here, where {', '.join(given)} do(es) not apply; drop "
-            f"{'it' if len(given) == 1 else 'them'} (budgets: target_macs or target_params)",
-            param=tuple(given),
+            f"a YOLO is trained by ultralytics here, where {', '.join(given)} "
+            f"{'does' if len(given) == 1 else 'do'} not apply; drop {'it' if len(given) == 1 else 'them'} "
+            "(a budget: target_macs or target_params)",
+            param=(*given, "target_macs", "target_params"),
         )
     if source.lower().endswith((".pt", ".pth")) and not req.trust_pickle:
         raise EdgeslimError(
@@ -102,7 +109,6 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
 
     if req.threads:
         torch.set_num_threads(req.threads)
-    imgsz = int(req.imgsz or DEFAULT_IMGSZ)
     params = {k: float(getattr(req, k)) for k in ("p", "a", "g", "l") if getattr(req, k) is not None}
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:
@@ -123,6 +129,10 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
     with contextlib.redirect_stdout(sys.stderr):
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
+        from edgeslim.models.yolo import trained_imgsz
+
+        trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
+        imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
         with logs_on_stderr():
             before = None
             if source.lower().endswith((".pt", ".pth")):  # a trained model: its mAP before slimming
@@ -133,8 +143,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
                 "data": str(req.data_name), "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
                 "project": str(out_dir.resolve()), "name": TRAIN_DIR, "exist_ok": True, "plots": False,
             }  # fmt: skip
-            if req.epochs is not None:
-                train_args["epochs"] = int(req.epochs)
+            train_args["epochs"] = int(req.epochs or DEFAULT_EPOCHS)
             if req.batch_size is not None:
                 train_args["batch"] = int(req.batch_size)
             deterministic = (
@@ -204,9 +213,38 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             )
         },  # fmt: skip
         "loads_code": True,
+        "rebuilds_from": rep.get("rebuilds_from"),
     }
+    report["warnings"] = _warnings(report)
     write_json(out_dir / REPORT_FILE, report)
+    if report["warnings"] and report["warnings"][0].startswith("collapsed"):
+        raise EdgeslimError(f"slimming {report['warnings'][0]} (outputs written to {out_dir} for diagnosis)")
     return report
+
+
+def _warnings(report: dict[str, Any]) -> list[str]:
+    """What the user must know about the result: a collapse (first), no channel removed, a budget
+    overshot far below its target."""
+    out = []
+    before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
+    key = "metrics/mAP50-95(B)"
+    if key in before and key in after and before[key] > 0.05 and after[key] < COLLAPSE_FRACTION * before[key]:
+        out.append(
+            f"collapsed the network: mAP50-95 {after[key]:.3f} against {before[key]:.3f} before; lower the shrink "
+            "(or lambda), add a recovery phase, or give a budget (target_macs)"
+        )
+    if not report["surgery"].get("removed_channels"):
+        out.append(
+            "no channel reached zero, so nothing was removed: raise the shrink (or lambda), train longer, or give "
+            "a budget (target_macs), which steers the strength itself"
+        )
+    b = report["slimming"].get("budget") or {}
+    if b and b["achieved_fraction"] < OVERSHOOT_FACTOR * b["target_fraction"]:
+        out.append(
+            f"the budget overshot: {b['achieved_fraction']:.1%} of dense {b['metric']} for a target of "
+            f"{b['target_fraction']:.1%} (too few optimizer steps to taper: train more epochs)"
+        )
+    return out
 
 
 def _device(device: str | None) -> str | None:

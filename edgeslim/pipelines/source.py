@@ -101,6 +101,10 @@ def _load_model_or_arch(
     spec = ModelSpec(canonical_arch(target), classes, c, (h, w))
     if weights is None:
         model, spec = build_model(spec, trust_pickle=trust_pickle)
+        if shape is None and dshape is None:  # an ultralytics checkpoint: the size it was trained at
+            from edgeslim.models.yolo import at_trained_size
+
+            spec = at_trained_size(spec, model)
         return LoadedModel(model=model, kind="architecture", spec=spec, path=None)
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights
