@@ -192,8 +192,11 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     # ten balanced classes: 14.5% as before (1.5 / 10 = 15%); imbalanced: the majority class is chance
     assert collapse_check(report(0.14, 80), [], 10)["collapsed"]
     assert not collapse_check(report(0.16, 80), [], 10)["collapsed"]
-    skewed = torch.cat([torch.zeros(80, dtype=torch.long), torch.ones(20, dtype=torch.long)])
+    skewed = torch.cat([torch.zeros(800, dtype=torch.long), torch.ones(200, dtype=torch.long)])
     assert collapse_check(report(0.8, 80), [], 2, test_labels=skewed)["collapsed"]  # always "class 0"
+    assert not collapse_check(report(0.9, 80), [], 2, test_labels=skewed)["collapsed"]  # kappa 0.5
+    # two balanced classes at 60% learned something (the margin is kappa 0.05, not a share of chance)
+    assert not collapse_check(report(0.6, 80), [], 2, test_labels=torch.arange(1000) % 2)["collapsed"]
 
 
 @pytest.mark.parametrize(
