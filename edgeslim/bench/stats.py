@@ -32,7 +32,7 @@ def summarize(samples_s: Sequence[float], batch: int = 1) -> dict[str, float]:
     }
 
 
-#: trials from which the speedup's interval resamples whole trials (fewer: samples within trials)
+#: trials from which the speedup's interval resamples whole trials only (fewer: trials, then samples)
 MIN_TRIALS_BOOTSTRAP = 5
 
 
@@ -46,9 +46,9 @@ def speedup(
     """Speedup = median over trials of the baseline's p50 / the same for slim (median-based).
 
     The interval is a paired percentile bootstrap over trials (trial i of each model ran
-    back to back) from :data:`MIN_TRIALS_BOOTSTRAP` trials on; with fewer, whose resamples take a
-    handful of values (2 trials: 3), it resamples the samples within each trial instead (the
-    sampling noise; the trials' spread is reported beside it). Returns the value, the interval,
+    back to back) from :data:`MIN_TRIALS_BOOTSTRAP` trials on; with fewer, whose resamples of whole
+    trials take a handful of values (2 trials: 3), a two-level bootstrap: trials with replacement,
+    then the samples within each (with one trial: its samples). Returns the value, the interval,
     the method and the per-trial ratios.
     """
     rng = np.random.default_rng(seed)
@@ -62,7 +62,7 @@ def speedup(
         idx = rng.integers(0, n, size=(n_boot, n))
         boots = np.median(b[idx], axis=1) / np.median(s[idx], axis=1)
         method = f"median of per-trial p50, paired bootstrap over {n} trials ({n_boot} resamples)"
-    else:
+    else:  # two levels: trials (paired) with replacement, then the samples within each chosen trial
 
         def resampled_p50(trials: Sequence[Sequence[float]]) -> np.ndarray:
             """(n_boot, n): each trial's p50 over a resample of its own samples."""
@@ -72,9 +72,12 @@ def speedup(
                 cols.append(np.median(x[rng.integers(0, x.size, size=(n_boot, x.size))], axis=1))
             return np.stack(cols, axis=1)
 
-        boots = np.median(resampled_p50(base_trials), axis=1) / np.median(resampled_p50(slim_trials), axis=1)
-        within = "1 trial" if n == 1 else f"each of {n} trials (too few to resample trials)"
-        method = f"median of per-trial p50, bootstrap over the samples of {within} ({n_boot} resamples)"
+        pick = rng.integers(0, n, size=(n_boot, n))  # the same trials for both models: they ran paired
+        mb = np.take_along_axis(resampled_p50(base_trials), pick, axis=1)
+        ms = np.take_along_axis(resampled_p50(slim_trials), pick, axis=1)
+        boots = np.median(mb, axis=1) / np.median(ms, axis=1)
+        what = "samples of 1 trial" if n == 1 else f"{n} trials (paired) and the samples within each"
+        method = f"median of per-trial p50, two-level bootstrap over {what} ({n_boot} resamples)"
     lo, hi = (float(v) for v in np.quantile(boots, [lo_q, hi_q]))
     ratios = (b / s).tolist()
     return {
