@@ -61,8 +61,8 @@ def list_yolo_models() -> list[str]:
     return list(_NAMES) if importlib.util.find_spec("ultralytics") is not None else []
 
 
-def _tasks(why: str) -> Any:
-    """``ultralytics.nn.tasks``, imported without its side effects on this process: ultralytics
+def _import_quietly(module: str, why: str) -> Any:
+    """``module`` of ultralytics, imported without its side effects on this process: ultralytics
     replaces ``PIL.Image.open`` by a wrapper that, on an unreadable image, pip-installs ``pi-heif``
     (and fails where it cannot). PIL's own function is put back, and auto-install stays off unless
     the user set ``YOLO_AUTOINSTALL``; edgeslim reads images itself and never uses that wrapper."""
@@ -71,9 +71,14 @@ def _tasks(why: str) -> Any:
 
     pil_open = Image.open
     try:
-        return require("ultralytics.nn.tasks", "yolo", why)
+        return require(module, "yolo", why)
     finally:
         Image.open = pil_open
+
+
+def _tasks(why: str) -> Any:
+    """``ultralytics.nn.tasks`` (see :func:`_import_quietly`)."""
+    return _import_quietly("ultralytics.nn.tasks", why)
 
 
 @contextlib.contextmanager
@@ -115,14 +120,7 @@ def _set_stream(handler: logging.StreamHandler, stream: Any) -> Any:
 def ultralytics_yolo(source: str) -> Any:
     """``ultralytics.YOLO(source)`` (a yaml name or path, or a checkpoint: a pickle, only for files
     the caller trusts), imported without its side effects on this process (see :func:`_tasks`)."""
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    from PIL import Image
-
-    pil_open = Image.open
-    try:
-        yolo_cls = require("ultralytics", "yolo", "to train a YOLO").YOLO
-    finally:
-        Image.open = pil_open
+    yolo_cls = _import_quietly("ultralytics", "to train a YOLO").YOLO
     try:
         with _no_info():
             return yolo_cls(source)

@@ -14,11 +14,11 @@ from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
 
-#: training options a request may override (``None``: TrainConfig's default)
 #: request fields a resumed run takes from the command (the rest come from the run's checkpoint)
 RESUME_KEEPS = frozenset(
     "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset".split()
 )
+#: training options a request may override (``None``: TrainConfig's default)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
 
 

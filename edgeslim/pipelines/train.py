@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines import request_from_options
-from edgeslim.utils.rundir import MODEL_FILE
+from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
 _HPARAMS = (
@@ -104,10 +104,10 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
         resume_ckpt is not None
         and not resume_state
         and run_dir is not None
-        and (run_dir / "train" / MODEL_FILE).is_file()
+        and (run_dir / TRAIN_DIR / MODEL_FILE).is_file()
     ):
         raise EdgeslimError(
-            f"{run_dir} is a slim run (its training state is in train/{MODEL_FILE}); continue it with "
+            f"{run_dir} is a slim run (its training state is in {TRAIN_DIR}/{MODEL_FILE}); continue it with "
             f"edgeslim slim --resume --out {run_dir}"
         )
     if resume_ckpt is not None and not resume_state:
