@@ -1,6 +1,6 @@
 """``slim`` for an ultralytics YOLO: ultralytics trains it on its own data yaml (its loss, its
 augmentation, its validation) with :class:`edgeslim.train.ultralytics.UltralyticsSlimming`
-attached; then surgery on the ``best.pt`` it saved writes the slim checkpoint.
+attached; then surgery on the ``last.pt`` it saved writes the slim checkpoint.
 
 Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt``,
 ``results.csv``), ``model.pt`` (slim), ``report.json``.
@@ -101,7 +101,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
 def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
     import torch
 
-    from edgeslim.models.yolo import logs_on_stderr, ultralytics_yolo
+    from edgeslim.models.yolo import logs_on_stderr, trained_imgsz, ultralytics_yolo
     from edgeslim.pipelines.prune import PruneRequest
     from edgeslim.pipelines.prune import run as prune
     from edgeslim.train.ultralytics import UltralyticsSlimming
@@ -129,8 +129,6 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
     with contextlib.redirect_stdout(sys.stderr):
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
-        from edgeslim.models.yolo import trained_imgsz
-
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
         with logs_on_stderr():
@@ -158,13 +156,13 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             val_dir = _val_images(getattr(trainer, "data", None) or {})
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
-            best = Path(trainer.last)
-            after = _metrics(ultralytics_yolo(str(best)).val(data=str(req.data_name), imgsz=imgsz,
+            cut = Path(trainer.last)
+            after = _metrics(ultralytics_yolo(str(cut)).val(data=str(req.data_name), imgsz=imgsz,
                              batch=req.batch_size or 16, device=_device(req.device), plots=False,
                              verbose=False))  # fmt: skip
     rep = prune(
         PruneRequest(
-            model=f"yolo:{best.resolve()}",
+            model=f"yolo:{cut.resolve()}",
             output=out_dir / SLIM_FILE,
             round_to=req.round_to,
             profile=req.profile,
@@ -183,7 +181,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "data": str(req.data_name),
         "imgsz": imgsz,
         "out_dir": str(out_dir),
-        "checkpoint": str(best),  # the one surgery cut (last.pt)
+        "checkpoint": str(cut),  # the one surgery cut (last.pt)
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
