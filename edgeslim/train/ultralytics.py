@@ -3,16 +3,18 @@
 ``edgeslim slim`` trains image classifiers with its own loop; a YOLO is trained by ultralytics.
 :class:`UltralyticsSlimming` puts :class:`~edgeslim.sparsity.prox.ProximalSlimming` into that
 trainer through its callbacks, so ``yolo.train(...)`` runs as usual and the checkpoints it writes
-(``best.pt``, ``last.pt``: its EMA weights) carry exact zero BN scales, ready for
+(``last.pt``, ``best.pt``: its EMA weights) carry exact zero BN scales, ready for
 ``edgeslim prune``::
 
     from ultralytics import YOLO
     from edgeslim.train.ultralytics import UltralyticsSlimming
 
-    yolo = YOLO("yolov8n.yaml")  # or your own best.pt
-    slimming = UltralyticsSlimming(shrink=1.0).attach(yolo)
-    yolo.train(data="my_data.yaml", epochs=50, imgsz=640)
-    print(slimming.summary())  # BN channels exactly zero per epoch, and the final report
+    yolo = YOLO("runs/detect/train/weights/best.pt")  # trained weights (a yaml model is re-initialised)
+    slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}).attach(yolo)  # or shrink=
+    yolo.train(data="my_data.yaml", epochs=50)
+    print(slimming.summary())  # BN channels exactly zero per epoch, the budget reached
+
+then ``edgeslim prune yolo:runs/detect/train2/weights/last.pt --trust-pickle -o slim.pt``.
 
 Where it hooks in: the proximal step runs after every optimizer step (a step post-hook on the
 trainer's optimizer, so gradient accumulation and skipped AMP steps are respected). Ultralytics
