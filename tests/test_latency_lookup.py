@@ -267,3 +267,23 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     with pytest.raises(BudgetUnreachable, match="multiples of 16"):
         _latency_lookup(model, spec, given, tmp_path / "b", profile, {**align, "from": "user"})
     assert given.round_to == 16 and not (tmp_path / "b").exists()
+
+
+def test_a_noisy_sweep_never_makes_a_channel_free() -> None:
+    """Timing noise measured a wider layer faster than a narrower one (a CI run's vgg table gave a
+    group a negative marginal cost at full width); the grid is lifted to rise with both counts."""
+    from edgeslim.channels.cost import parse_sweep, sweep_latency
+
+    points = [[i, o, t, True] for i, o, t in
+              [(16, 16, 1.0), (16, 32, 2.0), (16, 48, 1.9), (32, 16, 2.1), (32, 32, 3.9), (32, 48, 3.8)]]  # fmt: skip
+    g = parse_sweep({"kind": "conv", "points": points})
+    for row in g.values:
+        assert all(b > a for a, b in zip(row, row[1:])), g.values
+    for col in zip(*g.values):
+        assert all(b > a for a, b in zip(col, col[1:])), g.values
+    assert g.values[0][:2] == (1.0, 2.0) and g.values[1][1] == 3.9  # rising points are kept as measured
+    c = torch.tensor(40.0, requires_grad=True)
+    sweep_latency(g, 32, c).backward()
+    assert float(c.grad) > 0
+    dw = parse_sweep({"kind": "dw", "points": [[0, 16, 1.0, True], [0, 32, 0.9, True]]})
+    assert dw.values[0][1] > dw.values[0][0]

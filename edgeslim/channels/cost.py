@@ -263,18 +263,39 @@ class SweepGrid:
     values: tuple[tuple[float, ...], ...]
 
 
+#: a sweep's time grows at least this share of proportional scaling per channel: measured points
+#: that noise put below a narrower one are lifted, so no channel ever costs nothing or less
+SWEEP_MIN_SLOPE = 0.01
+
+
+def _rising(xs: list[int], ys: list[float]) -> list[float]:
+    """``ys`` over increasing channel counts ``xs``, lifted where a point is not above the one before
+    by at least :data:`SWEEP_MIN_SLOPE` of proportional scaling."""
+    out: list[float] = []
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if i:
+            low = out[-1] * (1.0 + SWEEP_MIN_SLOPE * (x - xs[i - 1]) / xs[i - 1])
+            y = max(y, low)
+        out.append(y)
+    return out
+
+
 def parse_sweep(sweep: dict[str, Any]) -> SweepGrid:
-    """The aligned points of a measured sweep (``edgeslim.bench.sweep``) as a :class:`SweepGrid`."""
+    """The aligned points of a measured sweep (``edgeslim.bench.sweep``) as a :class:`SweepGrid`,
+    non-decreasing in both channel counts (:func:`_rising`: a wider layer is never faster; timing
+    noise made a few measured points so, and gave the budget a negative marginal cost)."""
     pts = [p for p in sweep["points"] if p[3]]
     if sweep["kind"] == "dw":
         by = {int(p[1]): float(p[2]) for p in pts}
-        xs = tuple(sorted(by))
-        return SweepGrid("dw", (), xs, (tuple(by[x] for x in xs),))
+        xs = sorted(by)
+        return SweepGrid("dw", (), tuple(xs), (tuple(_rising(xs, [by[x] for x in xs])),))
     grid = {(int(p[0]), int(p[1])): float(p[2]) for p in pts}
     ins, outs = sorted({k[0] for k in grid}), sorted({k[1] for k in grid})
     if len(grid) != len(ins) * len(outs):
         raise EdgeslimError("a layer sweep must measure every pair of its input and output counts")
-    values = tuple(tuple(grid[(a, b)] for b in outs) for a in ins)
+    rows = [_rising(outs, [grid[(a, b)] for b in outs]) for a in ins]
+    cols = [_rising(ins, [row[j] for row in rows]) for j in range(len(outs))]
+    values = tuple(tuple(cols[j][i] for j in range(len(outs))) for i in range(len(ins)))
     return SweepGrid(str(sweep["kind"]), tuple(ins), tuple(outs), values)
 
 
