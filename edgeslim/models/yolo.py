@@ -6,7 +6,8 @@ shipped with ultralytics; random weights, nothing is downloaded). A ``.yaml`` pa
 way. The model keeps the yaml's own ``nc`` unless ``num_classes`` is given; ``in_channels`` is
 passed to the yaml builder. The task (detect / segment / pose / obb / classify) follows the
 name's suffix. Without an input shape, yolo models are measured at 3x640x640, ultralytics'
-default ``imgsz`` (:func:`yolo_defaults`).
+default ``imgsz`` (:func:`yolo_defaults`); a training checkpoint at the size it was trained at
+(:func:`at_trained_size`).
 
 ``yolo:PATH.pt`` is an ultralytics checkpoint (the ``best.pt`` training writes, or
 ``YOLO.save``): a pickle, so loading it runs code, and the registry builds it only with
