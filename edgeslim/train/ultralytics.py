@@ -155,7 +155,8 @@ class UltralyticsSlimming:
         model = _unwrap(trainer.model)
         lrs, positions = self.planned_steps(trainer)
         steps = len(lrs)
-        warm, rec = (self._phase_steps(name, positions) for name in ("warmup", "recovery"))
+        epochs = int(trainer.epochs) - int(trainer.start_epoch)
+        warm, rec = (self._phase_steps(name, positions, epochs) for name in ("warmup", "recovery"))
         if warm + rec >= steps:
             raise EdgeslimError(
                 f"the warm-up and recovery phases ({warm} + {rec} optimizer steps) leave none of the run's "
@@ -287,16 +288,16 @@ class UltralyticsSlimming:
                     last = ni
         return (lrs, positions) if lrs else ([base], [0.0])
 
-    def _phase_steps(self, name: str, positions: list[float]) -> int:
-        """Optimizer steps of phase ``name``: a share of them, or those within its epochs (from the
-        start for the warm-up, from the end for the recovery)."""
+    def _phase_steps(self, name: str, positions: list[float], epochs: int) -> int:
+        """Optimizer steps of phase ``name`` in a run of ``epochs`` epochs whose steps fall at
+        ``positions``: a share of them, or those within its epochs (from the start for the warm-up,
+        from the end for the recovery)."""
         kind, value = self.phases[name]
         if kind == "fraction":
             return int(value * len(positions))
-        epochs = (positions[-1] + 1e-9) if positions else 0.0  # the last step's position
         if name == "warmup":
             return sum(1 for x in positions if x < value)
-        return sum(1 for x in positions if x >= max(math.ceil(epochs) - value, 0.0))
+        return sum(1 for x in positions if x >= max(epochs - value, 0.0))
 
     @staticmethod
     def _first_bn_weight(trainer: Any) -> nn.Parameter:
