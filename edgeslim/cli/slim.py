@@ -249,11 +249,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 rows.append([label, human(d["dense"]), human(d["slim"]), f"-{d.get('removed_frac', 0):.1%}"])
         s = report["slimming"]
         last = (report.get("history") or [{}])[-1]
-        lam = (
-            f"lambda set by the budget (last {last['budget_lambda']:.3g})"
-            if "budget" in report and "budget_lambda" in last
-            else f"lambda {s['lam']:.3g}"
-        )
+        lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
         out.print(table(title, ["", "trained (dense)", "slim", "change"], rows))
         layer_rows = [
@@ -323,6 +319,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         err.print(f"[yellow]warning:[/] {msg}")
 
 
+def _lambda_text(lam: float, budget_lambda: float | None) -> str:
+    """The run's lambda for a table title: under a budget, the controller's last one."""
+    if budget_lambda is not None:
+        return f"lambda set by the budget (last {budget_lambda:.3g})"
+    return f"lambda {lam:.3g}"
+
+
 def _print_yolo(report: dict[str, Any]) -> None:
     """The report of a YOLO slimmed in ultralytics' trainer: sparsity per epoch, mAP, surgery."""
     from edgeslim.utils.console import human, out, table
@@ -338,11 +341,7 @@ def _print_yolo(report: dict[str, Any]) -> None:
         [f"{budget['metric']} of dense"] if budget else []
     )
     last = s["epochs"][-1] if s["epochs"] else {}
-    lam = (
-        f"lambda set by the budget (last {last['lambda']:.3g})"
-        if budget and last
-        else f"lambda {s['lam']:.3g}"
-    )
+    lam = _lambda_text(s["lam"], last.get("lambda") if budget else None)
     title = (
         f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {s['penalty']}, "
         f"{lam}, beta {s['beta']:g}"
