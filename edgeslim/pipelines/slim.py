@@ -110,7 +110,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
     done = Path(req.out_dir)
-    if req.resume and not (done / TRAIN_DIR / MODEL_FILE).is_file() and _has_train_state(done / MODEL_FILE):
+    saved_run = done / TRAIN_DIR / MODEL_FILE  # a slim run's training checkpoint
+    if req.resume and not saved_run.is_file() and _has_train_state(done / MODEL_FILE):
         raise EdgeslimError(
             f"{req.out_dir} holds a train run (its {MODEL_FILE} has a training state); continue it with "
             f"edgeslim train --resume --out {req.out_dir}"
@@ -121,14 +122,14 @@ def check(req: SlimRequest) -> dict[str, Any]:
             "to redo its finalize and surgery from its training, pass force=True as well",
             param=("resume", "force"),
         )
-    if req.resume and not (Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).is_file():
+    if req.resume and not saved_run.is_file():
         raise EdgeslimError(
             f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing: none was started, or it "
             "stopped before its first checkpoint); drop resume, with force=True if the folder is not empty",
             param=("resume", "force"),
         )
     if req.resume and not req.data_name:
-        for k, v in _saved_data_args(Path(req.out_dir) / TRAIN_DIR / MODEL_FILE).items():
+        for k, v in _saved_data_args(saved_run).items():
             setattr(req, k, v)
     if not req.data_name:
         raise EdgeslimError(

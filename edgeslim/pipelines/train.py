@@ -99,18 +99,13 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
         kw["resume"] = out_dir / MODEL_FILE
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")
-    run_dir = Path(kw["resume"]).parent if kw["resume"] else None
-    if (
-        resume_ckpt is not None
-        and not resume_state
-        and run_dir is not None
-        and (run_dir / TRAIN_DIR / MODEL_FILE).is_file()
-    ):
-        raise EdgeslimError(
-            f"{run_dir} is a slim run (its training state is in {TRAIN_DIR}/{MODEL_FILE}); continue it with "
-            f"edgeslim slim --resume --out {run_dir}"
-        )
     if resume_ckpt is not None and not resume_state:
+        run_dir = Path(kw["resume"]).parent
+        if (run_dir / TRAIN_DIR / MODEL_FILE).is_file():
+            raise EdgeslimError(
+                f"{run_dir} is a slim run (its training state is in {TRAIN_DIR}/{MODEL_FILE}); continue it "
+                f"with edgeslim slim --resume --out {run_dir}"
+            )
         raise EdgeslimError(
             f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
             param="init_path",
