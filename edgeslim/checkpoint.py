@@ -451,7 +451,6 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
-#: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
 def _cut_off_zip(p: Path) -> EdgeslimError:
     """The refusal of a file that starts like a zip archive but whose directory is unreadable."""
     return EdgeslimError(
@@ -460,6 +459,7 @@ def _cut_off_zip(p: Path) -> EdgeslimError:
     )
 
 
+#: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 

@@ -213,11 +213,8 @@ def trained_imgsz(model: Any) -> tuple[int, int] | None:
     ``args["imgsz"]``), as (H, W); None for other models or without a record."""
     if not is_ultralytics_model(model):
         return None
-    size = (
-        (getattr(model, "args", None) or {}).get("imgsz")
-        if isinstance(getattr(model, "args", None), dict)
-        else None
-    )
+    args = getattr(model, "args", None)
+    size = args.get("imgsz") if isinstance(args, dict) else None
     if isinstance(size, int) and size > 0:
         return (size, size)
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
