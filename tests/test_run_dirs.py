@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
+from edgeslim.utils.io import LOCK_NAME, run_dir_lock
 
 SMALL = ["--data", "digits", "--batch-size", "32", "--threads", "1"]
 
@@ -71,6 +73,36 @@ def test_second_run_into_the_same_directory_is_refused(command, tmp_path, capsys
     # the first run's results are whole: its checkpoint loads and its log has one line per epoch
     model = out / ("model.pt" if command[0] == "train" else "train/model.pt")
     assert torch.load(model, weights_only=True)["train_state"]["epoch"] == 3
+    assert not (out / LOCK_NAME).exists()  # a finished run takes its lock file with it
+
+
+def test_the_lock_file_goes_with_the_run_and_a_removed_one_is_not_trusted(tmp_path, monkeypatch):
+    d = tmp_path / "run"
+    with run_dir_lock(d):
+        (d / "result.txt").write_text("x")
+        with pytest.raises(EdgeslimError, match=rf"another edgeslim run \(pid {os.getpid()}\) is writing"):
+            with run_dir_lock(d):
+                pass
+    assert not (d / LOCK_NAME).exists() and (d / "result.txt").read_text() == "x"
+
+    # the race: a run opens the lock file, the holder ends (and removes it), the run locks the
+    # removed file. It must open the path again, or a third run would lock a new file beside it.
+    real_open, opened = os.open, []
+
+    def open_then_lose_it(path, flags, mode=0o777):
+        fd = real_open(path, flags, mode)
+        if not opened:
+            os.unlink(path)  # what the ending holder does between our open and our flock
+        opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_lose_it)
+    with run_dir_lock(d):
+        monkeypatch.setattr(os, "open", real_open)
+        assert len(opened) == 2 and (d / LOCK_NAME).exists()
+        with pytest.raises(EdgeslimError, match="another edgeslim run"):
+            with run_dir_lock(d):
+                pass
 
 
 def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):

@@ -177,26 +177,17 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
 
     A second run into the same directory fails at once with a one-line error. The lock is an
     ``flock`` on ``path/.edgeslim.lock``: the kernel releases it when the process ends, also on
-    ``kill -9``, so an interrupted run never leaves a stale lock behind. A run that fails before
+    ``kill -9``, so an interrupted run never leaves a stale lock behind. The lock file is removed
+    when the run ends (a killed run leaves it, unlocked: harmless). A run that fails before
     writing any file into a directory made for it (missing before, or ``created``: made by the
     caller) removes that directory again.
     """
-    import fcntl
-
     d = Path(path)
     created = created or not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_NAME
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _locked_file(lock, d)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise EdgeslimError(
-                f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish "
-                "or choose another output directory"
-            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
@@ -205,8 +196,36 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
             if created:
                 _remove_if_unwritten(d, lock)
             raise
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()  # still locked: a run that opened it meanwhile re-checks the path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _locked_file(lock: Path, d: Path) -> int:
+    """A descriptor of ``lock`` holding its exclusive ``flock``; the file is the one at the path
+    (a run that ended between our open and our lock removed it: open again)."""
+    import fcntl
+
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EdgeslimError(
+                f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish "
+                "or choose another output directory"
+            ) from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 def _remove_if_unwritten(d: Path, lock: Path) -> None:
