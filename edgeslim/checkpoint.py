@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
 from edgeslim.utils.sniff import sniff, zip_names
@@ -179,12 +179,12 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise EdgeslimError(
                 f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} "
-                f"({type(exc).__name__}: {_first_line(exc)}); re-create the file"
+                f"({type(exc).__name__}: {first_line(exc)}); re-create the file"
             ) from exc
     try:
         missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     except RuntimeError as exc:  # shapes that do not fit the architecture
-        detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), _first_line(exc))
+        detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), first_line(exc))
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} ({detail.rstrip('.')}); "
             "the file was written by another model or edited"
@@ -262,14 +262,14 @@ def load_model(
                 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
                 m = torch.jit.load(str(p), map_location=map_location)
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
-            raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {_first_line(exc)}") from exc
+            raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {first_line(exc)}") from exc
         return LoadedModel(model=m, kind="torchscript", path=p)
     if kind == "torch-export":
         try:
             ep = torch.export.load(str(p))
         except Exception as exc:  # noqa: BLE001
             raise EdgeslimError(
-                f"{p} looks like a torch.export program but failed to load: {_first_line(exc)}"
+                f"{p} looks like a torch.export program but failed to load: {first_line(exc)}"
             ) from exc
         return LoadedModel(
             model=_exported_module(p, ep), kind="exported", path=p, meta={"exported_program": ep}
@@ -293,7 +293,7 @@ def load_model(
         except EdgeslimError:  # a class that cannot be found, explained
             raise
         except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
-            raise EdgeslimError(f"{p} could not be unpickled: {_first_line(exc2)}") from exc2
+            raise EdgeslimError(f"{p} could not be unpickled: {first_line(exc2)}") from exc2
         if isinstance(obj, dict) and any(isinstance(obj.get(k), torch.nn.Module) for k in ("model", "ema")):
             raise EdgeslimError(
                 f"{p} holds a training checkpoint dict (its model under 'model'), not an nn.Module; for an "
@@ -305,7 +305,7 @@ def load_model(
         return LoadedModel(model=obj, kind="pickle", path=p)
     except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
         raise EdgeslimError(
-            f"{p} is not a readable model file ({_first_line(exc)}); is it truncated or of another format?"
+            f"{p} is not a readable model file ({first_line(exc)}); is it truncated or of another format?"
         ) from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_checkpoint(p, obj, trust_pickle)
@@ -353,12 +353,6 @@ def _load_ultralytics(p: Path, trust_pickle: bool) -> LoadedModel:
     spec = at_trained_size(spec, model)  # the image size it was trained at, when it records one
     meta = input_preprocessing(model, spec.in_channels)  # pixels / 255: what calibration and validation use
     return LoadedModel(model=model, kind="ultralytics", spec=spec, path=p, meta=meta)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, or its type name."""
-    lines = [s for s in str(exc).splitlines() if s.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
 
 
 def exported_input_shapes(ep: Any) -> list[tuple[int | None, ...]]:
@@ -479,7 +473,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             obj = load_weights_only(p)
         except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
             raise EdgeslimError(
-                f"{p} is not a readable weights file ({_first_line(exc)}); is it truncated?"
+                f"{p} is not a readable weights file ({first_line(exc)}); is it truncated?"
             ) from exc
         if obj is None:
             raise EdgeslimError(

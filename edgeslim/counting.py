@@ -23,7 +23,7 @@ from torch import nn
 
 from edgeslim.channels.cost import layer_macs, layer_params
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def count_model(
         try:
             shapes, priced = _output_shapes(model, x)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
                 "give the input shape (C,H,W) the model was built for"

@@ -32,6 +32,12 @@ class Notice(str):
         return obj
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its type name (for a message-less one)."""
+    lines = [s for s in str(exc).splitlines() if s.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
 class MissingDependencyError(EdgeslimError):
     """An optional dependency (torch, onnxruntime, tensorrt, ...) is not installed."""
 

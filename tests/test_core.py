@@ -10,7 +10,7 @@ import torch
 
 from edgeslim.checkpoint import load_model, save_model
 from edgeslim.cli import main
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.models import ModelSpec, create_model
 from edgeslim.utils.io import atomic_write_text, check_output_path
 
@@ -90,6 +90,18 @@ def test_atomic_write_and_force(tmp_path):
     assert check_output_path(p, force=True) == p
     assert p.read_text() == "one"
     assert [f.name for f in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_first_line_of_any_exception_message():
+    # the inline copies this replaced raised IndexError on an empty message or gave "" for a
+    # message that starts with a newline (what C++ exceptions from ONNX Runtime often do)
+    assert first_line(RuntimeError()) == "RuntimeError"
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert (
+        first_line(RuntimeError("\n  \n  [ONNXRuntimeError] : 1 : FAIL : bad\nmore"))
+        == "[ONNXRuntimeError] : 1 : FAIL : bad"
+    )
+    assert first_line(ValueError("one line")) == "one line"
 
 
 def test_library_errors_name_the_cli_flag(capsys):

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 
 Precision = Literal["fp32", "fp16", "int8"]
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
@@ -125,7 +125,7 @@ def parse_profile(path: str | os.PathLike) -> DeviceProfile:
     except OSError as exc:
         raise EdgeslimError(f"cannot read profile {p}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
-        raise EdgeslimError(f"profile {p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise EdgeslimError(f"profile {p} is not valid YAML: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise EdgeslimError(
             f"profile {p} must be a YAML mapping; see edgeslim/profiles/README.md for the fields"

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 
 #: largest config file read (bytes): a config is a handful of lines
 MAX_CONFIG_BYTES = 1 << 20
@@ -221,7 +221,7 @@ def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> 
     except UnicodeDecodeError:
         raise EdgeslimError(f"config file {path} is not text (not UTF-8); give a YAML file") from None
     except yaml.YAMLError as exc:
-        raise EdgeslimError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise EdgeslimError(f"config file {path} is not valid YAML ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise EdgeslimError(f"config file {path} must be a mapping of option: value")
     params = {p.name: p for p in ctx.command.params}

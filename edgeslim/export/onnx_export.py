@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.export._quiet import quiet
 from edgeslim.export.validate import (
     FP32_ATOL,
@@ -185,7 +185,7 @@ def _run_exporter(
                 raise err from exc
             if exporter == "torchscript" or scripted:
                 raise EdgeslimError(
-                    f"TorchScript ONNX export failed: {str(exc).strip().splitlines()[0]}; "
+                    f"TorchScript ONNX export failed: {first_line(exc)}; "
                     "try exporter dynamo or a different opset",
                     param=("exporter", "opset"),
                 ) from exc
@@ -200,8 +200,8 @@ def _run_exporter(
         err = _unsupported_op_error(exc, opset)
         if err is not None:
             raise err from exc
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        before = f" (TorchScript: {str(first_error).strip().splitlines()[0][:200]})" if first_error else ""
+        why = first_line(exc)
+        before = f" (TorchScript: {first_line(first_error)[:200]})" if first_error else ""
         raise EdgeslimError(f"ONNX export failed with the dynamo exporter: {why[:300]}{before}") from exc
     return "dynamo"
 
@@ -359,7 +359,7 @@ def export_onnx(
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
             raise EdgeslimError(
                 f"the model does not accept input {batch}x{c}x{h}x{w} "
-                f"({str(exc).strip().splitlines()[0][:160]}); check input_shape",
+                f"({first_line(exc)[:160]}); check input_shape",
                 param="input_shape",
             ) from exc
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
@@ -377,7 +377,7 @@ def export_onnx(
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # noqa: BLE001
-        raise EdgeslimError(f"the exported ONNX fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        raise EdgeslimError(f"the exported ONNX fails onnx.checker: {first_line(exc)}") from exc
     simplifier = None
     if simplify:
         proto, simplifier = simplify_onnx(proto, notes)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, first_line, require
 
 if TYPE_CHECKING:
     import torch
@@ -216,9 +216,7 @@ def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads:
     try:
         return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise EdgeslimError(
-            f"ONNX Runtime cannot load the exported model: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise EdgeslimError(f"ONNX Runtime cannot load the exported model: {first_line(exc)}") from exc
 
 
 def run_ort(sess, x: np.ndarray, batch: int | None = None) -> np.ndarray:

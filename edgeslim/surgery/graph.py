@@ -35,7 +35,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.channels.cost import layer_macs, layer_params
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.surgery import ops, rules
 from edgeslim.utils.modes import eval_mode
 
@@ -1438,7 +1438,7 @@ def _user_frame(tb: Any) -> str:
 
 
 def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -> EdgeslimError:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    msg = first_line(exc)
     mod = an.current()
     kind = type(an._mods[mod]).__name__ if mod in an._mods else type(model).__name__
     where = f"{mod or '<model>'} ({kind})"

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgeslim.channels.norm import is_batchnorm
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.surgery import ops
 from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph, flat_tensors
 from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
@@ -443,7 +443,7 @@ def prune_with_report(
     try:
         slim_out = _outputs(work, inputs, switch_mode=False, select=outputs) if check else []
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise EdgeslimError(
             f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
             "changed; mark that module a leaf (edgeslim.surgery.register_leaf)"

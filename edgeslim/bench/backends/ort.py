@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, first_line, require
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -173,6 +173,6 @@ class OrtBackend(Backend):
         try:
             sess = ort.InferenceSession(path, so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise EdgeslimError(f"onnxruntime cannot load {path}: {first}") from exc
         return OrtSession(sess, ort, path, make_options)
