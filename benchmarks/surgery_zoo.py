@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeslim.channels.graph import flat_tensors
 from edgeslim.models.yolo import deployed_output
 from edgeslim.surgery import build_graph, prune_with_report
-from edgeslim.surgery.graph import flat_tensors
 from edgeslim.utils.console import out
 from edgeslim.utils.io import atomic_write_text, write_json
 from edgeslim.utils.markdown import cell, markdown_table

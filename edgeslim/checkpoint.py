@@ -172,7 +172,7 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
         )
     model = create_model(spec, trust_pickle=trust_pickle)
     if ckpt.get("recipe"):
-        from edgeslim.surgery.recipe import apply_recipe
+        from edgeslim.channels.recipe import apply_recipe
 
         try:
             model = apply_recipe(model, ckpt["recipe"])

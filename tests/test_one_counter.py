@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from edgeslim.channels.cost import layer_macs, layer_params
+from edgeslim.channels.graph import build_graph
 from edgeslim.counting import count_model
 from edgeslim.models import create_model
 from edgeslim.sparsity.resource import build_resource
-from edgeslim.surgery.graph import build_graph
 
 onnx = pytest.importorskip("onnx")
 from edgeslim.bench.onnx_cost import onnx_cost  # noqa: E402

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeslim.channels.graph import flat_tensors
+from edgeslim.channels.rules import unregister
 from edgeslim.errors import EdgeslimError
 from edgeslim.surgery import (
     ChannelRule,
@@ -23,9 +25,7 @@ from edgeslim.surgery import (
     register_leaf,
     verify,
 )
-from edgeslim.surgery.graph import flat_tensors
 from edgeslim.surgery.prune import _compare
-from edgeslim.surgery.rules import unregister
 
 
 def cbr(cin: int, cout: int, k: int = 1) -> nn.Sequential:
@@ -486,7 +486,7 @@ def test_new_tensor_copies_its_data_and_keeps_its_channels():
 
 
 def test_an_outputs_selector_must_pick_the_forward_outputs():
-    from edgeslim.surgery.graph import BadOutputSelection
+    from edgeslim.channels.graph import BadOutputSelection
 
     m = nn.Sequential(nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8)).eval()
     for bad in (lambda o: None, lambda o: [o * 1]):  # nothing, or a new tensor: would protect nothing

@@ -373,7 +373,7 @@ def test_group_helpers_match_numpy_reference(bound):
     through packed keys) agree with the plain numpy reference on random data."""
     import numpy as np
 
-    from edgeslim.surgery.graph import _stable_order, _unique_rows
+    from edgeslim.channels.graph import _stable_order, _unique_rows
 
     gen = np.random.default_rng(bound)
     values = torch.from_numpy(gen.integers(0, bound, 5000))

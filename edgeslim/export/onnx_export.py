@@ -244,7 +244,7 @@ def output_names(probe: Any) -> list[str]:
     ``output1``, ... for a tuple or list."""
     if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
         return [str(k) if str(k).isidentifier() else f"output_{k}" for k in probe]
-    from edgeslim.surgery.graph import flat_tensors
+    from edgeslim.channels.graph import flat_tensors
 
     n = len(flat_tensors(probe))
     return [OUTPUT_NAME] + [f"output{i}" for i in range(1, n)]
@@ -384,7 +384,7 @@ def export_onnx(
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
     if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
-        from edgeslim.surgery.graph import flat_tensors
+        from edgeslim.channels.graph import flat_tensors
 
         _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)])
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]

@@ -241,7 +241,7 @@ def torch_outputs(
     fp32 on CUDA too (model is left where it was)."""
     import torch
 
-    from edgeslim.surgery.graph import flat_tensors
+    from edgeslim.channels.graph import flat_tensors
     from edgeslim.utils.modes import ieee_fp32
 
     runs = []

@@ -141,7 +141,7 @@ def graph(
     weights: Path | None = None,
     num_classes: int | None = None,
 ) -> Any:
-    """The channel dependency graph (:class:`edgeslim.surgery.graph.DependencyGraph`) of a model
+    """The channel dependency graph (:class:`edgeslim.channels.graph.DependencyGraph`) of a model
     file or an architecture, traced on one zero input of its input shape."""
     import torch
 

@@ -36,10 +36,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim import penalties
+from edgeslim.channels.graph import build_graph
 from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
-from edgeslim.surgery.graph import build_graph
 
 log = logging.getLogger(__name__)
 

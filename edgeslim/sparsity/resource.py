@@ -20,7 +20,7 @@ counts are ``n = M @ k`` and
 A class is *removable* (surgery will cut it when all its BN scales are zero) if it has a
 BN, no barrier touches it, and every consumer reads it through a BN; this is found once,
 by tracing a copy of the model whose BN scales are all zero (surgery's own
-:func:`~edgeslim.surgery.prune.removable_classes` on it). A class is alive when it is not
+:func:`~edgeslim.channels.graph.removable_classes` on it). A class is alive when it is not
 removable or one of its BN entries in ``xi`` is nonzero; a group never drops below one
 channel (surgery and :meth:`ProximalSlimming.finalize` keep one), and ``round_to`` rounds
 kept counts up as surgery does. Evaluating ``R`` costs two ``index_add`` and a small
@@ -52,11 +52,10 @@ from edgeslim.channels.cost import (
     sweep_latency,
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
+from edgeslim.channels.graph import build_graph, removable_classes
 from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.yolo import deployed_output
-from edgeslim.surgery.graph import build_graph
-from edgeslim.surgery.prune import removable_classes
 from edgeslim.utils.console import human
 from edgeslim.utils.modes import eval_mode
 

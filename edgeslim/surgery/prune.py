@@ -1,6 +1,6 @@
 """Remove the channels whose BN scales are exactly zero, fold their constants, verify.
 
-A class (one coupled channel index, see :mod:`edgeslim.surgery.graph`) is removed when
+A class (one coupled channel index, see :mod:`edgeslim.channels.graph`) is removed when
 every BN in it has scale exactly 0, no barrier touches it, and every consumer reads it as a
 constant. The constant a consumer reads (``act(beta)`` passed through whatever lies between)
 is measured on real inputs and folded into the consumer's bias: exact for Linear, 1x1 and
@@ -23,11 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from edgeslim.channels import ops
+from edgeslim.channels.graph import (
+    CONST,
+    ZERO,
+    DependencyGraph,
+    build_graph,
+    class_states,
+    flat_tensors,
+    zero_kept,
+)
 from edgeslim.channels.norm import is_batchnorm
+from edgeslim.channels.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.surgery import ops
-from edgeslim.surgery.graph import CONST, VAR, ZERO, DependencyGraph, build_graph, flat_tensors
-from edgeslim.surgery.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.utils.modes import ieee_fp32
 
 log = logging.getLogger(__name__)
@@ -39,77 +47,6 @@ class PruneResult:
     recipe: dict[str, Any]
     report: dict[str, Any]
     graph: DependencyGraph | None = field(default=None, repr=False)
-
-
-@dataclass
-class ClassStates:
-    """Per class (one coupled channel index) of a graph: what decides whether surgery removes it."""
-
-    has_bn: Tensor  # some BN normalizes it
-    live: Tensor  # some BN scale is nonzero, or a BN is not affine
-    any_zero: Tensor  # some BN scale is exactly zero
-    reads_var: Tensor  # a consumer reads it as input-dependent (an SE gate on a nonzero bias)
-    barred: Tensor  # a barrier touches it (a model input or output, an op surgery cannot resize)
-    strength: Tensor  # sum of |BN bias|
-
-    @property
-    def removable(self) -> Tensor:
-        """Every BN scale zero, read as a constant, and no barrier: surgery can remove it."""
-        return self.has_bn & ~self.live & ~self.reads_var & ~self.barred
-
-
-def class_states(g: DependencyGraph) -> ClassStates:
-    """The per-class facts :func:`removable_classes` and the surgery report are made of."""
-    k = g.num_classes
-    has_bn = torch.zeros(k, dtype=torch.bool)
-    live = torch.zeros(k, dtype=torch.bool)
-    any_zero = torch.zeros(k, dtype=torch.bool)
-    reads_var = torch.zeros(k, dtype=torch.bool)
-    strength = torch.zeros(k, dtype=torch.float64)
-    mods = g.modules
-    bn_cls, fixed_cls, scales, biases, var_cls = [], [], [], [], []  # gathered, then one op each
-    for t, cls in zip(g.touches, g.touch_classes):
-        if t.kind == "bn":
-            bn = mods[t.module]
-            if not bn.affine:
-                fixed_cls.append(cls)
-                continue
-            bn_cls.append(cls)
-            scales.append(bn.weight.detach().cpu())
-            biases.append(bn.bias.detach().cpu())
-        elif t.read_state is not None:
-            var_cls.append(cls[t.read_state == VAR])
-    if bn_cls:
-        cls = torch.cat(bn_cls)
-        has_bn[cls] = True
-        gamma = torch.cat(scales)
-        live[cls[gamma != 0]] = True
-        any_zero[cls[gamma == 0]] = True
-        strength.index_add_(0, cls, torch.cat(biases).abs().double())
-    if fixed_cls:
-        has_bn[torch.cat(fixed_cls)] = True
-        live[torch.cat(fixed_cls)] = True
-    if var_cls:
-        reads_var[torch.cat(var_cls)] = True
-    return ClassStates(has_bn, live, any_zero, reads_var, g.barred, strength)
-
-
-def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
-    """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
-    st = class_states(g)
-    return st.removable, st.strength
-
-
-def zero_kept(st: ClassStates) -> dict[str, int]:
-    """Classes with an exactly-zero BN scale that surgery keeps, by cause: another BN of the same
-    coupled channel has a nonzero scale; a barrier (a model output or input, an op surgery cannot
-    resize); a consumer reads it as input-dependent (an SE gate on a nonzero BN bias)."""
-    zero = st.has_bn & st.any_zero
-    coupled = zero & st.live
-    barred = zero & ~st.live & st.barred
-    gated = zero & ~st.live & ~st.barred & st.reads_var
-    return {"coupled_with_nonzero": int(coupled.sum()), "behind_barrier": int(barred.sum()),
-            "read_as_input_dependent": int(gated.sum())}  # fmt: skip
 
 
 def _round_groups(g: DependencyGraph, remove: Tensor, strength: Tensor, round_to: int) -> Tensor:

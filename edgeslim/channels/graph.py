@@ -34,9 +34,9 @@ from torch import Tensor, nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
+from edgeslim.channels import ops, rules
 from edgeslim.channels.cost import layer_macs, layer_params
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.surgery import ops, rules
 from edgeslim.utils.modes import eval_mode
 
 ZERO, CONST, VAR = 0, 1, 2
@@ -887,7 +887,7 @@ class _Analyser:
         return Info(x.labels, st, True, out.shape)
 
     def custom(self, n: Call, m: nn.Module, rule: rules.ChannelRule, out: Any) -> Any:
-        """A module of a user-registered type (see :mod:`edgeslim.surgery.rules`)."""
+        """A module of a user-registered type (see :mod:`edgeslim.channels.rules`)."""
         kind = type(m).__name__
         x = self.info(n.args[0]) if n.args else None
         if rule.shrink is None:
@@ -1516,3 +1516,74 @@ def build_graph(
             except Exception as exc2:  # noqa: BLE001
                 raise _capture_error(model, analyser, exc2, example_input) from exc2
     return DependencyGraph(model, analyser)
+
+
+@dataclass
+class ClassStates:
+    """Per class (one coupled channel index) of a graph: what decides whether surgery removes it."""
+
+    has_bn: Tensor  # some BN normalizes it
+    live: Tensor  # some BN scale is nonzero, or a BN is not affine
+    any_zero: Tensor  # some BN scale is exactly zero
+    reads_var: Tensor  # a consumer reads it as input-dependent (an SE gate on a nonzero bias)
+    barred: Tensor  # a barrier touches it (a model input or output, an op surgery cannot resize)
+    strength: Tensor  # sum of |BN bias|
+
+    @property
+    def removable(self) -> Tensor:
+        """Every BN scale zero, read as a constant, and no barrier: surgery can remove it."""
+        return self.has_bn & ~self.live & ~self.reads_var & ~self.barred
+
+
+def class_states(g: DependencyGraph) -> ClassStates:
+    """The per-class facts :func:`removable_classes` and the surgery report are made of."""
+    k = g.num_classes
+    has_bn = torch.zeros(k, dtype=torch.bool)
+    live = torch.zeros(k, dtype=torch.bool)
+    any_zero = torch.zeros(k, dtype=torch.bool)
+    reads_var = torch.zeros(k, dtype=torch.bool)
+    strength = torch.zeros(k, dtype=torch.float64)
+    mods = g.modules
+    bn_cls, fixed_cls, scales, biases, var_cls = [], [], [], [], []  # gathered, then one op each
+    for t, cls in zip(g.touches, g.touch_classes):
+        if t.kind == "bn":
+            bn = mods[t.module]
+            if not bn.affine:
+                fixed_cls.append(cls)
+                continue
+            bn_cls.append(cls)
+            scales.append(bn.weight.detach().cpu())
+            biases.append(bn.bias.detach().cpu())
+        elif t.read_state is not None:
+            var_cls.append(cls[t.read_state == VAR])
+    if bn_cls:
+        cls = torch.cat(bn_cls)
+        has_bn[cls] = True
+        gamma = torch.cat(scales)
+        live[cls[gamma != 0]] = True
+        any_zero[cls[gamma == 0]] = True
+        strength.index_add_(0, cls, torch.cat(biases).abs().double())
+    if fixed_cls:
+        has_bn[torch.cat(fixed_cls)] = True
+        live[torch.cat(fixed_cls)] = True
+    if var_cls:
+        reads_var[torch.cat(var_cls)] = True
+    return ClassStates(has_bn, live, any_zero, reads_var, g.barred, strength)
+
+
+def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
+    """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
+    st = class_states(g)
+    return st.removable, st.strength
+
+
+def zero_kept(st: ClassStates) -> dict[str, int]:
+    """Classes with an exactly-zero BN scale that surgery keeps, by cause: another BN of the same
+    coupled channel has a nonzero scale; a barrier (a model output or input, an op surgery cannot
+    resize); a consumer reads it as input-dependent (an SE gate on a nonzero BN bias)."""
+    zero = st.has_bn & st.any_zero
+    coupled = zero & st.live
+    barred = zero & ~st.live & st.barred
+    gated = zero & ~st.live & ~st.barred & st.reads_var
+    return {"coupled_with_nonzero": int(coupled.sum()), "behind_barrier": int(barred.sum()),
+            "read_as_input_dependent": int(gated.sum())}  # fmt: skip
