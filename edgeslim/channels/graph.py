@@ -1428,8 +1428,8 @@ def _restored_attributes(modules: Iterable[nn.Module]) -> Iterator[None]:
 
 
 def _user_frame(tb: Any) -> str:
-    """``file:line`` of the innermost frame outside torch and edgeslim's surgery."""
-    skip = (os.sep + "torch" + os.sep, os.sep + "surgery" + os.sep, "<")
+    """``file:line`` of the innermost frame outside torch and edgeslim's channel model."""
+    skip = (os.sep + "torch" + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep, "<")
     where = ""
     for fs in traceback.extract_tb(tb):
         if not any(s in fs.filename for s in skip):
