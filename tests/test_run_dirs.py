@@ -257,3 +257,22 @@ def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
         assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--arch", "vgg-small", *SMALL, "--epochs", "1"],
+        ["slim", "vgg-small", *SMALL, "--epochs", "2", "--shrink", "0.05"],
+    ],
+    ids=["train", "slim"],
+)
+def test_a_run_leaves_torch_threads_as_it_found_them(command, tmp_path):
+    # the Python API runs the stage in the caller's process: --threads 1 must not stay behind
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert main([*command, "--subset", "128", "--test-subset", "64", "--out", str(tmp_path / "r")]) == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

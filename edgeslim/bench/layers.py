@@ -169,18 +169,21 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
 def torch_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """:func:`torch_layer_table` of an edgeslim model file (loaded as the torch backend loads it)."""
     from edgeslim.bench.backends.torch_eager import TorchBackend
+    from edgeslim.utils.modes import torch_threads
 
-    sess = TorchBackend().open(path, options)
-    sess.set_batch(batch)
-    torch = sess.torch
-    sync = (lambda: torch.cuda.synchronize(sess.device)) if sess.cuda else None
-    table = torch_layer_table(sess.model, sess.x, cfg, synchronize=sync)
+    with torch_threads(options.get("threads")):  # (the backend sets them for its worker process)
+        sess = TorchBackend().open(path, options)
+        sess.set_batch(batch)
+        torch = sess.torch
+        sync = (lambda: torch.cuda.synchronize(sess.device)) if sess.cuda else None
+        table = torch_layer_table(sess.model, sess.x, cfg, synchronize=sync)
+        threads = torch.get_num_threads()
     return {
         **table,
         "backend": "torch",
         "model": str(path),
         "input_shape": [batch, *sess.input_shape],
-        "env": {"torch": torch.__version__, "device": str(sess.device), "threads": torch.get_num_threads()},
+        "env": {"torch": torch.__version__, "device": str(sess.device), "threads": threads},
     }
 
 

@@ -130,7 +130,9 @@ def shrink_parameter(parent: nn.Module, attr: str, entry: dict[str, Any]) -> Non
 def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
     """Shrink ``model`` (a dense model of the recipe's spec) in place to the recipe; returns it."""
     if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
-        raise EdgeslimError("checkpoint recipe is not an edgeslim surgery recipe; prune the dense model again")
+        raise EdgeslimError(
+            "checkpoint recipe is not an edgeslim surgery recipe; prune the dense model again"
+        )
     if int(recipe.get("version", 0)) > VERSION:
         raise EdgeslimError(
             f"recipe version {recipe.get('version')} is newer than this edgeslim ({VERSION}); upgrade edgeslim"

@@ -10,6 +10,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory
+from edgeslim.utils.modes import torch_threads
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR):  # fmt: skip
+                       interrupted=TRAIN_DIR), torch_threads(req.threads):  # fmt: skip
         return _run(req, extra, progress, on_collapse)
 
 
@@ -227,8 +228,6 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
     opts = {k: v for k, v in req.options().items() if v is not None}
     opts.update({k: v for k, v in extra.items() if v is not None})
     out_dir = Path(req.out_dir)
-    if req.threads:
-        torch.set_num_threads(req.threads)
     bundle = load_dataset(
         req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset, seed=int(req.seed or 0),
         cache_dir=req.cache_dir,

@@ -92,9 +92,13 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
     from edgeslim.pipelines.rundir import run_directory
+    from edgeslim.utils.modes import torch_threads
 
     out_dir = Path(req.out_dir)
-    with run_directory(out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR):
+    with (
+        run_directory(out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR),
+        torch_threads(req.threads),
+    ):
         return _run(req, source, out_dir, budget)
 
 
@@ -107,8 +111,6 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
     from edgeslim.train.ultralytics import UltralyticsSlimming
     from edgeslim.utils.io import write_json
 
-    if req.threads:
-        torch.set_num_threads(req.threads)
     params = {k: float(getattr(req, k)) for k in ("p", "a", "g", "l") if getattr(req, k) is not None}
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:

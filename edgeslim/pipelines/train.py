@@ -90,9 +90,8 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
     from edgeslim.checkpoint import load_checkpoint_dict
     from edgeslim.pipelines.rundir import run_directory
     from edgeslim.train.distributed import dist_info
+    from edgeslim.utils.modes import torch_threads
 
-    if kw["threads"] is not None:
-        torch.set_num_threads(kw["threads"])
     info = dist_info()
     out_dir: Path = kw["out_dir"]
     if kw["resume"] == "":  # the flag alone: the run in --out
@@ -116,6 +115,7 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
 
         refuse_non_classifier(kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"])
     with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(kw["threads"]))
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, markers=(MODEL_FILE,)))
         notes: list[str] = []

@@ -119,6 +119,7 @@ class UltralyticsSlimming:
         self.shrink, self.lam, self.beta, self.zero_invariant = shrink, lam, beta, zero_invariant
         self.slimmer_kwargs = slimmer_kwargs
         self.slimmer: ProximalSlimming | None = None
+        self._threads_before = 0  # torch's thread count before on_train_start set ``threads``
         self.history: list[dict[str, Any]] = []
         self.final: Any = None  # the FinalizeReport of the live model
         self._handle: Any = None
@@ -146,8 +147,9 @@ class UltralyticsSlimming:
                 "ultralytics resumed this run, but the slimming state is not in its checkpoint; start the "
                 "slimming run again from the model it started from"
             )
-        if self.threads:
-            torch.set_num_threads(int(self.threads))  # (ultralytics set its own building the trainer)
+        if self.threads:  # (ultralytics set its own building the trainer; restored at the end)
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(int(self.threads))
         stopper = getattr(trainer, "stopper", None)
         if stopper is not None and math.isfinite(float(getattr(stopper, "patience", math.inf))):
             stopper.patience = math.inf  # the phases and the budget's taper need the last epoch
@@ -251,6 +253,9 @@ class UltralyticsSlimming:
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+        if self._threads_before:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = 0
         self.final = self._require().finalize()
 
     # ------------------------------------------------------------------ helpers

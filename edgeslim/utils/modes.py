@@ -1,4 +1,5 @@
-"""Block-scoped modes, restored after the block: a module's train/eval mode, IEEE fp32 math on CUDA."""
+"""Block-scoped modes, restored after the block: a module's train/eval mode, IEEE fp32 math on CUDA,
+torch's CPU thread count."""
 
 from __future__ import annotations
 
@@ -60,6 +61,23 @@ def _read(get: Callable[[], Any]) -> Any:
 
 
 _UNREADABLE = object()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` for the block (None or 0: unchanged), the previous
+    count restored after, so a library call leaves the caller's process as it found it."""
+    if not n:
+        yield
+        return
+    import torch
+
+    was = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(was)
 
 
 @contextlib.contextmanager
