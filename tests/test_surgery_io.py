@@ -207,3 +207,28 @@ def test_cli_prune_says_why_zero_scale_channels_stay(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["removed_channels"] == 1 and rep["zero_scale_channels"] == 6
     assert rep["zero_kept"] == {"coupled_with_nonzero": 2, "behind_barrier": 3, "read_as_input_dependent": 0}
+
+
+def test_report_rows_say_what_each_layer_is_and_the_plot_draws_conv_and_linear_only(tmp_path, monkeypatch):
+    timm_layers = pytest.importorskip("timm.layers")
+    from matplotlib.axes import Axes
+
+    from edgeslim.surgery.plot import plot_channels
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), timm_layers.BatchNormAct2d(8), nn.Conv2d(8, 6, 1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 2),
+    )  # fmt: skip
+    with torch.no_grad():
+        model[1].weight[:3] = 0
+        model[3].weight[:2] = 0
+    rep = prune_with_report(model.eval(), torch.randn(1, 3, 12, 12)).report
+    kinds = {r["name"]: r["kind"] for r in rep["layers"]}
+    assert kinds == {"0": "conv", "1": "norm", "2": "conv", "3": "norm", "7": "linear"}, kinds
+    bars: list[int] = []
+    real_bar = Axes.bar
+    monkeypatch.setattr(
+        Axes, "bar", lambda self, xs, *a, **k: bars.append(len(xs)) or real_bar(self, xs, *a, **k)
+    )
+    plot_channels(rep, tmp_path / "channels.png")
+    assert bars == [3, 3]  # dense and slim bars of the two convs and the linear (timm's norm+act is a norm)

@@ -11,7 +11,7 @@ from edgeslim.utils.plotting import new_figure, save_figure
 
 def plot_channels(report: dict[str, Any], path: str | os.PathLike, title: str = "") -> Path:
     """Bar chart of the output channels of every conv/linear layer, dense vs slim."""
-    rows = [r for r in report["layers"] if r["type"] not in ("BatchNorm1d", "BatchNorm2d")]
+    rows = [r for r in report["layers"] if r["kind"] in ("conv", "linear")]
     names = [r["name"] for r in rows]
     before = [r["before"][-1] for r in rows]
     after = [r["after"][-1] for r in rows]

@@ -248,6 +248,19 @@ def _entry_shape(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -
     return _layer_shape(mods[name])
 
 
+def _layer_kind(mods: dict[str, nn.Module], name: str, entry: dict[str, Any]) -> str:
+    """What a report row is: "conv" (also transposed), "linear", "norm", "parameter" (a
+    per-channel parameter of a module) or "custom" (a module of a user's channel rule)."""
+    if entry["type"] == PARAMETER:
+        return "parameter"
+    m = mods[name]
+    if is_batchnorm(m):
+        return "norm"
+    if isinstance(m, (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES)):
+        return "conv"
+    return "linear" if isinstance(m, ops.LINEAR_MODULES) else "custom"
+
+
 def _layer_shape(m: nn.Module) -> list[int]:
     if isinstance(m, nn.Linear):
         return [m.in_features, m.out_features]
@@ -392,6 +405,7 @@ def prune_with_report(
             {
                 "name": n,
                 "type": entries[n]["type"],
+                "kind": _layer_kind(mods, n, entries[n]),
                 "before": before[n],
                 "after": _entry_shape(mods, n, entries[n]),
             }
