@@ -232,17 +232,6 @@ def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBund
     return lambda_for_shrink(shrink, lrs, settings.beta, step_gain(settings, config))
 
 
-def _calib(bundle: DataBundle, n_batches: int, device: torch.device) -> list[torch.Tensor]:
-    out = []
-    for i, (x, _) in enumerate(
-        bundle.loader("train", 128, shuffle=True, augment=False, seed=1, device=device)
-    ):
-        if i >= n_batches:
-            break
-        out.append(x)
-    return out
-
-
 def _bn_channels(model: nn.Module) -> int:
     return sum(int(m.weight.numel()) for _, m in bn_layers(model))
 
@@ -357,7 +346,7 @@ def slim_model(
 
     dense_channels = _bn_channels(model)
     per_layer = {row["name"]: row for row in fin.layers}
-    calib = _calib(bundle, settings.calib_batches, device)
+    calib = bundle.calibration_batches(settings.calib_batches, seed=1, device=device)
     pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib)
     slim, recipe = pr.model, pr.recipe
     ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)

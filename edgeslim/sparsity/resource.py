@@ -30,7 +30,6 @@ matrix product: no tracing per evaluation.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import os
@@ -57,6 +56,7 @@ from edgeslim.channels.norm import bn_layers
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.yolo import deployed_output
 from edgeslim.utils.console import human
+from edgeslim.utils.io import read_json
 from edgeslim.utils.modes import eval_mode
 
 log = logging.getLogger(__name__)
@@ -665,12 +665,7 @@ def zero_channels(model: nn.Module, dead: Tensor) -> None:
 
 def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
     """Read a per-layer latency table JSON (see docs/budget.md for the format)."""
-    if not os.path.isfile(path):
-        raise EdgeslimError(f"latency table {path} does not exist")
-    try:
-        data = json.loads(open(path, encoding="utf-8").read())
-    except (OSError, ValueError) as exc:
-        raise EdgeslimError(f"latency table {path} is not valid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise EdgeslimError(f'latency table {path} must be a JSON object with "layers"')
     return data
