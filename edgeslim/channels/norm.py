@@ -7,6 +7,8 @@ Instance and group norm do not: their scales are not per-channel statistics of a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -59,6 +61,24 @@ def bn_channels(module: nn.Module) -> int:
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
     return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]
+
+
+def zero_flat(
+    scales_and_shifts: Iterable[tuple[Tensor, Tensor | None]], dead: Tensor, with_shift: bool = True
+) -> int:
+    """Set BN scales (and shifts, ``with_shift``) to exactly 0 where ``dead`` (bool, flat over the
+    layers' channels in the order given) is True; returns how many. ``masked_fill``, so a scale
+    that was inf or NaN becomes 0 too."""
+    start, n = 0, 0
+    with torch.no_grad():
+        for scale, shift in scales_and_shifts:
+            size = scale.numel()
+            mask = dead[start : start + size].to(scale.device).view_as(scale)
+            scale.masked_fill_(mask, 0.0)
+            if with_shift and shift is not None:
+                shift.masked_fill_(mask, 0.0)
+            start, n = start + size, n + int(mask.sum())
+    return n
 
 
 @torch.no_grad()

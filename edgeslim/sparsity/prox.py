@@ -38,6 +38,7 @@ from torch.optim import Optimizer
 from edgeslim import penalties
 from edgeslim.channels.graph import build_graph
 from edgeslim.channels.hooks import TrainHook, register_method
+from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
 
@@ -432,13 +433,8 @@ class ProximalSlimming(TrainHook):
 
     def _hold(self) -> None:
         """Zero the frozen channels' scales and shifts."""
-        if self.frozen is None:
-            return
-        for i, (g, b) in enumerate(zip(self.gammas, self.biases)):
-            dead = self.frozen[self.offsets[i] : self.offsets[i + 1]].view_as(g)
-            g.data.masked_fill_(dead, 0.0)
-            if b is not None:
-                b.data.masked_fill_(dead, 0.0)
+        if self.frozen is not None:
+            zero_flat(zip(self.gammas, self.biases), self.frozen)
 
     # ------------------------------------------------------------------ the update
     def _alpha(self, optimizer: Optimizer | None, lr: float | None) -> float | Tensor | None:

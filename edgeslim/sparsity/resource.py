@@ -52,7 +52,7 @@ from edgeslim.channels.cost import (
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.graph import build_graph, removable_classes
-from edgeslim.channels.norm import bn_layers
+from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.yolo import deployed_output
 from edgeslim.utils.console import human
@@ -653,14 +653,7 @@ def flat_gammas(model: nn.Module) -> Tensor:
 @torch.no_grad()
 def zero_channels(model: nn.Module, dead: Tensor) -> None:
     """Set BN scale and shift to 0 at the flat positions ``dead`` (bool, the :func:`flat_gammas` layout)."""
-    start = 0
-    for _, m in bn_layers(model):
-        n = m.weight.numel()
-        d = dead[start : start + n].to(m.weight.device)
-        m.weight[d] = 0
-        if m.bias is not None:
-            m.bias[d] = 0
-        start += n
+    zero_flat(((m.weight, m.bias) for _, m in bn_layers(model)), dead)
 
 
 def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:

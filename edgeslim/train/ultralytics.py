@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.budget import BudgetSettings
 from edgeslim.sparsity.prox import (
@@ -335,20 +336,13 @@ def zero_channels(
     """Set the BN scales flagged in ``dead`` (flat over ``names`` in order) to exactly 0 in ``model``
     (and their shifts, ``with_shift``); returns how many. ``model``'s BN layers are found by name."""
     mods = dict(model.named_modules())
-    n = 0
-    with torch.no_grad():
-        for i, name in enumerate(names):
-            bn = mods.get(name)
-            if bn is None:
-                raise EdgeslimError(
-                    f"the EMA model has no layer {name}; it is not a copy of the trained model"
-                )
-            mask = dead[offsets[i] : offsets[i + 1]].to(bn.weight.device).view_as(bn.weight)
-            bn.weight.masked_fill_(mask, 0.0)
-            if with_shift and bn.bias is not None:
-                bn.bias.masked_fill_(mask, 0.0)
-            n += int(mask.sum())
-    return n
+    missing = [name for name in names if name not in mods]
+    if missing:
+        raise EdgeslimError(f"the EMA model has no layer {missing[0]}; it is not a copy of the trained model")
+    bns = [mods[name] for name in names]
+    if [b.weight.numel() for b in bns] != [b - a for a, b in zip(offsets, offsets[1:])]:
+        raise EdgeslimError("the EMA model's BN layers differ in size from the trained model's")
+    return zero_flat(((bn.weight, bn.bias) for bn in bns), dead, with_shift)
 
 
 def _calibration_images(trainer: Any, n: int) -> list[torch.Tensor]:
