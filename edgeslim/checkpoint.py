@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, first_line
+from edgeslim.errors import EdgeslimError, Step, first_line
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
 from edgeslim.utils.sniff import sniff, zip_names
@@ -239,8 +239,9 @@ def load_model(
         raise EdgeslimError(f"{p} is empty (0 bytes); was it cut off while being written? re-create it")
     if kind == "onnx":
         raise EdgeslimError(
-            f"{p} is an ONNX model, not a PyTorch one; give it to edgeslim bench, or give the "
-            "PyTorch model it was exported from"
+            f"{p} is an ONNX model, not a PyTorch one; give it to {Step('bench')}, or give the "
+            "PyTorch model it was exported from",
+            steps=(Step("bench"),),
         )
     if kind == "zip" and zip_names(p) is None:
         raise _cut_off_zip(p)

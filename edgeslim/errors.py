@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeslimError(Exception):
     """An error caused by the user's input or environment.
@@ -10,14 +12,33 @@ class EdgeslimError(Exception):
     The message should say what is wrong and how to fix it, phrased for the Python API.
     ``param`` names the Python parameter(s) the error is about, spelled as in the message
     (``"profile"``, ``("profile", "latency_table")``); the CLI puts the matching flag
-    (``--profile``) in their place.
+    (``--profile``) in their place. ``steps``: the :class:`Step` s the message names, which the CLI
+    shows as command lines.
     """
 
     exit_code: int = 2
 
-    def __init__(self, *args: object, param: str | tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, *args: object, param: str | tuple[str, ...] | None = None, steps: tuple[Step, ...] = ()
+    ) -> None:
         super().__init__(*args)
         self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
+        self.steps = steps  # the other stages the message names (as ``str(step)``)
+
+
+class Step:
+    """Another stage the user should run: ``stage`` (``train``, ``slim``, ``prune``, ``export``,
+    ``bench``, ``info``) with the Python parameters ``args`` of its request (a positional one, such as
+    the model, by its name). ``str()`` is the Python form; the CLI shows it as a command line."""
+
+    def __init__(self, stage: str, **args: Any) -> None:
+        self.stage, self.args = stage, args
+
+    def __str__(self) -> str:
+        given = ", ".join(
+            f"{k}={str(v)!r}" if not isinstance(v, bool) else f"{k}={v}" for k, v in self.args.items()
+        )
+        return f"the {self.stage} stage" + (f" ({given})" if given else "")
 
 
 class Notice(str):

@@ -104,6 +104,28 @@ def test_first_line_of_any_exception_message():
     assert first_line(ValueError("one line")) == "one line"
 
 
+def test_library_errors_name_other_stages_in_python_and_as_command_lines_on_the_cli(tmp_path, capsys):
+    """A library message that sends the user to another stage says it in the Python API's words;
+    the CLI shows that stage as the command line that runs it."""
+    from edgeslim.cli import cli_message, command_line
+    from edgeslim.errors import Step
+    from edgeslim.models import create_model
+
+    with pytest.raises(EdgeslimError) as info:
+        create_model(ModelSpec(arch="resnet2O", num_classes=10))
+    assert "see the info stage (list_models=True) for all names" in str(info.value)
+    assert "see edgeslim info --list-models for all names" in cli_message(info.value, None)
+    assert main(["info", "tv:resnet1B"]) == 2
+    assert "see edgeslim info --list-models" in capsys.readouterr().err
+    step = Step("export", model="my model.onnx", trt=True, dynamic_batch=False, precision="int8")
+    assert (
+        str(step)
+        == "the export stage (model='my model.onnx', trt=True, dynamic_batch=False, precision='int8')"
+    )
+    assert command_line(step) == "edgeslim export 'my model.onnx' --trt --precision int8"
+    assert command_line(Step("bench")) == "edgeslim bench"
+
+
 def test_library_errors_name_the_cli_flag(capsys):
     """An EdgeslimError about a Python parameter shows the command's flag on the CLI."""
     from edgeslim.cli import cli_message

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, Step, require
 
 log = logging.getLogger(__name__)
 
@@ -270,8 +270,9 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
         mod = module_name(n)
         if mod is None:
             raise EdgeslimError(
-                f"cannot recover the PyTorch module name of ONNX node {n!r}; export with edgeslim export "
-                "(TorchScript exporter, scoped node names like /layer1/layer1.0/conv1/Conv)"
+                f"cannot recover the PyTorch module name of ONNX node {n!r}; export with {Step('export')} "
+                "(TorchScript exporter, scoped node names like /layer1/layer1.0/conv1/Conv)",
+                steps=(Step("export"),),
             )
         names[n] = mod
     return idx, names
@@ -386,7 +387,7 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
     hint = (
         f"TensorRT ran it inside the Myelin region {foreign!r}, which has no per-layer times"
         if foreign
-        else "export the ONNX with edgeslim export and build the engine from that file"
+        else "export the ONNX with edgeslim's ONNX export and build the engine from that file"
     )
     return attribute_rows(idx, names, rows, "TensorRT layer", hint)
 

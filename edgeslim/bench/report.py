@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.markdown import markdown_table
 from edgeslim.utils.plotting import new_figure, save_figure
 from edgeslim.utils.rundir import (
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 def check_record(record: dict) -> dict:
     if not isinstance(record, dict) or record.get("format") != "edgeslim-bench":
         raise EdgeslimError(
-            "not an edgeslim bench result (format != edgeslim-bench); give a run.json from edgeslim bench"
+            f"not an edgeslim benchmark result (format != edgeslim-bench); give a run.json from {Step('bench')}",
+            steps=(Step("bench"),),
         )
     if "summary" not in record:
         from edgeslim.bench.compare import aggregate

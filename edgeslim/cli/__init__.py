@@ -16,7 +16,7 @@ import traceback
 import click
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.errors import EdgeslimError, Notice, Step
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -112,6 +112,8 @@ def cli_message(exc: EdgeslimError | Notice, command: click.Command | None) -> s
     flag: the first whole-word occurrence (``force=True`` becomes ``--force``, ``simplify=False``
     ``--no-simplify``), or ``(see --flag)`` appended when the name is absent."""
     text = str(exc)
+    for step in getattr(exc, "steps", ()):
+        text = text.replace(str(step), command_line(step))
     if command is None or not exc.params:
         return text
     flags = _flags(command)
@@ -127,6 +129,25 @@ def cli_message(exc: EdgeslimError | Notice, command: click.Command | None) -> s
         if not n:
             text += f" (see {flag})"
     return text
+
+
+def command_line(step: Step) -> str:
+    """The command line that runs ``step``: its stage's command, each parameter as that command's
+    flag (a flag for True, nothing for False, a positional argument as its value)."""
+    cmd = cli.get_command(click.Context(cli), step.stage)
+    if cmd is None:
+        return f"edgeslim {step.stage}"
+    flags = _flags(cmd)
+    positional = {p.name for p in cmd.params if isinstance(p, click.Argument)}
+    words = ["edgeslim", step.stage]
+    for name, value in step.args.items():
+        if name in positional:
+            words += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif value is True:
+            words.append(flags.get(name, "--" + name.replace("_", "-")))
+        elif value is not False and value is not None:
+            words += [flags.get(name, "--" + name.replace("_", "-")), shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def notice(text: str, command: click.Command) -> str:

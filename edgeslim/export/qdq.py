@@ -52,7 +52,7 @@ def load_calibration_data(path: str | os.PathLike) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(
-            f"calibration data {p} does not exist; write it with `edgeslim export --precision int8`"
+            f"calibration data {p} does not exist; write it by exporting at precision int8", param="precision"
         )
     arr = np.load(p, allow_pickle=False)
     if arr.ndim != 4 or arr.dtype != np.float32:

@@ -233,7 +233,8 @@ def build_engine(
     if how == "qdq" and not qdq:
         raise EdgeslimError(
             f"TensorRT {version_str(v)} builds INT8 only from a Q/DQ ONNX; write one (model.int8.qdq.onnx) "
-            "with `edgeslim export --trt --precision int8`"
+            "by exporting at precision int8",
+            param="precision",
         )
     if how in ("builder-flag",) and precision_flags_deprecated(v):
         notes.append(f"BuilderFlag.FP16 is deprecated since TensorRT 10.12 (building with {version_str(v)})")

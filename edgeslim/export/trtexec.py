@@ -160,8 +160,9 @@ def trtexec_plan(
             flags = ["--int8", "--fp16", f"--calib={rel(calib_cache)}"]
         else:
             raise EdgeslimError(
-                "INT8 needs calibration: a Q/DQ ONNX (written by `edgeslim export --precision int8`) or, "
-                "on TensorRT <= 10, a calibration cache from the Python builder"
+                "INT8 needs calibration: a Q/DQ ONNX (written by an export at precision int8) or, "
+                "on TensorRT <= 10, a calibration cache from the Python builder",
+                param="precision",
             )
     mib = max(1, workspace >> 20)
     plan.build = ["\"$TRTEXEC\"", f"--onnx={onnx_in}", f"--saveEngine={plan.engine}", *flags,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 
 if TYPE_CHECKING:
     from torch import nn
@@ -320,9 +320,8 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
 
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgeslimError(
-            f"unknown architecture {name!r}; {hint}see `edgeslim info --list-models` for all names"
-        )
+        step = Step("info", list_models=True)
+        raise EdgeslimError(f"unknown architecture {name!r}; {hint}see {step} for all names", steps=(step,))
     return _MODELS[name](**kw)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, Step, require
 from edgeslim.models.registry import register_prefix
 
 #: builder keywords that make a model return plain logits in training mode too
@@ -65,7 +65,8 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
 
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"did you mean {', '.join('tv:' + c for c in close)}? " if close else ""
-        raise EdgeslimError(f"unknown torchvision model 'tv:{name}'; {hint}see `edgeslim info --list-models`")
+        step = Step("info", list_models=True)
+        raise EdgeslimError(f"unknown torchvision model 'tv:{name}'; {hint}see {step}", steps=(step,))
     kw = {**_PLAIN_LOGITS.get(name, {}), **kwargs}
     try:
         model = tvm.get_model(name, weights=None, num_classes=num_classes, **kw)

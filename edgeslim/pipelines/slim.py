@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.modes import torch_threads
@@ -113,9 +113,10 @@ def check(req: SlimRequest) -> dict[str, Any]:
     done = Path(req.out_dir)
     saved_run = done / TRAIN_DIR / MODEL_FILE  # a slim run's training checkpoint
     if req.resume and not saved_run.is_file() and _has_train_state(done / MODEL_FILE):
+        step = Step("train", resume=True, out_dir=req.out_dir)
         raise EdgeslimError(
-            f"{req.out_dir} holds a train run (its {MODEL_FILE} has a training state); continue it with "
-            f"edgeslim train --resume --out {req.out_dir}"
+            f"{req.out_dir} holds a train run (its {MODEL_FILE} has a training state); continue it with {step}",
+            steps=(step,),
         )
     if req.resume and not req.force and (done / REPORT_FILE).is_file() and (done / MODEL_FILE).is_file():
         raise EdgeslimError(

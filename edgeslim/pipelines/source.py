@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.parsing import parse_input_shape
 
 if TYPE_CHECKING:
@@ -268,6 +268,7 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
         "YOLO is slimmed on its ultralytics data yaml (data_name my_data.yaml: ultralytics trains it), another "
         "detector in its own training loop with edgeslim.sparsity.ProximalSlimming (slimmer.step(optimizer) "
         f"after each optimizer.step(), slimmer.finalize() at the end; {OWN_LOOP_DOCS}), then cut the zero "
-        "channels out with edgeslim prune",
+        f"channels out with {Step('prune')}",
         param="data_name",
+        steps=(Step("prune"),),
     )

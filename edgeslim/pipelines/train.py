@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
 
@@ -101,9 +101,11 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
     if resume_ckpt is not None and not resume_state:
         run_dir = Path(kw["resume"]).parent
         if (run_dir / TRAIN_DIR / MODEL_FILE).is_file():
+            step = Step("slim", resume=True, out_dir=run_dir)
             raise EdgeslimError(
                 f"{run_dir} is a slim run (its training state is in {TRAIN_DIR}/{MODEL_FILE}); continue it "
-                f"with edgeslim slim --resume --out {run_dir}"
+                f"with {step}",
+                steps=(step,),
             )
         raise EdgeslimError(
             f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
@@ -171,9 +173,10 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         method = hp.get("method", "baseline")
         if method == "proximal":  # (a trainer method for the Python API; the command is slim)
             raise EdgeslimError(
-                "proximal slimming runs as edgeslim slim (lambda from a planned shrink or a budget, its phases, "
+                f"proximal slimming runs as {Step('slim')} (lambda from a planned shrink or a budget, its phases, "
                 "finalize and surgery); train takes method baseline or subgradient",
                 param="method",
+                steps=(Step("slim"),),
             )
         if method == "mask":
             raise EdgeslimError(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeslim.bench.timing import TimingConfig, host_loop
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 
 #: name -> "module:Class"; modules are imported when the backend is used
 BACKENDS: dict[str, str] = {
@@ -71,7 +71,7 @@ def check_engine_trusted(path: str, options: dict) -> None:
     if is_engine and not options.get("trust_pickle"):
         raise EdgeslimError(
             f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
-            "is refused; for an engine you built (edgeslim export --trt) or trust, pass "
+            "is refused; for an engine you built (edgeslim's TensorRT export) or trust, pass "
             "trust_pickle=True",
             param="trust_pickle",
         )
@@ -155,9 +155,10 @@ def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
                 out.append(batch)
             elif d != batch:
                 raise EdgeslimError(
-                    f"use batch {d}, or export with a dynamic batch axis (edgeslim export --dynamic-batch): "
+                    f"use batch {d}, or export with a dynamic batch axis ({Step('export', dynamic_batch=True)}): "
                     f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}",
                     param="batch",
+                    steps=(Step("export", dynamic_batch=True),),
                 )
             else:
                 out.append(int(d))

@@ -103,7 +103,7 @@ class OrtSession(Session):
             dtype = _DTYPES.get(inp.type)
             if dtype is None:
                 raise EdgeslimError(
-                    f"input '{inp.name}' has type {inp.type}, which edgeslim bench cannot feed"
+                    f"input '{inp.name}' has type {inp.type}, which the benchmark cannot feed"
                 )
             self.feeds[inp.name] = random_input(
                 concrete_shape(inp.name, inp.shape, batch), np.dtype(dtype), seed=i

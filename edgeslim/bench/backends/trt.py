@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape
 from edgeslim.bench.timing import TimingConfig, warmup
-from edgeslim.errors import EdgeslimError, MissingDependencyError
+from edgeslim.errors import EdgeslimError, MissingDependencyError, Step
 
 _VERSION = re.compile(r"expecting library version ([\w.]+) got ([\w.]+)")
 _DEVICE = re.compile(r"incompatible device, expecting compute ([\d.]+) got compute ([\d.]+)")
@@ -29,7 +29,7 @@ def explain_deserialize_error(log: str, path: str = "the engine") -> str:
     if m := _VERSION.search(log):
         return (
             f"{path} was built with TensorRT {m.group(2)} but this runtime is TensorRT {m.group(1)}; "
-            "engines are tied to the TensorRT version: rebuild it on this device (edgeslim export --trt, "
+            "engines are tied to the TensorRT version: rebuild it on this device (edgeslim's TensorRT export, "
             "or trtexec --onnx=MODEL.onnx --saveEngine=...)"
         )
     if m := _DEVICE.search(log):
@@ -238,10 +238,12 @@ class TensorRTBackend(Backend):
         if not os.path.isfile(path):
             raise EdgeslimError(f"engine file {path} does not exist")
         if path.lower().endswith(".onnx"):
+            step = Step("export", model=path, trt=True)
             raise EdgeslimError(
                 f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "
-                "edgeslim export --trt, or use backend trtexec (builds from ONNX) or onnxruntime",
+                f"{step}, or use backend trtexec (builds from ONNX) or onnxruntime",
                 param="backend",
+                steps=(step,),
             )
         cudart = _cudart()
 
