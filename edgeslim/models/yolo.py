@@ -66,15 +66,20 @@ def _import_quietly(module: str, why: str) -> Any:
     """``module`` of ultralytics, imported without its side effects on this process: ultralytics
     replaces ``PIL.Image.open`` by a wrapper that, on an unreadable image, pip-installs ``pi-heif``
     (and fails where it cannot). PIL's own function is put back, and auto-install stays off unless
-    the user set ``YOLO_AUTOINSTALL``; edgeslim reads images itself and never uses that wrapper."""
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    the user set ``YOLO_AUTOINSTALL`` (ultralytics reads it once, at import; the environment is
+    restored after); edgeslim reads images itself and never uses that wrapper."""
     from PIL import Image
 
     pil_open = Image.open
+    unset = "YOLO_AUTOINSTALL" not in os.environ
+    if unset:
+        os.environ["YOLO_AUTOINSTALL"] = "false"
     try:
         return require(module, "yolo", why)
     finally:
         Image.open = pil_open
+        if unset:
+            os.environ.pop("YOLO_AUTOINSTALL", None)
 
 
 def _tasks(why: str) -> Any:
