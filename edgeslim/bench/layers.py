@@ -38,13 +38,12 @@ from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
+from edgeslim.utils.onnx_graph import WEIGHT_OPS
 
 log = logging.getLogger(__name__)
 
 TABLE_FORMAT = "edgeslim-latency-table"
 TABLE_BACKENDS = ("torch", "onnxruntime", "trtexec", "tensorrt")
-#: ONNX op types of conv/linear modules (with a weight initializer)
-ONNX_WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: ORT kernel op types that run a conv or linear layer (possibly with fused epilogues)
 ORT_WEIGHT_KERNELS = frozenset(
     {
@@ -226,7 +225,7 @@ class OnnxGraphIndex:
         self.weighted = {
             n.name: n
             for n in graph.node
-            if n.op_type in ONNX_WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits
+            if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits
         }
 
     def origin(self, ort_name: str):
@@ -381,7 +380,7 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
     for r in layers:
         origins = [o for o in (idx.origin(p) for p in trt_layer_parts(r["name"])) if o is not None]
         # like ORT's conv-type kernels: only layers with a conv/linear node of their own count
-        if any(o.op_type in ONNX_WEIGHT_OPS for o in origins):
+        if any(o.op_type in WEIGHT_OPS for o in origins):
             rows.append((r["name"], r["median_ms"], origins))
     foreign = next((r["name"] for r in layers if "ForeignNode[" in r["name"]), None)
     hint = (

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 from edgeslim.channels.cost import LayerCost, layer_macs
 from edgeslim.errors import EdgeslimError, require
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, attr, value_dims
 
-#: ops that carry the MACs of a network (ONNX op types)
-_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 #: element-wise ops fused into a preceding MAC op by ORT / TensorRT
 _FUSABLE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"}
 #: ops that only change the view of a tensor
@@ -51,16 +50,6 @@ class ModelCost:
         }
 
 
-def _dims(vi) -> list | None:
-    t = vi.type.tensor_type
-    if not t.HasField("shape"):
-        return None
-    out = []
-    for d in t.shape.dim:
-        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
-    return out
-
-
 def _numel(dims: list | None) -> int:
     if dims is None:
         return 0
@@ -92,7 +81,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     itemsize = {}
     shapes: dict[str, list | None] = {}
     for vi in [*g.input, *g.output, *g.value_info]:
-        shapes[vi.name] = _dims(vi)
+        shapes[vi.name] = value_dims(vi)
         elem = vi.type.tensor_type.elem_type
         itemsize[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
     inits = {t.name: t for t in g.initializer}
@@ -103,7 +92,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     cost = ModelCost(
         params=int(sum(math.prod(t.dims) for t in inits.values())),
         weight_bytes=int(sum(init_bytes.values())),
-        input_shapes={i.name: _dims(i) for i in g.input if i.name not in inits},
+        input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
     )
     consumers: dict[str, int] = {}
     for node in g.node:
@@ -141,7 +130,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                 else (shapes.get(node.input[1]) or [])
             )
             if len(wdims) >= 3:
-                group = next((at.i for at in node.attribute if at.name == "group"), 1) or 1
+                group = int(attr(node, "group", 1)) or 1
                 k = math.prod(wdims[2:])
                 # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
                 # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
@@ -151,7 +140,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                     macs = layer_macs("conv", wdims[1] * group, wdims[0], k, group, pos)
         elif op in ("Gemm", "MatMul"):
             a = shapes.get(node.input[0]) or []
-            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            trans_a = bool(attr(node, "transA", 0))
             kdim = (a[-2] if trans_a else a[-1]) if a else 0
             out_dims = shapes.get(out) or []
             if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
@@ -168,7 +157,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             "out_bytes": act_bytes(out),
         }
         _flush(cost, last)
-        last = layer if op in _MAC_OPS else None
+        last = layer if op in WEIGHT_OPS else None
         if last is None:
             _flush(cost, layer)
     _flush(cost, last)

@@ -24,6 +24,7 @@ from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop
 from edgeslim.errors import EdgeslimError, require
+from edgeslim.utils.onnx_graph import attr, static_shapes, weight_channels
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +56,12 @@ def sweep_points(kind: str, cin: int, cout: int, multiple: int) -> list[tuple[tu
     return [(q, True) for q in grid] + [(q, False) for q in extra]
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            from onnx import helper
-
-            return helper.get_attribute_value(a)
-    return default
-
-
-def _shapes(model: Any) -> dict[str, list[int | None]]:
-    """Value name -> static dims (None where symbolic) after ONNX shape inference."""
-    from onnx import shape_inference
-
-    inferred = shape_inference.infer_shapes(model)
-    g = inferred.graph
-    out: dict[str, list[int | None]] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        dims = vi.type.tensor_type.shape.dim
-        out[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    return out
-
-
 def layer_specs(model: Any, names: dict[str, str]) -> dict[str, dict[str, Any]]:
     """What a sweep needs of every conv/linear node named in ``names`` ({node: module})."""
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     specs: dict[str, dict[str, Any]] = {}
     for node in model.graph.node:
         if node.name not in names or len(node.input) < 2 or node.input[1] not in inits:
@@ -90,18 +69,16 @@ def layer_specs(model: Any, names: dict[str, str]) -> dict[str, dict[str, Any]]:
         w = numpy_helper.to_array(inits[node.input[1]])
         x = shapes.get(node.input[0]) or []
         if node.op_type == "Conv" and w.ndim == 4 and len(x) == 4 and None not in x[1:]:
-            g = int(_attr(node, "group", 1))
-            cout, cin = int(w.shape[0]), int(w.shape[1]) * g
+            cin, cout, g = weight_channels(node, list(w.shape))
             kind = "dw" if g > 1 and g == cin == cout else ("conv" if g == 1 else "grouped")
             specs[names[node.name]] = {
                 "op": "Conv", "kind": kind, "in": cin, "out": cout, "hw": [int(x[2]), int(x[3])],
                 "kernel": [int(w.shape[2]), int(w.shape[3])], "group": g,
-                "strides": list(_attr(node, "strides", [1, 1])), "pads": list(_attr(node, "pads", [0, 0, 0, 0])),
-                "dilations": list(_attr(node, "dilations", [1, 1])),
+                "strides": list(attr(node, "strides", [1, 1])), "pads": list(attr(node, "pads", [0, 0, 0, 0])),
+                "dilations": list(attr(node, "dilations", [1, 1])),
             }  # fmt: skip
         elif node.op_type in ("Gemm", "MatMul") and w.ndim == 2:
-            trans = node.op_type == "Gemm" and int(_attr(node, "transB", 0)) == 1
-            cout, cin = (int(w.shape[0]), int(w.shape[1])) if trans else (int(w.shape[1]), int(w.shape[0]))
+            cin, cout, _ = weight_channels(node, list(w.shape))
             specs[names[node.name]] = {"op": "Gemm", "kind": "linear", "in": cin, "out": cout}
     return specs
 

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, weight_channels
+
 if TYPE_CHECKING:
     import onnx
     from torch import nn
@@ -85,13 +87,6 @@ class AlignmentReport:
         }
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
-
-
 def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
     """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight."""
     import onnx
@@ -146,20 +141,12 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
 
     layers = []
     for i, n in enumerate(g.node):
-        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
+        if n.op_type not in WEIGHT_OPS or len(n.input) < 2:
             continue
         w = shapes.get(n.input[1])
         if w is None or len(w) < 2:
             continue
-        groups = _attr(n, "group", 1)
-        if n.op_type == "Conv":
-            cout, cin = w[0], w[1] * groups
-        elif n.op_type == "ConvTranspose":
-            cin, cout = w[0], w[1] * groups
-        elif n.op_type == "Gemm" and _attr(n, "transB", 0):
-            cout, cin = w[0], w[1]
-        else:
-            cin, cout = w[0], w[1]
+        cin, cout, groups = weight_channels(n, w)
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",

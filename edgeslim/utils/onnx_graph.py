@@ -1,0 +1,52 @@
+"""Reading ONNX graphs (torch-free; ``onnx`` imported by the caller): the ops that carry weights,
+node attributes, static value shapes, and the channel counts of a weighted node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: ONNX ops whose second input is a layer's weight (the ops that carry a network's MACs)
+WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+def attr(node: Any, name: str, default: Any) -> Any:
+    """The value of ``node``'s attribute ``name`` (an int, a list, ...), or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            from onnx import helper
+
+            return helper.get_attribute_value(a)
+    return default
+
+
+def value_dims(value_info: Any) -> list[int | str] | None:
+    """The dims of a value: ints, the name of a symbolic one (``"?"`` unnamed); None without a shape."""
+    t = value_info.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def static_shapes(model: Any) -> dict[str, list[int | None]]:
+    """Value name -> dims after ONNX shape inference, None where a dim is symbolic."""
+    from onnx import shape_inference
+
+    g = shape_inference.infer_shapes(model).graph
+    return {
+        vi.name: [d if isinstance(d, int) else None for d in value_dims(vi) or []]
+        for vi in [*g.input, *g.value_info, *g.output]
+    }
+
+
+def weight_channels(node: Any, wdims: list[int]) -> tuple[int, int, int]:
+    """``(in channels, out channels, groups)`` of a :data:`WEIGHT_OPS` node with weight dims ``wdims``:
+    Conv (out, in/groups, k...), ConvTranspose (in, out/groups, k...), Gemm (transB: out, in),
+    MatMul (in, out)."""
+    groups = int(attr(node, "group", 1)) or 1
+    if node.op_type == "Conv":
+        return int(wdims[1]) * groups, int(wdims[0]), groups
+    if node.op_type == "ConvTranspose":
+        return int(wdims[0]), int(wdims[1]) * groups, groups
+    if node.op_type == "Gemm" and int(attr(node, "transB", 0)):
+        return int(wdims[1]), int(wdims[0]), 1
+    return int(wdims[0]), int(wdims[1]), 1
