@@ -300,7 +300,9 @@ def slim_model(
         resource = (
             controller.resource
             if controller is not None
-            else build_resource(model, example, "macs", round_to=settings.round_to)
+            else build_resource(
+                model, example, "macs", round_to=settings.round_to, shifts_zeroed=slimmer.zero_invariant
+            )
         )
         slimmer.aligner = ChannelAligner(resource)
     out = Path(out_dir) if out_dir is not None else None

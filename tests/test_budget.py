@@ -440,11 +440,22 @@ def test_controller_state_round_trip() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "extra", "bare_resume"),
+    [
+        ("vgg-small", [], False),
+        ("timm:mobilenetv3_small_050", ["--profile", "jetson-orin-nano-8gb", "--lr", "0.02"], True),
+    ],
+    ids=["vgg-small", "timm-se-profile"],
+)
 def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
-    tmp_path, fmnist_dir: str, monkeypatch, capsys
+    model, extra, bare_resume, tmp_path, fmnist_dir: str, monkeypatch, capsys
 ) -> None:
     """slim --target-macs 0.5 over 2 epochs, killed at the first step of epoch 2 and resumed with
-    --resume, ends bit-exact like the uninterrupted run: weights, controller, slimmer, channels."""
+    --resume, ends bit-exact like the uninterrupted run: weights, controller, slimmer, channels.
+    The timm MobileNetV3 (squeeze-excitation gates) with a device profile and a learning rate, resumed
+    with the folder alone, is the case a trial found different: the resource model was built from
+    the BN shifts the resumed model had, which decide whether a gated channel is removable."""
     from edgeslim.checkpoint import load_checkpoint_dict
     from edgeslim.train import trainer
     from edgeslim.train.hooks import TrainHook
@@ -462,8 +473,9 @@ def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
             if self.steps == self.at:
                 raise KeyboardInterrupt
 
-    args = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "320",
-            "--test-subset", "100", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.5", "--json"]  # fmt: skip
+    args = ["slim", model, "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "320",
+            "--test-subset", "100", "--epochs", "2", "--batch-size", "32", "--target-macs", "0.5", "--json",
+            *extra]  # fmt: skip
     steps_per_epoch = 320 // 32
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     real_fit = trainer.fit
@@ -478,7 +490,12 @@ def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
     monkeypatch.undo()
     cut = load_checkpoint_dict(tmp_path / "cut" / "train" / "model.pt")
     assert cut["train_state"]["epoch"] == 1 and not (tmp_path / "cut" / "report.json").exists()
-    assert main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    resume = (
+        ["slim", "--resume", "--out", str(tmp_path / "cut")]
+        if bare_resume
+        else [*args, "--out", str(tmp_path / "cut"), "--resume"]
+    )
+    assert main(resume) == 0
 
     a = load_checkpoint_dict(tmp_path / "full" / "train" / "model.pt")
     b = load_checkpoint_dict(tmp_path / "cut" / "train" / "model.pt")

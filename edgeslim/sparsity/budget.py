@@ -590,6 +590,7 @@ def build_controller(
         return build_resource(
             model, example_input, metric, profile=settings.profile, precision=settings.precision,
             batch=settings.batch, latency_table=table, round_to=round_to,
+            shifts_zeroed=bool(getattr(slimmer, "zero_invariant", False)),
         )  # fmt: skip
 
     resource = resource_in(settings.metric)

@@ -87,6 +87,10 @@ class ResourceModel:
 
     Build with :func:`build_resource`. ``xi`` arguments are flat over all affine BN channels
     in module order (the layout of :class:`~edgeslim.sparsity.prox.ProximalSlimming`).
+    ``shifts_zeroed``: the slimmer zeroes a dead channel's BN shift with its scale (its
+    ``zero_invariant``); else the shift stays nonzero, and a channel that an input-dependent gate
+    multiplies (squeeze-excitation) is not removable. What the model is built from depends on
+    that alone, never on the model's current weights, so a resumed run builds the same one.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class ResourceModel:
         batch: int = 1,
         latency_table: dict[str, Any] | None = None,
         round_to: int = 1,
+        shifts_zeroed: bool = False,
     ) -> None:
         if metric not in METRICS:
             raise EdgeslimError(f"unknown resource {metric!r}; choose one of: {', '.join(METRICS)}")
@@ -115,11 +120,13 @@ class ResourceModel:
         self.total = sum(sizes)
 
         # Trace a copy whose BN scales are all zero: its removable classes are those that
-        # surgery cuts once their scales reach zero.
+        # surgery cuts once their scales reach zero (and its shifts as the slimmer leaves a dead
+        # channel's: zero, or not; not the values they have now, which differ on a resume).
         work = copy.deepcopy(model).cpu().float()
         with torch.no_grad():
             for _, m in bn_layers(work):
                 m.weight.zero_()
+                m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
         g = build_graph(
             work, example, outputs=deployed_output(work)

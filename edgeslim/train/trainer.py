@@ -224,7 +224,6 @@ def fit(
         if resume.get("scaler"):
             scaler.load_state_dict(resume["scaler"])
         hook.load_state_dict(resume.get("hooks", {}))
-        set_rng_state(resume["rng"])
         start_epoch, global_step = int(resume["epoch"]), int(resume["global_step"])
         saved_threads = resume.get("threads")
         if (
@@ -269,6 +268,8 @@ def fit(
         }
 
     hook.on_train_start(model, optimizer)
+    if resume is not None:  # after on_train_start: what a hook draws there was drawn before the saved state
+        set_rng_state(resume["rng"])
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         train_model.train()

@@ -199,7 +199,7 @@ class UltralyticsSlimming:
             from edgeslim.sparsity.resource import build_resource
 
             resource = controller.resource if controller is not None else build_resource(
-                model, example, "macs", round_to=self.round_to
+                model, example, "macs", round_to=self.round_to, shifts_zeroed=slimmer.zero_invariant
             )  # fmt: skip
             slimmer.aligner = ChannelAligner(resource)
 
