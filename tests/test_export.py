@@ -333,10 +333,12 @@ def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:
     from edgeslim.cli import cli_message
     from edgeslim.cli.export import export
 
-    with pytest.raises(EdgeslimError) as info:  # a disagreement forced by a zero tolerance
-        export_onnx(create_model("vgg-small"), tmp_path / "m.onnx", (3, 32, 32), atol=-1.0)
+    with pytest.raises(EdgeslimError) as info:  # a disagreement: tracing froze one branch
+        export_onnx(_Branchy(), tmp_path / "m.onnx", (1, 4, 4), batch=1)
     assert "simplify=False" in str(info.value) and not (tmp_path / "m.onnx").exists()
-    assert cli_message(info.value, export).endswith("(try --opset 18, --exporter dynamo, or --no-simplify)")
+    assert cli_message(info.value, export).endswith(
+        "m.onnx was not written (try --opset 18, --exporter dynamo, or --no-simplify; --no-validate skips the check)"
+    )
 
 
 def test_segmentation_dict_outputs_export_with_their_names(tmp_path, capsys):
@@ -380,3 +382,63 @@ def test_output_names_of_tuples_dicts_and_tensors():
     assert output_names(t) == ["logits"]
     assert output_names((t, t, t)) == ["logits", "output1", "output2"]
     assert output_names({"out": t, "0": t}) == ["out", "output_0"]
+
+
+def _amplifying_model() -> nn.Module:
+    """A depthwise conv whose outputs sit near 600 and a BN with zero running variance behind it:
+    the BN subtracts the mean and multiplies by ~9,500, so float32 rounding of the conv (1e-5 at
+    600) becomes 0.1 at the output (what a trial's EfficientNet trained at lr 0.1 did)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16, eps=1e-7), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        m[3].weight.mul_(0.05)
+        m[3].bias.fill_(600.0)
+        m[4].running_var.zero_()
+        m[4].weight.fill_(3.0)
+        m[4].running_mean.copy_(m[:4](torch.randn(64, 3, 16, 16)).mean((0, 2, 3)))
+    return m
+
+
+def test_a_model_that_amplifies_float32_rounding_is_judged_against_float64(tmp_path, capsys):
+    """PyTorch's own float32 output of such a model is 0.1 off the exact one; ONNX Runtime is held
+    to be no further than 10x that from the model run in float64, not to 1e-5 of PyTorch."""
+    model = _amplifying_model()
+    res = export_onnx(model, tmp_path / "a.onnx", (3, 16, 16))
+    v = res.validation
+    assert v.passed and v.max_abs_diff > 10 * v.tolerance  # failed the float32 comparison
+    assert v.float64_onnx_error <= 10 * v.float64_torch_error and v.float64_torch_error > 1e-3
+    assert "against the model in float64" in v.summary() and "amplifies float32 rounding" in v.summary()
+    # an ONNX that computes something else still fails: the float64 reference is the model's
+    other = _amplifying_model()
+    with torch.no_grad():
+        other[8].bias.add_(1.0)
+    from edgeslim.export.validate import validate_onnx
+
+    bad = validate_onnx(
+        other, (tmp_path / "a.onnx").read_bytes(), random_inputs((3, 16, 16), n=8), static_batch=1
+    )
+    assert not bad.passed and bad.float64_onnx_error > 10 * bad.float64_torch_error
+    # and a refusal says which file was not written and how to skip the check (a forward that
+    # draws noise: ONNX Runtime draws other numbers, in float64 as in float32)
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x) + torch.rand(x.shape[0], 10)
+
+    with pytest.raises(
+        EdgeslimError, match=r"b.onnx was not written .*validate=False skips the check"
+    ) as info:
+        export_onnx(Noisy(), tmp_path / "b.onnx", (3, 16, 16))
+    # the refusal names the layer that amplifies rounding (a trial's EfficientNet had one)
+    assert "inner.4 multiplies its input by up to 9,487 (its running variance is near zero)" in str(
+        info.value
+    )
+    assert not (tmp_path / "b.onnx").exists()

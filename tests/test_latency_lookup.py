@@ -132,6 +132,32 @@ def test_verify_latency() -> None:
         verify({"measured": False, "command": "edgeslim bench slim.onnx --baseline dense.onnx"}, 0.05)
 
 
+def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:
+    """The check after a latency-budget slim exports both networks; when that export is refused
+    (a trial's EfficientNet), the message says the run's own files are written, not that nothing was."""
+    from torch import nn
+
+    from edgeslim.export.validate import random_inputs
+    from edgeslim.pipelines.latency import latency_check
+
+    class Noisy(nn.Module):  # a forward ONNX Runtime cannot reproduce (it draws its own noise)
+        def forward(self, x):
+            return x.mean((2, 3)) + torch.rand(x.shape[0], 3)
+
+    budget = {
+        "settings": {"target": "0.5", "batch": 1},
+        "target_fraction": 0.5,
+        "achieved": 1e-3,
+        "dense": 2e-3,
+    }
+    with pytest.raises(EdgeslimError) as info:
+        latency_check(Noisy(), Noisy(), (3, 8, 8), tmp_path, budget, here=False, profile=None,
+                      inputs=random_inputs((3, 8, 8), n=4))  # fmt: skip
+    msg = str(info.value)
+    assert msg.startswith("the latency check stopped: ONNX Runtime disagrees with PyTorch")
+    assert f"the slim run itself is complete in {tmp_path}" in msg and "nothing was written" not in msg
+
+
 def test_verify_latency_needs_a_latency_target(tmp_path, fmnist_dir: str, capsys) -> None:
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
                "--epochs", "1", "--target-macs", "0.5", "--verify-latency", "0.05", "--out", str(tmp_path / "o")])  # fmt: skip

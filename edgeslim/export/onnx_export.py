@@ -24,9 +24,11 @@ from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.export._quiet import quiet
 from edgeslim.export.validate import (
+    AMPLIFYING_NORM,
     FP32_ATOL,
     InputBatch,
     ValidationReport,
+    amplifying_norm,
     random_inputs,
     validate_onnx,
 )
@@ -400,10 +402,18 @@ def export_onnx(
             model, proto.SerializeToString(), inputs, static_batch=None if dynamic_batch else batch, atol=atol
         )
         if not report.passed:
+            amp = amplifying_norm(model)
+            why = (
+                f"; {amp[0]} multiplies its input by up to {amp[1]:,.0f} (its running variance is near zero): "
+                "ONNX Runtime folds it into the layer before, where float32 rounding grows as much, which "
+                "likely explains the difference"
+                if amp is not None and amp[1] >= AMPLIFYING_NORM
+                else ""
+            )
             raise EdgeslimError(
-                f"ONNX Runtime disagrees with PyTorch: {report.summary()}; nothing was written "
-                "(try opset 18, exporter dynamo, or simplify=False)",
-                param=("opset", "exporter", "simplify"),
+                f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not written "
+                "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
+                param=("opset", "exporter", "simplify", "validate"),
             )
     meta = meta or {}
     md = build_metadata(

@@ -46,17 +46,20 @@ def _threads(profile: Any, table: dict[str, Any] | None = None) -> int:
     return int(getattr(getattr(profile, "preferred", None), "threads", None) or 1)
 
 
-def _export(model: Any, path: Path, input_shape: tuple[int, int, int]) -> None:
+def _export(model: Any, path: Path, input_shape: tuple[int, int, int], inputs: Any = None) -> None:
     from edgeslim.export import export_onnx
 
-    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True)
+    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True, inputs=inputs)
 
 
-def export_pair(dense: Any, slim: Any, input_shape: tuple[int, int, int], out_dir: Path) -> dict[str, str]:
-    """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT); ``{label: path}``."""
+def export_pair(
+    dense: Any, slim: Any, input_shape: tuple[int, int, int], out_dir: Path, inputs: Any = None
+) -> dict[str, str]:
+    """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT on ``inputs``,
+    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs); ``{label: path}``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _export(dense, out_dir / DENSE_ONNX, input_shape)
-    _export(slim, out_dir / SLIM_ONNX, input_shape)
+    _export(dense, out_dir / DENSE_ONNX, input_shape, inputs)
+    _export(slim, out_dir / SLIM_ONNX, input_shape, inputs)
     return {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
 
 
@@ -157,8 +160,11 @@ def latency_check(
     profile: Any,
     table: dict[str, Any] | None = None,
     trials: int = 3,
+    inputs: Any = None,
 ) -> dict[str, Any]:
-    """Target, predicted and measured latency of the slim network (and the dense one) at the budget's batch."""
+    """Target, predicted and measured latency of the slim network (and the dense one) at the budget's
+    batch; both are exported to ONNX first, checked in ONNX Runtime on ``inputs`` (the run's test
+    images; None: random inputs). An export that fails says that the run's own files are written."""
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.timing import TimingConfig
 
@@ -174,7 +180,15 @@ def latency_check(
         "predicted_ms": budget["achieved"] * 1e3,
         "predicted_dense_ms": budget["dense"] * 1e3,
     }
-    export_pair(dense, slim, input_shape, out_dir)
+    try:
+        export_pair(dense, slim, input_shape, out_dir, inputs)
+    except EdgeslimError as exc:
+        raise EdgeslimError(
+            f"the latency check stopped: {exc} -- the slim run itself is complete in {out_dir} (its model, "
+            "report and plots); export and bench its model to measure the latency",
+            param=exc.params,
+            steps=exc.steps,
+        ) from exc
     if not here:
         name = getattr(profile, "name", "the device")
         precision = budget["settings"].get("precision") or getattr(

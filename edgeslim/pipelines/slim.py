@@ -290,12 +290,14 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
 
     res.report["loads_code"] = loads_code(spec)  # its checkpoints need trust_pickle to load
     if latency is not None and latency["is_budget"]:
+        from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import REPORT_FILE
         from edgeslim.utils.io import write_json
 
         check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
-                              here=latency["here"], profile=latency["profile"], table=latency["table"])  # fmt: skip
+                              here=latency["here"], profile=latency["profile"], table=latency["table"],
+                              inputs=bundle_inputs(bundle))  # fmt: skip
         res.report["latency"] = check
         write_json(out_dir / REPORT_FILE, res.report)
         if req.verify_latency is not None:
