@@ -109,6 +109,25 @@ def test_a_phone_profile_on_an_ort_build_without_its_provider(onnx_pair, tmp_pat
     assert "not available in this onnxruntime build" in capsys.readouterr().err
 
 
+def test_a_tensorrt_profile_without_trtexec_says_what_it_times_instead(
+    onnx_pair, tmp_path, capsys, monkeypatch
+):
+    """A Jetson profile prefers TensorRT; where no trtexec is found an ONNX file is timed in ONNX
+    Runtime on this host, which the line says in full (a trial read "using the onnxruntime
+    --backend (choose another with backend)" and took the numbers for the Jetson's)."""
+    from edgeslim.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec on it
+    dense, _, _ = onnx_pair
+    args = ["bench", str(dense), "--profile", "jetson-orin-nano-8gb", "--batch", "1", "--trials", "1", *FAST]
+    assert main([*args, "--json"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "is ONNX and trtexec is not found here: timing it in ONNX Runtime on this host instead, not with "
+        "jetson-orin-nano-8gb's TensorRT (its precision does not apply; choose another with --backend)"
+    ) in err, err
+
+
 @pytest.mark.slow
 def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     dense, thin, _ = onnx_pair

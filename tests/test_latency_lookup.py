@@ -158,6 +158,32 @@ def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -
     assert f"the slim run itself is complete in {tmp_path}" in msg and "nothing was written" not in msg
 
 
+def test_the_device_command_of_a_tensorrt_profile_times_tensorrt(tmp_path) -> None:
+    """Measured elsewhere, a latency target's check hands over the bench command for the device; for
+    a TensorRT device it names trtexec (pasted on a machine without it, ORT would time the CPU)."""
+    from torch import nn
+
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export.validate import random_inputs
+    from edgeslim.pipelines.latency import latency_check
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)
+    ).eval()
+    budget = {
+        "settings": {"target": "0.5", "batch": 1},
+        "target_fraction": 0.5,
+        "achieved": 1e-3,
+        "dense": 2e-3,
+    }
+    out = latency_check(net, net, (3, 8, 8), tmp_path, budget, here=False, profile=load_profile("jetson-orin-nano-8gb"),
+                        inputs=random_inputs((3, 8, 8), n=4))  # fmt: skip
+    assert out["measured"] is False
+    assert out["command"].endswith(
+        f"--batch 1 --profile jetson-orin-nano-8gb --backend trtexec --precision fp16 --out {tmp_path / 'bench'}"
+    ), out["command"]
+
+
 def test_verify_latency_needs_a_latency_target(tmp_path, fmnist_dir: str, capsys) -> None:
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
                "--epochs", "1", "--target-macs", "0.5", "--verify-latency", "0.05", "--out", str(tmp_path / "o")])  # fmt: skip

@@ -107,7 +107,12 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
             say(
                 Notice(
-                    f"{req.model} is ONNX: using the {name} backend (choose another with backend)", "backend"
+                    f"{req.model} is ONNX: trtexec builds and times it (choose another with backend)"
+                    if name == "trtexec"
+                    else f"{req.model} is ONNX and trtexec is not found here: timing it in ONNX Runtime on this "
+                    f"host instead, not with {profile.name}'s TensorRT (its precision does not apply; choose "
+                    "another with backend)",
+                    "backend",
                 )
             )
         elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it

@@ -195,9 +195,11 @@ def latency_check(
             getattr(profile, "preferred", None), "precision", None
         )
         out["measured"] = False
+        backend = getattr(getattr(profile, "preferred", None), "backend", None)
         out["command"] = (
             f"edgeslim bench {out_dir / SLIM_ONNX} --baseline {out_dir / DENSE_ONNX} --batch {batch} "
             f"--profile {name}"
+            + (" --backend trtexec" if backend == "tensorrt" else "")
             + (f" --precision {precision}" if precision else "")
             + f" --out {out_dir / 'bench'}"
         )
