@@ -317,6 +317,16 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetController(sl, res, BudgetSettings(target=str(int(res.dense * 2))), 10)
     with pytest.raises(EdgeslimError, match="unreachable"):
         BudgetController(sl, res, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
+    # at a channel multiple the advice is the one that helps: a finer multiple where it reaches the
+    # target, else the least target (a trial was told to lower --round-to, which changed nothing)
+    res16 = build_resource(model, ex, "macs", round_to=16)
+    between = (res.minimum + res16.minimum) / 2 / res.dense
+    with pytest.raises(EdgeslimError, match="give a larger target, or a smaller round_to"):
+        BudgetController(sl, res16, BudgetSettings(target=str(between)), 10)
+    with pytest.raises(
+        EdgeslimError, match=rf"give a target of at least {res.minimum / res.dense:.1%} of dense \(one"
+    ):
+        BudgetController(sl, res16, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
     with pytest.raises(EdgeslimError, match="needs profile"):
         BudgetSettings(metric="latency", target="8ms").validate()
     with pytest.raises(EdgeslimError, match="cost_exponent must be in"):

@@ -240,7 +240,13 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             if resource.round_to > 1
             else "one channel per group already costs"
         )
-        fix = "give a larger target" + (", or a smaller round_to" if resource.round_to > 1 else "")
+        finest = resource.narrowest(1) if resource.round_to > 1 else resource.minimum
+        fix = (
+            "give a larger target, or a smaller round_to"
+            if finest <= target
+            else f"give a target of at least {finest / resource.dense:.1%} of dense"
+            + (" (one channel per group costs that at any multiple)" if resource.round_to > 1 else "")
+        )
         raise BudgetUnreachable(
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
             f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
