@@ -220,3 +220,17 @@ def test_a_checkpoint_written_by_lightning():
                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))  # fmt: skip
     net.load_state_dict(under_prefix(net, sd))  # strict: every key and shape
     assert int(net[1].num_batches_tracked) == 2  # one epoch of two steps was trained
+
+
+def test_weights_for_three_channel_images_and_a_one_channel_input_shape(tmp_path, capsys):
+    """A wrong --input-shape channel count is named as such (a trial was told the weights did not fit
+    and to give --num-classes)."""
+    torch.save(resnet18(num_classes=5).state_dict(), tmp_path / "w.pt")
+    args = ["info", "tv:resnet18", "--weights", str(tmp_path / "w.pt"), "--num-classes", "5"]
+    assert main([*args, "--input-shape", "1,32,32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        "take 3-channel images (conv1.weight is [64, 3, 7, 7]) and the model is built for 1: give --input-shape "
+        "with 3 channels"
+    ), err
+    assert main([*args, "--input-shape", "3,32,32"]) == 0

@@ -184,6 +184,15 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes, _ = _head_mismatch(model, state_dict)
+    first = next((k for k, v in own.items() if v.ndim == 4), None)  # the stem conv's weight
+    if first in shapes and not (missing or unexpected):
+        a, b = tuple(own[first].shape), tuple(state_dict[first].shape)
+        if len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
+            raise EdgeslimError(
+                f"{what} take {b[1]}-channel images ({first} is {list(b)}) and the model is built for "
+                f"{a[1]}: give input_shape with {b[1]} channels",
+                param="input_shape",
+            )
     if missing or unexpected or shapes:
         example = (shapes or missing or unexpected)[0]
         # same names, other shapes: trained for another class count (a detector's head widths follow it)?
