@@ -181,6 +181,20 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     again = tmp_path / "again"
     r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)
     assert "speedup" in r.stdout and "## Speedup (baseline / slim)" in (again / "report.md").read_text()
+    # host-cpu's prediction is compared with this host's numbers; a Jetson's is not (a trial read
+    # +101% / -85% "errors" of a Jetson prediction against this PC's ONNX Runtime)
+    assert rec["prediction"]["models"]["baseline"]["1"]["error"] is not None
+    jet = tmp_path / "jet"
+    r = edgeslim(
+        ["report", out / "run.json", "--profile", "jetson-orin-nano-8gb", "--out", jet, "--no-plots"],
+        tmp_path,
+    )
+    pred = json.loads((jet / "run.json").read_text())["prediction"]
+    assert all("error" not in v for bs in pred["models"].values() for v in bs.values())
+    assert pred["not_compared"].endswith(
+        "not on a Jetson: the prediction for jetson-orin-nano-8gb is not compared with it"
+    )
+    assert "note: measured on" in r.stderr and "Not compared: measured on" in (jet / "report.md").read_text()
     # calibrate the roofline on this run, then predict
     r = edgeslim(
         ["bench", "--predict", "--profile", "host-cpu", "--calibrate", out / "run.json", thin, "--json"],

@@ -58,11 +58,30 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
     return [LayerCost(**layer) for layer in cost["layers"]]
 
 
+def measured_on(profile, record: dict) -> str | None:
+    """Why ``record``'s measurements were not made on ``profile``'s device with its runtime (None when
+    they may have been): a Jetson profile needs a Jetson (its L4T release recorded) and, preferring
+    TensorRT, a TensorRT backend; a board or phone profile an ARM CPU."""
+    env, backend = record.get("env") or {}, str(record.get("backend") or "")
+    machine = str(env.get("machine") or "").lower()
+    if profile.kind == "jetson" and not (env.get("l4t_release") or env.get("jetpack")):
+        return f"measured on {machine or 'another machine'}, not on a Jetson"
+    if profile.kind in ("arm-board", "phone") and machine and not machine.startswith(("aarch64", "arm")):
+        return f"measured on {machine}, not on an ARM CPU"
+    if profile.preferred.backend == "tensorrt" and backend not in ("tensorrt", "trtexec"):
+        return f"measured with {backend or 'another runtime'}, not TensorRT"
+    return None
+
+
 def add_predictions(record: dict, profile, efficiency=None) -> None:
-    """Roofline predictions for every ONNX model and batch, stored under ``prediction``."""
+    """Roofline predictions for every ONNX model and batch, stored under ``prediction``; compared
+    with the measured p50s only where they were measured on the profile's device and runtime."""
     from edgeslim.channels.cost import predict_latency, scale_bytes
 
+    elsewhere = measured_on(profile, record)
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
+    if elsewhere:
+        out["not_compared"] = f"{elsewhere}: the prediction for {profile.name} is not compared with it"
     for label in record["models"]:
         layers = layer_costs(record, label)
         if layers is None:
@@ -73,7 +92,7 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
             p = predict_latency(layers, profile, batch=b, efficiency=efficiency)
             out["models"][label][str(b)] = {"total_ms": p.total_s * 1e3, "efficiency": p.efficiency}
             meas = record.get("summary", {}).get(label, {}).get(str(b))
-            if meas:
+            if meas and not elsewhere:
                 out["models"][label][str(b)]["measured_p50_ms"] = meas["p50_ms"]
                 out["models"][label][str(b)]["error"] = p.total_s * 1e3 / meas["p50_ms"] - 1
     record["prediction"] = out
@@ -232,6 +251,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             f"## {pr['label']}, profile `{pr['profile']}`",
             "",
             markdown_table(PREDICTION_COLS, prediction_rows(record)),
+            *(["", f"Not compared: {pr['not_compared']}."] if pr.get("not_compared") else []),
         ]
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if all(lt.values()):

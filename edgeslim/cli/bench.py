@@ -39,6 +39,8 @@ def _print_record(record: dict, as_json: bool) -> None:
         out.print(
             table(f"{pr['label']} ({pr['profile']})", report.PREDICTION_COLS, report.prediction_rows(record))
         )
+        if pr.get("not_compared"):
+            err.print(f"note: {pr['not_compared']}", soft_wrap=True)
     for w in report.warnings(record):
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
