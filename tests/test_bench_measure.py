@@ -149,3 +149,27 @@ def test_a_run_started_on_a_busy_machine_is_flagged():
     assert not flagged(0.4, 2, 1) and not flagged(0.9, 2, 2) and not flagged(0.8, 8, None)
     assert flagged(1.5, 2, None)  # no thread count: every core is used
     assert not any("busy" in w for w in warnings({"models": {}, "batches": [], "env": {"load_avg": None}}))
+
+
+def test_onnx_cost_fuses_silu_written_as_sigmoid_times_x(tmp_path):
+    """SiLU exports as Sigmoid + Mul reading the conv's output twice; TensorRT and ORT run it as the
+    conv's activation, so the cost counter folds both into the conv (a trial's EfficientNet-B0 was
+    predicted 2.3x slower on a Jetson profile than the budget's model, every Sigmoid and Mul a launch)."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from edgeslim.export import export_onnx
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 1), nn.SiLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip
+    export_onnx(net, tmp_path / "silu.onnx", (3, 16, 16))
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "silu.onnx")).graph.node]
+    assert ops.count("Sigmoid") == 2 and ops.count("Mul") == 2  # SiLU as two ops in the file
+    layers = onnx_cost(tmp_path / "silu.onnx").layers
+    convs = [layer for layer in layers if layer.op == "Conv"]
+    assert len(convs) == 2 and all(layer.name.endswith("+Swish") for layer in convs)
+    assert not any(layer.op in ("Sigmoid", "Mul") for layer in layers)

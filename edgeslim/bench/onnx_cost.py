@@ -16,7 +16,8 @@ from edgeslim.channels.cost import LayerCost, layer_macs
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.onnx_graph import WEIGHT_OPS, attr, value_dims
 
-#: element-wise ops fused into a preceding MAC op by ORT / TensorRT
+#: element-wise ops fused into a preceding MAC op by ORT / TensorRT (and ``x * sigmoid(x)``, SiLU
+#: written as two ops, see :func:`onnx_cost`)
 _FUSABLE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"}
 #: ops that only change the view of a tensor
 _FREE = {"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "Dropout"}
@@ -102,14 +103,36 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     def act_bytes(name: str) -> int:
         return _numel(shapes.get(name)) * itemsize.get(name, 4)
 
+    readers: dict[str, list] = {}
+    for node in g.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+
+    def swish_mul(sig: object, x: str) -> object | None:
+        """The Mul of ``x * sigmoid(x)`` (SiLU / swish written as two ops), when ``sig`` is that
+        Sigmoid and the Mul and it are ``x``'s only readers."""
+        s_out = sig.output[0] if sig.output else ""
+        muls = [n for n in readers.get(s_out, []) if n.op_type == "Mul" and set(n.input) == {x, s_out}]
+        if len(muls) == 1 and len(readers.get(s_out, [])) == 1 and consumers.get(x, 0) == 2:
+            return muls[0]
+        return None
+
+    absorbed: set[int] = set()  # Mul nodes of a swish folded into the layer before
     last: dict | None = None  # the open MAC layer that fusable ops may join
     for node in g.node:
         op = node.op_type
         w = sum(init_bytes.get(i, 0) for i in node.input)
         ins = [i for i in node.input if i and i not in inits]
         out = node.output[0] if node.output else ""
-        if op in _FREE:
+        if op in _FREE or id(node) in absorbed:
             continue
+        if fuse and last is not None and op == "Sigmoid" and ins and ins[0] == last["out"]:
+            mul = swish_mul(node, last["out"])
+            if mul is not None:  # x * sigmoid(x): one activation, fused like HardSwish
+                absorbed.add(id(mul))
+                last.update(out=mul.output[0], out_bytes=act_bytes(mul.output[0]))
+                last["name"] += "+Swish"
+                continue
         if (
             fuse
             and last is not None
