@@ -123,3 +123,43 @@ def test_slim_report_names_the_alignment(tmp_path, fmnist_dir: str) -> None:
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["alignment"]["round_to"] == 8 and rep["slimming"]["round_to"] == 8
+
+
+def test_the_export_audit_leaves_widths_surgery_cannot_change_alone(tmp_path, capsys) -> None:
+    """A squeeze-excitation's reduced width (4 here) has no BatchNorm: surgery cannot change it, so
+    the audit does not count it nor ask to re-run surgery for it (a trial re-ran prune --round-to 8
+    and still read "22/82 layers not a multiple of 8")."""
+    from torch import nn
+
+    from edgeslim.channels.graph import build_graph, resizable_layers
+    from edgeslim.export import export_onnx
+    from edgeslim.export.audit import audit_onnx
+
+    class SE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reduce, self.expand = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+
+        def forward(self, x):
+            return x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), SE(), nn.Conv2d(16, 8, 1), nn.BatchNorm2d(8),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    ).eval()  # fmt: skip
+    export_onnx(net, tmp_path / "se.onnx", (3, 16, 16))
+    plain = audit_onnx(tmp_path / "se.onnx")
+    assert sorted(lay.name for lay in plain.misaligned("fp16")) == ["/3/expand/Conv", "/3/reduce/Conv"]
+    resizable = resizable_layers(build_graph(net, torch.zeros(1, 3, 16, 16)))
+    assert resizable["3.reduce"] == (True, False) and resizable["3.expand"] == (False, True)
+    audit = audit_onnx(tmp_path / "se.onnx", resizable)
+    assert audit.misaligned("fp16") == [] and "FP16 is aligned" in audit.suggestion()
+    # the export command audits with what surgery can change: timm's EfficientNet-B0 (SE widths 4, 6, 10...)
+    pytest.importorskip("timm")
+    out = tmp_path / "eff.onnx"
+    assert (
+        main(["export", "timm:efficientnet_b0", "--input-shape", "3,32,32", "--onnx", str(out), "--json"])
+        == 0
+    )
+    fp16 = json.loads(capsys.readouterr().out)["audit"]["misaligned"]["fp16"]
+    assert not any("/se/" in name for name in fp16), fp16

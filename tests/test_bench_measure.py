@@ -155,7 +155,7 @@ def test_onnx_cost_fuses_silu_written_as_sigmoid_times_x(tmp_path):
     """SiLU exports as Sigmoid + Mul reading the conv's output twice; TensorRT and ORT run it as the
     conv's activation, so the cost counter folds both into the conv (a trial's EfficientNet-B0 was
     predicted 2.3x slower on a Jetson profile than the budget's model, every Sigmoid and Mul a launch)."""
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from torch import nn
 
     from edgeslim.export import export_onnx

@@ -38,7 +38,7 @@ from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
-from edgeslim.utils.onnx_graph import WEIGHT_OPS
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name
 
 log = logging.getLogger(__name__)
 
@@ -187,33 +187,6 @@ def torch_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) ->
 
 
 # ---------------------------------------------------------------------------- onnxruntime
-def module_name(node_name: str) -> str | None:
-    """PyTorch module name from a TorchScript-exporter node name, or None.
-
-    ``/features/features.0/Conv`` -> ``features.0``; ``/layer1/layer1.0/conv1/Conv`` ->
-    ``layer1.0.conv1``; ``/classifier/Gemm`` -> ``classifier``;
-    ``/features/features.1/block/block.0/block.0.0/Conv`` -> ``features.1.block.0.0``. Each scope
-    is either an attribute name or a name qualified within the nearest container (which repeats
-    that container's path).
-    """
-    parts = node_name.split("/")
-    if len(parts) < 3 or parts[0] != "" or not all(parts[1:]):
-        return None
-    name = ""
-    for scope in parts[1:-1]:
-        # a scope qualified within a container repeats the container's path: replace that tail
-        # (/features/features.1/block/block.0/block.0.0 -> features.1.block.0.0)
-        dotted = name.split(".") if name else []
-        for i in range(len(dotted)):
-            tail = ".".join(dotted[i:])
-            if scope.startswith(tail + "."):
-                name = ".".join([*dotted[:i], scope])
-                break
-        else:
-            name = f"{name}.{scope}" if name else scope
-    return name
-
-
 class OnnxGraphIndex:
     """Names, producers and conv/linear nodes of an ONNX graph, for tracing profiled nodes back."""
 

@@ -1571,6 +1571,25 @@ def class_states(g: DependencyGraph) -> ClassStates:
     return ClassStates(has_bn, live, any_zero, reads_var, g.barred, strength)
 
 
+def resizable_layers(g: DependencyGraph) -> dict[str, tuple[bool, bool]]:
+    """Module name -> whether surgery can change its (input, output) channel count: some channel of
+    it is normalized by a BN and reaches no barrier. A count it cannot change is the architecture's
+    (a squeeze-excitation width, the classes)."""
+    st = class_states(g)
+    can = st.has_bn & ~st.barred
+    out: dict[str, list[bool]] = {}
+    for t, cls in zip(g.touches, g.touch_classes):
+        side = {"conv_in": (0,), "linear_in": (0,), "conv_out": (1,), "linear_out": (1,), "dw": (0, 1)}.get(
+            t.kind
+        )
+        if side is None:
+            continue
+        entry = out.setdefault(t.module, [False, False])
+        for i in side:
+            entry[i] = entry[i] or bool(can[cls].any())
+    return {name: (a, b) for name, (a, b) in out.items()}
+
+
 def removable_classes(g: DependencyGraph) -> tuple[Tensor, Tensor]:
     """(removable mask, strength) per class; strength = sum of |BN bias| (scales are 0)."""
     st = class_states(g)

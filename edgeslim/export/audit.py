@@ -2,7 +2,8 @@
 
 TensorRT's FP16 tensor-core layouts want channel counts that are multiples of 8, its INT8 kernels
 multiples of 32 (NVIDIA/TensorRT#1310, #3876); ARM CPU kernels prefer multiples of 4 or 8.
-Counts fixed by the data (image channels, number of classes) are listed but not counted.
+Counts fixed by the data (image channels, number of classes) or by the architecture (a width with no
+BatchNorm, which surgery cannot change) are listed but not counted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, weight_channels
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name, weight_channels
 
 if TYPE_CHECKING:
     import onnx
@@ -87,8 +88,13 @@ class AlignmentReport:
         }
 
 
-def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
-    """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight."""
+def audit_onnx(
+    model: onnx.ModelProto | str | Path, resizable: dict[str, tuple[bool, bool]] | None = None
+) -> AlignmentReport:
+    """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight.
+    ``resizable``: module name -> whether surgery can change its (in, out) channel counts
+    (:func:`edgeslim.channels.graph.resizable_layers`); a count it cannot change is the
+    architecture's (a squeeze-excitation width) and, like the image channels, not counted."""
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
@@ -139,6 +145,7 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
             todo += [o for n in consumers.get(t, []) if n.op_type in to_output_ops for o in n.output]
         return False
 
+    free = resizable or {}
     layers = []
     for i, n in enumerate(g.node):
         if n.op_type not in WEIGHT_OPS or len(n.input) < 2:
@@ -154,8 +161,8 @@ def audit_onnx(model: onnx.ModelProto | str | Path) -> AlignmentReport:
                 in_channels=int(cin),
                 out_channels=int(cout),
                 groups=groups,
-                in_free=not from_input(n.input[0]),
-                out_free=not to_output(n.output[0]),
+                in_free=not from_input(n.input[0]) and free.get(module_name(n.name or ""), (True, True))[0],
+                out_free=not to_output(n.output[0]) and free.get(module_name(n.name or ""), (True, True))[1],
             )  # fmt: skip
         )
     return AlignmentReport(layers)

@@ -205,7 +205,7 @@ def run_export(
         result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
         if isinstance(rep, str):
             say(rep)
-    audit = audit_onnx(onnx_path)
+    audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
     result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
 
     calib = None
@@ -278,3 +278,20 @@ def run_export(
             result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
                            "size_bytes": conv.size_bytes}  # fmt: skip
     return result
+
+
+def _resizable(model: Any, shape: tuple[int, int, int]) -> dict[str, tuple[bool, bool]] | None:
+    """Which layers' channel counts surgery can change (:func:`~edgeslim.channels.graph.resizable_layers`),
+    so the alignment audit does not ask to re-run surgery for widths it cannot change; None when the
+    model cannot be captured (every count is then counted)."""
+    import torch
+
+    from edgeslim.channels.graph import build_graph, resizable_layers
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models.yolo import deployed_output
+
+    try:
+        g = build_graph(model, torch.zeros(1, *shape), outputs=deployed_output(model))
+    except (EdgeslimError, RuntimeError, TypeError, ValueError):
+        return None
+    return resizable_layers(g)

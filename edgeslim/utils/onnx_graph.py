@@ -50,3 +50,30 @@ def weight_channels(node: Any, wdims: list[int]) -> tuple[int, int, int]:
     if node.op_type == "Gemm" and int(attr(node, "transB", 0)):
         return int(wdims[1]), int(wdims[0]), 1
     return int(wdims[0]), int(wdims[1]), 1
+
+
+def module_name(node_name: str) -> str | None:
+    """PyTorch module name from a TorchScript-exporter node name, or None.
+
+    ``/features/features.0/Conv`` -> ``features.0``; ``/layer1/layer1.0/conv1/Conv`` ->
+    ``layer1.0.conv1``; ``/classifier/Gemm`` -> ``classifier``;
+    ``/features/features.1/block/block.0/block.0.0/Conv`` -> ``features.1.block.0.0``. Each scope
+    is either an attribute name or a name qualified within the nearest container (which repeats
+    that container's path).
+    """
+    parts = node_name.split("/")
+    if len(parts) < 3 or parts[0] != "" or not all(parts[1:]):
+        return None
+    name = ""
+    for scope in parts[1:-1]:
+        # a scope qualified within a container repeats the container's path: replace that tail
+        # (/features/features.1/block/block.0/block.0.0 -> features.1.block.0.0)
+        dotted = name.split(".") if name else []
+        for i in range(len(dotted)):
+            tail = ".".join(dotted[i:])
+            if scope.startswith(tail + "."):
+                name = ".".join([*dotted[:i], scope])
+                break
+        else:
+            name = f"{name}.{scope}" if name else scope
+    return name
