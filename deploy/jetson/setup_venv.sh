@@ -14,12 +14,15 @@ python3 -m venv --system-site-packages "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # Base install only: numpy, click, rich, pyyaml, pydantic (+ onnx/onnxruntime for ONNX inputs).
 "$VENV/bin/python" -m pip install -q "$SRC[ort]"
-CUDA_MAJOR=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\)\..*/\1/p' || true)
-if [ -z "$CUDA_MAJOR" ] && [ -f /usr/local/cuda/version.json ]; then
-  CUDA_MAJOR=$(python3 -c "import json;print(json.load(open('/usr/local/cuda/version.json'))['cuda']['version'].split('.')[0])")
+# cuda-python of the installed CUDA's major.minor: a newer minor than JetPack's CUDA may need a
+# newer driver than the board has
+CUDA_VER=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p' || true)
+if [ -z "$CUDA_VER" ] && [ -f /usr/local/cuda/version.json ]; then
+  CUDA_VER=$(python3 -c "import json;print('.'.join(json.load(open('/usr/local/cuda/version.json'))['cuda']['version'].split('.')[:2]))")
 fi
-if [ -n "$CUDA_MAJOR" ]; then
-  "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR},<$((CUDA_MAJOR + 1))"
+if [ -n "$CUDA_VER" ]; then
+  CUDA_MAJOR=${CUDA_VER%%.*} CUDA_MINOR=${CUDA_VER#*.}
+  "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR}.${CUDA_MINOR},<${CUDA_MAJOR}.$((CUDA_MINOR + 1))"
 else
   echo "could not find the CUDA version; install cuda-python matching it by hand" >&2
 fi
