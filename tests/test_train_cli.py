@@ -209,8 +209,15 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
     )  # (imported by the train pipeline when it runs)
     out = tmp_path / "my run"
     assert main(["train", *DIGITS, "--out", str(out)]) == 130
+    err = " ".join(capsys.readouterr().err.split())  # nothing saved yet: says so, and only that
+    assert err.endswith(
+        "interrupted before the first epoch ended: nothing was saved to continue; rerun with --force"
+    )
+    (out / "model.pt").parent.mkdir(parents=True)
+    (out / "model.pt").write_bytes(b"an epoch's checkpoint")
+    assert main(["train", *DIGITS, "--out", str(out), "--force"]) == 130
     err = " ".join(capsys.readouterr().err.split())
-    assert f"continue with edgeslim train --resume --out '{out}'" in err, err
+    assert err.endswith(f"continue with edgeslim train --resume --out '{out}'"), err
 
 
 def test_resuming_with_another_thread_count_warns(tmp_path, caplog) -> None:

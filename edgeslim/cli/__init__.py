@@ -12,6 +12,7 @@ import re
 import shlex
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -181,9 +182,16 @@ def _interrupted_line(args: list[str]) -> str:
     if name == "slim" and out and data.lower().endswith((".yaml", ".yml")):
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
     if name in ("train", "slim") and out:
+        from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
+
+        saved = Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE
+        if not saved.is_file():
+            return (
+                "interrupted before the first epoch ended: nothing was saved to continue; rerun with --force"
+            )
         return (
             f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "
-            f"{shlex.quote(out)} (before the first epoch ended there is nothing to resume: rerun with --force)"
+            f"{shlex.quote(out)}"
         )
     return "interrupted; files already written were left complete (writes are atomic)"
 
