@@ -258,6 +258,26 @@ def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
         g.check_spec(b.spec_for("vgg-small"))
 
 
+def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog):
+    """Every image is brought to the first training image's size; the load says which (a trial's
+    folder of 32, 48x40 and 64 px photos trained at 32x32 without a word)."""
+    import logging
+
+    from PIL import Image
+
+    root = _extract(cifar_zip, tmp_path / "tree")
+    first = sorted((root / "train").rglob("*"))
+    big = next(p for p in first if p.is_file())
+    Image.open(big).resize((40, 48)).save(big.with_name("zz_big.png"))
+    with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert b.input_shape == (3, 32, 32)
+    assert (
+        "decoded at 32x32 pixels, HxW (the first training image's size; images of other sizes are stretched"
+        in caplog.text
+    )
+
+
 def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
     flat = tmp_path / "flat"
     (flat / "cat").mkdir(parents=True)

@@ -334,8 +334,9 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
         ix = balanced_subset(labels, n, req.seed, len(classes))
         arrays[f"{split}_x"] = decode_all(tree, [names[i] for i in ix], channels, size)
         arrays[f"{split}_y"] = labels[ix]
-    log.info("%s: %d classes, %d train / %d test images decoded", tree.root, len(classes),
-             len(arrays["train_y"]), len(arrays["test_y"]))  # fmt: skip
+    log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (the first training image's size; "
+             "images of other sizes are stretched to it: resize the folder to train at another size)",
+             tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]), size[0], size[1])  # fmt: skip
     return arrays
 
 
