@@ -142,7 +142,7 @@ SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio"
 MEMORY_COLS = [
     "model",
     "file MB",
-    "params",
+    "params (ONNX, BN folded)",
     "MMACs",
     "peak RSS MB",
     "RSS delta MB",
