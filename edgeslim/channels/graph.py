@@ -1383,6 +1383,15 @@ class DependencyGraph:
         return int(round(total))
 
 
+def deployed_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
+    """:func:`build_graph` with the outputs ``model`` returns deployed: a YOLO's decoded
+    predictions (:func:`edgeslim.models.yolo.deployed_output`), every output of another model;
+    the graph surgery, the budget and the export's audit all take."""
+    from edgeslim.models.yolo import deployed_output
+
+    return build_graph(model, example_input, outputs=deployed_output(model))
+
+
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}

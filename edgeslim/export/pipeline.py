@@ -286,12 +286,11 @@ def _resizable(model: Any, shape: tuple[int, int, int]) -> dict[str, tuple[bool,
     model cannot be captured (every count is then counted)."""
     import torch
 
-    from edgeslim.channels.graph import build_graph, resizable_layers
+    from edgeslim.channels.graph import deployed_graph, resizable_layers
     from edgeslim.errors import EdgeslimError
-    from edgeslim.models.yolo import deployed_output
 
     try:
-        g = build_graph(model, torch.zeros(1, *shape), outputs=deployed_output(model))
+        g = deployed_graph(model, torch.zeros(1, *shape))
     except (EdgeslimError, RuntimeError, TypeError, ValueError):
         return None
     return resizable_layers(g)

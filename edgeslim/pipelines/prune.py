@@ -145,13 +145,12 @@ def graph(
     file or an architecture, traced on one zero input of its input shape."""
     import torch
 
-    from edgeslim.models.yolo import deployed_output
+    from edgeslim.channels.graph import deployed_graph
     from edgeslim.pipelines.source import model_input_shape
-    from edgeslim.surgery import build_graph
 
     loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes)
     shape = model_input_shape(loaded, input_shape)
-    return build_graph(loaded.model, torch.zeros((1, *shape)), outputs=deployed_output(loaded.model))
+    return deployed_graph(loaded.model, torch.zeros((1, *shape)))
 
 
 def graph_summary(g: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim import penalties
-from edgeslim.channels.graph import build_graph
+from edgeslim.channels.graph import deployed_graph
 from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
@@ -146,9 +146,7 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
 def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
     """Coupled BN channel groups of ``model`` from surgery's dependency graph (of a detector: of the
     outputs it deploys, as surgery counts them)."""
-    from edgeslim.models.yolo import deployed_output
-
-    return list(build_graph(model, example_input, outputs=deployed_output(model)).bn_groups())
+    return list(deployed_graph(model, example_input).bn_groups())
 
 
 class ProximalSlimming(TrainHook):

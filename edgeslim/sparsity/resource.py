@@ -51,10 +51,9 @@ from edgeslim.channels.cost import (
     sweep_latency,
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
-from edgeslim.channels.graph import build_graph, removable_classes
+from edgeslim.channels.graph import deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.errors import EdgeslimError
-from edgeslim.models.yolo import deployed_output
 from edgeslim.utils.console import human
 from edgeslim.utils.io import read_json
 from edgeslim.utils.modes import eval_mode
@@ -128,9 +127,7 @@ class ResourceModel:
                 m.weight.zero_()
                 m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
-        g = build_graph(
-            work, example, outputs=deployed_output(work)
-        )  # what surgery keeps, as prune counts it
+        g = deployed_graph(work, example)  # what surgery keeps, as prune counts it
         removable, _ = removable_classes(g)
         self.graph = g
         k_classes = g.num_classes
