@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -203,6 +204,12 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     pred = json.loads(r.stdout)
     assert pred["calibration"]["source"] == "calibrated" and "PREDICTION" in pred["label"]
     assert pred["models"]["model"]["1"]["total_s"] > 0
+    # a pair: the predicted speedup, next to the measured one above (it had to be worked out by hand)
+    r = edgeslim(
+        ["bench", "--predict", "--profile", "host-cpu", thin, "--baseline", dense, "--batch", "1,4"], tmp_path
+    )
+    m = re.search(r"PREDICTION speedup baseline / slim: ([\d.]+)x at batch 1, ([\d.]+)x at batch 4", r.stdout)
+    assert m and float(m.group(1)) > 1.5 and float(m.group(2)) > 1.5, r.stdout
 
 
 def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):

@@ -75,6 +75,12 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
                 [[int(b), p["total_s"] * 1e3, int(b) / p["total_s"]] for b, p in per_batch.items()],
             )
         )
+    if result.get("speedup"):
+        out.print(
+            "PREDICTION speedup baseline / slim: "
+            + ", ".join(f"{v:.2f}x at batch {b}" for b, v in result["speedup"].items())
+            + " (roofline, not a measurement)"
+        )
 
 
 def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_json: bool) -> None:

@@ -263,6 +263,11 @@ def predict(req: BenchRequest) -> dict:
         result["models"][label] = {
             str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in req.batches
         }
+    if "baseline" in result["models"]:  # predicted baseline / slim, per batch
+        base, slim = result["models"]["baseline"], result["models"]["slim"]
+        result["speedup"] = {
+            b: base[b]["total_s"] / slim[b]["total_s"] for b in base if slim[b]["total_s"] > 0
+        }
     return result
 
 
