@@ -124,3 +124,12 @@ def test_info_and_graph_are_python_calls_below_the_cli(capsys):
     assert (d["macs"], d["params"]) == (res["macs"], res["params"])
     assert main(["graph", "vgg-small", "--input-shape", "3,32,32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == d
+
+
+def test_info_reads_an_image_folders_size_and_classes(cifar_zip, tmp_path, capsys):
+    """--data imagefolder --data-dir DIR: the input size and the class count come from the folder,
+    so the weights of a 10-class model fit (a trial found no --data-dir on info)."""
+    torch.save(create_model(ModelSpec("vgg-small", 10, 3, (32, 32))).state_dict(), tmp_path / "w.pt")
+    args = ["info", "vgg-small", "--weights", str(tmp_path / "w.pt"), "--json"]
+    res = json.loads(_out(capsys, [*args, "--data", "imagefolder", "--data-dir", cifar_zip]))
+    assert res["input_shape"] == [3, 32, 32] and res["num_classes"] == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,6 +21,11 @@ __all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from 
 @click.option(
     "--data", "data_name", help="Data set whose input shape and classes to use (e.g. fashion-mnist)."
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="Folder or .zip of --data imagefolder (its size and classes).",
+)
 @click.option("--input-shape", type=SHAPE, help=f"Input C,H,W [from --data; {INPUT_SHAPE_DEFAULT}].")
 @num_classes_option
 @click.option("--layers", is_flag=True, help="Also show every layer: params, MACs, channels, output shape.")
@@ -32,7 +38,17 @@ __all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from 
     help="MAC counter: fvcore, or torch.utils.flop_counter.",
 )  # fmt: skip
 def info(
-    target, data_name, input_shape, num_classes, layers, as_json, list_models, trust_pickle, counter, weights
+    target,
+    data_name,
+    data_dir,
+    input_shape,
+    num_classes,
+    layers,
+    as_json,
+    list_models,
+    trust_pickle,
+    counter,
+    weights,
 ) -> None:
     """Show parameters, MACs and BN scale statistics of MODEL_OR_ARCH.
 
@@ -67,7 +83,7 @@ def info(
         return
     if not target:
         raise EdgeslimError("give a model file or an architecture name (or --list-models)")
-    res = gather(target, data_name, input_shape, num_classes, trust_pickle, counter, weights)
+    res = gather(target, data_name, input_shape, num_classes, trust_pickle, counter, weights, data_dir)
     if as_json:
         click.echo(json.dumps(to_jsonable(res), indent=2))
         return

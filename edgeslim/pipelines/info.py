@@ -6,9 +6,20 @@ from typing import Any
 
 
 def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | None,
-            trust_pickle: bool, weights: Any = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:  # fmt: skip
-    """(model, description, input shape) for a model file or an architecture name."""
+            trust_pickle: bool, weights: Any = None,
+            data_dir: Any = None) -> tuple[Any, dict[str, Any], tuple[int, ...]]:  # fmt: skip
+    """(model, description, input shape) for a model file or an architecture name. A data set
+    whose shape is only known from its files (``imagefolder`` in ``data_dir``) is opened for it:
+    its image size and its number of classes."""
     from edgeslim.pipelines.source import load_model_or_arch, model_input_shape
+
+    if data is not None and data_dir is not None and input_shape is None:
+        from edgeslim.data import dataset_shape, load_dataset
+
+        if dataset_shape(data) is None:
+            bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=1)
+            input_shape = tuple(bundle.input_shape)
+            num_classes = num_classes if num_classes is not None else bundle.num_classes
 
     loaded = load_model_or_arch(
         target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,
@@ -26,10 +37,11 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
 
 
 def info(target: str, data: str | None = None, input_shape: Any = None, num_classes: int | None = None,
-         trust_pickle: bool = False, counter: str = "auto", weights: Any = None) -> dict[str, Any]:  # fmt: skip
+         trust_pickle: bool = False, counter: str = "auto", weights: Any = None,
+         data_dir: Any = None) -> dict[str, Any]:  # fmt: skip
     """Everything ``edgeslim info`` shows, as a JSON-able dict (model description, counts, BN stats)."""
     from edgeslim.counting import bn_stats, count_model
 
-    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights)
+    model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights, data_dir)
     stats = count_model(model, shape, counter=counter)
     return {**desc, **stats.to_dict(), "bn": bn_stats(model).to_dict()}
