@@ -10,6 +10,7 @@ from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.markdown import markdown_table
+from edgeslim.utils.onnx_graph import module_name
 from edgeslim.utils.plotting import new_figure, save_figure
 from edgeslim.utils.rundir import (
     LATENCY_PNG,
@@ -335,6 +336,10 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     if all(costs.values()):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
         names = [str(layer.get("name", i)) for i, layer in enumerate(costs[labels[0]]["layers"])]
+        if len({len(v) for v in macs.values()}) == 1:  # the layers that carry MACs (not a gate's Mul)
+            keep = [i for i in range(len(names)) if any(v[i] > 0 for v in macs.values())]
+            macs = {label: [v[i] for i in keep] for label, v in macs.items()}
+            names = [names[i] for i in keep]
         totals = ", ".join(f"{label} {costs[label]['macs'] / 1e6:.3g}" for label in labels)
         ratio = ""
         if len(labels) == 2 and costs[labels[0]]["macs"]:
@@ -375,14 +380,22 @@ def _layer_bars(
     import numpy as np
 
     n = max(len(v) for v in values.values())
-    fig, ax = new_figure(figsize=(max(8.0, 0.3 * n + 2), 4.2 if names else 3.6))
+    many = n > 60  # a whole EfficientNet: narrower bars and labels, at most 24 inches wide
+    fig, ax = new_figure(figsize=(min(24.0, max(8.0, (0.2 if many else 0.3) * n + 2)), 4.6 if names else 3.6))
     width = 0.8 / len(values)
     for i, (label, vals) in enumerate(values.items()):
         ax.bar(np.arange(len(vals)) + i * width, vals, width, label=label)
     if names and all(len(v) == len(names) for v in values.values()):
-        # ONNX node names are module paths ("/features/features.3/Conv+Relu"): keep the last two parts
-        short = ["/".join(nm.strip("/").split("/")[-2:])[-32:] for nm in names]
-        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, short, rotation=55, ha="right", fontsize=7)
+        # ONNX node names are module paths ("/blocks/blocks.1/blocks.1.0/conv_pw/Conv+Relu"): the module
+        # ("blocks.1.0.conv_pw"), else the last two parts
+        short = [
+            (module_name(nm.split("+")[0]) or "/".join(nm.strip("/").split("/")[-2:]))[-32:] for nm in names
+        ]
+        ax.set_xticks(
+            np.arange(len(names)) + 0.4 - width / 2, short, rotation=60 if many else 55, ha="right",
+            fontsize=5 if many else 7,
+        )  # fmt: skip
+        ax.set_xlim(-0.6, len(names))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend()
