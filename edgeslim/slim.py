@@ -583,12 +583,13 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
     traj = report["trajectory"]
     ep = [t["epoch"] for t in traj]
-    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 3.6))
-    a1.plot(ep, [t["target"] for t in traj], "k--", label="target")
-    a1.plot(ep, [t["budget"] for t in traj], color="#888888", label="budget B(t)")
-    a1.plot(ep, [t["resource"] for t in traj], "o-", color="#2a7ab0", label="achieved R")
+    fig, (a1, a2) = new_figure(1, 2, figsize=(10, 4.0))
+    start = [0, *ep]  # epoch 0: the dense network the run starts from (R = B = 1)
+    a1.plot(start, [traj[0]["target"], *(t["target"] for t in traj)], "k--", label="target")
+    a1.plot(start, [1.0, *(t["budget"] for t in traj)], color="#888888", label="budget B(t)")
+    a1.plot(start, [1.0, *(t["resource"] for t in traj)], "o-", color="#2a7ab0", label="achieved R")
     a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
-    a1.set_xlabel("epoch")
+    a1.set_xlabel("epoch (0: the dense start)")
     a1.set_ylabel(f"{report['metric']} / dense")
     a1.legend(fontsize=8)
     a1.set_title(
@@ -603,7 +604,9 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test accuracy")
     a3.set_ylabel("test accuracy")
     lines = a2.get_lines() + a3.get_lines()
-    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best")
+    # below the axes: "best" sees only mu's line and put the box over the accuracy's points
+    a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)  # fmt: skip
     a2.set_title("dual multiplier mu (docs/budget.md) and accuracy", fontsize=10)
     from matplotlib.ticker import MaxNLocator
 
