@@ -430,7 +430,7 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
     try:
         model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
     except EdgeslimError as exc:
-        raise EdgeslimError(f"{p}: {exc}", param=exc.params) from exc
+        raise EdgeslimError(f"{p}: {exc}", param=exc.params, steps=exc.steps) from exc
     return LoadedModel(
         model=model,
         kind="checkpoint",

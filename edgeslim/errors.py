@@ -29,12 +29,15 @@ class EdgeslimError(Exception):
 class Step:
     """Another stage the user should run: ``stage`` (``train``, ``slim``, ``prune``, ``export``,
     ``bench``, ``info``) with the Python parameters ``args`` of its request (a positional one, such as
-    the model, by its name). ``str()`` is the Python form; the CLI shows it as a command line."""
+    the model, by its name). ``str()`` is the Python form (``text``, where the Python API does it
+    another way); the CLI shows it as a command line."""
 
-    def __init__(self, stage: str, **args: Any) -> None:
-        self.stage, self.args = stage, args
+    def __init__(self, stage: str, *, text: str | None = None, **args: Any) -> None:
+        self.stage, self.args, self.text = stage, args, text
 
     def __str__(self) -> str:
+        if self.text:
+            return self.text
         given = ", ".join(
             f"{k}={str(v)!r}" if not isinstance(v, bool) else f"{k}={v}" for k, v in self.args.items()
         )

@@ -12,7 +12,7 @@ from edgeslim.counting import count_model
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.penalties import PENALTIES
-from edgeslim.sparsity.budget import BudgetController, BudgetSettings, parse_target
+from edgeslim.sparsity.budget import BudgetController, BudgetSettings, BudgetUnreachable, parse_target
 from edgeslim.sparsity.prox import ProximalSlimming, coupled_bn_groups
 from edgeslim.sparsity.resource import build_resource
 from edgeslim.sparsity.subgradient import bn_layers
@@ -323,10 +323,15 @@ def test_bad_budgets_fail_before_training() -> None:
     between = (res.minimum + res16.minimum) / 2 / res.dense
     with pytest.raises(EdgeslimError, match="give a larger target, or a smaller round_to"):
         BudgetController(sl, res16, BudgetSettings(target=str(between)), 10)
-    with pytest.raises(
-        EdgeslimError, match=rf"give a target of at least {res.minimum / res.dense:.1%} of dense \(one"
-    ):
+    with pytest.raises(BudgetUnreachable) as info:
         BudgetController(sl, res16, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
+    assert (
+        str(info.value).endswith(
+            f"give a target of at least {res16.minimum / res.dense:.1%} of dense ({res.minimum / res.dense:.1%} at "
+            "any channel multiple)"
+        )
+        and info.value.params == ()
+    )  # the CLI appends no "(see --round-to)"
     with pytest.raises(EdgeslimError, match="needs profile"):
         BudgetSettings(metric="latency", target="8ms").validate()
     with pytest.raises(EdgeslimError, match="cost_exponent must be in"):

@@ -132,4 +132,12 @@ def test_info_reads_an_image_folders_size_and_classes(cifar_zip, tmp_path, capsy
     torch.save(create_model(ModelSpec("vgg-small", 10, 3, (32, 32))).state_dict(), tmp_path / "w.pt")
     args = ["info", "vgg-small", "--weights", str(tmp_path / "w.pt"), "--json"]
     res = json.loads(_out(capsys, [*args, "--data", "imagefolder", "--data-dir", cifar_zip]))
-    assert res["input_shape"] == [3, 32, 32] and res["num_classes"] == 10
+    assert res["input_shape"] == [3, 32, 32]
+    res = json.loads(
+        _out(capsys, ["info", "vgg-small", "--data", "imagefolder", "--data-dir", cifar_zip, "--json"])
+    )
+    assert res["input_shape"] == [3, 32, 32] and res["num_classes"] == 10  # the folder's classes
+    assert main(["info", "vgg-small", "--data-dir", cifar_zip]) == 2
+    assert (
+        "--data-dir without --data: name the data set of that folder (imagefolder)" in capsys.readouterr().err
+    )

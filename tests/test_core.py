@@ -113,7 +113,7 @@ def test_library_errors_name_other_stages_in_python_and_as_command_lines_on_the_
 
     with pytest.raises(EdgeslimError) as info:
         create_model(ModelSpec(arch="resnet2O", num_classes=10))
-    assert "see the info stage (list_models=True) for all names" in str(info.value)
+    assert "see edgeslim.models.list_models() for all names" in str(info.value)
     assert "see edgeslim info --list-models for all names" in cli_message(info.value, None)
     assert main(["info", "tv:resnet1B"]) == 2
     assert "see edgeslim info --list-models" in capsys.readouterr().err

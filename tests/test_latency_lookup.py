@@ -156,6 +156,7 @@ def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -
     msg = str(info.value)
     assert msg.startswith("the latency check stopped: ONNX Runtime disagrees with PyTorch")
     assert f"the slim run itself is complete in {tmp_path}" in msg and "nothing was written" not in msg
+    assert "validate=False" not in msg and not info.value.params  # export's own options are not slim's
 
 
 def test_the_device_command_of_a_tensorrt_profile_times_tensorrt(tmp_path) -> None:

@@ -211,7 +211,7 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
     assert main(["train", *DIGITS, "--out", str(out)]) == 130
     err = " ".join(capsys.readouterr().err.split())  # nothing saved yet: says so, and only that
     assert err.endswith(
-        "interrupted before the first epoch ended: nothing was saved to continue; rerun with --force"
+        "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
     )
     (out / "model.pt").parent.mkdir(parents=True)
     (out / "model.pt").write_bytes(b"an epoch's checkpoint")

@@ -231,6 +231,6 @@ def test_weights_for_three_channel_images_and_a_one_channel_input_shape(tmp_path
     err = capsys.readouterr().err.strip()
     assert err.endswith(
         "take 3-channel images (conv1.weight is [64, 3, 7, 7]) and the model is built for 1: give --input-shape "
-        "with 3 channels"
+        "with 3 channels, or --data of 3-channel images"
     ), err
     assert main([*args, "--input-shape", "3,32,32"]) == 0

@@ -14,10 +14,11 @@ MODE=$("$EDGESLIM" profiles show "$PROFILE" --json | python3 -c "
 import json,sys; p=json.load(sys.stdin)
 ids=[m['id'] for m in p['power_modes'] if m['id'] is not None]
 print(max(ids) if 'super' in p['name'] else (ids[0] if ids else ''))")
-# the power mode in use (nvpmodel -q: "NV Power Mode: NAME" then its id), restored on exit with the clocks
-PREV_MODE=$(sudo nvpmodel -q 2>/dev/null | tail -n 1 | tr -dc '0-9' || true)
+# the power mode in use (nvpmodel -q prints "NV Power Mode: NAME", then the mode's id alone on a line),
+# restored on exit, then the clocks stored under it; each restore step runs even if another fails
+PREV_MODE=$(sudo nvpmodel -q 2>/dev/null | grep -E '^[0-9]+$' | tail -n 1 || true)
 sudo jetson_clocks --store "$STORE"
-trap 'if [ -n "$PREV_MODE" ]; then sudo nvpmodel -m "$PREV_MODE"; fi; sudo jetson_clocks --restore "$STORE"; rm -f "$STORE"' EXIT
+trap 'if [ -n "$PREV_MODE" ]; then sudo nvpmodel -m "$PREV_MODE" || true; fi; sudo jetson_clocks --restore "$STORE" || true; rm -f "$STORE"' EXIT
 if [ -n "$MODE" ]; then sudo nvpmodel -m "$MODE"; fi
 sudo jetson_clocks
 sudo jetson_clocks --show | head -20

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device-side install of edgeslim on a Jetson: no PyTorch, JetPack's TensorRT seen through
-# --system-site-packages, cuda-python matched to the CUDA major of the JetPack.
+# --system-site-packages, cuda-python matched to the CUDA major.minor of the JetPack.
 # Usage: deploy/jetson/setup_venv.sh [VENV_DIR] [EDGESLIM_SOURCE]   (never run by the authors on a Jetson)
 set -euo pipefail
 VENV=${1:-$HOME/edgeslim-venv}

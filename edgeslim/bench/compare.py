@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 
 FORMAT = "edgeslim-bench"
 VERSION = 1
@@ -56,7 +56,8 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             raise EdgeslimError(f"benchmark process died (exit {r.returncode}): {tail[0]}")
         res = json.loads(Path(op).read_text())
     if not res["ok"]:
-        raise EdgeslimError(res["error"], param=tuple(res.get("params") or ()))
+        steps = tuple(Step(stage, **args) for stage, args in res.get("steps") or ())
+        raise EdgeslimError(res["error"], param=tuple(res.get("params") or ()), steps=steps)
     return res
 
 

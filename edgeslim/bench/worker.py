@@ -95,6 +95,7 @@ def main(argv: list[str]) -> int:
         msg = str(exc) if isinstance(exc, EdgeslimError) else f"{type(exc).__name__}: {exc}"
         result = {"ok": False, "error": msg, "user_error": isinstance(exc, EdgeslimError)}
         result["params"] = list(exc.params) if isinstance(exc, EdgeslimError) else []
+        result["steps"] = [[s.stage, s.args] for s in exc.steps] if isinstance(exc, EdgeslimError) else []
         if not isinstance(exc, EdgeslimError):
             result["traceback"] = traceback.format_exc()
     tmp = out_path + ".tmp"

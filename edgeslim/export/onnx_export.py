@@ -303,6 +303,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in m.metadata_props}
 
 
+class ExportCheckFailed(EdgeslimError):
+    """ONNX Runtime disagreed with PyTorch on the exported file (which was not written); ``reason``:
+    the numbers and, where one is found, the layer that explains them."""
+
+    def __init__(self, *args: object, reason: str = "", **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.reason = reason
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -410,10 +419,11 @@ def export_onnx(
                 if amp is not None and amp[1] >= AMPLIFYING_NORM
                 else ""
             )
-            raise EdgeslimError(
+            raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
                 param=("opset", "exporter", "simplify", "validate"),
+                reason=f"{report.summary()}{why}",
             )
     meta = meta or {}
     md = build_metadata(

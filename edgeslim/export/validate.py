@@ -369,8 +369,12 @@ def amplifying_norm(model: nn.Module) -> tuple[str, float] | None:
         var = getattr(m, "running_var", None)
         if not is_batchnorm(m) or not isinstance(var, torch.Tensor) or not var.numel():
             continue
-        w = m.weight.detach().abs() if getattr(m, "weight", None) is not None else torch.ones_like(var)
-        factor = float((w.float() / (var.detach().float() + float(m.eps)).sqrt()).max())
+        weight = getattr(m, "weight", None)
+        w = weight.detach().abs() if isinstance(weight, torch.Tensor) else torch.ones_like(var)
+        if w.shape != var.shape:
+            continue
+        eps = getattr(m, "eps", 1e-5)  # (a TorchScript BatchNorm keeps no eps attribute)
+        factor = float((w.float() / (var.detach().float() + float(eps)).sqrt()).max())
         if best is None or factor > best[1]:
             best = (name, factor)
     return best

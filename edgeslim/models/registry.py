@@ -320,7 +320,7 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
 
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        step = Step("info", list_models=True)
+        step = Step("info", list_models=True, text="edgeslim.models.list_models()")
         raise EdgeslimError(f"unknown architecture {name!r}; {hint}see {step} for all names", steps=(step,))
     return _MODELS[name](**kw)
 

@@ -65,7 +65,7 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
 
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"did you mean {', '.join('tv:' + c for c in close)}? " if close else ""
-        step = Step("info", list_models=True)
+        step = Step("info", list_models=True, text="edgeslim.models.list_models()")
         raise EdgeslimError(f"unknown torchvision model 'tv:{name}'; {hint}see {step}", steps=(step,))
     kw = {**_PLAIN_LOGITS.get(name, {}), **kwargs}
     try:

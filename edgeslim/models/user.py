@@ -190,8 +190,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
         if len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
             raise EdgeslimError(
                 f"{what} take {b[1]}-channel images ({first} is {list(b)}) and the model is built for "
-                f"{a[1]}: give input_shape with {b[1]} channels",
-                param="input_shape",
+                f"{a[1]}: give input_shape with {b[1]} channels, or data of {b[1]}-channel images",
+                param=("input_shape", "data"),
             )
     if missing or unexpected or shapes:
         example = (shapes or missing or unexpected)[0]

@@ -13,13 +13,21 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
     its image size and its number of classes."""
     from edgeslim.pipelines.source import load_model_or_arch, model_input_shape
 
-    if data is not None and data_dir is not None and input_shape is None:
+    if data_dir is not None and data is None:
+        from edgeslim.errors import EdgeslimError
+
+        raise EdgeslimError(
+            "data_dir without data: name the data set of that folder (imagefolder)",
+            param=("data_dir", "data"),
+        )
+    if data is not None and data_dir is not None:
         from edgeslim.data import dataset_shape, load_dataset
 
-        if dataset_shape(data) is None:
+        if dataset_shape(data) is None:  # known from its files only: one image per split is read
             bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=1)
-            input_shape = tuple(bundle.input_shape)
-            num_classes = num_classes if num_classes is not None else bundle.num_classes
+            input_shape = input_shape if input_shape is not None else tuple(bundle.input_shape)
+            if num_classes is None and weights is None:  # (weights carry their own head)
+                num_classes = bundle.num_classes
 
     loaded = load_model_or_arch(
         target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,

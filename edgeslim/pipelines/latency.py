@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Step
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,18 @@ def latency_check(
     try:
         export_pair(dense, slim, input_shape, out_dir, inputs)
     except EdgeslimError as exc:
+        from edgeslim.export.onnx_export import ExportCheckFailed
+
+        why = (
+            f"ONNX Runtime disagrees with PyTorch: {exc.reason}"
+            if isinstance(exc, ExportCheckFailed)
+            else str(exc)
+        )
+        step = Step("export")
         raise EdgeslimError(
-            f"the latency check stopped: {exc} -- the slim run itself is complete in {out_dir} (its model, "
-            "report and plots); export and bench its model to measure the latency",
-            param=exc.params,
-            steps=exc.steps,
+            f"the latency check stopped: {why} -- the slim run itself is complete in {out_dir} (its model, "
+            f"report and plots); measure it with {step} and a benchmark",
+            steps=(step,),
         ) from exc
     if not here:
         name = getattr(profile, "name", "the device")

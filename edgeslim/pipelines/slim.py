@@ -319,7 +319,7 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
     if budget is None or budget.metric not in ("macs", "params") or settings.round_to <= 1:
         return
     res = build_resource(
-        model, torch.zeros(1, *spec.input_shape), budget.metric
+        model, torch.zeros(1, *spec.input_shape), budget.metric, shifts_zeroed=settings.zero_invariant
     )  # one trace for every multiple
     target = absolute_target(budget, res)
     r = settings.round_to
@@ -366,7 +366,8 @@ def _latency_lookup(
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:
-            res = build_resource(model, example, "latency", latency_table=tab, round_to=r, batch=batch)
+            res = build_resource(model, example, "latency", latency_table=tab, round_to=r, batch=batch,
+                                 shifts_zeroed=settings.zero_invariant)  # fmt: skip
             try:
                 resolve_target(budget, res)
             except BudgetUnreachable as exc:

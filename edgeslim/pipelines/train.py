@@ -23,7 +23,7 @@ _HPARAMS = (
 class TrainRequest:
     """Everything ``edgeslim train`` needs; ``None`` means the library default.
 
-    ``resume``: a checkpoint of an interrupted run, or ``""`` for the run in ``out_dir``.
+    ``resume``: a checkpoint of an interrupted run, or ``""`` (or True) for the run in ``out_dir``.
     """
 
     out_dir: Path
@@ -94,7 +94,7 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
 
     info = dist_info()
     out_dir: Path = kw["out_dir"]
-    if kw["resume"] == "":  # the flag alone: the run in --out
+    if kw["resume"] == "" or kw["resume"] is True:  # the flag alone (True from Python): the run in out_dir
         kw["resume"] = out_dir / MODEL_FILE
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")

@@ -241,16 +241,17 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             else "one channel per group already costs"
         )
         finest = resource.narrowest(1) if resource.round_to > 1 else resource.minimum
+        finer_helps = resource.round_to > 1 and finest <= target
         fix = (
             "give a larger target, or a smaller round_to"
-            if finest <= target
-            else f"give a target of at least {finest / resource.dense:.1%} of dense"
-            + (" (one channel per group costs that at any multiple)" if resource.round_to > 1 else "")
+            if finer_helps
+            else f"give a target of at least {resource.minimum / resource.dense:.1%} of dense"
+            + (f" ({finest / resource.dense:.1%} at any channel multiple)" if resource.round_to > 1 else "")
         )
         raise BudgetUnreachable(
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
             f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
-            param="round_to" if resource.round_to > 1 else None,
+            param="round_to" if finer_helps else None,
         )
     return float(target)
 

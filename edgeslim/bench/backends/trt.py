@@ -238,7 +238,7 @@ class TensorRTBackend(Backend):
         if not os.path.isfile(path):
             raise EdgeslimError(f"engine file {path} does not exist")
         if path.lower().endswith(".onnx"):
-            step = Step("export", model=path, trt=True)
+            step = Step("export", trt=True)  # (of the PyTorch model the ONNX came from)
             raise EdgeslimError(
                 f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "
                 f"{step}, or use backend trtexec (builds from ONNX) or onnxruntime",
