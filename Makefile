@@ -34,12 +34,12 @@ test-fast: venv
 	$(PY) -m pytest -n 2 -q -m "not slow"
 
 lint: venv
-	$(PY) -m ruff check edgeslim tests benchmarks deploy
-	$(PY) -m ruff format --check edgeslim tests benchmarks deploy
+	$(PY) -m ruff check edgeslim tests benchmarks deploy tools
+	$(PY) -m ruff format --check edgeslim tests benchmarks deploy tools
 
 format: venv
-	$(PY) -m ruff format edgeslim tests benchmarks deploy
-	$(PY) -m ruff check --fix edgeslim tests benchmarks deploy
+	$(PY) -m ruff format edgeslim tests benchmarks deploy tools
+	$(PY) -m ruff check --fix edgeslim tests benchmarks deploy tools
 
 demo: setup ## slim a small VGG on Fashion-MNIST to half its MACs, export both to ONNX, bench slim vs dense
 	$(VENV)/bin/edgeslim slim vgg-small --data fashion-mnist --subset 6000 --test-subset 2000 \

@@ -1,6 +1,6 @@
 """Draw docs/architecture.png: the layers of edgeslim/ as docs/architecture.md lists them.
 
-    python tools/architecture_figure.py
+python tools/architecture_figure.py
 """
 
 from __future__ import annotations
