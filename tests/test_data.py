@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -273,7 +274,7 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog):
         b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     assert b.input_shape == (3, 32, 32)
     assert (
-        "decoded at 32x32 pixels, HxW (the first training image's size; images of other sizes are stretched"
+        "decoded at 32x32 pixels, HxW (the first training image's size; image_size sets another"
         in caplog.text
     )
 
@@ -414,3 +415,47 @@ def test_cifar_without_a_data_dir_asks_for_one(tmp_path) -> None:
     with pytest.raises(EdgeslimError, match=r"where is cifar10\? give data_dir") as info:
         load_dataset("cifar10", cache_dir=tmp_path)
     assert info.value.params == ("data_dir",)
+
+
+def test_an_image_folder_trains_exports_and_resumes_at_the_size_asked_for(cifar_zip, tmp_path, capsys):
+    """--image-size: the folder's photos are brought to H,W for training (a Jetson user trains at the
+    deployed size); the checkpoint records it, export checks on the folder's images at that size, and
+    a resumed run reads the folder at the run's size, not the first image's."""
+    from edgeslim.cli import main
+
+    data = ["--data", "imagefolder", "--data-dir", cifar_zip, "--image-size", "40,36", "--batch-size", "16",
+            "--subset", "40", "--test-subset", "20"]  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", "--arch", "vgg-small", *data, "--epochs", "1", "--out", str(run)]) == 0
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    assert ckpt["spec"]["input_size"] == [40, 36]
+    capsys.readouterr()
+    assert main(["export", str(run / "model.pt"), "--onnx", str(tmp_path / "m.onnx"), "--json"]) == 0
+    check = json.loads(capsys.readouterr().out)["onnx"]["validation"]
+    assert check["real_data"] and "imagefolder" in check["source"]
+    more = tmp_path / "more"  # a finished run resumed into a new folder, the size from the checkpoint
+    assert main(["train", "--resume", str(run / "model.pt"), "--epochs", "2", "--out", str(more)]) == 0
+    assert torch.load(more / "model.pt", weights_only=True)["spec"]["input_size"] == [40, 36]
+    # a built-in data set has its own size; a size that is not one is refused by the CLI
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "vgg-small",
+                "--data",
+                "digits",
+                "--image-size",
+                "16",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+    assert "digits images are 8x8; --image-size applies to image folders" in capsys.readouterr().err
+    assert (
+        main(["train", "--arch", "vgg-small", *data[:4], "--image-size", "0,4", "--out", str(tmp_path / "e")])
+        == 2
+    )
+    assert "is not an image size: give H,W (224,224) or one side (224)" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from edgeslim.cli.params import COUNT, NONNEG, POSITIVE, SEED, NumberList
+from edgeslim.cli.params import COUNT, IMAGE_SIZE, NONNEG, POSITIVE, SEED, NumberList
 from edgeslim.pipelines.source import (  # noqa: F401 - the commands take them from here
     check_finite_weights,
     load_model_or_arch,
@@ -43,6 +43,11 @@ data_options = options(
     ),
     click.option("--subset", type=COUNT, help="Train on N images only (class-balanced, deterministic)."),
     click.option("--test-subset", type=COUNT, help="Evaluate on N test images only."),
+    click.option(
+        "--image-size",
+        type=IMAGE_SIZE,
+        help="imagefolder: train at H,W (or S: S x S) [the first training image's size].",
+    ),  # fmt: skip
     click.option(
         "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."
     ),

@@ -105,6 +105,26 @@ class Shape(click.ParamType):
             self.fail(cli_message(exc, ctx.command if ctx is not None else None), param, ctx)
 
 
+class ImageSize(click.ParamType):
+    """``H,W`` (or one side ``S`` for S x S) of the images of an image folder."""
+
+    name = "H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).replace("x", ",").split(",")]
+        try:
+            size = tuple(int(p) for p in parts)
+        except ValueError:
+            size = ()
+        if len(size) == 1:
+            size = (size[0], size[0])
+        if len(size) != 2 or min(size) < 1:
+            self.fail(f"{value!r} is not an image size: give H,W (224,224) or one side (224)", param, ctx)
+        return size
+
+
 class Device(click.ParamType):
     """A torch device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
 
@@ -189,6 +209,7 @@ class RecoveryLr(click.ParamType):
 
 
 SHAPE = Shape()
+IMAGE_SIZE = ImageSize()
 PHASE = Phase()
 BETA_END = BetaEnd()
 RECOVERY_LR = RecoveryLr()

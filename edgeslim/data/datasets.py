@@ -61,6 +61,10 @@ def canonical_name(name: str) -> str:
     return key
 
 
+#: largest image side an image folder is brought to (image_size)
+MAX_IMAGE_SIDE = 4096
+
+
 @dataclass(frozen=True)
 class LoadRequest:
     """Arguments shared by every data set reader."""
@@ -72,6 +76,8 @@ class LoadRequest:
     cache_dir: Path
     download: bool
     seed: int
+    #: (H, W) an image folder's images are brought to; None: its first training image's size
+    image_size: tuple[int, int] | None = None
 
 
 Reader = Callable[[LoadRequest], DataBundle]
@@ -113,19 +119,36 @@ def load_dataset(
     cache_dir: str | os.PathLike | None = None,
     download: bool = False,
     seed: int = 0,
+    image_size: tuple[int, int] | None = None,
 ) -> DataBundle:
     """Load data set ``name`` (see :func:`list_datasets`) as uint8 tensors.
 
     ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
+    ``image_size``: (H, W) an image folder's images are stretched to (default: its first training
+    image's size); the built-in data sets have their own.
     """
     key = canonical_name(name)
     for label, n in (("subset", subset), ("test_subset", test_subset)):
         if n is not None and n < 1:
             raise EdgeslimError(f"{label} must be a positive number of images, got {n}", param=label)
+    if image_size is not None:
+        image_size = (int(image_size[0]), int(image_size[1]))
+        if not all(1 <= v <= MAX_IMAGE_SIDE for v in image_size):
+            raise EdgeslimError(
+                f"image_size {image_size[0]}x{image_size[1]} is not a size from 1 to {MAX_IMAGE_SIDE} pixels",
+                param="image_size",
+            )
+        if SHAPES.get(key) is not None:
+            c, h, w = SHAPES[key][:3]
+            if (h, w) != image_size:
+                raise EdgeslimError(
+                    f"{key} images are {h}x{w}; image_size applies to image folders", param="image_size"
+                )
+            image_size = None
     ddir = existing_data_dir(data_dir) if data_dir is not None else None
     req = LoadRequest(key, ddir, subset, test_subset, Path(cache_dir) if cache_dir else default_cache_dir(),
-                      download, seed)  # fmt: skip
+                      download, seed, image_size)  # fmt: skip
     bundle = _READERS[key][0](req)
     log.info("loaded %r from %s", bundle, bundle.source)
     return bundle

@@ -326,7 +326,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
             f"{tree.root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
             "train/ and test/ must hold the same class folders"
         )
-    channels, size = probe(tree, train[classes[0]][0])
+    channels, first = probe(tree, train[classes[0]][0])
+    size = req.image_size or first
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
         names = [f for c in classes for f in listing.get(c, [])]
@@ -334,9 +335,12 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
         ix = balanced_subset(labels, n, req.seed, len(classes))
         arrays[f"{split}_x"] = decode_all(tree, [names[i] for i in ix], channels, size)
         arrays[f"{split}_y"] = labels[ix]
-    log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (the first training image's size; "
-             "images of other sizes are stretched to it: resize the folder to train at another size)",
-             tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]), size[0], size[1])  # fmt: skip
+    why = (
+        "the size asked for" if req.image_size else "the first training image's size; image_size sets another"
+    )
+    log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (%s; images of other sizes "
+             "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
+             size[0], size[1], why)  # fmt: skip
     return arrays
 
 
@@ -349,6 +353,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
     """
     key = {"kind": "imagefolder", "source": fingerprint(root), "subset": req.subset,
            "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
+    if req.image_size is not None:  # (absent otherwise: the caches written before it still hit)
+        key["image_size"] = list(req.image_size)
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req))
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)

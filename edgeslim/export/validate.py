@@ -145,7 +145,11 @@ def real_inputs(
 
     if canonical_name(name) == IMAGES:
         return _folder_inputs(input_shape, data_dir, meta, n)
-    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n)
+    folder = (
+        canonical_name(name) == "imagefolder"
+    )  # read at the model's size (it may not be the first image's)
+    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n,
+                          image_size=tuple(input_shape[1:]) if folder else None)  # fmt: skip
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "

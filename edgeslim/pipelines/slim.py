@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 #: request fields a resumed run takes from the command (the rest come from the run's checkpoint)
 RESUME_KEEPS = frozenset(
-    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset".split()
+    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset image_size".split()
 )
 #: training options a request may override (``None``: TrainConfig's default)
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_epochs", "seed", "device")
@@ -37,6 +37,8 @@ class SlimRequest:
     data_dir: Path | None = None
     subset: int | None = None
     test_subset: int | None = None
+    #: (H, W) an image folder is trained at (None: its first image's size; a resume: the run's)
+    image_size: tuple[int, int] | None = None
     cache_dir: Path | None = None
     weights: Path | None = None
     init: Path | None = None
@@ -130,9 +132,11 @@ def check(req: SlimRequest) -> dict[str, Any]:
             "stopped before its first checkpoint); drop resume, with force=True if the folder is not empty",
             param=("resume", "force"),
         )
-    if req.resume and not req.data_name:
+    if req.resume:
+        data_given = bool(req.data_name)
         for k, v in _saved_data_args(saved_run).items():
-            setattr(req, k, v)
+            if not data_given or k == "image_size":  # (the size the run trains at, whatever is given)
+                setattr(req, k, v)
     if not req.data_name:
         raise EdgeslimError(
             "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
@@ -231,7 +235,7 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
     out_dir = Path(req.out_dir)
     bundle = load_dataset(
         req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset, seed=int(req.seed or 0),
-        cache_dir=req.cache_dir,
+        cache_dir=req.cache_dir, image_size=req.image_size,
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
@@ -416,12 +420,17 @@ def _saved_data_args(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         return {}
-    args = (load_checkpoint_dict(path).get("meta") or {}).get("data_args") or {}
-    return {
+    ckpt = load_checkpoint_dict(path)
+    args = (ckpt.get("meta") or {}).get("data_args") or {}
+    out = {
         k: v
         for k, v in args.items()
         if v is not None and k in ("data_name", "data_dir", "subset", "test_subset")
     }
+    size = (ckpt.get("spec") or {}).get("input_size")
+    if size:  # the size it trains at (an image folder's may not be its first image's)
+        out["image_size"] = (int(size[0]), int(size[1]))
+    return out
 
 
 def _source_model(

@@ -32,6 +32,8 @@ class TrainRequest:
     data_dir: Path | None = None
     subset: int | None = None
     test_subset: int | None = None
+    #: (H, W) an image folder is trained at (None: its first image's size; a resume: the checkpoint's)
+    image_size: tuple[int, int] | None = None
     cache_dir: Path | None = None
     epochs: int | None = None
     batch_size: int | None = None
@@ -157,6 +159,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         data_name = kw["data_name"] or data_args.get("name")
         data_dir = kw["data_dir"] or data_args.get("data_dir")
         subset, test_subset = data_args.get("subset"), data_args.get("test_subset")
+        image_size = tuple(spec.input_size)  # (the size it was trained at; built-in sets check it)
         model = build_from_checkpoint(resume_ckpt, trust_pickle=kw["trust_pickle"])
         recipe = resume_ckpt.get("recipe")
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
@@ -167,7 +170,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 param=("arch", "data_name", "resume"),
             )
         data_name, data_dir = kw["data_name"], kw["data_dir"]
-        subset, test_subset = kw["subset"], kw["test_subset"]
+        subset, test_subset, image_size = kw["subset"], kw["test_subset"], kw["image_size"]
         hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
         hp["device"] = kw["device"]
         method = hp.get("method", "baseline")
@@ -199,7 +202,12 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             )
 
     bundle = load_dataset(
-        data_name, data_dir=data_dir, subset=subset, test_subset=test_subset, cache_dir=kw["cache_dir"]
+        data_name,
+        data_dir=data_dir,
+        subset=subset,
+        test_subset=test_subset,
+        cache_dir=kw["cache_dir"],
+        image_size=image_size,
     )
     if resume_ckpt is None:
         if kw["init_path"]:
