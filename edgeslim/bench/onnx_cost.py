@@ -95,25 +95,23 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         weight_bytes=int(sum(init_bytes.values())),
         input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
     )
-    consumers: dict[str, int] = {}
-    for node in g.node:
-        for i in node.input:
-            consumers[i] = consumers.get(i, 0) + 1
-
-    def act_bytes(name: str) -> int:
-        return _numel(shapes.get(name)) * itemsize.get(name, 4)
-
-    readers: dict[str, list] = {}
+    readers: dict[str, list] = {}  # value -> the nodes that read it (once per input slot)
     for node in g.node:
         for i in node.input:
             readers.setdefault(i, []).append(node)
+
+    def consumers(name: str) -> int:
+        return len(readers.get(name, ()))
+
+    def act_bytes(name: str) -> int:
+        return _numel(shapes.get(name)) * itemsize.get(name, 4)
 
     def swish_mul(sig: object, x: str) -> object | None:
         """The Mul of ``x * sigmoid(x)`` (SiLU / swish written as two ops), when ``sig`` is that
         Sigmoid and the Mul and it are ``x``'s only readers."""
         s_out = sig.output[0] if sig.output else ""
         muls = [n for n in readers.get(s_out, []) if n.op_type == "Mul" and set(n.input) == {x, s_out}]
-        if len(muls) == 1 and len(readers.get(s_out, [])) == 1 and consumers.get(x, 0) == 2:
+        if len(muls) == 1 and consumers(s_out) == 1 and consumers(x) == 2:
             return muls[0]
         return None
 
@@ -139,7 +137,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             and op in _FUSABLE
             and ins
             and ins[0] == last["out"]
-            and consumers.get(last["out"], 0) == 1
+            and consumers(last["out"]) == 1
         ):
             extra_in = sum(act_bytes(i) for i in ins[1:])  # e.g. a residual Add reads a second tensor
             last.update(out=out, out_bytes=act_bytes(out), w=last["w"] + w, extra=last["extra"] + extra_in)

@@ -1580,6 +1580,10 @@ def class_states(g: DependencyGraph) -> ClassStates:
     return ClassStates(has_bn, live, any_zero, reads_var, g.barred, strength)
 
 
+#: touch kind -> the sides (0: input, 1: output) of its layer's channel count it indexes
+_TOUCH_SIDES = {"conv_in": (0,), "linear_in": (0,), "conv_out": (1,), "linear_out": (1,), "dw": (0, 1)}
+
+
 def resizable_layers(g: DependencyGraph) -> dict[str, tuple[bool, bool]]:
     """Module name -> whether surgery can change its (input, output) channel count: some channel of
     it is normalized by a BN and reaches no barrier. A count it cannot change is the architecture's
@@ -1588,9 +1592,7 @@ def resizable_layers(g: DependencyGraph) -> dict[str, tuple[bool, bool]]:
     can = st.has_bn & ~st.barred
     out: dict[str, list[bool]] = {}
     for t, cls in zip(g.touches, g.touch_classes):
-        side = {"conv_in": (0,), "linear_in": (0,), "conv_out": (1,), "linear_out": (1,), "dw": (0, 1)}.get(
-            t.kind
-        )
+        side = _TOUCH_SIDES.get(t.kind)
         if side is None:
             continue
         entry = out.setdefault(t.module, [False, False])

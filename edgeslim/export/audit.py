@@ -154,6 +154,7 @@ def audit_onnx(
         if w is None or len(w) < 2:
             continue
         cin, cout, groups = weight_channels(n, w)
+        in_can, out_can = free.get(module_name(n.name or ""), (True, True))
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",
@@ -161,8 +162,8 @@ def audit_onnx(
                 in_channels=int(cin),
                 out_channels=int(cout),
                 groups=groups,
-                in_free=not from_input(n.input[0]) and free.get(module_name(n.name or ""), (True, True))[0],
-                out_free=not to_output(n.output[0]) and free.get(module_name(n.name or ""), (True, True))[1],
+                in_free=in_can and not from_input(n.input[0]),
+                out_free=out_can and not to_output(n.output[0]),
             )  # fmt: skip
         )
     return AlignmentReport(layers)

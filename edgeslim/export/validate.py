@@ -133,7 +133,6 @@ def real_inputs(
     set is any folder of images in ``data_dir`` (no labels), brought to the model's input size as
     ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
     """
-
     name = data or dataset_name(meta)
     if not name:
         return None
@@ -143,13 +142,12 @@ def real_inputs(
     from edgeslim.data.datasets import canonical_name
     from edgeslim.data.imagefolder import IMAGES
 
-    if canonical_name(name) == IMAGES:
+    key = canonical_name(name)
+    if key == IMAGES:
         return _folder_inputs(input_shape, data_dir, meta, n)
-    folder = (
-        canonical_name(name) == "imagefolder"
-    )  # read at the model's size (it may not be the first image's)
-    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n,
-                          image_size=tuple(input_shape[1:]) if folder else None)  # fmt: skip
+    # an image folder is read at the model's size (it may not be its first image's)
+    size = tuple(input_shape[1:]) if key == "imagefolder" else None
+    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n, image_size=size)
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "

@@ -654,7 +654,6 @@ def flat_gammas(model: nn.Module) -> Tensor:
     return torch.cat([m.weight.detach().reshape(-1).cpu() for _, m in bn_layers(model)])
 
 
-@torch.no_grad()
 def zero_channels(model: nn.Module, dead: Tensor) -> None:
     """Set BN scale and shift to 0 at the flat positions ``dead`` (bool, the :func:`flat_gammas` layout)."""
     zero_flat(((m.weight, m.bias) for _, m in bn_layers(model)), dead)
