@@ -238,10 +238,11 @@ def load_model(
     if kind == "empty":
         raise EdgeslimError(f"{p} is empty (0 bytes); was it cut off while being written? re-create it")
     if kind == "onnx":
+        bench = Step("bench")
         raise EdgeslimError(
-            f"{p} is an ONNX model, not a PyTorch one; give it to {Step('bench')}, or give the "
+            f"{p} is an ONNX model, not a PyTorch one; give it to {bench}, or give the "
             "PyTorch model it was exported from",
-            steps=(Step("bench"),),
+            steps=(bench,),
         )
     if kind == "zip" and zip_names(p) is None:
         raise _cut_off_zip(p)

@@ -241,10 +241,11 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
     for n in idx.weighted:
         mod = module_name(n)
         if mod is None:
+            export = Step("export")
             raise EdgeslimError(
-                f"cannot recover the PyTorch module name of ONNX node {n!r}; export with {Step('export')} "
+                f"cannot recover the PyTorch module name of ONNX node {n!r}; export with {export} "
                 "(TorchScript exporter, scoped node names like /layer1/layer1.0/conv1/Conv)",
-                steps=(Step("export"),),
+                steps=(export,),
             )
         names[n] = mod
     return idx, names

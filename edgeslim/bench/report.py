@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 
 def check_record(record: dict) -> dict:
     if not isinstance(record, dict) or record.get("format") != "edgeslim-bench":
+        bench = Step("bench")
         raise EdgeslimError(
-            f"not an edgeslim benchmark result (format != edgeslim-bench); give a run.json from {Step('bench')}",
-            steps=(Step("bench"),),
+            f"not an edgeslim benchmark result (format != edgeslim-bench); give a run.json from {bench}",
+            steps=(bench,),
         )
     if "summary" not in record:
         from edgeslim.bench.compare import aggregate

@@ -292,6 +292,10 @@ def list_models(include_prefixed: bool = True) -> list[str]:
     return names
 
 
+#: where every model name is listed (:func:`list_models`; ``edgeslim info --list-models``)
+LIST_MODELS = Step("info", list_models=True, text="edgeslim.models.list_models()")
+
+
 def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrides: Any) -> nn.Module:
     """Build the architecture named by ``spec`` (random weights).
 
@@ -320,8 +324,9 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
 
         close = difflib.get_close_matches(name, list(_MODELS), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        step = Step("info", list_models=True, text="edgeslim.models.list_models()")
-        raise EdgeslimError(f"unknown architecture {name!r}; {hint}see {step} for all names", steps=(step,))
+        raise EdgeslimError(
+            f"unknown architecture {name!r}; {hint}see {LIST_MODELS} for all names", steps=(LIST_MODELS,)
+        )
     return _MODELS[name](**kw)
 
 

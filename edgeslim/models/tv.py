@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from edgeslim.errors import EdgeslimError, Step, require
-from edgeslim.models.registry import register_prefix
+from edgeslim.errors import EdgeslimError, require
+from edgeslim.models.registry import LIST_MODELS, register_prefix
 
 #: builder keywords that make a model return plain logits in training mode too
 _PLAIN_LOGITS: dict[str, dict[str, Any]] = {
@@ -65,8 +65,9 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
 
         close = difflib.get_close_matches(name, names, n=3)
         hint = f"did you mean {', '.join('tv:' + c for c in close)}? " if close else ""
-        step = Step("info", list_models=True, text="edgeslim.models.list_models()")
-        raise EdgeslimError(f"unknown torchvision model 'tv:{name}'; {hint}see {step}", steps=(step,))
+        raise EdgeslimError(
+            f"unknown torchvision model 'tv:{name}'; {hint}see {LIST_MODELS}", steps=(LIST_MODELS,)
+        )
     kw = {**_PLAIN_LOGITS.get(name, {}), **kwargs}
     try:
         model = tvm.get_model(name, weights=None, num_classes=num_classes, **kw)

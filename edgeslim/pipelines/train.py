@@ -175,11 +175,12 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         hp["device"] = kw["device"]
         method = hp.get("method", "baseline")
         if method == "proximal":  # (a trainer method for the Python API; the command is slim)
+            slim = Step("slim")
             raise EdgeslimError(
-                f"proximal slimming runs as {Step('slim')} (lambda from a planned shrink or a budget, its phases, "
+                f"proximal slimming runs as {slim} (lambda from a planned shrink or a budget, its phases, "
                 "finalize and surgery); train takes method baseline or subgradient",
                 param="method",
-                steps=(Step("slim"),),
+                steps=(slim,),
             )
         if method == "mask":
             raise EdgeslimError(

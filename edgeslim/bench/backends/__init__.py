@@ -154,11 +154,12 @@ def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
             if dynamic:
                 out.append(batch)
             elif d != batch:
+                export = Step("export", dynamic_batch=True)
                 raise EdgeslimError(
-                    f"use batch {d}, or export with a dynamic batch axis ({Step('export', dynamic_batch=True)}): "
+                    f"use batch {d}, or export with a dynamic batch axis ({export}): "
                     f"input '{name}' has a fixed batch of {d}, cannot run batch {batch}",
                     param="batch",
-                    steps=(Step("export", dynamic_batch=True),),
+                    steps=(export,),
                 )
             else:
                 out.append(int(d))
