@@ -29,8 +29,6 @@ DEFAULT_IMGSZ = 640
 DEFAULT_EPOCHS = 10
 #: the slim network's mAP50-95 below this share of the given model's counts as collapsed
 COLLAPSE_FRACTION = 0.25
-#: a budget run that kept less than this share of its target overshot (as for classifiers)
-OVERSHOOT_FACTOR = 0.9
 
 
 def is_yolo_data(data_name: str | None) -> bool:
@@ -215,35 +213,41 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "loads_code": True,
         "rebuilds_from": rep.get("rebuilds_from"),
     }
-    report["warnings"] = _warnings(report)
+    collapse = _collapse(report)
+    report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
-    if report["warnings"] and report["warnings"][0].startswith("collapsed"):
-        raise EdgeslimError(f"slimming {report['warnings'][0]} (outputs written to {out_dir} for diagnosis)")
+    if collapse:
+        raise EdgeslimError(f"slimming {collapse} (outputs written to {out_dir} for diagnosis)")
     return report
 
 
-def _warnings(report: dict[str, Any]) -> list[str]:
-    """What the user must know about the result: a collapse (first), no channel removed, a budget
-    overshot far below its target."""
-    out = []
+def _collapse(report: dict[str, Any]) -> str:
+    """The line saying the slim network collapsed (mAP50-95 under :data:`COLLAPSE_FRACTION` of the
+    given model's), or ``""``."""
     before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
     key = "metrics/mAP50-95(B)"
     if key in before and key in after and before[key] > 0.05 and after[key] < COLLAPSE_FRACTION * before[key]:
-        out.append(
+        return (
             f"collapsed the network: mAP50-95 {after[key]:.3f} against {before[key]:.3f} before; lower the shrink "
             "(or lambda), add a recovery phase, or give a budget (target_macs)"
         )
+    return ""
+
+
+def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
+    """What the user must know about the result: a collapse (first), no channel removed, a budget
+    that overshot or missed its target (:func:`edgeslim.slim.budget_warning`, as for classifiers)."""
+    from edgeslim.slim import budget_warning
+
+    out = [collapse] if collapse else []
     if not report["surgery"].get("removed_channels"):
         out.append(
             "no channel reached zero, so nothing was removed: raise the shrink (or lambda), train longer, or give "
             "a budget (target_macs), which steers the strength itself"
         )
-    b = report["slimming"].get("budget") or {}
-    if b and b["achieved_fraction"] < OVERSHOOT_FACTOR * b["target_fraction"]:
-        out.append(
-            f"the budget overshot: {b['achieved_fraction']:.1%} of dense {b['metric']} for a target of "
-            f"{b['target_fraction']:.1%} (too few optimizer steps to taper: train more epochs)"
-        )
+    b = report["slimming"].get("budget")
+    if b and (line := budget_warning(b)):
+        out.append(line)
     return out
 
 
