@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeslim.channels.norm import zero_flat
+from edgeslim.channels.norm import CALIB_BATCHES, zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.budget import BudgetSettings
 from edgeslim.sparsity.prox import (
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 
 #: the trainer events this class handles, in the order ultralytics runs them
 EVENTS = ("on_train_start", "on_train_epoch_end", "on_train_end")
-#: batches of the training loader the BN statistics are re-estimated on after a budget's projection
-CALIB_BATCHES = 4
 
 
 class UltralyticsSlimming:
