@@ -28,6 +28,19 @@ VERSION = 1
 #: recipe entry type of a per-channel parameter used in ``forward`` (layer scale), named
 #: ``module.attribute``: ``{"type": "Parameter", "dim": channel axis, "keep": [...]}``
 PARAMETER = "Parameter"
+#: the recipe entry key a layer touch of the channel graph (``Touch.kind``) sets: ``in``/``out``
+#: index a layer's input/output channels, ``keep`` a per-channel layer's (BN, a custom rule's)
+ENTRY_KEY = {
+    "conv_in": "in",
+    "linear_in": "in",
+    "conv_out": "out",
+    "linear_out": "out",
+    "dw": "out",
+    "bn": "keep",
+    "custom_in": "in",
+    "custom_out": "out",
+    "custom": "keep",
+}
 
 
 #: kept indices: a JSON list, or a tensor (surgery passes its own)

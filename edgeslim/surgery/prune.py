@@ -34,7 +34,7 @@ from edgeslim.channels.graph import (
     zero_kept,
 )
 from edgeslim.channels.norm import is_batchnorm
-from edgeslim.channels.recipe import FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
+from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32
 
@@ -351,18 +351,7 @@ def prune_with_report(
             continue
         e = entries.setdefault(t.module, {"type": type(m).__name__})
         before.setdefault(t.module, _layer_shape(m))
-        key = {
-            "conv_in": "in",
-            "linear_in": "in",
-            "conv_out": "out",
-            "linear_out": "out",
-            "dw": "out",
-            "bn": "keep",
-            "custom_in": "in",
-            "custom_out": "out",
-            "custom": "keep",
-        }
-        e[key[t.kind]] = keep if keep.numel() < cls.numel() else None
+        e[ENTRY_KEY[t.kind]] = keep if keep.numel() < cls.numel() else None
     for f in folded:
         entries[f["layer"]]["bias"] = True
     layers = {
