@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import check_output_dir, run_dir_lock
@@ -46,3 +47,18 @@ def run_directory(
                     param=("resume", "force"),
                 )
         yield out_dir
+
+
+def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """How a run's checkpoint says its data was loaded, as request fields (``data_name``,
+    ``data_dir``, ``subset``, ``test_subset``; None-valued ones left out) plus ``image_size``, the
+    size the model trains at (an image folder's may not be its first image's). A train run records
+    the data set's name as ``name``, a slim run as ``data_name``."""
+    args = dict((ckpt.get("meta") or {}).get("data_args") or {})
+    if "data_name" not in args and "name" in args:
+        args["data_name"] = args["name"]
+    out = {k: args[k] for k in ("data_name", "data_dir", "subset", "test_subset") if args.get(k) is not None}
+    size = (ckpt.get("spec") or {}).get("input_size")
+    if size:
+        out["image_size"] = (int(size[0]), int(size[1]))
+    return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import run_directory
+from edgeslim.pipelines.rundir import run_directory, saved_data_args
 from edgeslim.utils.modes import torch_threads
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
 
@@ -415,22 +415,10 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:
-    """The data options an interrupted run was started with (read from its checkpoint, weights only)."""
+    """How the run at ``path`` (its train checkpoint) loaded its data: :func:`saved_data_args`."""
     from edgeslim.checkpoint import load_checkpoint_dict
 
-    if not path.is_file():
-        return {}
-    ckpt = load_checkpoint_dict(path)
-    args = (ckpt.get("meta") or {}).get("data_args") or {}
-    out = {
-        k: v
-        for k, v in args.items()
-        if v is not None and k in ("data_name", "data_dir", "subset", "test_subset")
-    }
-    size = (ckpt.get("spec") or {}).get("input_size")
-    if size:  # the size it trains at (an image folder's may not be its first image's)
-        out["image_size"] = (int(size[0]), int(size[1]))
-    return out
+    return saved_data_args(load_checkpoint_dict(path)) if path.is_file() else {}
 
 
 def _source_model(

@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.pipelines import request_from_options
+from edgeslim.pipelines.rundir import saved_data_args
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
@@ -143,8 +144,6 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
 
     recipe = None
     if resume_ckpt is not None:
-        meta = dict(resume_ckpt.get("meta") or {})
-        data_args = dict(meta.get("data_args") or {})
         given = [k for k in _HPARAMS if kw.get(k) is not None] + [
             k for k in ("lam", "prune_ratio", "finetune_lr", "init_path") if kw.get(k) is not None
         ]
@@ -156,10 +155,14 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 f"arch {kw['arch']} differs from the checkpoint's {spec.arch}; drop it to resume",
                 param="arch",
             )
-        data_name = kw["data_name"] or data_args.get("name")
-        data_dir = kw["data_dir"] or data_args.get("data_dir")
-        subset, test_subset = data_args.get("subset"), data_args.get("test_subset")
-        image_size = tuple(spec.input_size)  # (the size it was trained at; built-in sets check it)
+        saved = saved_data_args(resume_ckpt)  # (image_size: the size it trains at; built-in sets check it)
+        data_name = kw["data_name"] or saved.get("data_name")
+        data_dir = kw["data_dir"] or saved.get("data_dir")
+        subset, test_subset, image_size = (
+            saved.get("subset"),
+            saved.get("test_subset"),
+            saved.get("image_size"),
+        )
         model = build_from_checkpoint(resume_ckpt, trust_pickle=kw["trust_pickle"])
         recipe = resume_ckpt.get("recipe")
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
