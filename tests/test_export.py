@@ -442,3 +442,16 @@ def test_a_model_that_amplifies_float32_rounding_is_judged_against_float64(tmp_p
         info.value
     )
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_flat_channels_counts_what_int8_rounds_to_one_value() -> None:
+    """The INT8 check's per-channel test: a channel that varies in FP32 and is constant in INT8 (a
+    detector's scores on the scale of its boxes) counts; one constant in both does not."""
+    from edgeslim.export.qdq import flat_channels
+
+    ref = np.stack([np.linspace(0, 600, 10), np.linspace(0, 0.01, 10), np.full(10, 3.0)])[None]
+    got = ref.copy()
+    assert flat_channels(ref, got) == 0
+    got[0, 1] = 0.0
+    assert flat_channels(ref, got) == 1
+    assert flat_channels(ref[0, 0], got[0, 0]) is None  # no channel axis

@@ -406,3 +406,35 @@ def test_a_yolo_model_is_fed_pixels_over_255(cifar_zip: Path, tmp_path: Path) ->
     )  # others: their data set's
     run(PruneRequest(model="yolo:yolov8n", input_shape="3,64,64", output=tmp_path / "s.pt"))
     assert load_model(tmp_path / "s.pt").meta["std"] == [1.0] * 3
+
+
+def test_int8_export_keeps_the_detectors_scores(cifar_zip: Path, tmp_path: Path, capsys) -> None:
+    """A YOLO's output0 concatenates box coordinates (pixels) and class scores (0..1, here < 0.01:
+    ultralytics' initial class bias): quantized after that concat, one INT8 scale rounded every score
+    to 0 and ultralytics found no box in the INT8 ONNX. The head's decoding stays in float: the INT8
+    scores follow FP32's, and no output channel is flattened."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgeslim.utils.onnx_graph import output_tail
+
+    onnx_path = tmp_path / "y.onnx"
+    assert main(["export", "yolo:yolov8n", "--input-shape", SMALL, "--onnx", str(onnx_path), "--precision", "int8",
+                 "--data", "imagefolder", "--data-dir", str(cifar_zip), "--calib-images", "16",
+                 "--json"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["ort_int8"]["flat_channels"] == 0 and not any("constant" in w for w in res["warnings"])
+    int8 = Path(res["ort_int8"]["path"])
+    proto = onnx.load(str(int8))
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    assert producer["output0"].op_type == "Concat"  # not a DequantizeLinear: the decoding is float
+    tail = set(output_tail(onnx.load(str(onnx_path))))
+    assert {"Sigmoid", "Concat"} <= {
+        n.op_type for n in onnx.load(str(onnx_path)).graph.node if n.name in tail
+    }
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                for p in (onnx_path, int8))  # fmt: skip
+    scores_ref, scores_got = ref[:, 4:], got[:, 4:]
+    assert 0 < scores_ref.max() < 0.05 and scores_got.max() > 0.5 * scores_ref.max()
+    assert np.abs(scores_got - scores_ref).max() < 0.2 * scores_ref.max()

@@ -225,6 +225,12 @@ def run_export(
             style="tensorrt" if req.trt else "onnxruntime", force=req.force,
         )  # fmt: skip
         result["qdq" if req.trt else "ort_int8"] = q.to_dict()
+        if q.flat_channels:
+            result["warnings"].append(
+                f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "
+                f"{q.check_images} held-out images (values of another range share their INT8 scale); keep FP32 "
+                "for this model"
+            )
         if q.top1_agreement is not None and q.top1_agreement < INT8_AGREEMENT_WARN:
             result["warnings"].append(
                 f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of {q.check_images} "

@@ -74,6 +74,9 @@ class QdqResult:
     accuracy_fp32: float | None = None  # on ``labels`` of the check images, when given
     accuracy_int8: float | None = None
     style: str = "tensorrt"  # one of STYLES
+    #: output channels (axis 1) that vary in FP32 but not in INT8: values of another range share their
+    #: scale (a detector's scores concatenated with its box coordinates round to one value)
+    flat_channels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,6 +127,7 @@ def quantize_qdq(
     import onnx
 
     from edgeslim.export.validate import ort_session, run_ort
+    from edgeslim.utils.onnx_graph import output_tail
 
     if style not in STYLES:
         raise EdgeslimError(f"unknown INT8 style {style!r}; use one of {', '.join(STYLES)}")
@@ -136,7 +140,9 @@ def quantize_qdq(
     step = batch or min(16, len(calib))
     if len(calib) < step:
         raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
-    name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    src_model = onnx.load(str(src), load_external_data=False)
+    name = src_model.graph.input[0].name
+    tail = output_tail(src_model)  # kept in float: one INT8 scale cannot hold boxes and scores together
     cm = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
           "percentile": q.CalibrationMethod.Percentile}[method]  # fmt: skip
     with atomic_path(out) as tmp:
@@ -150,6 +156,7 @@ def quantize_qdq(
                 str(src), str(tmp), _Reader(name, calib.astype(np.float32), step),
                 quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=act,
                 weight_type=q.QuantType.QInt8, calibrate_method=cm, extra_options=extra,
+                nodes_to_exclude=tail,
             )  # fmt: skip
         log.debug("quantizer output: %s", sink.getvalue())
         qm = onnx.load(str(tmp))
@@ -167,5 +174,24 @@ def quantize_qdq(
         lab = np.asarray(labels)[:k]
         acc = [float((ref.argmax(1) == lab).mean()), float((got.argmax(1) == lab).mean())]
     return QdqResult(
-        out, method, int(len(calib)), n_q, agree, float(np.abs(ref - got).max()), int(k), *acc, style=style
+        out,
+        method,
+        int(len(calib)),
+        n_q,
+        agree,
+        float(np.abs(ref - got).max()),
+        int(k),
+        *acc,
+        style=style,
+        flat_channels=flat_channels(ref, got),
     )
+
+
+def flat_channels(ref: np.ndarray, got: np.ndarray) -> int | None:
+    """How many channels (axis 1) of ``ref`` take more than one value while ``got``'s take one;
+    None for an output without channels."""
+    if ref.ndim < 2 or ref.shape != got.shape or not ref.size:
+        return None
+    r = np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1)
+    g = np.moveaxis(got, 1, 0).reshape(got.shape[1], -1)
+    return int(((r.max(1) > r.min(1)) & (g.max(1) == g.min(1))).sum())

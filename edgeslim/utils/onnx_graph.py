@@ -77,3 +77,23 @@ def module_name(node_name: str) -> str | None:
         else:
             name = f"{name}.{scope}" if name else scope
     return name
+
+
+def output_tail(model: Any) -> list[str]:
+    """Names of the nodes between the last weighted layers and the graph outputs: every node from
+    which an output is reached without passing through a :data:`WEIGHT_OPS` node with a constant
+    weight (a detector's box decoding, sigmoid and the concat of boxes with scores; a segmenter's
+    resize). Quantizing them puts values of very different ranges on one INT8 scale."""
+    g = model.graph
+    consts = {t.name for t in g.initializer}
+    consts |= {o for n in g.node if n.op_type in ("Constant", "DequantizeLinear") for o in n.output}
+    producer = {o: n for n in g.node for o in n.output}
+    tail: dict[int, Any] = {}
+    stack = [producer[o.name] for o in g.output if o.name in producer]
+    while stack:
+        n = stack.pop()
+        if id(n) in tail or (n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in consts):
+            continue
+        tail[id(n)] = n
+        stack += [producer[i] for i in n.input if i in producer]
+    return [n.name for n in tail.values() if n.name and n.op_type != "Constant"]
