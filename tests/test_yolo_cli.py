@@ -318,7 +318,31 @@ def test_bench_torch_backend_opens_best_pt(best_pt: Path) -> None:
         str(best_pt), {"device": "cpu", "trust_pickle": True, "input_shape": [3, 64, 64]}
     )
     sess.set_batch(2)
-    assert sess.run()[0].shape == (2, 84, ANCHORS_64)
+    assert sess.run().shape == (2, 84, ANCHORS_64)  # what it returns deployed: the decoded predictions
+
+
+def test_bench_compares_a_pruned_best_pt_with_its_dense_one(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """bench SLIM.pt --baseline best.pt checks that both give the same outputs' shapes; a YOLO's
+    eval-mode forward also returns the head's raw maps of the neck's channels, which surgery resizes
+    (a user trial: 'output #3 shape (1,64,16,16) differs ...; compare two exports of the same
+    network'): the check reads the deployed predictions."""
+    from edgeslim.bench.backends import output_shapes
+    from edgeslim.bench.backends.torch_eager import TorchBackend
+    from edgeslim.bench.compare import check_measured_io
+
+    slim = tmp_path / "slim.pt"
+    args = ["prune", f"yolo:{best_pt}", "--trust-pickle", "--input-shape", SMALL, "--round-to", "1"]
+    assert main([*args, "-o", str(slim)]) == 0
+    capsys.readouterr()
+    res = {}
+    for label, path in (("baseline", best_pt), ("slim", slim)):
+        sess = TorchBackend().open(
+            str(path), {"device": "cpu", "trust_pickle": True, "input_shape": [3, 64, 64]}
+        )
+        sess.set_batch(1)
+        res[label] = {"io": {"batch": 1, "inputs": sess.input_shapes(), "outputs": output_shapes(sess.run())}}
+    assert res["slim"]["io"]["outputs"] == [[1, 84, ANCHORS_64]]
+    check_measured_io(res["baseline"], res["slim"], str(best_pt), str(slim))
 
 
 class _Payload:

@@ -23,6 +23,11 @@ class TorchSession(Session):
         self.device = torch.device(device)
         self.x = None
         self.cuda = self.device.type == "cuda"
+        from edgeslim.models.yolo import deployed_output
+
+        # what the model returns deployed (an ultralytics YOLO's decoded predictions, not the neck
+        # features it also returns in eval mode, which surgery resizes): what a baseline is checked by
+        self.deployed = deployed_output(self.model)
 
     def set_batch(self, batch: int) -> None:
         if self.input_shape is None:
@@ -40,7 +45,7 @@ class TorchSession(Session):
             y = self.model(self.x)
         if self.cuda:
             self.torch.cuda.synchronize(self.device)
-        return y
+        return y if self.deployed is None else self.deployed(y)
 
     def input_shapes(self) -> list[list[int]] | None:
         return None if self.x is None else [list(self.x.shape)]
