@@ -276,3 +276,19 @@ def test_a_run_leaves_torch_threads_as_it_found_them(command, tmp_path):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_unfinished_run_that_cannot_resume_is_not_offered_resume(tmp_path) -> None:
+    """A YOLO slimming run (ultralytics writes train/weights/last.pt, never train/model.pt) that was
+    stopped: a user trial was told it 'stopped before its first checkpoint' at epoch 16; such a run
+    cannot be resumed, and the line says that and only offers force."""
+    from edgeslim.pipelines.rundir import run_directory
+
+    (tmp_path / "train" / "weights").mkdir(parents=True)
+    (tmp_path / "train" / "weights" / "last.pt").write_bytes(b"x")
+    with pytest.raises(EdgeslimError, match="did not finish") as err:
+        with run_directory(tmp_path, force=False, interrupted="train", resumable=False):
+            pass
+    assert "cannot be resumed" in str(err.value) and err.value.params == ("force",)
+    with run_directory(tmp_path, force=True, interrupted="train", resumable=False):
+        pass

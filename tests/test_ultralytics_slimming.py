@@ -197,6 +197,40 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
         assert needle in shown.stdout, (needle, shown.stdout)
 
 
+def test_a_run_too_short_to_slim_says_so_and_leaves_nothing(root: Path, tmp_path: Path) -> None:
+    """8 images at batch 4 for 2 epochs: gradients accumulate towards ultralytics' nominal batch of
+    64, so the run takes one optimizer step, inside ultralytics' warm-up at learning rate 0 (a user
+    trial: 'the planned lr schedule has no step with lr > 0; cannot derive lambda', and the half-made
+    run then refused the same command as 'stopped before its first checkpoint'): one line that says
+    so and names the fix, and no run directory left behind."""
+    import shutil
+
+    data = tmp_path / "data"
+    for sub in ("images", "labels"):
+        (data / sub / "train").mkdir(parents=True)
+        for f in sorted((root / "data" / sub / "train").iterdir())[:8]:
+            shutil.copy(f, data / sub / "train" / f.name)
+    yaml = (root / "data" / "data.yaml").read_text().replace(f"path: {root / 'data'}", f"path: {data}")
+    (data / "data.yaml").write_text(
+        yaml.replace("val: images/val", f"val: {root / 'data' / 'images' / 'val'}")
+    )
+    out = tmp_path / "run"
+    env = {
+        **os.environ,
+        "YOLO_AUTOINSTALL": "false",
+        "YOLO_OFFLINE": "true",
+        "YOLO_CONFIG_DIR": str(tmp_path),
+    }
+    args = ["slim", f"yolo:{root / 'runs' / 'start.pt'}", "--trust-pickle", "--data", str(data / "data.yaml"),
+            "--epochs", "2", "--batch-size", "4", "--imgsz", "64", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
+                       timeout=300)  # fmt: skip
+    err = r.stderr.strip().splitlines()[-1]
+    assert r.returncode == 2 and err.startswith("error: this run takes 1 optimizer step"), r.stderr[-2000:]
+    assert "learning rate above 0" in err and "train more --epochs, or on more images" in err
+    assert not out.exists()
+
+
 def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> None:
     """What a YOLO run cannot do is refused before anything is written or trained."""
     data = str(root / "data" / "data.yaml")

@@ -20,12 +20,14 @@ def run_directory(
     resume: bool = False,
     markers: tuple[str, ...] = (),
     interrupted: str | None = None,
+    resumable: bool = True,
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
     Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
-    that was stopped: continue it with ``resume``). The lock is held until the block ends.
+    that was stopped: continue it with ``resume``, where ``resumable``). The lock is held until the
+    block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
@@ -35,6 +37,12 @@ def run_directory(
                 check_output_dir(out_dir, False, marker=marker)
             part = out_dir / interrupted if interrupted else None
             if part is not None and part.is_dir() and any(part.iterdir()):
+                if not resumable:
+                    raise EdgeslimError(
+                        f"{out_dir} holds a run that did not finish ({interrupted}/), and such a run cannot be "
+                        "resumed; pass force=True to start over",
+                        param="force",
+                    )
                 if not (part / MODEL_FILE).is_file():  # stopped before its first checkpoint
                     raise EdgeslimError(
                         f"{out_dir} holds a run stopped before its first checkpoint ({interrupted}/ has no "

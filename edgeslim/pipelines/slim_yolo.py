@@ -9,6 +9,7 @@ Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt`
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,9 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
 
     out_dir = Path(req.out_dir)
     with (
-        run_directory(out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR),
+        run_directory(
+            out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR, resumable=False
+        ),
         torch_threads(req.threads),
     ):
         return _run(req, source, out_dir, budget)
@@ -148,8 +151,13 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
                 torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
             )
+            fresh = not (out_dir / TRAIN_DIR).exists()
             try:
                 yolo.train(**train_args)
+            except EdgeslimError:  # refused as training starts (slimming's checks): no weights to keep
+                if fresh and not any((out_dir / TRAIN_DIR).rglob("*.pt")):
+                    shutil.rmtree(out_dir / TRAIN_DIR, ignore_errors=True)
+                raise
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer

@@ -119,6 +119,7 @@ class UltralyticsSlimming:
         self.slimmer_kwargs = slimmer_kwargs
         self.slimmer: ProximalSlimming | None = None
         self._threads_before = 0  # torch's thread count before on_train_start set ``threads``
+        self._plan = (0, 0)  # batches per epoch, warm-up batches (of the last planned_steps)
         self.history: list[dict[str, Any]] = []
         self.final: Any = None  # the FinalizeReport of the live model
         self._handle: Any = None
@@ -165,6 +166,15 @@ class UltralyticsSlimming:
                 param=("warmup", "recovery"),
             )
         sparsify = lrs[warm : steps - rec]
+        if self.lam is None and not any(lr > 0 for lr in sparsify):
+            nb, nw = self._plan
+            raise EdgeslimError(
+                f"this run takes {steps} optimizer step{'' if steps == 1 else 's'} ({nb} batches per pass over the "
+                "images, gradients accumulated to ultralytics' nominal batch), none at a learning rate above 0 "
+                f"between the warm-up and recovery phases (ultralytics' own warm-up raises it from 0 over {nw} "
+                "batches): train more epochs, or on more images",
+                param="epochs",
+            )
         lam = self.lam if self.lam is not None else lambda_for_shrink(float(self.shrink), sparsify, self.beta)
         imgsz = trainer.args.imgsz if isinstance(trainer.args.imgsz, int) else max(trainer.args.imgsz)
         example = torch.zeros(1, 3, int(imgsz), int(imgsz), device=next(model.parameters()).device)
@@ -273,6 +283,7 @@ class UltralyticsSlimming:
         else:  # ultralytics before 8.4 computed it inline
             w = float(getattr(trainer.args, "warmup_epochs", 0) or 0)
             nw = max(round(w * nb), 100) if w > 0 else -1
+        self._plan = (nb, nw)
         lf = getattr(trainer, "lf", None)
         lrs: list[float] = []
         positions: list[float] = []
