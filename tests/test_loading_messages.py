@@ -347,3 +347,20 @@ def test_exported_program_at_another_shape_is_one_line(pt2, tmp_path, capsys):
     with pytest.raises(EdgeslimError, match=r"pass input_shape 3,16,16") as info:
         load_model(pt2, trust_pickle=True).model(torch.zeros(1, 3, 8, 8))
     assert info.value.params == ("input_shape",)
+
+
+def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None:
+    """ultralytics raises FileNotFoundError("Dataset 'd.yaml' images not found, missing path ...") with
+    no errno: a user trial got 'FileNotFoundError; free space or memory, or fix the permissions'.
+    The line is the library's first line and the fix for a missing path; an error of the OS itself
+    still names its file and the fix for its kind."""
+    import errno
+
+    from edgeslim.cli import _os_error_line
+
+    lib = FileNotFoundError("Dataset 'd.yaml' images not found, missing path '/data/images/val'\nNote: ...")
+    assert _os_error_line(lib) == (
+        "Dataset 'd.yaml' images not found, missing path '/data/images/val'; check the path, and rerun"
+    )
+    os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.abc.tmp")
+    assert _os_error_line(os_err) == "No space left on device (/runs/x/model.pt); free disk space, and rerun"

@@ -236,6 +236,11 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
     data = str(root / "data" / "data.yaml")
     start = f"yolo:{root / 'runs' / 'start.pt'}"
     out = tmp_path / "run"
+    broken, no_val = tmp_path / "broken.yaml", tmp_path / "no_val.yaml"
+    broken.write_text(
+        "path: [oops\n"
+    )  # (a user trial: 'internal error: ValueError: YAML syntax error', exit 1)
+    no_val.write_text(f"path: {root / 'data'}\ntrain: images/train\nnames:\n  0: a\n")
     for args, needles in (
         (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
         ([start, "--data", data], ("pickle", "--trust-pickle")),
@@ -246,6 +251,8 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         ),
         ([start, "--trust-pickle", "--data", data, "--subset", "10"], ("--subset", "not apply")),
         ([start, "--trust-pickle", "--data", data, "--imgsz", "100"], ("multiple of 32",)),
+        ([start, "--trust-pickle", "--data", str(broken)], ("not valid YAML", "line 2", "fix it")),
+        ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
     ):
         assert main(["slim", *args, "--out", str(out)]) == 2, args
         err = capsys.readouterr().err.strip()

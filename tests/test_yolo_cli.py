@@ -462,3 +462,13 @@ def test_int8_export_keeps_the_detectors_scores(cifar_zip: Path, tmp_path: Path,
     scores_ref, scores_got = ref[:, 4:], got[:, 4:]
     assert 0 < scores_ref.max() < 0.05 and scores_got.max() > 0.5 * scores_ref.max()
     assert np.abs(scores_got - scores_ref).max() < 0.2 * scores_ref.max()
+
+
+def test_a_cut_off_best_pt_given_as_yolo_name_says_so(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """The first 5 kB of a best.pt as yolo:trunc.pt (a user trial: 'Invalid argument; free space or
+    memory, or fix the permissions')."""
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(best_pt.read_bytes()[:5000])
+    assert main(["info", f"yolo:{trunc}", "--trust-pickle"]) == 2
+    err = _one_line(capsys)
+    assert "truncated or corrupt" in err and "copy it again" in err

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, Notice, Step
+from edgeslim.errors import EdgeslimError, Notice, Step, first_line
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -258,6 +258,9 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
             "build it without them (torchvision: weights=None, weights_backbone=None; timm: pretrained=False) "
             "in your own factory, or download them beforehand"
         )
+    if exc.errno is None and str(exc).strip():  # raised with a message (a library's), not by the OS
+        fix = "check the path" if isinstance(exc, FileNotFoundError) else "fix what it names"
+        return f"{first_line(exc)}; {fix}, and rerun"
     what = exc.filename
     if isinstance(what, str):  # the atomic writer's temporary file stands for its target
         what = re.sub(r"/\.([^/]+)\.[^./]+\.tmp$", r"/\1", what)

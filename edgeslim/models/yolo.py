@@ -292,6 +292,11 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
         )
     if not Path(path).is_file():
         raise EdgeslimError(f"ultralytics checkpoint {path} does not exist; check the path")
+    if not zipfile.is_zipfile(path):  # what torch.save writes (a file cut off loses its zip directory)
+        raise EdgeslimError(
+            f"{path} is not an archive torch.save wrote, as ultralytics checkpoints are: truncated or corrupt "
+            "(copy it again), or another kind of file (give the best.pt or last.pt an ultralytics training wrote)"
+        )
     tasks = _tasks("for ultralytics checkpoints")
     try:
         with _no_info():
@@ -301,7 +306,7 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
             f"{path} needs the module {getattr(exc, 'name', None) or str(exc)[:80]!r}, which is not installed; "
             "install it (the ultralytics version that wrote the checkpoint) and retry"
         ) from exc
-    except (TypeError, KeyError, AttributeError, EOFError, RuntimeError, AssertionError) as exc:
+    except (TypeError, KeyError, AttributeError, EOFError, RuntimeError, AssertionError, OSError) as exc:
         text = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
         raise EdgeslimError(
             f"{path} is not an ultralytics checkpoint ({type(exc).__name__}: {text[:160]}); give the best.pt "

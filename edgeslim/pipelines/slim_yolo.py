@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
 from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
 
@@ -63,6 +63,7 @@ def check(req: Any) -> str:
         )
     if not Path(str(req.data_name)).is_file():
         raise EdgeslimError(f"data yaml {req.data_name} does not exist; check the path", param="data_name")
+    _check_data_yaml(Path(str(req.data_name)))
     given = [k for k, v in req.options().items() if k not in APPLIES and v not in (None, False)]
     if given:
         raise EdgeslimError(
@@ -85,6 +86,29 @@ def check(req: Any) -> str:
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"
         )
     return source
+
+
+def _check_data_yaml(path: Path) -> None:
+    """Refuse a data yaml ultralytics cannot read, or one that names no train and val images."""
+    try:
+        import yaml
+    except ImportError:  # (ultralytics needs PyYAML: its own check will say so)
+        return
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or first_line(exc)
+        raise EdgeslimError(
+            f"data yaml {path} is not valid YAML ({problem}{where}); fix it", param="data_name"
+        ) from exc
+    if not isinstance(data, dict) or not data.get("train") or not data.get("val"):
+        raise EdgeslimError(
+            f"data yaml {path} names no train and val images (an ultralytics data yaml has path:, train:, val: "
+            "and names:); fix it",
+            param="data_name",
+        )
 
 
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
