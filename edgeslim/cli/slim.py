@@ -167,7 +167,8 @@ CONFIG_KEYS = {
 @click.option(
     "--imgsz",
     type=COUNT,
-    help="A YOLO on an ultralytics data yaml: training image size (ultralytics' imgsz) [640].",
+    help="A YOLO on an ultralytics data yaml: training image size (ultralytics' imgsz) "
+    "[the size a training checkpoint was trained at, else 640].",
 )
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML file of these options.")
 @click.option("--device", type=DEVICE, help="auto, cpu, cuda or cuda:N [auto].")

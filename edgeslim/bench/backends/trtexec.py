@@ -261,8 +261,9 @@ class TrtexecBackend(Backend):
         exe = find_trtexec(options.get("trtexec"))
         if exe is None:
             raise EdgeslimError(
-                f"trtexec not found on PATH or at {JETSON_TRTEXEC}; install TensorRT or pass its path as trtexec",
-                param="trtexec_path",
+                f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give "
+                "its path as trtexec",
+                param="trtexec",
             )
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
