@@ -172,6 +172,14 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout)
     assert report["kind"] == "ultralytics" and report["imgsz"] == 64
+    # start.pt is YOLOv8n as its yaml builds it (80 classes), the data has 10: ultralytics swapped the class
+    # layers, which the report says
+    assert report["start"] == "checkpoint" and report["classes"] == {"model": 80, "data": len(CLASSES)}
+    assert [w for w in report["warnings"] if "classes" in w or "random" in w] == [
+        f"the data yaml has {len(CLASSES)} classes, the model 80: ultralytics replaced its class layers with "
+        "untrained ones, and the 'before' validation skipped the labels of classes it cannot predict; give a "
+        "data yaml with the model's classes"
+    ]
     zeros = [e["zero"] for e in report["slimming"]["epochs"]]
     assert len(zeros) == 2 and 0 < zeros[0] <= zeros[1] < report["slimming"]["total"], zeros
     assert "metrics/mAP50-95(B)" in report["metrics"]["slim"] and report["metrics"]["before"] is not None
@@ -229,6 +237,19 @@ def test_a_run_too_short_to_slim_says_so_and_leaves_nothing(root: Path, tmp_path
     assert r.returncode == 2 and err.startswith("error: this run takes 1 optimizer step"), r.stderr[-2000:]
     assert "learning rate above 0" in err and "train more --epochs, or on more images" in err
     assert not out.exists()
+
+
+def test_a_random_start_or_other_classes_are_warned_about() -> None:
+    """A user trial slimmed yolo:yolov8n (random weights) and a 2-class best.pt on a 3-class data yaml
+    (ultralytics swapped in untrained class layers) without a word from edgeslim."""
+    from edgeslim.pipelines.slim_yolo import _warnings
+
+    base = {"arch": "yolo:yolov8n", "surgery": {"removed_channels": 5}, "slimming": {}}
+    random = _warnings({**base, "start": "random weights", "classes": {"model": 80, "data": 2}}, "")
+    assert len(random) == 1 and "random weights" in random[0] and "best.pt" in random[0]
+    other = _warnings({**base, "start": "checkpoint", "classes": {"model": 2, "data": 3}}, "")
+    assert len(other) == 1 and "has 3 classes, the model 2" in other[0]
+    assert _warnings({**base, "start": "checkpoint", "classes": {"model": 2, "data": 2}}, "") == []
 
 
 def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> None:

@@ -130,7 +130,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
 def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
     import torch
 
-    from edgeslim.models.yolo import logs_on_stderr, trained_imgsz, ultralytics_yolo
+    from edgeslim.models.yolo import logs_on_stderr, trained_imgsz, ultralytics_yolo, yolo_classes
     from edgeslim.pipelines.prune import PruneRequest
     from edgeslim.pipelines.prune import run as prune
     from edgeslim.train.ultralytics import UltralyticsSlimming
@@ -157,6 +157,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
+        classes_given = yolo_classes(yolo.model)
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
         with logs_on_stderr():
             before = None
@@ -186,6 +187,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
             val_dir = _val_images(getattr(trainer, "data", None) or {})
+            classes_data = (getattr(trainer, "data", None) or {}).get("nc")
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
@@ -214,6 +216,8 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "imgsz": imgsz,
         "out_dir": str(out_dir),
         "checkpoint": str(cut),  # the one surgery cut (last.pt)
+        "start": "checkpoint" if source.lower().endswith((".pt", ".pth")) else "random weights",
+        "classes": {"model": classes_given, "data": classes_data},
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
@@ -272,6 +276,18 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     from edgeslim.slim import budget_warning
 
     out = [collapse] if collapse else []
+    classes = report.get("classes") or {}
+    if report.get("start") == "random weights":
+        out.append(
+            f"{report['arch']} started from random weights (built from its yaml): slimming is meant for a trained "
+            "model; give your best.pt"
+        )
+    elif classes.get("data") is not None and classes["data"] != classes.get("model"):
+        out.append(
+            f"the data yaml has {classes['data']} classes, the model {classes['model']}: ultralytics replaced its "
+            "class layers with untrained ones, and the 'before' validation skipped the labels of classes it cannot "
+            "predict; give a data yaml with the model's classes"
+        )
     if not report["surgery"].get("removed_channels"):
         out.append(
             "no channel reached zero, so nothing was removed: raise the shrink (or lambda), train longer, or give "
