@@ -431,7 +431,10 @@ def test_cli_trt_layer_table_refusals(files, tmp_path, capsys) -> None:
         ([str(engine), "--backend", "trtexec"], "needs the ONNX file it was built from"),
         ([str(engine)], "needs the ONNX file it was built from"),  # tensorrt backend (from the suffix)
         ([str(engine), "--onnx", str(engine)], "--onnx takes the .onnx file"),
-        ([str(onnx_path), "--backend", "trtexec", "--trtexec", str(tmp_path / "none")], "its path as --trtexec"),
+        (
+            [str(onnx_path), "--backend", "trtexec", "--trtexec", str(tmp_path / "none")],
+            "its path as --trtexec",
+        ),
     ]
     for args, message in cases:
         assert main(["bench", *args, "--layer-table", str(out), *FAST]) == 2

@@ -472,3 +472,24 @@ def test_a_cut_off_best_pt_given_as_yolo_name_says_so(best_pt: Path, tmp_path: P
     assert main(["info", f"yolo:{trunc}", "--trust-pickle"]) == 2
     err = _one_line(capsys)
     assert "truncated or corrupt" in err and "copy it again" in err
+
+
+def test_an_input_size_off_the_stride_is_one_line(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """A YOLO's sides must be multiples of its largest stride (a user trial's export at 3,100,100 got
+    'Sizes of tensors must match ... Expected size 8 but got size 7', and info at 3,16,16 was told
+    to give 'the shape the model was built for'): the line names the rule and the nearest size."""
+    assert main(["info", "yolo:yolov8n", "--input-shape", "3,16,16"]) == 2
+    assert _one_line(capsys).endswith(
+        "multiples of 32 (its largest stride), not 16x16; give --input-shape 3,32,32"
+    )
+    args = [
+        "export",
+        str(best_pt),
+        "--trust-pickle",
+        "--onnx",
+        str(tmp_path / "x.onnx"),
+        "--input-shape",
+        "3,100,100",
+    ]
+    assert main(args) == 2
+    assert "give --input-shape 3,96,96" in _one_line(capsys) and not (tmp_path / "x.onnx").exists()

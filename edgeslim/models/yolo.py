@@ -238,6 +238,22 @@ def at_trained_size(spec: Any, model: Any) -> Any:
     return dataclasses.replace(spec, input_size=size)
 
 
+def check_input_size(model: nn.Module, shape: Any) -> None:
+    """Refuse a ``(C, H, W)`` whose sides are not multiples of an ultralytics model's largest stride
+    (its neck concatenates maps of neighbouring strides, which then differ by one pixel)."""
+    if not is_ultralytics_model(model) or shape is None or len(shape) != 3:
+        return
+    stride = int(max(float(s) for s in getattr(model, "stride", [32.0])))
+    h, w = int(shape[1]), int(shape[2])
+    if h % stride or w % stride:
+        fit = ",".join(str(max(stride, round(v / stride) * stride)) for v in (h, w))
+        raise EdgeslimError(
+            f"a YOLO takes images whose sides are multiples of {stride} (its largest stride), not {h}x{w}; "
+            f"give input_shape {shape[0]},{fit}",
+            param="input_shape",
+        )
+
+
 def yolo_classes(model: nn.Module) -> int:
     """The number of classes of an ultralytics model (its yaml's ``nc``, kept up to date by the
     builder; the head's ``nc`` for a model without a yaml)."""

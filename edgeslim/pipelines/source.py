@@ -36,9 +36,12 @@ def load_model_or_arch(
     a checkpoint pruned before its meta said so), is fed as ultralytics feeds it
     (:func:`~edgeslim.models.yolo.input_preprocessing`); what a file records wins.
     """
-    from edgeslim.models.yolo import input_preprocessing  # imports no ultralytics
+    from edgeslim.models.yolo import check_input_size, input_preprocessing  # import no ultralytics
 
     loaded = _load_model_or_arch(target, trust_pickle, input_shape, data, num_classes, weights)
+    check_input_size(
+        loaded.model, parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
+    )
     if input_shape is None and data is None and _records_no_size(target):
         raise EdgeslimError(
             f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "

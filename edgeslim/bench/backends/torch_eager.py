@@ -23,7 +23,9 @@ class TorchSession(Session):
         self.device = torch.device(device)
         self.x = None
         self.cuda = self.device.type == "cuda"
-        from edgeslim.models.yolo import deployed_output
+        from edgeslim.models.yolo import check_input_size, deployed_output
+
+        check_input_size(self.model, self.input_shape)
 
         # what the model returns deployed (an ultralytics YOLO's decoded predictions, not the neck
         # features it also returns in eval mode, which surgery resizes): what a baseline is checked by
