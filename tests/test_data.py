@@ -459,3 +459,12 @@ def test_an_image_folder_trains_exports_and_resumes_at_the_size_asked_for(cifar_
         == 2
     )
     assert "is not an image size: give H,W (224,224) or one side (224)" in capsys.readouterr().err
+
+
+def test_an_ultralytics_data_yaml_given_as_a_data_set_gets_the_way_to_its_photos() -> None:
+    """prune/export --data data.yaml (a user trial: only 'unknown data set ...; known: ...')."""
+    from edgeslim.data.datasets import canonical_name
+
+    with pytest.raises(EdgeslimError, match="ultralytics data yaml is for training a YOLO") as err:
+        canonical_name("runs/data.yaml")
+    assert "the data set 'images'" in str(err.value) and err.value.params == ("data_dir",)

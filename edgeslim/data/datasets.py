@@ -57,7 +57,15 @@ def canonical_name(name: str) -> str:
 
         close = difflib.get_close_matches(key, list(_READERS), n=2)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgeslimError(f"unknown data set {name!r}; {hint}known: {', '.join(_READERS)}")
+        if key.endswith((".yaml", ".yml")):  # an ultralytics data yaml: only slim trains on one
+            hint = (
+                "an ultralytics data yaml is for training a YOLO (slim); to check or calibrate with its photos, "
+                "use the data set 'images' and their folder as data_dir; "
+            )
+        raise EdgeslimError(
+            f"unknown data set {name!r}; {hint}known: {', '.join(_READERS)}",
+            param="data_dir" if "data_dir" in hint else None,
+        )
     return key
 
 
