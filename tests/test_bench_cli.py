@@ -235,6 +235,11 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (["bench", dense, "--batch", "1,x"], "Invalid value for '--batch': 'x' is not a valid integer"),
         (["bench", "--predict", dense], "--predict needs --profile"),
         (["bench", "--predict", "--profile", "jetson-nano", "--batch", "1", dense, "--json"], None),
+        (  # a precision the profile has no figures for (was ignored: the fp16 prediction, silently)
+            ["bench", "--predict", "--profile", "jetson-nano", "--precision", "int8", dense],
+            "profile 'jetson-nano' has no peak compute for --precision int8; use one of: fp16, fp32",
+        ),
+        (["bench", "--predict", "--profile", "jetson-orin-nano-8gb", "--precision", "int8", dense], None),
         (["report", tmp_path / "missing.json"], "does not exist"),
     ]
     for args, msg in cases:

@@ -140,7 +140,8 @@ def _roof(profile: DeviceProfile, precision: str) -> tuple[float, float]:
     if peak is None:
         have = ", ".join(sorted(profile.peak_gflops))
         raise EdgeslimError(
-            f"profile '{profile.name}' has no peak compute for precision {precision}; use one of: {have}"
+            f"profile '{profile.name}' has no peak compute for precision {precision}; use one of: {have}",
+            param="precision",
         )
     return peak * 1e9, profile.memory_bandwidth_gbs * 1e9
 

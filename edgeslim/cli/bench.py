@@ -63,7 +63,7 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
         rows = [[lp["name"], lp["bound"], lp["intensity"], lp["seconds"] * 1e6] for lp in first["layers"]]
         out.print(
             table(
-                f"PREDICTION {label} on {result['profile']}, batch {batches[0]} (not a measurement)",
+                f"PREDICTION {label} on {result['profile']} at {result['precision']}, batch {batches[0]} (not a measurement)",
                 ["layer", "bound", "FLOP/B", "us"],
                 rows,
             )
@@ -139,7 +139,11 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     type=click.Choice(["disable", "basic", "extended", "all"]),
     help="onnxruntime graph optimization level.",
 )
-@click.option("--precision", type=PRECISION, help="trtexec build precision (TRT < 11).")
+@click.option(
+    "--precision",
+    type=PRECISION,
+    help="trtexec build precision (TRT < 11); with --predict, the precision predicted [the profile's].",
+)
 @click.option("--cuda-graph", is_flag=True, help="Replay with a CUDA graph (tensorrt, trtexec).")
 @click.option("--device", type=DEVICE, help="torch device (cpu, cuda, cuda:N).")
 @click.option(

@@ -247,8 +247,10 @@ def predict(req: BenchRequest) -> dict:
             )
         eff = fitted = fit(obs, profile)
     models = {"model": req.model} if req.baseline is None else {"baseline": req.baseline, "slim": req.model}
+    precision = req.precision or profile.preferred.precision  # (the profile must have it: refused below)
     result: dict = {
         "profile": profile.name,
+        "precision": precision,
         "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
     }
     if fitted is not None:
@@ -259,9 +261,10 @@ def predict(req: BenchRequest) -> dict:
             raise EdgeslimError(
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )
-        layers = scale_bytes(onnx_cost(path).layers, profile.preferred.precision)  # the ONNX is fp32
+        layers = scale_bytes(onnx_cost(path).layers, precision)  # the ONNX is fp32
         result["models"][label] = {
-            str(b): predict_latency(layers, profile, batch=b, efficiency=eff).to_dict() for b in req.batches
+            str(b): predict_latency(layers, profile, precision, batch=b, efficiency=eff).to_dict()
+            for b in req.batches
         }
     if "baseline" in result["models"]:  # predicted baseline / slim, per batch
         base, slim = result["models"]["baseline"], result["models"]["slim"]
