@@ -16,6 +16,7 @@ import json
 import math
 import os
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -329,11 +330,31 @@ def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimE
     recorded = (
         f" (it records arch {arch!r}: timm:{arch}?)" if isinstance(arch, str) and arch.isidentifier() else ""
     )
+    yolo_classes = _ultralytics_head_classes(obj)
+    if yolo_classes is not None:
+        return EdgeslimError(
+            f"{p} {what} of an ultralytics YOLO with {yolo_classes} classes, which names no architecture; give "
+            f"the yaml it was built from (yolo:yolov8n, yolo:my.yaml) with weights={p} and num_classes={yolo_classes}",
+            param=("weights", "num_classes"),
+        )
     return EdgeslimError(
         f"{p} {what}, which names no architecture{recorded}; give the architecture it was saved from "
         f"(e.g. tv:resnet18, timm:efficientnet_b0, package.module:Factory) with weights={p}",
         param="weights",
     )
+
+
+def _ultralytics_head_classes(obj: dict[str, Any]) -> int | None:
+    """The class count of an ultralytics detection state_dict (its head's class branch ``cv3``
+    ends in a conv with one output per class: ``model.<i>.cv3.0.2.weight``), else None."""
+    for key, value in obj.items():
+        if (
+            isinstance(key, str)
+            and re.fullmatch(r"model\.\d+\.cv3\.0\.2\.weight", key)
+            and len(getattr(value, "shape", ())) == 4
+        ):
+            return int(value.shape[0])
+    return None
 
 
 def _load_ultralytics(p: Path, trust_pickle: bool) -> LoadedModel:

@@ -239,6 +239,42 @@ def test_a_run_too_short_to_slim_says_so_and_leaves_nothing(root: Path, tmp_path
     assert not out.exists()
 
 
+def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: Path) -> None:
+    """yolo:yolov8n --weights sd.pt --num-classes 10 (a state_dict, as a user trial had one): ultralytics
+    re-initialises a model built from a yaml, so the run writes start.pt (the yaml's model with those
+    weights, saved as YOLO.save does) and trains from it; the weights are in it, the classes agree."""
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    torch.manual_seed(3)
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, num_classes=len(CLASSES)).model
+    with torch.no_grad():  # spread as in a trained network (as the fixture's start.pt)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.05, 1.5)
+    sd = tmp_path / "sd.pt"
+    torch.save(model.state_dict(), sd)
+    out = tmp_path / "run"
+    env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true", "YOLO_CONFIG_DIR": str(tmp_path),
+           "EDGESLIM_NO_PROGRESS": "1"}  # fmt: skip
+    args = ["slim", "yolo:yolov8n", "--weights", str(sd), "--num-classes", str(len(CLASSES)), "--data",
+            str(root / "data" / "data.yaml"), "--epochs", "2", "--batch-size", "16", "--imgsz", "64", "--device",
+            "cpu", "--out", str(out), "--json"]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["start"] == "checkpoint" and report["classes"] == {
+        "model": len(CLASSES),
+        "data": len(CLASSES),
+    }
+    assert report["metrics"]["before"] is not None and report["surgery"]["removed_channels"] > 0
+    start = torch.load(out / "start.pt", weights_only=False)["model"].float().state_dict()
+    for key in ("model.0.conv.weight", "model.22.cv3.0.2.weight"):
+        torch.testing.assert_close(
+            start[key], model.state_dict()[key], atol=1e-3, rtol=1e-3
+        )  # (saved in fp16)
+
+
 def test_a_random_start_or_other_classes_are_warned_about() -> None:
     """A user trial slimmed yolo:yolov8n (random weights) and a 2-class best.pt on a 3-class data yaml
     (ultralytics swapped in untrained class layers) without a word from edgeslim."""
@@ -273,6 +309,12 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         ([start, "--trust-pickle", "--data", data, "--subset", "10"], ("--subset", "not apply")),
         ([start, "--trust-pickle", "--data", data, "--imgsz", "100"], ("multiple of 32",)),
         ([start, "--trust-pickle", "--data", str(broken)], ("not valid YAML", "line 2", "fix it")),
+        (
+            [start, "--trust-pickle", "--data", data, "--weights", str(broken)],
+            ("holds the model's parameters", "drop --weights"),
+        ),
+        (["yolo:yolov8n", "--data", data, "--num-classes", "3"], ("goes with --weights",)),
+        (["yolo:yolov8n", "--data", data, "--weights", str(tmp_path / "none.pt")], ("does not exist",)),
         ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
     ):
         assert main(["slim", *args, "--out", str(out)]) == 2, args

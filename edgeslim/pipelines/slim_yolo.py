@@ -22,8 +22,10 @@ from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
 APPLIES = frozenset(
     "out_dir model data_name epochs batch_size seed device threads lam shrink beta penalty p a g l round_to "
     "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle target_macs "
-    "target_params taper_end cost_exponent".split()
+    "target_params taper_end cost_exponent weights num_classes".split()
 )
+#: the ultralytics checkpoint a run writes when it starts from a yaml and a state_dict (weights)
+START_FILE = "start.pt"
 #: training size when neither imgsz nor the checkpoint gives one (ultralytics' default)
 DEFAULT_IMGSZ = 640
 #: epochs when not given (edgeslim's default, as --help states; ultralytics' own is 100)
@@ -72,7 +74,22 @@ def check(req: Any) -> str:
             "(a budget: target_macs or target_params)",
             param=(*given, "target_macs", "target_params"),
         )
-    if source.lower().endswith((".pt", ".pth")) and not req.trust_pickle:
+    checkpoint = source.lower().endswith((".pt", ".pth"))
+    if (req.weights is not None or req.num_classes is not None) and checkpoint:
+        raise EdgeslimError(
+            f"{source} is an ultralytics checkpoint, which holds the model's parameters and classes; drop weights "
+            "and num_classes (they go with a yaml: yolo:yolov8n)",
+            param=("weights", "num_classes"),
+        )
+    if req.num_classes is not None and req.weights is None:
+        raise EdgeslimError(
+            "num_classes goes with weights (a state_dict of another class count); ultralytics takes the "
+            "classes of a model built from its yaml from the data yaml",
+            param=("num_classes", "weights"),
+        )
+    if req.weights is not None and not Path(str(req.weights)).is_file():
+        raise EdgeslimError(f"weights file {req.weights} does not exist; check the path", param="weights")
+    if checkpoint and not req.trust_pickle:
         raise EdgeslimError(
             f"{source} is an ultralytics checkpoint, a pickle that can run code when loaded; pass "
             "trust_pickle=True if you trust it",
@@ -86,6 +103,23 @@ def check(req: Any) -> str:
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"
         )
     return source
+
+
+def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
+    """Write ``out_dir/start.pt``: the yaml's model with the state_dict ``req.weights`` (and its
+    ``req.num_classes``), saved as ultralytics saves one (``YOLO.save``), for its trainer to start
+    from (a model built from a yaml is re-initialised by it). Returns its path."""
+    from edgeslim.models.yolo import ultralytics_yolo
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    loaded = load_model_or_arch(
+        f"yolo:{source}", trust_pickle=req.trust_pickle, weights=req.weights, num_classes=req.num_classes
+    )
+    yolo = ultralytics_yolo(source)
+    yolo.model = loaded.model
+    start = out_dir / START_FILE
+    yolo.save(str(start))
+    return str(start)
 
 
 def _check_data_yaml(path: Path) -> None:
@@ -154,6 +188,8 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
     )
     # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
     with contextlib.redirect_stdout(sys.stderr):
+        if req.weights is not None:  # a yaml and a state_dict: ultralytics trains from a checkpoint of them
+            source = _start_checkpoint(req, source, out_dir)
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
