@@ -314,6 +314,7 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
             ("holds the model's parameters", "drop --weights"),
         ),
         (["yolo:yolov8n", "--data", data, "--num-classes", "3"], ("goes with --weights",)),
+        (["yolo:runs/nope/best.pt", "--trust-pickle", "--data", data], ("runs/nope/best.pt does not exist",)),
         (["yolo:yolov8n", "--data", data, "--weights", str(tmp_path / "none.pt")], ("does not exist",)),
         ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
     ):

@@ -364,8 +364,9 @@ def _print_yolo(report: dict[str, Any]) -> None:
     out.print(table("validation (ultralytics) and size", ["", "model given", "slim"], mrows))
     al = sg.get("alignment") or {}
     out.print(
-        f"surgery: {sg['removed_channels']:,} channels removed ({sg.get('kept_by_rounding', 0):,} zero channels kept "
-        f"for multiples of {al.get('round_to', 1)}), max |output diff| {sg['max_abs_diff']:.3g}"
+        f"surgery: {sg['removed_channels']:,} channels removed, each counted once where an add or a concat ties "
+        f"several BN channels ({sg.get('kept_by_rounding', 0):,} zero channels kept for multiples of "
+        f"{al.get('round_to', 1)}), max |output diff| {sg['max_abs_diff']:.3g}"
     )
     _print_yolo_files(report)
 

@@ -75,6 +75,8 @@ def check(req: Any) -> str:
             param=(*given, "target_macs", "target_params"),
         )
     checkpoint = source.lower().endswith((".pt", ".pth"))
+    if checkpoint and not Path(source).is_file():  # (ultralytics would try to download a file of that name)
+        raise EdgeslimError(f"ultralytics checkpoint {source} does not exist; check the path", param="model")
     if (req.weights is not None or req.num_classes is not None) and checkpoint:
         raise EdgeslimError(
             f"{source} is an ultralytics checkpoint, which holds the model's parameters and classes; drop weights "
