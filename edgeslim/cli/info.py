@@ -90,6 +90,10 @@ def info(
     bn = res["bn"]
     rows: list[list[Any]] = [["model", res["model"]], ["kind", res["kind"]]]
     rows += [[k, res[k]] for k in ("arch", "pruned") if k in res]
+    if "names" in res:  # an ultralytics model
+        names = list(res["names"].values())
+        shown = ", ".join(map(str, names[:8])) + (f", ... ({len(names)})" if len(names) > 8 else "")
+        rows += [["task", res["task"]], ["classes", shown]]
     rows += [
         ["input (C,H,W)", ",".join(map(str, res["input_shape"]))],
         ["parameters", f"{res['params']:,} ({human(res['params'])})"],

@@ -460,21 +460,29 @@ def prepare_for_export(
     return out
 
 
+def task_and_names(model: nn.Module) -> dict[str, Any]:
+    """``{"task": ..., "names": {index: class name}}`` of an ultralytics model (names by index where
+    it records none)."""
+    tasks = importlib.import_module("ultralytics.nn.tasks")  # imported already: the model is one
+    names = getattr(model, "names", None) or {i: str(i) for i in range(yolo_classes(model))}
+    return {
+        "task": getattr(model, "task", None) or tasks.guess_model_task(model),
+        "names": dict(names) if isinstance(names, dict) else dict(enumerate(names)),
+    }
+
+
 def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: int) -> dict[str, str]:
     """The ONNX ``metadata_props`` ultralytics' own export writes and its ``AutoBackend`` reads, so
     ``YOLO("model.onnx").predict(...)`` keeps the model's class names, task, stride and input size:
     ``task``, ``stride``, ``names``, ``imgsz``, ``batch``, ``channels``, ``head``, ``end2end``,
     ``args`` (``dynamic`` False: the export fixes the image size) and ``kpt_shape`` for pose,
     written as ultralytics writes them (``str`` of the Python value)."""
-    tasks = importlib.import_module("ultralytics.nn.tasks")  # imported already: the model is one
     c, h, w = input_shape
     head = _head(model)
-    names = getattr(model, "names", None) or {i: str(i) for i in range(yolo_classes(model))}
     md: dict[str, Any] = {
         "description": f"{type(model).__name__} exported by edgeslim",
-        "task": getattr(model, "task", None) or tasks.guess_model_task(model),
+        **task_and_names(model),
         "stride": int(max(float(s) for s in getattr(model, "stride", [32.0]))),
-        "names": dict(names) if isinstance(names, dict) else dict(enumerate(names)),
         "imgsz": [h, w],
         "batch": batch,
         "channels": c,

@@ -41,6 +41,10 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
             desc["arch"] = loaded.spec.arch
             desc["pruned"] = bool(loaded.recipe)
         desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
+    from edgeslim.models import yolo
+
+    if yolo.is_ultralytics_model(loaded.model):  # what to check before an export: its task and classes
+        desc.update(yolo.task_and_names(loaded.model))
     return loaded.model, desc, model_input_shape(loaded, input_shape, data, data_option=True)
 
 
