@@ -24,8 +24,10 @@ def load_model_or_arch(
     data: str | None = None,
     num_classes: int | None = None,
     weights: str | Path | None = None,
+    any_size: bool = False,
 ) -> LoadedModel:
     """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
+    ``any_size``: for a caller that tries the model at several shapes (a YOLO's size rule not applied).
 
     For a name, the input shape is ``input_shape``, else the data set's, else the architecture's
     default (:func:`~edgeslim.models.registry.model_defaults`: 3,640,640 for ``yolo:``, else
@@ -39,9 +41,9 @@ def load_model_or_arch(
     from edgeslim.models.yolo import check_input_size, input_preprocessing  # import no ultralytics
 
     loaded = _load_model_or_arch(target, trust_pickle, input_shape, data, num_classes, weights)
-    check_input_size(
-        loaded.model, parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
-    )
+    if not any_size:
+        shape = parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
+        check_input_size(loaded.model, shape)
     if input_shape is None and data is None and _records_no_size(target):
         raise EdgeslimError(
             f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "
@@ -240,7 +242,7 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
 
     dshape = dataset_shape(data_name) if data_name else None
     probe = dshape[:3] if dshape else ((3, 32, 32) if _records_no_size(target) else None)  # data sized later
-    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe)
+    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe, any_size=True)
     if loaded.kind in ("torchscript", "exported"):
         return  # refused later, with its own reason
     from edgeslim.models.registry import model_defaults
