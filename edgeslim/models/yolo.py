@@ -238,12 +238,17 @@ def at_trained_size(spec: Any, model: Any) -> Any:
     return dataclasses.replace(spec, input_size=size)
 
 
+def max_stride(model: nn.Module) -> int:
+    """An ultralytics model's largest stride (32 for the P3-P5 detectors)."""
+    return int(max(float(s) for s in getattr(model, "stride", [32.0])))
+
+
 def check_input_size(model: nn.Module, shape: Any) -> None:
     """Refuse a ``(C, H, W)`` whose sides are not multiples of an ultralytics model's largest stride
     (its neck concatenates maps of neighbouring strides, which then differ by one pixel)."""
     if not is_ultralytics_model(model) or shape is None or len(shape) != 3:
         return
-    stride = int(max(float(s) for s in getattr(model, "stride", [32.0])))
+    stride = max_stride(model)
     h, w = int(shape[1]), int(shape[2])
     if h % stride or w % stride:
         fit = ",".join(str(max(stride, round(v / stride) * stride)) for v in (h, w))
@@ -482,7 +487,7 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     md: dict[str, Any] = {
         "description": f"{type(model).__name__} exported by edgeslim",
         **task_and_names(model),
-        "stride": int(max(float(s) for s in getattr(model, "stride", [32.0]))),
+        "stride": max_stride(model),
         "imgsz": [h, w],
         "batch": batch,
         "channels": c,
