@@ -444,7 +444,7 @@ def test_int8_export_keeps_the_detectors_scores(cifar_zip: Path, tmp_path: Path,
     import onnx
     import onnxruntime as ort
 
-    from edgeslim.utils.onnx_graph import output_tail
+    from edgeslim.utils.onnx_graph import output_tail, output_tail_values
 
     onnx_path = tmp_path / "y.onnx"
     assert main(["export", "yolo:yolov8n", "--input-shape", SMALL, "--onnx", str(onnx_path), "--precision", "int8",
@@ -457,6 +457,8 @@ def test_int8_export_keeps_the_detectors_scores(cifar_zip: Path, tmp_path: Path,
     producer = {o: n for n in proto.graph.node for o in n.output}
     assert producer["output0"].op_type == "Concat"  # not a DequantizeLinear: the decoding is float
     tail = set(output_tail(onnx.load(str(onnx_path))))
+    values = output_tail_values(onnx.load(str(onnx_path)))  # what TensorRT's calibrator path keeps FP32
+    assert "output0" in values and not any("cv3.0.2" in v or "cv2.0.2" in v for v in values)
     assert {"Sigmoid", "Concat"} <= {
         n.op_type for n in onnx.load(str(onnx_path)).graph.node if n.name in tail
     }

@@ -205,6 +205,35 @@ def _autocast_fp16(onnx_path: Path, out_dir: Path) -> Path:
     return out
 
 
+def _keep_tail_float(trt: Any, network: Any, onnx_path: Path) -> int:
+    """Ask TensorRT to keep in FP32 the layers that compute :func:`edgeslim.utils.onnx_graph.output_tail`
+    (implicit INT8 would give a detector's concat of box coordinates and scores one scale, which
+    rounds the scores to 0); returns how many layers were marked. Never run here (no TensorRT)."""
+    import onnx
+
+    from edgeslim.utils.onnx_graph import output_tail_values
+
+    values = output_tail_values(onnx.load(str(onnx_path), load_external_data=False))
+    floats = (trt.float32, trt.float16)
+    kept = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHAPE) or not any(
+            o.name in values for o in outs
+        ):
+            continue
+        try:
+            layer.precision = trt.float32
+            for j, o in enumerate(outs):
+                if o.dtype in floats:
+                    layer.set_output_type(j, trt.float32)
+        except (RuntimeError, TypeError, ValueError):  # a layer whose precision cannot be set (shape math)
+            continue
+        kept += 1
+    return kept
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -282,6 +311,10 @@ def build_engine(
         config.add_optimization_profile(profile)
     calib = None
     if how == "calibrator":
+        kept = _keep_tail_float(trt, network, src)
+        if kept:
+            config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+            notes.append(f"{kept} layers between the last weighted layers and the outputs asked to stay FP32")
         data = cfg.calib_data if cfg.calib_data is not None else np.zeros((cfg.batch, *shape[1:]), np.float32)
         calib = make_entropy_calibrator(
             trt, data, cfg.batch if shape[0] == -1 else int(shape[0]), cfg.calib_cache

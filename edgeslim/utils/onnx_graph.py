@@ -79,11 +79,8 @@ def module_name(node_name: str) -> str | None:
     return name
 
 
-def output_tail(model: Any) -> list[str]:
-    """Names of the nodes between the last weighted layers and the graph outputs: every node from
-    which an output is reached without passing through a :data:`WEIGHT_OPS` node with a constant
-    weight (a detector's box decoding, sigmoid and the concat of boxes with scores; a segmenter's
-    resize). Quantizing them puts values of very different ranges on one INT8 scale."""
+def _tail_nodes(model: Any) -> list[Any]:
+    """The nodes of :func:`output_tail`."""
     g = model.graph
     consts = {t.name for t in g.initializer}
     consts |= {o for n in g.node if n.op_type in ("Constant", "DequantizeLinear") for o in n.output}
@@ -96,4 +93,17 @@ def output_tail(model: Any) -> list[str]:
             continue
         tail[id(n)] = n
         stack += [producer[i] for i in n.input if i in producer]
-    return [n.name for n in tail.values() if n.name and n.op_type != "Constant"]
+    return [n for n in tail.values() if n.op_type != "Constant"]
+
+
+def output_tail(model: Any) -> list[str]:
+    """Names of the nodes between the last weighted layers and the graph outputs: every node from
+    which an output is reached without passing through a :data:`WEIGHT_OPS` node with a constant
+    weight (a detector's box decoding, sigmoid and the concat of boxes with scores; a segmenter's
+    resize). Quantizing them puts values of very different ranges on one INT8 scale."""
+    return [n.name for n in _tail_nodes(model) if n.name]
+
+
+def output_tail_values(model: Any) -> set[str]:
+    """The values those nodes compute (TensorRT's ONNX parser names its layers' outputs after them)."""
+    return {o for n in _tail_nodes(model) for o in n.output if o}
