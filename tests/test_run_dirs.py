@@ -292,3 +292,24 @@ def test_an_unfinished_run_that_cannot_resume_is_not_offered_resume(tmp_path) ->
     assert "cannot be resumed" in str(err.value) and err.value.params == ("force",)
     with run_directory(tmp_path, force=True, interrupted="train", resumable=False):
         pass
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path) -> None:
+    """A user trial's slim run failed after writing train/log.jsonl and before any checkpoint; the
+    folder then refused the next command ('holds a run stopped before its first checkpoint'),
+    hiding that command's own problem. Such a run leaves nothing; one with a checkpoint is kept."""
+    from edgeslim.pipelines.rundir import run_directory
+
+    out = tmp_path / "run"
+    with pytest.raises(EdgeslimError, match="diverged"):
+        with run_directory(out, force=False, interrupted="train"):
+            (out / "train").mkdir()
+            (out / "train" / "log.jsonl").write_text("{}\n")
+            raise EdgeslimError("training diverged")
+    assert not out.exists()
+    with pytest.raises(KeyboardInterrupt):
+        with run_directory(out, force=False, interrupted="train"):
+            (out / "train").mkdir()
+            (out / "train" / "model.pt").write_bytes(b"x")  # an epoch was saved: resumable
+            raise KeyboardInterrupt
+    assert (out / "train" / "model.pt").is_file()

@@ -185,9 +185,8 @@ def _interrupted_line(args: list[str]) -> str:
         from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
 
         saved = Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE
-        if not saved.is_file():  # (a train folder without model.pt takes a new run as it is)
-            again = "rerun with --force" if name == "slim" else "run the command again"
-            return f"interrupted before the first epoch ended: nothing was saved to continue; {again}"
+        if not saved.is_file():  # (the run left nothing behind: pipelines.rundir.run_directory)
+            return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return (
             f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "
             f"{shlex.quote(out)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,20 @@ def run_directory(
 
     Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
-    that was stopped: continue it with ``resume``, where ``resumable``). The lock is held until the
-    block ends.
+    that was stopped: continue it with ``resume``, where ``resumable``). A run that fails or is
+    stopped before it writes a checkpoint (a ``.pt`` file) into a new ``interrupted`` directory leaves
+    nothing there. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
+    part = out_dir / interrupted if interrupted else None
+    fresh = (
+        part is not None and not part.exists()
+    )  # made by this run: removed if it ends without a checkpoint
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
         if not (force or resume):
             for marker in markers:
                 check_output_dir(out_dir, False, marker=marker)
-            part = out_dir / interrupted if interrupted else None
             if part is not None and part.is_dir() and any(part.iterdir()):
                 if not resumable:
                     raise EdgeslimError(
@@ -54,7 +59,12 @@ def run_directory(
                     "or pass force=True to start over",
                     param=("resume", "force"),
                 )
-        yield out_dir
+        try:
+            yield out_dir
+        except BaseException:
+            if fresh and part is not None and part.is_dir() and not any(part.rglob("*.pt")):
+                shutil.rmtree(part, ignore_errors=True)  # (a log of a run that saved nothing blocks the next)
+            raise
 
 
 def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt`
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -214,13 +213,8 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
                 torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
             )
-            fresh = not (out_dir / TRAIN_DIR).exists()
             try:
-                yolo.train(**train_args)
-            except EdgeslimError:  # refused as training starts (slimming's checks): no weights to keep
-                if fresh and not any((out_dir / TRAIN_DIR).rglob("*.pt")):
-                    shutil.rmtree(out_dir / TRAIN_DIR, ignore_errors=True)
-                raise
+                yolo.train(**train_args)  # (a refusal as it starts leaves no train/: run_directory)
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
