@@ -465,7 +465,7 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 
 
 #: keys under which training scripts commonly store the weights inside a checkpoint dict
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema", "model_ema")
 
 
 def _cut_off_zip(p: Path) -> EdgeslimError:
