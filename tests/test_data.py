@@ -257,6 +257,15 @@ def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
     assert g.input_shape == (1, 32, 32) and len(g.mean) == 1
     with pytest.raises(EdgeslimError, match="1 channel"):
         g.check_spec(b.spec_for("vgg-small"))
+    # one greyscale photo that sorts first in a colour folder (a user trial: the whole folder was read
+    # as 1 channel and RGB weights were refused): the folder stays colour, that photo is converted
+    from PIL import Image
+
+    first = sorted((root / "train" / b.class_names[0]).iterdir())[0]
+    Image.open(first).convert("L").save(first)
+    assert Image.open(first).mode == "L"
+    mixed = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
+    assert mixed.input_shape == (3, 32, 32)
 
 
 def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog):

@@ -298,11 +298,25 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
         return np.concatenate(list(ex.map(_decode_chunk, chunks)))
 
 
-def probe(tree: Tree, first: str) -> tuple[int, tuple[int, int]]:
-    """Channels (1 for greyscale files, else 3) and (H, W) of the first training image."""
-    with open_image(tree.reader()(first), first) as im:
-        channels = 1 if im.mode in ("L", "1", "I;16", "I") else 3
-        return channels, (im.size[1], im.size[0])
+#: training images whose mode decides the channels: the first of each class, up to this many
+PROBE_IMAGES = 16
+_GREY_MODES = ("L", "1", "I;16", "I")
+
+
+def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
+    """Channels and (H, W) from the training images ``firsts`` (the first of each class): 1 when
+    every one of the first :data:`PROBE_IMAGES` is greyscale, else 3 (a greyscale photo among
+    colour ones is converted, as any other mode is); the size is the first image's."""
+    read = tree.reader()
+    channels, size = 1, (0, 0)
+    for i, name in enumerate(firsts[:PROBE_IMAGES]):
+        with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
+            if i == 0:
+                size = (im.size[1], im.size[0])
+            if im.mode not in _GREY_MODES:
+                channels = 3
+                break
+    return channels, size
 
 
 def check_classes(root: Path, classes: Sequence[str]) -> None:
@@ -326,7 +340,9 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
             f"{tree.root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
             "train/ and test/ must hold the same class folders"
         )
-    channels, first = probe(tree, train[classes[0]][0])
+    firsts = [train[c][0] for c in classes]
+    firsts += [f for c in classes for f in train[c][1:2]]  # (a second image per class, for few classes)
+    channels, first = probe(tree, firsts)
     size = req.image_size or first
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
