@@ -151,6 +151,21 @@ def test_a_run_started_on_a_busy_machine_is_flagged():
     assert not any("busy" in w for w in warnings({"models": {}, "batches": [], "env": {"load_avg": None}}))
 
 
+def test_an_ort_file_timed_off_arm_is_flagged():
+    """edgeslim's .ort files are converted for ARM (fixed optimizations); a user trial timed one on
+    x86_64 5x slower than its .onnx and read an INT8 .ort as 8.5x faster than the FP32 .ort."""
+    from edgeslim.bench.report import warnings
+
+    def record(machine: str, *paths: str) -> dict:
+        models = {label: {"path": p} for label, p in zip(("baseline", "slim"), paths)}
+        return {"models": models, "batches": [], "env": {"machine": machine}}
+
+    flagged = warnings(record("x86_64", "slim.onnx", "slim.int8.ort"))
+    assert len(flagged) == 1 and flagged[0].startswith("slim is an .ort file") and "x86_64" in flagged[0]
+    assert "baseline and slim are .ort files" in warnings(record("x86_64", "a.ort", "b.ort"))[0]
+    assert warnings(record("aarch64", "a.ort", "b.ort")) == [] and warnings(record("x86_64", "a.onnx")) == []
+
+
 def test_onnx_cost_fuses_silu_written_as_sigmoid_times_x(tmp_path):
     """SiLU exports as Sigmoid + Mul reading the conv's output twice; TensorRT and ORT run it as the
     conv's activation, so the cost counter folds both into the conv (a trial's EfficientNet-B0 was

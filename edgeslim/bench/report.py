@@ -208,6 +208,18 @@ def warnings(record: dict) -> list[str]:
             "between models timed under different contention, are unreliable; run on an idle machine or with "
             "fewer threads"
         )
+    machine = str(env.get("machine") or "").lower()
+    if machine and not machine.startswith(("arm", "aarch")):
+        ort = [
+            label for label, m in record["models"].items() if str(m.get("path", "")).lower().endswith(".ort")
+        ]
+        if ort:
+            out.append(
+                f"{' and '.join(ort)} {'is an .ort file' if len(ort) == 1 else 'are .ort files'}, whose optimizations "
+                f"are fixed for the platform it was converted for (ARM, as edgeslim's export converts), timed here on "
+                f"{machine}: a user trial measured one 5x slower than its .onnx; bench the .onnx here and the .ort "
+                "on the phone"
+            )
     for label in record["models"]:
         for b in record["batches"]:
             s = record["summary"][label][str(b)]
