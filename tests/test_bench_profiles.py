@@ -103,3 +103,32 @@ def test_calibration_recovers_known_efficiency():
     one = calibrate(obs[1:], prof)  # one point: launch overhead kept from the profile, k fitted
     again = predict_latency(layers, prof, batch=32, efficiency=one).total_s
     assert again == pytest.approx(obs[1].seconds, rel=1e-6)
+
+
+def test_an_int8_qdq_model_is_predicted_at_int8_as_its_fp32_graph(tmp_path):
+    """A user trial predicted an INT8 (Q/DQ) ONNX on a phone profile 3.8x slower than its FP32 file:
+    every QuantizeLinear / DequantizeLinear was priced as a kernel launch and the graph at fp32. An
+    INT8 runtime folds them into the layers: the Q/DQ graph costs as its FP32 graph, predicted at
+    int8; a profile without INT8 figures refuses it in one line."""
+    import numpy as np
+    from bench_helpers import DENSE_CFG, export_vgg
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.export.qdq import quantize_qdq
+    from edgeslim.pipelines.bench import BenchRequest, predict
+
+    fp32 = export_vgg(DENSE_CFG, tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+    int8 = quantize_qdq(fp32, tmp_path / "m.int8.onnx", calib, style="onnxruntime").path
+    a, b = onnx_cost(fp32), onnx_cost(int8)
+    assert b.quantized and not a.quantized
+    assert (len(b.layers), b.macs, b.bytes) == (len(a.layers), a.macs, a.bytes)
+    res = predict(
+        BenchRequest(model=str(int8), baseline=str(fp32), predict=True, profile="jetson-orin-nano-8gb")
+    )
+    assert res["precision"] == {"baseline": "fp16", "slim": "int8"}
+    assert res["speedup"]["1"] > 1.0  # the INT8 model is the faster one
+    with pytest.raises(
+        EdgeslimError, match="INT8 \\(Q/DQ\\) model and profile 'snapdragon-8-gen3' has no INT8"
+    ):
+        predict(BenchRequest(model=str(int8), predict=True, profile="snapdragon-8-gen3"))

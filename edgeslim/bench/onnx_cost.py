@@ -21,6 +21,9 @@ from edgeslim.utils.onnx_graph import WEIGHT_OPS, attr, value_dims
 _FUSABLE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"}
 #: ops that only change the view of a tensor
 _FREE = {"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "Dropout"}
+#: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
+#: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
+_QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
 
 @dataclass
@@ -31,6 +34,8 @@ class ModelCost:
     params: int = 0
     weight_bytes: int = 0
     input_shapes: dict[str, list] = field(default_factory=dict)
+    #: a Q/DQ graph (INT8): its layers are costed as the FP32 graph's (predict them at int8)
+    quantized: bool = False
 
     @property
     def macs(self) -> float:
@@ -47,6 +52,7 @@ class ModelCost:
             "weight_bytes": self.weight_bytes,
             "bytes": self.bytes,
             "input_shapes": self.input_shapes,
+            "quantized": self.quantized,
             "layers": [vars(layer) for layer in self.layers],
         }
 
@@ -86,19 +92,35 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         elem = vi.type.tensor_type.elem_type
         itemsize[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
     inits = {t.name: t for t in g.initializer}
-    init_bytes = {
-        n: math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    quantized = any(n.op_type in _QDQ for n in g.node)
+    init_bytes = {  # (a Q/DQ graph's int8 weights counted as the FP32 graph's)
+        n: math.prod(t.dims)
+        * (4 if quantized else onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
         for n, t in inits.items()
     }
     cost = ModelCost(
         params=int(sum(math.prod(t.dims) for t in inits.values())),
         weight_bytes=int(sum(init_bytes.values())),
         input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
+        quantized=quantized,
     )
+    alias: dict[str, str] = {}  # a Q/DQ node's output -> the float value it stands for
+
+    def resolve(name: str) -> str:
+        while name in alias:
+            name = alias[name]
+        return name
+
+    for node in g.node:
+        if node.op_type in _QDQ and node.input and node.output:
+            alias[node.output[0]] = node.input[0]
+            itemsize[node.input[0]] = 4 if node.input[0] not in inits else itemsize.get(node.input[0], 4)
     readers: dict[str, list] = {}  # value -> the nodes that read it (once per input slot)
     for node in g.node:
+        if node.op_type in _QDQ:
+            continue
         for i in node.input:
-            readers.setdefault(i, []).append(node)
+            readers.setdefault(resolve(i), []).append(node)
 
     def consumers(name: str) -> int:
         return len(readers.get(name, ()))
@@ -110,7 +132,11 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         """The Mul of ``x * sigmoid(x)`` (SiLU / swish written as two ops), when ``sig`` is that
         Sigmoid and the Mul and it are ``x``'s only readers."""
         s_out = sig.output[0] if sig.output else ""
-        muls = [n for n in readers.get(s_out, []) if n.op_type == "Mul" and set(n.input) == {x, s_out}]
+        muls = [
+            n
+            for n in readers.get(s_out, [])
+            if n.op_type == "Mul" and {resolve(i) for i in n.input} == {x, s_out}
+        ]
         if len(muls) == 1 and consumers(s_out) == 1 and consumers(x) == 2:
             return muls[0]
         return None
@@ -119,8 +145,11 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     last: dict | None = None  # the open MAC layer that fusable ops may join
     for node in g.node:
         op = node.op_type
-        w = sum(init_bytes.get(i, 0) for i in node.input)
-        ins = [i for i in node.input if i and i not in inits]
+        if op in _QDQ:
+            continue
+        inputs = [resolve(i) for i in node.input]
+        w = sum(init_bytes.get(i, 0) for i in inputs)
+        ins = [i for i in inputs if i and i not in inits]
         out = node.output[0] if node.output else ""
         if op in _FREE or id(node) in absorbed:
             continue
@@ -145,11 +174,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             continue
         macs = 0
         if op in ("Conv", "ConvTranspose"):
-            wdims = (
-                list(inits[node.input[1]].dims)
-                if node.input[1] in inits
-                else (shapes.get(node.input[1]) or [])
-            )
+            wdims = list(inits[inputs[1]].dims) if inputs[1] in inits else (shapes.get(inputs[1]) or [])
             if len(wdims) >= 3:
                 group = int(attr(node, "group", 1)) or 1
                 k = math.prod(wdims[2:])
@@ -160,7 +185,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                     pos = _numel(dims[:1] + dims[2:])
                     macs = layer_macs("conv", wdims[1] * group, wdims[0], k, group, pos)
         elif op in ("Gemm", "MatMul"):
-            a = shapes.get(node.input[0]) or []
+            a = shapes.get(inputs[0]) or []
             trans_a = bool(attr(node, "transA", 0))
             kdim = (a[-2] if trans_a else a[-1]) if a else 0
             out_dims = shapes.get(out) or []

@@ -63,7 +63,8 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
         rows = [[lp["name"], lp["bound"], lp["intensity"], lp["seconds"] * 1e6] for lp in first["layers"]]
         out.print(
             table(
-                f"PREDICTION {label} on {result['profile']} at {result['precision']}, batch {batches[0]} (not a measurement)",
+                f"PREDICTION {label} on {result['profile']} at {result['precision'][label]}, batch {batches[0]} "
+                "(not a measurement)",
                 ["layer", "bound", "FLOP/B", "us"],
                 rows,
             )

@@ -247,10 +247,9 @@ def predict(req: BenchRequest) -> dict:
             )
         eff = fitted = fit(obs, profile)
     models = {"model": req.model} if req.baseline is None else {"baseline": req.baseline, "slim": req.model}
-    precision = req.precision or profile.preferred.precision  # (the profile must have it: refused below)
     result: dict = {
         "profile": profile.name,
-        "precision": precision,
+        "precision": {},  # per model: the one asked, int8 for a Q/DQ model, else the profile's
         "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
     }
     if fitted is not None:
@@ -261,7 +260,16 @@ def predict(req: BenchRequest) -> dict:
             raise EdgeslimError(
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )
-        layers = scale_bytes(onnx_cost(path).layers, precision)  # the ONNX is fp32
+        cost = onnx_cost(path)
+        precision = req.precision or ("int8" if cost.quantized else profile.preferred.precision)
+        if cost.quantized and precision not in profile.peak_gflops:
+            raise EdgeslimError(
+                f"{path} is an INT8 (Q/DQ) model and profile '{profile.name}' has no INT8 figures "
+                f"({', '.join(sorted(profile.peak_gflops))}); predict its FP32 ONNX, or measure it on the device",
+                param="predict",
+            )
+        result["precision"][label] = precision
+        layers = scale_bytes(cost.layers, precision)  # costed as the FP32 graph
         result["models"][label] = {
             str(b): predict_latency(layers, profile, precision, batch=b, efficiency=eff).to_dict()
             for b in req.batches
