@@ -1,6 +1,8 @@
-"""Every torchvision classification model by name: ``tv:resnet18``, ``tv:mobilenet_v3_small``, ...
+"""Every torchvision classification and semantic-segmentation model by name: ``tv:resnet18``,
+``tv:mobilenet_v3_small``, ``tv:lraspp_mobilenet_v3_large``, ``tv:deeplabv3_resnet50``, ...
 
-Built with random weights (``weights=None``), ``num_classes`` passed to the builder, and the stem
+Built with random weights (``weights=None``; a segmenter's backbone too, ``weights_backbone=None``;
+it returns a dict, ``{"out": masks}``), ``num_classes`` passed to the builder, and the stem
 conv (the first ``nn.Conv2d`` reached from the input) replaced when ``in_channels != 3``.
 These are ImageNet architectures: most need inputs of at least 32x32 (Inception-v3 needs 75x75,
 the ViTs need ``image_size`` given as a keyword and a multiple of their patch size).
@@ -23,11 +25,17 @@ _PLAIN_LOGITS: dict[str, dict[str, Any]] = {
 
 
 def list_tv_models() -> list[str]:
-    """Names of torchvision's classification models (no detection/segmentation/video)."""
+    """Names of torchvision's classification and semantic-segmentation models (no detection/video)."""
     tvm = require("torchvision.models", "train", "for tv: models")
     import torchvision
 
-    return sorted(tvm.list_models(module=torchvision.models))
+    return sorted(tvm.list_models(module=torchvision.models) + _segmentation_models())
+
+
+def _segmentation_models() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models.segmentation))
 
 
 def first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
@@ -69,6 +77,8 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
             f"unknown torchvision model 'tv:{name}'; {hint}see {LIST_MODELS}", steps=(LIST_MODELS,)
         )
     kw = {**_PLAIN_LOGITS.get(name, {}), **kwargs}
+    if name in _segmentation_models():
+        kw.setdefault("weights_backbone", None)  # (the default downloads ImageNet weights)
     try:
         model = tvm.get_model(name, weights=None, num_classes=num_classes, **kw)
     except TypeError as exc:
