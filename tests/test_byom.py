@@ -156,7 +156,7 @@ def test_bad_byom_inputs_are_one_line(folder, tmp_path, capsys):
         (["slim", "tv:resnet18", "--weights", str(sd), *base], "pass --num-classes 3"),
         (
             ["slim", "tv:resnet18", "--weights", str(sd), "--num-classes", "4", *base],
-            "differs from the 3 classes",
+            "differs from the 3 classes of imagefolder in",
         ),
         (
             ["slim", "tv:resnet34", "--weights", str(sd), "--num-classes", "3", *base],

@@ -464,8 +464,11 @@ def _source_model(
                 param="num_classes",
             )
     if wanted is not None and wanted != bundle.num_classes:
+        where = f" in {opts['data_dir']}" if opts.get("data_dir") else ""
         raise EdgeslimError(
-            f"num_classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}",
+            f"num_classes {wanted} differs from the {bundle.num_classes} classes of {bundle.name}{where} "
+            f"({', '.join(map(str, bundle.class_names[:6]))}{', ...' if bundle.num_classes > 6 else ''}); give "
+            f"{bundle.num_classes}, or drop it if the model has {bundle.num_classes} already",
             param="num_classes",
         )
     if wanted is not None:
