@@ -455,3 +455,18 @@ def test_flat_channels_counts_what_int8_rounds_to_one_value() -> None:
     got[0, 1] = 0.0
     assert flat_channels(ref, got) == 1
     assert flat_channels(ref[0, 0], got[0, 0]) is None  # no channel axis
+
+
+def test_the_alignment_audit_of_an_onnx_runtime_export_is_one_line(tmp_path, capsys):
+    """A phone user's ONNX Runtime INT8 export printed a 64-row TensorRT alignment table and its
+    multiple-of-32 advice every time: without --trt the audit is one line saying it is for TensorRT
+    GPUs (the layers stay in --json)."""
+    from edgeslim.cli import main
+
+    args = ["export", "tv:mobilenet_v3_small", "--input-shape", "3,32,32", "--n-validate", "4"]
+    assert main([*args, "--onnx", str(tmp_path / "m.onnx")]) == 0
+    shown = capsys.readouterr().out
+    assert "for TensorRT GPUs: " in shown and "layers not a multiple of" in shown
+    assert "channel alignment (not a multiple" not in shown
+    assert main([*args, "--onnx", str(tmp_path / "j.onnx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["audit"]["rows"]
