@@ -128,7 +128,19 @@ def test_an_int8_qdq_model_is_predicted_at_int8_as_its_fp32_graph(tmp_path):
     )
     assert res["precision"] == {"baseline": "fp16", "slim": "int8"}
     assert res["speedup"]["1"] > 1.0  # the INT8 model is the faster one
-    with pytest.raises(
-        EdgeslimError, match="INT8 \\(Q/DQ\\) model and profile 'snapdragon-8-gen3' has no INT8"
-    ):
+    with pytest.raises(EdgeslimError, match="is INT8 \\(Q/DQ\\) and profile 'snapdragon-8-gen3' has no INT8"):
         predict(BenchRequest(model=str(int8), predict=True, profile="snapdragon-8-gen3"))
+    with pytest.raises(
+        EdgeslimError, match="'rpi4' has no peak compute for precision fp16"
+    ):  # (what was asked)
+        predict(BenchRequest(model=str(int8), predict=True, profile="rpi4", precision="fp16"))
+    # a bench record's prediction (report, rerender) uses the same rule: int8, or the model is skipped
+    from edgeslim.bench.report import add_predictions
+
+    record = {"models": {"baseline": {"cost": a.to_dict()}, "slim": {"cost": b.to_dict()}}, "batches": [1],
+              "env": {}, "backend": "onnxruntime"}  # fmt: skip
+    add_predictions(record, load_profile("jetson-orin-nano-8gb"))
+    orin = record["prediction"]["models"]
+    assert orin["slim"]["1"]["total_ms"] < orin["baseline"]["1"]["total_ms"]
+    add_predictions(record, load_profile("snapdragon-8-gen3"))
+    assert set(record["prediction"]["models"]) == {"baseline"} and "slim" in record["prediction"]["skipped"]

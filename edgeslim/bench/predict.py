@@ -7,6 +7,7 @@ from edgeslim.channels.cost import (
     Observation,
     Prediction,
     calibrate,
+    model_precision,
     predict_latency,
     scale_bytes,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "LayerPrediction",
     "Prediction",
     "predict_latency",
+    "model_precision",
     "Observation",
     "calibrate",
 ]

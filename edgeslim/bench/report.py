@@ -78,7 +78,7 @@ def measured_on(profile, record: dict) -> str | None:
 def add_predictions(record: dict, profile, efficiency=None) -> None:
     """Roofline predictions for every ONNX model and batch, stored under ``prediction``; compared
     with the measured p50s only where they were measured on the profile's device and runtime."""
-    from edgeslim.channels.cost import predict_latency, scale_bytes
+    from edgeslim.channels.cost import model_precision, predict_latency, scale_bytes
 
     elsewhere = measured_on(profile, record)
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
@@ -88,10 +88,15 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
         layers = layer_costs(record, label)
         if layers is None:
             continue
-        layers = scale_bytes(layers, profile.preferred.precision)  # ONNX costs are counted at fp32
+        try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures)
+            precision = model_precision(profile, bool(record["models"][label]["cost"].get("quantized")))
+        except EdgeslimError as exc:
+            out.setdefault("skipped", {})[label] = str(exc)
+            continue
+        layers = scale_bytes(layers, precision)  # ONNX costs are counted at fp32
         out["models"][label] = {}
         for b in record["batches"]:
-            p = predict_latency(layers, profile, batch=b, efficiency=efficiency)
+            p = predict_latency(layers, profile, precision, batch=b, efficiency=efficiency)
             out["models"][label][str(b)] = {"total_ms": p.total_s * 1e3, "efficiency": p.efficiency}
             meas = record.get("summary", {}).get(label, {}).get(str(b))
             if meas and not elsewhere:
@@ -266,6 +271,11 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             markdown_table(PREDICTION_COLS, prediction_rows(record)),
             *(["", f"Not compared: {pr['not_compared']}."] if pr.get("not_compared") else []),
+            *(
+                x
+                for label, why in (pr.get("skipped") or {}).items()
+                for x in ("", f"Not predicted: {label}: {why}")
+            ),
         ]
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if all(lt.values()):

@@ -146,6 +146,25 @@ def _roof(profile: DeviceProfile, precision: str) -> tuple[float, float]:
     return peak * 1e9, profile.memory_bandwidth_gbs * 1e9
 
 
+def model_precision(profile: DeviceProfile, quantized: bool = False, asked: str | None = None) -> str:
+    """The precision a model is predicted at on ``profile``: ``asked``, else int8 for a Q/DQ
+    (quantized) graph, else the profile's preferred one; refused where the profile gives no figures
+    for it."""
+    prec = asked or ("int8" if quantized else profile.preferred.precision)
+    if prec not in profile.peak_gflops:
+        have = ", ".join(sorted(profile.peak_gflops))
+        if quantized and not asked:
+            raise EdgeslimError(
+                f"the model is INT8 (Q/DQ) and profile '{profile.name}' has no INT8 figures (it has {have}); "
+                "predict its FP32 ONNX, or measure it on the device"
+            )
+        raise EdgeslimError(
+            f"profile '{profile.name}' has no peak compute for precision {prec}; use one of: {have}",
+            param="precision",
+        )
+    return prec
+
+
 def predict_latency(
     layers: Sequence[LayerCost],
     profile: DeviceProfile | str,

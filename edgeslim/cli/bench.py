@@ -41,6 +41,8 @@ def _print_record(record: dict, as_json: bool) -> None:
         )
         if pr.get("not_compared"):
             err.print(f"note: {pr['not_compared']}", soft_wrap=True)
+        for label, why in (pr.get("skipped") or {}).items():
+            err.print(f"note: {label} not predicted: {why}", soft_wrap=True)
     for w in report.warnings(record):
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 

@@ -223,7 +223,7 @@ def predict(req: BenchRequest) -> dict:
     """A roofline PREDICTION for ``req.model`` (and baseline) on ``req.profile``, optionally
     calibrated from a measured run.json (``req.calibrate``); nothing is measured."""
     from edgeslim.bench.onnx_cost import onnx_cost
-    from edgeslim.bench.predict import Observation, predict_latency, scale_bytes
+    from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
     from edgeslim.bench.report import check_record, layer_costs
     from edgeslim.utils.io import read_json
@@ -236,8 +236,8 @@ def predict(req: BenchRequest) -> dict:
         obs = []
         for label in run["models"]:
             layers = layer_costs(run, label)
-            if layers is None:
-                continue
+            if layers is None or (run["models"][label].get("cost") or {}).get("quantized"):
+                continue  # (an INT8 model's times would fit the FP32 roof: calibrated on FP32 models only)
             layers = scale_bytes(layers, profile.preferred.precision)
             for b in run["batches"]:
                 obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
@@ -261,13 +261,10 @@ def predict(req: BenchRequest) -> dict:
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )
         cost = onnx_cost(path)
-        precision = req.precision or ("int8" if cost.quantized else profile.preferred.precision)
-        if cost.quantized and precision not in profile.peak_gflops:
-            raise EdgeslimError(
-                f"{path} is an INT8 (Q/DQ) model and profile '{profile.name}' has no INT8 figures "
-                f"({', '.join(sorted(profile.peak_gflops))}); predict its FP32 ONNX, or measure it on the device",
-                param="predict",
-            )
+        try:
+            precision = model_precision(profile, cost.quantized, req.precision)
+        except EdgeslimError as exc:
+            raise EdgeslimError(f"{path}: {exc}", param=exc.params) from exc
         result["precision"][label] = precision
         layers = scale_bytes(cost.layers, precision)  # costed as the FP32 graph
         result["models"][label] = {
