@@ -122,7 +122,13 @@ def test_an_int8_qdq_model_is_predicted_at_int8_as_its_fp32_graph(tmp_path):
     int8 = quantize_qdq(fp32, tmp_path / "m.int8.onnx", calib, style="onnxruntime").path
     a, b = onnx_cost(fp32), onnx_cost(int8)
     assert b.quantized and not a.quantized
-    assert (len(b.layers), b.macs, b.bytes) == (len(a.layers), a.macs, a.bytes)
+    assert (len(b.layers), b.macs, b.bytes, b.params) == (len(a.layers), a.macs, a.bytes, a.params)
+    trt_style = onnx_cost(quantize_qdq(fp32, tmp_path / "m.qdq.onnx", calib, style="tensorrt").path)
+    assert trt_style.quantized and (trt_style.macs, trt_style.bytes, trt_style.params) == (
+        a.macs,
+        a.bytes,
+        a.params,
+    )
     res = predict(
         BenchRequest(model=str(int8), baseline=str(fp32), predict=True, profile="jetson-orin-nano-8gb")
     )

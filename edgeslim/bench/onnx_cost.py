@@ -92,18 +92,6 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         elem = vi.type.tensor_type.elem_type
         itemsize[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
     inits = {t.name: t for t in g.initializer}
-    quantized = any(n.op_type in _QDQ for n in g.node)
-    init_bytes = {  # (a Q/DQ graph's int8 weights counted as the FP32 graph's)
-        n: math.prod(t.dims)
-        * (4 if quantized else onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
-        for n, t in inits.items()
-    }
-    cost = ModelCost(
-        params=int(sum(math.prod(t.dims) for t in inits.values())),
-        weight_bytes=int(sum(init_bytes.values())),
-        input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
-        quantized=quantized,
-    )
     alias: dict[str, str] = {}  # a Q/DQ node's output -> the float value it stands for
 
     def resolve(name: str) -> str:
@@ -115,6 +103,22 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         if node.op_type in _QDQ and node.input and node.output:
             alias[node.output[0]] = node.input[0]
             itemsize[node.input[0]] = 4 if node.input[0] not in inits else itemsize.get(node.input[0], 4)
+    # INT8 when activations go through a QuantizeLinear (not only weights through a DequantizeLinear)
+    quantized = any(n.op_type == "QuantizeLinear" and n.input and n.input[0] not in inits for n in g.node)
+    qdq = bool(alias)
+    # the layers' parameters: initializers a layer reads (a Q/DQ node's scales and zero points are not)
+    used = {resolve(i) for n in g.node if n.op_type not in _QDQ for i in n.input} & set(inits)
+    init_bytes = {  # (a Q/DQ graph's int8 weights counted as the FP32 graph's)
+        n: math.prod(inits[n].dims)
+        * (4 if qdq else onnx.helper.tensor_dtype_to_np_dtype(inits[n].data_type).itemsize)
+        for n in used
+    }
+    cost = ModelCost(
+        params=int(sum(math.prod(inits[n].dims) for n in used)),
+        weight_bytes=int(sum(init_bytes.values())),
+        input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
+        quantized=quantized,
+    )
     readers: dict[str, list] = {}  # value -> the nodes that read it (once per input slot)
     for node in g.node:
         if node.op_type in _QDQ:

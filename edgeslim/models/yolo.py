@@ -313,7 +313,9 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
         )
     if not Path(path).is_file():
         raise EdgeslimError(f"ultralytics checkpoint {path} does not exist; check the path")
-    if not zipfile.is_zipfile(path):  # what torch.save writes (a file cut off loses its zip directory)
+    with open(path, "rb") as f:  # (an OS error, a permission say, comes through as itself)
+        is_zip = zipfile.is_zipfile(f)
+    if not is_zip:  # what torch.save writes (a file cut off loses its zip directory)
         raise EdgeslimError(
             f"{path} is not an archive torch.save wrote, as ultralytics checkpoints are: truncated or corrupt "
             "(copy it again), or another kind of file (give the best.pt or last.pt an ultralytics training wrote)"
@@ -328,6 +330,8 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
             "install it (the ultralytics version that wrote the checkpoint) and retry"
         ) from exc
     except (TypeError, KeyError, AttributeError, EOFError, RuntimeError, AssertionError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the OS's (disk, permission): said as such
+            raise
         text = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
         raise EdgeslimError(
             f"{path} is not an ultralytics checkpoint ({type(exc).__name__}: {text[:160]}); give the best.pt "
