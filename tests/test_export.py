@@ -470,3 +470,29 @@ def test_the_alignment_audit_of_an_onnx_runtime_export_is_one_line(tmp_path, cap
     assert "channel alignment (not a multiple" not in shown
     assert main([*args, "--onnx", str(tmp_path / "j.onnx"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["audit"]["rows"]
+
+
+def test_the_output_tail_stops_at_the_trunk(tmp_path):
+    """What INT8 keeps float: the nodes after the last weighted layers, not the residual stream the
+    output shares with the network (a backbone returning features after a skip Add would have kept
+    its whole trunk of ReLUs and Adds float); a classifier's tail ends at its Gemm."""
+    from torch import nn
+
+    from edgeslim.utils.onnx_graph import output_tail
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            y = torch.relu(self.stem(x))  # read by self.conv (a weighted layer) and by the skip add
+            return torch.sigmoid(torch.relu(self.conv(y) + y))
+
+    path = tmp_path / "b.onnx"
+    torch.onnx.export(Block().eval(), torch.zeros(1, 3, 8, 8), str(path), dynamo=False)
+    ops = {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
+    assert sorted(ops[n] for n in output_tail(onnx.load(str(path)))) == ["Add", "Relu", "Sigmoid"]
+    head = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5)).eval()
+    torch.onnx.export(head, torch.zeros(1, 3, 8, 8), str(tmp_path / "c.onnx"), dynamo=False)
+    assert output_tail(onnx.load(str(tmp_path / "c.onnx"))) == []  # ends at its Gemm

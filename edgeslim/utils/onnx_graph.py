@@ -82,14 +82,29 @@ def module_name(node_name: str) -> str | None:
 def _tail_nodes(model: Any) -> list[Any]:
     """The nodes of :func:`output_tail`."""
     g = model.graph
-    consts = {t.name for t in g.initializer}
-    consts |= {o for n in g.node if n.op_type in ("Constant", "DequantizeLinear") for o in n.output}
     producer = {o: n for n in g.node for o in n.output}
+    consts = {t.name for t in g.initializer} | {
+        o for n in g.node if n.op_type == "Constant" for o in n.output
+    }
+    for n in g.node:  # a weight behind a (Quantize)DequantizeLinear pair is a constant too
+        src = producer.get(n.input[0]) if n.op_type == "DequantizeLinear" and n.input else None
+        if n.input and (
+            n.input[0] in consts
+            or (src is not None and src.op_type == "QuantizeLinear" and src.input[0] in consts)
+        ):
+            consts.update(n.output)
+
+    def weighted(n: Any) -> bool:
+        return n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in consts
+
+    feeds_layer = {i for n in g.node if weighted(n) for i in n.input[:1]}  # values a weighted layer reads
     tail: dict[int, Any] = {}
     stack = [producer[o.name] for o in g.output if o.name in producer]
     while stack:
         n = stack.pop()
-        if id(n) in tail or (n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in consts):
+        # stop at the weighted layers, and at the trunk: a value another weighted layer also reads (a
+        # residual stream the output shares with the rest of the network is not its decoding)
+        if id(n) in tail or weighted(n) or any(o in feeds_layer for o in n.output):
             continue
         tail[id(n)] = n
         stack += [producer[i] for i in n.input if i in producer]
