@@ -455,6 +455,12 @@ def test_flat_channels_counts_what_int8_rounds_to_one_value() -> None:
     got[0, 1] = 0.0
     assert flat_channels(ref, got) == 1
     assert flat_channels(ref[0, 0], got[0, 0]) is None  # no channel axis
+    noisy = ref.copy()
+    noisy[0, 2, 0] += 1e-6  # a constant channel up to float noise does not vary
+    got[0, 1] = ref[0, 1]
+    got[0, 2] = 3.0
+    assert flat_channels(noisy, got) == 0
+    assert flat_channels(ref.astype(np.int64), ref.astype(np.int64)) is None  # (an argmax output)
 
 
 def test_the_alignment_audit_of_an_onnx_runtime_export_is_one_line(tmp_path, capsys):

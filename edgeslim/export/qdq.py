@@ -188,10 +188,11 @@ def quantize_qdq(
 
 
 def flat_channels(ref: np.ndarray, got: np.ndarray) -> int | None:
-    """How many channels (axis 1) of ``ref`` take more than one value while ``got``'s take one;
-    None for an output without channels."""
-    if ref.ndim < 2 or ref.shape != got.shape or not ref.size:
+    """How many channels (axis 1) of ``ref`` vary (by more than 1e-3 of their own largest value)
+    while ``got``'s take one value; None for an output without channels or not of floats."""
+    if ref.ndim < 2 or ref.shape != got.shape or not ref.size or not np.issubdtype(ref.dtype, np.floating):
         return None
-    r = np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1)
+    r = np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1).astype(np.float64)
     g = np.moveaxis(got, 1, 0).reshape(got.shape[1], -1)
-    return int(((r.max(1) > r.min(1)) & (g.max(1) == g.min(1))).sum())
+    varies = (r.max(1) - r.min(1)) > 1e-3 * np.abs(r).max(1)  # (by more than float noise)
+    return int((varies & (g.max(1) == g.min(1))).sum())

@@ -223,12 +223,13 @@ def _keep_tail_float(trt: Any, network: Any, onnx_path: Path) -> int:
             o.name in values for o in outs
         ):
             continue
+        if any(o.dtype not in floats for o in outs):  # (index and shape math: no float precision to keep)
+            continue
         try:
             layer.precision = trt.float32
-            for j, o in enumerate(outs):
-                if o.dtype in floats:
-                    layer.set_output_type(j, trt.float32)
-        except (RuntimeError, TypeError, ValueError):  # a layer whose precision cannot be set (shape math)
+            for j in range(len(outs)):
+                layer.set_output_type(j, trt.float32)
+        except (RuntimeError, TypeError, ValueError):  # a layer whose precision cannot be set
             continue
         kept += 1
     return kept
