@@ -46,10 +46,10 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from edgeslim.models.tv import list_tv_models
+    from edgeslim.models.tv import list_tv_classifiers
 
     rows = []
-    for name in list_tv_models():
+    for name in list_tv_classifiers():
         rows.append(probe(name, args.max_params))
         r = rows[-1]
         print(

@@ -530,8 +530,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 
 def _state_dict_in(obj: dict[str, Any]) -> dict[str, Any] | None:
     """The tensor dict a training checkpoint holds under one of :data:`STATE_DICT_KEYS`, if any."""
-    inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict)), None)
-    return inner if inner is not None and _is_tensor_dict(inner) else None
+    return next(
+        (obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict) and _is_tensor_dict(obj[k])), None
+    )
 
 
 class _Placeholder:

@@ -48,7 +48,8 @@ def test_registry_lists_zoo_and_tv():
     names = list_models()
     assert set(ZOO) <= set(names)
     assert {"tv:resnet18", "tv:mobilenet_v3_small", "tv:inception_v3"} <= set(names)
-    assert "tv:fasterrcnn_resnet50_fpn" not in names  # classification models only
+    assert "tv:fasterrcnn_resnet50_fpn" not in names  # classification and segmentation models only
+    assert "tv:lraspp_mobilenet_v3_large" in names
 
 
 @pytest.mark.parametrize(

@@ -69,17 +69,19 @@ def test_training_checkpoints_with_other_objects_load_without_running_them(net, 
         # (a whole model?)', and without the Namespace 'holds a dict without weights')
         "ema_only.pth.tar": {"arch": "resnet18", "model_ema": sd, "args": argparse.Namespace(lr=0.1)},
         "sd_ema_only.pth.tar": {"epoch": 3, "state_dict_ema": sd},
+        # a 'model' entry that is not weights (a config dict) before the EMA copy
+        "cfg_then_ema.pth.tar": {"model": {"depth": 18}, "model_ema": sd},
         # torch.compile(DistributedDataParallel(m)): both wrappers' prefixes
         "compiled_ddp.pth": {"state_dict": {f"_orig_mod.module.{k}": v for k, v in sd.items()},
                              "args": argparse.Namespace()},
     }  # fmt: skip
     for name, obj in files.items():
         torch.save(obj, tmp_path / name)
-        if name != "sd_ema_only.pth.tar":  # (plain data: torch reads it)
+        if name not in ("sd_ema_only.pth.tar", "cfg_then_ema.pth.tar"):  # (plain data: torch reads them)
             with pytest.raises(Exception):  # noqa: B017 - torch's plain weights-only load refuses each
                 torch.load(tmp_path / name, weights_only=True)
     for name in ("script.pth", "timm.pth.tar", "hostile.pth", "compiled_ddp.pth", "ema_only.pth.tar",
-                 "sd_ema_only.pth.tar"):  # fmt: skip
+                 "sd_ema_only.pth.tar", "cfg_then_ema.pth.tar"):  # fmt: skip
         assert _same(read_state_dict(tmp_path / name), sd), name
     assert not marker.exists()  # nothing in the file ran
     light = read_state_dict(tmp_path / "lightning.ckpt")

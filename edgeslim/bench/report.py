@@ -60,6 +60,11 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
     return [LayerCost(**layer) for layer in cost["layers"]]
 
 
+def is_arm(machine: str) -> bool:
+    """Whether ``platform.machine()``'s answer names an ARM CPU (aarch64, arm64, armv7l)."""
+    return machine.lower().startswith(("aarch", "arm"))
+
+
 def measured_on(profile, record: dict) -> str | None:
     """Why ``record``'s measurements were not made on ``profile``'s device with its runtime (None when
     they may have been): a Jetson profile needs a Jetson (its L4T release recorded) and, preferring
@@ -68,7 +73,7 @@ def measured_on(profile, record: dict) -> str | None:
     machine = str(env.get("machine") or "").lower()
     if profile.kind == "jetson" and not (env.get("l4t_release") or env.get("jetpack")):
         return f"measured on {machine or 'another machine'}, not on a Jetson"
-    if profile.kind in ("arm-board", "phone") and machine and not machine.startswith(("aarch64", "arm")):
+    if profile.kind in ("arm-board", "phone") and machine and not is_arm(machine):
         return f"measured on {machine}, not on an ARM CPU"
     if profile.preferred.backend == "tensorrt" and backend not in ("tensorrt", "trtexec"):
         return f"measured with {backend or 'another runtime'}, not TensorRT"
@@ -214,7 +219,7 @@ def warnings(record: dict) -> list[str]:
             "fewer threads"
         )
     machine = str(env.get("machine") or "").lower()
-    if machine and not machine.startswith(("arm", "aarch")):
+    if machine and not is_arm(machine):
         ort = [
             label for label, m in record["models"].items() if str(m.get("path", "")).lower().endswith(".ort")
         ]

@@ -26,10 +26,15 @@ _PLAIN_LOGITS: dict[str, dict[str, Any]] = {
 
 def list_tv_models() -> list[str]:
     """Names of torchvision's classification and semantic-segmentation models (no detection/video)."""
+    return sorted(list_tv_classifiers() + _segmentation_models())
+
+
+def list_tv_classifiers() -> list[str]:
+    """Names of torchvision's classification models."""
     tvm = require("torchvision.models", "train", "for tv: models")
     import torchvision
 
-    return sorted(tvm.list_models(module=torchvision.models) + _segmentation_models())
+    return list(tvm.list_models(module=torchvision.models))
 
 
 def _segmentation_models() -> list[str]:

@@ -270,7 +270,7 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
     prune = Step("prune")
     raise EdgeslimError(
         f"edgeslim trains image classifiers on labelled images, and {target} is not one: in {mode} mode "
-        f"its forward returns {_describe_output(y)}, not one [N, classes] tensor (a detector?); an ultralytics "
+        f"its forward returns {_describe_output(y)}, not one [N, classes] tensor (a detector or a segmenter?); an ultralytics "
         "YOLO is slimmed on its ultralytics data yaml (data_name my_data.yaml: ultralytics trains it), another "
         "detector in its own training loop with edgeslim.sparsity.ProximalSlimming (slimmer.step(optimizer) "
         f"after each optimizer.step(), slimmer.finalize() at the end; {OWN_LOOP_DOCS}), then cut the zero "
