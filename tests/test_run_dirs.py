@@ -313,3 +313,24 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path) -
             (out / "train" / "model.pt").write_bytes(b"x")  # an epoch was saved: resumable
             raise KeyboardInterrupt
     assert (out / "train" / "model.pt").is_file()
+
+
+def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
+    """With force (not resume) an old run's train/ is removed as the new run starts: its checkpoint
+    would otherwise be offered for --resume after the new run is stopped before its first epoch, and
+    its log and weights would mix with the new run's. With resume it is the run continued."""
+    from edgeslim.pipelines.rundir import run_directory
+
+    old = tmp_path / "train"
+    old.mkdir()
+    (old / "model.pt").write_bytes(b"old")
+    (old / "log.jsonl").write_text("{}\n")
+    with run_directory(tmp_path, force=True, resume=True, interrupted="train"):
+        assert (old / "model.pt").read_bytes() == b"old"
+    with pytest.raises(KeyboardInterrupt):
+        with run_directory(tmp_path, force=True, interrupted="train"):
+            assert not old.exists()
+            old.mkdir()
+            (old / "log.jsonl").write_text("{}\n")  # the new run, stopped before its first checkpoint
+            raise KeyboardInterrupt
+    assert not old.exists()

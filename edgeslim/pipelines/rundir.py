@@ -27,17 +27,18 @@ def run_directory(
 
     Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
-    that was stopped: continue it with ``resume``, where ``resumable``). A run that fails or is
-    stopped before it writes a checkpoint (a ``.pt`` file) into a new ``interrupted`` directory leaves
-    nothing there. The lock is held until the block ends.
+    that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
+    ``resume``) that sub-directory is removed as the run starts over. A run that fails or is stopped
+    before it writes a checkpoint (a ``.pt`` file) into a new ``interrupted`` directory leaves nothing
+    there. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     part = out_dir / interrupted if interrupted else None
-    fresh = (
-        part is not None and not part.exists()
-    )  # made by this run: removed if it ends without a checkpoint
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
+        if force and not resume and part is not None and part.is_dir():
+            shutil.rmtree(part)  # starting over: the old run's checkpoints and log would mix with this one's
+        fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:
                 check_output_dir(out_dir, False, marker=marker)
