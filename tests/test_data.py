@@ -307,6 +307,14 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
     (root / "train" / "cat" / "0000.jpg").write_bytes(b"")
     with pytest.raises(EdgeslimError, match=r"cannot decode image train/cat/0000.jpg \(an empty file\)"):
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    # every unreadable file at once (a user trial fixed three, one per run)
+    dog = next((root / "train" / "dog").iterdir())
+    dog.write_bytes(b"GIF89a cut")
+    with pytest.raises(EdgeslimError) as info:
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert str(info.value).startswith("cannot decode image train/cat/0000.jpg (an empty file), and 1 more (")
+    assert f"train/dog/{dog.name}); remove or replace the corrupt files" in str(info.value)
+    dog.unlink()
     bad_zip = tmp_path / "bad.zip"
     bad_zip.write_bytes(b"PK not really")
     with pytest.raises(EdgeslimError, match="not a readable zip"):

@@ -278,24 +278,45 @@ def read_images(
     return np.stack(images), total
 
 
-def _decode_chunk(args: tuple[str, bool, Sequence[str], int, tuple[int, int]]) -> np.ndarray:
+def _decode_chunk(
+    args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
+) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """The images of one chunk, and (name, reason) of each that cannot be decoded (left zero)."""
     root, is_zip, names, channels, size = args
     get = open_reader(Path(root), is_zip)
-    return np.stack([decode(get(n), n, channels, size) for n in names])
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+    bad = []
+    for i, n in enumerate(names):
+        try:
+            out[i] = decode(get(n), n, channels, size)
+        except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
+            bad.append((n, str(exc)))
+    return out, bad
 
 
 def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode ``names`` into uint8 [N,C,H,W]; a pool of processes for large lists."""
+    """Decode ``names`` into uint8 [N,C,H,W]; a pool of processes for large lists. Files that cannot
+    be decoded are refused together, in one line."""
     if not names:
         return np.zeros((0, channels, *size), dtype=np.uint8)
     if len(names) < POOL_MIN:
-        return _decode_chunk((str(tree.root), tree.is_zip, names, channels, size))
-    step = -(-len(names) // (POOL_WORKERS * 8))
-    chunks = [
-        (str(tree.root), tree.is_zip, names[i : i + step], channels, size) for i in range(0, len(names), step)
-    ]
-    with ProcessPoolExecutor(POOL_WORKERS) as ex:
-        return np.concatenate(list(ex.map(_decode_chunk, chunks)))
+        parts = [_decode_chunk((str(tree.root), tree.is_zip, names, channels, size))]
+    else:
+        step = -(-len(names) // (POOL_WORKERS * 8))
+        chunks = [
+            (str(tree.root), tree.is_zip, names[i : i + step], channels, size)
+            for i in range(0, len(names), step)
+        ]
+        with ProcessPoolExecutor(POOL_WORKERS) as ex:
+            parts = list(ex.map(_decode_chunk, chunks))
+    bad = [b for _, chunk_bad in parts for b in chunk_bad]
+    if len(bad) == 1:
+        raise EdgeslimError(bad[0][1])
+    if bad:
+        first = bad[0][1].rsplit("; ", 1)[0]
+        more = ", ".join(n for n, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
+        raise EdgeslimError(f"{first}, and {len(bad) - 1} more ({more}); remove or replace the corrupt files")
+    return np.concatenate([x for x, _ in parts])
 
 
 #: training images whose mode decides the channels: the first of each class, up to this many
