@@ -151,17 +151,12 @@ def model_precision(profile: DeviceProfile, quantized: bool = False, asked: str 
     (quantized) graph, else the profile's preferred one; refused where the profile gives no figures
     for it."""
     prec = asked or ("int8" if quantized else profile.preferred.precision)
-    if prec not in profile.peak_gflops:
-        have = ", ".join(sorted(profile.peak_gflops))
-        if quantized and not asked:
-            raise EdgeslimError(
-                f"the model is INT8 (Q/DQ) and profile '{profile.name}' has no INT8 figures (it has {have}); "
-                "predict its FP32 ONNX, or measure it on the device"
-            )
+    if quantized and not asked and prec not in profile.peak_gflops:
         raise EdgeslimError(
-            f"profile '{profile.name}' has no peak compute for precision {prec}; use one of: {have}",
-            param="precision",
+            f"the model is INT8 (Q/DQ) and profile '{profile.name}' has no INT8 figures (it has "
+            f"{', '.join(sorted(profile.peak_gflops))}); predict its FP32 ONNX, or measure it on the device"
         )
+    _roof(profile, prec)  # (refuses a precision the profile has no figures for)
     return prec
 
 
