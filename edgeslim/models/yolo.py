@@ -37,7 +37,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.models.registry import register_prefix
 
 _TASKS = {
@@ -332,7 +332,7 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
     except (TypeError, KeyError, AttributeError, EOFError, RuntimeError, AssertionError, OSError) as exc:
         if isinstance(exc, OSError) and exc.errno is not None:  # the OS's (disk, permission): said as such
             raise
-        text = next((s.strip() for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+        text = first_line(exc)
         raise EdgeslimError(
             f"{path} is not an ultralytics checkpoint ({type(exc).__name__}: {text[:160]}); give the best.pt "
             "or last.pt an ultralytics training wrote, or a file saved with YOLO.save"

@@ -73,7 +73,7 @@ def check(req: Any) -> str:
             "(a budget: target_macs or target_params)",
             param=(*given, "target_macs", "target_params"),
         )
-    checkpoint = source.lower().endswith((".pt", ".pth"))
+    checkpoint = _is_checkpoint(source)
     if checkpoint and not Path(source).is_file():  # (ultralytics would try to download a file of that name)
         raise EdgeslimError(f"ultralytics checkpoint {source} does not exist; check the path", param="model")
     if (req.weights is not None or req.num_classes is not None) and checkpoint:
@@ -104,6 +104,11 @@ def check(req: Any) -> str:
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"
         )
     return source
+
+
+def _is_checkpoint(source: str) -> bool:
+    """Whether ``source`` (what ``YOLO()`` loads) is a trained checkpoint, not a yaml."""
+    return source.lower().endswith((".pt", ".pth"))
 
 
 def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
@@ -198,7 +203,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
         with logs_on_stderr():
             before = None
-            if source.lower().endswith((".pt", ".pth")):  # a trained model: its mAP before slimming
+            if _is_checkpoint(source):  # a trained model: its mAP before slimming
                 dense = ultralytics_yolo(source)
                 before = _metrics(dense.val(data=str(req.data_name), imgsz=imgsz, batch=req.batch_size or 16,
                                             device=_device(req.device), plots=False, verbose=False))  # fmt: skip
@@ -218,8 +223,8 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
-            val_dir = _val_images(getattr(trainer, "data", None) or {})
-            classes_data = (getattr(trainer, "data", None) or {}).get("nc")
+            data = getattr(trainer, "data", None) or {}  # (ultralytics' resolved data yaml)
+            val_dir, classes_data = _val_images(data), data.get("nc")
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
@@ -248,7 +253,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "imgsz": imgsz,
         "out_dir": str(out_dir),
         "checkpoint": str(cut),  # the one surgery cut (last.pt)
-        "start": "checkpoint" if source.lower().endswith((".pt", ".pth")) else "random weights",
+        "start": "checkpoint" if _is_checkpoint(source) else "random weights",
         "classes": {"model": classes_given, "data": classes_data},
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
