@@ -86,12 +86,10 @@ def _tail_nodes(model: Any) -> list[Any]:
     consts = {t.name for t in g.initializer} | {
         o for n in g.node if n.op_type == "Constant" for o in n.output
     }
-    for n in g.node:  # a weight behind a (Quantize)DequantizeLinear pair is a constant too
-        src = producer.get(n.input[0]) if n.op_type == "DequantizeLinear" and n.input else None
-        if n.input and (
-            n.input[0] in consts
-            or (src is not None and src.op_type == "QuantizeLinear" and src.input[0] in consts)
-        ):
+    for (
+        n
+    ) in g.node:  # (graph order) a node of constants only is one: a weight behind Q/DQ, a transposed weight
+        if n.input and all(i in consts for i in n.input if i):
             consts.update(n.output)
 
     def weighted(n: Any) -> bool:
