@@ -154,17 +154,17 @@ def export(**kw: Any) -> None:
     out.print(table("edgeslim export", ["", "value"], rows))
     audit = res["audit"]
     bad = [r for r in audit["rows"] if r[5] != "ok" or r[6] != "ok"]
-    if bad and req.trt:
-        out.print(
-            table(
-                "channel alignment (not a multiple of 8 / 32)",
-                ["layer", "op", "in", "out", "groups", "fp16", "int8"],
-                bad[:30],
-            )
-        )
     if bad and not req.trt:  # (an ONNX Runtime target on a CPU or phone has its own multiple: slim --profile)
         out.print(f"for TensorRT GPUs: {audit['suggestion']} (the layers: with --trt, or in --json)")
     else:
+        if bad:
+            out.print(
+                table(
+                    "channel alignment (not a multiple of 8 / 32)",
+                    ["layer", "op", "in", "out", "groups", "fp16", "int8"],
+                    bad[:30],
+                )
+            )
         out.print(audit["suggestion"])
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
