@@ -119,7 +119,6 @@ class UltralyticsSlimming:
         self.slimmer_kwargs = slimmer_kwargs
         self.slimmer: ProximalSlimming | None = None
         self._threads_before = 0  # torch's thread count before on_train_start set ``threads``
-        self._plan = (0, 0)  # batches per epoch, warm-up batches (of the last planned_steps)
         self.history: list[dict[str, Any]] = []
         self.final: Any = None  # the FinalizeReport of the live model
         self._handle: Any = None
@@ -167,7 +166,8 @@ class UltralyticsSlimming:
             )
         sparsify = lrs[warm : steps - rec]
         if self.lam is None and not any(lr > 0 for lr in sparsify):
-            nb, nw = self._plan
+            nb = len(trainer.train_loader)
+            nw = _warmup_batches(trainer, nb)
             raise EdgeslimError(
                 f"this run takes {steps} optimizer step{'' if steps == 1 else 's'} ({nb} batches per pass over the "
                 "images, gradients accumulated to ultralytics' nominal batch), none at a learning rate above 0 "
@@ -277,13 +277,7 @@ class UltralyticsSlimming:
         base = float(group.get("initial_lr", group["lr"]))
         nb = len(trainer.train_loader)
         acc0 = max(int(getattr(trainer, "accumulate", 1)), 1)
-        warmup = getattr(trainer, "_get_warmup_iterations", None)
-        if callable(warmup):
-            nw = int(warmup(nb))
-        else:  # ultralytics before 8.4 computed it inline
-            w = float(getattr(trainer.args, "warmup_epochs", 0) or 0)
-            nw = max(round(w * nb), 100) if w > 0 else -1
-        self._plan = (nb, nw)
+        nw = _warmup_batches(trainer, nb)
         lf = getattr(trainer, "lf", None)
         lrs: list[float] = []
         positions: list[float] = []
@@ -352,6 +346,15 @@ def zero_channels(
     if [b.weight.numel() for b in bns] != [b - a for a, b in zip(offsets, offsets[1:])]:
         raise EdgeslimError("the EMA model's BN layers differ in size from the trained model's")
     return zero_flat(((bn.weight, bn.bias) for bn in bns), dead, with_shift)
+
+
+def _warmup_batches(trainer: Any, nb: int) -> int:
+    """The batches of ultralytics' warm-up in a run of ``nb`` batches per epoch (-1: none)."""
+    warmup = getattr(trainer, "_get_warmup_iterations", None)
+    if callable(warmup):
+        return int(warmup(nb))
+    w = float(getattr(trainer.args, "warmup_epochs", 0) or 0)  # ultralytics before 8.4 computed it inline
+    return max(round(w * nb), 100) if w > 0 else -1
 
 
 def _calibration_images(trainer: Any, n: int) -> list[torch.Tensor]:
