@@ -48,3 +48,33 @@ def test_a_short_run_evaluates_with_statistics_of_the_training_images(cifar_zip)
     res = fit(resnet18(num_classes=10), bundle, TrainConfig(epochs=8, batch_size=64, lr=0.05, device="cpu"))
     assert "bn_recalibrated_on_images" in res.history[0]
     assert "bn_recalibrated_on_images" not in res.history[-1]
+
+
+class _OwnBN(torch.nn.BatchNorm2d):
+    """A user's BN subclass that passes its momentum straight to ``F.batch_norm`` (which refuses
+    None: a user trial's slim run failed there after training, in the re-estimation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
+        ).relu()
+
+
+def test_recalibrate_bn_is_the_cumulative_average_and_runs_a_users_bn() -> None:
+    from edgeslim.channels.norm import recalibrate_bn
+
+    images = load_dataset("digits", subset=96, test_subset=8).train_x.float() / 16
+    batches = list(images.split(32))
+    own = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), _OwnBN(4, momentum=0.3)).eval()
+    recalibrate_bn(own, batches)
+    feats = torch.cat([own[0](b) for b in batches]).detach()
+    mean = feats.mean((0, 2, 3))
+    assert torch.allclose(own[1].running_mean, mean, atol=1e-5)  # the average over the three batches
+    assert own[1].momentum == 0.3 and not own.training  # its settings and mode are restored
+    plain = torch.nn.Sequential(own[0], torch.nn.BatchNorm2d(4))
+    plain[1].momentum = None
+    with torch.no_grad():
+        plain.train()
+        for b in batches:
+            plain(b)
+    assert torch.allclose(own[1].running_var, plain[1].running_var, atol=1e-5)  # PyTorch's own average

@@ -92,10 +92,11 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches
     try:
         with training_mode(model, True):
-            for x in batches:
+            for k, x in enumerate(batches):
+                for m in bns:  # 1/(k+1): the cumulative average, as a float (a layer of the user's
+                    m.momentum = 1.0 / (k + 1)  # code may pass it to F.batch_norm, which refuses None)
                 model(x)
     finally:
         for m, mom in zip(bns, momenta):
