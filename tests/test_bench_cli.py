@@ -49,6 +49,30 @@ def test_help_and_profiles_without_torch(tmp_path):
     assert "did you mean" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "{dense}"],
+        ["info", "--list-models"],
+        ["graph", "vgg-small"],
+        ["prune", "vgg-small", "--output", "{tmp}/slim.pt"],
+        ["export", "{dense}", "--trt"],
+        ["slim", "vgg-small", "--data", "digits", "--out", "{tmp}/run"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_commands_that_need_torch_say_so_in_one_line_on_a_device_install(onnx_pair, tmp_path, args):
+    """A device install (edgeslim[ort]) runs bench, profiles and report; every other command stops
+    with one line naming the package and the extra (a user trial: an internal error from counting.py)."""
+    dense, _, _ = onnx_pair
+    r = edgeslim([a.format(dense=dense, tmp=tmp_path) for a in args], tmp_path, check_rc=2)
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and "internal error" not in line, r.stderr
+    assert f"'edgeslim {args[0]}' needs torch, which is not installed" in line
+    assert "pip install 'edgeslim[train]'" in line
+    assert not (tmp_path / "slim.pt").exists() and not (tmp_path / "run").exists()
+
+
 def test_bench_out_on_a_device_without_matplotlib_writes_the_report_without_plots(onnx_pair, tmp_path):
     """A device install (edgeslim[ort]: no torch, no matplotlib) finishes `bench --out`: run.json and
     report.md are written, the PNGs are left out with one warning that names the extra."""

@@ -2,11 +2,12 @@
 # Bench slim vs baseline on a Jetson with fixed clocks, then restore the clocks.
 # Usage: deploy/jetson/run_bench.sh PROFILE SLIM BASELINE OUT_DIR [extra edgeslim bench args]
 #   e.g. deploy/jetson/run_bench.sh jetson-orin-nano-super slim.engine dense.engine results --batch 1,32
-# SLIM/BASELINE: TensorRT engines built ON THIS DEVICE (edgeslim export --trt or trtexec), or .onnx
+# SLIM/BASELINE: TensorRT engines built ON THIS DEVICE (trtexec --onnx=M.onnx --saveEngine=M.engine;
+# edgeslim export --trt needs PyTorch as well, which the edgeslim[ort] install here lacks), or .onnx
 # files (then add --backend trtexec or --backend onnxruntime). Needs sudo for nvpmodel/jetson_clocks.
 # Never run by the authors on a Jetson.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n 2,7p "$0"; exit 2; }
+[ $# -ge 4 ] || { sed -n 2,8p "$0"; exit 2; }
 PROFILE=$1 SLIM=$2 BASE=$3 OUT=$4; shift 4
 EDGESLIM=${EDGESLIM:-edgeslim}
 STORE=$(mktemp /tmp/jetson_clocks.XXXXXX)

@@ -33,6 +33,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: the extra of pyproject.toml that installs each optional package the commands import
+EXTRAS = {
+    "torch": "train", "torchvision": "train", "fvcore": "train", "onnxscript": "train", "onnxslim": "train",
+    "sklearn": "train", "PIL": "train", "onnx": "ort", "onnxruntime": "ort", "matplotlib": "plots",
+    "timm": "timm", "ultralytics": "yolo", "tensorrt": "trt", "jtop": "jetson",
+}  # fmt: skip
+
+
+def _missing_line(command: str | None, module: str) -> str:
+    """One line for a command that needs a package this install lacks (a device install has no torch)."""
+    top = module.split(".")[0]
+    who = f"'edgeslim {command}'" if command else "this command"
+    extra = EXTRAS.get(top, "train")
+    return f"{who} needs {top}, which is not installed; install it with: pip install 'edgeslim[{extra}]'"
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when it is invoked."""
 
@@ -46,11 +62,7 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except ImportError as exc:
-            missing = getattr(exc, "name", None) or str(exc)
-            raise EdgeslimError(
-                f"'edgeslim {name}' needs {missing}, which is not installed; "
-                "install the training extra: pip install 'edgeslim[train]'"
-            ) from exc
+            raise EdgeslimError(_missing_line(name, getattr(exc, "name", None) or str(exc))) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Top-level help lists commands from the table, without importing their modules.
@@ -230,16 +242,29 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         error_line(_os_error_line(exc))
         return 2
+    except ModuleNotFoundError as exc:
+        if debug:
+            traceback.print_exc()
+        if (exc.name or "").split(".")[0] not in EXTRAS:  # not one of ours: a bug, or the user's import
+            error_line(_internal_line(exc))
+            return 1
+        cmd = _command(args)
+        error_line(_missing_line(cmd.name if cmd is not None else None, exc.name or ""))
+        return 2
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
         if debug:
             traceback.print_exc()
             return 1
-        error_line(
-            f"internal error: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
-            f"at {_origin(exc)}; rerun with edgeslim --debug for the traceback and report it"
-        )
+        error_line(_internal_line(exc))
         return 1
     return 0
+
+
+def _internal_line(exc: BaseException) -> str:
+    return (
+        f"internal error: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
+        f"at {_origin(exc)}; rerun with edgeslim --debug for the traceback and report it"
+    )
 
 
 def _os_error_line(exc: OSError | MemoryError) -> str:
