@@ -1458,7 +1458,8 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
         return EdgeslimError(
             f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "
             f"shapes only: move it out of forward, or register a channel rule for {kind} "
-            "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf)"
+            "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf) "
+            "in the file that defines the model (docs/surgery.md)"
         )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
