@@ -753,6 +753,13 @@ class ProximalSlimming(TrainHook):
                 row["bias_left_positive"] = int((left > 0).sum())
             layers.append(row)
         zeroed = int((xi[:n] == 0).sum())
+        if zeroed == 0 and self.steps and self._lam > 0:
+            log.warning(
+                "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule "
+                "(lambda_for_shrink(1.0, planned lrs, beta) gives one from the schedule; docs/slimming.md)",
+                self.steps,
+                self._lam,
+            )
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left)
 
 
