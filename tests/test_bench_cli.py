@@ -73,6 +73,15 @@ def test_commands_that_need_torch_say_so_in_one_line_on_a_device_install(onnx_pa
     assert not (tmp_path / "slim.pt").exists() and not (tmp_path / "run").exists()
 
 
+def test_input_shape_is_refused_for_an_onnx_model(onnx_pair, tmp_path):
+    """It applies to the torch backend; an ONNX model was timed at its own size while run.json recorded
+    the ignored shape as an option (a user trial)."""
+    dense, _, _ = onnx_pair
+    r = edgeslim(["bench", dense, "--batch", "1", "--input-shape", "3,28,28", *FAST], tmp_path, check_rc=2)
+    assert len(r.stderr.strip().splitlines()) == 1 and "--input-shape is for a PyTorch model file" in r.stderr
+    assert "times dense.onnx at its own input size" in r.stderr
+
+
 def test_bench_out_on_a_device_without_matplotlib_writes_the_report_without_plots(onnx_pair, tmp_path):
     """A device install (edgeslim[ort]: no torch, no matplotlib) finishes `bench --out`: run.json and
     report.md are written, the PNGs are left out with one warning that names the extra."""

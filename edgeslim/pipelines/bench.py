@@ -144,6 +144,12 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         if value:
             options[key] = value
     if req.input_shape:
+        if name != "torch":  # an ONNX model or an engine is timed at the input size it was exported with
+            raise EdgeslimError(
+                f"input_shape is for a PyTorch model file that records none; the {name} backend times "
+                f"{Path(req.model).name} at its own input size: export the model at the size you want",
+                param="input_shape",
+            )
         options["input_shape"] = list(req.input_shape)
     return name, options
 
