@@ -162,14 +162,22 @@ def real_inputs(
 def bundle_inputs(
     bundle: Any, n: int = 64, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
 ) -> InputBatch:
-    """The first ``n`` test images of a loaded data set (a :class:`~edgeslim.data.DataBundle`) with
-    their labels, normalized with ``mean``/``std`` (default: the data set's own statistics)."""
+    """``n`` test images of a loaded data set (a :class:`~edgeslim.data.DataBundle`) with their
+    labels, normalized with ``mean``/``std`` (default: the data set's own statistics). The classes
+    take turns (each class's first image, then each class's second, ...), so every leading part,
+    such as the images that check an export ahead of those that calibrate INT8, holds every class
+    (a class-sorted folder once gave a 64-image check of one class)."""
     import torch
 
     mean = mean if mean and len(mean) == bundle.in_channels else tuple(bundle.mean)
     std = std if std and len(std) == bundle.in_channels else tuple(bundle.std)
     xu8, y = bundle.tensors("test")
-    xu8, y = xu8[:n], y[:n]
+    rank = torch.zeros_like(y)  # the place of each image within its class
+    for c in y.unique():
+        at = y == c
+        rank[at] = torch.arange(int(at.sum()))
+    order = torch.argsort(rank * (int(y.max()) + 1 if len(y) else 1) + y, stable=True)[:n]
+    xu8, y = xu8[order], y[order]
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x = (xu8.to(torch.float32) / 255.0 - m) / s
