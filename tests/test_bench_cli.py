@@ -237,6 +237,11 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     pred = json.loads(r.stdout)
     assert pred["calibration"]["source"] == "calibrated" and "PREDICTION" in pred["label"]
     assert pred["models"]["model"]["1"]["total_s"] > 0
+    # ... but not a Jetson's: this host's efficiency made a trial's 0.74 ms Orin prediction 13 ms
+    args = ["bench", "--predict", "--profile", "jetson-orin-nano-8gb", "--calibrate", out / "run.json", thin]
+    r = edgeslim(args, tmp_path, check_rc=2)
+    assert "not on a Jetson: it cannot calibrate jetson-orin-nano-8gb" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     # a pair: the predicted speedup, next to the measured one above (it had to be worked out by hand)
     r = edgeslim(
         ["bench", "--predict", "--profile", "host-cpu", thin, "--baseline", dense, "--batch", "1,4"], tmp_path

@@ -231,7 +231,7 @@ def predict(req: BenchRequest) -> dict:
     from edgeslim.bench.onnx_cost import onnx_cost
     from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
-    from edgeslim.bench.report import check_record, layer_costs
+    from edgeslim.bench.report import check_record, layer_costs, measured_on
     from edgeslim.utils.io import read_json
 
     req.check()
@@ -239,6 +239,13 @@ def predict(req: BenchRequest) -> dict:
     eff = fitted = None
     if req.calibrate:
         run = check_record(read_json(req.calibrate))
+        elsewhere = measured_on(profile, run)
+        if elsewhere:  # a host's efficiency would be read as the device's (a trial: 0.74 ms became 13 ms)
+            raise EdgeslimError(
+                f"{req.calibrate} was {elsewhere}: it cannot calibrate {profile.name}; bench on that device "
+                f"and calibrate from its run.json, or predict uncalibrated",
+                param="calibrate",
+            )
         obs = []
         for label in run["models"]:
             layers = layer_costs(run, label)
