@@ -201,6 +201,7 @@ def test_round_trip_tables_drive_a_latency_budget(files, tmp_path, fmnist_dir: s
     for path, backend in ((t_torch, "torch"), (t_ort, "onnxruntime")):
         table = load_latency_table(path)
         assert table["backend"] == backend and table["unit"] == "ms" and table["batch"] == 1
+        assert table["input_shape"] == [1, 1, 28, 28]
         assert set(table["layers"]) == names and all(v > 0 for v in table["layers"].values())
         assert table["fixed"] >= 0
         res[backend] = build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=table)
@@ -209,6 +210,12 @@ def test_round_trip_tables_drive_a_latency_budget(files, tmp_path, fmnist_dir: s
         # every layer loses channels at the minimum: below dense by at least the layers' smallest share
         assert table["fixed"] * 1e-3 <= res[backend].minimum < res[backend].dense
     ort = res["onnxruntime"]
+    # a table timed at another size or batch prices the layers wrongly: refused in one line
+    table = load_latency_table(t_ort)
+    with pytest.raises(EdgeslimError, match=r"timed at input 1x28x28 but the model trains at 1x32x32"):
+        build_resource(model, torch.zeros(1, 1, 32, 32), "latency", latency_table=table)
+    with pytest.raises(EdgeslimError, match=r"timed at batch 1 but the budget prices batch 8"):
+        build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=table, batch=8)
     target = max(0.7, round((1 + ort.minimum / ort.dense) / 2, 4))  # reachable under this table
     out = tmp_path / "slim"
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "600",
@@ -417,6 +424,7 @@ def test_cli_trtexec_layer_table(files, tmp_path) -> None:
     )
     table = load_latency_table(out)
     assert table["backend"] == "trtexec" and table["runs"] == 50 and table["total_ms"] == 7.14139
+    assert table["input_shape"] == [1, 1, 28, 28]
     assert table["layers"] == pytest.approx(conv_ms) and set(conv_ms) == _conv_linear_names(model)
     all_ms = sum(conv_ms.values()) + sum(other_ms.values())
     assert table["fixed"] == pytest.approx(sum(other_ms.values()) + 7.14139 - all_ms)

@@ -340,3 +340,17 @@ def test_a_noisy_sweep_never_makes_a_channel_free() -> None:
     assert float(c.grad) > 0
     dw = parse_sweep({"kind": "dw", "points": [[0, 16, 1.0, True], [0, 32, 0.9, True]]})
     assert dw.values[0][1] > dw.values[0][0]
+
+
+def test_latency_batch_sets_the_batch_a_profile_budget_is_predicted_at(tmp_path, fmnist_dir: str) -> None:
+    """A Jetson user deploying at batch 8 budgets at batch 8 (it was always 1 from the command line)."""
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "64",
+               "--test-subset", "64", "--epochs", "1", "--threads", "1", "--target-latency", "0.7",
+               "--profile", "jetson-orin-nano-8gb", "--latency-batch", "8", "--out", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 0
+    budget = json.loads((tmp_path / "o" / "report.json").read_text())["budget"]
+    assert budget["settings"]["batch"] == 8
+    model = create_model("vgg-small", num_classes=10, in_channels=1)
+    one, eight = (build_resource(model, torch.zeros(1, 1, 28, 28), "latency", profile="jetson-orin-nano-8gb",
+                                 batch=b).dense for b in (1, 8))  # fmt: skip
+    assert budget["dense"] == pytest.approx(eight) and eight > 1.5 * one  # priced at batch 8, not 1

@@ -413,6 +413,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
         "total_ms": total,
         "backend": "onnxruntime",
         "model": str(path),
+        "input_shape": sess.input_shapes()[0],
         "nodes": source,
         "env": {
             "onnxruntime": sess.ort.__version__,
@@ -470,6 +471,12 @@ def _names_graph(path: str, options: dict):
     return graph, str(src)
 
 
+def _static_dims(graph) -> list[int | None]:
+    """The first input's dims of an ONNX graph (None where symbolic)."""
+    dims = graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+
+
 def trtexec_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Per-layer table from one trtexec run: timed run, then ``--separateProfileRun`` profile."""
     from edgeslim.bench.backends.trtexec import TrtexecBackend
@@ -491,6 +498,7 @@ def _trt_file_table(graph, prof: dict, total: float, batch: int, src: str, backe
         "backend": backend,
         "model": str(path),
         "onnx": names,
+        "input_shape": [batch, *_static_dims(graph)[1:]],
         "env": {"tensorrt_version": version, "precision": options.get("precision", "fp32")},
     }
 

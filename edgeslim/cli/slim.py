@@ -33,7 +33,8 @@ CONFIG_KEYS = {
     "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
     "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
     "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
-    "profile": "profile", "latency_table": "latency_table", "precision": "precision", "taper_end": "taper_end",
+    "profile": "profile", "latency_table": "latency_table", "latency_batch": "latency_batch",
+    "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency", "cost_exponent": "cost_exponent", "price": "price",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
     "recovery_lr": "recovery_lr", "importance": "importance", "imgsz": "imgsz",
@@ -122,6 +123,11 @@ CONFIG_KEYS = {
     "--latency-table",
     type=click.Path(path_type=Path),
     help="Measured per-layer latency JSON (docs/budget.md).",
+)
+@click.option(
+    "--latency-batch",
+    type=Number(int, min=1),
+    help="With --target-latency: the batch the latency is predicted or measured at [1].",
 )
 @click.option(
     "--precision",

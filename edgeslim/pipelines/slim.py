@@ -76,6 +76,8 @@ class SlimRequest:
     target_latency: str | None = None
     profile: str | None = None
     latency_table: Path | None = None
+    #: the batch a latency budget is predicted (or measured) at (None: 1)
+    latency_batch: int | None = None
     precision: str | None = None
     taper_end: float | None = None
     #: rank and weight channels by |xi| / cost**cost_exponent (0: magnitude only)

@@ -127,6 +127,7 @@ class ResourceModel:
                 m.weight.zero_()
                 m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
+        self.example_shape = list(example.shape)  # [1, C, H, W]: the size the layers are priced at
         g = deployed_graph(work, example)  # what surgery keeps, as prune counts it
         removable, _ = removable_classes(g)
         self.graph = g
@@ -225,6 +226,7 @@ class ResourceModel:
 
     def _setup_latency(self, profile: Any, precision: str | None, table: dict[str, Any] | None) -> None:
         if table is not None:
+            self._check_table_input(table)
             rows = table.get("layers")
             if not isinstance(rows, dict) or not rows:
                 raise EdgeslimError(
@@ -257,6 +259,27 @@ class ResourceModel:
                 f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}", param="precision"
             )
         self.efficiency = self.profile.efficiency_for(self.precision)
+
+    def _check_table_input(self, table: dict[str, Any]) -> None:
+        """A table timed at another input size or batch prices every layer wrongly (a trial: a table
+        timed at 224 px predicted 33.9 ms for a 32 px model that ran in 0.78 ms): refused."""
+        shape = table.get("input_shape")
+        if not isinstance(shape, list) or len(shape) != len(self.example_shape):
+            return  # (a hand-written table, or one from before the tables recorded it)
+        timed, here = [int(d) for d in shape[1:] if d], list(self.example_shape[1:])
+        if len(timed) == len(here) and timed != here:
+            raise EdgeslimError(
+                f"the latency table was timed at input {'x'.join(map(str, timed))} but the model trains at "
+                f"{'x'.join(map(str, here))}: time the table at the training size (export the dense model "
+                "at that input shape and bench it again), or train at the table's size",
+                param="latency_table",
+            )
+        if int(shape[0] or 0) and int(shape[0]) != self.batch:
+            raise EdgeslimError(
+                f"the latency table was timed at batch {shape[0]} but the budget prices batch {self.batch}: "
+                f"time the table at batch {self.batch}, or budget at batch {shape[0]} (latency_batch)",
+                param="latency_table",
+            )
 
     def _setup_sweeps(self, sweeps: dict[str, Any]) -> None:
         """Keep the measured channel sweeps whose full width matches this model's layer."""
