@@ -512,3 +512,14 @@ def test_real_inputs_interleave_the_classes_so_the_check_and_the_calibration_hol
     check, calib = batch.labels[:64], batch.labels[64:]
     assert sorted(set(check.tolist())) == list(range(10)) and sorted(set(calib.tolist())) == list(range(10))
     assert torch.bincount(check).min() >= 6 and torch.bincount(calib).min() >= 25
+
+
+def test_export_refuses_a_data_set_with_other_classes_than_the_model(tmp_path, fmnist_dir, capsys):
+    """A 5-class model checked on a 10-class data set printed an accuracy that meant nothing (a trial)."""
+    model = create_model("vgg-small", num_classes=5, in_channels=1)
+    save_model(tmp_path / "m.pt", model, ModelSpec("vgg-small", 5, 1, (28, 28)))
+    rc = main(["export", str(tmp_path / "m.pt"), "--onnx", str(tmp_path / "m.onnx"), "--data", "fashion-mnist",
+               "--data-dir", fmnist_dir])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
+    assert "the model predicts 5 classes but fashion-mnist test has 10" in err and "--data" in err

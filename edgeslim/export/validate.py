@@ -42,6 +42,8 @@ class InputBatch:
     std: tuple[float, ...] | None = None
     #: mean/std estimated from these images (the model records none): not the model's own
     estimated: bool = False
+    #: the classes of the labelled data set the images come from (None: unlabelled or random)
+    classes: int | None = None
 
     @property
     def base_source(self) -> str:
@@ -54,7 +56,14 @@ class InputBatch:
         k = min(n, len(self.x))
         labels = self.labels[:k] if self.labels is not None else None
         return InputBatch(
-            self.x[:k], labels, f"{self.base_source}[:{k}]", self.real, self.mean, self.std, self.estimated
+            self.x[:k],
+            labels,
+            f"{self.base_source}[:{k}]",
+            self.real,
+            self.mean,
+            self.std,
+            self.estimated,
+            self.classes,
         )
 
 
@@ -181,7 +190,7 @@ def bundle_inputs(
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x = (xu8.to(torch.float32) / 255.0 - m) / s
-    return InputBatch(x, y, f"{bundle.name} test[:{len(x)}]", True, mean, std)
+    return InputBatch(x, y, f"{bundle.name} test[:{len(x)}]", True, mean, std, classes=bundle.num_classes)
 
 
 def _folder_inputs(
