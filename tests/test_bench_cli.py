@@ -240,7 +240,8 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     # ... but not a Jetson's: this host's efficiency made a trial's 0.74 ms Orin prediction 13 ms
     args = ["bench", "--predict", "--profile", "jetson-orin-nano-8gb", "--calibrate", out / "run.json", thin]
     r = edgeslim(args, tmp_path, check_rc=2)
-    assert "not on a Jetson: it cannot calibrate jetson-orin-nano-8gb" in r.stderr
+    assert "--calibrate needs a run measured on jetson-orin-nano-8gb's device" in r.stderr
+    assert "was measured on" in r.stderr and "not on a Jetson" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     # a pair: the predicted speedup, next to the measured one above (it had to be worked out by hand)
     r = edgeslim(
@@ -357,4 +358,14 @@ def test_torch_backend_on_edgeslim_checkpoints(tmp_path):
     )
     assert (
         rec["summary"]["model"]["2"]["p50_ms"] > 0 and rec["summary"]["model"]["memory"]["rss_delta_mb"] > 0
+    )
+
+
+def test_precision_is_refused_for_onnx_runtime(onnx_pair, tmp_path):
+    """ONNX Runtime runs the file as exported; run.json recorded "precision": "fp16" for an FP32 run."""
+    dense, _, _ = onnx_pair
+    r = edgeslim(["bench", dense, "--batch", "1", "--precision", "fp16", *FAST], tmp_path, check_rc=2)
+    assert (
+        len(r.stderr.strip().splitlines()) == 1
+        and "--precision is the precision TensorRT builds in" in r.stderr
     )

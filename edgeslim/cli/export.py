@@ -103,6 +103,10 @@ def export(**kw: Any) -> None:
             if k not in ("as_json", "model", "trust_pickle", "weights", "num_classes", "mean", "std")
         }
     )
+    source = click.get_current_context().get_parameter_source("precision")
+    if req.precision != "int8" and not req.trt and source is not click.core.ParameterSource.DEFAULT:
+        err.print(f"[yellow]note: --precision {req.precision} sets the TensorRT engine's precision (--trt); the "
+                  "ONNX is written in FP32, which TensorRT builds in FP16 from[/]", soft_wrap=True)  # fmt: skip
     res = run(
         kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
         mean=kw["mean"], std=kw["std"],

@@ -137,7 +137,13 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             prov = has
     if prov:
         options["providers"] = prov
-    if req.precision or profile:
+    if req.precision and name not in ("tensorrt", "trtexec"):  # ORT and torch run the file as it is
+        raise EdgeslimError(
+            f"precision is the precision TensorRT builds in (backends tensorrt, trtexec); {name} runs "
+            f"{Path(req.model).name} in the precision it was exported in: export an INT8 model to time INT8",
+            param="precision",
+        )
+    if req.precision or (profile and name in ("tensorrt", "trtexec")):
         options["precision"] = req.precision or profile.preferred.precision
     for key, value in (("cuda_graph", req.cuda_graph), ("device", req.device), ("trust_pickle", req.trust_pickle),
                        ("trtexec", req.trtexec), ("onnx", req.onnx)):  # fmt: skip
@@ -242,8 +248,8 @@ def predict(req: BenchRequest) -> dict:
         elsewhere = measured_on(profile, run)
         if elsewhere:  # a host's efficiency would be read as the device's (a trial: 0.74 ms became 13 ms)
             raise EdgeslimError(
-                f"{req.calibrate} was {elsewhere}: it cannot calibrate {profile.name}; bench on that device "
-                f"and calibrate from its run.json, or predict uncalibrated",
+                f"calibrate needs a run measured on {profile.name}'s device and runtime; {req.calibrate} was "
+                f"{elsewhere}: bench on that device and calibrate from its run.json, or predict uncalibrated",
                 param="calibrate",
             )
         obs = []
