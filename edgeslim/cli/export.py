@@ -105,8 +105,8 @@ def export(**kw: Any) -> None:
     )
     source = click.get_current_context().get_parameter_source("precision")
     if req.precision != "int8" and not req.trt and source is not click.core.ParameterSource.DEFAULT:
-        err.print(f"[yellow]note: --precision {req.precision} sets the TensorRT engine's precision (--trt); the "
-                  "ONNX is written in FP32, which TensorRT builds in FP16 from[/]", soft_wrap=True)  # fmt: skip
+        err.print(f"[yellow]note: --precision {req.precision} is the TensorRT engine's precision (with --trt); "
+                  "without --trt only the ONNX is written, in FP32[/]", soft_wrap=True)  # fmt: skip
     res = run(
         kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
         mean=kw["mean"], std=kw["std"],
