@@ -226,10 +226,15 @@ def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBund
         return float(settings.lam)
     steps = steps_per_epoch(bundle, config.batch_size)
     ph = phase_steps(settings, config, steps)
-    default = DEFAULT_SHRINK_PHASES if ph["warmup_steps"] or ph["recovery_steps"] else DEFAULT_SHRINK
-    shrink = default if settings.shrink is None else settings.shrink
+    shrink = default_shrink(settings, config, bundle) if settings.shrink is None else settings.shrink
     lrs = planned_lrs(config, steps)[ph["warmup_steps"] : ph["total_steps"] - ph["recovery_steps"]]
     return lambda_for_shrink(shrink, lrs, settings.beta, step_gain(settings, config))
+
+
+def default_shrink(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
+    """The total shrink a run uses when given neither lambda nor shrink (less without phases)."""
+    ph = phase_steps(settings, config, steps_per_epoch(bundle, config.batch_size))
+    return DEFAULT_SHRINK_PHASES if ph["warmup_steps"] or ph["recovery_steps"] else DEFAULT_SHRINK
 
 
 def _bn_channels(model: nn.Module) -> int:
@@ -310,6 +315,11 @@ def slim_model(
     slimming = {
         **settings.to_dict(),
         "lam": lam,
+        **(
+            {"default_shrink": default_shrink(settings, config, bundle)}
+            if settings.lam is None and settings.shrink is None and settings.budget is None
+            else {}
+        ),
         "prox_warmup": warmup,
         "recovery": recovery,
         "recovery_lr": recovery_lr,
@@ -391,7 +401,8 @@ def slim_model(
             (out / BUDGET_PNG).unlink(missing_ok=True)
         write_json(out / REPORT_FILE, report)
     if report["collapse"]["collapsed"]:
-        raise CollapseError(report["collapse"]["message"])
+        msg = report["collapse"]["message"]
+        raise CollapseError(msg, param=next((p for p in ("shrink", "taper_end") if p in msg), "lam"))
     return SlimResult(model, slim, recipe, report)
 
 
@@ -467,8 +478,8 @@ def collapse_check(
             if budget
             else (
                 f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
-                if (shrink := report["slimming"].get("shrink")) is not None
-                else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g}) or give a shrink"
+                if (shrink := report["slimming"].get("shrink") or report["slimming"].get("default_shrink"))
+                else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g})"
             )
         )
         msg = (

@@ -14,7 +14,7 @@ from edgeslim.cli import main
 from edgeslim.data import load_dataset
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
-from edgeslim.slim import CollapseError, SlimSettings, planned_lrs, resolve_lambda, slim_model
+from edgeslim.slim import CollapseError, SlimSettings, collapse_check, planned_lrs, resolve_lambda, slim_model
 from edgeslim.train import TrainConfig
 from edgeslim.train.evaluate import evaluate
 
@@ -72,6 +72,10 @@ def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
     with pytest.raises(CollapseError, match=r"lower the shrink \(now 30, try 10\)"):
         slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
                    SlimSettings(shrink=30.0), tmp_path / "shrink")  # fmt: skip
+    # ... and a run given neither, its default shrink (a trial was told to lower a lambda of 110)
+    rep["slimming"].update(lam=110.0, shrink=None, default_shrink=0.7)
+    advice = collapse_check(rep, rep["collapse"]["emptied"], 10)["message"]
+    assert "lower the shrink (now 0.7, try 0.23)" in advice and "lambda" not in advice
 
 
 def test_model_without_batchnorm_is_refused(digits) -> None:
@@ -126,8 +130,8 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
     assert main([*argv, "--resume", "--force"]) == 0
     captured = capsys.readouterr()
     again = json.loads(captured.out)
-    note = " ".join(r.getMessage() for r in caplog.records if "ignoring" in r.getMessage())
-    assert "shrink" in note and "epochs" in note, note
+    note = " ".join(captured.err.split())  # said with the command's flags
+    assert "ignoring the model given, --epochs, --batch-size, --shrink" in note, note
     assert again["slimming"]["lam"] == rep["slimming"]["lam"] and again["channels"] == rep["channels"]
     assert again["accuracy"] == rep["accuracy"]
     assert again.get("alignment") == rep.get("alignment") and rep.get("alignment")

@@ -218,6 +218,9 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
     assert main(["train", *DIGITS, "--out", str(out), "--force"]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert err.endswith(f"continue with edgeslim train --resume --out '{out}'"), err
+    assert main(["train", *DIGITS, "--out", str(out), "--force", "--threads", "1"]) == 130
+    err = " ".join(capsys.readouterr().err.split())  # the threads it ran with: a resume matches the run
+    assert err.endswith(f"continue with edgeslim train --resume --out '{out}' --threads 1"), err
 
 
 def test_resuming_with_another_thread_count_warns(tmp_path, caplog) -> None:

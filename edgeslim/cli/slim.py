@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli import notice
 from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
 from edgeslim.cli.params import (
     BETA_END,
@@ -217,6 +218,7 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
             req,
             progress=bar,
             on_collapse=lambda d: err.print(f"[yellow]outputs written to {d} for diagnosis[/]"),
+            say=lambda m: err.print(f"[yellow]note: {notice(m, slim)}[/]", soft_wrap=True),
         )
     _print(report, as_json)
 

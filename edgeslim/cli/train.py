@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from edgeslim.cli import notice
 from edgeslim.cli.common import data_options, train_options, trust_pickle_option
 from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 
@@ -88,7 +89,7 @@ def train(**kw: Any) -> None:
         outcome = run(TrainRequest.from_options(kw), progress=bar)
     if outcome.is_main:
         for note in outcome.notes or []:
-            err.print(f"note: {note}")
+            err.print(f"note: {notice(note, train)}", soft_wrap=True)
         _print(as_json, outcome.report, outcome.spec, outcome.data_name, outcome.out_dir)
 
 

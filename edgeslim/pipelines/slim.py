@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
 from edgeslim.utils.modes import torch_threads
@@ -205,8 +206,11 @@ def _check_phases(req: SlimRequest) -> None:
     SlimSettings(**{k: getattr(req, k) for k in keys if getattr(req, k) is not None}).validate()
 
 
-def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict[str, Any]:
-    """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json)."""
+def run(
+    req: SlimRequest, progress: Any = None, on_collapse: Any = None, say: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json).
+    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning)."""
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
 
     extra = check(req)
@@ -221,10 +225,12 @@ def run(req: SlimRequest, progress: Any = None, on_collapse: Any = None) -> dict
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
                        interrupted=TRAIN_DIR), torch_threads(req.threads):  # fmt: skip
-        return _run(req, extra, progress, on_collapse)
+        return _run(req, extra, progress, on_collapse, say or log.warning)
 
 
-def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: Any) -> dict[str, Any]:
+def _run(
+    req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: Any, say: Callable[[str], None]
+) -> dict[str, Any]:
     import torch
 
     from edgeslim.checkpoint import load_model
@@ -259,7 +265,9 @@ def _run(req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: An
         }
         ignored = [k for k, v in req.options().items() if k not in RESUME_KEEPS and v not in (None, False)]
         if ignored:
-            log.warning("resume continues with the run's saved settings; ignoring %s", ", ".join(ignored))
+            named = ["the model given" if k == "model" else k for k in ignored]
+            say(Notice(f"resume continues with the run's saved settings; ignoring {', '.join(named)}",
+                       tuple(ignored)))  # fmt: skip
         saved = dict(loaded.meta.get("slimming") or {})
         saved["shrink"] = None  # "lam" holds the lambda the run resolved
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})

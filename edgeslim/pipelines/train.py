@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import saved_data_args
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
@@ -148,7 +148,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             k for k in ("lam", "prune_ratio", "finetune_lr", "init_path") if kw.get(k) is not None
         ]
         if given and info.is_main:
-            notes.append(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}")
+            notes.append(Notice(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}",
+                                tuple(given)))  # fmt: skip
         spec = ModelSpec.from_dict(resume_ckpt["spec"])
         if kw["arch"] and kw["arch"] != spec.arch:
             raise EdgeslimError(
