@@ -180,7 +180,7 @@ def resolve_alignment(
         raise EdgeslimError(
             f"profile {prof.name} states no channel alignment for {prec} (it has {', '.join(prof.alignment)}); "
             "choose one of those precisions, or give round_to",
-            param="precision",
+            param=("precision", "round_to"),
         )
     return {
         "round_to": prof.channel_multiple(prec),
