@@ -289,7 +289,7 @@ def load_model(
             raise _names_no_architecture(p, "holds the state_dict of a training checkpoint", weights) from exc
         if not trust_pickle:
             raise _refuse_untrusted(p, "pickle") from exc
-        from edgeslim.models.user import unpickle_trusted
+        from edgeslim.models.user import pickled_module, unpickle_trusted
 
         try:
             obj = unpickle_trusted(p, what=str(p), map_location=map_location)
@@ -297,15 +297,10 @@ def load_model(
             raise
         except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
             raise EdgeslimError(f"{p} could not be unpickled: {first_line(exc2)}") from exc2
-        if isinstance(obj, dict) and any(isinstance(obj.get(k), torch.nn.Module) for k in ("model", "ema")):
-            raise EdgeslimError(
-                f"{p} holds a training checkpoint dict (its model under 'model'), not an nn.Module; for an "
-                f"ultralytics checkpoint use yolo:{p} with trust_pickle=True",
-                param="trust_pickle",
-            ) from exc
-        if not isinstance(obj, torch.nn.Module):
+        model = pickled_module(obj)  # (or a training script's dict holding it: {"model": model, ...})
+        if model is None:
             raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
-        return LoadedModel(model=obj, kind="pickle", path=p)
+        return LoadedModel(model=model, kind="pickle", path=p)
     except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
         raise EdgeslimError(
             f"{p} is not a readable model file ({first_line(exc)}); is it truncated or of another format?"

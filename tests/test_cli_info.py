@@ -63,6 +63,13 @@ def test_torchscript_and_pickle(tmp_path, capsys):
     assert "--trust-pickle" in capsys.readouterr().err
     res = run_json(capsys, str(pk), "--input-shape", "3,32,32", "--trust-pickle")
     assert res["kind"] == "pickle" and res["params"] == sum(p.numel() for p in model.parameters())
+    # a training script's checkpoint dict holding the whole model (a trial was sent in circles)
+    ck = tmp_path / "ck.pt"
+    torch.save({"model": model, "epoch": 3, "optimizer": {"lr": 0.1}}, ck)
+    assert main(["info", str(ck), "--input-shape", "3,32,32"]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    res = run_json(capsys, str(ck), "--input-shape", "3,32,32", "--trust-pickle")
+    assert res["kind"] == "pickle" and res["params"] == sum(p.numel() for p in model.parameters())
 
 
 @pytest.mark.parametrize(

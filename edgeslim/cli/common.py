@@ -119,3 +119,11 @@ def norm_options(f: Any) -> Any:
         help="Per-channel mean of the model's input (pixels / 255), e.g. "
         "0.485,0.456,0.406 [what the model records].",
     )(f)
+
+
+def rebuilds_line(checkpoint: Any, source: str) -> str:
+    """The note for a checkpoint that rebuilds its architecture from a file outside the package."""
+    return (
+        f"{checkpoint} rebuilds its architecture from {source}: keep that file at that path, on the device too "
+        "(or export the ONNX here and copy that)"
+    )

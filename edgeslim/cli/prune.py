@@ -12,6 +12,7 @@ from edgeslim.cli.common import (
     INPUT_SHAPE_DEFAULT,
     norm_options,
     num_classes_option,
+    rebuilds_line,
     trust_pickle_option,
     weights_option,
 )
@@ -126,8 +127,7 @@ def prune(**kw: Any) -> None:
     elif rep["removed_channels"] == 0:
         err.print("every zero-scale channel is kept (see above): nothing was removed")
     if rep.get("rebuilds_from"):
-        err.print(f"{output} rebuilds its architecture from {rep['rebuilds_from']}: keep that file at that path, "
-                  "on the device too", soft_wrap=True)  # fmt: skip
+        err.print(rebuilds_line(output, rep["rebuilds_from"]), soft_wrap=True)
     trust = " --trust-pickle" if rep["loads_code"] else ""  # it rebuilds with the same outside code
     err.print(
         f"wrote {output}; next: edgeslim export {output}{trust} --onnx {Path(output).with_suffix('.onnx')}"

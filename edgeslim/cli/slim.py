@@ -8,7 +8,13 @@ from typing import Any
 import click
 
 from edgeslim.cli import notice
-from edgeslim.cli.common import data_options, train_options, trust_pickle_option, weights_option
+from edgeslim.cli.common import (
+    data_options,
+    rebuilds_line,
+    train_options,
+    trust_pickle_option,
+    weights_option,
+)
 from edgeslim.cli.params import (
     BETA_END,
     COUNT,
@@ -320,6 +326,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             f"--onnx {d / 'slim.onnx'}",
             soft_wrap=True,
         )
+    if report.get("rebuilds_from"):
+        err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
     warning = (report.get("budget") or {}).get("warning")
     if warning:
         err.print(f"[yellow]warning:[/] {warning}")
@@ -387,11 +395,7 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
     for w in report.get("warnings") or []:
         err.print(f"[yellow]warning:[/] {w}")
     if report.get("rebuilds_from"):
-        err.print(
-            f"{d / SLIM_FILE} rebuilds its architecture from {report['rebuilds_from']}: keep that file at that "
-            "path, on the device too (or export the ONNX here and copy that)",
-            soft_wrap=True,
-        )
+        err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
     err.print(
         f"wrote {d / SLIM_FILE} (slim), {report['checkpoint']} (the checkpoint it was cut from, exact zeros), "
         f"{d / REPORT_FILE}; "

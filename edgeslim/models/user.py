@@ -116,9 +116,24 @@ def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **
         raise
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
         raise EdgeslimError(f"{p} could not be unpickled ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(model, nn.Module):
+    found = pickled_module(model)
+    if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
-    return _fit_classes(model, num_classes)
+    return _fit_classes(found, num_classes)
+
+
+#: keys under which a training script's checkpoint dict holds its whole model (the first found is used)
+MODULE_KEYS = ("model", "ema", "model_ema", "module", "net")
+
+
+def pickled_module(obj: Any) -> nn.Module | None:
+    """The model a trusted pickle holds: the object itself, or the whole module a training script's
+    checkpoint dict keeps under one of :data:`MODULE_KEYS` (``{"model": model, "epoch": 3}``)."""
+    if isinstance(obj, nn.Module):
+        return obj
+    if isinstance(obj, dict):
+        return next((obj[k] for k in MODULE_KEYS if isinstance(obj.get(k), nn.Module)), None)
+    return None
 
 
 def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:

@@ -301,8 +301,11 @@ def _run(
         raise
     res.report["out_dir"] = str(out_dir)
     from edgeslim.checkpoint import loads_code
+    from edgeslim.models.registry import source_file
 
     res.report["loads_code"] = loads_code(spec)  # its checkpoints need trust_pickle to load
+    source = source_file(spec.arch)  # (a pickle, a user's file: its checkpoints rebuild from it, there)
+    res.report["rebuilds_from"] = str(source) if source else None
     if latency is not None and latency["is_budget"]:
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
