@@ -146,7 +146,19 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         return None
 
     absorbed: set[int] = set()  # Mul nodes of a swish folded into the layer before
-    last: dict | None = None  # the open MAC layer that fusable ops may join
+    layers: list[dict] = []  # in graph order
+    open_at: dict[str, dict] = {}  # a MAC layer by the value it ends in: what reads only it may join it
+
+    def host_of(ins: list[str]) -> dict | None:
+        """The open MAC layer an element-wise op joins: the one ending in its first input, or (an
+        Add: the residual's order is the exporter's) in another, read by this op alone. The graph
+        decides, not the node order: a downsample conv between a conv and its Relu keeps them one."""
+        for i in ins if ins else ():
+            layer = open_at.get(i)
+            if layer is not None and consumers(i) == 1:
+                return layer
+        return None
+
     for node in g.node:
         op = node.op_type
         if op in _QDQ:
@@ -157,24 +169,24 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         out = node.output[0] if node.output else ""
         if op in _FREE or id(node) in absorbed:
             continue
-        if fuse and last is not None and op == "Sigmoid" and ins and ins[0] == last["out"]:
-            mul = swish_mul(node, last["out"])
+        if fuse and op == "Sigmoid" and ins and ins[0] in open_at:
+            host = open_at[ins[0]]
+            mul = swish_mul(node, host["out"])
             if mul is not None:  # x * sigmoid(x): one activation, fused like HardSwish
                 absorbed.add(id(mul))
-                last.update(out=mul.output[0], out_bytes=act_bytes(mul.output[0]))
-                last["name"] += "+Swish"
+                del open_at[host["out"]]
+                host.update(out=mul.output[0], out_bytes=act_bytes(mul.output[0]))
+                host["name"] += "+Swish"
+                open_at[host["out"]] = host
                 continue
-        if (
-            fuse
-            and last is not None
-            and op in _FUSABLE
-            and ins
-            and ins[0] == last["out"]
-            and consumers(last["out"]) == 1
-        ):
-            extra_in = sum(act_bytes(i) for i in ins[1:])  # e.g. a residual Add reads a second tensor
-            last.update(out=out, out_bytes=act_bytes(out), w=last["w"] + w, extra=last["extra"] + extra_in)
-            last["name"] += f"+{op}"
+        host = host_of(ins if op == "Add" else ins[:1]) if fuse and op in _FUSABLE else None
+        if host is not None:
+            other = [i for i in ins if i != host["out"]]
+            extra_in = sum(act_bytes(i) for i in other)  # e.g. a residual Add reads a second tensor
+            del open_at[host["out"]]
+            host.update(out=out, out_bytes=act_bytes(out), w=host["w"] + w, extra=host["extra"] + extra_in)
+            host["name"] += f"+{op}"
+            open_at[out] = host
             continue
         macs = 0
         if op in ("Conv", "ConvTranspose"):
@@ -195,22 +207,21 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             out_dims = shapes.get(out) or []
             if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
                 macs = layer_macs("linear", kdim, out_dims[-1], spatial=_numel(out_dims[:-1]))
-        macs = int(round(macs))
         layer = {
-            "name": node.name or f"{op}_{len(cost.layers)}",
+            "name": node.name or f"{op}_{len(layers)}",
             "op": op,
-            "macs": macs,
+            "macs": int(round(macs)),
             "w": w,
             "in_bytes": sum(act_bytes(i) for i in ins),
             "extra": 0,
             "out": out,
             "out_bytes": act_bytes(out),
         }
-        _flush(cost, last)
-        last = layer if op in WEIGHT_OPS else None
-        if last is None:
-            _flush(cost, layer)
-    _flush(cost, last)
+        layers.append(layer)
+        if op in WEIGHT_OPS:
+            open_at[out] = layer
+    for layer in layers:
+        _flush(cost, layer)
     return cost
 
 
