@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,8 +294,8 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
     flat = tmp_path / "flat"
     (flat / "cat").mkdir(parents=True)
     (flat / "cat" / "a.jpg").write_bytes(b"x")
-    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files"):
-        load_dataset("imagefolder", data_dir=flat, cache_dir=tmp_path / "c")
+    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files.*or <class>/\\*.jpg"):
+        load_dataset("imagefolder", data_dir=flat, cache_dir=tmp_path / "c")  # one class: not a classifier
     root = _extract(cifar_zip, tmp_path / "tree", per_class=1)
     (root / "test" / "unicorn").mkdir()
     next((root / "test" / "cat").iterdir()).rename(root / "test" / "unicorn" / "x.jpg")
@@ -485,3 +487,22 @@ def test_an_ultralytics_data_yaml_given_as_a_data_set_gets_the_way_to_its_photos
     with pytest.raises(EdgeslimError, match="ultralytics data yaml is for training a YOLO") as err:
         canonical_name("runs/data.yaml")
     assert "the data set 'images'" in str(err.value) and err.value.params == ("data_dir",)
+
+
+def test_imagefolder_of_class_folders_only_holds_out_one_image_in_ten(cifar_zip, tmp_path, caplog):
+    """Most users' images lie as <class>/*.jpg, without train/ and test/ (a trial was refused)."""
+    import zipfile
+
+    root = tmp_path / "flowers"  # one top folder, as a zip of a folder unpacks
+    with zipfile.ZipFile(cifar_zip) as z:
+        for cls in ("cat", "dog", "ship"):
+            names = sorted(n for n in z.namelist() if n.startswith(f"train/{cls}/") and n.endswith(".jpg"))[:25]
+            (root / "photos" / cls).mkdir(parents=True)
+            for n in names:
+                (root / "photos" / cls / Path(n).name).write_bytes(z.read(n))
+    with caplog.at_level(logging.WARNING, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert b.class_names == ["cat", "dog", "ship"] and b.num_classes == 3
+    assert len(b.test_y) == 9 and len(b.train_y) == 66  # images 0, 10, 20 of each 25
+    assert torch.bincount(b.test_y).tolist() == [3, 3, 3]
+    assert "held out as the test split" in caplog.text

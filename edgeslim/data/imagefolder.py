@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 TEST_NAMES = ("test", "val", "valid", "validation")
+#: a tree of class folders without train/test: 1 image in this many of each class is the test split
+FLAT_TEST_EVERY = 10
 #: decode in a pool of this many processes above this many images (the machines here have 2 cores)
 POOL_WORKERS, POOL_MIN = 2, 20000
 #: largest image file (or zip member, uncompressed) read, in bytes: 64 MiB
@@ -84,8 +86,32 @@ class Tree:
                 return f"{t}/"
         return ""
 
+    def flat(self) -> dict[str, list[str]] | None:
+        """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
+        or none), when it has no ``train/`` folder and at least two classes; else None."""
+        if any(f.startswith(f"{self.prefix}train/") for f in self.files):
+            return None
+        depth = {f.count("/") for f in self.files}
+        tops = {f.split("/", 1)[0] for f in self.files}
+        skip = 1 if depth == {2} and len(tops) == 1 else 0  # flowers/daisy/1.jpg: one top folder
+        by_class: dict[str, list[str]] = {}
+        for f in self.files:
+            parts = f.split("/")[skip:]
+            if len(parts) == 2:
+                by_class.setdefault(parts[0], []).append(f)
+        return by_class if len(by_class) >= MIN_CLASSES else None
+
     def split(self, split: str) -> dict[str, list[str]]:
-        """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted."""
+        """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted. A tree of class
+        folders only (no ``train/``) is split here: every :data:`FLAT_TEST_EVERY`-th image of a
+        class (its first, then the one that many further on) tests, the others train."""
+        flat = self.flat()
+        if flat is not None:
+            test = split != "train"
+            return {
+                c: [f for i, f in enumerate(fs) if (i % FLAT_TEST_EVERY == 0 and len(fs) > 1) == test]
+                for c, fs in flat.items()
+            }
         names = ("train",) if split == "train" else TEST_NAMES
         for nm in names:
             base = f"{self.prefix}{nm}/"
@@ -99,8 +125,9 @@ class Tree:
                 return by_class
         raise EdgeslimError(
             f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
-            f"train/<class>/*.jpg and test/<class>/*.jpg (images only to validate or calibrate an export: "
-            f"the {IMAGES} data set)"
+            f"train/<class>/*.jpg and test/<class>/*.jpg, or <class>/*.jpg for two or more classes (1 image in "
+            f"{FLAT_TEST_EVERY} held out to test); images only to validate or calibrate an export: the "
+            f"{IMAGES} data set"
         )
 
     def reader(self) -> Callable[[str], bytes]:
@@ -378,6 +405,9 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
     log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (%s; images of other sizes "
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
              size[0], size[1], why)  # fmt: skip
+    if tree.flat() is not None:
+        log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d in all) is "
+                    "held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
 
 
