@@ -496,7 +496,9 @@ def test_imagefolder_of_class_folders_only_holds_out_one_image_in_ten(cifar_zip,
     root = tmp_path / "flowers"  # one top folder, as a zip of a folder unpacks
     with zipfile.ZipFile(cifar_zip) as z:
         for cls in ("cat", "dog", "ship"):
-            names = sorted(n for n in z.namelist() if n.startswith(f"train/{cls}/") and n.endswith(".jpg"))[:25]
+            names = sorted(n for n in z.namelist() if n.startswith(f"train/{cls}/") and n.endswith(".jpg"))[
+                :25
+            ]
             (root / "photos" / cls).mkdir(parents=True)
             for n in names:
                 (root / "photos" / cls / Path(n).name).write_bytes(z.read(n))

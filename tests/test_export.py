@@ -523,3 +523,14 @@ def test_export_refuses_a_data_set_with_other_classes_than_the_model(tmp_path, f
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
     assert "the model predicts 5 classes but fashion-mnist test has 10" in err and "--data" in err
+
+
+def test_export_at_another_size_than_trained_says_so(tmp_path, capsys):
+    """A model slimmed (and budgeted) at 28x28 exported at 32x32: its MACs and latency are not the run's."""
+    model = create_model("vgg-small", num_classes=10, in_channels=1)
+    save_model(
+        tmp_path / "m.pt", model, ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist"}
+    )
+    assert main(["export", str(tmp_path / "m.pt"), "--onnx", str(tmp_path / "m.onnx"), "--input-shape", "1,32,32",
+                 "--no-validate"]) == 0  # fmt: skip
+    assert "was trained at 1x28x28; exported at --input-shape 1x32x32" in capsys.readouterr().err

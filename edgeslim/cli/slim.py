@@ -266,7 +266,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         last = (report.get("history") or [{}])[-1]
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
-        out.print(table(title, ["", "trained (dense)", "slim", "change"], rows))
+        out.print(table(title, ["", "trained (full width)", "slim", "change"], rows))
         layer_rows = [
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
         ]

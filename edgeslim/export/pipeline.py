@@ -138,6 +138,11 @@ def run_export(
         )
     req.validate()  # again: the fields may have changed since construction
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
+    trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
+    if trained is not None and tuple(shape) != trained:  # (a slim run's budget priced the trained size)
+        say(Notice(f"{model_name} was trained at {'x'.join(map(str, trained))}; exported at input_shape "
+                   f"{'x'.join(map(str, shape))}, its accuracy, MACs and latency differ from those of the run",
+                   "input_shape"))  # fmt: skip
     workspace = parse_size(req.workspace)
     onnx_path = Path(req.onnx_path) if req.onnx_path else _default_onnx(loaded, model_name)
     if onnx_path.suffix != ".onnx":
