@@ -369,3 +369,18 @@ def test_precision_is_refused_for_onnx_runtime(onnx_pair, tmp_path):
         len(r.stderr.strip().splitlines()) == 1
         and "--precision is the precision TensorRT builds in" in r.stderr
     )
+
+
+def test_no_share_of_a_mac_reduction_without_one(onnx_pair, tmp_path):
+    """speedup / MACs ratio is the share of the MAC reduction realized: none between equal MACs (an
+    INT8 model against its FP32 export showed 1.83 there)."""
+    dense, _, d = onnx_pair
+    same = d / "same.onnx"
+    same.write_bytes(dense.read_bytes())
+    r = edgeslim(
+        ["bench", same, "--baseline", dense, "--batch", "1", "--trials", "1", *FAST, "--json"], tmp_path
+    )
+    rec = json.loads(r.stdout)
+    assert (
+        rec["macs_ratio"] == 1.0 and "speedup_over_macs_ratio" not in rec and rec["speedup"]["1"]["value"] > 0
+    )

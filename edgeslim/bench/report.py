@@ -215,8 +215,8 @@ def warnings(record: dict) -> list[str]:
         out.append(
             f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "
             f"uses {threads} thread(s): other processes took cores from it, so its latencies, and a speed-up "
-            "between models timed under different contention, are unreliable; run on an idle machine or with "
-            "fewer threads"
+            "between models timed under different contention, are unreliable; run on an idle machine"
+            + (" or with fewer threads" if threads > 1 else "")
         )
     machine = str(env.get("machine") or "").lower()
     if machine and not is_arm(machine):
