@@ -333,7 +333,7 @@ def slim_model(
     )  # fmt: skip
     with slimmer.xi_assigned():  # what gamma := xi would cost (the fixed-point gap lam/beta)
         ev_xi = evaluate(model, bundle, "test", config.eval_batch_size, device)
-    fin = slimmer.finalize()
+    fin = slimmer.finalize(warn=False)  # (the report says when nothing reached zero)
     model.eval()
     ev_trained = evaluate(model, bundle, "test", config.eval_batch_size, device)
     report: dict[str, Any] = {
@@ -491,6 +491,13 @@ def collapse_check(
         msg = (
             f"the prox emptied {len(restored)} layer group(s) ({', '.join('+'.join(u) for u in restored[:3])}); "
             "their strongest channel was kept; a smaller lambda keeps more"
+        )
+    elif int(report["finalize"]["zeroed"]) == 0 and not budget:
+        shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
+        msg = "no BN scale reached zero, so nothing was removed: " + (
+            f"raise the shrink (now {shrink:g}) or train longer"
+            if shrink
+            else f"raise lambda (now {lam:.3g})"
         )
     return {"collapsed": collapsed, "emptied": restored, "message": msg}
 

@@ -212,9 +212,13 @@ def test_round_trip_tables_drive_a_latency_budget(files, tmp_path, fmnist_dir: s
     ort = res["onnxruntime"]
     # a table timed at another size or batch prices the layers wrongly: refused in one line
     table = load_latency_table(t_ort)
-    with pytest.raises(EdgeslimError, match=r"timed at input 1x28x28 but the model trains at 1x32x32"):
+    with pytest.raises(
+        EdgeslimError, match=r"latency_table was timed at input 1x28x28 but the model trains at 1x32x32"
+    ):
         build_resource(model, torch.zeros(1, 1, 32, 32), "latency", latency_table=table)
-    with pytest.raises(EdgeslimError, match=r"timed at batch 1 but the budget prices batch 8"):
+    with pytest.raises(
+        EdgeslimError, match=r"latency_table was timed at batch 1 but the budget prices batch 8"
+    ):
         build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=table, batch=8)
     target = max(0.7, round((1 + ort.minimum / ort.dense) / 2, 4))  # reachable under this table
     out = tmp_path / "slim"

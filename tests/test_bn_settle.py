@@ -85,3 +85,33 @@ def test_recalibrate_bn_is_the_cumulative_average_and_runs_a_users_bn() -> None:
         for b in batches:
             plain(b)
     assert torch.allclose(own[1].running_var, plain[1].running_var, atol=1e-5)  # PyTorch's own average
+
+
+class _Twice(torch.nn.Module):
+    """One BN called twice in a forward (a shared norm): PyTorch averages per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv2(self.bn(self.conv1(x)).relu()))
+
+
+def test_recalibrate_bn_averages_per_call_like_pytorch() -> None:
+    from edgeslim.channels.norm import recalibrate_bn
+
+    images = load_dataset("digits", subset=64, test_subset=8).train_x.float() / 16
+    batches = list(images.split(32))
+    torch.manual_seed(0)
+    ours = _Twice().eval()
+    ref = _Twice()
+    ref.load_state_dict(ours.state_dict())
+    ref.bn.momentum = None
+    with torch.no_grad():
+        for b in batches:
+            ref(b)
+    recalibrate_bn(ours, batches)
+    assert torch.allclose(ours.bn.running_mean, ref.bn.running_mean, atol=1e-6)
+    assert torch.allclose(ours.bn.running_var, ref.bn.running_var, atol=1e-6)

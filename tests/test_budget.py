@@ -362,6 +362,10 @@ def test_bad_budgets_fail_before_training() -> None:
         (["--target-macs", "150%"], "not below the dense"),
         (["--target-macs", "1000"], "unreachable"),
         (["--cost-exponent", "0"], "--cost-exponent only applies with a budget"),
+        (
+            ["--target-macs", "0.5", "--latency-batch", "8"],
+            "--latency-batch is the batch a latency is priced at",
+        ),
         (["--target-macs", "0.5", "--cost-exponent", "-1"], "must be >= 0"),
         (["--price", "latency"], "--price only applies with a budget"),
         (["--target-macs", "0.5", "--price", "time"], "'time' is not one of"),

@@ -508,3 +508,18 @@ def test_imagefolder_of_class_folders_only_holds_out_one_image_in_ten(cifar_zip,
     assert len(b.test_y) == 9 and len(b.train_y) == 66  # images 0, 10, 20 of each 25
     assert torch.bincount(b.test_y).tolist() == [3, 3, 3]
     assert "held out as the test split" in caplog.text
+    # the same at the folder's root (the README's layout)
+    b2 = load_dataset("imagefolder", data_dir=root / "photos", cache_dir=tmp_path / "c")
+    assert torch.equal(b2.test_y, b.test_y) and torch.equal(b2.test_x, b.test_x)
+    # a class with one image cannot be both trained and tested: refused, named
+    one = tmp_path / "one"
+    shutil.copytree(root / "photos", one)
+    for f in sorted((one / "ship").iterdir())[1:]:
+        f.unlink()
+    with pytest.raises(EdgeslimError, match=r"1 class\(es\) have one image \(ship\)"):
+        load_dataset("imagefolder", data_dir=one, cache_dir=tmp_path / "c")
+    # a folder holding only val/<class>/ is a split, not two class folders: refused as before
+    val = tmp_path / "valonly"
+    shutil.copytree(root / "photos", val / "val")
+    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files"):
+        load_dataset("imagefolder", data_dir=val, cache_dir=tmp_path / "c")

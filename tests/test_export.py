@@ -522,7 +522,7 @@ def test_export_refuses_a_data_set_with_other_classes_than_the_model(tmp_path, f
                "--data-dir", fmnist_dir])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and not (tmp_path / "m.onnx").exists()
-    assert "the model predicts 5 classes but fashion-mnist test has 10" in err and "--data" in err
+    assert "the model scores 5 classes but fashion-mnist test has 10" in err and "--data" in err
 
 
 def test_export_at_another_size_than_trained_says_so(tmp_path, capsys):

@@ -124,3 +124,25 @@ def test_the_roofline_fuses_by_the_graph_not_the_node_order() -> None:
         scale_bytes(convs, res.precision), res.profile, res.precision, 1, res.efficiency
     ).total_s
     assert onnx_s == pytest.approx(res.dense, rel=0.01)  # (measured 0.5% apart: bytes of the residual reads)
+
+
+class _ShortcutFirst(nn.Module):
+    """``ds(x) + c2(c1(x))``: the shortcut conv runs first and is the Add's first operand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.ds = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.Conv2d(3, 8, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.ds(x) + self.c2(torch.relu(self.c1(x))))
+
+
+def test_a_residual_add_joins_the_conv_that_runs_last() -> None:
+    """The add can run only when both operands are ready: fused into c2, not the earlier shortcut conv."""
+    names = [layer.name for layer in onnx_cost(_onnx(_ShortcutFirst(), torch.zeros(1, 3, 16, 16))).layers]
+    assert len(names) == 3 and any(n.startswith("/c2/") and n.endswith("Conv+Add+Relu") for n in names), names
+    assert any(n.startswith("/ds/") and n.endswith("/Conv") for n in names), names

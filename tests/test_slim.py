@@ -14,7 +14,7 @@ from edgeslim.cli import main
 from edgeslim.data import load_dataset
 from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
-from edgeslim.slim import CollapseError, SlimSettings, collapse_check, planned_lrs, resolve_lambda, slim_model
+from edgeslim.slim import CollapseError, SlimSettings, planned_lrs, resolve_lambda, slim_model
 from edgeslim.train import TrainConfig
 from edgeslim.train.evaluate import evaluate
 
@@ -72,10 +72,6 @@ def test_collapse_is_reported_not_silent(digits, tmp_path: Path) -> None:
     with pytest.raises(CollapseError, match=r"lower the shrink \(now 30, try 10\)"):
         slim_model(create_model(spec), spec, digits, TrainConfig(epochs=1, batch_size=32, device="cpu"),
                    SlimSettings(shrink=30.0), tmp_path / "shrink")  # fmt: skip
-    # ... and a run given neither, its default shrink (a trial was told to lower a lambda of 110)
-    rep["slimming"].update(lam=110.0, shrink=None, default_shrink=0.7)
-    advice = collapse_check(rep, rep["collapse"]["emptied"], 10)["message"]
-    assert "lower the shrink (now 0.7, try 0.23)" in advice and "lambda" not in advice
 
 
 def test_model_without_batchnorm_is_refused(digits) -> None:
@@ -242,3 +238,19 @@ def test_a_forced_rerun_leaves_no_plot_of_the_earlier_run(tmp_path, capsys) -> N
     assert main([*base, "--target-macs", "0.5"]) == 0 and (out / "budget.png").is_file()
     assert main([*base, "--shrink", "0.5", "--force"]) == 0
     assert not (out / "budget.png").exists() and (out / "channels.png").is_file()
+
+
+def test_a_run_that_zeroes_nothing_says_so_and_records_its_default_shrink(digits, tmp_path: Path) -> None:
+    spec = digits.spec_for("vgg-small")
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu")
+    res = slim_model(create_model(spec), spec, digits, cfg, SlimSettings(shrink=0.001), tmp_path / "weak")
+    assert res.report["finalize"]["zeroed"] == 0 and "default_shrink" not in res.report["slimming"]
+    assert res.report["collapse"]["message"].startswith(
+        "no BN scale reached zero, so nothing was removed: raise"
+    )
+    # neither lambda nor shrink: the advice names the default shrink the run used (a trial read "lower
+    # lambda (now 110)" having given none); on one epoch of digits it collapses
+    with pytest.raises(CollapseError, match=r"lower the shrink \(now 0\.7, try 0\.23\)"):
+        slim_model(create_model(spec), spec, digits, cfg, SlimSettings(), tmp_path / "default")
+    rep = json.loads((tmp_path / "default" / "report.json").read_text())
+    assert rep["slimming"]["default_shrink"] == 0.7 and rep["slimming"]["shrink"] is None

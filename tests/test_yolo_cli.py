@@ -118,6 +118,10 @@ def test_info_reads_best_pt_with_its_classes(best_pt: Path, capsys) -> None:
     assert main(["info", str(best_pt), "--trust-pickle", "--input-shape", SMALL, "--json"]) == 0
     bare = json.loads(capsys.readouterr().out)
     assert bare["kind"] == "ultralytics" and bare["arch"] == f"yolo:{best_pt.resolve()}"
+    # ... but pickle:best.pt would take its fp16 DetectionModel and may swap its class conv: refused
+    assert main(["info", f"pickle:{best_pt}", "--trust-pickle", "--input-shape", SMALL]) == 2
+    err = _one_line(capsys)
+    assert "is an ultralytics checkpoint: load it as yolo:" in err and "--trust-pickle" in err
     assert bare["task"] == res["task"] == "detect" and bare["names"]["0"] == "helmet"  # its own classes
     assert main(["info", str(best_pt), "--trust-pickle", "--input-shape", SMALL]) == 0
     shown = capsys.readouterr().out

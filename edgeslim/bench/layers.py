@@ -38,7 +38,7 @@ from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name, value_dims
 
 log = logging.getLogger(__name__)
 
@@ -471,10 +471,10 @@ def _names_graph(path: str, options: dict):
     return graph, str(src)
 
 
-def _static_dims(graph) -> list[int | None]:
-    """The first input's dims of an ONNX graph (None where symbolic)."""
-    dims = graph.input[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.HasField("dim_value") else None for d in dims]
+def _model_input_dims(graph) -> list[int | str]:
+    """The dims of the graph's model input (its first input that is not a weight)."""
+    inits = {i.name for i in graph.initializer}
+    return value_dims(next(v for v in graph.input if v.name not in inits)) or []
 
 
 def trtexec_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
@@ -498,7 +498,7 @@ def _trt_file_table(graph, prof: dict, total: float, batch: int, src: str, backe
         "backend": backend,
         "model": str(path),
         "onnx": names,
-        "input_shape": [batch, *_static_dims(graph)[1:]],
+        "input_shape": [batch, *_model_input_dims(graph)[1:]],
         "env": {"tensorrt_version": version, "precision": options.get("precision", "fp32")},
     }
 

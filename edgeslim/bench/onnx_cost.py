@@ -151,13 +151,12 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
 
     def host_of(ins: list[str]) -> dict | None:
         """The open MAC layer an element-wise op joins: the one ending in its first input, or (an
-        Add: the residual's order is the exporter's) in another, read by this op alone. The graph
-        decides, not the node order: a downsample conv between a conv and its Relu keeps them one."""
-        for i in ins if ins else ():
-            layer = open_at.get(i)
-            if layer is not None and consumers(i) == 1:
-                return layer
-        return None
+        Add: the residual's order is the exporter's) the latest of those ending in one of its
+        inputs, read by this op alone (a runtime fuses the add into the conv that runs last, when
+        the other operand is ready). The graph decides, not the node order: a downsample conv between
+        a conv and its Relu keeps them one."""
+        hosts = [open_at[i] for i in ins if i in open_at and consumers(i) == 1]
+        return max(hosts, key=lambda layer: layer["index"]) if hosts else None
 
     for node in g.node:
         op = node.op_type
@@ -208,6 +207,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
                 macs = layer_macs("linear", kdim, out_dims[-1], spatial=_numel(out_dims[:-1]))
         layer = {
+            "index": len(layers),
             "name": node.name or f"{op}_{len(layers)}",
             "op": op,
             "macs": int(round(macs)),

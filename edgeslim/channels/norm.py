@@ -8,6 +8,7 @@ Instance and group norm do not: their scales are not per-channel statistics of a
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -90,15 +91,26 @@ def recalibrate_bn(model: nn.Module, batches: list[Tensor]) -> None:
     if not bns or not batches:
         return
     momenta = [m.momentum for m in bns]
+
+    calls = dict.fromkeys(bns, 0)
+
+    def average(m: nn.Module, _: Any) -> None:
+        """1/(calls so far + 1) before each call: the cumulative average PyTorch keeps for momentum=None,
+        as a float (a user's BN may pass it to F.batch_norm, which refuses None), counted per call (a BN
+        called twice in a forward) and here (such a BN does not count num_batches_tracked)."""
+        calls[m] += 1
+        m.momentum = 1.0 / calls[m]
+
     for m in bns:
         m.reset_running_stats()
+    hooks = [m.register_forward_pre_hook(average) for m in bns]
     try:
         with training_mode(model, True):
-            for k, x in enumerate(batches):
-                for m in bns:  # 1/(k+1): the cumulative average, as a float (a layer of the user's
-                    m.momentum = 1.0 / (k + 1)  # code may pass it to F.batch_norm, which refuses None)
+            for x in batches:
                 model(x)
     finally:
+        for h in hooks:
+            h.remove()
         for m, mom in zip(bns, momenta):
             m.momentum = mom
 

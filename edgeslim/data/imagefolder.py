@@ -89,8 +89,9 @@ class Tree:
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
         or none), when it has no ``train/`` folder and at least two classes; else None."""
-        if any(f.startswith(f"{self.prefix}train/") for f in self.files):
-            return None
+        splits = ("train", *TEST_NAMES)
+        if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
+            return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
         depth = {f.count("/") for f in self.files}
         tops = {f.split("/", 1)[0] for f in self.files}
         skip = 1 if depth == {2} and len(tops) == 1 else 0  # flowers/daisy/1.jpg: one top folder
@@ -99,7 +100,16 @@ class Tree:
             parts = f.split("/")[skip:]
             if len(parts) == 2:
                 by_class.setdefault(parts[0], []).append(f)
-        return by_class if len(by_class) >= MIN_CLASSES else None
+        if len(by_class) < MIN_CLASSES:
+            return None
+        few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
+        if few:
+            raise EdgeslimError(
+                f"{self.root} is split into train and test images per class folder, and {len(few)} class(es) "
+                f"have one image ({', '.join(few[:4])}{', ...' if len(few) > 4 else ''}): give each class at least "
+                "two, or lay the images out as train/<class>/ and test/<class>/"
+            )
+        return by_class
 
     def split(self, split: str) -> dict[str, list[str]]:
         """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted. A tree of class
@@ -109,7 +119,7 @@ class Tree:
         if flat is not None:
             test = split != "train"
             return {
-                c: [f for i, f in enumerate(fs) if (i % FLAT_TEST_EVERY == 0 and len(fs) > 1) == test]
+                c: [f for i, f in enumerate(fs) if (i % FLAT_TEST_EVERY == 0) == test]
                 for c, fs in flat.items()
             }
         names = ("train",) if split == "train" else TEST_NAMES
@@ -406,8 +416,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
              size[0], size[1], why)  # fmt: skip
     if tree.flat() is not None:
-        log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d in all) is "
-                    "held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
+        log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d of its images) "
+                    "is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
 
 

@@ -172,20 +172,6 @@ def run_export(
     if int8 or not req.no_validate:
         batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
                             meta=loaded.meta, n=n_real)  # fmt: skip
-    if batch is not None and batch.classes is not None:
-        from torch import nn
-
-        from edgeslim.models.user import classifier
-
-        found = classifier(loaded.model)  # a Linear head: a classifier (a detector's last conv is not)
-        head = found[1].out_features if found is not None and isinstance(found[1], nn.Linear) else None
-        if head is not None and head != batch.classes:  # its accuracy and INT8 check would mean nothing
-            raise EdgeslimError(
-                f"the model predicts {head} classes but {batch.base_source} has {batch.classes}: to check "
-                "and calibrate it, pass the data set it was trained on as data_name (and data_dir), or images "
-                "for any folder of its images",
-                param=("data_name", "data_dir"),
-            )
     if int8 and batch is None:
         raise EdgeslimError(
             "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "

@@ -349,10 +349,20 @@ def validate_onnx(
         else:
             k = len(x) // static_batch * static_batch
             x, labels = x[:k], None if labels is None else labels[:k]
-        batch = InputBatch(x, labels, batch.source, batch.real, batch.mean, batch.std)
+        batch = InputBatch(
+            x, labels, batch.source, batch.real, batch.mean, batch.std, batch.estimated, batch.classes
+        )
     sess = ort_session(model_bytes)
     got = run_ort_all(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
+    width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
+    if batch.classes is not None and width is not None and width != batch.classes:
+        raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
+            f"the model scores {width} classes but {batch.base_source} has {batch.classes}: to check and "
+            "calibrate it, pass the data set it was trained on as data_name (and data_dir), or images for any "
+            "folder of its images",
+            param=("data_name", "data_dir"),
+        )
     if len(got) != len(ref):
         raise EdgeslimError(
             f"the ONNX graph has {len(got)} outputs where the PyTorch model returns {len(ref)}; the export is broken"

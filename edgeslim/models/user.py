@@ -116,7 +116,7 @@ def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **
         raise
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
         raise EdgeslimError(f"{p} could not be unpickled ({type(exc).__name__}: {exc})") from exc
-    found = pickled_module(model)
+    found = pickled_module(model, what=str(p))
     if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
     return _fit_classes(found, num_classes)
@@ -126,14 +126,22 @@ def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **
 MODULE_KEYS = ("model", "ema", "model_ema", "module", "net")
 
 
-def pickled_module(obj: Any) -> nn.Module | None:
+def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
     """The model a trusted pickle holds: the object itself, or the whole module a training script's
-    checkpoint dict keeps under one of :data:`MODULE_KEYS` (``{"model": model, "epoch": 3}``)."""
+    checkpoint dict keeps under one of :data:`MODULE_KEYS` (``{"model": model, "epoch": 3}``); an
+    ultralytics checkpoint (``what``) is refused: its model loads as ``yolo:PATH``."""
     if isinstance(obj, nn.Module):
         return obj
-    if isinstance(obj, dict):
-        return next((obj[k] for k in MODULE_KEYS if isinstance(obj.get(k), nn.Module)), None)
-    return None
+    if not isinstance(obj, dict):
+        return None
+    found = next((obj[k] for k in MODULE_KEYS if isinstance(obj.get(k), nn.Module)), None)
+    if found is not None and type(found).__module__.split(".")[0] == "ultralytics":
+        raise EdgeslimError(
+            f"{what} is an ultralytics checkpoint: load it as yolo:{what} (with trust_pickle), which keeps "
+            "its detection head and trained size",
+            param="trust_pickle",
+        )
+    return found
 
 
 def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:

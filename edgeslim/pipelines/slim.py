@@ -522,6 +522,12 @@ def budget_settings(opts: dict[str, Any]) -> Any:
                         latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
                         precision=opts.get("precision"), price=price)  # fmt: skip
     if opts.get("latency_batch") is not None:
+        if "latency" not in (metric, price):
+            raise EdgeslimError(
+                "latency_batch is the batch a latency is priced at: it goes with target_latency (or price "
+                "latency)",
+                param=("latency_batch", "target_latency", "price"),
+            )
         st.batch = int(opts["latency_batch"])
     if opts.get("taper_end") is not None:
         st.taper_end = float(opts["taper_end"])

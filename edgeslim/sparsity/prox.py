@@ -717,7 +717,7 @@ class ProximalSlimming(TrainHook):
         return xi, restored
 
     @torch.no_grad()
-    def finalize(self, keep_min: int = 1, assign: str = "zeros") -> FinalizeReport:
+    def finalize(self, keep_min: int = 1, assign: str = "zeros", *, warn: bool = True) -> FinalizeReport:
         """Make the BN scales exactly sparse from ``xi``, never emptying a BN layer or coupled unit.
 
         ``assign="zeros"`` (default): ``gamma <- 0`` where ``xi == 0``, the trained gamma elsewhere;
@@ -728,7 +728,8 @@ class ProximalSlimming(TrainHook):
         An emptied unit keeps its ``keep_min`` strongest channels (largest ``|gamma|``, the
         norm over the coupled layers), with gamma left at its trained value. The biases of the
         zeroed channels stay in place (the channel outputs that constant; surgery folds it).
-        The scales are the ones given at construction.
+        The scales are the ones given at construction. ``warn``: log a warning when no scale reached
+        zero (a caller that reports it itself passes False).
         """
         if assign not in ("zeros", "xi"):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
@@ -753,7 +754,7 @@ class ProximalSlimming(TrainHook):
                 row["bias_left_positive"] = int((left > 0).sum())
             layers.append(row)
         zeroed = int((xi[:n] == 0).sum())
-        if zeroed == 0 and self.steps and self._lam > 0:
+        if warn and zeroed == 0 and self.steps and self._lam > 0:
             log.warning(
                 "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule "
                 "(lambda_for_shrink(1.0, planned lrs, beta) gives one from the schedule; docs/slimming.md)",

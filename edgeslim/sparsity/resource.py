@@ -266,19 +266,21 @@ class ResourceModel:
         shape = table.get("input_shape")
         if not isinstance(shape, list) or len(shape) != len(self.example_shape):
             return  # (a hand-written table, or one from before the tables recorded it)
-        timed, here = [int(d) for d in shape[1:] if d], list(self.example_shape[1:])
+        if not all(isinstance(d, int) for d in shape):
+            return  # (a symbolic dim: the table does not say)
+        timed, here = list(shape[1:]), list(self.example_shape[1:])
         if len(timed) == len(here) and timed != here:
             raise EdgeslimError(
-                f"the latency table was timed at input {'x'.join(map(str, timed))} but the model trains at "
+                f"the latency_table was timed at input {'x'.join(map(str, timed))} but the model trains at "
                 f"{'x'.join(map(str, here))}: time the table at the training size (export the dense model "
                 "at that input shape and bench it again), or train at the table's size",
                 param="latency_table",
             )
         if int(shape[0] or 0) and int(shape[0]) != self.batch:
             raise EdgeslimError(
-                f"the latency table was timed at batch {shape[0]} but the budget prices batch {self.batch}: "
+                f"the latency_table was timed at batch {shape[0]} but the budget prices batch {self.batch}: "
                 f"time the table at batch {self.batch}, or budget at batch {shape[0]} (latency_batch)",
-                param="latency_table",
+                param=("latency_table", "latency_batch"),
             )
 
     def _setup_sweeps(self, sweeps: dict[str, Any]) -> None:
