@@ -387,9 +387,13 @@ def test_no_share_of_a_mac_reduction_without_one(onnx_pair, tmp_path, fmnist_dir
     from edgeslim.export.qdq import quantize_qdq
 
     images = load_dataset("fashion-mnist", data_dir=fmnist_dir, subset=1, test_subset=32).test_x
-    quantize_qdq(dense, d / "int8.onnx", (images.numpy() / 255.0 - 0.286) / 0.353, style="onnxruntime", force=True)
+    quantize_qdq(
+        dense, d / "int8.onnx", (images.numpy() / 255.0 - 0.286) / 0.353, style="onnxruntime", force=True
+    )
     r = edgeslim(["bench", d / "int8.onnx", "--baseline", dense, "--batch", "1", "--trials", "1", *FAST, "--json"],
                  tmp_path)  # fmt: skip
     rec = json.loads(r.stdout)
-    assert rec["models"]["slim"]["cost"]["quantized"] and not rec["models"]["baseline"]["cost"].get("quantized")
+    assert rec["models"]["slim"]["cost"]["quantized"] and not rec["models"]["baseline"]["cost"].get(
+        "quantized"
+    )
     assert "speedup_over_macs_ratio" not in rec
