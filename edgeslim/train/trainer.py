@@ -233,7 +233,7 @@ def fit(
         ):
             log.warning(
                 "this run trained with %d CPU thread(s) and continues with %d: it will differ slightly from an "
-                "uninterrupted run (continue with %d threads to match it)",
+                "uninterrupted run (continue with %d thread(s) to match it)",
                 int(saved_threads), torch.get_num_threads(), int(saved_threads),
             )  # fmt: skip
         history = list(resume.get("history", []))
