@@ -534,3 +534,13 @@ def test_export_at_another_size_than_trained_says_so(tmp_path, capsys):
     assert main(["export", str(tmp_path / "m.pt"), "--onnx", str(tmp_path / "m.onnx"), "--input-shape", "1,32,32",
                  "--no-validate"]) == 0  # fmt: skip
     assert "was trained at 1x28x28; exported at --input-shape 1x32x32" in capsys.readouterr().err
+
+
+def test_export_onnx_checks_on_a_tensor_of_inputs(tmp_path):
+    """prune_with_report takes a tensor; export_onnx raised AttributeError on one (a trial)."""
+    x = torch.randn(4, 1, 28, 28)
+    res = export_onnx(_vgg_fm(), tmp_path / "m.onnx", FM_SHAPE, inputs=x)
+    assert (
+        res.validation.n == 4 and res.validation.source == "4 inputs given" and not res.validation.real_data
+    )
+    assert read_metadata(res.path)["dataset"] == "unknown"  # (it read "my" of "my test batch")

@@ -31,7 +31,8 @@ def test_the_documented_own_loop_with_a_budget() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     # --- as in docs/slimming.md, "Your own training loop"
     lam = lambda_for_shrink(1.0, [lr] * steps, beta=100)  # a total shrink of 1.0 over the planned steps
-    slimmer = ProximalSlimming(model, lam=lam, beta=100, zero_invariant=True, total_steps=steps)
+    slimmer = ProximalSlimming(model, lam=lam, beta=100, zero_invariant=True, total_steps=steps,
+                               example_input=example)  # fmt: skip
     ctrl = build_controller(model, slimmer, BudgetSettings(metric="macs", target="0.5"), example, steps)
     ctrl.on_train_start(model, optimizer)
     zeros = []

@@ -322,7 +322,7 @@ def export_onnx(
     batch: int = 1,
     simplify: bool = True,
     validate: bool = True,
-    inputs: InputBatch | None = None,
+    inputs: InputBatch | torch.Tensor | None = None,
     force: bool = False,
     exporter: str = "auto",
     atol: float = FP32_ATOL,
@@ -334,8 +334,8 @@ def export_onnx(
 
     ``input_shape`` is (C, H, W); ``batch`` is the static batch (or the example batch when
     ``dynamic_batch``). ``inputs`` are the validation images (see
-    :func:`edgeslim.export.validate.real_inputs`); without them seeded random inputs are used
-    and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
+    :func:`edgeslim.export.validate.real_inputs`), or a tensor of inputs (checked by the difference
+    alone, as unlabelled); without them seeded random inputs are used and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
     real images) raises :class:`EdgeslimError` and nothing is written. ``path`` is written
     atomically and never overwritten without ``force``.
 
@@ -349,6 +349,8 @@ def export_onnx(
     import torch
 
     require("onnx", "ort", "to export ONNX")
+    if isinstance(inputs, torch.Tensor):
+        inputs = InputBatch(inputs.detach().float().cpu(), None, f"{len(inputs)} inputs given", False)
     out = check_output_path(path, force, "path")
     c, h, w = parse_input_shape(input_shape)
     if batch < 1:

@@ -518,6 +518,12 @@ class ProximalSlimming(TrainHook):
         if phase == "recovery":
             if self.frozen is None:
                 self.freeze()
+                if self.lr_at(t) is not None and getattr(self, "_restarted_at", None) != t:
+                    log.warning(
+                        "recovery_lr %.3g was not applied: the optimizer stepped at its own rate; a plain "
+                        "optimizer.step() cannot be given it, step through wrap(optimizer, slimmer) instead",
+                        self.lr_at(t),
+                    )
             self._hold()
             self.xi = self._gather()
             return
@@ -568,6 +574,7 @@ class ProximalSlimming(TrainHook):
         saved = [float(group["lr"]) for group in optimizer.param_groups]
         for group in optimizer.param_groups:
             group["lr"] = lr
+        self._restarted_at = self.t
         return saved
 
     @staticmethod
@@ -756,11 +763,17 @@ class ProximalSlimming(TrainHook):
         zeroed = int((xi[:n] == 0).sum())
         if warn and zeroed == 0 and self.steps and self._lam > 0:
             log.warning(
-                "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule "
-                "(lambda_for_shrink(1.0, planned lrs, beta) gives one from the schedule; docs/slimming.md)",
-                self.steps,
-                self._lam,
-            )
+                "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule; the "
+                "trained scales average |gamma| %.3g, which a total shrink (lambda_for_shrink) must exceed, or "
+                "slim to a budget (docs/budget.md)",
+                self.steps, self._lam, float(trained[:n].abs().mean()),
+            )  # fmt: skip
+        elif warn and restored:
+            log.warning(
+                "the prox emptied %d of %d BN layer groups (each kept its strongest channel; %d of %d channels "
+                "zero): lambda %.3g is too strong for this schedule; lower the shrink, or slim to a budget",
+                len(restored), len(self.units), zeroed, n, self._lam,
+            )  # fmt: skip
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left)
 
 
