@@ -544,3 +544,19 @@ def test_export_onnx_checks_on_a_tensor_of_inputs(tmp_path):
         res.validation.n == 4 and res.validation.source == "4 inputs given" and not res.validation.real_data
     )
     assert read_metadata(res.path)["dataset"] == "unknown"  # (it read "my" of "my test batch")
+
+
+def test_int8_with_fewer_check_images_than_the_calibration_step(tmp_path, fmnist_dir, capsys):
+    """--dynamic-batch --batch 8 --calib-images 16 --n-validate 8 crashed after writing the ONNX (the
+    check ran in steps of 16 over 8 images: an empty array); a fixed batch above n_validate is refused
+    before anything is written."""
+    model = create_model("vgg-small", num_classes=10, in_channels=1)
+    save_model(tmp_path / "m.pt", model, ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist"})
+    args = ["export", str(tmp_path / "m.pt"), "--data", "fashion-mnist", "--data-dir", fmnist_dir,
+            "--precision", "int8", "--calib-images", "16", "--n-validate", "8", "--batch", "8"]  # fmt: skip
+    assert main([*args, "--onnx", str(tmp_path / "d.onnx"), "--dynamic-batch", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ort_int8"]["check_images"] == 8
+    assert main([*args, "--batch", "16", "--onnx", str(tmp_path / "f.onnx")]) == 2
+    assert "--n-validate 8 is below the fixed --batch 16" in capsys.readouterr().err
+    assert not (tmp_path / "f.onnx").exists()

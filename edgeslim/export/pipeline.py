@@ -172,6 +172,12 @@ def run_export(
     if int8 or not req.no_validate:
         batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
                             meta=loaded.meta, n=n_real)  # fmt: skip
+    if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
+        raise EdgeslimError(
+            f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
+            "batches; raise n_validate, or export with dynamic_batch",
+            param=("n_validate", "batch", "dynamic_batch"),
+        )
     if int8 and batch is None:
         raise EdgeslimError(
             "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "

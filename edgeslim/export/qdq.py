@@ -140,6 +140,12 @@ def quantize_qdq(
     step = batch or min(16, len(calib))
     if len(calib) < step:
         raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
+    x = (check if check is not None else calib).astype(np.float32)
+    check_step = batch or min(16, len(x))  # (a fixed-batch graph runs whole batches only)
+    if len(x) < check_step or not len(x):
+        raise EdgeslimError(
+            f"the INT8 check needs at least {check_step} held-out images (the ONNX's fixed batch), got {len(x)}"
+        )
     src_model = onnx.load(str(src), load_external_data=False)
     name = src_model.graph.input[0].name
     tail = output_tail(src_model)  # kept in float: one INT8 scale cannot hold boxes and scores together
@@ -163,8 +169,7 @@ def quantize_qdq(
         n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
             raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
-        x = (check if check is not None else calib).astype(np.float32)
-        k = len(x) // step * step
+        k = len(x) // check_step * check_step
         ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
         got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
     scores = ref.ndim == 2 or (ref.ndim == 4 and ref.shape[1] > 1)  # per sample, or per pixel (masks)
