@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from torch import nn
 
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 from edgeslim.sparsity.prox import (
     DEFAULT_BETA,
     PROX_STEPS,
@@ -414,15 +415,17 @@ def budget_warning(budget: dict[str, Any]) -> str:
     """One line when a budget run missed its target or overshot it far below; else ``""``."""
     achieved, target, metric = budget["achieved_fraction"], budget["target_fraction"], budget["metric"]
     if achieved < BUDGET_OVERSHOOT_FACTOR * target:
-        return (
+        return Notice(
             f"budget overshot: {achieved:.1%} of the dense {metric} kept for a target of {target:.1%}; the "
             "schedule is too short for the controller to steer (train longer: more epochs or images), or end "
-            "the taper later (taper_end)"
+            "the taper later (taper_end)",
+            "taper_end",
         )
     if achieved > (1 + BUDGET_MISS_TOLERANCE) * target:
-        return (
+        return Notice(
             f"budget missed: {achieved:.1%} of the dense {metric} for a target of {target:.1%}; train longer "
-            "(epochs) or end the taper earlier (taper_end) so the controller has time to reach it"
+            "(epochs) or end the taper earlier (taper_end) so the controller has time to reach it",
+            ("epochs", "taper_end"),
         )
     return ""
 
@@ -499,7 +502,8 @@ def collapse_check(
             if shrink
             else f"raise lambda (now {lam:.3g})"
         )
-    return {"collapsed": collapsed, "emptied": restored, "message": msg}
+    named = tuple(p for p in ("shrink", "taper_end", "epochs") if re.search(rf"\b{p}\b", msg))
+    return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}
 
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:

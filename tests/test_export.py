@@ -551,7 +551,9 @@ def test_int8_with_fewer_check_images_than_the_calibration_step(tmp_path, fmnist
     check ran in steps of 16 over 8 images: an empty array); a fixed batch above n_validate is refused
     before anything is written."""
     model = create_model("vgg-small", num_classes=10, in_channels=1)
-    save_model(tmp_path / "m.pt", model, ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist"})
+    save_model(
+        tmp_path / "m.pt", model, ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist"}
+    )
     args = ["export", str(tmp_path / "m.pt"), "--data", "fashion-mnist", "--data-dir", fmnist_dir,
             "--precision", "int8", "--calib-images", "16", "--n-validate", "8", "--batch", "8"]  # fmt: skip
     assert main([*args, "--onnx", str(tmp_path / "d.onnx"), "--dynamic-batch", "--json"]) == 0

@@ -354,3 +354,9 @@ def test_latency_batch_sets_the_batch_a_profile_budget_is_predicted_at(tmp_path,
     one, eight = (build_resource(model, torch.zeros(1, 1, 28, 28), "latency", profile="jetson-orin-nano-8gb",
                                  batch=b).dense for b in (1, 8))  # fmt: skip
     assert budget["dense"] == pytest.approx(eight) and eight > 1.5 * one  # priced at batch 8, not 1
+    # the pair the run exported says which is which (both read "unknown", "dense": a trial)
+    from edgeslim.export import read_metadata
+
+    slim_md, dense_md = (read_metadata(tmp_path / "o" / f) for f in ("slim.onnx", "dense.onnx"))
+    assert slim_md["architecture"] == dense_md["architecture"] == "vgg-small"
+    assert dense_md["recipe_hash"] == "dense" != slim_md["recipe_hash"]

@@ -172,6 +172,11 @@ def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
         "budget overshot: 40.4%"
     )  # 5 steps
     assert budget_warning({**base, "achieved_fraction": 0.469}) == ""  # rounded to an alignment
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.slim import slim as slim_command
+
+    shown = cli_message(budget_warning({**base, "achieved_fraction": 0.107}), slim_command)
+    assert shown.endswith("end the taper later (--taper-end)")  # the flag, as the terminal shows it (a trial)
 
 
 def test_chance_is_judged_for_the_number_of_classes() -> None:

@@ -330,10 +330,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
     warning = (report.get("budget") or {}).get("warning")
     if warning:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {notice(warning, slim)}", soft_wrap=True)
     msg = report.get("collapse", {}).get("message")
     if msg:
-        err.print(f"[yellow]warning:[/] {msg}")
+        err.print(f"[yellow]warning:[/] {notice(msg, slim)}", soft_wrap=True)
 
 
 def _lambda_text(lam: float, budget_lambda: float | None) -> str:
@@ -393,7 +393,7 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
 
     d = Path(report["out_dir"])
     for w in report.get("warnings") or []:
-        err.print(f"[yellow]warning:[/] {w}")
+        err.print(f"[yellow]warning:[/] {notice(w, slim)}", soft_wrap=True)
     if report.get("rebuilds_from"):
         err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
     err.print(

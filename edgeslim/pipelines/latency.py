@@ -46,20 +46,30 @@ def _threads(profile: Any, table: dict[str, Any] | None = None) -> int:
     return int(getattr(getattr(profile, "preferred", None), "threads", None) or 1)
 
 
-def _export(model: Any, path: Path, input_shape: tuple[int, int, int], inputs: Any = None) -> None:
+def _export(
+    model: Any, path: Path, input_shape: tuple[int, int, int], inputs: Any = None, **metadata: Any
+) -> None:
     from edgeslim.export import export_onnx
 
-    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True, inputs=inputs)
+    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True, inputs=inputs,
+                **metadata)  # fmt: skip
 
 
 def export_pair(
-    dense: Any, slim: Any, input_shape: tuple[int, int, int], out_dir: Path, inputs: Any = None
+    dense: Any,
+    slim: Any,
+    input_shape: tuple[int, int, int],
+    out_dir: Path,
+    inputs: Any = None,
+    arch: str | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT on ``inputs``,
-    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs); ``{label: path}``."""
+    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs); ``{label: path}``. Their
+    metadata names ``arch`` and the slim one's ``recipe``, as ``edgeslim export`` writes them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _export(dense, out_dir / DENSE_ONNX, input_shape, inputs)
-    _export(slim, out_dir / SLIM_ONNX, input_shape, inputs)
+    _export(dense, out_dir / DENSE_ONNX, input_shape, inputs, arch=arch)
+    _export(slim, out_dir / SLIM_ONNX, input_shape, inputs, arch=arch, recipe=recipe)
     return {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
 
 
@@ -161,6 +171,8 @@ def latency_check(
     table: dict[str, Any] | None = None,
     trials: int = 3,
     inputs: Any = None,
+    arch: str | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Target, predicted and measured latency of the slim network (and the dense one) at the budget's
     batch; both are exported to ONNX first, checked in ONNX Runtime on ``inputs`` (the run's test
@@ -181,7 +193,7 @@ def latency_check(
         "predicted_dense_ms": budget["dense"] * 1e3,
     }
     try:
-        export_pair(dense, slim, input_shape, out_dir, inputs)
+        export_pair(dense, slim, input_shape, out_dir, inputs, arch=arch, recipe=recipe)
     except EdgeslimError as exc:
         from edgeslim.export.onnx_export import ExportCheckFailed
 

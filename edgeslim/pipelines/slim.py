@@ -314,7 +314,7 @@ def _run(
 
         check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
                               here=latency["here"], profile=latency["profile"], table=latency["table"],
-                              inputs=bundle_inputs(bundle))  # fmt: skip
+                              inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
         res.report["latency"] = check
         write_json(out_dir / REPORT_FILE, res.report)
         if req.verify_latency is not None:

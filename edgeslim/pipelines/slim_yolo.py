@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, first_line
+from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
 from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
 
@@ -327,8 +327,11 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
         )
     if not report["surgery"].get("removed_channels"):
         out.append(
-            "no channel reached zero, so nothing was removed: raise the shrink (or lambda), train longer, or give "
-            "a budget (target_macs), which steers the strength itself"
+            Notice(
+                "no channel reached zero, so nothing was removed: raise the shrink (or lambda), train longer, or "
+                "give a budget (target_macs), which steers the strength itself",
+                ("shrink", "target_macs"),
+            )
         )
     b = report["slimming"].get("budget")
     if b and (line := budget_warning(b)):
