@@ -531,3 +531,24 @@ def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
     assert ra["channels"] == rb["channels"] and ra["macs"] == rb["macs"]
     assert ra["layers"] == rb["layers"]  # alive channels per BN
     assert ra["budget"] == rb["budget"]  # trajectory (target, budget, R, mu, lambda, accuracy), final numbers
+
+
+def test_a_second_projection_keeps_the_first_ones_report() -> None:
+    """With a recovery phase the projection runs at the freeze and again at the end: the report said
+    "controller reached 89.9% (0 channels removed by the final projection)" where the log had said 90.9%
+    and 384 removed (a trial)."""
+    from edgeslim.sparsity import ProximalSlimming
+    from edgeslim.sparsity.budget import BudgetSettings, build_controller
+
+    torch.manual_seed(0)
+    model = create_model("vgg-small", num_classes=10, in_channels=1)
+    slimmer = ProximalSlimming(model, lam=0.0, beta=100)
+    ctrl = build_controller(
+        model, slimmer, BudgetSettings(metric="macs", target="0.5"), torch.zeros(1, 1, 28, 28), 10
+    )
+    removed = ctrl.finish()  # dense scales: the projection does all the work
+    assert removed > 0 and ctrl.resource_before_projection == pytest.approx(ctrl.resource.dense)
+    assert ctrl.finish() == 0  # met already
+    assert ctrl.projection_removed == removed and ctrl.resource_before_projection == pytest.approx(
+        ctrl.resource.dense
+    )

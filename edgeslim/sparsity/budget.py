@@ -472,9 +472,13 @@ class BudgetController(TrainHook):
             self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
 
     def finish(self) -> int:
-        """Exact projection onto the budget; returns how many channels it removed (0: none needed)."""
+        """Exact projection onto the budget; returns how many channels it removed (0: none needed).
+        Called again (at the freeze of a recovery phase, then at the end of training), the report keeps
+        where the controller ended and counts the channels every projection removed."""
         mag = self.magnitude()
-        self.resource_before_projection = self.resource.of_xi(mag)
+        ended_at = self.resource.of_xi(mag)
+        if self.resource_before_projection is None:  # (a second call would report the first one's result)
+            self.resource_before_projection = ended_at
         projected, removed = self.resource.project(
             mag, self.target, MIN_KEEP, self.settings.cost_exponent, price=self.price
         )
@@ -485,12 +489,12 @@ class BudgetController(TrainHook):
         self.slimmer.xi = rows.reshape(-1)
         if self.slimmer.aligner is not None:  # aligned counts keep trained channels
             self.slimmer.xi = self.slimmer.aligner(self.slimmer.xi, before)
-        self.projection_removed = removed
+        self.projection_removed += removed
         self.R = self.resource.of_xi(self.magnitude())
         if removed:
             log.warning(
                 "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
-                100 * self.resource_before_projection / self.resource.dense,
+                100 * ended_at / self.resource.dense,
                 100 * self.target / self.resource.dense,
                 removed,
             )
@@ -499,8 +503,8 @@ class BudgetController(TrainHook):
     def state_dict(self) -> dict[str, Any]:
         # base_lambda too: a resumed run's settings carry the resolved lambda, not the user's --lambda
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
-                "paused_steps", "projection_removed", "s_hold", "last_change", "_alive", "base_lambda",
-                "s_unit")  # fmt: skip  # s_unit: from the scales at the start, not at a resume
+                "paused_steps", "projection_removed", "resource_before_projection", "s_hold", "last_change",
+                "_alive", "base_lambda", "s_unit")  # fmt: skip  # s_unit: from the scales at the start, not at a resume
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
