@@ -559,6 +559,8 @@ def test_int8_with_fewer_check_images_than_the_calibration_step(tmp_path, fmnist
     assert main([*args, "--onnx", str(tmp_path / "d.onnx"), "--dynamic-batch", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ort_int8"]["check_images"] == 8
+    assert res["calibration_source"] == "fashion-mnist train[:16]"  # training images (a photo folder's test
+    # split, a tenth of it, left a trial 8 images to calibrate on)
     assert main([*args, "--batch", "16", "--onnx", str(tmp_path / "f.onnx")]) == 2
     assert "--n-validate 8 is below the fixed --batch 16" in capsys.readouterr().err
     assert not (tmp_path / "f.onnx").exists()

@@ -128,7 +128,7 @@ def run_export(
     from edgeslim.export.onnx_export import export_onnx
     from edgeslim.export.trt import installed_trt_version
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
-    from edgeslim.export.validate import cuda_reference, real_inputs
+    from edgeslim.export.validate import cuda_reference, dataset_name, real_inputs
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.spec is None:
@@ -167,11 +167,23 @@ def run_export(
         check_output_path(p, req.force, "engine_path" if req.engine_path and p == engine else "onnx_path")
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
-    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 else 0)
+    data_dir = str(req.data_dir) if req.data_dir else None
+    from edgeslim.data.datasets import canonical_name
+    from edgeslim.data.imagefolder import IMAGES
+
+    name = req.data_name or dataset_name(loaded.meta)
+    split = (
+        bool(name) and canonical_name(name) != IMAGES
+    )  # a labelled set: INT8 calibrates on its training images
+    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and not split else 0)
     batch = None  # images are read only for the check and for INT8 calibration
     if int8 or not req.no_validate:
-        batch = real_inputs(shape, data=req.data_name, data_dir=str(req.data_dir) if req.data_dir else None,
-                            meta=loaded.meta, n=n_real)  # fmt: skip
+        batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
+    train_batch = (
+        real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
+        if int8 and split
+        else None
+    )  # fmt: skip
     if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
         raise EdgeslimError(
             f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
@@ -184,7 +196,7 @@ def run_export(
             "images takes any folder of images",
             param=("data_name", "data_dir"),
         )
-    if int8 and len(batch.x) <= req.n_validate:
+    if int8 and train_batch is None and len(batch.x) <= req.n_validate:
         raise EdgeslimError(
             f"INT8 calibration needs more images than the n_validate {req.n_validate} held out to check the "
             "export and the INT8 model against it; "
@@ -223,13 +235,15 @@ def run_export(
     if int8:
         from edgeslim.export.qdq import quantize_qdq
 
-        calib = batch.x[req.n_validate :].numpy()
+        calib = (train_batch.x if train_batch is not None else batch.x[req.n_validate :]).numpy()
+        result["calibration_source"] = train_batch.source if train_batch is not None else batch.base_source
         if len(calib) < req.calib_images:
             result["warnings"].append(
                 f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
-                f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the "
-                "export; add images for steadier INT8 ranges"
-            )
+                + (f"{train_batch.base_source} has {len(calib)}" if train_batch is not None else
+                   f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the export")
+                + "; add images for steadier INT8 ranges"
+            )  # fmt: skip
         labels = check_batch.labels.numpy() if check_batch.labels is not None else None
         q = quantize_qdq(
             onnx_path, qdq_path if req.trt else ort_int8_path, calib, check=check_batch.x.numpy(), labels=labels,

@@ -135,8 +135,10 @@ def real_inputs(
     data_dir: str | None = None,
     meta: dict[str, Any] | None = None,
     n: int = 64,
+    split: str = "test",
 ) -> InputBatch | None:
-    """``n`` test images of the model's data set, normalized as in training; None if none is known.
+    """``n`` images of the model's data set (its ``split``: ``test``, or ``train`` for INT8
+    calibration), normalized as in training; None if none is known.
 
     ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
     ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics. The ``images`` data
@@ -157,7 +159,9 @@ def real_inputs(
         return _folder_inputs(input_shape, data_dir, meta, n)
     # an image folder is read at the model's size (it may not be its first image's)
     size = tuple(input_shape[1:]) if key == "imagefolder" else None
-    bundle = load_dataset(name, data_dir=data_dir, subset=1, test_subset=n, image_size=size)
+    train = split == "train"
+    bundle = load_dataset(name, data_dir=data_dir, subset=n if train else 1, test_subset=1 if train else n,
+                          image_size=size)  # fmt: skip
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
@@ -165,13 +169,17 @@ def real_inputs(
             f"(or {IMAGES}, which resizes any folder of images to the model's input)",
             param="data",
         )
-    return bundle_inputs(bundle, n, *_meta_norm(meta))
+    return bundle_inputs(bundle, n, *_meta_norm(meta), split=split)
 
 
 def bundle_inputs(
-    bundle: Any, n: int = 64, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
+    bundle: Any,
+    n: int = 64,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    split: str = "test",
 ) -> InputBatch:
-    """``n`` test images of a loaded data set (a :class:`~edgeslim.data.DataBundle`) with their
+    """``n`` images of a loaded data set's ``split`` (a :class:`~edgeslim.data.DataBundle`) with their
     labels, normalized with ``mean``/``std`` (default: the data set's own statistics). The classes
     take turns (each class's first image, then each class's second, ...), so every leading part,
     such as the images that check an export ahead of those that calibrate INT8, holds every class
@@ -180,7 +188,7 @@ def bundle_inputs(
 
     mean = mean if mean and len(mean) == bundle.in_channels else tuple(bundle.mean)
     std = std if std and len(std) == bundle.in_channels else tuple(bundle.std)
-    xu8, y = bundle.tensors("test")
+    xu8, y = bundle.tensors(split)
     rank = torch.zeros_like(y)  # the place of each image within its class
     for c in y.unique():
         at = y == c
@@ -190,7 +198,7 @@ def bundle_inputs(
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x = (xu8.to(torch.float32) / 255.0 - m) / s
-    return InputBatch(x, y, f"{bundle.name} test[:{len(x)}]", True, mean, std, classes=bundle.num_classes)
+    return InputBatch(x, y, f"{bundle.name} {split}[:{len(x)}]", True, mean, std, classes=bundle.num_classes)
 
 
 def _folder_inputs(
