@@ -564,3 +564,25 @@ def test_int8_with_fewer_check_images_than_the_calibration_step(tmp_path, fmnist
     assert main([*args, "--batch", "16", "--onnx", str(tmp_path / "f.onnx")]) == 2
     assert "--n-validate 8 is below the fixed --batch 16" in capsys.readouterr().err
     assert not (tmp_path / "f.onnx").exists()
+
+
+def test_the_audit_advises_surgery_only_for_layers_surgery_narrowed(tmp_path):
+    """A dense export, or a slim model's layers left at their dense width (a timm MobileNetV3's 72, 120,
+    ...), were told to 're-run channel surgery rounding', which changes nothing there (a trial)."""
+    from edgeslim.surgery import prune_with_report
+
+    model = create_model("vgg-small", num_classes=10, in_channels=1).eval()
+    bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][1]
+    with torch.no_grad():
+        bn.weight[:5], bn.bias[:5] = 0.0, 0.0
+    res = prune_with_report(model, torch.zeros(1, 1, 28, 28))
+    export_onnx(res.model, tmp_path / "s.onnx", FM_SHAPE, validate=False)
+    audit = audit_onnx(tmp_path / "s.onnx")
+    audit.narrowed = set(res.recipe["layers"])  # features.3 (27 of 32 kept) and its neighbours
+    assert audit.suggestion().endswith(
+        "re-run channel surgery rounding the kept channels to multiples of 8 (FP16) or 32 (INT8)"
+    )
+    audit.narrowed = set()  # the dense model
+    assert (
+        "2 of them keep the architecture's dense width, which surgery leaves as it is" in audit.suggestion()
+    )

@@ -47,6 +47,9 @@ class LayerChannels:
 class AlignmentReport:
     layers: list[LayerChannels]
     targets: dict[str, int] = field(default_factory=lambda: dict(TARGETS))
+    #: the layers surgery narrowed (a slim model's recipe); None: unknown. A layer surgery left at its
+    #: dense width is rounded by no re-run of surgery: only slimming aligned during training changes it
+    narrowed: set[str] | None = None
 
     def misaligned(self, target: str) -> list[LayerChannels]:
         m = self.targets[target]
@@ -63,10 +66,20 @@ class AlignmentReport:
                 )
         if not parts:
             return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
-        if self.misaligned("fp16"):
-            fix = "re-run channel surgery rounding the kept channels to multiples of 8 (FP16) or 32 (INT8)"
-        else:
-            fix = "FP16 is aligned; for INT8 re-run channel surgery rounding the kept channels to multiples of 32"
+        t = "fp16" if self.misaligned("fp16") else "int8"
+        bad = self.misaligned(t)
+        dense = [lay for lay in bad if self.narrowed is not None and module_name(lay.name) not in self.narrowed]
+        fix = "" if t == "fp16" else "FP16 is aligned; "
+        if len(dense) < len(bad):
+            fix += (
+                "re-run channel surgery rounding the kept channels to multiples of "
+                + ("8 (FP16) or 32 (INT8)" if t == "fp16" else "32")
+            )
+        if dense:
+            fix += (", and " if len(dense) < len(bad) else "") + (
+                f"{len(dense)} of them keep the architecture's dense width, which surgery leaves as it is: "
+                "slimming aligned during training (a profile's alignment, round_to) narrows those"
+            )
         return f"{'; '.join(parts)}: TensorRT pads these and may add Reformat layers; {fix}"
 
     def rows(self) -> list[list[Any]]:
@@ -85,6 +98,7 @@ class AlignmentReport:
             "layers": [asdict(lay) for lay in self.layers],
             "misaligned": {t: [lay.name for lay in self.misaligned(t)] for t in self.targets},
             "suggestion": self.suggestion(),
+            "narrowed": None if self.narrowed is None else sorted(self.narrowed),
         }
 
 

@@ -229,6 +229,7 @@ def run_export(
         if isinstance(rep, str):
             say(rep)
     audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
+    audit.narrowed = set((loaded.recipe or {}).get("layers") or {})  # (a dense model: none narrowed)
     result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
 
     calib = None
