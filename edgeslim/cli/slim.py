@@ -299,7 +299,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
         elif lat:
             out.print(
-                f"latency predicted {lat['predicted_ms']:.4g} ms; measure it on the device: {lat['command']}"
+                f"latency predicted {lat['predicted_ms']:.4g} ms (its conv and linear layers, uncalibrated: "
+                f"bench --predict prices every kernel of the ONNX); measure it on the device: {lat['command']}"
             )
     if report.get("head"):
         h = report["head"]
