@@ -88,7 +88,8 @@ class Tree:
 
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
-        or none), when it has no ``train/`` folder and at least two classes; else None."""
+        or none), when it has no ``train/``, ``test/`` or ``val/`` folder and at least two classes;
+        else None. A class with one image is refused (it cannot both train and test)."""
         splits = ("train", *TEST_NAMES)
         if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)

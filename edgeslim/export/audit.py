@@ -68,12 +68,13 @@ class AlignmentReport:
             return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
         t = "fp16" if self.misaligned("fp16") else "int8"
         bad = self.misaligned(t)
-        dense = [lay for lay in bad if self.narrowed is not None and module_name(lay.name) not in self.narrowed]
+        dense = [
+            lay for lay in bad if self.narrowed is not None and module_name(lay.name) not in self.narrowed
+        ]
         fix = "" if t == "fp16" else "FP16 is aligned; "
         if len(dense) < len(bad):
-            fix += (
-                "re-run channel surgery rounding the kept channels to multiples of "
-                + ("8 (FP16) or 32 (INT8)" if t == "fp16" else "32")
+            fix += "re-run channel surgery rounding the kept channels to multiples of " + (
+                "8 (FP16) or 32 (INT8)" if t == "fp16" else "32"
             )
         if dense:
             fix += (", and " if len(dense) < len(bad) else "") + (

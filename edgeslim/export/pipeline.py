@@ -172,16 +172,15 @@ def run_export(
     from edgeslim.data.imagefolder import IMAGES
 
     name = req.data_name or dataset_name(loaded.meta)
-    split = (
-        bool(name) and canonical_name(name) != IMAGES
-    )  # a labelled set: INT8 calibrates on its training images
-    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and not split else 0)
+    # a labelled data set has a training split: INT8 calibrates on it (an unlabelled folder: held apart)
+    labelled = bool(name) and canonical_name(name) != IMAGES
+    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and not labelled else 0)
     batch = None  # images are read only for the check and for INT8 calibration
     if int8 or not req.no_validate:
         batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
     train_batch = (
         real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
-        if int8 and split
+        if int8 and labelled
         else None
     )  # fmt: skip
     if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
