@@ -252,6 +252,7 @@ class ProximalSlimming(TrainHook):
             self.device
         )
         self._saved_lr: list[float] | None = None  # the rates restart_lr replaced for this step
+        self._restarted_at: int | None = None  # the step whose rate restart_lr last set (recovery_lr)
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
@@ -518,7 +519,7 @@ class ProximalSlimming(TrainHook):
         if phase == "recovery":
             if self.frozen is None:
                 self.freeze()
-                if self.lr_at(t) is not None and getattr(self, "_restarted_at", None) != t:
+                if self.lr_at(t) is not None and self._restarted_at != t:
                     log.warning(
                         "recovery_lr %.3g was not applied: the optimizer stepped at its own rate; a plain "
                         "optimizer.step() cannot be given it, step through wrap(optimizer, slimmer) instead",
