@@ -586,3 +586,12 @@ def test_the_audit_advises_surgery_only_for_layers_surgery_narrowed(tmp_path):
     assert (
         "2 of them keep the architecture's dense width, which surgery leaves as it is" in audit.suggestion()
     )
+
+
+def test_export_leaves_the_models_modes_as_they_were(tmp_path):
+    """A training loop's model exported mid-training stays in train mode (a frozen BN stays in eval)."""
+    model = _vgg_fm().train()
+    frozen = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d)).eval()
+    before = [m.training for m in model.modules()]
+    export_onnx(model, tmp_path / "m.onnx", FM_SHAPE, validate=False)
+    assert [m.training for m in model.modules()] == before and not frozen.training and model.training

@@ -10,12 +10,15 @@ with ``exporter="dynamo"``; a different resulting opset is reported as a warning
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +150,21 @@ def _export_dynamo(
         )  # fmt: skip
         prog.save(str(f), external_data=False)
     log.debug("dynamo exporter output: %s", sink.getvalue())
+
+
+@contextlib.contextmanager
+def _left_as_given(model: nn.Module) -> Iterator[None]:
+    """Every module's train/eval flag and the parameters' device as they were, after an export that
+    ran the model in eval mode on the CPU (a GPU user's training loop found its model moved)."""
+    modes = [(m, m.training) for m in model.modules()]
+    device = next((p.device for p in model.parameters()), None)
+    try:
+        yield
+    finally:
+        for m, was in modes:
+            m.training = was
+        if device is not None and next((p.device for p in model.parameters()), device) != device:
+            model.to(device)
 
 
 def _inference_mode(model: nn.Module) -> nn.Module:
@@ -312,7 +330,7 @@ class ExportCheckFailed(EdgeslimError):
         self.reason = reason
 
 
-def export_onnx(
+def _export_onnx(
     model: nn.Module,
     path: str | Path,
     input_shape: tuple[int, int, int] | str,
@@ -337,7 +355,8 @@ def export_onnx(
     :func:`edgeslim.export.validate.real_inputs`), or a tensor of inputs (checked by the difference
     alone, as unlabelled); without them seeded random inputs are used and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
     real images) raises :class:`EdgeslimError` and nothing is written. ``path`` is written
-    atomically and never overwritten without ``force``.
+    atomically and never overwritten without ``force``. The model runs in eval mode on the CPU;
+    every module's train/eval flag and the model's device are left as they were.
 
     The output is named ``logits``. An ultralytics model is exported as ultralytics' own exporter
     exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in export mode on a copy),
@@ -483,3 +502,10 @@ def export_loaded(
         loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,
         recipe=loaded.recipe, meta=loaded.meta, **kw,
     )  # fmt: skip
+
+
+@functools.wraps(_export_onnx)
+def export_onnx(model: nn.Module, *args: Any, **kwargs: Any) -> OnnxExportResult:
+    # the model is run in eval mode on the CPU; its modes and device are left as they were
+    with _left_as_given(model):
+        return _export_onnx(model, *args, **kwargs)
