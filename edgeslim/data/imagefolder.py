@@ -12,6 +12,7 @@ declares more than :data:`MAX_IMAGE_PIXELS` pixels is refused before it is decod
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -86,6 +87,7 @@ class Tree:
                 return f"{t}/"
         return ""
 
+    @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
         or none), when it has no ``train/``, ``test/`` or ``val/`` folder and at least two classes;
@@ -116,7 +118,7 @@ class Tree:
         """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted. A tree of class
         folders only (no ``train/``) is split here: every :data:`FLAT_TEST_EVERY`-th image of a
         class (its first, then the one that many further on) tests, the others train."""
-        flat = self.flat()
+        flat = self.flat
         if flat is not None:
             test = split != "train"
             return {
@@ -416,7 +418,7 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
     log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (%s; images of other sizes "
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
              size[0], size[1], why)  # fmt: skip
-    if tree.flat() is not None:
+    if tree.flat is not None:
         log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d of its images) "
                     "is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
