@@ -7,7 +7,7 @@ checkpoint, or ``--data``), else seeded random normal tensors (the report says w
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,16 +55,7 @@ class InputBatch:
         """The first ``n`` inputs (and labels), the source saying how many (``cifar10 test[:n]``)."""
         k = min(n, len(self.x))
         labels = self.labels[:k] if self.labels is not None else None
-        return InputBatch(
-            self.x[:k],
-            labels,
-            f"{self.base_source}[:{k}]",
-            self.real,
-            self.mean,
-            self.std,
-            self.estimated,
-            self.classes,
-        )
+        return replace(self, x=self.x[:k], labels=labels, source=f"{self.base_source}[:{k}]")
 
 
 @dataclass
@@ -357,9 +348,7 @@ def validate_onnx(
         else:
             k = len(x) // static_batch * static_batch
             x, labels = x[:k], None if labels is None else labels[:k]
-        batch = InputBatch(
-            x, labels, batch.source, batch.real, batch.mean, batch.std, batch.estimated, batch.classes
-        )
+        batch = replace(batch, x=x, labels=labels)
     sess = ort_session(model_bytes)
     got = run_ort_all(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
