@@ -128,7 +128,7 @@ def run_export(
     from edgeslim.export.onnx_export import export_onnx
     from edgeslim.export.trt import installed_trt_version
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
-    from edgeslim.export.validate import cuda_reference, dataset_name, real_inputs
+    from edgeslim.export.validate import cuda_reference, real_inputs
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.spec is None:
@@ -168,21 +168,17 @@ def run_export(
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
     data_dir = str(req.data_dir) if req.data_dir else None
-    from edgeslim.data.datasets import canonical_name
-    from edgeslim.data.imagefolder import IMAGES
-
-    name = req.data_name or dataset_name(loaded.meta)
-    # a labelled data set has a training split: INT8 calibrates on it (an unlabelled folder: held apart)
-    labelled = bool(name) and canonical_name(name) != IMAGES
-    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and not labelled else 0)
+    # INT8 calibrates on a labelled data set's training images; an unlabelled folder (None here) holds
+    # its calibration images apart from the check's
+    train_batch = (
+        real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
+        if int8
+        else None
+    )  # fmt: skip
+    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and train_batch is None else 0)
     batch = None  # images are read only for the check and for INT8 calibration
     if int8 or not req.no_validate:
         batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
-    train_batch = (
-        real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
-        if int8 and labelled
-        else None
-    )  # fmt: skip
     if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
         raise EdgeslimError(
             f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "

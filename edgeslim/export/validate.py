@@ -129,7 +129,8 @@ def real_inputs(
     split: str = "test",
 ) -> InputBatch | None:
     """``n`` images of the model's data set (its ``split``: ``test``, or ``train`` for INT8
-    calibration), normalized as in training; None if none is known.
+    calibration), normalized as in training; None if none is known, or (``train``) for the
+    unlabelled ``images`` set, which has no training split.
 
     ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
     ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics. The ``images`` data
@@ -147,7 +148,7 @@ def real_inputs(
 
     key = canonical_name(name)
     if key == IMAGES:
-        return _folder_inputs(input_shape, data_dir, meta, n)
+        return _folder_inputs(input_shape, data_dir, meta, n) if split != "train" else None
     # an image folder is read at the model's size (it may not be its first image's)
     size = tuple(input_shape[1:]) if key == "imagefolder" else None
     train = split == "train"
