@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
+from edgeslim.channels.devices import TENSORRT_BACKENDS
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.markdown import markdown_table
 from edgeslim.utils.onnx_graph import module_name
@@ -75,7 +76,7 @@ def measured_on(profile, record: dict) -> str | None:
         return f"measured on {machine or 'another machine'}, not on a Jetson"
     if profile.kind in ("arm-board", "phone") and machine and not is_arm(machine):
         return f"measured on {machine}, not on an ARM CPU"
-    if profile.preferred.backend == "tensorrt" and backend not in ("tensorrt", "trtexec"):
+    if profile.preferred.backend == "tensorrt" and backend not in TENSORRT_BACKENDS:
         return f"measured with {backend or 'another runtime'}, not TensorRT"
     return None
 

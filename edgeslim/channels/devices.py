@@ -18,6 +18,8 @@ from edgeslim.errors import EdgeslimError, first_line
 
 Precision = Literal["fp32", "fp16", "int8"]
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
+#: the backends that run TensorRT (they build at a precision; the others run a file as it is)
+TENSORRT_BACKENDS = ("tensorrt", "trtexec")
 
 #: where the shipped profiles live; EDGESLIM_PROFILES adds folders searched first
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"

@@ -96,6 +96,7 @@ class BenchRequest:
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
     """The backend to use and its options, from the request and the device profile."""
     from edgeslim.bench.backends import ALIASES, default_backend_for
+    from edgeslim.channels.devices import TENSORRT_BACKENDS
 
     name = ALIASES.get(req.backend, req.backend) if req.backend else default_backend_for(req.model)
     if req.backend is None and profile is not None:
@@ -137,13 +138,13 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             prov = has
     if prov:
         options["providers"] = prov
-    if req.precision and name not in ("tensorrt", "trtexec"):  # ORT and torch run the file as it is
+    if req.precision and name not in TENSORRT_BACKENDS:  # ORT and torch run the file as it is
         raise EdgeslimError(
             f"precision is the precision TensorRT builds in (backends tensorrt, trtexec); {name} runs "
             f"{Path(req.model).name} in the precision it was exported in: export an INT8 model to time INT8",
             param="precision",
         )
-    if req.precision or (profile and name in ("tensorrt", "trtexec")):
+    if req.precision or (profile and name in TENSORRT_BACKENDS):
         options["precision"] = req.precision or profile.preferred.precision
     for key, value in (("cuda_graph", req.cuda_graph), ("device", req.device), ("trust_pickle", req.trust_pickle),
                        ("trtexec", req.trtexec), ("onnx", req.onnx)):  # fmt: skip
