@@ -297,9 +297,8 @@ def load_model(
             raise
         except Exception as exc2:  # noqa: BLE001 - arbitrary code ran: anything can come out
             raise EdgeslimError(f"{p} could not be unpickled: {first_line(exc2)}") from exc2
-        model = pickled_module(
-            obj, what=str(p)
-        )  # (or a training script's dict holding it: {"model": model, ...})
+        # the object, or the model a training script's dict holds ({"model": model, "epoch": 3})
+        model = pickled_module(obj, what=str(p))
         if model is None:
             raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
         return LoadedModel(model=model, kind="pickle", path=p)

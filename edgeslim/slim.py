@@ -460,6 +460,8 @@ def collapse_check(
     chance, threshold = chance_level(num_classes, test_labels)
     at_chance = acc < threshold
     lam = report["slimming"]["lam"]
+    # the total shrink the run was given, else the default it used (None: it was given a lambda)
+    shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
     epochs = report.get("train", {}).get("epochs")
@@ -481,7 +483,7 @@ def collapse_check(
             if budget
             else (
                 f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
-                if (shrink := report["slimming"].get("shrink") or report["slimming"].get("default_shrink"))
+                if shrink
                 else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g})"
             )
         )
@@ -496,7 +498,6 @@ def collapse_check(
             "their strongest channel was kept; a smaller lambda keeps more"
         )
     elif int(report["finalize"]["zeroed"]) == 0 and not budget:
-        shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
         msg = "no BN scale reached zero, so nothing was removed: " + (
             f"raise the shrink (now {shrink:g}) or train longer"
             if shrink

@@ -86,9 +86,8 @@ def _tail_nodes(model: Any) -> list[Any]:
     consts = {t.name for t in g.initializer} | {
         o for n in g.node if n.op_type == "Constant" for o in n.output
     }
-    for (
-        n
-    ) in g.node:  # (graph order) a node of constants only is one: a weight behind Q/DQ, a transposed weight
+    # (in graph order) a node of constants only is one too: a weight behind Q/DQ, a transposed weight
+    for n in g.node:
         if n.input and all(i in consts for i in n.input if i):
             consts.update(n.output)
 
