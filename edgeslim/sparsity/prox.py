@@ -877,18 +877,29 @@ def check_importance(importance: str, penalty: str = "l1") -> str:
 
 
 # ----------------------------------------------------------------------------- optimizer wrapper
-class ProxOptimizer:
+class ProxOptimizer(Optimizer):
     """An optimizer whose ``step()`` is ``optimizer.step()`` followed by the proximal update.
 
-    Everything else (``param_groups``, ``zero_grad``, ...) goes to the wrapped optimizer;
-    ``state_dict()`` holds both states. LR schedulers take the wrapped one: ``opt.optimizer``.
+    A :class:`torch.optim.Optimizer` that shares the wrapped optimizer's ``param_groups``, ``state``
+    and ``defaults`` (the same objects, no copy), so LR schedulers, ``GradScaler`` and step hooks take
+    it as they take the wrapped one; ``zero_grad`` and ``add_param_group`` go to the wrapped
+    optimizer, and so does any attribute this class does not have. ``state_dict()`` holds both
+    states. The wrapped optimizer stays reachable as ``opt.optimizer``.
     """
 
     def __init__(self, optimizer: Optimizer, slimmer: ProximalSlimming) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise EdgeslimError(f"wrap needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        # the base class sets up its hook tables and step profiling (on copies of the groups, so the
+        # wrapped optimizer is not touched); then the wrapped optimizer's own groups replace them
+        super().__init__([dict(group) for group in optimizer.param_groups], optimizer.defaults)
         self.optimizer = optimizer
         self.slimmer = slimmer
+        self.param_groups = optimizer.param_groups
+        self.state = optimizer.state
+        self.defaults = optimizer.defaults
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
         try:
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
@@ -897,14 +908,30 @@ class ProxOptimizer:
             self.slimmer.restore_lr(self.optimizer, saved)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "optimizer" not in self.__dict__:  # the base class's __init__, before the wrapped one is set
+            super().add_param_group(param_group)
+        else:
+            self.optimizer.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {"optimizer": self.optimizer.state_dict(), "slimming": self.slimmer.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.optimizer.load_state_dict(state["optimizer"])
         self.slimmer.load_state_dict(state["slimming"])
+        self.param_groups = self.optimizer.param_groups  # (a load replaces the wrapped one's groups)
+        self.state = self.optimizer.state
+
+    def __getstate__(self) -> dict[str, Any]:  # copy/pickle keep the wrapped optimizer and the slimmer
+        return dict(self.__dict__)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":  # not set yet (during __init__ or unpickling)
+            raise AttributeError(name)
         return getattr(self.optimizer, name)
 
 
