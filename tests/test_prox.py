@@ -307,3 +307,31 @@ def test_wrapped_optimizer_shares_the_wrapped_state() -> None:
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(EdgeslimError, match="torch.optim.Optimizer"):
         wrap(object(), ProximalSlimming(model))  # type: ignore[arg-type]
+
+
+def test_surgery_before_finalize_removes_nothing_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """Forgetting ``finalize()`` leaves the prox's zeros as small nonzero scales: surgery removes
+    nothing, and says why (it was silent) -- and is quiet on a dense model and after finalize."""
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    model = toy()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.02, 1.0, 0.03, 1.0, 1.0, 0.01]))
+    x = batch(2)[0]
+    with caplog.at_level("WARNING", logger="edgeslim.surgery.prune"):
+        assert prune_with_report(model.eval(), x).report["removed_channels"] == 0
+    assert not caplog.records  # dense scales: nothing near zero
+    s = ProximalSlimming(model, lam=0.5, beta=20.0, example_input=x)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05), s)
+    for _ in range(5):
+        sgd_step(model, opt)
+    assert int((s.xi == 0).sum()) >= 3 and not bool((bn_gammas(model) == 0).any())
+    with caplog.at_level("WARNING", logger="edgeslim.surgery.prune"):
+        assert prune_with_report(model.eval(), x).report["removed_channels"] == 0
+    assert len(caplog.records) == 1 and "call its finalize() before surgery" in caplog.text
+    caplog.clear()
+    s.finalize()
+    with caplog.at_level("WARNING", logger="edgeslim.surgery.prune"):
+        assert prune_with_report(model.eval(), x).report["removed_channels"] >= 3
+    assert not caplog.records

@@ -33,7 +33,7 @@ from edgeslim.channels.graph import (
     flat_tensors,
     zero_kept,
 )
-from edgeslim.channels.norm import is_batchnorm
+from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32
@@ -432,9 +432,35 @@ def prune_with_report(
                 diff["max_abs_diff"],
                 scale,
             )
+    if report["bn_channels"] and not report["zero_scale_channels"]:
+        near, total = near_zero_scales(model)
+        if near:  # the signature of a ProximalSlimming run whose finalize() was not called
+            log.warning(
+                "no BN scale is exactly zero, so surgery removed nothing; %d of %d scales are below %g of "
+                "their layer's largest: if they come from ProximalSlimming, call its finalize() before "
+                "surgery (it sets them to exact zeros)",
+                near,
+                total,
+                NEAR_ZERO,
+            )
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+#: a BN scale below this fraction of its layer's largest |scale| is "near zero" (not removed)
+NEAR_ZERO = 0.01
+
+
+def near_zero_scales(model: nn.Module) -> tuple[int, int]:
+    """(scales that are nonzero but below :data:`NEAR_ZERO` of their layer's largest, all scales)
+    over the affine BN layers of ``model``."""
+    near = total = 0
+    for _, bn in bn_layers(model):
+        w = bn.weight.detach().abs()
+        near += int(((w > 0) & (w < NEAR_ZERO * w.max())).sum())
+        total += w.numel()
+    return near, total
 
 
 def prune(
