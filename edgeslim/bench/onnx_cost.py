@@ -12,15 +12,10 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from edgeslim.channels.cost import LayerCost, layer_macs
+from edgeslim.channels.cost import LayerCost, OpNode, fuse_kernels, layer_macs
 from edgeslim.errors import EdgeslimError, require
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, attr, value_dims
+from edgeslim.utils.onnx_graph import attr, value_dims
 
-#: element-wise ops fused into a preceding MAC op by ORT / TensorRT (and ``x * sigmoid(x)``, SiLU
-#: written as two ops, see :func:`onnx_cost`)
-_FUSABLE = {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add"}
-#: ops that only change the view of a tensor
-_FREE = {"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "Dropout"}
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -119,74 +114,25 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
         quantized=quantized,
     )
-    readers: dict[str, list] = {}  # value -> the nodes that read it (once per input slot)
-    for node in g.node:
-        if node.op_type in _QDQ:
-            continue
-        for i in node.input:
-            readers.setdefault(resolve(i), []).append(node)
-
-    def consumers(name: str) -> int:
-        return len(readers.get(name, ()))
 
     def act_bytes(name: str) -> int:
         return _numel(shapes.get(name)) * itemsize.get(name, 4)
 
-    def swish_mul(sig: object, x: str) -> object | None:
-        """The Mul of ``x * sigmoid(x)`` (SiLU / swish written as two ops), when ``sig`` is that
-        Sigmoid and the Mul and it are ``x``'s only readers."""
-        s_out = sig.output[0] if sig.output else ""
-        muls = [
-            n
-            for n in readers.get(s_out, [])
-            if n.op_type == "Mul" and {resolve(i) for i in n.input} == {x, s_out}
-        ]
-        if len(muls) == 1 and consumers(s_out) == 1 and consumers(x) == 2:
-            return muls[0]
-        return None
-
-    absorbed: set[int] = set()  # Mul nodes of a swish folded into the layer before
-    layers: list[dict] = []  # in graph order
-    open_at: dict[str, dict] = {}  # a MAC layer by the value it ends in: what reads only it may join it
-
-    def host_of(ins: list[str]) -> dict | None:
-        """The open MAC layer an element-wise op joins: the one ending in its first input, or (an
-        Add: the residual's order is the exporter's) the latest of those ending in one of its
-        inputs, read by this op alone (a runtime fuses the add into the conv that runs last, when
-        the other operand is ready). The graph decides, not the node order: a downsample conv between
-        a conv and its Relu keeps them one."""
-        hosts = [open_at[i] for i in ins if i in open_at and consumers(i) == 1]
-        return max(hosts, key=lambda layer: layer["index"]) if hosts else None
-
-    for node in g.node:
+    onnx_nodes = [n for n in g.node if n.op_type not in _QDQ]
+    nodes = [
+        OpNode(
+            n.op_type,
+            tuple(r for i in n.input if (r := resolve(i)) and r not in inits),
+            n.output[0] if n.output else "",
+            n.name,
+        )
+        for n in onnx_nodes
+    ]
+    for kernel in fuse_kernels(nodes, fuse):
+        node = onnx_nodes[kernel.nodes[0]]
         op = node.op_type
-        if op in _QDQ:
-            continue
         inputs = [resolve(i) for i in node.input]
-        w = sum(init_bytes.get(i, 0) for i in inputs)
-        ins = [i for i in inputs if i and i not in inits]
         out = node.output[0] if node.output else ""
-        if op in _FREE or id(node) in absorbed:
-            continue
-        if fuse and op == "Sigmoid" and ins and ins[0] in open_at:
-            host = open_at[ins[0]]
-            mul = swish_mul(node, host["out"])
-            if mul is not None:  # x * sigmoid(x): one activation, fused like HardSwish
-                absorbed.add(id(mul))
-                del open_at[host["out"]]
-                host.update(out=mul.output[0], out_bytes=act_bytes(mul.output[0]))
-                host["name"] += "+Swish"
-                open_at[host["out"]] = host
-                continue
-        host = host_of(ins if op == "Add" else ins[:1]) if fuse and op in _FUSABLE else None
-        if host is not None:
-            other = [i for i in ins if i != host["out"]]
-            extra_in = sum(act_bytes(i) for i in other)  # e.g. a residual Add reads a second tensor
-            del open_at[host["out"]]
-            host.update(out=out, out_bytes=act_bytes(out), w=host["w"] + w, extra=host["extra"] + extra_in)
-            host["name"] += f"+{op}"
-            open_at[out] = host
-            continue
         macs = 0
         if op in ("Conv", "ConvTranspose"):
             wdims = list(inits[inputs[1]].dims) if inputs[1] in inits else (shapes.get(inputs[1]) or [])
@@ -195,7 +141,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                 k = math.prod(wdims[2:])
                 # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
                 # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
-                dims = shapes.get(out if op == "Conv" else ins[0])
+                dims = shapes.get(out if op == "Conv" else nodes[kernel.nodes[0]].inputs[0])
                 if dims:  # the batch (dynamic: 1) and spatial dims
                     pos = _numel(dims[:1] + dims[2:])
                     macs = layer_macs("conv", wdims[1] * group, wdims[0], k, group, pos)
@@ -206,30 +152,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
             out_dims = shapes.get(out) or []
             if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
                 macs = layer_macs("linear", kdim, out_dims[-1], spatial=_numel(out_dims[:-1]))
-        layer = {
-            "index": len(layers),
-            "name": node.name or f"{op}_{len(layers)}",
-            "op": op,
-            "macs": int(round(macs)),
-            "w": w,
-            "in_bytes": sum(act_bytes(i) for i in ins),
-            "extra": 0,
-            "out": out,
-            "out_bytes": act_bytes(out),
-        }
-        layers.append(layer)
-        if op in WEIGHT_OPS:
-            open_at[out] = layer
-    for layer in layers:
-        _flush(cost, layer)
+        w = sum(init_bytes.get(resolve(i), 0) for j in kernel.nodes for i in onnx_nodes[j].input)
+        total = w + sum(act_bytes(v) for v in kernel.reads) + act_bytes(kernel.write)
+        cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
     return cost
-
-
-def _flush(cost: ModelCost, layer: dict | None) -> None:
-    if layer is None or layer.get("_done"):
-        return
-    layer["_done"] = True
-    total = layer["w"] + layer["in_bytes"] + layer["extra"] + layer["out_bytes"]
-    cost.layers.append(
-        LayerCost(layer["name"], float(layer["macs"]), float(total), float(layer["w"]), layer["op"])
-    )

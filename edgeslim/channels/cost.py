@@ -16,12 +16,13 @@ floats or (for the vectorised resource model) tensors alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgeslim.channels.devices import DeviceProfile, Efficiency, load_profile
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.onnx_graph import WEIGHT_OPS
 
 #: layer kinds :func:`layer_macs` and :func:`layer_params` know
 LAYER_KINDS = ("conv", "dw", "linear", "bn")
@@ -97,6 +98,109 @@ def scale_bytes(layers: Sequence[LayerCost], precision: str, counted_as: str = "
     if f == 1:
         return list(layers)
     return [LayerCost(c.name, c.macs, c.bytes * f, c.weight_bytes * f, c.op) for c in layers]
+
+
+#: element-wise ops a runtime (TensorRT, ONNX Runtime) fuses into the MAC layer before them; ``x *
+#: sigmoid(x)`` written as two ops (SiLU) is fused too (:func:`fuse_kernels`)
+FUSABLE_OPS = frozenset(
+    {"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Swish", "Add"}
+)
+#: ops that only change the view of a tensor (no kernel)
+FREE_OPS = frozenset(
+    {"Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "Dropout"}
+)
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """One op of a network for costing: its ONNX op type (the torch graph names its calls the way
+    the exporter writes them), the activation values it reads (weights excluded) and the one it
+    writes, as any hashable keys."""
+
+    op: str
+    inputs: tuple[Hashable, ...]
+    output: Hashable
+    name: str = ""
+
+
+@dataclass
+class Kernel:
+    """What one kernel of the runtime runs: ``nodes[0]`` (its host) and the element-wise ops fused
+    into it; it reads ``reads`` (the host's inputs, then the fused ops' other operands) and writes
+    ``write``."""
+
+    name: str
+    nodes: list[int]
+    reads: list[Hashable]
+    write: Hashable
+
+
+def fuse_kernels(nodes: Sequence[OpNode], fuse: bool = True) -> list[Kernel]:
+    """The kernels a runtime runs for ``nodes`` (in graph order), the cost model's one fusion rule.
+
+    A :data:`FUSABLE_OPS` op joins the MAC layer (:data:`WEIGHT_OPS`) whose output it reads when
+    it is that output's only reader; an ``Add`` joins the latest of the MAC layers ending in one of
+    its operands (a runtime fuses the add into the conv that runs last, the other operand being
+    ready), whatever the exporter's operand order; ``x * sigmoid(x)`` joins as one activation.
+    :data:`FREE_OPS` are no kernel; every other op is a kernel of its own.
+    """
+    readers: dict[Hashable, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for v in node.inputs:
+            readers.setdefault(v, []).append(i)
+
+    def consumers(v: Hashable) -> int:
+        return len(readers.get(v, ()))
+
+    kernels: list[Kernel] = []
+    open_at: dict[Hashable, Kernel] = {}  # a MAC layer by the value it ends in
+    order: dict[int, int] = {}  # id(kernel) -> its index
+    absorbed: set[int] = set()
+
+    def host_of(ins: Sequence[Hashable]) -> Kernel | None:
+        hosts = [open_at[v] for v in ins if v in open_at and consumers(v) == 1]
+        return max(hosts, key=lambda k: order[id(k)]) if hosts else None
+
+    def swish_mul(i: int, x: Hashable) -> int | None:
+        """The Mul of ``x * sigmoid(x)`` when node ``i`` is that Sigmoid and they are ``x``'s only readers."""
+        s_out = nodes[i].output
+        muls = [
+            j for j in readers.get(s_out, []) if nodes[j].op == "Mul" and set(nodes[j].inputs) == {x, s_out}
+        ]
+        if len(muls) == 1 and consumers(s_out) == 1 and consumers(x) == 2:
+            return muls[0]
+        return None
+
+    for i, node in enumerate(nodes):
+        if node.op in FREE_OPS or i in absorbed:
+            continue
+        ins = list(node.inputs)
+        if fuse and node.op == "Sigmoid" and ins and ins[0] in open_at:
+            host = open_at[ins[0]]
+            mul = swish_mul(i, host.write)
+            if mul is not None:  # x * sigmoid(x): one activation
+                absorbed.add(mul)
+                del open_at[host.write]
+                host.nodes += [i, mul]
+                host.write = nodes[mul].output
+                host.name += "+Swish"
+                open_at[host.write] = host
+                continue
+        host = host_of(ins if node.op == "Add" else ins[:1]) if fuse and node.op in FUSABLE_OPS else None
+        if host is not None:
+            host.reads += [v for v in ins if v != host.write]  # e.g. a residual Add's second operand
+            del open_at[host.write]
+            host.nodes.append(i)
+            host.write = node.output
+            host.name += f"+{node.op}"
+            open_at[host.write] = host
+            continue
+        kernel = Kernel(node.name or f"{node.op}_{len(kernels)}", [i], ins, node.output)
+        order[id(kernel)] = len(kernels)
+        kernels.append(kernel)
+        if node.op in WEIGHT_OPS:
+            open_at[node.output] = kernel
+    return kernels
 
 
 @dataclass
