@@ -35,7 +35,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.channels import ops, rules
-from edgeslim.channels.cost import layer_macs, layer_params
+from edgeslim.channels.cost import OpNode, layer_macs, layer_params
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode
 
@@ -489,11 +489,17 @@ class _Capture(TorchFunctionMode):
         an.busy = True
         call = Call(func, args, kwargs, an.current())
         try:
+            n_costs = len(an.costs)
             try:
                 info = an.on_function(call, func, out)
             except Exception as exc:  # noqa: BLE001 - an op surgery's rules do not cover: keep its channels
                 info = an.opaque(call, out, f"not analysed ({type(exc).__name__})")
+            if an.kernels:  # the values read, before the output's labels replace an input's
+                ins = an.value_keys((args, list(kwargs.values())))
             an.set_info(out, info)
+            if an.kernels:
+                layer = n_costs if len(an.costs) > n_costs and an.costs[n_costs].kind != "bn" else None
+                an.record(call, ins, out, layer)
         finally:
             an.busy = False
         return out
@@ -508,11 +514,18 @@ class _Analyser:
         run_tensors: dict[str, Tensor] | None = None,
         named: dict[str, Tensor] | None = None,
         walk: list[tuple[str, nn.Module]] | None = None,
+        kernels: bool = False,
     ) -> None:
         self.uf = _UnionFind()
+        self.kernels = kernels
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
         self.costs: list[LayerShape] = []
+        #: with ``kernels``: every op on activations, for the cost model (:func:`edgeslim.channels.cost.fuse_kernels`)
+        self.cost_nodes: list[OpNode] = []
+        self.node_layer: dict[int, int] = {}  # cost node -> its LayerShape (a conv/linear call)
+        self.values: list[tuple[Info | None, int]] = []  # value key -> (its labels, elements per sample)
+        self._keys: dict[int, tuple[Tensor, int]] = {}  # id(tensor) -> (tensor, its current value key)
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
@@ -550,6 +563,31 @@ class _Analyser:
             elif isinstance(a, (list, tuple)) and self.depends(a):
                 return True
         return False
+
+    def _key(self, t: Tensor, new: bool = False) -> int:
+        e = self._keys.get(id(t))
+        if e is not None and e[0] is t and not new:
+            return e[1]
+        per_sample = t.numel() // t.shape[0] if t.dim() and t.shape[0] else t.numel()
+        self.values.append((self.info(t), int(per_sample)))
+        self._keys[id(t)] = (t, len(self.values) - 1)
+        return len(self.values) - 1
+
+    def value_keys(self, obj: Any) -> tuple[int, ...]:
+        """The value keys of the labelled tensors (activations) in ``obj``."""
+        return tuple(self._key(t) for t in flat_tensors(obj) if self.info(t) is not None)
+
+    def record(self, n: Call, ins: tuple[int, ...], out: Any, layer: int | None) -> None:
+        """One op on activations, with the values it reads and the one it writes (a fresh key: an
+        in-place op writes a new value)."""
+        outs = flat_tensors(out)
+        if not ins or not outs:
+            return
+        keys = [self._key(t, new=True) for t in outs]
+        op = ops.COST_OPS.get(n.func, _fn_name(n.func))
+        if layer is not None:
+            self.node_layer[len(self.cost_nodes)] = layer
+        self.cost_nodes.append(OpNode(op, ins, keys[0], f"{n.target or n.module}:{op}"))
 
     def taint(self, out: Any) -> None:
         for t in flat_tensors(out):
@@ -1246,6 +1284,11 @@ class DependencyGraph:
         self.model = model
         self.touches = analyser.touches
         self.costs = analyser.costs
+        #: the ops on activations (cost model), the LayerShape of each conv/linear one, and each
+        #: value's labels and elements per sample (a value key is an index into ``values``)
+        self.cost_nodes = analyser.cost_nodes
+        self.node_layer = analyser.node_layer
+        self.values = analyser.values
         self.barriers: list[Barrier] = analyser.barriers
         roots = analyser.uf.roots()  # each root is a slot id: rank the roots without a sort
         is_root = torch.zeros(roots.numel(), dtype=torch.long).index_fill_(0, roots, 1)
@@ -1383,13 +1426,13 @@ class DependencyGraph:
         return int(round(total))
 
 
-def deployed_graph(model: nn.Module, example_input: Tensor) -> DependencyGraph:
+def deployed_graph(model: nn.Module, example_input: Tensor, *, kernels: bool = False) -> DependencyGraph:
     """:func:`build_graph` with the outputs ``model`` returns deployed: a YOLO's decoded
     predictions (:func:`edgeslim.models.yolo.deployed_output`), every output of another model;
     the graph surgery, the budget and the export's audit all take."""
     from edgeslim.models.yolo import deployed_output
 
-    return build_graph(model, example_input, outputs=deployed_output(model))
+    return build_graph(model, example_input, outputs=deployed_output(model), kernels=kernels)
 
 
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -1487,7 +1530,11 @@ def _selected(select: Callable[[Any], Any], out: Any, outs: list[Tensor]) -> lis
 
 
 def build_graph(
-    model: nn.Module, example_input: Tensor, *, outputs: Callable[[Any], Any] | None = None
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    outputs: Callable[[Any], Any] | None = None,
+    kernels: bool = False,
 ) -> DependencyGraph:
     """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
 
@@ -1500,6 +1547,10 @@ def build_graph(
     tracing support. The run is on "meta" tensors (shapes only: no arithmetic, any input size);
     a model that reads the value of one of its own constant tensors (``int(self.stride[i])``)
     is run again on real tensors. Control flow on values computed from the input is an error.
+
+    ``kernels``: also record every op on activations (``cost_nodes``, ``values``) for the cost
+    model's kernels (:func:`edgeslim.channels.cost.fuse_kernels`); off for surgery (about 20% of
+    the capture's time).
     """
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
@@ -1508,7 +1559,7 @@ def build_graph(
     modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()
     with modes, torch.no_grad(), _restored_attributes(modules):
         named = _named_tensors(walk)
-        analyser = _Analyser(model, _meta_tensors(named), named, walk)
+        analyser = _Analyser(model, _meta_tensors(named), named, walk, kernels)
         try:
             with _restored_attributes(modules):  # (what the failed run cached must not reach the next)
                 analyser.run(example_input.detach().to("meta"), outputs)
@@ -1517,7 +1568,7 @@ def build_graph(
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
             if analyser.fail_construct:
                 raise _capture_error(model, analyser, exc, example_input) from exc
-            analyser = _Analyser(model, walk=walk)
+            analyser = _Analyser(model, walk=walk, kernels=kernels)
             dev = next((p.device for p in model.parameters()), example_input.device)
             try:
                 analyser.run(example_input.detach().to(dev), outputs)

@@ -148,3 +148,30 @@ try:  # torchvision's stochastic depth is fx-wrapped: per-sample scaling, identi
     STOCHASTIC_DEPTH: set[Any] = {_sd}
 except ImportError:  # pragma: no cover
     STOCHASTIC_DEPTH = set()
+
+
+#: The ONNX op type each call becomes when exported, for the cost model's fusion rule
+#: (:func:`edgeslim.channels.cost.fuse_kernels`); calls not listed are kernels of their own.
+COST_OPS: dict[Any, str] = {
+    **{f: "Conv" for f in CONV_FUNCTIONS},
+    **{f: "ConvTranspose" for f in CONV_TRANSPOSE_FUNCTIONS},
+    **{f: "Gemm" for f in LINEAR_FUNCTIONS},
+    **{f: "BatchNormalization" for f in BN_FUNCTIONS},
+    **{f: {"add": "Add", "mul": "Mul"}.get(kind, "Div") for f, kind in BINARY_FUNCTIONS.items()},
+    **{f: "Sub" for f in (operator.sub, operator.isub, torch.sub, torch.Tensor.sub, torch.Tensor.sub_,
+                          torch.Tensor.__sub__, torch.Tensor.__rsub__, torch.Tensor.__isub__, torch.rsub)},
+    **{f: "Relu" for f in (F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)},
+    **{f: "Clip" for f in (F.relu6, F.hardtanh, F.hardtanh_, torch.clamp, torch.Tensor.clamp,
+                           torch.Tensor.clamp_, torch.Tensor.clamp_min, torch.Tensor.clamp_max,
+                           torch.Tensor.clamp_min_)},
+    **{f: "Sigmoid" for f in (F.sigmoid, torch.sigmoid, torch.Tensor.sigmoid, torch.Tensor.sigmoid_)},
+    F.leaky_relu: "LeakyRelu", F.leaky_relu_: "LeakyRelu", F.hardsigmoid: "HardSigmoid",
+    F.hardswish: "HardSwish", F.silu: "Swish",
+    **{f: "Reshape" for f in RESHAPE_FUNCTIONS | SQUEEZE_FUNCTIONS},
+    **{f: "Flatten" for f in FLATTEN_FUNCTIONS},
+    **{f: "Dropout" for f in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                              F.feature_alpha_dropout)},
+    **{f: "Identity" for f in (torch.Tensor.contiguous, torch.Tensor.clone, torch.Tensor.detach,
+                               torch.Tensor.float, torch.Tensor.to, torch.Tensor.type_as)},
+    **{f: "Identity" for f in STOCHASTIC_DEPTH},  # (identity in eval mode)
+}  # fmt: skip

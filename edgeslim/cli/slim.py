@@ -298,9 +298,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                             ["", "target", "predicted", "measured"], rows))  # fmt: skip
             out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
         elif lat:
+            how = (
+                "from the latency table"
+                if (report.get("budget") or {}).get("settings", {}).get("latency_table")
+                else "a roofline of every kernel, as bench --predict prices the ONNX; uncalibrated"
+            )
             out.print(
-                f"latency predicted {lat['predicted_ms']:.4g} ms (its conv and linear layers, uncalibrated: "
-                f"bench --predict prices every kernel of the ONNX); measure it on the device: {lat['command']}"
+                f"latency predicted {lat['predicted_ms']:.4g} ms ({how}); measure it on the device: {lat['command']}"
             )
     if report.get("head"):
         h = report["head"]

@@ -12,7 +12,9 @@ counts are ``n = M @ k`` and
   plus the bias that channel surgery adds to a bias-free consumer when it folds the
   constant of a removed channel into it;
 * latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile,
-  channel counts padded to the profile's alignment) of per-layer MACs and bytes, or a
+  channel counts padded to the profile's alignment) of per-kernel MACs and bytes (the conv/linear
+  layers with what a runtime fuses into them, and every other kernel: pools, gates, concats, by
+  :func:`edgeslim.channels.cost.fuse_kernels`, as ``bench --predict`` prices the ONNX), or a
   measured per-layer latency table: each layer's full-width time plus what its measured
   channel sweep (:func:`edgeslim.channels.cost.sweep_latency`) gains at the slim counts, or
   scaled by its MACs without a sweep.
@@ -43,6 +45,7 @@ from edgeslim.channels.cost import (
     ELEM_BYTES,
     LayerCost,
     SweepGrid,
+    fuse_kernels,
     interp_linear,
     layer_macs,
     layer_params,
@@ -128,7 +131,9 @@ class ResourceModel:
                 m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
         self.example_shape = list(example.shape)  # [1, C, H, W]: the size the layers are priced at
-        g = deployed_graph(work, example)  # what surgery keeps, as prune counts it
+        g = deployed_graph(
+            work, example, kernels=metric == "latency"
+        )  # what surgery keeps, as prune counts it
         removable, _ = removable_classes(g)
         self.graph = g
         k_classes = g.num_classes
@@ -162,6 +167,7 @@ class ResourceModel:
         self.out_idx = torch.tensor([layer.out_touch for layer in self.layers], dtype=torch.long)
         self.dense_k = self.group_size.clone()
         self.const_params = float(g.params()) - self._params_from(self.dense_k, dense=True)
+        self._setup_kernels()
         # latency settings
         self.profile = self.precision = None
         self.efficiency = None
@@ -223,6 +229,67 @@ class ResourceModel:
                 )  # fmt: skip
             )
         return out
+
+    def _setup_kernels(self) -> None:
+        """The kernels a runtime runs besides the conv/linear layers' own work (the cost model's
+        fusion rule, :func:`edgeslim.channels.cost.fuse_kernels`, as ``bench --predict`` applies it
+        to the exported ONNX): what a fused element-wise op reads besides its layer's input (a
+        residual add's second operand) goes to that layer; every other kernel (pools,
+        squeeze-excitation means and gates, a BN or activation no conv precedes, concatenations)
+        is priced by the activations it reads and writes. Each value's channels follow the groups
+        as a layer's do (``n = V @ k``, plus the channels of classes in no group)."""
+        g = self.graph
+        self.extra_reads: list[list[int]] = [[] for _ in self.layers]  # value rows per layer
+        self.kernel_rows: list[tuple[str, str, list[int]]] = []  # (name, op, value rows) of the others
+        rows: dict[int, int] = {}  # value key -> row
+        if not g.cost_nodes:
+            self.value_matrix = torch.zeros(0, self.num_groups, dtype=torch.float64)
+            self.value_fixed = self.value_size = torch.zeros(0, dtype=torch.float64)
+            return
+        mats, fixed, size = [], [], []
+
+        def row(key: int) -> int:
+            if key not in rows:
+                info, per_sample = g.values[key]
+                m = torch.zeros(self.num_groups, dtype=torch.float64)
+                if info is not None and info.uniform and info.labels.numel():
+                    gi = self.group_of_class[g.slot_class[info.labels]]
+                    m.index_add_(0, gi[gi >= 0], torch.ones(int((gi >= 0).sum()), dtype=torch.float64))
+                    fixed.append(float((gi < 0).sum()))
+                    size.append(per_sample / info.labels.numel())  # elements per channel
+                else:  # a mixed channel layout: counted at its traced size
+                    fixed.append(float(per_sample))
+                    size.append(1.0)
+                mats.append(m / self.group_size.clamp(min=1))
+                rows[key] = len(mats) - 1
+            return rows[key]
+
+        for kernel in fuse_kernels(g.cost_nodes):
+            host = kernel.nodes[0]
+            layer = g.node_layer.get(host)
+            if layer is not None:
+                own = len(g.cost_nodes[host].inputs)
+                self.extra_reads[layer] = [row(v) for v in kernel.reads[own:]]
+            else:
+                values = [row(v) for v in [*kernel.reads, kernel.write]]
+                self.kernel_rows.append((kernel.name, g.cost_nodes[host].op, values))
+        self.value_matrix = (
+            torch.stack(mats) if mats else torch.zeros(0, self.num_groups, dtype=torch.float64)
+        )
+        self.value_fixed = torch.tensor(fixed, dtype=torch.float64)
+        self.value_size = torch.tensor(size, dtype=torch.float64)
+
+    def _kernel_terms(self, k: Tensor, elem_bytes: int) -> tuple[Tensor, Tensor]:
+        """(bytes per layer that its fused ops read besides its input, bytes of each other kernel)."""
+        n = self.value_matrix @ k + self.value_fixed
+        m = self.profile.channel_multiple(self.precision) if self.profile is not None else 1
+        if m > 1:  # activations are laid out in blocks of m channels, as the layers compute them
+            n = n + (torch.ceil(n / m) * m - n).detach()
+        vb = n * self.value_size * elem_bytes
+        zero = k.sum() * 0  # (a tensor on k's graph, for the marginal's autograd)
+        extra = torch.stack([sum((vb[r] for r in rs), zero) for rs in self.extra_reads])
+        others = [sum((vb[r] for r in rs), zero) for _, _, rs in self.kernel_rows]
+        return extra, torch.stack(others) if others else vb[:0]
 
     def _setup_latency(self, profile: Any, precision: str | None, table: dict[str, Any] | None) -> None:
         if table is not None:
@@ -416,12 +483,18 @@ class ResourceModel:
         return float(total)
 
     def layer_costs(self, k: Tensor) -> list[Any]:
-        """Per-layer :class:`edgeslim.channels.cost.LayerCost` (BN fused into its conv)."""
+        """Per-kernel :class:`edgeslim.channels.cost.LayerCost`: the conv/linear layers (BN and the
+        element-wise ops a runtime fuses into them included), then every other kernel."""
         macs, nbytes, wbytes = self._roofline_terms(k)
-        return [
-            LayerCost(layer.name, float(macs[i]), float(nbytes[i]), float(wbytes[i]), layer.kind)
+        extra, others = self._kernel_terms(k, ELEM_BYTES[self.precision or "fp32"])
+        layers = [
+            LayerCost(layer.name, float(macs[i]), float(nbytes[i] + extra[i]), float(wbytes[i]), layer.kind)
             for i, layer in enumerate(self.layers)
             if layer.kind != "bn"
+        ]
+        return layers + [
+            LayerCost(name, 0.0, float(others[j]), 0.0, op)
+            for j, (name, op, _) in enumerate(self.kernel_rows)
         ]
 
     def _roofline_terms(self, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -433,7 +506,14 @@ class ResourceModel:
             n_out = n_out + (torch.ceil(n_out / m) * m - n_out).detach()
         macs = self._macs_per_layer(n_in, n_out)
         weights = self._weights_per_layer(n_in, n_out) * eb
-        act_in = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64) * n_in * eb
+        # a depthwise layer reads one input channel per ``multiplier`` outputs (its n_in is 1: no touch)
+        d_out = self.touch_matrix[self.out_idx] @ self.dense_k
+        dw = torch.tensor([layer.kind == "dw" for layer in self.layers])
+        per_out = torch.tensor([layer.groups for layer in self.layers], dtype=torch.float64) / d_out.clamp(
+            min=1
+        )
+        read = torch.where(dw, n_out * per_out, n_in)
+        act_in = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64) * read * eb
         act_out = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64) * n_out * eb
         return macs, weights + act_in + act_out, weights
 
@@ -509,10 +589,14 @@ class ResourceModel:
                 wc.append(2.0 * self.batch / (self.efficiency.compute * peak) if compute else 0.0)
                 wm.append(0.0 if compute else 1.0 / (self.efficiency.memory * bw))
             macs, nbytes, wbytes = self._roofline_terms(kk)
+            extra, others = self._kernel_terms(kk, ELEM_BYTES[self.precision or "fp32"])
             keep = torch.tensor([layer.kind != "bn" for layer in self.layers])
-            at_batch = wbytes + (nbytes - wbytes) * self.batch
-            r = (torch.tensor(wc, dtype=torch.float64) * macs[keep]).sum() + (
-                torch.tensor(wm, dtype=torch.float64) * at_batch[keep]
+            at_batch = torch.cat(
+                [(wbytes + (nbytes + extra - wbytes) * self.batch)[keep], others * self.batch]
+            )
+            macs = torch.cat([macs[keep], torch.zeros_like(others)])
+            r = (torch.tensor(wc, dtype=torch.float64) * macs).sum() + (
+                torch.tensor(wm, dtype=torch.float64) * at_batch
             ).sum()
         (grad,) = torch.autograd.grad(r, kk, allow_unused=True)
         return torch.zeros_like(kk) if grad is None else grad.detach()
