@@ -118,12 +118,13 @@ def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
 
 def _export_torchscript(
     model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
-) -> None:
+) -> list[str]:
+    """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`)."""
     import torch
 
     outputs = outputs or [OUTPUT_NAME]
     axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}} if dynamic else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as seen:
         # The TorchScript exporter warns that it is deprecated on every call; we chose it on purpose.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -133,6 +134,34 @@ def _export_torchscript(
             model, (x,), str(f), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
         )  # fmt: skip
+    for w in seen:  # the tracer's own warnings become notes; any other is shown as it was
+        if not issubclass(w.category, torch.jit.TracerWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return trace_notes([w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
+
+
+#: how a note of :func:`trace_notes` starts
+TRACE_NOTE = "the tracer froze values computed from tensors"
+
+
+def trace_notes(found: list[warnings.WarningMessage], most: int = 2) -> list[str]:
+    """One line on the places in the model's code where the tracer froze a value computed from a
+    tensor as a constant (``math.ceil(H / p)``, ``if y.mean() > 0:``): right at the traced input
+    size, but a branch on the input's values keeps the example's path for every input."""
+    import linecache
+
+    places: dict[tuple[str, int], str] = {}
+    for w in found:
+        places.setdefault((w.filename, w.lineno), linecache.getline(w.filename, w.lineno).strip())
+    if not places:
+        return []
+    shown = ", ".join(f"{Path(f).name}:{n} `{code[:60]}`" for (f, n), code in list(places.items())[:most])
+    more = f" and {len(places) - most} more" if len(places) > most else ""
+    return [
+        f"{TRACE_NOTE} at {len(places)} place(s) of the model's code as "
+        f"constants ({shown}{more}): right for this input size; a branch on the input's values (if x.mean() > 0) "
+        "would keep the example's path for every input (write it as a tensor op, e.g. torch.where)"
+    ]
 
 
 def _export_dynamo(
@@ -197,7 +226,7 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            _export_torchscript(model, x, f, opset, dynamic, outputs)
+            notes += _export_torchscript(model, x, f, opset, dynamic, outputs)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             err = _unsupported_op_error(exc, opset)
@@ -440,6 +469,15 @@ def _export_onnx(
                 if amp is not None and amp[1] >= AMPLIFYING_NORM
                 else ""
             )
+            frozen = [n for n in notes if n.startswith(TRACE_NOTE)]
+            if frozen and not why:  # a branch on the input's values took another path on other inputs
+                why = "; likely cause: " + frozen[0]
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not "
+                    "written (validate=False skips the check)",
+                    param="validate",
+                    reason=f"{report.summary()}{why}",
+                )
             raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
