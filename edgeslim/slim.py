@@ -227,15 +227,15 @@ def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBund
         return float(settings.lam)
     steps = steps_per_epoch(bundle, config.batch_size)
     ph = phase_steps(settings, config, steps)
-    shrink = default_shrink(settings, config, bundle) if settings.shrink is None else settings.shrink
+    shrink = default_shrink(ph) if settings.shrink is None else settings.shrink
     lrs = planned_lrs(config, steps)[ph["warmup_steps"] : ph["total_steps"] - ph["recovery_steps"]]
     return lambda_for_shrink(shrink, lrs, settings.beta, step_gain(settings, config))
 
 
-def default_shrink(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
-    """The total shrink a run uses when given neither lambda nor shrink (less without phases)."""
-    ph = phase_steps(settings, config, steps_per_epoch(bundle, config.batch_size))
-    return DEFAULT_SHRINK_PHASES if ph["warmup_steps"] or ph["recovery_steps"] else DEFAULT_SHRINK
+def default_shrink(phases: dict[str, int]) -> float:
+    """The total shrink a run uses when given neither lambda nor shrink (less without phases), for
+    its :func:`phase_steps`."""
+    return DEFAULT_SHRINK_PHASES if phases["warmup_steps"] or phases["recovery_steps"] else DEFAULT_SHRINK
 
 
 def _bn_channels(model: nn.Module) -> int:
@@ -317,7 +317,7 @@ def slim_model(
         **settings.to_dict(),
         "lam": lam,
         **(
-            {"default_shrink": default_shrink(settings, config, bundle)}
+            {"default_shrink": default_shrink(phases)}
             if settings.lam is None and settings.shrink is None and settings.budget is None
             else {}
         ),
