@@ -72,11 +72,24 @@ class MissingDependencyError(EdgeslimError):
         return cls(f"{package} is not installed{what}; install it with: {hint}")
 
 
-def require(module: str, extra: str | None = None, why: str = ""):
-    """Import ``module`` or raise a one-line :class:`MissingDependencyError`."""
+#: the extra of pyproject.toml that installs each optional package edgeslim imports
+EXTRAS = {
+    "torch": "train", "torchvision": "train", "fvcore": "train", "onnxscript": "train", "onnxslim": "train",
+    "sklearn": "train", "PIL": "train", "scipy": "train", "onnx": "ort", "onnxruntime": "ort",
+    "matplotlib": "plots", "timm": "timm", "ultralytics": "yolo", "tensorrt": "trt", "jtop": "jetson",
+}  # fmt: skip
+
+
+def extra_of(module: str) -> str:
+    """The extra that installs ``module``'s package (:data:`EXTRAS`; ``train`` for one not listed)."""
+    return EXTRAS.get(module.split(".")[0], "train")
+
+
+def require(module: str, why: str = ""):
+    """Import ``module`` or raise a one-line :class:`MissingDependencyError` naming its extra."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError.for_package(module.split(".")[0], extra, why) from exc
+        raise MissingDependencyError.for_package(module.split(".")[0], extra_of(module), why) from exc

@@ -369,7 +369,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
     """Per-layer table of an ONNX file from ONNX Runtime's profiler (no PyTorch needed)."""
     if not str(path).lower().endswith(".onnx"):
         raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
-    onnx = require("onnx", "ort", "to map profiled ONNX nodes to layers")
+    onnx = require("onnx", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
 
     sess = OrtBackend().open(path, options)
@@ -458,7 +458,7 @@ _TRT_METHOD = (
 
 def _names_graph(path: str, options: dict):
     """The ONNX graph that names the engine's layers: the model itself, or ``options['onnx']``."""
-    onnx = require("onnx", "ort", "to map TensorRT layers to PyTorch modules")
+    onnx = require("onnx", "to map TensorRT layers to PyTorch modules")
     src = options.get("onnx") or (path if str(path).lower().endswith(".onnx") else None)
     if src is None:
         raise EdgeslimError(

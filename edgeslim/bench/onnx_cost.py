@@ -61,7 +61,7 @@ def _numel(dims: list | None) -> int:
 
 def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto)."""
-    onnx = require("onnx", "ort", "to count MACs of an ONNX model")
+    onnx = require("onnx", "to count MACs of an ONNX model")
     from onnx import numpy_helper  # noqa: F401  (import check)
 
     if isinstance(model_or_path, (str, os.PathLike)):

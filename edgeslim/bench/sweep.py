@@ -133,8 +133,8 @@ def sweep_layers(
 ) -> dict[str, dict[str, Any]]:
     """``{module: {"in", "out", "kind", "multiple", "points": [[c_in, c_out, ms, aligned], ...]}}``
     for every conv (plain or depthwise) and linear module of the ONNX file at ``path``."""
-    onnx = require("onnx", "ort", "to build the single-layer models of a sweep")
-    ort = require("onnxruntime", "ort", "to time a sweep")
+    onnx = require("onnx", "to build the single-layer models of a sweep")
+    ort = require("onnxruntime", "to time a sweep")
     from edgeslim.bench.layers import onnx_conv_modules
 
     model = onnx.load(str(path), load_external_data=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, Notice, Step, first_line
+from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, extra_of, first_line
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -33,19 +33,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-#: the extra of pyproject.toml that installs each optional package the commands import
-EXTRAS = {
-    "torch": "train", "torchvision": "train", "fvcore": "train", "onnxscript": "train", "onnxslim": "train",
-    "sklearn": "train", "PIL": "train", "onnx": "ort", "onnxruntime": "ort", "matplotlib": "plots",
-    "timm": "timm", "ultralytics": "yolo", "tensorrt": "trt", "jtop": "jetson",
-}  # fmt: skip
-
-
 def _missing_line(command: str | None, module: str) -> str:
     """One line for a command that needs a package this install lacks (a device install has no torch)."""
     top = module.split(".")[0]
     who = f"'edgeslim {command}'" if command else "this command"
-    extra = EXTRAS.get(top, "train")
+    extra = extra_of(top)
     return f"{who} needs {top}, which is not installed; install it with: pip install 'edgeslim[{extra}]'"
 
 

@@ -111,7 +111,7 @@ def _cifar(req: LoadRequest) -> DataBundle:
     if found is None and req.download:
         from edgeslim.errors import require
 
-        tvd = require("torchvision.datasets", "train", f"to download {req.name}")
+        tvd = require("torchvision.datasets", f"to download {req.name}")
         try:
             getattr(tvd, info["tv"])(str(req.cache_dir), train=True, download=True)
         except (OSError, RuntimeError) as exc:
@@ -156,7 +156,7 @@ def _svhn(req: LoadRequest) -> DataBundle:
     if not all(p.is_file() for p in files.values()) and req.download:
         from edgeslim.errors import require
 
-        tvd = require("torchvision.datasets", "train", "to download SVHN")
+        tvd = require("torchvision.datasets", "to download SVHN")
         try:
             for s in ("train", "test"):
                 tvd.SVHN(str(root), split=s, download=True)
@@ -170,7 +170,7 @@ def _svhn(req: LoadRequest) -> DataBundle:
         )
     from edgeslim.errors import require
 
-    sio = require("scipy.io", "train", "to read SVHN .mat files")
+    sio = require("scipy.io", "to read SVHN .mat files")
     arrays: dict[str, np.ndarray] = {}
     for s, p in files.items():
         try:

@@ -288,7 +288,7 @@ def _fashion_mnist(req: LoadRequest) -> DataBundle:
 def _download_fmnist(root: Path) -> Path | None:
     from edgeslim.errors import require
 
-    tvd = require("torchvision.datasets", "train", "to download Fashion-MNIST")
+    tvd = require("torchvision.datasets", "to download Fashion-MNIST")
     try:
         tvd.FashionMNIST(str(root), train=True, download=True)
         tvd.FashionMNIST(str(root), train=False, download=True)
@@ -308,7 +308,7 @@ def _download_fmnist(root: Path) -> Path | None:
 def _digits(req: LoadRequest) -> DataBundle:
     from edgeslim.errors import require
 
-    sk = require("sklearn.datasets", "train", "for the digits data set")
+    sk = require("sklearn.datasets", "for the digits data set")
     d = sk.load_digits()
     x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
     y = d.target.astype(np.int64)

@@ -396,7 +396,7 @@ def _export_onnx(
     import onnx
     import torch
 
-    require("onnx", "ort", "to export ONNX")
+    require("onnx", "to export ONNX")
     if isinstance(inputs, torch.Tensor):
         inputs = InputBatch(inputs.detach().float().cpu(), None, f"{len(inputs)} inputs given", False)
     out = check_output_path(path, force, "path")

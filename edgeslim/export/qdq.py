@@ -123,7 +123,7 @@ def quantize_qdq(
     """Write a Q/DQ INT8 ONNX of ``style`` (:data:`STYLES`) calibrated on ``calib`` (ranges by
     ``method``: entropy for TensorRT, MinMax for ONNX Runtime by default) and compare it with
     FP32 on ``check`` (held-out images; defaults to ``calib``) in ONNX Runtime."""
-    q = require("onnxruntime.quantization", "ort", "for INT8 Q/DQ quantization")
+    q = require("onnxruntime.quantization", "for INT8 Q/DQ quantization")
     import onnx
 
     from edgeslim.export.validate import ort_session, run_ort

@@ -247,7 +247,7 @@ def random_inputs(
 
 def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads: int = 1):
     """An ONNX Runtime session on the CPU provider (1 intra-op thread unless told)."""
-    ort = require("onnxruntime", "ort", "to check the exported model")
+    ort = require("onnxruntime", "to check the exported model")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3

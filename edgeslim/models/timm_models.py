@@ -25,7 +25,7 @@ def list_timm_models() -> list[str]:
 
 def build_timm_model(name: str, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """timm model ``name`` with random weights, ``num_classes`` outputs and ``in_channels`` inputs."""
-    timm = require("timm", "timm", "for timm: models")
+    timm = require("timm", "for timm: models")
     if not timm.is_model(name):
         import difflib
 

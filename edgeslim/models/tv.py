@@ -31,7 +31,7 @@ def list_tv_models() -> list[str]:
 
 def list_tv_classifiers() -> list[str]:
     """Names of torchvision's classification models."""
-    tvm = require("torchvision.models", "train", "for tv: models")
+    tvm = require("torchvision.models", "for tv: models")
     import torchvision
 
     return list(tvm.list_models(module=torchvision.models))
@@ -71,7 +71,7 @@ def adapt_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
 
 def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """torchvision model ``name`` with random weights, ``num_classes`` outputs and ``in_channels`` inputs."""
-    tvm = require("torchvision.models", "train", "for tv: models")
+    tvm = require("torchvision.models", "for tv: models")
     names = list_tv_models()
     if name not in names:
         import difflib

@@ -75,7 +75,7 @@ def _import_quietly(module: str, why: str) -> Any:
     if unset:
         os.environ["YOLO_AUTOINSTALL"] = "false"
     try:
-        return require(module, "yolo", why)
+        return require(module, why)
     finally:
         Image.open = pil_open
         if unset:

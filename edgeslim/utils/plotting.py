@@ -22,7 +22,7 @@ DPI = 110
 
 def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
     """A figure and its axes (as ``plt.subplots`` returns them) that belong to no pyplot state."""
-    mpl_figure = require("matplotlib.figure", "plots", "for PNG plots")
+    mpl_figure = require("matplotlib.figure", "for PNG plots")
     fig = mpl_figure.Figure(figsize=kwargs.pop("figsize", None))
     return fig, fig.subplots(nrows, ncols, **kwargs)
 

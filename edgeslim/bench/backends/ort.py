@@ -148,7 +148,7 @@ class OrtBackend(Backend):
     name = "onnxruntime"
 
     def open(self, path: str, options: dict) -> OrtSession:
-        ort = require("onnxruntime", "ort", "for the onnxruntime backend")
+        ort = require("onnxruntime", "for the onnxruntime backend")
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
 

@@ -84,7 +84,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def open(self, path: str, options: dict) -> TorchSession:
-        torch = require("torch", "train", "for the torch backend")
+        torch = require("torch", "for the torch backend")
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
         from edgeslim.checkpoint import load_model
