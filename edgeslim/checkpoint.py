@@ -158,6 +158,15 @@ def loads_code(spec: ModelSpec) -> bool:
     return runs_code(spec.arch) or is_code_reference(spec.arch)
 
 
+def rebuild_facts(spec: ModelSpec) -> dict[str, Any]:
+    """What loading a checkpoint of ``spec`` takes: ``loads_code`` (:func:`loads_code`) and
+    ``rebuilds_from``, the user's file (or pickle) its architecture is rebuilt from, where it is."""
+    from edgeslim.models.registry import source_file
+
+    source = source_file(spec.arch)
+    return {"loads_code": loads_code(spec), "rebuilds_from": str(source) if source else None}
+
+
 def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -> nn.Module:
     """Rebuild the architecture (dense spec + surgery recipe) and load the weights.
 

@@ -42,7 +42,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import loads_code, save_model
+    from edgeslim.checkpoint import rebuild_facts, save_model
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
@@ -80,12 +80,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
                                                             "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
-    rep["loads_code"] = loads_code(loaded.spec)  # the slim checkpoint needs trust_pickle to load
+    rep.update(rebuild_facts(loaded.spec))  # the slim checkpoint's trust_pickle and the file it rebuilds from
     rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
-    from edgeslim.models.registry import source_file
-
-    source = source_file(loaded.spec.arch)  # ... and this file where it is, to rebuild its architecture
-    rep["rebuilds_from"] = str(source) if source else None
     if plot is not None:
         from edgeslim.surgery.plot import plot_channels
 

@@ -300,12 +300,9 @@ def _run(
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
-    from edgeslim.checkpoint import loads_code
-    from edgeslim.models.registry import source_file
+    from edgeslim.checkpoint import rebuild_facts
 
-    res.report["loads_code"] = loads_code(spec)  # its checkpoints need trust_pickle to load
-    source = source_file(spec.arch)  # (a pickle, a user's file: its checkpoints rebuild from it, there)
-    res.report["rebuilds_from"] = str(source) if source else None
+    res.report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
     if latency is not None and latency["is_budget"]:
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
