@@ -178,8 +178,8 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str) -> None:
     """A latency budget prices the network ``bench --predict`` prices from the exported ONNX --
     pools, squeeze-excitation gates, a pre-activation BN-ReLU, concats, residual reads, by the one
     fusion rule -- dense and slim, at batch 1 and 32 (a trial's resnet20 at batch 32 was 0.99 ms
-    by the budget and 1.70 ms by bench before). The profile's channel padding is turned off here:
-    the budget applies it, the ONNX counter does not."""
+    by the budget and 1.70 ms by bench before) -- at the exported widths and padded to the
+    profile's INT8 multiple (32), as both price them on the device."""
     from edgeslim.channels.cost import predict_latency, scale_bytes
     from edgeslim.channels.devices import load_profile
     from edgeslim.sparsity.resource import zero_channels
@@ -188,18 +188,22 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str) -> None:
     torch.manual_seed(0)
     model = _Mixed() if arch == "mixed" else create_model(arch)
     x = torch.randn(1, 8, 16, 16) if arch == "mixed" else torch.randn(1, 3, 32, 32)
-    prof = load_profile("jetson-orin-nano-8gb").model_copy(update={"alignment": {}})
-    for batch in (1, 32):
-        r = build_resource(model, x, "latency", profile=prof, precision="fp16", batch=batch)
+    shipped = load_profile("jetson-orin-nano-8gb")
+    flat = shipped.model_copy(update={"alignment": {}})
+    for batch, prof in ((1, flat), (32, flat), (32, shipped)):
+        r = build_resource(model, x, "latency", profile=prof, precision="int8", batch=batch)
         mask = r.uniform_mask(0.5)
         work = copy.deepcopy(model)
         zero_channels(work, mask == 0)
         slim = prune_with_report(work.eval(), x).model
         for net, k in ((model, r.dense_k), (slim, r.counts(mask))):
-            onnx_layers = scale_bytes(onnx_cost(_onnx(net, x)).layers, "fp16")
-            want = predict_latency(onnx_layers, prof, "fp16", batch=batch).total_s
-            assert r.value(k) == pytest.approx(want, rel=0.01), (batch, net is slim)
+            cost = onnx_cost(_onnx(net, x), multiple=prof.channel_multiple("int8"))
+            onnx_layers = scale_bytes(cost.layers, "int8")
+            want = predict_latency(onnx_layers, prof, "int8", batch=batch).total_s
+            assert r.value(k) == pytest.approx(want, rel=0.01), (batch, prof.alignment, net is slim)
             assert len(r.layer_costs(k)) == len(onnx_layers)
+        if prof.alignment:  # (padded, one channel less often costs the same: the marginal is the slope)
+            continue
         k = r.dense_k
         marg = r.marginal(k)  # the controller's price of a channel: the kernels' bytes included
         for gi in torch.nonzero(k > 1).flatten()[:6].tolist():

@@ -59,8 +59,16 @@ def _numel(dims: list | None) -> int:
     return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in dims)
 
 
-def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
-    """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto)."""
+def _padded(c: object, multiple: int) -> object:
+    return -(-c // multiple) * multiple if multiple > 1 and isinstance(c, int) and c > 0 else c
+
+
+def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
+    """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto).
+
+    ``multiple`` > 1: the layers' MACs and bytes at channel counts padded to that multiple, as a
+    device whose kernels compute whole blocks of channels runs them (a profile's alignment; the
+    budget prices the same way); ``params`` and ``weight_bytes`` stay the file's own."""
     onnx = require("onnx", "to count MACs of an ONNX model")
     from onnx import numpy_helper  # noqa: F401  (import check)
 
@@ -116,7 +124,10 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
     )
 
     def act_bytes(name: str) -> int:
-        return _numel(shapes.get(name)) * itemsize.get(name, 4)
+        dims = shapes.get(name)
+        if multiple > 1 and dims and len(dims) >= 2:  # (N, C, ...): C padded
+            dims = [dims[0], _padded(dims[1], multiple), *dims[2:]]
+        return _numel(dims) * itemsize.get(name, 4)
 
     onnx_nodes = [n for n in g.node if n.op_type not in _QDQ]
     nodes = [
@@ -133,7 +144,7 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
         op = node.op_type
         inputs = [resolve(i) for i in node.input]
         out = node.output[0] if node.output else ""
-        macs = 0
+        macs, pad_w = 0, 1.0  # pad_w: the layer's own weights at padded counts over the file's
         if op in ("Conv", "ConvTranspose"):
             wdims = list(inits[inputs[1]].dims) if inputs[1] in inits else (shapes.get(inputs[1]) or [])
             if len(wdims) >= 3:
@@ -142,17 +153,29 @@ def onnx_cost(model_or_path, fuse: bool = True) -> ModelCost:
                 # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
                 # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
                 dims = shapes.get(out if op == "Conv" else nodes[kernel.nodes[0]].inputs[0])
+                a, b = wdims[0], wdims[1] * group  # (Conv: out, in; ConvTranspose: in, out)
+                pa, pb, pg = _padded(a, multiple), _padded(b, multiple), group
+                if (
+                    group > 1 and wdims[1] == 1 and multiple > 1
+                ):  # depthwise: the groups pad with the channels
+                    pg = pb
+                pad_w = (pa * pb / pg) / (a * b / group) if a and b else 1.0
                 if dims:  # the batch (dynamic: 1) and spatial dims
                     pos = _numel(dims[:1] + dims[2:])
-                    macs = layer_macs("conv", wdims[1] * group, wdims[0], k, group, pos)
+                    macs = layer_macs("conv", pb, pa, k, pg, pos)
         elif op in ("Gemm", "MatMul"):
             a = shapes.get(inputs[0]) or []
             trans_a = bool(attr(node, "transA", 0))
             kdim = (a[-2] if trans_a else a[-1]) if a else 0
             out_dims = shapes.get(out) or []
             if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
-                macs = layer_macs("linear", kdim, out_dims[-1], spatial=_numel(out_dims[:-1]))
-        w = sum(init_bytes.get(resolve(i), 0) for j in kernel.nodes for i in onnx_nodes[j].input)
+                pk, po = _padded(kdim, multiple), _padded(out_dims[-1], multiple)
+                pad_w = pk * po / (kdim * out_dims[-1]) if kdim and out_dims[-1] else 1.0
+                macs = layer_macs("linear", pk, po, spatial=_numel(out_dims[:-1]))
+        own = sum(init_bytes.get(resolve(i), 0) for i in node.input)
+        w = own * pad_w + sum(
+            init_bytes.get(resolve(i), 0) for j in kernel.nodes[1:] for i in onnx_nodes[j].input
+        )
         total = w + sum(act_bytes(v) for v in kernel.reads) + act_bytes(kernel.write)
         cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
     return cost

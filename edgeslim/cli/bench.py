@@ -78,6 +78,12 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
                 [[int(b), p["total_s"] * 1e3, int(b) / p["total_s"]] for b, p in per_batch.items()],
             )
         )
+    pads = {m for m in (result.get("channel_multiple") or {}).values() if m > 1}
+    if pads:
+        out.print(
+            f"channel counts priced padded to multiples of {', '.join(map(str, sorted(pads)))} (the profile's "
+            "alignment at this precision: its kernels compute whole blocks of channels, as the budget prices them)"
+        )
     if result.get("speedup"):
         out.print(
             "PREDICTION speedup baseline / slim: "
