@@ -327,8 +327,8 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetController(sl, res16, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
     assert (
         str(info.value).endswith(
-            f"give a target of at least {res16.minimum / res.dense:.1%} of dense ({res.minimum / res.dense:.1%} at "
-            "any channel multiple)"
+            f"give a target of at least {res16.describe(res16.minimum)} ({res16.minimum / res.dense:.1%} of dense); "
+            f"without the channel multiple, one channel per group would cost {res.minimum / res.dense:.1%}"
         )
         and info.value.params == ()
     )  # the CLI appends no "(see --round-to)"

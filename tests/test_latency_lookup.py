@@ -193,14 +193,16 @@ def test_verify_latency_needs_a_latency_target(tmp_path, fmnist_dir: str, capsys
 
 
 @pytest.mark.slow
-def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str) -> None:
+def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str, capsys) -> None:
     """On this host: the lookup is measured before training, the slim and dense networks after it,
-    and the report holds target, predicted and measured latency side by side."""
+    and the report holds target, predicted and measured latency side by side. Without a profile
+    the run says the target is this host's (a trial's Jetson user forgot it and was not told)."""
     out = tmp_path / "run"
     rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "640",
                "--test-subset", "128", "--epochs", "2", "--threads", "1", "--target-latency", "0.5",
                "--out", str(out), "--json"])  # fmt: skip
     assert rc == 0
+    assert "no profile given: the latency is measured on this host (host-cpu" in capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     lat = rep["latency"]
     assert lat["measured"] and lat["measured_ms"] > 0 and lat["measured_dense_ms"] > lat["measured_ms"]
@@ -267,6 +269,21 @@ def test_a_table_from_another_machine_is_not_measured_here(vgg_table) -> None:
     assert not measured_here(None, {**tab, "env": {**tab["env"], "host": "jetson-orin-01"}})
     assert measured_here(load_profile("host-cpu"), None)
     assert not measured_here(load_profile("jetson-orin-nano-8gb"), None)
+
+
+def test_a_device_latency_target_prints_slim_dense_and_target_per_batch(
+    tmp_path, fmnist_dir: str, capsys
+) -> None:
+    """A Jetson target is predicted, not measured: the terminal gives the slim and dense predictions
+    per batch and the target in ms (a trial saw only the slim figure, with no batch or dense)."""
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "128",
+               "--test-subset", "64", "--epochs", "1", "--threads", "1", "--target-latency", "0.13ms",
+               "--profile", "jetson-orin-nano-8gb", "--latency-batch", "2", "--out", str(tmp_path / "o")])  # fmt: skip
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    line = next(x for x in text.out.splitlines() if x.startswith("latency predicted"))
+    assert "per batch of 2:" in line and "ms dense (target 0.13 ms;" in line and "every kernel" in line
+    assert "no profile given" not in text.err
 
 
 def test_verify_latency_for_another_device_is_refused_before_training(

@@ -303,8 +303,15 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 if (report.get("budget") or {}).get("settings", {}).get("latency_table")
                 else "a roofline of every kernel, as bench --predict prices the ONNX; uncalibrated"
             )
+            target = (
+                f"target {lat['target_ms']:.4g} ms"
+                if lat.get("target_ms") is not None
+                else f"target {100 * lat['target_fraction_of_dense']:.3g}% of dense"
+            )
             out.print(
-                f"latency predicted {lat['predicted_ms']:.4g} ms ({how}); measure it on the device: {lat['command']}"
+                f"latency predicted per batch of {lat['batch']}: {lat['predicted_ms']:.4g} ms slim, "
+                f"{lat['predicted_dense_ms']:.4g} ms dense ({target}; {how}); measure it on the device: "
+                f"{lat['command']}"
             )
     if report.get("head"):
         h = report["head"]

@@ -287,6 +287,15 @@ def _run(
     if (
         latency is not None
         and not req.resume
+        and req.profile is None
+        and not settings.budget.get("latency_table")
+    ):
+        say(Notice(f"no profile given: the latency is measured on this host ({latency['profile'].name}, ONNX "
+                   "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
+                   "jetson-orin-nano-8gb)", "profile"))  # fmt: skip
+    if (
+        latency is not None
+        and not req.resume
         and latency["here"]
         and not settings.budget.get("latency_table")
     ):

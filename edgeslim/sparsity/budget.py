@@ -245,8 +245,12 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
         fix = (
             "give a larger target, or a smaller round_to"
             if finer_helps
-            else f"give a target of at least {resource.minimum / resource.dense:.1%} of dense"
-            + (f" ({finest / resource.dense:.1%} at any channel multiple)" if resource.round_to > 1 else "")
+            else f"give a target of at least {d(resource.minimum)} ({resource.minimum / resource.dense:.1%} of dense)"
+            + (
+                f"; without the channel multiple, one channel per group would cost {finest / resource.dense:.1%}"
+                if resource.round_to > 1
+                else ""
+            )
         )
         raise BudgetUnreachable(
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
