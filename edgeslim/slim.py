@@ -466,13 +466,25 @@ def collapse_check(
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
     epochs = report.get("train", {}).get("epochs")
     collapsed = False
-    if at_chance and zero_frac < 0.5 and not restored:
-        hist = report.get("history") or [{}]
+    hist = report.get("history") or [{}]
+    # near chance in every epoch, from a first one with few zeros: the network never learned, whatever
+    # the prox did later (a trial's run was blamed on its budget at 25% accuracy from epoch 1)
+    never = (
+        "test_acc" in hist[0]
+        and all(float(h.get("test_acc", 1.0)) < threshold for h in hist)
+        and float(hist[0].get("xi_zero_frac", 1.0)) < 0.5
+    )
+    if at_chance and not restored and (zero_frac < 0.5 or never):
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
+        zeros = (
+            f"only {zero_frac:.0%} of channels zero (mean |gamma| {gmean:.3g})"
+            if zero_frac < 0.5
+            else f"every epoch near chance, from the first with {float(hist[0]['xi_zero_frac']):.0%} of channels "
+            f"zero ({zero_frac:.0%} at the end)"
+        )
         msg = (
             f"the slim network is near chance accuracy ({acc:.1%}; chance {chance:.1%}, below {threshold:.1%} "
-            f"counts as near) with only {zero_frac:.0%} of channels zero "
-            f"(mean |gamma| {gmean:.3g}): training did not learn in {epochs} epoch(s); train longer or check "
+            f"counts as near) with {zeros}: training did not learn in {epochs} epoch(s); train longer or check "
             "the learning rate before reading its channel counts"
         )
     elif at_chance:

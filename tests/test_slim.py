@@ -259,3 +259,29 @@ def test_a_run_that_zeroes_nothing_says_so_and_records_its_default_shrink(digits
         slim_model(create_model(spec), spec, digits, cfg, SlimSettings(), tmp_path / "default")
     rep = json.loads((tmp_path / "default" / "report.json").read_text())
     assert rep["slimming"]["default_shrink"] == 0.7 and rep["slimming"]["shrink"] is None
+
+
+def test_a_network_that_never_learned_is_not_called_a_collapse() -> None:
+    """Near chance in every epoch from a first one with few zeros: training did not learn (a
+    warning), even when the budget later zeroed most channels (a trial's run failed as 'slimming
+    collapsed' at 25% of 4 classes from epoch 1); a run that learned and then fell is a collapse."""
+    from edgeslim.slim import collapse_check
+
+    labels = torch.arange(120) % 4
+
+    def report(accs: list[float], zero_fracs: list[float]) -> dict:
+        hist = [{"test_acc": a, "xi_zero_frac": z, "gamma_mean": 0.1} for a, z in zip(accs, zero_fracs)]
+        return {"accuracy": {"trained": accs[-1], "slim": accs[-1]}, "slimming": {"lam": 4.0},
+                "finalize": {"zeroed": round(100 * zero_fracs[-1]), "total": 100}, "history": hist,
+                "train": {"epochs": len(accs)}}  # fmt: skip
+
+    never = collapse_check(report([0.25, 0.267], [0.05, 0.67]), [], 4, budget=True, test_labels=labels)
+    assert not never["collapsed"] and "training did not learn in 2 epoch(s)" in never["message"]
+    assert (
+        "every epoch near chance, from the first with 5% of channels zero (67% at the end)"
+        in never["message"]
+    )
+    fell = collapse_check(report([0.6, 0.25], [0.05, 0.67]), [], 4, budget=True, test_labels=labels)
+    assert fell["collapsed"] and fell["message"].startswith("slimming collapsed the network")
+    early = collapse_check(report([0.25, 0.25], [0.7, 0.9]), [], 4, budget=True, test_labels=labels)
+    assert early["collapsed"]  # most channels zero from the first epoch: the prox, not the schedule
