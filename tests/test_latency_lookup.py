@@ -284,6 +284,15 @@ def test_a_device_latency_target_prints_slim_dense_and_target_per_batch(
     line = next(x for x in text.out.splitlines() if x.startswith("latency predicted"))
     assert "per batch of 2:" in line and "ms dense (target 0.13 ms;" in line and "every kernel" in line
     assert "no profile given" not in text.err
+    # the last epoch's accuracy and the final one differ: the terminal says what came between
+    from edgeslim.cli.slim import _print
+
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    rep["accuracy"]["before_finalize"] = rep["accuracy"]["trained"] - 0.07
+    _print(rep, as_json=False)
+    shown = " ".join(capsys.readouterr().out.split())  # (the table title wraps at the test's width)
+    assert "at the last epoch" in shown and "after the budget's final projection" in shown
+    assert "lambda set by the budget controller (at the end:" in shown
 
 
 def test_verify_latency_for_another_device_is_refused_before_training(

@@ -267,6 +267,16 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
         out.print(table(title, ["", "trained (full width)", "slim", "change"], rows))
+        last_epoch = acc.get("before_finalize")
+        if last_epoch is not None and abs(acc["trained"] - last_epoch) >= 0.005:  # (a trial asked why)
+            recal = (report.get("budget") or {}).get("bn_recalibrated_on_images")
+            steps = ["the budget's final projection"] if "budget" in report else []
+            steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
+            steps += ["finalize (gamma := xi: the prox's exact zeros)"]
+            out.print(
+                f"test accuracy {_pct(last_epoch)} at the last epoch, {_pct(acc['trained'])} after "
+                + ", ".join(steps)
+            )
         layer_rows = [
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
         ]
@@ -351,7 +361,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
 def _lambda_text(lam: float, budget_lambda: float | None) -> str:
     """The run's lambda for a table title: under a budget, the controller's last one."""
     if budget_lambda is not None:
-        return f"lambda set by the budget (last {budget_lambda:.3g})"
+        return f"lambda set by the budget controller (at the end: {budget_lambda:.3g})"
     return f"lambda {lam:.3g}"
 
 
