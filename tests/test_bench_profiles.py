@@ -150,3 +150,37 @@ def test_an_int8_qdq_model_is_predicted_at_int8_as_its_fp32_graph(tmp_path):
     assert orin["slim"]["1"]["total_ms"] < orin["baseline"]["1"]["total_ms"]
     add_predictions(record, load_profile("snapdragon-8-gen3"))
     assert set(record["prediction"]["models"]) == {"baseline"} and "slim" in record["prediction"]["skipped"]
+
+
+def test_predictions_price_channels_padded_to_the_profile_multiple(tmp_path):
+    """A 12-channel layer runs as 16 on a device whose kernels compute blocks of 8: bench --predict
+    and a bench record's prediction price it so, as the budget does (they priced 12 before, and
+    disagreed with the budget that slimmed the model); a record whose ONNX file is gone keeps the
+    exported widths, and says so."""
+    from bench_helpers import export_vgg
+
+    from edgeslim.bench.compare import model_facts
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.bench.report import add_predictions
+    from edgeslim.pipelines.bench import BenchRequest, predict
+
+    odd = export_vgg([12, "M", 20], tmp_path / "odd.onnx")
+    flat, padded = onnx_cost(odd), onnx_cost(odd, multiple=8)
+    assert padded.macs > flat.macs and padded.bytes > flat.bytes and padded.params == flat.params
+    assert onnx_cost(odd, multiple=1).macs == flat.macs
+    prof = load_profile("jetson-orin-nano-8gb")
+    want = predict_latency(scale_bytes(padded.layers, "fp16"), prof, "fp16").total_s * 1e3
+    res = predict(BenchRequest(model=str(odd), predict=True, profile=prof.name))
+    assert res["channel_multiple"] == {"model": 8}
+    assert res["models"]["model"]["1"]["total_s"] * 1e3 == pytest.approx(want)
+    record = {"models": {"slim": model_facts(str(odd))}, "batches": [1], "env": {}, "backend": "onnxruntime"}
+    add_predictions(record, prof)
+    assert record["prediction"]["models"]["slim"]["1"]["total_ms"] == pytest.approx(want)
+    assert record["prediction"]["channel_multiple"] == {"slim": 8}
+    odd.unlink()
+    add_predictions(record, prof)
+    unpadded = predict_latency(scale_bytes(flat.layers, "fp16"), prof, "fp16").total_s * 1e3
+    assert (
+        record["prediction"]["models"]["slim"]["1"]["total_ms"] == pytest.approx(unpadded) and unpadded < want
+    )
+    assert record["prediction"]["channel_multiple"] == {"slim": 1}

@@ -99,7 +99,11 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)
             continue
-        layers = scale_bytes(layers, precision)  # ONNX costs are counted at fp32
+        multiple = profile.channel_multiple(precision)
+        padded = _padded_layers(record, label, multiple)  # as bench --predict and the budget price them
+        if multiple > 1:
+            out.setdefault("channel_multiple", {})[label] = multiple if padded is not None else 1
+        layers = scale_bytes(padded if padded is not None else layers, precision)  # (counted at fp32)
         out["models"][label] = {}
         for b in record["batches"]:
             p = predict_latency(layers, profile, precision, batch=b, efficiency=efficiency)
@@ -109,6 +113,20 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
                 out["models"][label][str(b)]["measured_p50_ms"] = meas["p50_ms"]
                 out["models"][label][str(b)]["error"] = p.total_s * 1e3 / meas["p50_ms"] - 1
     record["prediction"] = out
+
+
+def _padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
+    """The model's costs at channel counts padded to ``multiple``, from its ONNX file where it still
+    is and onnx is installed (None: the run's stored costs, at the exported widths, are what is left)."""
+    path = record["models"][label].get("path")
+    if multiple <= 1 or not path or not Path(path).is_file():
+        return None
+    try:
+        from edgeslim.bench.onnx_cost import onnx_cost
+
+        return onnx_cost(path, multiple=multiple).layers
+    except EdgeslimError:  # (MissingDependencyError included: a device install without onnx)
+        return None
 
 
 def latency_rows(record: dict) -> list[list]:
@@ -358,7 +376,9 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             "boxes: all samples, p25-p75, whiskers p1-p99",
             fontsize=8,
         )
-    fig.suptitle(f"measured latency, {record['backend']}")
+    env = record.get("env") or {}
+    where = env.get("device_model") or env.get("cpu_model") or env.get("machine") or "this host"
+    fig.suptitle(f"measured latency, {record['backend']} on {str(where)[:60]}")  # (not the profile's device)
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}

@@ -41,10 +41,28 @@ def _print_record(record: dict, as_json: bool) -> None:
         )
         if pr.get("not_compared"):
             err.print(f"note: {pr['not_compared']}", soft_wrap=True)
+        _print_padding(pr.get("channel_multiple") or {})
         for label, why in (pr.get("skipped") or {}).items():
             err.print(f"note: {label} not predicted: {why}", soft_wrap=True)
     for w in report.warnings(record):
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _print_padding(multiples: dict[str, int]) -> None:
+    """Say at which channel multiple a prediction priced each model (1: at its exported widths, its ONNX
+    file not at hand)."""
+    from edgeslim.utils.console import err
+
+    pads = {m for m in multiples.values() if m > 1}
+    if pads:
+        err.print(
+            f"note: channel counts priced padded to multiples of {', '.join(map(str, sorted(pads)))} (the profile's "
+            "alignment at this precision: its kernels compute whole blocks of channels, as the budget prices them)",
+            soft_wrap=True,
+        )
+    unpadded = sorted(label for label, m in multiples.items() if m == 1)
+    if unpadded:
+        err.print(f"note: {', '.join(unpadded)} priced at the exported widths (its ONNX file is not here)")
 
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
@@ -78,12 +96,7 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
                 [[int(b), p["total_s"] * 1e3, int(b) / p["total_s"]] for b, p in per_batch.items()],
             )
         )
-    pads = {m for m in (result.get("channel_multiple") or {}).values() if m > 1}
-    if pads:
-        out.print(
-            f"channel counts priced padded to multiples of {', '.join(map(str, sorted(pads)))} (the profile's "
-            "alignment at this precision: its kernels compute whole blocks of channels, as the budget prices them)"
-        )
+    _print_padding(result.get("channel_multiple") or {})
     if result.get("speedup"):
         out.print(
             "PREDICTION speedup baseline / slim: "

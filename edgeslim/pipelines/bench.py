@@ -287,8 +287,8 @@ def predict(req: BenchRequest) -> dict:
             raise EdgeslimError(f"{path}: {exc}", param=exc.params) from exc
         result["precision"][label] = precision
         multiple = profile.channel_multiple(precision)  # the device's kernels run whole blocks of channels
-        result.setdefault("channel_multiple", {})[label] = multiple
         if multiple > 1:
+            result.setdefault("channel_multiple", {})[label] = multiple
             cost = onnx_cost(path, multiple=multiple)
         layers = scale_bytes(cost.layers, precision)  # costed as the FP32 graph
         result["models"][label] = {
