@@ -202,7 +202,7 @@ def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str, capsys) 
                "--test-subset", "128", "--epochs", "2", "--threads", "1", "--target-latency", "0.5",
                "--out", str(out), "--json"])  # fmt: skip
     assert rc == 0
-    assert "no profile given: the latency is measured on this host (host-cpu" in capsys.readouterr().err
+    assert "no --profile given: the latency was measured on this host (host-cpu" in capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     lat = rep["latency"]
     assert lat["measured"] and lat["measured_ms"] > 0 and lat["measured_dense_ms"] > lat["measured_ms"]
@@ -283,7 +283,7 @@ def test_a_device_latency_target_prints_slim_dense_and_target_per_batch(
     assert rc == 0, text.err
     line = next(x for x in text.out.splitlines() if x.startswith("latency predicted"))
     assert "per batch of 2:" in line and "ms dense (target 0.13 ms;" in line and "every kernel" in line
-    assert "no profile given" not in text.err
+    assert "no --profile given" not in text.err
     # the last epoch's accuracy and the final one differ: the terminal says what came between
     from edgeslim.cli.slim import _print
 

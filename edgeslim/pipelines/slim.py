@@ -284,15 +284,12 @@ def _run(
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
                 _reachable_alignment(model, spec, settings, meta["alignment"])
     latency = _latency_target(settings.budget)  # a latency budget, or a budget priced in latency
-    if (
+    host_default = (
         latency is not None
         and not req.resume
         and req.profile is None
         and not settings.budget.get("latency_table")
-    ):
-        say(Notice(f"no profile given: the latency is measured on this host ({latency['profile'].name}, ONNX "
-                   "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
-                   "jetson-orin-nano-8gb)", "profile"))  # fmt: skip
+    )
     if (
         latency is not None
         and not req.resume
@@ -309,6 +306,10 @@ def _run(
             on_collapse(out_dir)
         raise
     res.report["out_dir"] = str(out_dir)
+    if host_default:  # (said once the run stands: bad input gets its one line alone)
+        say(Notice(f"no profile given: the latency was measured on this host ({latency['profile'].name}, ONNX "
+                   "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
+                   "jetson-orin-nano-8gb)", "profile"))  # fmt: skip
     from edgeslim.checkpoint import rebuild_facts
 
     res.report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
