@@ -335,3 +335,43 @@ def test_surgery_before_finalize_removes_nothing_and_says_so(caplog: pytest.LogC
     with caplog.at_level("WARNING", logger="edgeslim.surgery.prune"):
         assert prune_with_report(model.eval(), x).report["removed_channels"] >= 3
     assert not caplog.records
+
+
+def test_wrapped_optimizer_copies_scales_and_reloads_like_a_torch_optimizer() -> None:
+    """(A review of the subclass:) a deepcopy with an LR scheduler attached steps the copy, not the
+    original; GradScaler with a fused optimizer inside gives the plain run's weights (it handed the
+    scale to the wrapper, which the fused kernel never read: weights off by up to 141); a
+    load_state_dict on the optimizer inside keeps the wrapper's groups the same objects."""
+    torch.manual_seed(0)
+    model = toy()
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), ProximalSlimming(model, lam=0.5))
+    torch.optim.lr_scheduler.StepLR(opt, 1)
+    both = copy.deepcopy({"m": model, "opt": opt})
+    before = [p.detach().clone() for p in model.parameters()]
+    sgd_step(both["m"], both["opt"])
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the original did not move
+    assert any(not torch.equal(a, p) for a, p in zip(before, both["m"].parameters()))
+    assert both["opt"].param_groups is both["opt"].optimizer.param_groups
+
+    def scaled_run(wrapped: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        m = toy()
+        s = ProximalSlimming(m, lam=0.5)
+        inner = torch.optim.SGD(m.parameters(), lr=0.05, fused=True)
+        o = wrap(inner, s) if wrapped else inner
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for _ in range(3):
+            x, y = batch()
+            o.zero_grad()
+            scaler.scale(nn.functional.cross_entropy(m(x), y)).backward()
+            scaler.step(o)
+            scaler.update()
+            if not wrapped:
+                s.step(inner)
+        return [p.detach().clone() for p in m.parameters()]
+
+    for a, b in zip(scaled_run(True), scaled_run(False)):
+        assert torch.equal(a, b)
+    state = opt.optimizer.state_dict()
+    opt.optimizer.load_state_dict(state)  # (torch replaces the groups list)
+    assert opt.param_groups is opt.optimizer.param_groups and opt.state is opt.optimizer.state

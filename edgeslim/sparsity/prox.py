@@ -877,27 +877,50 @@ def check_importance(importance: str, penalty: str = "l1") -> str:
 
 
 # ----------------------------------------------------------------------------- optimizer wrapper
+def _shared(name: str) -> property:
+    """``ProxOptimizer.<name>``: the wrapped optimizer's attribute (set aside while the base class's
+    ``__init__`` runs, before there is one)."""
+
+    def get(self: ProxOptimizer) -> Any:
+        inner = self.__dict__.get("optimizer")
+        return getattr(inner, name) if inner is not None else self.__dict__[f"_own_{name}"]
+
+    def put(self: ProxOptimizer, value: Any) -> None:
+        inner = self.__dict__.get("optimizer")
+        if inner is not None:
+            setattr(inner, name, value)
+        else:
+            self.__dict__[f"_own_{name}"] = value
+
+    return property(get, put)
+
+
 class ProxOptimizer(Optimizer):
     """An optimizer whose ``step()`` is ``optimizer.step()`` followed by the proximal update.
 
-    A :class:`torch.optim.Optimizer` that shares the wrapped optimizer's ``param_groups``, ``state``
-    and ``defaults`` (the same objects, no copy), so LR schedulers, ``GradScaler`` and step hooks take
-    it as they take the wrapped one; ``zero_grad`` and ``add_param_group`` go to the wrapped
-    optimizer, and so does any attribute this class does not have. ``state_dict()`` holds both
-    states. The wrapped optimizer stays reachable as ``opt.optimizer``.
+    A :class:`torch.optim.Optimizer` whose ``param_groups``, ``state`` and ``defaults`` are the
+    wrapped optimizer's own (read through it, so a ``load_state_dict`` on either keeps them one), so
+    LR schedulers, ``GradScaler`` (which unscales the gradients itself: a fused optimizer inside
+    never sees its scale) and step hooks take it as they take the wrapped one; ``zero_grad`` and
+    ``add_param_group`` go to the wrapped optimizer, and so does any attribute this class does not
+    have. ``state_dict()`` holds both states. The wrapped optimizer stays reachable as ``opt.optimizer``.
     """
+
+    #: GradScaler unscales and checks for inf itself (it would hand a fused optimizer's scale to this
+    #: wrapper, which the optimizer inside never reads)
+    _step_supports_amp_scaling = False
+    param_groups = _shared("param_groups")
+    state = _shared("state")
+    defaults = _shared("defaults")
 
     def __init__(self, optimizer: Optimizer, slimmer: ProximalSlimming) -> None:
         if not isinstance(optimizer, Optimizer):
             raise EdgeslimError(f"wrap needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        # the base class sets up its hook tables and step profiling (on copies of the groups, so the
-        # wrapped optimizer is not touched); then the wrapped optimizer's own groups replace them
+        # the base class sets up its hook tables and step profiling on copies of the groups (kept
+        # aside, see _shared), so the wrapped optimizer is not touched
         super().__init__([dict(group) for group in optimizer.param_groups], optimizer.defaults)
         self.optimizer = optimizer
         self.slimmer = slimmer
-        self.param_groups = optimizer.param_groups
-        self.state = optimizer.state
-        self.defaults = optimizer.defaults
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
@@ -923,11 +946,11 @@ class ProxOptimizer(Optimizer):
     def load_state_dict(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         self.optimizer.load_state_dict(state["optimizer"])
         self.slimmer.load_state_dict(state["slimming"])
-        self.param_groups = self.optimizer.param_groups  # (a load replaces the wrapped one's groups)
-        self.state = self.optimizer.state
 
-    def __getstate__(self) -> dict[str, Any]:  # copy/pickle keep the wrapped optimizer and the slimmer
-        return dict(self.__dict__)
+    def __getstate__(self) -> dict[str, Any]:
+        """Copy and pickle keep the wrapped optimizer and the slimmer; the hook tables and step patches
+        (an LR scheduler's, which points back at this object) are made afresh by ``__setstate__``."""
+        return {"optimizer": self.optimizer, "slimmer": self.slimmer}
 
     def __getattr__(self, name: str) -> Any:
         if name == "optimizer":  # not set yet (during __init__ or unpickling)
