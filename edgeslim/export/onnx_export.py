@@ -130,6 +130,9 @@ def _export_torchscript(
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message="no signature found for")
+        # the tracer's warnings about the model's code are recorded whatever the caller's filters are
+        warnings.simplefilter("always", category=torch.jit.TracerWarning)
+        torch.jit.TracerWarning.ignore_lib_warnings()  # (torch's own code: as the tracer does)
         torch.onnx.export(
             model, (x,), str(f), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
@@ -140,28 +143,42 @@ def _export_torchscript(
     return trace_notes([w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
 
 
-#: how a note of :func:`trace_notes` starts
-TRACE_NOTE = "the tracer froze values computed from tensors"
+#: how :func:`trace_notes` begins its notes (a failed check names them as a possible cause)
+TRACE_BRANCH = "the model's code branches on a tensor's value"
+TRACE_VALUES = "the tracer froze values computed from tensors"
 
 
 def trace_notes(found: list[warnings.WarningMessage], most: int = 2) -> list[str]:
-    """One line on the places in the model's code where the tracer froze a value computed from a
-    tensor as a constant (``math.ceil(H / p)``, ``if y.mean() > 0:``): right at the traced input
-    size, but a branch on the input's values keeps the example's path for every input."""
+    """Where the tracer froze a value the model's code computed from a tensor: one line on branches
+    (``if y.mean() > 0:``: the example's path for every input), one on other values (``math.ceil(H /
+    p)``: right at the traced input size)."""
     import linecache
 
-    places: dict[tuple[str, int], str] = {}
+    branches: dict[tuple[str, int], str] = {}
+    values: dict[tuple[str, int], str] = {}
     for w in found:
-        places.setdefault((w.filename, w.lineno), linecache.getline(w.filename, w.lineno).strip())
-    if not places:
-        return []
-    shown = ", ".join(f"{Path(f).name}:{n} `{code[:60]}`" for (f, n), code in list(places.items())[:most])
-    more = f" and {len(places) - most} more" if len(places) > most else ""
-    return [
-        f"{TRACE_NOTE} at {len(places)} place(s) of the model's code as "
-        f"constants ({shown}{more}): right for this input size; a branch on the input's values (if x.mean() > 0) "
-        "would keep the example's path for every input (write it as a tensor op, e.g. torch.where)"
-    ]
+        where = branches if "to a Python boolean" in str(w.message) else values
+        where.setdefault((w.filename, w.lineno), linecache.getline(w.filename, w.lineno).strip())
+
+    def shown(places: dict[tuple[str, int], str]) -> str:
+        listed = ", ".join(
+            f"{Path(f).name}:{n} `{code[:60]}`" for (f, n), code in list(places.items())[:most]
+        )
+        return listed + (f" and {len(places) - most} more" if len(places) > most else "")
+
+    notes = []
+    if branches:
+        notes.append(
+            f"{TRACE_BRANCH} at {len(branches)} place(s) ({shown(branches)}): the ONNX file takes the path the "
+            "example input took for every input; where that depends on the input's values, write the branch as "
+            "a tensor op (e.g. torch.where)"
+        )
+    if values:
+        notes.append(
+            f"{TRACE_VALUES} at {len(values)} place(s) of the model's code as constants ({shown(values)}): right "
+            "for this input size where they come from its shape, not where they come from its values"
+        )
+    return notes
 
 
 def _export_dynamo(
@@ -469,15 +486,9 @@ def _export_onnx(
                 if amp is not None and amp[1] >= AMPLIFYING_NORM
                 else ""
             )
-            frozen = [n for n in notes if n.startswith(TRACE_NOTE)]
-            if frozen and not why:  # a branch on the input's values took another path on other inputs
-                why = "; likely cause: " + frozen[0]
-                raise ExportCheckFailed(
-                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not "
-                    "written (validate=False skips the check)",
-                    param="validate",
-                    reason=f"{report.summary()}{why}",
-                )
+            frozen = [n for n in notes if n.startswith((TRACE_BRANCH, TRACE_VALUES))]
+            if frozen and not why:  # inputs that took another path than the example's
+                why = "; possible cause: " + "; ".join(frozen)
             raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
