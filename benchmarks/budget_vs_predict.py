@@ -38,6 +38,7 @@ from edgeslim.channels.cost import predict_latency, scale_bytes
 from edgeslim.channels.devices import load_profile
 from edgeslim.export.onnx_export import export_onnx
 from edgeslim.models import create_model
+from edgeslim.models.yolo import deployed_output
 from edgeslim.sparsity.resource import build_resource, zero_channels
 from edgeslim.surgery import prune_with_report
 from edgeslim.utils.console import out
@@ -54,6 +55,9 @@ MODELS = [  # (name, input C,H,W)
     ("timm:mobilenetv3_large_100", (3, 64, 64)),
     ("timm:efficientnet_b0", (3, 64, 64)),
     ("timm:densenet121", (3, 64, 64)),
+    ("timm:ghostnet_100", (3, 64, 64)),
+    ("tv:shufflenet_v2_x1_0", (3, 64, 64)),
+    ("yolo:yolov8n", (3, 64, 64)),
 ]
 
 
@@ -65,7 +69,8 @@ def price(model: torch.nn.Module, shape: tuple[int, ...], work: Path) -> list[di
     probe = build_resource(model, x, "macs")
     half = copy.deepcopy(model)
     zero_channels(half, probe.uniform_mask(0.5) == 0)
-    nets = {"dense": model, "half": prune_with_report(half.eval(), x).model}
+    # (a YOLO's deployed outputs count, as edgeslim prune and the budget take them)
+    nets = {"dense": model, "half": prune_with_report(half.eval(), x, outputs=deployed_output(half)).model}
     paths = {}
     for state, net in nets.items():
         paths[state] = work / f"{state}.onnx"

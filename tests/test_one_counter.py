@@ -161,20 +161,24 @@ class _Mixed(nn.Module):
         self.pre = nn.Sequential(nn.BatchNorm2d(32), nn.ReLU())
         self.a = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
         self.se1, self.se2 = nn.Conv2d(32, 8, 1), nn.Conv2d(8, 32, 1)
-        self.b = nn.Sequential(nn.Conv2d(32, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.c = nn.Sequential(nn.Conv2d(32, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
-        self.head = nn.Linear(40, 10)
+        self.b = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(16, 24, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU())
+        self.d = nn.Conv2d(8, 8, 1)
+        self.head = nn.Linear(40 + 16, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.stem(x))
         y = self.a(self.pre(x)) + x
         y = y * torch.sigmoid(self.se2(torch.relu(self.se1(y.mean((2, 3), keepdim=True)))))
-        z = torch.cat([self.b(y), self.c(y)], 1)
-        return self.head(z.mean((2, 3)))
+        a, b = y.chunk(2, 1)  # (exported as two Slices)
+        z = torch.cat([self.b(a), self.c(b)], 1).contiguous()[:, :40]  # (no node: a copy, a whole slice)
+        z = z * z.new_full((1, 40, 1, 1), 2.0)  # (a constant the exporter folds: read by the Mul alone)
+        p, q = torch.split(y, [8, 24], 1)  # (one Split node, both outputs written)
+        return self.head(torch.cat([z.mean((2, 3)), self.d(p).mean((2, 3)), q[:, :8].mean((2, 3))], 1))
 
 
 @pytest.mark.parametrize("arch", ["mixed", "resnet20", "mobilenetv2"])
-def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str) -> None:
+def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str, tmp_path) -> None:
     """A latency budget prices the network ``bench --predict`` prices from the exported ONNX --
     pools, squeeze-excitation gates, a pre-activation BN-ReLU, concats, residual reads, by the one
     fusion rule -- dense and slim, at batch 1 and 32 (a trial's resnet20 at batch 32 was 0.99 ms
@@ -182,6 +186,7 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str) -> None:
     profile's INT8 multiple (32), as both price them on the device."""
     from edgeslim.channels.cost import predict_latency, scale_bytes
     from edgeslim.channels.devices import load_profile
+    from edgeslim.export import export_onnx
     from edgeslim.sparsity.resource import zero_channels
     from edgeslim.surgery import prune_with_report
 
@@ -196,8 +201,10 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str) -> None:
         work = copy.deepcopy(model)
         zero_channels(work, mask == 0)
         slim = prune_with_report(work.eval(), x).model
-        for net, k in ((model, r.dense_k), (slim, r.counts(mask))):
-            cost = onnx_cost(_onnx(net, x), multiple=prof.channel_multiple("int8"))
+        for i, (net, k) in enumerate(((model, r.dense_k), (slim, r.counts(mask)))):
+            path = export_onnx(net, tmp_path / f"{batch}{i}{len(prof.alignment)}.onnx", tuple(x.shape[1:]),
+                               validate=False).path  # (as edgeslim export writes it: simplified)  # fmt: skip
+            cost = onnx_cost(path, multiple=prof.channel_multiple("int8"))
             onnx_layers = scale_bytes(cost.layers, "int8")
             want = predict_latency(onnx_layers, prof, "int8", batch=batch).total_s
             assert r.value(k) == pytest.approx(want, rel=0.01), (batch, prof.alignment, net is slim)

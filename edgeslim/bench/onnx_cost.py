@@ -66,9 +66,10 @@ def _padded(c: object, multiple: int) -> object:
 def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto).
 
-    ``multiple`` > 1: the layers' MACs and bytes at channel counts padded to that multiple, as a
-    device whose kernels compute whole blocks of channels runs them (a profile's alignment; the
-    budget prices the same way); ``params`` and ``weight_bytes`` stay the file's own."""
+    ``multiple`` > 1: each layer's MACs, bytes and weight bytes at channel counts padded to that
+    multiple (dim 1 of every activation of rank >= 2, both sides of a Conv/Gemm weight), as a device
+    whose kernels compute whole blocks of channels runs them (a profile's alignment; the budget
+    prices the same way); the model's ``params`` and ``weight_bytes`` totals stay the file's own."""
     onnx = require("onnx", "to count MACs of an ONNX model")
     from onnx import numpy_helper  # noqa: F401  (import check)
 
@@ -134,7 +135,7 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         OpNode(
             n.op_type,
             tuple(r for i in n.input if (r := resolve(i)) and r not in inits),
-            n.output[0] if n.output else "",
+            tuple(o for o in n.output if o),
             n.name,
         )
         for n in onnx_nodes
@@ -176,6 +177,6 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         w = own * pad_w + sum(
             init_bytes.get(resolve(i), 0) for j in kernel.nodes[1:] for i in onnx_nodes[j].input
         )
-        total = w + sum(act_bytes(v) for v in kernel.reads) + act_bytes(kernel.write)
+        total = w + sum(act_bytes(v) for v in kernel.reads) + sum(act_bytes(v) for v in kernel.writes)
         cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
     return cost

@@ -114,12 +114,12 @@ FREE_OPS = frozenset(
 @dataclass(frozen=True)
 class OpNode:
     """One op of a network for costing: its ONNX op type (the torch graph names its calls the way
-    the exporter writes them), the activation values it reads (weights excluded) and the one it
-    writes, as any hashable keys."""
+    the exporter writes them), the activation values it reads (weights excluded) and the ones it
+    writes (a split writes several), as any hashable keys."""
 
     op: str
     inputs: tuple[Hashable, ...]
-    output: Hashable
+    outputs: tuple[Hashable, ...]
     name: str = ""
 
 
@@ -127,12 +127,12 @@ class OpNode:
 class Kernel:
     """What one kernel of the runtime runs: ``nodes[0]`` (its host) and the element-wise ops fused
     into it; it reads ``reads`` (the host's inputs, then the fused ops' other operands) and writes
-    ``write``."""
+    ``writes`` (the last op's outputs; the first is what a fused op continues from)."""
 
     name: str
     nodes: list[int]
     reads: list[Hashable]
-    write: Hashable
+    writes: list[Hashable]
 
 
 def fuse_kernels(nodes: Sequence[OpNode], fuse: bool = True) -> list[Kernel]:
@@ -163,7 +163,7 @@ def fuse_kernels(nodes: Sequence[OpNode], fuse: bool = True) -> list[Kernel]:
 
     def swish_mul(i: int, x: Hashable) -> int | None:
         """The Mul of ``x * sigmoid(x)`` when node ``i`` is that Sigmoid and they are ``x``'s only readers."""
-        s_out = nodes[i].output
+        s_out = nodes[i].outputs[0]
         muls = [
             j for j in readers.get(s_out, []) if nodes[j].op == "Mul" and set(nodes[j].inputs) == {x, s_out}
         ]
@@ -177,29 +177,29 @@ def fuse_kernels(nodes: Sequence[OpNode], fuse: bool = True) -> list[Kernel]:
         ins = list(node.inputs)
         if fuse and node.op == "Sigmoid" and ins and ins[0] in open_at:
             host = open_at[ins[0]]
-            mul = swish_mul(i, host.write)
+            mul = swish_mul(i, host.writes[0])
             if mul is not None:  # x * sigmoid(x): one activation
                 absorbed.add(mul)
-                del open_at[host.write]
+                del open_at[host.writes[0]]
                 host.nodes += [i, mul]
-                host.write = nodes[mul].output
+                host.writes = list(nodes[mul].outputs)
                 host.name += "+Swish"
-                open_at[host.write] = host
+                open_at[host.writes[0]] = host
                 continue
         host = host_of(ins if node.op == "Add" else ins[:1]) if fuse and node.op in FUSABLE_OPS else None
         if host is not None:
-            host.reads += [v for v in ins if v != host.write]  # e.g. a residual Add's second operand
-            del open_at[host.write]
+            host.reads += [v for v in ins if v != host.writes[0]]  # e.g. a residual Add's second operand
+            del open_at[host.writes[0]]
             host.nodes.append(i)
-            host.write = node.output
+            host.writes = list(node.outputs)
             host.name += f"+{node.op}"
-            open_at[host.write] = host
+            open_at[host.writes[0]] = host
             continue
-        kernel = Kernel(node.name or f"{node.op}_{len(kernels)}", [i], ins, node.output)
+        kernel = Kernel(node.name or f"{node.op}_{len(kernels)}", [i], ins, list(node.outputs))
         order[id(kernel)] = len(kernels)
         kernels.append(kernel)
-        if node.op in WEIGHT_OPS:
-            open_at[node.output] = kernel
+        if node.op in WEIGHT_OPS and node.outputs:
+            open_at[node.outputs[0]] = kernel
     return kernels
 
 

@@ -524,8 +524,10 @@ class _Analyser:
         #: with ``kernels``: every op on activations, for the cost model (:func:`edgeslim.channels.cost.fuse_kernels`)
         self.cost_nodes: list[OpNode] = []
         self.node_layer: dict[int, int] = {}  # cost node -> its LayerShape (a conv/linear call)
-        self.values: list[tuple[Info | None, int]] = []  # value key -> (its labels, elements per sample)
+        #: value key -> (its channel labels (None: a mixed layout), elements per sample, its dim 1 (0: rank < 2))
+        self.values: list[tuple[Tensor | None, int, int]] = []
         self._keys: dict[int, tuple[Tensor, int]] = {}  # id(tensor) -> (tensor, its current value key)
+        self._consts: dict[int, Tensor] = {}  # tensors made inside the model: no activation
         self.barrier_labels: list[tuple[Tensor, int]] = []
         self.barriers: list[Barrier] = []
         self.first_call: dict[str, list[Tensor]] = {}
@@ -569,25 +571,44 @@ class _Analyser:
         if e is not None and e[0] is t and not new:
             return e[1]
         per_sample = t.numel() // t.shape[0] if t.dim() and t.shape[0] else t.numel()
-        self.values.append((self.info(t), int(per_sample)))
+        info = self.info(t)  # (a mixed channel layout is counted at its traced size: no labels kept)
+        labels = info.labels if isinstance(info, Info) and info.uniform else None
+        self.values.append((labels, int(per_sample), int(t.shape[1]) if t.dim() >= 2 else 0))
         self._keys[id(t)] = (t, len(self.values) - 1)
         return len(self.values) - 1
 
     def value_keys(self, obj: Any) -> tuple[int, ...]:
-        """The value keys of the labelled tensors (activations) in ``obj``."""
-        return tuple(self._key(t) for t in flat_tensors(obj) if self.info(t) is not None)
+        """The value keys of the activations in ``obj``: labelled tensors that are not constants."""
+        return tuple(
+            self._key(t)
+            for t in flat_tensors(obj)
+            if self.info(t) is not None and not (id(t) in self._consts and self._consts[id(t)] is t)
+        )
 
     def record(self, n: Call, ins: tuple[int, ...], out: Any, layer: int | None) -> None:
-        """One op on activations, with the values it reads and the one it writes (a fresh key: an
-        in-place op writes a new value)."""
+        """One op on activations, with the values it reads and the ones it writes (fresh keys: an
+        in-place op writes a new value). A tensor made inside the model, or computed from such
+        tensors alone (YOLO's anchors), is a constant the exporter folds: no node, and no read."""
         outs = flat_tensors(out)
-        if not ins or not outs:
+        if not outs:
             return
-        keys = [self._key(t, new=True) for t in outs]
+        if not ins or n.func in ops.NEW_TENSOR_FUNCTIONS:
+            self._consts.update((id(t), t) for t in outs)
+            return
         op = ops.COST_OPS.get(n.func, _fn_name(n.func))
+        # .contiguous(), dropout, x[:, :C] of all C channels: the exporter writes no node for them
+        whole = op == "Slice" and _is_tensor(n.args[0]) and n.args[0].shape == outs[0].shape
+        if (op in ops.NO_KERNEL_OPS or whole) and len(outs) == 1:
+            self._keys[id(outs[0])] = (outs[0], ins[0])
+            return
+        keys = tuple(self._key(t, new=True) for t in outs)
+        name = f"{n.target or n.module}:{op}"
+        if n.func in ops.SLICED_ON_EXPORT:  # (the exporter writes a Slice per piece, each reading the whole)
+            self.cost_nodes += [OpNode("Slice", ins, (k,), f"{name}{i}") for i, k in enumerate(keys)]
+            return
         if layer is not None:
             self.node_layer[len(self.cost_nodes)] = layer
-        self.cost_nodes.append(OpNode(op, ins, keys[0], f"{n.target or n.module}:{op}"))
+        self.cost_nodes.append(OpNode(op, ins, keys, name))
 
     def taint(self, out: Any) -> None:
         for t in flat_tensors(out):
@@ -1285,7 +1306,8 @@ class DependencyGraph:
         self.touches = analyser.touches
         self.costs = analyser.costs
         #: the ops on activations (cost model), the LayerShape of each conv/linear one, and each
-        #: value's labels and elements per sample (a value key is an index into ``values``)
+        #: value's channel labels (None: a mixed layout), elements per sample and dim 1 (a value key
+        #: is an index into ``values``)
         self.cost_nodes = analyser.cost_nodes
         self.node_layer = analyser.node_layer
         self.values = analyser.values

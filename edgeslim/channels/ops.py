@@ -174,4 +174,12 @@ COST_OPS: dict[Any, str] = {
     **{f: "Identity" for f in (torch.Tensor.contiguous, torch.Tensor.clone, torch.Tensor.detach,
                                torch.Tensor.float, torch.Tensor.to, torch.Tensor.type_as)},
     **{f: "Identity" for f in STOCHASTIC_DEPTH},  # (identity in eval mode)
+    **{f: "Slice" for f in GETITEM_FUNCTIONS},
+    **{f: "Concat" for f in CAT_FUNCTIONS},
+    **{f: "Split" for f in SPLIT_FUNCTIONS},
 }  # fmt: skip
+#: ops the exporter leaves no node for (a view or copy in eval mode): their output is their input's value
+NO_KERNEL_OPS = frozenset({"Identity", "Dropout"})
+#: calls the exporter writes as one Slice per piece (each reading the whole input), priced so; a split
+#: with sizes is one Split node
+SLICED_ON_EXPORT: set[Any] = CHUNK_FUNCTIONS

@@ -242,24 +242,24 @@ class ResourceModel:
         self.extra_reads: list[list[int]] = [[] for _ in self.layers]  # value rows per layer
         self.kernel_rows: list[tuple[str, str, list[int]]] = []  # (name, op, value rows) of the others
         rows: dict[int, int] = {}  # value key -> row
-        if not g.cost_nodes:
-            self.value_matrix = torch.zeros(0, self.num_groups, dtype=torch.float64)
-            self.value_fixed = self.value_size = torch.zeros(0, dtype=torch.float64)
-            return
-        mats, fixed, size = [], [], []
+        mats, fixed, size, pads = [], [], [], []
 
         def row(key: int) -> int:
             if key not in rows:
-                info, per_sample = g.values[key]
+                labels, per_sample, dim1 = g.values[key]
                 m = torch.zeros(self.num_groups, dtype=torch.float64)
-                if info is not None and info.uniform and info.labels.numel():
-                    gi = self.group_of_class[g.slot_class[info.labels]]
+                if labels is not None and labels.numel():
+                    gi = self.group_of_class[g.slot_class[labels]]
                     m.index_add_(0, gi[gi >= 0], torch.ones(int((gi >= 0).sum()), dtype=torch.float64))
                     fixed.append(float((gi < 0).sum()))
-                    size.append(per_sample / info.labels.numel())  # elements per channel
-                else:  # a mixed channel layout: counted at its traced size
+                    size.append(per_sample / labels.numel())  # elements per channel
+                elif dim1:  # a mixed channel layout (a shuffle's (N, g, C/g, H, W)): its traced size
+                    fixed.append(float(dim1))
+                    size.append(per_sample / dim1)
+                else:  # rank < 2: no channel dimension to pad
                     fixed.append(float(per_sample))
                     size.append(1.0)
+                pads.append(bool(labels is not None or dim1))  # (dim 1 padded, as bench --predict pads it)
                 mats.append(m / self.group_size.clamp(min=1))
                 rows[key] = len(mats) - 1
             return rows[key]
@@ -271,20 +271,21 @@ class ResourceModel:
                 own = len(g.cost_nodes[host].inputs)
                 self.extra_reads[layer] = [row(v) for v in kernel.reads[own:]]
             else:
-                values = [row(v) for v in [*kernel.reads, kernel.write]]
+                values = [row(v) for v in [*kernel.reads, *kernel.writes]]
                 self.kernel_rows.append((kernel.name, g.cost_nodes[host].op, values))
         self.value_matrix = (
             torch.stack(mats) if mats else torch.zeros(0, self.num_groups, dtype=torch.float64)
         )
         self.value_fixed = torch.tensor(fixed, dtype=torch.float64)
         self.value_size = torch.tensor(size, dtype=torch.float64)
+        self.value_pads = torch.tensor(pads, dtype=torch.bool)
 
     def _kernel_terms(self, k: Tensor, elem_bytes: int) -> tuple[Tensor, Tensor]:
         """(bytes per layer that its fused ops read besides its input, bytes of each other kernel)."""
         n = self.value_matrix @ k + self.value_fixed
         m = self.profile.channel_multiple(self.precision) if self.profile is not None else 1
-        if m > 1:  # activations are laid out in blocks of m channels, as the layers compute them
-            n = n + (torch.ceil(n / m) * m - n).detach()
+        if m > 1:  # activations are laid out in blocks of m channels (dim 1), as the layers compute them
+            n = n + torch.where(self.value_pads, torch.ceil(n / m) * m - n, torch.zeros_like(n)).detach()
         vb = n * self.value_size * elem_bytes
         zero = k.sum() * 0  # (a tensor on k's graph, for the marginal's autograd)
         extra = torch.stack([sum((vb[r] for r in rs), zero) for rs in self.extra_reads])
