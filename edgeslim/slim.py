@@ -218,7 +218,9 @@ def planned_lrs(config: TrainConfig, steps: int) -> list[float]:
     return [sched.lr_at(t) for t in range(config.epochs * steps)]
 
 
-def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBundle) -> float:
+def resolve_lambda(
+    settings: SlimSettings, config: TrainConfig, bundle: DataBundle, phases: dict[str, int] | None = None
+) -> float:
     """``settings.lam``, or the lambda whose planned total shrink is ``settings.shrink``
     (default :data:`DEFAULT_SHRINK`, :data:`DEFAULT_SHRINK_PHASES` with phases: neither given means a
     schedule-independent default), summed over the sparsification phase with the prox step's alpha."""
@@ -226,7 +228,7 @@ def resolve_lambda(settings: SlimSettings, config: TrainConfig, bundle: DataBund
     if settings.lam is not None:
         return float(settings.lam)
     steps = steps_per_epoch(bundle, config.batch_size)
-    ph = phase_steps(settings, config, steps)
+    ph = phases if phases is not None else phase_steps(settings, config, steps)
     shrink = default_shrink(ph) if settings.shrink is None else settings.shrink
     lrs = planned_lrs(config, steps)[ph["warmup_steps"] : ph["total_steps"] - ph["recovery_steps"]]
     return lambda_for_shrink(shrink, lrs, settings.beta, step_gain(settings, config))
@@ -273,7 +275,7 @@ def slim_model(
     settings.validate()
     phases = phase_steps(settings, config, steps_per_epoch(bundle, config.batch_size))
     recovery_lr = settings.resolved_recovery_lr(config.lr, phases["recovery_steps"])
-    lam = resolve_lambda(settings, config, bundle)
+    lam = resolve_lambda(settings, config, bundle, phases)
     device = resolve_device(config.device)
     model.to(device)
     example = torch.zeros(1, *spec.input_shape, device=device)
@@ -453,8 +455,9 @@ def collapse_check(
     """Did slimming empty layers (kept one channel) or destroy accuracy? One line says which.
 
     ``collapsed`` (an error) means the prox destroyed the network: accuracy at chance with half or
-    more of the channels zero, or layer groups emptied. At chance with few zeros the network did not
-    learn (a short run): that is a warning, not a collapse. ``budget``: advice for a budget run.
+    more of the channels zero, or layer groups emptied. At chance with few zeros, or near chance in
+    every epoch from a first one with few zeros, the network did not learn (a short run): that is a
+    warning, not a collapse. ``budget``: advice for a budget run.
     """
     acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
     chance, threshold = chance_level(num_classes, test_labels)

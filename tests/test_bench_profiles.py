@@ -177,6 +177,9 @@ def test_predictions_price_channels_padded_to_the_profile_multiple(tmp_path):
     add_predictions(record, prof)
     assert record["prediction"]["models"]["slim"]["1"]["total_ms"] == pytest.approx(want)
     assert record["prediction"]["channel_multiple"] == {"slim": 8}
+    export_vgg([12, "M", 20, 20], odd)  # another model at that path now: not the one measured
+    add_predictions(record, prof)
+    assert record["prediction"]["channel_multiple"] == {"slim": 1}
     odd.unlink()
     add_predictions(record, prof)
     unpadded = predict_latency(scale_bytes(flat.layers, "fp16"), prof, "fp16").total_s * 1e3

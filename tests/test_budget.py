@@ -327,8 +327,9 @@ def test_bad_budgets_fail_before_training() -> None:
         BudgetController(sl, res16, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
     assert (
         str(info.value).endswith(
-            f"give a target of at least {res16.describe(res16.minimum)} ({res16.minimum / res.dense:.1%} of dense); "
-            f"without the channel multiple, one channel per group would cost {res.minimum / res.dense:.1%}"
+            f"already costs {res16.describe(res16.minimum)} ({res16.minimum / res.dense:.2%} of dense); give a "
+            f"target at least that large; without the channel multiple, one channel per group would cost "
+            f"{res.minimum / res.dense:.1%}"
         )
         and info.value.params == ()
     )  # the CLI appends no "(see --round-to)"

@@ -100,7 +100,7 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
             out.setdefault("skipped", {})[label] = str(exc)
             continue
         multiple = profile.channel_multiple(precision)
-        padded = _padded_layers(record, label, multiple)  # as bench --predict and the budget price them
+        padded = padded_layers(record, label, multiple)  # as bench --predict and the budget price them
         if multiple > 1:
             out.setdefault("channel_multiple", {})[label] = multiple if padded is not None else 1
         layers = scale_bytes(padded if padded is not None else layers, precision)  # (counted at fp32)
@@ -115,12 +115,15 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
     record["prediction"] = out
 
 
-def _padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
+def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
     """The model's costs at channel counts padded to ``multiple``, from its ONNX file where it still
     is and onnx is installed (None: the run's stored costs, at the exported widths, are what is left)."""
-    path = record["models"][label].get("path")
+    facts = record["models"][label]
+    path = facts.get("path")
     if multiple <= 1 or not path or not Path(path).is_file():
         return None
+    if facts.get("file_bytes") is not None and Path(path).stat().st_size != facts["file_bytes"]:
+        return None  # (another file at that path now: not the model that was measured)
     try:
         from edgeslim.bench.onnx_cost import onnx_cost
 
@@ -377,7 +380,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             fontsize=8,
         )
     env = record.get("env") or {}
-    where = env.get("device_model") or env.get("cpu_model") or env.get("machine") or "this host"
+    where = env.get("device_model") or env.get("cpu_model") or env.get("machine") or "an unrecorded machine"
     fig.suptitle(f"measured latency, {record['backend']} on {str(where)[:60]}")  # (not the profile's device)
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))

@@ -62,7 +62,11 @@ def _print_padding(multiples: dict[str, int]) -> None:
         )
     unpadded = sorted(label for label, m in multiples.items() if m == 1)
     if unpadded:
-        err.print(f"note: {', '.join(unpadded)} priced at the exported widths (its ONNX file is not here)")
+        err.print(
+            f"note: {' and '.join(unpadded)} priced at the exported widths, unpadded (the measured ONNX file is "
+            "not at its recorded path, or onnx is not installed)",
+            soft_wrap=True,
+        )
 
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:

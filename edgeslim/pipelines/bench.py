@@ -238,7 +238,7 @@ def predict(req: BenchRequest) -> dict:
     from edgeslim.bench.onnx_cost import onnx_cost
     from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
-    from edgeslim.bench.report import check_record, layer_costs, measured_on
+    from edgeslim.bench.report import check_record, layer_costs, measured_on, padded_layers
     from edgeslim.utils.io import read_json
 
     req.check()
@@ -258,7 +258,9 @@ def predict(req: BenchRequest) -> dict:
             layers = layer_costs(run, label)
             if layers is None or (run["models"][label].get("cost") or {}).get("quantized"):
                 continue  # (an INT8 model's times would fit the FP32 roof: calibrated on FP32 models only)
-            layers = scale_bytes(layers, profile.preferred.precision)
+            # fitted on the costs the predictions use: padded to the profile's multiple where the file is here
+            padded = padded_layers(run, label, profile.channel_multiple(profile.preferred.precision))
+            layers = scale_bytes(padded if padded is not None else layers, profile.preferred.precision)
             for b in run["batches"]:
                 obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
         if not obs:

@@ -245,7 +245,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
         fix = (
             "give a larger target, or a smaller round_to"
             if finer_helps
-            else f"give a target of at least {d(resource.minimum)} ({resource.minimum / resource.dense:.1%} of dense)"
+            else "give a target at least that large"
             + (
                 f"; without the channel multiple, one channel per group would cost {finest / resource.dense:.1%}"
                 if resource.round_to > 1

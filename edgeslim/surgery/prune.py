@@ -434,7 +434,8 @@ def prune_with_report(
             )
     if report["bn_channels"] and not report["zero_scale_channels"]:
         near, total = near_zero_scales(model)
-        if near:  # the signature of a ProximalSlimming run whose finalize() was not called
+        if near >= max(1, 0.01 * total):  # the signature of a ProximalSlimming run not finalized (a dense
+            # model's few tiny scales are not)
             log.warning(
                 "no BN scale is exactly zero, so surgery removed nothing; %d of %d scales are below %g of "
                 "their layer's largest: if they come from ProximalSlimming, call its finalize() before "
