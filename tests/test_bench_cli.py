@@ -229,6 +229,12 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         "not on a Jetson: the prediction for jetson-orin-nano-8gb is not compared with it"
     )
     assert "note: measured on" in r.stderr and "Not compared: measured on" in (jet / "report.md").read_text()
+    # both models priced at the profile's channel multiple, as bench --predict and the budget price them
+    assert pred["channel_multiple"] == {"baseline": 8, "slim": 8} and "padded to multiples of 8" in r.stderr
+    assert (
+        "Channel counts: baseline padded to multiples of 8; slim padded to multiples of 8."
+        in (jet / "report.md").read_text()
+    )
     # calibrate the roofline on this run, then predict
     r = edgeslim(
         ["bench", "--predict", "--profile", "host-cpu", "--calibrate", out / "run.json", thin, "--json"],

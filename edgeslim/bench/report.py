@@ -299,6 +299,21 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             markdown_table(PREDICTION_COLS, prediction_rows(record)),
             *(["", f"Not compared: {pr['not_compared']}."] if pr.get("not_compared") else []),
             *(
+                [
+                    "",
+                    "Channel counts: "
+                    + "; ".join(
+                        f"{label} padded to multiples of {m}"
+                        if m > 1
+                        else f"{label} at its exported widths (its ONNX file was not at hand)"
+                        for label, m in pr["channel_multiple"].items()
+                    )
+                    + ".",
+                ]
+                if pr.get("channel_multiple")
+                else []
+            ),  # fmt: skip
+            *(
                 x
                 for label, why in (pr.get("skipped") or {}).items()
                 for x in ("", f"Not predicted: {label}: {why}")
