@@ -1511,20 +1511,32 @@ def _user_frame(tb: Any) -> str:
     return where
 
 
+class DataDependentError(EdgeslimError):
+    """The forward turns a value computed from its input into a Python value (``if x.mean() > 0``,
+    ``float(x.sum())``): Python control flow on data, which no trace of shapes can follow.
+    ``construct``: what it does; ``at``: ``file:line`` in the user's code ("" if unknown)."""
+
+    def __init__(self, message: str, *, construct: str, at: str) -> None:
+        super().__init__(message)
+        self.construct, self.at = construct, at
+
+
 def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -> EdgeslimError:
     msg = first_line(exc)
     mod = an.current()
     kind = type(an._mods[mod]).__name__ if mod in an._mods else type(model).__name__
     where = f"{mod or '<model>'} ({kind})"
-    at = _user_frame(exc.__traceback__)
-    at = f" at {at}" if at else ""
+    frame = _user_frame(exc.__traceback__)
+    at = f" at {frame}" if frame else ""
     if an.fail_construct:
         construct = an.fail_construct
-        return EdgeslimError(
+        return DataDependentError(
             f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "
             f"shapes only: move it out of forward, or register a channel rule for {kind} "
             "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf) "
-            "in the file that defines the model (docs/surgery.md)"
+            "in the file that defines the model (docs/surgery.md)",
+            construct=construct,
+            at=frame,
         )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "

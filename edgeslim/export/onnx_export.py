@@ -140,45 +140,47 @@ def _export_torchscript(
     for w in seen:  # the tracer's own warnings become notes; any other is shown as it was
         if not issubclass(w.category, torch.jit.TracerWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return trace_notes([w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
+    return trace_notes(model, x, [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
 
 
 #: how :func:`trace_notes` begins its notes (a failed check names them as a possible cause)
-TRACE_BRANCH = "the model's code branches on a tensor's value"
+TRACE_BRANCH = "the model's code branches on the input's values"
 TRACE_VALUES = "the tracer froze values computed from tensors"
 
 
-def trace_notes(found: list[warnings.WarningMessage], most: int = 2) -> list[str]:
-    """Where the tracer froze a value the model's code computed from a tensor: one line on branches
-    (``if y.mean() > 0:``: the example's path for every input), one on other values (``math.ceil(H /
-    p)``: right at the traced input size)."""
+def trace_notes(
+    model: nn.Module, x: torch.Tensor, found: list[warnings.WarningMessage], most: int = 2
+) -> list[str]:
+    """What the tracer froze, when it warned: a branch on the input's values (``if x.mean() > 0:``),
+    found by the channel graph's capture, which follows shapes and stops at such a branch -- the
+    ONNX file takes the example's path for every input; values computed from the input's shape
+    (YOLO's ``self.shape != shape``, MobileViT's ``math.ceil(H / p)``) are right at the exported
+    size and get no note. Where the capture cannot run the model, the tracer's places are listed."""
     import linecache
 
-    branches: dict[tuple[str, int], str] = {}
-    values: dict[tuple[str, int], str] = {}
-    for w in found:
-        where = branches if "to a Python boolean" in str(w.message) else values
-        where.setdefault((w.filename, w.lineno), linecache.getline(w.filename, w.lineno).strip())
+    from edgeslim.channels.graph import DataDependentError, build_graph
 
-    def shown(places: dict[tuple[str, int], str]) -> str:
-        listed = ", ".join(
-            f"{Path(f).name}:{n} `{code[:60]}`" for (f, n), code in list(places.items())[:most]
-        )
-        return listed + (f" and {len(places) - most} more" if len(places) > most else "")
-
-    notes = []
-    if branches:
-        notes.append(
-            f"{TRACE_BRANCH} at {len(branches)} place(s) ({shown(branches)}): the ONNX file takes the path the "
-            "example input took for every input; where that depends on the input's values, write the branch as "
-            "a tensor op (e.g. torch.where)"
-        )
-    if values:
-        notes.append(
-            f"{TRACE_VALUES} at {len(values)} place(s) of the model's code as constants ({shown(values)}): right "
+    if not found:
+        return []
+    try:
+        build_graph(model, x)
+    except DataDependentError as exc:
+        file, _, line = exc.at.rpartition(":")
+        at = f" at {Path(file).name}:{line}" if exc.at else ""
+        code = linecache.getline(file, int(line)).strip() if line.isdigit() else ""
+        return [
+            f"{TRACE_BRANCH} ({exc.construct}{at}{f' `{code[:60]}`' if code else ''}): the ONNX file takes the "
+            "path the example input took for every input; write the branch as a tensor op (e.g. torch.where)"
+        ]
+    except Exception:  # noqa: BLE001 - the capture cannot run it: say where the tracer froze values
+        places = {(w.filename, w.lineno): linecache.getline(w.filename, w.lineno).strip() for w in found}
+        listed = ", ".join(f"{Path(f).name}:{n} `{c[:60]}`" for (f, n), c in list(places.items())[:most])
+        more = f" and {len(places) - most} more" if len(places) > most else ""
+        return [
+            f"{TRACE_VALUES} at {len(places)} place(s) of the model's code as constants ({listed}{more}): right "
             "for this input size where they come from its shape, not where they come from its values"
-        )
-    return notes
+        ]
+    return []
 
 
 def _export_dynamo(
