@@ -301,18 +301,12 @@ def slim_model(
             total_steps=phases["total_steps"] - phases["warmup_steps"] - phases["recovery_steps"],
         )  # fmt: skip
         slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
-    if settings.round_to > 1:  # keep aligned channel counts with trained channels (docs/speed.md)
-        from edgeslim.sparsity.align import ChannelAligner
-        from edgeslim.sparsity.resource import build_resource
+    if (
+        controller is None
+    ):  # keep aligned channel counts with trained channels (a controller does: docs/speed.md)
+        from edgeslim.sparsity.align import align_channels
 
-        resource = (
-            controller.resource
-            if controller is not None
-            else build_resource(
-                model, example, "macs", round_to=settings.round_to, shifts_zeroed=slimmer.zero_invariant
-            )
-        )
-        slimmer.aligner = ChannelAligner(resource)
+        align_channels(slimmer, model, example, settings.round_to)
     out = Path(out_dir) if out_dir is not None else None
     warmup, recovery = settings.phases()
     slimming = {

@@ -553,3 +553,25 @@ def test_a_second_projection_keeps_the_first_ones_report() -> None:
     assert ctrl.projection_removed == removed and ctrl.resource_before_projection == pytest.approx(
         ctrl.resource.dense
     )
+
+
+def test_an_own_loop_budget_with_round_to_keeps_trained_channels_for_alignment() -> None:
+    """``build_controller(..., round_to=8)`` gives the slimmer its aligner, as ``edgeslim slim`` does:
+    the network meets the multiple with trained channels, and surgery at that multiple puts no zero
+    channel back (a trial's own loop: 6 and 13 channels kept for rounding)."""
+    from edgeslim.sparsity.budget import build_controller
+
+    model, x = _model("resnet20")
+    slimmer = ProximalSlimming(model, lam=0.0, beta=100, zero_invariant=True, example_input=x)
+    ctrl = build_controller(model, slimmer, BudgetSettings(metric="macs", target="0.5"), x, 20, round_to=8)
+    assert slimmer.aligner is not None and slimmer.aligner.round_to == 8
+    opt = torch.optim.SGD(slimmer.gammas, lr=0.1)
+    ctrl.on_train_start(model, opt)
+    for _ in range(20):
+        slimmer.step(opt)
+        ctrl.after_step(model, opt)
+    ctrl.on_train_end(model)
+    slimmer.finalize()
+    rep = prune_with_report(model.eval(), x, round_to=8).report
+    assert rep["removed_channels"] > 0 and rep["kept_by_rounding"] == 0
+    assert all(r["after"][0] % 8 == 0 for r in rep["layers"] if r["kind"] == "bn"), rep["layers"]

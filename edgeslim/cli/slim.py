@@ -391,6 +391,16 @@ def _print_yolo(report: dict[str, Any]) -> None:
             f"budget ({budget['metric']}): target {budget['target_fraction']:.1%} of dense, reached "
             f"{budget['achieved_fraction']:.1%} (last.pt: the epoch that meets it)"
         )
+        if budget["metric"] == "latency" and "achieved" in budget:
+            how = (
+                f"a roofline of every kernel for {budget['profile']}, as bench --predict prices the ONNX; uncalibrated"
+                if budget.get("predicted")
+                else "from the latency table"
+            )
+            out.print(
+                f"latency predicted per batch of {budget['batch']}: {1e3 * budget['achieved']:.4g} ms slim, "
+                f"{1e3 * budget['dense']:.4g} ms dense (target {1e3 * budget['target']:.4g} ms; {how})"
+            )
     before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
     keys = [k for k in after if k.startswith("metrics/")]
     mrows = [

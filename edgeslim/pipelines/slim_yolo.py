@@ -21,7 +21,7 @@ from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
 APPLIES = frozenset(
     "out_dir model data_name epochs batch_size seed device threads lam shrink beta penalty p a g l round_to "
     "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle target_macs "
-    "target_params taper_end cost_exponent weights num_classes".split()
+    "target_params target_latency latency_table latency_batch taper_end cost_exponent weights num_classes".split()
 )
 #: the ultralytics checkpoint a run writes when it starts from a yaml and a state_dict (weights)
 START_FILE = "start.pt"
@@ -70,8 +70,15 @@ def check(req: Any) -> str:
         raise EdgeslimError(
             f"a YOLO is trained by ultralytics here, where {', '.join(given)} "
             f"{'does' if len(given) == 1 else 'do'} not apply; drop {'it' if len(given) == 1 else 'them'} "
-            "(a budget: target_macs or target_params)",
-            param=(*given, "target_macs", "target_params"),
+            "(a budget: target_macs, target_params or target_latency)",
+            param=(*given, "target_macs", "target_params", "target_latency"),
+        )
+    if req.target_latency is not None and not (req.profile or req.latency_table):
+        raise EdgeslimError(
+            "a YOLO's latency target needs profile (a device's, e.g. jetson-orin-nano-8gb, which the latency is "
+            "predicted for) or latency_table (measured per-layer times); this host's lookup is measured for "
+            "image classifiers only",
+            param=("profile", "latency_table"),
         )
     checkpoint = _is_checkpoint(source)
     if checkpoint and not Path(source).is_file():  # (ultralytics would try to download a file of that name)
@@ -98,7 +105,9 @@ def check(req: Any) -> str:
         )
     from edgeslim.sparsity.prox import check_strength
 
-    check_strength(req.lam, req.shrink, budget=bool(req.target_macs or req.target_params))
+    check_strength(
+        req.lam, req.shrink, budget=bool(req.target_macs or req.target_params or req.target_latency)
+    )
     if req.imgsz is not None and not (isinstance(req.imgsz, int) and req.imgsz >= 32 and req.imgsz % 32 == 0):
         raise EdgeslimError(
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"

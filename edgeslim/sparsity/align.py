@@ -14,10 +14,12 @@ the resource model says is met is met by the aligned network.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
-from edgeslim.sparsity.resource import ResourceModel
+import torch
+from torch import Tensor, nn
+
+from edgeslim.sparsity.resource import ResourceModel, build_resource
 
 
 class ChannelAligner:
@@ -65,3 +67,22 @@ class ChannelAligner:
         src = before.view(-1, self.total)
         out[:, where] = src[:, where].to(out.dtype)
         return out.reshape(xi.shape)
+
+
+def align_channels(
+    slimmer: Any, model: nn.Module, example: Tensor, round_to: int, resource: ResourceModel | None = None
+) -> None:
+    """Give ``slimmer`` (a :class:`~edgeslim.sparsity.prox.ProximalSlimming`) a :class:`ChannelAligner`
+    that keeps its alive counts in multiples of ``round_to`` with trained channels; ``resource``: a
+    budget's own resource model (one at ``round_to``), else one is built (a MAC model: the groups)."""
+    if round_to <= 1:
+        return
+    if resource is None:
+        resource = build_resource(
+            model,
+            example,
+            "macs",
+            round_to=round_to,
+            shifts_zeroed=bool(getattr(slimmer, "zero_invariant", False)),
+        )
+    slimmer.aligner = ChannelAligner(resource)

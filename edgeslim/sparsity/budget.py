@@ -50,6 +50,7 @@ from torch.optim import Optimizer
 from edgeslim.channels.hooks import TrainHook
 from edgeslim.channels.norm import is_batchnorm, recalibrate_bn
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.align import align_channels
 from edgeslim.sparsity.prox import ProximalSlimming
 from edgeslim.sparsity.resource import METRICS, ResourceModel
 from edgeslim.utils.modes import training_mode
@@ -595,7 +596,8 @@ def build_controller(
     calib: list[Tensor] | None = None,
 ) -> BudgetController:
     """Validate ``settings``, build the resource model (one trace; a second for a ``price`` in
-    another metric) and the controller."""
+    another metric) and the controller; with ``round_to`` > 1 the slimmer keeps aligned channel
+    counts with trained channels (:func:`edgeslim.sparsity.align.align_channels`)."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
@@ -612,6 +614,8 @@ def build_controller(
     price = (
         resource_in(settings.price) if settings.price is not None else None
     )  # validate(): never the metric
+    # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
+    align_channels(slimmer, model, example_input, round_to, resource)
     return BudgetController(
         slimmer,
         resource,

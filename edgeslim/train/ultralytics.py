@@ -202,14 +202,10 @@ class UltralyticsSlimming:
             )  # fmt: skip
             slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
             controller.on_train_start(model, trainer.optimizer)
-        if self.round_to > 1:  # aligned channel counts, kept with trained channels (docs/speed.md)
-            from edgeslim.sparsity.align import ChannelAligner
-            from edgeslim.sparsity.resource import build_resource
+        if controller is None:  # aligned channel counts, kept with trained channels (a controller does)
+            from edgeslim.sparsity.align import align_channels
 
-            resource = controller.resource if controller is not None else build_resource(
-                model, example, "macs", round_to=self.round_to, shifts_zeroed=slimmer.zero_invariant
-            )  # fmt: skip
-            slimmer.aligner = ChannelAligner(resource)
+            align_channels(slimmer, model, example, self.round_to)
 
         def after_step(opt: torch.optim.Optimizer, _args: Any, _kwargs: Any) -> None:
             found_inf = getattr(opt, "found_inf", None)  # a fused optimizer under AMP steps on inf gradients
@@ -329,7 +325,13 @@ class UltralyticsSlimming:
             c, dense = self.controller, self.controller.resource.dense
             achieved = c.resource.of_xi(c.magnitude())
             out["budget"] = {"metric": c.settings.metric, "target_fraction": c.target / dense,
-                             "achieved_fraction": achieved / dense}  # fmt: skip
+                             "achieved_fraction": achieved / dense, "dense": dense, "target": c.target,
+                             "achieved": achieved}  # fmt: skip
+            if (
+                c.settings.metric == "latency"
+            ):  # seconds per batch: a roofline prediction, or a measured table's
+                out["budget"].update(batch=c.settings.batch, profile=c.settings.profile,
+                                     predicted=c.settings.latency_table is None)  # fmt: skip
         return out
 
 
