@@ -279,6 +279,10 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (["bench", dense, "--profile", "no-such-board", *FAST], "no device profile named"),
         (["bench", dense, "--batch", "1,x"], "Invalid value for '--batch': 'x' is not a valid integer"),
         (["bench", "--predict", dense], "--predict needs --profile"),
+        (  # (a trial's --out was ignored without a word)
+            ["bench", "--predict", "--profile", "jetson-nano", dense, "--out", tmp_path / "p"],
+            "--predict writes no files (nothing is measured, the prediction is returned); drop --out",
+        ),
         (["bench", "--predict", "--profile", "jetson-nano", "--batch", "1", dense, "--json"], None),
         (  # a precision the profile has no figures for (was ignored: the fp16 prediction, silently)
             ["bench", "--predict", "--profile", "jetson-nano", "--precision", "int8", dense],

@@ -67,6 +67,11 @@ class BenchRequest:
                 "calibrate goes with predict=True (it fits the prediction to a measured run.json)",
                 param=("calibrate", "predict"),
             )
+        if self.predict and self.out_dir:  # (a trial's --out was ignored without a word)
+            raise EdgeslimError(
+                "predict writes no files (nothing is measured, the prediction is returned); drop out_dir",
+                param=("predict", "out_dir"),
+            )
         if self.predict and not self.profile:
             raise EdgeslimError(
                 "predict=True needs profile NAME (list them with: edgeslim profiles)",

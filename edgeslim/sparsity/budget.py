@@ -518,11 +518,12 @@ class BudgetController(TrainHook):
                 setattr(self, k, v)
 
     # ------------------------------------------------------------------ report
-    def report(self, history: list[dict[str, Any]]) -> dict[str, Any]:
-        """Settings, final numbers and the per-epoch trajectory (from the trainer's history)."""
+    def report(self, history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Settings, final numbers and the per-epoch trajectory (from the trainer's history, where
+        given: a loop of one's own has none)."""
         d = self.resource.dense
         traj = []
-        for r in history:
+        for r in history or []:
             if "budget_R" not in r:
                 continue
             traj.append(
