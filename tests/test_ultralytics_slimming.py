@@ -187,6 +187,14 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
     assert sg["exact"] and sg["removed_channels"] > 0 and sg["macs_after"] < sg["macs_before"]
     assert sg["max_abs_diff"] < 1e-4 and "images" in sg["calibration"]  # checked on the val photos
     assert (out / "model.pt").is_file() and report["checkpoint"] == str(out / "train" / "weights" / "last.pt")
+    # the val photos surgery was checked on go with model.pt: its export validates on them, not on noise
+    # (a trial's export said "no data set known")
+    exp = subprocess.run([sys.executable, "-m", "edgeslim", "export", str(out / "model.pt"), "--trust-pickle",
+                          "--onnx", str(tmp_path / "slim.onnx"), "--json"], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    val = json.loads(exp.stdout)["onnx"]["validation"]
+    assert val["real_data"] and "images" in val["source"], val
     assert "next: edgeslim export" in r.stderr and "rebuilds its architecture from" in r.stderr
     # the run directory is held: a second run into it without --force is refused, nothing changed
     again = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
