@@ -295,6 +295,22 @@ def test_a_device_latency_target_prints_slim_dense_and_target_per_batch(
     assert "lambda set by the budget controller (at the end:" in shown
 
 
+def test_a_mac_budget_for_a_device_reports_the_predicted_speed(tmp_path, fmnist_dir: str, capsys) -> None:
+    """A run for a device that is not a latency budget says what its MACs buy there (a trial's YOLOv8n:
+    71% fewer MACs, 1.08x predicted, nothing said): dense and slim predicted per batch, the speedup."""
+    out = tmp_path / "o"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "128",
+               "--test-subset", "64", "--epochs", "1", "--threads", "1", "--target-macs", "0.5",
+               "--profile", "jetson-orin-nano-8gb", "--out", str(out)])  # fmt: skip
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    pl = json.loads((out / "report.json").read_text())["predicted_latency"]
+    assert pl["profile"] == "jetson-orin-nano-8gb" and pl["batch"] == 1 and pl["slim_ms"] < pl["dense_ms"]
+    assert pl["speedup"] == pytest.approx(pl["dense_ms"] / pl["slim_ms"])
+    shown = " ".join(text.out.split())
+    assert "on jetson-orin-nano-8gb (fp16), predicted per batch of 1:" in shown and "of the MACs" in shown
+
+
 def test_verify_latency_for_another_device_is_refused_before_training(
     tmp_path, fmnist_dir: str, capsys
 ) -> None:

@@ -323,6 +323,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"{lat['predicted_dense_ms']:.4g} ms dense ({target}; {how}); measure it on the device: "
                 f"{lat['command']}"
             )
+    if "macs" in report:
+        _print_predicted(report.get("predicted_latency"), report["macs"]["slim"] / report["macs"]["dense"])
     if report.get("head"):
         h = report["head"]
         err.print(
@@ -356,6 +358,19 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {notice(msg, slim)}", soft_wrap=True)
+
+
+def _print_predicted(pl: dict[str, Any] | None, macs_fraction: float) -> None:
+    """The device's predicted speed of a run that was not a latency budget (its MACs alone say little)."""
+    from edgeslim.utils.console import out
+
+    if pl:
+        speed = f"{pl['speedup']:.2f}x" if pl.get("speedup") else "-"
+        out.print(
+            f"on {pl['profile']} ({pl['precision']}), predicted per batch of {pl['batch']}: {pl['dense_ms']:.4g} -> "
+            f"{pl['slim_ms']:.4g} ms ({speed}) for {macs_fraction:.1%} of the MACs; a roofline of every kernel as "
+            "bench --predict prices the ONNX, uncalibrated"
+        )
 
 
 def _lambda_text(lam: float, budget_lambda: float | None) -> str:
@@ -410,6 +425,7 @@ def _print_yolo(report: dict[str, Any]) -> None:
     for key, label in (("params", "parameters"), ("macs", "MACs")):
         mrows.append([label, human(sg[f"{key}_before"]), human(sg[f"{key}_after"])])
     out.print(table("validation (ultralytics) and size", ["", "model given", "slim"], mrows))
+    _print_predicted(report.get("predicted_latency"), sg["macs_after"] / sg["macs_before"])
     al = sg.get("alignment") or {}
     out.print(
         f"surgery: {sg['removed_channels']:,} channels removed, each counted once where an add or a concat ties "

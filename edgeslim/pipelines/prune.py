@@ -79,7 +79,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
                                                             "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
     if req.data and calib is not None:  # the images surgery was checked on: the export validates on them too
-        meta.update(data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve()))
+        meta.update(
+            data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve())
+        )
     save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
     rep["output"] = str(output)
     rep.update(rebuild_facts(loaded.spec))  # the slim checkpoint's trust_pickle and the file it rebuilds from

@@ -313,6 +313,17 @@ def _run(
     from edgeslim.checkpoint import rebuild_facts
 
     res.report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
+    if req.profile and not (
+        latency is not None and latency["is_budget"]
+    ):  # speed on the device, not MACs only
+        from edgeslim.pipelines.latency import predicted_speed
+        from edgeslim.slim import REPORT_FILE
+        from edgeslim.utils.io import write_json
+
+        res.report["predicted_latency"] = predicted_speed(
+            res.trained, spec.input_shape, req.profile, req.precision
+        )
+        write_json(out_dir / REPORT_FILE, res.report)
     if latency is not None and latency["is_budget"]:
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify

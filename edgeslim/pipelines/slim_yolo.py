@@ -295,6 +295,13 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         "loads_code": True,
         "rebuilds_from": rep.get("rebuilds_from"),
     }
+    budget_metric = (summary.get("budget") or {}).get("metric")
+    if req.profile and budget_metric != "latency":  # what its MACs buy on the device (a latency budget says)
+        from edgeslim.models.yolo import load_yolo_checkpoint
+        from edgeslim.pipelines.latency import predicted_speed
+
+        trained = load_yolo_checkpoint(str(cut), trust_pickle=True).float().eval()
+        report["predicted_latency"] = predicted_speed(trained, (3, imgsz, imgsz), req.profile, req.precision)
     collapse = _collapse(report)
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
