@@ -370,6 +370,10 @@ def test_bad_budgets_fail_before_training() -> None:
         (["--target-macs", "0.5", "--cost-exponent", "-1"], "must be >= 0"),
         (["--price", "latency"], "--price only applies with a budget"),
         (["--target-macs", "0.5", "--price", "time"], "'time' is not one of"),
+        (  # (with --round-to the profile was used only at the end, where the prediction failed after training)
+            ["--target-macs", "0.5", "--profile", "rpi4", "--precision", "fp16", "--round-to", "8"],
+            "profile 'rpi4' has no peak compute for --precision fp16",
+        ),
     ],
 )
 def test_cli_bad_budget(args: list[str], message: str, tmp_path, capsys, fmnist_dir: str) -> None:

@@ -309,6 +309,10 @@ def test_a_mac_budget_for_a_device_reports_the_predicted_speed(tmp_path, fmnist_
     assert pl["speedup"] == pytest.approx(pl["dense_ms"] / pl["slim_ms"])
     shown = " ".join(text.out.split())
     assert "on jetson-orin-nano-8gb (fp16), predicted per batch of 1:" in shown and "of the MACs" in shown
+    from edgeslim.cli.slim import _print  # --json: the report alone on stdout (the line went there too)
+
+    _print(json.loads((out / "report.json").read_text()), as_json=True)
+    assert json.loads(capsys.readouterr().out)["predicted_latency"] == pl
 
 
 def test_verify_latency_for_another_device_is_refused_before_training(

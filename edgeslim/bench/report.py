@@ -115,6 +115,10 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
     record["prediction"] = out
 
 
+#: why a bench record's prediction priced a model at its exported widths (:func:`padded_layers` had none)
+UNPADDED_WHY = "the measured ONNX file is not at its recorded path, or onnx is not installed"
+
+
 def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
     """The model's costs at channel counts padded to ``multiple``, from its ONNX file where it still
     is and onnx is installed (None: the run's stored costs, at the exported widths, are what is left)."""
@@ -305,7 +309,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                     + "; ".join(
                         f"{label} padded to multiples of {m}"
                         if m > 1
-                        else f"{label} at its exported widths (its ONNX file was not at hand)"
+                        else f"{label} at its exported widths ({UNPADDED_WHY})"
                         for label, m in pr["channel_multiple"].items()
                     )
                     + ".",

@@ -62,11 +62,10 @@ def _print_padding(multiples: dict[str, int]) -> None:
         )
     unpadded = sorted(label for label, m in multiples.items() if m == 1)
     if unpadded:
-        err.print(
-            f"note: {' and '.join(unpadded)} priced at the exported widths, unpadded (the measured ONNX file is "
-            "not at its recorded path, or onnx is not installed)",
-            soft_wrap=True,
-        )
+        from edgeslim.bench.report import UNPADDED_WHY
+
+        err.print(f"note: {' and '.join(unpadded)} priced at the exported widths, unpadded ({UNPADDED_WHY})",
+                  soft_wrap=True)  # fmt: skip
 
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:

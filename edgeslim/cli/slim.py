@@ -323,8 +323,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 f"{lat['predicted_dense_ms']:.4g} ms dense ({target}; {how}); measure it on the device: "
                 f"{lat['command']}"
             )
-    if "macs" in report:
-        _print_predicted(report.get("predicted_latency"), report["macs"]["slim"] / report["macs"]["dense"])
+    if not as_json and report.get("predicted_latency") and report.get("macs", {}).get("dense"):
+        _print_predicted(report["predicted_latency"], report["macs"]["slim"] / report["macs"]["dense"])
     if report.get("head"):
         h = report["head"]
         err.print(

@@ -13,11 +13,14 @@ from __future__ import annotations
 import copy
 import logging
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Step
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -268,19 +271,31 @@ def verify(check: dict[str, Any], tolerance: float) -> None:
 
 
 def predicted_speed(
-    trained: Any, input_shape: Any, profile: str, precision: str | None = None, batch: int = 1
+    trained: nn.Module,
+    input_shape: Sequence[int],
+    profile: str,
+    precision: str | None = None,
+    batch: int = 1,
+    round_to: int = 1,
 ) -> dict[str, Any]:
     """The roofline prediction, on ``profile``, of the dense network and of ``trained`` (full width,
     its zero BN scales marking the channels surgery removes): what a run that was not a latency
     budget tells a device user about speed, not only MACs (a trial's YOLOv8n at 64 px: 71% fewer MACs,
-    1.08x predicted). Priced as the budget and ``bench --predict`` price it."""
+    1.08x predicted). Priced as the budget and ``bench --predict`` price it, channel counts rounded up
+    to the run's ``round_to`` as surgery rounds them."""
     import torch
 
     from edgeslim.sparsity.resource import build_resource
 
-    p = next(trained.parameters())
-    example = torch.zeros((1, *[int(v) for v in input_shape]), device=p.device, dtype=p.dtype)
-    r = build_resource(trained, example, "latency", profile=profile, precision=precision, batch=batch)
+    p = next(trained.parameters(), None)
+    example = torch.zeros(
+        (1, *[int(v) for v in input_shape]),
+        device=p.device if p is not None else "cpu",
+        dtype=p.dtype if p is not None else torch.float32,
+    )
+    r = build_resource(
+        trained, example, "latency", profile=profile, precision=precision, batch=batch, round_to=round_to
+    )
     slim = r.of_model(trained)
     return {
         "label": "PREDICTION (roofline of every kernel; not a measurement)",

@@ -78,7 +78,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     recipe = compose_recipes(loaded.recipe, res.recipe)
     meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
                                                             "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
-    if req.data and calib is not None:  # the images surgery was checked on: the export validates on them too
+    if (
+        req.data
+    ):  # the images surgery was checked on (it refuses data it cannot load): export validates on them too
         meta.update(
             data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve())
         )

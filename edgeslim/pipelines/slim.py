@@ -150,6 +150,11 @@ def check(req: SlimRequest) -> dict[str, Any]:
     if not req.resume:  # a resumed run keeps its saved settings
         align = resolve_alignment(req.round_to, req.profile, req.precision)
         req.round_to = int(align["round_to"])  # type: ignore[call-overload]
+        if req.profile:  # its predictions come at the end: a precision it has no figures for fails now
+            from edgeslim.channels.cost import model_precision
+            from edgeslim.channels.devices import load_profile
+
+            model_precision(load_profile(req.profile), asked=req.precision)
     else:
         align = None
     opts = req.options()
@@ -260,7 +265,7 @@ def _run(
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
         meta = {
             k: loaded.meta[k]
-            for k in ("source", "weights", "head", "data_args", "alignment")
+            for k in ("source", "weights", "head", "data_args", "alignment", "device")
             if k in loaded.meta
         }
         ignored = [k for k, v in req.options().items() if k not in RESUME_KEEPS and v not in (None, False)]
@@ -279,6 +284,8 @@ def _run(
         meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
                              for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta = {"source": req.model, **meta}
+        if req.profile:  # the device the run is for (a resume predicts for it, not for what is given then)
+            meta["device"] = {"profile": req.profile, "precision": req.precision}
         if extra.get("alignment"):
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
@@ -313,15 +320,14 @@ def _run(
     from edgeslim.checkpoint import rebuild_facts
 
     res.report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
-    if req.profile and not (
-        latency is not None and latency["is_budget"]
-    ):  # speed on the device, not MACs only
+    device = meta.get("device")
+    if device and not (latency is not None and latency["is_budget"]):  # speed on the device, not MACs only
         from edgeslim.pipelines.latency import predicted_speed
         from edgeslim.slim import REPORT_FILE
         from edgeslim.utils.io import write_json
 
         res.report["predicted_latency"] = predicted_speed(
-            res.trained, spec.input_shape, req.profile, req.precision
+            res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
         write_json(out_dir / REPORT_FILE, res.report)
     if latency is not None and latency["is_budget"]:

@@ -301,7 +301,9 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
         from edgeslim.pipelines.latency import predicted_speed
 
         trained = load_yolo_checkpoint(str(cut), trust_pickle=True).float().eval()
-        report["predicted_latency"] = predicted_speed(trained, (3, imgsz, imgsz), req.profile, req.precision)
+        report["predicted_latency"] = predicted_speed(
+            trained, (3, imgsz, imgsz), req.profile, req.precision, round_to=int(req.round_to or 1)
+        )
     collapse = _collapse(report)
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)

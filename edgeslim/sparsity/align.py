@@ -77,6 +77,8 @@ def align_channels(
     budget's own resource model (one at ``round_to``), else one is built (a MAC model: the groups)."""
     if round_to <= 1:
         return
+    if resource is not None and resource.round_to != round_to:
+        raise ValueError(f"the resource model is at round_to {resource.round_to}, not {round_to}")
     if resource is None:
         resource = build_resource(
             model,

@@ -598,7 +598,8 @@ def build_controller(
 ) -> BudgetController:
     """Validate ``settings``, build the resource model (one trace; a second for a ``price`` in
     another metric) and the controller; with ``round_to`` > 1 the slimmer keeps aligned channel
-    counts with trained channels (:func:`edgeslim.sparsity.align.align_channels`)."""
+    counts with trained channels (:func:`edgeslim.sparsity.align.align_channels`, replacing an
+    aligner it had)."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
@@ -615,9 +616,7 @@ def build_controller(
     price = (
         resource_in(settings.price) if settings.price is not None else None
     )  # validate(): never the metric
-    # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
-    align_channels(slimmer, model, example_input, round_to, resource)
-    return BudgetController(
+    controller = BudgetController(
         slimmer,
         resource,
         settings,
@@ -627,3 +626,6 @@ def build_controller(
         calib=calib,
         price=price,
     )
+    # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
+    align_channels(slimmer, model, example_input, round_to, resource)
+    return controller
