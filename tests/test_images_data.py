@@ -204,3 +204,13 @@ def test_a_whole_pickled_yolo_is_fed_as_ultralytics_feeds_it(photos: Path, tmp_p
     assert loaded.meta["fit"] == "letterbox" and loaded.meta["std"] == [1.0] * 3
     b = real_inputs((3, 64, 64), data="images", data_dir=str(photos), meta=loaded.meta, n=4)
     assert b is not None and not b.estimated and "letterboxed" in b.source and float(b.x.min()) >= 0
+
+
+def test_a_checkpoint_whose_recorded_photos_are_gone_validates_without_them(photos: Path) -> None:
+    """A slim checkpoint records the photos its surgery was checked on; copied to a machine without
+    them, its export validates on random inputs with the usual note instead of failing on the path."""
+    from edgeslim.export.validate import real_inputs
+
+    here = real_inputs((3, 32, 32), meta={"data": "images", "data_dir": str(photos)}, n=4)
+    assert here is not None and here.real and len(here.x) == 4
+    assert real_inputs((3, 32, 32), meta={"data": "images", "data_dir": str(photos / "gone")}, n=4) is None

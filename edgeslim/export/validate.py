@@ -137,14 +137,22 @@ def real_inputs(
     set is any folder of images in ``data_dir`` (no labels), brought to the model's input size as
     ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
     """
+    from pathlib import Path
+
+    from edgeslim.data.datasets import canonical_name
+    from edgeslim.data.imagefolder import IMAGES
+
     name = data or dataset_name(meta)
     if not name:
         return None
-    if data_dir is None and not data and isinstance((meta or {}).get("data_dir"), str):
-        data_dir = meta["data_dir"]  # where the checkpoint's data set lay when it was trained
+    recorded = (meta or {}).get("data_dir") if data_dir is None and not data else None
+    if isinstance(recorded, str):  # where the checkpoint's data set lay when it was made
+        if canonical_name(name) == IMAGES and not Path(recorded).exists():
+            return (
+                None  # (photos a prune was checked on, and the checkpoint copied to a machine without them)
+            )
+        data_dir = recorded
     from edgeslim.data import load_dataset
-    from edgeslim.data.datasets import canonical_name
-    from edgeslim.data.imagefolder import IMAGES
 
     key = canonical_name(name)
     if key == IMAGES:
