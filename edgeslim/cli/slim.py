@@ -308,21 +308,15 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                             ["", "target", "predicted", "measured"], rows))  # fmt: skip
             out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
         elif lat:
-            how = (
-                "from the latency table"
-                if (report.get("budget") or {}).get("settings", {}).get("latency_table")
-                else "a roofline of every kernel, as bench --predict prices the ONNX; uncalibrated"
-            )
             target = (
                 f"target {lat['target_ms']:.4g} ms"
                 if lat.get("target_ms") is not None
                 else f"target {100 * lat['target_fraction_of_dense']:.3g}% of dense"
             )
-            out.print(
-                f"latency predicted per batch of {lat['batch']}: {lat['predicted_ms']:.4g} ms slim, "
-                f"{lat['predicted_dense_ms']:.4g} ms dense ({target}; {how}); measure it on the device: "
-                f"{lat['command']}"
-            )
+            table_given = (report.get("budget") or {}).get("settings", {}).get("latency_table")
+            line = _budget_latency_line(lat["batch"], lat["predicted_ms"], lat["predicted_dense_ms"], target,
+                                        None if table_given else "")  # fmt: skip
+            out.print(f"{line}; measure it on the device: {lat['command']}")
     if not as_json and report.get("predicted_latency") and report.get("macs", {}).get("dense"):
         _print_predicted(report["predicted_latency"], report["macs"]["slim"] / report["macs"]["dense"])
     if report.get("head"):
@@ -360,6 +354,19 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         err.print(f"[yellow]warning:[/] {notice(msg, slim)}", soft_wrap=True)
 
 
+def _roofline(profile: str = "") -> str:
+    """How a latency that was not measured was priced (every such line says it the same way)."""
+    return f"a roofline of every kernel{f' for {profile}' if profile else ''}, as bench --predict prices the ONNX; uncalibrated"
+
+
+def _budget_latency_line(
+    batch: int, slim_ms: float, dense_ms: float, target: str, profile: str | None
+) -> str:
+    """A latency budget's predicted result; ``profile`` None: priced from a measured latency table."""
+    how = "from the latency table" if profile is None else _roofline(profile)
+    return f"latency predicted per batch of {batch}: {slim_ms:.4g} ms slim, {dense_ms:.4g} ms dense ({target}; {how})"
+
+
 def _print_predicted(pl: dict[str, Any] | None, macs_fraction: float) -> None:
     """The device's predicted speed of a run that was not a latency budget (its MACs alone say little)."""
     from edgeslim.utils.console import out
@@ -368,8 +375,7 @@ def _print_predicted(pl: dict[str, Any] | None, macs_fraction: float) -> None:
         speed = f"{pl['speedup']:.2f}x" if pl.get("speedup") else "-"
         out.print(
             f"on {pl['profile']} ({pl['precision']}), predicted per batch of {pl['batch']}: {pl['dense_ms']:.4g} -> "
-            f"{pl['slim_ms']:.4g} ms ({speed}) for {macs_fraction:.1%} of the MACs; a roofline of every kernel as "
-            "bench --predict prices the ONNX, uncalibrated"
+            f"{pl['slim_ms']:.4g} ms ({speed}) for {macs_fraction:.1%} of the MACs; {_roofline()}"
         )
 
 
@@ -407,14 +413,14 @@ def _print_yolo(report: dict[str, Any]) -> None:
             f"{budget['achieved_fraction']:.1%} (last.pt: the epoch that meets it)"
         )
         if budget["metric"] == "latency" and "achieved" in budget:
-            how = (
-                f"a roofline of every kernel for {budget['profile']}, as bench --predict prices the ONNX; uncalibrated"
-                if budget.get("predicted")
-                else "from the latency table"
-            )
             out.print(
-                f"latency predicted per batch of {budget['batch']}: {1e3 * budget['achieved']:.4g} ms slim, "
-                f"{1e3 * budget['dense']:.4g} ms dense (target {1e3 * budget['target']:.4g} ms; {how})"
+                _budget_latency_line(
+                    budget["batch"],
+                    1e3 * budget["achieved"],
+                    1e3 * budget["dense"],
+                    f"target {1e3 * budget['target']:.4g} ms",
+                    budget["profile"] if budget.get("predicted") else None,
+                )  # fmt: skip
             )
     before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
     keys = [k for k in after if k.startswith("metrics/")]

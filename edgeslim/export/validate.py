@@ -147,10 +147,9 @@ def real_inputs(
         return None
     recorded = (meta or {}).get("data_dir") if data_dir is None and not data else None
     if isinstance(recorded, str):  # where the checkpoint's data set lay when it was made
+        # photos a prune was checked on, the checkpoint copied to a machine without them: none known here
         if canonical_name(name) == IMAGES and not Path(recorded).exists():
-            return (
-                None  # (photos a prune was checked on, and the checkpoint copied to a machine without them)
-            )
+            return None
         data_dir = recorded
     from edgeslim.data import load_dataset
 
