@@ -79,12 +79,11 @@ def align_channels(
         return
     if resource is not None and resource.round_to != round_to:
         raise ValueError(f"the resource model is at round_to {resource.round_to}, not {round_to}")
-    if resource is None:
-        resource = build_resource(
-            model,
-            example,
-            "macs",
-            round_to=round_to,
-            shifts_zeroed=bool(getattr(slimmer, "zero_invariant", False)),
-        )
+    resource = resource or build_resource(
+        model,
+        example,
+        "macs",
+        round_to=round_to,
+        shifts_zeroed=bool(getattr(slimmer, "zero_invariant", False)),
+    )
     slimmer.aligner = ChannelAligner(resource)

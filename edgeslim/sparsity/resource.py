@@ -167,6 +167,14 @@ class ResourceModel:
         self.out_idx = torch.tensor([layer.out_touch for layer in self.layers], dtype=torch.long)
         self.dense_k = self.group_size.clone()
         self.const_params = float(g.params()) - self._params_from(self.dense_k, dense=True)
+        # per layer, for the roofline (evaluated many times by the projection): activation positions, and
+        # a depthwise layer's input read at one channel per ``multiplier`` outputs (its n_in is 1: no touch)
+        self._in_spatial = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64)
+        self._out_spatial = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64)
+        self._dw = torch.tensor([layer.kind == "dw" for layer in self.layers])
+        d_out = self.touch_matrix[self.out_idx] @ self.dense_k
+        groups = torch.tensor([layer.groups for layer in self.layers], dtype=torch.float64)
+        self._dw_in_per_out = groups / d_out.clamp(min=1)
         self._setup_kernels()
         # latency settings
         self.profile = self.precision = None
@@ -507,15 +515,9 @@ class ResourceModel:
             n_out = n_out + (torch.ceil(n_out / m) * m - n_out).detach()
         macs = self._macs_per_layer(n_in, n_out)
         weights = self._weights_per_layer(n_in, n_out) * eb
-        # a depthwise layer reads one input channel per ``multiplier`` outputs (its n_in is 1: no touch)
-        d_out = self.touch_matrix[self.out_idx] @ self.dense_k
-        dw = torch.tensor([layer.kind == "dw" for layer in self.layers])
-        per_out = torch.tensor([layer.groups for layer in self.layers], dtype=torch.float64) / d_out.clamp(
-            min=1
-        )
-        read = torch.where(dw, n_out * per_out, n_in)
-        act_in = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64) * read * eb
-        act_out = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64) * n_out * eb
+        read = torch.where(self._dw, n_out * self._dw_in_per_out, n_in)  # (a depthwise layer: see __init__)
+        act_in = self._in_spatial * read * eb
+        act_out = self._out_spatial * n_out * eb
         return macs, weights + act_in + act_out, weights
 
     def value(self, k: Tensor) -> float:
