@@ -25,6 +25,10 @@ Variants (each one round of proximal l1 slimming, no fine-tune; same schedule, d
   channels, the narrow network is re-initialised (the zoo's initialisation) and trained from
   scratch on the same schedule (the network of that width a user could train directly; on
   vgg-small ``uniform@0.5`` removes exactly 50% of the BN channels);
+* ``widths@W1-W2-...``: ``uniform@F``'s protocol for a network of chosen widths: the prunable
+  groups in order keep their first ``W1, W2, ...`` channels (vgg-small: six groups of 32 32 64 64
+  128 128; widths summing to 224 remove 50% of the BN channels), whether any way of spending half
+  the channels trains closer to dense than the uniform half;
 * ``scratch@S``: not slimming: the network ``restart@S`` (the default phases) leaves at the same
   seed, re-initialised and trained from scratch on the same schedule (Liu et al. 2019, "Rethinking
   the value of network pruning", scratch-E): whether the channels slimming keeps, or the way it
@@ -240,6 +244,32 @@ def main() -> None:
                     "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
                     "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
 
+        def widths(chosen: str) -> dict[str, Any]:
+            """``uniform``'s protocol for a network of chosen widths: the prunable groups in order keep
+            their first ``W1, W2, ...`` channels (``chosen`` = "W1-W2-...")."""
+            torch.manual_seed(seed)
+            model = create_model(spec)
+            ex = torch.zeros(1, *spec.input_shape)
+            resource = build_resource(model, ex, "macs")
+            group = resource.group_of_class[resource.pos_class]
+            rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
+            for grp in resource.graph.groups:
+                rank[grp.classes] = torch.arange(grp.size)
+            order = sorted({int(i) for i in group[resource.pos_removable]})
+            want = [int(w) for w in chosen.split("-")]
+            if len(want) != len(order):
+                raise SystemExit(f"widths@{chosen}: {len(order)} prunable groups, {len(want)} widths given")
+            keep = torch.full((int(group.max()) + 1,), 1 << 30, dtype=torch.long)
+            keep[order] = torch.tensor(want)
+            dead = (rank[resource.pos_class] >= keep[group]) & resource.pos_removable
+            zero_channels(model, dead)
+            pr = prune_with_report(model, ex)
+            rep = pr.report
+            return {"accuracy": retrain(pr.model), "widths": want,
+                    "channels_removed": float(dead.sum()) / resource.total,
+                    "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
+                    "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
+
         def scratch(strength: str) -> dict[str, Any]:
             source = f"restart@{strength}"
             key = f"{source}-s{seed}"
@@ -258,6 +288,8 @@ def main() -> None:
                 fn = dense
             elif name == "uniform":
                 fn = lambda f=float(strength or 0.5): uniform(f)  # noqa: E731
+            elif name == "widths":
+                fn = lambda w=strength: widths(w)  # noqa: E731
             elif name == "scratch":
                 fn = lambda s=strength or "1.0": scratch(s)  # noqa: E731
             else:
@@ -311,10 +343,16 @@ def matched_channels(runs: dict[str, dict[str, Any]], seeds: list[int]) -> list[
     return out
 
 
+def family(variant: str) -> str:
+    """The family a variant's runs are interpolated in: its name without the strength (``restart@1.0``
+    -> ``restart``); each ``widths@...`` network is its own."""
+    return variant if variant.startswith("widths@") else variant.split("@")[0]
+
+
 def _family_points(runs: dict[str, dict[str, Any]], fam: str, seed: int) -> list[tuple[float, float]]:
     """(channels removed, accuracy) of every strength of the family ``fam`` at ``seed``, sorted."""
     return sorted((r["channels_removed"], r["accuracy"]) for k, r in runs.items()
-                  if k.endswith(f"-s{seed}") and k.rsplit("-s", 1)[0].split("@")[0] == fam)  # fmt: skip
+                  if k.endswith(f"-s{seed}") and family(k.rsplit("-s", 1)[0]) == fam)  # fmt: skip
 
 
 def _bracketed(pts: list[tuple[float, float]], x: float) -> tuple[float, list[float]] | None:
@@ -335,7 +373,7 @@ def vs_family(runs: dict[str, dict[str, Any]], ref: str = "default") -> list[dic
     out = []
     for key, r in runs.items():
         name, seed = key.rsplit("-s", 1)
-        if name.split("@")[0] in (ref, "dense"):
+        if family(name) in (ref, "dense"):
             continue
         hit = _bracketed(_family_points(runs, ref, int(seed)), r["channels_removed"])
         if hit is not None:
@@ -352,7 +390,7 @@ def at_channels(
     runs; where dense ran at that seed, the paired difference to it (pt), their mean and standard
     error (``mean_pt`` None without dense runs)."""
     out = []
-    families = sorted({k.rsplit("-s", 1)[0].split("@")[0] for k in runs} - {"dense"})
+    families = sorted({family(k.rsplit("-s", 1)[0]) for k in runs} - {"dense"})
     for fam in families:
         diffs, per_seed = [], []
         for seed in seeds:
