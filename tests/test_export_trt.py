@@ -142,6 +142,26 @@ def test_cli_trt_without_tensorrt_writes_script(tmp_path, capsys):
     assert main(["export", "vgg-small", "--onnx", str(out), "--trt"]) == 2
 
 
+def test_cli_engine_path_never_overwrites_without_force(tmp_path, capsys):
+    """The engine a script's trtexec (or the builder) writes is an output like the ONNX: an existing
+    file, a directory or a name that is not an engine is refused in one line before anything is written."""
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"the user's own model")
+    engine = tmp_path / "old.engine"
+    engine.write_bytes(b"the user's engine")
+    base = ["export", "vgg-small", "--onnx", str(tmp_path / "v.onnx"), "--trt", "--engine"]
+    for target, why in ((mine, "should end in .engine"), (engine, "exists"), (tmp_path, "should end in .engine")):
+        capsys.readouterr()
+        assert main([*base, str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0] and "--engine" in err[0], err
+    assert mine.read_bytes() == b"the user's own model" and engine.read_bytes() == b"the user's engine"
+    assert not (tmp_path / "v.onnx").exists()
+    if not HAS_TRT:  # with --force the script names the engine it will replace
+        assert main([*base, str(engine), "--force"]) == 0
+        assert "--saveEngine=old.engine" in (tmp_path / "old.trtexec.sh").read_text()
+
+
 @pytest.fixture(scope="module")
 def fm_calib(fmnist_dir):
     return real_inputs((1, 28, 28), data="fashion-mnist", data_dir=fmnist_dir, n=160)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Notice
-from edgeslim.utils.io import atomic_write_text, check_output_path
+from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
@@ -155,8 +155,13 @@ def run_export(
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
     qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
-    if req.trt:
-        outputs += [engine] if installed else [script]
+    if req.trt and engine.suffix not in ENGINE_SUFFIXES:
+        raise EdgeslimError(
+            f"engine_path {engine} should end in {' or '.join(ENGINE_SUFFIXES)} (a TensorRT engine)",
+            param="engine_path",
+        )
+    if req.trt:  # the script's trtexec writes the engine where it is named: it must be free here too
+        outputs += [engine] if installed else [script, engine]
         outputs += [qdq_path, calib_path] if int8 else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
     outputs += [ort_int8_path] if ort_int8 else []

@@ -12,6 +12,9 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError
 
+#: the file name endings of a TensorRT engine (serialized plan)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
 
 def check_output_path(path: str | os.PathLike, force: bool = False, param: str | None = None) -> Path:
     """Return ``path`` as a Path if it may be written, else raise a one-line error.

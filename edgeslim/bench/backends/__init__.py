@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeslim.bench.timing import TimingConfig, host_loop
 from edgeslim.errors import EdgeslimError, Step
+from edgeslim.utils.io import ENGINE_SUFFIXES
 
 #: name -> "module:Class"; modules are imported when the backend is used
 BACKENDS: dict[str, str] = {
@@ -52,9 +53,6 @@ def output_shapes(out: Any) -> list[list[int]] | None:
             return None
         shapes += sub
     return shapes
-
-
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
 def check_engine_trusted(path: str, options: dict) -> None:
@@ -96,7 +94,7 @@ def default_backend_for(model_path: str) -> str:
     low = str(model_path).lower()
     if low.endswith((".onnx", ".ort")):
         return "onnxruntime"
-    if low.endswith((".engine", ".plan", ".trt")):
+    if low.endswith(ENGINE_SUFFIXES):
         return "tensorrt"
     return "torch"
 
