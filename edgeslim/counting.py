@@ -184,7 +184,9 @@ def count_model(
     with eval_mode(model), torch.no_grad():
         try:
             shapes, priced = _output_shapes(model, x)
-        except RuntimeError as exc:
+        except EdgeslimError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's forward on this shape (torch._assert: AssertionError)
             first = first_line(exc)
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import models as tv_models
 
 from edgeslim.counting import bn_stats, count_model
 from edgeslim.errors import EdgeslimError
@@ -66,3 +67,12 @@ def test_bad_input_shapes():
         count_model(model, (3, 32))
     with pytest.raises(EdgeslimError, match="does not run on input 1,32,32"):
         count_model(model, (1, 32, 32))
+
+
+def test_a_forward_that_asserts_its_input_size_is_one_line():
+    """torchvision's ViT checks its image size with torch._assert (an AssertionError, not a RuntimeError)."""
+    vit = tv_models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=8, mlp_dim=8
+    )
+    with pytest.raises(EdgeslimError, match="does not run on input 3,64,64.*Wrong image height"):
+        count_model(vit, (3, 64, 64))
