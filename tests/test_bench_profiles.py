@@ -187,3 +187,26 @@ def test_predictions_price_channels_padded_to_the_profile_multiple(tmp_path):
         record["prediction"]["models"]["slim"]["1"]["total_ms"] == pytest.approx(unpadded) and unpadded < want
     )
     assert record["prediction"]["channel_multiple"] == {"slim": 1}
+
+
+def test_predict_refuses_an_input_of_dynamic_height(tmp_path):
+    """A trial's ONNX with dynamic H and W was predicted at a conv time of 2.7e-8 s (the symbolic sizes
+    priced as 1); measuring the same file refuses it, and so does the prediction."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.pipelines.bench import BenchRequest, predict
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, "H", "W"])],
+        [w],
+    )
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(EdgeslimError, match="input 'x' of .*dyn.onnx has a dynamic dimension 2 \\(H\\)"):
+        predict(BenchRequest(model=str(path), predict=True, profile="host-cpu"))

@@ -288,6 +288,14 @@ def predict(req: BenchRequest) -> dict:
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )
         cost = onnx_cost(path)
+        for name, dims in cost.input_shapes.items():  # a symbolic size would be priced as 1
+            dyn = [(i, d) for i, d in enumerate(dims or []) if i > 0 and not (isinstance(d, int) and d > 0)]
+            if dyn:
+                i, d = dyn[0]
+                raise EdgeslimError(
+                    f"input '{name}' of {path} has a dynamic dimension {i} ({d}): its MACs and bytes are "
+                    "unknown; export with a fixed input size"
+                )
         try:
             precision = model_precision(profile, cost.quantized, req.precision)
         except EdgeslimError as exc:
