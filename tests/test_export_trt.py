@@ -150,7 +150,11 @@ def test_cli_engine_path_never_overwrites_without_force(tmp_path, capsys):
     engine = tmp_path / "old.engine"
     engine.write_bytes(b"the user's engine")
     base = ["export", "vgg-small", "--onnx", str(tmp_path / "v.onnx"), "--trt", "--engine"]
-    for target, why in ((mine, "should end in .engine"), (engine, "exists"), (tmp_path, "should end in .engine")):
+    for target, why in (
+        (mine, "should end in .engine"),
+        (engine, "exists"),
+        (tmp_path, "should end in .engine"),
+    ):
         capsys.readouterr()
         assert main([*base, str(target)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
