@@ -381,6 +381,21 @@ def test_precision_is_refused_for_onnx_runtime(onnx_pair, tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--device", "cuda"], "--device is the torch device of a PyTorch model (backend torch); the onnxruntime "
+         "backend does not use it: pick the GPU with --providers (CUDAExecutionProvider)"),
+        (["--cuda-graph"], "--cuda-graph replays a TensorRT engine's launches"),
+    ],
+)  # fmt: skip
+def test_gpu_flags_the_backend_does_not_use_are_refused(onnx_pair, tmp_path, flags, says):
+    """A trial asked ONNX Runtime for --device cuda (and --cuda-graph) and got CPU timings, exit 0."""
+    dense, _, _ = onnx_pair
+    r = edgeslim(["bench", dense, "--batch", "1", *flags, *FAST], tmp_path, check_rc=2)
+    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+
+
 def test_no_share_of_a_mac_reduction_without_one(onnx_pair, tmp_path, fmnist_dir):
     """speedup / MACs ratio is the share of the MAC reduction realized: none between equal MACs (an
     INT8 model against its FP32 export showed 1.83 there)."""

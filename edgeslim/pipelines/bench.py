@@ -151,6 +151,20 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         )
     if req.precision or (profile and name in TENSORRT_BACKENDS):
         options["precision"] = req.precision or profile.preferred.precision
+    if req.device and name != "torch":  # a file's backend picks its device itself: refused, not ignored
+        where = "pick the GPU with providers (CUDAExecutionProvider)" if name == "onnxruntime" else (
+            "TensorRT runs on the GPU")  # fmt: skip
+        raise EdgeslimError(
+            f"device is the torch device of a PyTorch model (backend torch); the {name} backend does not "
+            f"use it: {where}",
+            param=("device", "providers") if name == "onnxruntime" else "device",
+        )
+    if req.cuda_graph and name not in TENSORRT_BACKENDS:
+        raise EdgeslimError(
+            f"cuda_graph replays a TensorRT engine's launches (backends tensorrt, trtexec); the {name} backend "
+            "does not use it: drop it",
+            param="cuda_graph",
+        )
     for key, value in (("cuda_graph", req.cuda_graph), ("device", req.device), ("trust_pickle", req.trust_pickle),
                        ("trtexec", req.trtexec), ("onnx", req.onnx)):  # fmt: skip
         if value:
