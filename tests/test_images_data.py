@@ -49,6 +49,19 @@ def test_letterbox_keeps_the_aspect_and_pads_with_grey(photos: Path) -> None:
     assert g.shape == (2, 1, 32, 48)
 
 
+def test_16_bit_grey_images_keep_their_contrast(tmp_path: Path) -> None:
+    """A trial's 16-bit grey PNGs came out white (mean 254.5): PIL's convert clips them at 255. They are
+    read by their top 8 bits, as an 8-bit export of the same image would be."""
+    ramp = (np.arange(64, dtype=np.uint32)[None, :] * 1024 + 512).repeat(8, axis=0).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "wide.png")  # a 16-bit grey PNG
+    with Image.open(tmp_path / "wide.png") as im:
+        assert im.mode.startswith("I")
+    for channels in (1, 3):
+        x, total = read_images(tmp_path, channels, (8, 64), 1)
+        assert total == 1 and x.shape == (1, channels, 8, 64)
+        assert (x[0] == (ramp >> 8).astype(np.uint8)).all()  # 2, 6, ..., 254: the whole range
+
+
 def test_real_inputs_from_a_folder_of_photos(photos: Path) -> None:
     """An ultralytics model's checkpoint meta (pixels / 255, letterbox) is honoured; a model without
     recorded statistics is normalized with the photos' own."""

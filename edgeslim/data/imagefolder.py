@@ -48,6 +48,8 @@ MIN_CLASSES = 2
 FITS = ("stretch", "letterbox")
 #: the grey a letterboxed image is padded with (ultralytics' value)
 LETTERBOX_FILL = 114
+#: PIL modes of grey images wider than 8 bits (16-bit PNG/TIFF), read by their top 8 bits
+WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: the data set of images without labels (any layout): validation and calibration, not training
 IMAGES = "images"
 
@@ -275,6 +277,9 @@ def decode(
     with open_image(data, name) as im:
         if upright:
             im = ImageOps.exif_transpose(im)
+        if im.mode in WIDE_GREY_MODES:  # 16-bit grey (PIL's convert would clip it at 255): its top 8 bits
+            wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
+            im = Image.fromarray((wide >> 8).astype(np.uint8), "L")
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None and im.size != (size[1], size[0]):
             if fit == "letterbox":
