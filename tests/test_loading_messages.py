@@ -364,3 +364,23 @@ def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None
     )
     os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.abc.tmp")
     assert _os_error_line(os_err) == "No space left on device (/runs/x/model.pt); free disk space, and rerun"
+
+
+@pytest.mark.parametrize("command", ["info", "graph", "prune", "export"])
+def test_num_classes_with_a_checkpoint_is_refused_unless_it_is_its_own(command, tmp_path, capsys):
+    """A trial's --num-classes 3 with a 10-class checkpoint was ignored by info, graph, prune and export
+    (exit 0), while --weights with a checkpoint is refused; the checkpoint's own count is accepted."""
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, make_checkpoint(create_model("vgg-small"), ModelSpec("vgg-small", 10, 3, (32, 32))))
+    out = {"prune": ["-o", str(tmp_path / "p.pt")], "export": ["--onnx", str(tmp_path / "m.onnx")]}.get(
+        command, []
+    )
+    assert main([command, str(path), "--num-classes", "3", *out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: --num-classes goes with an architecture name (e.g. tv:resnet18); {path} is a model file with "
+        "a trained head for 10 classes: drop it (slim replaces a head and trains it)"
+    ]
+    assert not any(p.exists() for p in (tmp_path / "p.pt", tmp_path / "m.onnx"))
+    if command == "info":
+        assert main([command, str(path), "--num-classes", "10"]) == 0

@@ -463,14 +463,16 @@ def _source_model(
 ) -> tuple[Any, Any, dict]:
     """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
     with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
+    from edgeslim.checkpoint import looks_like_file
     from edgeslim.models.user import with_classes
     from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
 
     weights = opts.get("weights")
-    # an architecture starts with the data set's classes; with weights, the weights' own count
+    # an architecture starts with the data set's classes; with weights or from a file, its own count
+    own_head = weights is not None or looks_like_file(target)
     loaded = load_model_or_arch(
         target, trust_pickle=trust_pickle, input_shape=bundle.input_shape,
-        num_classes=bundle.num_classes if weights is None else None, weights=weights,
+        num_classes=None if own_head else bundle.num_classes, weights=weights,
     )  # fmt: skip
     meta: dict[str, Any] = {} if weights is None else {"weights": str(weights)}
     if loaded.kind in ("torchscript", "exported"):

@@ -89,7 +89,16 @@ def _load_model_or_arch(
                 "that holds its own parameters",
                 param="weights",
             )
-        return load_model(target, trust_pickle=trust_pickle)
+        loaded = load_model(target, trust_pickle=trust_pickle)
+        own = loaded.spec.num_classes if loaded.spec is not None else None
+        if num_classes is not None and num_classes != own:
+            trained = f"a trained head for {own} classes" if own else "its own trained head"
+            raise EdgeslimError(
+                f"num_classes goes with an architecture name (e.g. tv:resnet18); {target} is a model file "
+                f"with {trained}: drop it (slim replaces a head and trains it)",
+                param="num_classes",
+            )
+        return loaded
     from edgeslim.models.registry import ModelSpec, build_model, canonical_arch, check_trusted, model_defaults
 
     check_trusted(target, trust_pickle)
