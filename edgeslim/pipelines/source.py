@@ -166,6 +166,12 @@ def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Se
         )
     if any(v <= 0 for v in std):
         raise EdgeslimError(f"std must be positive, got {list(std)}", param="std")
+    if any(not 0 <= v <= 1 for v in mean) or any(v > 1 for v in std):
+        raise EdgeslimError(
+            f"mean {list(mean)} and std {list(std)}: they are of pixels / 255, in [0, 1] (ImageNet's: "
+            "0.485,0.456,0.406 and 0.229,0.224,0.225); divide values on the 0-255 scale by 255",
+            param=("mean", "std"),
+        )
     loaded.meta = {**(loaded.meta or {}), "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
 
 
