@@ -215,6 +215,22 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     again = tmp_path / "again"
     r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)
     assert "speedup" in r.stdout and "## Speedup (baseline / slim)" in (again / "report.md").read_text()
+    # a damaged record is one line naming what is wrong (a trial met KeyErrors and a p50 of "abc" printed)
+    bad_p50 = {
+        **rec,
+        "summary": {**rec["summary"], "slim": {**rec["summary"]["slim"], "1": {"p50_ms": "abc"}}},
+    }
+    trials_only = {k: v for k, v in rec.items() if k != "summary"}
+    for damaged, says in (
+        ({**rec, "models": "oops"}, "'models' is not a table of the models measured"),
+        ({**rec, "batches": ["x"]}, "'batches' is not a list of batch sizes"),
+        (bad_p50, "no median latency of slim at batch 1"),
+        ({**trials_only, "trials": [{"label": "baseline"}]}, "its trials cannot be summarized"),
+        ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 1"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps(damaged))
+        r = edgeslim(["report", tmp_path / "bad.json"], tmp_path, check_rc=2)
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()] and says in r.stderr, r.stderr
     # host-cpu's prediction is compared with this host's numbers; a Jetson's is not (a trial read
     # +101% / -85% "errors" of a Jetson prediction against this PC's ONNX Runtime)
     assert rec["prediction"]["models"]["baseline"]["1"]["error"] is not None

@@ -40,17 +40,46 @@ LATENCY_COLS = [
 log = logging.getLogger(__name__)
 
 
-def check_record(record: dict) -> dict:
+def check_record(record: dict, source: str = "the record") -> dict:
+    """``record`` (a bench run.json read from ``source``) if it holds what the report reads: its models,
+    batches and, per model and batch, a median latency (computed from its trials if not stored);
+    else a one-line refusal naming the damaged part."""
+    from edgeslim.bench.compare import VERSION, aggregate
+
+    bench = Step("bench")
     if not isinstance(record, dict) or record.get("format") != "edgeslim-bench":
-        bench = Step("bench")
         raise EdgeslimError(
             f"not an edgeslim benchmark result (format != edgeslim-bench); give a run.json from {bench}",
             steps=(bench,),
         )
-    if "summary" not in record:
-        from edgeslim.bench.compare import aggregate
 
-        aggregate(record)
+    def damaged(part: str) -> EdgeslimError:
+        return EdgeslimError(f"{source} is a damaged benchmark result ({part}); measure again with {bench}",
+                             steps=(bench,))  # fmt: skip
+
+    version = record.get("version", VERSION)
+    if not isinstance(version, int) or version > VERSION:
+        raise EdgeslimError(
+            f"{source} is a benchmark result of format version {version!r}; this edgeslim reads versions up to "
+            f"{VERSION}: upgrade edgeslim"
+        )
+    models, batches = record.get("models"), record.get("batches")
+    if not isinstance(models, dict) or not models or not all(isinstance(m, dict) for m in models.values()):
+        raise damaged("'models' is not a table of the models measured")
+    if not isinstance(batches, list) or not batches or not all(type(b) is int and b > 0 for b in batches):
+        raise damaged("'batches' is not a list of batch sizes")
+    if "summary" not in record:
+        try:
+            aggregate(record)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise damaged(f"its trials cannot be summarized: {type(exc).__name__} {exc}") from exc
+    summary = record["summary"]
+    for label in models:
+        for b in batches:
+            entry = summary.get(label, {}).get(str(b)) if isinstance(summary, dict) else None
+            p50 = entry.get("p50_ms") if isinstance(entry, dict) else None
+            if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not p50 >= 0:
+                raise damaged(f"no median latency of {label} at batch {b}")
     return record
 
 

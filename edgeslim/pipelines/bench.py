@@ -264,7 +264,7 @@ def predict(req: BenchRequest) -> dict:
     profile = req.device_profile()
     eff = fitted = None
     if req.calibrate:
-        run = check_record(read_json(req.calibrate))
+        run = check_record(read_json(req.calibrate), str(req.calibrate))
         elsewhere = measured_on(profile, run)
         if elsewhere:  # a host's efficiency would be read as the device's (a trial: 0.74 ms became 13 ms)
             raise EdgeslimError(
@@ -348,7 +348,7 @@ def rerender(
 
     if out_dir:
         check_output_dir(out_dir, force=force, marker=RUN_FILE)
-    record = check_record(read_json(run_json))
+    record = check_record(read_json(run_json), str(run_json))
     if profile:
         from edgeslim.bench.profiles import load_profile
 
