@@ -287,7 +287,7 @@ def load_model(
             model=_exported_module(p, ep), kind="exported", path=p, meta={"exported_program": ep}
         )
     try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
+        obj = _torch_load_data(p, map_location)
     except pickle.UnpicklingError as exc:
         from edgeslim.models.yolo import is_ultralytics_checkpoint
 
@@ -569,17 +569,27 @@ def load_weights_only(p: Path, map_location: str = "cpu") -> Any:
     Lightning's, numpy scalars): those are read as inert placeholders (:class:`_Placeholder`),
     never constructed, so nothing in the file runs. None when the file's top-level object is itself
     such an object (a pickled module) or holds one where weights are expected."""
-    import torch
 
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        return _torch_load_data(p, map_location)
     except pickle.UnpicklingError:
         return _load_with_placeholders(p, map_location)
 
 
+def _torch_load_data(p: Path, map_location: str) -> Any:
+    """``torch.load(p, weights_only=True)`` without torch's warning about a pickle protocol above 2 (a
+    plain pickle's: it comes before the one-line refusal of the file, or before nothing at all)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(p, map_location=map_location, weights_only=True)
+
+
 def _load_with_placeholders(p: Path, map_location: str) -> Any:
     """:func:`load_weights_only` after torch's plain weights-only load refused ``p``."""
-    import torch
     import torch.serialization as ser
 
     unsafe = getattr(ser, "get_unsafe_globals_in_checkpoint", None)
@@ -594,7 +604,7 @@ def _load_with_placeholders(p: Path, map_location: str) -> Any:
     allowed += [(_Placeholder(made), name) for name in names]
     try:
         with ser.safe_globals(allowed):
-            obj = torch.load(p, map_location=map_location, weights_only=True)
+            obj = _torch_load_data(p, map_location)
     except Exception:  # noqa: BLE001 - still not readable as data
         return None
     placeholders = {id(o) for o in made}
@@ -659,13 +669,12 @@ def _is_tensor_dict(d: dict[str, Any]) -> bool:
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (for ``--resume``), with a clear error for other files."""
-    import torch
 
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(f"checkpoint {p} does not exist; check the path")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = _torch_load_data(p, "cpu")
     except Exception as exc:  # noqa: BLE001
         raise EdgeslimError(
             f"{p} is not a readable edgeslim checkpoint ({type(exc).__name__}); is it truncated?"

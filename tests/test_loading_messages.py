@@ -384,3 +384,17 @@ def test_num_classes_with_a_checkpoint_is_refused_unless_it_is_its_own(command, 
     assert not any(p.exists() for p in (tmp_path / "p.pt", tmp_path / "m.onnx"))
     if command == "info":
         assert main([command, str(path), "--num-classes", "10"]) == 0
+
+
+def test_a_plain_pickle_is_refused_without_torchs_protocol_warning(tmp_path, capsys):
+    """A raw protocol-4 pickle got torch's two-line 'Detected pickle protocol 4' warning before the refusal."""
+    import pickle
+
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(nn.Linear(2, 2), protocol=4))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["info", str(path)]) == 2
+    assert not [w for w in seen if "pickle protocol" in str(w.message)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unpickling it can run arbitrary code" in err[0] and "--trust-pickle" in err[0]
