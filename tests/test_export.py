@@ -634,3 +634,28 @@ def test_a_branch_the_tracer_froze_is_one_line_naming_the_code(tmp_path):
         timm.create_model("mobilevit_xs").eval(), tmp_path / "v.onnx", (3, 64, 64), validate=False
     )
     assert not [w for w in vit.warnings if "branches" in w or "tracer froze" in w]
+
+
+def test_a_refused_input_shape_comes_alone(tmp_path, capsys, fmnist_dir):
+    """A trial's exports at a wrong --input-shape printed the 'trained at 1x28x28' or 'validating on
+    random inputs' notice before the refusal, and a Fashion-MNIST checkpoint exported at 1x32x32 was
+    told to pass another --data; the notices follow once the model runs on the shape."""
+    path = tmp_path / "fm.pt"
+    model = create_model("vgg-small", in_channels=1, input_size=(28, 28))
+    save_model(path, model, ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist",
+                                                                          "data_dir": fmnist_dir})  # fmt: skip
+    onnx_out = tmp_path / "fm.onnx"
+    for shape, says in (
+        ("3,32,32 --no-validate", "error: the model does not accept input 1x3x32x32"),
+        ("1,32,32", "error: the model was trained on fashion-mnist images of 1x28x28, not the 1x32x32 of "
+                    "--input-shape: leave it out (the size it was trained at), or check on a folder of images "
+                    "resized to it (--data images, --data-dir FOLDER)"),
+    ):  # fmt: skip
+        assert main(["export", str(path), "--input-shape", *shape.split(), "--onnx", str(onnx_out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(says), err
+    assert not onnx_out.exists()
+    assert (
+        main(["export", str(path), "--input-shape", "1,32,32", "--no-validate", "--onnx", str(onnx_out)]) == 0
+    )
+    assert "was trained at 1x28x28; exported at --input-shape 1x32x32" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -395,6 +395,7 @@ def _export_onnx(
     arch: str | None = None,
     recipe: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    on_accepted: Callable[[], None] | None = None,
 ) -> OnnxExportResult:
     """Export ``model`` to ONNX at ``path`` and check it in ONNX Runtime against PyTorch.
 
@@ -411,6 +412,8 @@ def _export_onnx(
     with its outputs named ``output0`` (``output1``: a segmenter's mask prototypes); a detector
     then has the one output ``output0`` [N, 4+classes, anchors], and the metadata ultralytics'
     ``YOLO("model.onnx")`` reads (class names, task, stride, image size) is stored beside ours.
+    ``on_accepted`` runs once the model has run on the input shape (a caller's notices about the
+    export, which a refusal of the shape makes moot).
     """
     import onnx
     import torch
@@ -442,6 +445,8 @@ def _export_onnx(
                 f"({first_line(exc)[:160]}); check input_shape",
                 param="input_shape",
             ) from exc
+    if on_accepted is not None:
+        on_accepted()
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():

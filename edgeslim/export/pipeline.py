@@ -139,10 +139,11 @@ def run_export(
     req.validate()  # again: the fields may have changed since construction
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
+    early: list[Notice] = []  # said once the model runs on the shape (a refusal of it comes alone)
     if trained is not None and tuple(shape) != trained:  # (a slim run's budget priced the trained size)
-        say(Notice(f"{model_name} was trained at {'x'.join(map(str, trained))}; exported at input_shape "
-                   f"{'x'.join(map(str, shape))}, its accuracy, MACs and latency differ from those of the run",
-                   "input_shape"))  # fmt: skip
+        early.append(Notice(f"{model_name} was trained at {'x'.join(map(str, trained))}; exported at input_shape "
+                            f"{'x'.join(map(str, shape))}, its accuracy, MACs and latency differ from those of "
+                            "the run", "input_shape"))  # fmt: skip
     workspace = parse_size(req.workspace)
     onnx_path = Path(req.onnx_path) if req.onnx_path else _default_onnx(loaded, model_name)
     if onnx_path.suffix != ".onnx":
@@ -207,13 +208,13 @@ def run_export(
     if batch is not None and len(batch.x) > req.n_validate:
         check_batch = batch.first(req.n_validate)
     if check_batch is None and not req.no_validate:
-        say(Notice("no data set known for this model (give one with data_name): validating on random inputs",
-                   "data_name"))  # fmt: skip
+        early.append(Notice("no data set known for this model (give one with data_name): validating on random "
+                            "inputs", "data_name"))  # fmt: skip
     res = export_onnx(
         loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
         simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
         exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
-        meta=loaded.meta,
+        meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
     )  # fmt: skip
     result: dict[str, Any] = {
         "onnx": res.to_dict(),

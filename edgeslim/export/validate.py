@@ -161,6 +161,15 @@ def real_inputs(
     train = split == "train"
     bundle = load_dataset(name, data_dir=data_dir, subset=n if train else 1, test_subset=1 if train else n,
                           image_size=size)  # fmt: skip
+    if (
+        tuple(bundle.input_shape) != tuple(input_shape) and not data
+    ):  # the recorded set: the shape was changed
+        raise EdgeslimError(
+            f"the model was trained on {bundle.name} images of {'x'.join(map(str, bundle.input_shape))}, not the "
+            f"{'x'.join(map(str, input_shape))} of input_shape: leave it out (the size it was trained at), or "
+            f"check on a folder of images resized to it (data {IMAGES}, data_dir FOLDER)",
+            param=("input_shape", "data", "data_dir"),
+        )
     if tuple(bundle.input_shape) != tuple(input_shape):
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
