@@ -455,7 +455,8 @@ def collapse_check(
     """
     acc = float(report["accuracy"].get("slim", report["accuracy"]["trained"]))
     chance, threshold = chance_level(num_classes, test_labels)
-    at_chance = acc < threshold
+    judged = threshold < 1.0  # a test set too small to tell even a perfect score from chance judges nothing
+    at_chance = judged and acc < threshold
     lam = report["slimming"]["lam"]
     # the total shrink the run was given, else the default it used (None: it was given a lambda)
     shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
@@ -467,7 +468,8 @@ def collapse_check(
     # near chance in every epoch, from a first one with few zeros: the network never learned, whatever
     # the prox did later (a trial's run was blamed on its budget at 25% accuracy from epoch 1)
     never = (
-        "test_acc" in hist[0]
+        judged
+        and "test_acc" in hist[0]
         and all(float(h.get("test_acc", 1.0)) < threshold for h in hist)
         and float(hist[0].get("xi_zero_frac", 1.0)) < 0.5
     )
@@ -512,7 +514,12 @@ def collapse_check(
             if shrink
             else f"raise lambda (now {lam:.3g})"
         )
-    named = tuple(p for p in ("shrink", "taper_end", "epochs") if re.search(rf"\b{p}\b", msg))
+    elif not judged:
+        msg = (
+            f"the test set ({test_labels.numel()} images) is too small to tell the slim network's accuracy "
+            f"({acc:.1%}) from chance ({chance:.1%}); give a larger test_subset to judge it"
+        )
+    named = tuple(p for p in ("shrink", "taper_end", "epochs", "test_subset") if re.search(rf"\b{p}\b", msg))
     return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}
 
 

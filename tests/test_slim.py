@@ -202,6 +202,12 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     assert not collapse_check(report(0.9, 80), [], 2, test_labels=skewed)["collapsed"]  # kappa 0.5
     # two balanced classes at 60% learned something (the margin is kappa 0.05, not a share of chance)
     assert not collapse_check(report(0.6, 80), [], 2, test_labels=torch.arange(1000) % 2)["collapsed"]
+    # three test images cannot tell anything from chance (a trial's run was failed as "below 115.0%")
+    tiny = collapse_check(report(1 / 3, 80), [], 10, test_labels=torch.tensor([0, 1, 2]))
+    assert not tiny["collapsed"] and tiny["message"].startswith(
+        "the test set (3 images) is too small to tell the slim network's accuracy (33.3%) from chance (33.3%)"
+    )
+    assert tiny["message"].params == ("test_subset",)
 
 
 @pytest.mark.parametrize(
