@@ -294,6 +294,12 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         ),
         (["bench", dense, "--profile", "no-such-board", *FAST], "no device profile named"),
         (["bench", dense, "--batch", "1,x"], "Invalid value for '--batch': 'x' is not a valid integer"),
+        (["bench", dense, "--batch", "1,,2"], "'1,,2' has an empty item"),  # (was 1,2; 2,2,1 timed 2 twice)
+        (["bench", dense, "--batch", "2,2,1"], "'2,2,1' repeats a number; give each once"),
+        (  # (named TimingConfig's fields, which no flag has)
+            ["bench", dense, "--max-time", "0.01", "--min-time", "5"],
+            "--max-time (0.01 s) is below --min-time (5 s): raise the first or lower the second",
+        ),
         (["bench", "--predict", dense], "--predict needs --profile"),
         (  # (a trial's --out was ignored without a word)
             ["bench", "--predict", "--profile", "jetson-nano", dense, "--out", tmp_path / "p"],

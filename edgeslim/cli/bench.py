@@ -134,7 +134,12 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 )
 @click.option("--profile", "profile_name", help="Device profile name or YAML path (edgeslim profiles).")
 @click.option(
-    "--batch", "batches", type=NumberList(), default="1", show_default=True, help="Batch sizes, e.g. 1,32."
+    "--batch",
+    "batches",
+    type=NumberList(distinct=True),
+    default="1",
+    show_default=True,
+    help="Batch sizes, e.g. 1,32.",
 )
 @click.option(
     "--trials",

@@ -142,16 +142,23 @@ class NumberList(click.ParamType):
 
     name = "N[,N...]"
 
-    def __init__(self, item: Number = COUNT) -> None:
-        self.item = item
+    def __init__(self, item: Number = COUNT, *, distinct: bool = False) -> None:
+        self.item, self.distinct = item, distinct  # distinct: each number once (batch sizes)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
-        parts = [p for p in str(value).split(",") if p.strip()]
-        if not parts:
+        parts = str(value).split(",")
+        if not any(p.strip() for p in parts):
             self.fail("give at least one number, e.g. 1,32", param, ctx)
-        return tuple(self.item.convert(p, param, ctx) for p in parts)
+        if not all(p.strip() for p in parts):  # "1,,2": a number left out?
+            self.fail(
+                f"{value!r} has an empty item; give numbers separated by single commas, e.g. 1,32", param, ctx
+            )
+        vals = tuple(self.item.convert(p, param, ctx) for p in parts)
+        if self.distinct and len(set(vals)) < len(vals):
+            self.fail(f"{value!r} repeats a number; give each once, e.g. 1,32", param, ctx)
+        return vals
 
 
 class FractionList(click.ParamType):

@@ -62,6 +62,12 @@ class BenchRequest:
 
     def check(self) -> None:
         """Combinations that cannot work, refused before anything is measured."""
+        if self.max_time < self.min_time:
+            raise EdgeslimError(
+                f"max_time ({self.max_time:g} s) is below min_time ({self.min_time:g} s): raise the first or "
+                "lower the second",
+                param=("max_time", "min_time"),
+            )
         if self.calibrate and not self.predict:
             raise EdgeslimError(
                 "calibrate goes with predict=True (it fits the prediction to a measured run.json)",
