@@ -294,6 +294,10 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         ),
         (["bench", dense, "--profile", "no-such-board", *FAST], "no device profile named"),
         (["bench", dense, "--batch", "1,x"], "Invalid value for '--batch': 'x' is not a valid integer"),
+        (  # (was told to "give it to edgeslim bench", the command it was given to)
+            ["bench", dense, "--backend", "torch"],
+            "dense.onnx is not a PyTorch model (torch times only those): leave --backend out (onnxruntime times it)",
+        ),
         (["bench", dense, "--batch", "1,,2"], "'1,,2' has an empty item"),  # (was 1,2; 2,2,1 timed 2 twice)
         (["bench", dense, "--batch", "2,2,1"], "'2,2,1' repeats a number; give each once"),
         (  # (named TimingConfig's fields, which no flag has)

@@ -129,6 +129,14 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             )
         elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it
             name = "onnxruntime"
+    files = [m for m in (req.model, req.baseline) if m is not None]
+    if name == "torch" and any(default_backend_for(m) != "torch" for m in files):
+        other = next(m for m in files if default_backend_for(m) != "torch")
+        raise EdgeslimError(
+            f"{other} is not a PyTorch model (torch times only those): leave backend out ({default_backend_for(other)} "
+            "times it), or give the PyTorch model it was exported from",
+            param="backend",
+        )
     options: dict = {"graph_opt": req.graph_opt}
     if req.threads or (profile and profile.preferred.threads):
         options["threads"] = req.threads or profile.preferred.threads
