@@ -291,3 +291,28 @@ def test_a_network_that_never_learned_is_not_called_a_collapse() -> None:
     assert fell["collapsed"] and fell["message"].startswith("slimming collapsed the network")
     early = collapse_check(report([0.25, 0.25], [0.7, 0.9]), [], 4, budget=True, test_labels=labels)
     assert early["collapsed"]  # most channels zero from the first epoch: the prox, not the schedule
+
+
+def test_a_config_that_is_a_directory_is_named_so(tmp_path, capsys) -> None:
+    """A trial's --config runs (a directory) was told the file 'does not exist'."""
+    (tmp_path / "runs").mkdir()
+    assert (
+        main(
+            [
+                "slim",
+                "vgg-small",
+                "--data",
+                "digits",
+                "--out",
+                str(tmp_path / "o"),
+                "--config",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"error: config file {tmp_path / 'runs'} is a directory; give the YAML file (e.g. "
+        f"{tmp_path / 'runs' / 'slim.yaml'})"
+    )
