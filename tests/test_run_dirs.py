@@ -67,6 +67,13 @@ def test_second_run_into_the_same_directory_is_refused(command, tmp_path, capsys
         err = capsys.readouterr().err
         assert f"another edgeslim run (pid {first.pid}) is writing to {out}" in err, err
         assert len(err.strip().splitlines()) == 1
+        if command[0] == "slim":  # (a trial's --resume was told the run had nothing to continue)
+            assert main([*command, "--out", str(out), "--resume"]) == 2
+            err = capsys.readouterr().err
+            assert (
+                err.strip() == f"error: another edgeslim run (pid {first.pid}) is writing to {out}; wait for "
+                "it to finish or choose another output directory"
+            ), err
     finally:
         rc = first.wait(timeout=300)
     assert rc == 0, first.stderr.read().decode()[-1500:]

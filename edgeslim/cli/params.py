@@ -241,7 +241,9 @@ def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> 
     import yaml
 
     if path.is_dir():
-        raise EdgeslimError(f"config file {path} is a directory; give the YAML file (e.g. {path / 'slim.yaml'})")
+        raise EdgeslimError(
+            f"config file {path} is a directory; give the YAML file (e.g. {path / 'slim.yaml'})"
+        )
     if not path.is_file():
         raise EdgeslimError(f"config file {path} does not exist; check the path")
     if path.stat().st_size > MAX_CONFIG_BYTES:

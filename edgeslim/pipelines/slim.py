@@ -108,6 +108,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
     from edgeslim.penalties import check_params
     from edgeslim.slim import TRAIN_DIR
     from edgeslim.sparsity.prox import check_strength
+    from edgeslim.utils.io import check_unlocked
 
     if req.init is not None:
         req.model, expected = str(req.init), req.model
@@ -116,6 +117,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
     if not req.model and not req.resume:
         raise EdgeslimError("give the model to slim (an architecture name or a model file), or resume")
     done = Path(req.out_dir)
+    check_unlocked(done)  # a run still starting has no checkpoint yet: not "nothing to resume"
     saved_run = done / TRAIN_DIR / MODEL_FILE  # a slim run's training checkpoint
     if req.resume and not saved_run.is_file() and _has_train_state(done / MODEL_FILE):
         step = Step("train", resume=True, out_dir=req.out_dir)

@@ -206,6 +206,28 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def check_unlocked(path: str | os.PathLike) -> None:
+    """Refuse in one line (as :func:`run_dir_lock` would) when another run holds ``path``'s lock: for
+    checks that read the directory before taking it (an unfinished run's state is not yet written)."""
+    import fcntl
+
+    lock = Path(path) / LOCK_NAME
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # no lock file (no run) or not readable: run_dir_lock decides later
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        raise EdgeslimError(
+            f"another edgeslim run (pid {holder}) is writing to {path}; wait for it to finish "
+            "or choose another output directory"
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def _locked_file(lock: Path, d: Path) -> int:
     """A descriptor of ``lock`` holding its exclusive ``flock``; the file is the one at the path
     (a run that ended between our open and our lock removed it: open again)."""
