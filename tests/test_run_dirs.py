@@ -67,13 +67,6 @@ def test_second_run_into_the_same_directory_is_refused(command, tmp_path, capsys
         err = capsys.readouterr().err
         assert f"another edgeslim run (pid {first.pid}) is writing to {out}" in err, err
         assert len(err.strip().splitlines()) == 1
-        if command[0] == "slim":  # (a trial's --resume was told the run had nothing to continue)
-            assert main([*command, "--out", str(out), "--resume"]) == 2
-            err = capsys.readouterr().err
-            assert (
-                err.strip() == f"error: another edgeslim run (pid {first.pid}) is writing to {out}; wait for "
-                "it to finish or choose another output directory"
-            ), err
     finally:
         rc = first.wait(timeout=300)
     assert rc == 0, first.stderr.read().decode()[-1500:]
@@ -341,3 +334,16 @@ def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
             (old / "log.jsonl").write_text("{}\n")  # the new run, stopped before its first checkpoint
             raise KeyboardInterrupt
     assert not old.exists()
+
+
+def test_resume_into_a_held_directory_names_the_run_holding_it(tmp_path, capsys):
+    """A trial's --resume while another slim was starting (no checkpoint yet) was told the folder
+    'holds no run to continue ... drop --resume'; it is told another run holds it, as --force is."""
+    out = tmp_path / "run"
+    with run_dir_lock(out):  # another run, still before its first checkpoint
+        assert main(["slim", "vgg-small", *SMALL, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"error: another edgeslim run (pid {os.getpid()}) is writing to {out}; wait for it to finish "
+        "or choose another output directory"
+    ), err
