@@ -232,3 +232,11 @@ def test_report_rows_say_what_each_layer_is_and_the_plot_draws_conv_and_linear_o
     )
     plot_channels(rep, tmp_path / "channels.png")
     assert bars == [3, 3]  # dense and slim bars of the two convs and the linear (timm's norm+act is a norm)
+
+
+def test_the_next_command_is_quoted_for_the_shell(tmp_path, capsys):
+    """A trial's folder with a space broke the 'next:' command it copied."""
+    out = tmp_path / "my runs" / "p.pt"
+    assert main(["prune", "vgg-small", "-o", str(out)]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"next: edgeslim export '{out}' --onnx '{out.with_suffix('.onnx')}'"), last

@@ -5,6 +5,7 @@ Top-level imports stay light (click, edgeslim.errors/utils); torch is imported i
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,11 @@ from edgeslim.pipelines.source import (  # noqa: F401 - the commands take them f
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quote(path: Any) -> str:
+    """``path`` as one shell word, for a command line the user copies (a folder may hold spaces)."""
+    return shlex.quote(str(path))
 
 
 def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:

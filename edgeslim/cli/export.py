@@ -12,6 +12,7 @@ from edgeslim.cli.common import (
     INPUT_SHAPE_DEFAULT,
     norm_options,
     num_classes_option,
+    quote,
     trust_pickle_option,
     weights_option,
 )
@@ -176,11 +177,11 @@ def export(**kw: Any) -> None:
     # a fixed-batch file runs at its batch only; a dynamic one at 1, 32 and the batch asked for (deployment's)
     batches = ",".join(map(str, sorted({1, 32, req.batch}))) if req.dynamic_batch else str(req.batch)
     if res.get("ort_int8"):
-        step = f"edgeslim bench {res['ort_int8']['path']} --baseline {onnx_file} --batch {batches} (INT8 against FP32)"
+        step = f"edgeslim bench {quote(res['ort_int8']['path'])} --baseline {quote(onnx_file)} --batch {batches} (INT8 against FP32)"
     elif res.get("slim"):
-        step = (f"edgeslim bench {onnx_file} --baseline DENSE.onnx --batch {batches} (DENSE: the export of the "
+        step = (f"edgeslim bench {quote(onnx_file)} --baseline DENSE.onnx --batch {batches} (DENSE: the export of the "
                 "network it was slimmed from)")  # fmt: skip
     else:
-        step = (f"edgeslim bench SLIM.onnx --baseline {onnx_file} --batch {batches} (SLIM: the export of a slimmed "
+        step = (f"edgeslim bench SLIM.onnx --baseline {quote(onnx_file)} --batch {batches} (SLIM: the export of a slimmed "
                 "copy of this network)")  # fmt: skip
     err.print(f"wrote {onnx_file}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped

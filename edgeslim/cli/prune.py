@@ -12,6 +12,7 @@ from edgeslim.cli.common import (
     INPUT_SHAPE_DEFAULT,
     norm_options,
     num_classes_option,
+    quote,
     rebuilds_line,
     trust_pickle_option,
     weights_option,
@@ -129,8 +130,9 @@ def prune(**kw: Any) -> None:
     if rep.get("rebuilds_from"):
         err.print(rebuilds_line(output, rep["rebuilds_from"]), soft_wrap=True)
     trust = " --trust-pickle" if rep["loads_code"] else ""  # it rebuilds with the same outside code
+    onnx_out = quote(Path(output).with_suffix(".onnx"))
     err.print(
-        f"wrote {output}; next: edgeslim export {output}{trust} --onnx {Path(output).with_suffix('.onnx')}"
+        f"wrote {output}; next: edgeslim export {quote(output)}{trust} --onnx {onnx_out}", soft_wrap=True
     )
 
 

@@ -10,6 +10,7 @@ import click
 from edgeslim.cli import notice
 from edgeslim.cli.common import (
     data_options,
+    quote,
     rebuilds_line,
     train_options,
     trust_pickle_option,
@@ -331,7 +332,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         lat = report["latency"]
         nxt = (
             lat.get("command")
-            or f"edgeslim bench {d / 'slim.onnx'} --baseline {d / 'dense.onnx'} --batch 1,32"
+            or f"edgeslim bench {quote(d / 'slim.onnx')} --baseline {quote(d / 'dense.onnx')} --batch 1,32"
         )
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / 'slim.onnx'}, "
@@ -340,8 +341,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     else:
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
-            f"next: edgeslim export {d / SLIM_FILE}{' --trust-pickle' if report.get('loads_code') else ''} "
-            f"--onnx {d / 'slim.onnx'}",
+            f"next: edgeslim export {quote(d / SLIM_FILE)}{' --trust-pickle' if report.get('loads_code') else ''} "
+            f"--onnx {quote(d / 'slim.onnx')}",
             soft_wrap=True,
         )
     if report.get("rebuilds_from"):
@@ -453,6 +454,6 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
     err.print(
         f"wrote {d / SLIM_FILE} (slim), {report['checkpoint']} (the checkpoint it was cut from, exact zeros), "
         f"{d / REPORT_FILE}; "
-        f"next: edgeslim export {d / SLIM_FILE} --trust-pickle --onnx {d / 'slim.onnx'}",
+        f"next: edgeslim export {quote(d / SLIM_FILE)} --trust-pickle --onnx {quote(d / 'slim.onnx')}",
         soft_wrap=True,
     )
