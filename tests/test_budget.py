@@ -367,6 +367,10 @@ def test_bad_budgets_fail_before_training() -> None:
             ["--target-macs", "0.5", "--latency-batch", "8"],
             "--latency-batch is the batch a latency is priced at",
         ),
+        (  # (a trial's table was ignored by a MAC budget without a word)
+            ["--target-macs", "0.5", "--latency-table", "lt.json"],
+            "--latency-table prices channels by measured latency: it goes with --target-latency",
+        ),
         (["--target-macs", "0.5", "--cost-exponent", "-1"], "must be >= 0"),
         (["--price", "latency"], "--price only applies with a budget"),
         (["--target-macs", "0.5", "--price", "time"], "'time' is not one of"),

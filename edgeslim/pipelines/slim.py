@@ -549,6 +549,11 @@ def budget_settings(opts: dict[str, Any]) -> Any:
     st = BudgetSettings(metric=metric, target=str(target), profile=profile,
                         latency_table=None if opts.get("latency_table") is None else str(opts["latency_table"]),
                         precision=opts.get("precision"), price=price)  # fmt: skip
+    if opts.get("latency_table") is not None and "latency" not in (metric, price):  # (was ignored)
+        raise EdgeslimError(
+            "latency_table prices channels by measured latency: it goes with target_latency (or price latency)",
+            param=("latency_table", "target_latency", "price"),
+        )
     if opts.get("latency_batch") is not None:
         if "latency" not in (metric, price):
             raise EdgeslimError(
