@@ -210,3 +210,31 @@ def test_predict_refuses_an_input_of_dynamic_height(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(EdgeslimError, match="input 'x' of .*dyn.onnx has a dynamic dimension 2 \\(H\\)"):
         predict(BenchRequest(model=str(path), predict=True, profile="host-cpu"))
+
+
+def test_an_onnx_whose_external_weights_are_missing_is_named_so(tmp_path, capsys):
+    """A trial's ONNX kept its weights in a .data file that was not copied along: onnx's own text
+    came through with no fix."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.cli import main
+
+    w = numpy_helper.from_array(np.ones((64, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 8, 8])],
+        [w],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path,
+              save_as_external_data=True, location="m.data", size_threshold=0)  # fmt: skip
+    (tmp_path / "m.data").unlink()
+    for args in (["bench", str(path), "--predict", "--profile", "host-cpu"], ["bench", str(path)]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{path} keeps its weights in a separate file, " in err[0], err
+        assert "m.data, which is not there; copy that file beside it" in err[0]

@@ -20,6 +20,7 @@ import numpy as np
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError, Step
+from edgeslim.utils.onnx_graph import unreadable_onnx
 
 FORMAT = "edgeslim-bench"
 VERSION = 1
@@ -111,7 +112,7 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
         try:
             g = onnx.load(str(path), load_external_data=False).graph
         except Exception as exc:  # noqa: BLE001 - protobuf raises many types
-            raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+            raise unreadable_onnx(path, exc) from exc
         inits = {t.name for t in g.initializer}
 
         def vi_dims(vi) -> Dims:
@@ -130,7 +131,7 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
     try:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise EdgeslimError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
+        raise unreadable_onnx(path, exc) from exc
     return {
         "inputs": [(i.name, dims(i.shape)) for i in sess.get_inputs()],
         "outputs": [(o.name, dims(o.shape)) for o in sess.get_outputs()],

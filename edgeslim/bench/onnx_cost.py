@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from edgeslim.channels.cost import LayerCost, OpNode, fuse_kernels, layer_macs
 from edgeslim.errors import EdgeslimError, require
-from edgeslim.utils.onnx_graph import attr, value_dims
+from edgeslim.utils.onnx_graph import attr, unreadable_onnx, value_dims
 
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
@@ -79,7 +79,7 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         try:
             model = onnx.load(str(model_or_path))
         except Exception as exc:
-            raise EdgeslimError(f"{model_or_path} is not a readable ONNX file: {exc}") from exc
+            raise unreadable_onnx(model_or_path, exc) from exc
     else:
         model = model_or_path
     try:

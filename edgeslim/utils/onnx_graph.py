@@ -3,7 +3,10 @@ node attributes, static value shapes, and the channel counts of a weighted node.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from edgeslim.errors import EdgeslimError
 
 #: ONNX ops whose second input is a layer's weight (the ops that carry a network's MACs)
 WEIGHT_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
@@ -119,3 +122,16 @@ def output_tail(model: Any) -> list[str]:
 def output_tail_values(model: Any) -> set[str]:
     """The values those nodes compute (TensorRT's ONNX parser names its layers' outputs after them)."""
     return {o for n in _tail_nodes(model) for o in n.output if o}
+
+
+def unreadable_onnx(path: Any, exc: BaseException) -> EdgeslimError:
+    """The one-line refusal of an ONNX file that onnx or ONNX Runtime could not read (``exc``); a
+    missing external-data file (weights stored beside the graph) is named, with the fix."""
+    text = " ".join(str(exc).split())
+    missing = re.search(r"should be stored in (\S+?),? but", text)
+    if missing:
+        return EdgeslimError(
+            f"{path} keeps its weights in a separate file, {missing.group(1)}, which is not there; copy that file "
+            "beside it, or export the model with its weights inside (under 2 GB)"
+        )
+    return EdgeslimError(f"{path} is not a readable ONNX file ({text[:300]}); re-export it")
