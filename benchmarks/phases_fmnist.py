@@ -230,45 +230,29 @@ def main() -> None:
             slimming_init(narrow)  # the zoo's own initialisation (kaiming fan-out convs, BN scale 0.5)
             return fit(narrow, bundle, config).test_accuracy
 
-        def uniform(fraction: float) -> dict[str, Any]:
+        def narrow(cut: Any, **extra: Any) -> dict[str, Any]:
+            """The network left when ``cut(resource)`` (flat BN positions) is removed, re-initialised and
+            trained from scratch; ``extra`` is recorded beside its accuracy."""
             torch.manual_seed(seed)
             model = create_model(spec)
             ex = torch.zeros(1, *spec.input_shape)
             resource = build_resource(model, ex, "macs")
-            dead = uniform_cut(resource)(fraction)
+            dead = cut(resource)
             zero_channels(model, dead)
             pr = prune_with_report(model, ex)
             rep = pr.report
-            return {"accuracy": retrain(pr.model), "width_fraction": fraction,
+            return {"accuracy": retrain(pr.model), **extra,
                     "channels_removed": float(dead.sum()) / resource.total,
                     "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
                     "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
 
+        def uniform(fraction: float) -> dict[str, Any]:
+            return narrow(lambda resource: uniform_cut(resource)(fraction), width_fraction=fraction)
+
         def widths(chosen: str) -> dict[str, Any]:
-            """``uniform``'s protocol for a network of chosen widths: the prunable groups in order keep
-            their first ``W1, W2, ...`` channels (``chosen`` = "W1-W2-...")."""
-            torch.manual_seed(seed)
-            model = create_model(spec)
-            ex = torch.zeros(1, *spec.input_shape)
-            resource = build_resource(model, ex, "macs")
-            group = resource.group_of_class[resource.pos_class]
-            rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
-            for grp in resource.graph.groups:
-                rank[grp.classes] = torch.arange(grp.size)
-            order = sorted({int(i) for i in group[resource.pos_removable]})
+            """``uniform``'s protocol for a network of chosen widths (``chosen`` = "W1-W2-...")."""
             want = [int(w) for w in chosen.split("-")]
-            if len(want) != len(order):
-                raise SystemExit(f"widths@{chosen}: {len(order)} prunable groups, {len(want)} widths given")
-            keep = torch.full((int(group.max()) + 1,), 1 << 30, dtype=torch.long)
-            keep[order] = torch.tensor(want)
-            dead = (rank[resource.pos_class] >= keep[group]) & resource.pos_removable
-            zero_channels(model, dead)
-            pr = prune_with_report(model, ex)
-            rep = pr.report
-            return {"accuracy": retrain(pr.model), "widths": want,
-                    "channels_removed": float(dead.sum()) / resource.total,
-                    "macs_removed": 1.0 - rep["macs_after"] / rep["macs_before"],
-                    "params_removed": 1.0 - rep["params_after"] / rep["params_before"]}  # fmt: skip
+            return narrow(lambda resource: width_cut(resource, want, chosen), widths=want)
 
         def scratch(strength: str) -> dict[str, Any]:
             source = f"restart@{strength}"
@@ -301,6 +285,21 @@ def main() -> None:
         seeds = sorted({*seeds, *(int(k.rsplit("-s", 1)[1]) for k in runs)})
         command = f"{old['setup']['command']}; {command}"
     write(runs, args, seeds, command)
+
+
+def width_cut(resource: Any, want: list[int], name: str) -> torch.Tensor:
+    """The flat BN positions removed when the prunable groups, in order, keep their first ``want``
+    channels (``name``: the variant, for the refusal of a wrong count)."""
+    group = resource.group_of_class[resource.pos_class]
+    rank = torch.zeros(resource.graph.num_classes, dtype=torch.long)
+    for grp in resource.graph.groups:
+        rank[grp.classes] = torch.arange(grp.size)
+    order = sorted({int(i) for i in group[resource.pos_removable]})
+    if len(want) != len(order):
+        raise SystemExit(f"widths@{name}: {len(order)} prunable groups, {len(want)} widths given")
+    keep = torch.full((int(group.max()) + 1,), 1 << 30, dtype=torch.long)
+    keep[order] = torch.tensor(want)
+    return (rank[resource.pos_class] >= keep[group]) & resource.pos_removable
 
 
 def cached_runs(work: Path, only: list[str], seed: int) -> dict[str, dict[str, Any]]:
