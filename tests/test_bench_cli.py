@@ -302,7 +302,7 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (["bench", dense, "--batch", "2,2,1"], "'2,2,1' repeats a number; give each once"),
         (  # (named TimingConfig's fields, which no flag has)
             ["bench", dense, "--max-time", "0.01", "--min-time", "5"],
-            "--max-time (0.01 s) is below --min-time (5 s): raise the first or lower the second",
+            "--max-time (0.01 s) must be > 0 and at least --min-time (5 s): raise the first or lower the second",
         ),
         (["bench", "--predict", dense], "--predict needs --profile"),
         (  # (a trial's --out was ignored without a word)

@@ -27,27 +27,33 @@ class TimingConfig:
         for name in ("warmup_s", "min_time_s", "max_time_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise EdgeslimError(f"TimingConfig {name} must be a finite number of seconds, got {v!r}")
+                raise EdgeslimError(
+                    f"TimingConfig {name} must be a finite number of seconds, got {v!r}", param=name
+                )
         for name in ("warmup_iters", "min_iters", "max_iters"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
-                raise EdgeslimError(f"TimingConfig {name} must be an integer, got {v!r}")
+                raise EdgeslimError(f"TimingConfig {name} must be an integer, got {v!r}", param=name)
         if self.warmup_s < 0 or self.warmup_iters < 0:
             raise EdgeslimError(
-                f"TimingConfig warmup_s and warmup_iters must be >= 0, got {self.warmup_s} and {self.warmup_iters}"
+                f"TimingConfig warmup_s and warmup_iters must be >= 0, got {self.warmup_s} and {self.warmup_iters}",
+                param=("warmup_s", "warmup_iters"),
             )
         if self.min_time_s < 0 or self.min_iters < 1:
             raise EdgeslimError(
-                f"TimingConfig needs min_time_s >= 0 and min_iters >= 1, got {self.min_time_s} and {self.min_iters}"
+                f"TimingConfig needs min_time_s >= 0 and min_iters >= 1, got {self.min_time_s} and {self.min_iters}",
+                param=("min_time_s", "min_iters"),
             )
         if self.max_time_s <= 0 or self.max_time_s < self.min_time_s:
             raise EdgeslimError(
-                f"TimingConfig max_time_s ({self.max_time_s}) must be > 0 and >= min_time_s ({self.min_time_s}); "
-                "raise max_time_s"
+                f"TimingConfig max_time_s ({self.max_time_s:g} s) must be > 0 and at least min_time_s "
+                f"({self.min_time_s:g} s): raise the first or lower the second",
+                param=("max_time_s", "min_time_s"),
             )
         if self.max_iters < self.min_iters:
             raise EdgeslimError(
-                f"TimingConfig max_iters ({self.max_iters}) must be >= min_iters ({self.min_iters}); raise max_iters"
+                f"TimingConfig max_iters ({self.max_iters}) must be >= min_iters ({self.min_iters}): raise the first",
+                param=("max_iters", "min_iters"),
             )
 
     def to_dict(self) -> dict:

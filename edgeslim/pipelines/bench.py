@@ -5,6 +5,7 @@ Imports nothing heavy at module level: ``edgeslim bench`` runs on a device witho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,12 +63,7 @@ class BenchRequest:
 
     def check(self) -> None:
         """Combinations that cannot work, refused before anything is measured."""
-        if self.max_time < self.min_time:
-            raise EdgeslimError(
-                f"max_time ({self.max_time:g} s) is below min_time ({self.min_time:g} s): raise the first or "
-                "lower the second",
-                param=("max_time", "min_time"),
-            )
+        timing(self)  # its limits, consistent together
         if self.calibrate and not self.predict:
             raise EdgeslimError(
                 "calibrate goes with predict=True (it fits the prediction to a measured run.json)",
@@ -194,12 +190,26 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     return name, options
 
 
+#: the request's fields for TimingConfig's
+TIMING_FIELDS = {
+    "warmup_s": "warmup",
+    "min_iters": "min_iters",
+    "min_time_s": "min_time",
+    "max_time_s": "max_time",
+}
+
+
 def timing(req: BenchRequest) -> Any:
+    """The request's :class:`~edgeslim.bench.timing.TimingConfig`; its refusal names the request's fields."""
     from edgeslim.bench.timing import TimingConfig
 
-    return TimingConfig(
-        warmup_s=req.warmup, min_iters=req.min_iters, min_time_s=req.min_time, max_time_s=req.max_time
-    )
+    try:
+        return TimingConfig(**{field: getattr(req, name) for field, name in TIMING_FIELDS.items()})
+    except EdgeslimError as exc:
+        text = str(exc).removeprefix("TimingConfig ")
+        for field, name in TIMING_FIELDS.items():
+            text = re.sub(rf"\b{field}\b", name, text)
+        raise EdgeslimError(text, param=tuple(TIMING_FIELDS.get(p, p) for p in exc.params)) from exc
 
 
 def measure(
