@@ -144,6 +144,13 @@ def test_info_reads_an_image_folders_size_and_classes(cifar_zip, tmp_path, capsy
         _out(capsys, ["info", "vgg-small", "--data", "imagefolder", "--data-dir", cifar_zip, "--json"])
     )
     assert res["input_shape"] == [3, 32, 32] and res["num_classes"] == 10  # the folder's classes
+    # a model file keeps its own head: the folder's class count is not a --num-classes it never gave
+    from edgeslim.checkpoint import save_model
+
+    save_model(
+        tmp_path / "m5.pt", create_model(ModelSpec("vgg-small", 5, 3, (32, 32))), ModelSpec("vgg-small", 5)
+    )
+    assert main(["info", str(tmp_path / "m5.pt"), "--data", "imagefolder", "--data-dir", cifar_zip]) == 0
     assert main(["info", "vgg-small", "--data-dir", cifar_zip]) == 2
     assert (
         "--data-dir without --data: name the data set of that folder (imagefolder)" in capsys.readouterr().err

@@ -11,6 +11,7 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
     """(model, description, input shape) for a model file or an architecture name. A data set
     whose shape is only known from its files (``imagefolder`` in ``data_dir``) is opened for it:
     its image size and its number of classes."""
+    from edgeslim.checkpoint import looks_like_file
     from edgeslim.pipelines.source import load_model_or_arch, model_input_shape
 
     if data_dir is not None and data is None:
@@ -26,8 +27,8 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
         if dataset_shape(data) is None:  # known from its files only: one image per split is read
             bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=1)
             input_shape = input_shape if input_shape is not None else tuple(bundle.input_shape)
-            if num_classes is None and weights is None:  # (weights carry their own head)
-                num_classes = bundle.num_classes
+            if num_classes is None and weights is None and not looks_like_file(target):  # (a file, weights:
+                num_classes = bundle.num_classes  # their own head)
 
     loaded = load_model_or_arch(
         target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,
