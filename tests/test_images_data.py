@@ -60,6 +60,11 @@ def test_16_bit_grey_images_keep_their_contrast(tmp_path: Path) -> None:
         x, total = read_images(tmp_path, channels, (8, 64), 1)
         assert total == 1 and x.shape == (1, channels, 8, 64)
         assert (x[0] == (ramp >> 8).astype(np.uint8)).all()  # 2, 6, ..., 254: the whole range
+    # 12-bit sensor data and 8-bit values kept in 16-bit files are not made dark (from the review)
+    for values, expected in ((ramp >> 4, ramp >> 8), (ramp >> 8, ramp >> 8)):
+        Image.fromarray(values.astype(np.uint16)).save(tmp_path / "wide.png")
+        x, _ = read_images(tmp_path, 1, (8, 64), 1)
+        assert (x[0, 0] == expected.astype(np.uint8)).all()
 
 
 def test_real_inputs_from_a_folder_of_photos(photos: Path) -> None:

@@ -48,7 +48,7 @@ MIN_CLASSES = 2
 FITS = ("stretch", "letterbox")
 #: the grey a letterboxed image is padded with (ultralytics' value)
 LETTERBOX_FILL = 114
-#: PIL modes of grey images wider than 8 bits (16-bit PNG/TIFF), read by their top 8 bits
+#: PIL modes of grey images wider than 8 bits (16-bit PNG/TIFF), brought to 8 bits by ``_to_8_bits``
 WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 #: the data set of images without labels (any layout): validation and calibration, not training
 IMAGES = "images"
@@ -277,9 +277,8 @@ def decode(
     with open_image(data, name) as im:
         if upright:
             im = ImageOps.exif_transpose(im)
-        if im.mode in WIDE_GREY_MODES:  # 16-bit grey (PIL's convert would clip it at 255): its top 8 bits
-            wide = np.clip(np.asarray(im, dtype=np.int64), 0, 65535)
-            im = Image.fromarray((wide >> 8).astype(np.uint8), "L")
+        if im.mode in WIDE_GREY_MODES:  # wider than 8 bits (PIL's convert would clip it at 255)
+            im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.int64)), "L")
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None and im.size != (size[1], size[0]):
             if fit == "letterbox":
@@ -292,6 +291,16 @@ def decode(
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _to_8_bits(wide: np.ndarray) -> np.ndarray:
+    """A grey image of more than 8 bits as 8 bits: its top 8 bits at the depth its largest value
+    needs (10, 12 or 16 bits: a sensor's 10- or 12-bit data kept in a 16-bit file is not made
+    dark); values that fit in 8 bits are kept as they are. The depth is read per image."""
+    wide = np.clip(wide, 0, 65535)
+    top = int(wide.max()) if wide.size else 0
+    bits = next(b for b in (8, 10, 12, 16) if top < 1 << b)
+    return (wide >> (bits - 8)).astype(np.uint8)
 
 
 def read_images(
