@@ -298,6 +298,10 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
             ["bench", dense, "--backend", "torch"],
             "dense.onnx is not a PyTorch model (torch times only those): leave --backend out (onnxruntime times it)",
         ),
+        (  # the profile's "timing it in ONNX Runtime" notice no longer comes before the refusal
+            ["bench", dense, "--profile", "jetson-nano", "--cuda-graph"],
+            "--cuda-graph replays a TensorRT engine's launches",
+        ),
         (["bench", dense, "--batch", "1,,2"], "'1,,2' has an empty item"),  # (was 1,2; 2,2,1 timed 2 twice)
         (["bench", dense, "--batch", "2,2,1"], "'2,2,1' repeats a number; give each once"),
         (  # (named TimingConfig's fields, which no flag has)

@@ -105,6 +105,8 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     from edgeslim.bench.backends import ALIASES, default_backend_for
     from edgeslim.channels.devices import TENSORRT_BACKENDS
 
+    notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
+
     name = ALIASES.get(req.backend, req.backend) if req.backend else default_backend_for(req.model)
     if req.backend is None and profile is not None:
         name = profile.preferred.backend
@@ -113,7 +115,7 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             from edgeslim.bench.backends.trtexec import find_trtexec
 
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
-            say(
+            notes.append(
                 Notice(
                     f"{req.model} is ONNX: trtexec builds and times it (choose another with backend)"
                     if name == "trtexec"
@@ -142,7 +144,7 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
 
         has, missing = split_available(prov)
         if missing and has:
-            say(
+            notes.append(
                 Notice(
                     f"profile {profile.name} runs ONNX Runtime with {', '.join(prov)}; this build lacks "
                     f"{', '.join(missing)}: timing with {', '.join(has)} (not the device's numbers; choose with "
@@ -187,6 +189,8 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                 param="input_shape",
             )
         options["input_shape"] = list(req.input_shape)
+    for note in notes:
+        say(note)
     return name, options
 
 
