@@ -238,3 +238,15 @@ def test_an_onnx_whose_external_weights_are_missing_is_named_so(tmp_path, capsys
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{path} keeps its weights in a separate file, " in err[0], err
         assert "m.data, which is not there; copy that file beside it" in err[0]
+    # ONNX Runtime's own wording (the reader on a device without onnx), in a folder with a space
+    from edgeslim.bench.backends import get_backend
+
+    spaced = tmp_path / "my models"
+    spaced.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), spaced / "m.onnx",
+              save_as_external_data=True, location="m.data", size_threshold=0)  # fmt: skip
+    (spaced / "m.data").unlink()
+    with pytest.raises(
+        EdgeslimError, match=f"keeps its weights in a separate file, {spaced / 'm.data'}, which"
+    ):
+        get_backend("onnxruntime").open(str(spaced / "m.onnx"), {})

@@ -124,14 +124,20 @@ def output_tail_values(model: Any) -> set[str]:
     return {o for n in _tail_nodes(model) for o in n.output if o}
 
 
-def unreadable_onnx(path: Any, exc: BaseException) -> EdgeslimError:
-    """The one-line refusal of an ONNX file that onnx or ONNX Runtime could not read (``exc``); a
-    missing external-data file (weights stored beside the graph) is named, with the fix."""
+def unreadable_onnx(path: Any, exc: BaseException, reader: str = "") -> EdgeslimError:
+    """The one-line refusal of an ONNX file that onnx or ONNX Runtime (``reader``, named in the
+    message) could not read (``exc``); a missing external-data file (weights stored beside the
+    graph) is named, with the fix."""
     text = " ".join(str(exc).split())
-    missing = re.search(r"should be stored in (\S+?),? but", text)
+    # onnx's wording, then ONNX Runtime's
+    missing = re.search(r"should be stored in (.+?),? but it is not", text) or re.search(
+        r'External data path does not exist: "(.+?)"', text
+    )
     if missing:
         return EdgeslimError(
             f"{path} keeps its weights in a separate file, {missing.group(1)}, which is not there; copy that file "
             "beside it, or export the model with its weights inside (under 2 GB)"
         )
+    if reader:
+        return EdgeslimError(f"{reader} cannot load {path}: {text[:300]}")
     return EdgeslimError(f"{path} is not a readable ONNX file ({text[:300]}); re-export it")

@@ -8,6 +8,7 @@ import numpy as np
 
 from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input
 from edgeslim.errors import EdgeslimError, first_line, require
+from edgeslim.utils.onnx_graph import unreadable_onnx
 
 _LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -173,6 +174,5 @@ class OrtBackend(Backend):
         try:
             sess = ort.InferenceSession(path, so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad files
-            first = first_line(exc)
-            raise EdgeslimError(f"onnxruntime cannot load {path}: {first}") from exc
+            raise unreadable_onnx(path, Exception(first_line(exc)), reader="onnxruntime") from exc
         return OrtSession(sess, ort, path, make_options)
