@@ -177,11 +177,14 @@ def test_the_device_command_of_a_tensorrt_profile_times_tensorrt(tmp_path) -> No
         "achieved": 1e-3,
         "dense": 2e-3,
     }
-    out = latency_check(net, net, (3, 8, 8), tmp_path, budget, here=False, profile=load_profile("jetson-orin-nano-8gb"),
+    run = tmp_path / "my runs"  # the command is copied: its paths quoted for the shell
+    run.mkdir()
+    out = latency_check(net, net, (3, 8, 8), run, budget, here=False, profile=load_profile("jetson-orin-nano-8gb"),
                         inputs=random_inputs((3, 8, 8), n=4))  # fmt: skip
     assert out["measured"] is False
-    assert out["command"].endswith(
-        f"--batch 1 --profile jetson-orin-nano-8gb --backend trtexec --precision fp16 --out {tmp_path / 'bench'}"
+    assert out["command"] == (
+        f"edgeslim bench '{run / 'slim.onnx'}' --baseline '{run / 'dense.onnx'}' --batch 1 --profile "
+        f"jetson-orin-nano-8gb --backend trtexec --precision fp16 --out '{run / 'bench'}'"
     ), out["command"]
 
 

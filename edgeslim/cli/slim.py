@@ -336,7 +336,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / 'slim.onnx'}, "
-            f"{d / 'dense.onnx'}, {d / REPORT_FILE} and plots; next: {nxt}"
+            f"{d / 'dense.onnx'}, {d / REPORT_FILE} and plots; next: {nxt}",
+            soft_wrap=True,
         )
     else:
         err.print(

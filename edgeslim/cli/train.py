@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgeslim.cli import notice
-from edgeslim.cli.common import data_options, train_options, trust_pickle_option
+from edgeslim.cli.common import data_options, quote, train_options, trust_pickle_option
 from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 
 
@@ -129,17 +128,15 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
 
     da = report.get("data_args") or {}
     data = f"--data {data_name}" + "".join(
-        f" --{flag} {shlex.quote(str(da[key]))}"
+        f" --{flag} {quote(da[key])}"
         for key, flag in (("data_dir", "data-dir"), ("subset", "subset"), ("test_subset", "test-subset"))
         if da.get(key) is not None
     )
-    model = shlex.quote(str(out_dir / MODEL_FILE))
+    model = quote(out_dir / MODEL_FILE)
     if "accuracy_before_prune" in report:  # three-stage slimming: its zeros are ready for surgery
-        nxt = f"edgeslim prune {model} -o {shlex.quote(str(out_dir / 'slim.pt'))}  (or edgeslim export)"
+        nxt = f"edgeslim prune {model} -o {quote(out_dir / 'slim.pt')}  (or edgeslim export)"
     else:
-        nxt = (
-            f"edgeslim slim {model} {data} --out {shlex.quote(str(out_dir) + '-slim')}  (or edgeslim export)"
-        )
+        nxt = f"edgeslim slim {model} {data} --out {quote(str(out_dir) + '-slim')}  (or edgeslim export)"
     err.print(
         f"wrote {out_dir / MODEL_FILE}, {out_dir / LOG_FILE}, {out_dir / REPORT_FILE}; next: {nxt}",
         soft_wrap=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -218,12 +219,13 @@ def latency_check(
         )
         out["measured"] = False
         backend = getattr(getattr(profile, "preferred", None), "backend", None)
+        q = shlex.quote  # a command the user copies: a folder may hold spaces
         out["command"] = (
-            f"edgeslim bench {out_dir / SLIM_ONNX} --baseline {out_dir / DENSE_ONNX} --batch {batch} "
-            f"--profile {name}"
+            f"edgeslim bench {q(str(out_dir / SLIM_ONNX))} --baseline {q(str(out_dir / DENSE_ONNX))} --batch {batch} "
+            f"--profile {q(str(name))}"
             + (" --backend trtexec" if backend == "tensorrt" else "")
             + (f" --precision {precision}" if precision else "")
-            + f" --out {out_dir / 'bench'}"
+            + f" --out {q(str(out_dir / 'bench'))}"
         )
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
