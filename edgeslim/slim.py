@@ -514,10 +514,16 @@ def collapse_check(
             if shrink
             else f"raise lambda (now {lam:.3g})"
         )
-    elif not judged:
+    elif not judged and chance >= 1.0:
         msg = (
-            f"the test set ({test_labels.numel()} images) is too small to tell the slim network's accuracy "
-            f"({acc:.1%}) from chance ({chance:.1%}); give a larger test_subset to judge it"
+            f"the test set holds one class, so its accuracy ({acc:.1%}) cannot tell the slim network from one "
+            "that always answers that class; test on images of every class"
+        )
+    elif not judged:
+        n = 0 if test_labels is None else test_labels.numel()
+        msg = (
+            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
+            f"({chance:.1%}); give a larger test_subset to judge it"
         )
     named = tuple(p for p in ("shrink", "taper_end", "epochs", "test_subset") if re.search(rf"\b{p}\b", msg))
     return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}

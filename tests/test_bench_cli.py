@@ -225,6 +225,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         ({**rec, "models": "oops"}, "'models' is not a table of the models measured"),
         ({**rec, "batches": ["x"]}, "'batches' is not a list of batch sizes"),
         (bad_p50, "no median latency of slim at batch 1"),
+        ({**rec, "summary": {**rec["summary"], "slim": []}}, "no median latency of slim at batch 1"),
         ({**trials_only, "trials": [{"label": "baseline"}]}, "its trials cannot be summarized"),
         ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 1"),
     ):
@@ -286,6 +287,8 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         return r
 
     dense, _, d = onnx_pair
+    pt_file = tmp_path / "m.pt"
+    pt_file.write_bytes(b"a PyTorch model")
     cases = [
         (["bench", tmp_path / "missing.onnx", "--trials", "1", *FAST], "does not exist"),
         (
@@ -301,6 +304,10 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (  # the profile's "timing it in ONNX Runtime" notice no longer comes before the refusal
             ["bench", dense, "--profile", "jetson-nano", "--cuda-graph"],
             "--cuda-graph replays a TensorRT engine's launches",
+        ),
+        (  # (was told to leave out the --backend it never gave)
+            ["bench", pt_file, "--baseline", dense],
+            "m.pt and baseline " + str(dense) + " are files of different kinds, timed by different runtimes",
         ),
         (["bench", dense, "--batch", "1,,2"], "'1,,2' has an empty item"),  # (was 1,2; 2,2,1 timed 2 twice)
         (["bench", dense, "--batch", "2,2,1"], "'2,2,1' repeats a number; give each once"),

@@ -161,6 +161,9 @@ def test_cli_engine_path_never_overwrites_without_force(tmp_path, capsys):
         assert len(err) == 1 and why in err[0] and "--engine" in err[0], err
     assert mine.read_bytes() == b"the user's own model" and engine.read_bytes() == b"the user's engine"
     assert not (tmp_path / "v.onnx").exists()
+    if not HAS_TRT:  # an engine name in capitals is one (as bench reads it)
+        assert main([*base, str(tmp_path / "m.ENGINE")]) == 0
+        capsys.readouterr()
     if not HAS_TRT:  # with --force the script names the engine it will replace
         assert main([*base, str(engine), "--force"]) == 0
         assert "--saveEngine=old.engine" in (tmp_path / "old.trtexec.sh").read_text()

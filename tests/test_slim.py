@@ -208,6 +208,8 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
         "the test set (3 images) is too small to tell the slim network's accuracy (33.3%) from chance (33.3%)"
     )
     assert tiny["message"].params == ("test_subset",)
+    one_class = collapse_check(report(0.9, 80), [], 10, test_labels=torch.zeros(500, dtype=torch.long))
+    assert not one_class["collapsed"] and one_class["message"].startswith("the test set holds one class")
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,8 @@ def check_record(record: dict, source: str = "the record") -> dict:
     summary = record["summary"]
     for label in models:
         for b in batches:
-            entry = summary.get(label, {}).get(str(b)) if isinstance(summary, dict) else None
+            per_batch = summary.get(label) if isinstance(summary, dict) else None
+            entry = per_batch.get(str(b)) if isinstance(per_batch, dict) else None
             p50 = entry.get("p50_ms") if isinstance(entry, dict) else None
             if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not p50 >= 0:
                 raise damaged(f"no median latency of {label} at batch {b}")

@@ -156,7 +156,7 @@ def run_export(
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
     qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
-    if req.trt and engine.suffix not in ENGINE_SUFFIXES:
+    if req.trt and engine.suffix.lower() not in ENGINE_SUFFIXES:
         raise EdgeslimError(
             f"engine_path {engine} should end in {' or '.join(ENGINE_SUFFIXES)} (a TensorRT engine)",
             param="engine_path",

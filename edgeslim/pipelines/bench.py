@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.rundir import RUN_FILE
 
@@ -128,6 +128,14 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it
             name = "onnxruntime"
     files = [m for m in (req.model, req.baseline) if m is not None]
+    kinds = {default_backend_for(m) for m in files}
+    if req.backend is None and len(kinds) > 1:  # (the model's kind picked the backend)
+        export = Step("export")
+        raise EdgeslimError(
+            f"{req.model} and baseline {req.baseline} are files of different kinds, timed by different runtimes: "
+            f"give both as ONNX ({export} each) or both as PyTorch models",
+            steps=(export,),
+        )
     if name == "torch" and any(default_backend_for(m) != "torch" for m in files):
         other = next(m for m in files if default_backend_for(m) != "torch")
         raise EdgeslimError(
