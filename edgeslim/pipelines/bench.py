@@ -290,6 +290,7 @@ def layer_table(
 def predict(req: BenchRequest) -> dict:
     """A roofline PREDICTION for ``req.model`` (and baseline) on ``req.profile``, optionally
     calibrated from a measured run.json (``req.calibrate``); nothing is measured."""
+    from edgeslim.bench.backends import concrete_shape
     from edgeslim.bench.onnx_cost import onnx_cost
     from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
@@ -339,13 +340,11 @@ def predict(req: BenchRequest) -> dict:
             )
         cost = onnx_cost(path)
         for name, dims in cost.input_shapes.items():  # a symbolic size would be priced as 1
-            dyn = [(i, d) for i, d in enumerate(dims or []) if i > 0 and not (isinstance(d, int) and d > 0)]
-            if dyn:
-                i, d = dyn[0]
-                raise EdgeslimError(
-                    f"input '{name}' of {path} has a dynamic dimension {i} ({d}): its MACs and bytes are "
-                    "unknown; export with a fixed input size"
-                )
+            first = dims[0] if dims else None
+            try:
+                concrete_shape(name, dims or [], first if isinstance(first, int) and first > 0 else 1)
+            except EdgeslimError as exc:
+                raise EdgeslimError(f"{path}: {exc}", param=exc.params) from exc
         try:
             precision = model_precision(profile, cost.quantized, req.precision)
         except EdgeslimError as exc:

@@ -219,13 +219,18 @@ def check_unlocked(path: str | os.PathLike) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        raise EdgeslimError(
-            f"another edgeslim run (pid {holder}) is writing to {path}; wait for it to finish "
-            "or choose another output directory"
-        ) from None
+        raise _held(fd, path) from None
     finally:
         os.close(fd)
+
+
+def _held(fd: int, d: str | os.PathLike) -> EdgeslimError:
+    """The refusal of a run directory ``d`` whose lock (open as ``fd``) another run holds: its pid."""
+    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+    return EdgeslimError(
+        f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish or choose another output "
+        "directory"
+    )
 
 
 def _locked_file(lock: Path, d: Path) -> int:
@@ -238,12 +243,9 @@ def _locked_file(lock: Path, d: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            err = _held(fd, d)
             os.close(fd)
-            raise EdgeslimError(
-                f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish "
-                "or choose another output directory"
-            ) from None
+            raise err from None
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(lock))
         except FileNotFoundError:
