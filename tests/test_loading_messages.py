@@ -398,3 +398,29 @@ def test_a_plain_pickle_is_refused_without_torchs_protocol_warning(tmp_path, cap
     assert not [w for w in seen if "pickle protocol" in str(w.message)]
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unpickling it can run arbitrary code" in err[0] and "--trust-pickle" in err[0]
+
+
+def test_own_code_and_pickles_keep_their_own_head(user_module, tmp_path, monkeypatch, capsys):
+    """A trial's 3-class segmenter named pickle:PATH (and a factory defaulting to 3 classes) came out with
+    a fresh random 10-class head, silently (the export's check passed on the new head): with no class
+    count given, the user's model keeps its own; one that is given still replaces it."""
+    name, code = user_module
+    monkeypatch.chdir(code)
+    whole = tmp_path / "whole.pt"
+    torch.save(_import_from(code, name).MyNet(num_classes=3).eval(), whole)
+
+    def described(*argv: str) -> dict:
+        assert run("info", *argv, "--input-shape", "3,16,16", "--json") == 0
+        return json.loads(capsys.readouterr().out)
+
+    direct = described(str(whole), "--trust-pickle")
+    named = described(f"pickle:{whole}", "--trust-pickle")
+    assert named["num_classes"] == 3 and named["params"] == direct["params"]
+    assert described(f"pickle:{whole}", "--trust-pickle", "--num-classes", "5")["num_classes"] == 5
+    (code / f"{name}_f.py").write_text(f"from {name} import MyNet\n\n\ndef three(num_classes=3):\n"
+                                       "    return MyNet(num_classes)\n")  # fmt: skip
+    try:
+        assert described(f"{name}_f:three")["num_classes"] == 3  # the factory's own default
+        assert described(f"{name}_f:three", "--num-classes", "4")["num_classes"] == 4
+    finally:
+        sys.modules.pop(f"{name}_f", None)

@@ -151,7 +151,14 @@ def model_defaults(arch: str) -> dict[str, Any]:
         return {}
     prefix, name = arch.split(":", 1)
     fn = _DEFAULTS.get(prefix)
+    if fn is None and _own_code(arch):  # the user's code builds its own class count
+        return {"num_classes": None} if _FALLBACK_CLASSES else {}
     return dict(fn(name)) if fn is not None else {}
+
+
+def _own_code(arch: str) -> bool:
+    """Whether ``arch`` names the user's code (``module:Attr``, no registered family)."""
+    return arch.split(":", 1)[0] not in _PREFIXES and bool(_FALLBACK) and is_code_reference(arch)
 
 
 def check_trusted(arch: str, trust_pickle: bool) -> None:
@@ -168,11 +175,18 @@ def check_trusted(arch: str, trust_pickle: bool) -> None:
 
 #: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
 _FALLBACK: list[Callable[..., nn.Module]] = []
+#: its ``classes_of``: a ``module:Attr`` name built with no class count keeps the model's own
+_FALLBACK_CLASSES: list[Callable[[nn.Module], int]] = []
 
 
-def register_code_resolver(resolver: Callable[..., nn.Module]) -> None:
-    """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names."""
+def register_code_resolver(
+    resolver: Callable[..., nn.Module], classes_of: Callable[[nn.Module], int] | None = None
+) -> None:
+    """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names;
+    with ``classes_of``, a name the user gives no class count is built with ``num_classes=None`` (the
+    code's own) and ``classes_of(model)`` reads the count back (as :func:`register_prefix`'s)."""
     _FALLBACK[:] = [resolver]
+    _FALLBACK_CLASSES[:] = [classes_of] if classes_of is not None else []
 
 
 @contextlib.contextmanager
@@ -336,6 +350,8 @@ def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> tuple[nn.Modu
     model = create_model(spec, trust_pickle=trust_pickle)
     if spec.num_classes is None:
         fn = _CLASSES_OF.get(spec.arch.split(":", 1)[0]) if ":" in spec.arch else None
+        if fn is None and _own_code(spec.arch) and _FALLBACK_CLASSES:
+            fn = _FALLBACK_CLASSES[0]
         if fn is None:
             raise EdgeslimError(
                 f"give the number of classes of {spec.arch} (num_classes)", param="num_classes"

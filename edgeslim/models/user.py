@@ -80,11 +80,18 @@ def replace_head(model: nn.Module, num_classes: int) -> tuple[str, int, int]:
     return name, before, num_classes
 
 
-def _fit_classes(model: nn.Module, num_classes: int) -> nn.Module:
+def _fit_classes(model: nn.Module, num_classes: int | None) -> nn.Module:
+    """``model`` with a new ``num_classes`` head where it has another count (None: as built)."""
     have = head_classes(model)
-    if have is not None and have != num_classes:
+    if num_classes is not None and have is not None and have != num_classes:
         replace_head(model, num_classes)
     return model
+
+
+def own_classes(model: nn.Module) -> int:
+    """The class count a model built by the user's code or pickle has: its head's (10, the registry's
+    default, for a model without a recognisable head, which no class count changes)."""
+    return head_classes(model) or 10
 
 
 def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> Any:
@@ -104,8 +111,9 @@ def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> 
         raise
 
 
-def build_from_pickle(path: str, num_classes: int = 10, in_channels: int = 3, **_: Any) -> nn.Module:
-    """The whole ``nn.Module`` pickled at ``path``, with ``num_classes`` outputs (runs its code)."""
+def build_from_pickle(path: str, num_classes: int | None = None, in_channels: int = 3, **_: Any) -> nn.Module:
+    """The whole ``nn.Module`` pickled at ``path`` (runs its code), with a new head of ``num_classes``
+    outputs where that differs from its own (None: its own head)."""
 
     p = Path(path)
     if not p.is_file():
@@ -144,8 +152,11 @@ def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
     return found
 
 
-def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
-    """Import ``package.module:Attr`` and build the model (passing the arguments it accepts)."""
+def build_from_code(
+    reference: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
+) -> nn.Module:
+    """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
+    ``num_classes`` None: the code's own count)."""
     module_name, attr = reference.split(":", 1)
     module = import_user_module(reference)  # the current directory importable; one-line reasons
     try:
@@ -162,7 +173,7 @@ def build_from_code(reference: str, num_classes: int = 10, in_channels: int = 3,
         params = {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     call = dict(kwargs)
-    if "num_classes" in params or accepts_any:
+    if num_classes is not None and ("num_classes" in params or accepts_any):
         call["num_classes"] = num_classes
     if "in_channels" in params:
         call["in_channels"] = in_channels
@@ -181,8 +192,9 @@ def _list_none() -> list[str]:
 
 
 def _register() -> None:
-    register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True)
-    register_code_resolver(build_from_code)
+    register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True,
+                    defaults=lambda _name: {"num_classes": None}, classes_of=own_classes)  # fmt: skip
+    register_code_resolver(build_from_code, classes_of=own_classes)
 
 
 _register()
