@@ -327,6 +327,15 @@ def test_onnx_check_tolerance_grows_with_the_outputs() -> None:
     flipped = off.copy()
     flipped[0, 1] += 2e4  # a different top-1: the export is wrong
     assert not compare(big, flipped, real).passed
+    # a segmenter's masks [N, C, H, W]: the per-pixel top-1 agreement is reported (it was "-"), and a
+    # near-tie flipped by float32 noise does not fail an export within the difference bound
+    masks = np.zeros((2, 3, 4, 4), dtype=np.float32)
+    masks[:, 1] = 1.0
+    masks[0, 2, 0, 0] = 1.0 - 1e-6  # a near-tie at one pixel
+    noisy = masks.copy()
+    noisy[0, 2, 0, 0] = 1.0 + 1e-6
+    rep = compare(masks, noisy, real)
+    assert rep.passed and rep.top1_agreement == pytest.approx(31 / 32)
 
 
 def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
 from edgeslim.utils.io import atomic_path, check_output_path
+from edgeslim.utils.scores import class_scores
 
 log = logging.getLogger(__name__)
 
@@ -172,8 +173,7 @@ def quantize_qdq(
         k = len(x) // check_step * check_step
         ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
         got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
-    scores = ref.ndim == 2 or (ref.ndim == 4 and ref.shape[1] > 1)  # per sample, or per pixel (masks)
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if scores else None
+    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if class_scores(ref.shape) else None
     acc = [None, None]
     if labels is not None and ref.ndim == 2:
         lab = np.asarray(labels)[:k]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
+from edgeslim.utils.scores import class_scores
 
 if TYPE_CHECKING:
     import torch
@@ -316,8 +317,9 @@ def compare(
     atol: float = FP32_ATOL,
     rtol: float = FP32_RTOL,
 ) -> ValidationReport:
-    """Max/mean abs difference and top-1 agreement of two output arrays of the same inputs; passes
-    when the difference is within ``atol + rtol * max |ref|`` and (on real images) top-1 agrees.
+    """Max/mean abs difference and top-1 agreement (per pixel for masks) of two output arrays of the
+    same inputs; passes when the difference is within ``atol + rtol * max |ref|`` and (a classifier's,
+    on real images) every top-1 agrees.
     Classifier logits whose every top-1 agrees on real images are held to
     :data:`AGREEING_LOGITS_RTOL` instead of ``rtol`` when that is larger."""
     if ref.shape != got.shape:
@@ -325,19 +327,19 @@ def compare(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    logits = ref.ndim == 2 and ref.shape[1] > 1
+    logits = ref.ndim == 2 and class_scores(ref.shape)  # a classifier's: every top-1 must agree
     agree = acc_t = acc_o = None
-    if logits:
+    if class_scores(ref.shape):  # per sample, or per pixel (reported; near-ties of a mask may flip)
         a_ref, a_got = ref.argmax(1), got.argmax(1)
         agree = float((a_ref == a_got).mean())
-        if batch.labels is not None:
+        if logits and batch.labels is not None:
             lab = batch.labels.numpy()[: len(ref)]
             acc_t, acc_o = float((a_ref == lab).mean()), float((a_got == lab).mean())
     max_diff = float(diff.max()) if diff.size else 0.0
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)
     tolerance = atol + rtol * (float(np.abs(ref).max()) if ref.size else 0.0)
-    passed = bool(max_diff <= tolerance and (agree is None or agree == 1.0 or not batch.real))
+    passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
         source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,

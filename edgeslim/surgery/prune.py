@@ -37,6 +37,7 @@ from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32
+from edgeslim.utils.scores import class_scores
 
 log = logging.getLogger(__name__)
 
@@ -531,8 +532,7 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
             if a.numel():
                 worst = max(worst, float((a.double() - b.double()).abs().max()))
         a = ra[0] if ra else None
-        if a is not None and len(ra) == 1 and (a.dim() == 2 or (a.dim() == 4 and a.shape[1] > 1)):
-            # class scores per sample [N, C], or per pixel [N, C, H, W] (a segmenter's masks)
+        if a is not None and len(ra) == 1 and class_scores(a.shape):
             agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
             total += a.numel() // a.shape[1]
     return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no scores: None)

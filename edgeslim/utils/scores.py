@@ -1,0 +1,11 @@
+"""Which model outputs hold class scores (torch- and numpy-free: it reads a shape)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def class_scores(shape: Sequence[int]) -> bool:
+    """Whether an output of ``shape`` holds class scores on dim 1, whose argmax is a prediction: per
+    sample ``[N, C]`` or per pixel ``[N, C, H, W]`` (a segmenter's masks), with ``C > 1``."""
+    return len(shape) in (2, 4) and int(shape[1]) > 1
