@@ -182,9 +182,12 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         "--out",
         out,
     ]
-    edgeslim(args, tmp_path)
+    r = edgeslim(args, tmp_path)
     rec = json.loads((out / "run.json").read_text())
     assert rec["backend"] == "onnxruntime" and rec["kind"] == "compare"
+    # the line per trial (piped) says the trial's median the summary uses (it printed the upper median)
+    shown = re.findall(r"trial 2 slim: p50 b1 (\S+) ms", r.stderr)
+    assert shown == [f"{rec['summary']['slim']['1']['trial_p50_ms'][1]:.3g}"], r.stderr
     # interleaved: trial 0 runs baseline then slim, trial 1 slim then baseline, each in its own process
     assert [(r["trial"], r["label"]) for r in rec["trials"]] == [
         (0, "baseline"),

@@ -199,6 +199,11 @@ def _primary(samples: dict) -> tuple[str, list[float]]:
     return "host", samples["host"]
 
 
+def trial_p50_ms(samples: dict) -> float:
+    """One trial's median latency in ms (of :func:`_primary`'s samples), as the summary takes it."""
+    return float(np.median(_primary(samples)[1]) * 1e3)
+
+
 def run_comparison(
     models: dict[str, str],
     backend: str,
@@ -288,7 +293,7 @@ def aggregate(record: dict) -> dict:
             pooled = np.concatenate([np.asarray(s) for s in trial_samples])
             s = summarize(pooled, b)
             s["timer"] = kind
-            s["trial_p50_ms"] = [float(np.median(x) * 1e3) for x in trial_samples]
+            s["trial_p50_ms"] = [trial_p50_ms(r["samples"][key]) for r in runs]
             # p50 is the median of the trials' p50s, the statistic the speedup divides: pooled, a trial
             # slowed by other load counts by its sample count (the pooled value stays beside it)
             s["pooled_p50_ms"], s["p50_ms"] = s["p50_ms"], float(np.median(s["trial_p50_ms"]))

@@ -238,6 +238,7 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
       edgeslim bench slim.onnx --predict --profile jetson-nano
       edgeslim bench slim.onnx --layer-table layers.json      # for slim --latency-table
     """
+    from edgeslim.bench.compare import trial_p50_ms
     from edgeslim.pipelines.bench import BenchRequest, layer_table, measure
     from edgeslim.pipelines.bench import predict as predict_latency
     from edgeslim.utils.console import err, progress, progress_enabled
@@ -271,7 +272,7 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
         task = bar.add_task("bench", total=trials * n_models, info="")
 
         def step(t: int, label: str, res: dict) -> None:
-            p50 = {b: sorted(s["host"])[len(s["host"]) // 2] * 1e3 for b, s in res["samples"].items()}
+            p50 = {b: trial_p50_ms(s) for b, s in res["samples"].items()}  # as the summary takes it
             line = f"trial {t + 1} {label}: p50 " + ", ".join(f"b{b} {v:.3g} ms" for b, v in p50.items())
             bar.update(task, advance=1, info=line)
             if not progress_enabled():  # piped: a line per trial instead of the bar
