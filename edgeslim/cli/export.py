@@ -170,6 +170,8 @@ def export(**kw: Any) -> None:
                     bad[:30],
                 )
             )
+            if len(bad) > 30:
+                out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
