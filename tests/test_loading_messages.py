@@ -424,3 +424,22 @@ def test_own_code_and_pickles_keep_their_own_head(user_module, tmp_path, monkeyp
         assert described(f"{name}_f:three", "--num-classes", "4")["num_classes"] == 4
     finally:
         sys.modules.pop(f"{name}_f", None)
+
+
+def test_a_whole_pickle_is_not_called_dense_by_export(user_module, tmp_path, monkeypatch, capsys):
+    """A trial's whole-pickled slim segmenter was told its cut layers 'keep the architecture's dense
+    width' and was named the baseline in the next command: a pickle carries no recipe, so export
+    does not know whether surgery cut it, and says neither."""
+    name, code = user_module
+    monkeypatch.chdir(code)
+    whole = tmp_path / "whole.pt"
+    torch.save(_import_from(code, name).MyNet().eval(), whole)
+    out = tmp_path / "w.onnx"
+    assert run("export", whole, "--trust-pickle", "--input-shape", "3,16,16", "--onnx", out, "--json") == 0
+    cap = capsys.readouterr()
+    res = json.loads(cap.out)
+    assert res["slim"] is None and res["audit"]["narrowed"] is None
+    assert "dense width" not in res["audit"]["suggestion"]
+    assert run("export", whole, "--trust-pickle", "--input-shape", "3,16,16", "--onnx", out, "--force") == 0
+    err = capsys.readouterr().err
+    assert f"next: edgeslim bench SLIM.onnx --baseline DENSE.onnx --batch 1 ({out} is one of them)" in err

@@ -180,6 +180,9 @@ def export(**kw: Any) -> None:
     batches = ",".join(map(str, sorted({1, 32, req.batch}))) if req.dynamic_batch else str(req.batch)
     if res.get("ort_int8"):
         step = f"edgeslim bench {quote(res['ort_int8']['path'])} --baseline {quote(onnx_file)} --batch {batches} (INT8 against FP32)"
+    elif res.get("slim") is None:  # a file that carries no recipe: slim or dense, unknown here
+        step = (f"edgeslim bench SLIM.onnx --baseline DENSE.onnx --batch {batches} ({quote(onnx_file)} is one of "
+                "them)")  # fmt: skip
     elif res.get("slim"):
         step = (f"edgeslim bench {quote(onnx_file)} --baseline DENSE.onnx --batch {batches} (DENSE: the export of the "
                 "network it was slimmed from)")  # fmt: skip

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 EXPORTERS, COMPARE_DEVICES = ("auto", "torchscript", "dynamo"), ("cpu", "cuda")
 #: lowest opset the exporter writes (the highest is the installed onnx package's)
 MIN_OPSET = 9
+#: what a model loaded from these carries a surgery recipe in when surgery cut it (else: dense)
+RECIPE_KINDS = ("checkpoint", "architecture", "architecture+weights")
 
 
 def _positive_int(name: str, val: object) -> int:
@@ -218,7 +220,9 @@ def run_export(
     )  # fmt: skip
     result: dict[str, Any] = {
         "onnx": res.to_dict(),
-        "slim": loaded.recipe is not None,
+        # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
+        # TorchScript or torch.export program carries none, so whether surgery cut it is unknown
+        "slim": True if loaded.recipe is not None else (False if loaded.kind in RECIPE_KINDS else None),
         "warnings": list(res.warnings),
     }
     if req.compare_device == "cuda":
@@ -230,7 +234,8 @@ def run_export(
         if isinstance(rep, str):
             say(rep)
     audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
-    audit.narrowed = set((loaded.recipe or {}).get("layers") or {})  # (a dense model: none narrowed)
+    if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
+        audit.narrowed = set((loaded.recipe or {}).get("layers") or {})
     result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
 
     calib = None
