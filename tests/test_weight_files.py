@@ -242,3 +242,21 @@ def test_weights_for_three_channel_images_and_a_one_channel_input_shape(tmp_path
         "with 3 channels, or --data of 3-channel images"
     ), err
     assert main([*args, "--input-shape", "3,32,32"]) == 0
+
+
+def test_torchvision_segmenter_weights_with_an_auxiliary_head(tmp_path, capsys):
+    """A trial's DeepLabV3 weights (fine-tuned from COCO weights, which force aux_loss=True) were refused
+    for their aux_classifier keys, and their 3 classes were not read (4 keys of another shape): tv:
+    names rebuild with the auxiliary head and the weights' classes, and the slim checkpoint keeps both."""
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    net = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3, aux_loss=True)
+    torch.save(net.state_dict(), tmp_path / "dl.pt")
+    out = tmp_path / "slim.pt"
+    assert main(["prune", "tv:deeplabv3_mobilenet_v3_large", "--weights", str(tmp_path / "dl.pt"),
+                 "--input-shape", "3,64,64", "-o", str(out)]) == 0  # fmt: skip
+    loaded = load_model(out)
+    assert loaded.spec.num_classes == 3 and loaded.spec.kwargs == {"aux_loss": True}
+    with torch.no_grad():
+        y = loaded.model.eval()(torch.zeros(1, 3, 64, 64))
+    assert set(y) == {"out", "aux"} and y["aux"].shape == (1, 3, 64, 64)

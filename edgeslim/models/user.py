@@ -201,7 +201,8 @@ _register()
 
 
 def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[str], int | None]:
-    """Keys whose shapes differ from ``model``'s, and the class count they imply (same for all, else None)."""
+    """Keys whose shapes differ from ``model``'s, and the class count they imply (the same for all of
+    them, in at most two layers; else None)."""
     own = model.state_dict()
     keys = [k for k, v in state_dict.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     counts = {
@@ -209,7 +210,9 @@ def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[s
         for k in keys
         if state_dict[k].ndim >= 1 and tuple(state_dict[k].shape[1:]) == tuple(own[k].shape[1:])
     }
-    n = counts.pop() if len(counts) == 1 and len(keys) <= 2 else None
+    # the classifier's weight and bias (and a segmenter's auxiliary head's): at most two layers
+    layers = {k.rsplit(".", 1)[0] for k in keys}
+    n = counts.pop() if len(counts) == 1 and len(layers) <= 2 else None
     return keys, n
 
 
@@ -272,12 +275,28 @@ def build_with_weights(
 
     model, spec = build_model(spec, trust_pickle=trust_pickle)  # a count of None: the architecture's own
     state_dict = under_prefix(model, state_dict)
+    if _aux_head_only(model, state_dict) and "aux_loss" not in spec.kwargs:  # torchvision's auxiliary head
+        spec = type(spec).from_dict({**spec.to_dict(), "kwargs": {**spec.kwargs, "aux_loss": True}})
+        model, spec = build_model(spec, trust_pickle=trust_pickle)
     _, n = _head_mismatch(model, state_dict)
     if n is not None and n != spec.num_classes:
         spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})
         model = create_model(spec, trust_pickle=trust_pickle)
     load_weights(model, state_dict, what)
     return model, spec
+
+
+def _aux_head_only(model: nn.Module, state_dict: dict[str, Any]) -> bool:
+    """Whether ``state_dict`` is ``model``'s plus an ``aux_classifier`` it lacks: torchvision's
+    segmenters (FCN, DeepLabV3) trained from COCO weights keep one (``aux_loss=True``)."""
+    own = model.state_dict()
+    extra = [k for k in state_dict if k not in own]
+    return (
+        bool(extra)
+        and all(k.startswith("aux_classifier.") for k in extra)
+        and all(k in state_dict for k in own)
+        and hasattr(model, "aux_classifier")
+    )
 
 
 def with_classes(
