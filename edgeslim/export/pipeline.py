@@ -172,7 +172,8 @@ def run_export(
     outputs += [ort_path] if req.to_ort else []
     outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and ort_int8 else []
     for p in outputs:
-        check_output_path(p, req.force, "engine_path" if req.engine_path and p == engine else "onnx_path")
+        named_by_engine = req.engine_path and p in (engine, script)  # (the script is named after the engine)
+        check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
     timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
     data_dir = str(req.data_dir) if req.data_dir else None
