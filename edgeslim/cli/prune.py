@@ -85,7 +85,7 @@ def prune(**kw: Any) -> None:
            ("behind a barrier", kept["behind_barrier"]), ("read as input-dependent", kept["read_as_input_dependent"]))
            if n]  # fmt: skip
     summary = [
-        ("channels removed", rep["removed_channels"]),
+        ("channels removed (a set coupled across layers once)", rep["removed_channels"]),
         *(
             [
                 (
