@@ -417,11 +417,23 @@ def test_own_code_and_pickles_keep_their_own_head(user_module, tmp_path, monkeyp
     named = described(f"pickle:{whole}", "--trust-pickle")
     assert named["num_classes"] == 3 and named["params"] == direct["params"]
     assert described(f"pickle:{whole}", "--trust-pickle", "--num-classes", "5")["num_classes"] == 5
-    (code / f"{name}_f.py").write_text(f"from {name} import MyNet\n\n\ndef three(num_classes=3):\n"
-                                       "    return MyNet(num_classes)\n")  # fmt: skip
+    (code / f"{name}_f.py").write_text(
+        f"from torch import nn\nfrom {name} import MyNet\n\n\ndef three(num_classes=3):\n    return MyNet(num_classes)\n"
+        "\n\ndef needs(num_classes):\n    return MyNet(num_classes)\n"
+        "\n\ndef masks(num_classes=3):  # a 3x3 output conv: no head edgeslim recognises\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+        "                         nn.Conv2d(8, num_classes, 3, padding=1))\n"
+    )  # fmt: skip
     try:
         assert described(f"{name}_f:three")["num_classes"] == 3  # the factory's own default
         assert described(f"{name}_f:three", "--num-classes", "4")["num_classes"] == 4
+        assert described(f"{name}_f:needs")["num_classes"] == 10  # required: given 10, as before
+        # the default is recorded, so the slim checkpoint rebuilds what was cut (from the second review)
+        slim = tmp_path / "masks_slim.pt"
+        assert run("prune", f"{name}_f:masks", "--input-shape", "3,16,16", "-o", slim) == 0
+        capsys.readouterr()
+        rebuilt = load_model(slim, trust_pickle=True)
+        assert rebuilt.spec.num_classes == 3 and rebuilt.model[3].out_channels == 3
     finally:
         sys.modules.pop(f"{name}_f", None)
 
@@ -443,3 +455,16 @@ def test_a_whole_pickle_is_not_called_dense_by_export(user_module, tmp_path, mon
     assert run("export", whole, "--trust-pickle", "--input-shape", "3,16,16", "--onnx", out, "--force") == 0
     err = capsys.readouterr().err
     assert f"next: edgeslim bench SLIM.onnx --baseline DENSE.onnx --batch 1 ({out} is one of them)" in err
+    # named pickle:PATH it is the same file (the second review: it was called dense by that name)
+    argv = [
+        "export",
+        f"pickle:{whole}",
+        "--trust-pickle",
+        "--input-shape",
+        "3,16,16",
+        "--onnx",
+        out,
+        "--force",
+    ]
+    assert run(*argv, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["slim"] is None

@@ -73,8 +73,10 @@ class AlignmentReport:
         ]
         fix = "" if t == "fp16" else "FP16 is aligned; "
         if len(dense) < len(bad):
-            fix += "re-run channel surgery rounding the kept channels to multiples of " + (
-                "8 (FP16) or 32 (INT8)" if t == "fp16" else "32"
+            fix += (
+                ("if surgery cut it, " if self.narrowed is None else "")
+                + ("re-run channel surgery rounding the kept channels to multiples of ")
+                + ("8 (FP16) or 32 (INT8)" if t == "fp16" else "32")
             )
         if dense:
             fix += (", and " if len(dense) < len(bad) else "") + (

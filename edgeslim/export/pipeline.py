@@ -25,6 +25,16 @@ MIN_OPSET = 9
 RECIPE_KINDS = ("checkpoint", "architecture", "architecture+weights")
 
 
+def _carries_recipe(loaded: Any) -> bool:
+    """Whether ``loaded`` would carry a surgery recipe had surgery cut it: an edgeslim checkpoint or an
+    architecture built from code; not a whole pickle (also named ``pickle:PATH`` or ``yolo:best.pt``),
+    TorchScript or torch.export file."""
+    from edgeslim.models.registry import source_file
+
+    arch = loaded.spec.arch if loaded.spec is not None else ""
+    return loaded.kind in RECIPE_KINDS and not (loaded.kind != "checkpoint" and source_file(arch))
+
+
 def _positive_int(name: str, val: object) -> int:
     if isinstance(val, bool) or not isinstance(val, int) or val < 1:
         raise EdgeslimError(f"{name} must be an integer >= 1, got {val!r}", param=name)
@@ -223,7 +233,7 @@ def run_export(
         "onnx": res.to_dict(),
         # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
         # TorchScript or torch.export program carries none, so whether surgery cut it is unknown
-        "slim": True if loaded.recipe is not None else (False if loaded.kind in RECIPE_KINDS else None),
+        "slim": True if loaded.recipe is not None else (False if _carries_recipe(loaded) else None),
         "warnings": list(res.warnings),
     }
     if req.compare_device == "cuda":

@@ -151,8 +151,8 @@ def model_defaults(arch: str) -> dict[str, Any]:
         return {}
     prefix, name = arch.split(":", 1)
     fn = _DEFAULTS.get(prefix)
-    if fn is None and _own_code(arch):  # the user's code builds its own class count
-        return {"num_classes": None} if _FALLBACK_CLASSES else {}
+    if fn is None and _own_code(arch):  # the user's code: its own class count
+        return dict(_FALLBACK_DEFAULTS[0](arch)) if _FALLBACK_DEFAULTS else {}
     return dict(fn(name)) if fn is not None else {}
 
 
@@ -175,18 +175,22 @@ def check_trusted(arch: str, trust_pickle: bool) -> None:
 
 #: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
 _FALLBACK: list[Callable[..., nn.Module]] = []
-#: its ``classes_of``: a ``module:Attr`` name built with no class count keeps the model's own
+#: its ``defaults`` and ``classes_of`` (see :func:`register_code_resolver`)
+_FALLBACK_DEFAULTS: list[Callable[[str], dict[str, Any]]] = []
 _FALLBACK_CLASSES: list[Callable[[nn.Module], int]] = []
 
 
 def register_code_resolver(
-    resolver: Callable[..., nn.Module], classes_of: Callable[[nn.Module], int] | None = None
+    resolver: Callable[..., nn.Module],
+    classes_of: Callable[[nn.Module], int] | None = None,
+    defaults: Callable[[str], dict[str, Any]] | None = None,
 ) -> None:
     """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names;
-    with ``classes_of``, a name the user gives no class count is built with ``num_classes=None`` (the
-    code's own) and ``classes_of(model)`` reads the count back (as :func:`register_prefix`'s)."""
+    ``defaults(reference)`` and ``classes_of(model)`` as :func:`register_prefix`'s (a ``num_classes``
+    of None in the defaults: the code's own count, read back by ``classes_of``)."""
     _FALLBACK[:] = [resolver]
     _FALLBACK_CLASSES[:] = [classes_of] if classes_of is not None else []
+    _FALLBACK_DEFAULTS[:] = [defaults] if defaults is not None else []
 
 
 @contextlib.contextmanager

@@ -152,11 +152,8 @@ def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
     return found
 
 
-def build_from_code(
-    reference: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
-) -> nn.Module:
-    """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
-    ``num_classes`` None: the code's own count)."""
+def _factory(reference: str) -> tuple[Any, Any]:
+    """The class or function ``package.module:Attr`` names, and its parameters (None: unknown)."""
     module_name, attr = reference.split(":", 1)
     module = import_user_module(reference)  # the current directory importable; one-line reasons
     try:
@@ -170,7 +167,33 @@ def build_from_code(
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
-        params = {}
+        params = None
+    return factory, params
+
+
+def code_defaults(reference: str) -> dict[str, Any]:
+    """The :class:`ModelSpec` fields ``package.module:Attr`` is built with when the user gives none:
+    the ``num_classes`` default of its signature (recorded, so a checkpoint rebuilds with it); None
+    when it takes no ``num_classes`` (its head's count is read back); nothing (10) when it requires one."""
+    _, params = _factory(reference)
+    if params is None:  # (a signature Python cannot read: given num_classes as before)
+        return {}
+    p = params.get("num_classes")
+    if p is None:
+        takes_any = any(q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values())
+        return {} if takes_any else {"num_classes": None}
+    if isinstance(p.default, int) and not isinstance(p.default, bool) and p.default > 0:
+        return {"num_classes": p.default}
+    return {}
+
+
+def build_from_code(
+    reference: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
+) -> nn.Module:
+    """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
+    ``num_classes`` None: the code's own count)."""
+    factory, params = _factory(reference)
+    params = params or {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     call = dict(kwargs)
     if num_classes is not None and ("num_classes" in params or accepts_any):
@@ -194,7 +217,7 @@ def _list_none() -> list[str]:
 def _register() -> None:
     register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True,
                     defaults=lambda _name: {"num_classes": None}, classes_of=own_classes)  # fmt: skip
-    register_code_resolver(build_from_code, classes_of=own_classes)
+    register_code_resolver(build_from_code, classes_of=own_classes, defaults=code_defaults)
 
 
 _register()
@@ -275,7 +298,7 @@ def build_with_weights(
 
     model, spec = build_model(spec, trust_pickle=trust_pickle)  # a count of None: the architecture's own
     state_dict = under_prefix(model, state_dict)
-    if _aux_head_only(model, state_dict) and "aux_loss" not in spec.kwargs:  # torchvision's auxiliary head
+    if spec.arch.startswith("tv:") and _aux_head_only(model, state_dict) and "aux_loss" not in spec.kwargs:
         spec = type(spec).from_dict({**spec.to_dict(), "kwargs": {**spec.kwargs, "aux_loss": True}})
         model, spec = build_model(spec, trust_pickle=trust_pickle)
     _, n = _head_mismatch(model, state_dict)

@@ -32,7 +32,8 @@ def load_model_or_arch(
     For a name, the input shape is ``input_shape``, else the data set's, else the architecture's
     default (:func:`~edgeslim.models.registry.model_defaults`: 3,640,640 for ``yolo:``, else
     3,32,32); the classes are ``num_classes``, else the data set's, else the architecture's own
-    (a ``yolo:`` yaml's ``nc``), else 10 (with ``weights``: the weights' own count). Files keep
+    (a ``yolo:`` yaml's ``nc``; the user's code's or pickle's, see
+    :func:`~edgeslim.models.user.code_defaults`), else 10 (with ``weights``: the weights' own count). Files keep
     their own spec. A name that unpickles a file (``pickle:PATH``, ``yolo:best.pt``) is recorded
     in the spec with the file's absolute path. An ultralytics model, from any source (a whole pickle,
     a checkpoint pruned before its meta said so), is fed as ultralytics feeds it
