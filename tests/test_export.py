@@ -668,3 +668,25 @@ def test_a_refused_input_shape_comes_alone(tmp_path, capsys, fmnist_dir):
         main(["export", str(path), "--input-shape", "1,32,32", "--no-validate", "--onnx", str(onnx_out)]) == 0
     )
     assert "was trained at 1x28x28; exported at --input-shape 1x32x32" in capsys.readouterr().err
+
+
+def test_bench_says_when_the_baseline_is_another_network(tmp_path, capsys) -> None:
+    """A trial benchmarked a slim LR-ASPP against a MobileNetV3 classifier's export and got a speedup
+    without a word: edgeslim's exports record their architecture, and bench says when they differ."""
+    from edgeslim.pipelines.bench import other_network
+
+    vgg = export_onnx(
+        create_model("vgg-small"), tmp_path / "v.onnx", (3, 32, 32), validate=False, arch="vgg-small"
+    )
+    res = export_onnx(
+        create_model("resnet20"), tmp_path / "r.onnx", (3, 32, 32), validate=False, arch="resnet20"
+    )
+    again = export_onnx(
+        create_model("vgg-small"), tmp_path / "v2.onnx", (3, 32, 32), validate=False, arch="vgg-small"
+    )
+    said = other_network(str(res.path), str(vgg.path))
+    assert said.startswith(f"{res.path} is an export of resnet20 and baseline {vgg.path} of vgg-small:")
+    assert other_network(str(again.path), str(vgg.path)) == ""  # the same network: nothing to say
+    fast = ["--batch", "1", "--trials", "1", "--min-iters", "3", "--min-time", "0.01", "--warmup", "0.01"]
+    assert main(["bench", str(res.path), "--baseline", str(vgg.path), *fast, "--json"]) == 0
+    assert "the speedup compares two different networks" in " ".join(capsys.readouterr().err.split())

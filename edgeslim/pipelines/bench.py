@@ -224,6 +224,26 @@ def timing(req: BenchRequest) -> Any:
         raise EdgeslimError(text, param=tuple(TIMING_FIELDS.get(p, p) for p in exc.params)) from exc
 
 
+def other_network(model: str, baseline: str) -> str:
+    """What to say when edgeslim's ONNX metadata names another architecture for ``baseline`` than for
+    ``model`` (a speedup between different networks); "" when they match or either is unknown (not
+    exported by edgeslim, or named by a file path, which a slim and a dense export of one network may
+    not share)."""
+    from edgeslim.utils.onnx_graph import onnx_metadata
+
+    archs = [onnx_metadata(p).get("architecture", "") if str(p).lower().endswith(".onnx") else "" for p in
+             (model, baseline)]  # fmt: skip
+    if (
+        not all(archs)
+        or "unknown" in archs
+        or any("/" in a or "\\" in a for a in archs)
+        or archs[0] == archs[1]
+    ):
+        return ""
+    return (f"{model} is an export of {archs[0]} and baseline {baseline} of {archs[1]}: the speedup compares "
+            "two different networks (give the export of the network it was slimmed from)")  # fmt: skip
+
+
 def measure(
     req: BenchRequest,
     on_trial: Callable[[int, str, dict], None] | None = None,
@@ -243,6 +263,10 @@ def measure(
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, say)
     models = {"baseline": req.baseline, "slim": req.model} if req.baseline else {"model": req.model}
+    if req.baseline:
+        other = other_network(req.model, req.baseline)
+        if other:
+            say(Notice(other, "baseline"))
 
     def go() -> tuple[dict, list[Path]]:
         record = run_comparison(
