@@ -75,8 +75,8 @@ def check_record(record: dict, source: str = "the record") -> dict:
             raise damaged(f"its trials cannot be summarized: {type(exc).__name__} {exc}") from exc
     summary = record["summary"]
     for label in models:
+        per_batch = summary.get(label) if isinstance(summary, dict) else None
         for b in batches:
-            per_batch = summary.get(label) if isinstance(summary, dict) else None
             entry = per_batch.get(str(b)) if isinstance(per_batch, dict) else None
             p50 = entry.get("p50_ms") if isinstance(entry, dict) else None
             if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not p50 >= 0:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
-from edgeslim.utils.scores import class_scores
+from edgeslim.utils.scores import class_scores, classifier_logits
 
 if TYPE_CHECKING:
     import torch
@@ -162,16 +162,14 @@ def real_inputs(
     train = split == "train"
     bundle = load_dataset(name, data_dir=data_dir, subset=n if train else 1, test_subset=1 if train else n,
                           image_size=size)  # fmt: skip
-    if (
-        tuple(bundle.input_shape) != tuple(input_shape) and not data
-    ):  # the recorded set: the shape was changed
-        raise EdgeslimError(
-            f"the model was trained on {bundle.name} images of {'x'.join(map(str, bundle.input_shape))}, not the "
-            f"{'x'.join(map(str, input_shape))} of input_shape: leave it out (the size it was trained at), or "
-            f"check on a folder of images resized to it (data {IMAGES}, data_dir FOLDER)",
-            param=("input_shape", "data", "data_dir"),
-        )
     if tuple(bundle.input_shape) != tuple(input_shape):
+        if not data:  # the recorded set: the shape was changed
+            raise EdgeslimError(
+                f"the model was trained on {bundle.name} images of {'x'.join(map(str, bundle.input_shape))}, not "
+                f"the {'x'.join(map(str, input_shape))} of input_shape: leave it out (the size it was trained at), "
+                f"or check on a folder of images resized to it (data {IMAGES}, data_dir FOLDER)",
+                param=("input_shape", "data", "data_dir"),
+            )
         raise EdgeslimError(
             f"{bundle.name} images are {'x'.join(map(str, bundle.input_shape))} but the model takes "
             f"{'x'.join(map(str, input_shape))}; pass as data the data set the model was trained on "
@@ -327,7 +325,7 @@ def compare(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
-    logits = ref.ndim == 2 and class_scores(ref.shape)  # a classifier's: every top-1 must agree
+    logits = classifier_logits(ref.shape)  # every top-1 must agree
     agree = acc_t = acc_o = None
     if class_scores(ref.shape):  # per sample, or per pixel (reported; near-ties of a mask may flip)
         a_ref, a_got = ref.argmax(1), got.argmax(1)
@@ -466,8 +464,7 @@ def _against_float64(
             continue
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
-        classifier = a.ndim == 2 and class_scores(a.shape)  # (a mask's agreement is reported, not required)
-        agree = not classifier or r.top1_agreement == 1.0 or not batch.real
+        agree = not classifier_logits(a.shape) or r.top1_agreement == 1.0 or not batch.real  # (as compare)
         rounding = torch_err <= FLOAT64_MAX_SHARE * float(np.abs(e).max())  # not another computation
         bound = max(r.tolerance or r.atol, FLOAT64_FACTOR * torch_err)
         out.append(dataclasses.replace(
