@@ -328,12 +328,30 @@ def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
     with run_directory(tmp_path, force=True, resume=True, interrupted="train"):
         assert (old / "model.pt").read_bytes() == b"old"
     with pytest.raises(KeyboardInterrupt):
-        with run_directory(tmp_path, force=True, interrupted="train"):
+        with run_directory(tmp_path, force=True, interrupted="train", run_files=("model.pt", "log.jsonl")):
             assert not old.exists()
             old.mkdir()
             (old / "log.jsonl").write_text("{}\n")  # the new run, stopped before its first checkpoint
             raise KeyboardInterrupt
     assert not old.exists()
+
+
+def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
+    """``slim --force`` removed the earlier run's train/ folder whole, with the notes a user had put
+    there (from the adversarial trial); it removes what a run writes and keeps the rest."""
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", *SMALL, "--subset", "256", "--test-subset", "64", "--epochs", "1", "--shrink", "0.1"]
+    args += ["--out", str(out)]
+    assert main(args) == 0
+    train = out / "train"
+    assert (train / "model.pt").is_file()
+    (train / "notes.txt").write_text("mine")
+    (train / ".log.jsonl.abc.tmp").write_text("")  # an atomic write's leftover
+    assert main([*args, "--force"]) == 0
+    assert (train / "notes.txt").read_text() == "mine"
+    assert not (train / ".log.jsonl.abc.tmp").exists()
+    assert (train / "model.pt").is_file() and (train / "log.jsonl").is_file()
+    capsys.readouterr()
 
 
 def test_resume_into_a_held_directory_names_the_run_holding_it(tmp_path, capsys):

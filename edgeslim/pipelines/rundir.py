@@ -22,13 +22,15 @@ def run_directory(
     markers: tuple[str, ...] = (),
     interrupted: str | None = None,
     resumable: bool = True,
+    run_files: tuple[str, ...] = (),
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
     Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
     that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
-    ``resume``) that sub-directory is removed as the run starts over. A run that fails or is stopped
+    ``resume``) what a run writes there (``run_files``: names or glob patterns, with the temporary files
+    of atomic writes) is removed as the run starts over, anything else is kept. A run that fails or is stopped
     before it writes a checkpoint (a ``.pt`` file) into a new ``interrupted`` directory leaves nothing
     there. The lock is held until the block ends.
     """
@@ -37,7 +39,7 @@ def run_directory(
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
         if force and not resume and part is not None and part.is_dir():
-            shutil.rmtree(part)  # starting over: the old run's checkpoints and log would mix with this one's
+            _remove_run_files(part, run_files)  # starting over: the old run's files would mix with this one's
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:
@@ -66,6 +68,19 @@ def run_directory(
             if fresh and part is not None and part.is_dir() and not any(part.rglob("*.pt")):
                 shutil.rmtree(part, ignore_errors=True)  # (a log of a run that saved nothing blocks the next)
             raise
+
+
+def _remove_run_files(folder: Path, patterns: tuple[str, ...]) -> None:
+    """Remove the entries of ``folder`` that match ``patterns`` (or are an atomic write's leftover
+    temporary file), and ``folder`` itself if that empties it; a user's own files stay."""
+    for pattern in (*patterns, ".*.tmp"):
+        for entry in folder.glob(pattern):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:

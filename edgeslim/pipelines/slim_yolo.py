@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR
+from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR, ULTRALYTICS_TRAIN_FILES
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -169,7 +169,12 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
     out_dir = Path(req.out_dir)
     with (
         run_directory(
-            out_dir, force=req.force, markers=(REPORT_FILE, SLIM_FILE), interrupted=TRAIN_DIR, resumable=False
+            out_dir,
+            force=req.force,
+            markers=(REPORT_FILE, SLIM_FILE),
+            interrupted=TRAIN_DIR,
+            resumable=False,
+            run_files=ULTRALYTICS_TRAIN_FILES,
         ),
         torch_threads(req.threads),
     ):
