@@ -503,3 +503,16 @@ def test_an_input_size_off_the_stride_is_one_line(best_pt: Path, tmp_path: Path,
     ]
     assert main(args) == 2
     assert "give --input-shape 3,96,96" in _one_line(capsys) and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_first_yolo_command_on_a_machine_prints_only_edgeslims_lines(tmp_path):
+    """The first ``yolo:`` command on a fresh machine (no ultralytics settings file yet) began with
+    ultralytics' three-line "Creating new Ultralytics Settings ..." notice, before a refusal's one
+    line too; the settings file is still written, the notice is left out."""
+    env = _yolo_env(tmp_path)
+    cmd = [sys.executable, "-m", "edgeslim", "info", "yolo:yolov8q.yaml", "--input-shape", SMALL]  # no such yaml
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error:") and "yolov8q.yaml" in out.stderr
+    assert (tmp_path / "Ultralytics" / "settings.json").is_file()

@@ -67,19 +67,29 @@ def _import_quietly(module: str, why: str) -> Any:
     replaces ``PIL.Image.open`` by a wrapper that, on an unreadable image, pip-installs ``pi-heif``
     (and fails where it cannot). PIL's own function is put back, and auto-install stays off unless
     the user set ``YOLO_AUTOINSTALL`` (ultralytics reads it once, at import; the environment is
-    restored after); edgeslim reads images itself and never uses that wrapper."""
+    restored after); edgeslim reads images itself and never uses that wrapper. The three lines
+    ultralytics logs when it creates its settings file (the first import on a machine) are left out:
+    they would stand before any edgeslim output, a refusal's one line included."""
     from PIL import Image
 
     pil_open = Image.open
     unset = "YOLO_AUTOINSTALL" not in os.environ
     if unset:
         os.environ["YOLO_AUTOINSTALL"] = "false"
+    ultra_log = logging.getLogger("ultralytics")  # (the logger ultralytics configures as it is imported)
+    ultra_log.addFilter(_no_settings_notice)
     try:
         return require(module, why)
     finally:
         Image.open = pil_open
+        ultra_log.removeFilter(_no_settings_notice)
         if unset:
             os.environ.pop("YOLO_AUTOINSTALL", None)
+
+
+def _no_settings_notice(record: logging.LogRecord) -> bool:
+    """False for ultralytics' "Creating new Ultralytics Settings ..." record (a logging filter)."""
+    return not str(record.msg).startswith("Creating new Ultralytics Settings")
 
 
 def _tasks(why: str) -> Any:
