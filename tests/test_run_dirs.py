@@ -340,8 +340,8 @@ def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     """``slim --force`` removed the earlier run's train/ folder whole, with the notes a user had put
     there (from the adversarial trial); it removes what a run writes and keeps the rest."""
     out = tmp_path / "run"
-    args = ["slim", "vgg-small", *SMALL, "--subset", "256", "--test-subset", "64", "--epochs", "1", "--shrink", "0.1"]
-    args += ["--out", str(out)]
+    args = ["slim", "vgg-small", *SMALL, "--subset", "256", "--test-subset", "64", "--epochs", "1"]
+    args += ["--shrink", "0.1", "--out", str(out)]
     assert main(args) == 0
     train = out / "train"
     assert (train / "model.pt").is_file()

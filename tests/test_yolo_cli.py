@@ -510,7 +510,8 @@ def test_a_first_yolo_command_on_a_machine_prints_only_edgeslims_lines(tmp_path)
     ultralytics' three-line "Creating new Ultralytics Settings ..." notice, before a refusal's one
     line too; the settings file is still written, the notice is left out."""
     env = _yolo_env(tmp_path)
-    cmd = [sys.executable, "-m", "edgeslim", "info", "yolo:yolov8q.yaml", "--input-shape", SMALL]  # no such yaml
+    # (there is no yolov8q)
+    cmd = [sys.executable, "-m", "edgeslim", "info", "yolo:yolov8q.yaml", "--input-shape", SMALL]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2
     assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
