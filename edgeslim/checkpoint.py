@@ -578,14 +578,16 @@ def load_weights_only(p: Path, map_location: str = "cpu") -> Any:
 
 def _torch_load_data(p: Path, map_location: str) -> Any:
     """``torch.load(p, weights_only=True)`` without torch's warning about a pickle protocol above 2 (a
-    plain pickle's: it comes before the one-line refusal of the file, or before nothing at all)."""
+    plain pickle's: it comes before the one-line refusal of the file, or before nothing at all). The
+    file is given open, not by name: torch hands a name ending in ``.safetensors`` to the safetensors
+    reader whatever the file holds (a state_dict saved under that name was "not readable")."""
     import warnings
 
     import torch
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), open(p, "rb") as f:
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        return torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(f, map_location=map_location, weights_only=True)
 
 
 def _load_with_placeholders(p: Path, map_location: str) -> Any:

@@ -104,6 +104,23 @@ def test_a_pickled_module_is_not_read_as_weights(net, tmp_path):
     assert load_weights_only(holder) is None
 
 
+def test_torch_files_named_safetensors_are_read_as_what_they_hold(net, tmp_path, capsys):
+    """torch (2.14) hands a name ending in .safetensors to the safetensors reader whatever the file
+    holds: a state_dict saved under that name was "not a readable weights file ... truncated?" (from
+    the adversarial trial); it is read by its content, and a whole pickled model is the usual refusal
+    (or, trusted, the model)."""
+    sd, whole = tmp_path / "sd.safetensors", tmp_path / "whole.safetensors"
+    torch.save(net.state_dict(), sd)
+    torch.save(net, whole)
+    assert _same(read_state_dict(sd), net.state_dict())
+    with pytest.raises(EdgeslimError, match="pickled object .* not a state_dict"):
+        read_state_dict(whole)
+    assert main(["info", str(whole), "--input-shape", "3,32,32"]) == 2
+    assert "pickled Python object" in capsys.readouterr().err
+    loaded = load_model_or_arch(str(whole), input_shape=(3, 32, 32), trust_pickle=True).model
+    assert _same(loaded.state_dict(), net.state_dict())
+
+
 def test_a_truncated_weights_file_is_one_line(net, tmp_path, capsys):
     whole = tmp_path / "w.pt"
     torch.save(net.state_dict(), whole)

@@ -102,8 +102,9 @@ def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> 
     import torch
 
     try:
-        with cwd_importable():
-            return torch.load(path, map_location=map_location, weights_only=False)
+        # (given open: torch reads a name ending in .safetensors as safetensors, whatever it holds)
+        with cwd_importable(), open(path, "rb") as f:
+            return torch.load(f, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - unpickling runs arbitrary code: anything can come out
         better = explain_unpickling(what, exc)
         if better is not None:
