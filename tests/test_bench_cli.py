@@ -462,3 +462,19 @@ def test_no_share_of_a_mac_reduction_without_one(onnx_pair, tmp_path, fmnist_dir
         "quantized"
     )
     assert "speedup_over_macs_ratio" not in rec
+
+
+def test_a_file_is_benched_as_what_it_holds_not_as_its_name(onnx_pair, tmp_path):
+    """An ONNX model named .engine was refused as an untrusted TensorRT engine (from the adversarial
+    trial): the bytes decide, so ONNX Runtime times it; a TensorRT plan named .onnx is still refused
+    (without PyTorch, as on a Jetson)."""
+    import shutil
+
+    dense, thin, _ = onnx_pair
+    named = shutil.copy(dense, tmp_path / "dense.engine")
+    r = edgeslim(["bench", named, "--baseline", thin, "--batch", "1", "--trials", "1", "--json", *FAST], tmp_path)
+    assert json.loads(r.stdout)["backend"] == "onnxruntime"
+    plan = tmp_path / "plan.onnx"
+    plan.write_bytes(b"ftrt\xe8\x00\x00\x00" + bytes(range(60)))
+    r = edgeslim(["bench", plan, "--batch", "1", *FAST], tmp_path, check_rc=2)
+    assert "is a TensorRT engine, which can carry plugin code" in r.stderr and len(r.stderr.splitlines()) == 1

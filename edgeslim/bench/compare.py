@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeslim.bench.backends import model_format
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError, Step
@@ -79,7 +80,7 @@ def model_facts(path: str) -> dict:
     if not p.is_file():
         raise EdgeslimError(f"model file {path} does not exist")
     facts: dict = {"path": str(p), "file_bytes": p.stat().st_size}
-    if p.suffix.lower() == ".onnx":
+    if model_format(p) == "onnx":
         from edgeslim.bench.onnx_cost import onnx_cost
         from edgeslim.errors import MissingDependencyError
 
@@ -97,8 +98,8 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
     """``{"inputs": [(name, dims)], "outputs": [...]}`` of an ONNX file, read without running it
     (``onnx``, else ``onnxruntime``), or of an ONNX Runtime ``.ort`` file (``onnxruntime``); None
     for other files or when neither is installed."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in (".onnx", ".ort") or not Path(path).is_file():
+    fmt = model_format(path)
+    if fmt not in ("onnx", "ort") or not Path(path).is_file():
         return None
 
     def dims(shape) -> Dims:
@@ -108,7 +109,7 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
         import onnx
     except ImportError:
         onnx = None
-    if onnx is not None and suffix == ".onnx":
+    if onnx is not None and fmt == "onnx":
         try:
             g = onnx.load(str(path), load_external_data=False).graph
         except Exception as exc:  # noqa: BLE001 - protobuf raises many types

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeslim.bench.backends import model_format
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
 from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name, value_dims
@@ -367,7 +368,7 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
 
 def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Per-layer table of an ONNX file from ONNX Runtime's profiler (no PyTorch needed)."""
-    if not str(path).lower().endswith(".onnx"):
+    if model_format(path) != "onnx":
         raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
     onnx = require("onnx", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
@@ -459,7 +460,7 @@ _TRT_METHOD = (
 def _names_graph(path: str, options: dict):
     """The ONNX graph that names the engine's layers: the model itself, or ``options['onnx']``."""
     onnx = require("onnx", "to map TensorRT layers to PyTorch modules")
-    src = options.get("onnx") or (path if str(path).lower().endswith(".onnx") else None)
+    src = options.get("onnx") or (path if model_format(path) == "onnx" else None)
     if src is None:
         raise EdgeslimError(
             f"{path} is an engine: a TensorRT layer table needs the ONNX file it was built from for the "

@@ -90,7 +90,9 @@ class BenchRequest:
                     "layer_table times one model; drop baseline, out_dir and predict",
                     param=("layer_table", "baseline", "out_dir", "predict"),
                 )
-            if self.onnx and not str(self.onnx).lower().endswith(".onnx"):
+            from edgeslim.bench.backends import model_format
+
+            if self.onnx and model_format(self.onnx) != "onnx":
                 raise EdgeslimError(
                     f"onnx takes the .onnx file the engine was built from; got {self.onnx}", param="onnx"
                 )
@@ -102,15 +104,16 @@ class BenchRequest:
 
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
     """The backend to use and its options, from the request and the device profile."""
-    from edgeslim.bench.backends import ALIASES, default_backend_for
+    from edgeslim.bench.backends import ALIASES, default_backend_for, model_format
     from edgeslim.channels.devices import TENSORRT_BACKENDS
 
     notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
 
+    own = model_format(req.model)  # (by what the file holds, else its name)
     name = ALIASES.get(req.backend, req.backend) if req.backend else default_backend_for(req.model)
     if req.backend is None and profile is not None:
         name = profile.preferred.backend
-        if name == "tensorrt" and str(req.model).lower().endswith(".onnx"):
+        if name == "tensorrt" and own == "onnx":
             # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
             from edgeslim.bench.backends.trtexec import find_trtexec
 
@@ -125,7 +128,7 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                     "backend",
                 )
             )
-        elif name == "tensorrt" and str(req.model).lower().endswith(".ort"):  # ORT's own format: ORT runs it
+        elif name == "tensorrt" and own == "ort":  # ORT's own format: ORT runs it
             name = "onnxruntime"
     files = [m for m in (req.model, req.baseline) if m is not None]
     kinds = {default_backend_for(m) for m in files}
@@ -229,9 +232,10 @@ def other_network(model: str, baseline: str) -> str:
     ``model`` (a speedup between different networks); "" when they match or either is unknown (not
     exported by edgeslim, or named by a file path, which a slim and a dense export of one network may
     not share)."""
+    from edgeslim.bench.backends import model_format
     from edgeslim.utils.onnx_graph import onnx_metadata
 
-    archs = [onnx_metadata(p).get("architecture", "") if str(p).lower().endswith(".onnx") else "" for p in
+    archs = [onnx_metadata(p).get("architecture", "") if model_format(p) == "onnx" else "" for p in
              (model, baseline)]  # fmt: skip
     if (
         not all(archs)
@@ -314,7 +318,7 @@ def layer_table(
 def predict(req: BenchRequest) -> dict:
     """A roofline PREDICTION for ``req.model`` (and baseline) on ``req.profile``, optionally
     calibrated from a measured run.json (``req.calibrate``); nothing is measured."""
-    from edgeslim.bench.backends import concrete_shape
+    from edgeslim.bench.backends import concrete_shape, model_format
     from edgeslim.bench.onnx_cost import onnx_cost
     from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
@@ -358,7 +362,7 @@ def predict(req: BenchRequest) -> dict:
         result["calibration"] = {"from": req.calibrate, **fitted.model_dump()}
     result["models"] = {}
     for label, path in models.items():
-        if not str(path).lower().endswith(".onnx"):
+        if model_format(path) != "onnx":
             raise EdgeslimError(
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )

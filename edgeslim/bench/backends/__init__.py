@@ -61,12 +61,7 @@ def check_engine_trusted(path: str, options: dict) -> None:
     An engine can embed plugin libraries and other host code that runs when it is deserialized,
     so like a pickle it is only loaded from a trusted source (e.g. one ``edgeslim export`` built).
     """
-    from edgeslim.utils.sniff import sniff
-
-    is_engine = path.lower().endswith(ENGINE_SUFFIXES) or (
-        os.path.isfile(path) and sniff(path) == "tensorrt-engine"
-    )
-    if is_engine and not options.get("trust_pickle"):
+    if model_format(path) == "engine" and not options.get("trust_pickle"):
         raise EdgeslimError(
             f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
             "is refused; for an engine you built (edgeslim's TensorRT export) or trust, pass "
@@ -88,15 +83,35 @@ def get_backend(name: str):
     return getattr(importlib.import_module(mod), cls)()
 
 
-def default_backend_for(model_path: str) -> str:
-    """Guess from the file: .onnx or .ort (ONNX Runtime's mobile format) -> onnxruntime,
-    .engine/.plan -> tensorrt, else torch."""
-    low = str(model_path).lower()
-    if low.endswith((".onnx", ".ort")):
-        return "onnxruntime"
-    if low.endswith(ENGINE_SUFFIXES):
-        return "tensorrt"
-    return "torch"
+#: file kinds (:func:`edgeslim.utils.sniff.sniff`) -> the model format they are
+_KIND_FORMATS = {"onnx": "onnx", "tensorrt-engine": "engine", "torch": "torch", "torchscript": "torch",
+                 "torch-export": "torch", "legacy": "torch"}  # fmt: skip
+#: model format -> the backend that runs it
+_FORMAT_BACKENDS = {"onnx": "onnxruntime", "ort": "onnxruntime", "engine": "tensorrt", "torch": "torch"}
+
+
+def model_format(model_path: str | os.PathLike) -> str:
+    """What a model file holds: ``"onnx"``, ``"ort"`` (ONNX Runtime's own format), ``"engine"`` (a
+    TensorRT plan) or ``"torch"``; by its bytes where they tell (an ONNX model named ``.engine`` is
+    ONNX), else by its name (.onnx, .ort, .engine/.plan/.trt; anything else torch)."""
+    from edgeslim.utils.sniff import sniff
+
+    path = str(model_path)
+    own = _KIND_FORMATS.get(sniff(path)) if os.path.isfile(path) else None
+    if own is not None:
+        return own
+    low = path.lower()
+    if low.endswith(".onnx"):
+        return "onnx"
+    if low.endswith(".ort"):
+        return "ort"
+    return "engine" if low.endswith(ENGINE_SUFFIXES) else "torch"
+
+
+def default_backend_for(model_path: str | os.PathLike) -> str:
+    """The backend that runs the file (:func:`model_format`): ONNX and ORT -> onnxruntime, a
+    TensorRT engine -> tensorrt, anything else torch."""
+    return _FORMAT_BACKENDS[model_format(model_path)]
 
 
 class Session:

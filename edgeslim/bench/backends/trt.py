@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape
+from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig, warmup
 from edgeslim.errors import EdgeslimError, MissingDependencyError, Step
 
@@ -237,7 +237,7 @@ class TensorRTBackend(Backend):
             ) from exc
         if not os.path.isfile(path):
             raise EdgeslimError(f"engine file {path} does not exist")
-        if path.lower().endswith(".onnx"):
+        if model_format(path) == "onnx":
             step = Step("export", trt=True)  # (of the PyTorch model the ONNX came from)
             raise EdgeslimError(
                 f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "

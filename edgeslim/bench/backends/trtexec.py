@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape
+from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError
 
@@ -148,7 +148,7 @@ def build_command(
     """A trtexec command line with the flags spelled for the installed version."""
     major = version[0] if version else 10
     cmd = [exe]
-    is_onnx = model.lower().endswith(".onnx")
+    is_onnx = model_format(model) == "onnx"
     cmd.append(f"--onnx={model}" if is_onnx else f"--loadEngine={model}")
     if shapes:
         spec = ",".join(f"{n}:{'x'.join(str(d) for d in s)}" for n, s in shapes.items())
@@ -195,7 +195,7 @@ class TrtexecSession(Session):
 
     def set_batch(self, batch: int) -> None:
         self.shapes = None
-        if self.model.lower().endswith(".onnx"):
+        if model_format(self.model) == "onnx":
             from edgeslim.bench.onnx_cost import onnx_cost
 
             ins = onnx_cost(self.model).input_shapes
