@@ -256,9 +256,17 @@ def test_weights_for_three_channel_images_and_a_one_channel_input_shape(tmp_path
     err = capsys.readouterr().err.strip()
     assert err.endswith(
         "take 3-channel images (conv1.weight is [64, 3, 7, 7]) and the model is built for 1: give --input-shape "
-        "with 3 channels, or --data of 3-channel images"
+        "with 3 channels"
     ), err
     assert main([*args, "--input-shape", "3,32,32"]) == 0
+    # grey data set the channels: slim, which takes no --input-shape, was told to give one
+    out = tmp_path / "run"
+    slim = ["slim", "tv:resnet18", "--weights", str(tmp_path / "w.pt"), "--data", "digits", "--out", str(out)]
+    assert main(slim) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("and the model is built for 1: give --data of 3-channel images"), err
+    assert main([*args[:4], "--data", "digits"]) == 2
+    assert capsys.readouterr().err.strip().endswith("give --data of 3-channel images")
 
 
 def test_torchvision_segmenter_weights_with_an_auxiliary_head(tmp_path, capsys):

@@ -240,8 +240,12 @@ def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[s
     return keys, n
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> None:
-    """Load ``state_dict`` into ``model`` exactly (every key, every shape), with one-line errors."""
+def load_weights(
+    model: nn.Module, state_dict: dict[str, Any], what: str, channels_from: str = "input_shape"
+) -> None:
+    """Load ``state_dict`` into ``model`` exactly (every key, every shape), with one-line errors;
+    ``channels_from`` names the parameter that set the model's input channels (``"input_shape"``, or
+    ``"data"``: the data set's images), which such an error asks to change."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -250,10 +254,15 @@ def load_weights(model: nn.Module, state_dict: dict[str, Any], what: str) -> Non
     if first in shapes and not (missing or unexpected):
         a, b = tuple(own[first].shape), tuple(state_dict[first].shape)
         if len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
+            fix = (
+                f"data of {b[1]}-channel images"
+                if channels_from == "data"
+                else f"input_shape with {b[1]} channels"
+            )
             raise EdgeslimError(
                 f"{what} take {b[1]}-channel images ({first} is {list(b)}) and the model is built for "
-                f"{a[1]}: give input_shape with {b[1]} channels, or data of {b[1]}-channel images",
-                param=("input_shape", "data"),
+                f"{a[1]}: give {fix}",
+                param=channels_from,
             )
     if missing or unexpected or shapes:
         example = (shapes or missing or unexpected)[0]
@@ -287,13 +296,18 @@ def under_prefix(model: nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]
 
 
 def build_with_weights(
-    spec: Any, state_dict: dict[str, Any], what: str, *, trust_pickle: bool = False
+    spec: Any,
+    state_dict: dict[str, Any],
+    what: str,
+    *,
+    trust_pickle: bool = False,
+    channels_from: str = "input_shape",
 ) -> tuple[nn.Module, Any]:
     """``spec``'s architecture with ``state_dict`` loaded; the class count follows the weights.
 
     When only the classifier head differs in its number of outputs, the model is rebuilt with the
     weights' count (e.g. 1000 for ImageNet weights) and the returned spec says so. ``trust_pickle``:
-    see :func:`~edgeslim.models.registry.create_model`.
+    see :func:`~edgeslim.models.registry.create_model`; ``channels_from``: see :func:`load_weights`.
     """
     from edgeslim.models.registry import build_model, create_model
 
@@ -306,7 +320,7 @@ def build_with_weights(
     if n is not None and n != spec.num_classes:
         spec = type(spec).from_dict({**spec.to_dict(), "num_classes": n})
         model = create_model(spec, trust_pickle=trust_pickle)
-    load_weights(model, state_dict, what)
+    load_weights(model, state_dict, what, channels_from)
     return model, spec
 
 

@@ -474,7 +474,7 @@ def _source_model(
     # an architecture starts with the data set's classes; with weights or from a file, its own count
     own_head = weights is not None or looks_like_file(target)
     loaded = load_model_or_arch(
-        target, trust_pickle=trust_pickle, input_shape=bundle.input_shape,
+        target, trust_pickle=trust_pickle, input_shape=bundle.input_shape, shape_from_data=True,
         num_classes=None if own_head else bundle.num_classes, weights=weights,
     )  # fmt: skip
     meta: dict[str, Any] = {} if weights is None else {"weights": str(weights)}

@@ -25,9 +25,12 @@ def load_model_or_arch(
     num_classes: int | None = None,
     weights: str | Path | None = None,
     any_size: bool = False,
+    shape_from_data: bool = False,
 ) -> LoadedModel:
     """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
     ``any_size``: for a caller that tries the model at several shapes (a YOLO's size rule not applied).
+    ``shape_from_data``: ``input_shape`` is the data set's (a caller that loaded it), so an error
+    about the model's input names ``data``.
 
     For a name, the input shape is ``input_shape``, else the data set's, else the architecture's
     default (:func:`~edgeslim.models.registry.model_defaults`: 3,640,640 for ``yolo:``, else
@@ -41,7 +44,9 @@ def load_model_or_arch(
     """
     from edgeslim.models.yolo import check_input_size, input_preprocessing  # import no ultralytics
 
-    loaded = _load_model_or_arch(target, trust_pickle, input_shape, data, num_classes, weights)
+    loaded = _load_model_or_arch(
+        target, trust_pickle, input_shape, data, num_classes, weights, shape_from_data
+    )
     if not any_size:
         shape = parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
         check_input_size(loaded.model, shape)
@@ -75,6 +80,7 @@ def _load_model_or_arch(
     data: str | None,
     num_classes: int | None,
     weights: str | Path | None,
+    shape_from_data: bool = False,
 ) -> LoadedModel:
     from edgeslim.checkpoint import LoadedModel, load_model, looks_like_file
 
@@ -125,8 +131,9 @@ def _load_model_or_arch(
     from edgeslim.models.user import build_with_weights
 
     model, spec = build_with_weights(
-        spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle
-    )
+        spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle,
+        channels_from="data" if shape_from_data or (shape is None and dshape) else "input_shape",
+    )  # fmt: skip
     if num_classes is not None and num_classes != spec.num_classes:
         raise EdgeslimError(
             f"weights {weights} were trained for {spec.num_classes} classes; num_classes {num_classes} would "
