@@ -472,7 +472,9 @@ def test_a_file_is_benched_as_what_it_holds_not_as_its_name(onnx_pair, tmp_path)
 
     dense, thin, _ = onnx_pair
     named = shutil.copy(dense, tmp_path / "dense.engine")
-    r = edgeslim(["bench", named, "--baseline", thin, "--batch", "1", "--trials", "1", "--json", *FAST], tmp_path)
+    r = edgeslim(
+        ["bench", named, "--baseline", thin, "--batch", "1", "--trials", "1", "--json", *FAST], tmp_path
+    )
     assert json.loads(r.stdout)["backend"] == "onnxruntime"
     plan = tmp_path / "plan.onnx"
     plan.write_bytes(b"ftrt\xe8\x00\x00\x00" + bytes(range(60)))
