@@ -193,6 +193,34 @@ def test_int8_qdq_symmetric_and_close(tmp_path, fm_calib):
         assert np.abs(y - model(torch.from_numpy(x[128:136])).numpy()).max() < 0.1 * np.abs(y).max() + 1e-3
 
 
+def test_the_int8_check_looks_at_every_output(tmp_path, fm_calib):
+    """The INT8 check compared the first output only: a second output whose small channel INT8
+    rounds to one constant (it shares a scale with a channel 10^6 times larger) went unnoticed. Its
+    flat channel is counted and its difference is in the largest one; the top-1 stays the first's."""
+    from torch import nn
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.head = nn.Linear(8, 10)
+            self.side = nn.Conv2d(8, 2, 1)  # a second map: one channel 10^6 times the other
+            with torch.no_grad():
+                self.side.weight[0] *= 1000.0
+                self.side.weight[1] *= 1e-3
+
+        def forward(self, x):
+            f = self.stem(x)
+            return self.head(f.mean((2, 3))), self.side(f)
+
+    torch.manual_seed(0)
+    res = export_onnx(Two().eval(), tmp_path / "two.onnx", (1, 28, 28), dynamic_batch=True, validate=False)
+    x = fm_calib.x.numpy()
+    q = quantize_qdq(res.path, tmp_path / "two.int8.onnx", x[:128], check=x[128:])
+    assert q.flat_channels == 1 and q.top1_agreement is not None
+    assert q.max_abs_diff > 1.0  # the large channel's rounding, not the logits' (about 0.01)
+
+
 def test_int8_for_onnx_runtime_stores_int8_weights(tmp_path, fm_calib):
     """ORT's form: INT8 weights stored as INT8 (a quarter of the FP32 file), UInt8 activations with
     zero points, close to the FP32 model; TensorRT's form keeps FP32 weights (above)."""

@@ -70,13 +70,13 @@ class QdqResult:
     #: INT8 (ORT) vs FP32 (ORT) on the calibration-free check images, per image for [N, classes]
     #: logits, per pixel for [N, classes, H, W] masks; None otherwise (a detector's has no top-1)
     top1_agreement: float | None
-    max_abs_diff: float
+    max_abs_diff: float  #: over every output
     check_images: int
     accuracy_fp32: float | None = None  # on ``labels`` of the check images, when given
     accuracy_int8: float | None = None
     style: str = "tensorrt"  # one of STYLES
-    #: output channels (axis 1) that vary in FP32 but not in INT8: values of another range share their
-    #: scale (a detector's scores concatenated with its box coordinates round to one value)
+    #: output channels (axis 1, of every output) that vary in FP32 but not in INT8: values of another range
+    #: share their scale (a detector's scores concatenated with its box coordinates round to one value)
     flat_channels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def quantize_qdq(
     q = require("onnxruntime.quantization", "for INT8 Q/DQ quantization")
     import onnx
 
-    from edgeslim.export.validate import ort_session, run_ort
+    from edgeslim.export.validate import ort_session, run_ort_all
     from edgeslim.utils.onnx_graph import output_tail
 
     if style not in STYLES:
@@ -171,8 +171,10 @@ def quantize_qdq(
         if n_q == 0:
             raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
         k = len(x) // check_step * check_step
-        ref = run_ort(ort_session(src.read_bytes()), x[:k], batch)
-        got = run_ort(ort_session(qm.SerializeToString()), x[:k], batch)
+        refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
+        gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
+    ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
+    flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
     agree = float((ref.argmax(1) == got.argmax(1)).mean()) if class_scores(ref.shape) else None
     acc = [None, None]
     if labels is not None and ref.ndim == 2:
@@ -184,11 +186,11 @@ def quantize_qdq(
         int(len(calib)),
         n_q,
         agree,
-        float(np.abs(ref - got).max()),
+        max(float(np.abs(r - g).max()) if r.size else 0.0 for r, g in zip(refs, gots, strict=True)),
         int(k),
         *acc,
         style=style,
-        flat_channels=flat_channels(ref, got),
+        flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
     )
 
 

@@ -272,11 +272,6 @@ def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads:
         raise EdgeslimError(f"ONNX Runtime cannot load the exported model: {first_line(exc)}") from exc
 
 
-def run_ort(sess, x: np.ndarray, batch: int | None = None) -> np.ndarray:
-    """First output of ``sess`` for ``x``; in chunks of ``batch`` if the input batch is static."""
-    return run_ort_all(sess, x, batch)[0]
-
-
 def run_ort_all(sess, x: np.ndarray, batch: int | None = None) -> list[np.ndarray]:
     """Every output of ``sess`` for ``x``, in the graph's order; in chunks of ``batch`` if the input
     batch is static."""
