@@ -125,3 +125,20 @@ def test_the_roofline_moves_a_transposed_convs_whole_output() -> None:
     weights = 64 * 32 * 4 + 32  # with the bias
     assert cost.weight_bytes == 4 * weights
     assert cost.bytes == 4 * (weights + 64 * 8 * 8 + 32 * 16 * 16)  # input 64x8x8, output 32x16x16
+
+
+def test_verify_reports_the_first_outputs_top1_for_a_model_with_two_outputs() -> None:
+    """A segmenter with an auxiliary head returns {"out", "aux"}: verify gave no top-1 for it (one
+    output only); it gives the first output's per-pixel agreement, as the export check does, and a
+    changed second output still counts in the difference."""
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    from edgeslim.surgery import verify
+
+    torch.manual_seed(0)
+    m = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3, aux_loss=True).eval()
+    other = copy.deepcopy(m)
+    with torch.no_grad():
+        other.aux_classifier[-1].bias += 1.0  # the aux head's scores only
+    rep = verify(m, other, torch.randn(2, 3, 64, 64))
+    assert rep["top1_agreement"] == 1.0 and rep["max_abs_diff"] == pytest.approx(1.0, rel=1e-5)

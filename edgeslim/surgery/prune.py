@@ -481,8 +481,9 @@ def prune(
 def verify(
     model: nn.Module, slim: nn.Module, inputs: Any, outputs: Callable[[Any], Any] | None = None
 ) -> dict[str, float]:
-    """Largest absolute output difference and top-1 agreement of two models on ``inputs`` (per
-    sample for one ``[N, classes]`` output, per pixel for one ``[N, classes, H, W]`` output, else None).
+    """Largest absolute output difference (over every output tensor) and top-1 agreement of two
+    models on ``inputs``: of the first output, per sample for ``[N, classes]``, per pixel for
+    ``[N, classes, H, W]`` (a segmenter's ``out`` beside its ``aux``), else None.
 
     ``inputs``: a tensor, or an iterable of tensors or ``(x, y)`` batches. Both models run
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
@@ -531,8 +532,8 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                 )
             if a.numel():
                 worst = max(worst, float((a.double() - b.double()).abs().max()))
-        a = ra[0] if ra else None
-        if a is not None and len(ra) == 1 and class_scores(a.shape):
+        a = ra[0] if ra else None  # the first output's top-1, as the export check reports it
+        if a is not None and class_scores(a.shape):
             agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
             total += a.numel() // a.shape[1]
     return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no scores: None)
