@@ -158,3 +158,23 @@ def test_torchvision_family(family: str) -> None:
 def test_zoo(arch: str) -> None:
     torch.manual_seed(0)
     _check_surgery(create_model(arch), 32)
+
+
+def test_inputs_of_the_wrong_type_are_one_type_error_naming_the_parameter() -> None:
+    """A list as ``example_input`` or dict batches as ``calib_inputs`` raised "'list' object has no
+    attribute 'device'" from deep inside the capture (from the segmentation trial)."""
+    m = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    with pytest.raises(TypeError, match="^example_input must be a tensor: .* got list$"):
+        prune_with_report(m, [x])
+    with pytest.raises(
+        TypeError, match=r"^each batch of calib_inputs must be a tensor or an \(x, y\) pair.* got dict$"
+    ):
+        prune_with_report(m, x, calib_inputs=[{"x": x}])
+    with pytest.raises(
+        TypeError, match="^calib_inputs must be a tensor or an iterable of batches, got dict$"
+    ):
+        prune_with_report(m, x, calib_inputs={"x": x})
+    with pytest.raises(TypeError, match="^each batch of inputs .* got tuple of str$"):
+        verify(m, m, [("a", 1)])
+    assert prune_with_report(m, x, calib_inputs=[(x, torch.zeros(1))]).report["exact"]

@@ -1588,6 +1588,11 @@ def build_graph(
     """
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
+    if not isinstance(example_input, Tensor):
+        raise TypeError(
+            f"example_input must be a tensor: one batch the model takes (e.g. torch.randn(1, 3, 224, 224)), "
+            f"got {type(example_input).__name__}"
+        )
     walk = _walk(model)
     modules = list({id(m): m for _, m in walk}.values())
     modes = eval_mode(model) if any(m.training for m in modules) else contextlib.nullcontext()

@@ -102,12 +102,23 @@ class _InputStats:
             h.remove()
 
 
-def _batches(inputs: Any) -> Iterable[Tensor]:
+def _batches(inputs: Any, name: str = "inputs") -> Iterable[Tensor]:
+    """The input tensors of ``inputs``: a tensor, or an iterable of tensors or ``(x, y, ...)`` batches
+    (a DataLoader's); anything else is a :class:`TypeError` naming the parameter (``name``) and what
+    was found."""
     if isinstance(inputs, Tensor):
         yield inputs
         return
+    if isinstance(inputs, (str, bytes, dict)) or not isinstance(inputs, Iterable):
+        raise TypeError(f"{name} must be a tensor or an iterable of batches, got {type(inputs).__name__}")
     for b in inputs:
-        yield b[0] if isinstance(b, (tuple, list)) else b
+        x = b[0] if isinstance(b, (tuple, list)) and b else b
+        if not isinstance(x, Tensor):
+            raise TypeError(
+                f"each batch of {name} must be a tensor or an (x, y) pair whose x is one (a DataLoader's), "
+                f"got {type(b).__name__}" + (f" of {type(x).__name__}" if x is not b else "")
+            )
+        yield x
 
 
 def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]) -> None:
@@ -312,7 +323,7 @@ def prune_with_report(
         if t.read_state is not None and bool(remove[c].any())
     ]
     t_graph = time.perf_counter()
-    inputs = list(_batches(calib_inputs if calib_inputs is not None else example_input))
+    inputs = list(_batches(calib_inputs if calib_inputs is not None else example_input, "calib_inputs"))
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
     try:
