@@ -130,6 +130,25 @@ def test_unknown_dataset():
         load_dataset("fashion")
 
 
+def test_a_folder_given_as_the_data_set_is_told_how_folders_are_given(tmp_path, capsys):
+    """``--data ./my_images`` was "unknown data set './my_images'; did you mean images?": the reply
+    says it is a folder and how one is given (data_dir, with imagefolder or images)."""
+    from edgeslim.cli import main
+
+    folder = tmp_path / "my_images"
+    folder.mkdir()
+    with pytest.raises(
+        EdgeslimError, match=f"{folder} is a folder: give it as data_dir, with the data set imagefolder"
+    ):
+        load_dataset(str(folder))
+    (tmp_path / "photos.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    assert main(["info", "tv:resnet18", "--data", str(tmp_path / "photos.zip")]) == 2
+    assert (
+        "photos.zip is a zip file: give it as --data-dir, with the data set imagefolder"
+        in capsys.readouterr().err
+    )
+
+
 def test_bad_subset():
     with pytest.raises(EdgeslimError, match="subset must be a positive"):
         load_dataset("digits", subset=0)

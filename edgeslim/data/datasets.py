@@ -57,7 +57,15 @@ def canonical_name(name: str) -> str:
 
         close = difflib.get_close_matches(key, list(_READERS), n=2)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        if key.endswith((".yaml", ".yml")):  # an ultralytics data yaml: only slim trains on one
+        if Path(name).expanduser().is_dir() or (
+            name.lower().endswith(".zip") and Path(name).expanduser().is_file()
+        ):
+            hint = (  # a folder given as the data set: say how a folder is given
+                f"{name} is a {'folder' if Path(name).expanduser().is_dir() else 'zip file'}: give it as data_dir, "
+                "with the data set imagefolder (a sub-folder of images per class: to train on it) or images (any "
+                "images: to check and calibrate with them); "
+            )
+        elif key.endswith((".yaml", ".yml")):  # an ultralytics data yaml: only slim trains on one
             hint = (
                 "an ultralytics data yaml is for training a YOLO (slim); to check or calibrate with its photos, "
                 "use the data set 'images' and their folder as data_dir; "
