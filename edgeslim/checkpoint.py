@@ -247,11 +247,11 @@ def load_model(
         raise _refuse_untrusted(p, kind)
     if kind == "empty":
         raise EdgeslimError(f"{p} is empty (0 bytes); was it cut off while being written? re-create it")
-    if kind == "onnx":
+    if kind in ("onnx", "tensorrt-engine"):
         bench = Step("bench")
         raise EdgeslimError(
-            f"{p} is an ONNX model, not a PyTorch one; give it to {bench}, or give the "
-            "PyTorch model it was exported from",
+            f"{p} is {'an ONNX model' if kind == 'onnx' else 'a TensorRT engine'}, not a PyTorch one; give it to "
+            f"{bench}, or give the PyTorch model it was exported from",
             steps=(bench,),
         )
     if kind == "zip" and zip_names(p) is None:
@@ -259,9 +259,10 @@ def load_model(
     if kind == "safetensors":
         raise _names_no_architecture(p, "holds only tensors (a safetensors file)", {})
     if kind not in ("torchscript", "torch-export", "torch", "legacy"):
-        what = {"text": "a text file", "zip": "a zip archive that torch did not write"}.get(
+        what = {"text": "a text file", "zip": "a zip archive that torch did not write", "png": "a PNG image",
+                "jpeg": "a JPEG image"}.get(
             kind, "not a model file"
-        )
+        )  # fmt: skip
         raise EdgeslimError(
             f"{p} is {what}; give an edgeslim checkpoint, a state_dict saved with torch.save, "
             "a TorchScript or torch.export file, or (to bench) an ONNX model (.onnx)"

@@ -285,3 +285,19 @@ def test_torchvision_segmenter_weights_with_an_auxiliary_head(tmp_path, capsys):
     with torch.no_grad():
         y = loaded.model.eval()(torch.zeros(1, 3, 64, 64))
     assert set(y) == {"out", "aux"} and y["aux"].shape == (1, 3, 64, 64)
+
+
+def test_an_image_or_an_engine_given_as_the_model_is_called_what_it_is(tmp_path):
+    """A JPEG renamed img.pt was "not a model file" (docs/security.md promises the line names what the
+    file is); a TensorRT engine is pointed to bench, as an ONNX model is."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "img.jpg")
+    (tmp_path / "img.pt").write_bytes((tmp_path / "img.jpg").read_bytes())
+    with pytest.raises(EdgeslimError, match="img.pt is a JPEG image; give an edgeslim checkpoint"):
+        load_model(tmp_path / "img.pt")
+    (tmp_path / "e.pt").write_bytes(b"ftrt\xe8\x00\x00\x00" + bytes(range(60)))
+    with pytest.raises(
+        EdgeslimError, match="e.pt is a TensorRT engine, not a PyTorch one; give it to the bench stage"
+    ):
+        load_model(tmp_path / "e.pt")
