@@ -272,6 +272,15 @@ def test_torchscript_loads_without_warnings_and_is_refused_in_one_line(tmp_path,
     assert not [w for w in seen if issubclass(w.category, FutureWarning)], [str(w.message) for w in seen]
     one_line_error(capsys, ["prune", ts, "--trust-pickle", "-o", tmp_path / "s.pt"],
                    "is a TorchScript program; surgery needs the Python model")  # fmt: skip
+    # without --trust-pickle too: it was first told to pass it, then refused for what it is (docs audit)
+    one_line_error(
+        capsys,
+        ["prune", ts, "-o", tmp_path / "s.pt"],
+        "is a TorchScript program; surgery needs the Python model",
+    )
+    one_line_error(capsys, ["slim", ts, "--data", "digits", "--out", tmp_path / "run"],
+                   "is a TorchScript program, which cannot be trained (its code is compiled)")  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 def test_info_counts_the_batchnorms_of_torchscript(tmp_path, capsys):

@@ -102,17 +102,19 @@ def load_traceable(
     weights: Path | None = None,
     num_classes: int | None = None,
 ) -> Any:
-    from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
+    from edgeslim.checkpoint import KIND_WORDS
+    from edgeslim.pipelines.source import compiled_kind, load_model_or_arch, spec_for_pickle
 
-    loaded = load_model_or_arch(
-        model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
-    )
-    if loaded.kind in ("torchscript", "exported"):
+    compiled = compiled_kind(str(model))  # refused whatever the trust: surgery cannot use it
+    if compiled is not None:
         raise EdgeslimError(
-            f"{model} is {loaded.described}; surgery needs the Python model: give the edgeslim "
+            f"{model} is {KIND_WORDS[compiled]}; surgery needs the Python model: give the edgeslim "
             "checkpoint it was made from, or the architecture with weights",
             param="weights",
         )
+    loaded = load_model_or_arch(
+        model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
+    )
     if loaded.kind == "pickle" and input_shape is not None:
         loaded.spec = spec_for_pickle(loaded, input_shape)
     return loaded

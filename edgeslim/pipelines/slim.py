@@ -227,8 +227,16 @@ def run(
     if slim_yolo.is_yolo_data(req.data_name):  # a YOLO on its data yaml: ultralytics trains it
         return slim_yolo.run(req, slim_yolo.check(req), extra["budget"])
     if not req.resume:
-        from edgeslim.pipelines.source import refuse_non_classifier
+        from edgeslim.checkpoint import KIND_WORDS
+        from edgeslim.pipelines.source import compiled_kind, refuse_non_classifier
 
+        compiled = compiled_kind(str(req.model))  # refused whatever the trust: training cannot use it
+        if compiled is not None:
+            raise EdgeslimError(
+                f"{req.model} is {KIND_WORDS[compiled]}, which cannot be trained (its code is compiled); give "
+                "the Python model: the architecture with weights, or a whole pickled module with trust_pickle=True",
+                param=("weights", "trust_pickle"),
+            )
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
@@ -478,12 +486,6 @@ def _source_model(
         num_classes=None if own_head else bundle.num_classes, weights=weights,
     )  # fmt: skip
     meta: dict[str, Any] = {} if weights is None else {"weights": str(weights)}
-    if loaded.kind in ("torchscript", "exported"):
-        raise EdgeslimError(
-            f"{target} is {loaded.described}, which cannot be trained (its code is compiled); give the "
-            "Python model: the architecture with weights, or a whole pickled module with trust_pickle=True",
-            param=("weights", "trust_pickle"),
-        )
     if loaded.recipe:
         raise EdgeslimError(
             f"{target} is already slimmed (it has a surgery recipe); start from a dense model"

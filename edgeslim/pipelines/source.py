@@ -248,6 +248,18 @@ def _describe_output(y: Any) -> str:
     return f"a {type(y).__name__}"
 
 
+def compiled_kind(target: str) -> str | None:
+    """``"torchscript"`` or ``"exported"`` when ``target`` is a file of compiled code (TorchScript, a
+    torch.export program), read from its bytes without loading it; else None. Surgery and training
+    need the Python model, so such a file is refused for them before trust is even asked for."""
+    from edgeslim.checkpoint import looks_like_file
+    from edgeslim.utils.sniff import sniff
+
+    if not looks_like_file(target) or not Path(target).is_file():
+        return None
+    return {"torchscript": "torchscript", "torch-export": "exported"}.get(sniff(target))
+
+
 def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pickle: bool = False) -> None:
     """Refuse ``target`` unless it is an image classifier, before any data is loaded or directory made.
 
