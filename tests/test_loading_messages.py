@@ -319,7 +319,7 @@ def pt2(tmp_path) -> Path:
     return path
 
 
-def test_exported_program_runs_at_its_shape(pt2, capsys):
+def test_exported_program_runs_at_its_shape(pt2, tmp_path, capsys):
     loaded = load_model(pt2, trust_pickle=True)
     assert loaded.described == "an exported program (torch.export)"
     loaded.model.eval()  # torch's module raises NotImplementedError here; ours sets the flag
@@ -336,6 +336,11 @@ def test_exported_program_runs_at_its_shape(pt2, capsys):
     assert json.loads(cap.out)["models"]
     assert run("info", pt2, "--trust-pickle", "--json") == 0
     assert json.loads(capsys.readouterr().out)["input_shape"] == [3, 16, 16]
+    # export too (docs/export.md; it asked for --input-shape, with "a exported file")
+    rc = run("export", pt2, "--trust-pickle", "--onnx", tmp_path / "m.onnx", "--json")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert json.loads(cap.out)["onnx"]["validation"]["passed"]
 
 
 def test_exported_program_at_another_shape_is_one_line(pt2, tmp_path, capsys):

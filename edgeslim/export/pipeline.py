@@ -143,13 +143,14 @@ def run_export(
     from edgeslim.export.validate import cuda_reference, real_inputs
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
-    if req.input_shape is None and loaded.spec is None:
+    if req.input_shape is None and loaded.input_shape is None:
         raise EdgeslimError(
-            f"{loaded.path} is a {loaded.kind} file without a model spec; pass input_shape C,H,W",
+            f"{loaded.path} is {loaded.described} that records no input size; pass input_shape C,H,W",
             param="input_shape",
         )
     req.validate()  # again: the fields may have changed since construction
-    shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.spec.input_shape)
+    # (the spec's size, or the one a torch.export program was exported for)
+    shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
     early: list[Notice] = []  # said once the model runs on the shape (a refusal of it comes alone)
     if trained is not None and tuple(shape) != trained:  # (a slim run's budget priced the trained size)
