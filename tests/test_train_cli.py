@@ -64,6 +64,10 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     assert zero == 224  # fine-tuning kept the pruned channels at zero
     assert loaded.train_state["stage"] == "finetune"
     assert (out / "trained.pt").is_file()
+    # both record their data and its normalization (prune and export check on its images)
+    for name in ("model.pt", "trained.pt"):
+        meta = load_model(out / name).meta
+        assert meta["data"] == "fashion-mnist" and len(meta["mean"]) == len(meta["std"]) == 1, name
     # a second run into the same directory is refused without --force, files untouched
     before = (out / "model.pt").read_bytes()
     rc = main(["train", "--arch", "vgg-small", "--data", "fashion-mnist", "--out", str(out)])

@@ -73,6 +73,9 @@ def run_training(
             param=("finetune_epochs", "prune_ratio"),
         )
     extra_state = {"plan": plan, "results": results}
+    # what every checkpoint records of the data (name, normalization), as fit's own do: the pruned and
+    # trained models this function saves itself too (prune and export check on those images)
+    meta = {**bundle.record(), **(meta or {})}
     common = dict(spec=spec, progress=progress, meta=meta, recipe=recipe)
 
     history: list[dict[str, Any]] = []
@@ -97,7 +100,7 @@ def run_training(
             from edgeslim.checkpoint import save_model
 
             save_model(
-                out / TRAINED_FILE, model, spec, recipe=recipe, meta={**(meta or {}), "stage": "trained"}
+                out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"}
             )
         pr = threshold_prune(model, float(prune_ratio))
         ev = evaluate(
@@ -134,7 +137,7 @@ def run_training(
     if finetune_epochs == 0 and info.is_main:  # no fine-tune: the final model is the pruned one
         from edgeslim.checkpoint import save_model
 
-        save_model(out / MODEL_FILE, model, spec, recipe=recipe, meta={**(meta or {}), "stage": "pruned"})
+        save_model(out / MODEL_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "pruned"})
     results["finetuned"] = res.summary()
     return _report(
         out,
