@@ -333,3 +333,14 @@ def test_build_engine_without_tensorrt_is_one_line(tmp_path):
     with pytest.raises(TensorRTUnavailable) as ei:
         build_engine(tmp_path / "m.onnx", tmp_path / "m.engine")
     assert "tensorrt cannot be imported" in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_the_next_command_of_a_dynamic_batch_export_stays_within_its_largest_batch(tmp_path, capsys):
+    """After --dynamic-batch --max-batch 16 the next command timed batch 32, above the engine's
+    largest (from the docs audit); it times 1 and 16."""
+    out = tmp_path / "d.onnx"
+    assert main(["export", "vgg-small", "--onnx", str(out), "--dynamic-batch", "--max-batch", "16"]) == 0
+    err = capsys.readouterr().err
+    assert "--baseline" in err and "--batch 1,16 " in err, err
+    assert main(["export", "vgg-small", "--onnx", str(out), "--dynamic-batch", "--force"]) == 0
+    assert "--batch 1,32 " in capsys.readouterr().err

@@ -176,8 +176,10 @@ def export(**kw: Any) -> None:
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     onnx_file = res["onnx"]["path"]
-    # a fixed-batch file runs at its batch only; a dynamic one at 1, 32 and the batch asked for (deployment's)
-    batches = ",".join(map(str, sorted({1, 32, req.batch}))) if req.dynamic_batch else str(req.batch)
+    # a fixed-batch file runs at its batch only; a dynamic one at 1, 32 (or its largest batch, where lower)
+    # and the batch asked for (deployment's)
+    top = min(32, req.max_batch)
+    batches = ",".join(map(str, sorted({1, top, req.batch}))) if req.dynamic_batch else str(req.batch)
     if res.get("ort_int8"):
         step = f"edgeslim bench {quote(res['ort_int8']['path'])} --baseline {quote(onnx_file)} --batch {batches} (INT8 against FP32)"
     elif res.get("slim") is None:  # a file that carries no recipe: slim or dense, unknown here

@@ -99,9 +99,7 @@ def run_training(
         if info.is_main:
             from edgeslim.checkpoint import save_model
 
-            save_model(
-                out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"}
-            )
+            save_model(out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"})
         pr = threshold_prune(model, float(prune_ratio))
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
