@@ -346,8 +346,9 @@ def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:
         export_onnx(_Branchy(), tmp_path / "m.onnx", (1, 4, 4), batch=1)
     assert "possible cause: the model's code branches on the input's values (__float__()" in str(info.value)
     assert not (tmp_path / "m.onnx").exists()
-    assert cli_message(info.value, export).endswith(
-        "m.onnx was not written (try --opset 18, --exporter dynamo, or --no-simplify; --no-validate skips the check)"
+    assert cli_message(info.value, export).endswith(  # the path given, folder and all (docs audit)
+        f"{tmp_path / 'm.onnx'} was not written (try --opset 18, --exporter dynamo, or --no-simplify; --no-validate "
+        "skips the check)"
     )
 
 

@@ -497,7 +497,7 @@ def _export_onnx(
             if frozen and not why:  # inputs that took another path than the example's
                 why = "; possible cause: " + "; ".join(frozen)
             raise ExportCheckFailed(
-                f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {Path(path).name} was not written "
+                f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {path} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
                 param=("opset", "exporter", "simplify", "validate"),
                 reason=f"{report.summary()}{why}",
