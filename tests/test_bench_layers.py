@@ -455,3 +455,15 @@ def test_cli_trt_layer_table_refusals(files, tmp_path, capsys) -> None:
     assert main(["bench", str(onnx_path), "--onnx", str(onnx_path), *FAST]) == 2
     assert "--onnx goes with --layer-table" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_precision_refused_for_a_pytorch_model_says_what_torch_runs() -> None:
+    """``bench dense.pt --precision fp16`` was told torch runs it "in the precision it was exported in:
+    export an INT8 model" (from the docs audit): a PyTorch file was not exported."""
+    from edgeslim.pipelines.bench import BenchRequest, backend_and_options
+
+    with pytest.raises(EdgeslimError) as info:
+        backend_and_options(BenchRequest(model="dense.pt", precision="fp16"), None, lambda _: None)
+    assert str(info.value).endswith(
+        "torch runs dense.pt in its weights' own dtype (float32 unless saved otherwise)"
+    )
