@@ -467,3 +467,23 @@ def test_precision_refused_for_a_pytorch_model_says_what_torch_runs() -> None:
     assert str(info.value).endswith(
         "torch runs dense.pt in its weights' own dtype (float32 unless saved otherwise)"
     )
+
+
+def test_the_layer_tables_shares_add_up_to_the_whole(tmp_path, capsys) -> None:
+    """ONNX Runtime's profiled kernels (layers + fixed) can take longer than the unprofiled run the
+    shares were divided by: a trial's column summed to 126%. They are shares of the table's whole."""
+    import re
+
+    from edgeslim.cli.bench import _print_layer_table
+
+    tab = {
+        "layers": {"conv1": 0.2, "conv2": 0.1},
+        "fixed": 0.142,
+        "total_ms": 0.3504,
+        "runs": 20,
+        "method": "m",
+    }
+    _print_layer_table(tab, "onnxruntime", 1, tmp_path / "t.json", as_json=False)
+    text = capsys.readouterr().out
+    shares = [float(m) for m in re.findall(r"│\s*([\d.]+)\s*│\s*$", text, flags=re.M)]
+    assert len(shares) == 3 and sum(shares) == pytest.approx(100, abs=0.5), text

@@ -115,9 +115,12 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     if as_json:
         out.print_json(json.dumps(to_jsonable(tab)))
     else:
-        rows = [[name, ms, ms / tab["total_ms"] * 100] for name, ms in tab["layers"].items()]
-        rows += [["(fixed)", tab["fixed"], tab["fixed"] / tab["total_ms"] * 100]]
-        out.print(table(f"per-layer latency, {backend}, batch {batch}", ["layer", "ms", "% of run"], rows))
+        # shares of the table's own whole (layers + fixed): ONNX Runtime's profiled kernels can add up to
+        # more than an unprofiled run (a trial's shares summed to 126% of the run)
+        whole = sum(tab["layers"].values()) + tab["fixed"] or 1.0
+        rows = [[name, ms, ms / whole * 100] for name, ms in tab["layers"].items()]
+        rows += [["(fixed)", tab["fixed"], tab["fixed"] / whole * 100]]
+        out.print(table(f"per-layer latency, {backend}, batch {batch}", ["layer", "ms", "% of all"], rows))
         out.print(f"run {tab['total_ms']:.4g} ms (median of {tab['runs']}); {tab['method']}", soft_wrap=True)
     err.print(f"wrote {written}")
 
