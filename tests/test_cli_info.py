@@ -103,7 +103,15 @@ def test_corrupt_file_and_channel_mismatch(tmp_path, capsys):
 def test_list_models(capsys):
     names = json.loads(_out(capsys, ["info", "--list-models", "--json"]))
     assert {"resnet164", "densenet40", "mobilenetv2", "tv:resnet18"} <= set(names)
-    assert "densenet40" in _out(capsys, ["info", "--list-models"])
+    text = _out(capsys, ["info", "--list-models"])
+    assert "densenet40" in text
+    # the text names every family, timm's and ultralytics' too (docs audit: only the zoo and tv: were)
+    families = {n.split(":")[0] for n in names if ":" in n}
+    for prefix, title in (("timm", "timm ("), ("yolo", "ultralytics YOLO (")):
+        if prefix in families:
+            assert title in text and f"{prefix}:" in text, prefix
+    if "timm" in families:
+        assert "timm:efficientnet_b0" in text and "with --json)" in text
 
 
 def _out(capsys, argv):

@@ -15,6 +15,14 @@ from edgeslim.pipelines.info import resolve
 
 __all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from here
 
+#: --list-models prints a family's names in full up to this many (a sample of larger ones)
+LISTED_IN_FULL = 120
+FAMILY_TITLES = {"tv": "torchvision", "timm": "timm", "yolo": "ultralytics YOLO"}
+#: the names shown of a family too large to list (those it has), edge CNNs first
+FAMILY_SAMPLES = {"timm": ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv4_conv_small",
+                           "regnety_008", "ghostnet_100", "rexnet_100", "cspdarknet53", "repvgg_a0", "mobilevit_xs",
+                           "convnext_atto"]}  # fmt: skip
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("target", metavar="MODEL_OR_ARCH", required=False)
@@ -77,9 +85,20 @@ def info(
             click.echo(json.dumps(all_names))
         else:
             zoo = [n for n in all_names if ":" not in n]
-            tv = [n for n in all_names if n.startswith("tv:")]
             out.print(table("edgeslim zoo", ["architecture"], [[n] for n in zoo]))
-            out.print(f"torchvision ({len(tv)}): " + ", ".join(tv))
+            families: dict[str, list[str]] = {}
+            for n in all_names:
+                if ":" in n:
+                    families.setdefault(n.split(":", 1)[0], []).append(n)
+            for prefix, members in families.items():  # (timm's 1,000+ names: a sample; all in --json)
+                sample = [f"{prefix}:{n}" for n in FAMILY_SAMPLES.get(prefix, [])]
+                shown = (
+                    members
+                    if len(members) <= LISTED_IN_FULL
+                    else [n for n in sample if n in members] or members[:12]
+                )
+                more = "" if shown is members else f", ... (all {len(members)} with --json)"
+                out.print(f"{FAMILY_TITLES.get(prefix, prefix)} ({len(members)}): " + ", ".join(shown) + more)
         return
     if not target:
         raise EdgeslimError("give a model file or an architecture name (or --list-models)")
