@@ -44,6 +44,14 @@ def test_checkpoint_with_zero_scales(tmp_path, capsys):
     assert main(["info", str(path), "--layers"]) == 0
     text = capsys.readouterr().out
     assert "BN scales exactly zero" in text and "features.0" in text and "7 (1.6%)" in text
+    # what the checkpoint records of its run, in the text too (docs/data-and-models.md; only --json had it)
+    run = save_model(
+        tmp_path / "run.pt", model, spec, meta={"data": "fashion-mnist", "metrics": {"test_acc": 0.9}}
+    )
+    assert main(["info", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "trained on" in text and "fashion-mnist" in text and "90.00%" in text
+    assert run_json(capsys, str(run))["metrics"] == {"test_acc": 0.9}
 
 
 def test_torchscript_and_pickle(tmp_path, capsys):

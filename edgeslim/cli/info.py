@@ -18,6 +18,14 @@ __all__ = ["gather", "info", "resolve"]  # gather/resolve: kept importable from 
 #: --list-models prints a family's names in full up to this many (a sample of larger ones)
 LISTED_IN_FULL = 120
 FAMILY_TITLES = {"tv": "torchvision", "timm": "timm", "yolo": "ultralytics YOLO"}
+#: checkpoint meta shown in the text summary: (key, label, format)
+RECORDED_ROWS = (
+    ("data", "trained on", str),
+    ("method", "method", str),
+    ("stage", "stage", str),
+    ("accuracy", "test accuracy (recorded)", lambda v: f"{100 * float(v):.2f}%"),  # a slim run's
+    ("test_acc", "test accuracy (last epoch)", lambda v: f"{100 * float(v):.2f}%"),  # a training checkpoint's
+)
 #: the names shown of a family too large to list (those it has), edge CNNs first
 FAMILY_SAMPLES = {"timm": ["resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv4_conv_small",
                            "regnety_008", "ghostnet_100", "rexnet_100", "cspdarknet53", "repvgg_a0", "mobilevit_xs",
@@ -109,6 +117,10 @@ def info(
     bn = res["bn"]
     rows: list[list[Any]] = [["model", res["model"]], ["kind", res["kind"]]]
     rows += [[k, res[k]] for k in ("arch", "pruned") if k in res]
+    # what a checkpoint records of its run (every scalar of its meta is in --json)
+    recorded = {**{k: v for k, v in (res.get("metrics") or {}).items() if k == "test_acc"}, **res}
+    rows += [[label, fmt(recorded[k])] for k, label, fmt in RECORDED_ROWS
+             if isinstance(recorded.get(k), (int, float, str))]  # fmt: skip
     if "names" in res:  # an ultralytics model
         names = list(res["names"].values())
         shown = ", ".join(map(str, names[:8])) + (f", ... ({len(names)})" if len(names) > 8 else "")
