@@ -163,3 +163,37 @@ def test_the_export_audit_leaves_widths_surgery_cannot_change_alone(tmp_path, ca
     )
     fp16 = json.loads(capsys.readouterr().out)["audit"]["misaligned"]["fp16"]
     assert not any("/se/" in name for name in fp16), fp16
+
+
+def test_the_export_audit_of_a_dynamo_export_knows_the_layers_surgery_narrowed(tmp_path, capsys) -> None:
+    """The dynamo exporter names its nodes node_Conv_95: the audit matched none of them to the slim
+    model's recipe and said the layers "keep the architecture's dense width" (from the docs audit).
+    A node's module is read from its weight's name too, so both exporters give the same advice."""
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.utils.onnx_graph import node_module
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    model = create_model(spec).eval()
+    with torch.no_grad():  # three channels of each BN to zero: widths surgery narrows to odd counts
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.weight[:3] = 0
+            bn.bias[:3] = 0
+    sparse, slim = tmp_path / "sparse.pt", tmp_path / "slim.pt"
+    save_model(sparse, model, spec)
+    assert main(["prune", str(sparse), "-o", str(slim), "--round-to", "1"]) == 0
+    capsys.readouterr()
+    advice = {}
+    for exporter in ("torchscript", "dynamo"):
+        out = tmp_path / f"{exporter}.onnx"
+        assert main(["export", str(slim), "--onnx", str(out), "--exporter", exporter, "--json"]) == 0
+        advice[exporter] = json.loads(capsys.readouterr().out)["audit"]["suggestion"]
+    assert "re-run channel surgery rounding" in advice["torchscript"]
+    assert advice["dynamo"] == advice["torchscript"] and "dense width" not in advice["dynamo"], advice
+    onnx = pytest.importorskip("onnx")
+    convs = [n for n in onnx.load(str(tmp_path / "dynamo.onnx")).graph.node if n.op_type == "Conv"]
+    assert convs[0].name.startswith("node_") and [node_module(n) for n in convs][:2] == [
+        "features.0",
+        "features.3",
+    ]

@@ -39,7 +39,7 @@ from typing import Any
 from edgeslim.bench.backends import model_format
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name, value_dims
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, node_module, value_dims
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +239,13 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
     if not idx.weighted:
         raise EdgeslimError("the ONNX model has no conv or linear layers; a latency table times those")
     names: dict[str, str] = {}
-    for n in idx.weighted:
-        mod = module_name(n)
+    for n, node in idx.weighted.items():
+        mod = node_module(node)
         if mod is None:
             export = Step("export")
             raise EdgeslimError(
                 f"cannot recover the PyTorch module name of ONNX node {n!r}; export with {export} "
-                "(TorchScript exporter, scoped node names like /layer1/layer1.0/conv1/Conv)",
+                "(scoped node names like /layer1/layer1.0/conv1/Conv, or weights named after their module)",
                 steps=(export,),
             )
         names[n] = mod

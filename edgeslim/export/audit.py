@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, module_name, weight_channels
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, node_module, weight_channels
 
 if TYPE_CHECKING:
     import onnx
@@ -32,6 +32,8 @@ class LayerChannels:
     #: whether in/out counts are free (False for the image channels and the class count)
     in_free: bool = True
     out_free: bool = True
+    #: the PyTorch module it computes (None: not known, e.g. a node of an ONNX file from elsewhere)
+    module: str | None = None
 
     def misaligned(self, multiple: int) -> list[str]:
         """Which of ``in``/``out`` is free and not a multiple of ``multiple``."""
@@ -68,9 +70,7 @@ class AlignmentReport:
             return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
         t = "fp16" if self.misaligned("fp16") else "int8"
         bad = self.misaligned(t)
-        dense = [
-            lay for lay in bad if self.narrowed is not None and module_name(lay.name) not in self.narrowed
-        ]
+        dense = [lay for lay in bad if self.narrowed is not None and lay.module not in self.narrowed]
         fix = "" if t == "fp16" else "FP16 is aligned; "
         if len(dense) < len(bad):
             fix += (
@@ -171,7 +171,8 @@ def audit_onnx(
         if w is None or len(w) < 2:
             continue
         cin, cout, groups = weight_channels(n, w)
-        in_can, out_can = free.get(module_name(n.name or ""), (True, True))
+        module = node_module(n)
+        in_can, out_can = free.get(module or "", (True, True))
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",
@@ -181,6 +182,7 @@ def audit_onnx(
                 groups=groups,
                 in_free=in_can and not from_input(n.input[0]),
                 out_free=out_can and not to_output(n.output[0]),
+                module=module,
             )  # fmt: skip
         )
     return AlignmentReport(layers)
@@ -198,5 +200,6 @@ def audit_torch(model: nn.Module) -> AlignmentReport:
             cin, cout, groups, op = m.in_features, m.out_features, 1, "Linear"
         else:
             cin, cout, groups, op = m.in_channels, m.out_channels, m.groups, type(m).__name__
-        layers.append(LayerChannels(name, op, cin, cout, groups, in_free=k > 0, out_free=k < len(mods) - 1))
+        layers.append(LayerChannels(name, op, cin, cout, groups, in_free=k > 0, out_free=k < len(mods) - 1,
+                                    module=name))  # fmt: skip
     return AlignmentReport(layers)

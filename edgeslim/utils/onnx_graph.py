@@ -55,6 +55,19 @@ def weight_channels(node: Any, wdims: list[int]) -> tuple[int, int, int]:
     return int(wdims[0]), int(wdims[1]), 1
 
 
+def node_module(node: Any) -> str | None:
+    """The PyTorch module an ONNX conv/linear node computes: from its scoped name (the TorchScript
+    exporter's, :func:`module_name`), else from the name of its weight as the dynamo exporter keeps
+    it (``features.0.weight`` -> ``features.0``; its nodes are ``node_Conv_96``); None when neither
+    tells."""
+    own = module_name(node.name or "")
+    if own is not None:
+        return own
+    weight = node.input[1] if len(node.input) > 1 else ""
+    head = weight[: -len(".weight")] if weight.endswith(".weight") else ""
+    return head if head and all(part.isidentifier() or part.isdigit() for part in head.split(".")) else None
+
+
 def module_name(node_name: str) -> str | None:
     """PyTorch module name from a TorchScript-exporter node name, or None.
 
