@@ -501,3 +501,26 @@ def test_bench_refuses_torch_models_of_different_shapes_after_the_first_trial(tm
     assert seen == ["baseline"]  # refused as soon as both had run once, not after every trial
     rec = run_comparison({"baseline": paths["rgb"], "slim": paths["rgb"]}, **{**common, "trials": 1})
     assert rec["trials"][0]["io"] == {"batch": 2, "inputs": [[2, 3, 32, 32]], "outputs": [[2, 10]]}
+
+
+def test_an_input_shape_whose_forward_cannot_fit_is_one_line(monkeypatch, capsys) -> None:
+    """``info vgg-small --input-shape 64,8192,8192`` (inside the shape limits) took ~24 GB and was
+    killed by the system without a word (from the docs audit). An input of 256 MiB or more is first
+    run on meta tensors: the largest input + output of one layer is compared with the free memory
+    (here made 1 GB, so the test does not depend on the machine)."""
+    import torch
+
+    from edgeslim.bench import memory
+    from edgeslim.cli import main
+    from edgeslim.pipelines.source import check_forward_fits
+
+    monkeypatch.setattr(memory, "available_mb", lambda: 1024.0)
+    assert main(["info", "vgg-small", "--input-shape", "3,6000,6000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the model at input shape 3,6000,6000 needs at least 8.6 GB at once (layer ")
+    assert err.endswith("more than the 1.0 GB free on this machine; give a smaller --input-shape"), err
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    check_forward_fits(model, (3, 64, 64))  # a small input: not even run
+    monkeypatch.setattr(memory, "available_mb", lambda: 64 * 1024.0)
+    check_forward_fits(model, (3, 6000, 6000))  # 1.5 GB at once fits in 64 GB
+    assert all(p.device.type == "cpu" for p in model.parameters())  # the user's model is untouched

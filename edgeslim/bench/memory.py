@@ -33,6 +33,12 @@ def peak_rss_mb() -> float:
     return kb / 1024
 
 
+def available_mb() -> float | None:
+    """Memory the system can give a process now without swapping (Linux MemAvailable); None elsewhere."""
+    kb = _proc_kb("/proc/meminfo", "MemAvailable")
+    return kb / 1024 if kb is not None else None
+
+
 def nvmap_mb() -> float | None:
     """Jetson (nvgpu, JetPack 5/6): NvMapMemUsed from /proc/meminfo; None elsewhere."""
     kb = _proc_kb("/proc/meminfo", "NvMapMemUsed")

@@ -50,6 +50,8 @@ def load_model_or_arch(
     if not any_size:
         shape = parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
         check_input_size(loaded.model, shape)
+        if shape is not None:
+            check_forward_fits(loaded.model, tuple(shape), "data" if shape_from_data else "input_shape")
     if input_shape is None and data is None and _records_no_size(target):
         raise EdgeslimError(
             f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "
@@ -59,6 +61,63 @@ def load_model_or_arch(
     channels = loaded.spec.in_channels if loaded.spec else 3
     loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
     return loaded
+
+
+#: a float32 input of at least this many bytes (batch 1) is checked against the free memory first
+BIG_INPUT_BYTES = 256 * 2**20
+
+
+def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_shape") -> None:
+    """Refuse an input shape whose forward cannot fit in the memory this machine has free (a run
+    would be killed by the system without a word): the largest input plus output of any one layer,
+    measured on "meta" tensors (shapes only, no arithmetic; a lower bound of the real peak). Only
+    for inputs of :data:`BIG_INPUT_BYTES` or more; skipped where free memory is unknown or the
+    model cannot run on meta tensors. ``param`` names what set the shape."""
+    import copy
+    import itertools
+    import math
+
+    from edgeslim.bench.memory import available_mb
+
+    if 4 * math.prod(shape) < BIG_INPUT_BYTES or not hasattr(model, "modules"):
+        return
+    free = available_mb()
+    if free is None:
+        return
+    import torch
+
+    memo: dict[int, Any] = {}  # parameters and buffers as meta tensors: the copy allocates nothing
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        m = torch.empty_like(t, device="meta")
+        memo[id(t)] = (
+            torch.nn.Parameter(m, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else m
+        )
+    worst: list[tuple[int, str]] = [(0, "")]
+
+    def nbytes(x: Any) -> int:
+        if isinstance(x, torch.Tensor):
+            return x.numel() * x.element_size()
+        if isinstance(x, (tuple, list)):
+            return sum(nbytes(v) for v in x)
+        return sum(nbytes(v) for v in x.values()) if isinstance(x, dict) else 0
+
+    try:
+        shadow = copy.deepcopy(model, memo).eval()
+        for name, mod in shadow.named_modules():
+            if not any(True for _ in mod.children()):  # a leaf: what it holds at once
+                mod.register_forward_hook(lambda _m, i, o, n=name: worst.append((nbytes(i) + nbytes(o), n)))
+        with torch.no_grad():
+            shadow(torch.empty((1, *shape), device="meta"))
+    except Exception:  # noqa: BLE001 - a model meta tensors cannot run: no estimate, no refusal
+        return
+    need, layer = max(worst)
+    if need > 0.9 * free * 2**20:
+        c_h_w = ",".join(map(str, shape))
+        raise EdgeslimError(
+            f"the model at input shape {c_h_w} needs at least {need / 2**30:.1f} GB at once (layer {layer}: its "
+            f"input and output), more than the {free / 1024:.1f} GB free on this machine; give a smaller {param}",
+            param=param,
+        )
 
 
 def _records_no_size(target: str) -> bool:
