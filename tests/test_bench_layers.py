@@ -15,7 +15,6 @@ from bench_helpers import PY, no_torch_env
 from edgeslim.bench.backends.trtexec import parse_layer_profile
 from edgeslim.bench.layers import (
     attribute_nodes,
-    module_name,
     ort_file_table,
     torch_layer_table,
     trt_layer_parts,
@@ -28,6 +27,7 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.export.onnx_export import export_onnx
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.sparsity.resource import build_resource, load_latency_table
+from edgeslim.utils.onnx_graph import module_name
 
 FAST = ["--min-iters", "20", "--min-time", "0.02", "--warmup", "0.02", "--threads", "1"]
 CFG = TimingConfig(warmup_s=0.02, warmup_iters=3, min_iters=20, min_time_s=0.02)
