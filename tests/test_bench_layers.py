@@ -487,3 +487,14 @@ def test_the_layer_tables_shares_add_up_to_the_whole(tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     shares = [float(m) for m in re.findall(r"│\s*([\d.]+)\s*│\s*$", text, flags=re.M)]
     assert len(shares) == 3 and sum(shares) == pytest.approx(100, abs=0.5), text
+
+
+def test_a_checkpoint_named_onnx_is_timed_as_what_it_holds_and_says_so(tmp_path, capsys) -> None:
+    """A file is what its bytes hold (an ONNX model named .engine was refused as an engine): an
+    edgeslim checkpoint named .onnx is timed in PyTorch, with a line saying its name is wrong."""
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    path = save_model(tmp_path / "model.onnx", create_model(spec).eval(), spec)
+    assert main(["bench", str(path), "--batch", "1", "--trials", "1", "--json", *FAST]) == 0
+    cap = capsys.readouterr()
+    assert json.loads(cap.out)["backend"] == "torch"
+    assert "model.onnx holds a PyTorch model, not an ONNX model as its name says: timed as what it holds" in cap.err

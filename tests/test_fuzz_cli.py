@@ -263,7 +263,8 @@ def _model_file_cases() -> list[tuple[str, list[str]]]:
     for name, argv in {"prune": readers["prune"], "export": readers["export"]}.items():
         cases.append((f"{name}<nan", [a.replace("{f}", "{nan:model.pt}") for a in argv]))
     for k in ("empty.onnx", "text.onnx", "truncated.onnx", "random.onnx", "checkpoint.onnx"):
-        cases.append((f"bench<{k}", ["bench", "{badonnx:" + k + "}", "--trials", "1"]))
+        if k != "checkpoint.onnx":  # (alone, a checkpoint so named is timed as what it holds, and says so)
+            cases.append((f"bench<{k}", ["bench", "{badonnx:" + k + "}", "--trials", "1"]))
         cases.append((f"bench-baseline<{k}", ["bench", "{onnx}", "--baseline", "{badonnx:" + k + "}"]))
     for k in ("binary.json", "text.json", "list.json", "empty-object.json", "wrong-types.json", "empty.json"):
         cases.append((f"report<{k}", ["report", "{badjson:" + k + "}"]))

@@ -98,14 +98,23 @@ def model_format(model_path: str | os.PathLike) -> str:
 
     path = str(model_path)
     own = _KIND_FORMATS.get(sniff(path)) if os.path.isfile(path) else None
-    if own is not None:
-        return own
-    low = path.lower()
+    return own if own is not None else named_format(path)
+
+
+def named_format(model_path: str | os.PathLike) -> str:
+    """The format a file's name says (:func:`model_format`'s fallback): .onnx, .ort, an engine
+    suffix, anything else torch."""
+    low = str(model_path).lower()
     if low.endswith(".onnx"):
         return "onnx"
     if low.endswith(".ort"):
         return "ort"
     return "engine" if low.endswith(ENGINE_SUFFIXES) else "torch"
+
+
+#: model format -> what it is, in words
+FORMAT_WORDS = {"onnx": "an ONNX model", "ort": "an ONNX Runtime model", "engine": "a TensorRT engine",
+                "torch": "a PyTorch model"}  # fmt: skip
 
 
 def default_backend_for(model_path: str | os.PathLike) -> str:
