@@ -497,4 +497,7 @@ def test_a_checkpoint_named_onnx_is_timed_as_what_it_holds_and_says_so(tmp_path,
     assert main(["bench", str(path), "--batch", "1", "--trials", "1", "--json", *FAST]) == 0
     cap = capsys.readouterr()
     assert json.loads(cap.out)["backend"] == "torch"
-    assert "model.onnx holds a PyTorch model, not an ONNX model as its name says: timed as what it holds" in cap.err
+    assert (
+        "model.onnx holds a PyTorch model, not an ONNX model as its name says: timed as what it holds"
+        in cap.err
+    )

@@ -163,7 +163,9 @@ def test_no_command_runs_a_payload_without_trust(kind, tmp_path, capsys):
         err = capsys.readouterr().err
         assert not marker.exists(), f"edgeslim {args[0]} ran the payload of a {kind} file"
         # a command that cannot use compiled code refuses a .pt2 for that, before trust is asked for
-        expected = COMPILED_REFUSAL[args[0]] if kind.startswith("export-") and args[0] in COMPILED_REFUSAL else None
+        expected = (
+            COMPILED_REFUSAL[args[0]] if kind.startswith("export-") and args[0] in COMPILED_REFUSAL else None
+        )
         assert (expected or "--trust-pickle") in err, (args[0], err)
         assert len(err.strip().splitlines()) == 1, err
 
