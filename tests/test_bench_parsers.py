@@ -148,3 +148,24 @@ def test_tensorrt_backend_errors_without_tensorrt(tmp_path):
         get_backend("trtexec").open(str(tmp_path / "x.onnx"), {"trtexec": str(tmp_path / "no-trtexec")})
     with pytest.raises(EdgeslimError, match="unknown backend"):
         get_backend("tflite")
+
+
+def test_an_engine_whose_header_begins_like_a_pickle_is_still_an_engine(tmp_path):
+    """An Ultralytics engine begins with its metadata's length: 640 bytes is 80 02 00 00, which the
+    pickle test matched first, so the file was sent to PyTorch as "a PyTorch model" (from the
+    review of the content-based formats). The engine test comes first, and a file named like an
+    engine is refused untrusted unless its bytes prove it ONNX."""
+    from edgeslim.bench.backends import check_engine_trusted, model_format
+    from edgeslim.utils.sniff import sniff
+
+    meta = b'{"imgsz": [640, 640]' + b" " * (640 - 21) + b"}"
+    engine = tmp_path / "yolo.engine"
+    engine.write_bytes(len(meta).to_bytes(4, "little") + meta + b"ftrt" + bytes(range(64)))
+    assert engine.read_bytes()[:2] == b"\x80\x02" and sniff(engine) == "tensorrt-engine"
+    assert model_format(engine) == "engine"
+    pickled = tmp_path / "old.engine"
+    pickled.write_bytes(
+        b"\x80\x02}q\x00."
+    )  # a pickle named .engine: not provably ONNX, so an engine's refusal
+    with pytest.raises(EdgeslimError, match="TensorRT engine, which can carry plugin code"):
+        check_engine_trusted(str(pickled), {})

@@ -104,7 +104,7 @@ class BenchRequest:
 
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
     """The backend to use and its options, from the request and the device profile."""
-    from edgeslim.bench.backends import ALIASES, FORMAT_WORDS, default_backend_for, model_format, named_format
+    from edgeslim.bench.backends import ALIASES, default_backend_for, model_format
     from edgeslim.channels.devices import TENSORRT_BACKENDS
 
     notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
@@ -131,10 +131,6 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         elif name == "tensorrt" and own == "ort":  # ORT's own format: ORT runs it
             name = "onnxruntime"
     files = [m for m in (req.model, req.baseline) if m is not None]
-    for m in files:  # a file whose name says another format than its bytes: timed as what it holds
-        if model_format(m) != named_format(m):
-            notes.append(Notice(f"{m} holds {FORMAT_WORDS[model_format(m)]}, not {FORMAT_WORDS[named_format(m)]} as "
-                                "its name says: timed as what it holds"))  # fmt: skip
     kinds = {default_backend_for(m) for m in files}
     if req.backend is None and len(kinds) > 1:  # (the model's kind picked the backend)
         export = Step("export")
@@ -211,6 +207,21 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     return name, options
 
 
+def misnamed(*paths: str | None) -> list[Notice]:
+    """A line for each file whose name says another format than its bytes (it is timed as what it
+    holds); said once the file has run, so that a refusal of it comes alone."""
+    from edgeslim.bench.backends import FORMAT_WORDS, model_format, named_format
+
+    return [
+        Notice(
+            f"{p} holds {FORMAT_WORDS[model_format(p)]}, not {FORMAT_WORDS[named_format(p)]} as its name says: "
+            "timed as what it holds"
+        )  # fmt: skip
+        for p in paths
+        if p is not None and model_format(p) != named_format(p)
+    ]
+
+
 #: the request's fields for TimingConfig's
 TIMING_FIELDS = {
     "warmup_s": "warmup",
@@ -283,6 +294,8 @@ def measure(
             models, name, list(req.batches), req.trials, timing(req), options, req.tegrastats, req.interval_ms,
             req.nice, req.layer_times, on_trial=on_trial,
         )  # fmt: skip
+        for note in misnamed(req.model, req.baseline):
+            say(note)
         if profile is not None:
             add_predictions(record, profile)
         if on_record is not None:

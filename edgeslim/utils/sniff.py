@@ -122,6 +122,8 @@ def sniff(path: str | Path) -> str:
         if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
             names = zip_names(p)
             return "zip" if names is None else _zip_kind(names)
+        if _is_trt_engine(head):  # (first: an Ultralytics header's length can begin like a pickle)
+            return "tensorrt-engine"
         if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
             return "legacy"
         if _is_safetensors(head, os.fstat(f.fileno()).st_size):
@@ -130,8 +132,6 @@ def sniff(path: str | Path) -> str:
             return "png"
         if head[:3] == b"\xff\xd8\xff":
             return "jpeg"
-        if _is_trt_engine(head):
-            return "tensorrt-engine"
         if head[0] == 0x08 and _is_onnx(f, os.fstat(f.fileno()).st_size):
             return "onnx"
     if b"\x00" not in head:

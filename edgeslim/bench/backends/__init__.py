@@ -61,7 +61,10 @@ def check_engine_trusted(path: str, options: dict) -> None:
     An engine can embed plugin libraries and other host code that runs when it is deserialized,
     so like a pickle it is only loaded from a trusted source (e.g. one ``edgeslim export`` built).
     """
-    if model_format(path) == "engine" and not options.get("trust_pickle"):
+    own = model_format(path)  # an engine by its bytes, or by its name unless the bytes prove ONNX
+    if (own == "engine" or (named_format(path) == "engine" and own != "onnx")) and not options.get(
+        "trust_pickle"
+    ):
         raise EdgeslimError(
             f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
             "is refused; for an engine you built (edgeslim's TensorRT export) or trust, pass "
