@@ -385,7 +385,10 @@ def slim_model(
         from edgeslim.utils.io import write_json
 
         save_model(
-            out / TRAINED_FILE, model, spec, meta={**run_meta, "stage": "trained", "accuracy": ev_trained}
+            out / TRAINED_FILE,
+            model,
+            spec,
+            meta={**run_meta, "stage": "trained", "accuracy": ev_trained["accuracy"]},
         )
         save_model(
             out / SLIM_FILE, slim, spec, recipe=recipe,

@@ -352,6 +352,12 @@ def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     assert not (train / ".log.jsonl.abc.tmp").exists()
     assert (train / "model.pt").is_file() and (train / "log.jsonl").is_file()
     capsys.readouterr()
+    # (the run's trained.pt records its test accuracy as a number, which info shows; it was a dict)
+    from edgeslim.checkpoint import load_model
+
+    assert isinstance(load_model(out / "trained.pt").meta["accuracy"], float)
+    assert main(["info", str(out / "trained.pt")]) == 0
+    assert "test accuracy (recorded)" in capsys.readouterr().out
 
 
 def test_resume_into_a_held_directory_names_the_run_holding_it(tmp_path, capsys):
