@@ -336,6 +336,30 @@ def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
     assert not old.exists()
 
 
+def test_a_run_that_fails_in_a_folder_of_user_files_leaves_none_of_its_own(tmp_path) -> None:
+    """train/ holding only a user's file: a forced run that fails before its first checkpoint leaves
+    its log behind no more (the next run was refused as "stopped before its first checkpoint"), and
+    the user's file alone is no stopped run. Another trainer's files go too when a run starts over
+    (a YOLO run over a classifier's kept its model.pt, offered for resume)."""
+    from edgeslim.pipelines.rundir import run_directory
+    from edgeslim.utils.rundir import TRAIN_FILES
+
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "notes.txt").write_text("mine")
+    with run_directory(tmp_path, force=False, interrupted="train", run_files=TRAIN_FILES):
+        pass  # the user's file alone is not a stopped run
+    with pytest.raises(KeyboardInterrupt):
+        with run_directory(tmp_path, force=True, interrupted="train", run_files=TRAIN_FILES):
+            (train / "log.jsonl").write_text("{}\n")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in train.iterdir()) == ["notes.txt"]
+    (train / "model.pt").write_bytes(b"a classifier's")
+    (train / "weights").mkdir()
+    with run_directory(tmp_path, force=True, interrupted="train", run_files=TRAIN_FILES):
+        assert sorted(p.name for p in train.iterdir()) == ["notes.txt"]
+
+
 def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     """``slim --force`` removed the earlier run's train/ folder whole, with the notes a user had put
     there (from the adversarial trial); it removes what a run writes and keeps the rest."""
@@ -347,8 +371,9 @@ def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     assert (train / "model.pt").is_file()
     (train / "notes.txt").write_text("mine")
     (train / ".log.jsonl.abc.tmp").write_text("")  # an atomic write's leftover
+    (train / ".my-draft.tmp").write_text("mine too")  # a user's hidden file that looks like one (the review)
     assert main([*args, "--force"]) == 0
-    assert (train / "notes.txt").read_text() == "mine"
+    assert (train / "notes.txt").read_text() == "mine" and (train / ".my-draft.tmp").is_file()
     assert not (train / ".log.jsonl.abc.tmp").exists()
     assert (train / "model.pt").is_file() and (train / "log.jsonl").is_file()
     capsys.readouterr()

@@ -30,9 +30,10 @@ def run_directory(
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
     that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
     ``resume``) what a run writes there (``run_files``: names or glob patterns, with the temporary files
-    of atomic writes) is removed as the run starts over, anything else is kept. A run that fails or is stopped
-    before it writes a checkpoint (a ``.pt`` file) into a new ``interrupted`` directory leaves nothing
-    there. The lock is held until the block ends.
+    of atomic writes of those names) is removed as the run starts over, anything else is kept, and only
+    those files count as a run that was stopped. A run that fails or is stopped before it writes a
+    checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. The lock is held
+    until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     part = out_dir / interrupted if interrupted else None
@@ -44,7 +45,7 @@ def run_directory(
         if not (force or resume):
             for marker in markers:
                 check_output_dir(out_dir, False, marker=marker)
-            if part is not None and part.is_dir() and any(part.iterdir()):
+            if part is not None and part.is_dir() and _run_entries(part, run_files or ("*",)):
                 if not resumable:
                     raise EdgeslimError(
                         f"{out_dir} holds a run that did not finish ({interrupted}/), and such a run cannot be "
@@ -65,20 +66,29 @@ def run_directory(
         try:
             yield out_dir
         except BaseException:
-            if fresh and part is not None and part.is_dir() and not any(part.rglob("*.pt")):
-                shutil.rmtree(part, ignore_errors=True)  # (a log of a run that saved nothing blocks the next)
+            if part is not None and part.is_dir() and not any(part.rglob("*.pt")):  # (saved nothing: a log
+                if fresh:  # left behind would block the next run)
+                    shutil.rmtree(part, ignore_errors=True)
+                else:  # a folder that held a user's files: this run's own go
+                    _remove_run_files(part, run_files)
             raise
 
 
+def _run_entries(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The entries of ``folder`` a run writes: those matching ``patterns`` (names or glob patterns),
+    and the temporary files atomic writes of those names leave (``.NAME.*.tmp``)."""
+    temps = tuple(f".{p}.*.tmp" for p in patterns if not any(c in p for c in "*?["))
+    return sorted({e for pattern in (*patterns, *temps) for e in folder.glob(pattern)})
+
+
 def _remove_run_files(folder: Path, patterns: tuple[str, ...]) -> None:
-    """Remove the entries of ``folder`` that match ``patterns`` (or are an atomic write's leftover
-    temporary file), and ``folder`` itself if that empties it; a user's own files stay."""
-    for pattern in (*patterns, ".*.tmp"):
-        for entry in folder.glob(pattern):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+    """Remove what a run writes into ``folder`` (:func:`_run_entries`), and ``folder`` itself if that
+    empties it; a user's own files stay."""
+    for entry in _run_entries(folder, patterns):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
     if not any(folder.iterdir()):
         folder.rmdir()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR, ULTRALYTICS_TRAIN_FILES
+from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR, TRAIN_FILES
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -174,7 +174,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             markers=(REPORT_FILE, SLIM_FILE),
             interrupted=TRAIN_DIR,
             resumable=False,
-            run_files=ULTRALYTICS_TRAIN_FILES,
+            run_files=TRAIN_FILES,
         ),
         torch_threads(req.threads),
     ):

@@ -11,10 +11,10 @@ TRAINED_FILE = "trained.pt"  #: the dense model after training, before pruning
 REPORT_FILE = "report.json"
 LOG_FILE = "log.jsonl"  #: one JSON record per epoch
 TRAIN_DIR = "train"  #: the trainer's folder inside a slim run
-#: what edgeslim's trainer writes into ``TRAIN_DIR`` (removed when a run starts over; nothing else is)
-TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE)
-#: what ultralytics' trainer writes into ``TRAIN_DIR`` for a YOLO slim run (plots off)
-ULTRALYTICS_TRAIN_FILES = ("weights", "args.yaml", "results.csv", "results.png", "events.out.tfevents.*")
+#: what a slim run's trainer writes into ``TRAIN_DIR``: edgeslim's, then ultralytics' for a YOLO
+#: (plots off); removed when a run starts over, whichever trainer wrote them; nothing else is
+TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE, "weights", "args.yaml", "results.csv", "results.png",
+               "events.out.tfevents.*")  # fmt: skip
 
 RUN_FILE = "run.json"  #: a bench run's record
 RUN_REPORT_MD = "report.md"
