@@ -520,6 +520,9 @@ def test_an_input_shape_whose_forward_cannot_fit_is_one_line(monkeypatch, capsys
     assert err.startswith("error: the model at input shape 3,6000,6000 needs at least 8.6 GB at once (layer ")
     assert err.endswith("more than the 1.0 GB free on this machine; give a smaller --input-shape"), err
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+    # the input alone too big: refused whether or not the model runs on meta tensors (the review)
+    with pytest.raises(EdgeslimError, match=r"an input of shape 8,10000,10000 takes 3.0 GB by itself"):
+        check_forward_fits(model, (8, 10000, 10000))
     check_forward_fits(model, (3, 64, 64))  # a small input: not even run
     monkeypatch.setattr(memory, "available_mb", lambda: 64 * 1024.0)
     check_forward_fits(model, (3, 6000, 6000))  # 1.5 GB at once fits in 64 GB

@@ -84,6 +84,13 @@ def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_s
     free = available_mb()
     if free is None:
         return
+    limit, c_h_w = 0.9 * free * 2**20, ",".join(map(str, shape))
+    if 4 * math.prod(shape) > limit:  # the input alone (a model that cannot run on meta tensors too)
+        raise EdgeslimError(
+            f"an input of shape {c_h_w} takes {4 * math.prod(shape) / 2**30:.1f} GB by itself, more than the "
+            f"{free / 1024:.1f} GB free on this machine; give a smaller {param}",
+            param=param,
+        )
     import torch
 
     memo: dict[int, Any] = {}  # parameters and buffers as meta tensors: the copy allocates nothing
@@ -111,8 +118,7 @@ def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_s
     except Exception:  # noqa: BLE001 - a model meta tensors cannot run: no estimate, no refusal
         return
     need, layer = max(worst)
-    if need > 0.9 * free * 2**20:
-        c_h_w = ",".join(map(str, shape))
+    if need > limit:
         raise EdgeslimError(
             f"the model at input shape {c_h_w} needs at least {need / 2**30:.1f} GB at once (layer {layer}: its "
             f"input and output), more than the {free / 1024:.1f} GB free on this machine; give a smaller {param}",
