@@ -465,7 +465,8 @@ def test_precision_refused_for_a_pytorch_model_says_what_torch_runs() -> None:
     with pytest.raises(EdgeslimError) as info:
         backend_and_options(BenchRequest(model="dense.pt", precision="fp16"), None, lambda _: None)
     assert str(info.value).endswith(
-        "torch runs dense.pt in its weights' own dtype (float32 unless saved otherwise)"
+        "torch runs dense.pt in its weights' own dtype (float32 unless saved otherwise): leave precision out, or "
+        "export it and time the TensorRT engine in that precision"
     )
 
 
