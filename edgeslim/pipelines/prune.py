@@ -102,16 +102,9 @@ def load_traceable(
     weights: Path | None = None,
     num_classes: int | None = None,
 ) -> Any:
-    from edgeslim.checkpoint import KIND_WORDS
-    from edgeslim.pipelines.source import compiled_kind, load_model_or_arch, spec_for_pickle
+    from edgeslim.pipelines.source import load_model_or_arch, refuse_compiled, spec_for_pickle
 
-    compiled = compiled_kind(str(model))  # refused whatever the trust: surgery cannot use it
-    if compiled is not None:
-        raise EdgeslimError(
-            f"{model} is {KIND_WORDS[compiled]}; surgery needs the Python model: give the edgeslim "
-            "checkpoint it was made from, or the architecture with weights",
-            param="weights",
-        )
+    refuse_compiled(str(model), "surgery")  # whatever the trust: surgery cannot use it
     loaded = load_model_or_arch(
         model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
     )

@@ -227,16 +227,9 @@ def run(
     if slim_yolo.is_yolo_data(req.data_name):  # a YOLO on its data yaml: ultralytics trains it
         return slim_yolo.run(req, slim_yolo.check(req), extra["budget"])
     if not req.resume:
-        from edgeslim.checkpoint import KIND_WORDS
-        from edgeslim.pipelines.source import compiled_kind, refuse_non_classifier
+        from edgeslim.pipelines.source import refuse_compiled, refuse_non_classifier
 
-        compiled = compiled_kind(str(req.model))  # refused whatever the trust: training cannot use it
-        if compiled is not None:
-            raise EdgeslimError(
-                f"{req.model} is {KIND_WORDS[compiled]}, which cannot be trained (its code is compiled); give "
-                "the Python model: the architecture with weights, or a whole pickled module with trust_pickle=True",
-                param=("weights", "trust_pickle"),
-            )
+        refuse_compiled(str(req.model), "training")  # whatever the trust: training cannot use it
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),

@@ -313,16 +313,29 @@ def _describe_output(y: Any) -> str:
     return f"a {type(y).__name__}"
 
 
-def compiled_kind(target: str) -> str | None:
-    """``"torchscript"`` or ``"exported"`` when ``target`` is a file of compiled code (TorchScript, a
-    torch.export program), read from its bytes without loading it; else None. Surgery and training
-    need the Python model, so such a file is refused for them before trust is even asked for."""
-    from edgeslim.checkpoint import looks_like_file
+def refuse_compiled(target: str, use: str) -> None:
+    """Refuse ``target`` when it is a file of compiled code (TorchScript, a torch.export program),
+    read from its bytes without loading it, before trust is even asked for: ``use`` (``"surgery"`` or
+    ``"training"``) needs the Python model."""
+    from edgeslim.checkpoint import KIND_WORDS, looks_like_file
     from edgeslim.utils.sniff import sniff
 
     if not looks_like_file(target) or not Path(target).is_file():
-        return None
-    return {"torchscript": "torchscript", "torch-export": "exported"}.get(sniff(target))
+        return
+    kind = {"torchscript": "torchscript", "torch-export": "exported"}.get(sniff(target))
+    if kind is None:
+        return
+    if use == "surgery":
+        raise EdgeslimError(
+            f"{target} is {KIND_WORDS[kind]}; surgery needs the Python model: give the edgeslim checkpoint it was "
+            "made from, or the architecture with weights",
+            param="weights",
+        )
+    raise EdgeslimError(
+        f"{target} is {KIND_WORDS[kind]}, which cannot be trained (its code is compiled); give the Python model: "
+        "the architecture with weights, or a whole pickled module with trust_pickle=True",
+        param=("weights", "trust_pickle"),
+    )
 
 
 def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pickle: bool = False) -> None:
