@@ -330,6 +330,10 @@ def load_model(
     raise EdgeslimError(f"{p} holds a {type(obj).__name__}; expected an edgeslim checkpoint")
 
 
+class NoArchitecture(EdgeslimError):
+    """A weights file given where a model is expected (it names no architecture to build)."""
+
+
 def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimError:
     """A weights file given where a model is expected: ask for its architecture."""
     arch = obj.get("arch")
@@ -338,12 +342,12 @@ def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimE
     )
     yolo_classes = _ultralytics_head_classes(obj)
     if yolo_classes is not None:
-        return EdgeslimError(
+        return NoArchitecture(
             f"{p} {what} of an ultralytics YOLO with {yolo_classes} classes, which names no architecture; give "
             f"the yaml it was built from (yolo:yolov8n, yolo:my.yaml) with weights={p} and num_classes={yolo_classes}",
             param=("weights", "num_classes"),
         )
-    return EdgeslimError(
+    return NoArchitecture(
         f"{p} {what}, which names no architecture{recorded}; give the architecture it was saved from "
         f"(e.g. tv:resnet18, timm:efficientnet_b0, package.module:Factory) with weights={p}",
         param="weights",

@@ -502,3 +502,17 @@ def test_a_checkpoint_named_onnx_is_timed_as_what_it_holds_and_says_so(tmp_path,
         "model.onnx holds a PyTorch model, not an ONNX model as its name says: timed as what it holds"
         in cap.err
     )
+
+
+def test_bench_of_a_bare_state_dict_says_how_to_make_a_model_file(tmp_path, capsys) -> None:
+    """``bench sd.pt`` was told to give the architecture "with weights=sd.pt", a parameter bench does
+    not take (from the review): it is told to export the weights with their architecture."""
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    sd = tmp_path / "sd.pt"
+    torch.save(create_model(spec).state_dict(), sd)
+    assert main(["bench", str(sd), "--batch", "1", "--trials", "1", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "which bench cannot run" in err, err
+    assert (
+        f"(edgeslim export ARCH --weights {sd} --onnx {tmp_path / 'sd.onnx'}; ARCH: e.g. tv:resnet18)" in err
+    )

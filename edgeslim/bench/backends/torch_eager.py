@@ -10,7 +10,7 @@ import os
 
 from edgeslim.bench.backends import Backend, Session
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
-from edgeslim.errors import EdgeslimError, require
+from edgeslim.errors import EdgeslimError, Step, require
 
 
 class TorchSession(Session):
@@ -87,12 +87,20 @@ class TorchBackend(Backend):
         torch = require("torch", "for the torch backend")
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
-        from edgeslim.checkpoint import load_model
+        from edgeslim.checkpoint import NoArchitecture, load_model
 
         if options.get("threads"):
             torch.set_num_threads(int(options["threads"]))
         device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EdgeslimError(f"device {device} requested but torch sees no CUDA device", param="device")
-        loaded = load_model(path, trust_pickle=bool(options.get("trust_pickle")))
+        try:
+            loaded = load_model(path, trust_pickle=bool(options.get("trust_pickle")))
+        except NoArchitecture as exc:  # weights alone: bench takes model files, export builds one
+            export = Step("export", model="ARCH", weights=path, onnx_path=f"{os.path.splitext(path)[0]}.onnx")
+            raise EdgeslimError(
+                f"{path} holds weights without their architecture, which bench cannot run; export them with the "
+                f"architecture they were saved from ({export}; ARCH: e.g. tv:resnet18) and bench the ONNX",
+                steps=(export,),
+            ) from exc
         return TorchSession(loaded, device, torch, options.get("input_shape"))
