@@ -90,7 +90,7 @@ def main() -> None:
     from edgeslim.sparsity.resource import build_resource, flat_gammas, zero_channels
     from edgeslim.surgery import prune_with_report
     from edgeslim.train import TrainConfig, fit
-    from edgeslim.train.evaluate import evaluate
+    from edgeslim.train.evaluation import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--subset", type=int, default=3000)

@@ -34,7 +34,7 @@ from edgeslim.penalties import threshold
 from edgeslim.slim import CollapseError, SlimSettings, resolve_lambda, slim_model
 from edgeslim.surgery import build_graph, prune_with_report
 from edgeslim.train import TrainConfig, fit
-from edgeslim.train.evaluate import evaluate
+from edgeslim.train.evaluation import evaluate
 from edgeslim.train.pipeline import run_training
 
 RESULTS = Path(__file__).resolve().parent / "results"

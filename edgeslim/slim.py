@@ -263,7 +263,7 @@ def slim_model(
     collapse to chance accuracy raises :class:`CollapseError` after the files are written.
     """
     from edgeslim.train.distributed import resolve_device
-    from edgeslim.train.evaluate import evaluate
+    from edgeslim.train.evaluation import evaluate
     from edgeslim.train.trainer import fit
 
     settings = settings or SlimSettings()

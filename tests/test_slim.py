@@ -16,7 +16,7 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.slim import CollapseError, SlimSettings, planned_lrs, resolve_lambda, slim_model
 from edgeslim.train import TrainConfig
-from edgeslim.train.evaluate import evaluate
+from edgeslim.train.evaluation import evaluate
 
 REPORT_KEYS = [
     ("accuracy", "trained"), ("accuracy", "slim"), ("params", "dense"), ("params", "slim"),

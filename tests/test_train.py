@@ -16,7 +16,7 @@ from edgeslim.models import create_model
 from edgeslim.sparsity.subgradient import MaskHook, SubgradientHook, bn_layers, threshold_prune
 from edgeslim.train import methods
 from edgeslim.train.config import TrainConfig
-from edgeslim.train.evaluate import evaluate, predict
+from edgeslim.train.evaluation import evaluate, predict
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.schedule import LRSchedule
 from edgeslim.train.trainer import NonFiniteLossError, fit
@@ -268,3 +268,17 @@ def test_sharded_evaluation_counts_every_image_once() -> None:
     assert sum(p["n"] for p in parts) == whole["n"] == len(b.test_y)
     correct = sum(p["accuracy"] * p["n"] for p in parts)
     assert correct == pytest.approx(whole["accuracy"] * whole["n"])
+
+
+def test_the_package_names_are_the_functions_after_their_modules_are_imported() -> None:
+    """docs/training.md's ``from edgeslim.train import evaluate`` gave the submodule
+    ``edgeslim.train.evaluate`` once it had been imported (the function and its module shared a name;
+    from the second docs audit): every public name is what ``_EXPORTS`` says, a class or function."""
+    import importlib
+
+    import edgeslim.train as train
+
+    for name, module in train._EXPORTS.items():
+        importlib.import_module(module)
+        assert getattr(train, name) is getattr(importlib.import_module(module), name), name
+        assert callable(getattr(train, name)) and not isinstance(getattr(train, name), type(train)), name

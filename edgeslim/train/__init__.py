@@ -17,8 +17,8 @@ _EXPORTS = {
     "TrainConfig": "edgeslim.train.config",
     "TrainResult": "edgeslim.train.trainer",
     "fit": "edgeslim.train.trainer",
-    "evaluate": "edgeslim.train.evaluate",
-    "predict": "edgeslim.train.evaluate",
+    "evaluate": "edgeslim.train.evaluation",
+    "predict": "edgeslim.train.evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,7 +14,7 @@ from torch import nn
 from edgeslim.errors import EdgeslimError
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.distributed import dist_info, resolve_device
-from edgeslim.train.evaluate import evaluate
+from edgeslim.train.evaluation import evaluate
 from edgeslim.train.trainer import TrainResult, fit, write_train_report
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, TRAINED_FILE
 

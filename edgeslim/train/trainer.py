@@ -28,7 +28,7 @@ from edgeslim.train.distributed import (
     init_distributed,
     resolve_device,
 )
-from edgeslim.train.evaluate import evaluate
+from edgeslim.train.evaluation import evaluate
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.methods import create_method
 from edgeslim.train.schedule import LRSchedule
