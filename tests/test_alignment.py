@@ -190,6 +190,11 @@ def test_the_export_audit_of_a_dynamo_export_knows_the_layers_surgery_narrowed(t
         assert main(["export", str(slim), "--onnx", str(out), "--exporter", exporter, "--json"]) == 0
         advice[exporter] = json.loads(capsys.readouterr().out)["audit"]["suggestion"]
     assert "re-run channel surgery rounding" in advice["torchscript"]
+    # and the command that does it is named (second docs audit: the line named no option)
+    assert main(["export", str(slim), "--onnx", str(tmp_path / "t.onnx")]) == 0
+    assert "(that is: edgeslim prune SPARSE.pt --round-to 8; SPARSE.pt: the model before surgery" in (
+        capsys.readouterr().out
+    )
     assert advice["dynamo"] == advice["torchscript"] and "dense width" not in advice["dynamo"], advice
     onnx = pytest.importorskip("onnx")
     convs = [n for n in onnx.load(str(tmp_path / "dynamo.onnx")).graph.node if n.op_type == "Conv"]

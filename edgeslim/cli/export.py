@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli import notice
+from edgeslim.cli import command_line, notice
 from edgeslim.cli.common import (
     INPUT_SHAPE_DEFAULT,
     norm_options,
@@ -17,6 +17,7 @@ from edgeslim.cli.common import (
     weights_option,
 )
 from edgeslim.cli.params import COUNT, PRECISION, SHAPE, Number
+from edgeslim.errors import Step
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -173,6 +174,11 @@ def export(**kw: Any) -> None:
             if len(bad) > 30:
                 out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
+    if audit.get("round_to"):  # the command that does it (on the model before surgery)
+        step = command_line(Step("prune", model="SPARSE.pt", round_to=audit["round_to"]))
+        out.print(
+            f"(that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)", soft_wrap=True
+        )
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
     onnx_file = res["onnx"]["path"]

@@ -57,6 +57,17 @@ class AlignmentReport:
         m = self.targets[target]
         return [lay for lay in self.layers if lay.misaligned(m)]
 
+    @property
+    def round_to(self) -> int | None:
+        """The multiple to re-run channel surgery with (8 while FP16 is not aligned, else 32 for INT8),
+        where a misaligned layer is one surgery cut (or may have: no recipe known); else None."""
+        for t in ("fp16", "int8"):
+            bad = self.misaligned(t)
+            if bad:
+                cut = [lay for lay in bad if self.narrowed is None or lay.module in self.narrowed]
+                return self.targets[t] if cut else None
+        return None
+
     def suggestion(self) -> str:
         """One line: what to re-run surgery with, or that everything is aligned."""
         parts = []
@@ -101,6 +112,7 @@ class AlignmentReport:
             "layers": [asdict(lay) for lay in self.layers],
             "misaligned": {t: [lay.name for lay in self.misaligned(t)] for t in self.targets},
             "suggestion": self.suggestion(),
+            "round_to": self.round_to,
             "narrowed": None if self.narrowed is None else sorted(self.narrowed),
         }
 
