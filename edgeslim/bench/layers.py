@@ -403,8 +403,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
                 "the other kernels plus the time between kernels (median run of an unprofiled session "
                 "minus all kernels, clamped at 0). "
                 + (
-                    f"Profiling made a run {profiled_ms - total:.4g} ms slower (median model_run {profiled_ms:.4g}"
-                    f" ms vs {total:.4g} ms)."
+                    f"A profiled run took {profiled_ms:.4g} ms (median model_run), an unprofiled one {total:.4g} ms."
                     if profiled_ms is not None
                     else ""
                 )

@@ -248,9 +248,13 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             if finer_helps
             else "give a target at least that large"
             + (
-                f"; without the channel multiple, one channel per group would cost {finest / resource.dense:.1%}"
-                if resource.round_to > 1
-                else ""
+                ""
+                if resource.round_to <= 1
+                else f"; without the channel multiple, one channel per group would cost {finest / resource.dense:.1%}, "
+                "still above the target"
+                if finest < resource.minimum
+                else f"; a smaller channel multiple does not lower it (one channel per group costs "
+                f"{finest / resource.dense:.1%}: thin layers run no faster here)"
             )
         )
         raise BudgetUnreachable(
