@@ -271,3 +271,20 @@ def test_resuming_the_other_kind_of_run_names_the_right_command(tmp_path, capsys
     assert f"continue it with edgeslim slim --resume --out {tmp_path / 's'}" in capsys.readouterr().err
     assert main(["slim", "--resume", "--out", str(tmp_path / "t")]) == 2
     assert f"continue it with edgeslim train --resume --out {tmp_path / 't'}" in capsys.readouterr().err
+
+
+def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys) -> None:
+    """``train --resume --epochs 5 --lr 0.01`` said it ignored them only after the training had run
+    (from the second docs audit); the note comes before the first epoch's line."""
+    out = tmp_path / "r"
+    assert main(["train", *DIGITS, "--out", str(out), "--threads", "1"]) == 0
+    ckpt = torch.load(out / "model.pt", weights_only=False)  # a run of 2 epochs stopped after its first
+    ckpt["train_state"]["config"]["epochs"] = 2
+    torch.save(ckpt, out / "model.pt")
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--lr", "0.01"]) == 0
+    err = capsys.readouterr().err
+    note = err.find("note: resume continues with the checkpoint's settings; ignoring --epochs, --lr")
+    assert note >= 0, err
+    assert "epoch" not in err[:note], err

@@ -84,11 +84,13 @@ def train(**kw: Any) -> None:
     from edgeslim.utils.console import err, log_lines_when_piped, progress
 
     as_json = kw.pop("as_json")
+
+    def say(note: str) -> None:  # as it arises: before the training it concerns
+        err.print(f"note: {notice(note, train)}", soft_wrap=True)
+
     with progress() as bar, log_lines_when_piped():
-        outcome = run(TrainRequest.from_options(kw), progress=bar)
+        outcome = run(TrainRequest.from_options(kw), progress=bar, say=say)
     if outcome.is_main:
-        for note in outcome.notes or []:
-            err.print(f"note: {notice(note, train)}", soft_wrap=True)
         _print(as_json, outcome.report, outcome.spec, outcome.data_name, outcome.out_dir)
 
 

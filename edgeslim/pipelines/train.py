@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,9 @@ class TrainOutcome:
     notes: list[str] | None = None
 
 
-def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
-    """Train as ``req`` says into ``req.out_dir`` (the run directory is locked while it runs)."""
+def run(req: TrainRequest, progress: Any = None, say: Callable[[str], None] | None = None) -> TrainOutcome:
+    """Train as ``req`` says into ``req.out_dir`` (the run directory is locked while it runs). ``say``
+    hears each note as it arises (before training starts); the outcome keeps them all."""
     kw = asdict(req)
     kw["out_dir"] = Path(req.out_dir)
     import torch
@@ -124,14 +126,14 @@ def run(req: TrainRequest, progress: Any = None) -> TrainOutcome:
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, markers=(MODEL_FILE,)))
         notes: list[str] = []
-        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes)
+        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
     if info.enabled:
         torch.distributed.destroy_process_group()
     return TrainOutcome(report, spec, bundle.name, out_dir, info.is_main, notes)
 
 
 def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None,
-           progress: Any, notes: list[str]):  # fmt: skip
+           progress: Any, notes: list[str], say: Callable[[str], None] | None = None):  # fmt: skip
     """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
     import torch
 
@@ -150,6 +152,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         if given and info.is_main:
             notes.append(Notice(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}",
                                 tuple(given)))  # fmt: skip
+            if say is not None:
+                say(notes[-1])
         spec = ModelSpec.from_dict(resume_ckpt["spec"])
         if kw["arch"] and kw["arch"] != spec.arch:
             raise EdgeslimError(
