@@ -47,7 +47,7 @@ demo: setup ## slim a small VGG on Fashion-MNIST to half its MACs, export both t
 	$(VENV)/bin/edgeslim export $(DEMO_OUT)/trained.pt --onnx $(DEMO_OUT)/dense.onnx --dynamic-batch --force
 	$(VENV)/bin/edgeslim export $(DEMO_OUT)/model.pt --onnx $(DEMO_OUT)/slim.onnx --dynamic-batch --force
 	$(VENV)/bin/edgeslim bench $(DEMO_OUT)/slim.onnx --baseline $(DEMO_OUT)/dense.onnx \
-	  --batch 1,32 --trials 3 --out $(DEMO_OUT)/bench --force
+	  --batch 1,32 --threads 1 --trials 3 --out $(DEMO_OUT)/bench --force
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Step
+from edgeslim.utils.rundir import DENSE_ONNX, SLIM_ONNX, TABLE_FILE
 
 if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
 
-DENSE_ONNX = "dense.onnx"
-SLIM_ONNX = "slim.onnx"
-TABLE_FILE = "latency_table.json"
 #: uniform widths whose measured whole-network latency calibrates the lookup
 CALIBRATION_FRACTIONS = (0.5, 0.25)
 

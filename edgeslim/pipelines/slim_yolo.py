@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, TRAIN_DIR, TRAIN_FILES
+from edgeslim.utils.rundir import REPORT_FILE, START_FILE, TRAIN_DIR, TRAIN_FILES
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -23,8 +23,6 @@ APPLIES = frozenset(
     "zero_invariant prox_warmup recovery prox_step profile precision imgsz force trust_pickle target_macs "
     "target_params target_latency latency_table latency_batch taper_end cost_exponent weights num_classes".split()
 )
-#: the ultralytics checkpoint a run writes when it starts from a yaml and a state_dict (weights)
-START_FILE = "start.pt"
 #: training size when neither imgsz nor the checkpoint gives one (ultralytics' default)
 DEFAULT_IMGSZ = 640
 #: epochs when not given (edgeslim's default, as --help states; ultralytics' own is 100)

@@ -16,6 +16,13 @@ TRAIN_DIR = "train"  #: the trainer's folder inside a slim run
 TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE, "weights", "args.yaml", "results.csv", "results.png",
                "events.out.tfevents.*")  # fmt: skip
 
+#: a slim run's ONNX exports (a latency target measures them), and its measured latency lookup
+DENSE_ONNX = "dense.onnx"
+SLIM_ONNX = "slim.onnx"
+TABLE_FILE = "latency_table.json"
+#: the ultralytics checkpoint a YOLO slim run writes when it starts from a yaml and a state_dict
+START_FILE = "start.pt"
+
 RUN_FILE = "run.json"  #: a bench run's record
 RUN_REPORT_MD = "report.md"
 
