@@ -288,3 +288,9 @@ def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys)
     note = err.find("note: resume continues with the checkpoint's settings; ignoring --epochs, --lr")
     assert note >= 0, err
     assert "epoch" not in err[:note], err
+    # a refusal after the ignored options comes alone (the second review: the note came first)
+    assert main(["train", "--resume", "--out", str(out), "--arch", "resnet20", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("error: --arch resnet20 differs from the checkpoint's vgg-small") and "\n" not in err
+    ), err

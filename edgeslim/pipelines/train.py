@@ -152,8 +152,6 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         if given and info.is_main:
             notes.append(Notice(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}",
                                 tuple(given)))  # fmt: skip
-            if say is not None:
-                say(notes[-1])
         spec = ModelSpec.from_dict(resume_ckpt["spec"])
         if kw["arch"] and kw["arch"] != spec.arch:
             raise EdgeslimError(
@@ -243,6 +241,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                       "test_subset": test_subset},
     }  # fmt: skip
 
+    for note in notes if say is not None else ():  # before training, after every refusal (which comes alone)
+        say(note)
     report = run_training(
         model, spec, bundle, config, out_dir,
         prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
