@@ -192,8 +192,9 @@ def test_the_export_audit_of_a_dynamo_export_knows_the_layers_surgery_narrowed(t
     assert "re-run channel surgery rounding" in advice["torchscript"]
     # and the command that does it is named (second docs audit: the line named no option)
     assert main(["export", str(slim), "--onnx", str(tmp_path / "t.onnx")]) == 0
-    assert "(that is: edgeslim prune SPARSE.pt --round-to 8; SPARSE.pt: the model before surgery" in (
-        capsys.readouterr().out
+    assert (
+        "(that is: edgeslim prune SPARSE.pt --output SLIM.pt --round-to 8; SPARSE.pt: the model before surgery"
+        in (capsys.readouterr().out)
     )
     assert advice["dynamo"] == advice["torchscript"] and "dense width" not in advice["dynamo"], advice
     onnx = pytest.importorskip("onnx")
@@ -202,3 +203,15 @@ def test_the_export_audit_of_a_dynamo_export_knows_the_layers_surgery_narrowed(t
         "features.0",
         "features.3",
     ]
+
+
+def test_the_audit_asks_for_int8_rounding_when_fp16_misses_only_layers_surgery_left() -> None:
+    """FP16 misaligned only in a layer surgery left at its dense width (12), INT8 also in one it cut
+    (16): the advice missed --round-to 32 (from the second review)."""
+    from edgeslim.export.audit import AlignmentReport, LayerChannels
+
+    layers = [LayerChannels("a", "Conv", 12, 12, module="a"), LayerChannels("b", "Conv", 16, 16, module="b")]
+    report = AlignmentReport(layers, narrowed={"b"})
+    assert report.round_to == 32 and "rounding the kept channels to multiples of 32" in report.suggestion()
+    assert AlignmentReport(layers, narrowed=set()).round_to is None  # nothing surgery cut: no rounding helps
+    assert AlignmentReport(layers).round_to == 8  # no recipe known: FP16 first

@@ -175,7 +175,7 @@ def export(**kw: Any) -> None:
                 out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
     if audit.get("round_to"):  # the command that does it (on the model before surgery)
-        step = command_line(Step("prune", model="SPARSE.pt", round_to=audit["round_to"]))
+        step = command_line(Step("prune", model="SPARSE.pt", output="SLIM.pt", round_to=audit["round_to"]))
         out.print(
             f"(that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)", soft_wrap=True
         )

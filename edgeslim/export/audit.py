@@ -61,11 +61,9 @@ class AlignmentReport:
     def round_to(self) -> int | None:
         """The multiple to re-run channel surgery with (8 while FP16 is not aligned, else 32 for INT8),
         where a misaligned layer is one surgery cut (or may have: no recipe known); else None."""
-        for t in ("fp16", "int8"):
-            bad = self.misaligned(t)
-            if bad:
-                cut = [lay for lay in bad if self.narrowed is None or lay.module in self.narrowed]
-                return self.targets[t] if cut else None
+        for t in ("fp16", "int8"):  # (FP16 first: its multiple divides INT8's)
+            if any(self.narrowed is None or lay.module in self.narrowed for lay in self.misaligned(t)):
+                return self.targets[t]
         return None
 
     def suggestion(self) -> str:
@@ -83,14 +81,15 @@ class AlignmentReport:
         bad = self.misaligned(t)
         dense = [lay for lay in bad if self.narrowed is not None and lay.module not in self.narrowed]
         fix = "" if t == "fp16" else "FP16 is aligned; "
-        if len(dense) < len(bad):
+        multiple = self.round_to  # (cut layers of the other precision count too)
+        if multiple:
             fix += (
                 ("if surgery cut it, " if self.narrowed is None else "")
                 + ("re-run channel surgery rounding the kept channels to multiples of ")
-                + ("8 (FP16) or 32 (INT8)" if t == "fp16" else "32")
+                + ("8 (FP16) or 32 (INT8)" if multiple == 8 else "32")
             )
         if dense:
-            fix += (", and " if len(dense) < len(bad) else "") + (
+            fix += (", and " if multiple else "") + (
                 f"{len(dense)} of them keep the architecture's dense width, which surgery leaves as it is: "
                 "slimming aligned during training (a profile's alignment, round_to) narrows those"
             )
