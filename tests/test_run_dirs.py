@@ -337,27 +337,39 @@ def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
 
 
 def test_a_run_that_fails_in_a_folder_of_user_files_leaves_none_of_its_own(tmp_path) -> None:
-    """train/ holding only a user's file: a forced run that fails before its first checkpoint leaves
+    """train/ holding only a user's files: a forced run that fails before its first checkpoint leaves
     its log behind no more (the next run was refused as "stopped before its first checkpoint"), and
-    the user's file alone is no stopped run. Another trainer's files go too when a run starts over
-    (a YOLO run over a classifier's kept its model.pt, offered for resume)."""
-    from edgeslim.pipelines.rundir import run_directory
-    from edgeslim.utils.rundir import TRAIN_FILES
+    the user's files alone, a .pt or a results.csv among them, are no stopped run. Another trainer's
+    files go too when a run starts over (a YOLO run over a classifier's kept its model.pt, offered
+    for resume); ultralytics' names count only where its args.yaml shows it ran (second review: a
+    user's weights/imagenet.pth was removed)."""
+    from edgeslim.pipelines.rundir import run_directory, slim_train_files
 
     train = tmp_path / "train"
-    train.mkdir()
-    (train / "notes.txt").write_text("mine")
-    with run_directory(tmp_path, force=False, interrupted="train", run_files=TRAIN_FILES):
-        pass  # the user's file alone is not a stopped run
+    (train / "weights").mkdir(parents=True)
+    mine = ["notes.txt", "pretrained.pt", "results.csv", "weights/imagenet.pth"]
+    for name in mine:
+        (train / name).write_text("mine")
+    with run_directory(tmp_path, force=False, interrupted="train", run_files=slim_train_files):
+        pass  # the user's files alone are not a stopped run
     with pytest.raises(KeyboardInterrupt):
-        with run_directory(tmp_path, force=True, interrupted="train", run_files=TRAIN_FILES):
+        with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
             (train / "log.jsonl").write_text("{}\n")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in train.iterdir()) == ["notes.txt"]
+
+    def left() -> list[str]:
+        return sorted(str(p.relative_to(train)) for p in train.rglob("*") if p.is_file())
+
+    assert left() == sorted(mine)
     (train / "model.pt").write_bytes(b"a classifier's")
-    (train / "weights").mkdir()
-    with run_directory(tmp_path, force=True, interrupted="train", run_files=TRAIN_FILES):
-        assert sorted(p.name for p in train.iterdir()) == ["notes.txt"]
+    with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
+        assert left() == sorted(mine)
+    # a YOLO run's files (its args.yaml shows it ran) go, results.csv among them (ultralytics writes
+    # over it anyway), the user's others stay
+    for name in ("args.yaml", "weights/last.pt", "weights/best.pt"):
+        (train / name).write_text("yolo")
+    with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
+        assert left() == sorted(m for m in mine if m != "results.csv")
 
 
 def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
@@ -396,3 +408,19 @@ def test_resume_into_a_held_directory_names_the_run_holding_it(tmp_path, capsys)
         err == f"error: another edgeslim run (pid {os.getpid()}) is writing to {out}; wait for it to finish "
         "or choose another output directory"
     ), err
+
+
+def test_the_clean_up_after_a_failed_run_never_hides_its_error(tmp_path) -> None:
+    """train/ a symlink to an empty folder: the clean-up after a failing run raised NotADirectoryError
+    in place of the run's own error (from the second review); the run's error comes out, the link stays."""
+    from edgeslim.pipelines.rundir import run_directory, slim_train_files
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train").symlink_to(target, target_is_directory=True)
+    with pytest.raises(RuntimeError, match="the run's own"):
+        with run_directory(out, force=True, interrupted="train", run_files=slim_train_files):
+            raise RuntimeError("the run's own")
+    assert (out / "train").is_symlink() and target.is_dir()

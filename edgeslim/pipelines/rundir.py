@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import check_output_dir, run_dir_lock
-from edgeslim.utils.rundir import MODEL_FILE
+from edgeslim.utils.rundir import MODEL_FILE, TRAIN_FILES, ULTRALYTICS_MARK, ULTRALYTICS_TRAIN_FILES
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def run_directory(
     markers: tuple[str, ...] = (),
     interrupted: str | None = None,
     resumable: bool = True,
-    run_files: tuple[str, ...] = (),
+    run_files: tuple[str, ...] | Callable[[Path], tuple[str, ...]] = (),
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
@@ -30,7 +30,8 @@ def run_directory(
     earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
     that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
     ``resume``) what a run writes there (``run_files``: names or glob patterns, with the temporary files
-    of atomic writes of those names) is removed as the run starts over, anything else is kept, and only
+    of atomic writes of those names; or a function of the folder giving them, :func:`slim_train_files`)
+    is removed as the run starts over, anything else is kept, and only
     those files count as a run that was stopped. A run that fails or is stopped before it writes a
     checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. The lock is held
     until the block ends.
@@ -40,12 +41,18 @@ def run_directory(
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
         if force and not resume and part is not None and part.is_dir():
-            _remove_run_files(part, run_files)  # starting over: the old run's files would mix with this one's
+            _remove_run_files(
+                part, _patterns(run_files, part)
+            )  # starting over: they would mix with this run's
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:
                 check_output_dir(out_dir, False, marker=marker)
-            if part is not None and part.is_dir() and _run_entries(part, run_files or ("*",)):
+            if (
+                part is not None
+                and part.is_dir()
+                and _run_entries(part, _patterns(run_files, part) or ("*",))
+            ):
                 if not resumable:
                     raise EdgeslimError(
                         f"{out_dir} holds a run that did not finish ({interrupted}/), and such a run cannot be "
@@ -66,12 +73,29 @@ def run_directory(
         try:
             yield out_dir
         except BaseException:
-            if part is not None and part.is_dir() and not any(part.rglob("*.pt")):  # (saved nothing: a log
-                if fresh:  # left behind would block the next run)
-                    shutil.rmtree(part, ignore_errors=True)
-                else:  # a folder that held a user's files: this run's own go
-                    _remove_run_files(part, run_files)
+            if part is not None and part.is_dir() and not part.is_symlink():  # a run that saved no checkpoint
+                # leaves none of its files (a log left behind would block the next run)
+                with contextlib.suppress(OSError):  # (the run's own error is the one to see)
+                    if fresh and not any(part.rglob("*.pt")):
+                        shutil.rmtree(part)
+                    elif not fresh:  # a folder that held a user's files: this run's own go
+                        own = _run_entries(part, _patterns(run_files, part))
+                        if not any(e.suffix == ".pt" for e in own):
+                            _remove_run_files(part, _patterns(run_files, part))
             raise
+
+
+def slim_train_files(folder: Path) -> tuple[str, ...]:
+    """What a slim run's trainer writes into ``folder`` (its ``train/``): edgeslim's files, and
+    ultralytics' where its mark shows a YOLO run trained there."""
+    yolo = (folder / ULTRALYTICS_MARK).is_file()
+    return TRAIN_FILES + (ULTRALYTICS_TRAIN_FILES if yolo else ())
+
+
+def _patterns(
+    run_files: tuple[str, ...] | Callable[[Path], tuple[str, ...]], folder: Path
+) -> tuple[str, ...]:
+    return run_files(folder) if callable(run_files) else run_files
 
 
 def _run_entries(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -89,7 +113,10 @@ def _remove_run_files(folder: Path, patterns: tuple[str, ...]) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-    if not any(folder.iterdir()):
+        parent = entry.parent  # (weights/ emptied of a YOLO run's checkpoints)
+        if parent != folder and not parent.is_symlink() and not any(parent.iterdir()):
+            parent.rmdir()
+    if not folder.is_symlink() and not any(folder.iterdir()):
         folder.rmdir()
 
 

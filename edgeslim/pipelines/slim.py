@@ -218,8 +218,8 @@ def run(
 ) -> dict[str, Any]:
     """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json).
     ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning)."""
+    from edgeslim.pipelines.rundir import slim_train_files
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
-    from edgeslim.utils.rundir import TRAIN_FILES
 
     extra = check(req)
     from edgeslim.pipelines import slim_yolo
@@ -233,7 +233,7 @@ def run(
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR, run_files=TRAIN_FILES), torch_threads(req.threads):  # fmt: skip
+                       interrupted=TRAIN_DIR, run_files=slim_train_files), torch_threads(req.threads):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, START_FILE, TRAIN_DIR, TRAIN_FILES
+from edgeslim.utils.rundir import REPORT_FILE, START_FILE, TRAIN_DIR
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -161,7 +161,7 @@ def _check_data_yaml(path: Path) -> None:
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
-    from edgeslim.pipelines.rundir import run_directory
+    from edgeslim.pipelines.rundir import run_directory, slim_train_files
     from edgeslim.utils.modes import torch_threads
 
     out_dir = Path(req.out_dir)
@@ -172,7 +172,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             markers=(REPORT_FILE, SLIM_FILE),
             interrupted=TRAIN_DIR,
             resumable=False,
-            run_files=TRAIN_FILES,
+            run_files=slim_train_files,
         ),
         torch_threads(req.threads),
     ):

@@ -11,10 +11,13 @@ TRAINED_FILE = "trained.pt"  #: the dense model after training, before pruning
 REPORT_FILE = "report.json"
 LOG_FILE = "log.jsonl"  #: one JSON record per epoch
 TRAIN_DIR = "train"  #: the trainer's folder inside a slim run
-#: what a slim run's trainer writes into ``TRAIN_DIR``: edgeslim's, then ultralytics' for a YOLO
-#: (plots off); removed when a run starts over, whichever trainer wrote them; nothing else is
-TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE, "weights", "args.yaml", "results.csv", "results.png",
-               "events.out.tfevents.*")  # fmt: skip
+#: what edgeslim's trainer writes into a slim run's ``TRAIN_DIR`` (removed when a run starts over)
+TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE)
+#: what ultralytics' trainer writes there for a YOLO (plots off): counted only where its
+#: ``ULTRALYTICS_MARK`` shows it ran there, so a user's own ``results.csv`` or ``weights/`` stays
+ULTRALYTICS_TRAIN_FILES = ("args.yaml", "results.csv", "results.png", "events.out.tfevents.*", "weights/last.pt",
+                           "weights/best.pt", "weights/epoch*.pt")  # fmt: skip
+ULTRALYTICS_MARK = "args.yaml"
 
 #: a slim run's ONNX exports (a latency target measures them), and its measured latency lookup
 DENSE_ONNX = "dense.onnx"
