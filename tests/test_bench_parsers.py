@@ -167,5 +167,7 @@ def test_an_engine_whose_header_begins_like_a_pickle_is_still_an_engine(tmp_path
     pickled.write_bytes(
         b"\x80\x02}q\x00."
     )  # a pickle named .engine: not provably ONNX, so an engine's refusal
-    with pytest.raises(EdgeslimError, match="TensorRT engine, which can carry plugin code"):
+    with pytest.raises(
+        EdgeslimError, match=r"is named like a TensorRT engine \(its bytes do not show it ONNX\), which"
+    ):
         check_engine_trusted(str(pickled), {})

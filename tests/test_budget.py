@@ -338,7 +338,9 @@ def test_bad_budgets_fail_before_training() -> None:
     res16.narrowest = lambda k: res16.minimum * 1.001  # (a table's measured cost of the finest network)
     with pytest.raises(BudgetUnreachable) as info:
         BudgetController(sl, res16, BudgetSettings(target=str(res.minimum / res.dense / 2)), 10)
-    assert "; a smaller channel multiple does not lower it (one channel per group costs " in str(info.value)
+    assert "; one channel per group would cost " in str(info.value) and ", no less (thin layers" in str(
+        info.value
+    )
     with pytest.raises(EdgeslimError, match="needs profile"):
         BudgetSettings(metric="latency", target="8ms").validate()
     with pytest.raises(EdgeslimError, match="cost_exponent must be in"):

@@ -253,8 +253,8 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
                 else f"; without the channel multiple, one channel per group would cost {finest / resource.dense:.1%}, "
                 "still above the target"
                 if finest < resource.minimum
-                else f"; a smaller channel multiple does not lower it (one channel per group costs "
-                f"{finest / resource.dense:.1%}: thin layers run no faster here)"
+                else f"; one channel per group would cost {finest / resource.dense:.1%}, no less (thin layers run "
+                "no faster here)"
             )
         )
         raise BudgetUnreachable(

@@ -65,10 +65,14 @@ def check_engine_trusted(path: str, options: dict) -> None:
     if (own == "engine" or (named_format(path) == "engine" and own != "onnx")) and not options.get(
         "trust_pickle"
     ):
+        what = (
+            "is a TensorRT engine"
+            if own == "engine"
+            else "is named like a TensorRT engine (its bytes do not show it ONNX)"
+        )
         raise EdgeslimError(
-            f"{path} is a TensorRT engine, which can carry plugin code that runs when it is loaded, so it "
-            "is refused; for an engine you built (edgeslim's TensorRT export) or trust, pass "
-            "trust_pickle=True",
+            f"{path} {what}, which can carry plugin code that runs when it is loaded, so it is refused; for an "
+            "engine you built (edgeslim's TensorRT export) or trust, pass trust_pickle=True",
             param="trust_pickle",
         )
 
