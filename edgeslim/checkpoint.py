@@ -331,7 +331,15 @@ def load_model(
 
 
 class NoArchitecture(EdgeslimError):
-    """A weights file given where a model is expected (it names no architecture to build)."""
+    """A weights file given where a model is expected (it names no architecture to build):
+    ``arch`` the architecture it likely comes from (e.g. ``yolo:yolov8n``, ``timm:resnet18``; None:
+    unknown), ``num_classes`` the class count its head shows (where it tells)."""
+
+    def __init__(
+        self, *args: Any, arch: str | None = None, num_classes: int | None = None, **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.arch, self.num_classes = arch, num_classes
 
 
 def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimError:
@@ -346,11 +354,14 @@ def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimE
             f"{p} {what} of an ultralytics YOLO with {yolo_classes} classes, which names no architecture; give "
             f"the yaml it was built from (yolo:yolov8n, yolo:my.yaml) with weights={p} and num_classes={yolo_classes}",
             param=("weights", "num_classes"),
+            arch="yolo:yolov8n",
+            num_classes=yolo_classes,
         )
     return NoArchitecture(
         f"{p} {what}, which names no architecture{recorded}; give the architecture it was saved from "
         f"(e.g. tv:resnet18, timm:efficientnet_b0, package.module:Factory) with weights={p}",
         param="weights",
+        arch=f"timm:{arch}" if recorded else None,
     )
 
 

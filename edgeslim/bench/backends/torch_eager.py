@@ -97,10 +97,17 @@ class TorchBackend(Backend):
         try:
             loaded = load_model(path, trust_pickle=bool(options.get("trust_pickle")))
         except NoArchitecture as exc:  # weights alone: bench takes model files, export builds one
-            export = Step("export", model="ARCH", weights=path, onnx_path=f"{os.path.splitext(path)[0]}.onnx")
+            arch = exc.arch or "ARCH"
+            export = Step("export", model=arch, weights=path, num_classes=exc.num_classes,
+                          onnx_path=f"{os.path.splitext(path)[0]}.onnx")  # fmt: skip
+            which = (
+                "ARCH: e.g. tv:resnet18"
+                if exc.arch is None
+                else f"{arch}: the likely one, or the one you built"
+            )
             raise EdgeslimError(
                 f"{path} holds weights without their architecture, which bench cannot run; export them with the "
-                f"architecture they were saved from ({export}; ARCH: e.g. tv:resnet18) and bench the ONNX",
+                f"architecture they were saved from ({export}; {which}) and bench the ONNX",
                 steps=(export,),
             ) from exc
         return TorchSession(loaded, device, torch, options.get("input_shape"))
