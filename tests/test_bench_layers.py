@@ -516,3 +516,8 @@ def test_bench_of_a_bare_state_dict_says_how_to_make_a_model_file(tmp_path, caps
     assert (
         f"(edgeslim export ARCH --weights {sd} --onnx {tmp_path / 'sd.onnx'}; ARCH: e.g. tv:resnet18)" in err
     )
+    # a training checkpoint that records its arch (timm's train.py): that name in the command (second review)
+    ck = tmp_path / "ck.pt"
+    torch.save({"arch": "resnet18", "state_dict": create_model(spec).state_dict()}, ck)
+    assert main(["bench", str(ck), "--batch", "1", "--trials", "1", *FAST]) == 2
+    assert "(edgeslim export timm:resnet18 --weights " in capsys.readouterr().err
