@@ -41,9 +41,8 @@ def run_directory(
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
         if force and not resume and part is not None and part.is_dir():
-            _remove_run_files(
-                part, _patterns(run_files, part)
-            )  # starting over: they would mix with this run's
+            # starting over: the old run's files would mix with this one's
+            _remove_run_files(part, _patterns(run_files, part))
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:

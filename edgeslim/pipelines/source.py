@@ -79,15 +79,16 @@ def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_s
 
     from edgeslim.bench.memory import available_mb
 
-    if 4 * math.prod(shape) < BIG_INPUT_BYTES or not hasattr(model, "modules"):
+    size = 4 * math.prod(shape)  # (float32, batch 1)
+    if size < BIG_INPUT_BYTES or not hasattr(model, "modules"):
         return
     free = available_mb()
     if free is None:
         return
     limit, c_h_w = 0.9 * free * 2**20, ",".join(map(str, shape))
-    if 4 * math.prod(shape) > limit:  # the input alone (a model that cannot run on meta tensors too)
+    if size > limit:  # the input alone (a model that cannot run on meta tensors too)
         raise EdgeslimError(
-            f"an input of shape {c_h_w} takes {4 * math.prod(shape) / 2**30:.1f} GB by itself, more than the "
+            f"an input of shape {c_h_w} takes {size / 2**30:.1f} GB by itself, more than the "
             f"{free / 1024:.1f} GB free on this machine; give a smaller {param}",
             param=param,
         )
