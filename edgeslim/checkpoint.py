@@ -332,8 +332,8 @@ def load_model(
 
 class NoArchitecture(EdgeslimError):
     """A weights file given where a model is expected (it names no architecture to build):
-    ``arch`` the architecture it likely comes from (e.g. ``yolo:yolov8n``, ``timm:resnet18``; None:
-    unknown), ``num_classes`` the class count its head shows (where it tells)."""
+    ``arch`` what its contents say of its architecture (``timm:resnet18`` recorded, ``yolo:YAML`` an
+    ultralytics model of unknown scale; None: nothing), ``num_classes`` the class count its head shows."""
 
     def __init__(
         self, *args: Any, arch: str | None = None, num_classes: int | None = None, **kw: Any
@@ -354,7 +354,7 @@ def _names_no_architecture(p: Path, what: str, obj: dict[str, Any]) -> EdgeslimE
             f"{p} {what} of an ultralytics YOLO with {yolo_classes} classes, which names no architecture; give "
             f"the yaml it was built from (yolo:yolov8n, yolo:my.yaml) with weights={p} and num_classes={yolo_classes}",
             param=("weights", "num_classes"),
-            arch="yolo:yolov8n",
+            arch="yolo:YAML",
             num_classes=yolo_classes,
         )
     return NoArchitecture(

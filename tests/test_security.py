@@ -181,7 +181,7 @@ def test_torchscript_needs_trust_in_every_command(tmp_path, capsys):
 
 #: commands that refuse compiled code (TorchScript, torch.export) for what it is, trusted or not
 COMPILED_REFUSAL = {
-    "graph": "surgery needs the Python model",
+    "graph": "the channel graph needs the Python model",
     "prune": "surgery needs the Python model",
     "slim": "cannot be trained (its code is compiled)",
 }

@@ -290,6 +290,12 @@ def test_weights_of_another_class_count_need_num_classes(tmp_path: Path, capsys)
                  "-o", str(out), "--json"]) == 0  # fmt: skip
     capsys.readouterr()
     assert load_model(out).spec == ModelSpec("yolo:yolov8n", 3, 3, (64, 64))
+    # bench takes model files: it names the export that makes one, with the head's class count and no
+    # guessed scale (the second review)
+    assert main(["bench", str(sd), "--batch", "1", "--trials", "1", "--min-time", "0.01"]) == 2
+    line = _one_line(capsys)
+    assert f"(edgeslim export yolo:YAML --weights {sd} --num-classes 3 --onnx " in line
+    assert "YAML: the ultralytics yaml it was built from, e.g. yolov8n" in line
 
 
 def test_slim_refuses_a_detector_before_making_its_directory(tmp_path: Path, capsys) -> None:

@@ -101,10 +101,11 @@ def load_traceable(
     input_shape: Any,
     weights: Path | None = None,
     num_classes: int | None = None,
+    use: str = "surgery",
 ) -> Any:
     from edgeslim.pipelines.source import load_model_or_arch, refuse_compiled, spec_for_pickle
 
-    refuse_compiled(str(model), "surgery")  # whatever the trust: surgery cannot use it
+    refuse_compiled(str(model), use)  # whatever the trust: surgery and the channel graph cannot use it
     loaded = load_model_or_arch(
         model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
     )
@@ -145,7 +146,7 @@ def graph(
     from edgeslim.channels.graph import deployed_graph
     from edgeslim.pipelines.source import model_input_shape
 
-    loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes)
+    loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes, use="the channel graph")
     shape = model_input_shape(loaded, input_shape)
     return deployed_graph(loaded.model, torch.zeros((1, *shape)))
 

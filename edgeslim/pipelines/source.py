@@ -316,8 +316,8 @@ def _describe_output(y: Any) -> str:
 
 def refuse_compiled(target: str, use: str) -> None:
     """Refuse ``target`` when it is a file of compiled code (TorchScript, a torch.export program),
-    read from its bytes without loading it, before trust is even asked for: ``use`` (``"surgery"`` or
-    ``"training"``) needs the Python model."""
+    read from its bytes without loading it, before trust is even asked for: ``use`` (``"surgery"``,
+    ``"the channel graph"`` or ``"training"``) needs the Python model."""
     from edgeslim.checkpoint import KIND_WORDS, looks_like_file
     from edgeslim.utils.sniff import sniff
 
@@ -326,9 +326,9 @@ def refuse_compiled(target: str, use: str) -> None:
     kind = {"torchscript": "torchscript", "torch-export": "exported"}.get(sniff(target))
     if kind is None:
         return
-    if use == "surgery":
+    if use != "training":
         raise EdgeslimError(
-            f"{target} is {KIND_WORDS[kind]}; surgery needs the Python model: give the edgeslim checkpoint it was "
+            f"{target} is {KIND_WORDS[kind]}; {use} needs the Python model: give the edgeslim checkpoint it was "
             "made from, or the architecture with weights",
             param="weights",
         )

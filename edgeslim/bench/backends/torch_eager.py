@@ -100,11 +100,8 @@ class TorchBackend(Backend):
             arch = exc.arch or "ARCH"
             export = Step("export", model=arch, weights=path, num_classes=exc.num_classes,
                           onnx_path=f"{os.path.splitext(path)[0]}.onnx")  # fmt: skip
-            which = (
-                "ARCH: e.g. tv:resnet18"
-                if exc.arch is None
-                else f"{arch}: the likely one, or the one you built"
-            )
+            which = {None: "ARCH: e.g. tv:resnet18", "yolo:YAML": "YAML: the ultralytics yaml it was built from, e.g. "
+                     "yolov8n"}.get(exc.arch, f"{arch}: the one it records")  # fmt: skip
             raise EdgeslimError(
                 f"{path} holds weights without their architecture, which bench cannot run; export them with the "
                 f"architecture they were saved from ({export}; {which}) and bench the ONNX",
