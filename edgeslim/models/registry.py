@@ -152,13 +152,14 @@ def model_defaults(arch: str) -> dict[str, Any]:
     prefix, name = arch.split(":", 1)
     fn = _DEFAULTS.get(prefix)
     if fn is None and _own_code(arch):  # the user's code: its own class count
-        return dict(_FALLBACK_DEFAULTS[0](arch)) if _FALLBACK_DEFAULTS else {}
+        code_defaults = _CODE.get("defaults")
+        return dict(code_defaults(arch)) if code_defaults is not None else {}
     return dict(fn(name)) if fn is not None else {}
 
 
 def _own_code(arch: str) -> bool:
     """Whether ``arch`` names the user's code (``module:Attr``, no registered family)."""
-    return arch.split(":", 1)[0] not in _PREFIXES and bool(_FALLBACK) and is_code_reference(arch)
+    return arch.split(":", 1)[0] not in _PREFIXES and "build" in _CODE and is_code_reference(arch)
 
 
 def check_trusted(arch: str, trust_pickle: bool) -> None:
@@ -173,11 +174,9 @@ def check_trusted(arch: str, trust_pickle: bool) -> None:
         )
 
 
-#: resolver for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``)
-_FALLBACK: list[Callable[..., nn.Module]] = []
-#: its ``defaults`` and ``classes_of`` (see :func:`register_code_resolver`)
-_FALLBACK_DEFAULTS: list[Callable[[str], dict[str, Any]]] = []
-_FALLBACK_CLASSES: list[Callable[[nn.Module], int]] = []
+#: for ``X:Y`` names whose prefix is no registered family (user code, ``module:Attr``): its resolver
+#: (``build``) and, where registered, its ``defaults`` and ``classes_of`` (see :func:`register_code_resolver`)
+_CODE: dict[str, Callable[..., Any]] = {}
 
 
 def register_code_resolver(
@@ -188,9 +187,10 @@ def register_code_resolver(
     """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names;
     ``defaults(reference)`` and ``classes_of(model)`` as :func:`register_prefix`'s (a ``num_classes``
     of None in the defaults: the code's own count, read back by ``classes_of``)."""
-    _FALLBACK[:] = [resolver]
-    _FALLBACK_CLASSES[:] = [classes_of] if classes_of is not None else []
-    _FALLBACK_DEFAULTS[:] = [defaults] if defaults is not None else []
+    _CODE.clear()
+    _CODE.update(
+        (k, f) for k, f in (("build", resolver), ("classes_of", classes_of), ("defaults", defaults)) if f
+    )
 
 
 @contextlib.contextmanager
@@ -331,8 +331,8 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
         prefix, sub = name.split(":", 1)
         if prefix in _PREFIXES:
             return _PREFIXES[prefix](sub, **kw)
-        if _FALLBACK and is_code_reference(name):
-            return _FALLBACK[0](name, **kw)
+        if "build" in _CODE and is_code_reference(name):
+            return _CODE["build"](name, **kw)
         raise EdgeslimError(
             f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}, or package.module:Attr "
             "for your own code"
@@ -354,8 +354,8 @@ def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> tuple[nn.Modu
     model = create_model(spec, trust_pickle=trust_pickle)
     if spec.num_classes is None:
         fn = _CLASSES_OF.get(spec.arch.split(":", 1)[0]) if ":" in spec.arch else None
-        if fn is None and _own_code(spec.arch) and _FALLBACK_CLASSES:
-            fn = _FALLBACK_CLASSES[0]
+        if fn is None and _own_code(spec.arch):
+            fn = _CODE.get("classes_of")
         if fn is None:
             raise EdgeslimError(
                 f"give the number of classes of {spec.arch} (num_classes)", param="num_classes"
