@@ -8,9 +8,9 @@ from edgeslim.export.onnx_export import (
     OnnxExportResult,
     export_loaded,
     export_onnx,
-    read_metadata,
     recipe_hash,
 )
+from edgeslim.utils.onnx_graph import read_metadata
 from edgeslim.utils.parsing import parse_input_shape, parse_size
 
 __all__ = [

@@ -361,14 +361,6 @@ def build_metadata(
     return md
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """``metadata_props`` of an ONNX file as a dict."""
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in m.metadata_props}
-
-
 class ExportCheckFailed(EdgeslimError):
     """ONNX Runtime disagreed with PyTorch on the exported file (which was not written); ``reason``:
     the numbers and, where one is found, the layer that explains them."""

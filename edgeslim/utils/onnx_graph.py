@@ -156,15 +156,17 @@ def unreadable_onnx(path: Any, exc: BaseException, reader: str = "") -> Edgeslim
     return EdgeslimError(f"{path} is not a readable ONNX file ({text[:300]}); re-export it")
 
 
+def read_metadata(path: Any) -> dict[str, str]:
+    """``metadata_props`` of the ONNX file at ``path`` as a dict (its weights are not read)."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def onnx_metadata(path: Any) -> dict[str, str]:
-    """``metadata_props`` of the ONNX file at ``path`` ({} when ``onnx`` is not installed, as on a
-    device, or the file cannot be read: the caller's own load says why)."""
+    """:func:`read_metadata`, or {} when ``onnx`` is not installed (as on a device) or the file cannot
+    be read (the caller's own load says why)."""
     try:
-        import onnx
-    except ImportError:
+        return read_metadata(path)
+    except Exception:  # noqa: BLE001 - no onnx, or protobuf's many error types; reported where it is loaded
         return {}
-    try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - protobuf raises many types; reported where the file is loaded
-        return {}
-    return {p.key: p.value for p in m.metadata_props}
