@@ -109,8 +109,10 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
 
     notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
 
+    files = [m for m in (req.model, req.baseline) if m is not None]
+    runs = {m: default_backend_for(m) for m in files}  # the backend each file's format needs (read once)
     own = model_format(req.model)  # (by what the file holds, else its name)
-    name = ALIASES.get(req.backend, req.backend) if req.backend else default_backend_for(req.model)
+    name = ALIASES.get(req.backend, req.backend) if req.backend else runs[req.model]
     if req.backend is None and profile is not None:
         name = profile.preferred.backend
         if name == "tensorrt" and own == "onnx":
@@ -130,19 +132,17 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             )
         elif name == "tensorrt" and own == "ort":  # ORT's own format: ORT runs it
             name = "onnxruntime"
-    files = [m for m in (req.model, req.baseline) if m is not None]
-    kinds = {default_backend_for(m) for m in files}
-    if req.backend is None and len(kinds) > 1:  # (the model's kind picked the backend)
+    if req.backend is None and len(set(runs.values())) > 1:  # (the model's kind picked the backend)
         export = Step("export")
         raise EdgeslimError(
             f"{req.model} and baseline {req.baseline} are files of different kinds, timed by different runtimes: "
             f"give both as ONNX ({export} each) or both as PyTorch models",
             steps=(export,),
         )
-    if name == "torch" and any(default_backend_for(m) != "torch" for m in files):
-        other = next(m for m in files if default_backend_for(m) != "torch")
+    other = next((m for m in files if runs[m] != "torch"), None)
+    if name == "torch" and other is not None:
         raise EdgeslimError(
-            f"{other} is not a PyTorch model (torch times only those): leave backend out ({default_backend_for(other)} "
+            f"{other} is not a PyTorch model (torch times only those): leave backend out ({runs[other]} "
             "times it), or give the PyTorch model it was exported from",
             param="backend",
         )
@@ -213,13 +213,13 @@ def misnamed(*paths: str | None) -> list[Notice]:
     holds); said once the file has run, so that a refusal of it comes alone."""
     from edgeslim.bench.backends import FORMAT_WORDS, model_format, named_format
 
+    formats = {p: (model_format(p), named_format(p)) for p in paths if p is not None}
     return [
         Notice(
-            f"{p} holds {FORMAT_WORDS[model_format(p)]}, not {FORMAT_WORDS[named_format(p)]} as its name says: "
-            "timed as what it holds"
-        )  # fmt: skip
-        for p in paths
-        if p is not None and model_format(p) != named_format(p)
+            f"{p} holds {FORMAT_WORDS[held]}, not {FORMAT_WORDS[named]} as its name says: timed as what it holds"
+        )
+        for p, (held, named) in formats.items()
+        if held != named
     ]
 
 
