@@ -57,11 +57,10 @@ def canonical_name(name: str) -> str:
 
         close = difflib.get_close_matches(key, list(_READERS), n=2)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        if Path(name).expanduser().is_dir() or (
-            name.lower().endswith(".zip") and Path(name).expanduser().is_file()
-        ):
+        given = Path(name).expanduser()
+        if given.is_dir() or (name.lower().endswith(".zip") and given.is_file()):
             hint = (  # a folder given as the data set: say how a folder is given
-                f"{name} is a {'folder' if Path(name).expanduser().is_dir() else 'zip file'}: give it as data_dir, "
+                f"{name} is a {'folder' if given.is_dir() else 'zip file'}: give it as data_dir, "
                 "with the data set imagefolder (a sub-folder of images per class: to train on it) or images (any "
                 "images: to check and calibrate with them); "
             )

@@ -172,6 +172,11 @@ def _factory(reference: str) -> tuple[Any, Any]:
     return factory, params
 
 
+def _takes_any_keyword(params: Any) -> bool:
+    """Whether a signature's ``params`` take ``**kwargs`` (so a ``num_classes`` reaches the code)."""
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def code_defaults(reference: str) -> dict[str, Any]:
     """The :class:`ModelSpec` fields ``package.module:Attr`` is built with when the user gives none:
     the ``num_classes`` default of its signature (recorded, so a checkpoint rebuilds with it); None
@@ -181,8 +186,7 @@ def code_defaults(reference: str) -> dict[str, Any]:
         return {}
     p = params.get("num_classes")
     if p is None:
-        takes_any = any(q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values())
-        return {} if takes_any else {"num_classes": None}
+        return {} if _takes_any_keyword(params) else {"num_classes": None}
     if isinstance(p.default, int) and not isinstance(p.default, bool) and p.default > 0:
         return {"num_classes": p.default}
     return {}
@@ -195,7 +199,7 @@ def build_from_code(
     ``num_classes`` None: the code's own count)."""
     factory, params = _factory(reference)
     params = params or {}
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepts_any = _takes_any_keyword(params)
     call = dict(kwargs)
     if num_classes is not None and ("num_classes" in params or accepts_any):
         call["num_classes"] = num_classes

@@ -42,9 +42,8 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
             desc["arch"] = loaded.spec.arch
             desc["pruned"] = bool(loaded.recipe)
         desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
-        metrics = loaded.meta.get(
-            "metrics"
-        )  # a training checkpoint's last epoch (test_acc, test_loss, epoch)
+        # a training checkpoint's last epoch (test_acc, test_loss, epoch)
+        metrics = loaded.meta.get("metrics")
         if isinstance(metrics, dict):
             desc["metrics"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
     from edgeslim.models import yolo
