@@ -5,7 +5,6 @@ Top-level imports stay light (click, edgeslim.errors/utils); torch is imported i
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,13 +18,9 @@ from edgeslim.pipelines.source import (  # noqa: F401 - the commands take them f
     model_input_shape,
     spec_for_pickle,
 )
+from edgeslim.utils.parsing import quote  # noqa: F401 - the commands take it from here
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def quote(path: Any) -> str:
-    """``path`` as one shell word, for a command line the user copies (a folder may hold spaces)."""
-    return shlex.quote(str(path))
 
 
 def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Step
+from edgeslim.utils.parsing import quote
 from edgeslim.utils.rundir import DENSE_ONNX, SLIM_ONNX, TABLE_FILE
 
 if TYPE_CHECKING:
@@ -217,13 +217,12 @@ def latency_check(
         )
         out["measured"] = False
         backend = getattr(getattr(profile, "preferred", None), "backend", None)
-        q = shlex.quote  # a command the user copies: a folder may hold spaces
         out["command"] = (
-            f"edgeslim bench {q(str(out_dir / SLIM_ONNX))} --baseline {q(str(out_dir / DENSE_ONNX))} --batch {batch} "
-            f"--profile {q(str(name))}"
+            f"edgeslim bench {quote(out_dir / SLIM_ONNX)} --baseline {quote(out_dir / DENSE_ONNX)} --batch {batch} "
+            f"--profile {quote(name)}"
             + (" --backend trtexec" if backend == "tensorrt" else "")
             + (f" --precision {precision}" if precision else "")
-            + f" --out {q(str(out_dir / 'bench'))}"
+            + f" --out {quote(out_dir / 'bench')}"
         )
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}

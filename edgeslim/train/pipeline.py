@@ -87,7 +87,7 @@ def run_training(
         stage1_config = config
         results["trained"] = res.summary()
         if prune_ratio is None:
-            return _report(out, res, config, spec, results, data_args=(meta or {}).get("data_args"))
+            return _report(out, res, config, spec, results, data_args=meta.get("data_args"))
         resume = None
     else:
         history = list(resume.get("history", [])) if resume else []
@@ -144,7 +144,7 @@ def run_training(
         spec,
         results,
         method=stage1_config.method,
-        data_args=(meta or {}).get("data_args"),
+        data_args=meta.get("data_args"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Input shapes and sizes given on the command line: parsed once, checked, one-line errors.
+"""Input shapes and sizes given on the command line: parsed once, checked, one-line errors; and
+paths quoted for the command lines edgeslim prints.
 
 Shared by the CLI, export and bench code; imports nothing heavy.
 """
@@ -6,7 +7,9 @@ Shared by the CLI, export and bench code; imports nothing heavy.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
+from typing import Any
 
 from edgeslim.errors import EdgeslimError
 
@@ -60,3 +63,8 @@ def parse_size(text: str | int) -> int:
     if n < 1 << 20:
         raise EdgeslimError(f"size {text!r} is below 1 MiB; TensorRT needs a workspace of at least a few MiB")
     return n
+
+
+def quote(path: Any) -> str:
+    """``path`` as one shell word, for a command line the user copies (a folder may hold spaces)."""
+    return shlex.quote(str(path))
