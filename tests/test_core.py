@@ -299,3 +299,24 @@ def test_status_lines_name_cli_flags_on_the_cli(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["calibration"].endswith("(for real images, pass data)")
     assert main(["export", "vgg-small", "--onnx", str(tmp_path / "c.onnx")]) == 0
     assert "no data set known for this model (give one with --data)" in capsys.readouterr().err
+
+
+def test_top1_helpers_agree_on_numpy_and_torch():
+    """One top-1 count for the surgery check (torch) and the export checks (numpy): per sample for
+    logits, per pixel for masks, None where an output holds no class scores."""
+    from edgeslim.utils.scores import top1_accuracy, top1_agreement, top1_matches
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(6, 5, 3, 4, generator=g)
+    got = ref.clone()
+    got[0, :, 0, 0] = -got[0, :, 0, 0]  # one pixel's top-1 flips
+    assert top1_matches(ref, got) == (71, 72)
+    assert top1_matches(ref.numpy(), got.numpy()) == (71, 72)
+    assert top1_agreement(ref[:, :, 0, 0], got[:, :, 0, 0]) == pytest.approx(5 / 6)
+    assert top1_agreement(ref.numpy()[:, :, 0, 0], got.numpy()[:, :, 0, 0]) == pytest.approx(5 / 6)
+    assert top1_matches(ref[:, :1], got[:, :1]) is None  # one channel: no class scores
+    assert top1_agreement(ref[:0, :, 0, 0], got[:0, :, 0, 0]) is None  # no sample
+    labels = ref[:, :, 0, 0].argmax(1)
+    labels[:2] = (labels[:2] + 1) % 5
+    assert top1_accuracy(ref[:, :, 0, 0], labels) == top1_accuracy(ref.numpy()[:, :, 0, 0], labels.numpy())
+    assert top1_accuracy(ref[:, :, 0, 0], labels) == pytest.approx(4 / 6)

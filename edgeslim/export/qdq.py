@@ -28,7 +28,7 @@ import numpy as np
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
 from edgeslim.utils.io import atomic_path, check_output_path
-from edgeslim.utils.scores import class_scores
+from edgeslim.utils.scores import top1_accuracy, top1_agreement
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +175,11 @@ def quantize_qdq(
         gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
     ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
     flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
-    agree = float((ref.argmax(1) == got.argmax(1)).mean()) if class_scores(ref.shape) else None
+    agree = top1_agreement(ref, got)
     acc = [None, None]
     if labels is not None and ref.ndim == 2:
         lab = np.asarray(labels)[:k]
-        acc = [float((ref.argmax(1) == lab).mean()), float((got.argmax(1) == lab).mean())]
+        acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
     return QdqResult(
         out,
         method,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
-from edgeslim.utils.scores import class_scores, classifier_logits
+from edgeslim.utils.scores import classifier_logits, top1_accuracy, top1_agreement
 
 if TYPE_CHECKING:
     import torch
@@ -321,13 +321,11 @@ def compare(
         )
     diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
     logits = classifier_logits(ref.shape)  # every top-1 must agree
-    agree = acc_t = acc_o = None
-    if class_scores(ref.shape):  # per sample, or per pixel (reported; near-ties of a mask may flip)
-        a_ref, a_got = ref.argmax(1), got.argmax(1)
-        agree = float((a_ref == a_got).mean())
-        if logits and batch.labels is not None:
-            lab = batch.labels.numpy()[: len(ref)]
-            acc_t, acc_o = float((a_ref == lab).mean()), float((a_got == lab).mean())
+    acc_t = acc_o = None
+    agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
+    if logits and batch.labels is not None:
+        lab = batch.labels.numpy()[: len(ref)]
+        acc_t, acc_o = top1_accuracy(ref, lab), top1_accuracy(got, lab)
     max_diff = float(diff.max()) if diff.size else 0.0
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)

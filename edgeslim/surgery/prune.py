@@ -37,7 +37,7 @@ from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32
-from edgeslim.utils.scores import class_scores
+from edgeslim.utils.scores import top1_matches
 
 log = logging.getLogger(__name__)
 
@@ -543,8 +543,7 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                 )
             if a.numel():
                 worst = max(worst, float((a.double() - b.double()).abs().max()))
-        a = ra[0] if ra else None  # the first output's top-1, as the export check reports it
-        if a is not None and class_scores(a.shape):
-            agree += int((a.argmax(1) == rb[0].argmax(1)).sum())
-            total += a.numel() // a.shape[1]
+        matches = top1_matches(ra[0], rb[0]) if ra else None  # the first output's, as export's check
+        if matches:
+            agree, total = agree + matches[0], total + matches[1]
     return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no scores: None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 
 def class_scores(shape: Sequence[int]) -> bool:
@@ -15,3 +17,23 @@ def classifier_logits(shape: Sequence[int]) -> bool:
     """Whether an output of ``shape`` is a classifier's logits ``[N, C]`` (``C > 1``): the scores whose
     every top-1 must agree in an export check (a mask's may flip at a near-tie)."""
     return len(shape) == 2 and class_scores(shape)
+
+
+def top1_matches(ref: Any, got: Any) -> tuple[int, int] | None:
+    """``(agreeing, total)`` top-1 predictions of two score arrays of one shape (numpy arrays or torch
+    tensors), per sample or per pixel; None when ``ref`` holds no class scores."""
+    if not class_scores(ref.shape):
+        return None
+    return int((ref.argmax(1) == got.argmax(1)).sum()), math.prod(ref.shape) // int(ref.shape[1])
+
+
+def top1_agreement(ref: Any, got: Any) -> float | None:
+    """The share of top-1 predictions two score arrays share (see :func:`top1_matches`); None when
+    ``ref`` holds no class scores or no sample."""
+    m = top1_matches(ref, got)
+    return m[0] / m[1] if m and m[1] else None
+
+
+def top1_accuracy(scores: Any, labels: Any) -> float:
+    """The share of samples whose top-1 of ``scores`` ``[N, C]`` is their label (numpy or torch)."""
+    return int((scores.argmax(1) == labels).sum()) / max(1, len(labels))
