@@ -548,6 +548,8 @@ def test_budgeted_slim_killed_and_resumed_equals_uninterrupted(
     assert ra["channels"] == rb["channels"] and ra["macs"] == rb["macs"]
     assert ra["layers"] == rb["layers"]  # alive channels per BN
     assert ra["budget"] == rb["budget"]  # trajectory (target, budget, R, mu, lambda, accuracy), final numbers
+    assert ("predicted_latency" in rb) == ("--profile" in extra)  # a resume predicts for the run's device
+    assert ra.get("predicted_latency") == rb.get("predicted_latency")
 
 
 def test_a_second_projection_keeps_the_first_ones_report() -> None:
