@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeslim.bench.backends.trt import explain_deserialize_error
-from edgeslim.bench.backends.trtexec import build_command, parse_summary, parse_times, parse_version
+from edgeslim.bench.backends.trt import buffer_bytes, explain_deserialize_error
+from edgeslim.bench.backends.trtexec import (
+    build_command,
+    error_lines,
+    explain_failure,
+    parse_summary,
+    parse_times,
+    parse_version,
+)
 from edgeslim.bench.tegrastats import TegrastatsSampler, parse_line, summarize_samples
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError
@@ -93,6 +100,27 @@ def test_trtexec_summary_trt10_and_trt8():
     assert "p90_ms" not in old["latency"] and old["latency"]["p99_ms"] == pytest.approx(1.55853)
     with pytest.raises(EdgeslimError, match="no trtexec performance summary"):
         parse_summary("&&&& FAILED TensorRT.trtexec")
+    verbose = (FIX / "trtexec" / "trt10_summary.txt").read_text() + (
+        FIX / "trtexec" / "verbose_explanations.txt"
+    ).read_text()
+    assert parse_summary(verbose) == s  # --verbose's metric explanations are no statistics
+
+
+def test_a_failed_trtexec_build_says_why_in_one_line():
+    """A trtexec that could not parse the ONNX was reported as "could not deserialize m.onnx" with its
+    last line; the parser's own error comes first now, with its continuation line."""
+    text = (FIX / "trtexec" / "onnx_parse_failure.txt").read_text()
+    assert error_lines(text)[:2] == [
+        "ModelImporter.cpp:732: ERROR: builtin_op_importers.cpp:5428 In function importFallbackPluginImporter: "
+        '[8] Assertion failed: creator && "Plugin not found, are the plugin name, version, and namespace correct?"',
+        "Failed to parse onnx file",
+    ]
+    msg = explain_failure(text, "m.onnx", 1)
+    assert msg.startswith("trtexec could not build an engine from m.onnx (exit 1): ModelImporter.cpp:732")
+    assert "Plugin not found" in msg and "Failed to parse onnx file" in msg and "\n" not in msg
+    assert "deserialize" not in msg and "End node" not in msg
+    tag = (FIX / "trt_errors" / "serialization_tag.txt").read_text()  # an engine: the runtime's words
+    assert "serialization version/tag mismatch" in explain_failure(tag, "m.engine", 1)
 
 
 def test_trtexec_times_and_versions():
@@ -108,6 +136,8 @@ def test_trtexec_flags_follow_the_version():
     shapes = {"input": [32, 1, 28, 28]}
     v10 = build_command("trtexec", "m.onnx", (10, 3, 0), shapes, cfg, "fp16", True, "t.json")
     assert "--fp16" in v10 and "--useCudaGraph" in v10 and "--noDataTransfers" in v10
+    i8 = build_command("trtexec", "m.onnx", (10, 3, 0), shapes, cfg, "int8")  # as the export builds it
+    assert "--int8" in i8 and "--fp16" in i8
     assert "--shapes=input:32x1x28x28" in v10 and "--warmUp=500" in v10 and "--iterations=300" in v10
     assert "--exportTimes=t.json" in v10 and "--onnx=m.onnx" in v10
     v11 = build_command("trtexec", "m.engine", (11, 1, 0), None, cfg, "fp32", False)
@@ -122,11 +152,28 @@ def test_trtexec_flags_follow_the_version():
         ("version_mismatch.txt", "built with TensorRT 8.0.1 but this runtime is TensorRT 8.0.0"),
         ("device_mismatch.txt", "compute capability 8.6 but this GPU is 8.9"),
         ("serialization_tag.txt", "serialization version/tag mismatch"),
+        ("plugin_missing.txt", "uses TensorRT a plugin, which is not registered"),
+        ("plugin_missing_named.txt", "plugin Gemmtensorrt_llm (version 1), which is not registered"),
     ],
 )
 def test_trt_deserialize_errors_become_one_line(name, expect):
+    """A missing plugin's log says "Serialization assertion" too: it was called a version mismatch."""
     msg = explain_deserialize_error((FIX / "trt_errors" / name).read_text(), "model.engine")
-    assert expect in msg and "rebuild" in msg and "\n" not in msg
+    fix = "LD_PRELOAD" if "plugin" in name else "rebuild"
+    assert expect in msg and fix in msg and "\n" not in msg
+    assert "plugin" not in name or "mismatch" not in msg
+
+
+def test_engine_buffers_hold_padded_formats_and_data_dependent_outputs():
+    """Buffers were the shape's bytes: too small for a CHW32 INT8 input, and 1 byte for an output whose
+    shape TensorRT knows only after the run (-1 dims: NonZero, NMS)."""
+    assert buffer_bytes([1, 3, 224, 224], 4) == 3 * 224 * 224 * 4
+    assert buffer_bytes([1, 3, 224, 224], 1, vector_dim=1, components=32) == 32 * 224 * 224
+    assert buffer_bytes([2, 64, 7, 7], 2, vector_dim=1, components=8) == 2 * 64 * 49 * 2  # already a multiple
+    assert buffer_bytes([0, 10], 4) == 1  # an empty tensor still gets an address
+    assert buffer_bytes([-1, 4], 4, upper_bound=4096) == 4096
+    with pytest.raises(EdgeslimError, match="depends on the data.*backend trtexec"):
+        buffer_bytes([-1, 4], 4, upper_bound=None)
 
 
 def test_tensorrt_backend_errors_without_tensorrt(tmp_path):

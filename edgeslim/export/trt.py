@@ -271,6 +271,7 @@ def build_engine(
     if how == "calibrator" and calibrator_deprecated(v):
         notes.append("IInt8EntropyCalibrator2 is deprecated since TensorRT 10.1; the Q/DQ ONNX path lasts")
     logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # an ONNX node of TensorRT's own plugins (EfficientNMS_TRT ...)
     builder = trt.Builder(logger)
     with tempfile.TemporaryDirectory(prefix="edgeslim-trt-") as tmp:
         if how == "autocast" and not onnx_has_fp16(src):

@@ -10,8 +10,11 @@ real TensorRT messages in tests/fixtures/trt_errors.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import re
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +25,25 @@ from edgeslim.errors import EdgeslimError, MissingDependencyError, Step
 _VERSION = re.compile(r"expecting library version ([\w.]+) got ([\w.]+)")
 _DEVICE = re.compile(r"incompatible device, expecting compute ([\d.]+) got compute ([\d.]+)")
 _TAG = re.compile(r"(?:Version tag does not match|magic tag does not match|Serialization assertion)")
+_PLUGIN = re.compile(
+    r"IPluginCreator not found|getPluginCreator could not find plugin:? ?(\S+)?(?: version:? ?(\S+))?"
+)
 
 
 def explain_deserialize_error(log: str, path: str = "the engine") -> str:
     """Turn TensorRT's deserialization log into one line that says what to do."""
+    if m := _PLUGIN.search(log):  # (its "Serialization assertion" is no version mismatch)
+        named = next((p for p in _PLUGIN.finditer(log) if p.group(1)), None)
+        what = (
+            f"plugin {named.group(1)} (version {named.group(2)})"
+            if named and named.group(2)
+            else (f"plugin {named.group(1)}" if named else "a plugin")
+        )
+        return (
+            f"{path} uses TensorRT {what}, which is not registered in this process: TensorRT's own "
+            "plugins are loaded; a plugin of another library must be loaded first (LD_PRELOAD=/path/to/lib.so, "
+            "or trtexec --staticPlugins=/path/to/lib.so)"
+        )
     if m := _VERSION.search(log):
         return (
             f"{path} was built with TensorRT {m.group(2)} but this runtime is TensorRT {m.group(1)}; "
@@ -53,8 +71,49 @@ def _cudart():
         try:
             from cuda import cudart  # older cuda-python
         except ImportError as exc:
-            raise MissingDependencyError.for_package("cuda-python", "trt", "for TensorRT buffers") from exc
+            raise MissingDependencyError(
+                "cuda-python is not installed (for TensorRT buffers); install the one of this CUDA's version, "
+                "e.g. pip install 'cuda-python>=12.6,<12.7' for CUDA 12.6 (on a Jetson "
+                "deploy/jetson/setup_venv.sh does it)"
+            ) from exc
     return cudart
+
+
+@functools.cache
+def _runtime_logger(trt: Any) -> Any:
+    """One logger per process (TensorRT keeps the first one it is given for every later runtime), with
+    TensorRT's own plugins registered (an engine that uses one cannot be read without them)."""
+
+    class _Log(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.lines: list[str] = []
+
+        def log(self, severity, msg) -> None:
+            self.lines.append(f"[{severity}] {msg}")
+
+    logger = _Log()
+    trt.init_libnvinfer_plugins(logger, "")
+    return logger
+
+
+def buffer_bytes(
+    shape: list[int], itemsize: int, vector_dim: int = -1, components: int = 1, upper_bound: int | None = None
+) -> int:
+    """Bytes of one engine I/O buffer: ``shape`` with its vectorized dimension padded to the format's
+    ``components`` (e.g. 32 for ``CHW32``), or TensorRT's ``upper_bound`` for an output whose shape
+    depends on the data (a dimension of -1: NonZero, NMS)."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        if upper_bound is None or upper_bound <= 0:
+            raise EdgeslimError(
+                f"an engine output has a shape that depends on the data ({dims}) and this TensorRT gives no "
+                "upper bound for its size; bench it with backend trtexec"
+            )
+        return int(upper_bound)
+    if 0 <= vector_dim < len(dims) and components > 1:
+        dims[vector_dim] = -(-dims[vector_dim] // components) * components
+    return max(math.prod(dims) * itemsize, 1)
 
 
 def _check(ret):
@@ -67,22 +126,42 @@ def _check(ret):
 class TrtSession(Session):
     backend = "tensorrt"
 
-    def __init__(self, trt, engine, cudart, use_cuda_graph: bool, plan_bytes: int, log: str) -> None:
+    def __init__(
+        self, trt, engine, cudart, use_cuda_graph: bool, plan_bytes: int, log: str, path: str = "the engine",
+        logger: Any = None,
+    ) -> None:  # fmt: skip
         self.trt, self.engine, self.cudart = trt, engine, cudart
         self.ctx = engine.create_execution_context()
         self.stream = _check(cudart.cudaStreamCreate())
         self.use_cuda_graph = use_cuda_graph
-        self.graph_exec = None
+        self.graph = self.graph_exec = None
         self.buffers: dict[str, int] = {}
         self.plan_bytes = plan_bytes
         self.log = log
+        self.path, self.logger = path, logger
         self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
+    def _failed(self, what: str) -> EdgeslimError:
+        """TensorRT returned False (it raises nothing): its last error line says why."""
+        lines = self.logger.lines if self.logger is not None else []
+        why = next((ln for ln in reversed(lines) if "ERROR" in ln.upper()), lines[-1] if lines else "")
+        return EdgeslimError(f"TensorRT could not run {self.path} ({what} failed){': ' + why if why else ''}")
+
+    def _execute(self) -> None:
+        """One enqueue; a failed one is an error, never a (near-zero) time."""
+        if not self.ctx.execute_async_v3(int(self.stream)):
+            raise self._failed("execute_async_v3")
+
     def _free(self) -> None:
+        cu = self.cudart
+        if self.graph_exec is not None:
+            cu.cudaGraphExecDestroy(self.graph_exec)
+        if self.graph is not None:
+            cu.cudaGraphDestroy(self.graph)
+        self.graph = self.graph_exec = None
         for ptr in self.buffers.values():
-            self.cudart.cudaFree(ptr)
+            cu.cudaFree(ptr)
         self.buffers = {}
-        self.graph_exec = None
 
     def set_batch(self, batch: int) -> None:
         trt, eng, ctx = self.trt, self.engine, self.ctx
@@ -100,40 +179,54 @@ class TrtSession(Session):
         for n in self.names:
             shape = list(ctx.get_tensor_shape(n))
             dtype = np.dtype(trt.nptype(eng.get_tensor_dtype(n)))
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            ptr = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
+            vdim = getattr(eng, "get_tensor_vectorized_dim", lambda _n: -1)(n)
+            comps = getattr(eng, "get_tensor_components_per_element", lambda _n: 1)(n)
+            bound = (
+                ctx.get_max_output_size(n)
+                if min(shape, default=0) < 0 and hasattr(ctx, "get_max_output_size")
+                else None
+            )
+            ptr = _check(self.cudart.cudaMalloc(buffer_bytes(shape, dtype.itemsize, vdim, comps, bound)))
+            self.buffers[n] = ptr
             if eng.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
                 host = np.random.default_rng(0).standard_normal(shape).astype(dtype)
                 _check(
                     self.cudart.cudaMemcpy(
-                        ptr, host.ctypes.data, nbytes, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+                        ptr, host.ctypes.data, host.nbytes, self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
                     )
-                )
-            self.buffers[n] = ptr
-            ctx.set_tensor_address(n, int(ptr))
+                )  # (a vectorized format's padding stays as it is)
+            if ctx.set_tensor_address(n, int(ptr)) is False:
+                raise self._failed(f"set_tensor_address of '{n}'")
         if self.use_cuda_graph:
             self._capture()
 
     def _capture(self) -> None:
         """Capture one enqueue in a CUDA graph (after one plain enqueue, like trtexec)."""
         cu = self.cudart
-        self.ctx.execute_async_v3(int(self.stream))
+        self._execute()
         _check(cu.cudaStreamSynchronize(self.stream))
         try:
             _check(
                 cu.cudaStreamBeginCapture(self.stream, cu.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
             )
-            self.ctx.execute_async_v3(int(self.stream))
-            graph = _check(cu.cudaStreamEndCapture(self.stream))
-            self.graph_exec = _check(cu.cudaGraphInstantiate(graph, 0))
+            captured = self.ctx.execute_async_v3(int(self.stream))
+            self.graph = _check(cu.cudaStreamEndCapture(self.stream))
+            if not captured:  # (an empty graph would "run" in microseconds)
+                raise self._failed("execute_async_v3 under CUDA graph capture")
+            self.graph_exec = _check(cu.cudaGraphInstantiate(self.graph, 0))
         except EdgeslimError:
-            self.graph_exec = None  # ops not permitted under capture: fall back, as trtexec does
+            self._drop_graph()  # ops not permitted under capture: fall back, as trtexec does
+
+    def _drop_graph(self) -> None:
+        if self.graph is not None:
+            self.cudart.cudaGraphDestroy(self.graph)
+        self.graph = self.graph_exec = None
 
     def _enqueue(self) -> None:
         if self.graph_exec is not None:
             _check(self.cudart.cudaGraphLaunch(self.graph_exec, self.stream))
         else:
-            self.ctx.execute_async_v3(int(self.stream))
+            self._execute()
 
     def run(self) -> None:
         self._enqueue()
@@ -181,7 +274,7 @@ class TrtSession(Session):
         self._profiler = _Profiler()  # keep a reference while TensorRT holds it
         self.ctx.profiler = self._profiler
         for _ in range(runs):
-            self.ctx.execute_async_v3(int(self.stream))  # never the CUDA graph: no per-layer times there
+            self._execute()  # never the CUDA graph: no per-layer times there
             _check(self.cudart.cudaStreamSynchronize(self.stream))
         if not times:
             raise EdgeslimError(
@@ -246,20 +339,12 @@ class TensorRTBackend(Backend):
                 steps=(step,),
             )
         cudart = _cudart()
-
-        class _Log(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.lines: list[str] = []
-
-            def log(self, severity, msg) -> None:
-                self.lines.append(f"[{severity}] {msg}")
-
-        logger = _Log()
+        logger = _runtime_logger(trt)
+        logger.lines.clear()  # this engine's lines
         with open(path, "rb") as f:
             plan = f.read()
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
         log = "\n".join(logger.lines)
         if engine is None:
             raise EdgeslimError(explain_deserialize_error(log, path))
-        return TrtSession(trt, engine, cudart, bool(options.get("cuda_graph")), len(plan), log)
+        return TrtSession(trt, engine, cudart, bool(options.get("cuda_graph")), len(plan), log, path, logger)

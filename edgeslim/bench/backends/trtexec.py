@@ -24,7 +24,9 @@ from edgeslim.errors import EdgeslimError
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 _VER = re.compile(r"TensorRT v(\d+)")
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+)%\)) = ([0-9.eE+-]+) ms")
-_LINE = re.compile(r"\] (Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (.*)$")
+_LINE = re.compile(r"\] (Latency|Enqueue Time|H2D Latency|GPU Compute Time|D2H Latency): (.*min = .*)$")
+_ERROR = re.compile(r"\[E\](?: \[TRT\])? (?:\d+: )?(.*)$")
+_STAMPED = re.compile(r"^(?:\[\d\d/\d\d/\d{4}-|&&&&)")
 _KEYS = {
     "Latency": "latency",
     "Enqueue Time": "enqueue",
@@ -49,6 +51,38 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     if n >= 10000:
         return n // 10000, (n // 100) % 100, n % 100
     return n // 1000, (n // 100) % 10, n % 100
+
+
+def error_lines(text: str) -> list[str]:
+    """trtexec's (and TensorRT's) ``[E]`` messages, each with its untagged continuation lines, in order,
+    repeats and the parser's ``--- End node ---`` markers left out."""
+    lines, out = text.splitlines(), []
+    for i, line in enumerate(lines):
+        if not (m := _ERROR.search(line)):
+            continue
+        msg = m.group(1).strip()
+        for more in lines[i + 1 :]:
+            if not more.strip() or _STAMPED.match(more):
+                break
+            msg += " " + more.strip()
+        if msg and "--- End node ---" not in msg and msg not in out:
+            out.append(msg)
+    return out
+
+
+def explain_failure(text: str, model: str, returncode: int) -> str:
+    """One line for a failed trtexec run: an engine's deserialization error as the tensorrt backend says
+    it, else trtexec's most specific error messages (the parser's or builder's first, its summary after)."""
+    if model_format(model) != "onnx":
+        from edgeslim.bench.backends.trt import explain_deserialize_error
+
+        return f"trtexec failed ({returncode}): {explain_deserialize_error(text, model)}"
+    errors = error_lines(text)
+    specific = [e for e in errors if re.search(r"ERROR|Assertion|Error Code|not supported", e)]
+    why = "; ".join(dict.fromkeys([*specific, *errors][:3])) or "no error message in its output"
+    if len(why) > 400:
+        why = why[:397] + "..."
+    return f"trtexec could not build an engine from {model} (exit {returncode}): {why}"
 
 
 def parse_summary(text: str) -> dict:
@@ -160,7 +194,9 @@ def build_command(
                 "ONNX file (ModelOpt AutoCast / Q-DQ) and bench it with precision fp32",
                 param="precision",
             )
-        cmd.append(f"--{precision}")
+        # --int8 alone means INT8 "in addition to fp32": the layers left in float (the output tail) would
+        # run in FP32, not as the export's engine (--int8 --fp16) runs them
+        cmd += ["--int8", "--fp16"] if precision == "int8" else [f"--{precision}"]
     cmd += [
         f"--warmUp={int(cfg.warmup_s * 1000)}",
         f"--duration={max(int(round(cfg.min_time_s)), 0)}",
@@ -237,11 +273,7 @@ class TrtexecSession(Session):
             text = r.stdout + r.stderr
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:
-                from edgeslim.bench.backends.trt import explain_deserialize_error
-
-                raise EdgeslimError(
-                    f"trtexec failed ({r.returncode}): {explain_deserialize_error(text, self.model)}"
-                )
+                raise EdgeslimError(explain_failure(text, self.model, r.returncode))
             self.summary = parse_summary(text)
             samples = parse_times(times)
             prof = parse_layer_profile(prof_path) if prof_path else None
