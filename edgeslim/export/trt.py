@@ -304,6 +304,12 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantized may run in FP16
     inp = network.get_input(0)
     shape = tuple(inp.shape)
+    if network.num_inputs != 1 or any(int(d) < 0 for d in shape[1:]):
+        raise EdgeslimError(
+            f"{src.name} has {network.num_inputs} input(s), the first of shape {list(shape)}: the TensorRT build "
+            "here takes one input whose sizes other than the batch are fixed; build this one with trtexec "
+            "--minShapes/--optShapes/--maxShapes"
+        )
     profile = None
     if shape and shape[0] == -1:
         c_hw = tuple(shape[1:])
