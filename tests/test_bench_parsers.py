@@ -88,6 +88,24 @@ def test_sampler_reads_a_tegrastats_process(tmp_path):
     assert not TegrastatsSampler(exe=None).available or os.path.exists("/usr/bin/tegrastats")
 
 
+def test_sampler_stamps_samples_when_they_are_taken(tmp_path):
+    """A tegrastats whose output goes through C stdio (here sed, as tegrastats' own printf would) is
+    block-buffered into a pipe: samples came in bursts of eight lines, up to 0.4 s late here, stamped outside the window
+    they measured. The sampler runs it line-buffered (coreutils' stdbuf)."""
+    exe = tmp_path / "tegrastats"
+    exe.write_text(
+        f"#!/bin/sh\nwhile true; do cat {FIX / 'tegrastats' / 'agx_orin_jp7.txt'}; sleep 0.05; done | sed -n p\n"
+    )
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    with TegrastatsSampler(50, exe=str(exe)) as s:
+        t0 = time.monotonic()
+        time.sleep(1.0)
+        t1 = time.monotonic()
+    stamps = [x.t - t0 for x in s.window(t0, t1)]
+    assert len(stamps) >= 5 and stamps[0] < 0.25, stamps
+    assert max(b - a for a, b in zip(stamps, stamps[1:])) < 0.25, stamps
+
+
 def test_trtexec_summary_trt10_and_trt8():
     s = parse_summary((FIX / "trtexec" / "trt10_summary.txt").read_text())
     assert s["throughput_qps"] == pytest.approx(130.298)

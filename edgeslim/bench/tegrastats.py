@@ -155,8 +155,11 @@ class TegrastatsSampler:
 
     def __enter__(self) -> TegrastatsSampler:
         if self.exe:
+            # line-buffered where coreutils' stdbuf exists: a block-buffered pipe would hand over samples
+            # seconds late, stamped outside the window they measured (not checked on a Jetson)
+            line_buffered = [stdbuf, "-oL"] if (stdbuf := shutil.which("stdbuf")) else []
             self._proc = subprocess.Popen(
-                [self.exe, "--interval", str(self.interval_ms)],
+                [*line_buffered, self.exe, "--interval", str(self.interval_ms)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
