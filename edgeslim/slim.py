@@ -296,11 +296,16 @@ def slim_model(
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
         # on --resume the controller's state_dict restores its own base lambda
         controller = controller_for_slim(
-            model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
+            model,
+            slimmer,
+            settings.budget,
+            bundle,
+            config,
+            example,
+            base_lambda=settings.lam,
             round_to=settings.round_to,
-            total_steps=phases["total_steps"] - phases["warmup_steps"] - phases["recovery_steps"],
-        )  # fmt: skip
-        slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
+            total_steps=phases["total_steps"],
+        )  # fmt: skip (the controller takes the sparsification phase and the freeze from the slimmer)
     if (
         controller is None
     ):  # keep aligned channel counts with trained channels (a controller does: docs/speed.md)
@@ -611,7 +616,7 @@ def controller_for_slim(
     total_steps: int | None = None,
 ) -> Any:
     """The controller for :func:`edgeslim.slim.slim_model`: total steps from the trainer's
-    loader (or ``total_steps``: the sparsification phase), a probe of ``probe_size`` training
+    loader (or ``total_steps``; a slimmer in phases gives it the sparsification phase), a probe of ``probe_size`` training
     images (no augmentation) for the loss guard."""
     from edgeslim.channels.norm import CALIB_BATCHES
     from edgeslim.sparsity.budget import BudgetSettings, build_controller

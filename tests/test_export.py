@@ -688,6 +688,10 @@ def test_bench_says_when_the_baseline_is_another_network(tmp_path, capsys) -> No
     said = other_network(str(res.path), str(vgg.path))
     assert said.startswith(f"{res.path} is an export of resnet20 and baseline {vgg.path} of vgg-small:")
     assert other_network(str(again.path), str(vgg.path)) == ""  # the same network: nothing to say
+    whole = export_onnx(
+        create_model("vgg-small"), tmp_path / "p.onnx", (3, 32, 32), validate=False, arch="pickle"
+    )
+    assert other_network(str(whole.path), str(vgg.path)) == ""  # a whole pickle names no architecture
     fast = ["--batch", "1", "--trials", "1", "--min-iters", "3", "--min-time", "0.01", "--warmup", "0.01"]
     assert main(["bench", str(res.path), "--baseline", str(vgg.path), *fast, "--json"]) == 0
     assert "the speedup compares two different networks" in " ".join(capsys.readouterr().err.split())

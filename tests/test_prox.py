@@ -375,3 +375,95 @@ def test_wrapped_optimizer_copies_scales_and_reloads_like_a_torch_optimizer() ->
     state = opt.optimizer.state_dict()
     opt.optimizer.load_state_dict(state)  # (torch replaces the groups list)
     assert opt.param_groups is opt.optimizer.param_groups and opt.state is opt.optimizer.state
+
+
+def test_zeros_a_coupled_channel_cannot_lose_keep_their_trained_scale(cifar_zip, caplog) -> None:
+    """timm's ResNets start every block's last BN at scale 0 (zero_init_last); a per-channel l1 kept
+    them at zero in xi while their gammas trained, and finalize zeroed 960 scales that surgery could
+    not remove (each shares its channel with the shortcut's nonzero scales): the residual branches
+    were cut, 11 points of a trial's accuracy lost, nothing removed, no word. Such zeros keep their
+    trained values now; a coupled channel whose every scale is zero is still removed."""
+    import logging
+
+    import timm
+
+    from edgeslim.data import load_dataset
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    bundle = load_dataset("cifar10", data_dir=cifar_zip, subset=256, test_subset=16)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    example = torch.zeros(1, 3, 32, 32)
+    start = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert all(bool((start[f"layer{i}.{j}.bn2"] == 0).all()) for i in range(1, 5) for j in range(2))
+    slimmer = ProximalSlimming(model, lam=15.0, beta=100, example_input=example)
+    inner = {n: m for n, m in model.named_modules() if n.endswith(".bn1")}  # each its own unit
+    slimmer.set_layer_weights(
+        {n: torch.tensor([2.0, 1.0]).repeat_interleave(m.num_features // 2) for n, m in inner.items()}
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for x, y in bundle.loader("train", batch_size=32):
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        slimmer.step(opt)
+    trained = {
+        n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+    }
+    bn2 = [f"layer{i}.{j}.bn2" for i in range(1, 5) for j in range(2)]
+    stranded = sum(int((slimmer.xi[slimmer.layer_slices()[n]] == 0).sum()) for n in bn2)
+    assert stranded > 100 and all(bool((trained[n] != 0).any()) for n in bn2)  # the trial's situation
+    with caplog.at_level(logging.WARNING, logger="edgeslim"):
+        report = slimmer.finalize()
+    assert report.coupled_kept >= stranded and "group penalty" in caplog.text
+    mods = dict(model.named_modules())
+    for n in bn2:  # nothing of a residual branch is cut
+        assert torch.equal(mods[n].weight.detach(), trained[n])
+    res = prune_with_report(model.eval(), example)
+    assert res.report["zero_kept"]["coupled_with_nonzero"] == 0
+    assert res.report["zero_scale_channels"] == res.report["removed_channels"] > 0  # every zero removable
+
+
+def test_surgery_that_removes_nothing_of_many_zeros_says_why(caplog) -> None:
+    """Zeros only in a residual block's last BN (the shortcut's scales nonzero): surgery kept them all
+    and said nothing (a trial)."""
+    import logging
+
+    import timm
+
+    from edgeslim.surgery import prune_with_report
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()  # bn2 start at 0
+    with caplog.at_level(logging.WARNING, logger="edgeslim"):
+        res = prune_with_report(model, torch.zeros(1, 3, 32, 32))
+    assert res.report["removed_channels"] == 0 and res.report["zero_scale_channels"] > 0
+    assert "surgery removed nothing though" in caplog.text and "residual sum" in caplog.text
+
+
+def test_a_wrapped_slimmer_stepped_by_hand_too_is_one_line() -> None:
+    """wrap() plus a slimmer.step() of the user's own ran the prox twice per step (a trial: t == 6 after
+    3 optimizer steps, phases and taper at double speed), silently."""
+    model = toy()
+    s = ProximalSlimming(model, lam=2.0, beta=20.0)
+    inner = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    opt = wrap(inner, s)
+    sgd_step(model, opt)
+    assert s.t == 1
+    with pytest.raises(EdgeslimError, match="wrapped into an optimizer.*twice per step"):
+        s.step(inner)
+    sgd_step(model, copy.deepcopy(opt))  # a copy of the wrapper steps its own copy of the slimmer
+    assert s.t == 1
+
+
+def test_a_plain_optimizer_state_loads_into_the_wrapper() -> None:
+    """A checkpoint from before slimming holds the optimizer's own state_dict: loading it into the
+    wrapper raised KeyError: 'optimizer'."""
+    model = toy()
+    plain = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sgd_step(model, plain)
+    s = ProximalSlimming(model, lam=2.0, beta=20.0)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), s)
+    opt.load_state_dict(plain.state_dict())
+    assert opt.optimizer.state_dict()["state"].keys() == plain.state_dict()["state"].keys() and s.t == 0
+    with pytest.raises(EdgeslimError, match="not a state_dict of an optimizer"):
+        opt.load_state_dict({"weights": 1})

@@ -543,3 +543,20 @@ def test_building_a_yolo_model_leaves_pil_and_pip_alone() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "ONE LINE: cannot decode image bad.jpg" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 32, 32), (1, 1, 32, 32), (1, 3, 16, 16)],
+    ids=["no-batch-dim", "grey-for-rgb", "size-a-linear-fixes"],
+)
+def test_an_input_the_model_does_not_take_is_named_without_leaf_advice(shape) -> None:
+    """A trial's (3, 32, 32) and 1-channel inputs were told to "mark Conv2d a leaf": at capture the
+    model is the user's own and unchanged, so only the input can be at fault."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 32 * 32, 10)
+    )
+    with pytest.raises(EdgeslimError) as info:
+        build_graph(net, torch.zeros(shape))
+    msg = str(info.value)
+    assert f"input of shape {shape}" in msg and "batch first" in msg and "leaf" not in msg

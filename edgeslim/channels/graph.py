@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import math
 import os
+import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -1538,12 +1539,28 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             construct=construct,
             at=frame,
         )
+    if _INPUT_MISFIT.search(msg):  # the user's own layers agree with each other: the input does not fit
+        return EdgeslimError(
+            f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
+            f"{where}{at}; give an example input (input_shape) of the shape and size the model takes: batch "
+            "first, e.g. (1, 3, 224, 224) for RGB images",
+            param="input_shape",
+        )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
         f"{where}{at}; give an example input (input_shape) the model accepts, or mark {kind} a leaf "
         "(edgeslim.surgery.register_leaf)",
         param="input_shape",
     )
+
+
+#: PyTorch's words for an input a layer does not take (a channel count, a rank): at capture the model is
+#: the user's own, unchanged, so the example input is what does not fit (no leaf would help)
+_INPUT_MISFIT = re.compile(
+    r"expected input\[.*\] to have \d+ channels|expected \d+D(?: or \d+D)? input|"
+    r"expected \d+D or \d+D \(unbatched\) input|Expected \d+D \(unbatched\) or \d+D \(batched\) input|"
+    r"shapes cannot be multiplied"
+)
 
 
 class BadOutputSelection(ValueError):

@@ -406,6 +406,11 @@ def _export_onnx(
     ``YOLO("model.onnx")`` reads (class names, task, stride, image size) is stored beside ours.
     ``on_accepted`` runs once the model has run on the input shape (a caller's notices about the
     export, which a refusal of the shape makes moot).
+
+    Metadata: ``arch`` (the architecture's name), ``recipe`` (surgery's recipe of a slim model,
+    :attr:`PruneResult.recipe`; without it ``recipe_hash`` says ``dense``) and ``meta`` (``mean``,
+    ``std``: the normalization) are stored for bench and the device, and the data set's name: the
+    first word of ``inputs.source`` when they are real images.
     """
     import onnx
     import torch

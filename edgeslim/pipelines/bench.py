@@ -245,6 +245,11 @@ def timing(req: BenchRequest) -> Any:
         raise EdgeslimError(text, param=tuple(TIMING_FIELDS.get(p, p) for p in exc.params)) from exc
 
 
+#: what an export records as its "architecture" where it knows none: a whole pickle, TorchScript or
+#: torch.export file is exported under its load kind (a trial's slim pickle "compared two networks")
+NO_ARCHITECTURE = ("unknown", "pickle", "torchscript", "exported")
+
+
 def other_network(model: str, baseline: str) -> str:
     """What to say when edgeslim's ONNX metadata names another architecture for ``baseline`` than for
     ``model`` (a speedup between different networks); "" when they match or either is unknown (not
@@ -257,7 +262,7 @@ def other_network(model: str, baseline: str) -> str:
              (model, baseline)]  # fmt: skip
     if (
         not all(archs)
-        or "unknown" in archs
+        or any(a.split(":")[0] in NO_ARCHITECTURE for a in archs)
         or any("/" in a or "\\" in a for a in archs)
         or archs[0] == archs[1]
     ):

@@ -603,10 +603,18 @@ def build_controller(
     """Validate ``settings``, build the resource model (one trace; a second for a ``price`` in
     another metric) and the controller; with ``round_to`` > 1 the slimmer keeps aligned channel
     counts with trained channels (:func:`edgeslim.sparsity.align.align_channels`, replacing an
-    aligner it had)."""
+    aligner it had).
+
+    ``total_steps``: the training's steps. A slimmer in phases (``warmup_steps``/``recovery_steps``
+    with its ``total_steps``) gives the controller its sparsification phase only, and its frozen
+    zero pattern meets the budget: the controller's final projection runs right before the freeze
+    (:attr:`ProximalSlimming.before_freeze`)."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
+    phased = getattr(slimmer, "total_steps", None)
+    if phased is not None and (slimmer.warmup_steps or slimmer.recovery_steps):
+        total_steps = max(phased - slimmer.warmup_steps - slimmer.recovery_steps, 1)  # the clock's phase
     table = load_latency_table(settings.latency_table) if settings.latency_table else None
 
     def resource_in(metric: str) -> ResourceModel:
@@ -632,4 +640,6 @@ def build_controller(
     )
     # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
     align_channels(slimmer, model, example_input, round_to, resource)
+    if hasattr(slimmer, "before_freeze"):
+        slimmer.before_freeze.append(controller.finish)  # (a trial's own loop froze 82% of the MACs)
     return controller

@@ -444,6 +444,15 @@ def prune_with_report(
                 diff["max_abs_diff"],
                 scale,
             )
+    kept = report["zero_kept"]
+    if report["zero_scale_channels"] and not report["removed_channels"]:
+        log.warning(
+            "surgery removed nothing though %d channels have a zero BN scale: %d share their channel with a "
+            "nonzero scale of a coupled layer (a residual sum; a coupled channel goes only when all its scales "
+            "are zero), %d sit behind a barrier, %d are read as input-dependent, %d were kept by rounding",
+            report["zero_scale_channels"], kept["coupled_with_nonzero"], kept["behind_barrier"],
+            kept["read_as_input_dependent"], report["kept_by_rounding"],
+        )  # fmt: skip
     if report["bn_channels"] and not report["zero_scale_channels"]:
         near, total = near_zero_scales(model)
         if near >= max(1, 0.01 * total):  # the signature of a ProximalSlimming run not finalized (a dense

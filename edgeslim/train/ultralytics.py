@@ -197,10 +197,14 @@ class UltralyticsSlimming:
             from edgeslim.sparsity.budget import build_controller
 
             self.controller = controller = build_controller(
-                model, slimmer, self.budget, example, max(steps - warm - rec, 1),
-                base_lambda=float(self.lam or 0.0), round_to=self.round_to,
-            )  # fmt: skip
-            slimmer.before_freeze.append(controller.finish)  # the frozen pattern meets the budget
+                model,
+                slimmer,
+                self.budget,
+                example,
+                steps,
+                base_lambda=float(self.lam or 0.0),
+                round_to=self.round_to,
+            )  # fmt: skip (its clock: the sparsification phase; its projection: before the freeze)
             controller.on_train_start(model, trainer.optimizer)
         if controller is None:  # aligned channel counts, kept with trained channels (a controller does)
             from edgeslim.sparsity.align import align_channels
