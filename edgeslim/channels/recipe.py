@@ -50,7 +50,10 @@ Index: TypeAlias = "list[int] | torch.Tensor | None"
 def _take(t: torch.Tensor | None, idx: Index, dim: int = 0) -> torch.Tensor | None:
     if t is None or idx is None:
         return t
-    return t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
+    out = t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)  # a channels_last model stays one
+    return out
 
 
 def _as_list(idx: Index) -> list[int] | None:
