@@ -91,11 +91,13 @@ def test_sampler_reads_a_tegrastats_process(tmp_path):
 def test_sampler_stamps_samples_when_they_are_taken(tmp_path):
     """A tegrastats whose output goes through C stdio (here sed, as tegrastats' own printf would) is
     block-buffered into a pipe: samples came in bursts of eight lines, up to 0.4 s late here, stamped outside the window
-    they measured. The sampler runs it line-buffered (coreutils' stdbuf)."""
+    they measured. The sampler runs it line-buffered (coreutils' stdbuf), and stops all it started (the
+    stand-in's loop outlived a plain terminate())."""
     exe = tmp_path / "tegrastats"
     exe.write_text(
         f"#!/bin/sh\nwhile true; do cat {FIX / 'tegrastats' / 'agx_orin_jp7.txt'}; sleep 0.05; done | sed -n p\n"
     )
+    before = _processes_running(exe)
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     with TegrastatsSampler(50, exe=str(exe)) as s:
         t0 = time.monotonic()
@@ -104,6 +106,21 @@ def test_sampler_stamps_samples_when_they_are_taken(tmp_path):
     stamps = [x.t - t0 for x in s.window(t0, t1)]
     assert len(stamps) >= 5 and stamps[0] < 0.25, stamps
     assert max(b - a for a, b in zip(stamps, stamps[1:])) < 0.25, stamps
+    time.sleep(0.2)
+    assert _processes_running(exe) == before == 0
+
+
+def _processes_running(exe) -> int:
+    """Live processes whose command line names ``exe`` (zombies left out)."""
+    n = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        n += str(exe) in cmd and state != "Z"
+    return n
 
 
 def test_trtexec_summary_trt10_and_trt8():

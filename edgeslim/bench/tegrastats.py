@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -163,6 +164,7 @@ class TegrastatsSampler:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
+                start_new_session=True,  # its own process group: __exit__ stops whatever it started
             )
             self._thread = threading.Thread(target=self._read, daemon=True)
             self._thread.start()
@@ -177,11 +179,14 @@ class TegrastatsSampler:
 
     def __exit__(self, *exc) -> None:
         if self._proc is not None:
-            self._proc.terminate()
+            try:
+                os.killpg(self._proc.pid, signal.SIGTERM)
+            except ProcessLookupError:  # it had ended
+                pass
             try:
                 self._proc.wait(timeout=2)
             except subprocess.TimeoutExpired:  # pragma: no cover
-                self._proc.kill()
+                os.killpg(self._proc.pid, signal.SIGKILL)
         if self._thread is not None:
             self._thread.join(timeout=2)
 
