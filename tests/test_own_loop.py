@@ -86,3 +86,18 @@ def test_an_own_loop_with_phases_meets_the_budget_at_the_freeze() -> None:
     res = prune_with_report(model, example)
     assert frozen_at is not None and frozen_at["macs_after"] <= 0.55 * frozen_at["macs_before"]
     assert res.report["macs_after"] == frozen_at["macs_after"]  # the pattern held through recovery
+
+
+def test_a_rebuilt_controller_replaces_the_first_at_the_freeze() -> None:
+    """A notebook cell run again builds a second controller on the same slimmer: both projected at the
+    freeze, the stale one too. And a warm-up without total_steps leaves the warm-up off the clock."""
+    model, example = _net(), torch.zeros(1, 1, 8, 8)
+    slimmer = ProximalSlimming(model, lam=0.0, total_steps=40, warmup_steps=4, recovery_steps=20,
+                               example_input=example)  # fmt: skip
+    first = build_controller(model, slimmer, BudgetSettings(metric="macs", target="0.5"), example, 40)
+    second = build_controller(model, slimmer, BudgetSettings(metric="macs", target="0.5"), example, 40)
+    assert slimmer.before_freeze == [second.finish] and first.total_steps == second.total_steps == 16
+    net = _net()
+    warm_only = ProximalSlimming(net, lam=0.0, warmup_steps=5, example_input=example)
+    ctrl = build_controller(net, warm_only, BudgetSettings(metric="macs", target="0.5"), example, 30)
+    assert ctrl.total_steps == 25

@@ -377,7 +377,8 @@ def test_wrapped_optimizer_copies_scales_and_reloads_like_a_torch_optimizer() ->
     assert opt.param_groups is opt.optimizer.param_groups and opt.state is opt.optimizer.state
 
 
-def test_zeros_a_coupled_channel_cannot_lose_keep_their_trained_scale(cifar_zip, caplog) -> None:
+@pytest.mark.parametrize("recovery", [0, 3], ids=["one-phase", "recovery-phase"])
+def test_zeros_a_coupled_channel_cannot_lose_keep_their_trained_scale(recovery, cifar_zip, caplog) -> None:
     """timm's ResNets start every block's last BN at scale 0 (zero_init_last); a per-channel l1 kept
     them at zero in xi while their gammas trained, and finalize zeroed 960 scales that surgery could
     not remove (each shares its channel with the shortcut's nonzero scales): the residual branches
@@ -396,7 +397,9 @@ def test_zeros_a_coupled_channel_cannot_lose_keep_their_trained_scale(cifar_zip,
     example = torch.zeros(1, 3, 32, 32)
     start = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     assert all(bool((start[f"layer{i}.{j}.bn2"] == 0).all()) for i in range(1, 5) for j in range(2))
-    slimmer = ProximalSlimming(model, lam=15.0, beta=100, example_input=example)
+    slimmer = ProximalSlimming(
+        model, lam=15.0, beta=100, example_input=example, recovery_steps=recovery, total_steps=8
+    )  # (a recovery phase never freezes them: finalize reports what the freeze kept)
     inner = {n: m for n, m in model.named_modules() if n.endswith(".bn1")}  # each its own unit
     slimmer.set_layer_weights(
         {n: torch.tensor([2.0, 1.0]).repeat_interleave(m.num_features // 2) for n, m in inner.items()}
@@ -411,8 +414,15 @@ def test_zeros_a_coupled_channel_cannot_lose_keep_their_trained_scale(cifar_zip,
         n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
     }
     bn2 = [f"layer{i}.{j}.bn2" for i in range(1, 5) for j in range(2)]
-    stranded = sum(int((slimmer.xi[slimmer.layer_slices()[n]] == 0).sum()) for n in bn2)
+    stranded = 960 if recovery else sum(int((slimmer.xi[slimmer.layer_slices()[n]] == 0).sum()) for n in bn2)
     assert stranded > 100 and all(bool((trained[n] != 0).any()) for n in bn2)  # the trial's situation
+    if recovery:
+        assert slimmer.frozen is not None and slimmer.coupled_kept_at_freeze >= stranded
+        again = ProximalSlimming(
+            model, lam=15.0, beta=100, example_input=example, recovery_steps=3, total_steps=8
+        )
+        again.load_state_dict(slimmer.state_dict())  # a resume reports the same
+        assert again.coupled_kept_at_freeze == slimmer.coupled_kept_at_freeze
     with caplog.at_level(logging.WARNING, logger="edgeslim"):
         report = slimmer.finalize()
     assert report.coupled_kept >= stranded and "group penalty" in caplog.text

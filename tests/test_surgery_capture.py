@@ -560,3 +560,11 @@ def test_an_input_the_model_does_not_take_is_named_without_leaf_advice(shape) ->
         build_graph(net, torch.zeros(shape))
     msg = str(info.value)
     assert f"input of shape {shape}" in msg and "batch first" in msg and "leaf" not in msg
+
+
+def test_an_input_smaller_than_a_kernel_is_an_input_misfit() -> None:
+    """A 7x7 stem on a 4x4 input was told to "mark Conv2d a leaf"."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 7), nn.BatchNorm2d(8), nn.ReLU())
+    with pytest.raises(EdgeslimError) as info:
+        build_graph(net, torch.zeros(1, 3, 4, 4))
+    assert "batch first" in str(info.value) and "leaf" not in str(info.value)

@@ -1559,7 +1559,8 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
 _INPUT_MISFIT = re.compile(
     r"expected input\[.*\] to have \d+ channels|expected \d+D(?: or \d+D)? input|"
     r"expected \d+D or \d+D \(unbatched\) input|Expected \d+D \(unbatched\) or \d+D \(batched\) input|"
-    r"shapes cannot be multiplied"
+    r"shapes cannot be multiplied|Kernel size can't be greater than actual input size|Output size is too small|"
+    r"Sizes of tensors must match except in dimension|must match the size of tensor b"
 )
 
 

@@ -588,6 +588,11 @@ def _tau_cap(slimmer: ProximalSlimming) -> float | None:
     return None
 
 
+def _is_finish(fn: Any) -> bool:
+    """Whether ``fn`` is a :class:`BudgetController`'s bound ``finish``."""
+    return getattr(fn, "__func__", None) is BudgetController.finish
+
+
 def build_controller(
     model: nn.Module,
     slimmer: ProximalSlimming,
@@ -612,9 +617,15 @@ def build_controller(
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
-    phased = getattr(slimmer, "total_steps", None)
-    if phased is not None and (slimmer.warmup_steps or slimmer.recovery_steps):
-        total_steps = max(phased - slimmer.warmup_steps - slimmer.recovery_steps, 1)  # the clock's phase
+    warm, rec = getattr(slimmer, "warmup_steps", 0), getattr(slimmer, "recovery_steps", 0)
+    planned = getattr(slimmer, "total_steps", None)
+    if warm or rec:  # the controller's clock runs in the sparsification phase only
+        if planned is not None and planned != total_steps:
+            log.warning(
+                "build_controller was given %d total steps and the slimmer %d; the slimmer's plan counts "
+                "(its phases end where it says)", total_steps, planned,
+            )  # fmt: skip
+        total_steps = max((planned if planned is not None else total_steps) - warm - rec, 1)
     table = load_latency_table(settings.latency_table) if settings.latency_table else None
 
     def resource_in(metric: str) -> ResourceModel:
@@ -640,6 +651,8 @@ def build_controller(
     )
     # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
     align_channels(slimmer, model, example_input, round_to, resource)
-    if hasattr(slimmer, "before_freeze"):
-        slimmer.before_freeze.append(controller.finish)  # (a trial's own loop froze 82% of the MACs)
+    if hasattr(slimmer, "before_freeze"):  # (a trial's own loop froze at 82% of the MACs for 50%)
+        # one controller per slimmer: a rebuilt one (a notebook cell run again) replaces the earlier one
+        slimmer.before_freeze[:] = [f for f in slimmer.before_freeze if not _is_finish(f)]
+        slimmer.before_freeze.append(controller.finish)
     return controller

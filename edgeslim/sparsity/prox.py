@@ -271,11 +271,15 @@ class ProximalSlimming(TrainHook):
         self.restored_at_freeze: list[list[str]] = []
         #: called (no arguments) right before the zero pattern is frozen (a budget's projection)
         self.before_freeze: list[Callable[[], Any]] = []
-        #: zeros the last final pattern gave back (coupled with a nonzero scale, see _keep_coupled)
-        self.coupled_kept = 0
+        #: zeros given back their trained scale when the pattern was frozen (see _keep_coupled)
+        self.coupled_kept_at_freeze = 0
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it."""
+        return {**self.__dict__, "_wrapped_step": False}
 
     # ------------------------------------------------------------------ settings
     @property
@@ -429,14 +433,16 @@ class ProximalSlimming(TrainHook):
         """
         for fn in self.before_freeze:
             fn()
-        xi, restored = self._restore_empty(self.xi.clone(), 1)
+        xi, restored, self.coupled_kept_at_freeze = self._restore_empty(self.xi.clone(), 1)
         self.restored_at_freeze = restored
         self.frozen = xi[: self.total] == 0
         self._hold()
         self.xi = self._gather()
         log.info(
-            "recovery phase: %d of %d BN channels frozen at zero%s",
+            "recovery phase: %d of %d BN channels frozen at zero%s%s",
             int(self.frozen.sum()), self.total, f", {len(restored)} emptied unit(s) kept one channel" if restored else "",
+            f", {self.coupled_kept_at_freeze} zeros a coupled channel cannot lose kept" if self.coupled_kept_at_freeze
+            else "",
         )  # fmt: skip
         return self.frozen
 
@@ -622,7 +628,7 @@ class ProximalSlimming(TrainHook):
         """The BN channels :meth:`finalize` would zero now (flat, module order): ``xi == 0``, except
         that an emptied unit keeps its strongest channel. For copies of the model that must carry
         the same zeros during training (an EMA of the weights)."""
-        xi, _ = self._restore_empty(self.xi.clone(), 1, quiet=True)
+        xi, _, _ = self._restore_empty(self.xi.clone(), 1, quiet=True)
         return xi[: self.total] == 0
 
     # ------------------------------------------------------------------ TrainHook
@@ -660,6 +666,7 @@ class ProximalSlimming(TrainHook):
             "steps": self.steps,
             "t": self.t,
             "restored_at_freeze": [list(u) for u in self.restored_at_freeze],
+            "coupled_kept_at_freeze": self.coupled_kept_at_freeze,
             "beta_start": self.beta_start,
             "beta_target": self.beta_target,
             "importance": self.importance,
@@ -687,6 +694,7 @@ class ProximalSlimming(TrainHook):
         self.steps = int(state.get("steps", 0))
         self.t = int(state.get("t", self.steps))
         self.restored_at_freeze = [list(u) for u in state.get("restored_at_freeze", [])]
+        self.coupled_kept_at_freeze = int(state.get("coupled_kept_at_freeze", 0))
         self.beta_start = float(state.get("beta_start", self.beta))
         self.beta_target = state.get("beta_target", self.beta_target)
         if state.get("importance", "absolute") != self.importance:
@@ -707,7 +715,7 @@ class ProximalSlimming(TrainHook):
         the assignment costs (the fixed-point gap ``lam/beta``)."""
         with torch.no_grad():
             saved = self._gather().clone()
-            xi, _ = self._restore_empty(self.xi.clone(), 1)
+            xi, _, _ = self._restore_empty(self.xi.clone(), 1)
             self._write(xi)
         try:
             yield
@@ -717,9 +725,10 @@ class ProximalSlimming(TrainHook):
 
     def _restore_empty(
         self, xi: Tensor, keep_min: int, quiet: bool = False
-    ) -> tuple[Tensor, list[list[str]]]:
+    ) -> tuple[Tensor, list[list[str]], int]:
         """``xi`` with the ``keep_min`` strongest channels of every emptied unit put back (trained
-        values); ``quiet``: without a log line per unit (a look, not the final assignment)."""
+        values), and the zeros a coupled channel cannot lose given back (:meth:`_keep_coupled`, their
+        count last); ``quiet``: without a log line per unit (a look, not the final assignment)."""
         n = self.total
         trained = self._gather()
         gamma = trained[:n]
@@ -737,8 +746,7 @@ class ProximalSlimming(TrainHook):
             restored.append(names)
             if not quiet:
                 log.info("proximal slimming emptied %s; kept its %d strongest channel(s)", names, len(top))
-        self.coupled_kept = self._keep_coupled(xi, trained)
-        return xi, restored
+        return xi, restored, self._keep_coupled(xi, trained)
 
     def _keep_coupled(self, xi: Tensor, trained: Tensor) -> int:
         """Give back their trained values (in place) to the zeros of ``xi`` that share their coupled
@@ -782,7 +790,8 @@ class ProximalSlimming(TrainHook):
             self._to(self.gammas[0].device)
         n = self.total
         trained = self._gather()
-        xi, restored = self._restore_empty(self.xi.clone(), keep_min)
+        xi, restored, coupled = self._restore_empty(self.xi.clone(), keep_min)
+        coupled += self.coupled_kept_at_freeze  # (a recovery phase never froze those)
         restored = [*self.restored_at_freeze, *(u for u in restored if u not in self.restored_at_freeze)]
         self.xi = xi
         dead = (xi[:n] == 0).repeat(2 if self.zero_invariant else 1)
@@ -799,7 +808,7 @@ class ProximalSlimming(TrainHook):
                 row["bias_left_positive"] = int((left > 0).sum())
             layers.append(row)
         zeroed = int((xi[:n] == 0).sum())
-        if warn and zeroed == 0 and self.steps and self._lam > 0 and not self.coupled_kept:
+        if warn and zeroed == 0 and self.steps and self._lam > 0 and not coupled:
             log.warning(
                 "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule; the "
                 "trained scales average |gamma| %.3g, which a total shrink (lambda_for_shrink) must exceed, or "
@@ -812,14 +821,14 @@ class ProximalSlimming(TrainHook):
                 "zero): lambda %.3g is too strong for this schedule; lower the shrink, or slim to a budget",
                 len(restored), len(self.units), zeroed, n, self._lam,
             )  # fmt: skip
-        if warn and self.coupled_kept:
+        if warn and coupled:
             log.warning(
                 "%d BN scales the prox zeroed share their channel with a nonzero scale of a coupled layer (a "
                 "residual sum): surgery cannot remove them, so they keep their trained values; a group penalty "
                 "(penalty='group-l1', or zero_invariant=True) drives coupled scales to zero together",
-                self.coupled_kept,
+                coupled,
             )  # fmt: skip
-        return FinalizeReport(self.total, zeroed, layers, restored, bias_left, self.coupled_kept)
+        return FinalizeReport(self.total, zeroed, layers, restored, bias_left, coupled)
 
 
 def _momentum_gain(group: dict[str, Any]) -> float:
