@@ -151,7 +151,7 @@ def test_a_failed_trtexec_build_says_why_in_one_line():
         "Failed to parse onnx file",
     ]
     msg = explain_failure(text, "m.onnx", 1)
-    assert msg.startswith("trtexec could not build an engine from m.onnx (exit 1): ModelImporter.cpp:732")
+    assert msg.startswith("trtexec failed on m.onnx (exit 1): ModelImporter.cpp:732")
     assert "Plugin not found" in msg and "Failed to parse onnx file" in msg and "\n" not in msg
     assert "deserialize" not in msg and "End node" not in msg
     tag = (FIX / "trt_errors" / "serialization_tag.txt").read_text()  # an engine: the runtime's words
@@ -187,7 +187,7 @@ def test_trtexec_flags_follow_the_version():
         ("version_mismatch.txt", "built with TensorRT 8.0.1 but this runtime is TensorRT 8.0.0"),
         ("device_mismatch.txt", "compute capability 8.6 but this GPU is 8.9"),
         ("serialization_tag.txt", "serialization version/tag mismatch"),
-        ("plugin_missing.txt", "uses TensorRT a plugin, which is not registered"),
+        ("plugin_missing.txt", "uses a TensorRT plugin, which is not registered"),
         ("plugin_missing_named.txt", "plugin Gemmtensorrt_llm (version 1), which is not registered"),
     ],
 )

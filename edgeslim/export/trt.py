@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.export.trt_version import (
     Version,
     calibrator_deprecated,
@@ -270,8 +270,12 @@ def build_engine(
         notes.append(f"BuilderFlag.FP16 is deprecated since TensorRT 10.12 (building with {version_str(v)})")
     if how == "calibrator" and calibrator_deprecated(v):
         notes.append("IInt8EntropyCalibrator2 is deprecated since TensorRT 10.1; the Q/DQ ONNX path lasts")
-    logger = trt.Logger(trt.Logger.WARNING)
-    trt.init_libnvinfer_plugins(logger, "")  # an ONNX node of TensorRT's own plugins (EfficientNMS_TRT ...)
+    from edgeslim.utils.tensorrt_log import ERROR, lines_since, tensorrt_logger
+
+    logger = tensorrt_logger(
+        trt
+    )  # the process's one logger, TensorRT's plugins registered (EfficientNMS_TRT)
+    log_start = len(logger.lines)
     builder = trt.Builder(logger)
     with tempfile.TemporaryDirectory(prefix="edgeslim-trt-") as tmp:
         if how == "autocast" and not onnx_has_fp16(src):
@@ -304,11 +308,16 @@ def build_engine(
         config.set_flag(trt.BuilderFlag.FP16)  # layers left unquantized may run in FP16
     inp = network.get_input(0)
     shape = tuple(inp.shape)
-    if network.num_inputs != 1 or any(int(d) < 0 for d in shape[1:]):
+    others = [tuple(network.get_input(i).shape) for i in range(1, network.num_inputs)]
+    if (
+        any(int(d) < 0 for d in shape[1:])
+        or any(int(d) < 0 for o in others for d in o)
+        or (others and how == "calibrator")
+    ):
         raise EdgeslimError(
             f"{src.name} has {network.num_inputs} input(s), the first of shape {list(shape)}: the TensorRT build "
-            "here takes one input whose sizes other than the batch are fixed; build this one with trtexec "
-            "--minShapes/--optShapes/--maxShapes"
+            "here makes a profile for the first input's batch only and calibrates one input; build this one "
+            "with trtexec --minShapes/--optShapes/--maxShapes"
         )
     profile = None
     if shape and shape[0] == -1:
@@ -339,8 +348,10 @@ def build_engine(
     if calib is not None:
         calib.buf.free()
     if plan is None:
+        errors = lines_since(logger, log_start, ERROR)
+        why = f" ({first_line(errors[-1])[:300]})" if errors else ""
         raise EdgeslimError(
-            "TensorRT failed to build the engine (see its log above); try a larger workspace or precision fp32",
+            f"TensorRT failed to build the engine{why}; try a larger workspace or precision fp32",
             param=("workspace", "precision"),
         )
     blob = bytes(memoryview(plan))

@@ -1,4 +1,5 @@
-"""Which model outputs hold class scores (torch- and numpy-free: it reads a shape)."""
+"""Which model outputs hold class scores, and their top-1 counts (torch- and numpy-free: numpy arrays and
+torch tensors are read alike)."""
 
 from __future__ import annotations
 

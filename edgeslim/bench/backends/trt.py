@@ -10,7 +10,6 @@ real TensorRT messages in tests/fixtures/trt_errors.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import re
@@ -20,7 +19,8 @@ import numpy as np
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig, warmup
-from edgeslim.errors import EdgeslimError, MissingDependencyError, Step
+from edgeslim.errors import EdgeslimError, MissingDependencyError, Step, first_line
+from edgeslim.utils.tensorrt_log import ERROR, lines_since, tensorrt_logger
 
 _VERSION = re.compile(r"expecting library version ([\w.]+) got ([\w.]+)")
 _DEVICE = re.compile(r"incompatible device, expecting compute ([\d.]+) got compute ([\d.]+)")
@@ -32,15 +32,15 @@ _PLUGIN = re.compile(
 
 def explain_deserialize_error(log: str, path: str = "the engine") -> str:
     """Turn TensorRT's deserialization log into one line that says what to do."""
-    if m := _PLUGIN.search(log):  # (its "Serialization assertion" is no version mismatch)
+    if _PLUGIN.search(log):  # (its "Serialization assertion" is no version mismatch)
         named = next((p for p in _PLUGIN.finditer(log) if p.group(1)), None)
         what = (
             f"plugin {named.group(1)} (version {named.group(2)})"
             if named and named.group(2)
-            else (f"plugin {named.group(1)}" if named else "a plugin")
+            else (f"plugin {named.group(1)}" if named else "plugin")
         )
         return (
-            f"{path} uses TensorRT {what}, which is not registered in this process: TensorRT's own "
+            f"{path} uses a TensorRT {what}, which is not registered in this process: TensorRT's own "
             "plugins are loaded; a plugin of another library must be loaded first (LD_PRELOAD=/path/to/lib.so, "
             "or trtexec --staticPlugins=/path/to/lib.so)"
         )
@@ -79,24 +79,6 @@ def _cudart():
     return cudart
 
 
-@functools.cache
-def _runtime_logger(trt: Any) -> Any:
-    """One logger per process (TensorRT keeps the first one it is given for every later runtime), with
-    TensorRT's own plugins registered (an engine that uses one cannot be read without them)."""
-
-    class _Log(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.lines: list[str] = []
-
-        def log(self, severity, msg) -> None:
-            self.lines.append(f"[{severity}] {msg}")
-
-    logger = _Log()
-    trt.init_libnvinfer_plugins(logger, "")
-    return logger
-
-
 def buffer_bytes(
     shape: list[int], itemsize: int, vector_dim: int = -1, components: int = 1, upper_bound: int | None = None
 ) -> int:
@@ -128,7 +110,7 @@ class TrtSession(Session):
 
     def __init__(
         self, trt, engine, cudart, use_cuda_graph: bool, plan_bytes: int, log: str, path: str = "the engine",
-        logger: Any = None,
+        logger: Any = None, log_start: int = 0,
     ) -> None:  # fmt: skip
         self.trt, self.engine, self.cudart = trt, engine, cudart
         self.ctx = engine.create_execution_context()
@@ -138,13 +120,13 @@ class TrtSession(Session):
         self.buffers: dict[str, int] = {}
         self.plan_bytes = plan_bytes
         self.log = log
-        self.path, self.logger = path, logger
+        self.path, self.logger, self.log_start = path, logger, log_start
         self.names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
     def _failed(self, what: str) -> EdgeslimError:
         """TensorRT returned False (it raises nothing): its last error line says why."""
-        lines = self.logger.lines if self.logger is not None else []
-        why = next((ln for ln in reversed(lines) if "ERROR" in ln.upper()), lines[-1] if lines else "")
+        errors = lines_since(self.logger, self.log_start, ERROR) if self.logger is not None else []
+        why = first_line(errors[-1]) if errors else ""
         return EdgeslimError(f"TensorRT could not run {self.path} ({what} failed){': ' + why if why else ''}")
 
     def _execute(self) -> None:
@@ -339,12 +321,14 @@ class TensorRTBackend(Backend):
                 steps=(step,),
             )
         cudart = _cudart()
-        logger = _runtime_logger(trt)
-        logger.lines.clear()  # this engine's lines
+        logger = tensorrt_logger(trt)
+        start = len(logger.lines)  # this engine's lines come after
         with open(path, "rb") as f:
             plan = f.read()
         engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
-        log = "\n".join(logger.lines)
+        log = "\n".join(lines_since(logger, start))
         if engine is None:
             raise EdgeslimError(explain_deserialize_error(log, path))
-        return TrtSession(trt, engine, cudart, bool(options.get("cuda_graph")), len(plan), log, path, logger)
+        return TrtSession(
+            trt, engine, cudart, bool(options.get("cuda_graph")), len(plan), log, path, logger, start
+        )

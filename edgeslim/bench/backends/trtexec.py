@@ -71,18 +71,18 @@ def error_lines(text: str) -> list[str]:
 
 
 def explain_failure(text: str, model: str, returncode: int) -> str:
-    """One line for a failed trtexec run: an engine's deserialization error as the tensorrt backend says
-    it, else trtexec's most specific error messages (the parser's or builder's first, its summary after)."""
-    if model_format(model) != "onnx":
+    """One line for a failed trtexec run: an engine it could not read as the tensorrt backend says it,
+    else trtexec's most specific error messages (the parser's or builder's first, its summary after)."""
+    if model_format(model) != "onnx" and re.search(r"deserializ", text, re.IGNORECASE):
         from edgeslim.bench.backends.trt import explain_deserialize_error
 
         return f"trtexec failed ({returncode}): {explain_deserialize_error(text, model)}"
     errors = error_lines(text)
     specific = [e for e in errors if re.search(r"ERROR|Assertion|Error Code|not supported", e)]
-    why = "; ".join(dict.fromkeys([*specific, *errors][:3])) or "no error message in its output"
+    why = "; ".join(list(dict.fromkeys([*specific, *errors]))[:3]) or "no error message in its output"
     if len(why) > 400:
         why = why[:397] + "..."
-    return f"trtexec could not build an engine from {model} (exit {returncode}): {why}"
+    return f"trtexec failed on {model} (exit {returncode}): {why}"
 
 
 def parse_summary(text: str) -> dict:
