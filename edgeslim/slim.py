@@ -294,18 +294,12 @@ def slim_model(
                                 step_gain(settings, config))  # fmt: skip
     controller = None
     if settings.budget:  # budget-targeted: a controller sets lambda and weights (docs/budget.md)
-        # on --resume the controller's state_dict restores its own base lambda
+        # on --resume the controller's state_dict restores its own base lambda; it takes the
+        # sparsification phase and the freeze from the slimmer
         controller = controller_for_slim(
-            model,
-            slimmer,
-            settings.budget,
-            bundle,
-            config,
-            example,
-            base_lambda=settings.lam,
-            round_to=settings.round_to,
-            total_steps=phases["total_steps"],
-        )  # fmt: skip (the controller takes the sparsification phase and the freeze from the slimmer)
+            model, slimmer, settings.budget, bundle, config, example, base_lambda=settings.lam,
+            round_to=settings.round_to, total_steps=phases["total_steps"],
+        )  # fmt: skip
     if (
         controller is None
     ):  # keep aligned channel counts with trained channels (a controller does: docs/speed.md)

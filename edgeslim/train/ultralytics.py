@@ -196,15 +196,11 @@ class UltralyticsSlimming:
         if self.budget is not None:  # a controller sets lambda and the weights (docs/budget.md)
             from edgeslim.sparsity.budget import build_controller
 
+            # its clock: the sparsification phase; its projection: before the freeze
             self.controller = controller = build_controller(
-                model,
-                slimmer,
-                self.budget,
-                example,
-                steps,
-                base_lambda=float(self.lam or 0.0),
+                model, slimmer, self.budget, example, steps, base_lambda=float(self.lam or 0.0),
                 round_to=self.round_to,
-            )  # fmt: skip (its clock: the sparsification phase; its projection: before the freeze)
+            )  # fmt: skip
             controller.on_train_start(model, trainer.optimizer)
         if controller is None:  # aligned channel counts, kept with trained channels (a controller does)
             from edgeslim.sparsity.align import align_channels
