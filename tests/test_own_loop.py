@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgeslim.data import load_dataset
-from edgeslim.sparsity import ProximalSlimming
+from edgeslim.sparsity import ProximalSlimming, wrap
 from edgeslim.sparsity.budget import BudgetSettings, build_controller
 from edgeslim.sparsity.prox import lambda_for_shrink
 from edgeslim.surgery import prune_with_report
@@ -21,14 +21,19 @@ def _net() -> nn.Module:
     return nn.Sequential(cbr(1, 32), cbr(32, 32), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
 
-def test_the_documented_own_loop_with_a_budget() -> None:
+def _setup() -> tuple:
+    """A small net on the digits, SGD: (model, lr, epochs, loader(epoch), steps, example, optimizer)."""
     torch.manual_seed(0)
     data = load_dataset("digits", subset=512, test_subset=64)
     model, lr, epochs = _net(), 0.05, 6
     loader = lambda e: data.loader("train", 32, shuffle=True, augment=False, epoch=e)  # noqa: E731
-    steps = epochs * len(loader(0))
     example = torch.zeros(1, 1, 8, 8)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    return model, lr, epochs, loader, epochs * len(loader(0)), example, optimizer
+
+
+def test_the_documented_own_loop_with_a_budget() -> None:
+    model, lr, epochs, loader, steps, example, optimizer = _setup()
     # --- as in docs/slimming.md, "Your own training loop"
     lam = lambda_for_shrink(1.0, [lr] * steps, beta=100)  # a total shrink of 1.0 over the planned steps
     slimmer = ProximalSlimming(model, lam=lam, beta=100, zero_invariant=True, total_steps=steps,
@@ -59,26 +64,19 @@ def test_an_own_loop_with_phases_meets_the_budget_at_the_freeze() -> None:
     whole run as its clock and no projection ran before the freeze, so a trial's zero pattern froze at
     82% of the MACs and finalize's late projection cost 12 points. build_controller now takes the
     phases from the slimmer, as `edgeslim slim` did by hand."""
-    torch.manual_seed(0)
-    data = load_dataset("digits", subset=512, test_subset=64)
-    model, lr, epochs = _net(), 0.05, 6
-    loader = lambda e: data.loader("train", 32, shuffle=True, augment=False, epoch=e)  # noqa: E731
-    steps = epochs * len(loader(0))
-    example = torch.zeros(1, 1, 8, 8)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model, lr, epochs, loader, steps, example, optimizer = _setup()
     slimmer = ProximalSlimming(model, lam=0.0, beta=100, zero_invariant=True, total_steps=steps,
                                warmup_steps=steps // 10, recovery_steps=steps // 2, example_input=example)  # fmt: skip
     ctrl = build_controller(model, slimmer, BudgetSettings(metric="macs", target="0.5"), example, steps)
     assert ctrl.total_steps == steps - steps // 10 - steps // 2
     ctrl.on_train_start(model, optimizer)
-    frozen_at = None
+    frozen_at, opt = None, wrap(optimizer, slimmer)  # (the wrapped form: opt.step() runs the prox)
     for epoch in range(epochs):
         for x, y in loader(epoch):
             nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            slimmer.step(optimizer)
-            ctrl.after_step(model, optimizer)
+            opt.step()
+            opt.zero_grad()
+            ctrl.after_step(model, opt)
             if frozen_at is None and slimmer.frozen is not None:
                 frozen_at = prune_with_report(model, example, check=False).report
     ctrl.on_train_end(model)
