@@ -310,6 +310,7 @@ def slim_model(
     warmup, recovery = settings.phases()
     slimming = {
         **settings.to_dict(),
+        "params": dict(slimmer.params),  # the penalty's parameters, defaults included
         "lam": lam,
         **(
             {"default_shrink": default_shrink(phases)}
@@ -348,6 +349,7 @@ def slim_model(
     }
     report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
     if controller is not None:
+        report["slimming"]["lam_final"] = slimmer.lam  # the controller's; "lam" is where it started
         report["budget"] = controller.report(res.history)
         report["budget"]["warning"] = budget_warning(report["budget"])
     from edgeslim.surgery import prune_with_report
@@ -441,6 +443,15 @@ def chance_level(num_classes: int, test_labels: torch.Tensor | None = None) -> t
     return chance, chance + max(KAPPA_MIN * (1.0 - chance), noise)
 
 
+def at_alignment_floor(report: dict[str, Any]) -> int:
+    """How many BN layers wider than the run's channel multiple (``round_to`` > 1) ended at exactly that
+    multiple, when every such layer did (a trial's default run of six layers; with ``round_to`` 1 the
+    same run was a collapse); 0 otherwise."""
+    r = int(report.get("slimming", {}).get("round_to") or 1)
+    wide = [row for row in report.get("layers") or [] if int(row["channels"]) > r]
+    return len(wide) if r > 1 and wide and all(int(row["kept"]) <= r for row in wide) else 0
+
+
 def collapse_check(
     report: dict[str, Any],
     restored: list[list[str]],
@@ -510,6 +521,21 @@ def collapse_check(
             f"the prox emptied {len(restored)} layer group(s) ({', '.join('+'.join(u) for u in restored[:3])}); "
             "their strongest channel was kept; a smaller lambda keeps more"
         )
+    elif floor := at_alignment_floor(report):
+        advice = (
+            "give a larger budget, or a smaller channel multiple (round_to)"
+            if budget
+            else (
+                f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
+                if shrink
+                else f"lower lambda (now {lam:.3g})"
+            )
+        )
+        msg = (
+            f"every one of the {floor} layers wider than {report['slimming']['round_to']} channels ended at "
+            f"{report['slimming']['round_to']}, the fewest an aligned layer keeps (round_to): the prox would have "
+            f"emptied them and the alignment held their strongest channels, so the counts say nothing; {advice}"
+        )
     elif int(report["finalize"]["zeroed"]) == 0 and not budget:
         msg = "no BN scale reached zero, so nothing was removed: " + (
             f"raise the shrink (now {shrink:g}) or train longer"
@@ -527,7 +553,9 @@ def collapse_check(
             f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
             f"({chance:.1%}); give a larger test_subset to judge it"
         )
-    named = tuple(p for p in ("shrink", "taper_end", "epochs", "test_subset") if re.search(rf"\b{p}\b", msg))
+    named = tuple(
+        p for p in ("shrink", "taper_end", "epochs", "test_subset", "round_to") if re.search(rf"\b{p}\b", msg)
+    )
     return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}
 
 

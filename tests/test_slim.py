@@ -318,3 +318,33 @@ def test_a_config_that_is_a_directory_is_named_so(tmp_path, capsys) -> None:
         err == f"error: config file {tmp_path / 'runs'} is a directory; give the YAML file (e.g. "
         f"{tmp_path / 'runs' / 'slim.yaml'})"
     )
+
+
+def test_layers_held_at_the_alignment_floor_are_said(fmnist_dir: str, tmp_path: Path, capsys) -> None:
+    """A shrink too strong for the schedule empties every layer; rounded to 16 channels the alignment
+    held 16 in each, so the run ended at 18% accuracy with neither the collapse check nor the emptied
+    layers saying a word (a researcher's trial: every penalty then ended at the same 96 of 448 channels;
+    with round_to 1 the same run was a collapse)."""
+    out = tmp_path / "floor"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "640",
+               "--test-subset", "200", "--epochs", "2", "--shrink", "1.5", "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["slimming"]["round_to"] == 16
+    assert all(row["kept"] == 16 for row in report["layers"] if row["channels"] > 16)
+    assert "every one of the 6 layers wider than 16 channels ended at 16" in err
+    assert "--round-to" in err and "lower the --shrink (now 1.5, try 0.5)" in err
+
+
+def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits, tmp_path: Path) -> None:
+    """A researcher tabulating penalties found slimming.params {} for every default (scad's a=3.7, l=1
+    unrecorded) and, under a budget, "lam" the default shrink's lambda, not the controller's."""
+    spec = digits.spec_for("vgg-small")
+    cfg = TrainConfig(epochs=1, batch_size=64, device="cpu")
+    rep = slim_model(
+        create_model(spec), spec, digits, cfg, SlimSettings(penalty="scad", shrink=0.3), None
+    ).report
+    assert rep["slimming"]["params"] == {"l": 1.0, "a": 3.7} and "lam_final" not in rep["slimming"]
+    budget = SlimSettings(budget={"metric": "macs", "target": "0.5"})
+    rep = slim_model(create_model(spec), spec, digits, cfg, budget, None).report
+    assert rep["slimming"]["lam_final"] == rep["budget"]["trajectory"][-1]["lambda"] != rep["slimming"]["lam"]
