@@ -477,3 +477,25 @@ def test_a_plain_optimizer_state_loads_into_the_wrapper() -> None:
     assert opt.optimizer.state_dict()["state"].keys() == plain.state_dict()["state"].keys() and s.t == 0
     with pytest.raises(EdgeslimError, match="not a state_dict of an optimizer"):
         opt.load_state_dict({"weights": 1})
+
+
+def test_no_zeros_says_the_shrink_the_steps_applied(caplog) -> None:
+    """The warning named the scales' mean |gamma| as what "a total shrink must exceed" to a researcher
+    whose planned shrink already exceeded it (the gradients gave it back): it now says the shrink the
+    prox applied, kept across a resume."""
+    import logging
+
+    model = toy()
+    s = ProximalSlimming(model, lam=1e-3, beta=20.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(4):
+        sgd_step(model, opt)
+        s.step(opt)
+    expected = 4 * 1e-3 / (1 / 0.05 + 20.0)
+    assert s.shrunk == pytest.approx(expected)
+    again = ProximalSlimming(toy(), lam=1e-3, beta=20.0)
+    again.load_state_dict(s.state_dict())
+    assert again.shrunk == pytest.approx(expected)
+    with caplog.at_level(logging.WARNING, logger="edgeslim"):
+        s.finalize()
+    assert f"shrank every scale by {expected:.3g} in all" in caplog.text

@@ -273,6 +273,8 @@ class ProximalSlimming(TrainHook):
         self.before_freeze: list[Callable[[], Any]] = []
         #: zeros given back their trained scale when the pattern was frozen (see _keep_coupled)
         self.coupled_kept_at_freeze = 0
+        #: the total nominal shrink the prox steps applied (sum of lambda / (alpha + beta), mean over entries)
+        self.shrunk: float | Tensor = 0.0
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
@@ -570,6 +572,9 @@ class ProximalSlimming(TrainHook):
             self.xi = self.aligner(self.xi, v)
         self._write(gamma)
         self.steps += 1
+        self.shrunk = self.shrunk + (
+            self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
+        )
 
     def _to(self, device: torch.device) -> None:
         self.device = device
@@ -665,6 +670,7 @@ class ProximalSlimming(TrainHook):
             "names": list(self.names),
             "steps": self.steps,
             "t": self.t,
+            "shrunk": float(self.shrunk),
             "restored_at_freeze": [list(u) for u in self.restored_at_freeze],
             "coupled_kept_at_freeze": self.coupled_kept_at_freeze,
             "beta_start": self.beta_start,
@@ -693,6 +699,7 @@ class ProximalSlimming(TrainHook):
         self.beta = float(state.get("beta", self.beta))
         self.steps = int(state.get("steps", 0))
         self.t = int(state.get("t", self.steps))
+        self.shrunk = float(state.get("shrunk", 0.0))
         self.restored_at_freeze = [list(u) for u in state.get("restored_at_freeze", [])]
         self.coupled_kept_at_freeze = int(state.get("coupled_kept_at_freeze", 0))
         self.beta_start = float(state.get("beta_start", self.beta))
@@ -810,10 +817,10 @@ class ProximalSlimming(TrainHook):
         zeroed = int((xi[:n] == 0).sum())
         if warn and zeroed == 0 and self.steps and self._lam > 0 and not coupled:
             log.warning(
-                "no BN scale reached zero in %d proximal steps: lambda %.3g is too weak for this schedule; the "
-                "trained scales average |gamma| %.3g, which a total shrink (lambda_for_shrink) must exceed, or "
-                "slim to a budget (docs/budget.md)",
-                self.steps, self._lam, float(trained[:n].abs().mean()),
+                "no BN scale reached zero in %d proximal steps: they shrank every scale by %.3g in all (lambda "
+                "%.3g), less than the scales hold or than the gradients gave back (they average |gamma| %.3g); a stronger "
+                "shrink (lambda_for_shrink) reaches zeros, a budget finds the strength itself (docs/budget.md)",
+                self.steps, float(self.shrunk), self._lam, float(trained[:n].abs().mean()),
             )  # fmt: skip
         elif warn and restored:
             log.warning(
