@@ -348,3 +348,15 @@ def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits
     budget = SlimSettings(budget={"metric": "macs", "target": "0.5"})
     rep = slim_model(create_model(spec), spec, digits, cfg, budget, None).report
     assert rep["slimming"]["lam_final"] == rep["budget"]["trajectory"][-1]["lambda"] != rep["slimming"]["lam"]
+
+
+def test_a_collapsed_run_still_prints_its_report_with_json(fmnist_dir: str, tmp_path: Path, capsys) -> None:
+    """With --json a collapse printed nothing on stdout (a researcher's script lost the numbers though
+    report.json was written); it exits 2 with its one line, and stdout holds the report."""
+    out = tmp_path / "fell"
+    rc = main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "320",
+               "--test-subset", "200", "--epochs", "1", "--shrink", "30", "--round-to", "1", "--json",
+               "--out", str(out)])  # fmt: skip
+    got = capsys.readouterr()
+    assert rc == 2 and "slimming collapsed the network" in got.err
+    assert json.loads(got.out)["collapse"]["collapsed"] is True

@@ -220,11 +220,19 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
         out_dir,
         {**options, "model": model_or_arch, "force": force, "resume": resume, "trust_pickle": trust_pickle},
     )
+    from edgeslim.utils.rundir import REPORT_FILE
+
+    def collapsed(out: Any) -> None:
+        err.print(f"[yellow]outputs written to {out} for diagnosis[/]")
+        written = Path(out) / REPORT_FILE
+        if as_json and written.is_file():  # a script still gets the numbers (the run exits 2)
+            click.echo(written.read_text())
+
     with progress() as bar, log_lines_when_piped():
         report = run(
             req,
             progress=bar,
-            on_collapse=lambda d: err.print(f"[yellow]outputs written to {d} for diagnosis[/]"),
+            on_collapse=collapsed,
             say=lambda m: err.print(f"[yellow]note: {notice(m, slim)}[/]", soft_wrap=True),
         )
     _print(report, as_json)
