@@ -94,8 +94,10 @@ def check_params(name: str, tau: float | Tensor | None = None, **params: Any) ->
             raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} is not a number") from None
         if not math.isfinite(out[k]):
             raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} must be finite")
-    if tau is not None and _tau_min(tau) < 0:
-        raise EdgeslimError("prox weight tau must be >= 0 (lambda and per-channel weights are non-negative)")
+    if tau is not None and not _tau_min(tau) >= 0:  # (NaN too: it made every output NaN without a word)
+        raise EdgeslimError(
+            "prox weight tau must be a number >= 0 (lambda and per-channel weights are non-negative)"
+        )
     if base == "lp" and not 0.0 < out["p"] < 1.0:
         raise EdgeslimError(f"penalty 'lp' needs 0 < p < 1 (got p={out['p']}); use 'l1' for p = 1")
     if base == "tl1" and not out["a"] > 0:

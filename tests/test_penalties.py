@@ -143,7 +143,7 @@ def test_group_prox_block_soft_threshold_and_singletons() -> None:
         ("scad", {"a": 1.05}, 0.1, "a > 1 + tau/l"),
         ("scad", {"l": 0.0}, None, "l > 0"),
         ("l1", {"p": 0.5}, None, "no parameter 'p'"),
-        ("l1", {}, -0.1, "tau must be >= 0"),
+        ("l1", {}, -0.1, "tau must be a number >= 0"),
         ("lp", {"p": "x"}, None, "not a number"),
     ],
 )
@@ -159,3 +159,11 @@ def test_unknown_penalty_names_the_choices() -> None:
     assert parse_penalty("group-l2") == ("l1", True)
     with pytest.raises(EdgeslimError, match="group_prox"):
         prox("group-l1", torch.zeros(2), 0.1)
+
+
+def test_a_nan_tau_is_refused() -> None:
+    """prox("l1", x, tau=nan) returned NaN everywhere without a word (a researcher's trial)."""
+    with pytest.raises(EdgeslimError, match="tau must be a number >= 0"):
+        prox("l1", torch.ones(3), float("nan"))
+    with pytest.raises(EdgeslimError, match="tau must be a number >= 0"):
+        prox("scad", torch.ones(3), torch.tensor([0.1, float("nan"), 0.1]))
