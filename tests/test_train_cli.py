@@ -57,6 +57,14 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     assert stage_configs["finetune"]["stage"] == "finetune" and report["data_args"]["name"] == "fashion-mnist"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [("train", 1), ("finetune", 1)]
+    again = tmp_path / "ns-table"  # the table: its "best" is the fine-tune's (a trial read it as the run's)
+    rc = main(["train", "--arch", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, *SMALL,
+               "--epochs", "1", "--method", "subgradient", "--lambda", "1e-4", "--prune-ratio", "0.5",
+               "--finetune-epochs", "1", "--out", str(again)])  # fmt: skip
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        rc == 0 and "best test accuracy of the fine-tune" in shown and "edgeslim prune removes them" in shown
+    )
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "gamma_mean"} <= set(log[0])
     loaded = load_model(out / "model.pt")
     assert loaded.kind == "checkpoint" and loaded.spec.in_channels == 1

@@ -118,10 +118,17 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
             ["test accuracy after fine-tune", report["accuracy_after_finetune"]],
             ["BN channels zeroed", f"{st['pruned']['pruned_channels']} / {st['pruned']['total_channels']}"],
         ]
+    staged = "accuracy_before_prune" in report  # the last fit is the fine-tune: its epochs, its best
     rows += [
         ["final test accuracy", report["test_accuracy"]],
-        ["best test accuracy", f"{report['best_accuracy']:.4f} (epoch {report['best_epoch']})"],
-        ["parameters", report["params"]],
+        [
+            "best test accuracy" + (" of the fine-tune" if staged else ""),
+            f"{report['best_accuracy']:.4f} (epoch {report['best_epoch']})",
+        ],
+        [
+            "parameters" + (" (zeroed channels still in: edgeslim prune removes them)" if staged else ""),
+            report["params"],
+        ],
         ["wall time (s)", report.get("wall_time_total_s", report["wall_time_s"])],
         ["model", str(out_dir / MODEL_FILE)],
     ]
