@@ -349,7 +349,7 @@ def slim_model(
     }
     report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
     if controller is not None:
-        report["slimming"]["lam_final"] = slimmer.lam  # the controller's; "lam" is where it started
+        report["slimming"]["lam_final"] = slimmer.lam  # the controller's ("lam": resolved from the settings)
         report["budget"] = controller.report(res.history)
         report["budget"]["warning"] = budget_warning(report["budget"])
     from edgeslim.surgery import prune_with_report
@@ -395,6 +395,7 @@ def slim_model(
             out / SLIM_FILE, slim, spec, recipe=recipe,
             meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
         )  # fmt: skip
+        report["out_dir"] = str(out)  # (a collapsed run's report too)
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
             report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
@@ -444,12 +445,16 @@ def chance_level(num_classes: int, test_labels: torch.Tensor | None = None) -> t
 
 
 def at_alignment_floor(report: dict[str, Any]) -> int:
-    """How many BN layers wider than the run's channel multiple (``round_to`` > 1) ended at exactly that
-    multiple, when every such layer did (a trial's default run of six layers; with ``round_to`` 1 the
-    same run was a collapse); 0 otherwise."""
-    r = int(report.get("slimming", {}).get("round_to") or 1)
+    """How many BN layers wider than the run's channel multiple (``round_to`` > 1) the slim network has
+    at exactly that multiple, when every such layer (two or more) is: the prox left at most that many
+    alive in each and the alignment rounded them up (a trial's default run of six layers; with
+    ``round_to`` 1 the same run was a collapse). 0 otherwise, and for a budget run, whose controller
+    chooses the widths."""
+    slimming = report.get("slimming") or {}
+    r = int(slimming.get("round_to") or 1)
     wide = [row for row in report.get("layers") or [] if int(row["channels"]) > r]
-    return len(wide) if r > 1 and wide and all(int(row["kept"]) <= r for row in wide) else 0
+    floor = r > 1 and len(wide) >= 2 and not slimming.get("budget")
+    return len(wide) if floor and all(int(row.get("after_surgery", -1)) == r for row in wide) else 0
 
 
 def collapse_check(
@@ -523,18 +528,15 @@ def collapse_check(
         )
     elif floor := at_alignment_floor(report):
         advice = (
-            "give a larger budget, or a smaller channel multiple (round_to)"
-            if budget
-            else (
-                f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
-                if shrink
-                else f"lower lambda (now {lam:.3g})"
-            )
+            f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
+            if shrink
+            else f"lower lambda (now {lam:.3g})"
         )
         msg = (
             f"every one of the {floor} layers wider than {report['slimming']['round_to']} channels ended at "
-            f"{report['slimming']['round_to']}, the fewest an aligned layer keeps (round_to): the prox would have "
-            f"emptied them and the alignment held their strongest channels, so the counts say nothing; {advice}"
+            f"{report['slimming']['round_to']}, the fewest an aligned layer keeps (round_to): the prox left at most "
+            f"that many alive in each, perhaps none, and the alignment rounded them up, so the counts say little; "
+            f"{advice}"
         )
     elif int(report["finalize"]["zeroed"]) == 0 and not budget:
         msg = "no BN scale reached zero, so nothing was removed: " + (

@@ -359,4 +359,5 @@ def test_a_collapsed_run_still_prints_its_report_with_json(fmnist_dir: str, tmp_
                "--out", str(out)])  # fmt: skip
     got = capsys.readouterr()
     assert rc == 2 and "slimming collapsed the network" in got.err
-    assert json.loads(got.out)["collapse"]["collapsed"] is True
+    printed = json.loads(got.out)
+    assert printed["collapse"]["collapsed"] is True and printed["out_dir"] == str(out)

@@ -65,6 +65,11 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     assert (
         rc == 0 and "best test accuracy of the fine-tune" in shown and "edgeslim prune removes them" in shown
     )
+    rc = main(["train", "--arch", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, *SMALL,
+               "--epochs", "1", "--method", "subgradient", "--lambda", "1e-4", "--prune-ratio", "0.5",
+               "--out", str(tmp_path / "ns-no-ft")])  # fmt: skip
+    shown = " ".join(capsys.readouterr().out.split())
+    assert rc == 0 and "best test accuracy after prune (no fine-tune)" in shown
     assert {"lr", "train_loss", "train_acc", "test_loss", "test_acc", "time_s", "gamma_mean"} <= set(log[0])
     loaded = load_model(out / "model.pt")
     assert loaded.kind == "checkpoint" and loaded.spec.in_channels == 1

@@ -119,10 +119,12 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
             ["BN channels zeroed", f"{st['pruned']['pruned_channels']} / {st['pruned']['total_channels']}"],
         ]
     staged = "accuracy_before_prune" in report  # the last fit is the fine-tune: its epochs, its best
+    tuned = staged and bool((report.get("stage_configs") or {}).get("finetune", {}).get("epochs"))
     rows += [
         ["final test accuracy", report["test_accuracy"]],
         [
-            "best test accuracy" + (" of the fine-tune" if staged else ""),
+            "best test accuracy"
+            + (" of the fine-tune" if tuned else " after prune (no fine-tune)" if staged else ""),
             f"{report['best_accuracy']:.4f} (epoch {report['best_epoch']})",
         ],
         [

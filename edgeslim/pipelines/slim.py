@@ -316,7 +316,6 @@ def _run(
         if on_collapse is not None:
             on_collapse(out_dir)
         raise
-    res.report["out_dir"] = str(out_dir)
     if host_default:  # (said once the run stands: bad input gets its one line alone)
         say(Notice(f"no profile given: the latency was measured on this host ({latency['profile'].name}, ONNX "
                    "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "

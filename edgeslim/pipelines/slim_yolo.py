@@ -272,6 +272,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             "shrink": slimming.shrink,
             "beta": slimming.beta,
             "penalty": slimmer_kwargs["penalty"],
+            "params": dict(slimming.slimmer.params) if slimming.slimmer else {},  # defaults included
             "zero_invariant": slimming.zero_invariant,
             "epochs": summary["epochs"],
             "zeroed": summary["epochs"][-1]["zero"] if summary["epochs"] else None,  # in last.pt

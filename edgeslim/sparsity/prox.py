@@ -583,6 +583,8 @@ class ProximalSlimming(TrainHook):
         self._layer_of = self._layer_of.to(device)
         if self.weights is not None:
             self.weights = self.weights.to(device)
+        if isinstance(self.shrunk, Tensor):
+            self.shrunk = self.shrunk.to(device)
 
     def lr_at(self, t: int) -> float | None:
         """The learning rate of step ``t`` set by ``recovery_lr`` (``None``: the trainer's schedule)."""
@@ -817,7 +819,7 @@ class ProximalSlimming(TrainHook):
         zeroed = int((xi[:n] == 0).sum())
         if warn and zeroed == 0 and self.steps and self._lam > 0 and not coupled:
             log.warning(
-                "no BN scale reached zero in %d proximal steps: they shrank every scale by %.3g in all (lambda "
+                "no BN scale reached zero in %d proximal steps: they shrank a scale by %.3g in all on average (lambda "
                 "%.3g), less than the scales hold or than the gradients gave back (they average |gamma| %.3g); a stronger "
                 "shrink (lambda_for_shrink) reaches zeros, a budget finds the strength itself (docs/budget.md)",
                 self.steps, float(self.shrunk), self._lam, float(trained[:n].abs().mean()),
