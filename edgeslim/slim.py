@@ -478,6 +478,8 @@ def collapse_check(
     lam = report["slimming"]["lam"]
     # the total shrink the run was given, else the default it used (None: it was given a lambda)
     shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
+    weaker = f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})" if shrink else (
+        f"lower lambda (now {lam:.3g}, try {lam / 3:.3g})")  # fmt: skip
     msg = ""
     zero_frac = float(report["finalize"]["zeroed"]) / max(float(report["finalize"]["total"]), 1.0)
     epochs = report.get("train", {}).get("epochs")
@@ -510,11 +512,7 @@ def collapse_check(
             "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
             "(taper_end), or give a larger budget"
             if budget
-            else (
-                f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
-                if shrink
-                else f"lower lambda (now {lam:.3g}, try {lam / 3:.3g})"
-            )
+            else weaker
         )
         msg = (
             f"slimming collapsed the network: test accuracy {acc:.1%} is near chance ({chance:.1%}; below "
@@ -527,11 +525,7 @@ def collapse_check(
             "their strongest channel was kept; a smaller lambda keeps more"
         )
     elif floor := at_alignment_floor(report):
-        advice = (
-            f"lower the shrink (now {shrink:g}, try {shrink / 3:.2g})"
-            if shrink
-            else f"lower lambda (now {lam:.3g})"
-        )
+        advice = weaker
         msg = (
             f"every one of the {floor} layers wider than {report['slimming']['round_to']} channels ended at "
             f"{report['slimming']['round_to']}, the fewest an aligned layer keeps (round_to): the prox left at most "

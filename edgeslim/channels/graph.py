@@ -1539,17 +1539,14 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             construct=construct,
             at=frame,
         )
-    if _INPUT_MISFIT.search(msg):  # the user's own layers agree with each other: the input does not fit
-        return EdgeslimError(
-            f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
-            f"{where}{at}; give an example input (input_shape) of the shape and size the model takes: batch "
-            "first, e.g. (1, 3, 224, 224) for RGB images",
-            param="input_shape",
-        )
+    fix = (
+        "of the shape and size the model takes: batch first, e.g. (1, 3, 224, 224) for RGB images"
+        if _INPUT_MISFIT.search(msg)  # the user's own layers agree with each other: the input does not fit
+        else f"the model accepts, or mark {kind} a leaf (edgeslim.surgery.register_leaf)"
+    )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
-        f"{where}{at}; give an example input (input_shape) the model accepts, or mark {kind} a leaf "
-        "(edgeslim.surgery.register_leaf)",
+        f"{where}{at}; give an example input (input_shape) {fix}",
         param="input_shape",
     )
 

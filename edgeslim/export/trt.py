@@ -272,9 +272,8 @@ def build_engine(
         notes.append("IInt8EntropyCalibrator2 is deprecated since TensorRT 10.1; the Q/DQ ONNX path lasts")
     from edgeslim.utils.tensorrt_log import ERROR, lines_since, tensorrt_logger
 
-    logger = tensorrt_logger(
-        trt
-    )  # the process's one logger, TensorRT's plugins registered (EfficientNMS_TRT)
+    # the process's one logger, TensorRT's plugins registered (EfficientNMS_TRT)
+    logger = tensorrt_logger(trt)
     log_start = len(logger.lines)
     builder = trt.Builder(logger)
     with tempfile.TemporaryDirectory(prefix="edgeslim-trt-") as tmp:

@@ -80,7 +80,7 @@ def run_directory(
                     elif not fresh:  # a folder that held a user's files: this run's own go
                         own = _run_entries(part, _patterns(run_files, part))
                         if not any(e.suffix == ".pt" for e in own):
-                            _remove_run_files(part, _patterns(run_files, part))
+                            _remove_entries(part, own)
             raise
 
 
@@ -107,7 +107,13 @@ def _run_entries(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
 def _remove_run_files(folder: Path, patterns: tuple[str, ...]) -> None:
     """Remove what a run writes into ``folder`` (:func:`_run_entries`), and ``folder`` itself if that
     empties it; a user's own files stay."""
-    for entry in _run_entries(folder, patterns):
+    _remove_entries(folder, _run_entries(folder, patterns))
+
+
+def _remove_entries(folder: Path, entries: list[Path]) -> None:
+    """Remove ``entries`` of ``folder`` (a folder whole), a sub-folder they empty, and ``folder`` itself
+    if they empty it."""
+    for entry in entries:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:

@@ -10,14 +10,10 @@ from torch import nn
 
 from edgeslim.train.distributed import all_reduce_sum
 from edgeslim.utils.modes import eval_mode
+from edgeslim.utils.scores import top1_correct
 
 if TYPE_CHECKING:
     from edgeslim.data import DataBundle
-
-
-def top1(logits: torch.Tensor, y: torch.Tensor) -> int:
-    """Number of correct top-1 predictions."""
-    return int((logits.argmax(1) == y).sum())
 
 
 @torch.no_grad()
@@ -70,7 +66,7 @@ def evaluate(
             with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x)
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
-            correct += top1(logits, y)
+            correct += top1_correct(logits, y)
             n += len(y)
     loss_sum, correct, n = all_reduce_sum([loss_sum, float(correct), float(n)], dev)
     return {"accuracy": correct / max(n, 1), "loss": loss_sum / max(n, 1), "n": int(n)}

@@ -35,6 +35,11 @@ def top1_agreement(ref: Any, got: Any) -> float | None:
     return m[0] / m[1] if m and m[1] else None
 
 
+def top1_correct(scores: Any, labels: Any) -> int:
+    """How many samples' top-1 of ``scores`` ``[N, C]`` is their label (numpy or torch)."""
+    return int((scores.argmax(1) == labels).sum())
+
+
 def top1_accuracy(scores: Any, labels: Any) -> float:
     """The share of samples whose top-1 of ``scores`` ``[N, C]`` is their label (numpy or torch)."""
-    return int((scores.argmax(1) == labels).sum()) / max(1, len(labels))
+    return top1_correct(scores, labels) / max(1, len(labels))

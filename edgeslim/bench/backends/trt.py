@@ -135,14 +135,9 @@ class TrtSession(Session):
             raise self._failed("execute_async_v3")
 
     def _free(self) -> None:
-        cu = self.cudart
-        if self.graph_exec is not None:
-            cu.cudaGraphExecDestroy(self.graph_exec)
-        if self.graph is not None:
-            cu.cudaGraphDestroy(self.graph)
-        self.graph = self.graph_exec = None
+        self._drop_graph()
         for ptr in self.buffers.values():
-            cu.cudaFree(ptr)
+            self.cudart.cudaFree(ptr)
         self.buffers = {}
 
     def set_batch(self, batch: int) -> None:
@@ -200,6 +195,9 @@ class TrtSession(Session):
             self._drop_graph()  # ops not permitted under capture: fall back, as trtexec does
 
     def _drop_graph(self) -> None:
+        """Destroy the captured CUDA graph and its executable, where there are."""
+        if self.graph_exec is not None:
+            self.cudart.cudaGraphExecDestroy(self.graph_exec)
         if self.graph is not None:
             self.cudart.cudaGraphDestroy(self.graph)
         self.graph = self.graph_exec = None
