@@ -315,6 +315,13 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         "path: [oops\n"
     )  # (a user trial: 'internal error: ValueError: YAML syntax error', exit 1)
     no_val.write_text(f"path: {root / 'data'}\ntrain: images/train\nnames:\n  0: a\n")
+    # ultralytics runs a data yaml's download: script when the val images are missing (a security audit
+    # ran one through `edgeslim slim`: it wrote a file)
+    script, bash = tmp_path / "script.yaml", tmp_path / "bash.yaml"
+    pwned = tmp_path / "pwned"
+    body = f"path: {tmp_path / 'none'}\ntrain: images/train\nval: images/val\nnames:\n  0: a\n"
+    script.write_text(body + f"download: |\n  open({str(pwned)!r}, 'w').write('x')\n")
+    bash.write_text(body + f"download: bash touch {pwned}\n")
     for args, needles in (
         (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
         ([start, "--data", data], ("pickle", "--trust-pickle")),
@@ -334,11 +341,27 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         (["yolo:runs/nope/best.pt", "--trust-pickle", "--data", data], ("runs/nope/best.pt does not exist",)),
         (["yolo:yolov8n", "--data", data, "--weights", str(tmp_path / "none.pt")], ("does not exist",)),
         ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
+        ([start, "--data", str(script)], ("Python script", "--trust-pickle")),
+        (["yolo:yolov8n", "--data", str(bash)], ("has a download: bash command", "delete that entry")),
     ):
         assert main(["slim", *args, "--out", str(out)]) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
-        assert not out.exists()
+        assert not out.exists() and not pwned.exists()
+
+
+def test_a_data_yaml_download_is_code_unless_an_archive_url() -> None:
+    from edgeslim.pipelines.slim_yolo import _data_yaml_code
+
+    assert _data_yaml_code({}) == "" and _data_yaml_code({"download": None}) == ""
+    for url in (
+        "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco8.zip",
+        "http://x/a.tar.gz?t=1",
+    ):
+        assert _data_yaml_code({"download": url}) == "", url
+    assert _data_yaml_code({"download": "https://x/a%3F.zip"}) == "Python script"  # (ultralytics unquotes)
+    assert _data_yaml_code({"download": "import os\nos.system('x')"}) == "Python script"
+    assert _data_yaml_code({"download": "bash data/get.sh"}) == "bash command"
 
 
 BUDGET = """

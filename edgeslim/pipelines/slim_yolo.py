@@ -62,7 +62,13 @@ def check(req: Any) -> str:
         )
     if not Path(str(req.data_name)).is_file():
         raise EdgeslimError(f"data yaml {req.data_name} does not exist; check the path", param="data_name")
-    _check_data_yaml(Path(str(req.data_name)))
+    code = _data_yaml_code(_check_data_yaml(Path(str(req.data_name))))
+    if code and not req.trust_pickle:
+        raise EdgeslimError(
+            f"data yaml {req.data_name} has a download: {code}, which ultralytics runs when the val images are "
+            "missing; pass trust_pickle=True if you trust it, or delete that entry",
+            param="trust_pickle",
+        )
     given = [k for k, v in req.options().items() if k not in APPLIES and v not in (None, False)]
     if given:
         raise EdgeslimError(
@@ -135,12 +141,30 @@ def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
     return str(start)
 
 
-def _check_data_yaml(path: Path) -> None:
-    """Refuse a data yaml ultralytics cannot read, or one that names no train and val images."""
+#: what ultralytics' data check downloads and unpacks (any other ``download:`` runs as code)
+_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
+
+
+def _data_yaml_code(data: dict[str, Any]) -> str:
+    """What in an ultralytics data yaml runs code: a ``download`` that is not an archive URL
+    (ultralytics ``exec``s it as Python, or runs it when it starts with ``bash``); "" for none."""
+    from urllib.parse import unquote
+
+    s = data.get("download")
+    if not s or not isinstance(s, str):  # (ultralytics fails on a download that is not a string)
+        return ""
+    if s.lower().startswith("http") and unquote(s).split("?", 1)[0].lower().endswith(_ARCHIVES):
+        return ""  # (the test ultralytics applies before it downloads instead of running it)
+    return "bash command" if s.startswith("bash ") else "Python script"
+
+
+def _check_data_yaml(path: Path) -> dict[str, Any]:
+    """Refuse a data yaml ultralytics cannot read, or one that names no train and val images; returns
+    it."""
     try:
         import yaml
     except ImportError:  # (ultralytics needs PyYAML: its own check will say so)
-        return
+        return {}
     try:
         data = yaml.safe_load(path.read_text(errors="replace"))
     except yaml.YAMLError as exc:
@@ -156,6 +180,7 @@ def _check_data_yaml(path: Path) -> None:
             "and names:); fix it",
             param="data_name",
         )
+    return data
 
 
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
