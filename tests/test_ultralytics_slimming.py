@@ -322,6 +322,8 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
     body = f"path: {tmp_path / 'none'}\ntrain: images/train\nval: images/val\nnames:\n  0: a\n"
     script.write_text(body + f"download: |\n  open({str(pwned)!r}, 'w').write('x')\n")
     bash.write_text(body + f"download: bash touch {pwned}\n")
+    garbled = tmp_path / "garbled.yaml"  # ultralytics drops the byte that is not UTF-8: its key is download
+    garbled.write_bytes(body.encode() + f"down\xffload: open({str(pwned)!r}, 'w')\n".encode("latin-1"))
     for args, needles in (
         (["vgg-small", "--data", data], ("not one", "yolo:NAME")),
         ([start, "--data", data], ("pickle", "--trust-pickle")),
@@ -343,6 +345,7 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
         ([start, "--data", str(script)], ("Python script", "--trust-pickle")),
         (["yolo:yolov8n", "--data", str(bash)], ("has a download: bash command", "delete that entry")),
+        (["yolo:yolov8n", "--data", str(garbled)], ("has a download: Python script",)),
     ):
         assert main(["slim", *args, "--out", str(out)]) == 2, args
         err = capsys.readouterr().err.strip()

@@ -399,10 +399,31 @@ def test_a_yaml_that_names_code_is_built_only_when_trusted(tmp_path: Path, capsy
     (tmp_path / "evil.yaml").write_text(yaml.safe_dump(evil))
     layer = {**base, "backbone": [[-1, 1, "attempt_download_asset", ["x.pt"]], *base["backbone"][1:]]}
     (tmp_path / "layer.yaml").write_text(yaml.safe_dump(layer))
-    for name, why in (("evil.yaml", "activation"), ("layer.yaml", "attempt_download_asset")):
+    # a whole model as a layer is built from a dict of its own yaml, activation included (a security
+    # re-read ran code through it); TorchVision downloads weights and loads them through torch.hub
+    nested = {**base, "backbone": [[-1, 1, "DetectionModel", [evil]], *base["backbone"][1:]]}
+    (tmp_path / "nested.yaml").write_text(yaml.safe_dump(nested))
+    hub = {**base, "backbone": [[-1, 1, "TorchVision", [64, "resnet18", "DEFAULT"]], *base["backbone"][1:]]}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(hub))
+    for name, why in (
+        ("evil.yaml", "activation"),
+        ("layer.yaml", "attempt_download_asset"),
+        ("nested.yaml", "DetectionModel"),
+        ("hub.yaml", "TorchVision"),
+    ):
         assert main(["info", f"yolo:{tmp_path / name}", "--input-shape", SMALL]) == 2
         err = _one_line(capsys)
         assert "evaluates code its yaml names" in err and why in err and "--trust-pickle" in err
+    # slim with a data yaml builds the model in ultralytics' trainer: the same refusal (it was not asked)
+    data = tmp_path / "data.yaml"
+    data.write_text(f"path: {tmp_path}\ntrain: images\nval: images\nnames:\n  0: a\n")
+    for name in ("evil.yaml", "nested.yaml"):
+        assert (
+            main(["slim", f"yolo:{tmp_path / name}", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+        )
+        err = _one_line(capsys)
+        assert "evaluates code its yaml names" in err and "--trust-pickle" in err
+        assert not (tmp_path / "r").exists()
     assert not marker.exists()
     relu = {**base, "activation": "nn.ReLU()"}
     (tmp_path / "relu.yaml").write_text(yaml.safe_dump(relu))

@@ -203,9 +203,28 @@ def yaml_code(name: str) -> str:
             cls = getattr(importlib.import_module("torchvision.ops"), m[16:], None)
         else:
             cls = getattr(tasks, m, None)
-        if not (isinstance(cls, type) and issubclass(cls, tnn.Module)):
+        if not _plain_layer(cls, tasks):
             return f"layer {m[:60]!r}"
     return ""
+
+
+def _plain_layer(cls: Any, tasks: Any) -> bool:
+    """Whether a yaml's layer class builds a layer from its arguments and nothing else: an
+    ``nn.Module`` of torch, torchvision.ops or ``ultralytics.nn.modules``, but not a whole model (one
+    built from a dict of its own yaml, whose ``activation`` ultralytics ``eval``s) nor ``TorchVision``
+    (which downloads and unpickles weights)."""
+    from torch import nn as tnn
+
+    if not (isinstance(cls, type) and issubclass(cls, tnn.Module)):
+        return False
+    if cls.__module__.split(".")[0] == "torch" or cls.__module__.startswith("torchvision.ops"):
+        return True
+    base = getattr(tasks, "BaseModel", None)
+    return (
+        cls.__module__.startswith("ultralytics.nn.modules")
+        and not (isinstance(base, type) and issubclass(cls, base))
+        and cls.__name__ != "TorchVision"
+    )
 
 
 def names_code(name: str) -> bool | str:

@@ -62,7 +62,8 @@ def check(req: Any) -> str:
         )
     if not Path(str(req.data_name)).is_file():
         raise EdgeslimError(f"data yaml {req.data_name} does not exist; check the path", param="data_name")
-    code = _data_yaml_code(_check_data_yaml(Path(str(req.data_name))))
+    path = Path(str(req.data_name))
+    code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(_ultralytics_yaml(path))
     if code and not req.trust_pickle:
         raise EdgeslimError(
             f"data yaml {req.data_name} has a download: {code}, which ultralytics runs when the val images are "
@@ -101,6 +102,10 @@ def check(req: Any) -> str:
         )
     if req.weights is not None and not Path(str(req.weights)).is_file():
         raise EdgeslimError(f"weights file {req.weights} does not exist; check the path", param="weights")
+    if not checkpoint:  # a yaml can name code that ultralytics evaluates as it builds the model
+        from edgeslim.models.registry import check_trusted
+
+        check_trusted(f"yolo:{source}", bool(req.trust_pickle))
     if checkpoint and not req.trust_pickle:
         raise EdgeslimError(
             f"{source} is an ultralytics checkpoint, a pickle that can run code when loaded; pass "
@@ -156,6 +161,21 @@ def _data_yaml_code(data: dict[str, Any]) -> str:
     if s.lower().startswith("http") and unquote(s).split("?", 1)[0].lower().endswith(_ARCHIVES):
         return ""  # (the test ultralytics applies before it downloads instead of running it)
     return "bash command" if s.startswith("bash ") else "Python script"
+
+
+def _ultralytics_yaml(path: Path) -> dict[str, Any]:
+    """The data yaml as ultralytics' data check reads it (its own reader, which drops bytes that are
+    not UTF-8: a key edgeslim's reader sees garbled can be ``download`` there); {} where it fails
+    (then ultralytics' check fails before it runs anything)."""
+    from edgeslim.models.yolo import _import_quietly
+
+    uu = _import_quietly("ultralytics.utils", "to train a YOLO")
+    load = uu.YAML.load if hasattr(uu, "YAML") else uu.yaml_load  # (ultralytics < 8.3.7: yaml_load)
+    try:
+        data = load(str(path))
+    except Exception:  # noqa: BLE001 - ultralytics' own reader refuses it
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _check_data_yaml(path: Path) -> dict[str, Any]:
