@@ -367,6 +367,61 @@ def test_a_data_yaml_download_is_code_unless_an_archive_url() -> None:
     assert _data_yaml_code({"download": "bash data/get.sh"}) == "bash command"
 
 
+CACHE = """
+import logging, shutil, sys
+from pathlib import Path
+import numpy as np
+from edgeslim.models.yolo import _import_quietly, safe_label_caches
+data, work = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.copytree(data / "images" / "val", work / "images" / "val")
+shutil.copytree(data / "labels" / "val", work / "labels" / "val")
+marker = work / "ran"
+class Payload:
+    def __reduce__(self):
+        return (open, (str(marker), "w"))
+cache = work / "labels" / "val.cache"  # (where ultralytics keeps the labels' cache)
+with open(cache, "wb") as f:
+    np.save(f, np.array(Payload(), dtype=object), allow_pickle=True)
+dataset = _import_quietly("ultralytics.data.dataset", "the test")
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
+names = {i: str(i) for i in range(10)}
+for _ in range(2):  # a refused cache is rebuilt by ultralytics; the rebuilt one loads
+    with safe_label_caches(False):
+        ds = dataset.YOLODataset(img_path=str(work / "images" / "val"), data={"names": names, "nc": 10, "channels": 3},
+                                 imgsz=64, augment=False)
+    print("LABELS", len(ds.labels), "RAN", marker.exists())
+with open(cache, "wb") as f:
+    np.save(f, np.array(Payload(), dtype=object), allow_pickle=True)
+try:
+    dataset.load_dataset_cache_file(cache)  # ultralytics' own loader (what trust_pickle keeps)
+except Exception:
+    pass
+print("UNGUARDED RAN", marker.exists())
+"""
+
+
+def test_a_label_cache_is_read_without_running_code(root: Path, tmp_path: Path) -> None:
+    """ultralytics unpickles a data set's labels.cache as it builds the data set (a security re-read ran
+    code through `edgeslim slim --data`); under safe_label_caches a cache naming another global is not
+    loaded, said, and rebuilt by ultralytics, whose rebuilt cache loads."""
+    env = {
+        **os.environ,
+        "YOLO_AUTOINSTALL": "false",
+        "YOLO_OFFLINE": "true",
+        "YOLO_CONFIG_DIR": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CACHE, str(root / "data"), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    lines = [x for x in out.stdout.splitlines() if x.startswith(("LABELS", "LOG", "UNGUARDED"))]
+    refused = [x for x in lines if x.startswith("LOG") and "was not loaded" in x]
+    assert len(refused) == 1 and "refusing to load" in refused[0] and "rebuilds it" in refused[0], lines
+    assert [x for x in lines if x.startswith("LABELS")] == ["LABELS 16 RAN False"] * 2, lines
+    assert lines[-1] == "UNGUARDED RAN True", lines  # ultralytics' own loader runs the payload
+
+
 BUDGET = """
 import json, sys
 from edgeslim.models.yolo import _tasks

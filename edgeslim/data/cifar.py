@@ -11,6 +11,7 @@ import numpy as np
 from edgeslim.data.bundle import DataBundle
 from edgeslim.data.datasets import CIFAR10_CLASSES, NORMS, LoadRequest, bundle_from_arrays, register_dataset
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.numpy_pickle import load_numpy_pickle
 
 CIFAR = {
     "cifar10": {"dir": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
@@ -20,32 +21,12 @@ CIFAR = {
                  "names": "fine_label_names", "labels": "fine_labels", "classes": 100, "tv": "CIFAR100"},
 }  # fmt: skip
 
-#: the only globals a CIFAR pickle may reference: numpy's array reconstruction
-_SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),  # how Python 3 pickles (protocol 2) store numpy's raw bytes
-}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses any other global."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
 
 def safe_unpickle(path: Path) -> dict[str, Any]:
     """Load one CIFAR batch file without executing code; keys come back as str."""
     try:
         with open(path, "rb") as f:
-            obj = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+            obj = load_numpy_pickle(f, encoding="bytes")
     except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
         raise EdgeslimError(
             f"{path} is not a valid CIFAR batch file ({exc}); re-download the python version of the data set"

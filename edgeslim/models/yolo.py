@@ -92,6 +92,53 @@ def _no_settings_notice(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Creating new Ultralytics Settings")
 
 
+class _RefusedCache(FileNotFoundError):
+    """A label cache not loaded (ultralytics treats it as missing and rebuilds it)."""
+
+
+@contextlib.contextmanager
+def safe_label_caches(trust_pickle: bool) -> Any:
+    """ultralytics' label caches read without running code for the block, unless ``trust_pickle``.
+
+    A data set's ``labels.cache`` (beside its labels; ``np.save`` of a pickled dict) is unpickled by
+    ultralytics' data sets as they are built (``np.load(allow_pickle=True)``): a file the user hands
+    over can run code that way. Here it is read by :func:`~edgeslim.utils.numpy_pickle.load_npy`;
+    a cache naming any other global is not loaded, with a warning, and ultralytics rebuilds it as it
+    rebuilds a stale one."""
+    if trust_pickle:
+        yield
+        return
+    import pickle
+
+    from edgeslim.utils.numpy_pickle import load_npy
+
+    modules = [
+        _import_quietly(m, "to train a YOLO") for m in ("ultralytics.data.utils", "ultralytics.data.dataset")
+    ]
+    name = "load_dataset_cache_file"
+
+    def load(path: Any) -> dict:
+        try:
+            return load_npy(path).item()
+        except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
+            logging.getLogger(__name__).warning(
+                "%s was not loaded (%s: it can run code when unpickled); ultralytics rebuilds it from the labels "
+                "(trust_pickle loads it as ultralytics does)",
+                path,
+                first_line(exc),
+            )
+            raise _RefusedCache(str(path)) from exc
+
+    saved = [(m, getattr(m, name)) for m in modules if hasattr(m, name)]
+    for m, _ in saved:
+        setattr(m, name, load)
+    try:
+        yield
+    finally:
+        for m, fn in saved:
+            setattr(m, name, fn)
+
+
 def _tasks(why: str) -> Any:
     """``ultralytics.nn.tasks`` (see :func:`_import_quietly`)."""
     return _import_quietly("ultralytics.nn.tasks", why)

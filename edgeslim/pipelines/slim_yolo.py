@@ -206,6 +206,7 @@ def _check_data_yaml(path: Path) -> dict[str, Any]:
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
+    from edgeslim.models.yolo import safe_label_caches
     from edgeslim.pipelines.rundir import run_directory, slim_train_files
     from edgeslim.utils.modes import torch_threads
 
@@ -220,6 +221,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             run_files=slim_train_files,
         ),
         torch_threads(req.threads),
+        safe_label_caches(bool(req.trust_pickle)),
     ):
         return _run(req, source, out_dir, budget)
 
