@@ -124,6 +124,21 @@ def test_bench_the_ort_files_a_phone_ships(onnx_pair, tmp_path):
     assert all(r["label"] in ("baseline", "slim") for r in rec["trials"])
 
 
+def test_ort_conversion_imports_nothing_from_the_working_directory(onnx_pair, tmp_path, monkeypatch):
+    """The conversion runs ``python -m onnxruntime.tools...``, which puts its working directory first
+    on the import path: an ``onnxruntime`` folder where the user stands ran (a security re-read)."""
+    from edgeslim.export.ort_mobile import convert_to_ort
+
+    dense, _, _ = onnx_pair
+    marker = tmp_path / "ran"
+    fake = tmp_path / "cwd" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n")
+    monkeypatch.chdir(fake.parent)
+    assert convert_to_ort(dense, tmp_path / "dense.ort", target_platform="amd64").path.is_file()
+    assert not marker.exists()
+
+
 def test_a_phone_profile_on_an_ort_build_without_its_provider(onnx_pair, tmp_path, capsys):
     """snapdragon-8-gen3 prefers XNNPACK then the CPU provider: a build without XNNPACK times with
     the CPU and says so (it refused); an explicit --providers xnnpack is still refused."""

@@ -53,7 +53,8 @@ def convert_to_ort(
                "--output_dir", str(Path(tmp) / "out"), "--optimization_style", style,
                "--target_platform", target_platform]  # fmt: skip
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            # (in the fresh folder: `python -m` puts its working directory first on the import path)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=tmp)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(f"ORT format conversion took longer than {timeout:.0f} s; giving up") from exc
         produced = sorted((Path(tmp) / "out").rglob("*.ort"))
