@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -542,3 +543,22 @@ def test_imagefolder_of_class_folders_only_holds_out_one_image_in_ten(cifar_zip,
     shutil.copytree(root / "photos", val / "val")
     with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files"):
         load_dataset("imagefolder", data_dir=val, cache_dir=tmp_path / "c")
+
+
+def test_postscript_named_jpg_is_not_handed_to_ghostscript(tmp_path, monkeypatch):
+    """PIL opens a file by its bytes: PostScript named .jpg opened as EPS, and loading it runs
+    Ghostscript on the file (a security re-read ran a `gs` on PATH through `edgeslim train`). Only the
+    image formats of IMAGE_EXTS are opened."""
+    from edgeslim.data.imagefolder import decode
+
+    marker = tmp_path / "ran"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gs = bin_dir / "gs"
+    gs.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n"
+    with pytest.raises(EdgeslimError, match="cannot decode image 0.jpg"):
+        decode(eps, "0.jpg", 3, (8, 8))
+    assert not marker.exists()

@@ -33,6 +33,9 @@ from edgeslim.errors import EdgeslimError
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+#: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
+#: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 TEST_NAMES = ("test", "val", "valid", "validation")
 #: a tree of class folders without train/test: 1 image in this many of each class is the test split
 FLAT_TEST_EVERY = 10
@@ -222,7 +225,7 @@ def open_image(data: bytes, name: str):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _pil_open()(io.BytesIO(data))
+            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
         n = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_many_pixels(
