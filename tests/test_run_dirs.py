@@ -105,6 +105,27 @@ def test_the_lock_file_goes_with_the_run_and_a_removed_one_is_not_trusted(tmp_pa
                 pass
 
 
+def test_a_lock_path_that_is_a_link_or_a_fifo_is_refused(tmp_path):
+    """The lock was opened following links (the pid written truncated the link's target, a user's
+    file, with no --force) and a FIFO there blocked the run forever (a security re-read)."""
+    from edgeslim.utils.io import check_unlocked
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / LOCK_NAME).symlink_to(victim)
+    for check in (lambda: check_unlocked(d), lambda: run_dir_lock(d).__enter__()):
+        with pytest.raises(EdgeslimError, match=r"\.edgeslim\.lock is a symbolic link, not the lock file.*remove it"):
+            check()
+    assert victim.read_text() == "precious"
+    (d / LOCK_NAME).unlink()
+    os.mkfifo(d / LOCK_NAME)
+    for check in (lambda: check_unlocked(d), lambda: run_dir_lock(d).__enter__()):
+        with pytest.raises(EdgeslimError, match="is not a regular file"):
+            check()
+
+
 def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["slim", "vgg-small", *SMALL, "--epochs", "3", "--test-subset", "64", "--out", str(out)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,7 +214,7 @@ def check_unlocked(path: str | os.PathLike) -> None:
 
     lock = Path(path) / LOCK_NAME
     try:
-        fd = os.open(lock, os.O_RDONLY)
+        fd = _open_lock(lock, os.O_RDONLY)
     except OSError:  # no lock file (no run) or not readable: run_dir_lock decides later
         return
     try:
@@ -233,13 +234,35 @@ def _held(fd: int, d: str | os.PathLike) -> EdgeslimError:
     )
 
 
+def _open_lock(lock: Path, flags: int) -> int:
+    """``os.open`` of a lock file that is a plain file: a symbolic link there (which the open would
+    follow, and the pid written would truncate its target) or a FIFO (whose open blocks) is refused."""
+    try:
+        fd = os.open(lock, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if os.path.islink(lock):
+            raise _not_a_lock(lock, "a symbolic link") from exc
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock(lock, "not a regular file")
+    return fd
+
+
+def _not_a_lock(lock: Path, what: str) -> EdgeslimError:
+    return EdgeslimError(
+        f"{lock} is {what}, not the lock file edgeslim writes; remove it, or choose another output directory",
+        param="out_dir",
+    )
+
+
 def _locked_file(lock: Path, d: Path) -> int:
     """A descriptor of ``lock`` holding its exclusive ``flock``; the file is the one at the path
     (a run that ended between our open and our lock removed it: open again)."""
     import fcntl
 
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(lock, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
