@@ -445,3 +445,34 @@ def test_the_clean_up_after_a_failed_run_never_hides_its_error(tmp_path) -> None
         with run_directory(out, force=True, interrupted="train", run_files=slim_train_files):
             raise RuntimeError("the run's own")
     assert (out / "train").is_symlink() and target.is_dir()
+
+
+def test_a_forced_run_that_stops_leaves_no_earlier_report_and_a_linked_train_folder_is_refused(tmp_path):
+    """An automation trial: a forced rerun stopped after an epoch left the earlier run's report.json
+    and plots beside its own train/ (a "report.json exists" check passed on stale numbers). A security
+    re-read: a train/ that is a symbolic link had its target's files removed and written by --force."""
+    from edgeslim.pipelines.rundir import run_directory
+    from edgeslim.utils.rundir import SLIM_STALE
+
+    d = tmp_path / "run"
+    d.mkdir()
+    for name in ("report.json", "budget.png", "model.pt", "notes.txt"):
+        (d / name).write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with run_directory(d, force=True, interrupted="train", stale=SLIM_STALE):
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in d.iterdir()) == ["model.pt", "notes.txt"]
+    # a resumed run keeps what it may still need
+    (d / "report.json").write_text("old")
+    with run_directory(d, force=True, resume=True, interrupted="train", stale=SLIM_STALE):
+        pass
+    assert (d / "report.json").is_file()
+
+    victim = tmp_path / "mine"
+    victim.mkdir()
+    (victim / "report.json").write_text("precious")
+    (d / "train").symlink_to(victim, target_is_directory=True)
+    with pytest.raises(EdgeslimError, match=r"train is a symbolic link; a run writes and removes files there"):
+        with run_directory(d, force=True, interrupted="train", stale=SLIM_STALE):
+            pass
+    assert (victim / "report.json").read_text() == "precious"

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines.rundir import run_directory
-from edgeslim.utils.rundir import RUN_FILE
+from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE
 
 
 @dataclass
@@ -311,7 +311,7 @@ def measure(
 
     if not req.out_dir:
         return go()
-    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,)):
+    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,), stale=BENCH_STALE):
         return go()
 
 

@@ -23,6 +23,7 @@ def run_directory(
     interrupted: str | None = None,
     resumable: bool = True,
     run_files: tuple[str, ...] | Callable[[Path], tuple[str, ...]] = (),
+    stale: tuple[str, ...] = (),
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
@@ -33,13 +34,27 @@ def run_directory(
     of atomic writes of those names; or a function of the folder giving them, :func:`slim_train_files`)
     is removed as the run starts over, anything else is kept, and only
     those files count as a run that was stopped. A run that fails or is stopped before it writes a
-    checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. The lock is held
-    until the block ends.
+    checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. ``stale``: the
+    earlier run's results that no run reads (its report, plots), removed as a forced run starts, so a
+    forced run that is stopped leaves no finished-looking results beside its own. An ``interrupted``
+    folder (or its ``weights/``) that is a symbolic link is refused: the run would write and remove
+    files in the link's target. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
+    for link in (part, part / "weights") if part is not None else ():
+        if link.is_symlink():
+            raise EdgeslimError(
+                f"{link} is a symbolic link; a run writes and removes files there: remove the link, or choose "
+                "another output directory",
+                param="out_dir",
+            )
     with run_dir_lock(out_dir, created=created):
+        if force and not resume:
+            for name in stale:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    (out_dir / name).unlink()
         if force and not resume and part is not None and part.is_dir():
             # starting over: the old run's files would mix with this one's
             _remove_run_files(part, _patterns(run_files, part))

@@ -12,7 +12,7 @@ from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
 from edgeslim.utils.modes import torch_threads
-from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
+from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,8 @@ def run(
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR, run_files=slim_train_files), torch_threads(req.threads):  # fmt: skip
+                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE), \
+            torch_threads(req.threads):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
 
 

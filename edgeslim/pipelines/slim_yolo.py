@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, START_FILE, TRAIN_DIR
+from edgeslim.utils.rundir import REPORT_FILE, SLIM_STALE, START_FILE, TRAIN_DIR
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -219,6 +219,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             interrupted=TRAIN_DIR,
             resumable=False,
             run_files=slim_train_files,
+            stale=SLIM_STALE,
         ),
         torch_threads(req.threads),
         safe_label_caches(bool(req.trust_pickle)),

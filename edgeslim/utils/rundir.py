@@ -36,3 +36,7 @@ LATENCY_PNG = "latency.png"
 LAYERS_PNG = "layers.png"
 LAYER_TIMES_PNG = "layer_times.png"
 MEMORY_PNG = "memory.png"
+
+#: an earlier run's results that no run reads, removed as a forced run starts (``run_directory``)
+SLIM_STALE = (REPORT_FILE, CHANNELS_PNG, GAMMA_HIST_PNG, BUDGET_PNG, LATENCY_PNG, LAYERS_PNG)
+BENCH_STALE = (RUN_FILE, RUN_REPORT_MD, LATENCY_PNG, MEMORY_PNG, LAYER_TIMES_PNG)
