@@ -36,20 +36,12 @@ def run_directory(
     those files count as a run that was stopped. A run that fails or is stopped before it writes a
     checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. ``stale``: the
     earlier run's results that no run reads (its report, plots), removed as a forced run starts, so a
-    forced run that is stopped leaves no finished-looking results beside its own. An ``interrupted``
-    folder (or its ``weights/``) that is a symbolic link is refused: the run would write and remove
-    files in the link's target. The lock is held until the block ends.
+    forced run that is stopped leaves no finished-looking results beside its own. The lock is held
+    until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
-    for link in (part, part / "weights") if part is not None else ():
-        if link.is_symlink():
-            raise EdgeslimError(
-                f"{link} is a symbolic link; a run writes and removes files there: remove the link, or choose "
-                "another output directory",
-                param="out_dir",
-            )
     with run_dir_lock(out_dir, created=created):
         if force and not resume:
             for name in stale:
