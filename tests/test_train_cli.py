@@ -307,3 +307,19 @@ def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys)
     assert (
         err.startswith("error: --arch resnet20 differs from the checkpoint's vgg-small") and "\n" not in err
     ), err
+
+
+def test_json_parses_and_a_pipe_gets_no_progress_bars_under_force_color(tmp_path) -> None:
+    """An automation trial: with FORCE_COLOR=1 (common in CI) rich coloured --json, which no longer
+    parsed, and drew live progress bars into a pipe. stdout is plain JSON; a pipe gets epoch lines."""
+    env = {**_env(), "FORCE_COLOR": "1", "TTY_COMPATIBLE": "1"}
+    env.pop("EDGESLIM_NO_PROGRESS")
+    for args in (["profiles", "--json"], ["prune", "vgg-small", "-o", str(tmp_path / "m.pt"), "--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "\x1b[" not in proc.stdout and json.loads(proc.stdout), args
+    code = "from edgeslim.utils.console import progress_enabled; print(progress_enabled())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.stdout.strip() == "False", proc.stderr

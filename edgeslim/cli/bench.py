@@ -19,12 +19,12 @@ _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
 def _print_record(record: dict, as_json: bool) -> None:
     from edgeslim.bench import report
-    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.console import err, out, print_json, table
     from edgeslim.utils.io import to_jsonable
 
     if as_json:
         slim = {k: v for k, v in record.items() if k != "trials"}  # raw samples live in run.json
-        out.print_json(json.dumps(to_jsonable(slim)))
+        print_json(json.dumps(to_jsonable(slim)))
         return
     out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
     if record.get("speedup"):
@@ -69,11 +69,11 @@ def _print_padding(multiples: dict[str, int]) -> None:
 
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
-    from edgeslim.utils.console import out, table
+    from edgeslim.utils.console import out, print_json, table
     from edgeslim.utils.io import to_jsonable
 
     if as_json:
-        out.print_json(json.dumps(to_jsonable(result)))
+        print_json(json.dumps(to_jsonable(result)))
         return
     fitted = result.get("calibration")
     if fitted is not None:
@@ -109,11 +109,11 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
 
 
 def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_json: bool) -> None:
-    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.console import err, out, print_json, table
     from edgeslim.utils.io import to_jsonable
 
     if as_json:
-        out.print_json(json.dumps(to_jsonable(tab)))
+        print_json(json.dumps(to_jsonable(tab)))
     else:
         # shares of the table's own whole (layers + fixed): ONNX Runtime's profiled kernels can add up to
         # more than an unprofiled run (a trial's shares summed to 126% of the run)
@@ -303,11 +303,11 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from edgeslim.bench.profiles import list_profiles
-    from edgeslim.utils.console import out, table
+    from edgeslim.utils.console import out, print_json, table
 
     profs = list_profiles()
     if as_json:
-        out.print_json(json.dumps([p.model_dump() for p in profs]))
+        print_json(json.dumps([p.model_dump() for p in profs]))
         return
     rows = [
         [
@@ -343,11 +343,11 @@ def show(name: str, as_json: bool) -> None:
     import yaml
 
     from edgeslim.bench.profiles import load_profile
-    from edgeslim.utils.console import out
+    from edgeslim.utils.console import out, print_json
 
     p = load_profile(name)
     if as_json:
-        out.print_json(json.dumps(p.model_dump()))
+        print_json(json.dumps(p.model_dump()))
     else:
         out.print(yaml.safe_dump(p.model_dump(), sort_keys=False, allow_unicode=True, width=110).rstrip())
         out.print(f"ridge point ({p.preferred.precision}): {p.ridge_point():.3g} FLOP/byte")

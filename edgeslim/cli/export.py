@@ -95,7 +95,7 @@ def export(**kw: Any) -> None:
     import json
 
     from edgeslim.pipelines.export import ExportRequest, run
-    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.console import err, out, print_json, table
     from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(
@@ -115,7 +115,7 @@ def export(**kw: Any) -> None:
         say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
     )  # fmt: skip
     if kw["as_json"]:
-        out.print_json(json.dumps(to_jsonable(res)))
+        print_json(json.dumps(to_jsonable(res)))
         return
     o, v = res["onnx"], res["onnx"]["validation"]
     rows: list[list[Any]] = [["ONNX", o["path"]], ["opset / exporter", f"{o['opset']} / {o['exporter']}"],

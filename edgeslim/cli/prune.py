@@ -66,14 +66,14 @@ def prune(**kw: Any) -> None:
     import json
 
     from edgeslim.pipelines.prune import PruneRequest, run
-    from edgeslim.utils.console import err, out, table
+    from edgeslim.utils.console import err, out, print_json, table
     from edgeslim.utils.io import to_jsonable
 
     as_json = kw.pop("as_json")
     rep = run(PruneRequest(**kw))
     output, calib_desc = rep["output"], notice(rep["calibration"], prune)
     if as_json:
-        out.print_json(json.dumps(to_jsonable(rep)))
+        print_json(json.dumps(to_jsonable(rep)))
         return
     changed = [r for r in rep["layers"] if r["before"] != r["after"]]
     rows = [(r["name"], r["type"], " -> ".join(map(str, r["before"])), " -> ".join(map(str, r["after"])))
@@ -162,12 +162,12 @@ def graph(
     import json
 
     from edgeslim.pipelines import prune as stage
-    from edgeslim.utils.console import out
+    from edgeslim.utils.console import out, print_json
 
     g = stage.graph(model, input_shape, trust_pickle, weights, num_classes)
     d = stage.graph_summary(g)
     if as_json:
-        out.print_json(json.dumps(d))
+        print_json(json.dumps(d))
         return
     out.print(str(g), markup=False, highlight=False)
     out.print(f"MACs {d['macs']:,}  params {d['params']:,}  BN groups {len(d['bn_groups'])}", markup=False)

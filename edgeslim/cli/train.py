@@ -95,7 +95,7 @@ def train(**kw: Any) -> None:
 
 
 def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out_dir: Path) -> None:
-    from edgeslim.utils.console import out, table
+    from edgeslim.utils.console import out, print_json, table
     from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
     if as_json:
@@ -103,7 +103,7 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
 
         from edgeslim.utils.io import to_jsonable
 
-        out.print_json(json.dumps(to_jsonable(report)))
+        print_json(json.dumps(to_jsonable(report)))
         return
     rows: list[list[Any]] = [
         ["architecture", spec.arch],

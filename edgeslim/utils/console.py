@@ -31,7 +31,25 @@ err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() el
 
 
 def progress_enabled() -> bool:
-    return os.environ.get("EDGESLIM_NO_PROGRESS", "") == "" and err.is_terminal
+    """Live progress bars: only on a real terminal (not where FORCE_COLOR makes rich call a pipe one;
+    a pipe gets a line per epoch), and not with ``EDGESLIM_NO_PROGRESS`` set."""
+    return os.environ.get("EDGESLIM_NO_PROGRESS", "") == "" and err.is_terminal and _isatty(sys.stderr)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # (no isatty, or closed)
+        return False
+
+
+def print_json(text: str) -> None:
+    """A JSON document on stdout, as it is: no colour codes, whatever FORCE_COLOR or TTY_COMPATIBLE
+    say (rich's ``print_json`` colours it then, and the output no longer parses)."""
+    import json
+
+    sys.stdout.write(json.dumps(json.loads(text), indent=2) + "\n")
+    sys.stdout.flush()
 
 
 @contextlib.contextmanager
