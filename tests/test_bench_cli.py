@@ -495,3 +495,33 @@ def test_a_file_is_benched_as_what_it_holds_not_as_its_name(onnx_pair, tmp_path)
     plan.write_bytes(b"ftrt\xe8\x00\x00\x00" + bytes(range(60)))
     r = edgeslim(["bench", plan, "--batch", "1", *FAST], tmp_path, check_rc=2)
     assert "is a TensorRT engine, which can carry plugin code" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_sigterm_stops_bench_and_its_measuring_process(onnx_pair, tmp_path):
+    """An automation trial: SIGTERM (what timeout, Airflow, Kubernetes send) ended bench with exit 143
+    and no word while its measuring process ran on at 100% CPU and its temporary folder stayed. Now it
+    is handled as Ctrl-C is: one line, exit 143, the worker stopped, nothing left in the temp folder."""
+    import signal
+    import time
+
+    dense, _, _ = onnx_pair
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**no_torch_env(tmp_path), "TMPDIR": str(tmp)}
+    args = [PY, "-m", "edgeslim", "bench", str(dense), "--batch", "1", "--trials", "1", "--threads", "1",
+            "--min-time", "60", "--max-time", "60", "--warmup", "0.05"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not any(tmp.glob("edgeslim-bench-*/spec.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the worker is measuring
+    worker = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert worker, "no measuring process started"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    lines = [x for x in stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0], stderr
+    time.sleep(0.5)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in worker)
+    assert not list(tmp.glob("edgeslim-*"))

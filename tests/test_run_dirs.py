@@ -116,7 +116,9 @@ def test_a_lock_path_that_is_a_link_or_a_fifo_is_refused(tmp_path):
     d.mkdir()
     (d / LOCK_NAME).symlink_to(victim)
     for check in (lambda: check_unlocked(d), lambda: run_dir_lock(d).__enter__()):
-        with pytest.raises(EdgeslimError, match=r"\.edgeslim\.lock is a symbolic link, not the lock file.*remove it"):
+        with pytest.raises(
+            EdgeslimError, match=r"\.edgeslim\.lock is a symbolic link, not the lock file.*remove it"
+        ):
             check()
     assert victim.read_text() == "precious"
     (d / LOCK_NAME).unlink()

@@ -6,13 +6,16 @@ Subcommands live in their own modules and are imported only when used, so that
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
 import shlex
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -207,9 +210,47 @@ def main(argv: list[str] | None = None) -> int:
     system errors (a full disk, a permission). Anything else is a bug: one line with its origin
     and exit code 1, or the full traceback with ``--debug``.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    with _sigterm_interrupts():
+        return _main(args)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, a scheduler cancelling a job), raised where Ctrl-C's KeyboardInterrupt is:
+    the same clean-up (measuring processes stopped, temporary folders removed, the run resumable)."""
+
+
+#: exit codes of a run stopped by Ctrl-C and by SIGTERM (the shell's 128 + signal number)
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handler before is put back)."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        before = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stopped_code(exc: BaseException) -> int:
+    cause = exc if isinstance(exc, Terminated) else exc.__cause__ or exc.__context__
+    return EXIT_TERMINATED if isinstance(cause, Terminated) else EXIT_INTERRUPTED
+
+
+def _main(args: list[str]) -> int:
     from edgeslim.utils.console import error_line
 
-    args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     try:
         cli.main(args=args, prog_name="edgeslim", standalone_mode=False)
@@ -218,18 +259,18 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         error_line(cli_message(exc, _command(args)))
         return exc.exit_code
-    except click.exceptions.Abort:  # (Ctrl-C: click turns KeyboardInterrupt into Abort)
+    except click.exceptions.Abort as exc:  # (Ctrl-C: click turns KeyboardInterrupt into Abort)
         error_line(_interrupted_line(args))
-        return 130
+        return _stopped_code(exc)
     except click.UsageError as exc:
         error_line(_usage_line(exc))
         return 2
     except click.ClickException as exc:
         error_line(exc.format_message())
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         error_line(_interrupted_line(args))
-        return 130
+        return _stopped_code(exc)
     except (OSError, MemoryError) as exc:
         if debug:
             traceback.print_exc()

@@ -120,9 +120,13 @@ def _fmt(v: Any) -> str:
 
 def error_line(message: str) -> None:
     """Print ``message`` as one red line on stderr (markup escaped, line breaks folded)."""
+    import re
+
     from rich.markup import escape
 
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    # (terminal colour codes another library put in its message, e.g. ultralytics', are dropped)
+    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(message))
+    text = " ".join(part.strip() for part in plain.splitlines() if part.strip())
     err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
 
