@@ -140,8 +140,30 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
             f"decay, or add warm-up); {path} was not written"
         )
     with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+        try:
+            # a file object: the archive's folder is "archive", not the temporary name, so the same
+            # checkpoint gives the same bytes (content-hashing tools see no change)
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except RuntimeError as exc:  # torch's zip writer says a failed write (a full disk) so
+            if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
+                raise
+            raise _write_failed(Path(tmp), exc) from exc
     return Path(path)
+
+
+def _write_failed(tmp: Path, exc: Exception) -> OSError:
+    """The OSError of a checkpoint write torch reported as a RuntimeError: "no space" where the disk
+    has (almost) none left, else an I/O error; its file is the temporary one (named as its target)."""
+    import errno
+    import shutil
+
+    full = shutil.disk_usage(tmp.parent).free < (16 << 20)
+    if full:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+    return OSError(errno.EIO, f"writing the checkpoint failed ({first_line(exc)})", str(tmp))
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw: Any) -> Path:

@@ -527,3 +527,38 @@ def test_an_input_shape_whose_forward_cannot_fit_is_one_line(monkeypatch, capsys
     monkeypatch.setattr(memory, "available_mb", lambda: 64 * 1024.0)
     check_forward_fits(model, (3, 6000, 6000))  # 1.5 GB at once fits in 64 GB
     assert all(p.device.type == "cpu" for p in model.parameters())  # the user's model is untouched
+
+
+FULL_DISK = """
+import resource, signal, sys
+from edgeslim.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+sys.exit(main(["prune", "vgg-small", "-o", sys.argv[1]]))
+"""
+
+
+def test_a_checkpoint_write_that_fails_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """An automation trial on a full tmpfs: torch's zip writer raised RuntimeError ('unexpected pos'),
+    which came out as an internal error, exit 1. Now one line naming the file, exit 2, no temp file."""
+    out = tmp_path / "m.pt"
+    env = {"PATH": "/usr/bin:/bin", "EDGESLIM_NO_PROGRESS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(lines) == 1 and "writing the checkpoint failed" in lines[0] and f"({out})" in lines[0], lines
+    assert "internal error" not in lines[0] and list(tmp_path.iterdir()) == []
+
+
+def test_the_same_checkpoint_gives_the_same_bytes(tmp_path: Path) -> None:
+    """An automation trial: two identical seeded runs wrote different model.pt bytes (the zip held the
+    temporary file's name), so content-hash caches (DVC) saw a change every run."""
+    import torch
+
+    from edgeslim.checkpoint import save_checkpoint
+
+    ckpt = {"state_dict": {"w": torch.arange(6.0)}, "note": "x"}
+    a, b = save_checkpoint(tmp_path / "a.pt", ckpt), save_checkpoint(tmp_path / "sub" / "b.pt", ckpt)
+    assert a.read_bytes() == b.read_bytes()
+    assert torch.load(a, weights_only=True)["note"] == "x"
