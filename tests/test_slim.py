@@ -361,3 +361,25 @@ def test_a_collapsed_run_still_prints_its_report_with_json(fmnist_dir: str, tmp_
     assert rc == 2 and "slimming collapsed the network" in got.err
     printed = json.loads(got.out)
     assert printed["collapse"]["collapsed"] is True and printed["out_dir"] == str(out)
+
+
+def test_a_run_leaves_the_callers_random_generators_as_it_found_them(fmnist_dir: str, tmp_path: Path) -> None:
+    """An automation trial: after pipelines.slim.run the caller's Python, numpy and torch generators had
+    been reseeded (numpy's read as after np.random.seed(0)); a library call puts them back."""
+    import random
+
+    import numpy as np
+    import torch
+
+    import rich.progress  # noqa: F401 - (its first import draws from Python's generator: rich's own)
+
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.slim import run as slim
+
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state().clone())
+    slim(SlimRequest(out_dir=tmp_path / "r", model="vgg-small", data_name="fashion-mnist", data_dir=Path(fmnist_dir),
+                     subset=320, test_subset=200, epochs=1, threads=1, shrink=0.1))  # fmt: skip
+    assert random.getstate() == before[0]
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.random.get_rng_state(), before[2])

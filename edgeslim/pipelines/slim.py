@@ -11,7 +11,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
-from edgeslim.utils.modes import torch_threads
+from edgeslim.utils.modes import kept_random_state, torch_threads
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,15 @@ def run(
     req: SlimRequest, progress: Any = None, on_collapse: Any = None, say: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json).
-    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning)."""
+    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). The
+    caller's global random generators are as they were after it returns (the run seeds its own)."""
+    with kept_random_state():
+        return _checked_run(req, progress, on_collapse, say)
+
+
+def _checked_run(
+    req: SlimRequest, progress: Any, on_collapse: Any, say: Callable[[str], None] | None
+) -> dict:
     from edgeslim.pipelines.rundir import slim_train_files
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
 

@@ -88,6 +88,13 @@ class TrainOutcome:
 def run(req: TrainRequest, progress: Any = None, say: Callable[[str], None] | None = None) -> TrainOutcome:
     """Train as ``req`` says into ``req.out_dir`` (the run directory is locked while it runs). ``say``
     hears each note as it arises (before training starts); the outcome keeps them all."""
+    from edgeslim.utils.modes import kept_random_state
+
+    with kept_random_state():  # (the run seeds the global generators: the caller's are put back)
+        return _run(req, progress, say)
+
+
+def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) -> TrainOutcome:
     kw = asdict(req)
     kw["out_dir"] = Path(req.out_dir)
     import torch

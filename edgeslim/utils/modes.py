@@ -1,5 +1,5 @@
 """Block-scoped modes, restored after the block: a module's train/eval mode, IEEE fp32 math on CUDA,
-torch's CPU thread count."""
+torch's CPU thread count, the global random generators."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(was)
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Python's, numpy's and torch's global random generators (CPU, and every CUDA device already in
+    use) put back after the block: a run seeds them for its own reproducibility, a library call
+    leaves the caller's sequence where it was."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 @contextlib.contextmanager
