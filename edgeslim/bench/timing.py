@@ -52,8 +52,9 @@ class TimingConfig:
             )
         if self.max_iters < self.min_iters:
             raise EdgeslimError(
-                f"TimingConfig max_iters ({self.max_iters}) must be >= min_iters ({self.min_iters}): raise the first",
-                param=("max_iters", "min_iters"),
+                f"TimingConfig min_iters ({self.min_iters}) must be <= max_iters ({self.max_iters}, the cap of a "
+                "measuring loop): lower it",
+                param="min_iters",
             )
 
     def to_dict(self) -> dict:

@@ -444,3 +444,7 @@ def rerender(
     if on_record is not None:
         on_record(record)
     return write_outputs(record, out_dir, force=force, with_plots=plots) if out_dir else []
+
+
+#: the stage's ``run()`` (every stage of :mod:`edgeslim.pipelines` has one)
+run = measure
