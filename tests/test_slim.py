@@ -369,9 +369,8 @@ def test_a_run_leaves_the_callers_random_generators_as_it_found_them(fmnist_dir:
     import random
 
     import numpy as np
-    import torch
-
     import rich.progress  # noqa: F401 - (its first import draws from Python's generator: rich's own)
+    import torch
 
     from edgeslim.pipelines.slim import SlimRequest
     from edgeslim.pipelines.slim import run as slim
