@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import subprocess
 import sys
@@ -562,3 +563,28 @@ def test_the_same_checkpoint_gives_the_same_bytes(tmp_path: Path) -> None:
     a, b = save_checkpoint(tmp_path / "a.pt", ckpt), save_checkpoint(tmp_path / "sub" / "b.pt", ckpt)
     assert a.read_bytes() == b.read_bytes()
     assert torch.load(a, weights_only=True)["note"] == "x"
+
+
+def test_a_checkpoints_model_arguments_load_no_weights_and_unknown_ones_are_one_line(tmp_path: Path) -> None:
+    """A security re-read: a checkpoint's spec kwargs went to timm and torchvision as they were
+    (`checkpoint_path` made timm open a file the checkpoint named; `weights_backbone` a download),
+    and an argument the architecture does not take was a TypeError traceback."""
+    from edgeslim.checkpoint import load_model, save_model
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+
+    model = create_model(ModelSpec("vgg-small", 10, 1, (28, 28)))
+    for arch, kwargs, needle in (
+        (
+            "timm:resnet18",
+            {"checkpoint_path": str(tmp_path / "other.pt")},
+            "name weights to load or download",
+        ),
+        ("tv:resnet18", {"weights": "DEFAULT"}, "(weights)"),
+        ("vgg-small", {"bogus": 1}, "does not take the model arguments ['bogus']"),
+    ):
+        spec = ModelSpec(arch, 10, 1, (28, 28), kwargs=kwargs)
+        path = tmp_path / "m.pt"
+        save_model(path, model, spec)
+        with pytest.raises(EdgeslimError, match=re.escape(needle)):
+            load_model(path)

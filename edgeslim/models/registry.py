@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Step, first_line
 
 if TYPE_CHECKING:
     from torch import nn
@@ -326,7 +326,35 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
         spec = ModelSpec.from_dict({**spec.to_dict(), **overrides})
     name = spec.arch
     check_trusted(name, trust_pickle)
-    kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
+    _check_kwargs(name, spec.kwargs)
+    try:
+        return _create(name, dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs))
+    except TypeError as exc:  # (a checkpoint's spec naming an argument its architecture does not take)
+        if not spec.kwargs or "keyword argument" not in str(exc):
+            raise
+        raise EdgeslimError(
+            f"{name} does not take the model arguments {sorted(spec.kwargs)} ({first_line(exc)}); re-create the "
+            "checkpoint"
+        ) from exc
+
+
+#: model arguments that load or download weights (timm's, torchvision's): never built from a spec, where
+#: weights come from the checkpoint (a checkpoint's spec could name a file to load, or a download)
+WEIGHT_ARGUMENTS = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+                              "pretrained_backbone", "weights", "weights_backbone", "cache_dir"})  # fmt: skip
+
+
+def _check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    bad = sorted(k for k, v in kwargs.items() if k in WEIGHT_ARGUMENTS and v not in (None, False))
+    if bad:
+        raise EdgeslimError(
+            f"the model arguments of {name} name weights to load or download ({', '.join(bad)}); edgeslim builds "
+            "an architecture with random weights and loads the checkpoint's own: drop them (re-create the "
+            "checkpoint, or pass weights as a file)"
+        )
+
+
+def _create(name: str, kw: dict[str, Any]) -> nn.Module:
     if ":" in name:
         prefix, sub = name.split(":", 1)
         if prefix in _PREFIXES:
