@@ -588,3 +588,23 @@ def test_a_checkpoints_model_arguments_load_no_weights_and_unknown_ones_are_one_
         save_model(path, model, spec)
         with pytest.raises(EdgeslimError, match=re.escape(needle)):
             load_model(path)
+
+
+def test_a_gzip_idx_file_is_inflated_only_as_far_as_its_header_says(tmp_path: Path) -> None:
+    """A security re-read: gzip.decompress of a whole .gz IDX file had no size limit (a small file can
+    inflate to any size). The header's size is checked first and the body read to it."""
+    import gzip
+
+    from edgeslim.data.idx import read_idx
+
+    ok = tmp_path / "ok-idx1-ubyte.gz"
+    ok.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 8, 1, 3) + bytes([1, 2, 3])))
+    assert read_idx(ok).tolist() == [1, 2, 3]
+    huge = tmp_path / "huge-idx3-ubyte.gz"
+    huge.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, 100_000, 1000, 1000) + bytes(1000)))
+    with pytest.raises(EdgeslimError, match=r"declares 100.0 GB of data .*re-download it"):
+        read_idx(huge)
+    long = tmp_path / "long-idx1-ubyte.gz"
+    long.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 8, 1, 3) + bytes(10_000_000)))
+    with pytest.raises(EdgeslimError, match=r"longer than its header says \(3 bytes\)"):
+        read_idx(long)

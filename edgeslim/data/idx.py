@@ -20,23 +20,43 @@ FMNIST_FILES = {
 }
 
 
+#: the most bytes an IDX file may declare: MNIST-format sets are far smaller (Fashion-MNIST's largest
+#: file holds 47 MB), and a small ``.gz`` can inflate to any size (read only up to what the header says)
+MAX_IDX_BYTES = 1 << 31
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one unsigned-byte IDX file (``.gz`` or raw) into a numpy array."""
     p = Path(path)
     try:
-        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        with gzip.open(p, "rb") if p.suffix == ".gz" else open(p, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4:
+                raise EdgeslimError(f"{p} is truncated (no IDX header); re-install or re-download it")
+            zero, dtype_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+                raise EdgeslimError(f"{p} is not an unsigned-byte IDX file (bad magic); re-download it")
+            shape = f.read(4 * ndim)
+            if len(shape) < 4 * ndim:
+                raise EdgeslimError(f"{p} is truncated (no IDX header); re-install or re-download it")
+            dims = struct.unpack(f">{ndim}I", shape)
+            n = int(np.prod(dims, dtype=np.int64))
+            if n > MAX_IDX_BYTES:
+                raise EdgeslimError(
+                    f"{p} declares {n / 1e9:.1f} GB of data (dimensions {list(dims)}), more than an MNIST-format "
+                    f"file holds (limit {MAX_IDX_BYTES / 1e9:.1f} GB, edgeslim.data.idx.MAX_IDX_BYTES); re-download it"
+                )
+            raw = f.read(n + 1)  # (one more: a file longer than its header says is damaged too)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise EdgeslimError(f"{p} is unreadable or corrupt ({exc}); re-install or re-download it") from exc
-    if len(raw) < 4:
-        raise EdgeslimError(f"{p} is truncated (no IDX header); re-install or re-download it")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
-        raise EdgeslimError(f"{p} is not an unsigned-byte IDX file (bad magic); re-download it")
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise EdgeslimError(f"{p} is truncated ({body.size} of {int(np.prod(dims))} bytes); re-download it")
-    return body.reshape(dims)
+    if len(raw) != n:
+        what = (
+            f"truncated ({len(raw)} of {n} bytes)"
+            if len(raw) < n
+            else f"longer than its header says ({n} bytes)"
+        )
+        raise EdgeslimError(f"{p} is {what}; re-download it")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def find_idx_dir(candidates: list[Path]) -> Path | None:
