@@ -164,6 +164,12 @@ def test_safetensors_files_as_the_library_writes_them(net, tmp_path):
     cut.write_bytes(f2.read_bytes()[:-100])
     with pytest.raises(EdgeslimError, match="outside the file.*truncated"):
         read_safetensors(cut)
+    # a negative shape whose product matches its byte range was a RuntimeError traceback (a security re-read)
+    header = json.dumps({"w": {"dtype": "F32", "shape": [-1, -4], "data_offsets": [0, 16]}}).encode()
+    neg = tmp_path / "neg.safetensors"
+    neg.write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    with pytest.raises(EdgeslimError, match=r"entry 'w' has the negative shape \[-1, -4\]"):
+        read_safetensors(neg)
 
 
 def test_weight_files_on_the_command_line(net, tmp_path, capsys):
