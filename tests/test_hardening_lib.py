@@ -608,3 +608,29 @@ def test_a_gzip_idx_file_is_inflated_only_as_far_as_its_header_says(tmp_path: Pa
     long.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 8, 1, 3) + bytes(10_000_000)))
     with pytest.raises(EdgeslimError, match=r"longer than its header says \(3 bytes\)"):
         read_idx(long)
+
+
+@pytest.mark.parametrize(
+    "kw, needle",
+    [
+        ({"epochs": "3"}, "epochs must be an integer, got '3'"),
+        ({"threads": -2}, "threads must be >= 1, got -2"),
+        ({"seed": "a"}, "seed must be an integer, got 'a'"),
+        ({"epochs": 0}, "epochs must be >= 1, got 0"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"epochs": True}, "epochs must be an integer, got True"),
+        ({"force": "yes"}, "force must be True or False"),
+    ],
+)
+def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, needle: str) -> None:
+    """An automation trial: SlimRequest(epochs="3") was a TypeError from deep inside, threads=-2 a
+    RuntimeError from torch, epochs=0 loaded 60,000 images and then failed on the phases."""
+    from edgeslim.pipelines.slim import SlimRequest
+
+    with pytest.raises(EdgeslimError, match=re.escape(needle)) as info:
+        SlimRequest(out_dir=Path("run"), model="vgg-small", **kw)
+    assert info.value.params == (next(iter(kw)),)
+    ok = SlimRequest(
+        out_dir="run", model="vgg-small", lr=1, image_size=[32, 32], prox_warmup="10%", shrink=0.5
+    )
+    assert ok.lr == 1

@@ -48,7 +48,7 @@ class ExportRequest:
     onnx_path: Path | None = None
     opset: int = 17
     dynamic_batch: bool = False
-    input_shape: str | None = None
+    input_shape: str | tuple[int, ...] | None = None  # "C,H,W" or (C, H, W)
     batch: int = 1
     max_batch: int = 32
     no_simplify: bool = False
@@ -73,6 +73,9 @@ class ExportRequest:
 
     def validate(self) -> None:
         """Raise a one-line :class:`EdgeslimError` for values out of range or inconsistent."""
+        from edgeslim.utils.fields import check_fields
+
+        check_fields(self)
         from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
         from edgeslim.utils.parsing import parse_input_shape, parse_size
 

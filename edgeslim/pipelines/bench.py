@@ -36,7 +36,7 @@ class BenchRequest:
     precision: str | None = None
     cuda_graph: bool = False
     device: str | None = None
-    input_shape: tuple[int, int, int] | None = None
+    input_shape: str | tuple[int, ...] | None = None  # "C,H,W" or (C, H, W)
     trust_pickle: bool = False
     trtexec: str | None = None
     tegrastats: bool = True
@@ -52,6 +52,11 @@ class BenchRequest:
     out_dir: Path | None = None
     force: bool = False
     plots: bool = True
+
+    def __post_init__(self) -> None:
+        from edgeslim.utils.fields import check_fields
+
+        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
 
     def device_profile(self) -> Any:
         """The named device profile, or None."""

@@ -22,7 +22,7 @@ class PruneRequest:
     data: str | None = None
     data_dir: Path | None = None
     calib: int = 256
-    input_shape: tuple[int, int, int] | None = None
+    input_shape: str | tuple[int, ...] | None = None  # "C,H,W" or (C, H, W)
     plot: Path | None = None
     trust_pickle: bool = False
     weights: Path | None = None
@@ -32,6 +32,11 @@ class PruneRequest:
     #: the input normalization (pixels / 255) of a model that records none: calibration and the checkpoint use it
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        from edgeslim.utils.fields import check_fields
+
+        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
 
 
 def run(req: PruneRequest) -> dict[str, Any]:

@@ -94,6 +94,11 @@ class SlimRequest:
     resume: bool = False
     trust_pickle: bool = False
 
+    def __post_init__(self) -> None:
+        from edgeslim.utils.fields import check_fields
+
+        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
+
     @classmethod
     def from_options(cls, out_dir: Path, options: dict[str, Any]) -> SlimRequest:
         """A request from option names (unknown keys are refused)."""

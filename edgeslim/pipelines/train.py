@@ -66,6 +66,11 @@ class TrainRequest:
     trust_pickle: bool = False
     force: bool = False
 
+    def __post_init__(self) -> None:
+        from edgeslim.utils.fields import check_fields
+
+        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainRequest:
         """A request from option names (unknown keys are refused)."""
