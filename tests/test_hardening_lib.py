@@ -634,3 +634,17 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
         out_dir="run", model="vgg-small", lr=1, image_size=[32, 32], prox_warmup="10%", shrink=0.5
     )
     assert ok.lr == 1
+
+
+def test_json_outputs_hold_no_nan_or_infinity() -> None:
+    """An automation trial: to_jsonable turned NaN into null but left +-inf (and a numpy NaN), which
+    json.dumps writes as Infinity / NaN, which strict JSON readers refuse."""
+    import numpy as np
+
+    from edgeslim.utils.io import to_jsonable
+
+    got = to_jsonable(
+        {"a": float("inf"), "b": -float("inf"), "c": np.float64("nan"), "d": np.array([1.0, np.inf])}
+    )
+    assert got == {"a": None, "b": None, "c": None, "d": [1.0, None]}
+    json.loads(json.dumps(got), parse_constant=lambda c: pytest.fail(f"JSON holds {c}"))

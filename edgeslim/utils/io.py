@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -138,7 +139,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Convert numpy / torch scalars and paths into plain JSON types."""
+    """Convert numpy / torch scalars and paths into plain JSON types; NaN and +-inf (which JSON
+    has no words for: Python would write NaN and Infinity, which other readers refuse) become null."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -146,8 +148,8 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
-        return obj.tolist()
-    if isinstance(obj, float) and obj != obj:  # NaN is not valid JSON
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
 
