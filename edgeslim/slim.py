@@ -87,6 +87,9 @@ DEFAULT_SHRINK_PHASES = 0.7
 class CollapseError(EdgeslimError):
     """Slimming collapsed the network (accuracy at chance); outputs were written for diagnosis."""
 
+    #: under ``--json`` the CLI prints the run's report (which holds the collapse), not an error document
+    stdout_report = True
+
 
 @dataclass
 class SlimSettings:

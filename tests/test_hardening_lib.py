@@ -648,3 +648,20 @@ def test_json_outputs_hold_no_nan_or_infinity() -> None:
     )
     assert got == {"a": None, "b": None, "c": None, "d": [1.0, None]}
     json.loads(json.dumps(got), parse_constant=lambda c: pytest.fail(f"JSON holds {c}"))
+
+
+def test_a_failure_under_json_prints_an_error_document(tmp_path: Path, capsys) -> None:
+    """An automation trial: under --json a failure printed nothing on stdout, so a script could not
+    tell a refusal from a crash without parsing stderr. Now one error document, beside the one line."""
+    from edgeslim.cli import main
+
+    for args, code, kind in (
+        (["info", "no-such-arch", "--json"], 2, "EdgeslimError"),
+        (["prune", "vgg-small", "-o", str(tmp_path / "m.pt"), "--round-to", "0", "--json"], 2, "BadParameter"),
+    ):
+        assert main(args) == code
+        got = capsys.readouterr()
+        doc = json.loads(got.out)["error"]
+        assert doc["exit_code"] == code and doc["kind"] == kind, doc
+        assert len(got.err.strip().splitlines()) == 1 and doc["message"] in got.err.replace("error: ", "")
+    assert main(["info", "no-such-arch"]) == 2 and capsys.readouterr().out == ""  # (no --json: stdout stays empty)

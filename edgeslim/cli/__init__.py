@@ -249,49 +249,61 @@ def _stopped_code(exc: BaseException) -> int:
 
 
 def _main(args: list[str]) -> int:
+    """Run the command; a failure is one line on stderr (and, under ``--json``, an error document on
+    stdout: see :func:`_json_error`) and its exit code."""
     from edgeslim.utils.console import error_line
 
     debug = _debug_requested(args)
     try:
         cli.main(args=args, prog_name="edgeslim", standalone_mode=False)
-    except EdgeslimError as exc:
-        if debug:
-            traceback.print_exc()
-        error_line(cli_message(exc, _command(args)))
-        return exc.exit_code
-    except click.exceptions.Abort as exc:  # (Ctrl-C: click turns KeyboardInterrupt into Abort)
-        error_line(_interrupted_line(args))
-        return _stopped_code(exc)
-    except click.UsageError as exc:
-        error_line(_usage_line(exc))
-        return 2
-    except click.ClickException as exc:
-        error_line(exc.format_message())
-        return 2
-    except KeyboardInterrupt as exc:
-        error_line(_interrupted_line(args))
-        return _stopped_code(exc)
-    except (OSError, MemoryError) as exc:
-        if debug:
-            traceback.print_exc()
-        error_line(_os_error_line(exc))
-        return 2
-    except ModuleNotFoundError as exc:
-        if debug:
-            traceback.print_exc()
-        if (exc.name or "").split(".")[0] not in EXTRAS:  # not one of ours: a bug, or the user's import
-            error_line(_internal_line(exc))
-            return 1
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the one place that catches everything
+        if isinstance(exc, SystemExit):
+            raise
+        line, code = _failure(exc, args, debug)
+        if line is not None:
+            error_line(line)
+            _json_error(args, exc, line, code)
+        return code
+
+
+def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str | None, int]:
+    """The one line and the exit code of a failed command (no line: the traceback was printed)."""
+    if debug and not isinstance(exc, (click.exceptions.Abort, click.ClickException, KeyboardInterrupt)):
+        traceback.print_exception(exc)
+        if not isinstance(exc, (EdgeslimError, OSError, MemoryError, ModuleNotFoundError)):
+            return None, 1
+    if isinstance(exc, EdgeslimError):
+        return cli_message(exc, _command(args)), exc.exit_code
+    if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):  # (Ctrl-C: click makes it Abort)
+        return _interrupted_line(args), _stopped_code(exc)
+    if isinstance(exc, click.UsageError):
+        return _usage_line(exc), 2
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), 2
+    if isinstance(exc, (OSError, MemoryError)):
+        return _os_error_line(exc), 2
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
-        error_line(_missing_line(cmd.name if cmd is not None else None, exc.name or ""))
-        return 2
-    except Exception as exc:  # noqa: BLE001 - the one place that catches everything
-        if debug:
-            traceback.print_exc()
-            return 1
-        error_line(_internal_line(exc))
-        return 1
-    return 0
+        return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2
+    if isinstance(exc, Exception):  # a bug (or the user's own import failing)
+        return _internal_line(exc), 1
+    raise exc  # (GeneratorExit and the like: not a command's failure)
+
+
+def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> None:
+    """Under ``--json``, a failure also prints ``{"error": {"message", "exit_code", "kind"}}`` on stdout,
+    so a script reads one JSON document either way; a collapsed slim prints its report instead (which
+    holds the collapse), not both."""
+    if "--json" not in args or getattr(exc, "stdout_report", False):
+        return
+    import json
+
+    kind = type(exc).__name__ if not isinstance(exc, click.exceptions.Abort) else "Interrupted"
+    sys.stdout.write(
+        json.dumps({"error": {"message": line, "exit_code": code, "kind": kind}}, indent=2) + "\n"
+    )
+    sys.stdout.flush()
 
 
 def _internal_line(exc: BaseException) -> str:
