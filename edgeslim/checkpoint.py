@@ -688,10 +688,10 @@ def read_safetensors(p: Path) -> dict[str, Any]:
             dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
             shape = [int(d) for d in info["shape"]]
             start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise EdgeslimError(f"{bad} (entry {name!r}: {info!r:.80})") from exc
-        if any(d < 0 for d in shape):
-            raise EdgeslimError(f"{bad} (entry {name!r} has the negative shape {shape})")
+        if any(not 0 <= d < 2**48 for d in shape):
+            raise EdgeslimError(f"{bad} (entry {name!r} has the shape {shape}: negative or absurd)")
         size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
         if end - start != size or start < 0 or base + end > len(data):
             raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")

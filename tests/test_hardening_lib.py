@@ -604,6 +604,10 @@ def test_a_gzip_idx_file_is_inflated_only_as_far_as_its_header_says(tmp_path: Pa
     huge.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, 100_000, 1000, 1000) + bytes(1000)))
     with pytest.raises(EdgeslimError, match=r"declares 100.0 GB of data .*re-download it"):
         read_idx(huge)
+    wrap = tmp_path / "wrap-idx3-ubyte.gz"  # (numpy's int64 product of these wrapped to -2: a review)
+    wrap.write_bytes(gzip.compress(struct.pack(">HBBIII", 0, 8, 3, 218934409, 11777599, 7154) + bytes(1000)))
+    with pytest.raises(EdgeslimError, match="declares .* GB of data"):
+        read_idx(wrap)
     long = tmp_path / "long-idx1-ubyte.gz"
     long.write_bytes(gzip.compress(struct.pack(">HBBI", 0, 8, 1, 3) + bytes(10_000_000)))
     with pytest.raises(EdgeslimError, match=r"longer than its header says \(3 bytes\)"):
@@ -657,11 +661,17 @@ def test_a_failure_under_json_prints_an_error_document(tmp_path: Path, capsys) -
 
     for args, code, kind in (
         (["info", "no-such-arch", "--json"], 2, "EdgeslimError"),
-        (["prune", "vgg-small", "-o", str(tmp_path / "m.pt"), "--round-to", "0", "--json"], 2, "BadParameter"),
+        (
+            ["prune", "vgg-small", "-o", str(tmp_path / "m.pt"), "--round-to", "0", "--json"],
+            2,
+            "BadParameter",
+        ),
     ):
         assert main(args) == code
         got = capsys.readouterr()
         doc = json.loads(got.out)["error"]
         assert doc["exit_code"] == code and doc["kind"] == kind, doc
         assert len(got.err.strip().splitlines()) == 1 and doc["message"] in got.err.replace("error: ", "")
-    assert main(["info", "no-such-arch"]) == 2 and capsys.readouterr().out == ""  # (no --json: stdout stays empty)
+    assert (
+        main(["info", "no-such-arch"]) == 2 and capsys.readouterr().out == ""
+    )  # (no --json: stdout stays empty)

@@ -359,10 +359,14 @@ def test_a_data_yaml_download_is_code_unless_an_archive_url() -> None:
     assert _data_yaml_code({}) == "" and _data_yaml_code({"download": None}) == ""
     for url in (
         "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco8.zip",
-        "http://x/a.tar.gz?t=1",
+        "http://x.org/sets/a_1.tar.gz",
     ):
         assert _data_yaml_code({"download": url}) == "", url
-    assert _data_yaml_code({"download": "https://x/a%3F.zip"}) == "Python script"  # (ultralytics unquotes)
+    # (ultralytics >= 8.3 unquotes it, misses the archive and execs it: a SyntaxError, nothing runs)
+    assert _data_yaml_code({"download": "https://x/a%3F.zip"}) == ""
+    # valid Python that ends like an archive: ultralytics < 8.3 execs whatever is not http...zip (a review)
+    for code in ("http=__import__('os').system('x')#.tar", "HTTP=1#.zip", "http=1#.zip?x"):
+        assert _data_yaml_code({"download": code}) == "Python script", code
     assert _data_yaml_code({"download": "import os\nos.system('x')"}) == "Python script"
     assert _data_yaml_code({"download": "bash data/get.sh"}) == "bash command"
 

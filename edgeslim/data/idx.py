@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -40,7 +41,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             if len(shape) < 4 * ndim:
                 raise EdgeslimError(f"{p} is truncated (no IDX header); re-install or re-download it")
             dims = struct.unpack(f">{ndim}I", shape)
-            n = int(np.prod(dims, dtype=np.int64))
+            n = math.prod(dims)  # (Python ints: numpy's int64 product wraps around)
             if n > MAX_IDX_BYTES:
                 raise EdgeslimError(
                     f"{p} declares {n / 1e9:.1f} GB of data (dimensions {list(dims)}), more than an MNIST-format "

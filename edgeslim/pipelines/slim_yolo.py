@@ -9,6 +9,7 @@ Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt`
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,20 +147,20 @@ def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
     return str(start)
 
 
-#: what ultralytics' data check downloads and unpacks (any other ``download:`` runs as code)
-_ARCHIVES = (".zip", ".tar", ".gz", ".tgz", ".xz", ".bz2", ".txz", ".tbz2")
+#: a ``download:`` ultralytics' data check fetches and unpacks: an http(s) URL of an archive, of
+#: characters that cannot make Python (ultralytics < 8.3 tests only ``startswith("http")`` and
+#: ``.zip`` and ``exec``s anything else; ``http=__import__(...)#.zip`` passed a looser test)
+_ARCHIVE_URL = re.compile(r"https?://[A-Za-z0-9._~/%:+-]+\.(zip|tar|gz|tgz|xz|bz2|txz|tbz2)")
 
 
 def _data_yaml_code(data: dict[str, Any]) -> str:
-    """What in an ultralytics data yaml runs code: a ``download`` that is not an archive URL
+    """What in an ultralytics data yaml runs code: a ``download`` that is not a plain archive URL
     (ultralytics ``exec``s it as Python, or runs it when it starts with ``bash``); "" for none."""
-    from urllib.parse import unquote
-
     s = data.get("download")
     if not s or not isinstance(s, str):  # (ultralytics fails on a download that is not a string)
         return ""
-    if s.lower().startswith("http") and unquote(s).split("?", 1)[0].lower().endswith(_ARCHIVES):
-        return ""  # (the test ultralytics applies before it downloads instead of running it)
+    if _ARCHIVE_URL.fullmatch(s):
+        return ""  # (every ultralytics version downloads it or, older ones, execs it: it is no Python)
     return "bash command" if s.startswith("bash ") else "Python script"
 
 
