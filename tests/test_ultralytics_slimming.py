@@ -273,8 +273,14 @@ def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: P
     out = tmp_path / "run"
     env = {**os.environ, "YOLO_AUTOINSTALL": "false", "YOLO_OFFLINE": "true", "YOLO_CONFIG_DIR": str(tmp_path),
            "EDGESLIM_NO_PROGRESS": "1"}  # fmt: skip
+    # a data yaml with a download: script, as ultralytics' coco.yaml has, and no path: (its folder); the
+    # images are there: it trains on them (it was refused), and the script never runs (no trust_pickle)
+    marker = tmp_path / "ran"
+    text = (root / "data" / "data.yaml").read_text().replace(f"path: {root / 'data'}\n", "")
+    scripted = root / "data" / "scripted.yaml"
+    scripted.write_text(text + f"download: |\n  open({str(marker)!r}, 'w').close()\n")
     args = ["slim", "yolo:yolov8n", "--weights", str(sd), "--num-classes", str(len(CLASSES)), "--data",
-            str(root / "data" / "data.yaml"), "--epochs", "2", "--batch-size", "16", "--imgsz", "64", "--device",
+            str(scripted), "--epochs", "2", "--batch-size", "16", "--imgsz", "64", "--device",
             "cpu", "--out", str(out), "--json"]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
                        timeout=600)  # fmt: skip
@@ -285,6 +291,7 @@ def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: P
         "data": len(CLASSES),
     }
     assert report["metrics"]["before"] is not None and report["surgery"]["removed_channels"] > 0
+    assert report["data"] == str(scripted) and not marker.exists()
     start = torch.load(out / "start.pt", weights_only=False)["model"].float().state_dict()
     for key in ("model.0.conv.weight", "model.22.cv3.0.2.weight"):
         torch.testing.assert_close(
@@ -343,13 +350,21 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         (["yolo:runs/nope/best.pt", "--trust-pickle", "--data", data], ("runs/nope/best.pt does not exist",)),
         (["yolo:yolov8n", "--data", data, "--weights", str(tmp_path / "none.pt")], ("does not exist",)),
         ([start, "--trust-pickle", "--data", str(no_val)], ("names no train and val images", "fix it")),
-        ([start, "--data", str(script)], ("Python script", "--trust-pickle")),
-        (["yolo:yolov8n", "--data", str(bash)], ("has a download: bash command", "delete that entry")),
-        (["yolo:yolov8n", "--data", str(garbled)], ("has a download: Python script",)),
     ):
         assert main(["slim", *args, "--out", str(out)]) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
+        assert not out.exists()
+    # the val images are missing: the script that would fetch them is not run, and the run says so (after
+    # ultralytics' own start-up lines: the model is built before its trainer checks the data)
+    for data, needles in (
+        (script, ("images not found", "download: Python script", "not run", "--trust-pickle")),
+        (bash, ("has a download: bash command",)),
+        (garbled, ("has a download: Python script",)),
+    ):
+        assert main(["slim", "yolo:yolov8n", "--data", str(data), "--imgsz", "64", "--out", str(out)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and all(n in last for n in needles), last
         assert not out.exists() and not pwned.exists()
 
 

@@ -63,14 +63,7 @@ def check(req: Any) -> str:
         )
     if not Path(str(req.data_name)).is_file():
         raise EdgeslimError(f"data yaml {req.data_name} does not exist; check the path", param="data_name")
-    path = Path(str(req.data_name))
-    code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(_ultralytics_yaml(path))
-    if code and not req.trust_pickle:
-        raise EdgeslimError(
-            f"data yaml {req.data_name} has a download: {code}, which ultralytics runs when the val images are "
-            "missing; pass trust_pickle=True if you trust it, or delete that entry",
-            param="trust_pickle",
-        )
+    _check_data_yaml(Path(str(req.data_name)))
     given = [k for k, v in req.options().items() if k not in APPLIES and v not in (None, False)]
     if given:
         raise EdgeslimError(
@@ -224,11 +217,61 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
         ),
         torch_threads(req.threads),
         safe_label_caches(bool(req.trust_pickle)),
+        _data_without_code(Path(str(req.data_name)), bool(req.trust_pickle)) as data,
     ):
-        return _run(req, source, out_dir, budget)
+        return _run(req, source, out_dir, budget, data)
 
 
-def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) -> dict[str, Any]:
+@contextlib.contextmanager
+def _data_without_code(path: Path, trust_pickle: bool) -> Any:
+    """The data yaml ultralytics is handed: ``path``, or (a ``download:`` that is code, untrusted) a
+    copy without it in a temporary folder for the block, ``path:`` pointing where ``path``'s did.
+
+    ultralytics runs a data yaml's ``download:`` (Python it ``exec``s, or a ``bash`` command) when
+    the val images are missing; ultralytics' own ``coco.yaml``, ``VOC.yaml`` and others carry such
+    scripts. Without trust the copy is used, so the images, when there, train as usual, and when
+    missing the run stops with one line saying the script was not run."""
+    import tempfile
+
+    data = _ultralytics_yaml(path)
+    code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(data)
+    if not code or trust_pickle:
+        yield str(path)
+        return
+    import yaml
+
+    clean = {k: v for k, v in data.items() if k != "download"}
+    clean.setdefault("path", str(path.resolve().parent))  # (ultralytics' default: the yaml's folder)
+    with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(yaml.safe_dump(clean, sort_keys=False))
+        try:
+            yield str(copy)
+        except (FileNotFoundError, RuntimeError) as exc:  # (its trainer wraps the data check's error)
+            missing = next((e for e in _chain(exc) if isinstance(e, FileNotFoundError)), None)
+            if missing is None or "images not found" not in str(
+                missing
+            ):  # (its words for missing val images)
+                raise
+            raise EdgeslimError(
+                f"{first_line(missing)}; the data yaml {path} has a download: {code} that would fetch them, not "
+                "run (it is code): fetch the images, or pass trust_pickle=True to let ultralytics run it",
+                param="trust_pickle",
+            ) from exc
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def _run(
+    req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None, data_yaml: str
+) -> dict[str, Any]:
     import torch
 
     from edgeslim.models.yolo import logs_on_stderr, trained_imgsz, ultralytics_yolo, yolo_classes
@@ -266,10 +309,10 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             before = None
             if _is_checkpoint(source):  # a trained model: its mAP before slimming
                 dense = ultralytics_yolo(source)
-                before = _metrics(dense.val(data=str(req.data_name), imgsz=imgsz, batch=req.batch_size or 16,
+                before = _metrics(dense.val(data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16,
                                             device=_device(req.device), plots=False, verbose=False))  # fmt: skip
             train_args: dict[str, Any] = {
-                "data": str(req.data_name), "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
+                "data": data_yaml, "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
                 "project": str(out_dir.resolve()), "name": TRAIN_DIR, "exist_ok": True, "plots": False,
             }  # fmt: skip
             train_args["epochs"] = int(req.epochs or DEFAULT_EPOCHS)
@@ -289,7 +332,7 @@ def _run(req: Any, source: str, out_dir: Path, budget: dict[str, Any] | None) ->
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
-            after = _metrics(ultralytics_yolo(str(cut)).val(data=str(req.data_name), imgsz=imgsz,
+            after = _metrics(ultralytics_yolo(str(cut)).val(data=data_yaml, imgsz=imgsz,
                              batch=req.batch_size or 16, device=_device(req.device), plots=False,
                              verbose=False))  # fmt: skip
     rep = prune(
