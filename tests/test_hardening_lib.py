@@ -624,6 +624,7 @@ def test_a_gzip_idx_file_is_inflated_only_as_far_as_its_header_says(tmp_path: Pa
         ({"lr": 0.0}, "lr must be > 0"),
         ({"epochs": True}, "epochs must be an integer, got True"),
         ({"force": "yes"}, "force must be True or False"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
     ],
 )
 def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, needle: str) -> None:
@@ -638,6 +639,18 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
         out_dir="run", model="vgg-small", lr=1, image_size=[32, 32], prox_warmup="10%", shrink=0.5
     )
     assert ok.lr == 1
+
+    # what a Python caller passes and the code after takes (a review): path objects for names, numpy numbers,
+    # resume=True for the run in out_dir
+    import numpy as np
+
+    from edgeslim.pipelines.train import TrainRequest
+
+    ok = SlimRequest(
+        out_dir="run", model=Path("m.pt"), data_name=Path("c.yaml"), epochs=np.int64(3), lr=np.float32(1)
+    )
+    assert (ok.model, ok.data_name, type(ok.epochs), type(ok.lr)) == ("m.pt", "c.yaml", int, float)
+    assert TrainRequest(out_dir="run", resume=True).resume is True
 
 
 def test_json_outputs_hold_no_nan_or_infinity() -> None:

@@ -57,6 +57,10 @@ class BenchRequest:
         from edgeslim.utils.fields import check_fields
 
         check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
+        if isinstance(self.input_shape, str):  # "C,H,W", as the CLI takes it
+            from edgeslim.utils.parsing import parse_input_shape
+
+            self.input_shape = tuple(parse_input_shape(self.input_shape))
 
     def device_profile(self) -> Any:
         """The named device profile, or None."""

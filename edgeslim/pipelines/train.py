@@ -61,7 +61,7 @@ class TrainRequest:
     init_path: Path | None = None
     device: str = "auto"
     threads: int | None = None
-    resume: str | Path | None = None
+    resume: str | Path | bool | None = None
     #: build or load models whose files can run code (pickle:PATH, whole pickled modules)
     trust_pickle: bool = False
     force: bool = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import typing
 from dataclasses import fields
 from pathlib import Path
@@ -17,8 +20,12 @@ COUNT_FIELDS = frozenset({"epochs", "batch_size", "subset", "test_subset", "thre
 NONNEG_FIELDS = frozenset({"seed"})
 POSITIVE_FIELDS = frozenset({"lr"})
 
-#: what a value of an annotated type may be (an int passes for a float, a str for a Path, a list for a tuple)
-_ACCEPTS: dict[type, tuple[type, ...]] = {float: (float, int), Path: (str, Path), tuple: (tuple, list)}
+#: what a value of an annotated type may be: any integer for an int (numpy's too), any real number for a
+#: float, any path object for a str or a Path (an ``os.PathLike``), a list for a tuple
+_ACCEPTS: dict[type, tuple[type, ...]] = {
+    int: (numbers.Integral,), float: (numbers.Real,), str: (str, os.PathLike), Path: (str, os.PathLike),
+    tuple: (tuple, list),
+}  # fmt: skip
 _WORDS: dict[type, str] = {int: "an integer", float: "a number", str: "a string", bool: "True or False",
                            Path: "a path", tuple: "a tuple", list: "a list", dict: "a dict"}  # fmt: skip
 
@@ -35,9 +42,21 @@ def _kinds(hint: Any) -> list[type] | None:
     return out
 
 
+def _plain(value: Any, kinds: list[type]) -> Any:
+    """``value`` as the plain type its field names: a path object for a str field as its string,
+    numpy's integers and floats as Python's (the code after compares and formats them as such)."""
+    if isinstance(value, os.PathLike) and str in kinds and Path not in kinds:
+        return os.fspath(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)) and int in kinds:
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)) and float in kinds:
+        return float(value)
+    return value
+
+
 def check_fields(req: Any) -> None:
     """Refuse in one line a request field of another type than its annotation says (a bool is no
-    number) and a count below 1, a seed below 0, a learning rate not above 0: what the CLI's option
+    number), a number that is not finite, a count below 1, a seed below 0, a learning rate not above 0: what the CLI's option
     types refuse, for a Python caller (who got a TypeError from deep inside, or a run that failed
     late for another reason)."""
     hints = typing.get_type_hints(type(req))
@@ -50,8 +69,13 @@ def check_fields(req: Any) -> None:
         if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
             names = " or ".join(sorted({_WORDS.get(k, k.__name__) for k in kinds if k is not type(None)}))
             raise EdgeslimError(f"{f.name} must be {names}, got {value!r}", param=f.name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        plain = _plain(value, kinds)
+        if plain is not value:
+            setattr(req, f.name, plain)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             continue
+        if not math.isfinite(value):
+            raise EdgeslimError(f"{f.name} must be a finite number, got {value!r}", param=f.name)
         if f.name in COUNT_FIELDS and value < 1:
             raise EdgeslimError(f"{f.name} must be >= 1, got {value!r}", param=f.name)
         if f.name in NONNEG_FIELDS and value < 0:
