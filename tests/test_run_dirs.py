@@ -462,6 +462,14 @@ def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         with run_directory(d, force=True, interrupted="train", stale=SLIM_STALE):
             raise KeyboardInterrupt
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]  # (the old model too: a review)
+    # a file the new run reads from that folder stays (slim runs/a/model.pt --out runs/a --force)
+    for name in ("report.json", "model.pt", "trained.pt"):
+        (d / name).write_text("old")
+    with run_directory(
+        d, force=True, interrupted="train", stale=SLIM_STALE, inputs=(str(d / "model.pt"), None)
+    ):
+        pass
     assert sorted(p.name for p in d.iterdir()) == ["model.pt", "notes.txt"]
     # a resumed run keeps what it may still need
     (d / "report.json").write_text("old")

@@ -320,7 +320,8 @@ def measure(
 
     if not req.out_dir:
         return go()
-    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,), stale=BENCH_STALE):
+    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,), stale=BENCH_STALE,
+                       inputs=(req.model, req.baseline)):  # fmt: skip
         return go()
 
 

@@ -24,6 +24,7 @@ def run_directory(
     resumable: bool = True,
     run_files: tuple[str, ...] | Callable[[Path], tuple[str, ...]] = (),
     stale: tuple[str, ...] = (),
+    inputs: tuple[Any, ...] = (),
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
@@ -35,18 +36,20 @@ def run_directory(
     is removed as the run starts over, anything else is kept, and only
     those files count as a run that was stopped. A run that fails or is stopped before it writes a
     checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. ``stale``: the
-    earlier run's results that no run reads (its report, plots), removed as a forced run starts, so a
-    forced run that is stopped leaves no finished-looking results beside its own. The lock is held
-    until the block ends.
+    earlier run's results (its report, models, plots), removed as a forced run starts, so a forced run
+    that is stopped leaves no finished-looking results beside its own; one of the paths in ``inputs``
+    (what the new run reads) is kept. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
         if force and not resume:
+            keep = {_resolved(p) for p in inputs if p}
             for name in stale:
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    (out_dir / name).unlink()
+                if _resolved(out_dir / name) not in keep:
+                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                        (out_dir / name).unlink()
         if force and not resume and part is not None and part.is_dir():
             # starting over: the old run's files would mix with this one's
             _remove_run_files(part, _patterns(run_files, part))
@@ -145,3 +148,11 @@ def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
     if size:
         out["image_size"] = (int(size[0]), int(size[1]))
     return out
+
+
+def _resolved(path: Any) -> str:
+    """``path`` made absolute with its links resolved (a name with a prefix, ``yolo:best.pt``, as its file)."""
+    text = str(path)
+    if ":" in text and not Path(text).exists():
+        text = text.split(":", 1)[1]
+    return str(Path(text).resolve())

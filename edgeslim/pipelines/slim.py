@@ -246,7 +246,8 @@ def _checked_run(
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE), \
+                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE,
+                       inputs=(req.model, req.init, req.weights, req.latency_table)), \
             torch_threads(req.threads):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
 

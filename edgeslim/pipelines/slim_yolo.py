@@ -214,6 +214,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             resumable=False,
             run_files=slim_train_files,
             stale=SLIM_STALE,
+            inputs=(req.model, req.weights, req.latency_table),
         ),
         torch_threads(req.threads),
         safe_label_caches(bool(req.trust_pickle)),

@@ -37,6 +37,9 @@ LAYERS_PNG = "layers.png"
 LAYER_TIMES_PNG = "layer_times.png"
 MEMORY_PNG = "memory.png"
 
-#: an earlier run's results that no run reads, removed as a forced run starts (``run_directory``)
-SLIM_STALE = (REPORT_FILE, CHANNELS_PNG, GAMMA_HIST_PNG, BUDGET_PNG, LATENCY_PNG, LAYERS_PNG)
+#: an earlier run's results, removed as a forced run starts (``run_directory``; a file the new run
+#: reads, such as a model or latency table given from that folder, is kept)
+SLIM_STALE = (REPORT_FILE, MODEL_FILE, TRAINED_FILE, DENSE_ONNX, SLIM_ONNX, TABLE_FILE, START_FILE, CHANNELS_PNG,
+              GAMMA_HIST_PNG, BUDGET_PNG, LATENCY_PNG, LAYERS_PNG)  # fmt: skip
 BENCH_STALE = (RUN_FILE, RUN_REPORT_MD, LATENCY_PNG, MEMORY_PNG, LAYER_TIMES_PNG)
+TRAIN_STALE = (REPORT_FILE,)
