@@ -497,6 +497,19 @@ def test_a_file_is_benched_as_what_it_holds_not_as_its_name(onnx_pair, tmp_path)
     assert "is a TensorRT engine, which can carry plugin code" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
+def _children(pid: int) -> list[str]:
+    """The pids whose parent is ``pid`` (from /proc: no pgrep needed)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (a process that ended meanwhile)
+            continue
+        if fields[1] == str(pid):
+            out.append(stat.parent.name)
+    return out
+
+
 def test_sigterm_stops_bench_and_its_measuring_process(onnx_pair, tmp_path):
     """An automation trial: SIGTERM (what timeout, Airflow, Kubernetes send) ended bench with exit 143
     and no word while its measuring process ran on at 100% CPU and its temporary folder stayed. Now it
@@ -511,14 +524,21 @@ def test_sigterm_stops_bench_and_its_measuring_process(onnx_pair, tmp_path):
     args = [PY, "-m", "edgeslim", "bench", str(dense), "--batch", "1", "--trials", "1", "--threads", "1",
             "--min-time", "60", "--max-time", "60", "--warmup", "0.05"]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.time() + 120
-    while not any(tmp.glob("edgeslim-bench-*/spec.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(1.0)  # the worker is measuring
-    worker = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert worker, "no measuring process started"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while (
+            not any(tmp.glob("edgeslim-bench-*/spec.json")) and time.time() < deadline and proc.poll() is None
+        ):
+            time.sleep(0.2)
+        time.sleep(1.0)  # the worker is measuring
+        worker = _children(proc.pid)
+        assert worker, "no measuring process started"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # (a failed assertion leaves no bench measuring for a minute)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, stderr
     lines = [x for x in stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0], stderr

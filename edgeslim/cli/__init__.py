@@ -226,10 +226,23 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 @contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handler before is put back)."""
+    """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handler before is put
+    back). A second SIGTERM ends the process at once (the default action), as does SIGKILL; under
+    torchrun (``WORLD_SIZE`` > 1) SIGTERM is left as it is: the launcher stops its workers, and one
+    blocked in a collective would not run a Python handler. A handler runs between Python steps: in
+    one long native call (a TensorRT engine build) the first SIGTERM takes effect when it returns."""
     import signal
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        yield
+        return
+    received: list[int] = []
+
     def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) > 1:  # (the clean-up of the first is taking too long: stop now)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         raise Terminated
 
     try:
