@@ -150,20 +150,20 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
         except RuntimeError as exc:  # torch's zip writer says a failed write (a full disk) so
             if "inline_container" not in str(exc) and "PytorchStreamWriter" not in str(exc):
                 raise
-            raise _write_failed(Path(tmp), exc) from exc
+            raise _write_failed(Path(path), exc) from exc
     return Path(path)
 
 
-def _write_failed(tmp: Path, exc: Exception) -> OSError:
-    """The OSError of a checkpoint write torch reported as a RuntimeError: "no space" where the disk
-    has (almost) none left, else an I/O error; its file is the temporary one (named as its target)."""
+def _write_failed(path: Path, exc: Exception) -> OSError:
+    """The OSError of a checkpoint write to ``path`` that torch reported as a RuntimeError: "no space"
+    where the disk has (almost) none left, else an I/O error."""
     import errno
     import shutil
 
-    full = shutil.disk_usage(tmp.parent).free < (16 << 20)
+    full = shutil.disk_usage(path.parent).free < (16 << 20)
     if full:
-        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
-    return OSError(errno.EIO, f"writing the checkpoint failed ({first_line(exc)})", str(tmp))
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return OSError(errno.EIO, f"writing the checkpoint failed ({first_line(exc)})", str(path))
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw: Any) -> Path:

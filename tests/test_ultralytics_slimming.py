@@ -355,6 +355,12 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
         assert not out.exists()
+    # (the CLI refuses '0,1'; from Python it reached ultralytics' DDP, beyond the slimming: a review)
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.slim_yolo import check
+
+    with pytest.raises(EdgeslimError, match="names several devices; a YOLO is slimmed on one"):
+        check(SlimRequest(out_dir=out, model=start, data_name=data, trust_pickle=True, device="0,1"))
     # the val images are missing: the script that would fetch them is not run, and the run says so (after
     # ultralytics' own start-up lines: the model is built before its trainer checks the data)
     for data, needles in (

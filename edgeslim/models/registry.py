@@ -349,8 +349,8 @@ def _check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     if bad:
         raise EdgeslimError(
             f"the model arguments of {name} name weights to load or download ({', '.join(bad)}); edgeslim builds "
-            "an architecture with random weights and loads the checkpoint's own: drop them (re-create the "
-            "checkpoint, or pass weights as a file)"
+            "an architecture with random weights and loads the checkpoint's own: re-create the checkpoint "
+            "without them"
         )
 
 

@@ -123,7 +123,7 @@ def safe_label_caches(trust_pickle: bool) -> Any:
         except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
             logging.getLogger(__name__).warning(
                 "%s was not loaded (%s: it can run code when unpickled); ultralytics rebuilds it from the labels "
-                "(trust_pickle loads it as ultralytics does)",
+                "(a run that trusts pickles loads it as ultralytics does)",
                 path,
                 first_line(exc),
             )
