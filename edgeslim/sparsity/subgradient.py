@@ -116,19 +116,32 @@ def gamma_stats(model: nn.Module, eps: float = 1e-2) -> dict[str, float]:
 
 
 @torch.no_grad()
-def threshold_prune(model: nn.Module, ratio: float, min_channels: int = 1) -> dict[str, Any]:
+def threshold_prune(
+    model: nn.Module, ratio: float, min_channels: int = 1, *, example_input: torch.Tensor | None = None
+) -> dict[str, Any]:
     """Zero gamma AND beta of the ``ratio`` fraction of BN channels with the smallest ``|gamma|``.
 
     The threshold is global (one percentile over all BN channels, as in original network
     slimming), but every layer keeps at least ``min_channels`` channels (its largest ones), so
     no layer is emptied. Returns ``{"threshold", "pruned", "total", "masks", "per_layer"}``
     where ``masks[name]`` is a bool tensor of kept channels.
+
+    With ``example_input`` (one input the model takes) the ranking is by coupled group, as surgery
+    removes channels: the BN channels that must go together (a residual stage's, a depthwise
+    conv's with the conv before it) form one channel whose importance is their mean ``|gamma|``;
+    whole group channels are zeroed, smallest first, until ``ratio`` of the BN channels are zero,
+    every group keeps ``min_channels``, and a channel surgery cannot remove is never zeroed. Without
+    it each BN channel is ranked alone: on a residual or depthwise network most of its zeros then
+    share their channel with a nonzero one, surgery keeps them, and the zeroing only damages the
+    model (a user's timm ResNet-18 at 0.4: 1,920 zeros, 834 removed).
     """
     if not 0.0 <= ratio < 1.0:
         raise EdgeslimError(f"ratio must be in [0, 1), got {ratio}")
     layers = bn_layers(model)
     if not layers:
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
+    if example_input is not None:
+        return _group_threshold_prune(model, layers, ratio, min_channels, example_input)
     allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
     total = allg.numel()
     k = int(round(ratio * total))
@@ -157,6 +170,53 @@ def threshold_prune(model: nn.Module, ratio: float, min_channels: int = 1) -> di
         m.bias.mul_(keep.to(m.bias.device, m.bias.dtype))
         masks[name] = keep
         per_layer[name] = (int(keep.sum()), n)
+    pruned = sum(n - k_ for k_, n in per_layer.values())
+    return {"threshold": threshold, "pruned": pruned, "total": total, "masks": masks, "per_layer": per_layer}
+
+
+def _group_threshold_prune(
+    model: nn.Module, layers: list[tuple[str, nn.Module]], ratio: float, min_channels: int, x: torch.Tensor
+) -> dict[str, Any]:
+    """:func:`threshold_prune` by coupled group (see there)."""
+    from edgeslim.channels.graph import build_graph
+    from edgeslim.utils.modes import eval_mode
+
+    with eval_mode(model), torch.no_grad():
+        groups = build_graph(model, x).bn_groups()
+    mods = dict(layers)
+    total = sum(m.weight.numel() for _, m in layers)
+    k = int(round(ratio * total))
+    # every group channel: (importance, BN channels it holds, group, position in the group)
+    imps, sizes, owner, pos = [], [], [], []
+    for gi, grp in enumerate(groups):
+        vals = torch.stack([mods[n].weight.detach().abs().float().cpu()[idx.cpu()] for n, idx in grp.members])
+        imps.append(vals.mean(0))
+        sizes.append(torch.full((grp.size,), len(grp.members)))
+        owner.append(torch.full((grp.size,), gi))
+        pos.append(torch.arange(grp.size))
+    masks = {name: torch.ones(m.weight.numel(), dtype=torch.bool) for name, m in layers}
+    threshold, zeroed = float("-inf"), 0
+    if groups and k > 0:
+        imp, size, own, at = (torch.cat(t) for t in (imps, sizes, owner, pos))
+        left = [grp.size for grp in groups]
+        for i in torch.sort(imp, stable=True).indices.tolist():
+            if zeroed >= k:
+                break
+            gi = int(own[i])
+            if left[gi] <= min_channels:  # (a group keeps its largest channels: no layer is emptied)
+                continue
+            left[gi] -= 1
+            zeroed += int(size[i])
+            threshold = float(imp[i])
+            for name, idx in groups[gi].members:
+                masks[name][idx[int(at[i])].cpu()] = False
+    per_layer: dict[str, tuple[int, int]] = {}
+    with torch.no_grad():
+        for name, m in layers:
+            keep = masks[name]
+            m.weight.mul_(keep.to(m.weight.device, m.weight.dtype))
+            m.bias.mul_(keep.to(m.bias.device, m.bias.dtype))
+            per_layer[name] = (int(keep.sum()), keep.numel())
     pruned = sum(n - k_ for k_, n in per_layer.values())
     return {"threshold": threshold, "pruned": pruned, "total": total, "masks": masks, "per_layer": per_layer}
 

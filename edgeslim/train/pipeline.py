@@ -100,7 +100,9 @@ def run_training(
             from edgeslim.checkpoint import save_model
 
             save_model(out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"})
-        pr = threshold_prune(model, float(prune_ratio))
+        # ranked by coupled group, as surgery removes channels (alone, a residual net's zeros mostly stay)
+        example = torch.zeros(1, *spec.input_shape, device=next(model.parameters()).device)
+        pr = threshold_prune(model, float(prune_ratio), example_input=example)
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
         )
