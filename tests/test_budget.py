@@ -593,3 +593,24 @@ def test_an_own_loop_budget_with_round_to_keeps_trained_channels_for_alignment()
     rep = prune_with_report(model.eval(), x, round_to=8).report
     assert rep["removed_channels"] > 0 and rep["kept_by_rounding"] == 0
     assert all(r["after"][0] % 8 == 0 for r in rep["layers"] if r["kind"] == "bn"), rep["layers"]
+
+
+def test_build_controller_gives_a_slimmer_built_without_an_example_its_coupled_groups() -> None:
+    """A Torch-Pruning user's trial ran README's own loop (ProximalSlimming without example_input,
+    build_controller with one) on a timm ResNet-18: 393 zeros surgery could not remove, 6 points lower
+    than with example_input, no word. The controller hands the slimmer the groups it traces."""
+    from edgeslim.sparsity.budget import build_controller
+
+    model = create_model(ModelSpec("resnet20", 10, 3, (32, 32)))
+    x = torch.zeros(1, 3, 32, 32)
+    bare = ProximalSlimming(model, lam=0.0)
+    assert bare.units == [] or all(len(u) == 1 for u in bare.units)
+    build_controller(model, bare, BudgetSettings(metric="macs", target="0.5"), x, 20)
+    given = ProximalSlimming(model, lam=0.0, example_input=x)
+
+    def plain(units: list) -> list:
+        return sorted(sorted((name, tuple(idx.tolist())) for name, idx in unit) for unit in units)
+
+    assert plain(bare.units) == plain(given.units)
+    assert any(len(u) > 1 for u in bare.units)  # (resnet20's residual stages: coupled BNs)
+    assert bare.num_groups == given.num_groups

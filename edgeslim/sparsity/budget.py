@@ -617,6 +617,12 @@ def build_controller(
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
+    if hasattr(slimmer, "set_groups") and all(len(unit) < 2 for unit in slimmer.units):
+        # built without example_input (README's own loop did): the coupled groups, found here, keep
+        # the zeros surgery cannot remove from cutting branches (a trial: 393 such zeros, 6 points lost)
+        from edgeslim.sparsity.prox import coupled_bn_groups
+
+        slimmer.set_groups(coupled_bn_groups(model, example_input))
     warm, rec = getattr(slimmer, "warmup_steps", 0), getattr(slimmer, "recovery_steps", 0)
     planned = getattr(slimmer, "total_steps", None)
     if warm or rec:  # the controller's clock runs in the sparsification phase only

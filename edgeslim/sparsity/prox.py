@@ -298,6 +298,13 @@ class ProximalSlimming(TrainHook):
             )
         self._lam = value
 
+    def set_groups(self, groups: Sequence[Any]) -> None:
+        """The coupled BN layers (what ``groups`` or ``example_input`` give at construction): the
+        channels a surgery can only remove together are one unit of the prox (a group penalty) and
+        of the zeros kept at finalize. For a slimmer built without either."""
+        self.units = _coupled_units(list(groups), dict(zip(self.names, self.sizes)))
+        self.group_index, self.num_groups = self._group_index()
+
     def set_weights(self, weights: Tensor | Sequence[float] | None) -> None:
         """Per-channel penalty weights (flat, all BN channels in module order); ``None``: all 1."""
         if weights is None:
