@@ -277,6 +277,51 @@ def test_user_channel_rule_makes_a_custom_module_prunable_and_recipes_replay():
         unregister(Gain)
 
 
+class GainBias(Gain):
+    """A gain that adds a constant: a zero channel comes out nonzero (keeps_zero would be a false claim)."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.b = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(self, x):
+        return super().forward(x) + self.b.view(1, -1, 1, 1)
+
+
+def test_a_false_rule_is_caught_by_the_verification_and_a_missing_rule_named_on_reload(caplog):
+    """A Torch-Pruning user's trial: a rule claiming keeps_zero for y = x*g + b gave report exact=True at a
+    0.197 deviation (a log line only); a recipe whose rule was not registered in the reloading process was
+    called corrupt."""
+    x = torch.randn(2, 3, 4, 4)
+    m = GainNet().eval()
+    m.gain = GainBias(6)
+    zero(m.a[1], [0, 4])
+
+    def shrink_both(mod: GainBias, keep_in, keep_out) -> None:
+        shrink_gain(mod, keep_in, keep_out)
+        if keep_in is not None:
+            mod.b = nn.Parameter(mod.b.detach()[keep_in].clone())
+
+    register_channel_rule(GainBias, ChannelRule(shrink=shrink_both, pass_through=True))
+    try:
+        res = prune_with_report(m, x)
+    finally:
+        unregister(GainBias)
+    assert res.report["removed_channels"] == 2 and res.report["max_abs_diff"] > 1e-3
+    assert res.report["exact"] is False and "does not compute what the zeroed one did" in caplog.text
+    register_channel_rule(Gain, ChannelRule(shrink=shrink_gain, pass_through=True))
+    try:
+        plain = GainNet().eval()
+        zero(plain.a[1], [0, 4])
+        recipe = prune_with_report(plain, x).recipe
+    finally:
+        unregister(Gain)
+    with pytest.raises(
+        EdgeslimError, match="resizes a Gain, a layer type with no channel rule in this process"
+    ):
+        apply_recipe(GainNet().eval(), recipe)
+
+
 class LayerScaleNet(nn.Module):
     """Layer scale: a module's own per-channel parameters used in forward, raw and reshaped."""
 

@@ -123,7 +123,11 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
         keep_out = _as_list(entry.get("out", entry.get("keep")))
         rule.shrink(m, keep_in, keep_out)
     else:
-        raise EdgeslimError(f"recipe entry for unsupported layer type {type(m).__name__}; recipe is corrupt")
+        raise EdgeslimError(
+            f"the recipe resizes a {type(m).__name__}, a layer type with no channel rule in this process: register "
+            "its rule (edgeslim.channels.rules.register_rule) where the module is defined, so that loading imports "
+            "it, and load again (without the rule the recipe cannot be applied)"
+        )
 
 
 def shrink_parameter(parent: nn.Module, attr: str, entry: dict[str, Any]) -> None:
