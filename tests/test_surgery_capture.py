@@ -613,3 +613,19 @@ def test_an_input_smaller_than_a_kernel_is_an_input_misfit() -> None:
     with pytest.raises(EdgeslimError) as info:
         build_graph(net, torch.zeros(1, 3, 4, 4))
     assert "batch first" in str(info.value) and "leaf" not in str(info.value)
+
+
+def test_a_compiled_model_is_pruned_as_its_module_without_dynamo():
+    """A Torch-Pruning user's trial: surgery on a torch.compile'd model took 20 s, dynamo tracing
+    edgeslim's own capture (pages of graph breaks, recompile-limit hits). Its module is used, eagerly."""
+    import torch._dynamo
+
+    x = torch.randn(2, 3, 4, 4)
+    m = GainNet().eval()
+    m.gain = nn.Identity()
+    zero(m.a[1], [0, 4])
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    res = prune_with_report(torch.compile(m), x)
+    assert res.report["removed_channels"] == 2 and exact(m, res.model, x) < 1e-12
+    assert type(res.model) is GainNet and not torch._dynamo.utils.counters["frames"]

@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.cost import OpNode, layer_macs, layer_params
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode
+from edgeslim.utils.modes import eval_mode, uncompiled
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -1601,6 +1601,7 @@ def build_graph(
     model's kernels (:func:`edgeslim.channels.cost.fuse_kernels`); off for surgery (7-12% of the
     capture's time on ResNet-18, MobileNetV3-L and DenseNet-121).
     """
+    model = uncompiled(model)  # (a torch.compile wrapper: its module, captured eagerly)
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
     if not isinstance(example_input, Tensor):

@@ -11,6 +11,17 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (``model`` itself when it is none): the channel
+    capture and surgery run it eagerly, where the wrapper would have dynamo trace edgeslim's own
+    capture code (a user's compiled model: 20 s of graph breaks and recompile-limit warnings)."""
+    try:
+        from torch._dynamo.eval_frame import OptimizedModule
+    except ImportError:  # pragma: no cover - (a torch without dynamo)
+        return model
+    return model._orig_mod if isinstance(model, OptimizedModule) else model
+
+
 def _set(model: nn.Module, training: bool) -> None:
     try:
         model.train(training)
