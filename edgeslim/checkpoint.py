@@ -167,8 +167,33 @@ def _write_failed(path: Path, exc: Exception) -> OSError:
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, spec: ModelSpec, **kw: Any) -> Path:
-    """Shortcut: :func:`make_checkpoint` then :func:`save_checkpoint`."""
+    """Shortcut: :func:`make_checkpoint` then :func:`save_checkpoint`. A slim model is saved with the
+    recipe surgery returned (``save_model(path, result.model, spec, recipe=result.recipe)``): without
+    it the weights would not fit the architecture ``spec`` builds, which is refused here rather than
+    when the file is loaded."""
+    if kw.get("recipe") is None:
+        _check_fits(model, spec)
     return save_checkpoint(path, make_checkpoint(model, spec, **kw))
+
+
+def _check_fits(model: nn.Module, spec: ModelSpec) -> None:
+    """Refuse ``model`` when its weights' shapes differ from those of ``spec``'s architecture (built on
+    the meta device: no memory, no arithmetic); a family that cannot be built so is not checked."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            built = create_model(spec).state_dict()
+    except Exception:  # noqa: BLE001 - (code of the user's, a family without meta support: loading checks)
+        return
+    for name, t in model.state_dict().items():
+        if name in built and tuple(built[name].shape) != tuple(t.shape):
+            raise EdgeslimError(
+                f"the weights do not fit architecture {spec.arch!r} as it is built ({name}: {tuple(t.shape)} where "
+                f"it has {tuple(built[name].shape)}): a slim model is saved with its surgery recipe (recipe=, "
+                "e.g. the result of prune_with_report: recipe=result.recipe)",
+                param="recipe",
+            )
 
 
 def loads_code(spec: ModelSpec) -> bool:

@@ -629,3 +629,22 @@ def test_a_compiled_model_is_pruned_as_its_module_without_dynamo():
     res = prune_with_report(torch.compile(m), x)
     assert res.report["removed_channels"] == 2 and exact(m, res.model, x) < 1e-12
     assert type(res.model) is GainNet and not torch._dynamo.utils.counters["frames"]
+
+
+def test_a_slim_model_saved_without_its_recipe_is_refused_at_save(tmp_path):
+    """A Torch-Pruning user's trial: save_model of a slim model without recipe= succeeded, and loading
+    it failed later ("written by another model or edited")."""
+    from edgeslim.checkpoint import load_model, save_model
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    m = create_model(spec).eval()
+    bn = next(b for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+    zero(bn, [0, 1, 2])
+    res = prune_with_report(m, torch.randn(1, 1, 28, 28))
+    with pytest.raises(EdgeslimError, match="saved with its surgery recipe"):
+        save_model(tmp_path / "bad.pt", res.model, spec)
+    assert not (tmp_path / "bad.pt").exists()
+    save_model(tmp_path / "ok.pt", res.model, spec, recipe=res.recipe)
+    assert exact(res.model, load_model(tmp_path / "ok.pt").model, torch.randn(2, 1, 28, 28)) < 1e-12
