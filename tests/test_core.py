@@ -320,3 +320,34 @@ def test_top1_helpers_agree_on_numpy_and_torch():
     labels[:2] = (labels[:2] + 1) % 5
     assert top1_accuracy(ref[:, :, 0, 0], labels) == top1_accuracy(ref.numpy()[:, :, 0, 0], labels.numpy())
     assert top1_accuracy(ref[:, :, 0, 0], labels) == pytest.approx(4 / 6)
+
+
+def test_prune_ratio_is_one_shot_pruning_by_coupled_group(tmp_path, capsys) -> None:
+    """A Torch-Pruning user's trial: no way to prune to a ratio without training ("it should ship").
+    `prune --ratio R` zeroes R of the BN channels, whole coupled groups, smallest |gamma| first, and cuts
+    every one of them (resnet20: residual stages are coupled)."""
+    import json
+
+    from edgeslim.cli import main
+
+    out = tmp_path / "r20.pt"
+    args = [
+        "prune",
+        "resnet20",
+        "--input-shape",
+        "3,32,32",
+        "--ratio",
+        "0.3",
+        "--round-to",
+        "1",
+        "-o",
+        str(out),
+    ]
+    assert main([*args, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    z = rep["ratio_prune"]
+    assert z["ratio"] == 0.3 and 0.29 <= z["zeroed"] / z["total"] < 0.32
+    assert rep["zero_kept"] == {"coupled_with_nonzero": 0, "behind_barrier": 0, "read_as_input_dependent": 0}
+    assert rep["exact"] and rep["max_abs_diff"] < 1e-4 and rep["macs_after"] < 0.75 * rep["macs_before"]
+    assert main([*args[:-2], "--ratio", "1.0", "-o", str(tmp_path / "x.pt")]) == 2
+    assert "--ratio" in capsys.readouterr().err

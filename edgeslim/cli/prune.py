@@ -17,7 +17,7 @@ from edgeslim.cli.common import (
     trust_pickle_option,
     weights_option,
 )
-from edgeslim.cli.params import COUNT, PRECISION, SHAPE
+from edgeslim.cli.params import COUNT, FRACTION_OPEN, PRECISION, SHAPE
 
 _CTX = {"help_option_names": ["-h", "--help"]}
 
@@ -44,6 +44,12 @@ _CTX = {"help_option_names": ["-h", "--help"]}
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
+@click.option(
+    "--ratio",
+    type=FRACTION_OPEN,
+    help="One-shot pruning first, no training: zero this fraction of the BN channels with the smallest "
+    "|gamma| (whole coupled groups), then remove them; accuracy drops until fine-tuned.",
+)
 @click.option("--input-shape", type=SHAPE, help=f"C,H,W of one input [{INPUT_SHAPE_DEFAULT}].")
 @click.option("--plot", type=click.Path(path_type=Path), help="Also write a PNG of channels per layer.")
 @trust_pickle_option
@@ -62,6 +68,7 @@ def prune(**kw: Any) -> None:
       edgeslim prune runs/vgg/trained.pt -o runs/vgg/slim.pt --data fashion-mnist
       edgeslim prune tv:resnet18 --weights r18.pt --input-shape 3,224,224 -o r18_slim.pt
       edgeslim prune yolo:best.pt --trust-pickle -o best_slim.pt
+      edgeslim prune timm:resnet18 --weights r18.pt --ratio 0.3 -o r18_30.pt   (one-shot, then fine-tune)
     """
     import json
 
@@ -84,7 +91,19 @@ def prune(**kw: Any) -> None:
     why = [f"{n} {label}" for label, n in (("coupled with a nonzero channel", kept["coupled_with_nonzero"]),
            ("behind a barrier", kept["behind_barrier"]), ("read as input-dependent", kept["read_as_input_dependent"]))
            if n]  # fmt: skip
+    zeroed = rep.get("ratio_prune")
     summary = [
+        *(
+            [
+                (
+                    "zeroed first (--ratio)",
+                    f"{zeroed['zeroed']:,} of {zeroed['total']:,} BN channels, |gamma| <= "
+                    f"{zeroed['threshold']:.3g}; the deviation below is against the zeroed model",
+                )
+            ]
+            if zeroed
+            else []
+        ),  # fmt: skip
         ("channels removed (a set coupled across layers once)", rep["removed_channels"]),
         *(
             [

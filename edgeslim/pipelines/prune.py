@@ -32,6 +32,9 @@ class PruneRequest:
     #: the input normalization (pixels / 255) of a model that records none: calibration and the checkpoint use it
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    #: one-shot pruning first: zero this fraction of the BN channels with the smallest |gamma|, whole
+    #: coupled groups at a time (:func:`~edgeslim.sparsity.subgradient.threshold_prune`), then cut them
+    ratio: float | None = None
 
     def __post_init__(self) -> None:
         from edgeslim.utils.fields import check_fields
@@ -73,11 +76,14 @@ def run(req: PruneRequest) -> dict[str, Any]:
     shape = model_input_shape(loaded, req.input_shape)
     calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
     example = torch.zeros((1, *shape))
+    zeroed = _ratio_prune(loaded.model, req.ratio, example) if req.ratio is not None else None
     res = prune_with_report(  # a detector's deployed outputs count, not the maps it also returns
         loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
         outputs=deployed_output(loaded.model), inplace=True,
     )  # fmt: skip
     rep = res.report
+    if zeroed is not None:
+        rep["ratio_prune"] = zeroed
     rep["alignment"] = align
     rep["calibration"] = calib_desc
     recipe = compose_recipes(loaded.recipe, res.recipe)
@@ -98,6 +104,18 @@ def run(req: PruneRequest) -> dict[str, Any]:
 
         rep["plot"] = str(plot_channels(rep, plot))
     return rep
+
+
+def _ratio_prune(model: Any, ratio: float, example: Any) -> dict[str, Any]:
+    """Zero ``ratio`` of ``model``'s BN channels by coupled group (smallest mean |gamma| first); what
+    it did, for the report (the check after compares the slim model with this zeroed one)."""
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    if not 0.0 < ratio < 1.0:
+        raise EdgeslimError(f"ratio must be between 0 and 1 (a fraction of the BN channels), got {ratio}",
+                            param="ratio")  # fmt: skip
+    pr = threshold_prune(model, float(ratio), example_input=example)
+    return {"ratio": float(ratio), "zeroed": pr["pruned"], "total": pr["total"], "threshold": pr["threshold"]}
 
 
 def load_traceable(
