@@ -282,7 +282,7 @@ def slim_model(
     device = resolve_device(config.device)
     model.to(device)
     example = torch.zeros(1, *spec.input_shape, device=device)
-    groups = None
+    groups: list[Any] = []  # (coupled off: every BN layer its own unit, as asked)
     if settings.coupled:
         from edgeslim.sparsity.prox import coupled_bn_groups
 

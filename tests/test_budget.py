@@ -614,3 +614,31 @@ def test_build_controller_gives_a_slimmer_built_without_an_example_its_coupled_g
     assert plain(bare.units) == plain(given.units)
     assert any(len(u) > 1 for u in bare.units)  # (resnet20's residual stages: coupled BNs)
     assert bare.num_groups == given.num_groups
+
+
+def test_compiled_and_non_affine_models_and_an_explicit_no_coupling() -> None:
+    """A review: a torch.compile'd model's BN names lost their _orig_mod prefix in the graph only
+    (build_controller refused it, threshold_prune raised KeyError); an affine=False BN in a group raised
+    KeyError; an explicit groups=[] (slim's coupled=False) was overridden by build_controller."""
+    from edgeslim.sparsity.budget import build_controller
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    model = create_model(ModelSpec("resnet20", 10, 3, (32, 32)))
+    x = torch.zeros(1, 3, 32, 32)
+    compiled = torch.compile(model)
+    slimmer = ProximalSlimming(compiled, lam=0.0)
+    build_controller(compiled, slimmer, BudgetSettings(metric="macs", target="0.5"), x, 20)
+    assert any(len(u) > 1 for u in slimmer.units) and not slimmer.names[0].startswith("_orig_mod")
+    assert threshold_prune(compiled, 0.3, example_input=x)["pruned"] > 0
+
+    plain = ProximalSlimming(model, lam=0.0, groups=[])
+    build_controller(model, plain, BudgetSettings(metric="macs", target="0.5"), x, 20)
+    assert all(len(u) == 1 for u in plain.units)
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8, affine=False), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1),
+    ).eval()  # fmt: skip
+    res = threshold_prune(net, 0.5, example_input=torch.zeros(1, 3, 16, 16))
+    assert res["pruned"] == 4 and res["removable"] == 8
+    assert coupled_bn_groups(net, torch.zeros(1, 3, 16, 16))  # (the affine BN's group, the other left out)

@@ -317,7 +317,8 @@ def test_a_false_rule_is_caught_by_the_verification_and_a_missing_rule_named_on_
     finally:
         unregister(Gain)
     with pytest.raises(
-        EdgeslimError, match="resizes a Gain, a layer type with no channel rule in this process"
+        EdgeslimError,
+        match="resizes a Gain, a layer type with no channel rule in this process: register its rule .edgeslim.channels.rules.register_channel_rule.",
     ):
         apply_recipe(GainNet().eval(), recipe)
 

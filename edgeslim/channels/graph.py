@@ -1458,6 +1458,21 @@ def deployed_graph(model: nn.Module, example_input: Tensor, *, kernels: bool = F
     return build_graph(model, example_input, outputs=deployed_output(model), kernels=kernels)
 
 
+def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
+    """Coupled BN channel groups of ``model`` from surgery's dependency graph (of a detector: of the
+    outputs it deploys, as surgery counts them), affine BNs only (one without scale and shift has
+    nothing to zero)."""
+    from edgeslim.channels.norm import bn_layers
+
+    affine = {name for name, _ in bn_layers(model)}
+    out = []
+    for group in deployed_graph(model, example_input).bn_groups():
+        members = [(name, idx) for name, idx in group.members if name in affine]
+        if members:
+            out.append(BNGroup(group.group_index, members))
+    return out
+
+
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}

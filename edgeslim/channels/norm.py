@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from edgeslim.utils.modes import training_mode
+from edgeslim.utils.modes import training_mode, uncompiled
 
 #: the base classes a normalization layer with prunable per-channel scales derives from
 NORM_TYPES: tuple[type[nn.Module], ...] = (_BatchNorm,)
@@ -60,8 +60,9 @@ def bn_channels(module: nn.Module) -> int:
 
 
 def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
-    """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order."""
-    return [(n, m) for n, m in model.named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]
+    """All affine BatchNorm layers of ``model`` as ``(name, module)``, in module order (of a
+    ``torch.compile`` wrapper: of its module, named as the channel graph names them)."""
+    return [(n, m) for n, m in uncompiled(model).named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]
 
 
 def zero_flat(

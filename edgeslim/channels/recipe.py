@@ -125,7 +125,7 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
     else:
         raise EdgeslimError(
             f"the recipe resizes a {type(m).__name__}, a layer type with no channel rule in this process: register "
-            "its rule (edgeslim.channels.rules.register_rule) where the module is defined, so that loading imports "
+            "its rule (edgeslim.channels.rules.register_channel_rule) where the module is defined, so that loading imports "
             "it, and load again (without the rule the recipe cannot be applied)"
         )
 

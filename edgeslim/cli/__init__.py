@@ -273,34 +273,35 @@ def _main(args: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - the one place that catches everything
         if isinstance(exc, SystemExit):
             raise
-        line, code = _failure(exc, args, debug)
-        if line is not None:
+        line, code, traced = _failure(exc, args, debug)
+        if not traced:  # (--debug printed a bug's traceback in place of its line)
             error_line(line)
-            _json_error(args, exc, line, code)
+        _json_error(args, exc, line, code)
         return code
 
 
-def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str | None, int]:
-    """The one line and the exit code of a failed command (no line: the traceback was printed)."""
+def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str, int, bool]:
+    """The one line and the exit code of a failed command, and whether a traceback stands in for the
+    line (``--debug`` on a bug)."""
+    traced = False
     if debug and not isinstance(exc, (click.exceptions.Abort, click.ClickException, KeyboardInterrupt)):
         traceback.print_exception(exc)
-        if not isinstance(exc, (EdgeslimError, OSError, MemoryError, ModuleNotFoundError)):
-            return None, 1
+        traced = not isinstance(exc, (EdgeslimError, OSError, MemoryError, ModuleNotFoundError))
     if isinstance(exc, EdgeslimError):
-        return cli_message(exc, _command(args)), exc.exit_code
+        return cli_message(exc, _command(args)), exc.exit_code, False
     if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):  # (Ctrl-C: click makes it Abort)
-        return _interrupted_line(args), _stopped_code(exc)
+        return _interrupted_line(args), _stopped_code(exc), False
     if isinstance(exc, click.UsageError):
-        return _usage_line(exc), 2
+        return _usage_line(exc), 2, False
     if isinstance(exc, click.ClickException):
-        return exc.format_message(), 2
+        return exc.format_message(), 2, False
     if isinstance(exc, (OSError, MemoryError)):
-        return _os_error_line(exc), 2
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
+        return _os_error_line(exc), 2, False
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS and not traced:
         cmd = _command(args)
-        return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2
+        return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
     if isinstance(exc, Exception):  # a bug (or the user's own import failing)
-        return _internal_line(exc), 1
+        return _internal_line(exc), 1, traced
     raise exc  # (GeneratorExit and the like: not a command's failure)
 
 

@@ -97,8 +97,9 @@ def prune(**kw: Any) -> None:
             [
                 (
                     "zeroed first (--ratio)",
-                    f"{zeroed['zeroed']:,} of {zeroed['total']:,} BN channels, |gamma| <= "
-                    f"{zeroed['threshold']:.3g}; the deviation below is against the zeroed model",
+                    f"{zeroed['zeroed']:,} of the {zeroed['removable']:,} removable BN channels ({zeroed['total']:,} "
+                    f"in all), a group's mean |gamma| <= {zeroed['threshold']:.3g}; the deviation below is against "
+                    "the zeroed model; channels kept for alignment stay (--round-to)",
                 )
             ]
             if zeroed

@@ -115,7 +115,8 @@ def _ratio_prune(model: Any, ratio: float, example: Any) -> dict[str, Any]:
         raise EdgeslimError(f"ratio must be between 0 and 1 (a fraction of the BN channels), got {ratio}",
                             param="ratio")  # fmt: skip
     pr = threshold_prune(model, float(ratio), example_input=example)
-    return {"ratio": float(ratio), "zeroed": pr["pruned"], "total": pr["total"], "threshold": pr["threshold"]}
+    return {"ratio": float(ratio), "zeroed": pr["pruned"], "removable": pr["removable"], "total": pr["total"],
+            "threshold": pr["threshold"]}  # fmt: skip
 
 
 def load_traceable(

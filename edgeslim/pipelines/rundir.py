@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,13 @@ def run_directory(
                     with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                         (out_dir / name).unlink()
         if force and not resume and part is not None and part.is_dir():
+            inside = [p for p in inputs if p and _resolved(p).startswith(_resolved(part) + os.sep)]
+            if inside:  # (a review: slim runs/a/train/weights/last.pt --out runs/a --force deleted it first)
+                raise EdgeslimError(
+                    f"{inside[0]} lies in {part}, which a run started over removes and writes again; copy it out "
+                    "of there, or choose another output directory",
+                    param="out_dir",
+                )
             # starting over: the old run's files would mix with this one's
             _remove_run_files(part, _patterns(run_files, part))
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing

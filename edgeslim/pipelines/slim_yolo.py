@@ -249,7 +249,8 @@ def _data_without_code(path: Path, trust_pickle: bool) -> Any:
     import yaml
 
     clean = {k: v for k, v in data.items() if k != "download"}
-    clean.setdefault("path", str(path.resolve().parent))  # (ultralytics' default: the yaml's folder)
+    if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
+        clean["path"] = str(path.resolve().parent)
     with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
         copy = Path(tmp) / path.name
         copy.write_text(yaml.safe_dump(clean, sort_keys=False))

@@ -136,8 +136,8 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch_threads(kw["threads"]))
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
-            stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, markers=(MODEL_FILE,),
-                                              stale=TRAIN_STALE))  # fmt: skip
+            stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, resume=same_dir,
+                                              markers=(MODEL_FILE,), stale=TRAIN_STALE))  # fmt: skip
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
     if info.enabled:

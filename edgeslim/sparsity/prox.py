@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from edgeslim import penalties
-from edgeslim.channels.graph import deployed_graph
+from edgeslim.channels.graph import coupled_bn_groups  # (also of this module's API)
 from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
@@ -53,6 +53,7 @@ __all__ = [
     "ProxOptimizer",
     "ProximalSlimming",
     "check_strength",
+    "coupled_bn_groups",
     "lambda_for_shrink",
     "planned_shrink_per_lambda",
     "wrap",
@@ -148,12 +149,6 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
     return units
 
 
-def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[Any]:
-    """Coupled BN channel groups of ``model`` from surgery's dependency graph (of a detector: of the
-    outputs it deploys, as surgery counts them)."""
-    return list(deployed_graph(model, example_input).bn_groups())
-
-
 class ProximalSlimming(TrainHook):
     """Proximal slimming of all affine BatchNorm scales of ``model`` (a trainer hook and a plain helper).
 
@@ -238,6 +233,9 @@ class ProximalSlimming(TrainHook):
         self.weights: Tensor | None = None
         if weights is not None:
             self.set_weights(weights)
+        #: whether the coupled groups were given (``groups``, even empty: none) or found (``example_input``);
+        #: :func:`~edgeslim.sparsity.budget.build_controller` finds them for a slimmer without
+        self.coupling_given = groups is not None or example_input is not None
         if groups is None and example_input is not None:
             groups = coupled_bn_groups(model, example_input)
         self.units = _coupled_units(groups or [], dict(zip(self.names, self.sizes)))

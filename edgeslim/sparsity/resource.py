@@ -59,7 +59,7 @@ from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.console import human
 from edgeslim.utils.io import read_json
-from edgeslim.utils.modes import eval_mode
+from edgeslim.utils.modes import eval_mode, uncompiled
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class ResourceModel:
         names = {c.module for c in g.costs}
         in_spatial: dict[str, int] = {}
         out_spatial: dict[str, int] = {}
-        mods = dict(model.named_modules())
+        mods = dict(uncompiled(model).named_modules())  # (as the graph names them)
         handles = []
 
         def positions(t: Any) -> int:

@@ -15,10 +15,12 @@ def uncompiled(model: nn.Module) -> nn.Module:
     """The module a ``torch.compile`` wrapper holds (``model`` itself when it is none): the channel
     capture and surgery run it eagerly, where the wrapper would have dynamo trace edgeslim's own
     capture code (a user's compiled model: 20 s of graph breaks and recompile-limit warnings)."""
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover - (a torch without dynamo)
+    import sys
+
+    if "torch._dynamo.eval_frame" not in sys.modules:  # (torch.compile imports it: no wrapper without it)
         return model
+    from torch._dynamo.eval_frame import OptimizedModule
+
     return model._orig_mod if isinstance(model, OptimizedModule) else model
 
 
