@@ -309,6 +309,13 @@ def test_a_random_start_or_other_classes_are_warned_about() -> None:
     other = _warnings({**base, "start": "checkpoint", "classes": {"model": 2, "data": 3}}, "")
     assert len(other) == 1 and "has 3 classes, the model 2" in other[0]
     assert _warnings({**base, "start": "checkpoint", "classes": {"model": 2, "data": 2}}, "") == []
+    # a weak model's mAP fell to nothing: under the collapse floor, still said (a user's trial: 0.0276 -> 0)
+    key = "metrics/mAP50-95(B)"
+    fell = {**base, "start": "checkpoint", "metrics": {"before": {key: 0.0276}, "slim": {key: 0.0}}}
+    weak = _warnings(fell, "")
+    assert len(weak) == 1 and "fell from 0.0276 to 0.0000" in weak[0] and "too low" in weak[0]
+    kept = {**fell, "metrics": {"before": {key: 0.0276}, "slim": {key: 0.02}}}
+    assert _warnings(kept, "") == []
 
 
 def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> None:

@@ -30,6 +30,9 @@ DEFAULT_IMGSZ = 640
 DEFAULT_EPOCHS = 10
 #: the slim network's mAP50-95 below this share of the given model's counts as collapsed
 COLLAPSE_FRACTION = 0.25
+#: ... when the given model's is above this (below it, a small validation set's mAP is mostly noise: a
+#: fall is warned about, not refused)
+COLLAPSE_FLOOR = 0.05
 
 
 def is_yolo_data(data_name: str | None) -> bool:
@@ -422,7 +425,12 @@ def _collapse(report: dict[str, Any]) -> str:
     given model's), or ``""``."""
     before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
     key = "metrics/mAP50-95(B)"
-    if key in before and key in after and before[key] > 0.05 and after[key] < COLLAPSE_FRACTION * before[key]:
+    if (
+        key in before
+        and key in after
+        and before[key] > COLLAPSE_FLOOR
+        and after[key] < COLLAPSE_FRACTION * before[key]
+    ):
         return (
             f"collapsed the network: mAP50-95 {after[key]:.3f} against {before[key]:.3f} before; lower the shrink "
             "(or lambda), add a recovery phase, or give a budget (target_macs)"
@@ -436,6 +444,18 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     from edgeslim.slim import budget_warning
 
     out = [collapse] if collapse else []
+    metrics = report.get("metrics") or {}
+    before, after = metrics.get("before") or {}, metrics.get("slim") or {}
+    key = "metrics/mAP50-95(B)"
+    if not collapse and key in before and key in after and 0 < before[key] <= COLLAPSE_FLOOR:
+        if (
+            after[key] < COLLAPSE_FRACTION * before[key]
+        ):  # (a user's trial: 0.0276 -> 0.0000, exit 0, no word)
+            out.append(
+                f"mAP50-95 fell from {before[key]:.4f} to {after[key]:.4f}; the given model's own is too low "
+                f"(<= {COLLAPSE_FLOOR}) to call it a collapse on this validation set, but the slim network lost most "
+                "of what it had: train the model further first, or slim more gently (a budget, more epochs)"
+            )
     classes = report.get("classes") or {}
     if report.get("start") == "random weights":
         out.append(
