@@ -291,6 +291,11 @@ def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: P
     }
     assert report["metrics"]["before"] is not None and report["surgery"]["removed_channels"] > 0
     assert report["data"] == str(scripted)
+    # the checkpoints and args.yaml name the user's yaml, not the deleted copy (a user's trial: ultralytics
+    # then validated a checkpoint on coco8 and tried to download it)
+    last = torch.load(out / "train" / "weights" / "last.pt", weights_only=False)
+    assert last["train_args"]["data"] == str(scripted)
+    assert f"data: {scripted}" in (out / "train" / "args.yaml").read_text()
     start = torch.load(out / "start.pt", weights_only=False)["model"].float().state_dict()
     for key in ("model.0.conv.weight", "model.22.cv3.0.2.weight"):
         torch.testing.assert_close(

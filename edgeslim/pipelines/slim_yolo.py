@@ -266,10 +266,23 @@ def _data_without_code(path: Path, trust_pickle: bool) -> Any:
             ):  # (its words for missing val images)
                 raise
             raise EdgeslimError(
-                f"{first_line(missing)}; the data yaml {path} has a download: {code} that would fetch them, not "
-                "run (it is code): fetch the images, or pass trust_pickle=True to let ultralytics run it",
+                f"{first_line(missing).replace(str(copy), str(path))}; the data yaml {path} has a download: {code} "
+                "that would fetch them, not run (it is code): fetch the images, or pass trust_pickle=True to let "
+                "ultralytics run it",
                 param="trust_pickle",
             ) from exc
+
+
+def _name_data(args_yaml: Path, data: str) -> None:
+    """Put the user's data yaml in ultralytics' ``args.yaml`` (written at the start, with the copy)."""
+    import yaml
+
+    from edgeslim.utils.io import atomic_write_text
+
+    if args_yaml.is_file():
+        args = yaml.safe_load(args_yaml.read_text()) or {}
+        if isinstance(args, dict) and "data" in args:
+            atomic_write_text(args_yaml, yaml.safe_dump({**args, "data": data}, sort_keys=False))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -314,6 +327,12 @@ def _run(
             source = _start_checkpoint(req, source, out_dir)
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
+        if data_yaml != str(
+            req.data_name
+        ):  # the checkpoints and args.yaml name the user's yaml, not the copy
+            yolo.add_callback(
+                "on_train_start", lambda trainer: setattr(trainer.args, "data", str(req.data_name))
+            )
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
@@ -339,6 +358,8 @@ def _run(
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
+            if data_yaml != str(req.data_name):
+                _name_data(Path(trainer.save_dir) / "args.yaml", str(req.data_name))
             data = getattr(trainer, "data", None) or {}  # (ultralytics' resolved data yaml)
             val_dir, classes_data = _val_images(data), data.get("nc")
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
