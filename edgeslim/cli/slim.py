@@ -398,6 +398,7 @@ def _lambda_text(lam: float, budget_lambda: float | None) -> str:
 
 def _print_yolo(report: dict[str, Any]) -> None:
     """The report of a YOLO slimmed in ultralytics' trainer: sparsity per epoch, mAP, surgery."""
+    from edgeslim.slim import budget_warning
     from edgeslim.utils.console import human, out, table
 
     s, sg = report["slimming"], report["surgery"]
@@ -420,7 +421,12 @@ def _print_yolo(report: dict[str, Any]) -> None:
     if budget:
         out.print(
             f"budget ({budget['metric']}): target {budget['target_fraction']:.1%} of dense, reached "
-            f"{budget['achieved_fraction']:.1%} (last.pt: the epoch that meets it)"
+            f"{budget['achieved_fraction']:.1%} in last.pt, the checkpoint cut"
+            + (
+                " (not the target: see the warning)"
+                if budget_warning(budget)
+                else " (the budget is met there)"
+            )
         )
         if budget["metric"] == "latency" and "achieved" in budget:
             out.print(
