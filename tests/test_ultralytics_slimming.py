@@ -366,6 +366,18 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and all(n in err for n in needles), (args, err)
         assert not out.exists()
+    # an interrupted YOLO run (ultralytics' train/ folder, no train/model.pt) asked to resume: it cannot be
+    # (a user's trial was told no run was started)
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "args.yaml").write_text("data: x\n")
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    assert (
+        "holds a YOLO run (ultralytics trained it), which cannot be resumed; rerun it with --force"
+        in " ".join(capsys.readouterr().err.split())
+    )
+    import shutil
+
+    shutil.rmtree(out)
     # (the CLI refuses '0,1'; from Python it reached ultralytics' DDP, beyond the slimming: a review)
     from edgeslim.pipelines.slim import SlimRequest
     from edgeslim.pipelines.slim_yolo import check

@@ -12,7 +12,7 @@ from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
 from edgeslim.utils.modes import kept_random_state, torch_threads
-from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE
+from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, ULTRALYTICS_MARK
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,12 @@ def check(req: SlimRequest) -> dict[str, Any]:
             f"{req.out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; "
             "to redo its finalize and surgery from its training, pass force=True as well",
             param=("resume", "force"),
+        )
+    if req.resume and (done / TRAIN_DIR / ULTRALYTICS_MARK).is_file() and not saved_run.is_file():
+        raise EdgeslimError(  # (a user's trial was told no run was started: ultralytics' run is there)
+            f"{req.out_dir} holds a YOLO run (ultralytics trained it), which cannot be resumed; rerun it with "
+            "force=True",
+            param="force",
         )
     if req.resume and not saved_run.is_file():
         raise EdgeslimError(
