@@ -642,3 +642,21 @@ def test_compiled_and_non_affine_models_and_an_explicit_no_coupling() -> None:
     res = threshold_prune(net, 0.5, example_input=torch.zeros(1, 3, 16, 16))
     assert res["pruned"] == 4 and res["removable"] == 8
     assert coupled_bn_groups(net, torch.zeros(1, 3, 16, 16))  # (the affine BN's group, the other left out)
+
+    class Residual(torch.nn.Module):  # a residual sum whose one BN has no scale: its group cannot be removed
+        def __init__(self) -> None:
+            super().__init__()
+            self.c0, self.c1, self.c2 = (
+                torch.nn.Conv2d(3, 8, 1),
+                torch.nn.Conv2d(8, 8, 1),
+                torch.nn.Conv2d(8, 8, 1),
+            )
+            self.b1, self.b2 = torch.nn.BatchNorm2d(8), torch.nn.BatchNorm2d(8, affine=False)
+            self.head = torch.nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            y = self.c0(x)
+            return self.head(torch.relu(self.b1(self.c1(y)) + self.b2(self.c2(y))))
+
+    res = threshold_prune(Residual().eval(), 0.5, example_input=torch.zeros(1, 3, 8, 8))
+    assert res["removable"] == 0 and res["pruned"] == 0  # (it zeroed a channel of b1 that surgery kept)

@@ -471,14 +471,16 @@ def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
     ):
         pass
     assert sorted(p.name for p in d.iterdir()) == ["model.pt", "notes.txt"]
-    # an input inside train/, which a forced run removes first, is refused (a review: it was deleted)
+    # an input inside train/, which a forced run removes first, is refused (a review: it was deleted),
+    # before anything is removed (a final read: the earlier results went first)
+    (d / "report.json").write_text("old")
     (d / "train" / "weights").mkdir(parents=True)
     (d / "train" / "weights" / "last.pt").write_text("mine")
     given = f"yolo:{d / 'train' / 'weights' / 'last.pt'}"
     with pytest.raises(EdgeslimError, match="lies in .*train, which a run started over removes"):
         with run_directory(d, force=True, interrupted="train", stale=SLIM_STALE, inputs=(given,)):
             pass
-    assert (d / "train" / "weights" / "last.pt").read_text() == "mine"
+    assert (d / "train" / "weights" / "last.pt").read_text() == "mine" and (d / "report.json").is_file()
     # a resumed run keeps what it may still need
     (d / "report.json").write_text("old")
     with run_directory(d, force=True, resume=True, interrupted="train", stale=SLIM_STALE):

@@ -294,8 +294,8 @@ def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: P
     # the checkpoints and args.yaml name the user's yaml, not the deleted copy (a user's trial: ultralytics
     # then validated a checkpoint on coco8 and tried to download it)
     last = torch.load(out / "train" / "weights" / "last.pt", weights_only=False)
-    assert last["train_args"]["data"] == str(scripted)
-    assert f"data: {scripted}" in (out / "train" / "args.yaml").read_text()
+    assert last["train_args"]["data"] == str(scripted.resolve())
+    assert f"data: {scripted.resolve()}" in (out / "train" / "args.yaml").read_text()
     start = torch.load(out / "start.pt", weights_only=False)["model"].float().state_dict()
     for key in ("model.0.conv.weight", "model.22.cv3.0.2.weight"):
         torch.testing.assert_close(
@@ -371,10 +371,17 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
     (out / "train").mkdir(parents=True)
     (out / "train" / "args.yaml").write_text("data: x\n")
     assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
     assert (
-        "holds a YOLO run (ultralytics trained it), which cannot be resumed; rerun it with --force"
-        in " ".join(capsys.readouterr().err.split())
+        "holds a YOLO run (ultralytics trained it), which cannot be resumed; drop --resume and rerun it"
+        in err
     )
+    (out / "model.pt").write_text(
+        "x"
+    )  # a finished one: the same (a final read: --resume --force went in a circle)
+    (out / "report.json").write_text("{}")
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    assert "holds a YOLO run" in capsys.readouterr().err
     import shutil
 
     shutil.rmtree(out)

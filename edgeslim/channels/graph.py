@@ -1460,17 +1460,15 @@ def deployed_graph(model: nn.Module, example_input: Tensor, *, kernels: bool = F
 
 def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
     """Coupled BN channel groups of ``model`` from surgery's dependency graph (of a detector: of the
-    outputs it deploys, as surgery counts them), affine BNs only (one without scale and shift has
-    nothing to zero)."""
+    outputs it deploys, as surgery counts them) whose BNs all have a scale and shift to zero."""
     from edgeslim.channels.norm import bn_layers
 
     affine = {name for name, _ in bn_layers(model)}
-    out = []
-    for group in deployed_graph(model, example_input).bn_groups():
-        members = [(name, idx) for name, idx in group.members if name in affine]
-        if members:
-            out.append(BNGroup(group.group_index, members))
-    return out
+    # (a group with a BN without scale and shift is left out whole: that BN keeps its channels alive,
+    # so surgery removes none of the group's; zeroing the others would only damage the model)
+    return [
+        g for g in deployed_graph(model, example_input).bn_groups() if all(n in affine for n, _ in g.members)
+    ]
 
 
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -297,7 +297,7 @@ def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str, int
         return exc.format_message(), 2, False
     if isinstance(exc, (OSError, MemoryError)):
         return _os_error_line(exc), 2, False
-    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS and not traced:
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
         return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
     if isinstance(exc, Exception):  # a bug (or the user's own import failing)

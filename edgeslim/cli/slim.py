@@ -425,7 +425,7 @@ def _print_yolo(report: dict[str, Any]) -> None:
             + (
                 " (not the target: see the warning)"
                 if budget_warning(budget)
-                else " (the budget is met there)"
+                else " (within the budget's tolerance)"
             )
         )
         if budget["metric"] == "latency" and "achieved" in budget:

@@ -130,17 +130,17 @@ def check(req: SlimRequest) -> dict[str, Any]:
             f"{req.out_dir} holds a train run (its {MODEL_FILE} has a training state); continue it with {step}",
             steps=(step,),
         )
+    if req.resume and (done / TRAIN_DIR / ULTRALYTICS_MARK).is_file() and not saved_run.is_file():
+        raise EdgeslimError(  # (a user's trial was told no run was started: ultralytics' run is there)
+            f"{req.out_dir} holds a YOLO run (ultralytics trained it), which cannot be resumed; drop resume and "
+            "rerun it with force=True",
+            param=("resume", "force"),
+        )
     if req.resume and not req.force and (done / REPORT_FILE).is_file() and (done / MODEL_FILE).is_file():
         raise EdgeslimError(
             f"{req.out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; "
             "to redo its finalize and surgery from its training, pass force=True as well",
             param=("resume", "force"),
-        )
-    if req.resume and (done / TRAIN_DIR / ULTRALYTICS_MARK).is_file() and not saved_run.is_file():
-        raise EdgeslimError(  # (a user's trial was told no run was started: ultralytics' run is there)
-            f"{req.out_dir} holds a YOLO run (ultralytics trained it), which cannot be resumed; rerun it with "
-            "force=True",
-            param="force",
         )
     if req.resume and not saved_run.is_file():
         raise EdgeslimError(

@@ -330,9 +330,8 @@ def _run(
         if data_yaml != str(
             req.data_name
         ):  # the checkpoints and args.yaml name the user's yaml, not the copy
-            yolo.add_callback(
-                "on_train_start", lambda trainer: setattr(trainer.args, "data", str(req.data_name))
-            )
+            given = str(Path(str(req.data_name)).resolve())
+            yolo.add_callback("on_train_start", lambda trainer: setattr(trainer.args, "data", given))
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
@@ -359,7 +358,7 @@ def _run(
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
             if data_yaml != str(req.data_name):
-                _name_data(Path(trainer.save_dir) / "args.yaml", str(req.data_name))
+                _name_data(Path(trainer.save_dir) / "args.yaml", str(Path(str(req.data_name)).resolve()))
             data = getattr(trainer, "data", None) or {}  # (ultralytics' resolved data yaml)
             val_dir, classes_data = _val_images(data), data.get("nc")
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
@@ -441,19 +440,25 @@ def _run(
     return report
 
 
+def _map_fall(report: dict[str, Any]) -> tuple[float, float] | None:
+    """(before, after) mAP50-95 when the slim network's fell under :data:`COLLAPSE_FRACTION` of the
+    given model's, else None."""
+    metrics = report.get("metrics") or {}
+    before, after = metrics.get("before") or {}, metrics.get("slim") or {}
+    key = "metrics/mAP50-95(B)"
+    if key in before and key in after and before[key] > 0 and after[key] < COLLAPSE_FRACTION * before[key]:
+        return before[key], after[key]
+    return None
+
+
 def _collapse(report: dict[str, Any]) -> str:
     """The line saying the slim network collapsed (mAP50-95 under :data:`COLLAPSE_FRACTION` of the
-    given model's), or ``""``."""
-    before, after = report["metrics"].get("before") or {}, report["metrics"].get("slim") or {}
-    key = "metrics/mAP50-95(B)"
-    if (
-        key in before
-        and key in after
-        and before[key] > COLLAPSE_FLOOR
-        and after[key] < COLLAPSE_FRACTION * before[key]
-    ):
+    given model's, where that was above :data:`COLLAPSE_FLOOR`), or ``""``."""
+    fall = _map_fall(report)
+    if fall is not None and fall[0] > COLLAPSE_FLOOR:
+        before, after = fall
         return (
-            f"collapsed the network: mAP50-95 {after[key]:.3f} against {before[key]:.3f} before; lower the shrink "
+            f"collapsed the network: mAP50-95 {after:.3f} against {before:.3f} before; lower the shrink "
             "(or lambda), add a recovery phase, or give a budget (target_macs)"
         )
     return ""
@@ -465,18 +470,13 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     from edgeslim.slim import budget_warning
 
     out = [collapse] if collapse else []
-    metrics = report.get("metrics") or {}
-    before, after = metrics.get("before") or {}, metrics.get("slim") or {}
-    key = "metrics/mAP50-95(B)"
-    if not collapse and key in before and key in after and 0 < before[key] <= COLLAPSE_FLOOR:
-        if (
-            after[key] < COLLAPSE_FRACTION * before[key]
-        ):  # (a user's trial: 0.0276 -> 0.0000, exit 0, no word)
-            out.append(
-                f"mAP50-95 fell from {before[key]:.4f} to {after[key]:.4f}; the given model's own is too low "
-                f"(<= {COLLAPSE_FLOOR}) to call it a collapse on this validation set, but the slim network lost most "
-                "of what it had: train the model further first, or slim more gently (a budget, more epochs)"
-            )
+    fall = _map_fall(report)
+    if fall is not None and fall[0] <= COLLAPSE_FLOOR:  # (a user's trial: 0.0276 -> 0.0000, exit 0, no word)
+        out.append(
+            f"mAP50-95 fell from {fall[0]:.4f} to {fall[1]:.4f}; the given model's own is too low "
+            f"(<= {COLLAPSE_FLOOR}) to call it a collapse on this validation set, but the slim network lost most "
+            "of what it had: train the model further first, or slim more gently (a budget, more epochs)"
+        )
     classes = report.get("classes") or {}
     if report.get("start") == "random weights":
         out.append(

@@ -617,7 +617,7 @@ def build_controller(
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
-    if hasattr(slimmer, "set_groups") and not slimmer.coupling_given:
+    if hasattr(slimmer, "set_groups") and not getattr(slimmer, "coupling_given", True):
         # built without example_input (README's own loop did): the coupled groups, found here, keep
         # the zeros surgery cannot remove from cutting branches (a trial: 393 such zeros, 6 points lost)
         from edgeslim.sparsity.prox import coupled_bn_groups

@@ -302,6 +302,7 @@ class ProximalSlimming(TrainHook):
         of the zeros kept at finalize. For a slimmer built without either."""
         self.units = _coupled_units(list(groups), dict(zip(self.names, self.sizes)))
         self.group_index, self.num_groups = self._group_index()
+        self.coupling_given = True
 
     def set_weights(self, weights: Tensor | Sequence[float] | None) -> None:
         """Per-channel penalty weights (flat, all BN channels in module order); ``None``: all 1."""

@@ -192,7 +192,7 @@ def _group_threshold_prune(
     k = int(round(ratio * removable))
     if not removable:
         logging.getLogger(__name__).warning(
-            "no BN channel of the model can be removed (each sits behind a barrier: edgeslim graph shows them); "
+            "no BN channel of the model can be removed (each sits behind a barrier: build_graph shows them); "
             "nothing was zeroed"
         )
     # every group channel: (importance, BN channels it holds, group, position in the group)
