@@ -311,13 +311,10 @@ def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> No
     holds the collapse), not both."""
     if "--json" not in args or getattr(exc, "stdout_report", False):
         return
-    import json
+    from edgeslim.utils.console import print_json
 
     kind = type(exc).__name__ if not isinstance(exc, click.exceptions.Abort) else "Interrupted"
-    sys.stdout.write(
-        json.dumps({"error": {"message": line, "exit_code": code, "kind": kind}}, indent=2) + "\n"
-    )
-    sys.stdout.flush()
+    print_json({"error": {"message": line, "exit_code": code, "kind": kind}})
 
 
 def _internal_line(exc: BaseException) -> str:

@@ -5,7 +5,6 @@ Runs on a device without PyTorch: top-level imports are click and edgeslim.error
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -20,11 +19,10 @@ _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 def _print_record(record: dict, as_json: bool) -> None:
     from edgeslim.bench import report
     from edgeslim.utils.console import err, out, print_json, table
-    from edgeslim.utils.io import to_jsonable
 
     if as_json:
         slim = {k: v for k, v in record.items() if k != "trials"}  # raw samples live in run.json
-        print_json(json.dumps(to_jsonable(slim)))
+        print_json(slim)
         return
     out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
     if record.get("speedup"):
@@ -70,10 +68,9 @@ def _print_padding(multiples: dict[str, int]) -> None:
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
     from edgeslim.utils.console import out, print_json, table
-    from edgeslim.utils.io import to_jsonable
 
     if as_json:
-        print_json(json.dumps(to_jsonable(result)))
+        print_json(result)
         return
     fitted = result.get("calibration")
     if fitted is not None:
@@ -110,10 +107,9 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
 
 def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_json: bool) -> None:
     from edgeslim.utils.console import err, out, print_json, table
-    from edgeslim.utils.io import to_jsonable
 
     if as_json:
-        print_json(json.dumps(to_jsonable(tab)))
+        print_json(tab)
     else:
         # shares of the table's own whole (layers + fixed): ONNX Runtime's profiled kernels can add up to
         # more than an unprofiled run (a trial's shares summed to 126% of the run)
@@ -307,7 +303,7 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
 
     profs = list_profiles()
     if as_json:
-        print_json(json.dumps([p.model_dump() for p in profs]))
+        print_json([p.model_dump() for p in profs])
         return
     rows = [
         [
@@ -347,7 +343,7 @@ def show(name: str, as_json: bool) -> None:
 
     p = load_profile(name)
     if as_json:
-        print_json(json.dumps(p.model_dump()))
+        print_json(p.model_dump())
     else:
         out.print(yaml.safe_dump(p.model_dump(), sort_keys=False, allow_unicode=True, width=110).rstrip())
         out.print(f"ridge point ({p.preferred.precision}): {p.ridge_point():.3g} FLOP/byte")

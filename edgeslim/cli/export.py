@@ -92,11 +92,9 @@ def export(**kw: Any) -> None:
       edgeslim export slim.pt --trust-pickle --data images --data-dir photos --trt --precision int8
       edgeslim export runs/mnv2/model.pt --onnx slim.onnx --precision int8 --ort   # CPUs and phones
     """
-    import json
 
     from edgeslim.pipelines.export import ExportRequest, run
     from edgeslim.utils.console import err, out, print_json, table
-    from edgeslim.utils.io import to_jsonable
 
     req = ExportRequest(
         **{
@@ -115,7 +113,7 @@ def export(**kw: Any) -> None:
         say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
     )  # fmt: skip
     if kw["as_json"]:
-        print_json(json.dumps(to_jsonable(res)))
+        print_json(res)
         return
     o, v = res["onnx"], res["onnx"]["validation"]
     rows: list[list[Any]] = [["ONNX", o["path"]], ["opset / exporter", f"{o['opset']} / {o['exporter']}"],

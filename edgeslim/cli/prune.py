@@ -70,17 +70,15 @@ def prune(**kw: Any) -> None:
       edgeslim prune yolo:best.pt --trust-pickle -o best_slim.pt
       edgeslim prune timm:resnet18 --weights r18.pt --ratio 0.3 -o r18_30.pt   (one-shot, then fine-tune)
     """
-    import json
 
     from edgeslim.pipelines.prune import PruneRequest, run
     from edgeslim.utils.console import err, out, print_json, table
-    from edgeslim.utils.io import to_jsonable
 
     as_json = kw.pop("as_json")
     rep = run(PruneRequest(**kw))
     output, calib_desc = rep["output"], notice(rep["calibration"], prune)
     if as_json:
-        print_json(json.dumps(to_jsonable(rep)))
+        print_json(rep)
         return
     changed = [r for r in rep["layers"] if r["before"] != r["after"]]
     rows = [(r["name"], r["type"], " -> ".join(map(str, r["before"])), " -> ".join(map(str, r["after"])))
@@ -179,7 +177,6 @@ def graph(
       edgeslim graph tv:resnet18 --input-shape 3,224,224
       edgeslim graph runs/vgg/trained.pt --json
     """
-    import json
 
     from edgeslim.pipelines import prune as stage
     from edgeslim.utils.console import out, print_json
@@ -187,7 +184,7 @@ def graph(
     g = stage.graph(model, input_shape, trust_pickle, weights, num_classes)
     d = stage.graph_summary(g)
     if as_json:
-        print_json(json.dumps(d))
+        print_json(d)
         return
     out.print(str(g), markup=False, highlight=False)
     out.print(f"MACs {d['macs']:,}  params {d['params']:,}  BN groups {len(d['bn_groups'])}", markup=False)

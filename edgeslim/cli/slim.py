@@ -243,14 +243,10 @@ def _pct(v: float | None) -> str:
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
-    from edgeslim.utils.console import err, human, out, table
+    from edgeslim.utils.console import err, human, out, print_json, table
 
     if as_json:
-        import json
-
-        from edgeslim.utils.io import to_jsonable
-
-        click.echo(json.dumps(to_jsonable(report), indent=2))
+        print_json(report)
         if report.get("kind") == "ultralytics":
             _print_yolo_files(report)
             return

@@ -99,11 +99,7 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
     from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
     if as_json:
-        import json
-
-        from edgeslim.utils.io import to_jsonable
-
-        print_json(json.dumps(to_jsonable(report)))
+        print_json(report)
         return
     rows: list[list[Any]] = [
         ["architecture", spec.arch],

@@ -73,11 +73,11 @@ class ExportRequest:
 
     def validate(self) -> None:
         """Raise a one-line :class:`EdgeslimError` for values out of range or inconsistent."""
+        from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
         from edgeslim.utils.fields import check_fields
+        from edgeslim.utils.parsing import parse_input_shape, parse_size
 
         check_fields(self)
-        from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
-        from edgeslim.utils.parsing import parse_input_shape, parse_size
 
         for name in ("batch", "max_batch", "n_validate", "calib_images"):
             _positive_int(name, getattr(self, name))

@@ -13,11 +13,12 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines.rundir import run_directory
+from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE
 
 
 @dataclass
-class BenchRequest:
+class BenchRequest(CheckedFields):
     """Everything ``edgeslim bench`` needs (``None``: the profile's or the backend's default)."""
 
     model: str
@@ -54,9 +55,7 @@ class BenchRequest:
     plots: bool = True
 
     def __post_init__(self) -> None:
-        from edgeslim.utils.fields import check_fields
-
-        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
+        super().__post_init__()
         if isinstance(self.input_shape, str):  # "C,H,W", as the CLI takes it
             from edgeslim.utils.parsing import parse_input_shape
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.utils.fields import CheckedFields
 
 
 @dataclass
-class PruneRequest:
+class PruneRequest(CheckedFields):
     """What ``edgeslim prune`` needs: the model, where to write, and how to measure the deviation."""
 
     model: str
@@ -35,11 +36,6 @@ class PruneRequest:
     #: one-shot pruning first: zero this fraction of the BN channels with the smallest |gamma|, whole
     #: coupled groups at a time (:func:`~edgeslim.sparsity.subgradient.threshold_prune`), then cut them
     ratio: float | None = None
-
-    def __post_init__(self) -> None:
-        from edgeslim.utils.fields import check_fields
-
-        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
 
 
 def run(req: PruneRequest) -> dict[str, Any]:

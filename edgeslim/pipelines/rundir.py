@@ -45,23 +45,22 @@ def run_directory(
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
-        if force and not resume and part is not None and part.is_dir():
-            inside = [p for p in inputs if p and _resolved(p).startswith(_resolved(part) + os.sep)]
+        if force and not resume:  # starting over: the old run's files would mix with this one's
+            given = {p: _resolved(p) for p in inputs if p}
+            started = part is not None and part.is_dir()
+            inside = [p for p, path in given.items() if started and path.startswith(_resolved(part) + os.sep)]
             if inside:  # (a review: slim runs/a/train/weights/last.pt --out runs/a --force deleted it first)
                 raise EdgeslimError(
                     f"{inside[0]} lies in {part}, which a run started over removes and writes again; copy it out "
                     "of there, or choose another output directory",
                     param="out_dir",
                 )
-        if force and not resume:
-            keep = {_resolved(p) for p in inputs if p}
             for name in stale:
-                if _resolved(out_dir / name) not in keep:
+                if _resolved(out_dir / name) not in given.values():
                     with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                         (out_dir / name).unlink()
-        if force and not resume and part is not None and part.is_dir():
-            # starting over: the old run's files would mix with this one's
-            _remove_run_files(part, _patterns(run_files, part))
+            if started:
+                _remove_run_files(part, _patterns(run_files, part))
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:

@@ -11,6 +11,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
+from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, ULTRALYTICS_MARK
 
@@ -25,7 +26,7 @@ TRAIN_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "schedule", "warmup_
 
 
 @dataclass
-class SlimRequest:
+class SlimRequest(CheckedFields):
     """Everything ``edgeslim slim`` needs; ``None`` means the library default.
 
     ``model``: a zoo name, ``tv:``/``timm:`` name, ``package.module:Factory`` or a model file;
@@ -93,11 +94,6 @@ class SlimRequest:
     force: bool = False
     resume: bool = False
     trust_pickle: bool = False
-
-    def __post_init__(self) -> None:
-        from edgeslim.utils.fields import check_fields
-
-        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
 
     @classmethod
     def from_options(cls, out_dir: Path, options: dict[str, Any]) -> SlimRequest:

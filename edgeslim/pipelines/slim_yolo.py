@@ -327,10 +327,9 @@ def _run(
             source = _start_checkpoint(req, source, out_dir)
         yolo = ultralytics_yolo(source)  # (imports ultralytics: its log handlers exist from here)
         slimming.attach(yolo)
-        if data_yaml != str(
-            req.data_name
-        ):  # the checkpoints and args.yaml name the user's yaml, not the copy
-            given = str(Path(str(req.data_name)).resolve())
+        # trained on a copy of the data yaml: the checkpoints and args.yaml name the user's yaml
+        given = str(Path(str(req.data_name)).resolve()) if data_yaml != str(req.data_name) else None
+        if given is not None:
             yolo.add_callback("on_train_start", lambda trainer: setattr(trainer.args, "data", given))
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
@@ -357,8 +356,8 @@ def _run(
             finally:  # ultralytics switches torch's deterministic mode on for the process
                 torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
             trainer = yolo.trainer
-            if data_yaml != str(req.data_name):
-                _name_data(Path(trainer.save_dir) / "args.yaml", str(Path(str(req.data_name)).resolve()))
+            if given is not None:
+                _name_data(Path(trainer.save_dir) / "args.yaml", given)
             data = getattr(trainer, "data", None) or {}  # (ultralytics' resolved data yaml)
             val_dir, classes_data = _val_images(data), data.get("nc")
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an

@@ -11,6 +11,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import saved_data_args
+from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR, TRAIN_STALE
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
@@ -22,7 +23,7 @@ _HPARAMS = (
 
 
 @dataclass
-class TrainRequest:
+class TrainRequest(CheckedFields):
     """Everything ``edgeslim train`` needs; ``None`` means the library default.
 
     ``resume``: a checkpoint of an interrupted run, or ``""`` (or True) for the run in ``out_dir``.
@@ -65,11 +66,6 @@ class TrainRequest:
     #: build or load models whose files can run code (pickle:PATH, whole pickled modules)
     trust_pickle: bool = False
     force: bool = False
-
-    def __post_init__(self) -> None:
-        from edgeslim.utils.fields import check_fields
-
-        check_fields(self)  # (a Python caller's values, checked as the CLI's option types check them)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> TrainRequest:

@@ -233,13 +233,12 @@ class ProximalSlimming(TrainHook):
         self.weights: Tensor | None = None
         if weights is not None:
             self.set_weights(weights)
-        #: whether the coupled groups were given (``groups``, even empty: none) or found (``example_input``);
-        #: :func:`~edgeslim.sparsity.budget.build_controller` finds them for a slimmer without
-        self.coupling_given = groups is not None or example_input is not None
         if groups is None and example_input is not None:
             groups = coupled_bn_groups(model, example_input)
-        self.units = _coupled_units(groups or [], dict(zip(self.names, self.sizes)))
-        self.group_index, self.num_groups = self._group_index()
+        self.set_groups(groups or [])
+        #: whether the coupled groups were given (``groups``, even empty: none) or found (``example_input``);
+        #: :func:`~edgeslim.sparsity.budget.build_controller` finds them for a slimmer without
+        self.coupling_given = groups is not None
         self.steps = 0
         #: optional ``(xi, prox input) -> xi`` run after every prox step (a ChannelAligner)
         self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None

@@ -156,7 +156,6 @@ def threshold_prune(
     prune_flat = torch.zeros(total, dtype=torch.bool)
     prune_flat[order[:k]] = True
     masks: dict[str, torch.Tensor] = {}
-    per_layer: dict[str, tuple[int, int]] = {}
     start = 0
     for name, m in layers:
         n = m.weight.numel()
@@ -166,13 +165,21 @@ def threshold_prune(
         if int((~prune).sum()) < keep_min:  # never empty a layer: keep its largest channels
             top = torch.topk(m.weight.detach().abs().float().cpu(), keep_min).indices
             prune[top] = False
-        keep = ~prune
+        masks[name] = ~prune
+    return {"threshold": threshold, "total": total, **_zero_masked(layers, masks)}
+
+
+def _zero_masked(layers: list[tuple[str, nn.Module]], masks: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Zero gamma and beta where ``masks`` (kept channels, by BN name) are False; ``pruned``, ``masks``
+    and ``per_layer`` (kept, channels) of :func:`threshold_prune`'s result."""
+    per_layer: dict[str, tuple[int, int]] = {}
+    for name, m in layers:
+        keep = masks[name]
         m.weight.mul_(keep.to(m.weight.device, m.weight.dtype))
         m.bias.mul_(keep.to(m.bias.device, m.bias.dtype))
-        masks[name] = keep
-        per_layer[name] = (int(keep.sum()), n)
-    pruned = sum(n - k_ for k_, n in per_layer.values())
-    return {"threshold": threshold, "pruned": pruned, "total": total, "masks": masks, "per_layer": per_layer}
+        per_layer[name] = (int(keep.sum()), keep.numel())
+    pruned = sum(n - k for k, n in per_layer.values())
+    return {"pruned": pruned, "masks": masks, "per_layer": per_layer}
 
 
 def _group_threshold_prune(
@@ -184,7 +191,7 @@ def _group_threshold_prune(
     from edgeslim.channels.graph import coupled_bn_groups
     from edgeslim.utils.modes import eval_mode
 
-    with eval_mode(model), torch.no_grad():  # (the groups surgery removes: affine BNs, deployed outputs)
+    with eval_mode(model):  # (the groups surgery removes: affine BNs, deployed outputs)
         groups = coupled_bn_groups(model, x)
     mods = dict(layers)
     total = sum(m.weight.numel() for _, m in layers)
@@ -219,16 +226,7 @@ def _group_threshold_prune(
             threshold = float(imp[i])
             for name, idx in groups[gi].members:
                 masks[name][idx[int(at[i])].cpu()] = False
-    per_layer: dict[str, tuple[int, int]] = {}
-    with torch.no_grad():
-        for name, m in layers:
-            keep = masks[name]
-            m.weight.mul_(keep.to(m.weight.device, m.weight.dtype))
-            m.bias.mul_(keep.to(m.bias.device, m.bias.dtype))
-            per_layer[name] = (int(keep.sum()), keep.numel())
-    pruned = sum(n - k_ for k_, n in per_layer.values())
-    return {"threshold": threshold, "pruned": pruned, "total": total, "removable": removable, "masks": masks,
-            "per_layer": per_layer}  # fmt: skip
+    return {"threshold": threshold, "total": total, "removable": removable, **_zero_masked(layers, masks)}
 
 
 @register_method("baseline")

@@ -43,12 +43,15 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def print_json(text: str) -> None:
-    """A JSON document on stdout, as it is: no colour codes, whatever FORCE_COLOR or TTY_COMPATIBLE
-    say (rich's ``print_json`` colours it then, and the output no longer parses)."""
+def print_json(obj: Any) -> None:
+    """``obj`` as one JSON document on stdout (:func:`~edgeslim.utils.io.to_jsonable`), without colour
+    codes whatever FORCE_COLOR or TTY_COMPATIBLE say (rich's ``print_json`` colours it then, and the
+    output no longer parses)."""
     import json
 
-    sys.stdout.write(json.dumps(json.loads(text), indent=2) + "\n")
+    from edgeslim.utils.io import to_jsonable
+
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -82,3 +82,10 @@ def check_fields(req: Any) -> None:
             raise EdgeslimError(f"{f.name} must be >= 0, got {value!r}", param=f.name)
         if f.name in POSITIVE_FIELDS and not value > 0:
             raise EdgeslimError(f"{f.name} must be > 0, got {value!r}", param=f.name)
+
+
+class CheckedFields:
+    """Base of the request dataclasses: a request checks its values as it is built (:func:`check_fields`)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
