@@ -308,3 +308,30 @@ def test_threshold_prune_by_coupled_group_zeroes_only_what_surgery_removes():
     assert g["macs_after"] / g["macs_before"] < 0.4 < a["macs_after"] / a["macs_before"]
     assert g["max_abs_diff"] < 1e-5
     assert all(kept >= 1 for kept, _ in res["per_layer"].values())
+
+
+def test_threshold_prune_keeps_the_channel_multiple_surgery_keeps():
+    """`prune --ratio` zeroed counts off the default multiple of 16: surgery then kept zeroed channels to
+    align (dead weight) and removed less than the ratio said. With round_to every group keeps a multiple
+    and surgery at that multiple removes every zero."""
+    timm = pytest.importorskip("timm")
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.05, 1.5)
+    x = torch.randn(1, 3, 64, 64)
+    plain, aligned = copy.deepcopy(model), copy.deepcopy(model)
+    threshold_prune(plain, 0.4, example_input=x)
+    res = threshold_prune(aligned, 0.4, example_input=x, round_to=16)
+    assert all(kept % 16 == 0 or kept == n for kept, n in res["per_layer"].values())
+    assert 0.35 < res["pruned"] / res["removable"] < 0.45
+    p, a = prune_with_report(plain, x, round_to=16).report, prune_with_report(aligned, x, round_to=16).report
+    assert p["kept_by_rounding"] > 0 and a["kept_by_rounding"] == 0
+    zero = sum(int((m.weight == 0).sum()) for m in aligned.modules() if isinstance(m, nn.BatchNorm2d))
+    assert zero == res["pruned"] and a["exact"] and a["max_abs_diff"] < 1e-5
+    with pytest.raises(EdgeslimError, match="example_input"):
+        threshold_prune(copy.deepcopy(model), 0.4, round_to=16)

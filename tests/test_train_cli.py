@@ -48,6 +48,10 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     for key in ("accuracy_before_prune", "accuracy_after_prune", "accuracy_after_finetune"):
         assert 0.0 <= report[key] <= 1.0
     assert report["stages"]["pruned"]["pruned_channels"] == 224 == report["bn_channels_zero"]
+    # the kept counts are multiples of the default profile's 16 (prune then removes every zero; a
+    # count off the multiple kept zeroed channels for alignment)
+    pruned = report["stages"]["pruned"]
+    assert pruned["round_to"] == 16 and all(kept % 16 == 0 for kept, _ in pruned["per_layer"].values())
     # each stage's settings, the sparse training's lambda among them (only the fine-tune's were recorded)
     stage_configs = report["stage_configs"]
     assert (

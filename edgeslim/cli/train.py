@@ -9,7 +9,7 @@ import click
 
 from edgeslim.cli import notice
 from edgeslim.cli.common import data_options, quote, train_options, trust_pickle_option
-from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
+from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,7 +38,12 @@ from edgeslim.cli.params import DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionLi
 @click.option(
     "--prune-ratio",
     type=Number(float, min=0, lt=1),
-    help="After training, zero this fraction of BN channels (global |gamma| threshold).",
+    help="After training, zero this fraction of BN channels (global |gamma| threshold, by coupled group).",
+)
+@click.option(
+    "--round-to",
+    type=COUNT,
+    help="With --prune-ratio: keep channel counts multiples of N, as prune will (1: off) [16: host-cpu's].",
 )
 @click.option(
     "--finetune-epochs",

@@ -72,7 +72,11 @@ def run(req: PruneRequest) -> dict[str, Any]:
     shape = model_input_shape(loaded, req.input_shape)
     calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
     example = torch.zeros((1, *shape))
-    zeroed = _ratio_prune(loaded.model, req.ratio, example) if req.ratio is not None else None
+    zeroed = (
+        _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))
+        if req.ratio is not None
+        else None
+    )
     res = prune_with_report(  # a detector's deployed outputs count, not the maps it also returns
         loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
         outputs=deployed_output(loaded.model), inplace=True,
@@ -102,15 +106,16 @@ def run(req: PruneRequest) -> dict[str, Any]:
     return rep
 
 
-def _ratio_prune(model: Any, ratio: float, example: Any) -> dict[str, Any]:
-    """Zero ``ratio`` of ``model``'s BN channels by coupled group (smallest mean |gamma| first); what
-    it did, for the report (the check after compares the slim model with this zeroed one)."""
+def _ratio_prune(model: Any, ratio: float, example: Any, round_to: int) -> dict[str, Any]:
+    """Zero ``ratio`` of ``model``'s BN channels by coupled group (smallest mean |gamma| first), each
+    group's kept count a multiple of ``round_to`` (so surgery removes every zero); what it did, for the
+    report (the check after compares the slim model with this zeroed one)."""
     from edgeslim.sparsity.subgradient import threshold_prune
 
     if not 0.0 < ratio < 1.0:
         raise EdgeslimError(f"ratio must be between 0 and 1 (a fraction of the BN channels), got {ratio}",
                             param="ratio")  # fmt: skip
-    pr = threshold_prune(model, float(ratio), example_input=example)
+    pr = threshold_prune(model, float(ratio), example_input=example, round_to=round_to)
     return {"ratio": float(ratio), "zeroed": pr["pruned"], "removable": pr["removable"], "total": pr["total"],
             "threshold": pr["threshold"]}  # fmt: skip
 

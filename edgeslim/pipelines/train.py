@@ -57,6 +57,8 @@ class TrainRequest(CheckedFields):
     method: str | None = None
     lam: float | None = None
     prune_ratio: float | None = None
+    #: the prune keeps each group's channel count a multiple of this [the default profile's alignment]
+    round_to: int | None = None
     finetune_epochs: int = 0
     finetune_lr: float | None = None
     init_path: Path | None = None
@@ -146,6 +148,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
     import torch
 
+    from edgeslim.channels.devices import resolve_alignment
     from edgeslim.checkpoint import build_from_checkpoint, load_model
     from edgeslim.data import load_dataset
     from edgeslim.models import create_model
@@ -156,7 +159,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     recipe = None
     if resume_ckpt is not None:
         given = [k for k in _HPARAMS if kw.get(k) is not None] + [
-            k for k in ("lam", "prune_ratio", "finetune_lr", "init_path") if kw.get(k) is not None
+            k for k in ("lam", "prune_ratio", "round_to", "finetune_lr", "init_path") if kw.get(k) is not None
         ]
         if given and info.is_main:
             notes.append(Notice(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}",
@@ -216,6 +219,11 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
                 param=("finetune_epochs", "prune_ratio"),
             )
+        if kw["prune_ratio"] is None and kw["round_to"] is not None:
+            raise EdgeslimError(
+                "round_to sets the channel multiple of the threshold prune; add prune_ratio",
+                param=("round_to", "prune_ratio"),
+            )
 
     bundle = load_dataset(
         data_name,
@@ -254,7 +262,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         say(note)
     report = run_training(
         model, spec, bundle, config, out_dir,
-        prune_ratio=kw["prune_ratio"], finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
+        prune_ratio=kw["prune_ratio"], round_to=int(resolve_alignment(kw["round_to"], None)["round_to"]),
+        finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
     )  # fmt: skip
     return report, spec, bundle

@@ -7,6 +7,7 @@ Stage 3: fine-tune with :class:`MaskHook` keeping the pruned channels at exactly
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -117,7 +118,12 @@ def gamma_stats(model: nn.Module, eps: float = 1e-2) -> dict[str, float]:
 
 @torch.no_grad()
 def threshold_prune(
-    model: nn.Module, ratio: float, min_channels: int = 1, *, example_input: torch.Tensor | None = None
+    model: nn.Module,
+    ratio: float,
+    min_channels: int = 1,
+    *,
+    example_input: torch.Tensor | None = None,
+    round_to: int = 1,
 ) -> dict[str, Any]:
     """Zero gamma AND beta of the ``ratio`` fraction of BN channels with the smallest ``|gamma|``.
 
@@ -131,7 +137,10 @@ def threshold_prune(
     conv's with the conv before it) form one channel whose importance is their mean ``|gamma|``;
     whole group channels are zeroed, smallest first, until ``ratio`` of the BN channels surgery can
     remove are zero (``removable`` in the result; a channel behind a barrier is never zeroed), and
-    every group keeps ``min_channels``. Without
+    every group keeps ``min_channels``. ``round_to`` (by group only) then rounds each group's kept
+    count to the nearest multiple (at least one multiple, at most the group), so surgery at that
+    multiple removes every zero instead of keeping zeroed channels for alignment; the share zeroed
+    moves off ``ratio`` by that rounding (``pruned`` in the result says what it is). Without
     it each BN channel is ranked alone: on a residual or depthwise network most of its zeros then
     share their channel with a nonzero one, surgery keeps them, and the zeroing only damages the
     model (a user's timm ResNet-18 at 0.4: 1,920 zeros, 834 removed).
@@ -141,8 +150,12 @@ def threshold_prune(
     layers = bn_layers(model)
     if not layers:
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
+    if round_to < 1:
+        raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
     if example_input is not None:
-        return _group_threshold_prune(model, layers, ratio, min_channels, example_input)
+        return _group_threshold_prune(model, layers, ratio, min_channels, example_input, round_to)
+    if round_to > 1:
+        raise EdgeslimError("round_to needs example_input: kept counts are rounded per coupled group")
     allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
     total = allg.numel()
     k = int(round(ratio * total))
@@ -183,7 +196,12 @@ def _zero_masked(layers: list[tuple[str, nn.Module]], masks: dict[str, torch.Ten
 
 
 def _group_threshold_prune(
-    model: nn.Module, layers: list[tuple[str, nn.Module]], ratio: float, min_channels: int, x: torch.Tensor
+    model: nn.Module,
+    layers: list[tuple[str, nn.Module]],
+    ratio: float,
+    min_channels: int,
+    x: torch.Tensor,
+    round_to: int,
 ) -> dict[str, Any]:
     """:func:`threshold_prune` by coupled group (see there)."""
     import logging
@@ -202,30 +220,40 @@ def _group_threshold_prune(
             "no BN channel of the model can be removed (each sits behind a barrier: build_graph shows them); "
             "nothing was zeroed"
         )
-    # every group channel: (importance, BN channels it holds, group, position in the group)
-    imps, sizes, owner, pos = [], [], [], []
-    for gi, grp in enumerate(groups):
-        vals = torch.stack([mods[n].weight.detach().abs().float().cpu()[idx.cpu()] for n, idx in grp.members])
-        imps.append(vals.mean(0))
-        sizes.append(torch.full((grp.size,), len(grp.members)))
-        owner.append(torch.full((grp.size,), gi))
-        pos.append(torch.arange(grp.size))
-    masks = {name: torch.ones(m.weight.numel(), dtype=torch.bool) for name, m in layers}
-    threshold, zeroed = float("-inf"), 0
+    # every group channel's importance; the global ranking decides how many of each group go (a
+    # group's zeros are its least important channels, as in the global order)
+    imps = [
+        torch.stack([mods[n].weight.detach().abs().float().cpu()[idx.cpu()] for n, idx in grp.members]).mean(
+            0
+        )
+        for grp in groups
+    ]
+    cut = [0] * len(groups)
     if groups and k > 0:
-        imp, size, own, at = (torch.cat(t) for t in (imps, sizes, owner, pos))
-        left = [grp.size for grp in groups]
+        imp = torch.cat(imps)
+        own = torch.cat([torch.full((grp.size,), gi) for gi, grp in enumerate(groups)])
+        zeroed = 0
         for i in torch.sort(imp, stable=True).indices.tolist():
             if zeroed >= k:
                 break
             gi = int(own[i])
-            if left[gi] <= min_channels:  # (a group keeps its largest channels: no layer is emptied)
+            if groups[gi].size - cut[gi] <= min_channels:  # (a group keeps its largest: no layer is emptied)
                 continue
-            left[gi] -= 1
-            zeroed += int(size[i])
-            threshold = float(imp[i])
-            for name, idx in groups[gi].members:
-                masks[name][idx[int(at[i])].cpu()] = False
+            cut[gi] += 1
+            zeroed += len(groups[gi].members)
+    masks = {name: torch.ones(m.weight.numel(), dtype=torch.bool) for name, m in layers}
+    threshold = float("-inf")
+    for grp, n, imp in zip(groups, cut, imps):
+        if n and round_to > 1:  # kept count to the nearest multiple, never below one multiple or min_channels
+            kept = max(math.floor((grp.size - n) / round_to + 0.5), 1) * round_to
+            kept = max(kept, math.ceil(min_channels / round_to) * round_to)
+            n = max(grp.size - kept, 0)
+        if not n:
+            continue
+        low = torch.sort(imp, stable=True).indices[:n]
+        threshold = max(threshold, float(imp[low].max()))
+        for name, idx in grp.members:
+            masks[name][idx.cpu()[low]] = False
     return {"threshold": threshold, "total": total, "removable": removable, **_zero_masked(layers, masks)}
 
 

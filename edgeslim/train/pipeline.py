@@ -35,6 +35,7 @@ def run_training(
     out_dir: str | os.PathLike,
     *,
     prune_ratio: float | None = None,
+    round_to: int = 1,
     finetune_epochs: int = 0,
     finetune_lr: float | None = None,
     resume: dict[str, Any] | None = None,
@@ -44,6 +45,8 @@ def run_training(
 ) -> dict[str, Any]:
     """Train ``model``; with ``prune_ratio`` then :func:`threshold_prune` and fine-tune with the
     pruned channels held at zero. Returns the report (also written to ``DIR/report.json``).
+    ``round_to``: the prune keeps each coupled group's count a multiple of it (the channel
+    multiple surgery will keep, so it removes every zero).
 
     ``resume`` is the ``train_state`` of a checkpoint written by this function (weights already
     loaded into ``model``); the run continues in the stage where it stopped, with the
@@ -55,6 +58,7 @@ def run_training(
     info = dist_info()
     plan: dict[str, Any] = {
         "prune_ratio": prune_ratio,
+        "round_to": round_to,
         "finetune_epochs": finetune_epochs,
         "finetune_lr": finetune_lr,
     }
@@ -102,7 +106,9 @@ def run_training(
             save_model(out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"})
         # ranked by coupled group, as surgery removes channels (alone, a residual net's zeros mostly stay)
         example = torch.zeros(1, *spec.input_shape, device=next(model.parameters()).device)
-        pr = threshold_prune(model, float(prune_ratio), example_input=example)
+        pr = threshold_prune(
+            model, float(prune_ratio), example_input=example, round_to=int(plan.get("round_to") or 1)
+        )  # (a checkpoint of an older run records no round_to: 1)
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
         )
@@ -110,6 +116,7 @@ def run_training(
             "test_accuracy": ev["accuracy"],
             "test_loss": ev["loss"],
             "ratio": float(prune_ratio),
+            "round_to": int(plan.get("round_to") or 1),
             "threshold": pr["threshold"],
             "pruned_channels": pr["pruned"],
             "total_channels": pr["total"],
