@@ -254,6 +254,20 @@ def test_a_run_too_short_to_slim_says_so_and_leaves_nothing(root: Path, tmp_path
     assert r.returncode == 2 and err.startswith("error: this run takes 1 optimizer step"), r.stderr[-2000:]
     assert "learning rate above 0" in err and "train more --epochs, or on more images" in err
     assert not out.exists()
+    # the yaml with a state_dict: the run writes start.pt (its model with those weights) before it
+    # trains; refused the same way, it leaves none (a YOLO user's trial: start.pt was left behind)
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    sd = tmp_path / "sd.pt"
+    torch.save(
+        load_model_or_arch("yolo:yolov8n", trust_pickle=False, num_classes=len(CLASSES)).model.state_dict(),
+        sd,
+    )
+    args = ["slim", "yolo:yolov8n", "--weights", str(sd), "--num-classes", str(len(CLASSES)), *args[3:]]
+    r = subprocess.run([sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, env=env,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "learning rate above 0" in r.stderr, r.stderr[-2000:]
+    assert not out.exists(), sorted(out.rglob("*"))
 
 
 def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: Path) -> None:

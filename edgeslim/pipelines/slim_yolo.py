@@ -230,7 +230,15 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
         safe_label_caches(bool(req.trust_pickle)),
         _data_without_code(Path(str(req.data_name)), bool(req.trust_pickle)) as data,
     ):
-        return _run(req, source, out_dir, budget, data)
+        start = out_dir / START_FILE
+        ours = req.weights is not None and not start.exists()  # (a forced run removed an earlier one's)
+        try:
+            return _run(req, source, out_dir, budget, data)
+        except BaseException:  # a run that saved no checkpoint leaves none of its files (as run_directory)
+            if ours and not any((out_dir / TRAIN_DIR).rglob("*.pt")):
+                with contextlib.suppress(OSError):
+                    start.unlink()
+            raise
 
 
 @contextlib.contextmanager
