@@ -118,6 +118,8 @@ def test_ultralytics_training_writes_exact_zeros_that_prune_removes(trained, tmp
     weights, summary = trained
     epochs = summary["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+    steps = [e["optimizer_steps"] for e in epochs]  # the run's steps to the end of each epoch
+    assert 0 < steps[0] and all(b - a == steps[0] for a, b in zip(steps, steps[1:])), steps
     zeros = [e["zero"] for e in epochs]
     total = epochs[-1]["total"]
     assert zeros == sorted(zeros) and 0 < zeros[-1] < total, zeros  # sparser each epoch, never empty

@@ -238,7 +238,7 @@ class UltralyticsSlimming:
                 recalibrate_bn(ema, _calibration_images(trainer, CALIB_BATCHES))
         row = {
             "epoch": int(trainer.epoch) + 1,
-            "steps": slimmer.t,
+            "optimizer_steps": slimmer.t,  # (cumulative: the run's steps up to the end of this epoch)
             "phase": slimmer.phase_at(max(slimmer.t - 1, 0)),
             "zero": int(dead.sum()),  # in xi, and from now in the EMA that ultralytics validates and saves
             "total": slimmer.total,
