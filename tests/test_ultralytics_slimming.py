@@ -557,3 +557,21 @@ def test_a_training_checkpoint_is_measured_at_the_size_it_was_trained_at(trained
         main(["export", str(weights / "last.pt"), "--trust-pickle", "--onnx", str(tmp_path / "m.onnx")]) == 0
     )
     assert "random pixels in [0, 1]" in " ".join(capsys.readouterr().out.split())
+
+
+def test_validation_images_of_a_list_or_a_txt_of_files(tmp_path: Path) -> None:
+    """A data yaml whose val is a .txt list of images (coco's val2017.txt) or a list of folders: surgery and
+    the export checked the slim YOLO on random inputs (a YOLO user's trial); now on the listed images."""
+    from edgeslim.pipelines.slim_yolo import _val_images
+
+    val = tmp_path / "images" / "val"
+    val.mkdir(parents=True)
+    (val / "a.jpg").write_bytes(b"")
+    listed = tmp_path / "val.txt"
+    listed.write_text("./images/val/a.jpg\n./images/val/b.jpg")
+    assert _val_images({"val": str(listed)}) == val
+    listed.write_text(f"\n{val / 'a.jpg'}")  # absolute paths, a blank line, no newline at the end
+    assert _val_images({"val": str(listed)}) == val
+    assert _val_images({"val": [str(tmp_path / "gone"), str(val)]}) == val
+    listed.write_text("./images/val/missing.jpg\n")
+    assert _val_images({"val": str(listed)}) is None and _val_images({"val": None}) is None

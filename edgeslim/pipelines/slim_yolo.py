@@ -528,6 +528,23 @@ def _metrics(results: Any) -> dict[str, float] | None:
 
 
 def _val_images(data: dict[str, Any]) -> Path | None:
-    """The validation images' folder from ultralytics' resolved data dict (None: a list or a txt file)."""
+    """A folder of validation images from ultralytics' resolved data dict, for surgery's check and
+    the export's validation: ``val``'s folder, the first of a list of folders, or for a ``.txt``
+    list of image files the folder of its first listed image (as ultralytics reads such a list: a
+    ``./`` path is relative to the list's folder); None where none exists."""
     val = data.get("val")
-    return Path(val) if isinstance(val, str) and Path(val).is_dir() else None
+    for v in val if isinstance(val, list) else [val]:
+        if not isinstance(v, str):
+            continue
+        p = Path(v)
+        if p.is_dir():
+            return p
+        if p.suffix.lower() == ".txt" and p.is_file():
+            with p.open(errors="replace") as f:
+                head = f.read(1 << 16)  # the first listed files (a line the read cut is dropped)
+            lines = head.splitlines()[: -1 if len(head) == 1 << 16 else None]
+            for line in (x.strip() for x in lines):
+                listed = p.parent / line[2:] if line.startswith("./") else Path(line)
+                if line and listed.is_file():
+                    return listed.parent
+    return None
