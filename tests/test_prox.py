@@ -499,3 +499,33 @@ def test_no_zeros_says_the_shrink_the_steps_applied(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="edgeslim"):
         s.finalize()
     assert f"shrank a scale by {expected:.3g} in all on average" in caplog.text
+
+
+def test_a_slimmer_stepped_before_the_optimizer_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    """An API user's trial called slimmer.step() before optimizer.step(): each gradient step then moved
+    the exact zeros off zero, without a word. The first call sees the scales unchanged and says so; the
+    right order, and a first step at learning rate 0 (ultralytics' warm-up of BN scales), do not."""
+
+    def run(order: str, lr: float) -> list[str]:
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2)
+        )
+        model(torch.randn(2, 3, 6, 6))
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        slimmer = ProximalSlimming(model, lam=1e-3)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="edgeslim.sparsity.prox"):
+            for _ in range(2):
+                opt.zero_grad()
+                model(torch.randn(4, 3, 6, 6)).square().mean().backward()
+                if order == "before":
+                    slimmer.step(opt)
+                opt.step()
+                if order == "after":
+                    slimmer.step(opt)
+        return [r.getMessage() for r in caplog.records]
+
+    before = run("before", 0.1)
+    assert len(before) == 1 and "right after optimizer.step()" in before[0]
+    assert run("after", 0.1) == [] and run("before", 0.0) == []

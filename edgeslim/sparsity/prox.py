@@ -540,6 +540,18 @@ class ProximalSlimming(TrainHook):
         if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
             self._to(self.gammas[0].device)
         t, phase = self.t, self.phase
+        if (
+            t == 0
+            and (optimizer is not None or lr is not None)
+            and torch.equal(self._gather(), self.xi)
+            and self._alpha(optimizer, lr) is not None
+        ):
+            log.warning(
+                "slimmer.step() ran before the optimizer changed any BN scale: call it right after "
+                "optimizer.step() (the proximal step follows each gradient step; called before, every "
+                "gradient step moves its exact zeros off zero), and not after a step the optimizer skipped "
+                "(AMP's GradScaler on inf gradients)"
+            )
         self.t += 1
         if phase == "warmup":  # no prox: xi follows the scales, ready for the first update
             self.xi = self._gather()
