@@ -538,6 +538,37 @@ def layer_table(path: str, backend: str, batch: int, cfg: TimingConfig, options:
     return producer.layer_table(path, batch, cfg, options)
 
 
+#: the timing of a calibration: whole networks, 3 interleaved trials
+CALIBRATION_TIMING = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
+
+
+def measure_calibration(
+    dense: str,
+    widths: dict[float, str],
+    backend: str,
+    batch: int,
+    options: dict,
+    round_to: int,
+    cfg: TimingConfig = CALIBRATION_TIMING,
+    trials: int = 3,
+) -> dict[str, Any]:
+    """A latency table's ``calibration``: the dense model file and the files of it cut to uniform
+    widths (``{fraction: path}``, counts multiples of ``round_to``; :func:`edgeslim.surgery.widths.
+    uniform_widths`) timed interleaved with ``backend``: ``{"dense_ms", "points", "round_to", "method"}``."""
+    from edgeslim.bench.compare import run_comparison
+
+    models = {"baseline": dense, **{f"uniform{f}": p for f, p in widths.items()}}
+    rec = run_comparison(models, backend, [batch], trials, cfg, options, tegrastats=False)
+    p50 = {k: statistics.median(v[str(batch)]["trial_p50_ms"]) for k, v in rec["summary"].items()}
+    return {
+        "dense_ms": p50["baseline"],
+        "points": [{"fraction": f, "measured_ms": p50[f"uniform{f}"]} for f in widths],
+        "round_to": int(round_to),
+        "method": f"every channel group cut to the fraction (counts multiples of {round_to}, as surgery keeps "
+        f"them), surgery, {backend}, {trials} interleaved trials (median of per-trial p50)",
+    }
+
+
 def write_layer_table(table: dict[str, Any], path: str | Path, force: bool = False) -> Path:
     """Write ``table`` as JSON atomically; refuses to overwrite without ``force``."""
     from edgeslim.utils.io import check_output_path, write_json

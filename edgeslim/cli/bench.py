@@ -200,6 +200,13 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     help="With --layer-table on onnxruntime or torch: also time each layer over channel counts (the latency lookup).",
 )
 @click.option(
+    "--width-models",
+    multiple=True,
+    metavar="FILES",
+    help="With --layer-table: the model's exports at uniform widths (export --width-models), timed beside "
+    "it: they calibrate the table (comma-separated, or the option repeated).",
+)
+@click.option(
     "--onnx",
     "onnx_path",
     type=click.Path(dir_okay=False),
@@ -226,7 +233,7 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,
-          layer_table_path, sweep, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
+          layer_table_path, sweep, width_models, onnx_path, nice, predict, calibrate, out_dir, force, as_json, plots) -> None:  # fmt: skip
     """Measure latency and memory of MODEL (.onnx, TensorRT engine, or edgeslim model file),
     against --baseline when given. With --predict, print a roofline PREDICTION instead.
 
@@ -247,7 +254,8 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
         trials=trials, warmup=warmup, min_iters=min_iters, min_time=min_time, max_time=max_time, threads=threads,
         providers=providers, graph_opt=graph_opt, precision=precision, cuda_graph=cuda_graph, device=device,
         input_shape=input_shape, trust_pickle=trust_pickle, trtexec=trtexec_path, tegrastats=tegrastats,
-        interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, sweep=sweep, onnx=onnx_path,
+        interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, sweep=sweep,
+        width_models=tuple(p for v in width_models for p in v.split(",") if p) or None, onnx=onnx_path,
         nice=nice,
         predict=predict, calibrate=calibrate, out_dir=out_dir, force=force, plots=plots,
     )  # fmt: skip

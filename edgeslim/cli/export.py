@@ -73,6 +73,14 @@ from edgeslim.errors import Step
 @click.option(
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )
+@click.option(
+    "--width-models",
+    type=COUNT,
+    metavar="MULTIPLE",
+    help="Also write NAME.w50.onnx and NAME.w25.onnx: this network cut to uniform 50%/25% widths, channel "
+    "counts multiples of MULTIPLE (the slim run's: 16 host-cpu, 8 FP16 TensorRT, 32 INT8); timed with "
+    "bench --layer-table --width-models on the device, they calibrate its latency table.",
+)
 @trust_pickle_option
 @weights_option
 @num_classes_option
@@ -155,6 +163,8 @@ def export(**kw: Any) -> None:
             val = val.get("path")
         if val:
             rows.append([label, str(val)])
+    for w in res.get("width_models") or ():
+        rows.append([f"uniform {w['fraction']:.0%} width", f"{w['path']} ({w['params']:,} params)"])
     out.print(table("edgeslim export", ["", "value"], rows))
     audit = res["audit"]
     bad = [r for r in audit["rows"] if r[5] != "ok" or r[6] != "ok"]
@@ -196,3 +206,7 @@ def export(**kw: Any) -> None:
         step = (f"edgeslim bench SLIM.onnx --baseline {quote(onnx_file)} --batch {batches} (SLIM: the export of a slimmed "
                 "copy of this network)")  # fmt: skip
     err.print(f"wrote {onnx_file}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped
+    if res.get("width_models"):
+        files = ",".join(quote(w["path"]) for w in res["width_models"])
+        err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "
+                  f"--layer-table T.json --batch {req.batch} --width-models {files}", soft_wrap=True)  # fmt: skip

@@ -343,6 +343,7 @@ def build_metadata(
     exporter: str,
     opset: int,
     validation: ValidationReport | None,
+    width: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The key/value pairs stored in the ONNX ``metadata_props``."""
     norm = {"mean": list(mean) if mean is not None else None, "std": list(std) if std is not None else None}
@@ -358,6 +359,8 @@ def build_metadata(
     }
     if validation is not None:
         md["validation"] = json.dumps(validation.to_dict())
+    if width is not None:  # a network cut to a uniform width, for a latency table's calibration
+        md["uniform_width"] = json.dumps(width)
     return md
 
 
@@ -504,6 +507,7 @@ def _export_onnx(
         arch=arch, recipe=recipe, input_shape=shape, mean=mean if mean is not None else meta.get("mean"),
         std=std if std is not None else meta.get("std"), data=None if inputs is None or not inputs.real
         else inputs.source.split(" ")[0], exporter=used, opset=got_opset, validation=report,
+        width=meta.get("uniform_width"),
     )  # fmt: skip
     if ultralytics:  # what ultralytics' AutoBackend reads: YOLO("model.onnx") keeps names, task, size
         md.update(yolo.export_metadata(model, (c, h, w), batch))

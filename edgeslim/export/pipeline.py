@@ -66,6 +66,9 @@ class ExportRequest:
     trt_version: str | None = None
     calib_images: int = 512
     to_ort: bool = False
+    #: also write the network cut to uniform widths (NAME.w50.onnx, NAME.w25.onnx), channel counts
+    #: multiples of this: what calibrates a latency table measured on the device
+    width_models: int | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class ExportRequest:
 
         for name in ("batch", "max_batch", "n_validate", "calib_images"):
             _positive_int(name, getattr(self, name))
+        if self.width_models is not None:
+            _positive_int("width_models", self.width_models)
         if self.dynamic_batch and self.max_batch < self.batch:
             raise EdgeslimError(
                 f"max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
@@ -126,6 +131,40 @@ def _default_onnx(loaded: LoadedModel, model_name: str) -> Path:
 
 def _sibling(onnx: Path, suffix: str) -> Path:
     return onnx.with_name(onnx.stem + suffix)
+
+
+def width_path(onnx: Path, fraction: float) -> Path:
+    """Where the export of ``onnx``'s network at a uniform ``fraction`` of its widths goes (``.w50.onnx``)."""
+    return _sibling(onnx, f".w{round(fraction * 100)}.onnx")
+
+
+def _export_widths(
+    loaded: LoadedModel,
+    req: ExportRequest,
+    shape: tuple[int, int, int],
+    paths: dict[float, Path],
+    inputs: Any,
+) -> list[dict[str, Any]]:
+    """Export the model cut to each uniform width (:func:`edgeslim.surgery.widths.uniform_widths`),
+    checked in ONNX Runtime as the model itself; their metadata names the fraction and multiple."""
+    import torch
+
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.surgery.widths import uniform_widths
+
+    rounding = int(req.width_models or 1)
+    cut = uniform_widths(loaded.model, torch.zeros(1, *shape), tuple(paths), round_to=rounding)
+    out = []
+    for f, model in cut.items():
+        export_onnx(
+            model, paths[f], shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
+            simplify=not req.no_simplify, validate=not req.no_validate, inputs=inputs, force=req.force,
+            exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind,
+            meta={**loaded.meta, "uniform_width": {"fraction": f, "round_to": rounding}},
+        )  # fmt: skip
+        out.append({"fraction": f, "round_to": rounding, "path": str(paths[f]),
+                    "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
+    return out
 
 
 def run_export(
@@ -185,6 +224,10 @@ def run_export(
     ort_path = onnx_path.with_suffix(".ort")
     outputs += [ort_path] if req.to_ort else []
     outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and ort_int8 else []
+    from edgeslim.surgery.widths import CALIBRATION_FRACTIONS
+
+    widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}
+    outputs += list(widths.values())
     for p in outputs:
         named_by_engine = req.engine_path and p in (engine, script)  # (the script is named after the engine)
         check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
@@ -248,6 +291,8 @@ def run_export(
         result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
         if isinstance(rep, str):
             say(rep)
+    if widths:
+        result["width_models"] = _export_widths(loaded, req, shape, widths, check_batch)
     audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
     if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
         audit.narrowed = set((loaded.recipe or {}).get("layers") or {})

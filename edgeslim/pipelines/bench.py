@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice, Step
+from edgeslim.errors import EdgeslimError, Notice, Step, require
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE
@@ -46,6 +46,9 @@ class BenchRequest(CheckedFields):
     layer_table: Path | None = None
     #: with a layer table on onnxruntime: also time each layer over channel counts (bench.sweep)
     sweep: bool = True
+    #: with a layer table: ONNX files of the model cut to uniform widths (export width_models), timed
+    #: beside it: the table's calibration
+    width_models: tuple[str, ...] | None = None
     onnx: str | None = None
     nice: int = 0
     predict: bool = False
@@ -107,6 +110,11 @@ class BenchRequest(CheckedFields):
         elif self.onnx:
             raise EdgeslimError(
                 "onnx goes with layer_table (it names an engine's layers)", param=("onnx", "layer_table")
+            )
+        if self.width_models and not self.layer_table:
+            raise EdgeslimError(
+                "width_models calibrate a latency table; add layer_table",
+                param=("width_models", "layer_table"),
             )
 
 
@@ -346,7 +354,64 @@ def layer_table(
         sweep = sweep_layers if name == "onnxruntime" else torch_file_sweeps
         tab["sweeps"] = sweep(req.model, req.batches[0], options, multiple, progress)
         tab["version"] = 2
+    if req.width_models:
+        from edgeslim.bench.layers import measure_calibration
+
+        widths, round_to = _width_models(req.model, req.width_models, name)
+        tab["calibration"] = measure_calibration(req.model, widths, name, req.batches[0], options, round_to)
+        tab["version"] = 2
     return tab, write_layer_table(tab, req.layer_table, force=True)
+
+
+def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dict[float, str], int]:
+    """``({fraction: file}, channel multiple)`` of the width models of ``model`` (their metadata),
+    refused where they are not ONNX exports of its network at distinct widths and one multiple."""
+    import json
+
+    from edgeslim.bench.backends import model_format
+    from edgeslim.utils.onnx_graph import read_metadata
+
+    if backend not in ("onnxruntime", "trtexec") or model_format(model) != "onnx":
+        raise EdgeslimError(
+            f"width_models calibrate a table of an ONNX file timed with onnxruntime or trtexec; {model} is timed "
+            f"with {backend}: give the table's model as its .onnx export",
+            param=("width_models", "backend"),
+        )
+    require("onnx", "to read the width models' metadata")
+    own = read_metadata(model)
+    widths: dict[float, str] = {}
+    multiples = set()
+    for f in files:
+        if model_format(f) != "onnx":
+            raise EdgeslimError(f"width model {f} is not an ONNX file (export width_models writes them)",
+                                param="width_models")  # fmt: skip
+        md = read_metadata(f)
+        width = json.loads(md.get("uniform_width") or "null")
+        if not isinstance(width, dict) or not isinstance(width.get("fraction"), (int, float)):
+            raise EdgeslimError(
+                f"{f} is not a width model (its metadata names no uniform width): export the dense model again "
+                "with width_models, and give the NAME.wNN.onnx files it writes",
+                param="width_models",
+            )
+        for key in ("architecture", "input_shape"):
+            if md.get(key) != own.get(key):
+                raise EdgeslimError(
+                    f"width model {f} has {key} {md.get(key)}, {model} {own.get(key)}: give the width models "
+                    "exported with this model",
+                    param="width_models",
+                )
+        if float(width["fraction"]) in widths:
+            raise EdgeslimError(f"{widths[float(width['fraction'])]} and {f} are the same width; give each once",
+                                param="width_models")  # fmt: skip
+        widths[float(width["fraction"])] = str(f)
+        multiples.add(int(width.get("round_to") or 1))
+    if len(multiples) > 1:
+        raise EdgeslimError(
+            f"the width models were cut to different channel multiples ({', '.join(map(str, sorted(multiples)))}); "
+            "give those of one export",
+            param="width_models",
+        )
+    return dict(sorted(widths.items(), reverse=True)), multiples.pop()
 
 
 def predict(req: BenchRequest) -> dict:

@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: uniform widths whose measured whole-network latency calibrates the lookup
-CALIBRATION_FRACTIONS = (0.5, 0.25)
-
 
 def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
     """Is the latency target this host with ONNX Runtime (so it can be measured now)? A given table
@@ -87,7 +84,7 @@ def measure_table(
 ) -> Path:
     """Measure the latency lookup of ``model`` and write ``out_dir/latency_table.json``: per-layer
     times, per-layer sweeps over channel counts (at multiples of ``round_to``), and whole networks
-    at uniform widths (:data:`CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
+    at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
     sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
     across calls for the same model and batch, so the per-layer times (which do not depend on
     ``round_to``) are measured once."""
@@ -128,37 +125,21 @@ def measure_table(
 def _calibration(
     model: Any, input_shape: tuple[int, int, int], dense_onnx: Path, batch: int, options: dict, round_to: int
 ) -> dict[str, Any]:
-    """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points"}``."""
+    """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points", ...}``."""
     import tempfile
 
     import torch
 
-    from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.timing import TimingConfig
-    from edgeslim.sparsity.resource import build_resource, zero_channels
-    from edgeslim.surgery import prune_with_report
+    from edgeslim.bench.layers import measure_calibration
+    from edgeslim.surgery.widths import uniform_widths
 
-    work = copy.deepcopy(model).cpu().float().eval()
-    example = torch.zeros(1, *input_shape)
-    res = build_resource(work, example, "macs", round_to=round_to)
-    models = {"baseline": str(dense_onnx)}
+    widths = uniform_widths(model, torch.zeros(1, *input_shape), round_to=round_to)
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
-        for f in CALIBRATION_FRACTIONS:
-            cut = copy.deepcopy(work)
-            zero_channels(cut, res.uniform_mask(f) == 0)
-            slim = prune_with_report(cut, example, round_to=round_to).model
-            path = Path(tmp) / f"u{f}.onnx"
-            _export(slim, path, input_shape)
-            models[f"uniform{f}"] = str(path)
-        cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
-        rec = run_comparison(models, "onnxruntime", [batch], 3, cfg, options, tegrastats=False)
-    p50 = {k: statistics.median(v[str(batch)]["trial_p50_ms"]) for k, v in rec["summary"].items()}
-    return {
-        "dense_ms": p50["baseline"],
-        "points": [{"fraction": f, "measured_ms": p50[f"uniform{f}"]} for f in CALIBRATION_FRACTIONS],
-        "method": "every channel group cut to the fraction (rounded like surgery), surgery, ONNX Runtime, "
-        "3 interleaved trials (median of per-trial p50)",
-    }
+        paths = {}
+        for f, slim in widths.items():
+            paths[f] = str(Path(tmp) / f"u{f}.onnx")
+            _export(slim, Path(paths[f]), input_shape)
+        return measure_calibration(str(dense_onnx), paths, "onnxruntime", batch, options, round_to)
 
 
 def latency_check(

@@ -183,7 +183,10 @@ class ResourceModel:
         self.table_fixed = 0.0
         self._table_base: tuple[list[float], list[float]] | None = None
         self.sweeps: dict[int, tuple[SweepGrid, float]] = {}
-        self.calibration: tuple[float, list[float], list[float]] | None = None
+        #: (lookup sum of the dense network, predicted fractions, measured fractions, measured dense seconds)
+        self.calibration: tuple[float, list[float], list[float], float] | None = None
+        self.table_total: float | None = None  # a table's measured whole run (seconds), where it records one
+        self.width_points = False  # the table has whole networks measured at uniform widths
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
         self.dense = self.value(self.dense_k)
@@ -320,6 +323,8 @@ class ResourceModel:
                 )
             self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
             self.table_fixed = float(table.get("fixed", 0.0)) * unit
+            if isinstance(table.get("total_ms"), (int, float)):
+                self.table_total = float(table["total_ms"]) * 1e-3
             self._setup_sweeps(table.get("sweeps") or {})
             self._setup_calibration(table.get("calibration"))
             return
@@ -382,27 +387,38 @@ class ResourceModel:
     def _setup_calibration(self, calib: dict[str, Any] | None) -> None:
         """Whole networks measured at uniform widths map the lookup's predicted fraction of the dense
         time to the measured one (piecewise linear through (0, 0), the points and (1, 1))."""
-        if not calib or not calib.get("points"):
-            return
         raw_dense = self.table_fixed + float(self._table_sum(self.dense_k))
+        if not calib or not calib.get("points"):
+            # the table's own whole run, where its layers add up to another time (ONNX Runtime's profiler
+            # puts its cost inside each kernel: 1.62 ms of kernels in a run of 1.19 ms, a trial's table)
+            total = float(self.table_total or 0.0)
+            if total > 0 and raw_dense > 0:
+                self.calibration = (raw_dense, [0.0, 1.0], [0.0, 1.0], total)
+            return
         pts = {0.0: 0.0, 1.0: 1.0}
+        cut = calib.get("round_to")  # the multiple the measured networks were cut to (else this run's)
         for p in calib["points"]:
-            pred = self.table_fixed + float(self._table_sum(self.uniform_counts(float(p["fraction"]))))
+            k = self.uniform_counts(float(p["fraction"]), int(cut) if cut else None)
+            pred = self.table_fixed + float(self._table_sum(k))
             pts[pred / raw_dense] = float(p["measured_ms"]) / float(calib["dense_ms"])
         xs = sorted(pts)
-        self.calibration = (raw_dense, xs, [pts[x] for x in xs])
+        self.calibration = (raw_dense, xs, [pts[x] for x in xs], float(calib["dense_ms"]) * 1e-3)
+        self.width_points = True
 
     def _calibrated(self, raw: Any) -> Any:
-        """Seconds from the lookup's sum ``raw`` (calibrated when the table has whole-network points)."""
+        """Seconds from the lookup's sum ``raw``: as a fraction of the dense sum, mapped through the
+        whole networks the table measured (its calibration points, else only its dense run), times
+        the measured dense time; ``raw`` itself for a table that records no whole run."""
         if self.calibration is None:
             return raw
-        dense, xs, ys = self.calibration
-        return interp_linear(xs, ys, raw / dense) * dense
+        dense, xs, ys, measured = self.calibration
+        return interp_linear(xs, ys, raw / dense) * measured
 
-    def uniform_counts(self, fraction: float) -> Tensor:
-        """Alive counts with every group at ``fraction`` of its channels (rounded like surgery)."""
+    def uniform_counts(self, fraction: float, round_to: int | None = None) -> Tensor:
+        """Alive counts with every group at ``fraction`` of its channels (rounded like surgery, to
+        multiples of ``round_to``: default the model's)."""
         k = torch.clamp(torch.round(self.group_size * float(fraction)), min=1)
-        return self.round_counts(torch.maximum(k, self._group_fixed_alive()))
+        return self.round_counts(torch.maximum(k, self._group_fixed_alive()), round_to)
 
     def uniform_mask(self, fraction: float) -> Tensor:
         """Flat BN mask (1 alive, 0 removed) realising :meth:`uniform_counts`: the non-removable
