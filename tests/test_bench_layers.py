@@ -396,6 +396,8 @@ opts = dict(a[2:].split("=", 1) for a in args if "=" in a)
 shutil.copy({times!r}, opts["exportTimes"])
 if "exportProfile" in opts:
     shutil.copy({profile!r}, opts["exportProfile"])
+if "saveEngine" in opts:
+    pathlib.Path(opts["saveEngine"]).write_bytes(b"engine of " + opts["onnx"].encode())
 print(open({summary!r}).read())
 """
 
@@ -445,7 +447,7 @@ def test_cli_trt_layer_table_refusals(files, tmp_path, capsys) -> None:
         ([str(engine), "--onnx", str(engine)], "--onnx takes the .onnx file"),
         (
             [str(onnx_path), "--backend", "trtexec", "--trtexec", str(tmp_path / "none")],
-            "its path as --trtexec",
+            "--trtexec " + str(tmp_path / "none") + " does not exist",
         ),
     ]
     for args, message in cases:
@@ -453,7 +455,7 @@ def test_cli_trt_layer_table_refusals(files, tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert main(["bench", str(onnx_path), "--onnx", str(onnx_path), *FAST]) == 2
-    assert "--onnx goes with --layer-table" in capsys.readouterr().err
+    assert "--onnx goes with a TensorRT engine file" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -521,3 +523,41 @@ def test_bench_of_a_bare_state_dict_says_how_to_make_a_model_file(tmp_path, caps
     torch.save({"arch": "resnet18", "state_dict": create_model(spec).state_dict()}, ck)
     assert main(["bench", str(ck), "--batch", "1", "--trials", "1", *FAST]) == 2
     assert "(edgeslim export timm:resnet18 --weights " in capsys.readouterr().err
+
+
+def test_a_trtexec_comparison_builds_each_engine_once_in_fp16(files, tmp_path) -> None:
+    """A Jetson user's trial (stand-in trtexec): bench slim.onnx --baseline dense.onnx --backend trtexec ran a
+    full engine build for every model, batch and trial (12 builds for 2 models, 2 batches, 3 trials), and in
+    FP32 where export's trtexec script builds FP16. Now each file is built once per batch (saveEngine,
+    with a timing cache) and loaded after, in FP16 unless precision says otherwise; the engines go with the
+    run. An engine file runs other batches given the ONNX it was built from."""
+    _, pt, _ = files["vgg-small"]
+    dense = tmp_path / "dense.onnx"
+    assert main(["export", str(pt), "--onnx", str(dense), "--dynamic-batch", "--no-validate"]) == 0
+    (tmp_path / "p.json").write_text("[]")
+    exe, log = tmp_path / "trtexec", tmp_path / "argv.jsonl"
+    exe.write_text(FAKE_TRTEXEC.format(py=PY, log=str(log), times=str(EXPORT_TIMES), profile=str(tmp_path / "p.json"),
+                                       summary=str(TRT10_SUMMARY)))  # fmt: skip
+    exe.chmod(0o755)
+    slim = tmp_path / "slim.onnx"
+    slim.write_bytes(dense.read_bytes())
+    assert main(["bench", str(slim), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe),
+                 "--batch", "1,4", "--trials", "3", "--no-tegrastats", *FAST]) == 0  # fmt: skip
+    runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip() != '["--help"]']
+    builds = [a for a in runs if any(x.startswith("--onnx=") for x in a)]
+    loads = [a for a in runs if any(x.startswith("--loadEngine=") for x in a)]
+    assert len(builds) == 4 and len(loads) == 8  # 2 models x 2 batches built, then loaded
+    assert all("--fp16" in a and any(x.startswith("--saveEngine=") for x in a) for a in builds)
+    assert all(any(x.startswith("--timingCacheFile=") for x in a) for a in builds)
+    assert not any("--fp16" in a for a in loads)  # (an engine's precision is built in)
+    engines = {x.split("=", 1)[1] for a in builds for x in a if x.startswith("--saveEngine=")}
+    assert len(engines) == 4 and not any(Path(e).exists() for e in engines)  # removed with the run
+    # an engine at batch 4: its input from the ONNX it was built from
+    engine = tmp_path / "dense.engine"
+    engine.write_bytes(b"engine")
+    args = ["bench", str(engine), "--backend", "trtexec", "--trtexec", str(exe), "--trust-pickle", "--batch", "4",
+            "--trials", "1", "--no-tegrastats", *FAST]  # fmt: skip
+    assert main(args) == 2
+    assert main([*args, "--onnx", str(dense)]) == 0
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert f"--loadEngine={engine}" in last and "--shapes=input:4x1x28x28" in last

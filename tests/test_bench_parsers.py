@@ -226,7 +226,7 @@ def test_tensorrt_backend_errors_without_tensorrt(tmp_path):
     else:  # pragma: no cover - only where TensorRT is installed
         with pytest.raises(EdgeslimError, match="does not exist"):
             get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
-    with pytest.raises(EdgeslimError, match="command-line tool is not on PATH"):
+    with pytest.raises(EdgeslimError, match="no-trtexec does not exist"):
         get_backend("trtexec").open(str(tmp_path / "x.onnx"), {"trtexec": str(tmp_path / "no-trtexec")})
     with pytest.raises(EdgeslimError, match="unknown backend"):
         get_backend("tflite")

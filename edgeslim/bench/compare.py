@@ -6,6 +6,7 @@ Trial ``t`` runs every model once, each in its own subprocess, in alternating or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -252,6 +253,21 @@ def run_comparison(
         "env": environment(options.get("threads")),
         "trials": [],
     }
+    with contextlib.ExitStack() as stack:
+        if backend == "trtexec":  # each ONNX file built once per shape, then its engine loaded
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-engines-"))
+            options = {**options, "engine_cache": cache}
+        _trials(record, models, backend, batches, trials, timing, options, tegrastats, interval_ms, nice,
+                layer_times, on_trial)  # fmt: skip
+    aggregate(record)
+    return record
+
+
+def _trials(record: dict, models: dict[str, str], backend: str, batches: list[int], trials: int, timing: TimingConfig,
+            options: dict, tegrastats: bool, interval_ms: int, nice: int, layer_times: bool,
+            on_trial: Callable[[int, str, dict], None] | None) -> None:  # fmt: skip
+    """The interleaved trials of :func:`run_comparison`, appended to ``record["trials"]``."""
+    labels = list(models)
     for t in range(trials):
         order = labels if t % 2 == 0 else labels[::-1]
         for label in order:
@@ -274,8 +290,6 @@ def run_comparison(
                     check_measured_io(first["baseline"], first["slim"], models["baseline"], models["slim"])
             if on_trial:
                 on_trial(t, label, res)
-    aggregate(record)
-    return record
 
 
 def aggregate(record: dict) -> dict:

@@ -487,7 +487,8 @@ def trtexec_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) 
     prof = sess.profile_layers(cfg)
     total = sess.summary["gpu_compute"]["median_ms"]
     src = "trtexec --exportProfile --separateProfileRun, per-layer medianMs over the profiled runs"
-    return _trt_file_table(graph, prof, total, batch, src, "trtexec", path, names, sess.version, options)
+    return _trt_file_table(graph, prof, total, batch, src, "trtexec", path, names, sess.version,
+                           {**options, "precision": sess.precision})  # fmt: skip
 
 
 def _trt_file_table(graph, prof: dict, total: float, batch: int, src: str, backend: str, path: str, names: Any,

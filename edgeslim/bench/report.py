@@ -266,7 +266,8 @@ def warnings(record: dict) -> list[str]:
     env = record.get("env") or {}
     load = (env.get("load_avg") or [None])[0]
     cores = env.get("cpu_affinity") or env.get("cpu_count")
-    threads = env.get("threads") or cores  # ONNX Runtime and torch default to every core
+    # ONNX Runtime and torch default to every core; TensorRT's host side is one thread driving the GPU
+    threads = 1 if record.get("backend") in ("trtexec", "tensorrt") else env.get("threads") or cores
     if load is not None and cores and load + threads > cores + BUSY_MARGIN:
         out.append(
             f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "

@@ -108,9 +108,14 @@ class BenchRequest(CheckedFields):
                     f"onnx takes the .onnx file the engine was built from; got {self.onnx}", param="onnx"
                 )
         elif self.onnx:
-            raise EdgeslimError(
-                "onnx goes with layer_table (it names an engine's layers)", param=("onnx", "layer_table")
-            )
+            from edgeslim.bench.backends import model_format
+
+            if model_format(self.model) != "engine":
+                raise EdgeslimError(
+                    "onnx goes with a TensorRT engine file (the ONNX it was built from: it names the engine's "
+                    "layers for layer_table and its input for batches other than 1)",
+                    param=("onnx", "layer_table"),
+                )
         if self.width_models and not self.layer_table:
             raise EdgeslimError(
                 "width_models calibrate a latency table; add layer_table",
@@ -193,6 +198,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         )
     if req.precision or (profile and name in TENSORRT_BACKENDS):
         options["precision"] = req.precision or profile.preferred.precision
+    elif name == "trtexec" and own == "onnx":  # (a trial's engines were FP32, export's script builds FP16)
+        notes.append(Notice(f"trtexec builds {Path(req.model).name} in FP16 (FP32 where a layer has no FP16 kernel), "
+                            "as export's trtexec script does; give precision to build another", "precision"))  # fmt: skip
     if req.device and name != "torch":  # a file's backend picks its device itself: refused, not ignored
         where = "pick the GPU with providers (CUDAExecutionProvider)" if name == "onnxruntime" else (
             "TensorRT runs on the GPU")  # fmt: skip

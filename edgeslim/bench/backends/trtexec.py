@@ -178,12 +178,20 @@ def build_command(
     cuda_graph: bool = False,
     export_times: str | None = None,
     export_profile: str | None = None,
+    save_engine: str | None = None,
+    timing_cache: str | None = None,
 ) -> list[str]:
-    """A trtexec command line with the flags spelled for the installed version."""
+    """A trtexec command line with the flags spelled for the installed version. ``save_engine``
+    (an ONNX model): also write the engine it builds there, ``timing_cache``: with that tactic cache
+    (read and updated), so later runs load it instead of building again."""
     major = version[0] if version else 10
     cmd = [exe]
     is_onnx = model_format(model) == "onnx"
     cmd.append(f"--onnx={model}" if is_onnx else f"--loadEngine={model}")
+    if is_onnx and save_engine:
+        cmd.append(f"--saveEngine={save_engine}")
+    if is_onnx and timing_cache:
+        cmd.append(f"--timingCacheFile={timing_cache}")
     if shapes:
         spec = ",".join(f"{n}:{'x'.join(str(d) for d in s)}" for n, s in shapes.items())
         cmd.append(f"--shapes={spec}")
@@ -228,18 +236,47 @@ class TrtexecSession(Session):
         self.shapes: dict[str, list[int]] | None = None
         self.summary: dict = {}
         self.log_tail = ""
+        self.precision = self._precision()
+
+    def _precision(self) -> str:
+        """The precision an ONNX file is built in: the one asked, else FP16 (with FP32 where a layer has
+        no FP16 kernel), what export's trtexec script builds; TensorRT 11 takes it from the file."""
+        asked = self.options.get("precision")
+        if asked or model_format(self.model) != "onnx":
+            return str(asked or "fp32")
+        return "fp32" if (self.version or (10, 0, 0))[0] >= 11 else "fp16"
 
     def set_batch(self, batch: int) -> None:
         self.shapes = None
-        if model_format(self.model) == "onnx":
+        source = self.model if model_format(self.model) == "onnx" else self.options.get("onnx")
+        if source:  # (an engine's input from the ONNX it was built from: a dynamic one runs at any batch)
             from edgeslim.bench.onnx_cost import onnx_cost
 
-            ins = onnx_cost(self.model).input_shapes
+            ins = onnx_cost(source).input_shapes
             self.shapes = {n: concrete_shape(n, s or [], batch) for n, s in ins.items()}
         elif batch != 1:
             raise EdgeslimError(
-                "with an engine file the trtexec backend runs its built shape; use batch 1", param="batch"
+                f"with an engine file the trtexec backend needs the ONNX it was built from to run batch {batch} "
+                "(its input's name and shape); give it as onnx, or use batch 1",
+                param=("onnx", "batch"),
             )
+
+    def _engine(self, profile: bool) -> tuple[str, str | None, str | None]:
+        """(what trtexec loads, where it saves the engine it builds, its timing cache): with an
+        ``engine_cache`` folder, an ONNX file is built once per shape, precision and profiling and then
+        loaded (a trial's bench of two models at two batches, 3 trials, built 12 engines)."""
+        cache = self.options.get("engine_cache")
+        if not cache or model_format(self.model) != "onnx":
+            return self.model, None, None
+        import hashlib
+
+        st = os.stat(self.model)
+        key = json.dumps([os.path.abspath(self.model), st.st_mtime_ns, st.st_size, self.shapes, self.precision,
+                          profile, bool(self.options.get("cuda_graph"))])  # fmt: skip
+        engine = os.path.join(cache, hashlib.sha256(key.encode()).hexdigest()[:24] + ".engine")
+        if os.path.isfile(engine):
+            return engine, None, None
+        return self.model, engine, os.path.join(cache, "timing.cache")
 
     def run(self) -> None:
         raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
@@ -258,30 +295,34 @@ class TrtexecSession(Session):
         with tempfile.TemporaryDirectory() as tmp:
             times = os.path.join(tmp, "times.json")
             prof_path = os.path.join(tmp, "profile.json") if profile else None
+            source, save, timing_cache = self._engine(profile)
             cmd = build_command(
-                self.exe,
-                self.model,
-                self.version,
-                self.shapes,
-                cfg,
-                self.options.get("precision", "fp32"),
-                bool(self.options.get("cuda_graph")),
-                times,
-                prof_path,
-            )
+                self.exe, source, self.version, self.shapes, cfg, self.precision, bool(self.options.get("cuda_graph")),
+                times, prof_path, save_engine=save, timing_cache=timing_cache,
+            )  # fmt: skip
             r = subprocess.run(cmd, capture_output=True, text=True)
             text = r.stdout + r.stderr
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:
                 raise EdgeslimError(explain_failure(text, self.model, r.returncode))
             self.summary = parse_summary(text)
+            for path, what, flag in (
+                (times, "times", "--exportTimes"),
+                (prof_path, "per-layer profile", "--exportProfile"),
+            ):
+                if path and not os.path.isfile(path):  # (its temporary path is gone once this returns)
+                    last = " | ".join(error_lines(text)[-2:] or text.strip().splitlines()[-2:])
+                    raise EdgeslimError(
+                        f"trtexec exited 0 but wrote no {what} ({flag}) for {self.model}; its last lines: {last[:300]}"
+                    )
             samples = parse_times(times)
             prof = parse_layer_profile(prof_path) if prof_path else None
         samples["host"] = samples.pop("latency", samples["device"])
         return samples, prof
 
     def info(self) -> dict:
-        return {"trtexec": self.exe, "tensorrt_version": self.version, "summary": self.summary}
+        return {"trtexec": self.exe, "tensorrt_version": self.version, "precision": self.precision,
+                "summary": self.summary}  # fmt: skip
 
 
 class TrtexecBackend(Backend):
@@ -294,7 +335,10 @@ class TrtexecBackend(Backend):
         if exe is None:
             raise EdgeslimError(
                 f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give "
-                "its path as trtexec",
+                "its path as trtexec"
+                if not options.get("trtexec")
+                else f"trtexec {options['trtexec']} does not exist; give the path of TensorRT's trtexec (on JetPack "
+                f"{JETSON_TRTEXEC})",
                 param="trtexec",
             )
         if not os.path.isfile(path):
