@@ -67,16 +67,20 @@ def _print_padding(multiples: dict[str, int]) -> None:
 
 
 def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
-    from edgeslim.utils.console import out, print_json, table
+    from edgeslim.utils.console import err, out, print_json, table
 
     if as_json:
         print_json(result)
         return
     fitted = result.get("calibration")
     if fitted is not None:
+        fit = ", ".join(f"{r['model']} b{r['batch']} {r['predicted_ms'] / r['measured_ms'] - 1:+.0%}"
+                        for r in fitted.get("fit") or ())  # fmt: skip
         out.print(
             f"calibrated from {fitted['from']}: compute/memory efficiency {fitted['compute']:.3g}, "
             f"launch overhead {fitted['launch_us']:.3g} us per layer"
+            + (f"; fit on its run: {fit}" if fit else ""),
+            soft_wrap=True,
         )
     for label, per_batch in result["models"].items():
         first = per_batch[str(batches[0])]
@@ -103,6 +107,8 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
             + ", ".join(f"{v:.2f}x at batch {b}" for b, v in result["speedup"].items())
             + " (roofline, not a measurement)"
         )
+    for w in result.get("warnings") or ():
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
 
 def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_json: bool) -> None:

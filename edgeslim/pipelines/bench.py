@@ -318,6 +318,15 @@ def measure(
         other = other_network(req.model, req.baseline)
         if other:
             say(Notice(other, "baseline"))
+        import importlib.util
+
+        from edgeslim.bench.backends import model_format
+
+        if importlib.util.find_spec("onnx") is None and "onnx" in {model_format(m) for m in models.values()}:
+            say(  # (a device trial compared an EfficientNet with a MobileNetV3 without a word)
+                "the onnx package is not installed here: the MAC ratio and the check that both files are "
+                "exports of one network are skipped (pip install onnx)"
+            )
 
     def go() -> tuple[dict, list[Path]]:
         record = run_comparison(
@@ -422,6 +431,10 @@ def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dic
     return dict(sorted(widths.items(), reverse=True)), multiples.pop()
 
 
+#: a calibrated roofline that misses a run it was fitted on by more than this is warned about
+CALIBRATION_MISS = 0.2
+
+
 def predict(req: BenchRequest) -> dict:
     """A roofline PREDICTION for ``req.model`` (and baseline) on ``req.profile``, optionally
     calibrated from a measured run.json (``req.calibrate``); nothing is measured."""
@@ -444,7 +457,7 @@ def predict(req: BenchRequest) -> dict:
                 f"{elsewhere}: bench on that device and calibrate from its run.json, or predict uncalibrated",
                 param="calibrate",
             )
-        obs = []
+        obs, names = [], []
         for label in run["models"]:
             layers = layer_costs(run, label)
             if layers is None or (run["models"][label].get("cost") or {}).get("quantized"):
@@ -454,6 +467,7 @@ def predict(req: BenchRequest) -> dict:
             layers = scale_bytes(padded if padded is not None else layers, profile.preferred.precision)
             for b in run["batches"]:
                 obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
+                names.append(label)
         if not obs:
             raise EdgeslimError(
                 f"{req.calibrate} has no ONNX layer costs to calibrate from; bench ONNX models"
@@ -466,7 +480,21 @@ def predict(req: BenchRequest) -> dict:
         "label": "PREDICTION (roofline from MACs and bytes; not a measurement)",
     }
     if fitted is not None:
-        result["calibration"] = {"from": req.calibrate, **fitted.model_dump()}
+        # how well the fit predicts the run it was fitted on (a trial: +68% at batch 1, not said)
+        rows = [{"model": n, "batch": o.batch, "measured_ms": o.seconds * 1e3,
+                 "predicted_ms": predict_latency(o.layers, profile, profile.preferred.precision, batch=o.batch,
+                                                 efficiency=fitted).total_s * 1e3}
+                for n, o in zip(names, obs)]  # fmt: skip
+        worst = max(rows, key=lambda r: abs(r["predicted_ms"] / r["measured_ms"] - 1))
+        result["calibration"] = {"from": req.calibrate, **fitted.model_dump(), "fit": rows}
+        miss = worst["predicted_ms"] / worst["measured_ms"] - 1
+        if abs(miss) > CALIBRATION_MISS:
+            result["warnings"] = [
+                f"the calibration misses the run it was fitted on by {miss:+.0%} ({worst['model']} at batch "
+                f"{worst['batch']}: {worst['predicted_ms']:.3g} ms predicted, {worst['measured_ms']:.3g} measured): "
+                "one efficiency and one launch overhead do not describe this runtime at these sizes; read the "
+                "measured run, or a latency table measured on the device"
+            ]
     result["models"] = {}
     for label, path in models.items():
         if model_format(path) != "onnx":
