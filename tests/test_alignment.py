@@ -215,3 +215,26 @@ def test_the_audit_asks_for_int8_rounding_when_fp16_misses_only_layers_surgery_l
     assert report.round_to == 32 and "rounding the kept channels to multiples of 32" in report.suggestion()
     assert AlignmentReport(layers, narrowed=set()).round_to is None  # nothing surgery cut: no rounding helps
     assert AlignmentReport(layers).round_to == 8  # no recipe known: FP16 first
+
+
+def test_a_whole_pickle_gets_the_surgery_command_only_if_surgery_cut_it(tmp_path, capsys) -> None:
+    """A device trial exported a dense whole pickle and was told to re-run surgery with --round-to 32 as
+    a fact; a pickle says nothing about surgery, so the command is given on that condition."""
+    from edgeslim.cli import main
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3), torch.nn.BatchNorm2d(12), torch.nn.ReLU(),
+                              torch.nn.Conv2d(12, 12, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))  # fmt: skip
+    net(torch.zeros(1, 3, 16, 16))
+    whole = tmp_path / "whole.pt"
+    torch.save(net.eval(), whole)
+    args = [
+        "export",
+        str(whole),
+        "--trust-pickle",
+        "--input-shape",
+        "3,16,16",
+        "--onnx",
+        str(tmp_path / "w.onnx"),
+    ]
+    assert main(args) == 0
+    assert "(if surgery cut it, that is: edgeslim prune SPARSE.pt" in capsys.readouterr().out

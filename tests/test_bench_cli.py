@@ -563,3 +563,14 @@ def test_a_device_without_onnx_says_what_bench_cannot_check(onnx_pair, tmp_path)
     r = edgeslim(args, tmp_path, blocked=("onnx",))
     assert "onnx package is not installed here" in r.stderr and "pip install onnx" in r.stderr
     assert "onnx package" not in edgeslim(args, tmp_path).stderr
+
+
+def test_an_install_without_its_dependencies_says_so_in_one_line(tmp_path):
+    """A device trial installed edgeslim with --no-deps beside onnxruntime and numpy: a traceback ending in
+    ModuleNotFoundError: click."""
+    r = edgeslim(["bench", "--help"], tmp_path, check_rc=2, blocked=("click", "rich"))
+    assert (
+        r.stderr.strip()
+        == "error: edgeslim needs click, rich, not installed here: pip install click rich (or "
+        "install edgeslim with its dependencies)"
+    )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bench slim vs baseline on a Jetson with fixed clocks, then restore the clocks.
 # Usage: deploy/jetson/run_bench.sh PROFILE SLIM BASELINE OUT_DIR [extra edgeslim bench args]
-#   e.g. deploy/jetson/run_bench.sh jetson-orin-nano-super slim.engine dense.engine results --batch 1,32
+#   e.g. deploy/jetson/run_bench.sh jetson-orin-nano-super slim.fp16.engine dense.fp16.engine results --batch 1,32
 # SLIM/BASELINE: TensorRT engines built ON THIS DEVICE (trtexec --onnx=M.onnx --saveEngine=M.engine;
 # edgeslim export --trt needs PyTorch as well, which the edgeslim[ort] install here lacks), or .onnx
 # files (then add --backend trtexec or --backend onnxruntime). Needs sudo for nvpmodel/jetson_clocks.

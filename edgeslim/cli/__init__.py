@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
 import re
 import shlex
@@ -17,10 +18,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import click
+#: the packages the CLI runs on (import name: pip name): an install without its dependencies (pip
+#: install --no-deps, a device trial) gets one line, not a traceback
+_BASE = {"click": "click", "rich": "rich", "yaml": "pyyaml", "pydantic": "pydantic", "numpy": "numpy"}
+_missing = [pip for name, pip in _BASE.items() if importlib.util.find_spec(name) is None]
+if _missing:
+    sys.stderr.write(
+        f"error: edgeslim needs {', '.join(_missing)}, not installed here: pip install {' '.join(_missing)} (or "
+        "install edgeslim with its dependencies)\n"
+    )
+    raise SystemExit(2)
 
-from edgeslim import __version__
-from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, extra_of, first_line
+import click  # noqa: E402
+
+from edgeslim import __version__  # noqa: E402
+from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, extra_of, first_line  # noqa: E402
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {

@@ -184,8 +184,10 @@ def export(**kw: Any) -> None:
         out.print(audit["suggestion"])
     if audit.get("round_to"):  # the command that does it (on the model before surgery)
         step = command_line(Step("prune", model="SPARSE.pt", output="SLIM.pt", round_to=audit["round_to"]))
+        cut = "if surgery cut it, " if res.get("slim") is None else ""  # (a whole pickle says neither way)
         out.print(
-            f"(that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)", soft_wrap=True
+            f"({cut}that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)",
+            soft_wrap=True,
         )
     for w in res["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
