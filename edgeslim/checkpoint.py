@@ -580,9 +580,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             ) from exc
         if obj is None:
             raise EdgeslimError(
-                f"{p} holds pickled objects that are not weights or plain data where its state_dict should be (a "
-                "whole model, or an object that runs code when loaded), so nothing was read; give the file itself "
-                "as the model (it runs code when loaded: only if you trust it) or save model.state_dict() instead"
+                f"{p} holds a pickled object that is neither weights nor plain data (a whole model, or an object "
+                "that runs code when loaded), not a state_dict, and nothing of it was run; give the file itself as "
+                "the model (it runs code when loaded: only if you trust it) or save model.state_dict() instead"
             )
     elif kind == "zip" and zip_names(p) is None:
         raise _cut_off_zip(p)

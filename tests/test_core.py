@@ -195,7 +195,9 @@ def test_pipeline_errors_name_request_fields_and_cli_flags(tmp_path):
     assert "drop baseline, out_dir and predict" in str(exc)
     assert cli_message(exc, bench) == "--layer-table times one model; drop --baseline, --out and --predict"
     exc = raised(BenchRequest("m.onnx", onnx="m.onnx").check)
-    assert cli_message(exc, bench) == "--onnx goes with --layer-table (it names an engine's layers)"
+    assert cli_message(exc, bench).startswith(
+        "--onnx goes with a TensorRT engine file: the ONNX it was built from"
+    )
 
     exc = raised(
         lambda: slim_pipeline.check(slim_pipeline.SlimRequest(out_dir=tmp_path / "s", model="vgg-small"))

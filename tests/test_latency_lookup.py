@@ -456,6 +456,18 @@ def test_a_device_table_is_calibrated_by_the_width_models_of_the_export(tmp_path
         assert needle in capsys.readouterr().err
     assert main(["bench", str(dense), "--width-models", str(w50)]) == 2
     assert "--layer-table" in capsys.readouterr().err
+    # a model surgery cannot cut (TorchScript): refused before the ONNX is written (a review: it was left)
+    ts = tmp_path / "m.ts.pt"
+    torch.jit.trace(create_model(SPEC).eval(), torch.zeros(1, 1, 28, 28)).save(str(ts))
+    out = tmp_path / "ts.onnx"
+    assert main(["export", str(ts), "--trust-pickle", "--input-shape", "1,28,28", "--onnx", str(out),
+                 "--width-models", "16"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        "--width-models cuts the model's channel groups with surgery" in err
+        and len(err.strip().splitlines()) == 1
+    )
+    assert not out.exists()
 
 
 def test_an_uncalibrated_table_that_refuses_a_target_names_the_width_models(vgg_table) -> None:
@@ -467,3 +479,8 @@ def test_an_uncalibrated_table_that_refuses_a_target_names_the_width_models(vgg_
         resolve_target(BudgetSettings.from_dict({"metric": "latency", "target": "0.01"}), res)
     assert [s.stage for s in exc.value.steps] == ["export", "bench"]
     assert exc.value.steps[0].args["width_models"] == 16
+    from edgeslim.cli import command_line
+
+    assert command_line(exc.value.steps[1]) == (
+        "edgeslim bench dense.onnx --layer-table T.json --width-models dense.w50.onnx,dense.w25.onnx"
+    )

@@ -335,3 +335,37 @@ def test_threshold_prune_keeps_the_channel_multiple_surgery_keeps():
     assert zero == res["pruned"] and a["exact"] and a["max_abs_diff"] < 1e-5
     with pytest.raises(EdgeslimError, match="example_input"):
         threshold_prune(copy.deepcopy(model), 0.4, round_to=16)
+
+
+def test_threshold_prune_rounds_to_what_surgery_keeps_barred_channels_and_whole_groups_included():
+    """A review: the rounding counted only a group's removable channels (surgery rounds the whole group,
+    channels behind a barrier included: 12 zeros kept for alignment) and never kept a whole group whose
+    size is no multiple (a group of 40 asked to lose 1 lost 8)."""
+    from edgeslim.surgery import prune_with_report
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.bn_a = nn.Conv2d(3, 40, 3), nn.BatchNorm2d(40)
+            self.b, self.bn_b = nn.Conv2d(40, 40, 3), nn.BatchNorm2d(40)
+            self.head = nn.Linear(40, 2)
+
+        def forward(self, x):
+            y = torch.relu(self.bn_a(self.a(x)))
+            z = torch.relu(self.bn_b(self.b(y)))
+            return self.head(z.mean((2, 3))), y[:, :4]  # 4 channels of bn_a are returned: kept
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 12, 12)
+    for ratio in (0.5, 0.02):
+        net = Net().eval()
+        with torch.no_grad():
+            for bn in (net.bn_a, net.bn_b):
+                bn.weight.uniform_(0.05, 1.5)
+        res = threshold_prune(net, ratio, example_input=x, round_to=16)
+        rep = prune_with_report(net, x, round_to=16).report
+        assert rep["kept_by_rounding"] == 0, (ratio, res["per_layer"])
+        kept = {n: k for n, (k, _) in res["per_layer"].items()}
+        assert all(k in (16, 32, 40) for k in kept.values()), kept  # (bn_a: 4 barred + 12 or 28 removable)
+        if ratio == 0.02:  # one channel asked of 76 removable: no group gives 8 for it
+            assert res["pruned"] == 0

@@ -142,6 +142,8 @@ class BNGroup:
 
     group_index: int
     members: list[tuple[str, Tensor]]
+    #: channels of the group behind a barrier (not in ``members``' indices): kept, whatever their scales
+    fixed: int = 0
 
     @property
     def size(self) -> int:
@@ -1384,7 +1386,7 @@ class DependencyGraph:
             ok = ~self.barred[g.classes]
             members = [(name, idx[ok]) for name, kind, idx in g.members if kind == "bn"]
             if members and bool(ok.any()):
-                out.append(BNGroup(g.index, members))
+                out.append(BNGroup(g.index, members, int((~ok).sum())))
         return out
 
     def __str__(self) -> str:

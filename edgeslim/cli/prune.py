@@ -96,8 +96,9 @@ def prune(**kw: Any) -> None:
                 (
                     "zeroed first (--ratio)",
                     f"{zeroed['zeroed']:,} of the {zeroed['removable']:,} removable BN channels ({zeroed['total']:,} "
-                    f"in all), a group's mean |gamma| <= {zeroed['threshold']:.3g}; the deviation below is against "
-                    "the zeroed model; channels kept for alignment stay (--round-to)",
+                    f"in all), the groups' least mean |gamma| (up to {zeroed['threshold']:.3g}), counts kept in "
+                    f"multiples of {rep['alignment']['round_to']} (--round-to); the deviation below is against the "
+                    "zeroed model",
                 )
             ]
             if zeroed

@@ -138,22 +138,37 @@ def width_path(onnx: Path, fraction: float) -> Path:
     return _sibling(onnx, f".w{round(fraction * 100)}.onnx")
 
 
+def _width_cuts(
+    loaded: LoadedModel, shape: tuple[int, int, int], fractions: tuple[float, ...], round_to: int
+) -> dict[float, Any]:
+    """The model cut to each uniform width (:func:`edgeslim.surgery.widths.uniform_widths`)."""
+    import torch
+
+    from edgeslim.surgery.widths import uniform_widths
+
+    try:
+        return uniform_widths(loaded.model, torch.zeros(1, *shape), fractions, round_to=round_to)
+    except EdgeslimError as exc:
+        raise EdgeslimError(
+            f"width_models cuts the model's channel groups with surgery, which cannot cut {loaded.described} "
+            f"({exc}); give the model as a checkpoint or an architecture with weights",
+            param="width_models",
+        ) from exc
+
+
 def _export_widths(
     loaded: LoadedModel,
     req: ExportRequest,
     shape: tuple[int, int, int],
     paths: dict[float, Path],
+    cut: dict[float, Any],
     inputs: Any,
 ) -> list[dict[str, Any]]:
-    """Export the model cut to each uniform width (:func:`edgeslim.surgery.widths.uniform_widths`),
-    checked in ONNX Runtime as the model itself; their metadata names the fraction and multiple."""
-    import torch
-
+    """Export the cut models, checked in ONNX Runtime as the model itself; their metadata names the
+    fraction and multiple."""
     from edgeslim.export.onnx_export import export_onnx
-    from edgeslim.surgery.widths import uniform_widths
 
     rounding = int(req.width_models or 1)
-    cut = uniform_widths(loaded.model, torch.zeros(1, *shape), tuple(paths), round_to=rounding)
     out = []
     for f, model in cut.items():
         export_onnx(
@@ -270,6 +285,8 @@ def run_export(
     if check_batch is None and not req.no_validate:
         early.append(Notice("no data set known for this model (give one with data_name): validating on random "
                             "inputs", "data_name"))  # fmt: skip
+    # the width models cut before anything is written (a model surgery cannot cut is refused first)
+    cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1)) if widths else {}
     res = export_onnx(
         loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
         simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
@@ -292,7 +309,7 @@ def run_export(
         if isinstance(rep, str):
             say(rep)
     if widths:
-        result["width_models"] = _export_widths(loaded, req, shape, widths, check_batch)
+        result["width_models"] = _export_widths(loaded, req, shape, widths, cut, check_batch)
     audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
     if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
         audit.narrowed = set((loaded.recipe or {}).get("layers") or {})

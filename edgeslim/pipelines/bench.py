@@ -112,8 +112,8 @@ class BenchRequest(CheckedFields):
 
             if model_format(self.model) != "engine":
                 raise EdgeslimError(
-                    "onnx goes with a TensorRT engine file (the ONNX it was built from: it names the engine's "
-                    "layers for layer_table and its input for batches other than 1)",
+                    "onnx goes with a TensorRT engine file: the ONNX it was built from (it names the engine's "
+                    "layers for layer_table, and its input for trtexec at batches other than 1)",
                     param=("onnx", "layer_table"),
                 )
         if self.width_models and not self.layer_table:
@@ -199,8 +199,15 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if req.precision or (profile and name in TENSORRT_BACKENDS):
         options["precision"] = req.precision or profile.preferred.precision
     elif name == "trtexec" and own == "onnx":  # (a trial's engines were FP32, export's script builds FP16)
-        notes.append(Notice(f"trtexec builds {Path(req.model).name} in FP16 (FP32 where a layer has no FP16 kernel), "
-                            "as export's trtexec script does; give precision to build another", "precision"))  # fmt: skip
+        notes.append(Notice("trtexec builds the ONNX files in FP16 (FP32 where a layer has no FP16 kernel; TensorRT "
+                            "11: as their types say), as export's trtexec script does; give precision to build "
+                            "another", "precision"))  # fmt: skip
+    if req.onnx and not req.layer_table and name != "trtexec":  # (refused, not ignored)
+        raise EdgeslimError(
+            f"onnx gives a TensorRT engine's input to trtexec at other batches; the {name} backend does not use "
+            "it without layer_table: drop it",
+            param=("onnx", "backend"),
+        )
     if req.device and name != "torch":  # a file's backend picks its device itself: refused, not ignored
         where = "pick the GPU with providers (CUDAExecutionProvider)" if name == "onnxruntime" else (
             "TensorRT runs on the GPU")  # fmt: skip
@@ -295,6 +302,12 @@ def other_network(model: str, baseline: str) -> str:
             "two different networks (give the export of the network it was slimmed from)")  # fmt: skip
 
 
+def _has_onnx() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
 def measure(
     req: BenchRequest,
     on_trial: Callable[[int, str, dict], None] | None = None,
@@ -307,6 +320,7 @@ def measure(
     before the first measurement until run.json, report.md and the PNGs are written; returns
     ``(record, written files)``. ``on_record`` sees the record before the files are written.
     """
+    from edgeslim.bench.backends import model_format
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.report import add_predictions, write_outputs
 
@@ -318,15 +332,6 @@ def measure(
         other = other_network(req.model, req.baseline)
         if other:
             say(Notice(other, "baseline"))
-        import importlib.util
-
-        from edgeslim.bench.backends import model_format
-
-        if importlib.util.find_spec("onnx") is None and "onnx" in {model_format(m) for m in models.values()}:
-            say(  # (a device trial compared an EfficientNet with a MobileNetV3 without a word)
-                "the onnx package is not installed here: the MAC ratio and the check that both files are "
-                "exports of one network are skipped (pip install onnx)"
-            )
 
     def go() -> tuple[dict, list[Path]]:
         record = run_comparison(
@@ -335,6 +340,11 @@ def measure(
         )  # fmt: skip
         for note in misnamed(req.model, req.baseline):
             say(note)
+        if req.baseline and not _has_onnx() and "onnx" in {model_format(m) for m in models.values()}:
+            say(  # (a device trial compared an EfficientNet with a MobileNetV3 without a word)
+                "the onnx package is not installed here: the MAC ratio and the check that both files are "
+                "exports of one network were skipped (pip install onnx)"
+            )
         if profile is not None:
             add_predictions(record, profile)
         if on_record is not None:
@@ -362,6 +372,9 @@ def layer_table(
     check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, lambda _: None)
+    widths = (
+        _width_models(req.model, req.width_models, name) if req.width_models else None
+    )  # (before measuring)
     tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
     if req.sweep and name in ("onnxruntime", "torch"):
         from edgeslim.bench.sweep import sweep_layers, torch_file_sweeps
@@ -371,11 +384,12 @@ def layer_table(
         sweep = sweep_layers if name == "onnxruntime" else torch_file_sweeps
         tab["sweeps"] = sweep(req.model, req.batches[0], options, multiple, progress)
         tab["version"] = 2
-    if req.width_models:
+    if widths is not None:
         from edgeslim.bench.layers import measure_calibration
 
-        widths, round_to = _width_models(req.model, req.width_models, name)
-        tab["calibration"] = measure_calibration(req.model, widths, name, req.batches[0], options, round_to)
+        tab["calibration"] = measure_calibration(
+            req.model, widths[0], name, req.batches[0], options, widths[1]
+        )
         tab["version"] = 2
     return tab, write_layer_table(tab, req.layer_table, force=True)
 

@@ -267,7 +267,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
                     "bench",
                     model="dense.onnx",
                     layer_table="T.json",
-                    width_models="dense.w50.onnx,dense.w25.onnx",
+                    width_models=("dense.w50.onnx", "dense.w25.onnx"),
                 ),
             )
             fix += (

@@ -7,7 +7,6 @@ Stage 3: fine-tune with :class:`MaskHook` keeping the pruned channels at exactly
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -244,10 +243,8 @@ def _group_threshold_prune(
     masks = {name: torch.ones(m.weight.numel(), dtype=torch.bool) for name, m in layers}
     threshold = float("-inf")
     for grp, n, imp in zip(groups, cut, imps):
-        if n and round_to > 1:  # kept count to the nearest multiple, never below one multiple or min_channels
-            kept = max(math.floor((grp.size - n) / round_to + 0.5), 1) * round_to
-            kept = max(kept, math.ceil(min_channels / round_to) * round_to)
-            n = max(grp.size - kept, 0)
+        if n and round_to > 1:
+            n = _aligned_cut(grp.size, grp.fixed, n, round_to, min_channels)
         if not n:
             continue
         low = torch.sort(imp, stable=True).indices[:n]
@@ -255,6 +252,20 @@ def _group_threshold_prune(
         for name, idx in grp.members:
             masks[name][idx.cpu()[low]] = False
     return {"threshold": threshold, "total": total, "removable": removable, **_zero_masked(layers, masks)}
+
+
+def _aligned_cut(size: int, fixed: int, n: int, round_to: int, min_channels: int) -> int:
+    """How many of a group's ``size`` removable channels to zero instead of ``n`` so that the count
+    surgery keeps (the ``fixed`` barred channels and the rest) is one it keeps at ``round_to``: a
+    multiple below the whole group, or the whole group; the nearest (ties: the larger), keeping at
+    least ``min_channels`` removable ones."""
+    whole = size + fixed
+    want = whole - n
+    counts = [c for c in [*range(round_to, whole, round_to), whole] if c - fixed >= max(min_channels, 0)]
+    if not counts:
+        return 0
+    best = min(counts, key=lambda c: (abs(c - want), -c))
+    return whole - best
 
 
 @register_method("baseline")

@@ -190,7 +190,7 @@ def build_command(
     cmd.append(f"--onnx={model}" if is_onnx else f"--loadEngine={model}")
     if is_onnx and save_engine:
         cmd.append(f"--saveEngine={save_engine}")
-    if is_onnx and timing_cache:
+    if is_onnx and timing_cache and major >= 8:  # (TensorRT 8.0 added it)
         cmd.append(f"--timingCacheFile={timing_cache}")
     if shapes:
         spec = ",".join(f"{n}:{'x'.join(str(d) for d in s)}" for n, s in shapes.items())
