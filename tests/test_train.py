@@ -285,20 +285,25 @@ def test_the_package_names_are_the_functions_after_their_modules_are_imported() 
         assert callable(getattr(train, name)) and not isinstance(getattr(train, name), type(train)), name
 
 
-def test_threshold_prune_by_coupled_group_zeroes_only_what_surgery_removes():
-    """A Torch-Pruning user's trial: ranked channel by channel, a 40% prune of a timm ResNet-18 left 682
-    zeros that share their channel with a nonzero one (surgery keeps them; the model is only damaged)
-    and 58% of the MACs. Ranked by coupled group every zero is removed, exactly."""
+def _timm_resnet18_spread() -> tuple[nn.Module, torch.Tensor]:
+    """A timm ResNet-18 whose BN scales spread as in a trained one (uniform in [0.05, 1.5]), and an input."""
     timm = pytest.importorskip("timm")
-    from edgeslim.surgery import prune_with_report
-
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.05, 1.5)
-    x = torch.randn(1, 3, 64, 64)
+    return model, torch.randn(1, 3, 64, 64)
+
+
+def test_threshold_prune_by_coupled_group_zeroes_only_what_surgery_removes():
+    """A Torch-Pruning user's trial: ranked channel by channel, a 40% prune of a timm ResNet-18 left 682
+    zeros that share their channel with a nonzero one (surgery keeps them; the model is only damaged)
+    and 58% of the MACs. Ranked by coupled group every zero is removed, exactly."""
+    from edgeslim.surgery import prune_with_report
+
+    model, x = _timm_resnet18_spread()
     alone, grouped = copy.deepcopy(model), copy.deepcopy(model)
     threshold_prune(alone, 0.4)
     res = threshold_prune(grouped, 0.4, example_input=x)
@@ -314,16 +319,9 @@ def test_threshold_prune_keeps_the_channel_multiple_surgery_keeps():
     """`prune --ratio` zeroed counts off the default multiple of 16: surgery then kept zeroed channels to
     align (dead weight) and removed less than the ratio said. With round_to every group keeps a multiple
     and surgery at that multiple removes every zero."""
-    timm = pytest.importorskip("timm")
     from edgeslim.surgery import prune_with_report
 
-    torch.manual_seed(0)
-    model = timm.create_model("resnet18", pretrained=False).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.05, 1.5)
-    x = torch.randn(1, 3, 64, 64)
+    model, x = _timm_resnet18_spread()
     plain, aligned = copy.deepcopy(model), copy.deepcopy(model)
     threshold_prune(plain, 0.4, example_input=x)
     res = threshold_prune(aligned, 0.4, example_input=x, round_to=16)
