@@ -177,6 +177,11 @@ def test_predictions_price_channels_padded_to_the_profile_multiple(tmp_path):
     add_predictions(record, prof)
     assert record["prediction"]["models"]["slim"]["1"]["total_ms"] == pytest.approx(want)
     assert record["prediction"]["channel_multiple"] == {"slim": 8}
+    # a run measured at int8 (bench --backend trtexec --precision int8) is predicted at int8, in multiples of
+    # 32 (a device trial's run was predicted at FP16, in multiples of 8)
+    int8 = {**record, "backend": "trtexec", "options": {"precision": "int8"}}
+    add_predictions(int8, prof)
+    assert int8["prediction"]["channel_multiple"] == {"slim": 32}
     export_vgg([12, "M", 20, 20], odd)  # another model at that path now: not the one measured
     add_predictions(record, prof)
     assert record["prediction"]["channel_multiple"] == {"slim": 1}

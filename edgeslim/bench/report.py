@@ -125,7 +125,11 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
         if layers is None:
             continue
         try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures)
-            precision = model_precision(profile, bool(record["models"][label]["cost"].get("quantized")))
+            precision = model_precision(
+                profile,
+                bool(record["models"][label]["cost"].get("quantized")),
+                (record.get("options") or {}).get("precision"),
+            )  # (the run's, as built)
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)
             continue

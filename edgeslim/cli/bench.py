@@ -261,7 +261,8 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
         providers=providers, graph_opt=graph_opt, precision=precision, cuda_graph=cuda_graph, device=device,
         input_shape=input_shape, trust_pickle=trust_pickle, trtexec=trtexec_path, tegrastats=tegrastats,
         interval_ms=interval_ms, layer_times=layer_times, layer_table=layer_table_path, sweep=sweep,
-        width_models=tuple(p for v in width_models for p in v.split(",") if p) or None, onnx=onnx_path,
+        width_models=tuple(p.strip() for v in width_models for p in v.split(",") if p.strip()) or None,
+        onnx=onnx_path,
         nice=nice,
         predict=predict, calibrate=calibrate, out_dir=out_dir, force=force, plots=plots,
     )  # fmt: skip

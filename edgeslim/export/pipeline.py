@@ -147,13 +147,22 @@ def _width_cuts(
     from edgeslim.surgery.widths import uniform_widths
 
     try:
-        return uniform_widths(loaded.model, torch.zeros(1, *shape), fractions, round_to=round_to)
+        cut = uniform_widths(loaded.model, torch.zeros(1, *shape), fractions, round_to=round_to)
     except EdgeslimError as exc:
         raise EdgeslimError(
             f"width_models cuts the model's channel groups with surgery, which cannot cut {loaded.described} "
             f"({exc}); give the model as a checkpoint or an architecture with weights",
             param="width_models",
         ) from exc
+    dense = sum(p.numel() for p in loaded.model.parameters())
+    whole = [f for f, m in cut.items() if sum(p.numel() for p in m.parameters()) >= dense]
+    if whole:  # (a trial's multiple of 1000 wrote two copies of the dense network named 50% and 25%)
+        raise EdgeslimError(
+            f"width_models {round_to} cuts nothing at {whole[0]:.0%} of the widths (every group rounds back up to "
+            "its whole size): give the slim run's channel multiple (16 host-cpu, 8 FP16 TensorRT, 32 INT8)",
+            param="width_models",
+        )
+    return cut
 
 
 def _export_widths(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice, Step, require
+from edgeslim.errors import EdgeslimError, Notice, Step, first_line, require
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE
@@ -416,7 +416,13 @@ def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dic
         if model_format(f) != "onnx":
             raise EdgeslimError(f"width model {f} is not an ONNX file (export width_models writes them)",
                                 param="width_models")  # fmt: skip
-        md = read_metadata(f)
+        if not Path(f).is_file():
+            raise EdgeslimError(f"width model {f} does not exist; check the path", param="width_models")
+        try:
+            md = read_metadata(f)
+        except Exception as exc:  # noqa: BLE001 - protobuf's many error types
+            raise EdgeslimError(f"width model {f} is not a readable ONNX file ({first_line(exc)[:120]})",
+                                param="width_models") from exc  # fmt: skip
         width = json.loads(md.get("uniform_width") or "null")
         if not isinstance(width, dict) or not isinstance(width.get("fraction"), (int, float)):
             raise EdgeslimError(

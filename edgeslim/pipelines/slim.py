@@ -466,6 +466,13 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     from edgeslim.sparsity.resource import load_latency_table
 
     table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
+    if table is not None and table.get("backend") in ("trtexec", "tensorrt") and not budget.get("profile"):
+        raise EdgeslimError(  # (a trial's counts followed host-cpu, and its device command timed the CPU)
+            f"the latency table was measured with TensorRT ({table['backend']}) on a device; give that device's "
+            "profile (e.g. jetson-orin-nano-8gb) and precision: the table holds times, not the device's channel "
+            "alignment, and without them counts follow host-cpu's",
+            param=("profile", "precision"),
+        )
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
     return {"profile": profile, "here": measured_here(profile, table), "table": table,
             "is_budget": budget.get("metric") == "latency"}  # fmt: skip

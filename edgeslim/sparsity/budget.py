@@ -268,6 +268,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
                     model="dense.onnx",
                     layer_table="T.json",
                     width_models=("dense.w50.onnx", "dense.w25.onnx"),
+                    force=True,  # (T.json: the table given, written again with them)
                 ),
             )
             fix += (

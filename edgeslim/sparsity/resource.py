@@ -321,6 +321,15 @@ class ResourceModel:
                     f"the latency table has no entry for layer(s) {', '.join(missing[:4])}; "
                     "measure every conv/linear layer of this model"
                 )
+            extra = sorted(set(rows) - mac_layers)
+            if (
+                extra
+            ):  # (a trial's ResNet-34 table priced a ResNet-18, whose names it holds too: 0.556 of target)
+                raise EdgeslimError(
+                    f"the latency table times {len(extra)} layer(s) this model does not have ({', '.join(extra[:3])}): "
+                    "it is a table of another network; measure the table of this model's export",
+                    param="latency_table",
+                )
             self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
             self.table_fixed = float(table.get("fixed", 0.0)) * unit
             if isinstance(table.get("total_ms"), (int, float)):
