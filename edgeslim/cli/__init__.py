@@ -165,9 +165,8 @@ def command_line(step: Step) -> str:
             words += [shlex.quote(str(v)) for v in (value if isinstance(value, (list, tuple)) else [value])]
         elif value is True:
             words.append(flags.get(name, "--" + name.replace("_", "-")))
-        elif (
-            value is not False and value is not None
-        ):  # (a list or tuple: comma-separated, as the options take it)
+        elif value is not False and value is not None:
+            # (a list or tuple: comma-separated, as the options take it)
             text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
             words += [flags.get(name, "--" + name.replace("_", "-")), shlex.quote(text)]
     return " ".join(words)
