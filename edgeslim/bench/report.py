@@ -120,16 +120,15 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
     out: dict = {"profile": profile.name, "label": "PREDICTION (roofline; not a measurement)", "models": {}}
     if elsewhere:
         out["not_compared"] = f"{elsewhere}: the prediction for {profile.name} is not compared with it"
+    built = (record.get("options") or {}).get("precision")  # (a TensorRT run's, as its engines were built)
     for label in record["models"]:
         layers = layer_costs(record, label)
         if layers is None:
             continue
-        try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures)
+        try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures; a run built at one, at that)
             precision = model_precision(
-                profile,
-                bool(record["models"][label]["cost"].get("quantized")),
-                (record.get("options") or {}).get("precision"),
-            )  # (the run's, as built)
+                profile, bool(record["models"][label]["cost"].get("quantized")), built
+            )
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)
             continue

@@ -321,9 +321,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             table_given = (report.get("budget") or {}).get("settings", {}).get("latency_table")
             line = _budget_latency_line(lat["batch"], lat["predicted_ms"], lat["predicted_dense_ms"], target,
                                         None if table_given else "")  # fmt: skip
-            out.print(
-                f"{line}; measure it on the device: {lat['command']}", soft_wrap=True
-            )  # (a command to copy)
+            # (soft wrap: a command to copy)
+            out.print(f"{line}; measure it on the device: {lat['command']}", soft_wrap=True)
     if not as_json and report.get("predicted_latency") and report.get("macs", {}).get("dense"):
         _print_predicted(report["predicted_latency"], report["macs"]["slim"] / report["macs"]["dense"])
     if report.get("head"):

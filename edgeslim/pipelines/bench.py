@@ -372,9 +372,8 @@ def layer_table(
     check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, lambda _: None)
-    widths = (
-        _width_models(req.model, req.width_models, name) if req.width_models else None
-    )  # (before measuring)
+    # the width models are checked before anything is measured
+    widths = _width_models(req.model, req.width_models, name) if req.width_models else None
     tab = measure_layers(req.model, name, req.batches[0], timing(req), options)
     if req.sweep and name in ("onnxruntime", "torch"):
         from edgeslim.bench.sweep import sweep_layers, torch_file_sweeps

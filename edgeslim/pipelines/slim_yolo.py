@@ -269,9 +269,8 @@ def _data_without_code(path: Path, trust_pickle: bool) -> Any:
             yield str(copy)
         except (FileNotFoundError, RuntimeError) as exc:  # (its trainer wraps the data check's error)
             missing = next((e for e in _chain(exc) if isinstance(e, FileNotFoundError)), None)
-            if missing is None or "images not found" not in str(
-                missing
-            ):  # (its words for missing val images)
+            # ("images not found": its words for missing val images)
+            if missing is None or "images not found" not in str(missing):
                 raise
             raise EdgeslimError(
                 f"{first_line(missing).replace(str(copy), str(path))}; the data yaml {path} has a download: {code} "

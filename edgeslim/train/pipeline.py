@@ -106,9 +106,9 @@ def run_training(
             save_model(out / TRAINED_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "trained"})
         # ranked by coupled group, as surgery removes channels (alone, a residual net's zeros mostly stay)
         example = torch.zeros(1, *spec.input_shape, device=next(model.parameters()).device)
-        pr = threshold_prune(
-            model, float(prune_ratio), example_input=example, round_to=int(plan.get("round_to") or 1)
-        )  # (a checkpoint of an older run records no round_to: 1)
+        # (a checkpoint of an older run records no round_to: 1)
+        multiple = int(plan.get("round_to") or 1)
+        pr = threshold_prune(model, float(prune_ratio), example_input=example, round_to=multiple)
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
         )
@@ -116,7 +116,7 @@ def run_training(
             "test_accuracy": ev["accuracy"],
             "test_loss": ev["loss"],
             "ratio": float(prune_ratio),
-            "round_to": int(plan.get("round_to") or 1),
+            "round_to": multiple,
             "threshold": pr["threshold"],
             "pruned_channels": pr["pruned"],
             "total_channels": pr["total"],
