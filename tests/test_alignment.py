@@ -238,3 +238,43 @@ def test_a_whole_pickle_gets_the_surgery_command_only_if_surgery_cut_it(tmp_path
     ]
     assert main(args) == 0
     assert "(if surgery cut it, that is: edgeslim prune SPARSE.pt" in capsys.readouterr().out
+
+
+def test_one_rounding_rule_for_surgery_the_budget_and_threshold_pruning() -> None:
+    from edgeslim.channels.rounding import aligned_counts, kept_counts
+    from edgeslim.sparsity.subgradient import threshold_prune
+    from edgeslim.surgery import prune_with_report
+
+    k = torch.arange(0, 41)
+    for r in (1, 3, 8, 16):
+        for size in (1, 5, 16, 40):
+            got = kept_counts(k[: size + 1], size, r)
+            assert torch.equal(
+                got, kept_counts(k[: size + 1].double(), size, r).long()
+            )  # int and float agree
+            assert set(got.tolist()) <= set(aligned_counts(size, r))  # what it keeps is aligned ...
+            assert kept_counts(torch.tensor(aligned_counts(size, r)), size, r).tolist() == aligned_counts(
+                size, r
+            )
+    assert kept_counts(torch.tensor([0, 1, 17, 33, 40]), 40, 16).tolist() == [16, 16, 32, 40, 40]
+    assert kept_counts(torch.tensor([2.5]), 40, 1).tolist() == [2.5]  # (the budget's fractional counts)
+
+    # on a real network: surgery keeps the budget's rounding of the nonzero counts, and a threshold
+    # prune at the multiple leaves surgery nothing to round
+    model, x = _model("resnet20")
+    torch.manual_seed(1)
+    for _, m in bn_layers(model):
+        m.weight.data.uniform_(0.05, 1.5)
+    res = build_resource(model, x, "macs", round_to=8)
+    assert threshold_prune(model, 0.45, example_input=x, round_to=8)["pruned"] > 0
+    raw = res.raw_counts(res.alive_from_scales(flat_gammas(model)))
+    assert torch.equal(res.round_counts(raw), raw)  # aligned already
+    for _, m in bn_layers(model):  # one more zero per BN: now surgery returns channels
+        m.weight.data[int(torch.nonzero(m.weight).flatten()[0])] = 0
+        m.bias.data.zero_()
+    raw = res.raw_counts(res.alive_from_scales(flat_gammas(model)))
+    kept = res.round_counts(raw)
+    assert not torch.equal(kept, raw)
+    report = prune_with_report(model, x, round_to=8).report
+    assert report["removed_channels"] == int(res.group_size.sum() - kept.sum())
+    assert report["kept_by_rounding"] == int((kept - raw).sum())

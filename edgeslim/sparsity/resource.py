@@ -56,6 +56,7 @@ from edgeslim.channels.cost import (
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.graph import deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
+from edgeslim.channels.rounding import kept_counts
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.console import human
 from edgeslim.utils.io import read_json
@@ -452,12 +453,7 @@ class ResourceModel:
     def round_counts(self, k: Tensor, round_to: int | None = None) -> Tensor:
         """Counts as surgery keeps them: at least one, and up to a multiple of ``round_to`` (default:
         the model's; capped at the group)."""
-        r = self.round_to if round_to is None else int(round_to)
-        k = torch.maximum(k, torch.ones_like(k))
-        if r > 1:
-            up = torch.ceil(k / r) * r
-            k = torch.where(k < self.group_size, torch.minimum(up, self.group_size), self.group_size)
-        return k
+        return kept_counts(k, self.group_size, self.round_to if round_to is None else int(round_to))
 
     def narrowest(self, round_to: int | None = None) -> float:
         """R of the narrowest network surgery can keep (every group at its fixed channels, else one),

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 
 from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import bn_layers
+from edgeslim.channels.rounding import aligned_counts
 from edgeslim.errors import EdgeslimError
 
 
@@ -262,7 +263,7 @@ def _aligned_cut(size: int, fixed: int, n: int, round_to: int, min_channels: int
     least ``min_channels`` removable ones."""
     whole = size + fixed
     want = whole - n
-    counts = [c for c in [*range(round_to, whole, round_to), whole] if c - fixed >= max(min_channels, 0)]
+    counts = [c for c in aligned_counts(whole, round_to) if c - fixed >= max(min_channels, 0)]
     if not counts:
         return 0
     best = min(counts, key=lambda c: (abs(c - want), -c))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from edgeslim.channels.graph import (
 )
 from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
+from edgeslim.channels.rounding import kept_counts
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, uncompiled
 from edgeslim.utils.scores import top1_matches
@@ -58,11 +58,8 @@ def _round_groups(g: DependencyGraph, remove: Tensor, strength: Tensor, round_to
         r = remove[cls]
         if not bool(r.any()):
             continue
-        kept = int((~r).sum())
-        target = max(kept, 1)
-        if round_to > 1:
-            target = min(int(math.ceil(target / round_to) * round_to), grp.size)
-        need = target - kept
+        kept = (~r).sum()
+        need = int(kept_counts(kept, grp.size, round_to) - kept)
         if need > 0:
             cand = cls[r]
             order = torch.argsort(strength[cand], descending=True, stable=True)
