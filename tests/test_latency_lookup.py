@@ -436,6 +436,12 @@ def test_a_device_table_is_calibrated_by_the_width_models_of_the_export(tmp_path
     err = capsys.readouterr().err
     w50, w25 = tmp_path / "r20.w50.onnx", tmp_path / "r20.w25.onnx"
     assert w50.is_file() and w25.is_file() and f"--width-models {w50},{w25}" in err
+    import onnx
+
+    hashes = [
+        {p.key: p.value for p in onnx.load(str(f)).metadata_props}["recipe_hash"] for f in (dense, w50, w25)
+    ]
+    assert hashes[0] == "dense" and len(set(hashes)) == 3  # (a trial: each width model was labelled dense)
     table = tmp_path / "t.json"
     timing = ["--batch", "1", "--threads", "1", "--min-iters", "20", "--min-time", "0.05", "--warmup", "0.01"]
     args = ["bench", str(dense), "--layer-table", str(table), "--no-sweep", *timing]

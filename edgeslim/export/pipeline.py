@@ -174,17 +174,20 @@ def _export_widths(
     inputs: Any,
 ) -> list[dict[str, Any]]:
     """Export the cut models, checked in ONNX Runtime as the model itself; their metadata names the
-    fraction and multiple."""
-    from edgeslim.export.onnx_export import export_onnx
+    fraction and multiple, and their recipe hash the model they were cut from and the cut (not
+    ``dense``)."""
+    from edgeslim.export.onnx_export import export_onnx, recipe_hash
 
     rounding = int(req.width_models or 1)
     out = []
     for f, model in cut.items():
+        width = {"fraction": f, "round_to": rounding}
         export_onnx(
             model, paths[f], shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=inputs, force=req.force,
             exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind,
-            meta={**loaded.meta, "uniform_width": {"fraction": f, "round_to": rounding}},
+            recipe={"cut_from": recipe_hash(loaded.recipe), "uniform_width": width},
+            meta={**loaded.meta, "uniform_width": width},
         )  # fmt: skip
         out.append({"fraction": f, "round_to": rounding, "path": str(paths[f]),
                     "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
