@@ -649,3 +649,31 @@ def test_a_slim_model_saved_without_its_recipe_is_refused_at_save(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
     save_model(tmp_path / "ok.pt", res.model, spec, recipe=res.recipe)
     assert exact(res.model, load_model(tmp_path / "ok.pt").model, torch.randn(2, 1, 28, 28)) < 1e-12
+
+
+def test_names_taken_from_a_compiled_wrapper_name_the_same_layers():
+    """A compiled model's layers are named without the wrapper's ``_orig_mod.`` prefix (surgery runs its
+    module); names a user took from the wrapper's own ``named_modules`` were refused as unknown layers."""
+    from edgeslim.channels.recipe import apply_recipe
+    from edgeslim.sparsity.prox import ProximalSlimming
+    from edgeslim.sparsity.subgradient import MaskHook
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+    cm = torch.compile(m)
+    names = [n for n, mod in cm.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+    assert names == ["_orig_mod.1", "_orig_mod.4"]
+    slim = ProximalSlimming(cm, groups=[[names[0]], [names[1]]])
+    assert [n for u in slim.units for n, _ in u] == ["1", "4"]
+    slim.set_layer_weights({names[1]: 2.0})
+    assert float(slim.weights[8:].min()) == 2.0 and float(slim.weights[:8].max()) == 1.0
+    hook = MaskHook(cm, masks={names[0]: torch.arange(8) < 5})
+    assert set(hook.masks) == {"1"}
+    zero(m[1], [5, 6, 7])
+    res = prune_with_report(m.eval(), torch.randn(1, 3, 8, 8))
+    dense = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)
+    )
+    apply_recipe(
+        torch.compile(dense), res.recipe
+    )  # (was: "recipe names layer '0', which the model does not have")
+    assert dense[1].num_features == 5 and dense[3].in_channels == 5

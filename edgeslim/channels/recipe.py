@@ -22,6 +22,7 @@ from torch import nn
 
 from edgeslim.channels import ops, rules
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.modes import uncompiled
 
 FORMAT = "edgeslim.recipe"
 VERSION = 1
@@ -157,7 +158,7 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
         raise EdgeslimError(
             f"recipe version {recipe.get('version')} is newer than this edgeslim ({VERSION}); upgrade edgeslim"
         )
-    mods = dict(model.named_modules())
+    mods = dict(uncompiled(model).named_modules())  # (a compiled wrapper: its module, as surgery names it)
     for name, entry in recipe.get("layers", {}).items():
         if entry.get("type") == PARAMETER:
             parent, _, attr = name.rpartition(".")

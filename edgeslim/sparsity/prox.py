@@ -41,6 +41,7 @@ from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
+from edgeslim.utils.modes import uncompiled_name
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def _coupled_units(groups: Any, sizes: dict[str, int]) -> list[Unit]:
         unit: Unit = []
         for m in members:
             name, idx = (m, None) if isinstance(m, str) else (m[0], m[1])
+            name = uncompiled_name(str(name))  # (names taken from a compiled wrapper)
             if name not in sizes:
                 raise EdgeslimError(
                     f"coupled group names {name!r}, which is not an affine BatchNorm of the model"
@@ -320,6 +322,7 @@ class ProximalSlimming(TrainHook):
         w = self.weights.clone() if self.weights is not None else torch.ones(self.total, device=self.device)
         index = {n: i for i, n in enumerate(self.names)}
         for name, value in per_layer.items():
+            name = uncompiled_name(name)
             if name not in index:
                 raise EdgeslimError(
                     f"no BatchNorm layer named {name!r}; layers: {', '.join(self.names[:5])}..."

@@ -17,6 +17,7 @@ from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import bn_layers
 from edgeslim.channels.rounding import aligned_counts
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.modes import uncompiled_name
 
 
 class SubgradientHook(TrainHook):
@@ -62,6 +63,7 @@ class MaskHook(TrainHook):
         layers = dict(bn_layers(model))
         if masks is None:  # channels that are zero in both gamma and beta now
             masks = {n: ((m.weight != 0) | (m.bias != 0)).detach().clone() for n, m in layers.items()}
+        masks = {uncompiled_name(n): v for n, v in masks.items()}  # (names taken from a compiled wrapper)
         unknown = set(masks) - set(layers)
         if unknown:
             raise EdgeslimError(f"mask names BN layers the model does not have: {sorted(unknown)[:3]}")

@@ -24,6 +24,16 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return model._orig_mod if isinstance(model, OptimizedModule) else model
 
 
+#: the prefix a ``torch.compile`` wrapper puts before the names of its module's submodules
+COMPILED_PREFIX = "_orig_mod."
+
+
+def uncompiled_name(name: str) -> str:
+    """A submodule name as :func:`uncompiled`'s module names it: a compiled wrapper's
+    ``_orig_mod.`` prefix (a name a user took from the wrapper's ``named_modules``) removed."""
+    return name[len(COMPILED_PREFIX) :] if name.startswith(COMPILED_PREFIX) else name
+
+
 def _set(model: nn.Module, training: bool) -> None:
     try:
         model.train(training)
