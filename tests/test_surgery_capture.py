@@ -677,3 +677,54 @@ def test_names_taken_from_a_compiled_wrapper_name_the_same_layers():
         torch.compile(dense), res.recipe
     )  # (was: "recipe names layer '0', which the model does not have")
     assert dense[1].num_features == 5 and dense[3].in_channels == 5
+
+
+class IndexSE(nn.Module):
+    """A squeeze-excitation whose gate gets its spatial axes by indexing with ``None``."""
+
+    def __init__(self, c: int, hidden: int, index) -> None:
+        super().__init__()
+        self.l1, self.bnh, self.l2, self.index = (
+            nn.Linear(c, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.Linear(hidden, c),
+            index,
+        )
+
+    def forward(self, x):
+        g = torch.sigmoid(self.l2(F.relu(self.bnh(self.l1(x.mean((2, 3)))))))
+        return x * self.index(g)
+
+
+@pytest.mark.parametrize(
+    "index",
+    [lambda g: g[:, :, None, None], lambda g: g[..., None, None], lambda g: g[:, :, None][..., None]],
+    ids=["none", "ellipsis", "twice"],
+)
+def test_new_axes_after_the_channels_only_reshape(index):
+    """A user's SE with ``s[:, :, None, None]`` (the timm/torchvision idiom is ``view`` or ``unsqueeze``)
+    was a barrier, "indexing that selects channels or samples": the channels it gates were kept."""
+    torch.manual_seed(0)
+    m = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), IndexSE(16, 8, index), nn.Conv2d(16, 4, 1)
+    )
+    m.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert not [b for b in build_graph(m, x).barriers if "indexing" in str(b)]
+    zero(m[1], [0, 1, 2, 3])
+    zero(m[3].bnh, [0, 1, 2])
+    res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 7 and exact(m, res.model, x) < 1e-12
+
+
+def test_a_new_axis_before_the_channels_stays_a_barrier():
+    class Front(nn.Module):
+        def forward(self, x):
+            return x[:, None].sum(1)  # (the channel axis moves to 2, then back)
+
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), Front(), nn.Conv2d(8, 2, 1)).eval()
+    x = torch.randn(1, 3, 6, 6)
+    assert any("indexing" in str(b) for b in build_graph(m, x).barriers)
+    zero(m[1], [0, 1])
+    res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 0 and exact(m, res.model, x) < 1e-12

@@ -1029,15 +1029,21 @@ class _Analyser:
         return _compress(new_lab, new_st)
 
     def getitem(self, n: Call, x: Any, out: Any) -> Any:
-        """Indexing: spatial crops pass labels; a channel slice keeps what its bounds fix."""
+        """Indexing: spatial crops pass labels; a channel slice keeps what its bounds fix; new axes
+        (``None``) after the channel axis only reshape (an SE's ``s[:, :, None, None]``)."""
         if not isinstance(x, Info) or not _is_tensor(out):
             return self.opaque(n, out, "indexing with tensors")
         idx = n.args[1]
         idx_t = idx if isinstance(idx, tuple) else (idx,)
         if Ellipsis in idx_t:
             k = idx_t.index(Ellipsis)
-            idx_t = idx_t[:k] + (slice(None),) * (len(x.shape) - len(idx_t) + 1) + idx_t[k + 1 :]
-        if not idx_t or not all(isinstance(i, slice) for i in idx_t) or idx_t[0] != slice(None):
+            used = sum(1 for i in idx_t if i is not None and i is not Ellipsis)  # entries that take an axis
+            idx_t = idx_t[:k] + (slice(None),) * (len(x.shape) - used) + idx_t[k + 1 :]
+        if (
+            not idx_t
+            or not all(isinstance(i, slice) or (i is None and p >= 2) for p, i in enumerate(idx_t))
+            or idx_t[0] != slice(None)
+        ):
             return self.opaque(n, out, "indexing that selects channels or samples")
         if len(idx_t) > 1 and idx_t[1] != slice(None):
             if not x.uniform:
