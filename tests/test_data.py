@@ -336,7 +336,14 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     assert str(info.value).startswith("cannot decode image train/cat/0000.jpg (an empty file), and 1 more (")
     assert f"train/dog/{dog.name}); remove or replace the corrupt files" in str(info.value)
+    # ... of both splits (a trial: the test split's corrupt file was named first, the train split's next run)
+    held = next(f for d in sorted((root / "test").iterdir()) for f in sorted(d.iterdir()))
+    held.write_bytes(b"")
+    with pytest.raises(EdgeslimError) as info:
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert "and 2 more (" in str(info.value) and f"test/{held.parent.name}/{held.name}" in str(info.value)
     dog.unlink()
+    held.unlink()
     bad_zip = tmp_path / "bad.zip"
     bad_zip.write_bytes(b"PK not really")
     with pytest.raises(EdgeslimError, match="not a readable zip"):

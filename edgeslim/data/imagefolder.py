@@ -423,12 +423,16 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
     channels, first = probe(tree, firsts)
     size = req.image_size or first
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
+    picked: dict[str, list[str]] = {}
     for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
         names = [f for c in classes for f in listing.get(c, [])]
         labels = np.array([i for i, c in enumerate(classes) for _ in listing.get(c, [])], dtype=np.int64)
         ix = balanced_subset(labels, n, req.seed, len(classes))
-        arrays[f"{split}_x"] = decode_all(tree, [names[i] for i in ix], channels, size)
+        picked[split] = [names[i] for i in ix]
         arrays[f"{split}_y"] = labels[ix]
+    # both splits in one decode: every corrupt file of either is named in the one refusal
+    images = decode_all(tree, picked["train"] + picked["test"], channels, size)
+    arrays["train_x"], arrays["test_x"] = images[: len(picked["train"])], images[len(picked["train"]) :]
     why = (
         "the size asked for" if req.image_size else "the first training image's size; image_size sets another"
     )
