@@ -478,6 +478,9 @@ def collapse_check(
     chance, threshold = chance_level(num_classes, test_labels)
     judged = threshold < 1.0  # a test set too small to tell even a perfect score from chance judges nothing
     at_chance = judged and acc < threshold
+    # clear of chance by the kappa rule, near it only within a small test set's noise: the test set
+    # cannot tell, which says nothing of training (a trial: 59.4% of 3 classes on 32 images "did not learn")
+    unclear = at_chance and acc >= chance + KAPPA_MIN * (1.0 - chance)
     lam = report["slimming"]["lam"]
     # the total shrink the run was given, else the default it used (None: it was given a lambda)
     shrink = report["slimming"].get("shrink") or report["slimming"].get("default_shrink")
@@ -496,7 +499,13 @@ def collapse_check(
         and all(float(h.get("test_acc", 1.0)) < threshold for h in hist)
         and float(hist[0].get("xi_zero_frac", 1.0)) < 0.5
     )
-    if at_chance and not restored and (zero_frac < 0.5 or never):
+    if unclear:
+        n = 0 if test_labels is None else test_labels.numel()
+        msg = (
+            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
+            f"({chance:.1%}; below {threshold:.1%} is within its noise); give a larger test_subset to judge it"
+        )
+    elif at_chance and not restored and (zero_frac < 0.5 or never):
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         zeros = (
             f"only {zero_frac:.0%} of channels zero (mean |gamma| {gmean:.3g})"
