@@ -391,3 +391,27 @@ def test_a_run_leaves_the_callers_random_generators_as_it_found_them(fmnist_dir:
     assert random.getstate() == before[0]
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert torch.equal(torch.random.get_rng_state(), before[2])
+
+
+def test_slim_normalizes_as_the_model_was_trained(tmp_path, capsys) -> None:
+    """A trial: slim had no --mean/--std, so weights trained with one normalization were fine-tuned and
+    exported with the image folder's own statistics. Given ones are used; else what the model records."""
+    from edgeslim.checkpoint import load_model
+
+    base = ["slim", "--data", "digits", "--epochs", "2", "--shrink", "0.05"]
+    first = tmp_path / "first"
+    assert main([*base, "vgg-small", "--mean", "0.5", "--std", "0.25", "--out", str(first)]) == 0
+    capsys.readouterr()
+    meta = load_model(first / "model.pt").meta
+    assert (meta["mean"], meta["std"]) == ([0.5], [0.25])
+    # a dense checkpoint trained with them: used, and said, where the data's own statistics differ
+    dense = first / "train" / "model.pt"
+    second = tmp_path / "second"
+    assert main([*base, str(dense), "--out", str(second)]) == 0
+    err = capsys.readouterr().err
+    assert "normalized as the model records, (x - 0.5) / 0.25, not with digits's own" in " ".join(err.split())
+    assert load_model(second / "model.pt").meta["mean"] == [0.5]
+    for bad, needle in ((["--mean", "0.5"], "--mean and --std together"), (["--mean", "0.5,0.5", "--std", "0.2,0.2"],
+                        "the model takes 1 channels")):  # fmt: skip
+        assert main([*base, "vgg-small", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert needle in capsys.readouterr().err

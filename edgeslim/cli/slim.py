@@ -10,6 +10,7 @@ import click
 from edgeslim.cli import notice
 from edgeslim.cli.common import (
     data_options,
+    norm_options,
     quote,
     rebuilds_line,
     train_options,
@@ -45,7 +46,7 @@ CONFIG_KEYS = {
     "precision": "precision", "taper_end": "taper_end",
     "verify_latency": "verify_latency", "cost_exponent": "cost_exponent", "price": "price",
     "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
-    "recovery_lr": "recovery_lr", "importance": "importance", "imgsz": "imgsz",
+    "recovery_lr": "recovery_lr", "importance": "importance", "imgsz": "imgsz", "mean": "mean", "std": "std",
 }  # fmt: skip
 
 
@@ -172,6 +173,7 @@ CONFIG_KEYS = {
     help="Replace the classifier head with one of N outputs (N: the data set's classes); reported.",
 )
 @weights_option
+@norm_options
 @click.option(
     "--init",
     "init_path",

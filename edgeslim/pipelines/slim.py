@@ -11,6 +11,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import run_directory, saved_data_args
+from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
 from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, ULTRALYTICS_MARK
@@ -41,6 +42,10 @@ class SlimRequest(CheckedFields):
     test_subset: int | None = None
     #: (H, W) an image folder is trained at (None: its first image's size; a resume: the run's)
     image_size: tuple[int, int] | None = None
+    #: per-channel mean / std (pixels / 255) the images are normalized with (None: what the model
+    #: records, else the data set's own statistics)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     cache_dir: Path | None = None
     weights: Path | None = None
     init: Path | None = None
@@ -190,6 +195,12 @@ def check(req: SlimRequest) -> dict[str, Any]:
             "its data set's size: drop it",
             param="imgsz",
         )
+    if (req.mean is not None or req.std is not None) and is_yolo_data(req.data_name):
+        raise EdgeslimError(
+            "an ultralytics YOLO takes pixels / 255 as they are (no mean or std): drop mean and std",
+            param=("mean", "std"),
+        )
+    checked_normalization(req.mean, req.std, None)
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     _check_phases(req)
@@ -284,6 +295,7 @@ def _run(
                 f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; start over with force"
             )
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
+        recorded = loaded.meta  # (the run's own normalization)
         meta = {
             k: loaded.meta[k]
             for k in ("source", "weights", "head", "data_args", "alignment", "device")
@@ -300,7 +312,7 @@ def _run(
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     else:
         torch.manual_seed(int(req.seed or 0))
-        model, spec, meta = _source_model(str(req.model), opts, bundle, req.trust_pickle)
+        model, spec, meta, recorded = _source_model(str(req.model), opts, bundle, req.trust_pickle)
         config = TrainConfig(**train_over)
         meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
                              for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
@@ -311,6 +323,7 @@ def _run(
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
                 _reachable_alignment(model, spec, settings, meta["alignment"])
+    bundle = _normalized(bundle, (req.mean, req.std), recorded, say)
     latency = _latency_target(settings.budget)  # a latency budget, or a budget priced in latency
     host_default = (
         latency is not None
@@ -485,11 +498,42 @@ def _saved_data_args(path: Path) -> dict[str, Any]:
     return saved_data_args(load_checkpoint_dict(path)) if path.is_file() else {}
 
 
+def _norm_text(mean: list[float], std: list[float]) -> str:
+    """``(x - mean) / std`` as a line shows it (a list where there are several channels)."""
+    one = [f"{v:.4g}" for v in mean], [f"{v:.4g}" for v in std]
+    m, s = (v[0] if len(v) == 1 else f"[{','.join(v)}]" for v in one)
+    return f"(x - {m}) / {s}"
+
+
+def _normalized(
+    bundle: Any, given: tuple[Any, Any], recorded: dict[str, Any] | None, say: Callable[[Any], None]
+) -> Any:
+    """``bundle`` normalizing its images as the model is trained with: the ``given`` (mean, std), else
+    what the model records (a checkpoint's, a resumed run's), else the data set's own statistics."""
+    import dataclasses
+
+    norm = checked_normalization(given[0], given[1], bundle.in_channels)
+    if norm is None:
+        rec = recorded or {}
+        mean, std = rec.get("mean"), rec.get("std")
+        if mean is None or std is None or not len(mean) == len(std) == bundle.in_channels:
+            return bundle
+        norm = ([float(v) for v in mean], [float(v) for v in std])
+        own = (list(bundle.mean), list(bundle.std))
+        if all(abs(a - b) <= 1e-4 for a, b in zip(norm[0] + norm[1], own[0] + own[1])):
+            return bundle
+
+        say(Notice(f"images are normalized as the model records, {_norm_text(*norm)}, not with {bundle.name}'s "
+                   f"own statistics, {_norm_text(*own)}; give mean and std to choose", ("mean", "std")))  # fmt: skip
+    return dataclasses.replace(bundle, mean=tuple(norm[0]), std=tuple(norm[1]))
+
+
 def _source_model(
     target: str, opts: dict[str, Any], bundle: Any, trust_pickle: bool
-) -> tuple[Any, Any, dict]:
-    """(model, spec, meta) to slim: a checkpoint, a trusted pickle, or an architecture (+ --weights),
-    with the classifier head replaced when ``--num-classes`` asks for the data set's class count."""
+) -> tuple[Any, Any, dict, dict]:
+    """(model, spec, meta, what the file records) to slim: a checkpoint, a trusted pickle, or an
+    architecture (+ --weights), with the classifier head replaced when ``--num-classes`` asks for
+    the data set's class count."""
     from edgeslim.checkpoint import looks_like_file
     from edgeslim.models.user import with_classes
     from edgeslim.pipelines.source import load_model_or_arch, spec_for_pickle
@@ -535,7 +579,7 @@ def _source_model(
         model, spec, change = with_classes(model, spec, wanted, trust_pickle=trust_pickle)
         if change is not None:
             meta["head"] = change
-    return model, spec, meta
+    return model, spec, meta, dict(loaded.meta or {})
 
 
 def budget_settings(opts: dict[str, Any]) -> Any:

@@ -227,11 +227,21 @@ def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Se
     """Record the per-channel ``mean``/``std`` the model's input is normalized with (pixels / 255) in
     ``loaded.meta``, for a model that records none (or to correct it): the ORT check, INT8 and
     prune's calibration feed images with it, and the ONNX metadata and slim checkpoint keep it."""
+    norm = checked_normalization(mean, std, loaded.spec.in_channels if loaded.spec else None)
+    if norm is not None:
+        loaded.meta = {**(loaded.meta or {}), "mean": norm[0], "std": norm[1]}
+
+
+def checked_normalization(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int | None
+) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` as float lists after checking them (given together, one per channel of the
+    ``channels`` the model takes, of pixels / 255); None when neither is given."""
     if mean is None and std is None:
-        return
+        return None
     if mean is None or std is None:
         raise EdgeslimError("give the input's mean and std together", param=("mean", "std"))
-    channels = loaded.spec.in_channels if loaded.spec else len(mean)
+    channels = len(mean) if channels is None else channels
     if not len(mean) == len(std) == channels:
         raise EdgeslimError(
             f"mean has {len(mean)} values and std {len(std)}; the model takes {channels} channels: give one "
@@ -246,7 +256,7 @@ def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Se
             "0.485,0.456,0.406 and 0.229,0.224,0.225); divide values on the 0-255 scale by 255",
             param=("mean", "std"),
         )
-    loaded.meta = {**(loaded.meta or {}), "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 def check_finite_weights(loaded: LoadedModel) -> None:
