@@ -200,10 +200,12 @@ def count_model(
             raise ValueError(f"unknown counter {counter!r}")
     rows = []
     for name, m in model.named_modules():
-        if not name or any(True for _ in m.children()):
-            continue
         params = sum(q.numel() for q in m.parameters(recurse=False))
-        n_macs = int(macs.get(name, 0))
+        children = [f"{name}.{c}" for c, _ in m.named_children()]
+        if not name or (children and not params):
+            continue
+        # a module with weights of its own beside its children (an SE's functional layer): its own MACs
+        n_macs = int(macs.get(name, 0)) - sum(int(macs.get(c, 0)) for c in children)
         if name in priced:
             if priced[name] != (n_macs, params):
                 log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",

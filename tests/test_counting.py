@@ -76,3 +76,32 @@ def test_a_forward_that_asserts_its_input_size_is_one_line():
     )
     with pytest.raises(EdgeslimError, match="does not run on input 3,64,64.*Wrong image height"):
         count_model(vit, (3, 64, 64))
+
+
+class OwnWeightsSE(nn.Module):
+    """An SE that owns the weights of its first (functional) layer beside a child conv."""
+
+    def __init__(self, c: int, hidden: int) -> None:
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(hidden, c)), nn.Parameter(torch.zeros(hidden))
+        self.fc2 = nn.Conv2d(hidden, c, 1)
+
+    def forward(self, x):
+        s = torch.relu(torch.nn.functional.linear(x.mean((2, 3)), self.w1, self.b1))
+        return x * torch.sigmoid(self.fc2(s[:, :, None, None]))
+
+
+@pytest.mark.parametrize("counter", ["fvcore", "flop_counter"])
+def test_a_module_with_its_own_weights_beside_its_children_has_a_row(counter):
+    """A trial's info --layers had no row for an SE owning w1/b1 (1,040 parameters, 1,024 MACs): the rows
+    did not add up to the totals."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), OwnWeightsSE(16, 64), nn.Flatten(), nn.LazyLinear(2)
+    )
+    model(torch.zeros(1, 3, 8, 8))
+    stats = count_model(model, (3, 8, 8), counter=counter)
+    rows = {r.name: r for r in stats.layers}
+    assert rows["2"].params == 64 * 16 + 64 and rows["2"].macs == 64 * 16
+    assert rows["2.fc2"].macs == 64 * 16
+    assert sum(r.params for r in stats.layers) == stats.params
+    assert sum(r.macs for r in stats.layers) == stats.macs
