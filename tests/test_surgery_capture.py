@@ -728,3 +728,53 @@ def test_a_new_axis_before_the_channels_stays_a_barrier():
     zero(m[1], [0, 1])
     res = prune_with_report(m, x)
     assert res.report["removed_channels"] == 0 and exact(m, res.model, x) < 1e-12
+
+
+class RuleSE(nn.Module):
+    """An SE the tracer cannot see into (its first layer is F.linear on its own weights), given a rule."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.w1, self.b1 = nn.Parameter(torch.randn(4, c)), nn.Parameter(torch.zeros(4))
+        self.fc2 = nn.Conv2d(4, c, 1)
+
+    def forward(self, x):
+        s = F.relu(F.linear(x.mean((2, 3)), self.w1, self.b1))
+        return x * torch.sigmoid(self.fc2(s[:, :, None, None]))
+
+
+def shrink_rule_se(m: RuleSE, keep_in, keep_out) -> None:
+    if keep_in is not None:
+        m.w1 = nn.Parameter(m.w1.detach()[:, keep_in].clone())
+        m.fc2.weight = nn.Parameter(m.fc2.weight.detach()[keep_in].clone())
+        m.fc2.bias = nn.Parameter(m.fc2.bias.detach()[keep_in].clone())
+        m.fc2.out_channels = len(keep_in)
+
+
+def test_a_gate_rule_keeps_a_constant_channel_a_gain_rule_folds_it():
+    """A trial: an SE given a pass_through rule (as the barrier message advised) carried a zero-scale
+    channel's BN shift through its input-dependent gate as a constant; the fold was approximate (0.36).
+    A pass-through rule now claims constants stay constant only with keeps_constant=True."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 6, 6)
+    m = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), RuleSE(8), nn.Conv2d(8, 2, 1)
+    )
+    m.eval()
+    zero(m[1], [0, 1], bias=0.7)  # constant channels (the BN shift through ReLU)
+    zero(m[1], [2])  # an exactly zero one
+    register_channel_rule(RuleSE, ChannelRule(shrink=shrink_rule_se, pass_through=True))
+    try:
+        res = prune_with_report(m, x)
+    finally:
+        unregister(RuleSE)
+    assert res.report["removed_channels"] == 1 and res.report["exact"] and exact(m, res.model, x) < 1e-12
+    g = GainNet().eval()
+    zero(g.a[1], [0, 4], bias=0.5)
+    register_channel_rule(Gain, ChannelRule(shrink=shrink_gain, pass_through=True, keeps_constant=True))
+    try:
+        res = prune_with_report(g, x)
+    finally:
+        unregister(Gain)
+    assert res.report["removed_channels"] == 2 and res.report["folded_biases"] and res.report["exact"]
+    assert exact(g, res.model, x) < 1e-6  # (the constant is folded into the head's float32 bias)

@@ -964,6 +964,8 @@ class _Analyser:
             st = x.state.clone()
             if not rule.keeps_zero:
                 st[st == ZERO] = CONST
+            if not rule.keeps_constant:  # (an SE's gate: a constant channel times an input-dependent value)
+                st[st == CONST] = VAR
             self.share(n.target, [x.labels])
             self.touches.append(Touch(n.target, "custom", x.labels))
             return Info(x.labels, st, True, out.shape)

@@ -8,10 +8,11 @@ channel coupling the user states, and says how to resize the module when channel
     def shrink_gain(m: Gain, keep_in, keep_out):  # channel-wise: keep_in == keep_out
         m.g = nn.Parameter(m.g.detach()[keep_in].clone())
 
-    register_channel_rule(Gain, ChannelRule(pass_through=True, shrink=shrink_gain))
+    register_channel_rule(Gain, ChannelRule(pass_through=True, keeps_constant=True, shrink=shrink_gain))
 
-``pass_through=True``: output channel i is input channel i (a per-channel op); the input and
-output channels are one unit. Otherwise the module is a layer: its input channels are read (a
+``pass_through=True``: output channel i is input channel i (a per-channel op, or a gate that
+scales each channel: then ``keeps_constant`` stays False); the input and output channels are one
+unit. Otherwise the module is a layer: its input channels are read (a
 channel can be removed only when it is exactly zero there) and its output channels are new
 ones that can be removed too. ``shrink(module, keep_in, keep_out)`` gets the kept indices of
 the dense module (``None``: that side unchanged). :func:`register_leaf` marks a type as opaque
@@ -38,6 +39,11 @@ class ChannelRule:
     pass_through: bool = False
     #: pass_through only: a channel that is exactly zero at the input is zero at the output
     keeps_zero: bool = True
+    #: pass_through only: a channel that is one input-independent constant at the input (a removed
+    #: channel's BN shift) is one at the output, as a pointwise per-channel op (a gain, an activation)
+    #: keeps it; False (the default): it may vary (a gate computed from all channels, as an SE's), so
+    #: such a channel is kept unless it is exactly zero
+    keeps_constant: bool = False
 
 
 _RULES: dict[type, ChannelRule] = {}
