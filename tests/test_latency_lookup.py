@@ -305,7 +305,13 @@ def test_a_device_latency_target_prints_slim_dense_and_target_per_batch(
     rep["accuracy"]["before_finalize"] = rep["accuracy"]["trained"] - 0.07
     _print(rep, as_json=False)
     shown = " ".join(capsys.readouterr().out.split())  # (the table title wraps at the test's width)
-    assert "at the last epoch" in shown and "after the budget's final projection" in shown
+    # (a trial: the projection was named where it had removed nothing)
+    assert "at the last epoch" in shown and ("final projection (" in shown) == bool(
+        rep["budget"]["projection_removed_channels"]
+    )
+    rep["budget"]["projection_removed_channels"] = 3
+    _print(rep, as_json=False)
+    assert "after the budget's final projection (3 channel(s))" in " ".join(capsys.readouterr().out.split())
     assert "lambda set by the budget controller (at the end:" in shown
 
 

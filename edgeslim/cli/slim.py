@@ -277,7 +277,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         last_epoch = acc.get("before_finalize")
         if last_epoch is not None and abs(acc["trained"] - last_epoch) >= 0.005:  # (a trial asked why)
             recal = (report.get("budget") or {}).get("bn_recalibrated_on_images")
-            steps = ["the budget's final projection"] if "budget" in report else []
+            projected = (report.get("budget") or {}).get("projection_removed_channels")
+            steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
             steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
             steps += ["finalize (gamma := xi: the prox's exact zeros)"]
             out.print(
