@@ -165,6 +165,40 @@ def test_the_export_audit_leaves_widths_surgery_cannot_change_alone(tmp_path, ca
     assert not any("/se/" in name for name in fp16), fp16
 
 
+def test_the_audit_leaves_the_insides_of_a_module_under_a_channel_rule(tmp_path) -> None:
+    """A trial: an SE under a user's channel rule had its inner Gemm and conv counted, with the advice to
+    re-run surgery at 32, which never resizes them (the graph sees the module, not its layers)."""
+    from torch import nn
+
+    from edgeslim.channels.graph import build_graph, resizable_layers
+    from edgeslim.channels.rules import ChannelRule, register_channel_rule, unregister
+    from edgeslim.export import export_onnx
+    from edgeslim.export.audit import audit_onnx
+
+    class RuleSE(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.w1, self.fc2 = nn.Parameter(torch.randn(4, c)), nn.Conv2d(4, c, 1)
+
+        def forward(self, x):
+            s = torch.relu(torch.nn.functional.linear(x.mean((2, 3)), self.w1))
+            return x * torch.sigmoid(self.fc2(s[:, :, None, None]))
+
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), RuleSE(16), nn.Conv2d(16, 8, 1),
+                        nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10)).eval()  # fmt: skip
+    net(torch.zeros(1, 3, 8, 8))
+    export_onnx(net, tmp_path / "se.onnx", (3, 8, 8))
+    register_channel_rule(RuleSE, ChannelRule(shrink=lambda m, i, o: None, pass_through=True))
+    try:
+        resizable = resizable_layers(build_graph(net, torch.zeros(1, 3, 8, 8)))
+    finally:
+        unregister(RuleSE)
+    audit = audit_onnx(tmp_path / "se.onnx", resizable)
+    inside = [lay for lay in audit.layers if (lay.module or "").startswith("3")]
+    assert len(inside) == 2 and not any(lay.in_free or lay.out_free for lay in inside)
+    assert audit.misaligned("fp16") == [] and not [lay for lay in audit.misaligned("int8") if lay in inside]
+
+
 def test_the_export_audit_of_a_dynamo_export_knows_the_layers_surgery_narrowed(tmp_path, capsys) -> None:
     """The dynamo exporter names its nodes node_Conv_95: the audit matched none of them to the slim
     model's recipe and said the layers "keep the architecture's dense width" (from the docs audit).

@@ -122,7 +122,9 @@ def audit_onnx(
     """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight.
     ``resizable``: module name -> whether surgery can change its (in, out) channel counts
     (:func:`edgeslim.channels.graph.resizable_layers`); a count it cannot change is the
-    architecture's (a squeeze-excitation width) and, like the image channels, not counted."""
+    architecture's (a squeeze-excitation width) and, like the image channels, not counted, nor is a
+    layer of a known module the channel graph never saw as one (the insides of a module under a
+    channel rule)."""
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
@@ -173,7 +175,6 @@ def audit_onnx(
             todo += [o for n in consumers.get(t, []) if n.op_type in to_output_ops for o in n.output]
         return False
 
-    free = resizable or {}
     layers = []
     for i, n in enumerate(g.node):
         if n.op_type not in WEIGHT_OPS or len(n.input) < 2:
@@ -183,7 +184,9 @@ def audit_onnx(
             continue
         cin, cout, groups = weight_channels(n, w)
         module = node_module(n)
-        in_can, out_can = free.get(module or "", (True, True))
+        in_can, out_can = (
+            (True, True) if resizable is None or module is None else resizable.get(module, (False, False))
+        )
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",
