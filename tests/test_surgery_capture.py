@@ -234,6 +234,20 @@ def test_data_dependent_branch_is_one_line_naming_module_and_line():
     finally:
         unregister(Gate)
 
+    class Branchy(nn.Module):  # the branch in the model's own forward: a rule or leaf for it helps nothing
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = cbr(3, 4)
+
+        def forward(self, x):
+            x = self.a(x)
+            return x if x.mean() > 0 else -x
+
+    with pytest.raises(EdgeslimError) as ei:
+        build_graph(Branchy().eval(), torch.randn(1, 3, 4, 4))
+    msg = str(ei.value)
+    assert "<model> (Branchy)" in msg and "into a submodule" in msg and "register_leaf" not in msg
+
 
 class Gain(nn.Module):
     """A per-channel learned gain written with an op the graph does not know (einsum)."""

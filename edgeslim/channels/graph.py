@@ -1554,11 +1554,17 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     at = f" at {frame}" if frame else ""
     if an.fail_construct:
         construct = an.fail_construct
+        fix = (
+            # (the model's own forward: a rule or a leaf for the whole model would leave nothing to prune)
+            "move it out of forward (or into a submodule that is then given a channel rule or marked a leaf)"
+            if not mod
+            else f"move it out of forward, or register a channel rule for {kind} "
+            "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf) "
+            "in the file that defines the model"
+        )
         return DataDependentError(
             f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "
-            f"shapes only: move it out of forward, or register a channel rule for {kind} "
-            "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf) "
-            "in the file that defines the model (docs/surgery.md)",
+            f"shapes only: {fix} (docs/surgery.md)",
             construct=construct,
             at=frame,
         )
