@@ -341,7 +341,8 @@ def slim_model(
         "data": bundle.name,
         "data_args": (meta or {}).get("data_args"),  # how the data was loaded (None: by a Python caller)
         "slimming": slimming,
-        "train": {**res.summary(), "config": train_cfg.to_dict()},
+        # (the prox is a hook added to plain training: the run's method is the proximal one)
+        "train": {**res.summary(), "config": {**train_cfg.to_dict(), "method": "proximal"}},
         "accuracy": {
             "before_finalize": res.test_accuracy,
             "gamma_eq_xi": ev_xi["accuracy"],

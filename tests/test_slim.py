@@ -43,6 +43,7 @@ def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp
     assert rep["channels"]["slim"] == 448 - rep["channels"]["zero"]
     assert rep["macs"]["slim"] < 0.7 * rep["macs"]["dense"] and rep["params"]["slim"] < rep["params"]["dense"]
     assert rep["accuracy"]["trained"] > 0.5 and not rep["collapse"]["collapsed"]
+    assert rep["train"]["config"]["method"] == "proximal"  # (a trial read "baseline" in a slim report)
     # the trained model's zero channels are exactly zero
     zero = sum(int((m.weight == 0).sum()) for m in res.trained.modules() if isinstance(m, nn.BatchNorm2d))
     assert zero == rep["channels"]["zero"]
