@@ -39,7 +39,7 @@ from edgeslim.sparsity.prox import (
 )
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.schedule import LRSchedule
-from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.plotting import new_figure, plain_log_axis, save_figure
 from edgeslim.utils.rundir import (
     BUDGET_PNG,
     CHANNELS_PNG,
@@ -602,8 +602,6 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     files["channels"] = save_figure(fig, out / CHANNELS_PNG).name
 
     # |gamma| after finalize: the exact zeros as their own bar, the nonzero scales on a log axis
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     nz = gammas[gammas > 0].numpy()
     zeros = int((gammas == 0).sum())
     fig, (az, ax) = new_figure(1, 2, figsize=(7, 3.4), gridspec_kw={"width_ratios": [1, 5]}, sharey=True)
@@ -617,11 +615,7 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
         bins = torch.logspace(math.log10(lo), math.log10(max(float(nz.max()), lo * 10)), 40).numpy()
         ax.hist(nz, bins=bins, color="#2a7ab0")
         ax.set_xscale("log")
-        decades = math.log10(float(bins[-1]) / float(bins[0]))
-        subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)  # (1-2-5 over more decades: labels collide)
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        plain_log_axis(ax.xaxis, float(bins[0]), float(bins[-1]))
     ax.set_xlabel("|gamma| of the kept channels (log scale)")
     fig.suptitle(
         f"BN scales after finalize: {zeros} of {zeros + nz.size} exactly zero ({zeros / max(zeros + nz.size, 1):.0%})",

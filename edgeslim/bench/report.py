@@ -12,7 +12,7 @@ from edgeslim.channels.devices import TENSORRT_BACKENDS
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.markdown import markdown_table
 from edgeslim.utils.onnx_graph import module_name
-from edgeslim.utils.plotting import new_figure, save_figure
+from edgeslim.utils.plotting import new_figure, plain_log_axis, save_figure
 from edgeslim.utils.rundir import (
     LATENCY_PNG,
     LAYER_TIMES_PNG,
@@ -420,6 +420,8 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             names.append(label)
         ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
         ax.set_yscale("log")
+        spread = np.concatenate(data)
+        plain_log_axis(ax.yaxis, float(np.percentile(spread, 1)), float(np.percentile(spread, 99)))
         ax.set_ylabel("latency per batch (ms)")
         p50 = [float(record["summary"][label][str(b)]["p50_ms"]) for label in labels]  # the table's p50s
         head = f"batch {b}"

@@ -33,3 +33,23 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     return path
+
+
+def plain_log_axis(axis: Any, lo: float, hi: float) -> None:
+    """Label a log-scale ``axis`` (``ax.xaxis``/``ax.yaxis``) over data from ``lo`` to ``hi`` with
+    plain numbers: at 1-2-5 steps (decades only over more than three; within one decade, evenly
+    spaced round values), not matplotlib's ``5×10⁻¹`` minor labels."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    lo = max(float(lo), 1e-12)
+    hi = max(float(hi), lo * 1.0001)
+    decades = math.log10(hi / lo)
+    if decades < 1:  # (1-2-5 steps could leave the data without a label: 9, 10, 20 around 14.7)
+        ticks = [v for v in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi) if v > 0]
+        axis.set_major_locator(FixedLocator(ticks))
+    else:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
