@@ -666,7 +666,9 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     fig, (a1, a2) = new_figure(1, 2, figsize=(10, 4.0))
     start = [0, *ep]  # epoch 0: the dense network the run starts from (R = B = 1)
     a1.plot(start, [traj[0]["target"], *(t["target"] for t in traj)], "k--", label="target")
-    a1.plot(start, [1.0, *(t["budget"] for t in traj)], color="#888888", label="budget B(t)")
+    # (a wide pale band under the achieved line: where R follows B(t), a thin line was hidden behind it)
+    a1.plot(start, [1.0, *(t["budget"] for t in traj)], color="#f0a030", lw=6, alpha=0.45, zorder=1,
+            solid_capstyle="round", label="budget B(t)")  # fmt: skip
     a1.plot(start, [1.0, *(t["resource"] for t in traj)], "o-", color="#2a7ab0", label="achieved R")
     a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
     a1.set_xlabel("epoch (0: the dense start)")
