@@ -300,9 +300,11 @@ def test_a_network_that_never_learned_is_not_called_a_collapse() -> None:
         small = collapse_check(report([0.56, 0.594], zeros), [], 3, budget=True, test_labels=few)
         assert not small["collapsed"] and "did not learn" not in small["message"]
         assert small["message"].startswith("the test set (32 images) is too small to tell")
-    assert collapse_check(report([0.36, 0.36], [0.6, 0.7]), [], 3, test_labels=few)[
-        "collapsed"
-    ]  # (at chance)
+    at_chance = collapse_check(report([0.36, 0.36], [0.6, 0.7]), [], 3, test_labels=few)
+    assert at_chance["collapsed"]
+    # (a review: emptied layer groups inside that band were no longer a collapse)
+    emptied = collapse_check(report([0.56, 0.594], [0.6, 0.8]), [["a", "b"], ["c"]], 3, test_labels=few)
+    assert emptied["collapsed"] and "2 layer group(s) emptied" in emptied["message"]
 
 
 def test_a_config_that_is_a_directory_is_named_so(tmp_path, capsys) -> None:
