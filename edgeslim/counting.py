@@ -201,21 +201,23 @@ def count_model(
     rows = []
     for name, m in model.named_modules():
         params = sum(q.numel() for q in m.parameters(recurse=False))
-        children = [f"{name}.{c}" for c, _ in m.named_children()]
-        if not name or (children and not params):
+        children = [f"{name}.{c}" if name else c for c, _ in m.named_children()]
+        if (not name or children) and not params:
             continue
-        # a module with weights of its own beside its children (an SE's functional layer): its own MACs
-        n_macs = int(macs.get(name, 0)) - sum(int(macs.get(c, 0)) for c in children)
+        # a module with weights of its own beside its children (an SE's functional layer, a ViT's
+        # class token on the model itself): its own MACs, those of its scope less its children's (0
+        # where a child runs outside its parent's forward and the counter books it elsewhere)
+        n_macs = max(0, int(macs.get(name, 0)) - sum(int(macs.get(c, 0)) for c in children))
         if name in priced:
             if priced[name] != (n_macs, params):
                 log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",
-                            name, counter, n_macs, params, *priced[name])  # fmt: skip
+                            name or "<model>", counter, n_macs, params, *priced[name])  # fmt: skip
             n_macs, params = priced[name]
         if params == 0 and n_macs == 0:
             continue
         cin, cout = _channels(m)
         kind = (getattr(m, "original_name", None) if scripted else None) or type(m).__name__
-        rows.append(LayerRow(name, kind, params, n_macs, cin, cout, shapes.get(name)))
+        rows.append(LayerRow(name or "<model>", kind, params, n_macs, cin, cout, shapes.get(name)))
     return ModelStats(
         input_shape=shape,
         params=sum(q.numel() for q in model.parameters()),

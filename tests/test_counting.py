@@ -105,3 +105,28 @@ def test_a_module_with_its_own_weights_beside_its_children_has_a_row(counter):
     assert rows["2.fc2"].macs == 64 * 16
     assert sum(r.params for r in stats.layers) == stats.params
     assert sum(r.macs for r in stats.layers) == stats.macs
+
+
+class OutsideCall(nn.Module):
+    """A model with a parameter of its own (a class token's kind) that calls a child's child directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 8, 3), nn.Module()
+        self.head.proj, self.head.scale = nn.Linear(8, 8), nn.Parameter(torch.ones(8))
+        self.token = nn.Parameter(torch.zeros(1, 8))
+
+    def forward(self, x):
+        y = self.stem(x).mean((2, 3)) + self.token
+        return self.head.proj(y) * self.head.scale
+
+
+@pytest.mark.parametrize("counter", ["fvcore", "flop_counter"])
+def test_rows_never_go_negative_and_the_model_s_own_parameters_have_a_row(counter):
+    """A review: a child called from outside its parent's forward made the parent's row -64 MACs, and
+    parameters of the model itself had no row."""
+    stats = count_model(OutsideCall(), (3, 8, 8), counter=counter)
+    rows = {r.name: r for r in stats.layers}
+    assert all(r.macs >= 0 for r in stats.layers) and rows["<model>"].params == 8
+    assert rows["head"].params == 8 and rows["head.proj"].macs == 64
+    assert sum(r.params for r in stats.layers) == stats.params
