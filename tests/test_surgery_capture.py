@@ -248,6 +248,18 @@ def test_data_dependent_branch_is_one_line_naming_module_and_line():
     msg = str(ei.value)
     assert "<model> (Branchy)" in msg and "into a submodule" in msg and "register_leaf" not in msg
 
+    class Picky(nn.Module):  # an error of the model's own forward, not of an input misfit: no leaf advice
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = cbr(3, 4)
+
+        def forward(self, x):
+            raise ValueError("this forward needs a calibrated threshold first")
+
+    with pytest.raises(EdgeslimError) as ei:
+        build_graph(Picky().eval(), torch.randn(1, 3, 4, 4))
+    assert "<model> (Picky)" in str(ei.value) and "register_leaf" not in str(ei.value)
+
 
 class Gain(nn.Module):
     """A per-channel learned gain written with an op the graph does not know (einsum)."""

@@ -1571,7 +1571,10 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     fix = (
         "of the shape and size the model takes: batch first, e.g. (1, 3, 224, 224) for RGB images"
         if _INPUT_MISFIT.search(msg)  # the user's own layers agree with each other: the input does not fit
-        else f"the model accepts, or mark {kind} a leaf (edgeslim.surgery.register_leaf)"
+        else "the model accepts"
+        + (
+            f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
+        )  # (not the model itself)
     )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
@@ -1734,6 +1737,12 @@ def resizable_layers(g: DependencyGraph) -> dict[str, tuple[bool, bool]]:
         entry = out.setdefault(t.module, [False, False])
         for i in side:
             entry[i] = entry[i] or bool(can[cls].any())
+    # a module under a channel rule (or a leaf) and everything inside it: the graph sees it as one
+    # step, so surgery resizes none of its layers on their own (its rule's shrink follows the groups)
+    ruled = [name for name, m in g.modules.items() if name and rules.rule_for(m) is not None]
+    for name in g.modules:
+        if any(name == r or name.startswith(r + ".") for r in ruled):
+            out.setdefault(name, [False, False])
     return {name: (a, b) for name, (a, b) in out.items()}
 
 

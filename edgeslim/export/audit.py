@@ -122,9 +122,8 @@ def audit_onnx(
     """Channel counts of every Conv / ConvTranspose / Gemm / MatMul with a constant weight.
     ``resizable``: module name -> whether surgery can change its (in, out) channel counts
     (:func:`edgeslim.channels.graph.resizable_layers`); a count it cannot change is the
-    architecture's (a squeeze-excitation width) and, like the image channels, not counted, nor is a
-    layer of a known module the channel graph never saw as one (the insides of a module under a
-    channel rule)."""
+    architecture's (a squeeze-excitation width, the insides of a module under a channel rule) and,
+    like the image channels, not counted."""
     import onnx
 
     if not isinstance(model, onnx.ModelProto):
@@ -184,9 +183,7 @@ def audit_onnx(
             continue
         cin, cout, groups = weight_channels(n, w)
         module = node_module(n)
-        in_can, out_can = (
-            (True, True) if resizable is None or module is None else resizable.get(module, (False, False))
-        )
+        in_can, out_can = (resizable or {}).get(module or "", (True, True))
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",

@@ -323,8 +323,11 @@ def _run(
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
                 _reachable_alignment(model, spec, settings, meta["alignment"])
-    # (a resume keeps the run's own normalization, as its other settings)
-    bundle = _normalized(bundle, (None, None) if req.resume else (req.mean, req.std), recorded, say)
+    # (a resume keeps the run's own normalization, as its other settings, without a notice)
+    if req.resume:
+        bundle = _normalized(bundle, (None, None), recorded, lambda _m: None)
+    else:
+        bundle = _normalized(bundle, (req.mean, req.std), recorded, say)
     latency = _latency_target(settings.budget)  # a latency budget, or a budget priced in latency
     host_default = (
         latency is not None
