@@ -275,7 +275,7 @@ def test_a_whole_pickle_gets_the_surgery_command_only_if_surgery_cut_it(tmp_path
 
 
 def test_one_rounding_rule_for_surgery_the_budget_and_threshold_pruning() -> None:
-    from edgeslim.channels.rounding import aligned_counts, kept_counts
+    from edgeslim.channels.rounding import aligned_counts, kept_count, kept_counts
     from edgeslim.sparsity.subgradient import threshold_prune
     from edgeslim.surgery import prune_with_report
 
@@ -287,6 +287,7 @@ def test_one_rounding_rule_for_surgery_the_budget_and_threshold_pruning() -> Non
                 got, kept_counts(k[: size + 1].double(), size, r).long()
             )  # int and float agree
             assert set(got.tolist()) <= set(aligned_counts(size, r))  # what it keeps is aligned ...
+            assert got.tolist() == [kept_count(int(k), size, r) for k in k[: size + 1]]  # (scalar = tensor)
             assert kept_counts(torch.tensor(aligned_counts(size, r)), size, r).tolist() == aligned_counts(
                 size, r
             )

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edgeslim.bench.timing import TimingConfig, host_loop
+from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.onnx_graph import attr, static_shapes, weight_channels
 
@@ -37,7 +38,7 @@ POINT_TIMING = TimingConfig(warmup_s=0.0, warmup_iters=5, min_iters=15, min_time
 def counts(full: int, multiple: int, fractions: tuple[float, ...] = FRACTIONS) -> list[int]:
     """Aligned channel counts to measure for a dimension of ``full`` channels (always includes ``full``)."""
     m = max(int(multiple), 1)
-    out = {min(full, max(m, math.ceil(full * f / m) * m)) for f in fractions}
+    out = {kept_count(math.ceil(full * f), full, m) for f in fractions}  # (as surgery keeps them)
     out.add(full)
     return sorted(out)
 

@@ -34,7 +34,7 @@ from edgeslim.channels.graph import (
 )
 from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
-from edgeslim.channels.rounding import kept_counts
+from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, uncompiled
 from edgeslim.utils.scores import top1_matches
@@ -58,8 +58,8 @@ def _round_groups(g: DependencyGraph, remove: Tensor, strength: Tensor, round_to
         r = remove[cls]
         if not bool(r.any()):
             continue
-        kept = (~r).sum()
-        need = int(kept_counts(kept, grp.size, round_to) - kept)
+        kept = int((~r).sum())
+        need = kept_count(kept, grp.size, round_to) - kept
         if need > 0:
             cand = cls[r]
             order = torch.argsort(strength[cand], descending=True, stable=True)
