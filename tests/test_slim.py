@@ -414,7 +414,13 @@ def test_slim_normalizes_as_the_model_was_trained(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "normalized as the model records, (x - 0.5) / 0.25, not with digits's own" in " ".join(err.split())
     assert load_model(second / "model.pt").meta["mean"] == [0.5]
+    # a config file gives them as YAML lists (a review: "must be a single value")
+    cfg = tmp_path / "slim.yaml"
+    cfg.write_text("mean: [0.4]\nstd: [0.3]\n")
+    assert main([*base, "vgg-small", "--config", str(cfg), "--out", str(tmp_path / "third")]) == 0
+    capsys.readouterr()
+    assert load_model(tmp_path / "third" / "model.pt").meta["std"] == [0.3]
     for bad, needle in ((["--mean", "0.5"], "--mean and --std together"), (["--mean", "0.5,0.5", "--std", "0.2,0.2"],
-                        "the model takes 1 channels")):  # fmt: skip
+                        "digits's images have 1 channels")):  # fmt: skip
         assert main([*base, "vgg-small", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert needle in capsys.readouterr().err

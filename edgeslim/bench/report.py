@@ -420,8 +420,9 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             names.append(label)
         ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
         ax.set_yscale("log")
-        spread = np.concatenate(data)
-        plain_log_axis(ax.yaxis, float(np.percentile(spread, 1)), float(np.percentile(spread, 99)))
+        # (each model's whiskers: pooled samples of very different counts could leave a box unlabelled)
+        plain_log_axis(ax.yaxis, min(float(np.percentile(d, 1)) for d in data),
+                       max(float(np.percentile(d, 99)) for d in data))  # fmt: skip
         ax.set_ylabel("latency per batch (ms)")
         p50 = [float(record["summary"][label][str(b)]["p50_ms"]) for label in labels]  # the table's p50s
         head = f"batch {b}"

@@ -106,9 +106,9 @@ weights_option = click.option(
 
 
 def norm_options(f: Any) -> Any:
-    """--mean / --std: the per-channel normalization of a model that records none (your own code, a
-    pickle): what images are fed with for the ORT check, INT8 and prune's calibration, and what the
-    ONNX metadata says."""
+    """--mean / --std: the per-channel normalization a model's input takes (for one that records
+    none: your own code, a pickle; or to correct it): what images are fed with for the ORT check,
+    INT8, prune's calibration and slim's training, and what the ONNX metadata says."""
     f = click.option(
         "--std",
         type=NumberList(POSITIVE),
@@ -118,7 +118,7 @@ def norm_options(f: Any) -> Any:
         "--mean",
         type=NumberList(NONNEG),
         help="Per-channel mean of the model's input (pixels / 255), e.g. "
-        "0.485,0.456,0.406 [what the model records].",
+        "0.485,0.456,0.406 [what the model records; slim: else the data's own statistics].",
     )(f)
 
 

@@ -264,9 +264,11 @@ def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> 
             raise EdgeslimError(f"unknown key {k!r} in {path}; known: {', '.join(sorted(keys))}")
         if v is None:
             continue
+        param = params[keys[key]]
+        if isinstance(v, list) and isinstance(param.type, NumberList) and v:  # (mean: [0.485, 0.456, 0.406])
+            v = ",".join(_as_text(e) for e in v)
         if isinstance(v, (list, dict, set, tuple)):
             raise EdgeslimError(f"{path}: {k} must be a single value, got {v!r}")
-        param = params[keys[key]]
         try:
             out[param.name] = param.type_cast_value(ctx, _as_text(v))
         except click.BadParameter as exc:

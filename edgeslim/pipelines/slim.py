@@ -516,7 +516,7 @@ def _normalized(
     what the model records (a checkpoint's, a resumed run's), else the data set's own statistics."""
     import dataclasses
 
-    norm = checked_normalization(given[0], given[1], bundle.in_channels)
+    norm = checked_normalization(given[0], given[1], bundle.in_channels, f"{bundle.name}'s images have")
     if norm is None:
         rec = recorded or {}
         mean, std = rec.get("mean"), rec.get("std")

@@ -233,10 +233,14 @@ def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Se
 
 
 def checked_normalization(
-    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int | None
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    channels: int | None,
+    whose: str = "the model takes",
 ) -> tuple[list[float], list[float]] | None:
     """``(mean, std)`` as float lists after checking them (given together, one per channel of the
-    ``channels`` the model takes, of pixels / 255); None when neither is given."""
+    ``channels`` the input has, ``whose`` says whose: "the model takes", "the images have"; of
+    pixels / 255); None when neither is given."""
     if mean is None and std is None:
         return None
     if mean is None or std is None:
@@ -244,7 +248,7 @@ def checked_normalization(
     channels = len(mean) if channels is None else channels
     if not len(mean) == len(std) == channels:
         raise EdgeslimError(
-            f"mean has {len(mean)} values and std {len(std)}; the model takes {channels} channels: give one "
+            f"mean has {len(mean)} values and std {len(std)}; {whose} {channels} channels: give one "
             "per channel",
             param=("mean", "std"),
         )

@@ -440,9 +440,10 @@ def prune_with_report(
             report["exact"] = False  # (measured: the construction's claim did not hold)
             log.warning(
                 "surgery was exact by construction, but the slim outputs differ by %.3g (output scale %.3g): a "
-                "layer passes a removed channel on as nonzero where the graph says zero (a registered channel rule "
-                "with keeps_zero=True on a module that adds a constant, or a module that reads a channel the graph "
-                "does not see); the slim model does not compute what the zeroed one did",
+                "layer passes a removed channel on as nonzero or input-dependent where the graph says zero or "
+                "constant (a registered channel rule with keeps_zero=True on a module that adds a constant, or "
+                "keeps_constant=True on a gate, or a module that reads a channel the graph does not see); the slim "
+                "model does not compute what the zeroed one did",
                 diff["max_abs_diff"],
                 scale,
             )
