@@ -431,6 +431,12 @@ def test_torch_backend_on_edgeslim_checkpoints(tmp_path):
     assert (
         rec["summary"]["model"]["2"]["p50_ms"] > 0 and rec["summary"]["model"]["memory"]["rss_delta_mb"] > 0
     )
+    # its MACs and parameters, as count_model gives them (a trial read "-" in the size table)
+    from edgeslim.counting import count_model
+
+    cost = rec["models"]["model"]["cost"]
+    assert cost["macs"] == count_model(res.model, (1, 28, 28)).macs and cost["params"] == info["params"]
+    assert cost["counted_by"] == "torch" and "layers" not in cost
 
 
 def test_precision_is_refused_for_onnx_runtime(onnx_pair, tmp_path):

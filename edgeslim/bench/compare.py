@@ -326,6 +326,10 @@ def aggregate(record: dict) -> dict:
             if all(k in m for m in mem)
         }
         info = runs[0].get("info", {})
+        if not record["models"][label].get("cost") and isinstance(info.get("macs"), int):
+            # a PyTorch file: its counts from the session (no per-layer costs: predictions need an ONNX)
+            record["models"][label]["cost"] = {"macs": info["macs"], "params": info["params"], "quantized": False,
+                                               "counted_by": "torch"}  # fmt: skip
         for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
             if k in info:
                 summary[label]["memory"][k] = info[k]

@@ -86,7 +86,7 @@ def check_record(record: dict, source: str = "the record") -> dict:
 
 def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
     cost = record["models"][label].get("cost")
-    if not cost:
+    if not cost or cost.get("layers") is None:  # (a PyTorch file's counts have no layers)
         return None
     return [LayerCost(**layer) for layer in cost["layers"]]
 
@@ -213,7 +213,7 @@ SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio"
 MEMORY_COLS = [
     "model",
     "file MB",
-    "params (ONNX, BN folded)",
+    "params",
     "MMACs",
     "peak RSS MB",
     "RSS delta MB",
@@ -441,7 +441,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}
-    if all(costs.values()):
+    if all(c and c.get("layers") is not None for c in costs.values()):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
         names = [str(layer.get("name", i)) for i, layer in enumerate(costs[labels[0]]["layers"])]
         if len({len(v) for v in macs.values()}) == 1:  # the layers that carry MACs (not a gate's Mul)

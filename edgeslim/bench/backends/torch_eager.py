@@ -73,6 +73,13 @@ class TorchSession(Session):
             "device": str(self.device),
             "params": int(sum(p.numel() for p in self.model.parameters())),
         }
+        if self.input_shape is not None:  # per sample, as an ONNX file's are counted (the MAC ratio)
+            from edgeslim.counting import count_model
+
+            try:
+                out["macs"] = count_model(self.model, self.input_shape, counter="flop_counter").macs
+            except (EdgeslimError, RuntimeError):  # (a model the counter cannot run: sizes only)
+                pass
         if self.cuda:
             out["cuda_max_allocated_bytes"] = int(self.torch.cuda.max_memory_allocated(self.device))
             out["gpu"] = self.torch.cuda.get_device_name(self.device)
