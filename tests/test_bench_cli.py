@@ -229,6 +229,11 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     before = (out / "run.json").read_bytes()
     r = edgeslim(args, tmp_path, check_rc=2)
     assert "--force" in r.stderr and (out / "run.json").read_bytes() == before
+    # --force with a baseline that is not there: refused, and the earlier results stay (a trial: they went)
+    files = sorted(p.name for p in out.iterdir())
+    bad = [a if a != args[args.index("--baseline") + 1] else tmp_path / "nosuch.onnx" for a in args]
+    r = edgeslim([*bad, "--force"], tmp_path, check_rc=2)
+    assert sorted(p.name for p in out.iterdir()) == files and (out / "run.json").read_bytes() == before
     # report re-renders from the JSON alone
     again = tmp_path / "again"
     r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)

@@ -461,8 +461,32 @@ def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
         (d / name).write_text("old")
     with pytest.raises(KeyboardInterrupt):
         with run_directory(d, force=True, interrupted="train", stale=SLIM_STALE):
+            (d / "train").mkdir()
+            (d / "train" / "model.pt").write_text("epoch 1 of the new run")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in d.iterdir()) == ["notes.txt"]  # (the old model too: a review)
+    assert sorted(p.name for p in d.iterdir()) == ["notes.txt", "train"]  # (the old model too: a review)
+    # refused its input before writing anything: the earlier run is put back as it was (a trial's --force
+    # with a misspelt data folder deleted the finished run it was to replace)
+    (d / "train" / "model.pt").unlink()
+    (d / "train").rmdir()
+    for name in ("report.json", "budget.png", "model.pt"):
+        (d / name).write_text("old")
+    (d / "train").mkdir()
+    (d / "train" / "log.jsonl").write_text("old log")
+    (d / "train" / "model.pt").write_text("old checkpoint")
+    with pytest.raises(EdgeslimError):
+        with run_directory(
+            d, force=True, interrupted="train", stale=SLIM_STALE, run_files=("*.pt", "log.jsonl")
+        ):
+            raise EdgeslimError("data_dir /nonexistent does not exist")
+    assert (d / "report.json").read_text() == "old"
+    assert (d / "train" / "model.pt").read_text() == "old checkpoint"
+    assert not [p for p in d.iterdir() if p.name.startswith(".edgeslim-replaced")]
+    for name in ("budget.png", "model.pt"):
+        (d / name).unlink()
+    (d / "train" / "log.jsonl").unlink()
+    (d / "train" / "model.pt").unlink()
+    (d / "train").rmdir()
     # a file the new run reads from that folder stays (slim runs/a/model.pt --out runs/a --force)
     for name in ("report.json", "model.pt", "trained.pt"):
         (d / name).write_text("old")

@@ -252,6 +252,11 @@ def test_a_forced_rerun_leaves_no_plot_of_the_earlier_run(tmp_path, capsys) -> N
     assert main([*base, "--target-macs", "0.5"]) == 0 and (out / "budget.png").is_file()
     assert main([*base, "--shrink", "0.5", "--force"]) == 0
     assert not (out / "budget.png").exists() and (out / "channels.png").is_file()
+    # a forced rerun refused for its input keeps the run it was to replace (a trial: a misspelt data
+    # folder deleted model.pt, trained.pt, report.json and train/)
+    before = sorted(p.name for p in out.rglob("*"))
+    assert main([*base, "--mean", "0.5,0.5", "--std", "0.2,0.2", "--force"]) == 2
+    assert sorted(p.name for p in out.rglob("*")) == before
 
 
 def test_a_run_that_zeroes_nothing_says_so_and_records_its_default_shrink(digits, tmp_path: Path) -> None:

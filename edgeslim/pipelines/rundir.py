@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def run_directory(
     (what the new run reads) is kept. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
+    aside: _ReplacedFiles | None = None
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
@@ -55,12 +57,13 @@ def run_directory(
                     "of there, or choose another output directory",
                     param="out_dir",
                 )
-            for name in stale:
-                if _resolved(out_dir / name) not in given.values():
-                    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                        (out_dir / name).unlink()
+            old = [out_dir / name for name in stale if _resolved(out_dir / name) not in given.values()]
+            old = [p for p in old if p.is_file() or p.is_symlink()]
             if started:
-                _remove_run_files(part, _patterns(run_files, part))
+                old += _run_entries(part, _patterns(run_files, part))
+            # moved aside, not deleted: put back if this run fails before it writes anything of its own
+            # (a trial's --force with a misspelt data folder deleted the finished run it was to replace)
+            aside = _ReplacedFiles(out_dir, old, part)
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
         if not (force or resume):
             for marker in markers:
@@ -99,7 +102,50 @@ def run_directory(
                         own = _run_entries(part, _patterns(run_files, part))
                         if not any(e.suffix == ".pt" for e in own):
                             _remove_entries(part, own)
+            if aside is not None:  # a refusal (bad input) before this run wrote anything puts them back;
+                # a stop starts over (its checkpoint folder would be offered to resume)
+                aside.finish(
+                    restore=isinstance(sys.exc_info()[1], EdgeslimError) and not aside.new_entries(part)
+                )
             raise
+        if aside is not None:
+            aside.finish(restore=False)
+
+
+class _ReplacedFiles:
+    """An earlier run's files moved into a hidden folder of ``out_dir`` as a forced run starts;
+    :meth:`finish` deletes them, or puts them back (``restore``) where this run wrote none of its
+    own in their place."""
+
+    def __init__(self, out_dir: Path, files: list[Path], part: Path | None) -> None:
+        self.out_dir, self.moved = out_dir, []
+        self.folder = out_dir / f".edgeslim-replaced-{os.getpid()}"
+        for f in files:
+            dest = self.folder / f.relative_to(out_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(f, dest)  # (a rename; a copy where train/ links to another file system)
+            self.moved.append((f, dest))
+            parent = f.parent  # (a train/ folder the move emptied goes, as removing its files did)
+            if parent != out_dir and not parent.is_symlink() and not any(parent.iterdir()):
+                parent.rmdir()
+        self.kept = self._entries(part)  # (a user's own files in train/ stay where they are)
+
+    @staticmethod
+    def _entries(part: Path | None) -> set[Path]:
+        return set(part.rglob("*")) if part is not None and part.is_dir() else set()
+
+    def new_entries(self, part: Path | None) -> bool:
+        """Whether the run left files of its own in ``part`` (its checkpoint folder)."""
+        return bool(self._entries(part) - self.kept)
+
+    def finish(self, restore: bool) -> None:
+        with contextlib.suppress(OSError):  # (a run's own error, if any, is the one to see)
+            if restore and not any(f.exists() or f.is_symlink() for f, _ in self.moved):
+                for f, dest in self.moved:
+                    f.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(dest, f)
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
 
 
 def slim_train_files(folder: Path) -> tuple[str, ...]:
@@ -120,12 +166,6 @@ def _run_entries(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
     and the temporary files atomic writes of those names leave (``.NAME.*.tmp``)."""
     temps = tuple(f".{p}.*.tmp" for p in patterns if not any(c in p for c in "*?["))
     return sorted({e for pattern in (*patterns, *temps) for e in folder.glob(pattern)})
-
-
-def _remove_run_files(folder: Path, patterns: tuple[str, ...]) -> None:
-    """Remove what a run writes into ``folder`` (:func:`_run_entries`), and ``folder`` itself if that
-    empties it; a user's own files stay."""
-    _remove_entries(folder, _run_entries(folder, patterns))
 
 
 def _remove_entries(folder: Path, entries: list[Path]) -> None:
