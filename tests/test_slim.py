@@ -429,3 +429,54 @@ def test_slim_normalizes_as_the_model_was_trained(tmp_path, capsys) -> None:
                         "digits's images have 1 channels")):  # fmt: skip
         assert main([*base, "vgg-small", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_a_resumed_slim_run_reuses_its_seed_and_threads(tmp_path, capsys) -> None:
+    """A second-day trial: slim --resume loaded its subset with the default seed (other images than the
+    run's seed 5 chose) and the machine's thread count: 0.764 where the run gave 0.77, without a word."""
+    import torch
+
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", "--data", "digits", "--subset", "600", "--test-subset", "200", "--epochs", "1",
+            "--shrink", "0.05", "--seed", "5", "--threads", "1", "--out", str(out), "--json"]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        assert main(args) == 0
+        first = json.loads(capsys.readouterr().out)
+        for name in ("report.json", "model.pt"):  # (as a run stopped after its last epoch's checkpoint)
+            (out / name).unlink()
+        from edgeslim.pipelines.slim import SlimRequest, check
+
+        extra = check(SlimRequest(out_dir=out, resume=True))
+        assert (extra["data_seed"], extra["threads"]) == (5, 1)  # what the data and the threads are set from
+        assert main(["slim", "--resume", "--out", str(out), "--json"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert torch.load(out / "train" / "model.pt", weights_only=True)["train_state"]["threads"] == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert again["accuracy"] == first["accuracy"] and again["channels"] == first["channels"]
+    assert first["data_args"]["seed"] == again["data_args"]["seed"] == 5
+
+
+def test_a_run_whose_data_moved_names_the_recorded_folder(tmp_path, capsys, fmnist_dir: str) -> None:
+    """A hand-off trial: export of a moved run said "--data-dir /old/fm does not exist; check it", a flag
+    the user never gave (the path is the checkpoint's); a relative data folder was recorded as typed."""
+    data = tmp_path / "fm"
+    data.symlink_to(fmnist_dir)
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", str(data), "--subset", "200",
+            "--test-subset", "100", "--epochs", "1", "--shrink", "0.05", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    data.unlink()
+    assert main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1
+        and f"were read from {data} when it was made" in err
+        and "--data-dir" in err
+    )
+    assert (
+        main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx"), "--data-dir", fmnist_dir])
+        == 0
+    )

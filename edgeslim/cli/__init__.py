@@ -208,10 +208,9 @@ def _interrupted_line(args: list[str]) -> str:
         saved = Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE
         if not saved.is_file():  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
-        threads = option("--threads")  # (a run continued with other threads differs slightly)
-        return (
+        return (  # (a resume reuses the run's seed and threads)
             f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "
-            f"{shlex.quote(out)}" + (f" --threads {shlex.quote(threads)}" if threads else "")
+            f"{shlex.quote(out)}"
         )
     return "interrupted; files already written were left complete (writes are atomic)"
 

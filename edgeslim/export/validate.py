@@ -151,6 +151,12 @@ def real_inputs(
         # photos a prune was checked on, the checkpoint copied to a machine without them: none known here
         if canonical_name(name) == IMAGES and not Path(recorded).exists():
             return None
+        if not Path(recorded).expanduser().exists():  # (a trial moved a run: "data_dir ... does not exist")
+            raise EdgeslimError(
+                f"the model's {name} images were read from {recorded} when it was made, which is not there now; "
+                "give data_dir where they are now",
+                param="data_dir",
+            )
         data_dir = recorded
     from edgeslim.data import load_dataset
 

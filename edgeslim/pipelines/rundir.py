@@ -198,6 +198,15 @@ def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def saved_run_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must reuse to continue as it began, beside its data arguments: ``seed``
+    (its training seed, which also chose its ``subset`` images) and ``threads`` (the CPU threads it
+    trained with: float sums differ with them); each left out where the checkpoint lacks it."""
+    state = ckpt.get("train_state") or {}
+    out = {"seed": (state.get("config") or {}).get("seed"), "threads": state.get("threads")}
+    return {k: int(v) for k, v in out.items() if v is not None}
+
+
 def _resolved(path: Any) -> str:
     """``path`` made absolute with its links resolved (a name with a prefix, ``yolo:best.pt``, as its file)."""
     text = str(path)

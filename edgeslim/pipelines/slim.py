@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import run_directory, saved_data_args
+from edgeslim.pipelines.rundir import run_directory, saved_data_args, saved_run_state
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
@@ -149,11 +149,15 @@ def check(req: SlimRequest) -> dict[str, Any]:
             "stopped before its first checkpoint); drop resume, with force=True if the folder is not empty",
             param=("resume", "force"),
         )
+    resumed: dict[str, Any] = {}
     if req.resume:
         data_given = bool(req.data_name)
         for k, v in _saved_data_args(saved_run).items():
             if not data_given or k == "image_size":  # (the size the run trains at, whatever is given)
                 setattr(req, k, v)
+        # the seed that chose its subset and the threads it trained with (a trial's resume drew other
+        # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
+        resumed = _saved_run_state(saved_run)
     if not req.data_name:
         raise EdgeslimError(
             "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
@@ -208,6 +212,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
         "budget": None if budget is None else budget.to_dict(),
         "expected_arch": expected,
         "alignment": align,
+        "data_seed": resumed.get("seed", req.seed),
+        "threads": req.threads if req.threads is not None else resumed.get("threads"),
     }
 
 
@@ -261,7 +267,7 @@ def _checked_run(
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
                        interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE,
                        inputs=(req.model, req.init, req.weights, req.latency_table)), \
-            torch_threads(req.threads):  # fmt: skip
+            torch_threads(extra["threads"]):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
 
 
@@ -279,8 +285,8 @@ def _run(
     opts.update({k: v for k, v in extra.items() if v is not None})
     out_dir = Path(req.out_dir)
     bundle = load_dataset(
-        req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset, seed=int(req.seed or 0),
-        cache_dir=req.cache_dir, image_size=req.image_size,
+        req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset,
+        seed=int(extra.get("data_seed") or 0), cache_dir=req.cache_dir, image_size=req.image_size,
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}
@@ -314,8 +320,9 @@ def _run(
         torch.manual_seed(int(req.seed or 0))
         model, spec, meta, recorded = _source_model(str(req.model), opts, bundle, req.trust_pickle)
         config = TrainConfig(**train_over)
-        meta["data_args"] = {k: (str(opts[k]) if k == "data_dir" and opts.get(k) else opts.get(k))
-                             for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
+        meta["data_args"] = {k: (str(Path(opts[k]).expanduser().resolve()) if k == "data_dir" and opts.get(k)
+                                 else opts.get(k)) for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
+        meta["data_args"]["seed"] = int(req.seed or 0)  # (it chose the subset's images)
         meta = {"source": req.model, **meta}
         if req.profile:  # the device the run is for (a resume predicts for it, not for what is given then)
             meta["device"] = {"profile": req.profile, "precision": req.precision}
@@ -493,6 +500,13 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
     return {"profile": profile, "here": measured_here(profile, table), "table": table,
             "is_budget": budget.get("metric") == "latency"}  # fmt: skip
+
+
+def _saved_run_state(path: Path) -> dict[str, Any]:
+    """The seed and threads of the run at ``path`` (its train checkpoint): :func:`saved_run_state`."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+
+    return saved_run_state(load_checkpoint_dict(path)) if path.is_file() else {}
 
 
 def _saved_data_args(path: Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import saved_data_args
+from edgeslim.pipelines.rundir import saved_data_args, saved_run_state
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR, TRAIN_STALE
 
@@ -131,8 +131,11 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
         from edgeslim.pipelines.source import refuse_non_classifier
 
         refuse_non_classifier(kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"])
+    threads = kw["threads"]
+    if threads is None and resume_ckpt is not None:  # (a run continued with other threads differs slightly)
+        threads = saved_run_state(resume_ckpt).get("threads")
     with contextlib.ExitStack() as stack:
-        stack.enter_context(torch_threads(kw["threads"]))
+        stack.enter_context(torch_threads(threads))
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, resume=same_dir,
                                               markers=(MODEL_FILE,), stale=TRAIN_STALE))  # fmt: skip
@@ -230,6 +233,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         data_dir=data_dir,
         subset=subset,
         test_subset=test_subset,
+        seed=config.seed,  # (the subset as slim picks it with the same seed; a trial: always seed 0 here)
         cache_dir=kw["cache_dir"],
         image_size=image_size,
     )
