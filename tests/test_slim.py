@@ -44,6 +44,13 @@ def test_slim_model_removes_channels_and_saves_a_loadable_slim_model(digits, tmp
     assert rep["macs"]["slim"] < 0.7 * rep["macs"]["dense"] and rep["params"]["slim"] < rep["params"]["dense"]
     assert rep["accuracy"]["trained"] > 0.5 and not rep["collapse"]["collapsed"]
     assert rep["train"]["config"]["method"] == "proximal"  # (a trial read "baseline" in a slim report)
+    env = rep["environment"]  # (a trial: threads moved accuracy, and the report named no thread or version)
+    assert (
+        env["threads"] >= 1
+        and env["versions"]["torch"]
+        and env["versions"]["edgeslim"]
+        and env["device"] == "cpu"
+    )
     # the trained model's zero channels are exactly zero
     zero = sum(int((m.weight == 0).sum()) for m in res.trained.modules() if isinstance(m, nn.BatchNorm2d))
     assert zero == rep["channels"]["zero"]

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import platform
 import shutil
 import subprocess
 from pathlib import Path
 
-#: distributions whose versions are recorded when installed
-RUNTIMES = (
-    "onnxruntime",
-    "onnxruntime-gpu",
-    "onnx",
-    "tensorrt",
-    "cuda-python",
-    "cuda-bindings",
-    "torch",
-    "numpy",
-)
+from edgeslim.utils.versions import versions
 
 
 def _read(path: str) -> str | None:
@@ -45,16 +34,6 @@ def cpu_model() -> str | None:
         if line.lower().startswith(("model name", "hardware", "cpu model")):
             return line.split(":", 1)[1].strip()
     return platform.processor() or None
-
-
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in RUNTIMES:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def governors() -> list[str]:
