@@ -170,11 +170,24 @@ def test_a_tensorrt_profile_without_trtexec_says_what_it_times_instead(
     dense, _, _ = onnx_pair
     args = ["bench", str(dense), "--profile", "jetson-orin-nano-8gb", "--batch", "1", "--trials", "1", *FAST]
     assert main([*args, "--json"]) == 0
-    err = " ".join(capsys.readouterr().err.split())
+    cap = capsys.readouterr()
+    err = " ".join(cap.err.split())
     assert (
         "is ONNX and trtexec is not found here: timing it in ONNX Runtime on this host instead, not with "
         "jetson-orin-nano-8gb's TensorRT (its precision does not apply; choose another with --backend)"
     ) in err, err
+    # --json keeps the record's warnings: in the document and on stderr (a trial: --json dropped both)
+    from edgeslim.cli.bench import _print_record
+
+    record = json.loads(cap.out)
+    record["env"] = {**record["env"], "load_avg": [64.0, 64.0, 64.0], "cpu_count": 2, "cpu_affinity": 2}
+    _print_record(record, as_json=True)
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert (
+        any("the machine was busy" in w for w in doc["warnings"])
+        and "warning: the machine was busy" in cap.err
+    )
 
 
 @pytest.mark.slow

@@ -20,9 +20,12 @@ def _print_record(record: dict, as_json: bool) -> None:
     from edgeslim.bench import report
     from edgeslim.utils.console import err, out, print_json, table
 
-    if as_json:
+    if as_json:  # the warnings on stderr as without it, and in the document (a trial: both were lost)
+        warnings = report.warnings(record)
         slim = {k: v for k, v in record.items() if k != "trials"}  # raw samples live in run.json
-        print_json(slim)
+        print_json({**slim, "warnings": warnings})
+        for w in warnings:
+            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
         return
     out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
     if record.get("speedup"):
