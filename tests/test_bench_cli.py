@@ -247,6 +247,9 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     bad = [a if a != args[args.index("--baseline") + 1] else tmp_path / "nosuch.onnx" for a in args]
     r = edgeslim([*bad, "--force"], tmp_path, check_rc=2)
     assert sorted(p.name for p in out.iterdir()) == files and (out / "run.json").read_bytes() == before
+    # a forced run without plots leaves none of the earlier run's (a trial: its layers.png stayed)
+    edgeslim([*args, "--force", "--no-plots"], tmp_path)
+    assert not [p.name for p in out.iterdir() if p.suffix == ".png"]
     # report re-renders from the JSON alone
     again = tmp_path / "again"
     r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)
