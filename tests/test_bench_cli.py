@@ -601,3 +601,20 @@ def test_an_install_without_its_dependencies_says_so_in_one_line(tmp_path):
         == "error: edgeslim needs click, rich, not installed here: pip install click rich (or "
         "install edgeslim with its dependencies)"
     )
+
+
+def test_the_report_names_models_apart_when_their_files_share_a_name(onnx_pair, tmp_path):
+    """A second-day trial compared two runs' exports and read "baseline = `slim.onnx`, slim = `slim.onnx`"."""
+    import shutil
+
+    dense, thin, _ = onnx_pair
+    for run, src in (("t50", dense), ("t30", thin)):
+        (tmp_path / run).mkdir()
+        shutil.copy(src, tmp_path / run / "slim.onnx")
+    args = ["bench", tmp_path / "t30" / "slim.onnx", "--baseline", tmp_path / "t50" / "slim.onnx", "--batch", "1",
+            "--trials", "1", *FAST, "--out", tmp_path / "out", "--no-plots"]  # fmt: skip
+    edgeslim(args, tmp_path)
+    head = next(
+        line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if "baseline = " in line
+    )
+    assert f"`{tmp_path / 't50' / 'slim.onnx'}`" in head and f"`{tmp_path / 't30' / 'slim.onnx'}`" in head

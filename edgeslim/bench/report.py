@@ -304,7 +304,10 @@ def warnings(record: dict) -> list[str]:
 def markdown(record: dict, plots: list[str] | None = None) -> str:
     env = record["env"]
     vers = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items())
-    names = ", ".join(f"{k} = `{Path(v['path']).name}`" for k, v in record["models"].items())
+    paths = [Path(v["path"]) for v in record["models"].values()]
+    # file names alone, unless two models share one (a trial compared two runs' slim.onnx)
+    shown = [p.name for p in paths] if len({p.name for p in paths}) == len(paths) else [str(p) for p in paths]
+    names = ", ".join(f"{k} = `{n}`" for k, n in zip(record["models"], shown))
     parts = [
         f"# edgeslim bench: {names}",
         "",
