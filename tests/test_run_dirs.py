@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -482,6 +483,19 @@ def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
     assert (d / "report.json").read_text() == "old"
     assert (d / "train" / "model.pt").read_text() == "old checkpoint"
     assert not [p for p in d.iterdir() if p.name.startswith(".edgeslim-replaced")]
+    # ... but not where the run wrote anything, at the top too (a review: a train run's new model.pt, a
+    # slim run's latency table, beside the old report), and a killed run's hidden folder is left alone
+    (d / ".edgeslim-replaced-7").mkdir()
+    (d / ".edgeslim-replaced-7" / "report.json").write_text("a killed run's")
+    with pytest.raises(EdgeslimError):
+        with run_directory(d, force=True, stale=("report.json",)):
+            (d / "model.pt").write_text("NEW epoch 1")
+            raise EdgeslimError("the loss is not finite")
+    assert not (d / "report.json").exists() and (d / "model.pt").read_text() == "NEW epoch 1"
+    assert (d / ".edgeslim-replaced-7" / "report.json").read_text() == "a killed run's"
+    (d / "model.pt").write_text("old checkpoint")
+    (d / "report.json").write_text("old")
+    shutil.rmtree(d / ".edgeslim-replaced-7")
     for name in ("budget.png", "model.pt"):
         (d / name).unlink()
     (d / "train" / "log.jsonl").unlink()

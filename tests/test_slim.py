@@ -487,3 +487,21 @@ def test_a_run_whose_data_moved_names_the_recorded_folder(tmp_path, capsys, fmni
         main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx"), "--data-dir", fmnist_dir])
         == 0
     )
+    # a resume of a run whose data moved: the same line, then the folder given now with the run's subset (a
+    # review: --data-dir alone was overwritten by the recorded one, --data with it made it the full set)
+    for name in ("report.json", "model.pt"):
+        (out / name).unlink()
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"images were read from {data}, which is not there now" in err and "--data-dir" in err
+    for given in (["--data-dir", fmnist_dir], ["--data", "fashion-mnist", "--data-dir", fmnist_dir]):
+        for name in ("report.json", "model.pt"):
+            (out / name).unlink(missing_ok=True)
+        assert main(["slim", "--resume", "--out", str(out), *given, "--json"]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["data_args"]["subset"] == 200 and rep["data_args"]["test_subset"] == 100
+    assert (
+        main(["slim", "--resume", "--force", "--out", str(out), "--data-dir", fmnist_dir, "--subset", "300"])
+        == 2
+    )
+    assert "drop --subset: a resume continues on the 200 images the run trained on" in capsys.readouterr().err

@@ -335,3 +335,19 @@ def test_json_parses_and_a_pipe_gets_no_progress_bars_under_force_color(tmp_path
     code = "from edgeslim.utils.console import progress_enabled; print(progress_enabled())"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_train_picks_its_subset_with_its_seed_as_slim_does(tmp_path) -> None:
+    """A second-day trial: train always drew its --subset with seed 0, slim with --seed, so a dense baseline
+    and a slim run of the same flags trained on other images. The seed is recorded for a resume."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.cli import main
+    from edgeslim.data import load_dataset
+
+    args = ["train", "--arch", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100",
+            "--epochs", "1", "--seed", "5"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    meta = load_checkpoint_dict(tmp_path / "a" / "model.pt")["meta"]
+    assert meta["data_args"]["seed"] == 5
+    five, zero = (load_dataset("digits", subset=300, test_subset=100, seed=s) for s in (5, 0))
+    assert not torch.equal(five.train_x, zero.train_x)  # (so the seed decides which images)

@@ -65,6 +65,7 @@ def measure(spec: dict) -> dict:
             sampler.samples.clear()
         else:
             samples[str(b)] = session.measure(cfg)
+    memory = mem.to_dict()  # (before the session's counts and profiles: what the timed run held)
     info = session.info()
     if spec.get("layer_times") and hasattr(session, "layer_times"):
         session.set_batch(batches[0])
@@ -77,7 +78,7 @@ def measure(spec: dict) -> dict:
         "first_inference_s": first_s,
         "io": io,
         "samples": samples,
-        "memory": mem.to_dict(),
+        "memory": memory,
         "info": info,
         "tegrastats": tegra or None,
     }

@@ -6,13 +6,17 @@ import contextlib
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.utils.io import check_output_dir, run_dir_lock
+from edgeslim.utils.io import LOCK_NAME, check_output_dir, run_dir_lock
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_FILES, ULTRALYTICS_MARK, ULTRALYTICS_TRAIN_FILES
+
+#: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
+HIDDEN_PREFIX = ".edgeslim-replaced-"
 
 
 @contextlib.contextmanager
@@ -104,9 +108,7 @@ def run_directory(
                             _remove_entries(part, own)
             if aside is not None:  # a refusal (bad input) before this run wrote anything puts them back;
                 # a stop starts over (its checkpoint folder would be offered to resume)
-                aside.finish(
-                    restore=isinstance(sys.exc_info()[1], EdgeslimError) and not aside.new_entries(part)
-                )
+                aside.finish(restore=isinstance(sys.exc_info()[1], EdgeslimError) and aside.unchanged())
             raise
         if aside is not None:
             aside.finish(restore=False)
@@ -114,38 +116,57 @@ def run_directory(
 
 class _ReplacedFiles:
     """An earlier run's files moved into a hidden folder of ``out_dir`` as a forced run starts;
-    :meth:`finish` deletes them, or puts them back (``restore``) where this run wrote none of its
-    own in their place."""
+    :meth:`finish` deletes them, or puts them back (``restore``) where this run changed nothing in
+    ``out_dir`` (a file on another file system, under a linked ``train/``, is deleted as before: a
+    copy of large checkpoints would be slow and could fill the disk)."""
 
     def __init__(self, out_dir: Path, files: list[Path], part: Path | None) -> None:
-        self.out_dir, self.moved = out_dir, []
-        self.folder = out_dir / f".edgeslim-replaced-{os.getpid()}"
-        for f in files:
-            dest = self.folder / f.relative_to(out_dir)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(f, dest)  # (a rename; a copy where train/ links to another file system)
-            self.moved.append((f, dest))
-            parent = f.parent  # (a train/ folder the move emptied goes, as removing its files did)
-            if parent != out_dir and not parent.is_symlink() and not any(parent.iterdir()):
-                parent.rmdir()
-        self.kept = self._entries(part)  # (a user's own files in train/ stay where they are)
+        self.out_dir, self.part, self.moved = out_dir, part, []
+        self.folder = Path(tempfile.mkdtemp(prefix=HIDDEN_PREFIX, dir=out_dir))  # (unique: not a pid)
+        device = out_dir.stat().st_dev
+        try:
+            for f in files:
+                if f.lstat().st_dev != device:
+                    _remove_entries(f.parent, [f])
+                    continue
+                dest = self.folder / f.relative_to(out_dir)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                f.rename(dest)
+                self.moved.append((f, dest))
+                parent = f.parent  # (a train/ folder the move emptied goes, as removing its files did)
+                if parent != out_dir and not parent.is_symlink() and not any(parent.iterdir()):
+                    parent.rmdir()
+        except BaseException:  # (stopped, or a file that would not move: all back as it was)
+            self.finish(restore=True)
+            raise
+        self.before = self._snapshot()
 
-    @staticmethod
-    def _entries(part: Path | None) -> set[Path]:
-        return set(part.rglob("*")) if part is not None and part.is_dir() else set()
+    def _snapshot(self) -> set[tuple[str, int, int]]:
+        """The entries of ``out_dir`` and of its run's checkpoint folder (the hidden folders and the
+        lock aside) with their sizes and times (not a whole tree a user keeps there)."""
+        out = set()
+        top = list(self.out_dir.iterdir()) if self.out_dir.is_dir() else []
+        inner = [e for d in top if d.is_dir() and d == self.part for e in d.rglob("*")]
+        for e in top + inner:
+            rel = e.relative_to(self.out_dir)
+            if rel.parts[0].startswith(HIDDEN_PREFIX) or rel.name == LOCK_NAME:
+                continue
+            with contextlib.suppress(OSError):
+                st = e.lstat()
+                out.add((str(rel), st.st_size, st.st_mtime_ns))
+        return out
 
-    def new_entries(self, part: Path | None) -> bool:
-        """Whether the run left files of its own in ``part`` (its checkpoint folder)."""
-        return bool(self._entries(part) - self.kept)
+    def unchanged(self) -> bool:
+        """Whether this run wrote, changed or removed nothing in ``out_dir`` since the move."""
+        return self._snapshot() == self.before
 
     def finish(self, restore: bool) -> None:
         with contextlib.suppress(OSError):  # (a run's own error, if any, is the one to see)
             if restore and not any(f.exists() or f.is_symlink() for f, _ in self.moved):
                 for f, dest in self.moved:
                     f.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.move(dest, f)
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
+                    dest.rename(f)
+            shutil.rmtree(self.folder)
 
 
 def slim_train_files(folder: Path) -> tuple[str, ...]:

@@ -150,11 +150,28 @@ def check(req: SlimRequest) -> dict[str, Any]:
             param=("resume", "force"),
         )
     resumed: dict[str, Any] = {}
-    if req.resume:
-        data_given = bool(req.data_name)
-        for k, v in _saved_data_args(saved_run).items():
-            if not data_given or k == "image_size":  # (the size the run trains at, whatever is given)
+    if (
+        req.resume
+    ):  # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
+        saved = _saved_data_args(saved_run)
+        for k, v in saved.items():
+            if k == "image_size":  # (the size the run trains at, whatever is given)
+                req.image_size = v
+            elif k in ("subset", "test_subset"):
+                if getattr(req, k) not in (None, v):  # (a review: given data options made it the full set)
+                    raise EdgeslimError(
+                        f"drop {k}: a resume continues on the {v} images the run trained on",
+                        param=k,
+                    )
                 setattr(req, k, v)
+            elif getattr(req, k) is None and (k == "data_name" or req.data_name == saved.get("data_name")):
+                setattr(req, k, v)
+                if k == "data_dir" and not Path(v).expanduser().exists():
+                    raise EdgeslimError(
+                        f"the run's {saved.get('data_name')} images were read from {v}, which is not there now; "
+                        "give data_dir where they are now",
+                        param="data_dir",
+                    )
         # the seed that chose its subset and the threads it trained with (a trial's resume drew other
         # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
         resumed = _saved_run_state(saved_run)
@@ -320,7 +337,7 @@ def _run(
         torch.manual_seed(int(req.seed or 0))
         model, spec, meta, recorded = _source_model(str(req.model), opts, bundle, req.trust_pickle)
         config = TrainConfig(**train_over)
-        meta["data_args"] = {k: (str(Path(opts[k]).expanduser().resolve()) if k == "data_dir" and opts.get(k)
+        meta["data_args"] = {k: (str(Path(opts[k]).expanduser().absolute()) if k == "data_dir" and opts.get(k)
                                  else opts.get(k)) for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta["data_args"]["seed"] = int(req.seed or 0)  # (it chose the subset's images)
         meta = {"source": req.model, **meta}

@@ -181,6 +181,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             saved.get("test_subset"),
             saved.get("image_size"),
         )
+        # the seed that chose its subset: recorded since it was the run's; before, always 0 (a review)
+        data_seed = int(((resume_ckpt.get("meta") or {}).get("data_args") or {}).get("seed") or 0)
         model = build_from_checkpoint(resume_ckpt, trust_pickle=kw["trust_pickle"])
         recipe = resume_ckpt.get("recipe")
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
@@ -217,6 +219,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 )
             hp["method_args"] = {"lam": kw["lam"]}
         config = TrainConfig(**hp)
+        data_seed = config.seed
         if kw["prune_ratio"] is None and kw["finetune_epochs"]:
             raise EdgeslimError(
                 "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
@@ -233,7 +236,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         data_dir=data_dir,
         subset=subset,
         test_subset=test_subset,
-        seed=config.seed,  # (the subset as slim picks it with the same seed; a trial: always seed 0 here)
+        seed=data_seed,  # (the subset as slim picks it with the same seed; a trial: always seed 0 here)
         cache_dir=kw["cache_dir"],
         image_size=image_size,
     )
@@ -259,7 +262,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     bundle.check_spec(spec)
     meta = {
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
-                      "test_subset": test_subset},
+                      "test_subset": test_subset, "seed": data_seed},
     }  # fmt: skip
 
     for note in notes if say is not None else ():  # before training, after every refusal (which comes alone)

@@ -1,4 +1,4 @@
-"""The versions that explain a number: recorded in every run's results (torch-free)."""
+"""The versions that explain a number: recorded in slim's report.json and bench's run.json (torch-free)."""
 
 from __future__ import annotations
 
