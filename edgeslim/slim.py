@@ -484,8 +484,8 @@ def collapse_check(
     judged = threshold < 1.0  # a test set too small to tell even a perfect score from chance judges nothing
     at_chance = judged and acc < threshold
     # clear of chance by the kappa rule, near it only within a small test set's noise: the test set
-    # cannot tell, which says nothing of training (a trial: 59.4% of 3 classes on 32 images "did not learn")
-    # (emptied layer groups are the prox's doing whatever the score: the collapse branch below)
+    # cannot tell, which says nothing of training (a trial: 59.4% of 3 classes on 32 images "did not
+    # learn"); emptied layer groups are the prox's doing whatever the score (the collapse branch below)
     unclear = at_chance and not restored and acc >= chance + KAPPA_MIN * (1.0 - chance)
     lam = report["slimming"]["lam"]
     # the total shrink the run was given, else the default it used (None: it was given a lambda)

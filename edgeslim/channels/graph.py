@@ -1568,13 +1568,13 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             construct=construct,
             at=frame,
         )
+    leaf = (
+        f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
+    )  # (not the model itself)
     fix = (
         "of the shape and size the model takes: batch first, e.g. (1, 3, 224, 224) for RGB images"
         if _INPUT_MISFIT.search(msg)  # the user's own layers agree with each other: the input does not fit
-        else "the model accepts"
-        + (
-            f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
-        )  # (not the model itself)
+        else f"the model accepts{leaf}"
     )
     return EdgeslimError(
         f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "

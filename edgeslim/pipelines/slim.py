@@ -150,9 +150,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
             param=("resume", "force"),
         )
     resumed: dict[str, Any] = {}
-    if (
-        req.resume
-    ):  # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
+    if req.resume:
+        # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
         saved = _saved_data_args(saved_run)
         for k, v in saved.items():
             if k == "image_size":  # (the size the run trains at, whatever is given)
