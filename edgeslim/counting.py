@@ -2,7 +2,7 @@
 
 Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
 :func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
-forward hooks. The total and any other leaf module are counted by an external counter, which also
+forward hooks. The total and any other module are counted by an external counter, which also
 cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
 to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
@@ -46,7 +46,8 @@ class LayerRow:
 
 @dataclass
 class ModelStats:
-    """Totals and per-leaf-module rows for one input shape (batch 1)."""
+    """Totals and rows (each leaf module with parameters or MACs, each module with parameters of its
+    own: ``<model>`` for the model's) for one input shape (batch 1)."""
 
     input_shape: tuple[int, ...]
     params: int

@@ -1726,7 +1726,7 @@ _TOUCH_SIDES = {"conv_in": (0,), "linear_in": (0,), "conv_out": (1,), "linear_ou
 def resizable_layers(g: DependencyGraph) -> dict[str, tuple[bool, bool]]:
     """Module name -> whether surgery can change its (input, output) channel count: some channel of
     it is normalized by a BN and reaches no barrier. A count it cannot change is the architecture's
-    (a squeeze-excitation width, the classes)."""
+    (a squeeze-excitation width, the classes, the layers inside a module under a channel rule or leaf)."""
     st = class_states(g)
     can = st.has_bn & ~st.barred
     out: dict[str, list[bool]] = {}

@@ -238,7 +238,12 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     "--out", "out_dir", type=click.Path(file_okay=False), help="Write run.json, report.md and PNGs here."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing run in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (without raw samples).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result as JSON (without raw samples; with its warnings, also on stderr).",
+)
 @click.option("--plots/--no-plots", default=True, show_default=True, help="Write PNG plots with --out.")
 def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_iters, min_time, max_time, threads,
           providers, graph_opt, precision, cuda_graph, device, input_shape, trust_pickle, trtexec_path, tegrastats, interval_ms, layer_times,

@@ -118,7 +118,8 @@ def norm_options(f: Any) -> Any:
         "--mean",
         type=NumberList(NONNEG),
         help="Per-channel mean of the model's input (pixels / 255), e.g. "
-        "0.485,0.456,0.406 [what the model records; slim: else the data's own statistics].",
+        "0.485,0.456,0.406 [what the model records, else the data's own statistics (prune/export: with a "
+        "warning)].",
     )(f)
 
 

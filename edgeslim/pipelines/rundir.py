@@ -39,12 +39,14 @@ def run_directory(
     that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
     ``resume``) what a run writes there (``run_files``: names or glob patterns, with the temporary files
     of atomic writes of those names; or a function of the folder giving them, :func:`slim_train_files`)
-    is removed as the run starts over, anything else is kept, and only
+    is moved aside as the run starts over, anything else is kept, and only
     those files count as a run that was stopped. A run that fails or is stopped before it writes a
     checkpoint (a ``.pt`` file) into ``interrupted`` leaves none of its files there. ``stale``: the
-    earlier run's results (its report, models, plots), removed as a forced run starts, so a forced run
-    that is stopped leaves no finished-looking results beside its own; one of the paths in ``inputs``
-    (what the new run reads) is kept. The lock is held until the block ends.
+    earlier run's results (its report, models, plots), moved aside as a forced run starts, so a forced
+    run that is stopped leaves no finished-looking results beside its own; one of the paths in
+    ``inputs`` (what the new run reads) is kept. What was moved aside is deleted when the block ends,
+    and put back when it raises an :class:`EdgeslimError` (a refusal of its input) before anything in
+    ``out_dir`` changed. The lock is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     aside: _ReplacedFiles | None = None
