@@ -321,6 +321,7 @@ def slim_model(
             if settings.lam is None and settings.shrink is None and settings.budget is None
             else {}
         ),
+        **(meta or {}).get("planned_shrink", {}),  # (a resumed run: the shrink its lambda came from)
         "prox_warmup": warmup,
         "recovery": recovery,
         "recovery_lr": recovery_lr,

@@ -463,6 +463,9 @@ def test_a_resumed_slim_run_reuses_its_seed_and_threads(tmp_path, capsys) -> Non
         torch.set_num_threads(threads)
     assert again["accuracy"] == first["accuracy"] and again["channels"] == first["channels"]
     assert first["data_args"]["seed"] == again["data_args"]["seed"] == 5
+    # and its advice names the shrink it was given, not the lambda resolved from it (a trial)
+    assert again["slimming"]["shrink"] == first["slimming"]["shrink"] == 0.05
+    assert again["collapse"]["message"] == first["collapse"]["message"]
 
 
 def test_a_run_whose_data_moved_names_the_recorded_folder(tmp_path, capsys, fmnist_dir: str) -> None:

@@ -329,7 +329,12 @@ def _run(
             say(Notice(f"resume continues with the run's saved settings; ignoring {', '.join(named)}",
                        tuple(ignored)))  # fmt: skip
         saved = dict(loaded.meta.get("slimming") or {})
-        saved["shrink"] = None  # "lam" holds the lambda the run resolved
+        # "lam" holds the lambda the run resolved; the shrink it was planned from stays in its report (a
+        # trial's resumed run advised "lower lambda" where the run was given a shrink)
+        meta["planned_shrink"] = {
+            k: saved[k] for k in ("shrink", "default_shrink") if saved.get(k) is not None
+        }
+        saved["shrink"] = None
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     else:
