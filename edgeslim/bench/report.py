@@ -444,7 +444,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}
-    if all(c and c.get("layers") is not None for c in costs.values()):
+    if all(layer_costs(record, label) is not None for label in labels):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
         names = [str(layer.get("name", i)) for i, layer in enumerate(costs[labels[0]]["layers"])]
         if len({len(v) for v in macs.values()}) == 1:  # the layers that carry MACs (not a gate's Mul)

@@ -1568,9 +1568,8 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             construct=construct,
             at=frame,
         )
-    leaf = (
-        f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
-    )  # (not the model itself)
+    # (not for the model itself: a leaf of the whole model would leave nothing to prune)
+    leaf = f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
     fix = (
         "of the shape and size the model takes: batch first, e.g. (1, 3, 224, 224) for RGB images"
         if _INPUT_MISFIT.search(msg)  # the user's own layers agree with each other: the input does not fit

@@ -18,15 +18,23 @@ _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
 def _print_record(record: dict, as_json: bool) -> None:
     from edgeslim.bench import report
-    from edgeslim.utils.console import err, out, print_json, table
+    from edgeslim.utils.console import err, print_json
 
-    if as_json:  # the warnings on stderr as without it, and in the document (a trial: both were lost)
-        warnings = report.warnings(record)
+    warnings = report.warnings(record)  # (on stderr with --json too, and in its document: a trial lost both)
+    if as_json:
         slim = {k: v for k, v in record.items() if k != "trials"}  # raw samples live in run.json
         print_json({**slim, "warnings": warnings})
-        for w in warnings:
-            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
-        return
+    else:
+        _print_tables(record)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _print_tables(record: dict) -> None:
+    """The measured record's tables (and a prediction's) as ``edgeslim bench`` prints them."""
+    from edgeslim.bench import report
+    from edgeslim.utils.console import err, out, table
+
     out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
     if record.get("speedup"):
         out.print(
@@ -45,8 +53,6 @@ def _print_record(record: dict, as_json: bool) -> None:
         _print_padding(pr.get("channel_multiple") or {})
         for label, why in (pr.get("skipped") or {}).items():
             err.print(f"note: {label} not predicted: {why}", soft_wrap=True)
-    for w in report.warnings(record):
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
 
 def _print_padding(multiples: dict[str, int]) -> None:

@@ -174,6 +174,7 @@ def audit_onnx(
             todo += [o for n in consumers.get(t, []) if n.op_type in to_output_ops for o in n.output]
         return False
 
+    free = resizable or {}
     layers = []
     for i, n in enumerate(g.node):
         if n.op_type not in WEIGHT_OPS or len(n.input) < 2:
@@ -183,7 +184,7 @@ def audit_onnx(
             continue
         cin, cout, groups = weight_channels(n, w)
         module = node_module(n)
-        in_can, out_can = (resizable or {}).get(module or "", (True, True))
+        in_can, out_can = free.get(module or "", (True, True))
         layers.append(
             LayerChannels(
                 name=n.name or f"{n.op_type}_{i}",

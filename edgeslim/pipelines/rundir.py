@@ -148,7 +148,7 @@ class _ReplacedFiles:
         lock aside) with their sizes and times (not a whole tree a user keeps there)."""
         out = set()
         top = list(self.out_dir.iterdir()) if self.out_dir.is_dir() else []
-        inner = [e for d in top if d.is_dir() and d == self.part for e in d.rglob("*")]
+        inner = list(self.part.rglob("*")) if self.part is not None and self.part.is_dir() else []
         for e in top + inner:
             rel = e.relative_to(self.out_dir)
             if rel.parts[0].startswith(HIDDEN_PREFIX) or rel.name == LOCK_NAME:

@@ -151,8 +151,11 @@ def check(req: SlimRequest) -> dict[str, Any]:
         )
     resumed: dict[str, Any] = {}
     if req.resume:
+        from edgeslim.checkpoint import load_checkpoint_dict
+
+        ckpt = load_checkpoint_dict(saved_run)  # (read once: its data, its seed and threads)
         # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
-        saved = _saved_data_args(saved_run)
+        saved = saved_data_args(ckpt)
         for k, v in saved.items():
             if k == "image_size":  # (the size the run trains at, whatever is given)
                 req.image_size = v
@@ -173,7 +176,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
                     )
         # the seed that chose its subset and the threads it trained with (a trial's resume drew other
         # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
-        resumed = _saved_run_state(saved_run)
+        resumed = saved_run_state(ckpt)
     if not req.data_name:
         raise EdgeslimError(
             "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
@@ -521,20 +524,6 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     profile = load_profile(budget.get("profile") or DEFAULT_PROFILE)
     return {"profile": profile, "here": measured_here(profile, table), "table": table,
             "is_budget": budget.get("metric") == "latency"}  # fmt: skip
-
-
-def _saved_run_state(path: Path) -> dict[str, Any]:
-    """The seed and threads of the run at ``path`` (its train checkpoint): :func:`saved_run_state`."""
-    from edgeslim.checkpoint import load_checkpoint_dict
-
-    return saved_run_state(load_checkpoint_dict(path)) if path.is_file() else {}
-
-
-def _saved_data_args(path: Path) -> dict[str, Any]:
-    """How the run at ``path`` (its train checkpoint) loaded its data: :func:`saved_data_args`."""
-    from edgeslim.checkpoint import load_checkpoint_dict
-
-    return saved_data_args(load_checkpoint_dict(path)) if path.is_file() else {}
 
 
 def _norm_text(mean: list[float], std: list[float]) -> str:

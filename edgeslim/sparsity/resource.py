@@ -426,7 +426,7 @@ class ResourceModel:
     def uniform_counts(self, fraction: float, round_to: int | None = None) -> Tensor:
         """Alive counts with every group at ``fraction`` of its channels (rounded like surgery, to
         multiples of ``round_to``: default the model's)."""
-        k = torch.clamp(torch.round(self.group_size * float(fraction)), min=1)
+        k = torch.round(self.group_size * float(fraction))  # (at least one: round_counts' rule)
         return self.round_counts(torch.maximum(k, self._group_fixed_alive()), round_to)
 
     def uniform_mask(self, fraction: float) -> Tensor:
