@@ -120,3 +120,14 @@ def test_a_torchvision_segmenter_by_name_prunes_and_exports(tmp_path, capsys):
     assert res["onnx"]["validation"]["passed"]
     (out,) = onnx.load(str(tmp_path / "s.onnx")).graph.output
     assert [d.dim_value for d in out.type.tensor_type.shape.dim][1:] == [3, 64, 64]
+
+
+def test_model_spec_takes_one_number_for_a_square_image() -> None:
+    """``ModelSpec("vgg-small", 10, 1, 28)`` (timm's img_size habit) is 28 x 28, not a spec whose
+    checkpoint fails to save (``to_dict`` iterated the int) and whose input shape is (1, 28)."""
+    from edgeslim.models import ModelSpec
+
+    spec = ModelSpec("vgg-small", 10, 1, 28)
+    assert spec.input_size == (28, 28) and spec.input_shape == (1, 28, 28)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    assert ModelSpec("vgg-small", input_size=[24, 32]).input_size == (24, 32)  # (a list, as JSON gives)

@@ -24,7 +24,8 @@ class ModelSpec:
 
     ``arch`` is a registry name (``vgg19``, ``resnet20``, ``tv:resnet18``, ...). ``num_classes``
     is ``None`` only before building, for a family whose models keep their own count (a ``yolo:``
-    yaml's ``nc``): :func:`build_model` fills it in from the built model.
+    yaml's ``nc``): :func:`build_model` fills it in from the built model. ``input_size`` is
+    ``(H, W)``, or one number for a square image.
     """
 
     arch: str
@@ -32,6 +33,12 @@ class ModelSpec:
     in_channels: int = 3
     input_size: tuple[int, int] = (32, 32)
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.input_size, int):  # one number: a square image, as timm's img_size
+            self.input_size = (self.input_size, self.input_size)
+        else:
+            self.input_size = tuple(self.input_size)  # type: ignore[assignment]  (a list from JSON)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
