@@ -357,6 +357,9 @@ def slim_model(
         "environment": {"versions": versions(), "threads": torch.get_num_threads(), "device": str(device)},
     }
     report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
+    from edgeslim.checkpoint import rebuild_facts
+
+    report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
     if controller is not None:
         report["slimming"]["lam_final"] = slimmer.lam  # the controller's ("lam": resolved from the settings)
         report["budget"] = controller.report(res.history)

@@ -56,6 +56,8 @@ def _slim_export_bench(source: list[str], out: Path, folder: Path, capsys, trust
     assert ("rebuilds its architecture from" in text) == pickled  # ... from where it lies now
     report = json.loads((out / "report.json").read_text())
     assert report["verify"]["max_abs_diff"] < 1e-3
+    assert report["loads_code"] == trust  # report.json says what loading takes, as `slim --json` does
+    assert (report["rebuilds_from"] is not None) == pickled
     # export validates on the folder's own test images by default (the checkpoint records the data)
     res = _json_out(["export", out / "model.pt", "--onnx", out / "slim.onnx", "--json", *extra], capsys)
     assert res["onnx"]["validation"]["real_data"], res["onnx"]["validation"]

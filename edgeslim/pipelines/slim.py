@@ -385,9 +385,6 @@ def _run(
         say(Notice(f"no profile given: the latency was measured on this host ({latency['profile'].name}, ONNX "
                    "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
                    "jetson-orin-nano-8gb)", "profile"))  # fmt: skip
-    from edgeslim.checkpoint import rebuild_facts
-
-    res.report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
     device = meta.get("device")
     if device and not (latency is not None and latency["is_budget"]):  # speed on the device, not MACs only
         from edgeslim.pipelines.latency import predicted_speed
