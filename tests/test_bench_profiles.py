@@ -69,6 +69,27 @@ def test_user_profile_dir_env(tmp_path, monkeypatch):
     assert load_profile("my-board").name == "my-board"
 
 
+def test_user_profiles_are_found_by_the_name_they_declare(tmp_path, monkeypatch, capsys):
+    """A profile is listed, looked up and replaced by its ``name:`` (a trial's mypi.yaml declaring
+    pi5-oc was listed as pi5-oc and refused as pi5-oc; a user's my-rpi5.yaml declaring rpi5 gave two rpi5
+    rows and --profile rpi5 took the shipped one)."""
+    from edgeslim.cli import main
+
+    good = yaml.safe_load(profile_paths()["rpi5"].read_text())
+    (tmp_path / "mypi.yaml").write_text(yaml.safe_dump(dict(good, name="pi5-oc")))
+    (tmp_path / "my-rpi5.yaml").write_text(yaml.safe_dump(dict(good, ram_gb=16.0)))  # name: rpi5
+    monkeypatch.setenv("EDGESLIM_PROFILES", str(tmp_path))
+    assert load_profile("pi5-oc").name == "pi5-oc" and load_profile("mypi").name == "pi5-oc"  # (its stem too)
+    assert load_profile("rpi5").ram_gb == 16.0  # the user's, searched before the shipped one
+    names = [p.name for p in list_profiles()]
+    assert names.count("rpi5") == 1 and "pi5-oc" in names and "mypi" not in names
+    assert main(["profiles", "show", "pi5-oc"]) == 0
+    capsys.readouterr()
+    assert main(["profiles"]) == 0
+    err = capsys.readouterr().err
+    assert "from EDGESLIM_PROFILES" in err and "my-rpi5.yaml, replaces the shipped one" in err
+
+
 def test_roofline_arithmetic_and_bounds():
     prof = load_profile("jetson-orin-nano-super")
     eff = prof.efficiency_for("fp16")

@@ -12,6 +12,7 @@ from edgeslim.channels.devices import (
     load_profile,
     parse_profile,
     profile_paths,
+    user_profiles,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "parse_profile",
     "load_profile",
     "list_profiles",
+    "user_profiles",
 ]

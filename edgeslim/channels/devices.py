@@ -109,14 +109,33 @@ def _search_dirs() -> list[Path]:
     return [*extra, PROFILE_DIR]
 
 
+def _declared_name(path: Path) -> str:
+    """The ``name:`` a profile file declares (its file stem where it has none or cannot be read:
+    loading it then says why)."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return path.stem
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else path.stem
+
+
 def profile_paths() -> dict[str, Path]:
-    """Profile name (file stem) -> path; earlier search folders win."""
+    """Profile name (the ``name:`` its file declares) -> path; a folder of ``EDGESLIM_PROFILES`` wins
+    over the shipped profiles of the same name, and an earlier folder over a later one."""
     found: dict[str, Path] = {}
     for d in reversed(_search_dirs()):
         if d.is_dir():
-            for p in sorted(d.glob("*.yaml")):
-                found[p.stem] = p
+            for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+                found[_declared_name(p)] = p
     return dict(sorted(found.items()))
+
+
+def user_profiles() -> list[tuple[str, Path, bool]]:
+    """The profiles that come from ``EDGESLIM_PROFILES``: (name, path, whether it replaces a shipped
+    profile of that name)."""
+    shipped = {_declared_name(p) for p in PROFILE_DIR.glob("*.yaml")}
+    return [(n, p, n in shipped) for n, p in profile_paths().items() if p.parent != PROFILE_DIR]
 
 
 def parse_profile(path: str | os.PathLike) -> DeviceProfile:
@@ -151,6 +170,8 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
             raise EdgeslimError(f"profile file {s} does not exist")
         return parse_profile(s)
     paths = profile_paths()
+    if s not in paths:  # (a file's stem: its name: is what lists and reports show)
+        paths = {**{p.stem: p for p in paths.values()}, **paths}
     if s not in paths:
         import difflib
 

@@ -327,13 +327,14 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from edgeslim.bench.profiles import list_profiles
-    from edgeslim.utils.console import out, print_json, table
+    from edgeslim.bench.profiles import list_profiles, user_profiles
+    from edgeslim.utils.console import err, out, print_json, table
 
     profs = list_profiles()
     if as_json:
         print_json([p.model_dump() for p in profs])
         return
+    yours = [f"{n} ({p}{', replaces the shipped one' if replaces else ''})" for n, p, replaces in user_profiles()]
     rows = [
         [
             p.name,
@@ -353,6 +354,8 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
             rows,
         )
     )
+    if yours:
+        err.print(f"from EDGESLIM_PROFILES: {'; '.join(yours)}", soft_wrap=True)
 
 
 @profiles.command("show")
