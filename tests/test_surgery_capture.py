@@ -349,6 +349,38 @@ def test_a_false_rule_is_caught_by_the_verification_and_a_missing_rule_named_on_
         apply_recipe(GainNet().eval(), recipe)
 
 
+class Clip(nn.Module):
+    """A parameterless per-channel op surgery cannot trace (a custom autograd function, here einsum)."""
+
+    def forward(self, x):
+        return torch.einsum("nchw->nchw", x).clamp(-1.0, 1.0)
+
+
+def test_a_pass_through_rule_without_shrink_resizes_nothing_and_a_bad_shrink_is_named():
+    """An extender's trial: ChannelRule(pass_through=True) with no shrink (nothing to resize) made the
+    module a leaf, silently (removed nothing, 'behind a barrier'); a shrink that does not resize its
+    module was told to mark the module a leaf, not to check the rule."""
+    x = torch.randn(2, 3, 4, 4)
+    m = nn.Sequential(cbr(3, 6), Clip(), nn.Conv2d(6, 2, 1)).eval()
+    zero(m[0][1], [0, 4])
+    register_channel_rule(Clip, ChannelRule(pass_through=True, keeps_constant=True))
+    try:
+        res = prune_with_report(m, x)
+        assert res.report["removed_channels"] == 2 and exact(m, res.model, x) < 1e-12
+        fresh = apply_recipe(nn.Sequential(cbr(3, 6), Clip(), nn.Conv2d(6, 2, 1)).eval(), res.recipe)
+        assert fresh[2].in_channels == 4
+    finally:
+        unregister(Clip)
+    g = GainNet().eval()
+    zero(g.a[1], [0, 4])
+    register_channel_rule(Gain, ChannelRule(shrink=lambda mod, i, o: None, pass_through=True))
+    try:
+        with pytest.raises(EdgeslimError, match="the channel rule registered for Gain did not resize it"):
+            prune_with_report(g, x)
+    finally:
+        unregister(Gain)
+
+
 class LayerScaleNet(nn.Module):
     """Layer scale: a module's own per-channel parameters used in forward, raw and reshaped."""
 

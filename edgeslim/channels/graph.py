@@ -952,7 +952,7 @@ class _Analyser:
         """A module of a user-registered type (see :mod:`edgeslim.channels.rules`)."""
         kind = type(m).__name__
         x = self.info(n.args[0]) if n.args else None
-        if rule.shrink is None:
+        if rule.is_leaf:
             return self.opaque(n, out, f"leaf module {kind}")
         if not isinstance(x, Info) or not x.uniform or not _is_tensor(out) or out.dim() < 2:
             return self.opaque(n, out, f"{kind}: its rule needs one (batch, channels, ...) input and output")

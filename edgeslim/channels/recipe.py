@@ -119,10 +119,11 @@ def shrink_layer(m: nn.Module, entry: dict[str, Any]) -> None:
         if m.track_running_stats and m.running_mean is not None:
             m.running_mean = _take(m.running_mean, keep)
             m.running_var = _take(m.running_var, keep)
-    elif (rule := rules.rule_for(m)) is not None and rule.shrink is not None:
+    elif (rule := rules.rule_for(m)) is not None and not rule.is_leaf:
         keep_in = _as_list(entry.get("in", entry.get("keep")))
         keep_out = _as_list(entry.get("out", entry.get("keep")))
-        rule.shrink(m, keep_in, keep_out)
+        if rule.shrink is not None:  # (a pass-through module without one has nothing to resize)
+            rule.shrink(m, keep_in, keep_out)
     else:
         raise EdgeslimError(
             f"the recipe resizes a {type(m).__name__}, a layer type with no channel rule in this process: register "

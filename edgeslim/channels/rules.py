@@ -15,8 +15,9 @@ scales each channel: then ``keeps_constant`` stays False); the input and output 
 unit. Otherwise the module is a layer: its input channels are read (a
 channel can be removed only when it is exactly zero there) and its output channels are new
 ones that can be removed too. ``shrink(module, keep_in, keep_out)`` gets the kept indices of
-the dense module (``None``: that side unchanged). :func:`register_leaf` marks a type as opaque
-without a rule: its channels are kept.
+the dense module (``None``: that side unchanged); a pass-through module with nothing to resize
+(no per-channel parameters: a clamp, a custom activation) needs none. :func:`register_leaf` marks
+a type as opaque without a rule: its channels are kept.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class ChannelRule:
     #: keeps it; False (the default): it may vary (a gate computed from all channels, as an SE's), so
     #: such a channel is kept unless it is exactly zero
     keeps_constant: bool = False
+
+    @property
+    def is_leaf(self) -> bool:
+        """A layer rule with no way to resize the module: its channels are kept (:func:`register_leaf`)."""
+        return self.shrink is None and not self.pass_through
 
 
 _RULES: dict[type, ChannelRule] = {}

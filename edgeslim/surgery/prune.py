@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from edgeslim.channels import ops
+from edgeslim.channels import ops, rules
 from edgeslim.channels.graph import (
     CONST,
     ZERO,
@@ -393,9 +393,17 @@ def prune_with_report(
         slim_out = _outputs(work, inputs, switch_mode=False, select=outputs) if check else []
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
         msg = first_line(exc)
+        ruled = sorted({type(mods[n]).__name__ for n, e in layers.items() if e["type"] != PARAMETER
+                        and rules.rule_for(mods[n]) is not None})  # fmt: skip
+        rule_hint = (
+            f"; or the channel rule registered for {', '.join(ruled)} did not resize it as surgery asked "
+            "(check its shrink function)"
+            if ruled
+            else ""
+        )
         raise EdgeslimError(
             f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
-            "changed; mark that module a leaf (edgeslim.surgery.register_leaf)"
+            f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
     diff = _compare(dense_out, slim_out) if check else {"max_abs_diff": None, "top1_agreement": None}
     t_end = time.perf_counter()
