@@ -206,3 +206,31 @@ def test_log_axes_are_labelled_with_plain_numbers_inside_the_data(lo, hi):
     assert all("10^" not in t.get_text() and "times" not in t.get_text() for t in ax.get_yticklabels())
     if hi / lo < 10:  # within a decade: a label in the upper half of the data too
         assert any(t.get_position()[1] >= (lo * hi) ** 0.5 for t in inside)
+
+
+def test_a_backend_registered_in_python_reaches_the_measuring_processes(pair, tmp_path, monkeypatch):
+    """An extender's trial: register_backend("mybk", ...) then measure(backend="mybk") failed in the
+    fresh worker processes with "unknown backend 'mybk'" (they never saw the registration)."""
+    from edgeslim.bench.backends import BACKENDS, register_backend
+    from edgeslim.pipelines.bench import BenchRequest, measure
+
+    (tmp_path / "mybk.py").write_text(
+        "from pathlib import Path\n"
+        "from edgeslim.bench.backends.ort import OrtBackend\n\n"
+        "class MyBackend(OrtBackend):\n"
+        "    def open(self, path, options):\n"
+        "        Path(__file__).with_name('opened').write_text('yes')\n"
+        "        return super().open(path, options)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    register_backend("mybk", "mybk:MyBackend")
+    try:
+        fast = {"trials": 1, "warmup": 0.01, "min_iters": 3, "min_time": 0.01, "plots": False}
+        record, _ = measure(
+            BenchRequest(str(pair[1]), baseline=str(pair[0]), backend="mybk", batches=(1,), **fast)
+        )
+    finally:
+        BACKENDS.pop("mybk", None)
+    assert record["backend"] == "mybk" and (tmp_path / "opened").read_text() == "yes"
+    assert record["summary"]["slim"]["1"]["p50_ms"] > 0

@@ -42,6 +42,11 @@ _WORKER = (
 
 def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
     """Run one measurement in a fresh Python process; raise its error as one line."""
+    from edgeslim.bench.backends import ALIASES, BACKENDS
+
+    key = ALIASES.get(spec["backend"], spec["backend"])
+    if key in BACKENDS:  # (a backend registered in this process: the fresh one imports it by this name)
+        spec = {**spec, "backend_target": BACKENDS[key]}
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         Path(sp).write_text(json.dumps(spec))

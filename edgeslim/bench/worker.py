@@ -21,13 +21,15 @@ RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch":
 
 
 def measure(spec: dict) -> dict:
-    from edgeslim.bench.backends import ALIASES, get_backend, output_shapes
+    from edgeslim.bench.backends import ALIASES, get_backend, output_shapes, register_backend
     from edgeslim.bench.tegrastats import TegrastatsSampler, summarize_samples
     from edgeslim.bench.timing import TimingConfig
 
     mem = MemoryTrace()
     mem.mark("start")
     name = ALIASES.get(spec["backend"], spec["backend"])
+    if spec.get("backend_target"):  # (what the measuring process registered: its own backends too)
+        register_backend(name, spec["backend_target"])
     mod = RUNTIME_MODULE.get(name)
     if mod:
         try:

@@ -334,7 +334,9 @@ def profiles(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         print_json([p.model_dump() for p in profs])
         return
-    yours = [f"{n} ({p}{', replaces the shipped one' if replaces else ''})" for n, p, replaces in user_profiles()]
+    yours = [
+        f"{n} ({p}{', replaces the shipped one' if replaces else ''})" for n, p, replaces in user_profiles()
+    ]
     rows = [
         [
             p.name,
