@@ -349,6 +349,7 @@ def slim_model(
             "before_finalize": res.test_accuracy,
             "gamma_eq_xi": ev_xi["accuracy"],
             "trained": ev_trained["accuracy"],
+            "test_images": ev_trained["n"],
         },
         "finalize": fin.to_dict(),
         "history": res.history,
@@ -410,7 +411,9 @@ def slim_model(
         report["out_dir"] = str(out)  # (a collapsed run's report too)
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
-            report["plots"]["budget"] = plot_trajectory(report["budget"], out / BUDGET_PNG).name
+            report["plots"]["budget"] = plot_trajectory(
+                report["budget"], out / BUDGET_PNG, final_accuracy=report["accuracy"].get("slim")
+            ).name
         else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
             (out / BUDGET_PNG).unlink(missing_ok=True)
         write_json(out / REPORT_FILE, report)
@@ -668,8 +671,10 @@ def controller_for_slim(
     )  # fmt: skip
 
 
-def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
-    """PNG: target, budget and achieved resource per epoch (left), mu, lambda and accuracy (right)."""
+def plot_trajectory(report: dict[str, Any], path: str | Path, final_accuracy: float | None = None) -> Path:
+    """PNG: target, budget and achieved resource per epoch (left), mu and test accuracy per epoch
+    (right), with ``final_accuracy`` (the slim network's, after the final projection, BN re-estimation
+    and surgery) marked at the end: a reader took the last epoch's accuracy for the result."""
     traj = report["trajectory"]
     ep = [t["epoch"] for t in traj]
     fig, (a1, a2) = new_figure(1, 2, figsize=(10, 4.0))
@@ -691,9 +696,14 @@ def plot_trajectory(report: dict[str, Any], path: str | Path) -> Path:
     a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu (budget multiplier)")
     a2.set_xlabel("epoch")
     a2.set_ylabel("mu: extra shrink while over budget")
+    a2.set_ylim(bottom=min(0.0, *(t["mu"] for t in traj)))  # (a flat zero sat mid-axis, below it negative)
     a3 = a2.twinx()
-    a3.plot(ep, [t["test_acc"] or float("nan") for t in traj], "s-", color="#27ae60", label="test accuracy")
-    a3.set_ylabel("test accuracy")
+    a3.plot(ep, [100 * (t["test_acc"] or float("nan")) for t in traj], "s-", color="#27ae60",
+            label="test accuracy at each epoch's end")  # fmt: skip
+    if final_accuracy is not None and ep:
+        a3.plot([ep[-1]], [100 * final_accuracy], "*", ms=14, color="#145a32", ls="none",
+                label=f"slim network: {final_accuracy:.1%} (after the final steps)")  # fmt: skip
+    a3.set_ylabel("test accuracy (%)")
     lines = a2.get_lines() + a3.get_lines()
     # below the axes: "best" sees only mu's line and put the box over the accuracy's points
     a2.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper center",

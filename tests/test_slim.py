@@ -508,3 +508,30 @@ def test_a_run_whose_data_moved_names_the_recorded_folder(tmp_path, capsys, fmni
         == 2
     )
     assert "drop --subset: a resume continues on the 200 images the run trained on" in capsys.readouterr().err
+
+
+def test_the_slim_summary_says_what_its_accuracy_change_compares(
+    tmp_path: Path, fmnist_dir: str, capsys, monkeypatch
+) -> None:
+    """A report reader's trial took 'trained (full width) 84.0% | slim 84.0% | +0.00%' for 'no accuracy cost
+    against an unpruned network': the column is the sparse-trained network, the change is surgery's (in
+    points, on so many test images), and budget.png's last epoch (before the final steps) was read as
+    the result."""
+    from edgeslim.slim import plot_trajectory
+
+    out = tmp_path / "run"
+    argv = ["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "300",
+            "--test-subset", "100", "--epochs", "1", "--batch-size", "32", "--target-macs", "0.6", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "trained (full width, zeros in place)" in text and " pt " in text
+    assert "what surgery cost the trained network (100 test images); no unpruned network was trained" in text
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["accuracy"]["test_images"] == 100
+    import edgeslim.slim as slim_module
+
+    drawn = []
+    monkeypatch.setattr(slim_module, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    plot_trajectory(rep["budget"], tmp_path / "b.png", final_accuracy=0.4321)  # (the figure kept to read)
+    labels = [ln.get_label() for fig in drawn for ax in fig.axes for ln in ax.get_lines()]
+    assert "slim network: 43.2% (after the final steps)" in labels

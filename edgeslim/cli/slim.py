@@ -262,7 +262,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 "test accuracy",
                 _pct(acc["trained"]),
                 _pct(acc.get("slim")),
-                f"{acc.get('slim', 0) - acc['trained']:+.2%}",
+                f"{100 * (acc.get('slim', 0) - acc['trained']):+.2f} pt",
             ],
         ]
         for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
@@ -273,7 +273,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         last = (report.get("history") or [{}])[-1]
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
-        out.print(table(title, ["", "trained (full width)", "slim", "change"], rows))
+        out.print(table(title, ["", "trained (full width, zeros in place)", "slim", "change"], rows))
+        n_test = acc.get("test_images")
+        out.print(
+            "the accuracy change is what surgery cost the trained network"
+            + (f" ({n_test:,} test images)" if n_test else "")
+            + "; no unpruned network was trained in this run (edgeslim train gives one to compare with)"
+        )
         last_epoch = acc.get("before_finalize")
         if last_epoch is not None and abs(acc["trained"] - last_epoch) >= 0.005:  # (a trial asked why)
             recal = (report.get("budget") or {}).get("bn_recalibrated_on_images")
