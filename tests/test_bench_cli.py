@@ -291,6 +291,14 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         "Channel counts: baseline padded to multiples of 8; slim padded to multiples of 8."
         in (jet / "report.md").read_text()
     )
+    # a report reader's trial: the headline speedup was this host's, said only at the bottom; the
+    # prediction gave no speedup of its own and did not say its efficiencies were assumed
+    md = (jet / "report.md").read_text()
+    assert "Measured on **" in md.split("## Latency")[0] and "not the target (jetson-orin-nano-8gb)" in md
+    base, slim = (pred["models"][k]["1"]["total_ms"] for k in ("baseline", "slim"))
+    assert f"Predicted speedup (baseline / slim): batch 1 {base / slim:.2f}x" in md
+    assert "Efficiency factors assumed, not calibrated on the device" in md
+    assert f"batch 1 {base / slim:.2f}x" in r.stdout and "efficiency factors assumed" in r.stderr
     # calibrate the roofline on this run, then predict
     r = edgeslim(
         ["bench", "--predict", "--profile", "host-cpu", "--calibrate", out / "run.json", thin, "--json"],
@@ -318,6 +326,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     )
     m = re.search(r"PREDICTION speedup baseline / slim: ([\d.]+)x at batch 1, ([\d.]+)x at batch 4", r.stdout)
     assert m and float(m.group(1)) > 1.5 and float(m.group(2)) > 1.5, r.stdout
+    assert "bound: what limits each layer's predicted time" in " ".join(r.stdout.split())  # (a reader asked)
 
 
 def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):

@@ -240,6 +240,42 @@ def prediction_rows(record: dict) -> list[list]:
     ]
 
 
+def measured_device(record: dict) -> str:
+    """Where ``record`` was measured, in words: the device, its architecture, the backend and threads."""
+    env = record.get("env") or {}
+    device = env.get("device_model") or env.get("cpu_model") or "this machine"
+    threads = env.get("threads")
+    return f"{device} ({env.get('machine') or 'unknown architecture'}), {record.get('backend')}" + (
+        f", {threads} thread(s)" if threads else ""
+    )
+
+
+def predicted_speedups(prediction: dict) -> str | None:
+    """``batch 1 1.07x, batch 8 1.33x``: baseline over slim predicted time per batch, where both were
+    predicted."""
+    models = prediction.get("models") or {}
+    base, slim = models.get("baseline"), models.get("slim")
+    if not base or not slim:
+        return None
+    parts = [f"batch {b} {base[b]['total_ms'] / slim[b]['total_ms']:.2f}x" for b in base if b in slim]
+    return ", ".join(parts) or None
+
+
+def assumed_efficiency(prediction: dict) -> str | None:
+    """A sentence when the prediction used the profile's assumed (uncalibrated) efficiency factors."""
+    effs = [v["efficiency"] for bs in (prediction.get("models") or {}).values() for v in bs.values()]
+    assumed = [e for e in effs if "assumed" in str(e.get("source", ""))]
+    if not assumed:
+        return None
+    e = assumed[0]
+    return (
+        f"Efficiency factors assumed, not calibrated on the device: {e['compute']:g} of peak compute, "
+        f"{e['memory']:g} of peak bandwidth, {e['launch_us']:g} us per layer launch; a layer whose time is "
+        "mostly that launch cost is 'launch'-bound, so small networks are predicted close to dense. "
+        "Calibrated factors come from timings on the device (docs/bench.md, calibration)."
+    )
+
+
 def memory_rows(record: dict) -> list[list]:
     rows = []
     for label, facts in record["models"].items():
@@ -315,6 +351,14 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         f"{record['trials_requested']} trial(s) per model, each in a fresh process, order alternating. "
         f"Created {record['created']}.",
         "",
+        f"Measured on **{measured_device(record)}**"
+        + (
+            f": not the target ({record['prediction']['profile']}); its prediction is the section below, not "
+            "a measurement."
+            if (record.get("prediction") or {}).get("not_compared")
+            else "."
+        ),
+        "",
         *([record["description"], ""] if record.get("description") else []),
         "## Latency (measured)",
         "",
@@ -338,6 +382,12 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             f"## {pr['label']}, profile `{pr['profile']}`",
             "",
             markdown_table(PREDICTION_COLS, prediction_rows(record)),
+            *(
+                ["", f"Predicted speedup (baseline / slim): {predicted}."]
+                if (predicted := predicted_speedups(pr))
+                else []
+            ),
+            *(["", uncalibrated] if (uncalibrated := assumed_efficiency(pr)) else []),
             *(["", f"Not compared: {pr['not_compared']}."] if pr.get("not_compared") else []),
             *(
                 [

@@ -48,8 +48,12 @@ def _print_tables(record: dict) -> None:
         out.print(
             table(f"{pr['label']} ({pr['profile']})", report.PREDICTION_COLS, report.prediction_rows(record))
         )
+        if predicted := report.predicted_speedups(pr):
+            out.print(f"predicted speedup (baseline / slim) on {pr['profile']}: {predicted}")
         if pr.get("not_compared"):
             err.print(f"note: {pr['not_compared']}", soft_wrap=True)
+        if assumed := report.assumed_efficiency(pr):
+            err.print(f"note: {assumed[0].lower()}{assumed[1:]}", soft_wrap=True)
         _print_padding(pr.get("channel_multiple") or {})
         for label, why in (pr.get("skipped") or {}).items():
             err.print(f"note: {label} not predicted: {why}", soft_wrap=True)
@@ -109,6 +113,15 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
                 [[int(b), p["total_s"] * 1e3, int(b) / p["total_s"]] for b, p in per_batch.items()],
             )
         )
+    out.print(
+        "bound: what limits each layer's predicted time (compute: peak FLOP/s, memory: bandwidth, launch: the "
+        "fixed per-layer launch cost)",
+        soft_wrap=True,
+    )
+    from edgeslim.bench.report import assumed_efficiency
+
+    if fitted is None and (assumed := assumed_efficiency(result)):
+        err.print(f"note: {assumed[0].lower()}{assumed[1:]}", soft_wrap=True)
     _print_padding(result.get("channel_multiple") or {})
     if result.get("speedup"):
         out.print(
