@@ -46,6 +46,7 @@ from edgeslim.utils.rundir import (
     GAMMA_HIST_PNG,
     MODEL_FILE,
     REPORT_FILE,
+    RUN_REPORT_MD,
     TRAIN_DIR,
     TRAINED_FILE,
 )
@@ -396,7 +397,6 @@ def slim_model(
 
     if out is not None:
         from edgeslim.checkpoint import save_model
-        from edgeslim.utils.io import write_json
 
         save_model(
             out / TRAINED_FILE,
@@ -416,7 +416,7 @@ def slim_model(
             ).name
         else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
             (out / BUDGET_PNG).unlink(missing_ok=True)
-        write_json(out / REPORT_FILE, report)
+        write_report(out, report)
     if report["collapse"]["collapsed"]:
         msg = report["collapse"]["message"]
         raise CollapseError(msg, param=next((p for p in ("shrink", "taper_end") if p in msg), "lam"))
@@ -578,6 +578,143 @@ def collapse_check(
         p for p in ("shrink", "taper_end", "epochs", "test_subset", "round_to") if re.search(rf"\b{p}\b", msg)
     )
     return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """``out/report.json`` and ``out/report.md``, the same run for a program and for a person."""
+    from edgeslim.utils.io import atomic_write_text, write_json
+
+    write_json(out / REPORT_FILE, report)
+    atomic_write_text(out / RUN_REPORT_MD, markdown_report(report))
+
+
+def _pct_md(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """A slim run's report for a person: the result, how it was trained, the layers, the files."""
+    from edgeslim.utils.markdown import markdown_table
+
+    acc, s, cfg = report["accuracy"], report["slimming"], report["train"]["config"]
+    n_test = acc.get("test_images")
+    rows = [["test accuracy", _pct_md(acc["trained"]), _pct_md(acc.get("slim")),
+             f"{100 * (acc.get('slim', 0) - acc['trained']):+.2f} pt"]]  # fmt: skip
+    for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
+        if key in report:
+            d = report[key]
+            kept = d["slim"] / d["dense"] if d["dense"] else 1.0
+            fewer = f", {1 / kept:.2f}x fewer" if 0 < kept < 1 else ""
+            rows.append([label, f"{d['dense']:,}", f"{d['slim']:,}", f"{kept:.1%} of dense{fewer}"])
+    parts = [
+        f"# edgeslim slim: {report['arch']} on {report['data']}",
+        "",
+        "One round of proximal network slimming: training drove BatchNorm scales to exact zeros, and "
+        "surgery cut those channels out of the network.",
+        "",
+        "## Result",
+        "",
+        markdown_table(["", "trained (full width, zeros in place)", "slim", "change"], rows),
+        "",
+        "The accuracy change is what surgery cost the trained network"
+        + (f" ({n_test:,} test images)" if n_test else "")
+        + "; no unpruned network was trained in this run (`edgeslim train` gives one to compare with). "
+        "Parameters and MACs are counted on the PyTorch model, BatchNorm separate; an ONNX export folds "
+        "BatchNorm into the convolutions, so its parameter count is one lower per BN channel.",
+    ]
+    if acc.get("before_finalize") is not None and abs(acc["trained"] - acc["before_finalize"]) >= 0.005:
+        parts += ["", f"Test accuracy at the last epoch {_pct_md(acc['before_finalize'])}; after the final "
+                  f"steps (projection, BatchNorm re-estimation, exact zeros) {_pct_md(acc['trained'])}."]  # fmt: skip
+    if report.get("verify"):
+        v = report["verify"]
+        agree = "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.2%}"
+        parts += ["", f"Surgery check (slim against the trained network on test images): largest output "
+                  f"difference {v['max_abs_diff']:.3g}, top-1 agreement {agree}."]  # fmt: skip
+    warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
+    warnings += [str((report.get("budget") or {}).get("warning") or "")]
+    warnings = [w for w in warnings if w]
+    if warnings:
+        parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    lam = s.get("lam_final", s.get("lam"))
+    training = [
+        f"- penalty {s['penalty']}, lambda {lam:.4g}" + (" (set by the budget controller)" if report.get("budget") else "")
+        + f", beta {s['beta']:g}",
+        f"- {cfg['epochs']} epochs, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} ({cfg['schedule']}), "
+        f"seed {cfg['seed']}",
+    ]  # fmt: skip
+    ph = s.get("phase_steps") or {}
+    if ph.get("warmup_steps") or ph.get("recovery_steps"):
+        training.append(f"- phases ({ph['total_steps']} steps in all): the first {ph['warmup_steps']} step(s) without "
+                        f"the proximal step, the last {ph['recovery_steps']} recovering with the zeros held")  # fmt: skip
+    d = report.get("data_args") or {}
+    if d:
+        training.append(
+            f"- data: {d.get('data_name')}" + (f" from {d['data_dir']}" if d.get("data_dir") else "")
+            + (f", {d['subset']:,} training images" if d.get("subset") else "")
+            + (f", {d['test_subset']:,} test images" if d.get("test_subset") else "")
+        )  # fmt: skip
+    if report.get("budget"):
+        b = report["budget"]
+        training.append(
+            f"- budget: {b['target_fraction']:.1%} of the dense {b['metric']}; the controller reached "
+            f"{b['before_projection_fraction']:.1%} of dense, {b['achieved_fraction']:.1%} after its final projection "
+            f"({b['projection_removed_channels']} channel(s) removed by it)"
+        )
+    if report.get("alignment"):
+        a = report["alignment"]
+        why = (
+            f"the alignment of profile {a['profile']} at {a['precision']}"
+            if a["from"] == "profile"
+            else "as given"
+        )
+        training.append(f"- channel counts kept in multiples of {a['round_to']} ({why})")
+    parts += ["", "## Training", "", *training]
+    lat, pl = report.get("latency"), report.get("predicted_latency")
+    if lat and lat.get("measured"):
+        lat_rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
+                    ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"]]  # fmt: skip
+        parts += [
+            "",
+            f"## Latency at batch {lat['batch']} ({lat['backend']}, {lat['threads']} thread(s), milliseconds)",
+            "",
+            markdown_table(["", "target", "predicted", "measured"], lat_rows),
+            "",
+            f"Measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x. The target is "
+            "the budget's fraction of the measured dense latency; during training the budget tracked the same "
+            "fraction of the lookup's (predicted) dense latency.",
+        ]
+    elif lat:
+        parts += ["", "## Latency", "", f"Predicted at batch {lat['batch']}: {lat['predicted_dense_ms']:.4g} -> "
+                  f"{lat['predicted_ms']:.4g} ms (not a measurement); measure it on the device: `{lat['command']}`"]  # fmt: skip
+    if pl:
+        speed = f"{pl['speedup']:.2f}x" if pl.get("speedup") else "-"
+        parts += ["", f"Predicted on {pl['profile']} ({pl['precision']}), per batch of {pl['batch']}: "
+                  f"{pl['dense_ms']:.4g} -> {pl['slim_ms']:.4g} ms ({speed}); a roofline estimate, not a measurement."]  # fmt: skip
+    layers = [
+        [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
+    ]
+    parts += [
+        "",
+        "## BatchNorm layers",
+        "",
+        markdown_table(["layer", "channels", "nonzero", "after surgery"], layers),
+    ]
+    parts += [
+        "",
+        "## Files",
+        "",
+        "- `model.pt`: the slim network (load it, export it to ONNX)",
+        "- `trained.pt`: the trained network at full width, its zero channels in place",
+        "- `report.json`: everything here, for programs",
+    ]
+    plots = report.get("plots") or {}
+    if plots:
+        parts += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()]
+    env = report.get("environment") or {}
+    if env:
+        vers = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items())
+        parts += ["", "## Environment", "", f"- {env.get('device')}, {env.get('threads')} thread(s); {vers}"]
+    return "\n".join(parts) + "\n"
 
 
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:

@@ -226,6 +226,9 @@ def test_slim_target_latency_closes_the_loop(tmp_path, fmnist_dir: str, capsys) 
     assert table["version"] == 2 and table["sweeps"] and len(table["calibration"]["points"]) == 2
     assert rep["budget"]["settings"]["latency_table"] == str(out / "latency_table.json")
     assert (out / "slim.onnx").is_file() and (out / "dense.onnx").is_file()
+    md = (out / "report.md").read_text()  # the measured check for a person, written after it ran
+    assert f"| slim | {lat['target_ms']:.4g} | {lat['predicted_ms']:.4g} | {lat['measured_ms']:.4g} |" in md
+    assert f"Measured / target {lat['measured_over_target']:.3f}" in md
 
 
 @pytest.mark.slow

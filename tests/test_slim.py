@@ -528,6 +528,15 @@ def test_the_slim_summary_says_what_its_accuracy_change_compares(
     assert "what surgery cost the trained network (100 test images); no unpruned network was trained" in text
     rep = json.loads((out / "report.json").read_text())
     assert rep["accuracy"]["test_images"] == 100
+    # the same run for a person, beside report.json (a reader found only JSON and PNGs in a slim folder)
+    md = (out / "report.md").read_text()
+    macs = rep["macs"]
+    assert (
+        f"| MACs | {macs['dense']:,} | {macs['slim']:,} | {macs['slim'] / macs['dense']:.1%} of dense" in md
+    )
+    assert f"| test accuracy | {rep['accuracy']['trained']:.1%} | {rep['accuracy']['slim']:.1%} |" in md
+    assert "(100 test images); no unpruned network was trained" in md and "![budget](budget.png)" in md
+    assert "budget: 60.0% of the dense macs; the controller reached" in md
     import edgeslim.slim as slim_module
 
     drawn = []

@@ -350,12 +350,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / 'slim.onnx'}, "
-            f"{d / 'dense.onnx'}, {d / REPORT_FILE} and plots; next: {nxt}",
+            f"{d / 'dense.onnx'}, {d / REPORT_FILE}, report.md and plots; next: {nxt}",
             soft_wrap=True,
         )
     else:
         err.print(
-            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE} and plots; "
+            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE}, report.md and "
+            "plots; "
             f"next: edgeslim export {quote(d / SLIM_FILE)}{' --trust-pickle' if report.get('loads_code') else ''} "
             f"--onnx {quote(d / 'slim.onnx')}",
             soft_wrap=True,

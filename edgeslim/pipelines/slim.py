@@ -388,24 +388,22 @@ def _run(
     device = meta.get("device")
     if device and not (latency is not None and latency["is_budget"]):  # speed on the device, not MACs only
         from edgeslim.pipelines.latency import predicted_speed
-        from edgeslim.slim import REPORT_FILE
-        from edgeslim.utils.io import write_json
+        from edgeslim.slim import write_report
 
         res.report["predicted_latency"] = predicted_speed(
             res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
-        write_json(out_dir / REPORT_FILE, res.report)
+        write_report(out_dir, res.report)
     if latency is not None and latency["is_budget"]:
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
-        from edgeslim.slim import REPORT_FILE
-        from edgeslim.utils.io import write_json
+        from edgeslim.slim import write_report
 
         check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
                               here=latency["here"], profile=latency["profile"], table=latency["table"],
                               inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
         res.report["latency"] = check
-        write_json(out_dir / REPORT_FILE, res.report)
+        write_report(out_dir, res.report)
         if req.verify_latency is not None:
             verify(check, float(req.verify_latency))
     return res.report

@@ -2,7 +2,7 @@
 
 ``edgeslim train`` writes ``model.pt``, ``log.jsonl``, ``report.json`` (and ``trained.pt``
 for three-stage runs); ``edgeslim slim`` writes ``model.pt`` (the slim model),
-``trained.pt``, ``report.json``, PNGs and the trainer's files under ``train/``;
+``trained.pt``, ``report.json`` and ``report.md``, PNGs and the trainer's files under ``train/``;
 ``edgeslim bench`` writes ``run.json``, ``report.md`` and PNGs.
 """
 
@@ -27,7 +27,7 @@ TABLE_FILE = "latency_table.json"
 START_FILE = "start.pt"
 
 RUN_FILE = "run.json"  #: a bench run's record
-RUN_REPORT_MD = "report.md"
+RUN_REPORT_MD = "report.md"  #: a bench run's or a slim run's report for a person
 
 CHANNELS_PNG = "channels.png"
 GAMMA_HIST_PNG = "gamma_hist.png"
@@ -39,7 +39,7 @@ MEMORY_PNG = "memory.png"
 
 #: an earlier run's results, removed as a forced run starts (``run_directory``; a file the new run
 #: reads, such as a model or latency table given from that folder, is kept)
-SLIM_STALE = (REPORT_FILE, MODEL_FILE, TRAINED_FILE, DENSE_ONNX, SLIM_ONNX, TABLE_FILE, START_FILE, CHANNELS_PNG,
+SLIM_STALE = (REPORT_FILE, RUN_REPORT_MD, MODEL_FILE, TRAINED_FILE, DENSE_ONNX, SLIM_ONNX, TABLE_FILE, START_FILE, CHANNELS_PNG,
               GAMMA_HIST_PNG, BUDGET_PNG, LATENCY_PNG, LAYERS_PNG)  # fmt: skip
 BENCH_STALE = (RUN_FILE, RUN_REPORT_MD, LATENCY_PNG, MEMORY_PNG, LAYER_TIMES_PNG, LAYERS_PNG)
 TRAIN_STALE = (REPORT_FILE,)
