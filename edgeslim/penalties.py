@@ -140,6 +140,8 @@ def penalty(name: str, z: Tensor, **params: Any) -> Tensor:
     if base == "mcp":
         g = p["g"]
         return torch.where(a <= g, a - a * a / (2 * g), torch.full_like(a, g / 2))
+    if base != "scad":  # (a name added to PENALTIES without its formula here)
+        raise EdgeslimError(f"penalty {base!r} has no formula in edgeslim.penalties.penalty")
     lam, aa = p["l"], p["a"]
     mid = (2 * aa * lam * a - a * a - lam * lam) / (2 * (aa - 1) * lam)
     return torch.where(a <= lam, a, torch.where(a <= aa * lam, mid, torch.full_like(a, (aa + 1) * lam / 2)))

@@ -430,6 +430,19 @@ def _gammas(model: nn.Module) -> torch.Tensor:
 def budget_warning(budget: dict[str, Any]) -> str:
     """One line when a budget run missed its target or overshot it far below; else ``""``."""
     achieved, target, metric = budget["achieved_fraction"], budget["target_fraction"], budget["metric"]
+    from edgeslim.sparsity.budget import CAPPED_SHARE
+
+    capped = budget.get("shrink_capped_share", 0.0)
+    if capped >= CAPPED_SHARE and (achieved < BUDGET_OVERSHOOT_FACTOR * target or
+                                   achieved > (1 + BUDGET_MISS_TOLERANCE) * target):  # fmt: skip
+        param = "g" if budget.get("penalty") == "mcp" else "a"  # (SCAD: the cap is (a - 1) * l / 2)
+        return Notice(
+            f"budget {'overshot' if achieved < target else 'missed'}: {achieved:.1%} of the dense {metric} for a "
+            f"target of {target:.1%}, left to the final projection: the {budget.get('penalty')} penalty caps each "
+            f"step's shrink at {budget['shrink_cap']:.3g} (to keep its proximal step single-valued), which held the "
+            f"controller back in {capped:.0%} of its updates; a larger {param} lets it shrink faster",
+            param,
+        )
     if achieved < BUDGET_OVERSHOOT_FACTOR * target:
         return Notice(
             f"budget overshot: {achieved:.1%} of the dense {metric} kept for a target of {target:.1%}; the "

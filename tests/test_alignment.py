@@ -271,7 +271,11 @@ def test_a_whole_pickle_gets_the_surgery_command_only_if_surgery_cut_it(tmp_path
         str(tmp_path / "w.onnx"),
     ]
     assert main(args) == 0
-    assert "(if surgery cut it, that is: edgeslim prune SPARSE.pt" in capsys.readouterr().out
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(if surgery cut it, that is: edgeslim prune SPARSE.pt" in text
+    assert (
+        "--round-to 8 --trust-pickle;" in text
+    )  # (an extender's trial: the command lacked it, so it failed)
 
 
 def test_one_rounding_rule_for_surgery_the_budget_and_threshold_pruning() -> None:

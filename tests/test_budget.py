@@ -254,6 +254,28 @@ def test_controller_with_penalties_reaches_budget(penalty: str) -> None:
     assert 0.9 * 0.5 <= rep["achieved_fraction"] <= 0.5
 
 
+def test_a_penalty_cap_that_holds_the_controller_back_is_named(caplog) -> None:
+    """An extender's trial: with MCP's g = 0.001 the per-step shrink is capped at 0.0005, the controller
+    stayed at 100% and the final projection did the cutting; the warnings blamed a short schedule."""
+    from edgeslim.slim import budget_warning
+
+    model, ex = _model("vgg-small")
+    sl = ProximalSlimming(model, lam=0.0, penalty="mcp", g=0.001, groups=coupled_bn_groups(model, ex))
+    c = BudgetController(sl, build_resource(model, ex, "macs"), BudgetSettings(target="0.5", every=1,
+                         taper_start=0.0, taper_end=0.5), 20)  # fmt: skip
+    opt = torch.optim.SGD(sl.gammas, lr=0.1)
+    c.on_train_start(torch.nn.Identity(), opt)
+    for _ in range(20):
+        sl.step(opt)
+        c.after_step(torch.nn.Identity(), opt)
+    c.finish()
+    rep = c.report([])
+    assert rep["shrink_cap"] == pytest.approx(0.0005) and rep["shrink_capped_share"] > 0.5
+    assert "the mcp penalty's cap on each step's shrink, 0.0005, held the controller back" in caplog.text
+    missed = budget_warning({**rep, "achieved_fraction": 0.9})
+    assert "a larger g lets it shrink faster" in str(missed) and missed.params == ("g",)
+
+
 def test_lagrangian_controller_reaches_the_budget_with_the_multiplier_alone() -> None:
     """``controller="lagrangian"``: no doomed set (no feed-forward shrink), mu's pressure alone takes
     R down along the taper, and zero channels are held; the same end projection as the default one."""

@@ -167,3 +167,16 @@ def test_a_nan_tau_is_refused() -> None:
         prox("l1", torch.ones(3), float("nan"))
     with pytest.raises(EdgeslimError, match="tau must be a number >= 0"):
         prox("scad", torch.ones(3), torch.tensor([0.1, float("nan"), 0.1]))
+
+
+def test_a_penalty_name_without_a_formula_is_one_error(monkeypatch) -> None:
+    """An extender added "l0" to PENALTIES (the docs' first step) and penalty("l0", x) raised KeyError 'l'
+    from the SCAD formula it fell through to."""
+    import torch
+
+    from edgeslim import penalties
+    from edgeslim.errors import EdgeslimError
+
+    monkeypatch.setitem(penalties.PENALTIES, "l0", {})
+    with pytest.raises(EdgeslimError, match="penalty 'l0' has no formula"):
+        penalties.penalty("l0", torch.ones(3))

@@ -183,7 +183,15 @@ def export(**kw: Any) -> None:
                 out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
     if audit.get("round_to"):  # the command that does it (on the model before surgery)
-        step = command_line(Step("prune", model="SPARSE.pt", output="SLIM.pt", round_to=audit["round_to"]))
+        step = command_line(
+            Step(
+                "prune",
+                model="SPARSE.pt",
+                output="SLIM.pt",
+                round_to=audit["round_to"],
+                trust_pickle=kw["trust_pickle"],
+            )
+        )  # (a model of your code needs it there too)
         cut = "if surgery cut it, " if res.get("slim") is None else ""  # (a whole pickle says neither way)
         out.print(
             f"({cut}that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)",

@@ -84,6 +84,8 @@ RECAL_STEPS = 50
 RECAL_FRACTION = 0.05
 #: MCP/SCAD need tau below g (resp. (a - 1) * l); the controller keeps tau under this fraction
 TAU_CAP_FRACTION = 0.5
+#: the share of the controller's updates that cap cut, from which its warnings name it as the cause
+CAPPED_SHARE = 0.25
 #: budget controllers (BudgetSettings.controller)
 CONTROLLERS = ("projection", "lagrangian")
 
@@ -337,6 +339,7 @@ class BudgetController(TrainHook):
         self.loss_ema: float | None = None
         self.loss_best: float | None = None
         self.paused_steps = 0
+        self.controls = self.capped_controls = 0  # updates, and those whose shrink the penalty's cap cut
         self.projection_removed = 0
         self.resource_before_projection: float | None = None
         self.predicted = resource.dense
@@ -439,8 +442,10 @@ class BudgetController(TrainHook):
             self.s_hold = max(self.s_hold, HOLD * s_ff)  # keeps dead doomed channels from reviving
         tau = (max(s_ff, self.s_hold) * doomed.to(w.dtype) + s_mu) * w
         tau[self.resource.protected(xi, MIN_KEEP)] = 0.0  # every group keeps its strongest MIN_KEEP
+        self.controls += 1
         if self.tau_cap is not None and float(tau.max()) > self.tau_cap:
             tau = tau * (self.tau_cap / float(tau.max()))
+            self.capped_controls += 1
         self.shrink_ff, self.shrink_mu = s_ff, s_mu
         self.shrink = float(tau.max())  # the largest per-step shrink; weights are tau / shrink
         w = tau / self.shrink if self.shrink > 0 else torch.zeros_like(tau)
@@ -521,11 +526,21 @@ class BudgetController(TrainHook):
         self.projection_removed += removed
         self.R = self.resource.of_xi(self.magnitude())
         if removed:
+            capped = self.capped_controls / self.controls if self.controls else 0.0
+            why = (
+                f" (the {self.slimmer.penalty} penalty's cap on each step's shrink, {self.tau_cap:.3g}, held the "
+                f"controller back in {capped:.0%} of its updates; a larger "
+                f"{'g' if self.slimmer.penalty == 'mcp' else 'a'} lets it shrink faster)"
+                if capped >= CAPPED_SHARE
+                else ""
+            )
             log.warning(
-                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
+                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d "
+                "channel(s)%s",
                 100 * ended_at / self.resource.dense,
                 100 * self.target / self.resource.dense,
                 removed,
+                why,
             )
         return removed
 
@@ -533,7 +548,7 @@ class BudgetController(TrainHook):
         # base_lambda too: a resumed run's settings carry the resolved lambda, not the user's --lambda
         keys = ("step_count", "clock", "mu", "shrink", "violation", "R", "predicted", "budget", "loss_ema", "loss_best",
                 "paused_steps", "projection_removed", "resource_before_projection", "s_hold", "last_change",
-                "_alive", "base_lambda", "s_unit")  # fmt: skip  # s_unit: from the scales at the start, not at a resume
+                "_alive", "base_lambda", "s_unit", "controls", "capped_controls")  # fmt: skip  # s_unit: from the scales at the start, not at a resume
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -582,6 +597,10 @@ class BudgetController(TrainHook):
             "before_projection_fraction": before / d,
             "projection_removed_channels": self.projection_removed,
             "taper_paused_steps": self.paused_steps,
+            # the share of updates whose shrink the MCP / SCAD cap cut (it keeps their prox single-valued)
+            "shrink_capped_share": self.capped_controls / self.controls if self.controls else 0.0,
+            "shrink_cap": self.tau_cap,
+            "penalty": self.slimmer.penalty,
             "bn_recalibrated_on_images": self.recalibrated,
             "total_steps": self.total_steps,
             "constants": {
