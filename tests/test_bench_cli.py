@@ -627,3 +627,38 @@ def test_the_report_names_models_apart_when_their_files_share_a_name(onnx_pair, 
         line for line in (tmp_path / "out" / "report.md").read_text().splitlines() if "baseline = " in line
     )
     assert f"`{tmp_path / 't50' / 'slim.onnx'}`" in head and f"`{tmp_path / 't30' / 'slim.onnx'}`" in head
+
+
+def test_on_a_terminal_the_tables_start_below_the_finished_bar(onnx_pair, tmp_path):
+    """A report reader's trial: on a terminal, 'latency (measured)' was printed at the end of the live
+    progress bar's line (stdout written while the bar on stderr was still drawn), which then redrew."""
+    import os
+    import pty
+    import re
+
+    dense, thin, _ = onnx_pair
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    env.pop("EDGESLIM_NO_PROGRESS", None)  # (the tests' default: no bar)
+    args = ["bench", thin, "--baseline", dense, "--batch", "1", "--trials", "1", *FAST]
+    proc = subprocess.Popen([PY, "-m", "edgeslim", *map(str, args)], stdin=follower, stdout=follower,
+                            stderr=follower, env=env, cwd=tmp_path)  # fmt: skip
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # (the terminal closed: the process ended)
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    lines = [ln.split("\r")[-1] for ln in text.replace("\r\n", "\n").split("\n")]
+    assert any("━" in ln for ln in lines), "no progress bar was drawn: the test does not test the terminal"
+    at = [ln for ln in lines if "latency (measured)" in ln]
+    assert at and all(ln.strip().startswith("latency (measured)") for ln in at), at
+    after = lines[lines.index(at[0]) :]
+    assert not any("━" in ln and "bench" in ln for ln in after)  # the bar is not drawn again below

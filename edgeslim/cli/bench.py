@@ -319,10 +319,13 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
             if not progress_enabled():  # piped: a line per trial instead of the bar
                 err.print(line)
 
+        def show(rec: dict) -> None:
+            bar.stop()  # (the tables go to stdout: a live bar on stderr redrew itself into their first line)
+            _print_record(rec, as_json)
+
         record, written = measure(
-            req, on_trial=step, say=lambda m: err.print(f"[dim]{notice(m, bench)}[/]"),
-            on_record=lambda rec: _print_record(rec, as_json),
-        )  # fmt: skip
+            req, on_trial=step, say=lambda m: err.print(f"[dim]{notice(m, bench)}[/]"), on_record=show
+        )
     if written:
         err.print(f"wrote {', '.join(str(p) for p in written)}")
 
