@@ -298,6 +298,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     base, slim = (pred["models"][k]["1"]["total_ms"] for k in ("baseline", "slim"))
     assert f"Predicted speedup (baseline / slim): batch 1 {base / slim:.2f}x" in md
     assert "Efficiency factors assumed, not calibrated on the device" in md
+    assert "p50: the median over trials of each trial's median" in md and "Trial spread: the largest" in md
     assert f"batch 1 {base / slim:.2f}x" in r.stdout and "efficiency factors assumed" in r.stderr
     # calibrate the roofline on this run, then predict
     r = edgeslim(

@@ -210,6 +210,17 @@ def speedup_rows(record: dict) -> list[list]:
 
 
 SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio", "speedup / MACs ratio"]
+#: what the latency and speedup tables' columns mean, under them in report.md (a reader asked)
+LATENCY_LEGEND = (
+    "p50: the median over trials of each trial's median, the number the speedup divides; p90, p99, mean, "
+    "std and CV over all timed calls of all trials; n: timed calls; timer: host = the wall clock around each "
+    "call, device = the GPU's own events."
+)
+SPEEDUP_LEGEND = (
+    "Trial spread: the largest minus the smallest per-trial speedup. MACs ratio: baseline MACs / slim MACs. "
+    "Speedup / MACs ratio: how much of the MAC reduction shows as speed (1.0: as much faster as the MACs "
+    "promise)."
+)
 MEMORY_COLS = [
     "model",
     "file MB",
@@ -363,6 +374,8 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         "## Latency (measured)",
         "",
         markdown_table(LATENCY_COLS, latency_rows(record)),
+        "",
+        LATENCY_LEGEND,
     ]
     if record.get("speedup"):
         method = next(iter(record["speedup"].values()))["method"]
@@ -372,9 +385,12 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             markdown_table(SPEEDUP_COLS, speedup_rows(record)),
             "",
-            f"Method: {method}.",
+            f"Method: {method}. {SPEEDUP_LEGEND}",
         ]
-    parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record))]
+    parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
+              "Each model in its own process: peak RSS, the RSS its runtime and model added, NvMap (a Jetson's "
+              "GPU memory; - elsewhere), and the seconds to load it. params: as the ONNX file holds them "
+              "(BatchNorm folded into the convolutions)."]  # fmt: skip
     if record.get("prediction"):
         pr = record["prediction"]
         parts += [
@@ -476,7 +492,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         # (each model's whiskers: pooled samples of very different counts could leave a box unlabelled)
         plain_log_axis(ax.yaxis, min(float(np.percentile(d, 1)) for d in data),
                        max(float(np.percentile(d, 99)) for d in data))  # fmt: skip
-        ax.set_ylabel("latency per batch (ms)")
+        ax.set_ylabel("latency per batch (ms, log scale)")
         p50 = [float(record["summary"][label][str(b)]["p50_ms"]) for label in labels]  # the table's p50s
         head = f"batch {b}"
         if len(p50) == 2 and p50[1] > 0:
