@@ -470,7 +470,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
 
 def plots(record: dict, out_dir: str | Path) -> list[Path]:
     """latency.png (distributions), layers.png (per-layer MMACs by layer name), memory.png (the
-    Memory table's figures); written atomically."""
+    Memory and size table's figures); written atomically."""
     import numpy as np
 
     out = Path(out_dir)
@@ -520,7 +520,10 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         totals = ", ".join(f"{label} {costs[label]['macs'] / 1e6:.3g}" for label in labels)
         ratio = ""
         if len(labels) == 2 and costs[labels[0]]["macs"]:
-            ratio = f" ({costs[labels[1]]['macs'] / costs[labels[0]]['macs']:.2f}x)"
+            kept = costs[labels[1]]["macs"] / costs[labels[0]]["macs"]  # (not "0.47x": read as a slowdown)
+            ratio = f" ({labels[1]} {kept:.0%} of {labels[0]}" + (
+                f", {1 / kept:.2f}x fewer)" if 0 < kept < 1 else ")"
+            )
         fig = _layer_bars(macs, "ONNX layer (fused, graph order)", "MMACs per sample",
                           f"per-layer MACs; total MMACs: {totals}{ratio}", names)  # fmt: skip
         written.append(save_figure(fig, out / LAYERS_PNG))
@@ -531,7 +534,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title)
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
-    # the same three figures as the Memory table of report.md
+    # the same three figures as the Memory and size table of report.md
     keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
     keys.append(("peak RSS MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_mb") or 0.0))
     keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb") or 0.0))
@@ -543,7 +546,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k for k, _ in keys])
     ax.set_ylabel("MB")
     ax.legend()
-    ax.set_title("model file and process memory (as in report.md's Memory table)", fontsize=10)
+    ax.set_title("model file and process memory (as in report.md's Memory and size table)", fontsize=10)
     fig.tight_layout()
     written.append(save_figure(fig, out / MEMORY_PNG))
     return written
