@@ -677,6 +677,7 @@ def markdown_report(report: dict[str, Any]) -> str:
         a = report["alignment"]
         why = (
             f"the alignment of profile {a['profile']} at {a['precision']}"
+            + (", the default; a device's profile gives its own" if a.get("default_profile") else "")
             if a["from"] == "profile"
             else "as given"
         )

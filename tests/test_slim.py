@@ -525,6 +525,7 @@ def test_the_slim_summary_says_what_its_accuracy_change_compares(
     assert main(argv) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "trained (full width, zeros in place)" in text and " pt " in text
+    assert "(profile host-cpu fp32, the default: for a device give its --profile" in text  # (a reader asked)
     assert "what surgery cost the trained network (100 test images); no unpruned network was trained" in text
     rep = json.loads((out / "report.json").read_text())
     assert rep["accuracy"]["test_images"] == 100

@@ -191,7 +191,8 @@ def resolve_alignment(
 ) -> dict[str, object]:
     """The channel multiple to keep: ``round_to`` if given, else the profile's (default :data:`DEFAULT_PROFILE`).
 
-    Returns ``{"round_to", "profile", "precision", "from"}`` for reports (``from``: ``round_to`` or ``profile``).
+    Returns ``{"round_to", "profile", "precision", "from"}`` for reports (``from``: ``round_to`` or ``profile``;
+    with ``default_profile`` True where no profile was given).
     """
     prof = load_profile(profile or DEFAULT_PROFILE)
     prec = precision or prof.preferred.precision
@@ -210,4 +211,5 @@ def resolve_alignment(
         "profile": prof.name,
         "precision": prec,
         "from": "profile",
+        "default_profile": not profile,  # (none given: the run says which it took)
     }

@@ -310,6 +310,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         al = report.get("alignment")
         if al and (al["round_to"] > 1 or al.get("reduced_from")):
             src = f"profile {al['profile']} {al['precision']}" if al["from"] == "profile" else "--round-to"
+            if al.get("default_profile"):  # (a reader could not tell the CPU's multiple was a default)
+                src += ", the default: for a device give its --profile, e.g. jetson-orin-nano-8gb"
             cut = f"; {al['reduced_from']} cannot reach the budget" if al.get("reduced_from") else ""
             out.print(
                 f"channel counts kept in multiples of {al['round_to']} ({src}{cut}), with trained channels"
