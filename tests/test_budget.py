@@ -457,6 +457,7 @@ def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str, round_to: in
             "profile": "host-cpu",
             "precision": "fp32",
             "from": "profile",
+            "default_profile": True,
         }
         assert 0.7 * 0.5 <= b["achieved_fraction"] <= 0.5
         assert rep["surgery"]["kept_by_rounding"] == 0  # aligned by trained channels, not padding
