@@ -70,6 +70,42 @@ def test_latency_resource_is_the_roofline_of_the_pruned_model() -> None:
     assert bool((w[res.pos_removable] > 0).all())
 
 
+def test_a_latency_budget_prices_a_module_under_a_channel_rule(tmp_path) -> None:
+    """An extender's trial: the kernel of a module under a channel rule (an einsum gain) was left out of
+    the latency budget, which priced the dense network 18% below bench --predict of its ONNX file."""
+    from torch import nn
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.bench.predict import predict_latency, scale_bytes
+    from edgeslim.channels.rules import unregister
+    from edgeslim.export import export_onnx
+    from edgeslim.surgery import ChannelRule, register_channel_rule
+
+    class Gain(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.g = nn.Parameter(torch.ones(c))
+
+        def forward(self, x):
+            return torch.einsum("nchw,c->nchw", x, self.g)
+
+    def cbr(i: int, o: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+    model = nn.Sequential(cbr(3, 32), Gain(32), cbr(32, 32), nn.Conv2d(32, 10, 1)).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    register_channel_rule(Gain, ChannelRule(shrink=lambda m, i, o: None, pass_through=True))
+    try:
+        res = build_resource(model, x, "latency", profile="jetson-orin-nano-8gb")
+    finally:
+        unregister(Gain)
+    export_onnx(model, tmp_path / "g.onnx", (3, 32, 32), validate=False)
+    layers = onnx_cost(tmp_path / "g.onnx").layers
+    assert any(layer.op == "Einsum" for layer in layers)
+    onnx_s = predict_latency(scale_bytes(layers, "fp16"), "jetson-orin-nano-8gb", "fp16").total_s
+    assert res.dense == pytest.approx(onnx_s, rel=0.03)
+
+
 def test_projection_reaches_the_target_exactly_and_keeps_every_group() -> None:
     model, ex = _model("vgg-small")
     res = build_resource(model, ex, "macs")

@@ -598,7 +598,12 @@ class _Analyser:
         if not ins or n.func in ops.NEW_TENSOR_FUNCTIONS:
             self._consts.update((id(t), t) for t in outs)
             return
-        op = ops.COST_OPS.get(n.func, _fn_name(n.func))
+        # (a module under a channel rule: its own kernel, never an op the cost model fuses or skips by name)
+        op = (
+            f"module {n.func.__name__}"
+            if isinstance(n.func, type)
+            else ops.COST_OPS.get(n.func, _fn_name(n.func))
+        )
         # .contiguous(), dropout, x[:, :C] of all C channels: the exporter writes no node for them
         whole = op == "Slice" and _is_tensor(n.args[0]) and n.args[0].shape == outs[0].shape
         if (op in ops.NO_KERNEL_OPS or whole) and len(outs) == 1:
@@ -664,7 +669,15 @@ class _Analyser:
             self.suspended = 0
             self.busy = True
             try:
-                self.set_info(out, self.custom(Call(type(m), args, {}, name, name), m, rule, out))
+                call = Call(type(m), args, {}, name, name)
+                ins = (
+                    self.value_keys(args) if self.kernels else ()
+                )  # (before out's labels replace an input's)
+                self.set_info(out, self.custom(call, m, rule, out))
+                if (
+                    self.kernels
+                ):  # one kernel of its own for the cost model (its ops were not seen one by one)
+                    self.record(call, ins, out, None)
             finally:
                 self.busy = False
         if not self.suspended:
