@@ -6,8 +6,8 @@
 >>> res.report["accuracy"], res.report["channels"]
 
 Outputs in ``out_dir``: ``model.pt`` (slim checkpoint with its surgery recipe), ``trained.pt``
-(the dense network with exact zero scales), ``report.json``, ``channels.png``,
-``gamma_hist.png``, and the trainer's ``train/`` folder (epoch checkpoints for ``--resume``,
+(the dense network with exact zero scales), ``report.json``, ``report.md`` (the same for a
+person), ``channels.png``, ``gamma_hist.png``, ``budget.png`` (a budget run), and the trainer's ``train/`` folder (epoch checkpoints for ``--resume``,
 ``log.jsonl``).
 """
 
@@ -428,19 +428,21 @@ def _gammas(model: nn.Module) -> torch.Tensor:
 
 
 def budget_warning(budget: dict[str, Any]) -> str:
-    """One line when a budget run missed its target or overshot it far below; else ``""``."""
+    """One line when a budget run missed its target or overshot it far below, or when the penalty's
+    shrink cap held the controller back and left the cutting to the final projection; else ``""``."""
     achieved, target, metric = budget["achieved_fraction"], budget["target_fraction"], budget["metric"]
     from edgeslim.sparsity.budget import CAPPED_SHARE
 
     capped = budget.get("shrink_capped_share", 0.0)
-    if capped >= CAPPED_SHARE and (achieved < BUDGET_OVERSHOOT_FACTOR * target or
-                                   achieved > (1 + BUDGET_MISS_TOLERANCE) * target):  # fmt: skip
-        param = "g" if budget.get("penalty") == "mcp" else "a"  # (SCAD: the cap is (a - 1) * l / 2)
-        return Notice(
-            f"budget {'overshot' if achieved < target else 'missed'}: {achieved:.1%} of the dense {metric} for a "
-            f"target of {target:.1%}, left to the final projection: the {budget.get('penalty')} penalty caps each "
-            f"step's shrink at {budget['shrink_cap']:.3g} (to keep its proximal step single-valued), which held the "
-            f"controller back in {capped:.0%} of its updates; a larger {param} lets it shrink faster",
+    if capped >= CAPPED_SHARE and (
+        budget.get("projection_removed_channels") or achieved > (1 + BUDGET_MISS_TOLERANCE) * target
+    ):
+        param = "g" if budget.get("penalty") == "mcp" else "a"  # (SCAD's cap is (a - 1) * l / 2)
+        return Notice(  # (no standalone "a" before the parameter's: the CLI puts the flag at the first one)
+            f"budget left to the final projection: {achieved:.1%} of the dense {metric} against the {target:.1%} "
+            f"target; the {budget.get('penalty')} penalty caps each step's shrink at {budget['shrink_cap']:.3g} to "
+            f"keep its proximal step single-valued, which held the controller back in {capped:.0%} of its "
+            f"updates; raise {param} (larger values let it shrink faster)",
             param,
         )
     if achieved < BUDGET_OVERSHOOT_FACTOR * target:
@@ -605,20 +607,52 @@ def _pct_md(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
+def accuracy_change(report: dict[str, Any]) -> str:
+    """The slim network's test accuracy minus the trained one's, in points (``+0.00 pt``)."""
+    acc = report["accuracy"]
+    return f"{100 * (acc.get('slim', 0) - acc['trained']):+.2f} pt"
+
+
+def accuracy_note(report: dict[str, Any]) -> str:
+    """What a slim run's accuracy change compares (the terminal's and report.md's one sentence)."""
+    n_test = report["accuracy"].get("test_images")
+    return (
+        "the accuracy change is what surgery cost the trained network"
+        + (f" ({n_test:,} test images)" if n_test else "")
+        + "; no unpruned network was trained in this run (edgeslim train gives one to compare with)"
+    )
+
+
+def final_steps_note(report: dict[str, Any]) -> str | None:
+    """Why the trained network's test accuracy differs from the last epoch's (the steps after it that
+    ran), or None when it moved by less than half a point (a trial asked why)."""
+    acc = report["accuracy"]
+    last = acc.get("before_finalize")
+    if last is None or abs(acc["trained"] - last) < 0.005:
+        return None
+    budget = report.get("budget") or {}
+    recal, projected = budget.get("bn_recalibrated_on_images"), budget.get("projection_removed_channels")
+    steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
+    steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
+    steps += ["finalize (gamma := xi: the prox's exact zeros)"]
+    return f"test accuracy {_pct_md(last)} at the last epoch, {_pct_md(acc['trained'])} after " + ", ".join(
+        steps
+    )
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """A slim run's report for a person: the result, how it was trained, the layers, the files."""
     from edgeslim.utils.markdown import markdown_table
 
     acc, s, cfg = report["accuracy"], report["slimming"], report["train"]["config"]
-    n_test = acc.get("test_images")
-    rows = [["test accuracy", _pct_md(acc["trained"]), _pct_md(acc.get("slim")),
-             f"{100 * (acc.get('slim', 0) - acc['trained']):+.2f} pt"]]  # fmt: skip
+    rows = [["test accuracy", _pct_md(acc["trained"]), _pct_md(acc.get("slim")), accuracy_change(report)]]
     for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
         if key in report:
             d = report[key]
             kept = d["slim"] / d["dense"] if d["dense"] else 1.0
             fewer = f", {1 / kept:.2f}x fewer" if 0 < kept < 1 else ""
             rows.append([label, f"{d['dense']:,}", f"{d['slim']:,}", f"{kept:.1%} of dense{fewer}"])
+    note = accuracy_note(report)
     parts = [
         f"# edgeslim slim: {report['arch']} on {report['data']}",
         "",
@@ -629,15 +663,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         markdown_table(["", "trained (full width, zeros in place)", "slim", "change"], rows),
         "",
-        "The accuracy change is what surgery cost the trained network"
-        + (f" ({n_test:,} test images)" if n_test else "")
-        + "; no unpruned network was trained in this run (`edgeslim train` gives one to compare with). "
-        "Parameters and MACs are counted on the PyTorch model, BatchNorm separate; an ONNX export folds "
-        "BatchNorm into the convolutions, so its parameter count is one lower per BN channel.",
+        f"{note[0].upper()}{note[1:]}. Parameters and MACs are counted on the PyTorch model, BatchNorm "
+        "separate; an ONNX export folds BatchNorm into the convolutions before it (one parameter fewer per "
+        "BN channel after a convolution without bias).",
     ]
-    if acc.get("before_finalize") is not None and abs(acc["trained"] - acc["before_finalize"]) >= 0.005:
-        parts += ["", f"Test accuracy at the last epoch {_pct_md(acc['before_finalize'])}; after the final "
-                  f"steps (projection, BatchNorm re-estimation, exact zeros) {_pct_md(acc['trained'])}."]  # fmt: skip
+    if steps := final_steps_note(report):
+        parts += ["", f"{steps[0].upper()}{steps[1:]}."]
     if report.get("verify"):
         v = report["verify"]
         agree = "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.2%}"
@@ -656,9 +687,18 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"seed {cfg['seed']}",
     ]  # fmt: skip
     ph = s.get("phase_steps") or {}
-    if ph.get("warmup_steps") or ph.get("recovery_steps"):
-        training.append(f"- phases ({ph['total_steps']} steps in all): the first {ph['warmup_steps']} step(s) without "
-                        f"the proximal step, the last {ph['recovery_steps']} recovering with the zeros held")  # fmt: skip
+    phases = (
+        [f"the first {ph['warmup_steps']} step(s) without the proximal step"]
+        if ph.get("warmup_steps")
+        else []
+    )
+    phases += (
+        [f"the last {ph['recovery_steps']} recovering with the zeros held"]
+        if ph.get("recovery_steps")
+        else []
+    )
+    if phases:
+        training.append(f"- phases ({ph['total_steps']} steps in all): {', '.join(phases)}")
     d = report.get("data_args") or {}
     if d:
         training.append(
@@ -719,8 +759,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "- `model.pt`: the slim network (load it, export it to ONNX)",
         "- `trained.pt`: the trained network at full width, its zero channels in place",
-        "- `report.json`: everything here, for programs",
+        "- `report.json`: everything here, for programs; `report.md`: this page",
     ]
+    if report.get("latency"):
+        parts.append(
+            "- `dense.onnx`, `slim.onnx`: both networks as the latency check exported and timed them"
+        )
+    table = ((report.get("budget") or {}).get("settings") or {}).get("latency_table")
+    if table:
+        parts.append(f"- `{Path(table).name}`: the latency lookup the budget priced channels with")
     plots = report.get("plots") or {}
     if plots:
         parts += ["", "## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()]

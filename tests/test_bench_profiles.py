@@ -88,6 +88,10 @@ def test_user_profiles_are_found_by_the_name_they_declare(tmp_path, monkeypatch,
     assert main(["profiles"]) == 0
     err = capsys.readouterr().err
     assert "from EDGESLIM_PROFILES" in err and "my-rpi5.yaml, replaces the shipped one" in err
+    # (a review) two files of one folder declaring one name: one line naming both, not one dropped
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(dict(good, name="pi5-oc")))
+    with pytest.raises(EdgeslimError, match="mypi.yaml and .*other.yaml both declare the name pi5-oc"):
+        load_profile("pi5-oc")
 
 
 def test_roofline_arithmetic_and_bounds():

@@ -251,39 +251,61 @@ def prediction_rows(record: dict) -> list[list]:
     ]
 
 
+def device_name(record: dict) -> str:
+    """The machine ``record`` was timed on: the GPU (nvidia-smi's name) for a TensorRT or GPU-timed run
+    off a Jetson, else the board (a Jetson's device-tree model) or the CPU."""
+    env = record.get("env") or {}
+    gpu_timed = str(record.get("backend")) in TENSORRT_BACKENDS or any(
+        s.get("timer") == "device" for per in (record.get("summary") or {}).values() for s in per.values()
+        if isinstance(s, dict)
+    )  # fmt: skip
+    smi = str(env.get("nvidia_smi") or "").strip()
+    if gpu_timed and smi and not env.get("device_model"):
+        return smi.splitlines()[0].split(",")[0].strip()
+    return str(
+        env.get("device_model") or env.get("cpu_model") or env.get("machine") or "an unrecorded machine"
+    )
+
+
 def measured_device(record: dict) -> str:
     """Where ``record`` was measured, in words: the device, its architecture, the backend and threads."""
     env = record.get("env") or {}
-    device = env.get("device_model") or env.get("cpu_model") or "this machine"
+    device = device_name(record)
     threads = env.get("threads")
     return f"{device} ({env.get('machine') or 'unknown architecture'}), {record.get('backend')}" + (
         f", {threads} thread(s)" if threads else ""
     )
 
 
-def predicted_speedups(prediction: dict) -> str | None:
-    """``batch 1 1.07x, batch 8 1.33x``: baseline over slim predicted time per batch, where both were
-    predicted."""
-    models = prediction.get("models") or {}
+def predicted_speedup(models: dict, key: str = "total_ms") -> dict[str, float]:
+    """Baseline over slim predicted time per batch (``models``: label -> batch -> a prediction with
+    ``key``), where both were predicted and the slim time is above zero."""
     base, slim = models.get("baseline"), models.get("slim")
     if not base or not slim:
-        return None
-    parts = [f"batch {b} {base[b]['total_ms'] / slim[b]['total_ms']:.2f}x" for b in base if b in slim]
-    return ", ".join(parts) or None
+        return {}
+    return {b: base[b][key] / slim[b][key] for b in base if b in slim and slim[b][key] > 0}
+
+
+def predicted_speedups(prediction: dict) -> str | None:
+    """``batch 1 1.07x, batch 8 1.33x`` (:func:`predicted_speedup` of a bench record's prediction)."""
+    speed = predicted_speedup(prediction.get("models") or {})
+    return ", ".join(f"batch {b} {v:.2f}x" for b, v in speed.items()) or None
 
 
 def assumed_efficiency(prediction: dict) -> str | None:
-    """A sentence when the prediction used the profile's assumed (uncalibrated) efficiency factors."""
+    """A sentence when the prediction's efficiency factors are, in part, the profile's assumed ones
+    (not fitted to timings on the device), quoting what the profile says of them."""
     effs = [v["efficiency"] for bs in (prediction.get("models") or {}).values() for v in bs.values()]
     assumed = [e for e in effs if "assumed" in str(e.get("source", ""))]
     if not assumed:
         return None
     e = assumed[0]
+    source = str(e["source"]).split(":")[0] if str(e["source"]).startswith("assumed") else e["source"]
     return (
-        f"Efficiency factors assumed, not calibrated on the device: {e['compute']:g} of peak compute, "
-        f"{e['memory']:g} of peak bandwidth, {e['launch_us']:g} us per layer launch; a layer whose time is "
-        "mostly that launch cost is 'launch'-bound, so small networks are predicted close to dense. "
-        "Calibrated factors come from timings on the device (docs/bench.md, calibration)."
+        f"Efficiency factors not fitted to timings on the device: {e['compute']:g} of peak compute, "
+        f"{e['memory']:g} of peak bandwidth, {e['launch_us']:g} us per layer launch (the profile says: {source}); a "
+        "layer whose time is mostly that launch cost is 'launch'-bound, so small networks are predicted close "
+        "to dense. Fitted factors come from timings on the device (docs/bench.md, calibration)."
     )
 
 
@@ -387,10 +409,15 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             "",
             f"Method: {method}. {SPEEDUP_LEGEND}",
         ]
+    torch_counted = any((m.get("cost") or {}).get("counted_by") == "torch" for m in record["models"].values())
+    params = (
+        "as the PyTorch model holds them (BatchNorm separate)"
+        if torch_counted
+        else "as the ONNX file holds them (BatchNorm folded into the convolutions)"
+    )
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
               "Each model in its own process: peak RSS, the RSS its runtime and model added, NvMap (a Jetson's "
-              "GPU memory; - elsewhere), and the seconds to load it. params: as the ONNX file holds them "
-              "(BatchNorm folded into the convolutions)."]  # fmt: skip
+              f"GPU memory; - elsewhere), and the seconds to load it. params: {params}."]  # fmt: skip
     if record.get("prediction"):
         pr = record["prediction"]
         parts += [
@@ -455,7 +482,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         "",
         "## Environment",
         "",
-        f"- device: {env.get('device_model') or env.get('cpu_model')} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
+        f"- device: {device_name(record)} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
         f"load average {env.get('load_avg')})",
         f"- OS: {env.get('os')}; governor: {env.get('cpu_governor')}; threads: {env.get('threads')}",
         f"- runtimes: {vers}",
@@ -504,9 +531,7 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
             "boxes: all samples, p25-p75, whiskers p1-p99",
             fontsize=8,
         )
-    env = record.get("env") or {}
-    where = env.get("device_model") or env.get("cpu_model") or env.get("machine") or "an unrecorded machine"
-    fig.suptitle(f"measured latency, {record['backend']} on {str(where)[:60]}")  # (not the profile's device)
+    fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
     fig.tight_layout()
     written.append(save_figure(fig, out / LATENCY_PNG))
     costs = {label: record["models"][label].get("cost") for label in labels}

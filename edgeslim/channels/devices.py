@@ -125,10 +125,20 @@ def profile_paths() -> dict[str, Path]:
     over the shipped profiles of the same name, and an earlier folder over a later one."""
     found: dict[str, Path] = {}
     for d in reversed(_search_dirs()):
-        if d.is_dir():
-            for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
-                found[_declared_name(p)] = p
+        here: dict[str, Path] = {}
+        for p in _profile_files(d):
+            name = _declared_name(p)
+            if name in here:
+                raise EdgeslimError(
+                    f"profiles {here[name]} and {p} both declare the name {name}; give one of them another name"
+                )
+            here[name] = p
+        found.update(here)
     return dict(sorted(found.items()))
+
+
+def _profile_files(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
 
 
 def user_profiles() -> list[tuple[str, Path, bool]]:
@@ -170,8 +180,9 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
             raise EdgeslimError(f"profile file {s} does not exist")
         return parse_profile(s)
     paths = profile_paths()
-    if s not in paths:  # (a file's stem: its name: is what lists and reports show)
-        paths = {**{p.stem: p for p in paths.values()}, **paths}
+    if s not in paths:  # (a file's stem: its name: is what lists and reports show; earlier folders win)
+        stems = {p.stem: p for d in reversed(_search_dirs()) for p in _profile_files(d)}
+        paths = {**stems, **paths}
     if s not in paths:
         import difflib
 

@@ -245,6 +245,7 @@ def _pct(v: float | None) -> str:
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
+    from edgeslim.slim import accuracy_change, accuracy_note, final_steps_note
     from edgeslim.utils.console import err, human, out, print_json, table
 
     if as_json:
@@ -262,7 +263,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
                 "test accuracy",
                 _pct(acc["trained"]),
                 _pct(acc.get("slim")),
-                f"{100 * (acc.get('slim', 0) - acc['trained']):+.2f} pt",
+                accuracy_change(report),
             ],
         ]
         for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
@@ -274,23 +275,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
         out.print(table(title, ["", "trained (full width, zeros in place)", "slim", "change"], rows))
-        n_test = acc.get("test_images")
-        out.print(
-            "the accuracy change is what surgery cost the trained network"
-            + (f" ({n_test:,} test images)" if n_test else "")
-            + "; no unpruned network was trained in this run (edgeslim train gives one to compare with)"
-        )
-        last_epoch = acc.get("before_finalize")
-        if last_epoch is not None and abs(acc["trained"] - last_epoch) >= 0.005:  # (a trial asked why)
-            recal = (report.get("budget") or {}).get("bn_recalibrated_on_images")
-            projected = (report.get("budget") or {}).get("projection_removed_channels")
-            steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
-            steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
-            steps += ["finalize (gamma := xi: the prox's exact zeros)"]
-            out.print(
-                f"test accuracy {_pct(last_epoch)} at the last epoch, {_pct(acc['trained'])} after "
-                + ", ".join(steps)
-            )
+
+        out.print(accuracy_note(report))
+        if steps := final_steps_note(report):
+            out.print(steps)
         layer_rows = [
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
         ]
@@ -341,7 +329,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         err.print(
             f"classifier head {h['head']} replaced: {h['from']} -> {h['to']} classes (trained from scratch)"
         )
-    from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAINED_FILE
+    from edgeslim.slim import REPORT_FILE, RUN_REPORT_MD, SLIM_FILE, TRAINED_FILE
 
     d = Path(report.get("out_dir", "."))
     if report.get("latency"):  # the latency check exported both networks already
@@ -352,13 +340,13 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
         err.print(
             f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / 'slim.onnx'}, "
-            f"{d / 'dense.onnx'}, {d / REPORT_FILE}, report.md and plots; next: {nxt}",
+            f"{d / 'dense.onnx'}, {d / REPORT_FILE}, {d / RUN_REPORT_MD} and plots; next: {nxt}",
             soft_wrap=True,
         )
     else:
         err.print(
-            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE}, report.md and "
-            "plots; "
+            f"wrote {d / SLIM_FILE} (slim), {d / TRAINED_FILE} (dense, sparse), {d / REPORT_FILE}, "
+            f"{d / RUN_REPORT_MD} and plots; "
             f"next: edgeslim export {quote(d / SLIM_FILE)}{' --trust-pickle' if report.get('loads_code') else ''} "
             f"--onnx {quote(d / 'slim.onnx')}",
             soft_wrap=True,

@@ -542,10 +542,9 @@ def predict(req: BenchRequest) -> dict:
             for b in req.batches
         }
     if "baseline" in result["models"]:  # predicted baseline / slim, per batch
-        base, slim = result["models"]["baseline"], result["models"]["slim"]
-        result["speedup"] = {
-            b: base[b]["total_s"] / slim[b]["total_s"] for b in base if slim[b]["total_s"] > 0
-        }
+        from edgeslim.bench.report import predicted_speedup
+
+        result["speedup"] = predicted_speedup(result["models"], "total_s")
     return result
 
 

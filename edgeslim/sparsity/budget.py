@@ -526,23 +526,19 @@ class BudgetController(TrainHook):
         self.projection_removed += removed
         self.R = self.resource.of_xi(self.magnitude())
         if removed:
-            capped = self.capped_controls / self.controls if self.controls else 0.0
-            why = (
-                f" (the {self.slimmer.penalty} penalty's cap on each step's shrink, {self.tau_cap:.3g}, held the "
-                f"controller back in {capped:.0%} of its updates; a larger "
-                f"{'g' if self.slimmer.penalty == 'mcp' else 'a'} lets it shrink faster)"
-                if capped >= CAPPED_SHARE
-                else ""
-            )
             log.warning(
-                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d "
-                "channel(s)%s",
+                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
                 100 * ended_at / self.resource.dense,
                 100 * self.target / self.resource.dense,
                 removed,
-                why,
             )
         return removed
+
+    def cap_facts(self) -> dict[str, Any]:
+        """``shrink_capped_share`` (of the updates the MCP / SCAD cap cut), ``shrink_cap``, ``penalty``:
+        what :func:`edgeslim.slim.budget_warning` reads to name the cap as the cause."""
+        share = self.capped_controls / self.controls if self.controls else 0.0
+        return {"shrink_capped_share": share, "shrink_cap": self.tau_cap, "penalty": self.slimmer.penalty}
 
     def state_dict(self) -> dict[str, Any]:
         # base_lambda too: a resumed run's settings carry the resolved lambda, not the user's --lambda
@@ -598,9 +594,7 @@ class BudgetController(TrainHook):
             "projection_removed_channels": self.projection_removed,
             "taper_paused_steps": self.paused_steps,
             # the share of updates whose shrink the MCP / SCAD cap cut (it keeps their prox single-valued)
-            "shrink_capped_share": self.capped_controls / self.controls if self.controls else 0.0,
-            "shrink_cap": self.tau_cap,
-            "penalty": self.slimmer.penalty,
+            **self.cap_facts(),
             "bn_recalibrated_on_images": self.recalibrated,
             "total_steps": self.total_steps,
             "constants": {

@@ -394,7 +394,7 @@ def prune_with_report(
     except Exception as exc:  # noqa: BLE001 - the user's forward on resized layers
         msg = first_line(exc)
         ruled = sorted({type(mods[n]).__name__ for n, e in layers.items() if e["type"] != PARAMETER
-                        and rules.rule_for(mods[n]) is not None})  # fmt: skip
+                        and getattr(rules.rule_for(mods[n]), "shrink", None) is not None})  # fmt: skip
         rule_hint = (
             f"; or the channel rule registered for {', '.join(ruled)} did not resize it as surgery asked "
             "(check its shrink function)"

@@ -326,7 +326,8 @@ class UltralyticsSlimming:
             achieved = c.resource.of_xi(c.magnitude())
             out["budget"] = {"metric": c.settings.metric, "target_fraction": c.target / dense,
                              "achieved_fraction": achieved / dense, "dense": dense, "target": c.target,
-                             "achieved": achieved}  # fmt: skip
+                             "achieved": achieved, "projection_removed_channels": c.projection_removed,
+                             **c.cap_facts()}  # fmt: skip
             if (
                 c.settings.metric == "latency"
             ):  # seconds per batch: a roofline prediction, or a measured table's
