@@ -273,8 +273,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         s = report["slimming"]
         last = (report.get("history") or [{}])[-1]
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
-        title = f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}"
-        out.print(table(title, ["", "trained (full width, zeros in place)", "slim", "change"], rows))
+        # (the settings on a line of their own: as the table's title they wrapped mid-phrase at its width)
+        out.print(f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}",
+                  soft_wrap=True)  # fmt: skip
+        out.print(table(None, ["", "trained (full width, zeros in place)", "slim", "change"], rows))
 
         out.print(accuracy_note(report))
         if steps := final_steps_note(report):
@@ -308,8 +310,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         if lat and lat.get("measured"):
             rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
                     ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"]]  # fmt: skip
-            out.print(table(f"latency at batch {lat['batch']} (ms, {lat['backend']}, {lat['threads']} thread(s))",
-                            ["", "target", "predicted", "measured"], rows))  # fmt: skip
+            out.print(
+                f"latency at batch {lat['batch']}, in ms ({lat['backend']}, {lat['threads']} thread(s)):"
+            )
+            out.print(table(None, ["", "target", "predicted", "measured"], rows))
             out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
         elif lat:
             target = (
