@@ -524,3 +524,48 @@ def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
     with run_directory(d, force=True, resume=True, interrupted="train", stale=SLIM_STALE):
         pass
     assert (d / "report.json").is_file()
+
+
+def test_no_run_writes_through_links_or_over_results_it_did_not_make(tmp_path, capsys) -> None:
+    """A security probe: slim --force wrote and deleted through a train/ that linked to another folder;
+    train --out replaced a folder's own report.json and log.jsonl without --force; bench and report
+    --out replaced a slim run's report.md, and report --out ignored the run-directory lock."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "model.pt").write_text("mine")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text("{}")
+    (run / "train").symlink_to(victim, target_is_directory=True)
+    args = ["slim", "vgg-small", *SMALL, "--epochs", "1", "--subset", "64", "--test-subset", "32"]
+    assert main([*args, "--out", str(run), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "train is a symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert (victim / "model.pt").read_text() == "mine" and sorted(p.name for p in victim.iterdir()) == [
+        "model.pt"
+    ]
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "report.json").write_text("my notes")
+    (own / "log.jsonl").write_text("my log")
+    assert (
+        main(["train", "--arch", "vgg-small", *SMALL, "--epochs", "1", "--subset", "64", "--out", str(own)])
+        == 2
+    )
+    assert "--force" in capsys.readouterr().err and (own / "report.json").read_text() == "my notes"
+
+    slim_run = tmp_path / "slimrun"
+    slim_run.mkdir()
+    (slim_run / "report.md").write_text("the slim run's report")
+    record = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ort_slim_vs_dense" / "run.json"
+    assert main(["report", str(record), "--out", str(slim_run), "--no-plots"]) == 2
+    assert (
+        "--force" in capsys.readouterr().err
+        and (slim_run / "report.md").read_text() == "the slim run's report"
+    )
+    held = tmp_path / "held"
+    with run_dir_lock(held, created=True):
+        assert main(["report", str(record), "--out", str(held), "--no-plots"]) == 2
+        assert not (held / "report.md").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -544,3 +544,25 @@ def test_a_first_yolo_command_on_a_machine_prints_only_edgeslims_lines(tmp_path)
     assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert out.stderr.startswith("error:") and "yolov8q.yaml" in out.stderr
     assert (tmp_path / "Ultralytics" / "settings.json").is_file()
+
+
+def test_the_start_checkpoint_is_written_beside_a_link_never_through_it(tmp_path: Path) -> None:
+    """A security probe: a start.pt link in the output folder made ultralytics' own save overwrite the
+    file it pointed at; start.pt is now written to a temporary file and renamed over the name."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from edgeslim.models.yolo import ultralytics_yolo
+    from edgeslim.pipelines.slim_yolo import _start_checkpoint
+
+    sd = tmp_path / "sd.pt"
+    torch.save(ultralytics_yolo("yolov8n.yaml").model.state_dict(), sd)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "start.pt").symlink_to(victim)
+    req = SimpleNamespace(trust_pickle=False, weights=str(sd), num_classes=None)
+    start = Path(_start_checkpoint(req, "yolov8n.yaml", out))
+    assert victim.read_text() == "mine" and not start.is_symlink() and start.stat().st_size > 1_000_000

@@ -14,7 +14,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step, first_line, require
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.fields import CheckedFields
-from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE
+from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE, RUN_REPORT_MD
 
 
 @dataclass
@@ -354,7 +354,8 @@ def measure(
 
     if not req.out_dir:
         return go()
-    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE,), stale=BENCH_STALE,
+    # (report.md too: a slim run's folder holds one, which a bench --out there replaced unasked)
+    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE, RUN_REPORT_MD), stale=BENCH_STALE,
                        inputs=(req.model, req.baseline)):  # fmt: skip
         return go()
 
@@ -560,18 +561,24 @@ def rerender(
     """Read a bench record, add a roofline prediction for ``profile``, and write report.md, run.json
     and PNGs into ``out_dir`` (refused before anything is read when it holds a run, unless ``force``)."""
     from edgeslim.bench.report import add_predictions, check_record, write_outputs
-    from edgeslim.utils.io import check_output_dir, read_json
+    from edgeslim.utils.io import read_json
 
-    if out_dir:
-        check_output_dir(out_dir, force=force, marker=RUN_FILE)
-    record = check_record(read_json(run_json), str(run_json))
-    if profile:
-        from edgeslim.bench.profiles import load_profile
+    def go() -> list[Path]:
+        record = check_record(read_json(run_json), str(run_json))
+        if profile:
+            from edgeslim.bench.profiles import load_profile
 
-        add_predictions(record, load_profile(profile))
-    if on_record is not None:
-        on_record(record)
-    return write_outputs(record, out_dir, force=force, with_plots=plots) if out_dir else []
+            add_predictions(record, load_profile(profile))
+        if on_record is not None:
+            on_record(record)
+        return write_outputs(record, out_dir, force=True, with_plots=plots) if out_dir else []
+
+    if not out_dir:
+        return go()
+    # under the run-directory lock, refused where a run's results lie (a slim run's report.md included)
+    with run_directory(Path(out_dir), force=force, markers=(RUN_FILE, RUN_REPORT_MD), stale=BENCH_STALE,
+                       inputs=(run_json,)):  # fmt: skip
+        return go()
 
 
 #: the stage's ``run()`` (every stage of :mod:`edgeslim.pipelines` has one)

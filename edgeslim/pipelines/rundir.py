@@ -53,6 +53,13 @@ def run_directory(
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
+        if part is not None and part.is_symlink():  # (a probe: a run wrote and deleted through the link)
+            raise EdgeslimError(
+                f"{part} is a symbolic link (to {os.readlink(part)}); a run writes and removes its own files "
+                "there, so it would change files outside the output directory: remove the link, or choose "
+                "another output directory",
+                param="out_dir",
+            )
         if force and not resume:  # starting over: the old run's files would mix with this one's
             given = {p: _resolved(p) for p in inputs if p}
             started = part is not None and part.is_dir()

@@ -139,6 +139,7 @@ def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
     from (a model built from a yaml is re-initialised by it). Returns its path."""
     from edgeslim.models.yolo import ultralytics_yolo
     from edgeslim.pipelines.source import load_model_or_arch
+    from edgeslim.utils.io import atomic_path
 
     loaded = load_model_or_arch(
         f"yolo:{source}", trust_pickle=req.trust_pickle, weights=req.weights, num_classes=req.num_classes
@@ -146,7 +147,8 @@ def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
     yolo = ultralytics_yolo(source)
     yolo.model = loaded.model
     start = out_dir / START_FILE
-    yolo.save(str(start))
+    with atomic_path(start) as tmp:  # (ultralytics writes in place: through a link a user put there)
+        yolo.save(str(tmp))
     return str(start)
 
 
@@ -219,7 +221,7 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
         run_directory(
             out_dir,
             force=req.force,
-            markers=(REPORT_FILE, SLIM_FILE),
+            markers=(REPORT_FILE, SLIM_FILE, START_FILE),  # (start.pt: written here, never over one unasked)
             interrupted=TRAIN_DIR,
             resumable=False,
             run_files=slim_train_files,

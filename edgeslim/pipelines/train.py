@@ -12,7 +12,7 @@ from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import saved_data_args, saved_run_state
 from edgeslim.utils.fields import CheckedFields
-from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR, TRAIN_STALE
+from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE, TRAIN_DIR, TRAIN_STALE
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
 _HPARAMS = (
@@ -138,7 +138,8 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
         stack.enter_context(torch_threads(threads))
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, resume=same_dir,
-                                              markers=(MODEL_FILE,), stale=TRAIN_STALE))  # fmt: skip
+                                              markers=(MODEL_FILE, REPORT_FILE, LOG_FILE),
+                                              stale=TRAIN_STALE))  # fmt: skip
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
     if info.enabled:
