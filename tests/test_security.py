@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgeslim.cli import main
+from edgeslim.errors import EdgeslimError
 
 
 class _Payload:
@@ -245,3 +246,40 @@ def test_train_builds_a_trusted_pickled_model(tmp_path, capsys):
     assert rep["test_accuracy"] >= 0.0 and rep["params"] == sum(p.numel() for p in model.parameters())
     assert main(["train", "--resume", str(out / "model.pt"), "--out", str(tmp_path / "r")]) == 2
     assert "--trust-pickle" in capsys.readouterr().err
+
+
+def test_inputs_that_hang_or_explode_are_refused_or_skipped(tmp_path, capsys, monkeypatch) -> None:
+    """A security probe: a 437-byte config of nested YAML aliases expanded until memory ran out; a FIFO
+    named .png in an image folder, or named .yaml in EDGESLIM_PROFILES, blocked the run reading it; a
+    profile file that is not UTF-8 broke every command (exit 1) once profiles were found by name."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from edgeslim.channels.devices import list_profiles, load_profile
+    from edgeslim.data.imagefolder import Tree
+
+    bomb = tmp_path / "bomb.yaml"
+    levels = ["l0: &l0 [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb.write_text("\n".join(levels) + "\nmean: *l9\n")
+    args = ["slim", "vgg-small", "--data", "digits", "--config", str(bomb), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "aliases (*name) are not allowed" in err and len(err.strip().splitlines()) == 1
+
+    folder = tmp_path / "imgs" / "train" / "cat"
+    folder.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    os.mkfifo(folder / "zz.png")
+    assert Tree(tmp_path / "imgs").files == ["train/cat/a.png"]  # (listed without opening the FIFO)
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    os.mkfifo(profiles / "fifo.yaml")
+    (profiles / "latin.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    monkeypatch.setenv("EDGESLIM_PROFILES", str(profiles))
+    assert load_profile("host-cpu").name == "host-cpu"  # the others still load
+    with pytest.raises(EdgeslimError, match="latin.yaml is not text"):
+        list_profiles()

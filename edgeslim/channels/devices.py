@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeslim.errors import EdgeslimError, first_line
+from edgeslim.utils.parsing import safe_yaml
 
 Precision = Literal["fp32", "fp16", "int8"]
 BACKENDS = ("onnxruntime", "tensorrt", "trtexec", "torch")
@@ -113,8 +114,8 @@ def _declared_name(path: Path) -> str:
     """The ``name:`` a profile file declares (its file stem where it has none or cannot be read:
     loading it then says why)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = safe_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # (ValueError: not UTF-8; loading it says so)
         return path.stem
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else path.stem
@@ -138,7 +139,8 @@ def profile_paths() -> dict[str, Path]:
 
 
 def _profile_files(folder: Path) -> list[Path]:
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]) if folder.is_dir() else []
+    found = [*folder.glob("*.yaml"), *folder.glob("*.yml")] if folder.is_dir() else []
+    return sorted(p for p in found if p.is_file())  # (a FIFO named .yaml blocked every command reading it)
 
 
 def user_profiles() -> list[tuple[str, Path, bool]]:
@@ -152,9 +154,11 @@ def parse_profile(path: str | os.PathLike) -> DeviceProfile:
     """Read and validate one YAML file; one-line EdgeslimError on any problem."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_yaml(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise EdgeslimError(f"cannot read profile {p}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise EdgeslimError(f"profile {p} is not text (not UTF-8); fix or remove it") from None
     except yaml.YAMLError as exc:
         raise EdgeslimError(f"profile {p} is not valid YAML: {first_line(exc)}") from exc
     if not isinstance(data, dict):

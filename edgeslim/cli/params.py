@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from edgeslim.errors import EdgeslimError, first_line
+from edgeslim.utils.parsing import safe_yaml
 
 #: largest config file read (bytes): a config is a handful of lines
 MAX_CONFIG_BYTES = 1 << 20
@@ -249,7 +250,7 @@ def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> 
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise EdgeslimError(f"config file {path} is over {MAX_CONFIG_BYTES >> 20} MiB; give a YAML mapping")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_yaml(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError:
         raise EdgeslimError(f"config file {path} is not text (not UTF-8); give a YAML file") from None
     except yaml.YAMLError as exc:

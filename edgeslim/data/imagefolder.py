@@ -72,10 +72,11 @@ class Tree:
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
         else:
-            names = [
+            names = [  # regular files (or links to them): a FIFO named .png blocked the run reading it
                 str(PurePosixPath(Path(dp).relative_to(root).as_posix()) / f)
                 for dp, _, fs in os.walk(root)
                 for f in fs
+                if os.path.isfile(os.path.join(dp, f))
             ]
         self.files = sorted(
             n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not _hidden(n)

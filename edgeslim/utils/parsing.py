@@ -68,3 +68,19 @@ def parse_size(text: str | int) -> int:
 def quote(path: Any) -> str:
     """``path`` as one shell word, for a command line the user copies (a folder may hold spaces)."""
     return shlex.quote(str(path))
+
+
+def safe_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (``*name``): a settings file needs none, and nested aliases
+    expand exponentially when the result is walked (a 437-byte config took all memory). A file that
+    uses one raises ``yaml.YAMLError`` (the callers' one-line error names the file)."""
+    import yaml
+
+    class _NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=_NoAliases)  # noqa: S506 - a SafeLoader subclass
