@@ -707,38 +707,45 @@ def read_safetensors(p: Path) -> dict[str, Any]:
     ranges, then the raw little-endian data): parsed here, nothing in it runs."""
     import torch
 
-    data = bytearray(p.stat().st_size)
-    with open(p, "rb") as f:
-        f.readinto(data)
     bad = f"{p} is not a valid safetensors file"
-    n = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except ValueError as exc:
-        raise EdgeslimError(f"{bad} (its header is not JSON); is it truncated?") from exc
-    if not isinstance(header, dict):
-        raise EdgeslimError(f"{bad} (its header is not a JSON object)")
-    base, out = 8 + n, {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
+    total = p.stat().st_size
+    with open(p, "rb") as f:  # the header, then each tensor's own bytes: never more than the header names
+        n = int.from_bytes(f.read(8), "little")
+        if not 0 < n <= min(total - 8, MAX_SAFETENSORS_HEADER):
+            raise EdgeslimError(f"{bad} (its header length {n} does not fit the file); is it truncated?")
         try:
-            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
-            shape = [int(d) for d in info["shape"]]
-            start, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise EdgeslimError(f"{bad} (entry {name!r}: {info!r:.80})") from exc
-        if any(not 0 <= d < 2**48 for d in shape):
-            raise EdgeslimError(f"{bad} (entry {name!r} has the shape {shape}: negative or absurd)")
-        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        if end - start != size or start < 0 or base + end > len(data):
-            raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
-        if not size:
-            out[name] = torch.empty(shape, dtype=dtype)
-            continue
-        raw = torch.frombuffer(data, dtype=torch.uint8, count=size, offset=base + start).clone()  # aligned
-        out[name] = raw.view(dtype).reshape(shape)
+            header = json.loads(f.read(n))
+        except (ValueError, RecursionError) as exc:
+            raise EdgeslimError(f"{bad} (its header is not JSON); is it truncated?") from exc
+        if not isinstance(header, dict):
+            raise EdgeslimError(f"{bad} (its header is not a JSON object)")
+        base, out = 8 + n, {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
+                shape = [int(d) for d in info["shape"]]
+                start, end = (int(o) for o in info["data_offsets"])
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                raise EdgeslimError(f"{bad} (entry {name!r}: {info!r:.80})") from exc
+            if any(not 0 <= d < 2**48 for d in shape):
+                raise EdgeslimError(f"{bad} (entry {name!r} has the shape {shape}: negative or absurd)")
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if end - start != size or start < 0 or base + end > total:
+                raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
+            buf = bytearray(size)
+            if size:
+                f.seek(base + start)
+                if f.readinto(buf) != size:
+                    raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
+            out[name] = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape) if size else (
+                torch.empty(shape, dtype=dtype))  # fmt: skip
     return out
+
+
+#: the largest safetensors header read (a header names tensors: megabytes at most)
+MAX_SAFETENSORS_HEADER = 100 << 20
 
 
 def _is_tensor_dict(d: dict[str, Any]) -> bool:

@@ -315,3 +315,26 @@ def test_an_image_or_an_engine_given_as_the_model_is_called_what_it_is(tmp_path)
         EdgeslimError, match="e.pt is a TensorRT engine, not a PyTorch one; give it to the bench stage"
     ):
         load_model(tmp_path / "e.pt")
+
+
+def test_a_safetensors_file_is_read_as_far_as_its_header_names(tmp_path):
+    """A security probe: a 20 GB (sparse) .safetensors whose header named one 4-byte tensor was read
+    into memory whole; only the header and the tensors it names are read now."""
+    import json
+    import struct
+    import tracemalloc
+
+    from edgeslim.checkpoint import read_safetensors
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(header)) + header + struct.pack("<f", 1.5))
+        f.truncate(1 << 30)  # 1 GiB, sparse: nothing the header names
+    tracemalloc.start()
+    try:
+        out = read_safetensors(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out["w"].tolist() == [1.5] and peak < 16 << 20, peak
