@@ -131,3 +131,16 @@ def test_model_spec_takes_one_number_for_a_square_image() -> None:
     assert spec.input_size == (28, 28) and spec.input_shape == (1, 28, 28)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     assert ModelSpec("vgg-small", input_size=[24, 32]).input_size == (24, 32)  # (a list, as JSON gives)
+
+
+def test_a_checkpoint_spec_out_of_range_is_one_line() -> None:
+    """A security probe: num_classes 2**40 in a checkpoint's spec failed to allocate the head (exit 1),
+    -5 failed in torch."""
+    import pytest
+
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models import ModelSpec
+
+    for bad in ({"num_classes": 2**40}, {"num_classes": -5}, {"in_channels": 0}, {"input_size": [0, 32]}):
+        with pytest.raises(EdgeslimError, match="out of range; re-create the checkpoint"):
+            ModelSpec.from_dict({"arch": "vgg-small", **bad})

@@ -283,3 +283,26 @@ def test_inputs_that_hang_or_explode_are_refused_or_skipped(tmp_path, capsys, mo
     assert load_profile("host-cpu").name == "host-cpu"  # the others still load
     with pytest.raises(EdgeslimError, match="latin.yaml is not text"):
         list_profiles()
+
+
+def test_deep_json_and_encrypted_zip_members_are_one_line(tmp_path) -> None:
+    """A security probe: a run.json nested thousands deep (RecursionError) and an encrypted zip member
+    (zipfile's bare RuntimeError) ended as internal errors (exit 1)."""
+    from edgeslim.data.imagefolder import _read_member
+    from edgeslim.utils.io import read_json
+
+    deep = tmp_path / "run.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EdgeslimError, match="nests its JSON too deep"):
+        read_json(deep)
+    zpath = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        z.writestr("train/a/x.png", b"123")
+    raw = bytearray(zpath.read_bytes())
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):  # mark the member encrypted in both headers
+        i = raw.find(sig)
+        flags_at = i + (6 if sig == b"PK\x03\x04" else 8)
+        raw[flags_at] |= 0x1
+    zpath.write_bytes(bytes(raw))
+    with zipfile.ZipFile(zpath) as z, pytest.raises(EdgeslimError, match="is encrypted"):
+        _read_member(z, "train/a/x.png")

@@ -173,6 +173,8 @@ def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
         info = z.getinfo(name)
         if info.file_size > MAX_IMAGE_BYTES:
             raise _too_big(name, info.file_size, "declares")
+        if info.flag_bits & 0x1:  # (zipfile raises a bare RuntimeError for it)
+            raise EdgeslimError(f"{name} in the zip is encrypted; re-create the zip without a password")
         with z.open(info) as f:
             data = f.read(MAX_IMAGE_BYTES + 1)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as exc:

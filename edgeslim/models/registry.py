@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+#: the most classes a model spec may name (a probe's 2**40 failed to allocate the head)
+MAX_CLASSES = 1_000_000
+
+
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild an architecture (weights come from a state_dict).
@@ -48,7 +52,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         try:
-            return cls(
+            spec = cls(
                 arch=str(d["arch"]),
                 num_classes=int(d.get("num_classes", 10)),
                 in_channels=int(d.get("in_channels", 3)),
@@ -56,7 +60,13 @@ class ModelSpec:
                 kwargs=dict(d.get("kwargs", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeslimError(f"invalid model spec {d!r}: {exc}; re-create the checkpoint") from exc
+            raise EdgeslimError(f"invalid model spec {d!r:.200}: {exc}; re-create the checkpoint") from exc
+        bad = [f"{k} {v}" for k, v, top in (("num_classes", spec.num_classes, MAX_CLASSES),
+               ("in_channels", spec.in_channels, 4096)) if not 1 <= v <= top]  # fmt: skip
+        if bad or not all(1 <= s <= 65536 for s in spec.input_size):
+            what = ", ".join(bad) or f"input_size {spec.input_size}"
+            raise EdgeslimError(f"invalid model spec: {what} is out of range; re-create the checkpoint")
+        return spec
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

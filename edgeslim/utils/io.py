@@ -171,6 +171,8 @@ def read_json(path: str | os.PathLike) -> Any:
         ) from None
     except json.JSONDecodeError as exc:
         raise EdgeslimError(f"{p} is not valid JSON ({exc.msg} at line {exc.lineno}); re-create it") from exc
+    except RecursionError:  # (a probe's JSON nested thousands deep)
+        raise EdgeslimError(f"{p} nests its JSON too deep for a file edgeslim writes; re-create it") from None
 
 
 #: the lock file of a run directory (held with flock while a run writes there)
