@@ -566,3 +566,20 @@ def test_the_start_checkpoint_is_written_beside_a_link_never_through_it(tmp_path
     req = SimpleNamespace(trust_pickle=False, weights=str(sd), num_classes=None)
     start = Path(_start_checkpoint(req, "yolov8n.yaml", out))
     assert victim.read_text() == "mine" and not start.is_symlink() and start.stat().st_size > 1_000_000
+
+
+def test_a_model_yaml_ultralytics_cannot_build_is_one_error(tmp_path: Path, capsys) -> None:
+    """A security probe: a malformed model yaml (a two-item layer row, a syntax error) ended as an
+    internal error (exit 1), the short row even reported as code the yaml names."""
+    from edgeslim.cli import main
+
+    short = tmp_path / "short.yaml"
+    short.write_text(
+        "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1]\nhead:\n  - [-1, 1, Detect, [nc]]\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("nc: [\n")
+    for path in (short, broken):
+        assert main(["info", f"yolo:{path}"]) == 2
+        err = capsys.readouterr().err
+        assert f"ultralytics cannot build a model from {path}" in err and "evaluates code" not in err

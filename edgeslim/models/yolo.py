@@ -243,7 +243,9 @@ def yaml_code(name: str) -> str:
     from torch import nn as tnn
 
     for layer in [*(d.get("backbone") or []), *(d.get("head") or [])]:
-        m = str(layer[2]) if isinstance(layer, (list, tuple)) and len(layer) > 2 else ""
+        if not (isinstance(layer, (list, tuple)) and len(layer) == 4):
+            continue  # (a malformed row is no code: the build reports it)
+        m = str(layer[2])
         if m.startswith("nn."):
             cls = getattr(tnn, m[3:], None)
         elif m.startswith("torchvision.ops."):
@@ -372,7 +374,14 @@ def build_yolo_model(
     try:
         with _no_info():
             return getattr(tasks, cls_name)(cfg, ch=in_channels, nc=num_classes, verbose=False, **kwargs)
-    except (FileNotFoundError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a yaml of the user's that ultralytics cannot build is bad input
+        if Path(cfg).is_file() and not isinstance(exc, (FileNotFoundError, AttributeError, KeyError)):
+            raise EdgeslimError(
+                f"ultralytics cannot build a model from {cfg} ({type(exc).__name__}: {str(exc)[:120]}); fix the "
+                "yaml (its backbone and head rows are [from, repeats, module, args])"
+            ) from exc
+        if not isinstance(exc, (FileNotFoundError, AttributeError, KeyError)):
+            raise
         raise EdgeslimError(
             f"cannot build yolo:{name} ({type(exc).__name__}: {str(exc)[:120]}); use an ultralytics yaml name "
             "such as yolov8n or yolo11n-seg, or a path to a .yaml or .pt file"
