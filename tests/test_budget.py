@@ -726,3 +726,25 @@ def test_compiled_and_non_affine_models_and_an_explicit_no_coupling() -> None:
 
     res = threshold_prune(Residual().eval(), 0.5, example_input=torch.zeros(1, 3, 8, 8))
     assert res["removable"] == 0 and res["pruned"] == 0  # (it zeroed a channel of b1 that surgery kept)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda t: t["layers"].update({next(iter(t["layers"])): "abc"}),
+        lambda t: t.update(fixed=[1]),
+        lambda t: t["layers"].update({next(iter(t["layers"])): 1e308}),
+        lambda t: t.update(calibration={"points": "x"}),
+    ],
+    ids=["string", "list", "huge", "calibration"],
+)
+def test_a_malformed_latency_table_is_one_error(edit) -> None:
+    """A security probe: hand-edited latency tables (a string for a time, [1] for the fixed part, 1e308,
+    a broken calibration) ended as internal errors (exit 1)."""
+    model, ex = _model("vgg-small")
+    names = [n for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    table = {"unit": "ms", "layers": {n: 0.1 for n in names}}
+    build_resource(model, ex, "latency", latency_table=json.loads(json.dumps(table)))  # the good table builds
+    edit(table)
+    with pytest.raises(EdgeslimError, match="the latency table is malformed"):
+        build_resource(model, ex, "latency", latency_table=table)

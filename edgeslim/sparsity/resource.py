@@ -304,38 +304,51 @@ class ResourceModel:
         others = [sum((vb[r] for r in rs), zero) for _, _, rs in self.kernel_rows]
         return extra, torch.stack(others) if others else vb[:0]
 
+    def _setup_table(self, table: dict[str, Any]) -> None:
+        """The budget priced by a measured per-layer table (its rows, fixed part, sweeps, calibration)."""
+        self._check_table_input(table)
+        rows = table.get("layers")
+        if not isinstance(rows, dict) or not rows:
+            raise EdgeslimError('a latency table needs "layers": {"<layer name>": <ms at full width>, ...}')
+        unit = {"ms": 1e-3, "us": 1e-6, "s": 1.0}.get(str(table.get("unit", "ms")))
+        if unit is None:
+            raise EdgeslimError(f"latency table unit must be ms, us or s, got {table.get('unit')!r}")
+        mac_layers = {layer.name for layer in self.layers if layer.kind != "bn"}
+        missing = sorted(mac_layers - set(rows))
+        if missing:
+            raise EdgeslimError(
+                f"the latency table has no entry for layer(s) {', '.join(missing[:4])}; "
+                "measure every conv/linear layer of this model"
+            )
+        # (a trial's ResNet-34 table priced a ResNet-18, whose names it holds too: 0.556 of the target)
+        extra = sorted(set(rows) - mac_layers)
+        if extra:
+            raise EdgeslimError(
+                f"the latency table times {len(extra)} layer(s) this model does not have ({', '.join(extra[:3])}): "
+                "it is a table of another network; measure the table of this model's export",
+                param="latency_table",
+            )
+        self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
+        self.table_fixed = float(table.get("fixed", 0.0)) * unit
+        times = [*self.table.values(), self.table_fixed]
+        if not all(math.isfinite(v) and 0 <= v < 3600 for v in times):
+            raise ValueError("its times must be numbers from 0 to an hour")
+        if isinstance(table.get("total_ms"), (int, float)):
+            self.table_total = float(table["total_ms"]) * 1e-3
+        self._setup_sweeps(table.get("sweeps") or {})
+        self._setup_calibration(table.get("calibration"))
+
     def _setup_latency(self, profile: Any, precision: str | None, table: dict[str, Any] | None) -> None:
         if table is not None:
-            self._check_table_input(table)
-            rows = table.get("layers")
-            if not isinstance(rows, dict) or not rows:
-                raise EdgeslimError(
-                    'a latency table needs "layers": {"<layer name>": <ms at full width>, ...}'
-                )
-            unit = {"ms": 1e-3, "us": 1e-6, "s": 1.0}.get(str(table.get("unit", "ms")))
-            if unit is None:
-                raise EdgeslimError(f"latency table unit must be ms, us or s, got {table.get('unit')!r}")
-            mac_layers = {layer.name for layer in self.layers if layer.kind != "bn"}
-            missing = sorted(mac_layers - set(rows))
-            if missing:
-                raise EdgeslimError(
-                    f"the latency table has no entry for layer(s) {', '.join(missing[:4])}; "
-                    "measure every conv/linear layer of this model"
-                )
-            # (a trial's ResNet-34 table priced a ResNet-18, whose names it holds too: 0.556 of the target)
-            extra = sorted(set(rows) - mac_layers)
-            if extra:
-                raise EdgeslimError(
-                    f"the latency table times {len(extra)} layer(s) this model does not have ({', '.join(extra[:3])}): "
-                    "it is a table of another network; measure the table of this model's export",
+            try:
+                self._setup_table(table)
+            except (TypeError, ValueError, KeyError, IndexError, StopIteration, OverflowError,
+                    ZeroDivisionError, AttributeError) as exc:  # fmt: skip
+                raise EdgeslimError(  # (a probe's hand-edited tables: strings, [1] for a number, 1e308)
+                    f"the latency table is malformed ({type(exc).__name__}: {str(exc)[:100]}); measure it again "
+                    "(edgeslim.bench.layers; docs/budget.md gives its format)",
                     param="latency_table",
-                )
-            self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
-            self.table_fixed = float(table.get("fixed", 0.0)) * unit
-            if isinstance(table.get("total_ms"), (int, float)):
-                self.table_total = float(table["total_ms"]) * 1e-3
-            self._setup_sweeps(table.get("sweeps") or {})
-            self._setup_calibration(table.get("calibration"))
+                ) from exc
             return
         if profile is None:
             raise EdgeslimError(
