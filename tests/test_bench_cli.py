@@ -267,6 +267,26 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         ({**rec, "summary": {**rec["summary"], "slim": []}}, "no median latency of slim at batch 1"),
         ({**trials_only, "trials": [{"label": "baseline"}]}, "its trials cannot be summarized"),
         ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 1"),
+        # (a security probe's run.json files: internal errors, exit 1)
+        ({**rec, "env": "x"}, "'env' is not a table"),
+        (
+            {**rec, "models": {**rec["models"], "slim": {**rec["models"]["slim"], "cost": {"layers": "x"}}}},
+            "the cost of slim is not a table of its layers",
+        ),
+        (
+            {**rec, "models": {**rec["models"], "slim": {**rec["models"]["slim"], "file_bytes": None}}},
+            "the file size of slim is not a number",
+        ),
+        (
+            {
+                **rec,
+                "summary": {
+                    **rec["summary"],
+                    "slim": {**rec["summary"]["slim"], "1": {"p50_ms": float("inf")}},
+                },
+            },
+            "no median latency of slim at batch 1",
+        ),
     ):
         (tmp_path / "bad.json").write_text(json.dumps(damaged))
         r = edgeslim(["report", tmp_path / "bad.json"], tmp_path, check_rc=2)

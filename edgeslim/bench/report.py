@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
@@ -79,8 +80,21 @@ def check_record(record: dict, source: str = "the record") -> dict:
         for b in batches:
             entry = per_batch.get(str(b)) if isinstance(per_batch, dict) else None
             p50 = entry.get("p50_ms") if isinstance(entry, dict) else None
-            if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not p50 >= 0:
+            if not isinstance(p50, (int, float)) or isinstance(p50, bool) or not 0 <= p50 < math.inf:
                 raise damaged(f"no median latency of {label} at batch {b}")
+    # the parts the tables and plots read (a probe's run.json with env "x", cost.layers "x", file_bytes null)
+    if not isinstance(record.get("env", {}), dict):
+        raise damaged("'env' is not a table of the machine's facts")
+    for label, m in models.items():
+        cost = m.get("cost")
+        if cost is not None and not (
+            isinstance(cost, dict)
+            and isinstance(cost.get("layers", []), (list, type(None)))
+            and all(isinstance(layer, dict) for layer in cost.get("layers") or [])
+        ):
+            raise damaged(f"the cost of {label} is not a table of its layers")
+        if not isinstance(m.get("file_bytes", 0), (int, float)):
+            raise damaged(f"the file size of {label} is not a number")
     return record
 
 
