@@ -436,7 +436,9 @@ def test_resume_into_a_held_directory_names_the_run_holding_it(tmp_path, capsys)
 
 def test_the_clean_up_after_a_failed_run_never_hides_its_error(tmp_path) -> None:
     """train/ a symlink to an empty folder: the clean-up after a failing run raised NotADirectoryError
-    in place of the run's own error (from the second review); the run's error comes out, the link stays."""
+    in place of the run's own error (from the second review); since a security probe a run refuses a
+    linked train/ before it starts (it wrote and deleted through it), and the link stays; a run's own
+    error still comes out of its clean-up."""
     from edgeslim.pipelines.rundir import run_directory, slim_train_files
 
     target = tmp_path / "elsewhere"
@@ -444,10 +446,14 @@ def test_the_clean_up_after_a_failed_run_never_hides_its_error(tmp_path) -> None
     out = tmp_path / "run"
     out.mkdir()
     (out / "train").symlink_to(target, target_is_directory=True)
+    with pytest.raises(EdgeslimError, match="train is a symbolic link"):
+        with run_directory(out, force=True, interrupted="train", run_files=slim_train_files):
+            raise AssertionError("the run must not start")
+    assert (out / "train").is_symlink() and target.is_dir()
+    (out / "train").unlink()
     with pytest.raises(RuntimeError, match="the run's own"):
         with run_directory(out, force=True, interrupted="train", run_files=slim_train_files):
             raise RuntimeError("the run's own")
-    assert (out / "train").is_symlink() and target.is_dir()
 
 
 def test_a_forced_run_that_stops_leaves_no_earlier_report(tmp_path):
