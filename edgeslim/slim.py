@@ -427,6 +427,12 @@ def _gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
 
 
+def budget_reached(budget: dict[str, Any]) -> bool:
+    """Whether a budget run ended within its target's tolerance (neither missed nor overshot far)."""
+    achieved, target = budget["achieved_fraction"], budget["target_fraction"]
+    return BUDGET_OVERSHOOT_FACTOR * target <= achieved <= (1 + BUDGET_MISS_TOLERANCE) * target
+
+
 def budget_warning(budget: dict[str, Any]) -> str:
     """One line when a budget run missed its target or overshot it far below, or when the penalty's
     shrink cap held the controller back and left the cutting to the final projection; else ``""``."""
@@ -619,7 +625,7 @@ def accuracy_note(report: dict[str, Any]) -> str:
     return (
         "the accuracy change is what surgery cost the trained network"
         + (f" ({n_test:,} test images)" if n_test else "")
-        + "; no unpruned network was trained in this run (edgeslim train gives one to compare with)"
+        + "; no unpruned network was trained in this run (train one without slimming to compare with)"
     )
 
 

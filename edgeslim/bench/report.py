@@ -430,7 +430,8 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         else "as the ONNX file holds them (BatchNorm folded into the convolutions)"
     )
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
-              "Each model in its own process: peak RSS, the RSS its runtime and model added, NvMap (a Jetson's "
+              "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
+              "and first inference), NvMap (a Jetson's "
               f"GPU memory; - elsewhere), and the seconds to load it. params: {params}."]  # fmt: skip
     if record.get("prediction"):
         pr = record["prediction"]

@@ -123,7 +123,8 @@ def _declared_name(path: Path) -> str:
 
 def profile_paths() -> dict[str, Path]:
     """Profile name (the ``name:`` its file declares) -> path; a folder of ``EDGESLIM_PROFILES`` wins
-    over the shipped profiles of the same name, and an earlier folder over a later one."""
+    over the shipped profiles of the same name, and an earlier folder over a later one; two files of
+    one folder declaring one name are refused (one line naming both)."""
     found: dict[str, Path] = {}
     for d in reversed(_search_dirs()):
         here: dict[str, Path] = {}

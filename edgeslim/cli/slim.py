@@ -399,7 +399,7 @@ def _lambda_text(lam: float, budget_lambda: float | None) -> str:
 
 def _print_yolo(report: dict[str, Any]) -> None:
     """The report of a YOLO slimmed in ultralytics' trainer: sparsity per epoch, mAP, surgery."""
-    from edgeslim.slim import budget_warning
+    from edgeslim.slim import budget_reached, budget_warning
     from edgeslim.utils.console import human, out, table
 
     s, sg = report["slimming"], report["surgery"]
@@ -424,9 +424,11 @@ def _print_yolo(report: dict[str, Any]) -> None:
             f"budget ({budget['metric']}): target {budget['target_fraction']:.1%} of dense, reached "
             f"{budget['achieved_fraction']:.1%} in last.pt, the checkpoint cut"
             + (
-                " (not the target: see the warning)"
-                if budget_warning(budget)
-                else " (within the budget's tolerance)"
+                " (within the budget's tolerance)"
+                if not budget_warning(budget)
+                else " (not the target: see the warning)"
+                if not budget_reached(budget)
+                else " (reached, by the final projection: see the warning)"
             )
         )
         if budget["metric"] == "latency" and "achieved" in budget:

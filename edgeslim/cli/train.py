@@ -73,7 +73,9 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
     "this model.pt.",
 )
 @trust_pickle_option
-@click.option("--force", is_flag=True, help="Overwrite an existing DIR/model.pt.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite an earlier run in DIR (its model.pt, report.json, log.jsonl)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def train(**kw: Any) -> None:
     """Train a model; with --method subgradient --prune-ratio R --finetune-epochs N, run the

@@ -259,7 +259,7 @@ def _check_phases(req: SlimRequest) -> None:
 def run(
     req: SlimRequest, progress: Any = None, on_collapse: Any = None, say: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json).
+    """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json and report.md).
     ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). The
     caller's global random generators are as they were after it returns (the run seeds its own)."""
     with kept_random_state():

@@ -66,8 +66,9 @@ def _round_log_ticks(lo: float, hi: float, most: int = 5) -> list[float]:
 
 def plain_log_axis(axis: Any, lo: float, hi: float) -> None:
     """Label a log-scale ``axis`` (``ax.xaxis``/``ax.yaxis``) over data from ``lo`` to ``hi`` with
-    plain numbers: at 1-2-5 steps (decades only over more than three; within one decade, evenly
-    spaced round values), not matplotlib's ``5×10⁻¹`` minor labels."""
+    plain numbers: at 1-2-5 steps (decades only over more than three; within one decade, round
+    values about evenly spaced on the log scale from the data's low end, linear steps over a narrow
+    range), not matplotlib's ``5×10⁻¹`` minor labels."""
     import math
 
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
