@@ -297,7 +297,7 @@ def predicted_speedup(models: dict, key: str = "total_ms") -> dict[str, float]:
     base, slim = models.get("baseline"), models.get("slim")
     if not base or not slim:
         return {}
-    return {b: base[b][key] / slim[b][key] for b in base if b in slim and slim[b][key] > 0}
+    return {b: base[b][key] / slim[b][key] for b in base if b in slim and (slim[b].get(key) or 0) > 0}
 
 
 def predicted_speedups(prediction: dict) -> str | None:
@@ -309,8 +309,14 @@ def predicted_speedups(prediction: dict) -> str | None:
 def assumed_efficiency(prediction: dict) -> str | None:
     """A sentence when the prediction's efficiency factors are, in part, the profile's assumed ones
     (not fitted to timings on the device), quoting what the profile says of them."""
-    effs = [v["efficiency"] for bs in (prediction.get("models") or {}).values() for v in bs.values()]
-    assumed = [e for e in effs if "assumed" in str(e.get("source", ""))]
+    effs = [
+        v.get("efficiency") or {} for bs in (prediction.get("models") or {}).values() for v in bs.values()
+    ]
+    assumed = [
+        e
+        for e in effs
+        if "assumed" in str(e.get("source", "")) and {"compute", "memory", "launch_us"} <= set(e)
+    ]
     if not assumed:
         return None
     e = assumed[0]

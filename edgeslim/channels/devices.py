@@ -7,6 +7,7 @@ to a user's own YAML file. :class:`DeviceProfile` is the schema; every number ne
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Literal
@@ -112,13 +113,24 @@ def _search_dirs() -> list[Path]:
 
 def _declared_name(path: Path) -> str:
     """The ``name:`` a profile file declares (its file stem where it has none or cannot be read:
-    loading it then says why)."""
+    loading it then says why); each file read once while it is unchanged (every lookup reads the
+    names of all profiles: 26 ms a lookup unremembered)."""
     try:
-        data = safe_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):  # (ValueError: not UTF-8; loading it says so)
+        st = path.stat()
+    except OSError:
         return path.stem
+    return _name_in_file(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _name_in_file(path: str, _mtime_ns: int, _size: int) -> str:
+    stem = Path(path).stem
+    try:
+        data = safe_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):  # (ValueError: not UTF-8; loading it says so)
+        return stem
     name = data.get("name") if isinstance(data, dict) else None
-    return name if isinstance(name, str) and name else path.stem
+    return name if isinstance(name, str) and name else stem
 
 
 def profile_paths() -> dict[str, Path]:
