@@ -306,3 +306,19 @@ def test_deep_json_and_encrypted_zip_members_are_one_line(tmp_path) -> None:
     zpath.write_bytes(bytes(raw))
     with zipfile.ZipFile(zpath) as z, pytest.raises(EdgeslimError, match="is encrypted"):
         _read_member(z, "train/a/x.png")
+
+
+def test_names_from_files_cannot_send_terminal_control_sequences(tmp_path, capsys) -> None:
+    """A security probe: a zip member or run.json label holding ESC ] 0 ; ... (retitle the terminal) or
+    ESC [ 31 m was printed with its escape bytes, in errors, warnings and tables."""
+    from edgeslim.utils.console import _Console, table
+
+    name = tmp_path / "x\x1b]0;pwned\x07\x1b[31m.pt"
+    assert main(["info", str(name)]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "x.pt does not exist" in err and len(err.strip().splitlines()) == 1
+    buf = io.StringIO()
+    console = _Console(file=buf, force_terminal=False, width=120)
+    console.print("warning: \x1b]2;title\x1b\\\x1b[2Jcleared")
+    console.print(table("t\x1b[31m", ["model"], [["slim\x1b]0;x\x07"]]))
+    assert "\x1b" not in buf.getvalue() and "cleared" in buf.getvalue() and "slim" in buf.getvalue()

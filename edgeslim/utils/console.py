@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,11 +24,30 @@ from rich.progress import (
 )
 from rich.table import Table
 
+#: terminal control sequences (CSI ``ESC [ ... final``, OSC ``ESC ] ... BEL or ESC \\``) and any other
+#: control character but newline and tab
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without terminal control sequences: a name from a file (a zip member, a run.json
+    label) could retitle the terminal or recolour it (a security probe); colour codes another
+    library put in its message go too."""
+    return _CONTROL.sub("", text)
+
+
+class _Console(Console):
+    """A rich console that prints strings without terminal control sequences (:func:`printable`)."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
 #: results go to stdout, progress and messages to stderr (so ``--json`` stdout stays clean)
 #: piped output is not cut to 80 columns: names people copy (profiles, layers) stay whole
 PIPED_WIDTH = 200
-out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
+out = _Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err = _Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 def progress_enabled() -> bool:
@@ -99,7 +119,7 @@ def log_lines_when_piped() -> Iterator[None]:
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
     """Build a rich table; numbers are right-aligned."""
-    t = Table(title=title, title_justify="left")
+    t = Table(title=printable(title) if title else title, title_justify="left")
     numeric = [all(isinstance(r[i], (int, float)) for r in rows if i < len(r)) for i in range(len(columns))]
     for i, (col, num) in enumerate(zip(columns, numeric)):
         # the first column names the row (a profile, a layer): never cut, never wrapped
@@ -118,17 +138,16 @@ def _fmt(v: Any) -> str:
         return f"{v:.4g}" if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
-    return "-" if v is None else str(v)
+    return "-" if v is None else printable(str(v))
 
 
 def error_line(message: str) -> None:
     """Print ``message`` as one red line on stderr (markup escaped, line breaks folded)."""
-    import re
 
     from rich.markup import escape
 
     # (terminal colour codes another library put in its message, e.g. ultralytics', are dropped)
-    plain = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(message))
+    plain = printable(str(message).replace("\r", "\n"))
     text = " ".join(part.strip() for part in plain.splitlines() if part.strip())
     err.print(f"[bold red]error:[/] {escape(text)}", soft_wrap=True)
 
