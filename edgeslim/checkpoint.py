@@ -758,11 +758,24 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (for ``--resume``), with a clear error for other files."""
 
     p = Path(path)
+    if p.is_dir():  # (a run's folder: its checkpoint)
+        if not (p / "model.pt").is_file():
+            raise EdgeslimError(
+                f"{p} is a folder without a model.pt: no run saved a checkpoint there; check the path"
+            )
+        p = p / "model.pt"
     if not p.is_file():
         raise EdgeslimError(f"checkpoint {p} does not exist; check the path")
     try:
         obj = _torch_load_data(p, "cpu")
     except Exception as exc:  # noqa: BLE001
+        if "weights only" in str(exc).lower() or "weights_only" in str(
+            exc
+        ):  # (a probe's pickle: "truncated?")
+            raise EdgeslimError(
+                f"{p} holds Python objects beyond an edgeslim checkpoint's tensors and settings, which would run "
+                "code when loaded, so it is refused; resume from the model.pt of an edgeslim run"
+            ) from exc
         raise EdgeslimError(
             f"{p} is not a readable edgeslim checkpoint ({type(exc).__name__}); is it truncated?"
         ) from exc

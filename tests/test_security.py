@@ -322,3 +322,19 @@ def test_names_from_files_cannot_send_terminal_control_sequences(tmp_path, capsy
     console.print("warning: \x1b]2;title\x1b\\\x1b[2Jcleared")
     console.print(table("t\x1b[31m", ["model"], [["slim\x1b]0;x\x07"]]))
     assert "\x1b" not in buf.getvalue() and "cleared" in buf.getvalue() and "slim" in buf.getvalue()
+
+
+def test_train_resume_names_a_refused_pickle_and_takes_a_run_folder(tmp_path, capsys) -> None:
+    """A security probe: train --resume evil.pt (a pickle whose loading would run code) said "is it
+    truncated?", and train --resume DIR said the checkpoint DIR does not exist."""
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(_payload_bytes(marker))
+    base = ["train", "--arch", "vgg-small", "--data", "digits", "--out", str(tmp_path / "o")]
+    assert main([*base, "--resume", str(evil)]) == 2
+    err = capsys.readouterr().err
+    assert "would run code when loaded, so it is refused" in err and not marker.exists()
+    empty = tmp_path / "run"
+    empty.mkdir()
+    assert main([*base, "--resume", str(empty)]) == 2
+    assert "is a folder without a model.pt" in capsys.readouterr().err
