@@ -70,7 +70,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
     flag_value="",
     default=None,
     help="Continue an interrupted run: alone, the one in --out (like slim --resume); or the run saved in "
-    "this model.pt.",
+    "this model.pt (or in this run folder's model.pt).",
 )
 @trust_pickle_option
 @click.option(
