@@ -7,8 +7,8 @@
 
 Outputs in ``out_dir``: ``model.pt`` (slim checkpoint with its surgery recipe), ``trained.pt``
 (the dense network with exact zero scales), ``report.json``, ``report.md`` (the same for a
-person), ``channels.png``, ``gamma_hist.png``, ``budget.png`` (a budget run), and the trainer's ``train/`` folder (epoch checkpoints for ``--resume``,
-``log.jsonl``).
+person), ``channels.png``, ``gamma_hist.png``, ``budget.png`` (a budget run), and the trainer's
+``train/`` folder (epoch checkpoints for ``--resume``, ``log.jsonl``).
 """
 
 from __future__ import annotations
@@ -609,8 +609,17 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     atomic_write_text(out / RUN_REPORT_MD, markdown_report(report))
 
 
-def _pct_md(v: float | None) -> str:
+def percent(v: float | None) -> str:
+    """An accuracy or share as ``84.0%`` (``-`` for None): the terminal's and report.md's."""
     return "-" if v is None else f"{v:.1%}"
+
+
+def latency_check_rows(lat: dict[str, Any]) -> list[list[str]]:
+    """A measured latency check's rows (dense, slim) under ``["", "target", "predicted", "measured"]``."""
+    return [
+        ["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
+        ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"],
+    ]
 
 
 def accuracy_change(report: dict[str, Any]) -> str:
@@ -641,7 +650,7 @@ def final_steps_note(report: dict[str, Any]) -> str | None:
     steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
     steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
     steps += ["finalize (gamma := xi: the prox's exact zeros)"]
-    return f"test accuracy {_pct_md(last)} at the last epoch, {_pct_md(acc['trained'])} after " + ", ".join(
+    return f"test accuracy {percent(last)} at the last epoch, {percent(acc['trained'])} after " + ", ".join(
         steps
     )
 
@@ -651,7 +660,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     from edgeslim.utils.markdown import markdown_table
 
     acc, s, cfg = report["accuracy"], report["slimming"], report["train"]["config"]
-    rows = [["test accuracy", _pct_md(acc["trained"]), _pct_md(acc.get("slim")), accuracy_change(report)]]
+    rows = [["test accuracy", percent(acc["trained"]), percent(acc.get("slim")), accuracy_change(report)]]
     for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
         if key in report:
             d = report[key]
@@ -731,13 +740,11 @@ def markdown_report(report: dict[str, Any]) -> str:
     parts += ["", "## Training", "", *training]
     lat, pl = report.get("latency"), report.get("predicted_latency")
     if lat and lat.get("measured"):
-        lat_rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
-                    ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"]]  # fmt: skip
         parts += [
             "",
             f"## Latency at batch {lat['batch']} ({lat['backend']}, {lat['threads']} thread(s), milliseconds)",
             "",
-            markdown_table(["", "target", "predicted", "measured"], lat_rows),
+            markdown_table(["", "target", "predicted", "measured"], latency_check_rows(lat)),
             "",
             f"Measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x. The target is "
             "the budget's fraction of the measured dense latency; during training the budget tracked the same "

@@ -240,12 +240,8 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
     _print(report, as_json)
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1%}"
-
-
 def _print(report: dict[str, Any], as_json: bool) -> None:
-    from edgeslim.slim import accuracy_change, accuracy_note, final_steps_note
+    from edgeslim.slim import accuracy_change, accuracy_note, final_steps_note, latency_check_rows, percent
     from edgeslim.utils.console import err, human, out, print_json, table
 
     if as_json:
@@ -261,8 +257,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         rows = [
             [
                 "test accuracy",
-                _pct(acc["trained"]),
-                _pct(acc.get("slim")),
+                percent(acc["trained"]),
+                percent(acc.get("slim")),
                 accuracy_change(report),
             ],
         ]
@@ -308,12 +304,10 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             )
         lat = report.get("latency")
         if lat and lat.get("measured"):
-            rows = [["dense", "-", f"{lat['predicted_dense_ms']:.4g}", f"{lat['measured_dense_ms']:.4g}"],
-                    ["slim", f"{lat['target_ms']:.4g}", f"{lat['predicted_ms']:.4g}", f"{lat['measured_ms']:.4g}"]]  # fmt: skip
             out.print(
                 f"latency at batch {lat['batch']}, in ms ({lat['backend']}, {lat['threads']} thread(s)):"
             )
-            out.print(table(None, ["", "target", "predicted", "measured"], rows))
+            out.print(table(None, ["", "target", "predicted", "measured"], latency_check_rows(lat)))
             out.print(f"measured / target {lat['measured_over_target']:.3f}, speedup {lat['speedup']:.2f}x")
         elif lat:
             target = (
