@@ -27,6 +27,7 @@ from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, Step, first_line
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
+from edgeslim.utils.rundir import MODEL_FILE
 from edgeslim.utils.sniff import sniff, zip_names
 
 if TYPE_CHECKING:
@@ -759,19 +760,18 @@ def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
 
     p = Path(path)
     if p.is_dir():  # (a run's folder: its checkpoint)
-        if not (p / "model.pt").is_file():
+        if not (p / MODEL_FILE).is_file():
             raise EdgeslimError(
-                f"{p} is a folder without a model.pt: no run saved a checkpoint there; check the path"
+                f"{p} is a folder without a {MODEL_FILE}: no run saved a checkpoint there; check the path"
             )
-        p = p / "model.pt"
+        p = p / MODEL_FILE
     if not p.is_file():
         raise EdgeslimError(f"checkpoint {p} does not exist; check the path")
     try:
         obj = _torch_load_data(p, "cpu")
     except Exception as exc:  # noqa: BLE001
-        if "weights only" in str(exc).lower() or "weights_only" in str(
-            exc
-        ):  # (a probe's pickle: "truncated?")
+        msg = str(exc)
+        if "weights only" in msg.lower() or "weights_only" in msg:  # (a probe's pickle: "truncated?")
             raise EdgeslimError(
                 f"{p} holds Python objects beyond an edgeslim checkpoint's tensors and settings, which would run "
                 "code when loaded, so it is refused; resume from the model.pt of an edgeslim run"

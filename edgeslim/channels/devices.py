@@ -159,7 +159,7 @@ def _profile_files(folder: Path) -> list[Path]:
 def user_profiles() -> list[tuple[str, Path, bool]]:
     """The profiles that come from ``EDGESLIM_PROFILES``: (name, path, whether it replaces a shipped
     profile of that name)."""
-    shipped = {_declared_name(p) for p in PROFILE_DIR.glob("*.yaml")}
+    shipped = {_declared_name(p) for p in _profile_files(PROFILE_DIR)}
     return [(n, p, n in shipped) for n, p in profile_paths().items() if p.parent != PROFILE_DIR]
 
 

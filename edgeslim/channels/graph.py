@@ -670,9 +670,8 @@ class _Analyser:
             self.busy = True
             try:
                 call = Call(type(m), args, {}, name, name)
-                ins = (
-                    self.value_keys(args) if self.kernels else ()
-                )  # (before out's labels replace an input's)
+                # the values it reads, before out's labels replace an input's
+                ins = self.value_keys(args) if self.kernels else ()
                 self.set_info(out, self.custom(call, m, rule, out))
                 if (
                     self.kernels

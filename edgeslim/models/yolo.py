@@ -374,17 +374,17 @@ def build_yolo_model(
     try:
         with _no_info():
             return getattr(tasks, cls_name)(cfg, ch=in_channels, nc=num_classes, verbose=False, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a yaml of the user's that ultralytics cannot build is bad input
-        if Path(cfg).is_file() and not isinstance(exc, (FileNotFoundError, AttributeError, KeyError)):
-            raise EdgeslimError(
-                f"ultralytics cannot build a model from {cfg} ({type(exc).__name__}: {str(exc)[:120]}); fix the "
-                "yaml (its backbone and head rows are [from, repeats, module, args])"
-            ) from exc
-        if not isinstance(exc, (FileNotFoundError, AttributeError, KeyError)):
-            raise
+    except (FileNotFoundError, AttributeError, KeyError) as exc:
         raise EdgeslimError(
             f"cannot build yolo:{name} ({type(exc).__name__}: {str(exc)[:120]}); use an ultralytics yaml name "
             "such as yolov8n or yolo11n-seg, or a path to a .yaml or .pt file"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a yaml of the user's that ultralytics cannot build is bad input
+        if not Path(cfg).is_file():
+            raise
+        raise EdgeslimError(
+            f"ultralytics cannot build a model from {cfg} ({type(exc).__name__}: {str(exc)[:120]}); fix the "
+            "yaml (its backbone and head rows are [from, repeats, module, args])"
         ) from exc
 
 
