@@ -47,6 +47,19 @@ def dataset_shape(name: str) -> tuple[int, int, int, int] | None:
     return SHAPES.get(key)
 
 
+def recorded_data_dir(name: str, path: str, whose: str, when: str = "") -> str:
+    """``path``, where ``whose`` (``the run's``, ``the model's``) ``name`` images were read from (``when``),
+    if it is still there; else one line asking for data_dir (a trial moved a run: "data_dir ... does
+    not exist")."""
+    if not Path(path).expanduser().exists():
+        raise EdgeslimError(
+            f"{whose} {name} images were read from {path}{when}, which is not there now; give data_dir where "
+            "they are now",
+            param="data_dir",
+        )
+    return path
+
+
 def canonical_name(name: str) -> str:
     """Normalise a data set name (``FashionMNIST`` -> ``fashion-mnist``); raise for unknown names."""
     key = name.lower().replace("_", "-")

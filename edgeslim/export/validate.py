@@ -140,7 +140,7 @@ def real_inputs(
     """
     from pathlib import Path
 
-    from edgeslim.data.datasets import canonical_name
+    from edgeslim.data.datasets import canonical_name, recorded_data_dir
     from edgeslim.data.imagefolder import IMAGES
 
     name = data or dataset_name(meta)
@@ -151,13 +151,7 @@ def real_inputs(
         # photos a prune was checked on, the checkpoint copied to a machine without them: none known here
         if canonical_name(name) == IMAGES and not Path(recorded).exists():
             return None
-        if not Path(recorded).expanduser().exists():  # (a trial moved a run: "data_dir ... does not exist")
-            raise EdgeslimError(
-                f"the model's {name} images were read from {recorded} when it was made, which is not there now; "
-                "give data_dir where they are now",
-                param="data_dir",
-            )
-        data_dir = recorded
+        data_dir = recorded_data_dir(name, recorded, "the model's", " when it was made")
     from edgeslim.data import load_dataset
 
     key = canonical_name(name)

@@ -152,6 +152,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
     resumed: dict[str, Any] = {}
     if req.resume:
         from edgeslim.checkpoint import load_checkpoint_dict
+        from edgeslim.data.datasets import recorded_data_dir
 
         ckpt = load_checkpoint_dict(saved_run)  # (read once: its data, its seed and threads)
         # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
@@ -168,12 +169,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
                 setattr(req, k, v)
             elif getattr(req, k) is None and (k == "data_name" or req.data_name == saved.get("data_name")):
                 setattr(req, k, v)
-                if k == "data_dir" and not Path(v).expanduser().exists():
-                    raise EdgeslimError(
-                        f"the run's {saved.get('data_name')} images were read from {v}, which is not there now; "
-                        "give data_dir where they are now",
-                        param="data_dir",
-                    )
+                if k == "data_dir":
+                    recorded_data_dir(str(saved.get("data_name")), v, "the run's")
         # the seed that chose its subset and the threads it trained with (a trial's resume drew other
         # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
         resumed = saved_run_state(ckpt)
