@@ -307,8 +307,8 @@ def predicted_speedups(prediction: dict) -> str | None:
 
 
 def assumed_efficiency(prediction: dict) -> str | None:
-    """A sentence when the prediction's efficiency factors are, in part, the profile's assumed ones
-    (not fitted to timings on the device), quoting what the profile says of them."""
+    """A note (a sentence from its first word on) when the prediction's efficiency factors are, in part,
+    the profile's assumed ones (not fitted to timings on the device), quoting what the profile says."""
     effs = [
         v.get("efficiency") or {} for bs in (prediction.get("models") or {}).values() for v in bs.values()
     ]
@@ -322,7 +322,7 @@ def assumed_efficiency(prediction: dict) -> str | None:
     e = assumed[0]
     source = str(e["source"]).split(":")[0] if str(e["source"]).startswith("assumed") else e["source"]
     return (
-        f"Efficiency factors not fitted to timings on the device: {e['compute']:g} of peak compute, "
+        f"efficiency factors not fitted to timings on the device: {e['compute']:g} of peak compute, "
         f"{e['memory']:g} of peak bandwidth, {e['launch_us']:g} us per layer launch (the profile says: {source}); a "
         "layer whose time is mostly that launch cost is 'launch'-bound, so small networks are predicted close "
         "to dense. Fitted factors come from timings on the device (docs/bench.md, calibration)."
@@ -451,7 +451,11 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                 if (predicted := predicted_speedups(pr))
                 else []
             ),
-            *(["", uncalibrated] if (uncalibrated := assumed_efficiency(pr)) else []),
+            *(
+                ["", uncalibrated[0].upper() + uncalibrated[1:]]
+                if (uncalibrated := assumed_efficiency(pr))
+                else []
+            ),
             *(["", f"Not compared: {pr['not_compared']}."] if pr.get("not_compared") else []),
             *(
                 [

@@ -53,7 +53,7 @@ def _print_tables(record: dict) -> None:
         if pr.get("not_compared"):
             err.print(f"note: {pr['not_compared']}", soft_wrap=True)
         if assumed := report.assumed_efficiency(pr):
-            err.print(f"note: {assumed[0].lower()}{assumed[1:]}", soft_wrap=True)
+            err.print(f"note: {assumed}", soft_wrap=True)
         _print_padding(pr.get("channel_multiple") or {})
         for label, why in (pr.get("skipped") or {}).items():
             err.print(f"note: {label} not predicted: {why}", soft_wrap=True)
@@ -121,7 +121,7 @@ def _print_prediction(result: dict, batches: list[int], as_json: bool) -> None:
     from edgeslim.bench.report import assumed_efficiency
 
     if fitted is None and (assumed := assumed_efficiency(result)):
-        err.print(f"note: {assumed[0].lower()}{assumed[1:]}", soft_wrap=True)
+        err.print(f"note: {assumed}", soft_wrap=True)
     _print_padding(result.get("channel_multiple") or {})
     if result.get("speedup"):
         out.print(
