@@ -380,6 +380,18 @@ def test_cifar_python_pickles(cz, tmp_path):
     (d / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(EdgeslimError, match="not a valid CIFAR batch file .*refusing to load builtins.print"):
         load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
+    # corrupt arrays are one line each, not an internal error (a session-25 leftover: exit 1)
+    for data, labels, msg in (
+        (["abc"] * 4, [0] * 4, r"its images \(<U3\) are not whole numbers"),
+        ([[1, 2], [3]], [0, 1], r"its images are not an array \(rows of unequal length\)"),
+        (np.full((4, 3072), 1e9), [0] * 4, r"its images span 1e\+09..1e\+09, outside 0..255"),
+        (tx[:4], [float("nan")] * 4, r"its labels \(float64\) are not whole numbers"),
+        (tx[:4], [10**30] * 4, r"its labels \(object\) are not whole numbers"),
+        (tx[:4], [0, 1, 2, 10], "its labels span 0..10, outside 0..9"),
+    ):
+        (d / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
+        with pytest.raises(EdgeslimError, match=f"test_batch: {msg}; re-download it"):
+            load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
     (d / "test_batch").unlink()
     with pytest.raises(EdgeslimError, match="no cifar10 data in"):
         load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
@@ -399,6 +411,18 @@ def test_svhn_mat(cz, tmp_path):
     assert set(b.test_y.tolist()) == set(range(10))
     full = load_dataset("svhn", data_dir=tmp_path)
     assert torch.equal(full.test_x, cz.test_x)
+    x = cz.test_x.numpy().transpose(2, 3, 1, 0)
+    for xs, ys, msg in (
+        (
+            x.astype(np.float64) * 300,
+            np.ones((len(cz.test_y), 1)),
+            "its images span 0..76500, outside 0..255",
+        ),
+        (x, np.zeros((len(cz.test_y), 1)), "its labels span 0..0, outside 1..10"),
+    ):
+        scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": xs, "y": ys})
+        with pytest.raises(EdgeslimError, match=f"test_32x32.mat: {msg}; re-download it"):
+            load_dataset("svhn", data_dir=tmp_path)
     (tmp_path / "test_32x32.mat").write_bytes(b"MATLAB garbage")
     with pytest.raises(EdgeslimError, match="not a valid SVHN .mat file"):
         load_dataset("svhn", data_dir=tmp_path)

@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from edgeslim.data.bundle import DataBundle
-from edgeslim.data.datasets import CIFAR10_CLASSES, NORMS, LoadRequest, bundle_from_arrays, register_dataset
+from edgeslim.data.datasets import (
+    CIFAR10_CLASSES,
+    NORMS,
+    LoadRequest,
+    bundle_from_arrays,
+    register_dataset,
+    whole_numbers,
+)
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.numpy_pickle import load_numpy_pickle
 
@@ -45,10 +52,11 @@ def read_cifar_dir(d: Path, name: str) -> tuple[dict[str, np.ndarray], list[str]
         for fn in info["train" if split == "train" else "test"]:
             batch = safe_unpickle(d / fn)
             try:
-                data = np.asarray(batch["data"], dtype=np.uint8)
-                labels = np.asarray(batch[info["labels"]], dtype=np.int64)
+                data, labels = batch["data"], batch[info["labels"]]
             except KeyError as exc:
                 raise EdgeslimError(f"{d / fn} lacks the key {exc}; is this {name}? re-download it") from exc
+            data = whole_numbers(data, "images", str(d / fn), 0, 255, np.uint8)
+            labels = whole_numbers(labels, "labels", str(d / fn), 0, info["classes"] - 1)
             if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
                 raise EdgeslimError(
                     f"{d / fn}: data {data.shape} / labels {labels.shape} are not CIFAR 32x32x3; re-download it"
@@ -156,12 +164,14 @@ def _svhn(req: LoadRequest) -> DataBundle:
     for s, p in files.items():
         try:
             m = sio.loadmat(str(p), variable_names=["X", "y"])
-            x, y = np.asarray(m["X"]), np.asarray(m["y"]).reshape(-1).astype(np.int64)
+            x, y = m["X"], m["y"]
         except (OSError, ValueError, KeyError, NotImplementedError, sio.matlab.MatReadError) as exc:
             raise EdgeslimError(f"{p} is not a valid SVHN .mat file ({exc}); re-download it") from exc
+        x = whole_numbers(x, "images", str(p), 0, 255, np.uint8)
+        y = whole_numbers(y, "labels", str(p), 1, 10).reshape(-1)  # SVHN's digits are 1..10
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
             raise EdgeslimError(f"{p}: X has shape {x.shape}, expected (32, 32, 3, N); re-download it")
-        arrays[f"{s}_x"] = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8)
+        arrays[f"{s}_x"] = np.ascontiguousarray(x.transpose(3, 2, 0, 1))
         arrays[f"{s}_y"] = np.where(y == 10, 0, y)  # SVHN stores the digit 0 as label 10
     return bundle_from_arrays(req, arrays, 10, [str(i) for i in range(10)], NORMS["svhn"], pad=4, hflip=False,
                               source=str(root))  # fmt: skip

@@ -219,6 +219,29 @@ def _quota(sizes: list[int], n: int) -> list[int]:
     return quota
 
 
+def whole_numbers(
+    value: object, what: str, where: str, low: int, high: int, dtype: type = np.int64
+) -> np.ndarray:
+    """``value`` as a ``dtype`` array, refused in one line unless every entry is a whole number in
+    ``low..high`` (a data file's images or labels: ragged lists, text, NaN and wrapped values are
+    corruption, not data). An array of ``dtype`` comes back without a copy."""
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise EdgeslimError(
+            f"{where}: its {what} are not an array (rows of unequal length); re-download it"
+        ) from exc
+    if a.dtype.kind not in "biuf" or (
+        a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and (a == np.rint(a)).all())
+    ):
+        raise EdgeslimError(f"{where}: its {what} ({a.dtype}) are not whole numbers; re-download it")
+    if a.size and (a.min() < low or a.max() > high):
+        raise EdgeslimError(
+            f"{where}: its {what} span {a.min():g}..{a.max():g}, outside {low}..{high}; re-download it"
+        )
+    return a.astype(dtype, copy=False)
+
+
 def bundle_from_arrays(
     req: LoadRequest,
     arrays: dict[str, np.ndarray],
