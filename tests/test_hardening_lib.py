@@ -372,7 +372,7 @@ def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], capture_output=True, timeout=60)
     assert r.returncode == -9 and not target.exists()
     (left,) = [p.name for p in tmp_path.iterdir()]
-    assert left.startswith(".model.pt.") and left.endswith(".tmp")
+    assert left.startswith(".model.pt.edgeslim-") and left.endswith(".tmp")
     # decoys: other targets, look-alike names, a link and a directory matching the pattern
     other = tmp_path / "elsewhere.txt"
     other.write_text("keep")
@@ -381,12 +381,14 @@ def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> No
         ".model.pt.abc.tmp.bak",
         ".other.pt.abc123.tmp",
         ".modelXpt.abc123.tmp",
+        ".model.pt.abcdefgh.tmp",  # a user's own file named like mkstemp's (the session-25 leftover)
+        ".model.pt.edgeslim-abc.tmp",
         "model.pt",
     ]
     for n in decoys:
         (tmp_path / n).write_text("keep")
-    (tmp_path / ".model.pt.link0001.tmp").symlink_to(other)
-    (tmp_path / ".model.pt.dir00001.tmp").mkdir()
+    (tmp_path / ".model.pt.edgeslim-link0001.tmp").symlink_to(other)
+    (tmp_path / ".model.pt.edgeslim-dir00001.tmp").mkdir()
     old = time.time() - 60
     for p in tmp_path.iterdir():
         os.utime(p, (old, old), follow_symlinks=False)
@@ -396,7 +398,9 @@ def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> No
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == [left]
     kept = sorted(p.name for p in tmp_path.iterdir())
-    assert kept == sorted([*decoys, "elsewhere.txt", ".model.pt.link0001.tmp", ".model.pt.dir00001.tmp"])
+    assert kept == sorted(
+        [*decoys, "elsewhere.txt", ".model.pt.edgeslim-link0001.tmp", ".model.pt.edgeslim-dir00001.tmp"]
+    )
     assert other.read_text() == "keep"
     assert sweep_stale_tmp(tmp_path / "missing", "model.pt") == []
 
@@ -411,10 +415,10 @@ def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
     code = "from edgeslim.utils.tmpfiles import process_start_time as t; print(t())"
     started = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout)
     assert t0 - 1.0 <= started <= time.time() and process_start_time() < t0
-    recent = tmp_path / ".run.json.recent01.tmp"
+    recent = tmp_path / ".run.json.edgeslim-recent01.tmp"
     recent.write_text("{}")  # written by this process, after it started
     assert sweep_stale_tmp(tmp_path, "run.json") == [] and recent.exists()
-    locked = tmp_path / ".run.json.locked01.tmp"
+    locked = tmp_path / ".run.json.edgeslim-locked01.tmp"
     locked.write_text("{}")
     with open(locked) as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_SH)  # a live writer protecting its file

@@ -376,7 +376,7 @@ def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None
     assert _os_error_line(lib) == (
         "Dataset 'd.yaml' images not found, missing path '/data/images/val'; check the path, and rerun"
     )
-    os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.abc.tmp")
+    os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.edgeslim-u7_k2x9q.tmp")
     assert _os_error_line(os_err) == "No space left on device (/runs/x/model.pt); free disk space, and rerun"
 
 

@@ -406,11 +406,13 @@ def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     train = out / "train"
     assert (train / "model.pt").is_file()
     (train / "notes.txt").write_text("mine")
-    (train / ".log.jsonl.abc.tmp").write_text("")  # an atomic write's leftover
+    (train / ".log.jsonl.edgeslim-abcd1234.tmp").write_text("")  # an atomic write's leftover
     (train / ".my-draft.tmp").write_text("mine too")  # a user's hidden file that looks like one (the review)
+    (train / ".log.jsonl.abcd1234.tmp").write_text("mine")  # ... and one named like mkstemp's
     assert main([*args, "--force"]) == 0
     assert (train / "notes.txt").read_text() == "mine" and (train / ".my-draft.tmp").is_file()
-    assert not (train / ".log.jsonl.abc.tmp").exists()
+    assert (train / ".log.jsonl.abcd1234.tmp").is_file()
+    assert not (train / ".log.jsonl.edgeslim-abcd1234.tmp").exists()
     assert (train / "model.pt").is_file() and (train / "log.jsonl").is_file()
     capsys.readouterr()
     # (the run's trained.pt records its test accuracy as a number, which info shows; it was a dict)

@@ -340,7 +340,8 @@ def _internal_line(exc: BaseException) -> str:
 def _os_error_line(exc: OSError | MemoryError) -> str:
     """One line for an operating-system error: what failed, on which file, and the fix for its kind."""
     import errno
-    import re
+
+    from edgeslim.utils.tmpfiles import tmp_target
 
     if isinstance(exc, MemoryError):
         return "out of memory; free memory (smaller --batch-size or input), and rerun"
@@ -357,7 +358,7 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
         return f"{first_line(exc)}; {fix}, and rerun"
     what = exc.filename
     if isinstance(what, str):  # the atomic writer's temporary file stands for its target
-        what = re.sub(r"/\.([^/]+)\.[^./]+\.tmp$", r"/\1", what)
+        what = tmp_target(what)
     where = f" ({what})" if what else ""
     fix = {
         errno.ENOSPC: "free disk space",

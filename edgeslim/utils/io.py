@@ -82,12 +82,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     import fcntl
 
-    from edgeslim.utils.tmpfiles import sweep_stale_tmp
+    from edgeslim.utils.tmpfiles import sweep_stale_tmp, tmp_prefix
 
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_tmp(final.parent, final.name)  # what killed writers of this file left behind
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(final.name), suffix=".tmp", dir=final.parent)
     fcntl.flock(fd, fcntl.LOCK_SH)  # a sweep in another process leaves a file in use alone
     tmp_path = Path(tmp)
     try:

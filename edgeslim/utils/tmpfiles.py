@@ -1,6 +1,6 @@
 """Removing the temporary files that killed writers leave behind.
 
-:func:`edgeslim.utils.io.atomic_path` writes ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` and renames it
+:func:`edgeslim.utils.io.atomic_path` writes ``.NAME.edgeslim-XXXXXXXX.tmp`` beside ``NAME`` and renames it
 over ``NAME`` on success; a process killed in between (SIGKILL, power loss) leaves the temporary
 file. :func:`sweep_stale_tmp` removes such files for one target: only those that were last written
 before the current process started (so no write of this process, and no write that began after
@@ -42,10 +42,26 @@ def process_start_time() -> float:
         return _IMPORTED_AT
 
 
+#: what follows ``.NAME.`` in a temporary file's name, before ``tempfile``'s eight random letters:
+#: names a user may give their own files (``.model.pt.backup.tmp``) are not taken for ours
+TMP_TAG = "edgeslim-"
+
+
+def tmp_prefix(name: str) -> str:
+    """The prefix of :func:`~edgeslim.utils.io.atomic_path`'s temporary files for target ``name``
+    (``tempfile.mkstemp(prefix=tmp_prefix(name), suffix=".tmp")``)."""
+    return f".{name}.{TMP_TAG}"
+
+
 def tmp_pattern(name: str) -> re.Pattern[str]:
-    """The names :func:`~edgeslim.utils.io.atomic_path` gives temporary files of target ``name``
-    (``tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp")``)."""
-    return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp")
+    """The names :func:`~edgeslim.utils.io.atomic_path` gives temporary files of target ``name``."""
+    return re.compile(rf"{re.escape(tmp_prefix(name))}[a-z0-9_]{{8}}\.tmp")
+
+
+def tmp_target(path: str) -> str:
+    """``path`` with a temporary file's name replaced by its target's (``/a/.m.pt.edgeslim-x1y2z3w4.tmp``
+    -> ``/a/m.pt``); other paths unchanged."""
+    return re.sub(rf"(^|/)\.([^/]+)\.{TMP_TAG}[a-z0-9_]{{8}}\.tmp$", r"\1\2", path)
 
 
 def _locked(path: Path) -> bool:
@@ -68,7 +84,8 @@ def _locked(path: Path) -> bool:
 def sweep_stale_tmp(
     directory: str | os.PathLike, name: str, *, older_than: float | None = None
 ) -> list[Path]:
-    """Remove the stale ``.{name}.*.tmp`` files in ``directory``; return the paths removed.
+    """Remove the stale temporary files of target ``name`` in ``directory`` (:func:`tmp_pattern`); return
+    the paths removed.
 
     Stale: a regular file (not a link) last modified before ``older_than`` (epoch seconds; default
     the current process's start time, :func:`process_start_time`) and not ``flock``-ed by anyone.
