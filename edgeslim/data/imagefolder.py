@@ -20,9 +20,9 @@ import re
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -72,12 +72,7 @@ class Tree:
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
         else:
-            names = [  # regular files (or links to them): a FIFO named .png blocked the run reading it
-                str(PurePosixPath(Path(dp).relative_to(root).as_posix()) / f)
-                for dp, _, fs in os.walk(root)
-                for f in fs
-                if os.path.isfile(os.path.join(dp, f))
-            ]
+            names = list(_regular_files(root))
         self.files = sorted(
             n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not _hidden(n)
         )
@@ -151,6 +146,26 @@ class Tree:
 
     def reader(self) -> Callable[[str], bytes]:
         return open_reader(self.root, self.is_zip)
+
+
+def _regular_files(root: Path) -> Iterator[str]:
+    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root``: a FIFO named
+    .png blocked a run reading it. Linked folders are not entered (as ``os.walk``); unreadable ones are
+    skipped. The file type comes from the directory listing, without a ``stat`` per file."""
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(root / rel) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            with contextlib.suppress(OSError):
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(f"{rel}{e.name}/")
+                elif e.is_file():
+                    yield f"{rel}{e.name}"
 
 
 def _hidden(name: str) -> bool:
