@@ -241,6 +241,10 @@ def test_corrupt_cache_is_rebuilt(small_zip, tmp_path):
     b = load_dataset("cifar10", data_dir=small_zip, subset=20, cache_dir=tmp_path)
     assert torch.equal(b.train_x, good.train_x)
     assert all(np.load(e)["train_x"].shape[1:] == (3, 32, 32) for e in entries)
+    for e in entries:  # a valid .npz without the names (a trial's KeyError: 'classes', exit 1)
+        np.savez(e, train_x=good.train_x.numpy())
+    b = load_dataset("cifar10", data_dir=small_zip, subset=20, cache_dir=tmp_path)
+    assert torch.equal(b.train_x, good.train_x) and all("classes" in np.load(e).files for e in entries)
 
 
 def _extract(zip_path, dest, per_class=3, grey=False):
@@ -290,9 +294,11 @@ def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
     assert mixed.input_shape == (3, 32, 32)
 
 
-def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog):
-    """Every image is brought to the first training image's size; the load says which (a trial's
-    folder of 32, 48x40 and 64 px photos trained at 32x32 without a word)."""
+def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, monkeypatch):
+    """Every image is brought to the most common size of the first training images; the load says
+    which (a trial's folder of 32, 48x40 and 64 px photos trained at 32x32 without a word). One large
+    photo first in name order no longer sets it (a trial's 3000x2000 first image: the run was killed
+    for memory, without a word); a size that cannot fit in memory is refused, a large one warned."""
     import logging
 
     from PIL import Image
@@ -305,9 +311,32 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog):
         b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     assert b.input_shape == (3, 32, 32)
     assert (
-        "decoded at 32x32 pixels, HxW (the first training image's size; image_size sets another"
+        "decoded at 32x32 pixels, HxW (the first training images' most common size; image_size sets another"
         in caplog.text
     )
+    cls = sorted((root / "train").iterdir())[0]
+    Image.open(big).resize((1200, 800)).save(cls / "0000_phone.png")  # first of the first class
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert b.input_shape == (3, 32, 32) and "decoded at 32x32 pixels" in caplog.text
+    for c in sorted((root / "train").iterdir()):  # every class's photos large: their size, warned
+        for f in [f for f in c.iterdir() if f.suffix == ".jpg"]:
+            Image.open(f).resize((1200, 800)).save(f.with_suffix(".png"))
+            f.unlink()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c", subset=10)
+    assert b.input_shape == (3, 800, 1200)
+    assert "decoding at 800x1200 pixels, the training images' own size: training at it is slow" in caplog.text
+    import edgeslim.data.imagefolder as imf
+
+    monkeypatch.setattr(imf, "physical_memory", lambda: 2**27)  # 128 MiB: 38 x 2.9 MB is more than half
+    with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the training images' own size\) "
+                       r"would take 0.102 GiB as uint8, more than half of this machine's 0.125 GiB; give a smaller "
+                       r"image_size"):  # fmt: skip
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
+    assert load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2", image_size=(32, 32))
 
 
 def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
@@ -354,6 +383,68 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
         load_dataset("imagefolder")
 
 
+def test_imagefolder_follows_linked_class_folders(cifar_zip, tmp_path):
+    """A trial's class folder linked from elsewhere was dropped without a word (a 2-class model from 3
+    folders): links are followed, a link back to a folder above is not a loop."""
+    root = _extract(cifar_zip, tmp_path / "tree", per_class=2)
+    whole = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    (root / "train" / "cat").rename(tmp_path / "cats_elsewhere")
+    (root / "train" / "cat").symlink_to(tmp_path / "cats_elsewhere", target_is_directory=True)
+    (root / "train" / "dog" / "loop").symlink_to(root, target_is_directory=True)
+    linked = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
+    assert linked.class_names == whole.class_names and torch.equal(linked.train_x, whole.train_x)
+
+
+def test_imagefolder_names_that_are_not_utf8(cifar_zip, tmp_path):
+    """A trial's file named b'caf\\xe9.png' (Latin-1, from an old camera or zip) made every imagefolder
+    command an internal error (the cache fingerprint encoded the name as UTF-8)."""
+    import os
+
+    root = _extract(cifar_zip, tmp_path / "tree", per_class=2)
+    first = next((root / "train" / "cat").iterdir())
+    os.rename(first, os.path.join(os.fsencode(first.parent), b"caf\xe9.jpg"))
+    b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    assert len(b.train_y) == 20
+
+
+_UNREADABLE = """
+import sys
+from edgeslim.data import load_dataset
+from edgeslim.errors import EdgeslimError
+try:
+    load_dataset("imagefolder", data_dir=sys.argv[1], cache_dir=sys.argv[2])
+except EdgeslimError as exc:
+    print(exc)
+"""
+
+
+def test_an_unreadable_class_folder_is_named(cifar_zip, tmp_path):
+    """A trial's unreadable class folder (mode 000) was dropped without a word, or made its test class
+    'have no training folder'; it is named. Run without the capabilities that let root read it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = _extract(cifar_zip, tmp_path / "tree", per_class=1)
+    (root / "train" / "cat").chmod(0)
+    cmd = [sys.executable, "-c", _UNREADABLE, str(root), str(tmp_path / "c")]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root reads any folder, and setpriv is not here to drop that")
+        drop = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", *cmd]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        (root / "train" / "cat").chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (
+        f"cannot read the folder {root / 'train' / 'cat'} (Permission denied); fix its permissions or move "
+        f"it out of {root}"
+    )
+
+
 def test_cifar_python_pickles(cz, tmp_path):
     """torchvision's cifar-10-batches-py layout, written from real (JPEG-decoded) CIFAR images."""
     import pickle
@@ -388,6 +479,12 @@ def test_cifar_python_pickles(cz, tmp_path):
         (tx[:4], [float("nan")] * 4, r"its labels \(float64\) are not whole numbers"),
         (tx[:4], [10**30] * 4, r"its labels \(object\) are not whole numbers"),
         (tx[:4], [0, 1, 2, 10], "its labels span 0..10, outside 0..9"),
+        (
+            tx[:4],
+            [[0], [1], [2], [3]],
+            r"images \(4, 3072\) and labels \(4, 1\) are not CIFAR's \(N, 3072\) and \(N,\)",
+        ),
+        (tx[:4], 3, r"images \(4, 3072\) and labels \(\) are not CIFAR's \(N, 3072\) and \(N,\)"),
     ):
         (d / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": labels}))
         with pytest.raises(EdgeslimError, match=f"test_batch: {msg}; re-download it"):
@@ -419,6 +516,11 @@ def test_svhn_mat(cz, tmp_path):
             "its images span 0..76500, outside 0..255",
         ),
         (x, np.zeros((len(cz.test_y), 1)), "its labels span 0..0, outside 1..10"),
+        (
+            x,
+            np.ones((50, 1)),
+            r"X \(32, 32, 3, 100\) and y \(50, 1\) are not SVHN's \(32, 32, 3, N\) and \(N, 1\)",
+        ),
     ):
         scipy.io.savemat(tmp_path / "test_32x32.mat", {"X": xs, "y": ys})
         with pytest.raises(EdgeslimError, match=f"test_32x32.mat: {msg}; re-download it"):

@@ -67,6 +67,24 @@ def test_16_bit_grey_images_keep_their_contrast(tmp_path: Path) -> None:
         assert (x[0, 0] == expected.astype(np.uint8)).all()
 
 
+def test_float_grey_images_are_not_black(tmp_path: Path) -> None:
+    """A trial's 32-bit float TIFFs (mode F, 0..1) trained as all-black images (PIL's convert reads
+    0..1 as levels of 255); fractions are scaled to 0..255, levels kept, NaN read as 0."""
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32)[None, :].repeat(8, axis=0)
+    for values, expected in ((ramp, np.rint(ramp * 255)), (ramp * 200, np.rint(ramp * 200))):
+        Image.fromarray(values, "F").save(tmp_path / "f.tif")
+        with Image.open(tmp_path / "f.tif") as im:
+            assert im.mode == "F"
+        for channels in (1, 3):
+            x, _ = read_images(tmp_path, channels, (8, 64), 1)
+            assert (x[0] == expected.astype(np.uint8)).all()
+    values = ramp.copy()
+    values[0, 0] = np.nan
+    Image.fromarray(values, "F").save(tmp_path / "f.tif")
+    x, _ = read_images(tmp_path, 1, (8, 64), 1)
+    assert x[0, 0, 0, 0] == 0 and x[0, 0, 0, -1] == 255
+
+
 def test_real_inputs_from_a_folder_of_photos(photos: Path) -> None:
     """An ultralytics model's checkpoint meta (pixels / 255, letterbox) is honoured; a model without
     recorded statistics is normalized with the photos' own."""

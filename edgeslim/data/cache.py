@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def fingerprint(path: Path) -> str:
             for name in sorted(fs):
                 st = os.stat(os.path.join(dp, name))
                 rel = os.path.relpath(os.path.join(dp, name), path)
-                h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                h.update(os.fsencode(rel) + f":{st.st_size}:{st.st_mtime_ns}\n".encode())  # (any bytes)
     return h.hexdigest()
 
 
@@ -59,17 +59,23 @@ def cache_key(desc: dict[str, Any]) -> str:
 
 
 def cached_arrays(
-    cache_dir: Path, desc: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]
+    cache_dir: Path,
+    desc: dict[str, Any],
+    build: Callable[[], dict[str, np.ndarray]],
+    keys: Collection[str] = (),
 ) -> dict[str, np.ndarray]:
     """Return the named arrays described by ``desc`` from the cache, or ``build()`` and store them.
 
-    A corrupt entry is rebuilt; an unwritable cache dir only costs the caching.
+    A corrupt entry, or one without every name of ``keys``, is rebuilt; an unwritable cache dir only
+    costs the caching.
     """
     path = Path(cache_dir) / "arrays" / f"{cache_key(desc)}.npz"
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
+            if missing := sorted(set(keys) - set(arrays)):
+                raise ValueError(f"no {', '.join(missing)}")
             log.debug("cache hit %s", path)
             return arrays
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -57,9 +57,10 @@ def read_cifar_dir(d: Path, name: str) -> tuple[dict[str, np.ndarray], list[str]
                 raise EdgeslimError(f"{d / fn} lacks the key {exc}; is this {name}? re-download it") from exc
             data = whole_numbers(data, "images", str(d / fn), 0, 255, np.uint8)
             labels = whole_numbers(labels, "labels", str(d / fn), 0, info["classes"] - 1)
-            if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+            if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(data) != len(labels):
                 raise EdgeslimError(
-                    f"{d / fn}: data {data.shape} / labels {labels.shape} are not CIFAR 32x32x3; re-download it"
+                    f"{d / fn}: images {data.shape} and labels {labels.shape} are not CIFAR's (N, 3072) and (N,); "
+                    "re-download it"
                 )
             xs.append(data.reshape(-1, 3, 32, 32))
             ys.append(labels)
@@ -168,10 +169,12 @@ def _svhn(req: LoadRequest) -> DataBundle:
         except (OSError, ValueError, KeyError, NotImplementedError, sio.matlab.MatReadError) as exc:
             raise EdgeslimError(f"{p} is not a valid SVHN .mat file ({exc}); re-download it") from exc
         x = whole_numbers(x, "images", str(p), 0, 255, np.uint8)
-        y = whole_numbers(y, "labels", str(p), 1, 10).reshape(-1)  # SVHN's digits are 1..10
-        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
-            raise EdgeslimError(f"{p}: X has shape {x.shape}, expected (32, 32, 3, N); re-download it")
+        y = whole_numbers(y, "labels", str(p), 1, 10)  # SVHN's digits are 1..10
+        if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.shape not in ((x.shape[3],), (x.shape[3], 1)):
+            raise EdgeslimError(
+                f"{p}: X {x.shape} and y {y.shape} are not SVHN's (32, 32, 3, N) and (N, 1); re-download it"
+            )
         arrays[f"{s}_x"] = np.ascontiguousarray(x.transpose(3, 2, 0, 1))
-        arrays[f"{s}_y"] = np.where(y == 10, 0, y)  # SVHN stores the digit 0 as label 10
+        arrays[f"{s}_y"] = np.where(y == 10, 0, y).reshape(-1)  # SVHN stores the digit 0 as label 10
     return bundle_from_arrays(req, arrays, 10, [str(i) for i in range(10)], NORMS["svhn"], pad=4, hflip=False,
                               source=str(root))  # fmt: skip

@@ -104,7 +104,7 @@ class LoadRequest:
     cache_dir: Path
     download: bool
     seed: int
-    #: (H, W) an image folder's images are brought to; None: its first training image's size
+    #: (H, W) an image folder's images are brought to; None: the most common size of its first training images
     image_size: tuple[int, int] | None = None
 
 

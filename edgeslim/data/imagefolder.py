@@ -20,6 +20,7 @@ import re
 import sys
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -149,21 +150,30 @@ class Tree:
 
 
 def _regular_files(root: Path) -> Iterator[str]:
-    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root``: a FIFO named
-    .png blocked a run reading it. Linked folders are not entered (as ``os.walk``); unreadable ones are
-    skipped. The file type comes from the directory listing, without a ``stat`` per file."""
-    stack = [""]
+    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (a FIFO named
+    .png blocked a run reading it), without hidden entries. Linked folders are entered (a class folder
+    linked from elsewhere was dropped without a word), except a link back to a folder above it (a loop);
+    an unreadable folder is refused (its class was dropped without a word). The file type comes from
+    the directory listing, without a ``stat`` per file."""
+    stack: list[tuple[str, frozenset[str]]] = [("", frozenset({os.path.realpath(root)}))]
     while stack:
-        rel = stack.pop()
+        rel, above = stack.pop()
         try:
             with os.scandir(root / rel) as it:
                 entries = list(it)
-        except OSError:
-            continue
+        except OSError as exc:
+            raise EdgeslimError(
+                f"cannot read the folder {root / rel} ({exc.strerror or exc}); fix its permissions or move it "
+                f"out of {root}"
+            ) from exc
         for e in entries:
+            if _hidden(e.name) or e.name == "lost+found":
+                continue
             with contextlib.suppress(OSError):
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(f"{rel}{e.name}/")
+                if e.is_dir():
+                    real = os.path.realpath(e.path)
+                    if real not in above:
+                        stack.append((f"{rel}{e.name}/", above | {real}))
                 elif e.is_file():
                     yield f"{rel}{e.name}"
 
@@ -300,6 +310,8 @@ def decode(
             im = ImageOps.exif_transpose(im)
         if im.mode in WIDE_GREY_MODES:  # wider than 8 bits (PIL's convert would clip it at 255)
             im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.int64)), "L")
+        elif im.mode == "F":  # 32-bit float (TIFF): PIL's convert would read 0..1 as black
+            im = Image.fromarray(_float_to_8_bits(np.asarray(im, dtype=np.float64)), "L")
         im = im.convert("L" if channels == 1 else "RGB")
         if size is not None and im.size != (size[1], size[0]):
             if fit == "letterbox":
@@ -322,6 +334,16 @@ def _to_8_bits(wide: np.ndarray) -> np.ndarray:
     top = int(wide.max()) if wide.size else 0
     bits = next(b for b in (8, 10, 12, 16) if top < 1 << b)
     return (wide >> (bits - 8)).astype(np.uint8)
+
+
+def _float_to_8_bits(values: np.ndarray) -> np.ndarray:
+    """A float grey image as 8 bits: values within 0..1 are fractions of white (scaled by 255), larger
+    ones 0..255 levels or, above 255, wide integers (:func:`_to_8_bits`); NaN and infinities are 0."""
+    v = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(v.max()) if v.size else 0.0
+    if top > 255:
+        return _to_8_bits(np.rint(v).astype(np.int64))
+    return np.clip(np.rint(v * 255 if top <= 1.0 else v), 0, 255).astype(np.uint8)
 
 
 def read_images(
@@ -396,23 +418,58 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
 
 #: training images whose mode decides the channels: the first of each class, up to this many
 PROBE_IMAGES = 16
-_GREY_MODES = ("L", "1", "I;16", "I")
+_GREY_MODES = ("L", "1", "F", *WIDE_GREY_MODES)
 
 
 def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
-    """Channels and (H, W) from the training images ``firsts`` (the first of each class): 1 when
-    every one of the first :data:`PROBE_IMAGES` is greyscale, else 3 (a greyscale photo among
-    colour ones is converted, as any other mode is); the size is the first image's."""
+    """Channels and (H, W) from the training images ``firsts`` (the first of each class, up to
+    :data:`PROBE_IMAGES`): 1 when every one is greyscale, else 3 (a greyscale photo among colour
+    ones is converted, as any other mode is); the size is their most common one (the earliest of
+    equally common sizes), so one odd photo first in name order does not set it."""
     read = tree.reader()
-    channels, size = 1, (0, 0)
-    for i, name in enumerate(firsts[:PROBE_IMAGES]):
-        with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
-            if i == 0:
-                size = (im.size[1], im.size[0])
-            if im.mode not in _GREY_MODES:
-                channels = 3
-                break
-    return channels, size
+    channels, sizes, failed = 1, Counter(), None
+    for name in firsts[:PROBE_IMAGES]:
+        try:
+            with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
+                sizes[(im.size[1], im.size[0])] += 1
+                if im.mode not in _GREY_MODES:
+                    channels = 3
+        except EdgeslimError as exc:
+            failed = failed or exc  # (decoding names every unreadable file at once)
+    if failed and not sizes:
+        raise failed
+    return channels, sizes.most_common(1)[0][0] if sizes else (0, 0)
+
+
+#: the longest side an image folder is decoded at, from its images' own size, without a warning
+LARGE_SIDE = 1024
+
+
+def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], given: bool) -> None:
+    """Refuse decoding ``count`` images at ``size`` when they would take more than half of this
+    machine's memory (the whole data set lives in memory as uint8), and warn when the images' own
+    size has a side over :data:`LARGE_SIDE` (phone photos: training at it is slow)."""
+    need = count * channels * size[0] * size[1]
+    total = physical_memory()
+    what = "the size asked for" if given else "the training images' own size"
+    if total and need > total / 2:
+        raise EdgeslimError(
+            f"{root}: {count} images at {size[0]}x{size[1]} pixels ({what}) would take {need / 2**30:.3g} GiB "
+            f"as uint8, more than half of this machine's {total / 2**30:.3g} GiB; give a smaller image_size "
+            "(e.g. 224,224) or a subset",
+            param="image_size",
+        )
+    if not given and max(size) > LARGE_SIDE:
+        log.warning("%s: decoding at %dx%d pixels, the training images' own size: training at it is slow; "
+                    "image_size sets the resolution the model will run at (e.g. 224,224)", root, *size)  # fmt: skip
+
+
+def physical_memory() -> int:
+    """Bytes of memory this machine has (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def check_classes(root: Path, classes: Sequence[str]) -> None:
@@ -424,6 +481,10 @@ def check_classes(root: Path, classes: Sequence[str]) -> None:
             f"{MIN_CLASSES}: add one train/<class>/ folder per class (images only to validate or calibrate "
             f"an export: the {IMAGES} data set)"
         )
+
+
+#: the arrays :func:`read_tree` returns (and a cache entry of an image folder must hold)
+TREE_ARRAYS = ("classes", "train_x", "train_y", "test_x", "test_y")
 
 
 def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
@@ -448,11 +509,14 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
         ix = balanced_subset(labels, n, req.seed, len(classes))
         picked[split] = [names[i] for i in ix]
         arrays[f"{split}_y"] = labels[ix]
+    check_memory(tree.root, len(picked["train"]) + len(picked["test"]), channels, size, bool(req.image_size))
     # both splits in one decode: every corrupt file of either is named in the one refusal
     images = decode_all(tree, picked["train"] + picked["test"], channels, size)
     arrays["train_x"], arrays["test_x"] = images[: len(picked["train"])], images[len(picked["train"]) :]
     why = (
-        "the size asked for" if req.image_size else "the first training image's size; image_size sets another"
+        "the size asked for"
+        if req.image_size
+        else "the first training images' most common size; image_size sets another"
     )
     log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (%s; images of other sizes "
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
@@ -474,7 +538,7 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
            "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
     if req.image_size is not None:  # (absent otherwise: the caches written before it still hit)
         key["image_size"] = list(req.image_size)
-    arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req))
+    arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req), keys=TREE_ARRAYS)
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)
     if num_classes is not None and len(classes) != num_classes:

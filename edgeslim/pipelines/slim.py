@@ -40,7 +40,7 @@ class SlimRequest(CheckedFields):
     data_dir: Path | None = None
     subset: int | None = None
     test_subset: int | None = None
-    #: (H, W) an image folder is trained at (None: its first image's size; a resume: the run's)
+    #: (H, W) an image folder is trained at (None: its first images' most common size; a resume: the run's)
     image_size: tuple[int, int] | None = None
     #: per-channel mean / std (pixels / 255) the images are normalized with (None: what the model
     #: records, else the data set's own statistics)

@@ -35,7 +35,7 @@ class TrainRequest(CheckedFields):
     data_dir: Path | None = None
     subset: int | None = None
     test_subset: int | None = None
-    #: (H, W) an image folder is trained at (None: its first image's size; a resume: the checkpoint's)
+    #: (H, W) an image folder is trained at (None: its first images' most common size; a resume: the checkpoint's)
     image_size: tuple[int, int] | None = None
     cache_dir: Path | None = None
     epochs: int | None = None
