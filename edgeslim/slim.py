@@ -269,7 +269,7 @@ def slim_model(
     """
     from edgeslim.train.distributed import resolve_device
     from edgeslim.train.evaluation import evaluate
-    from edgeslim.train.trainer import fit
+    from edgeslim.train.trainer import check_input_fits, fit
 
     settings = settings or SlimSettings()
     if not bn_layers(model):
@@ -284,6 +284,7 @@ def slim_model(
     device = resolve_device(config.device)
     model.to(device)
     example = torch.zeros(1, *spec.input_shape, device=device)
+    check_input_fits(model, example, spec.arch)
     groups: list[Any] = []  # (coupled off: every BN layer its own unit, as asked)
     if settings.coupled:
         from edgeslim.sparsity.prox import coupled_bn_groups

@@ -589,6 +589,24 @@ def test_cifar_without_a_data_dir_asks_for_one(tmp_path) -> None:
     assert info.value.params == ("data_dir",)
 
 
+@pytest.mark.parametrize("command", ["train", "slim"])
+def test_images_too_small_for_the_model_are_one_line(command, cifar_zip, tmp_path, capsys):
+    """A probe's ``--image-size 1``: train stopped with an internal error deep in max_pool2d, slim told
+    to give an example input (input_shape), which no data run takes; both name the size and the fix,
+    before a run folder is made."""
+    from edgeslim.cli import main
+
+    model = ["vgg-small"] if command == "slim" else ["--arch", "vgg-small"]
+    args = [command, *model, "--data", "imagefolder", "--data-dir", cifar_zip, "--image-size", "4",
+            "--subset", "20", "--test-subset", "10", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: vgg-small cannot run on 4x4 images (") and "\n" not in err
+    assert err.endswith("they are too small for its layers; give a larger --image-size (an image folder) or a "
+                        "model for images of this size")  # fmt: skip
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_image_folder_trains_exports_and_resumes_at_the_size_asked_for(cifar_zip, tmp_path, capsys):
     """--image-size: the folder's photos are brought to H,W for training (a Jetson user trains at the
     deployed size); the checkpoint records it, export checks on the folder's images at that size, and

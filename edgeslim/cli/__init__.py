@@ -310,12 +310,22 @@ def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str, int
         return exc.format_message(), 2, False
     if isinstance(exc, (OSError, MemoryError)):
         return _os_error_line(exc), 2, False
+    if _torch_out_of_memory(exc):
+        return _os_error_line(MemoryError()), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
         return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
     if isinstance(exc, Exception):  # a bug (or the user's own import failing)
         return _internal_line(exc), 1, traced
     raise exc  # (GeneratorExit and the like: not a command's failure)
+
+
+def _torch_out_of_memory(exc: BaseException) -> bool:
+    """PyTorch's allocators out of memory: CUDA's ``torch.OutOfMemoryError``, the CPU allocator's
+    RuntimeError (``DefaultCPUAllocator: can't allocate memory``), which are not MemoryErrors."""
+    torch = sys.modules.get("torch")  # (loaded by whatever raised it; not imported for this)
+    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
+    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> None:

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.norm import CALIB_BATCHES, SETTLED_WEIGHT, recalibrate_bn, unsettled_momentum
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.distributed import (
     all_reduce_sum,
@@ -154,6 +155,35 @@ def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------- fit
+#: PyTorch's words for an image too small for a layer (a pooling or a kernel bigger than what is left)
+_TOO_SMALL = re.compile(
+    r"Output size is too small|Kernel size can't be greater than actual input size|"
+    r"Padding size should be less than|output size .* too small|input image .* is smaller than kernel",
+    re.IGNORECASE,
+)
+
+
+def check_input_fits(model: nn.Module, example: torch.Tensor, arch: str) -> None:
+    """Refuse in one line a model whose layers cannot take the data's images (too small for its
+    downsampling), before a run starts; ``example`` is one input of the data's shape."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    except RuntimeError as exc:
+        if not _TOO_SMALL.search(str(exc)):
+            raise
+        c, h, w = (tuple(example.shape[1:]) + (1, 1, 1))[:3]
+        raise EdgeslimError(
+            f"{arch} cannot run on {h}x{w} images ({first_line(exc)}): they are too small for its layers; "
+            "give a larger image_size (an image folder) or a model for images of this size",
+            param="image_size",
+        ) from exc
+    finally:
+        model.train(was_training)
+
+
 def fit(
     model: nn.Module,
     bundle: DataBundle,
@@ -194,6 +224,8 @@ def fit(
     channels_last = config.channels_last and use_cuda
 
     model.to(device)
+    if spec is not None and resume is None:
+        check_input_fits(model, torch.zeros(1, *spec.input_shape, device=device), spec.arch)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     method_hook = create_method(config.method, model, **config.method_args)
