@@ -273,11 +273,17 @@ def _extract(zip_path, dest, per_class=3, grey=False):
     return dest
 
 
-def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path):
+def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path, caplog):
     root = _extract(cifar_zip, tmp_path / "tree")
-    b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    with caplog.at_level(logging.WARNING, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     assert (len(b.train_y), len(b.test_y), b.num_classes) == (30, 6, 10)
     assert set(b.test_y.tolist()) == {b.class_names.index("cat"), b.class_names.index("dog")}
+    # only cats and dogs to test: said (a probe's one-class test/ gave 100% without a word)
+    assert (
+        "the test split has no images of 8 of the 10 classes (airplane, automobile, bird, deer, ...): "
+        in caplog.text
+    )
     g = load_dataset("imagefolder", data_dir=_extract(cifar_zip, tmp_path / "grey", grey=True),
                      cache_dir=tmp_path / "c")  # fmt: skip
     assert g.input_shape == (1, 32, 32) and len(g.mean) == 1
@@ -343,8 +349,14 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
     flat = tmp_path / "flat"
     (flat / "cat").mkdir(parents=True)
     (flat / "cat" / "a.jpg").write_bytes(b"x")
-    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files.*or <class>/\\*.jpg"):
+    with pytest.raises(EdgeslimError, match=r"has 1 class folder\(s\) \(only 'cat'\); a classifier needs at least 2: "
+                       r"add one <class>/ folder per class"):  # fmt: skip
         load_dataset("imagefolder", data_dir=flat, cache_dir=tmp_path / "c")  # one class: not a classifier
+    (flat / "cat").rename(flat / "test")
+    with pytest.raises(EdgeslimError, match="has no train/<class>/<image> files.*or <class>/\\*.jpg"):
+        load_dataset("imagefolder", data_dir=flat, cache_dir=tmp_path / "c")  # test/*.jpg: no class at all
+    with pytest.raises(EdgeslimError, match="a.jpg is one image; give the folder"):
+        load_dataset("imagefolder", data_dir=flat / "test" / "a.jpg", cache_dir=tmp_path / "c")
     root = _extract(cifar_zip, tmp_path / "tree", per_class=1)
     (root / "test" / "unicorn").mkdir()
     next((root / "test" / "cat").iterdir()).rename(root / "test" / "unicorn" / "x.jpg")
@@ -468,6 +480,12 @@ def test_cifar_python_pickles(cz, tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
 
+    # an empty array at protocol 2 stores bytes() (was refused as "__builtin__.bytes"); a size is not
+    (d / "test_batch").write_bytes(pickle.dumps({b"data": tx[:0], b"labels": []}, protocol=2))
+    assert len(load_dataset("cifar10", data_dir=d, cache_dir=tmp_path).test_y) == 0
+    (d / "test_batch").write_bytes(b"c__builtin__\nbytes\n(I1000000000000\ntR.")
+    with pytest.raises(EdgeslimError, match=r"not a valid CIFAR batch file \(refusing bytes\(\) of a size\)"):
+        load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)
     (d / "test_batch").write_bytes(pickle.dumps({b"data": Evil()}))
     with pytest.raises(EdgeslimError, match="not a valid CIFAR batch file .*refusing to load builtins.print"):
         load_dataset("cifar10", data_dir=d, cache_dir=tmp_path)

@@ -64,6 +64,10 @@ class Tree:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.is_zip = root.is_file()
+        if self.is_zip and root.suffix.lower() in IMAGE_EXTS:
+            raise EdgeslimError(
+                f"{root} is one image; give the folder (or .zip) that holds the images", param="data_dir"
+            )
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
@@ -138,6 +142,9 @@ class Tree:
                         by_class.setdefault(rest[0], []).append(f)
             if by_class:
                 return by_class
+        tops = {f.split("/")[0] for f in self.files if f.count("/") == 1}
+        if split == "train" and len(tops) == 1 and tops.isdisjoint(("train", *TEST_NAMES)):
+            check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
         raise EdgeslimError(
             f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
             f"train/<class>/*.jpg and test/<class>/*.jpg, or <class>/*.jpg for two or more classes (1 image in "
@@ -472,13 +479,15 @@ def physical_memory() -> int:
         return 0
 
 
-def check_classes(root: Path, classes: Sequence[str]) -> None:
-    """Refuse a training split with fewer than :data:`MIN_CLASSES` class folders."""
+def check_classes(root: Path, classes: Sequence[str], flat: bool = False) -> None:
+    """Refuse a training split (``flat``: a tree of class folders only) with fewer than
+    :data:`MIN_CLASSES` class folders."""
     if len(classes) < MIN_CLASSES:
         found = f"only {classes[0]!r}" if classes else "none"
+        where, add = ("", "<class>/") if flat else (" in train/", "train/<class>/")
         raise EdgeslimError(
-            f"{root} has {len(classes)} class folder(s) in train/ ({found}); a classifier needs at least "
-            f"{MIN_CLASSES}: add one train/<class>/ folder per class (images only to validate or calibrate "
+            f"{root} has {len(classes)} class folder(s){where} ({found}); a classifier needs at least "
+            f"{MIN_CLASSES}: add one {add} folder per class (images only to validate or calibrate "
             f"an export: the {IMAGES} data set)"
         )
 
@@ -497,6 +506,11 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
             f"{tree.root}: test classes {sorted(set(test) - set(classes))} have no training folder; "
             "train/ and test/ must hold the same class folders"
         )
+    untested = [c for c in classes if not test.get(c)]
+    if untested:  # (a probe's test/ of one class of two: 100% test accuracy, without a word)
+        log.warning("%s: the test split has no images of %d of the %d classes (%s%s): test accuracy "
+                    "leaves them out", tree.root, len(untested), len(classes), ", ".join(untested[:4]),
+                    ", ..." if len(untested) > 4 else "")  # fmt: skip
     firsts = [train[c][0] for c in classes]
     firsts += [f for c in classes for f in train[c][1:2]]  # (a second image per class, for few classes)
     channels, first = probe(tree, firsts)

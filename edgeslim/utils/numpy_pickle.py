@@ -23,12 +23,23 @@ SAFE_GLOBALS = {
 }
 
 
+def _bytes(*args: Any) -> bytes:
+    """``bytes()`` as protocol 2 rebuilds an empty ``bytes`` (``__builtin__.bytes`` with no arguments:
+    an empty numpy array's raw data), or bytes from a list of ints; a size (``bytes(10**12)``, a
+    request for that many zero bytes) is refused."""
+    if len(args) > 2 or (args and isinstance(args[0], int)):
+        raise pickle.UnpicklingError("refusing bytes() of a size")
+    return bytes(*args)
+
+
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, strings, numbers and numpy arrays; refuses any other global."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in SAFE_GLOBALS:
             return super().find_class(module, name)
+        if (module, name) in (("__builtin__", "bytes"), ("builtins", "bytes")):
+            return _bytes
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
