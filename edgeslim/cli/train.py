@@ -29,7 +29,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
 @click.option("--augment/--no-augment", default=None, help="Random pad-crop (and flips where valid) [on].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (CUDA only) [off].")
 @click.option(
-    "--channels-last/--no-channels-last", default=None, help="channels_last memory format (CUDA only) [off]."
+    "--channels-last/--no-channels-last", default=None, help="channels_last memory format for training [on]."
 )
 @click.option(
     "--method", help="Training method: baseline or subgradient (original network slimming) [baseline]."

@@ -61,7 +61,7 @@ def evaluate(
             device=dev, even_shards=False,
         )  # fmt: skip
         for x, y in loader:
-            if channels_last and dev.type == "cuda":
+            if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(x)

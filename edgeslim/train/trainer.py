@@ -1,4 +1,4 @@
-"""``fit``: SGD training with schedules, warm-up, AMP/channels_last on CUDA, DDP, method hooks,
+"""``fit``: SGD training with schedules, warm-up, channels_last, AMP on CUDA, DDP, method hooks,
 a checkpoint every epoch and bit-for-bit ``--resume``."""
 
 from __future__ import annotations
@@ -155,6 +155,14 @@ def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 # ----------------------------------------------------------------------------- fit
+def to_channels_last(model: nn.Module) -> None:
+    """Store ``model``'s 4-D parameters and buffers (conv weights) channels_last, in place; other ranks
+    are left as they are (``Module.to(memory_format=)`` refuses a model with a Conv3d in it)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.dim() == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
 #: PyTorch's words for an image too small for a layer (a pooling or a kernel bigger than what is left)
 _TOO_SMALL = re.compile(
     r"Output size is too small|Kernel size can't be greater than actual input size|"
@@ -221,13 +229,13 @@ def fit(
         seed_everything(config.seed)
     use_cuda = device.type == "cuda"
     use_amp = config.amp and use_cuda
-    channels_last = config.channels_last and use_cuda
+    channels_last = config.channels_last
 
     model.to(device)
     if spec is not None and resume is None:
         check_input_fits(model, torch.zeros(1, *spec.input_shape, device=device), spec.arch)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     method_hook = create_method(config.method, model, **config.method_args)
     hook = HookList([method_hook, *hooks])
     optimizer = make_optimizer(model, config)
@@ -316,7 +324,7 @@ def fit(
         seen = 0
         for i, (x, y) in enumerate(batches):
             lr = schedule.apply()
-            if channels_last:
+            if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = train_model(x)
