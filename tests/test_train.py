@@ -4,6 +4,7 @@ mask hook, evaluate, fit on real data (sklearn digits / Fashion-MNIST subsets)."
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
 
@@ -171,7 +172,7 @@ def test_evaluate_matches_predict_and_training_learns(digits):
     assert math.isfinite(ev["loss"]) and len(res.history) == 2
 
 
-def test_training_runs_channels_last_by_default(digits):
+def test_training_runs_channels_last_by_default(digits, caplog):
     """A trial timed edgeslim's epochs 1.2-1.45x slower than a plain loop: its crop handed the model
     channels-first batches. Conv weights and batches are channels_last by default (CPU too), the
     option turns it off, and a model with a 5-D weight (Conv3d, which Module.to(memory_format=)
@@ -209,6 +210,25 @@ def test_training_runs_channels_last_by_default(digits):
     m3 = With3d()
     fit(m3, digits, TrainConfig(epochs=1, batch_size=64, lr=0.05, device="cpu"))
     assert m3.mix.weight.dim() == 5 and m3.mix.weight.is_contiguous()
+
+    class LeNetView(nn.Module):  # the classic x.view(n, -1) of a conv output: channels_last refuses it
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(6, 6, 3, padding=1)
+            self.bn, self.fc = nn.BatchNorm2d(6), nn.Linear(6 * 64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(self.bn(self.conv(self.stem(x))))
+            return self.fc(y.view(y.size(0), -1))
+
+    lenet = LeNetView()
+    with caplog.at_level(logging.WARNING, logger="edgeslim.train.trainer"):
+        res = fit(lenet, digits, TrainConfig(epochs=1, batch_size=64, lr=0.05, device="cpu"))
+    assert math.isfinite(res.history[-1]["train_loss"]) and lenet.conv.weight.is_contiguous()
+    assert (
+        "LeNetView trains channels-first: its forward fails on channels_last tensors (view size is not"
+        in caplog.text
+    )
 
 
 class _Poison(TrainHook):
