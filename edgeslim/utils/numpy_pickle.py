@@ -25,11 +25,11 @@ SAFE_GLOBALS = {
 
 def _bytes(*args: Any) -> bytes:
     """``bytes()`` as protocol 2 rebuilds an empty ``bytes`` (``__builtin__.bytes`` with no arguments:
-    an empty numpy array's raw data), or bytes from a list of ints; a size (``bytes(10**12)``, a
-    request for that many zero bytes) is refused."""
-    if len(args) > 2 or (args and isinstance(args[0], int)):
-        raise pickle.UnpicklingError("refusing bytes() of a size")
-    return bytes(*args)
+    an empty numpy array's raw data; other bytes come through ``_codecs.encode``). Any argument is
+    refused: ``bytes(n)`` (an int or a numpy integer) asks for n zero bytes."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes() with arguments")
+    return b""
 
 
 class NumpyOnlyUnpickler(pickle.Unpickler):
