@@ -164,10 +164,15 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
     for t in tensors:
         t.data = t.data.contiguous(memory_format=torch.channels_last)
     was_training = model.training
-    model.eval()
+    x = torch.cat([example, example])  # (two: a train-mode BatchNorm wants more than one value)
+    x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    buffers = {n: b.clone() for n, b in model.named_buffers()}  # (train mode moves BN's statistics)
+    devices = [example.device] if example.device.type == "cuda" else []
     try:
-        with torch.no_grad():
-            model(example.contiguous(memory_format=torch.channels_last) if example.dim() == 4 else example)
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # (dropout draws no training numbers)
+            for train in (False, True):  # (a view taken in train mode only: an auxiliary head)
+                model.train(train)
+                model(x)
         return True
     except RuntimeError as exc:  # e.g. x.view(n, -1) of a conv output: a view of channels_last memory
         for t in tensors:
@@ -177,6 +182,9 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
                     "CPUs measured", type(model).__name__, first_line(exc))  # fmt: skip
         return False
     finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(buffers[n])
         model.train(was_training)
 
 
