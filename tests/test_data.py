@@ -339,7 +339,7 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
 
     monkeypatch.setattr(imf, "physical_memory", lambda: 2**27)  # 128 MiB: 38 x 2.9 MB is more than half
     with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the training images' own size\) "
-                       r"would take 0.102 GiB as uint8, more than half of this machine's 0.125 GiB; give a smaller "
+                       r"would take 0.102 GiB as uint8, more than half of the 0.125 GiB this machine \(or container\) has; give a smaller "
                        r"image_size"):  # fmt: skip
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
     assert load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2", image_size=(32, 32))
@@ -403,8 +403,18 @@ def test_imagefolder_follows_linked_class_folders(cifar_zip, tmp_path):
     (root / "train" / "cat").rename(tmp_path / "cats_elsewhere")
     (root / "train" / "cat").symlink_to(tmp_path / "cats_elsewhere", target_is_directory=True)
     (root / "train" / "dog" / "loop").symlink_to(root, target_is_directory=True)
+    # (the review: links above the root were entered, "/" walked whole; system folders are not data)
+    (root / "train" / "dog" / "up").symlink_to(tmp_path, target_is_directory=True)
+    (root / "train" / "dog" / "slash").symlink_to("/", target_is_directory=True)
+    (root / "train" / "lost+found").mkdir()
+    (root / "train" / "System Volume Information").mkdir(mode=0)
     linked = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
     assert linked.class_names == whole.class_names and torch.equal(linked.train_x, whole.train_x)
+    # images added to the linked folder are read: the cache fingerprint follows the link too
+    src = next((tmp_path / "cats_elsewhere").iterdir())
+    shutil.copy(src, tmp_path / "cats_elsewhere" / "zz_new.jpg")
+    again = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
+    assert len(again.train_y) == len(linked.train_y) + 1
 
 
 def test_imagefolder_names_that_are_not_utf8(cifar_zip, tmp_path):
@@ -452,7 +462,7 @@ def test_an_unreadable_class_folder_is_named(cifar_zip, tmp_path):
         (root / "train" / "cat").chmod(0o755)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == (
-        f"cannot read the folder {root / 'train' / 'cat'} (Permission denied); fix its permissions or move "
+        f"cannot read the folder {root / 'train' / 'cat'} (Permission denied); fix its permissions, or move "
         f"it out of {root}"
     )
 
@@ -537,7 +547,7 @@ def test_svhn_mat(cz, tmp_path):
             np.ones((len(cz.test_y), 1)),
             "its images span 0..76500, outside 0..255",
         ),
-        (x, np.zeros((len(cz.test_y), 1)), "its labels span 0..0, outside 1..10"),
+        (x, np.full((len(cz.test_y), 1), 11), "its labels span 11..11, outside 0..10"),
         (
             x,
             np.ones((50, 1)),

@@ -380,14 +380,14 @@ def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None
 
     from edgeslim.cli import _failure
 
-    try:  # PyTorch's CPU allocator fails with a RuntimeError, not a MemoryError (a probe's --image-size 4096)
+    # PyTorch's CPU allocator fails with a RuntimeError, not a MemoryError (a probe's --image-size 4096)
+    with pytest.raises(RuntimeError, match="can't allocate memory") as info:
         torch.empty(2**62, dtype=torch.uint8)
-    except RuntimeError as exc:
-        assert _failure(exc, ["train"], False) == (
-            "out of memory; free memory (smaller --batch-size or input), and rerun",
-            2,
-            False,
-        )
+    assert _failure(info.value, ["train"], False) == (
+        "out of memory; free memory (smaller --batch-size or input), and rerun",
+        2,
+        False,
+    )
     os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.edgeslim-u7_k2x9q.tmp")
     assert _os_error_line(os_err) == "No space left on device (/runs/x/model.pt); free disk space, and rerun"
 

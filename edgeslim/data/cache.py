@@ -8,6 +8,7 @@ Entries are ``.npz`` files of named arrays (no pickle) written atomically into
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeslim.data.listing import regular_files
 from edgeslim.utils.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,8 @@ def fingerprint(path: Path) -> str:
     """Content fingerprint of a file or directory, cheap enough for a 50 MB zip.
 
     File: size + mtime_ns + sha256 of the first and last MiB. Directory: sha256 of the sorted
-    listing of (relative path, size, mtime_ns) of every file under it.
+    listing of (relative path, size, mtime_ns) of every file :func:`~edgeslim.data.listing.regular_files`
+    finds under it (linked folders included, hidden files not).
     """
     h = hashlib.sha256()
     if path.is_file():
@@ -44,11 +47,10 @@ def fingerprint(path: Path) -> str:
             if st.st_size > _EDGE:
                 f.seek(max(_EDGE, st.st_size - _EDGE))
                 h.update(f.read(_EDGE))
-    else:
-        for dp, _, fs in sorted(os.walk(path)):
-            for name in sorted(fs):
-                st = os.stat(os.path.join(dp, name))
-                rel = os.path.relpath(os.path.join(dp, name), path)
+    else:  # the files an image folder reads, through linked folders as it reads them
+        for rel in sorted(regular_files(path)):
+            with contextlib.suppress(OSError):  # (gone since the listing)
+                st = os.stat(path / rel)
                 h.update(os.fsencode(rel) + f":{st.st_size}:{st.st_mtime_ns}\n".encode())  # (any bytes)
     return h.hexdigest()
 

@@ -169,7 +169,7 @@ def _svhn(req: LoadRequest) -> DataBundle:
         except (OSError, ValueError, KeyError, NotImplementedError, sio.matlab.MatReadError) as exc:
             raise EdgeslimError(f"{p} is not a valid SVHN .mat file ({exc}); re-download it") from exc
         x = whole_numbers(x, "images", str(p), 0, 255, np.uint8)
-        y = whole_numbers(y, "labels", str(p), 1, 10)  # SVHN's digits are 1..10
+        y = whole_numbers(y, "labels", str(p), 0, 10)  # SVHN's digits are 1..10 (10: the digit 0)
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or y.shape not in ((x.shape[3],), (x.shape[3], 1)):
             raise EdgeslimError(
                 f"{p}: X {x.shape} and y {y.shape} are not SVHN's (32, 32, 3, N) and (N, 1); re-download it"

@@ -153,8 +153,8 @@ def load_dataset(
 
     ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
-    ``image_size``: (H, W) an image folder's images are stretched to (default: its first training
-    image's size); the built-in data sets have their own.
+    ``image_size``: (H, W) an image folder's images are stretched to (default: the most common size
+    of its first training images); the built-in data sets have their own.
     """
     key = canonical_name(name)
     for label, n in (("subset", subset), ("test_subset", test_subset)):

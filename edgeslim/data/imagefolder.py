@@ -21,7 +21,7 @@ import sys
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeslim.data.cache import cached_arrays, fingerprint
 from edgeslim.data.datasets import LoadRequest, balanced_subset, bundle_from_arrays, register_dataset
+from edgeslim.data.listing import hidden, regular_files
 from edgeslim.errors import EdgeslimError
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,9 @@ class Tree:
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
         else:
-            names = list(_regular_files(root))
+            names = list(regular_files(root))
         self.files = sorted(
-            n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not _hidden(n)
+            n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not hidden(n)
         )
         self.prefix = self._find_prefix()
 
@@ -154,41 +155,6 @@ class Tree:
 
     def reader(self) -> Callable[[str], bytes]:
         return open_reader(self.root, self.is_zip)
-
-
-def _regular_files(root: Path) -> Iterator[str]:
-    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (a FIFO named
-    .png blocked a run reading it), without hidden entries. Linked folders are entered (a class folder
-    linked from elsewhere was dropped without a word), except a link back to a folder above it (a loop);
-    an unreadable folder is refused (its class was dropped without a word). The file type comes from
-    the directory listing, without a ``stat`` per file."""
-    stack: list[tuple[str, frozenset[str]]] = [("", frozenset({os.path.realpath(root)}))]
-    while stack:
-        rel, above = stack.pop()
-        try:
-            with os.scandir(root / rel) as it:
-                entries = list(it)
-        except OSError as exc:
-            raise EdgeslimError(
-                f"cannot read the folder {root / rel} ({exc.strerror or exc}); fix its permissions or move it "
-                f"out of {root}"
-            ) from exc
-        for e in entries:
-            if _hidden(e.name) or e.name == "lost+found":
-                continue
-            with contextlib.suppress(OSError):
-                if e.is_dir():
-                    real = os.path.realpath(e.path)
-                    if real not in above:
-                        stack.append((f"{rel}{e.name}/", above | {real}))
-                elif e.is_file():
-                    yield f"{rel}{e.name}"
-
-
-def _hidden(name: str) -> bool:
-    """macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``) and hidden files: not images."""
-    parts = name.split("/")
-    return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
 
 
 def _too_big(name: str, size: int, what: str) -> EdgeslimError:
@@ -462,7 +428,7 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
     if total and need > total / 2:
         raise EdgeslimError(
             f"{root}: {count} images at {size[0]}x{size[1]} pixels ({what}) would take {need / 2**30:.3g} GiB "
-            f"as uint8, more than half of this machine's {total / 2**30:.3g} GiB; give a smaller image_size "
+            f"as uint8, more than half of the {total / 2**30:.3g} GiB this machine (or container) has; give a smaller image_size "
             "(e.g. 224,224) or a subset",
             param="image_size",
         )
@@ -472,11 +438,18 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
 
 
 def physical_memory() -> int:
-    """Bytes of memory this machine has (0 where the system does not say)."""
+    """Bytes of memory this process may use: the machine's, or its container's (cgroup) limit where
+    lower; 0 where the system does not say."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 0
+        total = 0
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            cap = int(Path(limit).read_text().split()[0])  # ("max": no limit, a ValueError)
+            if 0 < cap < (total or cap + 1):
+                total = cap
+    return total
 
 
 def check_classes(root: Path, classes: Sequence[str], flat: bool = False) -> None:

@@ -1,0 +1,50 @@
+"""The files of a data folder: one listing for reading an image folder and for fingerprinting it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgeslim.errors import EdgeslimError
+
+#: folders a file system or a removable drive keeps for itself: never data
+SYSTEM_FOLDERS = frozenset({"lost+found", "System Volume Information", "$RECYCLE.BIN"})
+
+
+def hidden(name: str) -> bool:
+    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data."""
+    parts = name.split("/")
+    return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
+
+
+def regular_files(root: Path) -> Iterator[str]:
+    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (a FIFO named
+    .png blocked a run reading it), without hidden entries and system folders. Linked folders are
+    entered (a class folder linked from elsewhere was dropped without a word), except a link to a
+    folder on the way down to it or above ``root`` (a loop); an unreadable folder is refused (its
+    class was dropped without a word). The file type comes from the directory listing, without a
+    ``stat`` per file."""
+    top = os.path.realpath(root)
+    stack: list[tuple[str, frozenset[str]]] = [("", frozenset({top}))]
+    while stack:
+        rel, above = stack.pop()
+        try:
+            with os.scandir(root / rel) as it:
+                entries = list(it)
+        except OSError as exc:
+            fix = "fix its permissions" if isinstance(exc, PermissionError) else "check it"
+            raise EdgeslimError(
+                f"cannot read the folder {root / rel} ({exc.strerror or exc}); {fix}, or move it out of {root}"
+            ) from exc
+        for e in entries:
+            if hidden(e.name) or e.name in SYSTEM_FOLDERS:
+                continue
+            with contextlib.suppress(OSError):
+                if e.is_dir():
+                    real = os.path.realpath(e.path)
+                    if real not in above and os.path.commonpath([real, top]) != real:
+                        stack.append((f"{rel}{e.name}/", above | {real}))
+                elif e.is_file():
+                    yield f"{rel}{e.name}"
