@@ -490,6 +490,25 @@ def test_timm_models_prune_exactly(name: str):
     assert exact(m, res.model, x) < 1e-10
 
 
+def test_torchvision_stochastic_depth_passes_channels_without_importing_torchvision_for_it():
+    """torchvision's stochastic depth (EfficientNet's blocks) is per-sample scaling, and the capture
+    sees the ops inside it: channels pass it. The channel model imported torchvision to name it for
+    the fx tracer it no longer uses (0.8 s of every surgery and slim run); it does not any more."""
+    tvm = pytest.importorskip("torchvision.models")
+    code = "import sys, edgeslim.surgery, edgeslim.slim; print('torchvision' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
+    torch.manual_seed(0)
+    m = tvm.efficientnet_b0(weights=None, num_classes=10).eval()
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 32, 32)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    assert zeroed > 100 and res.report["removed_channels"] == zeroed
+    assert exact(m, res.model, x) < 1e-10
+
+
 @pytest.mark.parametrize("name", ["yolov8n", pytest.param("yolo11n", marks=pytest.mark.slow)])
 def test_yolo_from_yaml_prunes_exactly_without_patches(name: str):
     pytest.importorskip("ultralytics")

@@ -829,7 +829,7 @@ class _Analyser:
         rest_infos = self.infos_in((args[1:], list(kwargs.values())))
         if rest_infos:
             return self.opaque(n, out, "op mixing several tensors")
-        if fn in ops.ELEMENTWISE_FUNCTIONS or fn in ops.STOCHASTIC_DEPTH:
+        if fn in ops.ELEMENTWISE_FUNCTIONS:
             return self.unary(n, a0, out, fn, args[1:], kwargs)
         if fn in ops.POOL_FUNCTIONS:
             return self.pool(n, a0, out)

@@ -141,14 +141,6 @@ REDUCE_FUNCTIONS: set[Any] = {
     torch.Tensor.amax,
 }
 
-try:  # torchvision's stochastic depth is fx-wrapped: per-sample scaling, identity in eval mode
-    import importlib
-
-    _sd = importlib.import_module("torchvision.ops.stochastic_depth").stochastic_depth
-    STOCHASTIC_DEPTH: set[Any] = {_sd}
-except ImportError:  # pragma: no cover
-    STOCHASTIC_DEPTH = set()
-
 
 #: The ONNX op type each call becomes when exported, for the cost model's fusion rule
 #: (:func:`edgeslim.channels.cost.fuse_kernels`); calls not listed are kernels of their own.
@@ -173,7 +165,6 @@ COST_OPS: dict[Any, str] = {
                               F.feature_alpha_dropout)},
     **{f: "Identity" for f in (torch.Tensor.contiguous, torch.Tensor.clone, torch.Tensor.detach,
                                torch.Tensor.float, torch.Tensor.to, torch.Tensor.type_as)},
-    **{f: "Identity" for f in STOCHASTIC_DEPTH},  # (identity in eval mode)
     **{f: "Slice" for f in GETITEM_FUNCTIONS},
     **{f: "Concat" for f in CAT_FUNCTIONS},
     **{f: "Split" for f in SPLIT_FUNCTIONS},
