@@ -148,6 +148,13 @@ def test_own_code_module_factory(folder, tmp_path, capsys, monkeypatch):
     # the checkpoint names user code: loading it later needs --trust-pickle
     assert main(["info", str(tmp_path / "own" / "model.pt")]) == 2
     assert "code from outside edgeslim" in capsys.readouterr().err
+    # ... and train's next step says so (a trial: the hint left it out, and the slim it gave was refused)
+    args = ["train", "--arch", "mynets:small", "--trust-pickle", "--data", "imagefolder", "--data-dir", str(folder),
+            "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "t")]  # fmt: skip
+    assert main(args) == 0
+    assert f"next: edgeslim slim {tmp_path / 't' / 'model.pt'} --trust-pickle --data imagefolder" in (
+        capsys.readouterr().err.replace("\n", "")
+    )
 
 
 def test_bad_byom_inputs_are_one_line(folder, tmp_path, capsys):

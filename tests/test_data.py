@@ -658,6 +658,23 @@ def test_an_image_folder_trains_exports_and_resumes_at_the_size_asked_for(cifar_
     more = tmp_path / "more"  # a finished run resumed into a new folder, the size from the checkpoint
     assert main(["train", "--resume", str(run / "model.pt"), "--epochs", "2", "--out", str(more)]) == 0
     assert torch.load(more / "model.pt", weights_only=True)["spec"]["input_size"] == [40, 36]
+    # slim and train --init of the checkpoint without a size read the folder at its size (a trial's slim of
+    # a model trained at 64x64 decoded 900x1200 photos and was killed for memory)
+    rest = [*data[:4], *data[6:], "--epochs", "1"]
+    assert main(["slim", str(run / "model.pt"), *rest, "--out", str(tmp_path / "s")]) == 0
+    assert torch.load(tmp_path / "s" / "model.pt", weights_only=True)["meta"]["input_shape"] == [3, 40, 36]
+    args = [
+        "train",
+        "--arch",
+        "vgg-small",
+        "--init",
+        str(run / "model.pt"),
+        *rest,
+        "--out",
+        str(tmp_path / "i"),
+    ]
+    assert main(args) == 0
+    assert torch.load(tmp_path / "i" / "model.pt", weights_only=True)["meta"]["input_shape"] == [3, 40, 36]
     # a built-in data set has its own size; a size that is not one is refused by the CLI
     assert (
         main(

@@ -292,17 +292,21 @@ def _run(
 ) -> dict[str, Any]:
     import torch
 
-    from edgeslim.checkpoint import load_model
+    from edgeslim.checkpoint import load_model, recorded_input_size
     from edgeslim.data import load_dataset
+    from edgeslim.data.datasets import canonical_name
     from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
     from edgeslim.train.config import TrainConfig
 
     opts = {k: v for k, v in req.options().items() if v is not None}
     opts.update({k: v for k, v in extra.items() if v is not None})
     out_dir = Path(req.out_dir)
+    image_size = req.image_size
+    if image_size is None and not req.resume and canonical_name(req.data_name) == "imagefolder":
+        image_size = recorded_input_size(req.model)  # (a checkpoint's own size, as export checks it)
     bundle = load_dataset(
         req.data_name, req.data_dir, subset=req.subset, test_subset=req.test_subset,
-        seed=int(extra.get("data_seed") or 0), cache_dir=req.cache_dir, image_size=req.image_size,
+        seed=int(extra.get("data_seed") or 0), cache_dir=req.cache_dir, image_size=image_size,
     )  # fmt: skip
     train_state = None
     params = {k: float(opts[k]) for k in ("p", "a", "g", "l") if opts.get(k) is not None}

@@ -153,8 +153,9 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import build_from_checkpoint, load_model
+    from edgeslim.checkpoint import build_from_checkpoint, load_model, recorded_input_size
     from edgeslim.data import load_dataset
+    from edgeslim.data.datasets import canonical_name
     from edgeslim.models import create_model
     from edgeslim.models.registry import ModelSpec
     from edgeslim.train.config import TrainConfig
@@ -195,6 +196,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             )
         data_name, data_dir = kw["data_name"], kw["data_dir"]
         subset, test_subset, image_size = kw["subset"], kw["test_subset"], kw["image_size"]
+        if image_size is None and kw["init_path"] and canonical_name(data_name) == "imagefolder":
+            image_size = recorded_input_size(kw["init_path"])  # (the size the model was trained at)
         hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
         hp["device"] = kw["device"]
         method = hp.get("method", "baseline")
