@@ -184,6 +184,26 @@ def test_a_camera_dump_with_junk_and_rotated_photos(photos: Path, tmp_path: Path
     assert upright[0, 32, 32] > 200 and upright[1, 32, 32] < 60
 
 
+def test_an_image_folder_trains_on_photos_turned_upright(tmp_path: Path) -> None:
+    """A trial's phone photos with an EXIF orientation trained sideways while export checked them
+    upright (the images data set, OpenCV on the device): an image folder turns them upright too, and
+    its size is the upright one (stored 100 wide x 200 high, shown 200 x 100)."""
+    from edgeslim.data import load_dataset
+
+    for c, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(3):
+            im = Image.new("RGB", (100, 200), colour)
+            im.paste((0, 255, 0), (0, 0, 100, 20))  # a green band along the stored top edge
+            exif = im.getexif()
+            exif[0x0112] = 6  # shown turned 90 degrees clockwise: the band on the right
+            im.save(tmp_path / "f" / c / f"IMG_{i}.jpg", exif=exif)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c")
+    assert b.input_shape == (3, 100, 200)
+    x = b.train_x[0].numpy()
+    assert x[1, 50, 190] > 200 and x[1, 50, 10] < 60  # green on the right, not along the top
+
+
 def test_photo_statistics_are_not_written_as_the_models_normalization(photos: Path, tmp_path: Path, capsys):
     """A model that records no mean/std is checked on the photos normalized with their own
     statistics, but the ONNX metadata does not claim those as the model's normalization."""

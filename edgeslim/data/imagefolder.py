@@ -358,7 +358,7 @@ def _decode_chunk(
     bad = []
     for i, n in enumerate(names):
         try:
-            out[i] = decode(get(n), n, channels, size)
+            out[i] = decode(get(n), n, channels, size, upright=True)  # (as OpenCV and the images set read it)
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
     return out, bad
@@ -389,6 +389,10 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
     return np.concatenate([x for x, _ in parts])
 
 
+#: the EXIF tag of a photo's orientation, and its values that turn the image by a quarter
+EXIF_ORIENTATION = 0x0112
+TURNED = (5, 6, 7, 8)
+
 #: training images whose mode decides the channels: the first of each class, up to this many
 PROBE_IMAGES = 16
 _GREY_MODES = ("L", "1", "F", *WIDE_GREY_MODES)
@@ -404,7 +408,10 @@ def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
     for name in firsts[:PROBE_IMAGES]:
         try:
             with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
-                sizes[(im.size[1], im.size[0])] += 1
+                w, h = im.size
+                if im.getexif().get(EXIF_ORIENTATION) in TURNED:  # (decoded upright: turned a quarter)
+                    w, h = h, w
+                sizes[(h, w)] += 1
                 if im.mode not in _GREY_MODES:
                     channels = 3
         except EdgeslimError as exc:
