@@ -334,11 +334,18 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
     with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
         b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c", subset=10)
     assert b.input_shape == (3, 800, 1200)
-    assert "decoding at 800x1200 pixels, the training images' own size: training at it is slow" in caplog.text
+    assert (
+        "training at 800x1200 pixels (height x width), the most common size of the first training images"
+        in (caplog.text)
+    )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):  # from the cache: said again
+        load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c", subset=10)
+    assert "training at 800x1200 pixels (height x width)" in caplog.text
     import edgeslim.data.imagefolder as imf
 
     monkeypatch.setattr(imf, "physical_memory", lambda: 2**27)  # 128 MiB: 38 x 2.9 MB is more than half
-    with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the training images' own size\) "
+    with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the most common size of the first training images\) "
                        r"would take 0.102 GiB as uint8, more than half of the 0.125 GiB this machine \(or container\) has; give a smaller "
                        r"image_size"):  # fmt: skip
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")

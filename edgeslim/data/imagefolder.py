@@ -427,11 +427,10 @@ LARGE_SIDE = 1024
 
 def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], given: bool) -> None:
     """Refuse decoding ``count`` images at ``size`` when they would take more than half of this
-    machine's memory (the whole data set lives in memory as uint8), and warn when the images' own
-    size has a side over :data:`LARGE_SIDE` (phone photos: training at it is slow)."""
+    machine's memory (the whole data set lives in memory as uint8)."""
     need = count * channels * size[0] * size[1]
     total = physical_memory()
-    what = "the size asked for" if given else "the training images' own size"
+    what = "the size asked for" if given else "the most common size of the first training images"
     if total and need > total / 2:
         raise EdgeslimError(
             f"{root}: {count} images at {size[0]}x{size[1]} pixels ({what}) would take {need / 2**30:.3g} GiB "
@@ -439,9 +438,6 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
             "(e.g. 224,224) or a subset",
             param="image_size",
         )
-    if not given and max(size) > LARGE_SIDE:
-        log.warning("%s: decoding at %dx%d pixels, the training images' own size: training at it is slow; "
-                    "image_size sets the resolution the model will run at (e.g. 224,224)", root, *size)  # fmt: skip
 
 
 def physical_memory() -> int:
@@ -542,6 +538,10 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
             param="data",
         )
     size = arrays["train_x"].shape[2:]
+    if req.image_size is None and max(size) > LARGE_SIDE:  # (said on every run, from the cache too)
+        log.warning("%s: training at %dx%d pixels (height x width), the most common size of the first training "
+                    "images (others are stretched to it): slow, and memory-hungry at the default batch size; "
+                    "image_size sets the resolution the model will run at (e.g. 224,224)", root, *size)  # fmt: skip
     # The subset was already applied while choosing files.
     full = LoadRequest(req.name, req.data_dir, None, None, req.cache_dir, req.download, req.seed)
     return bundle_from_arrays(
