@@ -494,6 +494,16 @@ def at_alignment_floor(report: dict[str, Any]) -> int:
     return len(wide) if floor and all(int(row.get("after_surgery", -1)) == r for row in wide) else 0
 
 
+def _chance_note(chance: float, threshold: float, test_labels: Any) -> str:
+    """What chance is and where near it ends, for a person (a trial read "chance 42.9%, below 99.0%
+    counts as near" as a contradiction)."""
+    n = f" on {test_labels.numel()} test images" if test_labels is not None else ""
+    return (
+        f"chance {chance:.1%}, always answering the commonest class; below {threshold:.1%}{n} is not told apart "
+        "from it"
+    )
+
+
 def collapse_check(
     report: dict[str, Any],
     restored: list[list[str]],
@@ -538,7 +548,8 @@ def collapse_check(
         n = 0 if test_labels is None else test_labels.numel()
         msg = (
             f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
-            f"({chance:.1%}; below {threshold:.1%} is within its noise); give a larger test_subset to judge it"
+            f"({chance:.1%}, always answering the commonest class; below {threshold:.1%} is within its noise); give a "
+            "larger test_subset, or a test split with more images, to judge it"
         )
     elif at_chance and not restored and (zero_frac < 0.5 or never):
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
@@ -549,8 +560,8 @@ def collapse_check(
             f"zero ({zero_frac:.0%} at the end)"
         )
         msg = (
-            f"the slim network is near chance accuracy ({acc:.1%}; chance {chance:.1%}, below {threshold:.1%} "
-            f"counts as near) with {zeros}: training did not learn in {epochs} epoch(s); train longer or check "
+            f"the slim network is near chance accuracy ({acc:.1%}; {_chance_note(chance, threshold, test_labels)}) "
+            f"with {zeros}: training did not learn in {epochs} epoch(s); train longer or check "
             "the learning rate before reading its channel counts"
         )
     elif at_chance:
@@ -562,8 +573,8 @@ def collapse_check(
             else weaker
         )
         msg = (
-            f"slimming collapsed the network: test accuracy {acc:.1%} is near chance ({chance:.1%}; below "
-            f"{threshold:.1%} counts as near), "
+            f"slimming collapsed the network: test accuracy {acc:.1%} is near chance "
+            f"({_chance_note(chance, threshold, test_labels)}), "
             f"{zero_frac:.0%} of channels zero, {len(restored)} layer group(s) emptied by the prox; {advice}"
         )
     elif restored:
@@ -594,7 +605,8 @@ def collapse_check(
         n = 0 if test_labels is None else test_labels.numel()
         msg = (
             f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
-            f"({chance:.1%}); give a larger test_subset to judge it"
+            f"({chance:.1%}, always answering the commonest class); give a larger test_subset, or a test split "
+            "with more images, to judge it"
         )
     named = tuple(
         p for p in ("shrink", "taper_end", "epochs", "test_subset", "round_to") if re.search(rf"\b{p}\b", msg)

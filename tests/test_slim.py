@@ -201,7 +201,10 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     learned = collapse_check(report(0.492, 57), [], 3, budget=True, test_labels=labels)
     assert not learned["collapsed"] and learned["message"] == ""
     dead = collapse_check(report(1 / 3, 57), [], 3, budget=True, test_labels=labels)
-    assert dead["collapsed"] and "near chance (33.3%; below 46.2%" in dead["message"]
+    assert dead["collapsed"] and (
+        "near chance (chance 33.3%, always answering the commonest class; below 46.2% on 1000 test images is not "
+        "told apart from it)" in dead["message"]
+    )
     # ten balanced classes: 14.5% as before (1.5 / 10 = 15%); imbalanced: the majority class is chance
     assert collapse_check(report(0.14, 80), [], 10)["collapsed"]
     assert not collapse_check(report(0.16, 80), [], 10)["collapsed"]
@@ -213,7 +216,8 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     # three test images cannot tell anything from chance (a trial's run was failed as "below 115.0%")
     tiny = collapse_check(report(1 / 3, 80), [], 10, test_labels=torch.tensor([0, 1, 2]))
     assert not tiny["collapsed"] and tiny["message"].startswith(
-        "the test set (3 images) is too small to tell the slim network's accuracy (33.3%) from chance (33.3%)"
+        "the test set (3 images) is too small to tell the slim network's accuracy (33.3%) from chance (33.3%, always "
+        "answering the commonest class)"
     )
     assert tiny["message"].params == ("test_subset",)
     one_class = collapse_check(report(0.9, 80), [], 10, test_labels=torch.zeros(500, dtype=torch.long))
