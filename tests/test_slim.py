@@ -202,7 +202,7 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     assert not learned["collapsed"] and learned["message"] == ""
     dead = collapse_check(report(1 / 3, 57), [], 3, budget=True, test_labels=labels)
     assert dead["collapsed"] and (
-        "near chance (chance 33.3%, always answering the commonest class; below 46.2% on 1000 test images is not "
+        "near chance (chance 33.3%, always answering the commonest class; below 46.2% on 120 test images is not "
         "told apart from it)" in dead["message"]
     )
     # ten balanced classes: 14.5% as before (1.5 / 10 = 15%); imbalanced: the majority class is chance
