@@ -65,6 +65,7 @@ def main() -> None:
 
     import torch
 
+    from edgeslim.bench.env import cpu_model
     from edgeslim.data import load_dataset
 
     torch.set_num_threads(1)
@@ -96,7 +97,7 @@ def main() -> None:
         })  # fmt: skip
     record = {
         "what": "one fit epoch (training, BN settling and its test evaluation), channels-first vs channels_last",
-        "host": platform.processor() or platform.machine(), "cpu": _cpu(), "torch": torch.__version__,
+        "host": platform.processor() or platform.machine(), "cpu": cpu_model() or platform.machine(), "torch": torch.__version__,
         "threads": 1, "subset": a.subset, "test_subset": 512, "batch": a.batch, "seed": a.seed,
         "repeats": a.repeats, "rows": rows,
     }  # fmt: skip
@@ -121,16 +122,6 @@ def main() -> None:
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

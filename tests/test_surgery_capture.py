@@ -475,6 +475,16 @@ def _randomize_bn(m: nn.Module) -> None:
                 b.bias.copy_(torch.randn(b.num_features, generator=gen) * 0.2)
 
 
+def _prunes_exactly(m: nn.Module) -> None:
+    """Random BN, zeroed groups: surgery removes every zero channel, and the output is unchanged."""
+    _randomize_bn(m)
+    x = torch.randn(1, 3, 32, 32)
+    zeroed = _zero_groups(m, x)
+    res = prune_with_report(m, x)
+    assert zeroed > 100 and res.report["removed_channels"] == zeroed
+    assert exact(m, res.model, x) < 1e-10
+
+
 @pytest.mark.parametrize("name", ["efficientnet_b0", "ghostnet_100", "rexnet_100"])
 def test_timm_models_prune_exactly(name: str):
     timm = pytest.importorskip("timm")
@@ -482,12 +492,7 @@ def test_timm_models_prune_exactly(name: str):
 
     m = create_model(f"timm:{name}", num_classes=10).eval()
     assert type(m) is type(timm.create_model(name, pretrained=False))
-    _randomize_bn(m)
-    x = torch.randn(1, 3, 32, 32)
-    zeroed = _zero_groups(m, x)
-    res = prune_with_report(m, x)
-    assert zeroed > 100 and res.report["removed_channels"] == zeroed
-    assert exact(m, res.model, x) < 1e-10
+    _prunes_exactly(m)
 
 
 def test_torchvision_stochastic_depth_passes_channels_without_importing_torchvision_for_it():
@@ -501,12 +506,7 @@ def test_torchvision_stochastic_depth_passes_channels_without_importing_torchvis
     )
     torch.manual_seed(0)
     m = tvm.efficientnet_b0(weights=None, num_classes=10).eval()
-    _randomize_bn(m)
-    x = torch.randn(1, 3, 32, 32)
-    zeroed = _zero_groups(m, x)
-    res = prune_with_report(m, x)
-    assert zeroed > 100 and res.report["removed_channels"] == zeroed
-    assert exact(m, res.model, x) < 1e-10
+    _prunes_exactly(m)
 
 
 @pytest.mark.parametrize("name", ["yolov8n", pytest.param("yolo11n", marks=pytest.mark.slow)])
