@@ -158,8 +158,8 @@ def _rewrite_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
     """Store ``model``'s 4-D parameters and buffers (conv weights) channels_last, in place, when its
     forward runs so on ``example`` (one input, made channels_last); else leave it channels-first, say
-    why, and return False. Other ranks are left as they are (``Module.to(memory_format=)`` refuses a
-    model with a Conv3d in it)."""
+    why, and return False. Tensors of other dimensions are left as they are (``Module.to(memory_format=)``
+    refuses a model with a Conv3d in it)."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
     for t in tensors:
         t.data = t.data.contiguous(memory_format=torch.channels_last)
@@ -179,7 +179,7 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
             t.data = t.data.contiguous()
         log.warning("%s trains channels-first: its forward fails on channels_last tensors (%s); reshape or "
                     "torch.flatten in place of view would let it train channels_last, 1.2-1.5x faster on the "
-                    "CPUs measured", type(model).__name__, first_line(exc))  # fmt: skip
+                    "CPU measured (docs/training.md)", type(model).__name__, first_line(exc))  # fmt: skip
         return False
     finally:
         with torch.no_grad():
