@@ -275,9 +275,11 @@ def _extract(zip_path, dest, per_class=3, grey=False):
 
 def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path, caplog):
     root = _extract(cifar_zip, tmp_path / "tree")
-    with caplog.at_level(logging.WARNING, logger="edgeslim.data.imagefolder"):
-        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    with caplog.at_level(logging.WARNING):
+        b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c", test_subset=20)
     assert (len(b.train_y), len(b.test_y), b.num_classes) == (30, 6, 10)
+    # a test_subset above what the folder holds is said (a trial's 30 of 7 was capped without a word)
+    assert "test_subset 20 asks for more than the 6 test images it holds; all 6 are used" in caplog.text
     assert set(b.test_y.tolist()) == {b.class_names.index("cat"), b.class_names.index("dog")}
     # only cats and dogs to test: said (a probe's one-class test/ gave 100% without a word)
     assert (

@@ -242,6 +242,15 @@ def whole_numbers(
     return a.astype(dtype, copy=False)
 
 
+def say_capped(source: str, split: str, asked: int | None, held: int) -> None:
+    """Say when a subset asks for more images than a split holds (all of them are used): a trial's
+    test_subset of 30 on a folder holding back 7 was capped without a word."""
+    if asked is not None and asked > held:
+        what = "subset" if split == "train" else "test_subset"
+        log.warning("%s: %s %d asks for more than the %d %s images it holds; all %d are used", source, what,
+                    asked, held, split, held)  # fmt: skip
+
+
 def bundle_from_arrays(
     req: LoadRequest,
     arrays: dict[str, np.ndarray],
@@ -261,6 +270,7 @@ def bundle_from_arrays(
                 f"{source}: {split} labels span {y.min()}..{y.max()}, outside 0..{num_classes - 1}; "
                 "the files are corrupt or belong to another data set"
             )
+        say_capped(source, split, n, len(y))
         ix = balanced_subset(y, n, req.seed, num_classes)
         if len(ix) < len(y):
             x, y = x[ix], y[ix]

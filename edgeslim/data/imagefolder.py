@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeslim.data.cache import cached_arrays, fingerprint
-from edgeslim.data.datasets import LoadRequest, balanced_subset, bundle_from_arrays, register_dataset
+from edgeslim.data.datasets import (
+    LoadRequest,
+    balanced_subset,
+    bundle_from_arrays,
+    register_dataset,
+    say_capped,
+)
 from edgeslim.data.listing import hidden, regular_files
 from edgeslim.errors import EdgeslimError
 
@@ -537,6 +543,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
             "load other data as the imagefolder data set",
             param="data",
         )
+    for split, asked in (("train", req.subset), ("test", req.test_subset)):  # (said on every run)
+        say_capped(str(root), split, asked, len(arrays[f"{split}_y"]))
     size = arrays["train_x"].shape[2:]
     if req.image_size is None and max(size) > LARGE_SIDE:  # (said on every run, from the cache too)
         log.warning("%s: training at %dx%d pixels (height x width), the most common size of the first training "
