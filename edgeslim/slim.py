@@ -343,6 +343,7 @@ def slim_model(
     report: dict[str, Any] = {
         "arch": spec.arch,
         "data": bundle.name,
+        "input_shape": list(spec.input_shape),  # (channels, height, width) it trained at
         "data_args": (meta or {}).get("data_args"),  # how the data was loaded (None: by a Python caller)
         "slimming": slimming,
         # (the prox is a hook added to plain training: the run's method is the proximal one)
@@ -714,6 +715,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"- {cfg['epochs']} epochs, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} ({cfg['schedule']}), "
         f"seed {cfg['seed']}",
     ]  # fmt: skip
+    if shape := report.get("input_shape"):  # (a trial could not tell the size the photos were trained at)
+        training.append(f"- images of {shape[1]}x{shape[2]} pixels (height x width), {shape[0]} channel(s)")
     ph = s.get("phase_steps") or {}
     phases = (
         [f"the first {ph['warmup_steps']} step(s) without the proximal step"]

@@ -542,6 +542,8 @@ def test_the_slim_summary_says_what_its_accuracy_change_compares(
     assert f"| test accuracy | {rep['accuracy']['trained']:.1%} | {rep['accuracy']['slim']:.1%} |" in md
     assert "(100 test images); no unpruned network was trained" in md and "![budget](budget.png)" in md
     assert "budget: 60.0% of the dense macs; the controller reached" in md
+    h, w = rep["input_shape"][1:]
+    assert f"- images of {h}x{w} pixels (height x width), {rep['input_shape'][0]} channel(s)" in md
     import edgeslim.slim as slim_module
 
     drawn = []
