@@ -33,6 +33,7 @@ from edgeslim.train.evaluation import evaluate
 from edgeslim.train.hooks import HookList, TrainHook
 from edgeslim.train.methods import create_method
 from edgeslim.train.schedule import LRSchedule
+from edgeslim.utils.modes import eval_mode, kept_random_state, training_mode
 from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
@@ -163,16 +164,14 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
     for t in tensors:
         t.data = t.data.contiguous(memory_format=torch.channels_last)
-    was_training = model.training
     x = torch.cat([example, example])  # (two: a train-mode BatchNorm wants more than one value)
     x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # (train mode moves BN's statistics)
-    devices = [example.device] if example.device.type == "cuda" else []
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # (dropout draws no training numbers)
+        with torch.no_grad(), kept_random_state():  # (dropout draws no training numbers)
             for train in (False, True):  # (a view taken in train mode only: an auxiliary head)
-                model.train(train)
-                model(x)
+                with training_mode(model, train):
+                    model(x)
         return True
     except RuntimeError as exc:  # e.g. x.view(n, -1) of a conv output: a view of channels_last memory
         for t in tensors:
@@ -185,7 +184,6 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
         with torch.no_grad():
             for n, b in model.named_buffers():
                 b.copy_(buffers[n])
-        model.train(was_training)
 
 
 #: PyTorch's words for an image too small for a layer (a pooling or a kernel bigger than what is left)
@@ -199,10 +197,8 @@ _TOO_SMALL = re.compile(
 def check_input_fits(model: nn.Module, example: torch.Tensor, arch: str) -> None:
     """Refuse in one line a model whose layers cannot take the data's images (too small for its
     downsampling), before a run starts; ``example`` is one input of the data's shape."""
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(example)
     except RuntimeError as exc:
         if not _TOO_SMALL.search(str(exc)):
@@ -213,8 +209,6 @@ def check_input_fits(model: nn.Module, example: torch.Tensor, arch: str) -> None
             "give a larger image_size (an image folder) or a model for images of this size",
             param="image_size",
         ) from exc
-    finally:
-        model.train(was_training)
 
 
 def fit(
