@@ -273,20 +273,17 @@ def decode(
     channels: int,
     size: tuple[int, int] | None,
     fit: str = "stretch",
-    *,
-    upright: bool = False,
 ) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
     if given: stretched to it, or with ``fit="letterbox"`` scaled to fit inside it with its aspect
-    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``). ``upright``: turned
-    as its EXIF orientation says (a phone photo), as OpenCV's reader does."""
+    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``); turned upright as its
+    EXIF orientation says (a phone photo), as OpenCV's reader does."""
     from PIL import Image, ImageOps
 
     if fit not in FITS:
         raise EdgeslimError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", param="fit")
     with open_image(data, name) as im:
-        if upright:
-            im = ImageOps.exif_transpose(im)
+        im = ImageOps.exif_transpose(im)
         if im.mode in WIDE_GREY_MODES:  # wider than 8 bits (PIL's convert would clip it at 255)
             im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.int64)), "L")
         elif im.mode == "F":  # 32-bit float (TIFF): PIL's convert would read 0..1 as black
@@ -343,7 +340,7 @@ def read_images(
     images, bad = [], []
     for f in (tree.files[i] for i in pick):
         try:
-            images.append(decode(get(f), f, channels, size, fit, upright=True))
+            images.append(decode(get(f), f, channels, size, fit))
         except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
             bad.append(str(exc))
     if not images:
@@ -364,7 +361,7 @@ def _decode_chunk(
     bad = []
     for i, n in enumerate(names):
         try:
-            out[i] = decode(get(n), n, channels, size, upright=True)  # (as OpenCV and the images set read it)
+            out[i] = decode(get(n), n, channels, size)
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
     return out, bad
