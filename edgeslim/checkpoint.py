@@ -755,19 +755,6 @@ def _is_tensor_dict(d: dict[str, Any]) -> bool:
     return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
 
 
-def recorded_input_size(target: str | os.PathLike | None) -> tuple[int, int] | None:
-    """The (H, W) an edgeslim checkpoint ``target`` was trained at, or None (no such file, or not an
-    edgeslim checkpoint): an image folder is read at it when no size is given (a trial's slim of a
-    model trained at 64x64 decoded 900x1200 photos and was killed for memory)."""
-    if target is None or not Path(target).is_file():
-        return None
-    try:
-        spec = load_checkpoint_dict(target).get("spec") or {}
-        return (int(spec["input_size"][0]), int(spec["input_size"][1]))
-    except (EdgeslimError, KeyError, IndexError, TypeError, ValueError):
-        return None
-
-
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:
     """The raw checkpoint dict (for ``--resume``), with a clear error for other files."""
 

@@ -229,6 +229,21 @@ def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recorded_input_size(target: str | os.PathLike | None) -> tuple[int, int] | None:
+    """The (H, W) an edgeslim checkpoint ``target`` was trained at (:func:`saved_data_args`' image_size),
+    or None (no such file, or not an edgeslim checkpoint): an image folder is read at it when no size
+    is given (a trial's slim of a model trained at 64x64 decoded 900x1200 photos and was killed for
+    memory)."""
+    if target is None or not Path(target).is_file():
+        return None
+    from edgeslim.checkpoint import load_checkpoint_dict
+
+    try:
+        return saved_data_args(load_checkpoint_dict(target)).get("image_size")
+    except (EdgeslimError, AttributeError, KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
 def saved_run_state(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a resumed run must reuse to continue as it began, beside its data arguments: ``seed``
     (its training seed, which also chose its ``subset`` images) and ``threads`` (the CPU threads it

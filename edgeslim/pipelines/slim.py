@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import run_directory, saved_data_args, saved_run_state
+from edgeslim.pipelines.rundir import recorded_input_size, run_directory, saved_data_args, saved_run_state
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
@@ -292,7 +292,7 @@ def _run(
 ) -> dict[str, Any]:
     import torch
 
-    from edgeslim.checkpoint import load_model, recorded_input_size
+    from edgeslim.checkpoint import load_model
     from edgeslim.data import load_dataset
     from edgeslim.data.datasets import canonical_name
     from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model

@@ -10,7 +10,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import saved_data_args, saved_run_state
+from edgeslim.pipelines.rundir import recorded_input_size, saved_data_args, saved_run_state
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE, TRAIN_DIR, TRAIN_STALE
 
@@ -153,7 +153,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import build_from_checkpoint, load_model, recorded_input_size
+    from edgeslim.checkpoint import build_from_checkpoint, load_model
     from edgeslim.data import load_dataset
     from edgeslim.data.datasets import canonical_name
     from edgeslim.models import create_model
