@@ -147,12 +147,9 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
         if da.get(key) is not None
     )
     from edgeslim.checkpoint import loads_code
-    from edgeslim.models.registry import ModelSpec
 
     # (a trial's own model: the hint left out the trust its checkpoint needs to rebuild)
-    trust = (
-        " --trust-pickle" if report.get("spec") and loads_code(ModelSpec.from_dict(report["spec"])) else ""
-    )
+    trust = " --trust-pickle" if loads_code(spec) else ""
     model = quote(out_dir / MODEL_FILE) + trust
     if "accuracy_before_prune" in report:  # three-stage slimming: its zeros are ready for surgery
         nxt = f"edgeslim prune {model} -o {quote(out_dir / 'slim.pt')}  (or edgeslim export)"

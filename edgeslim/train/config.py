@@ -32,9 +32,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     amp: bool = False  # only takes effect on CUDA
-    channels_last: bool = (
-        True  # conv weights and batches channels_last (faster here on CPU: docs/training.md)
-    )
+    # conv weights and batches channels_last (faster here on CPU too: docs/training.md)
+    channels_last: bool = True
     seed: int = 0
     method: str = "baseline"
     method_args: dict[str, Any] = field(default_factory=dict)

@@ -45,6 +45,8 @@ def process_start_time() -> float:
 #: what follows ``.NAME.`` in a temporary file's name, before ``tempfile``'s eight random letters:
 #: names a user may give their own files (``.model.pt.backup.tmp``) are not taken for ours
 TMP_TAG = "edgeslim-"
+#: the rest of the name: ``tempfile``'s eight random letters and the suffix
+_TMP_END = r"[a-z0-9_]{8}\.tmp"
 
 
 def tmp_prefix(name: str) -> str:
@@ -55,13 +57,13 @@ def tmp_prefix(name: str) -> str:
 
 def tmp_pattern(name: str) -> re.Pattern[str]:
     """The names :func:`~edgeslim.utils.io.atomic_path` gives temporary files of target ``name``."""
-    return re.compile(rf"{re.escape(tmp_prefix(name))}[a-z0-9_]{{8}}\.tmp")
+    return re.compile(re.escape(tmp_prefix(name)) + _TMP_END)
 
 
 def tmp_target(path: str) -> str:
     """``path`` with a temporary file's name replaced by its target's (``/a/.m.pt.edgeslim-x1y2z3w4.tmp``
     -> ``/a/m.pt``); other paths unchanged."""
-    return re.sub(rf"(^|/)\.([^/]+)\.{TMP_TAG}[a-z0-9_]{{8}}\.tmp$", r"\1\2", path)
+    return re.sub(rf"(^|/)\.([^/]+)\.{TMP_TAG}{_TMP_END}$", r"\1\2", path)
 
 
 def _locked(path: Path) -> bool:
