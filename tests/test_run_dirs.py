@@ -409,7 +409,9 @@ def test_force_keeps_the_users_own_files_in_train(tmp_path, capsys) -> None:
     (train / ".log.jsonl.edgeslim-abcd1234.tmp").write_text("")  # an atomic write's leftover
     (train / ".my-draft.tmp").write_text("mine too")  # a user's hidden file that looks like one (the review)
     (train / ".log.jsonl.abcd1234.tmp").write_text("mine")  # ... and one named like mkstemp's
+    (train / ".log.jsonl.edgeslim-backup-of-monday.tmp").write_text("mine")  # tag, not mkstemp's 8 letters
     assert main([*args, "--force"]) == 0
+    assert (train / ".log.jsonl.edgeslim-backup-of-monday.tmp").is_file()  # (one rule: the sweep's)
     assert (train / "notes.txt").read_text() == "mine" and (train / ".my-draft.tmp").is_file()
     assert (train / ".log.jsonl.abcd1234.tmp").is_file()
     assert not (train / ".log.jsonl.edgeslim-abcd1234.tmp").exists()

@@ -14,7 +14,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import LOCK_NAME, check_output_dir, run_dir_lock
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_FILES, ULTRALYTICS_MARK, ULTRALYTICS_TRAIN_FILES
-from edgeslim.utils.tmpfiles import tmp_prefix
+from edgeslim.utils.tmpfiles import tmp_pattern
 
 #: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
 HIDDEN_PREFIX = ".edgeslim-replaced-"
@@ -194,9 +194,14 @@ def _patterns(
 
 def _run_entries(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
     """The entries of ``folder`` a run writes: those matching ``patterns`` (names or glob patterns),
-    and the temporary files atomic writes of those names leave (:func:`~edgeslim.utils.tmpfiles.tmp_prefix`)."""
-    temps = tuple(f"{tmp_prefix(p)}*.tmp" for p in patterns if not any(c in p for c in "*?["))
-    return sorted({e for pattern in (*patterns, *temps) for e in folder.glob(pattern)})
+    and the temporary files atomic writes of those names leave (:func:`~edgeslim.utils.tmpfiles.tmp_pattern`)."""
+    names = [tmp_pattern(p) for p in patterns if not any(c in p for c in "*?[")]
+    temps = (
+        [e for e in folder.iterdir() if any(n.fullmatch(e.name) for n in names)]
+        if names and folder.is_dir()
+        else []
+    )
+    return sorted({*(e for pattern in patterns for e in folder.glob(pattern)), *temps})
 
 
 def _remove_entries(folder: Path, entries: list[Path]) -> None:
