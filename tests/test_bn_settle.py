@@ -7,6 +7,8 @@ re-estimated)."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torchvision.models import mobilenet_v3_small, resnet18
 
@@ -29,7 +31,7 @@ def test_unsettled_momentum_follows_the_steps() -> None:
     assert unsettled_momentum(default, 1) is None
 
 
-def test_a_short_run_evaluates_with_statistics_of_the_training_images(cifar_zip) -> None:
+def test_a_short_run_evaluates_with_statistics_of_the_training_images(cifar_zip, caplog) -> None:
     bundle = load_dataset("cifar10", data_dir=cifar_zip, subset=256, test_subset=64)
     torch.manual_seed(0)
     model = mobilenet_v3_small(num_classes=10)
@@ -45,9 +47,15 @@ def test_a_short_run_evaluates_with_statistics_of_the_training_images(cifar_zip)
     got = first[1].running_mean
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), (got[:4], want[:4])
     # the default momentum after enough steps: nothing is re-estimated
-    res = fit(resnet18(num_classes=10), bundle, TrainConfig(epochs=8, batch_size=64, lr=0.05, device="cpu"))
-    assert "bn_recalibrated_on_images" in res.history[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeslim"):
+        res = fit(
+            resnet18(num_classes=10), bundle, TrainConfig(epochs=8, batch_size=64, lr=0.05, device="cpu")
+        )
+    assert "bn_recalibrated_on_images" in res.history[0] and "bn_recalibrated_on_images" in res.history[1]
     assert "bn_recalibrated_on_images" not in res.history[-1]
+    said = [r for r in caplog.records if "not settled" in r.getMessage() and r.levelno >= logging.INFO]
+    assert len(said) == 1, [r.getMessage() for r in said]  # once per run, not every epoch (the left list)
 
 
 class _OwnBN(torch.nn.BatchNorm2d):

@@ -330,6 +330,7 @@ def fit(
     hook.on_train_start(model, optimizer)
     if resume is not None:  # after on_train_start: what a hook draws there was drawn before the saved state
         set_rng_state(resume["rng"])
+    bn_said = False  # (the settling line once; each epoch's log record counts the images)
     for epoch in range(start_epoch, config.epochs):
         t0 = time.perf_counter()
         train_model.train()
@@ -382,7 +383,8 @@ def fit(
             seen += len(y)
             if task is not None:
                 progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
-        bn_images = _settle_bn(model, bundle, config, epoch, global_step, info, device)
+        bn_images = _settle_bn(model, bundle, config, epoch, global_step, info, device, say=not bn_said)
+        bn_said = bn_said or bn_images > 0
         average_buffers(model)
         tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
         ev = evaluate(
@@ -462,12 +464,21 @@ def fit(
 
 
 def _settle_bn(
-    model: nn.Module, bundle: DataBundle, config: TrainConfig, epoch: int, steps: int, info: Any, device: Any
+    model: nn.Module,
+    bundle: DataBundle,
+    config: TrainConfig,
+    epoch: int,
+    steps: int,
+    info: Any,
+    device: Any,
+    *,
+    say: bool = True,
 ) -> int:
     """Before an evaluation: when a BatchNorm's running statistics have not settled after ``steps``
     (a low momentum such as MobileNetV3's 0.01 and a short run: they still hold their starting
     zeros and ones), re-estimate them on a few training batches, without augmentation, so the
-    test accuracy is the network's. Returns the images used (0: the statistics had settled)."""
+    test accuracy is the network's. Returns the images used (0: the statistics had settled); ``say``:
+    log it at info level (else at debug level: a later epoch's re-estimate)."""
     momentum = unsettled_momentum(model, steps)
     if momentum is None:
         return 0
@@ -481,9 +492,10 @@ def _settle_bn(
     )
     recalibrate_bn(model, batches)
     images = sum(int(x.shape[0]) for x in batches)
-    log.info(
+    log.log(
+        logging.INFO if say else logging.DEBUG,
         "BatchNorm momentum %g: running statistics not settled after %d steps (about %d needed); "
-        "re-estimated on %d training images before evaluating",
+        "re-estimated on %d training images before each evaluation until they are",
         momentum, steps, math.ceil(math.log(SETTLED_WEIGHT) / math.log(1 - momentum)), images,
     )  # fmt: skip
     return images
