@@ -346,7 +346,13 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
     assert "training at 800x1200 pixels (height x width)" in caplog.text
     import edgeslim.data.imagefolder as imf
 
-    monkeypatch.setattr(imf, "physical_memory", lambda: 2**27)  # 128 MiB: 38 x 2.9 MB is more than half
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"  # a container's limits
+    v2.write_text("max\n")  # cgroup v2: no limit
+    v1.write_text(f"{2**63 - 4096}\n")  # cgroup v1: no limit (its huge number)
+    assert imf.physical_memory([v2, v1]) == imf.physical_memory([]) > 2**30  # the machine's
+    v1.write_text(f"{2**27}\n")  # 128 MiB: 38 x 2.9 MB is more than half
+    assert imf.physical_memory([v2, v1]) == 2**27
+    monkeypatch.setattr(imf, "CGROUP_MEMORY_LIMITS", (str(v2), str(v1)))
     with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the most common size of the first training images\) "
                        r"would take 0.102 GiB as uint8, more than half of the 0.125 GiB this machine \(or container\) has; give a smaller "
                        r"image_size"):  # fmt: skip

@@ -443,14 +443,19 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
         )
 
 
-def physical_memory() -> int:
-    """Bytes of memory this process may use: the machine's, or its container's (cgroup) limit where
-    lower; 0 where the system does not say."""
+#: a container's memory limit: cgroup v2, then v1 ("max", or v1's huge number: no limit)
+CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def physical_memory(limits: Sequence[str | os.PathLike] | None = None) -> int:
+    """Bytes of memory this process may use: the machine's, or its container's limit where lower
+    (the numbers in the files ``limits``, default :data:`CGROUP_MEMORY_LIMITS`); 0 where the
+    system does not say."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 0
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for limit in CGROUP_MEMORY_LIMITS if limits is None else limits:
         with contextlib.suppress(OSError, ValueError):
             cap = int(Path(limit).read_text().split()[0])  # ("max": no limit, a ValueError)
             if 0 < cap < (total or cap + 1):
