@@ -236,6 +236,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert "PREDICTION" in rec["prediction"]["label"]
     lt = rec["summary"]["baseline"]["layer_times"]["layers"]
     assert sum(layer["op"] == "Conv" for layer in lt) == 6 and all(layer["median_us"] > 0 for layer in lt)
+    assert "Per-layer kernel time (ONNX Runtime profiler, batch 1" in r.stdout  # (only report.md had it)
     for f in ("report.md", "latency.png", "layers.png", "layer_times.png", "memory.png"):
         assert (out / f).stat().st_size > 0
     # refuse to overwrite without --force, nothing touched
@@ -254,6 +255,13 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     again = tmp_path / "again"
     r = edgeslim(["report", out / "run.json", "--out", again, "--no-plots"], tmp_path)
     assert "speedup" in r.stdout and "## Speedup (baseline / slim)" in (again / "report.md").read_text()
+    # ... and from what bench --json prints, which leaves the raw samples out (a trial: KeyError 'trials',
+    # exit 1, and a run.json alone left behind that refused the next try)
+    (tmp_path / "printed.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "trials"}))
+    r = edgeslim(["report", tmp_path / "printed.json", "--out", tmp_path / "printed"], tmp_path)
+    drawn = sorted(p.name for p in (tmp_path / "printed").iterdir())
+    assert drawn == ["layer_times.png", "layers.png", "memory.png", "report.md", "run.json"], drawn
+    assert "latency.png not drawn: the record holds no raw samples" in r.stderr
     # a damaged record is one line naming what is wrong (a trial met KeyErrors and a p50 of "abc" printed)
     bad_p50 = {
         **rec,

@@ -206,6 +206,29 @@ def latency_rows(record: dict) -> list[list]:
     return rows
 
 
+def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
+    """The per-node kernel times of every model (``bench --layer-times``): a title, the columns and
+    one row per node in execution order (models side by side); None when the record has none."""
+    lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
+    if not all(lt.values()):
+        return None
+    labels = list(lt)
+    rows = []
+    for i in range(max(len(v["layers"]) for v in lt.values())):
+        row = []
+        for label in labels:
+            layers = lt[label]["layers"]
+            row += (
+                [layers[i]["name"], layers[i]["op"], layers[i]["median_us"]]
+                if i < len(layers)
+                else [None] * 3
+            )
+        rows.append(row)
+    cols = [f"{label} {c}" for label in labels for c in ("node", "op", "us")]
+    batch = lt[labels[0]]["batch"]
+    return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, rows
+
+
 def speedup_rows(record: dict) -> list[list]:
     rows = []
     for b, sp in record.get("speedup", {}).items():
@@ -478,28 +501,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                 for x in ("", f"Not predicted: {label}: {why}")
             ),
         ]
-    lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
-    if all(lt.values()):
-        labels = list(lt)
-        n = max(len(v["layers"]) for v in lt.values())
-        rows = []
-        for i in range(n):
-            row = []
-            for label in labels:
-                layers = lt[label]["layers"]
-                row += (
-                    [layers[i]["name"], layers[i]["op"], layers[i]["median_us"]]
-                    if i < len(layers)
-                    else [None] * 3
-                )
-            rows.append(row)
-        cols = [f"{label} {c}" for label in labels for c in ("node", "op", "us")]
-        parts += [
-            "",
-            f"## Per-layer kernel time (ONNX Runtime profiler, batch {lt[labels[0]]['batch']}, median of runs)",
-            "",
-            markdown_table(cols, rows),
-        ]
+    if (times := layer_time_rows(record)) is not None:
+        title, cols, rows = times
+        parts += ["", f"## {title}", "", markdown_table(cols, rows)]
     w = warnings(record)
     if w:
         parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]
@@ -520,13 +524,23 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plots(record: dict, out_dir: str | Path) -> list[Path]:
-    """latency.png (distributions), layers.png (per-layer MMACs by layer name), memory.png (the
-    Memory and size table's figures); written atomically."""
+def _has_samples(record: dict) -> bool:
+    """Whether ``record`` holds every model's raw latency samples at every batch (its trials)."""
+    trials = record.get("trials")
+    if not isinstance(trials, list):
+        return False
+    for label in record["models"]:
+        runs = [r for r in trials if isinstance(r, dict) and r.get("label") == label]
+        if not runs or not all(isinstance(r.get("samples"), dict) and str(b) in r["samples"]
+                               for r in runs for b in record["batches"]):  # fmt: skip
+            return False
+    return True
+
+
+def _latency_plot(record: dict, path: Path) -> Path:
+    """The latency distributions of every model per batch (boxes of the raw samples) into ``path``."""
     import numpy as np
 
-    out = Path(out_dir)
-    written = []
     labels = list(record["models"])
     fig, axes = new_figure(
         1, len(record["batches"]), figsize=(5.2 * len(record["batches"]), 3.8), squeeze=False
@@ -558,7 +572,25 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         )
     fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
     fig.tight_layout()
-    written.append(save_figure(fig, out / LATENCY_PNG))
+    return save_figure(fig, path)
+
+
+def plots(record: dict, out_dir: str | Path) -> list[Path]:
+    """latency.png (distributions; where the record holds its raw samples), layers.png (per-layer
+    MMACs by layer name), layer_times.png (measured per-node times), memory.png (the Memory and size
+    table's figures); written atomically."""
+    import numpy as np
+
+    out = Path(out_dir)
+    written: list[Path] = []
+    labels = list(record["models"])
+    if _has_samples(record):
+        written.append(_latency_plot(record, out / LATENCY_PNG))
+    else:
+        log.warning(
+            "%s not drawn: the record holds no raw samples (the summary printed as JSON leaves them out; "
+            "the run.json a benchmark writes to its output folder has them)", LATENCY_PNG,
+        )  # fmt: skip
     costs = {label: record["models"][label].get("cost") for label in labels}
     if all(layer_costs(record, label) is not None for label in labels):
         macs = {label: [layer["macs"] / 1e6 for layer in costs[label]["layers"]] for label in labels}
@@ -581,7 +613,8 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     if all(lt.values()):
         us = {label: [layer["median_us"] for layer in lt[label]["layers"]] for label in labels}
         title = f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)"
-        fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title)
+        names = [str(layer.get("name", i)) for i, layer in enumerate(lt[labels[0]]["layers"])]
+        fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title, names)
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
@@ -641,7 +674,6 @@ def write_outputs(
     from edgeslim.utils.io import atomic_write_text, check_output_dir, write_json
 
     d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
-    written = [write_json(d / RUN_FILE, record)]
     if with_plots and importlib.util.find_spec("matplotlib") is None:  # a device install: no plots
         log.warning(
             "matplotlib is not installed: %s and %s written without PNG plots "
@@ -651,5 +683,5 @@ def write_outputs(
         )
         with_plots = False
     pngs = plots(record, d) if with_plots else []
-    written.append(atomic_write_text(d / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs])))
-    return written + pngs
+    md = atomic_write_text(d / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs]))
+    return [write_json(d / RUN_FILE, record), md, *pngs]  # (run.json, the folder's mark, last)
