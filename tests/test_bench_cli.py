@@ -343,6 +343,15 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert all(f["measured_ms"] > 0 and f["predicted_ms"] > 0 for f in fit)
     worst = max(abs(f["predicted_ms"] / f["measured_ms"] - 1) for f in fit)
     assert (worst > 0.2) == bool(pred.get("warnings")), (worst, pred.get("warnings"))
+    # the record's paths are absolute, so a calibration from another folder re-reads the same files (a
+    # trial: relative paths fell back to the exported widths there, a different fit, unsaid); a file no
+    # longer at its path is said
+    assert all(Path(m["path"]).is_absolute() for m in rec["models"].values())
+    moved = {**rec, "models": {**rec["models"], "slim": {**rec["models"]["slim"], "path": "gone/thin.onnx"}}}
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    r = edgeslim(["bench", "--predict", "--profile", "host-cpu", "--calibrate", tmp_path / "moved.json", thin],
+                 tmp_path)  # fmt: skip
+    assert "the calibration fitted slim of" in r.stderr and "at the exported widths, not padded" in r.stderr
     # ... but not a Jetson's: this host's efficiency made a trial's 0.74 ms Orin prediction 13 ms
     args = ["bench", "--predict", "--profile", "jetson-orin-nano-8gb", "--calibrate", out / "run.json", thin]
     r = edgeslim(args, tmp_path, check_rc=2)

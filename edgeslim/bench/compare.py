@@ -85,7 +85,8 @@ def model_facts(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(f"model file {path} does not exist")
-    facts: dict = {"path": str(p), "file_bytes": p.stat().st_size}
+    # (absolute: a prediction calibrated from the record re-reads the file from any folder)
+    facts: dict = {"path": os.path.abspath(p), "file_bytes": p.stat().st_size}
     if model_format(p) == "onnx":
         from edgeslim.bench.onnx_cost import onnx_cost
         from edgeslim.errors import MissingDependencyError

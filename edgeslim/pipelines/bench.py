@@ -462,7 +462,7 @@ def predict(req: BenchRequest) -> dict:
     from edgeslim.bench.onnx_cost import onnx_cost
     from edgeslim.bench.predict import Observation, model_precision, predict_latency, scale_bytes
     from edgeslim.bench.predict import calibrate as fit
-    from edgeslim.bench.report import check_record, layer_costs, measured_on, padded_layers
+    from edgeslim.bench.report import UNPADDED_WHY, check_record, layer_costs, measured_on, padded_layers
     from edgeslim.utils.io import read_json
 
     req.check()
@@ -477,13 +477,16 @@ def predict(req: BenchRequest) -> dict:
                 f"{elsewhere}: bench on that device and calibrate from its run.json, or predict uncalibrated",
                 param="calibrate",
             )
-        obs, names = [], []
+        obs, names, unpadded = [], [], []
+        multiple = profile.channel_multiple(profile.preferred.precision)
         for label in run["models"]:
             layers = layer_costs(run, label)
             if layers is None or (run["models"][label].get("cost") or {}).get("quantized"):
                 continue  # (an INT8 model's times would fit the FP32 roof: calibrated on FP32 models only)
             # fitted on the costs the predictions use: padded to the profile's multiple where the file is here
-            padded = padded_layers(run, label, profile.channel_multiple(profile.preferred.precision))
+            padded = padded_layers(run, label, multiple)
+            if padded is None and multiple > 1:
+                unpadded.append(label)
             layers = scale_bytes(padded if padded is not None else layers, profile.preferred.precision)
             for b in run["batches"]:
                 obs.append(Observation(layers, b, run["summary"][label][str(b)]["p50_ms"] * 1e-3))
@@ -508,13 +511,20 @@ def predict(req: BenchRequest) -> dict:
         worst = max(rows, key=lambda r: abs(r["predicted_ms"] / r["measured_ms"] - 1))
         result["calibration"] = {"from": req.calibrate, **fitted.model_dump(), "fit": rows}
         miss = worst["predicted_ms"] / worst["measured_ms"] - 1
+        warns = [
+            f"the calibration fitted {' and '.join(unpadded)} of {req.calibrate} at the exported widths, not padded "
+            f"to multiples of {multiple} as predictions are priced ({UNPADDED_WHY}): the fit differs from one with "
+            "the files at hand"
+        ] if unpadded else []  # fmt: skip
         if abs(miss) > CALIBRATION_MISS:
-            result["warnings"] = [
+            warns.append(
                 f"the calibration misses the run it was fitted on by {miss:+.0%} ({worst['model']} at batch "
                 f"{worst['batch']}: {worst['predicted_ms']:.3g} ms predicted, {worst['measured_ms']:.3g} measured): "
                 "one efficiency and one launch overhead do not describe this runtime at these sizes; read the "
                 "measured run, or a latency table measured on the device"
-            ]
+            )
+        if warns:
+            result["warnings"] = warns
     result["models"] = {}
     for label, path in models.items():
         if model_format(path) != "onnx":
