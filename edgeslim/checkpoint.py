@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, Step, first_line
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
 from edgeslim.utils.rundir import MODEL_FILE
-from edgeslim.utils.sniff import sniff, zip_names
+from edgeslim.utils.sniff import not_a_pytorch_model, sniff, zip_names
 
 if TYPE_CHECKING:
     from torch import nn
@@ -305,15 +305,8 @@ def load_model(
     kind = sniff(p)
     if kind in ("torchscript", "torch-export") and not trust_pickle:
         raise _refuse_untrusted(p, kind)
-    if kind == "empty":
-        raise EdgeslimError(f"{p} is empty (0 bytes); was it cut off while being written? re-create it")
-    if kind in ("onnx", "tensorrt-engine"):
-        bench = Step("bench")
-        raise EdgeslimError(
-            f"{p} is {'an ONNX model' if kind == 'onnx' else 'a TensorRT engine'}, not a PyTorch one; give it to "
-            f"{bench}, or give the PyTorch model it was exported from",
-            steps=(bench,),
-        )
+    if (not_torch := not_a_pytorch_model(p, kind)) is not None:
+        raise not_torch
     if kind == "zip" and zip_names(p) is None:
         raise _cut_off_zip(p)
     if kind == "safetensors":

@@ -52,11 +52,10 @@ def test_help_and_profiles_without_torch(tmp_path):
 @pytest.mark.parametrize(
     "args",
     [
-        ["info", "{dense}"],
         ["info", "--list-models"],
         ["graph", "vgg-small"],
         ["prune", "vgg-small", "--output", "{tmp}/slim.pt"],
-        ["export", "{dense}", "--trt"],
+        ["export", "{tmp}/model.pt", "--trt"],
         ["slim", "vgg-small", "--data", "digits", "--out", "{tmp}/run"],
     ],
     ids=lambda a: " ".join(a[:2]),
@@ -71,6 +70,16 @@ def test_commands_that_need_torch_say_so_in_one_line_on_a_device_install(onnx_pa
     assert f"'edgeslim {args[0]}' needs torch, which is not installed" in line
     assert "pip install 'edgeslim[train]'" in line
     assert not (tmp_path / "slim.pt").exists() and not (tmp_path / "run").exists()
+
+
+def test_info_on_an_onnx_file_points_a_device_install_to_bench(onnx_pair, tmp_path):
+    """Not at installing torch (a Jetson trial was told to: with torch, the same file was sent to bench)."""
+    dense, _, _ = onnx_pair
+    (tmp_path / "copied.onnx").write_bytes(b"")  # (a failed copy)
+    for path, says in ((dense, "dense.onnx is an ONNX model, not a PyTorch one; give it to edgeslim bench"),
+                       (tmp_path / "copied.onnx", "copied.onnx is empty (0 bytes)")):  # fmt: skip
+        r = edgeslim(["info", path], tmp_path, check_rc=2)
+        assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
 
 
 def test_input_shape_is_refused_for_an_onnx_model(onnx_pair, tmp_path):

@@ -57,6 +57,9 @@ def info(target: str, data: str | None = None, input_shape: Any = None, num_clas
          trust_pickle: bool = False, counter: str = "auto", weights: Any = None,
          data_dir: Any = None) -> dict[str, Any]:  # fmt: skip
     """Everything ``edgeslim info`` shows, as a JSON-able dict (model description, counts, BN stats)."""
+    from edgeslim.pipelines.source import refuse_not_pytorch
+
+    refuse_not_pytorch(target)  # (before torch is imported)
     from edgeslim.counting import bn_stats, count_model
 
     model, desc, shape = resolve(target, data, input_shape, num_classes, trust_pickle, weights, data_dir)

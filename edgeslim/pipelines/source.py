@@ -11,9 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Step
 from edgeslim.utils.parsing import parse_input_shape
+from edgeslim.utils.sniff import not_a_pytorch_model
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
+
+
+def refuse_not_pytorch(target: str) -> None:
+    """Refuse a ``target`` file no PyTorch model loads from (an ONNX model, an engine, an empty file) in
+    one line, before torch is imported: a device install without torch is told what to do with it."""
+    if Path(target).is_file() and (not_torch := not_a_pytorch_model(target)) is not None:
+        raise not_torch
 
 
 def load_model_or_arch(
@@ -42,6 +50,7 @@ def load_model_or_arch(
     a checkpoint pruned before its meta said so), is fed as ultralytics feeds it
     (:func:`~edgeslim.models.yolo.input_preprocessing`); what a file records wins.
     """
+    refuse_not_pytorch(target)
     from edgeslim.models.yolo import check_input_size, input_preprocessing  # import no ultralytics
 
     loaded = _load_model_or_arch(

@@ -142,3 +142,22 @@ def sniff(path: str | Path) -> str:
             if exc.start >= len(head) - 3:  # a multi-byte character cut at the read boundary
                 return "text"
     return "unknown"
+
+
+def not_a_pytorch_model(path: str | Path, kind: str | None = None) -> Exception | None:
+    """The one-line error for a file a PyTorch model cannot be loaded from whatever is installed
+    (an empty file, an ONNX model, a TensorRT engine: a model to benchmark), else None; ``kind`` is
+    :func:`sniff`'s, read when not given. Needs no torch, so a device install says it too."""
+    from edgeslim.errors import EdgeslimError, Step
+
+    kind = sniff(path) if kind is None else kind
+    if kind == "empty":
+        return EdgeslimError(f"{path} is empty (0 bytes); was it cut off while being written? re-create it")
+    if kind in ("onnx", "tensorrt-engine"):
+        bench = Step("bench")
+        return EdgeslimError(
+            f"{path} is {'an ONNX model' if kind == 'onnx' else 'a TensorRT engine'}, not a PyTorch one; give it "
+            f"to {bench}, or give the PyTorch model it was exported from",
+            steps=(bench,),
+        )
+    return None
