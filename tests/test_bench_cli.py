@@ -82,6 +82,17 @@ def test_info_on_an_onnx_file_points_a_device_install_to_bench(onnx_pair, tmp_pa
         assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
 
 
+def test_the_tensorrt_backend_on_an_onnx_file_says_so_before_asking_for_tensorrt(onnx_pair, tmp_path):
+    """A device trial was told to install TensorRT, which would only have led to this refusal."""
+    dense, _, _ = onnx_pair
+    r = edgeslim(["bench", dense, "--backend", "tensorrt", *FAST], tmp_path, check_rc=2)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "dense.onnx is an ONNX file, and TensorRT's Python runtime runs a built engine" in r.stderr, (
+        r.stderr
+    )
+    assert "with --backend trtexec (builds the engine) or onnxruntime" in r.stderr
+
+
 def test_input_shape_is_refused_for_an_onnx_model(onnx_pair, tmp_path):
     """It applies to the torch backend; an ONNX model was timed at its own size while run.json recorded
     the ignored shape as an option (a user trial)."""

@@ -300,6 +300,16 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def open(self, path: str, options: dict) -> TrtSession:
+        if not os.path.isfile(path):
+            raise EdgeslimError(f"engine file {path} does not exist")
+        if model_format(path) == "onnx":  # (before the import: TensorRT installed would not help)
+            step = Step("export", trt=True)  # (of the PyTorch model the ONNX came from)
+            raise EdgeslimError(
+                f"{path} is an ONNX file, and TensorRT's Python runtime runs a built engine: build one with "
+                f"{step}, or time the ONNX file with backend trtexec (builds the engine) or onnxruntime",
+                param="backend",
+                steps=(step,),
+            )
         check_engine_trusted(path, options)  # before anything is imported or run
         try:
             import tensorrt as trt
@@ -308,16 +318,6 @@ class TensorRTBackend(Backend):
                 "tensorrt is not importable; on Jetson create the venv with --system-site-packages to see "
                 "JetPack's python3-libnvinfer (deploy/jetson/setup_venv.sh), on x86: pip install 'edgeslim[trt]'"
             ) from exc
-        if not os.path.isfile(path):
-            raise EdgeslimError(f"engine file {path} does not exist")
-        if model_format(path) == "onnx":
-            step = Step("export", trt=True)  # (of the PyTorch model the ONNX came from)
-            raise EdgeslimError(
-                f"{path} is an ONNX file; the tensorrt backend runs a built engine: build one with "
-                f"{step}, or use backend trtexec (builds from ONNX) or onnxruntime",
-                param="backend",
-                steps=(step,),
-            )
         cudart = _cudart()
         logger = tensorrt_logger(trt)
         start = len(logger.lines)  # this engine's lines come after
