@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Device-side install of edgeslim on a Jetson: no PyTorch, JetPack's TensorRT seen through
 # --system-site-packages, cuda-python matched to the CUDA major.minor of the JetPack.
-# Usage: deploy/jetson/setup_venv.sh [VENV_DIR] [EDGESLIM_SOURCE]   (never run by the authors on a Jetson)
+# Usage: deploy/jetson/setup_venv.sh [VENV_DIR] [EDGESLIM_SOURCE (default: this clone)]   (never run by the authors on a Jetson)
 set -euo pipefail
 VENV=${1:-$HOME/edgeslim-venv}
-SRC=${2:-edgeslim}
+# the source: this clone (the script's own), or a path or a pip requirement given; a folder is
+# passed to pip as a path (a bare "edgeslim" would be looked up on PyPI)
+SRC=${2:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+if [ -d "$SRC" ]; then SRC=$(cd "$SRC" && pwd); fi
 command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 2; }
 if ! python3 -c "import tensorrt" 2>/dev/null; then
   echo "JetPack's TensorRT Python bindings are missing: sudo apt install python3-libnvinfer (part of nvidia-jetpack)" >&2
