@@ -404,6 +404,13 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
     pt_file.write_bytes(b"a PyTorch model")
     cases = [
         (["bench", tmp_path / "missing.onnx", "--trials", "1", *FAST], "does not exist"),
+        # a failed copy to the device (was ONNX Runtime's "No graph was found in the protobuf"; as a
+        # baseline: "has 0 inputs but the model ... has 1")
+        (
+            ["bench", tmp_path / "cut.onnx", *FAST],
+            "cut.onnx is empty (0 bytes); was it cut off while being written",
+        ),
+        (["bench", dense, "--baseline", tmp_path / "cut.onnx", *FAST], "cut.onnx is empty (0 bytes)"),
         (
             ["bench", dense, "--providers", "cuda", "--trials", "1", *FAST],
             "not available in this onnxruntime build",
@@ -441,6 +448,7 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (["bench", "--predict", "--profile", "jetson-orin-nano-8gb", "--precision", "int8", dense], None),
         (["report", tmp_path / "missing.json"], "does not exist"),
     ]
+    (tmp_path / "cut.onnx").write_bytes(b"")
     for args, msg in cases:
         r = edgeslim(args, tmp_path, check_rc=None)
         if msg is None:

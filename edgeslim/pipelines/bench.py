@@ -74,6 +74,11 @@ class BenchRequest(CheckedFields):
 
     def check(self) -> None:
         """Combinations that cannot work, refused before anything is measured."""
+        from edgeslim.utils.sniff import empty_file_error
+
+        for f in (self.model, self.baseline):  # (a failed copy to the device: before any runtime reads it)
+            if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
+                raise empty_file_error(f)
         timing(self)  # its limits, consistent together
         if self.calibrate and not self.predict:
             raise EdgeslimError(

@@ -152,7 +152,7 @@ def not_a_pytorch_model(path: str | Path, kind: str | None = None) -> Exception 
 
     kind = sniff(path) if kind is None else kind
     if kind == "empty":
-        return EdgeslimError(f"{path} is empty (0 bytes); was it cut off while being written? re-create it")
+        return empty_file_error(path)
     if kind in ("onnx", "tensorrt-engine"):
         bench = Step("bench")
         return EdgeslimError(
@@ -161,3 +161,12 @@ def not_a_pytorch_model(path: str | Path, kind: str | None = None) -> Exception 
             steps=(bench,),
         )
     return None
+
+
+def empty_file_error(path: str | Path) -> Exception:
+    """The one-line error for a model file of 0 bytes (a copy or a write cut off)."""
+    from edgeslim.errors import EdgeslimError
+
+    return EdgeslimError(
+        f"{path} is empty (0 bytes); was it cut off while being written or copied? re-create it"
+    )
