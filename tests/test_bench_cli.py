@@ -93,6 +93,13 @@ def test_the_tensorrt_backend_on_an_onnx_file_says_so_before_asking_for_tensorrt
     assert "with --backend trtexec (builds the engine) or onnxruntime" in r.stderr
 
 
+def test_the_same_file_as_model_and_baseline_is_warned_about(onnx_pair, tmp_path):
+    """A device trial compared a file with itself and read "speedup 0.88" without a word."""
+    dense, _, _ = onnx_pair
+    r = edgeslim(["bench", dense, "--baseline", dense, "--batch", "1", "--trials", "1", *FAST], tmp_path)
+    assert f"the model and the baseline are the same file ({dense})" in r.stderr, r.stderr
+
+
 def test_input_shape_is_refused_for_an_onnx_model(onnx_pair, tmp_path):
     """It applies to the torch backend; an ONNX model was timed at its own size while run.json recorded
     the ignored shape as an option (a user trial)."""

@@ -402,6 +402,12 @@ def warnings(record: dict) -> list[str]:
                 f"{machine}: a user trial measured one 5x slower than its .onnx; bench the .onnx here and the .ort "
                 "on the phone"
             )
+    paths = [str(m.get("path") or "") for m in record["models"].values()]
+    if len(paths) == 2 and paths[0] and paths[0] == paths[1]:
+        out.append(
+            f"the model and the baseline are the same file ({paths[0]}): the speedup between them is the "
+            "run's noise, not a comparison; give the unpruned export as the baseline"
+        )
     for label in record["models"]:
         for b in record["batches"]:
             s = record["summary"][label][str(b)]
