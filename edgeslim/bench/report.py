@@ -237,7 +237,7 @@ def speedup_rows(record: dict) -> list[list]:
             [
                 int(b),
                 sp["value"],
-                f"[{sp['ci_low']:.3g}, {sp['ci_high']:.3g}]",
+                f"[{sp['ci_low']:#.3g}, {sp['ci_high']:#.3g}]",  # (2.00, not 2, beside 1.997)
                 sp["spread"],
                 record.get("macs_ratio"),
                 eff,
@@ -518,8 +518,8 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         "## Environment",
         "",
         f"- device: {device_name(record)} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
-        f"load average {env.get('load_avg')})",
-        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor')}; threads: {env.get('threads')}",
+        f"load average {_load_average(env.get('load_avg'))})",
+        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor') or 'not readable'}; threads: {env.get('threads')}",
         f"- runtimes: {vers}",
     ]
     for k in ("l4t_release", "jetpack", "nvpmodel", "nvidia_smi"):
@@ -579,6 +579,13 @@ def _latency_plot(record: dict, path: Path) -> Path:
     fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def _load_average(load: object) -> str:
+    """The 1, 5 and 15 minute load averages as ``2.75 / 1.34 / 0.55`` (as they were recorded otherwise)."""
+    if isinstance(load, list) and load and all(isinstance(v, (int, float)) for v in load):
+        return " / ".join(f"{v:.2f}" for v in load) + " (1, 5, 15 min)"
+    return str(load)
 
 
 def plots(record: dict, out_dir: str | Path) -> list[Path]:
