@@ -218,13 +218,13 @@ def test_tensorrt_backend_errors_without_tensorrt(tmp_path):
         with pytest.raises(EdgeslimError, match="TensorRT engine, which can carry plugin code"):
             get_backend(name).open(str(tmp_path / "x.engine"), {})
     trusted = {"trust_pickle": True}
+    with pytest.raises(EdgeslimError, match="does not exist"):  # (said before TensorRT is asked for)
+        get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
+    (tmp_path / "x.engine").write_bytes(b"ftrt" + bytes(60))  # (not an engine TensorRT would read)
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(EdgeslimError, match="tensorrt is not importable"):
-            get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
-    else:  # pragma: no cover - only where TensorRT is installed
-        with pytest.raises(EdgeslimError, match="does not exist"):
             get_backend("tensorrt").open(str(tmp_path / "x.engine"), trusted)
     with pytest.raises(EdgeslimError, match="no-trtexec does not exist"):
         get_backend("trtexec").open(str(tmp_path / "x.onnx"), {"trtexec": str(tmp_path / "no-trtexec")})

@@ -300,6 +300,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def open(self, path: str, options: dict) -> TrtSession:
+        check_engine_trusted(path, options)  # before anything is imported or run
         if not os.path.isfile(path):
             raise EdgeslimError(f"engine file {path} does not exist")
         if model_format(path) == "onnx":  # (before the import: TensorRT installed would not help)
@@ -310,7 +311,6 @@ class TensorRTBackend(Backend):
                 param="backend",
                 steps=(step,),
             )
-        check_engine_trusted(path, options)  # before anything is imported or run
         try:
             import tensorrt as trt
         except ImportError as exc:
