@@ -418,6 +418,8 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
             "cut.onnx is empty (0 bytes); was it cut off while being written",
         ),
         (["bench", dense, "--baseline", tmp_path / "cut.onnx", *FAST], "cut.onnx is empty (0 bytes)"),
+        # (alone: it came after a note on the precision trtexec would build in)
+        (["bench", dense, "--backend", "trtexec"], "TensorRT's command-line tool is not on PATH or at"),
         (
             ["bench", dense, "--providers", "cuda", "--trials", "1", *FAST],
             "not available in this onnxruntime build",

@@ -239,6 +239,10 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                 param="input_shape",
             )
         options["input_shape"] = list(req.input_shape)
+    if name == "trtexec":  # (a missing trtexec is refused alone, not after the notes on how it would build)
+        from edgeslim.bench.backends.trtexec import locate_trtexec
+
+        locate_trtexec(req.trtexec)
     for note in notes:
         say(note)
     return name, options

@@ -42,6 +42,20 @@ def find_trtexec(explicit: str | None = None) -> str | None:
     return shutil.which("trtexec") or (JETSON_TRTEXEC if os.path.exists(JETSON_TRTEXEC) else None)
 
 
+def locate_trtexec(explicit: str | None = None) -> str:
+    """:func:`find_trtexec`'s path, or a one-line refusal saying where it was looked for."""
+    exe = find_trtexec(explicit)
+    if exe is None:
+        raise EdgeslimError(
+            f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give its "
+            "path as trtexec"
+            if not explicit
+            else f"trtexec {explicit} does not exist; give the path of TensorRT's trtexec (on JetPack {JETSON_TRTEXEC})",
+            param="trtexec",
+        )
+    return exe
+
+
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """``[TensorRT v100200]`` -> (10, 2, 0); ``v8601`` -> (8, 6, 1)."""
     m = _VER.search(text)
@@ -331,16 +345,7 @@ class TrtexecBackend(Backend):
 
     def open(self, path: str, options: dict) -> TrtexecSession:
         check_engine_trusted(path, options)  # before anything is imported or run
-        exe = find_trtexec(options.get("trtexec"))
-        if exe is None:
-            raise EdgeslimError(
-                f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give "
-                "its path as trtexec"
-                if not options.get("trtexec")
-                else f"trtexec {options['trtexec']} does not exist; give the path of TensorRT's trtexec (on JetPack "
-                f"{JETSON_TRTEXEC})",
-                param="trtexec",
-            )
+        exe = locate_trtexec(options.get("trtexec"))
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
         return TrtexecSession(exe, path, options)
