@@ -100,6 +100,37 @@ def test_the_same_file_as_model_and_baseline_is_warned_about(onnx_pair, tmp_path
     assert f"the model and the baseline are the same file ({dense})" in r.stderr, r.stderr
 
 
+FAKE_CUT_IMPORT = """
+import os, signal, time
+try:
+    os.kill(os.getpid(), signal.SIGTERM)  # (a stop while the library loads)
+    time.sleep(5)
+except KeyboardInterrupt:  # ... which its loader turns into an ImportError, the stop not chained
+    raise ImportError("cannot import name '_path' (a load cut short)") from None
+"""
+
+
+def test_a_stop_while_a_library_loads_is_the_stop_not_a_missing_package(onnx_pair, tmp_path):
+    """An interrupt probe: SIGTERM while matplotlib loaded read "matplotlib is not installed ...",
+    exit 2; any failure after a stop signal is the stop (one line, exit 143)."""
+    dense, _, _ = onnx_pair
+    edgeslim(["bench", dense, "--batch", "1", "--trials", "1", *FAST, "--out", tmp_path / "b", "--no-plots"],
+             tmp_path)  # fmt: skip
+    env = no_torch_env(tmp_path)
+    (tmp_path / "shim" / "matplotlib").mkdir()
+    (tmp_path / "shim" / "matplotlib" / "__init__.py").write_text(FAKE_CUT_IMPORT)
+    r = subprocess.run([PY, "-m", "edgeslim", "report", str(tmp_path / "b" / "run.json"), "--out",
+                        str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 143, r.stderr
+    last = r.stderr.strip().splitlines()[-1]  # (after the record's own warnings)
+    assert (
+        last.startswith("error: interrupted")
+        and "not installed" not in r.stderr
+        and "Traceback" not in r.stderr
+    )
+    assert not (tmp_path / "r").exists()  # (nothing half-written: run.json is written last)
+
+
 def test_input_shape_is_refused_for_an_onnx_model(onnx_pair, tmp_path):
     """It applies to the torch backend; an ONNX model was timed at its own size while run.json recorded
     the ignored shape as an option (a user trial)."""

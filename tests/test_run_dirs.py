@@ -340,9 +340,10 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path) -
 
 
 def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
-    """With force (not resume) an old run's train/ is removed as the new run starts: its checkpoint
-    would otherwise be offered for --resume after the new run is stopped before its first epoch, and
-    its log and weights would mix with the new run's. With resume it is the run continued."""
+    """With force (not resume) an old run's train/ is moved aside as the new run starts (its log and
+    weights would mix with the new run's) and deleted once the new run has written; a new run stopped
+    before it wrote anything of its own puts it back as it was, and the stop says so (a trial: a forced
+    rerun stopped after 8 s deleted the finished run). With resume it is the run continued."""
     from edgeslim.pipelines.rundir import run_directory
 
     old = tmp_path / "train"
@@ -351,13 +352,21 @@ def test_force_starts_the_interrupted_part_over(tmp_path) -> None:
     (old / "log.jsonl").write_text("{}\n")
     with run_directory(tmp_path, force=True, resume=True, interrupted="train"):
         assert (old / "model.pt").read_bytes() == b"old"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         with run_directory(tmp_path, force=True, interrupted="train", run_files=("model.pt", "log.jsonl")):
             assert not old.exists()
             old.mkdir()
             (old / "log.jsonl").write_text("{}\n")  # the new run, stopped before its first checkpoint
             raise KeyboardInterrupt
-    assert not old.exists()
+    assert (old / "model.pt").read_bytes() == b"old" and (old / "log.jsonl").read_text() == "{}\n"
+    assert stop.value.earlier_run_restored == str(tmp_path)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        with run_directory(tmp_path, force=True, interrupted="train", run_files=("model.pt", "log.jsonl")):
+            old.mkdir()
+            (old / "model.pt").write_bytes(b"new")  # the new run's first checkpoint: the old run is gone
+            raise KeyboardInterrupt
+    assert (old / "model.pt").read_bytes() == b"new" and not (old / "log.jsonl").exists()
+    assert not hasattr(stop.value, "earlier_run_restored")
 
 
 def test_a_run_that_fails_in_a_folder_of_user_files_leaves_none_of_its_own(tmp_path) -> None:

@@ -262,6 +262,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(digits, tmp_path):
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_run_stopped_in_its_first_epoch_writes_no_log(digits, tmp_path):
+    """An interrupt probe: a run stopped (or diverged) in its first epoch left an empty log.jsonl,
+    which refused the rerun ("log.jsonl already exists") while nothing could be resumed."""
+    spec = digits.spec_for("vgg-small")
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        fit(create_model(spec), digits, cfg, tmp_path, spec=spec, hooks=[_Crash(at_step=2)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 class _Crash(TrainHook):
     """Raises at the first step of the fine-tune stage's 2nd epoch (a crash after a checkpoint)."""
 

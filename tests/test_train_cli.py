@@ -234,14 +234,31 @@ def test_ctrl_c_says_how_to_continue(tmp_path, monkeypatch, capsys) -> None:
     assert err.endswith(
         "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
     )
-    (out / "model.pt").parent.mkdir(parents=True)
-    (out / "model.pt").write_bytes(b"an epoch's checkpoint")
-    assert main(["train", *DIGITS, "--out", str(out), "--force"]) == 130
+    assert not out.exists()  # (nothing left: an empty log.jsonl refused the rerun, a trial found)
+
+    def after_an_epoch(*_a, **_k):
+        (out / "model.pt").write_bytes(b"an epoch's checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_training", after_an_epoch)
+    assert main(["train", *DIGITS, "--out", str(out)]) == 130
     err = " ".join(capsys.readouterr().err.split())
     assert err.endswith(f"continue with edgeslim train --resume --out '{out}'"), err
     assert main(["train", *DIGITS, "--out", str(out), "--force", "--threads", "1"]) == 130
     err = " ".join(capsys.readouterr().err.split())  # (a resume reuses the threads it ran with)
     assert err.endswith(f"continue with edgeslim train --resume --out '{out}'"), err
+    # a forced rerun stopped before it wrote anything: the earlier run is put back whole (a trial: its
+    # report went, its checkpoint stayed, and --resume quietly finished the earlier run's settings)
+    (out / "report.json").write_text("the earlier run's")
+    (out / "log.jsonl").write_text("{}\n")
+    monkeypatch.setattr(pipeline, "run_training", interrupted)
+    assert main(["train", *DIGITS, "--out", str(out), "--force"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith(f"the earlier run in {out} is as it was; rerun the command to replace it"), err
+    assert (out / "report.json").read_text() == "the earlier run's" and (
+        out / "log.jsonl"
+    ).read_text() == "{}\n"
+    assert (out / "model.pt").read_bytes() == b"an epoch's checkpoint"
 
 
 def test_resuming_with_another_thread_count_warns(tmp_path, caplog) -> None:

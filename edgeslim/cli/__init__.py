@@ -188,9 +188,17 @@ def _command(args: list[str]) -> click.Command | None:
     return getattr(mod, attr, None) if mod is not None else None
 
 
-def _interrupted_line(args: list[str]) -> str:
+def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
     """What an interrupted command left, and for a training run how to continue it."""
     name = next((a for a in args if not a.startswith("-")), "")
+    # (pipelines.rundir.run_directory marks the stop; click's Abort is raised from it)
+    restored = next((getattr(e, "earlier_run_restored", None) for e in (exc, getattr(exc, "__cause__", None))
+                     if getattr(e, "earlier_run_restored", None)), None)  # fmt: skip
+    if restored:
+        return (
+            f"interrupted before this run wrote anything: the earlier run in {restored} is as it was; rerun the "
+            "command to replace it"
+        )
 
     def option(flag: str) -> str | None:
         return next(
@@ -224,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     and exit code 1, or the full traceback with ``--debug``.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    with _sigterm_interrupts():
-        return _main(args)
+    with _sigterm_interrupts() as stops:
+        return _main(args, stops)
 
 
 class Terminated(KeyboardInterrupt):
@@ -238,35 +246,46 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handler before is put
-    back). A second SIGTERM ends the process at once (the default action), as does SIGKILL; under
+def _sigterm_interrupts() -> Iterator[list[int]]:
+    """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handlers before are
+    put back). A second SIGTERM ends the process at once (the default action), as does SIGKILL; under
     torchrun (``WORLD_SIZE`` > 1) SIGTERM is left as it is: the launcher stops its workers, and one
     blocked in a collective would not run a Python handler. A handler runs between Python steps: in
-    one long native call (a TensorRT engine build) the first SIGTERM takes effect when it returns."""
+    one long native call (a TensorRT engine build) the first SIGTERM takes effect when it returns.
+    Yields the signals received (SIGINT too, still raised as KeyboardInterrupt): a failure they caused
+    in other clothes (a library's import cut short reads as an ImportError) is reported as the stop."""
     import signal
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        yield
-        return
     received: list[int] = []
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        yield received
+        return
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
-        if len(received) > 1:  # (the clean-up of the first is taking too long: stop now)
+        if received.count(signal.SIGTERM) > 1:  # (the clean-up of the first is taking too long: stop now)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
         raise Terminated
 
+    def on_sigint(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
     try:
         before = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: signals cannot be handled here
-        yield
+        yield received
         return
+    before_int = signal.getsignal(signal.SIGINT)
+    if before_int is signal.default_int_handler:  # (a caller's own SIGINT handling is left as it is)
+        signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, before)
+        if before_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, before_int)
 
 
 def _stopped_code(exc: BaseException) -> int:
@@ -274,7 +293,7 @@ def _stopped_code(exc: BaseException) -> int:
     return EXIT_TERMINATED if isinstance(cause, Terminated) else EXIT_INTERRUPTED
 
 
-def _main(args: list[str]) -> int:
+def _main(args: list[str], stops: list[int] | None = None) -> int:
     """Run the command; a failure is one line on stderr (and, under ``--json``, an error document on
     stdout: see :func:`_json_error`) and its exit code."""
     from edgeslim.utils.console import error_line
@@ -286,24 +305,32 @@ def _main(args: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - the one place that catches everything
         if isinstance(exc, SystemExit):
             raise
-        line, code, traced = _failure(exc, args, debug)
+        line, code, traced = _failure(exc, args, debug, stops)
         if not traced:  # (--debug printed a bug's traceback in place of its line)
             error_line(line)
         _json_error(args, exc, line, code)
         return code
 
 
-def _failure(exc: BaseException, args: list[str], debug: bool) -> tuple[str, int, bool]:
+def _failure(
+    exc: BaseException, args: list[str], debug: bool, stops: list[int] | None = None
+) -> tuple[str, int, bool]:
     """The one line and the exit code of a failed command, and whether a traceback stands in for the
-    line (``--debug`` on a bug)."""
+    line (``--debug`` on a bug); after a stop signal (``stops``) any failure is that stop (an interrupt
+    probe: a stop while matplotlib loaded read "matplotlib is not installed")."""
+    import signal
+
     traced = False
+    if stops and not isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
+        code = EXIT_TERMINATED if signal.SIGTERM in stops else EXIT_INTERRUPTED
+        return _interrupted_line(args, exc), code, False
     if debug and not isinstance(exc, (click.exceptions.Abort, click.ClickException, KeyboardInterrupt)):
         traceback.print_exception(exc)
         traced = not isinstance(exc, (EdgeslimError, OSError, MemoryError, ModuleNotFoundError))
     if isinstance(exc, EdgeslimError):
         return cli_message(exc, _command(args)), exc.exit_code, False
     if isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):  # (Ctrl-C: click makes it Abort)
-        return _interrupted_line(args), _stopped_code(exc), False
+        return _interrupted_line(args, exc), _stopped_code(exc), False
     if isinstance(exc, click.UsageError):
         return _usage_line(exc), 2, False
     if isinstance(exc, click.ClickException):

@@ -46,8 +46,9 @@ def run_directory(
     earlier run's results (its report, models, plots), moved aside as a forced run starts, so a forced
     run that is stopped leaves no finished-looking results beside its own; one of the paths in
     ``inputs`` (what the new run reads) is kept. What was moved aside is deleted when the block ends,
-    and put back when it raises an :class:`EdgeslimError` (a refusal of its input) before anything in
-    ``out_dir`` changed. The lock is held until the block ends.
+    and put back when it raises (a refusal of its input, a stop, a failure) before anything in
+    ``out_dir`` changed; the exception then carries ``earlier_run_restored`` (``out_dir``). The lock
+    is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
     aside: _ReplacedFiles | None = None
@@ -116,9 +117,11 @@ def run_directory(
                         own = _run_entries(part, _patterns(run_files, part))
                         if not any(e.suffix == ".pt" for e in own):
                             _remove_entries(part, own)
-            if aside is not None:  # a refusal (bad input) before this run wrote anything puts them back;
-                # a stop starts over (its checkpoint folder would be offered to resume)
-                aside.finish(restore=isinstance(sys.exc_info()[1], EdgeslimError) and aside.unchanged())
+            if aside is not None and aside.finish(restore=aside.unchanged()):
+                # a refusal (bad input), a stop or a failure before this run wrote anything put the earlier
+                # run back as it was (a trial: a forced slim stopped after 8 s deleted the finished run)
+                with contextlib.suppress(AttributeError):
+                    sys.exc_info()[1].earlier_run_restored = str(out_dir)  # type: ignore[union-attr]
             raise
         if aside is not None:
             aside.finish(restore=False)
@@ -170,13 +173,18 @@ class _ReplacedFiles:
         """Whether this run wrote, changed or removed nothing in ``out_dir`` since the move."""
         return self._snapshot() == self.before
 
-    def finish(self, restore: bool) -> None:
+    def finish(self, restore: bool) -> bool:
+        """Delete the moved files, or put them back (``restore``, where none of their names was
+        written again); returns whether they were put back (and there were any)."""
+        restored = False
         with contextlib.suppress(OSError):  # (a run's own error, if any, is the one to see)
-            if restore and not any(f.exists() or f.is_symlink() for f, _ in self.moved):
+            if restore and self.moved and not any(f.exists() or f.is_symlink() for f, _ in self.moved):
                 for f, dest in self.moved:
                     f.parent.mkdir(parents=True, exist_ok=True)
                     dest.rename(f)
+                restored = True
             shutil.rmtree(self.folder)
+        return restored
 
 
 def slim_train_files(folder: Path) -> tuple[str, ...]:

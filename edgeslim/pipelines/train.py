@@ -137,9 +137,11 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch_threads(threads))
         if info.is_main:  # rank 0 holds the run directory (lock, no overwrite without force)
+            # (--force moves the earlier run's checkpoint and log aside too: a stop before this run's first
+            # checkpoint puts them back, where one left behind was offered to resume as this run's)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, resume=same_dir,
-                                              markers=(MODEL_FILE, REPORT_FILE, LOG_FILE),
-                                              stale=TRAIN_STALE))  # fmt: skip
+                                              markers=(MODEL_FILE, REPORT_FILE, LOG_FILE), stale=TRAIN_STALE,
+                                              inputs=(kw["init_path"], kw["resume"])))  # fmt: skip
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
     if info.enabled:

@@ -305,8 +305,9 @@ def fit(
 
     ckpt_path = out / MODEL_FILE if out is not None else None
     log_path = out / LOG_FILE if out is not None else None
-    if info.is_main and log_path is not None:
+    if info.is_main and log_path is not None and (history or log_path.exists()):
         _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
+        # (a fresh run writes none before its first epoch: a stop would leave an empty log that refused the rerun)
     base_meta = {**bundle.record(), **(meta or {})}
     t_start = time.perf_counter()
     prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
