@@ -363,7 +363,7 @@ def test_exported_program_at_another_shape_is_one_line(pt2, tmp_path, capsys):
     assert info.value.params == ("input_shape",)
 
 
-def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None:
+def test_an_os_error_a_library_raised_with_a_message_keeps_its_message(tmp_path) -> None:
     """ultralytics raises FileNotFoundError("Dataset 'd.yaml' images not found, missing path ...") with
     no errno: a user trial got 'FileNotFoundError; free space or memory, or fix the permissions'.
     The line is the library's first line and the fix for a missing path; an error of the OS itself
@@ -390,6 +390,19 @@ def test_an_os_error_a_library_raised_with_a_message_keeps_its_message() -> None
     )
     os_err = OSError(errno.ENOSPC, "No space left on device", "/runs/x/.model.pt.edgeslim-u7_k2x9q.tmp")
     assert _os_error_line(os_err) == "No space left on device (/runs/x/model.pt); free disk space, and rerun"
+    # a training run whose folder holds its checkpoint continues, a plain rerun would be refused (an
+    # interrupt probe's full disk mid-run said "and rerun")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes(b"an epoch's checkpoint")
+    line, code, _ = _failure(os_err, ["train", "--arch", "vgg-small", "--out", str(run)], False)
+    assert code == 2 and line == (
+        f"No space left on device (/runs/x/model.pt); free disk space, and continue with edgeslim train --resume "
+        f"--out {run}"
+    )
+    assert _failure(os_err, ["train", "--out", str(tmp_path / "none")], False)[0].endswith(
+        "free disk space, and rerun"
+    )
 
 
 @pytest.mark.parametrize("command", ["info", "graph", "prune", "export"])

@@ -200,27 +200,40 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
             "command to replace it"
         )
 
-    def option(flag: str) -> str | None:
-        return next(
-            (v for i, a in enumerate(args) for v in ([args[i + 1]] if a == flag and i + 1 < len(args) else
-                                                     [a[len(flag) + 1 :]] if a.startswith(f"{flag}=") else [])),
-            None,
-        )  # fmt: skip
-
-    out, data = option("--out"), option("--data") or ""
+    out, data = _option(args, "--out"), _option(args, "--data") or ""
     if name == "slim" and out and data.lower().endswith((".yaml", ".yml")):
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
     if name in ("train", "slim") and out:
-        from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
-
-        saved = Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE
-        if not saved.is_file():  # (the run left nothing behind: pipelines.rundir.run_directory)
+        resume = _resume_hint(args)
+        if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
-        return (  # (a resume reuses the run's seed and threads)
-            f"interrupted; each finished epoch was saved: continue with edgeslim {name} --resume --out "
-            f"{shlex.quote(out)}"
-        )
+        return f"interrupted; each finished epoch was saved: {resume}"
     return "interrupted; files already written were left complete (writes are atomic)"
+
+
+def _option(args: list[str], flag: str) -> str | None:
+    """The value ``args`` give ``flag`` (``--flag V`` or ``--flag=V``), else None."""
+    return next(
+        (v for i, a in enumerate(args) for v in ([args[i + 1]] if a == flag and i + 1 < len(args) else
+                                                 [a[len(flag) + 1 :]] if a.startswith(f"{flag}=") else [])),
+        None,
+    )  # fmt: skip
+
+
+def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | None:
+    """ "continue with edgeslim train|slim --resume --out DIR" where the failed or stopped command is a
+    training run whose folder holds a checkpoint of it (not an earlier run put back), else None."""
+    name = next((a for a in args if not a.startswith("-")), "")
+    out = _option(args, "--out")
+    if name not in ("train", "slim") or not out or getattr(exc, "earlier_run_restored", None):
+        return None
+    if name == "slim" and (_option(args, "--data") or "").lower().endswith((".yaml", ".yml")):
+        return None  # (a YOLO run starts over)
+    from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
+
+    if not (Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE).is_file():
+        return None
+    return f"continue with edgeslim {name} --resume --out {shlex.quote(out)}"  # (the run's seed and threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,10 +348,10 @@ def _failure(
         return _usage_line(exc), 2, False
     if isinstance(exc, click.ClickException):
         return exc.format_message(), 2, False
-    if isinstance(exc, (OSError, MemoryError)):
-        return _os_error_line(exc), 2, False
-    if _torch_out_of_memory(exc):
-        return _os_error_line(MemoryError()), 2, False
+    if isinstance(exc, (OSError, MemoryError)) or _torch_out_of_memory(exc):
+        line = _os_error_line(exc if isinstance(exc, (OSError, MemoryError)) else MemoryError())
+        resume = _resume_hint(args, exc)  # (a full disk mid-run: a plain rerun is refused, the run resumes)
+        return (line.removesuffix(", and rerun") + f", and {resume}" if resume else line), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
         return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
