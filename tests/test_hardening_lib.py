@@ -692,3 +692,32 @@ def test_a_failure_under_json_prints_an_error_document(tmp_path: Path, capsys) -
     assert (
         main(["info", "no-such-arch"]) == 2 and capsys.readouterr().out == ""
     )  # (no --json: stdout stays empty)
+
+
+def test_replacing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path) -> None:
+    """An interrupt probe: an export --force stopped half-way left slim.onnx new and slim.int8.ort an
+    earlier model's, which bench then compared. Where the run wrote some of the set, the earlier files
+    it did not replace go; where it wrote none, all stay."""
+    from edgeslim.utils.io import atomic_write_text, replacing
+
+    a, b, mine = tmp_path / "m.onnx", tmp_path / "m.int8.ort", tmp_path / "notes.txt"
+    for p in (a, b, mine):
+        p.write_text("old")
+
+    def names() -> list[str]:
+        return sorted(p.name for p in tmp_path.iterdir())
+
+    with pytest.raises(EdgeslimError):  # refused before it wrote anything: all as it was
+        with replacing([a, b]):
+            raise EdgeslimError("data_dir does not exist")
+    assert a.read_text() == b.read_text() == "old" and names() == ["m.int8.ort", "m.onnx", "notes.txt"]
+    with pytest.raises(KeyboardInterrupt):  # stopped after it wrote one: the other earlier file goes
+        with replacing([a, b]):
+            atomic_write_text(a, "new")
+            raise KeyboardInterrupt
+    assert a.read_text() == "new" and not b.exists() and names() == ["m.onnx", "notes.txt"]
+    b.write_text("old")
+    with replacing([a, b]):  # finished: its own files
+        atomic_write_text(a, "newer")
+        atomic_write_text(b, "newer")
+    assert names() == ["m.int8.ort", "m.onnx", "notes.txt"] and mine.read_text() == "old"

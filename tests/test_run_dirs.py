@@ -588,3 +588,24 @@ def test_no_run_writes_through_links_or_over_results_it_did_not_make(tmp_path, c
         assert main(["report", str(record), "--out", str(held), "--no-plots"]) == 2
         assert not (held / "report.md").exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_forced_prune_stopped_after_its_model_leaves_no_earlier_plot(tmp_path, monkeypatch, capsys) -> None:
+    """An interrupt probe: prune -o p.pt --plot p.png --force stopped between its two files left the new
+    model beside the earlier run's plot; and prune --force of a file over itself must still read it."""
+    import edgeslim.surgery.plot as surgery_plot
+    from edgeslim.cli import main
+
+    out, png = tmp_path / "p.pt", tmp_path / "p.png"
+    assert main(["prune", "vgg-small", "-o", str(out), "--plot", str(png)]) == 0
+
+    def stopped(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(surgery_plot, "plot_channels", stopped)
+    assert main(["prune", "vgg-small", "-o", str(out), "--plot", str(png), "--force"]) == 130
+    assert out.is_file() and not png.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.pt"]
+    monkeypatch.undo()
+    assert main(["prune", str(out), "-o", str(out), "--force"]) == 0  # (its input: read, then replaced)
+    assert out.is_file()
+    capsys.readouterr()

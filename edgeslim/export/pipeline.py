@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Notice
-from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path
+from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path, replacing
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
@@ -258,153 +259,158 @@ def run_export(
     for p in outputs:
         named_by_engine = req.engine_path and p in (engine, script)  # (the script is named after the engine)
         check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
-    timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
+    # forced: the earlier export's files are put back if this one writes none of them, else all go (a
+    # probe's export stopped half-way left slim.onnx new and slim.int8.ort an earlier model's)
+    with replacing(outputs) if req.force else contextlib.nullcontext():
+        timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
-    data_dir = str(req.data_dir) if req.data_dir else None
-    # INT8 calibrates on a labelled data set's training images; an unlabelled folder (None here) holds
-    # its calibration images apart from the check's
-    train_batch = (
-        real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
-        if int8
-        else None
-    )  # fmt: skip
-    n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and train_batch is None else 0)
-    batch = None  # images are read only for the check and for INT8 calibration
-    if int8 or not req.no_validate:
-        batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
-    if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
-        raise EdgeslimError(
-            f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
-            "batches; raise n_validate, or export with dynamic_batch",
-            param=("n_validate", "batch", "dynamic_batch"),
-        )
-    if int8 and batch is None:
-        raise EdgeslimError(
-            "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "
-            "images takes any folder of images",
-            param=("data_name", "data_dir"),
-        )
-    if int8 and train_batch is None and len(batch.x) <= req.n_validate:
-        raise EdgeslimError(
-            f"INT8 calibration needs more images than the n_validate {req.n_validate} held out to check the "
-            "export and the INT8 model against it; "
-            f"{batch.base_source} has {len(batch.x)}: add images or lower the count",
-            param="n_validate",
-        )
-    check_batch = batch
-    if batch is not None and len(batch.x) > req.n_validate:
-        check_batch = batch.first(req.n_validate)
-    if check_batch is None and not req.no_validate:
-        early.append(Notice("no data set known for this model (give one with data_name): validating on random "
-                            "inputs", "data_name"))  # fmt: skip
-    # the width models cut before anything is written (a model surgery cannot cut is refused first)
-    cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1)) if widths else {}
-    res = export_onnx(
-        loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
-        simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
-        exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
-        meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
-    )  # fmt: skip
-    result: dict[str, Any] = {
-        "onnx": res.to_dict(),
-        # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
-        # TorchScript or torch.export program carries none, so whether surgery cut it is unknown
-        "slim": True if loaded.recipe is not None else (False if _carries_recipe(loaded) else None),
-        "warnings": list(res.warnings),
-    }
-    if req.compare_device == "cuda":
-        from edgeslim.export.validate import random_inputs
-
-        rep = cuda_reference(loaded.model, onnx_path.read_bytes(), check_batch or random_inputs(shape),
-                             static_batch=None if req.dynamic_batch else req.batch)  # fmt: skip
-        result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
-        if isinstance(rep, str):
-            say(rep)
-    if widths:
-        result["width_models"] = _export_widths(loaded, req, shape, widths, cut, check_batch)
-    audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
-    if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
-        audit.narrowed = set((loaded.recipe or {}).get("layers") or {})
-    result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
-
-    calib = None
-    if int8:
-        from edgeslim.export.qdq import quantize_qdq
-
-        calib = (train_batch.x if train_batch is not None else batch.x[req.n_validate :]).numpy()
-        result["calibration_source"] = train_batch.source if train_batch is not None else batch.base_source
-        if len(calib) < req.calib_images:
-            result["warnings"].append(
-                f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
-                + (f"{train_batch.base_source} has {len(calib)}" if train_batch is not None else
-                   f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the export")
-                + "; add images for steadier INT8 ranges"
-            )  # fmt: skip
-        labels = check_batch.labels.numpy() if check_batch.labels is not None else None
-        q = quantize_qdq(
-            onnx_path, qdq_path if req.trt else ort_int8_path, calib, check=check_batch.x.numpy(), labels=labels,
-            style="tensorrt" if req.trt else "onnxruntime", force=req.force,
+        data_dir = str(req.data_dir) if req.data_dir else None
+        # INT8 calibrates on a labelled data set's training images; an unlabelled folder (None here) holds
+        # its calibration images apart from the check's
+        train_batch = (
+            real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
+            if int8
+            else None
         )  # fmt: skip
-        result["qdq" if req.trt else "ort_int8"] = q.to_dict()
-        if q.flat_channels:
-            result["warnings"].append(
-                f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "
-                f"{q.check_images} held-out images (values of another range share their INT8 scale); keep FP32 "
-                "for this model"
+        n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and train_batch is None else 0)
+        batch = None  # images are read only for the check and for INT8 calibration
+        if int8 or not req.no_validate:
+            batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
+        if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
+            raise EdgeslimError(
+                f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
+                "batches; raise n_validate, or export with dynamic_batch",
+                param=("n_validate", "batch", "dynamic_batch"),
             )
-        if q.top1_agreement is not None and q.top1_agreement < INT8_AGREEMENT_WARN:
-            result["warnings"].append(
-                f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of {q.check_images} "
-                "held-out images; calibrate on more images (calib_images) or keep FP32 for this model"
+        if int8 and batch is None:
+            raise EdgeslimError(
+                "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "
+                "images takes any folder of images",
+                param=("data_name", "data_dir"),
             )
-    if req.trt:
-        result["trt_target"] = ".".join(map(str, target))
-        result["precision_path"] = precision_path(target, req.precision)
+        if int8 and train_batch is None and len(batch.x) <= req.n_validate:
+            raise EdgeslimError(
+                f"INT8 calibration needs more images than the n_validate {req.n_validate} held out to check the "
+                "export and the INT8 model against it; "
+                f"{batch.base_source} has {len(batch.x)}: add images or lower the count",
+                param="n_validate",
+            )
+        check_batch = batch
+        if batch is not None and len(batch.x) > req.n_validate:
+            check_batch = batch.first(req.n_validate)
+        if check_batch is None and not req.no_validate:
+            early.append(Notice("no data set known for this model (give one with data_name): validating on random "
+                                "inputs", "data_name"))  # fmt: skip
+        # the width models cut before anything is written (a model surgery cannot cut is refused first)
+        cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1)) if widths else {}
+        res = export_onnx(
+            loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
+            simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
+            exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
+            meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
+        )  # fmt: skip
+        result: dict[str, Any] = {
+            "onnx": res.to_dict(),
+            # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
+            # TorchScript or torch.export program carries none, so whether surgery cut it is unknown
+            "slim": True if loaded.recipe is not None else (False if _carries_recipe(loaded) else None),
+            "warnings": list(res.warnings),
+        }
+        if req.compare_device == "cuda":
+            from edgeslim.export.validate import random_inputs
+
+            rep = cuda_reference(loaded.model, onnx_path.read_bytes(), check_batch or random_inputs(shape),
+                                 static_batch=None if req.dynamic_batch else req.batch)  # fmt: skip
+            result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
+            if isinstance(rep, str):
+                say(rep)
+        if widths:
+            result["width_models"] = _export_widths(loaded, req, shape, widths, cut, check_batch)
+        audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
+        if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
+            audit.narrowed = set((loaded.recipe or {}).get("layers") or {})
+        result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
+
+        calib = None
         if int8:
-            from edgeslim.export.qdq import save_calibration_data
+            from edgeslim.export.qdq import quantize_qdq
 
-            save_calibration_data(calib_path, calib, force=req.force)
-            result["calib_data"] = str(calib_path)
-        if installed:
-            from edgeslim.export.trt import EngineBuildConfig, build_engine
-
-            cfg = EngineBuildConfig(
-                precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
-                timing_cache=timing_cache, calib_data=calib, calib_cache=_sibling(onnx_path, ".calib.cache"),
-            )  # fmt: skip
-            src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
-            built = build_engine(src, engine, cfg, force=req.force)
-            result["engine"] = built.to_dict()
-            result["warnings"] += built.warnings
-        else:
-            from edgeslim.export.trtexec import trtexec_plan
-
-            say(
-                "tensorrt is not importable here: wrote the ONNX and a trtexec script to build the engine on the device"
+            calib = (train_batch.x if train_batch is not None else batch.x[req.n_validate :]).numpy()
+            result["calibration_source"] = (
+                train_batch.source if train_batch is not None else batch.base_source
             )
-            plan = trtexec_plan(
-                onnx_path, engine, input_name=res.input_name, input_shape=shape, precision=req.precision,
-                trt_version=target, batch=req.batch, dynamic_batch=req.dynamic_batch, max_batch=req.max_batch,
-                workspace=workspace, timing_cache=timing_cache, qdq_onnx=qdq_path if int8 else None,
-                script_dir=script.parent,
+            if len(calib) < req.calib_images:
+                result["warnings"].append(
+                    f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
+                    + (f"{train_batch.base_source} has {len(calib)}" if train_batch is not None else
+                       f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the export")
+                    + "; add images for steadier INT8 ranges"
+                )  # fmt: skip
+            labels = check_batch.labels.numpy() if check_batch.labels is not None else None
+            q = quantize_qdq(
+                onnx_path, qdq_path if req.trt else ort_int8_path, calib, check=check_batch.x.numpy(), labels=labels,
+                style="tensorrt" if req.trt else "onnxruntime", force=req.force,
             )  # fmt: skip
-            atomic_write_text(script, plan.render())
-            script.chmod(0o755)
-            result["trtexec_script"] = str(script)
-            result["trtexec"] = plan.to_dict()
-    if req.to_ort:
-        from edgeslim.export.ort_mobile import convert_to_ort
+            result["qdq" if req.trt else "ort_int8"] = q.to_dict()
+            if q.flat_channels:
+                result["warnings"].append(
+                    f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "
+                    f"{q.check_images} held-out images (values of another range share their INT8 scale); keep FP32 "
+                    "for this model"
+                )
+            if q.top1_agreement is not None and q.top1_agreement < INT8_AGREEMENT_WARN:
+                result["warnings"].append(
+                    f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of {q.check_images} "
+                    "held-out images; calibrate on more images (calib_images) or keep FP32 for this model"
+                )
+        if req.trt:
+            result["trt_target"] = ".".join(map(str, target))
+            result["precision_path"] = precision_path(target, req.precision)
+            if int8:
+                from edgeslim.export.qdq import save_calibration_data
 
-        for key, src in (
-            ("ort", onnx_path),
-            ("ort_int8_mobile", ort_int8_path if ort_int8 else None),
-        ):
-            if src is None:
-                continue
-            conv = convert_to_ort(src, src.with_suffix(".ort"), force=req.force)
-            result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
-                           "size_bytes": conv.size_bytes}  # fmt: skip
-    return result
+                save_calibration_data(calib_path, calib, force=req.force)
+                result["calib_data"] = str(calib_path)
+            if installed:
+                from edgeslim.export.trt import EngineBuildConfig, build_engine
+
+                cfg = EngineBuildConfig(
+                    precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
+                    timing_cache=timing_cache, calib_data=calib, calib_cache=_sibling(onnx_path, ".calib.cache"),
+                )  # fmt: skip
+                src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
+                built = build_engine(src, engine, cfg, force=req.force)
+                result["engine"] = built.to_dict()
+                result["warnings"] += built.warnings
+            else:
+                from edgeslim.export.trtexec import trtexec_plan
+
+                say(
+                    "tensorrt is not importable here: wrote the ONNX and a trtexec script to build the engine on the device"
+                )
+                plan = trtexec_plan(
+                    onnx_path, engine, input_name=res.input_name, input_shape=shape, precision=req.precision,
+                    trt_version=target, batch=req.batch, dynamic_batch=req.dynamic_batch, max_batch=req.max_batch,
+                    workspace=workspace, timing_cache=timing_cache, qdq_onnx=qdq_path if int8 else None,
+                    script_dir=script.parent,
+                )  # fmt: skip
+                atomic_write_text(script, plan.render())
+                script.chmod(0o755)
+                result["trtexec_script"] = str(script)
+                result["trtexec"] = plan.to_dict()
+        if req.to_ort:
+            from edgeslim.export.ort_mobile import convert_to_ort
+
+            for key, src in (
+                ("ort", onnx_path),
+                ("ort_int8_mobile", ort_int8_path if ort_int8 else None),
+            ):
+                if src is None:
+                    continue
+                conv = convert_to_ort(src, src.with_suffix(".ort"), force=req.force)
+                result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
+                               "size_bytes": conv.size_bytes}  # fmt: skip
+        return result
 
 
 def _resizable(model: Any, shape: tuple[int, int, int]) -> dict[str, tuple[bool, bool]] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,60 +51,64 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
-    from edgeslim.utils.io import check_output_path
+    from edgeslim.utils.io import check_output_path, replacing
 
     align = resolve_alignment(req.round_to, req.profile, req.precision)
     output = check_output_path(req.output, req.force, "output")
     plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
-    loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
-    check_finite_weights(loaded)
-    set_normalization(loaded, req.mean, req.std)
-    if loaded.spec is None and loaded.kind == "pickle":
-        raise EdgeslimError(
-            f"{req.model} is a whole pickled module, which records no input shape, and the slim "
-            "checkpoint needs one to rebuild the model; pass input_shape C,H,W (e.g. 3,32,32)",
-            param="input_shape",
+    # forced and stopped after one of its files: the earlier other one goes (never one of each)
+    with replacing([p for p in (output, plot) if p is not None]) if req.force else contextlib.nullcontext():
+        loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
+        check_finite_weights(loaded)
+        set_normalization(loaded, req.mean, req.std)
+        if loaded.spec is None and loaded.kind == "pickle":
+            raise EdgeslimError(
+                f"{req.model} is a whole pickled module, which records no input shape, and the slim "
+                "checkpoint needs one to rebuild the model; pass input_shape C,H,W (e.g. 3,32,32)",
+                param="input_shape",
+            )
+        if loaded.spec is None:
+            raise EdgeslimError(
+                f"{req.model} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
+                "for a whole pickled module give its input shape, else give the architecture with weights"
+            )
+        shape = model_input_shape(loaded, req.input_shape)
+        calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
+        example = torch.zeros((1, *shape))
+        zeroed = (
+            _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))
+            if req.ratio is not None
+            else None
         )
-    if loaded.spec is None:
-        raise EdgeslimError(
-            f"{req.model} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
-            "for a whole pickled module give its input shape, else give the architecture with weights"
-        )
-    shape = model_input_shape(loaded, req.input_shape)
-    calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
-    example = torch.zeros((1, *shape))
-    zeroed = (
-        _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))
-        if req.ratio is not None
-        else None
-    )
-    res = prune_with_report(  # a detector's deployed outputs count, not the maps it also returns
-        loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
-        outputs=deployed_output(loaded.model), inplace=True,
-    )  # fmt: skip
-    rep = res.report
-    if zeroed is not None:
-        rep["ratio_prune"] = zeroed
-    rep["alignment"] = align
-    rep["calibration"] = calib_desc
-    recipe = compose_recipes(loaded.recipe, res.recipe)
-    meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
-                                                            "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
-    if (
-        req.data
-    ):  # the images surgery was checked on (it refuses data it cannot load): export validates on them too
-        meta.update(
-            data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve())
-        )
-    save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
-    rep["output"] = str(output)
-    rep.update(rebuild_facts(loaded.spec))  # the slim checkpoint's trust_pickle and the file it rebuilds from
-    rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
-    if plot is not None:
-        from edgeslim.surgery.plot import plot_channels
+        res = prune_with_report(  # a detector's deployed outputs count, not the maps it also returns
+            loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
+            outputs=deployed_output(loaded.model), inplace=True,
+        )  # fmt: skip
+        rep = res.report
+        if zeroed is not None:
+            rep["ratio_prune"] = zeroed
+        rep["alignment"] = align
+        rep["calibration"] = calib_desc
+        recipe = compose_recipes(loaded.recipe, res.recipe)
+        meta = {**loaded.meta, "surgery": {k: rep[k] for k in ("removed_channels", "params_before", "params_after",
+                                                                "macs_before", "macs_after", "max_abs_diff")}}  # fmt: skip
+        if (
+            req.data
+        ):  # the images surgery was checked on (it refuses data it cannot load): export validates on them too
+            meta.update(
+                data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve())
+            )
+        save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
+        rep["output"] = str(output)
+        rep.update(
+            rebuild_facts(loaded.spec)
+        )  # the slim checkpoint's trust_pickle and the file it rebuilds from
+        rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
+        if plot is not None:
+            from edgeslim.surgery.plot import plot_channels
 
-        rep["plot"] = str(plot_channels(rep, plot))
-    return rep
+            rep["plot"] = str(plot_channels(rep, plot))
+        return rep
 
 
 def _ratio_prune(model: Any, ratio: float, example: Any, round_to: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,35 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """The block writes the set of files ``paths`` again (an overwrite that was asked for, each file
+    replaced atomically). When it raises (a refusal, a stop) after it wrote some of them, the earlier
+    files of the set it did not write yet are removed, so the set is never part this run's, part an
+    earlier one's; where it wrote none, all stay as they were. (A run killed outright keeps every file
+    whole, new or earlier, as atomic writes do.)"""
+    targets = [Path(p) for p in dict.fromkeys(paths)]
+
+    def stamp(p: Path) -> tuple[int, int, int] | None:
+        try:
+            st = p.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    before = {p: stamp(p) for p in targets}
+    try:
+        yield
+    except BaseException:
+        now = {p: stamp(p) for p in targets}
+        if any(now[p] is not None and now[p] != before[p] for p in targets):  # this run wrote some
+            for p in targets:
+                if before[p] is not None and now[p] == before[p]:  # an earlier file it did not replace
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+        raise
 
 
 def _file_mode(final: Path) -> int:
