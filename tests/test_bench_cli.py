@@ -451,6 +451,10 @@ def test_bad_inputs_are_one_line(onnx_pair, tmp_path, capsys, monkeypatch):
         (["bench", dense, "--baseline", tmp_path / "cut.onnx", *FAST], "cut.onnx is empty (0 bytes)"),
         # (alone: it came after a note on the precision trtexec would build in)
         (["bench", dense, "--backend", "trtexec"], "TensorRT's command-line tool is not on PATH or at"),
+        (  # (a misspelt trtexec with a Jetson profile was timed in ONNX Runtime instead, the path unsaid)
+            ["bench", dense, "--profile", "jetson-orin-nano-8gb", "--trtexec", tmp_path / "typo" / "trtexec"],
+            "typo/trtexec does not exist; give the path of TensorRT's trtexec",
+        ),
         (
             ["bench", dense, "--providers", "cuda", "--trials", "1", *FAST],
             "not available in this onnxruntime build",

@@ -5,6 +5,7 @@ that names the problem and the fix, with CLI flags (not Python parameter names) 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 import warnings
@@ -403,6 +404,14 @@ def test_an_os_error_a_library_raised_with_a_message_keeps_its_message(tmp_path)
     assert _failure(os_err, ["train", "--out", str(tmp_path / "none")], False)[0].endswith(
         "free disk space, and rerun"
     )
+    # ... not an earlier run's checkpoint (the run failed before it took its folder: the review), unless the
+    # run resumes it; and not for memory (a resume keeps the run's batch size)
+    os.utime(run / "model.pt", (946684800, 946684800))
+    assert _failure(os_err, ["train", "--out", str(run)], False)[0].endswith("free disk space, and rerun")
+    assert _failure(os_err, ["train", "--resume", "--out", str(run)], False)[0].endswith(
+        f"--resume --out {run}"
+    )
+    assert _failure(MemoryError(), ["train", "--resume", "--out", str(run)], False)[0].endswith("and rerun")
 
 
 @pytest.mark.parametrize("command", ["info", "graph", "prune", "export"])
@@ -507,3 +516,21 @@ def test_a_whole_pickle_is_not_called_dense_by_export(user_module, tmp_path, mon
     ]
     assert run(*argv, "--json") == 0
     assert json.loads(capsys.readouterr().out)["slim"] is None
+
+
+def test_a_stop_seen_as_another_error_is_an_interrupted_json_error(capsys) -> None:
+    """The review: a stop that surfaced as an ImportError printed ``"kind": "ImportError"`` beside the
+    interrupted line and exit code 143."""
+    import signal
+
+    from edgeslim.cli import _failure, _json_error
+
+    exc = ImportError("cannot import name '_path'")
+    line, code, _ = _failure(exc, ["report", "run.json", "--json"], False, [signal.SIGTERM])
+    assert code == 143 and line.startswith("interrupted")
+    _json_error(["report", "run.json", "--json"], exc, line, code)
+    assert json.loads(capsys.readouterr().out)["error"] == {
+        "message": line,
+        "exit_code": 143,
+        "kind": "Interrupted",
+    }

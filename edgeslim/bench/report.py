@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
@@ -229,6 +230,11 @@ def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
     return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, rows
 
 
+def _digits3(x: float) -> str:
+    """``x`` to 3 significant digits with their trailing zeros (2.00, 1.85, 123)."""
+    return f"{x:#.3g}".rstrip(".")
+
+
 def speedup_rows(record: dict) -> list[list]:
     rows = []
     for b, sp in record.get("speedup", {}).items():
@@ -237,7 +243,7 @@ def speedup_rows(record: dict) -> list[list]:
             [
                 int(b),
                 sp["value"],
-                f"[{sp['ci_low']:#.3g}, {sp['ci_high']:#.3g}]",  # (2.00, not 2, beside 1.997)
+                f"[{_digits3(sp['ci_low'])}, {_digits3(sp['ci_high'])}]",  # (2.00, not 2, beside 1.997)
                 sp["spread"],
                 record.get("macs_ratio"),
                 eff,
@@ -403,7 +409,10 @@ def warnings(record: dict) -> list[str]:
                 "on the phone"
             )
     paths = [str(m.get("path") or "") for m in record["models"].values()]
-    if len(paths) == 2 and paths[0] and paths[0] == paths[1]:
+    same = (
+        len(paths) == 2 and paths[0] and os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+    )  # (a link too)
+    if same:
         out.append(
             f"the model and the baseline are the same file ({paths[0]}): the speedup between them is the "
             "run's noise, not a comparison; give the unpruned export as the baseline"

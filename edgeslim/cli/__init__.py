@@ -7,6 +7,7 @@ Subcommands live in their own modules and are imported only when used, so that
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import importlib.util
 import os
@@ -230,8 +231,18 @@ def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | Non
     if name == "slim" and (_option(args, "--data") or "").lower().endswith((".yaml", ".yml")):
         return None  # (a YOLO run starts over)
     from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
+    from edgeslim.utils.tmpfiles import process_start_time
 
-    if not (Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE).is_file():
+    try:  # this run's checkpoint: written since it started, or the one it resumes (not an earlier run's,
+        # when the run failed or stopped before it took its folder: the review)
+        saved = (Path(out) / (TRAIN_DIR if name == "slim" else "") / MODEL_FILE).stat().st_mtime
+    except OSError:
+        return None
+    if (
+        "--resume" not in args
+        and not any(a.startswith("--resume=") for a in args)
+        and saved < process_start_time()
+    ):
         return None
     return f"continue with edgeslim {name} --resume --out {shlex.quote(out)}"  # (the run's seed and threads)
 
@@ -350,7 +361,10 @@ def _failure(
         return exc.format_message(), 2, False
     if isinstance(exc, (OSError, MemoryError)) or _torch_out_of_memory(exc):
         line = _os_error_line(exc if isinstance(exc, (OSError, MemoryError)) else MemoryError())
-        resume = _resume_hint(args, exc)  # (a full disk mid-run: a plain rerun is refused, the run resumes)
+        # a full disk mid-run: a plain rerun is refused, the run resumes (not out of memory: a resume keeps
+        # the run's batch size)
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        resume = _resume_hint(args, exc) if full else None
         return (line.removesuffix(", and rerun") + f", and {resume}" if resume else line), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
@@ -376,7 +390,8 @@ def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> No
         return
     from edgeslim.utils.console import print_json
 
-    kind = type(exc).__name__ if not isinstance(exc, click.exceptions.Abort) else "Interrupted"
+    stopped = isinstance(exc, click.exceptions.Abort) or code in (EXIT_INTERRUPTED, EXIT_TERMINATED)
+    kind = "Interrupted" if stopped else type(exc).__name__  # (a stop seen as an ImportError: the review)
     print_json({"error": {"message": line, "exit_code": code, "kind": kind}})
 
 

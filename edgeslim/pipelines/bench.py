@@ -143,8 +143,10 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         name = profile.preferred.backend
         if name == "tensorrt" and own == "onnx":
             # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
-            from edgeslim.bench.backends.trtexec import find_trtexec
+            from edgeslim.bench.backends.trtexec import find_trtexec, locate_trtexec
 
+            if req.trtexec:  # a trtexec given that is not there is refused, not replaced by ORT (the review)
+                locate_trtexec(req.trtexec)
             name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
             notes.append(
                 Notice(

@@ -134,12 +134,13 @@ class _ReplacedFiles:
     copy of large checkpoints would be slow and could fill the disk)."""
 
     def __init__(self, out_dir: Path, files: list[Path], part: Path | None) -> None:
-        self.out_dir, self.part, self.moved = out_dir, part, []
+        self.out_dir, self.part, self.moved, self.deleted = out_dir, part, [], 0
         self.folder = Path(tempfile.mkdtemp(prefix=HIDDEN_PREFIX, dir=out_dir))  # (unique: not a pid)
         device = out_dir.stat().st_dev
         try:
             for f in files:
                 if f.lstat().st_dev != device:
+                    self.deleted += 1  # (then it cannot be put back: a restore would be partial)
                     _remove_entries(f.parent, [f])
                     continue
                 dest = self.folder / f.relative_to(out_dir)
@@ -148,7 +149,8 @@ class _ReplacedFiles:
                 self.moved.append((f, dest))
                 parent = f.parent  # (a train/ folder the move emptied goes, as removing its files did)
                 if parent != out_dir and not parent.is_symlink() and not any(parent.iterdir()):
-                    parent.rmdir()
+                    with contextlib.suppress(OSError):  # (a mount point: busy, and kept)
+                        parent.rmdir()
         except BaseException:  # (stopped, or a file that would not move: all back as it was)
             self.finish(restore=True)
             raise
@@ -175,14 +177,15 @@ class _ReplacedFiles:
 
     def finish(self, restore: bool) -> bool:
         """Delete the moved files, or put them back (``restore``, where none of their names was
-        written again); returns whether they were put back (and there were any)."""
+        written again); returns whether the earlier run is back whole (files were put back, none had
+        been deleted)."""
         restored = False
         with contextlib.suppress(OSError):  # (a run's own error, if any, is the one to see)
             if restore and self.moved and not any(f.exists() or f.is_symlink() for f, _ in self.moved):
                 for f, dest in self.moved:
                     f.parent.mkdir(parents=True, exist_ok=True)
                     dest.rename(f)
-                restored = True
+                restored = not self.deleted  # (files on another file system were deleted: not "as it was")
             shutil.rmtree(self.folder)
         return restored
 
@@ -222,9 +225,11 @@ def _remove_entries(folder: Path, entries: list[Path]) -> None:
             entry.unlink()
         parent = entry.parent  # (weights/ emptied of a YOLO run's checkpoints)
         if parent != folder and not parent.is_symlink() and not any(parent.iterdir()):
-            parent.rmdir()
+            with contextlib.suppress(OSError):  # (a mount point: busy, and kept)
+                parent.rmdir()
     if not folder.is_symlink() and not any(folder.iterdir()):
-        folder.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
