@@ -373,4 +373,8 @@ def test_a_forced_export_stopped_half_way_leaves_no_earlier_export_beside_its_fi
     assert main(["export", "vgg-small", "--input-shape", "1,2,2", "--onnx", str(out), "--no-validate", "--ort",
                  "--force"]) == 2  # fmt: skip
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier
+    # ... and a folder made for it goes again (a probe found empty output folders left behind)
+    fresh = tmp_path / "new" / "v.onnx"
+    assert main(["export", "vgg-small", "--input-shape", "1,2,2", "--onnx", str(fresh), "--no-validate"]) == 2
+    assert not (tmp_path / "new").exists()
     capsys.readouterr()

@@ -694,11 +694,11 @@ def test_a_failure_under_json_prints_an_error_document(tmp_path: Path, capsys) -
     )  # (no --json: stdout stays empty)
 
 
-def test_replacing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path) -> None:
+def test_writing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path) -> None:
     """An interrupt probe: an export --force stopped half-way left slim.onnx new and slim.int8.ort an
     earlier model's, which bench then compared. Where the run wrote some of the set, the earlier files
     it did not replace go; where it wrote none, all stay."""
-    from edgeslim.utils.io import atomic_write_text, replacing
+    from edgeslim.utils.io import atomic_write_text, writing
 
     a, b, mine = tmp_path / "m.onnx", tmp_path / "m.int8.ort", tmp_path / "notes.txt"
     for p in (a, b, mine):
@@ -708,16 +708,36 @@ def test_replacing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Pat
         return sorted(p.name for p in tmp_path.iterdir())
 
     with pytest.raises(EdgeslimError):  # refused before it wrote anything: all as it was
-        with replacing([a, b]):
+        with writing([a, b], replace=True):
             raise EdgeslimError("data_dir does not exist")
     assert a.read_text() == b.read_text() == "old" and names() == ["m.int8.ort", "m.onnx", "notes.txt"]
     with pytest.raises(KeyboardInterrupt):  # stopped after it wrote one: the other earlier file goes
-        with replacing([a, b]):
+        with writing([a, b], replace=True):
             atomic_write_text(a, "new")
             raise KeyboardInterrupt
     assert a.read_text() == "new" and not b.exists() and names() == ["m.onnx", "notes.txt"]
     b.write_text("old")
-    with replacing([a, b]):  # finished: its own files
+    with writing([a, b], replace=True):  # finished: its own files
         atomic_write_text(a, "newer")
         atomic_write_text(b, "newer")
     assert names() == ["m.int8.ort", "m.onnx", "notes.txt"] and mine.read_text() == "old"
+
+
+def test_writing_removes_the_folders_it_made_when_stopped(tmp_path: Path) -> None:
+    """An interrupt probe: export and prune stopped early left the empty output folder they made."""
+    from edgeslim.utils.io import check_output_path, writing
+
+    target = tmp_path / "new" / "deeper" / "m.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        with writing([target]):
+            check_output_path(target)  # (makes the folders)
+            assert target.parent.is_dir()
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):  # a folder that was there, or that got a file, stays
+        with writing([tmp_path / "kept" / "m.onnx", tmp_path / "new" / "m.onnx"]):
+            check_output_path(tmp_path / "new" / "m.onnx")
+            (tmp_path / "new" / "notes.txt").write_text("mine")
+            raise KeyboardInterrupt
+    assert (tmp_path / "kept").is_dir() and (tmp_path / "new" / "notes.txt").is_file()

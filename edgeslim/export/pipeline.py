@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Notice
-from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path, replacing
+from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path, writing
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
@@ -256,12 +255,16 @@ def run_export(
 
     widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}
     outputs += list(widths.values())
-    for p in outputs:
-        named_by_engine = req.engine_path and p in (engine, script)  # (the script is named after the engine)
-        check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
-    # forced: the earlier export's files are put back if this one writes none of them, else all go (a
-    # probe's export stopped half-way left slim.onnx new and slim.int8.ort an earlier model's)
-    with replacing(outputs) if req.force else contextlib.nullcontext():
+    # stopped or refused: the folders it made go again; forced and stopped after some of its files: the
+    # earlier export's others go (a probe's export stopped half-way left slim.onnx new and slim.int8.ort
+    # an earlier model's)
+    with writing(outputs, replace=req.force):
+        for p in outputs:
+            named_by_engine = req.engine_path and p in (
+                engine,
+                script,
+            )  # (the script is named after the engine)
+            check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
         timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
         data_dir = str(req.data_dir) if req.data_dir else None

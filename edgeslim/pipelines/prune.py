@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,14 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
-    from edgeslim.utils.io import check_output_path, replacing
+    from edgeslim.utils.io import check_output_path, writing
 
     align = resolve_alignment(req.round_to, req.profile, req.precision)
-    output = check_output_path(req.output, req.force, "output")
-    plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
-    # forced and stopped after one of its files: the earlier other one goes (never one of each)
-    with replacing([p for p in (output, plot) if p is not None]) if req.force else contextlib.nullcontext():
+    # stopped or refused: the folders it made go again; forced and stopped after one of its files: the
+    # earlier other one goes (never one of each)
+    with writing([p for p in (req.output, req.plot) if p], replace=req.force):
+        output = check_output_path(req.output, req.force, "output")
+        plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
         loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
         check_finite_weights(loaded)
         set_normalization(loaded, req.mean, req.std)

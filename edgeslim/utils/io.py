@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -103,10 +104,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def replacing(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
-    """The block writes the set of files ``paths`` again (an overwrite that was asked for, each file
-    replaced atomically). When it raises (a refusal, a stop) after it wrote some of them, the earlier
-    files of the set it did not write yet are removed, so the set is never part this run's, part an
+def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[None]:
+    """The block writes the set of files ``paths`` (each atomically). When it raises (a refusal, a
+    stop), the folders it made for them are removed again where they hold no file; and with
+    ``replace`` (an overwrite that was asked for), where it wrote some of the set, the earlier files
+    of the set it did not replace yet are removed, so the set is never part this run's, part an
     earlier one's; where it wrote none, all stay as they were. (A run killed outright keeps every file
     whole, new or earlier, as atomic writes do.)"""
     targets = [Path(p) for p in dict.fromkeys(paths)]
@@ -118,16 +120,25 @@ def replacing(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
-    before = {p: stamp(p) for p in targets}
+    made = []  # the top-most missing folder above each target
+    for t in targets:
+        missing = [d for d in t.absolute().parents if not d.exists()]
+        if missing and missing[-1] not in made:
+            made.append(missing[-1])
+    before = {p: stamp(p) for p in targets} if replace else {}
     try:
         yield
     except BaseException:
         now = {p: stamp(p) for p in targets}
-        if any(now[p] is not None and now[p] != before[p] for p in targets):  # this run wrote some
+        if replace and any(now[p] is not None and now[p] != before[p] for p in targets):  # it wrote some
             for p in targets:
                 if before[p] is not None and now[p] == before[p]:  # an earlier file it did not replace
                     with contextlib.suppress(OSError):
                         p.unlink()
+        for d in made:
+            if d.is_dir() and not any(f.is_file() or f.is_symlink() for f in d.rglob("*")):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(d)
         raise
 
 
