@@ -241,7 +241,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                 param="input_shape",
             )
         options["input_shape"] = list(req.input_shape)
-    if name == "trtexec":  # (a missing trtexec is refused alone, not after the notes on how it would build)
+    if (
+        name == "trtexec" and notes
+    ):  # (a missing trtexec is refused alone, not after notes on how it would build)
         from edgeslim.bench.backends.trtexec import locate_trtexec
 
         locate_trtexec(req.trtexec)
