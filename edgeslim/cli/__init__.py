@@ -222,8 +222,8 @@ def _option(args: list[str], flag: str) -> str | None:
 
 
 def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | None:
-    """ "continue with edgeslim train|slim --resume --out DIR" where the failed or stopped command is a
-    training run whose folder holds a checkpoint of it (not an earlier run put back), else None."""
+    """The step that continues a failed or stopped training run (``continue with edgeslim train|slim
+    --resume --out DIR``) where its folder holds a checkpoint of it (not an earlier run's), else None."""
     name = next((a for a in args if not a.startswith("-")), "")
     out = _option(args, "--out")
     if name not in ("train", "slim") or not out or getattr(exc, "earlier_run_restored", None):
