@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import struct
 import subprocess
@@ -741,3 +742,25 @@ def test_writing_removes_the_folders_it_made_when_stopped(tmp_path: Path) -> Non
             (tmp_path / "new" / "notes.txt").write_text("mine")
             raise KeyboardInterrupt
     assert (tmp_path / "kept").is_dir() and (tmp_path / "new" / "notes.txt").is_file()
+
+
+def test_writing_claims_each_file_against_a_second_run(tmp_path: Path) -> None:
+    """An interrupt probe: two exports to the same file at once both said "wrote", and one silently
+    replaced the other (no lock on single output files). A claim refuses the second in one line; a
+    killed run's claim (an unlocked lock file) does not block the next one."""
+    from edgeslim.utils.io import writing
+
+    out = tmp_path / "out" / "m.onnx"
+    with writing([out, tmp_path / "m.png"]):
+        assert (tmp_path / "out" / ".m.onnx.edgeslim.lock").is_file()
+        with pytest.raises(EdgeslimError, match=rf"another edgeslim run \(pid {os.getpid()}\) is writing to {out}; "
+                           "wait for it to finish or choose another output path"):  # fmt: skip
+            with writing([out]):
+                raise AssertionError("a second writer must not start")
+        with writing([tmp_path / "other.onnx"]):  # another file of the folder: no conflict
+            pass
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out"]  # (claims gone; the folder made: no error)
+    (tmp_path / "out" / ".m.onnx.edgeslim.lock").write_text("4242")  # a killed run's, unlocked
+    with writing([out]):
+        pass
+    assert not (tmp_path / "out" / ".m.onnx.edgeslim.lock").exists()

@@ -105,12 +105,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[None]:
-    """The block writes the set of files ``paths`` (each atomically). When it raises (a refusal, a
-    stop), the folders it made for them are removed again where they hold no file; and with
-    ``replace`` (an overwrite that was asked for), where it wrote some of the set, the earlier files
-    of the set it did not replace yet are removed, so the set is never part this run's, part an
-    earlier one's; where it wrote none, all stay as they were. (A run killed outright keeps every file
-    whole, new or earlier, as atomic writes do.)"""
+    """The block writes the set of files ``paths`` (each atomically). Each is claimed for the block
+    (an ``flock`` on a hidden ``.NAME.edgeslim.lock`` beside it, removed after; the kernel releases it
+    if the process dies): a second run writing one of them meanwhile is refused in one line, as a run
+    directory's lock refuses it. When the block raises (a refusal, a stop), the folders it made for
+    the files are removed again where they hold no file; and with ``replace`` (an overwrite that was
+    asked for), where it wrote some of the set, the earlier files of the set it did not replace yet are
+    removed, so the set is never part this run's, part an earlier one's; where it wrote none, all stay
+    as they were. (A run killed outright keeps every file whole, new or earlier, as atomic writes do.)"""
     targets = [Path(p) for p in dict.fromkeys(paths)]
 
     def stamp(p: Path) -> tuple[int, int, int] | None:
@@ -120,15 +122,38 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
-    made = []  # the top-most missing folder above each target
+    made: list[Path] = []  # the top-most missing folder above each target
     for t in targets:
         missing = [d for d in t.absolute().parents if not d.exists()]
         if missing and missing[-1] not in made:
             made.append(missing[-1])
     before = {p: stamp(p) for p in targets} if replace else {}
+    claims: list[tuple[Path, int]] = []
+
+    def release() -> None:
+        for lock, fd in claims:
+            with contextlib.suppress(OSError):
+                lock.unlink()  # (still locked: a run that opened it meanwhile re-checks the path)
+            os.close(fd)
+        claims.clear()
+
     try:
+        for t in targets:
+            if t.parent.is_dir() or not t.parent.exists():
+                with contextlib.suppress(OSError):  # (a parent that cannot be made: the path check says so)
+                    t.parent.mkdir(parents=True, exist_ok=True)
+            if t.parent.is_dir() and os.access(t.parent, os.W_OK):
+                lock = t.with_name(f".{t.name}.edgeslim.lock")
+                try:
+                    fd = _locked_file(lock, t, "output path")
+                except OSError:  # (a folder that takes no new files, /proc: the write itself names the file)
+                    continue
+                claims.append((lock, fd))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     except BaseException:
+        release()
         now = {p: stamp(p) for p in targets}
         if replace and any(now[p] is not None and now[p] != before[p] for p in targets):  # it wrote some
             for p in targets:
@@ -140,6 +165,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                 with contextlib.suppress(OSError):
                     shutil.rmtree(d)
         raise
+    release()
 
 
 def _file_mode(final: Path) -> int:
@@ -269,12 +295,12 @@ def check_unlocked(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _held(fd: int, d: str | os.PathLike) -> EdgeslimError:
-    """The refusal of a run directory ``d`` whose lock (open as ``fd``) another run holds: its pid."""
+def _held(fd: int, d: str | os.PathLike, what: str = "output directory") -> EdgeslimError:
+    """The refusal of a run directory (or output file, ``what``) ``d`` whose lock (open as ``fd``)
+    another run holds: its pid."""
     holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
     return EdgeslimError(
-        f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish or choose another output "
-        "directory"
+        f"another edgeslim run (pid {holder}) is writing to {d}; wait for it to finish or choose another {what}"
     )
 
 
@@ -300,7 +326,7 @@ def _not_a_lock(lock: Path, what: str) -> EdgeslimError:
     )
 
 
-def _locked_file(lock: Path, d: Path) -> int:
+def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
     """A descriptor of ``lock`` holding its exclusive ``flock``; the file is the one at the path
     (a run that ended between our open and our lock removed it: open again)."""
     import fcntl
@@ -310,7 +336,7 @@ def _locked_file(lock: Path, d: Path) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            err = _held(fd, d)
+            err = _held(fd, d, what)
             os.close(fd)
             raise err from None
         try:
