@@ -353,10 +353,11 @@ def test_verify_latency_for_another_device_is_refused_before_training(
 def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     tmp_path, caplog, monkeypatch
 ) -> None:
-    """resnet20 at 1x28x28: its narrowest network in multiples of 16 (host-cpu's) takes 53-59% of the
-    dense latency, so a 45% target is out of reach there. With the multiple from the profile the
-    lookup is measured again at 8 (then 4, ...) until one reaches the target; a multiple the user
-    gave is refused in one line and writes nothing."""
+    """resnet20 at 1x28x28: its narrowest network in multiples of 16 (host-cpu's) took 53-59% of the
+    dense latency on the Intel host, so a 45% target was out of reach there; the AMD host measured it
+    below 45% once (a red CI run), so the target is set at 75% of the narrowest share this host
+    measures. With the multiple from the profile the lookup is measured again at 8 (then 4, ...) until
+    one reaches the target; a multiple the user gave is refused in one line and writes nothing."""
     from edgeslim.channels.devices import load_profile
     from edgeslim.pipelines.slim import _latency_lookup
     from edgeslim.slim import SlimSettings
@@ -365,10 +366,16 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     spec = ModelSpec(arch="resnet20", num_classes=10, in_channels=1, input_size=[28, 28])
     torch.manual_seed(0)
     model = create_model(spec).eval()
-    budget = {"metric": "latency", "target": "0.45", "profile": "host-cpu", "batch": 1}
+    budget = {"metric": "latency", "target": "0.95", "profile": "host-cpu", "batch": 1}
     profile = load_profile("host-cpu")
-    settings = SlimSettings(round_to=16, budget=dict(budget))
     align = {"round_to": 16, "profile": "host-cpu", "precision": "fp32", "from": "profile"}
+    probe = _latency_lookup(model, spec, SlimSettings(round_to=16, budget=dict(budget)), tmp_path / "p", profile,
+                            dict(align))  # fmt: skip
+    at16 = build_resource(model, torch.zeros(1, 1, 28, 28), "latency", latency_table=json.loads(probe.read_text()),
+                          round_to=16)  # fmt: skip
+    target = 0.75 * at16.narrowest() / at16.dense  # out of reach in multiples of 16, on any host
+    budget["target"] = f"{target:.4f}"
+    settings = SlimSettings(round_to=16, budget=dict(budget))
     import edgeslim.bench.layers as layers
 
     calls = []
@@ -383,7 +390,7 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     res = build_resource(
         model, torch.zeros(1, 1, 28, 28), "latency", latency_table=tab, round_to=settings.round_to
     )
-    assert res.narrowest() < 0.45 * res.dense  # the lookup written is the one that reaches the target
+    assert res.narrowest() < target * res.dense  # the lookup written is the one that reaches the target
 
     given = SlimSettings(round_to=16, budget=dict(budget))
     with pytest.raises(BudgetUnreachable, match="multiples of 16"):
