@@ -359,13 +359,14 @@ def _failure(
         return _usage_line(exc), 2, False
     if isinstance(exc, click.ClickException):
         return exc.format_message(), 2, False
-    if isinstance(exc, (OSError, MemoryError)) or _torch_out_of_memory(exc):
-        line = _os_error_line(exc if isinstance(exc, (OSError, MemoryError)) else MemoryError())
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         # a full disk mid-run: a plain rerun is refused, the run resumes (not out of memory: a resume keeps
         # the run's batch size)
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        resume = _resume_hint(args, exc) if full else None
-        return (line.removesuffix(", and rerun") + f", and {resume}" if resume else line), 2, False
+        return _os_error_line(exc, then=_resume_hint(args, exc) or "rerun"), 2, False
+    if isinstance(exc, (OSError, MemoryError)):
+        return _os_error_line(exc), 2, False
+    if _torch_out_of_memory(exc):
+        return _os_error_line(MemoryError()), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
         return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
@@ -402,14 +403,15 @@ def _internal_line(exc: BaseException) -> str:
     )
 
 
-def _os_error_line(exc: OSError | MemoryError) -> str:
-    """One line for an operating-system error: what failed, on which file, and the fix for its kind."""
+def _os_error_line(exc: OSError | MemoryError, then: str = "rerun") -> str:
+    """One line for an operating-system error: what failed, on which file, the fix for its kind, and
+    what to do ``then``."""
     import errno
 
     from edgeslim.utils.tmpfiles import tmp_target
 
     if isinstance(exc, MemoryError):
-        return "out of memory; free memory (smaller --batch-size or input), and rerun"
+        return f"out of memory; free memory (smaller --batch-size or input), and {then}"
     import urllib.error
 
     if isinstance(exc, urllib.error.URLError):  # the model's own code tried to download weights
@@ -420,7 +422,7 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
         )
     if exc.errno is None and str(exc).strip():  # raised with a message (a library's), not by the OS
         fix = "check the path" if isinstance(exc, FileNotFoundError) else "fix what it names"
-        return f"{first_line(exc)}; {fix}, and rerun"
+        return f"{first_line(exc)}; {fix}, and {then}"
     what = exc.filename
     if isinstance(what, str):  # the atomic writer's temporary file stands for its target
         what = tmp_target(what)
@@ -434,7 +436,7 @@ def _os_error_line(exc: OSError | MemoryError) -> str:
         errno.ENOENT: "check the path: its folder is missing or takes no new files",
         errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
     }.get(exc.errno, "free space or memory, or fix the permissions")
-    return f"{exc.strerror or type(exc).__name__}{where}; {fix}, and rerun"
+    return f"{exc.strerror or type(exc).__name__}{where}; {fix}, and {then}"
 
 
 if __name__ == "__main__":  # pragma: no cover
