@@ -143,11 +143,10 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         name = profile.preferred.backend
         if name == "tensorrt" and own == "onnx":
             # an ONNX file on a TensorRT device: trtexec builds and times it; else ORT
-            from edgeslim.bench.backends.trtexec import find_trtexec, locate_trtexec
+            from edgeslim.bench.backends.trtexec import find_trtexec
 
-            if req.trtexec:  # a trtexec given that is not there is refused, not replaced by ORT (the review)
-                locate_trtexec(req.trtexec)
-            name = "trtexec" if find_trtexec(req.trtexec) else "onnxruntime"
+            # (a trtexec given is the one used: one that is not there is refused below, not replaced by ORT)
+            name = "trtexec" if req.trtexec or find_trtexec() else "onnxruntime"
             notes.append(
                 Notice(
                     f"{req.model} is ONNX: trtexec builds and times it (choose another with backend)"
@@ -241,9 +240,8 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                 param="input_shape",
             )
         options["input_shape"] = list(req.input_shape)
-    if (
-        name == "trtexec" and notes
-    ):  # (a missing trtexec is refused alone, not after notes on how it would build)
+    # a missing trtexec is refused alone, not after notes on how it would build
+    if name == "trtexec" and notes:
         from edgeslim.bench.backends.trtexec import locate_trtexec
 
         locate_trtexec(req.trtexec)
