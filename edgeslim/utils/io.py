@@ -6,7 +6,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -161,9 +160,8 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                     with contextlib.suppress(OSError):
                         p.unlink()
         for d in made:
-            if d.is_dir() and not any(f.is_file() or f.is_symlink() for f in d.rglob("*")):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(d)
+            if d.is_dir():
+                _remove_if_unwritten(d)
         raise
     release()
 
@@ -348,13 +346,14 @@ def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
         os.close(fd)
 
 
-def _remove_if_unwritten(d: Path, lock: Path) -> None:
+def _remove_if_unwritten(d: Path, lock: Path | None = None) -> None:
     """Remove ``d`` if it holds nothing but ``lock`` and empty directories."""
     files = [p for p in d.rglob("*") if not p.is_dir() and p != lock]
     if files:
         return
     with contextlib.suppress(OSError):
-        lock.unlink()
+        if lock is not None:
+            lock.unlink()
         for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
             sub.rmdir()
         d.rmdir()
