@@ -19,15 +19,15 @@ import torch
 from edgeslim.cli import main
 
 CLASSES = ("airplane", "cat", "ship")
-SLIM = ["--epochs", "3", "--batch-size", "32", "--threads", "1", "--shrink", "0.5"]
+SLIM = ["--epochs", "2", "--batch-size", "32", "--threads", "1", "--shrink", "0.5"]
 
 
 @pytest.fixture(scope="module")
 def folder(cifar_zip, tmp_path_factory) -> Path:
-    """train/<class>/*.jpg (120 each) and test/<class>/*.jpg (40 each) for three CIFAR-10 classes."""
+    """train/<class>/*.jpg (48 each) and test/<class>/*.jpg (16 each) for three CIFAR-10 classes."""
     root = tmp_path_factory.mktemp("three") / "data"
     with zipfile.ZipFile(cifar_zip) as zf:
-        for split, n in (("train", 120), ("test", 40)):
+        for split, n in (("train", 48), ("test", 16)):
             for cls in CLASSES:
                 names = sorted(
                     x for x in zf.namelist() if x.startswith(f"{split}/{cls}/") and x.endswith(".jpg")

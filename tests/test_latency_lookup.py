@@ -357,12 +357,36 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     dense latency on the Intel host, so a 45% target was out of reach there; the AMD host measured it
     below 45% once (a red CI run), so the target is set at 75% of the narrowest share this host
     measures. With the multiple from the profile the lookup is measured again at 8 (then 4, ...) until
-    one reaches the target; a multiple the user gave is refused in one line and writes nothing."""
+    one reaches the target; a multiple the user gave is refused in one line and writes nothing.
+    Each measurement (per-layer times; sweeps and calibration per multiple) is taken once and
+    reused by the later lookups, so the target is set from the very table the run then checks."""
+    import copy
+
+    import edgeslim.bench.layers as layers
+    import edgeslim.bench.sweep as sweep
+    import edgeslim.pipelines.latency as latency
     from edgeslim.channels.devices import load_profile
     from edgeslim.pipelines.slim import _latency_lookup
     from edgeslim.slim import SlimSettings
     from edgeslim.sparsity.budget import BudgetUnreachable
 
+    measured: dict[tuple, object] = {}
+    calls = []  # layer_table's calls (measured or not)
+
+    def once(module, name, key):
+        real = getattr(module, name)
+
+        def measure(*a, **k):
+            calls.append(name)
+            if (name, key(a)) not in measured:
+                measured[name, key(a)] = real(*a, **k)
+            return copy.deepcopy(measured[name, key(a)])
+
+        monkeypatch.setattr(module, name, measure)
+
+    once(layers, "layer_table", lambda a: None)
+    once(sweep, "sweep_layers", lambda a: a[3])  # (its round_to)
+    once(latency, "_calibration", lambda a: a[5])
     spec = ModelSpec(arch="resnet20", num_classes=10, in_channels=1, input_size=[28, 28])
     torch.manual_seed(0)
     model = create_model(spec).eval()
@@ -376,14 +400,13 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
     target = 0.75 * at16.narrowest() / at16.dense  # out of reach in multiples of 16, on any host
     budget["target"] = f"{target:.4f}"
     settings = SlimSettings(round_to=16, budget=dict(budget))
-    import edgeslim.bench.layers as layers
-
-    calls = []
-    real = layers.layer_table
-    monkeypatch.setattr(layers, "layer_table", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls.clear()
     with caplog.at_level("INFO"):
         path = _latency_lookup(model, spec, settings, tmp_path / "a", profile, align)
-    assert len(calls) == 1  # the per-layer times are measured once for every multiple tried
+    assert calls.count("layer_table") == 1  # the per-layer times are taken once for every multiple tried
+    assert (
+        calls.count("sweep_layers") == (16 // settings.round_to).bit_length()
+    )  # ... sweeps at each multiple
     assert align["reduced_from"] == 16 and align["round_to"] == settings.round_to < 16
     assert "out of reach in multiples of 16: measuring multiples of 8" in caplog.text
     tab = json.loads(path.read_text())
