@@ -349,7 +349,12 @@ def test_prune_ratio_is_one_shot_pruning_by_coupled_group(tmp_path, capsys) -> N
     rep = json.loads(capsys.readouterr().out)
     z = rep["ratio_prune"]
     assert z["ratio"] == 0.3 and 0.29 <= z["zeroed"] / z["removable"] < 0.32 and z["removable"] <= z["total"]
-    assert rep["zero_kept"] == {"coupled_with_nonzero": 0, "behind_barrier": 0, "read_as_input_dependent": 0}
+    assert rep["zero_kept"] == {
+        "coupled_with_nonzero": 0,
+        "behind_barrier": 0,
+        "read_as_input_dependent": 0,
+        "read_as_different_constants": 0,
+    }
     assert rep["exact"] and rep["max_abs_diff"] < 1e-4 and rep["macs_after"] < 0.75 * rep["macs_before"]
     assert main([*args[:-2], "--ratio", "1.0", "-o", str(tmp_path / "x.pt")]) == 2
     assert "--ratio" in capsys.readouterr().err
@@ -357,4 +362,9 @@ def test_prune_ratio_is_one_shot_pruning_by_coupled_group(tmp_path, capsys) -> N
     assert main([*args[:-4], "-o", str(tmp_path / "r20_16.pt"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["alignment"]["round_to"] == 16 and rep["kept_by_rounding"] == 0 and rep["removed_channels"] > 0
-    assert rep["zero_kept"] == {"coupled_with_nonzero": 0, "behind_barrier": 0, "read_as_input_dependent": 0}
+    assert rep["zero_kept"] == {
+        "coupled_with_nonzero": 0,
+        "behind_barrier": 0,
+        "read_as_input_dependent": 0,
+        "read_as_different_constants": 0,
+    }

@@ -206,7 +206,12 @@ def test_cli_prune_says_why_zero_scale_channels_stay(tmp_path, capsys):
     assert main([*args, "-o", str(tmp_path / "b.pt"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["removed_channels"] == 1 and rep["zero_scale_channels"] == 6
-    assert rep["zero_kept"] == {"coupled_with_nonzero": 2, "behind_barrier": 3, "read_as_input_dependent": 0}
+    assert rep["zero_kept"] == {
+        "coupled_with_nonzero": 2,
+        "behind_barrier": 3,
+        "read_as_input_dependent": 0,
+        "read_as_different_constants": 0,
+    }
 
 
 def test_report_rows_say_what_each_layer_is_and_the_plot_draws_conv_and_linear_only(tmp_path, monkeypatch):

@@ -552,10 +552,12 @@ class _Analyser:
         self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
         real_t = self._real_t = named if named is not None else _named_tensors(self._walk)
         self.owner: dict[int, tuple[str, str]] = {}
+        self.tied: set[int] = set()  # tensors of more than one module (tied weights)
         self.real: dict[int, Tensor] = {}
         for name, t in (run_tensors if run_tensors is not None else real_t).items():
             mod, _, attr = name.rpartition(".")
-            self.owner.setdefault(id(t), (mod, attr))
+            if self.owner.setdefault(id(t), (mod, attr))[0] != mod:
+                self.tied.add(id(t))
             self.real[id(t)] = real_t[name]
 
     # -- capture -----------------------------------------------------------------------
@@ -869,6 +871,8 @@ class _Analyser:
             return self.opaque(n, out, "layer input without channels")
         if self.infos_in((n.args[1:], list(n.kwargs.values()))):
             return self.opaque(n, out, "layer weights computed from the input")
+        if id(w) in self.tied:
+            return self.opaque(n, out, f"{_fn_name(n.func)} with weights tied to another module's")
         n.target = name
         return rule(n, self._mods[name], x, out)
 
@@ -993,6 +997,10 @@ class _Analyser:
         """``fn(x, *rest, **kw)`` channel by channel: a zero channel stays zero if ``fn(0) == 0``."""
         if not _is_tensor(out) or out.shape != x.shape:
             return self.opaque(n, out, "element-wise op that changed the shape")
+        if any(isinstance(v, Tensor) and v.numel() > 1 for v in (*_flat(list(rest)), *kw.values())):
+            self.barrier(
+                n, [x], "element-wise op with a tensor argument (per-channel values surgery cannot slice)"
+            )
         shape = (1, x.shape[1]) + (1,) * (len(x.shape) - 2)
         key = (fn, shape, tuple((type(v), v) for v in rest), tuple((k, type(v), v) for k, v in kw.items()))
         known = all(v is None or type(v) in (int, float, bool, str) for v in (*rest, *kw.values()))
@@ -1019,7 +1027,8 @@ class _Analyser:
         pad = n.args[1] if len(n.args) > 1 else n.kwargs.get("pad", ())
         if not x.uniform or len(pad) > 2 * (len(x.shape) - 2) or out.shape[1] != x.shape[1]:
             return self.opaque(n, out, "padding of the channel dimension")
-        value = n.args[3] if len(n.args) > 3 else n.kwargs.get("value", 0.0)
+        at = 2 if n.func is torch.constant_pad_nd else 3  # (input, pad, value) / (input, pad, mode, value)
+        value = n.args[at] if len(n.args) > at else n.kwargs.get("value", 0.0)
         st = x.state.clone()
         if value:
             st[st == ZERO] = CONST
@@ -1069,6 +1078,8 @@ class _Analyser:
                 return self.opaque(n, out, "strided channel slice")
             if not all(v is None or _is_literal(v) for v in (c.start, c.stop)):
                 self.barrier(n, [x], "channel slice with bounds computed from a shape")
+            elif any(v is not None and v < 0 for v in (c.start, c.stop)):  # counted from the end
+                self.barrier(n, [x], "channel slice with a negative bound (counted from the last channel)")
             elif stop < size:  # x[:, a:b] keeps taking b - a channels: [0, b) stays as it is
                 self.barrier(n, [_part(x, 0, stop)], "channel slice [a:b] with literal b (a truncation)")
             elif start > 0:  # x[:, a:] with literal a: channels before a stay, the rest may go

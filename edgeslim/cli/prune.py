@@ -87,7 +87,8 @@ def prune(**kw: Any) -> None:
         out.print(table("Layers changed (in -> out channels)", ["layer", "type", "before", "after"], rows))
     kept = rep["zero_kept"]
     why = [f"{n} {label}" for label, n in (("coupled with a nonzero channel", kept["coupled_with_nonzero"]),
-           ("behind a barrier", kept["behind_barrier"]), ("read as input-dependent", kept["read_as_input_dependent"]))
+           ("behind a barrier", kept["behind_barrier"]), ("read as input-dependent", kept["read_as_input_dependent"]),
+           ("read as different constants by a layer called more than once", kept["read_as_different_constants"]))
            if n]  # fmt: skip
     zeroed = rep.get("ratio_prune")
     summary = [

@@ -10,8 +10,10 @@ outputs differ); the largest deviation of the whole model is measured and report
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from edgeslim.channels import ops, rules
 from edgeslim.channels.graph import (
@@ -67,36 +70,112 @@ def _round_groups(g: DependencyGraph, remove: Tensor, strength: Tensor, round_to
     return remove
 
 
-class _InputStats:
-    """Per-input-channel mean and spread seen by the consumer layers (forward pre-hooks)."""
+class _InputStats(TorchFunctionMode):
+    """Per-input-channel mean and spread of what the consumer layers' weights are applied to, per
+    call of a layer within one forward (a head shared by pyramid levels reads its own constant at
+    each call). Measured where the conv/linear function runs on the layer's own weight, so a
+    subclass that changes its input first, a functional call with the layer's weight or an input
+    passed by keyword is measured as it is computed. Call :meth:`next_forward` before each forward
+    and once after the last."""
+
+    FUNCTIONS = frozenset((*ops.CONV_FUNCTIONS, *ops.CONV_TRANSPOSE_FUNCTIONS, *ops.LINEAR_FUNCTIONS))
 
     def __init__(self, model: nn.Module, names: list[str]) -> None:
-        self.sum: dict[str, Tensor] = {}
-        self.min: dict[str, Tensor] = {}
-        self.max: dict[str, Tensor] = {}
-        self.count: dict[str, int] = {}
+        super().__init__()
+        self.names = names
+        self._weights = {id(model.get_submodule(n).weight): n for n in names}
+        self.sum: dict[tuple[str, int], Tensor] = {}
+        self.min: dict[tuple[str, int], Tensor] = {}
+        self.max: dict[tuple[str, int], Tensor] = {}
+        self.count: dict[tuple[str, int], int] = {}
         self.spatial: dict[str, tuple[int, ...]] = {}
-        self.handles = [model.get_submodule(n).register_forward_pre_hook(self._hook(n)) for n in names]
+        self.calls_per_forward: dict[str, set[int]] = {n: set() for n in names}
+        self._calls: dict[str, int] = {}
 
-    def _hook(self, name: str):
-        def hook(_m: nn.Module, args: tuple) -> None:
-            x = args[0].detach().double()
-            flat = x.movedim(1, 0).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
-            s, lo, hi = flat.sum(1).cpu(), flat.amin(1).cpu(), flat.amax(1).cpu()
-            if name in self.sum:
-                self.sum[name] += s
-                self.min[name] = torch.minimum(self.min[name], lo)
-                self.max[name] = torch.maximum(self.max[name], hi)
-                self.count[name] += flat.shape[1]
-            else:
-                self.sum[name], self.min[name], self.max[name], self.count[name] = s, lo, hi, flat.shape[1]
-                self.spatial[name] = tuple(x.shape[2:])
+    def next_forward(self) -> None:
+        for n in self.names:
+            self.calls_per_forward[n].add(self._calls.get(n, 0))
+        self._calls = {}
 
-        return hook
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in self.FUNCTIONS:
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            name = self._weights.get(id(w))
+            x = args[0] if args else kwargs.get("input")
+            if name is not None and isinstance(x, Tensor):
+                self._record(name, x)
+        return func(*args, **kwargs)
 
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
+    def _record(self, name: str, x: Tensor) -> None:
+        k = self._calls.get(name, 0)
+        self._calls[name] = k + 1
+        x = x.detach().double()
+        flat = x.movedim(1, 0).reshape(x.shape[1], -1) if x.dim() > 2 else x.t()
+        s, lo, hi = flat.sum(1).cpu(), flat.amin(1).cpu(), flat.amax(1).cpu()
+        key = (name, k)
+        if key in self.sum:
+            self.sum[key] += s
+            self.min[key] = torch.minimum(self.min[key], lo)
+            self.max[key] = torch.maximum(self.max[key], hi)
+            self.count[key] += flat.shape[1]
+        else:
+            self.sum[key], self.min[key], self.max[key], self.count[key] = s, lo, hi, flat.shape[1]
+            self.spatial.setdefault(name, tuple(x.shape[2:]))
+
+    def calls(self, name: str) -> int | None:
+        """How many times ``name``'s weight was applied in each forward (None: not the same number
+        every time)."""
+        seen = self.calls_per_forward[name]
+        return next(iter(seen)) if len(seen) == 1 else None
+
+
+def _consumers(g: DependencyGraph, remove: Tensor) -> dict[str, list[tuple[Any, Tensor]]]:
+    """The layers that read a removed channel: their touches (one per call) and channel classes."""
+    out: dict[str, list[tuple[Any, Tensor]]] = {}
+    for t, c in zip(g.touches, g.touch_classes):
+        if t.read_state is not None and bool(remove[c].any()):
+            out.setdefault(t.module, []).append((t, c))
+    return out
+
+
+@dataclass
+class _ReadConstants:
+    """What a consumer layer reads in its removed input channels ``index``: per call its graph states
+    (``states``, calls x channels), the constant to fold (``value``: 0 where every call reads an exact
+    zero), its measured range (``lo``, ``hi``), the channel ``classes`` and which of them cannot be
+    folded into one bias (``unfoldable``: the calls read different constants, or were not measured)."""
+
+    index: Tensor
+    classes: Tensor
+    states: Tensor
+    value: Tensor
+    lo: Tensor
+    hi: Tensor
+    unfoldable: Tensor
+
+
+def _read_constants(
+    calls: list[tuple[Any, Tensor]], remove: Tensor, stats: _InputStats, name: str
+) -> _ReadConstants | None:
+    """The constants layer ``name`` reads in its removed channels at each of its ``calls`` (None: it
+    reads none, only exact zeros)."""
+    cls = calls[0][1]
+    idx = torch.nonzero(remove[cls]).flatten()
+    states = torch.stack([t.read_state[idx] for t, _ in calls])
+    const = (states == CONST).any(0)
+    if not bool(const.any()):
+        return None
+    n = stats.calls(name) if name in stats.calls_per_forward else None
+    zeros = torch.zeros(idx.numel(), dtype=torch.float64)
+    if n != len(calls) or any(len(c) != len(cls) or bool((c != cls).any()) for _, c in calls):
+        return _ReadConstants(idx, cls[idx], states, zeros, zeros, zeros, const)
+    values = torch.stack([stats.sum[name, k][idx] / stats.count[name, k] for k in range(n)])
+    values[states == ZERO] = 0.0
+    lo = torch.stack([stats.min[name, k][idx] for k in range(n)]).amin(0)
+    hi = torch.stack([stats.max[name, k][idx] for k in range(n)]).amax(0)
+    differ = (values - values[0]).abs().amax(0) > 1e-9 * values.abs().amax(0).clamp(min=1.0)
+    return _ReadConstants(idx, cls[idx], states, values[0], lo, hi, differ & const)
 
 
 def _batches(inputs: Any, name: str = "inputs") -> Iterable[Tensor]:
@@ -315,37 +394,49 @@ def prune_with_report(
     remove = _round_groups(g, removable, strength, round_to)
 
     # Constants the consumers read: measured on real inputs before anything changes.
-    consumers = [
-        (t, c)
-        for t, c in zip(g.touches, g.touch_classes)
-        if t.read_state is not None and bool(remove[c].any())
-    ]
+    consumers = _consumers(g, remove)
     t_graph = time.perf_counter()
     inputs = list(_batches(calib_inputs if calib_inputs is not None else example_input, "calib_inputs"))
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
-    stats = _InputStats(work, sorted({t.module for t, _ in consumers if bool((t.read_state == CONST).any())}))
-    try:
-        dense_out = (
-            _outputs(work, inputs, switch_mode=False, select=outputs) if check or stats.handles else []
+    stats = _InputStats(
+        work,
+        sorted(
+            n for n, calls in consumers.items() if any(bool((t.read_state == CONST).any()) for t, _ in calls)
+        ),
+    )
+    dense_out = []
+    if check or stats.names:
+        with stats if stats.names else contextlib.nullcontext():
+            dense_out = _outputs(
+                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward
+            )
+    unfoldable = torch.zeros_like(removable)
+    for name, calls in consumers.items():
+        read = _read_constants(calls, remove, stats, name)
+        if read is not None:
+            unfoldable[read.classes[read.unfoldable]] = True
+    if bool(unfoldable.any()):  # kept: one bias cannot add two different constants
+        log.info(
+            "kept %d channels that a layer called more than once reads as different constants (or that were "
+            "not measured at each call)",
+            int((unfoldable & remove).sum()),
         )
-    finally:
-        stats.close()
+        removable = removable & ~unfoldable
+        remove = _round_groups(g, removable, strength, round_to)
+        consumers = _consumers(g, remove)
     folded = []
-    for t, cls in consumers:
-        idx = torch.nonzero(remove[cls]).flatten()
-        m = mods[t.module]
-        st = t.read_state[idx]
-        if not bool((st == CONST).any()):
+    for name, calls in consumers.items():
+        read = _read_constants(calls, remove, stats, name)
+        if read is None:
             continue
-        value = stats.sum[t.module][idx] / stats.count[t.module]
-        value[st == ZERO] = 0.0
-        nz = value != 0
+        nz = read.value != 0
         if not bool(nz.any()):
             continue
-        spread = (stats.max[t.module] - stats.min[t.module])[idx][nz]
-        exact = _exact_conv(m) and bool((spread == 0).all()) and bool((st[nz] == CONST).all())
-        _fold(m, idx[nz], value[nz], stats.spatial[t.module])
-        folded.append({"layer": t.module, "channels": int(nz.sum()), "exact": exact})
+        m = mods[name]
+        spread = (read.hi - read.lo)[nz]
+        exact = _exact_conv(m) and bool((spread == 0).all()) and bool((read.states[:, nz] == CONST).all())
+        _fold(m, read.index[nz], read.value[nz], stats.spatial[name])
+        folded.append({"layer": name, "channels": int(nz.sum()), "exact": exact})
 
     # Kept indices per layer dimension.
     entries: dict[str, dict[str, Any]] = {}
@@ -423,7 +514,7 @@ def prune_with_report(
         "kept_by_rounding": int((removable & ~remove).sum()),
         "bn_channels": int(states.has_bn.sum()),  # coupled channels (classes) a BN normalizes
         "zero_scale_channels": int((states.has_bn & states.any_zero).sum()),
-        "zero_kept": zero_kept(states),
+        "zero_kept": {**zero_kept(states), "read_as_different_constants": int(unfoldable.sum())},
         "removed_groups": removed_groups,
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
@@ -442,27 +533,27 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    if check and report["exact"] and diff["max_abs_diff"] > 1e-4:  # the scale is at least 1
-        scale = max((float(o.abs().max()) for outs in dense_out for o in outs if o.numel()), default=1.0)
-        if diff["max_abs_diff"] > 1e-4 * max(1.0, scale):
-            report["exact"] = False  # (measured: the construction's claim did not hold)
-            log.warning(
-                "surgery was exact by construction, but the slim outputs differ by %.3g (output scale %.3g): a "
-                "layer passes a removed channel on as nonzero or input-dependent where the graph says zero or "
-                "constant (a registered channel rule with keeps_zero=True on a module that adds a constant, or "
-                "keeps_constant=True on a gate, or a module that reads a channel the graph does not see); the slim "
-                "model does not compute what the zeroed one did",
-                diff["max_abs_diff"],
-                scale,
-            )
+    if check and report["exact"] and diff["max_scaled_diff"] > 1e-4:  # each output on its own scale (>= 1)
+        report["exact"] = False  # (measured: the construction's claim did not hold)
+        log.warning(
+            "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at most "
+            "%.3g absolute): a "
+            "layer passes a removed channel on as nonzero or input-dependent where the graph says zero or "
+            "constant (a registered channel rule with keeps_zero=True on a module that adds a constant, or "
+            "keeps_constant=True on a gate, or a module that reads a channel the graph does not see); the slim "
+            "model does not compute what the zeroed one did",
+            diff["max_scaled_diff"],
+            diff["max_abs_diff"],
+        )
     kept = report["zero_kept"]
     if report["zero_scale_channels"] and not report["removed_channels"]:
         log.warning(
             "surgery removed nothing though %d channels have a zero BN scale: %d share their channel with a "
             "nonzero scale of a coupled layer (a residual sum; a coupled channel goes only when all its scales "
-            "are zero), %d sit behind a barrier, %d are read as input-dependent, %d were kept by rounding",
+            "are zero), %d sit behind a barrier, %d are read as input-dependent, %d are read as different "
+            "constants by the calls of one layer, %d were kept by rounding",
             report["zero_scale_channels"], kept["coupled_with_nonzero"], kept["behind_barrier"],
-            kept["read_as_input_dependent"], report["kept_by_rounding"],
+            kept["read_as_input_dependent"], kept["read_as_different_constants"], report["kept_by_rounding"],
         )  # fmt: skip
     if report["bn_channels"] and not report["zero_scale_channels"]:
         near, total = near_zero_scales(model)
@@ -529,16 +620,22 @@ def _outputs(
     *,
     switch_mode: bool = True,
     select: Callable[[Any], Any] | None = None,
+    after_each: Callable[[], None] | None = None,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
     ``select`` picks from it; the mode is restored. ``switch_mode=False``: ``model`` is in eval
-    mode already."""
+    mode already. Each forward gets its own copy of the batch (a forward may write into its input);
+    ``after_each`` runs after each."""
     mode = model.training
     if switch_mode:
         model.eval()
+    outs = []
     try:
         with torch.no_grad(), ieee_fp32():
-            outs = [model(x) for x in batches]
+            for x in batches:
+                outs.append(model(x.clone()))
+                if after_each is not None:
+                    after_each()
     finally:
         if switch_mode:
             model.train(mode)
@@ -546,8 +643,9 @@ def _outputs(
 
 
 def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
-    """Largest difference over every output tensor; a different structure or shape is an error."""
-    worst, agree, total = 0.0, 0, 0
+    """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
+    its own tensor, at least 1); a different structure or shape is an error."""
+    worst, scaled, agree, total = 0.0, 0.0, 0, 0
     for ra, rb in zip(ref, got):
         if len(ra) != len(rb):
             raise EdgeslimError(
@@ -562,8 +660,24 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                     "(outputs=): compare with the same outputs="
                 )
             if a.numel():
-                worst = max(worst, float((a.double() - b.double()).abs().max()))
+                d = _difference(a, b)
+                finite = a[torch.isfinite(a)]
+                size = float(finite.abs().max()) if finite.numel() else 0.0
+                worst, scaled = max(worst, d), max(scaled, d / max(1.0, size))
         matches = top1_matches(ra[0], rb[0]) if ra else None  # the first output's, as export's check
         if matches:
             agree, total = agree + matches[0], total + matches[1]
-    return {"max_abs_diff": worst, "top1_agreement": agree / total if total else None}  # (no scores: None)
+    return {
+        "max_abs_diff": worst,
+        "max_scaled_diff": scaled,
+        "top1_agreement": agree / total if total else None,  # (no scores: None)
+    }
+
+
+def _difference(a: Tensor, b: Tensor) -> float:
+    """Largest |a - b|: entries equal in both (the same infinity, NaN in both) differ by 0, a
+    NaN or infinity on one side only by infinity."""
+    a, b = a.double(), b.double()
+    d = (a - b).abs()
+    d = torch.where((a == b) | (a.isnan() & b.isnan()), 0.0, d)
+    return float(torch.nan_to_num(d, nan=math.inf, posinf=math.inf).max())

@@ -1,0 +1,257 @@
+"""Surgery on model code a review wrote to break it (2026-12-06): a layer called more than once,
+constants read where the layer's function runs, negative channel slices, tied weights, per-channel
+tensors in element-wise ops, a forward that writes into its input, and verification of outputs with
+infinities or of very different scales. Float64, random BN statistics, zeroed channels with a
+nonzero shift (their constant must be folded) unless said."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeslim.channels.graph import flat_tensors
+from edgeslim.surgery import prune_with_report, verify
+
+
+def _prep(m: nn.Module, zero=(1, 5), shift: float | None = 0.7, seed: int = 0) -> nn.Module:
+    """float64 eval; every BN gets random statistics, channels ``zero`` a zero scale and the shift
+    ``shift`` (a nonzero shift: relu(shift) is a constant the next layer reads)."""
+    torch.manual_seed(seed)
+    m = m.double().eval()
+    with torch.no_grad():
+        for bn in m.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.running_mean.normal_()
+                bn.running_var.uniform_(0.5, 1.5)
+                bn.weight.normal_()
+                bn.bias.uniform_(0.5, 1.0)
+                bn.weight[list(zero)] = 0
+                if shift is not None:
+                    bn.bias[list(zero)] = shift
+    return m
+
+
+def _diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return max(float((p - q).abs().max()) for p, q in zip(flat_tensors(a(x)), flat_tensors(b(x))))
+
+
+X = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+class SharedHead(nn.Module):
+    """One 1x1 head over two pyramid levels, each with its own BN (EfficientDet/RetinaNet style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn1 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.bn2 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn1(self.c1(x)))), self.head(torch.relu(self.bn2(self.c2(x))))
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_a_layer_called_twice_folds_a_constant_both_calls_read_once(check) -> None:
+    """Both levels' zeroed channels read the same constant: folded once (it was added per call)."""
+    m = _prep(SharedHead())
+    res = prune_with_report(m, X, check=check)
+    assert res.report["removed_channels"] == 2
+    assert res.report["folded_biases"] == [{"layer": "head", "channels": 2, "exact": True}]
+    assert _diff(m, res.model, X) < 1e-12
+
+
+def test_a_layer_called_twice_keeps_channels_its_calls_read_as_different_constants(caplog) -> None:
+    """One bias cannot add two constants: the channels are kept, and said why (an averaged constant
+    was folded, twice, and called exact without the check)."""
+    m = _prep(SharedHead())
+    with torch.no_grad():
+        m.bn2.bias[[1, 5]] = 0.9
+    with caplog.at_level(logging.WARNING):
+        res = prune_with_report(m, X, check=False)
+    assert res.report["removed_channels"] == 0
+    assert res.report["zero_kept"]["read_as_different_constants"] == 2
+    assert "2 are read as different constants by the calls of one layer" in caplog.text
+    assert _diff(m, res.model, X) < 1e-12
+    with torch.no_grad():  # one level reads exact zeros, the other a constant: kept as well
+        m.bn1.bias[[1, 5]] = 0.0
+    assert prune_with_report(m, X, check=False).report["removed_channels"] == 0
+
+
+class GainConv(nn.Conv2d):
+    """A conv subclass that scales its input before the convolution (equalized learning rate)."""
+
+    def forward(self, x):
+        return super().forward(x * 0.5)
+
+
+class Consumer(nn.Module):
+    def __init__(self, head: nn.Module | None = None, how: str = "call") -> None:
+        super().__init__()
+        self.c, self.bn = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.head = head if head is not None else nn.Conv2d(8, 4, 1)
+        self.how = how
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.c(x)))
+        if self.how == "functional":  # the head's own weight, the head itself never called
+            return F.conv2d(y, self.head.weight, self.head.bias)
+        if self.how == "keyword":
+            return self.head(input=y)
+        return self.head(y)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [Consumer(GainConv(8, 4, 1)), Consumer(how="functional"), Consumer(how="keyword")],
+    ids=["subclass-scales-its-input", "functional-with-the-layers-weight", "input-by-keyword"],
+)
+def test_the_folded_constant_is_measured_where_the_layers_weight_is_applied(model) -> None:
+    """The constant was read by a pre-hook on the module: the subclass's input before its scaling
+    (folded wrong, called exact), and an internal KeyError / IndexError for the other two."""
+    m = _prep(model)
+    res = prune_with_report(m, X, check=False)
+    assert res.report["removed_channels"] == 2 and res.report["exact"]
+    assert _diff(m, res.model, X) < 1e-12
+
+
+@pytest.mark.parametrize("index", [(slice(-6, -2),), (slice(-4, None),), (slice(None, -4),)], ids=str)
+def test_a_channel_slice_counted_from_the_end_keeps_its_channels(index) -> None:
+    """x[:, -6:-2] read as a slice from the start: a removed last channel shifted its window (same
+    shape, other channels; called exact without the check); x[:, -4:] and x[:, :-4] failed."""
+    width = len(range(8)[index[0]])
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+            self.head, self.head2 = nn.Conv2d(width, 5, 1), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.c(x)))
+            return self.head(y[:, index[0]]) + self.head2(y)
+
+    m = _prep(M(), zero=(1, 7), shift=0.0)
+    res = prune_with_report(m, X, check=False)
+    assert res.report["removed_channels"] == 0 and res.report["zero_kept"]["behind_barrier"] == 2
+    assert _diff(m, res.model, X) < 1e-12
+
+
+def test_convs_with_tied_weights_keep_their_channels() -> None:
+    """Two convs sharing one weight Parameter: only the first was resized (the slim forward failed,
+    blaming the model's code)."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.bn1 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+            self.c2, self.bn2 = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+            self.b, self.t = nn.Conv2d(8, 5, 1), nn.Conv2d(8, 5, 1)
+            self.t.weight = self.b.weight
+
+        def forward(self, x):
+            return self.b(torch.relu(self.bn1(self.c1(x)))) + self.t(torch.relu(self.bn2(self.c2(x))))
+
+    m = _prep(M(), shift=0.0)
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 0
+    assert any("tied" in b for b in res.report["barriers"])
+    assert _diff(m, res.model, X) < 1e-12
+
+
+@pytest.mark.parametrize("op", ["clamp", "pow"])
+def test_a_per_channel_tensor_in_an_element_wise_op_keeps_its_channels(op) -> None:
+    """torch.clamp(x, min=p) / x.pow(p) with a module's (C, 1, 1) parameter: neither sliced nor a
+    barrier (the slim forward failed)."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn, self.head = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 5, 1)
+            self.p = nn.Parameter(torch.rand(8, 1, 1) + 1)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.c(x)))
+            return self.head(torch.clamp(y, min=self.p) if op == "clamp" else y.pow(self.p))
+
+    m = _prep(M(), shift=0.0)
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 0
+    assert _diff(m, res.model, X) < 1e-12
+
+
+def test_a_forward_that_writes_into_its_input_is_verified_on_the_same_input() -> None:
+    """x.sub_(mean).div_(std) in forward: the dense reference normalised the caller's tensor, the
+    slim forward normalised it again (a correct slim model reported 8.45 off, not exact)."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.2, 0.3, 0.25]).view(1, 3, 1, 1))
+            self.c, self.bn, self.head = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn(self.c(x.sub_(self.mean).div_(self.std)))))
+
+    x = X.clone()
+    res = prune_with_report(_prep(M()), x)
+    assert res.report["removed_channels"] == 2 and res.report["exact"]
+    assert res.report["max_abs_diff"] < 1e-12
+
+
+def test_constant_pad_nd_reads_its_own_fill_value() -> None:
+    """torch.constant_pad_nd(x, pad, 1.0): its value is the third argument (F.pad's is the fourth);
+    a zero channel padded with ones is no longer zero, so its fold into a 3x3 conv is approximate."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn, self.head = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 5, 3)
+
+        def forward(self, x):
+            return self.head(torch.constant_pad_nd(torch.relu(self.bn(self.c(x))), (1, 1, 1, 1), 1.0))
+
+    m = _prep(M(), shift=0.0)
+    res = prune_with_report(m, X, check=False)
+    assert res.report["removed_channels"] == 2 and not res.report["exact"]  # (was: exact, 0.32 off)
+
+
+class _Outputs(nn.Module):
+    def __init__(self, out) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out
+
+
+def test_verify_sees_differences_in_a_tensor_that_holds_infinities() -> None:
+    """Masked logits (-inf) in both outputs made the max NaN, and max(worst, nan) kept 0."""
+    a = torch.tensor([[float("-inf"), 1.0, 2.0]])
+    assert verify(_Outputs(a), _Outputs(a.clone()), X)["max_abs_diff"] == 0.0
+    assert verify(_Outputs(a), _Outputs(a + torch.tensor([[0.0, 0.25, 0.0]])), X)["max_abs_diff"] == 0.25
+    assert verify(_Outputs(a), _Outputs(torch.tensor([[0.0, 1.0, 2.0]])), X)["max_abs_diff"] == float("inf")
+    n = torch.tensor([[float("nan"), 1.0]])
+    assert verify(_Outputs(n), _Outputs(n.clone()), X)["max_abs_diff"] == 0.0
+    assert verify(_Outputs(n), _Outputs(torch.tensor([[0.0, 1.0]])), X)["max_abs_diff"] == float("inf")
+
+
+def test_verify_judges_each_output_on_its_own_scale() -> None:
+    """Boxes in pixels (~1e3) beside scores in [0, 1]: 0.05 off in the scores was within 1e-4 of the
+    boxes' scale, so surgery called it exact."""
+    boxes, scores = torch.full((1, 4), 1400.0), torch.full((1, 3), 0.5)
+    res = verify(
+        _Outputs({"boxes": boxes, "scores": scores}), _Outputs({"boxes": boxes, "scores": scores + 0.05}), X
+    )
+    assert res["max_abs_diff"] == pytest.approx(0.05)
+    assert res["max_scaled_diff"] == pytest.approx(0.05)  # the scores' own scale (at least 1)
+    res = verify(
+        _Outputs({"boxes": boxes, "scores": scores}), _Outputs({"boxes": boxes + 0.05, "scores": scores}), X
+    )
+    assert res["max_scaled_diff"] == pytest.approx(0.05 / 1400, rel=1e-2)
