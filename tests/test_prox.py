@@ -529,3 +529,49 @@ def test_a_slimmer_stepped_before_the_optimizer_says_so(caplog: pytest.LogCaptur
     before = run("before", 0.1)
     assert len(before) == 1 and "right after optimizer.step()" in before[0]
     assert run("after", 0.1) == [] and run("before", 0.0) == []
+
+
+def _two_bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(64, 2))  # fmt: skip
+    return m
+
+
+def _steps(m: nn.Module, opt: torch.optim.Optimizer, s: ProximalSlimming, n: int) -> None:
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 2, (8,))
+    for _ in range(n):
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        s.step(opt)
+
+
+@pytest.mark.parametrize("prox_step", ["lr", "effective"])
+def test_a_param_group_at_lr_0_skips_its_scales_and_only_those(prox_step) -> None:
+    """A review: one BN in a group at lr 0 (a frozen stem) made alpha infinite for its entries and
+    (inf * gamma + beta * xi) / (inf + beta) turned every scale into NaN."""
+    m = _two_bn_net()
+    stem = list(m[1].parameters())
+    rest = [p for p in m.parameters() if all(p is not q for q in stem)]
+    opt = torch.optim.SGD([{"params": rest, "lr": 0.1}, {"params": stem, "lr": 0.0}], momentum=0.9)
+    s = ProximalSlimming(m, lam=0.5, beta=100, prox_step=prox_step)
+    _steps(m, opt, s, 3)
+    assert torch.equal(m[1].weight.detach(), torch.ones(4)) and torch.equal(s.xi[:4], torch.ones(4))
+    assert bool(torch.isfinite(m[4].weight).all()) and bool((m[4].weight.detach() < 1).all())
+
+
+def test_a_frozen_bn_is_left_to_itself() -> None:
+    """A review: a BN frozen with requires_grad=False (the optimizer built over every parameter never
+    moves it) was shrunk to exact zeros by the prox, and finalize emptied it."""
+    m = _two_bn_net()
+    for p in m[1].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    s = ProximalSlimming(m, lam=20.0, beta=100)
+    _steps(m, opt, s, 30)
+    assert torch.equal(m[1].weight.detach(), torch.ones(4)) and not bool((s.xi[:4] == 0).any())
+    assert bool((s.xi[4:] == 0).any())  # (the trainable one is slimmed)
+    trainable = [p for p in m.parameters() if p.requires_grad]  # the frozen ones left out of the optimizer
+    s2 = ProximalSlimming(m, lam=20.0, beta=100)
+    _steps(m, torch.optim.SGD(trainable, lr=0.1), s2, 1)  # (was: "the optimizer does not train the BN scales")

@@ -551,3 +551,22 @@ def test_the_slim_summary_says_what_its_accuracy_change_compares(
     plot_trajectory(rep["budget"], tmp_path / "b.png", final_accuracy=0.4321)  # (the figure kept to read)
     labels = [ln.get_label() for fig in drawn for ax in fig.axes for ln in ax.get_lines()]
     assert "slim network: 43.2% (after the final steps)" in labels
+
+
+def test_a_resumed_run_without_a_recovery_restart_does_not_restart(tmp_path, capsys) -> None:
+    """A review: ``recovery_lr off`` is saved resolved (None: no restart), which a resume read as the
+    default (a restart at the base rate): the resumed run trained its recovery at another rate. A
+    config file's ``recovery-lr: off`` (YAML's false) was refused."""
+    out = tmp_path / "run"
+    (tmp_path / "cfg.yaml").write_text("recovery-lr: off\n")
+    args = ["slim", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100", "--epochs", "1",
+            "--shrink", "0.05", "--threads", "1", "--config", str(tmp_path / "cfg.yaml"), "--out", str(out),
+            "--json"]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["slimming"]["recovery_lr"] is None
+    for name in ("report.json", "model.pt"):  # (as a run stopped after its last epoch's checkpoint)
+        (out / name).unlink()
+    assert main(["slim", "--resume", "--out", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["slimming"]["recovery_lr"] is None

@@ -213,6 +213,8 @@ class RecoveryLr(click.ParamType):
         word = str(value).strip().lower()
         if word in RECOVERY_LR_WORDS:
             return word
+        if word in ("false", "no"):  # (YAML reads a config file's `off` as false)
+            return "off"
         return POSITIVE.convert(value, param, ctx)
 
 

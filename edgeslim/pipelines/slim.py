@@ -339,6 +339,8 @@ def _run(
             k: saved[k] for k in ("shrink", "default_shrink") if saved.get(k) is not None
         }
         saved["shrink"] = None
+        if "recovery_lr" in saved and saved["recovery_lr"] is None:  # (resolved: no restart)
+            saved["recovery_lr"] = "off"
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     else:

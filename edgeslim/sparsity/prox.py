@@ -470,7 +470,7 @@ class ProximalSlimming(TrainHook):
             raise EdgeslimError("ProximalSlimming.step needs the optimizer (for its lr) or lr=")
         if self._lr_map is None or self._lr_map[0] != id(optimizer):
             where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
-            missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where]
+            missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
             if missing:
                 raise EdgeslimError(
                     f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
@@ -481,7 +481,8 @@ class ProximalSlimming(TrainHook):
                 [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets],
             )
         groups = [optimizer.param_groups[gi] for gi in self._lr_map[1]]
-        lrs = [float(g["lr"]) for g in groups]
+        # a frozen tensor (requires_grad=False) takes no gradient step, so no prox step either
+        lrs = [float(g["lr"]) if t.requires_grad else 0.0 for g, t in zip(groups, self.targets)]
         if self.prox_step == "effective":
             if all("betas" in g for g in groups):  # Adam family: per entry (sqrt(v_hat) + eps) / lr
                 return self._adam_alpha(optimizer, groups, lrs)
@@ -576,6 +577,11 @@ class ProximalSlimming(TrainHook):
             return
         self.beta = self._beta_at(t)
         gamma = self._gather()
+        held = None  # entries whose lr is 0 (or frozen): neither step moves them
+        if isinstance(alpha, Tensor) and not bool(torch.isfinite(alpha).all()):
+            held = ~torch.isfinite(alpha)
+            alpha = torch.where(held, 1.0, alpha)
+            old_gamma, old_xi = gamma, self.xi
         denom = alpha + self.beta
         gamma = (alpha * gamma + self.beta * self.xi) / denom
         tau: float | Tensor = self._lam / denom
@@ -590,6 +596,9 @@ class ProximalSlimming(TrainHook):
         self.xi = self.prox(v, tau)
         if self.aligner is not None:  # hold aligned channel counts with trained channels
             self.xi = self.aligner(self.xi, v)
+        if held is not None:
+            gamma, self.xi = torch.where(held, old_gamma, gamma), torch.where(held, old_xi, self.xi)
+            denom = denom[~held] if bool((~held).any()) else denom
         self._write(gamma)
         self.steps += 1
         self.shrunk = self.shrunk + (

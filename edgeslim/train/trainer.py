@@ -418,9 +418,16 @@ def fit(
             progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
         log.info(
             "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g, %.1f s",
-            config.stage, epoch + 1, config.epochs, record["train_loss"], 100 * record["train_acc"],
-            record["test_loss"], 100 * record["test_acc"], record["lr"], record["time_s"],
-        )  # fmt: skip
+            config.stage,
+            epoch + 1,
+            config.epochs,
+            record["train_loss"],
+            100 * record["train_acc"],
+            record["test_loss"],
+            100 * record["test_acc"],
+            record.get("recovery_lr", record["lr"]),
+            record["time_s"],
+        )  # fmt: skip (the rate the optimizer ran at: a restarted recovery's where it sets it)
         if info.is_main and out is not None and ckpt_path is not None and log_path is not None:
             from edgeslim.checkpoint import save_model
 
