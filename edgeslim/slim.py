@@ -664,7 +664,9 @@ def final_steps_note(report: dict[str, Any]) -> str | None:
     steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
     steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
     if not ((report.get("slimming") or {}).get("phase_steps") or {}).get("recovery_steps"):
-        steps += ["finalize (the prox's exact zeros written into the scales)"]  # (a recovery held them already)
+        steps += [
+            "finalize (the prox's exact zeros written into the scales)"
+        ]  # (a recovery held them already)
     if not steps:
         return None
     return f"test accuracy {percent(last)} at the last epoch, {percent(acc['trained'])} after " + ", ".join(

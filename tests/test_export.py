@@ -722,3 +722,19 @@ def test_the_float64_second_look_requires_every_top1_only_of_a_classifiers_logit
         again = _against_float64(Rounds(), inputs, ref, got, first, batch, "cpu", 64)[0]
         assert again.float64_torch_error > 1e-4 and again.float64_onnx_error <= again.float64_bound
         assert again.passed is not required
+
+
+def test_onnx_check_of_outputs_with_infinities() -> None:
+    """A review: masked logits (-inf at the same places in both) made every difference NaN and failed
+    every export of such a model; -inf on one side only must still fail."""
+    from edgeslim.export.validate import InputBatch, compare
+
+    batch = InputBatch(x=torch.zeros(2, 1, 2, 2), labels=None, source="random normal (seed 0)", real=False)
+    ref = np.array([[-np.inf, 1.0, 2.0], [0.5, -np.inf, 3.0]], dtype=np.float32)
+    rep = compare(ref, ref.copy(), batch)
+    assert rep.passed and rep.max_abs_diff == 0.0 and rep.tolerance == pytest.approx(1e-4 + 1e-5 * 3.0)
+    assert not compare(ref, ref + np.float32(1e-2), batch).passed  # the finite entries still count
+    other = ref.copy()
+    other[0, 0] = 0.0
+    rep = compare(ref, other, batch)
+    assert not rep.passed and rep.max_abs_diff == np.inf

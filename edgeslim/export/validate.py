@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
-from edgeslim.utils.scores import classifier_logits, top1_accuracy, top1_agreement
+from edgeslim.utils.scores import (
+    abs_differences,
+    classifier_logits,
+    finite_abs_max,
+    top1_accuracy,
+    top1_agreement,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -319,7 +325,7 @@ def compare(
         raise EdgeslimError(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
-    diff = np.abs(ref.astype(np.float64) - got.astype(np.float64))
+    diff = abs_differences(ref.astype(np.float64), got.astype(np.float64))  # (-inf in both is no difference)
     logits = classifier_logits(ref.shape)  # every top-1 must agree
     acc_t = acc_o = None
     agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
@@ -329,7 +335,7 @@ def compare(
     max_diff = float(diff.max()) if diff.size else 0.0
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)
-    tolerance = atol + rtol * (float(np.abs(ref).max()) if ref.size else 0.0)
+    tolerance = atol + rtol * finite_abs_max(ref)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
         source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -40,7 +39,7 @@ from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shri
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, uncompiled
-from edgeslim.utils.scores import top1_matches
+from edgeslim.utils.scores import abs_differences, finite_abs_max, top1_matches
 
 log = logging.getLogger(__name__)
 
@@ -660,10 +659,8 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                     "(outputs=): compare with the same outputs="
                 )
             if a.numel():
-                d = _difference(a, b)
-                finite = a[torch.isfinite(a)]
-                size = float(finite.abs().max()) if finite.numel() else 0.0
-                worst, scaled = max(worst, d), max(scaled, d / max(1.0, size))
+                d = float(abs_differences(a.double(), b.double()).max())
+                worst, scaled = max(worst, d), max(scaled, d / max(1.0, finite_abs_max(a)))
         matches = top1_matches(ra[0], rb[0]) if ra else None  # the first output's, as export's check
         if matches:
             agree, total = agree + matches[0], total + matches[1]
@@ -672,12 +669,3 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
         "max_scaled_diff": scaled,
         "top1_agreement": agree / total if total else None,  # (no scores: None)
     }
-
-
-def _difference(a: Tensor, b: Tensor) -> float:
-    """Largest |a - b|: entries equal in both (the same infinity, NaN in both) differ by 0, a
-    NaN or infinity on one side only by infinity."""
-    a, b = a.double(), b.double()
-    d = (a - b).abs()
-    d = torch.where((a == b) | (a.isnan() & b.isnan()), 0.0, d)
-    return float(torch.nan_to_num(d, nan=math.inf, posinf=math.inf).max())

@@ -43,3 +43,20 @@ def top1_correct(scores: Any, labels: Any) -> int:
 def top1_accuracy(scores: Any, labels: Any) -> float:
     """The share of samples whose top-1 of ``scores`` ``[N, C]`` is their label (numpy or torch)."""
     return top1_correct(scores, labels) / max(1, len(labels))
+
+
+def abs_differences(a: Any, b: Any) -> Any:
+    """``|a - b|`` element by element for two float arrays of one shape (numpy arrays or torch
+    tensors): 0 where both hold the same value (the same infinity, NaN in both), infinity where a
+    NaN or an infinity stands on one side only (a masked logit of -inf is not a difference to hide,
+    nor one to call infinite)."""
+    d = abs(a - b)
+    d[(a == b) | ((a != a) & (b != b))] = 0
+    d[d != d] = math.inf
+    return d
+
+
+def finite_abs_max(a: Any) -> float:
+    """The largest ``|a|`` over the finite entries of ``a`` (numpy or torch; 0 when there are none)."""
+    f = abs(a[(a == a) & (abs(a) != math.inf)])
+    return float(f.max()) if f.reshape(-1).shape[0] else 0.0
