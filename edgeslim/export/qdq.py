@@ -28,7 +28,7 @@ import numpy as np
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
 from edgeslim.utils.io import atomic_path, check_output_path
-from edgeslim.utils.scores import top1_accuracy, top1_agreement
+from edgeslim.utils.scores import abs_differences, top1_accuracy, top1_agreement
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,10 @@ def quantize_qdq(
         int(len(calib)),
         n_q,
         agree,
-        max(float(np.abs(r - g).max()) if r.size else 0.0 for r, g in zip(refs, gots, strict=True)),
+        max(
+            float(abs_differences(r.astype(np.float64), g.astype(np.float64)).max()) if r.size else 0.0
+            for r, g in zip(refs, gots, strict=True)
+        ),
         int(k),
         *acc,
         style=style,
