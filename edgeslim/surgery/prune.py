@@ -410,8 +410,8 @@ def prune_with_report(
                 work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward
             )
     unfoldable = torch.zeros_like(removable)
-    for name, calls in consumers.items():
-        read = _read_constants(calls, remove, stats, name)
+    reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
+    for read in reads.values():
         if read is not None:
             unfoldable[read.classes[read.unfoldable]] = True
     if bool(unfoldable.any()):  # kept: one bias cannot add two different constants
@@ -423,9 +423,9 @@ def prune_with_report(
         removable = removable & ~unfoldable
         remove = _round_groups(g, removable, strength, round_to)
         consumers = _consumers(g, remove)
+        reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
     folded = []
-    for name, calls in consumers.items():
-        read = _read_constants(calls, remove, stats, name)
+    for name, read in reads.items():
         if read is None:
             continue
         nz = read.value != 0
