@@ -240,3 +240,21 @@ def test_a_backend_registered_in_python_reaches_the_measuring_processes(pair, tm
         BACKENDS.pop("mybk", None)
     assert record["backend"] == "mybk" and (tmp_path / "opened").read_text() == "yes"
     assert record["summary"]["slim"]["1"]["p50_ms"] > 0
+
+
+def test_onnx_cost_of_a_fixed_batch_file_is_per_sample(pair, tmp_path):
+    """A review: a file exported at a fixed batch of 4 counted 4x the MACs and bytes (only a symbolic
+    batch counted as 1), so bench --predict multiplied the batch in twice and a dynamic dense file
+    against a fixed-batch slim one gave a MAC ratio 4x too small."""
+    import torch
+
+    from edgeslim.models.vgg import VGG
+
+    path = tmp_path / "b4.onnx"
+    model = VGG(THIN_CFG, num_classes=10, in_channels=1).eval()
+    torch.onnx.export(model, (torch.randn(4, 1, 28, 28),), str(path), input_names=["input"],
+                      output_names=["logits"], opset_version=17, dynamo=False)  # fmt: skip
+    fixed, dynamic = onnx_cost(path), onnx_cost(pair[1])
+    assert fixed.input_shapes == {"input": [4, 1, 28, 28]}
+    assert fixed.macs == dynamic.macs == analytic_macs(THIN_CFG)
+    assert [(a.macs, a.bytes) for a in fixed.layers] == [(b.macs, b.bytes) for b in dynamic.layers]

@@ -59,6 +59,12 @@ def _numel(dims: list | None) -> int:
     return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in dims)
 
 
+def _fixed_batch(inputs: dict[str, list | None]) -> int | None:
+    """The batch a file was exported at (the first input's fixed dim 0; None: a dynamic batch)."""
+    first = next(iter(inputs.values()), None)
+    return first[0] if first and isinstance(first[0], int) and first[0] > 1 else None
+
+
 def _padded(c: object, multiple: int) -> object:
     return -(-c // multiple) * multiple if multiple > 1 and isinstance(c, int) and c > 0 else c
 
@@ -123,6 +129,17 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
         quantized=quantized,
     )
+
+    batch = _fixed_batch(cost.input_shapes)
+
+    def per_sample(dims: list | None) -> list | None:
+        """An activation's dims with a fixed batch counted as 1 (costs are per sample, as a dynamic
+        batch's are)."""
+        return [1, *dims[1:]] if batch and dims and dims[0] == batch else dims
+
+    for name in shapes:
+        if name not in inits:  # (an initializer listed as a graph input keeps its own dims)
+            shapes[name] = per_sample(shapes[name])
 
     def act_bytes(name: str) -> int:
         dims = shapes.get(name)
