@@ -378,3 +378,39 @@ def test_a_forced_export_stopped_half_way_leaves_no_earlier_export_beside_its_fi
     assert main(["export", "vgg-small", "--input-shape", "1,2,2", "--onnx", str(fresh), "--no-validate"]) == 2
     assert not (tmp_path / "new").exists()
     capsys.readouterr()
+
+
+def test_ort_conversion_does_not_overwrite_an_operator_config_without_force(tmp_path, capsys):
+    """A review: `--ort` replaced a hand-written NAME.required_operators.config (its reduced ORT
+    build's) and exited 0; the file is an output like the others now."""
+    out, cfg = tmp_path / "v.onnx", tmp_path / "v.required_operators.config"
+    cfg.write_text("# my operator config\n")
+    args = ["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(out), "--ort"]
+    assert main(args) == 2
+    assert "v.required_operators.config already exists" in capsys.readouterr().err
+    assert cfg.read_text() == "# my operator config\n" and not out.exists()
+    assert main([*args, "--force"]) == 0
+    assert cfg.read_text() != "# my operator config\n"
+
+
+def test_the_int8_calibrator_reads_a_cache_only_when_no_images_were_given(tmp_path, monkeypatch):
+    """A review: a .calib.cache left beside the ONNX by an earlier export (another model's scales)
+    was handed to TensorRT, which then skips calibrating. TensorRT's base class and the CUDA buffer
+    are stand-ins (no GPU here); the calibrator's own cache logic is what runs."""
+    import types
+
+    import edgeslim.export.trt as trt_mod
+
+    stale = tmp_path / "slim.calib.cache"
+    stale.write_bytes(b"TRT-8601-EntropyCalibration2\ninput: 3c010a14\n")
+    base = types.SimpleNamespace(IInt8EntropyCalibrator2=type("Base", (), {"__init__": lambda self: None}))
+    monkeypatch.setattr(
+        trt_mod, "_DeviceBuffer", lambda n: types.SimpleNamespace(ptr=1, upload=lambda h: None)
+    )
+    data = np.zeros((16, 1, 28, 28), np.float32)
+    assert trt_mod.make_entropy_calibrator(base, data, 8, stale).read_calibration_cache() is None
+    reused = trt_mod.make_entropy_calibrator(base, data, 8, stale, reuse=True)
+    assert reused.read_calibration_cache() == stale.read_bytes()
+    fresh = trt_mod.make_entropy_calibrator(base, data, 8, stale)
+    fresh.write_calibration_cache(b"new scales")
+    assert stale.read_bytes() == b"new scales"

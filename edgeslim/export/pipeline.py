@@ -244,13 +244,18 @@ def run_export(
             param="engine_path",
         )
     if req.trt:  # the script's trtexec writes the engine where it is named: it must be free here too
-        outputs += [engine] if installed else [script, engine]
+        outputs += [engine, engine.with_suffix(".layers.json")] if installed else [script, engine]
         outputs += [qdq_path, calib_path] if int8 else []
+        outputs += [_sibling(onnx_path, ".calib.cache")] if int8 and installed else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
     outputs += [ort_int8_path] if ort_int8 else []
     ort_path = onnx_path.with_suffix(".ort")
-    outputs += [ort_path] if req.to_ort else []
-    outputs += [ort_int8_path.with_suffix(".ort")] if req.to_ort and ort_int8 else []
+    outputs += [ort_path, ort_path.with_suffix(".required_operators.config")] if req.to_ort else []
+    if req.to_ort and ort_int8:
+        outputs += [
+            ort_int8_path.with_suffix(".ort"),
+            ort_int8_path.with_suffix(".required_operators.config"),
+        ]
     from edgeslim.surgery.widths import CALIBRATION_FRACTIONS
 
     widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}

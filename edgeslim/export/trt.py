@@ -141,8 +141,10 @@ class _DeviceBuffer:
             self.ptr = 0
 
 
-def make_entropy_calibrator(trt: Any, data: np.ndarray, batch: int, cache: Path | None):
-    """An ``IInt8EntropyCalibrator2`` over ``data`` (TensorRT <= 10), reading/writing ``cache``."""
+def make_entropy_calibrator(trt: Any, data: np.ndarray, batch: int, cache: Path | None, reuse: bool = False):
+    """An ``IInt8EntropyCalibrator2`` over ``data`` (TensorRT <= 10), writing ``cache``; it reads it
+    back only with ``reuse`` (no images given: a cache of another model's scales would be taken as
+    this one's)."""
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -162,7 +164,7 @@ def make_entropy_calibrator(trt: Any, data: np.ndarray, batch: int, cache: Path 
             return [int(self.buf.ptr)]
 
         def read_calibration_cache(self) -> bytes | None:
-            return cache.read_bytes() if cache is not None and cache.is_file() else None
+            return cache.read_bytes() if reuse and cache is not None and cache.is_file() else None
 
         def write_calibration_cache(self, blob: Any) -> None:
             if cache is not None:
@@ -333,7 +335,11 @@ def build_engine(
             notes.append(f"{kept} layers between the last weighted layers and the outputs asked to stay FP32")
         data = cfg.calib_data if cfg.calib_data is not None else np.zeros((cfg.batch, *shape[1:]), np.float32)
         calib = make_entropy_calibrator(
-            trt, data, cfg.batch if shape[0] == -1 else int(shape[0]), cfg.calib_cache
+            trt,
+            data,
+            cfg.batch if shape[0] == -1 else int(shape[0]),
+            cfg.calib_cache,
+            reuse=cfg.calib_data is None,
         )
         config.int8_calibrator = calib
         if profile is not None:
