@@ -571,3 +571,38 @@ def test_a_tensorrt_table_needs_the_device_profile(vgg_table, tmp_path, capsys) 
     err = capsys.readouterr().err
     assert rc == 2 and "measured with TensorRT (trtexec) on a device; give that device's --profile" in err
     assert "--profile" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_table_in_microseconds_prices_its_sweeps_in_microseconds() -> None:
+    """A review: "unit" scaled a table's layers and fixed part but not its sweeps (read as ms), so the
+    same table written in us priced a slim vgg-small at 0.30 of dense instead of 0.73."""
+    from edgeslim.bench.sweep import sweep_points
+
+    model = create_model(ModelSpec("vgg-small", 10)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    macs = build_resource(model, x, "macs")
+    d_in, d_out = macs.channels(macs.dense_k)
+    layers, sweeps = {}, {}
+    for i, layer in enumerate(macs.layers):
+        if layer.kind == "bn":
+            continue
+        cin, cout = int(d_in[i]), int(d_out[i])
+
+        def t(a: int, b: int, layer=layer) -> float:  # ms: a fixed part and one proportional to MACs
+            return 0.005 + 1e-9 * layer.kernel * layer.mac_spatial * a * b
+
+        kind = "linear" if layer.kind == "linear" else "conv"
+        layers[layer.name] = t(cin, cout)
+        points = [[a, b, t(a, b), al] for (a, b), al in sweep_points(kind, cin, cout, 16)]
+        sweeps[layer.name] = {"in": cin, "out": cout, "kind": kind, "multiple": 16, "points": points}
+    ms = {"unit": "ms", "fixed": 0.01, "layers": layers, "sweeps": sweeps}
+    us = {"unit": "us", "fixed": 10.0, "layers": {k: v * 1e3 for k, v in layers.items()},
+          "sweeps": {k: {**s, "points": [[a, b, v * 1e3, al] for a, b, v, al in s["points"]]}
+                     for k, s in sweeps.items()}}  # fmt: skip
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight[: m.weight.numel() // 2] = 0
+    a, b = (build_resource(model, x, "latency", latency_table=tab, round_to=16) for tab in (ms, us))
+    assert a.dense == pytest.approx(b.dense) and a.of_model(model) == pytest.approx(b.of_model(model))
+    assert a.minimum == pytest.approx(b.minimum)

@@ -65,8 +65,6 @@ from edgeslim.utils.modes import eval_mode, uncompiled
 log = logging.getLogger(__name__)
 
 METRICS = ("macs", "params", "latency")
-#: seconds per unit of a sweep's times (tables are written in ms)
-SWEEP_UNIT = 1e-3
 #: a swept layer never drops below this fraction of its time scaled by the sweep's ratio
 SWEEP_FLOOR = 0.2
 
@@ -182,6 +180,7 @@ class ResourceModel:
         self.efficiency = None
         self.table: dict[str, float] | None = None
         self.table_fixed = 0.0
+        self.table_unit = 1e-3  # seconds per unit of a table's times (ms unless it says)
         self._table_base: tuple[list[float], list[float]] | None = None
         self.sweeps: dict[int, tuple[SweepGrid, float]] = {}
         #: (lookup sum of the dense network, predicted fractions, measured fractions, measured dense seconds)
@@ -329,6 +328,7 @@ class ResourceModel:
                 param="latency_table",
             )
         self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
+        self.table_unit = unit  # (its sweeps' times are in it too)
         self.table_fixed = float(table.get("fixed", 0.0)) * unit
         times = [*self.table.values(), self.table_fixed]
         if not all(math.isfinite(v) and 0 <= v < 3600 for v in times):
@@ -592,7 +592,7 @@ class ResourceModel:
             at = sweep_latency(grid, n_out[i] if layer.kind == "dw" else n_in[i], n_out[i])
             # the in-model time changes by what the layer alone gains (a single-layer session also
             # pays input/output reorders the model shares between layers: a ratio would keep them)
-            diff = t[i] + (at - full) * SWEEP_UNIT
+            diff = t[i] + (at - full) * self.table_unit
             floor = t[i] * at / full * SWEEP_FLOOR
             total = total + (diff if _scalar(diff) > _scalar(floor) else floor)
         return total
