@@ -255,3 +255,20 @@ def test_verify_judges_each_output_on_its_own_scale() -> None:
         _Outputs({"boxes": boxes, "scores": scores}), _Outputs({"boxes": boxes + 0.05, "scores": scores}), X
     )
     assert res["max_scaled_diff"] == pytest.approx(0.05 / 1400, rel=1e-2)
+
+
+def test_a_layer_called_twice_counts_its_parameters_once_and_its_table_time_once() -> None:
+    """A review: a shared head's weights were counted once per call (params 47,200 where the model
+    has 28,704), and a latency table's time for the module (both calls) was added per call."""
+    from edgeslim.sparsity.resource import build_resource
+
+    m = _prep(SharedHead(), shift=0.0)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    real = sum(p.numel() for p in m.parameters())
+    assert build_resource(m, x, "params").dense == real
+    res = prune_with_report(m, x)
+    assert res.report["params_before"] == real
+    assert res.report["params_after"] == sum(p.numel() for p in res.model.parameters())
+    layers = {"c1": 0.1, "c2": 0.1, "head": 0.4}  # ms: the head's two calls together
+    tab = build_resource(m, x, "latency", latency_table={"unit": "ms", "fixed": 0.0, "layers": layers})
+    assert tab.dense == pytest.approx(0.6e-3)

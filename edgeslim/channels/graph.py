@@ -1476,7 +1476,11 @@ class DependencyGraph:
                 for p in {id(p): p for p in mod._parameters.values() if p is not None}.values()
             )
         total = float(self._const_params)
+        seen: set[str] = set()
         for c in self.costs:
+            if c.module in seen:  # (a module called twice: its parameters once)
+                continue
+            seen.add(c.module)
             c_in = 1 if c.in_touch is None else n[c.in_touch]
             total += layer_params(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.bias)
         return int(round(total))

@@ -35,6 +35,7 @@ import copy
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,12 @@ class ResourceModel:
             m[ti].index_add_(0, gi, torch.ones(gi.numel(), dtype=torch.float64))
         self.touch_matrix = m / self.group_size.clamp(min=1)
         self.layers = self._layers(model, example)
+        # a module called more than once (a head shared by pyramid levels) has one row per call: its
+        # MACs and the weights it reads count per call, its parameters once
+        names = [layer.name for layer in self.layers]
+        self._params_once = torch.tensor(
+            [names.index(n) == i for i, n in enumerate(names)], dtype=torch.float64
+        )
         self.in_idx = torch.tensor([max(layer.in_touch, 0) for layer in self.layers], dtype=torch.long)
         self.has_in = torch.tensor([layer.in_touch >= 0 for layer in self.layers])
         self.out_idx = torch.tensor([layer.out_touch for layer in self.layers], dtype=torch.long)
@@ -516,10 +523,12 @@ class ResourceModel:
 
     def _params_from(self, k: Tensor, dense: bool = False) -> float:
         n_in, n_out = self.channels(k)
-        total = self._weights_per_layer(n_in, n_out).sum()
+        total = (self._weights_per_layer(n_in, n_out) * self._params_once).sum()
         if not dense:  # surgery gives a bias-free consumer a bias when it folds a removed channel
             d_in, _ = self.channels(self.dense_k)
             for i, layer in enumerate(self.layers):
+                if not self._params_once[i]:
+                    continue
                 if layer.kind in ("conv", "linear") and not layer.bias and bool(n_in[i] < d_in[i]):
                     total = total + n_out[i]
         return float(total)
@@ -577,8 +586,9 @@ class ResourceModel:
         assert self.table is not None
         if self._table_base is None:
             d_in, d_out = self.channels(self.dense_k)
+            calls = Counter(layer.name for layer in self.layers)  # (a table times a module's calls together)
             self._table_base = (
-                [self.table.get(layer.name, 0.0) for layer in self.layers],
+                [self.table.get(layer.name, 0.0) / calls[layer.name] for layer in self.layers],
                 [max(float(m), 1e-12) for m in self._macs_per_layer(d_in, d_out)],
             )
         t, dense = self._table_base
@@ -610,7 +620,7 @@ class ResourceModel:
             r = self._macs_per_layer(n_in, n_out).sum()
         elif self.metric == "params":
             n_in, n_out = self.channels(kk)
-            r = self._weights_per_layer(n_in, n_out).sum()
+            r = (self._weights_per_layer(n_in, n_out) * self._params_once).sum()
         elif self.table is not None:
             r = self._calibrated(self.table_fixed + self._table_sum(kk))
         else:  # roofline: the layer's bound decides whether MACs or bytes cost time
