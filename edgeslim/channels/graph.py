@@ -447,8 +447,12 @@ class _Capture(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         an = self.an
-        if an.busy or an.suspended:
+        if an.busy:
             return func(*args, **kwargs)
+        if an.suspended:  # inside a leaf: its convolutions still cost what they cost
+            out = func(*args, **kwargs)
+            an.fixed_macs += _call_macs(func, args, kwargs, out)
+            return out
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
@@ -500,6 +504,10 @@ class _Capture(TorchFunctionMode):
             if an.kernels:  # the values read, before the output's labels replace an input's
                 ins = an.value_keys((args, list(kwargs.values())))
             an.set_info(out, info)
+            if not (
+                len(an.costs) > n_costs and an.costs[n_costs].kind != "bn"
+            ):  # a layer surgery cannot resize
+                an.fixed_macs += _call_macs(func, args, kwargs, out)
             if an.kernels:
                 layer = n_costs if len(an.costs) > n_costs and an.costs[n_costs].kind != "bn" else None
                 an.record(call, ins, out, layer)
@@ -524,6 +532,9 @@ class _Analyser:
         self.infos: dict[int, tuple[Tensor, Any]] = {}
         self.touches: list[Touch] = []
         self.costs: list[LayerShape] = []
+        #: MACs per sample of the conv/linear calls no cost entry resizes (kept whole: behind a barrier,
+        #: inside a leaf, a grouped transposed conv, a linear over tokens)
+        self.fixed_macs = 0.0
         #: with ``kernels``: every op on activations, for the cost model (:func:`edgeslim.channels.cost.fuse_kernels`)
         self.cost_nodes: list[OpNode] = []
         self.node_layer: dict[int, int] = {}  # cost node -> its LayerShape (a conv/linear call)
@@ -1305,6 +1316,23 @@ def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_modules(remove_duplicate=False))
 
 
+def _call_macs(func: Any, args: tuple, kwargs: dict, out: Any) -> float:
+    """Multiply-accumulates per sample of one conv, transposed conv or linear call (0 for any other
+    function): its output elements times the weight's fan-in; a transposed conv's input elements
+    times the outputs each one spreads over."""
+    conv, convt = func in ops.CONV_FUNCTIONS, func in ops.CONV_TRANSPOSE_FUNCTIONS
+    if not (conv or convt or func in ops.LINEAR_FUNCTIONS) or not _is_tensor(out):
+        return 0.0
+    x = args[0] if args else kwargs.get("input")
+    w = args[1] if len(args) > 1 else kwargs.get("weight")
+    if not (_is_tensor(x) and _is_tensor(w)) or w.dim() < 2:
+        return 0.0
+    per = x if convt else out
+    samples = int(per.shape[0]) if per.dim() > (1 if func in ops.LINEAR_FUNCTIONS else 2) else 1
+    fan = math.prod(w.shape[1:])
+    return float(per.numel() // max(samples, 1) * fan)
+
+
 def _named_tensors(walk: list[tuple[str, nn.Module]]) -> dict[str, Tensor]:
     """Every parameter and buffer by qualified name (tied ones under each name)."""
     return {
@@ -1339,6 +1367,7 @@ class DependencyGraph:
         self.model = model
         self.touches = analyser.touches
         self.costs = analyser.costs
+        self.fixed_macs = analyser.fixed_macs  # (of layers kept whole: in every count)
         #: the ops on activations (cost model), the LayerShape of each conv/linear one, and each
         #: value's channel labels (None: a mixed layout), elements per sample and dim 1 (a value key
         #: is an index into ``values``)
@@ -1458,7 +1487,7 @@ class DependencyGraph:
         A removed channel shrinks its producers and its consumers.
         """
         n = self._counts(self.alive_from_groups(alive))
-        total = 0.0
+        total = self.fixed_macs
         for c in self.costs:
             c_in = 1 if c.in_touch is None else n[c.in_touch]
             total += layer_macs(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.spatial)

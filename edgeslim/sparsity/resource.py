@@ -566,7 +566,9 @@ class ResourceModel:
         """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch)."""
         if self.metric == "macs":  # plain floats: the projection evaluates this hundreds of times
             n_in, n_out = (n.tolist() for n in self.channels(k))
-            return float(sum(self._layer_macs(i, n_in, n_out) for i in range(len(self.layers))))
+            return self.graph.fixed_macs + float(
+                sum(self._layer_macs(i, n_in, n_out) for i in range(len(self.layers)))
+            )
         if self.metric == "params":
             return self.const_params + self._params_from(k)
         if self.table is not None:
