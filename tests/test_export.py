@@ -738,3 +738,25 @@ def test_onnx_check_of_outputs_with_infinities() -> None:
     other[0, 0] = 0.0
     rep = compare(ref, other, batch)
     assert not rep.passed and rep.max_abs_diff == np.inf
+
+
+class _BatchAsNumber(torch.nn.Module):
+    """Flattens with the batch as a Python int: the trace records the traced batch as a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        return self.fc(self.c(x).reshape(int(x.shape[0]), -1))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_a_dynamic_batch_export_is_checked_at_another_batch(tmp_path, batch) -> None:
+    """A review: the check ran every image in one ORT call, at the traced batch when --batch >= 8,
+    so this graph passed and then failed at every other batch (at --batch 1 a raw ORT error)."""
+    from edgeslim.export import export_onnx
+
+    with pytest.raises(EdgeslimError, match="though its batch is dynamic.*int\\(x.shape\\[0\\]\\)"):
+        export_onnx(_BatchAsNumber().eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, batch=batch)
+    assert not (tmp_path / "m.onnx").exists()

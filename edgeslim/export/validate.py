@@ -271,7 +271,7 @@ def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads:
     ort = require("onnxruntime", "to check the exported model")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # (its errors come back as exceptions, said in one line)
     try:
         return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -366,7 +366,9 @@ def validate_onnx(
             x, labels = x[:k], None if labels is None else labels[:k]
         batch = replace(batch, x=x, labels=labels)
     sess = ort_session(model_bytes)
-    got = run_ort_all(sess, x.numpy().astype(np.float32), static_batch)
+    got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
+    if static_batch is None and len(x) > 1:  # a dynamic batch: at another batch than this run's too
+        _same_at_one_image(sess, x.numpy()[:1].astype(np.float32), got)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
     width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
     if batch.classes is not None and width is not None and width != batch.classes:
@@ -395,6 +397,43 @@ def validate_onnx(
         float64_torch_error=worst.float64_torch_error, float64_onnx_error=worst.float64_onnx_error,
         float64_bound=worst.float64_bound,
     )  # fmt: skip
+
+
+_FIXED_BATCH_HINT = (
+    "the model turns its input's batch into a number (e.g. int(x.shape[0]), or x.size(0) passed to "
+    "view); write x.flatten(1) or x.view(x.shape[0], -1), or export with a fixed batch"
+)
+
+
+def _run_checked(sess: Any, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """:func:`run_ort_all`, a dynamic-batch graph that fails at this batch said in one line."""
+    try:
+        return run_ort_all(sess, x, batch)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
+        if batch is not None:
+            raise
+        raise EdgeslimError(
+            f"the ONNX graph fails on a batch of {len(x)} though its batch is dynamic ({first_line(exc)[:160]}): "
+            + _FIXED_BATCH_HINT
+        ) from exc
+
+
+def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray]) -> None:
+    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all (a
+    size taken from the traced batch passes at that batch and fails, or differs, at any other)."""
+    rows = _run_checked(sess, one, None)
+    for a, b in zip(rows, got):
+        if b.ndim == 0 or b.shape[0] != len(got[0]) or a.shape[:1] != (1,):
+            continue  # (an output that is not one row per image)
+        ref = b[:1].astype(np.float64)
+        bad = a.shape != ref.shape or float(abs_differences(a.astype(np.float64), ref).max()) > 1e-4 * (
+            1 + finite_abs_max(ref)
+        )
+        if bad:
+            raise EdgeslimError(
+                f"the ONNX graph gives another result for an image alone than within a batch of {len(got[0])} "
+                "though its batch is dynamic: " + _FIXED_BATCH_HINT
+            )
 
 
 #: a BatchNorm that multiplies its input by this much makes float32 rounding visible in its outputs
