@@ -110,6 +110,29 @@ def _static_batch(model_path: Path) -> int | None:
     return int(d0.dim_value) if d0.HasField("dim_value") and d0.dim_value > 0 else None
 
 
+def _float_outputs(model: Any) -> int:
+    """Drop the Quantize/Dequantize pair in front of each graph output (the quantizer rounds a last
+    Gemm's or Conv's output, the logits themselves, to one INT8 scale); returns how many."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    dropped = 0
+    for out in [o.name for o in g.output]:
+        dq = producer.get(out)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or sum(q.output[0] in n.input for n in g.node) != 1:
+            continue
+        value = q.input[0]  # the float value the pair stood for, now the output under its name
+        g.node.remove(q)
+        g.node.remove(dq)
+        for vi in [v for v in g.value_info if v.name == value]:
+            g.value_info.remove(vi)
+        for n in g.node:
+            n.input[:] = [out if i == value else i for i in n.input]
+            n.output[:] = [out if o == value else o for o in n.output]
+        dropped += 1
+    return dropped
+
+
 def quantize_qdq(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -167,6 +190,8 @@ def quantize_qdq(
             )  # fmt: skip
         log.debug("quantizer output: %s", sink.getvalue())
         qm = onnx.load(str(tmp))
+        if _float_outputs(qm):  # the graph's outputs themselves stay float (logits on 256 levels tie)
+            onnx.save(qm, str(tmp))
         n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
             raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
