@@ -423,3 +423,20 @@ def test_the_int8_calibrator_reads_a_cache_only_when_no_images_were_given(tmp_pa
     fresh = trt_mod.make_entropy_calibrator(base, data, 8, stale)
     fresh.write_calibration_cache(b"new scales")
     assert stale.read_bytes() == b"new scales"
+
+
+def test_int8_calibration_reads_every_image_it_reports(tmp_path, fm_calib, monkeypatch):
+    """A review: 31 calibration images were reported as calib_images 31 while only 16 were read
+    (the reader stopped before a partial chunk, which a dynamic batch takes)."""
+    model = create_model("vgg-small", in_channels=1, input_size=(28, 28)).eval()
+    res = export_onnx(model, tmp_path / "f.onnx", (1, 28, 28), dynamic_batch=True, validate=False)
+    x = fm_calib.x.numpy()
+    import edgeslim.export.qdq as qdq
+
+    read, real = [], qdq._Reader.get_next
+    monkeypatch.setattr(qdq._Reader, "get_next", lambda self: (d := real(self)) and (read.append(d) or d))
+    q = quantize_qdq(res.path, tmp_path / "f.int8.onnx", x[:31], check=x[128:144], style="onnxruntime")
+    assert q.calib_images == 31 == sum(len(next(iter(d.values()))) for d in read)
+    fixed = export_onnx(model, tmp_path / "b4.onnx", (1, 28, 28), batch=4, validate=False)
+    q = quantize_qdq(fixed.path, tmp_path / "b4.int8.onnx", x[:31], check=x[128:144], style="onnxruntime")
+    assert q.calib_images == 28  # (a fixed batch of 4 takes whole batches only)

@@ -86,13 +86,19 @@ class QdqResult:
 
 
 class _Reader:
-    """ORT CalibrationDataReader over a float32 array, in chunks a static batch accepts."""
+    """ORT CalibrationDataReader over a float32 array, in chunks of ``batch``; with ``whole`` (a static
+    batch) only whole chunks, else the last one partial (every image is read)."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int):
-        self.name, self.x, self.batch, self.i = name, x, batch, 0
+    def __init__(self, name: str, x: np.ndarray, batch: int, whole: bool = False):
+        self.name, self.x, self.batch, self.whole, self.i = name, x, batch, whole, 0
+
+    @property
+    def images(self) -> int:
+        """How many images the calibration reads."""
+        return len(self.x) // self.batch * self.batch if self.whole else len(self.x)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.i + self.batch > len(self.x):
+        if self.i >= self.images:
             return None
         chunk = self.x[self.i : self.i + self.batch]
         self.i += self.batch
@@ -173,6 +179,7 @@ def quantize_qdq(
     src_model = onnx.load(str(src), load_external_data=False)
     name = src_model.graph.input[0].name
     tail = output_tail(src_model)  # kept in float: one INT8 scale cannot hold boxes and scores together
+    reader = _Reader(name, calib.astype(np.float32), step, whole=batch is not None)
     cm = {"entropy": q.CalibrationMethod.Entropy, "minmax": q.CalibrationMethod.MinMax,
           "percentile": q.CalibrationMethod.Percentile}[method]  # fmt: skip
     with atomic_path(out) as tmp:
@@ -183,7 +190,7 @@ def quantize_qdq(
             else:
                 act, extra = q.QuantType.QUInt8, {"WeightSymmetric": True}
             q.quantize_static(
-                str(src), str(tmp), _Reader(name, calib.astype(np.float32), step),
+                str(src), str(tmp), reader,
                 quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=act,
                 weight_type=q.QuantType.QInt8, calibrate_method=cm, extra_options=extra,
                 nodes_to_exclude=tail,
@@ -208,7 +215,7 @@ def quantize_qdq(
     return QdqResult(
         out,
         method,
-        int(len(calib)),
+        reader.images,
         n_q,
         agree,
         max(
