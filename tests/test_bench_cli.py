@@ -772,3 +772,30 @@ def test_on_a_terminal_the_tables_start_below_the_finished_bar(onnx_pair, tmp_pa
     assert at and all(ln.strip().startswith("latency (measured)") for ln in at), at
     after = lines[lines.index(at[0]) :]
     assert not any("━" in ln and "bench" in ln for ln in after)  # the bar is not drawn again below
+
+
+def test_energy_per_inference_counts_the_timed_inferences_only(onnx_pair, tmp_path):
+    """A review: the energy per inference was the mean power times the whole sampling window, the
+    warm-up included, over the timed inferences (1.5x at the defaults, 4x with a long warm-up). A
+    stand-in tegrastats (this host has none) prints a Jetson line at a constant 10 W."""
+    import os
+    import stat
+
+    _, thin, _ = onnx_pair
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    exe = tools / "tegrastats"
+    exe.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1000/8000MB CPU [10%@1000] GR3D_FREQ 50%@1000 "
+                   "VDD_IN 10000mW/10000mW'; sleep 0.05; done\n")  # fmt: skip
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    env = no_torch_env(tmp_path)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    out = tmp_path / "run"
+    args = [PY, "-m", "edgeslim", "bench", thin, "--batch", "1", "--trials", "1", "--threads", "1", "--warmup", "1",
+            "--min-time", "0.3", "--min-iters", "20", "--out", out]  # fmt: skip
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    trial = json.loads((out / "run.json").read_text())["trials"][0]
+    host, tegra = trial["samples"]["1"]["host"], trial["tegrastats"]["1"]
+    assert tegra["power_mean_mw"] == 10000
+    assert tegra["energy_per_inference_mj"] == pytest.approx(10000 * sum(host) / len(host), rel=1e-6)

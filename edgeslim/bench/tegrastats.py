@@ -103,7 +103,8 @@ def parse_line(line: str) -> TegraSample:
 
 
 def summarize_samples(samples: list[TegraSample], iterations: int = 0, window_s: float = 0.0) -> dict:
-    """Mean GPU load/clock, max temperature, mean input power and energy per inference."""
+    """Mean GPU load/clock, max temperature, mean input power and energy per inference: the mean
+    power times ``window_s``, the seconds the ``iterations`` timed inferences took together."""
     if not samples:
         return {"samples": 0}
     pw = [p for p, _ in (x.input_power_mw for x in samples) if p is not None]

@@ -62,8 +62,9 @@ def measure(spec: dict) -> dict:
                 w0 = time.monotonic()
                 samples[str(b)] = session.measure(cfg)
                 w1 = time.monotonic()
-            n = len(samples[str(b)]["host"])
-            tegra[str(b)] = summarize_samples(sampler.window(w0, w1), n, w1 - w0)
+            timed = samples[str(b)].get("device") or samples[str(b)]["host"]  # (seconds per inference)
+            # the window's power over the timed inferences only (the warm-up ran inside it too)
+            tegra[str(b)] = summarize_samples(sampler.window(w0, w1), len(timed), float(sum(timed)))
             sampler.samples.clear()
         else:
             samples[str(b)] = session.measure(cfg)
