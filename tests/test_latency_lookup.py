@@ -573,7 +573,7 @@ def test_a_tensorrt_table_needs_the_device_profile(vgg_table, tmp_path, capsys) 
     assert "--profile" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
-def test_a_table_in_microseconds_prices_its_sweeps_in_microseconds() -> None:
+def test_a_table_in_microseconds_prices_its_sweeps_in_microseconds(caplog) -> None:
     """A review: "unit" scaled a table's layers and fixed part but not its sweeps (read as ms), so the
     same table written in us priced a slim vgg-small at 0.30 of dense instead of 0.73."""
     from edgeslim.bench.sweep import sweep_points
@@ -606,3 +606,7 @@ def test_a_table_in_microseconds_prices_its_sweeps_in_microseconds() -> None:
     a, b = (build_resource(model, x, "latency", latency_table=tab, round_to=16) for tab in (ms, us))
     assert a.dense == pytest.approx(b.dense) and a.of_model(model) == pytest.approx(b.of_model(model))
     assert a.minimum == pytest.approx(b.minimum)
+    # a table swept at 16 used to keep multiples of 8 prices the counts between its steps by a line: said
+    with caplog.at_level(logging.WARNING):
+        build_resource(model, x, "latency", latency_table=ms, round_to=8)
+    assert "sweeps step at multiples of 16, but this run keeps multiples of 8" in caplog.text

@@ -397,6 +397,20 @@ class ResourceModel:
         """Keep the measured channel sweeps whose full width matches this model's layer."""
         d_in, d_out = self.channels(self.dense_k)
         skipped = []
+        coarse = sorted(
+            {
+                int(sw.get("multiple", 1))
+                for sw in sweeps.values()
+                if self.round_to % int(sw.get("multiple", 1))
+            }
+        )
+        if coarse:  # (its steps fall between the counts this run keeps)
+            log.warning(
+                "the latency table's sweeps step at multiples of %d, but this run keeps multiples of %d: counts "
+                "between its steps are priced by a straight line (measure the table at multiples of %d to price "
+                "them as measured)",
+                coarse[0], self.round_to, self.round_to,
+            )  # fmt: skip
         for i, layer in enumerate(self.layers):
             sw = sweeps.get(layer.name)
             if sw is None or layer.kind == "bn":
