@@ -74,8 +74,7 @@ class _InputStats(TorchFunctionMode):
     call of a layer within one forward (a head shared by pyramid levels reads its own constant at
     each call). Measured where the conv/linear function runs on the layer's own weight, so a
     subclass that changes its input first, a functional call with the layer's weight or an input
-    passed by keyword is measured as it is computed. Call :meth:`next_forward` before each forward
-    and once after the last."""
+    passed by keyword is measured as it is computed. Call :meth:`next_forward` after each forward."""
 
     FUNCTIONS = frozenset((*ops.CONV_FUNCTIONS, *ops.CONV_TRANSPOSE_FUNCTIONS, *ops.LINEAR_FUNCTIONS))
 
