@@ -574,4 +574,6 @@ def test_a_frozen_bn_is_left_to_itself() -> None:
     assert bool((s.xi[4:] == 0).any())  # (the trainable one is slimmed)
     trainable = [p for p in m.parameters() if p.requires_grad]  # the frozen ones left out of the optimizer
     s2 = ProximalSlimming(m, lam=20.0, beta=100)
-    _steps(m, torch.optim.SGD(trainable, lr=0.1), s2, 1)  # (was: "the optimizer does not train the BN scales")
+    _steps(
+        m, torch.optim.SGD(trainable, lr=0.1), s2, 1
+    )  # (was: "the optimizer does not train the BN scales")
