@@ -384,7 +384,7 @@ def validate_onnx(
     if not all(r.passed for r in reports):
         reports = _against_float64(model, x, ref, got, reports, batch, reference_device, static_batch or 64)
     if static_batch is None and len(x) > 1 and all(r.passed for r in reports):  # a dynamic batch: another too
-        _same_at_one_image(sess, x.numpy()[:1].astype(np.float32), got)
+        _same_at_one_image(sess, x.numpy()[:1].astype(np.float32), got, len(x))
     # every output held to its own bound; the report: the first output's agreement, the worst margin
     worst = max(reports, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))
     first = reports[0]
@@ -400,8 +400,9 @@ def validate_onnx(
 
 
 _FIXED_BATCH_HINT = (
-    "the model turns its input's batch into a number (e.g. int(x.shape[0]), or x.size(0) passed to "
-    "view); write x.flatten(1) or x.view(x.shape[0], -1), or export with a fixed batch"
+    "a dynamic batch fails this way when the model turns its input's batch into a number (e.g. "
+    "int(x.shape[0]), or x.size(0) passed to view); write x.flatten(1) or x.view(x.shape[0], -1), or export "
+    "with a fixed batch"
 )
 
 
@@ -413,17 +414,16 @@ def _run_checked(sess: Any, x: np.ndarray, batch: int | None) -> list[np.ndarray
         if batch is not None:
             raise
         raise EdgeslimError(
-            f"the ONNX graph fails on a batch of {len(x)} though its batch is dynamic ({first_line(exc)[:160]}): "
-            + _FIXED_BATCH_HINT
+            f"the ONNX graph fails on a batch of {len(x)} ({first_line(exc)[:160]}); " + _FIXED_BATCH_HINT
         ) from exc
 
 
-def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray]) -> None:
+def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray], images: int) -> None:
     """A dynamic-batch graph run on its first image alone gives the first rows of its run on all (a
     size taken from the traced batch passes at that batch and fails, or differs, at any other)."""
     rows = _run_checked(sess, one, None)
     for a, b in zip(rows, got):
-        if b.ndim == 0 or b.shape[0] != len(got[0]) or a.shape[:1] != (1,):
+        if b.ndim == 0 or b.shape[0] != images or a.shape[:1] != (1,):
             continue  # (an output that is not one row per image)
         ref = b[:1].astype(np.float64)
         bad = a.shape != ref.shape or float(abs_differences(a.astype(np.float64), ref).max()) > 1e-4 * (
@@ -431,8 +431,8 @@ def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray]) -> Non
         )
         if bad:
             raise EdgeslimError(
-                f"the ONNX graph gives another result for an image alone than within a batch of {len(got[0])} "
-                "though its batch is dynamic: " + _FIXED_BATCH_HINT
+                f"the ONNX graph gives another result for an image alone than within a batch of {images}; "
+                + _FIXED_BATCH_HINT
             )
 
 
