@@ -572,6 +572,14 @@ def test_a_frozen_bn_is_left_to_itself() -> None:
     _steps(m, opt, s, 30)
     assert torch.equal(m[1].weight.detach(), torch.ones(4)) and not bool((s.xi[:4] == 0).any())
     assert bool((s.xi[4:] == 0).any())  # (the trainable one is slimmed)
+    s3 = ProximalSlimming(m, lam=20.0, beta=100)  # the step given its lr directly
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 2, (8,))
+    for _ in range(30):
+        nn.functional.cross_entropy(m(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        s3.step(lr=0.1)
+    assert torch.equal(m[1].weight.detach(), torch.ones(4))
     trainable = [p for p in m.parameters() if p.requires_grad]  # the frozen ones left out of the optimizer
     s2 = ProximalSlimming(m, lam=20.0, beta=100)
     _steps(

@@ -465,7 +465,14 @@ class ProximalSlimming(TrainHook):
     def _alpha(self, optimizer: Optimizer | None, lr: float | None) -> float | Tensor | None:
         """The inverse data step of the scales: one number, or one per flat entry; ``None``: lr = 0."""
         if lr is not None:
-            return None if lr <= 0 else 1.0 / float(lr)
+            if lr <= 0:
+                return None
+            if all(t.requires_grad for t in self.targets):
+                return 1.0 / float(lr)
+            per = torch.tensor(
+                [1.0 / float(lr) if t.requires_grad else math.inf for t in self.targets], dtype=self.xi.dtype
+            )  # fmt: skip (a frozen BN: no step)
+            return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
         if optimizer is None:
             raise EdgeslimError("ProximalSlimming.step needs the optimizer (for its lr) or lr=")
         if self._lr_map is None or self._lr_map[0] != id(optimizer):
