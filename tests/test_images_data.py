@@ -273,3 +273,35 @@ def test_a_checkpoint_whose_recorded_photos_are_gone_validates_without_them(phot
     here = real_inputs((3, 32, 32), meta={"data": "images", "data_dir": str(photos)}, n=4)
     assert here is not None and here.real and len(here.x) == 4
     assert real_inputs((3, 32, 32), meta={"data": "images", "data_dir": str(photos / "gone")}, n=4) is None
+
+
+def test_an_ultralytics_classifier_takes_centre_cropped_images() -> None:
+    """A YOLO user's trial: a -cls model's export check and INT8 calibration read letterboxed photos
+    (grey bars its deployment never sees); ultralytics' classify_transforms scale the short side to
+    the size and cut the centre."""
+    import io
+
+    from PIL import Image
+
+    from edgeslim.data.imagefolder import decode
+    from edgeslim.models.yolo import input_preprocessing
+
+    ultralytics = pytest.importorskip("ultralytics")
+    from ultralytics.nn.tasks import ClassificationModel, DetectionModel
+
+    assert input_preprocessing(ClassificationModel("yolov8n-cls.yaml", verbose=False))["fit"] == "crop"
+    assert input_preprocessing(DetectionModel("yolov8n.yaml", verbose=False))["fit"] == "letterbox"
+    assert ultralytics  # (imported for the models above)
+    wide = np.zeros((20, 60, 3), np.uint8)  # H 20, W 60: red left, green centre, blue right
+    wide[:, :20, 0], wide[:, 20:40, 1], wide[:, 40:, 2] = 255, 255, 255
+    buf = io.BytesIO()
+    Image.fromarray(wide).save(buf, "PNG")
+    crop = decode(buf.getvalue(), "w.png", 3, (10, 10), fit="crop")
+    assert (
+        crop.shape == (3, 10, 10)
+        and crop[1, :, 2:8].min() == 255
+        and crop[0].max() < 64
+        and crop[2].max() < 64
+    )
+    boxed = decode(buf.getvalue(), "w.png", 3, (10, 10), fit="letterbox")
+    assert boxed[:, 0].max() == 114  # (grey bars above and below)

@@ -49,7 +49,7 @@ from edgeslim.errors import Step
     "--data",
     "data_name",
     help="Data set for validation/calibration [checkpoint's meta]; "
-    "images: any folder of photos in --data-dir (letterboxed for YOLO).",
+    "images: any folder of photos in --data-dir (letterboxed for YOLO, centre-cropped for its -cls models).",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
 @click.option("--compare-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,

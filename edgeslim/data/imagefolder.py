@@ -55,8 +55,11 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_IMAGE_PIXELS = 50_000_000
 #: at least this many classes in the training split (one class cannot train a classifier)
 MIN_CLASSES = 2
-#: how an image is brought to a model's input size: stretched, or letterboxed (aspect kept, padded)
-FITS = ("stretch", "letterbox")
+#: how an image is brought to a model's input size: stretched, letterboxed (aspect kept, padded) or
+#: cropped (aspect kept, its short side scaled to the size and the centre cut: a classifier's)
+FITS = ("stretch", "letterbox", "crop")
+#: the words a report uses for each
+FIT_WORDS = {"stretch": "stretched", "letterbox": "letterboxed", "crop": "centre-cropped"}
 #: the grey a letterboxed image is padded with (ultralytics' value)
 LETTERBOX_FILL = 114
 #: PIL modes of grey images wider than 8 bits (16-bit PNG/TIFF), brought to 8 bits by ``_to_8_bits``
@@ -275,9 +278,10 @@ def decode(
     fit: str = "stretch",
 ) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
-    if given: stretched to it, or with ``fit="letterbox"`` scaled to fit inside it with its aspect
-    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``); turned upright as its
-    EXIF orientation says (a phone photo), as OpenCV's reader does."""
+    if given: stretched to it, with ``fit="letterbox"`` scaled to fit inside it with its aspect
+    kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``), or with ``fit="crop"``
+    scaled to cover it and its centre cut out (ultralytics' ``classify_transforms``: resize, centre
+    crop); turned upright as its EXIF orientation says (a phone photo), as OpenCV's reader does."""
     from PIL import Image, ImageOps
 
     if fit not in FITS:
@@ -296,6 +300,11 @@ def decode(
                 canvas = Image.new(im.mode, (size[1], size[0]), (LETTERBOX_FILL,) * len(im.getbands()))
                 canvas.paste(im.resize((w, h), Image.BILINEAR), ((size[1] - w) // 2, (size[0] - h) // 2))
                 im = canvas
+            elif fit == "crop":
+                r = max(size[0] / im.size[1], size[1] / im.size[0])
+                w, h = max(size[1], round(im.size[0] * r)), max(size[0], round(im.size[1] * r))
+                left, top = (w - size[1]) // 2, (h - size[0]) // 2
+                im = im.resize((w, h), Image.BILINEAR).crop((left, top, left + size[1], top + size[0]))
             else:
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)

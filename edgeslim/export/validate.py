@@ -223,7 +223,7 @@ def _folder_inputs(
     import torch
 
     from edgeslim.data.datasets import existing_data_dir
-    from edgeslim.data.imagefolder import IMAGES, read_images
+    from edgeslim.data.imagefolder import FIT_WORDS, IMAGES, read_images
 
     if not data_dir:
         raise EdgeslimError(
@@ -245,9 +245,7 @@ def _folder_inputs(
         )  # fmt: skip
     x.sub_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
     x.div_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    source = (
-        f"{IMAGES} {root} ({total} files, {'letterboxed' if fit == 'letterbox' else 'stretched'})[:{len(x)}]"
-    )
+    source = f"{IMAGES} {root} ({total} files, {FIT_WORDS.get(fit, fit)})[:{len(x)}]"
     return InputBatch(x, None, source, True, mean, std, estimated)
 
 

@@ -479,11 +479,14 @@ def is_ultralytics_model(model: Any) -> bool:
 
 def input_preprocessing(model: Any, channels: int = 3) -> dict[str, Any]:
     """How an ultralytics model's inputs are prepared, as checkpoint meta: no mean/std, pixels / 255
-    in [0, 1], and images letterboxed to the input size (``fit``), as ultralytics' predictor does;
-    ``{}`` for other models (their data set's statistics, images stretched)."""
+    in [0, 1], and images letterboxed to the input size (``fit``), as ultralytics' predictor does, or
+    for a classifier scaled and centre-cropped (its ``classify_transforms``); ``{}`` for other models
+    (their data set's statistics, images stretched)."""
     if not is_ultralytics_model(model):
         return {}
-    return {"mean": [0.0] * channels, "std": [1.0] * channels, "fit": "letterbox"}
+    classify = getattr(importlib.import_module("ultralytics.nn.modules.head"), "Classify", None)
+    fit = "crop" if classify is not None and isinstance(_head(model), classify) else "letterbox"
+    return {"mean": [0.0] * channels, "std": [1.0] * channels, "fit": fit}
 
 
 def deployed_output(model: Any) -> Callable[[Any], Any] | None:
