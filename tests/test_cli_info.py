@@ -171,3 +171,11 @@ def test_info_reads_an_image_folders_size_and_classes(cifar_zip, tmp_path, capsy
     assert (
         "--data-dir without --data: name the data set of that folder (imagefolder)" in capsys.readouterr().err
     )
+
+
+def test_info_of_a_one_class_yolo_says_how_many_classes(capsys) -> None:
+    """A YOLO user's trial: a pose model's one class, named "0", read as "classes 0" (zero classes)."""
+    pytest.importorskip("ultralytics")
+    assert main(["info", "yolo:yolov8n-pose"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "classes" in line)
+    assert "1: 0" in row

@@ -439,3 +439,14 @@ def test_threshold_prune_rounds_to_what_surgery_keeps_barred_channels_and_whole_
         assert all(k in (16, 32, 40) for k in kept.values()), kept  # (bn_a: 4 barred + 12 or 28 removable)
         if ratio == 0.02:  # one channel asked of 76 removable: no group gives 8 for it
             assert res["pruned"] == 0
+
+
+def test_a_ratio_on_equal_scales_says_its_choice_is_arbitrary(caplog) -> None:
+    """A YOLO user's trial: --ratio on a model whose BN scales are all 1 (built, not trained) cut two
+    layers to 16 channels and left the head whole, ranked by nothing but the layers' order."""
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    model = create_model("vgg-small")
+    with caplog.at_level("WARNING"):
+        threshold_prune(model, 0.3)
+    assert "every BN scale is 0.5 (an untrained model?)" in caplog.text  # (vgg-small starts at 0.5)

@@ -125,7 +125,7 @@ def test_info_reads_best_pt_with_its_classes(best_pt: Path, capsys) -> None:
     assert bare["task"] == res["task"] == "detect" and bare["names"]["0"] == "helmet"  # its own classes
     assert main(["info", str(best_pt), "--trust-pickle", "--input-shape", SMALL]) == 0
     shown = capsys.readouterr().out
-    assert "helmet, part1, part2" in shown and "... (80)" in shown
+    assert "helmet, part1, part2" in shown and "80: " in shown and ", ..." in shown
     assert (bare["macs"], bare["params"]) == (res["macs"], res["params"])
     loaded = load_model(best_pt, trust_pickle=True)
     assert loaded.spec.num_classes == 80 and loaded.spec.input_shape == (3, 640, 640)

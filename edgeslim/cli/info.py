@@ -123,8 +123,9 @@ def info(
              if isinstance(recorded.get(k), (int, float, str))]  # fmt: skip
     if "names" in res:  # an ultralytics model
         names = list(res["names"].values())
-        shown = ", ".join(map(str, names[:8])) + (f", ... ({len(names)})" if len(names) > 8 else "")
-        rows += [["task", res["task"]], ["classes", shown]]
+        shown = ", ".join(map(str, names[:8])) + (", ..." if len(names) > 8 else "")
+        # (a one-class model's class is often named "0": read as zero classes without the count)
+        rows += [["task", res["task"]], ["classes", f"{len(names)}: {shown}"]]
     rows += [
         ["input (C,H,W)", ",".join(map(str, res["input_shape"]))],
         ["parameters", f"{res['params']:,} ({human(res['params'])})"],

@@ -7,6 +7,7 @@ Stage 3: fine-tune with :class:`MaskHook` keeping the pruned channels at exactly
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -18,6 +19,8 @@ from edgeslim.channels.norm import bn_layers
 from edgeslim.channels.rounding import aligned_counts
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import uncompiled_name
+
+log = logging.getLogger(__name__)
 
 
 class SubgradientHook(TrainHook):
@@ -154,6 +157,14 @@ def threshold_prune(
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
+    if ratio > 0:
+        scales = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
+        if bool((scales == scales[0]).all()):
+            log.warning(
+                "every BN scale is %g (an untrained model?): the channels a ratio zeroes are chosen by "
+                "their order, not by any importance; train or slim the model first",
+                float(scales[0]),
+            )
     if example_input is not None:
         return _group_threshold_prune(model, layers, ratio, min_channels, example_input, round_to)
     if round_to > 1:
