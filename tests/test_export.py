@@ -760,3 +760,23 @@ def test_a_dynamic_batch_export_is_checked_at_another_batch(tmp_path, batch) -> 
     with pytest.raises(EdgeslimError, match="a dynamic batch fails this way.*int\\(x.shape\\[0\\]\\)"):
         export_onnx(_BatchAsNumber().eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, batch=batch)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_softmax_is_checked_as_log_probabilities() -> None:
+    """A YOLO user's trial: a -cls model's 1,000 softmax probabilities (about 1e-3 each) were held to an
+    absolute 1e-4, so a 5-10% error passed; they are compared as log-probabilities now."""
+    from edgeslim.export.validate import InputBatch, compare
+
+    batch = InputBatch(x=torch.zeros(4, 1, 2, 2), labels=None, source="random normal (seed 0)", real=False)
+    z = 0.3 * np.random.default_rng(0).standard_normal((4, 1000)).astype(np.float32)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert compare(p, p * np.float32(1 + 1e-6), batch).passed  # float32 noise
+    off = p.copy()
+    off[:, 1:] *= np.float32(1.03)  # 3% off, every difference below the old absolute bound
+    assert float(np.abs(off - p).max()) < 1e-4
+    rep = compare(p, off, batch)
+    assert (
+        not rep.passed and rep.compared == "log-probabilities" and "of the log-probabilities" in rep.summary()
+    )
+    logits = compare(z, z + np.float32(1e-5), batch)  # (logits stay compared as they are)
+    assert logits.passed and logits.compared == "outputs"

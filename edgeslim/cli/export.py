@@ -133,7 +133,9 @@ def export(**kw: Any) -> None:
             rows.append(
                 [
                     name,
-                    f"max|diff| {rep['max_abs_diff']:.3g} (bound {rep.get('tolerance') or rep['atol']:.3g}"
+                    f"max|diff| {rep['max_abs_diff']:.3g}"
+                    + (f" of the {rep['compared']}" if rep.get("compared", "outputs") != "outputs" else "")
+                    + f" (bound {rep.get('tolerance') or rep['atol']:.3g}"
                     + (
                         f" = {rep['atol']:g} + {rep['rtol']:g} x the largest output"
                         if rep.get("rtol")

@@ -90,6 +90,8 @@ class ValidationReport:
     float64_onnx_error: float | None = None
     #: ... and the bound ONNX Runtime's distance was held to
     float64_bound: float | None = None
+    #: what the differences are of: the ``outputs``, or a softmax's ``log-probabilities``
+    compared: str = "outputs"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +106,8 @@ class ValidationReport:
             )
         else:
             diff = f"max|diff| {self.max_abs_diff:.3g} (<= {self.tolerance or self.atol:.3g}: {'ok' if self.passed else 'FAIL'})"
+        if self.compared != "outputs":
+            diff += f" of the {self.compared}"
         return f"{diff}, top-1 agreement {agree} on {self.n} inputs from {self.source}"
 
 
@@ -323,8 +327,14 @@ def compare(
         raise EdgeslimError(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
-    diff = abs_differences(ref.astype(np.float64), got.astype(np.float64))  # (-inf in both is no difference)
     logits = classifier_logits(ref.shape)  # every top-1 must agree
+    # a softmax is compared as log-probabilities: 1,000 of them near 1e-3 would let a 10% error through an
+    # absolute bound (a YOLO user's trial of a -cls model)
+    space = "log-probabilities" if logits and _probabilities(ref) else "outputs"
+    ref_c, got_c = (np.log(np.maximum(a, 1e-30)) for a in (ref, got)) if space != "outputs" else (ref, got)
+    diff = abs_differences(
+        ref_c.astype(np.float64), got_c.astype(np.float64)
+    )  # (-inf in both is no difference)
     acc_t = acc_o = None
     agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
     if logits and batch.labels is not None:
@@ -333,14 +343,22 @@ def compare(
     max_diff = float(diff.max()) if diff.size else 0.0
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)
-    tolerance = atol + rtol * finite_abs_max(ref)
+    tolerance = atol + rtol * finite_abs_max(ref_c)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
         source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
+        compared=space,
     )  # fmt: skip
+
+
+def _probabilities(x: np.ndarray) -> bool:
+    """Whether the rows of ``x`` [N, C] are probability distributions (a softmax's output)."""
+    if not x.size or not np.isfinite(x).all():
+        return False
+    return bool(x.min() >= 0 and x.max() <= 1 + 1e-6 and np.abs(x.sum(1) - 1).max() < 1e-3)
 
 
 def validate_onnx(
@@ -393,7 +411,7 @@ def validate_onnx(
         accuracy_torch=first.accuracy_torch, accuracy_onnx=first.accuracy_onnx, atol=atol,
         passed=all(r.passed for r in reports), rtol=worst.rtol, tolerance=worst.tolerance,
         float64_torch_error=worst.float64_torch_error, float64_onnx_error=worst.float64_onnx_error,
-        float64_bound=worst.float64_bound,
+        float64_bound=worst.float64_bound, compared=worst.compared,
     )  # fmt: skip
 
 
@@ -498,6 +516,8 @@ def _against_float64(
         if r.passed or a.shape != e.shape or not a.size:
             out.append(r)
             continue
+        if r.compared != "outputs":  # (a softmax: judged as log-probabilities, as compare did)
+            a, b, e = (np.log(np.maximum(v, 1e-30)) for v in (a, b, e))
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
         agree = not classifier_logits(a.shape) or r.top1_agreement == 1.0 or not batch.real  # (as compare)
