@@ -504,12 +504,11 @@ class _Capture(TorchFunctionMode):
             if an.kernels:  # the values read, before the output's labels replace an input's
                 ins = an.value_keys((args, list(kwargs.values())))
             an.set_info(out, info)
-            if not (
-                len(an.costs) > n_costs and an.costs[n_costs].kind != "bn"
-            ):  # a layer surgery cannot resize
+            resized = len(an.costs) > n_costs and an.costs[n_costs].kind != "bn"  # a conv/linear layer entry
+            if not resized:  # (a conv/linear call surgery keeps whole: its MACs still count)
                 an.fixed_macs += _call_macs(func, args, kwargs, out)
             if an.kernels:
-                layer = n_costs if len(an.costs) > n_costs and an.costs[n_costs].kind != "bn" else None
+                layer = n_costs if resized else None
                 an.record(call, ins, out, layer)
         finally:
             an.busy = False

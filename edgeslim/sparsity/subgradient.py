@@ -157,19 +157,17 @@ def threshold_prune(
         raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
-    if ratio > 0:
-        scales = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
-        if bool((scales == scales[0]).all()):
-            log.warning(
-                "every BN scale is %g (an untrained model?): the channels a ratio zeroes are chosen by "
-                "their order, not by any importance; train or slim the model first",
-                float(scales[0]),
-            )
+    allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
+    if ratio > 0 and bool((allg == allg[0]).all()):
+        log.warning(
+            "every BN scale is %g (an untrained model?): the channels a ratio zeroes are chosen by "
+            "their order, not by any importance; train or slim the model first",
+            float(allg[0]),
+        )
     if example_input is not None:
         return _group_threshold_prune(model, layers, ratio, min_channels, example_input, round_to)
     if round_to > 1:
         raise EdgeslimError("round_to needs example_input: kept counts are rounded per coupled group")
-    allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
     total = allg.numel()
     k = int(round(ratio * total))
     if k == 0:
