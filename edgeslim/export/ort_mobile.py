@@ -30,6 +30,11 @@ class OrtConversion:
     size_bytes: int
 
 
+def operator_config_path(ort_path: str | os.PathLike) -> Path:
+    """Where :func:`convert_to_ort` writes the operators a reduced ONNX Runtime build of ``ort_path`` needs."""
+    return Path(ort_path).with_suffix(".required_operators.config")
+
+
 def convert_to_ort(
     onnx_path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -66,7 +71,7 @@ def convert_to_ort(
         configs = sorted((Path(tmp) / "out").rglob("*.config"))
         cfg = None
         if configs:
-            cfg = out.with_suffix(".required_operators.config")
+            cfg = operator_config_path(out)
             with atomic_path(cfg) as t:
                 shutil.copyfile(configs[0], t)
     return OrtConversion(out, cfg, style, target_platform, out.stat().st_size)

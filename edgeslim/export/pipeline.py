@@ -207,7 +207,8 @@ def run_export(
     """
     from edgeslim.export.audit import audit_onnx
     from edgeslim.export.onnx_export import export_onnx
-    from edgeslim.export.trt import installed_trt_version
+    from edgeslim.export.ort_mobile import operator_config_path
+    from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
     from edgeslim.export.validate import cuda_reference, real_inputs
     from edgeslim.utils.parsing import parse_input_shape, parse_size
@@ -238,24 +239,23 @@ def run_export(
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
     qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
+    calib_cache = _sibling(onnx_path, ".calib.cache")  # (TensorRT's entropy calibrator writes it)
     if req.trt and engine.suffix.lower() not in ENGINE_SUFFIXES:
         raise EdgeslimError(
             f"engine_path {engine} should end in {' or '.join(ENGINE_SUFFIXES)} (a TensorRT engine)",
             param="engine_path",
         )
     if req.trt:  # the script's trtexec writes the engine where it is named: it must be free here too
-        outputs += [engine, engine.with_suffix(".layers.json")] if installed else [script, engine]
+        outputs += [engine, layers_json_path(engine)] if installed else [script, engine]
         outputs += [qdq_path, calib_path] if int8 else []
-        outputs += [_sibling(onnx_path, ".calib.cache")] if int8 and installed else []
+        outputs += [calib_cache] if int8 and installed else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
     outputs += [ort_int8_path] if ort_int8 else []
     ort_path = onnx_path.with_suffix(".ort")
-    outputs += [ort_path, ort_path.with_suffix(".required_operators.config")] if req.to_ort else []
+    outputs += [ort_path, operator_config_path(ort_path)] if req.to_ort else []
     if req.to_ort and ort_int8:
-        outputs += [
-            ort_int8_path.with_suffix(".ort"),
-            ort_int8_path.with_suffix(".required_operators.config"),
-        ]
+        int8_ort = ort_int8_path.with_suffix(".ort")
+        outputs += [int8_ort, operator_config_path(int8_ort)]
     from edgeslim.surgery.widths import CALIBRATION_FRACTIONS
 
     widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}
@@ -384,7 +384,7 @@ def run_export(
 
                 cfg = EngineBuildConfig(
                     precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
-                    timing_cache=timing_cache, calib_data=calib, calib_cache=_sibling(onnx_path, ".calib.cache"),
+                    timing_cache=timing_cache, calib_data=calib, calib_cache=calib_cache,
                 )  # fmt: skip
                 src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
                 built = build_engine(src, engine, cfg, force=req.force)

@@ -141,6 +141,11 @@ class _DeviceBuffer:
             self.ptr = 0
 
 
+def layers_json_path(engine: str | os.PathLike) -> Path:
+    """Where :func:`build_engine` writes the engine inspector's per-layer report of ``engine``."""
+    return Path(engine).with_suffix(".layers.json")
+
+
 def make_entropy_calibrator(trt: Any, data: np.ndarray, batch: int, cache: Path | None, reuse: bool = False):
     """An ``IInt8EntropyCalibrator2`` over ``data`` (TensorRT <= 10), writing ``cache``; it reads it
     back only with ``reuse`` (no images given: a cache of another model's scales would be taken as
@@ -369,7 +374,7 @@ def build_engine(
     insp_path = None
     if cfg.detailed:
         inspector = engine.create_engine_inspector()
-        insp_path = out.with_suffix(".layers.json")
+        insp_path = layers_json_path(out)
         atomic_write_text(insp_path, inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     for n in notes:
         log.warning(n)
