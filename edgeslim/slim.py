@@ -663,10 +663,8 @@ def final_steps_note(report: dict[str, Any]) -> str | None:
     recal, projected = budget.get("bn_recalibrated_on_images"), budget.get("projection_removed_channels")
     steps = [f"the budget's final projection ({projected} channel(s))"] if projected else []
     steps += [f"BN statistics re-estimated on {recal:,} training images"] if recal else []
-    if not ((report.get("slimming") or {}).get("phase_steps") or {}).get("recovery_steps"):
-        steps += [
-            "finalize (the prox's exact zeros written into the scales)"
-        ]  # (a recovery held them already)
+    if not ((report.get("slimming") or {}).get("phase_steps") or {}).get("recovery_steps"):  # (else held)
+        steps += ["finalize (the prox's exact zeros written into the scales)"]
     if not steps:
         return None
     return f"test accuracy {percent(last)} at the last epoch, {percent(acc['trained'])} after " + ", ".join(

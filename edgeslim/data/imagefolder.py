@@ -55,11 +55,11 @@ MAX_IMAGE_BYTES = 64 << 20
 MAX_IMAGE_PIXELS = 50_000_000
 #: at least this many classes in the training split (one class cannot train a classifier)
 MIN_CLASSES = 2
-#: how an image is brought to a model's input size: stretched, letterboxed (aspect kept, padded) or
-#: cropped (aspect kept, its short side scaled to the size and the centre cut: a classifier's)
-FITS = ("stretch", "letterbox", "crop")
-#: the words a report uses for each
+#: how an image is brought to a model's input size (and the word a report uses): stretched, letterboxed
+#: (aspect kept, padded) or cropped (aspect kept, its short side scaled to the size and the centre cut:
+#: a classifier's)
 FIT_WORDS = {"stretch": "stretched", "letterbox": "letterboxed", "crop": "centre-cropped"}
+FITS = tuple(FIT_WORDS)
 #: the grey a letterboxed image is padded with (ultralytics' value)
 LETTERBOX_FILL = 114
 #: PIL modes of grey images wider than 8 bits (16-bit PNG/TIFF), brought to 8 bits by ``_to_8_bits``

@@ -331,10 +331,9 @@ def compare(
     # a softmax is compared as log-probabilities: 1,000 of them near 1e-3 would let a 10% error through an
     # absolute bound (a YOLO user's trial of a -cls model)
     space = "log-probabilities" if logits and _probabilities(ref) else "outputs"
-    ref_c, got_c = (np.log(np.maximum(a, 1e-30)) for a in (ref, got)) if space != "outputs" else (ref, got)
-    diff = abs_differences(
-        ref_c.astype(np.float64), got_c.astype(np.float64)
-    )  # (-inf in both is no difference)
+    ref_c, got_c = (_log_probabilities(ref), _log_probabilities(got)) if space != "outputs" else (ref, got)
+    # (-inf in both is no difference)
+    diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
     acc_t = acc_o = None
     agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
     if logits and batch.labels is not None:
@@ -352,6 +351,11 @@ def compare(
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
         compared=space,
     )  # fmt: skip
+
+
+def _log_probabilities(p: np.ndarray) -> np.ndarray:
+    """``log p``, probabilities below 1e-30 counted as 1e-30 (float32's denormals carry no precision)."""
+    return np.log(np.maximum(p, 1e-30))
 
 
 def _probabilities(x: np.ndarray) -> bool:
@@ -517,7 +521,7 @@ def _against_float64(
             out.append(r)
             continue
         if r.compared != "outputs":  # (a softmax: judged as log-probabilities, as compare did)
-            a, b, e = (np.log(np.maximum(v, 1e-30)) for v in (a, b, e))
+            a, b, e = (_log_probabilities(v) for v in (a, b, e))
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
         agree = not classifier_logits(a.shape) or r.top1_agreement == 1.0 or not batch.real  # (as compare)
