@@ -164,9 +164,11 @@ class ResourceModel:
         self.layers = self._layers(model, example)
         # a module called more than once (a head shared by pyramid levels) has one row per call: its
         # MACs and the weights it reads count per call, its parameters once
-        names = [layer.name for layer in self.layers]
+        first = {}
+        for i, layer in enumerate(self.layers):
+            first.setdefault(layer.name, i)
         self._params_once = torch.tensor(
-            [names.index(n) == i for i, n in enumerate(names)], dtype=torch.float64
+            [first[layer.name] == i for i, layer in enumerate(self.layers)], dtype=torch.float64
         )
         self.in_idx = torch.tensor([max(layer.in_touch, 0) for layer in self.layers], dtype=torch.long)
         self.has_in = torch.tensor([layer.in_touch >= 0 for layer in self.layers])

@@ -148,8 +148,6 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                 except OSError:  # (a folder that takes no new files, /proc: the write itself names the file)
                     continue
                 claims.append((lock, fd))
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     except BaseException:
         release()
@@ -260,8 +258,6 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
     lock = d / LOCK_NAME
     fd = _locked_file(lock, d)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:
             yield d
         except BaseException:
@@ -325,8 +321,9 @@ def _not_a_lock(lock: Path, what: str) -> EdgeslimError:
 
 
 def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
-    """A descriptor of ``lock`` holding its exclusive ``flock``; the file is the one at the path
-    (a run that ended between our open and our lock removed it: open again)."""
+    """A descriptor of ``lock`` holding its exclusive ``flock``, our pid written in it (a refused run
+    names the holder); the file is the one at the path (a run that ended between our open and our
+    lock removed it: open again)."""
     import fcntl
 
     while True:
@@ -342,6 +339,12 @@ def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
         except FileNotFoundError:
             same = False
         if same:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except BaseException:
+                os.close(fd)
+                raise
             return fd
         os.close(fd)
 
