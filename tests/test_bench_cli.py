@@ -799,3 +799,46 @@ def test_energy_per_inference_counts_the_timed_inferences_only(onnx_pair, tmp_pa
     host, tegra = trial["samples"]["1"]["host"], trial["tegrastats"]["1"]
     assert tegra["power_mean_mw"] == 10000
     assert tegra["energy_per_inference_mj"] == pytest.approx(10000 * sum(host) / len(host), rel=1e-6)
+
+
+def test_tegrastats_telemetry_reaches_the_tables_and_report(onnx_pair, tmp_path):
+    """The energy per inference a Jetson run sampled lay in run.json's raw trials only: neither the
+    printed tables nor report.md showed it. A stand-in tegrastats (this host has none) prints a line
+    at a constant 10 W (VDD_IN); the tables give per model and batch the power, the energy per batch
+    (median over the trials) and per image."""
+    import os
+    import stat
+
+    dense, thin, _ = onnx_pair
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    exe = tools / "tegrastats"
+    exe.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1000/8000MB CPU [10%@1000] GR3D_FREQ 50%@1000 "
+                   "tj@41.5C VDD_IN 10000mW/10000mW'; sleep 0.05; done\n")  # fmt: skip
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    env = no_torch_env(tmp_path)
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    out = tmp_path / "run"
+    args = [PY, "-m", "edgeslim", "bench", thin, "--baseline", dense, "--batch", "1,2", "--trials", "2",
+            "--threads", "1", "--warmup", "1", "--min-time", "0.3", "--min-iters", "20", "--out", out]  # fmt: skip
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Jetson telemetry" in r.stdout
+    record = json.loads((out / "run.json").read_text())
+    md = (out / "report.md").read_text()
+    section = md.split("## Jetson telemetry (tegrastats, measured)")[1].split("\n## ")[0]
+    rows = [
+        [c.strip() for c in ln.strip("|").split("|")] for ln in section.splitlines() if ln.startswith("| ")
+    ]
+    assert rows[0][:6] == ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image"]
+    body = {(row[0], int(row[1])): row for row in rows[1:]}
+    assert set(body) == {(m, b) for m in ("baseline", "slim") for b in (1, 2)}
+    for (label, b), row in body.items():
+        trials = [t for t in record["trials"] if t["label"] == label]
+        energy = np.median([t["tegrastats"][str(b)]["energy_per_inference_mj"] for t in trials])
+        assert record["summary"][label][str(b)]["tegrastats"]["trials"] == 2
+        assert float(row[3]) == pytest.approx(10.0)
+        assert float(row[4]) == pytest.approx(energy, rel=5e-3)  # (3 significant digits in the table)
+        assert float(row[5]) == pytest.approx(energy / b, rel=5e-3)
+        assert row[6:9] == ["50", "1000", "41.5"], row
+    assert "VDD_IN" in section

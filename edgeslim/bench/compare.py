@@ -298,6 +298,31 @@ def _trials(record: dict, models: dict[str, str], backend: str, batches: list[in
                 on_trial(t, label, res)
 
 
+def telemetry(trials: list[dict | None]) -> dict | None:
+    """The tegrastats summaries of one model's trials at one batch as one: the median over the trials
+    that sampled anything of the means (power, energy, GPU load), the extremes of the extremes (clock,
+    temperature, RAM); None where no trial sampled (no tegrastats on the machine)."""
+    got = [t for t in trials if isinstance(t, dict) and t.get("samples")]
+    if not got:
+        return None
+
+    def values(k: str) -> list[float]:
+        return [float(t[k]) for t in got if isinstance(t.get(k), (int, float))]
+
+    out: dict = {"trials": len(got), "samples": sum(int(t["samples"]) for t in got),
+                 "power_rail": next((t["power_rail"] for t in got if t.get("power_rail")), None)}  # fmt: skip
+    for k in ("power_mean_mw", "energy_per_inference_mj", "gpu_load_mean"):
+        out[k] = float(np.median(v)) if (v := values(k)) else None
+    for k, pick in (
+        ("gpu_mhz_min", min),
+        ("gpu_mhz_max", max),
+        ("temp_max_c", max),
+        ("ram_used_mb_max", max),
+    ):
+        out[k] = pick(v) if (v := values(k)) else None
+    return out
+
+
 def aggregate(record: dict) -> dict:
     """Fill ``summary``, ``speedup``, ``memory`` and ``macs_ratio`` from the raw trials (idempotent)."""
     labels = list(record["models"])
@@ -323,6 +348,8 @@ def aggregate(record: dict) -> dict:
             s["unstable"] = s["cv"] > CV_WARN
             if kind == "device":
                 s["host"] = summarize(np.concatenate([r["samples"][key]["host"] for r in runs]), b)
+            if tegra := telemetry([(r.get("tegrastats") or {}).get(key) for r in runs]):
+                s["tegrastats"] = tegra
             summary[label][key] = s
             per_trial[label][key] = trial_samples
         mem = [r["memory"] for r in runs]

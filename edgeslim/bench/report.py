@@ -277,6 +277,45 @@ MEMORY_COLS = [
 
 
 PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
+TELEMETRY_COLS = ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image", "GPU load %", "GPU MHz",
+                  "max temp C", "max RAM MB"]  # fmt: skip
+TELEMETRY_LEGEND = (
+    "tegrastats sampled during each timed window. Power: the mean input power ({rails}); energy per batch: "
+    "that power times the seconds the timed calls took, over the calls (the warm-up left out); medians over "
+    "the trials; GPU MHz: the lowest and highest clock seen (a range: the clock moved while timing); max "
+    "temperature of the sensors (PMIC left out), max RAM in use on the board."
+)
+
+
+def telemetry_rows(record: dict) -> list[list] | None:
+    """One row per model and batch of the Jetson telemetry the trials sampled (tegrastats); None when
+    no trial sampled any (no tegrastats on the machine, or ``--no-tegrastats``)."""
+    rows = []
+    for label in record["models"]:
+        for b in record["batches"]:
+            t = (record["summary"][label].get(str(b)) or {}).get("tegrastats")
+            if not t:
+                continue
+            lo, hi = t.get("gpu_mhz_min"), t.get("gpu_mhz_max")
+            mhz = None if lo is None else (f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}")
+            energy = t.get("energy_per_inference_mj")
+            power = t.get("power_mean_mw")
+            rows.append([label, b, t["samples"], None if power is None else power / 1e3, energy,
+                         None if energy is None else energy / b, t.get("gpu_load_mean"), mhz,
+                         t.get("temp_max_c"), None if t.get("ram_used_mb_max") is None
+                         else round(t["ram_used_mb_max"])])  # fmt: skip
+    return rows or None
+
+
+def telemetry_legend(record: dict) -> str:
+    """:data:`TELEMETRY_LEGEND` with the power rails the trials read."""
+    rails = sorted({
+        t["power_rail"]
+        for label in record["models"] for b in record["batches"]
+        if (t := (record["summary"][label].get(str(b)) or {}).get("tegrastats"))
+        and t.get("power_rail") not in (None, "none")
+    })  # fmt: skip
+    return TELEMETRY_LEGEND.format(rails=", ".join(rails) or "no power rail in the lines")
 
 
 def prediction_rows(record: dict) -> list[list]:
@@ -516,6 +555,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                 for x in ("", f"Not predicted: {label}: {why}")
             ),
         ]
+    if (tegra := telemetry_rows(record)) is not None:
+        parts += ["", "## Jetson telemetry (tegrastats, measured)", "", markdown_table(TELEMETRY_COLS, tegra), "",
+                  telemetry_legend(record)]  # fmt: skip
     if (times := layer_time_rows(record)) is not None:
         title, cols, rows = times
         parts += ["", f"## {title}", "", markdown_table(cols, rows)]

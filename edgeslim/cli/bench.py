@@ -43,6 +43,8 @@ def _print_tables(record: dict) -> None:
     out.print(
         table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
     )
+    if (tegra := report.telemetry_rows(record)) is not None:
+        out.print(table("Jetson telemetry (tegrastats, measured)", report.TELEMETRY_COLS, tegra))
     if (times := report.layer_time_rows(record)) is not None:
         out.print(table(*times))
     if record.get("prediction"):
