@@ -423,8 +423,8 @@ def test_cli_trtexec_layer_table(files, tmp_path) -> None:
         "--separateProfileRun",
         "--profilingVerbosity=detailed",
         "--fp16",
-        "--shapes=input:1x1x28x28",
     } <= set(argv)
+    assert not any(a.startswith("--shapes") for a in argv)  # (a static ONNX: trtexec refuses shapes for it)
     assert any(a.startswith("--exportProfile=") for a in argv) and any(
         a.startswith("--exportTimes=") for a in argv
     )
@@ -561,3 +561,30 @@ def test_a_trtexec_comparison_builds_each_engine_once_in_fp16(files, tmp_path) -
     assert main([*args, "--onnx", str(dense)]) == 0
     last = json.loads(log.read_text().splitlines()[-1])
     assert f"--loadEngine={engine}" in last and "--shapes=input:4x1x28x28" in last
+
+
+def test_trtexec_static_onnx_warm_up_and_its_own_warning(files, tmp_path) -> None:
+    """A review against trtexec's sources (stand-in trtexec): a static ONNX, export's default, was run
+    with --shapes, which trtexec refuses for a static model ("Static model does not take explicit
+    shapes"); TensorRT <= 8.3 writes the warm-up iterations into --exportTimes too, and they were
+    counted as timed samples; trtexec's GPU-timed latency was filed as host time; its own warning of
+    an unstable GPU compute time (CoV > 1%) was dropped."""
+    _, _, static = files["vgg-small"]
+    (tmp_path / "p.json").write_text("[]")
+    fixtures = Path(__file__).parent / "fixtures" / "trtexec"
+    exe, log = tmp_path / "trtexec", tmp_path / "argv.jsonl"
+    exe.write_text(FAKE_TRTEXEC.format(py=PY, log=str(log), times=str(fixtures / "exportTimes_trt82.json"),
+                                       profile=str(tmp_path / "p.json"),
+                                       summary=str(fixtures / "trt8_summary_cov.txt")))  # fmt: skip
+    exe.chmod(0o755)
+    out = tmp_path / "run"
+    assert main(["bench", str(static), "--backend", "trtexec", "--trtexec", str(exe), "--batch", "1", "--trials",
+                 "1", "--no-tegrastats", "--warmup", "0.2", "--min-iters", "3", "--min-time", "0.02", "--out",
+                 str(out)]) == 0  # fmt: skip
+    runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip() != '["--help"]']
+    assert runs and "--warmUp=200" in runs[0] and not any(a.startswith("--shapes") for r in runs for a in r)
+    record = json.loads((out / "run.json").read_text())
+    samples = record["trials"][0]["samples"]["1"]
+    assert samples["device"] == pytest.approx([1.38e-3, 1.40e-3, 1.36e-3]) and "host" not in samples
+    md = (out / "report.md").read_text()
+    assert "trtexec warned that its GPU compute time is unstable (coefficient of variance 2.10%" in md

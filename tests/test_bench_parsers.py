@@ -161,6 +161,11 @@ def test_a_failed_trtexec_build_says_why_in_one_line():
 def test_trtexec_times_and_versions():
     t = parse_times(FIX / "trtexec" / "exportTimes.json")
     assert t["device"] == pytest.approx([1.38e-3, 1.40e-3, 1.36e-3]) and len(t["enqueue"]) == 3
+    assert parse_times(FIX / "trtexec" / "exportTimes.json", warmup_ms=200) == t  # (10.x: no warm-up in it)
+    # TensorRT <= 8.3 writes the warm-up too: trtexec's summary counts from the first compute at >= --warmUp
+    old = parse_times(FIX / "trtexec" / "exportTimes_trt82.json", warmup_ms=200)
+    assert old["device"] == pytest.approx([1.38e-3, 1.40e-3, 1.36e-3])
+    assert len(parse_times(FIX / "trtexec" / "exportTimes_trt82.json")["device"]) == 8
     assert parse_version("&&&& RUNNING TensorRT.trtexec [TensorRT v100200] # trtexec") == (10, 2, 0)
     assert parse_version("[TensorRT v8601]") == (8, 6, 1)
     assert parse_version("no banner") is None
@@ -253,3 +258,43 @@ def test_an_engine_whose_header_begins_like_a_pickle_is_still_an_engine(tmp_path
         EdgeslimError, match=r"is named like a TensorRT engine \(its bytes do not show it ONNX\), which"
     ):
         check_engine_trusted(str(pickled), {})
+
+
+def test_cuda_graph_capture_with_cuda_python_11() -> None:
+    """A review: JetPack 5's cuda-python 11 declares ``cudaGraphInstantiate(graph, pLogBuffer,
+    bufferSize)`` (12 and 13: ``(graph, flags)``), so ``--cuda-graph`` escaped as a TypeError. The
+    stand-in has cuda-python 11.8's signatures of the calls a capture makes (no GPU here)."""
+    import types
+
+    from edgeslim.bench.backends.trt import TrtSession
+
+    class Cudart11:
+        cudaStreamCaptureMode = types.SimpleNamespace(cudaStreamCaptureModeGlobal=0)
+
+        def cudaStreamCreate(self):
+            return (0, 7)
+
+        def cudaStreamSynchronize(self, stream, /):
+            return (0,)
+
+        def cudaStreamBeginCapture(self, stream, mode, /):
+            return (0,)
+
+        def cudaStreamEndCapture(self, stream, /):
+            return (0, "graph")
+
+        def cudaGraphInstantiate(self, graph, pLogBuffer, bufferSize, /):  # noqa: N803 - cuda-python's names
+            return (0, "exec", None)
+
+        def cudaGraphInstantiateWithFlags(self, graph, flags, /):
+            return (0, "exec")
+
+    class Engine:
+        num_io_tensors = 0
+
+        def create_execution_context(self):
+            return types.SimpleNamespace(execute_async_v3=lambda stream: True)
+
+    session = TrtSession(types.SimpleNamespace(), Engine(), Cudart11(), True, 0, "")
+    session._capture()
+    assert session.graph_exec == "exec"

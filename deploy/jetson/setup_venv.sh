@@ -25,7 +25,19 @@ if [ -z "$CUDA_VER" ] && [ -f /usr/local/cuda/version.json ]; then
 fi
 if [ -n "$CUDA_VER" ]; then
   CUDA_MAJOR=${CUDA_VER%%.*} CUDA_MINOR=${CUDA_VER#*.}
-  "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR}.${CUDA_MINOR},<${CUDA_MAJOR}.$((CUDA_MINOR + 1))"
+  # PyPI has no cuda-python 11.4 (JetPack 5's CUDA; its 11.x wheels start at 11.5 for aarch64):
+  # then the nearest newer minor of the same major (cuda.bindings' support policy: minor version
+  # compatibility within a major; bench's calls are all in CUDA 11.4)
+  if ! "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR}.${CUDA_MINOR},<${CUDA_MAJOR}.$((CUDA_MINOR + 1))"; then
+    echo "no cuda-python ${CUDA_VER} for this Python on PyPI; trying the next minor of CUDA ${CUDA_MAJOR}" >&2
+    installed=""
+    for minor in $(seq $((CUDA_MINOR + 1)) 9); do
+      if "$VENV/bin/python" -m pip install -q "cuda-python>=${CUDA_MAJOR}.${minor},<${CUDA_MAJOR}.$((minor + 1))"; then
+        installed=yes; break
+      fi
+    done
+    [ -n "$installed" ] || echo "no cuda-python ${CUDA_MAJOR}.x found: the tensorrt backend needs it (the trtexec and onnxruntime backends do not)" >&2
+  fi
 else
   echo "could not find the CUDA version; install cuda-python matching it by hand" >&2
 fi

@@ -346,7 +346,7 @@ def aggregate(record: dict) -> dict:
             s["throughput_per_s"] = b * 1e3 / s["p50_ms"] if s["p50_ms"] > 0 else 0.0
             s["trial_cv"] = [summarize(x, b)["cv"] for x in trial_samples]
             s["unstable"] = s["cv"] > CV_WARN
-            if kind == "device":
+            if kind == "device" and all("host" in r["samples"][key] for r in runs):  # (trtexec: none)
                 s["host"] = summarize(np.concatenate([r["samples"][key]["host"] for r in runs]), b)
             if tegra := telemetry([(r.get("tegrastats") or {}).get(key) for r in runs]):
                 s["tegrastats"] = tegra

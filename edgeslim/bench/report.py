@@ -464,7 +464,24 @@ def warnings(record: dict) -> list[str]:
                     f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
                     "clocks or thermals; p50 and the trial spread are the numbers to read)"
                 )
+            if (cov := _trtexec_cov(record, label, b)) is not None:
+                out.append(
+                    f"{label} batch {b}: trtexec warned that its GPU compute time is unstable (coefficient of "
+                    f"variance {cov:.2f}% > its 1%; the largest of the trials): lock the clocks (jetson_clocks, "
+                    "nvidia-smi -lgc) and keep the GPU for the run"
+                )
     return out
+
+
+def _trtexec_cov(record: dict, label: str, batch: int) -> float | None:
+    """The largest coefficient of variance trtexec warned of in ``label``'s trials at ``batch``."""
+    covs = []
+    for r in record.get("trials") or []:
+        if isinstance(r, dict) and r.get("label") == label:
+            summary = ((r.get("info") or {}).get("summaries") or {}).get(str(batch)) or {}
+            if isinstance(summary.get("cov_warning_pct"), (int, float)):
+                covs.append(float(summary["cov_warning_pct"]))
+    return max(covs) if covs else None
 
 
 def markdown(record: dict, plots: list[str] | None = None) -> str:

@@ -143,7 +143,8 @@ class Session:
         raise NotImplementedError
 
     def measure(self, cfg: TimingConfig) -> dict[str, list[float]]:
-        """Samples in seconds; ``host`` always, ``device`` where the runtime has GPU events."""
+        """Samples in seconds: ``host`` (wall clock around each call) and, where the runtime has GPU
+        events, ``device``; at least one of the two."""
         return {"host": host_loop(self.run, cfg)}
 
     def input_shapes(self) -> list[list[int]] | None:

@@ -190,7 +190,8 @@ class TrtSession(Session):
             self.graph = _check(cu.cudaStreamEndCapture(self.stream))
             if not captured:  # (an empty graph would "run" in microseconds)
                 raise self._failed("execute_async_v3 under CUDA graph capture")
-            self.graph_exec = _check(cu.cudaGraphInstantiate(self.graph, 0))
+            # (WithFlags: one signature in cuda-python 11 to 13; cudaGraphInstantiate takes a log buffer in 11)
+            self.graph_exec = _check(cu.cudaGraphInstantiateWithFlags(self.graph, 0))
         except EdgeslimError:
             self._drop_graph()  # ops not permitted under capture: fall back, as trtexec does
 

@@ -122,13 +122,25 @@ def parse_summary(text: str) -> dict:
     return out
 
 
-def parse_times(path: str | os.PathLike) -> dict[str, list[float]]:
-    """``--exportTimes`` JSON -> per-iteration seconds for compute, latency (H2D+compute+D2H), enqueue."""
+def _warmup_ms(cfg: TimingConfig) -> int:
+    """The ``--warmUp`` (ms) of a timing config."""
+    return int(cfg.warmup_s * 1000)
+
+
+def parse_times(path: str | os.PathLike, warmup_ms: float = 0.0) -> dict[str, list[float]]:
+    """``--exportTimes`` JSON -> per-iteration seconds for compute, latency (H2D+compute+D2H), enqueue.
+
+    The timed iterations are those from the first whose compute starts at or after ``warmup_ms`` (the
+    ``--warmUp`` given), trtexec's own rule for its summary: TensorRT <= 8.3 writes the warm-up
+    iterations into the file too (later versions leave them out, so the rule drops nothing there).
+    """
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EdgeslimError(f"cannot read trtexec times {path}: {exc}") from exc
     rec = [r for r in data if isinstance(r, dict) and "computeMs" in r]
+    first = next((i for i, r in enumerate(rec) if r.get("startComputeMs", warmup_ms) >= warmup_ms), len(rec))
+    rec = rec[first:]
     out = {
         "device": [r["computeMs"] * 1e-3 for r in rec],
         "latency": [r["latencyMs"] * 1e-3 for r in rec if "latencyMs" in r],
@@ -220,7 +232,7 @@ def build_command(
         # run in FP32, not as the export's engine (--int8 --fp16) runs them
         cmd += ["--int8", "--fp16"] if precision == "int8" else [f"--{precision}"]
     cmd += [
-        f"--warmUp={int(cfg.warmup_s * 1000)}",
+        f"--warmUp={_warmup_ms(cfg)}",
         f"--duration={max(int(round(cfg.min_time_s)), 0)}",
         f"--iterations={cfg.min_iters}",
     ]
@@ -248,7 +260,9 @@ class TrtexecSession(Session):
         head = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
         self.version = parse_version(head.stdout + head.stderr)
         self.shapes: dict[str, list[int]] | None = None
+        self.batch = 1
         self.summary: dict = {}
+        self.summaries: dict[str, dict] = {}  # per batch: the last timed run's performance summary
         self.log_tail = ""
         self.precision = self._precision()
 
@@ -261,13 +275,17 @@ class TrtexecSession(Session):
         return "fp32" if (self.version or (10, 0, 0))[0] >= 11 else "fp16"
 
     def set_batch(self, batch: int) -> None:
-        self.shapes = None
+        self.shapes, self.batch = None, batch
         source = self.model if model_format(self.model) == "onnx" else self.options.get("onnx")
         if source:  # (an engine's input from the ONNX it was built from: a dynamic one runs at any batch)
             from edgeslim.bench.onnx_cost import onnx_cost
 
             ins = onnx_cost(source).input_shapes
-            self.shapes = {n: concrete_shape(n, s or [], batch) for n, s in ins.items()}
+            shapes = {n: concrete_shape(n, s or [], batch) for n, s in ins.items()}
+            # --shapes for a dynamic input only: trtexec refuses them for a static model ("Static model does
+            # not take explicit shapes"), an export without a dynamic batch
+            if any(shapes[n] != list(s or []) for n, s in ins.items()):
+                self.shapes = shapes
         elif batch != 1:
             raise EdgeslimError(
                 f"with an engine file the trtexec backend needs the ONNX it was built from to run batch {batch} "
@@ -319,7 +337,7 @@ class TrtexecSession(Session):
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:
                 raise EdgeslimError(explain_failure(text, self.model, r.returncode))
-            self.summary = parse_summary(text)
+            self.summary = self.summaries[str(self.batch)] = parse_summary(text)
             for path, what, flag in (
                 (times, "times", "--exportTimes"),
                 (prof_path, "per-layer profile", "--exportProfile"),
@@ -329,14 +347,13 @@ class TrtexecSession(Session):
                     raise EdgeslimError(
                         f"trtexec exited 0 but wrote no {what} ({flag}) for {self.model}; its last lines: {last[:300]}"
                     )
-            samples = parse_times(times)
+            samples = parse_times(times, warmup_ms=_warmup_ms(cfg))
             prof = parse_layer_profile(prof_path) if prof_path else None
-        samples["host"] = samples.pop("latency", samples["device"])
-        return samples, prof
+        return samples, prof  # (no host time: trtexec's latency is timed on the GPU, transfers left out)
 
     def info(self) -> dict:
         return {"trtexec": self.exe, "tensorrt_version": self.version, "precision": self.precision,
-                "summary": self.summary}  # fmt: skip
+                "summary": self.summary, "summaries": self.summaries}  # fmt: skip
 
 
 class TrtexecBackend(Backend):
