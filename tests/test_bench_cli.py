@@ -774,22 +774,29 @@ def test_on_a_terminal_the_tables_start_below_the_finished_bar(onnx_pair, tmp_pa
     assert not any("━" in ln and "bench" in ln for ln in after)  # the bar is not drawn again below
 
 
-def test_energy_per_inference_counts_the_timed_inferences_only(onnx_pair, tmp_path):
-    """A review: the energy per inference was the mean power times the whole sampling window, the
-    warm-up included, over the timed inferences (1.5x at the defaults, 4x with a long warm-up). A
-    stand-in tegrastats (this host has none) prints a Jetson line at a constant 10 W."""
+def _standin_tegrastats(tmp_path: Path) -> dict[str, str]:
+    """The environment of a bench run that finds a stand-in tegrastats (this host has none) on its PATH,
+    printing a Jetson line every 50 ms at a constant 10 W (VDD_IN), 50% GPU load at 1000 MHz, 41.5 C."""
     import os
     import stat
 
-    _, thin, _ = onnx_pair
     tools = tmp_path / "bin"
     tools.mkdir()
     exe = tools / "tegrastats"
     exe.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1000/8000MB CPU [10%@1000] GR3D_FREQ 50%@1000 "
-                   "VDD_IN 10000mW/10000mW'; sleep 0.05; done\n")  # fmt: skip
+                   "tj@41.5C VDD_IN 10000mW/10000mW'; sleep 0.05; done\n")  # fmt: skip
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     env = no_torch_env(tmp_path)
     env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def test_energy_per_inference_counts_the_timed_inferences_only(onnx_pair, tmp_path):
+    """A review: the energy per inference was the mean power times the whole sampling window, the
+    warm-up included, over the timed inferences (1.5x at the defaults, 4x with a long warm-up). A
+    stand-in tegrastats (this host has none) prints a Jetson line at a constant 10 W."""
+    _, thin, _ = onnx_pair
+    env = _standin_tegrastats(tmp_path)
     out = tmp_path / "run"
     args = [PY, "-m", "edgeslim", "bench", thin, "--batch", "1", "--trials", "1", "--threads", "1", "--warmup", "1",
             "--min-time", "0.3", "--min-iters", "20", "--out", out]  # fmt: skip
@@ -806,18 +813,8 @@ def test_tegrastats_telemetry_reaches_the_tables_and_report(onnx_pair, tmp_path)
     printed tables nor report.md showed it. A stand-in tegrastats (this host has none) prints a line
     at a constant 10 W (VDD_IN); the tables give per model and batch the power, the energy per batch
     (median over the trials) and per image."""
-    import os
-    import stat
-
     dense, thin, _ = onnx_pair
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    exe = tools / "tegrastats"
-    exe.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1000/8000MB CPU [10%@1000] GR3D_FREQ 50%@1000 "
-                   "tj@41.5C VDD_IN 10000mW/10000mW'; sleep 0.05; done\n")  # fmt: skip
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    env = no_torch_env(tmp_path)
-    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    env = _standin_tegrastats(tmp_path)
     out = tmp_path / "run"
     args = [PY, "-m", "edgeslim", "bench", thin, "--baseline", dense, "--batch", "1,2", "--trials", "2",
             "--threads", "1", "--warmup", "1", "--min-time", "0.3", "--min-iters", "20", "--out", out]  # fmt: skip
