@@ -302,6 +302,7 @@ def load_model(
         raise EdgeslimError(f"model file {p} does not exist; check the path")
     if p.is_dir():
         raise EdgeslimError(f"{p} is a directory; give the model file (e.g. {p / 'model.pt'})")
+    _regular_file(p, "model file")
     kind = sniff(p)
     if kind in ("torchscript", "torch-export") and not trust_pickle:
         raise _refuse_untrusted(p, kind)
@@ -539,7 +540,10 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 
 
 #: keys under which training scripts commonly store the weights inside a checkpoint dict
-STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "state_dict_ema", "model_ema")
+#: (an exponential moving average's copy last: read only from a checkpoint that keeps no other weights)
+MODEL_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+EMA_KEYS = ("state_dict_ema", "model_ema")
+STATE_DICT_KEYS = MODEL_KEYS + EMA_KEYS
 
 
 def _cut_off_zip(p: Path) -> EdgeslimError:
@@ -554,14 +558,18 @@ def _cut_off_zip(p: Path) -> EdgeslimError:
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> dict[str, Any]:
     """The weights in ``path``: a ``state_dict``, a training checkpoint dict holding one (under
     :data:`STATE_DICT_KEYS`), an edgeslim checkpoint or a ``.safetensors`` file; read without running
-    anything in the file (:func:`load_weights_only`), with wrapper prefixes (``module.``,
-    ``_orig_mod.``) removed."""
+    anything in the file (:func:`load_weights_only`). ``strip_wrappers``: with the prefixes a wrapper
+    put before every name removed (:func:`without_wrappers`); off, the names as saved (for a loader
+    that knows the architecture: a model whose own submodule is named ``module``)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise EdgeslimError(f"weights file {p} does not exist; check the path")
+    if p.is_dir():
+        raise EdgeslimError(f"{p} is a directory; give the weights file in it")
+    _regular_file(p, "weights file")
     kind = sniff(p)
     if kind == "safetensors":
         obj: Any = read_safetensors(p)
@@ -593,14 +601,48 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             )
         obj = inner
     if not isinstance(obj, dict) or not obj:
-        raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not a state_dict")
-    out = {}
-    for k, v in obj.items():
-        # nested wrappers too: torch.compile(DDP(m)) saves _orig_mod.module.NAME
-        while k.startswith(WRAPPER_PREFIXES):
-            k = k.split(".", 1)[1]
-        out[k] = v
-    return out
+        raise EdgeslimError(f"{p} holds {_a(type(obj).__name__)}, not a state_dict")
+    return without_wrappers(obj) if strip_wrappers else obj
+
+
+def without_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` without the marks wrappers put in every name: see :func:`unwrapped_forms`."""
+    return unwrapped_forms(state_dict)[-1]
+
+
+def unwrapped_forms(state_dict: dict[str, Any]) -> list[dict[str, Any]]:
+    """``state_dict`` as saved, then after each wrapper's mark is removed in turn: ``torch.compile``'s
+    ``._orig_mod.`` inside the names of a submodule compiled in place; a ``torch.optim.swa_utils.
+    AveragedModel``'s (EMA/SWA) ``n_averaged`` count; the prefix a wrapper puts before every name,
+    DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.``, nested (``_orig_mod.module.``). A prefix
+    only some names carry is a submodule's name, kept. A loader that knows the architecture takes the
+    first form whose names are its own (a model whose own submodule is named ``module``)."""
+    sd, forms = state_dict, [state_dict]
+    if any("._orig_mod." in k for k in sd):
+        sd = {k.replace("._orig_mod.", "."): v for k, v in sd.items()}
+        forms.append(sd)
+    if "n_averaged" in sd and len(sd) > 1 and all(k.startswith("module.") for k in sd if k != "n_averaged"):
+        sd = {k: v for k, v in sd.items() if k != "n_averaged"}
+    while sd and (cut := next((w for w in WRAPPER_PREFIXES if all(k.startswith(w) for k in sd)), None)):
+        sd = {k[len(cut) :]: v for k, v in sd.items()}
+        forms.append(sd)
+    return forms
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article (an int, a list)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _regular_file(p: Path, what: str) -> None:
+    """Refuse ``p`` (which exists) when it is no regular file: a FIFO (whose read blocks until a writer
+    comes), a device or a socket; a link to a file is fine."""
+    import stat
+
+    if not stat.S_ISREG(p.stat().st_mode):
+        raise EdgeslimError(
+            f"{what} {p} is not a regular file (a FIFO, a device or a socket); save the file to disk and give that"
+        )
 
 
 def _state_dict_in(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -684,6 +726,9 @@ def _load_with_placeholders(p: Path, map_location: str) -> Any:
         return None
     if _is_tensor_dict(obj):
         return obj
+    # a pickled object where the model's weights are kept: its EMA copy beside it is not the model
+    if any(k in obj and id(obj[k]) in placeholders for k in MODEL_KEYS):
+        return None
     inner = _state_dict_in(obj)
     return obj if inner is not None and id(inner) not in placeholders else None
 
@@ -713,21 +758,25 @@ def read_safetensors(p: Path) -> dict[str, Any]:
             raise EdgeslimError(f"{bad} (its header is not JSON); is it truncated?") from exc
         if not isinstance(header, dict):
             raise EdgeslimError(f"{bad} (its header is not a JSON object)")
-        base, out = 8 + n, {}
+        base, out, spans = 8 + n, {}, []
         for name, info in header.items():
             if name == "__metadata__":
                 continue
             try:
                 dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
-                shape = [int(d) for d in info["shape"]]
-                start, end = (int(o) for o in info["data_offsets"])
-            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+                shape, offsets = list(info["shape"]), list(info["data_offsets"])
+                if not all(type(d) is int for d in shape + offsets) or len(offsets) != 2:  # (2.9 is no size)
+                    raise ValueError("shape and data_offsets must be whole numbers")
+                start, end = offsets
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise EdgeslimError(f"{bad} (entry {name!r}: {info!r:.80})") from exc
-            if any(not 0 <= d < 2**48 for d in shape):
+            # (each size below 2**48 and their product within torch's: [2**40, 2**40, 0] holds no byte)
+            if any(not 0 <= d < 2**48 for d in shape) or math.prod(max(d, 1) for d in shape) >= 2**62:
                 raise EdgeslimError(f"{bad} (entry {name!r} has the shape {shape}: negative or absurd)")
             size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             if end - start != size or start < 0 or base + end > total:
                 raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
+            spans.append((start, end, name))
             buf = bytearray(size)
             if size:
                 f.seek(base + start)
@@ -735,6 +784,10 @@ def read_safetensors(p: Path) -> dict[str, Any]:
                     raise EdgeslimError(f"{bad} (entry {name!r} lies outside the file); is it truncated?")
             out[name] = torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape) if size else (
                 torch.empty(shape, dtype=dtype))  # fmt: skip
+    spans.sort()
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:  # (the format's byte ranges do not overlap: two names reading one tensor's bytes)
+            raise EdgeslimError(f"{bad} (entries {a!r} and {b!r} share bytes)")
     return out
 
 
@@ -743,9 +796,15 @@ MAX_SAFETENSORS_HEADER = 100 << 20
 
 
 def _is_tensor_dict(d: dict[str, Any]) -> bool:
+    """Whether ``d`` is a state_dict: names to tensors (a module's ``_extra_state`` may be any value)."""
     import torch
 
-    return bool(d) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+    return (
+        bool(d)
+        and all(isinstance(k, str) for k in d)
+        and any(isinstance(v, torch.Tensor) for v in d.values())
+        and all(isinstance(v, torch.Tensor) or k.rsplit(".", 1)[-1] == "_extra_state" for k, v in d.items())
+    )
 
 
 def load_checkpoint_dict(path: str | os.PathLike) -> dict[str, Any]:

@@ -338,3 +338,104 @@ def test_a_safetensors_file_is_read_as_far_as_its_header_names(tmp_path):
     finally:
         tracemalloc.stop()
     assert out["w"].tolist() == [1.5] and peak < 16 << 20, peak
+
+
+def test_which_copy_of_the_network_a_checkpoint_gives(net, tmp_path):
+    """A review of weight files written to break the loader: two copies of the network under prefixes
+    of one length (MoCo's encoder_q./encoder_k., a student and a teacher) were picked by Python's
+    per-process string hashing, a different network from run to run; an EMA kept as a plain copy
+    beside the model (Lightning: model. and ema.) was read instead of the model; a pickled module
+    under 'model' was skipped for the EMA state_dict beside it. Now: two copies are refused in one
+    line, the EMA yields to the model's own weights, and the pickled model is not replaced by its EMA."""
+    sd = net.state_dict()
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in sd.items()}
+    moco = {**{f"module.encoder_q.{k}": v for k, v in sd.items()},
+            **{f"module.encoder_k.{k}": v for k, v in other.items()}, "module.queue": torch.zeros(4, 8)}  # fmt: skip
+    torch.save({"state_dict": moco, "epoch": 3}, tmp_path / "moco.pth.tar")
+    with pytest.raises(
+        EdgeslimError, match=r"hold 2 copies of the network, under 'encoder_k\.', 'encoder_q\.'"
+    ):
+        load_model_or_arch("tv:resnet18", weights=str(tmp_path / "moco.pth.tar"), trust_pickle=False)
+    lightning = {**{f"model.{k}": v for k, v in sd.items()}, **{f"ema.{k}": v for k, v in other.items()}}
+    torch.save({"state_dict": lightning, "hyper_parameters": _Hparams()}, tmp_path / "ema.ckpt")
+    loaded = load_model_or_arch("tv:resnet18", weights=str(tmp_path / "ema.ckpt"), trust_pickle=False).model
+    assert _same(loaded.state_dict(), sd)
+    torch.save({"model": net, "model_ema": other}, tmp_path / "pickled_model.pth")
+    with pytest.raises(EdgeslimError, match="pickled object"):
+        read_state_dict(tmp_path / "pickled_model.pth")
+    # a state_dict with a module's extra state beside its tensors is the model's, not the EMA beside it
+    torch.save(
+        {"state_dict": {**sd, "fc._extra_state": {"v": 1}}, "state_dict_ema": other}, tmp_path / "x.pth"
+    )
+    assert set(read_state_dict(tmp_path / "x.pth")) == {*sd, "fc._extra_state"}
+
+
+def test_weight_files_that_torch_itself_loads(net, tmp_path):
+    """A review: files torch's own load_state_dict takes were refused: a state_dict without BatchNorm's
+    num_batches_tracked (older PyTorch, converted weights: BatchNorm fills it in), an AveragedModel's
+    (EMA/SWA wrapper) with its n_averaged, a model whose own submodule is named `module` (every name
+    begins with `module.`, which was cut as DataParallel's), a submodule compiled in place."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from edgeslim.models.user import under_prefix
+
+    sd = net.state_dict()
+    torch.save({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, tmp_path / "old.pt")
+    torch.save(AveragedModel(net).state_dict(), tmp_path / "swa.pt")
+    for name in ("old.pt", "swa.pt"):
+        loaded = load_model_or_arch("tv:resnet18", weights=str(tmp_path / name), trust_pickle=False).model
+        assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items() if "num_batches" not in k), (
+            name
+        )
+
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+
+    w = Wrapped()
+    saved = {f"module.{k}": v for k, v in w.state_dict().items()}  # (DataParallel(w)'s names)
+    torch.save(w.state_dict(), tmp_path / "own.pt")
+    torch.save(saved, tmp_path / "ddp.pt")
+    for name in ("own.pt", "ddp.pt"):
+        got = under_prefix(w, read_state_dict(tmp_path / name, strip_wrappers=False))
+        assert _same(got, w.state_dict()), name
+    compiled = {k.replace("module.", "module._orig_mod.", 1): v for k, v in w.state_dict().items()}
+    assert _same(under_prefix(w, compiled), w.state_dict())
+
+
+def test_files_and_factories_that_fail_are_one_line(tmp_path, monkeypatch, capsys):
+    """A review: a FIFO given as the model (or as --weights) blocked every command for ever; a user's
+    factory raising anything but TypeError, meta or sparse tensors in a weights file, and a safetensors
+    shape whose product overflows torch each ended as 'internal error ... report it' (exit 1)."""
+    import os
+    import struct
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    for args in (["info", str(fifo)], ["info", "tv:resnet18", "--weights", str(fifo)]):
+        r = subprocess.run(
+            [sys.executable, "-m", "edgeslim", *args], capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 2 and "not a regular file" in r.stderr, r.stderr
+    (tmp_path / "facts.py").write_text(
+        "def raises(num_classes=10):\n    raise ValueError('factory exploded')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["info", "facts:raises", "--input-shape", "3,32,32"]) == 2
+    assert "failed in your code: ValueError: factory exploded" in capsys.readouterr().err
+    meta = {k: torch.empty_like(v, device="meta") for k, v in resnet18(num_classes=10).state_dict().items()}
+    torch.save(meta, tmp_path / "meta.pt")
+    assert main(["info", "tv:resnet18", "--weights", str(tmp_path / "meta.pt")]) == 2
+    assert "cannot be loaded into the model" in capsys.readouterr().err
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2**40, 2**40, 0], "data_offsets": [0, 0]}}).encode()
+    (tmp_path / "big.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    with pytest.raises(EdgeslimError, match="negative or absurd"):
+        read_safetensors(tmp_path / "big.safetensors")
+    header = json.dumps({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                         "b": {"dtype": "F32", "shape": [2.9], "data_offsets": [4, 12]}}).encode()  # fmt: skip
+    (tmp_path / "odd.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
+    with pytest.raises(EdgeslimError, match="not a valid safetensors file"):
+        read_safetensors(tmp_path / "odd.safetensors")

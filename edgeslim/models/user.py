@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.models.registry import (
     cwd_importable,
     explain_unpickling,
@@ -208,8 +208,12 @@ def build_from_code(
     try:
         with cwd_importable():  # for what the factory imports when called
             model = factory(**call)
-    except TypeError as exc:
-        raise EdgeslimError(f"{reference}({', '.join(call)}) failed: {exc}") from exc
+    except (EdgeslimError, OSError, MemoryError):  # (a failed download, no memory: the CLI words those)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error of the user's code: one line, not "report it"
+        raise EdgeslimError(
+            f"{reference}({', '.join(call)}) failed in your code: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
     return _fit_classes(model, num_classes)
@@ -251,7 +255,7 @@ def load_weights(
     ``channels_from`` names the parameter that set the model's input channels (``"input_shape"``, or
     ``"data"``: the data set's images), which such an error asks to change."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    missing = [k for k in own if k not in state_dict and not _filled_in(k)]
     unexpected = [k for k in state_dict if k not in own]
     shapes, _ = _head_mismatch(model, state_dict)
     first = next((k for k, v in own.items() if v.ndim == 4), None)  # the stem conv's weight
@@ -282,21 +286,62 @@ def load_weights(
             f"with{hint}",
             param="num_classes" if hint else None,
         )
-    model.load_state_dict(state_dict)
+    try:
+        model.load_state_dict(state_dict)
+    except Exception as exc:  # noqa: BLE001 - tensors torch cannot copy in: meta, sparse, quantized ones
+        raise EdgeslimError(
+            f"{what} cannot be loaded into the model ({first_line(exc)[:200]}); save them as plain dense tensors "
+            "(torch.save(model.state_dict(), path) of a model on the CPU)"
+        ) from exc
 
 
-def under_prefix(model: nn.Module, state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``state_dict``, or the entries under the one key prefix (``model.`` of a Lightning module,
-    ``backbone.``) whose names, the prefix removed, are exactly ``model``'s own."""
+def _filled_in(key: str) -> bool:
+    """Whether a state_dict may lack ``key``: BatchNorm fills in its ``num_batches_tracked`` (older
+    PyTorch, converted weights)."""
+    return key.rsplit(".", 1)[-1] == "num_batches_tracked"
+
+
+def _covers(own: set[str], names: set[str]) -> bool:
+    """Whether ``names`` hold every one of ``own`` (up to what a module fills in itself)."""
+    return all(k in names or _filled_in(k) for k in own)
+
+
+def under_prefix(model: nn.Module, state_dict: dict[str, Any], what: str = "the weights") -> dict[str, Any]:
+    """``state_dict`` as ``model`` names its entries: as saved, else without the prefix a wrapper put
+    before every name (DDP, ``torch.compile``, ``AveragedModel``), else the entries under the one key
+    prefix (``model.`` of a Lightning module, ``backbone.``) whose names are exactly ``model``'s own.
+    Several such prefixes: an exponential moving average's (``ema``) yields to the others; two copies
+    of the network left (MoCo's ``encoder_q.``/``encoder_k.``, a student and a teacher) are refused
+    rather than one picked."""
+    from edgeslim.checkpoint import unwrapped_forms
+
     own = set(model.state_dict())
-    if not own or own <= set(state_dict):
-        return state_dict
-    prefixes = {k[: i + 1] for k in state_dict for i, c in enumerate(k) if c == "."}
-    for prefix in sorted(prefixes, key=len):
-        sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-        if set(sub) == own:
-            return sub
-    return state_dict
+    variants = unwrapped_forms(state_dict)
+    stripped = variants[-1]
+    if not own or any(_covers(own, set(sd)) for sd in variants):
+        return next((sd for sd in variants if _covers(own, set(sd))), stripped)
+    found: dict[str, dict[str, Any]] = {}
+    for sd in variants[
+        ::-1
+    ]:  # (the names without the wrapper's prefix first: the prefixes as users know them)
+        for prefix in {k[: i + 1] for k in sd for i, c in enumerate(k) if c == "."}:
+            sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            if set(sub) <= own and _covers(own, set(sub)):
+                found[prefix] = sub
+        if found:
+            break
+    if len(found) > 1:  # an EMA copy beside the model's own weights: the model's
+        found = {
+            p: sub for p, sub in found.items() if "ema" not in p.lower().replace("_", ".").split(".")
+        } or found
+    if len(found) > 1:
+        names = ", ".join(repr(p) for p in sorted(found))
+        first = sorted(found)[0]
+        raise EdgeslimError(
+            f"{what} hold {len(found)} copies of the network, under {names}: save the one to use alone, e.g. "
+            f"{{k[{len(first)}:]: v for k, v in sd.items() if k.startswith({first!r})}}"
+        )
+    return next(iter(found.values()), stripped)
 
 
 def build_with_weights(
@@ -316,7 +361,7 @@ def build_with_weights(
     from edgeslim.models.registry import build_model, create_model
 
     model, spec = build_model(spec, trust_pickle=trust_pickle)  # a count of None: the architecture's own
-    state_dict = under_prefix(model, state_dict)
+    state_dict = under_prefix(model, state_dict, what)
     if spec.arch.startswith("tv:") and _aux_head_only(model, state_dict) and "aux_loss" not in spec.kwargs:
         spec = type(spec).from_dict({**spec.to_dict(), "kwargs": {**spec.kwargs, "aux_loss": True}})
         model, spec = build_model(spec, trust_pickle=trust_pickle)

@@ -206,7 +206,7 @@ def _load_model_or_arch(
     from edgeslim.models.user import build_with_weights
 
     model, spec = build_with_weights(
-        spec, read_state_dict(weights), f"weights {weights}", trust_pickle=trust_pickle,
+        spec, read_state_dict(weights, strip_wrappers=False), f"weights {weights}", trust_pickle=trust_pickle,
         channels_from="data" if shape_from_data or (shape is None and dshape) else "input_shape",
     )  # fmt: skip
     if num_classes is not None and num_classes != spec.num_classes:
