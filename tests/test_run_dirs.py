@@ -139,6 +139,12 @@ def test_killed_slim_leaves_no_stale_lock_and_resumes(tmp_path, capsys):
     # an interrupted run is neither overwritten nor mixed with a new one by accident
     assert main(args) == 2
     assert "holds an interrupted run" in capsys.readouterr().err
+    # (a review: a resume given other data trained its last epochs on them, exit 0)
+    other = [a if a != "digits" else "fashion-mnist" for a in args]
+    assert main([*other, "--resume"]) == 2
+    assert "drop --data fashion-mnist: a resume continues on the data the run trained on (digits)" in (
+        capsys.readouterr().err
+    )
     assert main([*args, "--resume"]) == 0  # the dead run's lock went with its process
     assert (out / "model.pt").is_file() and not list(out.rglob(".*.tmp"))
 
@@ -615,3 +621,73 @@ def test_a_forced_prune_stopped_after_its_model_leaves_no_earlier_plot(tmp_path,
     assert main(["prune", str(out), "-o", str(out), "--force"]) == 0  # (its input: read, then replaced)
     assert out.is_file()
     capsys.readouterr()
+
+
+def _tiny_onnx(path: Path) -> Path:
+    """A one-conv ONNX model (no export: written with onnx's helpers)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("W", TensorProto.FLOAT, [4, 1, 3, 3], np.ones(36, dtype=np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], [w])  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_files_a_command_writes_are_never_replaced_unasked(tmp_path, capsys) -> None:
+    """A review of run directories: only report.json/model.pt (slim), run.json/report.md (bench) were
+    looked for, so a user's own trained.pt or channels.png in the folder were replaced without force;
+    prune -o X --plot X wrote its plot over its checkpoint and, forced, a prune's output or a bench's
+    layer table over the model it read; export took a timing cache that was one of its outputs; bench
+    --out into a slim run's folder was told to force it, which replaced the slim run's report.md."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("trained.pt", "channels.png"):
+        (mine / name).write_bytes(b"the user's own")
+        assert main(["slim", "vgg-small", *SMALL, "--epochs", "1", "--out", str(mine)]) == 2
+        assert f"{mine / name} already exists" in capsys.readouterr().err
+        (mine / name).unlink()
+    (mine / "trained.pt").write_bytes(b"the user's own")
+    assert main(["train", "--arch", "vgg-small", *SMALL, "--epochs", "1", "--out", str(mine)]) == 2
+    assert "trained.pt already exists" in capsys.readouterr().err
+    assert (mine / "trained.pt").read_bytes() == b"the user's own"
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"a model")
+    for args, said in (
+        (["prune", "vgg-small", "-o", str(tmp_path / "x.pt"), "--plot", str(tmp_path / "x.pt")], "is also the output"),
+        (["prune", str(model), "-o", str(model), "--force"], "is also the model"),
+        (["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(tmp_path / "b.onnx"), "--trt",
+          "--timing-cache", str(tmp_path / "b.onnx")], "is also the output b.onnx"),
+    ):  # fmt: skip
+        assert main(args) == 2, args
+        assert said in capsys.readouterr().err, args
+    assert model.read_bytes() == b"a model" and not (tmp_path / "b.onnx").exists()
+    onnx_file = _tiny_onnx(tmp_path / "tiny.onnx")
+    assert main(["bench", str(onnx_file), "--layer-table", str(onnx_file), "--force"]) == 2
+    assert "is also the model" in capsys.readouterr().err
+    run = tmp_path / "slimrun"
+    run.mkdir()
+    for name in ("model.pt", "report.json", "report.md"):
+        (run / name).write_text(name)
+    for extra in ([], ["--force"]):
+        assert main(["bench", str(onnx_file), "--out", str(run), *extra]) == 2
+        assert f"give the bench a folder of its own, e.g. {run / 'bench'}" in capsys.readouterr().err
+    assert (run / "report.md").read_text() == "report.md"
+
+
+def test_results_a_killed_forced_run_moved_aside_are_named(tmp_path, caplog) -> None:
+    """A review: a forced run killed outright (kill -9, the OOM killer) leaves the earlier run's results
+    in a hidden folder; the next run into the folder went on without a word, and each kill left another."""
+    import logging
+
+    from edgeslim.pipelines.rundir import HIDDEN_PREFIX, run_directory
+
+    aside = tmp_path / f"{HIDDEN_PREFIX}abc123"
+    aside.mkdir()
+    (aside / "model.pt").write_bytes(b"the finished run")
+    with caplog.at_level(logging.WARNING), run_directory(tmp_path, force=False):
+        pass
+    assert f"{aside} holds model.pt of an earlier run" in caplog.text and "move them back" in caplog.text

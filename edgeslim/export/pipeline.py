@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Notice
-from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_output_path, writing
+from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_distinct, check_output_path, writing
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
@@ -263,6 +263,9 @@ def run_export(
     # stopped or refused: the folders it made go again; forced and stopped after some of its files: the
     # earlier export's others go (a probe's export stopped half-way left slim.onnx new and slim.int8.ort
     # an earlier model's)
+    # (the tactic cache trtexec reads and rewrites: never one of the exports, nor the model read)
+    check_distinct({**{f"output {p.name}": p for p in dict.fromkeys(outputs)}, "timing_cache": req.timing_cache},
+                   {"model": loaded.path})  # fmt: skip
     with writing(outputs, replace=req.force):
         for p in outputs:
             named_by_engine = req.engine_path and p in (

@@ -5,8 +5,9 @@ Imports nothing heavy at module level: ``edgeslim bench`` runs on a device witho
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step, first_line, require
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.fields import CheckedFields
-from edgeslim.utils.rundir import BENCH_STALE, RUN_FILE, RUN_REPORT_MD
+from edgeslim.utils.rundir import BENCH_STALE
 
 
 @dataclass
@@ -365,10 +366,25 @@ def measure(
 
     if not req.out_dir:
         return go()
-    # (report.md too: a slim run's folder holds one, which a bench --out there replaced unasked)
-    with run_directory(Path(req.out_dir), force=req.force, markers=(RUN_FILE, RUN_REPORT_MD), stale=BENCH_STALE,
-                       inputs=(req.model, req.baseline)):  # fmt: skip
+    with _bench_directory(Path(req.out_dir), req.force, (req.model, req.baseline)):
         return go()
+
+
+@contextlib.contextmanager
+def _bench_directory(out_dir: Path, force: bool, inputs: tuple[Any, ...]) -> Iterator[Path]:
+    """The run directory of a bench's results (a lock; no earlier results replaced without ``force``);
+    never a slim run's folder, whose report.md and PNGs have a bench's names (a review: the refusal
+    said to force it, which replaced the slim run's report.md)."""
+    from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
+
+    if (out_dir / REPORT_FILE).is_file() and (out_dir / MODEL_FILE).is_file():
+        raise EdgeslimError(
+            f"{out_dir} holds a slim or train run ({MODEL_FILE}, {REPORT_FILE}), whose report.md and plots a bench's "
+            f"results would replace; give the bench a folder of its own, e.g. {out_dir / 'bench'}",
+            param="out_dir",
+        )
+    with run_directory(out_dir, force=force, stale=BENCH_STALE, inputs=inputs) as d:
+        yield d
 
 
 def layer_table(
@@ -378,9 +394,11 @@ def layer_table(
     on onnxruntime with ``req.sweep`` each layer is also timed over channel counts (version 2)."""
     from edgeslim.bench.layers import layer_table as measure_layers
     from edgeslim.bench.layers import write_layer_table
-    from edgeslim.utils.io import check_output_path
+    from edgeslim.utils.io import check_distinct, check_output_path
 
     req.check()
+    width_files = {f"width model {w}": w for w in req.width_models or ()}
+    check_distinct({"layer_table": req.layer_table}, {"model": req.model, "onnx": req.onnx, **width_files})
     check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, lambda _: None)
@@ -596,9 +614,7 @@ def rerender(
 
     if not out_dir:
         return go()
-    # under the run-directory lock, refused where a run's results lie (a slim run's report.md included)
-    with run_directory(Path(out_dir), force=force, markers=(RUN_FILE, RUN_REPORT_MD), stale=BENCH_STALE,
-                       inputs=(run_json,)):  # fmt: skip
+    with _bench_directory(Path(out_dir), force, (run_json,)):  # (a report beside its run.json: force)
         return go()
 
 

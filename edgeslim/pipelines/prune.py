@@ -50,8 +50,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
-    from edgeslim.utils.io import check_output_path, writing
+    from edgeslim.utils.io import check_distinct, check_output_path, writing
 
+    check_distinct({"output": req.output, "plot": req.plot}, {"model": req.model, "weights": req.weights})
     align = resolve_alignment(req.round_to, req.profile, req.precision)
     # stopped or refused: the folders it made go again; forced and stopped after one of its files: the
     # earlier other one goes (never one of each)

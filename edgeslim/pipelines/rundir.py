@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -15,6 +16,8 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import LOCK_NAME, check_output_dir, run_dir_lock
 from edgeslim.utils.rundir import MODEL_FILE, TRAIN_FILES, ULTRALYTICS_MARK, ULTRALYTICS_TRAIN_FILES
 from edgeslim.utils.tmpfiles import tmp_pattern
+
+log = logging.getLogger(__name__)
 
 #: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
 HIDDEN_PREFIX = ".edgeslim-replaced-"
@@ -35,8 +38,9 @@ def run_directory(
 ) -> Iterator[Path]:
     """Hold ``out_dir`` for one run.
 
-    Without ``force`` or ``resume`` a directory that holds any of ``markers`` (the outputs of an
-    earlier run) is refused, and so is one whose ``interrupted`` sub-directory holds files (a run
+    Without ``force`` or ``resume`` a directory that holds any of ``markers`` or ``stale`` (the outputs
+    of an earlier run: any file the run may write, a user's own included) is refused, and so is one
+    whose ``interrupted`` sub-directory holds files (a run
     that was stopped: continue it with ``resume``, where ``resumable``); with ``force`` (not
     ``resume``) what a run writes there (``run_files``: names or glob patterns, with the temporary files
     of atomic writes of those names; or a function of the folder giving them, :func:`slim_train_files`)
@@ -55,6 +59,7 @@ def run_directory(
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
     with run_dir_lock(out_dir, created=created):
+        _say_left_aside(out_dir)
         if part is not None and part.is_symlink():  # (a probe: a run wrote and deleted through the link)
             raise EdgeslimError(
                 f"{part} is a symbolic link (to {os.readlink(part)}); a run writes and removes its own files "
@@ -80,8 +85,8 @@ def run_directory(
             # (a trial's --force with a misspelt data folder deleted the finished run it was to replace)
             aside = _ReplacedFiles(out_dir, old, part)
         fresh = part is not None and not part.exists()  # made by this run: removed if it saves nothing
-        if not (force or resume):
-            for marker in markers:
+        if not (force or resume):  # (a review: a user's trained.pt, channels.png there were replaced unasked)
+            for marker in dict.fromkeys((*markers, *stale)):
                 check_output_dir(out_dir, False, marker=marker)
             if (
                 part is not None
@@ -125,6 +130,20 @@ def run_directory(
             raise
         if aside is not None:
             aside.finish(restore=False)
+
+
+def _say_left_aside(out_dir: Path) -> None:
+    """Warn of the hidden folders in ``out_dir`` that hold an earlier run's results a forced run moved
+    aside and could not delete or put back (it was killed outright): under the lock no run owns them
+    (a review: each kill -9 of a forced run left another copy of the checkpoints, never mentioned)."""
+    for folder in sorted(out_dir.glob(HIDDEN_PREFIX + "*")):
+        if folder.is_dir() and not folder.is_symlink():
+            names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+            log.warning(
+                "%s holds %s of an earlier run, moved aside by a forced run that was killed: move %s back into "
+                "%s to keep them, or delete the folder", folder, ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+                or "nothing", "them" if names else "nothing", out_dir,
+            )  # fmt: skip
 
 
 class _ReplacedFiles:
@@ -260,6 +279,29 @@ def recorded_input_size(target: str | os.PathLike | None) -> tuple[int, int] | N
         return saved_data_args(load_checkpoint_dict(target)).get("image_size")
     except (EdgeslimError, AttributeError, KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def check_resumed_data(given: str | None, saved: dict[str, Any]) -> None:
+    """Refuse a data set ``given`` other than the one a resumed run trained on (``saved``:
+    :func:`saved_data_args`): its epochs would continue on other images and labels (a review's
+    resume of a Fashion-MNIST run on an image folder trained on, and reported, both)."""
+    was = saved.get("data_name")
+    if given is None or was is None:
+        return
+    from edgeslim.data.datasets import canonical_name
+
+    def key(name: str) -> str:
+        try:
+            return canonical_name(name)
+        except EdgeslimError:  # (a YOLO data yaml: its path)
+            return str(name)
+
+    if key(given) != key(str(was)):
+        raise EdgeslimError(
+            f"drop data_name {given}: a resume continues on the data the run trained on ({was}); for other "
+            "data start a new run",
+            param="data_name",
+        )
 
 
 def saved_run_state(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,13 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import recorded_input_size, run_directory, saved_data_args, saved_run_state
+from edgeslim.pipelines.rundir import (
+    check_resumed_data,
+    recorded_input_size,
+    run_directory,
+    saved_data_args,
+    saved_run_state,
+)
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
@@ -157,6 +163,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
         ckpt = load_checkpoint_dict(saved_run)  # (read once: its data, its seed and threads)
         # the run's data, key by key: a data folder given now (moved) wins, the images are the run's
         saved = saved_data_args(ckpt)
+        check_resumed_data(req.data_name, saved)
         for k, v in saved.items():
             if k == "image_size":  # (the size the run trains at, whatever is given)
                 req.image_size = v

@@ -10,7 +10,12 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
-from edgeslim.pipelines.rundir import recorded_input_size, saved_data_args, saved_run_state
+from edgeslim.pipelines.rundir import (
+    check_resumed_data,
+    recorded_input_size,
+    saved_data_args,
+    saved_run_state,
+)
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE, TRAIN_DIR, TRAIN_STALE
 
@@ -178,6 +183,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 param="arch",
             )
         saved = saved_data_args(resume_ckpt)  # (image_size: the size it trains at; built-in sets check it)
+        check_resumed_data(kw["data_name"], saved)
         data_name = kw["data_name"] or saved.get("data_name")
         data_dir = kw["data_dir"] or saved.get("data_dir")
         subset, test_subset, image_size = (

@@ -73,6 +73,24 @@ def check_output_dir(
     return d
 
 
+def check_distinct(outputs: dict[str, Any], inputs: dict[str, Any] | None = None) -> None:
+    """Refuse, whatever ``force`` says, two ``outputs`` (parameter name -> path, None: not written)
+    that are one file, or one that is a file of ``inputs``: the later write would replace the
+    earlier, or the file read (a review: prune's plot written over its checkpoint, and with force a
+    prune's output over its own input model)."""
+    seen: dict[str, str] = {}
+    for name, path in (inputs or {}).items():
+        if path is not None and os.path.isfile(str(path)):
+            seen[os.path.realpath(path)] = name
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise EdgeslimError(f"{name} {path} is also the {seen[key]}; give each its own path", param=name)
+        seen[key] = name
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
