@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -839,3 +840,51 @@ def test_tegrastats_telemetry_reaches_the_tables_and_report(onnx_pair, tmp_path)
         assert float(row[5]) == pytest.approx(energy / b, rel=5e-3)
         assert row[6:9] == ["50", "1000", "41.5"], row
     assert "VDD_IN" in section
+
+
+def test_a_bench_killed_outright_takes_its_measuring_process_along(onnx_pair, tmp_path):
+    """A review: a bench killed with SIGKILL (or by the OOM killer) left its measuring process timing
+    on, a core busy, for up to max_time; on Linux the worker now ends with the bench that started it."""
+    import os
+    import signal
+    import time
+
+    dense, _, _ = onnx_pair  # (at batch 64 tens of ms a call: max_iters does not end it early)
+    args = [PY, "-m", "edgeslim", "bench", dense, "--batch", "64", "--trials", "1", "--threads", "1",
+            "--min-time", "60", "--max-time", "90", "--no-tegrastats"]  # fmt: skip
+    bench = subprocess.Popen([str(a) for a in args], env=no_torch_env(tmp_path), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def workers() -> list[int]:
+        found = []
+        for d in os.listdir("/proc"):
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+                cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if d.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == bench.pid and b"bench.worker" in cmd:
+                found.append(int(d))
+        return found
+
+    found: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while not (found := workers()) and time.time() < deadline and bench.poll() is None:
+            time.sleep(0.2)
+        assert found, "no measuring process started"
+        time.sleep(2)  # (it is timing)
+        bench.send_signal(signal.SIGKILL)
+        bench.wait(timeout=30)
+        deadline = time.time() + 15
+        while any(os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]
+                  for p in found) and time.time() < deadline:  # fmt: skip
+            time.sleep(0.2)
+        alive = [p for p in found if os.path.exists(f"/proc/{p}")]
+        assert not alive or all(open(f"/proc/{p}/stat").read().split()[2] == "Z" for p in alive), alive
+    finally:
+        for p in found + workers():
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        if bench.poll() is None:
+            bench.kill()

@@ -49,7 +49,7 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
         spec = {**spec, "backend_target": BACKENDS[key]}
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
-        Path(sp).write_text(json.dumps(spec))
+        Path(sp).write_text(json.dumps({**spec, "parent_pid": os.getpid()}))
         cmd = [sys.executable, "-c", _WORKER.format(root=_PACKAGE_ROOT), sp, op]
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]

@@ -87,10 +87,28 @@ def measure(spec: dict) -> dict:
     }
 
 
+def _die_with(parent: int | None) -> None:
+    """End this process (SIGTERM) when the bench that started it (pid ``parent``) dies, on Linux: a
+    bench killed outright (kill -9, the OOM killer) left its measuring process timing on, a core
+    busy, for up to max_time (a review)."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # (it died before the call)
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     spec_path, out_path = argv
     with open(spec_path) as f:
         spec = json.load(f)
+    _die_with(spec.get("parent_pid"))
     try:
         result = measure(spec)
     except Exception as exc:  # report every failure as data; the parent raises it
