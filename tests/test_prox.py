@@ -124,6 +124,43 @@ def test_state_dict_resume_is_exact() -> None:
         assert torch.equal(a, b), k
 
 
+def test_weights_loaded_after_the_slimmer_is_built_are_what_xi_starts_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """API review (stale_xi.py): xi was copied from the scales at construction only, so the common order
+    "build the slimmer, then load pretrained weights" pulled every scale back towards the initial ones
+    (pretrained [0.1..3.0] -> [0.918..1.182] after one step at lam 0). xi now starts from the scales
+    the first backward sees, and the first-step check still compares with them."""
+    pretrained = toy()
+    with torch.no_grad():
+        pretrained[1].weight.copy_(torch.linspace(0.1, 3.0, 6))
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    loaded = bn_gammas(model).clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sgd_step(model, opt)
+    after_sgd = bn_gammas(model).clone()
+    s.step(opt)  # lam 0: gamma is pulled towards xi = the loaded scales only
+    torch.testing.assert_close(bn_gammas(model), (10.0 * after_sgd + 100.0 * loaded) / 110.0)
+    torch.testing.assert_close(s.xi, (10.0 * loaded + 100.0 * bn_gammas(model)) / 110.0)
+    # the first-step check compares with the loaded scales: a step before the optimizer's is still caught
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(model(batch()[0]), batch()[1]).backward()
+    with caplog.at_level("WARNING", logger="edgeslim.sparsity.prox"):
+        s.step(opt)
+    assert "before the optimizer changed any BN scale" in caplog.text
+    # no backward before the first step (lr= given): xi is read at that step
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    s.step(lr=0.1)
+    torch.testing.assert_close(bn_gammas(model), loaded)
+
+
 def test_state_from_another_model_is_refused() -> None:
     s = ProximalSlimming(toy())
     other = nn.Sequential(nn.Conv2d(1, 3, 1), nn.BatchNorm2d(3))

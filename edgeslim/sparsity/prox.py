@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ class ProximalSlimming(TrainHook):
     this value when the recovery phase starts and falls to 0 over it (cosine), instead of the
     trainer's schedule running on (the hook writes it into the optimizer after each backward).
     ``importance``: ``"absolute"`` or ``"layer"`` (see :data:`IMPORTANCE`; :meth:`layer_factor`).
+    ``xi`` starts from the scales at the first backward through them (or the first :meth:`step`):
+    weights loaded into the model after the slimmer was built are what it starts from.
     """
 
     name = "proximal"
@@ -232,6 +235,9 @@ class ProximalSlimming(TrainHook):
         self.device = self.gammas[0].device
         with torch.no_grad():
             self.xi = torch.cat([t.detach().reshape(-1) for t in self.targets]).clone()
+        #: xi as built (until set, or re-read from the scales by _sync_xi)
+        self._xi_built: tuple[Tensor, int] | None = (self.xi, self.xi._version)
+        self._sync_hooks = self._hook_first_backward()
         self.weights: Tensor | None = None
         if weights is not None:
             self.set_weights(weights)
@@ -279,8 +285,39 @@ class ProximalSlimming(TrainHook):
         self._wrapped = self._wrapped_step = False
 
     def __getstate__(self) -> dict[str, Any]:
-        """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it."""
-        return {**self.__dict__, "_wrapped_step": False}
+        """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
+        the first-backward hooks stay with the original (a copy re-reads xi at its first step)."""
+        return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": []}
+
+    # ------------------------------------------------------------------ xi before training
+    def _hook_first_backward(self) -> list[Any]:
+        """Hooks that re-read ``xi`` from the scales at the first backward through them: the scales
+        then hold what the model was given after this slimmer was built (``load_state_dict`` of
+        pretrained weights, a custom init), and no optimizer step has moved them yet."""
+        ref = weakref.ref(self)
+
+        @torch.utils.hooks.unserializable_hook
+        def first_backward(grad: Tensor) -> None:
+            slimmer = ref()
+            if slimmer is not None:
+                slimmer._sync_xi()
+
+        return [t.register_hook(first_backward) for t in self.targets if t.requires_grad]
+
+    def _sync_xi(self) -> None:
+        """``xi <- `` the scales now, if ``xi`` is still the copy taken at construction (never set,
+        stepped or loaded since): built before the weights were loaded, it would pull every
+        scale back to the values they had then."""
+        built = self._xi_built
+        if built is not None and self.xi is built[0] and self.xi._version == built[1]:
+            with torch.no_grad():
+                self.xi = self._gather().clone()
+        self._xi_built = None
+
+    def _drop_sync_hooks(self) -> None:
+        for handle in self._sync_hooks:
+            handle.remove()
+        self._sync_hooks = []
 
     # ------------------------------------------------------------------ settings
     @property
@@ -563,6 +600,9 @@ class ProximalSlimming(TrainHook):
                 "gradient step moves its exact zeros off zero), and not after a step the optimizer skipped "
                 "(AMP's GradScaler on inf gradients)"
             )
+        if self._sync_hooks:
+            self._drop_sync_hooks()
+        self._sync_xi()  # (no backward reached the scales before this first step)
         self.t += 1
         if phase == "warmup":  # no prox: xi follows the scales, ready for the first update
             self.xi = self._gather()
@@ -614,7 +654,10 @@ class ProximalSlimming(TrainHook):
 
     def _to(self, device: torch.device) -> None:
         self.device = device
+        built = self._xi_built is not None and self.xi is self._xi_built[0]
         self.xi = self.xi.to(device)
+        if built:  # (still the copy taken at construction)
+            self._xi_built = (self.xi, self.xi._version)
         self.group_index = self.group_index.to(device)
         self._layer_of = self._layer_of.to(device)
         if self.weights is not None:
@@ -732,6 +775,8 @@ class ProximalSlimming(TrainHook):
                 f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
             )
         self.xi = xi.to(self.device, self.xi.dtype).clone()
+        self._xi_built = None
+        self._drop_sync_hooks()
         self.set_weights(state.get("weights"))
         self.lam = state.get("lam", self._lam)
         self.beta = float(state.get("beta", self.beta))
@@ -833,6 +878,7 @@ class ProximalSlimming(TrainHook):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
+        self._sync_xi()
         n = self.total
         trained = self._gather()
         xi, restored, coupled = self._restore_empty(self.xi.clone(), keep_min)
