@@ -263,26 +263,33 @@ def group_prox(
     tau: float | Tensor,
     *,
     num_groups: int | None = None,
+    per_group: bool = False,
     validate: bool = True,
     **params: Any,
 ) -> Tensor:
     """Group prox: every group ``v`` of entries becomes ``prox_{tau r}(||v||) * v / ||v||``.
 
     ``groups`` is a LongTensor with the group id (0..G-1) of every entry of the 1-D ``x``.
-    A per-entry ``tau`` tensor is averaged within each group (per-group weight), a per-group
-    ``tau`` of shape ``(G,)`` is used as is. Vectorised: two ``index_add_`` and one gather.
+    A ``tau`` tensor is per entry (one value per entry of ``x``, averaged within each group),
+    or with ``per_group=True`` per group (shape ``(G,)``, indexed by group id); its size is
+    never used to guess which. Vectorised: two ``index_add_`` and one gather.
     """
     base, _ = parse_penalty(name)
     g = int(groups.max()) + 1 if num_groups is None else int(num_groups)
     sq = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, x * x)
     norm = torch.sqrt(sq)
-    if isinstance(tau, Tensor) and tau.dim() > 0 and tau.numel() == x.numel() and tau.numel() != g:
-        counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.ones_like(x))
-        tau_g: float | Tensor = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(
-            0, groups, tau.to(x)
-        ) / counts.clamp(min=1)
-    else:
-        tau_g = tau
+    tau_g: float | Tensor = tau
+    if isinstance(tau, Tensor) and tau.dim() > 0:
+        want, what = (g, "group (per_group=True)") if per_group else (x.numel(), "entry of x")
+        if tau.numel() != want:
+            raise EdgeslimError(f"group_prox needs tau with one value per {what}: {want}, got {tau.numel()}")
+        if not per_group:
+            counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.ones_like(x))
+            tau_g = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(
+                0, groups, tau.reshape(-1).to(x)
+            ) / counts.clamp(min=1)
+        else:
+            tau_g = tau.reshape(-1)
     new = prox(base, norm, tau_g, validate=validate, **params)
     scale = torch.where(
         norm > 0, new / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm)

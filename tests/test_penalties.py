@@ -133,6 +133,23 @@ def test_group_prox_block_soft_threshold_and_singletons() -> None:
     )
 
 
+def test_group_prox_tau_is_per_entry_unless_said_per_group() -> None:
+    """API review (group_order.py): a tau tensor with as many values as groups was taken per group,
+    so singleton groups numbered in another order than the entries (coupled groups found in
+    execution order) got each other's per-channel weights. Per entry is now the default; per group
+    is asked for with per_group=True; neither is guessed from the size."""
+    x = torch.ones(4, dtype=torch.float64)
+    groups = torch.tensor([2, 3, 0, 1])  # singletons, numbered in another order than the entries
+    tau = torch.tensor([0.0, 0.0, 0.5, 0.5], dtype=torch.float64)  # per entry
+    torch.testing.assert_close(group_prox("group-l1", x, groups, tau), 1 - tau)
+    per_group = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)  # the same, by group id
+    torch.testing.assert_close(group_prox("group-l1", x, groups, per_group, per_group=True), 1 - tau)
+    with pytest.raises(EdgeslimError, match="one value per group"):
+        group_prox("group-l1", x, torch.tensor([0, 0, 1, 1]), tau, per_group=True)
+    with pytest.raises(EdgeslimError, match="one value per entry"):
+        group_prox("group-l1", x, torch.tensor([0, 0, 1, 1]), per_group[:2])
+
+
 @pytest.mark.parametrize(
     "name,params,tau,msg",
     [

@@ -280,6 +280,34 @@ def test_coupled_groups_from_the_surgery_graph() -> None:
     assert int(nz0.sum()) == 1 and torch.equal(nz0, nz1) and int((model.b2.weight != 0).sum()) == 1
 
 
+class LateFirst(nn.Module):
+    """Two BN layers defined in the other order than they run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_late, self.bn_early = nn.BatchNorm2d(4), nn.BatchNorm2d(8)
+        self.c1, self.c2 = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.Conv2d(8, 4, 3, padding=1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn_late(self.c2(torch.relu(self.bn_early(self.c1(x))))))
+
+
+def test_group_penalty_layer_weights_act_on_their_own_channels() -> None:
+    """API review (group_order.py): with a group penalty and no coupled layers every channel is its own
+    group; example_input numbers the groups in execution order, and the per-channel weights (in
+    module order) were applied by group id: bn_late's weight 0 fell on bn_early's channels."""
+    s = ProximalSlimming(
+        LateFirst(), lam=1.0, beta=1.0, penalty="group-l1", example_input=torch.zeros(1, 3, 8, 8)
+    )
+    s.set_layer_weights({"bn_late": 0.0, "bn_early": 1.0})
+    s.step(lr=1.0)  # tau = lam * w / (alpha + beta) = 0.5 w
+    where = s.layer_slices()
+    assert s.xi[where["bn_late"]].tolist() == [1.0] * 4 and s.xi[where["bn_early"]].tolist() == [0.5] * 8
+
+
 def test_zero_invariant_drives_scale_and_shift_to_zero_together() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 1), nn.BatchNorm2d(4))
     with torch.no_grad():
