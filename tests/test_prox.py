@@ -78,6 +78,22 @@ def test_lr_per_param_group_and_zero_lr() -> None:
     assert torch.equal(xi, s.xi) and s.steps == 1
 
 
+def test_a_param_group_added_later_gives_its_bn_its_own_lr() -> None:
+    """API review (lrmap.py): which param group holds each BN was cached per optimizer object, so a BN
+    unfrozen later with add_param_group (gradual unfreezing) was stepped at group 0's lr."""
+    model = toy()
+    bn2 = model[4]
+    bn2.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    s = ProximalSlimming(model, lam=1.0, beta=10.0)
+    s.step(opt)  # bn2 is frozen: untouched
+    assert torch.equal(s.xi[6:], torch.ones(4))
+    bn2.requires_grad_(True)
+    opt.add_param_group({"params": list(bn2.parameters()), "lr": 0.01})
+    s.step(opt)  # gamma == xi there: xi shrinks by lam / (1/0.01 + beta), not at group 0's lr 0.1
+    torch.testing.assert_close(1 - s.xi[6:], torch.full((4,), 1 / 110))
+
+
 def test_lambda_and_layer_weights_settable_during_training() -> None:
     model = toy()
     s = ProximalSlimming(model, lam=0.0, beta=1.0)

@@ -250,7 +250,8 @@ class ProximalSlimming(TrainHook):
         self.steps = 0
         #: optional ``(xi, prox input) -> xi`` run after every prox step (a ChannelAligner)
         self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None
-        self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
+        #: (the optimizer and its layout when read, param group of each BN): see _lr_groups
+        self._lr_map: tuple[tuple[Any, int, int], list[int]] | None = None
         self.prox_step, self.beta_end = check_phases(
             prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
@@ -287,7 +288,7 @@ class ProximalSlimming(TrainHook):
     def __getstate__(self) -> dict[str, Any]:
         """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
         the first-backward hooks stay with the original (a copy re-reads xi at its first step)."""
-        return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": []}
+        return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": [], "_lr_map": None}
 
     # ------------------------------------------------------------------ xi before training
     def _hook_first_backward(self) -> list[Any]:
@@ -512,19 +513,7 @@ class ProximalSlimming(TrainHook):
             return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
         if optimizer is None:
             raise EdgeslimError("ProximalSlimming.step needs the optimizer (for its lr) or lr=")
-        if self._lr_map is None or self._lr_map[0] != id(optimizer):
-            where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
-            missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
-            if missing:
-                raise EdgeslimError(
-                    f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
-                    "proximal slimming needs them in one of its param groups"
-                )
-            self._lr_map = (
-                id(optimizer),
-                [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets],
-            )
-        groups = [optimizer.param_groups[gi] for gi in self._lr_map[1]]
+        groups = [optimizer.param_groups[gi] for gi in self._lr_groups(optimizer)]
         # a frozen tensor (requires_grad=False) takes no gradient step, so no prox step either
         lrs = [float(g["lr"]) if t.requires_grad else 0.0 for g, t in zip(groups, self.targets)]
         if self.prox_step == "effective":
@@ -535,6 +524,27 @@ class ProximalSlimming(TrainHook):
             return None if lrs[0] <= 0 else 1.0 / lrs[0]
         per = torch.tensor([1.0 / v if v > 0 else math.inf for v in lrs], dtype=self.xi.dtype)
         return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
+
+    def _lr_groups(self, optimizer: Optimizer) -> list[int]:
+        """The param group of each target tensor; read again when the optimizer is another one or its
+        groups or parameters changed in number (``add_param_group``: gradual unfreezing)."""
+        key = (
+            weakref.ref(optimizer),
+            len(optimizer.param_groups),
+            sum(len(g["params"]) for g in optimizer.param_groups),
+        )
+        cached = self._lr_map
+        if cached is not None and cached[0][0]() is optimizer and cached[0][1:] == key[1:]:
+            return cached[1]
+        where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
+        missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
+        if missing:
+            raise EdgeslimError(
+                f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
+                "proximal slimming needs them in one of its param groups"
+            )
+        self._lr_map = (key, [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets])
+        return self._lr_map[1]
 
     def _adam_alpha(
         self, optimizer: Optimizer, groups: list[dict[str, Any]], lrs: list[float]
