@@ -173,7 +173,8 @@ class ProximalSlimming(TrainHook):
     (``"auto"``: :data:`BETA_AUTO_GAP`) over the last :data:`BETA_RAMP_FRACTION` of the
     sparsification phase (needs ``total_steps``). ``recovery_lr``: the learning rate restarts at
     this value when the recovery phase starts and falls to 0 over it (cosine), instead of the
-    trainer's schedule running on (the hook writes it into the optimizer after each backward).
+    trainer's schedule running on (the hook writes it into the optimizer after each backward);
+    param groups at other rates keep their ratio to the largest (:meth:`restart_lr`).
     ``importance``: ``"absolute"`` or ``"layer"`` (see :data:`IMPORTANCE`; :meth:`layer_factor`).
     ``xi`` starts from the scales at the first backward through them (or the first :meth:`step`):
     weights loaded into the model after the slimmer was built are what it starts from.
@@ -264,6 +265,7 @@ class ProximalSlimming(TrainHook):
         )
         self._saved_lr: list[float] | None = None  # the rates restart_lr replaced for this step
         self._restarted_at: int | None = None  # the step whose rate restart_lr last set (recovery_lr)
+        self._lr_ratios: list[float] | None = None  # each param group's rate over the largest (restart_lr)
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
@@ -685,13 +687,23 @@ class ProximalSlimming(TrainHook):
     def restart_lr(self, optimizer: Optimizer) -> list[float] | None:
         """Write the ``recovery_lr`` rate of the step about to be taken into ``optimizer``; returns the
         rates it replaced (``None``: nothing changed), for :meth:`restore_lr` after the step, so an
-        LR scheduler that reads the group's rate never sees the restart."""
+        LR scheduler that reads the group's rate never sees the restart.
+
+        The param groups at the largest rate get it; every other group keeps its ratio to them (a
+        backbone held at lr 0 stays at 0, a discriminative rate stays that share). The ratios are
+        the groups' own rates at the step (the last ones with a rate > 0, if a schedule reached 0)."""
         lr = self.lr_at(self.t)
         if lr is None:
             return None
         saved = [float(group["lr"]) for group in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        top = max(saved, default=0.0)
+        if top > 0:
+            self._lr_ratios = [v / top for v in saved]
+        ratios = (
+            self._lr_ratios if self._lr_ratios is not None and len(self._lr_ratios) == len(saved) else None
+        )
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = lr * (ratios[i] if ratios is not None else 1.0)
         self._restarted_at = self.t
         return saved
 
