@@ -198,11 +198,15 @@ def _prox_lp(y: Tensor, tau: Tensor, p: float) -> Tensor:
 
 
 def _prox_tl1(y: Tensor, tau: Tensor, a: float) -> Tensor:
+    # The closed form (2/3)(a+|y|) cos(phi/3) - 2a/3 + |y|/3, phi = arccos(1 - e), rewritten without
+    # cancellation: |y| - (4/3)(a+|y|) sin^2(phi/6), phi = 2 arcsin(sqrt(e/2)). As written it subtracts
+    # terms of size a, which in float32 at a >> |y| lost the shrink and could grow |y| (a = 1e4: +3e-4).
     ay = y.abs()
     thr = torch.where(tau <= a * a / (2 * (a + 1)), tau * (a + 1) / a, torch.sqrt(2 * tau * (a + 1)) - a / 2)
-    arg = torch.clamp(1 - 27 * tau * a * (a + 1) / (2 * (a + ay) ** 3), -1.0, 1.0)
-    phi = torch.arccos(arg)
-    u = (2.0 / 3.0) * (a + ay) * torch.cos(phi / 3) - 2 * a / 3 + ay / 3
+    s = a + ay
+    e = 27 * tau * a * (a + 1) / (2 * s**3)
+    phi = 2 * torch.arcsin(torch.sqrt(torch.clamp(e / 2, 0.0, 1.0)))
+    u = ay - (4.0 / 3.0) * s * torch.sin(phi / 6) ** 2
     return torch.where(ay > thr, torch.sign(y) * u, torch.zeros_like(y))
 
 
