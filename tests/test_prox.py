@@ -560,6 +560,27 @@ def test_a_plain_optimizer_state_loads_into_the_wrapper() -> None:
         opt.load_state_dict({"weights": 1})
 
 
+def test_half_precision_scales_are_warned_about_and_their_shrink_is_measured(caplog) -> None:
+    """API review (bf16.py): on a model converted with .bfloat16() the prox's per-step shrink (4e-4) is
+    below the format's resolution: 1000 steps moved no scale, while slimmer.shrunk reported 0.417.
+    Construction now warns (AMP keeps the parameters float32), and shrunk is what the scales got."""
+    import logging
+
+    model = toy().to(torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.prox"):
+        s = ProximalSlimming(model, lam=0.05, beta=100.0)
+    assert "bfloat16" in caplog.text and "autocast" in caplog.text
+    start = bn_gammas(model).float()
+    for _ in range(200):
+        s.step(lr=0.05)  # nominal shrink 200 * 0.05 / 120 = 0.083
+    moved = float((start.abs() - bn_gammas(model).float().abs()).mean())
+    assert float(s.shrunk) == pytest.approx(moved, abs=1e-3) and float(s.shrunk) < 0.01
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.prox"):
+        ProximalSlimming(toy(), lam=0.05)
+    assert "resolution" not in caplog.text  # float32: no warning
+
+
 def test_no_zeros_says_the_shrink_the_steps_applied(caplog) -> None:
     """The warning named the scales' mean |gamma| as what "a total shrink must exceed" to a researcher
     whose planned shrink already exceeded it (the gradients gave it back): it now says the shrink the

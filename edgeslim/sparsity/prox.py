@@ -234,6 +234,16 @@ class ProximalSlimming(TrainHook):
             self.targets += [b for b in self.biases if b is not None]
         self.target_sizes = [int(t.numel()) for t in self.targets]
         self.device = self.gammas[0].device
+        #: half-precision scales (a model converted with .half() / .bfloat16()): shrunk is measured on the scales
+        self._low_precision = any(t.dtype in (torch.float16, torch.bfloat16) for t in self.targets)
+        if self._low_precision:
+            log.warning(
+                "the BN scales are %s: the prox's per-step shrink (lam / (1/lr + beta), typically 1e-5..1e-3) "
+                "is below that format's resolution (%.2g near 1) and is lost, so scales barely shrink and reach "
+                "no zero; keep the parameters float32 and train with AMP (torch.autocast computes in half "
+                "precision but keeps the parameters float32)",
+                self.targets[0].dtype, torch.finfo(self.targets[0].dtype).eps,
+            )  # fmt: skip
         with torch.no_grad():
             self.xi = torch.cat([t.detach().reshape(-1) for t in self.targets]).clone()
         #: xi as built (until set, or re-read from the scales by _sync_xi)
@@ -281,7 +291,9 @@ class ProximalSlimming(TrainHook):
         self.before_freeze: list[Callable[[], Any]] = []
         #: zeros given back their trained scale when the pattern was frozen (see _keep_coupled)
         self.coupled_kept_at_freeze = 0
-        #: the total nominal shrink the prox steps applied (sum of lambda / (alpha + beta), mean over entries)
+        #: the total nominal shrink the prox steps applied (sum of lambda / (alpha + beta), mean over entries);
+        #: with half-precision scales the shrink the scales got (measured: what the pull towards xi
+        #: moved them by after rounding; the nominal one is lost below the format's resolution)
         self.shrunk: float | Tensor = 0.0
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
@@ -642,6 +654,7 @@ class ProximalSlimming(TrainHook):
             alpha = torch.where(held, 1.0, alpha)
             old_gamma, old_xi = gamma, self.xi
         denom = alpha + self.beta
+        before = gamma
         gamma = (alpha * gamma + self.beta * self.xi) / denom
         tau: float | Tensor = self._lam / denom
         if self.weights is not None:
@@ -653,16 +666,23 @@ class ProximalSlimming(TrainHook):
             penalties.check_params(self.penalty, tau, **self.params)
         v = (alpha * self.xi + self.beta * gamma) / denom
         self.xi = self.prox(v, tau)
+        # half precision: what the pull towards xi moved the scales by, after rounding (the shrink they got)
+        applied = before.abs().float() - gamma.abs().float() if self._low_precision else None
         if self.aligner is not None:  # hold aligned channel counts with trained channels
             self.xi = self.aligner(self.xi, v)
         if held is not None:
             gamma, self.xi = torch.where(held, old_gamma, gamma), torch.where(held, old_xi, self.xi)
-            denom = denom[~held] if bool((~held).any()) else denom
+            if bool((~held).any()):
+                denom = denom[~held]
+                applied = applied[~held] if applied is not None else None
         self._write(gamma)
         self.steps += 1
-        self.shrunk = self.shrunk + (
-            self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
-        )
+        if applied is not None:
+            self.shrunk = self.shrunk + applied.mean()
+        else:
+            self.shrunk = self.shrunk + (
+                self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
+            )
 
     def _to(self, device: torch.device) -> None:
         self.device = device
