@@ -18,7 +18,8 @@ Use it inside any loop::
         slimmer.step(optimizer)
     report = slimmer.finalize()
 
-or wrap the optimizer (``opt = wrap(optimizer, slimmer)``; ``opt.step()`` does both), or use
+or wrap the optimizer (``opt = wrap(optimizer, slimmer)``; ``opt.step()`` does both; with AMP's
+``GradScaler`` use it: ``scaler.step(opt)`` skips the prox with a skipped step), or use
 the trainer's method ``proximal`` (``TrainConfig(method="proximal", method_args={...})``).
 """
 
