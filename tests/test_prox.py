@@ -140,6 +140,18 @@ def test_state_dict_resume_is_exact() -> None:
         assert torch.equal(a, b), k
 
 
+def test_a_typo_d_keyword_reads_like_pythons_own_error() -> None:
+    """API review (kwargs.py): ProximalSlimming(model, warmup=10) said "penalty 'l1' takes no parameter
+    'warmup'"; a keyword no penalty has now reads as Python's TypeError does, with the closest name."""
+    with pytest.raises(EdgeslimError) as info:
+        ProximalSlimming(toy(), warmup=10)
+    assert str(info.value) == (
+        "ProximalSlimming() got an unexpected keyword argument 'warmup'; did you mean 'warmup_steps'?"
+    )
+    with pytest.raises(EdgeslimError, match="penalty 'l1' takes no parameter 'g'"):  # another penalty's
+        ProximalSlimming(toy(), g=2.0)
+
+
 def test_weights_loaded_after_the_slimmer_is_built_are_what_xi_starts_from(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -253,7 +265,7 @@ def test_no_batchnorm_and_bad_hyperparameters() -> None:
 def test_trainer_method_and_lambda_for_shrink() -> None:
     hook = create_method("proximal", toy(), lam=0.1, beta=50.0, penalty="tl1", a=2.0)
     assert isinstance(hook, ProximalSlimming) and hook.params == {"a": 2.0}
-    with pytest.raises(EdgeslimError, match="no parameter 'q'"):
+    with pytest.raises(EdgeslimError, match="got an unexpected keyword argument 'q'"):
         create_method("proximal", toy(), lam=0.1, q=3)
     lrs = [0.1] * 100
     assert planned_shrink_per_lambda(lrs, beta=100) == pytest.approx(100 * 0.1 / 11)

@@ -25,6 +25,8 @@ the trainer's method ``proximal`` (``TrainConfig(method="proximal", method_args=
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
 import weakref
@@ -209,6 +211,7 @@ class ProximalSlimming(TrainHook):
                 "the model has no affine BatchNorm layers; proximal slimming acts on BN scales "
                 "(add BatchNorm after each conv, or use another pruning method)"
             )
+        _refuse_unknown_keywords(type(self), penalty_params)
         self.penalty, self.grouped = penalties.parse_penalty(penalty)
         self.zero_invariant = bool(zero_invariant)
         if self.zero_invariant:  # (gamma_c, beta_c) pairs go to zero together: a group penalty
@@ -963,6 +966,19 @@ class ProximalSlimming(TrainHook):
                 coupled,
             )  # fmt: skip
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left, coupled)
+
+
+def _refuse_unknown_keywords(cls: type, given: dict[str, Any]) -> None:
+    """A keyword that is no parameter of ``cls`` nor of any penalty: Python's own one-line complaint
+    (with the closest parameter name), not "penalty 'l1' takes no parameter ..." (a typo'd setting)."""
+    known = {k for params in penalties.PENALTIES.values() for k in params}
+    stray = [k for k in given if k not in known]
+    if stray:
+        own = inspect.signature(cls.__init__).parameters.values()
+        names = [p.name for p in own if p.name not in ("self", "model") and p.kind is not p.VAR_KEYWORD]
+        close = difflib.get_close_matches(stray[0], names + sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise EdgeslimError(f"{cls.__name__}() got an unexpected keyword argument {stray[0]!r}{hint}")
 
 
 def _momentum_gain(group: dict[str, Any]) -> float:
