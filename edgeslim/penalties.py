@@ -198,11 +198,15 @@ def _prox_lp(y: Tensor, tau: Tensor, p: float) -> Tensor:
 
 
 def _prox_tl1(y: Tensor, tau: Tensor, a: float) -> Tensor:
+    # The closed form (2/3)(a+|y|) cos(phi/3) - 2a/3 + |y|/3, phi = arccos(1 - e), rewritten without
+    # cancellation: |y| - (4/3)(a+|y|) sin^2(phi/6), phi = 2 arcsin(sqrt(e/2)). As written it subtracts
+    # terms of size a, which in float32 at a >> |y| lost the shrink and could grow |y| (a = 1e4: +3e-4).
     ay = y.abs()
     thr = torch.where(tau <= a * a / (2 * (a + 1)), tau * (a + 1) / a, torch.sqrt(2 * tau * (a + 1)) - a / 2)
-    arg = torch.clamp(1 - 27 * tau * a * (a + 1) / (2 * (a + ay) ** 3), -1.0, 1.0)
-    phi = torch.arccos(arg)
-    u = (2.0 / 3.0) * (a + ay) * torch.cos(phi / 3) - 2 * a / 3 + ay / 3
+    s = a + ay
+    e = 27 * tau * a * (a + 1) / (2 * s**3)
+    phi = 2 * torch.arcsin(torch.sqrt(torch.clamp(e / 2, 0.0, 1.0)))
+    u = ay - (4.0 / 3.0) * s * torch.sin(phi / 6) ** 2
     return torch.where(ay > thr, torch.sign(y) * u, torch.zeros_like(y))
 
 
@@ -263,26 +267,33 @@ def group_prox(
     tau: float | Tensor,
     *,
     num_groups: int | None = None,
+    per_group: bool = False,
     validate: bool = True,
     **params: Any,
 ) -> Tensor:
     """Group prox: every group ``v`` of entries becomes ``prox_{tau r}(||v||) * v / ||v||``.
 
     ``groups`` is a LongTensor with the group id (0..G-1) of every entry of the 1-D ``x``.
-    A per-entry ``tau`` tensor is averaged within each group (per-group weight), a per-group
-    ``tau`` of shape ``(G,)`` is used as is. Vectorised: two ``index_add_`` and one gather.
+    A ``tau`` tensor is per entry (one value per entry of ``x``, averaged within each group),
+    or with ``per_group=True`` per group (shape ``(G,)``, indexed by group id); its size is
+    never used to guess which. Vectorised: two ``index_add_`` and one gather.
     """
     base, _ = parse_penalty(name)
     g = int(groups.max()) + 1 if num_groups is None else int(num_groups)
     sq = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, x * x)
     norm = torch.sqrt(sq)
-    if isinstance(tau, Tensor) and tau.dim() > 0 and tau.numel() == x.numel() and tau.numel() != g:
-        counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.ones_like(x))
-        tau_g: float | Tensor = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(
-            0, groups, tau.to(x)
-        ) / counts.clamp(min=1)
-    else:
-        tau_g = tau
+    tau_g: float | Tensor = tau
+    if isinstance(tau, Tensor) and tau.dim() > 0:
+        want, what = (g, "group (per_group=True)") if per_group else (x.numel(), "entry of x")
+        if tau.numel() != want:
+            raise EdgeslimError(f"group_prox needs tau with one value per {what}: {want}, got {tau.numel()}")
+        if not per_group:
+            counts = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(0, groups, torch.ones_like(x))
+            tau_g = torch.zeros(g, dtype=x.dtype, device=x.device).index_add_(
+                0, groups, tau.reshape(-1).to(x)
+            ) / counts.clamp(min=1)
+        else:
+            tau_g = tau.reshape(-1)
     new = prox(base, norm, tau_g, validate=validate, **params)
     scale = torch.where(
         norm > 0, new / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm)

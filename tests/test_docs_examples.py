@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ def test_own_loop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         "loss_fn": nn.functional.cross_entropy,
         "optimizer": optimizer,
     }
-    ns = _run(_block("docs/slimming.md", "wrap(optimizer, slimmer)"), {**common, "T_max": 10})
+    ns = _run(_block("docs/slimming.md", "CosineAnnealingLR(opt"), {**common, "T_max": 10})
     assert set(torch.load("opt.pt", weights_only=True)) == {"optimizer", "slimming"}  # "AND xi"
     assert ns["sched"].optimizer is ns["opt"] and ns["report"].zeroed == ns["slimmer"].zero_count()
 
@@ -241,6 +242,32 @@ def test_own_loop_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
          "example": torch.zeros(1, 1, 8, 8)},
     )  # fmt: skip
     assert ns["res"].report["exact"]
+
+
+def test_amp_example_skips_the_prox_with_a_skipped_step() -> None:
+    """API review (amp.py): in the documented plain loop (scaler.step(opt); slimmer.step(opt)) the prox
+    ran after steps GradScaler skipped; docs/slimming.md now shows AMP through wrap(), whose step
+    GradScaler skips whole."""
+    from edgeslim.data import load_dataset
+    from edgeslim.sparsity import ProximalSlimming, wrap
+
+    data = load_dataset("digits", subset=128, test_subset=32)
+    batches = list(data.loader("train", 32, shuffle=True, augment=False, epoch=0))
+    model = _conv_net()
+    slimmer = ProximalSlimming(model, lam=0.5)
+    calls = []
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # the third batch overflows
+        calls.append(1)
+        return nn.functional.cross_entropy(out, y) * (math.inf if len(calls) == 3 else 1.0)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ns = _run(
+        _block("docs/slimming.md", "scaler.step(opt)"),
+        {"torch": torch, "model": model, "slimmer": slimmer, "optimizer": optimizer, "loader": batches,
+         "loss_fn": loss_fn, "device": "cpu", "wrap": wrap},
+    )  # fmt: skip
+    assert ns["scaler"].get_scale() < 2.0**16 and slimmer.t == len(batches) - 1  # one step skipped, prox too
 
 
 def test_export_example_runs(fmnist_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,6 +133,36 @@ def test_group_prox_block_soft_threshold_and_singletons() -> None:
     )
 
 
+def test_tl1_prox_in_float32_shrinks_like_float64_at_large_a() -> None:
+    """API review (tl1_grow.py, tl1_loop.py): the closed form subtracted terms of size a, so in float32
+    (every float32 model's xi) at a >> |y| it lost the shrink and could grow |y| (a = 1e4, tau = 1e-4:
+    +3e-4; 2000 slimmer steps left the scales where they were while l1 shrank them by 0.17)."""
+    y = torch.tensor([1e-3, 0.05, 0.3, 0.7, 1.0, 1.3, -0.4])
+    for a in (1.0, 100.0, 1e4, 1e5):
+        for tau in (1e-5, 1e-4, 1e-2):
+            got = prox("tl1", y, tau, a=a)
+            want = prox("tl1", y.double(), tau, a=a)
+            assert bool((got.abs() <= y.abs()).all()), (a, tau)  # a prox never grows |y|
+            torch.testing.assert_close(got.double(), want, atol=1e-3 * tau, rtol=1e-6)
+
+
+def test_group_prox_tau_is_per_entry_unless_said_per_group() -> None:
+    """API review (group_order.py): a tau tensor with as many values as groups was taken per group,
+    so singleton groups numbered in another order than the entries (coupled groups found in
+    execution order) got each other's per-channel weights. Per entry is now the default; per group
+    is asked for with per_group=True; neither is guessed from the size."""
+    x = torch.ones(4, dtype=torch.float64)
+    groups = torch.tensor([2, 3, 0, 1])  # singletons, numbered in another order than the entries
+    tau = torch.tensor([0.0, 0.0, 0.5, 0.5], dtype=torch.float64)  # per entry
+    torch.testing.assert_close(group_prox("group-l1", x, groups, tau), 1 - tau)
+    per_group = torch.tensor([0.5, 0.5, 0.0, 0.0], dtype=torch.float64)  # the same, by group id
+    torch.testing.assert_close(group_prox("group-l1", x, groups, per_group, per_group=True), 1 - tau)
+    with pytest.raises(EdgeslimError, match="one value per group"):
+        group_prox("group-l1", x, torch.tensor([0, 0, 1, 1]), tau, per_group=True)
+    with pytest.raises(EdgeslimError, match="one value per entry"):
+        group_prox("group-l1", x, torch.tensor([0, 0, 1, 1]), per_group[:2])
+
+
 @pytest.mark.parametrize(
     "name,params,tau,msg",
     [

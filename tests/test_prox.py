@@ -78,6 +78,22 @@ def test_lr_per_param_group_and_zero_lr() -> None:
     assert torch.equal(xi, s.xi) and s.steps == 1
 
 
+def test_a_param_group_added_later_gives_its_bn_its_own_lr() -> None:
+    """API review (lrmap.py): which param group holds each BN was cached per optimizer object, so a BN
+    unfrozen later with add_param_group (gradual unfreezing) was stepped at group 0's lr."""
+    model = toy()
+    bn2 = model[4]
+    bn2.requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    s = ProximalSlimming(model, lam=1.0, beta=10.0)
+    s.step(opt)  # bn2 is frozen: untouched
+    assert torch.equal(s.xi[6:], torch.ones(4))
+    bn2.requires_grad_(True)
+    opt.add_param_group({"params": list(bn2.parameters()), "lr": 0.01})
+    s.step(opt)  # gamma == xi there: xi shrinks by lam / (1/0.01 + beta), not at group 0's lr 0.1
+    torch.testing.assert_close(1 - s.xi[6:], torch.full((4,), 1 / 110))
+
+
 def test_lambda_and_layer_weights_settable_during_training() -> None:
     model = toy()
     s = ProximalSlimming(model, lam=0.0, beta=1.0)
@@ -122,6 +138,55 @@ def test_state_dict_resume_is_exact() -> None:
     assert torch.equal(s.xi, s2.xi)
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_a_typo_d_keyword_reads_like_pythons_own_error() -> None:
+    """API review (kwargs.py): ProximalSlimming(model, warmup=10) said "penalty 'l1' takes no parameter
+    'warmup'"; a keyword no penalty has now reads as Python's TypeError does, with the closest name."""
+    with pytest.raises(EdgeslimError) as info:
+        ProximalSlimming(toy(), warmup=10)
+    assert str(info.value) == (
+        "ProximalSlimming() got an unexpected keyword argument 'warmup'; did you mean 'warmup_steps'?"
+    )
+    with pytest.raises(EdgeslimError, match="penalty 'l1' takes no parameter 'g'"):  # another penalty's
+        ProximalSlimming(toy(), g=2.0)
+
+
+def test_weights_loaded_after_the_slimmer_is_built_are_what_xi_starts_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """API review (stale_xi.py): xi was copied from the scales at construction only, so the common order
+    "build the slimmer, then load pretrained weights" pulled every scale back towards the initial ones
+    (pretrained [0.1..3.0] -> [0.918..1.182] after one step at lam 0). xi now starts from the scales
+    the first backward sees, and the first-step check still compares with them."""
+    pretrained = toy()
+    with torch.no_grad():
+        pretrained[1].weight.copy_(torch.linspace(0.1, 3.0, 6))
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    loaded = bn_gammas(model).clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sgd_step(model, opt)
+    after_sgd = bn_gammas(model).clone()
+    s.step(opt)  # lam 0: gamma is pulled towards xi = the loaded scales only
+    torch.testing.assert_close(bn_gammas(model), (10.0 * after_sgd + 100.0 * loaded) / 110.0)
+    torch.testing.assert_close(s.xi, (10.0 * loaded + 100.0 * bn_gammas(model)) / 110.0)
+    # the first-step check compares with the loaded scales: a step before the optimizer's is still caught
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    nn.functional.cross_entropy(model(batch()[0]), batch()[1]).backward()
+    with caplog.at_level("WARNING", logger="edgeslim.sparsity.prox"):
+        s.step(opt)
+    assert "before the optimizer changed any BN scale" in caplog.text
+    # no backward before the first step (lr= given): xi is read at that step
+    model = toy()
+    s = ProximalSlimming(model, lam=0.0, beta=100.0)
+    model.load_state_dict(pretrained.state_dict())
+    s.step(lr=0.1)
+    torch.testing.assert_close(bn_gammas(model), loaded)
 
 
 def test_state_from_another_model_is_refused() -> None:
@@ -200,7 +265,7 @@ def test_no_batchnorm_and_bad_hyperparameters() -> None:
 def test_trainer_method_and_lambda_for_shrink() -> None:
     hook = create_method("proximal", toy(), lam=0.1, beta=50.0, penalty="tl1", a=2.0)
     assert isinstance(hook, ProximalSlimming) and hook.params == {"a": 2.0}
-    with pytest.raises(EdgeslimError, match="no parameter 'q'"):
+    with pytest.raises(EdgeslimError, match="got an unexpected keyword argument 'q'"):
         create_method("proximal", toy(), lam=0.1, q=3)
     lrs = [0.1] * 100
     assert planned_shrink_per_lambda(lrs, beta=100) == pytest.approx(100 * 0.1 / 11)
@@ -241,6 +306,34 @@ def test_coupled_groups_from_the_surgery_graph() -> None:
     assert rep.restored == [["b0", "b1"], ["b2"]]
     nz0, nz1 = model.b0.weight != 0, model.b1.weight != 0
     assert int(nz0.sum()) == 1 and torch.equal(nz0, nz1) and int((model.b2.weight != 0).sum()) == 1
+
+
+class LateFirst(nn.Module):
+    """Two BN layers defined in the other order than they run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn_late, self.bn_early = nn.BatchNorm2d(4), nn.BatchNorm2d(8)
+        self.c1, self.c2 = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.Conv2d(8, 4, 3, padding=1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn_late(self.c2(torch.relu(self.bn_early(self.c1(x))))))
+
+
+def test_group_penalty_layer_weights_act_on_their_own_channels() -> None:
+    """API review (group_order.py): with a group penalty and no coupled layers every channel is its own
+    group; example_input numbers the groups in execution order, and the per-channel weights (in
+    module order) were applied by group id: bn_late's weight 0 fell on bn_early's channels."""
+    s = ProximalSlimming(
+        LateFirst(), lam=1.0, beta=1.0, penalty="group-l1", example_input=torch.zeros(1, 3, 8, 8)
+    )
+    s.set_layer_weights({"bn_late": 0.0, "bn_early": 1.0})
+    s.step(lr=1.0)  # tau = lam * w / (alpha + beta) = 0.5 w
+    where = s.layer_slices()
+    assert s.xi[where["bn_late"]].tolist() == [1.0] * 4 and s.xi[where["bn_early"]].tolist() == [0.5] * 8
 
 
 def test_zero_invariant_drives_scale_and_shift_to_zero_together() -> None:
@@ -334,7 +427,8 @@ def test_surgery_before_finalize_removes_nothing_and_says_so(caplog: pytest.LogC
     s.finalize()
     with caplog.at_level("WARNING", logger="edgeslim.surgery.prune"):
         assert prune_with_report(model.eval(), x).report["removed_channels"] >= 3
-    assert not caplog.records
+    assert "finalize()" not in caplog.text  # (the folds into the padded conv are approximate: said so)
+    assert all("folded approximately into 3" in r.getMessage() for r in caplog.records)
 
 
 def test_wrapped_optimizer_copies_scales_and_reloads_like_a_torch_optimizer() -> None:
@@ -477,6 +571,27 @@ def test_a_plain_optimizer_state_loads_into_the_wrapper() -> None:
     assert opt.optimizer.state_dict()["state"].keys() == plain.state_dict()["state"].keys() and s.t == 0
     with pytest.raises(EdgeslimError, match="not a state_dict of an optimizer"):
         opt.load_state_dict({"weights": 1})
+
+
+def test_half_precision_scales_are_warned_about_and_their_shrink_is_measured(caplog) -> None:
+    """API review (bf16.py): on a model converted with .bfloat16() the prox's per-step shrink (4e-4) is
+    below the format's resolution: 1000 steps moved no scale, while slimmer.shrunk reported 0.417.
+    Construction now warns (AMP keeps the parameters float32), and shrunk is what the scales got."""
+    import logging
+
+    model = toy().to(torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.prox"):
+        s = ProximalSlimming(model, lam=0.05, beta=100.0)
+    assert "bfloat16" in caplog.text and "autocast" in caplog.text
+    start = bn_gammas(model).float()
+    for _ in range(200):
+        s.step(lr=0.05)  # nominal shrink 200 * 0.05 / 120 = 0.083
+    moved = float((start.abs() - bn_gammas(model).float().abs()).mean())
+    assert float(s.shrunk) == pytest.approx(moved, abs=1e-3) and float(s.shrunk) < 0.01
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.prox"):
+        ProximalSlimming(toy(), lam=0.05)
+    assert "resolution" not in caplog.text  # float32: no warning
 
 
 def test_no_zeros_says_the_shrink_the_steps_applied(caplog) -> None:

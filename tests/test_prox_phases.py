@@ -226,6 +226,28 @@ def test_budget_with_phases_freezes_a_pattern_that_meets_the_budget(tmp_path: Pa
     assert rep["accuracy"]["slim"] == rep["accuracy"]["trained"]
 
 
+def test_recovery_lr_keeps_each_param_groups_ratio_to_the_largest_rate() -> None:
+    """API review (recovery_lr_groups.py): the restart wrote one rate into every param group, so a
+    backbone held at lr 0 and a head at 0.01 both trained at recovery_lr in the recovery phase."""
+    model = toy()
+    s = ProximalSlimming(model, lam=1.0, beta=10.0, recovery_steps=2, total_steps=4, recovery_lr=0.5)
+    head = list(model[8].parameters())
+    backbone = list(model[0].parameters())
+    rest = [p for p in model.parameters() if all(p is not q for q in head + backbone)]
+    opt = wrap(torch.optim.SGD([{"params": backbone, "lr": 0.0}, {"params": rest, "lr": 0.02},
+                                {"params": head, "lr": 0.01}]), s)  # fmt: skip
+    seen = []
+    opt.optimizer.register_step_pre_hook(lambda o, a, k: seen.append([g["lr"] for g in o.param_groups]))
+    frozen = [p.detach().clone() for p in backbone]
+    for i in range(4):
+        data_step(model, opt, i)
+    assert seen[:2] == [[0.0, 0.02, 0.01]] * 2
+    assert seen[2] == pytest.approx([0.0, 0.5, 0.25])  # the restart, each group at its share of it
+    assert seen[3] == pytest.approx([0.0, 0.25, 0.125])
+    assert all(torch.equal(p, q) for p, q in zip(backbone, frozen))
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.02, 0.01]  # put back after each step
+
+
 def test_recovery_lr_restarts_the_learning_rate_in_the_recovery_phase(tmp_path: Path, capsys, caplog) -> None:
     """With ``recovery_lr`` the optimizer takes that rate at the first recovery step, falling to 0 by a
     cosine over the recovery; before it the trainer's own rate is untouched."""

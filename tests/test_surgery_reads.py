@@ -329,3 +329,29 @@ def test_layers_kept_whole_still_count_their_macs() -> None:
     assert build_resource(m, x, "macs").dense == _hook_macs(m, x)
     res = prune_with_report(_prep(M(), shift=0.0), x.double())
     assert res.report["macs_before"] == _hook_macs(m, x)
+
+
+class _PoolThen1x1(nn.Module):
+    def __init__(self, c: int = 8) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.pool = nn.AvgPool2d(3, 1, 1)  # count_include_pad=True: a constant in is not constant out
+        self.c2, self.b2, self.fc = nn.Conv2d(c, c, 1), nn.BatchNorm2d(c), nn.Linear(c, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.b1(self.c1(x))))
+        return self.fc(torch.relu(self.b2(self.c2(x))).mean((2, 3)))
+
+
+def test_an_approximate_fold_is_warned_about_whatever_the_verification_measured(caplog) -> None:
+    """API review (avgpool_fold.py): a zeroed channel with a shift, zero-padded average pooling, then a
+    1x1 conv: the fold is approximate (exact: False) but verification on the README's torch.zeros
+    input measured 1e-8 (the global mean hides the border), on random images 2e-3, and nothing said so.
+    A warning now names the layer and says the inputs given were all that was measured."""
+    m = _prep(_PoolThen1x1(), zero=(1, 4))
+    with caplog.at_level(logging.WARNING, logger="edgeslim.surgery.prune"):
+        res = prune_with_report(m, torch.zeros(1, 3, 16, 16, dtype=torch.float64))
+    assert not res.report["exact"] and res.report["max_abs_diff"] < 1e-6
+    assert _diff(m, res.model, torch.randn(8, 3, 16, 16, dtype=torch.float64)) > 1e-4  # the real error
+    said = [r.getMessage() for r in caplog.records if "folded approximately" in r.getMessage()]
+    assert len(said) == 1 and "into c2" in said[0] and "calib_inputs" in said[0]

@@ -18,14 +18,18 @@ Use it inside any loop::
         slimmer.step(optimizer)
     report = slimmer.finalize()
 
-or wrap the optimizer (``opt = wrap(optimizer, slimmer)``; ``opt.step()`` does both), or use
+or wrap the optimizer (``opt = wrap(optimizer, slimmer)``; ``opt.step()`` does both; with AMP's
+``GradScaler`` use it: ``scaler.step(opt)`` skips the prox with a skipped step), or use
 the trainer's method ``proximal`` (``TrainConfig(method="proximal", method_args={...})``).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -172,8 +176,11 @@ class ProximalSlimming(TrainHook):
     (``"auto"``: :data:`BETA_AUTO_GAP`) over the last :data:`BETA_RAMP_FRACTION` of the
     sparsification phase (needs ``total_steps``). ``recovery_lr``: the learning rate restarts at
     this value when the recovery phase starts and falls to 0 over it (cosine), instead of the
-    trainer's schedule running on (the hook writes it into the optimizer after each backward).
+    trainer's schedule running on (the hook writes it into the optimizer after each backward);
+    param groups at other rates keep their ratio to the largest (:meth:`restart_lr`).
     ``importance``: ``"absolute"`` or ``"layer"`` (see :data:`IMPORTANCE`; :meth:`layer_factor`).
+    ``xi`` starts from the scales at the first backward through them (or the first :meth:`step`):
+    weights loaded into the model after the slimmer was built are what it starts from.
     """
 
     name = "proximal"
@@ -204,6 +211,7 @@ class ProximalSlimming(TrainHook):
                 "the model has no affine BatchNorm layers; proximal slimming acts on BN scales "
                 "(add BatchNorm after each conv, or use another pruning method)"
             )
+        _refuse_unknown_keywords(type(self), penalty_params)
         self.penalty, self.grouped = penalties.parse_penalty(penalty)
         self.zero_invariant = bool(zero_invariant)
         if self.zero_invariant:  # (gamma_c, beta_c) pairs go to zero together: a group penalty
@@ -230,8 +238,21 @@ class ProximalSlimming(TrainHook):
             self.targets += [b for b in self.biases if b is not None]
         self.target_sizes = [int(t.numel()) for t in self.targets]
         self.device = self.gammas[0].device
+        #: half-precision scales (a model converted with .half() / .bfloat16()): shrunk is measured on the scales
+        self._low_precision = any(t.dtype in (torch.float16, torch.bfloat16) for t in self.targets)
+        if self._low_precision:
+            log.warning(
+                "the BN scales are %s: the prox's per-step shrink (lam / (1/lr + beta), typically 1e-5..1e-3) "
+                "is below that format's resolution (%.2g near 1) and is lost, so scales barely shrink and reach "
+                "no zero; keep the parameters float32 and train with AMP (torch.autocast computes in half "
+                "precision but keeps the parameters float32)",
+                self.targets[0].dtype, torch.finfo(self.targets[0].dtype).eps,
+            )  # fmt: skip
         with torch.no_grad():
             self.xi = torch.cat([t.detach().reshape(-1) for t in self.targets]).clone()
+        #: xi as built (until set, or re-read from the scales by _sync_xi)
+        self._xi_built: tuple[Tensor, int] | None = (self.xi, self.xi._version)
+        self._sync_hooks = self._hook_first_backward()
         self.weights: Tensor | None = None
         if weights is not None:
             self.set_weights(weights)
@@ -244,7 +265,8 @@ class ProximalSlimming(TrainHook):
         self.steps = 0
         #: optional ``(xi, prox input) -> xi`` run after every prox step (a ChannelAligner)
         self.aligner: Callable[[Tensor, Tensor], Tensor] | None = None
-        self._lr_map: tuple[int, list[int]] | None = None  # (id(optimizer), param group of each BN)
+        #: (the optimizer and its layout when read, param group of each BN): see _lr_groups
+        self._lr_map: tuple[tuple[Any, int, int], list[int]] | None = None
         self.prox_step, self.beta_end = check_phases(
             prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
         )
@@ -257,6 +279,7 @@ class ProximalSlimming(TrainHook):
         )
         self._saved_lr: list[float] | None = None  # the rates restart_lr replaced for this step
         self._restarted_at: int | None = None  # the step whose rate restart_lr last set (recovery_lr)
+        self._lr_ratios: list[float] | None = None  # each param group's rate over the largest (restart_lr)
         self.warmup_steps, self.recovery_steps = int(warmup_steps), int(recovery_steps)
         self.total_steps = None if total_steps is None else int(total_steps)
         #: calls of :meth:`step` so far (all phases); ``steps`` counts the proximal updates
@@ -272,15 +295,48 @@ class ProximalSlimming(TrainHook):
         self.before_freeze: list[Callable[[], Any]] = []
         #: zeros given back their trained scale when the pattern was frozen (see _keep_coupled)
         self.coupled_kept_at_freeze = 0
-        #: the total nominal shrink the prox steps applied (sum of lambda / (alpha + beta), mean over entries)
+        #: the total nominal shrink the prox steps applied (sum of lambda / (alpha + beta), mean over entries);
+        #: with half-precision scales the shrink the scales got (measured: what the pull towards xi
+        #: moved them by after rounding; the nominal one is lost below the format's resolution)
         self.shrunk: float | Tensor = 0.0
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
 
     def __getstate__(self) -> dict[str, Any]:
-        """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it."""
-        return {**self.__dict__, "_wrapped_step": False}
+        """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
+        the first-backward hooks stay with the original (a copy re-reads xi at its first step)."""
+        return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": [], "_lr_map": None}
+
+    # ------------------------------------------------------------------ xi before training
+    def _hook_first_backward(self) -> list[Any]:
+        """Hooks that re-read ``xi`` from the scales at the first backward through them: the scales
+        then hold what the model was given after this slimmer was built (``load_state_dict`` of
+        pretrained weights, a custom init), and no optimizer step has moved them yet."""
+        ref = weakref.ref(self)
+
+        @torch.utils.hooks.unserializable_hook
+        def first_backward(grad: Tensor) -> None:
+            slimmer = ref()
+            if slimmer is not None:
+                slimmer._sync_xi()
+
+        return [t.register_hook(first_backward) for t in self.targets if t.requires_grad]
+
+    def _sync_xi(self) -> None:
+        """``xi <- `` the scales now, if ``xi`` is still the copy taken at construction (never set,
+        stepped or loaded since): built before the weights were loaded, it would pull every
+        scale back to the values they had then."""
+        built = self._xi_built
+        if built is not None and self.xi is built[0] and self.xi._version == built[1]:
+            with torch.no_grad():
+                self.xi = self._gather().clone()
+        self._xi_built = None
+
+    def _drop_sync_hooks(self) -> None:
+        for handle in self._sync_hooks:
+            handle.remove()
+        self._sync_hooks = []
 
     # ------------------------------------------------------------------ settings
     @property
@@ -475,19 +531,7 @@ class ProximalSlimming(TrainHook):
             return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
         if optimizer is None:
             raise EdgeslimError("ProximalSlimming.step needs the optimizer (for its lr) or lr=")
-        if self._lr_map is None or self._lr_map[0] != id(optimizer):
-            where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
-            missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
-            if missing:
-                raise EdgeslimError(
-                    f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
-                    "proximal slimming needs them in one of its param groups"
-                )
-            self._lr_map = (
-                id(optimizer),
-                [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets],
-            )
-        groups = [optimizer.param_groups[gi] for gi in self._lr_map[1]]
+        groups = [optimizer.param_groups[gi] for gi in self._lr_groups(optimizer)]
         # a frozen tensor (requires_grad=False) takes no gradient step, so no prox step either
         lrs = [float(g["lr"]) if t.requires_grad else 0.0 for g, t in zip(groups, self.targets)]
         if self.prox_step == "effective":
@@ -498,6 +542,27 @@ class ProximalSlimming(TrainHook):
             return None if lrs[0] <= 0 else 1.0 / lrs[0]
         per = torch.tensor([1.0 / v if v > 0 else math.inf for v in lrs], dtype=self.xi.dtype)
         return torch.repeat_interleave(per, torch.tensor(self.target_sizes)).to(self.device)
+
+    def _lr_groups(self, optimizer: Optimizer) -> list[int]:
+        """The param group of each target tensor; read again when the optimizer is another one or its
+        groups or parameters changed in number (``add_param_group``: gradual unfreezing)."""
+        key = (
+            weakref.ref(optimizer),
+            len(optimizer.param_groups),
+            sum(len(g["params"]) for g in optimizer.param_groups),
+        )
+        cached = self._lr_map
+        if cached is not None and cached[0][0]() is optimizer and cached[0][1:] == key[1:]:
+            return cached[1]
+        where = {id(p): gi for gi, grp in enumerate(optimizer.param_groups) for p in grp["params"]}
+        missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
+        if missing:
+            raise EdgeslimError(
+                f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
+                "proximal slimming needs them in one of its param groups"
+            )
+        self._lr_map = (key, [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets])
+        return self._lr_map[1]
 
     def _adam_alpha(
         self, optimizer: Optimizer, groups: list[dict[str, Any]], lrs: list[float]
@@ -563,6 +628,9 @@ class ProximalSlimming(TrainHook):
                 "gradient step moves its exact zeros off zero), and not after a step the optimizer skipped "
                 "(AMP's GradScaler on inf gradients)"
             )
+        if self._sync_hooks:
+            self._drop_sync_hooks()
+        self._sync_xi()  # (no backward reached the scales before this first step)
         self.t += 1
         if phase == "warmup":  # no prox: xi follows the scales, ready for the first update
             self.xi = self._gather()
@@ -590,6 +658,7 @@ class ProximalSlimming(TrainHook):
             alpha = torch.where(held, 1.0, alpha)
             old_gamma, old_xi = gamma, self.xi
         denom = alpha + self.beta
+        before = gamma
         gamma = (alpha * gamma + self.beta * self.xi) / denom
         tau: float | Tensor = self._lam / denom
         if self.weights is not None:
@@ -601,20 +670,30 @@ class ProximalSlimming(TrainHook):
             penalties.check_params(self.penalty, tau, **self.params)
         v = (alpha * self.xi + self.beta * gamma) / denom
         self.xi = self.prox(v, tau)
+        # half precision: what the pull towards xi moved the scales by, after rounding (the shrink they got)
+        applied = before.abs().float() - gamma.abs().float() if self._low_precision else None
         if self.aligner is not None:  # hold aligned channel counts with trained channels
             self.xi = self.aligner(self.xi, v)
         if held is not None:
             gamma, self.xi = torch.where(held, old_gamma, gamma), torch.where(held, old_xi, self.xi)
-            denom = denom[~held] if bool((~held).any()) else denom
+            if bool((~held).any()):
+                denom = denom[~held]
+                applied = applied[~held] if applied is not None else None
         self._write(gamma)
         self.steps += 1
-        self.shrunk = self.shrunk + (
-            self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
-        )
+        if applied is not None:
+            self.shrunk = self.shrunk + applied.mean()
+        else:
+            self.shrunk = self.shrunk + (
+                self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
+            )
 
     def _to(self, device: torch.device) -> None:
         self.device = device
+        built = self._xi_built is not None and self.xi is self._xi_built[0]
         self.xi = self.xi.to(device)
+        if built:  # (still the copy taken at construction)
+            self._xi_built = (self.xi, self.xi._version)
         self.group_index = self.group_index.to(device)
         self._layer_of = self._layer_of.to(device)
         if self.weights is not None:
@@ -632,13 +711,23 @@ class ProximalSlimming(TrainHook):
     def restart_lr(self, optimizer: Optimizer) -> list[float] | None:
         """Write the ``recovery_lr`` rate of the step about to be taken into ``optimizer``; returns the
         rates it replaced (``None``: nothing changed), for :meth:`restore_lr` after the step, so an
-        LR scheduler that reads the group's rate never sees the restart."""
+        LR scheduler that reads the group's rate never sees the restart.
+
+        The param groups at the largest rate get it; every other group keeps its ratio to them (a
+        backbone held at lr 0 stays at 0, a discriminative rate stays that share). The ratios are
+        the groups' own rates at the step (the last ones with a rate > 0, if a schedule reached 0)."""
         lr = self.lr_at(self.t)
         if lr is None:
             return None
         saved = [float(group["lr"]) for group in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        top = max(saved, default=0.0)
+        if top > 0:
+            self._lr_ratios = [v / top for v in saved]
+        ratios = (
+            self._lr_ratios if self._lr_ratios is not None and len(self._lr_ratios) == len(saved) else None
+        )
+        for i, group in enumerate(optimizer.param_groups):
+            group["lr"] = lr * (ratios[i] if ratios is not None else 1.0)
         self._restarted_at = self.t
         return saved
 
@@ -732,6 +821,8 @@ class ProximalSlimming(TrainHook):
                 f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
             )
         self.xi = xi.to(self.device, self.xi.dtype).clone()
+        self._xi_built = None
+        self._drop_sync_hooks()
         self.set_weights(state.get("weights"))
         self.lam = state.get("lam", self._lam)
         self.beta = float(state.get("beta", self.beta))
@@ -833,6 +924,7 @@ class ProximalSlimming(TrainHook):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
+        self._sync_xi()
         n = self.total
         trained = self._gather()
         xi, restored, coupled = self._restore_empty(self.xi.clone(), keep_min)
@@ -874,6 +966,19 @@ class ProximalSlimming(TrainHook):
                 coupled,
             )  # fmt: skip
         return FinalizeReport(self.total, zeroed, layers, restored, bias_left, coupled)
+
+
+def _refuse_unknown_keywords(cls: type, given: dict[str, Any]) -> None:
+    """A keyword that is no parameter of ``cls`` nor of any penalty: Python's own one-line complaint
+    (with the closest parameter name), not "penalty 'l1' takes no parameter ..." (a typo'd setting)."""
+    known = {k for params in penalties.PENALTIES.values() for k in params}
+    stray = [k for k in given if k not in known]
+    if stray:
+        own = inspect.signature(cls.__init__).parameters.values()
+        names = [p.name for p in own if p.name not in ("self", "model") and p.kind is not p.VAR_KEYWORD]
+        close = difflib.get_close_matches(stray[0], names + sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise EdgeslimError(f"{cls.__name__}() got an unexpected keyword argument {stray[0]!r}{hint}")
 
 
 def _momentum_gain(group: dict[str, Any]) -> float:

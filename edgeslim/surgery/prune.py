@@ -543,6 +543,16 @@ def prune_with_report(
             diff["max_scaled_diff"],
             diff["max_abs_diff"],
         )
+    inexact = [f["layer"] for f in folded if not f["exact"]]
+    if inexact:
+        log.warning(
+            "the constants of removed channels were folded approximately into %s (a zero-padded conv, or a "
+            "constant that varies over positions: zero-padded pooling in between): the slim model differs from "
+            "the zeroed one near the borders, and max_abs_diff (%s) measured the given inputs only (a constant "
+            "input such as torch.zeros can hide it); verify on real images (calib_inputs)",
+            ", ".join(inexact[:5]) + (f" and {len(inexact) - 5} more" if len(inexact) > 5 else ""),
+            "not measured" if diff["max_abs_diff"] is None else f"{diff['max_abs_diff']:.3g}",
+        )  # fmt: skip
     kept = report["zero_kept"]
     if report["zero_scale_channels"] and not report["removed_channels"]:
         log.warning(
