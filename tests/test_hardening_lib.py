@@ -408,6 +408,7 @@ def test_sweep_stale_tmp_removes_what_a_killed_writer_left(tmp_path: Path) -> No
 
 def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
     import fcntl
+    import os
     import time
 
     from edgeslim.utils.tmpfiles import process_start_time, sweep_stale_tmp
@@ -426,6 +427,14 @@ def test_sweep_stale_tmp_spares_recent_and_locked_files(tmp_path: Path) -> None:
         removed = sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5)
         assert removed == [recent] and locked.exists()
     assert sweep_stale_tmp(tmp_path, "run.json", older_than=time.time() + 5) == [locked]
+    # a dead writer's file from after this process started (a run restarted at once after a kill): swept
+    # once it is STALE_AFTER_S old and unlocked (a review: it stayed for ever, a 25 MB checkpoint)
+    dead = tmp_path / ".run.json.edgeslim-deadwrt1.tmp"
+    dead.write_text("{}")
+    time.sleep(max(0.0, process_start_time() + 6.5 - time.time()))  # (a test worker that started just now)
+    then = time.time() - 6
+    os.utime(dead, (then, then))
+    assert then > process_start_time() and sweep_stale_tmp(tmp_path, "run.json") == [dead]
 
 
 # ---------------------------------------------------------------------------- sniffing model files

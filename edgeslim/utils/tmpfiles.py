@@ -2,11 +2,12 @@
 
 :func:`edgeslim.utils.io.atomic_path` writes ``.NAME.edgeslim-XXXXXXXX.tmp`` beside ``NAME`` and renames it
 over ``NAME`` on success; a process killed in between (SIGKILL, power loss) leaves the temporary
-file. :func:`sweep_stale_tmp` removes such files for one target: only those that were last written
-before the current process started (so no write of this process, and no write that began after
-it, is touched) and that no process holds an ``flock`` on (a writer that wants protection from a
-concurrent sweep in another, older-started process may hold ``fcntl.flock(fd, LOCK_SH)`` on its
-temporary file while writing).
+file. :func:`sweep_stale_tmp` removes such files for one target: only those that no process holds an
+``flock`` on (``atomic_path`` holds ``fcntl.flock(fd, LOCK_SH)`` on its temporary file while it
+writes) and that were last written before the current process started or :data:`STALE_AFTER_S`
+seconds ago, whichever is later (a file is created a moment before its writer locks it: a fresh
+one is left alone; a run restarted at once after a kill, within the start-time margin, left the
+dead writer's file for ever when only files older than the process counted).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def process_start_time() -> float:
     except (OSError, ValueError, IndexError):
         return _IMPORTED_AT
 
+
+#: seconds after its last write an unlocked temporary file counts as a dead writer's
+STALE_AFTER_S = 5.0
 
 #: what follows ``.NAME.`` in a temporary file's name, before ``tempfile``'s eight random letters:
 #: names a user may give their own files (``.model.pt.backup.tmp``) are not taken for ours
@@ -90,10 +94,11 @@ def sweep_stale_tmp(
     the paths removed.
 
     Stale: a regular file (not a link) last modified before ``older_than`` (epoch seconds; default
-    the current process's start time, :func:`process_start_time`) and not ``flock``-ed by anyone.
-    A missing ``directory`` is not an error; files that vanish or cannot be removed are skipped.
+    the current process's start time, :func:`process_start_time`, or :data:`STALE_AFTER_S` ago,
+    whichever is later) and not ``flock``-ed by anyone. A missing ``directory`` is not an error;
+    files that vanish or cannot be removed are skipped.
     """
-    cutoff = process_start_time() if older_than is None else older_than
+    cutoff = max(process_start_time(), time.time() - STALE_AFTER_S) if older_than is None else older_than
     pat = tmp_pattern(name)
     d = Path(directory)
     try:
