@@ -640,8 +640,8 @@ def _tiny_onnx(path: Path) -> Path:
 def test_files_a_command_writes_are_never_replaced_unasked(tmp_path, capsys) -> None:
     """A review of run directories: only report.json/model.pt (slim), run.json/report.md (bench) were
     looked for, so a user's own trained.pt or channels.png in the folder were replaced without force;
-    prune -o X --plot X wrote its plot over its checkpoint and, forced, a prune's output or a bench's
-    layer table over the model it read; export took a timing cache that was one of its outputs; bench
+    prune -o X --plot X wrote its plot over its checkpoint and, forced, a prune's plot or a bench's
+    layer table over the model it read (prune X -o X --force, asked, replaces its input); export took a timing cache that was one of its outputs; bench
     --out into a slim run's folder was told to force it, which replaced the slim run's report.md."""
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -658,7 +658,7 @@ def test_files_a_command_writes_are_never_replaced_unasked(tmp_path, capsys) -> 
     model.write_bytes(b"a model")
     for args, said in (
         (["prune", "vgg-small", "-o", str(tmp_path / "x.pt"), "--plot", str(tmp_path / "x.pt")], "is also the output"),
-        (["prune", str(model), "-o", str(model), "--force"], "is also the model"),
+        (["prune", str(model), "-o", str(tmp_path / "y.pt"), "--plot", str(model), "--force"], "is also the model"),
         (["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(tmp_path / "b.onnx"), "--trt",
           "--timing-cache", str(tmp_path / "b.onnx")], "is also the output b.onnx"),
     ):  # fmt: skip
@@ -691,3 +691,14 @@ def test_results_a_killed_forced_run_moved_aside_are_named(tmp_path, caplog) -> 
     with caplog.at_level(logging.WARNING), run_directory(tmp_path, force=False):
         pass
     assert f"{aside} holds model.pt of an earlier run" in caplog.text and "move them back" in caplog.text
+
+
+def test_a_stopped_forced_export_says_what_it_removed() -> None:
+    """A review: a forced export stopped after some of its files removes the earlier files of the set it
+    had not replaced yet (never a mix of two exports), but its stop line said only that files were
+    left complete."""
+    from edgeslim.cli import _interrupted_line
+
+    line = _interrupted_line(["export", "m.pt", "--onnx", "m.onnx", "--ort", "--force"])
+    assert "the earlier files of the set not yet replaced were removed" in line
+    assert "removed" not in _interrupted_line(["export", "m.pt", "--onnx", "m.onnx"])

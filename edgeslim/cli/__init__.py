@@ -209,6 +209,11 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return f"interrupted; each finished epoch was saved: {resume}"
+    if name in ("export", "prune") and "--force" in args:  # (utils.io.writing: never part new, part earlier)
+        return (
+            "interrupted; files already written were left complete (writes are atomic), and where some were, "
+            "the earlier files of the set not yet replaced were removed (never a mix of two exports)"
+        )
     return "interrupted; files already written were left complete (writes are atomic)"
 
 

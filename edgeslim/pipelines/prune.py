@@ -52,7 +52,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.surgery import compose_recipes, prune_with_report
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
-    check_distinct({"output": req.output, "plot": req.plot}, {"model": req.model, "weights": req.weights})
+    # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)
+    check_distinct({"output": req.output, "plot": req.plot})
+    check_distinct({"plot": req.plot}, {"model": req.model, "weights": req.weights})
     align = resolve_alignment(req.round_to, req.profile, req.precision)
     # stopped or refused: the folders it made go again; forced and stopped after one of its files: the
     # earlier other one goes (never one of each)
