@@ -777,3 +777,26 @@ def test_postscript_named_jpg_is_not_handed_to_ghostscript(tmp_path, monkeypatch
     with pytest.raises(EdgeslimError, match="cannot decode image 0.jpg"):
         decode(eps, "0.jpg", 3, (8, 8))
     assert not marker.exists()
+
+
+def test_cifar100_class_folders_named_by_label_number_keep_their_numbers(tmp_path, monkeypatch):
+    """The review of the data loading (finding 1): a cifar100 zip of class folders 0..99 (a common JPEG
+    dump) was labelled in text order, folder "10" label 2 and "2" label 12, where the pickles give fine
+    label 2 label 2: same data set name, permuted labels. A built-in set's numbered folders keep their
+    numbers."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    zpath = tmp_path / "c100.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for split in ("train", "test"):
+            for c in range(100):
+                buf = io.BytesIO()
+                Image.fromarray(np.full((32, 32, 3), c, np.uint8)).save(buf, "PNG")
+                z.writestr(f"{split}/{c}/0.png", buf.getvalue())
+    b = load_dataset("cifar100", data_dir=zpath, cache_dir=tmp_path / "cache")
+    assert b.class_names == [str(i) for i in range(100)]
+    for x, y in ((b.train_x, b.train_y), (b.test_x, b.test_y)):
+        assert torch.equal(x[:, 0, 0, 0].long(), y)  # the image of folder c (pixel value c) is label c

@@ -548,6 +548,13 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req), keys=TREE_ARRAYS)
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)
+    numbered = [str(i) for i in range(num_classes or 0)]
+    if classes != numbered and sorted(classes) == sorted(numbered):
+        # a built-in data set's class folders named by its label numbers: folder "10" is label 10, as in its
+        # own files (sorted as text, "10" came before "2")
+        to_number = np.array([int(c) for c in classes], dtype=np.int64)
+        arrays = {**arrays, "train_y": to_number[arrays["train_y"]], "test_y": to_number[arrays["test_y"]]}
+        classes = numbered
     if num_classes is not None and len(classes) != num_classes:
         raise EdgeslimError(
             f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "
