@@ -26,8 +26,9 @@ from edgeslim.utils.io import atomic_path
 log = logging.getLogger(__name__)
 
 #: 2: image folders skip hidden files and macOS zip metadata (__MACOSX/, ._name); 3: a folder is
-#: greyscale only when the first images of its classes all are; 4: photos decoded upright (EXIF)
-CACHE_VERSION = 4
+#: greyscale only when the first images of its classes all are; 4: photos decoded upright (EXIF); 5: turned
+#: TIFFs sized upright (their size was turned twice)
+CACHE_VERSION = 5
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 

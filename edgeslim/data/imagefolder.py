@@ -410,6 +410,14 @@ PROBE_IMAGES = 16
 _GREY_MODES = ("L", "1", "F", *WIDE_GREY_MODES)
 
 
+def _upright_on_open(im: object) -> bool:
+    """Whether PIL already reports ``im``'s upright size: its TIFF reader turns a TIFF as its
+    orientation says when it loads it, and reports the turned size from the header on, keeping the
+    stored one as ``_tile_size`` (a Pillow without it: not turned on open)."""
+    size = getattr(im, "size", None)
+    return getattr(im, "format", None) == "TIFF" and getattr(im, "_tile_size", size) != size
+
+
 def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
     """Channels and (H, W) from the training images ``firsts`` (the first of each class, up to
     :data:`PROBE_IMAGES`): 1 when every one is greyscale, else 3 (a greyscale photo among colour
@@ -421,8 +429,8 @@ def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
         try:
             with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
                 w, h = im.size
-                if im.getexif().get(EXIF_ORIENTATION) in TURNED:  # (decoded upright: turned a quarter)
-                    w, h = h, w
+                if im.getexif().get(EXIF_ORIENTATION) in TURNED and not _upright_on_open(im):
+                    w, h = h, w  # (decoded upright: turned a quarter)
                 sizes[(h, w)] += 1
                 if im.mode not in _GREY_MODES:
                     channels = 3
