@@ -374,10 +374,12 @@ def test_imagefolder_bad_layouts(cifar_zip, small_zip, tmp_path):
         load_dataset("imagefolder", data_dir=flat / "test" / "a.jpg", cache_dir=tmp_path / "c")
     root = _extract(cifar_zip, tmp_path / "tree", per_class=1)
     (root / "test" / "unicorn").mkdir()
-    next((root / "test" / "cat").iterdir()).rename(root / "test" / "unicorn" / "x.jpg")
+    shutil.copy(next((root / "test" / "cat").iterdir()), root / "test" / "unicorn" / "x.jpg")
     with pytest.raises(EdgeslimError, match="'unicorn'.* have no training folder"):
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
-    (root / "test" / "unicorn" / "x.jpg").unlink()
+    shutil.rmtree(
+        root / "test" / "unicorn"
+    )  # (an empty class folder is refused: test_class_folders_are_read_...)
     (root / "train" / "cat" / "0000.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     with pytest.raises(EdgeslimError, match="cannot decode image train/cat/0000.jpg") as info:
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
@@ -800,3 +802,47 @@ def test_cifar100_class_folders_named_by_label_number_keep_their_numbers(tmp_pat
     assert b.class_names == [str(i) for i in range(100)]
     for x, y in ((b.train_x, b.train_y), (b.test_x, b.test_y)):
         assert torch.equal(x[:, 0, 0, 0].long(), y)  # the image of folder c (pixel value c) is label c
+
+
+def _solid(path, value: int, fmt: str | None = None) -> None:
+    """One 8x8 grey-level RGB image at ``path`` (folders made)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, value, value)).save(path, format=fmt)
+
+
+def test_class_folders_are_read_recursively_and_an_empty_one_is_refused(tmp_path):
+    """The review of the data loading (finding 4): images in sub-folders of a class folder were dropped,
+    and a class folder without images (empty, or .jfif/.heic files only) vanished, the classes after it
+    shifting a label, without a word. torchvision's ImageFolder reads sub-folders and refuses an empty
+    class: so does this. A .jfif is a JPEG and is read."""
+    for split in ("train", "test"):
+        for i, c in enumerate("abc"):
+            for k in range(2):
+                sub = "batch1/" if c == "b" else ""  # b's images one level deeper
+                _solid(tmp_path / "t" / split / c / f"{sub}{k}.png", 80 * i)
+        (tmp_path / "t" / split / "a" / ".hidden").mkdir()
+        _solid(tmp_path / "t" / split / "a" / ".hidden" / "x.png", 250)  # hidden: not read
+    _solid(tmp_path / "t" / "train" / "c" / "z.jfif", 160, "JPEG")
+    b = load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    assert b.class_names == ["a", "b", "c"] and (len(b.train_y), len(b.test_y)) == (7, 6)
+    assert torch.equal(b.train_x[:, 0, 0, 0].long() // 80, b.train_y)
+    (tmp_path / "t" / "train" / "b0").mkdir()  # an empty class folder
+    with pytest.raises(
+        EdgeslimError, match=r"the class folder train/b0/ holds no image \(it is empty\)"
+    ) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    assert "\n" not in str(e.value) and e.value.params == ("data_dir",)
+    (tmp_path / "t" / "train" / "b0" / "IMG_1.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(
+        EdgeslimError, match=r"train/b0/ holds no image \(only \.heic files, which are not read\)"
+    ):
+        load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    for c in ("cat", "dog"):  # a flat tree of class folders, one with its images in sub-folders
+        for k in range(3):
+            _solid(tmp_path / "f" / c / ("x/" if c == "dog" else "") / f"{k}.png", 9)
+    assert load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "cache").class_names == [
+        "cat",
+        "dog",
+    ]

@@ -35,12 +35,12 @@ from edgeslim.data.datasets import (
     register_dataset,
     say_capped,
 )
-from edgeslim.data.listing import hidden, regular_files
+from edgeslim.data.listing import SYSTEM_FOLDERS, hidden, regular_files
 from edgeslim.errors import EdgeslimError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 #: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
 #: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
@@ -81,16 +81,23 @@ class Tree:
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
-                    names = [n for n in z.namelist() if not n.endswith("/")]
+                    names = z.namelist()
             except (zipfile.BadZipFile, OSError) as exc:
                 raise EdgeslimError(
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
         else:
-            names = list(regular_files(root))
-        self.files = sorted(
-            n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not hidden(n)
-        )
+            names = list(regular_files(root, folders=True))
+        names = [n for n in names if not hidden(n)]
+        files = [n for n in names if not n.endswith("/")]
+        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        #: the other files (not read), by the folder they lie in
+        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in IMAGE_EXTS]
+        #: every folder, ``a/b/`` (a zip may list only the files: their folders too)
+        self.folders = {n for n in names if n.endswith("/")}
+        self.folders |= {
+            f"{'/'.join(p[:i])}/" for p in (n.split("/") for n in files) for i in range(1, len(p))
+        }
         self.prefix = self._find_prefix()
 
     def _find_prefix(self) -> str:
@@ -106,19 +113,15 @@ class Tree:
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
-        or none), when it has no ``train/``, ``test/`` or ``val/`` folder and at least two classes;
-        else None. A class with one image is refused (it cannot both train and test)."""
+        or none; images in sub-folders of a class folder too), when it has no ``train/``, ``test/``
+        or ``val/`` folder and at least two classes; else None. A class with one image is refused (it
+        cannot both train and test), as is a class folder without images."""
         splits = ("train", *TEST_NAMES)
         if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
-        depth = {f.count("/") for f in self.files}
         tops = {f.split("/", 1)[0] for f in self.files}
-        skip = 1 if depth == {2} and len(tops) == 1 else 0  # flowers/daisy/1.jpg: one top folder
-        by_class: dict[str, list[str]] = {}
-        for f in self.files:
-            parts = f.split("/")[skip:]
-            if len(parts) == 2:
-                by_class.setdefault(parts[0], []).append(f)
+        one = len(tops) == 1 and all(f.count("/") >= 2 for f in self.files)  # flowers/daisy/1.jpg
+        by_class = self._classes(f"{tops.pop()}/" if one else "")
         if len(by_class) < MIN_CLASSES:
             return None
         few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
@@ -127,6 +130,32 @@ class Tree:
                 f"{self.root} is split into train and test images per class folder, and {len(few)} class(es) "
                 f"have one image ({', '.join(few[:4])}{', ...' if len(few) > 4 else ''}): give each class at least "
                 "two, or lay the images out as train/<class>/ and test/<class>/"
+            )
+        return by_class
+
+    def _classes(self, base: str) -> dict[str, list[str]]:
+        """``{class: [file, ...]}`` of the class folders in the folder ``base`` (``''``: the top, else
+        ``train/``), the images in their sub-folders too (torchvision's ``ImageFolder`` reads them); a
+        class folder without an image is refused in one line (its classes after it would shift)."""
+        by_class: dict[str, list[str]] = {}
+        for f in self.files:
+            if f.startswith(base):
+                rest = f[len(base) :].split("/")
+                if len(rest) >= 2:
+                    by_class.setdefault(rest[0], []).append(f)
+        if not by_class:
+            return by_class
+        folders = {d[len(base) :].split("/", 1)[0] for d in self.folders if d.startswith(base) and d != base}
+        empty = sorted(folders - set(by_class) - SYSTEM_FOLDERS)
+        if empty:
+            inside = sorted({os.path.splitext(n)[1].lower() or os.path.basename(n) for n in self.others
+                             if n.startswith(f"{base}{empty[0]}/")})  # fmt: skip
+            what = f"only {', '.join(inside[:6])} files, which are not read" if inside else "it is empty"
+            more = f" (and {len(empty) - 1} more: {', '.join(empty[1:4])}{', ...' if len(empty) > 4 else ''})"
+            raise EdgeslimError(
+                f"{self.root}: the class folder {base}{empty[0]}/ holds no image ({what}){more if len(empty) > 1 else ''}; "
+                f"add its images ({', '.join(sorted(IMAGE_EXTS))}) or remove the folder",
+                param="data_dir",
             )
         return by_class
 
@@ -143,16 +172,10 @@ class Tree:
             }
         names = ("train",) if split == "train" else TEST_NAMES
         for nm in names:
-            base = f"{self.prefix}{nm}/"
-            by_class: dict[str, list[str]] = {}
-            for f in self.files:
-                if f.startswith(base):
-                    rest = f[len(base) :].split("/")
-                    if len(rest) == 2:
-                        by_class.setdefault(rest[0], []).append(f)
+            by_class = self._classes(f"{self.prefix}{nm}/")
             if by_class:
                 return by_class
-        tops = {f.split("/")[0] for f in self.files if f.count("/") == 1}
+        tops = {f.split("/")[0] for f in self.files if "/" in f}
         if split == "train" and len(tops) == 1 and tops.isdisjoint(("train", *TEST_NAMES)):
             check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
         raise EdgeslimError(

@@ -19,8 +19,9 @@ def hidden(name: str) -> bool:
     return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
 
 
-def regular_files(root: Path) -> Iterator[str]:
-    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (a FIFO named
+def regular_files(root: Path, folders: bool = False) -> Iterator[str]:
+    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (with
+    ``folders``, also of each folder entered, as ``a/``: an empty class folder is seen) (a FIFO named
     .png blocked a run reading it), without hidden entries and system folders. Linked folders are
     entered (a class folder linked from elsewhere was dropped without a word), except a link to a
     folder on the way down to it or above ``root`` (a loop); an unreadable folder is refused (its
@@ -46,5 +47,7 @@ def regular_files(root: Path) -> Iterator[str]:
                     real = os.path.realpath(e.path)
                     if real not in above and os.path.commonpath([real, top]) != real:
                         stack.append((f"{rel}{e.name}/", above | {real}))
+                        if folders:
+                            yield f"{rel}{e.name}/"
                 elif e.is_file():
                     yield f"{rel}{e.name}"
