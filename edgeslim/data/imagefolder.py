@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import logging
 import os
@@ -99,6 +100,8 @@ class Tree:
             f"{'/'.join(p[:i])}/" for p in (n.split("/") for n in files) for i in range(1, len(p))
         }
         self.prefix = self._find_prefix()
+        #: the folder the class folders of a tree without splits lie in (``''`` or ``top/``)
+        self.flat_base = ""
 
     def _find_prefix(self) -> str:
         """'' or 'top/' when the tree sits in one top-level folder (common in zips)."""
@@ -121,7 +124,8 @@ class Tree:
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
         tops = {f.split("/", 1)[0] for f in self.files}
         one = len(tops) == 1 and all(f.count("/") >= 2 for f in self.files)  # flowers/daisy/1.jpg
-        by_class = self._classes(f"{tops.pop()}/" if one else "")
+        self.flat_base = f"{tops.pop()}/" if one else ""
+        by_class = self._classes(self.flat_base)
         if len(by_class) < MIN_CLASSES:
             return None
         few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
@@ -161,15 +165,16 @@ class Tree:
 
     def split(self, split: str) -> dict[str, list[str]]:
         """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted. A tree of class
-        folders only (no ``train/``) is split here: every :data:`FLAT_TEST_EVERY`-th image of a
-        class (its first, then the one that many further on) tests, the others train."""
+        folders only (no ``train/``) is split here, about 1 image in :data:`FLAT_TEST_EVERY` of each
+        class testing (:func:`held_out`)."""
         flat = self.flat
         if flat is not None:
             test = split != "train"
-            return {
-                c: [f for i, f in enumerate(fs) if (i % FLAT_TEST_EVERY == 0) == test]
-                for c, fs in flat.items()
-            }
+            out = {}
+            for c, fs in flat.items():
+                held = held_out(fs, len(self.flat_base) + len(c) + 1)
+                out[c] = [f for f in fs if (f in held) == test]
+            return out
         names = ("train",) if split == "train" else TEST_NAMES
         for nm in names:
             by_class = self._classes(f"{self.prefix}{nm}/")
@@ -187,6 +192,22 @@ class Tree:
 
     def reader(self) -> Callable[[str], bytes]:
         return open_reader(self.root, self.is_zip)
+
+
+def held_out(names: Sequence[str], cut: int) -> set[str]:
+    """The test images of one class of a tree of class folders: those whose name within the class
+    folder (``name[cut:]``) hashes (sha256) into the first 1/:data:`FLAT_TEST_EVERY` of its range,
+    so adding or removing a file moves no other between train and test (by position, one file more
+    shifted every later one); the lowest hash where none does, and never all of them."""
+    top = 1 << 64
+    keyed = sorted(
+        (int.from_bytes(hashlib.sha256(n[cut:].encode("utf-8", "surrogateescape")).digest()[:8], "big"), n)
+        for n in names
+    )
+    test = {n for h, n in keyed if h < top // FLAT_TEST_EVERY} or {keyed[0][1]}
+    if len(test) == len(keyed) > 1:
+        test.discard(keyed[-1][1])
+    return test
 
 
 def _too_big(name: str, size: int, what: str) -> EdgeslimError:
@@ -560,8 +581,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
              size[0], size[1], why)  # fmt: skip
     if tree.flat is not None:
-        log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d of its images) "
-                    "is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
+        log.warning("%s has class folders but no train/ and test/: about 1 image in %d of each class (%d of its "
+                    "images, chosen by a hash of each file's name) is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
 
 
