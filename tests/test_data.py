@@ -877,3 +877,30 @@ def test_the_hold_out_of_class_folders_follows_each_files_name(tmp_path):
             (two / c / f"{i}.png").write_bytes(b"")
     t = Tree(two)
     assert all(len(t.split(s)[c]) == 1 for s in ("train", "test") for c in "abcd")
+
+
+@pytest.mark.parametrize("form", ["./{split}/{c}/{i}.png", "{split}\\{c}\\{i}.png"])
+def test_zips_of_windows_tools_are_read(tmp_path, form: str):
+    """The review of the data loading (finding 5): member names starting with ./ (``tar -a -cf data.zip .``,
+    Windows' bsdtar) were all taken as hidden, and backslash separators (PowerShell 5's Compress-Archive)
+    as no folder: the zip "held no image files". Both are read as paths."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from edgeslim.data.imagefolder import read_images
+
+    zpath = tmp_path / "data.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for split in ("train", "test"):
+            for k, c in enumerate("ab"):
+                for i in range(2):
+                    buf = io.BytesIO()
+                    Image.new("RGB", (8, 8), (100 * k,) * 3).save(buf, "PNG")
+                    z.writestr(zipfile.ZipInfo(form.format(split=split, c=c, i=i)), buf.getvalue())
+    b = load_dataset("imagefolder", data_dir=zpath, cache_dir=tmp_path / "cache")
+    assert b.class_names == ["a", "b"] and (len(b.train_y), len(b.test_y)) == (4, 4)
+    assert torch.equal(b.train_x[:, 0, 0, 0].long() // 100, b.train_y)
+    x, total = read_images(zpath, 3, (8, 8), 8)
+    assert total == 8 and x.shape == (8, 3, 8, 8)

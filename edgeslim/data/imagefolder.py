@@ -36,7 +36,7 @@ from edgeslim.data.datasets import (
     register_dataset,
     say_capped,
 )
-from edgeslim.data.listing import SYSTEM_FOLDERS, hidden, regular_files
+from edgeslim.data.listing import SYSTEM_FOLDERS, hidden, regular_files, zip_name
 from edgeslim.errors import EdgeslimError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Tree:
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
-                    names = z.namelist()
+                    names = [n for n in map(zip_name, z.namelist()) if n]
             except (zipfile.BadZipFile, OSError) as exc:
                 raise EdgeslimError(
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
@@ -252,7 +252,8 @@ def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
     :data:`MAX_IMAGE_BYTES`."""
     if is_zip:
         z = zipfile.ZipFile(root)
-        return lambda name: _read_member(z, name)
+        member = {zip_name(n): n for n in z.namelist()}  # (the names a Tree lists: zip_name's)
+        return lambda name: _read_member(z, member.get(name, name))
     return lambda name: _read_file(root / name, name)
 
 

@@ -14,9 +14,19 @@ SYSTEM_FOLDERS = frozenset({"lost+found", "System Volume Information", "$RECYCLE
 
 
 def hidden(name: str) -> bool:
-    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data."""
+    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data. A
+    ``.`` part (``./train/a.jpg``, as ``tar -a -cf data.zip .`` names zip members) is the folder itself."""
     parts = name.split("/")
-    return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
+    return "__MACOSX" in parts or any(p.startswith(".") and p != "." for p in parts)
+
+
+def zip_name(member: str) -> str:
+    """A zip member's name as a path: ``\\`` separators as ``/`` (PowerShell 5's Compress-Archive
+    writes them), without leading ``./`` (bsdtar's ``tar -a -cf data.zip .``)."""
+    name = member.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
 
 
 def regular_files(root: Path, folders: bool = False) -> Iterator[str]:
