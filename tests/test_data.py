@@ -904,3 +904,30 @@ def test_zips_of_windows_tools_are_read(tmp_path, form: str):
     assert torch.equal(b.train_x[:, 0, 0, 0].long() // 100, b.train_y)
     x, total = read_images(zpath, 3, (8, 8), 8)
     assert total == 8 and x.shape == (8, 3, 8, 8)
+
+
+def test_pil_warnings_are_said_once_for_a_whole_folder(tmp_path, caplog):
+    """The review of the data loading (finding 6): a warnings filter set around each decode reset
+    Python's once-only registry, so PIL's UserWarning (palette transparency, corrupt EXIF) was printed
+    once per image: a scraped data set flooded stderr. One warning now says how many and the first."""
+    import warnings
+
+    from PIL import Image
+
+    from edgeslim.data.imagefolder import read_images
+
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (tmp_path / "p" / split / c).mkdir(parents=True)
+            for i in range(n):
+                im = Image.new("P", (8, 8), 1 + (c == "b"))
+                im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+                im.save(tmp_path / "p" / split / c / f"{i}.png", transparency=b"\x00\x80\xff")
+    with warnings.catch_warnings(record=True) as shown, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("default")
+        b = load_dataset("imagefolder", data_dir=tmp_path / "p", cache_dir=tmp_path / "cache")
+        read_images(tmp_path / "p", 3, (8, 8), 5)
+    assert len(b.train_y) == 12 and not [w for w in shown if issubclass(w.category, UserWarning)]
+    said = [r.getMessage() for r in caplog.records if "PIL warned" in r.getMessage()]
+    assert len(said) == 2 and "PIL warned about 16 of 16 images" in said[0] and "5 of 5" in said[1]
+    assert "Palette images with Transparency expressed in bytes" in said[0]

@@ -22,9 +22,10 @@ import sys
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -272,33 +273,58 @@ def _pil_open() -> Callable[..., object]:
 
 
 @contextlib.contextmanager
-def open_image(data: bytes, name: str):
+def open_image(data: bytes, name: str, warned: list[str] | None = None) -> Iterator[Any]:
     """``PIL.Image.open`` on ``data`` that refuses images over :data:`MAX_IMAGE_PIXELS` (from the
-    header, before decoding) and turns every decode failure into one :class:`EdgeslimError`."""
+    header, before decoding) and turns every decode failure into one :class:`EdgeslimError`. PIL's
+    warnings while it is open (:func:`_quiet_pil`) go to ``warned``."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
-        n = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_many_pixels(
-            name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
-        ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
-        # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
-        raise _undecodable(name, data, exc) from exc
-    with im:
-        w, h = im.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise _too_many_pixels(name, f"{w}x{h} = {w * h / 1e6:.0f} Mpixel")
+    with _quiet_pil(warned):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                yield im
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
+            n = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_many_pixels(
+                name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
+            ) from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
+            # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
             raise _undecodable(name, data, exc) from exc
+        with im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _too_many_pixels(name, f"{w}x{h} = {w * h / 1e6:.0f} Mpixel")
+            try:
+                yield im
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                raise _undecodable(name, data, exc) from exc
+
+
+@contextlib.contextmanager
+def _quiet_pil(into: list[str] | None) -> Iterator[None]:
+    """PIL's user warnings inside (palette transparency, corrupt EXIF: one per image; a warnings filter
+    set per image had them printed for every image) kept as messages in ``into`` for one summary
+    (:func:`_say_pil_warnings`), dropped where it is None; its DecompressionBombWarning dropped
+    (:data:`MAX_IMAGE_PIXELS` applies); other warnings passed on."""
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            continue
+        if not issubclass(w.category, UserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif into is not None:
+            into.append(str(w.message))
+
+
+def _say_pil_warnings(where: object, warned: Sequence[tuple[str, str]], total: int) -> None:
+    """One warning for the images PIL warned about while they were decoded: how many, and the first."""
+    if warned:
+        log.warning("%s: PIL warned about %d of %d images decoded (said once for all); the first, %s: %s",
+                    where, len(warned), total, warned[0][0], warned[0][1])  # fmt: skip
 
 
 def _undecodable(name: str, data: bytes, exc: Exception) -> EdgeslimError:
@@ -321,17 +347,19 @@ def decode(
     channels: int,
     size: tuple[int, int] | None,
     fit: str = "stretch",
+    warned: list[str] | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
     if given: stretched to it, with ``fit="letterbox"`` scaled to fit inside it with its aspect
     kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``), or with ``fit="crop"``
     scaled to cover it and its centre cut out (ultralytics' ``classify_transforms``: resize, centre
-    crop); turned upright as its EXIF orientation says (a phone photo), as OpenCV's reader does."""
+    crop); turned upright as its EXIF orientation says (a phone photo), as OpenCV's reader does.
+    PIL's warnings about it are put in ``warned`` (see :func:`_quiet_pil`)."""
     from PIL import Image, ImageOps
 
     if fit not in FITS:
         raise EdgeslimError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", param="fit")
-    with open_image(data, name) as im:
+    with open_image(data, name, warned) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode in WIDE_GREY_MODES:  # wider than 8 bits (PIL's convert would clip it at 255)
             im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.int64)), "L")
@@ -391,12 +419,15 @@ def read_images(
     total = len(tree.files)
     pick = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
     get = tree.reader()
-    images, bad = [], []
+    images, bad, warned = [], [], []
     for f in (tree.files[i] for i in pick):
+        said: list[str] = []
         try:
-            images.append(decode(get(f), f, channels, size, fit))
+            images.append(decode(get(f), f, channels, size, fit, said))
         except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
             bad.append(str(exc))
+        warned += [(f, said[0])] if said else []
+    _say_pil_warnings(root, warned, len(pick))
     if not images:
         raise EdgeslimError(f"no image in {root} could be read ({bad[0]})")
     if bad:
@@ -407,18 +438,21 @@ def read_images(
 
 def _decode_chunk(
     args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
-) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """The images of one chunk, and (name, reason) of each that cannot be decoded (left zero)."""
+) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The images of one chunk, (name, reason) of each that cannot be decoded (left zero), and
+    (name, first message) of each PIL warned about."""
     root, is_zip, names, channels, size = args
     get = open_reader(Path(root), is_zip)
     out = np.zeros((len(names), channels, *size), dtype=np.uint8)
-    bad = []
+    bad, warned = [], []
     for i, n in enumerate(names):
+        said: list[str] = []
         try:
-            out[i] = decode(get(n), n, channels, size)
+            out[i] = decode(get(n), n, channels, size, warned=said)
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
-    return out, bad
+        warned += [(n, said[0])] if said else []
+    return out, bad, warned
 
 
 def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -436,14 +470,15 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
         ]
         with ProcessPoolExecutor(POOL_WORKERS) as ex:
             parts = list(ex.map(_decode_chunk, chunks))
-    bad = [b for _, chunk_bad in parts for b in chunk_bad]
+    _say_pil_warnings(tree.root, [w for *_, chunk_warned in parts for w in chunk_warned], len(names))
+    bad = [b for _, chunk_bad, _ in parts for b in chunk_bad]
     if len(bad) == 1:
         raise EdgeslimError(bad[0][1])
     if bad:
         first = bad[0][1].rsplit("; ", 1)[0]
         more = ", ".join(n for n, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
         raise EdgeslimError(f"{first}, and {len(bad) - 1} more ({more}); remove or replace the corrupt files")
-    return np.concatenate([x for x, _ in parts])
+    return np.concatenate([x for x, *_ in parts])
 
 
 #: the EXIF tag of a photo's orientation, and its values that turn the image by a quarter
@@ -472,7 +507,7 @@ def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
     channels, sizes, failed = 1, Counter(), None
     for name in firsts[:PROBE_IMAGES]:
         try:
-            with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
+            with open_image(read(name), name, None) as im:  # (the header only; decoding says PIL's warnings)
                 w, h = im.size
                 if im.getexif().get(EXIF_ORIENTATION) in TURNED and not _upright_on_open(im):
                     w, h = h, w  # (decoded upright: turned a quarter)
