@@ -308,3 +308,21 @@ def test_an_ultralytics_classifier_takes_centre_cropped_images() -> None:
     )
     boxed = decode(buf.getvalue(), "w.png", 3, (10, 10), fit="letterbox")
     assert boxed[:, 0].max() == 114  # (grey bars above and below)
+
+
+def test_an_absurdly_small_std_is_refused_when_given(tmp_path: Path, capsys) -> None:
+    """The review of the data loading (finding 7): std 1e-300 passed the checks and failed later as
+    "training diverged" (the images multiplied by 1e300). A std under 1e-3 of the pixel range is
+    refused in one line, before any data is read."""
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.source import checked_normalization
+
+    for std in ([1e-300], [0.0], [float("nan")], [-0.2]):
+        with pytest.raises(EdgeslimError, match=r"each must be at least 0.001 of the pixel range") as e:
+            checked_normalization([0.5], std, 1)
+        assert e.value.params == ("std",)
+    assert checked_normalization([0.5], [0.001], 1) == ([0.5], [0.001])
+    rc = main(["slim", "vgg-small", "--data", "digits", "--mean", "0.5", "--std", "1e-300", "--out",
+               str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--std" in err and not (tmp_path / "s").exists()
