@@ -931,3 +931,17 @@ def test_pil_warnings_are_said_once_for_a_whole_folder(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "PIL warned" in r.getMessage()]
     assert len(said) == 2 and "PIL warned about 16 of 16 images" in said[0] and "5 of 5" in said[1]
     assert "Palette images with Transparency expressed in bytes" in said[0]
+
+
+def test_grey_images_with_alpha_are_read_as_grey(tmp_path):
+    """The review of the data loading (finding 8): grey PNGs with an alpha channel (mode LA) made the
+    whole folder 3-channel; they are grey, the alpha dropped, as for mode L."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for k, c in enumerate("ab"):
+            (tmp_path / "g" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("LA", (8, 8), (100 * k + 20, 128)).save(tmp_path / "g" / split / c / f"{i}.png")
+    b = load_dataset("imagefolder", data_dir=tmp_path / "g", cache_dir=tmp_path / "cache")
+    assert b.input_shape == (1, 8, 8) and b.train_x[:, 0, 0, 0].tolist() == [20, 20, 120, 120]

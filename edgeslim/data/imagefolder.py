@@ -487,7 +487,7 @@ TURNED = (5, 6, 7, 8)
 
 #: training images whose mode decides the channels: the first of each class, up to this many
 PROBE_IMAGES = 16
-_GREY_MODES = ("L", "1", "F", *WIDE_GREY_MODES)
+_GREY_MODES = ("L", "LA", "1", "F", *WIDE_GREY_MODES)  # (LA: grey with alpha, the alpha dropped)
 
 
 def _upright_on_open(im: object) -> bool:
