@@ -780,3 +780,58 @@ def test_a_softmax_is_checked_as_log_probabilities() -> None:
     )
     logits = compare(z, z + np.float32(1e-5), batch)  # (logits stay compared as they are)
     assert logits.passed and logits.compared == "outputs"
+
+
+#: solid colours of the class folders of the class-name tests (the review of the data loading)
+RGB = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0), "cyan": (0, 255, 255)}
+
+
+def _colour_folder(root, classes: dict[str, str]):
+    """train/ and test/ of one solid-colour 8x8 PNG per image, ``classes``: folder -> colour."""
+    from PIL import Image
+
+    for split, n in (("train", 3), ("test", 2)):
+        for folder, colour in classes.items():
+            (root / split / folder).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), RGB[colour], np.uint8)).save(
+                    root / split / folder / f"{i}.png"
+                )
+    return root
+
+
+class _ColourNet(nn.Module):
+    """A classifier of red, green, blue (in that order) by their channel's mean: right on every image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+def test_the_class_names_a_model_records_order_the_labels_of_its_check(tmp_path, caplog, monkeypatch):
+    """The review of the data loading (finding 1): labels are an image folder's class folders in sorted
+    order, and a checkpoint's ``class_names`` were compared by count only: a right model of red, green,
+    blue checked on folders blue/, green/, red/ scored accuracy_onnx 0.333, and on folders renamed
+    a_red, b_green, c_blue too, without a word. The same classes in another order are relabelled to the
+    model's (said), other classes refused by name; the ONNX records the class of each output."""
+    import logging
+
+    monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path / "cache"))
+    meta = {
+        "data": "imagefolder",
+        "class_names": ["red", "green", "blue"],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+    }
+    folder = _colour_folder(tmp_path / "s1", {c: c for c in ("blue", "green", "red")})
+    with caplog.at_level(logging.INFO, logger="edgeslim"):
+        batch = real_inputs((3, 8, 8), data="imagefolder", data_dir=str(folder), meta=meta, n=6)
+    assert "in another order" in caplog.text
+    res = export_onnx(_ColourNet(), tmp_path / "c.onnx", (3, 8, 8), inputs=batch, meta=meta)
+    assert res.validation.accuracy_onnx == 1.0 and res.validation.n == 6
+    assert json.loads(read_metadata(res.path)["class_names"]) == ["red", "green", "blue"]
+    renamed = _colour_folder(tmp_path / "s2", {"a_red": "red", "b_green": "green", "c_blue": "blue"})
+    with pytest.raises(
+        EdgeslimError, match=r"lacks red, green, blue, and has a_red, b_green, c_blue; give"
+    ) as e:
+        real_inputs((3, 8, 8), data="imagefolder", data_dir=str(renamed), meta=meta, n=6)
+    assert e.value.params == ("data_dir",) and "\n" not in str(e.value)

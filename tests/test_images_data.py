@@ -184,10 +184,13 @@ def test_a_camera_dump_with_junk_and_rotated_photos(photos: Path, tmp_path: Path
     assert upright[0, 32, 32] > 200 and upright[1, 32, 32] < 60
 
 
-def test_an_image_folder_trains_on_photos_turned_upright(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ext", ["jpg", "tif"])
+def test_an_image_folder_trains_on_photos_turned_upright(tmp_path: Path, ext: str) -> None:
     """A trial's phone photos with an EXIF orientation trained sideways while export checked them
     upright (the images data set, OpenCV on the device): an image folder turns them upright too, and
-    its size is the upright one (stored 100 wide x 200 high, shown 200 x 100)."""
+    its size is the upright one (stored 100 wide x 200 high, shown 200 x 100). TIFFs: PIL's reader
+    already reports their upright size, and the probe turned it a second time (the review of the data
+    loading, finding 2: every image was stretched to 200 high x 100 wide)."""
     from edgeslim.data import load_dataset
 
     for c, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
@@ -197,7 +200,7 @@ def test_an_image_folder_trains_on_photos_turned_upright(tmp_path: Path) -> None
             im.paste((0, 255, 0), (0, 0, 100, 20))  # a green band along the stored top edge
             exif = im.getexif()
             exif[0x0112] = 6  # shown turned 90 degrees clockwise: the band on the right
-            im.save(tmp_path / "f" / c / f"IMG_{i}.jpg", exif=exif)
+            im.save(tmp_path / "f" / c / f"IMG_{i}.{ext}", exif=exif)
     b = load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c")
     assert b.input_shape == (3, 100, 200)
     x = b.train_x[0].numpy()
@@ -305,3 +308,21 @@ def test_an_ultralytics_classifier_takes_centre_cropped_images() -> None:
     )
     boxed = decode(buf.getvalue(), "w.png", 3, (10, 10), fit="letterbox")
     assert boxed[:, 0].max() == 114  # (grey bars above and below)
+
+
+def test_an_absurdly_small_std_is_refused_when_given(tmp_path: Path, capsys) -> None:
+    """The review of the data loading (finding 7): std 1e-300 passed the checks and failed later as
+    "training diverged" (the images multiplied by 1e300). A std under 1e-3 of the pixel range is
+    refused in one line, before any data is read."""
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.source import checked_normalization
+
+    for std in ([1e-300], [0.0], [float("nan")], [-0.2]):
+        with pytest.raises(EdgeslimError, match=r"each must be at least 0.001 of the pixel range") as e:
+            checked_normalization([0.5], std, 1)
+        assert e.value.params == ("std",)
+    assert checked_normalization([0.5], [0.001], 1) == ([0.5], [0.001])
+    rc = main(["slim", "vgg-small", "--data", "digits", "--mean", "0.5", "--std", "1e-300", "--out",
+               str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--std" in err and not (tmp_path / "s").exists()

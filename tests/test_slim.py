@@ -570,3 +570,39 @@ def test_a_resumed_run_without_a_recovery_restart_does_not_restart(tmp_path, cap
     assert main(["slim", "--resume", "--out", str(out), "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["slimming"]["recovery_lr"] is None
+
+
+def test_a_checkpoint_is_not_trained_or_pruned_on_data_of_other_classes(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The review of the data loading (finding 1): slim, train --init and prune compared a checkpoint's
+    class count only, so a model of blue, green, red fine-tuned on folders renamed a_red, b_green,
+    c_blue learned permuted labels (and prune recorded them as its data). Refused by name."""
+    import numpy as np
+    from PIL import Image
+
+    from edgeslim.checkpoint import save_model
+
+    monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path / "cache"))
+    for split in ("train", "test"):
+        for i, folder in enumerate(("a_red", "b_green", "c_blue")):
+            (tmp_path / "d" / split / folder).mkdir(parents=True)
+            for k in range(2):
+                Image.fromarray(np.full((16, 16, 3), 80 * i + k, np.uint8)).save(
+                    tmp_path / "d" / split / folder / f"{k}.png"
+                )
+    ckpt = save_model(tmp_path / "m.pt", create_model("vgg-small", num_classes=3, in_channels=3),
+                      ModelSpec("vgg-small", 3, 3, (16, 16)),
+                      meta={"data": "imagefolder", "class_names": ["blue", "green", "red"]})  # fmt: skip
+    data = ["--data", "imagefolder", "--data-dir", str(tmp_path / "d")]
+    for cmd in (["slim", str(ckpt), *data, "--epochs", "1", "--out", str(tmp_path / "s")],
+                ["train", "--arch", "vgg-small", "--init", str(ckpt), *data, "--epochs", "1", "--out", str(tmp_path / "t")],
+                ["prune", str(ckpt), "-o", str(tmp_path / "p.pt"), *data]):  # fmt: skip
+        assert main(cmd) == 2, cmd
+        err = capsys.readouterr().err.strip()
+        assert (
+            len(err.splitlines()) == 1
+            and "the data lacks blue, green, red, and has a_red, b_green, c_blue" in err
+        )
+        assert "--data-dir" in err
+    assert not (tmp_path / "p.pt").exists() and not (tmp_path / "s" / "model.pt").exists()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,8 @@ from edgeslim.errors import EdgeslimError
 
 if TYPE_CHECKING:
     from edgeslim.models.registry import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 def mix_seed(*parts: int | str) -> int:
@@ -138,6 +142,32 @@ class DataBundle:
             "input_shape": list(self.input_shape),
         }
 
+    def in_class_order(self, names: Any, whose: str = "the model") -> DataBundle:
+        """This data set with its labels in the class order ``names`` (the ``class_names`` a model's
+        checkpoint records, the order of its outputs): itself where they agree or ``names`` is unknown;
+        the same classes in another order (folders renamed, numbers sorted as text) relabelled to it
+        (said in an info line); other classes refused in one line naming the difference."""
+        if not isinstance(names, (list, tuple)) or not names or not self.class_names:
+            return self
+        want, own = [str(n) for n in names], [str(n) for n in self.class_names]
+        if want == own:
+            return self
+        where = f"{self.name} ({self.source})" if self.source and self.source != self.name else self.name
+        if sorted(want) == sorted(own) and len(set(want)) == len(want):
+            log.info("%s holds the classes of %s in another order (%s); its labels are mapped to the "
+                     "model's order (%s)", where, whose, _few(own), _few(want))  # fmt: skip
+            to_model = torch.tensor([want.index(c) for c in own], dtype=torch.int64)
+            return dataclasses.replace(
+                self, train_y=to_model[self.train_y], test_y=to_model[self.test_y], class_names=want
+            )
+        lacking, extra = [c for c in want if c not in own], [c for c in own if c not in want]
+        raise EdgeslimError(
+            f"{where} has other classes than {whose} was trained on ({len(want)}: {_few(want)}): the data lacks "
+            f"{_few(lacking) or 'none'}, and has {_few(extra) or 'no others'}; give the data it was trained on, "
+            "one class folder named as each of its classes (data_dir)",
+            param="data_dir",
+        )
+
     def spec_for(self, arch: str, **kwargs: Any) -> ModelSpec:
         """A :class:`ModelSpec` for ``arch`` with this data set's classes, channels and size."""
         from edgeslim.models.registry import ModelSpec
@@ -208,6 +238,11 @@ class DataBundle:
         re-estimating BatchNorm statistics); ``kw``: further :meth:`loader` arguments."""
         batches = self.loader("train", batch_size, shuffle=True, augment=False, seed=seed, **kw)
         return [x for _, (x, _) in zip(range(count), batches)]
+
+
+def _few(names: list[str], n: int = 4) -> str:
+    """The first ``n`` of ``names``, comma-separated, ``...`` where there are more."""
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
 
 class BatchLoader:

@@ -26,8 +26,10 @@ from edgeslim.utils.io import atomic_path
 log = logging.getLogger(__name__)
 
 #: 2: image folders skip hidden files and macOS zip metadata (__MACOSX/, ._name); 3: a folder is
-#: greyscale only when the first images of its classes all are; 4: photos decoded upright (EXIF)
-CACHE_VERSION = 4
+#: greyscale only when the first images of its classes all are; 4: photos decoded upright (EXIF); 5: turned
+#: TIFFs sized upright (their size was turned twice); 6: images in sub-folders of a class folder read; 7: a
+#: tree of class folders split by a hash of each file's name; 8: grey images with alpha (LA) count as grey
+CACHE_VERSION = 8
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 
@@ -36,7 +38,7 @@ def fingerprint(path: Path) -> str:
 
     File: size + mtime_ns + sha256 of the first and last MiB. Directory: sha256 of the sorted
     listing of (relative path, size, mtime_ns) of every file :func:`~edgeslim.data.listing.regular_files`
-    finds under it (linked folders included, hidden files not).
+    finds under it, and of the name of every folder (linked folders included, hidden files not).
     """
     h = hashlib.sha256()
     if path.is_file():
@@ -48,7 +50,10 @@ def fingerprint(path: Path) -> str:
                 f.seek(max(_EDGE, st.st_size - _EDGE))
                 h.update(f.read(_EDGE))
     else:  # the files an image folder reads, through linked folders as it reads them
-        for rel in sorted(regular_files(path)):
+        for rel in sorted(regular_files(path, folders=True)):
+            if rel.endswith("/"):  # a folder by its name (an empty class folder is refused)
+                h.update(os.fsencode(rel) + b"\n")
+                continue
             with contextlib.suppress(OSError):  # (gone since the listing)
                 st = os.stat(path / rel)
                 h.update(os.fsencode(rel) + f":{st.st_size}:{st.st_mtime_ns}\n".encode())  # (any bytes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import logging
 import os
@@ -21,9 +22,10 @@ import sys
 import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,12 +37,12 @@ from edgeslim.data.datasets import (
     register_dataset,
     say_capped,
 )
-from edgeslim.data.listing import hidden, regular_files
+from edgeslim.data.listing import SYSTEM_FOLDERS, hidden, regular_files, zip_name
 from edgeslim.errors import EdgeslimError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 #: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
 #: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
@@ -81,17 +83,26 @@ class Tree:
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
-                    names = [n for n in z.namelist() if not n.endswith("/")]
+                    names = [n for n in map(zip_name, z.namelist()) if n]
             except (zipfile.BadZipFile, OSError) as exc:
                 raise EdgeslimError(
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
         else:
-            names = list(regular_files(root))
-        self.files = sorted(
-            n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTS and not hidden(n)
-        )
+            names = list(regular_files(root, folders=True))
+        names = [n for n in names if not hidden(n)]
+        files = [n for n in names if not n.endswith("/")]
+        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        #: the other files (not read), by the folder they lie in
+        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in IMAGE_EXTS]
+        #: every folder, ``a/b/`` (a zip may list only the files: their folders too)
+        self.folders = {n for n in names if n.endswith("/")}
+        self.folders |= {
+            f"{'/'.join(p[:i])}/" for p in (n.split("/") for n in files) for i in range(1, len(p))
+        }
         self.prefix = self._find_prefix()
+        #: the folder the class folders of a tree without splits lie in (``''`` or ``top/``)
+        self.flat_base = ""
 
     def _find_prefix(self) -> str:
         """'' or 'top/' when the tree sits in one top-level folder (common in zips)."""
@@ -106,19 +117,16 @@ class Tree:
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
-        or none), when it has no ``train/``, ``test/`` or ``val/`` folder and at least two classes;
-        else None. A class with one image is refused (it cannot both train and test)."""
+        or none; images in sub-folders of a class folder too), when it has no ``train/``, ``test/``
+        or ``val/`` folder and at least two classes; else None. A class with one image is refused (it
+        cannot both train and test), as is a class folder without images."""
         splits = ("train", *TEST_NAMES)
         if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
-        depth = {f.count("/") for f in self.files}
         tops = {f.split("/", 1)[0] for f in self.files}
-        skip = 1 if depth == {2} and len(tops) == 1 else 0  # flowers/daisy/1.jpg: one top folder
-        by_class: dict[str, list[str]] = {}
-        for f in self.files:
-            parts = f.split("/")[skip:]
-            if len(parts) == 2:
-                by_class.setdefault(parts[0], []).append(f)
+        one = len(tops) == 1 and all(f.count("/") >= 2 for f in self.files)  # flowers/daisy/1.jpg
+        self.flat_base = f"{tops.pop()}/" if one else ""
+        by_class = self._classes(self.flat_base)
         if len(by_class) < MIN_CLASSES:
             return None
         few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
@@ -130,29 +138,50 @@ class Tree:
             )
         return by_class
 
+    def _classes(self, base: str) -> dict[str, list[str]]:
+        """``{class: [file, ...]}`` of the class folders in the folder ``base`` (``''``: the top, else
+        ``train/``), the images in their sub-folders too (torchvision's ``ImageFolder`` reads them); a
+        class folder without an image is refused in one line (its classes after it would shift)."""
+        by_class: dict[str, list[str]] = {}
+        for f in self.files:
+            if f.startswith(base):
+                rest = f[len(base) :].split("/")
+                if len(rest) >= 2:
+                    by_class.setdefault(rest[0], []).append(f)
+        if not by_class:
+            return by_class
+        folders = {d[len(base) :].split("/", 1)[0] for d in self.folders if d.startswith(base) and d != base}
+        empty = sorted(folders - set(by_class) - SYSTEM_FOLDERS)
+        if empty:
+            inside = sorted({os.path.splitext(n)[1].lower() or os.path.basename(n) for n in self.others
+                             if n.startswith(f"{base}{empty[0]}/")})  # fmt: skip
+            what = f"only {', '.join(inside[:6])} files, which are not read" if inside else "it is empty"
+            more = f" (and {len(empty) - 1} more: {', '.join(empty[1:4])}{', ...' if len(empty) > 4 else ''})"
+            raise EdgeslimError(
+                f"{self.root}: the class folder {base}{empty[0]}/ holds no image ({what}){more if len(empty) > 1 else ''}; "
+                f"add its images ({', '.join(sorted(IMAGE_EXTS))}) or remove the folder",
+                param="data_dir",
+            )
+        return by_class
+
     def split(self, split: str) -> dict[str, list[str]]:
         """``{class: [file, ...]}`` for ``split`` ('train' or 'test'), files sorted. A tree of class
-        folders only (no ``train/``) is split here: every :data:`FLAT_TEST_EVERY`-th image of a
-        class (its first, then the one that many further on) tests, the others train."""
+        folders only (no ``train/``) is split here, about 1 image in :data:`FLAT_TEST_EVERY` of each
+        class testing (:func:`held_out`)."""
         flat = self.flat
         if flat is not None:
             test = split != "train"
-            return {
-                c: [f for i, f in enumerate(fs) if (i % FLAT_TEST_EVERY == 0) == test]
-                for c, fs in flat.items()
-            }
+            out = {}
+            for c, fs in flat.items():
+                held = held_out(fs, len(self.flat_base) + len(c) + 1)
+                out[c] = [f for f in fs if (f in held) == test]
+            return out
         names = ("train",) if split == "train" else TEST_NAMES
         for nm in names:
-            base = f"{self.prefix}{nm}/"
-            by_class: dict[str, list[str]] = {}
-            for f in self.files:
-                if f.startswith(base):
-                    rest = f[len(base) :].split("/")
-                    if len(rest) == 2:
-                        by_class.setdefault(rest[0], []).append(f)
+            by_class = self._classes(f"{self.prefix}{nm}/")
             if by_class:
                 return by_class
-        tops = {f.split("/")[0] for f in self.files if f.count("/") == 1}
+        tops = {f.split("/")[0] for f in self.files if "/" in f}
         if split == "train" and len(tops) == 1 and tops.isdisjoint(("train", *TEST_NAMES)):
             check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
         raise EdgeslimError(
@@ -164,6 +193,22 @@ class Tree:
 
     def reader(self) -> Callable[[str], bytes]:
         return open_reader(self.root, self.is_zip)
+
+
+def held_out(names: Sequence[str], cut: int) -> set[str]:
+    """The test images of one class of a tree of class folders: those whose name within the class
+    folder (``name[cut:]``) hashes (sha256) into the first 1/:data:`FLAT_TEST_EVERY` of its range,
+    so adding or removing a file moves no other between train and test (by position, one file more
+    shifted every later one); the lowest hash where none does, and never all of them."""
+    top = 1 << 64
+    keyed = sorted(
+        (int.from_bytes(hashlib.sha256(n[cut:].encode("utf-8", "surrogateescape")).digest()[:8], "big"), n)
+        for n in names
+    )
+    test = {n for h, n in keyed if h < top // FLAT_TEST_EVERY} or {keyed[0][1]}
+    if len(test) == len(keyed) > 1:
+        test.discard(keyed[-1][1])
+    return test
 
 
 def _too_big(name: str, size: int, what: str) -> EdgeslimError:
@@ -208,7 +253,8 @@ def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
     :data:`MAX_IMAGE_BYTES`."""
     if is_zip:
         z = zipfile.ZipFile(root)
-        return lambda name: _read_member(z, name)
+        member = {zip_name(n): n for n in z.namelist()}  # (the names a Tree lists: zip_name's)
+        return lambda name: _read_member(z, member.get(name, name))
     return lambda name: _read_file(root / name, name)
 
 
@@ -227,33 +273,58 @@ def _pil_open() -> Callable[..., object]:
 
 
 @contextlib.contextmanager
-def open_image(data: bytes, name: str):
+def open_image(data: bytes, name: str, warned: list[str] | None = None) -> Iterator[Any]:
     """``PIL.Image.open`` on ``data`` that refuses images over :data:`MAX_IMAGE_PIXELS` (from the
-    header, before decoding) and turns every decode failure into one :class:`EdgeslimError`."""
+    header, before decoding) and turns every decode failure into one :class:`EdgeslimError`. PIL's
+    warnings while it is open (:func:`_quiet_pil`) go to ``warned``."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
-    except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
-        n = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_many_pixels(
-            name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
-        ) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
-        # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
-        raise _undecodable(name, data, exc) from exc
-    with im:
-        w, h = im.size
-        if w * h > MAX_IMAGE_PIXELS:
-            raise _too_many_pixels(name, f"{w}x{h} = {w * h / 1e6:.0f} Mpixel")
+    with _quiet_pil(warned):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                yield im
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
+        except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
+            n = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_many_pixels(
+                name, f"{int(n.group(1)) / 1e6:.0f} Mpixel" if n else "over PIL's limit"
+            ) from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
+            # (ImportError: a library that wraps PIL.Image.open, such as ultralytics, wanting a plugin)
             raise _undecodable(name, data, exc) from exc
+        with im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _too_many_pixels(name, f"{w}x{h} = {w * h / 1e6:.0f} Mpixel")
+            try:
+                yield im
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                raise _undecodable(name, data, exc) from exc
+
+
+@contextlib.contextmanager
+def _quiet_pil(into: list[str] | None) -> Iterator[None]:
+    """PIL's user warnings inside (palette transparency, corrupt EXIF: one per image; a warnings filter
+    set per image had them printed for every image) kept as messages in ``into`` for one summary
+    (:func:`_say_pil_warnings`), dropped where it is None; its DecompressionBombWarning dropped
+    (:data:`MAX_IMAGE_PIXELS` applies); other warnings passed on."""
+    from PIL import Image
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            continue
+        if not issubclass(w.category, UserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        elif into is not None:
+            into.append(str(w.message))
+
+
+def _say_pil_warnings(where: object, warned: Sequence[tuple[str, str]], total: int) -> None:
+    """One warning for the images PIL warned about while they were decoded: how many, and the first."""
+    if warned:
+        log.warning("%s: PIL warned about %d of %d images decoded (said once for all); the first, %s: %s",
+                    where, len(warned), total, warned[0][0], warned[0][1])  # fmt: skip
 
 
 def _undecodable(name: str, data: bytes, exc: Exception) -> EdgeslimError:
@@ -276,17 +347,19 @@ def decode(
     channels: int,
     size: tuple[int, int] | None,
     fit: str = "stretch",
+    warned: list[str] | None = None,
 ) -> np.ndarray:
     """Decode one image to uint8 [C,H,W] with 1 (L) or 3 (RGB) channels, resized to ``size`` (H, W)
     if given: stretched to it, with ``fit="letterbox"`` scaled to fit inside it with its aspect
     kept and centred on grey :data:`LETTERBOX_FILL` (ultralytics' ``LetterBox``), or with ``fit="crop"``
     scaled to cover it and its centre cut out (ultralytics' ``classify_transforms``: resize, centre
-    crop); turned upright as its EXIF orientation says (a phone photo), as OpenCV's reader does."""
+    crop); turned upright as its EXIF orientation says (a phone photo), as OpenCV's reader does.
+    PIL's warnings about it are put in ``warned`` (see :func:`_quiet_pil`)."""
     from PIL import Image, ImageOps
 
     if fit not in FITS:
         raise EdgeslimError(f"fit must be one of {', '.join(FITS)}, got {fit!r}", param="fit")
-    with open_image(data, name) as im:
+    with open_image(data, name, warned) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode in WIDE_GREY_MODES:  # wider than 8 bits (PIL's convert would clip it at 255)
             im = Image.fromarray(_to_8_bits(np.asarray(im, dtype=np.int64)), "L")
@@ -346,12 +419,15 @@ def read_images(
     total = len(tree.files)
     pick = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
     get = tree.reader()
-    images, bad = [], []
+    images, bad, warned = [], [], []
     for f in (tree.files[i] for i in pick):
+        said: list[str] = []
         try:
-            images.append(decode(get(f), f, channels, size, fit))
+            images.append(decode(get(f), f, channels, size, fit, said))
         except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
             bad.append(str(exc))
+        warned += [(f, said[0])] if said else []
+    _say_pil_warnings(root, warned, len(pick))
     if not images:
         raise EdgeslimError(f"no image in {root} could be read ({bad[0]})")
     if bad:
@@ -362,18 +438,21 @@ def read_images(
 
 def _decode_chunk(
     args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
-) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """The images of one chunk, and (name, reason) of each that cannot be decoded (left zero)."""
+) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The images of one chunk, (name, reason) of each that cannot be decoded (left zero), and
+    (name, first message) of each PIL warned about."""
     root, is_zip, names, channels, size = args
     get = open_reader(Path(root), is_zip)
     out = np.zeros((len(names), channels, *size), dtype=np.uint8)
-    bad = []
+    bad, warned = [], []
     for i, n in enumerate(names):
+        said: list[str] = []
         try:
-            out[i] = decode(get(n), n, channels, size)
+            out[i] = decode(get(n), n, channels, size, warned=said)
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
-    return out, bad
+        warned += [(n, said[0])] if said else []
+    return out, bad, warned
 
 
 def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -391,14 +470,15 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
         ]
         with ProcessPoolExecutor(POOL_WORKERS) as ex:
             parts = list(ex.map(_decode_chunk, chunks))
-    bad = [b for _, chunk_bad in parts for b in chunk_bad]
+    _say_pil_warnings(tree.root, [w for *_, chunk_warned in parts for w in chunk_warned], len(names))
+    bad = [b for _, chunk_bad, _ in parts for b in chunk_bad]
     if len(bad) == 1:
         raise EdgeslimError(bad[0][1])
     if bad:
         first = bad[0][1].rsplit("; ", 1)[0]
         more = ", ".join(n for n, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
         raise EdgeslimError(f"{first}, and {len(bad) - 1} more ({more}); remove or replace the corrupt files")
-    return np.concatenate([x for x, _ in parts])
+    return np.concatenate([x for x, *_ in parts])
 
 
 #: the EXIF tag of a photo's orientation, and its values that turn the image by a quarter
@@ -407,7 +487,15 @@ TURNED = (5, 6, 7, 8)
 
 #: training images whose mode decides the channels: the first of each class, up to this many
 PROBE_IMAGES = 16
-_GREY_MODES = ("L", "1", "F", *WIDE_GREY_MODES)
+_GREY_MODES = ("L", "LA", "1", "F", *WIDE_GREY_MODES)  # (LA: grey with alpha, the alpha dropped)
+
+
+def _upright_on_open(im: object) -> bool:
+    """Whether PIL already reports ``im``'s upright size: its TIFF reader turns a TIFF as its
+    orientation says when it loads it, and reports the turned size from the header on, keeping the
+    stored one as ``_tile_size`` (a Pillow without it: not turned on open)."""
+    size = getattr(im, "size", None)
+    return getattr(im, "format", None) == "TIFF" and getattr(im, "_tile_size", size) != size
 
 
 def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
@@ -419,10 +507,10 @@ def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
     channels, sizes, failed = 1, Counter(), None
     for name in firsts[:PROBE_IMAGES]:
         try:
-            with open_image(read(name), name) as im:  # (the header only: nothing is decoded)
+            with open_image(read(name), name, None) as im:  # (the header only; decoding says PIL's warnings)
                 w, h = im.size
-                if im.getexif().get(EXIF_ORIENTATION) in TURNED:  # (decoded upright: turned a quarter)
-                    w, h = h, w
+                if im.getexif().get(EXIF_ORIENTATION) in TURNED and not _upright_on_open(im):
+                    w, h = h, w  # (decoded upright: turned a quarter)
                 sizes[(h, w)] += 1
                 if im.mode not in _GREY_MODES:
                     channels = 3
@@ -529,8 +617,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
              size[0], size[1], why)  # fmt: skip
     if tree.flat is not None:
-        log.warning("%s has class folders but no train/ and test/: 1 image in %d of each class (%d of its images) "
-                    "is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
+        log.warning("%s has class folders but no train/ and test/: about 1 image in %d of each class (%d of its "
+                    "images, chosen by a hash of each file's name) is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
 
 
@@ -548,6 +636,13 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req), keys=TREE_ARRAYS)
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)
+    numbered = [str(i) for i in range(num_classes or 0)]
+    if classes != numbered and sorted(classes) == sorted(numbered):
+        # a built-in data set's class folders named by its label numbers: folder "10" is label 10, as in its
+        # own files (sorted as text, "10" came before "2")
+        to_number = np.array([int(c) for c in classes], dtype=np.int64)
+        arrays = {**arrays, "train_y": to_number[arrays["train_y"]], "test_y": to_number[arrays["test_y"]]}
+        classes = numbered
     if num_classes is not None and len(classes) != num_classes:
         raise EdgeslimError(
             f"{root} has {len(classes)} class folders but {req.name} has {num_classes}; "

@@ -14,13 +14,24 @@ SYSTEM_FOLDERS = frozenset({"lost+found", "System Volume Information", "$RECYCLE
 
 
 def hidden(name: str) -> bool:
-    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data."""
+    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data. A
+    ``.`` part (``./train/a.jpg``, as ``tar -a -cf data.zip .`` names zip members) is the folder itself."""
     parts = name.split("/")
-    return "__MACOSX" in parts or any(p.startswith(".") for p in parts)
+    return "__MACOSX" in parts or any(p.startswith(".") and p != "." for p in parts)
 
 
-def regular_files(root: Path) -> Iterator[str]:
-    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (a FIFO named
+def zip_name(member: str) -> str:
+    """A zip member's name as a path: ``\\`` separators as ``/`` (PowerShell 5's Compress-Archive
+    writes them), without leading ``./`` (bsdtar's ``tar -a -cf data.zip .``)."""
+    name = member.replace("\\", "/")
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def regular_files(root: Path, folders: bool = False) -> Iterator[str]:
+    """Relative names (``a/b.png``) of the regular files, or links to them, under ``root`` (with
+    ``folders``, also of each folder entered, as ``a/``: an empty class folder is seen) (a FIFO named
     .png blocked a run reading it), without hidden entries and system folders. Linked folders are
     entered (a class folder linked from elsewhere was dropped without a word), except a link to a
     folder on the way down to it or above ``root`` (a loop); an unreadable folder is refused (its
@@ -46,5 +57,7 @@ def regular_files(root: Path) -> Iterator[str]:
                     real = os.path.realpath(e.path)
                     if real not in above and os.path.commonpath([real, top]) != real:
                         stack.append((f"{rel}{e.name}/", above | {real}))
+                        if folders:
+                            yield f"{rel}{e.name}/"
                 elif e.is_file():
                     yield f"{rel}{e.name}"

@@ -344,8 +344,10 @@ def build_metadata(
     opset: int,
     validation: ValidationReport | None,
     width: dict[str, Any] | None = None,
+    class_names: Any = None,
 ) -> dict[str, str]:
-    """The key/value pairs stored in the ONNX ``metadata_props``."""
+    """The key/value pairs stored in the ONNX ``metadata_props``; ``class_names`` (the checkpoint's,
+    in the order of the model's outputs) as a JSON list under ``class_names``."""
     norm = {"mean": list(mean) if mean is not None else None, "std": list(std) if std is not None else None}
     md = {
         "edgeslim_version": __version__,
@@ -361,6 +363,8 @@ def build_metadata(
         md["validation"] = json.dumps(validation.to_dict())
     if width is not None:  # a network cut to a uniform width, for a latency table's calibration
         md["uniform_width"] = json.dumps(width)
+    if isinstance(class_names, (list, tuple)) and class_names:  # output i is class_names[i]
+        md["class_names"] = json.dumps([str(c) for c in class_names])
     return md
 
 
@@ -507,7 +511,7 @@ def _export_onnx(
         arch=arch, recipe=recipe, input_shape=shape, mean=mean if mean is not None else meta.get("mean"),
         std=std if std is not None else meta.get("std"), data=None if inputs is None or not inputs.real
         else inputs.source.split(" ")[0], exporter=used, opset=got_opset, validation=report,
-        width=meta.get("uniform_width"),
+        width=meta.get("uniform_width"), class_names=meta.get("class_names"),
     )  # fmt: skip
     if ultralytics:  # what ultralytics' AutoBackend reads: YOLO("model.onnx") keeps names, task, size
         md.update(yolo.export_metadata(model, (c, h, w), batch))

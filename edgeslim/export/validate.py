@@ -144,9 +144,10 @@ def real_inputs(
     unlabelled ``images`` set, which has no training split.
 
     ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
-    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics. The ``images`` data
-    set is any folder of images in ``data_dir`` (no labels), brought to the model's input size as
-    ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
+    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics; its
+    ``meta["class_names"]`` order the labels (:meth:`~edgeslim.data.DataBundle.in_class_order`: other
+    classes are refused). The ``images`` data set is any folder of images in ``data_dir`` (no
+    labels), brought to the model's input size as ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
     """
     from pathlib import Path
 
@@ -186,6 +187,8 @@ def real_inputs(
             f"(or {IMAGES}, which resizes any folder of images to the model's input)",
             param="data",
         )
+    # labels in the order of the model's outputs (a folder's classes are its folders' names, sorted)
+    bundle = bundle.in_class_order((meta or {}).get("class_names"))
     return bundle_inputs(bundle, n, *_meta_norm(meta), split=split)
 
 

@@ -364,6 +364,8 @@ def _run(
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
                 _reachable_alignment(model, spec, settings, meta["alignment"])
+    if req.resume or "head" not in meta:  # the model's own head: the labels in the order of its outputs
+        bundle = bundle.in_class_order((recorded or {}).get("class_names"))
     # (a resume keeps the run's own normalization, as its other settings, without a notice)
     if req.resume:
         bundle = _normalized(bundle, (None, None), recorded, lambda _m: None)

@@ -241,6 +241,10 @@ def set_normalization(loaded: LoadedModel, mean: Sequence[float] | None, std: Se
         loaded.meta = {**(loaded.meta or {}), "mean": norm[0], "std": norm[1]}
 
 
+#: the smallest per-channel std taken (of pixels / 255): 1e-300 passed, and training "diverged"
+MIN_STD = 1e-3
+
+
 def checked_normalization(
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
@@ -261,8 +265,12 @@ def checked_normalization(
             "per channel",
             param=("mean", "std"),
         )
-    if any(v <= 0 for v in std):
-        raise EdgeslimError(f"std must be positive, got {list(std)}", param="std")
+    if any(not v >= MIN_STD for v in std):  # (NaN too)
+        raise EdgeslimError(
+            f"std {list(std)}: each must be at least {MIN_STD:g} of the pixel range (pixels / 255; ImageNet's: "
+            "0.229,0.224,0.225), a smaller one multiplies the images by thousands and training diverges",
+            param="std",
+        )
     if any(not 0 <= v <= 1 for v in mean) or any(v > 1 for v in std):
         raise EdgeslimError(
             f"mean {list(mean)} and std {list(std)}: they are of pixels / 255, in [0, 1] (ImageNet's: "

@@ -169,7 +169,9 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     from edgeslim.train.pipeline import run_training
 
     recipe = None
+    recorded: dict[str, Any] = {}  # the meta of the checkpoint it starts from
     if resume_ckpt is not None:
+        recorded = resume_ckpt.get("meta") or {}
         given = [k for k in _HPARAMS if kw.get(k) is not None] + [
             k for k in ("lam", "prune_ratio", "round_to", "finetune_lr", "init_path") if kw.get(k) is not None
         ]
@@ -267,11 +269,14 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                     param=("arch", "init_path"),
                 )
             spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
+            recorded = loaded.meta or {}
         else:
             spec = bundle.spec_for(kw["arch"])
             torch.manual_seed(config.seed)
             model = create_model(spec, trust_pickle=kw["trust_pickle"])
     bundle.check_spec(spec)
+    # the labels in the order of the outputs of the head it starts from (a checkpoint's class names)
+    bundle = bundle.in_class_order(recorded.get("class_names"))
     meta = {
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
                       "test_subset": test_subset, "seed": data_seed},
