@@ -326,3 +326,31 @@ def test_an_absurdly_small_std_is_refused_when_given(tmp_path: Path, capsys) -> 
                str(tmp_path / "s")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--std" in err and not (tmp_path / "s").exists()
+
+
+def test_an_image_replaced_with_its_time_put_back_is_decoded_again(tmp_path: Path) -> None:
+    """A review of the data cache: an image replaced by another of the same size whose modification
+    time was put back (touch -r, exiftool -P) kept its cached pixels (the fingerprint read path, size
+    and mtime only)."""
+    import os
+
+    from edgeslim.data import load_dataset
+
+    for c, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), colour).save(
+                tmp_path / "f" / c / f"{i}.bmp"
+            )  # (bmp: one size per shape)
+    first = load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c")
+    img = tmp_path / "f" / "red" / "0.bmp"
+    st = img.stat()
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(img)  # green now, the same size
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert img.stat().st_size == st.st_size and img.stat().st_mtime_ns == st.st_mtime_ns
+    again = load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c")
+    pixels = {tuple(int(v) for v in x[:, 0, 0]) for x in again.train_x.numpy()} | {
+        tuple(int(v) for v in x[:, 0, 0]) for x in again.test_x.numpy()
+    }
+    before = {tuple(int(v) for v in x[:, 0, 0]) for x in first.train_x.numpy()}
+    assert (0, 255, 0) in pixels and (0, 255, 0) not in before

@@ -36,14 +36,17 @@ _EDGE = 1 << 20  # bytes hashed at each end of a file
 def fingerprint(path: Path) -> str:
     """Content fingerprint of a file or directory, cheap enough for a 50 MB zip.
 
-    File: size + mtime_ns + sha256 of the first and last MiB. Directory: sha256 of the sorted
-    listing of (relative path, size, mtime_ns) of every file :func:`~edgeslim.data.listing.regular_files`
-    finds under it, and of the name of every folder (linked folders included, hidden files not).
+    File: size, mtime_ns, ctime_ns and inode + sha256 of the first and last MiB. Directory: sha256 of
+    the sorted listing of (relative path, size, mtime_ns, ctime_ns, inode) of every file
+    :func:`~edgeslim.data.listing.regular_files` finds under it, and of the name of every folder
+    (linked folders included, hidden files not). The change time and inode catch an image replaced
+    by one of the same size whose modification time was put back (``touch -r``, ``exiftool -P``: a
+    review's stale cache); a copy of the folder (new inodes) is decoded again.
     """
     h = hashlib.sha256()
     if path.is_file():
         st = path.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
         with open(path, "rb") as f:
             h.update(f.read(_EDGE))
             if st.st_size > _EDGE:
@@ -56,7 +59,10 @@ def fingerprint(path: Path) -> str:
                 continue
             with contextlib.suppress(OSError):  # (gone since the listing)
                 st = os.stat(path / rel)
-                h.update(os.fsencode(rel) + f":{st.st_size}:{st.st_mtime_ns}\n".encode())  # (any bytes)
+                h.update(
+                    os.fsencode(rel)
+                    + f":{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n".encode()
+                )
     return h.hexdigest()
 
 
