@@ -354,3 +354,18 @@ def test_an_image_replaced_with_its_time_put_back_is_decoded_again(tmp_path: Pat
     }
     before = {tuple(int(v) for v in x[:, 0, 0]) for x in first.train_x.numpy()}
     assert (0, 255, 0) in pixels and (0, 255, 0) not in before
+
+
+def test_a_check_on_a_small_test_split_names_no_option_not_given(tmp_path: Path, caplog) -> None:
+    """A new user's trial: export's check asks for up to 64 test images; a folder holding 12 printed
+    "test_subset 64 asks for more than the 12 test images it holds", an option the user never gave."""
+    import logging
+
+    for split, n in (("train", 4), ("test", 2)):
+        for c, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 255))):
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), colour).save(tmp_path / "f" / split / c / f"{i}.png")
+    with caplog.at_level(logging.WARNING):
+        batch = real_inputs((3, 8, 8), data="imagefolder", data_dir=str(tmp_path / "f"), n=64)
+    assert len(batch.x) == 4 and "asks for more than" not in caplog.text

@@ -196,7 +196,8 @@ def export(**kw: Any) -> None:
         )  # (a model of your code needs it there too)
         cut = "if surgery cut it, " if res.get("slim") is None else ""  # (a whole pickle says neither way)
         out.print(
-            f"({cut}that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt)",
+            f"({cut}that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt, a YOLO slim "
+            "run's train/weights/last.pt; rounding up keeps more channels: more MACs than the run's budget)",
             soft_wrap=True,
         )
     for w in res["warnings"]:

@@ -106,6 +106,8 @@ class LoadRequest:
     seed: int
     #: (H, W) an image folder's images are brought to; None: the most common size of its first training images
     image_size: tuple[int, int] | None = None
+    #: subset and test_subset are upper bounds (a check's "up to n images"): no note when a split holds fewer
+    upto: bool = False
 
 
 Reader = Callable[[LoadRequest], DataBundle]
@@ -148,13 +150,16 @@ def load_dataset(
     download: bool = False,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
+    *,
+    upto: bool = False,
 ) -> DataBundle:
     """Load data set ``name`` (see :func:`list_datasets`) as uint8 tensors.
 
     ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
     ``image_size``: (H, W) an image folder's images are stretched to (default: the most common size
-    of its first training images); the built-in data sets have their own.
+    of its first training images); the built-in data sets have their own. ``upto``: the subsets are
+    upper bounds (no warning that a split holds fewer images than asked).
     """
     key = canonical_name(name)
     for label, n in (("subset", subset), ("test_subset", test_subset)):
@@ -176,7 +181,7 @@ def load_dataset(
             image_size = None
     ddir = existing_data_dir(data_dir) if data_dir is not None else None
     req = LoadRequest(key, ddir, subset, test_subset, Path(cache_dir) if cache_dir else default_cache_dir(),
-                      download, seed, image_size)  # fmt: skip
+                      download, seed, image_size, upto)  # fmt: skip
     bundle = _READERS[key][0](req)
     log.info("loaded %r from %s", bundle, bundle.source)
     return bundle
@@ -270,7 +275,7 @@ def bundle_from_arrays(
                 f"{source}: {split} labels span {y.min()}..{y.max()}, outside 0..{num_classes - 1}; "
                 "the files are corrupt or belong to another data set"
             )
-        say_capped(source, split, n, len(y))
+        say_capped(source, split, None if req.upto else n, len(y))
         ix = balanced_subset(y, n, req.seed, num_classes)
         if len(ix) < len(y):
             x, y = x[ix], y[ix]

@@ -618,7 +618,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
              size[0], size[1], why)  # fmt: skip
     if tree.flat is not None:
         log.warning("%s has class folders but no train/ and test/: about 1 image in %d of each class (%d of its "
-                    "images, chosen by a hash of each file's name) is held out as the test split", tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
+                    "images, at least one a class, chosen by a hash of each file's name) is held out as the test split",
+                    tree.root, FLAT_TEST_EVERY, sum(len(v) for v in test.values()))  # fmt: skip
     return arrays
 
 
@@ -650,7 +651,7 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
             param="data",
         )
     for split, asked in (("train", req.subset), ("test", req.test_subset)):  # (said on every run)
-        say_capped(str(root), split, asked, len(arrays[f"{split}_y"]))
+        say_capped(str(root), split, None if req.upto else asked, len(arrays[f"{split}_y"]))
     size = arrays["train_x"].shape[2:]
     if req.image_size is None and max(size) > LARGE_SIDE:  # (said on every run, from the cache too)
         log.warning("%s: training at %dx%d pixels (height x width), the most common size of the first training "

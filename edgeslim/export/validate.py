@@ -172,7 +172,7 @@ def real_inputs(
     size = tuple(input_shape[1:]) if key == "imagefolder" else None
     train = split == "train"
     bundle = load_dataset(name, data_dir=data_dir, subset=n if train else 1, test_subset=1 if train else n,
-                          image_size=size)  # fmt: skip
+                          image_size=size, upto=True)  # fmt: skip
     if tuple(bundle.input_shape) != tuple(input_shape):
         if not data:  # the recorded set: the shape was changed
             raise EdgeslimError(
