@@ -554,15 +554,11 @@ def _cut_off_zip(p: Path) -> EdgeslimError:
     )
 
 
-#: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
 def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> dict[str, Any]:
     """The weights in ``path``: a ``state_dict``, a training checkpoint dict holding one (under
     :data:`STATE_DICT_KEYS`), an edgeslim checkpoint or a ``.safetensors`` file; read without running
     anything in the file (:func:`load_weights_only`). ``strip_wrappers``: with the prefixes a wrapper
-    put before every name removed (:func:`without_wrappers`); off, the names as saved (for a loader
+    put before every name removed (:func:`edgeslim.utils.state_dicts.without_wrappers`); off, the names as saved (for a loader
     that knows the architecture: a model whose own submodule is named ``module``)."""
     p = Path(path)
     if not p.exists():
@@ -602,31 +598,9 @@ def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> 
         obj = inner
     if not isinstance(obj, dict) or not obj:
         raise EdgeslimError(f"{p} holds {_a(type(obj).__name__)}, not a state_dict")
+    from edgeslim.utils.state_dicts import without_wrappers
+
     return without_wrappers(obj) if strip_wrappers else obj
-
-
-def without_wrappers(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``state_dict`` without the marks wrappers put in every name: see :func:`unwrapped_forms`."""
-    return unwrapped_forms(state_dict)[-1]
-
-
-def unwrapped_forms(state_dict: dict[str, Any]) -> list[dict[str, Any]]:
-    """``state_dict`` as saved, then after each wrapper's mark is removed in turn: ``torch.compile``'s
-    ``._orig_mod.`` inside the names of a submodule compiled in place; a ``torch.optim.swa_utils.
-    AveragedModel``'s (EMA/SWA) ``n_averaged`` count; the prefix a wrapper puts before every name,
-    DDP's ``module.`` and ``torch.compile``'s ``_orig_mod.``, nested (``_orig_mod.module.``). A prefix
-    only some names carry is a submodule's name, kept. A loader that knows the architecture takes the
-    first form whose names are its own (a model whose own submodule is named ``module``)."""
-    sd, forms = state_dict, [state_dict]
-    if any("._orig_mod." in k for k in sd):
-        sd = {k.replace("._orig_mod.", "."): v for k, v in sd.items()}
-        forms.append(sd)
-    if "n_averaged" in sd and len(sd) > 1 and all(k.startswith("module.") for k in sd if k != "n_averaged"):
-        sd = {k: v for k, v in sd.items() if k != "n_averaged"}
-    while sd and (cut := next((w for w in WRAPPER_PREFIXES if all(k.startswith(w) for k in sd)), None)):
-        sd = {k[len(cut) :]: v for k, v in sd.items()}
-        forms.append(sd)
-    return forms
 
 
 def _a(noun: str) -> str:

@@ -313,7 +313,7 @@ def under_prefix(model: nn.Module, state_dict: dict[str, Any], what: str = "the 
     Several such prefixes: an exponential moving average's (``ema``) yields to the others; two copies
     of the network left (MoCo's ``encoder_q.``/``encoder_k.``, a student and a teacher) are refused
     rather than one picked."""
-    from edgeslim.checkpoint import unwrapped_forms
+    from edgeslim.utils.state_dicts import unwrapped_forms
 
     own = set(model.state_dict())
     variants = unwrapped_forms(state_dict)
