@@ -71,8 +71,10 @@ def _channels(m: nn.Module) -> tuple[int | None, int | None]:
     return None, None
 
 
-def _priced(m: nn.Module, x: Any, out: Any) -> tuple[int, int] | None:
-    """(MACs, params) of a Conv, Linear or BatchNorm module for one sample, by the one counter."""
+def _priced(m: nn.Module, x: Any, out: Any, batch: int = 1) -> tuple[int, int] | None:
+    """(MACs, params) of a Conv, Linear or BatchNorm module for one sample of a forward at ``batch``
+    samples, by the one counter: its positions over all of its calls' leading dimension, over the
+    batch (a model that folds patches into the batch, MobileViT, runs its layers on 4 rows a sample)."""
     if (
         isinstance(m, nn.modules.conv._ConvNd)
         and isinstance(x, torch.Tensor)
@@ -80,13 +82,15 @@ def _priced(m: nn.Module, x: Any, out: Any) -> tuple[int, int] | None:
     ):
         k = math.prod(m.kernel_size)
         params = layer_params("conv", m.in_channels, m.out_channels, k, m.groups, m.bias is not None)
-        if m.transposed:  # a conv run backwards: priced at the input's positions, channels swapped
-            macs = layer_macs("conv", m.out_channels, m.in_channels, k, m.groups, math.prod(x.shape[2:]))
-        else:
-            macs = layer_macs("conv", m.in_channels, m.out_channels, k, m.groups, math.prod(out.shape[2:]))
+        at = (
+            x if m.transposed else out
+        )  # a conv run backwards: priced at the input's positions, channels swapped
+        positions = math.prod(at.shape[2:]) * at.shape[0] / batch if at.dim() > 2 else 1
+        cin, cout = (m.out_channels, m.in_channels) if m.transposed else (m.in_channels, m.out_channels)
+        macs = layer_macs("conv", cin, cout, k, m.groups, positions)
         return int(round(macs)), int(round(params))
     if isinstance(m, nn.Linear) and isinstance(out, torch.Tensor):
-        rows = out.numel() // max(m.out_features, 1) // max(out.shape[0], 1) if out.dim() > 1 else 1
+        rows = out.numel() / max(m.out_features, 1) / batch if out.dim() > 1 else 1
         macs = layer_macs("linear", m.in_features, m.out_features, spatial=rows)
         return int(macs), int(layer_params("linear", m.in_features, m.out_features, bias=m.bias is not None))
     if is_batchnorm(m):
@@ -101,6 +105,7 @@ def _output_shapes(
     shapes: dict[str, list[int]] = {}
     priced: dict[str, tuple[int, int]] = {}
     hooks = []
+    batch = int(x.shape[0]) if x.dim() > 0 else 1
     if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: just check that it runs
         model(x)
         return shapes, priced
@@ -110,7 +115,7 @@ def _output_shapes(
             def hook(m, args, out, name=name):
                 if isinstance(out, torch.Tensor):
                     shapes[name] = list(out.shape)
-                cost = _priced(m, args[0] if args else None, out)
+                cost = _priced(m, args[0] if args else None, out, batch)
                 if cost is not None:
                     done = priced.get(name, (0, cost[1]))
                     priced[name] = (done[0] + cost[0], cost[1])  # a module called twice counts twice

@@ -451,7 +451,7 @@ class _Capture(TorchFunctionMode):
             return func(*args, **kwargs)
         if an.suspended:  # inside a leaf: its convolutions still cost what they cost
             out = func(*args, **kwargs)
-            an.fixed_macs += _call_macs(func, args, kwargs, out)
+            an.fixed_macs += _call_macs(func, args, kwargs, out, an.batch)
             return out
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
@@ -506,7 +506,7 @@ class _Capture(TorchFunctionMode):
             an.set_info(out, info)
             resized = len(an.costs) > n_costs and an.costs[n_costs].kind != "bn"  # a conv/linear layer entry
             if not resized:  # (a conv/linear call surgery keeps whole: its MACs still count)
-                an.fixed_macs += _call_macs(func, args, kwargs, out)
+                an.fixed_macs += _call_macs(func, args, kwargs, out, an.batch)
             if an.kernels:
                 layer = n_costs if resized else None
                 an.record(call, ins, out, layer)
@@ -534,6 +534,7 @@ class _Analyser:
         #: MACs per sample of the conv/linear calls no cost entry resizes (kept whole: behind a barrier,
         #: inside a leaf, a grouped transposed conv, a linear over tokens)
         self.fixed_macs = 0.0
+        self.batch = 1  # the forward's samples (its input's leading dimension): MACs are per sample
         #: with ``kernels``: every op on activations, for the cost model (:func:`edgeslim.channels.cost.fuse_kernels`)
         self.cost_nodes: list[OpNode] = []
         self.node_layer: dict[int, int] = {}  # cost node -> its LayerShape (a conv/linear call)
@@ -644,6 +645,7 @@ class _Analyser:
         ]
         try:
             self.busy = True
+            self.batch = max(1, int(x.shape[0])) if x.dim() > 0 else 1
             self.set_info(x, self.fresh(x))
             self.barrier(Call(None, (), {}, ""), [self.info(x)], "model input", op="input")
             self.busy = False
@@ -900,7 +902,7 @@ class _Analyser:
         g = m.groups
         ipg, opg = m.in_channels // g, m.out_channels // g
         kernel = math.prod(m.kernel_size)
-        spatial = math.prod(out.shape[2:])
+        spatial = self.positions(out)
         bias = m.bias is not None
         if g > 1 and ipg == 1:  # depthwise (with multiplier): input k feeds outputs k*opg...
             labels = x.labels.repeat_interleave(opg)
@@ -925,13 +927,19 @@ class _Analyser:
         if m.groups != 1:
             return self.opaque(n, out, "grouped transposed convolution")
         x = self._uniform_input(n, x, "transposed conv")
-        kernel, spatial = math.prod(m.kernel_size), math.prod(x.shape[2:])
+        kernel, spatial = math.prod(m.kernel_size), self.positions(x)
         return self._in_out_layer(n, x, self.fresh(out), "conv", kernel, 1, spatial, m.bias is not None)
 
     def linear(self, n: Call, m: nn.Linear, x: Info, out: Tensor) -> Info | None:
         if not (x.uniform and len(x.shape) == 2):
             return self.opaque(n, out, "linear on a tensor that is not (batch, features)")
-        return self._in_out_layer(n, x, self.fresh(out), "linear", bias=m.bias is not None)
+        rows = self.positions(out)  # (rows folded into the batch: more than one a sample)
+        return self._in_out_layer(n, x, self.fresh(out), "linear", spatial=rows, bias=m.bias is not None)
+
+    def positions(self, t: Any) -> int:
+        """The positions a layer's MACs are counted over, per sample: its (N, C, ...) tensor's
+        positions times its N over the forward's batch (a model that folds patches into N)."""
+        return max(1, round(math.prod(t.shape[2:]) * int(t.shape[0]) / self.batch))
 
     def _uniform_input(self, n: Call, x: Info, what: str) -> Info:
         """``x``, or, when its channel layout is mixed, fresh labels for it: its channels are kept (a
@@ -1315,10 +1323,11 @@ def _walk(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_modules(remove_duplicate=False))
 
 
-def _call_macs(func: Any, args: tuple, kwargs: dict, out: Any) -> float:
-    """Multiply-accumulates per sample of one conv, transposed conv or linear call (0 for any other
-    function): its output elements times the weight's fan-in; a transposed conv's input elements
-    times the outputs each one spreads over."""
+def _call_macs(func: Any, args: tuple, kwargs: dict, out: Any, batch: int) -> float:
+    """Multiply-accumulates per sample of one conv, transposed conv or linear call of a forward at
+    ``batch`` samples (0 for any other function): its output elements times the weight's fan-in; a
+    transposed conv's input elements times the outputs each one spreads over; over the batch, not
+    the call's leading dimension (a model that folds patches into it runs a call on 4 rows a sample)."""
     conv, convt = func in ops.CONV_FUNCTIONS, func in ops.CONV_TRANSPOSE_FUNCTIONS
     if not (conv or convt or func in ops.LINEAR_FUNCTIONS) or not _is_tensor(out):
         return 0.0
@@ -1327,9 +1336,9 @@ def _call_macs(func: Any, args: tuple, kwargs: dict, out: Any) -> float:
     if not (_is_tensor(x) and _is_tensor(w)) or w.dim() < 2:
         return 0.0
     per = x if convt else out
-    samples = int(per.shape[0]) if per.dim() > (1 if func in ops.LINEAR_FUNCTIONS else 2) else 1
+    samples = batch if per.dim() > (1 if func in ops.LINEAR_FUNCTIONS else 2) else 1
     fan = math.prod(w.shape[1:])
-    return float(per.numel() // max(samples, 1) * fan)
+    return float(per.numel() / max(samples, 1) * fan)
 
 
 def _named_tensors(walk: list[tuple[str, nn.Module]]) -> dict[str, Tensor]:

@@ -212,8 +212,12 @@ class ResourceModel:
         mods = dict(uncompiled(model).named_modules())  # (as the graph names them)
         handles = []
 
-        def positions(t: Any) -> int:
-            return int(math.prod(t.shape[2:])) if isinstance(t, Tensor) and t.dim() > 2 else 1
+        batch = max(1, int(example.shape[0])) if example.dim() > 0 else 1
+
+        def positions(t: Any) -> int:  # per sample: a model may fold patches into the leading dimension
+            if not isinstance(t, Tensor) or t.dim() < 2:
+                return 1
+            return max(1, round(math.prod(t.shape[2:]) * int(t.shape[0]) / batch))
 
         for name in names:
 
