@@ -708,6 +708,9 @@ def markdown_report(report: dict[str, Any]) -> str:
                   f"difference {v['max_abs_diff']:.3g}, top-1 agreement {agree}."]  # fmt: skip
     warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
     warnings += [str((report.get("budget") or {}).get("warning") or "")]
+    warnings += [
+        str((report.get("latency") or {}).get("warning") or "")
+    ]  # (a latency target missed as measured)
     warnings = [w for w in warnings if w]
     if warnings:
         parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
