@@ -567,11 +567,18 @@ def collapse_check(
         )
     elif at_chance:
         collapsed = True
+        b = report.get("budget") or {}
         advice = (
-            "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
+            weaker
+            if not budget
+            # (a review: a run that overshot a 50% budget to 19.5% was told the budget was too tight)
+            else f"the controller overshot the budget ({b['achieved_fraction']:.1%} of the dense {b['metric']} kept "
+            f"for a target of {b['target_fraction']:.1%}): the schedule is too short for it to steer; train longer "
+            "(more epochs or images) or end the taper later (taper_end)"
+            if b.get("achieved_fraction") is not None
+            and b["achieved_fraction"] < BUDGET_OVERSHOOT_FACTOR * b["target_fraction"]
+            else "the budget is too tight for this schedule: train longer (more epochs) or end the taper later "
             "(taper_end), or give a larger budget"
-            if budget
-            else weaker
         )
         msg = (
             f"slimming collapsed the network: test accuracy {acc:.1%} is near chance "

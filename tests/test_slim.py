@@ -310,6 +310,15 @@ def test_a_network_that_never_learned_is_not_called_a_collapse() -> None:
     assert fell["collapsed"] and fell["message"].startswith("slimming collapsed the network")
     early = collapse_check(report([0.25, 0.25], [0.7, 0.9]), [], 4, budget=True, test_labels=labels)
     assert early["collapsed"]  # most channels zero from the first epoch: the prox, not the schedule
+    assert "the budget is too tight for this schedule" in fell["message"]
+    # (a budget review: a run that overshot a 50% budget to 19.5% was told the budget was too tight)
+    over = report([0.6, 0.25], [0.05, 0.67])
+    over["budget"] = {"achieved_fraction": 0.195, "target_fraction": 0.5, "metric": "macs"}
+    shot = collapse_check(over, [], 4, budget=True, test_labels=labels)
+    assert (
+        "the controller overshot the budget (19.5% of the dense macs kept for a target of 50.0%)"
+        in (shot["message"])
+    )
     # a trial: 59.4% of 3 classes on 32 test images was "near chance (below 59.6%) ... did not learn"
     few = torch.arange(32) % 3
     for zeros in ([0.05, 0.1], [0.6, 0.7]):
