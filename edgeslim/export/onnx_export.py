@@ -245,7 +245,7 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            notes += _export_torchscript(model, x, f, opset, dynamic, outputs)
+            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             err = _unsupported_op_error(exc, opset)
@@ -263,7 +263,7 @@ def _run_exporter(
             )
             log.info(notes[-1])
     try:
-        _export_dynamo(model, x, f, opset, dynamic, outputs)
+        _export_dynamo(model, x.clone(), f, opset, dynamic, outputs)
     except Exception as exc:  # noqa: BLE001
         err = _unsupported_op_error(exc, opset)
         if err is not None:
@@ -440,7 +440,7 @@ def _export_onnx(
     x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
     with torch.no_grad():
         try:
-            probe = model(x)
+            probe = model(x.clone())  # (a forward that changes its input in place leaves x as it was)
         except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
             raise
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types

@@ -297,7 +297,8 @@ def torch_outputs(
     model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64, *, double: bool = False
 ) -> list[np.ndarray]:
     """Every output tensor of ``model`` on ``device`` (every tensor of a nested tuple, list or dict, in order) as float32 numpy, IEEE
-    fp32 on CUDA too (model is left where it was); ``double``: as float64."""
+    fp32 on CUDA too (model is left where it was); ``double``: as float64. The model runs on a copy of
+    each chunk: a forward that changes its input in place (``x /= 255``) leaves ``x`` as it was."""
     import torch
 
     from edgeslim.channels.graph import flat_tensors
@@ -306,7 +307,7 @@ def torch_outputs(
     runs = []
     with torch.inference_mode(), ieee_fp32():
         for i in range(0, len(x), chunk):
-            ys = flat_tensors(model(x[i : i + chunk].to(device)))
+            ys = flat_tensors(model(x[i : i + chunk].to(device, copy=True)))
             runs.append([(y.detach().double() if double else y.detach().float()).cpu().numpy() for y in ys])
     return [np.concatenate(parts) for parts in zip(*runs)]
 
