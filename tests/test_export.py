@@ -882,3 +882,30 @@ def test_a_forward_that_changes_its_input_in_place_is_checked_on_the_images_as_r
         for name in ("q.onnx", "q.int8.onnx")
     )
     assert reported["max_abs_diff"] == pytest.approx(float(np.abs(f - q).max()), rel=1e-5)
+
+
+class _WithScalar(nn.Module):
+    """Returns its logits and their sum, a 0-d tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc(torch.relu(self.c(x)).mean((2, 3)))
+        return logits, logits.sum()
+
+
+@pytest.mark.parametrize(("dynamic", "n"), [(False, 6), (True, 8), (True, 70)])
+def test_a_zero_dimensional_output_is_checked_per_chunk(tmp_path, dynamic, n):
+    """The export review (finding 2): ``return logits, logits.sum()`` died with "zero-dimensional arrays
+    cannot be concatenated" (exit 1): the check joined each chunk's outputs by rows. A 0-d output is
+    compared one value a chunk (PyTorch and a dynamic-batch ONNX run the same chunks of 64)."""
+    x = torch.randn(n, 3, 8, 8)
+    res = export_onnx(
+        _WithScalar().eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=dynamic, batch=2, inputs=x
+    )
+    assert (
+        res.validation.passed and res.validation.n == n - n % 2 and res.output_names == ["logits", "output1"]
+    )

@@ -35,6 +35,8 @@ FP32_RTOL = 1e-5
 #: of very large logits (a network run at another resolution than it was trained at reached 7e5 with
 #: a correct export off by 3e-5 of that) is not an export error when every prediction is the same
 AGREEING_LOGITS_RTOL = 1e-4
+#: images a check runs at once (PyTorch and a dynamic-batch ONNX alike: a 0-d output is one value a chunk)
+CHECK_CHUNK = 64
 
 
 @dataclass
@@ -283,18 +285,28 @@ def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads:
         raise EdgeslimError(f"ONNX Runtime cannot load the exported model: {first_line(exc)}") from exc
 
 
-def run_ort_all(sess, x: np.ndarray, batch: int | None = None) -> list[np.ndarray]:
-    """Every output of ``sess`` for ``x``, in the graph's order; in chunks of ``batch`` if the input
-    batch is static."""
+def join_chunks(parts: list[np.ndarray]) -> np.ndarray:
+    """One output of runs over consecutive chunks of the inputs: the chunks' rows one after the other;
+    a 0-d output (``logits.sum()``) one value a chunk, stacked; one chunk's as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.stack(parts) if parts[0].ndim == 0 else np.concatenate(parts)
+
+
+def run_ort_all(
+    sess, x: np.ndarray, batch: int | None = None, *, chunk: int | None = None
+) -> list[np.ndarray]:
+    """Every output of ``sess`` for ``x``, in the graph's order (:func:`join_chunks`); in whole chunks
+    of ``batch`` if the input batch is static, else in chunks of ``chunk`` (all at once without)."""
     name = sess.get_inputs()[0].name
-    if batch is None:
-        return list(sess.run(None, {name: x}))
-    runs = [sess.run(None, {name: x[i : i + batch]}) for i in range(0, len(x) - batch + 1, batch)]
-    return [np.concatenate(parts) for parts in zip(*runs)]
+    step = max(1, batch or chunk or len(x))
+    stop = len(x) - step + 1 if batch else len(x)
+    runs = [sess.run(None, {name: x[i : i + step]}) for i in range(0, max(stop, 1), step)]
+    return [join_chunks(list(parts)) for parts in zip(*runs)]
 
 
 def torch_outputs(
-    model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64, *, double: bool = False
+    model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = CHECK_CHUNK, *, double: bool = False
 ) -> list[np.ndarray]:
     """Every output tensor of ``model`` on ``device`` (every tensor of a nested tuple, list or dict, in order) as float32 numpy, IEEE
     fp32 on CUDA too (model is left where it was); ``double``: as float64. The model runs on a copy of
@@ -309,7 +321,7 @@ def torch_outputs(
         for i in range(0, len(x), chunk):
             ys = flat_tensors(model(x[i : i + chunk].to(device, copy=True)))
             runs.append([(y.detach().double() if double else y.detach().float()).cpu().numpy() for y in ys])
-    return [np.concatenate(parts) for parts in zip(*runs)]
+    return [join_chunks(list(parts)) for parts in zip(*runs)]
 
 
 def compare(
@@ -349,7 +361,7 @@ def compare(
     tolerance = atol + rtol * finite_abs_max(ref_c)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
-        source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,
+        source=batch.source, real_data=batch.real, n=int(len(ref) if ref.ndim else len(batch.x)), provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
@@ -391,7 +403,7 @@ def validate_onnx(
         batch = replace(batch, x=x, labels=labels)
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
-    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
+    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
     width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
     if batch.classes is not None and width is not None and width != batch.classes:
         raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
@@ -406,7 +418,9 @@ def validate_onnx(
         )
     reports = [compare(r, g, batch, reference_device=reference_device, atol=atol) for r, g in zip(ref, got)]
     if not all(r.passed for r in reports):
-        reports = _against_float64(model, x, ref, got, reports, batch, reference_device, static_batch or 64)
+        reports = _against_float64(
+            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK
+        )
     if static_batch is None and len(x) > 1 and all(r.passed for r in reports):  # a dynamic batch: another too
         _same_at_one_image(sess, x.numpy()[:1].astype(np.float32), got, len(x))
     # every output held to its own bound; the report: the first output's agreement, the worst margin
@@ -430,21 +444,24 @@ _FIXED_BATCH_HINT = (
 )
 
 
-def _run_checked(sess: Any, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
-    """:func:`run_ort_all`, a dynamic-batch graph that fails at this batch said in one line."""
+def _run_checked(sess: Any, x: np.ndarray, batch: int | None, chunk: int = CHECK_CHUNK) -> list[np.ndarray]:
+    """:func:`run_ort_all` (a dynamic batch in chunks of ``chunk``, as :func:`torch_outputs` runs
+    them), a dynamic-batch graph that fails at this batch said in one line."""
     try:
-        return run_ort_all(sess, x, batch)
+        return run_ort_all(sess, x, batch, chunk=chunk)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
         if batch is not None:
             raise
         raise EdgeslimError(
-            f"the ONNX graph fails on a batch of {len(x)} ({first_line(exc)[:160]}); " + _FIXED_BATCH_HINT
+            f"the ONNX graph fails on a batch of {min(len(x), chunk)} ({first_line(exc)[:160]}); "
+            + _FIXED_BATCH_HINT
         ) from exc
 
 
 def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray], images: int) -> None:
-    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all (a
-    size taken from the traced batch passes at that batch and fails, or differs, at any other)."""
+    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all
+    ``images`` (in chunks of :data:`CHECK_CHUNK`): a size taken from the traced batch passes at that
+    batch and fails, or differs, at any other."""
     rows = _run_checked(sess, one, None)
     for a, b in zip(rows, got):
         if b.ndim == 0 or b.shape[0] != images or a.shape[:1] != (1,):
@@ -455,8 +472,8 @@ def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray], images
         )
         if bad:
             raise EdgeslimError(
-                f"the ONNX graph gives another result for an image alone than within a batch of {images}; "
-                + _FIXED_BATCH_HINT
+                f"the ONNX graph gives another result for an image alone than within a batch of "
+                f"{min(images, CHECK_CHUNK)}; " + _FIXED_BATCH_HINT
             )
 
 
