@@ -909,3 +909,28 @@ def test_a_zero_dimensional_output_is_checked_per_chunk(tmp_path, dynamic, n):
     assert (
         res.validation.passed and res.validation.n == n - n % 2 and res.output_names == ["logits", "output1"]
     )
+
+
+class _Fft(nn.Module):
+    """torch.fft.rfft2, which the TorchScript exporter translates at no opset (the dynamo one does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.fft.irfft2(torch.fft.rfft2(self.c(x)) * 0.5, s=x.shape[-2:])
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_operator_the_torchscript_exporter_lacks_falls_back_to_dynamo(tmp_path):
+    """The export review (finding 3): with exporter auto, torch.fft.rfft2 raised "try a higher opset:
+    opset 17 cannot express operator aten::fft_rfft2" (at opset 23 too, above the TorchScript exporter's
+    20) instead of falling back to the dynamo exporter, which exports it right."""
+    res = export_onnx(_Fft().eval(), tmp_path / "f.onnx", (3, 8, 8))
+    assert res.exporter == "dynamo" and res.validation.passed
+    with pytest.raises(EdgeslimError, match=r"cannot express operator aten::fft_rfft2 at any opset up to 20; use "
+                                            r"exporter dynamo") as e:  # fmt: skip
+        export_onnx(_Fft().eval(), tmp_path / "t.onnx", (3, 8, 8), exporter="torchscript")
+    assert e.value.params == ("exporter",) and "higher" not in str(e.value)

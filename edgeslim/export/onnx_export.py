@@ -102,17 +102,33 @@ def check_opset(opset: int) -> int:
     return int(opset)
 
 
-def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
-    """Turn an exporter 'operator not supported at opset N' error into one actionable line."""
+def _torchscript_max_opset() -> int:
+    """The highest opset the TorchScript exporter translates to (20 in torch 2.15)."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", DEFAULT_OPSET))
+
+
+def _unsupported_op(exc: Exception) -> tuple[str, int | None] | None:
+    """The operator of an exporter's 'operator not supported at opset N' error and the opset that
+    added its translation (None: the exporter has none at any opset); None for another error."""
     text = str(exc)
     m = re.search(r"operator '([^']+)' to ONNX opset version (\d+) is not supported", text)
     if not m:
         return None
-    op = m.group(1)
     added = re.search(r"added in version (\d+)", text)
-    hint = f"use opset {added.group(1)} or higher" if added else "try a higher opset"
+    return m.group(1), int(added.group(1)) if added else None
+
+
+def _unsupported_op_error(exc: Exception, opset: int, top: int) -> EdgeslimError | None:
+    """An operator that a higher opset (``<= top``, the exporter's highest) expresses, as one
+    actionable line; None for another error, or an operator the exporter lacks at every opset."""
+    found = _unsupported_op(exc)
+    if found is None or found[1] is None or found[1] > top:
+        return None
     return EdgeslimError(
-        f"{hint}: opset {opset} cannot express operator {op} used by the model", param="opset"
+        f"use opset {found[1]} or higher: opset {opset} cannot express operator {found[0]} used by the model",
+        param="opset",
     )
 
 
@@ -248,9 +264,21 @@ def _run_exporter(
             notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
-            err = _unsupported_op_error(exc, opset)
+            err = _unsupported_op_error(exc, opset, _torchscript_max_opset())
             if err is not None:
                 raise err from exc
+            lacked = _unsupported_op(exc)
+            if lacked is not None and (exporter == "torchscript" or scripted):  # (at every opset it has)
+                how = (
+                    "a TorchScript module exports with it only: export the model's nn.Module with exporter dynamo"
+                    if scripted
+                    else "use exporter dynamo"
+                )
+                raise EdgeslimError(
+                    f"TorchScript's ONNX export cannot express operator {lacked[0]} at any opset up to "
+                    f"{_torchscript_max_opset()}; {how}, which translates more operators",
+                    param="exporter",
+                ) from exc
             if exporter == "torchscript" or scripted:
                 raise EdgeslimError(
                     f"TorchScript ONNX export failed: {first_line(exc)}; "
@@ -265,7 +293,9 @@ def _run_exporter(
     try:
         _export_dynamo(model, x.clone(), f, opset, dynamic, outputs)
     except Exception as exc:  # noqa: BLE001
-        err = _unsupported_op_error(exc, opset)
+        import onnx
+
+        err = _unsupported_op_error(exc, opset, onnx.defs.onnx_opset_version())
         if err is not None:
             raise err from exc
         why = first_line(exc)
