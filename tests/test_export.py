@@ -934,3 +934,26 @@ def test_an_operator_the_torchscript_exporter_lacks_falls_back_to_dynamo(tmp_pat
                                             r"exporter dynamo") as e:  # fmt: skip
         export_onnx(_Fft().eval(), tmp_path / "t.onnx", (3, 8, 8), exporter="torchscript")
     assert e.value.params == ("exporter",) and "higher" not in str(e.value)
+
+
+@pytest.mark.parametrize("style", ["onnxruntime", "tensorrt"])
+def test_an_int8_file_records_its_own_check(tmp_path, style):
+    """The export review (finding 4): the INT8 files carried the FP32 file's ``validation`` metadata
+    (max_abs_diff 1e-6, top-1 1.0: its check against PyTorch), the quantizer copying metadata_props;
+    they record the INT8 check against the FP32 ONNX now."""
+    from edgeslim.export.qdq import quantize_qdq
+
+    x = torch.randn(24, 3, 8, 8)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
+    export_onnx(model.eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, inputs=x[:8])
+    q = quantize_qdq(
+        tmp_path / "m.onnx", tmp_path / "m.int8.onnx", x[8:].numpy(), check=x[:8].numpy(), style=style
+    )
+    md = read_metadata(q.path)
+    check = json.loads(md["validation"])
+    assert check["compared_with"] == "the FP32 ONNX in ONNX Runtime" and check["check_images"] == 8
+    assert check["max_abs_diff"] == q.max_abs_diff > 1e-4 and check["top1_agreement"] == q.top1_agreement
+    assert md["opset"] == read_metadata(tmp_path / "m.onnx")["opset"]  # (the rest as the FP32 file's)

@@ -197,36 +197,50 @@ def quantize_qdq(
             )  # fmt: skip
         log.debug("quantizer output: %s", sink.getvalue())
         qm = onnx.load(str(tmp))
-        if _float_outputs(qm):  # the graph's outputs themselves stay float (logits on 256 levels tie)
-            onnx.save(qm, str(tmp))
+        _float_outputs(qm)  # the graph's outputs themselves stay float (logits on 256 levels tie)
         n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
             raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
         k = len(x) // check_step * check_step
         refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
         gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
-    ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
-    flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
-    agree = top1_agreement(ref, got)
-    acc = [None, None]
-    if labels is not None and ref.ndim == 2:
-        lab = np.asarray(labels)[:k]
-        acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
-    return QdqResult(
-        out,
-        method,
-        reader.images,
-        n_q,
-        agree,
-        max(
-            float(abs_differences(r.astype(np.float64), g.astype(np.float64)).max()) if r.size else 0.0
-            for r, g in zip(refs, gots, strict=True)
-        ),
-        int(k),
-        *acc,
-        style=style,
-        flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
-    )
+        ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
+        flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
+        acc = [None, None]
+        if labels is not None and ref.ndim == 2:
+            lab = np.asarray(labels)[:k]
+            acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
+        result = QdqResult(
+            out,
+            method,
+            reader.images,
+            n_q,
+            top1_agreement(ref, got),
+            max(
+                float(abs_differences(r.astype(np.float64), g.astype(np.float64)).max()) if r.size else 0.0
+                for r, g in zip(refs, gots, strict=True)
+            ),
+            int(k),
+            *acc,
+            style=style,
+            flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
+        )
+        _stamp_validation(qm, result)
+        onnx.save(qm, str(tmp))
+    return result
+
+
+def _stamp_validation(model: Any, result: QdqResult) -> None:
+    """Replace the ``validation`` metadata the quantizer copied from the FP32 file (its check against
+    PyTorch) with this INT8 check against the FP32 ONNX."""
+    import json
+
+    props = {p.key: p.value for p in model.metadata_props}
+    check = {k: v for k, v in result.to_dict().items() if k != "path"}
+    props["validation"] = json.dumps({"compared_with": "the FP32 ONNX in ONNX Runtime", **check})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def flat_channels(ref: np.ndarray, got: np.ndarray) -> int | None:
