@@ -957,3 +957,28 @@ def test_an_int8_file_records_its_own_check(tmp_path, style):
     assert check["compared_with"] == "the FP32 ONNX in ONNX Runtime" and check["check_images"] == 8
     assert check["max_abs_diff"] == q.max_abs_diff > 1e-4 and check["top1_agreement"] == q.top1_agreement
     assert md["opset"] == read_metadata(tmp_path / "m.onnx")["opset"]  # (the rest as the FP32 file's)
+
+
+def test_a_refused_int8_export_leaves_no_file_it_made(tmp_path, capsys):
+    """The export review (finding 5): INT8 of a model with nothing to quantize exited 2 but left the FP32
+    .onnx written, so the same command was then refused ("already exists"). A refusal removes the files
+    of the set that were not there before; a stop (Ctrl-C) leaves them complete, as documented."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    photos = _photo_folder(tmp_path / "photos")
+    torch.save(nn.Identity(), tmp_path / "m.pt")
+    args = ["export", str(tmp_path / "m.pt"), "--trust-pickle", "--input-shape", "3,16,16", "--onnx",
+            str(tmp_path / "out" / "m.onnx"), "--precision", "int8", "--data", "images", "--data-dir", str(photos),
+            "--calib-images", "8", "--n-validate", "8"]  # fmt: skip
+    for _ in range(2):  # (the second run is refused as the first: nothing was left behind)
+        assert main(args) == 2
+        assert "nothing to quantize" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    assert main([*args, "--json"]) == 2 and "export it without --precision int8" in capsys.readouterr().err
+    new, earlier = tmp_path / "n.onnx", tmp_path / "e.onnx"
+    earlier.write_text("earlier")
+    for stop, kept in ((EdgeslimError("refused"), False), (KeyboardInterrupt(), True)):
+        with pytest.raises(type(stop)), writing([new, earlier]):
+            atomic_write_text(new, "new")
+            raise stop
+        assert new.exists() == kept and earlier.read_text() == "earlier"

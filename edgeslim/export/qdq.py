@@ -200,7 +200,11 @@ def quantize_qdq(
         _float_outputs(qm)  # the graph's outputs themselves stay float (logits on 256 levels tie)
         n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
-            raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
+            raise EdgeslimError(
+                f"ONNX Runtime inserted no Q/DQ nodes into {src.name}: the model has nothing to quantize; "
+                "export it without precision int8",
+                param="precision",
+            )
         k = len(x) // check_step * check_step
         refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
         gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
