@@ -982,3 +982,26 @@ def test_a_refused_int8_export_leaves_no_file_it_made(tmp_path, capsys):
             atomic_write_text(new, "new")
             raise stop
         assert new.exists() == kept and earlier.read_text() == "earlier"
+
+
+class _TwoIn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.c(x + y).mean((2, 3))
+
+
+def test_a_model_of_two_inputs_is_told_export_feeds_one(tmp_path):
+    """The export review (finding 6): a forward(x, y) got "the model does not accept input 1x3x16x16
+    (forward() missing 1 required positional argument 'y'); check input_shape", and with dynamic_batch
+    the message showed batch 1 though the probe ran at batch 2."""
+    with pytest.raises(
+        EdgeslimError, match=r"forward takes more than one input .*one image tensor \(2x3x8x8\)"
+    ):
+        export_onnx(_TwoIn(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True)
+    with pytest.raises(EdgeslimError, match=r"does not accept input 2x3x8x8 .*check input_shape"):
+        export_onnx(
+            create_model("vgg-small", in_channels=1), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True
+        )

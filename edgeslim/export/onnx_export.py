@@ -474,9 +474,15 @@ def _export_onnx(
         except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
             raise
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
+            given = "x".join(map(str, x.shape))  # (a dynamic batch is probed at 2 at least)
+            if isinstance(exc, TypeError) and "required positional argument" in str(exc):
+                raise EdgeslimError(
+                    f"the model's forward takes more than one input ({first_line(exc)[:160]}) and export feeds "
+                    f"it one image tensor ({given}); export a module whose forward(x) takes that one tensor "
+                    "(a wrapper that makes the other inputs)"
+                ) from exc
             raise EdgeslimError(
-                f"the model does not accept input {batch}x{c}x{h}x{w} "
-                f"({first_line(exc)[:160]}); check input_shape",
+                f"the model does not accept input {given} ({first_line(exc)[:160]}); check input_shape",
                 param="input_shape",
             ) from exc
     if on_accepted is not None:
