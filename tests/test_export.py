@@ -434,20 +434,22 @@ def test_a_model_that_amplifies_float32_rounding_is_judged_against_float64(tmp_p
     )
     assert not bad.passed and bad.float64_onnx_error > 10 * bad.float64_torch_error
     # and a refusal says which file was not written and how to skip the check (a forward that
-    # draws noise: ONNX Runtime draws other numbers, in float64 as in float32)
+    # branches on the input's values: the trace keeps the example's path; a forward that draws noise
+    # is told that it does, test_a_dynamic_batch_check_names_a_model_that_depends_on_the_batch_or_draws)
 
-    class Noisy(nn.Module):
+    class Branchy(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
 
         def forward(self, x):
-            return self.inner(x) + torch.rand(x.shape[0], 10)
+            y = self.inner(x)
+            return y + 1.0 if x.mean() > 0 else y
 
     with pytest.raises(
         EdgeslimError, match=r"b.onnx was not written .*validate=False skips the check"
     ) as info:
-        export_onnx(Noisy(), tmp_path / "b.onnx", (3, 16, 16))
+        export_onnx(Branchy(), tmp_path / "b.onnx", (3, 16, 16))
     # the refusal names the layer that amplifies rounding (a trial's EfficientNet had one)
     assert "inner.4 multiplies its input by up to 9,487 (its running variance is near zero)" in str(
         info.value
@@ -1005,3 +1007,51 @@ def test_a_model_of_two_inputs_is_told_export_feeds_one(tmp_path):
         export_onnx(
             create_model("vgg-small", in_channels=1), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True
         )
+
+
+class _BatchStats(nn.Module):
+    """BatchNorm on the batch's statistics (track_running_stats=False): each image's output depends on
+    the others of its batch; ``frozen``: instead centred on the batch's mean, plus the batch size taken
+    as a Python number (which the trace keeps at the traced batch)."""
+
+    def __init__(self, frozen: bool = False, drop: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen, self.drop = frozen, drop
+        self.c, self.bn, self.fc = (
+            nn.Conv2d(3, 8, 3),
+            nn.BatchNorm2d(8, track_running_stats=False),
+            nn.Linear(8, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            y = self.c(x).mean((2, 3))
+            return self.fc(y - y.mean(0, keepdim=True)) + int(x.shape[0])
+        y = torch.relu(self.bn(self.c(x))).mean((2, 3))
+        if self.drop:  # (dropout forced on: random at inference)
+            return self.fc(nn.functional.dropout(y, 0.5, training=True))
+        return self.fc(y)
+
+
+def test_a_dynamic_batch_check_names_a_model_that_depends_on_the_batch_or_draws(tmp_path):
+    """The export review (finding 7): with dynamic_batch, a model whose output depends on the whole batch
+    (BatchNorm2d(track_running_stats=False)) was refused as one that "turns its input's batch into a
+    number", though its ONNX graph gives PyTorch's result at one image too; a dropout forced on failed
+    with "try opset 18, exporter dynamo, or simplify=False" though the check had found that PyTorch
+    itself gives another result on each run."""
+    x = torch.randn(8, 3, 8, 8)
+    res = export_onnx(_BatchStats().eval(), tmp_path / "b.onnx", (3, 8, 8), dynamic_batch=True, inputs=x)
+    assert res.validation.passed
+    with pytest.raises(EdgeslimError, match=r"output depends on the other images of the batch.*fixed batch"):
+        export_onnx(
+            _BatchStats(frozen=True).eval(),
+            tmp_path / "f.onnx",
+            (3, 8, 8),
+            dynamic_batch=True,
+            batch=8,
+            inputs=x,
+        )
+    with pytest.raises(EdgeslimError, match=r"the forward draws random numbers") as e:
+        export_onnx(_BatchStats(drop=True).eval(), tmp_path / "d.onnx", (3, 8, 8), inputs=x)
+    assert "opset" not in str(e.value) and not (tmp_path / "d.onnx").exists()

@@ -536,6 +536,14 @@ def _export_onnx(
             frozen = [n for n in notes if n.startswith((TRACE_BRANCH, TRACE_VALUES))]
             if frozen and not why:  # inputs that took another path than the example's
                 why = "; possible cause: " + "; ".join(frozen)
+            if report.random_forward:  # (no exporter or opset matches a forward that draws)
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "
+                    "for the same inputs on each run: the forward draws random numbers (e.g. F.dropout(x, "
+                    f"training=True), a dropout left on in eval mode); make it deterministic in eval mode; {path} "
+                    "was not written",
+                    reason=f"{report.summary()}; the model's forward draws random numbers",
+                )
             raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {path} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
