@@ -1055,3 +1055,26 @@ def test_a_dynamic_batch_check_names_a_model_that_depends_on_the_batch_or_draws(
     with pytest.raises(EdgeslimError, match=r"the forward draws random numbers") as e:
         export_onnx(_BatchStats(drop=True).eval(), tmp_path / "d.onnx", (3, 8, 8), inputs=x)
     assert "opset" not in str(e.value) and not (tmp_path / "d.onnx").exists()
+
+
+class _Inv(nn.Module):
+    """torch.linalg.inv, which neither exporter translates; ``none``: a forward that returns None."""
+
+    def __init__(self, none: bool = False) -> None:
+        super().__init__()
+        self.none, self.fc = none, nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        p = x.mean((2, 3))
+        return None if self.none else p @ torch.linalg.inv(torch.eye(3) + self.fc.weight * 0.01)
+
+
+def test_an_export_failure_names_its_cause(tmp_path):
+    """The export review (finding 10): a dynamo failure's line kept only "Failed to convert the exported
+    program to an ONNX model. This is step 3/3 ... Next steps:", and a forward returning None was
+    reported as "Target opset version 17 is not supported"."""
+    with pytest.raises(EdgeslimError, match=r"dynamo exporter: No ONNX function found for .*linalg_inv") as e:
+        export_onnx(_Inv(), tmp_path / "i.onnx", (3, 8, 8))
+    assert "step 3/3" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(EdgeslimError, match=r"the model returned no tensor \(its forward returned None\)"):
+        export_onnx(_Inv(none=True), tmp_path / "n.onnx", (3, 8, 8))

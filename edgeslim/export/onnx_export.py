@@ -298,10 +298,19 @@ def _run_exporter(
         err = _unsupported_op_error(exc, opset, onnx.defs.onnx_opset_version())
         if err is not None:
             raise err from exc
-        why = first_line(exc)
+        why = _root_cause(exc)
         before = f" (TorchScript: {first_line(first_error)[:200]})" if first_error else ""
         raise EdgeslimError(f"ONNX export failed with the dynamo exporter: {why[:300]}{before}") from exc
     return "dynamo"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the error at the bottom of ``exc``'s chain of causes (the dynamo exporter's
+    own says only "Failed to convert the exported program ... Next steps:"), without terminal colours."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))
 
 
 def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelProto, str | None]:
@@ -485,6 +494,13 @@ def _export_onnx(
                 f"the model does not accept input {given} ({first_line(exc)[:160]}); check input_shape",
                 param="input_shape",
             ) from exc
+    from edgeslim.channels.graph import flat_tensors
+
+    if not flat_tensors(probe):  # (the exporters fail on it with unrelated words: "Target opset 17 ...")
+        raise EdgeslimError(
+            f"the model returned no tensor (its forward returned {'None' if probe is None else type(probe).__name__}); export needs a forward "
+            "that returns its outputs: a tensor, or a tuple, list or dict of tensors"
+        )
     if on_accepted is not None:
         on_accepted()
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
@@ -509,8 +525,6 @@ def _export_onnx(
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
     if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
-        from edgeslim.channels.graph import flat_tensors
-
         _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)])
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
