@@ -1078,3 +1078,28 @@ def test_an_export_failure_names_its_cause(tmp_path):
     assert "step 3/3" not in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(EdgeslimError, match=r"the model returned no tensor \(its forward returned None\)"):
         export_onnx(_Inv(none=True), tmp_path / "n.onnx", (3, 8, 8))
+
+
+def test_the_int8_check_compares_a_softmax_as_the_fp32_check_and_says_inf_alike(tmp_path):
+    """The export review (finding 9): INT8's max_abs_diff of a softmax model was of raw probabilities
+    while the FP32 check compares log-probabilities; and an infinite difference showed "inf" in the
+    table but null in --json: both say "inf" now."""
+    from edgeslim.export.qdq import quantize_qdq
+    from edgeslim.export.validate import InputBatch, compare
+    from edgeslim.utils.io import to_jsonable
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 50),
+                          nn.Softmax(1)).eval()  # fmt: skip
+    x = torch.randn(24, 3, 8, 8)
+    export_onnx(model, tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, inputs=x[:8])
+    q = quantize_qdq(
+        tmp_path / "m.onnx", tmp_path / "q.onnx", x[8:].numpy(), check=x[:8].numpy(), style="onnxruntime"
+    )
+    f, i = (_ort(tmp_path / n, x[:8]) for n in ("m.onnx", "q.onnx"))
+    assert q.compared == "log-probabilities"
+    assert q.max_abs_diff == pytest.approx(float(np.abs(np.log(f) - np.log(i)).max()), rel=1e-6)
+    batch = InputBatch(x=torch.zeros(2, 1, 2, 2), labels=None, source="random normal (seed 0)", real=False)
+    ref = np.zeros((2, 3), np.float32)
+    rep = compare(ref, np.where(ref == 0, np.float32(np.inf), ref), batch)
+    assert to_jsonable(rep.to_dict())["max_abs_diff"] == "inf" and "max|diff| inf" in rep.summary()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
+from edgeslim.utils.io import nonfinite_as_words
 from edgeslim.utils.scores import (
     abs_differences,
     classifier_logits,
@@ -99,7 +100,9 @@ class ValidationReport:
     random_forward: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (JSON has no number
+        for it: the table's word, not the null ``--json`` would write)."""
+        return nonfinite_as_words(asdict(self))
 
     def summary(self) -> str:
         agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
@@ -347,10 +350,7 @@ def compare(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
     logits = classifier_logits(ref.shape)  # every top-1 must agree
-    # a softmax is compared as log-probabilities: 1,000 of them near 1e-3 would let a 10% error through an
-    # absolute bound (a YOLO user's trial of a -cls model)
-    space = "log-probabilities" if logits and _probabilities(ref) else "outputs"
-    ref_c, got_c = (_log_probabilities(ref), _log_probabilities(got)) if space != "outputs" else (ref, got)
+    ref_c, got_c, space = compared_values(ref, got)
     # (-inf in both is no difference)
     diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
     acc_t = acc_o = None
@@ -370,6 +370,15 @@ def compare(
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
         compared=space,
     )  # fmt: skip
+
+
+def compared_values(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """``ref`` and ``got`` as a check compares them, and what they are: the ``outputs`` as they are,
+    or a classifier's softmax as ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10%
+    error through an absolute bound: a YOLO user's trial of a -cls model)."""
+    if classifier_logits(ref.shape) and _probabilities(ref):
+        return _log_probabilities(ref), _log_probabilities(got), "log-probabilities"
+    return ref, got, "outputs"
 
 
 def _log_probabilities(p: np.ndarray) -> np.ndarray:

@@ -246,6 +246,12 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def nonfinite_as_words(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with its infinite and NaN floats as the words ``inf``, ``-inf``, ``nan``: a report's number
+    said as the table says it (:func:`to_jsonable` would make it null, and ``json.dumps`` Infinity)."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
