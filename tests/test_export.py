@@ -1103,3 +1103,27 @@ def test_the_int8_check_compares_a_softmax_as_the_fp32_check_and_says_inf_alike(
     ref = np.zeros((2, 3), np.float32)
     rep = compare(ref, np.where(ref == 0, np.float32(np.inf), ref), batch)
     assert to_jsonable(rep.to_dict())["max_abs_diff"] == "inf" and "max|diff| inf" in rep.summary()
+
+
+class _Transposed(nn.Module):
+    """Returns its logits transposed, [classes, N], and a dict key named as the graph's input."""
+
+    def __init__(self, keyed: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.keyed, self.c, self.fc = keyed, nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        logits = self.fc(self.c(x).mean((2, 3)))
+        return {"input": x * 2, "logits": logits} if self.keyed else logits.t()
+
+
+def test_a_dynamic_batch_marks_the_axes_that_follow_the_batch(tmp_path):
+    """The export review (finding 8): with dynamic_batch an output whose batch is not axis 0 (logits.t(),
+    [10, N]) was declared [batch, 2] (ONNX Runtime warned on every run), and an output dict key named
+    "input" renamed the graph's input to "input.3"."""
+    res = export_onnx(_Transposed().eval(), tmp_path / "t.onnx", (3, 8, 8), dynamic_batch=True)
+    out = onnx.load(str(res.path)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in out] == [4, "batch"] and res.validation.passed
+    res = export_onnx(_Transposed(keyed=True).eval(), tmp_path / "k.onnx", (3, 8, 8), dynamic_batch=True)
+    assert res.input_name == "input" and res.output_names == ["output_input", "logits"]

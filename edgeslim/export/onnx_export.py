@@ -133,13 +133,25 @@ def _unsupported_op_error(exc: Exception, opset: int, top: int) -> EdgeslimError
 
 
 def _export_torchscript(
-    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    f: Path,
+    opset: int,
+    dynamic: bool,
+    outputs: list[str] | None = None,
+    batch_axes: list[tuple[int, ...]] | None = None,
 ) -> list[str]:
-    """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`)."""
+    """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`).
+    ``batch_axes``: each output's axes that follow the batch (:func:`_batch_axes`; default axis 0)."""
     import torch
 
     outputs = outputs or [OUTPUT_NAME]
-    axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}} if dynamic else None
+    follow = batch_axes or [(0,)] * len(outputs)
+    axes = (
+        {INPUT_NAME: {0: "batch"}, **{o: {i: "batch" for i in a} for o, a in zip(outputs, follow)}}
+        if dynamic
+        else None
+    )
     with warnings.catch_warnings(record=True) as seen:
         # The TorchScript exporter warns that it is deprecated on every call; we chose it on purpose.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -251,6 +263,7 @@ def _run_exporter(
     exporter: str,
     notes: list[str],
     outputs: list[str] | None = None,
+    batch_axes: list[tuple[int, ...]] | None = None,
 ) -> str:
     """Export with the chosen exporter; ``auto`` falls back to dynamo. Returns the one used."""
     import torch
@@ -261,7 +274,7 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs)
+            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs, batch_axes)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             err = _unsupported_op_error(exc, opset, _torchscript_max_opset())
@@ -347,25 +360,50 @@ def _count_params(model: onnx.ModelProto) -> int:
 
 def output_names(probe: Any) -> list[str]:
     """ONNX output names for a model's result: ``logits`` for one tensor; a dict's keys (torchvision's
-    ``out``/``aux``; a key that is no identifier gets ``output_`` before it); ``logits``,
-    ``output1``, ... for a tuple or list."""
+    ``out``/``aux``; a key that is no identifier, or is the input's name ``input``, gets ``output_``
+    before it); ``logits``, ``output1``, ... for a tuple or list."""
     if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
-        return [str(k) if str(k).isidentifier() else f"output_{k}" for k in probe]
+        # (a key named as the graph's input would rename the input: "input.3")
+        return [str(k) if str(k).isidentifier() and str(k) != INPUT_NAME else f"output_{k}" for k in probe]
     from edgeslim.channels.graph import flat_tensors
 
     n = len(flat_tensors(probe))
     return [OUTPUT_NAME] + [f"output{i}" for i in range(1, n)]
 
 
-def _static_output_dims(proto: Any, shapes: list[tuple[int, ...]]) -> None:
-    """Write each graph output's sizes as the probe measured them, the batch axis symbolic (shape
-    inference through a Resize left symbols such as ``Resizelogits_dim_2`` for all of them)."""
-    for out, shape in zip(proto.graph.output, shapes):
+def _batch_axes(model: nn.Module, x: torch.Tensor, probe: Any) -> list[tuple[int, ...]]:
+    """Each output tensor's axes that follow the batch: those whose size differs between the probe and
+    a run at one image more (a transposed [classes, N] output's axis 1); axis 0 of each where the model
+    does not run at that batch or returns other outputs there."""
+    import torch
+
+    from edgeslim.channels.graph import flat_tensors
+
+    shapes = [tuple(t.shape) for t in flat_tensors(probe)]
+    first = [(0,) if s else () for s in shapes]
+    try:
+        with torch.no_grad():
+            other = [tuple(t.shape) for t in flat_tensors(model(torch.zeros((len(x) + 1, *x.shape[1:]))))]
+    except Exception:  # noqa: BLE001 - (the check at another batch says what fails)
+        return first
+    if [len(s) for s in other] != [len(s) for s in shapes]:
+        return first
+    return [tuple(i for i, (a, b) in enumerate(zip(s, o)) if a != b) for s, o in zip(shapes, other)]
+
+
+def _static_output_dims(
+    proto: Any, shapes: list[tuple[int, ...]], batch_axes: list[tuple[int, ...]] | None = None
+) -> None:
+    """Write each graph output's sizes as the probe measured them, the axes that follow the batch
+    (``batch_axes``, default axis 0) symbolic (shape inference through a Resize left symbols such as
+    ``Resizelogits_dim_2`` for all of them)."""
+    follow = batch_axes or [(0,)] * len(shapes)
+    for out, shape, axes in zip(proto.graph.output, shapes, follow):
         dims = out.type.tensor_type.shape.dim
         if len(dims) != len(shape) or not shape:
             continue
         for i, (d, n) in enumerate(zip(dims, shape)):
-            if i == 0:
+            if i in axes:
                 d.dim_param = "batch"
             else:
                 d.dim_value = int(n)
@@ -503,11 +541,12 @@ def _export_onnx(
         )
     if on_accepted is not None:
         on_accepted()
+    batch_axes = _batch_axes(model, x, probe) if dynamic_batch else None
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             names = yolo.export_output_names(probe) if ultralytics else output_names(probe)
-            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names)
+            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names, batch_axes)
         proto = onnx.load(str(raw))
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if got_opset != opset:
@@ -525,7 +564,7 @@ def _export_onnx(
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
     if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
-        _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)])
+        _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)], batch_axes)
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
     mean = std = None
