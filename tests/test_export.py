@@ -434,20 +434,22 @@ def test_a_model_that_amplifies_float32_rounding_is_judged_against_float64(tmp_p
     )
     assert not bad.passed and bad.float64_onnx_error > 10 * bad.float64_torch_error
     # and a refusal says which file was not written and how to skip the check (a forward that
-    # draws noise: ONNX Runtime draws other numbers, in float64 as in float32)
+    # branches on the input's values: the trace keeps the example's path; a forward that draws noise
+    # is told that it does, test_a_dynamic_batch_check_names_a_model_that_depends_on_the_batch_or_draws)
 
-    class Noisy(nn.Module):
+    class Branchy(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.inner = model
 
         def forward(self, x):
-            return self.inner(x) + torch.rand(x.shape[0], 10)
+            y = self.inner(x)
+            return y + 1.0 if x.mean() > 0 else y
 
     with pytest.raises(
         EdgeslimError, match=r"b.onnx was not written .*validate=False skips the check"
     ) as info:
-        export_onnx(Noisy(), tmp_path / "b.onnx", (3, 16, 16))
+        export_onnx(Branchy(), tmp_path / "b.onnx", (3, 16, 16))
     # the refusal names the layer that amplifies rounding (a trial's EfficientNet had one)
     assert "inner.4 multiplies its input by up to 9,487 (its running variance is near zero)" in str(
         info.value
@@ -835,3 +837,293 @@ def test_the_class_names_a_model_records_order_the_labels_of_its_check(tmp_path,
     ) as e:
         real_inputs((3, 8, 8), data="imagefolder", data_dir=str(renamed), meta=meta, n=6)
     assert e.value.params == ("data_dir",) and "\n" not in str(e.value)
+
+
+class _InPlace(nn.Module):
+    """Divides its input in place, as YOLO-style code does with ``x /= 255``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x /= 4.0
+        return self.fc(torch.relu(self.c(x)).mean((2, 3)))
+
+
+def _photo_folder(root, n: int = 24, size: int = 16):
+    """``n`` random-noise PNGs (the ``images`` data set)."""
+    from PIL import Image
+
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_a_forward_that_changes_its_input_in_place_is_checked_on_the_images_as_read(tmp_path, capsys):
+    """The export review (finding 1): the ORT-vs-PyTorch check handed the model slices of the check images
+    themselves; ``x /= 4`` in the forward overwrote them, so a dynamic-batch export's one-image re-run read
+    changed images (a right export refused) and the INT8 check ran on images divided once more (reported
+    top-1 100% / max diff 8e-4 where it is 96.9% / 0.110 on the images as read)."""
+    batch = random_inputs((3, 16, 16), n=8)
+    before = batch.x.clone()
+    res = export_onnx(_InPlace().eval(), tmp_path / "d.onnx", (3, 16, 16), dynamic_batch=True, inputs=batch)
+    assert res.validation.passed and torch.equal(batch.x, before)
+    photos = _photo_folder(tmp_path / "photos")
+    torch.save(_InPlace(), tmp_path / "m.pt")
+    assert main(["export", str(tmp_path / "m.pt"), "--trust-pickle", "--input-shape", "3,16,16", "--onnx",
+                 str(tmp_path / "q.onnx"), "--precision", "int8", "--data", "images", "--data-dir", str(photos),
+                 "--calib-images", "16", "--n-validate", "8", "--json"]) == 0  # fmt: skip
+    reported = json.loads(capsys.readouterr().out)["ort_int8"]
+    x = real_inputs((3, 16, 16), data="images", data_dir=str(photos), meta={}, n=24).x[:8]
+    f, q = (
+        np.concatenate([_ort(tmp_path / name, x[i : i + 1]) for i in range(8)])
+        for name in ("q.onnx", "q.int8.onnx")
+    )
+    assert reported["max_abs_diff"] == pytest.approx(float(np.abs(f - q).max()), rel=1e-5)
+
+
+class _WithScalar(nn.Module):
+    """Returns its logits and their sum, a 0-d tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.fc(torch.relu(self.c(x)).mean((2, 3)))
+        return logits, logits.sum()
+
+
+@pytest.mark.parametrize(("dynamic", "n"), [(False, 6), (True, 8), (True, 70)])
+def test_a_zero_dimensional_output_is_checked_per_chunk(tmp_path, dynamic, n):
+    """The export review (finding 2): ``return logits, logits.sum()`` died with "zero-dimensional arrays
+    cannot be concatenated" (exit 1): the check joined each chunk's outputs by rows. A 0-d output is
+    compared one value a chunk (PyTorch and a dynamic-batch ONNX run the same chunks of 64)."""
+    x = torch.randn(n, 3, 8, 8)
+    res = export_onnx(
+        _WithScalar().eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=dynamic, batch=2, inputs=x
+    )
+    assert (
+        res.validation.passed and res.validation.n == n - n % 2 and res.output_names == ["logits", "output1"]
+    )
+
+
+class _Fft(nn.Module):
+    """torch.fft.rfft2, which the TorchScript exporter translates at no opset (the dynamo one does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.fft.irfft2(torch.fft.rfft2(self.c(x)) * 0.5, s=x.shape[-2:])
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_operator_the_torchscript_exporter_lacks_falls_back_to_dynamo(tmp_path):
+    """The export review (finding 3): with exporter auto, torch.fft.rfft2 raised "try a higher opset:
+    opset 17 cannot express operator aten::fft_rfft2" (at opset 23 too, above the TorchScript exporter's
+    20) instead of falling back to the dynamo exporter, which exports it right."""
+    res = export_onnx(_Fft().eval(), tmp_path / "f.onnx", (3, 8, 8))
+    assert res.exporter == "dynamo" and res.validation.passed
+    with pytest.raises(EdgeslimError, match=r"cannot express operator aten::fft_rfft2 at any opset up to 20; use "
+                                            r"exporter dynamo") as e:  # fmt: skip
+        export_onnx(_Fft().eval(), tmp_path / "t.onnx", (3, 8, 8), exporter="torchscript")
+    assert e.value.params == ("exporter",) and "higher" not in str(e.value)
+
+
+@pytest.mark.parametrize("style", ["onnxruntime", "tensorrt"])
+def test_an_int8_file_records_its_own_check(tmp_path, style):
+    """The export review (finding 4): the INT8 files carried the FP32 file's ``validation`` metadata
+    (max_abs_diff 1e-6, top-1 1.0: its check against PyTorch), the quantizer copying metadata_props;
+    they record the INT8 check against the FP32 ONNX now."""
+    from edgeslim.export.qdq import quantize_qdq
+
+    x = torch.randn(24, 3, 8, 8)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
+    export_onnx(model.eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, inputs=x[:8])
+    q = quantize_qdq(
+        tmp_path / "m.onnx", tmp_path / "m.int8.onnx", x[8:].numpy(), check=x[:8].numpy(), style=style
+    )
+    md = read_metadata(q.path)
+    check = json.loads(md["validation"])
+    assert check["compared_with"] == "the FP32 ONNX in ONNX Runtime" and check["check_images"] == 8
+    assert check["max_abs_diff"] == q.max_abs_diff > 1e-4 and check["top1_agreement"] == q.top1_agreement
+    assert md["opset"] == read_metadata(tmp_path / "m.onnx")["opset"]  # (the rest as the FP32 file's)
+
+
+def test_a_refused_int8_export_leaves_no_file_it_made(tmp_path, capsys):
+    """The export review (finding 5): INT8 of a model with nothing to quantize exited 2 but left the FP32
+    .onnx written, so the same command was then refused ("already exists"). A refusal removes the files
+    of the set that were not there before; a stop (Ctrl-C) leaves them complete, as documented."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    photos = _photo_folder(tmp_path / "photos")
+    torch.save(nn.Identity(), tmp_path / "m.pt")
+    args = ["export", str(tmp_path / "m.pt"), "--trust-pickle", "--input-shape", "3,16,16", "--onnx",
+            str(tmp_path / "out" / "m.onnx"), "--precision", "int8", "--data", "images", "--data-dir", str(photos),
+            "--calib-images", "8", "--n-validate", "8"]  # fmt: skip
+    for _ in range(2):  # (the second run is refused as the first: nothing was left behind)
+        assert main(args) == 2
+        assert "nothing to quantize" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+    assert main([*args, "--json"]) == 2 and "export it without --precision int8" in capsys.readouterr().err
+    new, earlier = tmp_path / "n.onnx", tmp_path / "e.onnx"
+    earlier.write_text("earlier")
+    for stop, kept in ((EdgeslimError("refused"), False), (KeyboardInterrupt(), True)):
+        with pytest.raises(type(stop)), writing([new, earlier]):
+            atomic_write_text(new, "new")
+            raise stop
+        assert new.exists() == kept and earlier.read_text() == "earlier"
+
+
+class _TwoIn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.c(x + y).mean((2, 3))
+
+
+def test_a_model_of_two_inputs_is_told_export_feeds_one(tmp_path):
+    """The export review (finding 6): a forward(x, y) got "the model does not accept input 1x3x16x16
+    (forward() missing 1 required positional argument 'y'); check input_shape", and with dynamic_batch
+    the message showed batch 1 though the probe ran at batch 2."""
+    with pytest.raises(
+        EdgeslimError, match=r"forward takes more than one input .*one image tensor \(2x3x8x8\)"
+    ):
+        export_onnx(_TwoIn(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True)
+    with pytest.raises(EdgeslimError, match=r"does not accept input 2x3x8x8 .*check input_shape"):
+        export_onnx(
+            create_model("vgg-small", in_channels=1), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True
+        )
+
+
+class _BatchStats(nn.Module):
+    """BatchNorm on the batch's statistics (track_running_stats=False): each image's output depends on
+    the others of its batch; ``frozen``: instead centred on the batch's mean, plus the batch size taken
+    as a Python number (which the trace keeps at the traced batch)."""
+
+    def __init__(self, frozen: bool = False, drop: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.frozen, self.drop = frozen, drop
+        self.c, self.bn, self.fc = (
+            nn.Conv2d(3, 8, 3),
+            nn.BatchNorm2d(8, track_running_stats=False),
+            nn.Linear(8, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen:
+            y = self.c(x).mean((2, 3))
+            return self.fc(y - y.mean(0, keepdim=True)) + int(x.shape[0])
+        y = torch.relu(self.bn(self.c(x))).mean((2, 3))
+        if self.drop:  # (dropout forced on: random at inference)
+            return self.fc(nn.functional.dropout(y, 0.5, training=True))
+        return self.fc(y)
+
+
+def test_a_dynamic_batch_check_names_a_model_that_depends_on_the_batch_or_draws(tmp_path):
+    """The export review (finding 7): with dynamic_batch, a model whose output depends on the whole batch
+    (BatchNorm2d(track_running_stats=False)) was refused as one that "turns its input's batch into a
+    number", though its ONNX graph gives PyTorch's result at one image too; a dropout forced on failed
+    with "try opset 18, exporter dynamo, or simplify=False" though the check had found that PyTorch
+    itself gives another result on each run."""
+    x = torch.randn(8, 3, 8, 8)
+    res = export_onnx(_BatchStats().eval(), tmp_path / "b.onnx", (3, 8, 8), dynamic_batch=True, inputs=x)
+    assert res.validation.passed
+    with pytest.raises(EdgeslimError, match=r"output depends on the other images of the batch.*fixed batch"):
+        export_onnx(
+            _BatchStats(frozen=True).eval(),
+            tmp_path / "f.onnx",
+            (3, 8, 8),
+            dynamic_batch=True,
+            batch=8,
+            inputs=x,
+        )
+    with pytest.raises(EdgeslimError, match=r"the forward draws random numbers") as e:
+        export_onnx(_BatchStats(drop=True).eval(), tmp_path / "d.onnx", (3, 8, 8), inputs=x)
+    assert "opset" not in str(e.value) and not (tmp_path / "d.onnx").exists()
+
+
+class _Inv(nn.Module):
+    """torch.linalg.inv, which neither exporter translates; ``none``: a forward that returns None."""
+
+    def __init__(self, none: bool = False) -> None:
+        super().__init__()
+        self.none, self.fc = none, nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        p = x.mean((2, 3))
+        return None if self.none else p @ torch.linalg.inv(torch.eye(3) + self.fc.weight * 0.01)
+
+
+def test_an_export_failure_names_its_cause(tmp_path):
+    """The export review (finding 10): a dynamo failure's line kept only "Failed to convert the exported
+    program to an ONNX model. This is step 3/3 ... Next steps:", and a forward returning None was
+    reported as "Target opset version 17 is not supported"."""
+    with pytest.raises(EdgeslimError, match=r"dynamo exporter: No ONNX function found for .*linalg_inv") as e:
+        export_onnx(_Inv(), tmp_path / "i.onnx", (3, 8, 8))
+    assert "step 3/3" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(EdgeslimError, match=r"the model returned no tensor \(its forward returned None\)"):
+        export_onnx(_Inv(none=True), tmp_path / "n.onnx", (3, 8, 8))
+
+
+def test_the_int8_check_compares_a_softmax_as_the_fp32_check_and_says_inf_alike(tmp_path):
+    """The export review (finding 9): INT8's max_abs_diff of a softmax model was of raw probabilities
+    while the FP32 check compares log-probabilities; and an infinite difference showed "inf" in the
+    table but null in --json: both say "inf" now."""
+    from edgeslim.export.qdq import quantize_qdq
+    from edgeslim.export.validate import InputBatch, compare
+    from edgeslim.utils.io import to_jsonable
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 50),
+                          nn.Softmax(1)).eval()  # fmt: skip
+    x = torch.randn(24, 3, 8, 8)
+    export_onnx(model, tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, inputs=x[:8])
+    q = quantize_qdq(
+        tmp_path / "m.onnx", tmp_path / "q.onnx", x[8:].numpy(), check=x[:8].numpy(), style="onnxruntime"
+    )
+    f, i = (_ort(tmp_path / n, x[:8]) for n in ("m.onnx", "q.onnx"))
+    assert q.compared == "log-probabilities"
+    assert q.max_abs_diff == pytest.approx(float(np.abs(np.log(f) - np.log(i)).max()), rel=1e-6)
+    batch = InputBatch(x=torch.zeros(2, 1, 2, 2), labels=None, source="random normal (seed 0)", real=False)
+    ref = np.zeros((2, 3), np.float32)
+    rep = compare(ref, np.where(ref == 0, np.float32(np.inf), ref), batch)
+    assert to_jsonable(rep.to_dict())["max_abs_diff"] == "inf" and "max|diff| inf" in rep.summary()
+
+
+class _Transposed(nn.Module):
+    """Returns its logits transposed, [classes, N], and a dict key named as the graph's input."""
+
+    def __init__(self, keyed: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.keyed, self.c, self.fc = keyed, nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        logits = self.fc(self.c(x).mean((2, 3)))
+        return {"input": x * 2, "logits": logits} if self.keyed else logits.t()
+
+
+def test_a_dynamic_batch_marks_the_axes_that_follow_the_batch(tmp_path):
+    """The export review (finding 8): with dynamic_batch an output whose batch is not axis 0 (logits.t(),
+    [10, N]) was declared [batch, 2] (ONNX Runtime warned on every run), and an output dict key named
+    "input" renamed the graph's input to "input.3"."""
+    res = export_onnx(_Transposed().eval(), tmp_path / "t.onnx", (3, 8, 8), dynamic_batch=True)
+    out = onnx.load(str(res.path)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in out] == [4, "batch"] and res.validation.passed
+    res = export_onnx(_Transposed(keyed=True).eval(), tmp_path / "k.onnx", (3, 8, 8), dynamic_batch=True)
+    assert res.input_name == "input" and res.output_names == ["output_input", "logits"]

@@ -133,7 +133,7 @@ def export(**kw: Any) -> None:
             rows.append(
                 [
                     name,
-                    f"max|diff| {rep['max_abs_diff']:.3g}"
+                    f"max|diff| {_num(rep['max_abs_diff'])}"
                     + (f" of the {rep['compared']}" if rep.get("compared", "outputs") != "outputs" else "")
                     + f" (bound {rep.get('tolerance') or rep['atol']:.3g}"
                     + (
@@ -152,8 +152,9 @@ def export(**kw: Any) -> None:
             top1 = (
                 "" if q["top1_agreement"] is None else f"top-1 agreement {100 * q['top1_agreement']:.2f}%, "
             )
+            of = f" of the {q['compared']}" if q.get("compared", "outputs") != "outputs" else ""
             rows.append([name, f"calibrated on {q['calib_images']} images; {top1}max|diff| "
-                         f"{q['max_abs_diff']:.3g} on {q['check_images']} held-out images"
+                         f"{_num(q['max_abs_diff'])}{of} on {q['check_images']} held-out images"
                          + (f", accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f}"
                             if q.get("accuracy_int8") is not None else "")])  # fmt: skip
     for key, label in (("qdq", "INT8 Q/DQ ONNX (TensorRT)"), ("calib_data", "calibration images"),
@@ -223,3 +224,8 @@ def export(**kw: Any) -> None:
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "
                   f"--layer-table T.json --batch {req.batch} --width-models {files}", soft_wrap=True)  # fmt: skip
+
+
+def _num(v: float | str) -> str:
+    """A report's number as the table shows it (an infinite one is the word ``inf`` already)."""
+    return v if isinstance(v, str) else f"{v:.3g}"

@@ -102,28 +102,56 @@ def check_opset(opset: int) -> int:
     return int(opset)
 
 
-def _unsupported_op_error(exc: Exception, opset: int) -> EdgeslimError | None:
-    """Turn an exporter 'operator not supported at opset N' error into one actionable line."""
+def _torchscript_max_opset() -> int:
+    """The highest opset the TorchScript exporter translates to (20 in torch 2.15)."""
+    from torch.onnx import _constants
+
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", DEFAULT_OPSET))
+
+
+def _unsupported_op(exc: Exception) -> tuple[str, int | None] | None:
+    """The operator of an exporter's 'operator not supported at opset N' error and the opset that
+    added its translation (None: the exporter has none at any opset); None for another error."""
     text = str(exc)
     m = re.search(r"operator '([^']+)' to ONNX opset version (\d+) is not supported", text)
     if not m:
         return None
-    op = m.group(1)
     added = re.search(r"added in version (\d+)", text)
-    hint = f"use opset {added.group(1)} or higher" if added else "try a higher opset"
+    return m.group(1), int(added.group(1)) if added else None
+
+
+def _unsupported_op_error(exc: Exception, opset: int, top: int) -> EdgeslimError | None:
+    """An operator that a higher opset (``<= top``, the exporter's highest) expresses, as one
+    actionable line; None for another error, or an operator the exporter lacks at every opset."""
+    found = _unsupported_op(exc)
+    if found is None or found[1] is None or found[1] > top:
+        return None
     return EdgeslimError(
-        f"{hint}: opset {opset} cannot express operator {op} used by the model", param="opset"
+        f"use opset {found[1]} or higher: opset {opset} cannot express operator {found[0]} used by the model",
+        param="opset",
     )
 
 
 def _export_torchscript(
-    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    f: Path,
+    opset: int,
+    dynamic: bool,
+    outputs: list[str] | None = None,
+    batch_axes: list[tuple[int, ...]] | None = None,
 ) -> list[str]:
-    """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`)."""
+    """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`).
+    ``batch_axes``: each output's axes that follow the batch (:func:`_batch_axes`; default axis 0)."""
     import torch
 
     outputs = outputs or [OUTPUT_NAME]
-    axes = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}} if dynamic else None
+    follow = batch_axes or [(0,)] * len(outputs)
+    axes = (
+        {INPUT_NAME: {0: "batch"}, **{o: {i: "batch" for i in a} for o, a in zip(outputs, follow)}}
+        if dynamic
+        else None
+    )
     with warnings.catch_warnings(record=True) as seen:
         # The TorchScript exporter warns that it is deprecated on every call; we chose it on purpose.
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -235,6 +263,7 @@ def _run_exporter(
     exporter: str,
     notes: list[str],
     outputs: list[str] | None = None,
+    batch_axes: list[tuple[int, ...]] | None = None,
 ) -> str:
     """Export with the chosen exporter; ``auto`` falls back to dynamo. Returns the one used."""
     import torch
@@ -245,12 +274,24 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            notes += _export_torchscript(model, x, f, opset, dynamic, outputs)
+            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs, batch_axes)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
-            err = _unsupported_op_error(exc, opset)
+            err = _unsupported_op_error(exc, opset, _torchscript_max_opset())
             if err is not None:
                 raise err from exc
+            lacked = _unsupported_op(exc)
+            if lacked is not None and (exporter == "torchscript" or scripted):  # (at every opset it has)
+                how = (
+                    "a TorchScript module exports with it only: export the model's nn.Module with exporter dynamo"
+                    if scripted
+                    else "use exporter dynamo"
+                )
+                raise EdgeslimError(
+                    f"TorchScript's ONNX export cannot express operator {lacked[0]} at any opset up to "
+                    f"{_torchscript_max_opset()}; {how}, which translates more operators",
+                    param="exporter",
+                ) from exc
             if exporter == "torchscript" or scripted:
                 raise EdgeslimError(
                     f"TorchScript ONNX export failed: {first_line(exc)}; "
@@ -263,15 +304,26 @@ def _run_exporter(
             )
             log.info(notes[-1])
     try:
-        _export_dynamo(model, x, f, opset, dynamic, outputs)
+        _export_dynamo(model, x.clone(), f, opset, dynamic, outputs)
     except Exception as exc:  # noqa: BLE001
-        err = _unsupported_op_error(exc, opset)
+        import onnx
+
+        err = _unsupported_op_error(exc, opset, onnx.defs.onnx_opset_version())
         if err is not None:
             raise err from exc
-        why = first_line(exc)
+        why = _root_cause(exc)
         before = f" (TorchScript: {first_line(first_error)[:200]})" if first_error else ""
         raise EdgeslimError(f"ONNX export failed with the dynamo exporter: {why[:300]}{before}") from exc
     return "dynamo"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the error at the bottom of ``exc``'s chain of causes (the dynamo exporter's
+    own says only "Failed to convert the exported program ... Next steps:"), without terminal colours."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))
 
 
 def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelProto, str | None]:
@@ -308,25 +360,50 @@ def _count_params(model: onnx.ModelProto) -> int:
 
 def output_names(probe: Any) -> list[str]:
     """ONNX output names for a model's result: ``logits`` for one tensor; a dict's keys (torchvision's
-    ``out``/``aux``; a key that is no identifier gets ``output_`` before it); ``logits``,
-    ``output1``, ... for a tuple or list."""
+    ``out``/``aux``; a key that is no identifier, or is the input's name ``input``, gets ``output_``
+    before it); ``logits``, ``output1``, ... for a tuple or list."""
     if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
-        return [str(k) if str(k).isidentifier() else f"output_{k}" for k in probe]
+        # (a key named as the graph's input would rename the input: "input.3")
+        return [str(k) if str(k).isidentifier() and str(k) != INPUT_NAME else f"output_{k}" for k in probe]
     from edgeslim.channels.graph import flat_tensors
 
     n = len(flat_tensors(probe))
     return [OUTPUT_NAME] + [f"output{i}" for i in range(1, n)]
 
 
-def _static_output_dims(proto: Any, shapes: list[tuple[int, ...]]) -> None:
-    """Write each graph output's sizes as the probe measured them, the batch axis symbolic (shape
-    inference through a Resize left symbols such as ``Resizelogits_dim_2`` for all of them)."""
-    for out, shape in zip(proto.graph.output, shapes):
+def _batch_axes(model: nn.Module, x: torch.Tensor, probe: Any) -> list[tuple[int, ...]]:
+    """Each output tensor's axes that follow the batch: those whose size differs between the probe and
+    a run at one image more (a transposed [classes, N] output's axis 1); axis 0 of each where the model
+    does not run at that batch or returns other outputs there."""
+    import torch
+
+    from edgeslim.channels.graph import flat_tensors
+
+    shapes = [tuple(t.shape) for t in flat_tensors(probe)]
+    first = [(0,) if s else () for s in shapes]
+    try:
+        with torch.no_grad():
+            other = [tuple(t.shape) for t in flat_tensors(model(torch.zeros((len(x) + 1, *x.shape[1:]))))]
+    except Exception:  # noqa: BLE001 - (the check at another batch says what fails)
+        return first
+    if [len(s) for s in other] != [len(s) for s in shapes]:
+        return first
+    return [tuple(i for i, (a, b) in enumerate(zip(s, o)) if a != b) for s, o in zip(shapes, other)]
+
+
+def _static_output_dims(
+    proto: Any, shapes: list[tuple[int, ...]], batch_axes: list[tuple[int, ...]] | None = None
+) -> None:
+    """Write each graph output's sizes as the probe measured them, the axes that follow the batch
+    (``batch_axes``, default axis 0) symbolic (shape inference through a Resize left symbols such as
+    ``Resizelogits_dim_2`` for all of them)."""
+    follow = batch_axes or [(0,)] * len(shapes)
+    for out, shape, axes in zip(proto.graph.output, shapes, follow):
         dims = out.type.tensor_type.shape.dim
         if len(dims) != len(shape) or not shape:
             continue
         for i, (d, n) in enumerate(zip(dims, shape)):
-            if i == 0:
+            if i in axes:
                 d.dim_param = "batch"
             else:
                 d.dim_value = int(n)
@@ -440,22 +517,36 @@ def _export_onnx(
     x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
     with torch.no_grad():
         try:
-            probe = model(x)
+            probe = model(x.clone())  # (a forward that changes its input in place leaves x as it was)
         except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
             raise
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
+            given = "x".join(map(str, x.shape))  # (a dynamic batch is probed at 2 at least)
+            if isinstance(exc, TypeError) and "required positional argument" in str(exc):
+                raise EdgeslimError(
+                    f"the model's forward takes more than one input ({first_line(exc)[:160]}) and export feeds "
+                    f"it one image tensor ({given}); export a module whose forward(x) takes that one tensor "
+                    "(a wrapper that makes the other inputs)"
+                ) from exc
             raise EdgeslimError(
-                f"the model does not accept input {batch}x{c}x{h}x{w} "
-                f"({first_line(exc)[:160]}); check input_shape",
+                f"the model does not accept input {given} ({first_line(exc)[:160]}); check input_shape",
                 param="input_shape",
             ) from exc
+    from edgeslim.channels.graph import flat_tensors
+
+    if not flat_tensors(probe):  # (the exporters fail on it with unrelated words: "Target opset 17 ...")
+        raise EdgeslimError(
+            f"the model returned no tensor (its forward returned {'None' if probe is None else type(probe).__name__}); export needs a forward "
+            "that returns its outputs: a tensor, or a tuple, list or dict of tensors"
+        )
     if on_accepted is not None:
         on_accepted()
+    batch_axes = _batch_axes(model, x, probe) if dynamic_batch else None
     with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             names = yolo.export_output_names(probe) if ultralytics else output_names(probe)
-            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names)
+            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names, batch_axes)
         proto = onnx.load(str(raw))
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if got_opset != opset:
@@ -473,9 +564,7 @@ def _export_onnx(
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
     if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
-        from edgeslim.channels.graph import flat_tensors
-
-        _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)])
+        _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)], batch_axes)
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
     mean = std = None
@@ -500,6 +589,14 @@ def _export_onnx(
             frozen = [n for n in notes if n.startswith((TRACE_BRANCH, TRACE_VALUES))]
             if frozen and not why:  # inputs that took another path than the example's
                 why = "; possible cause: " + "; ".join(frozen)
+            if report.random_forward:  # (no exporter or opset matches a forward that draws)
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "
+                    "for the same inputs on each run: the forward draws random numbers (e.g. F.dropout(x, "
+                    f"training=True), a dropout left on in eval mode); make it deterministic in eval mode; {path} "
+                    "was not written",
+                    reason=f"{report.summary()}; the model's forward draws random numbers",
+                )
             raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {path} was not written "
                 "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",

@@ -27,7 +27,7 @@ import numpy as np
 
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
-from edgeslim.utils.io import atomic_path, check_output_path
+from edgeslim.utils.io import atomic_path, check_output_path, nonfinite_as_words
 from edgeslim.utils.scores import abs_differences, top1_accuracy, top1_agreement
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,12 @@ class QdqResult:
     #: output channels (axis 1, of every output) that vary in FP32 but not in INT8: values of another range
     #: share their scale (a detector's scores concatenated with its box coordinates round to one value)
     flat_channels: int | None = None
+    #: what max_abs_diff is of, as in the FP32 check: the ``outputs``, or a softmax's ``log-probabilities``
+    compared: str = "outputs"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (as the table says it)."""
+        d = nonfinite_as_words(asdict(self))
         d["path"] = str(self.path)
         return d
 
@@ -156,7 +159,7 @@ def quantize_qdq(
     q = require("onnxruntime.quantization", "for INT8 Q/DQ quantization")
     import onnx
 
-    from edgeslim.export.validate import ort_session, run_ort_all
+    from edgeslim.export.validate import compared_values, ort_session, run_ort_all
     from edgeslim.utils.onnx_graph import output_tail
 
     if style not in STYLES:
@@ -197,36 +200,64 @@ def quantize_qdq(
             )  # fmt: skip
         log.debug("quantizer output: %s", sink.getvalue())
         qm = onnx.load(str(tmp))
-        if _float_outputs(qm):  # the graph's outputs themselves stay float (logits on 256 levels tie)
-            onnx.save(qm, str(tmp))
+        _float_outputs(qm)  # the graph's outputs themselves stay float (logits on 256 levels tie)
         n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
         if n_q == 0:
-            raise EdgeslimError(f"ONNX Runtime inserted no Q/DQ nodes into {src}; nothing to quantize")
+            raise EdgeslimError(
+                f"ONNX Runtime inserted no Q/DQ nodes into {src.name}: the model has nothing to quantize; "
+                "export it without precision int8",
+                param="precision",
+            )
         k = len(x) // check_step * check_step
         refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
         gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
-    ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
-    flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
-    agree = top1_agreement(ref, got)
-    acc = [None, None]
-    if labels is not None and ref.ndim == 2:
-        lab = np.asarray(labels)[:k]
-        acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
-    return QdqResult(
-        out,
-        method,
-        reader.images,
-        n_q,
-        agree,
-        max(
-            float(abs_differences(r.astype(np.float64), g.astype(np.float64)).max()) if r.size else 0.0
-            for r, g in zip(refs, gots, strict=True)
-        ),
-        int(k),
-        *acc,
-        style=style,
-        flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
-    )
+        ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
+        flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
+        acc = [None, None]
+        if labels is not None and ref.ndim == 2:
+            lab = np.asarray(labels)[:k]
+            acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
+        diffs = []  # (each output compared as the FP32 check compares it: a softmax as log-probabilities)
+        for r, g in zip(refs, gots, strict=True):
+            rc, gc, space = compared_values(r, g)
+            diffs.append(
+                (
+                    float(abs_differences(rc.astype(np.float64), gc.astype(np.float64)).max())
+                    if r.size
+                    else 0.0,
+                    space,
+                )
+            )
+        worst = max(diffs, key=lambda d: d[0])
+        result = QdqResult(
+            out,
+            method,
+            reader.images,
+            n_q,
+            top1_agreement(ref, got),
+            worst[0],
+            int(k),
+            *acc,
+            style=style,
+            flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
+            compared=worst[1],
+        )
+        _stamp_validation(qm, result)
+        onnx.save(qm, str(tmp))
+    return result
+
+
+def _stamp_validation(model: Any, result: QdqResult) -> None:
+    """Replace the ``validation`` metadata the quantizer copied from the FP32 file (its check against
+    PyTorch) with this INT8 check against the FP32 ONNX."""
+    import json
+
+    props = {p.key: p.value for p in model.metadata_props}
+    check = {k: v for k, v in result.to_dict().items() if k != "path"}
+    props["validation"] = json.dumps({"compared_with": "the FP32 ONNX in ONNX Runtime", **check})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def flat_channels(ref: np.ndarray, got: np.ndarray) -> int | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeslim.errors import EdgeslimError, first_line, require
+from edgeslim.utils.io import nonfinite_as_words
 from edgeslim.utils.scores import (
     abs_differences,
     classifier_logits,
@@ -35,6 +36,8 @@ FP32_RTOL = 1e-5
 #: of very large logits (a network run at another resolution than it was trained at reached 7e5 with
 #: a correct export off by 3e-5 of that) is not an export error when every prediction is the same
 AGREEING_LOGITS_RTOL = 1e-4
+#: images a check runs at once (PyTorch and a dynamic-batch ONNX alike: a 0-d output is one value a chunk)
+CHECK_CHUNK = 64
 
 
 @dataclass
@@ -92,9 +95,14 @@ class ValidationReport:
     float64_bound: float | None = None
     #: what the differences are of: the ``outputs``, or a softmax's ``log-probabilities``
     compared: str = "outputs"
+    #: PyTorch gave another result for the same inputs on a second run: the forward draws random
+    #: numbers (a dropout left on), which no export reproduces (set when a comparison failed)
+    random_forward: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (JSON has no number
+        for it: the table's word, not the null ``--json`` would write)."""
+        return nonfinite_as_words(asdict(self))
 
     def summary(self) -> str:
         agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
@@ -283,21 +291,32 @@ def ort_session(model_bytes: bytes, providers: list[str] | None = None, threads:
         raise EdgeslimError(f"ONNX Runtime cannot load the exported model: {first_line(exc)}") from exc
 
 
-def run_ort_all(sess, x: np.ndarray, batch: int | None = None) -> list[np.ndarray]:
-    """Every output of ``sess`` for ``x``, in the graph's order; in chunks of ``batch`` if the input
-    batch is static."""
+def join_chunks(parts: list[np.ndarray]) -> np.ndarray:
+    """One output of runs over consecutive chunks of the inputs: the chunks' rows one after the other;
+    a 0-d output (``logits.sum()``) one value a chunk, stacked; one chunk's as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    return np.stack(parts) if parts[0].ndim == 0 else np.concatenate(parts)
+
+
+def run_ort_all(
+    sess, x: np.ndarray, batch: int | None = None, *, chunk: int | None = None
+) -> list[np.ndarray]:
+    """Every output of ``sess`` for ``x``, in the graph's order (:func:`join_chunks`); in whole chunks
+    of ``batch`` if the input batch is static, else in chunks of ``chunk`` (all at once without)."""
     name = sess.get_inputs()[0].name
-    if batch is None:
-        return list(sess.run(None, {name: x}))
-    runs = [sess.run(None, {name: x[i : i + batch]}) for i in range(0, len(x) - batch + 1, batch)]
-    return [np.concatenate(parts) for parts in zip(*runs)]
+    step = max(1, batch or chunk or len(x))
+    stop = len(x) - step + 1 if batch else len(x)
+    runs = [sess.run(None, {name: x[i : i + step]}) for i in range(0, max(stop, 1), step)]
+    return [join_chunks(list(parts)) for parts in zip(*runs)]
 
 
 def torch_outputs(
-    model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = 64, *, double: bool = False
+    model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = CHECK_CHUNK, *, double: bool = False
 ) -> list[np.ndarray]:
     """Every output tensor of ``model`` on ``device`` (every tensor of a nested tuple, list or dict, in order) as float32 numpy, IEEE
-    fp32 on CUDA too (model is left where it was); ``double``: as float64."""
+    fp32 on CUDA too (model is left where it was); ``double``: as float64. The model runs on a copy of
+    each chunk: a forward that changes its input in place (``x /= 255``) leaves ``x`` as it was."""
     import torch
 
     from edgeslim.channels.graph import flat_tensors
@@ -306,9 +325,9 @@ def torch_outputs(
     runs = []
     with torch.inference_mode(), ieee_fp32():
         for i in range(0, len(x), chunk):
-            ys = flat_tensors(model(x[i : i + chunk].to(device)))
+            ys = flat_tensors(model(x[i : i + chunk].to(device, copy=True)))
             runs.append([(y.detach().double() if double else y.detach().float()).cpu().numpy() for y in ys])
-    return [np.concatenate(parts) for parts in zip(*runs)]
+    return [join_chunks(list(parts)) for parts in zip(*runs)]
 
 
 def compare(
@@ -331,10 +350,7 @@ def compare(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
     logits = classifier_logits(ref.shape)  # every top-1 must agree
-    # a softmax is compared as log-probabilities: 1,000 of them near 1e-3 would let a 10% error through an
-    # absolute bound (a YOLO user's trial of a -cls model)
-    space = "log-probabilities" if logits and _probabilities(ref) else "outputs"
-    ref_c, got_c = (_log_probabilities(ref), _log_probabilities(got)) if space != "outputs" else (ref, got)
+    ref_c, got_c, space = compared_values(ref, got)
     # (-inf in both is no difference)
     diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
     acc_t = acc_o = None
@@ -348,12 +364,21 @@ def compare(
     tolerance = atol + rtol * finite_abs_max(ref_c)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
-        source=batch.source, real_data=batch.real, n=int(len(ref)), provider=provider,
+        source=batch.source, real_data=batch.real, n=int(len(ref) if ref.ndim else len(batch.x)), provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
         compared=space,
     )  # fmt: skip
+
+
+def compared_values(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """``ref`` and ``got`` as a check compares them, and what they are: the ``outputs`` as they are,
+    or a classifier's softmax as ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10%
+    error through an absolute bound: a YOLO user's trial of a -cls model)."""
+    if classifier_logits(ref.shape) and _probabilities(ref):
+        return _log_probabilities(ref), _log_probabilities(got), "log-probabilities"
+    return ref, got, "outputs"
 
 
 def _log_probabilities(p: np.ndarray) -> np.ndarray:
@@ -390,7 +415,7 @@ def validate_onnx(
         batch = replace(batch, x=x, labels=labels)
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
-    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or 64)
+    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
     width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
     if batch.classes is not None and width is not None and width != batch.classes:
         raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
@@ -405,9 +430,11 @@ def validate_onnx(
         )
     reports = [compare(r, g, batch, reference_device=reference_device, atol=atol) for r, g in zip(ref, got)]
     if not all(r.passed for r in reports):
-        reports = _against_float64(model, x, ref, got, reports, batch, reference_device, static_batch or 64)
+        reports = _against_float64(
+            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK
+        )
     if static_batch is None and len(x) > 1 and all(r.passed for r in reports):  # a dynamic batch: another too
-        _same_at_one_image(sess, x.numpy()[:1].astype(np.float32), got, len(x))
+        _same_at_one_image(sess, model, x, got, ref, reference_device)
     # every output held to its own bound; the report: the first output's agreement, the worst margin
     worst = max(reports, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))
     first = reports[0]
@@ -419,6 +446,7 @@ def validate_onnx(
         passed=all(r.passed for r in reports), rtol=worst.rtol, tolerance=worst.tolerance,
         float64_torch_error=worst.float64_torch_error, float64_onnx_error=worst.float64_onnx_error,
         float64_bound=worst.float64_bound, compared=worst.compared,
+        random_forward=any(r.random_forward for r in reports),
     )  # fmt: skip
 
 
@@ -429,34 +457,64 @@ _FIXED_BATCH_HINT = (
 )
 
 
-def _run_checked(sess: Any, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
-    """:func:`run_ort_all`, a dynamic-batch graph that fails at this batch said in one line."""
+def _run_checked(sess: Any, x: np.ndarray, batch: int | None, chunk: int = CHECK_CHUNK) -> list[np.ndarray]:
+    """:func:`run_ort_all` (a dynamic batch in chunks of ``chunk``, as :func:`torch_outputs` runs
+    them), a dynamic-batch graph that fails at this batch said in one line."""
     try:
-        return run_ort_all(sess, x, batch)
+        return run_ort_all(sess, x, batch, chunk=chunk)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors
         if batch is not None:
             raise
         raise EdgeslimError(
-            f"the ONNX graph fails on a batch of {len(x)} ({first_line(exc)[:160]}); " + _FIXED_BATCH_HINT
+            f"the ONNX graph fails on a batch of {min(len(x), chunk)} ({first_line(exc)[:160]}); "
+            + _FIXED_BATCH_HINT
         ) from exc
 
 
-def _same_at_one_image(sess: Any, one: np.ndarray, got: list[np.ndarray], images: int) -> None:
-    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all (a
-    size taken from the traced batch passes at that batch and fails, or differs, at any other)."""
-    rows = _run_checked(sess, one, None)
-    for a, b in zip(rows, got):
-        if b.ndim == 0 or b.shape[0] != images or a.shape[:1] != (1,):
-            continue  # (an output that is not one row per image)
-        ref = b[:1].astype(np.float64)
-        bad = a.shape != ref.shape or float(abs_differences(a.astype(np.float64), ref).max()) > 1e-4 * (
-            1 + finite_abs_max(ref)
+def _same_at_one_image(
+    sess: Any, model: nn.Module, x: torch.Tensor, got: list[np.ndarray], ref: list[np.ndarray], device: str
+) -> None:
+    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all of
+    ``x`` (in chunks of :data:`CHECK_CHUNK`): a size taken from the traced batch passes at that batch
+    and fails, or differs, at any other. Where PyTorch itself gives another result for the image alone
+    (``ref``: its rows within the batch), the output depends on the other images of the batch
+    (BatchNorm on batch statistics): the graph alone is then held to PyTorch's result alone."""
+    images = len(x)
+    rows = _run_checked(sess, x.numpy()[:1].astype(np.float32), None)
+
+    def differ(a: np.ndarray, b: np.ndarray) -> bool:
+        b = b.astype(np.float64)
+        return a.shape != b.shape or float(abs_differences(a.astype(np.float64), b).max()) > 1e-4 * (
+            1 + finite_abs_max(b)
         )
-        if bad:
-            raise EdgeslimError(
-                f"the ONNX graph gives another result for an image alone than within a batch of {images}; "
-                + _FIXED_BATCH_HINT
-            )
+
+    per_row = [
+        i
+        for i, (a, b) in enumerate(zip(rows, got))
+        if b.ndim and b.shape[0] == images and a.shape[:1] == (1,)
+    ]  # (outputs of one row per image)
+    if not any(differ(rows[i], got[i][:1]) for i in per_row):
+        return
+    alone = torch_outputs(model, x[:1], device=device)
+    batch = min(images, CHECK_CHUNK)
+    if not any(differ(alone[i], ref[i][:1]) for i in per_row if alone[i].shape[:1] == (1,)):
+        raise EdgeslimError(
+            f"the ONNX graph gives another result for an image alone than within a batch of {batch}; "
+            + _FIXED_BATCH_HINT
+        )
+    if any(differ(rows[i], alone[i]) for i in per_row):
+        raise EdgeslimError(
+            f"the model's output depends on the other images of the batch (PyTorch itself gives another result "
+            f"for an image alone than within a batch of {batch}: batch statistics, e.g. a BatchNorm without "
+            "running statistics, or torch.unique over the batch), and the ONNX graph does not follow it at "
+            "another batch than the traced one (a size of the batch taken as a number, int(x.shape[0]), stays "
+            "the traced one); export with a fixed batch"
+        )
+    log.warning(
+        "the model's output depends on the other images of the batch (PyTorch gives another result for an "
+        "image alone than within a batch of %d); the ONNX graph follows it at both batches",
+        batch,
+    )
 
 
 #: a BatchNorm that multiplies its input by this much makes float32 rounding visible in its outputs
@@ -517,7 +575,7 @@ def _against_float64(
     except Exception:  # noqa: BLE001 - an op without a float64 kernel: the float32 verdict stands
         return reports
     if any(not np.array_equal(a, b) for a, b in zip(ref, again)):  # a forward that draws: no exact result
-        return reports
+        return [r if r.passed else dataclasses.replace(r, random_forward=True) for r in reports]
     out = []
     for r, a, b, e in zip(reports, ref, got, exact):
         if r.passed or a.shape != e.shape or not a.size:

@@ -129,7 +129,10 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
     the files are removed again where they hold no file; and with ``replace`` (an overwrite that was
     asked for), where it wrote some of the set, the earlier files of the set it did not replace yet are
     removed, so the set is never part this run's, part an earlier one's; where it wrote none, all stay
-    as they were. (A run killed outright keeps every file whole, new or earlier, as atomic writes do.)"""
+    as they were. A refusal or error (an ``Exception``) also removes the files of the set it made that
+    were not there before (an INT8 export refused after its FP32 file was written kept that file, and
+    the same command was then refused as "already exists"); a stop (Ctrl-C) leaves them complete. (A
+    run killed outright keeps every file whole, new or earlier, as atomic writes do.)"""
     targets = [Path(p) for p in dict.fromkeys(paths)]
 
     def stamp(p: Path) -> tuple[int, int, int] | None:
@@ -144,8 +147,8 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
         missing = [d for d in t.absolute().parents if not d.exists()]
         if missing and missing[-1] not in made:
             made.append(missing[-1])
-    before = {p: stamp(p) for p in targets} if replace else {}
     claims: list[tuple[Path, int]] = []
+    entered = False  # (every path claimed: the files made from here on are this run's)
 
     def release() -> None:
         for lock, fd in claims:
@@ -166,11 +169,20 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                 except OSError:  # (a folder that takes no new files, /proc: the write itself names the file)
                     continue
                 claims.append((lock, fd))
+        before = {p: stamp(p) for p in targets}
+        entered = True
         yield
-    except BaseException:
+    except BaseException as exc:
         release()
         now = {p: stamp(p) for p in targets}
-        if replace and any(now[p] is not None and now[p] != before[p] for p in targets):  # it wrote some
+        if entered and isinstance(exc, Exception):  # refused or failed: the files it made go
+            for p in targets:
+                if before[p] is None and now[p] is not None:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+                    now[p] = None
+        wrote = entered and any(now[p] is not None and now[p] != before[p] for p in targets)
+        if replace and wrote:  # it wrote some of the set
             for p in targets:
                 if before[p] is not None and now[p] == before[p]:  # an earlier file it did not replace
                     with contextlib.suppress(OSError):
@@ -232,6 +244,12 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def nonfinite_as_words(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with its infinite and NaN floats as the words ``inf``, ``-inf``, ``nan``: a report's number
+    said as the table says it (:func:`to_jsonable` would make it null, and ``json.dumps`` Infinity)."""
+    return {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -50,7 +50,7 @@ def abs_differences(a: Any, b: Any) -> Any:
     tensors): 0 where both hold the same value (the same infinity, NaN in both), infinity where a
     NaN or an infinity stands on one side only (a masked logit of -inf is not a difference to hide,
     nor one to call infinite)."""
-    d = abs(a - b)
+    d = abs(a - b)[...]  # (of 0-d numpy arrays: a 0-d array, where a - b is a numpy scalar)
     d[(a == b) | ((a != a) & (b != b))] = 0
     d[d != d] = math.inf
     return d
