@@ -137,13 +137,16 @@ def _say_left_aside(out_dir: Path) -> None:
     aside and could not delete or put back (it was killed outright): under the lock no run owns them
     (a review: each kill -9 of a forced run left another copy of the checkpoints, never mentioned)."""
     for folder in sorted(out_dir.glob(HIDDEN_PREFIX + "*")):
-        if folder.is_dir() and not folder.is_symlink():
-            names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-            log.warning(
-                "%s holds %s of an earlier run, moved aside by a forced run that was killed: move %s back into "
-                "%s to keep them, or delete the folder", folder, ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
-                or "nothing", "them" if names else "nothing", out_dir,
-            )  # fmt: skip
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if not names:  # (killed before it moved a file: nothing to keep)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(folder)
+            continue
+        shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
+        log.warning("%s holds %s of an earlier run, moved aside by a forced run that was killed: move them back "
+                    "into %s to keep them, or delete the folder", folder, shown, out_dir)  # fmt: skip
 
 
 class _ReplacedFiles:
