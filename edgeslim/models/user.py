@@ -321,9 +321,8 @@ def under_prefix(model: nn.Module, state_dict: dict[str, Any], what: str = "the 
     if not own or any(_covers(own, set(sd)) for sd in variants):
         return next((sd for sd in variants if _covers(own, set(sd))), stripped)
     found: dict[str, dict[str, Any]] = {}
-    for sd in variants[
-        ::-1
-    ]:  # (the names without the wrapper's prefix first: the prefixes as users know them)
+    # the names without a wrapper's marks first: the prefixes as users know them
+    for sd in reversed(variants):
         for prefix in {k[: i + 1] for k in sd for i, c in enumerate(k) if c == "."}:
             sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
             if set(sub) <= own and _covers(own, set(sub)):
