@@ -105,7 +105,10 @@ def prune(**kw: Any) -> None:
             if zeroed
             else []
         ),  # fmt: skip
-        ("channels removed (a set coupled across layers once)", rep["removed_channels"]),
+        (
+            "channels removed (channels coupled across layers, by a residual add or a concat, count once)",
+            rep["removed_channels"],
+        ),
         *(
             [
                 (
