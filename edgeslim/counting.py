@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeslim.channels.cost import layer_macs, layer_params
+from edgeslim.channels.cost import forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode
@@ -82,10 +82,8 @@ def _priced(m: nn.Module, x: Any, out: Any, batch: int = 1) -> tuple[int, int] |
     ):
         k = math.prod(m.kernel_size)
         params = layer_params("conv", m.in_channels, m.out_channels, k, m.groups, m.bias is not None)
-        at = (
-            x if m.transposed else out
-        )  # a conv run backwards: priced at the input's positions, channels swapped
-        positions = math.prod(at.shape[2:]) * at.shape[0] / batch if at.dim() > 2 else 1
+        # a conv run backwards: priced at the input's positions, channels swapped
+        positions = positions_per_sample((x if m.transposed else out).shape, batch)
         cin, cout = (m.out_channels, m.in_channels) if m.transposed else (m.in_channels, m.out_channels)
         macs = layer_macs("conv", cin, cout, k, m.groups, positions)
         return int(round(macs)), int(round(params))
@@ -105,7 +103,7 @@ def _output_shapes(
     shapes: dict[str, list[int]] = {}
     priced: dict[str, tuple[int, int]] = {}
     hooks = []
-    batch = int(x.shape[0]) if x.dim() > 0 else 1
+    batch = forward_batch(x.shape)
     if isinstance(model, torch.jit.ScriptModule):  # no hooks on TorchScript: just check that it runs
         model(x)
         return shapes, priced

@@ -16,6 +16,7 @@ floats or (for the vectorised resource model) tensors alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -26,6 +27,18 @@ from edgeslim.utils.onnx_graph import WEIGHT_OPS
 
 #: layer kinds :func:`layer_macs` and :func:`layer_params` know
 LAYER_KINDS = ("conv", "dw", "linear", "bn")
+
+
+def forward_batch(shape: Sequence[int]) -> int:
+    """The samples of a forward whose input has ``shape``: its leading dimension (1 for a scalar)."""
+    return max(1, int(shape[0])) if len(shape) > 0 else 1
+
+
+def positions_per_sample(shape: Sequence[int], batch: int) -> float:
+    """The positions a layer's MACs are counted over, per sample of a forward at ``batch`` samples, of
+    its (N, C, ...) activation of ``shape``: its positions times its N over the batch (a model that
+    folds patches into N, timm's MobileViT, runs a layer on several rows a sample)."""
+    return math.prod(shape[2:]) * int(shape[0]) / batch
 
 
 def layer_macs(kind: str, c_in: Any, c_out: Any, kernel: Any = 1, groups: Any = 1, spatial: Any = 1) -> Any:

@@ -36,7 +36,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.channels import ops, rules
-from edgeslim.channels.cost import OpNode, layer_macs, layer_params
+from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, uncompiled
 
@@ -645,7 +645,7 @@ class _Analyser:
         ]
         try:
             self.busy = True
-            self.batch = max(1, int(x.shape[0])) if x.dim() > 0 else 1
+            self.batch = forward_batch(x.shape)
             self.set_info(x, self.fresh(x))
             self.barrier(Call(None, (), {}, ""), [self.info(x)], "model input", op="input")
             self.busy = False
@@ -937,9 +937,8 @@ class _Analyser:
         return self._in_out_layer(n, x, self.fresh(out), "linear", spatial=rows, bias=m.bias is not None)
 
     def positions(self, t: Any) -> int:
-        """The positions a layer's MACs are counted over, per sample: its (N, C, ...) tensor's
-        positions times its N over the forward's batch (a model that folds patches into N)."""
-        return max(1, round(math.prod(t.shape[2:]) * int(t.shape[0]) / self.batch))
+        """:func:`~edgeslim.channels.cost.positions_per_sample` of ``t`` in this forward, whole."""
+        return max(1, round(positions_per_sample(t.shape, self.batch)))
 
     def _uniform_input(self, n: Call, x: Info, what: str) -> Info:
         """``x``, or, when its channel layout is mixed, fresh labels for it: its channels are kept (a

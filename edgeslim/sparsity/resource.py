@@ -46,11 +46,13 @@ from edgeslim.channels.cost import (
     ELEM_BYTES,
     LayerCost,
     SweepGrid,
+    forward_batch,
     fuse_kernels,
     interp_linear,
     layer_macs,
     layer_params,
     parse_sweep,
+    positions_per_sample,
     predict_latency,
     sweep_latency,
 )
@@ -212,12 +214,12 @@ class ResourceModel:
         mods = dict(uncompiled(model).named_modules())  # (as the graph names them)
         handles = []
 
-        batch = max(1, int(example.shape[0])) if example.dim() > 0 else 1
+        batch = forward_batch(example.shape)
 
-        def positions(t: Any) -> int:  # per sample: a model may fold patches into the leading dimension
+        def positions(t: Any) -> int:
             if not isinstance(t, Tensor) or t.dim() < 2:
                 return 1
-            return max(1, round(math.prod(t.shape[2:]) * int(t.shape[0]) / batch))
+            return max(1, round(positions_per_sample(t.shape, batch)))
 
         for name in names:
 
