@@ -298,11 +298,7 @@ def load_model(
     weights-only unpickler. See docs/security.md.
     """
     p = Path(path)
-    if not p.exists():
-        raise EdgeslimError(f"model file {p} does not exist; check the path")
-    if p.is_dir():
-        raise EdgeslimError(f"{p} is a directory; give the model file (e.g. {p / 'model.pt'})")
-    _regular_file(p, "model file")
+    _existing_file(p, "model file", f"model file (e.g. {p / 'model.pt'})")
     kind = sniff(p)
     if kind in ("torchscript", "torch-export") and not trust_pickle:
         raise _refuse_untrusted(p, kind)
@@ -561,11 +557,7 @@ def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> 
     put before every name removed (:func:`edgeslim.utils.state_dicts.without_wrappers`); off, the names as saved (for a loader
     that knows the architecture: a model whose own submodule is named ``module``)."""
     p = Path(path)
-    if not p.exists():
-        raise EdgeslimError(f"weights file {p} does not exist; check the path")
-    if p.is_dir():
-        raise EdgeslimError(f"{p} is a directory; give the weights file in it")
-    _regular_file(p, "weights file")
+    _existing_file(p, "weights file", "weights file in it")
     kind = sniff(p)
     if kind == "safetensors":
         obj: Any = read_safetensors(p)
@@ -608,11 +600,16 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def _regular_file(p: Path, what: str) -> None:
-    """Refuse ``p`` (which exists) when it is no regular file: a FIFO (whose read blocks until a writer
-    comes), a device or a socket; a link to a file is fine."""
+def _existing_file(p: Path, what: str, in_dir: str) -> None:
+    """Refuse ``p`` (the ``what`` given) in one line unless it is a regular file (a link to one is
+    fine): missing; a directory (``in_dir`` says what to give instead); a FIFO (whose read blocks
+    until a writer comes), a device or a socket."""
     import stat
 
+    if not p.exists():
+        raise EdgeslimError(f"{what} {p} does not exist; check the path")
+    if p.is_dir():
+        raise EdgeslimError(f"{p} is a directory; give the {in_dir}")
     if not stat.S_ISREG(p.stat().st_mode):
         raise EdgeslimError(
             f"{what} {p} is not a regular file (a FIFO, a device or a socket); save the file to disk and give that"
