@@ -33,6 +33,11 @@ CACHE_VERSION = 8
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 
+def _stamp(st: os.stat_result) -> bytes:
+    """What a file's stat says of its content: size, modification and change times, inode."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode()
+
+
 def fingerprint(path: Path) -> str:
     """Content fingerprint of a file or directory, cheap enough for a 50 MB zip.
 
@@ -46,7 +51,7 @@ def fingerprint(path: Path) -> str:
     h = hashlib.sha256()
     if path.is_file():
         st = path.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}".encode())
+        h.update(_stamp(st))
         with open(path, "rb") as f:
             h.update(f.read(_EDGE))
             if st.st_size > _EDGE:
@@ -59,10 +64,7 @@ def fingerprint(path: Path) -> str:
                 continue
             with contextlib.suppress(OSError):  # (gone since the listing)
                 st = os.stat(path / rel)
-                h.update(
-                    os.fsencode(rel)
-                    + f":{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}\n".encode()
-                )
+                h.update(os.fsencode(rel) + b":" + _stamp(st) + b"\n")  # (any bytes)
     return h.hexdigest()
 
 
