@@ -419,9 +419,8 @@ def _run(
                               inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
         res.report["latency"] = check
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
-        if (
-            over > LATENCY_MISS_TOLERANCE and req.verify_latency is None
-        ):  # (verify_latency refuses it instead)
+        # (with verify_latency the miss is refused instead)
+        if over > LATENCY_MISS_TOLERANCE and req.verify_latency is None:
             check["warning"] = Notice(
                 f"latency target missed as measured: {check['measured_ms']:.4g} ms for a target of "
                 f"{check['target_ms']:.4g} ms ({over:+.1%}, the lookup predicted {check['predicted_ms']:.4g} ms); slim "
