@@ -839,13 +839,17 @@ def test_the_class_names_a_model_records_order_the_labels_of_its_check(tmp_path,
     assert e.value.params == ("data_dir",) and "\n" not in str(e.value)
 
 
-class _InPlace(nn.Module):
-    """Divides its input in place, as YOLO-style code does with ``x /= 255``."""
+class _ConvFc(nn.Module):
+    """A conv and a linear head (seeded), for the odd forwards below."""
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
         self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
+
+
+class _InPlace(_ConvFc):
+    """Divides its input in place, as YOLO-style code does with ``x /= 255``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x /= 4.0
@@ -913,13 +917,8 @@ def test_a_zero_dimensional_output_is_checked_per_chunk(tmp_path, dynamic, n):
     )
 
 
-class _Fft(nn.Module):
+class _Fft(_ConvFc):
     """torch.fft.rfft2, which the TorchScript exporter translates at no opset (the dynamo one does)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.c, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.fft.irfft2(torch.fft.rfft2(self.c(x)) * 0.5, s=x.shape[-2:])
