@@ -645,3 +645,39 @@ def test_a_latency_run_resumes_from_anywhere_and_says_a_measured_miss(tmp_path, 
     assert lat["measured_over_target"] > 1.05, lat
     assert "latency target missed as measured" in capsys.readouterr().err
     assert "latency target missed as measured" in (out / "report.md").read_text()
+
+
+def test_the_latency_lookup_shows_its_progress_on_a_terminal(tmp_path) -> None:
+    """A review (session 30): a latency run measured its lookup for minutes without a word on a
+    terminal (a note printed before it had broken the one-line refusal of an unreachable target, so
+    it was reverted); the run's progress bar now carries a task per stage and per layer swept (the
+    bar is off when stderr is piped, so a refusal stays one line)."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.pipelines.slim import _latency_lookup
+    from edgeslim.slim import SlimSettings
+
+    torch.manual_seed(0)
+    model = create_model(SPEC).eval()
+    shown: list[str] = []
+
+    class Shown(Progress):  # a real bar that keeps what each update said
+        def update(self, task_id, **kw) -> None:
+            super().update(task_id, **kw)
+            shown.append(kw.get("info", ""))
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    settings = SlimSettings(
+        round_to=16, budget={"metric": "macs", "target": "0.5", "price": "latency", "batch": 1}
+    )
+    with Shown(console=console, auto_refresh=False) as bar:
+        path = _latency_lookup(model, SPEC, settings, tmp_path, load_profile("host-cpu"), None, bar)
+        (task,) = bar.tasks
+    assert task.description == "latency lookup" and task.finished and shown[-1] == f"written: {path.name}"
+    swept = set(json.loads(path.read_text())["sweeps"])
+    assert shown[:2] == ["per-layer times", "sweeps in multiples of 16"] and swept <= set(shown)
+    assert "calibration at uniform widths" in shown and "latency lookup" in console.file.getvalue()

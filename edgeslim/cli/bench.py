@@ -284,7 +284,7 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
     from edgeslim.bench.compare import trial_p50_ms
     from edgeslim.pipelines.bench import BenchRequest, layer_table, measure
     from edgeslim.pipelines.bench import predict as predict_latency
-    from edgeslim.utils.console import err, progress, progress_enabled
+    from edgeslim.utils.console import err, progress, progress_enabled, task_steps
 
     req = BenchRequest(
         model=model, baseline=baseline, backend=backend, profile=profile_name, batches=tuple(batches),
@@ -303,13 +303,9 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
         return
     if layer_table_path:
         with progress() as bar:
-            task = bar.add_task("layer table", total=None, info=f"batch {req.batches[0]}")
-
-            def swept(done: int, total: int, name: str) -> None:
-                bar.update(task, completed=done, total=total, info=f"sweep {name}")
-
-            tab, written = layer_table(req, swept)
-            bar.update(task, completed=1, total=1)
+            step = task_steps(bar, "layer table", f"batch {req.batches[0]}")
+            tab, written = layer_table(req, lambda done, total, name: step(done, total, f"sweep {name}"))
+            step(1, 1, "")
         _print_layer_table(tab, tab.get("backend", backend or ""), req.batches[0], written, as_json)
         return
     n_models = 2 if baseline else 1

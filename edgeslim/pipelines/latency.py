@@ -81,13 +81,15 @@ def measure_table(
     round_to: int = 1,
     check: Callable[[dict[str, Any]], None] | None = None,
     cache: dict[str, Any] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
     """Measure the latency lookup of ``model`` and write ``out_dir/latency_table.json``: per-layer
     times, per-layer sweeps over channel counts (at multiples of ``round_to``), and whole networks
     at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
     sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
     across calls for the same model and batch, so the per-layer times (which do not depend on
-    ``round_to``) are measured once."""
+    ``round_to``) are measured once. ``progress(done, total, what)`` is told each stage and each layer
+    swept (minutes on a large model)."""
     import tempfile
 
     from edgeslim.bench.layers import layer_table, write_layer_table
@@ -99,13 +101,17 @@ def measure_table(
         _export(model, onnx_path, input_shape)
         options = {"threads": _threads(profile), "graph_opt": "all"}
         cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
+        step = progress or (lambda done, total, what: None)
         if cache is not None and "layers" in cache:
             tab = copy.deepcopy(cache["layers"])
         else:
+            step(0, 0, "per-layer times")
             tab = layer_table(str(onnx_path), "onnxruntime", batch, cfg, options)
             if cache is not None:
                 cache["layers"] = copy.deepcopy(tab)
-        tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, max(int(round_to), 1))
+        step(0, 0, f"sweeps in multiples of {max(int(round_to), 1)}")
+        tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, max(int(round_to), 1), progress)
+        step(0, 0, "calibration at uniform widths")
         tab["calibration"] = _calibration(model, input_shape, onnx_path, batch, options, round_to)
         tab["version"] = 2
         tab["model"] = "the dense model before training (a temporary ONNX export)"

@@ -387,7 +387,8 @@ def _run(
         and latency["here"]
         and not settings.budget.get("latency_table")
     ):
-        table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"))
+        table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
+                                progress)  # fmt: skip
         settings.budget["latency_table"] = str(Path(table).absolute())
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
@@ -472,19 +473,28 @@ def _reduce_alignment(settings: Any, align: dict[str, Any], r: int, what: str) -
 
 
 def _latency_lookup(
-    model: Any, spec: Any, settings: Any, out_dir: Path, profile: Any, align: dict[str, Any] | None
+    model: Any,
+    spec: Any,
+    settings: Any,
+    out_dir: Path,
+    profile: Any,
+    align: dict[str, Any] | None,
+    progress: Any = None,
 ) -> Path:
     """Measure the latency lookup at the run's channel multiple (a target it shows out of reach writes
     nothing). When the multiple came from the profile and the narrowest network in it is slower than
     the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup's sweeps and calibration
     measured again (its per-layer times are kept), until one reaches it (a lookup cannot predict
     below its own multiple: its sweeps step at it);
-    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`)."""
+    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`).
+    ``progress``: the run's rich Progress (a task shows each stage and layer swept; a review: minutes of
+    measuring without a word on a terminal), or None."""
     import torch
 
     from edgeslim.pipelines.latency import measure_table
     from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
     from edgeslim.sparsity.resource import build_resource
+    from edgeslim.utils.console import task_steps
 
     batch = int(settings.budget.get("batch", 1))
     budget = BudgetSettings.from_dict(settings.budget)
@@ -492,6 +502,7 @@ def _latency_lookup(
     adjustable = bool(align) and align.get("from") == "profile"
     r = settings.round_to
     cache: dict[str, Any] = {}  # the per-layer times, measured once for every multiple
+    step = task_steps(progress, "latency lookup")
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:
@@ -508,6 +519,7 @@ def _latency_lookup(
             table = measure_table(
                 model, spec.input_shape, out_dir, batch, profile, r, cache=cache,
                 check=budget_ok if budget.metric == "latency" else None,  # a price has no target to reach
+                progress=step,
             )  # fmt: skip
             break
         except _Halve:
@@ -515,6 +527,8 @@ def _latency_lookup(
                 "the latency target is out of reach in multiples of %d: measuring multiples of %d", r, r // 2
             )
             r //= 2
+    if step is not None:
+        step(1, 1, f"written: {table.name}")
     if r != settings.round_to:
         _reduce_alignment(settings, align, r, "the latency target")
     return table

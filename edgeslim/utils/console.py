@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -92,6 +92,19 @@ def progress(enabled: bool | None = None) -> Iterator[Progress]:
     )
     with bar:
         yield bar
+
+
+def task_steps(bar: Progress | None, label: str, info: str = "") -> Callable[[int, int, str], None] | None:
+    """A ``(done, total, what)`` callback for long library work (a sweep, a latency lookup) that
+    updates a new task of ``bar`` (None: None); a total of 0 marks a stage of unknown length."""
+    if bar is None:
+        return None
+    task = bar.add_task(label, total=None, info=info)
+
+    def step(done: int, total: int, what: str) -> None:
+        bar.update(task, completed=done, total=total or None, info=what)
+
+    return step
 
 
 @contextlib.contextmanager
