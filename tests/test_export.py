@@ -764,6 +764,35 @@ def test_a_dynamic_batch_export_is_checked_at_another_batch(tmp_path, batch) -> 
     assert not (tmp_path / "m.onnx").exists()
 
 
+class _AddsBatch(nn.Module):
+    """Adds its batch size, a Python int, to its logits: the trace keeps the traced batch's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(self.c(x).mean((2, 3))) + int(x.shape[0])
+
+
+@pytest.mark.parametrize("batch, n", [(8, None), (1, 2)])
+def test_a_dynamic_batch_checked_at_the_traced_batch_still_fails_a_frozen_size(tmp_path, batch, n) -> None:
+    """The bench review (finding 1): checked on as many images as the traced batch (batch 8 on random
+    inputs; 2 real images, traced at max(batch, 2)), ONNX Runtime matched PyTorch there and the
+    image alone was compared with ONNX Runtime only (both kept the frozen size): the graph passed."""
+    inputs = None if n is None else torch.randn(n, 3, 8, 8)
+    with pytest.raises(EdgeslimError, match=r"ONNX graph the same .*int\(x.shape\[0\]\)"):
+        export_onnx(
+            _AddsBatch().eval(),
+            tmp_path / "m.onnx",
+            (3, 8, 8),
+            dynamic_batch=True,
+            batch=batch,
+            inputs=inputs,
+        )
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_a_softmax_is_checked_as_log_probabilities() -> None:
     """A YOLO user's trial: a -cls model's 1,000 softmax probabilities (about 1e-3 each) were held to an
     absolute 1e-4, so a 5-10% error passed; they are compared as log-probabilities now."""

@@ -474,13 +474,15 @@ def _run_checked(sess: Any, x: np.ndarray, batch: int | None, chunk: int = CHECK
 def _same_at_one_image(
     sess: Any, model: nn.Module, x: torch.Tensor, got: list[np.ndarray], ref: list[np.ndarray], device: str
 ) -> None:
-    """A dynamic-batch graph run on its first image alone gives the first rows of its run on all of
-    ``x`` (in chunks of :data:`CHECK_CHUNK`): a size taken from the traced batch passes at that batch
-    and fails, or differs, at any other. Where PyTorch itself gives another result for the image alone
-    (``ref``: its rows within the batch), the output depends on the other images of the batch
-    (BatchNorm on batch statistics): the graph alone is then held to PyTorch's result alone."""
+    """A dynamic-batch graph run on its first image alone must change from its run on all of ``x`` (in
+    chunks of :data:`CHECK_CHUNK`) as PyTorch's result does: not at all for most models; a size taken
+    from the traced batch stays the traced one in the graph, which at the traced batch matches PyTorch
+    and is caught only by PyTorch's own result for the image alone. Where PyTorch gives another result
+    for the image alone (``ref``: its rows within the batch), the output depends on the batch (BatchNorm
+    on batch statistics): the graph alone is then held to PyTorch's result alone."""
     images = len(x)
     rows = _run_checked(sess, x.numpy()[:1].astype(np.float32), None)
+    alone = torch_outputs(model, x[:1], device=device)
 
     def differ(a: np.ndarray, b: np.ndarray) -> bool:
         b = b.astype(np.float64)
@@ -491,29 +493,35 @@ def _same_at_one_image(
     per_row = [
         i
         for i, (a, b) in enumerate(zip(rows, got))
-        if b.ndim and b.shape[0] == images and a.shape[:1] == (1,)
+        if b.ndim and b.shape[0] == images and a.shape[:1] == (1,) and alone[i].shape[:1] == (1,)
     ]  # (outputs of one row per image)
-    if not any(differ(rows[i], got[i][:1]) for i in per_row):
-        return
-    alone = torch_outputs(model, x[:1], device=device)
+    graph_moves = any(differ(rows[i], got[i][:1]) for i in per_row)
+    torch_moves = any(differ(alone[i], ref[i][:1]) for i in per_row)
     batch = min(images, CHECK_CHUNK)
-    if not any(differ(alone[i], ref[i][:1]) for i in per_row if alone[i].shape[:1] == (1,)):
+    if not (graph_moves or torch_moves) or not any(differ(rows[i], alone[i]) for i in per_row):
+        if graph_moves and torch_moves:
+            log.warning(
+                "the model's output depends on the other images of the batch (PyTorch gives another result for "
+                "an image alone than within a batch of %d); the ONNX graph follows it at both batches",
+                batch,
+            )
+        return
+    if not torch_moves:
         raise EdgeslimError(
             f"the ONNX graph gives another result for an image alone than within a batch of {batch}; "
             + _FIXED_BATCH_HINT
         )
-    if any(differ(rows[i], alone[i]) for i in per_row):
+    if not graph_moves:  # (checked at the traced batch, where a size frozen there matches PyTorch)
         raise EdgeslimError(
-            f"the model's output depends on the other images of the batch (PyTorch itself gives another result "
-            f"for an image alone than within a batch of {batch}: batch statistics, e.g. a BatchNorm without "
-            "running statistics, or torch.unique over the batch), and the ONNX graph does not follow it at "
-            "another batch than the traced one (a size of the batch taken as a number, int(x.shape[0]), stays "
-            "the traced one); export with a fixed batch"
+            f"PyTorch gives another result for an image alone than within a batch of {batch}, the ONNX graph "
+            f"the same (it keeps a size of the traced batch, {batch}, at every batch); " + _FIXED_BATCH_HINT
         )
-    log.warning(
-        "the model's output depends on the other images of the batch (PyTorch gives another result for an "
-        "image alone than within a batch of %d); the ONNX graph follows it at both batches",
-        batch,
+    raise EdgeslimError(
+        f"the model's output depends on the other images of the batch (PyTorch itself gives another result "
+        f"for an image alone than within a batch of {batch}: batch statistics, e.g. a BatchNorm without "
+        "running statistics, or torch.unique over the batch), and the ONNX graph does not follow it at "
+        "another batch than the traced one (a size of the batch taken as a number, int(x.shape[0]), stays "
+        "the traced one); export with a fixed batch"
     )
 
 
