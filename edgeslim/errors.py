@@ -62,6 +62,47 @@ def first_line(exc: BaseException) -> str:
     return lines[0].strip() if lines else type(exc).__name__
 
 
+def cause_line(exc: BaseException) -> str:
+    """:func:`first_line`, except for an error raised through TorchScript's interpreter, whose first
+    line says only that: its last line, the error the model's code raised."""
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    if lines and lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1]
+    return first_line(exc)
+
+
+def origin(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown place"
+    f = frames[-1]
+    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+
+
+class WorkerError(Exception):
+    """An unexpected error (a bug: not an :class:`EdgeslimError`) in a process edgeslim started, raised
+    in the one that started it: ``str()`` the first line of its message, ``kind`` its type's name,
+    ``origin`` its innermost frame (:func:`origin`), ``process`` which process; its ``__cause__`` (a
+    :class:`RemoteTraceback`) holds the process's traceback. The CLI reports it as its own bugs."""
+
+    def __init__(
+        self, message: str, *, kind: str, origin: str, process: str = "the measuring process"
+    ) -> None:
+        super().__init__(message)
+        self.kind, self.origin, self.process = kind, origin, process
+
+
+class RemoteTraceback(Exception):
+    """The traceback of another process, as the cause of the error raised for it (printed with it)."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0] if self.args else "").rstrip()
+
+
 class MissingDependencyError(EdgeslimError):
     """An optional dependency (torch, onnxruntime, tensorrt, ...) is not installed."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from bench_helpers import DENSE_CFG, THIN_CFG, export_vgg
@@ -258,3 +260,68 @@ def test_onnx_cost_of_a_fixed_batch_file_is_per_sample(pair, tmp_path):
     assert fixed.input_shapes == {"input": [4, 1, 28, 28]}
     assert fixed.macs == dynamic.macs == analytic_macs(THIN_CFG)
     assert [(a.macs, a.bytes) for a in fixed.layers] == [(b.macs, b.bytes) for b in dynamic.layers]
+
+
+def test_a_bug_in_the_measuring_process_is_an_internal_error_with_its_traceback(
+    pair, tmp_path, monkeypatch, capsys
+):
+    """The bench review (finding 4): an error in the measuring process came back as its whole
+    multi-line message in an EdgeslimError (exit 2, "refused"), its traceback never shown, even with
+    --debug; a bug there is an internal error now (exit 1, one line with its origin), --debug prints
+    the process's traceback."""
+    from edgeslim.bench.backends import BACKENDS, register_backend
+    from edgeslim.cli import _failure
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.bench import BenchRequest, measure
+
+    (tmp_path / "buggy.py").write_text(
+        "from edgeslim.bench.backends.ort import OrtBackend\n\n"
+        "class Buggy(OrtBackend):\n"
+        "    def open(self, path, options):\n"
+        "        session = super().open(path, options)\n"
+        "        session.set_batch = self.set_batch\n"
+        "        return session\n\n"
+        "    def set_batch(self, batch):\n"
+        "        raise ValueError('a bug\\nits second line')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    register_backend("buggy", "buggy:Buggy")
+    try:
+        fast = {"trials": 1, "warmup": 0.0, "min_iters": 3, "min_time": 0.0, "plots": False}
+        with pytest.raises(Exception) as e:
+            measure(BenchRequest(str(pair[1]), backend="buggy", **fast))
+    finally:
+        BACKENDS.pop("buggy", None)
+    assert not isinstance(e.value, EdgeslimError), str(e.value)
+    assert type(e.value).__name__ == "WorkerError" and str(e.value) == "a bug"
+    line, code, _ = _failure(e.value, ["bench", str(pair[1])], debug=False)
+    assert code == 1 and "\n" not in line
+    assert line.startswith(
+        "internal error: ValueError: a bug at buggy.py:10 in set_batch (the measuring process)"
+    )
+    _failure(e.value, ["bench", str(pair[1])], debug=True)
+    err = capsys.readouterr().err
+    assert 'buggy.py", line 10, in set_batch' in err and "its second line" in err
+
+
+def test_a_model_that_fails_on_its_input_is_one_line_naming_the_cause(tmp_path, capsys):
+    """The bench review (finding 4): a TorchScript model given another input shape than it takes failed
+    with the interpreter's 2,600-character traceback as the "one line"; the model's own error now."""
+    import torch
+
+    from edgeslim.cli import main
+    from edgeslim.models.vgg import VGG
+
+    ts = tmp_path / "ts.pt"
+    torch.jit.trace(VGG(THIN_CFG, num_classes=10, in_channels=1).eval(), torch.randn(1, 1, 28, 28)).save(
+        str(ts)
+    )
+    fast = ["--trials", "1", "--warmup", "0", "--min-iters", "3", "--min-time", "0", "--threads", "1"]
+    assert main(["bench", str(ts), "--trust-pickle", "--input-shape", "3,28,28", *fast]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and len(err) < 500, err
+    assert re.search(
+        r"ts.pt fails in torch on a random float32 input 1x3x28x28 \(RuntimeError: .*3 channels", err
+    )
+    assert "--input-shape" in err

@@ -15,13 +15,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from edgeslim.bench.backends import model_format
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, RemoteTraceback, Step, WorkerError
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
 FORMAT = "edgeslim-bench"
@@ -41,7 +42,7 @@ _WORKER = (
 
 
 def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
-    """Run one measurement in a fresh Python process; raise its error as one line."""
+    """Run one measurement in a fresh Python process; raise its failure (:func:`_raise_failure`)."""
     from edgeslim.bench.backends import ALIASES, BACKENDS
 
     key = ALIASES.get(spec["backend"], spec["backend"])
@@ -64,9 +65,28 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             raise EdgeslimError(f"benchmark process died (exit {r.returncode}): {tail[0]}")
         res = json.loads(Path(op).read_text())
     if not res["ok"]:
+        _raise_failure(res)
+    return res
+
+
+def _raise_failure(res: dict) -> NoReturn:
+    """The measuring process's failure (:func:`edgeslim.bench.worker.failure`) raised here: an
+    :class:`EdgeslimError` as it was, an operating system's error or running out of memory as such,
+    anything else, a bug, as a :class:`WorkerError`; all but the first with the process's traceback as
+    their cause."""
+    if res.get("user_error", True):
         steps = tuple(Step(stage, **args) for stage, args in res.get("steps") or ())
         raise EdgeslimError(res["error"], param=tuple(res.get("params") or ()), steps=steps)
-    return res
+    cause = RemoteTraceback(res.get("traceback") or "")
+    if res.get("memory"):
+        raise MemoryError(res["error"]) from cause
+    if os_error := res.get("os_error"):
+        if os_error["errno"] is None:  # (raised with a message, not by the system)
+            raise OSError(res["error"]) from cause
+        raise OSError(os_error["errno"], os_error["strerror"], os_error["filename"]) from cause
+    raise WorkerError(
+        res["error"], kind=res.get("kind") or "Exception", origin=res.get("origin") or "unknown place"
+    ) from cause
 
 
 def check_batches(path: str, batches: list[int]) -> None:

@@ -2,7 +2,7 @@
 
 Imports only the runtime it needs, so RSS deltas are attributable: start -> runtime imported ->
 model loaded -> first inference, plus the peak (VmHWM). Tegrastats (where present) is sampled
-during each timed window. Always writes OUT.json (``ok: false`` with a one-line error on failure).
+during each timed window. Always writes OUT.json (``ok: false`` with the failure: :func:`failure`).
 """
 
 from __future__ import annotations
@@ -104,6 +104,30 @@ def _die_with(parent: int | None) -> None:
         os._exit(1)
 
 
+def failure(exc: Exception) -> dict:
+    """A failed measurement as data, which :func:`edgeslim.bench.compare.run_worker` raises again: an
+    :class:`~edgeslim.errors.EdgeslimError` with its parameters and steps; anything else by its type,
+    the first line of its message, its origin and the traceback, marked when it is an operating system's
+    error or running out of memory (the user's to fix, as the CLI takes them), else a bug."""
+    from edgeslim.errors import EdgeslimError, first_line, origin
+
+    if isinstance(exc, EdgeslimError):
+        return {"ok": False, "user_error": True, "error": str(exc), "params": list(exc.params),
+                "steps": [[s.stage, s.args] for s in exc.steps]}  # fmt: skip
+    out = {"ok": False, "user_error": False, "kind": type(exc).__name__, "error": first_line(exc),
+           "origin": origin(exc), "traceback": traceback.format_exc()}  # fmt: skip
+    if (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    ):
+        out["memory"] = True  # (torch's allocators: not MemoryErrors)
+    elif isinstance(exc, OSError):
+        out["os_error"] = {"errno": exc.errno, "strerror": exc.strerror,
+                           "filename": None if exc.filename is None else str(exc.filename)}  # fmt: skip
+    return out
+
+
 def main(argv: list[str]) -> int:
     spec_path, out_path = argv
     with open(spec_path) as f:
@@ -112,14 +136,7 @@ def main(argv: list[str]) -> int:
     try:
         result = measure(spec)
     except Exception as exc:  # report every failure as data; the parent raises it
-        from edgeslim.errors import EdgeslimError
-
-        msg = str(exc) if isinstance(exc, EdgeslimError) else f"{type(exc).__name__}: {exc}"
-        result = {"ok": False, "error": msg, "user_error": isinstance(exc, EdgeslimError)}
-        result["params"] = list(exc.params) if isinstance(exc, EdgeslimError) else []
-        result["steps"] = [[s.stage, s.args] for s in exc.steps] if isinstance(exc, EdgeslimError) else []
-        if not isinstance(exc, EdgeslimError):
-            result["traceback"] = traceback.format_exc()
+        result = failure(exc)
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)

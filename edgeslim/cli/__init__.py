@@ -33,7 +33,7 @@ if _missing:
 import click  # noqa: E402
 
 from edgeslim import __version__  # noqa: E402
-from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, extra_of, first_line  # noqa: E402
+from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, WorkerError, extra_of, first_line, origin  # noqa: E402
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -105,15 +105,6 @@ def _usage_line(exc: click.UsageError) -> str:
     ctx = exc.ctx
     where = ctx.command_path if ctx is not None else "edgeslim"
     return f"{where}: {exc.format_message()} (see {where} --help)"
-
-
-def _origin(exc: BaseException) -> str:
-    """``file:line in function`` of the innermost frame of ``exc``."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "unknown place"
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
 
 
 def _flags(command: click.Command) -> dict[str, str]:
@@ -402,9 +393,13 @@ def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> No
 
 
 def _internal_line(exc: BaseException) -> str:
+    """A bug's line: its type, message and origin (a :class:`WorkerError`'s in its own process)."""
+    kind, where = type(exc).__name__, origin(exc)
+    if isinstance(exc, WorkerError):
+        kind, where = exc.kind, f"{exc.origin} ({exc.process})"
     return (
-        f"internal error: {type(exc).__name__}: {str(exc).strip() or '(no message)'} "
-        f"at {_origin(exc)}; rerun with edgeslim --debug for the traceback and report it"
+        f"internal error: {kind}: {str(exc).strip() or '(no message)'} "
+        f"at {where}; rerun with edgeslim --debug for the traceback and report it"
     )
 
 

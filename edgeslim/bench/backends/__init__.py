@@ -202,6 +202,24 @@ def concrete_shape(name: str, shape: Sequence, batch: int) -> list[int]:
     return out
 
 
+def run_failed(
+    path: str, runtime: str, shapes: list[list[int]] | None, dtype: str, exc: Exception, fix: str, **kw: Any
+) -> EdgeslimError:
+    """A model that fails in its runtime on the random inputs a session feeds it (``shapes`` of
+    ``dtype``), as one line: the model's own error (:func:`~edgeslim.errors.cause_line`) and ``fix``;
+    ``kw``: the error's ``param``."""
+    from edgeslim.errors import cause_line
+
+    cause = cause_line(exc)
+    if not cause.startswith(f"{type(exc).__name__}:"):
+        cause = f"{type(exc).__name__}: {cause}"
+    given = " and ".join("x".join(map(str, s)) for s in shapes or [])
+    return EdgeslimError(
+        f"{os.path.basename(path)} fails in {runtime} on a random {dtype} input {given} ({cause[:240]}); {fix}",
+        **kw,
+    )
+
+
 def random_input(shape: Sequence[int], dtype: np.dtype, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if np.issubdtype(dtype, np.floating):

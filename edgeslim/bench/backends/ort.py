@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input
+from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input, run_failed
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
@@ -112,7 +112,13 @@ class OrtSession(Session):
         self.batch = batch
 
     def run(self):
-        return self.sess.run(None, self.feeds)
+        try:
+            return self.sess.run(None, self.feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own types: the file fails on these inputs
+            dtypes = ", ".join(sorted({str(v.dtype) for v in self.feeds.values()}))
+            raise run_failed(self.path, "onnxruntime", self.input_shapes(), dtypes, exc,
+                             f"the file does not run at batch {self.batch} here: time it at a batch it runs at, or "
+                             "export it again") from exc  # fmt: skip
 
     def input_shapes(self) -> list[list[int]] | None:
         return [list(v.shape) for v in self.feeds.values()]

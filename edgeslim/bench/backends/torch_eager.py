@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from edgeslim.bench.backends import Backend, Session
+from edgeslim.bench.backends import Backend, Session, run_failed
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
 
@@ -18,6 +18,7 @@ class TorchSession(Session):
 
     def __init__(self, loaded, device: str, torch, input_shape: tuple[int, int, int] | None = None) -> None:
         self.torch = torch
+        self.path = str(loaded.path)
         self.model = loaded.model.to(device).eval()
         self.input_shape = tuple(input_shape) if input_shape else loaded.input_shape
         self.device = torch.device(device)
@@ -44,7 +45,11 @@ class TorchSession(Session):
 
     def run(self):
         with self.torch.inference_mode():
-            y = self.model(self.x)
+            try:
+                y = self.model(self.x)
+            except Exception as exc:  # the model's own code, on the input it was given
+                raise run_failed(self.path, "torch", self.input_shapes(), str(self.x.dtype).removeprefix("torch."),
+                                 exc, "give the input_shape (C,H,W) it takes", param="input_shape") from exc  # fmt: skip
         if self.cuda:
             self.torch.cuda.synchronize(self.device)
         return y if self.deployed is None else self.deployed(y)
