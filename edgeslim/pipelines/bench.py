@@ -196,8 +196,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         options["providers"] = prov
     if req.precision and name not in TENSORRT_BACKENDS:  # ORT and torch run the file as it is
         how = ("in the precision it was exported in: export an INT8 model to time INT8" if name == "onnxruntime"
-               else "in its weights' own dtype (float32 unless saved otherwise): leave precision out, or export "
-               "it and time the TensorRT engine in that precision")  # fmt: skip
+               else "in float32 if it is a checkpoint (loaded in float32 whatever it was saved in), else (a whole "
+               "pickle, TorchScript) in its weights' dtype: leave precision out, or export it and time the TensorRT "
+               "engine in that precision")  # fmt: skip
         raise EdgeslimError(
             f"precision is the precision TensorRT builds in (backends tensorrt, trtexec); {name} runs "
             f"{Path(req.model).name} {how}",

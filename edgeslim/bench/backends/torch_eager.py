@@ -23,6 +23,10 @@ class TorchSession(Session):
         self.input_shape = tuple(input_shape) if input_shape else loaded.input_shape
         self.device = torch.device(device)
         self.x = None
+        self.dtype = next(
+            (t.dtype for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()),
+            torch.float32,
+        )
         self.cuda = self.device.type == "cuda"
         from edgeslim.models.yolo import check_input_size, deployed_output
 
@@ -39,7 +43,8 @@ class TorchSession(Session):
                 "or save it as an edgeslim checkpoint",
                 param="input_shape",
             )
-        self.x = self.torch.randn(batch, *self.input_shape, device=self.device)  # (C, H, W)
+        # (C, H, W), in the model's own dtype: a float16 pickle or TorchScript file takes float16
+        self.x = self.torch.randn(batch, *self.input_shape, device=self.device, dtype=self.dtype)
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats(self.device)
 
