@@ -888,3 +888,37 @@ def test_a_bench_killed_outright_takes_its_measuring_process_along(onnx_pair, tm
                 os.kill(p, signal.SIGKILL)
         if bench.poll() is None:
             bench.kill()
+
+
+def _conv_onnx(path: Path, out_channels: int, declared: bool) -> Path:
+    """One 3x3 conv of 3 -> ``out_channels`` channels on [N,3,8,8]; its output's shape ``declared`` or not."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((out_channels, 3, 3, 3), np.float32), "w")
+    shape = ["N", out_channels, 8, 8] if declared else None
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_an_output_without_a_declared_shape_is_unknown_not_rank_0(tmp_path):
+    """The bench review (finding 5): an ONNX output without a declared shape was read as rank 0, and two
+    exports of one network were refused: "baseline output shape (N,16,32,32) differs from the model's ()"."""
+    from edgeslim.bench.compare import check_comparable, io_signature
+    from edgeslim.errors import EdgeslimError
+
+    bare, shaped = _conv_onnx(tmp_path / "a.onnx", 4, False), _conv_onnx(tmp_path / "b.onnx", 4, True)
+    assert io_signature(bare)["outputs"] == [("y", None)]
+    check_comparable(shaped, bare)
+    check_comparable(bare, shaped)
+    with pytest.raises(EdgeslimError, match=r"output shape \(N,8,8,8\) differs from the model's \(N,4,8,8\)"):
+        check_comparable(
+            _conv_onnx(tmp_path / "c.onnx", 8, True), shaped
+        )  # (declared shapes: still compared)

@@ -96,7 +96,7 @@ def check_batches(path: str, batches: list[int]) -> None:
 
     sig = io_signature(path)
     for name, dims in (sig or {}).get("inputs", []):
-        for b in batches:
+        for b in batches if dims is not None else ():
             concrete_shape(name, dims[:1], b)
 
 
@@ -121,10 +121,11 @@ def model_facts(path: str) -> dict:
 Dims = list[int | None]  # None: a dynamic (symbolic) dimension
 
 
-def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] | None:
+def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims | None]]] | None:
     """``{"inputs": [(name, dims)], "outputs": [...]}`` of an ONNX file, read without running it
     (``onnx``, else ``onnxruntime``), or of an ONNX Runtime ``.ort`` file (``onnxruntime``); None
-    for other files or when neither is installed."""
+    for other files or when neither is installed. ``dims`` is None where the file declares no shape
+    (unknown, not rank 0)."""
     fmt = model_format(path)
     if fmt not in ("onnx", "ort") or not Path(path).is_file():
         return None
@@ -143,7 +144,9 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims]]] |
             raise unreadable_onnx(path, exc) from exc
         inits = {t.name for t in g.initializer}
 
-        def vi_dims(vi) -> Dims:
+        def vi_dims(vi) -> Dims | None:
+            if not vi.type.tensor_type.HasField("shape"):  # (no shape declared: unknown)
+                return None
             return dims(
                 [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
             )
@@ -177,10 +180,11 @@ def _same_shape(a: Dims, b: Dims) -> bool:
 
 
 def _compare_io(b_io: dict, m_io: dict, baseline: str | os.PathLike, model: str | os.PathLike) -> None:
-    """Raise if ``{"inputs": [(name, dims)], "outputs": [...]}`` of baseline and model differ."""
+    """Raise if ``{"inputs": [(name, dims)], "outputs": [...]}`` of baseline and model differ (dims
+    None, unknown, matches any)."""
     hint = "compare two exports of the same network"
     for kind in ("inputs", "outputs"):
-        b, m = b_io.get(kind), m_io.get(kind)
+        b, m = b_io.get(kind), m_io.get(kind)  # (a shape None, unknown: not compared)
         if b is None or m is None:
             continue
         if len(b) != len(m):
@@ -188,7 +192,7 @@ def _compare_io(b_io: dict, m_io: dict, baseline: str | os.PathLike, model: str 
                 f"baseline {baseline} has {len(b)} {kind} but the model {model} has {len(m)}; {hint}"
             )
         for (nb, db), (_, dm) in zip(b, m, strict=True):
-            if not _same_shape(db, dm):
+            if db is not None and dm is not None and not _same_shape(db, dm):
                 what = kind[:-1] if len(b) == 1 else f"{kind[:-1]} {nb!r}"
                 raise EdgeslimError(
                     f"baseline {what} shape {_fmt(db)} differs from the model's {_fmt(dm)}; {hint}"
