@@ -922,3 +922,14 @@ def test_an_output_without_a_declared_shape_is_unknown_not_rank_0(tmp_path):
         check_comparable(
             _conv_onnx(tmp_path / "c.onnx", 8, True), shaped
         )  # (declared shapes: still compared)
+
+
+@pytest.mark.parametrize("max_time", ["6e5", "1e308"])
+def test_a_huge_max_time_measures(tmp_path, max_time):
+    """The bench review (finding 2): the measuring process's timeout, 4 x max_time per batch, overflowed
+    the operating system's wait: an internal error (OverflowError) at --max-time 6e5 and 1e308."""
+    model = _conv_onnx(tmp_path / "m.onnx", 4, True)
+    r = edgeslim(["bench", model, "--trials", "1", "--warmup", "0", "--min-iters", "3", "--min-time", "0",
+                  "--max-time", max_time, "--threads", "1", "--json"], tmp_path, check_rc=None)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["timing"]["max_time_s"] == float(max_time)

@@ -311,7 +311,7 @@ def _trials(record: dict, models: dict[str, str], backend: str, batches: list[in
                 "interval_ms": interval_ms,
                 "layer_times": layer_times and t == 0,  # profiled once, in the first trial
             }
-            res = run_worker(spec, timeout=max(120.0, 4 * timing.max_time_s * len(batches) + 60), nice=nice)
+            res = run_worker(spec, timeout=worker_timeout(timing, len(batches)), nice=nice)
             res.update(label=label, trial=t, position=order.index(label))
             record["trials"].append(res)
             if t == 0 and label in ("baseline", "slim"):
@@ -320,6 +320,17 @@ def _trials(record: dict, models: dict[str, str], backend: str, batches: list[in
                     check_measured_io(first["baseline"], first["slim"], models["baseline"], models["slim"])
             if on_trial:
                 on_trial(t, label, res)
+
+
+#: the longest a measuring process is waited for, whatever max_time_s (the operating system's wait
+#: takes at most 24.8 days: a max_time of 6e5 s was an OverflowError, 1e308 an infinity)
+WORKER_TIMEOUT_MAX_S = 14 * 86400.0
+
+
+def worker_timeout(timing: TimingConfig, batches: int) -> float:
+    """Seconds a measuring process of ``batches`` batch sizes is given: 4x ``max_time_s`` per batch and
+    a minute (120 s at least), at most :data:`WORKER_TIMEOUT_MAX_S`."""
+    return min(max(120.0, 4 * timing.max_time_s * batches + 60), WORKER_TIMEOUT_MAX_S)
 
 
 def telemetry(trials: list[dict | None]) -> dict | None:
