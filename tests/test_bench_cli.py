@@ -933,3 +933,20 @@ def test_a_huge_max_time_measures(tmp_path, max_time):
                   "--max-time", max_time, "--threads", "1", "--json"], tmp_path, check_rc=None)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["timing"]["max_time_s"] == float(max_time)
+
+
+def test_the_file_size_of_an_onnx_with_external_data_counts_its_data(tmp_path):
+    """The bench review (finding 7): "file MB" of an ONNX file whose weights are stored beside it counted
+    the graph's protobuf alone (178 bytes of a 27 KB model)."""
+    import onnx
+
+    from edgeslim.bench.compare import model_facts
+
+    model = onnx.load(str(_conv_onnx(tmp_path / "m.onnx", 64, True)))
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    onnx.save(model, str(ext / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0)
+    onnx_size, data_size = (ext / "m.onnx").stat().st_size, (ext / "m.data").stat().st_size
+    assert data_size >= 64 * 27 * 4 > onnx_size
+    assert model_facts(str(ext / "m.onnx"))["file_bytes"] == onnx_size + data_size
+    assert model_facts(str(tmp_path / "m.onnx"))["file_bytes"] == (tmp_path / "m.onnx").stat().st_size

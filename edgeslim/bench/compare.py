@@ -101,12 +101,12 @@ def check_batches(path: str, batches: list[int]) -> None:
 
 
 def model_facts(path: str) -> dict:
-    """File size, and for ONNX files parameters/MACs/bytes per layer (torch-free)."""
+    """File size (:func:`model_bytes`), and for ONNX files parameters/MACs/bytes per layer (torch-free)."""
     p = Path(path)
     if not p.is_file():
         raise EdgeslimError(f"model file {path} does not exist")
     # (absolute: a prediction calibrated from the record re-reads the file from any folder)
-    facts: dict = {"path": os.path.abspath(p), "file_bytes": p.stat().st_size}
+    facts: dict = {"path": os.path.abspath(p), "file_bytes": model_bytes(p)}
     if model_format(p) == "onnx":
         from edgeslim.bench.onnx_cost import onnx_cost
         from edgeslim.errors import MissingDependencyError
@@ -116,6 +116,27 @@ def model_facts(path: str) -> dict:
         except MissingDependencyError:  # onnx not installed on the device: sizes only
             facts["cost"] = None
     return facts
+
+
+def model_bytes(path: str | os.PathLike) -> int:
+    """Bytes of a model file: an ONNX file's with those of the external-data files its tensors name
+    (from the graph, the data not read; each file once); the file alone where onnx is not installed
+    or cannot read it (the cost read says why)."""
+    p = Path(path)
+    size = p.stat().st_size
+    if model_format(p) != "onnx":
+        return size
+    try:
+        import onnx
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    except ImportError:
+        return size
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf raises many types
+        return size
+    files = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    return size + sum((p.parent / f).stat().st_size for f in files if (p.parent / f).is_file())
 
 
 Dims = list[int | None]  # None: a dynamic (symbolic) dimension

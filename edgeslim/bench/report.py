@@ -174,7 +174,9 @@ def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | 
     path = facts.get("path")
     if multiple <= 1 or not path or not Path(path).is_file():
         return None
-    if facts.get("file_bytes") is not None and Path(path).stat().st_size != facts["file_bytes"]:
+    from edgeslim.bench.compare import model_bytes
+
+    if facts.get("file_bytes") is not None and model_bytes(path) != facts["file_bytes"]:
         return None  # (another file at that path now: not the model that was measured)
     try:
         from edgeslim.bench.onnx_cost import onnx_cost
