@@ -793,6 +793,22 @@ def test_a_dynamic_batch_checked_at_the_traced_batch_still_fails_a_frozen_size(t
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_a_failed_check_advises_the_fixed_batch_and_nothing_already_done(tmp_path) -> None:
+    """The bench review (finding 6): a dynamic batch checked at another batch than the traced one got
+    "try opset 18, exporter dynamo, or simplify=False", also when opset 18 and simplify=False were
+    given, and not the cause: a size the trace froze at its batch."""
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.export import export
+
+    with pytest.raises(EdgeslimError) as info:  # (traced at 2, checked on 8 random inputs)
+        export_onnx(
+            _AddsBatch().eval(), tmp_path / "m.onnx", (3, 8, 8), dynamic_batch=True, opset=18, simplify=False
+        )
+    line = cli_message(info.value, export)
+    assert "possible cause (checked at batch 8, traced at 2): a dynamic batch fails this way" in line
+    assert line.endswith("was not written (try --exporter dynamo; --no-validate skips the check)"), line
+
+
 def test_a_softmax_is_checked_as_log_probabilities() -> None:
     """A YOLO user's trial: a -cls model's 1,000 softmax probabilities (about 1e-3 each) were held to an
     absolute 1e-4, so a 5-10% error passed; they are compared as log-probabilities now."""

@@ -28,6 +28,8 @@ from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.export._quiet import quiet
 from edgeslim.export.validate import (
     AMPLIFYING_NORM,
+    CHECK_CHUNK,
+    FIXED_BATCH_HINT,
     FP32_ATOL,
     InputBatch,
     ValidationReport,
@@ -589,6 +591,11 @@ def _export_onnx(
             frozen = [n for n in notes if n.startswith((TRACE_BRANCH, TRACE_VALUES))]
             if frozen and not why:  # inputs that took another path than the example's
                 why = "; possible cause: " + "; ".join(frozen)
+            # the check's batches (in chunks) against the traced one: a size the trace froze at its batch?
+            runs = {min(report.n, CHECK_CHUNK), report.n % CHECK_CHUNK or CHECK_CHUNK}
+            if dynamic_batch and runs != {len(x)} and not why:
+                at = f"checked at batch {min(report.n, CHECK_CHUNK)}, traced at {len(x)}"
+                why = f"; possible cause ({at}): {FIXED_BATCH_HINT}"
             if report.random_forward:  # (no exporter or opset matches a forward that draws)
                 raise ExportCheckFailed(
                     f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "
@@ -597,10 +604,18 @@ def _export_onnx(
                     "was not written",
                     reason=f"{report.summary()}; the model's forward draws random numbers",
                 )
+            tries = {  # (never what the export already did)
+                name: text
+                for name, text, done in (("opset", "opset 18", got_opset == 18), ("exporter", "exporter dynamo",
+                                         used == "dynamo"), ("simplify", "simplify=False", simplifier is None))
+                if not done
+            }  # fmt: skip
+            tried = list(tries.values())
+            tried_text = " or ".join(tried) if len(tried) < 3 else f"{', '.join(tried[:-1])}, or {tried[-1]}"
             raise ExportCheckFailed(
                 f"ONNX Runtime disagrees with PyTorch: {report.summary()}{why}; {path} was not written "
-                "(try opset 18, exporter dynamo, or simplify=False; validate=False skips the check)",
-                param=("opset", "exporter", "simplify", "validate"),
+                f"({f'try {tried_text}; ' if tried else ''}validate=False skips the check)",
+                param=(*tries, "validate"),
                 reason=f"{report.summary()}{why}",
             )
     meta = meta or {}

@@ -450,7 +450,8 @@ def validate_onnx(
     )  # fmt: skip
 
 
-_FIXED_BATCH_HINT = (
+#: why a dynamic-batch graph fails, or differs, at another batch than the traced one, and the fix
+FIXED_BATCH_HINT = (
     "a dynamic batch fails this way when the model turns its input's batch into a number (e.g. "
     "int(x.shape[0]), or x.size(0) passed to view); write x.flatten(1) or x.view(x.shape[0], -1), or export "
     "with a fixed batch"
@@ -467,7 +468,7 @@ def _run_checked(sess: Any, x: np.ndarray, batch: int | None, chunk: int = CHECK
             raise
         raise EdgeslimError(
             f"the ONNX graph fails on a batch of {min(len(x), chunk)} ({first_line(exc)[:160]}); "
-            + _FIXED_BATCH_HINT
+            + FIXED_BATCH_HINT
         ) from exc
 
 
@@ -509,12 +510,12 @@ def _same_at_one_image(
     if not torch_moves:
         raise EdgeslimError(
             f"the ONNX graph gives another result for an image alone than within a batch of {batch}; "
-            + _FIXED_BATCH_HINT
+            + FIXED_BATCH_HINT
         )
     if not graph_moves:  # (checked at the traced batch, where a size frozen there matches PyTorch)
         raise EdgeslimError(
             f"PyTorch gives another result for an image alone than within a batch of {batch}, the ONNX graph "
-            f"the same (it keeps a size of the traced batch, {batch}, at every batch); " + _FIXED_BATCH_HINT
+            f"the same (it keeps a size of the traced batch, {batch}, at every batch); " + FIXED_BATCH_HINT
         )
     raise EdgeslimError(
         f"the model's output depends on the other images of the batch (PyTorch itself gives another result "
