@@ -950,3 +950,16 @@ def test_the_file_size_of_an_onnx_with_external_data_counts_its_data(tmp_path):
     assert data_size >= 64 * 27 * 4 > onnx_size
     assert model_facts(str(ext / "m.onnx"))["file_bytes"] == onnx_size + data_size
     assert model_facts(str(tmp_path / "m.onnx"))["file_bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+
+def test_a_pytorch_file_named_onnx_says_so_where_torch_is_missing(tmp_path):
+    """The bench review (finding 8a): a pickle named .onnx on a device without torch was told "torch is
+    not installed (for the torch backend)", not that the file is no ONNX model."""
+    import pickle
+
+    (tmp_path / "m.onnx").write_bytes(pickle.dumps({"state_dict": {}}, protocol=2))
+    r = edgeslim(["bench", tmp_path / "m.onnx", "--trials", "1"], tmp_path, check_rc=2)
+    assert re.search(
+        r"m\.onnx is not an ONNX model as its name says but a PyTorch file \(a pickle or zip", r.stderr
+    )
+    assert "install torch" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

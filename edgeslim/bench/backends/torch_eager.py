@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from edgeslim.bench.backends import Backend, Session, run_failed
+from edgeslim.bench.backends import FORMAT_WORDS, Backend, Session, named_format, run_failed
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
-from edgeslim.errors import EdgeslimError, Step, require
+from edgeslim.errors import EdgeslimError, MissingDependencyError, Step, extra_of, require
 
 
 class TorchSession(Session):
@@ -104,7 +104,18 @@ class TorchBackend(Backend):
     name = "torch"
 
     def open(self, path: str, options: dict) -> TorchSession:
-        torch = require("torch", "for the torch backend")
+        try:
+            torch = require("torch", "for the torch backend")
+        except MissingDependencyError as exc:  # a file named as another format says so first
+            named = named_format(path)
+            if named == "torch" or not os.path.isfile(path):
+                raise
+            raise MissingDependencyError(
+                f"{path} is not {FORMAT_WORDS[named]} as its name says but a PyTorch file (a pickle or zip "
+                f"archive), which only the torch backend runs, and torch is not installed here: give "
+                f"{FORMAT_WORDS[named]} (the model's export) instead, or install torch: pip install "
+                f"'edgeslim[{extra_of('torch')}]'"
+            ) from exc
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
         from edgeslim.checkpoint import NoArchitecture, load_model
