@@ -963,3 +963,11 @@ def test_a_pytorch_file_named_onnx_says_so_where_torch_is_missing(tmp_path):
         r"m\.onnx is not an ONNX model as its name says but a PyTorch file \(a pickle or zip", r.stderr
     )
     assert "install torch" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_min_iters_above_the_fixed_cap_names_the_cap_plainly(onnx_pair, tmp_path):
+    """The bench review (finding 8c): --min-iters 1000000000 was refused as "must be <= max_iters (20000,
+    the cap of a measuring loop)", naming a limit no option changes."""
+    r = edgeslim(["bench", onnx_pair[0], "--min-iters", "1000000000"], tmp_path, check_rc=2)
+    assert "--min-iters (1,000,000,000) must be at most 20,000, the fixed cap of iterations" in r.stderr
+    assert "max_iters" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

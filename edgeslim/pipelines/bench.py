@@ -280,6 +280,13 @@ def timing(req: BenchRequest) -> Any:
     """The request's :class:`~edgeslim.bench.timing.TimingConfig`; its refusal names the request's fields."""
     from edgeslim.bench.timing import TimingConfig
 
+    cap = TimingConfig.max_iters  # (not a request's field: the cap is fixed)
+    if isinstance(req.min_iters, int) and not isinstance(req.min_iters, bool) and req.min_iters > cap:
+        raise EdgeslimError(
+            f"min_iters ({req.min_iters:,}) must be at most {cap:,}, the fixed cap of iterations a measuring loop "
+            "runs: lower it",
+            param="min_iters",
+        )
     try:
         return TimingConfig(**{field: getattr(req, name) for field, name in TIMING_FIELDS.items()})
     except EdgeslimError as exc:
