@@ -971,3 +971,12 @@ def test_min_iters_above_the_fixed_cap_names_the_cap_plainly(onnx_pair, tmp_path
     r = edgeslim(["bench", onnx_pair[0], "--min-iters", "1000000000"], tmp_path, check_rc=2)
     assert "--min-iters (1,000,000,000) must be at most 20,000, the fixed cap of iterations" in r.stderr
     assert "max_iters" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_the_warmup_help_says_max_time_caps_it(tmp_path):
+    """The bench review (finding 8b): --warmup 10 --max-time 1 warmed up for 1 s without a word: the
+    warm-up stops at --max-time, which its help now says."""
+    helptext = " ".join(edgeslim(["bench", "--help"], tmp_path).stdout.split())
+    assert (
+        "--warmup FLOAT Warm-up seconds (and >= 20 iterations); the warm-up stops at --max-time" in helptext
+    )

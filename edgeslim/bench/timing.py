@@ -12,8 +12,9 @@ from edgeslim.errors import EdgeslimError
 
 @dataclass
 class TimingConfig:
-    """Warm up for ``warmup_s`` and at least ``warmup_iters``; then measure until both
-    ``min_iters`` and ``min_time_s`` are reached, stopping at ``max_iters`` or ``max_time_s``."""
+    """Warm up for ``warmup_s`` and at least ``warmup_iters`` (stopping at ``max_time_s`` whatever
+    these ask); then measure until both ``min_iters`` and ``min_time_s`` are reached, stopping at
+    ``max_iters`` or ``max_time_s``."""
 
     warmup_s: float = 1.0
     warmup_iters: int = 20

@@ -180,7 +180,11 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     help="Fresh processes per model (alternating order).",
 )
 @click.option(
-    "--warmup", type=NONNEG, default=1.0, show_default=True, help="Warm-up seconds (and >= 20 iterations)."
+    "--warmup",
+    type=NONNEG,
+    default=1.0,
+    show_default=True,
+    help="Warm-up seconds (and >= 20 iterations); the warm-up stops at --max-time whatever these ask.",
 )
 @click.option("--min-iters", type=COUNT, default=200, show_default=True, help="Iterations measured at least.")
 @click.option(
