@@ -435,3 +435,34 @@ def test_a_float32_gap_that_float64_closes_is_rounding_not_a_wrong_slim_model(ca
     (said,) = [r.getMessage() for r in caplog.records]
     assert "in float64: surgery is exact" in said
     assert m.bn.weight.numel() == 16 and m.bn.weight.dtype == torch.float32  # (the caller's model untouched)
+
+
+class _ScaledByChannelCount(nn.Module):
+    """Attention-like scaling by the channel count: a value no channel graph sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.c(x)))
+        return self.head((y * y.shape[1] ** -0.5).mean((2, 3)))
+
+
+def test_a_check_measured_wrong_is_its_own_flag_an_approximate_fold_is_not() -> None:
+    """Review of surgery's reach (advnets.ChannelScale): the check measured the slim model 0.0256 off where
+    the construction claimed exact, and the report said only exact: False, as it does for an approximate
+    fold, whose slim model is fine to write; edgeslim prune wrote it with exit 0. The report now says
+    check_failed (the float64 re-run measured the same gap)."""
+    res = prune_with_report(_prep(_ScaledByChannelCount()), X)
+    assert res.report["removed_channels"] == 2 and res.report["max_abs_diff"] > 1e-3
+    assert res.report["check_failed"] and not res.report["exact"] and res.report["float64_scaled_diff"] > 1e-3
+    padded = nn.Sequential(
+        nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 3, padding=1)
+    )
+    res = prune_with_report(_prep(padded), X)  # the constant 0.7 folded into a zero-padded 3x3 conv
+    assert res.report["max_abs_diff"] > 1e-4 and not res.report["exact"] and not res.report["check_failed"]

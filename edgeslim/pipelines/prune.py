@@ -50,6 +50,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
+    from edgeslim.surgery.prune import check_failed_message
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
     # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)
@@ -90,6 +91,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
             outputs=deployed_output(loaded.model),
         )  # fmt: skip
         rep = res.report
+        if rep["check_failed"]:
+            raise EdgeslimError(check_failed_message(req.model, rep) + "; nothing was written")
         if zeroed is not None:
             rep["ratio_prune"] = zeroed
         rep["alignment"] = align

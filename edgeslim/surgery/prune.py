@@ -523,6 +523,9 @@ def prune_with_report(
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
         "top1_agreement": diff["top1_agreement"],
+        # the check measured the slim model off where the construction is exact (what an approximate fold
+        # leaves is no failure): it does not compute what the zeroed model did
+        "check_failed": False,
         # the largest scaled output difference of a float64 re-run of surgery (None: none ran, see below)
         "float64_scaled_diff": None,
         "round_to": round_to,
@@ -555,6 +558,7 @@ def prune_with_report(
             )  # fmt: skip
         else:
             report["exact"] = False  # (measured: the construction's claim did not hold)
+            report["check_failed"] = True
             log.warning(
                 "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
                 "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
@@ -603,6 +607,17 @@ def prune_with_report(
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+def check_failed_message(what: str, report: dict[str, Any]) -> str:
+    """One line for a surgery ``report`` whose check failed (``check_failed``): the slim ``what`` does not
+    compute what the zeroed model did, why, and the fix."""
+    return (
+        f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
+        "construction is exact: its forward reads a channel the channel graph does not see (a value computed "
+        "from the channel count, such as x.shape[1], an in-place op through a view, a branch on the count); "
+        "mark the module that does it a leaf (edgeslim.surgery.register_leaf) where the model is defined"
+    )
 
 
 #: a BN scale below this fraction of its layer's largest |scale| is "near zero" (not removed)
