@@ -466,3 +466,32 @@ def test_a_check_measured_wrong_is_its_own_flag_an_approximate_fold_is_not() -> 
     )
     res = prune_with_report(_prep(padded), X)  # the constant 0.7 folded into a zero-padded 3x3 conv
     assert res.report["max_abs_diff"] > 1e-4 and not res.report["exact"] and not res.report["check_failed"]
+
+
+@pytest.mark.parametrize("op", ["mul_weight", "add_bias"])
+def test_a_bn_tensor_also_used_outside_the_bn_is_sliced_once(op) -> None:
+    """Review of surgery's reach (bnparam.py): ``y * self.bn.weight.view(1, -1, 1, 1)`` (or ``+
+    self.bn.bias...``) in a parent's forward was recorded as a parameter of its own beside the BN's
+    entry, which had already shrunk the same tensor: IndexError in recipe._take (the CLI: "internal
+    error", exit 1). The tensor's channels are now the BN's, sliced once by its entry."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.b, self.head = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.c(x)))
+            y = (
+                y * self.bn.weight.view(1, -1, 1, 1)
+                if op == "mul_weight"
+                else y + self.bn.bias.view(1, -1, 1, 1)
+            )
+            return self.head(torch.relu(self.b(y)))
+
+    m = _prep(M())
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 2 and res.report["exact"]
+    assert res.model.bn.weight.numel() == 6 and _diff(m, res.model, X) < 1e-12
+    assert set(res.recipe["layers"]) == {"c", "bn", "b"}
