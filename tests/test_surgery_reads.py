@@ -495,3 +495,29 @@ def test_a_bn_tensor_also_used_outside_the_bn_is_sliced_once(op) -> None:
     assert res.report["removed_channels"] == 2 and res.report["exact"]
     assert res.model.bn.weight.numel() == 6 and _diff(m, res.model, X) < 1e-12
     assert set(res.recipe["layers"]) == {"c", "bn", "b"}
+
+
+def test_a_legacy_weight_norm_conv_is_copied_and_kept_whole() -> None:
+    """Review of surgery's reach (wn.py): a conv under torch.nn.utils.weight_norm (the legacy one, whose
+    weight is a tensor computed in forward, kept as an attribute) made prune_with_report raise deepcopy's
+    "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol". The copy
+    now takes a detached copy of such a tensor (the hook computes it again); the conv is kept whole."""
+    import warnings
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # (deprecated in favour of parametrizations)
+                self.wn = nn.utils.weight_norm(nn.Conv2d(8, 8, 1))
+            self.bn2, self.head = nn.BatchNorm2d(8), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn2(self.wn(torch.relu(self.bn(self.c(x)))))))
+
+    m = _prep(M(), shift=0.0)
+    m(X)  # (a forward with grad leaves the computed weight a non-leaf tensor)
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 0 and res.report["zero_kept"]["behind_barrier"] == 4  # (bn, bn2)
+    assert res.model.wn.weight_v is not m.wn.weight_v and _diff(m, res.model, X) < 1e-12

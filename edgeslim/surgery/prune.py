@@ -292,6 +292,8 @@ def _deepcopy_module(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
             state[k] = memo.setdefault(id(v), type(v)())
         elif type(v) in _ATOMIC or (type(v) is tuple and all(type(e) in _ATOMIC for e in v)):
             state[k] = v  # what copy.deepcopy returns for these
+        elif isinstance(v, Tensor) and not v.is_leaf:  # computed in forward (legacy weight_norm's weight):
+            state[k] = memo.setdefault(id(v), v.detach().clone())  # deepcopy refuses a non-leaf tensor
         else:
             state[k] = copy.deepcopy(v, memo)
     new.__setstate__(state)
@@ -718,7 +720,7 @@ def _float64_scaled_diff(
     remove the ``removed`` channels again (None: it does not, or the model cannot run in float64)."""
     batches = [x.double() if x.is_floating_point() else x for x in batches]
     try:
-        dense = copy.deepcopy(dense).double()
+        dense = _deepcopy_module(dense, {}).double()
         example = example_input.double() if example_input.is_floating_point() else example_input
         disabled = log.disabled
         log.disabled = True  # (its warnings were said for the float32 surgery)
