@@ -265,7 +265,9 @@ def slim_model(
 
     ``config`` is the training configuration (its ``method`` is ignored: the proximal hook
     is added here). With ``out_dir`` the files listed in the module doc are written. A
-    collapse to chance accuracy raises :class:`CollapseError` after the files are written.
+    collapse to chance accuracy raises :class:`CollapseError` after the files are written; a slim model
+    surgery's check measured wrong (report ``surgery.check_failed``) raises :class:`EdgeslimError` after
+    them, the slim checkpoint left out.
     """
     from edgeslim.train.distributed import resolve_device
     from edgeslim.train.evaluation import evaluate
@@ -369,6 +371,7 @@ def slim_model(
         report["budget"] = controller.report(res.history)
         report["budget"]["warning"] = budget_warning(report["budget"])
     from edgeslim.surgery import prune_with_report
+    from edgeslim.surgery.prune import check_failed_message
 
     dense_channels = _bn_channels(model)
     per_layer = {row["name"]: row for row in fin.layers}
@@ -406,10 +409,13 @@ def slim_model(
             spec,
             meta={**run_meta, "stage": "trained", "accuracy": ev_trained["accuracy"]},
         )
-        save_model(
-            out / SLIM_FILE, slim, spec, recipe=recipe,
-            meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
-        )  # fmt: skip
+        if pr.report["check_failed"]:  # a slim model surgery's check measured wrong is not saved
+            (out / SLIM_FILE).unlink(missing_ok=True)  # (nor an earlier run's left: a --force rerun)
+        else:
+            save_model(
+                out / SLIM_FILE, slim, spec, recipe=recipe,
+                meta={**run_meta, "stage": "slim", "accuracy": report["accuracy"]["slim"]},
+            )  # fmt: skip
         report["out_dir"] = str(out)  # (a collapsed run's report too)
         report["plots"] = plot_report(report, _gammas(model), out)
         if controller is not None:
@@ -419,6 +425,9 @@ def slim_model(
         else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
             (out / BUDGET_PNG).unlink(missing_ok=True)
         write_report(out, report)
+    if pr.report["check_failed"]:
+        kept = f"; {out / TRAINED_FILE} holds the trained model, prune it once that is done" if out else ""
+        raise EdgeslimError(check_failed_message(spec.arch, pr.report) + f" ({SLIM_FILE} not written){kept}")
     if report["collapse"]["collapsed"]:
         msg = report["collapse"]["message"]
         raise CollapseError(msg, param=next((p for p in ("shrink", "taper_end") if p in msg), "lam"))

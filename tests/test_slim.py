@@ -615,3 +615,33 @@ def test_a_checkpoint_is_not_trained_or_pruned_on_data_of_other_classes(
         )
         assert "--data-dir" in err
     assert not (tmp_path / "p.pt").exists() and not (tmp_path / "s" / "model.pt").exists()
+
+
+class _ChannelCountNet(nn.Module):
+    """A forward that scales its logits by the channel count: a value no channel graph sees."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.c, self.bn, self.fc = (
+            nn.Conv2d(in_channels, 16, 3, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.Linear(16, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.c(x)))
+        return self.fc(y.mean((2, 3))) * (y.shape[1] / 16)
+
+
+def test_a_slim_model_its_check_measured_wrong_is_not_saved(digits, tmp_path: Path) -> None:
+    """Review of surgery's reach: edgeslim prune wrote slim models its check measured wrong; a slim run's
+    surgery is the same. The run now writes the trained model and the report (surgery.check_failed), no
+    model.pt, and ends with one line naming the fix and the trained checkpoint."""
+    spec = digits.spec_for("vgg-small")
+    with pytest.raises(EdgeslimError, match="check measured the slim") as info:
+        slim_model(_ChannelCountNet(spec.input_shape[0]), spec, digits,
+                   TrainConfig(epochs=1, batch_size=32, device="cpu"), SlimSettings(lam=10.0), tmp_path)  # fmt: skip
+    assert "\n" not in str(info.value) and str(tmp_path / "trained.pt") in str(info.value)
+    assert (tmp_path / "trained.pt").is_file() and not (tmp_path / "model.pt").exists()
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["surgery"]["check_failed"] and rep["surgery"]["removed_channels"] > 0

@@ -245,3 +245,41 @@ def test_the_next_command_is_quoted_for_the_shell(tmp_path, capsys):
     assert main(["prune", "vgg-small", "-o", str(out)]) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.endswith(f"next: edgeslim export '{out}' --onnx '{out.with_suffix('.onnx')}'"), last
+
+
+class ChannelCountNet(nn.Module):
+    """A forward that scales by its channel count (attention-like): a value no channel graph sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.b1(self.c1(x)))
+        return self.fc((y * y.shape[1] ** -0.5).mean((2, 3)))
+
+
+def test_cli_prune_refuses_a_slim_model_its_check_measured_wrong(tmp_path, capsys):
+    """Review of surgery's reach (advnets.ChannelScale, ViewAlias, ChannelBranch): prune wrote a slim
+    checkpoint its own check measured 0.0256 off (0.37 for ViewAlias) where the construction is exact, exit
+    0 and the usual next step. It now refuses in one line and writes nothing."""
+    path = tmp_path / "net.pt"
+    torch.save(ChannelCountNet().eval(), path)
+    out = tmp_path / "slim.pt"
+    args = [
+        "prune",
+        str(path),
+        "--trust-pickle",
+        "--input-shape",
+        "3,8,8",
+        "--ratio",
+        "0.5",
+        "--round-to",
+        "1",
+    ]
+    assert main([*args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("error:")]
+    assert len(line) == 1 and "check measured the slim" in line[0] and "register_leaf" in line[0]
+    assert "nothing was written" in line[0] and "next:" not in err
+    assert not out.exists()

@@ -406,3 +406,118 @@ def test_macs_of_layers_run_on_rows_folded_into_the_batch(batch: int) -> None:
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         res.model(x[:1])
     assert res.report["macs_after"] == fc.get_total_flops() // 2 < truth
+
+
+class _AmplifiesRounding(nn.Module):
+    """A 1x1 head whose outputs go through a function that turns float32 rounding into large
+    differences, as near-tied top-k picks do (RT-DETR's 300 queries)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = nn.Conv2d(3, 16, 1, bias=False), nn.BatchNorm2d(16), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.remainder(self.head(torch.relu(self.bn(self.c(x)))) * 1e4, 1.0)
+
+
+def test_a_float32_gap_that_float64_closes_is_rounding_not_a_wrong_slim_model(caplog) -> None:
+    """Review of surgery's reach (rtdetr_check.py): RT-DETR-l pruned at ratio 0.3 was reported not exact,
+    0.125 off (rows of its top-300 query output swapped on near ties), with the warning that the slim model
+    computes something else, while in float64 it equals the zeroed model exactly. A float32 gap beyond the
+    tolerance is now re-measured on a float64 copy (surgery run on it too): the slim model stays exact and
+    the warning says both numbers. Here the folded constant's float32 rounding, times 1e4."""
+    m = _prep(_AmplifiesRounding()).float()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="edgeslim.surgery.prune"):
+        res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 2 and res.report["max_abs_diff"] > 1e-3
+    assert res.report["exact"] and res.report["float64_scaled_diff"] < 1e-10
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "in float64: surgery is exact" in said
+    assert m.bn.weight.numel() == 16 and m.bn.weight.dtype == torch.float32  # (the caller's model untouched)
+
+
+class _ScaledByChannelCount(nn.Module):
+    """Attention-like scaling by the channel count: a value no channel graph sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.c(x)))
+        return self.head((y * y.shape[1] ** -0.5).mean((2, 3)))
+
+
+def test_a_check_measured_wrong_is_its_own_flag_an_approximate_fold_is_not() -> None:
+    """Review of surgery's reach (advnets.ChannelScale): the check measured the slim model 0.0256 off where
+    the construction claimed exact, and the report said only exact: False, as it does for an approximate
+    fold, whose slim model is fine to write; edgeslim prune wrote it with exit 0. The report now says
+    check_failed (the float64 re-run measured the same gap)."""
+    res = prune_with_report(_prep(_ScaledByChannelCount()), X)
+    assert res.report["removed_channels"] == 2 and res.report["max_abs_diff"] > 1e-3
+    assert res.report["check_failed"] and not res.report["exact"] and res.report["float64_scaled_diff"] > 1e-3
+    padded = nn.Sequential(
+        nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 3, padding=1)
+    )
+    res = prune_with_report(_prep(padded), X)  # the constant 0.7 folded into a zero-padded 3x3 conv
+    assert res.report["max_abs_diff"] > 1e-4 and not res.report["exact"] and not res.report["check_failed"]
+
+
+@pytest.mark.parametrize("op", ["mul_weight", "add_bias"])
+def test_a_bn_tensor_also_used_outside_the_bn_is_sliced_once(op) -> None:
+    """Review of surgery's reach (bnparam.py): ``y * self.bn.weight.view(1, -1, 1, 1)`` (or ``+
+    self.bn.bias...``) in a parent's forward was recorded as a parameter of its own beside the BN's
+    entry, which had already shrunk the same tensor: IndexError in recipe._take (the CLI: "internal
+    error", exit 1). The tensor's channels are now the BN's, sliced once by its entry."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            self.b, self.head = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            y = torch.relu(self.bn(self.c(x)))
+            y = (
+                y * self.bn.weight.view(1, -1, 1, 1)
+                if op == "mul_weight"
+                else y + self.bn.bias.view(1, -1, 1, 1)
+            )
+            return self.head(torch.relu(self.b(y)))
+
+    m = _prep(M())
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 2 and res.report["exact"]
+    assert res.model.bn.weight.numel() == 6 and _diff(m, res.model, X) < 1e-12
+    assert set(res.recipe["layers"]) == {"c", "bn", "b"}
+
+
+def test_a_legacy_weight_norm_conv_is_copied_and_kept_whole() -> None:
+    """Review of surgery's reach (wn.py): a conv under torch.nn.utils.weight_norm (the legacy one, whose
+    weight is a tensor computed in forward, kept as an attribute) made prune_with_report raise deepcopy's
+    "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol". The copy
+    now takes a detached copy of such a tensor (the hook computes it again); the conv is kept whole."""
+    import warnings
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # (deprecated in favour of parametrizations)
+                self.wn = nn.utils.weight_norm(nn.Conv2d(8, 8, 1))
+            self.bn2, self.head = nn.BatchNorm2d(8), nn.Conv2d(8, 5, 1)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.bn2(self.wn(torch.relu(self.bn(self.c(x)))))))
+
+    m = _prep(M(), shift=0.0)
+    m(X)  # (a forward with grad leaves the computed weight a non-leaf tensor)
+    res = prune_with_report(m, X)
+    assert res.report["removed_channels"] == 0 and res.report["zero_kept"]["behind_barrier"] == 4  # (bn, bn2)
+    assert res.model.wn.weight_v is not m.wn.weight_v and _diff(m, res.model, X) < 1e-12
