@@ -259,10 +259,11 @@ class ChannelCountNet(nn.Module):
         return self.fc((y * y.shape[1] ** -0.5).mean((2, 3)))
 
 
-def test_cli_prune_refuses_a_slim_model_its_check_measured_wrong(tmp_path, capsys):
+def test_cli_prune_refuses_a_slim_model_its_check_measured_wrong(tmp_path, capsys, caplog):
     """Review of surgery's reach (advnets.ChannelScale, ViewAlias, ChannelBranch): prune wrote a slim
     checkpoint its own check measured 0.0256 off (0.37 for ViewAlias) where the construction is exact, exit
-    0 and the usual next step. It now refuses in one line and writes nothing."""
+    0 and the usual next step. It now refuses in one line and writes nothing (strict: not after the
+    library's warning of the same)."""
     path = tmp_path / "net.pt"
     torch.save(ChannelCountNet().eval(), path)
     out = tmp_path / "slim.pt"
@@ -282,4 +283,5 @@ def test_cli_prune_refuses_a_slim_model_its_check_measured_wrong(tmp_path, capsy
     line = [x for x in err.splitlines() if x.startswith("error:")]
     assert len(line) == 1 and "check measured the slim" in line[0] and "register_leaf" in line[0]
     assert "nothing was written" in line[0] and "next:" not in err
+    assert "surgery was exact by construction" not in caplog.text  # (the library's warning: the refusal here)
     assert not out.exists()

@@ -50,7 +50,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import compose_recipes, prune_with_report
-    from edgeslim.surgery.prune import check_failed_message
+    from edgeslim.surgery.prune import CheckFailedError
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
     # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)
@@ -86,13 +86,14 @@ def run(req: PruneRequest) -> dict[str, Any]:
         )
         # a detector's deployed outputs count, not the maps it also returns; on a copy (sharing the layers'
         # tensors): a check that fails in float32 is re-run in float64 from the dense model
-        res = prune_with_report(
-            loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
-            outputs=deployed_output(loaded.model),
-        )  # fmt: skip
+        try:  # (strict: a check measured wrong is one line, not a warning before it)
+            res = prune_with_report(
+                loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
+                outputs=deployed_output(loaded.model), strict=True,
+            )  # fmt: skip
+        except CheckFailedError as exc:
+            raise EdgeslimError(f"{exc}; nothing was written") from exc
         rep = res.report
-        if rep["check_failed"]:
-            raise EdgeslimError(check_failed_message(req.model, rep) + "; nothing was written")
         if zeroed is not None:
             rep["ratio_prune"] = zeroed
         rep["alignment"] = align

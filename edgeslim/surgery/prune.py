@@ -368,6 +368,7 @@ def prune_with_report(
     inplace: bool = False,
     check: bool = True,
     outputs: Callable[[Any], Any] | None = None,
+    strict: bool = False,
 ) -> PruneResult:
     """Surgery on a copy of ``model``: returns the slim model, its recipe and a report.
 
@@ -376,7 +377,9 @@ def prune_with_report(
     forward still runs when a removed channel's constant must be folded. ``outputs`` picks the
     outputs that must be kept and verified from the forward's result (default: every tensor it
     returns; for an ultralytics model :func:`edgeslim.models.yolo.deployed_output` gives its
-    deployed predictions, so the neck features it also returns in eval mode can shrink).
+    deployed predictions, so the neck features it also returns in eval mode can shrink). Where the
+    check measures the slim model off what the construction claims exact (``report["check_failed"]``),
+    a warning says so; ``strict=True`` raises :class:`CheckFailedError` instead (one line, no model).
     """
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
@@ -561,6 +564,8 @@ def prune_with_report(
         else:
             report["exact"] = False  # (measured: the construction's claim did not hold)
             report["check_failed"] = True
+            if strict:
+                raise CheckFailedError(check_failed_message(type(model).__name__, report))
             log.warning(
                 "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
                 "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
@@ -609,6 +614,10 @@ def prune_with_report(
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+class CheckFailedError(EdgeslimError):
+    """Surgery's check measured the slim model off the zeroed one where its construction is exact."""
 
 
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
