@@ -49,8 +49,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.checkpoint import rebuild_facts, save_model
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
-    from edgeslim.surgery import compose_recipes, prune_with_report
-    from edgeslim.surgery.prune import CheckFailedError
+    from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
     # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)

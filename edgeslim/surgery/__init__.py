@@ -10,10 +10,11 @@ from __future__ import annotations
 from edgeslim.channels.graph import BNGroup, ChannelGroup, DependencyGraph, build_graph
 from edgeslim.channels.recipe import apply_recipe, compose_recipes
 from edgeslim.channels.rules import ChannelRule, register_channel_rule, register_leaf
-from edgeslim.surgery.prune import PruneResult, prune, prune_with_report, verify
+from edgeslim.surgery.prune import CheckFailedError, PruneResult, prune, prune_with_report, verify
 
 __all__ = [
     "BNGroup",
+    "CheckFailedError",
     "ChannelGroup",
     "ChannelRule",
     "DependencyGraph",
