@@ -383,3 +383,54 @@ def test_group_helpers_match_numpy_reference(bound):
         got, inv = _unique_rows(rows, base)
         want, want_inv = np.unique(rows, axis=0, return_inverse=True)
         assert np.array_equal(got, want) and np.array_equal(inv, want_inv.reshape(-1))
+
+
+class Video3d(nn.Module):
+    """3-d pooling, resampling and a transposed conv between BatchNorm3d layers (a video encoder-decoder)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(), nn.MaxPool3d(2))
+        self.up = nn.Sequential(
+            nn.ConvTranspose3d(8, 6, 2, stride=2), nn.BatchNorm3d(6), nn.ReLU(), nn.Dropout3d()
+        )
+        self.b = nn.Sequential(nn.Conv3d(6, 6, 1), nn.BatchNorm3d(6), nn.ReLU(), nn.AvgPool3d(2))
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = self.b(F.interpolate(self.up(self.a(x)), scale_factor=(1, 2, 2), mode="trilinear"))
+        return self.head(F.adaptive_max_pool3d(y, 1).flatten(1) + nn.AdaptiveAvgPool3d(1)(y).flatten(1))
+
+
+def test_3d_pooling_resampling_and_transposed_conv_keep_channels_and_their_macs_are_measured():
+    """Review of channel surgery outside the zoo (2026-12-06): conv3d, conv_transpose3d and the 3-d
+    poolings were barriers ("unsupported function"). Every BN3d channel is now removable, exactly,
+    and the graph's MACs and parameters before and after are what torch's FlopCounterMode counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def measured(m: nn.Module, x: torch.Tensor) -> int:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(x)
+        return fc.get_total_flops() // 2 // x.shape[0]
+
+    torch.manual_seed(0)
+    m = Video3d().double().eval()
+    x = torch.randn(2, 3, 4, 16, 16, dtype=torch.float64)
+    g = build_graph(m, x)
+    assert [str(b) for b in g.barriers] == ["<model> (input): model input", "<model> (output): model output"]
+    assert g.macs() == measured(m, x) and g.params() == sum(p.numel() for p in m.parameters())
+    m = m.to(memory_format=torch.channels_last_3d)  # (a 5-D weight stays channels-last when sliced)
+    zero_bn(m.a[1], [0, 3, 7])
+    zero_bn(m.up[1], [2])
+    zero_bn(m.b[1], [1, 4])
+    res = prune_with_report(m, x)
+    assert [res.model.a[1].num_features, res.model.up[1].num_features, res.model.b[1].num_features] == [
+        5,
+        5,
+        4,
+    ]
+    assert res.model.up[0].weight.shape == (5, 5, 2, 2, 2) and res.model.head.in_features == 4
+    assert res.report["exact"] and verify(m, res.model, torch.randn_like(x))["max_abs_diff"] < 1e-12
+    assert res.report["macs_after"] == measured(res.model, x) < res.report["macs_before"]
+    assert res.report["params_after"] == sum(p.numel() for p in res.model.parameters())
+    assert res.model.a[0].weight.is_contiguous(memory_format=torch.channels_last_3d)

@@ -269,7 +269,7 @@ def _fn_name(fn: Any) -> str:
 
 
 def _meta_conv(args: tuple, kwargs: dict) -> Tensor | None:
-    """The "meta" result of ``F.conv1d/2d`` from the shape formula (the meta kernel is slow); None
+    """The "meta" result of ``F.conv1d/2d/3d`` from the shape formula (the meta kernel is slow); None
     for anything unusual (string padding, odd arguments)."""
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     a = dict(zip(names, args))
@@ -897,7 +897,7 @@ class _Analyser:
         return a if a.device.type != "meta" and a.dim() == 0 else ...
 
     # -- op rules ----------------------------------------------------------------------
-    def conv(self, n: Call, m: nn.Conv2d | nn.Conv1d, x: Info, out: Tensor) -> Info | None:
+    def conv(self, n: Call, m: nn.modules.conv._ConvNd, x: Info, out: Tensor) -> Info | None:
         x = self._uniform_input(n, x, "conv")
         g = m.groups
         ipg, opg = m.in_channels // g, m.out_channels // g

@@ -21,20 +21,36 @@ from edgeslim.channels.norm import NORM_TYPES
 ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU,
     nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.PReLU,
-    nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
 )  # fmt: skip
-#: Spatial pooling and resampling: keeps channels (a constant stays that constant), changes H x W.
+#: Spatial pooling and resampling: keeps channels (a constant stays that constant), changes the
+#: positions (L, H x W, or T x H x W).
 POOL_MODULES: tuple[type[nn.Module], ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Upsample,
-    nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample, nn.UpsamplingNearest2d,
+    nn.UpsamplingBilinear2d,
 )  # fmt: skip
 BN_MODULES: tuple[type[nn.Module], ...] = NORM_TYPES  # any BatchNorm (edgeslim.channels.norm)
-CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d)
+#: the functional form of a convolution by its spatial dims (``len(kernel_size)``: 1, 2 or 3); the
+#: one table surgery runs a conv module's weight through (:func:`conv_function`)
+CONV_BY_DIMS: dict[int, Any] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_TRANSPOSE_BY_DIMS: dict[int, Any] = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+CONV_MODULES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: Transposed convolutions (decoders, UNets, YOLO-seg's mask prototypes): weight (in, out / groups, k...).
-CONV_TRANSPOSE_MODULES: tuple[type[nn.Module], ...] = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+CONV_TRANSPOSE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+)  # fmt: skip
 LINEAR_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
 FLATTEN_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten,)
+
+
+def conv_function(m: nn.Module) -> Any:
+    """``F.conv1d/2d/3d`` (``F.conv_transpose1d/2d/3d`` for a transposed conv) of a conv module of
+    :data:`CONV_MODULES` or :data:`CONV_TRANSPOSE_MODULES`, by its spatial dims."""
+    table = CONV_TRANSPOSE_BY_DIMS if isinstance(m, CONV_TRANSPOSE_MODULES) else CONV_BY_DIMS
+    return table[len(m.kernel_size)]
+
 
 ELEMENTWISE_FUNCTIONS: set[Any] = {
     F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.silu, F.hardswish, F.hardsigmoid, F.sigmoid,
@@ -56,8 +72,8 @@ ACTIVATION_FUNCTIONS: set[Any] = {
     F.leaky_relu, F.elu, F.hardtanh, torch.tanh, torch.Tensor.tanh,
 }  # fmt: skip
 #: Functions whose weights make their calling module a layer surgery resizes.
-CONV_FUNCTIONS: set[Any] = {F.conv1d, F.conv2d}
-CONV_TRANSPOSE_FUNCTIONS: set[Any] = {F.conv_transpose1d, F.conv_transpose2d}
+CONV_FUNCTIONS: set[Any] = set(CONV_BY_DIMS.values())
+CONV_TRANSPOSE_FUNCTIONS: set[Any] = set(CONV_TRANSPOSE_BY_DIMS.values())
 LINEAR_FUNCTIONS: set[Any] = {F.linear}
 BN_FUNCTIONS: set[Any] = {F.batch_norm, torch.batch_norm}
 PAD_FUNCTIONS: set[Any] = {F.pad, torch.constant_pad_nd}
@@ -76,17 +92,19 @@ SAME_SHAPE_ON_META: set[Any] = ACTIVATION_FUNCTIONS | BN_FUNCTIONS | {F.layer_no
 SOFTMAX_FUNCTIONS: set[Any] = {F.softmax, torch.softmax, torch.Tensor.softmax}
 #: Adaptive pooling and resampling: output sizes computed on "meta" tensors (slow decompositions there).
 ADAPTIVE_POOL_FUNCTIONS: set[Any] = {
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
-    torch.adaptive_avg_pool1d, torch._C._nn.adaptive_avg_pool2d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.adaptive_avg_pool1d, torch._C._nn.adaptive_avg_pool2d,
+    torch._C._nn.adaptive_avg_pool3d,
 }  # fmt: skip
 RESIZE_FUNCTIONS: set[Any] = {F.interpolate, F.upsample}
 #: Attention: ``(..., L, E) x (..., S, E) x (..., S, Ev) -> (..., L, Ev)`` on "meta" tensors.
 ATTENTION_FUNCTIONS: set[Any] = {F.scaled_dot_product_attention}
 POOL_FUNCTIONS: set[Any] = {
-    F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, torch.max_pool2d,
-    torch.avg_pool1d, torch.adaptive_avg_pool1d, torch._C._nn.avg_pool2d,
-    torch._C._nn.adaptive_avg_pool2d, F.interpolate, F.upsample,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d, F.adaptive_max_pool3d, torch.max_pool2d, torch.max_pool3d, torch.avg_pool1d,
+    torch.adaptive_avg_pool1d, torch._C._nn.avg_pool2d, torch._C._nn.avg_pool3d,
+    torch._C._nn.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool3d, F.interpolate, F.upsample,
 }  # fmt: skip
 #: Element-wise binary ops: (function, kind) where kind decides how "exactly zero" propagates.
 BINARY_FUNCTIONS: dict[Any, str] = {

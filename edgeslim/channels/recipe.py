@@ -46,14 +46,17 @@ ENTRY_KEY = {
 
 #: kept indices: a JSON list, or a tensor (surgery passes its own)
 Index: TypeAlias = "list[int] | torch.Tensor | None"
+#: the channels-last memory format of a 4-D (2-d conv) and a 5-D (3-d conv) weight
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
 def _take(t: torch.Tensor | None, idx: Index, dim: int = 0) -> torch.Tensor | None:
     if t is None or idx is None:
         return t
     out = t.detach().index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device))
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)  # a channels_last model stays one
+    fmt = _CHANNELS_LAST.get(t.dim())
+    if fmt is not None and not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+        out = out.contiguous(memory_format=fmt)  # a channels_last model stays one
     return out
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -204,25 +203,21 @@ def _fold(m: nn.Module, removed: Tensor, value: Tensor, spatial: tuple[int, ...]
     transposed conv, whose output of a constant repeats with the period of its stride.
     """
     w = m.weight.detach().double().cpu()
+    transposed = isinstance(m, ops.CONV_TRANSPOSE_MODULES)  # each input spreads over a kernel of outputs
     if isinstance(m, nn.Linear):
         delta = w[:, removed] @ value
-    elif isinstance(m, ops.CONV_TRANSPOSE_MODULES):  # each input spreads over a kernel of outputs
-        x = torch.zeros((1, m.in_channels, *spatial), dtype=torch.float64)
-        x[0, removed] = value.view(-1, *([1] * len(spatial)))
-        convt = F.conv_transpose2d if isinstance(m, nn.ConvTranspose2d) else F.conv_transpose1d
-        y = convt(x, w, None, m.stride, m.padding, m.output_padding, m.groups, m.dilation)
-        delta = y.flatten(2).mean(2)[0]
-    elif _exact_conv(m):
+    elif not transposed and _exact_conv(m):
         ipg, opg = m.in_channels // m.groups, m.out_channels // m.groups
         wsum = w.flatten(2).sum(2)  # (out, ipg): a constant input sees the whole kernel
         grp, j = removed // ipg, removed % ipg
         same_group = (torch.arange(m.out_channels) // opg)[:, None] == grp[None, :]
         delta = (wsum[:, j] * same_group * value[None, :]).sum(1)
-    else:
+    else:  # the conv (of any spatial dims) of the constant, averaged over its output positions
         x = torch.zeros((1, m.in_channels, *spatial), dtype=torch.float64)
         x[0, removed] = value.view(-1, *([1] * len(spatial)))
-        conv = F.conv2d if isinstance(m, nn.Conv2d) else F.conv1d
-        y = conv(x, w, None, m.stride, m.padding, m.dilation, m.groups)
+        conv = ops.conv_function(m)
+        extra = (m.output_padding, m.groups, m.dilation) if transposed else (m.dilation, m.groups)
+        y = conv(x, w, None, m.stride, m.padding, *extra)
         delta = y.flatten(2).mean(2)[0]
     # a new bias tensor: the old one may still be the caller's (see _copy_sharing_tensors)
     old = m.bias
