@@ -161,13 +161,17 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
 def count_model(
     model: nn.Module, input_shape: tuple[int, ...] | list[int], counter: str = "auto"
 ) -> ModelStats:
-    """Parameters and MACs of ``model`` for one ``(C, H, W)`` input (batch 1).
+    """Parameters and MACs of ``model`` for one ``(C, H, W)`` input (``(C, T, H, W)`` for a video
+    model of 3-d convs; batch 1).
 
     ``counter``: ``"fvcore"``, ``"flop_counter"``, or ``"auto"`` (fvcore when installed).
     """
     shape = tuple(int(v) for v in input_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise EdgeslimError(f"input shape must be C,H,W with positive sizes, got {','.join(map(str, shape))}")
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise EdgeslimError(
+            f"input shape must be C,H,W (C,T,H,W for a video model) with positive sizes, got "
+            f"{','.join(map(str, shape))}"
+        )
     scripted = isinstance(model, torch.jit.ScriptModule)
     if counter == "auto" and scripted:
         counter = "flop_counter"  # fvcore hooks modules, which TorchScript does not allow

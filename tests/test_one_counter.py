@@ -217,3 +217,23 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str, tmp_path
             step = k.clone()
             step[gi] -= 1
             assert float(marg[gi]) == pytest.approx(r.value(k) - r.value(step), rel=0.05, abs=1e-12)
+
+
+def test_count_model_counts_a_video_model_of_3d_convs() -> None:
+    """Review of channel surgery outside the zoo (2026-12-06): count_model refused the (C, T, H, W)
+    of a video model ("input shape must be C,H,W"), so a Conv3d network's MACs and parameters could
+    not be counted. Its rows, its total and torch's FlopCounterMode agree on torchvision's r3d_18."""
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = torchvision.models.video.r3d_18(num_classes=10).eval()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(torch.zeros(1, 3, 4, 32, 32))
+    for counter in ("fvcore", "flop_counter"):
+        stats = count_model(model, (3, 4, 32, 32), counter=counter)
+        assert stats.macs == sum(r.macs for r in stats.layers) == fc.get_total_flops() // 2
+        assert (
+            stats.params == sum(r.params for r in stats.layers) == sum(p.numel() for p in model.parameters())
+        )
+    x = torch.zeros(1, 3, 4, 32, 32)
+    assert build_graph(model, x).macs() == build_resource(model, x, "macs").dense == stats.macs
