@@ -123,6 +123,21 @@ def test_slim_checkpoint_export_cli(tmp_path, fm_batch, fmnist_dir):
     assert audit.misaligned("fp16") and "to multiples of 8 (FP16)" in audit.suggestion()
 
 
+def test_audit_torch_lists_every_conv_surgery_resizes() -> None:
+    """A review (session 30): audit_torch listed Conv1d/2d/3d and ConvTranspose2d only, so a 1-d or
+    3-d transposed conv (resized by surgery) was missing from the alignment audit; it takes the channel
+    model's layer tables now."""
+    model = nn.Sequential(
+        nn.Conv1d(3, 12, 3), nn.ConvTranspose1d(12, 20, 2), nn.Flatten(), nn.Linear(20 * 6, 5)
+    )
+    video = nn.Sequential(nn.Conv3d(3, 12, 3), nn.ConvTranspose3d(12, 20, 2))
+    assert [lay.op for lay in audit_torch(model).layers] == ["Conv1d", "ConvTranspose1d", "Linear"]
+    assert [(lay.op, lay.out_channels) for lay in audit_torch(video).layers] == [
+        ("Conv3d", 12),
+        ("ConvTranspose3d", 20),
+    ]
+
+
 def test_audit_onnx_matches_torch(tmp_path):
     model = create_model("vgg-small").eval()
     # a slim-looking model by hand: a 20-channel layer (not a multiple of 8 or 32)

@@ -204,8 +204,10 @@ def audit_torch(model: nn.Module) -> AlignmentReport:
     """The same audit on a PyTorch model (Conv*d and Linear modules, in module order)."""
     from torch import nn
 
-    mods = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d,
-            nn.ConvTranspose2d, nn.Linear))]  # fmt: skip
+    from edgeslim.channels.ops import CONV_MODULES, CONV_TRANSPOSE_MODULES, LINEAR_MODULES
+
+    kinds = (*CONV_MODULES, *CONV_TRANSPOSE_MODULES, *LINEAR_MODULES)
+    mods = [(name, m) for name, m in model.named_modules() if isinstance(m, kinds)]
     layers = []
     for k, (name, m) in enumerate(mods):
         if isinstance(m, nn.Linear):
