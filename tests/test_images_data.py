@@ -369,3 +369,45 @@ def test_a_check_on_a_small_test_split_names_no_option_not_given(tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         batch = real_inputs((3, 8, 8), data="imagefolder", data_dir=str(tmp_path / "f"), n=64)
     assert len(batch.x) == 4 and "asks for more than" not in caplog.text
+
+
+def test_a_model_that_records_no_normalization_is_checked_with_the_folders_statistics(
+    tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """The review of a timm user's chain (finding 1): a model that records no mean/std, exported with an
+    image folder, was checked (and its ONNX metadata written) with the statistics of ONE training image
+    (the check loads the training split with a subset of 1), and INT8 calibration with those of the
+    training images, without a word. The check and the calibration use the training split's statistics,
+    said once, and the ONNX records none."""
+    import logging
+
+    import torch
+
+    from edgeslim.data import load_dataset
+    from edgeslim.export import export_onnx, read_metadata
+
+    monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path / "c"))
+    for split, n in (("train", 4), ("test", 1)):
+        for c, colour in (("blue", (0, 0, 200)), ("red", (200, 0, 0))):
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), tuple(v // (i + 1) for v in colour)).save(
+                    tmp_path / "f" / split / c / f"{i}.png"
+                )
+    folder = str(tmp_path / "f")
+    whole = load_dataset("imagefolder", data_dir=folder, cache_dir=tmp_path / "c")
+    with caplog.at_level(logging.WARNING):
+        calib = real_inputs((3, 8, 8), data="imagefolder", data_dir=folder, n=8, split="train")
+        check = real_inputs((3, 8, 8), data="imagefolder", data_dir=folder, n=64)
+    assert check.mean == calib.mean == whole.mean and check.std == calib.std == whole.std
+    assert check.estimated and calib.estimated
+    said = [r.getMessage() for r in caplog.records if "records no mean/std" in r.getMessage()]
+    assert len(said) == 1 and "the statistics of 8 of its training images" in said[0]
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 1), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    res = export_onnx(net, tmp_path / "m.onnx", (3, 8, 8), inputs=check)
+    assert json.loads(read_metadata(res.path)["normalization"]) == {"mean": None, "std": None}
+    # a model that records its own: used, not estimated
+    own = real_inputs(
+        (3, 8, 8), data="imagefolder", data_dir=folder, meta={"mean": [0.5] * 3, "std": [0.25] * 3}
+    )
+    assert own.mean == (0.5,) * 3 and not own.estimated

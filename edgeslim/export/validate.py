@@ -36,6 +36,9 @@ FP32_RTOL = 1e-5
 #: of very large logits (a network run at another resolution than it was trained at reached 7e5 with
 #: a correct export off by 3e-5 of that) is not an export error when every prediction is the same
 AGREEING_LOGITS_RTOL = 1e-4
+#: training images whose statistics normalize a data set computed from its images (an image folder) for
+#: a model that records no mean/std: export's default calib_images, so INT8 calibration reads the same ones
+STATS_IMAGES = 512
 #: images a check runs at once (PyTorch and a dynamic-batch ONNX alike: a 0-d output is one value a chunk)
 CHECK_CHUNK = 64
 
@@ -152,14 +155,16 @@ def real_inputs(
     unlabelled ``images`` set, which has no training split.
 
     ``data`` (CLI ``--data``) wins over the checkpoint's ``meta["data"]``. The checkpoint's
-    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics; its
+    ``meta["mean"]``/``meta["std"]`` win over the data set's own statistics (an image folder's: of
+    :data:`STATS_IMAGES` of its training images, whatever ``n`` and ``split``, the batch marked
+    ``estimated``); its
     ``meta["class_names"]`` order the labels (:meth:`~edgeslim.data.DataBundle.in_class_order`: other
     classes are refused). The ``images`` data set is any folder of images in ``data_dir`` (no
     labels), brought to the model's input size as ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
     """
     from pathlib import Path
 
-    from edgeslim.data.datasets import canonical_name, recorded_data_dir
+    from edgeslim.data.datasets import NORMS, canonical_name, recorded_data_dir
     from edgeslim.data.imagefolder import IMAGES
 
     name = data or dataset_name(meta)
@@ -197,7 +202,25 @@ def real_inputs(
         )
     # labels in the order of the model's outputs (a folder's classes are its folders' names, sorted)
     bundle = bundle.in_class_order((meta or {}).get("class_names"))
-    return bundle_inputs(bundle, n, *_meta_norm(meta), split=split)
+    mean, std = _meta_norm(meta)
+    c = bundle.in_channels
+    # a model that records none, on a data set whose statistics come from the images read (an image folder's):
+    # not those of the few images read here (a check read 1 training image), but of a fixed sample of the
+    # training split, the same for the check and the INT8 calibration
+    estimated = key not in NORMS and not (mean and len(mean) == c and std and len(std) == c)
+    if estimated:
+        sample = load_dataset(
+            name, data_dir=data_dir, subset=STATS_IMAGES, test_subset=1, image_size=size, upto=True
+        )
+        mean, std = sample.mean, sample.std
+        if not train:  # (said once: an INT8 export's calibration reads the training split first, then checks)
+            log.warning(
+                "the model records no mean/std for %d channels: normalizing %s images with the statistics of %d "
+                "of its training images (not written into the ONNX as the model's)", c, bundle.name,
+                len(sample.train_y),
+            )  # fmt: skip
+    batch = bundle_inputs(bundle, n, mean, std, split=split)
+    return replace(batch, estimated=True) if estimated else batch
 
 
 def bundle_inputs(
