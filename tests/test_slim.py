@@ -645,3 +645,38 @@ def test_a_slim_model_its_check_measured_wrong_is_not_saved(digits, tmp_path: Pa
     assert (tmp_path / "trained.pt").is_file() and not (tmp_path / "model.pt").exists()
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["surgery"]["check_failed"] and rep["surgery"]["removed_channels"] > 0
+
+
+def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path, capsys, monkeypatch) -> None:
+    """The review of a timm user's chain (finding 4): images added to and removed from the folder between
+    a Ctrl-C and ``slim --resume``: its last epochs trained on 273 / 21 images where the first had 281 / 20,
+    one report of two data sets, without a word. Refused in one line; the same files copied elsewhere
+    (new inodes and times) resume."""
+    import shutil
+
+    from PIL import Image
+
+    monkeypatch.setenv("EDGESLIM_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "imgs"
+    for k, c in enumerate(("cat", "dog")):
+        (data / c).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (8, 8), (40 * i, 200 * k, 100)).save(data / c / f"{i:02d}.png")
+    out = tmp_path / "run"
+    args = ["slim", "vgg-small", "--data", "imagefolder", "--data-dir", str(data), "--epochs", "1",
+            "--batch-size", "8", "--shrink", "0.05", "--threads", "1", "--out", str(out), "--json"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    for name in ("report.json", "model.pt"):  # (as a run stopped after its last epoch's checkpoint)
+        (out / name).unlink()
+    shutil.copy(data / "dog" / "00.png", data / "cat" / "new.png")
+    (data / "dog" / "01.png").unlink()
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "holds other images than the run trained on (14 train / 6 test images then, 14 / 6 now" in err
+    assert "drop --resume and start a new one (--force to replace it)" in err
+    assert not (out / "report.json").exists()
+    (data / "cat" / "new.png").unlink()
+    shutil.copy(data / "dog" / "00.png", data / "dog" / "01.png")
+    shutil.copytree(data, tmp_path / "copy")  # (the same names elsewhere: resumed)
+    assert main(["slim", "--resume", "--out", str(out), "--data-dir", str(tmp_path / "copy"), "--json"]) == 0

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 #: 2: image folders skip hidden files and macOS zip metadata (__MACOSX/, ._name); 3: a folder is
 #: greyscale only when the first images of its classes all are; 4: photos decoded upright (EXIF); 5: turned
 #: TIFFs sized upright (their size was turned twice); 6: images in sub-folders of a class folder read; 7: a
-#: tree of class folders split by a hash of each file's name; 8: grey images with alpha (LA) count as grey
-CACHE_VERSION = 8
+#: tree of class folders split by a hash of each file's name; 8: grey images with alpha (LA) count as grey;
+#: 9: an image folder's entry holds the digest of its files' names (``files``)
+CACHE_VERSION = 9
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 

@@ -574,7 +574,18 @@ def check_classes(root: Path, classes: Sequence[str], flat: bool = False) -> Non
 
 
 #: the arrays :func:`read_tree` returns (and a cache entry of an image folder must hold)
-TREE_ARRAYS = ("classes", "train_x", "train_y", "test_x", "test_y")
+TREE_ARRAYS = ("classes", "train_x", "train_y", "test_x", "test_y", "files")
+
+
+def files_digest(picked: dict[str, list[str]]) -> str:
+    """The sha256 of the names of the files each split reads (names within the folder or zip: the
+    same for the folder moved or copied to another machine)."""
+    h = hashlib.sha256()
+    for split in sorted(picked):
+        h.update(f"{split}\n".encode())
+        for name in picked[split]:
+            h.update(name.encode("utf-8", "surrogateescape") + b"\n")
+    return h.hexdigest()
 
 
 def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
@@ -604,6 +615,7 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
         ix = balanced_subset(labels, n, req.seed, len(classes))
         picked[split] = [names[i] for i in ix]
         arrays[f"{split}_y"] = labels[ix]
+    arrays["files"] = np.array(files_digest(picked))
     check_memory(tree.root, len(picked["train"]) + len(picked["test"]), channels, size, bool(req.image_size))
     # both splits in one decode: every corrupt file of either is named in the one refusal
     images = decode_all(tree, picked["train"] + picked["test"], channels, size)
@@ -659,10 +671,12 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
                     "image_size sets the resolution the model will run at (e.g. 224,224)", root, *size)  # fmt: skip
     # The subset was already applied while choosing files.
     full = LoadRequest(req.name, req.data_dir, None, None, req.cache_dir, req.download, req.seed)
-    return bundle_from_arrays(
+    bundle = bundle_from_arrays(
         full, arrays, len(classes), classes, norm,
         pad=pad if pad is not None else max(1, round(size[0] / 8)), hflip=hflip, source=str(root),
     )  # fmt: skip
+    bundle.meta["files"] = str(arrays["files"])  # (a resumed run compares it: pipelines.rundir)
+    return bundle
 
 
 @register_dataset("imagefolder", "any ImageFolder tree train/<class>/*, test/<class>/* (a folder or a .zip)")

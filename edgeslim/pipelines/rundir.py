@@ -307,6 +307,31 @@ def check_resumed_data(given: str | None, saved: dict[str, Any]) -> None:
         )
 
 
+def data_images(bundle: Any) -> dict[str, Any] | None:
+    """What a run records of the images it trains on (``data_args["images"]``): the digest of the
+    names of an image folder's files it reads and its train / test counts; None for a data set of fixed
+    files (the built-in ones)."""
+    files = bundle.meta.get("files")
+    if files is None:
+        return None
+    return {"files": files, "train": len(bundle.train_y), "test": len(bundle.test_y)}
+
+
+def check_resumed_images(saved: dict[str, Any] | None, bundle: Any) -> None:
+    """Refuse resuming a run (``saved``: its ``data_args``) on an image folder whose files are not the
+    ones it trained on (a review's resume trained its last epochs on 273 / 21 images where the first
+    had 281 / 20, without a word); a run that recorded none (older) is not checked."""
+    was, now = (saved or {}).get("images"), data_images(bundle)
+    if not isinstance(was, dict) or now is None or was.get("files") == now["files"]:
+        return
+    raise EdgeslimError(
+        f"{bundle.source} holds other images than the run trained on ({was.get('train')} train / {was.get('test')} "
+        f"test images then, {now['train']} / {now['test']} now: files added, removed or renamed since); put the "
+        "folder back as it was to continue the run, or drop resume and start a new one (force=True to replace it)",
+        param=("resume", "force"),
+    )
+
+
 def saved_run_state(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a resumed run must reuse to continue as it began, beside its data arguments: ``seed``
     (its training seed, which also chose its ``subset`` images) and ``threads`` (the CPU threads it

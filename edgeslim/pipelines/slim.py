@@ -12,6 +12,8 @@ from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import (
     check_resumed_data,
+    check_resumed_images,
+    data_images,
     recorded_input_size,
     run_directory,
     saved_data_args,
@@ -330,6 +332,7 @@ def _run(
                 f"{out_dir / TRAIN_DIR / 'model.pt'} holds no training state; start over with force"
             )
         model, spec, train_state = loaded.model, loaded.spec, loaded.train_state
+        check_resumed_images(loaded.meta.get("data_args"), bundle)  # (its folder's files, as they were)
         recorded = loaded.meta  # (the run's own normalization)
         meta = {
             k: loaded.meta[k]
@@ -360,6 +363,7 @@ def _run(
         meta["data_args"] = {k: (str(Path(opts[k]).expanduser().absolute()) if k == "data_dir" and opts.get(k)
                                  else opts.get(k)) for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta["data_args"]["seed"] = int(req.seed or 0)  # (it chose the subset's images)
+        meta["data_args"]["images"] = data_images(bundle)  # (a resume is refused on other files)
         meta = {"source": req.model, **meta}
         if req.profile:  # the device the run is for (a resume predicts for it, not for what is given then)
             meta["device"] = {"profile": req.profile, "precision": req.precision}

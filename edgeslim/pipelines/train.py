@@ -12,6 +12,8 @@ from edgeslim.errors import EdgeslimError, Notice, Step
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import (
     check_resumed_data,
+    check_resumed_images,
+    data_images,
     recorded_input_size,
     saved_data_args,
     saved_run_state,
@@ -275,11 +277,13 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             torch.manual_seed(config.seed)
             model = create_model(spec, trust_pickle=kw["trust_pickle"])
     bundle.check_spec(spec)
+    if resume_ckpt is not None:  # (its folder's files, as they were)
+        check_resumed_images((resume_ckpt.get("meta") or {}).get("data_args"), bundle)
     # the labels in the order of the outputs of the head it starts from (a checkpoint's class names)
     bundle = bundle.in_class_order(recorded.get("class_names"))
     meta = {
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
-                      "test_subset": test_subset, "seed": data_seed},
+                      "test_subset": test_subset, "seed": data_seed, "images": data_images(bundle)},
     }  # fmt: skip
 
     for note in notes if say is not None else ():  # before training, after every refusal (which comes alone)
