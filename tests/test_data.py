@@ -303,7 +303,7 @@ def test_imagefolder_directory_and_greyscale(cifar_zip, tmp_path, caplog):
 
 
 def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, monkeypatch):
-    """Every image is brought to the most common size of the first training images; the load says
+    """Every image is brought to the most common size of the training images; the load says
     which (a trial's folder of 32, 48x40 and 64 px photos trained at 32x32 without a word). One large
     photo first in name order no longer sets it (a trial's 3000x2000 first image: the run was killed
     for memory, without a word); a size that cannot fit in memory is refused, a large one warned."""
@@ -319,7 +319,7 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
         b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
     assert b.input_shape == (3, 32, 32)
     assert (
-        "decoded at 32x32 pixels, HxW (the first training images' most common size; image_size sets another"
+        "decoded at 32x32 pixels, HxW (the training images' most common size; image_size sets another"
         in caplog.text
     )
     cls = sorted((root / "train").iterdir())[0]
@@ -336,9 +336,8 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
     with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
         b = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c", subset=10)
     assert b.input_shape == (3, 800, 1200)
-    assert (
-        "training at 800x1200 pixels (height x width), the most common size of the first training images"
-        in (caplog.text)
+    assert "training at 800x1200 pixels (height x width), the most common size of the training images" in (
+        caplog.text
     )
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):  # from the cache: said again
@@ -353,7 +352,7 @@ def test_imagefolder_says_the_size_it_trains_at(cifar_zip, tmp_path, caplog, mon
     v1.write_text(f"{2**27}\n")  # 128 MiB: 38 x 2.9 MB is more than half
     assert imf.physical_memory([v2, v1]) == 2**27
     monkeypatch.setattr(imf, "CGROUP_MEMORY_LIMITS", (str(v2), str(v1)))
-    with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the most common size of the first training images\) "
+    with pytest.raises(EdgeslimError, match=r"38 images at 800x1200 pixels \(the most common size of the training images\) "
                        r"would take 0.102 GiB as uint8, more than half of the 0.125 GiB this machine \(or container\) has; give a smaller "
                        r"image_size"):  # fmt: skip
         load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c2")
@@ -945,3 +944,35 @@ def test_grey_images_with_alpha_are_read_as_grey(tmp_path):
                 Image.new("LA", (8, 8), (100 * k + 20, 128)).save(tmp_path / "g" / split / c / f"{i}.png")
     b = load_dataset("imagefolder", data_dir=tmp_path / "g", cache_dir=tmp_path / "cache")
     assert b.input_shape == (1, 8, 8) and b.train_x[:, 0, 0, 0].tolist() == [20, 20, 120, 120]
+
+
+def test_an_image_folder_is_probed_over_its_images_not_its_first_by_name(tmp_path, caplog):
+    """The review of a timm user's chain (findings 2 and 3): the channels and the size of an image folder
+    came from the first two training images of each class by name: colour photos whose first three of
+    each class were grey trained a 1-channel network (3-channel weights were refused "give --data of
+    3-channel images"), and 45 photos of 40x48 among 256 of 32x32, each class's first by name among
+    them, set 40x48 (85% of the images stretched). A spread over each class's images decides: grey when
+    nearly all are, the most common size."""
+    import logging
+
+    from PIL import Image
+
+    for k, c in enumerate(("cat", "dog", "ship")):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        for i in range(20):
+            colour = (30 + 10 * i, 200 * (k % 2), 90)
+            im = Image.new("RGB", (48, 40) if i % 7 == 0 else (16, 16), colour)
+            (im.convert("L") if i < 3 else im).save(tmp_path / "f" / c / f"{i:03d}.jpg")
+    with caplog.at_level(logging.INFO, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c")
+    assert b.input_shape == (3, 16, 16) and "decoded at 16x16 pixels" in caplog.text
+    # a grey folder with a colour photo or two: grey (those converted)
+    for c in ("cat", "dog", "ship"):
+        for f in sorted((tmp_path / "f" / c).iterdir())[3:]:
+            Image.open(f).convert("L").save(f)
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "f" / "dog" / "009.jpg")
+    assert load_dataset("imagefolder", data_dir=tmp_path / "f", cache_dir=tmp_path / "c").input_shape == (
+        1,
+        16,
+        16,
+    )

@@ -47,7 +47,7 @@ data_options = options(
     click.option(
         "--image-size",
         type=IMAGE_SIZE,
-        help="imagefolder: train at H,W (or S: S x S) [the most common size of the first training images].",
+        help="imagefolder: train at H,W (or S: S x S) [the most common size of the training images].",
     ),  # fmt: skip
     click.option(
         "--cache-dir", type=click.Path(path_type=Path), help="Decoded-data cache (default ~/.cache/edgeslim)."

@@ -104,7 +104,7 @@ class LoadRequest:
     cache_dir: Path
     download: bool
     seed: int
-    #: (H, W) an image folder's images are brought to; None: the most common size of its first training images
+    #: (H, W) an image folder's images are brought to; None: the most common size of its training images
     image_size: tuple[int, int] | None = None
     #: subset and test_subset are upper bounds (a check's "up to n images"): no note when a split holds fewer
     upto: bool = False
@@ -158,7 +158,7 @@ def load_dataset(
     ``subset``/``test_subset`` keep that many images, class-balanced and chosen by ``seed``
     (deterministic). ``data_dir`` may be a directory or, for image folders, a ``.zip``.
     ``image_size``: (H, W) an image folder's images are stretched to (default: the most common size
-    of its first training images); the built-in data sets have their own. ``upto``: the subsets are
+    of its training images); the built-in data sets have their own. ``upto``: the subsets are
     upper bounds (no warning that a split holds fewer images than asked).
     """
     key = canonical_name(name)

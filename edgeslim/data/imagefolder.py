@@ -191,8 +191,8 @@ class Tree:
             f"{IMAGES} data set"
         )
 
-    def reader(self) -> Callable[[str], bytes]:
-        return open_reader(self.root, self.is_zip)
+    def reader(self, head: int | None = None) -> Callable[[str], bytes]:
+        return open_reader(self.root, self.is_zip, head)
 
 
 def held_out(names: Sequence[str], cut: int) -> set[str]:
@@ -218,17 +218,17 @@ def _too_big(name: str, size: int, what: str) -> EdgeslimError:
     )
 
 
-def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
+def _read_member(z: zipfile.ZipFile, name: str, head: int | None = None) -> bytes:
     """One zip member, refusing a declared size over the limit before reading, and reading at most
-    one byte past the limit in case the declared size lies."""
+    one byte past the limit in case the declared size lies; ``head``: its first ``head`` bytes only."""
     try:
         info = z.getinfo(name)
-        if info.file_size > MAX_IMAGE_BYTES:
+        if head is None and info.file_size > MAX_IMAGE_BYTES:
             raise _too_big(name, info.file_size, "declares")
         if info.flag_bits & 0x1:  # (zipfile raises a bare RuntimeError for it)
             raise EdgeslimError(f"{name} in the zip is encrypted; re-create the zip without a password")
         with z.open(info) as f:
-            data = f.read(MAX_IMAGE_BYTES + 1)
+            data = f.read(head or MAX_IMAGE_BYTES + 1)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as exc:
         raise EdgeslimError(f"cannot read {name} from the zip ({exc}); repair or re-create the zip") from exc
     if len(data) > MAX_IMAGE_BYTES:
@@ -236,9 +236,12 @@ def _read_member(z: zipfile.ZipFile, name: str) -> bytes:
     return data
 
 
-def _read_file(path: Path, name: str) -> bytes:
-    """One image file, refusing one over the limit (stat first, then a bounded read)."""
+def _read_file(path: Path, name: str, head: int | None = None) -> bytes:
+    """One image file, refusing one over the limit (stat first, then a bounded read); ``head``: its
+    first ``head`` bytes only."""
     with open(path, "rb") as f:
+        if head is not None:
+            return f.read(head)
         size = os.fstat(f.fileno()).st_size
         if size > MAX_IMAGE_BYTES:
             raise _too_big(name, size, "is")
@@ -248,14 +251,14 @@ def _read_file(path: Path, name: str) -> bytes:
     return data
 
 
-def open_reader(root: Path, is_zip: bool) -> Callable[[str], bytes]:
+def open_reader(root: Path, is_zip: bool, head: int | None = None) -> Callable[[str], bytes]:
     """A function reading one member (zip) or relative file (directory) as bytes, within
-    :data:`MAX_IMAGE_BYTES`."""
+    :data:`MAX_IMAGE_BYTES`; ``head``: the first ``head`` bytes of each (an image's header)."""
     if is_zip:
         z = zipfile.ZipFile(root)
         member = {zip_name(n): n for n in z.namelist()}  # (the names a Tree lists: zip_name's)
-        return lambda name: _read_member(z, member.get(name, name))
-    return lambda name: _read_file(root / name, name)
+        return lambda name: _read_member(z, member.get(name, name), head)
+    return lambda name: _read_file(root / name, name, head)
 
 
 def _pil_open() -> Callable[..., object]:
@@ -404,6 +407,12 @@ def _float_to_8_bits(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(v * 255 if top <= 1.0 else v), 0, 255).astype(np.uint8)
 
 
+def spread(total: int, n: int) -> list[int]:
+    """The indices of up to ``n`` of ``total`` items evenly spread over them, the first and last
+    included (deterministic)."""
+    return sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()}) if total else []
+
+
 def read_images(
     root: Path, channels: int, size: tuple[int, int], n: int, fit: str = "stretch"
 ) -> tuple[np.ndarray, int]:
@@ -417,7 +426,7 @@ def read_images(
             f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTS))}); check data_dir", param="data_dir"
         )
     total = len(tree.files)
-    pick = sorted({int(i) for i in np.linspace(0, total - 1, min(n, total)).round()})
+    pick = spread(total, n)
     get = tree.reader()
     images, bad, warned = [], [], []
     for f in (tree.files[i] for i in pick):
@@ -485,8 +494,15 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
 EXIF_ORIENTATION = 0x0112
 TURNED = (5, 6, 7, 8)
 
-#: training images whose mode decides the channels: the first of each class, up to this many
-PROBE_IMAGES = 16
+#: training images whose headers decide an image folder's channels and size: an even spread over the
+#: class-sorted training files, up to this many (a header read each: :data:`PROBE_HEAD_BYTES`)
+PROBE_IMAGES = 256
+#: the bytes of an image read for its header (size, mode, EXIF orientation); the whole file where PIL
+#: needs more (a JPEG with a large ICC profile or EXIF thumbnail ahead of its frame header)
+PROBE_HEAD_BYTES = 64 << 10
+#: an image folder is greyscale when at least this share of the images probed is (its few colour photos
+#: converted), else colour: a colour folder with some grey photos keeps its colour
+GREY_SHARE = 0.9
 _GREY_MODES = ("L", "LA", "1", "F", *WIDE_GREY_MODES)  # (LA: grey with alpha, the alpha dropped)
 
 
@@ -498,27 +514,47 @@ def _upright_on_open(im: object) -> bool:
     return getattr(im, "format", None) == "TIFF" and getattr(im, "_tile_size", size) != size
 
 
-def probe(tree: Tree, firsts: Sequence[str]) -> tuple[int, tuple[int, int]]:
-    """Channels and (H, W) from the training images ``firsts`` (the first of each class, up to
-    :data:`PROBE_IMAGES`): 1 when every one is greyscale, else 3 (a greyscale photo among colour
-    ones is converted, as any other mode is); the size is their most common one (the earliest of
-    equally common sizes), so one odd photo first in name order does not set it."""
-    read = tree.reader()
-    channels, sizes, failed = 1, Counter(), None
-    for name in firsts[:PROBE_IMAGES]:
+def probe(tree: Tree, names: Sequence[str]) -> tuple[int, tuple[int, int]]:
+    """Channels and (H, W) of an image folder from the headers of the training images ``names``
+    (:func:`probe_sample`, read without decoding): 1 when at least :data:`GREY_SHARE` of them are
+    greyscale, else 3 (a photo of the other kind is converted, as any other mode is); the size is their
+    most common one (the earliest of equally common sizes), so neither a few odd photos first in name
+    order nor their mode sets it."""
+    head, whole = tree.reader(PROBE_HEAD_BYTES), tree.reader()
+    grey, sizes, failed = 0, Counter(), None
+    for name in names:
         try:
-            with open_image(read(name), name, None) as im:  # (the header only; decoding says PIL's warnings)
-                w, h = im.size
-                if im.getexif().get(EXIF_ORIENTATION) in TURNED and not _upright_on_open(im):
-                    w, h = h, w  # (decoded upright: turned a quarter)
-                sizes[(h, w)] += 1
-                if im.mode not in _GREY_MODES:
-                    channels = 3
+            try:
+                h, w, is_grey = _header(head(name), name)
+            except EdgeslimError:  # (a header longer than the bytes read, or an unreadable image)
+                h, w, is_grey = _header(whole(name), name)
         except EdgeslimError as exc:
             failed = failed or exc  # (decoding names every unreadable file at once)
+            continue
+        sizes[(h, w)] += 1
+        grey += is_grey
     if failed and not sizes:
         raise failed
+    probed = sum(sizes.values())
+    channels = 1 if probed and grey >= GREY_SHARE * probed else 3
     return channels, sizes.most_common(1)[0][0] if sizes else (0, 0)
+
+
+def probe_sample(train: dict[str, list[str]]) -> list[str]:
+    """The training images :func:`probe` reads: up to :data:`PROBE_IMAGES` spread evenly over the files
+    of every class in turn (class by class, each sorted), not the first of each by name (a folder whose
+    first photos by name were grey or another size was read 1-channel, or at their size)."""
+    names = [f for c in sorted(train) for f in train[c]]
+    return [names[i] for i in spread(len(names), PROBE_IMAGES)]
+
+
+def _header(data: bytes, name: str) -> tuple[int, int, bool]:
+    """(H, W) of an image as decoded (upright), and whether it is greyscale, from its header."""
+    with open_image(data, name, None) as im:  # (the header only; decoding says PIL's warnings)
+        w, h = im.size
+        if im.getexif().get(EXIF_ORIENTATION) in TURNED and not _upright_on_open(im):
+            w, h = h, w  # (decoded upright: turned a quarter)
+        return h, w, im.mode in _GREY_MODES
 
 
 #: the longest side an image folder is decoded at, from its images' own size, without a warning
@@ -530,7 +566,7 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
     machine's memory (the whole data set lives in memory as uint8)."""
     need = count * channels * size[0] * size[1]
     total = physical_memory()
-    what = "the size asked for" if given else "the most common size of the first training images"
+    what = "the size asked for" if given else "the most common size of the training images"
     if total and need > total / 2:
         raise EdgeslimError(
             f"{root}: {count} images at {size[0]}x{size[1]} pixels ({what}) would take {need / 2**30:.3g} GiB "
@@ -603,10 +639,8 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
         log.warning("%s: the test split has no images of %d of the %d classes (%s%s): test accuracy "
                     "leaves them out", tree.root, len(untested), len(classes), ", ".join(untested[:4]),
                     ", ..." if len(untested) > 4 else "")  # fmt: skip
-    firsts = [train[c][0] for c in classes]
-    firsts += [f for c in classes for f in train[c][1:2]]  # (a second image per class, for few classes)
-    channels, first = probe(tree, firsts)
-    size = req.image_size or first
+    channels, common = probe(tree, probe_sample(train))
+    size = req.image_size or common
     arrays: dict[str, np.ndarray] = {"classes": np.array(classes)}
     picked: dict[str, list[str]] = {}
     for split, listing, n in (("train", train, req.subset), ("test", test, req.test_subset)):
@@ -623,7 +657,7 @@ def read_tree(tree: Tree, req: LoadRequest) -> dict[str, np.ndarray]:
     why = (
         "the size asked for"
         if req.image_size
-        else "the first training images' most common size; image_size sets another"
+        else "the training images' most common size; image_size sets another"
     )
     log.info("%s: %d classes, %d train / %d test images decoded at %dx%d pixels, HxW (%s; images of other sizes "
              "are stretched to it)", tree.root, len(classes), len(arrays["train_y"]), len(arrays["test_y"]),
@@ -666,7 +700,7 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
         say_capped(str(root), split, None if req.upto else asked, len(arrays[f"{split}_y"]))
     size = arrays["train_x"].shape[2:]
     if req.image_size is None and max(size) > LARGE_SIDE:  # (said on every run, from the cache too)
-        log.warning("%s: training at %dx%d pixels (height x width), the most common size of the first training "
+        log.warning("%s: training at %dx%d pixels (height x width), the most common size of the training "
                     "images (others are stretched to it): slow, and memory-hungry at the default batch size; "
                     "image_size sets the resolution the model will run at (e.g. 224,224)", root, *size)  # fmt: skip
     # The subset was already applied while choosing files.
