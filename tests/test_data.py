@@ -976,3 +976,31 @@ def test_an_image_folder_is_probed_over_its_images_not_its_first_by_name(tmp_pat
         16,
         16,
     )
+
+
+def test_a_symbolic_link_in_a_zip_is_skipped_and_said(tmp_path, caplog):
+    """The review of a timm user's chain (finding 5): a zip made with ``zip -y`` (or macOS ditto) stores
+    a symbolic link as a member holding the path it points to; it was called a corrupt image ("cannot
+    decode image cat/link_to_dog.jpg ... remove or replace the corrupt file") and the whole set refused.
+    It is skipped, and said."""
+    import io
+    import logging
+    import stat
+    import zipfile
+
+    from PIL import Image
+
+    path = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for c, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+            for i in range(3):
+                buf = io.BytesIO()
+                Image.new("RGB", (8, 8), colour).save(buf, "PNG")
+                z.writestr(f"{c}/{i}.png", buf.getvalue())
+        link = zipfile.ZipInfo("cat/link_to_dog.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "/home/me/imgs/dog/0.png")
+    with caplog.at_level(logging.WARNING):
+        b = load_dataset("imagefolder", data_dir=path, cache_dir=tmp_path / "c")
+    assert len(b.train_y) + len(b.test_y) == 6
+    assert "1 symbolic link(s) skipped (cat/link_to_dog.png)" in caplog.text

@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import re
+import stat
 import sys
 import warnings
 import zipfile
@@ -83,11 +84,21 @@ class Tree:
         if self.is_zip:
             try:
                 with zipfile.ZipFile(root) as z:
-                    names = [n for n in map(zip_name, z.namelist()) if n]
+                    infos = z.infolist()
             except (zipfile.BadZipFile, OSError) as exc:
                 raise EdgeslimError(
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
+            # a symbolic link (zip -y, macOS ditto) is stored as the path it points to, not the image
+            is_link = {zip_name(i.filename): stat.S_ISLNK(i.external_attr >> 16) for i in infos}
+            names = [n for n, link in is_link.items() if n and not link]
+            links = [n for n, link in is_link.items() if n and link and not hidden(n)]
+            if links:
+                log.warning(
+                    "%s: %d symbolic link(s) skipped (%s%s): a zip holds a link as the path it points to, not "
+                    "the image; zip the folder without -y (or --symlinks) to store the images", root, len(links),
+                    ", ".join(links[:3]), ", ..." if len(links) > 3 else "",
+                )  # fmt: skip
         else:
             names = list(regular_files(root, folders=True))
         names = [n for n in names if not hidden(n)]
