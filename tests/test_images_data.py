@@ -411,3 +411,24 @@ def test_a_model_that_records_no_normalization_is_checked_with_the_folders_stati
         (3, 8, 8), data="imagefolder", data_dir=folder, meta={"mean": [0.5] * 3, "std": [0.25] * 3}
     )
     assert own.mean == (0.5,) * 3 and not own.estimated
+
+
+def test_the_int8_agreement_warning_names_the_flag(photos: Path, tmp_path: Path, capsys) -> None:
+    """The review of a timm user's chain (finding 6): export's warning of a poor INT8 agreement told a
+    command-line user to "calibrate on more images (calib_images)", the Python parameter: the command
+    printed its warnings as they were, without the flags put in."""
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
+    with torch.no_grad():  # ten logits a hair apart: INT8 rounds them to ties
+        net[2].weight.copy_(1.0 + 1e-4 * torch.randn(10, 3, generator=torch.Generator().manual_seed(0)))
+        net[2].bias.zero_()
+    torch.save(net, tmp_path / "tie.pt")
+    argv = ["export", f"pickle:{tmp_path / 'tie.pt'}", "--trust-pickle", "--input-shape", "3,8,8", "--onnx",
+            str(tmp_path / "tie.onnx"), "--data", "images", "--data-dir", str(photos), "--precision", "int8",
+            "--calib-images", "16", "--n-validate", "16"]  # fmt: skip
+    assert main(argv) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "INT8 agrees with FP32 on the top-1 class of only" in err
+    assert "calibrate on more images (--calib-images) or keep FP32" in err

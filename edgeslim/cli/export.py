@@ -201,8 +201,8 @@ def export(**kw: Any) -> None:
             "run's train/weights/last.pt; rounding up keeps more channels: more MACs than the run's budget)",
             soft_wrap=True,
         )
-    for w in res["warnings"]:
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+    for w in res["warnings"]:  # (a Notice names its parameters: shown as the flags)
+        err.print(f"[yellow]warning:[/] {notice(w, export)}", soft_wrap=True)
     onnx_file = res["onnx"]["path"]
     # a fixed-batch file runs at its batch only; a dynamic one at 1, 32 (or its largest batch, where lower)
     # and the batch asked for (deployment's)

@@ -371,9 +371,10 @@ def run_export(
                 )
             if q.top1_agreement is not None and q.top1_agreement < INT8_AGREEMENT_WARN:
                 result["warnings"].append(
-                    f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of {q.check_images} "
-                    "held-out images; calibrate on more images (calib_images) or keep FP32 for this model"
-                )
+                    Notice(f"INT8 agrees with FP32 on the top-1 class of only {q.top1_agreement:.0%} of "
+                           f"{q.check_images} held-out images; calibrate on more images (calib_images) or keep "
+                           "FP32 for this model", "calib_images")
+                )  # fmt: skip
         if req.trt:
             result["trt_target"] = ".".join(map(str, target))
             result["precision_path"] = precision_path(target, req.precision)
