@@ -1004,3 +1004,25 @@ def test_a_symbolic_link_in_a_zip_is_skipped_and_said(tmp_path, caplog):
         b = load_dataset("imagefolder", data_dir=path, cache_dir=tmp_path / "c")
     assert len(b.train_y) + len(b.test_y) == 6
     assert "1 symbolic link(s) skipped (cat/link_to_dog.png)" in caplog.text
+
+
+def test_a_nas_thumbnail_folder_is_not_read_as_images(tmp_path):
+    """The review of a timm user's chain (finding 6): a Synology NAS keeps thumbnails of every image in an
+    ``@eaDir`` folder beside it (``cat/@eaDir/0.png/SYNOFILE_THUMB_M.jpg``): they were read as images of
+    the class (a folder, or a zip of it). Skipped, as the other system folders are."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for c, colour in (("cat", (200, 0, 0)), ("dog", (0, 0, 200))):
+        for i in range(3):
+            (root / c / "@eaDir" / f"{i}.png").mkdir(parents=True)
+            Image.new("RGB", (8, 8), colour).save(root / c / f"{i}.png")
+            Image.new("RGB", (4, 4), colour).save(root / c / "@eaDir" / f"{i}.png" / "SYNOFILE_THUMB_M.jpg")
+    (root / "@eaDir").mkdir()  # (beside the class folders too: not a class)
+    Image.new("RGB", (4, 4)).save(root / "@eaDir" / "SYNOFILE_THUMB_S.jpg")
+    archive = shutil.make_archive(str(tmp_path / "imgs"), "zip", root)
+    for source in (root, archive):
+        b = load_dataset("imagefolder", data_dir=source, cache_dir=tmp_path / "c")
+        assert b.class_names == ["cat", "dog"] and len(b.train_y) + len(b.test_y) == 6, source

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 #: TIFFs sized upright (their size was turned twice); 6: images in sub-folders of a class folder read; 7: a
 #: tree of class folders split by a hash of each file's name; 8: grey images with alpha (LA) count as grey;
 #: 9: an image folder's entry holds the digest of its files' names (``files``); 10: its channels and size
-#: probed from a spread of up to 256 training images, not the first of each class
-CACHE_VERSION = 10
+#: probed from a spread of up to 256 training images, not the first of each class; 11: a NAS's @eaDir
+#: thumbnail folders skipped (in a zip too)
+CACHE_VERSION = 11
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 

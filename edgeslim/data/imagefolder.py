@@ -38,7 +38,7 @@ from edgeslim.data.datasets import (
     register_dataset,
     say_capped,
 )
-from edgeslim.data.listing import SYSTEM_FOLDERS, hidden, regular_files, zip_name
+from edgeslim.data.listing import hidden, regular_files, zip_name
 from edgeslim.errors import EdgeslimError
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Tree:
         if not by_class:
             return by_class
         folders = {d[len(base) :].split("/", 1)[0] for d in self.folders if d.startswith(base) and d != base}
-        empty = sorted(folders - set(by_class) - SYSTEM_FOLDERS)
+        empty = sorted(folders - set(by_class))  # (system folders are not listed: listing.hidden)
         if empty:
             inside = sorted({os.path.splitext(n)[1].lower() or os.path.basename(n) for n in self.others
                              if n.startswith(f"{base}{empty[0]}/")})  # fmt: skip

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from edgeslim.errors import EdgeslimError
 
-#: folders a file system or a removable drive keeps for itself: never data
-SYSTEM_FOLDERS = frozenset({"lost+found", "System Volume Information", "$RECYCLE.BIN"})
+#: folders a file system, a removable drive or a NAS keeps for itself: never data (a Synology NAS puts
+#: its thumbnails of every image in an ``@eaDir`` folder beside it)
+SYSTEM_FOLDERS = frozenset({"lost+found", "System Volume Information", "$RECYCLE.BIN", "@eaDir"})
 
 
 def hidden(name: str) -> bool:
-    """Hidden files and folders, and macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``): not data. A
-    ``.`` part (``./train/a.jpg``, as ``tar -a -cf data.zip .`` names zip members) is the folder itself."""
+    """Hidden files and folders, macOS zip metadata (``__MACOSX/``, ``._IMG.jpg``) and what lies in
+    :data:`SYSTEM_FOLDERS`: not data. A ``.`` part (``./train/a.jpg``, as ``tar -a -cf data.zip .`` names
+    zip members) is the folder itself."""
     parts = name.split("/")
-    return "__MACOSX" in parts or any(p.startswith(".") and p != "." for p in parts)
+    return "__MACOSX" in parts or any((p.startswith(".") and p != ".") or p in SYSTEM_FOLDERS for p in parts)
 
 
 def zip_name(member: str) -> str:
@@ -50,7 +52,7 @@ def regular_files(root: Path, folders: bool = False) -> Iterator[str]:
                 f"cannot read the folder {root / rel} ({exc.strerror or exc}); {fix}, or move it out of {root}"
             ) from exc
         for e in entries:
-            if hidden(e.name) or e.name in SYSTEM_FOLDERS:
+            if hidden(e.name):
                 continue
             with contextlib.suppress(OSError):
                 if e.is_dir():
