@@ -521,3 +521,36 @@ def test_a_legacy_weight_norm_conv_is_copied_and_kept_whole() -> None:
     res = prune_with_report(m, X)
     assert res.report["removed_channels"] == 0 and res.report["zero_kept"]["behind_barrier"] == 4  # (bn, bn2)
     assert res.model.wn.weight_v is not m.wn.weight_v and _diff(m, res.model, X) < 1e-12
+
+
+class _OnlineNorm(nn.Module):
+    """Subtracts a running mean of its inputs that it keeps updating in eval mode (online normalisation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+        self.register_buffer("mu", torch.zeros(1))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.mu.mul_(0.5).add_(0.5 * x.mean())
+        self.calls += 1
+        return self.head(torch.relu(self.bn(self.c(x - self.mu))).mean((2, 3)))
+
+
+def test_state_a_forward_writes_is_put_back_after_each_check_forward(caplog) -> None:
+    """Review of today's code (online_check.py, OnlineNorm): the check's forwards advanced the buffers an
+    online normalisation writes in eval, the slim forward ran from another state than the dense one (a
+    gap the float64 re-run, on fresh copies, called rounding) and the slim model was returned with that
+    state (calls=2). Each check forward now starts from the model's state and puts it back after it."""
+    m, x = _prep(_OnlineNorm(), shift=0.0).float(), X.float()
+    with caplog.at_level(logging.INFO, logger="edgeslim.surgery.prune"):
+        res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 2 and res.report["exact"] and res.report["max_abs_diff"] < 1e-5
+    assert int(res.model.calls) == 0 and float(res.model.mu) == 0.0 and int(m.calls) == 0
+    assert any("writes its buffers mu, calls" in r.getMessage() for r in caplog.records)
+    assert _diff(m, res.model, x) < 1e-5  # (both from the state they were handed)

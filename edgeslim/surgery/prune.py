@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -406,7 +406,7 @@ def prune_with_report(
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
-                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward
+                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True
             )
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
@@ -675,17 +675,18 @@ def _outputs(
     switch_mode: bool = True,
     select: Callable[[Any], Any] | None = None,
     after_each: Callable[[], None] | None = None,
+    say_state: bool = False,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
-    ``select`` picks from it; the mode is restored. ``switch_mode=False``: ``model`` is in eval
-    mode already. Each forward gets its own copy of the batch (a forward may write into its input);
-    ``after_each`` runs after each."""
+    ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
+    (:func:`_state_kept`; ``say_state``: said in the log). ``switch_mode=False``: ``model`` is in eval mode already. Each forward gets
+    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each."""
     mode = model.training
     if switch_mode:
         model.eval()
     outs = []
     try:
-        with torch.no_grad(), ieee_fp32():
+        with torch.no_grad(), ieee_fp32(), _state_kept(model, say=say_state):
             for x in batches:
                 outs.append(model(x.clone()))
                 if after_each is not None:
@@ -694,6 +695,51 @@ def _outputs(
         if switch_mode:
             model.train(mode)
     return [flat_tensors(select(o) if select is not None else o) for o in outs]
+
+
+@contextlib.contextmanager
+def _state_kept(model: nn.Module, say: bool = False) -> Iterator[None]:
+    """Put back the buffers of ``model`` that the forwards inside wrote or replaced (an online
+    normalisation, a streaming cache), so that the dense and the slim model are checked from one state
+    and the slim model keeps the dense one's (``say``: log which); a parameter written there is refused
+    (one line)."""
+    mods = dict(model.named_modules())
+    saved = {(n, k): (t, t.clone()) for n, m in mods.items() for k, t in m._buffers.items() if t is not None}
+    params = {
+        (n, k): (p, _version(p)) for n, m in mods.items() for k, p in m._parameters.items() if p is not None
+    }
+    written = []
+    try:
+        yield
+    finally:
+        for (n, k), (t, old) in saved.items():
+            now = mods[n]._buffers.get(k)
+            if now is not t or t.shape != old.shape or not torch.equal(t, old):
+                written.append(f"{n}.{k}" if n else k)
+                if t.shape == old.shape:
+                    t.copy_(old)
+                mods[n]._buffers[k] = t
+    if written and say:
+        log.info(
+            "the eval forward of %s writes its buffers %s: each check forward ran from the state it had, put "
+            "back after it",
+            type(model).__name__, ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else ""),
+        )  # fmt: skip
+    for (n, k), (p, v) in params.items():
+        if mods[n]._parameters.get(k) is not p or _version(p) != v:
+            raise EdgeslimError(
+                f"the eval forward of {type(mods[n]).__name__} ({n or 'the model'}) writes its parameter {k}: "
+                "surgery cannot check a model whose forward changes its weights; make that forward leave "
+                "them as they are in eval mode"
+            )
+
+
+def _version(t: Tensor) -> int | None:
+    """The in-place write counter of ``t`` (None for an inference tensor, which keeps none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
 
 
 #: the largest scaled output difference of a float64 re-run that is still the same model (docs/surgery.md)
