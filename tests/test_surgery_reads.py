@@ -554,3 +554,34 @@ def test_state_a_forward_writes_is_put_back_after_each_check_forward(caplog) -> 
     assert int(res.model.calls) == 0 and float(res.model.mu) == 0.0 and int(m.calls) == 0
     assert any("writes its buffers mu, calls" in r.getMessage() for r in caplog.records)
     assert _diff(m, res.model, x) < 1e-5  # (both from the state they were handed)
+
+
+class _ClassIds(nn.Module):
+    """Returns class ids (argmax) and a bool mask; ``scaled``: its logits scaled by a power of the channel
+    count (wrong after surgery)."""
+
+    def __init__(self, scaled: bool) -> None:
+        super().__init__()
+        self.scaled = scaled
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.relu(self.bn(self.c(x)))
+        logits = self.head((y * (y.shape[1] / 8.0) ** (3.0 if self.scaled else 0.0)).mean((2, 3)))
+        return logits.argmax(1), logits > 0
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_integer_and_bool_outputs_are_compared_exactly(scaled: bool) -> None:
+    """Review of today's code (intout.py, IntOut): a model returning class ids and a bool mask crashed
+    surgery's check (NotImplementedError: "abs_cpu" not implemented for 'Bool'; the CLI: internal error,
+    exit 1). Integer and bool outputs are now compared exactly: equal, or the check failed."""
+    x = torch.randn(16, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    res = prune_with_report(_prep(_ClassIds(scaled), shift=0.0), x)
+    assert res.report["removed_channels"] == 2
+    assert res.report["check_failed"] is scaled and res.report["exact"] is not scaled
+    assert (res.report["max_abs_diff"] > 0) is scaled

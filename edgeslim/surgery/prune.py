@@ -536,7 +536,8 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    if check and report["exact"] and diff["max_scaled_diff"] > 1e-4:  # (each output on its own scale, >= 1)
+    # (each output on its own scale, >= 1; integer and bool outputs equal or not)
+    if check and report["exact"] and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"]):
         # the gap may be rounding a model amplifies (near-tied top-k picks, half precision): the same
         # comparison in float64 tells; without it (inplace: the dense model is gone, or an op without
         # float64) the tolerance of the outputs' precision does
@@ -791,8 +792,9 @@ def _float64_scaled_diff(
 def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
-    own dtype (``beyond_rounding``, :func:`check_tolerance`); a different structure or shape is an error."""
-    worst, scaled, agree, total, beyond = 0.0, 0.0, 0, 0, False
+    own dtype (``beyond_rounding``, :func:`check_tolerance`; an integer or bool output: any difference,
+    ``integers_differ``); a different structure or shape is an error."""
+    worst, scaled, agree, total, beyond, differ = 0.0, 0.0, 0, 0, False, False
     for ra, rb in zip(ref, got):
         if len(ra) != len(rb):
             raise EdgeslimError(
@@ -806,17 +808,25 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
                     "leaf (edgeslim.surgery.register_leaf); or surgery was told which outputs count "
                     "(outputs=): compare with the same outputs="
                 )
-            if a.numel():
+            if not a.numel():
+                continue
+            if not a.is_floating_point():  # (class ids, masks: equal or not)
+                d = float((a.double() - b.double()).abs().max())
+                own = d / max(1.0, float(a.double().abs().max()))
+                differ = differ or d > 0
+            else:
                 d = float(abs_differences(a.double(), b.double()).max())
                 own = d / max(1.0, finite_abs_max(a))
-                worst, scaled = max(worst, d), max(scaled, own)
                 beyond = beyond or own > check_tolerance(a.dtype)
-        matches = top1_matches(ra[0], rb[0]) if ra else None  # the first output's, as export's check
+            worst, scaled = max(worst, d), max(scaled, own)
+        # the first output's, as export's check (scores: floating point)
+        matches = top1_matches(ra[0], rb[0]) if ra and ra[0].is_floating_point() else None
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {
         "max_abs_diff": worst,
         "max_scaled_diff": scaled,
-        "beyond_rounding": beyond,
+        "beyond_rounding": beyond or differ,
+        "integers_differ": differ,
         "top1_agreement": agree / total if total else None,  # (no scores: None)
     }
