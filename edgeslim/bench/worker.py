@@ -109,18 +109,14 @@ def failure(exc: Exception) -> dict:
     :class:`~edgeslim.errors.EdgeslimError` with its parameters and steps; anything else by its type,
     the first line of its message, its origin and the traceback, marked when it is an operating system's
     error or running out of memory (the user's to fix, as the CLI takes them), else a bug."""
-    from edgeslim.errors import EdgeslimError, first_line, origin
+    from edgeslim.errors import EdgeslimError, first_line, origin, out_of_memory
 
     if isinstance(exc, EdgeslimError):
         return {"ok": False, "user_error": True, "error": str(exc), "params": list(exc.params),
                 "steps": [[s.stage, s.args] for s in exc.steps]}  # fmt: skip
     out = {"ok": False, "user_error": False, "kind": type(exc).__name__, "error": first_line(exc),
            "origin": origin(exc), "traceback": traceback.format_exc()}  # fmt: skip
-    if (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-    ):
+    if out_of_memory(exc):
         out["memory"] = True  # (torch's allocators: not MemoryErrors)
     elif isinstance(exc, OSError):
         out["os_error"] = {"errno": exc.errno, "strerror": exc.strerror,

@@ -33,7 +33,17 @@ if _missing:
 import click  # noqa: E402
 
 from edgeslim import __version__  # noqa: E402
-from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, WorkerError, extra_of, first_line, origin  # noqa: E402
+from edgeslim.errors import (  # noqa: E402
+    EXTRAS,
+    EdgeslimError,
+    Notice,
+    Step,
+    WorkerError,
+    extra_of,
+    first_line,
+    origin,
+    out_of_memory,
+)
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -361,7 +371,7 @@ def _failure(
         return _os_error_line(exc, then=_resume_hint(args, exc) or "rerun"), 2, False
     if isinstance(exc, (OSError, MemoryError)):
         return _os_error_line(exc), 2, False
-    if _torch_out_of_memory(exc):
+    if out_of_memory(exc):
         return _os_error_line(MemoryError()), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
@@ -369,14 +379,6 @@ def _failure(
     if isinstance(exc, Exception):  # a bug (or the user's own import failing)
         return _internal_line(exc), 1, traced
     raise exc  # (GeneratorExit and the like: not a command's failure)
-
-
-def _torch_out_of_memory(exc: BaseException) -> bool:
-    """PyTorch's allocators out of memory: CUDA's ``torch.OutOfMemoryError``, the CPU allocator's
-    RuntimeError (``DefaultCPUAllocator: can't allocate memory``), which are not MemoryErrors."""
-    torch = sys.modules.get("torch")  # (loaded by whatever raised it; not imported for this)
-    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
-    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> None:
