@@ -980,3 +980,47 @@ def test_the_warmup_help_says_max_time_caps_it(tmp_path):
     assert (
         "--warmup FLOAT Warm-up seconds (and >= 20 iterations); the warm-up stops at --max-time" in helptext
     )
+
+
+def test_the_measuring_process_says_an_exit_memory_and_a_bug_as_they_are(tmp_path, monkeypatch, capsys):
+    """Review of today's code (runbench.sh models/exit3.pt, EvalMem.pt, empty.pt): sys.exit in the model's
+    forward gave "benchmark process died (exit 3): no output"; out of memory said "smaller --batch-size",
+    which bench does not have, and dropped what could not be allocated; --json gave "kind": "WorkerError"
+    for a bug in the measuring process and a message-less one read "ValueError: ValueError"."""
+    import torch
+
+    import edgeslim.cli.bench  # noqa: F401 - (the command that raised is loaded)
+    from edgeslim.bench.worker import failure
+    from edgeslim.cli import _failure, _json_error, main
+    from edgeslim.errors import WorkerError
+
+    (tmp_path / "exits.py").write_text(
+        "import sys, torch\n\nclass Exits(torch.nn.Module):\n    def forward(self, x):\n        sys.exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    from exits import Exits
+
+    torch.save(Exits(), tmp_path / "exits.pt")
+    argv = [
+        "bench",
+        str(tmp_path / "exits.pt"),
+        "--backend",
+        "torch",
+        "--trust-pickle",
+        "--input-shape",
+        "3,8,8",
+    ]
+    assert main([*argv, "--batch", "1", "--trials", "1", *FAST]) == 2
+    assert "the model's code called exit (status 3) in the measuring process" in capsys.readouterr().err
+    line, code, _ = _failure(MemoryError("cannot allocate 80 GB lookup table"), ["bench", "m.pt"], False)
+    assert (code, line) == (
+        2,
+        "out of memory (cannot allocate 80 GB lookup table); free memory (a smaller --batch or input), and rerun",
+    )
+    res = failure(ValueError())
+    bug = WorkerError(res["error"], kind=res["kind"], origin="m.py:3 in forward")
+    line, code, _ = _failure(bug, ["bench", "m.pt", "--json"], False)
+    assert code == 1 and line.startswith("internal error: ValueError: (no message) at m.py:3 in forward")
+    _json_error(["bench", "m.pt", "--json"], bug, line, code)
+    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "ValueError"
