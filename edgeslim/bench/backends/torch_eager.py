@@ -73,6 +73,8 @@ class TorchSession(Session):
         with self.torch.inference_mode():
             try:
                 y = self.model(self.x)
+            except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
+                raise
             except Exception as exc:  # the model's own code, on the input it was given
                 if out_of_memory(exc):  # (the measuring process says it as such)
                     raise
