@@ -561,7 +561,10 @@ def prune_with_report(
             report["exact"] = False  # (measured: the construction's claim did not hold)
             report["check_failed"] = True
             if strict:
-                raise CheckFailedError(check_failed_message(type(model).__name__, report))
+                raise CheckFailedError(
+                    check_failed_message(type(model).__name__, report),
+                    result=PruneResult(work, recipe, report, g),
+                )
             log.warning(
                 "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
                 "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
@@ -613,7 +616,12 @@ def prune_with_report(
 
 
 class CheckFailedError(EdgeslimError):
-    """Surgery's check measured the slim model off the zeroed one where its construction is exact."""
+    """Surgery's check measured the slim model off the zeroed one where its construction is exact;
+    ``result``: what surgery made (the report, for a caller that records the failure)."""
+
+    def __init__(self, *args: object, result: PruneResult | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.result = result
 
 
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
