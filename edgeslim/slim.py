@@ -733,10 +733,15 @@ def markdown_report(report: dict[str, Any]) -> str:
     if failed:
         parts[-1] += (
             " **The check failed**: surgery's construction is exact, so the slim network should compute what "
-            "the trained one does, and it does not (its forward reads a channel count or a channel the channel "
-            f"graph does not see); `{SLIM_FILE}` was not written, and the slim column is what that network "
-            "would have been. Mark the module that does it a leaf (edgeslim.surgery.register_leaf) and prune "
-            f"`{TRAINED_FILE}`."
+            "the trained one does, and it does not ("
+            + (
+                "its forward draws random numbers, so no check can compare it; make it deterministic in eval mode"
+                if report["surgery"].get("random_forward")
+                else "its forward reads a channel count or a channel the channel graph does not see; mark the "
+                "module that does it a leaf, edgeslim.surgery.register_leaf"
+            )
+            + f"); `{SLIM_FILE}` was not written, and the slim column is what that network would have been. "
+            f"`{TRAINED_FILE}` can be pruned once that is fixed."
         )
     warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
     # (the budget's, and a latency target missed as measured)

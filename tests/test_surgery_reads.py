@@ -585,3 +585,32 @@ def test_integer_and_bool_outputs_are_compared_exactly(scaled: bool) -> None:
     assert res.report["removed_channels"] == 2
     assert res.report["check_failed"] is scaled and res.report["exact"] is not scaled
     assert (res.report["max_abs_diff"] > 0) is scaled
+
+
+class _McDropout(nn.Module):
+    """Monte-Carlo dropout kept on in eval mode (uncertainty estimation): a forward that draws."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.dropout(torch.relu(self.bn(self.c(x))), 0.2, training=True).mean((2, 3)))
+
+
+def test_a_check_failed_on_a_forward_that_draws_says_so() -> None:
+    """Review of today's code (f64check.py MCDropout): a check failed because the forward draws random
+    numbers (dropout on in eval) blamed the channel graph ("its forward reads a channel the channel graph
+    does not see ... mark the module a leaf"). The failure path runs the slim forward again: another result
+    for the same inputs is said as a forward that draws random numbers."""
+    from edgeslim.surgery import CheckFailedError
+
+    with pytest.raises(CheckFailedError, match="it draws random numbers .*dropout left on in eval mode") as e:
+        prune_with_report(_prep(_McDropout(), shift=0.0), X, strict=True)
+    assert "register_leaf" not in str(e.value) and e.value.result.report["random_forward"]
+    res = prune_with_report(_prep(_ScaledByChannelCount()), X)  # (a deterministic forward: the graph's fault)
+    assert res.report["check_failed"] and res.report["random_forward"] is False

@@ -526,6 +526,8 @@ def prune_with_report(
         # the check measured the slim model off where the construction is exact (what an approximate fold
         # leaves is no failure): it does not compute what the zeroed model did
         "check_failed": False,
+        # a failed check's forward gave another result for the same inputs on a second run (None: not run)
+        "random_forward": None,
         # the largest scaled output difference of a float64 re-run of surgery (None: none ran, see below)
         "float64_scaled_diff": None,
         "round_to": round_to,
@@ -560,21 +562,27 @@ def prune_with_report(
         else:
             report["exact"] = False  # (measured: the construction's claim did not hold)
             report["check_failed"] = True
+            # (as export's check: a second run of the same inputs that differs draws random numbers)
+            again = _outputs(work, inputs, switch_mode=False, select=outputs)
+            report["random_forward"] = _compare(slim_out, again)["max_abs_diff"] != 0
             if strict:
                 raise CheckFailedError(
                     check_failed_message(type(model).__name__, report),
                     result=PruneResult(work, recipe, report, g),
                 )
-            log.warning(
-                "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
-                "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
-                "where the graph says zero or constant (a registered channel rule with keeps_zero=True on a "
-                "module that adds a constant, or keeps_constant=True on a gate, or a module that reads a "
-                "channel the graph does not see, or a value computed from a channel count); the slim model "
-                "does not compute what the zeroed one did",
-                diff["max_scaled_diff"], diff["max_abs_diff"],
-                "" if f64 is None else f"; {f64:.3g} in float64",
-            )  # fmt: skip
+            if report["random_forward"]:
+                log.warning("%s", check_failed_message(type(model).__name__, report))
+            else:
+                log.warning(
+                    "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
+                    "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
+                    "where the graph says zero or constant (a registered channel rule with keeps_zero=True on a "
+                    "module that adds a constant, or keeps_constant=True on a gate, or a module that reads a "
+                    "channel the graph does not see, or a value computed from a channel count); the slim model "
+                    "does not compute what the zeroed one did",
+                    diff["max_scaled_diff"], diff["max_abs_diff"],
+                    "" if f64 is None else f"; {f64:.3g} in float64",
+                )  # fmt: skip
     inexact = [f["layer"] for f in folded if not f["exact"]]
     # loud where the deviation measured may hide it: the example input alone, or constant inputs (zeros);
     # on real images (a slim run's, prune's with data) max_abs_diff is the effect, reported
@@ -627,6 +635,13 @@ class CheckFailedError(EdgeslimError):
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
     """One line for a surgery ``report`` whose check failed (``check_failed``): the slim ``what`` does not
     compute what the zeroed model did, why, and the fix."""
+    if report.get("random_forward"):
+        return (
+            f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model, and its "
+            "forward gives another result for the same inputs on each run: it draws random numbers (e.g. "
+            "F.dropout(x, training=True), a dropout left on in eval mode), so no check can compare it; make that "
+            "forward deterministic in eval mode"
+        )
     return (
         f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
         "construction is exact: its forward reads a channel the channel graph does not see (a value computed "
