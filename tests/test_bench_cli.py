@@ -952,6 +952,45 @@ def test_the_file_size_of_an_onnx_with_external_data_counts_its_data(tmp_path):
     assert model_facts(str(tmp_path / "m.onnx"))["file_bytes"] == (tmp_path / "m.onnx").stat().st_size
 
 
+def test_the_file_size_counts_each_external_file_once_and_none_outside_the_folder(tmp_path):
+    """Review of today's code (ext_data.py): external data named ``w.bin`` by one tensor and ``./w.bin`` by
+    another was counted twice (file MB 0.31 for 0.16 on disk), and locations outside the model's folder
+    (``../secret.bin``, an absolute path) were stat'ed and counted. Each file counts once by its resolved
+    path; none outside the folder counts."""
+    import onnx
+
+    from edgeslim.bench.compare import model_bytes
+
+    model = onnx.load(str(_conv_onnx(tmp_path / "m.onnx", 64, True)))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(1000, np.float32), "extra"))
+    (tmp_path / "secret.bin").write_bytes(b"x" * 100_000)
+    for name, locations in (
+        ("dotslash", ["w.bin", "./w.bin"]),
+        ("escape", ["../secret.bin", str(tmp_path / "secret.bin")]),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        tensors = [t for t in m.graph.initializer if t.raw_data][:2]
+        assert len(tensors) == 2
+        offset = 0
+        for t, loc in zip(tensors, locations):
+            raw = t.raw_data
+            if name == "dotslash":
+                with open(folder / "w.bin", "ab") as f:
+                    f.write(raw)
+            onnx.external_data_helper.set_external_data(t, location=loc, offset=offset, length=len(raw))
+            offset += len(raw)
+            t.ClearField("raw_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+        onnx.save(m, str(folder / "m.onnx"))
+    dot = tmp_path / "dotslash"
+    assert model_bytes(dot / "m.onnx") == (dot / "m.onnx").stat().st_size + (dot / "w.bin").stat().st_size
+    esc = tmp_path / "escape" / "m.onnx"
+    assert model_bytes(esc) == esc.stat().st_size
+
+
 def test_a_pytorch_file_named_onnx_says_so_where_torch_is_missing(tmp_path):
     """The bench review (finding 8a): a pickle named .onnx on a device without torch was told "torch is
     not installed (for the torch backend)", not that the file is no ONNX model."""
