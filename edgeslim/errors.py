@@ -71,6 +71,17 @@ def cause_line(exc: BaseException) -> str:
     return first_line(exc)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is running out of memory: a :class:`MemoryError`, or one of PyTorch's allocators,
+    which are not MemoryErrors (CUDA's ``torch.OutOfMemoryError``, the CPU allocator's RuntimeError
+    ``DefaultCPUAllocator: can't allocate memory``)."""
+    return (
+        isinstance(exc, MemoryError)
+        or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+        or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    )
+
+
 def origin(exc: BaseException) -> str:
     """``file:line in function`` of the innermost frame of ``exc``'s traceback."""
     import os

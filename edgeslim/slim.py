@@ -370,13 +370,16 @@ def slim_model(
         report["slimming"]["lam_final"] = slimmer.lam  # the controller's ("lam": resolved from the settings)
         report["budget"] = controller.report(res.history)
         report["budget"]["warning"] = budget_warning(report["budget"])
-    from edgeslim.surgery import prune_with_report
+    from edgeslim.surgery import CheckFailedError, prune_with_report
     from edgeslim.surgery.prune import check_failed_message
 
     dense_channels = _bn_channels(model)
     per_layer = {row["name"]: row for row in fin.layers}
     calib = bundle.calibration_batches(settings.calib_batches, seed=1, device=device)
-    pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib)
+    try:  # (strict: no warning beside the run's own line, raised below once the report is written)
+        pr = prune_with_report(model, example, round_to=settings.round_to, calib_inputs=calib, strict=True)
+    except CheckFailedError as exc:
+        pr = exc.result
     slim, recipe = pr.model, pr.recipe
     ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)
     report["accuracy"]["slim"] = ev_slim["accuracy"]
@@ -721,11 +724,25 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     if steps := final_steps_note(report):
         parts += ["", f"{steps[0].upper()}{steps[1:]}."]
+    failed = bool((report.get("surgery") or {}).get("check_failed"))
     if report.get("verify"):
         v = report["verify"]
         agree = "-" if v.get("top1_agreement") is None else f"{v['top1_agreement']:.2%}"
         parts += ["", f"Surgery check (slim against the trained network on test images): largest output "
                   f"difference {v['max_abs_diff']:.3g}, top-1 agreement {agree}."]  # fmt: skip
+    if failed:
+        parts[-1] += (
+            " **The check failed**: surgery's construction is exact, so the slim network should compute what "
+            "the trained one does, and it does not ("
+            + (
+                "its forward draws random numbers, so no check can compare it; make it deterministic in eval mode"
+                if report["surgery"].get("random_forward")
+                else "its forward reads a channel count or a channel the channel graph does not see; mark the "
+                "module that does it a leaf, edgeslim.surgery.register_leaf"
+            )
+            + f"); `{SLIM_FILE}` was not written, and the slim column is what that network would have been. "
+            f"`{TRAINED_FILE}` can be pruned once that is fixed."
+        )
     warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
     # (the budget's, and a latency target missed as measured)
     warnings += [str((report.get(k) or {}).get("warning") or "") for k in ("budget", "latency")]
@@ -804,13 +821,18 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "## BatchNorm layers",
         "",
-        markdown_table(["layer", "channels", "nonzero", "after surgery"], layers),
+        markdown_table(
+            ["layer", "channels", "nonzero", "after surgery (not written)" if failed else "after surgery"],
+            layers,
+        ),
     ]
     parts += [
         "",
         "## Files",
         "",
-        "- `model.pt`: the slim network (load it, export it to ONNX)",
+        f"- `{SLIM_FILE}`: not written (surgery's check failed, see above)"
+        if failed
+        else f"- `{SLIM_FILE}`: the slim network (load it, export it to ONNX)",
         "- `trained.pt`: the trained network at full width, its zero channels in place",
         "- `report.json`: everything here, for programs; `report.md`: this page",
     ]

@@ -952,6 +952,45 @@ def test_the_file_size_of_an_onnx_with_external_data_counts_its_data(tmp_path):
     assert model_facts(str(tmp_path / "m.onnx"))["file_bytes"] == (tmp_path / "m.onnx").stat().st_size
 
 
+def test_the_file_size_counts_each_external_file_once_and_none_outside_the_folder(tmp_path):
+    """Review of today's code (ext_data.py): external data named ``w.bin`` by one tensor and ``./w.bin`` by
+    another was counted twice (file MB 0.31 for 0.16 on disk), and locations outside the model's folder
+    (``../secret.bin``, an absolute path) were stat'ed and counted. Each file counts once by its resolved
+    path; none outside the folder counts."""
+    import onnx
+
+    from edgeslim.bench.compare import model_bytes
+
+    model = onnx.load(str(_conv_onnx(tmp_path / "m.onnx", 64, True)))
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.ones(1000, np.float32), "extra"))
+    (tmp_path / "secret.bin").write_bytes(b"x" * 100_000)
+    for name, locations in (
+        ("dotslash", ["w.bin", "./w.bin"]),
+        ("escape", ["../secret.bin", str(tmp_path / "secret.bin")]),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        tensors = [t for t in m.graph.initializer if t.raw_data][:2]
+        assert len(tensors) == 2
+        offset = 0
+        for t, loc in zip(tensors, locations):
+            raw = t.raw_data
+            if name == "dotslash":
+                with open(folder / "w.bin", "ab") as f:
+                    f.write(raw)
+            onnx.external_data_helper.set_external_data(t, location=loc, offset=offset, length=len(raw))
+            offset += len(raw)
+            t.ClearField("raw_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+        onnx.save(m, str(folder / "m.onnx"))
+    dot = tmp_path / "dotslash"
+    assert model_bytes(dot / "m.onnx") == (dot / "m.onnx").stat().st_size + (dot / "w.bin").stat().st_size
+    esc = tmp_path / "escape" / "m.onnx"
+    assert model_bytes(esc) == esc.stat().st_size
+
+
 def test_a_pytorch_file_named_onnx_says_so_where_torch_is_missing(tmp_path):
     """The bench review (finding 8a): a pickle named .onnx on a device without torch was told "torch is
     not installed (for the torch backend)", not that the file is no ONNX model."""
@@ -980,3 +1019,47 @@ def test_the_warmup_help_says_max_time_caps_it(tmp_path):
     assert (
         "--warmup FLOAT Warm-up seconds (and >= 20 iterations); the warm-up stops at --max-time" in helptext
     )
+
+
+def test_the_measuring_process_says_an_exit_memory_and_a_bug_as_they_are(tmp_path, monkeypatch, capsys):
+    """Review of today's code (runbench.sh models/exit3.pt, EvalMem.pt, empty.pt): sys.exit in the model's
+    forward gave "benchmark process died (exit 3): no output"; out of memory said "smaller --batch-size",
+    which bench does not have, and dropped what could not be allocated; --json gave "kind": "WorkerError"
+    for a bug in the measuring process and a message-less one read "ValueError: ValueError"."""
+    import torch
+
+    import edgeslim.cli.bench  # noqa: F401 - (the command that raised is loaded)
+    from edgeslim.bench.worker import failure
+    from edgeslim.cli import _failure, _json_error, main
+    from edgeslim.errors import WorkerError
+
+    (tmp_path / "exits.py").write_text(
+        "import sys, torch\n\nclass Exits(torch.nn.Module):\n    def forward(self, x):\n        sys.exit(3)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    from exits import Exits
+
+    torch.save(Exits(), tmp_path / "exits.pt")
+    argv = [
+        "bench",
+        str(tmp_path / "exits.pt"),
+        "--backend",
+        "torch",
+        "--trust-pickle",
+        "--input-shape",
+        "3,8,8",
+    ]
+    assert main([*argv, "--batch", "1", "--trials", "1", *FAST]) == 2
+    assert "the model's code called exit (status 3) in the measuring process" in capsys.readouterr().err
+    line, code, _ = _failure(MemoryError("cannot allocate 80 GB lookup table"), ["bench", "m.pt"], False)
+    assert (code, line) == (
+        2,
+        "out of memory (cannot allocate 80 GB lookup table); free memory (a smaller --batch or input), and rerun",
+    )
+    res = failure(ValueError())
+    bug = WorkerError(res["error"], kind=res["kind"], origin="m.py:3 in forward")
+    line, code, _ = _failure(bug, ["bench", "m.pt", "--json"], False)
+    assert code == 1 and line.startswith("internal error: ValueError: (no message) at m.py:3 in forward")
+    _json_error(["bench", "m.pt", "--json"], bug, line, code)
+    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "ValueError"

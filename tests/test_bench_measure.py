@@ -325,3 +325,72 @@ def test_a_model_that_fails_on_its_input_is_one_line_naming_the_cause(tmp_path, 
         r"ts.pt fails in torch on a random float32 input 1x3x28x28 \(RuntimeError: .*3 channels", err
     )
     assert "--input-shape" in err
+
+
+class _Quirky(__import__("torch").nn.Module):
+    """A conv whose forward (or eval) fails as ``mode`` says."""
+
+    def __init__(self, mode: str) -> None:
+        import torch
+
+        super().__init__()
+        self.mode, self.conv = mode, torch.nn.Conv2d(3, 4, 3)
+
+    def train(self, mode: bool = True):
+        if self.mode == "bad_eval":
+            raise AttributeError("'NoneType' object has no attribute 'training'")
+        return super().train(mode)
+
+    def forward(self, x):
+        import torch
+
+        if self.mode == "batch1_only" and x.shape[0] != 1:
+            raise RuntimeError("shape '[1, -1]' is invalid for input of size 72")
+        if self.mode == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return None if self.mode == "none" else self.conv(x)
+
+
+def _torch_session(tmp_path, mode: str):
+    import torch
+
+    from edgeslim.bench.backends.torch_eager import TorchBackend
+
+    torch.save(_Quirky(mode), tmp_path / f"{mode}.pt")
+    options = {"trust_pickle": True, "input_shape": (3, 8, 8), "device": "cpu"}
+    return TorchBackend().open(str(tmp_path / f"{mode}.pt"), options)
+
+
+def test_the_torch_backend_tells_a_models_own_failures_apart(tmp_path) -> None:
+    """Review of today's code (runbench.sh models/batch2.pt, oom.pt, badeval.pt, returns_none.pt): every
+    error of the forward became "give the --input-shape", also one at a later batch of a model that ran at
+    batch 1 and running out of memory (which the measuring process says as such); the model's own eval()
+    raising was an internal error (exit 1); a forward returning None was benched. Now: "does not run at
+    batch 2", the memory error as it is, one line for eval(), and a refusal of a forward with no tensor."""
+    import torch
+
+    from edgeslim.bench.worker import failure
+    from edgeslim.errors import EdgeslimError
+
+    s = _torch_session(tmp_path, "batch1_only")
+    s.set_batch(1)
+    s.run()
+    s.set_batch(2)
+    with pytest.raises(
+        EdgeslimError, match=r"does not run at batch 2 \(it ran at 1\): time it at a batch"
+    ) as e:
+        s.run()
+    assert "input_shape" not in str(e.value) and not e.value.params
+    s = _torch_session(tmp_path, "oom")
+    s.set_batch(1)
+    with pytest.raises(torch.OutOfMemoryError) as oom:
+        s.run()
+    assert failure(oom.value)["memory"]
+    with pytest.raises(
+        EdgeslimError, match=r"bad_eval.pt: the model's eval\(\) fails \(AttributeError: 'None"
+    ):
+        _torch_session(tmp_path, "bad_eval")
+    s = _torch_session(tmp_path, "none")
+    s.set_batch(1)
+    with pytest.raises(EdgeslimError, match="forward returns NoneType, no tensor"):
+        s.run()

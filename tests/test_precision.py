@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from edgeslim.surgery import prune_with_report
 from edgeslim.utils.modes import _precision_knobs, ieee_fp32
@@ -151,3 +152,39 @@ def test_a_half_precision_model_prunes_exact_despite_its_rounding(dtype, inplace
     assert pr.report["exact"]
     if not inplace:
         assert pr.report["float64_scaled_diff"] < 1e-10
+
+
+class _CountScaledWithBF16Side(nn.Module):
+    """Float32 logits scaled by a power of the channel count (a value no channel graph sees: wrong after
+    surgery) beside a bf16 side output; casts its input to float32 (so no float64 re-run can run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.fc = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.float()
+        y = torch.relu(self.bn(self.c(x)))
+        logits = self.fc((y * (y.shape[1] / 8.0) ** 0.02).mean((2, 3)))
+        return logits, x.amax((1, 2, 3)).bfloat16()
+
+
+def test_each_output_is_held_to_its_own_dtypes_rounding() -> None:
+    """Review of today's code (f64check.py CountScaledBF16): without a float64 re-run the check let pass
+    the coarsest dtype's rounding (4 eps of bf16, 0.031) for every output, so float32 logits 5% off beside
+    a small bf16 side output passed as exact. Each output is now held to its own dtype's tolerance."""
+    torch.manual_seed(0)
+    m = _CountScaledWithBF16Side().eval()
+    with torch.no_grad():
+        m.bn.running_var.uniform_(0.5, 1.5)
+        m.bn.weight[[1, 5]] = 0
+        m.bn.bias[[1, 5]] = 0
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    pr = prune_with_report(m, x)
+    assert pr.report["removed_channels"] == 2 and pr.report["float64_scaled_diff"] is None
+    assert 2e-4 < pr.report["max_abs_diff"] < 0.03  # (over 1e-4, within the bf16 bound)
+    assert pr.report["check_failed"] and not pr.report["exact"]

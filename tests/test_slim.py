@@ -633,7 +633,7 @@ class _ChannelCountNet(nn.Module):
         return self.fc(y.mean((2, 3))) * (y.shape[1] / 16)
 
 
-def test_a_slim_model_its_check_measured_wrong_is_not_saved(digits, tmp_path: Path) -> None:
+def test_a_slim_model_its_check_measured_wrong_is_not_saved(digits, tmp_path: Path, caplog) -> None:
     """Review of surgery's reach: edgeslim prune wrote slim models its check measured wrong; a slim run's
     surgery is the same. The run now writes the trained model and the report (surgery.check_failed), no
     model.pt, and ends with one line naming the fix and the trained checkpoint."""
@@ -645,6 +645,12 @@ def test_a_slim_model_its_check_measured_wrong_is_not_saved(digits, tmp_path: Pa
     assert (tmp_path / "trained.pt").is_file() and not (tmp_path / "model.pt").exists()
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["surgery"]["check_failed"] and rep["surgery"]["removed_channels"] > 0
+    # review of today's code (slimbug.py): report.md listed model.pt as "the slim network" and did not say
+    # the check failed, and the library's warning came before the run's error line (said twice)
+    md = (tmp_path / "report.md").read_text()
+    assert "**The check failed**" in md and "- `model.pt`: not written (surgery's check failed" in md
+    assert "the slim network (load it" not in md and "| after surgery (not written) |" in md
+    assert not [r for r in caplog.records if "does not compute what the zeroed one did" in r.getMessage()]
 
 
 def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path, capsys, monkeypatch) -> None:

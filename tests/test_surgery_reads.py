@@ -521,3 +521,96 @@ def test_a_legacy_weight_norm_conv_is_copied_and_kept_whole() -> None:
     res = prune_with_report(m, X)
     assert res.report["removed_channels"] == 0 and res.report["zero_kept"]["behind_barrier"] == 4  # (bn, bn2)
     assert res.model.wn.weight_v is not m.wn.weight_v and _diff(m, res.model, X) < 1e-12
+
+
+class _OnlineNorm(nn.Module):
+    """Subtracts a running mean of its inputs that it keeps updating in eval mode (online normalisation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+        self.register_buffer("mu", torch.zeros(1))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.mu.mul_(0.5).add_(0.5 * x.mean())
+        self.calls += 1
+        return self.head(torch.relu(self.bn(self.c(x - self.mu))).mean((2, 3)))
+
+
+def test_state_a_forward_writes_is_put_back_after_each_check_forward(caplog) -> None:
+    """Review of today's code (online_check.py, OnlineNorm): the check's forwards advanced the buffers an
+    online normalisation writes in eval, the slim forward ran from another state than the dense one (a
+    gap the float64 re-run, on fresh copies, called rounding) and the slim model was returned with that
+    state (calls=2). Each check forward now starts from the model's state and puts it back after it."""
+    m, x = _prep(_OnlineNorm(), shift=0.0).float(), X.float()
+    with caplog.at_level(logging.INFO, logger="edgeslim.surgery.prune"):
+        res = prune_with_report(m, x)
+    assert res.report["removed_channels"] == 2 and res.report["exact"] and res.report["max_abs_diff"] < 1e-5
+    assert int(res.model.calls) == 0 and float(res.model.mu) == 0.0 and int(m.calls) == 0
+    assert any("writes its buffers mu, calls" in r.getMessage() for r in caplog.records)
+    assert _diff(m, res.model, x) < 1e-5  # (both from the state they were handed)
+
+
+class _ClassIds(nn.Module):
+    """Returns class ids (argmax) and a bool mask; ``scaled``: its logits scaled by a power of the channel
+    count (wrong after surgery)."""
+
+    def __init__(self, scaled: bool) -> None:
+        super().__init__()
+        self.scaled = scaled
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.relu(self.bn(self.c(x)))
+        logits = self.head((y * (y.shape[1] / 8.0) ** (3.0 if self.scaled else 0.0)).mean((2, 3)))
+        return logits.argmax(1), logits > 0
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_integer_and_bool_outputs_are_compared_exactly(scaled: bool) -> None:
+    """Review of today's code (intout.py, IntOut): a model returning class ids and a bool mask crashed
+    surgery's check (NotImplementedError: "abs_cpu" not implemented for 'Bool'; the CLI: internal error,
+    exit 1). Integer and bool outputs are now compared exactly: equal, or the check failed."""
+    x = torch.randn(16, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    res = prune_with_report(_prep(_ClassIds(scaled), shift=0.0), x)
+    assert res.report["removed_channels"] == 2
+    assert res.report["check_failed"] is scaled and res.report["exact"] is not scaled
+    assert (res.report["max_abs_diff"] > 0) is scaled
+
+
+class _McDropout(nn.Module):
+    """Monte-Carlo dropout kept on in eval mode (uncertainty estimation): a forward that draws."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.head = (
+            nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Linear(8, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.dropout(torch.relu(self.bn(self.c(x))), 0.2, training=True).mean((2, 3)))
+
+
+def test_a_check_failed_on_a_forward_that_draws_says_so() -> None:
+    """Review of today's code (f64check.py MCDropout): a check failed because the forward draws random
+    numbers (dropout on in eval) blamed the channel graph ("its forward reads a channel the channel graph
+    does not see ... mark the module a leaf"). The failure path runs the slim forward again: another result
+    for the same inputs is said as a forward that draws random numbers."""
+    from edgeslim.surgery import CheckFailedError
+
+    with pytest.raises(CheckFailedError, match="it draws random numbers .*dropout left on in eval mode") as e:
+        prune_with_report(_prep(_McDropout(), shift=0.0), X, strict=True)
+    assert "register_leaf" not in str(e.value) and e.value.result.report["random_forward"]
+    res = prune_with_report(_prep(_ScaledByChannelCount()), X)  # (a deterministic forward: the graph's fault)
+    assert res.report["check_failed"] and res.report["random_forward"] is False

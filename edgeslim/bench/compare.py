@@ -120,8 +120,9 @@ def model_facts(path: str) -> dict:
 
 def model_bytes(path: str | os.PathLike) -> int:
     """Bytes of a model file: an ONNX file's with those of the external-data files its tensors name
-    (from the graph, the data not read; each file once); the file alone where onnx is not installed
-    or cannot read it (the cost read says why)."""
+    (from the graph, the data not read; each file once, however its location is spelled; none outside
+    the model's folder, which no runtime loads from); the file alone where onnx is not installed or
+    cannot read it (the cost read says why)."""
     p = Path(path)
     size = p.stat().st_size
     if model_format(p) != "onnx":
@@ -135,8 +136,16 @@ def model_bytes(path: str | os.PathLike) -> int:
         model = onnx.load(str(p), load_external_data=False)
     except Exception:  # noqa: BLE001 - protobuf raises many types
         return size
-    files = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
-    return size + sum((p.parent / f).stat().st_size for f in files if (p.parent / f).is_file())
+    folder = os.path.abspath(p.parent)
+    named = {
+        os.path.normpath(os.path.join(folder, ExternalDataInfo(t).location))
+        for t in _get_all_tensors(model)
+        if uses_external_data(t)
+    }  # (an absolute location stays itself)
+    inside = {os.path.realpath(f) for f in named if os.path.commonpath([folder, f]) == folder}
+    real = os.path.realpath(folder)  # (a link inside that leads out is out too)
+    files = {f for f in inside if os.path.commonpath([real, f]) == real and os.path.isfile(f)}
+    return size + sum(os.stat(f).st_size for f in files)
 
 
 Dims = list[int | None]  # None: a dynamic (symbolic) dimension

@@ -109,23 +109,36 @@ def failure(exc: Exception) -> dict:
     :class:`~edgeslim.errors.EdgeslimError` with its parameters and steps; anything else by its type,
     the first line of its message, its origin and the traceback, marked when it is an operating system's
     error or running out of memory (the user's to fix, as the CLI takes them), else a bug."""
-    from edgeslim.errors import EdgeslimError, first_line, origin
+    from edgeslim.errors import EdgeslimError, first_line, origin, out_of_memory
 
     if isinstance(exc, EdgeslimError):
         return {"ok": False, "user_error": True, "error": str(exc), "params": list(exc.params),
                 "steps": [[s.stage, s.args] for s in exc.steps]}  # fmt: skip
-    out = {"ok": False, "user_error": False, "kind": type(exc).__name__, "error": first_line(exc),
+    said = first_line(exc) if str(exc).strip() else ""  # (a message-less one: its kind alone)
+    out = {"ok": False, "user_error": False, "kind": type(exc).__name__, "error": said,
            "origin": origin(exc), "traceback": traceback.format_exc()}  # fmt: skip
-    if (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
-    ):
+    if out_of_memory(exc):
         out["memory"] = True  # (torch's allocators: not MemoryErrors)
     elif isinstance(exc, OSError):
         out["os_error"] = {"errno": exc.errno, "strerror": exc.strerror,
                            "filename": None if exc.filename is None else str(exc.filename)}  # fmt: skip
     return out
+
+
+def exited(exc: SystemExit) -> dict:
+    """A measurement the model's own code ended by calling exit (``sys.exit``, argparse in its forward or
+    at its module's import), as data: a refusal naming the exit status."""
+    code = 0 if exc.code is None else exc.code
+    status = f"status {code}" if isinstance(code, int) else repr(str(code)[:120])
+    return {
+        "ok": False,
+        "user_error": True,
+        "error": f"the model's code called exit ({status}) in the measuring process (sys.exit(), or argparse "
+        "parsing a command line, in its forward or at the import of its module); take that call out of the "
+        "model's code",
+        "params": [],
+        "steps": [],
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -137,6 +150,8 @@ def main(argv: list[str]) -> int:
         result = measure(spec)
     except Exception as exc:  # report every failure as data; the parent raises it
         result = failure(exc)
+    except SystemExit as exc:  # (edgeslim's library code never exits: the model's own code did)
+        result = exited(exc)
     tmp = out_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(result, f)

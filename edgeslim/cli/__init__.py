@@ -33,7 +33,17 @@ if _missing:
 import click  # noqa: E402
 
 from edgeslim import __version__  # noqa: E402
-from edgeslim.errors import EXTRAS, EdgeslimError, Notice, Step, WorkerError, extra_of, first_line, origin  # noqa: E402
+from edgeslim.errors import (  # noqa: E402
+    EXTRAS,
+    EdgeslimError,
+    Notice,
+    Step,
+    WorkerError,
+    extra_of,
+    first_line,
+    origin,
+    out_of_memory,
+)
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -359,24 +369,16 @@ def _failure(
         # a full disk mid-run: a plain rerun is refused, the run resumes (not out of memory: a resume keeps
         # the run's batch size)
         return _os_error_line(exc, then=_resume_hint(args, exc) or "rerun"), 2, False
-    if isinstance(exc, (OSError, MemoryError)):
+    if out_of_memory(exc):
+        return _memory_line(exc, _command(args)), 2, False
+    if isinstance(exc, OSError):
         return _os_error_line(exc), 2, False
-    if _torch_out_of_memory(exc):
-        return _os_error_line(MemoryError()), 2, False
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS:
         cmd = _command(args)
         return _missing_line(cmd.name if cmd is not None else None, exc.name or ""), 2, False
     if isinstance(exc, Exception):  # a bug (or the user's own import failing)
         return _internal_line(exc), 1, traced
     raise exc  # (GeneratorExit and the like: not a command's failure)
-
-
-def _torch_out_of_memory(exc: BaseException) -> bool:
-    """PyTorch's allocators out of memory: CUDA's ``torch.OutOfMemoryError``, the CPU allocator's
-    RuntimeError (``DefaultCPUAllocator: can't allocate memory``), which are not MemoryErrors."""
-    torch = sys.modules.get("torch")  # (loaded by whatever raised it; not imported for this)
-    oom = getattr(torch, "OutOfMemoryError", ()) if torch is not None else ()
-    return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
 
 
 def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> None:
@@ -388,7 +390,8 @@ def _json_error(args: list[str], exc: BaseException, line: str, code: int) -> No
     from edgeslim.utils.console import print_json
 
     stopped = isinstance(exc, click.exceptions.Abort) or code in (EXIT_INTERRUPTED, EXIT_TERMINATED)
-    kind = "Interrupted" if stopped else type(exc).__name__  # (a stop seen as an ImportError: the review)
+    # (a stop seen as an ImportError: the review; a measuring process's bug: its exception's type)
+    kind = "Interrupted" if stopped else exc.kind if isinstance(exc, WorkerError) else type(exc).__name__
     print_json({"error": {"message": line, "exit_code": code, "kind": kind}})
 
 
@@ -403,16 +406,26 @@ def _internal_line(exc: BaseException) -> str:
     )
 
 
-def _os_error_line(exc: OSError | MemoryError, then: str = "rerun") -> str:
+def _memory_line(exc: BaseException, cmd: click.Command | None, then: str = "rerun") -> str:
+    """One line for running out of memory (:func:`~edgeslim.errors.out_of_memory`): the error's own first
+    line (what could not be allocated), the fix with the batch option the command ``cmd`` has, and what to
+    do ``then``."""
+    said = first_line(exc) if str(exc).strip() else ""
+    what = f"out of memory ({said[:200]})" if said and said != "out of memory" else "out of memory"
+    flags = {o for p in (cmd.params if cmd is not None else ()) for o in getattr(p, "opts", ())}
+    smaller = next(
+        (f"a smaller {f} or input" for f in ("--batch-size", "--batch") if f in flags), "a smaller input"
+    )
+    return f"{what}; free memory ({smaller}), and {then}"
+
+
+def _os_error_line(exc: OSError, then: str = "rerun") -> str:
     """One line for an operating-system error: what failed, on which file, the fix for its kind, and
     what to do ``then``."""
     import errno
+    import urllib.error
 
     from edgeslim.utils.tmpfiles import tmp_target
-
-    if isinstance(exc, MemoryError):
-        return f"out of memory; free memory (smaller --batch-size or input), and {then}"
-    import urllib.error
 
     if isinstance(exc, urllib.error.URLError):  # the model's own code tried to download weights
         return (

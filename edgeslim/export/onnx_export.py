@@ -577,7 +577,12 @@ def _export_onnx(
             inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch), pixels=ultralytics)
         )
         report = validate_onnx(
-            model, proto.SerializeToString(), inputs, static_batch=None if dynamic_batch else batch, atol=atol
+            model,
+            proto.SerializeToString(),
+            inputs,
+            static_batch=None if dynamic_batch else batch,
+            atol=atol,
+            traced_batch=len(x) if dynamic_batch else None,
         )
         if not report.passed:
             amp = amplifying_norm(model)

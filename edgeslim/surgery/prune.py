@@ -15,7 +15,7 @@ import copy
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -406,7 +406,7 @@ def prune_with_report(
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
-                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward
+                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True
             )
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
@@ -526,6 +526,8 @@ def prune_with_report(
         # the check measured the slim model off where the construction is exact (what an approximate fold
         # leaves is no failure): it does not compute what the zeroed model did
         "check_failed": False,
+        # a failed check's forward gave another result for the same inputs on a second run (None: not run)
+        "random_forward": None,
         # the largest scaled output difference of a float64 re-run of surgery (None: none ran, see below)
         "float64_scaled_diff": None,
         "round_to": round_to,
@@ -536,7 +538,8 @@ def prune_with_report(
             "total": t_end - t0,
         },  # fmt: skip
     }
-    if check and report["exact"] and diff["max_scaled_diff"] > 1e-4:  # (each output on its own scale, >= 1)
+    # (each output on its own scale, >= 1; integer and bool outputs equal or not)
+    if check and report["exact"] and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"]):
         # the gap may be rounding a model amplifies (near-tied top-k picks, half precision): the same
         # comparison in float64 tells; without it (inplace: the dense model is gone, or an op without
         # float64) the tolerance of the outputs' precision does
@@ -547,7 +550,7 @@ def prune_with_report(
                 model, example_input, inputs, round_to, outputs, report["removed_channels"]
             )
         )
-        rounding = diff["max_scaled_diff"] <= check_tolerance(dense_out)
+        rounding = not diff["beyond_rounding"]
         if (f64 <= EXACT_FLOAT64) if f64 is not None else rounding:
             (log.info if rounding else log.warning)(
                 "the slim outputs differ from the zeroed model's by %.3g of their scale (at most %.3g absolute), "
@@ -559,18 +562,27 @@ def prune_with_report(
         else:
             report["exact"] = False  # (measured: the construction's claim did not hold)
             report["check_failed"] = True
+            # (as export's check: a second run of the same inputs that differs draws random numbers)
+            again = _outputs(work, inputs, switch_mode=False, select=outputs)
+            report["random_forward"] = _compare(slim_out, again)["max_abs_diff"] != 0
             if strict:
-                raise CheckFailedError(check_failed_message(type(model).__name__, report))
-            log.warning(
-                "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
-                "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
-                "where the graph says zero or constant (a registered channel rule with keeps_zero=True on a "
-                "module that adds a constant, or keeps_constant=True on a gate, or a module that reads a "
-                "channel the graph does not see, or a value computed from a channel count); the slim model "
-                "does not compute what the zeroed one did",
-                diff["max_scaled_diff"], diff["max_abs_diff"],
-                "" if f64 is None else f"; {f64:.3g} in float64",
-            )  # fmt: skip
+                raise CheckFailedError(
+                    check_failed_message(type(model).__name__, report),
+                    result=PruneResult(work, recipe, report, g),
+                )
+            if report["random_forward"]:
+                log.warning("%s", check_failed_message(type(model).__name__, report))
+            else:
+                log.warning(
+                    "surgery was exact by construction, but the slim outputs differ by %.3g of their scale (at "
+                    "most %.3g absolute%s): a layer passes a removed channel on as nonzero or input-dependent "
+                    "where the graph says zero or constant (a registered channel rule with keeps_zero=True on a "
+                    "module that adds a constant, or keeps_constant=True on a gate, or a module that reads a "
+                    "channel the graph does not see, or a value computed from a channel count); the slim model "
+                    "does not compute what the zeroed one did",
+                    diff["max_scaled_diff"], diff["max_abs_diff"],
+                    "" if f64 is None else f"; {f64:.3g} in float64",
+                )  # fmt: skip
     inexact = [f["layer"] for f in folded if not f["exact"]]
     # loud where the deviation measured may hide it: the example input alone, or constant inputs (zeros);
     # on real images (a slim run's, prune's with data) max_abs_diff is the effect, reported
@@ -612,12 +624,24 @@ def prune_with_report(
 
 
 class CheckFailedError(EdgeslimError):
-    """Surgery's check measured the slim model off the zeroed one where its construction is exact."""
+    """Surgery's check measured the slim model off the zeroed one where its construction is exact;
+    ``result``: what surgery made (the report, for a caller that records the failure)."""
+
+    def __init__(self, *args: object, result: PruneResult | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.result = result
 
 
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
     """One line for a surgery ``report`` whose check failed (``check_failed``): the slim ``what`` does not
     compute what the zeroed model did, why, and the fix."""
+    if report.get("random_forward"):
+        return (
+            f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model, and its "
+            "forward gives another result for the same inputs on each run: it draws random numbers (e.g. "
+            "F.dropout(x, training=True), a dropout left on in eval mode), so no check can compare it; make that "
+            "forward deterministic in eval mode"
+        )
     return (
         f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
         "construction is exact: its forward reads a channel the channel graph does not see (a value computed "
@@ -675,17 +699,18 @@ def _outputs(
     switch_mode: bool = True,
     select: Callable[[Any], Any] | None = None,
     after_each: Callable[[], None] | None = None,
+    say_state: bool = False,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
-    ``select`` picks from it; the mode is restored. ``switch_mode=False``: ``model`` is in eval
-    mode already. Each forward gets its own copy of the batch (a forward may write into its input);
-    ``after_each`` runs after each."""
+    ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
+    (:func:`_state_kept`; ``say_state``: said in the log). ``switch_mode=False``: ``model`` is in eval mode already. Each forward gets
+    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each."""
     mode = model.training
     if switch_mode:
         model.eval()
     outs = []
     try:
-        with torch.no_grad(), ieee_fp32():
+        with torch.no_grad(), ieee_fp32(), _state_kept(model, say=say_state):
             for x in batches:
                 outs.append(model(x.clone()))
                 if after_each is not None:
@@ -696,6 +721,51 @@ def _outputs(
     return [flat_tensors(select(o) if select is not None else o) for o in outs]
 
 
+@contextlib.contextmanager
+def _state_kept(model: nn.Module, say: bool = False) -> Iterator[None]:
+    """Put back the buffers of ``model`` that the forwards inside wrote or replaced (an online
+    normalisation, a streaming cache), so that the dense and the slim model are checked from one state
+    and the slim model keeps the dense one's (``say``: log which); a parameter written there is refused
+    (one line)."""
+    mods = dict(model.named_modules())
+    saved = {(n, k): (t, t.clone()) for n, m in mods.items() for k, t in m._buffers.items() if t is not None}
+    params = {
+        (n, k): (p, _version(p)) for n, m in mods.items() for k, p in m._parameters.items() if p is not None
+    }
+    written = []
+    try:
+        yield
+    finally:
+        for (n, k), (t, old) in saved.items():
+            now = mods[n]._buffers.get(k)
+            if now is not t or t.shape != old.shape or not torch.equal(t, old):
+                written.append(f"{n}.{k}" if n else k)
+                if t.shape == old.shape:
+                    t.copy_(old)
+                mods[n]._buffers[k] = t
+    if written and say:
+        log.info(
+            "the eval forward of %s writes its buffers %s: each check forward ran from the state it had, put "
+            "back after it",
+            type(model).__name__, ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else ""),
+        )  # fmt: skip
+    for (n, k), (p, v) in params.items():
+        if mods[n]._parameters.get(k) is not p or _version(p) != v:
+            raise EdgeslimError(
+                f"the eval forward of {type(mods[n]).__name__} ({n or 'the model'}) writes its parameter {k}: "
+                "surgery cannot check a model whose forward changes its weights; make that forward leave "
+                "them as they are in eval mode"
+            )
+
+
+def _version(t: Tensor) -> int | None:
+    """The in-place write counter of ``t`` (None for an inference tensor, which keeps none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 #: the largest scaled output difference of a float64 re-run that is still the same model (docs/surgery.md)
 EXACT_FLOAT64 = 1e-10
 #: the scaled difference a check without a float64 re-run lets pass as rounding: at least 1e-4, this many
@@ -704,11 +774,10 @@ EXACT_FLOAT64 = 1e-10
 TOLERANCE_EPS = 4
 
 
-def check_tolerance(outs: list[list[Tensor]]) -> float:
-    """The scaled output difference of a dense and a slim model that is rounding at the precision of the
-    floating-point ``outs`` (the coarsest dtype's)."""
-    eps = [torch.finfo(t.dtype).eps for o in outs for t in o if t.is_floating_point()]
-    return max(1e-4, TOLERANCE_EPS * max(eps, default=0.0))
+def check_tolerance(dtype: torch.dtype) -> float:
+    """The scaled difference of a dense and a slim model's output of ``dtype`` that is rounding at its
+    precision (each output is held to its own dtype's: a bf16 side output leaves float32 logits at 1e-4)."""
+    return max(1e-4, TOLERANCE_EPS * torch.finfo(dtype).eps)
 
 
 def _float64_scaled_diff(
@@ -743,10 +812,12 @@ def _float64_scaled_diff(
     return _compare(*outs)["max_scaled_diff"]
 
 
-def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, float]:
+def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
-    its own tensor, at least 1); a different structure or shape is an error."""
-    worst, scaled, agree, total = 0.0, 0.0, 0, 0
+    its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
+    own dtype (``beyond_rounding``, :func:`check_tolerance`; an integer or bool output: any difference,
+    ``integers_differ``); a different structure or shape is an error."""
+    worst, scaled, agree, total, beyond, differ = 0.0, 0.0, 0, 0, False, False
     for ra, rb in zip(ref, got):
         if len(ra) != len(rb):
             raise EdgeslimError(
@@ -760,14 +831,25 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, floa
                     "leaf (edgeslim.surgery.register_leaf); or surgery was told which outputs count "
                     "(outputs=): compare with the same outputs="
                 )
-            if a.numel():
+            if not a.numel():
+                continue
+            if not a.is_floating_point():  # (class ids, masks: equal or not)
+                d = float((a.double() - b.double()).abs().max())
+                own = d / max(1.0, float(a.double().abs().max()))
+                differ = differ or d > 0
+            else:
                 d = float(abs_differences(a.double(), b.double()).max())
-                worst, scaled = max(worst, d), max(scaled, d / max(1.0, finite_abs_max(a)))
-        matches = top1_matches(ra[0], rb[0]) if ra else None  # the first output's, as export's check
+                own = d / max(1.0, finite_abs_max(a))
+                beyond = beyond or own > check_tolerance(a.dtype)
+            worst, scaled = max(worst, d), max(scaled, own)
+        # the first output's, as export's check (scores: floating point)
+        matches = top1_matches(ra[0], rb[0]) if ra and ra[0].is_floating_point() else None
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {
         "max_abs_diff": worst,
         "max_scaled_diff": scaled,
+        "beyond_rounding": beyond or differ,
+        "integers_differ": differ,
         "top1_agreement": agree / total if total else None,  # (no scores: None)
     }

@@ -211,7 +211,9 @@ def run_failed(
     from edgeslim.errors import cause_line
 
     cause = cause_line(exc)
-    if not cause.startswith(f"{type(exc).__name__}:"):
+    if (
+        not cause.startswith(f"{type(exc).__name__}:") and cause != type(exc).__name__
+    ):  # (message-less: its type)
         cause = f"{type(exc).__name__}: {cause}"
     given = " and ".join("x".join(map(str, s)) for s in shapes or [])
     return EdgeslimError(

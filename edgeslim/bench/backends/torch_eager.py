@@ -10,7 +10,15 @@ import os
 
 from edgeslim.bench.backends import FORMAT_WORDS, Backend, Session, named_format, run_failed
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
-from edgeslim.errors import EdgeslimError, MissingDependencyError, Step, extra_of, require
+from edgeslim.errors import (
+    EdgeslimError,
+    MissingDependencyError,
+    Step,
+    cause_line,
+    extra_of,
+    out_of_memory,
+    require,
+)
 
 
 class TorchSession(Session):
@@ -19,7 +27,19 @@ class TorchSession(Session):
     def __init__(self, loaded, device: str, torch, input_shape: tuple[int, int, int] | None = None) -> None:
         self.torch = torch
         self.path = str(loaded.path)
-        self.model = loaded.model.to(device).eval()
+        self.model = loaded.model
+        for call in (f"to({device!r})", "eval()"):  # (the model's own methods: a class may override them)
+            try:
+                self.model = self.model.to(device) if call.startswith("to") else self.model.eval()
+            except Exception as exc:
+                if out_of_memory(exc) or isinstance(exc, OSError):  # (the CLI's memory and file handling)
+                    raise
+                raise EdgeslimError(
+                    f"{os.path.basename(self.path)}: the model's {call} fails ({type(exc).__name__}: "
+                    f"{cause_line(exc)[:200]}); fix that method in the model's code"
+                ) from exc
+        self.batch: int | None = None
+        self.ran: set[int] = set()  # the batches a forward ran at
         self.input_shape = tuple(input_shape) if input_shape else loaded.input_shape
         self.device = torch.device(device)
         self.x = None
@@ -45,6 +65,7 @@ class TorchSession(Session):
             )
         # (C, H, W), in the model's own dtype: a float16 pickle or TorchScript file takes float16
         self.x = self.torch.randn(batch, *self.input_shape, device=self.device, dtype=self.dtype)
+        self.batch = batch
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -52,12 +73,44 @@ class TorchSession(Session):
         with self.torch.inference_mode():
             try:
                 y = self.model(self.x)
+            except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
+                raise
             except Exception as exc:  # the model's own code, on the input it was given
-                raise run_failed(self.path, "torch", self.input_shapes(), str(self.x.dtype).removeprefix("torch."),
-                                 exc, "give the input_shape (C,H,W) it takes", param="input_shape") from exc  # fmt: skip
+                if out_of_memory(exc):  # (the measuring process says it as such)
+                    raise
+                raise self._failed(exc) from exc
         if self.cuda:
             self.torch.cuda.synchronize(self.device)
-        return y if self.deployed is None else self.deployed(y)
+        out = y if self.deployed is None else self.deployed(y)
+        if self.batch not in self.ran:
+            from edgeslim.channels.graph import flat_tensors
+
+            if not flat_tensors(out):
+                raise EdgeslimError(
+                    f"{os.path.basename(self.path)}'s forward returns {type(out).__name__}, no tensor: bench "
+                    "times a forward that returns its outputs as tensors (in a tuple, list or dict); return them"
+                )
+            self.ran.add(self.batch)
+        return out
+
+    def _failed(self, exc: Exception) -> EdgeslimError:
+        """The one line for a forward that raised ``exc``: its input shape is wrong (it never ran), it does not
+        run at this batch (it ran at another), or it fails on a later call (it ran at this batch)."""
+        if not self.ran:
+            fix, param = "give the input_shape (C,H,W) it takes", "input_shape"
+        elif self.batch not in self.ran:
+            at = ", ".join(map(str, sorted(self.ran)))
+            fix, param = (
+                f"the model does not run at batch {self.batch} (it ran at {at}): time it at a batch it runs at",
+                None,
+            )
+        else:
+            fix, param = (
+                f"it ran at batch {self.batch} before: its forward fails on a later call; fix the model's code",
+                None,
+            )
+        dtype = str(self.x.dtype).removeprefix("torch.")
+        return run_failed(self.path, "torch", self.input_shapes(), dtype, exc, fix, param=param)
 
     def input_shapes(self) -> list[list[int]] | None:
         return None if self.x is None else [list(self.x.shape)]
