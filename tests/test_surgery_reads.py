@@ -437,8 +437,9 @@ def test_a_float32_gap_that_float64_closes_is_rounding_not_a_wrong_slim_model(ca
     assert m.bn.weight.numel() == 16 and m.bn.weight.dtype == torch.float32  # (the caller's model untouched)
 
 
-class _ScaledByChannelCount(nn.Module):
-    """Attention-like scaling by the channel count: a value no channel graph sees."""
+class _ConvBnHead(nn.Module):
+    """A 3x3 conv, its BN and a linear head over 8 channels: the set-up of the models below, each with
+    its own forward."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -447,6 +448,10 @@ class _ScaledByChannelCount(nn.Module):
             nn.BatchNorm2d(8),
             nn.Linear(8, 5),
         )
+
+
+class _ScaledByChannelCount(_ConvBnHead):
+    """Attention-like scaling by the channel count: a value no channel graph sees."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.bn(self.c(x)))
@@ -523,16 +528,11 @@ def test_a_legacy_weight_norm_conv_is_copied_and_kept_whole() -> None:
     assert res.model.wn.weight_v is not m.wn.weight_v and _diff(m, res.model, X) < 1e-12
 
 
-class _OnlineNorm(nn.Module):
+class _OnlineNorm(_ConvBnHead):
     """Subtracts a running mean of its inputs that it keeps updating in eval mode (online normalisation)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.c, self.bn, self.head = (
-            nn.Conv2d(3, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.Linear(8, 5),
-        )
         self.register_buffer("mu", torch.zeros(1))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
@@ -556,18 +556,13 @@ def test_state_a_forward_writes_is_put_back_after_each_check_forward(caplog) -> 
     assert _diff(m, res.model, x) < 1e-5  # (both from the state they were handed)
 
 
-class _ClassIds(nn.Module):
+class _ClassIds(_ConvBnHead):
     """Returns class ids (argmax) and a bool mask; ``scaled``: its logits scaled by a power of the channel
     count (wrong after surgery)."""
 
     def __init__(self, scaled: bool) -> None:
         super().__init__()
         self.scaled = scaled
-        self.c, self.bn, self.head = (
-            nn.Conv2d(3, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.Linear(8, 5),
-        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.relu(self.bn(self.c(x)))
@@ -587,16 +582,8 @@ def test_integer_and_bool_outputs_are_compared_exactly(scaled: bool) -> None:
     assert (res.report["max_abs_diff"] > 0) is scaled
 
 
-class _McDropout(nn.Module):
+class _McDropout(_ConvBnHead):
     """Monte-Carlo dropout kept on in eval mode (uncertainty estimation): a forward that draws."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c, self.bn, self.head = (
-            nn.Conv2d(3, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.Linear(8, 5),
-        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(F.dropout(torch.relu(self.bn(self.c(x))), 0.2, training=True).mean((2, 3)))
