@@ -636,9 +636,8 @@ def test_a_latency_run_resumes_from_anywhere_and_says_a_measured_miss(tmp_path, 
         top = max(p[2] for p in sweep["points"] if p[1] == full)
         sweep["points"] = [[p[0], p[1], top * (p[1] / full) ** 4, p[3]] for p in sweep["points"]]
     table.pop("calibration", None)
-    table["fixed"] = (
-        0.0  # (and the layers outside the sweeps free: the miss stands above a loaded host's noise)
-    )
+    # and the layers outside the sweeps free: the miss stands above a loaded host's noise
+    table["fixed"] = 0.0
     (tmp_path / "lying.json").write_text(json.dumps(table))
     capsys.readouterr()
     out = tmp_path / "missed"
