@@ -1220,3 +1220,44 @@ def test_a_model_amplifying_rounding_is_not_refused_as_batch_dependent(tmp_path)
         assert float((exact(x[:1].double()) - exact(x.double())[:1]).abs().max()) < 1e-10
     export_onnx(model, tmp_path / "m.onnx", (3, 16, 16), dynamic_batch=True, inputs=x)
     assert (tmp_path / "m.onnx").exists()
+
+
+class _BatchStatistics(nn.Module):
+    """Normalises with each batch's own statistics (a BN without running statistics): the TorchScript
+    exporter fails on its dynamic batch, the dynamo exporter takes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.bn, self.fc = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8, track_running_stats=False),
+            nn.Linear(8, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.bn(self.c(x)).mean((2, 3)))
+
+
+def test_a_failed_torchscript_export_prints_nothing_into_json_output(tmp_path, capfd) -> None:
+    """A review (session 30): torch's C++ ONNX log printed a failed TorchScript export's whole IR graph
+    (20 lines) to the process's stdout before the dynamo fallback, into ``--json`` output, which then
+    did not parse (contextlib.redirect_stdout cannot catch native writes). File descriptor 1 is sent to
+    a temporary file during that export; what it held goes to the debug log."""
+    pytest.importorskip("onnxscript")
+    path = tmp_path / "net.pt"
+    torch.save(_BatchStatistics().eval(), path)
+    out = tmp_path / "net.onnx"
+    args = [
+        "export",
+        str(path),
+        "--trust-pickle",
+        "--input-shape",
+        "3,16,16",
+        "--onnx",
+        str(out),
+        "--dynamic-batch",
+    ]
+    assert main([*args, "--json"]) == 0
+    captured = capfd.readouterr()
+    assert "Torch IR graph" not in captured.out + captured.err
+    assert json.loads(captured.out)["onnx"]["exporter"] == "dynamo"

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 
 
@@ -25,3 +28,27 @@ def quiet(*loggers: str) -> Iterator[io.StringIO]:
     finally:
         for lg, lv in zip(lgs, levels):
             lg.setLevel(lv)
+
+
+@contextlib.contextmanager
+def native_stdout(into: list[str]) -> Iterator[None]:
+    """Send what native code writes to the process's stdout (file descriptor 1) during the block to a
+    temporary file, appended to ``into`` after it: torch's C++ ONNX log prints a failed TorchScript
+    export's whole IR graph there (a review: 20 lines before the dynamo fallback, inside ``--json``
+    output), which ``contextlib.redirect_stdout`` cannot catch. Without a descriptor 1, a no-op."""
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        sys.stdout.flush()
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            into.append(sink.read().decode(errors="replace"))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
 from edgeslim.errors import EdgeslimError, first_line, require
-from edgeslim.export._quiet import quiet
+from edgeslim.export._quiet import native_stdout, quiet
 from edgeslim.export.validate import (
     AMPLIFYING_NORM,
     CHECK_CHUNK,
@@ -163,10 +163,16 @@ def _export_torchscript(
         # the tracer's warnings about the model's code are recorded whatever the caller's filters are
         warnings.simplefilter("always", category=torch.jit.TracerWarning)
         torch.jit.TracerWarning.ignore_lib_warnings()  # (torch's own code: as the tracer does)
-        torch.onnx.export(
-            model, (x,), str(f), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
-        )  # fmt: skip
+        native: list[str] = []
+        try:
+            with native_stdout(native):  # (a failure's IR graph, printed by torch's C++ log)
+                torch.onnx.export(
+                    model, (x,), str(f), dynamo=False, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
+                )  # fmt: skip
+        finally:
+            if native and native[0].strip():
+                log.debug("the TorchScript exporter printed: %s", native[0])
     for w in seen:  # the tracer's own warnings become notes; any other is shown as it was
         if not issubclass(w.category, torch.jit.TracerWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
