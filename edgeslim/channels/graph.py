@@ -1193,7 +1193,9 @@ class _Analyser:
                 st[vals == 0] = ZERO
         else:
             st[(st == ZERO) & (vals != 0)] = CONST
-        if isinstance(self._mods.get(base[0]), _LAYERS):  # ``y * self.bn.weight.view(1, -1, 1, 1)``
+        if isinstance(
+            self._mods.get(base[0]), ops.RESIZED_MODULES
+        ):  # ``y * self.bn.weight.view(1, -1, 1, 1)``
             # the layer's own entry slices it: its channels are coupled with the layer's (output) ones
             own = self.first_call.get(base[0])
             if own is None or own[-1].numel() != c:  # (not run yet, or a tensor over its input channels)
@@ -1281,10 +1283,6 @@ class _Analyser:
         self.barrier(n, [x], "split of channels at sizes written in the code (literal)")
         offs = [0, *itertools.accumulate(widths)]
         return [_part(x, offs[i], offs[i + 1], o.shape) for i, o in enumerate(out)]
-
-
-#: layers surgery resizes through their own entry (every per-channel tensor of theirs sliced with it)
-_LAYERS = (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
 
 
 def _touch_name(t: Touch) -> str:

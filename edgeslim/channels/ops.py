@@ -42,6 +42,13 @@ CONV_TRANSPOSE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
 )  # fmt: skip
 LINEAR_MODULES: tuple[type[nn.Module], ...] = (nn.Linear,)
+#: the layers surgery resizes through their own entry (every per-channel tensor of theirs sliced with it)
+RESIZED_MODULES: tuple[type[nn.Module], ...] = (
+    *CONV_MODULES,
+    *CONV_TRANSPOSE_MODULES,
+    *LINEAR_MODULES,
+    *BN_MODULES,
+)
 FLATTEN_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten,)
 
 

@@ -246,11 +246,10 @@ def _copy_sharing_tensors(model: nn.Module) -> tuple[nn.Module, list[Tensor]]:
     forward or a user's shrink rule may write into them); :func:`_own_tensors` copies the
     shared ones left after surgery.
     """
-    layers = (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES, *ops.LINEAR_MODULES, *ops.BN_MODULES)
     memo: dict[int, Any] = {
         id(t): t
         for m in model.modules()
-        if isinstance(m, layers)
+        if isinstance(m, ops.RESIZED_MODULES)
         for t in (*m._parameters.values(), *m._buffers.values())
         if t is not None
     }
