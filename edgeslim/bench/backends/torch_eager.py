@@ -28,9 +28,10 @@ class TorchSession(Session):
         self.torch = torch
         self.path = str(loaded.path)
         self.model = loaded.model
-        for call in (f"to({device!r})", "eval()"):  # (the model's own methods: a class may override them)
+        steps = ((f"to({device!r})", lambda m: m.to(device)), ("eval()", lambda m: m.eval()))
+        for call, step in steps:  # (the model's own methods: a class may override them)
             try:
-                self.model = self.model.to(device) if call.startswith("to") else self.model.eval()
+                self.model = step(self.model)
             except Exception as exc:
                 if out_of_memory(exc) or isinstance(exc, OSError):  # (the CLI's memory and file handling)
                     raise
