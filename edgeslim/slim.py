@@ -731,17 +731,12 @@ def markdown_report(report: dict[str, Any]) -> str:
         parts += ["", f"Surgery check (slim against the trained network on test images): largest output "
                   f"difference {v['max_abs_diff']:.3g}, top-1 agreement {agree}."]  # fmt: skip
     if failed:
+        from edgeslim.surgery.prune import check_failed_message  # (the run's error line says the same)
+
         parts[-1] += (
-            " **The check failed**: surgery's construction is exact, so the slim network should compute what "
-            "the trained one does, and it does not ("
-            + (
-                "its forward draws random numbers, so no check can compare it; make it deterministic in eval mode"
-                if report["surgery"].get("random_forward")
-                else "its forward reads a channel count or a channel the channel graph does not see; mark the "
-                "module that does it a leaf, edgeslim.surgery.register_leaf"
-            )
-            + f"); `{SLIM_FILE}` was not written, and the slim column is what that network would have been. "
-            f"`{TRAINED_FILE}` can be pruned once that is fixed."
+            f" **The check failed**: {check_failed_message('network', report['surgery'])}. `{SLIM_FILE}` was not "
+            f"written, and the slim column is what that network would have been. `{TRAINED_FILE}` can be pruned "
+            "once that is fixed."
         )
     warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
     # (the budget's, and a latency target missed as measured)
