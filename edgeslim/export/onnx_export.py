@@ -328,10 +328,12 @@ def _run_exporter(
 def _root_cause(exc: BaseException) -> str:
     """The first line of the error at the bottom of ``exc``'s chain of causes (the dynamo exporter's
     own says only "Failed to convert the exported program ... Next steps:"), without terminal colours."""
+    from edgeslim.utils.console import printable
+
     root = exc
     while root.__cause__ is not None and root.__cause__ is not root:
         root = root.__cause__
-    return re.sub(r"\x1b\[[0-9;]*m", "", first_line(root))
+    return printable(first_line(root))
 
 
 def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelProto, str | None]:
