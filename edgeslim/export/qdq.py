@@ -220,14 +220,8 @@ def quantize_qdq(
         diffs = []  # (each output compared as the FP32 check compares it: a softmax as log-probabilities)
         for r, g in zip(refs, gots, strict=True):
             rc, gc, space = compared_values(r, g)
-            diffs.append(
-                (
-                    float(abs_differences(rc.astype(np.float64), gc.astype(np.float64)).max())
-                    if r.size
-                    else 0.0,
-                    space,
-                )
-            )
+            d = float(abs_differences(rc.astype(np.float64), gc.astype(np.float64)).max()) if r.size else 0.0
+            diffs.append((d, space))
         worst = max(diffs, key=lambda d: d[0])
         result = QdqResult(
             out,
