@@ -41,6 +41,11 @@ def positions_per_sample(shape: Sequence[int], batch: int) -> float:
     return math.prod(shape[2:]) * int(shape[0]) / batch
 
 
+def whole_positions(shape: Sequence[int], batch: int) -> int:
+    """:func:`positions_per_sample` as a layer's cost entry holds it: a whole number, at least 1."""
+    return max(1, round(positions_per_sample(shape, batch)))
+
+
 def layer_macs(kind: str, c_in: Any, c_out: Any, kernel: Any = 1, groups: Any = 1, spatial: Any = 1) -> Any:
     """Multiply-accumulates of one layer for one sample.
 

@@ -36,7 +36,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 
 from edgeslim.channels import ops, rules
-from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, positions_per_sample
+from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, whole_positions
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, uncompiled
 
@@ -937,8 +937,8 @@ class _Analyser:
         return self._in_out_layer(n, x, self.fresh(out), "linear", spatial=rows, bias=m.bias is not None)
 
     def positions(self, t: Any) -> int:
-        """:func:`~edgeslim.channels.cost.positions_per_sample` of ``t`` in this forward, whole."""
-        return max(1, round(positions_per_sample(t.shape, self.batch)))
+        """:func:`~edgeslim.channels.cost.whole_positions` of ``t`` in this forward."""
+        return whole_positions(t.shape, self.batch)
 
     def _uniform_input(self, n: Call, x: Info, what: str) -> Info:
         """``x``, or, when its channel layout is mixed, fresh labels for it: its channels are kept (a

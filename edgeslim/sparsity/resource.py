@@ -52,9 +52,9 @@ from edgeslim.channels.cost import (
     layer_macs,
     layer_params,
     parse_sweep,
-    positions_per_sample,
     predict_latency,
     sweep_latency,
+    whole_positions,
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.graph import deployed_graph, removable_classes
@@ -219,7 +219,7 @@ class ResourceModel:
         def positions(t: Any) -> int:
             if not isinstance(t, Tensor) or t.dim() < 2:
                 return 1
-            return max(1, round(positions_per_sample(t.shape, batch)))
+            return whole_positions(t.shape, batch)
 
         for name in names:
 
