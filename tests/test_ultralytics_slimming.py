@@ -575,3 +575,24 @@ def test_validation_images_of_a_list_or_a_txt_of_files(tmp_path: Path) -> None:
     assert _val_images({"val": [str(tmp_path / "gone"), str(val)]}) == val
     listed.write_text("./images/val/missing.jpg\n")
     assert _val_images({"val": str(listed)}) is None and _val_images({"val": None}) is None
+
+
+def test_the_start_checkpoint_of_a_yaml_and_weights_keeps_its_task(tmp_path: Path) -> None:
+    """Review of a YOLO user's whole chain: ``slim yolo:yolo11n-seg --weights sd.pt --num-classes 3`` always
+    failed inside ultralytics (AttributeError: 'tuple' object has no attribute 'shape'): the start.pt it
+    trains from recorded no task, and ultralytics reloads such a checkpoint as a detector."""
+    from types import SimpleNamespace
+
+    from edgeslim.pipelines.slim_yolo import _start_checkpoint
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    for arch, task in (("yolo11n-seg", "segment"), ("yolov8n-pose", "pose")):
+        sd, out = tmp_path / f"{arch}_sd.pt", tmp_path / arch
+        out.mkdir()
+        torch.save(
+            load_model_or_arch(f"yolo:{arch}", trust_pickle=False, num_classes=3).model.state_dict(), sd
+        )
+        req = SimpleNamespace(trust_pickle=False, weights=sd, num_classes=3)
+        start = _start_checkpoint(req, f"{arch}.yaml", out)
+        assert load_yolo_checkpoint(start, trust_pickle=True).task == task, arch  # (as YOLO(start) reads it)
+        assert torch.load(start, weights_only=False)["train_args"]["task"] == task

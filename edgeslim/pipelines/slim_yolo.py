@@ -136,7 +136,8 @@ def _is_checkpoint(source: str) -> bool:
 def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
     """Write ``out_dir/start.pt``: the yaml's model with the state_dict ``req.weights`` (and its
     ``req.num_classes``), saved as ultralytics saves one (``YOLO.save``), for its trainer to start
-    from (a model built from a yaml is re-initialised by it). Returns its path."""
+    from (a model built from a yaml is re-initialised by it), with the yaml's task (ultralytics
+    reads a checkpoint without one as a detector's). Returns its path."""
     from edgeslim.models.yolo import ultralytics_yolo
     from edgeslim.pipelines.source import load_model_or_arch
     from edgeslim.utils.io import atomic_path
@@ -145,6 +146,8 @@ def _start_checkpoint(req: Any, source: str, out_dir: Path) -> str:
         f"yolo:{source}", trust_pickle=req.trust_pickle, weights=req.weights, num_classes=req.num_classes
     )
     yolo = ultralytics_yolo(source)
+    loaded.model.task = yolo.task  # (what ultralytics' loader takes first, then train_args' task)
+    yolo.ckpt = {**(yolo.ckpt or {}), "train_args": {"task": yolo.task}}
     yolo.model = loaded.model
     start = out_dir / START_FILE
     with atomic_path(start) as tmp:  # (ultralytics writes in place: through a link a user put there)
