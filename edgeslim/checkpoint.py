@@ -227,6 +227,18 @@ def rebuild_facts(spec: ModelSpec) -> dict[str, Any]:
     return {"loads_code": loads_code(spec), "rebuilds_from": str(source) if source else None}
 
 
+def check_not_rebuilt_from(outputs: dict[str, Any], spec: ModelSpec | None) -> None:
+    """Refuse, whatever ``force`` says, one of ``outputs`` (parameter name -> path) that is the file a
+    checkpoint of ``spec`` rebuilds its architecture from (``yolo:best.pt``, ``pickle:PATH``): written
+    over, neither the result nor any other checkpoint of that file could be loaded again."""
+    from edgeslim.utils.io import check_distinct
+
+    source = rebuild_facts(spec)["rebuilds_from"] if spec is not None else None
+    if source is not None:
+        what = f"file the result rebuilds its architecture from ({spec.arch}; loading it needs that file)"
+        check_distinct(outputs, {what: source})
+
+
 def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -> nn.Module:
     """Rebuild the architecture (dense spec + surgery recipe) and load the weights.
 

@@ -686,3 +686,23 @@ def test_a_resume_on_an_image_folder_whose_files_changed_is_refused(tmp_path, ca
     shutil.copy(data / "dog" / "00.png", data / "dog" / "01.png")
     shutil.copytree(data, tmp_path / "copy")  # (the same names elsewhere: resumed)
     assert main(["slim", "--resume", "--out", str(out), "--data-dir", str(tmp_path / "copy"), "--json"]) == 0
+
+
+def test_slim_never_writes_over_the_pickle_its_result_rebuilds_from(
+    fmnist_dir: str, tmp_path: Path, capsys
+) -> None:
+    """Review of a YOLO user's whole chain (slim's side of the prune finding): ``slim pickle:out/model.pt
+    --out out --force`` wrote its slim model.pt over the pickle that model.pt rebuilds its architecture
+    from: exit 0, and the result unloadable. Refused in one line before training, the pickle kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(8, 10))  # fmt: skip
+    torch.save(net, out / "model.pt")
+    before = (out / "model.pt").read_bytes()
+    argv = ["slim", f"pickle:{out / 'model.pt'}", "--trust-pickle", "--data", "fashion-mnist", "--data-dir",
+            fmnist_dir, "--subset", "64", "--test-subset", "64", "--epochs", "1", "--out", str(out), "--force"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rebuilds its architecture from" in err, err
+    assert (out / "model.pt").read_bytes() == before and not (out / "trained.pt").exists()

@@ -583,3 +583,28 @@ def test_a_model_yaml_ultralytics_cannot_build_is_one_error(tmp_path: Path, caps
         assert main(["info", f"yolo:{path}"]) == 2
         err = capsys.readouterr().err
         assert f"ultralytics cannot build a model from {path}" in err and "evaluates code" not in err
+
+
+def test_prune_never_writes_over_the_file_its_result_rebuilds_from(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """Review of a YOLO user's whole chain: ``prune best.pt -o best.pt --force`` (and ``prune slim.pt -o
+    base.pt --force``, slim.pt cut from base.pt) wrote a slim checkpoint that rebuilds its architecture from
+    the file it had just replaced: exit 0, and both files unloadable. Refused in one line, nothing written;
+    a slim checkpoint over itself (the result does not depend on it) is still fine."""
+    import shutil
+
+    own, slim = tmp_path / "best.pt", tmp_path / "slim.pt"
+    shutil.copy(best_pt, own)
+    args = ["--trust-pickle", "--input-shape", SMALL, "--force"]
+    assert main(["prune", str(own), *args, "-o", str(own)]) == 2
+    err = _one_line(capsys)
+    assert f"--output {own} is also the file the result rebuilds its architecture from" in err, err
+    assert own.read_bytes() == best_pt.read_bytes()
+    assert main(["prune", str(own), *args, "-o", str(slim)]) == 0
+    capsys.readouterr()
+    assert main(["prune", str(slim), *args, "-o", str(own)]) == 2
+    assert "rebuilds its architecture from" in _one_line(capsys)
+    assert own.read_bytes() == best_pt.read_bytes()
+    assert main(["prune", str(slim), *args, "-o", str(slim)]) == 0
+    assert load_model(slim, trust_pickle=True).spec.arch == f"yolo:{own.resolve()}"

@@ -46,7 +46,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import rebuild_facts, save_model
+    from edgeslim.checkpoint import check_not_rebuilt_from, rebuild_facts, save_model
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
@@ -75,6 +75,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
                 f"{req.model} has no architecture spec, so the slim model cannot be saved as a checkpoint; "
                 "for a whole pickled module give its input shape, else give the architecture with weights"
             )
+        # (output over the model read is fine for a self-contained checkpoint, not over what it rebuilds from)
+        check_not_rebuilt_from({"output": req.output}, loaded.spec)
         shape = model_input_shape(loaded, req.input_shape)
         calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
         example = torch.zeros((1, *shape))

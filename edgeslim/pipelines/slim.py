@@ -22,7 +22,7 @@ from edgeslim.pipelines.rundir import (
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
-from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, ULTRALYTICS_MARK
+from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, TRAINED_FILE, ULTRALYTICS_MARK
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def _run(
 ) -> dict[str, Any]:
     import torch
 
-    from edgeslim.checkpoint import load_model
+    from edgeslim.checkpoint import check_not_rebuilt_from, load_model
     from edgeslim.data import load_dataset
     from edgeslim.data.datasets import canonical_name
     from edgeslim.slim import TRAIN_DIR, CollapseError, SlimSettings, slim_model
@@ -359,6 +359,8 @@ def _run(
     else:
         torch.manual_seed(int(req.seed or 0))
         model, spec, meta, recorded = _source_model(str(req.model), opts, bundle, req.trust_pickle)
+        for name in (MODEL_FILE, TRAINED_FILE, f"{TRAIN_DIR}/{MODEL_FILE}"):  # (the run's checkpoints)
+            check_not_rebuilt_from({"out_dir": out_dir / name}, spec)
         config = TrainConfig(**train_over)
         meta["data_args"] = {k: (str(Path(opts[k]).expanduser().absolute()) if k == "data_dir" and opts.get(k)
                                  else opts.get(k)) for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
