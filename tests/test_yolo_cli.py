@@ -608,3 +608,75 @@ def test_prune_never_writes_over_the_file_its_result_rebuilds_from(
     assert own.read_bytes() == best_pt.read_bytes()
     assert main(["prune", str(slim), *args, "-o", str(slim)]) == 0
     assert load_model(slim, trust_pickle=True).spec.arch == f"yolo:{own.resolve()}"
+
+
+#: ultralytics' own exporter on a slim model edgeslim saved (loaded through its recipe): the ONNX it writes
+#: (its C2f/C3k2 blocks switched to forward_split) against the slim model's own predictions
+UL_EXPORT = """
+import json, sys
+import numpy as np, onnxruntime as ort, torch
+from ultralytics import YOLO
+from edgeslim.checkpoint import load_model
+out = {}
+for arch, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    slim = load_model(path, trust_pickle=True).model.float().eval()
+    y = YOLO(f"{arch}.yaml")
+    y.model = slim
+    y.save(path + ".ul.pt")
+    onnx_path = YOLO(path + ".ul.pt").export(format="onnx", imgsz=64, simplify=False, verbose=False)
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        ref = slim(x)[0].numpy()
+    out[arch] = float(np.abs(got - ref).max()) if got.shape == ref.shape else str(got.shape)
+print(json.dumps(out))
+"""
+
+
+def test_slim_c2f_blocks_keep_their_new_width_for_ultralytics_export(tmp_path: Path) -> None:
+    """Review of a YOLO user's whole chain: a pruned C2f / C3k2 kept its dense hidden width ``c``, which
+    ultralytics' ``forward_split`` splits at, so ultralytics' own exporter (``YOLO(slim).export()``, the
+    ``yolo export format=engine`` route to a Jetson) failed on every slim YOLO. Surgery and a recipe applied
+    on load now set it from the resized layers: forward_split and ultralytics' ONNX give the slim outputs."""
+    import copy
+
+    from edgeslim.models.yolo import deployed_output
+    from edgeslim.sparsity.subgradient import threshold_prune
+    from edgeslim.surgery import prune_with_report
+
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    saved = []
+    for arch in ("yolov8n", "yolo11n"):
+        loaded = load_model_or_arch(f"yolo:{arch}", trust_pickle=False, input_shape=SMALL)
+        model = loaded.model.eval()
+        with torch.no_grad():  # scales spread as in a trained network, then 40% of them zeroed
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.05, 1.5, generator=torch.Generator().manual_seed(m.num_features))
+        threshold_prune(model, 0.4, example_input=torch.zeros(1, 3, 64, 64), round_to=8)
+        res = prune_with_report(model, torch.zeros(1, 3, 64, 64), outputs=deployed_output(model))
+        slim = res.model.eval()
+        widths = {
+            n: (m.c, m.cv1.conv.out_channels) for n, m in slim.named_modules() if hasattr(m, "forward_split")
+        }
+        assert all(c * 2 == out for c, out in widths.values()), (arch, widths)
+        assert any(
+            c != dense.c for (c, _), dense in zip(widths.values(), [model.get_submodule(n) for n in widths])
+        )
+        split = copy.deepcopy(slim)
+        for m in split.modules():
+            if hasattr(m, "forward_split"):
+                m.forward = m.forward_split  # (as ultralytics' exporter does)
+        with torch.no_grad():
+            torch.testing.assert_close(split(x)[0], slim(x)[0])
+        path = tmp_path / f"{arch}_slim.pt"
+        save_model(path, slim, loaded.spec, recipe=res.recipe)
+        again = load_model(path).model
+        assert {n: (m.c, m.cv1.conv.out_channels) for n, m in again.named_modules() if n in widths} == widths
+        saved += [arch, str(path)]
+    r = subprocess.run([sys.executable, "-c", UL_EXPORT, *saved], capture_output=True, text=True,
+                       env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    diffs = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(isinstance(d, float) and d < 1e-3 for d in diffs.values()), diffs

@@ -180,6 +180,7 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
                 f"recipe expects {name!r} to be {entry.get('type')}, found {type(m).__name__}"
             )
         shrink_layer(m, entry)
+    rules.update_widths(uncompiled(model))
     return model
 
 

@@ -18,6 +18,11 @@ ones that can be removed too. ``shrink(module, keep_in, keep_out)`` gets the kep
 the dense module (``None``: that side unchanged); a pass-through module with nothing to resize
 (no per-channel parameters: a clamp, a custom activation) needs none. :func:`register_leaf` marks
 a type as opaque without a rule: its channels are kept.
+
+A module that keeps a channel count of its own beside its layers (ultralytics' ``C2f`` keeps
+``self.c``, half its ``cv1``'s outputs, for the ``split`` of the ``forward_split`` its exporter
+switches to) registers how to read it back from them with :func:`register_widths`; surgery and
+:func:`~edgeslim.channels.recipe.apply_recipe` call :func:`update_widths` after resizing layers.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from torch import nn
 from edgeslim.errors import EdgeslimError
 
 ShrinkFn = Callable[[nn.Module, "list[int] | None", "list[int] | None"], None]
+#: sets a module's own record of its channel counts from its (resized) layers
+WidthsFn = Callable[[nn.Module], None]
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,36 @@ def rule_for(m: nn.Module) -> ChannelRule | None:
         if cls in _RULES:
             return _RULES[cls]
     return None
+
+
+_WIDTHS: dict[type, WidthsFn] = {}
+#: called before each :func:`update_widths`: register the widths of a library's types once it is imported
+_WIDTH_SOURCES: list[Callable[[], None]] = []
+
+
+def register_widths(cls: type[nn.Module], fn: WidthsFn) -> None:
+    """After surgery resizes layers inside a ``cls`` instance (or a subclass's), ``fn(module)`` sets
+    the channel counts the module keeps itself from its layers' new sizes."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise EdgeslimError(f"register_widths needs an nn.Module subclass, got {cls!r}")
+    _WIDTHS[cls] = fn
+
+
+def register_width_source(fn: Callable[[], None]) -> None:
+    """Call ``fn()`` before each :func:`update_widths`: it registers (:func:`register_widths`) the
+    types of a library that may be imported after edgeslim, once it is."""
+    if fn not in _WIDTH_SOURCES:
+        _WIDTH_SOURCES.append(fn)
+
+
+def update_widths(model: nn.Module) -> None:
+    """Set the channel counts each module of ``model`` keeps itself from its layers (see
+    :func:`register_widths`), after surgery or a recipe resized them."""
+    import edgeslim.models  # noqa: F401  (its model families register their types' widths)
+
+    for source in _WIDTH_SOURCES:
+        source()
+    for m in model.modules():
+        fn = next((_WIDTHS[c] for c in type(m).__mro__ if c in _WIDTHS), None)
+        if fn is not None:
+            fn(m)

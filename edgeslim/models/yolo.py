@@ -37,6 +37,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from edgeslim.channels.rules import register_width_source, register_widths
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.models.registry import register_prefix
 
@@ -605,6 +606,49 @@ def export_output_names(outputs: Any) -> list[str]:
     n = 1 if not isinstance(outputs, (tuple, list)) else len(outputs)
     return [f"output{i}" for i in range(n)]
 
+
+def _half_of_cv1(m: nn.Module) -> None:
+    """``c``: half the outputs of ``cv1`` (chunked or split in two equal parts)."""
+    m.c = m.cv1.conv.out_channels // 2
+
+
+def _all_of_cv1(m: nn.Module) -> None:
+    """``c``: the outputs of ``cv1``."""
+    m.c = m.cv1.conv.out_channels
+
+
+def _hidden_of_cv1(m: nn.Module) -> None:
+    """``c_``: the outputs of ``cv1`` (C3x's bottleneck width)."""
+    m.c_ = m.cv1.conv.out_channels
+
+
+#: ultralytics blocks (in ``ultralytics.nn.modules.block``) that keep a channel count of their own
+#: beside their layers, and how it follows them after surgery (``c`` of C2f and its subclasses C3k2,
+#: C2fCIB, C2fPSA, of C2fAttn, RepNCSPELAN4 and ELAN1: the split of the ``forward_split`` ultralytics'
+#: exporter switches to; of PSA and C2PSA: their forward's split)
+_BLOCK_WIDTHS = {
+    "C2": _half_of_cv1, "C2f": _half_of_cv1, "C2fAttn": _half_of_cv1, "RepNCSPELAN4": _half_of_cv1,
+    "PSA": _half_of_cv1, "C2PSA": _half_of_cv1, "SPPELAN": _all_of_cv1, "ADown": _all_of_cv1,
+    "C3x": _hidden_of_cv1,
+}  # fmt: skip
+_widths_registered: list[bool] = []
+
+
+def _register_block_widths() -> None:
+    """Register :data:`_BLOCK_WIDTHS` with the channel rules once ultralytics is imported (a width
+    source: :func:`edgeslim.channels.rules.register_width_source`); the blocks a version lacks are
+    left out."""
+    block = sys.modules.get("ultralytics.nn.modules.block")
+    if _widths_registered or block is None:
+        return
+    for attr, fn in _BLOCK_WIDTHS.items():
+        cls = getattr(block, attr, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            register_widths(cls, fn)
+    _widths_registered.append(True)
+
+
+register_width_source(_register_block_widths)
 
 register_prefix(
     PREFIX, build_yolo_model, list_yolo_models,

@@ -463,6 +463,7 @@ def prune_with_report(
             shrink_parameter(mods[parent], attr, e)
         else:
             shrink_layer(mods[name], e)
+    rules.update_widths(work)  # (the channel counts a module keeps beside its layers)
     layers = {
         n: {k: v.tolist() if isinstance(v, Tensor) else v for k, v in e.items()} for n, e in layers.items()
     }
