@@ -680,3 +680,15 @@ def test_slim_c2f_blocks_keep_their_new_width_for_ultralytics_export(tmp_path: P
     assert r.returncode == 0, r.stderr[-2000:]
     diffs = json.loads(r.stdout.strip().splitlines()[-1])
     assert all(isinstance(d, float) and d < 1e-3 for d in diffs.values()), diffs
+
+
+def test_a_bare_best_pt_records_the_input_shape_surgery_used(best_pt: Path, tmp_path: Path) -> None:
+    """Review of a YOLO user's whole chain: ``prune best.pt --input-shape 3,64,96`` recorded best.pt's own
+    640x640 in the slim checkpoint (what export and bench then use), where ``prune yolo:best.pt`` recorded
+    the shape surgery ran at. Both forms record it now."""
+    specs = []
+    for model in (str(best_pt), f"yolo:{best_pt}"):
+        out = tmp_path / f"slim{len(specs)}.pt"
+        assert main(["prune", model, "--trust-pickle", "--input-shape", "3,64,96", "-o", str(out)]) == 0
+        specs.append(load_model(out, trust_pickle=True).spec)
+    assert specs[0] == specs[1] and specs[0].input_shape == (3, 64, 96), specs

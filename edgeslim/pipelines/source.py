@@ -45,7 +45,7 @@ def load_model_or_arch(
     3,32,32); the classes are ``num_classes``, else the data set's, else the architecture's own
     (a ``yolo:`` yaml's ``nc``; the user's code's or pickle's, see
     :func:`~edgeslim.models.user.code_defaults`), else 10 (with ``weights``: the weights' own count). Files keep
-    their own spec. A name that unpickles a file (``pickle:PATH``, ``yolo:best.pt``) is recorded
+    their own spec (a bare ultralytics checkpoint takes ``input_shape``, as ``yolo:best.pt`` does). A name that unpickles a file (``pickle:PATH``, ``yolo:best.pt``) is recorded
     in the spec with the file's absolute path. An ultralytics model, from any source (a whole pickle,
     a checkpoint pruned before its meta said so), is fed as ultralytics feeds it
     (:func:`~edgeslim.models.yolo.input_preprocessing`); what a file records wins.
@@ -172,6 +172,11 @@ def _load_model_or_arch(
                 param="weights",
             )
         loaded = load_model(target, trust_pickle=trust_pickle)
+        if loaded.kind == "ultralytics" and input_shape is not None:  # the size given, as for yolo:best.pt
+            import dataclasses
+
+            c, h, w = parse_input_shape(input_shape)
+            loaded.spec = dataclasses.replace(loaded.spec, in_channels=c, input_size=(h, w))
         own = loaded.spec.num_classes if loaded.spec is not None else None
         if num_classes is not None and num_classes != own:
             trained = f"a trained head for {own} classes" if own else "its own trained head"
