@@ -536,6 +536,9 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
         model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
     except EdgeslimError as exc:
         raise EdgeslimError(f"{p}: {exc}", param=exc.params, steps=exc.steps) from exc
+    from edgeslim.models.yolo import use_recorded_names
+
+    use_recorded_names(model, dict(obj.get("meta") or {}), str(p))  # (not the rebuilt file's, if replaced)
     return LoadedModel(
         model=model,
         kind="checkpoint",

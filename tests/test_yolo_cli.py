@@ -692,3 +692,25 @@ def test_a_bare_best_pt_records_the_input_shape_surgery_used(best_pt: Path, tmp_
         assert main(["prune", model, "--trust-pickle", "--input-shape", "3,64,96", "-o", str(out)]) == 0
         specs.append(load_model(out, trust_pickle=True).spec)
     assert specs[0] == specs[1] and specs[0].input_shape == (3, 64, 96), specs
+
+
+def test_a_slim_yolo_keeps_its_class_names_when_its_base_file_is_replaced(
+    best_pt: Path, tmp_path: Path, caplog
+) -> None:
+    """Review of a YOLO user's whole chain: a slim YOLO checkpoint took its class names from whatever file
+    sat at the path it rebuilds from; a same-architecture best.pt with other names copied there went
+    silently into the slim model and its exports. The names are recorded in the slim checkpoint and used;
+    a replaced base file is warned about in one line."""
+    import shutil
+
+    base, slim = tmp_path / "base.pt", tmp_path / "slim.pt"
+    shutil.copy(best_pt, base)
+    assert main(["prune", str(base), "--trust-pickle", "--input-shape", SMALL, "-o", str(slim)]) == 0
+    ckpt = torch.load(base, weights_only=False)
+    ckpt["model"].names = {i: f"other{i}" for i in range(80)}  # another training of the same yaml
+    torch.save(ckpt, base)
+    with caplog.at_level("WARNING"):
+        model = load_model(slim, trust_pickle=True).model
+    assert model.names[0] == "helmet" and model.names[1] == "part1"
+    lines = [r.getMessage() for r in caplog.records if "other class names" in r.getMessage()]
+    assert len(lines) == 1 and "'other0', recorded 'helmet'" in lines[0], lines

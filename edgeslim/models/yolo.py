@@ -569,6 +569,34 @@ def task_and_names(model: nn.Module) -> dict[str, Any]:
     }
 
 
+def names_meta(model: Any) -> dict[str, Any]:
+    """``{"names": [class name of each output]}`` of an ultralytics model, the checkpoint meta that
+    keeps them in a slim checkpoint (whose architecture, names included, is rebuilt from another
+    file: :func:`use_recorded_names`); ``{}`` for other models."""
+    if not is_ultralytics_model(model):
+        return {}
+    names = task_and_names(model)["names"]
+    return {"names": [str(names[i]) for i in sorted(names)]}
+
+
+def use_recorded_names(model: Any, meta: dict[str, Any], where: str) -> None:
+    """Give the ultralytics ``model`` rebuilt for the checkpoint ``where`` the class names its ``meta``
+    records (:func:`names_meta`), warning in one line where the file it was rebuilt from now holds
+    others (that file was replaced: the names would have been taken from it silently)."""
+    recorded = meta.get("names")
+    if not isinstance(recorded, list) or not is_ultralytics_model(model):
+        return
+    now = names_meta(model)["names"]
+    if now != recorded:
+        differ = next(i for i, (a, b) in enumerate(zip([*now, None], recorded)) if a != b)
+        logging.getLogger(__name__).warning(
+            "%s: the file it rebuilds its architecture from now holds a model with other class names (class %d: "
+            "%r, recorded %r): it was replaced; the names recorded in %s are used",
+            where, differ, now[differ] if differ < len(now) else None, recorded[differ], where,
+        )  # fmt: skip
+    model.names = dict(enumerate(recorded))
+
+
 def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: int) -> dict[str, str]:
     """The ONNX ``metadata_props`` ultralytics' own export writes and its ``AutoBackend`` reads, so
     ``YOLO("model.onnx").predict(...)`` keeps the model's class names, task, stride and input size:

@@ -51,7 +51,11 @@ def load_model_or_arch(
     (:func:`~edgeslim.models.yolo.input_preprocessing`); what a file records wins.
     """
     refuse_not_pytorch(target)
-    from edgeslim.models.yolo import check_input_size, input_preprocessing  # import no ultralytics
+    from edgeslim.models.yolo import (
+        check_input_size,
+        input_preprocessing,
+        names_meta,
+    )  # import no ultralytics
 
     loaded = _load_model_or_arch(
         target, trust_pickle, input_shape, data, num_classes, weights, shape_from_data
@@ -68,7 +72,11 @@ def load_model_or_arch(
             param="input_shape",
         )
     channels = loaded.spec.in_channels if loaded.spec else 3
-    loaded.meta = {**input_preprocessing(loaded.model, channels), **(loaded.meta or {})}
+    loaded.meta = {
+        **input_preprocessing(loaded.model, channels),
+        **names_meta(loaded.model),
+        **(loaded.meta or {}),
+    }
     return loaded
 
 
