@@ -714,3 +714,30 @@ def test_a_slim_yolo_keeps_its_class_names_when_its_base_file_is_replaced(
     assert model.names[0] == "helmet" and model.names[1] == "part1"
     lines = [r.getMessage() for r in caplog.records if "other class names" in r.getMessage()]
     assert len(lines) == 1 and "'other0', recorded 'helmet'" in lines[0], lines
+
+
+def test_an_input_of_other_channels_is_refused_alone(best_pt: Path, tmp_path: Path, capsys, caplog) -> None:
+    """Review of a YOLO user's whole chain: ``export slim.pt --input-shape 1,64,64`` of a YOLO whose
+    checkpoint records its photos printed "the model records no mean/std for 1 channels" (reading the
+    photos for it) before the real refusal. The channel count is refused first, in one line alone."""
+    import numpy as np
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        pixels = np.random.default_rng(i).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(photos / f"{i}.png")
+    slim = tmp_path / "slim.pt"
+    assert main(["prune", str(best_pt), "--trust-pickle", "--input-shape", SMALL, "--data", "images",
+                 "--data-dir", str(photos), "-o", str(slim)]) == 0  # fmt: skip
+    capsys.readouterr()
+    onnx_path = tmp_path / "x.onnx"
+    assert (
+        main(["export", str(slim), "--trust-pickle", "--input-shape", "1,64,64", "--onnx", str(onnx_path)])
+        == 2
+    )
+    assert _one_line(capsys).endswith("takes 3-channel images (its first conv's input), not 1; give --input-shape "
+                                      "3,64,64")  # fmt: skip
+    assert not onnx_path.exists()
+    assert not [r.getMessage() for r in caplog.records if "mean/std" in r.getMessage()]  # (no photo was read)

@@ -324,9 +324,17 @@ def max_stride(model: nn.Module) -> int:
 
 def check_input_size(model: nn.Module, shape: Any) -> None:
     """Refuse a ``(C, H, W)`` whose sides are not multiples of an ultralytics model's largest stride
-    (its neck concatenates maps of neighbouring strides, which then differ by one pixel)."""
+    (its neck concatenates maps of neighbouring strides, which then differ by one pixel), or whose
+    channels are not those its first conv takes (refused first: nothing reads images for it)."""
     if not is_ultralytics_model(model) or shape is None or len(shape) != 3:
         return
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and int(shape[0]) != first.in_channels:
+        raise EdgeslimError(
+            f"the YOLO takes {first.in_channels}-channel images (its first conv's input), not {shape[0]}; give "
+            f"input_shape {first.in_channels},{shape[1]},{shape[2]}",
+            param="input_shape",
+        )
     stride = max_stride(model)
     h, w = int(shape[1]), int(shape[2])
     if h % stride or w % stride:
