@@ -596,3 +596,24 @@ def test_the_start_checkpoint_of_a_yaml_and_weights_keeps_its_task(tmp_path: Pat
         start = _start_checkpoint(req, f"{arch}.yaml", out)
         assert load_yolo_checkpoint(start, trust_pickle=True).task == task, arch  # (as YOLO(start) reads it)
         assert torch.load(start, weights_only=False)["train_args"]["task"] == task
+
+
+def test_a_budget_met_only_by_the_final_projection_is_warned_about() -> None:
+    """Review of a YOLO user's whole chain: a 1-epoch YOLO slim whose whole budget the final projection met
+    (the controller ended at 100% of dense, target 50%) said so only in an unprefixed log line, with the
+    report's warnings empty. It is one of the report's warnings now; a run that reached it in training
+    is not warned about."""
+    from edgeslim.pipelines.slim_yolo import _warnings
+
+    budget = {"metric": "macs", "target_fraction": 0.5, "achieved_fraction": 0.5, "before_projection_fraction": 1.0,
+              "projection_removed_channels": 688, "shrink_capped_share": 0.0}  # fmt: skip
+    base = {
+        "arch": "yolo:best.pt",
+        "start": "checkpoint",
+        "classes": {},
+        "surgery": {"removed_channels": 688},
+    }
+    (line,) = _warnings({**base, "slimming": {"budget": budget}}, "")
+    assert "met by the final projection" in line and "ended at 100.0%" in line and "688 channel(s)" in line
+    reached = {**budget, "before_projection_fraction": 0.505, "projection_removed_channels": 3}
+    assert _warnings({**base, "slimming": {"budget": reached}}, "") == []

@@ -478,7 +478,7 @@ def _collapse(report: dict[str, Any]) -> str:
 def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     """What the user must know about the result: a collapse (first), no channel removed, a budget
     that overshot or missed its target (:func:`edgeslim.slim.budget_warning`, as for classifiers)."""
-    from edgeslim.slim import budget_warning
+    from edgeslim.slim import BUDGET_MISS_TOLERANCE, budget_warning
 
     out = [collapse] if collapse else []
     fall = _map_fall(report)
@@ -511,6 +511,20 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     b = report["slimming"].get("budget")
     if b and (line := budget_warning(b)):
         out.append(line)
+    elif (
+        b
+        and b.get("projection_removed_channels")
+        and b.get("before_projection_fraction", 0.0) > (1 + BUDGET_MISS_TOLERANCE) * b["target_fraction"]
+    ):  # (said only by the controller's log line: a 1-epoch run, warnings [])
+        out.append(
+            Notice(
+                f"the budget was met by the final projection, not in training: the controller ended at "
+                f"{b['before_projection_fraction']:.1%} of the dense {b['metric']} (target {b['target_fraction']:.1%}) "
+                f"and the projection then removed {b['projection_removed_channels']} channel(s) that no epoch "
+                "trained without; train longer (epochs) so slimming reaches the target as it trains",
+                "epochs",
+            )
+        )
     return out
 
 

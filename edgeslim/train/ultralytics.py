@@ -324,8 +324,10 @@ class UltralyticsSlimming:
         if self.controller is not None:
             c, dense = self.controller, self.controller.resource.dense
             achieved = c.resource.of_xi(c.magnitude())
+            ended = c.resource_before_projection if c.resource_before_projection is not None else achieved
             out["budget"] = {"metric": c.settings.metric, "target_fraction": c.target / dense,
                              "achieved_fraction": achieved / dense, "dense": dense, "target": c.target,
+                             "before_projection_fraction": ended / dense,
                              "achieved": achieved, "projection_removed_channels": c.projection_removed,
                              **c.cap_facts()}  # fmt: skip
             if (
