@@ -21,7 +21,8 @@ a type as opaque without a rule: its channels are kept.
 
 A module that keeps a channel count of its own beside its layers (ultralytics' ``C2f`` keeps
 ``self.c``, half its ``cv1``'s outputs, for the ``split`` of the ``forward_split`` its exporter
-switches to) registers how to read it back from them with :func:`register_widths`; surgery and
+switches to; ultralytics' blocks come from :func:`edgeslim.models.yolo.block_widths`, a user's own
+types from :func:`register_widths`) says how to read it back from them; surgery and
 :func:`~edgeslim.channels.recipe.apply_recipe` call :func:`update_widths` after resizing layers.
 """
 
@@ -88,8 +89,6 @@ def rule_for(m: nn.Module) -> ChannelRule | None:
 
 
 _WIDTHS: dict[type, WidthsFn] = {}
-#: called before each :func:`update_widths`: register the widths of a library's types once it is imported
-_WIDTH_SOURCES: list[Callable[[], None]] = []
 
 
 def register_widths(cls: type[nn.Module], fn: WidthsFn) -> None:
@@ -100,21 +99,13 @@ def register_widths(cls: type[nn.Module], fn: WidthsFn) -> None:
     _WIDTHS[cls] = fn
 
 
-def register_width_source(fn: Callable[[], None]) -> None:
-    """Call ``fn()`` before each :func:`update_widths`: it registers (:func:`register_widths`) the
-    types of a library that may be imported after edgeslim, once it is."""
-    if fn not in _WIDTH_SOURCES:
-        _WIDTH_SOURCES.append(fn)
-
-
 def update_widths(model: nn.Module) -> None:
     """Set the channel counts each module of ``model`` keeps itself from its layers (see
     :func:`register_widths`), after surgery or a recipe resized them."""
-    import edgeslim.models  # noqa: F401  (its model families register their types' widths)
+    from edgeslim.models.yolo import block_widths
 
-    for source in _WIDTH_SOURCES:
-        source()
+    widths = {**block_widths(), **_WIDTHS}  # (a user's registration wins)
     for m in model.modules():
-        fn = next((_WIDTHS[c] for c in type(m).__mro__ if c in _WIDTHS), None)
+        fn = next((widths[c] for c in type(m).__mro__ if c in widths), None)
         if fn is not None:
             fn(m)

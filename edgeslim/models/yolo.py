@@ -37,7 +37,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from edgeslim.channels.rules import register_width_source, register_widths
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.models.registry import register_prefix
 
@@ -667,24 +666,22 @@ _BLOCK_WIDTHS = {
     "PSA": _half_of_cv1, "C2PSA": _half_of_cv1, "SPPELAN": _all_of_cv1, "ADown": _all_of_cv1,
     "C3x": _hidden_of_cv1,
 }  # fmt: skip
-_widths_registered: list[bool] = []
 
 
-def _register_block_widths() -> None:
-    """Register :data:`_BLOCK_WIDTHS` with the channel rules once ultralytics is imported (a width
-    source: :func:`edgeslim.channels.rules.register_width_source`); the blocks a version lacks are
-    left out."""
+def block_widths() -> dict[type, Callable[[nn.Module], None]]:
+    """The ultralytics block types of :data:`_BLOCK_WIDTHS` (those its imported version has), each with
+    how its own channel count follows its layers; empty while ultralytics is not imported. A passive
+    table: :func:`edgeslim.channels.rules.update_widths` reads it."""
     block = sys.modules.get("ultralytics.nn.modules.block")
-    if _widths_registered or block is None:
-        return
-    for attr, fn in _BLOCK_WIDTHS.items():
-        cls = getattr(block, attr, None)
-        if isinstance(cls, type) and issubclass(cls, nn.Module):
-            register_widths(cls, fn)
-    _widths_registered.append(True)
+    if block is None:
+        return {}
+    found = {attr: getattr(block, attr, None) for attr in _BLOCK_WIDTHS}
+    return {
+        cls: _BLOCK_WIDTHS[a]
+        for a, cls in found.items()
+        if isinstance(cls, type) and issubclass(cls, nn.Module)
+    }
 
-
-register_width_source(_register_block_widths)
 
 register_prefix(
     PREFIX, build_yolo_model, list_yolo_models,
