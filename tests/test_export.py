@@ -1022,8 +1022,8 @@ def test_an_int8_file_records_its_own_check(tmp_path, style):
 
 def test_a_refused_int8_export_leaves_no_file_it_made(tmp_path, capsys):
     """The export review (finding 5): INT8 of a model with nothing to quantize exited 2 but left the FP32
-    .onnx written, so the same command was then refused ("already exists"). A refusal removes the files
-    of the set that were not there before; a stop (Ctrl-C) leaves them complete, as documented."""
+    .onnx written, so the same command was then refused ("already exists"). A refusal or a stop publishes
+    none of the files of the set (the INT8 review: they are staged until every step succeeded)."""
     from edgeslim.utils.io import atomic_write_text, writing
 
     photos = _photo_folder(tmp_path / "photos")
@@ -1038,11 +1038,63 @@ def test_a_refused_int8_export_leaves_no_file_it_made(tmp_path, capsys):
     assert main([*args, "--json"]) == 2 and "export it without --precision int8" in capsys.readouterr().err
     new, earlier = tmp_path / "n.onnx", tmp_path / "e.onnx"
     earlier.write_text("earlier")
-    for stop, kept in ((EdgeslimError("refused"), False), (KeyboardInterrupt(), True)):
-        with pytest.raises(type(stop)), writing([new, earlier]):
-            atomic_write_text(new, "new")
+    for stop in (EdgeslimError("refused"), KeyboardInterrupt()):  # (a stop publishes nothing either)
+        with pytest.raises(type(stop)), writing([new, earlier]) as stage:
+            atomic_write_text(stage(new), "new")
             raise stop
-        assert new.exists() == kept and earlier.read_text() == "earlier"
+        assert not new.exists() and earlier.read_text() == "earlier"
+
+
+def _int8_export_args(tmp_path, model: nn.Module, name: str, *extra: str) -> list[str]:
+    """An export of the pickled ``model`` to ``tmp_path/out/m.onnx`` checked on noise photos."""
+    photos = tmp_path / "photos"
+    if not photos.is_dir():
+        _photo_folder(photos)
+    torch.save(model, tmp_path / name)
+    return ["export", str(tmp_path / name), "--trust-pickle", "--input-shape", "3,16,16", "--onnx",
+            str(tmp_path / "out" / "m.onnx"), "--data", "images", "--data-dir", str(photos), "--n-validate", "8",
+            *extra]  # fmt: skip
+
+
+def _small_convnet(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+    )
+
+
+def test_a_forced_export_failing_at_its_int8_step_leaves_the_earlier_export_whole(tmp_path, capsys):
+    """The INT8 review (finding 1): a forced re-export failing at the INT8 step left m.onnx replaced by the
+    new model and deleted the earlier, good m.int8.onnx, with no message. Every file is staged now and
+    published only when every step succeeded."""
+    int8 = ("--precision", "int8", "--calib-images", "8")
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8)) == 0
+    out = tmp_path / "out"
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(earlier) == ["m.int8.onnx", "m.onnx"]
+    capsys.readouterr()
+    assert (
+        main(_int8_export_args(tmp_path, nn.Identity(), "b.pt", *int8, "--force")) == 2
+    )  # (after its FP32 file)
+    assert "nothing to quantize" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # (no staging folder left either)
+
+
+def test_a_forced_export_of_another_network_removes_the_earlier_companion_files(tmp_path, capsys):
+    """The INT8 review (finding 1): a forced export without INT8 left an earlier model's m.int8.onnx beside
+    the new m.onnx, and ``bench m.int8.onnx --baseline m.onnx`` then compared two networks. Files an earlier
+    export of m.onnx wrote that this run does not go (named in a warning) where the network changed, and
+    stay where it is the same (another output of one model: its INT8 file, its engine)."""
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", "--precision", "int8", "--calib-images",
+                                  "8")) == 0  # fmt: skip
+    out = tmp_path / "out"
+    int8 = (out / "m.int8.onnx").read_bytes()
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", "--force")) == 0  # the same network
+    assert (out / "m.int8.onnx").read_bytes() == int8 and "removed" not in capsys.readouterr().err
+    assert main(_int8_export_args(tmp_path, _small_convnet(1), "c.pt", "--force")) == 0  # another one
+    err = capsys.readouterr().err
+    assert "removed m.int8.onnx: an earlier export's files of another network than this m.onnx" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["m.onnx"]
 
 
 class _TwoIn(nn.Module):
