@@ -1313,3 +1313,22 @@ def test_a_failed_torchscript_export_prints_nothing_into_json_output(tmp_path, c
     captured = capfd.readouterr()
     assert "Torch IR graph" not in captured.out + captured.err
     assert json.loads(captured.out)["onnx"]["exporter"] == "dynamo"
+
+
+@pytest.mark.parametrize("opset", ["11", "12"])
+def test_int8_below_opset_13_is_refused_before_anything_is_exported(tmp_path, capsys, opset):
+    """The INT8 review (finding 2): --opset 11/12 --precision int8 exported the FP32 file, then always
+    failed with ONNX Runtime's raw INVALID_GRAPH text (per-channel Q/DQ's axis needs opset 13); it is
+    refused up front in one line naming the cause and the fix, and so is a Q/DQ of such a file."""
+    from edgeslim.export.qdq import quantize_qdq
+
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", "vgg-small", "--input-shape", "1,16,16", "--onnx", str(out), "--opset", opset,
+                 "--precision", "int8", "--trt"]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --precision int8 needs --opset 13 or later (the per-channel Q/DQ nodes' axis came in "
+                   f"opset 13), got {opset}; raise it (17 is what TensorRT 8.5+ and ONNX Runtime both take)"), err  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    export_onnx(_small_convnet(0).eval(), tmp_path / "o.onnx", (3, 16, 16), opset=int(opset), validate=False)
+    with pytest.raises(EdgeslimError, match=f"o.onnx is at opset {opset}; INT8 Q/DQ needs opset 13 or later"):
+        quantize_qdq(tmp_path / "o.onnx", tmp_path / "o.int8.onnx", np.zeros((4, 3, 16, 16), np.float32))

@@ -83,6 +83,7 @@ class ExportRequest:
 
     def validate(self) -> None:
         """Raise a one-line :class:`EdgeslimError` for values out of range or inconsistent."""
+        from edgeslim.export.qdq import INT8_MIN_OPSET
         from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
         from edgeslim.utils.fields import check_fields
         from edgeslim.utils.parsing import parse_input_shape, parse_size
@@ -117,6 +118,12 @@ class ExportRequest:
                                    ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
             if val not in allowed:
                 raise EdgeslimError(f"{name} must be one of {', '.join(allowed)}, got {val!r}", param=name)
+        if self.precision == "int8" and self.opset < INT8_MIN_OPSET:  # (ONNX Runtime: a raw INVALID_GRAPH)
+            raise EdgeslimError(
+                f"precision int8 needs opset {INT8_MIN_OPSET} or later (the per-channel Q/DQ nodes' axis came in "
+                f"opset 13), got {self.opset}; raise it (17 is what TensorRT 8.5+ and ONNX Runtime both take)",
+                param=("precision", "opset"),
+            )
         parse_size(self.workspace)
         if self.input_shape is not None:
             parse_input_shape(self.input_shape)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 METHODS = ("entropy", "minmax", "percentile")
 #: the Q/DQ forms :func:`quantize_qdq` writes: for TensorRT, or for ONNX Runtime's integer kernels
 STYLES = ("tensorrt", "onnxruntime")
+#: lowest opset of a Q/DQ model: per-channel QuantizeLinear/DequantizeLinear (their ``axis``) came in 13
+INT8_MIN_OPSET = 13
 
 
 def save_calibration_data(path: str | os.PathLike, x: np.ndarray, force: bool = False) -> Path:
@@ -180,6 +182,13 @@ def quantize_qdq(
             f"the INT8 check needs at least {check_step} held-out images (the ONNX's fixed batch), got {len(x)}"
         )
     src_model = onnx.load(str(src), load_external_data=False)
+    opset = max((o.version for o in src_model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < INT8_MIN_OPSET:  # (ONNX Runtime's quantizer writes it anyway: a raw INVALID_GRAPH on load)
+        raise EdgeslimError(
+            f"{src.name} is at opset {opset}; INT8 Q/DQ needs opset {INT8_MIN_OPSET} or later (per-channel "
+            "axis): export it at opset 13 or later",
+            param="opset",
+        )
     name = src_model.graph.input[0].name
     tail = output_tail(src_model)  # kept in float: one INT8 scale cannot hold boxes and scores together
     reader = _Reader(name, calib.astype(np.float32), step, whole=batch is not None)
