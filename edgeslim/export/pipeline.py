@@ -253,7 +253,6 @@ def run_export(
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
     qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
-    calib_cache = _sibling(onnx_path, ".calib.cache")  # (TensorRT's entropy calibrator writes it)
     if req.trt and engine.suffix.lower() not in ENGINE_SUFFIXES:
         raise EdgeslimError(
             f"engine_path {engine} should end in {' or '.join(ENGINE_SUFFIXES)} (a TensorRT engine)",
@@ -262,7 +261,6 @@ def run_export(
     if req.trt:  # the script's trtexec writes the engine where it is named: it must be free here too
         outputs += [engine, layers_json_path(engine)] if installed else [script, engine]
         outputs += [qdq_path, calib_path] if int8 else []
-        outputs += [calib_cache] if int8 and installed else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
     outputs += [ort_int8_path] if ort_int8 else []
     ort_path = onnx_path.with_suffix(".ort")
@@ -392,7 +390,10 @@ def run_export(
                 )  # fmt: skip
         if req.trt:
             result["trt_target"] = ".".join(map(str, target))
-            result["precision_path"] = precision_path(target, req.precision)
+            # INT8 is built from the Q/DQ ONNX on every version, by the builder here and the script alike:
+            # the engine then has the scales whose agreement and accuracy the INT8 check measured (TensorRT
+            # <= 10's entropy calibrator on the FP32 ONNX would choose its own)
+            result["precision_path"] = "qdq" if int8 else precision_path(target, req.precision)
             if int8:
                 from edgeslim.export.qdq import save_calibration_data
 
@@ -403,9 +404,9 @@ def run_export(
 
                 cfg = EngineBuildConfig(
                     precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
-                    timing_cache=timing_cache, calib_data=calib, calib_cache=stage(calib_cache),
+                    timing_cache=timing_cache,
                 )  # fmt: skip
-                src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
+                src = qdq_path if int8 else onnx_path
                 built = build_engine(stage(src), stage(engine), cfg, force=req.force)
                 result["engine"] = built.to_dict()
                 result["warnings"] += built.warnings
