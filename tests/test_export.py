@@ -1332,3 +1332,26 @@ def test_int8_below_opset_13_is_refused_before_anything_is_exported(tmp_path, ca
     export_onnx(_small_convnet(0).eval(), tmp_path / "o.onnx", (3, 16, 16), opset=int(opset), validate=False)
     with pytest.raises(EdgeslimError, match=f"o.onnx is at opset {opset}; INT8 Q/DQ needs opset 13 or later"):
         quantize_qdq(tmp_path / "o.onnx", tmp_path / "o.int8.onnx", np.zeros((4, 3, 16, 16), np.float32))
+
+
+@pytest.mark.parametrize("style", ["onnxruntime", "tensorrt"])
+def test_the_int8_files_keep_no_scale_of_the_dropped_output_pair(tmp_path, capfd, style):
+    """The INT8 review (finding 4): both INT8 files kept the logits_scale / logits_zero_point initializers
+    of the Quantize/Dequantize pair dropped in front of the output, so ONNX Runtime warned on every load."""
+    from edgeslim.export.qdq import quantize_qdq
+
+    x = torch.randn(16, 3, 16, 16)
+    export_onnx(
+        _small_convnet(0).eval(), tmp_path / "m.onnx", (3, 16, 16), dynamic_batch=True, validate=False
+    )
+    q = quantize_qdq(
+        tmp_path / "m.onnx", tmp_path / "q.onnx", x[8:].numpy(), check=x[:8].numpy(), style=style
+    )
+    m = onnx.load(str(q.path))
+    used = {i for n in m.graph.node for i in n.input}
+    assert [i.name for i in m.graph.initializer if i.name not in used] == []
+    capfd.readouterr()
+    so = ort.SessionOptions()
+    so.log_severity_level = 2  # (warnings and above, as by default)
+    ort.InferenceSession(str(q.path), so, providers=["CPUExecutionProvider"])
+    assert "Removing initializer" not in capfd.readouterr().err

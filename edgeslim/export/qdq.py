@@ -123,16 +123,19 @@ def _static_batch(model_path: Path) -> int | None:
 
 def _float_outputs(model: Any) -> int:
     """Drop the Quantize/Dequantize pair in front of each graph output (the quantizer rounds a last
-    Gemm's or Conv's output, the logits themselves, to one INT8 scale); returns how many."""
+    Gemm's or Conv's output, the logits themselves, to one INT8 scale), and the scales and zero points
+    only the pair read (ONNX Runtime warned of them on every load); returns how many pairs."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
     dropped = 0
+    params: set[str] = set()  # the pairs' scales and zero points
     for out in [o.name for o in g.output]:
         dq = producer.get(out)
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or sum(q.output[0] in n.input for n in g.node) != 1:
             continue
         value = q.input[0]  # the float value the pair stood for, now the output under its name
+        params.update([*q.input[1:], *dq.input[1:]])
         g.node.remove(q)
         g.node.remove(dq)
         for vi in [v for v in g.value_info if v.name == value]:
@@ -141,6 +144,9 @@ def _float_outputs(model: Any) -> int:
             n.input[:] = [out if i == value else i for i in n.input]
             n.output[:] = [out if o == value else o for o in n.output]
         dropped += 1
+    unused = params - {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name in unused]:
+        g.initializer.remove(init)
     return dropped
 
 
