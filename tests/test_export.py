@@ -1049,7 +1049,7 @@ def _int8_export_args(tmp_path, model: nn.Module, name: str, *extra: str) -> lis
     """An export of the pickled ``model`` to ``tmp_path/out/m.onnx`` checked on noise photos."""
     photos = tmp_path / "photos"
     if not photos.is_dir():
-        _photo_folder(photos)
+        _photo_folder(photos, n=40)
     torch.save(model, tmp_path / name)
     return ["export", str(tmp_path / name), "--trust-pickle", "--input-shape", "3,16,16", "--onnx",
             str(tmp_path / "out" / "m.onnx"), "--data", "images", "--data-dir", str(photos), "--n-validate", "8",
@@ -1355,3 +1355,21 @@ def test_the_int8_files_keep_no_scale_of_the_dropped_output_pair(tmp_path, capfd
     so.log_severity_level = 2  # (warnings and above, as by default)
     ort.InferenceSession(str(q.path), so, providers=["CPUExecutionProvider"])
     assert "Removing initializer" not in capfd.readouterr().err
+
+
+def test_the_int8_check_of_a_dynamic_batch_reads_every_held_out_image(tmp_path, capsys):
+    """The INT8 review (finding 5): with dynamic_batch the INT8 check ran multiples of 16 images only (20
+    held out, 16 checked), silently; a fixed batch's calibration and check, which run whole batches, say
+    how many of the images they read."""
+    args = _int8_export_args(
+        tmp_path, _small_convnet(0), "a.pt", "--precision", "int8", "--calib-images", "10"
+    )
+    assert main([*args, "--n-validate", "20", "--dynamic-batch", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ort_int8"]["check_images"] == 20 and res["ort_int8"]["calib_images"] == 10
+    assert not [w for w in res["warnings"] if "whole batches" in w]
+    assert main([*args, "--n-validate", "20", "--batch", "8", "--force"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: the ONNX's fixed --batch 8 runs whole batches only: INT8 calibrated on 8 of 10 images and was "
+            "checked on 16 of 20; make --calib-images and --n-validate multiples of it, or export with "
+            "--dynamic-batch") in err, err  # fmt: skip

@@ -376,6 +376,15 @@ def run_export(
                 style="tensorrt" if req.trt else "onnxruntime", force=req.force,
             )  # fmt: skip
             result["qdq" if req.trt else "ort_int8"] = q.to_dict()
+            if q.calib_images < len(calib) or q.check_images < len(
+                check_batch.x
+            ):  # (a fixed batch: whole ones)
+                result["warnings"].append(
+                    Notice(f"the ONNX's fixed batch {req.batch} runs whole batches only: INT8 calibrated on "
+                           f"{q.calib_images} of {len(calib)} images and was checked on {q.check_images} of "
+                           f"{len(check_batch.x)}; make calib_images and n_validate multiples of it, or export "
+                           "with dynamic_batch", ("batch", "calib_images", "n_validate", "dynamic_batch"))
+                )  # fmt: skip
             if q.flat_channels:
                 result["warnings"].append(
                     f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "

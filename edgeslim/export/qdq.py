@@ -182,7 +182,7 @@ def quantize_qdq(
     if len(calib) < step:
         raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
     x = (check if check is not None else calib).astype(np.float32)
-    check_step = batch or min(16, len(x))  # (a fixed-batch graph runs whole batches only)
+    check_step = batch or 1  # (a fixed-batch graph runs whole batches only; a dynamic one every image)
     if len(x) < check_step or not len(x):
         raise EdgeslimError(
             f"the INT8 check needs at least {check_step} held-out images (the ONNX's fixed batch), got {len(x)}"
@@ -224,8 +224,8 @@ def quantize_qdq(
                 param="precision",
             )
         k = len(x) // check_step * check_step
-        refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
-        gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
+        refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch, chunk=16)
+        gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch, chunk=16)
         ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
         flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
         acc = [None, None]
