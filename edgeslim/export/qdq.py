@@ -6,9 +6,11 @@ Two forms, both written by ONNX Runtime's static quantizer (:data:`STYLES`):
   DequantizeLinear nodes in the ONNX, in the form TensorRT takes: symmetric INT8 activations and
   weights (zero point 0), per-channel weight scales, FP32 weights followed by a Q/DQ pair, biases
   left in FP32. The same Q/DQ ONNX also builds on TensorRT 8.5-10.x (``--int8``), so one
-  calibration serves every version. The calibration images are also saved as ``.npy`` for the
-  entropy calibrator of the Python builder on TensorRT <= 10. In ONNX Runtime this form runs
-  slower than FP32: it is for TensorRT only.
+  calibration serves every version. The export also saves the calibration images as ``.npy``
+  (:func:`save_calibration_data`), which nothing of the export reads: for calibrating again
+  elsewhere (:func:`load_calibration_data`, TensorRT <= 10's entropy calibrator in
+  :func:`~edgeslim.export.trt.build_engine`). In ONNX Runtime this form runs slower than FP32: it
+  is for TensorRT only.
 - ``onnxruntime``: the form ORT's CPU kernels (and mobile execution providers) run as integer
   arithmetic: UInt8 activations with a zero point, INT8 weights stored as INT8 with per-channel
   scales, quantized biases, MinMax ranges (``benchmarks/ort_int8.py``: 2.1-3.4x faster than FP32
