@@ -118,6 +118,16 @@ class ExportRequest:
                                    ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
             if val not in allowed:
                 raise EdgeslimError(f"{name} must be one of {', '.join(allowed)}, got {val!r}", param=name)
+        for name, what in (("calib_images", "calibration"), ("n_validate", "check")):
+            n = getattr(self, name)
+            if (
+                self.precision == "int8" and not self.dynamic_batch and n < self.batch
+            ):  # (one name each: the CLI's)
+                raise EdgeslimError(
+                    f"{name} {n} is below the fixed batch {self.batch}: the INT8 {what} runs whole batches; raise "
+                    "it, or export with dynamic_batch",
+                    param=(name, "batch", "dynamic_batch"),
+                )
         if self.precision == "int8" and self.opset < INT8_MIN_OPSET:  # (ONNX Runtime: a raw INVALID_GRAPH)
             raise EdgeslimError(
                 f"precision int8 needs opset {INT8_MIN_OPSET} or later (the per-channel Q/DQ nodes' axis came in "
@@ -299,12 +309,6 @@ def run_export(
         batch = None  # images are read only for the check and for INT8 calibration
         if int8 or not req.no_validate:
             batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
-        if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
-            raise EdgeslimError(
-                f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
-                "batches; raise n_validate, or export with dynamic_batch",
-                param=("n_validate", "batch", "dynamic_batch"),
-            )
         if int8 and batch is None:
             raise EdgeslimError(
                 "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "

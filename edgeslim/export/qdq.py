@@ -181,13 +181,19 @@ def quantize_qdq(
     out = check_output_path(out_path, force)
     batch = _static_batch(src)
     step = batch or min(16, len(calib))
-    if len(calib) < step:
-        raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
+    if len(calib) < step or not len(calib):
+        raise EdgeslimError(
+            f"calib holds {len(calib)} images, fewer than the ONNX's fixed batch {step} (calibration runs whole "
+            "batches): give more images, or a dynamic-batch ONNX",
+            param="calib",
+        )
     x = (check if check is not None else calib).astype(np.float32)
     check_step = batch or 1  # (a fixed-batch graph runs whole batches only; a dynamic one every image)
     if len(x) < check_step or not len(x):
         raise EdgeslimError(
-            f"the INT8 check needs at least {check_step} held-out images (the ONNX's fixed batch), got {len(x)}"
+            f"check holds {len(x)} images, fewer than the ONNX's fixed batch {check_step} (the INT8 check runs "
+            "whole batches): give more images, or a dynamic-batch ONNX",
+            param="check",
         )
     src_model = onnx.load(str(src), load_external_data=False)
     opset = max((o.version for o in src_model.opset_import if o.domain in ("", "ai.onnx")), default=0)
