@@ -228,8 +228,11 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                 p.unlink()
     except BaseException as exc:
         release()
+        # the files named as they are published (a message, an OS error's file names)
         if isinstance(exc, EdgeslimError) and exc.args and isinstance(exc.args[0], str):
-            exc.args = (stage.final(exc.args[0]), *exc.args[1:])  # (the file names it is published as)
+            exc.args = (stage.final(exc.args[0]), *exc.args[1:])
+        if isinstance(exc, OSError):
+            exc.filename, exc.filename2 = stage.final(exc.filename), stage.final(exc.filename2)
         for d in made:
             if d.is_dir():
                 _remove_if_unwritten(d)
