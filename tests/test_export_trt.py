@@ -355,12 +355,11 @@ def test_the_next_command_of_a_dynamic_batch_export_stays_within_its_largest_bat
     assert "--batch 1,32 " in capsys.readouterr().err
 
 
-def test_a_forced_export_stopped_half_way_leaves_no_earlier_export_beside_its_files(
-    tmp_path, capsys, monkeypatch
-):
+def test_a_forced_export_stopped_half_way_leaves_the_earlier_export_whole(tmp_path, capsys, monkeypatch):
     """An interrupt probe: export --force of another model, stopped after its ONNX, left the earlier
-    model's .ort beside it (bench then compared the two networks); now the earlier export's files go
-    once this one has written, and are put back where it wrote none."""
+    model's .ort beside it (bench then compared the two networks); the INT8 review (finding 1): its files
+    are staged and published together once every step succeeded, so a stop leaves the earlier export
+    whole."""
     import edgeslim.export.ort_mobile as ort_mobile
 
     out = tmp_path / "v.onnx"
@@ -373,11 +372,9 @@ def test_a_forced_export_stopped_half_way_leaves_no_earlier_export_beside_its_fi
 
     monkeypatch.setattr(ort_mobile, "convert_to_ort", stopped)
     assert main([*args, "--force"]) == 130
-    assert out.is_file()  # (this run's: written before the stop)
-    assert not (tmp_path / "v.ort").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert "nothing was written; the earlier files are as they were" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier
     monkeypatch.undo()
-    for name, data in earlier.items():
-        (tmp_path / name).write_bytes(data)
     # refused before it wrote anything (a shape it cannot run): the earlier export stays whole
     assert main(["export", "vgg-small", "--input-shape", "1,2,2", "--onnx", str(out), "--no-validate", "--ort",
                  "--force"]) == 2  # fmt: skip
@@ -440,3 +437,22 @@ def test_int8_calibration_reads_every_image_it_reports(tmp_path, fm_calib, monke
     fixed = export_onnx(model, tmp_path / "b4.onnx", (1, 28, 28), batch=4, validate=False)
     q = quantize_qdq(fixed.path, tmp_path / "b4.int8.onnx", x[:31], check=x[128:144], style="onnxruntime")
     assert q.calib_images == 28  # (a fixed batch of 4 takes whole batches only)
+
+
+@pytest.mark.parametrize("version", ["8.6", "10", "11"])
+def test_the_int8_engine_is_built_from_the_checked_qdq_onnx_and_the_json_says_so(
+    tmp_path, fmnist_dir, capsys, version
+):
+    """The INT8 review (finding 3): the JSON said precision_path "calibrator" for --trt --precision int8 on
+    TensorRT <= 10 while the written trtexec script builds explicit quantization from the Q/DQ ONNX (and the
+    Python builder calibrated the FP32 ONNX itself, not the file whose agreement was reported). Every
+    version builds from the Q/DQ ONNX now, and the JSON says "qdq"; no calibration cache is written."""
+    out = tmp_path / "v.onnx"
+    assert main(["export", "vgg-small", "--input-shape", "1,28,28", "--onnx", str(out), "--data", "fashion-mnist",
+                 "--data-dir", fmnist_dir, "--trt", "--precision", "int8", "--trt-version", version,
+                 "--calib-images", "16", "--n-validate", "16", "--json"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["precision_path"] == "qdq" and res["qdq"]["path"] == str(tmp_path / "v.int8.qdq.onnx")
+    if not HAS_TRT:
+        assert "--onnx=v.int8.qdq.onnx" in res["trtexec"]["build"]
+    assert not (tmp_path / "v.calib.cache").exists()

@@ -706,31 +706,45 @@ def test_a_failure_under_json_prints_an_error_document(tmp_path: Path, capsys) -
 
 def test_writing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path) -> None:
     """An interrupt probe: an export --force stopped half-way left slim.onnx new and slim.int8.ort an
-    earlier model's, which bench then compared. Where the run wrote some of the set, the earlier files
-    it did not replace go; where it wrote none, all stay."""
+    earlier model's, which bench then compared; the INT8 review (finding 1): a forced export failing at
+    its INT8 step replaced the ONNX and removed the earlier INT8 file. The set is staged and published
+    whole when the block ends, or not at all: refused, failing or stopped, every earlier file stays."""
     from edgeslim.utils.io import atomic_write_text, writing
+    from edgeslim.utils.tmpfiles import STAGE_PREFIX
 
-    a, b, mine = tmp_path / "m.onnx", tmp_path / "m.int8.ort", tmp_path / "notes.txt"
-    for p in (a, b, mine):
+    a, b, mine, extra = (
+        tmp_path / "m.onnx",
+        tmp_path / "m.int8.ort",
+        tmp_path / "notes.txt",
+        tmp_path / "m.w50.onnx",
+    )
+    for p in (a, b, mine, extra):
         p.write_text("old")
 
     def names() -> list[str]:
         return sorted(p.name for p in tmp_path.iterdir())
 
-    with pytest.raises(EdgeslimError):  # refused before it wrote anything: all as it was
-        with writing([a, b], replace=True):
-            raise EdgeslimError("data_dir does not exist")
-    assert a.read_text() == b.read_text() == "old" and names() == ["m.int8.ort", "m.onnx", "notes.txt"]
-    with pytest.raises(KeyboardInterrupt):  # stopped after it wrote one: the other earlier file goes
-        with writing([a, b], replace=True):
-            atomic_write_text(a, "new")
-            raise KeyboardInterrupt
-    assert a.read_text() == "new" and not b.exists() and names() == ["m.onnx", "notes.txt"]
-    b.write_text("old")
-    with writing([a, b], replace=True):  # finished: its own files
-        atomic_write_text(a, "newer")
-        atomic_write_text(b, "newer")
-    assert names() == ["m.int8.ort", "m.onnx", "notes.txt"] and mine.read_text() == "old"
+    for stop in (EdgeslimError("data_dir does not exist"), RuntimeError("INT8 failed"), KeyboardInterrupt()):
+        with pytest.raises(type(stop)):
+            with writing([a, b], replace=True) as stage:
+                atomic_write_text(stage(a), "new")
+                assert a.read_text() == "old" and stage(a).read_text() == "new"  # (read back staged)
+                raise stop
+        assert a.read_text() == b.read_text() == "old" and len(names()) == 4, names()
+    with pytest.raises(EdgeslimError, match=r"^cannot read m.onnx at .*/m.onnx$"):  # (named as published)
+        with writing([a], replace=True) as stage:
+            raise EdgeslimError(f"cannot read {stage(a).name} at {stage(a)}")
+    with writing([a, b], replace=True) as stage:  # finished: its own files, the earlier set's others go
+        atomic_write_text(stage(a), "newer")
+        stage.drop(extra)
+        assert stage.final({"path": str(stage(a))}) == {"path": str(a)}
+    assert names() == ["m.onnx", "notes.txt"] and a.read_text() == "newer" and mine.read_text() == "old"
+    (tmp_path / f"{STAGE_PREFIX}k1ll3d00").mkdir()  # a killed run's, unlocked and older than this process
+    (tmp_path / f"{STAGE_PREFIX}k1ll3d00" / "m.onnx").write_text("half")
+    os.utime(tmp_path / f"{STAGE_PREFIX}k1ll3d00", (0, 0))
+    with writing([a], replace=True) as stage:
+        atomic_write_text(stage(a), "newest")
+    assert names() == ["m.onnx", "notes.txt"] and a.read_text() == "newest"
 
 
 def test_writing_removes_the_folders_it_made_when_stopped(tmp_path: Path) -> None:

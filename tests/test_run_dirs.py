@@ -604,19 +604,21 @@ def test_no_run_writes_through_links_or_over_results_it_did_not_make(tmp_path, c
 
 def test_a_forced_prune_stopped_after_its_model_leaves_no_earlier_plot(tmp_path, monkeypatch, capsys) -> None:
     """An interrupt probe: prune -o p.pt --plot p.png --force stopped between its two files left the new
-    model beside the earlier run's plot; and prune --force of a file over itself must still read it."""
+    model beside the earlier run's plot (now, the INT8 review: staged, neither is published, the earlier
+    pair stays); and prune --force of a file over itself must still read it."""
     import edgeslim.surgery.plot as surgery_plot
     from edgeslim.cli import main
 
     out, png = tmp_path / "p.pt", tmp_path / "p.png"
     assert main(["prune", "vgg-small", "-o", str(out), "--plot", str(png)]) == 0
+    earlier = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
     def stopped(*_a, **_k):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(surgery_plot, "plot_channels", stopped)
     assert main(["prune", "vgg-small", "-o", str(out), "--plot", str(png), "--force"]) == 130
-    assert out.is_file() and not png.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["p.pt"]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == earlier
     monkeypatch.undo()
     assert main(["prune", str(out), "-o", str(out), "--force"]) == 0  # (its input: read, then replaced)
     assert out.is_file()
@@ -693,12 +695,11 @@ def test_results_a_killed_forced_run_moved_aside_are_named(tmp_path, caplog) -> 
     assert f"{aside} holds model.pt of an earlier run" in caplog.text and "move them back" in caplog.text
 
 
-def test_a_stopped_forced_export_says_what_it_removed() -> None:
-    """A review: a forced export stopped after some of its files removes the earlier files of the set it
-    had not replaced yet (never a mix of two exports), but its stop line said only that files were
-    left complete."""
+def test_a_stopped_forced_export_says_what_it_kept() -> None:
+    """A review: a forced export's stop line said only that files were left complete; the INT8 review
+    (finding 1): a stopped export publishes none of its files, and says so."""
     from edgeslim.cli import _interrupted_line
 
     line = _interrupted_line(["export", "m.pt", "--onnx", "m.onnx", "--ort", "--force"])
-    assert "the earlier files of the set not yet replaced were removed" in line
-    assert "removed" not in _interrupted_line(["export", "m.pt", "--onnx", "m.onnx"])
+    assert line.endswith("nothing was written; the earlier files are as they were")
+    assert _interrupted_line(["export", "m.pt", "--onnx", "m.onnx"]).endswith("nothing was written")

@@ -210,11 +210,9 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return f"interrupted; each finished epoch was saved: {resume}"
-    if name in ("export", "prune") and "--force" in args:  # (utils.io.writing: never part new, part earlier)
-        return (
-            "interrupted; files already written were left complete (writes are atomic), and where some were, "
-            "the earlier files of the set not yet replaced were removed (never a mix of two exports)"
-        )
+    if name in ("export", "prune"):  # (utils.io.writing: the set is published whole or not at all)
+        kept = "; the earlier files are as they were" if "--force" in args else ""
+        return f"interrupted before the outputs were published: nothing was written{kept}"
     return "interrupted; files already written were left complete (writes are atomic)"
 
 

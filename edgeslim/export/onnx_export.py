@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim import __version__
-from edgeslim.errors import EdgeslimError, first_line, require
+from edgeslim.errors import EdgeslimError, Notice, first_line, require
 from edgeslim.export._quiet import native_stdout, quiet
 from edgeslim.export.validate import (
     AMPLIFYING_NORM,
@@ -160,6 +160,8 @@ def _export_torchscript(
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         warnings.filterwarnings("ignore", message="no signature found for")
+        # above its highest opset it prints a multi-line OnnxExporterWarning; the note below says it in one
+        warnings.filterwarnings("ignore", message="Exporting to ONNX opset version .* is not supported")
         # the tracer's warnings about the model's code are recorded whatever the caller's filters are
         warnings.simplefilter("always", category=torch.jit.TracerWarning)
         torch.jit.TracerWarning.ignore_lib_warnings()  # (torch's own code: as the tracer does)
@@ -176,7 +178,11 @@ def _export_torchscript(
     for w in seen:  # the tracer's own warnings become notes; any other is shown as it was
         if not issubclass(w.category, torch.jit.TracerWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return trace_notes(model, x, [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
+    top = _torchscript_max_opset()
+    above = [Notice(f"TorchScript's ONNX export translates up to opset {top}: the file says opset {opset}, its "
+                    f"operators are translated as of opset {top} (exporter dynamo translates at {opset})",
+                    "exporter")] if opset > top else []  # fmt: skip
+    return above + trace_notes(model, x, [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)])
 
 
 #: how :func:`trace_notes` begins its notes (a failed check names them as a possible cause)

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeslim.errors import EdgeslimError, Notice
-from edgeslim.utils.io import ENGINE_SUFFIXES, atomic_write_text, check_distinct, check_output_path, writing
+from edgeslim.utils.io import (
+    ENGINE_SUFFIXES,
+    Staging,
+    atomic_write_text,
+    check_distinct,
+    check_output_path,
+    writing,
+)
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
@@ -76,6 +83,7 @@ class ExportRequest:
 
     def validate(self) -> None:
         """Raise a one-line :class:`EdgeslimError` for values out of range or inconsistent."""
+        from edgeslim.export.qdq import INT8_MIN_OPSET
         from edgeslim.export.trt_version import PRECISIONS, parse_trt_version
         from edgeslim.utils.fields import check_fields
         from edgeslim.utils.parsing import parse_input_shape, parse_size
@@ -110,6 +118,22 @@ class ExportRequest:
                                    ("compare_device", self.compare_device, COMPARE_DEVICES)):  # fmt: skip
             if val not in allowed:
                 raise EdgeslimError(f"{name} must be one of {', '.join(allowed)}, got {val!r}", param=name)
+        for name, what in (("calib_images", "calibration"), ("n_validate", "check")):
+            n = getattr(self, name)
+            if (
+                self.precision == "int8" and not self.dynamic_batch and n < self.batch
+            ):  # (one name each: the CLI's)
+                raise EdgeslimError(
+                    f"{name} {n} is below the fixed batch {self.batch}: the INT8 {what} runs whole batches; raise "
+                    "it, or export with dynamic_batch",
+                    param=(name, "batch", "dynamic_batch"),
+                )
+        if self.precision == "int8" and self.opset < INT8_MIN_OPSET:  # (ONNX Runtime: a raw INVALID_GRAPH)
+            raise EdgeslimError(
+                f"precision int8 needs opset {INT8_MIN_OPSET} or later (the per-channel Q/DQ nodes' axis came in "
+                f"opset 13), got {self.opset}; raise it (17 is what TensorRT 8.5+ and ONNX Runtime both take)",
+                param=("precision", "opset"),
+            )
         parse_size(self.workspace)
         if self.input_shape is not None:
             parse_input_shape(self.input_shape)
@@ -239,7 +263,6 @@ def run_export(
     engine = req.engine_path or _sibling(onnx_path, f".{req.precision}.engine")
     script = engine.with_name(engine.stem + ".trtexec.sh")
     qdq_path, calib_path = _sibling(onnx_path, ".int8.qdq.onnx"), _sibling(onnx_path, ".calib.npy")
-    calib_cache = _sibling(onnx_path, ".calib.cache")  # (TensorRT's entropy calibrator writes it)
     if req.trt and engine.suffix.lower() not in ENGINE_SUFFIXES:
         raise EdgeslimError(
             f"engine_path {engine} should end in {' or '.join(ENGINE_SUFFIXES)} (a TensorRT engine)",
@@ -248,7 +271,6 @@ def run_export(
     if req.trt:  # the script's trtexec writes the engine where it is named: it must be free here too
         outputs += [engine, layers_json_path(engine)] if installed else [script, engine]
         outputs += [qdq_path, calib_path] if int8 else []
-        outputs += [calib_cache] if int8 and installed else []
     ort_int8_path = _sibling(onnx_path, ".int8.onnx")
     outputs += [ort_int8_path] if ort_int8 else []
     ort_path = onnx_path.with_suffix(".ort")
@@ -260,13 +282,13 @@ def run_export(
 
     widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}
     outputs += list(widths.values())
-    # stopped or refused: the folders it made go again; forced and stopped after some of its files: the
-    # earlier export's others go (a probe's export stopped half-way left slim.onnx new and slim.int8.ort
-    # an earlier model's)
+    # every file is written staged and published only when every step succeeded: stopped, refused or
+    # failing, the earlier export stays whole (a forced export failing at its INT8 step had replaced the
+    # ONNX and removed the earlier INT8 file), and the folders it made go again
     # (the tactic cache trtexec reads and rewrites: never one of the exports, nor the model read)
     check_distinct({**{f"output {p.name}": p for p in dict.fromkeys(outputs)}, "timing_cache": req.timing_cache},
                    {"model": loaded.path})  # fmt: skip
-    with writing(outputs, replace=req.force):
+    with writing(outputs, replace=req.force) as stage:
         for p in outputs:
             named_by_engine = req.engine_path and p in (
                 engine,
@@ -287,12 +309,6 @@ def run_export(
         batch = None  # images are read only for the check and for INT8 calibration
         if int8 or not req.no_validate:
             batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
-        if int8 and not req.dynamic_batch and req.n_validate < req.batch:  # (before anything is written)
-            raise EdgeslimError(
-                f"n_validate {req.n_validate} is below the fixed batch {req.batch}: the INT8 check runs whole "
-                "batches; raise n_validate, or export with dynamic_batch",
-                param=("n_validate", "batch", "dynamic_batch"),
-            )
         if int8 and batch is None:
             raise EdgeslimError(
                 "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "
@@ -315,7 +331,7 @@ def run_export(
         # the width models cut before anything is written (a model surgery cannot cut is refused first)
         cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1)) if widths else {}
         res = export_onnx(
-            loaded.model, onnx_path, shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
+            loaded.model, stage(onnx_path), shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
             exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
             meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
@@ -330,14 +346,15 @@ def run_export(
         if req.compare_device == "cuda":
             from edgeslim.export.validate import random_inputs
 
-            rep = cuda_reference(loaded.model, onnx_path.read_bytes(), check_batch or random_inputs(shape),
+            rep = cuda_reference(loaded.model, stage(onnx_path).read_bytes(), check_batch or random_inputs(shape),
                                  static_batch=None if req.dynamic_batch else req.batch)  # fmt: skip
             result["cuda_check"] = rep if isinstance(rep, str) else rep.to_dict()
             if isinstance(rep, str):
                 say(rep)
         if widths:
-            result["width_models"] = _export_widths(loaded, req, shape, widths, cut, check_batch)
-        audit = audit_onnx(onnx_path, _resizable(loaded.model, shape))
+            staged = {f: stage(p) for f, p in widths.items()}
+            result["width_models"] = _export_widths(loaded, req, shape, staged, cut, check_batch)
+        audit = audit_onnx(stage(onnx_path), _resizable(loaded.model, shape))
         if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
             audit.narrowed = set((loaded.recipe or {}).get("layers") or {})
         result["audit"] = {**audit.to_dict(), "rows": audit.rows()}
@@ -359,10 +376,19 @@ def run_export(
                 )  # fmt: skip
             labels = check_batch.labels.numpy() if check_batch.labels is not None else None
             q = quantize_qdq(
-                onnx_path, qdq_path if req.trt else ort_int8_path, calib, check=check_batch.x.numpy(), labels=labels,
+                stage(onnx_path), stage(qdq_path if req.trt else ort_int8_path), calib, check=check_batch.x.numpy(), labels=labels,
                 style="tensorrt" if req.trt else "onnxruntime", force=req.force,
             )  # fmt: skip
             result["qdq" if req.trt else "ort_int8"] = q.to_dict()
+            if q.calib_images < len(calib) or q.check_images < len(
+                check_batch.x
+            ):  # (a fixed batch: whole ones)
+                result["warnings"].append(
+                    Notice(f"the ONNX's fixed batch {req.batch} runs whole batches only: INT8 calibrated on "
+                           f"{q.calib_images} of {len(calib)} images and was checked on {q.check_images} of "
+                           f"{len(check_batch.x)}; make calib_images and n_validate multiples of it, or export "
+                           "with dynamic_batch", ("batch", "calib_images", "n_validate", "dynamic_batch"))
+                )  # fmt: skip
             if q.flat_channels:
                 result["warnings"].append(
                     f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "
@@ -377,21 +403,24 @@ def run_export(
                 )  # fmt: skip
         if req.trt:
             result["trt_target"] = ".".join(map(str, target))
-            result["precision_path"] = precision_path(target, req.precision)
+            # INT8 is built from the Q/DQ ONNX on every version, by the builder here and the script alike:
+            # the engine then has the scales whose agreement and accuracy the INT8 check measured (TensorRT
+            # <= 10's entropy calibrator on the FP32 ONNX would choose its own)
+            result["precision_path"] = "qdq" if int8 else precision_path(target, req.precision)
             if int8:
                 from edgeslim.export.qdq import save_calibration_data
 
-                save_calibration_data(calib_path, calib, force=req.force)
+                save_calibration_data(stage(calib_path), calib, force=req.force)
                 result["calib_data"] = str(calib_path)
             if installed:
                 from edgeslim.export.trt import EngineBuildConfig, build_engine
 
                 cfg = EngineBuildConfig(
                     precision=req.precision, workspace=workspace, batch=req.batch, max_batch=req.max_batch,
-                    timing_cache=timing_cache, calib_data=calib, calib_cache=calib_cache,
+                    timing_cache=timing_cache,
                 )  # fmt: skip
-                src = qdq_path if int8 and precision_path(installed, "int8") == "qdq" else onnx_path
-                built = build_engine(src, engine, cfg, force=req.force)
+                src = qdq_path if int8 else onnx_path
+                built = build_engine(stage(src), stage(engine), cfg, force=req.force)
                 result["engine"] = built.to_dict()
                 result["warnings"] += built.warnings
             else:
@@ -406,8 +435,8 @@ def run_export(
                     workspace=workspace, timing_cache=timing_cache, qdq_onnx=qdq_path if int8 else None,
                     script_dir=script.parent,
                 )  # fmt: skip
-                atomic_write_text(script, plan.render())
-                script.chmod(0o755)
+                atomic_write_text(stage(script), plan.render())
+                stage(script).chmod(0o755)
                 result["trtexec_script"] = str(script)
                 result["trtexec"] = plan.to_dict()
         if req.to_ort:
@@ -419,10 +448,68 @@ def run_export(
             ):
                 if src is None:
                     continue
-                conv = convert_to_ort(src, src.with_suffix(".ort"), force=req.force)
+                conv = convert_to_ort(stage(src), stage(src.with_suffix(".ort")), force=req.force)
                 result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
                                "size_bytes": conv.size_bytes}  # fmt: skip
-        return result
+        _stale_companions(onnx_path, outputs, stage, req.force, result["warnings"])
+        return stage.final(result)
+
+
+def _companions(onnx: Path) -> list[Path]:
+    """The files an export to ``onnx`` writes beside it with other options: INT8, ``.ort``, width
+    models, and the engines, their layer reports and trtexec scripts under their default names."""
+    from edgeslim.export.ort_mobile import operator_config_path
+    from edgeslim.export.trt import layers_json_path
+    from edgeslim.export.trt_version import PRECISIONS
+    from edgeslim.surgery.widths import CALIBRATION_FRACTIONS
+
+    files = [_sibling(onnx, s) for s in (".int8.onnx", ".int8.qdq.onnx", ".calib.npy", ".calib.cache")]
+    files += [
+        f
+        for ort in (onnx.with_suffix(".ort"), _sibling(onnx, ".int8.ort"))
+        for f in (ort, operator_config_path(ort))
+    ]
+    files += [width_path(onnx, f) for f in CALIBRATION_FRACTIONS]
+    for precision in PRECISIONS:
+        engine = _sibling(onnx, f".{precision}.engine")
+        files += [engine, layers_json_path(engine), engine.with_name(engine.stem + ".trtexec.sh")]
+    return files
+
+
+def _stale_companions(
+    onnx: Path, outputs: list[Path], stage: Staging, force: bool, warnings: list[Any]
+) -> None:
+    """Files an earlier export to ``onnx`` wrote beside it that this run does not (:func:`_companions`)
+    are of another network unless the earlier ``onnx`` holds the one staged now: forced, they go with
+    the earlier set (a forced export without INT8 left an earlier model's ``.int8.onnx``, which the
+    hint ``bench NAME.int8.onnx --baseline NAME.onnx`` then compared with this one); else a warning
+    names them."""
+    stale = [p for p in _companions(onnx) if p not in outputs and p.is_file()]
+    if not stale or _same_network(onnx, stage(onnx)):
+        return
+    names = ", ".join(p.name for p in stale)
+    if force:
+        for p in stale:
+            stage.drop(p)
+        warnings.append(
+            f"removed {names}: an earlier export's files of another network than this {onnx.name}"
+        )
+    else:
+        warnings.append(f"{names} beside {onnx.name} are not of this export (an earlier one's, of an unknown network); "
+                        "delete them, or they will be taken for this network's")  # fmt: skip
+
+
+def _same_network(old: Path, new: Path) -> bool:
+    """Whether ONNX files ``old`` and ``new`` hold one network (graph, opsets, normalization); False
+    where ``old`` is missing or not ONNX."""
+    import onnx
+
+    try:
+        a, b = (onnx.load(str(p), load_external_data=False) for p in (old, new))
+    except Exception:  # noqa: BLE001 - an earlier file that does not load is not this network
+        return False
+    norm = [{p.key: p.value for p in m.metadata_props}.get("normalization") for m in (a, b)]
+    return a.graph == b.graph and list(a.opset_import) == list(b.opset_import) and norm[0] == norm[1]
 
 
 def _resizable(model: Any, shape: tuple[int, int, int]) -> dict[str, tuple[bool, bool]] | None:

@@ -6,9 +6,11 @@ Two forms, both written by ONNX Runtime's static quantizer (:data:`STYLES`):
   DequantizeLinear nodes in the ONNX, in the form TensorRT takes: symmetric INT8 activations and
   weights (zero point 0), per-channel weight scales, FP32 weights followed by a Q/DQ pair, biases
   left in FP32. The same Q/DQ ONNX also builds on TensorRT 8.5-10.x (``--int8``), so one
-  calibration serves every version. The calibration images are also saved as ``.npy`` for the
-  entropy calibrator of the Python builder on TensorRT <= 10. In ONNX Runtime this form runs
-  slower than FP32: it is for TensorRT only.
+  calibration serves every version. The export also saves the calibration images as ``.npy``
+  (:func:`save_calibration_data`), which nothing of the export reads: for calibrating again
+  elsewhere (:func:`load_calibration_data`, TensorRT <= 10's entropy calibrator in
+  :func:`~edgeslim.export.trt.build_engine`). In ONNX Runtime this form runs slower than FP32: it
+  is for TensorRT only.
 - ``onnxruntime``: the form ORT's CPU kernels (and mobile execution providers) run as integer
   arithmetic: UInt8 activations with a zero point, INT8 weights stored as INT8 with per-channel
   scales, quantized biases, MinMax ranges (``benchmarks/ort_int8.py``: 2.1-3.4x faster than FP32
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 METHODS = ("entropy", "minmax", "percentile")
 #: the Q/DQ forms :func:`quantize_qdq` writes: for TensorRT, or for ONNX Runtime's integer kernels
 STYLES = ("tensorrt", "onnxruntime")
+#: lowest opset of a Q/DQ model: per-channel QuantizeLinear/DequantizeLinear (their ``axis``) came in 13
+INT8_MIN_OPSET = 13
 
 
 def save_calibration_data(path: str | os.PathLike, x: np.ndarray, force: bool = False) -> Path:
@@ -121,16 +125,19 @@ def _static_batch(model_path: Path) -> int | None:
 
 def _float_outputs(model: Any) -> int:
     """Drop the Quantize/Dequantize pair in front of each graph output (the quantizer rounds a last
-    Gemm's or Conv's output, the logits themselves, to one INT8 scale); returns how many."""
+    Gemm's or Conv's output, the logits themselves, to one INT8 scale), and the scales and zero points
+    only the pair read (ONNX Runtime warned of them on every load); returns how many pairs."""
     g = model.graph
     producer = {o: n for n in g.node for o in n.output}
     dropped = 0
+    params: set[str] = set()  # the pairs' scales and zero points
     for out in [o.name for o in g.output]:
         dq = producer.get(out)
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear" or sum(q.output[0] in n.input for n in g.node) != 1:
             continue
         value = q.input[0]  # the float value the pair stood for, now the output under its name
+        params.update([*q.input[1:], *dq.input[1:]])
         g.node.remove(q)
         g.node.remove(dq)
         for vi in [v for v in g.value_info if v.name == value]:
@@ -139,6 +146,9 @@ def _float_outputs(model: Any) -> int:
             n.input[:] = [out if i == value else i for i in n.input]
             n.output[:] = [out if o == value else o for o in n.output]
         dropped += 1
+    unused = params - {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name in unused]:
+        g.initializer.remove(init)
     return dropped
 
 
@@ -171,15 +181,28 @@ def quantize_qdq(
     out = check_output_path(out_path, force)
     batch = _static_batch(src)
     step = batch or min(16, len(calib))
-    if len(calib) < step:
-        raise EdgeslimError(f"need at least {step} calibration images, got {len(calib)}")
+    if len(calib) < step or not len(calib):
+        raise EdgeslimError(
+            f"calib holds {len(calib)} images, fewer than the ONNX's fixed batch {step} (calibration runs whole "
+            "batches): give more images, or a dynamic-batch ONNX",
+            param="calib",
+        )
     x = (check if check is not None else calib).astype(np.float32)
-    check_step = batch or min(16, len(x))  # (a fixed-batch graph runs whole batches only)
+    check_step = batch or 1  # (a fixed-batch graph runs whole batches only; a dynamic one every image)
     if len(x) < check_step or not len(x):
         raise EdgeslimError(
-            f"the INT8 check needs at least {check_step} held-out images (the ONNX's fixed batch), got {len(x)}"
+            f"check holds {len(x)} images, fewer than the ONNX's fixed batch {check_step} (the INT8 check runs "
+            "whole batches): give more images, or a dynamic-batch ONNX",
+            param="check",
         )
     src_model = onnx.load(str(src), load_external_data=False)
+    opset = max((o.version for o in src_model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if opset < INT8_MIN_OPSET:  # (ONNX Runtime's quantizer writes it anyway: a raw INVALID_GRAPH on load)
+        raise EdgeslimError(
+            f"{src.name} is at opset {opset}; INT8 Q/DQ needs opset {INT8_MIN_OPSET} or later (per-channel "
+            "axis): export it at opset 13 or later",
+            param="opset",
+        )
     name = src_model.graph.input[0].name
     tail = output_tail(src_model)  # kept in float: one INT8 scale cannot hold boxes and scores together
     reader = _Reader(name, calib.astype(np.float32), step, whole=batch is not None)
@@ -209,8 +232,8 @@ def quantize_qdq(
                 param="precision",
             )
         k = len(x) // check_step * check_step
-        refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch)
-        gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch)
+        refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch, chunk=16)
+        gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch, chunk=16)
         ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
         flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
         acc = [None, None]

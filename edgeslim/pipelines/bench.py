@@ -194,6 +194,12 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
             prov = has
     if prov:
         options["providers"] = prov
+    for m in files if name == "onnxruntime" else ():
+        if _tensorrt_qdq(m):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
+            notes.append(Notice(f"{m} is export's INT8 Q/DQ ONNX for TensorRT, which ONNX Runtime runs slower than "
+                                "FP32 (not INT8 timings): time it with backend trtexec on the device, or time the "
+                                "ONNX Runtime INT8 model an INT8 export without TensorRT writes (NAME.int8.onnx)",
+                                "backend"))  # fmt: skip
     if req.precision and name not in TENSORRT_BACKENDS:  # ORT and torch run the file as it is
         how = ("in the precision it was exported in: export an INT8 model to time INT8" if name == "onnxruntime"
                else "in float32 if it is a checkpoint (loaded in float32 whatever it was saved in), else (a whole "
@@ -250,6 +256,23 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     for note in notes:
         say(note)
     return name, options
+
+
+def _tensorrt_qdq(path: str) -> bool:
+    """Whether ``path`` is export's INT8 Q/DQ ONNX for TensorRT (``NAME.int8.qdq.onnx``): its INT8 check's
+    metadata says style ``tensorrt``, or, without it, its name."""
+    import json
+
+    from edgeslim.bench.backends import model_format
+    from edgeslim.utils.onnx_graph import onnx_metadata
+
+    if model_format(path) != "onnx":
+        return False
+    try:
+        style = json.loads(onnx_metadata(path).get("validation") or "{}").get("style")
+    except (ValueError, AttributeError):  # (not edgeslim's check: not JSON, or not an object)
+        style = None
+    return style == "tensorrt" if style else str(path).endswith(".int8.qdq.onnx")
 
 
 def misnamed(*paths: str | None) -> list[Notice]:

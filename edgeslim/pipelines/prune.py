@@ -56,9 +56,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
     check_distinct({"output": req.output, "plot": req.plot})
     check_distinct({"plot": req.plot}, {"model": req.model, "weights": req.weights})
     align = resolve_alignment(req.round_to, req.profile, req.precision)
-    # stopped or refused: the folders it made go again; forced and stopped after one of its files: the
-    # earlier other one goes (never one of each)
-    with writing([p for p in (req.output, req.plot) if p], replace=req.force):
+    # written staged and published together: stopped, refused or failing, the earlier files stay as they
+    # were and the folders it made go again (never one of each)
+    with writing([p for p in (req.output, req.plot) if p], replace=req.force) as stage:
         output = check_output_path(req.output, req.force, "output")
         plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
         loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
@@ -108,7 +108,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
             meta.update(
                 data=req.data, data_dir=None if req.data_dir is None else str(Path(req.data_dir).resolve())
             )
-        save_model(output, res.model, loaded.spec, recipe=recipe, meta=meta)
+        save_model(stage(output), res.model, loaded.spec, recipe=recipe, meta=meta)
         rep["output"] = str(output)
         rep.update(
             rebuild_facts(loaded.spec)
@@ -117,7 +117,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
         if plot is not None:
             from edgeslim.surgery.plot import plot_channels
 
-            rep["plot"] = str(plot_channels(rep, plot))
+            plot_channels(rep, stage(plot))
+            rep["plot"] = str(plot)
         return rep
 
 

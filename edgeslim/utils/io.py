@@ -6,13 +6,14 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 
 #: the file name endings of a TensorRT engine (serialized plan)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -120,37 +121,78 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
 
 
+class Staging:
+    """Where a :func:`writing` block writes each file of its set: ``stage(path)`` is ``path``'s name in a
+    hidden folder beside it (files named after one another, ``m.onnx`` -> ``m.ort``, stay so), where the
+    block's later steps read it back; :meth:`final` turns what names staged paths (a result, a message)
+    into the paths they are published as. :meth:`drop` names a file beside the set that goes with the
+    earlier set when the block succeeds."""
+
+    def __init__(self) -> None:
+        self.dirs: dict[Path, Path] = {}  # a target's folder -> its staging folder
+        self.dropped: list[Path] = []
+
+    def __call__(self, path: str | os.PathLike) -> Path:
+        """Where the block writes ``path`` (``path`` itself in a folder it could not claim)."""
+        p = Path(path)
+        return self.dirs[p.parent] / p.name if p.parent in self.dirs else p
+
+    def drop(self, path: str | os.PathLike) -> None:
+        self.dropped.append(Path(path))
+
+    def final(self, obj: Any) -> Any:
+        """``obj`` (a string, path, or dict, list or tuple of them) with its staged paths as published."""
+        names = "|".join(re.escape(d.name) for d in self.dirs.values()) or "(?!)"
+        # a staging folder's name as a component of a path (after "/", or where a path starts)
+        sub = re.compile(rf"(?:(?<=/)|(?<![\w./-]))(?:{names})/").sub
+        if isinstance(obj, Notice):
+            return Notice(sub("", obj), obj.params)
+        if isinstance(obj, str):
+            return sub("", obj)
+        if isinstance(obj, Path):
+            return Path(sub("", str(obj)))
+        if isinstance(obj, dict):
+            return {k: self.final(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.final(v) for v in obj)
+        return obj
+
+
 @contextlib.contextmanager
-def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[None]:
-    """The block writes the set of files ``paths`` (each atomically). Each is claimed for the block
+def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[Staging]:
+    """The block writes the set of files ``paths``, each to ``stage(path)`` (the :class:`Staging` it
+    yields: a hidden folder beside the file); when the block ends without an error they are renamed to
+    ``paths`` together, and with ``replace`` (an overwrite that was asked for) the earlier files of the
+    set it did not write, and those it :meth:`~Staging.drop` s, are removed: the set is never part this
+    run's, part an earlier one's. A block that raises (a refusal, an error, a stop) publishes nothing:
+    the earlier files stay as they were (a forced export failing at its INT8 step had replaced the ONNX
+    and removed the earlier INT8 file), and the folders it made for the files go again where they hold
+    no file. (A run killed outright leaves its staging folder, which the next writer of that folder
+    removes; a kill during the renames, a moment, can leave a mix.) Each file is claimed for the block
     (an ``flock`` on a hidden ``.NAME.edgeslim.lock`` beside it, removed after; the kernel releases it
     if the process dies): a second run writing one of them meanwhile is refused in one line, as a run
-    directory's lock refuses it. When the block raises (a refusal, a stop), the folders it made for
-    the files are removed again where they hold no file; and with ``replace`` (an overwrite that was
-    asked for), where it wrote some of the set, the earlier files of the set it did not replace yet are
-    removed, so the set is never part this run's, part an earlier one's; where it wrote none, all stay
-    as they were. A refusal or error (an ``Exception``) also removes the files of the set it made that
-    were not there before (an INT8 export refused after its FP32 file was written kept that file, and
-    the same command was then refused as "already exists"); a stop (Ctrl-C) leaves them complete. (A
-    run killed outright keeps every file whole, new or earlier, as atomic writes do.)"""
+    directory's lock refuses it."""
+    import fcntl
+    import shutil
+
+    from edgeslim.utils.tmpfiles import STAGE_PREFIX, sweep_stale_stages
+
     targets = [Path(p) for p in dict.fromkeys(paths)]
-
-    def stamp(p: Path) -> tuple[int, int, int] | None:
-        try:
-            st = p.stat()
-        except OSError:
-            return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
-
     made: list[Path] = []  # the top-most missing folder above each target
     for t in targets:
         missing = [d for d in t.absolute().parents if not d.exists()]
         if missing and missing[-1] not in made:
             made.append(missing[-1])
     claims: list[tuple[Path, int]] = []
-    entered = False  # (every path claimed: the files made from here on are this run's)
+    held: list[int] = []  # each staging folder's: its flock tells a sweep that it is in use
+    stage = Staging()
 
     def release() -> None:
+        for d in stage.dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+        for fd in held:
+            os.close(fd)
+        held.clear()
         for lock, fd in claims:
             with contextlib.suppress(OSError):
                 lock.unlink()  # (still locked: a run that opened it meanwhile re-checks the path)
@@ -169,24 +211,28 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                 except OSError:  # (a folder that takes no new files, /proc: the write itself names the file)
                     continue
                 claims.append((lock, fd))
-        before = {p: stamp(p) for p in targets}
-        entered = True
-        yield
+                if t.parent not in stage.dirs:
+                    sweep_stale_stages(t.parent)  # (what killed runs left)
+                    d = stage.dirs[t.parent] = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=t.parent))
+                    held.append(os.open(d, os.O_RDONLY))
+                    fcntl.flock(held[-1], fcntl.LOCK_SH)
+        yield stage
+        for t in targets:  # (a folder the block could not claim: its files were written in place)
+            if t.parent in stage.dirs and stage(t).is_file():
+                os.replace(stage(t), t)
+            elif replace and t.parent in stage.dirs:
+                with contextlib.suppress(FileNotFoundError):
+                    t.unlink()  # an earlier file of the set this run did not write
+        for p in stage.dropped:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
     except BaseException as exc:
         release()
-        now = {p: stamp(p) for p in targets}
-        if entered and isinstance(exc, Exception):  # refused or failed: the files it made go
-            for p in targets:
-                if before[p] is None and now[p] is not None:
-                    with contextlib.suppress(OSError):
-                        p.unlink()
-                    now[p] = None
-        wrote = entered and any(now[p] is not None and now[p] != before[p] for p in targets)
-        if replace and wrote:  # it wrote some of the set
-            for p in targets:
-                if before[p] is not None and now[p] == before[p]:  # an earlier file it did not replace
-                    with contextlib.suppress(OSError):
-                        p.unlink()
+        # the files named as they are published (a message, an OS error's file names)
+        if isinstance(exc, EdgeslimError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (stage.final(exc.args[0]), *exc.args[1:])
+        if isinstance(exc, OSError):
+            exc.filename, exc.filename2 = stage.final(exc.filename), stage.final(exc.filename2)
         for d in made:
             if d.is_dir():
                 _remove_if_unwritten(d)

@@ -122,3 +122,34 @@ def sweep_stale_tmp(
             path.unlink()
             removed.append(path)
     return removed
+
+
+#: the start of the hidden folder :func:`edgeslim.utils.io.writing` stages a set of files in, beside them
+STAGE_PREFIX = ".edgeslim-stage-"
+
+
+def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders (:data:`STAGE_PREFIX`) in ``directory`` that killed writers left:
+    those no process holds an ``flock`` on (``writing`` holds one on its folder while it runs) and last
+    changed before the cutoff of :func:`sweep_stale_tmp`; return the paths removed."""
+    import shutil
+
+    cutoff = max(process_start_time(), time.time() - STALE_AFTER_S)
+    pat = re.compile(re.escape(STAGE_PREFIX) + r"[a-z0-9_]{8}")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        path = Path(directory) / entry.name
+        with contextlib.suppress(OSError):
+            if (
+                pat.fullmatch(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+                and entry.stat().st_mtime < cutoff
+            ):
+                if not _locked(path):
+                    shutil.rmtree(path)
+                    removed.append(path)
+    return removed
