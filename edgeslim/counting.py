@@ -24,7 +24,7 @@ from torch import nn
 from edgeslim.channels.cost import forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode
+from edgeslim.utils.modes import eval_mode, unfused_attention
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def count_model(
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), unfused_attention():  # (every MAC an op of its own)
         try:
             shapes, priced = _output_shapes(model, x)
         except EdgeslimError:
