@@ -4,7 +4,8 @@ Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
 :func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
 forward hooks. The total and any other module are counted by an external counter, which also
 cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
-to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm); fvcore's extra counts
+to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, and scaled dot-product
+attention, priced here from its shapes in both counters); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
 so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
 (which counts FLOPs = 2 x MACs) gives the same MACs.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +129,26 @@ def _output_shapes(
     return shapes, priced
 
 
+def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
+    """MACs of scaled dot-product attention on query/key/value of shapes ``q``, ``k``, ``v``
+    (``(..., L, E)``, ``(..., S, E)``, ``(..., S, Ev)``): ``Q K^T`` and the weights times ``V``."""
+    return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def _fvcore_sdpa(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::scaled_dot_product_attention`` (fvcore has none)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _sdpa_macs(*(get_shape(v) for v in inputs[:3]))
+
+
+def _flop_counter_sdpa(
+    q: Sequence[int], k: Sequence[int], v: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs formula of a fused attention op FlopCounterMode has none for (the CPU's)."""
+    return 2 * _sdpa_macs(q, k, v)
+
+
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
     """Per-module MACs (conv/linear/matmul only) and the non-MAC op count, via fvcore."""
     with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns about its deprecation
@@ -134,6 +156,7 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
         from fvcore.nn import FlopCountAnalysis
 
         fca = FlopCountAnalysis(model, x)
+        fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa)
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         per = fca.by_module_and_operator()
@@ -146,7 +169,13 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Per-module MACs via torch's FlopCounterMode (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc:
+    aten = torch.ops.aten
+    fused = (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_fused_attention_overrideable",
+    )
+    custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
+    with FlopCounterMode(display=False, custom_mapping=custom) as fc:
         model(x)
     root = type(model).__name__
     macs: dict[str, int] = {}
