@@ -129,6 +129,35 @@ def _output_shapes(
     return shapes, priced
 
 
+def _matmul_macs(a: Sequence[int], out: Sequence[int]) -> int:
+    """MACs of a matmul, matrix-vector or dot product whose first operand has shape ``a`` and whose
+    output ``out``: every output element sums over the inner size (broadcast batches included)."""
+    return math.prod(out) * (a[-1] if a else 1)
+
+
+def _einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """MACs of an einsum contracted left to right: each pairwise step multiplies over every index of its
+    two operands (a step that sums nothing, an outer product, counts its multiplies)."""
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    terms, sizes = lhs.split(","), {}
+    for i, (term, shape) in enumerate(zip(terms, shapes)):
+        if "..." in term:  # (the ellipsis' dims, named right-aligned by characters no equation uses)
+            n = len(shape) - len(term) + 3
+            term = term.replace("...", "".join(chr(0x1000 + n - 1 - j) for j in range(n)))
+            terms[i] = term
+        for c, d in zip(term, shape):
+            sizes[c] = max(sizes.get(c, 1), int(d))
+    if not arrow:  # (implicit output: the indices used once)
+        out = "".join(c for c in sizes if "".join(terms).count(c) == 1)
+    keep = set(out) | {c for c in sizes if ord(c) >= 0x1000}
+    left, total = terms[0], 0
+    for i, right in enumerate(terms[1:], 1):
+        total += math.prod(sizes[c] for c in set(left) | set(right))
+        later = keep | set("".join(terms[i + 1 :]))
+        left = "".join(c for c in dict.fromkeys(left + right) if c in later)
+    return total
+
+
 def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
     """MACs of scaled dot-product attention on query/key/value of shapes ``q``, ``k``, ``v``
     (``(..., L, E)``, ``(..., S, E)``, ``(..., S, Ev)``): ``Q K^T`` and the weights times ``V``."""
@@ -142,11 +171,33 @@ def _fvcore_sdpa(inputs: list, outputs: list) -> int:
     return _sdpa_macs(*(get_shape(v) for v in inputs[:3]))
 
 
+def _fvcore_matmul(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::matmul``, ``mv`` and ``dot``: fvcore's own fails on a 1-D operand
+    (IndexError) and leaves out a batch the second operand broadcasts."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _matmul_macs(get_shape(inputs[0]), get_shape(outputs[0]))
+
+
+def _fvcore_einsum(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::einsum`` (fvcore's own counts half of a product that sums nothing)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+
+
 def _flop_counter_sdpa(
     q: Sequence[int], k: Sequence[int], v: Sequence[int], *args: Any, **kwargs: Any
 ) -> int:
     """FLOPs formula of a fused attention op FlopCounterMode has none for (the CPU's)."""
     return 2 * _sdpa_macs(q, k, v)
+
+
+def _flop_counter_matmul(
+    a: Sequence[int], b: Sequence[int], *, out_shape: Sequence[int], **kwargs: Any
+) -> int:
+    """FLOPs formula of ``aten.mv`` and ``aten.dot`` (FlopCounterMode has none)."""
+    return 2 * _matmul_macs(a, out_shape)
 
 
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
@@ -156,7 +207,8 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
         from fvcore.nn import FlopCountAnalysis
 
         fca = FlopCountAnalysis(model, x)
-        fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa)
+        fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa, "aten::einsum", _fvcore_einsum)
+        fca.set_op_handle(**{op: _fvcore_matmul for op in ("aten::matmul", "aten::mv", "aten::dot")})
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         per = fca.by_module_and_operator()
@@ -175,6 +227,7 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         "_scaled_dot_product_fused_attention_overrideable",
     )
     custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
+    custom.update({aten.mv: _flop_counter_matmul, aten.dot: _flop_counter_matmul})
     with FlopCounterMode(display=False, custom_mapping=custom) as fc:
         model(x)
     root = type(model).__name__
@@ -185,6 +238,13 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         name = "" if key == root else key[len(root) + 1 :] if key.startswith(root + ".") else key
         macs[name] = int(sum(ops.values())) // 2
     return macs
+
+
+#: the MAC counters by name: (per-module MACs, the non-MAC op count)
+_COUNTERS = {
+    "fvcore": _macs_fvcore,
+    "flop_counter": lambda model, x: (_macs_flop_counter(model, x), 0),
+}
 
 
 def count_model(
@@ -229,12 +289,23 @@ def count_model(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
                 "give the input shape (C,H,W) the model was built for"
             ) from exc
-        if counter == "fvcore":
-            macs, other = _macs_fvcore(model, x)
-        elif counter == "flop_counter":
-            macs, other = _macs_flop_counter(model, x), 0
-        else:
+        if counter not in _COUNTERS:
             raise ValueError(f"unknown counter {counter!r}")
+        try:
+            macs, other = _COUNTERS[counter](model, x)
+        except Exception as exc:  # noqa: BLE001 - a counter's tracing or an op formula on this model
+            spare = "flop_counter" if counter == "fvcore" else "fvcore"
+            log.warning(
+                "the %s counter failed on this model (%s); counted with %s", counter, first_line(exc), spare
+            )
+            try:
+                macs, other = _COUNTERS[spare](model, x)
+            except Exception as exc2:  # noqa: BLE001
+                raise EdgeslimError(
+                    f"neither MAC counter counts this model ({counter}: {first_line(exc)}; {spare}: "
+                    f"{first_line(exc2)}); report it with the model's definition"
+                ) from exc2
+            counter = spare
     rows = []
     for name, m in model.named_modules():
         params = sum(q.numel() for q in m.parameters(recurse=False))

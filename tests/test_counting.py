@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from torch import nn
@@ -181,3 +183,56 @@ def test_scaled_dot_product_attention_is_counted(counter):
     )
     stats = count_model(tv, (3, 32, 32), counter=counter)
     assert stats.macs == _vit_macs(17, 64, 2, 256, patch=16 * 3 * 8 * 8 * 64, head=64 * 10)
+
+
+class Products(nn.Module):
+    """Attention pooling on a learned 1-D query, a matmul whose second operand broadcasts a batch, an
+    outer-product einsum and torch.mv (1x1 conv 3 -> 16 on 8x8 first: 3,072 MACs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.query = nn.Conv2d(3, 16, 1, bias=False), nn.Parameter(torch.ones(16))
+        self.mix, self.vec = nn.Parameter(torch.ones(2, 1, 64, 8)), nn.Parameter(torch.ones(16))
+
+    def forward(self, x):
+        f = self.conv(x).flatten(2).transpose(1, 2)  # (1, 64, 16)
+        w = (f @ self.query).softmax(-1)  # 64 * 16
+        m = f.reshape(1, 1, 64, 16)[..., :8].transpose(-1, -2) @ self.mix  # (2, 1, 8, 8): 2 * 8 * 8 * 64
+        o = torch.einsum("bi,bj->bij", w, m.flatten()[None, :3])  # 64 * 3 multiplies
+        return o.sum() + torch.mv(f[0], self.vec).sum()  # 64 * 16
+
+
+def test_matmuls_on_a_vector_a_broadcast_batch_and_an_outer_product_are_counted():
+    """The count review (finding 4): fvcore died with an IndexError on `features @ query` (a 1-D
+    operand): `edgeslim info` ended in an internal error; fvcore also counted half of a matmul whose
+    second operand broadcasts a batch and of an einsum that sums nothing, and FlopCounterMode 0 for
+    aten.mv. edgeslim's own handles price them (an outer product counts its multiplies; FlopCounterMode
+    sees it as an element-wise mul)."""
+    pooled, broadcast, outer, mv = 64 * 16, 2 * 8 * 8 * 64, 64 * 3, 64 * 16
+    stats = count_model(Products(), (3, 8, 8))
+    assert stats.counter == "fvcore" and stats.macs == 3072 + pooled + broadcast + outer + mv
+    assert count_model(Products(), (3, 8, 8), counter="flop_counter").macs == 3072 + pooled + broadcast + mv
+
+
+@dataclass
+class _Output:
+    logits: torch.Tensor
+
+
+class DataclassOutput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return _Output(self.conv(x))
+
+
+def test_a_counter_that_fails_falls_back_to_the_other_with_one_warning(caplog):
+    """The count review (finding 4): a counter's failure on a model was a traceback; fvcore's trace
+    refuses a forward returning a dataclass, so the model is counted by FlopCounterMode, with a warning."""
+    with caplog.at_level("WARNING", logger="edgeslim.counting"):
+        stats = count_model(DataclassOutput(), (3, 4, 4), counter="fvcore")
+    assert stats.counter == "flop_counter" and stats.macs == 16 * 3 * 4
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeslim.counting"]
+    assert len(lines) == 1 and lines[0].startswith("the fvcore counter failed on this model")
