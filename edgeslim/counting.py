@@ -247,6 +247,16 @@ _COUNTERS = {
 }
 
 
+def _booked_below(m: nn.Module, name: str, macs: dict[str, int]) -> int:
+    """The MACs a counter books on the nearest descendants of ``m`` (named ``name``) it has an entry
+    for: a ``ModuleList``, never called, has none under FlopCounterMode, so its children's count."""
+    total = 0
+    for c, child in m.named_children():
+        full = f"{name}.{c}" if name else c
+        total += int(macs[full]) if full in macs else _booked_below(child, full, macs)
+    return total
+
+
 def count_model(
     model: nn.Module, input_shape: tuple[int, ...] | list[int], counter: str = "auto"
 ) -> ModelStats:
@@ -309,13 +319,10 @@ def count_model(
     rows = []
     for name, m in model.named_modules():
         params = sum(q.numel() for q in m.parameters(recurse=False))
-        children = [f"{name}.{c}" if name else c for c, _ in m.named_children()]
-        if (not name or children) and not params:
-            continue
-        # a module with weights of its own beside its children (an SE's functional layer, a ViT's
-        # class token on the model itself): its own MACs, those of its scope less its children's (0
+        # a module's own MACs (an SE's functional layer on its own weights, an attention block's
+        # matmuls, a ViT's class token on the model itself): those of its scope less its children's (0
         # where a child runs outside its parent's forward and the counter books it elsewhere)
-        n_macs = max(0, int(macs.get(name, 0)) - sum(int(macs.get(c, 0)) for c in children))
+        n_macs = max(0, int(macs.get(name, 0)) - _booked_below(m, name, macs))
         if name in priced:
             if priced[name] != (n_macs, params):
                 log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",
