@@ -317,8 +317,12 @@ def count_model(
                 ) from exc2
             counter = spare
     rows = []
+    held: set[int] = set()  # the rows' parameters so far: a tensor modules share (tied) counts once
     for name, m in model.named_modules():
-        params = sum(q.numel() for q in m.parameters(recurse=False))
+        mine = list(m.parameters(recurse=False))
+        params = sum(q.numel() for q in mine)
+        shared = sum(q.numel() for q in mine if id(q) in held)
+        held.update(id(q) for q in mine)
         # a module's own MACs (an SE's functional layer on its own weights, an attention block's
         # matmuls, a ViT's class token on the model itself): those of its scope less its children's (0
         # where a child runs outside its parent's forward and the counter books it elsewhere)
@@ -328,6 +332,7 @@ def count_model(
                 log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",
                             name or "<model>", counter, n_macs, params, *priced[name])  # fmt: skip
             n_macs, params = priced[name]
+        params -= shared
         if params == 0 and n_macs == 0:
             continue
         cin, cout = _channels(m)
