@@ -113,14 +113,9 @@ def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
     except ImportError:
         return {}
     inits = {t.name for t in model.graph.initializer}
-    feeds = {}
-    for vi in model.graph.input:
-        dims = value_dims(vi)
-        if vi.name in inits:
-            continue
-        if not _known(dims):
-            return {}
-        feeds[vi.name] = np.zeros(dims, onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if not all(_known(value_dims(vi)) for vi in inputs):
+        return {}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     outputs = {o.name for o in probe.graph.output}
@@ -130,6 +125,12 @@ def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
     opts.intra_op_num_threads = 1
     opts.log_severity_level = 3
     try:
+        feeds = {
+            vi.name: np.zeros(
+                value_dims(vi), onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            )
+            for vi in inputs
+        }
         sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         want = [o.name for o in sess.get_outputs()]
         values = sess.run(want, feeds)
