@@ -4,7 +4,8 @@ Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
 :func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
 forward hooks. The total and any other module are counted by an external counter, which also
 cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
-to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm); fvcore's extra counts
+to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, and scaled dot-product
+attention, priced here from its shapes in both counters); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
 so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
 (which counts FLOPs = 2 x MACs) gives the same MACs.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from torch import nn
 from edgeslim.channels.cost import forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode
+from edgeslim.utils.modes import eval_mode, unfused_attention
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,77 @@ def _output_shapes(
     return shapes, priced
 
 
+def _matmul_macs(a: Sequence[int], out: Sequence[int]) -> int:
+    """MACs of a matmul, matrix-vector or dot product whose first operand has shape ``a`` and whose
+    output ``out``: every output element sums over the inner size (broadcast batches included)."""
+    return math.prod(out) * (a[-1] if a else 1)
+
+
+def _einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """MACs of an einsum contracted left to right: each pairwise step multiplies over every index of its
+    two operands (a step that sums nothing, an outer product, counts its multiplies)."""
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    terms, sizes = lhs.split(","), {}
+    for i, (term, shape) in enumerate(zip(terms, shapes)):
+        if "..." in term:  # (the ellipsis' dims, named right-aligned by characters no equation uses)
+            n = len(shape) - len(term) + 3
+            term = term.replace("...", "".join(chr(0x1000 + n - 1 - j) for j in range(n)))
+            terms[i] = term
+        for c, d in zip(term, shape):
+            sizes[c] = max(sizes.get(c, 1), int(d))
+    if not arrow:  # (implicit output: the indices used once)
+        out = "".join(c for c in sizes if "".join(terms).count(c) == 1)
+    keep = set(out) | {c for c in sizes if ord(c) >= 0x1000}
+    left, total = terms[0], 0
+    for i, right in enumerate(terms[1:], 1):
+        total += math.prod(sizes[c] for c in set(left) | set(right))
+        later = keep | set("".join(terms[i + 1 :]))
+        left = "".join(c for c in dict.fromkeys(left + right) if c in later)
+    return total
+
+
+def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
+    """MACs of scaled dot-product attention on query/key/value of shapes ``q``, ``k``, ``v``
+    (``(..., L, E)``, ``(..., S, E)``, ``(..., S, Ev)``): ``Q K^T`` and the weights times ``V``."""
+    return math.prod(q[:-1]) * k[-2] * (q[-1] + v[-1])
+
+
+def _fvcore_sdpa(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::scaled_dot_product_attention`` (fvcore has none)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _sdpa_macs(*(get_shape(v) for v in inputs[:3]))
+
+
+def _fvcore_matmul(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::matmul``, ``mv`` and ``dot``: fvcore's own fails on a 1-D operand
+    (IndexError) and leaves out a batch the second operand broadcasts."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _matmul_macs(get_shape(inputs[0]), get_shape(outputs[0]))
+
+
+def _fvcore_einsum(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::einsum`` (fvcore's own counts half of a product that sums nothing)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+
+
+def _flop_counter_sdpa(
+    q: Sequence[int], k: Sequence[int], v: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs formula of a fused attention op FlopCounterMode has none for (the CPU's)."""
+    return 2 * _sdpa_macs(q, k, v)
+
+
+def _flop_counter_matmul(
+    a: Sequence[int], b: Sequence[int], *, out_shape: Sequence[int], **kwargs: Any
+) -> int:
+    """FLOPs formula of ``aten.mv`` and ``aten.dot`` (FlopCounterMode has none)."""
+    return 2 * _matmul_macs(a, out_shape)
+
+
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
     """Per-module MACs (conv/linear/matmul only) and the non-MAC op count, via fvcore."""
     with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns about its deprecation
@@ -134,6 +207,8 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
         from fvcore.nn import FlopCountAnalysis
 
         fca = FlopCountAnalysis(model, x)
+        fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa, "aten::einsum", _fvcore_einsum)
+        fca.set_op_handle(**{op: _fvcore_matmul for op in ("aten::matmul", "aten::mv", "aten::dot")})
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         per = fca.by_module_and_operator()
@@ -146,7 +221,14 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Per-module MACs via torch's FlopCounterMode (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc:
+    aten = torch.ops.aten
+    fused = (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_fused_attention_overrideable",
+    )
+    custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
+    custom.update({aten.mv: _flop_counter_matmul, aten.dot: _flop_counter_matmul})
+    with FlopCounterMode(display=False, custom_mapping=custom) as fc:
         model(x)
     root = type(model).__name__
     macs: dict[str, int] = {}
@@ -156,6 +238,23 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
         name = "" if key == root else key[len(root) + 1 :] if key.startswith(root + ".") else key
         macs[name] = int(sum(ops.values())) // 2
     return macs
+
+
+#: the MAC counters by name: (per-module MACs, the non-MAC op count)
+_COUNTERS = {
+    "fvcore": _macs_fvcore,
+    "flop_counter": lambda model, x: (_macs_flop_counter(model, x), 0),
+}
+
+
+def _booked_below(m: nn.Module, name: str, macs: dict[str, int]) -> int:
+    """The MACs a counter books on the nearest descendants of ``m`` (named ``name``) it has an entry
+    for: a ``ModuleList``, never called, has none under FlopCounterMode, so its children's count."""
+    total = 0
+    for c, child in m.named_children():
+        full = f"{name}.{c}" if name else c
+        total += int(macs[full]) if full in macs else _booked_below(child, full, macs)
+    return total
 
 
 def count_model(
@@ -189,7 +288,7 @@ def count_model(
     except StopIteration:
         device, dtype = torch.device("cpu"), torch.float32
     x = torch.zeros((1, *shape), device=device, dtype=dtype)
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), unfused_attention():  # (every MAC an op of its own)
         try:
             shapes, priced = _output_shapes(model, x)
         except EdgeslimError:
@@ -200,27 +299,40 @@ def count_model(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
                 "give the input shape (C,H,W) the model was built for"
             ) from exc
-        if counter == "fvcore":
-            macs, other = _macs_fvcore(model, x)
-        elif counter == "flop_counter":
-            macs, other = _macs_flop_counter(model, x), 0
-        else:
+        if counter not in _COUNTERS:
             raise ValueError(f"unknown counter {counter!r}")
+        try:
+            macs, other = _COUNTERS[counter](model, x)
+        except Exception as exc:  # noqa: BLE001 - a counter's tracing or an op formula on this model
+            spare = "flop_counter" if counter == "fvcore" else "fvcore"
+            log.warning(
+                "the %s counter failed on this model (%s); counted with %s", counter, first_line(exc), spare
+            )
+            try:
+                macs, other = _COUNTERS[spare](model, x)
+            except Exception as exc2:  # noqa: BLE001
+                raise EdgeslimError(
+                    f"neither MAC counter counts this model ({counter}: {first_line(exc)}; {spare}: "
+                    f"{first_line(exc2)}); report it with the model's definition"
+                ) from exc2
+            counter = spare
     rows = []
+    held: set[int] = set()  # the rows' parameters so far: a tensor modules share (tied) counts once
     for name, m in model.named_modules():
-        params = sum(q.numel() for q in m.parameters(recurse=False))
-        children = [f"{name}.{c}" if name else c for c, _ in m.named_children()]
-        if (not name or children) and not params:
-            continue
-        # a module with weights of its own beside its children (an SE's functional layer, a ViT's
-        # class token on the model itself): its own MACs, those of its scope less its children's (0
+        mine = list(m.parameters(recurse=False))
+        params = sum(q.numel() for q in mine)
+        shared = sum(q.numel() for q in mine if id(q) in held)
+        held.update(id(q) for q in mine)
+        # a module's own MACs (an SE's functional layer on its own weights, an attention block's
+        # matmuls, a ViT's class token on the model itself): those of its scope less its children's (0
         # where a child runs outside its parent's forward and the counter books it elsewhere)
-        n_macs = max(0, int(macs.get(name, 0)) - sum(int(macs.get(c, 0)) for c in children))
+        n_macs = max(0, int(macs.get(name, 0)) - _booked_below(m, name, macs))
         if name in priced:
             if priced[name] != (n_macs, params):
                 log.warning("%s: the %s counter gives %d MACs, %d params; edgeslim's %d, %d",
                             name or "<model>", counter, n_macs, params, *priced[name])  # fmt: skip
             n_macs, params = priced[name]
+        params -= shared
         if params == 0 and n_macs == 0:
             continue
         cin, cout = _channels(m)

@@ -394,3 +394,79 @@ def test_the_torch_backend_tells_a_models_own_failures_apart(tmp_path) -> None:
     s.set_batch(1)
     with pytest.raises(EdgeslimError, match="forward returns NoneType, no tensor"):
         s.run()
+
+
+class _Folded(__import__("torch").nn.Module):
+    """A channel shuffle (a reshape of sizes the graph computes) and patches folded into dim 0, as
+    MobileViT does: 8*3*9*64 + 8*8*64 + 64*8*16 + 16*10 = 26272 MACs a sample."""
+
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1)
+        self.tok, self.head = torch.nn.Linear(8, 16), torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.c1(x)
+        b, c, h, w = x.shape
+        x = self.c2(x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w))
+        t = x.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 3, 5, 2, 4, 1).reshape(b * 16, -1, c)
+        return self.head(self.tok(t).reshape(b, -1, 16).mean(1))
+
+
+def test_onnx_cost_prices_sizes_the_graph_computes_at_any_export_batch(tmp_path):
+    """The count review (finding 1): sizes ONNX shape inference left unknown (after a Reshape of
+    computed sizes) were priced as 1, a MatMul's unknown inner size as 0 MACs (edgeslim's
+    --dynamic-batch levit_128s counted 0.32x, a shufflenet against itself gave a MACs ratio of
+    1.708), and a fixed batch of 4 divided only a dim 0 equal to 4 (MobileViT's folded patches: 2.26x).
+    Shapes now come from shape inference at batch 1 with data propagation, else from one ONNX
+    Runtime run, and a fixed-batch file's costs are divided by its batch."""
+    import torch
+
+    model = _Folded().eval()
+    counts = {}
+    for tag, batch, axes in [("b1", 1, None), ("b4", 4, None), ("dyn", 1, {"x": {0: "n"}})]:
+        path = tmp_path / f"{tag}.onnx"
+        torch.onnx.export(model, (torch.zeros(batch, 3, 8, 8),), str(path), input_names=["x"],
+                          dynamic_axes=axes, opset_version=17, dynamo=False)  # fmt: skip
+        counts[tag] = onnx_cost(path)
+    assert {tag: cost.macs for tag, cost in counts.items()} == {"b1": 26272, "b4": 26272, "dyn": 26272}
+    assert counts["b1"].bytes == counts["b4"].bytes  # (the dynamic graph computes its sizes: more bytes)
+    assert all(cost.unknown == [] for cost in counts.values())
+
+
+def test_onnx_cost_of_unknown_sizes_is_unknown_with_one_warning(tmp_path, caplog):
+    """The count review (finding 1): a layer whose sizes neither shape inference nor a run tells
+    (here after an op ONNX Runtime does not know) was priced with each unknown size as 1, a wrong
+    number with no word; its MACs and bytes are None now, with one warning, and bench's prediction
+    refuses the file."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.bench import BenchRequest, predict
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Warp", ["x"], ["t"], domain="my.ops"),
+            helper.make_node("Conv", ["t", "w"], ["y"]),
+        ],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
+    path = tmp_path / "custom.onnx"
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("my.ops", 1)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    with caplog.at_level("WARNING", logger="edgeslim.bench.onnx_cost"):
+        cost = onnx_cost(path)
+    assert cost.macs is None and cost.bytes is None
+    assert cost.to_dict()["macs"] is None and cost.to_dict()["layers"] is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeslim.bench.onnx_cost"]
+    assert len(lines) == 1 and "MACs and bytes are reported as unknown" in lines[0] and "\n" not in lines[0]
+    with pytest.raises(EdgeslimError, match="sizes of layer .* are unknown"):
+        predict(BenchRequest(model=str(path), profile="host-cpu", batches=(1,)))

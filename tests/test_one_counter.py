@@ -237,3 +237,29 @@ def test_count_model_counts_a_video_model_of_3d_convs() -> None:
         )
     x = torch.zeros(1, 3, 4, 32, 32)
     assert build_graph(model, x).macs() == build_resource(model, x, "macs").dense == stats.macs
+
+
+class _Tied(nn.Module):
+    """Two linear layers sharing one weight (tied weights), each with its own bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.fc2.weight = self.fc.weight
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc(self.bn(self.stem(x)).mean((2, 3)))))
+
+
+def test_tied_weights_are_counted_once() -> None:
+    """The count review (finding 6): a weight two modules share counted at each of them: in info's
+    rows (a trial's model: 1,024 against 960), in the channel graph's params() and so in a
+    parameter budget. Counted once now, at the first layer that holds it."""
+    model, x = _Tied(), torch.zeros(1, 3, 16, 16)
+    true = sum(p.numel() for p in model.parameters())  # 216 + 16 + 64 + 8 + 8
+    stats = count_model(model, (3, 16, 16))
+    rows = {r.name: r.params for r in stats.layers}
+    assert stats.params == sum(rows.values()) == true == 312 and rows["fc2"] == 8
+    assert build_graph(model, x).params() == true
+    assert build_resource(model, x, "params").dense == true

@@ -442,7 +442,7 @@ def aggregate(record: dict) -> dict:
             for b in record["batches"]
         }
         cb, cs = record["models"]["baseline"].get("cost"), record["models"]["slim"].get("cost")
-        if cb and cs and cs["macs"] > 0:
+        if cb and cs and cb.get("macs") is not None and (cs.get("macs") or 0) > 0:  # (None: unknown)
             record["macs_ratio"] = cb["macs"] / cs["macs"]
             record["params_ratio"] = cb["params"] / max(cs["params"], 1)
             # what share of the MAC reduction the speedup realizes: nothing to share without one, and an

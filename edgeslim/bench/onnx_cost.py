@@ -1,13 +1,18 @@
 """Torch-free cost counter for ONNX graphs: MACs, parameters and bytes per layer.
 
-Uses ``onnx.shape_inference`` for activation shapes. Conv, ConvTranspose, Gemm and MatMul carry
-MACs, priced by :func:`edgeslim.channels.cost.layer_macs`; element-wise ops that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu,
-Clip, ...) are folded into it, the way TensorRT and ONNX Runtime run them. A dynamic batch
-dimension counts as 1, so every :class:`LayerCost` is per sample.
+Activation shapes come from ``onnx.shape_inference`` (with data propagation) at batch 1 (a dynamic
+batch dimension set to 1), and where it leaves sizes unknown (a Reshape or Split of sizes computed
+in the graph), from one ONNX Runtime run of the graph at those input sizes. Conv, ConvTranspose,
+Gemm and MatMul carry MACs, priced by :func:`edgeslim.channels.cost.layer_macs`; element-wise ops
+that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu, Clip, ...) are folded
+into it, the way TensorRT and ONNX Runtime run them. Every :class:`LayerCost` is per sample: a
+file with a fixed batch is counted at that batch and divided by it. A layer whose sizes neither
+tells is not priced: the model's MACs and bytes are then unknown (None), with one warning.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +20,8 @@ from dataclasses import dataclass, field
 from edgeslim.channels.cost import LayerCost, OpNode, fuse_kernels, layer_macs
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.onnx_graph import attr, unreadable_onnx, value_dims
+
+log = logging.getLogger(__name__)
 
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
@@ -31,14 +38,18 @@ class ModelCost:
     input_shapes: dict[str, list] = field(default_factory=dict)
     #: a Q/DQ graph (INT8): its layers are costed as the FP32 graph's (predict them at int8)
     quantized: bool = False
+    #: the layers whose sizes stayed unknown: the model's MACs and bytes are unknown then
+    unknown: list[str] = field(default_factory=list)
 
     @property
-    def macs(self) -> float:
-        return float(sum(layer.macs for layer in self.layers))
+    def macs(self) -> float | None:
+        """Total MACs per sample; None when a layer's sizes are unknown."""
+        return None if self.unknown else float(sum(layer.macs for layer in self.layers))
 
     @property
-    def bytes(self) -> float:
-        return float(sum(layer.bytes for layer in self.layers))
+    def bytes(self) -> float | None:
+        """Total bytes moved per sample; None when a layer's sizes are unknown."""
+        return None if self.unknown else float(sum(layer.bytes for layer in self.layers))
 
     def to_dict(self) -> dict:
         return {
@@ -48,15 +59,89 @@ class ModelCost:
             "bytes": self.bytes,
             "input_shapes": self.input_shapes,
             "quantized": self.quantized,
-            "layers": [vars(layer) for layer in self.layers],
+            "unknown": self.unknown,
+            # (no layers when some are unpriced: predictions from the rest would be too fast)
+            "layers": None if self.unknown else [vars(layer) for layer in self.layers],
         }
 
 
-def _numel(dims: list | None) -> int:
-    if dims is None:
-        return 0
-    # symbolic dims (the batch) count as 1: costs are per sample
-    return math.prod(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+def _known(dims: list | None) -> bool:
+    """Whether every size of a value's ``dims`` is known (not symbolic, a shape at all)."""
+    return dims is not None and all(isinstance(d, int) and d >= 0 for d in dims)
+
+
+def _at_batch_one(model):
+    """A copy of ``model`` whose graph inputs' dynamic dim 0 (the batch) is 1."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name for t in out.graph.initializer}
+    for vi in out.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name not in inits and len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    return out
+
+
+def _infer_shapes(model):
+    """``model`` with value shapes from ONNX shape inference, sizes computed in the graph (a Reshape's
+    ``Shape -> Gather -> Concat``) propagated where it can."""
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - best effort: without data propagation
+        pass
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise EdgeslimError(
+            f"ONNX shape inference failed ({exc}); run `onnxslim` on the model first"
+        ) from exc
+
+
+def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
+    """(shape, element size) of the values ``names`` from one ONNX Runtime run of ``model`` on zeros
+    at its inputs' sizes; {} where onnxruntime is not installed, an input's size is unknown or the
+    graph does not run on the CPU."""
+    try:
+        import numpy as np
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    if not all(_known(value_dims(vi)) for vi in inputs):
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in outputs)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        feeds = {
+            vi.name: np.zeros(
+                value_dims(vi), onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            )
+            for vi in inputs
+        }
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        want = [o.name for o in sess.get_outputs()]
+        values = sess.run(want, feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT raises many types (a custom op, a file over 2 GB)
+        log.debug("ONNX Runtime could not run the graph to read its sizes: %s", exc)
+        return {}
+    return {
+        n: (list(v.shape), v.dtype.itemsize)
+        for n, v in zip(want, values)
+        if n in names and isinstance(v, np.ndarray)
+    }
 
 
 def _fixed_batch(inputs: dict[str, list | None]) -> int | None:
@@ -88,13 +173,10 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
             raise unreadable_onnx(model_or_path, exc) from exc
     else:
         model = model_or_path
-    try:
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:  # shape inference is best effort
-        raise EdgeslimError(
-            f"ONNX shape inference failed ({exc}); run `onnxslim` on the model first"
-        ) from exc
-    g = model.graph
+    source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else "the ONNX model"
+    declared = {i.name: value_dims(i) for i in model.graph.input}
+    model = _at_batch_one(model)
+    g = _infer_shapes(model).graph
     itemsize = {}
     shapes: dict[str, list | None] = {}
     for vi in [*g.input, *g.output, *g.value_info]:
@@ -102,6 +184,10 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         elem = vi.type.tensor_type.elem_type
         itemsize[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 4
     inits = {t.name: t for t in g.initializer}
+    unresolved = [o for n in g.node for o in n.output if o and o not in inits and not _known(shapes.get(o))]
+    if unresolved:  # (a Reshape or Split of sizes the graph computes: read them from a run)
+        for name, (dims, size) in _run_shapes(model, unresolved).items():
+            shapes[name], itemsize[name] = dims, size
     alias: dict[str, str] = {}  # a Q/DQ node's output -> the float value it stands for
 
     def resolve(name: str) -> str:
@@ -126,26 +212,24 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     cost = ModelCost(
         params=int(sum(math.prod(inits[n].dims) for n in used)),
         weight_bytes=int(sum(init_bytes.values())),
-        input_shapes={i.name: value_dims(i) for i in g.input if i.name not in inits},
+        input_shapes={n: dims for n, dims in declared.items() if n not in inits},
         quantized=quantized,
     )
+    # counted at the batch the graph runs at (a fixed batch, else 1), over it: per sample (a graph that
+    # folds tokens or patches into dim 0, MobileViT's, has no dim 0 that is the batch)
+    batch = _fixed_batch(cost.input_shapes) or 1
+    per_input = set(cost.input_shapes)  # the values computed from the inputs (not from weights alone)
+    for n in g.node:
+        if per_input.intersection(n.input):
+            per_input.update(n.output)
 
-    batch = _fixed_batch(cost.input_shapes)
-
-    def per_sample(dims: list | None) -> list | None:
-        """An activation's dims with a fixed batch counted as 1 (costs are per sample, as a dynamic
-        batch's are)."""
-        return [1, *dims[1:]] if batch and dims and dims[0] == batch else dims
-
-    for name in shapes:
-        if name not in inits:  # (an initializer listed as a graph input keeps its own dims)
-            shapes[name] = per_sample(shapes[name])
-
-    def act_bytes(name: str) -> int:
+    def act_bytes(name: str) -> float:
         dims = shapes.get(name)
-        if multiple > 1 and dims and len(dims) >= 2:  # (N, C, ...): C padded
+        if not _known(dims):  # (its layer is unknown)
+            return 0.0
+        if multiple > 1 and len(dims) >= 2:  # (N, C, ...): C padded
             dims = [dims[0], _padded(dims[1], multiple), *dims[2:]]
-        return _numel(dims) * itemsize.get(name, 4)
+        return math.prod(dims) * itemsize.get(name, 4) / (batch if name in per_input else 1)
 
     onnx_nodes = [n for n in g.node if n.op_type not in _QDQ]
     nodes = [
@@ -162,15 +246,18 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         op = node.op_type
         inputs = [resolve(i) for i in node.input]
         out = node.output[0] if node.output else ""
-        macs, pad_w = 0, 1.0  # pad_w: the layer's own weights at padded counts over the file's
+        macs, pad_w = 0.0, 1.0  # pad_w: the layer's own weights at padded counts over the file's
+        # the sizes the layer is priced from (its activations'; a MAC layer's weight and output)
+        sizes = [shapes.get(v) for v in (*kernel.reads, *kernel.writes)]
         if op in ("Conv", "ConvTranspose"):
-            wdims = list(inits[inputs[1]].dims) if inputs[1] in inits else (shapes.get(inputs[1]) or [])
-            if len(wdims) >= 3:
+            wdims = list(inits[inputs[1]].dims) if inputs[1] in inits else shapes.get(inputs[1])
+            dims = shapes.get(out if op == "Conv" else nodes[kernel.nodes[0]].inputs[0])
+            sizes += [wdims, dims]
+            if _known(wdims) and _known(dims) and len(wdims) >= 3:
                 group = int(attr(node, "group", 1)) or 1
                 k = math.prod(wdims[2:])
                 # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
                 # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
-                dims = shapes.get(out if op == "Conv" else nodes[kernel.nodes[0]].inputs[0])
                 a, b = wdims[0], wdims[1] * group  # (Conv: out, in; ConvTranspose: in, out)
                 pa, pb, pg = _padded(a, multiple), _padded(b, multiple), group
                 if (
@@ -178,22 +265,28 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
                 ):  # depthwise: the groups pad with the channels
                     pg = pb
                 pad_w = (pa * pb / pg) / (a * b / group) if a and b else 1.0
-                if dims:  # the batch (dynamic: 1) and spatial dims
-                    pos = _numel(dims[:1] + dims[2:])
-                    macs = layer_macs("conv", pb, pa, k, pg, pos)
+                pos = math.prod(dims[:1] + dims[2:]) / batch  # (the positions of all rows of dim 0)
+                macs = layer_macs("conv", pb, pa, k, pg, pos)
         elif op in ("Gemm", "MatMul"):
-            a = shapes.get(inputs[0]) or []
-            trans_a = bool(attr(node, "transA", 0))
-            kdim = (a[-2] if trans_a else a[-1]) if a else 0
-            out_dims = shapes.get(out) or []
-            if isinstance(kdim, int) and out_dims and isinstance(out_dims[-1], int):
+            a, out_dims = shapes.get(inputs[0]), shapes.get(out)
+            sizes += [a, out_dims]
+            if _known(a) and _known(out_dims) and a and out_dims:
+                kdim = a[-2] if bool(attr(node, "transA", 0)) else a[-1]
                 pk, po = _padded(kdim, multiple), _padded(out_dims[-1], multiple)
                 pad_w = pk * po / (kdim * out_dims[-1]) if kdim and out_dims[-1] else 1.0
-                macs = layer_macs("linear", pk, po, spatial=_numel(out_dims[:-1]))
+                macs = layer_macs("linear", pk, po, spatial=math.prod(out_dims[:-1]) / batch)
+        if not all(_known(d) for d in sizes):
+            cost.unknown.append(kernel.name)
         own = sum(init_bytes.get(resolve(i), 0) for i in node.input)
         w = own * pad_w + sum(
             init_bytes.get(resolve(i), 0) for j in kernel.nodes[1:] for i in onnx_nodes[j].input
         )
         total = w + sum(act_bytes(v) for v in kernel.reads) + sum(act_bytes(v) for v in kernel.writes)
         cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
+    if cost.unknown:
+        log.warning(
+            "%s: the sizes of %d layer(s) (%s) are unknown to ONNX shape inference and could not be read "
+            "from an ONNX Runtime run; its MACs and bytes are reported as unknown",
+            source, len(cost.unknown), cost.unknown[0] + (", ..." if len(cost.unknown) > 1 else ""),
+        )  # fmt: skip
     return cost

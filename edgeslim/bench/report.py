@@ -181,7 +181,8 @@ def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | 
     try:
         from edgeslim.bench.onnx_cost import onnx_cost
 
-        return onnx_cost(path, multiple=multiple).layers
+        cost = onnx_cost(path, multiple=multiple)
+        return None if cost.unknown else cost.layers
     except EdgeslimError:  # (MissingDependencyError included: a device install without onnx)
         return None
 
@@ -409,7 +410,7 @@ def memory_rows(record: dict) -> list[list]:
                 label,
                 facts["file_bytes"] / 1e6,
                 cost.get("params"),
-                cost["macs"] / 1e6 if cost else None,
+                cost["macs"] / 1e6 if cost.get("macs") is not None else None,
                 m.get("peak_rss_mb"),
                 m.get("rss_delta_mb"),
                 m.get("nvmap_delta_mb"),

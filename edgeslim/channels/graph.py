@@ -1412,6 +1412,7 @@ class DependencyGraph:
         #: modules by name, as the capture saw them
         self.modules: dict[str, nn.Module] = analyser._mods
         self._const_params: int | None = None  # parameters of layers without channel touches
+        self._once: list[tuple[bool, bool]] | None = None  # :meth:`counted_once`
 
     def _make_groups(self) -> list[ChannelGroup]:
         """Classes with the same touches (same layers, same number of times) form one group."""
@@ -1510,25 +1511,48 @@ class DependencyGraph:
             total += layer_macs(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.spatial)
         return int(round(total))
 
+    def counted_once(self) -> list[tuple[bool, bool]]:
+        """Per cost entry: whether its layer's weight and its bias are counted there (a module called
+        twice at its first call; a tensor several layers share, tied weights, at the first layer)."""
+        if self._once is None:
+            held: set[int] = set()
+            seen: set[str] = set()
+            self._once = []
+            for c in self.costs:
+                own = getattr(self.modules.get(c.module), "_parameters", {})
+                flags = []
+                for attr in ("weight", "bias"):
+                    p = own.get(attr)
+                    flags.append(c.module not in seen and (p is None or id(p) not in held))
+                    held.update([id(p)] if p is not None else [])
+                seen.add(c.module)
+                self._once.append((flags[0], flags[1]))
+        return self._once
+
     def params(self, alive: dict[int, Tensor] | None = None) -> int:
-        """Parameter count when only ``alive`` channels are kept (untracked layers count fully)."""
+        """Parameter count when only ``alive`` channels are kept (untracked layers count fully; a
+        tensor several modules share, once)."""
         n = self._counts(self.alive_from_groups(alive))
         if self._const_params is None:
             costed = {c.module for c in self.costs}
-            self._const_params = sum(
-                p.numel()
+            in_layers = {
+                id(p)
+                for c in self.costs
+                for p in getattr(self.modules.get(c.module), "_parameters", {}).values()
+            }
+            untracked = {
+                id(p): p
                 for name, mod in self.modules.items()
                 if name not in costed
-                for p in {id(p): p for p in mod._parameters.values() if p is not None}.values()
-            )
+                for p in mod._parameters.values()
+                if p is not None and id(p) not in in_layers
+            }
+            self._const_params = sum(p.numel() for p in untracked.values())
         total = float(self._const_params)
-        seen: set[str] = set()
-        for c in self.costs:
-            if c.module in seen:  # (a module called twice: its parameters once)
-                continue
-            seen.add(c.module)
-            c_in = 1 if c.in_touch is None else n[c.in_touch]
-            total += layer_params(c.kind, c_in, n[c.out_touch], c.kernel, c.groups, c.bias)
+        for c, (weight_once, bias_once) in zip(self.costs, self.counted_once()):
+            args = (c.kind, 1 if c.in_touch is None else n[c.in_touch], n[c.out_touch], c.kernel, c.groups)
+            weights = layer_params(*args, bias=False)  # (a BN's scale and shift count as its "bias")
+            total += weights * weight_once + (layer_params(*args, bias=c.bias) - weights) * bias_once
         return int(round(total))
 
 

@@ -592,12 +592,18 @@ def predict(req: BenchRequest) -> dict:
                 f"predict needs an .onnx file (MACs come from the ONNX graph); got {path}", param="predict"
             )
         cost = onnx_cost(path)
-        for name, dims in cost.input_shapes.items():  # a symbolic size would be priced as 1
+        for name, dims in cost.input_shapes.items():  # a symbolic size would leave the costs unknown
             first = dims[0] if dims else None
             try:
                 concrete_shape(name, dims or [], first if isinstance(first, int) and first > 0 else 1)
             except EdgeslimError as exc:
                 raise EdgeslimError(f"{path}: {exc}", param=exc.params) from exc
+        if cost.unknown:  # (the rest's MACs and bytes would predict it too fast)
+            raise EdgeslimError(
+                f"{path}: the sizes of layer {cost.unknown[0]} are unknown to ONNX shape inference and ONNX "
+                "Runtime could not run the file to read them, so its MACs and bytes cannot be priced; install "
+                "onnxruntime, or simplify the file with onnxslim"
+            )
         try:
             precision = model_precision(profile, cost.quantized, req.precision)
         except EdgeslimError as exc:

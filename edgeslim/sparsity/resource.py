@@ -172,6 +172,10 @@ class ResourceModel:
         self._params_once = torch.tensor(
             [first[layer.name] == i for i, layer in enumerate(self.layers)], dtype=torch.float64
         )
+        # (and a weight or bias several layers share, tied weights, once: at the first layer holding it)
+        self._weight_once, self._bias_once = (
+            torch.tensor(g.counted_once(), dtype=torch.float64).reshape(-1, 2).T
+        )
         self.in_idx = torch.tensor([max(layer.in_touch, 0) for layer in self.layers], dtype=torch.long)
         self.has_in = torch.tensor([layer.in_touch >= 0 for layer in self.layers])
         self.out_idx = torch.tensor([layer.out_touch for layer in self.layers], dtype=torch.long)
@@ -535,17 +539,23 @@ class ResourceModel:
     def _macs_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
         return torch.stack([self._layer_macs(i, n_in, n_out) for i in range(len(self.layers))])
 
-    def _weights_per_layer(self, n_in: Tensor, n_out: Tensor) -> Tensor:
+    def _weights_per_layer(self, n_in: Tensor, n_out: Tensor, bias: bool = True) -> Tensor:
         return torch.stack(
             [
-                layer_params(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.bias)
+                layer_params(layer.kind, n_in[i], n_out[i], layer.kernel, layer.groups, layer.bias and bias)
                 for i, layer in enumerate(self.layers)
             ]
         )
 
+    def _layer_params(self, n_in: Tensor, n_out: Tensor) -> Tensor:
+        """The layers' parameters at these counts, each held once (a module called twice, tied weights)."""
+        weights = self._weights_per_layer(n_in, n_out, bias=False)  # (a BN's scale and shift: its "bias")
+        biases = self._weights_per_layer(n_in, n_out) - weights
+        return (weights * self._weight_once + biases * self._bias_once).sum()
+
     def _params_from(self, k: Tensor, dense: bool = False) -> float:
         n_in, n_out = self.channels(k)
-        total = (self._weights_per_layer(n_in, n_out) * self._params_once).sum()
+        total = self._layer_params(n_in, n_out)
         if not dense:  # surgery gives a bias-free consumer a bias when it folds a removed channel
             d_in, _ = self.channels(self.dense_k)
             for i, layer in enumerate(self.layers):
@@ -644,7 +654,7 @@ class ResourceModel:
             r = self._macs_per_layer(n_in, n_out).sum()
         elif self.metric == "params":
             n_in, n_out = self.channels(kk)
-            r = (self._weights_per_layer(n_in, n_out) * self._params_once).sum()
+            r = self._layer_params(n_in, n_out)
         elif self.table is not None:
             r = self._calibrated(self.table_fixed + self._table_sum(kk))
         else:  # roofline: the layer's bound decides whether MACs or bytes cost time

@@ -1,5 +1,5 @@
 """Block-scoped modes, restored after the block: a module's train/eval mode, IEEE fp32 math on CUDA,
-torch's CPU thread count, the global random generators."""
+torch's CPU thread count, the global random generators, attention off its fused fast path."""
 
 from __future__ import annotations
 
@@ -101,6 +101,26 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(was)
+
+
+@contextlib.contextmanager
+def unfused_attention() -> Iterator[None]:
+    """``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` on their op-by-op path for the
+    block, the previous setting restored after: in eval mode without gradients torch runs them as one
+    fused op (``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``) whose
+    multiply-accumulates no counter sees."""
+    import torch
+
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
 
 
 @contextlib.contextmanager
