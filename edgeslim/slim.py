@@ -366,10 +366,6 @@ def slim_model(
     from edgeslim.checkpoint import rebuild_facts
 
     report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
-    if controller is not None:
-        report["slimming"]["lam_final"] = slimmer.lam  # the controller's ("lam": resolved from the settings)
-        report["budget"] = controller.report(res.history)
-        report["budget"]["warning"] = budget_warning(report["budget"])
     from edgeslim.surgery import CheckFailedError, prune_with_report
     from edgeslim.surgery.prune import check_failed_message
 
@@ -381,6 +377,11 @@ def slim_model(
     except CheckFailedError as exc:
         pr = exc.result
     slim, recipe = pr.model, pr.recipe
+    if controller is not None:  # (after surgery: a parameter budget counts the biases it folded)
+        controller.after_surgery([f["layer"] for f in pr.report["folded_biases"]])
+        report["slimming"]["lam_final"] = slimmer.lam  # the controller's ("lam": resolved from the settings)
+        report["budget"] = controller.report(res.history)
+        report["budget"]["warning"] = budget_warning(report["budget"])
     ev_slim = evaluate(slim, bundle, "test", config.eval_batch_size, device)
     report["accuracy"]["slim"] = ev_slim["accuracy"]
     report["params"] = {"dense": pr.report["params_before"], "slim": pr.report["params_after"]}

@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -533,6 +534,13 @@ class BudgetController(TrainHook):
                 removed,
             )
         return removed
+
+    def after_surgery(self, folded: Collection[str]) -> None:
+        """A parameter budget's result counted as surgery made it: a new bias only in the layers it folded
+        a nonzero constant into (``folded``: its report's ``folded_biases``), not in every layer that
+        reads a removed channel as a constant (the bound the controller steered with)."""
+        if self.resource.metric == "params":
+            self.R = self.resource.value(self.resource.counts(self.magnitude()), folded=folded)
 
     def cap_facts(self) -> dict[str, Any]:
         """``shrink_capped_share`` (of the updates the MCP / SCAD cap cut), ``shrink_cap``, ``penalty``:

@@ -10,7 +10,9 @@ counts are ``n = M @ k`` and
 * MACs   = sum over layers of :func:`edgeslim.channels.cost.layer_macs` at ``(n_in, n_out)``;
 * params = the untracked parameters + :func:`edgeslim.channels.cost.layer_params` of every layer,
   plus the bias that channel surgery adds to a bias-free consumer when it folds the
-  constant of a removed channel into it;
+  constant of a removed channel into it (only where the trace reads a removed channel as a constant,
+  not an exact zero: none with ``shifts_zeroed``; after surgery, the layers it folded into, see
+  :meth:`ResourceModel.value`);
 * latency = :func:`edgeslim.channels.cost.predict_latency` (roofline of a device profile,
   channel counts padded to the profile's alignment) of per-kernel MACs and bytes (the conv/linear
   layers with what a runtime fuses into them, and every other kernel: pools, gates, concats, by
@@ -36,6 +38,7 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +60,7 @@ from edgeslim.channels.cost import (
     whole_positions,
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
-from edgeslim.channels.graph import deployed_graph, removable_classes
+from edgeslim.channels.graph import CONST, deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.channels.rounding import kept_counts
 from edgeslim.errors import EdgeslimError
@@ -146,6 +149,13 @@ class ResourceModel:
         self.group_of_class = group_of_class
         self.group_size = torch.tensor([grp.size for grp in g.groups], dtype=torch.float64)
         self.removable = removable
+        # the layers that read a removed channel as a constant (not an exact zero): surgery folds it into
+        # their bias, a new one where they have none (an upper bound: a constant measured 0 adds none)
+        self.folding = {
+            t.module
+            for t, cls in zip(g.touches, g.touch_classes)
+            if t.read_state is not None and bool(((t.read_state == CONST) & removable[cls]).any())
+        }
         # flat BN position -> class
         pos_class = torch.full((self.total,), -1, dtype=torch.long)
         for t, cls in zip(g.touches, g.touch_classes):
@@ -553,13 +563,14 @@ class ResourceModel:
         biases = self._weights_per_layer(n_in, n_out) - weights
         return (weights * self._weight_once + biases * self._bias_once).sum()
 
-    def _params_from(self, k: Tensor, dense: bool = False) -> float:
+    def _params_from(self, k: Tensor, dense: bool = False, folded: Collection[str] | None = None) -> float:
         n_in, n_out = self.channels(k)
         total = self._layer_params(n_in, n_out)
-        if not dense:  # surgery gives a bias-free consumer a bias when it folds a removed channel
+        if not dense:  # surgery gives a bias-free consumer a bias when it folds a removed channel's constant
+            folds = self.folding if folded is None else set(folded)
             d_in, _ = self.channels(self.dense_k)
             for i, layer in enumerate(self.layers):
-                if not self._params_once[i]:
+                if not self._params_once[i] or layer.name not in folds:
                     continue
                 if layer.kind in ("conv", "linear") and not layer.bias and bool(n_in[i] < d_in[i]):
                     total = total + n_out[i]
@@ -594,15 +605,17 @@ class ResourceModel:
         act_out = self._out_spatial * n_out * eb
         return macs, weights + act_in + act_out, weights
 
-    def value(self, k: Tensor) -> float:
-        """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch)."""
+    def value(self, k: Tensor, folded: Collection[str] | None = None) -> float:
+        """``R`` for alive counts ``k`` per group (MACs, parameters or seconds per batch). ``folded``
+        (parameters): the layers surgery folded a constant into (its report's ``folded_biases``), where
+        it measured them; None: every layer that reads a removed channel as a constant (:attr:`folding`)."""
         if self.metric == "macs":  # plain floats: the projection evaluates this hundreds of times
             n_in, n_out = (n.tolist() for n in self.channels(k))
             return self.graph.fixed_macs + float(
                 sum(self._layer_macs(i, n_in, n_out) for i in range(len(self.layers)))
             )
         if self.metric == "params":
-            return self.const_params + self._params_from(k)
+            return self.const_params + self._params_from(k, folded=folded)
         if self.table is not None:
             return float(self._calibrated(self.table_fixed + self._table_sum(k)))
         return predict_latency(
