@@ -143,7 +143,9 @@ class SlimSettings:
             )
         check_importance(self.importance, self.penalty)
         lr = parse_recovery_lr(self.recovery_lr)
-        check_phases(self.prox_step, 0, 0, None, self.beta_end, lr if isinstance(lr, float) else None)
+        check_phases(
+            self.prox_step, 0, 0, None, self.beta_end, lr if isinstance(lr, float) else None, self.beta
+        )
 
     def phases(self) -> tuple[float | str, float | str]:
         """``(prox_warmup, recovery)`` with the defaults filled in (see the fields)."""
@@ -193,6 +195,7 @@ def phase_steps(settings: SlimSettings, config: TrainConfig, steps: int) -> dict
         total,
         settings.beta_end,
         settings.resolved_recovery_lr(config.lr, out["recovery_steps"]),
+        settings.beta,
     )
     return out
 

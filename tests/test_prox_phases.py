@@ -152,6 +152,21 @@ def test_beta_ramp_grows_beta_and_closes_the_gap() -> None:
         ProximalSlimming(toy(), beta_end=-1.0, total_steps=5)
 
 
+def test_a_beta_end_below_beta_is_refused(tmp_path: Path, capsys) -> None:
+    """Options review, finding 2: beta_end below beta was accepted and lowered beta (raising the shrink
+    per step), collapsing a run whose advice then blamed --shrink."""
+    with pytest.raises(EdgeslimError, match=r"beta_end \(1\) is below beta \(100\)") as info:
+        ProximalSlimming(toy(), beta=100.0, beta_end=1.0, total_steps=5)
+    assert info.value.params == ("beta_end", "beta")
+    with pytest.raises(EdgeslimError, match="below beta"):
+        SlimSettings(beta_end=50.0).validate()
+    out = str(tmp_path / "r")
+    rc = main(["slim", "vgg-small", "--data", "digits", "--beta", "10", "--beta-end", "5", "--out", out])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--beta-end (5) is below --beta (10)" in err, err
+    SlimSettings(beta_end=100.0).validate()  # (equal: a ramp that holds beta)
+
+
 def test_phase_settings_resolve_to_steps_and_match_the_shrink() -> None:
     digits = load_dataset("digits")
     config = TrainConfig(epochs=4, batch_size=100, device="cpu")  # 14 steps per epoch

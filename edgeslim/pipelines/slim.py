@@ -260,7 +260,16 @@ def _check_phases(req: SlimRequest) -> None:
     """Phase and prox-step settings, checked before any data is loaded."""
     from edgeslim.slim import SlimSettings
 
-    keys = ("prox_warmup", "recovery", "prox_step", "beta_end", "recovery_lr", "importance", "penalty")
+    keys = (
+        "beta",
+        "prox_warmup",
+        "recovery",
+        "prox_step",
+        "beta_end",
+        "recovery_lr",
+        "importance",
+        "penalty",
+    )
     SlimSettings(**{k: getattr(req, k) for k in keys if getattr(req, k) is not None}).validate()
 
 

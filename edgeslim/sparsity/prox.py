@@ -268,7 +268,7 @@ class ProximalSlimming(TrainHook):
         #: (the optimizer and its layout when read, param group of each BN): see _lr_groups
         self._lr_map: tuple[tuple[Any, int, int], list[int]] | None = None
         self.prox_step, self.beta_end = check_phases(
-            prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr
+            prox_step, warmup_steps, recovery_steps, total_steps, beta_end, recovery_lr, self.beta
         )
         self.recovery_lr = None if recovery_lr is None else float(recovery_lr)
         self.importance = check_importance(importance, penalty)
@@ -1020,9 +1020,11 @@ def check_phases(
     total_steps: int | None,
     beta_end: float | str | None,
     recovery_lr: float | None = None,
+    beta: float | None = None,
 ) -> tuple[str, float | str | None]:
     """Validate the phase and step settings; returns ``(prox_step, beta_end)`` normalised.
-    ``total_steps=None``: the phases' lengths are not known yet (only the values are checked)."""
+    ``total_steps=None``: the phases' lengths are not known yet (only the values are checked);
+    ``beta``: the starting beta, which a numeric ``beta_end`` must not be below (the ramp grows it)."""
     if prox_step not in PROX_STEPS:
         raise EdgeslimError(
             f"prox_step must be one of {', '.join(PROX_STEPS)}, got {prox_step!r}", param="prox_step"
@@ -1048,6 +1050,12 @@ def check_phases(
             ) from None
         if not beta_end > 0 or not math.isfinite(beta_end):
             raise EdgeslimError(f"beta_end must be > 0, got {beta_end}", param="beta_end")
+        if beta is not None and beta_end < beta:
+            raise EdgeslimError(
+                f"beta_end ({beta_end:g}) is below beta ({beta:g}), and the ramp only grows beta: raise it to at "
+                f"least {beta:g}, or leave it out",
+                param=("beta_end", "beta"),
+            )
     if recovery_lr is not None:
         if not isinstance(recovery_lr, (int, float)) or not recovery_lr > 0 or not math.isfinite(recovery_lr):
             raise EdgeslimError(
