@@ -116,6 +116,25 @@ def test_bad_input_one_line(tmp_path, capsys, args, needle):
     assert not (tmp_path / "o" / "model.pt").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--finetune-lr", "0.01"], "--finetune-lr is the learning rate of the fine-tune"),
+        (["--prune-ratio", "0.5", "--finetune-lr", "0.01"], "add --prune-ratio and --finetune-epochs"),
+        (["--milestones", "0.3", "--lr-gamma", "0.5"], "--milestones and --lr-gamma shape the step decay"),
+        (["--lr-gamma", "0.5", "--schedule", "constant"], "only with --schedule step (this run's: constant)"),
+    ],
+)
+def test_options_train_would_ignore_are_refused(tmp_path, capsys, args, needle) -> None:
+    """Options review, finding 3: --finetune-lr without a fine-tune, and --milestones / --lr-gamma under
+    the cosine (or constant) schedule, were accepted and silently ignored."""
+    out = tmp_path / "o"
+    rc = main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert not out.exists()
+
+
 def test_unwritable_out_and_channel_mismatch(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("mine")

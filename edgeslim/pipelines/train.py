@@ -246,6 +246,20 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 "round_to sets the channel multiple of the threshold prune; add prune_ratio",
                 param=("round_to", "prune_ratio"),
             )
+        if kw.get("finetune_lr") is not None and not kw["finetune_epochs"]:
+            raise EdgeslimError(
+                "finetune_lr is the learning rate of the fine-tune after the threshold prune; add prune_ratio "
+                "and finetune_epochs",
+                param=("finetune_lr", "prune_ratio", "finetune_epochs"),
+            )
+        stepwise = [k for k in ("milestones", "lr_gamma") if kw.get(k) is not None]
+        if stepwise and config.schedule != "step":
+            one = len(stepwise) == 1
+            raise EdgeslimError(
+                f"{' and '.join(stepwise)} shape{'s' if one else ''} the step decay, which runs only with schedule "
+                f"step (this run's: {config.schedule}); add it or leave {'it' if one else 'them'} out",
+                param=(*stepwise, "schedule"),
+            )
 
     bundle = load_dataset(
         data_name,
