@@ -451,6 +451,28 @@ def test_slim_normalizes_as_the_model_was_trained(tmp_path, capsys) -> None:
         assert needle in capsys.readouterr().err
 
 
+def test_a_resume_names_every_option_it_ignores_zeros_and_false_too(tmp_path, capsys) -> None:
+    """Options review, finding 4: slim --resume named an ignored --lambda 0.5 but not --lambda 0,
+    --no-zero-invariant, --weight-decay 0, --warmup-epochs 0 or --seed 0 (a filter that took 0 for False)."""
+    out = str(tmp_path / "run")
+    assert main(["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    given = [
+        "--lambda",
+        "0",
+        "--no-zero-invariant",
+        "--weight-decay",
+        "0",
+        "--warmup-epochs",
+        "0",
+        "--seed",
+        "0",
+    ]
+    assert main(["slim", "--resume", "--force", "--out", out, *given]) == 0
+    note = " ".join(capsys.readouterr().err.split())
+    assert "ignoring --weight-decay, --warmup-epochs, --seed, --lambda, --zero-invariant" in note, note
+
+
 def test_a_resumed_slim_run_reuses_its_seed_and_threads(tmp_path, capsys) -> None:
     """A second-day trial: slim --resume loaded its subset with the default seed (other images than the
     run's seed 5 chose) and the machine's thread count: 0.764 where the run gave 0.77, without a word."""

@@ -357,6 +357,24 @@ def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys)
     ), err
 
 
+def test_a_train_resume_names_an_ignored_finetune_epochs(tmp_path, capsys) -> None:
+    """Options review, finding 4: train --resume --finetune-epochs 3 ignored it without the note (its
+    default 0 was taken for given)."""
+    out = tmp_path / "r"
+    assert main(["train", *DIGITS, "--out", str(out), "--threads", "1"]) == 0
+    ckpt = torch.load(out / "model.pt", weights_only=False)  # a run of 2 epochs stopped after its first
+    ckpt["train_state"]["config"]["epochs"] = 2
+    torch.save(ckpt, out / "model.pt")
+    (out / "report.json").unlink()
+    capsys.readouterr()
+    assert (
+        main(["train", "--resume", "--out", str(out), "--finetune-epochs", "3", "--weight-decay", "0"]) == 0
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert "ignoring --weight-decay, --finetune-epochs" in err, err
+    assert load_model(out / "model.pt").train_state["stage"] == "train"  # (no fine-tune was added)
+
+
 def test_json_parses_and_a_pipe_gets_no_progress_bars_under_force_color(tmp_path) -> None:
     """An automation trial: with FORCE_COLOR=1 (common in CI) rich coloured --json, which no longer
     parsed, and drew live progress bars into a pipe. stdout is plain JSON; a pipe gets epoch lines."""

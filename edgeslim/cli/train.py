@@ -48,9 +48,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
 @click.option(
     "--finetune-epochs",
     type=NONNEG_INT,
-    default=0,
-    show_default=True,
-    help="Fine-tune epochs after --prune-ratio.",
+    help="Fine-tune epochs after --prune-ratio [0].",
 )
 @click.option("--finetune-lr", type=POSITIVE, help="Fine-tune peak learning rate [same as --lr].")
 @click.option(

@@ -348,7 +348,8 @@ def _run(
             for k in ("source", "weights", "head", "data_args", "alignment", "device")
             if k in loaded.meta
         }
-        ignored = [k for k, v in req.options().items() if k not in RESUME_KEEPS and v not in (None, False)]
+        # every option given (a 0 or False too: --lambda 0, --no-zero-invariant, --seed 0 went unnamed)
+        ignored = [k for k, v in req.options().items() if k not in RESUME_KEEPS and v is not None]
         if ignored:
             named = ["the model given" if k == "model" else k for k in ignored]
             say(Notice(f"resume continues with the run's saved settings; ignoring {', '.join(named)}",

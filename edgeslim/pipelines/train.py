@@ -66,7 +66,8 @@ class TrainRequest(CheckedFields):
     prune_ratio: float | None = None
     #: the prune keeps each group's channel count a multiple of this [the default profile's alignment]
     round_to: int | None = None
-    finetune_epochs: int = 0
+    #: fine-tune epochs after the threshold prune (None: 0; given on a resume, it is noted as ignored)
+    finetune_epochs: int | None = None
     finetune_lr: float | None = None
     init_path: Path | None = None
     device: str = "auto"
@@ -175,7 +176,9 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     if resume_ckpt is not None:
         recorded = resume_ckpt.get("meta") or {}
         given = [k for k in _HPARAMS if kw.get(k) is not None] + [
-            k for k in ("lam", "prune_ratio", "round_to", "finetune_lr", "init_path") if kw.get(k) is not None
+            k
+            for k in ("lam", "prune_ratio", "round_to", "finetune_epochs", "finetune_lr", "init_path")
+            if kw.get(k) is not None
         ]
         if given and info.is_main:
             notes.append(Notice(f"resume continues with the checkpoint's settings; ignoring {', '.join(given)}",
@@ -305,7 +308,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     report = run_training(
         model, spec, bundle, config, out_dir,
         prune_ratio=kw["prune_ratio"], round_to=int(resolve_alignment(kw["round_to"], None)["round_to"]),
-        finetune_epochs=kw["finetune_epochs"], finetune_lr=kw["finetune_lr"],
+        finetune_epochs=kw["finetune_epochs"] or 0, finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
     )  # fmt: skip
     return report, spec, bundle
