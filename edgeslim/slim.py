@@ -511,6 +511,14 @@ def at_alignment_floor(report: dict[str, Any]) -> int:
     return len(wide) if floor and all(int(row.get("after_surgery", -1)) == r for row in wide) else 0
 
 
+def _round_to_covers(report: dict[str, Any]) -> int:
+    """The width of the widest BN layer when the run's ``round_to`` (> 1) is not below it (no count can
+    round to fewer than all its channels: nothing can go, whatever the strength); 0 otherwise."""
+    r = int((report.get("slimming") or {}).get("round_to") or 1)
+    widest = max((int(row["channels"]) for row in report.get("layers") or []), default=0)
+    return widest if r > 1 and 0 < widest <= r else 0
+
+
 def _chance_note(chance: float, threshold: float, test_labels: Any) -> str:
     """What chance is and where near it ends, for a person (a trial read "chance 42.9%, below 99.0%
     counts as near" as a contradiction)."""
@@ -617,6 +625,12 @@ def collapse_check(
             f"{report['slimming']['round_to']}, the fewest an aligned layer keeps (round_to): the prox left at most "
             f"that many alive in each, perhaps none, and the alignment rounded them up, so the counts say little; "
             f"{advice}"
+        )
+    elif widest := _round_to_covers(report):
+        msg = (
+            f"round_to ({report['slimming']['round_to']}) is not below the widest BN layer ({widest} channels): "
+            "every layer's kept count rounds up to all its channels, so nothing can be removed; give a smaller "
+            "one (the device's channel multiple, e.g. 16 or 8), not a stronger shrink"
         )
     elif int(report["finalize"]["zeroed"]) == 0 and not budget:
         msg = "no BN scale reached zero, so nothing was removed: " + (

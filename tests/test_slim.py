@@ -373,6 +373,19 @@ def test_layers_held_at_the_alignment_floor_are_said(fmnist_dir: str, tmp_path: 
     assert "--round-to" in err and "lower the --shrink (now 1.5, try 0.5)" in err
 
 
+def test_a_round_to_no_layer_is_narrower_than_is_named_as_the_cause(tmp_path: Path, capsys) -> None:
+    """Options review, finding 5: --round-to 1000 (wider than every layer of vgg-small) kept every channel,
+    and the warning said "raise the --shrink", which cannot help."""
+    out = tmp_path / "r"
+    rc = main(["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--shrink", "1.5", "--round-to", "1000",
+               "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["channels"]["slim"] == report["channels"]["dense"]
+    assert "warning: --round-to (1000) is not below the widest BN layer (128 channels)" in err, err
+    assert "raise the" not in err and "round_to (1000)" in report["collapse"]["message"]
+
+
 def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits, tmp_path: Path) -> None:
     """A researcher tabulating penalties found slimming.params {} for every default (scad's a=3.7, l=1
     unrecorded) and, under a budget, "lam" the default shrink's lambda, not the controller's."""
