@@ -664,6 +664,21 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     atomic_write_text(out / RUN_REPORT_MD, markdown_report(report))
 
 
+def prox_text(slimming: dict[str, Any], history: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """``(penalty, beta)`` as a run's summary says them: a zero-invariant run's penalty acts on each
+    channel's (scale, shift) pair, and a beta ramp says where beta ended (its last epoch's, else
+    ``beta_end``)."""
+    pen = str(slimming.get("penalty"))
+    if slimming.get("zero_invariant"):
+        pen += " on each channel's (scale, shift) pair (zero-invariant)"
+    beta = f"beta {slimming['beta']:g}"
+    if slimming.get("beta_end") is not None:
+        ended = [h["beta"] for h in history or [] if h.get("beta") is not None]
+        end = ended[-1] if ended else slimming["beta_end"]
+        beta += f" grown to {end:g}" if not isinstance(end, str) else f" grown to {end}"
+    return pen, beta
+
+
 def percent(v: float | None) -> str:
     """An accuracy or share as ``84.0%`` (``-`` for None): the terminal's and report.md's."""
     return "-" if v is None else f"{v:.1%}"
@@ -763,9 +778,15 @@ def markdown_report(report: dict[str, Any]) -> str:
     if warnings:
         parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lam = s.get("lam_final", s.get("lam"))
+    pen, beta = prox_text(s, report.get("history"))
+    restart = s.get("recovery_lr")
     training = [
-        f"- penalty {s['penalty']}, lambda {lam:.4g}" + (" (set by the budget controller)" if report.get("budget") else "")
-        + f", beta {s['beta']:g}",
+        f"- penalty {pen}, lambda {lam:.4g}" + (" (set by the budget controller)" if report.get("budget") else "")
+        + f", {beta}",
+        f"- prox_step `{s.get('prox_step')}`, importance `{s.get('importance')}`"
+        + (f", recovery_lr {restart:g} (the recovery restarted at it)" if restart else "")
+        + (", recovery_lr off (the recovery went on with the schedule)"
+           if not restart and (s.get("phase_steps") or {}).get("recovery_steps") else ""),
         f"- {cfg['epochs']} epochs, batch {cfg['batch_size']}, learning rate {cfg['lr']:g} ({cfg['schedule']}), "
         f"seed {cfg['seed']}",
     ]  # fmt: skip

@@ -386,6 +386,28 @@ def test_a_round_to_no_layer_is_narrower_than_is_named_as_the_cause(tmp_path: Pa
     assert "raise the" not in err and "round_to (1000)" in report["collapse"]["message"]
 
 
+def test_the_summary_says_the_ramped_beta_the_pair_penalty_and_the_prox_settings(
+    tmp_path: Path, capsys
+) -> None:
+    """Options review, finding 6: a --beta-end 1000 run was summed up as "beta 100", a --zero-invariant
+    run as "penalty l1", and report.md's Training section left out prox_step, importance and recovery_lr."""
+    out = tmp_path / "r"
+    rc = main(["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--beta-end", "1000", "--zero-invariant",
+               "--importance", "layer", "--out", str(out)])  # fmt: skip
+    title = capsys.readouterr().out.splitlines()[0]
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["history"][-1]["beta"] == pytest.approx(1000)
+    assert "proximal l1 on each channel's (scale, shift) pair (zero-invariant)" in title, title
+    assert title.endswith("beta 100 grown to 1000"), title
+    md = (out / "report.md").read_text()
+    assert "- penalty l1 on each channel's (scale, shift) pair (zero-invariant), lambda" in md, md
+    assert ", beta 100 grown to 1000\n" in md, md
+    lr = report["slimming"]["recovery_lr"]
+    assert f"- prox_step `lr`, importance `layer`, recovery_lr {lr:g} (the recovery restarted at it)" in md, (
+        md
+    )
+
+
 def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits, tmp_path: Path) -> None:
     """A researcher tabulating penalties found slimming.params {} for every default (scad's a=3.7, l=1
     unrecorded) and, under a budget, "lam" the default shrink's lambda, not the controller's."""

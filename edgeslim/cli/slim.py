@@ -241,7 +241,14 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
-    from edgeslim.slim import accuracy_change, accuracy_note, final_steps_note, latency_check_rows, percent
+    from edgeslim.slim import (
+        accuracy_change,
+        accuracy_note,
+        final_steps_note,
+        latency_check_rows,
+        percent,
+        prox_text,
+    )
     from edgeslim.utils.console import err, human, out, print_json, table
 
     if as_json:
@@ -270,8 +277,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         last = (report.get("history") or [{}])[-1]
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
         # (the settings on a line of their own: as the table's title they wrapped mid-phrase at its width)
-        out.print(f"{report['arch']} on {report['data']}: proximal {s['penalty']}, {lam}, beta {s['beta']:g}",
-                  soft_wrap=True)  # fmt: skip
+        pen, beta = prox_text(s, report.get("history"))
+        out.print(f"{report['arch']} on {report['data']}: proximal {pen}, {lam}, {beta}", soft_wrap=True)
         out.print(table(None, ["", "trained (full width, zeros in place)", "slim", "change"], rows))
 
         out.print(accuracy_note(report))
@@ -393,7 +400,7 @@ def _lambda_text(lam: float, budget_lambda: float | None) -> str:
 
 def _print_yolo(report: dict[str, Any]) -> None:
     """The report of a YOLO slimmed in ultralytics' trainer: sparsity per epoch, mAP, surgery."""
-    from edgeslim.slim import budget_reached, budget_warning
+    from edgeslim.slim import budget_reached, budget_warning, prox_text
     from edgeslim.utils.console import human, out, table
 
     s, sg = report["slimming"], report["surgery"]
@@ -408,10 +415,8 @@ def _print_yolo(report: dict[str, Any]) -> None:
     )
     last = s["epochs"][-1] if s["epochs"] else {}
     lam = _lambda_text(s["lam"], last.get("lambda") if budget else None)
-    title = (
-        f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {s['penalty']}, "
-        f"{lam}, beta {s['beta']:g}"
-    )
+    pen, beta = prox_text(s)
+    title = f"{report['arch']} on {report['data']} at {report['imgsz']} px (ultralytics): proximal {pen}, {lam}, {beta}"
     out.print(table(title, cols, rows))
     if budget:
         out.print(
