@@ -168,6 +168,26 @@ def test_cli_config_file_errors(tmp_path: Path, capsys) -> None:
     assert "unknown key 'lamda'" in capsys.readouterr().err
 
 
+def test_a_config_takes_every_option_and_the_command_line_wins_over_it(tmp_path: Path, capsys) -> None:
+    """Options review, finding 7: --config refused image-size and init (options of slim), and a config's
+    lambda with --shrink on the command line was refused as "give --lambda or --shrink, not both" though
+    the docs say command-line flags win."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\nlambda: 0.5\n")
+    base = ["slim", "vgg-small", "--data", "digits", "--config", str(cfg), "--json"]
+    assert main([*base, "--shrink", "0.3", "--out", str(tmp_path / "a")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["slimming"]["shrink"] == 0.3 and rep["slimming"]["lam"] != 0.5
+    cfg.write_text(f"epochs: 1\nshrink: 0.3\ninit: {tmp_path / 'a' / 'trained.pt'}\n")
+    assert main([*base, "--lambda", "0.1", "--out", str(tmp_path / "b")]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["slimming"]["lam"] == 0.1 and rep["slimming"]["shrink"] is None
+    assert rep["source"] == str(tmp_path / "a" / "trained.pt")
+    cfg.write_text("image-size: 16\n")  # read as --image-size is: digits have their own size
+    assert main([*base, "--out", str(tmp_path / "c")]) == 2
+    assert "digits images are 8x8; --image-size applies to image folders" in capsys.readouterr().err
+
+
 def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
     from edgeslim.slim import budget_warning
 

@@ -9,6 +9,7 @@ is turned into the text a user would type and parsed by the option it names
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,17 @@ def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def config_keys(command: click.Command, exclude: Collection[str] = ()) -> dict[str, str]:
+    """Config-file keys -> parameter names: every option of ``command`` but ``exclude`` (parameter names),
+    by its flags without the dashes (``--data-dir``: ``data_dir``; ``--lambda``: ``lambda``)."""
+    return {
+        flag.lstrip("-").replace("-", "_"): p.name
+        for p in command.params
+        if isinstance(p, click.Option) and p.name and p.name not in exclude
+        for flag in p.opts
+    }
 
 
 def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> dict[str, Any]:

@@ -28,26 +28,17 @@ from edgeslim.cli.params import (
     PRECISION,
     RECOVERY_LR,
     Number,
+    config_keys,
     load_config,
 )
 
 PENALTY_CHOICES = ["l1", "lp", "tl1", "mcp", "scad", "group-l1", "group-l2", "group-lp", "group-tl1",
                    "group-mcp", "group-scad"]  # fmt: skip
-#: config-file keys (flat YAML mapping; dashes or underscores) -> click parameter names
-CONFIG_KEYS = {
-    "data": "data_name", "data_dir": "data_dir", "subset": "subset", "test_subset": "test_subset",
-    "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-    "schedule": "schedule", "warmup_epochs": "warmup_epochs", "seed": "seed", "device": "device",
-    "lambda": "lam", "lam": "lam", "shrink": "shrink", "beta": "beta", "penalty": "penalty",
-    "p": "p", "a": "a", "g": "g", "l": "l", "round_to": "round_to", "zero_invariant": "zero_invariant",
-    "threads": "threads", "cache_dir": "cache_dir", "num_classes": "num_classes", "weights": "weights",
-    "target_macs": "target_macs", "target_params": "target_params", "target_latency": "target_latency",
-    "profile": "profile", "latency_table": "latency_table", "latency_batch": "latency_batch",
-    "precision": "precision", "taper_end": "taper_end",
-    "verify_latency": "verify_latency", "cost_exponent": "cost_exponent", "price": "price",
-    "prox_warmup": "prox_warmup", "recovery": "recovery", "prox_step": "prox_step", "beta_end": "beta_end",
-    "recovery_lr": "recovery_lr", "importance": "importance", "imgsz": "imgsz", "mean": "mean", "std": "std",
-}  # fmt: skip
+#: options a config file cannot give: where the run goes and how the command runs (and trust_pickle, which
+#: lets a model file run code: the person at the command line says so)
+COMMAND_LINE_ONLY = ("config_path", "out_dir", "force", "resume", "trust_pickle", "as_json")
+#: options of which one source is taken: one given on the command line drops the config's others
+CONFIG_EXCLUSIVE = (("lam", "shrink"), ("shrink", "target_macs", "target_params", "target_latency"))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -215,8 +206,12 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
     from edgeslim.pipelines.slim import SlimRequest, run
     from edgeslim.utils.console import err, log_lines_when_piped, progress
 
-    cfg = load_config(ctx, config_path, CONFIG_KEYS)
-    options = {**cfg, **{k: v for k, v in opts.items() if v is not None}}
+    cfg = load_config(ctx, config_path, {**config_keys(ctx.command, COMMAND_LINE_ONLY), "lam": "lam"})
+    given = {k: v for k, v in opts.items() if v is not None}
+    for group in CONFIG_EXCLUSIVE:  # (command-line flags win: --shrink over a config's lambda)
+        if given.keys() & set(group):
+            cfg = {k: v for k, v in cfg.items() if k not in group}
+    options = {**cfg, **given}
     options["init"] = options.pop("init_path", None)
     req = SlimRequest.from_options(
         out_dir,
