@@ -399,6 +399,8 @@ def slim_model(
         "max_abs_diff": pr.report["max_abs_diff"],
         "top1_agreement": pr.report["top1_agreement"],
     }
+    if fold := approximate_fold_warning(pr.report):
+        report["verify"]["warning"] = fold
     report["layers"] = list(per_layer.values())
     for key in ("params", "macs", "channels"):
         if report[key]["dense"]:
@@ -517,6 +519,28 @@ def _round_to_covers(report: dict[str, Any]) -> int:
     r = int((report.get("slimming") or {}).get("round_to") or 1)
     widest = max((int(row["channels"]) for row in report.get("layers") or []), default=0)
     return widest if r > 1 and 0 < widest <= r else 0
+
+
+#: an approximate fold that moved the slim outputs this far (or changed a prediction) is a warning
+FOLD_WARN_DIFF = 1e-3
+
+
+def approximate_fold_warning(surgery: dict[str, Any]) -> Notice | str:
+    """One line naming the layers surgery folded removed channels' constants into approximately (a
+    zero-padded conv), where its check on the run's images measured the slim outputs off the trained
+    ones (by more than :data:`FOLD_WARN_DIFF`, or a changed prediction); "" otherwise."""
+    layers = [f["layer"] for f in surgery.get("folded_biases") or [] if not f["exact"]]
+    diff, agree = surgery.get("max_abs_diff"), surgery.get("top1_agreement")
+    if not layers or diff is None or (diff <= FOLD_WARN_DIFF and (agree is None or agree >= 1.0)):
+        return ""
+    names = ", ".join(layers[:5]) + (f" and {len(layers) - 5} more" if len(layers) > 5 else "")
+    agreement = "" if agree is None else f", top-1 agreement {agree:.2%}"
+    return Notice(
+        f"the constants of removed channels were folded approximately into {names} (zero-padded convs: exact "
+        f"away from the border only), so the slim outputs differ from the trained ones by up to {diff:.3g}"
+        f"{agreement}; zero_invariant slimming leaves nothing to fold (exact surgery)",
+        ("zero_invariant",),
+    )
 
 
 def _chance_note(chance: float, threshold: float, test_labels: Any) -> str:
@@ -772,8 +796,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             "once that is fixed."
         )
     warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
-    # (the budget's, and a latency target missed as measured)
-    warnings += [str((report.get(k) or {}).get("warning") or "") for k in ("budget", "latency")]
+    # (an approximate fold the check measured, the budget's, and a latency target missed as measured)
+    warnings += [str((report.get(k) or {}).get("warning") or "") for k in ("verify", "budget", "latency")]
     warnings = [w for w in warnings if w]
     if warnings:
         parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]

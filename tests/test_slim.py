@@ -428,6 +428,24 @@ def test_the_summary_says_the_ramped_beta_the_pair_penalty_and_the_prox_settings
     )
 
 
+def test_an_approximate_fold_that_moved_the_outputs_is_a_warning_naming_the_layers(
+    tmp_path: Path, capsys
+) -> None:
+    """Options review, finding 8: without zero_invariant and a recovery, folds into zero-padded 3x3
+    convs changed test predictions (max |logit diff| 0.578) and no warning named the layers, though
+    docs/slimming.md says one does (prune_with_report logs it at info on real images)."""
+    out = tmp_path / "r"
+    rc = main(["slim", "vgg-small", "--data", "digits", "--target-macs", "0.4", "--epochs", "2", "--batch-size", "32",
+               "--prox-warmup", "0", "--recovery", "0", "--round-to", "1", "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    report = json.loads((out / "report.json").read_text())
+    inexact = [f["layer"] for f in report["surgery"]["folded_biases"] if not f["exact"]]
+    assert rc == 0 and inexact and report["verify"]["top1_agreement"] < 1.0, report["verify"]
+    line = f"warning: the constants of removed channels were folded approximately into {', '.join(inexact)}"
+    assert line in err and "--zero-invariant slimming leaves nothing to fold" in err, err
+    assert report["verify"]["warning"] in (out / "report.md").read_text()
+
+
 def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits, tmp_path: Path) -> None:
     """A researcher tabulating penalties found slimming.params {} for every default (scad's a=3.7, l=1
     unrecorded) and, under a budget, "lam" the default shrink's lambda, not the controller's."""

@@ -99,7 +99,10 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
         (["--arch", "vgg-small", "--data", "fashion-mnits"], "unknown data set"),
         (["--arch", "vgg-small", "--data", "digits", "--lambda", "1e-4"], "--method subgradient"),
         (["--arch", "vgg-small", "--data", "digits", "--finetune-epochs", "2"], "--prune-ratio"),
-        (["--arch", "vgg-small", "--data", "digits", "--method", "prx"], "unknown training method"),
+        (
+            ["--arch", "vgg-small", "--data", "digits", "--method", "prx"],
+            "--method 'prx' is unknown to train",
+        ),
         (
             ["--arch", "vgg-small", "--data", "digits", "--lr", "-1"],
             "'--lr': '-1' is out of range: it must be > 0",
@@ -133,6 +136,26 @@ def test_options_train_would_ignore_are_refused(tmp_path, capsys, args, needle) 
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "foo"], "--method 'foo' is unknown to train, which takes baseline or subgradient"),
+        (
+            ["--warmup-epochs", "5"],
+            "--warmup-epochs (5) is not below --epochs (1): the whole run would be warm-up",
+        ),
+    ],
+)
+def test_train_lists_its_own_methods_and_refuses_a_run_of_warm_up(tmp_path, capsys, args, needle) -> None:
+    """Options review, finding 8: --method foo listed "baseline, mask, proximal, subgradient" (train
+    refuses mask and proximal), and --warmup-epochs 5 with --epochs 1 ran without a word."""
+    out = tmp_path / "o"
+    rc = main(["train", "--arch", "vgg-small", "--data", "digits", "--epochs", "1", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert "mask" not in err and not out.exists()
 
 
 def test_unwritable_out_and_channel_mismatch(tmp_path, capsys):

@@ -353,9 +353,9 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
     if report.get("rebuilds_from"):
         err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
-    warning = (report.get("budget") or {}).get("warning")
-    if warning:
-        err.print(f"[yellow]warning:[/] {notice(warning, slim)}", soft_wrap=True)
+    for key in ("verify", "budget"):
+        if warning := (report.get(key) or {}).get("warning"):
+            err.print(f"[yellow]warning:[/] {notice(warning, slim)}", soft_wrap=True)
     msg = report.get("collapse", {}).get("message")
     if msg:
         err.print(f"[yellow]warning:[/] {notice(msg, slim)}", soft_wrap=True)

@@ -169,6 +169,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     from edgeslim.models import create_model
     from edgeslim.models.registry import ModelSpec
     from edgeslim.train.config import TrainConfig
+    from edgeslim.train.methods import list_methods
     from edgeslim.train.pipeline import run_training
 
     recipe = None
@@ -216,6 +217,11 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         hp = {k: kw[k] for k in _HPARAMS if kw.get(k) is not None}
         hp["device"] = kw["device"]
         method = hp.get("method", "baseline")
+        if method not in list_methods():  # (the registry's list names proximal and mask, refused below)
+            raise EdgeslimError(
+                f"method {method!r} is unknown to train, which takes baseline or subgradient",
+                param="method",
+            )
         if method == "proximal":  # (a trainer method for the Python API; the command is slim)
             slim = Step("slim")
             raise EdgeslimError(
@@ -239,6 +245,12 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             hp["method_args"] = {"lam": kw["lam"]}
         config = TrainConfig(**hp)
         data_seed = config.seed
+        if config.warmup_epochs and config.warmup_epochs >= config.epochs:
+            raise EdgeslimError(
+                f"warmup_epochs ({config.warmup_epochs:g}) is not below epochs ({config.epochs}): the whole run would "
+                "be warm-up, its learning rate only rising; give fewer warm-up epochs or train longer",
+                param=("warmup_epochs", "epochs"),
+            )
         if kw["prune_ratio"] is None and kw["finetune_epochs"]:
             raise EdgeslimError(
                 "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
