@@ -4,7 +4,7 @@ Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
 :func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
 forward hooks. The total and any other module are counted by an external counter, which also
 cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
-to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, and scaled dot-product
+to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, the ``add*mm``/``addmv`` family, and scaled dot-product
 attention, priced here from its shapes in both counters); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
 so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
@@ -135,6 +135,13 @@ def _matmul_macs(a: Sequence[int], out: Sequence[int]) -> int:
     return math.prod(out) * (a[-1] if a else 1)
 
 
+def _addmatmul_macs(a: Sequence[int], b: Sequence[int]) -> int:
+    """MACs of ``addmm``, ``addmv``, ``baddbmm`` or ``addbmm`` on the product's operands of shapes
+    ``a`` and ``b``: each element of ``a`` meets every column of ``b`` (a vector's one); the added
+    input costs no multiply, and ``addbmm``'s sum over the batch counts every batch's product."""
+    return math.prod(a) * (b[-1] if len(b) > 1 else 1)
+
+
 def _einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
     """MACs of an einsum contracted left to right: each pairwise step multiplies over every index of its
     two operands (a step that sums nothing, an outer product, counts its multiplies)."""
@@ -179,6 +186,14 @@ def _fvcore_matmul(inputs: list, outputs: list) -> int:
     return _matmul_macs(get_shape(inputs[0]), get_shape(outputs[0]))
 
 
+def _fvcore_addmatmul(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::addmm``, ``addmv``, ``baddbmm`` and ``addbmm`` (fvcore has only
+    ``addmm``): ``nn.MultiheadAttention`` with a mask computes ``Q K^T`` by ``baddbmm``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _addmatmul_macs(get_shape(inputs[1]), get_shape(inputs[2]))
+
+
 def _fvcore_einsum(inputs: list, outputs: list) -> int:
     """fvcore handle of ``aten::einsum`` (fvcore's own counts half of a product that sums nothing)."""
     from fvcore.nn.jit_handles import get_shape
@@ -200,6 +215,13 @@ def _flop_counter_matmul(
     return 2 * _matmul_macs(a, out_shape)
 
 
+def _flop_counter_addmatmul(
+    inp: Sequence[int], a: Sequence[int], b: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs formula of ``aten.addmv`` and ``aten.addbmm`` (FlopCounterMode has none)."""
+    return 2 * _addmatmul_macs(a, b)
+
+
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
     """Per-module MACs (conv/linear/matmul only) and the non-MAC op count, via fvcore."""
     with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns about its deprecation
@@ -209,6 +231,8 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
         fca = FlopCountAnalysis(model, x)
         fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa, "aten::einsum", _fvcore_einsum)
         fca.set_op_handle(**{op: _fvcore_matmul for op in ("aten::matmul", "aten::mv", "aten::dot")})
+        added = ("aten::addmm", "aten::addmv", "aten::baddbmm", "aten::addbmm")
+        fca.set_op_handle(**{op: _fvcore_addmatmul for op in added})
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         per = fca.by_module_and_operator()
@@ -228,6 +252,7 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     )
     custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
     custom.update({aten.mv: _flop_counter_matmul, aten.dot: _flop_counter_matmul})
+    custom.update({aten.addmv: _flop_counter_addmatmul, aten.addbmm: _flop_counter_addmatmul})
     with FlopCounterMode(display=False, custom_mapping=custom) as fc:
         model(x)
     root = type(model).__name__
