@@ -242,7 +242,10 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
 
 
 def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """Per-module MACs via torch's FlopCounterMode (FLOPs / 2)."""
+    """Per-module MACs via torch's FlopCounterMode (FLOPs / 2), booked the way fvcore books them: each
+    op on the innermost of the model's modules running it, a module's count its own plus its
+    descendants' under its first name (FlopCounterMode's own per-module counts book a module shared by
+    two parents under the last one entered, so the parents' rows did not add up)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
@@ -253,16 +256,41 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
     custom.update({aten.mv: _flop_counter_matmul, aten.dot: _flop_counter_matmul})
     custom.update({aten.addmv: _flop_counter_addmatmul, aten.addbmm: _flop_counter_addmatmul})
-    with FlopCounterMode(display=False, custom_mapping=custom) as fc:
-        model(x)
-    root = type(model).__name__
+    names = dict((id(m), name) for name, m in reversed(list(model.named_modules())))  # (the first name)
+    own: dict[str, int] = {}
+    stack: list[list[int]] = []  # per running module: FLOPs so far when it started, its children's FLOPs
+
+    def pre(m: nn.Module, args: Any) -> None:
+        if id(m) in names:
+            stack.append([fc.get_total_flops(), 0])
+
+    def post(m: nn.Module, args: Any, out: Any) -> None:
+        if id(m) in names and stack:
+            start, children = stack.pop()
+            spent = fc.get_total_flops() - start
+            own[names[id(m)]] = own.get(names[id(m)], 0) + spent - children
+            if stack:
+                stack[-1][1] += spent
+
+    fc = FlopCounterMode(display=False, custom_mapping=custom)
+    hooks = [
+        nn.modules.module.register_module_forward_pre_hook(pre),
+        nn.modules.module.register_module_forward_hook(post),
+    ]
+    try:
+        with fc:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    total = fc.get_total_flops()
+    own[""] = total - sum(v for k, v in own.items() if k)  # (a TorchScript model's submodules: no hooks)
     macs: dict[str, int] = {}
-    for key, ops in fc.get_flop_counts().items():
-        if key == "Global":
-            continue
-        name = "" if key == root else key[len(root) + 1 :] if key.startswith(root + ".") else key
-        macs[name] = int(sum(ops.values())) // 2
-    return macs
+    for name, flops in own.items():  # (on the module and every ancestor)
+        parts = name.split(".") if name else []
+        for i in range(len(parts) + 1):
+            macs[".".join(parts[:i])] = macs.get(".".join(parts[:i]), 0) + flops
+    return {name: int(v) // 2 for name, v in macs.items()}
 
 
 #: the MAC counters by name: (per-module MACs, the non-MAC op count)
@@ -274,7 +302,8 @@ _COUNTERS = {
 
 def _booked_below(m: nn.Module, name: str, macs: dict[str, int]) -> int:
     """The MACs a counter books on the nearest descendants of ``m`` (named ``name``) it has an entry
-    for: a ``ModuleList``, never called, has none under FlopCounterMode, so its children's count."""
+    for: a child without one (a module shared with an earlier parent, booked under its first name)
+    counts its own children's."""
     total = 0
     for c, child in m.named_children():
         full = f"{name}.{c}" if name else c

@@ -282,3 +282,31 @@ def test_rows_add_up_to_the_total_under_both_counters():
         assert [(r.name, r.macs) for r in fv.layers] == [(r.name, r.macs) for r in fc.layers]
     attn = {r.name: r for r in fv.layers}["blocks.0.attn"]
     assert attn.params == 0 and attn.macs == 2 * 5 * 5 * 192  # (its qkv and proj have rows of their own)
+
+
+class SharedChild(nn.Module):
+    """One Linear in two Sequentials (called twice from each), a head whose weight a second Linear
+    ties, and a parent with a matmul of its own beside the shared child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lin = nn.Linear(16, 16)
+        self.a, self.b = nn.Sequential(nn.Linear(12, 16), lin), nn.Sequential(lin, nn.ReLU())
+        self.head, self.tied = nn.Linear(16, 12), nn.Linear(16, 12, bias=False)
+        self.tied.weight = self.head.weight
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.tied(self.b(self.a(x))) + self.head(self.b(self.a(x))) @ torch.ones(12, 12)
+
+
+def test_rows_add_up_to_the_total_with_a_module_two_parents_share():
+    """The new-code review (finding 3): FlopCounterMode books a module two parents share under the
+    parent entered last, so the first parent's row kept the shared child's MACs too: rows 2,304
+    against a total of 1,792. Both counters book it under its first name now, as fvcore does."""
+    macs = 2 * (12 * 16 + 16 * 16) + 2 * 16 * 16 + 2 * 16 * 12 + 12 * 12
+    fv, fc = (count_model(SharedChild(), (1, 3, 4), counter=c) for c in ("fvcore", "flop_counter"))
+    assert fv.macs == fc.macs == macs
+    assert sum(r.macs for r in fv.layers) == sum(r.macs for r in fc.layers) == macs
+    assert [(r.name, r.macs) for r in fv.layers] == [(r.name, r.macs) for r in fc.layers]
+    assert {r.name: r.macs for r in fc.layers}["a.1"] == 4 * 16 * 16  # (all four calls)
