@@ -295,6 +295,30 @@ def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
         os.umask(old)
 
 
+def test_a_set_written_over_earlier_files_keeps_their_modes(tmp_path):
+    """The new-code review (finding 4): a forced export or prune made a replaced private file (0600)
+    0644, and a 0664 one 0644: the staged file got the mode of a new file and the rename kept it.
+    Each file of a set keeps the mode of the file it replaces; a new one gets what ``open()`` gives."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    files = {name: tmp_path / name for name in ("private.onnx", "shared.pt", "new.json")}
+    files["private.onnx"].write_text("old")
+    files["private.onnx"].chmod(0o600)
+    files["shared.pt"].write_text("old")
+    files["shared.pt"].chmod(0o664)
+    old = os.umask(0o022)
+    try:
+        with writing(files.values(), replace=True) as stage:
+            atomic_write_text(stage(files["private.onnx"]), "new")  # (the atomic writer)
+            stage(files["shared.pt"]).write_text("new")  # (a library writing the file itself)
+            atomic_write_text(stage(files["new.json"]), "{}")
+    finally:
+        os.umask(old)
+    modes = {name: p.stat().st_mode & 0o777 for name, p in files.items()}
+    assert modes == {"private.onnx": 0o600, "shared.pt": 0o664, "new.json": 0o644}
+    assert all(p.read_text() != "old" for p in files.values())
+
+
 @pytest.mark.parametrize(
     "command",
     [

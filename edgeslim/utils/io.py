@@ -162,7 +162,7 @@ class Staging:
 def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[Staging]:
     """The block writes the set of files ``paths``, each to ``stage(path)`` (the :class:`Staging` it
     yields: a hidden folder beside the file); when the block ends without an error they are renamed to
-    ``paths`` together, and with ``replace`` (an overwrite that was asked for) the earlier files of the
+    ``paths`` together (each with the mode of the file it replaces), and with ``replace`` (an overwrite that was asked for) the earlier files of the
     set it did not write, and those it :meth:`~Staging.drop` s, are removed: the set is never part this
     run's, part an earlier one's. A block that raises (a refusal, an error, a stop) publishes nothing:
     the earlier files stay as they were (a forced export failing at its INT8 step had replaced the ONNX
@@ -219,6 +219,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
         yield stage
         for t in targets:  # (a folder the block could not claim: its files were written in place)
             if t.parent in stage.dirs and stage(t).is_file():
+                _keep_mode(stage(t), t)
                 os.replace(stage(t), t)
             elif replace and t.parent in stage.dirs:
                 with contextlib.suppress(FileNotFoundError):
@@ -246,6 +247,16 @@ def _file_mode(final: Path) -> int:
         return final.stat().st_mode & 0o7777
     except OSError:
         return 0o666 & ~_umask()
+
+
+def _keep_mode(new: Path, old: Path) -> None:
+    """Give ``new`` the mode of ``old``, the file it is renamed over (a private file stays private, as
+    a write in place would keep it); nothing where ``old`` does not exist."""
+    try:
+        mode = old.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return
+    os.chmod(new, mode)
 
 
 def _umask() -> int:
