@@ -319,6 +319,22 @@ def test_a_set_written_over_earlier_files_keeps_their_modes(tmp_path):
     assert all(p.read_text() != "old" for p in files.values())
 
 
+def test_a_folder_named_like_a_staging_folder_that_edgeslim_did_not_make_is_kept(tmp_path):
+    """The new-code review (finding 5): the sweep of dead runs' staging folders removed any folder
+    named like one (a user's `.edgeslim-stage-mydata12/notes.txt`, an hour old, gone silently). Only a
+    folder edgeslim marked as its staging folder is removed now."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    mine = tmp_path / ".edgeslim-stage-mydata12"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    os.utime(mine, (time.time() - 3600, time.time() - 3600))
+    with writing([tmp_path / "m.json"]) as stage:
+        atomic_write_text(stage(tmp_path / "m.json"), "{}")
+    assert (mine / "notes.txt").read_text() == "precious" and (tmp_path / "m.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "m.json"]
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -175,7 +175,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
     import fcntl
     import shutil
 
-    from edgeslim.utils.tmpfiles import STAGE_PREFIX, sweep_stale_stages
+    from edgeslim.utils.tmpfiles import STAGE_PREFIX, mark_stage, sweep_stale_stages
 
     targets = [Path(p) for p in dict.fromkeys(paths)]
     made: list[Path] = []  # the top-most missing folder above each target
@@ -216,6 +216,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                     d = stage.dirs[t.parent] = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=t.parent))
                     held.append(os.open(d, os.O_RDONLY))
                     fcntl.flock(held[-1], fcntl.LOCK_SH)
+                    mark_stage(d)  # (after the lock: a marked folder nobody locks is a dead run's)
         yield stage
         for t in targets:  # (a folder the block could not claim: its files were written in place)
             if t.parent in stage.dirs and stage(t).is_file():
