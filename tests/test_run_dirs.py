@@ -335,6 +335,39 @@ def test_a_folder_named_like_a_staging_folder_that_edgeslim_did_not_make_is_kept
     assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "m.json"]
 
 
+_KILLED_WRITER = """
+import sys, time
+from edgeslim.utils.io import writing
+with writing(sys.argv[1:], replace=True) as stage:
+    stage(sys.argv[1]).write_bytes(bytes(100_000))
+    print(stage(sys.argv[1]).parent, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_run_restarted_at_once_after_a_kill_removes_what_the_killed_one_left(tmp_path):
+    """The new-code review (finding 6): `kill -9` and an immediate rerun left the killed run's staging
+    folder (a full-size model copy: only folders 5 s old were swept, though its flock already proves it
+    unused) and the lock files of outputs the rerun removed without writing. A marked folder no one
+    locks goes whatever its age, and the rerun removes the unheld locks of the files it drops."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    onnx_path, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    int8.write_text("an earlier export's")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(onnx_path), str(int8)], stdout=subprocess.PIPE, env=_env()
+    )
+    left = Path(proc.stdout.readline().decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert left.is_dir() and (tmp_path / ".m.int8.onnx.edgeslim.lock").exists()
+    with writing([onnx_path], replace=True) as stage:  # (at once: the folder is under 5 s old)
+        assert not left.exists()
+        atomic_write_text(stage(onnx_path), "onnx")
+        stage.drop(int8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 @pytest.mark.parametrize(
     "command",
     [

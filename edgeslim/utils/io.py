@@ -228,6 +228,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
         for p in stage.dropped:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+            _remove_unheld_lock(p.with_name(f".{p.name}.edgeslim.lock"))  # (a killed writer's)
     except BaseException as exc:
         release()
         # the files named as they are published (a message, an OS error's file names)
@@ -440,6 +441,26 @@ def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
                 os.close(fd)
                 raise
             return fd
+        os.close(fd)
+
+
+def _remove_unheld_lock(lock: Path) -> None:
+    """Remove the lock file ``lock`` of an output file if no run holds it (one a killed run left);
+    removed under our own ``flock``, so a run that opened it meanwhile re-checks the path
+    (:func:`_locked_file`) and locks a new one."""
+    import fcntl
+
+    try:
+        fd = _open_lock(lock, os.O_RDONLY)
+    except (OSError, EdgeslimError):  # (none there, or not a lock file: left alone)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            lock.unlink()
+    except OSError:  # (held by a running writer, or gone meanwhile)
+        pass
+    finally:
         os.close(fd)
 
 

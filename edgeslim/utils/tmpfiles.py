@@ -148,13 +148,12 @@ def _marked(path: Path) -> bool:
 
 def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
     """Remove the staging folders (:data:`STAGE_PREFIX`) in ``directory`` that dead writers left: those
-    that edgeslim marked (:func:`mark_stage`), that no process holds an ``flock`` on (``writing`` holds
-    one on its folder from before the mark until it removes the folder) and last changed before the
-    cutoff of :func:`sweep_stale_tmp`; return the paths removed. A folder without the mark, a user's
+    that edgeslim marked (:func:`mark_stage`) and that no process holds an ``flock`` on (``writing``
+    holds one on its folder from before the mark until it removes the folder), whatever their age (a
+    run restarted at once after a kill); return the paths removed. A folder without the mark, a user's
     own of a matching name, is left alone."""
     import shutil
 
-    cutoff = max(process_start_time(), time.time() - STALE_AFTER_S)
     pat = re.compile(re.escape(STAGE_PREFIX) + r"[a-z0-9_]{8}")
     removed: list[Path] = []
     try:
@@ -164,12 +163,7 @@ def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
     for entry in entries:
         path = Path(directory) / entry.name
         with contextlib.suppress(OSError):
-            if (
-                pat.fullmatch(entry.name)
-                and entry.is_dir(follow_symlinks=False)
-                and entry.stat().st_mtime < cutoff
-                and _marked(path)
-            ):
+            if pat.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False) and _marked(path):
                 if not _locked(path):
                     shutil.rmtree(path)
                     removed.append(path)
