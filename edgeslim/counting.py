@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeslim.channels.cost import forward_batch, layer_macs, layer_params, positions_per_sample
+from edgeslim.channels.cost import einsum_macs, forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, unfused_attention
@@ -142,29 +142,6 @@ def _addmatmul_macs(a: Sequence[int], b: Sequence[int]) -> int:
     return math.prod(a) * (b[-1] if len(b) > 1 else 1)
 
 
-def _einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
-    """MACs of an einsum contracted left to right: each pairwise step multiplies over every index of its
-    two operands (a step that sums nothing, an outer product, counts its multiplies)."""
-    lhs, arrow, out = equation.replace(" ", "").partition("->")
-    terms, sizes = lhs.split(","), {}
-    for i, (term, shape) in enumerate(zip(terms, shapes)):
-        if "..." in term:  # (the ellipsis' dims, named right-aligned by characters no equation uses)
-            n = len(shape) - len(term) + 3
-            term = term.replace("...", "".join(chr(0x1000 + n - 1 - j) for j in range(n)))
-            terms[i] = term
-        for c, d in zip(term, shape):
-            sizes[c] = max(sizes.get(c, 1), int(d))
-    if not arrow:  # (implicit output: the indices used once)
-        out = "".join(c for c in sizes if "".join(terms).count(c) == 1)
-    keep = set(out) | {c for c in sizes if ord(c) >= 0x1000}
-    left, total = terms[0], 0
-    for i, right in enumerate(terms[1:], 1):
-        total += math.prod(sizes[c] for c in set(left) | set(right))
-        later = keep | set("".join(terms[i + 1 :]))
-        left = "".join(c for c in dict.fromkeys(left + right) if c in later)
-    return total
-
-
 def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
     """MACs of scaled dot-product attention on query/key/value of shapes ``q``, ``k``, ``v``
     (``(..., L, E)``, ``(..., S, E)``, ``(..., S, Ev)``): ``Q K^T`` and the weights times ``V``."""
@@ -198,7 +175,7 @@ def _fvcore_einsum(inputs: list, outputs: list) -> int:
     """fvcore handle of ``aten::einsum`` (fvcore's own counts half of a product that sums nothing)."""
     from fvcore.nn.jit_handles import get_shape
 
-    return _einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+    return einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
 
 
 def _flop_counter_sdpa(
