@@ -309,6 +309,28 @@ def test_einsum_is_priced_and_control_flow_running_macs_is_unknown(tmp_path, cap
     assert onnx_cost(_save(tmp_path, "light", nodes, [x], [w, cond])).macs == 4 * 27 * 36
 
 
+def test_the_warning_on_a_dynamic_height_names_it_and_the_fix(tmp_path, caplog):
+    """The new-code review (finding 8): for an ONNX of dynamic H and W the warning said the sizes "could
+    not be read from an ONNX Runtime run", though no run is tried at an unknown input size, and the
+    prediction's refusal of unknown sizes said to install onnxruntime or simplify the file. Both name
+    the dynamic input and the fix, a fixed input size, now."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    with caplog.at_level("WARNING", logger="edgeslim.bench.onnx_cost"):
+        cost = onnx_cost(_save(tmp_path, "dyn", [helper.make_node("Conv", ["x", "w"], ["y"])], [x], [w]))
+    want = "input 'x' has a dynamic size (H, W); export with a fixed input size"
+    assert cost.macs is None and cost.why.endswith(want)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'dyn.onnx'}: the sizes of 1 layer(s) (Conv_0) are unknown: {want}; its MACs and bytes "
+        "are reported as unknown"
+    ]
+
+
 def test_an_onnx_whose_external_weights_are_missing_is_named_so(tmp_path, capsys):
     """A trial's ONNX kept its weights in a .data file that was not copied along: onnx's own text
     came through with no fix."""

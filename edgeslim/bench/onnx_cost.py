@@ -312,10 +312,7 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     cost.unknown = unsized + in_flow
     causes = []
     if unsized:
-        causes.append(
-            f"the sizes of {len(unsized)} layer(s) ({_some(unsized)}) are unknown to ONNX shape inference and "
-            "could not be read from an ONNX Runtime run; simplify the file with onnxslim"
-        )
+        causes.append(f"the sizes of {len(unsized)} layer(s) ({_some(unsized)}) {_unsized_cause(model)}")
     if in_flow:
         causes.append(
             f"{len(in_flow)} If/Loop/Scan node(s) ({_some(in_flow)}) run MAC operators in subgraphs, whose "
@@ -325,6 +322,27 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     if cost.unknown:
         log.warning("%s: %s; its MACs and bytes are reported as unknown", source, cost.why)
     return cost
+
+
+def _unsized_cause(model) -> str:
+    """Why layer sizes of ``model`` (at batch 1) stayed unknown, and the fix: a dynamic input size
+    (no ONNX Runtime run is tried), onnxruntime missing, or a run that failed."""
+    import importlib.util
+
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        dims = value_dims(vi)
+        if vi.name not in inits and not _known(dims):
+            which = ", ".join(str(d) for d in (dims or [])[1:] if not isinstance(d, int)) or "its shape"
+            return (
+                f"are unknown: input '{vi.name}' has a dynamic size ({which}); export with a fixed input size"
+            )
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "are unknown to ONNX shape inference; install onnxruntime to read them from a run"
+    return (
+        "are unknown to ONNX shape inference and ONNX Runtime could not run the file to read them; "
+        "simplify the file with onnxslim"
+    )
 
 
 def _some(names: list[str]) -> str:
