@@ -331,6 +331,28 @@ def test_the_warning_on_a_dynamic_height_names_it_and_the_fix(tmp_path, caplog):
     ]
 
 
+def test_the_batch_of_a_file_is_its_image_inputs_not_its_first_input(tmp_path):
+    """The new-code review (finding 7): onnx_cost took dim 0 of the first graph input as the batch, also
+    when that input is no batch (inputs `scale[3]` then `img[4,3,64,64]`: per-sample MACs divided by 3,
+    197,401,260 against 148,050,944). The batch is the one the image-like inputs (rank >= 3) agree on;
+    where they disagree the MACs are unknown, saying so."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    scale = helper.make_tensor_value_info("scale", TensorProto.FLOAT, [6])
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [4, 3, 8, 8])
+    nodes = [helper.make_node("Conv", ["img", "w"], ["c"]), helper.make_node("Add", ["c", "scale"], ["y"])]
+    cost = onnx_cost(_save(tmp_path, "scaled", nodes, [scale, img], [w]))
+    assert cost.macs == 8 * 27 * 36  # (per sample: 6x6 positions)
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 8, 1, 1])
+    nodes = [helper.make_node("Conv", ["img", "w"], ["c"]), helper.make_node("Mul", ["c", "mask"], ["y"])]
+    cost = onnx_cost(_save(tmp_path, "clash", nodes, [img, mask], [w]))
+    assert cost.macs is None and cost.why.startswith("the inputs disagree on the batch ('img' 4, 'mask' 2)")
+
+
 def test_an_onnx_whose_external_weights_are_missing_is_named_so(tmp_path, capsys):
     """A trial's ONNX kept its weights in a .data file that was not copied along: onnx's own text
     came through with no fix."""

@@ -161,10 +161,16 @@ def _runs_macs_inside(node) -> bool:
     return False
 
 
-def _fixed_batch(inputs: dict[str, list | None]) -> int | None:
-    """The batch a file was exported at (the first input's fixed dim 0; None: a dynamic batch)."""
-    first = next(iter(inputs.values()), None)
-    return first[0] if first and isinstance(first[0], int) and first[0] > 1 else None
+def _fixed_batch(inputs: dict[str, list | None]) -> tuple[int | None, str]:
+    """The batch a file was exported at: the fixed dim 0 (> 1) its image-like inputs (rank >= 3; every
+    input where none is) agree on, None for a dynamic batch (or 1); and, where they disagree, why (the
+    batch is unknown then)."""
+    ranked = {n: d for n, d in inputs.items() if d and len(d) >= 3} or {n: d for n, d in inputs.items() if d}
+    fixed = {n: d[0] for n, d in ranked.items() if isinstance(d[0], int) and d[0] > 1}
+    if len(set(fixed.values())) > 1:
+        named = ", ".join(f"'{n}' {b}" for n, b in fixed.items())
+        return None, f"the inputs disagree on the batch ({named}); export every input at one batch"
+    return next(iter(fixed.values()), None), ""
 
 
 def _padded(c: object, multiple: int) -> object:
@@ -234,7 +240,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     )
     # counted at the batch the graph runs at (a fixed batch, else 1), over it: per sample (a graph that
     # folds tokens or patches into dim 0, MobileViT's, has no dim 0 that is the batch)
-    batch = _fixed_batch(cost.input_shapes) or 1
+    batch, clash = _fixed_batch(cost.input_shapes)
+    batch = batch or 1
     per_input = set(cost.input_shapes)  # the values computed from the inputs (not from weights alone)
     for n in g.node:
         if per_input.intersection(n.input):
@@ -309,8 +316,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         )
         total = w + sum(act_bytes(v) for v in kernel.reads) + sum(act_bytes(v) for v in kernel.writes)
         cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
-    cost.unknown = unsized + in_flow
-    causes = []
+    cost.unknown = [layer.name for layer in cost.layers] if clash else unsized + in_flow
+    causes = [clash] if clash else []
     if unsized:
         causes.append(f"the sizes of {len(unsized)} layer(s) ({_some(unsized)}) {_unsized_cause(model)}")
     if in_flow:
