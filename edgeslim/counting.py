@@ -4,7 +4,7 @@ Conv, Linear and BatchNorm rows are priced by edgeslim's one counter,
 :func:`edgeslim.channels.cost.layer_macs` / :func:`~edgeslim.channels.cost.layer_params`, from
 forward hooks. The total and any other module are counted by an external counter, which also
 cross-checks the rows: MACs come from fvcore's ``FlopCountAnalysis`` (one fused multiply-add counts as 1), restricted
-to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, and scaled dot-product
+to the multiply-accumulate operators (conv, linear, matmul, einsum, bmm, the ``add*mm``/``addmv`` family, and scaled dot-product
 attention, priced here from its shapes in both counters); fvcore's extra counts
 for norms, pools and upsampling are reported separately as ``other_ops``. fvcore is unmaintained,
 so it stays behind this module: without it, :class:`torch.utils.flop_counter.FlopCounterMode`
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeslim.channels.cost import forward_batch, layer_macs, layer_params, positions_per_sample
+from edgeslim.channels.cost import einsum_macs, forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, unfused_attention
@@ -135,27 +135,11 @@ def _matmul_macs(a: Sequence[int], out: Sequence[int]) -> int:
     return math.prod(out) * (a[-1] if a else 1)
 
 
-def _einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
-    """MACs of an einsum contracted left to right: each pairwise step multiplies over every index of its
-    two operands (a step that sums nothing, an outer product, counts its multiplies)."""
-    lhs, arrow, out = equation.replace(" ", "").partition("->")
-    terms, sizes = lhs.split(","), {}
-    for i, (term, shape) in enumerate(zip(terms, shapes)):
-        if "..." in term:  # (the ellipsis' dims, named right-aligned by characters no equation uses)
-            n = len(shape) - len(term) + 3
-            term = term.replace("...", "".join(chr(0x1000 + n - 1 - j) for j in range(n)))
-            terms[i] = term
-        for c, d in zip(term, shape):
-            sizes[c] = max(sizes.get(c, 1), int(d))
-    if not arrow:  # (implicit output: the indices used once)
-        out = "".join(c for c in sizes if "".join(terms).count(c) == 1)
-    keep = set(out) | {c for c in sizes if ord(c) >= 0x1000}
-    left, total = terms[0], 0
-    for i, right in enumerate(terms[1:], 1):
-        total += math.prod(sizes[c] for c in set(left) | set(right))
-        later = keep | set("".join(terms[i + 1 :]))
-        left = "".join(c for c in dict.fromkeys(left + right) if c in later)
-    return total
+def _addmatmul_macs(a: Sequence[int], b: Sequence[int]) -> int:
+    """MACs of ``addmm``, ``addmv``, ``baddbmm`` or ``addbmm`` on the product's operands of shapes
+    ``a`` and ``b``: each element of ``a`` meets every column of ``b`` (a vector's one); the added
+    input costs no multiply, and ``addbmm``'s sum over the batch counts every batch's product."""
+    return math.prod(a) * (b[-1] if len(b) > 1 else 1)
 
 
 def _sdpa_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
@@ -179,11 +163,19 @@ def _fvcore_matmul(inputs: list, outputs: list) -> int:
     return _matmul_macs(get_shape(inputs[0]), get_shape(outputs[0]))
 
 
+def _fvcore_addmatmul(inputs: list, outputs: list) -> int:
+    """fvcore handle of ``aten::addmm``, ``addmv``, ``baddbmm`` and ``addbmm`` (fvcore has only
+    ``addmm``): ``nn.MultiheadAttention`` with a mask computes ``Q K^T`` by ``baddbmm``."""
+    from fvcore.nn.jit_handles import get_shape
+
+    return _addmatmul_macs(get_shape(inputs[1]), get_shape(inputs[2]))
+
+
 def _fvcore_einsum(inputs: list, outputs: list) -> int:
     """fvcore handle of ``aten::einsum`` (fvcore's own counts half of a product that sums nothing)."""
     from fvcore.nn.jit_handles import get_shape
 
-    return _einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
+    return einsum_macs(inputs[0].toIValue(), [get_shape(v) for v in inputs[1].node().inputs()])
 
 
 def _flop_counter_sdpa(
@@ -200,6 +192,13 @@ def _flop_counter_matmul(
     return 2 * _matmul_macs(a, out_shape)
 
 
+def _flop_counter_addmatmul(
+    inp: Sequence[int], a: Sequence[int], b: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """FLOPs formula of ``aten.addmv`` and ``aten.addbmm`` (FlopCounterMode has none)."""
+    return 2 * _addmatmul_macs(a, b)
+
+
 def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int]:
     """Per-module MACs (conv/linear/matmul only) and the non-MAC op count, via fvcore."""
     with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns about its deprecation
@@ -209,6 +208,8 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
         fca = FlopCountAnalysis(model, x)
         fca.set_op_handle("aten::scaled_dot_product_attention", _fvcore_sdpa, "aten::einsum", _fvcore_einsum)
         fca.set_op_handle(**{op: _fvcore_matmul for op in ("aten::matmul", "aten::mv", "aten::dot")})
+        added = ("aten::addmm", "aten::addmv", "aten::baddbmm", "aten::addbmm")
+        fca.set_op_handle(**{op: _fvcore_addmatmul for op in added})
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         per = fca.by_module_and_operator()
@@ -218,7 +219,10 @@ def _macs_fvcore(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, int], int
 
 
 def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """Per-module MACs via torch's FlopCounterMode (FLOPs / 2)."""
+    """Per-module MACs via torch's FlopCounterMode (FLOPs / 2), booked the way fvcore books them: each
+    op on the innermost of the model's modules running it, a module's count its own plus its
+    descendants' under its first name (FlopCounterMode's own per-module counts book a module shared by
+    two parents under the last one entered, so the parents' rows did not add up)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     aten = torch.ops.aten
@@ -228,16 +232,42 @@ def _macs_flop_counter(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     )
     custom = {getattr(aten, op): _flop_counter_sdpa for op in fused if hasattr(aten, op)}
     custom.update({aten.mv: _flop_counter_matmul, aten.dot: _flop_counter_matmul})
-    with FlopCounterMode(display=False, custom_mapping=custom) as fc:
-        model(x)
-    root = type(model).__name__
+    custom.update({aten.addmv: _flop_counter_addmatmul, aten.addbmm: _flop_counter_addmatmul})
+    names = dict((id(m), name) for name, m in reversed(list(model.named_modules())))  # (the first name)
+    own: dict[str, int] = {}
+    stack: list[list[int]] = []  # per running module: FLOPs so far when it started, its children's FLOPs
+
+    def pre(m: nn.Module, args: Any) -> None:
+        if id(m) in names:
+            stack.append([fc.get_total_flops(), 0])
+
+    def post(m: nn.Module, args: Any, out: Any) -> None:
+        if id(m) in names and stack:
+            start, children = stack.pop()
+            spent = fc.get_total_flops() - start
+            own[names[id(m)]] = own.get(names[id(m)], 0) + spent - children
+            if stack:
+                stack[-1][1] += spent
+
+    fc = FlopCounterMode(display=False, custom_mapping=custom)
+    hooks = [
+        nn.modules.module.register_module_forward_pre_hook(pre),
+        nn.modules.module.register_module_forward_hook(post),
+    ]
+    try:
+        with fc:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    total = fc.get_total_flops()
+    own[""] = total - sum(v for k, v in own.items() if k)  # (a TorchScript model's submodules: no hooks)
     macs: dict[str, int] = {}
-    for key, ops in fc.get_flop_counts().items():
-        if key == "Global":
-            continue
-        name = "" if key == root else key[len(root) + 1 :] if key.startswith(root + ".") else key
-        macs[name] = int(sum(ops.values())) // 2
-    return macs
+    for name, flops in own.items():  # (on the module and every ancestor)
+        parts = name.split(".") if name else []
+        for i in range(len(parts) + 1):
+            macs[".".join(parts[:i])] = macs.get(".".join(parts[:i]), 0) + flops
+    return {name: int(v) // 2 for name, v in macs.items()}
 
 
 #: the MAC counters by name: (per-module MACs, the non-MAC op count)
@@ -249,7 +279,8 @@ _COUNTERS = {
 
 def _booked_below(m: nn.Module, name: str, macs: dict[str, int]) -> int:
     """The MACs a counter books on the nearest descendants of ``m`` (named ``name``) it has an entry
-    for: a ``ModuleList``, never called, has none under FlopCounterMode, so its children's count."""
+    for: a child without one (a module shared with an earlier parent, booked under its first name)
+    counts its own children's."""
     total = 0
     for c, child in m.named_children():
         full = f"{name}.{c}" if name else c

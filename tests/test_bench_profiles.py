@@ -245,6 +245,114 @@ def test_predict_refuses_an_input_of_dynamic_height(tmp_path):
         predict(BenchRequest(model=str(path), predict=True, profile="host-cpu"))
 
 
+def _save(tmp_path, name: str, nodes: list, inputs: list, inits: list) -> str:
+    """A one-output ONNX graph (output ``y``, shape left to inference) saved as ``name``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, name, inputs, [y], inits)
+    path = str(tmp_path / f"{name}.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_einsum_is_priced_and_control_flow_running_macs_is_unknown(tmp_path, caplog):
+    """The new-code review (finding 2): onnx_cost left out Einsum's MACs (two attention einsums: 401,408
+    of 708,736, the rest from the projections) and everything inside If/Loop/Scan subgraphs (an If with
+    a Conv per branch, a Loop running a Conv 4 times: 0 MACs), reporting them as known. Einsum is
+    priced as the PyTorch counter prices torch.einsum; a control-flow node running MAC ops leaves the
+    model's MACs unknown, with one warning, and a prediction refuses it naming the cause."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+    from edgeslim.pipelines.bench import BenchRequest, predict
+
+    seq = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 49, 64]) for n in ("q", "k")]
+    attn = [helper.make_node("Einsum", ["q", "k"], ["a"], equation="bnd,bmd->bnm"),
+            helper.make_node("Einsum", ["a", "k"], ["y"], equation="bnm,bmd->bnd")]  # fmt: skip
+    assert onnx_cost(_save(tmp_path, "einsum", attn, seq, [])).macs == 2 * 49 * 49 * 64
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+
+    def branch(name: str) -> object:
+        out = helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        return helper.make_graph([helper.make_node("Conv", ["x", "w"], [name])], name, [], [out])
+
+    cond = numpy_helper.from_array(np.array(True), "c")
+    path = _save(tmp_path, "branches", [helper.make_node("If", ["c"], ["y"], then_branch=branch("t"),
+                 else_branch=branch("e"))], [x], [w, cond])  # fmt: skip
+    with caplog.at_level("WARNING", logger="edgeslim.bench.onnx_cost"):
+        cost = onnx_cost(path)
+    assert cost.macs is None and cost.bytes is None and len(cost.unknown) == 1
+    assert len(caplog.records) == 1 and "run MAC operators in subgraphs" in caplog.records[0].getMessage()
+    with pytest.raises(EdgeslimError, match="branches.onnx: its MACs and bytes cannot be priced: 1 If/Loop"):
+        predict(BenchRequest(model=path, predict=True, profile="host-cpu"))
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["ci"], ["co"]), helper.make_node("Conv", ["x", "w"], ["v"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("ci", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("co", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    trips = numpy_helper.from_array(np.array(4, np.int64), "n")
+    path = _save(
+        tmp_path, "loop", [helper.make_node("Loop", ["n", "c"], ["y"], body=body)], [x], [w, trips, cond]
+    )
+    assert onnx_cost(path).macs is None
+    # control flow without MAC ops inside (a shape chosen at run time) leaves the MACs known
+    light = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "light", [],
+                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w"], ["z"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=light, else_branch=light)]  # fmt: skip
+    assert onnx_cost(_save(tmp_path, "light", nodes, [x], [w, cond])).macs == 4 * 27 * 36
+
+
+def test_the_warning_on_a_dynamic_height_names_it_and_the_fix(tmp_path, caplog):
+    """The new-code review (finding 8): for an ONNX of dynamic H and W the warning said the sizes "could
+    not be read from an ONNX Runtime run", though no run is tried at an unknown input size, and the
+    prediction's refusal of unknown sizes said to install onnxruntime or simplify the file. Both name
+    the dynamic input and the fix, a fixed input size, now."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    with caplog.at_level("WARNING", logger="edgeslim.bench.onnx_cost"):
+        cost = onnx_cost(_save(tmp_path, "dyn", [helper.make_node("Conv", ["x", "w"], ["y"])], [x], [w]))
+    want = "input 'x' has a dynamic size (H, W); export with a fixed input size"
+    assert cost.macs is None and cost.why.endswith(want)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'dyn.onnx'}: the sizes of 1 layer(s) (Conv_0) are unknown: {want}; its MACs and bytes "
+        "are reported as unknown"
+    ]
+
+
+def test_the_batch_of_a_file_is_its_image_inputs_not_its_first_input(tmp_path):
+    """The new-code review (finding 7): onnx_cost took dim 0 of the first graph input as the batch, also
+    when that input is no batch (inputs `scale[3]` then `img[4,3,64,64]`: per-sample MACs divided by 3,
+    197,401,260 against 148,050,944). The batch is the one the image-like inputs (rank >= 3) agree on;
+    where they disagree the MACs are unknown, saying so."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.float32), "w")
+    scale = helper.make_tensor_value_info("scale", TensorProto.FLOAT, [6])
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [4, 3, 8, 8])
+    nodes = [helper.make_node("Conv", ["img", "w"], ["c"]), helper.make_node("Add", ["c", "scale"], ["y"])]
+    cost = onnx_cost(_save(tmp_path, "scaled", nodes, [scale, img], [w]))
+    assert cost.macs == 8 * 27 * 36  # (per sample: 6x6 positions)
+    mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 8, 1, 1])
+    nodes = [helper.make_node("Conv", ["img", "w"], ["c"]), helper.make_node("Mul", ["c", "mask"], ["y"])]
+    cost = onnx_cost(_save(tmp_path, "clash", nodes, [img, mask], [w]))
+    assert cost.macs is None and cost.why.startswith("the inputs disagree on the batch ('img' 4, 'mask' 2)")
+
+
 def test_an_onnx_whose_external_weights_are_missing_is_named_so(tmp_path, capsys):
     """A trial's ONNX kept its weights in a .data file that was not copied along: onnx's own text
     came through with no fix."""

@@ -214,6 +214,34 @@ def test_matmuls_on_a_vector_a_broadcast_batch_and_an_outer_product_are_counted(
     assert count_model(Products(), (3, 8, 8), counter="flop_counter").macs == 3072 + pooled + broadcast + mv
 
 
+class MaskedAttention(nn.Module):
+    """nn.MultiheadAttention (need_weights=True by default) under a causal mask, and the add-matmul ops
+    torch.addmv and torch.addbmm on its output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.vec = nn.MultiheadAttention(32, 4), nn.Parameter(torch.ones(32))
+        self.mats = nn.Parameter(torch.ones(2, 32, 8))
+
+    def forward(self, x):
+        t = x[0, 0].unsqueeze(1)  # (64, 1, 32): sequence first
+        o = self.attn(t, t, t, attn_mask=torch.triu(torch.ones(64, 64, dtype=torch.bool), 1))[0][:, 0]
+        pair = torch.addbmm(torch.zeros(64, 8), o[None].expand(2, 64, 32), self.mats)  # 2 * 64 * 32 * 8
+        return torch.addmv(torch.zeros(64), o, self.vec).sum() + pair.sum()  # 64 * 32
+
+
+@pytest.mark.parametrize("counter", ["fvcore", "flop_counter"])
+def test_attention_under_a_mask_and_the_add_matmul_ops_are_counted(counter):
+    """The new-code review (finding 1): under a mask, nn.MultiheadAttention with need_weights=True
+    computes Q K^T by torch.baddbmm, which fvcore has no handle for: a causal mask's attention 393,216
+    MACs against 524,288 (flop_counter right). fvcore prices baddbmm, addbmm and addmv now, and
+    FlopCounterMode addbmm and addmv (it has neither)."""
+    attn = 3 * 64 * 32 * 32 + 2 * 64 * 64 * 32 + 64 * 32 * 32  # in-projection, QK^T and AV, out-projection
+    stats = count_model(MaskedAttention(), (1, 64, 32), counter=counter)
+    assert stats.counter == counter and stats.macs == attn + 2 * 64 * 32 * 8 + 64 * 32
+    assert sum(r.macs for r in stats.layers) == stats.macs
+
+
 @dataclass
 class _Output:
     logits: torch.Tensor
@@ -254,3 +282,31 @@ def test_rows_add_up_to_the_total_under_both_counters():
         assert [(r.name, r.macs) for r in fv.layers] == [(r.name, r.macs) for r in fc.layers]
     attn = {r.name: r for r in fv.layers}["blocks.0.attn"]
     assert attn.params == 0 and attn.macs == 2 * 5 * 5 * 192  # (its qkv and proj have rows of their own)
+
+
+class SharedChild(nn.Module):
+    """One Linear in two Sequentials (called twice from each), a head whose weight a second Linear
+    ties, and a parent with a matmul of its own beside the shared child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        lin = nn.Linear(16, 16)
+        self.a, self.b = nn.Sequential(nn.Linear(12, 16), lin), nn.Sequential(lin, nn.ReLU())
+        self.head, self.tied = nn.Linear(16, 12), nn.Linear(16, 12, bias=False)
+        self.tied.weight = self.head.weight
+
+    def forward(self, x):
+        x = x.flatten(1)
+        return self.tied(self.b(self.a(x))) + self.head(self.b(self.a(x))) @ torch.ones(12, 12)
+
+
+def test_rows_add_up_to_the_total_with_a_module_two_parents_share():
+    """The new-code review (finding 3): FlopCounterMode books a module two parents share under the
+    parent entered last, so the first parent's row kept the shared child's MACs too: rows 2,304
+    against a total of 1,792. Both counters book it under its first name now, as fvcore does."""
+    macs = 2 * (12 * 16 + 16 * 16) + 2 * 16 * 16 + 2 * 16 * 12 + 12 * 12
+    fv, fc = (count_model(SharedChild(), (1, 3, 4), counter=c) for c in ("fvcore", "flop_counter"))
+    assert fv.macs == fc.macs == macs
+    assert sum(r.macs for r in fv.layers) == sum(r.macs for r in fc.layers) == macs
+    assert [(r.name, r.macs) for r in fv.layers] == [(r.name, r.macs) for r in fc.layers]
+    assert {r.name: r.macs for r in fc.layers}["a.1"] == 4 * 16 * 16  # (all four calls)

@@ -295,6 +295,79 @@ def test_written_files_follow_the_umask_not_mkstemp(tmp_path):
         os.umask(old)
 
 
+def test_a_set_written_over_earlier_files_keeps_their_modes(tmp_path):
+    """The new-code review (finding 4): a forced export or prune made a replaced private file (0600)
+    0644, and a 0664 one 0644: the staged file got the mode of a new file and the rename kept it.
+    Each file of a set keeps the mode of the file it replaces; a new one gets what ``open()`` gives."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    files = {name: tmp_path / name for name in ("private.onnx", "shared.pt", "new.json")}
+    files["private.onnx"].write_text("old")
+    files["private.onnx"].chmod(0o600)
+    files["shared.pt"].write_text("old")
+    files["shared.pt"].chmod(0o664)
+    old = os.umask(0o022)
+    try:
+        with writing(files.values(), replace=True) as stage:
+            atomic_write_text(stage(files["private.onnx"]), "new")  # (the atomic writer)
+            stage(files["shared.pt"]).write_text("new")  # (a library writing the file itself)
+            atomic_write_text(stage(files["new.json"]), "{}")
+    finally:
+        os.umask(old)
+    modes = {name: p.stat().st_mode & 0o777 for name, p in files.items()}
+    assert modes == {"private.onnx": 0o600, "shared.pt": 0o664, "new.json": 0o644}
+    assert all(p.read_text() != "old" for p in files.values())
+
+
+def test_a_folder_named_like_a_staging_folder_that_edgeslim_did_not_make_is_kept(tmp_path):
+    """The new-code review (finding 5): the sweep of dead runs' staging folders removed any folder
+    named like one (a user's `.edgeslim-stage-mydata12/notes.txt`, an hour old, gone silently). Only a
+    folder edgeslim marked as its staging folder is removed now."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    mine = tmp_path / ".edgeslim-stage-mydata12"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    os.utime(mine, (time.time() - 3600, time.time() - 3600))
+    with writing([tmp_path / "m.json"]) as stage:
+        atomic_write_text(stage(tmp_path / "m.json"), "{}")
+    assert (mine / "notes.txt").read_text() == "precious" and (tmp_path / "m.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name, "m.json"]
+
+
+_KILLED_WRITER = """
+import sys, time
+from edgeslim.utils.io import writing
+with writing(sys.argv[1:], replace=True) as stage:
+    stage(sys.argv[1]).write_bytes(bytes(100_000))
+    print(stage(sys.argv[1]).parent, flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_run_restarted_at_once_after_a_kill_removes_what_the_killed_one_left(tmp_path):
+    """The new-code review (finding 6): `kill -9` and an immediate rerun left the killed run's staging
+    folder (a full-size model copy: only folders 5 s old were swept, though its flock already proves it
+    unused) and the lock files of outputs the rerun removed without writing. A marked folder no one
+    locks goes whatever its age, and the rerun removes the unheld locks of the files it drops."""
+    from edgeslim.utils.io import atomic_write_text, writing
+
+    onnx_path, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    int8.write_text("an earlier export's")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(onnx_path), str(int8)], stdout=subprocess.PIPE, env=_env()
+    )
+    left = Path(proc.stdout.readline().decode().strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert left.is_dir() and (tmp_path / ".m.int8.onnx.edgeslim.lock").exists()
+    with writing([onnx_path], replace=True) as stage:  # (at once: the folder is under 5 s old)
+        assert not left.exists()
+        atomic_write_text(stage(onnx_path), "onnx")
+        stage.drop(int8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -741,3 +741,32 @@ def test_an_input_of_other_channels_is_refused_alone(best_pt: Path, tmp_path: Pa
                                       "3,64,64")  # fmt: skip
     assert not onnx_path.exists()
     assert not [r.getMessage() for r in caplog.records if "mean/std" in r.getMessage()]  # (no photo was read)
+
+
+@pytest.mark.parametrize(
+    "recorded,differ",
+    [(["a", "b"], (2, "'c', recorded None")), (["a", "b", "c", "d"], (3, "None, recorded 'd'")),
+     (["a", "x", "c"], (1, "'b', recorded 'x'"))],
+)  # fmt: skip
+def test_recorded_names_a_prefix_of_the_rebuilt_ones_are_used_with_one_warning(
+    recorded, differ, caplog
+) -> None:
+    """The new-code review (also check): use_recorded_names raised StopIteration where the recorded
+    class names are a prefix of those of the file the model is rebuilt from (the search for the first
+    difference stopped at the shorter list). Any difference is now named in one warning, the recorded
+    names used."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edgeslim.models.yolo import use_recorded_names
+
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    model.names = {0: "a", 1: "b", 2: "c"}
+    with caplog.at_level("WARNING", logger="edgeslim.models.yolo"):
+        use_recorded_names(model, {"names": recorded}, "slim.pt")
+    assert model.names == dict(enumerate(recorded))
+    assert [
+        r.getMessage().split(": it was")[0] for r in caplog.records if r.name == "edgeslim.models.yolo"
+    ] == [
+        "slim.pt: the file it rebuilds its architecture from now holds a model with other class names "
+        f"(class {differ[0]}: {differ[1]})"
+    ]

@@ -3,11 +3,14 @@
 Activation shapes come from ``onnx.shape_inference`` (with data propagation) at batch 1 (a dynamic
 batch dimension set to 1), and where it leaves sizes unknown (a Reshape or Split of sizes computed
 in the graph), from one ONNX Runtime run of the graph at those input sizes. Conv, ConvTranspose,
-Gemm and MatMul carry MACs, priced by :func:`edgeslim.channels.cost.layer_macs`; element-wise ops
+Gemm and MatMul carry MACs, priced by :func:`edgeslim.channels.cost.layer_macs`, and Einsum, priced by
+:func:`~edgeslim.channels.cost.einsum_macs` (as the PyTorch counter prices ``torch.einsum``); element-wise ops
 that runtimes fuse into the preceding Conv/Gemm (BatchNormalization, Relu, Clip, ...) are folded
 into it, the way TensorRT and ONNX Runtime run them. Every :class:`LayerCost` is per sample: a
 file with a fixed batch is counted at that batch and divided by it. A layer whose sizes neither
-tells is not priced: the model's MACs and bytes are then unknown (None), with one warning.
+tells is not priced, nor is a control-flow node (If, Loop, Scan) whose subgraphs run a MAC op (a
+branch or a trip count is decided at run time): the model's MACs and bytes are then unknown (None),
+with one warning.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from edgeslim.channels.cost import LayerCost, OpNode, fuse_kernels, layer_macs
+from edgeslim.channels.cost import LayerCost, OpNode, einsum_macs, fuse_kernels, layer_macs
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.onnx_graph import attr, unreadable_onnx, value_dims
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
+#: the operators that carry MACs here
+_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"}
 
 
 @dataclass
@@ -38,8 +43,11 @@ class ModelCost:
     input_shapes: dict[str, list] = field(default_factory=dict)
     #: a Q/DQ graph (INT8): its layers are costed as the FP32 graph's (predict them at int8)
     quantized: bool = False
-    #: the layers whose sizes stayed unknown: the model's MACs and bytes are unknown then
+    #: the layers whose sizes stayed unknown, or that run MAC ops in subgraphs: the model's MACs and
+    #: bytes are unknown then
     unknown: list[str] = field(default_factory=list)
+    #: why they are unknown and what to do, one phrase ("" when none is)
+    why: str = ""
 
     @property
     def macs(self) -> float | None:
@@ -144,10 +152,25 @@ def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
     }
 
 
-def _fixed_batch(inputs: dict[str, list | None]) -> int | None:
-    """The batch a file was exported at (the first input's fixed dim 0; None: a dynamic batch)."""
-    first = next(iter(inputs.values()), None)
-    return first[0] if first and isinstance(first[0], int) and first[0] > 1 else None
+def _runs_macs_inside(node) -> bool:
+    """Whether a control-flow node (If, Loop, Scan: graph attributes) runs a MAC op in a subgraph."""
+    for a in node.attribute:
+        for sub in [a.g] if a.HasField("g") else a.graphs:
+            if any(n.op_type in _MAC_OPS or _runs_macs_inside(n) for n in sub.node):
+                return True
+    return False
+
+
+def _fixed_batch(inputs: dict[str, list | None]) -> tuple[int | None, str]:
+    """The batch a file was exported at: the fixed dim 0 (> 1) its image-like inputs (rank >= 3; every
+    input where none is) agree on, None for a dynamic batch (or 1); and, where they disagree, why (the
+    batch is unknown then)."""
+    ranked = {n: d for n, d in inputs.items() if d and len(d) >= 3} or {n: d for n, d in inputs.items() if d}
+    fixed = {n: d[0] for n, d in ranked.items() if isinstance(d[0], int) and d[0] > 1}
+    if len(set(fixed.values())) > 1:
+        named = ", ".join(f"'{n}' {b}" for n, b in fixed.items())
+        return None, f"the inputs disagree on the batch ({named}); export every input at one batch"
+    return next(iter(fixed.values()), None), ""
 
 
 def _padded(c: object, multiple: int) -> object:
@@ -217,7 +240,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     )
     # counted at the batch the graph runs at (a fixed batch, else 1), over it: per sample (a graph that
     # folds tokens or patches into dim 0, MobileViT's, has no dim 0 that is the batch)
-    batch = _fixed_batch(cost.input_shapes) or 1
+    batch, clash = _fixed_batch(cost.input_shapes)
+    batch = batch or 1
     per_input = set(cost.input_shapes)  # the values computed from the inputs (not from weights alone)
     for n in g.node:
         if per_input.intersection(n.input):
@@ -241,6 +265,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
         )
         for n in onnx_nodes
     ]
+    unsized: list[str] = []  # the layers whose sizes are unknown
+    in_flow: list[str] = []  # the control-flow nodes running MAC ops in subgraphs
     for kernel in fuse_kernels(nodes, fuse):
         node = onnx_nodes[kernel.nodes[0]]
         op = node.op_type
@@ -275,18 +301,57 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
                 pk, po = _padded(kdim, multiple), _padded(out_dims[-1], multiple)
                 pad_w = pk * po / (kdim * out_dims[-1]) if kdim and out_dims[-1] else 1.0
                 macs = layer_macs("linear", pk, po, spatial=math.prod(out_dims[:-1]) / batch)
-        if not all(_known(d) for d in sizes):
-            cost.unknown.append(kernel.name)
+        elif op == "Einsum":
+            operands = [shapes.get(i) for i in inputs]
+            sizes += operands
+            if all(_known(d) for d in operands):
+                macs = einsum_macs(str(attr(node, "equation", b"").decode()), operands) / batch
+        if _runs_macs_inside(node):
+            in_flow.append(kernel.name)
+        elif not all(_known(d) for d in sizes):
+            unsized.append(kernel.name)
         own = sum(init_bytes.get(resolve(i), 0) for i in node.input)
         w = own * pad_w + sum(
             init_bytes.get(resolve(i), 0) for j in kernel.nodes[1:] for i in onnx_nodes[j].input
         )
         total = w + sum(act_bytes(v) for v in kernel.reads) + sum(act_bytes(v) for v in kernel.writes)
         cost.layers.append(LayerCost(kernel.name, float(int(round(macs))), float(total), float(w), op))
+    cost.unknown = [layer.name for layer in cost.layers] if clash else unsized + in_flow
+    causes = [clash] if clash else []
+    if unsized:
+        causes.append(f"the sizes of {len(unsized)} layer(s) ({_some(unsized)}) {_unsized_cause(model)}")
+    if in_flow:
+        causes.append(
+            f"{len(in_flow)} If/Loop/Scan node(s) ({_some(in_flow)}) run MAC operators in subgraphs, whose "
+            "branch or trip count is decided at run time; export the model without control flow"
+        )
+    cost.why = "; ".join(causes)
     if cost.unknown:
-        log.warning(
-            "%s: the sizes of %d layer(s) (%s) are unknown to ONNX shape inference and could not be read "
-            "from an ONNX Runtime run; its MACs and bytes are reported as unknown",
-            source, len(cost.unknown), cost.unknown[0] + (", ..." if len(cost.unknown) > 1 else ""),
-        )  # fmt: skip
+        log.warning("%s: %s; its MACs and bytes are reported as unknown", source, cost.why)
     return cost
+
+
+def _unsized_cause(model) -> str:
+    """Why layer sizes of ``model`` (at batch 1) stayed unknown, and the fix: a dynamic input size
+    (no ONNX Runtime run is tried), onnxruntime missing, or a run that failed."""
+    import importlib.util
+
+    inits = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        dims = value_dims(vi)
+        if vi.name not in inits and not _known(dims):
+            which = ", ".join(str(d) for d in (dims or [])[1:] if not isinstance(d, int)) or "its shape"
+            return (
+                f"are unknown: input '{vi.name}' has a dynamic size ({which}); export with a fixed input size"
+            )
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "are unknown to ONNX shape inference; install onnxruntime to read them from a run"
+    return (
+        "are unknown to ONNX shape inference and ONNX Runtime could not run the file to read them; "
+        "simplify the file with onnxslim"
+    )
+
+
+def _some(names: list[str]) -> str:
+    """The first of ``names``, and ``...`` when there are more."""
+    return names[0] + (", ..." if len(names) > 1 else "")

@@ -46,6 +46,30 @@ def whole_positions(shape: Sequence[int], batch: int) -> int:
     return max(1, round(positions_per_sample(shape, batch)))
 
 
+def einsum_macs(equation: str, shapes: Sequence[Sequence[int]]) -> int:
+    """MACs of an einsum of operands of ``shapes`` contracted left to right: each pairwise step
+    multiplies over every index of its two operands (a step that sums nothing, an outer product,
+    counts its multiplies). Torch-free: the counter of PyTorch models and of ONNX graphs share it."""
+    lhs, arrow, out = equation.replace(" ", "").partition("->")
+    terms, sizes = lhs.split(","), {}
+    for i, (term, shape) in enumerate(zip(terms, shapes)):
+        if "..." in term:  # (the ellipsis' dims, named right-aligned by characters no equation uses)
+            n = len(shape) - len(term) + 3
+            term = term.replace("...", "".join(chr(0x1000 + n - 1 - j) for j in range(n)))
+            terms[i] = term
+        for c, d in zip(term, shape):
+            sizes[c] = max(sizes.get(c, 1), int(d))
+    if not arrow:  # (implicit output: the indices used once)
+        out = "".join(c for c in sizes if "".join(terms).count(c) == 1)
+    keep = set(out) | {c for c in sizes if ord(c) >= 0x1000}
+    left, total = terms[0], 0
+    for i, right in enumerate(terms[1:], 1):
+        total += math.prod(sizes[c] for c in set(left) | set(right))
+        later = keep | set("".join(terms[i + 1 :]))
+        left = "".join(c for c in dict.fromkeys(left + right) if c in later)
+    return total
+
+
 def layer_macs(kind: str, c_in: Any, c_out: Any, kernel: Any = 1, groups: Any = 1, spatial: Any = 1) -> Any:
     """Multiply-accumulates of one layer for one sample.
 

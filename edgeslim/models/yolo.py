@@ -27,6 +27,7 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 import sys
@@ -595,11 +596,14 @@ def use_recorded_names(model: Any, meta: dict[str, Any], where: str) -> None:
         return
     now = names_meta(model)["names"]
     if now != recorded:
-        differ = next(i for i, (a, b) in enumerate(zip([*now, None], recorded)) if a != b)
+        # (the first class they differ at; None where one list is shorter, a prefix of the other)
+        differ, (was, kept) = next(
+            (i, p) for i, p in enumerate(itertools.zip_longest(now, recorded)) if p[0] != p[1]
+        )
         logging.getLogger(__name__).warning(
             "%s: the file it rebuilds its architecture from now holds a model with other class names (class %d: "
             "%r, recorded %r): it was replaced; the names recorded in %s are used",
-            where, differ, now[differ] if differ < len(now) else None, recorded[differ], where,
+            where, differ, was, kept, where,
         )  # fmt: skip
     model.names = dict(enumerate(recorded))
 

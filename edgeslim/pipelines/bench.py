@@ -599,11 +599,7 @@ def predict(req: BenchRequest) -> dict:
             except EdgeslimError as exc:
                 raise EdgeslimError(f"{path}: {exc}", param=exc.params) from exc
         if cost.unknown:  # (the rest's MACs and bytes would predict it too fast)
-            raise EdgeslimError(
-                f"{path}: the sizes of layer {cost.unknown[0]} are unknown to ONNX shape inference and ONNX "
-                "Runtime could not run the file to read them, so its MACs and bytes cannot be priced; install "
-                "onnxruntime, or simplify the file with onnxslim"
-            )
+            raise EdgeslimError(f"{path}: its MACs and bytes cannot be priced: {cost.why}")
         try:
             precision = model_precision(profile, cost.quantized, req.precision)
         except EdgeslimError as exc:

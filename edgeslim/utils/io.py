@@ -162,7 +162,7 @@ class Staging:
 def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Iterator[Staging]:
     """The block writes the set of files ``paths``, each to ``stage(path)`` (the :class:`Staging` it
     yields: a hidden folder beside the file); when the block ends without an error they are renamed to
-    ``paths`` together, and with ``replace`` (an overwrite that was asked for) the earlier files of the
+    ``paths`` together (each with the mode of the file it replaces), and with ``replace`` (an overwrite that was asked for) the earlier files of the
     set it did not write, and those it :meth:`~Staging.drop` s, are removed: the set is never part this
     run's, part an earlier one's. A block that raises (a refusal, an error, a stop) publishes nothing:
     the earlier files stay as they were (a forced export failing at its INT8 step had replaced the ONNX
@@ -175,7 +175,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
     import fcntl
     import shutil
 
-    from edgeslim.utils.tmpfiles import STAGE_PREFIX, sweep_stale_stages
+    from edgeslim.utils.tmpfiles import STAGE_PREFIX, mark_stage, sweep_stale_stages
 
     targets = [Path(p) for p in dict.fromkeys(paths)]
     made: list[Path] = []  # the top-most missing folder above each target
@@ -216,9 +216,11 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
                     d = stage.dirs[t.parent] = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=t.parent))
                     held.append(os.open(d, os.O_RDONLY))
                     fcntl.flock(held[-1], fcntl.LOCK_SH)
+                    mark_stage(d)  # (after the lock: a marked folder nobody locks is a dead run's)
         yield stage
         for t in targets:  # (a folder the block could not claim: its files were written in place)
             if t.parent in stage.dirs and stage(t).is_file():
+                _keep_mode(stage(t), t)
                 os.replace(stage(t), t)
             elif replace and t.parent in stage.dirs:
                 with contextlib.suppress(FileNotFoundError):
@@ -226,6 +228,7 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
         for p in stage.dropped:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+            _remove_unheld_lock(p.with_name(f".{p.name}.edgeslim.lock"))  # (a killed writer's)
     except BaseException as exc:
         release()
         # the files named as they are published (a message, an OS error's file names)
@@ -246,6 +249,16 @@ def _file_mode(final: Path) -> int:
         return final.stat().st_mode & 0o7777
     except OSError:
         return 0o666 & ~_umask()
+
+
+def _keep_mode(new: Path, old: Path) -> None:
+    """Give ``new`` the mode of ``old``, the file it is renamed over (a private file stays private, as
+    a write in place would keep it); nothing where ``old`` does not exist."""
+    try:
+        mode = old.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return
+    os.chmod(new, mode)
 
 
 def _umask() -> int:
@@ -428,6 +441,26 @@ def _locked_file(lock: Path, d: Path, what: str = "output directory") -> int:
                 os.close(fd)
                 raise
             return fd
+        os.close(fd)
+
+
+def _remove_unheld_lock(lock: Path) -> None:
+    """Remove the lock file ``lock`` of an output file if no run holds it (one a killed run left);
+    removed under our own ``flock``, so a run that opened it meanwhile re-checks the path
+    (:func:`_locked_file`) and locks a new one."""
+    import fcntl
+
+    try:
+        fd = _open_lock(lock, os.O_RDONLY)
+    except (OSError, EdgeslimError):  # (none there, or not a lock file: left alone)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            lock.unlink()
+    except OSError:  # (held by a running writer, or gone meanwhile)
+        pass
+    finally:
         os.close(fd)
 
 

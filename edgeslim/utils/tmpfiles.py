@@ -126,15 +126,34 @@ def sweep_stale_tmp(
 
 #: the start of the hidden folder :func:`edgeslim.utils.io.writing` stages a set of files in, beside them
 STAGE_PREFIX = ".edgeslim-stage-"
+#: the file :func:`mark_stage` writes into each staging folder once its writer holds the folder's
+#: ``flock``: a folder of that name without it (a user's own) is never removed
+STAGE_MARK = ".edgeslim-staging"
+
+
+def mark_stage(folder: str | os.PathLike) -> None:
+    """Mark ``folder`` as a staging folder of :func:`edgeslim.utils.io.writing` (call it while holding
+    the folder's ``flock``: a marked folder nobody locks is a dead writer's)."""
+    with open(Path(folder) / STAGE_MARK, "x", encoding="ascii") as f:
+        f.write("edgeslim stages files here while it writes them; a dead writer's folder is removed\n")
+
+
+def _marked(path: Path) -> bool:
+    """Whether ``path`` holds :data:`STAGE_MARK` as a regular file (not a link)."""
+    try:
+        return stat.S_ISREG(os.lstat(path / STAGE_MARK).st_mode)
+    except OSError:
+        return False
 
 
 def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
-    """Remove the staging folders (:data:`STAGE_PREFIX`) in ``directory`` that killed writers left:
-    those no process holds an ``flock`` on (``writing`` holds one on its folder while it runs) and last
-    changed before the cutoff of :func:`sweep_stale_tmp`; return the paths removed."""
+    """Remove the staging folders (:data:`STAGE_PREFIX`) in ``directory`` that dead writers left: those
+    that edgeslim marked (:func:`mark_stage`) and that no process holds an ``flock`` on (``writing``
+    holds one on its folder from before the mark until it removes the folder), whatever their age (a
+    run restarted at once after a kill); return the paths removed. A folder without the mark, a user's
+    own of a matching name, is left alone."""
     import shutil
 
-    cutoff = max(process_start_time(), time.time() - STALE_AFTER_S)
     pat = re.compile(re.escape(STAGE_PREFIX) + r"[a-z0-9_]{8}")
     removed: list[Path] = []
     try:
@@ -144,11 +163,7 @@ def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
     for entry in entries:
         path = Path(directory) / entry.name
         with contextlib.suppress(OSError):
-            if (
-                pat.fullmatch(entry.name)
-                and entry.is_dir(follow_symlinks=False)
-                and entry.stat().st_mtime < cutoff
-            ):
+            if pat.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False) and _marked(path):
                 if not _locked(path):
                     shutil.rmtree(path)
                     removed.append(path)
