@@ -357,16 +357,22 @@ def test_resuming_the_other_kind_of_run_names_the_right_command(tmp_path, capsys
     assert f"continue it with edgeslim train --resume --out {tmp_path / 't'}" in capsys.readouterr().err
 
 
-def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys) -> None:
-    """``train --resume --epochs 5 --lr 0.01`` said it ignored them only after the training had run
-    (from the second docs audit); the note comes before the first epoch's line."""
+def _stopped_after_first_epoch(tmp_path, capsys) -> Path:
+    """A digits train run of 2 epochs stopped after its first (its checkpoint says so), stdout/err read."""
     out = tmp_path / "r"
     assert main(["train", *DIGITS, "--out", str(out), "--threads", "1"]) == 0
-    ckpt = torch.load(out / "model.pt", weights_only=False)  # a run of 2 epochs stopped after its first
+    ckpt = torch.load(out / "model.pt", weights_only=False)
     ckpt["train_state"]["config"]["epochs"] = 2
     torch.save(ckpt, out / "model.pt")
     (out / "report.json").unlink()
     capsys.readouterr()
+    return out
+
+
+def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys) -> None:
+    """``train --resume --epochs 5 --lr 0.01`` said it ignored them only after the training had run
+    (from the second docs audit); the note comes before the first epoch's line."""
+    out = _stopped_after_first_epoch(tmp_path, capsys)
     assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--lr", "0.01"]) == 0
     err = capsys.readouterr().err
     note = err.find("note: resume continues with the checkpoint's settings; ignoring --epochs, --lr")
@@ -383,13 +389,7 @@ def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys)
 def test_a_train_resume_names_an_ignored_finetune_epochs(tmp_path, capsys) -> None:
     """Options review, finding 4: train --resume --finetune-epochs 3 ignored it without the note (its
     default 0 was taken for given)."""
-    out = tmp_path / "r"
-    assert main(["train", *DIGITS, "--out", str(out), "--threads", "1"]) == 0
-    ckpt = torch.load(out / "model.pt", weights_only=False)  # a run of 2 epochs stopped after its first
-    ckpt["train_state"]["config"]["epochs"] = 2
-    torch.save(ckpt, out / "model.pt")
-    (out / "report.json").unlink()
-    capsys.readouterr()
+    out = _stopped_after_first_epoch(tmp_path, capsys)
     assert (
         main(["train", "--resume", "--out", str(out), "--finetune-epochs", "3", "--weight-decay", "0"]) == 0
     )
