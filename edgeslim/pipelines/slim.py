@@ -235,6 +235,10 @@ def check(req: SlimRequest) -> dict[str, Any]:
     check_strength(req.lam, req.shrink)
     check_params(req.penalty or "l1", **{k: opts.get(k) for k in ("p", "a", "g", "l")})
     _check_phases(req)
+    from edgeslim.train.config import TrainConfig
+
+    if not req.resume:  # (a resume keeps the run's settings: its note names what it ignores)
+        TrainConfig.check_warmup(req.warmup_epochs, req.epochs)
     return {
         "budget": None if budget is None else budget.to_dict(),
         "expected_arch": expected,

@@ -245,12 +245,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             hp["method_args"] = {"lam": kw["lam"]}
         config = TrainConfig(**hp)
         data_seed = config.seed
-        if config.warmup_epochs and config.warmup_epochs >= config.epochs:
-            raise EdgeslimError(
-                f"warmup_epochs ({config.warmup_epochs:g}) is not below epochs ({config.epochs}): the whole run would "
-                "be warm-up, its learning rate only rising; give fewer warm-up epochs or train longer",
-                param=("warmup_epochs", "epochs"),
-            )
+        TrainConfig.check_warmup(config.warmup_epochs, config.epochs)
         if kw["prune_ratio"] is None and kw["finetune_epochs"]:
             raise EdgeslimError(
                 "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",

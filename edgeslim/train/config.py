@@ -74,6 +74,18 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise bad(f"label_smoothing must be in [0, 1), got {self.label_smoothing}", "label_smoothing")
 
+    @staticmethod
+    def check_warmup(warmup_epochs: float | None, epochs: int | None) -> None:
+        """Refuse a learning-rate warm-up as long as the run (its rate would only rise); ``None``: the
+        default (no warm-up; :class:`TrainConfig`'s epochs)."""
+        epochs = TrainConfig.epochs if epochs is None else epochs
+        if warmup_epochs and warmup_epochs >= epochs:
+            raise EdgeslimError(
+                f"warmup_epochs ({warmup_epochs:g}) is not below epochs ({epochs}): the whole run would "
+                "be warm-up, its learning rate only rising; give fewer warm-up epochs or train longer",
+                param=("warmup_epochs", "epochs"),
+            )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["milestones"] = list(self.milestones)
