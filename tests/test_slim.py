@@ -807,7 +807,18 @@ def test_slim_refuses_a_run_of_warm_up_before_reading_data(tmp_path, capsys) -> 
     """Session 31's read: train refused --warmup-epochs 5 with --epochs 1 (options review, finding 8),
     slim ran it, its learning rate only rising; both refuse it now, slim before any data is read."""
     out = tmp_path / "o"
-    args = ["slim", "vgg-small", "--data", "digits", "--epochs", "2", "--warmup-epochs", "2", "--out", str(out)]
+    args = [
+        "slim",
+        "vgg-small",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "2",
+        "--out",
+        str(out),
+    ]
     rc = main(args)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
