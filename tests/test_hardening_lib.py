@@ -710,7 +710,7 @@ def test_writing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path)
     its INT8 step replaced the ONNX and removed the earlier INT8 file. The set is staged and published
     whole when the block ends, or not at all: refused, failing or stopped, every earlier file stays."""
     from edgeslim.utils.io import atomic_write_text, writing
-    from edgeslim.utils.tmpfiles import STAGE_PREFIX
+    from edgeslim.utils.tmpfiles import STAGE_PREFIX, mark_stage
 
     a, b, mine, extra = (
         tmp_path / "m.onnx",
@@ -741,6 +741,7 @@ def test_writing_never_leaves_a_set_of_outputs_part_old_part_new(tmp_path: Path)
     assert names() == ["m.onnx", "notes.txt"] and a.read_text() == "newer" and mine.read_text() == "old"
     (tmp_path / f"{STAGE_PREFIX}k1ll3d00").mkdir()  # a killed run's, unlocked and older than this process
     (tmp_path / f"{STAGE_PREFIX}k1ll3d00" / "m.onnx").write_text("half")
+    mark_stage(tmp_path / f"{STAGE_PREFIX}k1ll3d00")  # (edgeslim's: marked; an unmarked one is a user's)
     os.utime(tmp_path / f"{STAGE_PREFIX}k1ll3d00", (0, 0))
     with writing([a], replace=True) as stage:
         atomic_write_text(stage(a), "newest")
