@@ -78,16 +78,21 @@ def _known(dims: list | None) -> bool:
     return dims is not None and all(isinstance(d, int) and d >= 0 for d in dims)
 
 
+def _fed(graph) -> list:
+    """The graph inputs a run is fed (not initializers listed as inputs)."""
+    inits = {t.name for t in graph.initializer}
+    return [vi for vi in graph.input if vi.name not in inits]
+
+
 def _at_batch_one(model):
     """A copy of ``model`` whose graph inputs' dynamic dim 0 (the batch) is 1."""
     import onnx
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    inits = {t.name for t in out.graph.initializer}
-    for vi in out.graph.input:
+    for vi in _fed(out.graph):
         dims = vi.type.tensor_type.shape.dim
-        if vi.name not in inits and len(dims) and not dims[0].HasField("dim_value"):
+        if len(dims) and not dims[0].HasField("dim_value"):
             dims[0].Clear()
             dims[0].dim_value = 1
     return out
@@ -113,21 +118,19 @@ def _infer_shapes(model):
 def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
     """(shape, element size) of the values ``names`` from one ONNX Runtime run of ``model`` on zeros
     at its inputs' sizes; {} where onnxruntime is not installed, an input's size is unknown or the
-    graph does not run on the CPU."""
+    graph does not run on the CPU. ``names`` are added to ``model``'s outputs (the caller's own copy:
+    no second copy of its weights is made)."""
     try:
         import numpy as np
         import onnx
         import onnxruntime as ort
     except ImportError:
         return {}
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    inputs = _fed(model.graph)
     if not all(_known(value_dims(vi)) for vi in inputs):
         return {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    outputs = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in outputs)
+    outputs = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in outputs)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads = 1
@@ -139,7 +142,7 @@ def _run_shapes(model, names: list[str]) -> dict[str, tuple[list[int], int]]:
             )
             for vi in inputs
         }
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         want = [o.name for o in sess.get_outputs()]
         values = sess.run(want, feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises many types (a custom op, a file over 2 GB)
@@ -197,8 +200,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     else:
         model = model_or_path
     source = str(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else "the ONNX model"
-    declared = {i.name: value_dims(i) for i in model.graph.input}
-    model = _at_batch_one(model)
+    declared = {i.name: value_dims(i) for i in _fed(model.graph)}
+    model = _at_batch_one(model)  # (this function's own copy from here on)
     g = _infer_shapes(model).graph
     itemsize = {}
     shapes: dict[str, list | None] = {}
@@ -235,7 +238,7 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     cost = ModelCost(
         params=int(sum(math.prod(inits[n].dims) for n in used)),
         weight_bytes=int(sum(init_bytes.values())),
-        input_shapes={n: dims for n, dims in declared.items() if n not in inits},
+        input_shapes=declared,
         quantized=quantized,
     )
     # counted at the batch the graph runs at (a fixed batch, else 1), over it: per sample (a graph that
@@ -336,10 +339,9 @@ def _unsized_cause(model) -> str:
     (no ONNX Runtime run is tried), onnxruntime missing, or a run that failed."""
     import importlib.util
 
-    inits = {t.name for t in model.graph.initializer}
-    for vi in model.graph.input:
+    for vi in _fed(model.graph):
         dims = value_dims(vi)
-        if vi.name not in inits and not _known(dims):
+        if not _known(dims):
             which = ", ".join(str(d) for d in (dims or [])[1:] if not isinstance(d, int)) or "its shape"
             return (
                 f"are unknown: input '{vi.name}' has a dynamic size ({which}); export with a fixed input size"
