@@ -220,7 +220,8 @@ def writing(paths: Iterable[str | os.PathLike], *, replace: bool = False) -> Ite
         yield stage
         for t in targets:  # (a folder the block could not claim: its files were written in place)
             if t.parent in stage.dirs and stage(t).is_file():
-                _keep_mode(stage(t), t)
+                if t.exists():  # (the mode of the file it replaces: a private file stays private)
+                    os.chmod(stage(t), _file_mode(t))
                 os.replace(stage(t), t)
             elif replace and t.parent in stage.dirs:
                 with contextlib.suppress(FileNotFoundError):
@@ -249,16 +250,6 @@ def _file_mode(final: Path) -> int:
         return final.stat().st_mode & 0o7777
     except OSError:
         return 0o666 & ~_umask()
-
-
-def _keep_mode(new: Path, old: Path) -> None:
-    """Give ``new`` the mode of ``old``, the file it is renamed over (a private file stays private, as
-    a write in place would keep it); nothing where ``old`` does not exist."""
-    try:
-        mode = old.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        return
-    os.chmod(new, mode)
 
 
 def _umask() -> int:
