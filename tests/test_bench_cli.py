@@ -852,7 +852,9 @@ def test_a_bench_killed_outright_takes_its_measuring_process_along(onnx_pair, tm
     dense, _, _ = onnx_pair  # (at batch 64 tens of ms a call: max_iters does not end it early)
     args = [PY, "-m", "edgeslim", "bench", dense, "--batch", "64", "--trials", "1", "--threads", "1",
             "--min-time", "60", "--max-time", "90", "--no-tegrastats"]  # fmt: skip
-    bench = subprocess.Popen([str(a) for a in args], env=no_torch_env(tmp_path), stdout=subprocess.DEVNULL,
+    env = no_torch_env(tmp_path)
+    env["TMPDIR"] = str(tmp_path)  # (a bench killed outright leaves its spec folder behind: not in /tmp)
+    bench = subprocess.Popen([str(a) for a in args], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
 
     def workers() -> list[int]:
