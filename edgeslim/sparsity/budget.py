@@ -326,9 +326,7 @@ class BudgetController(TrainHook):
         self.recalibrated = 0
         self.base_lambda = float(base_lambda)
         self.horizon = max(HORIZON * self.total_steps, 2.0 * self.every)
-        rem = self.magnitude()[resource.pos_removable]
-        med = float(rem.median()) if rem.numel() else 1.0
-        self.s_unit = max(med, 1e-3) / (UNIT_FRACTION * self.total_steps)
+        self.s_unit = self._unit_shrink()
         self.tau_cap = _tau_cap(slimmer)
         self.step_count = 0
         self.clock = 0.0
@@ -359,6 +357,13 @@ class BudgetController(TrainHook):
         if self.slimmer.importance == "layer":
             mag = mag / self.slimmer.layer_factor(mag)
         return mag.cpu()
+
+    def _unit_shrink(self) -> float:
+        """``s_unit``: the per-step shrink that takes a median removable channel to zero in
+        ``UNIT_FRACTION`` of training, from the scales now (the slimmer's ``xi`` synced to them)."""
+        rem = self.magnitude()[self.resource.pos_removable]
+        med = float(rem.median()) if rem.numel() else 1.0
+        return max(med, 1e-3) / (UNIT_FRACTION * self.total_steps)
 
     def fraction(self) -> float:
         return self.step_count / self.total_steps
@@ -465,7 +470,8 @@ class BudgetController(TrainHook):
     # ------------------------------------------------------------------ TrainHook
     def on_train_start(self, model: nn.Module, optimizer: Optimizer) -> None:
         self._optimizer, self._model = optimizer, model
-        if self.step_count == 0:
+        if self.step_count == 0:  # (weights loaded, or DDP's broadcast, after the controller was built)
+            self.s_unit = self._unit_shrink()
             self.control()
 
     def after_step(self, model: nn.Module, optimizer: Optimizer) -> None:

@@ -323,12 +323,20 @@ class ProximalSlimming(TrainHook):
 
         return [t.register_hook(first_backward) for t in self.targets if t.requires_grad]
 
-    def _sync_xi(self) -> None:
-        """``xi <- `` the scales now, if ``xi`` is still the copy taken at construction (never set,
-        stepped or loaded since): built before the weights were loaded, it would pull every
-        scale back to the values they had then."""
+    def _xi_stale(self) -> bool:
+        """Whether ``xi`` is still the copy taken at construction (never set, stepped or loaded since)."""
         built = self._xi_built
-        if built is not None and self.xi is built[0] and self.xi._version == built[1]:
+        return built is not None and self.xi is built[0] and self.xi._version == built[1]
+
+    def _xi_now(self) -> Tensor:
+        """``xi`` as :meth:`_sync_xi` leaves it, without syncing: the scales now while ``xi`` is stale
+        (what a budget controller built before the weights were loaded reads)."""
+        return self._gather() if self._xi_stale() else self.xi
+
+    def _sync_xi(self) -> None:
+        """``xi <- `` the scales now, if ``xi`` is still the copy taken at construction: built before
+        the weights were loaded, it would pull every scale back to the values they had then."""
+        if self._xi_stale():
             with torch.no_grad():
                 self.xi = self._gather().clone()
         self._xi_built = None
@@ -388,8 +396,9 @@ class ProximalSlimming(TrainHook):
         self.set_weights(w)
 
     def magnitude(self) -> Tensor:
-        """Per BN channel ``|xi|`` (the norm of (scale, shift) with ``zero_invariant``)."""
-        return self.xi.detach().view(-1, self.total).norm(dim=0)
+        """Per BN channel ``|xi|`` (the norm of (scale, shift) with ``zero_invariant``); before the first
+        backward or step, of the scales now (:meth:`_xi_now`)."""
+        return self._xi_now().detach().view(-1, self.total).norm(dim=0)
 
     def layer_factor(self, magnitude: Tensor | None = None) -> Tensor:
         """Per BN channel: the mean non-zero magnitude of its layer over :attr:`scale_ref` (1 in a
@@ -406,10 +415,13 @@ class ProximalSlimming(TrainHook):
         alive = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(
             0, layer, (mag > 0).to(mag.dtype)
         )
-        if self.scale_ref is None:
+        ref = self.scale_ref
+        if ref is None:
             nz = mag[mag > 0]
-            self.scale_ref = float(nz.mean()) if nz.numel() else 1.0
-        ref = max(self.scale_ref, 1e-12)
+            ref = float(nz.mean()) if nz.numel() else 1.0
+            if not self._xi_stale():  # (fixed once xi holds the scales training starts from)
+                self.scale_ref = ref
+        ref = max(ref, 1e-12)
         mean = torch.where(alive > 0, sums / alive.clamp(min=1), torch.full_like(sums, ref))
         return (mean / ref)[layer]
 
@@ -754,13 +766,13 @@ class ProximalSlimming(TrainHook):
     def zero_count(self) -> int:
         """BN channels whose scale is exactly zero in ``xi`` now (the model's gamma reaches zero only at
         :meth:`finalize`: read this, not the model, to follow the sparsity during training)."""
-        return int((self.xi[: self.total] == 0).sum())
+        return int((self._xi_now()[: self.total] == 0).sum())
 
     def zero_mask(self) -> Tensor:
         """The BN channels :meth:`finalize` would zero now (flat, module order): ``xi == 0``, except
         that an emptied unit keeps its strongest channel. For copies of the model that must carry
         the same zeros during training (an EMA of the weights)."""
-        xi, _, _ = self._restore_empty(self.xi.clone(), 1, quiet=True)
+        xi, _, _ = self._restore_empty(self._xi_now().clone(), 1, quiet=True)
         return xi[: self.total] == 0
 
     # ------------------------------------------------------------------ TrainHook
