@@ -700,3 +700,42 @@ def test_a_frozen_bn_is_left_to_itself() -> None:
     _steps(
         m, torch.optim.SGD(trainable, lr=0.1), s2, 1
     )  # (was: "the optimizer does not train the BN scales")
+
+
+@pytest.mark.parametrize("held", ["requires_grad", "lr0"])
+@pytest.mark.parametrize(
+    "kw", [{"penalty": "group-l1"}, {"zero_invariant": True}], ids=["group-l1", "zero-inv"]
+)
+def test_a_held_scale_of_a_coupled_channel_leaves_no_zero_surgery_cannot_remove(held, kw, caplog) -> None:
+    """Review of the own loop: with a group penalty and a frozen (or lr-0) BN coupled by a residual add,
+    the group prox zeroed the trainable members of a coupled channel while the held scale stayed
+    nonzero, and finalize (which gives such zeros back for per-channel penalties) left them: surgery
+    removed nothing and reported 1 zero it could not remove (coupled_with_nonzero). Such a channel now
+    gets no shrink; the uncoupled layer still slims."""
+    import logging
+
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    model, example = Residual(), torch.zeros(1, 1, 8, 8)
+    with torch.no_grad():
+        model.b0.weight.uniform_(0.001, 0.01)  # (held small: the group norm of a channel is b1's)
+        for b in (model.b1, model.b2):
+            b.weight.uniform_(0.05, 0.3)
+    stem = list(model.c0.parameters()) + list(model.b0.parameters())
+    rest = [p for p in model.parameters() if all(p is not q for q in stem)]
+    if held == "requires_grad":
+        for p in stem:
+            p.requires_grad_(False)
+        opt = torch.optim.SGD(rest, lr=0.1, momentum=0.9)
+    else:
+        opt = torch.optim.SGD([{"params": stem, "lr": 0.0}, {"params": rest}], lr=0.1, momentum=0.9)
+    slimmer = ProximalSlimming(model, lam=6.0, beta=100, example_input=example, **kw)
+    with caplog.at_level(logging.WARNING, logger="edgeslim"):
+        _steps(model, opt, slimmer, 10)
+    slimmer.finalize()
+    assert int((model.b1.weight == 0).sum()) == 0 and int((model.b2.weight == 0).sum()) > 0
+    res = prune_with_report(model.eval(), example, calib_inputs=torch.randn(8, 1, 8, 8), round_to=1)
+    assert res.report["zero_kept"]["coupled_with_nonzero"] == 0
+    assert res.report["zero_scale_channels"] == res.report["removed_channels"] > 0
+    assert "held nonzero scale" in caplog.text

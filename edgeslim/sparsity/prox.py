@@ -302,6 +302,7 @@ class ProximalSlimming(TrainHook):
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
+        self._pinned_said = False  # (the warning of _pinned, once)
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
@@ -678,6 +679,18 @@ class ProximalSlimming(TrainHook):
         if self.importance == "layer":
             f = self.layer_factor()
             tau = f * tau if not self.zero_invariant else f.repeat(2) * tau
+        pinned = None  # entries of a coupled channel with a held nonzero scale: no shrink (_pinned)
+        if held is not None and self.grouped:
+            pinned = self._pinned(held)
+            if bool(pinned.any()):
+                tau = torch.where(pinned, 0.0, tau)
+                if not getattr(self, "_pinned_said", False):
+                    self._pinned_said = True
+                    log.warning(
+                        "%d BN scales share their coupled channel with a held nonzero scale (requires_grad=False, "
+                        "or lr 0): surgery cannot remove such a channel, so the group penalty leaves it alone",
+                        int((pinned & ~held)[: self.total].sum()),
+                    )  # fmt: skip
         if self.penalty in ("mcp", "scad"):
             penalties.check_params(self.penalty, tau, **self.params)
         v = (alpha * self.xi + self.beta * gamma) / denom
@@ -686,6 +699,8 @@ class ProximalSlimming(TrainHook):
         applied = before.abs().float() - gamma.abs().float() if self._low_precision else None
         if self.aligner is not None:  # hold aligned channel counts with trained channels
             self.xi = self.aligner(self.xi, v)
+        if pinned is not None:  # (shrunk counts no shrink for them)
+            denom = torch.where(pinned, math.inf, denom)
         if held is not None:
             gamma, self.xi = torch.where(held, old_gamma, gamma), torch.where(held, old_xi, self.xi)
             if bool((~held).any()):
@@ -699,6 +714,17 @@ class ProximalSlimming(TrainHook):
             self.shrunk = self.shrunk + (
                 self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
             )
+
+    def _pinned(self, held: Tensor) -> Tensor:
+        """Per entry: whether its group holds a held entry (frozen, or lr 0) that is nonzero. Surgery
+        removes a coupled channel only when all its scales are zero, and a held scale never moves, so the
+        group prox would only zero the others for nothing (zeros surgery cannot remove): such groups
+        get no shrink, as per-channel penalties give such zeros back at :meth:`finalize`."""
+        hit = (held & (self.xi != 0)).to(self.xi.dtype)
+        per_group = torch.zeros(self.num_groups, dtype=hit.dtype, device=hit.device).index_add_(
+            0, self.group_index, hit
+        )
+        return (per_group > 0)[self.group_index]
 
     def _to(self, device: torch.device) -> None:
         self.device = device
