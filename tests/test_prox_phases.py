@@ -134,6 +134,24 @@ def test_effective_step_uses_momentum_and_adam_state() -> None:
         ProximalSlimming(toy(), prox_step="nope")
 
 
+@pytest.mark.parametrize("make", [lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9),
+                                  lambda p: torch.optim.Adamax(p, lr=0.01)], ids=["RMSprop", "Adamax"])  # fmt: skip
+def test_effective_step_of_an_optimizer_it_does_not_know_is_1_over_lr_with_a_warning(make, caplog) -> None:
+    """Review of the own loop: prox_step='effective' gave RMSprop(momentum=0.9) SGD's momentum gain,
+    alpha = (1 - m)/lr = 10 instead of the documented 1/lr = 100, and Adamax (betas, no exp_avg_sq)
+    silently stayed at 1/lr. Both get 1/lr now, with a warning naming the optimizer."""
+    model = toy()
+    opt = make(model.parameters())
+    s = ProximalSlimming(model, lam=1.0, beta=10.0, prox_step="effective")
+    with caplog.at_level(logging.WARNING, logger="edgeslim"):
+        for i in range(2):
+            data_step(model, opt, i)
+            assert s.mean_alpha(opt) == pytest.approx(100.0)
+            s.step(opt)
+    said = [r.getMessage() for r in caplog.records if "prox_step='effective'" in r.getMessage()]
+    assert len(said) == 1 and type(opt).__name__ in said[0]
+
+
 def test_beta_ramp_grows_beta_and_closes_the_gap() -> None:
     torch.manual_seed(0)
     model = toy()

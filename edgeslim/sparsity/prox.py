@@ -302,7 +302,7 @@ class ProximalSlimming(TrainHook):
         #: inside a ProxOptimizer (wrap), and whether its step is running: a step of the user's own as
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
-        self._pinned_said = False  # (the warning of _pinned, once)
+        self._pinned_said = self._plain_alpha_said = False  # (warnings given once: _pinned, _say_plain_alpha)
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
@@ -550,6 +550,8 @@ class ProximalSlimming(TrainHook):
         if self.prox_step == "effective":
             if all("betas" in g for g in groups):  # Adam family: per entry (sqrt(v_hat) + eps) / lr
                 return self._adam_alpha(optimizer, groups, lrs)
+            if not all(_sgd_shaped(g) for g in groups):
+                self._say_plain_alpha(optimizer)
             lrs = [v * _momentum_gain(g) for v, g in zip(lrs, groups)]
         if all(v == lrs[0] for v in lrs):
             return None if lrs[0] <= 0 else 1.0 / lrs[0]
@@ -580,13 +582,16 @@ class ProximalSlimming(TrainHook):
     def _adam_alpha(
         self, optimizer: Optimizer, groups: list[dict[str, Any]], lrs: list[float]
     ) -> Tensor | None:
-        """Adam/AdamW: ``(sqrt(v_hat) + eps) / lr`` per entry (``1/lr`` before its first step)."""
+        """Adam/AdamW: ``(sqrt(v_hat) + eps) / lr`` per entry (``1/lr`` before its first step, and for an
+        optimizer with ``betas`` but no second moment ``exp_avg_sq`` in its state: Adamax)."""
         if all(v <= 0 for v in lrs):
             return None
         parts = []
         for t, g, lr in zip(self.targets, groups, lrs):
             st = optimizer.state.get(t, {})  # type: ignore[call-overload]
             v = st.get("max_exp_avg_sq", st.get("exp_avg_sq"))
+            if v is None and st:  # (stepped, without Adam's second moment)
+                self._say_plain_alpha(optimizer)
             if lr <= 0:
                 parts.append(torch.full((t.numel(),), math.inf, device=self.device))
             elif v is None:
@@ -596,6 +601,16 @@ class ProximalSlimming(TrainHook):
                 v_hat = v.detach().reshape(-1) / (1.0 - g["betas"][1] ** max(step, 1.0))
                 parts.append((v_hat.sqrt() + float(g["eps"])) / lr)
         return torch.cat(parts).to(self.device, self.xi.dtype)
+
+    def _say_plain_alpha(self, optimizer: Optimizer) -> None:
+        """Warn once that ``prox_step="effective"`` does not know ``optimizer``'s step: it gets ``1/lr``."""
+        if not getattr(self, "_plain_alpha_said", False):
+            self._plain_alpha_said = True
+            log.warning(
+                "prox_step='effective' reads the step of SGD (momentum) and of Adam-type optimizers (their "
+                "second moment exp_avg_sq); %s gets alpha = 1/lr, as with prox_step='lr'",
+                type(optimizer).__name__,
+            )
 
     def mean_alpha(self, optimizer: Optimizer | None) -> float:
         """The mean of alpha over the entries (for controllers that set lambda from a shrink)."""
@@ -1019,12 +1034,19 @@ def _refuse_unknown_keywords(cls: type, given: dict[str, Any]) -> None:
         raise EdgeslimError(f"{cls.__name__}() got an unexpected keyword argument {stray[0]!r}{hint}")
 
 
+def _sgd_shaped(group: dict[str, Any]) -> bool:
+    """Whether a param group is SGD's (``momentum`` with ``dampening``; RMSprop's has no ``dampening``)."""
+    return "momentum" in group and "dampening" in group
+
+
 def _momentum_gain(group: dict[str, Any]) -> float:
     """How much longer the effective step of an SGD param group is than ``lr``: ``(1 - d)/(1 - m)``.
 
     With momentum m and dampening d a steady gradient g moves a weight by ``lr (1 - d)/(1 - m) g``
-    per step (Nesterov too); groups without momentum (other optimizers): 1.
+    per step (Nesterov too); groups without momentum, and other optimizers' (RMSprop): 1.
     """
+    if not _sgd_shaped(group):
+        return 1.0
     m = float(group.get("momentum", 0.0) or 0.0)
     d = float(group.get("dampening", 0.0) or 0.0)
     return (1.0 - d) / (1.0 - m) if 0.0 < m < 1.0 else 1.0
