@@ -739,3 +739,40 @@ def test_a_held_scale_of_a_coupled_channel_leaves_no_zero_surgery_cannot_remove(
     assert res.report["zero_kept"]["coupled_with_nonzero"] == 0
     assert res.report["zero_scale_channels"] == res.report["removed_channels"] > 0
     assert "held nonzero scale" in caplog.text
+
+
+@pytest.mark.parametrize("replace", ["assign", "to_empty"])
+def test_parameters_replaced_after_the_slimmer_was_built_are_followed(replace) -> None:
+    """Review of the own loop: after load_state_dict(sd, assign=True) or model.to_empty(device=...) the model
+    has new parameter objects and the slimmer held the old ones: a false 'the optimizer does not train the BN
+    scales' (or the prox acting on tensors the model no longer uses). It reads the layers' parameters each time
+    now, so the run is one with the slimmer built after the load (xi re-read at the first step, not at the
+    first backward, for replaced parameters: one gradient step apart)."""
+    pretrained = _two_bn_net().state_dict()
+    for k in ("1.weight", "4.weight"):
+        pretrained[k] = pretrained[k] * 3 + 0.5
+
+    def run(build_first: bool) -> torch.Tensor:
+        m = _two_bn_net()
+        s = ProximalSlimming(m, lam=2.0, beta=100) if build_first else None
+        if replace == "to_empty":
+            m.to_empty(device="cpu")
+        m.load_state_dict({k: v.clone() for k, v in pretrained.items()}, assign=replace == "assign")
+        s = s or ProximalSlimming(m, lam=2.0, beta=100)
+        torch.manual_seed(1)
+        _steps(m, torch.optim.SGD(m.parameters(), lr=0.1), s, 3)
+        s.finalize()
+        assert s.gammas[0] is m[1].weight
+        return torch.cat([m[1].weight.detach(), m[4].weight.detach(), s.xi])
+
+    torch.testing.assert_close(run(True), run(False), atol=0.01, rtol=0)
+
+
+def test_a_model_on_the_meta_device_is_refused_in_one_line() -> None:
+    """Review of the own loop: a slimmer built on a meta-device model (before to_empty) failed at its first
+    step with torch's NotImplementedError (aten::equal on Meta tensors)."""
+    with torch.device("meta"):
+        model = _two_bn_net()
+    with pytest.raises(EdgeslimError, match="meta device") as err:
+        ProximalSlimming(model)
+    assert "\n" not in str(err.value) and "to_empty" in str(err.value)

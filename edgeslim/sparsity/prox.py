@@ -213,8 +213,7 @@ class ProximalSlimming(TrainHook):
             )
         _refuse_unknown_keywords(type(self), penalty_params)
         self.penalty, self.grouped = penalties.parse_penalty(penalty)
-        self.zero_invariant = bool(zero_invariant)
-        if self.zero_invariant:  # (gamma_c, beta_c) pairs go to zero together: a group penalty
+        if zero_invariant:  # (gamma_c, beta_c) pairs go to zero together: a group penalty
             self.grouped = True
         self.params = penalties.check_params(self.penalty, **penalty_params)
         if not beta > 0 or not math.isfinite(beta):
@@ -223,19 +222,21 @@ class ProximalSlimming(TrainHook):
         self._lam = 0.0
         self.lam = lam
         self.names = [n for n, _ in layers]
-        self.gammas: list[nn.Parameter] = [m.weight for _, m in layers]
-        self.biases: list[Tensor | None] = [m.bias for _, m in layers]
+        #: the BN layers; their parameters are read from them each time (see :attr:`gammas`)
+        self.bn_modules: list[nn.Module] = [m for _, m in layers]
+        self.zero_invariant = bool(zero_invariant)
+        if any(t.is_meta for t in self.targets):
+            raise EdgeslimError(
+                "the model's BN parameters are on the meta device (no values yet): build the slimmer after "
+                "materialising the model (model.to_empty(device=...)) and loading its weights"
+            )
         self.sizes = [int(g.numel()) for g in self.gammas]
         self.offsets = [0]
         for s in self.sizes:
             self.offsets.append(self.offsets[-1] + s)
         self.total = self.offsets[-1]
-        #: the parameters xi copies: the BN scales, and with zero_invariant also the BN shifts
-        self.targets: list[Tensor] = list(self.gammas)
-        if self.zero_invariant:
-            if any(b is None for b in self.biases):
-                raise EdgeslimError("zero-invariant slimming needs BN layers with a bias (affine=True)")
-            self.targets += [b for b in self.biases if b is not None]
+        if self.zero_invariant and any(b is None for b in self.biases):
+            raise EdgeslimError("zero-invariant slimming needs BN layers with a bias (affine=True)")
         self.target_sizes = [int(t.numel()) for t in self.targets]
         self.device = self.gammas[0].device
         #: half-precision scales (a model converted with .half() / .bfloat16()): shrunk is measured on the scales
@@ -303,6 +304,22 @@ class ProximalSlimming(TrainHook):
         #: well would run the prox twice per optimizer step
         self._wrapped = self._wrapped_step = False
         self._pinned_said = self._plain_alpha_said = False  # (warnings given once: _pinned, _say_plain_alpha)
+
+    @property
+    def gammas(self) -> list[nn.Parameter]:
+        """The BN scales, read from the layers each time: a ``load_state_dict(assign=True)`` or
+        ``to_empty()`` after the slimmer was built gives the layers new parameter objects."""
+        return [m.weight for m in self.bn_modules]
+
+    @property
+    def biases(self) -> list[Tensor | None]:
+        """The BN shifts (read as :attr:`gammas`)."""
+        return [m.bias for m in self.bn_modules]
+
+    @property
+    def targets(self) -> list[Tensor]:
+        """The parameters xi copies: the BN scales, and with ``zero_invariant`` also the BN shifts."""
+        return self.gammas + ([b for b in self.biases if b is not None] if self.zero_invariant else [])
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
@@ -573,8 +590,9 @@ class ProximalSlimming(TrainHook):
         missing = [n for n, g in zip(self.names, self.gammas) if id(g) not in where and g.requires_grad]
         if missing:
             raise EdgeslimError(
-                f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); "
-                "proximal slimming needs them in one of its param groups"
+                f"the optimizer does not train the BN scales (e.g. {missing[0]}.weight); proximal slimming needs "
+                "them in one of its param groups (an optimizer built before load_state_dict(assign=True) or "
+                "to_empty() holds the replaced parameters: build it after)"
             )
         self._lr_map = (key, [where.get(id(t), where.get(id(self.gammas[0]), 0)) for t in self.targets])
         return self._lr_map[1]
