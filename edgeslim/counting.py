@@ -26,7 +26,7 @@ from torch import nn
 from edgeslim.channels.cost import einsum_macs, forward_batch, layer_macs, layer_params, positions_per_sample
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode, unfused_attention
+from edgeslim.utils.modes import eval_mode, refuse_lazy, unfused_attention
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,8 @@ def count_model(
             f"{','.join(map(str, shape))}"
         )
     scripted = isinstance(model, torch.jit.ScriptModule)
+    if not scripted:
+        refuse_lazy(model)
     if counter == "auto" and scripted:
         counter = "flop_counter"  # fvcore hooks modules, which TorchScript does not allow
     if counter == "auto":

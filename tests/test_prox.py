@@ -776,3 +776,34 @@ def test_a_model_on_the_meta_device_is_refused_in_one_line() -> None:
     with pytest.raises(EdgeslimError, match="meta device") as err:
         ProximalSlimming(model)
     assert "\n" not in str(err.value) and "to_empty" in str(err.value)
+
+
+def test_uninitialized_lazy_modules_are_one_line_everywhere_parameters_are_read() -> None:
+    """Review of the own loop: ProximalSlimming on a model with LazyConv2d / LazyBatchNorm2d before any forward
+    raised torch's raw ValueError ('Attempted to use an uninitialized parameter ...'), and so did surgery and the
+    budget's resource model; count_model said 'only one element tensors can be converted to Python scalars'.
+    Each now refuses in the same one line, asking for a forward pass; after one, all work."""
+    from edgeslim.counting import count_model
+    from edgeslim.sparsity.resource import build_resource
+    from edgeslim.surgery import prune_with_report
+
+    def lazy() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.LazyConv2d(8, 3, padding=1, bias=False), nn.LazyBatchNorm2d(), nn.ReLU(),
+                             nn.Flatten(), nn.LazyLinear(3))  # fmt: skip
+
+    example = torch.zeros(1, 1, 8, 8)
+    calls = {
+        "slimmer": lambda m: ProximalSlimming(m),
+        "surgery": lambda m: prune_with_report(m, example),
+        "count": lambda m: count_model(m, (1, 8, 8)),
+        "budget": lambda m: build_resource(m, example),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EdgeslimError, match="uninitialized lazy modules") as err:
+            call(lazy())
+        assert "\n" not in str(err.value) and "forward pass" in str(err.value), name
+    model = lazy()
+    model(example)
+    for call in calls.values():
+        call(model)

@@ -45,7 +45,7 @@ from edgeslim.channels.hooks import TrainHook, register_method
 from edgeslim.channels.norm import zero_flat
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.subgradient import bn_layers, gamma_stats
-from edgeslim.utils.modes import uncompiled_name
+from edgeslim.utils.modes import refuse_lazy, uncompiled_name
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,7 @@ class ProximalSlimming(TrainHook):
         importance: str = "absolute",
         **penalty_params: Any,
     ) -> None:
+        refuse_lazy(model)
         layers = bn_layers(model)
         if not layers:
             raise EdgeslimError(

@@ -66,7 +66,7 @@ from edgeslim.channels.rounding import kept_counts
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.console import human
 from edgeslim.utils.io import read_json
-from edgeslim.utils.modes import eval_mode, uncompiled
+from edgeslim.utils.modes import eval_mode, refuse_lazy, uncompiled
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class ResourceModel:
         if round_to < 1:
             raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
+        refuse_lazy(model)
         layers = bn_layers(model)
         if not layers:
             raise EdgeslimError("the model has no affine BatchNorm layers; budgets act on BN channels")

@@ -37,7 +37,7 @@ from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import ieee_fp32, uncompiled
+from edgeslim.utils.modes import ieee_fp32, refuse_lazy, uncompiled
 from edgeslim.utils.scores import abs_differences, finite_abs_max, top1_matches
 
 log = logging.getLogger(__name__)
@@ -378,6 +378,7 @@ def prune_with_report(
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
     model = uncompiled(model)  # (a torch.compile wrapper: its module, run eagerly)
+    refuse_lazy(model)
     t0 = time.perf_counter()
     mode = model.training
     work, shared = (model, []) if inplace else _copy_sharing_tensors(model)

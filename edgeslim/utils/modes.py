@@ -24,6 +24,22 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return model._orig_mod if isinstance(model, OptimizedModule) else model
 
 
+def refuse_lazy(model: nn.Module) -> None:
+    """One-line :class:`~edgeslim.errors.EdgeslimError` if ``model`` has uninitialized lazy modules
+    (``LazyConv2d``, ``LazyBatchNorm2d``: their parameters have no shape until a forward pass), which
+    whatever counts or reads its parameters (slimming, surgery, counting) needs."""
+    from torch.nn.parameter import is_lazy
+
+    from edgeslim.errors import EdgeslimError
+
+    for name, m in uncompiled(model).named_modules():
+        if any(is_lazy(t) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))):
+            raise EdgeslimError(
+                f"the model has uninitialized lazy modules (e.g. {name or 'the model'}: {type(m).__name__}): run one "
+                "forward pass on an example batch first (model(example)), which gives their parameters a shape"
+            )
+
+
 #: the prefix a ``torch.compile`` wrapper puts before the names of its module's submodules
 COMPILED_PREFIX = "_orig_mod."
 
