@@ -276,6 +276,7 @@ class ProximalSlimming(TrainHook):
         self.importance = check_importance(importance, penalty)
         #: the mean non-zero channel magnitude when :meth:`layer_factor` first ran (its unit)
         self.scale_ref: float | None = None
+        self._scale_ref_stale = False  # scale_ref read while xi was stale (see _xi_now): read again
         self._layer_of = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(
             self.device
         )
@@ -434,13 +435,12 @@ class ProximalSlimming(TrainHook):
         alive = torch.zeros(n, dtype=mag.dtype, device=mag.device).index_add_(
             0, layer, (mag > 0).to(mag.dtype)
         )
-        ref = self.scale_ref
-        if ref is None:
+        # (read again until xi holds the scales training starts from)
+        if self.scale_ref is None or getattr(self, "_scale_ref_stale", False):
             nz = mag[mag > 0]
-            ref = float(nz.mean()) if nz.numel() else 1.0
-            if not self._xi_stale():  # (fixed once xi holds the scales training starts from)
-                self.scale_ref = ref
-        ref = max(ref, 1e-12)
+            self.scale_ref = float(nz.mean()) if nz.numel() else 1.0
+            self._scale_ref_stale = self._xi_stale()
+        ref = max(self.scale_ref, 1e-12)
         mean = torch.where(alive > 0, sums / alive.clamp(min=1), torch.full_like(sums, ref))
         return (mean / ref)[layer]
 
@@ -911,7 +911,7 @@ class ProximalSlimming(TrainHook):
                 f"this run uses {self.importance!r}; resume with the same setting"
             )
         if state.get("scale_ref") is not None:
-            self.scale_ref = float(state["scale_ref"])
+            self.scale_ref, self._scale_ref_stale = float(state["scale_ref"]), False
         frozen = state.get("frozen")
         self.frozen = None if frozen is None else frozen.to(self.device, torch.bool).clone()
 
