@@ -875,6 +875,7 @@ class ProximalSlimming(TrainHook):
             "beta_start": self.beta_start,
             "beta_target": self.beta_target,
             "importance": self.importance,
+            "zero_invariant": self.zero_invariant,
             "scale_ref": self.scale_ref,
             "frozen": None if self.frozen is None else self.frozen.detach().cpu().clone(),
             "phases": {
@@ -885,8 +886,37 @@ class ProximalSlimming(TrainHook):
             },  # fmt: skip
         }
 
+    def _settings(self) -> dict[str, Any]:
+        """The settings a saved state must have been trained with (:meth:`load_state_dict` compares them)."""
+        phases = ("warmup_steps", "recovery_steps", "total_steps", "prox_step")
+        return {
+            "zero_invariant": self.zero_invariant,
+            "penalty": ("group-" if self.grouped else "") + self.penalty,
+            "params": dict(self.params),
+            **{k: getattr(self, k) for k in phases},
+            "importance": self.importance,
+        }
+
+    def _check_settings(self, state: dict[str, Any]) -> None:
+        """Refuse a state trained with other settings, naming the first that differs (a state saved
+        before a setting was saved is taken to have this run's; zero_invariant: from xi's length)."""
+        saved = {**state, **state.get("phases", {})}
+        if "zero_invariant" not in saved and state["xi"].numel() in (self.total, 2 * self.total):
+            saved["zero_invariant"] = state["xi"].numel() == 2 * self.total
+        for key, mine in self._settings().items():
+            theirs = saved.get(key, mine)
+            if theirs != mine:
+                what = "penalty parameters" if key == "params" else key
+                raise EdgeslimError(
+                    f"the saved proximal-slimming state was trained with {what} {theirs!r}, this run uses "
+                    f"{mine!r}; resume with the same setting",
+                    param=None if key == "params" else key,
+                )
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         xi = state["xi"]
+        if list(state.get("names", self.names)) == self.names:
+            self._check_settings(state)
         if list(state.get("names", self.names)) != self.names or xi.numel() != self.xi.numel():
             raise EdgeslimError(
                 "the saved proximal-slimming state belongs to another model "
@@ -905,11 +935,6 @@ class ProximalSlimming(TrainHook):
         self.coupled_kept_at_freeze = int(state.get("coupled_kept_at_freeze", 0))
         self.beta_start = float(state.get("beta_start", self.beta))
         self.beta_target = state.get("beta_target", self.beta_target)
-        if state.get("importance", "absolute") != self.importance:
-            raise EdgeslimError(
-                f"the saved proximal-slimming state was trained with importance {state.get('importance')!r}, "
-                f"this run uses {self.importance!r}; resume with the same setting"
-            )
         if state.get("scale_ref") is not None:
             self.scale_ref, self._scale_ref_stale = float(state["scale_ref"]), False
         frozen = state.get("frozen")
