@@ -1026,3 +1026,48 @@ def test_a_nas_thumbnail_folder_is_not_read_as_images(tmp_path):
     for source in (root, archive):
         b = load_dataset("imagefolder", data_dir=source, cache_dir=tmp_path / "c")
         assert b.class_names == ["cat", "dog"] and len(b.train_y) + len(b.test_y) == 6, source
+
+
+@pytest.mark.parametrize(
+    "train, test", [("Train", "Test"), ("Training", "Testing"), ("TRAIN", "VAL"), ("train", "Validation")]
+)
+def test_split_folders_are_found_in_any_case_and_as_training_testing(tmp_path, train: str, test: str):
+    """The review of a user's own image folder (finding 1): split folders not spelled exactly train/ and
+    test/ (Train/Test, Kaggle Brain-Tumor MRI's Training/Testing) were read as two class folders: a
+    2-class classifier of split membership trained, exit 0. They are splits, in any case (in a zip's top
+    folder too)."""
+    for split, n in ((train, 3), (test, 2)):
+        for i, c in enumerate(("cat", "dog", "eel")):
+            for k in range(n):
+                _solid(tmp_path / "d" / "mri" / split / c / f"{k}.png", 60 * i)
+    for where in (tmp_path / "d" / "mri", tmp_path / "d"):
+        b = load_dataset("imagefolder", data_dir=where, cache_dir=tmp_path / "cache")
+        assert b.class_names == ["cat", "dog", "eel"] and (len(b.train_y), len(b.test_y)) == (9, 6)
+        assert torch.equal(b.train_x[:, 0, 0, 0].long() // 60, b.train_y)
+
+
+def test_splits_under_other_names_are_not_read_as_classes(tmp_path):
+    """The review of a user's own image folder (finding 1): Kaggle's Intel Image Classification,
+    seg_train/seg_train/<class>/ and seg_test/seg_test/<class>/, was read as the two classes seg_test and
+    seg_train. Class folders that each hold the same folders of images are refused in one line naming
+    them and the layout to use; a class whose images lie in one sub-folder, or in different ones, is read."""
+    for split in ("seg_train", "seg_test"):
+        for c in ("forest", "sea"):
+            for k in range(3):
+                _solid(tmp_path / "intel" / split / split / c / f"{k}.png", 9)
+    with pytest.raises(EdgeslimError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "intel", cache_dir=tmp_path / "cache")
+    assert str(e.value).startswith(
+        f"{tmp_path / 'intel'}: its folders seg_test/, seg_train/ all hold the same folders of images (forest, sea)"
+    )
+    assert "move seg_test/seg_test/forest/ to test/forest/" in str(e.value) and "\n" not in str(e.value)
+    for c, subs in (("cat", ("day", "night")), ("dog", ("day",))):  # different sub-folders: classes
+        for s in subs:
+            for k in range(3):
+                _solid(tmp_path / "pets" / c / s / f"{k}.png", 9)
+    assert load_dataset(
+        "imagefolder", data_dir=tmp_path / "pets", cache_dir=tmp_path / "cache"
+    ).class_names == [
+        "cat",
+        "dog",
+    ]

@@ -47,7 +47,10 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
 #: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
 #: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-TEST_NAMES = ("test", "val", "valid", "validation")
+#: the names of the split folders, matched in any case (``Train/``, ``Testing/``: Kaggle's layouts), in the
+#: order a split is looked for
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test", "testing", "val", "valid", "validation")
 #: a tree of class folders without train/test: 1 image in this many of each class is the test split
 FLAT_TEST_EVERY = 10
 #: decode in a pool of this many processes above this many images (the machines here have 2 cores)
@@ -117,22 +120,30 @@ class Tree:
 
     def _find_prefix(self) -> str:
         """'' or 'top/' when the tree sits in one top-level folder (common in zips)."""
-        tops = {n.split("/", 1)[0] for n in self.files if "/" in n}
-        if "train" in tops:
+        if any(s in TRAIN_NAMES for s in self._splits("").values()):
             return ""
-        for t in sorted(tops):
-            if any(n.startswith(f"{t}/train/") for n in self.files):
-                return f"{t}/"
-        return ""
+        tops = sorted({n.split("/", 1)[0] for n in self.files if "/" in n})
+        return next(
+            (f"{t}/" for t in tops if any(s in TRAIN_NAMES for s in self._splits(f"{t}/").values())), ""
+        )
+
+    def _splits(self, base: str) -> dict[str, str]:
+        """``{folder: split name}`` of the folders in ``base`` named as a split (:data:`TRAIN_NAMES`,
+        :data:`TEST_NAMES`, in any case: ``Train/``, ``Testing/``) that hold images."""
+        named = {
+            f[len(base) :].split("/", 1)[0]
+            for f in self.files
+            if f.startswith(base) and "/" in f[len(base) :]
+        }
+        return {d: d.lower() for d in sorted(named) if d.lower() in (*TRAIN_NAMES, *TEST_NAMES)}
 
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
-        or none; images in sub-folders of a class folder too), when it has no ``train/``, ``test/``
-        or ``val/`` folder and at least two classes; else None. A class with one image is refused (it
+        or none; images in sub-folders of a class folder too), when it has no split folder
+        (:data:`TRAIN_NAMES`, :data:`TEST_NAMES`, any case) and at least two classes; else None. A class with one image is refused (it
         cannot both train and test), as is a class folder without images."""
-        splits = ("train", *TEST_NAMES)
-        if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
+        if self._splits(self.prefix):
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
         tops = {f.split("/", 1)[0] for f in self.files}
         one = len(tops) == 1 and all(f.count("/") >= 2 for f in self.files)  # flowers/daisy/1.jpg
@@ -140,6 +151,7 @@ class Tree:
         by_class = self._classes(self.flat_base)
         if len(by_class) < MIN_CLASSES:
             return None
+        self._refuse_hidden_splits(by_class)
         few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
         if few:
             raise EdgeslimError(
@@ -148,6 +160,31 @@ class Tree:
                 "two, or lay the images out as train/<class>/ and test/<class>/"
             )
         return by_class
+
+    def _refuse_hidden_splits(self, by_class: dict[str, list[str]]) -> None:
+        """Refuse class folders that each hold the same folders of images (two or more; none of their
+        images directly): splits under other names (``seg_train/seg_train/<class>/``, Kaggle's Intel
+        Image Classification), which read as classes would train a classifier of the split an image is in."""
+        inner: dict[str, set[str]] = {}
+        for c, fs in by_class.items():
+            rest = [f[len(self.flat_base) + len(c) + 1 :] for f in fs]
+            if any("/" not in r for r in rest):
+                return  # (images of the class folder itself: a class)
+            inner[c] = {r.rsplit("/", 2)[-2] for r in rest}
+        leaves = next(iter(inner.values()))
+        if len(leaves) < 2 or any(v != leaves for v in inner.values()):
+            return
+        c = sorted(by_class)[0]
+        example = by_class[c][0].rsplit("/", 1)[0]
+        split = "test" if any(t in c.lower() for t in TEST_NAMES) else "train"
+        raise EdgeslimError(
+            f"{self.root}: its folders {', '.join(f'{self.flat_base}{d}/' for d in sorted(inner)[:4])}"
+            f"{', ...' if len(inner) > 4 else ''} all hold the same folders of images ({', '.join(sorted(leaves)[:4])}"
+            f"{', ...' if len(leaves) > 4 else ''}), as splits do, so they are not read as classes; lay the images "
+            f"out as train/<class>/ and test/<class>/ (e.g. move {example}/ to {split}/{example.rsplit('/', 1)[-1]}/ "
+            f"if {self.flat_base}{c}/ is the {split} split), or as one <class>/ folder per class",
+            param="data_dir",
+        )
 
     def _classes(self, base: str) -> dict[str, list[str]]:
         """``{class: [file, ...]}`` of the class folders in the folder ``base`` (``''``: the top, else
@@ -187,16 +224,19 @@ class Tree:
                 held = held_out(fs, len(self.flat_base) + len(c) + 1)
                 out[c] = [f for f in fs if (f in held) == test]
             return out
-        names = ("train",) if split == "train" else TEST_NAMES
+        names = TRAIN_NAMES if split == "train" else TEST_NAMES
+        found = self._splits(self.prefix)
         for nm in names:
-            by_class = self._classes(f"{self.prefix}{nm}/")
-            if by_class:
-                return by_class
+            for folder in (d for d, s in found.items() if s == nm):
+                by_class = self._classes(f"{self.prefix}{folder}/")
+                if by_class:
+                    return by_class
         tops = {f.split("/")[0] for f in self.files if "/" in f}
-        if split == "train" and len(tops) == 1 and tops.isdisjoint(("train", *TEST_NAMES)):
+        if split == "train" and len(tops) == 1 and not self._splits(""):
             check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
         raise EdgeslimError(
-            f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
+            f"{self.root} has no {names[0]}/<class>/<image> files (nor {'/'.join(names[1:])}/, in any case); "
+            "an image folder needs "
             f"train/<class>/*.jpg and test/<class>/*.jpg, or <class>/*.jpg for two or more classes (1 image in "
             f"{FLAT_TEST_EVERY} held out to test); images only to validate or calibrate an export: the "
             f"{IMAGES} data set"
