@@ -1071,3 +1071,27 @@ def test_splits_under_other_names_are_not_read_as_classes(tmp_path):
         "cat",
         "dog",
     ]
+
+
+def test_a_class_named_train_beside_other_class_folders_is_a_class(tmp_path):
+    """The review of a user's own image folder (finding 4): a tree of class folders with a class named as
+    a split (COCO's train: bus/ car/ train/) was refused with "has no train/<class>/<image> files ... or
+    <class>/*.jpg", telling the user to do what they did. A split-named folder holding its images directly
+    beside class folders is a class; where it cannot be told (train/*.jpg beside test1/*.jpg, Kaggle's
+    dogs-vs-cats), the refusal names the folder and the rename."""
+    for i, c in enumerate(("bus", "car", "train")):
+        for k in range(4):
+            _solid(tmp_path / "coco" / c / f"{k}.png", 60 * i)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "coco", cache_dir=tmp_path / "cache")
+    assert b.class_names == ["bus", "car", "train"] and len(b.train_y) + len(b.test_y) == 12
+    assert torch.equal(b.train_x[:, 0, 0, 0].long() // 60, b.train_y)
+    for d in ("train", "test1"):
+        for k in range(3):
+            _solid(tmp_path / "kaggle" / d / f"{k}.png", 9)
+    with pytest.raises(EdgeslimError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "kaggle", cache_dir=tmp_path / "cache")
+    assert str(e.value) == (
+        f"{tmp_path / 'kaggle'}: train/ holds images directly, not in class folders; lay the images out as "
+        "train/<class>/ and test/<class>/, or, if train is a class, rename its folder (e.g. train/ to "
+        "train_class/) and keep one <class>/ folder per class"
+    )

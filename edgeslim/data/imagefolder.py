@@ -129,13 +129,28 @@ class Tree:
 
     def _splits(self, base: str) -> dict[str, str]:
         """``{folder: split name}`` of the folders in ``base`` named as a split (:data:`TRAIN_NAMES`,
-        :data:`TEST_NAMES`, in any case: ``Train/``, ``Testing/``) that hold images."""
+        :data:`TEST_NAMES`, in any case: ``Train/``, ``Testing/``) that hold images; none where the one
+        such folder is a class (:meth:`_is_class`)."""
         named = {
             f[len(base) :].split("/", 1)[0]
             for f in self.files
             if f.startswith(base) and "/" in f[len(base) :]
         }
-        return {d: d.lower() for d in sorted(named) if d.lower() in (*TRAIN_NAMES, *TEST_NAMES)}
+        found = {d: d.lower() for d in sorted(named) if d.lower() in (*TRAIN_NAMES, *TEST_NAMES)}
+        return {} if len(found) == 1 and self._is_class(base, next(iter(found)), named) else found
+
+    def _is_class(self, base: str, folder: str, named: set[str]) -> bool:
+        """Whether the split-named ``folder`` in ``base`` is a class (COCO's ``train`` beside ``bus/`` and
+        ``car/``): its images lie in it directly, none in sub-folders, and the other folders of images
+        beside it are not named like splits either (Kaggle's ``train/*.jpg`` beside ``test1/*.jpg`` is
+        a split of unlabelled images, not a class)."""
+        inside = [f[len(base) + len(folder) + 1 :] for f in self.files if f.startswith(f"{base}{folder}/")]
+        others = named - {folder}
+        return (
+            bool(others)
+            and all("/" not in r for r in inside)
+            and not any(nm in d.lower() for d in others for nm in (*TRAIN_NAMES, *TEST_NAMES))
+        )
 
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
@@ -231,6 +246,24 @@ class Tree:
                 by_class = self._classes(f"{self.prefix}{folder}/")
                 if by_class:
                     return by_class
+        # split folders that all hold their images directly, beside other folders of images: a class named as
+        # a split where Tree._is_class cannot tell (Kaggle's train/*.jpg beside test1/*.jpg)
+        depth = self.prefix.count("/") + 1
+        below = [f for f in self.files if f.startswith(self.prefix) and f.count("/") >= depth]
+        loose = [
+            d
+            for d in found
+            if all(f.count("/") == depth for f in below if f.startswith(f"{self.prefix}{d}/"))
+        ]
+        if loose and len(loose) == len(found) < len({f.split("/")[depth - 1] for f in below}):
+            d = f"{self.prefix}{loose[0]}"
+            raise EdgeslimError(
+                f"{self.root}: {' and '.join(f'{self.prefix}{x}/' for x in loose)} "
+                f"{'holds' if len(loose) == 1 else 'hold'} images directly, not in class folders; lay the images "
+                f"out as train/<class>/ and test/<class>/, or, if {loose[0]} is a class, rename its folder (e.g. "
+                f"{d}/ to {d}_class/) and keep one <class>/ folder per class",
+                param="data_dir",
+            )
         tops = {f.split("/")[0] for f in self.files if "/" in f}
         if split == "train" and len(tops) == 1 and not self._splits(""):
             check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
