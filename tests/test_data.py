@@ -1095,3 +1095,57 @@ def test_a_class_named_train_beside_other_class_folders_is_a_class(tmp_path):
         "train/<class>/ and test/<class>/, or, if train is a class, rename its folder (e.g. train/ to "
         "train_class/) and keep one <class>/ folder per class"
     )
+
+
+def test_an_image_folder_is_decoded_into_one_array_as_the_memory_check_counts(tmp_path, monkeypatch):
+    """The review of a user's own image folder (finding 2): the memory check let through a data set of up
+    to half of the machine's memory, but the first decode peaked at 2x the data (decode_all concatenated
+    its chunks, even a single one: an out-of-memory kill). Images are now decoded into one array, so the
+    peak (numpy's allocations, traced) is the data and at most a few chunks, as decode_peak counts it."""
+    import tracemalloc
+
+    import edgeslim.data.imagefolder as imf
+
+    for c in ("a", "b"):
+        for k in range(40):
+            _solid(tmp_path / "t" / c / f"{k}.png", 9)
+    tree = imf.Tree(tmp_path / "t")
+    imf.decode_all(tree, tree.files[:1], 3, (8, 8))  # (PIL's modules imported before tracing)
+    # (a file is read into a buffer as large as the limit, which traces as memory though it is never touched)
+    monkeypatch.setattr(imf, "MAX_IMAGE_BYTES", 2**16)
+    for pool_min in (10**9, 4):  # serial, then a pool of 2 processes (16 chunks of 5 images)
+        monkeypatch.setattr(imf, "POOL_MIN", pool_min)
+        tracemalloc.start()
+        x = imf.decode_all(tree, tree.files, 3, (128, 128))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert x.shape == (80, 3, 128, 128) and (x == 9).all()
+        assert peak < 1.1 * x.nbytes if pool_min > 80 else peak < 1.5 * x.nbytes, (pool_min, peak / x.nbytes)
+        assert peak < imf.decode_peak(80, 3, (128, 128)) + 2**20
+
+
+def test_the_memory_limit_is_read_from_the_process_own_cgroup(tmp_path):
+    """The review of a user's own image folder (finding 2): the memory limit was read from the root cgroup
+    only, missing the limit of the cgroup the process runs in (a systemd slice, a job's cgroup). It is now
+    the lowest of the process's own cgroup, those above it, and the root's, cgroup v2 and v1."""
+    import edgeslim.data.imagefolder as imf
+
+    def write(rel: str, text: str) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+
+    write("proc/self/cgroup", "0::/user.slice/job-7.scope\n")  # cgroup v2
+    write("sys/fs/cgroup/user.slice/job-7.scope/memory.max", "max\n")
+    write("sys/fs/cgroup/user.slice/memory.max", f"{2**28}\n")  # the limit of the slice above it
+    limits = imf.cgroup_memory_limits(tmp_path)
+    assert limits[:2] == [
+        tmp_path / "sys/fs/cgroup/user.slice/job-7.scope/memory.max",
+        tmp_path / "sys/fs/cgroup/user.slice/memory.max",
+    ]
+    assert imf.physical_memory(limits) == 2**28
+    write("proc/self/cgroup", "5:cpu,cpuacct:/\n4:memory:/docker/abc\n0::/\n")  # cgroup v1 (hybrid)
+    write("sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", f"{2**27}\n")
+    write("sys/fs/cgroup/memory/memory.limit_in_bytes", f"{2**63 - 4096}\n")  # the root's: no limit
+    limits = imf.cgroup_memory_limits(tmp_path)
+    assert limits[0] == tmp_path / "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes"
+    assert imf.physical_memory(limits) == 2**27

@@ -55,6 +55,8 @@ TEST_NAMES = ("test", "testing", "val", "valid", "validation")
 FLAT_TEST_EVERY = 10
 #: decode in a pool of this many processes above this many images (the machines here have 2 cores)
 POOL_WORKERS, POOL_MIN = 2, 20000
+#: the most bytes of images a worker of the pool sends back at once (its chunk)
+POOL_CHUNK_BYTES = 256 << 20
 #: largest image file (or zip member, uncompressed) read, in bytes: 64 MiB
 MAX_IMAGE_BYTES = 64 << 20
 #: largest image decoded, in pixels (width x height): 50 Mpixel, 150 MB as RGB uint8
@@ -529,14 +531,11 @@ def read_images(
     return np.stack(images), total
 
 
-def _decode_chunk(
-    args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
-) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
-    """The images of one chunk, (name, reason) of each that cannot be decoded (left zero), and
-    (name, first message) of each PIL warned about."""
-    root, is_zip, names, channels, size = args
-    get = open_reader(Path(root), is_zip)
-    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+def _decode_into(
+    out: np.ndarray, get: Callable[[str], bytes], names: Sequence[str], channels: int, size: tuple[int, int]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Decode ``names`` into the rows of ``out`` (a row that cannot be decoded is left as it is): (name,
+    reason) of each that cannot be decoded, and (name, first message) of each PIL warned about."""
     bad, warned = [], []
     for i, n in enumerate(names):
         said: list[str] = []
@@ -545,33 +544,62 @@ def _decode_chunk(
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
         warned += [(n, said[0])] if said else []
-    return out, bad, warned
+    return bad, warned
+
+
+def _decode_chunk(
+    args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
+) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The images of one chunk (in a worker process), and :func:`_decode_into`'s lists."""
+    root, is_zip, names, channels, size = args
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+    return out, *_decode_into(out, open_reader(Path(root), is_zip), names, channels, size)
+
+
+def _chunk(count: int, image_bytes: int) -> int:
+    """Images per chunk of :func:`decode_all`'s pool (8 chunks a worker, of at most
+    :data:`POOL_CHUNK_BYTES`); 0: no pool."""
+    if count < POOL_MIN:
+        return 0
+    return max(1, min(-(-count // (POOL_WORKERS * 8)), POOL_CHUNK_BYTES // max(1, image_bytes)))
+
+
+def decode_peak(count: int, channels: int, size: tuple[int, int]) -> int:
+    """The most bytes :func:`decode_all` holds while it decodes ``count`` images: their array (filled
+    in place; the one image being decoded besides it is left out), and with a pool the chunks that may
+    wait for their turn to be copied in (one per worker) and the one being copied, each twice (as
+    received from the worker, and as an array)."""
+    one = channels * size[0] * size[1]
+    return (count + 2 * (POOL_WORKERS + 1) * _chunk(count, one)) * one
 
 
 def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode ``names`` into uint8 [N,C,H,W]; a pool of processes for large lists. Files that cannot
-    be decoded are refused together, in one line."""
-    if not names:
-        return np.zeros((0, channels, *size), dtype=np.uint8)
-    if len(names) < POOL_MIN:
-        parts = [_decode_chunk((str(tree.root), tree.is_zip, names, channels, size))]
+    """Decode ``names`` into uint8 [N,C,H,W], one array filled in place (its peak: :func:`decode_peak`);
+    a pool of processes for large lists. Files that cannot be decoded are refused together, in one line."""
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+    step = _chunk(len(names), channels * size[0] * size[1])
+    if not step:
+        bad, warned = _decode_into(out, tree.reader(), names, channels, size)
     else:
-        step = -(-len(names) // (POOL_WORKERS * 8))
+        bad, warned = [], []
         chunks = [
             (str(tree.root), tree.is_zip, names[i : i + step], channels, size)
             for i in range(0, len(names), step)
         ]
-        with ProcessPoolExecutor(POOL_WORKERS) as ex:
-            parts = list(ex.map(_decode_chunk, chunks))
-    _say_pil_warnings(tree.root, [w for *_, chunk_warned in parts for w in chunk_warned], len(names))
-    bad = [b for _, chunk_bad, _ in parts for b in chunk_bad]
+        with ProcessPoolExecutor(POOL_WORKERS) as ex:  # (each chunk copied in as it comes: no second copy)
+            for i, (part, chunk_bad, chunk_warned) in enumerate(ex.map(_decode_chunk, chunks)):
+                out[i * step : i * step + len(part)] = part
+                bad += chunk_bad
+                warned += chunk_warned
+                del part
+    _say_pil_warnings(tree.root, warned, len(names))
     if len(bad) == 1:
         raise EdgeslimError(bad[0][1])
     if bad:
         first = bad[0][1].rsplit("; ", 1)[0]
         more = ", ".join(n for n, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
         raise EdgeslimError(f"{first}, and {len(bad) - 1} more ({more}); remove or replace the corrupt files")
-    return np.concatenate([x for x, *_ in parts])
+    return out
 
 
 #: the EXIF tag of a photo's orientation, and its values that turn the image by a quarter
@@ -646,9 +674,9 @@ LARGE_SIDE = 1024
 
 
 def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], given: bool) -> None:
-    """Refuse decoding ``count`` images at ``size`` when they would take more than half of this
-    machine's memory (the whole data set lives in memory as uint8)."""
-    need = count * channels * size[0] * size[1]
+    """Refuse decoding ``count`` images at ``size`` when decoding them would take more than half of this
+    machine's memory (the whole data set lives in memory as uint8; the peak: :func:`decode_peak`)."""
+    need = decode_peak(count, channels, size)
     total = physical_memory()
     what = "the size asked for" if given else "the most common size of the training images"
     if total and need > total / 2:
@@ -660,19 +688,41 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
         )
 
 
-#: a container's memory limit: cgroup v2, then v1 ("max", or v1's huge number: no limit)
+#: a container's memory limit at the root of the cgroup tree: cgroup v2, then v1 ("max", or v1's huge
+#: number: no limit); :func:`cgroup_memory_limits` adds those of this process's own cgroup
 CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
+def cgroup_memory_limits(root: str | os.PathLike = "/") -> list[Path]:
+    """The memory-limit files of this process's cgroup and of each cgroup above it, as ``root``
+    ``/proc/self/cgroup`` names it (v2: ``0::<path>``, under ``sys/fs/cgroup/<path>/memory.max``; v1: the
+    ``memory`` line, under ``sys/fs/cgroup/memory/<path>/memory.limit_in_bytes``), then the root's
+    (:data:`CGROUP_MEMORY_LIMITS`, under ``root``); files that do not exist are left to the reader."""
+    base = Path(root)
+    found: list[Path] = []
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (base / "proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if controllers == "":
+                where, name = base / "sys/fs/cgroup", "memory.max"
+            elif "memory" in controllers.split(","):
+                where, name = base / "sys/fs/cgroup/memory", "memory.limit_in_bytes"
+            else:
+                continue
+            parts = [x for x in path.strip().split("/") if x and x not in (".", "..")]
+            found += [where.joinpath(*parts[:i], name) for i in range(len(parts), 0, -1)]
+    return found + [base / str(limit).lstrip("/") for limit in CGROUP_MEMORY_LIMITS]
+
+
 def physical_memory(limits: Sequence[str | os.PathLike] | None = None) -> int:
-    """Bytes of memory this process may use: the machine's, or its container's limit where lower
-    (the numbers in the files ``limits``, default :data:`CGROUP_MEMORY_LIMITS`); 0 where the
+    """Bytes of memory this process may use: the machine's, or the lowest limit of its cgroups where
+    lower (the numbers in the files ``limits``, default :func:`cgroup_memory_limits`); 0 where the
     system does not say."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 0
-    for limit in CGROUP_MEMORY_LIMITS if limits is None else limits:
+    for limit in cgroup_memory_limits() if limits is None else limits:
         with contextlib.suppress(OSError, ValueError):
             cap = int(Path(limit).read_text().split()[0])  # ("max": no limit, a ValueError)
             if 0 < cap < (total or cap + 1):
