@@ -47,6 +47,12 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
 #: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
 #: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+#: formats read too where the installed Pillow decodes them (:func:`read_formats`), with their file types
+OPTIONAL_FORMATS = {"AVIF": (".avif",)}
+#: image types of cameras and phones that are not read (a folder's files of these types are counted in a
+#: warning, not dropped without a word)
+IMAGE_LIKE_EXTS = {".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+                   ".orf", ".rw2", ".raf", ".raw", ".psd", ".svg", ".ico", ".tga", ".exr", ".hdr"}  # fmt: skip
 #: the names of the split folders, matched in any case (``Train/``, ``Testing/``: Kaggle's layouts), in the
 #: order a split is looked for
 TRAIN_NAMES = ("train", "training")
@@ -76,13 +82,30 @@ WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 IMAGES = "images"
 
 
+@functools.cache
+def read_formats() -> dict[str, tuple[str, ...]]:
+    """``{PIL format: file types}`` of :data:`OPTIONAL_FORMATS` that the installed Pillow decodes (its
+    ``features.check``: AVIF from Pillow 11.2 where built with libavif)."""
+    from PIL import features
+
+    with warnings.catch_warnings():  # (an older Pillow warns of a feature it does not know)
+        warnings.simplefilter("ignore")
+        return {fmt: exts for fmt, exts in OPTIONAL_FORMATS.items() if features.check(fmt.lower())}
+
+
+def image_exts() -> set[str]:
+    """The file types read as images: :data:`IMAGE_EXTS` and those of :func:`read_formats`."""
+    return IMAGE_EXTS.union(*read_formats().values())
+
+
 class Tree:
     """A listing of image files by split and class; reads bytes from a directory or a zip."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.is_zip = root.is_file()
-        if self.is_zip and root.suffix.lower() in IMAGE_EXTS:
+        exts = image_exts()
+        if self.is_zip and root.suffix.lower() in exts:
             raise EdgeslimError(
                 f"{root} is one image; give the folder (or .zip) that holds the images", param="data_dir"
             )
@@ -108,9 +131,17 @@ class Tree:
             names = list(regular_files(root, folders=True))
         names = [n for n in names if not hidden(n)]
         files = [n for n in names if not n.endswith("/")]
-        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in exts)
         #: the other files (not read), by the folder they lie in
-        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in IMAGE_EXTS]
+        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in exts]
+        unread = Counter(
+            e for e in (os.path.splitext(n)[1].lower() for n in self.others) if e in IMAGE_LIKE_EXTS
+        )
+        if unread and self.files:  # (without images: refused, naming the types found)
+            log.warning(
+                "%s: %d image file(s) of types not read are left out (%s); convert them to .jpg or .png to "
+                "use them", root, sum(unread.values()), ", ".join(f"{n} {e}" for e, n in sorted(unread.items())),
+            )  # fmt: skip
         #: every folder, ``a/b/`` (a zip may list only the files: their folders too)
         self.folders = {n for n in names if n.endswith("/")}
         self.folders |= {
@@ -224,7 +255,7 @@ class Tree:
             more = f" (and {len(empty) - 1} more: {', '.join(empty[1:4])}{', ...' if len(empty) > 4 else ''})"
             raise EdgeslimError(
                 f"{self.root}: the class folder {base}{empty[0]}/ holds no image ({what}){more if len(empty) > 1 else ''}; "
-                f"add its images ({', '.join(sorted(IMAGE_EXTS))}) or remove the folder",
+                f"add its images ({', '.join(sorted(image_exts()))}) or remove the folder",
                 param="data_dir",
             )
         return by_class
@@ -370,7 +401,7 @@ def open_image(data: bytes, name: str, warned: list[str] | None = None) -> Itera
 
     with _quiet_pil(warned):
         try:
-            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
+            im = _pil_open()(io.BytesIO(data), formats=(*IMAGE_FORMATS, *read_formats()))
         except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
             n = re.search(r"\((\d+) pixels\)", str(exc))
             raise _too_many_pixels(
@@ -509,7 +540,8 @@ def read_images(
     tree = Tree(root)
     if not tree.files:
         raise EdgeslimError(
-            f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTS))}); check data_dir", param="data_dir"
+            f"{root} holds no image files ({', '.join(sorted(image_exts()))}); check data_dir",
+            param="data_dir",
         )
     total = len(tree.files)
     pick = spread(total, n)
@@ -814,6 +846,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
            "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
     if req.image_size is not None:  # (absent otherwise: the caches written before it still hit)
         key["image_size"] = list(req.image_size)
+    if read_formats():  # (the files read: AVIF where Pillow decodes it; absent otherwise, as above)
+        key["formats"] = sorted(read_formats())
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req), keys=TREE_ARRAYS)
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)
