@@ -1173,3 +1173,25 @@ def test_image_files_of_types_not_read_are_counted_and_avif_read_where_pillow_ca
     assert f"{2 if avif else 4} image file(s) of types not read are left out ({unread})" in caplog.text
     assert len(b.train_y) + len(b.test_y) == (8 if avif else 6)
     assert int((torch.cat([b.train_y, b.test_y]) == 1).sum()) == (5 if avif else 3)
+
+
+def test_class_names_equal_in_another_unicode_form_are_the_same_classes(tmp_path):
+    """The review of a user's own image folder (finding 5): a model trained on folders named café and
+    crème (NFC) refused the same folders unzipped on macOS (NFD names) as other classes: "the data lacks
+    café, crème, and has café, crème". Names are compared in NFC form; the model's names are kept."""
+    import unicodedata
+
+    nfc, nfd = (lambda s: unicodedata.normalize("NFC", s)), (lambda s: unicodedata.normalize("NFD", s))
+    for i, c in enumerate(("café", "crème", "dog")):
+        for k in range(3):
+            _solid(tmp_path / "t" / nfd(c) / f"{k}.png", 100 * i)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    assert b.class_names == [nfd("café"), nfd("crème"), "dog"]
+    model = [nfc("café"), nfc("crème"), "dog"]
+    same = b.in_class_order(model)
+    assert same.class_names == model and torch.equal(same.train_y, b.train_y)
+    turned = b.in_class_order(["dog", nfc("crème"), nfc("café")])  # another order too: relabelled
+    assert turned.class_names == ["dog", nfc("crème"), nfc("café")]
+    assert torch.equal(turned.train_x[:, 0, 0, 0].long(), (2 - turned.train_y) * 100)
+    with pytest.raises(EdgeslimError, match=r"the data lacks cat, and has dog;"):
+        b.in_class_order([nfc("café"), nfc("crème"), "cat"])
