@@ -531,12 +531,19 @@ def spread(total: int, n: int) -> list[int]:
 
 
 def read_images(
-    root: Path, channels: int, size: tuple[int, int], n: int, fit: str = "stretch"
+    root: Path,
+    channels: int,
+    size: tuple[int, int],
+    n: int,
+    fit: str = "stretch",
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Up to ``n`` images of any folder or zip, whatever its layout (every image file, labels
     ignored; hidden files and macOS zip metadata skipped), decoded upright to uint8 [N,C,H,W] at
-    ``size`` (see :func:`decode`), and how many it holds. With more than ``n``, an even spread over
-    the sorted file list (deterministic); an image that cannot be decoded is skipped with a warning."""
+    ``size`` (see :func:`decode`), and how many files it holds. With more than ``n``, an even spread over
+    the sorted file list (deterministic); an image that cannot be decoded is skipped and others, spread
+    evenly over the files not yet tried, are read in its place. The warning that counts the skipped
+    ones goes into ``notes`` where given, else to the log."""
     tree = Tree(root)
     if not tree.files:
         raise EdgeslimError(
@@ -544,22 +551,35 @@ def read_images(
             param="data_dir",
         )
     total = len(tree.files)
-    pick = spread(total, n)
     get = tree.reader()
-    images, bad, warned = [], [], []
-    for f in (tree.files[i] for i in pick):
-        said: list[str] = []
-        try:
-            images.append(decode(get(f), f, channels, size, fit, said))
-        except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
-            bad.append(str(exc))
-        warned += [(f, said[0])] if said else []
-    _say_pil_warnings(root, warned, len(pick))
+    images, bad, warned, tried = [], [], [], set()
+    pick = spread(total, n)
+    while pick:
+        for i in pick:
+            f, said = tree.files[i], []
+            try:
+                images.append(decode(get(f), f, channels, size, fit, said))
+            except EdgeslimError as exc:  # a corrupt photo among many: skipped, another read in its place
+                bad.append(str(exc))
+            warned += [(f, said[0])] if said else []
+        tried.update(pick)
+        rest = [i for i in range(total) if i not in tried]
+        pick = [rest[j] for j in spread(len(rest), n - len(images))] if len(images) < n else []
+    _say_pil_warnings(root, warned, len(tried))
     if not images:
         raise EdgeslimError(f"no image in {root} could be read ({bad[0]})")
     if bad:
-        log.warning("%d of %d images in %s could not be read and were skipped; the first: %s",
-                    len(bad), len(pick), root, bad[0])  # fmt: skip
+        instead = (
+            "as many others read in their place"
+            if len(images) == n
+            else "no other image file to read instead"
+        )
+        note = (f"{len(bad)} of {len(tried)} images tried in {root} could not be read and were skipped "
+                f"({instead}); the first: {bad[0]}")  # fmt: skip
+        if notes is None:
+            log.warning("%s", note)
+        else:
+            notes.append(note)
     return np.stack(images), total
 
 
