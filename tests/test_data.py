@@ -1071,6 +1071,15 @@ def test_splits_under_other_names_are_not_read_as_classes(tmp_path):
         "cat",
         "dog",
     ]
+    for c in (
+        "cat",
+        "dog",
+    ):  # the same sub-folders, class names not a split's: classes (torchvision's reading)
+        for s in ("day", "night"):
+            for k in range(3):
+                _solid(tmp_path / "cams" / c / s / f"{k}.png", 9)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "cams", cache_dir=tmp_path / "cache")
+    assert b.class_names == ["cat", "dog"]
 
 
 def test_a_class_named_train_beside_other_class_folders_is_a_class(tmp_path):

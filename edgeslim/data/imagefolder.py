@@ -210,9 +210,13 @@ class Tree:
         return by_class
 
     def _refuse_hidden_splits(self, by_class: dict[str, list[str]]) -> None:
-        """Refuse class folders that each hold the same folders of images (two or more; none of their
-        images directly): splits under other names (``seg_train/seg_train/<class>/``, Kaggle's Intel
-        Image Classification), which read as classes would train a classifier of the split an image is in."""
+        """Refuse class folders named like splits (``seg_train``: a split's name in theirs) that each hold
+        the same folders of images (two or more; none of their images directly): splits under other names
+        (``seg_train/seg_train/<class>/``, Kaggle's Intel Image Classification), which read as classes
+        would train a classifier of the split an image is in. Classes with the same sub-folders but other
+        names (``cat/{day,night}/``, ``dog/{day,night}/``) are classes, as torchvision reads them."""
+        if not all(any(nm in c.lower() for nm in (*TRAIN_NAMES, *TEST_NAMES)) for c in by_class):
+            return
         inner: dict[str, set[str]] = {}
         for c, fs in by_class.items():
             rest = [f[len(self.flat_base) + len(c) + 1 :] for f in fs]
