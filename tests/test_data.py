@@ -1026,3 +1026,181 @@ def test_a_nas_thumbnail_folder_is_not_read_as_images(tmp_path):
     for source in (root, archive):
         b = load_dataset("imagefolder", data_dir=source, cache_dir=tmp_path / "c")
         assert b.class_names == ["cat", "dog"] and len(b.train_y) + len(b.test_y) == 6, source
+
+
+@pytest.mark.parametrize(
+    "train, test", [("Train", "Test"), ("Training", "Testing"), ("TRAIN", "VAL"), ("train", "Validation")]
+)
+def test_split_folders_are_found_in_any_case_and_as_training_testing(tmp_path, train: str, test: str):
+    """The review of a user's own image folder (finding 1): split folders not spelled exactly train/ and
+    test/ (Train/Test, Kaggle Brain-Tumor MRI's Training/Testing) were read as two class folders: a
+    2-class classifier of split membership trained, exit 0. They are splits, in any case (in a zip's top
+    folder too)."""
+    for split, n in ((train, 3), (test, 2)):
+        for i, c in enumerate(("cat", "dog", "eel")):
+            for k in range(n):
+                _solid(tmp_path / "d" / "mri" / split / c / f"{k}.png", 60 * i)
+    for where in (tmp_path / "d" / "mri", tmp_path / "d"):
+        b = load_dataset("imagefolder", data_dir=where, cache_dir=tmp_path / "cache")
+        assert b.class_names == ["cat", "dog", "eel"] and (len(b.train_y), len(b.test_y)) == (9, 6)
+        assert torch.equal(b.train_x[:, 0, 0, 0].long() // 60, b.train_y)
+
+
+def test_splits_under_other_names_are_not_read_as_classes(tmp_path):
+    """The review of a user's own image folder (finding 1): Kaggle's Intel Image Classification,
+    seg_train/seg_train/<class>/ and seg_test/seg_test/<class>/, was read as the two classes seg_test and
+    seg_train. Class folders that each hold the same folders of images are refused in one line naming
+    them and the layout to use; a class whose images lie in one sub-folder, or in different ones, is read."""
+    for split in ("seg_train", "seg_test"):
+        for c in ("forest", "sea"):
+            for k in range(3):
+                _solid(tmp_path / "intel" / split / split / c / f"{k}.png", 9)
+    with pytest.raises(EdgeslimError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "intel", cache_dir=tmp_path / "cache")
+    assert str(e.value).startswith(
+        f"{tmp_path / 'intel'}: its folders seg_test/, seg_train/ all hold the same folders of images (forest, sea)"
+    )
+    assert "move seg_test/seg_test/forest/ to test/forest/" in str(e.value) and "\n" not in str(e.value)
+    for c, subs in (("cat", ("day", "night")), ("dog", ("day",))):  # different sub-folders: classes
+        for s in subs:
+            for k in range(3):
+                _solid(tmp_path / "pets" / c / s / f"{k}.png", 9)
+    assert load_dataset(
+        "imagefolder", data_dir=tmp_path / "pets", cache_dir=tmp_path / "cache"
+    ).class_names == [
+        "cat",
+        "dog",
+    ]
+    for c in (
+        "cat",
+        "dog",
+    ):  # the same sub-folders, class names not a split's: classes (torchvision's reading)
+        for s in ("day", "night"):
+            for k in range(3):
+                _solid(tmp_path / "cams" / c / s / f"{k}.png", 9)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "cams", cache_dir=tmp_path / "cache")
+    assert b.class_names == ["cat", "dog"]
+
+
+def test_a_class_named_train_beside_other_class_folders_is_a_class(tmp_path):
+    """The review of a user's own image folder (finding 4): a tree of class folders with a class named as
+    a split (COCO's train: bus/ car/ train/) was refused with "has no train/<class>/<image> files ... or
+    <class>/*.jpg", telling the user to do what they did. A split-named folder holding its images directly
+    beside class folders is a class; where it cannot be told (train/*.jpg beside test1/*.jpg, Kaggle's
+    dogs-vs-cats), the refusal names the folder and the rename."""
+    for i, c in enumerate(("bus", "car", "train")):
+        for k in range(4):
+            _solid(tmp_path / "coco" / c / f"{k}.png", 60 * i)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "coco", cache_dir=tmp_path / "cache")
+    assert b.class_names == ["bus", "car", "train"] and len(b.train_y) + len(b.test_y) == 12
+    assert torch.equal(b.train_x[:, 0, 0, 0].long() // 60, b.train_y)
+    for d in ("train", "test1"):
+        for k in range(3):
+            _solid(tmp_path / "kaggle" / d / f"{k}.png", 9)
+    with pytest.raises(EdgeslimError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "kaggle", cache_dir=tmp_path / "cache")
+    assert str(e.value) == (
+        f"{tmp_path / 'kaggle'}: train/ holds images directly, not in class folders; lay the images out as "
+        "train/<class>/ and test/<class>/, or, if train is a class, rename its folder (e.g. train/ to "
+        "train_class/) and keep one <class>/ folder per class"
+    )
+
+
+def test_an_image_folder_is_decoded_into_one_array_as_the_memory_check_counts(tmp_path, monkeypatch):
+    """The review of a user's own image folder (finding 2): the memory check let through a data set of up
+    to half of the machine's memory, but the first decode peaked at 2x the data (decode_all concatenated
+    its chunks, even a single one: an out-of-memory kill). Images are now decoded into one array, so the
+    peak (numpy's allocations, traced) is the data and at most a few chunks, as decode_peak counts it."""
+    import tracemalloc
+
+    import edgeslim.data.imagefolder as imf
+
+    for c in ("a", "b"):
+        for k in range(40):
+            _solid(tmp_path / "t" / c / f"{k}.png", 9)
+    tree = imf.Tree(tmp_path / "t")
+    imf.decode_all(tree, tree.files[:1], 3, (8, 8))  # (PIL's modules imported before tracing)
+    # (a file is read into a buffer as large as the limit, which traces as memory though it is never touched)
+    monkeypatch.setattr(imf, "MAX_IMAGE_BYTES", 2**16)
+    for pool_min in (10**9, 4):  # serial, then a pool of 2 processes (16 chunks of 5 images)
+        monkeypatch.setattr(imf, "POOL_MIN", pool_min)
+        tracemalloc.start()
+        x = imf.decode_all(tree, tree.files, 3, (128, 128))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert x.shape == (80, 3, 128, 128) and (x == 9).all()
+        assert peak < 1.1 * x.nbytes if pool_min > 80 else peak < 1.5 * x.nbytes, (pool_min, peak / x.nbytes)
+        assert peak < imf.decode_peak(80, 3, (128, 128)) + 2**20
+
+
+def test_the_memory_limit_is_read_from_the_process_own_cgroup(tmp_path):
+    """The review of a user's own image folder (finding 2): the memory limit was read from the root cgroup
+    only, missing the limit of the cgroup the process runs in (a systemd slice, a job's cgroup). It is now
+    the lowest of the process's own cgroup, those above it, and the root's, cgroup v2 and v1."""
+    import edgeslim.data.imagefolder as imf
+
+    def write(rel: str, text: str) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+
+    write("proc/self/cgroup", "0::/user.slice/job-7.scope\n")  # cgroup v2
+    write("sys/fs/cgroup/user.slice/job-7.scope/memory.max", "max\n")
+    write("sys/fs/cgroup/user.slice/memory.max", f"{2**28}\n")  # the limit of the slice above it
+    limits = imf.cgroup_memory_limits(tmp_path)
+    assert limits[:2] == [
+        tmp_path / "sys/fs/cgroup/user.slice/job-7.scope/memory.max",
+        tmp_path / "sys/fs/cgroup/user.slice/memory.max",
+    ]
+    assert imf.physical_memory(limits) == 2**28
+    write("proc/self/cgroup", "5:cpu,cpuacct:/\n4:memory:/docker/abc\n0::/\n")  # cgroup v1 (hybrid)
+    write("sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", f"{2**27}\n")
+    write("sys/fs/cgroup/memory/memory.limit_in_bytes", f"{2**63 - 4096}\n")  # the root's: no limit
+    limits = imf.cgroup_memory_limits(tmp_path)
+    assert limits[0] == tmp_path / "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes"
+    assert imf.physical_memory(limits) == 2**27
+
+
+def test_image_files_of_types_not_read_are_counted_and_avif_read_where_pillow_can(tmp_path, caplog):
+    """The review of a user's own image folder (finding 3): iPhone .HEIC photos (and .avif, which this
+    Pillow decodes) beside .png ones in a class folder were left out without a word. They are counted in
+    one warning naming their types; AVIF is read where Pillow's features.check says it decodes it."""
+    from PIL import features
+
+    avif = features.check("avif")
+    for i, c in enumerate(("cat", "dog")):
+        for k in range(3):
+            _solid(tmp_path / "t" / c / f"{k}.png", 100 * i)
+    for k in range(2):
+        (tmp_path / "t" / "cat" / f"IMG_{k}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+        if avif:
+            _solid(tmp_path / "t" / "dog" / f"{k}.avif", 100)
+        else:
+            (tmp_path / "t" / "dog" / f"{k}.avif").write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(64))
+    with caplog.at_level(logging.WARNING, logger="edgeslim.data.imagefolder"):
+        b = load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    unread = "2 .heic" if avif else "2 .avif, 2 .heic"
+    assert f"{2 if avif else 4} image file(s) of types not read are left out ({unread})" in caplog.text
+    assert len(b.train_y) + len(b.test_y) == (8 if avif else 6)
+    assert int((torch.cat([b.train_y, b.test_y]) == 1).sum()) == (5 if avif else 3)
+
+
+def test_class_names_equal_in_another_unicode_form_are_the_same_classes(tmp_path):
+    """The review of a user's own image folder (finding 5): a model trained on folders named café and
+    crème (NFC) refused the same folders unzipped on macOS (NFD names) as other classes: "the data lacks
+    café, crème, and has café, crème". Names are compared in NFC form; the model's names are kept."""
+    import unicodedata
+
+    nfc, nfd = (lambda s: unicodedata.normalize("NFC", s)), (lambda s: unicodedata.normalize("NFD", s))
+    for i, c in enumerate(("café", "crème", "dog")):
+        for k in range(3):
+            _solid(tmp_path / "t" / nfd(c) / f"{k}.png", 100 * i)
+    b = load_dataset("imagefolder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    assert b.class_names == [nfd("café"), nfd("crème"), "dog"]
+    model = [nfc("café"), nfc("crème"), "dog"]
+    same = b.in_class_order(model)
+    assert same.class_names == model and torch.equal(same.train_y, b.train_y)
+    turned = b.in_class_order(["dog", nfc("crème"), nfc("café")])  # another order too: relabelled
+    assert turned.class_names == ["dog", nfc("crème"), nfc("café")]
+    assert torch.equal(turned.train_x[:, 0, 0, 0].long(), (2 - turned.train_y) * 100)
+    with pytest.raises(EdgeslimError, match=r"the data lacks cat, and has dog;"):
+        b.in_class_order([nfc("café"), nfc("crème"), "cat"])

@@ -432,3 +432,31 @@ def test_the_int8_agreement_warning_names_the_flag(photos: Path, tmp_path: Path,
     err = " ".join(capsys.readouterr().err.split())
     assert "INT8 agrees with FP32 on the top-1 class of only" in err
     assert "calibrate on more images (--calib-images) or keep FP32" in err
+
+
+def test_unreadable_photos_are_replaced_by_others_and_said_in_the_json(
+    photos: Path, tmp_path: Path, capsys
+) -> None:
+    """The review of a user's own image folder (finding 6): the images data set read an even spread of
+    exactly n files and dropped the undecodable ones without reading others, then warned "add images"
+    though the folder had enough; and the "N of M images could not be read" warning was missing from
+    export's --json warnings. Others are read in their place (spread over the files not tried, the same
+    every run), and the warning is one of the export's warnings."""
+    import shutil
+
+    root = tmp_path / "dump"
+    shutil.copytree(photos, root)
+    for name in ("IMG_0000.jpg", "IMG_0013.jpg"):  # the first and one more of the even spread: corrupt
+        (root / name).write_bytes(b"\xff\xd8\xff not really a jpeg")
+    x, total = read_images(root, 3, (32, 32), 4)
+    assert total == 40 and len(x) == 4
+    notes: list[str] = []
+    assert np.array_equal(read_images(root, 3, (32, 32), 4, notes=notes)[0], x)  # (the same every run)
+    assert notes and notes[0].startswith(
+        f"2 of 6 images tried in {root} could not be read and were skipped (as many"
+    )
+    assert main(["export", "vgg-small", "--input-shape", "3,32,32", "--onnx", str(tmp_path / "v.onnx"), "--data",
+                 "images", "--data-dir", str(root), "--n-validate", "4", "--json"]) == 0  # fmt: skip
+    res = json.loads(capsys.readouterr().out)
+    assert res["onnx"]["validation"]["n"] == 4
+    assert any(w.startswith("2 of 6 images tried in") for w in res["warnings"]), res["warnings"]

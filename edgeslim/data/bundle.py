@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -146,21 +147,25 @@ class DataBundle:
         """This data set with its labels in the class order ``names`` (the ``class_names`` a model's
         checkpoint records, the order of its outputs): itself where they agree or ``names`` is unknown;
         the same classes in another order (folders renamed, numbers sorted as text) relabelled to it
-        (said in an info line); other classes refused in one line naming the difference."""
+        (said in an info line); other classes refused in one line naming the difference. Names are
+        compared in Unicode's NFC form (a macOS zip's folder names are NFD); the result keeps ``names``."""
         if not isinstance(names, (list, tuple)) or not names or not self.class_names:
             return self
         want, own = [str(n) for n in names], [str(n) for n in self.class_names]
         if want == own:
             return self
         where = f"{self.name} ({self.source})" if self.source and self.source != self.name else self.name
-        if sorted(want) == sorted(own) and len(set(want)) == len(want):
-            log.info("%s holds the classes of %s in another order (%s); its labels are mapped to the "
-                     "model's order (%s)", where, whose, _few(own), _few(want))  # fmt: skip
-            to_model = torch.tensor([want.index(c) for c in own], dtype=torch.int64)
+        want_n, own_n = _nfc(want), _nfc(own)
+        if sorted(want_n) == sorted(own_n) and len(set(want_n)) == len(want_n):
+            if want_n != own_n:
+                log.info("%s holds the classes of %s in another order (%s); its labels are mapped to the "
+                         "model's order (%s)", where, whose, _few(own), _few(want))  # fmt: skip
+            to_model = torch.tensor([want_n.index(c) for c in own_n], dtype=torch.int64)
             return dataclasses.replace(
                 self, train_y=to_model[self.train_y], test_y=to_model[self.test_y], class_names=want
             )
-        lacking, extra = [c for c in want if c not in own], [c for c in own if c not in want]
+        lacking = [c for c, k in zip(want, want_n, strict=True) if k not in own_n]
+        extra = [c for c, k in zip(own, own_n, strict=True) if k not in want_n]
         raise EdgeslimError(
             f"{where} has other classes than {whose} was trained on ({len(want)}: {_few(want)}): the data lacks "
             f"{_few(lacking) or 'none'}, and has {_few(extra) or 'no others'}; give the data it was trained on, "
@@ -238,6 +243,11 @@ class DataBundle:
         re-estimating BatchNorm statistics); ``kw``: further :meth:`loader` arguments."""
         batches = self.loader("train", batch_size, shuffle=True, augment=False, seed=seed, **kw)
         return [x for _, (x, _) in zip(range(count), batches)]
+
+
+def _nfc(names: list[str]) -> list[str]:
+    """``names`` in Unicode's NFC form (``e`` and a combining accent as one ``é``)."""
+    return [unicodedata.normalize("NFC", n) for n in names]
 
 
 def _few(names: list[str], n: int = 4) -> str:

@@ -47,11 +47,22 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif",
 #: the PIL formats those files are read as, whatever their bytes say (JPEG includes a camera's
 #: multi-picture MPO). No other: PIL opens an EPS file by its bytes with Ghostscript, which runs it.
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-TEST_NAMES = ("test", "val", "valid", "validation")
+#: formats read too where the installed Pillow decodes them (:func:`read_formats`), with their file types
+OPTIONAL_FORMATS = {"AVIF": (".avif",)}
+#: image types of cameras and phones that are not read (a folder's files of these types are counted in a
+#: warning, not dropped without a word)
+IMAGE_LIKE_EXTS = {".heic", ".heif", ".avif", ".jxl", ".jp2", ".j2k", ".dng", ".cr2", ".cr3", ".nef", ".arw",
+                   ".orf", ".rw2", ".raf", ".raw", ".psd", ".svg", ".ico", ".tga", ".exr", ".hdr"}  # fmt: skip
+#: the names of the split folders, matched in any case (``Train/``, ``Testing/``: Kaggle's layouts), in the
+#: order a split is looked for
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test", "testing", "val", "valid", "validation")
 #: a tree of class folders without train/test: 1 image in this many of each class is the test split
 FLAT_TEST_EVERY = 10
 #: decode in a pool of this many processes above this many images (the machines here have 2 cores)
 POOL_WORKERS, POOL_MIN = 2, 20000
+#: the most bytes of images a worker of the pool sends back at once (its chunk)
+POOL_CHUNK_BYTES = 256 << 20
 #: largest image file (or zip member, uncompressed) read, in bytes: 64 MiB
 MAX_IMAGE_BYTES = 64 << 20
 #: largest image decoded, in pixels (width x height): 50 Mpixel, 150 MB as RGB uint8
@@ -71,13 +82,30 @@ WIDE_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 IMAGES = "images"
 
 
+@functools.cache
+def read_formats() -> dict[str, tuple[str, ...]]:
+    """``{PIL format: file types}`` of :data:`OPTIONAL_FORMATS` that the installed Pillow decodes (its
+    ``features.check``: AVIF from Pillow 11.2 where built with libavif)."""
+    from PIL import features
+
+    with warnings.catch_warnings():  # (an older Pillow warns of a feature it does not know)
+        warnings.simplefilter("ignore")
+        return {fmt: exts for fmt, exts in OPTIONAL_FORMATS.items() if features.check(fmt.lower())}
+
+
+def image_exts() -> set[str]:
+    """The file types read as images: :data:`IMAGE_EXTS` and those of :func:`read_formats`."""
+    return IMAGE_EXTS.union(*read_formats().values())
+
+
 class Tree:
     """A listing of image files by split and class; reads bytes from a directory or a zip."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.is_zip = root.is_file()
-        if self.is_zip and root.suffix.lower() in IMAGE_EXTS:
+        exts = image_exts()
+        if self.is_zip and root.suffix.lower() in exts:
             raise EdgeslimError(
                 f"{root} is one image; give the folder (or .zip) that holds the images", param="data_dir"
             )
@@ -103,9 +131,17 @@ class Tree:
             names = list(regular_files(root, folders=True))
         names = [n for n in names if not hidden(n)]
         files = [n for n in names if not n.endswith("/")]
-        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in IMAGE_EXTS)
+        self.files = sorted(n for n in files if os.path.splitext(n)[1].lower() in exts)
         #: the other files (not read), by the folder they lie in
-        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in IMAGE_EXTS]
+        self.others = [n for n in files if os.path.splitext(n)[1].lower() not in exts]
+        unread = Counter(
+            e for e in (os.path.splitext(n)[1].lower() for n in self.others) if e in IMAGE_LIKE_EXTS
+        )
+        if unread and self.files:  # (without images: refused, naming the types found)
+            log.warning(
+                "%s: %d image file(s) of types not read are left out (%s); convert them to .jpg or .png to "
+                "use them", root, sum(unread.values()), ", ".join(f"{n} {e}" for e, n in sorted(unread.items())),
+            )  # fmt: skip
         #: every folder, ``a/b/`` (a zip may list only the files: their folders too)
         self.folders = {n for n in names if n.endswith("/")}
         self.folders |= {
@@ -117,22 +153,45 @@ class Tree:
 
     def _find_prefix(self) -> str:
         """'' or 'top/' when the tree sits in one top-level folder (common in zips)."""
-        tops = {n.split("/", 1)[0] for n in self.files if "/" in n}
-        if "train" in tops:
+        if any(s in TRAIN_NAMES for s in self._splits("").values()):
             return ""
-        for t in sorted(tops):
-            if any(n.startswith(f"{t}/train/") for n in self.files):
-                return f"{t}/"
-        return ""
+        tops = sorted({n.split("/", 1)[0] for n in self.files if "/" in n})
+        return next(
+            (f"{t}/" for t in tops if any(s in TRAIN_NAMES for s in self._splits(f"{t}/").values())), ""
+        )
+
+    def _splits(self, base: str) -> dict[str, str]:
+        """``{folder: split name}`` of the folders in ``base`` named as a split (:data:`TRAIN_NAMES`,
+        :data:`TEST_NAMES`, in any case: ``Train/``, ``Testing/``) that hold images; none where the one
+        such folder is a class (:meth:`_is_class`)."""
+        named = {
+            f[len(base) :].split("/", 1)[0]
+            for f in self.files
+            if f.startswith(base) and "/" in f[len(base) :]
+        }
+        found = {d: d.lower() for d in sorted(named) if d.lower() in (*TRAIN_NAMES, *TEST_NAMES)}
+        return {} if len(found) == 1 and self._is_class(base, next(iter(found)), named) else found
+
+    def _is_class(self, base: str, folder: str, named: set[str]) -> bool:
+        """Whether the split-named ``folder`` in ``base`` is a class (COCO's ``train`` beside ``bus/`` and
+        ``car/``): its images lie in it directly, none in sub-folders, and the other folders of images
+        beside it are not named like splits either (Kaggle's ``train/*.jpg`` beside ``test1/*.jpg`` is
+        a split of unlabelled images, not a class)."""
+        inside = [f[len(base) + len(folder) + 1 :] for f in self.files if f.startswith(f"{base}{folder}/")]
+        others = named - {folder}
+        return (
+            bool(others)
+            and all("/" not in r for r in inside)
+            and not any(nm in d.lower() for d in others for nm in (*TRAIN_NAMES, *TEST_NAMES))
+        )
 
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
         """``{class: [file, ...]}`` of a tree without splits, ``<class>/<image>`` (in one top folder
-        or none; images in sub-folders of a class folder too), when it has no ``train/``, ``test/``
-        or ``val/`` folder and at least two classes; else None. A class with one image is refused (it
+        or none; images in sub-folders of a class folder too), when it has no split folder
+        (:data:`TRAIN_NAMES`, :data:`TEST_NAMES`, any case) and at least two classes; else None. A class with one image is refused (it
         cannot both train and test), as is a class folder without images."""
-        splits = ("train", *TEST_NAMES)
-        if any(f.startswith(f"{self.prefix}{nm}/") for f in self.files for nm in splits):
+        if self._splits(self.prefix):
             return None  # (a tree of splits, or one with a test/ or val/ split only: not class folders)
         tops = {f.split("/", 1)[0] for f in self.files}
         one = len(tops) == 1 and all(f.count("/") >= 2 for f in self.files)  # flowers/daisy/1.jpg
@@ -140,6 +199,7 @@ class Tree:
         by_class = self._classes(self.flat_base)
         if len(by_class) < MIN_CLASSES:
             return None
+        self._refuse_hidden_splits(by_class)
         few = sorted(c for c, fs in by_class.items() if len(fs) < 2)
         if few:
             raise EdgeslimError(
@@ -148,6 +208,35 @@ class Tree:
                 "two, or lay the images out as train/<class>/ and test/<class>/"
             )
         return by_class
+
+    def _refuse_hidden_splits(self, by_class: dict[str, list[str]]) -> None:
+        """Refuse class folders named like splits (``seg_train``: a split's name in theirs) that each hold
+        the same folders of images (two or more; none of their images directly): splits under other names
+        (``seg_train/seg_train/<class>/``, Kaggle's Intel Image Classification), which read as classes
+        would train a classifier of the split an image is in. Classes with the same sub-folders but other
+        names (``cat/{day,night}/``, ``dog/{day,night}/``) are classes, as torchvision reads them."""
+        if not all(any(nm in c.lower() for nm in (*TRAIN_NAMES, *TEST_NAMES)) for c in by_class):
+            return
+        inner: dict[str, set[str]] = {}
+        for c, fs in by_class.items():
+            rest = [f[len(self.flat_base) + len(c) + 1 :] for f in fs]
+            if any("/" not in r for r in rest):
+                return  # (images of the class folder itself: a class)
+            inner[c] = {r.rsplit("/", 2)[-2] for r in rest}
+        leaves = next(iter(inner.values()))
+        if len(leaves) < 2 or any(v != leaves for v in inner.values()):
+            return
+        c = sorted(by_class)[0]
+        example = by_class[c][0].rsplit("/", 1)[0]
+        split = "test" if any(t in c.lower() for t in TEST_NAMES) else "train"
+        raise EdgeslimError(
+            f"{self.root}: its folders {', '.join(f'{self.flat_base}{d}/' for d in sorted(inner)[:4])}"
+            f"{', ...' if len(inner) > 4 else ''} all hold the same folders of images ({', '.join(sorted(leaves)[:4])}"
+            f"{', ...' if len(leaves) > 4 else ''}), as splits do, so they are not read as classes; lay the images "
+            f"out as train/<class>/ and test/<class>/ (e.g. move {example}/ to {split}/{example.rsplit('/', 1)[-1]}/ "
+            f"if {self.flat_base}{c}/ is the {split} split), or as one <class>/ folder per class",
+            param="data_dir",
+        )
 
     def _classes(self, base: str) -> dict[str, list[str]]:
         """``{class: [file, ...]}`` of the class folders in the folder ``base`` (``''``: the top, else
@@ -170,7 +259,7 @@ class Tree:
             more = f" (and {len(empty) - 1} more: {', '.join(empty[1:4])}{', ...' if len(empty) > 4 else ''})"
             raise EdgeslimError(
                 f"{self.root}: the class folder {base}{empty[0]}/ holds no image ({what}){more if len(empty) > 1 else ''}; "
-                f"add its images ({', '.join(sorted(IMAGE_EXTS))}) or remove the folder",
+                f"add its images ({', '.join(sorted(image_exts()))}) or remove the folder",
                 param="data_dir",
             )
         return by_class
@@ -187,16 +276,37 @@ class Tree:
                 held = held_out(fs, len(self.flat_base) + len(c) + 1)
                 out[c] = [f for f in fs if (f in held) == test]
             return out
-        names = ("train",) if split == "train" else TEST_NAMES
+        names = TRAIN_NAMES if split == "train" else TEST_NAMES
+        found = self._splits(self.prefix)
         for nm in names:
-            by_class = self._classes(f"{self.prefix}{nm}/")
-            if by_class:
-                return by_class
+            for folder in (d for d, s in found.items() if s == nm):
+                by_class = self._classes(f"{self.prefix}{folder}/")
+                if by_class:
+                    return by_class
+        # split folders that all hold their images directly, beside other folders of images: a class named as
+        # a split where Tree._is_class cannot tell (Kaggle's train/*.jpg beside test1/*.jpg)
+        depth = self.prefix.count("/") + 1
+        below = [f for f in self.files if f.startswith(self.prefix) and f.count("/") >= depth]
+        loose = [
+            d
+            for d in found
+            if all(f.count("/") == depth for f in below if f.startswith(f"{self.prefix}{d}/"))
+        ]
+        if loose and len(loose) == len(found) < len({f.split("/")[depth - 1] for f in below}):
+            d = f"{self.prefix}{loose[0]}"
+            raise EdgeslimError(
+                f"{self.root}: {' and '.join(f'{self.prefix}{x}/' for x in loose)} "
+                f"{'holds' if len(loose) == 1 else 'hold'} images directly, not in class folders; lay the images "
+                f"out as train/<class>/ and test/<class>/, or, if {loose[0]} is a class, rename its folder (e.g. "
+                f"{d}/ to {d}_class/) and keep one <class>/ folder per class",
+                param="data_dir",
+            )
         tops = {f.split("/")[0] for f in self.files if "/" in f}
-        if split == "train" and len(tops) == 1 and tops.isdisjoint(("train", *TEST_NAMES)):
+        if split == "train" and len(tops) == 1 and not self._splits(""):
             check_classes(self.root, sorted(tops), flat=True)  # <class>/*.jpg of one class
         raise EdgeslimError(
-            f"{self.root} has no {'/'.join(names)}/<class>/<image> files; an image folder needs "
+            f"{self.root} has no {names[0]}/<class>/<image> files (nor {'/'.join(names[1:])}/, in any case); "
+            "an image folder needs "
             f"train/<class>/*.jpg and test/<class>/*.jpg, or <class>/*.jpg for two or more classes (1 image in "
             f"{FLAT_TEST_EVERY} held out to test); images only to validate or calibrate an export: the "
             f"{IMAGES} data set"
@@ -295,7 +405,7 @@ def open_image(data: bytes, name: str, warned: list[str] | None = None) -> Itera
 
     with _quiet_pil(warned):
         try:
-            im = _pil_open()(io.BytesIO(data), formats=IMAGE_FORMATS)
+            im = _pil_open()(io.BytesIO(data), formats=(*IMAGE_FORMATS, *read_formats()))
         except Image.DecompressionBombError as exc:  # PIL's own limit (2x its MAX_IMAGE_PIXELS)
             n = re.search(r"\((\d+) pixels\)", str(exc))
             raise _too_many_pixels(
@@ -425,45 +535,63 @@ def spread(total: int, n: int) -> list[int]:
 
 
 def read_images(
-    root: Path, channels: int, size: tuple[int, int], n: int, fit: str = "stretch"
+    root: Path,
+    channels: int,
+    size: tuple[int, int],
+    n: int,
+    fit: str = "stretch",
+    notes: list[str] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Up to ``n`` images of any folder or zip, whatever its layout (every image file, labels
     ignored; hidden files and macOS zip metadata skipped), decoded upright to uint8 [N,C,H,W] at
-    ``size`` (see :func:`decode`), and how many it holds. With more than ``n``, an even spread over
-    the sorted file list (deterministic); an image that cannot be decoded is skipped with a warning."""
+    ``size`` (see :func:`decode`), and how many files it holds. With more than ``n``, an even spread over
+    the sorted file list (deterministic); an image that cannot be decoded is skipped and others, spread
+    evenly over the files not yet tried, are read in its place. The warning that counts the skipped
+    ones goes into ``notes`` where given, else to the log."""
     tree = Tree(root)
     if not tree.files:
         raise EdgeslimError(
-            f"{root} holds no image files ({', '.join(sorted(IMAGE_EXTS))}); check data_dir", param="data_dir"
+            f"{root} holds no image files ({', '.join(sorted(image_exts()))}); check data_dir",
+            param="data_dir",
         )
     total = len(tree.files)
-    pick = spread(total, n)
     get = tree.reader()
-    images, bad, warned = [], [], []
-    for f in (tree.files[i] for i in pick):
-        said: list[str] = []
-        try:
-            images.append(decode(get(f), f, channels, size, fit, said))
-        except EdgeslimError as exc:  # a corrupt photo among many: skipped, and said
-            bad.append(str(exc))
-        warned += [(f, said[0])] if said else []
-    _say_pil_warnings(root, warned, len(pick))
+    images, bad, warned, tried = [], [], [], set()
+    pick = spread(total, n)
+    while pick:
+        for i in pick:
+            f, said = tree.files[i], []
+            try:
+                images.append(decode(get(f), f, channels, size, fit, said))
+            except EdgeslimError as exc:  # a corrupt photo among many: skipped, another read in its place
+                bad.append(str(exc))
+            warned += [(f, said[0])] if said else []
+        tried.update(pick)
+        rest = [i for i in range(total) if i not in tried]
+        pick = [rest[j] for j in spread(len(rest), n - len(images))] if len(images) < n else []
+    _say_pil_warnings(root, warned, len(tried))
     if not images:
         raise EdgeslimError(f"no image in {root} could be read ({bad[0]})")
     if bad:
-        log.warning("%d of %d images in %s could not be read and were skipped; the first: %s",
-                    len(bad), len(pick), root, bad[0])  # fmt: skip
+        instead = (
+            "as many others read in their place"
+            if len(images) == n
+            else "no other image file to read instead"
+        )
+        note = (f"{len(bad)} of {len(tried)} images tried in {root} could not be read and were skipped "
+                f"({instead}); the first: {bad[0]}")  # fmt: skip
+        if notes is None:
+            log.warning("%s", note)
+        else:
+            notes.append(note)
     return np.stack(images), total
 
 
-def _decode_chunk(
-    args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
-) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
-    """The images of one chunk, (name, reason) of each that cannot be decoded (left zero), and
-    (name, first message) of each PIL warned about."""
-    root, is_zip, names, channels, size = args
-    get = open_reader(Path(root), is_zip)
-    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+def _decode_into(
+    out: np.ndarray, get: Callable[[str], bytes], names: Sequence[str], channels: int, size: tuple[int, int]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Decode ``names`` into the rows of ``out`` (a row that cannot be decoded is left as it is): (name,
+    reason) of each that cannot be decoded, and (name, first message) of each PIL warned about."""
     bad, warned = [], []
     for i, n in enumerate(names):
         said: list[str] = []
@@ -472,33 +600,62 @@ def _decode_chunk(
         except EdgeslimError as exc:  # (every unreadable file is named at once, not one per run)
             bad.append((n, str(exc)))
         warned += [(n, said[0])] if said else []
-    return out, bad, warned
+    return bad, warned
+
+
+def _decode_chunk(
+    args: tuple[str, bool, Sequence[str], int, tuple[int, int]],
+) -> tuple[np.ndarray, list[tuple[str, str]], list[tuple[str, str]]]:
+    """The images of one chunk (in a worker process), and :func:`_decode_into`'s lists."""
+    root, is_zip, names, channels, size = args
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+    return out, *_decode_into(out, open_reader(Path(root), is_zip), names, channels, size)
+
+
+def _chunk(count: int, image_bytes: int) -> int:
+    """Images per chunk of :func:`decode_all`'s pool (8 chunks a worker, of at most
+    :data:`POOL_CHUNK_BYTES`); 0: no pool."""
+    if count < POOL_MIN:
+        return 0
+    return max(1, min(-(-count // (POOL_WORKERS * 8)), POOL_CHUNK_BYTES // max(1, image_bytes)))
+
+
+def decode_peak(count: int, channels: int, size: tuple[int, int]) -> int:
+    """The most bytes :func:`decode_all` holds while it decodes ``count`` images: their array (filled
+    in place; the one image being decoded besides it is left out), and with a pool the chunks that may
+    wait for their turn to be copied in (one per worker) and the one being copied, each twice (as
+    received from the worker, and as an array)."""
+    one = channels * size[0] * size[1]
+    return (count + 2 * (POOL_WORKERS + 1) * _chunk(count, one)) * one
 
 
 def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int, int]) -> np.ndarray:
-    """Decode ``names`` into uint8 [N,C,H,W]; a pool of processes for large lists. Files that cannot
-    be decoded are refused together, in one line."""
-    if not names:
-        return np.zeros((0, channels, *size), dtype=np.uint8)
-    if len(names) < POOL_MIN:
-        parts = [_decode_chunk((str(tree.root), tree.is_zip, names, channels, size))]
+    """Decode ``names`` into uint8 [N,C,H,W], one array filled in place (its peak: :func:`decode_peak`);
+    a pool of processes for large lists. Files that cannot be decoded are refused together, in one line."""
+    out = np.zeros((len(names), channels, *size), dtype=np.uint8)
+    step = _chunk(len(names), channels * size[0] * size[1])
+    if not step:
+        bad, warned = _decode_into(out, tree.reader(), names, channels, size)
     else:
-        step = -(-len(names) // (POOL_WORKERS * 8))
+        bad, warned = [], []
         chunks = [
             (str(tree.root), tree.is_zip, names[i : i + step], channels, size)
             for i in range(0, len(names), step)
         ]
-        with ProcessPoolExecutor(POOL_WORKERS) as ex:
-            parts = list(ex.map(_decode_chunk, chunks))
-    _say_pil_warnings(tree.root, [w for *_, chunk_warned in parts for w in chunk_warned], len(names))
-    bad = [b for _, chunk_bad, _ in parts for b in chunk_bad]
+        with ProcessPoolExecutor(POOL_WORKERS) as ex:  # (each chunk copied in as it comes: no second copy)
+            for i, (part, chunk_bad, chunk_warned) in enumerate(ex.map(_decode_chunk, chunks)):
+                out[i * step : i * step + len(part)] = part
+                bad += chunk_bad
+                warned += chunk_warned
+                del part
+    _say_pil_warnings(tree.root, warned, len(names))
     if len(bad) == 1:
         raise EdgeslimError(bad[0][1])
     if bad:
         first = bad[0][1].rsplit("; ", 1)[0]
         more = ", ".join(n for n, _ in bad[1:4]) + (", ..." if len(bad) > 4 else "")
         raise EdgeslimError(f"{first}, and {len(bad) - 1} more ({more}); remove or replace the corrupt files")
-    return np.concatenate([x for x, *_ in parts])
+    return out
 
 
 #: the EXIF tag of a photo's orientation, and its values that turn the image by a quarter
@@ -573,9 +730,9 @@ LARGE_SIDE = 1024
 
 
 def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], given: bool) -> None:
-    """Refuse decoding ``count`` images at ``size`` when they would take more than half of this
-    machine's memory (the whole data set lives in memory as uint8)."""
-    need = count * channels * size[0] * size[1]
+    """Refuse decoding ``count`` images at ``size`` when decoding them would take more than half of this
+    machine's memory (the whole data set lives in memory as uint8; the peak: :func:`decode_peak`)."""
+    need = decode_peak(count, channels, size)
     total = physical_memory()
     what = "the size asked for" if given else "the most common size of the training images"
     if total and need > total / 2:
@@ -587,19 +744,41 @@ def check_memory(root: Path, count: int, channels: int, size: tuple[int, int], g
         )
 
 
-#: a container's memory limit: cgroup v2, then v1 ("max", or v1's huge number: no limit)
+#: a container's memory limit at the root of the cgroup tree: cgroup v2, then v1 ("max", or v1's huge
+#: number: no limit); :func:`cgroup_memory_limits` adds those of this process's own cgroup
 CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
+def cgroup_memory_limits(root: str | os.PathLike = "/") -> list[Path]:
+    """The memory-limit files of this process's cgroup and of each cgroup above it, as ``root``
+    ``/proc/self/cgroup`` names it (v2: ``0::<path>``, under ``sys/fs/cgroup/<path>/memory.max``; v1: the
+    ``memory`` line, under ``sys/fs/cgroup/memory/<path>/memory.limit_in_bytes``), then the root's
+    (:data:`CGROUP_MEMORY_LIMITS`, under ``root``); files that do not exist are left to the reader."""
+    base = Path(root)
+    found: list[Path] = []
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (base / "proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if controllers == "":
+                where, name = base / "sys/fs/cgroup", "memory.max"
+            elif "memory" in controllers.split(","):
+                where, name = base / "sys/fs/cgroup/memory", "memory.limit_in_bytes"
+            else:
+                continue
+            parts = [x for x in path.strip().split("/") if x and x not in (".", "..")]
+            found += [where.joinpath(*parts[:i], name) for i in range(len(parts), 0, -1)]
+    return found + [base / str(limit).lstrip("/") for limit in CGROUP_MEMORY_LIMITS]
+
+
 def physical_memory(limits: Sequence[str | os.PathLike] | None = None) -> int:
-    """Bytes of memory this process may use: the machine's, or its container's limit where lower
-    (the numbers in the files ``limits``, default :data:`CGROUP_MEMORY_LIMITS`); 0 where the
+    """Bytes of memory this process may use: the machine's, or the lowest limit of its cgroups where
+    lower (the numbers in the files ``limits``, default :func:`cgroup_memory_limits`); 0 where the
     system does not say."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         total = 0
-    for limit in CGROUP_MEMORY_LIMITS if limits is None else limits:
+    for limit in cgroup_memory_limits() if limits is None else limits:
         with contextlib.suppress(OSError, ValueError):
             cap = int(Path(limit).read_text().split()[0])  # ("max": no limit, a ValueError)
             if 0 < cap < (total or cap + 1):
@@ -691,6 +870,8 @@ def load_image_folder(req: LoadRequest, root: Path, norm=None, num_classes: int 
            "test_subset": req.test_subset, "seed": req.seed}  # fmt: skip
     if req.image_size is not None:  # (absent otherwise: the caches written before it still hit)
         key["image_size"] = list(req.image_size)
+    if read_formats():  # (the files read: AVIF where Pillow decodes it; absent otherwise, as above)
+        key["formats"] = sorted(read_formats())
     arrays = cached_arrays(req.cache_dir, key, lambda: read_tree(Tree(root), req), keys=TREE_ARRAYS)
     classes = [str(c) for c in arrays["classes"]]
     check_classes(root, classes)

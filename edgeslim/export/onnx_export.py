@@ -529,7 +529,7 @@ def _export_onnx(
     ultralytics = yolo.is_ultralytics_model(model)
     if ultralytics:  # its heads return only what ultralytics' own export returns
         model = yolo.prepare_for_export(model, (c, h, w), dynamic=dynamic_batch)
-    notes: list[str] = []
+    notes: list[str] = list(inputs.notes) if inputs is not None else []  # (what reading the images said)
     x = torch.zeros((max(batch, 2) if dynamic_batch else batch, c, h, w))
     with torch.no_grad():
         try:

@@ -371,7 +371,7 @@ def run_export(
                 result["warnings"].append(
                     f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
                     + (f"{train_batch.base_source} has {len(calib)}" if train_batch is not None else
-                       f"{batch.base_source} gave {len(batch.x)}, {req.n_validate} of them check the export")
+                       f"{batch.base_source} has {len(batch.x)} readable, {req.n_validate} of them check the export")
                     + "; add images for steadier INT8 ranges"
                 )  # fmt: skip
             labels = check_batch.labels.numpy() if check_batch.labels is not None else None

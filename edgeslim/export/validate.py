@@ -57,6 +57,8 @@ class InputBatch:
     estimated: bool = False
     #: the classes of the labelled data set the images come from (None: unlabelled or random)
     classes: int | None = None
+    #: warnings about reading the images (some could not be decoded), for the report of what used them
+    notes: tuple[str, ...] = ()
 
     @property
     def base_source(self) -> str:
@@ -270,7 +272,8 @@ def _folder_inputs(
     root = existing_data_dir(data_dir)
     c, h, w = input_shape
     fit = str((meta or {}).get("fit") or "stretch")
-    xu8, total = read_images(root, c, (h, w), n, fit=fit)
+    notes: list[str] = []
+    xu8, total = read_images(root, c, (h, w), n, fit=fit, notes=notes)
     x = torch.from_numpy(xu8).to(torch.float32).div_(255.0)  # (in place: 576 images at 640x640 are 2.8 GB)
     mean, std = _meta_norm(meta)
     estimated = not (mean and len(mean) == c and std and len(std) == c)
@@ -284,7 +287,7 @@ def _folder_inputs(
     x.sub_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
     x.div_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
     source = f"{IMAGES} {root} ({total} files, {FIT_WORDS.get(fit, fit)})[:{len(x)}]"
-    return InputBatch(x, None, source, True, mean, std, estimated)
+    return InputBatch(x, None, source, True, mean, std, estimated, notes=tuple(notes))
 
 
 def random_inputs(

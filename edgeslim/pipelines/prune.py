@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice
 from edgeslim.utils.fields import CheckedFields
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -170,6 +173,8 @@ def _calib(
         return [torch.randn((min(n, 32), *shape), generator=gen)], Notice(
             "random normal inputs (for real images, pass data)", "data"
         )
+    for note in batch.notes:  # (a prune's report has no warnings of its own)
+        log.warning("%s", note)
     return list(batch.x.split(64)), f"{len(batch.x)} images: {batch.source}"
 
 
