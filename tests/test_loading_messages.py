@@ -536,3 +536,55 @@ def test_a_stop_seen_as_another_error_is_an_interrupted_json_error(capsys) -> No
         "exit_code": 143,
         "kind": "Interrupted",
     }
+
+
+# ------------------------------------------------------------------ 6. half-precision model files
+
+
+def _tiny_gray() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_pickle_is_widened_to_float32(dtype, tmp_path, capsys, caplog):
+    """The review of a user's own model files: a whole module pickled after ``model.half()`` (or
+    ``.bfloat16()``) crashed prune and slim ("internal error: RuntimeError: Input type
+    (torch.FloatTensor) and weight type (torch.HalfTensor)", exit 1) and export blamed the input shape.
+    It is widened to float32 (exact) with one warning; the prune result rebuilds in float32."""
+    whole = tmp_path / "half.pt"
+    model = _tiny_gray()
+    torch.save(model.to(dtype), whole)
+    name = str(dtype).removeprefix("torch.")
+    caplog.set_level("WARNING")
+    assert run("prune", whole, "--trust-pickle", "--input-shape", "1,8,8", "-o", tmp_path / "p.pt") == 0
+    assert f"holds {name} weights: they are widened to float32" in caplog.text
+    assert len([r for r in caplog.records if "widened to float32" in r.getMessage()]) == 1
+    pruned = load_model(tmp_path / "p.pt", trust_pickle=True).model  # rebuilt from the pickle: float32 too
+    assert {t.dtype for t in pruned.state_dict().values() if t.is_floating_point()} == {torch.float32}
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(pruned(x), model.float()(x))  # the widening is exact
+    rc = run("export", whole, "--trust-pickle", "--input-shape", "1,8,8", "--onnx", tmp_path / "m.onnx")
+    assert rc == 0, capsys.readouterr().err
+    assert "an ONNX export of it is float32" in caplog.text
+    assert run("info", whole, "--trust-pickle", "--input-shape", "1,8,8") == 0
+    capsys.readouterr()
+    if dtype is torch.float16:  # slim trains it (digits: 1x8x8, 10 classes)
+        rc = run("slim", whole, "--trust-pickle", "--data", "digits", "--epochs", "1", "--threads", "1",
+                 "--out", tmp_path / "run")  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+
+
+def test_a_half_precision_torchscript_is_refused_by_export_in_one_line(tmp_path, capsys):
+    """The same review: a traced TorchScript in float16 (whose compiled code cannot be widened safely)
+    failed export with "does not accept input 1x1x8x8 ...; check --input-shape"; export refuses it
+    naming its dtype and the fix. info and bench still count and run it in its own dtype."""
+    ts = tmp_path / "half.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(_tiny_gray().half(), torch.zeros(1, 1, 8, 8, dtype=torch.float16)).save(str(ts))
+    err = one_line_error(capsys, ["export", ts, "--trust-pickle", "--input-shape", "1,8,8", "--onnx",
+                                  tmp_path / "m.onnx"], "weights are float16", "model.float()")  # fmt: skip
+    assert "input-shape" not in err and not (tmp_path / "m.onnx").exists()
+    assert run("info", ts, "--trust-pickle", "--input-shape", "1,8,8") == 0
+    assert run("bench", ts, "--trust-pickle", "--input-shape", "1,8,8", *BENCH_FAST) == 0

@@ -523,6 +523,7 @@ def _export_onnx(
     if batch < 1:
         raise EdgeslimError(f"batch must be >= 1, got {batch}", param="batch")
     opset = check_opset(opset)
+    _check_float32(model)
     model = _inference_mode(model)
     from edgeslim.models import yolo
 
@@ -694,6 +695,21 @@ def export_loaded(
         loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,
         recipe=loaded.recipe, meta=loaded.meta, **kw,
     )  # fmt: skip
+
+
+def _check_float32(model: nn.Module) -> None:
+    """Refuse a float16/bfloat16 model: export runs it on float32 inputs (the pipelines widen a Python
+    model on load; a compiled one, whose code may fix the type, cannot be widened)."""
+    from edgeslim.models.user import low_precision
+
+    dtype = low_precision(model)
+    if dtype is not None:
+        raise EdgeslimError(
+            f"the model's weights are {str(dtype).removeprefix('torch.')} and ONNX export runs it in float32; "
+            "give it in float32: model.float(), or for TorchScript or a torch.export program, trace or export "
+            "the model again after model.float() (fp16 comes from the TensorRT build: precision fp16)",
+            param="precision",
+        )
 
 
 @functools.wraps(_export_onnx)

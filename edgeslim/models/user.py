@@ -17,6 +17,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError, first_line
@@ -128,7 +129,28 @@ def build_from_pickle(path: str, num_classes: int | None = None, in_channels: in
     found = pickled_module(model, what=str(p))
     if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
+    widen_to_float32(found)  # (a checkpoint rebuilt from a float16 pickle keeps its float32 weights)
     return _fit_classes(found, num_classes)
+
+
+def low_precision(model: nn.Module) -> torch.dtype | None:
+    """The half-precision dtype (``torch.float16``/``torch.bfloat16``) of ``model``'s first parameter
+    or buffer held in one, else None."""
+    import itertools
+
+    half = (torch.float16, torch.bfloat16)
+    return next(
+        (t.dtype for t in itertools.chain(model.parameters(), model.buffers()) if t.dtype in half), None
+    )
+
+
+def widen_to_float32(model: nn.Module) -> torch.dtype | None:
+    """Make ``model``'s float16/bfloat16 parameters and buffers float32 (exact), in place; returns the
+    dtype they had (None: none was, nothing changed). Other dtypes (float64, integers) are kept."""
+    dtype = low_precision(model)
+    if dtype is not None:
+        model._apply(lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+    return dtype
 
 
 #: keys under which a training script's checkpoint dict holds its whole model (the first found is used)
