@@ -588,3 +588,17 @@ def test_a_half_precision_torchscript_is_refused_by_export_in_one_line(tmp_path,
     assert "input-shape" not in err and not (tmp_path / "m.onnx").exists()
     assert run("info", ts, "--trust-pickle", "--input-shape", "1,8,8") == 0
     assert run("bench", ts, "--trust-pickle", "--input-shape", "1,8,8", *BENCH_FAST) == 0
+
+
+def test_slim_of_an_rgb_pickle_on_greyscale_data_is_one_line(tmp_path, capsys):
+    """The review of a user's own model files: ``slim whole.pt --trust-pickle --data digits`` (an RGB
+    model, 1-channel images) ended in "internal error: RuntimeError: Given groups=1, weight of size
+    [8, 3, 3, 3], expected input[1, 1, 8, 8] to have 3 channels", exit 1, where an architecture with
+    weights got one line; every model source now gets it, before the run folder is made."""
+    whole = tmp_path / "rgb.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 10)).eval(), whole)  # fmt: skip
+    one_line_error(capsys, ["slim", whole, "--trust-pickle", "--data", "digits", "--epochs", "1", "--out",
+                            tmp_path / "run"], "takes 3-channel images, not 1-channel ones",
+                   "give --data of 3-channel images")  # fmt: skip
+    assert not (tmp_path / "run").exists()

@@ -270,6 +270,16 @@ def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[s
     return keys, n
 
 
+def channels_fix(channels: int, channels_from: str = "input_shape") -> str:
+    """What to give for a model that takes ``channels``-channel images, by the parameter that set
+    the input's channels (``channels_from``: ``"input_shape"``, or ``"data"``: the data set's images)."""
+    return (
+        f"data of {channels}-channel images"
+        if channels_from == "data"
+        else f"input_shape with {channels} channels"
+    )
+
+
 def load_weights(
     model: nn.Module, state_dict: dict[str, Any], what: str, channels_from: str = "input_shape"
 ) -> None:
@@ -284,14 +294,9 @@ def load_weights(
     if first in shapes and not (missing or unexpected):
         a, b = tuple(own[first].shape), tuple(state_dict[first].shape)
         if len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
-            fix = (
-                f"data of {b[1]}-channel images"
-                if channels_from == "data"
-                else f"input_shape with {b[1]} channels"
-            )
             raise EdgeslimError(
                 f"{what} take {b[1]}-channel images ({first} is {list(b)}) and the model is built for "
-                f"{a[1]}: give {fix}",
+                f"{a[1]}: give {channels_fix(b[1], channels_from)}",
                 param=channels_from,
             )
     if missing or unexpected or shapes:
