@@ -602,3 +602,18 @@ def test_slim_of_an_rgb_pickle_on_greyscale_data_is_one_line(tmp_path, capsys):
                             tmp_path / "run"], "takes 3-channel images, not 1-channel ones",
                    "give --data of 3-channel images")  # fmt: skip
     assert not (tmp_path / "run").exists()
+
+
+def test_an_exported_program_of_a_fixed_batch_refuses_a_dynamic_batch(pt2, tmp_path, capsys):
+    """The review of a user's own model files: ``export m.pt2 --dynamic-batch --batch 1`` said "not
+    2x3x16x16; pass --batch 1" (the batch given: 2 is the batch export probes a dynamic batch at); it
+    names what fails, the dynamic batch of a program exported for a fixed one."""
+    err = one_line_error(capsys, ["export", pt2, "--trust-pickle", "--onnx", tmp_path / "m.onnx", "--dynamic-batch",
+                                  "--batch", "1"], "exported for a fixed batch of 1",
+                         "cannot be exported with --dynamic-batch: drop it", "dynamic_shapes")  # fmt: skip
+    assert "--batch 1" not in err and not (tmp_path / "m.onnx").exists()
+    from edgeslim.export import export_loaded
+
+    with pytest.raises(EdgeslimError, match="cannot be exported with dynamic_batch") as info:
+        export_loaded(load_model(pt2, trust_pickle=True), tmp_path / "m.onnx", dynamic_batch=True)
+    assert info.value.params == ("dynamic_batch",)

@@ -666,6 +666,22 @@ def _export_onnx(
     )  # fmt: skip
 
 
+def check_dynamic_batch(loaded: LoadedModel, dynamic_batch: bool) -> None:
+    """Refuse ``dynamic_batch`` for a torch.export program exported for a fixed batch (its guards
+    reject any other batch, the one export probes a dynamic batch at included)."""
+    if not dynamic_batch or loaded.kind != "exported":
+        return
+    from edgeslim.checkpoint import exported_input_shapes
+
+    shapes = exported_input_shapes(loaded.meta["exported_program"])
+    if shapes and shapes[0] and shapes[0][0] is not None:
+        raise EdgeslimError(
+            f"{loaded.path} was exported for a fixed batch of {shapes[0][0]}, so it cannot be exported with "
+            "dynamic_batch: drop it, or re-export the program with a dynamic batch (torch.export's dynamic_shapes)",
+            param="dynamic_batch",
+        )
+
+
 def export_loaded(
     loaded: LoadedModel,
     path: str | Path,
@@ -688,6 +704,7 @@ def export_loaded(
             )
         input_shape = loaded.input_shape
     shape = parse_input_shape(input_shape)
+    check_dynamic_batch(loaded, bool(kw.get("dynamic_batch")))
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):
         inputs = real_inputs(shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate)
