@@ -28,6 +28,7 @@ from edgeslim.models.registry import (
     register_code_resolver,
     register_prefix,
 )
+from edgeslim.utils.state_dicts import EMA_KEYS
 
 PICKLE_PREFIX = "pickle"
 
@@ -154,7 +155,7 @@ def widen_to_float32(model: nn.Module) -> torch.dtype | None:
 
 
 #: keys under which a training script's checkpoint dict holds its whole model (the first found is used)
-MODULE_KEYS = ("model", "ema", "model_ema", "module", "net")
+MODULE_KEYS = ("model", *EMA_KEYS, "module", "net")
 
 
 def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
