@@ -29,6 +29,7 @@ from edgeslim.models.registry import ModelSpec, create_model
 from edgeslim.utils.io import atomic_path
 from edgeslim.utils.rundir import MODEL_FILE
 from edgeslim.utils.sniff import not_a_pytorch_model, sniff, zip_names
+from edgeslim.utils.state_dicts import EMA_KEYS as MODULE_EMA_KEYS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -553,7 +554,7 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
 #: keys under which training scripts commonly store the weights inside a checkpoint dict
 #: (an exponential moving average's copy last: read only from a checkpoint that keeps no other weights)
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
-EMA_KEYS = ("state_dict_ema", "model_ema")
+EMA_KEYS = ("state_dict_ema", *MODULE_EMA_KEYS)  # (timm's, and the keys a pickled module's EMA is read under)
 STATE_DICT_KEYS = MODEL_KEYS + EMA_KEYS
 
 
@@ -598,16 +599,43 @@ def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> 
     if isinstance(obj, dict) and not _is_tensor_dict(obj):
         inner = _state_dict_in(obj)
         if inner is None:
-            raise EdgeslimError(
-                f"{p} holds a dict without weights (keys {sorted(map(str, obj))[:5]}); expected a state_dict "
-                f"or a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
-            )
+            raise _no_weights_found(p, obj)
         obj = inner
     if not isinstance(obj, dict) or not obj:
         raise EdgeslimError(f"{p} holds {_a(type(obj).__name__)}, not a state_dict")
     from edgeslim.utils.state_dicts import without_wrappers
 
     return without_wrappers(obj) if strip_wrappers else obj
+
+
+def _no_weights_found(p: Path, obj: dict[str, Any]) -> EdgeslimError:
+    """The refusal of a dict holding no state_dict under :data:`STATE_DICT_KEYS`: it names where one lies
+    deeper (``['checkpoint']['model']``), else the keys that hold tensors or dicts."""
+    import torch
+
+    nested: list[str] = []
+
+    def walk(d: dict[Any, Any], path: str, depth: int) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict) and v and len(nested) < 3:
+                if _is_tensor_dict(v):
+                    nested.append(f"{path}[{k!r}]")
+                elif depth > 1:
+                    walk(v, f"{path}[{k!r}]", depth - 1)
+
+    walk(obj, "", 4)
+    under = f"a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
+    if nested:
+        return EdgeslimError(
+            f"{p} holds its weights deeper than edgeslim reads, under {' and '.join(nested)}; save that state_dict "
+            f"alone (torch.save(ckpt{nested[0]}, path)) or as {under}"
+        )
+    holding = [str(k) for k, v in obj.items() if isinstance(v, (dict, torch.Tensor))]
+    held = f"; of its keys {sorted(holding)[:5]} hold tensors or dicts" if holding else ""
+    return EdgeslimError(
+        f"{p} holds a dict without weights (keys {sorted(map(str, obj))[:5]}{held}); expected a state_dict "
+        f"or {under}"
+    )
 
 
 def _a(noun: str) -> str:

@@ -536,3 +536,84 @@ def test_a_stop_seen_as_another_error_is_an_interrupted_json_error(capsys) -> No
         "exit_code": 143,
         "kind": "Interrupted",
     }
+
+
+# ------------------------------------------------------------------ 6. half-precision model files
+
+
+def _tiny_gray() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_pickle_is_widened_to_float32(dtype, tmp_path, capsys, caplog):
+    """The review of a user's own model files: a whole module pickled after ``model.half()`` (or
+    ``.bfloat16()``) crashed prune and slim ("internal error: RuntimeError: Input type
+    (torch.FloatTensor) and weight type (torch.HalfTensor)", exit 1) and export blamed the input shape.
+    It is widened to float32 (exact) with one warning; the prune result rebuilds in float32."""
+    whole = tmp_path / "half.pt"
+    model = _tiny_gray()
+    torch.save(model.to(dtype), whole)
+    name = str(dtype).removeprefix("torch.")
+    caplog.set_level("WARNING")
+    assert run("prune", whole, "--trust-pickle", "--input-shape", "1,8,8", "-o", tmp_path / "p.pt") == 0
+    assert f"holds {name} weights: they are widened to float32" in caplog.text
+    assert len([r for r in caplog.records if "widened to float32" in r.getMessage()]) == 1
+    pruned = load_model(tmp_path / "p.pt", trust_pickle=True).model  # rebuilt from the pickle: float32 too
+    assert {t.dtype for t in pruned.state_dict().values() if t.is_floating_point()} == {torch.float32}
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(pruned(x), model.float()(x))  # the widening is exact
+    rc = run("export", whole, "--trust-pickle", "--input-shape", "1,8,8", "--onnx", tmp_path / "m.onnx")
+    assert rc == 0, capsys.readouterr().err
+    assert "an ONNX export of it is float32" in caplog.text
+    assert run("info", whole, "--trust-pickle", "--input-shape", "1,8,8") == 0
+    capsys.readouterr()
+    if dtype is torch.float16:  # slim trains it (digits: 1x8x8, 10 classes)
+        rc = run("slim", whole, "--trust-pickle", "--data", "digits", "--epochs", "1", "--threads", "1",
+                 "--out", tmp_path / "run")  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+
+
+def test_a_half_precision_torchscript_is_refused_by_export_in_one_line(tmp_path, capsys):
+    """The same review: a traced TorchScript in float16 (whose compiled code cannot be widened safely)
+    failed export with "does not accept input 1x1x8x8 ...; check --input-shape"; export refuses it
+    naming its dtype and the fix. info and bench still count and run it in its own dtype."""
+    ts = tmp_path / "half.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(_tiny_gray().half(), torch.zeros(1, 1, 8, 8, dtype=torch.float16)).save(str(ts))
+    err = one_line_error(capsys, ["export", ts, "--trust-pickle", "--input-shape", "1,8,8", "--onnx",
+                                  tmp_path / "m.onnx"], "weights are float16", "model.float()")  # fmt: skip
+    assert "input-shape" not in err and not (tmp_path / "m.onnx").exists()
+    assert run("info", ts, "--trust-pickle", "--input-shape", "1,8,8") == 0
+    assert run("bench", ts, "--trust-pickle", "--input-shape", "1,8,8", *BENCH_FAST) == 0
+
+
+def test_slim_of_an_rgb_pickle_on_greyscale_data_is_one_line(tmp_path, capsys):
+    """The review of a user's own model files: ``slim whole.pt --trust-pickle --data digits`` (an RGB
+    model, 1-channel images) ended in "internal error: RuntimeError: Given groups=1, weight of size
+    [8, 3, 3, 3], expected input[1, 1, 8, 8] to have 3 channels", exit 1, where an architecture with
+    weights got one line; every model source now gets it, before the run folder is made."""
+    whole = tmp_path / "rgb.pt"
+    torch.save(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 10)).eval(), whole)  # fmt: skip
+    one_line_error(capsys, ["slim", whole, "--trust-pickle", "--data", "digits", "--epochs", "1", "--out",
+                            tmp_path / "run"], "takes 3-channel images, not 1-channel ones",
+                   "give --data of 3-channel images")  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_exported_program_of_a_fixed_batch_refuses_a_dynamic_batch(pt2, tmp_path, capsys):
+    """The review of a user's own model files: ``export m.pt2 --dynamic-batch --batch 1`` said "not
+    2x3x16x16; pass --batch 1" (the batch given: 2 is the batch export probes a dynamic batch at); it
+    names what fails, the dynamic batch of a program exported for a fixed one."""
+    err = one_line_error(capsys, ["export", pt2, "--trust-pickle", "--onnx", tmp_path / "m.onnx", "--dynamic-batch",
+                                  "--batch", "1"], "exported for a fixed batch of 1",
+                         "cannot be exported with --dynamic-batch: drop it", "dynamic_shapes")  # fmt: skip
+    assert "--batch 1" not in err and not (tmp_path / "m.onnx").exists()
+    from edgeslim.export import export_loaded
+
+    with pytest.raises(EdgeslimError, match="cannot be exported with dynamic_batch") as info:
+        export_loaded(load_model(pt2, trust_pickle=True), tmp_path / "m.onnx", dynamic_batch=True)
+    assert info.value.params == ("dynamic_batch",)

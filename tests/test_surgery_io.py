@@ -166,6 +166,21 @@ def test_cli_prune_of_a_model_without_batchnorm_says_why_nothing_goes(tmp_path, 
     assert "sparsify it first" not in err
 
 
+def test_cli_prune_of_a_model_normalized_without_batchnorm_names_its_norms(tmp_path, capsys):
+    """The review of a user's own model files: ``prune timm:convnext_atto`` (LayerNorm, no BN) gave the hint
+    "a model whose BN layers were fused into its convs has none". It names the norms the model has; prune
+    still writes the unchanged copy (exit 0, as the fused case), where slim refuses such a model."""
+    gn = tmp_path / "gn.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GroupNorm(2, 8), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(8, 4, 3)), gn)  # fmt: skip
+    args = ["prune", str(gn), "--trust-pickle", "--input-shape", "3,16,16", "-o", str(tmp_path / "s.pt")]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no BatchNorm channel to remove: it is normalized by GroupNorm" in err and "fused" not in err
+    assert main([*args, "--force", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["other_norms"] == ["GroupNorm"]
+
+
 class ResidualNet(nn.Module):
     """conv-BN, a residual block (its two BNs share channels), and a conv-BN whose channels are the output."""
 

@@ -428,3 +428,38 @@ def test_train_picks_its_subset_with_its_seed_as_slim_does(tmp_path) -> None:
     assert meta["data_args"]["seed"] == 5
     five, zero = (load_dataset("digits", subset=300, test_subset=100, seed=s) for s in (5, 0))
     assert not torch.equal(five.train_x, zero.train_x)  # (so the seed decides which images)
+
+
+def test_train_starts_from_a_state_dict_given_as_weights(tmp_path, capsys) -> None:
+    """The review of a user's own model files: ``train --arch tv:resnet18 --init r18_sd.pt`` (a state_dict)
+    told the user to give the architecture "with weights=r18_sd.pt", an option train did not have. train
+    takes ``--weights`` as slim does; a state_dict given as ``--init`` is one line naming it."""
+    spec = ModelSpec("vgg-small", num_classes=10, in_channels=1, input_size=(8, 8))
+    torch.manual_seed(1)
+    given = create_model(spec).state_dict()
+    torch.save(given, tmp_path / "sd.pt")
+    out = tmp_path / "run"
+    rc = main(["train", *DIGITS, "--weights", str(tmp_path / "sd.pt"), "--lr", "1e-9", "--subset", "64",
+               "--test-subset", "32", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    trained = load_model(out / "model.pt")
+    assert trained.meta["weights"] == str(tmp_path / "sd.pt")
+    conv = next(k for k, v in given.items() if v.ndim == 4)
+    assert torch.allclose(trained.model.state_dict()[conv], given[conv], atol=1e-6)  # (lr 1e-9: as given)
+    capsys.readouterr()
+    torch.save(create_model(ModelSpec("vgg-small", 3, 1, (8, 8))).state_dict(), tmp_path / "three.pt")
+    for args, needles in (
+        (
+            ["--weights", str(tmp_path / "three.pt")],
+            ("trained for 3 classes", "edgeslim slim --num-classes 10"),
+        ),
+        (
+            ["--init", str(tmp_path / "sd.pt")],
+            ("is a state_dict, which names no architecture", "give it as --weights"),
+        ),
+        (["--init", str(tmp_path / "sd.pt"), "--weights", str(tmp_path / "sd.pt")], ("not both",)),
+    ):
+        rc = main(["train", *DIGITS, *args, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles), err
+    assert not (tmp_path / "o").exists()

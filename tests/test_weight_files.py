@@ -439,3 +439,21 @@ def test_files_and_factories_that_fail_are_one_line(tmp_path, monkeypatch, capsy
     (tmp_path / "odd.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(12))
     with pytest.raises(EdgeslimError, match="not a valid safetensors file"):
         read_safetensors(tmp_path / "odd.safetensors")
+
+
+def test_weights_under_ema_or_nested_deeper_are_read_or_located(net, tmp_path, capsys):
+    """The review of a user's own model files: weights kept under 'ema' ({'ema': sd, 'epoch': 3}, a key
+    read for a pickled module but not for a state_dict) and a checkpoint nesting them deeper
+    ({'checkpoint': {'model': sd}}) were both "a dict without weights (keys ['ema', 'epoch'])". 'ema' is
+    read as 'model_ema' is; for the nested one the line names where the weights are."""
+    sd = net.state_dict()
+    torch.save({"ema": sd, "epoch": 3}, tmp_path / "ema.pt")
+    assert _same(read_state_dict(tmp_path / "ema.pt"), sd)
+    torch.save({"checkpoint": {"model": sd, "step": 3}, "cfg": {"lr": 0.1}}, tmp_path / "nested.pt")
+    rc = main(["info", "tv:resnet18", "--weights", str(tmp_path / "nested.pt")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "under ['checkpoint']['model']" in err and "torch.save(ckpt['checkpoint']['model'], path)" in err
+    torch.save({"params": {"w": torch.zeros(2), "name": "x"}, "epoch": 3}, tmp_path / "mixed.pt")
+    with pytest.raises(EdgeslimError, match=r"of its keys \['params'\] hold tensors or dicts"):
+        read_state_dict(tmp_path / "mixed.pt")

@@ -65,6 +65,22 @@ def bn_layers(model: nn.Module) -> list[tuple[str, _BatchNorm]]:
     return [(n, m) for n, m in uncompiled(model).named_modules() if is_batchnorm(m) and bn_affine(m)]  # type: ignore[misc]
 
 
+#: normalization layers without per-batch channel statistics (no BN scale to slim by), by the name said
+OTHER_NORMS: dict[str, tuple[type[nn.Module], ...]] = {
+    "LayerNorm": (nn.LayerNorm,),
+    "GroupNorm": (nn.GroupNorm,),
+    "InstanceNorm": (nn.modules.instancenorm._InstanceNorm,),
+    "RMSNorm": tuple(t for t in (getattr(nn, "RMSNorm", None),) if t is not None),
+}
+
+
+def other_norms(model: nn.Module) -> list[str]:
+    """The kinds of :data:`OTHER_NORMS` layers ``model`` has (``["LayerNorm"]`` for a ConvNeXt), in
+    that order: what normalizes a model without BatchNorm, which network slimming cannot prune by."""
+    mods = list(uncompiled(model).modules())
+    return [name for name, types in OTHER_NORMS.items() if types and any(isinstance(m, types) for m in mods)]
+
+
 def zero_flat(
     scales_and_shifts: Iterable[tuple[Tensor, Tensor | None]], dead: Tensor, with_shift: bool = True
 ) -> int:

@@ -139,7 +139,10 @@ def prune(**kw: Any) -> None:
         ("barriers", len(rep["barriers"])),
     ]
     out.print(table(f"Surgery: {kw['model']} -> {output}", ["", "value"], summary))
-    if rep["bn_channels"] == 0:
+    if rep["bn_channels"] == 0 and rep.get("other_norms"):
+        err.print(f"the model has no BatchNorm channel to remove: it is normalized by {'/'.join(rep['other_norms'])}, "
+                  "which has no per-channel BN scale to slim by (slim refuses it), so nothing was removed")  # fmt: skip
+    elif rep["bn_channels"] == 0:
         err.print("the model has no BatchNorm channel to remove (a model whose BN layers were fused into its "
                   "convs has none: give it before fusing)")  # fmt: skip
     elif rep["zero_scale_channels"] == 0 and rep.get("random_weights"):

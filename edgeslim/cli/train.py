@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from edgeslim.cli import notice
-from edgeslim.cli.common import data_options, quote, train_options, trust_pickle_option
+from edgeslim.cli.common import data_options, quote, train_options, trust_pickle_option, weights_option
 from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
 
 
@@ -54,6 +54,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
 @click.option(
     "--init", "init_path", type=click.Path(path_type=Path), help="Start from the weights of this model file."
 )
+@weights_option
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option(
     "--out",

@@ -523,6 +523,7 @@ def _export_onnx(
     if batch < 1:
         raise EdgeslimError(f"batch must be >= 1, got {batch}", param="batch")
     opset = check_opset(opset)
+    _check_float32(model)
     model = _inference_mode(model)
     from edgeslim.models import yolo
 
@@ -665,6 +666,22 @@ def _export_onnx(
     )  # fmt: skip
 
 
+def check_dynamic_batch(loaded: LoadedModel, dynamic_batch: bool) -> None:
+    """Refuse ``dynamic_batch`` for a torch.export program exported for a fixed batch (its guards
+    reject any other batch, the one export probes a dynamic batch at included)."""
+    if not dynamic_batch or loaded.kind != "exported":
+        return
+    from edgeslim.checkpoint import exported_input_shapes
+
+    shapes = exported_input_shapes(loaded.meta["exported_program"])
+    if shapes and shapes[0] and shapes[0][0] is not None:
+        raise EdgeslimError(
+            f"{loaded.path} was exported for a fixed batch of {shapes[0][0]}, so it cannot be exported with "
+            "dynamic_batch: drop it, or re-export the program with a dynamic batch (torch.export's dynamic_shapes)",
+            param="dynamic_batch",
+        )
+
+
 def export_loaded(
     loaded: LoadedModel,
     path: str | Path,
@@ -687,6 +704,7 @@ def export_loaded(
             )
         input_shape = loaded.input_shape
     shape = parse_input_shape(input_shape)
+    check_dynamic_batch(loaded, bool(kw.get("dynamic_batch")))
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):
         inputs = real_inputs(shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate)
@@ -694,6 +712,21 @@ def export_loaded(
         loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,
         recipe=loaded.recipe, meta=loaded.meta, **kw,
     )  # fmt: skip
+
+
+def _check_float32(model: nn.Module) -> None:
+    """Refuse a float16/bfloat16 model: export runs it on float32 inputs (the pipelines widen a Python
+    model on load; a compiled one, whose code may fix the type, cannot be widened)."""
+    from edgeslim.models.user import low_precision
+
+    dtype = low_precision(model)
+    if dtype is not None:
+        raise EdgeslimError(
+            f"the model's weights are {str(dtype).removeprefix('torch.')} and ONNX export runs it in float32; "
+            "give it in float32: model.float(), or for TorchScript or a torch.export program, trace or export "
+            "the model again after model.float() (fp16 comes from the TensorRT build: precision fp16)",
+            param="precision",
+        )
 
 
 @functools.wraps(_export_onnx)

@@ -230,7 +230,7 @@ def run_export(
     All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
     """
     from edgeslim.export.audit import audit_onnx
-    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.export.onnx_export import check_dynamic_batch, export_onnx
     from edgeslim.export.ort_mobile import operator_config_path
     from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
@@ -243,6 +243,7 @@ def run_export(
             param="input_shape",
         )
     req.validate()  # again: the fields may have changed since construction
+    check_dynamic_batch(loaded, req.dynamic_batch)
     # (the spec's size, or the one a torch.export program was exported for)
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None

@@ -17,6 +17,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgeslim.errors import EdgeslimError, first_line
@@ -27,6 +28,7 @@ from edgeslim.models.registry import (
     register_code_resolver,
     register_prefix,
 )
+from edgeslim.utils.state_dicts import EMA_KEYS
 
 PICKLE_PREFIX = "pickle"
 
@@ -128,11 +130,32 @@ def build_from_pickle(path: str, num_classes: int | None = None, in_channels: in
     found = pickled_module(model, what=str(p))
     if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
+    widen_to_float32(found)  # (a checkpoint rebuilt from a float16 pickle keeps its float32 weights)
     return _fit_classes(found, num_classes)
 
 
+def low_precision(model: nn.Module) -> torch.dtype | None:
+    """The half-precision dtype (``torch.float16``/``torch.bfloat16``) of ``model``'s first parameter
+    or buffer held in one, else None."""
+    import itertools
+
+    half = (torch.float16, torch.bfloat16)
+    return next(
+        (t.dtype for t in itertools.chain(model.parameters(), model.buffers()) if t.dtype in half), None
+    )
+
+
+def widen_to_float32(model: nn.Module) -> torch.dtype | None:
+    """Make ``model``'s float16/bfloat16 parameters and buffers float32 (exact), in place; returns the
+    dtype they had (None: none was, nothing changed). Other dtypes (float64, integers) are kept."""
+    dtype = low_precision(model)
+    if dtype is not None:
+        model._apply(lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
+    return dtype
+
+
 #: keys under which a training script's checkpoint dict holds its whole model (the first found is used)
-MODULE_KEYS = ("model", "ema", "model_ema", "module", "net")
+MODULE_KEYS = ("model", *EMA_KEYS, "module", "net")
 
 
 def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
@@ -248,6 +271,16 @@ def _head_mismatch(model: nn.Module, state_dict: dict[str, Any]) -> tuple[list[s
     return keys, n
 
 
+def channels_fix(channels: int, channels_from: str = "input_shape") -> str:
+    """What to give for a model that takes ``channels``-channel images, by the parameter that set
+    the input's channels (``channels_from``: ``"input_shape"``, or ``"data"``: the data set's images)."""
+    return (
+        f"data of {channels}-channel images"
+        if channels_from == "data"
+        else f"input_shape with {channels} channels"
+    )
+
+
 def load_weights(
     model: nn.Module, state_dict: dict[str, Any], what: str, channels_from: str = "input_shape"
 ) -> None:
@@ -262,14 +295,9 @@ def load_weights(
     if first in shapes and not (missing or unexpected):
         a, b = tuple(own[first].shape), tuple(state_dict[first].shape)
         if len(b) == 4 and a[0] == b[0] and a[2:] == b[2:] and a[1] != b[1]:
-            fix = (
-                f"data of {b[1]}-channel images"
-                if channels_from == "data"
-                else f"input_shape with {b[1]} channels"
-            )
             raise EdgeslimError(
                 f"{what} take {b[1]}-channel images ({first} is {list(b)}) and the model is built for "
-                f"{a[1]}: give {fix}",
+                f"{a[1]}: give {channels_fix(b[1], channels_from)}",
                 param=channels_from,
             )
     if missing or unexpected or shapes:

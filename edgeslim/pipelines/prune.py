@@ -117,6 +117,10 @@ def run(req: PruneRequest) -> dict[str, Any]:
             rebuild_facts(loaded.spec)
         )  # the slim checkpoint's trust_pickle and the file it rebuilds from
         rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
+        if rep["bn_channels"] == 0:  # what normalizes it instead (LayerNorm: a ConvNeXt), for the hint
+            from edgeslim.channels.norm import other_norms
+
+            rep["other_norms"] = other_norms(loaded.model)
         if plot is not None:
             from edgeslim.surgery.plot import plot_channels
 

@@ -5,6 +5,7 @@ Top-level imports stay light (no torch): the bench CLI imports this layer on dev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ from edgeslim.utils.sniff import not_a_pytorch_model
 
 if TYPE_CHECKING:
     from edgeslim.checkpoint import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 def refuse_not_pytorch(target: str) -> None:
@@ -60,6 +63,7 @@ def load_model_or_arch(
     loaded = _load_model_or_arch(
         target, trust_pickle, input_shape, data, num_classes, weights, shape_from_data
     )
+    _in_float32(loaded, target)
     if not any_size:
         shape = parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
         check_input_size(loaded.model, shape)
@@ -78,6 +82,26 @@ def load_model_or_arch(
         **(loaded.meta or {}),
     }
     return loaded
+
+
+def _in_float32(loaded: LoadedModel, target: str) -> None:
+    """Widen a float16/bfloat16 model (a whole pickle saved after ``model.half()``) to float32, exactly,
+    with one log warning: surgery, training and export feed it float32. A compiled one (TorchScript, a
+    torch.export program), whose code may fix the type, is left as it is (counted and benched in its
+    own dtype; :func:`~edgeslim.export.onnx_export.export_onnx` refuses it)."""
+    from edgeslim.models.user import widen_to_float32
+
+    if loaded.kind in ("torchscript", "exported"):
+        return
+    dtype = widen_to_float32(loaded.model)
+    if dtype is not None:
+        log.warning(
+            "%s holds %s weights: they are widened to float32 (exactly), which its checks, training and "
+            "export compute in; an ONNX export of it is float32 (a TensorRT engine built from it with "
+            "precision fp16 runs in half precision)",
+            loaded.path or target,
+            str(dtype).removeprefix("torch."),
+        )
 
 
 #: a float32 input of at least this many bytes (batch 1) is checked against the free memory first

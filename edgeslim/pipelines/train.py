@@ -70,6 +70,8 @@ class TrainRequest(CheckedFields):
     finetune_epochs: int | None = None
     finetune_lr: float | None = None
     init_path: Path | None = None
+    #: a state_dict (or a training checkpoint holding one) for ``arch``, as slim's weights: what it starts from
+    weights: Path | None = None
     device: str = "auto"
     threads: int | None = None
     resume: str | Path | bool | None = None
@@ -149,7 +151,7 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             # checkpoint puts them back, where one left behind was offered to resume as this run's)
             stack.enter_context(run_directory(out_dir, force=kw["force"] or same_dir, resume=same_dir,
                                               markers=(MODEL_FILE, REPORT_FILE, LOG_FILE), stale=TRAIN_STALE,
-                                              inputs=(kw["init_path"], kw["resume"])))  # fmt: skip
+                                              inputs=(kw["init_path"], kw["resume"], kw["weights"])))  # fmt: skip
         notes: list[str] = []
         report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
     if info.enabled:
@@ -163,7 +165,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
-    from edgeslim.checkpoint import build_from_checkpoint, load_model
+    from edgeslim.checkpoint import NoArchitecture, build_from_checkpoint, load_model
     from edgeslim.data import load_dataset
     from edgeslim.data.datasets import canonical_name
     from edgeslim.models import create_model
@@ -178,7 +180,15 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         recorded = resume_ckpt.get("meta") or {}
         given = [k for k in _HPARAMS if kw.get(k) is not None] + [
             k
-            for k in ("lam", "prune_ratio", "round_to", "finetune_epochs", "finetune_lr", "init_path")
+            for k in (
+                "lam",
+                "prune_ratio",
+                "round_to",
+                "finetune_epochs",
+                "finetune_lr",
+                "init_path",
+                "weights",
+            )
             if kw.get(k) is not None
         ]
         if given and info.is_main:
@@ -209,6 +219,11 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             raise EdgeslimError(
                 "give arch NAME and data_name NAME (or resume DIR/model.pt)",
                 param=("arch", "data_name", "resume"),
+            )
+        if kw["init_path"] and kw["weights"]:
+            raise EdgeslimError(
+                "give init_path (an edgeslim checkpoint) or weights (a state_dict for the architecture), not both",
+                param=("init_path", "weights"),
             )
         data_name, data_dir = kw["data_name"], kw["data_dir"]
         subset, test_subset, image_size = kw["subset"], kw["test_subset"], kw["image_size"]
@@ -282,7 +297,14 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     )
     if resume_ckpt is None:
         if kw["init_path"]:
-            loaded = load_model(kw["init_path"], trust_pickle=kw["trust_pickle"])
+            try:
+                loaded = load_model(kw["init_path"], trust_pickle=kw["trust_pickle"])
+            except NoArchitecture as exc:  # a state_dict: it goes with the architecture, as weights
+                raise EdgeslimError(
+                    f"{kw['init_path']} is a state_dict, which names no architecture (init_path starts from an "
+                    "edgeslim checkpoint): give it as weights, with arch the architecture it was saved from",
+                    param=("init_path", "weights", "arch"),
+                ) from exc
             if loaded.spec is None:
                 raise EdgeslimError(
                     f"init_path {kw['init_path']} is a {loaded.kind} file; give an edgeslim checkpoint",
@@ -296,6 +318,21 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 )
             spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
             recorded = loaded.meta or {}
+        elif kw["weights"]:
+            from edgeslim.pipelines.source import load_model_or_arch
+
+            loaded = load_model_or_arch(kw["arch"], trust_pickle=kw["trust_pickle"], input_shape=bundle.input_shape,
+                                        shape_from_data=True, weights=kw["weights"])  # fmt: skip
+            spec, model = loaded.spec, loaded.model
+            if spec.num_classes != bundle.num_classes:
+                slim = Step("slim", num_classes=bundle.num_classes)
+                raise EdgeslimError(
+                    f"weights {kw['weights']} were trained for {spec.num_classes} classes and {bundle.name} has "
+                    f"{bundle.num_classes}; train starts from weights for its data's classes: give those, or run "
+                    f"{slim}, which replaces the head and trains it",
+                    param="weights",
+                    steps=(slim,),
+                )
         else:
             spec = bundle.spec_for(kw["arch"])
             torch.manual_seed(config.seed)
@@ -309,6 +346,8 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
                       "test_subset": test_subset, "seed": data_seed, "images": data_images(bundle)},
     }  # fmt: skip
+    if resume_ckpt is None and kw["weights"]:
+        meta["weights"] = str(kw["weights"])
 
     for note in notes if say is not None else ():  # before training, after every refusal (which comes alone)
         say(note)

@@ -194,16 +194,30 @@ _TOO_SMALL = re.compile(
 )
 
 
+#: PyTorch's words for a conv given another number of channels than it takes
+_CHANNELS = re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+) channels")
+
+
 def check_input_fits(model: nn.Module, example: torch.Tensor, arch: str) -> None:
     """Refuse in one line a model whose layers cannot take the data's images (too small for its
-    downsampling), before a run starts; ``example`` is one input of the data's shape."""
+    downsampling, or of another number of channels than its first conv takes), before a run starts;
+    ``example`` is one input of the data's shape."""
     try:
         with torch.no_grad(), eval_mode(model):
             model(example)
     except RuntimeError as exc:
+        c, h, w = (tuple(example.shape[1:]) + (1, 1, 1))[:3]
+        channels = _CHANNELS.search(str(exc))
+        if channels is not None and int(channels[2]) == c:  # (the images' own count: the stem conv's)
+            from edgeslim.models.user import channels_fix
+
+            raise EdgeslimError(
+                f"{arch} takes {channels[1]}-channel images, not {c}-channel ones: give "
+                f"{channels_fix(int(channels[1]), 'data')}, or a model built for {c}-channel images",
+                param="data",
+            ) from exc
         if not _TOO_SMALL.search(str(exc)):
             raise
-        c, h, w = (tuple(example.shape[1:]) + (1, 1, 1))[:3]
         raise EdgeslimError(
             f"{arch} cannot run on {h}x{w} images ({first_line(exc)}): they are too small for its layers; "
             "give a larger image_size (an image folder) or a model for images of this size",

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+#: keys under which a training script's checkpoint dict keeps the exponential moving average of its model,
+#: a whole module or its state_dict (read as the weights only where the dict holds no other model)
+EMA_KEYS = ("ema", "model_ema")
+
 #: key prefixes added by wrappers (DistributedDataParallel, torch.compile)
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
