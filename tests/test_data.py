@@ -1204,3 +1204,30 @@ def test_class_names_equal_in_another_unicode_form_are_the_same_classes(tmp_path
     assert torch.equal(turned.train_x[:, 0, 0, 0].long(), (2 - turned.train_y) * 100)
     with pytest.raises(EdgeslimError, match=r"the data lacks cat, and has dog;"):
         b.in_class_order([nfc("café"), nfc("crème"), "cat"])
+
+
+def test_two_folders_of_one_split_are_refused_and_split_words_are_whole_words(tmp_path):
+    """A review of the day's code: with Train/ (2 images a class) beside train/ (6) the any-case split
+    matching read Train/ alone, without a word (train/ + training/ likewise); such trees are refused in
+    one line naming the folders. And class folders whose names merely contain a split's name (bad_valve:
+    "val"; protest: "test"; freight_train and passenger_train, no test split among them) holding the same
+    sub-folders were refused as hidden splits: they are classes, as torchvision reads them."""
+    for split, n in (("Train", 2), ("train", 6), ("test", 2)):
+        for c in ("cat", "dog"):
+            for k in range(n):
+                _solid(tmp_path / "dup" / split / c / f"{k}.png", 9)
+    with pytest.raises(EdgeslimError) as e:
+        load_dataset("imagefolder", data_dir=tmp_path / "dup", cache_dir=tmp_path / "cache")
+    assert str(e.value) == (
+        f"{tmp_path / 'dup'}: the folders Train/, train/ all name the train split; merge them into one (or "
+        "remove the others)"
+    )
+    layouts = {"valves": ("bad_valve", "good_valve"), "trains": ("freight_train", "passenger_train"),
+               "protest": ("no_protest", "protest")}  # fmt: skip
+    for name, classes in layouts.items():
+        for c in classes:
+            for s in ("cam1", "cam2"):
+                for k in range(3):
+                    _solid(tmp_path / name / c / s / f"{k}.png", 9)
+        b = load_dataset("imagefolder", data_dir=tmp_path / name, cache_dir=tmp_path / "cache")
+        assert b.class_names == list(classes), name

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import stat
 import sys
 import warnings
 import zipfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -96,6 +97,13 @@ def read_formats() -> dict[str, tuple[str, ...]]:
 def image_exts() -> set[str]:
     """The file types read as images: :data:`IMAGE_EXTS` and those of :func:`read_formats`."""
     return IMAGE_EXTS.union(*read_formats().values())
+
+
+def split_word(name: str) -> str | None:
+    """The split a folder's name names as a word of it (``seg_train``, ``Test-Set``, ``test1``:
+    :data:`TRAIN_NAMES`, :data:`TEST_NAMES`, any case), or None (``valve``, ``protest``: not a split's)."""
+    words = re.split(r"[^a-z]+", name.lower())
+    return next((w for w in words if w in (*TRAIN_NAMES, *TEST_NAMES)), None)
 
 
 class Tree:
@@ -179,11 +187,7 @@ class Tree:
         a split of unlabelled images, not a class)."""
         inside = [f[len(base) + len(folder) + 1 :] for f in self.files if f.startswith(f"{base}{folder}/")]
         others = named - {folder}
-        return (
-            bool(others)
-            and all("/" not in r for r in inside)
-            and not any(nm in d.lower() for d in others for nm in (*TRAIN_NAMES, *TEST_NAMES))
-        )
+        return bool(others) and all("/" not in r for r in inside) and not any(split_word(d) for d in others)
 
     @functools.cached_property
     def flat(self) -> dict[str, list[str]] | None:
@@ -210,12 +214,15 @@ class Tree:
         return by_class
 
     def _refuse_hidden_splits(self, by_class: dict[str, list[str]]) -> None:
-        """Refuse class folders named like splits (``seg_train``: a split's name in theirs) that each hold
-        the same folders of images (two or more; none of their images directly): splits under other names
+        """Refuse class folders named like splits (each with a split's name as a word of its own, a
+        training one and a test one among them: ``seg_train``, ``seg_test``) that each hold the same
+        folders of images (two or more; none of their images directly): splits under other names
         (``seg_train/seg_train/<class>/``, Kaggle's Intel Image Classification), which read as classes
         would train a classifier of the split an image is in. Classes with the same sub-folders but other
-        names (``cat/{day,night}/``, ``dog/{day,night}/``) are classes, as torchvision reads them."""
-        if not all(any(nm in c.lower() for nm in (*TRAIN_NAMES, *TEST_NAMES)) for c in by_class):
+        names (``cat/{day,night}/``; ``bad_valve``, ``freight_train`` and ``passenger_train``) are classes,
+        as torchvision reads them."""
+        words = [split_word(c) for c in by_class]
+        if not (all(words) and {*words} & {*TRAIN_NAMES} and {*words} & {*TEST_NAMES}):
             return
         inner: dict[str, set[str]] = {}
         for c, fs in by_class.items():
@@ -228,7 +235,7 @@ class Tree:
             return
         c = sorted(by_class)[0]
         example = by_class[c][0].rsplit("/", 1)[0]
-        split = "test" if any(t in c.lower() for t in TEST_NAMES) else "train"
+        split = "test" if split_word(c) in TEST_NAMES else "train"
         raise EdgeslimError(
             f"{self.root}: its folders {', '.join(f'{self.flat_base}{d}/' for d in sorted(inner)[:4])}"
             f"{', ...' if len(inner) > 4 else ''} all hold the same folders of images ({', '.join(sorted(leaves)[:4])}"
@@ -278,6 +285,15 @@ class Tree:
             return out
         names = TRAIN_NAMES if split == "train" else TEST_NAMES
         found = self._splits(self.prefix)
+        same = sorted(d for d, s in found.items() if s in names)
+        if (
+            len(same) > 1
+        ):  # (Train/ beside train/, train/ beside training/: which one is meant cannot be told)
+            raise EdgeslimError(
+                f"{self.root}: the folders {', '.join(f'{self.prefix}{d}/' for d in same)} all name the {split} "
+                "split; merge them into one (or remove the others)",
+                param="data_dir",
+            )
         for nm in names:
             for folder in (d for d, s in found.items() if s == nm):
                 by_class = self._classes(f"{self.prefix}{folder}/")
@@ -643,11 +659,20 @@ def decode_all(tree: Tree, names: Sequence[str], channels: int, size: tuple[int,
             for i in range(0, len(names), step)
         ]
         with ProcessPoolExecutor(POOL_WORKERS) as ex:  # (each chunk copied in as it comes: no second copy)
-            for i, (part, chunk_bad, chunk_warned) in enumerate(ex.map(_decode_chunk, chunks)):
+            todo = iter(enumerate(chunks))
+            # (at most one chunk a worker and one more in flight, taken in order: chunks decoded ahead of a
+            # slow one cannot pile up beyond what decode_peak counts)
+            waiting = deque(
+                (i, ex.submit(_decode_chunk, c)) for i, c in itertools.islice(todo, POOL_WORKERS + 1)
+            )
+            while waiting:
+                i, future = waiting.popleft()
+                part, chunk_bad, chunk_warned = future.result()
+                waiting.extend((j, ex.submit(_decode_chunk, c)) for j, c in itertools.islice(todo, 1))
                 out[i * step : i * step + len(part)] = part
                 bad += chunk_bad
                 warned += chunk_warned
-                del part
+                del part, future
     _say_pil_warnings(tree.root, warned, len(names))
     if len(bad) == 1:
         raise EdgeslimError(bad[0][1])
