@@ -845,3 +845,33 @@ def test_a_state_saved_with_other_settings_is_refused_naming_the_setting(saved, 
     if "zero_invariant" in saved:  # (read from xi's length in a state without the key)
         with pytest.raises(EdgeslimError, match="zero_invariant True"):
             target.load_state_dict(old)
+
+
+def test_a_slimmer_pickled_by_an_older_edgeslim_goes_on_with_its_parameters():
+    """A review of the day's code: a ProximalSlimming pickled before it read its BN layers each time
+    (its state: lists gammas/biases/targets, no bn_modules) raised AttributeError 'bn_modules' at its
+    first step once unpickled; it goes on with the parameters it holds, as it did."""
+    import copyreg
+    import pickle
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)
+    )
+    slimmer = ProximalSlimming(model, lam=0.5)
+    old = {k: v for k, v in slimmer.__getstate__().items() if k != "bn_modules"}
+    bns = [model[1], model[4]]
+    old.update(gammas=[m.weight for m in bns], biases=[m.bias for m in bns], targets=[m.weight for m in bns])
+
+    class OldPickle:  # (pickles as a ProximalSlimming whose state is the old one)
+        def __reduce__(self):
+            return copyreg._reconstructor, (ProximalSlimming, object, None), old
+
+    # (the model and the old-style slimmer pickled together, as (model, slimmer) was: shared parameters kept)
+    model2, revived = pickle.loads(pickle.dumps((model, OldPickle())))
+    opt = torch.optim.SGD(model2.parameters(), lr=0.1)
+    model2(torch.randn(2, 3, 6, 6)).sum().backward()
+    opt.step()
+    revived.step(opt)
+    assert revived.gammas[0] is model2[1].weight and revived.zero_count() >= 0
+    assert torch.equal(revived.xi[:8].abs() > 0, model2[1].weight.detach().abs() > 0)

@@ -293,7 +293,7 @@ def bundle_from_arrays(
 
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (in [0,1] units) of uint8 images ``[N,C,H,W]``, from exact
-    256-bin histograms (no float copy of the data; a channel's pixels copied 1 MiB at a time)."""
+    256-bin histograms (no float copy of the data; a channel's pixels copied 4 MiB at a time)."""
     v = torch.arange(256, dtype=torch.float64) / 255.0
     means, stds = [], []
     step = max(1, (4 << 20) // max(1, x[0, 0].numel())) if len(x) else 1

@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -327,6 +328,16 @@ class ProximalSlimming(TrainHook):
         """A copy or pickle taken while a wrapper's step runs (a before_freeze callback) is not inside it;
         the first-backward hooks stay with the original (a copy re-reads xi at its first step)."""
         return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": [], "_lr_map": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A slimmer pickled before it read its BN layers each time (edgeslim of 2026-12-06 and before)
+        holds the layers' parameters, not the layers: it goes on with those parameters, as it did."""
+        if "bn_modules" not in state and "gammas" in state:
+            state = dict(state)
+            gammas, biases = state.pop("gammas"), state.pop("biases")
+            state.pop("targets", None)
+            state["bn_modules"] = [SimpleNamespace(weight=g, bias=b) for g, b in zip(gammas, biases)]
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ xi before training
     def _hook_first_backward(self) -> list[Any]:
