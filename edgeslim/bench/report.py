@@ -11,7 +11,7 @@ from pathlib import Path
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
 from edgeslim.channels.devices import TENSORRT_BACKENDS
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Step, install_hint
 from edgeslim.utils.markdown import markdown_table
 from edgeslim.utils.onnx_graph import module_name
 from edgeslim.utils.plotting import new_figure, plain_log_axis, save_figure
@@ -760,10 +760,10 @@ def write_outputs(
     d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
     if with_plots and importlib.util.find_spec("matplotlib") is None:  # a device install: no plots
         log.warning(
-            "matplotlib is not installed: %s and %s written without PNG plots "
-            "(pip install 'edgeslim[plots]' adds them)",
+            "matplotlib is not installed: %s and %s written without PNG plots (%s adds them)",
             RUN_FILE,
             RUN_REPORT_MD,
+            install_hint("plots"),
         )
         with_plots = False
     pngs = plots(record, d) if with_plots else []

@@ -16,6 +16,7 @@ from edgeslim.errors import (
     Step,
     cause_line,
     extra_of,
+    install_hint,
     out_of_memory,
     require,
 )
@@ -167,8 +168,8 @@ class TorchBackend(Backend):
             raise MissingDependencyError(
                 f"{path} is not {FORMAT_WORDS[named]} as its name says but a PyTorch file (a pickle or zip "
                 f"archive), which only the torch backend runs, and torch is not installed here: give "
-                f"{FORMAT_WORDS[named]} (the model's export) instead, or install torch: pip install "
-                f"'edgeslim[{extra_of('torch')}]'"
+                f"{FORMAT_WORDS[named]} (the model's export) instead, or install torch: "
+                f"{install_hint(extra_of('torch'))}"
             ) from exc
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")
