@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,18 @@ class EdgeslimError(Exception):
         super().__init__(*args)
         self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
         self.steps = steps  # the other stages the message names (as ``str(step)``)
+
+
+@contextlib.contextmanager
+def naming(*params: str) -> Iterator[None]:
+    """An :class:`EdgeslimError` raised inside that names no parameter names ``params``: the fields
+    of the caller's request the refused value came from (a library function knows only its own)."""
+    try:
+        yield
+    except EdgeslimError as exc:
+        if not exc.params:
+            exc.params = params
+        raise
 
 
 class Step:
