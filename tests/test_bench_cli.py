@@ -730,6 +730,30 @@ def test_an_install_without_its_dependencies_says_so_in_one_line(tmp_path):
     )
 
 
+def test_the_report_states_the_threads_a_run_used_without_threads_given(onnx_pair, tmp_path):
+    """The docs review: without --threads report.md's header named no thread count and its Environment
+    said "threads: None", while a warning said the run used 2. The run records the count the runtime
+    chose (ONNX Runtime's CPU pool, counted as the session starts it) and the report shows it."""
+    import os
+
+    dense, thin, _ = onnx_pair
+    out = tmp_path / "run"
+    no_threads = FAST[: FAST.index("--threads")]
+    edgeslim(["bench", thin, "--baseline", dense, "--batch", "1", "--trials", "1", *no_threads, "--out", out,
+              "--no-plots"], tmp_path)  # fmt: skip
+    threads = json.loads((out / "run.json").read_text())["env"]["threads"]
+    assert isinstance(threads, int) and 1 <= threads <= (os.cpu_count() or 1), threads
+    md = (out / "report.md").read_text()
+    assert f", onnxruntime, {threads} thread(s)**" in md.split("## Latency")[0], md
+    assert f"threads: {threads} (the runtime's default)" in md
+    # given, it is the count given
+    edgeslim(["bench", thin, "--batch", "1", "--trials", "1", *FAST, "--out", out, "--no-plots", "--force"],
+             tmp_path)  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["env"]["threads"] == 1
+    md = (out / "report.md").read_text()
+    assert "onnxruntime, 1 thread(s)**" in md and "threads: 1\n" in md
+
+
 def test_the_report_names_models_apart_when_their_files_share_a_name(onnx_pair, tmp_path):
     """A second-day trial compared two runs' exports and read "baseline = `slim.onnx`, slim = `slim.onnx`"."""
     import shutil

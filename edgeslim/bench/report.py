@@ -362,6 +362,14 @@ def measured_device(record: dict) -> str:
     )
 
 
+def _threads_words(record: dict) -> str:
+    """The threads the run used, and whether they were given or the runtime's default."""
+    threads = (record.get("env") or {}).get("threads")
+    if threads is None:
+        return "not recorded"
+    return f"{threads}" + ("" if (record.get("options") or {}).get("threads") else " (the runtime's default)")
+
+
 def predicted_speedup(models: dict, key: str = "total_ms") -> dict[str, float]:
     """Baseline over slim predicted time per batch (``models``: label -> batch -> a prediction with
     ``key``), where both were predicted and the slim time is above zero."""
@@ -590,7 +598,8 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         "",
         f"- device: {device_name(record)} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
         f"load average {_load_average(env.get('load_avg'))})",
-        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor') or 'not readable'}; threads: {env.get('threads')}",
+        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor') or 'not readable'}; threads: "
+        f"{_threads_words(record)}",
         f"- runtimes: {vers}",
     ]
     for k in ("l4t_release", "jetpack", "nvpmodel", "nvidia_smi"):

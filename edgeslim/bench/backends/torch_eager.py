@@ -138,6 +138,8 @@ class TorchSession(Session):
             "device": str(self.device),
             "params": int(sum(p.numel() for p in self.model.parameters())),
         }
+        if str(self.device) == "cpu":  # the intra-op threads it ran on (given, or torch's default)
+            out["threads"] = self.torch.get_num_threads()
         quantized = any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized"))
                         for m in self.model.modules())  # fmt: skip
         if self.input_shape is not None and not quantized:  # per sample, as an ONNX file's (the MAC ratio);
