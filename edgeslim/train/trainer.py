@@ -308,7 +308,8 @@ def fit(
     if info.is_main and log_path is not None and (history or log_path.exists()):
         _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
         # (a fresh run writes none before its first epoch: a stop would leave an empty log that refused the rerun)
-    base_meta = {**bundle.record(), **(meta or {})}
+    # (the stage and method info shows; a caller's meta names the run's own method)
+    base_meta = {**bundle.record(), "method": config.method, "stage": config.stage, **(meta or {})}
     t_start = time.perf_counter()
     prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
 
