@@ -754,6 +754,26 @@ def test_the_report_states_the_threads_a_run_used_without_threads_given(onnx_pai
     assert "onnxruntime, 1 thread(s)**" in md and "threads: 1\n" in md
 
 
+def test_calibrate_refuses_a_run_timed_at_other_threads_than_the_profile(onnx_pair, tmp_path):
+    """The docs review: bench --predict --calibrate accepted a 2-thread run for host-cpu, described for
+    1 thread, and the fit missed its own points by +221% / +373%, though docs/bench.md says a run from
+    another device or runtime is refused. A thread count other than the profile's (or none recorded)
+    is refused in one line naming both counts and the fix; the run at the profile's count is taken."""
+    dense, thin, _ = onnx_pair
+    out = tmp_path / "run"
+    edgeslim(["bench", dense, "--batch", "1", "--trials", "1", *FAST, "--out", out, "--no-plots"], tmp_path)
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["env"]["threads"] == 1
+    args = ["bench", "--predict", "--profile", "host-cpu", thin, "--calibrate"]
+    assert "calibrated" in edgeslim([*args, out / "run.json", "--json"], tmp_path).stdout
+    for threads, says in ((2, "was measured with 2 thread(s), not the 1 host-cpu is described for"),
+                          (None, "was measured with a thread count it does not record, not the 1 host-cpu")):  # fmt: skip
+        (tmp_path / "other.json").write_text(json.dumps({**rec, "env": {**rec["env"], "threads": threads}}))
+        r = edgeslim([*args, tmp_path / "other.json"], tmp_path, check_rc=2)
+        line = r.stderr.strip()
+        assert len(line.splitlines()) == 1 and says in line and "with --threads=1" in line, line
+
+
 def test_the_report_names_models_apart_when_their_files_share_a_name(onnx_pair, tmp_path):
     """A second-day trial compared two runs' exports and read "baseline = `slim.onnx`, slim = `slim.onnx`"."""
     import shutil

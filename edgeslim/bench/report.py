@@ -114,7 +114,8 @@ def is_arm(machine: str) -> bool:
 def measured_on(profile, record: dict) -> str | None:
     """Why ``record``'s measurements were not made on ``profile``'s device with its runtime (None when
     they may have been): a Jetson profile needs a Jetson (its L4T release recorded) and, preferring
-    TensorRT, a TensorRT backend; a board or phone profile an ARM CPU."""
+    TensorRT, a TensorRT backend; a board or phone profile an ARM CPU; a profile described for a
+    thread count, a CPU run at that count."""
     env, backend = record.get("env") or {}, str(record.get("backend") or "")
     machine = str(env.get("machine") or "").lower()
     if profile.kind == "jetson" and not (env.get("l4t_release") or env.get("jetpack")):
@@ -123,6 +124,10 @@ def measured_on(profile, record: dict) -> str | None:
         return f"measured on {machine}, not on an ARM CPU"
     if profile.preferred.backend == "tensorrt" and backend not in TENSORRT_BACKENDS:
         return f"measured with {backend or 'another runtime'}, not TensorRT"
+    threads = profile.preferred.threads  # (a CPU's latency scales with them; TensorRT's host thread does not)
+    if threads and backend not in TENSORRT_BACKENDS and env.get("threads") != threads:
+        ran = f"{env['threads']} thread(s)" if env.get("threads") else "a thread count it does not record"
+        return f"measured with {ran}, not the {threads} {profile.name} is described for"
     return None
 
 
