@@ -7,7 +7,7 @@ EXTRAS ?= train,dev
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup venv data test test-fast lint format demo bench clean
+.PHONY: setup venv data test test-fast lint format demo clean
 
 setup: venv data ## create .venv, install edgeslim[train,dev], install Fashion-MNIST (Debian)
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +28,18 @@ class EdgeslimError(Exception):
         super().__init__(*args)
         self.params: tuple[str, ...] = (param,) if isinstance(param, str) else tuple(param or ())
         self.steps = steps  # the other stages the message names (as ``str(step)``)
+
+
+@contextlib.contextmanager
+def naming(*params: str) -> Iterator[None]:
+    """An :class:`EdgeslimError` raised inside that names no parameter names ``params``: the fields
+    of the caller's request the refused value came from (a library function knows only its own)."""
+    try:
+        yield
+    except EdgeslimError as exc:
+        if not exc.params:
+            exc.params = params
+        raise
 
 
 class Step:
@@ -119,7 +135,7 @@ class MissingDependencyError(EdgeslimError):
 
     @classmethod
     def for_package(cls, package: str, extra: str | None = None, why: str = "") -> MissingDependencyError:
-        hint = f"pip install 'edgeslim[{extra}]'" if extra else f"pip install {package}"
+        hint = install_hint(extra) if extra else f"pip install {package}"
         what = f" ({why})" if why else ""
         return cls(f"{package} is not installed{what}; install it with: {hint}")
 
@@ -130,6 +146,19 @@ EXTRAS = {
     "sklearn": "train", "PIL": "train", "scipy": "train", "onnx": "ort", "onnxruntime": "ort",
     "matplotlib": "plots", "timm": "timm", "ultralytics": "yolo", "tensorrt": "trt", "jtop": "jetson",
 }  # fmt: skip
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs edgeslim's ``extra``. edgeslim is not on PyPI (``pip install
+    'edgeslim[x]'`` would fetch another package): pip on the source tree edgeslim runs from, or, where
+    it was installed from elsewhere, the extra and the README section on installing."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"pip install {shlex.quote(f'{root}[{extra}]')}"
+    return (
+        f"pip install 'PATH[{extra}]' with PATH a clone of edgeslim's repository (edgeslim is not on "
+        "PyPI; README.md, 'On the device')"
+    )
 
 
 def extra_of(module: str) -> str:

@@ -69,7 +69,7 @@ def parse_penalty(name: str) -> tuple[str, bool]:
         base = "l1"
     if base not in PENALTIES:
         names = list(PENALTIES) + [f"group-{n}" for n in PENALTIES] + ["group-l2"]
-        raise EdgeslimError(f"unknown penalty {name!r}; choose one of: {', '.join(names)}")
+        raise EdgeslimError(f"unknown penalty {name!r}; choose one of: {', '.join(names)}", param="penalty")
     return base, grouped
 
 

@@ -473,7 +473,7 @@ def test_bad_budgets_fail_before_training() -> None:
         (["--target-latency", "8ms"], "budget 8 ms is not below the dense model"),
         (
             ["--target-latency", "0.5", "--profile", "no-such-board"],
-            "no device profile named 'no-such-board'",
+            "--profile 'no-such-board': no device profile has that name",
         ),
         (["--target-macs", "0.5x"], "not a budget"),
         (["--target-latency", "8 ms", "--profile", "jetson-orin-nano-8gb"], "not a budget"),

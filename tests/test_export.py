@@ -1097,6 +1097,35 @@ def test_a_forced_export_of_another_network_removes_the_earlier_companion_files(
     assert sorted(p.name for p in out.iterdir()) == ["m.onnx"]
 
 
+def test_a_forced_int8_export_without_ort_removes_the_ort_of_the_int8_file_it_replaced(tmp_path, capsys):
+    """The docs review: export --force --precision int8 without --ort left an earlier m.int8.ort, converted
+    from the m.int8.onnx the run replaced (calibrated on other images), beside the new one. Like the
+    companions of a replaced network, it goes (named in a warning); re-quantized alike, it stays."""
+    out = tmp_path / "out"
+    int8 = ("--precision", "int8")
+    assert (
+        main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8, "--calib-images", "16", "--ort"))
+        == 0
+    )
+    ort = (out / "m.int8.ort").read_bytes()
+    assert (
+        main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8, "--calib-images", "16", "--force"))
+        == 0
+    )
+    assert (
+        out / "m.int8.ort"
+    ).read_bytes() == ort and "removed" not in capsys.readouterr().err  # the same INT8
+    assert (
+        main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8, "--calib-images", "8", "--force"))
+        == 0
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "removed m.int8.ort, m.int8.required_operators.config: converted from the earlier m.int8.onnx" in err
+    ), err
+    assert not (out / "m.int8.ort").exists() and (out / "m.ort").is_file()  # (the FP32 network's own stays)
+
+
 class _TwoIn(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -667,6 +667,40 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
     assert TrainRequest(out_dir="run", resume=True).resume is True
 
 
+@pytest.mark.parametrize(
+    ("kw", "built"),
+    [
+        ({"target_macs": "abc"}, False),
+        ({"target_macs": "1.5"}, False),
+        ({"profile": "nope"}, False),
+        ({"penalty": "nope"}, True),
+        ({"data_name": "nope"}, True),
+        ({"model": "nope"}, True),
+        ({"prox_warmup": 2.0}, True),
+    ],
+    ids=lambda v: str(v) if isinstance(v, dict) else "",
+)
+def test_a_slim_request_refusal_names_the_request_field(kw: dict, built: bool, tmp_path: Path) -> None:
+    """The docs review: README says a request checks its values as it is built and its refusals name
+    the fields; target_macs 'abc' / '1.5' and profile 'nope' were built and refused by run() with
+    params (), as were penalty, data_name and model 'nope'. The torch-free checks now run as the
+    request is built; the rest (registries that need PyTorch, phases against the steps) at run(),
+    before any file is written, all naming the field."""
+    from edgeslim.pipelines.slim import SlimRequest, run
+
+    out = tmp_path / "run"
+    base = {"out_dir": out, "model": "vgg-small", "data_name": "digits", "subset": 64, "test_subset": 32}
+    with pytest.raises(EdgeslimError) as info:
+        run(SlimRequest(**{**base, "epochs": 1, **kw}))
+    assert info.value.params[:1] == (next(iter(kw)),), (str(info.value), info.value.params)
+    if built:
+        SlimRequest(**{**base, **kw})
+    else:
+        with pytest.raises(EdgeslimError):
+            SlimRequest(**{**base, **kw})
+    assert not out.exists()
+
+
 def test_json_outputs_hold_no_nan_or_infinity() -> None:
     """An automation trial: to_jsonable turned NaN into null but left +-inf (and a numpy NaN), which
     json.dumps writes as Infinity / NaN, which strict JSON readers refuse."""

@@ -92,6 +92,26 @@ def test_three_stage_subgradient_cli(tmp_path, capsys, fmnist_dir):
     assert (out / "model.pt").read_bytes() == before
 
 
+def test_info_shows_the_method_and_stage_a_train_checkpoint_records(tmp_path, capsys):
+    """The docs review: docs/data-and-models.md says info shows the method and stage a checkpoint
+    records, and for a train --method subgradient checkpoint it showed neither (the stage was only in
+    train_state, no method in meta). Train's checkpoints now record both: the run's method in every
+    stage (the fine-tune trains as baseline) and the stage."""
+    out = tmp_path / "ns"
+    rc = main(["train", *DIGITS, "--subset", "128", "--test-subset", "64", "--batch-size", "64", "--method",
+               "subgradient", "--lambda", "1e-4", "--prune-ratio", "0.5", "--finetune-epochs", "1", "--out",
+               str(out)])  # fmt: skip
+    assert rc == 0
+    capsys.readouterr()
+    for name, stage in (("model.pt", "finetune"), ("trained.pt", "trained")):
+        assert main(["info", str(out / name)]) == 0
+        rows = {
+            tuple(c.strip() for c in line.strip("│ ").split("│"))
+            for line in capsys.readouterr().out.splitlines()
+        }
+        assert ("method", "subgradient") in rows and ("stage", stage) in rows, (name, rows)
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -69,3 +69,19 @@ def test_ddp_two_cpu_ranks_stay_identical(tmp_path):
         "rank1.pt",
         "report.json",
     ]
+
+
+@pytest.mark.slow
+def test_ddp_train_command_warns_of_no_grad_strides_and_says_each_epoch_once(tmp_path):
+    """The docs review: training.md's DDP command printed torch's "Grad strides do not match bucket
+    view strides" once per rank (a 1x1 conv's weight made channels_last kept its old strides, and its
+    gradient came with the canonical ones), and both ranks printed every epoch line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "edgeslim",
+           "train", "--arch", "resnet20", "--data", "digits", "--epochs", "1", "--subset", "128", "--test-subset",
+           "64", "--out", str(tmp_path / "ddp")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    said = r.stdout + r.stderr
+    assert r.returncode == 0, said[-3000:]
+    assert "Grad strides" not in said, said[-3000:]
+    assert said.count("train epoch 1/1:") == 1 and said.count("running statistics not settled") == 1, said

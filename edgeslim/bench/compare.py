@@ -436,6 +436,10 @@ def aggregate(record: dict) -> dict:
         if prof:
             summary[label]["layer_times"] = prof
     record["summary"] = summary
+    env = record.setdefault("env", {})
+    used = {(r.get("info") or {}).get("threads") for r in record["trials"]} - {None}
+    if env.get("threads") is None and len(used) == 1:  # none given: the runtime's default, as measured
+        env["threads"] = used.pop()
     if record["kind"] == "compare":
         record["speedup"] = {
             str(b): speedup(per_trial["baseline"][str(b)], per_trial["slim"][str(b)])

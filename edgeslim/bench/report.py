@@ -11,7 +11,7 @@ from pathlib import Path
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
 from edgeslim.channels.devices import TENSORRT_BACKENDS
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Step, install_hint
 from edgeslim.utils.markdown import markdown_table
 from edgeslim.utils.onnx_graph import module_name
 from edgeslim.utils.plotting import new_figure, plain_log_axis, save_figure
@@ -114,7 +114,8 @@ def is_arm(machine: str) -> bool:
 def measured_on(profile, record: dict) -> str | None:
     """Why ``record``'s measurements were not made on ``profile``'s device with its runtime (None when
     they may have been): a Jetson profile needs a Jetson (its L4T release recorded) and, preferring
-    TensorRT, a TensorRT backend; a board or phone profile an ARM CPU."""
+    TensorRT, a TensorRT backend; a board or phone profile an ARM CPU; a profile described for a
+    thread count, a CPU run at that count."""
     env, backend = record.get("env") or {}, str(record.get("backend") or "")
     machine = str(env.get("machine") or "").lower()
     if profile.kind == "jetson" and not (env.get("l4t_release") or env.get("jetpack")):
@@ -123,6 +124,10 @@ def measured_on(profile, record: dict) -> str | None:
         return f"measured on {machine}, not on an ARM CPU"
     if profile.preferred.backend == "tensorrt" and backend not in TENSORRT_BACKENDS:
         return f"measured with {backend or 'another runtime'}, not TensorRT"
+    threads = profile.preferred.threads  # (a CPU's latency scales with them; TensorRT's host thread does not)
+    if threads and backend not in TENSORRT_BACKENDS and env.get("threads") != threads:
+        ran = f"{env['threads']} thread(s)" if env.get("threads") else "a thread count it does not record"
+        return f"measured with {ran}, not the {threads} {profile.name} is described for"
     return None
 
 
@@ -362,6 +367,14 @@ def measured_device(record: dict) -> str:
     )
 
 
+def _threads_words(record: dict) -> str:
+    """The threads the run used, and whether they were given or the runtime's default."""
+    threads = (record.get("env") or {}).get("threads")
+    if threads is None:
+        return "not recorded"
+    return f"{threads}" + ("" if (record.get("options") or {}).get("threads") else " (the runtime's default)")
+
+
 def predicted_speedup(models: dict, key: str = "total_ms") -> dict[str, float]:
     """Baseline over slim predicted time per batch (``models``: label -> batch -> a prediction with
     ``key``), where both were predicted and the slim time is above zero."""
@@ -590,7 +603,8 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         "",
         f"- device: {device_name(record)} ({env.get('machine')}, {env.get('cpu_count')} CPUs, "
         f"load average {_load_average(env.get('load_avg'))})",
-        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor') or 'not readable'}; threads: {env.get('threads')}",
+        f"- OS: {env.get('os')}; governor: {env.get('cpu_governor') or 'not readable'}; threads: "
+        f"{_threads_words(record)}",
         f"- runtimes: {vers}",
     ]
     for k in ("l4t_release", "jetpack", "nvpmodel", "nvidia_smi"):
@@ -760,10 +774,10 @@ def write_outputs(
     d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
     if with_plots and importlib.util.find_spec("matplotlib") is None:  # a device install: no plots
         log.warning(
-            "matplotlib is not installed: %s and %s written without PNG plots "
-            "(pip install 'edgeslim[plots]' adds them)",
+            "matplotlib is not installed: %s and %s written without PNG plots (%s adds them)",
             RUN_FILE,
             RUN_REPORT_MD,
+            install_hint("plots"),
         )
         with_plots = False
     pngs = plots(record, d) if with_plots else []

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edgeslim.errors import EdgeslimError, first_line
+from edgeslim.errors import EdgeslimError, Step, first_line
 from edgeslim.utils.parsing import safe_yaml
 
 Precision = Literal["fp32", "fp16", "int8"]
@@ -194,7 +194,7 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     s = str(name_or_path)
     if s.endswith((".yaml", ".yml")) or os.sep in s:
         if not Path(s).is_file():
-            raise EdgeslimError(f"profile file {s} does not exist")
+            raise EdgeslimError(f"profile file {s} does not exist", param="profile")
         return parse_profile(s)
     paths = profile_paths()
     if s not in paths:  # (a file's stem: its name: is what lists and reports show; earlier folders win)
@@ -205,7 +205,12 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
 
         close = difflib.get_close_matches(s, list(paths), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgeslimError(f"no device profile named '{s}'; {hint}list them with: edgeslim profiles")
+        listing = Step("profiles", text="edgeslim.channels.devices.list_profiles()")
+        raise EdgeslimError(
+            f"profile '{s}': no device profile has that name; {hint}list them with {listing}",
+            param="profile",
+            steps=(listing,),
+        )
     return parse_profile(paths[s])
 
 

@@ -41,6 +41,7 @@ from edgeslim.errors import (  # noqa: E402
     WorkerError,
     extra_of,
     first_line,
+    install_hint,
     origin,
     out_of_memory,
 )
@@ -63,8 +64,7 @@ def _missing_line(command: str | None, module: str) -> str:
     """One line for a command that needs a package this install lacks (a device install has no torch)."""
     top = module.split(".")[0]
     who = f"'edgeslim {command}'" if command else "this command"
-    extra = extra_of(top)
-    return f"{who} needs {top}, which is not installed; install it with: pip install 'edgeslim[{extra}]'"
+    return f"{who} needs {top}, which is not installed; install it with: {install_hint(extra_of(top))}"
 
 
 class LazyGroup(click.Group):

@@ -40,6 +40,7 @@ def _print_tables(record: dict) -> None:
         out.print(
             table("speedup = baseline p50 / slim p50", report.SPEEDUP_COLS, report.speedup_rows(record))
         )
+        out.print(report.SPEEDUP_LEGEND)  # (what trial spread and the ratios are, as report.md says)
     out.print(
         table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
     )

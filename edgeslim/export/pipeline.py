@@ -481,20 +481,27 @@ def _stale_companions(
     onnx: Path, outputs: list[Path], stage: Staging, force: bool, warnings: list[Any]
 ) -> None:
     """Files an earlier export to ``onnx`` wrote beside it that this run does not (:func:`_companions`)
-    are of another network unless the earlier ``onnx`` holds the one staged now: forced, they go with
-    the earlier set (a forced export without INT8 left an earlier model's ``.int8.onnx``, which the
-    hint ``bench NAME.int8.onnx --baseline NAME.onnx`` then compared with this one); else a warning
-    names them."""
+    are of another network unless the earlier ``onnx`` holds the one staged now, and ``NAME.int8.ort``
+    unless its ``NAME.int8.onnx``, when this run writes one, holds the same as before: forced, they
+    go with the earlier set (a forced export without INT8 left an earlier model's ``.int8.onnx``,
+    which the hint ``bench NAME.int8.onnx --baseline NAME.onnx`` then compared with this one; one
+    with INT8 and without ort an ``.int8.ort`` of the replaced ``.int8.onnx``); else a warning names them."""
     stale = [p for p in _companions(onnx) if p not in outputs and p.is_file()]
-    if not stale or _same_network(onnx, stage(onnx)):
+    why = f"an earlier export's files of another network than this {onnx.name}"
+    if stale and _same_network(onnx, stage(onnx)):  # then only those converted from a file replaced
+        from edgeslim.export.ort_mobile import operator_config_path
+
+        int8_ort, source = _sibling(onnx, ".int8.ort"), _sibling(onnx, ".int8.onnx")
+        replaced = source in outputs and not _same_network(source, stage(source))
+        stale = [p for p in stale if replaced and p in (int8_ort, operator_config_path(int8_ort))]
+        why = f"converted from the earlier {source.name}, which this export replaced with another"
+    if not stale:
         return
     names = ", ".join(p.name for p in stale)
     if force:
         for p in stale:
             stage.drop(p)
-        warnings.append(
-            f"removed {names}: an earlier export's files of another network than this {onnx.name}"
-        )
+        warnings.append(f"removed {names}: {why}")
     else:
         warnings.append(f"{names} beside {onnx.name} are not of this export (an earlier one's, of an unknown network); "
                         "delete them, or they will be taken for this network's")  # fmt: skip

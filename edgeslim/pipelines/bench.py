@@ -532,10 +532,13 @@ def predict(req: BenchRequest) -> dict:
         run = check_record(read_json(req.calibrate), str(req.calibrate))
         elsewhere = measured_on(profile, run)
         if elsewhere:  # a host's efficiency would be read as the device's (a trial: 0.74 ms became 13 ms)
+            threads = profile.preferred.threads
             raise EdgeslimError(
-                f"calibrate needs a run measured on {profile.name}'s device and runtime; {req.calibrate} was "
-                f"{elsewhere}: bench on that device and calibrate from its run.json, or predict uncalibrated",
-                param="calibrate",
+                f"calibrate needs a run measured on {profile.name}'s device and runtime"
+                f"{f' with {threads} thread(s)' if threads else ''}; {req.calibrate} was {elsewhere}: bench on "
+                f"that device{f' with threads={threads}' if threads else ''} and calibrate from its run.json, "
+                "or predict uncalibrated",
+                param=("calibrate", "threads") if threads else "calibrate",
             )
         obs, names, unpadded = [], [], []
         multiple = profile.channel_multiple(profile.preferred.precision)

@@ -118,6 +118,19 @@ class SlimRequest(CheckedFields):
     def options(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __post_init__(self) -> None:
+        """Also what needs no PyTorch: the budget targets' form and (unless resuming) the profile."""
+        super().__post_init__()
+        from edgeslim.sparsity.targets import METRICS, parse_target
+
+        for metric in METRICS:
+            if getattr(self, f"target_{metric}") is not None:
+                parse_target(str(getattr(self, f"target_{metric}")), metric)
+        if self.profile is not None and not self.resume:
+            from edgeslim.channels.devices import load_profile
+
+            load_profile(self.profile)
+
 
 def check(req: SlimRequest) -> dict[str, Any]:
     """Validate ``req`` before any data is loaded; returns the budget settings (dict or None)."""
@@ -302,7 +315,8 @@ def _checked_run(
         from edgeslim.pipelines.source import refuse_compiled, refuse_non_classifier
 
         refuse_compiled(str(req.model), "training")  # whatever the trust: training cannot use it
-        refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle)
+        refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle,
+                              target_param="model" if req.init is None else "init")  # fmt: skip
     out_dir = Path(req.out_dir)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
                        interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError, Step
+from edgeslim.errors import EdgeslimError, Step, naming
 from edgeslim.utils.parsing import parse_input_shape
 from edgeslim.utils.sniff import not_a_pytorch_model
 
@@ -407,7 +407,9 @@ def refuse_compiled(target: str, use: str) -> None:
     )
 
 
-def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pickle: bool = False) -> None:
+def refuse_non_classifier(
+    target: str, data_name: str | None = None, *, trust_pickle: bool = False, target_param: str = "model"
+) -> None:
     """Refuse ``target`` unless it is an image classifier, before any data is loaded or directory made.
 
     ``slim`` trains on labelled images with a cross-entropy loss, so the model's forward must give
@@ -416,15 +418,18 @@ def refuse_non_classifier(target: str, data_name: str | None = None, *, trust_pi
     zero images of the data set's shape, and of the model's own input shape when it cannot take that. A detector (an
     ultralytics YOLO returns a dict in training and a tuple in eval mode) is refused with one
     line saying how to slim it in its own training loop. A model that cannot run the probe is left
-    to the run's own checks.
+    to the run's own checks. An unknown data set or model is refused naming ``data_name`` or
+    ``target_param`` (the request's field for ``target``).
     """
     import torch
 
     from edgeslim.data import dataset_shape
 
-    dshape = dataset_shape(data_name) if data_name else None
+    with naming("data_name"):
+        dshape = dataset_shape(data_name) if data_name else None
     probe = dshape[:3] if dshape else ((3, 32, 32) if _records_no_size(target) else None)  # data sized later
-    loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe, any_size=True)
+    with naming(target_param):
+        loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe, any_size=True)
     if loaded.kind in ("torchscript", "exported"):
         return  # refused later, with its own reason
     from edgeslim.models.registry import model_defaults

@@ -140,7 +140,9 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
     if kw["arch"] and resume_ckpt is None:  # a detector is refused before its directory is made
         from edgeslim.pipelines.source import refuse_non_classifier
 
-        refuse_non_classifier(kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"])
+        refuse_non_classifier(
+            kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"], target_param="arch"
+        )
     threads = kw["threads"]
     if threads is None and resume_ckpt is not None:  # (a run continued with other threads differs slightly)
         threads = saved_run_state(resume_ckpt).get("threads")

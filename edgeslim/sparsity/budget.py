@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -54,6 +53,7 @@ from edgeslim.errors import EdgeslimError, Step
 from edgeslim.sparsity.align import align_channels
 from edgeslim.sparsity.prox import ProximalSlimming
 from edgeslim.sparsity.resource import METRICS, ResourceModel
+from edgeslim.sparsity.targets import parse_target
 from edgeslim.utils.modes import training_mode
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,6 @@ TAU_CAP_FRACTION = 0.5
 CAPPED_SHARE = 0.25
 #: budget controllers (BudgetSettings.controller)
 CONTROLLERS = ("projection", "lagrangian")
-
-_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
 @dataclass
@@ -175,47 +172,6 @@ class BudgetSettings:
             )
         if self.every < 0 or self.batch < 1:
             raise EdgeslimError("budget control interval and batch must be >= 1")
-
-
-def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
-    """``("fraction", 0.5)`` or ``("absolute", 1.2e8)``: ``0.5``, ``50%``, ``120M``, ``8ms``.
-
-    Fractions are of the dense model; absolute MACs/params take k/M/G suffixes; absolute
-    latency needs a unit (s, ms, us). Anything else is one clear error.
-    """
-    s = str(text).strip()
-    if metric not in METRICS:
-        raise EdgeslimError(f"unknown budget metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    flag = f"the {metric} target"
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(%|[kKmMgGtT]|s|ms|us)?", s)
-    if not m:
-        hint = "8ms, 0.5 or 50%" if metric == "latency" else "0.5, 50% or 120M"
-        raise EdgeslimError(f"{flag} {text!r} is not a budget; write e.g. {hint} (no spaces)")
-    value, unit = float(m.group(1)), m.group(2)
-    if unit == "%":
-        kind, value = "fraction", value / 100.0
-    elif unit in _TIME:
-        if metric != "latency":
-            raise EdgeslimError(f"{flag} {text!r}: a time unit only fits a latency target")
-        kind, value = "absolute", value * _TIME[unit]
-    elif unit:
-        if metric == "latency":
-            raise EdgeslimError(f"{flag} {text!r}: give a time unit (s, ms, us), e.g. 8ms")
-        kind, value = "absolute", value * _UNITS[unit.lower()]
-    elif value <= 1.0:
-        kind = "fraction"
-    elif metric == "latency":
-        raise EdgeslimError(f"{flag} {text!r}: give a time unit (8ms) or a fraction of the dense model (0.5)")
-    elif value < 1000:
-        raise EdgeslimError(
-            f"{flag} {text!r}: a fraction of the dense model must be at most 1 (a budget above the dense "
-            "model is no budget); for an absolute count write e.g. 120M"
-        )
-    else:
-        kind = "absolute"
-    if not value > 0 or not math.isfinite(value):
-        raise EdgeslimError(f"{flag} {text!r} must be > 0")
-    return kind, value
 
 
 def absolute_target(settings: BudgetSettings, resource: ResourceModel) -> float:

@@ -64,13 +64,13 @@ from edgeslim.channels.graph import CONST, deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.channels.rounding import kept_counts
 from edgeslim.errors import EdgeslimError
+from edgeslim.sparsity.targets import METRICS
 from edgeslim.utils.console import human
 from edgeslim.utils.io import read_json
 from edgeslim.utils.modes import eval_mode, refuse_lazy, uncompiled
 
 log = logging.getLogger(__name__)
 
-METRICS = ("macs", "params", "latency")
 #: a swept layer never drops below this fraction of its time scaled by the sweep's ratio
 SWEEP_FLOOR = 0.2
 

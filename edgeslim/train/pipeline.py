@@ -79,7 +79,9 @@ def run_training(
     extra_state = {"plan": plan, "results": results}
     # what every checkpoint records of the data (name, normalization), as fit's own do: the pruned and
     # trained models this function saves itself too (prune and export check on those images)
-    meta = {**bundle.record(), **(meta or {})}
+    # (the fine-tune stage trains as "baseline": its checkpoints name the run's method)
+    method = config.method if stage == "train" else (results.get("trained_config") or {}).get("method")
+    meta = {**bundle.record(), **({"method": method} if method else {}), **(meta or {})}
     common = dict(spec=spec, progress=progress, meta=meta, recipe=recipe)
 
     history: list[dict[str, Any]] = []

@@ -163,7 +163,12 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
     refuses a model with a Conv3d in it)."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
     for t in tensors:
-        t.data = t.data.contiguous(memory_format=torch.channels_last)
+        if t.shape[-2:] == (1, 1):  # a 1x1 kernel: .contiguous() keeps its strides, which already pass as
+            # channels_last, while its gradient comes with channels_last's own, and DDP warned "Grad
+            # strides do not match bucket view strides" (the same memory: only the strides change)
+            t.data = torch.empty_like(t.data, memory_format=torch.channels_last).copy_(t.data)
+        else:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
     x = torch.cat([example, example])  # (two: a train-mode BatchNorm wants more than one value)
     x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # (train mode moves BN's statistics)
@@ -174,8 +179,8 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
                     model(x)
         return True
     except RuntimeError as exc:  # e.g. x.view(n, -1) of a conv output: a view of channels_last memory
-        for t in tensors:
-            t.data = t.data.contiguous()
+        for t in tensors:  # (a 1x1 kernel's canonical strides too, which .contiguous() would keep)
+            t.data = torch.empty_like(t.data, memory_format=torch.contiguous_format).copy_(t.data)
         log.warning("%s trains channels-first: its forward fails on channels_last tensors (%s); reshape or "
                     "torch.flatten in place of view would let it train channels_last, 1.2-1.5x faster on the "
                     "CPU measured (docs/training.md)", type(model).__name__, first_line(exc))  # fmt: skip
@@ -322,7 +327,8 @@ def fit(
     if info.is_main and log_path is not None and (history or log_path.exists()):
         _rewrite_jsonl(log_path, history)  # drops records of a killed run past its last checkpoint
         # (a fresh run writes none before its first epoch: a stop would leave an empty log that refused the rerun)
-    base_meta = {**bundle.record(), **(meta or {})}
+    # (the stage and method info shows; a caller's meta names the run's own method)
+    base_meta = {**bundle.record(), "method": config.method, "stage": config.stage, **(meta or {})}
     t_start = time.perf_counter()
     prior_time = float(sum(r.get("time_s", 0.0) for r in history if r.get("stage") == config.stage))
 
@@ -398,7 +404,9 @@ def fit(
             seen += len(y)
             if task is not None:
                 progress.update(task, advance=1, info=f"loss {float(loss.detach()):.3f}  lr {lr:.3g}")  # type: ignore[union-attr]
-        bn_images = _settle_bn(model, bundle, config, epoch, global_step, info, device, say=not bn_said)
+        bn_images = _settle_bn(
+            model, bundle, config, epoch, global_step, info, device, say=info.is_main and not bn_said
+        )
         bn_said = bn_said or bn_images > 0
         average_buffers(model)
         tr_loss, tr_correct, tr_seen = all_reduce_sum([float(loss_sum), float(correct), float(seen)], device)
@@ -430,7 +438,7 @@ def fit(
         history.append(record)
         if task is not None:
             progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
-        log.info(
+        (log.info if info.is_main else log.debug)(  # (every rank's record is the same: rank 0 says it)
             "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g, %.1f s",
             config.stage,
             epoch + 1,

@@ -39,6 +39,14 @@ def _full_name(provider: str) -> str:
     return _SHORT.get(provider.lower(), provider)
 
 
+def _os_threads() -> int | None:
+    """How many threads this process runs (Linux's /proc; None where it cannot be read)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
 def resolve_providers(requested: list[str] | None, available: list[str], threads: int | None) -> list:
     """Map short names (cpu, cuda, tensorrt, xnnpack) to provider entries; refuse missing ones."""
     names = [_full_name(p) for p in (requested or ["CPUExecutionProvider"])]
@@ -97,6 +105,8 @@ class OrtSession(Session):
         self.make_options = make_options
         self.feeds: dict[str, np.ndarray] = {}
         self.batch = 0
+        #: the intra-op threads the session runs on (None: not known)
+        self.threads: int | None = None
 
     def set_batch(self, batch: int) -> None:
         self.feeds = {}
@@ -147,6 +157,7 @@ class OrtSession(Session):
             "providers": self.sess.get_providers(),
             "inputs": {i.name: list(i.shape) for i in self.sess.get_inputs()},
             "onnxruntime": self.ort.__version__,
+            "threads": self.threads,
         }
 
 
@@ -177,8 +188,17 @@ class OrtBackend(Backend):
             return so, providers
 
         so, providers = make_options()
+        before = _os_threads()
         try:
             sess = ort.InferenceSession(path, so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise unreadable_onnx(path, Exception(first_line(exc)), reader="onnxruntime") from exc
-        return OrtSession(sess, ort, path, make_options)
+        session = OrtSession(sess, ort, path, make_options)
+        if options.get("threads"):
+            session.threads = int(options["threads"])
+        elif before is not None and sess.get_providers() == ["CPUExecutionProvider"]:
+            # ORT's own default (its physical cores, not this process's share): the caller's thread and the
+            # pool's, which the session started (the only threads it starts on the CPU provider)
+            after = _os_threads()
+            session.threads = after - before + 1 if after is not None and after >= before else None
+        return session

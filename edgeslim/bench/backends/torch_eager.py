@@ -16,6 +16,7 @@ from edgeslim.errors import (
     Step,
     cause_line,
     extra_of,
+    install_hint,
     out_of_memory,
     require,
 )
@@ -137,6 +138,8 @@ class TorchSession(Session):
             "device": str(self.device),
             "params": int(sum(p.numel() for p in self.model.parameters())),
         }
+        if str(self.device) == "cpu":  # the intra-op threads it ran on (given, or torch's default)
+            out["threads"] = self.torch.get_num_threads()
         quantized = any(type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized"))
                         for m in self.model.modules())  # fmt: skip
         if self.input_shape is not None and not quantized:  # per sample, as an ONNX file's (the MAC ratio);
@@ -167,8 +170,8 @@ class TorchBackend(Backend):
             raise MissingDependencyError(
                 f"{path} is not {FORMAT_WORDS[named]} as its name says but a PyTorch file (a pickle or zip "
                 f"archive), which only the torch backend runs, and torch is not installed here: give "
-                f"{FORMAT_WORDS[named]} (the model's export) instead, or install torch: pip install "
-                f"'edgeslim[{extra_of('torch')}]'"
+                f"{FORMAT_WORDS[named]} (the model's export) instead, or install torch: "
+                f"{install_hint(extra_of('torch'))}"
             ) from exc
         if not os.path.isfile(path):
             raise EdgeslimError(f"model file {path} does not exist")

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig, warmup
-from edgeslim.errors import EdgeslimError, MissingDependencyError, Step, first_line
+from edgeslim.errors import EdgeslimError, MissingDependencyError, Step, first_line, install_hint
 from edgeslim.utils.tensorrt_log import ERROR, lines_since, tensorrt_logger
 
 _VERSION = re.compile(r"expecting library version ([\w.]+) got ([\w.]+)")
@@ -317,7 +317,7 @@ class TensorRTBackend(Backend):
         except ImportError as exc:
             raise MissingDependencyError(
                 "tensorrt is not importable; on Jetson create the venv with --system-site-packages to see "
-                "JetPack's python3-libnvinfer (deploy/jetson/setup_venv.sh), on x86: pip install 'edgeslim[trt]'"
+                f"JetPack's python3-libnvinfer (deploy/jetson/setup_venv.sh), on x86: {install_hint('trt')}"
             ) from exc
         cudart = _cudart()
         logger = tensorrt_logger(trt)
