@@ -1126,6 +1126,41 @@ def test_a_forced_int8_export_without_ort_removes_the_ort_of_the_int8_file_it_re
     assert not (out / "m.int8.ort").exists() and (out / "m.ort").is_file()  # (the FP32 network's own stays)
 
 
+def test_a_forced_export_keeps_companion_named_files_it_cannot_tell_an_earlier_export_wrote(tmp_path, capsys):
+    """A review of the day's new code (finding 1): export --force --precision int8 deleted a user's own
+    m.int8.ort ("converted from the earlier m.int8.onnx, which this export replaced") though no m.int8.onnx
+    had existed, and with no earlier m.onnx every file of a companion's name (m.w50.onnx, m.fp16.engine)
+    went as "an earlier export's". A companion goes only when the file it came from existed and changed,
+    and not when its own record says edgeslim did not write it; the others stay, named in a warning."""
+    out = tmp_path / "out"
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt")) == 0
+    (out / "m.int8.ort").write_text("the user's own quantizer's file")
+    capsys.readouterr()
+    int8 = ("--precision", "int8", "--calib-images", "8", "--force")
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8)) == 0  # (no m.int8.onnx before)
+    err = " ".join(capsys.readouterr().err.split())
+    assert (out / "m.int8.ort").read_text() == "the user's own quantizer's file", err
+    assert (
+        "kept m.int8.ort beside m.onnx: not known to be an earlier export's" in err and "removed" not in err
+    )
+    # another network: edgeslim's m.int8.onnx goes, the user's m.int8.ort (no edgeslim record) stays
+    assert main(_int8_export_args(tmp_path, _small_convnet(1), "c.pt", "--force")) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "removed m.int8.onnx: an earlier export's files of another network" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["m.int8.ort", "m.onnx"]
+    # no earlier m.onnx at all: files named like companions are the user's
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "m.w50.onnx").write_text("mine")
+    (fresh / "m.fp16.engine").write_text("mine")
+    args = _int8_export_args(tmp_path, _small_convnet(0), "a.pt", "--force")
+    args[args.index("--onnx") + 1] = str(fresh / "m.onnx")
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "kept m.w50.onnx, m.fp16.engine beside m.onnx" in err and "removed" not in err, err
+    assert sorted(p.name for p in fresh.iterdir()) == ["m.fp16.engine", "m.onnx", "m.w50.onnx"]
+
+
 class _TwoIn(nn.Module):
     def __init__(self) -> None:
         super().__init__()

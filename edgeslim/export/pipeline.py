@@ -481,30 +481,90 @@ def _stale_companions(
     onnx: Path, outputs: list[Path], stage: Staging, force: bool, warnings: list[Any]
 ) -> None:
     """Files an earlier export to ``onnx`` wrote beside it that this run does not (:func:`_companions`)
-    are of another network unless the earlier ``onnx`` holds the one staged now, and ``NAME.int8.ort``
-    unless its ``NAME.int8.onnx``, when this run writes one, holds the same as before: forced, they
-    go with the earlier set (a forced export without INT8 left an earlier model's ``.int8.onnx``,
-    which the hint ``bench NAME.int8.onnx --baseline NAME.onnx`` then compared with this one; one
-    with INT8 and without ort an ``.int8.ort`` of the replaced ``.int8.onnx``); else a warning names them."""
-    stale = [p for p in _companions(onnx) if p not in outputs and p.is_file()]
-    why = f"an earlier export's files of another network than this {onnx.name}"
-    if stale and _same_network(onnx, stage(onnx)):  # then only those converted from a file replaced
-        from edgeslim.export.ort_mobile import operator_config_path
+    are of another network where the earlier ``onnx`` existed and holds another network than the one
+    staged now, and ``NAME.int8.ort`` where its ``NAME.int8.onnx``, when this run writes one, existed and
+    changed: forced, they go with the earlier set (a forced export without INT8 left an earlier model's
+    ``.int8.onnx``, which the hint ``bench NAME.int8.onnx --baseline NAME.onnx`` then compared with this
+    one; one with INT8 and without ort an ``.int8.ort`` of the replaced ``.int8.onnx``); else a warning
+    names them. A file whose source did not exist, or whose own record (ONNX/.ort metadata, the script's
+    header) says edgeslim did not write it, is never removed (a user's ``NAME.int8.ort`` was): a warning
+    names it."""
+    from edgeslim.export.ort_mobile import operator_config_path
 
-        int8_ort, source = _sibling(onnx, ".int8.ort"), _sibling(onnx, ".int8.onnx")
-        replaced = source in outputs and not _same_network(source, stage(source))
-        stale = [p for p in stale if replaced and p in (int8_ort, operator_config_path(int8_ort))]
-        why = f"converted from the earlier {source.name}, which this export replaced with another"
+    present = [p for p in _companions(onnx) if p not in outputs and p.is_file()]
+    if not present:
+        return
+    int8_ort, source = _sibling(onnx, ".int8.ort"), _sibling(onnx, ".int8.onnx")
+    network = _replaced(onnx, stage(onnx))  # None: no earlier NAME.onnx
+    requantized = _replaced(source, stage(source)) if source in outputs else None
+    configs = {operator_config_path(p): p for p in present if p.suffix == ".ort"}
+    verdict: dict[
+        Path, str
+    ] = {}  # stale (of the replaced file), kept (unknown origin), same (this network's)
+    for p in (p for p in present if p not in configs):  # (an operator config follows its .ort)
+        of_int8 = (
+            p in (int8_ort, operator_config_path(int8_ort)) and network is not True and source in outputs
+        )
+        origin = requantized if of_int8 else network
+        if origin is None or (origin and _written_by_edgeslim(p) is False):
+            verdict[p] = "kept"
+        else:
+            verdict[p] = "stale" if origin else "same"
+    verdict.update({cfg: verdict[ort] for cfg, ort in configs.items()})
+    stale = [p for p in present if verdict[p] == "stale"]
+    kept = [p for p in present if verdict[p] == "kept"]
+    if kept:
+        them = "it" if len(kept) == 1 else "them"
+        warnings.append(
+            f"kept {', '.join(p.name for p in kept)} beside {onnx.name}: not known to be an earlier export's (no "
+            f"earlier file {them} came from, or not written by edgeslim); delete {them} if not this network's"
+        )
     if not stale:
         return
     names = ", ".join(p.name for p in stale)
-    if force:
-        for p in stale:
-            stage.drop(p)
-        warnings.append(f"removed {names}: {why}")
-    else:
+    if not force:
         warnings.append(f"{names} beside {onnx.name} are not of this export (an earlier one's, of an unknown network); "
                         "delete them, or they will be taken for this network's")  # fmt: skip
+        return
+    for p in stale:
+        stage.drop(p)
+    if network:
+        warnings.append(
+            f"removed {names}: an earlier export's files of another network than this {onnx.name}"
+        )
+    else:
+        warnings.append(f"removed {names}: converted from the earlier {source.name}, which this export replaced "
+                        "with another")  # fmt: skip
+
+
+def _replaced(old: Path, new: Path) -> bool | None:
+    """Whether the earlier file ``old`` holds another network than ``new`` (:func:`_same_network`); None
+    where there is no earlier file."""
+    return not _same_network(old, new) if old.is_file() else None
+
+
+def _written_by_edgeslim(path: Path) -> bool | None:
+    """Whether edgeslim wrote ``path``, by what the file records: the ``edgeslim_version`` metadata of an
+    ONNX or ``.ort`` model, the header of a trtexec script; None for a file that records nothing (an
+    engine, its layer report, calibration data)."""
+    if path.name.endswith(".trtexec.sh"):
+        with open(path, "rb") as f:
+            return b"# Generated by edgeslim" in f.read(512)
+    if path.suffix == ".onnx":
+        from edgeslim.utils.onnx_graph import onnx_metadata
+
+        return "edgeslim_version" in onnx_metadata(path)
+    if path.suffix == ".ort":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        try:
+            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        except Exception:  # noqa: BLE001 - not a model ONNX Runtime reads: not one edgeslim wrote
+            return False
+        return "edgeslim_version" in meta.custom_metadata_map
+    return None
 
 
 def _same_network(old: Path, new: Path) -> bool:
