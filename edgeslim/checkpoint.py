@@ -264,8 +264,14 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
                 f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} "
                 f"({type(exc).__name__}: {first_line(exc)}); re-create the file"
             ) from exc
+    from edgeslim.models.user import cast_tensors, saved_dtypes
+
+    saved = ckpt["state_dict"]
+    cast_tensors(
+        model, saved_dtypes(saved)
+    )  # each tensor in the dtype it was saved in (pickle:PATH's own may differ)
     try:
-        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        missing, unexpected = model.load_state_dict(saved, strict=False)
     except RuntimeError as exc:  # shapes that do not fit the architecture
         detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), first_line(exc))
         raise EdgeslimError(

@@ -617,3 +617,43 @@ def test_an_exported_program_of_a_fixed_batch_refuses_a_dynamic_batch(pt2, tmp_p
     with pytest.raises(EdgeslimError, match="cannot be exported with dynamic_batch") as info:
         export_loaded(load_model(pt2, trust_pickle=True), tmp_path / "m.onnx", dynamic_batch=True)
     assert info.value.params == ("dynamic_batch",)
+
+
+class _CastsHalf(nn.Module):
+    """A float16 model whose forward casts its input to float16 itself (a half-inference idiom)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _tiny_gray()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.half())
+
+
+def test_a_half_pickle_whose_forward_casts_its_input_is_kept_in_its_dtype(tmp_path, capsys, caplog):
+    """A review of the day's new code (finding 2): a float16 pickle whose forward casts its input
+    (``x = x.half()``) was widened to float32 on load and then failed: prune and slim ended in "internal
+    error: Input type (c10::Half) and bias type (float)", exit 1, info and export blamed the input shape
+    (before the widening, info, prune and export took it). A model that fails on float32 once widened
+    while it ran as it was is kept in its dtype, with one warning (slim: once, not once per load); a
+    checkpoint of it rebuilds in the dtypes it saved; train builds pickle:PATH alike."""
+    whole = tmp_path / "casts.pt"
+    torch.save(_CastsHalf().half(), whole)
+    shape = ("--trust-pickle", "--input-shape", "1,8,8")
+    caplog.set_level("WARNING")
+    assert run("info", whole, *shape) == 0, capsys.readouterr().err
+    assert "casts its input to them" in caplog.text and "kept in float16" in caplog.text
+    assert run("prune", whole, *shape, "-o", tmp_path / "p.pt") == 0, capsys.readouterr().err
+    assert (
+        run("export", tmp_path / "p.pt", "--trust-pickle", "--onnx", tmp_path / "p.onnx", "--no-validate")
+        == 0
+    )
+    assert run("export", whole, *shape, "--onnx", tmp_path / "m.onnx", "--no-validate") == 0
+    caplog.clear()
+    rc = run("slim", whole, "--trust-pickle", "--data", "digits", "--epochs", "1", "--threads", "1", "--out",
+             tmp_path / "run")  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    assert len([r for r in caplog.records if "kept in float16" in r.getMessage()]) == 1, caplog.text
+    rc = run("train", "--arch", f"pickle:{whole}", "--trust-pickle", "--data", "digits", "--epochs", "1",
+             "--threads", "1", "--out", tmp_path / "train")  # fmt: skip
+    assert rc == 0, capsys.readouterr().err

@@ -523,7 +523,6 @@ def _export_onnx(
     if batch < 1:
         raise EdgeslimError(f"batch must be >= 1, got {batch}", param="batch")
     opset = check_opset(opset)
-    _check_float32(model)
     model = _inference_mode(model)
     from edgeslim.models import yolo
 
@@ -538,6 +537,7 @@ def _export_onnx(
         except EdgeslimError:  # the model's own one-line reason (a torch.export program's shape check)
             raise
         except Exception as exc:  # noqa: BLE001 - a wrong shape surfaces as many exception types
+            _check_float32(model, exc)
             given = "x".join(map(str, x.shape))  # (a dynamic batch is probed at 2 at least)
             if isinstance(exc, TypeError) and "required positional argument" in str(exc):
                 raise EdgeslimError(
@@ -714,9 +714,10 @@ def export_loaded(
     )  # fmt: skip
 
 
-def _check_float32(model: nn.Module) -> None:
-    """Refuse a float16/bfloat16 model: export runs it on float32 inputs (the pipelines widen a Python
-    model on load; a compiled one, whose code may fix the type, cannot be widened)."""
+def _check_float32(model: nn.Module, failure: Exception) -> None:
+    """Refuse a float16/bfloat16 model that ``failure`` stopped on export's float32 input (the pipelines
+    widen a Python model on load; a compiled one, whose code may fix the type, cannot be widened; one
+    whose forward casts its input to its own dtype runs and is exported as it is)."""
     from edgeslim.models.user import low_precision
 
     dtype = low_precision(model)
@@ -726,7 +727,7 @@ def _check_float32(model: nn.Module) -> None:
             "give it in float32: model.float(), or for TorchScript or a torch.export program, trace or export "
             "the model again after model.float() (fp16 comes from the TensorRT build: precision fp16)",
             param="precision",
-        )
+        ) from failure
 
 
 @functools.wraps(_export_onnx)

@@ -130,7 +130,7 @@ def build_from_pickle(path: str, num_classes: int | None = None, in_channels: in
     found = pickled_module(model, what=str(p))
     if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
-    widen_to_float32(found)  # (a checkpoint rebuilt from a float16 pickle keeps its float32 weights)
+    # (kept in its dtype: the weights loaded into it keep theirs, cast_tensors; the pipelines settle the rest)
     return _fit_classes(found, num_classes)
 
 
@@ -152,6 +152,37 @@ def widen_to_float32(model: nn.Module) -> torch.dtype | None:
     if dtype is not None:
         model._apply(lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t)
     return dtype
+
+
+def tensor_dtypes(model: nn.Module) -> dict[str, torch.dtype]:
+    """The dtype of each of ``model``'s floating-point parameters and buffers, by qualified name."""
+    import itertools
+
+    named = itertools.chain(model.named_parameters(), model.named_buffers())
+    return {n: t.dtype for n, t in named if t.is_floating_point()}
+
+
+def saved_dtypes(state_dict: dict[str, Any]) -> dict[str, torch.dtype]:
+    """The dtype of each floating-point tensor of ``state_dict``, by name."""
+    return {
+        k: v.dtype for k, v in state_dict.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+    }
+
+
+def cast_tensors(model: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+    """Give the floating-point parameters and buffers of ``model`` named in ``dtypes`` (qualified
+    names, as :func:`tensor_dtypes` gives) those dtypes, in place; other names are ignored."""
+    for name, dtype in dtypes.items():
+        owner, _, leaf = name.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue
+        param, buf = module._parameters.get(leaf), module._buffers.get(leaf)
+        if param is not None and param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+        elif param is None and buf is not None and buf.is_floating_point() and buf.dtype != dtype:
+            module._buffers[leaf] = buf.to(dtype)
 
 
 #: keys under which a training script's checkpoint dict holds its whole model (the first found is used)
@@ -314,6 +345,7 @@ def load_weights(
             f"with{hint}",
             param="num_classes" if hint else None,
         )
+    cast_tensors(model, saved_dtypes(state_dict))  # (float32 weights into a float16 pickle: exact)
     try:
         model.load_state_dict(state_dict)
     except Exception as exc:  # noqa: BLE001 - tensors torch cannot copy in: meta, sparse, quantized ones
@@ -439,6 +471,7 @@ def with_classes(
     missing = [k for k in own if k not in old]
     if missing:
         raise EdgeslimError(f"{spec.arch} rebuilt with {num_classes} classes has new weights {missing[:2]}")
+    cast_tensors(new, saved_dtypes(old))  # (the new head in the old one's dtype)
     new.load_state_dict({k: v for k, v in old.items() if k not in keys}, strict=False)
     new.to(next(model.parameters()).device)
     head = sorted({k.rsplit(".", 1)[0] for k in keys})

@@ -37,11 +37,13 @@ def load_model_or_arch(
     weights: str | Path | None = None,
     any_size: bool = False,
     shape_from_data: bool = False,
+    quiet: bool = False,
 ) -> LoadedModel:
     """A :class:`LoadedModel` from a model file, or an architecture name (with ``weights``, else random).
     ``any_size``: for a caller that tries the model at several shapes (a YOLO's size rule not applied).
     ``shape_from_data``: ``input_shape`` is the data set's (a caller that loaded it), so an error
-    about the model's input names ``data``.
+    about the model's input names ``data``. ``quiet``: a probe's load, whose dtype warning the run's
+    own load of the model gives.
 
     For a name, the input shape is ``input_shape``, else the data set's, else the architecture's
     default (:func:`~edgeslim.models.registry.model_defaults`: 3,640,640 for ``yolo:``, else
@@ -63,12 +65,14 @@ def load_model_or_arch(
     loaded = _load_model_or_arch(
         target, trust_pickle, input_shape, data, num_classes, weights, shape_from_data
     )
-    _in_float32(loaded, target)
+    shape = None
     if not any_size:
         shape = parse_input_shape(input_shape) if input_shape is not None else loaded.input_shape
         check_input_size(loaded.model, shape)
         if shape is not None:
             check_forward_fits(loaded.model, tuple(shape), "data" if shape_from_data else "input_shape")
+    if loaded.kind not in ("torchscript", "exported"):  # (compiled code may fix the type: as it is)
+        in_float32(loaded.model, str(loaded.path or target), shape, quiet=quiet)
     if input_shape is None and data is None and _records_no_size(target):
         raise EdgeslimError(
             f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "
@@ -84,24 +88,58 @@ def load_model_or_arch(
     return loaded
 
 
-def _in_float32(loaded: LoadedModel, target: str) -> None:
-    """Widen a float16/bfloat16 model (a whole pickle saved after ``model.half()``) to float32, exactly,
-    with one log warning: surgery, training and export feed it float32. A compiled one (TorchScript, a
-    torch.export program), whose code may fix the type, is left as it is (counted and benched in its
-    own dtype; :func:`~edgeslim.export.onnx_export.export_onnx` refuses it)."""
-    from edgeslim.models.user import widen_to_float32
+def in_float32(model: Any, name: str, shape: tuple[int, ...] | None, *, quiet: bool = False) -> None:
+    """Widen a float16/bfloat16 ``model`` (a whole pickle saved after ``model.half()``) to float32,
+    exactly, with one log warning naming the file ``name``: surgery, training and export feed it
+    float32. With ``shape`` (C,H,W) it is run once on a float32 batch of it: a model that then fails
+    while it ran as it was (its forward casts its input to its own dtype: ``x = x.half()``) is kept in
+    its dtype, which it runs in on the float32 inputs the commands feed it. ``quiet``: no warning (a
+    probe's load). A compiled one (TorchScript, a torch.export program) is not given here: counted
+    and benched in its own dtype, :func:`~edgeslim.export.onnx_export.export_onnx` refuses it."""
+    from edgeslim.models.user import cast_tensors, low_precision, tensor_dtypes, widen_to_float32
 
-    if loaded.kind in ("torchscript", "exported"):
+    if (dtype := low_precision(model)) is None:
         return
-    dtype = widen_to_float32(loaded.model)
-    if dtype is not None:
+    what = str(dtype).removeprefix("torch.")
+    own = tensor_dtypes(model)
+    widen_to_float32(model)
+    if shape is not None and (failed := _float32_failure(model, shape)) is not None:
+        cast_tensors(model, own)
+        if _float32_failure(model, shape) is None:
+            if not quiet:
+                log.warning(
+                    "%s holds %s weights and its forward casts its input to them (widened to float32 it "
+                    "fails: %s): it is kept in %s, which its checks, training and export compute in",
+                    name, what, failed, what,
+                )  # fmt: skip
+            return
+        widen_to_float32(model)  # (it fails either way: the commands' own checks say why)
+    if not quiet:
         log.warning(
             "%s holds %s weights: they are widened to float32 (exactly), which its checks, training and "
             "export compute in; an ONNX export of it is float32 (a TensorRT engine built from it with "
             "precision fp16 runs in half precision)",
-            loaded.path or target,
-            str(dtype).removeprefix("torch."),
-        )
+            name, what,
+        )  # fmt: skip
+
+
+def _float32_failure(model: Any, shape: tuple[int, ...]) -> str | None:
+    """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input (eval mode,
+    no gradients; every module's mode restored), None where it runs."""
+    import torch
+
+    from edgeslim.errors import first_line
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *shape)))
+    except Exception as exc:  # noqa: BLE001 - a forward can fail in as many ways as there are models
+        return first_line(exc)[:160]
+    finally:
+        for m, was in modes:
+            m.training = was
+    return None
 
 
 #: a float32 input of at least this many bytes (batch 1) is checked against the free memory first
@@ -429,7 +467,9 @@ def refuse_non_classifier(
         dshape = dataset_shape(data_name) if data_name else None
     probe = dshape[:3] if dshape else ((3, 32, 32) if _records_no_size(target) else None)  # data sized later
     with naming(target_param):
-        loaded = load_model_or_arch(target, trust_pickle=trust_pickle, input_shape=probe, any_size=True)
+        loaded = load_model_or_arch(
+            target, trust_pickle=trust_pickle, input_shape=probe, any_size=True, quiet=True
+        )
     if loaded.kind in ("torchscript", "exported"):
         return  # refused later, with its own reason
     from edgeslim.models.registry import model_defaults

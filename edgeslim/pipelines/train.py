@@ -172,6 +172,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     from edgeslim.data.datasets import canonical_name
     from edgeslim.models import create_model
     from edgeslim.models.registry import ModelSpec
+    from edgeslim.pipelines.source import in_float32
     from edgeslim.train.config import TrainConfig
     from edgeslim.train.methods import list_methods
     from edgeslim.train.pipeline import run_training
@@ -339,6 +340,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
             spec = bundle.spec_for(kw["arch"])
             torch.manual_seed(config.seed)
             model = create_model(spec, trust_pickle=kw["trust_pickle"])
+            in_float32(model, spec.arch, tuple(bundle.input_shape))  # (a pickle:PATH saved in half precision)
     bundle.check_spec(spec)
     if resume_ckpt is not None:  # (its folder's files, as they were)
         check_resumed_images((resume_ckpt.get("meta") or {}).get("data_args"), bundle)
