@@ -614,22 +614,33 @@ def read_state_dict(path: str | os.PathLike, *, strip_wrappers: bool = True) -> 
     return without_wrappers(obj) if strip_wrappers else obj
 
 
+#: the last part of the names a module's parameters and buffers have in its state_dict
+_PARAMETER_LEAVES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
 def _no_weights_found(p: Path, obj: dict[str, Any]) -> EdgeslimError:
     """The refusal of a dict holding no state_dict under :data:`STATE_DICT_KEYS`: it names where one lies
-    deeper (``['checkpoint']['model']``), else the keys that hold tensors or dicts."""
+    deeper (``['checkpoint']['model']``), else the keys that hold tensors or dicts. An optimizer's state
+    (``state``/``param_groups``, its tensors under int keys) is not weights: the dicts whose names are a
+    module's (``conv.weight``, ``bn.running_mean``) come first, the most tensors first."""
     import torch
 
-    nested: list[str] = []
+    found: list[tuple[int, int, str]] = []  # (module-like names, tensors, path)
 
     def walk(d: dict[Any, Any], path: str, depth: int) -> None:
         for k, v in d.items():
-            if isinstance(v, dict) and v and len(nested) < 3:
-                if _is_tensor_dict(v):
-                    nested.append(f"{path}[{k!r}]")
-                elif depth > 1:
-                    walk(v, f"{path}[{k!r}]", depth - 1)
+            if not isinstance(v, dict) or not v or {"state", "param_groups"} <= set(v):
+                continue  # (an optimizer's state_dict: its momentum buffers are no weights)
+            if _is_tensor_dict(v):
+                named = sum(1 for n in v if "." in n or n.rsplit(".", 1)[-1] in _PARAMETER_LEAVES)
+                found.append((named, len(v), f"{path}[{k!r}]"))
+            elif depth > 1 and all(isinstance(n, str) for n in v):
+                walk(v, f"{path}[{k!r}]", depth - 1)
 
     walk(obj, "", 4)
+    if any(named for named, _, _ in found):  # (a dict of other tensors beside a module's: not named)
+        found = [f for f in found if f[0]]
+    nested = [where for _, _, where in sorted(found, key=lambda f: (-f[0], -f[1]))[:3]]
     under = f"a checkpoint with one under {', '.join(STATE_DICT_KEYS)}"
     if nested:
         return EdgeslimError(

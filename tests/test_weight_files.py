@@ -457,3 +457,23 @@ def test_weights_under_ema_or_nested_deeper_are_read_or_located(net, tmp_path, c
     torch.save({"params": {"w": torch.zeros(2), "name": "x"}, "epoch": 3}, tmp_path / "mixed.pt")
     with pytest.raises(EdgeslimError, match=r"of its keys \['params'\] hold tensors or dicts"):
         read_state_dict(tmp_path / "mixed.pt")
+
+
+def test_the_nested_weights_message_names_the_model_not_the_optimizer_state(net, tmp_path):
+    """A review of the day's new code (finding 3): {'epoch', 'optimizer': opt.state_dict(), 'checkpoint':
+    {'model': sd}} was refused as "weights deeper than edgeslim reads, under ['optimizer']['state'][0]"
+    (the momentum buffers) and ['checkpoint']['model'] was never named. An optimizer's state is skipped
+    and a dict of a module's parameter names comes first; an optimizer state alone is no weights."""
+    sd = net.state_dict()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    state = opt.state_dict()
+    torch.save({"epoch": 3, "optimizer": state, "checkpoint": {"model": sd}}, tmp_path / "both.pt")
+    with pytest.raises(EdgeslimError) as info:
+        read_state_dict(tmp_path / "both.pt")
+    assert "under ['checkpoint']['model'];" in str(info.value) and "optimizer" not in str(info.value)
+    torch.save({"epoch": 3, "optimizer": state}, tmp_path / "opt.pt")
+    with pytest.raises(EdgeslimError, match=r"holds a dict without weights \(keys \['epoch', 'optimizer'\]"):
+        read_state_dict(tmp_path / "opt.pt")
