@@ -677,6 +677,14 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
         ({"data_name": "nope"}, True),
         ({"model": "nope"}, True),
         ({"prox_warmup": 2.0}, True),
+        ({"target_macs": "1"}, False),
+        ({"target_macs": "150%"}, False),
+        ({"target_params": "1.0"}, False),
+        ({"target_macs": "1e400"}, False),
+        ({"profile": "BAD_YAML"}, False),
+        ({"target_macs": "1k"}, True),
+        ({"target_latency": "0.5", "latency_table": "nofile.json"}, True),
+        ({"weights": "NESTED"}, True),
     ],
     ids=lambda v: str(v) if isinstance(v, dict) else "",
 )
@@ -685,14 +693,28 @@ def test_a_slim_request_refusal_names_the_request_field(kw: dict, built: bool, t
     the fields; target_macs 'abc' / '1.5' and profile 'nope' were built and refused by run() with
     params (), as were penalty, data_name and model 'nope'. The torch-free checks now run as the
     request is built; the rest (registries that need PyTorch, phases against the steps) at run(),
-    before any file is written, all naming the field."""
+    before any file is written, all naming the field. A review of the day's new code (finding 4): a
+    profile YAML that does not parse, target_macs '1'/'150%' (the dense model: built, refused by run),
+    '1k' (unreachable), a latency_table that is not there and weights nesting their state_dict deeper
+    were refused with params (); '1e400' was "must be > 0" (it is infinite)."""
     from edgeslim.pipelines.slim import SlimRequest, run
 
     out = tmp_path / "run"
+    if kw.get("profile") == "BAD_YAML":
+        (tmp_path / "bad.yaml").write_text("name: x\nkind: [\n")
+        kw = {"profile": str(tmp_path / "bad.yaml")}
+    if kw.get("weights") == "NESTED":
+        import torch
+
+        torch.save({"checkpoint": {"model": {"conv.weight": torch.zeros(2)}}}, tmp_path / "nested.pt")
+        kw = {"weights": str(tmp_path / "nested.pt")}
+    if "latency_table" in kw:
+        kw = {**kw, "latency_table": str(tmp_path / "nofile.json")}
     base = {"out_dir": out, "model": "vgg-small", "data_name": "digits", "subset": 64, "test_subset": 32}
     with pytest.raises(EdgeslimError) as info:
         run(SlimRequest(**{**base, "epochs": 1, **kw}))
-    assert info.value.params[:1] == (next(iter(kw)),), (str(info.value), info.value.params)
+    assert info.value.params[:1] == (list(kw)[-1],), (str(info.value), info.value.params)
+    assert kw.get("target_macs") != "1e400" or "infinite" in str(info.value)
     if built:
         SlimRequest(**{**base, **kw})
     else:

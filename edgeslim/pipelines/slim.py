@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice, Step
+from edgeslim.errors import EdgeslimError, Notice, Step, naming
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import (
     check_resumed_data,
@@ -129,7 +129,8 @@ class SlimRequest(CheckedFields):
         if self.profile is not None and not self.resume:
             from edgeslim.channels.devices import load_profile
 
-            load_profile(self.profile)
+            with naming("profile"):
+                load_profile(self.profile)
 
 
 def check(req: SlimRequest) -> dict[str, Any]:
@@ -595,7 +596,8 @@ def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
     from edgeslim.pipelines.latency import measured_here
     from edgeslim.sparsity.resource import load_latency_table
 
-    table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
+    with naming("latency_table"):
+        table = load_latency_table(budget["latency_table"]) if budget.get("latency_table") else None
     if table is not None and table.get("backend") in ("trtexec", "tensorrt") and not budget.get("profile"):
         raise EdgeslimError(  # (a trial's counts followed host-cpu, and its device command timed the CPU)
             f"the latency table was measured with TensorRT ({table['backend']}) on a device; give that device's "

@@ -280,8 +280,10 @@ def _load_model_or_arch(
     from edgeslim.checkpoint import read_state_dict
     from edgeslim.models.user import build_with_weights
 
+    with naming("weights"):
+        state_dict = read_state_dict(weights, strip_wrappers=False)
     model, spec = build_with_weights(
-        spec, read_state_dict(weights, strip_wrappers=False), f"weights {weights}", trust_pickle=trust_pickle,
+        spec, state_dict, f"weights {weights}", trust_pickle=trust_pickle,
         channels_from="data" if shape_from_data or (shape is None and dshape) else "input_shape",
     )  # fmt: skip
     if num_classes is not None and num_classes != spec.num_classes:

@@ -187,11 +187,12 @@ class BudgetUnreachable(EdgeslimError):
 def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
     """The absolute target; errors if it is not below the dense model or not reachable."""
     target = absolute_target(settings, resource)
-    d = resource.describe
+    d, field = resource.describe, f"target_{settings.metric}"
     if target >= resource.dense:
         raise EdgeslimError(
             f"the budget {d(target)} is not below the dense model ({d(resource.dense)}); "
-            "nothing to remove: give a smaller target"
+            "nothing to remove: give a smaller target",
+            param=field,
         )
     if target < resource.minimum:
         least = (
@@ -239,7 +240,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
             f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
             steps=steps,
-            param="round_to" if finer_helps else None,
+            param=(field, "round_to") if finer_helps else field,
         )
     return float(target)
 

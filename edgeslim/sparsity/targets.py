@@ -30,6 +30,10 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
         hint = "8ms, 0.5 or 50%" if metric == "latency" else "0.5, 50% or 120M"
         raise EdgeslimError(f"{field} {text!r} is not a budget; write e.g. {hint} (no spaces)", param=field)
     value, unit = float(m.group(1)), m.group(2)
+    if not math.isfinite(value):
+        raise EdgeslimError(
+            f"{field} {text!r} is beyond a float's range (infinite); give a finite budget", param=field
+        )
     if unit == "%":
         kind, value = "fraction", value / 100.0
     elif unit in _TIME:
@@ -47,13 +51,17 @@ def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
             f"{field} {text!r}: give a time unit (8ms) or a fraction of the dense model (0.5)", param=field
         )
     elif value < 1000:
-        raise EdgeslimError(
-            f"{field} {text!r}: a fraction of the dense model must be at most 1 (a budget above the dense "
-            "model is no budget); for an absolute count write e.g. 120M",
-            param=field,
-        )
+        kind = "fraction"  # (refused below: a count under 1000 is no network's)
     else:
         kind = "absolute"
-    if not value > 0 or not math.isfinite(value):
+    if kind == "fraction" and value >= 1:
+        absolute = "time write e.g. 8ms" if metric == "latency" else "count write e.g. 120M"
+        count = "" if unit == "%" else f"; for an absolute {absolute}"
+        raise EdgeslimError(
+            f"{field} {text!r}: a fraction of the dense model must be below 1 (at 1 or above it the budget is "
+            f"the dense model or more: nothing to remove){count}",
+            param=field,
+        )
+    if not value > 0:
         raise EdgeslimError(f"{field} {text!r} must be > 0", param=field)
     return kind, value
