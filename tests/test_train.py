@@ -172,6 +172,32 @@ def test_evaluate_matches_predict_and_training_learns(digits):
     assert math.isfinite(ev["loss"]) and len(res.history) == 2
 
 
+def test_channels_last_leaves_a_layer_scale_in_the_strides_of_its_gradient() -> None:
+    """A review of the day's new code (finding 5): to_channels_last's 1x1-kernel rule restrided every 4-D
+    tensor ending in (1, 1), a layer-scale (1, C, 1, 1) parameter too, whose gradient comes in canonical
+    strides: DDP warned "Grad strides do not match bucket view strides" again. The rule is for conv and
+    transposed-conv kernels only: every 4-D parameter's gradient has its parameter's strides."""
+    from edgeslim.train.trainer import to_channels_last
+
+    class LayerScale(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.point = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+            self.up = nn.ConvTranspose2d(8, 8, 1)
+            self.gamma = nn.Parameter(torch.ones(1, 8, 1, 1))
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc((self.up(self.point(self.conv(x))) * self.gamma).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model, x = LayerScale(), torch.randn(4, 3, 8, 8)
+    assert to_channels_last(model, x[:1])
+    model(x.contiguous(memory_format=torch.channels_last)).sum().backward()
+    strides = {n: (p.stride(), p.grad.stride()) for n, p in model.named_parameters() if p.dim() == 4}
+    assert all(param == grad for param, grad in strides.values()), strides
+
+
 def test_training_runs_channels_last_by_default(digits, caplog):
     """A trial timed edgeslim's epochs 1.2-1.45x slower than a plain loop: its crop handed the model
     channels-first batches. Conv weights and batches are channels_last by default (CPU too), the

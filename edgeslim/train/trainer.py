@@ -162,10 +162,12 @@ def to_channels_last(model: nn.Module, example: torch.Tensor) -> bool:
     why, and return False. Tensors of other dimensions are left as they are (``Module.to(memory_format=)``
     refuses a model with a Conv3d in it)."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.dim() == 4]
+    kernels = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
     for t in tensors:
-        if t.shape[-2:] == (1, 1):  # a 1x1 kernel: .contiguous() keeps its strides, which already pass as
-            # channels_last, while its gradient comes with channels_last's own, and DDP warned "Grad
-            # strides do not match bucket view strides" (the same memory: only the strides change)
+        if t.shape[-2:] == (1, 1) and id(t) in kernels:  # a 1x1 kernel: .contiguous() keeps its strides,
+            # which already pass as channels_last, while its gradient comes with channels_last's own, and DDP
+            # warned "Grad strides do not match bucket view strides" (the same memory: only the strides
+            # change); another (1, C, 1, 1) tensor (a layer scale) gets its gradient in canonical strides
             t.data = torch.empty_like(t.data, memory_format=torch.channels_last).copy_(t.data)
         else:
             t.data = t.data.contiguous(memory_format=torch.channels_last)
