@@ -480,6 +480,25 @@ def exported_input_shapes(ep: Any) -> list[tuple[int | None, ...]]:
     return shapes
 
 
+def exported_batch_range(ep: Any) -> tuple[int, int | None] | None:
+    """The batches a torch.export program's first tensor input takes where it was exported with a
+    dynamic batch: (lowest, highest; None: no bound), from its range constraints; None where the batch
+    is fixed or is not one plain symbol."""
+    user = set(ep.graph_signature.user_inputs)
+    for node in ep.graph.nodes:
+        val = node.meta.get("val") if node.op == "placeholder" and node.name in user else None
+        if val is None or not hasattr(val, "shape"):
+            continue
+        dim = val.shape[0] if len(val.shape) else 0
+        found = ep.range_constraints.get(dim.node.expr) if hasattr(dim, "node") else None
+        if found is None:
+            return None
+        return int(found.lower), None if found.upper > 2**62 else int(
+            found.upper
+        )  # (torch's int_oo: no bound)
+    return None
+
+
 def _exported_module(p: Path, ep: Any) -> nn.Module:
     """The runnable module of a torch.export program, made usable for inference like any model.
 

@@ -590,6 +590,26 @@ def test_a_half_precision_torchscript_is_refused_by_export_in_one_line(tmp_path,
     assert run("bench", ts, "--trust-pickle", "--input-shape", "1,8,8", *BENCH_FAST) == 0
 
 
+def test_an_exported_program_whose_batch_range_excludes_the_probe_names_the_range(tmp_path, capsys):
+    """A review of the day's new code (finding 6): ``export m.pt2 --dynamic-batch`` of a program exported
+    with a dynamic batch of 4..64 said "does not accept input 2x3x16x16 (Expected ... >= 4, but got 2);
+    check --input-shape": 2 is export's own probe batch (and 1 its check of one image). It names the
+    program's range and the batch; a fixed batch in the range exports."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10)).eval()  # fmt: skip
+    pt2 = tmp_path / "min4.pt2"
+    batch = torch.export.Dim("batch", min=4, max=64)
+    torch.export.save(
+        torch.export.export(model, (torch.randn(4, 3, 16, 16),), dynamic_shapes=({0: batch},)), pt2
+    )
+    args = ["export", pt2, "--trust-pickle", "--onnx", tmp_path / "m.onnx"]
+    err = one_line_error(capsys, [*args, "--dynamic-batch"], "takes batches of 4 to 64 only",
+                         "2 and 3 images (its probe)", "a fixed --batch N in that range")  # fmt: skip
+    assert "input-shape" not in err and not (tmp_path / "m.onnx").exists()
+    one_line_error(capsys, args, "takes batches of 4 to 64 only", "give --batch N in that range")
+    assert run(*args, "--batch", "4") == 0, capsys.readouterr().err
+
+
 def test_slim_of_an_rgb_pickle_on_greyscale_data_is_one_line(tmp_path, capsys):
     """The review of a user's own model files: ``slim whole.pt --trust-pickle --data digits`` (an RGB
     model, 1-channel images) ended in "internal error: RuntimeError: Given groups=1, weight of size

@@ -666,20 +666,44 @@ def _export_onnx(
     )  # fmt: skip
 
 
-def check_dynamic_batch(loaded: LoadedModel, dynamic_batch: bool) -> None:
+def check_dynamic_batch(loaded: LoadedModel, dynamic_batch: bool, batch: int = 1) -> None:
     """Refuse ``dynamic_batch`` for a torch.export program exported for a fixed batch (its guards
-    reject any other batch, the one export probes a dynamic batch at included)."""
-    if not dynamic_batch or loaded.kind != "exported":
+    reject any other batch, the one export probes a dynamic batch at included), and an export that
+    runs a program exported with a dynamic batch at a batch outside its range: a dynamic batch is
+    checked at one image and probed at ``max(batch, 2)`` and one more; a fixed one runs at ``batch``."""
+    if loaded.kind != "exported":
         return
-    from edgeslim.checkpoint import exported_input_shapes
+    from edgeslim.checkpoint import exported_batch_range, exported_input_shapes
 
-    shapes = exported_input_shapes(loaded.meta["exported_program"])
-    if shapes and shapes[0] and shapes[0][0] is not None:
+    ep = loaded.meta["exported_program"]
+    shapes = exported_input_shapes(ep)
+    if dynamic_batch and shapes and shapes[0] and shapes[0][0] is not None:
         raise EdgeslimError(
             f"{loaded.path} was exported for a fixed batch of {shapes[0][0]}, so it cannot be exported with "
             "dynamic_batch: drop it, or re-export the program with a dynamic batch (torch.export's dynamic_shapes)",
             param="dynamic_batch",
         )
+    took = exported_batch_range(ep)
+    if took is None:
+        return
+    low, high = took
+    probe = max(batch, 2)
+    runs = (1, probe, probe + 1) if dynamic_batch else (batch,)
+    if all(low <= b and (high is None or b <= high) for b in runs):
+        return
+    span = f"{low} to {high}" if high is not None else f"{low} or more"
+    if dynamic_batch:
+        raise EdgeslimError(
+            f"{loaded.path} takes batches of {span} only, and an export with dynamic_batch also runs it on 1 image "
+            f"alone (its check) and on {probe} and {probe + 1} images (its probe): re-export the program with "
+            "batches from 1 (torch.export's dynamic_shapes), or export a fixed batch N in that range",
+            param=("dynamic_batch", "batch"),
+        )
+    raise EdgeslimError(
+        f"{loaded.path} takes batches of {span} only, and export runs it on {batch} image(s) at a time: give "
+        "batch N in that range",
+        param="batch",
+    )
 
 
 def export_loaded(
@@ -704,7 +728,7 @@ def export_loaded(
             )
         input_shape = loaded.input_shape
     shape = parse_input_shape(input_shape)
-    check_dynamic_batch(loaded, bool(kw.get("dynamic_batch")))
+    check_dynamic_batch(loaded, bool(kw.get("dynamic_batch")), int(kw.get("batch", 1)))
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):
         inputs = real_inputs(shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate)

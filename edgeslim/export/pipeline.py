@@ -243,7 +243,7 @@ def run_export(
             param="input_shape",
         )
     req.validate()  # again: the fields may have changed since construction
-    check_dynamic_batch(loaded, req.dynamic_batch)
+    check_dynamic_batch(loaded, req.dynamic_batch, req.batch)
     # (the spec's size, or the one a torch.export program was exported for)
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
