@@ -255,6 +255,21 @@ def test_resuming_a_finished_checkpoint_into_a_new_folder_writes_its_model(tmp_p
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
+def test_a_resumed_run_keeps_the_weights_it_started_from(tmp_path) -> None:
+    """A review of the day's new code (finding 7): ``train --weights W`` records W in model.pt's meta,
+    and a resume of the run dropped it (set only when the run started). It is carried over from the
+    checkpoint's meta."""
+    from edgeslim.cli import main
+
+    assert main(["train", *DIGITS, "--out", str(tmp_path / "a")]) == 0
+    weights = tmp_path / "w.pt"
+    torch.save(torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"], weights)
+    assert main(["train", *DIGITS, "--weights", str(weights), "--out", str(tmp_path / "b")]) == 0
+    assert torch.load(tmp_path / "b" / "model.pt", weights_only=True)["meta"]["weights"] == str(weights)
+    assert main(["train", "--resume", str(tmp_path / "b" / "model.pt"), "--out", str(tmp_path / "c")]) == 0
+    assert torch.load(tmp_path / "c" / "model.pt", weights_only=True)["meta"].get("weights") == str(weights)
+
+
 def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
     """The printed next step runs as pasted: it carries --data-dir, --subset and --test-subset (it had
     only --data, which failed for any data set on disk); a three-stage run points to prune."""

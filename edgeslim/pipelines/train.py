@@ -350,8 +350,10 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
                       "test_subset": test_subset, "seed": data_seed, "images": data_images(bundle)},
     }  # fmt: skip
-    if resume_ckpt is None and kw["weights"]:
-        meta["weights"] = str(kw["weights"])
+    # the weights it started from: given now, or (a resume) as the run recorded them
+    weights = kw["weights"] if resume_ckpt is None else (resume_ckpt.get("meta") or {}).get("weights")
+    if weights:
+        meta["weights"] = str(weights)
 
     for note in notes if say is not None else ():  # before training, after every refusal (which comes alone)
         say(note)
