@@ -148,17 +148,44 @@ EXTRAS = {
 }  # fmt: skip
 
 
-def install_hint(extra: str) -> str:
+def install_hint(extra: str, root: Path | None = None) -> str:
     """The command that installs edgeslim's ``extra``. edgeslim is not on PyPI (``pip install
-    'edgeslim[x]'`` would fetch another package): pip on the source tree edgeslim runs from, or, where
-    it was installed from elsewhere, the extra and the README section on installing."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file():
+    'edgeslim[x]'`` would fetch another package): pip on the source tree edgeslim runs from (``root``,
+    default the folder above the package, when its pyproject.toml is edgeslim's), or, where it was
+    installed from elsewhere, the extra and the README section on installing."""
+    root = root if root is not None else Path(__file__).resolve().parent.parent
+    if _is_edgeslim_project(root / "pyproject.toml"):
         return f"pip install {shlex.quote(f'{root}[{extra}]')}"
     return (
         f"pip install 'PATH[{extra}]' with PATH a clone of edgeslim's repository (edgeslim is not on "
         "PyPI; README.md, 'On the device')"
     )
+
+
+def _is_edgeslim_project(pyproject: Path) -> bool:
+    """Whether ``pyproject`` is edgeslim's own (``[project]`` ``name = "edgeslim"``), not that of another
+    project whose tree edgeslim's package was copied into."""
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the name line of the [project] table
+        import re
+
+        table = None
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("["):
+                table = line
+            elif table == "[project]" and re.fullmatch(r"""name\s*=\s*["']edgeslim["']""", line):
+                return True
+        return False
+    try:
+        return tomllib.loads(text).get("project", {}).get("name") == "edgeslim"
+    except tomllib.TOMLDecodeError:
+        return False
 
 
 def extra_of(module: str) -> str:

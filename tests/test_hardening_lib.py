@@ -844,3 +844,26 @@ def test_writing_claims_each_file_against_a_second_run(tmp_path: Path) -> None:
     with writing([out]):
         pass
     assert not (tmp_path / "out" / ".m.onnx.edgeslim.lock").exists()
+
+
+def test_the_install_hint_trusts_only_edgeslims_own_pyproject(tmp_path: Path) -> None:
+    """A review of the day's new code (finding 8): install_hint took any pyproject.toml one folder above
+    the package for edgeslim's source tree: edgeslim's package copied into another project's root got
+    "pip install 'ROOT[plots]'", which installs that other project. Only a pyproject.toml naming the
+    edgeslim project counts."""
+    from edgeslim.errors import install_hint
+
+    other, ours, broken = tmp_path / "robot", tmp_path / "clone", tmp_path / "broken"
+    for root, text in ((other, '[project]\nname = "my-robot-app"\n[tool.x]\nname = "edgeslim"\n'),
+                       (ours, '[build-system]\nrequires = []\n\n[project]\nname = "edgeslim"\nversion = "0.1"\n'),
+                       (broken, "[project\nname = 'edgeslim'\n")):  # fmt: skip
+        root.mkdir()
+        (root / "pyproject.toml").write_text(text)
+    assert install_hint("plots", ours) == f"pip install '{ours}[plots]'"
+    for root in (other, broken, tmp_path / "none"):
+        assert install_hint("plots", root).startswith(
+            "pip install 'PATH[plots]' with PATH a clone of edgeslim's"
+        )
+    assert (
+        install_hint("plots") == f"pip install '{Path(__file__).resolve().parents[1]}[plots]'"
+    )  # (this tree)
