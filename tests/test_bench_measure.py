@@ -153,6 +153,19 @@ def test_a_run_started_on_a_busy_machine_is_flagged():
     assert not any("busy" in w for w in warnings({"models": {}, "batches": [], "env": {"load_avg": None}}))
 
 
+def test_the_busy_warning_of_a_run_without_a_thread_count_says_it_guessed():
+    """A review of the day's new code (finding 9): ``report`` of an older run showed "threads: not
+    recorded" while its busy warning said "uses 2 thread(s)", guessed from the core count. It says the
+    count is not recorded and what it guessed from."""
+    from edgeslim.bench.report import warnings
+
+    env = {"load_avg": [1.7, 1.7, 1.7], "cpu_count": 2, "cpu_affinity": 2}
+    said = " ".join(warnings({"models": {}, "batches": [], "env": env}))
+    assert "records no thread count (guessed from its 2 cores" in said and "uses 2 thread(s)" not in said
+    said = " ".join(warnings({"models": {}, "batches": [], "env": {**env, "threads": 2}}))
+    assert "the run uses 2 thread(s)" in said
+
+
 def test_an_ort_file_timed_off_arm_is_flagged():
     """edgeslim's .ort files are converted for ARM (fixed optimizations); a user trial timed one on
     x86_64 5x slower than its .onnx and read an INT8 .ort as 8.5x faster than the FP32 .ort."""

@@ -181,6 +181,22 @@ def test_cli_prune_of_a_model_normalized_without_batchnorm_names_its_norms(tmp_p
     assert json.loads(capsys.readouterr().out)["other_norms"] == ["GroupNorm"]
 
 
+def test_prune_of_a_frozen_batchnorm_model_names_it(tmp_path, capsys):
+    """A review of the day's new code (finding 9): prune of a model normalized by torchvision's
+    FrozenBatchNorm2d (frozen BN: fixed scales, none trained) got the hint "a model whose BN layers were
+    fused into its convs has none". It names FrozenBatchNorm2d and how to slim such a model."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    frozen = tmp_path / "frozen.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), FrozenBatchNorm2d(8), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(8, 4, 3)), frozen)  # fmt: skip
+    args = ["prune", str(frozen), "--trust-pickle", "--input-shape", "3,16,16", "-o", str(tmp_path / "s.pt")]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "it is normalized by FrozenBatchNorm2d, which has no trainable per-channel BN scale" in err, err
+    assert "build the model with nn.BatchNorm2d" in err and "fused" not in err
+
+
 class ResidualNet(nn.Module):
     """conv-BN, a residual block (its two BNs share channels), and a conv-BN whose channels are the output."""
 

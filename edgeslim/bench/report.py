@@ -443,11 +443,15 @@ def warnings(record: dict) -> list[str]:
     load = (env.get("load_avg") or [None])[0]
     cores = env.get("cpu_affinity") or env.get("cpu_count")
     # ONNX Runtime and torch default to every core; TensorRT's host side is one thread driving the GPU
-    threads = 1 if record.get("backend") in ("trtexec", "tensorrt") else env.get("threads") or cores
+    trt = record.get("backend") in ("trtexec", "tensorrt")
+    threads = 1 if trt else env.get("threads") or cores
     if load is not None and cores and load + threads > cores + BUSY_MARGIN:
+        # (an older run records no thread count: the runtime's default, every core, is a guess)
+        uses = f"uses {threads} thread(s)" if trt or env.get("threads") else (
+            f"records no thread count (guessed from its {cores} cores: the runtime's default uses them all)")  # fmt: skip
         out.append(
             f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "
-            f"uses {threads} thread(s): other processes took cores from it, so its latencies, and a speed-up "
+            f"{uses}: other processes took cores from it, so its latencies, and a speed-up "
             "between models timed under different contention, are unreliable; run on an idle machine"
             + (" or with fewer threads" if threads > 1 else "")
         )

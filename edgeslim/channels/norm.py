@@ -76,9 +76,15 @@ OTHER_NORMS: dict[str, tuple[type[nn.Module], ...]] = {
 
 def other_norms(model: nn.Module) -> list[str]:
     """The kinds of :data:`OTHER_NORMS` layers ``model`` has (``["LayerNorm"]`` for a ConvNeXt), in
-    that order: what normalizes a model without BatchNorm, which network slimming cannot prune by."""
+    that order, then ``FrozenBatchNorm2d`` (torchvision's frozen BN: fixed scales, none trained): what
+    normalizes a model without BatchNorm, which network slimming cannot prune by."""
     mods = list(uncompiled(model).modules())
-    return [name for name, types in OTHER_NORMS.items() if types and any(isinstance(m, types) for m in mods)]
+    found = [name for name, types in OTHER_NORMS.items() if types and any(isinstance(m, types) for m in mods)]
+    try:  # (torchvision is optional: a model holding its layer has imported it)
+        from torchvision.ops.misc import FrozenBatchNorm2d
+    except ImportError:
+        return found
+    return found + ["FrozenBatchNorm2d"] * any(isinstance(m, FrozenBatchNorm2d) for m in mods)
 
 
 def zero_flat(

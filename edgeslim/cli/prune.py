@@ -140,8 +140,11 @@ def prune(**kw: Any) -> None:
     ]
     out.print(table(f"Surgery: {kw['model']} -> {output}", ["", "value"], summary))
     if rep["bn_channels"] == 0 and rep.get("other_norms"):
+        frozen = "FrozenBatchNorm2d" in rep["other_norms"]  # (torchvision's frozen BN: fixed scales)
         err.print(f"the model has no BatchNorm channel to remove: it is normalized by {'/'.join(rep['other_norms'])}, "
-                  "which has no per-channel BN scale to slim by (slim refuses it), so nothing was removed")  # fmt: skip
+                  f"which has no {'trainable ' if frozen else ''}per-channel BN scale to slim by (slim refuses it"
+                  + ("; FrozenBatchNorm2d is a frozen BN: build the model with nn.BatchNorm2d, torchvision's "
+                     "norm_layer, to slim it" if frozen else "") + "), so nothing was removed")  # fmt: skip
     elif rep["bn_channels"] == 0:
         err.print("the model has no BatchNorm channel to remove (a model whose BN layers were fused into its "
                   "convs has none: give it before fusing)")  # fmt: skip
