@@ -267,9 +267,8 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     from edgeslim.models.user import cast_tensors, saved_dtypes
 
     saved = ckpt["state_dict"]
-    cast_tensors(
-        model, saved_dtypes(saved)
-    )  # each tensor in the dtype it was saved in (pickle:PATH's own may differ)
+    # (a tensor saved wider than the rebuilt model's, pickle:PATH's own, loads exactly)
+    cast_tensors(model, saved_dtypes(saved), widen_only=True)
     try:
         missing, unexpected = model.load_state_dict(saved, strict=False)
     except RuntimeError as exc:  # shapes that do not fit the architecture

@@ -477,3 +477,22 @@ def test_the_nested_weights_message_names_the_model_not_the_optimizer_state(net,
     torch.save({"epoch": 3, "optimizer": state}, tmp_path / "opt.pt")
     with pytest.raises(EdgeslimError, match=r"holds a dict without weights \(keys \['epoch', 'optimizer'\]"):
         read_state_dict(tmp_path / "opt.pt")
+
+
+def test_half_weights_leave_a_float32_model_float32():
+    """The closing read of ded768c: weights loaded into a model took the dtypes they were saved in, so
+    float16 weights made a float32 torchvision model float16 (torch's load_state_dict keeps the model's
+    dtype); only a wider saved dtype is taken now (float32 weights into a float16 pickle load exactly)."""
+    import torchvision
+
+    from edgeslim.models.user import load_weights
+
+    model = torchvision.models.resnet18(weights=None, num_classes=3)
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    load_weights(model, sd, "weights.pt")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.equal(model.conv1.weight, sd["conv1.weight"].float())
+    half = torchvision.models.resnet18(weights=None, num_classes=3).half()
+    wide = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
+    load_weights(half, wide, "weights.pt")
+    assert half.conv1.weight.dtype == torch.float64  # (wider: taken, exactly)

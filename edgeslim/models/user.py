@@ -169,9 +169,11 @@ def saved_dtypes(state_dict: dict[str, Any]) -> dict[str, torch.dtype]:
     }
 
 
-def cast_tensors(model: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
+def cast_tensors(model: nn.Module, dtypes: dict[str, torch.dtype], *, widen_only: bool = False) -> None:
     """Give the floating-point parameters and buffers of ``model`` named in ``dtypes`` (qualified
-    names, as :func:`tensor_dtypes` gives) those dtypes, in place; other names are ignored."""
+    names, as :func:`tensor_dtypes` gives) those dtypes, in place; other names are ignored.
+    ``widen_only``: only where the dtype has more bits than the tensor's (weights about to be loaded:
+    float32 ones into a float16 pickle load exactly, float16 ones leave a float32 model float32)."""
     for name, dtype in dtypes.items():
         owner, _, leaf = name.rpartition(".")
         try:
@@ -179,6 +181,14 @@ def cast_tensors(model: nn.Module, dtypes: dict[str, torch.dtype]) -> None:
         except AttributeError:
             continue
         param, buf = module._parameters.get(leaf), module._buffers.get(leaf)
+        now = param if param is not None else buf
+        if (
+            widen_only
+            and now is not None
+            and now.is_floating_point()
+            and (torch.finfo(dtype).bits <= torch.finfo(now.dtype).bits)
+        ):
+            continue
         if param is not None and param.is_floating_point() and param.dtype != dtype:
             param.data = param.data.to(dtype)
         elif param is None and buf is not None and buf.is_floating_point() and buf.dtype != dtype:
@@ -345,7 +355,9 @@ def load_weights(
             f"with{hint}",
             param="num_classes" if hint else None,
         )
-    cast_tensors(model, saved_dtypes(state_dict))  # (float32 weights into a float16 pickle: exact)
+    cast_tensors(
+        model, saved_dtypes(state_dict), widen_only=True
+    )  # (float32 weights into a float16 pickle: exact)
     try:
         model.load_state_dict(state_dict)
     except Exception as exc:  # noqa: BLE001 - tensors torch cannot copy in: meta, sparse, quantized ones
