@@ -552,10 +552,12 @@ def measure_calibration(
     round_to: int,
     cfg: TimingConfig = CALIBRATION_TIMING,
     trials: int = 3,
+    zero_invariant: bool = False,
 ) -> dict[str, Any]:
     """A latency table's ``calibration``: the dense model file and the files of it cut to uniform
-    widths (``{fraction: path}``, counts multiples of ``round_to``; :func:`edgeslim.surgery.widths.
-    uniform_widths`) timed interleaved with ``backend``: ``{"dense_ms", "points", "round_to", "method"}``."""
+    widths (``{fraction: path}``, counts multiples of ``round_to``, cut with ``zero_invariant`` or not;
+    :func:`edgeslim.surgery.widths.uniform_widths`) timed interleaved with ``backend``: ``{"dense_ms",
+    "points", "round_to", "zero_invariant", "method"}``."""
     from edgeslim.bench.compare import run_comparison
 
     models = {"baseline": dense, **{f"uniform{f}": p for f, p in widths.items()}}
@@ -565,8 +567,11 @@ def measure_calibration(
         "dense_ms": p50["baseline"],
         "points": [{"fraction": f, "measured_ms": p50[f"uniform{f}"]} for f in widths],
         "round_to": int(round_to),
+        # (the channels cut: a zero_invariant run's removability cuts those a squeeze-excitation gate multiplies)
+        "zero_invariant": bool(zero_invariant),
         "method": f"every channel group cut to the fraction (counts multiples of {round_to}, as surgery keeps "
-        f"them), surgery, {backend}, {trials} interleaved trials (median of per-trial p50)",
+        f"them{', zero_invariant' if zero_invariant else ''}), surgery, {backend}, {trials} interleaved trials "
+        "(median of per-trial p50)",
     }
 
 

@@ -81,6 +81,12 @@ from edgeslim.errors import Step
     "counts multiples of MULTIPLE (the slim run's: 16 host-cpu, 8 FP16 TensorRT, 32 INT8); timed with "
     "bench --layer-table --width-models on the device, they calibrate its latency table.",
 )
+@click.option(
+    "--zero-invariant",
+    is_flag=True,
+    help="With --width-models: cut them as a slim --zero-invariant run removes channels (also those a "
+    "squeeze-excitation gate multiplies); give it for a table that such a run uses.",
+)
 @trust_pickle_option
 @weights_option
 @num_classes_option

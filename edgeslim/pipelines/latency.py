@@ -82,11 +82,12 @@ def measure_table(
     check: Callable[[dict[str, Any]], None] | None = None,
     cache: dict[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    zero_invariant: bool = False,
 ) -> Path:
     """Measure the latency lookup of ``model`` and write ``out_dir/latency_table.json``: per-layer
     times, per-layer sweeps over channel counts (at multiples of ``round_to``), and whole networks
-    at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
-    sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
+    at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery with the run's
+    ``zero_invariant`` removability) that calibrate the lookup's sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
     across calls for the same model and batch, so the per-layer times (which do not depend on
     ``round_to``) are measured once. ``progress(done, total, what)`` is told each stage and each layer
     swept (minutes on a large model)."""
@@ -112,7 +113,9 @@ def measure_table(
         step(0, 0, f"sweeps in multiples of {max(int(round_to), 1)}")
         tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, max(int(round_to), 1), progress)
         step(0, 0, "calibration at uniform widths")
-        tab["calibration"] = _calibration(model, input_shape, onnx_path, batch, options, round_to)
+        tab["calibration"] = _calibration(
+            model, input_shape, onnx_path, batch, options, round_to, zero_invariant
+        )
         tab["version"] = 2
         tab["model"] = "the dense model before training (a temporary ONNX export)"
         if check is not None:
@@ -129,7 +132,13 @@ def measure_table(
 
 
 def _calibration(
-    model: Any, input_shape: tuple[int, int, int], dense_onnx: Path, batch: int, options: dict, round_to: int
+    model: Any,
+    input_shape: tuple[int, int, int],
+    dense_onnx: Path,
+    batch: int,
+    options: dict,
+    round_to: int,
+    zero_invariant: bool = False,
 ) -> dict[str, Any]:
     """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points", ...}``."""
     import tempfile
@@ -139,13 +148,16 @@ def _calibration(
     from edgeslim.bench.layers import measure_calibration
     from edgeslim.surgery.widths import uniform_widths
 
-    widths = uniform_widths(model, torch.zeros(1, *input_shape), round_to=round_to)
+    widths = uniform_widths(
+        model, torch.zeros(1, *input_shape), round_to=round_to, zero_invariant=zero_invariant
+    )
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         paths = {}
         for f, slim in widths.items():
             paths[f] = str(Path(tmp) / f"u{f}.onnx")
             _export(slim, Path(paths[f]), input_shape)
-        return measure_calibration(str(dense_onnx), paths, "onnxruntime", batch, options, round_to)
+        return measure_calibration(str(dense_onnx), paths, "onnxruntime", batch, options, round_to,
+                                   zero_invariant=zero_invariant)  # fmt: skip
 
 
 def latency_check(

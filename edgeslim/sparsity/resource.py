@@ -118,6 +118,7 @@ class ResourceModel:
         if round_to < 1:
             raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
+        self.shifts_zeroed = bool(shifts_zeroed)
         refuse_lazy(model)
         layers = bn_layers(model)
         if not layers:
@@ -130,17 +131,9 @@ class ResourceModel:
         # Trace a copy whose BN scales are all zero: its removable classes are those that
         # surgery cuts once their scales reach zero (and its shifts as the slimmer leaves a dead
         # channel's: zero, or not; not the values they have now, which differ on a resume).
-        work = copy.deepcopy(model).cpu().float()
-        with torch.no_grad():
-            for _, m in bn_layers(work):
-                m.weight.zero_()
-                m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
         self.example_shape = list(example.shape)  # [1, C, H, W]: the size the layers are priced at
-        g = deployed_graph(
-            work, example, kernels=metric == "latency"
-        )  # what surgery keeps, as prune counts it
-        removable, _ = removable_classes(g)
+        g, removable = _removable_trace(model, example, shifts_zeroed, kernels=metric == "latency")
         self.graph = g
         k_classes = g.num_classes
         self.num_groups = len(g.groups)
@@ -215,6 +208,8 @@ class ResourceModel:
         self.width_points = False  # the table has whole networks measured at uniform widths
         if metric == "latency":
             self._setup_latency(profile, precision, latency_table)
+            if self.width_points:
+                self._check_width_cut(model, example, latency_table["calibration"], shifts_zeroed)
         self.dense = self.value(self.dense_k)
         self.minimum = self.narrowest()
 
@@ -471,6 +466,30 @@ class ResourceModel:
         self.calibration = (raw_dense, xs, [pts[x] for x in xs], float(calib["dense_ms"]) * 1e-3)
         self.width_points = True
 
+    def _check_width_cut(
+        self, model: nn.Module, example: Tensor, calib: dict[str, Any], shifts_zeroed: bool
+    ) -> None:
+        """Refuse calibration points whose networks were cut with another removability than this model's
+        (``zero_invariant``) where that changes the cut: they are placed at the lookup's fraction of
+        networks other than those measured (a review: a mobilenet_v3 quarter width measured with every
+        gated channel kept, placed at 0.75 of the lookup where it is 0.861)."""
+        cut = bool(calib.get("zero_invariant", False))  # (tables before it was recorded: cut without)
+        if cut == shifts_zeroed:
+            return
+        _, other = _removable_trace(model, example, cut, kernels=True)
+        if other.shape == self.removable.shape and torch.equal(
+            self._group_fixed_alive(other), self._group_fixed_alive()
+        ):
+            return  # (no channel that one removes and the other keeps: the same networks)
+        raise EdgeslimError(
+            f"the latency table's width models were cut {'with' if cut else 'without'} zero_invariant, but this run "
+            f"slims {'with' if shifts_zeroed else 'without'} it, which removes other channels of this model (those "
+            "a squeeze-excitation gate multiplies): its calibration points are networks this run's lookup does not "
+            f"price; cut the width models as the run does (export them with zero_invariant={shifts_zeroed}) and "
+            f"bench the table again, or slim with zero_invariant={cut}",
+            param=("latency_table", "zero_invariant"),
+        )
+
     def _calibrated(self, raw: Any) -> Any:
         """Seconds from the lookup's sum ``raw``: as a fraction of the dense sum, mapped through the
         whole networks the table measured (its calibration points, else only its dense run), times
@@ -499,10 +518,10 @@ class ResourceModel:
         return alive[self.pos_class].to(torch.float32)
 
     # ------------------------------------------------------------------ counts
-    def _group_fixed_alive(self) -> Tensor:
-        """Classes per group that can never be removed."""
+    def _group_fixed_alive(self, removable: Tensor | None = None) -> Tensor:
+        """Classes per group that can never be removed (by ``removable``: default this model's)."""
         valid = self.group_of_class >= 0
-        fixed = (~self.removable & valid).to(torch.float64)
+        fixed = (~(self.removable if removable is None else removable) & valid).to(torch.float64)
         return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
             0, self.group_of_class[valid], fixed[valid]
         )
@@ -868,6 +887,20 @@ def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EdgeslimError(f'latency table {path} must be a JSON object with "layers"')
     return data
+
+
+def _removable_trace(
+    model: nn.Module, example: Tensor, shifts_zeroed: bool, kernels: bool
+) -> tuple[Any, Tensor]:
+    """Surgery's graph of a copy of ``model`` whose BN scales are all zero (its shifts zero with
+    ``shifts_zeroed``, else nonzero), and its removable classes."""
+    work = copy.deepcopy(model).cpu().float()
+    with torch.no_grad():
+        for _, m in bn_layers(work):
+            m.weight.zero_()
+            m.bias.fill_(0.0 if shifts_zeroed else 1.0)
+    g = deployed_graph(work, example, kernels=kernels)  # what surgery keeps, as prune counts it
+    return g, removable_classes(g)[0]
 
 
 def _scalar(v: Any) -> float:
