@@ -752,3 +752,41 @@ def test_width_models_are_cut_with_the_runs_zero_invariance(tmp_path) -> None:
            "calibration": {"dense_ms": 0.4, "points": [{"fraction": 0.5, "measured_ms": 0.2}], "round_to": 16}}  # fmt: skip
     assert build_resource(plain, torch.zeros(1, 1, 28, 28), "latency", latency_table=vgg, round_to=16,
                           shifts_zeroed=True).width_points  # fmt: skip
+
+
+def test_a_table_of_another_width_of_the_network_is_refused(vgg_table, tmp_path, caplog) -> None:
+    """A review (latency chain): a table benched from a slim run's slim.onnx (as bench --help's example
+    suggested) has the dense network's layer names, and was accepted: a mobilenet_v3's dense latency came
+    out 0.187 ms where it ran in 0.25 ms, without a word when the table had no sweeps. Tables record each
+    layer's channel widths now, and one timed at other widths is refused; one without them is warned about
+    once."""
+    from edgeslim.bench.layers import layer_table, torch_layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.export import export_onnx
+    from edgeslim.surgery.widths import uniform_widths
+
+    tab, model = vgg_table
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    assert tab["widths"]["features.0"] == [1, 32] and tab["widths"]["classifier"] == [128, 10]
+    assert set(tab["widths"]) == set(convs)
+    quick = TimingConfig(warmup_s=0.01, warmup_iters=2, min_iters=5, min_time_s=0.01)
+    assert torch_layer_table(model.eval(), torch.zeros(1, 1, 28, 28), quick)["widths"] == tab["widths"]
+    ex = torch.zeros(1, 1, 28, 28)
+    # the table of the network at half its widths, as bench times a slim export: same names, other widths
+    half = uniform_widths(model, ex, (0.5,), round_to=16)[0.5]
+    export_onnx(half, tmp_path / "slim.onnx", (1, 28, 28), dynamic_batch=True)
+    slim_tab = layer_table(str(tmp_path / "slim.onnx"), "onnxruntime", 1, quick, {"threads": 1})
+    assert set(slim_tab["layers"]) == set(tab["layers"])
+    with pytest.raises(
+        EdgeslimError, match=r"layer features.0 has 1->16 channels in it, 1->32 in this model"
+    ):
+        build_resource(model, ex, "latency", latency_table=slim_tab, round_to=16)
+    assert (
+        build_resource(half, ex, "latency", latency_table=slim_tab, round_to=16).dense > 0
+    )  # its own network
+    # a table from before they were recorded: taken as it is, said once
+    old = {k: v for k, v in tab.items() if k != "widths"}
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.resource"):
+        for _ in range(2):
+            build_resource(model, ex, "latency", latency_table=old, round_to=16)
+    assert caplog.text.count("records no layer widths") == 1
