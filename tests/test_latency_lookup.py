@@ -790,3 +790,38 @@ def test_a_table_of_another_width_of_the_network_is_refused(vgg_table, tmp_path,
         for _ in range(2):
             build_resource(model, ex, "latency", latency_table=old, round_to=16)
     assert caplog.text.count("records no layer widths") == 1
+
+
+def test_the_latency_check_times_under_the_tables_settings(tmp_path, caplog) -> None:
+    """A review (latency chain): bench --layer-table without --threads recorded env.threads null (the table
+    timed at ONNX Runtime's default), and slim's check then timed at the profile's 1 thread, with neither
+    the table's graph optimisation level nor its providers. A table records the threads it ran on now, and
+    the check times with its threads, graph_opt and providers; what an older table lacks is said."""
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export import export_onnx
+    from edgeslim.pipelines.latency import latency_check
+    from edgeslim.surgery.widths import uniform_widths
+
+    net, ex = _GatedNet().eval(), torch.zeros(1, 3, 16, 16)
+    export_onnx(net, tmp_path / "d.onnx", (3, 16, 16), dynamic_batch=True)
+    quick = TimingConfig(warmup_s=0.01, warmup_iters=2, min_iters=5, min_time_s=0.01)
+    tab = layer_table(str(tmp_path / "d.onnx"), "onnxruntime", 1, quick, {"graph_opt": "basic"})
+    assert isinstance(tab["env"]["threads"], int) and tab["env"]["threads"] >= 1  # (was null)
+    budget = {"settings": {"target": "0.5", "batch": 1}, "target_fraction": 0.5, "achieved": 1e-4, "dense": 2e-4,
+              "achieved_fraction": 0.5}  # fmt: skip
+    slim = uniform_widths(net, ex, (0.5,), round_to=8)[0.5]
+    host = load_profile("host-cpu")  # (described for 1 thread)
+    env = {**tab["env"], "threads": 2}
+    check = latency_check(net, slim, (3, 16, 16), tmp_path / "a", budget, here=True, profile=host,
+                          table={**tab, "env": env}, trials=1)  # fmt: skip
+    assert (check["threads"], check["graph_opt"], check["providers"]) == (2, "basic", env["providers"])
+    older = {k: v for k, v in env.items() if k != "threads"}
+    with caplog.at_level(logging.WARNING, logger="edgeslim.pipelines.latency"):
+        check = latency_check(net, slim, (3, 16, 16), tmp_path / "b", budget, here=True, profile=host,
+                              table={**tab, "env": older}, trials=1)  # fmt: skip
+    assert check["threads"] == 1 and check["graph_opt"] == "basic"
+    assert (
+        "does not record the threads it was timed with: the latency check times with threads 1" in caplog.text
+    )

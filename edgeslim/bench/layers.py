@@ -436,7 +436,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             "onnxruntime": sess.ort.__version__,
             "providers": sess.sess.get_providers(),
             "graph_opt": options.get("graph_opt", "all"),
-            "threads": options.get("threads"),
+            "threads": sess.threads,  # (those given, else ORT's default as the session counted them)
             "host": platform.node(),  # slim --target-latency measures its result here only on this host
         },
     }

@@ -229,7 +229,9 @@ def export(**kw: Any) -> None:
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "
-                  f"--layer-table T.json --batch {req.batch} --width-models {files}", soft_wrap=True)  # fmt: skip
+                  f"--layer-table T.json --batch {req.batch} --threads 1 --width-models {files} (--threads: the "
+                  "threads the model will run on there; the latency check times with the table's)",
+                  soft_wrap=True)  # fmt: skip
 
 
 def _num(v: float | str) -> str:
