@@ -521,8 +521,8 @@ class ResourceModel:
             f"the latency table's width models were cut {'with' if cut else 'without'} zero_invariant, but this run "
             f"slims {'with' if shifts_zeroed else 'without'} it, which removes other channels of this model (those "
             "a squeeze-excitation gate multiplies): its calibration points are networks this run's lookup does not "
-            f"price; cut the width models as the run does (export them with zero_invariant={shifts_zeroed}) and "
-            f"bench the table again, or slim with zero_invariant={cut}",
+            f"price; cut the width models as the run does (export them {'with' if shifts_zeroed else 'without'} "
+            f"zero_invariant) and bench the table again, or slim {'with' if cut else 'without'} zero_invariant",
             param=("latency_table", "zero_invariant"),
         )
 
