@@ -488,6 +488,7 @@ def test_a_device_table_is_calibrated_by_the_width_models_of_the_export(tmp_path
     capsys.readouterr()
     cal = json.loads(table.read_text())["calibration"]
     assert [p["fraction"] for p in cal["points"]] == [0.5, 0.25] and cal["round_to"] == 16
+    assert cal["zero_invariant"] is False  # (cut as a run without zero_invariant removes channels)
     # (timed on a shared machine: resnet20's 50% and 25% widths run within 10% of each other, either first)
     assert all(0 < p["measured_ms"] < cal["dense_ms"] * 1.5 for p in cal["points"]) and cal["dense_ms"] > 0
     # refused: not a width model, a width model of another network, width models without a table
@@ -683,3 +684,144 @@ def test_the_latency_lookup_shows_its_progress_on_a_terminal(tmp_path) -> None:
     swept = set(json.loads(path.read_text())["sweeps"])
     assert shown[:2] == ["per-layer times", "sweeps in multiples of 16"] and swept <= set(shown)
     assert "calibration at uniform widths" in shown and "latency lookup" in console.file.getvalue()
+
+
+class _GatedNet(torch.nn.Module):
+    """A tiny squeeze-excitation network: the gate multiplies the channels of ``bn1``, which only a
+    zero_invariant run (a dead channel's shift zeroed with its scale) can remove."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1, self.bn1 = nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.reduce, self.expand = nn.Conv2d(32, 8, 1), nn.Conv2d(8, 32, 1)
+        self.conv2, self.bn2 = nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return self.fc(torch.relu(self.bn2(self.conv2(x))).mean((2, 3)))
+
+
+def test_width_models_are_cut_with_the_runs_zero_invariance(tmp_path) -> None:
+    """A review (latency chain, mobilenet_v3 with --zero-invariant): the whole networks that calibrate the
+    lookup were cut without zero-invariance, keeping every channel an SE gate multiplies, while the run's
+    resource model can remove them: each measured point sat at the lookup's fraction of a narrower network
+    (the quarter width at 0.75 where it was 0.861), predicted 0.181 ms for 0.137 measured. They are cut with
+    the run's removability now, the table records it, and a table cut with another one is refused."""
+    from edgeslim.bench.layers import measure_calibration
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.export import export_onnx
+    from edgeslim.surgery.widths import uniform_widths
+
+    net, ex = _GatedNet().eval(), torch.zeros(1, 3, 16, 16)
+    for zi in (False, True):
+        res = build_resource(net, ex, "macs", round_to=8, shifts_zeroed=zi)
+        cuts = uniform_widths(net, ex, round_to=8, zero_invariant=zi)
+        for f, cut in cuts.items():  # the network measured is the one the run's lookup prices at the point
+            assert build_resource(cut, ex, "macs").dense == pytest.approx(res.value(res.uniform_counts(f)))
+        # (the gated channels: kept without zero-invariance)
+        assert (cuts[0.25].conv1.out_channels == 8) is zi
+    # the table records how its networks were cut; a run of the other removability is refused in one line
+    export_onnx(net, tmp_path / "d.onnx", (3, 16, 16), dynamic_batch=True)
+    paths = {}
+    for f, cut in cuts.items():
+        paths[f] = str(tmp_path / f"u{f}.onnx")
+        export_onnx(cut, paths[f], (3, 16, 16), dynamic_batch=True)
+    quick = TimingConfig(warmup_s=0.01, warmup_iters=2, min_iters=10, min_time_s=0.01)
+    cal = measure_calibration(str(tmp_path / "d.onnx"), paths, "onnxruntime", 1, {"threads": 1}, 8, quick, 1,
+                              zero_invariant=True)  # fmt: skip
+    assert cal["zero_invariant"] is True
+    tab = {"unit": "ms", "layers": dict.fromkeys(("conv1", "reduce", "expand", "conv2", "fc"), 0.01),
+           "calibration": cal}  # fmt: skip
+    assert build_resource(net, ex, "latency", latency_table=tab, round_to=8, shifts_zeroed=True).width_points
+    old = {**tab, "calibration": {k: v for k, v in cal.items() if k != "zero_invariant"}}  # (cut without)
+    for table, zi in ((tab, False), (old, True)):
+        with pytest.raises(EdgeslimError, match="width models were cut with(out)? zero_invariant") as exc:
+            build_resource(net, ex, "latency", latency_table=table, round_to=8, shifts_zeroed=zi)
+        assert "\n" not in str(exc.value) and exc.value.params == ("latency_table", "zero_invariant")
+    from edgeslim.pipelines.export import ExportRequest
+
+    with pytest.raises(EdgeslimError, match="add width_models"):
+        ExportRequest(zero_invariant=True)  # (it cuts the width models: alone it would do nothing)
+    # where no gate decides what is removable, the removability changes no cut: accepted
+    plain = create_model(SPEC).eval()
+    names = [n for n, m in plain.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    vgg = {"unit": "ms", "layers": dict.fromkeys(names, 0.01),
+           "calibration": {"dense_ms": 0.4, "points": [{"fraction": 0.5, "measured_ms": 0.2}], "round_to": 16}}  # fmt: skip
+    assert build_resource(plain, torch.zeros(1, 1, 28, 28), "latency", latency_table=vgg, round_to=16,
+                          shifts_zeroed=True).width_points  # fmt: skip
+
+
+def test_a_table_of_another_width_of_the_network_is_refused(vgg_table, tmp_path, caplog) -> None:
+    """A review (latency chain): a table benched from a slim run's slim.onnx (as bench --help's example
+    suggested) has the dense network's layer names, and was accepted: a mobilenet_v3's dense latency came
+    out 0.187 ms where it ran in 0.25 ms, without a word when the table had no sweeps. Tables record each
+    layer's channel widths now, and one timed at other widths is refused; one without them is warned about
+    once."""
+    from edgeslim.bench.layers import layer_table, torch_layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.export import export_onnx
+    from edgeslim.surgery.widths import uniform_widths
+
+    tab, model = vgg_table
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    assert tab["widths"]["features.0"] == [1, 32] and tab["widths"]["classifier"] == [128, 10]
+    assert set(tab["widths"]) == set(convs)
+    quick = TimingConfig(warmup_s=0.01, warmup_iters=2, min_iters=5, min_time_s=0.01)
+    assert torch_layer_table(model.eval(), torch.zeros(1, 1, 28, 28), quick)["widths"] == tab["widths"]
+    ex = torch.zeros(1, 1, 28, 28)
+    # the table of the network at half its widths, as bench times a slim export: same names, other widths
+    half = uniform_widths(model, ex, (0.5,), round_to=16)[0.5]
+    export_onnx(half, tmp_path / "slim.onnx", (1, 28, 28), dynamic_batch=True)
+    slim_tab = layer_table(str(tmp_path / "slim.onnx"), "onnxruntime", 1, quick, {"threads": 1})
+    assert set(slim_tab["layers"]) == set(tab["layers"])
+    with pytest.raises(
+        EdgeslimError, match=r"layer features.0 has 1->16 channels in it, 1->32 in this model"
+    ):
+        build_resource(model, ex, "latency", latency_table=slim_tab, round_to=16)
+    assert (
+        build_resource(half, ex, "latency", latency_table=slim_tab, round_to=16).dense > 0
+    )  # its own network
+    # a table from before they were recorded: taken as it is, said once
+    old = {k: v for k, v in tab.items() if k != "widths"}
+    with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.resource"):
+        for _ in range(2):
+            build_resource(model, ex, "latency", latency_table=old, round_to=16)
+    assert caplog.text.count("records no layer widths") == 1
+
+
+def test_the_latency_check_times_under_the_tables_settings(tmp_path, caplog) -> None:
+    """A review (latency chain): bench --layer-table without --threads recorded env.threads null (the table
+    timed at ONNX Runtime's default), and slim's check then timed at the profile's 1 thread, with neither
+    the table's graph optimisation level nor its providers. A table records the threads it ran on now, and
+    the check times with its threads, graph_opt and providers; what an older table lacks is said."""
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export import export_onnx
+    from edgeslim.pipelines.latency import latency_check
+    from edgeslim.surgery.widths import uniform_widths
+
+    net, ex = _GatedNet().eval(), torch.zeros(1, 3, 16, 16)
+    export_onnx(net, tmp_path / "d.onnx", (3, 16, 16), dynamic_batch=True)
+    quick = TimingConfig(warmup_s=0.01, warmup_iters=2, min_iters=5, min_time_s=0.01)
+    tab = layer_table(str(tmp_path / "d.onnx"), "onnxruntime", 1, quick, {"graph_opt": "basic"})
+    assert isinstance(tab["env"]["threads"], int) and tab["env"]["threads"] >= 1  # (was null)
+    budget = {"settings": {"target": "0.5", "batch": 1}, "target_fraction": 0.5, "achieved": 1e-4, "dense": 2e-4,
+              "achieved_fraction": 0.5}  # fmt: skip
+    slim = uniform_widths(net, ex, (0.5,), round_to=8)[0.5]
+    host = load_profile("host-cpu")  # (described for 1 thread)
+    env = {**tab["env"], "threads": 2}
+    check = latency_check(net, slim, (3, 16, 16), tmp_path / "a", budget, here=True, profile=host,
+                          table={**tab, "env": env}, trials=1)  # fmt: skip
+    assert (check["threads"], check["graph_opt"], check["providers"]) == (2, "basic", env["providers"])
+    older = {k: v for k, v in env.items() if k != "threads"}
+    with caplog.at_level(logging.WARNING, logger="edgeslim.pipelines.latency"):
+        check = latency_check(net, slim, (3, 16, 16), tmp_path / "b", budget, here=True, profile=host,
+                              table={**tab, "env": older}, trials=1)  # fmt: skip
+    assert check["threads"] == 1 and check["graph_opt"] == "basic"
+    assert (
+        "does not record the threads it was timed with: the latency check times with threads 1" in caplog.text
+    )

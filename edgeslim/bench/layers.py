@@ -39,7 +39,7 @@ from typing import Any
 from edgeslim.bench.backends import model_format
 from edgeslim.bench.timing import TimingConfig, host_loop, warmup
 from edgeslim.errors import EdgeslimError, Step, require
-from edgeslim.utils.onnx_graph import WEIGHT_OPS, node_module, value_dims
+from edgeslim.utils.onnx_graph import WEIGHT_OPS, node_module, value_dims, weight_channels
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,11 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
     if never:
         raise EdgeslimError(f"layer(s) {', '.join(never[:4])} never ran in a forward pass; cannot time them")
     layers_ms = {n: _median_ms(v) for n, v in per_layer.items()}
+    widths = {
+        n: [int(getattr(m, "in_channels", getattr(m, "in_features", 0))),
+            int(getattr(m, "out_channels", getattr(m, "out_features", 0)))]
+        for n, m in convs
+    }  # fmt: skip
     total = _median_ms(plain_totals)
     hooked = _median_ms(hooked_totals)
     return _finish(
@@ -151,6 +156,7 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
         total,
         runs=len(plain_totals),
         batch=int(example.shape[0]),
+        widths=widths,
         method=(
             "torch forward pre/post hooks on every conv/linear module, time.perf_counter"
             + (" with torch.cuda.synchronize around each" if synchronize else "")
@@ -250,6 +256,16 @@ def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
             )
         names[n] = mod
     return idx, names
+
+
+def onnx_layer_widths(graph) -> dict[str, list[int]]:
+    """``{module: [in channels, out channels]}`` of the graph's conv/linear layers (their weights' shapes):
+    what a table records of the network it timed, so that one of other widths is refused."""
+    idx, names = onnx_conv_modules(graph)
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    return {
+        names[n]: list(weight_channels(node, dims[node.input[1]])[:2]) for n, node in idx.weighted.items()
+    }
 
 
 def attribute_rows(
@@ -397,6 +413,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             fixed_total,
             runs=runs,
             batch=batch,
+            widths=onnx_layer_widths(graph),
             method=(
                 "onnxruntime profiler (SessionOptions.enable_profiling) kernel_time per node, median over "
                 "runs; each conv/linear module takes its fused kernel (Conv+BN+activation, NCHWc); fixed = "
@@ -419,7 +436,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             "onnxruntime": sess.ort.__version__,
             "providers": sess.sess.get_providers(),
             "graph_opt": options.get("graph_opt", "all"),
-            "threads": options.get("threads"),
+            "threads": sess.threads,  # (those given, else ORT's default as the session counted them)
             "host": platform.node(),  # slim --target-latency measures its result here only on this host
         },
     }
@@ -437,7 +454,7 @@ def trt_table(graph, profile: dict, total_ms: float, **extra: Any) -> dict[str, 
     all_ms = sum(r["median_ms"] for r in profile["layers"])
     other_ms = sum(r["median_ms"] for r in profile["layers"] if r["name"] not in taken)
     return {
-        **_finish(layers_ms, max(total_ms, all_ms), **extra),
+        **_finish(layers_ms, max(total_ms, all_ms), widths=onnx_layer_widths(graph), **extra),
         "total_ms": total_ms,
         "nodes": source,
         "overhead": {
@@ -552,10 +569,12 @@ def measure_calibration(
     round_to: int,
     cfg: TimingConfig = CALIBRATION_TIMING,
     trials: int = 3,
+    zero_invariant: bool = False,
 ) -> dict[str, Any]:
     """A latency table's ``calibration``: the dense model file and the files of it cut to uniform
-    widths (``{fraction: path}``, counts multiples of ``round_to``; :func:`edgeslim.surgery.widths.
-    uniform_widths`) timed interleaved with ``backend``: ``{"dense_ms", "points", "round_to", "method"}``."""
+    widths (``{fraction: path}``, counts multiples of ``round_to``, cut with ``zero_invariant`` or not;
+    :func:`edgeslim.surgery.widths.uniform_widths`) timed interleaved with ``backend``: ``{"dense_ms",
+    "points", "round_to", "zero_invariant", "method"}``."""
     from edgeslim.bench.compare import run_comparison
 
     models = {"baseline": dense, **{f"uniform{f}": p for f, p in widths.items()}}
@@ -565,8 +584,11 @@ def measure_calibration(
         "dense_ms": p50["baseline"],
         "points": [{"fraction": f, "measured_ms": p50[f"uniform{f}"]} for f in widths],
         "round_to": int(round_to),
+        # (the channels cut: a zero_invariant run's removability cuts those a squeeze-excitation gate multiplies)
+        "zero_invariant": bool(zero_invariant),
         "method": f"every channel group cut to the fraction (counts multiples of {round_to}, as surgery keeps "
-        f"them), surgery, {backend}, {trials} interleaved trials (median of per-trial p50)",
+        f"them{', zero_invariant' if zero_invariant else ''}), surgery, {backend}, {trials} interleaved trials "
+        "(median of per-trial p50)",
     }
 
 

@@ -284,7 +284,7 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
       edgeslim bench slim.onnx --baseline dense.onnx --batch 1,32 --out runs/bench
       edgeslim bench slim.engine --baseline dense.engine --trust-pickle --profile jetson-orin-nano-8gb
       edgeslim bench slim.onnx --predict --profile jetson-nano
-      edgeslim bench slim.onnx --layer-table layers.json      # for slim --latency-table
+      edgeslim bench dense.onnx --layer-table layers.json --threads 1  # the dense export: for slim --latency-table
     """
     from edgeslim.bench.compare import trial_p50_ms
     from edgeslim.pipelines.bench import BenchRequest, layer_table, measure

@@ -81,6 +81,12 @@ from edgeslim.errors import Step
     "counts multiples of MULTIPLE (the slim run's: 16 host-cpu, 8 FP16 TensorRT, 32 INT8); timed with "
     "bench --layer-table --width-models on the device, they calibrate its latency table.",
 )
+@click.option(
+    "--zero-invariant",
+    is_flag=True,
+    help="With --width-models: cut them as a slim --zero-invariant run removes channels (also those a "
+    "squeeze-excitation gate multiplies); give it for a table that such a run uses.",
+)
 @trust_pickle_option
 @weights_option
 @num_classes_option
@@ -223,7 +229,9 @@ def export(**kw: Any) -> None:
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "
-                  f"--layer-table T.json --batch {req.batch} --width-models {files}", soft_wrap=True)  # fmt: skip
+                  f"--layer-table T.json --batch {req.batch} --threads 1 --width-models {files} (--threads: the "
+                  "threads the model will run on there; the latency check times with the table's)",
+                  soft_wrap=True)  # fmt: skip
 
 
 def _num(v: float | str) -> str:

@@ -76,6 +76,9 @@ class ExportRequest:
     #: also write the network cut to uniform widths (NAME.w50.onnx, NAME.w25.onnx), channel counts
     #: multiples of this: what calibrates a latency table measured on the device
     width_models: int | None = None
+    #: cut the width models as a ``zero_invariant`` slim run removes channels (those a squeeze-excitation
+    #: gate multiplies too): the removability of the run the table is for
+    zero_invariant: bool = False
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -94,6 +97,11 @@ class ExportRequest:
             _positive_int(name, getattr(self, name))
         if self.width_models is not None:
             _positive_int("width_models", self.width_models)
+        elif self.zero_invariant:
+            raise EdgeslimError(
+                "zero_invariant says how the width models are cut; add width_models (or drop zero_invariant)",
+                param=("zero_invariant", "width_models"),
+            )
         if self.dynamic_batch and self.max_batch < self.batch:
             raise EdgeslimError(
                 f"max_batch ({self.max_batch}) is below batch ({self.batch}), the optimal batch of "
@@ -163,7 +171,11 @@ def width_path(onnx: Path, fraction: float) -> Path:
 
 
 def _width_cuts(
-    loaded: LoadedModel, shape: tuple[int, int, int], fractions: tuple[float, ...], round_to: int
+    loaded: LoadedModel,
+    shape: tuple[int, int, int],
+    fractions: tuple[float, ...],
+    round_to: int,
+    zero_invariant: bool = False,
 ) -> dict[float, Any]:
     """The model cut to each uniform width (:func:`edgeslim.surgery.widths.uniform_widths`)."""
     import torch
@@ -171,7 +183,8 @@ def _width_cuts(
     from edgeslim.surgery.widths import uniform_widths
 
     try:
-        cut = uniform_widths(loaded.model, torch.zeros(1, *shape), fractions, round_to=round_to)
+        cut = uniform_widths(loaded.model, torch.zeros(1, *shape), fractions, round_to=round_to,
+                             zero_invariant=zero_invariant)  # fmt: skip
     except EdgeslimError as exc:
         raise EdgeslimError(
             f"width_models cuts the model's channel groups with surgery, which cannot cut {loaded.described} "
@@ -198,14 +211,14 @@ def _export_widths(
     inputs: Any,
 ) -> list[dict[str, Any]]:
     """Export the cut models, checked in ONNX Runtime as the model itself; their metadata names the
-    fraction and multiple, and their recipe hash the model they were cut from and the cut (not
-    ``dense``)."""
+    fraction, multiple and removability (``zero_invariant``), and their recipe hash the model they were
+    cut from and the cut (not ``dense``)."""
     from edgeslim.export.onnx_export import export_onnx, recipe_hash
 
     rounding = int(req.width_models or 1)
     out = []
     for f, model in cut.items():
-        width = {"fraction": f, "round_to": rounding}
+        width = {"fraction": f, "round_to": rounding, "zero_invariant": bool(req.zero_invariant)}
         export_onnx(
             model, paths[f], shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=inputs, force=req.force,
@@ -213,7 +226,7 @@ def _export_widths(
             recipe={"cut_from": recipe_hash(loaded.recipe), "uniform_width": width},
             meta={**loaded.meta, "uniform_width": width},
         )  # fmt: skip
-        out.append({"fraction": f, "round_to": rounding, "path": str(paths[f]),
+        out.append({**width, "path": str(paths[f]),
                     "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
     return out
 
@@ -330,7 +343,8 @@ def run_export(
             early.append(Notice("no data set known for this model (give one with data_name): validating on random "
                                 "inputs", "data_name"))  # fmt: skip
         # the width models cut before anything is written (a model surgery cannot cut is refused first)
-        cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1)) if widths else {}
+        cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1),
+                         req.zero_invariant) if widths else {}  # fmt: skip
         res = export_onnx(
             loaded.model, stage(onnx_path), shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,

@@ -448,15 +448,16 @@ def layer_table(
         from edgeslim.bench.layers import measure_calibration
 
         tab["calibration"] = measure_calibration(
-            req.model, widths[0], name, req.batches[0], options, widths[1]
+            req.model, widths[0], name, req.batches[0], options, widths[1], zero_invariant=widths[2]
         )
         tab["version"] = 2
     return tab, write_layer_table(tab, req.layer_table, force=True)
 
 
-def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dict[float, str], int]:
-    """``({fraction: file}, channel multiple)`` of the width models of ``model`` (their metadata),
-    refused where they are not ONNX exports of its network at distinct widths and one multiple."""
+def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dict[float, str], int, bool]:
+    """``({fraction: file}, channel multiple, zero_invariant)`` of the width models of ``model`` (their
+    metadata; files cut before it was recorded: without zero_invariant), refused where they are not ONNX
+    exports of its network at distinct widths, one multiple and one removability."""
     import json
 
     from edgeslim.bench.backends import model_format
@@ -471,7 +472,7 @@ def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dic
     require("onnx", "to read the width models' metadata")
     own = read_metadata(model)
     widths: dict[float, str] = {}
-    multiples = set()
+    multiples, removability = set(), set()
     for f in files:
         if model_format(f) != "onnx":
             raise EdgeslimError(f"width model {f} is not an ONNX file (export width_models writes them)",
@@ -502,13 +503,15 @@ def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dic
                                 param="width_models")  # fmt: skip
         widths[float(width["fraction"])] = str(f)
         multiples.add(int(width.get("round_to") or 1))
-    if len(multiples) > 1:
+        removability.add(bool(width.get("zero_invariant")))
+    if len(multiples) > 1 or len(removability) > 1:
+        what = (f"to different channel multiples ({', '.join(map(str, sorted(multiples)))})" if len(multiples) > 1
+                else "with and without zero_invariant")  # fmt: skip
         raise EdgeslimError(
-            f"the width models were cut to different channel multiples ({', '.join(map(str, sorted(multiples)))}); "
-            "give those of one export",
+            f"the width models were cut {what}; give those of one export",
             param="width_models",
         )
-    return dict(sorted(widths.items(), reverse=True)), multiples.pop()
+    return dict(sorted(widths.items(), reverse=True)), multiples.pop(), removability.pop()
 
 
 #: a calibrated roofline that misses a run it was fitted on by more than this is warned about

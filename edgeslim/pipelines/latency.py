@@ -38,11 +38,32 @@ def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
     return profile is not None and profile.kind == "host" and profile.preferred.backend == "onnxruntime"
 
 
-def _threads(profile: Any, table: dict[str, Any] | None = None) -> int:
-    """ONNX Runtime threads: the table's when one is given, else the profile's (host-cpu: 1)."""
-    if table is not None and (table.get("env") or {}).get("threads"):
-        return int(table["env"]["threads"])
-    return int(getattr(getattr(profile, "preferred", None), "threads", None) or 1)
+#: the ONNX Runtime settings a lookup is timed under, from its table's ``env``
+TIMING_KEYS = ("threads", "graph_opt", "providers")
+
+
+def _timing_options(profile: Any, table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ONNX Runtime options of a lookup measured here and of its check: the table's threads, graph
+    optimisation level and providers (its ``env``); without a table (the run measures its own), or for
+    what a table does not record (one of an older bench, without threads: warned), the profile's threads
+    (host-cpu: 1), graph_opt all and the CPU provider."""
+    assumed = {
+        "threads": int(getattr(getattr(profile, "preferred", None), "threads", None) or 1),
+        "graph_opt": "all",
+        "providers": ["CPUExecutionProvider"],
+    }
+    if table is None:
+        return {k: assumed[k] for k in ("threads", "graph_opt")}
+    env = table.get("env") or {}
+    options = {k: env[k] for k in TIMING_KEYS if env.get(k)}
+    missing = [k for k in TIMING_KEYS if k not in options]
+    if missing:
+        log.warning(
+            "the latency table does not record the %s it was timed with: the latency check times with %s "
+            "(bench the table again to record them)",
+            ", ".join(missing), ", ".join(f"{k} {assumed[k]}" for k in missing),
+        )  # fmt: skip
+    return {**assumed, **options}
 
 
 def _export(
@@ -82,11 +103,12 @@ def measure_table(
     check: Callable[[dict[str, Any]], None] | None = None,
     cache: dict[str, Any] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    zero_invariant: bool = False,
 ) -> Path:
     """Measure the latency lookup of ``model`` and write ``out_dir/latency_table.json``: per-layer
     times, per-layer sweeps over channel counts (at multiples of ``round_to``), and whole networks
-    at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery) that calibrate the lookup's
-    sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
+    at uniform widths (:data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`, cut by surgery with the run's
+    ``zero_invariant`` removability) that calibrate the lookup's sum. ``check(table)`` runs before anything is written (it may refuse). ``cache``: a dict kept
     across calls for the same model and batch, so the per-layer times (which do not depend on
     ``round_to``) are measured once. ``progress(done, total, what)`` is told each stage and each layer
     swept (minutes on a large model)."""
@@ -99,7 +121,7 @@ def measure_table(
     with tempfile.TemporaryDirectory(prefix="edgeslim-lookup-") as tmp:
         onnx_path = Path(tmp) / DENSE_ONNX
         _export(model, onnx_path, input_shape)
-        options = {"threads": _threads(profile), "graph_opt": "all"}
+        options = _timing_options(profile)
         cfg = TimingConfig(warmup_s=0.5, warmup_iters=20, min_iters=200, min_time_s=1.0)
         step = progress or (lambda done, total, what: None)
         if cache is not None and "layers" in cache:
@@ -112,7 +134,9 @@ def measure_table(
         step(0, 0, f"sweeps in multiples of {max(int(round_to), 1)}")
         tab["sweeps"] = sweep_layers(str(onnx_path), batch, options, max(int(round_to), 1), progress)
         step(0, 0, "calibration at uniform widths")
-        tab["calibration"] = _calibration(model, input_shape, onnx_path, batch, options, round_to)
+        tab["calibration"] = _calibration(
+            model, input_shape, onnx_path, batch, options, round_to, zero_invariant
+        )
         tab["version"] = 2
         tab["model"] = "the dense model before training (a temporary ONNX export)"
         if check is not None:
@@ -129,7 +153,13 @@ def measure_table(
 
 
 def _calibration(
-    model: Any, input_shape: tuple[int, int, int], dense_onnx: Path, batch: int, options: dict, round_to: int
+    model: Any,
+    input_shape: tuple[int, int, int],
+    dense_onnx: Path,
+    batch: int,
+    options: dict,
+    round_to: int,
+    zero_invariant: bool = False,
 ) -> dict[str, Any]:
     """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points", ...}``."""
     import tempfile
@@ -139,13 +169,16 @@ def _calibration(
     from edgeslim.bench.layers import measure_calibration
     from edgeslim.surgery.widths import uniform_widths
 
-    widths = uniform_widths(model, torch.zeros(1, *input_shape), round_to=round_to)
+    widths = uniform_widths(
+        model, torch.zeros(1, *input_shape), round_to=round_to, zero_invariant=zero_invariant
+    )
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         paths = {}
         for f, slim in widths.items():
             paths[f] = str(Path(tmp) / f"u{f}.onnx")
             _export(slim, Path(paths[f]), input_shape)
-        return measure_calibration(str(dense_onnx), paths, "onnxruntime", batch, options, round_to)
+        return measure_calibration(str(dense_onnx), paths, "onnxruntime", batch, options, round_to,
+                                   zero_invariant=zero_invariant)  # fmt: skip
 
 
 def latency_check(
@@ -214,9 +247,10 @@ def latency_check(
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
     cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
-    threads = _threads(profile, table)
-    rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, {"threads": threads},
-                         tegrastats=False)  # fmt: skip
+    options = _timing_options(
+        profile, table
+    )  # (timed as the lookup was: a review's check ran 1 thread for 2)
+    rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, options, tegrastats=False)
     key = str(batch)
     dense_ms = statistics.median(rec["summary"]["baseline"][key]["trial_p50_ms"])
     slim_ms = statistics.median(rec["summary"]["slim"][key]["trial_p50_ms"])
@@ -236,7 +270,7 @@ def latency_check(
         speedup=dense_ms / slim_ms,
         trials=trials,
         backend="onnxruntime",
-        threads=threads,
+        **{k: options.get(k) for k in TIMING_KEYS},
     )
     return out
 

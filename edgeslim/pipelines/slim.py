@@ -554,7 +554,7 @@ def _latency_lookup(
             table = measure_table(
                 model, spec.input_shape, out_dir, batch, profile, r, cache=cache,
                 check=budget_ok if budget.metric == "latency" else None,  # a price has no target to reach
-                progress=step,
+                progress=step, zero_invariant=bool(settings.zero_invariant),
             )  # fmt: skip
             break
         except _Halve:

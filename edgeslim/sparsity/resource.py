@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: a swept layer never drops below this fraction of its time scaled by the sweep's ratio
 SWEEP_FLOOR = 0.2
+#: the latency tables without recorded widths already warned about (once each)
+_UNCHECKED_TABLES: set[tuple[str, str, int]] = set()
 
 
 @dataclass
@@ -118,6 +120,7 @@ class ResourceModel:
         if round_to < 1:
             raise EdgeslimError(f"round_to must be >= 1, got {round_to}", param="round_to")
         self.metric, self.round_to, self.batch = metric, int(round_to), int(batch)
+        self.shifts_zeroed = bool(shifts_zeroed)
         refuse_lazy(model)
         layers = bn_layers(model)
         if not layers:
@@ -130,17 +133,9 @@ class ResourceModel:
         # Trace a copy whose BN scales are all zero: its removable classes are those that
         # surgery cuts once their scales reach zero (and its shifts as the slimmer leaves a dead
         # channel's: zero, or not; not the values they have now, which differ on a resume).
-        work = copy.deepcopy(model).cpu().float()
-        with torch.no_grad():
-            for _, m in bn_layers(work):
-                m.weight.zero_()
-                m.bias.fill_(0.0 if shifts_zeroed else 1.0)
         example = example_input.detach().cpu().float()[:1]
         self.example_shape = list(example.shape)  # [1, C, H, W]: the size the layers are priced at
-        g = deployed_graph(
-            work, example, kernels=metric == "latency"
-        )  # what surgery keeps, as prune counts it
-        removable, _ = removable_classes(g)
+        g, removable = _removable_trace(model, example, shifts_zeroed, kernels=metric == "latency")
         self.graph = g
         k_classes = g.num_classes
         self.num_groups = len(g.groups)
@@ -214,7 +209,9 @@ class ResourceModel:
         self.table_total: float | None = None  # a table's measured whole run (seconds), where it records one
         self.width_points = False  # the table has whole networks measured at uniform widths
         if metric == "latency":
-            self._setup_latency(profile, precision, latency_table)
+            self._setup_latency(profile, precision, latency_table, model)
+            if self.width_points:
+                self._check_width_cut(model, example, latency_table["calibration"], shifts_zeroed)
         self.dense = self.value(self.dense_k)
         self.minimum = self.narrowest()
 
@@ -333,7 +330,7 @@ class ResourceModel:
         others = [sum((vb[r] for r in rs), zero) for _, _, rs in self.kernel_rows]
         return extra, torch.stack(others) if others else vb[:0]
 
-    def _setup_table(self, table: dict[str, Any]) -> None:
+    def _setup_table(self, table: dict[str, Any], model: nn.Module) -> None:
         """The budget priced by a measured per-layer table (its rows, fixed part, sweeps, calibration)."""
         self._check_table_input(table)
         rows = table.get("layers")
@@ -357,6 +354,7 @@ class ResourceModel:
                 "it is a table of another network; measure the table of this model's export",
                 param="latency_table",
             )
+        self._check_table_widths(table, model)
         self.table = {k: float(v) * unit for k, v in rows.items() if k in mac_layers}
         self.table_unit = unit  # (its sweeps' times are in it too)
         self.table_fixed = float(table.get("fixed", 0.0)) * unit
@@ -368,10 +366,12 @@ class ResourceModel:
         self._setup_sweeps(table.get("sweeps") or {})
         self._setup_calibration(table.get("calibration"))
 
-    def _setup_latency(self, profile: Any, precision: str | None, table: dict[str, Any] | None) -> None:
+    def _setup_latency(
+        self, profile: Any, precision: str | None, table: dict[str, Any] | None, model: nn.Module
+    ) -> None:
         if table is not None:
             try:
-                self._setup_table(table)
+                self._setup_table(table, model)
             except (TypeError, ValueError, KeyError, IndexError, StopIteration, OverflowError,
                     ZeroDivisionError, AttributeError) as exc:  # fmt: skip
                 raise EdgeslimError(  # (a probe's hand-edited tables: strings, [1] for a number, 1e308)
@@ -392,6 +392,37 @@ class ResourceModel:
                 f"precision must be one of {', '.join(ELEM_BYTES)}, got {self.precision!r}", param="precision"
             )
         self.efficiency = self.profile.efficiency_for(self.precision)
+
+    def _check_table_widths(self, table: dict[str, Any], model: nn.Module) -> None:
+        """A table of the same layers at other widths (benched from a slim export) prices every layer from
+        other times (a review: 0.187 ms dense where it ran in 0.25 ms, without a word when it had no
+        sweeps): refused by the widths it records; one that records none is warned about once."""
+        recorded = table.get("widths")
+        if not isinstance(recorded, dict):
+            key = (str(table.get("model")), str(table.get("total_ms")), len(table.get("layers") or ()))
+            if key not in _UNCHECKED_TABLES:
+                _UNCHECKED_TABLES.add(key)
+                log.warning(
+                    "the latency table records no layer widths (measured before tables recorded them, or "
+                    "written by hand): it is taken to time this model's dense network; bench the dense model's "
+                    "export again to have that checked"
+                )
+            return
+        mods = dict(uncompiled(model).named_modules())
+        for layer in self.layers:
+            m = mods.get(layer.name)
+            if layer.kind == "bn" or layer.name not in recorded or m is None:
+                continue
+            here = [getattr(m, "in_channels", getattr(m, "in_features", None)),
+                    getattr(m, "out_channels", getattr(m, "out_features", None))]  # fmt: skip
+            timed = [int(v) for v in recorded[layer.name]]
+            if None not in here and timed != here:
+                raise EdgeslimError(
+                    f"the latency table timed this network at other widths: layer {layer.name} has {timed[0]}->"
+                    f"{timed[1]} channels in it, {here[0]}->{here[1]} in this model (a table of a slimmed export?); "
+                    "measure the table on the export of the dense model the run slims",
+                    param="latency_table",
+                )
 
     def _check_table_input(self, table: dict[str, Any]) -> None:
         """A table timed at another input size or batch prices every layer wrongly (a trial: a table
@@ -471,6 +502,30 @@ class ResourceModel:
         self.calibration = (raw_dense, xs, [pts[x] for x in xs], float(calib["dense_ms"]) * 1e-3)
         self.width_points = True
 
+    def _check_width_cut(
+        self, model: nn.Module, example: Tensor, calib: dict[str, Any], shifts_zeroed: bool
+    ) -> None:
+        """Refuse calibration points whose networks were cut with another removability than this model's
+        (``zero_invariant``) where that changes the cut: they are placed at the lookup's fraction of
+        networks other than those measured (a review: a mobilenet_v3 quarter width measured with every
+        gated channel kept, placed at 0.75 of the lookup where it is 0.861)."""
+        cut = bool(calib.get("zero_invariant", False))  # (tables before it was recorded: cut without)
+        if cut == shifts_zeroed:
+            return
+        _, other = _removable_trace(model, example, cut, kernels=True)
+        if other.shape == self.removable.shape and torch.equal(
+            self._group_fixed_alive(other), self._group_fixed_alive()
+        ):
+            return  # (no channel that one removes and the other keeps: the same networks)
+        raise EdgeslimError(
+            f"the latency table's width models were cut {'with' if cut else 'without'} zero_invariant, but this run "
+            f"slims {'with' if shifts_zeroed else 'without'} it, which removes other channels of this model (those "
+            "a squeeze-excitation gate multiplies): its calibration points are networks this run's lookup does not "
+            f"price; cut the width models as the run does (export them {'with' if shifts_zeroed else 'without'} "
+            f"zero_invariant) and bench the table again, or slim {'with' if cut else 'without'} zero_invariant",
+            param=("latency_table", "zero_invariant"),
+        )
+
     def _calibrated(self, raw: Any) -> Any:
         """Seconds from the lookup's sum ``raw``: as a fraction of the dense sum, mapped through the
         whole networks the table measured (its calibration points, else only its dense run), times
@@ -499,10 +554,10 @@ class ResourceModel:
         return alive[self.pos_class].to(torch.float32)
 
     # ------------------------------------------------------------------ counts
-    def _group_fixed_alive(self) -> Tensor:
-        """Classes per group that can never be removed."""
+    def _group_fixed_alive(self, removable: Tensor | None = None) -> Tensor:
+        """Classes per group that can never be removed (by ``removable``: default this model's)."""
         valid = self.group_of_class >= 0
-        fixed = (~self.removable & valid).to(torch.float64)
+        fixed = (~(self.removable if removable is None else removable) & valid).to(torch.float64)
         return torch.zeros(self.num_groups, dtype=torch.float64).index_add_(
             0, self.group_of_class[valid], fixed[valid]
         )
@@ -868,6 +923,20 @@ def load_latency_table(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise EdgeslimError(f'latency table {path} must be a JSON object with "layers"')
     return data
+
+
+def _removable_trace(
+    model: nn.Module, example: Tensor, shifts_zeroed: bool, kernels: bool
+) -> tuple[Any, Tensor]:
+    """Surgery's graph of a copy of ``model`` whose BN scales are all zero (its shifts zero with
+    ``shifts_zeroed``, else nonzero), and its removable classes."""
+    work = copy.deepcopy(model).cpu().float()
+    with torch.no_grad():
+        for _, m in bn_layers(work):
+            m.weight.zero_()
+            m.bias.fill_(0.0 if shifts_zeroed else 1.0)
+    g = deployed_graph(work, example, kernels=kernels)  # what surgery keeps, as prune counts it
+    return g, removable_classes(g)[0]
 
 
 def _scalar(v: Any) -> float:

@@ -23,15 +23,18 @@ def uniform_widths(
     example_input: Tensor,
     fractions: tuple[float, ...] = CALIBRATION_FRACTIONS,
     round_to: int = 1,
+    zero_invariant: bool = False,
 ) -> dict[float, nn.Module]:
     """``{fraction: slim copy}``: every channel group of ``model`` cut to ``fraction`` of its
     channels (counts rounded up to multiples of ``round_to``, as surgery keeps them; the channels a
-    group must keep stay), by surgery, on a float32 CPU copy; ``model`` is not changed."""
+    group must keep stay), by surgery, on a float32 CPU copy; ``model`` is not changed.
+    ``zero_invariant``: the channels a slim run with it can remove (those a squeeze-excitation gate
+    multiplies too), as its resource model counts them (``shifts_zeroed``)."""
     from edgeslim.sparsity.resource import build_resource, zero_channels
     from edgeslim.surgery.prune import prune_with_report
 
     work = copy.deepcopy(model).cpu().float().eval()
-    res = build_resource(work, example_input, "macs", round_to=round_to)
+    res = build_resource(work, example_input, "macs", round_to=round_to, shifts_zeroed=zero_invariant)
     out = {}
     for f in fractions:
         cut = copy.deepcopy(work)
