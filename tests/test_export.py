@@ -1465,3 +1465,29 @@ def test_an_opset_above_the_torchscript_exporter_s_is_said_in_one_line(tmp_path,
     assert res.opset == 21 and res.exporter == "torchscript"
     assert ("TorchScript's ONNX export translates up to opset 20: the file says opset 21, its operators are "
             "translated as of opset 20 (exporter dynamo translates at 21)") in res.warnings  # fmt: skip
+
+
+def test_a_forced_export_keeps_a_users_own_export_saved_under_a_companions_name(tmp_path, capsys):
+    """A review of the day's third batch (finding 1): with another network exported on its own to
+    m.w50.onnx and m.int8.onnx (each an edgeslim export, so with edgeslim_version metadata), a forced
+    export of a third network to m.onnx removed both as "an earlier export's files". A companion ONNX
+    now goes only when its metadata names the earlier m.onnx's architecture, input shape and recipe (a
+    width model: its uniform_width); these stay, named in a warning. (Two dense pickles at one input size
+    record the same: those cannot be told apart.)"""
+    out = tmp_path / "out"
+    assert main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt")) == 0
+    torch.manual_seed(1)
+    other = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4)
+    )
+    for name in ("m.w50.onnx", "m.int8.onnx"):  # (at another input size: the metadata tells them apart)
+        args = _int8_export_args(tmp_path, other, "b.pt")
+        args[args.index("--onnx") + 1] = str(out / name)
+        args[args.index("--input-shape") + 1] = "3,20,20"
+        assert main(args) == 0
+    mine = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(_int8_export_args(tmp_path, _small_convnet(2), "c.pt", "--force")) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "kept m.int8.onnx, m.w50.onnx beside m.onnx" in err and "removed" not in err, err
+    assert all((out / n).read_bytes() == b for n, b in mine.items() if n != "m.onnx")
