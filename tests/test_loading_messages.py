@@ -650,6 +650,33 @@ class _CastsHalf(nn.Module):
         return self.net(x.half())
 
 
+class _CountsCalls(nn.Module):
+    """A model whose forward counts its calls in a buffer, in any mode (a user's feature monitor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _tiny_gray()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.net(x)
+
+
+def test_loading_a_half_pickle_leaves_what_its_forward_writes_as_it_was(tmp_path):
+    """A review of the day's third batch (finding 3): the float32 probe of a half pickle ran the model
+    itself once at load, so a buffer its forward updates in any mode (a call counter: 3 -> 4; an input
+    statistic mixed with the probe's zeros) changed by loading, and went into the checkpoints. The probe
+    runs a copy."""
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    model = _CountsCalls()
+    model.calls.fill_(3)
+    torch.save(model.half(), tmp_path / "counts.pt")
+    loaded = load_model_or_arch(f"pickle:{tmp_path / 'counts.pt'}", trust_pickle=True, input_shape="1,8,8")
+    assert loaded.model.calls.dtype == torch.float32 and float(loaded.model.calls) == 3.0
+
+
 def test_a_half_pickle_whose_forward_casts_its_input_is_kept_in_its_dtype(tmp_path, capsys, caplog):
     """A review of the day's new code (finding 2): a float16 pickle whose forward casts its input
     (``x = x.half()``) was widened to float32 on load and then failed: prune and slim ended in "internal

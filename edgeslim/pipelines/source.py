@@ -125,20 +125,19 @@ def in_float32(model: Any, name: str, shape: tuple[int, ...] | None, *, quiet: b
 
 def _float32_failure(model: Any, shape: tuple[int, ...]) -> str | None:
     """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input (eval mode,
-    no gradients; every module's mode restored), None where it runs."""
+    no gradients), None where it runs; a copy runs it, so nothing the forward writes (a call counter,
+    an input statistic the user's forward keeps in any mode) reaches the model."""
+    import copy
+
     import torch
 
     from edgeslim.errors import first_line
 
-    modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros((1, *shape)))
+            copy.deepcopy(model).eval()(torch.zeros((1, *shape)))
     except Exception as exc:  # noqa: BLE001 - a forward can fail in as many ways as there are models
         return first_line(exc)[:160]
-    finally:
-        for m, was in modes:
-            m.training = was
     return None
 
 
