@@ -825,3 +825,25 @@ def test_the_latency_check_times_under_the_tables_settings(tmp_path, caplog) -> 
     assert (
         "does not record the threads it was timed with: the latency check times with threads 1" in caplog.text
     )
+
+
+def test_a_table_timed_with_a_provider_this_runtime_lacks_is_not_measured_here():
+    """A review of the day's third batch (finding 2): a table recording CUDAExecutionProvider from a host
+    of this host's name (containers share names) was taken as measured here; the run trained in full,
+    then its latency check failed with exit 2 ("execution provider CUDAExecutionProvider is not
+    available"). Such a table is timed on its device (the run names the bench command)."""
+    import platform
+
+    import onnxruntime
+
+    from edgeslim.pipelines.latency import measured_here
+
+    table = {
+        "backend": "onnxruntime",
+        "env": {"host": platform.node(), "providers": ["CPUExecutionProvider"]},
+    }
+    assert measured_here(None, table)
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    table["env"]["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert not measured_here(None, table)

@@ -29,12 +29,19 @@ log = logging.getLogger(__name__)
 
 def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
     """Is the latency target this host with ONNX Runtime (so it can be measured now)? A given table
-    counts only if ONNX Runtime measured it on this machine (its ``env.host``)."""
+    counts only if ONNX Runtime measured it on this machine (its ``env.host``) with providers this
+    ONNX Runtime has (a table of CUDAExecutionProvider on a host of the same name, a container's, is
+    timed on its device)."""
     import platform
 
     if table is not None:
         env = table.get("env") or {}
-        return table.get("backend") == "onnxruntime" and env.get("host") == platform.node()
+        here = table.get("backend") == "onnxruntime" and env.get("host") == platform.node()
+        try:
+            import onnxruntime
+        except ImportError:
+            return here
+        return here and set(env.get("providers") or ()) <= set(onnxruntime.get_available_providers())
     return profile is not None and profile.kind == "host" and profile.preferred.backend == "onnxruntime"
 
 
