@@ -330,10 +330,11 @@ class ProximalSlimming(TrainHook):
         return {**self.__dict__, "_wrapped_step": False, "_sync_hooks": [], "_lr_map": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """A slimmer pickled before it read its BN layers each time (edgeslim of 2026-12-06 and before)
-        holds the layers' parameters, not the layers: it goes on with those parameters, as it did."""
+        """A slimmer pickled by an older edgeslim: one from before it read its BN layers each time
+        (2026-12-06 and before) holds the layers' parameters, not the layers, and goes on with those
+        parameters, as it did; flags it did not have yet start unset."""
+        state = {**_OLDER_STATE, **state}
         if "bn_modules" not in state and "gammas" in state:
-            state = dict(state)
             gammas, biases = state.pop("gammas"), state.pop("biases")
             state.pop("targets", None)
             state["bn_modules"] = [SimpleNamespace(weight=g, bias=b) for g, b in zip(gammas, biases)]
@@ -447,7 +448,7 @@ class ProximalSlimming(TrainHook):
             0, layer, (mag > 0).to(mag.dtype)
         )
         # (read again until xi holds the scales training starts from)
-        if self.scale_ref is None or getattr(self, "_scale_ref_stale", False):
+        if self.scale_ref is None or self._scale_ref_stale:
             nz = mag[mag > 0]
             self.scale_ref = float(nz.mean()) if nz.numel() else 1.0
             self._scale_ref_stale = self._xi_stale()
@@ -634,7 +635,7 @@ class ProximalSlimming(TrainHook):
 
     def _say_plain_alpha(self, optimizer: Optimizer) -> None:
         """Warn once that ``prox_step="effective"`` does not know ``optimizer``'s step: it gets ``1/lr``."""
-        if not getattr(self, "_plain_alpha_said", False):
+        if not self._plain_alpha_said:
             self._plain_alpha_said = True
             log.warning(
                 "prox_step='effective' reads the step of SGD (momentum) and of Adam-type optimizers (their "
@@ -666,7 +667,7 @@ class ProximalSlimming(TrainHook):
     @torch.no_grad()
     def step(self, optimizer: Optimizer | None = None, *, lr: float | None = None) -> None:
         """One proximal update; call right after ``optimizer.step()`` (or pass ``lr=``)."""
-        if getattr(self, "_wrapped", False) and not self._wrapped_step:
+        if self._wrapped and not self._wrapped_step:
             raise EdgeslimError(
                 "this slimmer is wrapped into an optimizer (edgeslim.sparsity.wrap) whose step() runs the "
                 "proximal update; calling slimmer.step() as well runs it twice per step: call one of them"
@@ -729,7 +730,7 @@ class ProximalSlimming(TrainHook):
             pinned = self._pinned(held)
             if bool(pinned.any()):
                 tau = torch.where(pinned, 0.0, tau)
-                if not getattr(self, "_pinned_said", False):
+                if not self._pinned_said:
                     self._pinned_said = True
                     log.warning(
                         "%d BN scales share their coupled channel with a held nonzero scale (requires_grad=False, "
@@ -926,9 +927,10 @@ class ProximalSlimming(TrainHook):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         xi = state["xi"]
-        if list(state.get("names", self.names)) == self.names:
+        same_layers = list(state.get("names", self.names)) == self.names
+        if same_layers:
             self._check_settings(state)
-        if list(state.get("names", self.names)) != self.names or xi.numel() != self.xi.numel():
+        if not same_layers or xi.numel() != self.xi.numel():
             raise EdgeslimError(
                 "the saved proximal-slimming state belongs to another model "
                 f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
@@ -1087,6 +1089,15 @@ def _refuse_unknown_keywords(cls: type, given: dict[str, Any]) -> None:
         close = difflib.get_close_matches(stray[0], names + sorted(known), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise EdgeslimError(f"{cls.__name__}() got an unexpected keyword argument {stray[0]!r}{hint}")
+
+
+#: attributes a slimmer pickled by an older edgeslim may lack, with the values they start from
+_OLDER_STATE = {
+    "_wrapped": False,
+    "_scale_ref_stale": False,
+    "_pinned_said": False,
+    "_plain_alpha_said": False,
+}
 
 
 def _sgd_shaped(group: dict[str, Any]) -> bool:
