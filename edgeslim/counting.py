@@ -63,7 +63,8 @@ class ModelStats:
         return asdict(self)
 
 
-def _channels(m: nn.Module) -> tuple[int | None, int | None]:
+def layer_channels(m: nn.Module) -> tuple[int | None, int | None]:
+    """(in, out) channels of a conv, linear or BN layer; (None, None) for any other module."""
     if isinstance(m, nn.modules.conv._ConvNd):
         return m.in_channels, m.out_channels
     if isinstance(m, nn.Linear):
@@ -368,7 +369,7 @@ def count_model(
         params -= shared
         if params == 0 and n_macs == 0:
             continue
-        cin, cout = _channels(m)
+        cin, cout = layer_channels(m)
         kind = (getattr(m, "original_name", None) if scripted else None) or type(m).__name__
         rows.append(LayerRow(name or "<model>", kind, params, n_macs, cin, cout, shapes.get(name)))
     return ModelStats(

@@ -87,6 +87,8 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
     import torch
     from torch import nn
 
+    from edgeslim.counting import layer_channels
+
     cfg = cfg or TimingConfig()
     sync = synchronize or (lambda: None)
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
@@ -144,11 +146,7 @@ def torch_layer_table(model, example, cfg: TimingConfig | None = None, *, synchr
     if never:
         raise EdgeslimError(f"layer(s) {', '.join(never[:4])} never ran in a forward pass; cannot time them")
     layers_ms = {n: _median_ms(v) for n, v in per_layer.items()}
-    widths = {
-        n: [int(getattr(m, "in_channels", getattr(m, "in_features", 0))),
-            int(getattr(m, "out_channels", getattr(m, "out_features", 0)))]
-        for n, m in convs
-    }  # fmt: skip
+    widths = {n: [int(c or 0) for c in layer_channels(m)] for n, m in convs}
     total = _median_ms(plain_totals)
     hooked = _median_ms(hooked_totals)
     return _finish(

@@ -63,6 +63,7 @@ from edgeslim.channels.devices import DeviceProfile, load_profile
 from edgeslim.channels.graph import CONST, deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.channels.rounding import kept_counts
+from edgeslim.counting import layer_channels
 from edgeslim.errors import EdgeslimError
 from edgeslim.sparsity.targets import METRICS
 from edgeslim.utils.console import human
@@ -413,8 +414,7 @@ class ResourceModel:
             m = mods.get(layer.name)
             if layer.kind == "bn" or layer.name not in recorded or m is None:
                 continue
-            here = [getattr(m, "in_channels", getattr(m, "in_features", None)),
-                    getattr(m, "out_channels", getattr(m, "out_features", None))]  # fmt: skip
+            here = list(layer_channels(m))
             timed = [int(v) for v in recorded[layer.name]]
             if None not in here and timed != here:
                 raise EdgeslimError(
