@@ -587,7 +587,9 @@ def test_int8_with_fewer_check_images_than_the_calibration_step(tmp_path, fmnist
     assert main([*args, "--onnx", str(tmp_path / "d.onnx"), "--dynamic-batch", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["ort_int8"]["check_images"] == 8
-    assert res["calibration_source"] == "fashion-mnist train[:16]"  # training images (a photo folder's test
+    assert (
+        res["calibration_source"] == "fashion-mnist train, 16 class-balanced (seed 0)"
+    )  # training images (a photo folder's test
     # split, a tenth of it, left a trial 8 images to calibrate on)
     assert main([*args, "--batch", "16", "--onnx", str(tmp_path / "f.onnx")]) == 2
     assert "--n-validate 8 is below the fixed --batch 16" in capsys.readouterr().err
@@ -1491,3 +1493,28 @@ def test_a_forced_export_keeps_a_users_own_export_saved_under_a_companions_name(
     err = " ".join(capsys.readouterr().err.split())
     assert "kept m.int8.onnx, m.w50.onnx beside m.onnx" in err and "removed" not in err, err
     assert all((out / n).read_bytes() == b for n, b in mine.items() if n != "m.onnx")
+
+
+def test_the_check_source_names_the_images_used(tmp_path, fmnist_dir, capsys):
+    """Review of what edgeslim writes (check images): export named them ``fashion-mnist test[:64]``, but
+    they are a class-balanced subset chosen by seed 0 (the first 64 test images gave 0.453 where the
+    report said 0.500), and a fixed batch 8 with 20 images asked said ``test[:20]`` where 16 ran."""
+    from edgeslim.data import load_dataset
+    from edgeslim.export.validate import bundle_inputs
+
+    save_model(
+        tmp_path / "m.pt", _vgg_fm(), ModelSpec("vgg-small", 10, 1, (28, 28)), meta={"data": "fashion-mnist"}
+    )
+    args = ["export", str(tmp_path / "m.pt"), "--data-dir", fmnist_dir, "--onnx", str(tmp_path / "m.onnx")]
+    assert main([*args, "--batch", "8", "--n-validate", "20", "--json"]) == 0
+    v = json.loads(capsys.readouterr().out)["onnx"]["validation"]
+    assert v["n"] == 16 and v["source"] == "fashion-mnist test, 16 of 20 class-balanced (seed 0)"
+    assert json.loads(read_metadata(tmp_path / "m.onnx")["validation"])["source"] == v["source"]
+    # what the label says reproduces the images: the seed-0 class-balanced 64, not the first 64
+    batch = real_inputs(FM_SHAPE, data="fashion-mnist", data_dir=fmnist_dir, n=64)
+    assert batch.source == "fashion-mnist test, 64 class-balanced (seed 0)"
+    chosen = load_dataset("fashion-mnist", data_dir=fmnist_dir, subset=1, test_subset=64, seed=0)
+    assert torch.equal(batch.x, bundle_inputs(chosen, 64).x)
+    assert not torch.equal(
+        chosen.test_x, load_dataset("fashion-mnist", data_dir=fmnist_dir, subset=1).test_x[:64]
+    )

@@ -91,12 +91,12 @@ def test_real_inputs_from_a_folder_of_photos(photos: Path) -> None:
     yolo_meta = {"mean": [0.0] * 3, "std": [1.0] * 3, "fit": "letterbox"}
     b = real_inputs((3, 64, 64), data="images", data_dir=str(photos), meta=yolo_meta, n=12)
     assert b is not None and b.real and b.labels is None and b.x.shape == (12, 3, 64, 64)
-    assert b.source == f"images {photos} (40 files, letterboxed)[:12]"
+    assert b.source == f"images {photos} (40 files, letterboxed), 12 spread evenly over them"
     assert float(b.x.min()) >= 0 and float(b.x.max()) <= 1 and (b.x == LETTERBOX_FILL / 255).any()
     c = real_inputs((3, 48, 48), data="images", data_dir=str(photos), meta={}, n=40)
     assert c is not None and c.x.shape == (40, 3, 48, 48)
     assert np.allclose(c.x.mean(dim=(0, 2, 3)).numpy(), 0, atol=1e-4)  # its own statistics
-    assert c.source.endswith("(40 files, stretched)[:40]")
+    assert c.source.endswith("(40 files, stretched), 40 spread evenly over them")
 
 
 def test_export_a_detector_calibrated_on_photos(photos: Path, tmp_path: Path, capsys) -> None:

@@ -127,7 +127,7 @@ def test_cli_prune_calibrates_on_the_data_set_the_checkpoint_records(tmp_path, f
     path = save_model(tmp_path / "t.pt", m, spec, meta={"data": "fashion-mnist", "data_dir": fmnist_dir})
     assert main(["prune", str(path), "-o", str(tmp_path / "s.pt"), "--calib", "16", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["calibration"].startswith("16 images: fashion-mnist test")
+    assert rep["calibration"] == "fashion-mnist test, 16 class-balanced (seed 0)"
     bare = save_model(tmp_path / "b.pt", m, spec)  # no data recorded: random inputs, and it says so
     assert main(["prune", str(bare), "-o", str(tmp_path / "s2.pt"), "--json"]) == 0
     assert "random" in json.loads(capsys.readouterr().out)["calibration"]

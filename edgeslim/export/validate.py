@@ -43,13 +43,23 @@ STATS_IMAGES = 512
 CHECK_CHUNK = 64
 
 
+#: the seed that chooses a check's class-balanced images (``load_dataset``'s, as ``test_subset`` chooses them)
+CHECK_SEED = 0
+
+
+def counted(origin: str, n: int, chosen: str, of: int | None = None) -> str:
+    """A batch's source: where its images come from, how many and how they were chosen
+    (``fashion-mnist test, 64 class-balanced (seed 0)``; ``of``: the first ``n`` of that many)."""
+    return f"{origin}, {n}{f' of {of}' if of is not None and of != n else ''} {chosen}"
+
+
 @dataclass
 class InputBatch:
     """Validation inputs: normalized float32 ``[N,C,H,W]`` plus where they came from."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
-    source: str  # e.g. "fashion-mnist test[:64]" or "random normal (seed 0)"
+    source: str  # e.g. "fashion-mnist test, 64 class-balanced (seed 0)" or "random normal (seed 0)"
     real: bool
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -59,18 +69,25 @@ class InputBatch:
     classes: int | None = None
     #: warnings about reading the images (some could not be decoded), for the report of what used them
     notes: tuple[str, ...] = ()
+    #: where the images come from, without their count (``cifar10 test``); empty: ``source`` says it all
+    origin: str = ""
+    #: how they were chosen, said after their count (``class-balanced (seed 0)``)
+    chosen: str = ""
 
     @property
     def base_source(self) -> str:
-        """The source without its ``[:n]`` count (``cifar10 test``)."""
-        cut = self.source.endswith("]") and "[:" in self.source
-        return self.source[: self.source.rfind("[:")] if cut else self.source
+        """The source without its count (``cifar10 test``)."""
+        return self.origin or self.source
 
     def first(self, n: int) -> InputBatch:
-        """The first ``n`` inputs (and labels), the source saying how many (``cifar10 test[:n]``)."""
+        """The first ``n`` inputs (and labels), the source saying how many
+        (``cifar10 test, 20 of 84 class-balanced (seed 0)``)."""
         k = min(n, len(self.x))
+        if k == len(self.x):
+            return self
         labels = self.labels[:k] if self.labels is not None else None
-        return replace(self, x=self.x[:k], labels=labels, source=f"{self.base_source}[:{k}]")
+        source = counted(self.origin, k, self.chosen, of=len(self.x)) if self.origin else self.source
+        return replace(self, x=self.x[:k], labels=labels, source=source)
 
 
 @dataclass
@@ -187,7 +204,7 @@ def real_inputs(
     size = tuple(input_shape[1:]) if key == "imagefolder" else None
     train = split == "train"
     bundle = load_dataset(name, data_dir=data_dir, subset=n if train else 1, test_subset=1 if train else n,
-                          image_size=size, upto=True)  # fmt: skip
+                          seed=CHECK_SEED, image_size=size, upto=True)  # fmt: skip
     if tuple(bundle.input_shape) != tuple(input_shape):
         if not data:  # the recorded set: the shape was changed
             raise EdgeslimError(
@@ -221,7 +238,7 @@ def real_inputs(
                 "of its training images (not written into the ONNX as the model's)", c, bundle.name,
                 len(sample.train_y),
             )  # fmt: skip
-    batch = bundle_inputs(bundle, n, mean, std, split=split)
+    batch = bundle_inputs(bundle, n, mean, std, split=split, chosen=f"class-balanced (seed {CHECK_SEED})")
     return replace(batch, estimated=True) if estimated else batch
 
 
@@ -231,12 +248,14 @@ def bundle_inputs(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     split: str = "test",
+    chosen: str = "class-balanced",
 ) -> InputBatch:
     """``n`` images of a loaded data set's ``split`` (a :class:`~edgeslim.data.DataBundle`) with their
     labels, normalized with ``mean``/``std`` (default: the data set's own statistics). The classes
     take turns (each class's first image, then each class's second, ...), so every leading part,
     such as the images that check an export ahead of those that calibrate INT8, holds every class
-    (a class-sorted folder once gave a 64-image check of one class)."""
+    (a class-sorted folder once gave a 64-image check of one class). ``chosen``: how the split's
+    images were chosen, for the source (``fashion-mnist test, 64 class-balanced (seed 0)``)."""
     import torch
 
     mean = mean if mean and len(mean) == bundle.in_channels else tuple(bundle.mean)
@@ -251,7 +270,9 @@ def bundle_inputs(
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     x = (xu8.to(torch.float32) / 255.0 - m) / s
-    return InputBatch(x, y, f"{bundle.name} {split}[:{len(x)}]", True, mean, std, classes=bundle.num_classes)
+    origin = f"{bundle.name} {split}"
+    return InputBatch(x, y, counted(origin, len(x), chosen), True, mean, std, classes=bundle.num_classes,
+                      origin=origin, chosen=chosen)  # fmt: skip
 
 
 def _folder_inputs(
@@ -286,8 +307,9 @@ def _folder_inputs(
         )  # fmt: skip
     x.sub_(torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
     x.div_(torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    source = f"{IMAGES} {root} ({total} files, {FIT_WORDS.get(fit, fit)})[:{len(x)}]"
-    return InputBatch(x, None, source, True, mean, std, estimated, notes=tuple(notes))
+    origin, chosen = f"{IMAGES} {root} ({total} files, {FIT_WORDS.get(fit, fit)})", "spread evenly over them"
+    return InputBatch(x, None, counted(origin, len(x), chosen), True, mean, std, estimated, notes=tuple(notes),
+                      origin=origin, chosen=chosen)  # fmt: skip
 
 
 def random_inputs(
@@ -433,14 +455,14 @@ def validate_onnx(
     (``traced_batch``: the batch a dynamic-batch graph was traced at, named where it is at fault)."""
     import torch
 
-    x, labels = batch.x, batch.labels
     if static_batch is not None:  # a static-batch graph takes exactly `static_batch` images per run
-        if len(x) < static_batch:
-            x, labels = torch.cat([x] * -(-static_batch // len(x)))[:static_batch], None
-        else:
-            k = len(x) // static_batch * static_batch
-            x, labels = x[:k], None if labels is None else labels[:k]
-        batch = replace(batch, x=x, labels=labels)
+        if len(batch.x) < static_batch:
+            x = torch.cat([batch.x] * -(-static_batch // len(batch.x)))[:static_batch]
+            source = f"{batch.source}, repeated to the fixed batch of {static_batch}"
+            batch = replace(batch, x=x, labels=None, source=source)
+        else:  # whole batches (the source says how many of the images)
+            batch = batch.first(len(batch.x) // static_batch * static_batch)
+    x = batch.x
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)

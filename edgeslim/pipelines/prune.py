@@ -179,7 +179,7 @@ def _calib(
         )
     for note in batch.notes:  # (a prune's report has no warnings of its own)
         log.warning("%s", note)
-    return list(batch.x.split(64)), f"{len(batch.x)} images: {batch.source}"
+    return list(batch.x.split(64)), batch.source  # (it says how many and how they were chosen)
 
 
 def graph(
