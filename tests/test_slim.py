@@ -207,6 +207,21 @@ def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
     assert shown.endswith("end the taper later (--taper-end)")  # the flag, as the terminal shows it (a trial)
 
 
+def test_chance_message_names_the_kappa_rule_on_a_large_test_set() -> None:
+    """Review of what edgeslim writes: a collapse on 10,000 test images said "below 14.5% on 10000 test
+    images is not told apart from it" (chance 10%), where 14.5% is 15 standard errors above chance: the
+    threshold there is the kappa floor, not noise."""
+    from edgeslim.slim import collapse_check
+
+    report = {"accuracy": {"trained": 0.118, "slim": 0.118}, "slimming": {"lam": 4.0},
+              "finalize": {"zeroed": 57, "total": 100}, "history": [{"gamma_mean": 0.1}]}  # fmt: skip
+    big = collapse_check(report, [], 10, budget=True, test_labels=torch.arange(10000) % 10)
+    assert big["collapsed"] and (
+        "(chance 10.0%, always answering the commonest class; below 14.5% counts as near it: Cohen's kappa under "
+        "0.05, at most 5% of the way from chance to 100%)" in big["message"]
+    )
+
+
 def test_chance_is_judged_for_the_number_of_classes() -> None:
     """A 3-class run at 49.2% learned (a user trial's was called 'at chance (33%)' and failed: the
     old rule was 1.5 / classes = 50%); a constant answer at 33% with most channels zero collapsed."""
@@ -222,8 +237,8 @@ def test_chance_is_judged_for_the_number_of_classes() -> None:
     assert not learned["collapsed"] and learned["message"] == ""
     dead = collapse_check(report(1 / 3, 57), [], 3, budget=True, test_labels=labels)
     assert dead["collapsed"] and (
-        "near chance (chance 33.3%, always answering the commonest class; below 46.2% on 120 test images is not "
-        "told apart from it)" in dead["message"]
+        "near chance (chance 33.3%, always answering the commonest class; below 46.2% is within 3 standard errors "
+        "of it on 120 test images, not told apart from it)" in dead["message"]
     )
     # ten balanced classes: 14.5% as before (1.5 / 10 = 15%); imbalanced: the majority class is chance
     assert collapse_check(report(0.14, 80), [], 10)["collapsed"]
