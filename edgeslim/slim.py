@@ -920,6 +920,23 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+#: the narrowest span of the |gamma| histogram, as the ratio of its ends: scales all near one value
+#: (lambda 0: 0.49 to 0.51) fill several of its bars
+GAMMA_HIST_MIN_RATIO = 1.1
+
+
+def gamma_hist_range(lo: float, hi: float) -> tuple[float, float]:
+    """The ends of the |gamma| histogram's log axis: the nonzero scales' ``lo`` to ``hi``, widened about
+    their middle to :data:`GAMMA_HIST_MIN_RATIO` where narrower (it was padded to a decade above ``lo``,
+    which put 448 scales near 0.5 in one bar of 0.45 to 5)."""
+    lo = max(lo, 1e-6)
+    hi = max(hi, lo)
+    if hi / lo < GAMMA_HIST_MIN_RATIO:
+        mid, half = math.sqrt(lo * hi), math.sqrt(GAMMA_HIST_MIN_RATIO)
+        lo, hi = mid / half, mid * half
+    return lo, hi
+
+
 def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict[str, str]:
     """``channels.png`` (channels kept per BN layer) and ``gamma_hist.png`` (|gamma| histogram)."""
     files = {}
@@ -963,11 +980,12 @@ def plot_report(report: dict[str, Any], gammas: torch.Tensor, out: Path) -> dict
     az.set_ylabel("channels")
     az.annotate(str(zeros), (0, zeros), ha="center", va="bottom", fontsize=9)
     if nz.size:
-        lo = max(float(nz.min()), 1e-6)
-        bins = torch.logspace(math.log10(lo), math.log10(max(float(nz.max()), lo * 10)), 40).numpy()
+        lo, hi = gamma_hist_range(float(nz.min()), float(nz.max()))
+        bins = torch.logspace(math.log10(lo), math.log10(hi), 41).numpy()
         ax.hist(nz, bins=bins, color="#2a7ab0")
         ax.set_xscale("log")
-        plain_log_axis(ax.xaxis, float(bins[0]), float(bins[-1]))
+        ax.set_xlim(lo, hi)
+        plain_log_axis(ax.xaxis, lo, hi)
     ax.set_xlabel("|gamma| of the kept channels (log scale)")
     fig.suptitle(
         f"BN scales after finalize: {zeros} of {zeros + nz.size} exactly zero ({zeros / max(zeros + nz.size, 1):.0%})",

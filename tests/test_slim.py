@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -839,3 +840,20 @@ def test_slim_refuses_a_run_of_warm_up_before_reading_data(tmp_path, capsys) -> 
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert "--warmup-epochs (2) is not below --epochs (2): the whole run would be warm-up" in err, err
     assert not out.exists()
+
+
+def test_a_run_that_removes_nothing_plots_and_prints_its_scales_as_they_are(tmp_path: Path, capsys) -> None:
+    """Review of what edgeslim writes (lambda 0): gamma_hist.png padded its log axis to a decade above the
+    smallest scale, so 448 scales from 0.43 to 0.61 filled a few bars at its left end (0.49 to 0.51: one
+    bar of 0.45 to 5), and the change column printed -0.0% for nothing removed."""
+    from matplotlib.image import imread
+
+    argv = ["slim", "vgg-small", "--data", "digits", "--lambda", "0", "--epochs", "1", "--batch-size", "64",
+            "--device", "cpu", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "-0.0%" not in printed and printed.count(" 0.0% ") == 3  # channels, parameters, MACs
+    png = imread(tmp_path / "gamma_hist.png")[..., :3]
+    blue = (np.abs(png - np.array([0x2A, 0x7A, 0xB0]) / 255).max(axis=2) < 0.02).any(axis=0)
+    columns = np.flatnonzero(blue)
+    assert (columns[-1] - columns[0]) / png.shape[1] > 0.5  # the bars span the axis (it was about 9%)

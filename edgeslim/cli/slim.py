@@ -267,7 +267,15 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         for key, label in (("channels", "BN channels"), ("params", "parameters"), ("macs", "MACs")):
             if key in report:
                 d = report[key]
-                rows.append([label, human(d["dense"]), human(d["slim"]), f"-{d.get('removed_frac', 0):.1%}"])
+                removed = f"{d.get('removed_frac', 0):.1%}"  # (none removed: 0.0%, not -0.0%)
+                rows.append(
+                    [
+                        label,
+                        human(d["dense"]),
+                        human(d["slim"]),
+                        removed if removed == "0.0%" else f"-{removed}",
+                    ]
+                )
         s = report["slimming"]
         last = (report.get("history") or [{}])[-1]
         lam = _lambda_text(s["lam"], last.get("budget_lambda") if "budget" in report else None)
