@@ -12,12 +12,17 @@ training runs: the pattern of kept channels matters here, not the accuracy):
     lookup (bench.sweep) drives the controller; at the end slim measures dense and slim
     (batch 1) and reports measured / target and predicted / measured.
 
-(c) the reference for (a): every coupled channel group of the same trained dense network cut to one
-    common width (the largest whose MACs stay within T, counts at the default run's multiple),
-    by surgery, timed the same way. The most regular network at that MAC share: what it realizes
-    is what fixed per-operator costs leave for any choice of channels.
+(c) the reference for (a): every coupled channel group of the same trained dense network cut by
+    one width factor w (the largest whose MACs stay within T) by surgery, timed the same way. Each
+    group keeps round(w x its channels) rounded up to the default run's multiple, so the kept
+    fractions differ from layer to layer (vgg-small at w 0.516, multiple 16: 16/32, 48/64, 80/128,
+    i.e. 50%, 75%, 62.5%) and a small change of w moves the MACs in steps (w 0.508: 29.5% of
+    them, 0.516: 40.7%); the table lists each cell's kept channels. The most regular network at
+    that MAC share and multiple: what it realizes is what fixed per-operator costs leave for any
+    choice of channels.
 
 Writes ``benchmarks/results/speed_by_default.{json,md,png}``; runs are cached in ``--work``.
+``--rewrite`` writes the .md and .png again from the .json, running nothing.
 
     nice -n 5 .venv/bin/python benchmarks/speed_by_default.py
 """
@@ -41,6 +46,8 @@ MODELS = {
     "resnet20": {"data_name": "cifar10", "data_dir": CIFAR},
     "mobilenetv2": {"data_name": "cifar10", "data_dir": CIFAR},
 }
+#: each model's input (its data set's images)
+INPUT_SHAPES = {"vgg-small": (1, 28, 28), "resnet20": (3, 32, 32), "mobilenetv2": (3, 32, 32)}
 TARGETS = (0.5, 0.3)
 GOAL_RATIO, GOAL_LATENCY = 0.9, 0.05
 #: latency target tried when 0.5 / 0.3 are below the narrowest aligned network
@@ -121,15 +128,13 @@ def per_batch(timing: dict, macs_kept: float) -> dict:
 
 
 def uniform_network(run: Path, target: float, round_to: int) -> tuple[Any, float, float]:
-    """(network, width, MACs kept): the run's trained dense network with every group cut to the largest
-    common width whose MACs stay within ``target`` of dense (counts rounded like surgery), by surgery."""
-    import copy
-
+    """(network, width, MACs kept): the run's trained dense network with every group cut by the largest
+    width factor whose MACs stay within ``target`` of dense (each group's count rounded like surgery,
+    up to a multiple of ``round_to``), by surgery."""
     import torch
 
     from edgeslim.checkpoint import load_model
-    from edgeslim.sparsity.resource import build_resource, zero_channels
-    from edgeslim.surgery import prune_with_report
+    from edgeslim.sparsity.resource import build_resource
 
     loaded = load_model(run / "trained.pt")
     dense = loaded.model.eval()
@@ -139,10 +144,50 @@ def uniform_network(run: Path, target: float, round_to: int) -> tuple[Any, float
     for _ in range(30):
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if res.value(res.uniform_counts(mid)) <= target * res.dense else (lo, mid)
+    net, kept = cut_by_width(dense, example, lo, round_to)
+    return net, lo, kept
+
+
+def cut_by_width(dense: Any, example: Any, width: float, round_to: int) -> tuple[Any, float]:
+    """(network, MACs kept): ``dense`` with every group cut by the width factor ``width`` (counts rounded
+    up to multiples of ``round_to``), by surgery."""
+    import copy
+
+    from edgeslim.sparsity.resource import build_resource, zero_channels
+    from edgeslim.surgery import prune_with_report
+
+    res = build_resource(dense, example, "macs", round_to=round_to)
     cut = copy.deepcopy(dense)
-    zero_channels(cut, res.uniform_mask(lo) == 0)
+    zero_channels(cut, res.uniform_mask(width) == 0)
     net = prune_with_report(cut, example, round_to=round_to).model
-    return net, lo, res.value(res.uniform_counts(lo)) / res.dense
+    return net, res.value(res.uniform_counts(width)) / res.dense
+
+
+def bn_widths(model: Any) -> list[int]:
+    """The channels of each BatchNorm layer of ``model``, in order (the kept-channels column)."""
+    from torch import nn
+
+    return [m.num_features for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def uniform_channels(row: dict) -> tuple[list[int], list[int]]:
+    """(kept, dense) channels per BN layer of a part (c) row: recorded, else (a row written before they
+    were) cut again from the architecture at the row's width and multiple (the counts depend on nothing
+    else; the MACs kept must match the row's)."""
+    if row.get("channels_kept"):
+        return row["channels_kept"], row["channels_dense"]
+    import torch
+
+    from edgeslim.models import create_model
+
+    c, h, w = INPUT_SHAPES[row["model"]]
+    dense = create_model(row["model"], num_classes=10, in_channels=c, input_size=(h, w)).eval()
+    net, kept = cut_by_width(dense, torch.zeros(1, c, h, w), row["width"], row["round_to"])
+    if abs(kept - row["macs_kept"]) > 1e-6:
+        raise RuntimeError(
+            f"{row['model']} at width {row['width']}: {kept:.4f} of the MACs, recorded {row['macs_kept']:.4f}"
+        )
+    return bn_widths(net), bn_widths(dense)
 
 
 def main() -> int:
@@ -157,7 +202,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeslim-speed-by-default"))
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "speed_by_default")
+    ap.add_argument("--rewrite", action="store_true", help="write the .md and .png again from the .json")
     args = ap.parse_args()
+    if args.rewrite:
+        record = json.loads(args.out.with_suffix(".json").read_text())
+        write_md(record, args.out)
+        _plot(record, args.out.with_suffix(".png"))
+        return 0
     import torch
 
     from edgeslim.errors import EdgeslimError
@@ -226,8 +277,8 @@ def main() -> int:
             run = args.work / f"{r['model']}-macs{r['target_macs']}-default"
             print(f"uniform width for {run.name} ...", file=sys.stderr, flush=True)
             net, width, kept = uniform_network(run, r["target_macs"], r["round_to"])
-            if kept > r["target_macs"] + 1e-9:  # even the narrowest common width is over the target
-                print(f"  {run.name}: no common width within the target", file=sys.stderr, flush=True)
+            if kept > r["target_macs"] + 1e-9:  # even the narrowest width factor is over the target
+                print(f"  {run.name}: no width factor within the target", file=sys.stderr, flush=True)
                 continue
             dense = load_model(run / "trained.pt")
             timing = time_models(
@@ -236,6 +287,7 @@ def main() -> int:
             rows_c.append({
                 "model": r["model"], "target_macs": r["target_macs"], "round_to": r["round_to"], "width": width,
                 "macs_kept": kept, "macs_ratio": 1.0 / kept,
+                "channels_kept": bn_widths(net), "channels_dense": bn_widths(dense.model),
                 "slim_b1": r["b1"]["speedup_over_macs_ratio"], "slim_b32": r["b32"]["speedup_over_macs_ratio"],
                 **per_batch(timing, kept),
             })  # fmt: skip
@@ -301,10 +353,17 @@ def _cpu() -> str:
 
 
 def write(record: dict, out: Path) -> None:
+    """The results: ``out`` .json, .md and .png."""
     from edgeslim.utils.io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out.with_suffix(".json"), record)
+    write_md(record, out)
+    _plot(record, out.with_suffix(".png"))
+
+
+def write_md(record: dict, out: Path) -> None:
+    """The results' Markdown (``out`` .md) from their record."""
     lines = [
         "# Faster on the target by default (ONNX Runtime, this CPU, 1 thread)",
         "",
@@ -358,25 +417,35 @@ def write(record: dict, out: Path) -> None:
         lines.append("")
     if record.get("uniform"):
         lines += [
-            "## (c) the reference: one common width at the same MAC share and multiple",
+            "## (c) the reference: one width factor at the same MAC share and multiple",
             "",
-            "Every group of the same trained dense network cut to the largest common width within T "
-            "(counts at the default run's multiple), timed the same way. Speedup / MAC ratio of this most "
-            "regular network next to the default slim run's.",
+            "Every group of the same trained dense network cut by the largest width factor w within T, timed "
+            "the same way. Each group keeps round(w x its channels) rounded up to a multiple of the default "
+            "run's (the multiple column), so the kept fractions differ from layer to layer (vgg-small at w "
+            "0.516: 16/32, 48/64, 80/128, i.e. 50%, 75%, 62.5%) and the MACs kept move in steps with w (0.508: "
+            "0.295, 0.516: 0.407); kept channels per BN layer, of the dense ones, in the last columns. "
+            "Speedup / MAC ratio of this most regular network next to the default slim run's.",
             "",
-            "| model | T | multiple | width | MACs kept | speedup b1 | /MAC ratio b1 (slim) | speedup b32 | "
-            "/MAC ratio b32 (slim) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| model | T | multiple | width factor | MACs kept | speedup b1 | /MAC ratio b1 (slim) | speedup b32 | "
+            "/MAC ratio b32 (slim) | kept fraction per layer | kept channels | dense channels |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in record["uniform"]:
+            kept, dense = uniform_channels(r)
+            fracs = [k / d for k, d in zip(kept, dense)]
             lines.append(
                 f"| {r['model']} | {r['target_macs']} | {r['round_to']} | {r['width']:.3f} | {r['macs_kept']:.3f} | "
                 f"{r['b1']['speedup']:.2f} | **{r['b1']['speedup_over_macs_ratio']:.2f}** ({r['slim_b1']:.2f}) | "
-                f"{r['b32']['speedup']:.2f} | **{r['b32']['speedup_over_macs_ratio']:.2f}** ({r['slim_b32']:.2f}) |"
+                f"{r['b32']['speedup']:.2f} | **{r['b32']['speedup_over_macs_ratio']:.2f}** ({r['slim_b32']:.2f}) | "
+                f"{_pct(min(fracs))}-{_pct(max(fracs))} | {' '.join(map(str, kept))} | {' '.join(map(str, dense))} |"
             )
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
-    _plot(record, out.with_suffix(".png"))
+
+
+def _pct(v: float) -> str:
+    """A share as a percentage with at most one decimal (``62.5%``, ``50%``)."""
+    return f"{100 * v:.1f}".rstrip("0").rstrip(".") + "%"
 
 
 def _plot(record: dict, path: Path) -> None:
@@ -390,7 +459,7 @@ def _plot(record: dict, path: Path) -> None:
     uniform = {(r["model"], r["target_macs"]): r for r in record.get("uniform") or []}
     series = [("aligned (default)", "#2a7ab0"), ("unaligned (--round-to 1)", "#c0392b")]
     if uniform:
-        series.append(("one common width, same multiple (reference)", "#999999"))
+        series.append(("one width factor, same multiple (reference)", "#999999"))
     w = 0.8 / len(series)
     for ax, b in zip(axes, ("b1", "b32")):
         for j, (mode, color) in enumerate(series):

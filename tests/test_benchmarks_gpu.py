@@ -51,3 +51,20 @@ def test_gpu_phases_sweep_smoke(tmp_path, fmnist_dir: str) -> None:
     assert set(rec["runs"]) == {"dense-s0", "uniform@0.5-s0"}
     assert rec["runs"]["uniform@0.5-s0"]["channels_removed"] == 0.5
     assert "| uniform | " in (out / "phases_fmnist_60k_gpu.md").read_text()
+
+
+def test_speed_by_default_names_its_reference_as_the_width_factor_it_is(tmp_path) -> None:
+    """Review of what edgeslim writes: part (c) of speed_by_default.md (and the README) called its reference
+    "one common width", but width 0.516 of vgg-small keeps 16/32, 48/64, 80/128 channels (50%, 75%, 62.5%:
+    each group's count is rounded up to the multiple, 16), and 0.508 keeps 0.295 of the MACs where 0.516
+    keeps 0.407. The writer now says so and lists each cell's kept channels (recomputed from the
+    architecture for the committed rows, which predate the field); the committed .md is what it writes."""
+    sbd = _load("speed_by_default")
+    committed = ROOT / "benchmarks" / "results" / "speed_by_default"
+    record = json.loads(committed.with_suffix(".json").read_text())
+    sbd.write(record, tmp_path / "s")
+    md = (tmp_path / "s.md").read_text()
+    assert "common width" not in md and "one width factor" in md
+    assert "| 16 | 0.516 | 0.407 |" in md and "| 50%-75% | 16 16 48 48 80 80 | 32 32 64 64 128 128 |" in md
+    assert "| 50%-62.5% | 16 16 32 32 80 80 |" in md  # width 0.508: 0.295 of the MACs
+    assert md == committed.with_suffix(".md").read_text()
