@@ -96,6 +96,7 @@ def check_record(record: dict, source: str = "the record") -> dict:
             raise damaged(f"the cost of {label} is not a table of its layers")
         if not isinstance(m.get("file_bytes", 0), (int, float)):
             raise damaged(f"the file size of {label} is not a number")
+    name_layer_times(record)
     return record
 
 
@@ -172,17 +173,51 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
 UNPADDED_WHY = "the measured ONNX file is not at its recorded path, or onnx is not installed"
 
 
+def measured_file(record: dict, label: str) -> str | None:
+    """The path of the file ``label`` was measured from where it is still there (the same size; not
+    another file at that path now); None where it is not."""
+    from edgeslim.bench.compare import model_bytes
+
+    facts = record["models"][label]
+    path = facts.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    if facts.get("file_bytes") is not None and model_bytes(path) != facts["file_bytes"]:
+        return None
+    return str(path)
+
+
+def name_layer_times(record: dict) -> None:
+    """Give the profiled nodes of a record's layer times their ``layer``
+    (:func:`edgeslim.bench.layers.node_layers`) where bench could not (measured without onnx, or before it
+    recorded them), from each model's ONNX file where it is still at its recorded path and onnx is installed."""
+    from edgeslim.bench.backends import model_format
+    from edgeslim.bench.layers import node_layers
+
+    for label in record["models"]:
+        lt = (record["summary"].get(label) or {}).get("layer_times")
+        nodes = lt.get("layers") if isinstance(lt, dict) else None
+        if not isinstance(nodes, list) or all(not isinstance(n, dict) or "layer" in n for n in nodes):
+            continue
+        path = measured_file(record, label)
+        if path is None or model_format(path) != "onnx":
+            continue
+        try:
+            import onnx
+
+            graph = onnx.load(path, load_external_data=False).graph
+        except Exception:  # noqa: BLE001 - onnx missing, or protobuf's many types: the nodes stay unnamed
+            continue
+        for node, layer in zip(nodes, node_layers(graph, nodes), strict=True):
+            node["layer"] = layer
+
+
 def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
     """The model's costs at channel counts padded to ``multiple``, from its ONNX file where it still
     is and onnx is installed (None: the run's stored costs, at the exported widths, are what is left)."""
-    facts = record["models"][label]
-    path = facts.get("path")
-    if multiple <= 1 or not path or not Path(path).is_file():
+    path = measured_file(record, label)
+    if multiple <= 1 or path is None:
         return None
-    from edgeslim.bench.compare import model_bytes
-
-    if facts.get("file_bytes") is not None and model_bytes(path) != facts["file_bytes"]:
-        return None  # (another file at that path now: not the model that was measured)
     try:
         from edgeslim.bench.onnx_cost import onnx_cost
 
@@ -215,27 +250,68 @@ def latency_rows(record: dict) -> list[list]:
     return rows
 
 
-def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
-    """The per-node kernel times of every model (``bench --layer-times``): a title, the columns and
-    one row per node in execution order (models side by side); None when the record has none."""
+def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]], bool] | None:
+    """Every model's profiled nodes (``bench --layer-times``) matched by the layer they run: a name
+    and ``{label: node}`` per row, in execution order; a node no other model runs at that layer (a
+    reorder ONNX Runtime added) has a row of its own. The bool: whether the nodes carry their layer
+    (:func:`edgeslim.bench.layers.node_layers`; else, in a record measured without onnx or before
+    bench recorded it, only nodes of the same ONNX Runtime name are matched). None: no layer times."""
+    import difflib
+
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if not all(lt.values()):
         return None
-    labels = list(lt)
-    rows = []
-    for i in range(max(len(v["layers"]) for v in lt.values())):
-        row = []
-        for label in labels:
-            layers = lt[label]["layers"]
-            row += (
-                [layers[i]["name"], layers[i]["op"], layers[i]["median_us"]]
-                if i < len(layers)
-                else [None] * 3
-            )
-        rows.append(row)
-    cols = [f"{label} {c}" for label in labels for c in ("node", "op", "us")]
-    batch = lt[labels[0]]["batch"]
-    return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, rows
+    named = all("layer" in node for v in lt.values() for node in v["layers"])
+    rows: list[tuple[tuple, str, dict[str, dict]]] = []  # (what matches, the row's name, label -> node)
+    for label, v in lt.items():
+        nodes = v["layers"]
+        keys = [
+            ("layer", n["layer"]) if named and n["layer"] else ("node", n["name"]) if not named
+            else ("own", label, j)  # (an unmatched node: never equal to another)
+            for j, n in enumerate(nodes)
+        ]  # fmt: skip
+        merged: list[tuple[tuple, str, dict[str, dict]]] = []
+        opcodes = difflib.SequenceMatcher(None, [k for k, _, _ in rows], keys, autojunk=False).get_opcodes()
+        for tag, i1, i2, j1, j2 in opcodes:
+            if tag == "equal":
+                merged += [(rows[i][0], rows[i][1], {**rows[i][2], label: nodes[j]})
+                           for i, j in zip(range(i1, i2), range(j1, j2))]  # fmt: skip
+            else:
+                merged += rows[i1:i2]
+                merged += [(keys[j], (named and nodes[j]["layer"]) or nodes[j]["name"], {label: nodes[j]})
+                           for j in range(j1, j2)]  # fmt: skip
+        rows = merged
+    return [name for _, name, _ in rows], [by for _, _, by in rows], named
+
+
+#: what the per-layer time table's rows are, under it in report.md
+LAYER_TIMES_LEGEND = (
+    "One row per layer, the models side by side: a conv/linear kernel is named by its module, any other "
+    "node by the ONNX node it runs; a node ONNX Runtime added (a layout reorder) has a row of its own, - "
+    "for the other model."
+)
+LAYER_TIMES_UNNAMED = (
+    "This record's nodes carry no layer names (measured before bench recorded them, or without onnx "
+    "installed): only nodes of the same ONNX Runtime name share a row; bench again to match them by layer."
+)
+
+
+def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
+    """The per-node kernel times of every model (``bench --layer-times``): a title, the columns and one
+    row per layer (:func:`aligned_layer_times`), microseconds to one decimal; None when the record has none."""
+    aligned = aligned_layer_times(record)
+    if aligned is None:
+        return None
+    names, rows, _ = aligned
+    labels = list(record["models"])
+    out = [
+        [name, *(x for label in labels for x in (
+            [by[label]["op"], f"{by[label]['median_us']:.1f}"] if label in by else [None, None]))]
+        for name, by in zip(names, rows)
+    ]  # fmt: skip
+    cols = ["layer", *(f"{label} {c}" for label in labels for c in ("op", "us"))]
+    batch = record["summary"][labels[0]]["layer_times"]["batch"]
+    return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, out
 
 
 def _digits3(x: float) -> str:
@@ -597,7 +673,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                   telemetry_legend(record)]  # fmt: skip
     if (times := layer_time_rows(record)) is not None:
         title, cols, rows = times
-        parts += ["", f"## {title}", "", markdown_table(cols, rows)]
+        named = aligned_layer_times(record)[2]
+        parts += ["", f"## {title}", "", markdown_table(cols, rows), "",
+                  LAYER_TIMES_LEGEND + ("" if named else " " + LAYER_TIMES_UNNAMED)]  # fmt: skip
     w = warnings(record)
     if w:
         parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]
@@ -711,12 +789,12 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         fig = _layer_bars(macs, "ONNX layer (fused, graph order)", "MMACs per sample",
                           f"per-layer MACs; total MMACs: {totals}{ratio}", names)  # fmt: skip
         written.append(save_figure(fig, out / LAYERS_PNG))
-    lt = {label: record["summary"][label].get("layer_times") for label in labels}
-    if all(lt.values()):
-        us = {label: [layer["median_us"] for layer in lt[label]["layers"]] for label in labels}
-        title = f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)"
-        names = [str(layer.get("name", i)) for i, layer in enumerate(lt[labels[0]]["layers"])]
-        fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title, names)
+    if (aligned := aligned_layer_times(record)) is not None:
+        names, rows, named = aligned  # (a node one model alone runs: no bar for the other)
+        us = {label: [by[label]["median_us"] if label in by else math.nan for by in rows] for label in labels}
+        title = f"measured per-layer time, batch {record['summary'][labels[0]]['layer_times']['batch']} (ORT profiler)"
+        xlabel = "layer (ORT nodes matched by " + ("layer; " if named else "node name; ") + "execution order)"
+        fig = _layer_bars(us, xlabel, "kernel time (us)", title, names)
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
