@@ -337,7 +337,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         (bad_p50, "no median latency of slim at batch 1"),
         ({**rec, "summary": {**rec["summary"], "slim": []}}, "no median latency of slim at batch 1"),
         ({**trials_only, "trials": [{"label": "baseline"}]}, "its trials cannot be summarized"),
-        ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 1"),
+        ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 2"),
         # (a security probe's run.json files: internal errors, exit 1)
         ({**rec, "env": "x"}, "'env' is not a table"),
         (

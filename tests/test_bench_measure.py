@@ -136,6 +136,56 @@ def test_the_p50_shown_is_the_one_the_speedup_divides():
     assert b["throughput_per_s"] == pytest.approx(1e3 / b["p50_ms"])
 
 
+def test_a_version_1_record_shows_the_p50s_its_speedup_divides():
+    """A review of what bench writes: run.json files of format version 1 written before p50 meant the
+    median of the trials' p50s (the committed ort_slim_vs_dense_align16 one) hold the pooled median in
+    ``p50_ms``; edgeslim report showed it (27.82 / 9.174 ms at batch 32) beside a speedup of 2.16x, which
+    only the trial p50s (27.43 / 12.68) divide to. Such a record is migrated on read; one without the
+    trials' p50s to recompute from is refused in one line."""
+    import copy
+
+    from edgeslim.bench.compare import VERSION, aggregate
+    from edgeslim.bench.report import check_record, latency_rows, markdown
+    from edgeslim.errors import EdgeslimError
+
+    rng = np.random.default_rng(1)
+
+    def trial(label: str, t: int, p50_ms: float, n: int) -> dict:
+        host = (p50_ms * 1e-3 * (1 + 0.01 * rng.standard_normal(n))).tolist()
+        return {"label": label, "trial": t, "samples": {"32": {"host": host}}, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "compare", "batches": [32], "backend": "onnxruntime",
+        "models": {"baseline": {"path": "dense.onnx", "file_bytes": 1}, "slim": {"path": "slim.onnx", "file_bytes": 1}},
+        "trials": [trial("baseline", 0, 27.4, 300), trial("slim", 0, 8.8, 600), trial("slim", 1, 12.7, 100),
+                   trial("baseline", 1, 28.0, 300), trial("baseline", 2, 26.9, 300), trial("slim", 2, 12.9, 100)],
+        "options": {}, "trials_requested": 3, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    old = copy.deepcopy(record)
+    old["version"] = 1
+    for label in old["models"]:  # as version 1 wrote it before pooled_p50_ms: p50_ms the pooled median
+        s = old["summary"][label]["32"]
+        s["p50_ms"] = s.pop("pooled_p50_ms")
+        s["throughput_per_s"] = 32e3 / s["p50_ms"]
+    assert old["summary"]["slim"]["32"]["p50_ms"] == pytest.approx(
+        8.8, rel=0.02
+    )  # the fast trial's many samples
+    got = check_record(copy.deepcopy(old), "run.json")
+    b, s = got["summary"]["baseline"]["32"], got["summary"]["slim"]["32"]
+    assert s["p50_ms"] == pytest.approx(12.7, rel=0.02) and s["pooled_p50_ms"] == pytest.approx(8.8, rel=0.02)
+    assert b["p50_ms"] / s["p50_ms"] == pytest.approx(got["speedup"]["32"]["value"])
+    assert s["throughput_per_s"] == pytest.approx(32e3 / s["p50_ms"]) and got["version"] == VERSION == 2
+    assert [r[4] for r in latency_rows(got)] == [b["p50_ms"], s["p50_ms"]]
+    assert f"{s['p50_ms']:.4g}" in markdown(got)
+    for label in old["models"]:
+        del old["summary"][label]["32"]["trial_p50_ms"]
+    with pytest.raises(
+        EdgeslimError, match="format version 1 whose p50 of baseline at batch 32 may be the pooled"
+    ):
+        check_record(old, "run.json")
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

@@ -26,7 +26,10 @@ from edgeslim.errors import EdgeslimError, RemoteTraceback, Step, WorkerError
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
 FORMAT = "edgeslim-bench"
-VERSION = 1
+#: 2: ``summary[label][batch]["p50_ms"]`` is the median of the trials' p50s (the pooled median, version
+#: 1's until ``pooled_p50_ms`` came beside it, is ``pooled_p50_ms``); a version 1 record is migrated
+#: on read (:func:`edgeslim.bench.report.check_record`)
+VERSION = 2
 
 
 #: the folder that holds this edgeslim package: the worker imports the same one. (``python -m``

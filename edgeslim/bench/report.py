@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import math
 import os
+import statistics
 from pathlib import Path
 
 from edgeslim.bench.stats import CV_WARN
@@ -75,6 +76,9 @@ def check_record(record: dict, source: str = "the record") -> dict:
             aggregate(record)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise damaged(f"its trials cannot be summarized: {type(exc).__name__} {exc}") from exc
+    elif version < VERSION:
+        _migrate_p50(record, source)
+    record["version"] = VERSION  # (as read now: written back so by edgeslim report)
     summary = record["summary"]
     for label in models:
         per_batch = summary.get(label) if isinstance(summary, dict) else None
@@ -98,6 +102,34 @@ def check_record(record: dict, source: str = "the record") -> dict:
             raise damaged(f"the file size of {label} is not a number")
     name_layer_times(record)
     return record
+
+
+def _migrate_p50(record: dict, source: str) -> None:
+    """A format version 1 record's p50s as version 2 reads them: a summary entry without
+    ``pooled_p50_ms`` was written when ``p50_ms`` was the pooled median; it becomes ``pooled_p50_ms`` and
+    ``p50_ms`` the median of the entry's ``trial_p50_ms`` (the statistic its speedup divided), with the
+    samples/s and a stored prediction's comparison that follow from it. Refused where the trials' p50s
+    are not there."""
+    summary = record.get("summary")
+    for label, per_batch in (summary or {}).items() if isinstance(summary, dict) else ():
+        for b, s in (per_batch or {}).items() if isinstance(per_batch, dict) else ():
+            if not isinstance(s, dict) or "p50_ms" not in s or "pooled_p50_ms" in s:
+                continue
+            trials = s.get("trial_p50_ms")
+            if not (isinstance(trials, list) and trials and all(isinstance(t, (int, float)) for t in trials)):
+                bench = Step("bench")
+                raise EdgeslimError(
+                    f"{source} is a benchmark result of format version 1 whose p50 of {label} at batch {b} "
+                    f"may be the pooled median and has no per-trial p50s to tell; measure again with {bench}",
+                    steps=(bench,),
+                )
+            s["pooled_p50_ms"], s["p50_ms"] = s["p50_ms"], float(statistics.median(trials))
+            if isinstance(b, str) and b.isdigit():
+                s["throughput_per_s"] = int(b) * 1e3 / s["p50_ms"] if s["p50_ms"] > 0 else 0.0
+            predicted = (((record.get("prediction") or {}).get("models") or {}).get(label) or {}).get(b)
+            if isinstance(predicted, dict) and "measured_p50_ms" in predicted and s["p50_ms"] > 0:
+                predicted["measured_p50_ms"] = s["p50_ms"]
+                predicted["error"] = predicted["total_ms"] / s["p50_ms"] - 1
 
 
 def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
