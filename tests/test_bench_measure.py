@@ -186,6 +186,42 @@ def test_a_version_1_record_shows_the_p50s_its_speedup_divides():
         check_record(old, "run.json")
 
 
+def test_a_single_model_bench_shows_how_far_apart_its_trials_were(tmp_path):
+    """A review of what bench writes: a single-model bench of 2 trials (p50s 8.85 and 4.76 ms) reported
+    p50 6.80 ms, a latency no trial measured, in the table, samples/s and latency.png's title, beside a box
+    whose median line (pooled) sat at 4.98, and its CV warnings sent the reader to a trial spread that no
+    table of a single model had. The trials' p50 range is now in the summary, the table and report.md,
+    the legend says what the median of an even number of trials is, and the warning names that column."""
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.report import LATENCY_COLS, latency_rows, markdown, plots, warnings
+
+    rng = np.random.default_rng(2)
+
+    def trial(t: int, p50_ms: float, n: int) -> dict:
+        host = (p50_ms * 1e-3 * (1 + 0.05 * rng.standard_normal(n))).tolist()
+        return {"label": "model", "trial": t, "samples": {"16": {"host": host}}, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "single", "batches": [16], "backend": "onnxruntime",
+        "models": {"model": {"path": "slim.onnx", "file_bytes": 1}}, "trials": [trial(0, 8.85, 30), trial(1, 4.76, 64)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    s = record["summary"]["model"]["16"]
+    lo, hi = s["trial_p50_range_ms"]
+    assert lo == pytest.approx(4.76, rel=0.02) and hi == pytest.approx(8.85, rel=0.02)
+    assert s["p50_ms"] == pytest.approx((lo + hi) / 2)  # the mean of the two middle ones, as the legend says
+    row = dict(zip(LATENCY_COLS, latency_rows(record)[0], strict=True))
+    assert row["trial p50s ms"] == f"{lo:.4g}-{hi:.4g}"
+    md = markdown(record)
+    assert (
+        "| trial p50s ms |" in md and f"{lo:.4g}-{hi:.4g}" in md and "the mean of the two middle ones" in md
+    )
+    (cv,) = [w for w in warnings(record) if "CV" in w]
+    assert "trial p50s are the numbers to read" in cv and "trial spread" not in cv
+    assert "latency.png" in [p.name for p in plots(record, tmp_path)]
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

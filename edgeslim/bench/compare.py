@@ -410,7 +410,12 @@ def aggregate(record: dict) -> dict:
             s["trial_p50_ms"] = [trial_p50_ms(r["samples"][key]) for r in runs]
             # p50 is the median of the trials' p50s, the statistic the speedup divides: pooled, a trial
             # slowed by other load counts by its sample count (the pooled value stays beside it)
+            # (an even number of trials: the mean of the two middle ones, as np.median and the speedup take it)
             s["pooled_p50_ms"], s["p50_ms"] = s["p50_ms"], float(np.median(s["trial_p50_ms"]))
+            s["trial_p50_range_ms"] = [
+                min(s["trial_p50_ms"]),
+                max(s["trial_p50_ms"]),
+            ]  # how far apart they were
             s["throughput_per_s"] = b * 1e3 / s["p50_ms"] if s["p50_ms"] > 0 else 0.0
             s["trial_cv"] = [summarize(x, b)["cv"] for x in trial_samples]
             s["unstable"] = s["cv"] > CV_WARN

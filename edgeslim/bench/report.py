@@ -31,6 +31,7 @@ LATENCY_COLS = [
     "timer",
     "n",
     "p50 ms",
+    "trial p50s ms",
     "p90 ms",
     "p99 ms",
     "mean ms",
@@ -259,6 +260,16 @@ def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | 
         return None
 
 
+def trial_range(entry: dict) -> str | None:
+    """The lowest and highest of a summary entry's per-trial p50s (``1.19-1.20``; one trial: its p50), how far
+    apart the trials its p50 is the median of were; None where the entry has none."""
+    trials = entry.get("trial_p50_ms")
+    if not isinstance(trials, list) or not trials:
+        return None
+    lo, hi = min(trials), max(trials)
+    return f"{lo:.4g}" if len(trials) == 1 else f"{lo:.4g}-{hi:.4g}"
+
+
 def latency_rows(record: dict) -> list[list]:
     rows = []
     for label in record["models"]:
@@ -271,6 +282,7 @@ def latency_rows(record: dict) -> list[list]:
                     s["timer"],
                     s["n"],
                     s["p50_ms"],
+                    trial_range(s),
                     s["p90_ms"],
                     s["p99_ms"],
                     s["mean_ms"],
@@ -371,9 +383,10 @@ def speedup_rows(record: dict) -> list[list]:
 SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio", "speedup / MACs ratio"]
 #: what the latency and speedup tables' columns mean, under them in report.md (a reader asked)
 LATENCY_LEGEND = (
-    "p50: the median over trials of each trial's median, the number the speedup divides; p90, p99, mean, "
-    "std and CV over all timed calls of all trials; n: timed calls; timer: host = the wall clock around each "
-    "call, device = the GPU's own events."
+    "p50: the median over trials of each trial's median (of an even number of trials, the mean of the two "
+    "middle ones), the number the speedup divides and samples/s is computed from; trial p50s: the lowest and "
+    "highest trial median, how far apart the trials were; p90, p99, mean, std and CV over all timed calls of "
+    "all trials; n: timed calls; timer: host = the wall clock around each call, device = the GPU's own events."
 )
 SPEEDUP_LEGEND = (
     "Trial spread: the largest minus the smallest per-trial speedup. MACs ratio: baseline MACs / slim MACs. "
@@ -590,7 +603,7 @@ def warnings(record: dict) -> list[str]:
             if s["cv"] > CV_WARN:
                 out.append(
                     f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
-                    "clocks or thermals; p50 and the trial spread are the numbers to read)"
+                    "clocks or thermals; p50 and the trial p50s are the numbers to read)"
                 )
             if (cov := _trtexec_cov(record, label, b)) is not None:
                 out.append(
@@ -758,7 +771,16 @@ def _latency_plot(record: dict, path: Path) -> Path:
             key = "device" if s.get("device") else "host"
             data.append(np.concatenate([r["samples"][str(b)][key] for r in runs]) * 1e3)
             names.append(label)
-        ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
+        ax.boxplot(
+            data, whis=(1, 99), showfliers=False, tick_labels=names, medianprops={"color": "tab:orange"}
+        )
+        for i, label in enumerate(
+            labels, start=1
+        ):  # each trial's p50 (dots) and their median, the p50 (dash)
+            s = record["summary"][label][str(b)]
+            trials = s.get("trial_p50_ms") or []
+            ax.plot([i] * len(trials), trials, "o", ms=3.5, mfc="none", mec="black", zorder=3)
+            ax.plot([i - 0.3, i + 0.3], [s["p50_ms"]] * 2, color="tab:red", lw=1.8, zorder=4)
         ax.set_yscale("log")
         # (each model's whiskers: pooled samples of very different counts could leave a box unlabelled)
         plain_log_axis(ax.yaxis, min(float(np.percentile(d, 1)) for d in data),
@@ -771,8 +793,8 @@ def _latency_plot(record: dict, path: Path) -> Path:
             head += f": {names[1]} {word} than {names[0]}"
         p50s = " vs ".join(f"{v:.3g}" for v in p50)
         ax.set_title(
-            f"{head}\np50 {p50s} ms (median of the trials' p50s, {key} time)\n"
-            "boxes: all samples, p25-p75, whiskers p1-p99",
+            f"{head}\np50 {p50s} ms ({key} time): red dash, the median of the trials' p50s (circles)\n"
+            "boxes: all samples pooled, p25-p75, their median the orange line, whiskers p1-p99",
             fontsize=8,
         )
     fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
