@@ -222,6 +222,58 @@ def test_a_single_model_bench_shows_how_far_apart_its_trials_were(tmp_path):
     assert "latency.png" in [p.name for p in plots(record, tmp_path)]
 
 
+def test_file_sizes_and_memory_are_both_in_mib(tmp_path):
+    """A review of what bench writes: 'file MB' was bytes / 1e6 while 'peak RSS MB' and 'RSS delta MB' were
+    /proc's KiB / 1024 (MiB), under one table header and one 'MB' axis of memory.png. Both are MiB now,
+    labelled so in the table, the JSON keys and the plot; a record with the older '_mb' keys (the same
+    MiB) still renders."""
+    import copy
+
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.memory import MemoryTrace
+    from edgeslim.bench.report import MEMORY_COLS, memory_rows, plots
+
+    trace = MemoryTrace()
+    trace.mark("runtime_imported")
+    block = np.ones(8 * 2**20 // 8)  # 8 MiB, touched
+    trace.mark("first_inference")
+    mem = trace.to_dict()
+    del block
+    kib = int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
+    assert mem["peak_rss_mib"] == pytest.approx(kib / 1024, abs=64) and mem["rss_delta_mib"] > 7
+    assert not [k for k in mem if k.endswith("_mb")]
+
+    def trial(t: int, memory: dict) -> dict:
+        return {
+            "label": "model",
+            "trial": t,
+            "samples": {"1": {"host": [1e-3] * 5}},
+            "memory": memory,
+            "load_s": 0.1,
+        }
+
+    record = {
+        "format": "edgeslim-bench", "kind": "single", "batches": [1], "backend": "onnxruntime",
+        "models": {"model": {"path": "m.onnx", "file_bytes": 3 * 2**20}}, "trials": [trial(0, mem), trial(1, mem)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    row = dict(zip(MEMORY_COLS, memory_rows(record)[0], strict=True))
+    assert row["file MiB"] == 3.0 and row["peak RSS MiB"] == pytest.approx(mem["peak_rss_mib"])
+    assert not [c for c in MEMORY_COLS if c.endswith(" MB")]
+    old = copy.deepcopy(record)  # as records before MiB keys hold them (values already MiB)
+    old["summary"]["model"]["memory"] = {
+        k[:-3] + "mb": v for k, v in record["summary"]["model"]["memory"].items()
+    }
+    assert memory_rows(old) == memory_rows(record)
+    old.pop("summary")
+    old["trials"] = [
+        trial(t, {k[:-3] + "mb": v for k, v in mem.items() if k.endswith("_mib")}) for t in (0, 1)
+    ]
+    assert memory_rows(aggregate(old)) == memory_rows(record)  # (re-summarized from old trials too)
+    assert "memory.png" in [p.name for p in plots(record, tmp_path)]
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

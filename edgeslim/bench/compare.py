@@ -20,6 +20,7 @@ from typing import NoReturn
 import numpy as np
 
 from edgeslim.bench.backends import model_format
+from edgeslim.bench.memory import MIB_KEYS, mib
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError, RemoteTraceback, Step, WorkerError
@@ -427,9 +428,9 @@ def aggregate(record: dict) -> dict:
             per_trial[label][key] = trial_samples
         mem = [r["memory"] for r in runs]
         summary[label]["memory"] = {
-            k: float(np.median([m[k] for m in mem]))
-            for k in ("peak_rss_mb", "rss_delta_mb", "peak_rss_delta_mb", "nvmap_delta_mb")
-            if all(k in m for m in mem)
+            k: float(np.median([mib(m, k) for m in mem]))
+            for k in MIB_KEYS
+            if all(mib(m, k) is not None for m in mem)
         }
         info = runs[0].get("info", {})
         if not record["models"][label].get("cost") and isinstance(info.get("macs"), int):

@@ -9,6 +9,7 @@ import os
 import statistics
 from pathlib import Path
 
+from edgeslim.bench.memory import mib
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
 from edgeslim.channels.devices import TENSORRT_BACKENDS
@@ -395,19 +396,19 @@ SPEEDUP_LEGEND = (
 )
 MEMORY_COLS = [
     "model",
-    "file MB",
+    "file MiB",
     "params",
     "MMACs",
-    "peak RSS MB",
-    "RSS delta MB",
-    "NvMap delta MB",
+    "peak RSS MiB",
+    "RSS delta MiB",
+    "NvMap delta MiB",
     "load s",
 ]
 
 
 PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
 TELEMETRY_COLS = ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image", "GPU load %", "GPU MHz",
-                  "max temp C", "max RAM MB"]  # fmt: skip
+                  "max temp C", "max RAM MiB"]  # fmt: skip
 TELEMETRY_LEGEND = (
     "tegrastats sampled during each timed window. Power: the mean input power ({rails}); energy per batch: "
     "that power times the seconds the timed calls took, over the calls (the warm-up left out); medians over "
@@ -542,12 +543,12 @@ def memory_rows(record: dict) -> list[list]:
         rows.append(
             [
                 label,
-                facts["file_bytes"] / 1e6,
+                facts["file_bytes"] / 2**20,
                 cost.get("params"),
                 cost["macs"] / 1e6 if cost.get("macs") is not None else None,
-                m.get("peak_rss_mb"),
-                m.get("rss_delta_mb"),
-                m.get("nvmap_delta_mb"),
+                mib(m, "peak_rss_mib"),
+                mib(m, "rss_delta_mib"),
+                mib(m, "nvmap_delta_mib"),
                 record["summary"][label]["load_s"],
             ]
         )
@@ -673,7 +674,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
               "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
               "and first inference), NvMap (a Jetson's "
-              f"GPU memory; - elsewhere), and the seconds to load it. params: {params}."]  # fmt: skip
+              f"GPU memory; - elsewhere), and the seconds to load it; MiB: 2^20 bytes, sizes and memory alike. params: {params}."]  # fmt: skip
     if record.get("prediction"):
         pr = record["prediction"]
         parts += [
@@ -852,16 +853,16 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
-    keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
-    keys.append(("peak RSS MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_mb") or 0.0))
-    keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb") or 0.0))
+    keys = [("file MiB", lambda lab: record["models"][lab]["file_bytes"] / 2**20)]
+    keys.append(("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0))
+    keys.append(("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         vals = [fn(label) for _, fn in keys]
         bars = ax.bar(np.arange(len(keys)) + i * width, vals, width, label=label)
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k for k, _ in keys])
-    ax.set_ylabel("MB")
+    ax.set_ylabel("MiB (2^20 bytes)")
     ax.legend()
     ax.set_title("model file and process memory (as in report.md's Memory and size table)", fontsize=10)
     fig.tight_layout()
