@@ -274,6 +274,33 @@ def test_file_sizes_and_memory_are_both_in_mib(tmp_path):
     assert "memory.png" in [p.name for p in plots(record, tmp_path)]
 
 
+def test_latency_png_of_many_batches_wraps_into_rows(tmp_path):
+    """A review of what bench writes: ``--batch 1,2,4,8,16,32,64`` drew latency.png's seven panels in one
+    row, 5.2 inches each (4004 x 418 px, unreadable at page width). They wrap, three per row."""
+    from matplotlib.image import imread
+
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.report import plots
+
+    batches = [1, 2, 4, 8, 16, 32, 64]
+    rng = np.random.default_rng(3)
+
+    def trial(label: str, t: int, ms: float) -> dict:
+        samples = {str(b): {"host": (b * ms * 1e-3 * (1 + 0.02 * rng.random(20))).tolist()} for b in batches}
+        return {"label": label, "trial": t, "samples": samples, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "compare", "batches": batches, "backend": "onnxruntime",
+        "models": {"baseline": {"path": "a.onnx", "file_bytes": 1}, "slim": {"path": "b.onnx", "file_bytes": 1}},
+        "trials": [trial("baseline", 0, 0.6), trial("slim", 0, 0.3), trial("slim", 1, 0.3), trial("baseline", 1, 0.6)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    (png,) = [p for p in plots(record, tmp_path) if p.name == "latency.png"]
+    height, width = imread(png).shape[:2]
+    assert width < 1800 and height > 1000, (width, height)  # 3 panels wide, 3 rows
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

@@ -756,15 +756,22 @@ def _has_samples(record: dict) -> bool:
     return True
 
 
+#: latency.png's panels (one per batch) per row; more batches wrap onto further rows
+LATENCY_PANELS_PER_ROW = 3
+
+
 def _latency_plot(record: dict, path: Path) -> Path:
     """The latency distributions of every model per batch (boxes of the raw samples) into ``path``."""
     import numpy as np
 
     labels = list(record["models"])
-    fig, axes = new_figure(
-        1, len(record["batches"]), figsize=(5.2 * len(record["batches"]), 3.8), squeeze=False
-    )
-    for ax, b in zip(axes[0], record["batches"]):
+    n = len(record["batches"])
+    cols = min(n, LATENCY_PANELS_PER_ROW)  # (7 batches in one row: 4004 x 418 px, unreadable at page width)
+    rows = math.ceil(n / cols)
+    fig, axes = new_figure(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, b in zip(axes.flat, record["batches"]):
         data, names = [], []
         for label in labels:
             runs = [r for r in record["trials"] if r["label"] == label]
