@@ -121,7 +121,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgeslim.bench.compare import run_comparison
-    from edgeslim.bench.report import add_predictions, latency_rows, speedup_rows, write_outputs
+    from edgeslim.bench.report import LATENCY_COLS, add_predictions, latency_rows, speedup_rows, write_outputs
     from edgeslim.bench.timing import TimingConfig
     from edgeslim.channels.devices import load_profile
 
@@ -154,7 +154,7 @@ def main() -> int:
     }
     written = write_outputs(record, out_dir, force=True)
     print(what)
-    print("model  batch  timer  n  p50 ms  p90 ms  p99 ms  mean ms  std ms  CV%  samples/s")
+    print("  ".join(LATENCY_COLS))
     for r in latency_rows(record):
         print("  ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
     print(f"MACs ratio (dense/slim): {record.get('macs_ratio', float('nan')):.3f}")

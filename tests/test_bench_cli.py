@@ -295,7 +295,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
     assert rec["speedup"]["1"]["ci_low"] <= rec["speedup"]["1"]["value"] <= rec["speedup"]["1"]["ci_high"]
     assert rec["speedup"]["4"]["value"] > 1.3  # 4x fewer MACs must be measurably faster, even on a busy CPU
     assert "speedup_over_macs_ratio" in rec and rec["env"]["versions"]["onnxruntime"]
-    assert rec["summary"]["slim"]["memory"]["peak_rss_mb"] > 0
+    assert rec["summary"]["slim"]["memory"]["peak_rss_mib"] > 0
     assert "PREDICTION" in rec["prediction"]["label"]
     lt = rec["summary"]["baseline"]["layer_times"]["layers"]
     assert sum(layer["op"] == "Conv" for layer in lt) == 6 and all(layer["median_us"] > 0 for layer in lt)
@@ -337,7 +337,7 @@ def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
         (bad_p50, "no median latency of slim at batch 1"),
         ({**rec, "summary": {**rec["summary"], "slim": []}}, "no median latency of slim at batch 1"),
         ({**trials_only, "trials": [{"label": "baseline"}]}, "its trials cannot be summarized"),
-        ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 1"),
+        ({**rec, "version": 999}, "format version 999; this edgeslim reads versions up to 2"),
         # (a security probe's run.json files: internal errors, exit 1)
         ({**rec, "env": "x"}, "'env' is not a table"),
         (
@@ -577,7 +577,7 @@ def test_torch_backend_on_edgeslim_checkpoints(tmp_path):
         < sum(p.numel() for p in dense.parameters()) / 10
     )
     assert (
-        rec["summary"]["model"]["2"]["p50_ms"] > 0 and rec["summary"]["model"]["memory"]["rss_delta_mb"] > 0
+        rec["summary"]["model"]["2"]["p50_ms"] > 0 and rec["summary"]["model"]["memory"]["rss_delta_mib"] > 0
     )
     # its MACs and parameters, as count_model gives them (a trial read "-" in the size table)
     from edgeslim.counting import count_model

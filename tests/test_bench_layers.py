@@ -5,6 +5,7 @@ their round trip into ``edgeslim slim --target-latency --latency-table``."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -647,3 +648,40 @@ def test_timing_the_tensorrt_int8_file_in_onnx_runtime_says_what_it_is(tmp_path)
         tensorrt = [s for s in said if "INT8 Q/DQ ONNX for TensorRT" in s]
         assert len(tensorrt) == (style == "tensorrt"), said
         assert not tensorrt or "\n" not in tensorrt[0]
+
+
+def test_layer_times_pair_the_same_layer_when_orts_node_lists_differ(tmp_path) -> None:
+    """A review of what bench writes: ``--layer-times`` paired the two models' ONNX Runtime nodes by
+    position; a slim network whose widths are not multiples of 16 runs some layers outside NCHWc, ORT adds
+    ReorderInput/ReorderOutput nodes, and the rows shifted (a baseline conv of 73 us beside a slim MaxPool
+    of 5 us). Rows now match by the layer each node runs (as ``--layer-table`` traces nodes back), a
+    reorder on a row of its own; microseconds to one decimal in every row."""
+    from bench_helpers import export_vgg
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import layer_time_rows, plots
+
+    models = {
+        "baseline": str(export_vgg([32, 32, "M", 64, "M"], tmp_path / "dense.onnx")),
+        "slim": str(export_vgg([20, 20, "M", 37, "M"], tmp_path / "odd.onnx")),
+    }
+    rec = run_comparison(
+        models, "onnxruntime", [1], 1, CFG, {"threads": 1}, tegrastats=False, layer_times=True
+    )
+    nodes = {label: rec["summary"][label]["layer_times"]["layers"] for label in models}
+    assert any(n["op"].startswith("Reorder") for n in nodes["slim"])  # the node lists differ
+    assert [n["op"] for n in nodes["baseline"]] != [n["op"] for n in nodes["slim"]]
+    title, cols, rows = layer_time_rows(rec)
+    assert cols == ["layer", "baseline op", "baseline us", "slim op", "slim us"]
+    by_layer = {r[0]: r for r in rows}
+    for layer in ("features.0", "features.3", "features.7", "classifier"):  # every conv and the linear
+        assert by_layer[layer][1] is not None and by_layer[layer][3] is not None, rows
+    pool = [r for r in rows if r[0].endswith("/MaxPool")]
+    assert len(pool) == 2 and all(r[1] == r[3] == "MaxPool" for r in pool), rows
+    reorders = [r for r in rows if "Reorder" in str(r[1]) + str(r[3])]
+    # (dense keeps one reorder before the head; it is not the slim network's, whose are all by themselves)
+    assert reorders and all(r[1] is None or r[3] is None for r in reorders), rows
+    layers = [r[0] for r in rows if r not in reorders]
+    assert len(layers) == len(set(layers)) == 8  # one row per layer: 3 convs, 2 pools, GAP, Flatten, Gemm
+    assert all(re.fullmatch(r"\d+\.\d", v) for r in rows for v in (r[2], r[4]) if v is not None), rows
+    assert "layer_times.png" in [p.name for p in plots(rec, tmp_path)]

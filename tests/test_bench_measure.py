@@ -136,6 +136,171 @@ def test_the_p50_shown_is_the_one_the_speedup_divides():
     assert b["throughput_per_s"] == pytest.approx(1e3 / b["p50_ms"])
 
 
+def test_a_version_1_record_shows_the_p50s_its_speedup_divides():
+    """A review of what bench writes: run.json files of format version 1 written before p50 meant the
+    median of the trials' p50s (the committed ort_slim_vs_dense_align16 one) hold the pooled median in
+    ``p50_ms``; edgeslim report showed it (27.82 / 9.174 ms at batch 32) beside a speedup of 2.16x, which
+    only the trial p50s (27.43 / 12.68) divide to. Such a record is migrated on read; one without the
+    trials' p50s to recompute from is refused in one line."""
+    import copy
+
+    from edgeslim.bench.compare import VERSION, aggregate
+    from edgeslim.bench.report import check_record, latency_rows, markdown
+    from edgeslim.errors import EdgeslimError
+
+    rng = np.random.default_rng(1)
+
+    def trial(label: str, t: int, p50_ms: float, n: int) -> dict:
+        host = (p50_ms * 1e-3 * (1 + 0.01 * rng.standard_normal(n))).tolist()
+        return {"label": label, "trial": t, "samples": {"32": {"host": host}}, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "compare", "batches": [32], "backend": "onnxruntime",
+        "models": {"baseline": {"path": "dense.onnx", "file_bytes": 1}, "slim": {"path": "slim.onnx", "file_bytes": 1}},
+        "trials": [trial("baseline", 0, 27.4, 300), trial("slim", 0, 8.8, 600), trial("slim", 1, 12.7, 100),
+                   trial("baseline", 1, 28.0, 300), trial("baseline", 2, 26.9, 300), trial("slim", 2, 12.9, 100)],
+        "options": {}, "trials_requested": 3, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    old = copy.deepcopy(record)
+    old["version"] = 1
+    for label in old["models"]:  # as version 1 wrote it before pooled_p50_ms: p50_ms the pooled median
+        s = old["summary"][label]["32"]
+        s["p50_ms"] = s.pop("pooled_p50_ms")
+        s["throughput_per_s"] = 32e3 / s["p50_ms"]
+    assert old["summary"]["slim"]["32"]["p50_ms"] == pytest.approx(
+        8.8, rel=0.02
+    )  # the fast trial's many samples
+    got = check_record(copy.deepcopy(old), "run.json")
+    b, s = got["summary"]["baseline"]["32"], got["summary"]["slim"]["32"]
+    assert s["p50_ms"] == pytest.approx(12.7, rel=0.02) and s["pooled_p50_ms"] == pytest.approx(8.8, rel=0.02)
+    assert b["p50_ms"] / s["p50_ms"] == pytest.approx(got["speedup"]["32"]["value"])
+    assert s["throughput_per_s"] == pytest.approx(32e3 / s["p50_ms"]) and got["version"] == VERSION == 2
+    assert [r[4] for r in latency_rows(got)] == [b["p50_ms"], s["p50_ms"]]
+    assert f"{s['p50_ms']:.4g}" in markdown(got)
+    for label in old["models"]:
+        del old["summary"][label]["32"]["trial_p50_ms"]
+    with pytest.raises(
+        EdgeslimError, match="format version 1 whose p50 of baseline at batch 32 may be the pooled"
+    ):
+        check_record(old, "run.json")
+
+
+def test_a_single_model_bench_shows_how_far_apart_its_trials_were(tmp_path):
+    """A review of what bench writes: a single-model bench of 2 trials (p50s 8.85 and 4.76 ms) reported
+    p50 6.80 ms, a latency no trial measured, in the table, samples/s and latency.png's title, beside a box
+    whose median line (pooled) sat at 4.98, and its CV warnings sent the reader to a trial spread that no
+    table of a single model had. The trials' p50 range is now in the summary, the table and report.md,
+    the legend says what the median of an even number of trials is, and the warning names that column."""
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.report import LATENCY_COLS, latency_rows, markdown, plots, warnings
+
+    rng = np.random.default_rng(2)
+
+    def trial(t: int, p50_ms: float, n: int) -> dict:
+        host = (p50_ms * 1e-3 * (1 + 0.05 * rng.standard_normal(n))).tolist()
+        return {"label": "model", "trial": t, "samples": {"16": {"host": host}}, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "single", "batches": [16], "backend": "onnxruntime",
+        "models": {"model": {"path": "slim.onnx", "file_bytes": 1}}, "trials": [trial(0, 8.85, 30), trial(1, 4.76, 64)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    s = record["summary"]["model"]["16"]
+    lo, hi = s["trial_p50_range_ms"]
+    assert lo == pytest.approx(4.76, rel=0.02) and hi == pytest.approx(8.85, rel=0.02)
+    assert s["p50_ms"] == pytest.approx((lo + hi) / 2)  # the mean of the two middle ones, as the legend says
+    row = dict(zip(LATENCY_COLS, latency_rows(record)[0], strict=True))
+    assert row["trial p50s ms"] == f"{lo:.4g}-{hi:.4g}"
+    md = markdown(record)
+    assert (
+        "| trial p50s ms |" in md and f"{lo:.4g}-{hi:.4g}" in md and "the mean of the two middle ones" in md
+    )
+    (cv,) = [w for w in warnings(record) if "CV" in w]
+    assert "trial p50s are the numbers to read" in cv and "trial spread" not in cv
+    assert "latency.png" in [p.name for p in plots(record, tmp_path)]
+
+
+def test_file_sizes_and_memory_are_both_in_mib(tmp_path):
+    """A review of what bench writes: 'file MB' was bytes / 1e6 while 'peak RSS MB' and 'RSS delta MB' were
+    /proc's KiB / 1024 (MiB), under one table header and one 'MB' axis of memory.png. Both are MiB now,
+    labelled so in the table, the JSON keys and the plot; a record with the older '_mb' keys (the same
+    MiB) still renders."""
+    import copy
+
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.memory import MemoryTrace
+    from edgeslim.bench.report import MEMORY_COLS, memory_rows, plots
+
+    trace = MemoryTrace()
+    trace.mark("runtime_imported")
+    block = np.ones(8 * 2**20 // 8)  # 8 MiB, touched
+    trace.mark("first_inference")
+    mem = trace.to_dict()
+    del block
+    kib = int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")).split()[1])
+    assert mem["peak_rss_mib"] == pytest.approx(kib / 1024, abs=64) and mem["rss_delta_mib"] > 7
+    assert not [k for k in mem if k.endswith("_mb")]
+
+    def trial(t: int, memory: dict) -> dict:
+        return {
+            "label": "model",
+            "trial": t,
+            "samples": {"1": {"host": [1e-3] * 5}},
+            "memory": memory,
+            "load_s": 0.1,
+        }
+
+    record = {
+        "format": "edgeslim-bench", "kind": "single", "batches": [1], "backend": "onnxruntime",
+        "models": {"model": {"path": "m.onnx", "file_bytes": 3 * 2**20}}, "trials": [trial(0, mem), trial(1, mem)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    row = dict(zip(MEMORY_COLS, memory_rows(record)[0], strict=True))
+    assert row["file MiB"] == 3.0 and row["peak RSS MiB"] == pytest.approx(mem["peak_rss_mib"])
+    assert not [c for c in MEMORY_COLS if c.endswith(" MB")]
+    old = copy.deepcopy(record)  # as records before MiB keys hold them (values already MiB)
+    old["summary"]["model"]["memory"] = {
+        k[:-3] + "mb": v for k, v in record["summary"]["model"]["memory"].items()
+    }
+    assert memory_rows(old) == memory_rows(record)
+    old.pop("summary")
+    old["trials"] = [
+        trial(t, {k[:-3] + "mb": v for k, v in mem.items() if k.endswith("_mib")}) for t in (0, 1)
+    ]
+    assert memory_rows(aggregate(old)) == memory_rows(record)  # (re-summarized from old trials too)
+    assert "memory.png" in [p.name for p in plots(record, tmp_path)]
+
+
+def test_latency_png_of_many_batches_wraps_into_rows(tmp_path):
+    """A review of what bench writes: ``--batch 1,2,4,8,16,32,64`` drew latency.png's seven panels in one
+    row, 5.2 inches each (4004 x 418 px, unreadable at page width). They wrap, three per row."""
+    from matplotlib.image import imread
+
+    from edgeslim.bench.compare import aggregate
+    from edgeslim.bench.report import plots
+
+    batches = [1, 2, 4, 8, 16, 32, 64]
+    rng = np.random.default_rng(3)
+
+    def trial(label: str, t: int, ms: float) -> dict:
+        samples = {str(b): {"host": (b * ms * 1e-3 * (1 + 0.02 * rng.random(20))).tolist()} for b in batches}
+        return {"label": label, "trial": t, "samples": samples, "memory": {}, "load_s": 0.1}
+
+    record = {
+        "format": "edgeslim-bench", "kind": "compare", "batches": batches, "backend": "onnxruntime",
+        "models": {"baseline": {"path": "a.onnx", "file_bytes": 1}, "slim": {"path": "b.onnx", "file_bytes": 1}},
+        "trials": [trial("baseline", 0, 0.6), trial("slim", 0, 0.3), trial("slim", 1, 0.3), trial("baseline", 1, 0.6)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    (png,) = [p for p in plots(record, tmp_path) if p.name == "latency.png"]
+    height, width = imread(png).shape[:2]
+    assert width < 1800 and height > 1000, (width, height)  # 3 panels wide, 3 rows
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

@@ -529,7 +529,7 @@ def test_an_input_shape_whose_forward_cannot_fit_is_one_line(monkeypatch, capsys
     from edgeslim.cli import main
     from edgeslim.pipelines.source import check_forward_fits
 
-    monkeypatch.setattr(memory, "available_mb", lambda: 1024.0)
+    monkeypatch.setattr(memory, "available_mib", lambda: 1024.0)
     assert main(["info", "vgg-small", "--input-shape", "3,6000,6000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the model at input shape 3,6000,6000 needs at least 8.6 GB at once (layer ")
@@ -539,7 +539,7 @@ def test_an_input_shape_whose_forward_cannot_fit_is_one_line(monkeypatch, capsys
     with pytest.raises(EdgeslimError, match=r"an input of shape 8,10000,10000 takes 3.0 GB by itself"):
         check_forward_fits(model, (8, 10000, 10000))
     check_forward_fits(model, (3, 64, 64))  # a small input: not even run
-    monkeypatch.setattr(memory, "available_mb", lambda: 64 * 1024.0)
+    monkeypatch.setattr(memory, "available_mib", lambda: 64 * 1024.0)
     check_forward_fits(model, (3, 6000, 6000))  # 1.5 GB at once fits in 64 GB
     assert all(p.device.type == "cpu" for p in model.parameters())  # the user's model is untouched
 

@@ -20,13 +20,17 @@ from typing import NoReturn
 import numpy as np
 
 from edgeslim.bench.backends import model_format
+from edgeslim.bench.memory import MIB_KEYS, mib
 from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError, RemoteTraceback, Step, WorkerError
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
 FORMAT = "edgeslim-bench"
-VERSION = 1
+#: 2: ``summary[label][batch]["p50_ms"]`` is the median of the trials' p50s (the pooled median, version
+#: 1's until ``pooled_p50_ms`` came beside it, is ``pooled_p50_ms``); a version 1 record is migrated
+#: on read (:func:`edgeslim.bench.report.check_record`)
+VERSION = 2
 
 
 #: the folder that holds this edgeslim package: the worker imports the same one. (``python -m``
@@ -407,7 +411,12 @@ def aggregate(record: dict) -> dict:
             s["trial_p50_ms"] = [trial_p50_ms(r["samples"][key]) for r in runs]
             # p50 is the median of the trials' p50s, the statistic the speedup divides: pooled, a trial
             # slowed by other load counts by its sample count (the pooled value stays beside it)
+            # (an even number of trials: the mean of the two middle ones, as np.median and the speedup take it)
             s["pooled_p50_ms"], s["p50_ms"] = s["p50_ms"], float(np.median(s["trial_p50_ms"]))
+            s["trial_p50_range_ms"] = [
+                min(s["trial_p50_ms"]),
+                max(s["trial_p50_ms"]),
+            ]  # how far apart they were
             s["throughput_per_s"] = b * 1e3 / s["p50_ms"] if s["p50_ms"] > 0 else 0.0
             s["trial_cv"] = [summarize(x, b)["cv"] for x in trial_samples]
             s["unstable"] = s["cv"] > CV_WARN
@@ -419,9 +428,9 @@ def aggregate(record: dict) -> dict:
             per_trial[label][key] = trial_samples
         mem = [r["memory"] for r in runs]
         summary[label]["memory"] = {
-            k: float(np.median([m[k] for m in mem]))
-            for k in ("peak_rss_mb", "rss_delta_mb", "peak_rss_delta_mb", "nvmap_delta_mb")
-            if all(k in m for m in mem)
+            k: float(np.median([mib(m, k) for m in mem]))
+            for k in MIB_KEYS
+            if all(mib(m, k) is not None for m in mem)
         }
         info = runs[0].get("info", {})
         if not record["models"][label].get("cost") and isinstance(info.get("macs"), int):

@@ -341,6 +341,22 @@ def attribute_nodes(graph, node_times: list[dict]) -> tuple[dict[str, float], di
     return layers, source
 
 
+def node_layers(graph, node_times: list[dict]) -> list[str | None]:
+    """The layer each ONNX Runtime profiler row (:func:`...ort.parse_profile`) runs, traced as
+    :func:`attribute_nodes` traces them: a conv/linear kernel its module (as a latency table names it),
+    another node the ONNX node it comes from; None for a node ONNX Runtime added (a layout reorder)."""
+    idx = OnnxGraphIndex(graph)
+    out: list[str | None] = []
+    for r in node_times:
+        origin = idx.origin(r["name"])
+        hit = idx.weighted_node(origin) if origin is not None and r.get("op") in ORT_WEIGHT_KERNELS else None
+        if hit is not None:
+            out.append(node_module(hit[0]) or hit[0].name)
+        else:
+            out.append(None if origin is None else origin.name or None)
+    return out
+
+
 def trt_layer_parts(name: str) -> list[str]:
     """ONNX node/tensor names fused into one TensorRT layer name: ``"A + B + C"`` -> [A, B, C];
     ``PWN(...)`` wrappers and their ``, `` lists are opened. Reformat layers (``Reformatting

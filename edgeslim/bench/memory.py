@@ -1,4 +1,5 @@
-"""Process and device memory readings (Linux /proc; Jetson NvMap), no third-party packages."""
+"""Process and device memory readings (Linux /proc; Jetson NvMap), no third-party packages; in MiB (2**20 bytes:
+/proc's kB are KiB, divided by 1024)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ def _proc_kb(path: str, key: str) -> int | None:
     return None
 
 
-def rss_mb() -> float | None:
+def rss_mib() -> float | None:
     """Current resident set size of this process."""
     kb = _proc_kb("/proc/self/status", "VmRSS")
     return kb / 1024 if kb is not None else None
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mib() -> float:
     """Peak resident set size of this process (VmHWM, else ru_maxrss)."""
     kb = _proc_kb("/proc/self/status", "VmHWM")
     if kb is None:
@@ -33,13 +34,13 @@ def peak_rss_mb() -> float:
     return kb / 1024
 
 
-def available_mb() -> float | None:
+def available_mib() -> float | None:
     """Memory the system can give a process now without swapping (Linux MemAvailable); None elsewhere."""
     kb = _proc_kb("/proc/meminfo", "MemAvailable")
     return kb / 1024 if kb is not None else None
 
 
-def nvmap_mb() -> float | None:
+def nvmap_mib() -> float | None:
     """Jetson (nvgpu, JetPack 5/6): NvMapMemUsed from /proc/meminfo; None elsewhere."""
     kb = _proc_kb("/proc/meminfo", "NvMapMemUsed")
     return kb / 1024 if kb is not None else None
@@ -52,17 +53,33 @@ class MemoryTrace:
         self.points: dict[str, dict[str, float | None]] = {}
 
     def mark(self, name: str) -> None:
-        self.points[name] = {"rss_mb": rss_mb(), "nvmap_mb": nvmap_mb()}
+        self.points[name] = {"rss_mib": rss_mib(), "nvmap_mib": nvmap_mib()}
 
     def to_dict(self) -> dict:
-        out: dict = {"points": self.points, "peak_rss_mb": peak_rss_mb()}
+        out: dict = {"points": self.points, "peak_rss_mib": peak_rss_mib()}
         names = list(self.points)
         if names:
             base = self.points.get("runtime_imported") or self.points[names[0]]
             first = self.points.get("first_inference") or self.points[names[-1]]
-            if base["rss_mb"] is not None and first["rss_mb"] is not None:
-                out["rss_delta_mb"] = first["rss_mb"] - base["rss_mb"]
-                out["peak_rss_delta_mb"] = out["peak_rss_mb"] - base["rss_mb"]
-            if base["nvmap_mb"] is not None and first["nvmap_mb"] is not None:
-                out["nvmap_delta_mb"] = first["nvmap_mb"] - base["nvmap_mb"]
+            if base["rss_mib"] is not None and first["rss_mib"] is not None:
+                out["rss_delta_mib"] = first["rss_mib"] - base["rss_mib"]
+                out["peak_rss_delta_mib"] = out["peak_rss_mib"] - base["rss_mib"]
+            if base["nvmap_mib"] is not None and first["nvmap_mib"] is not None:
+                out["nvmap_delta_mib"] = first["nvmap_mib"] - base["nvmap_mib"]
         return out
+
+
+#: the keys of a measuring process's memory figures (MiB), and the names records before 2026-12 gave them
+#: (the same MiB, named "mb")
+MIB_KEYS = {
+    "peak_rss_mib": "peak_rss_mb",
+    "rss_delta_mib": "rss_delta_mb",
+    "peak_rss_delta_mib": "peak_rss_delta_mb",
+    "nvmap_delta_mib": "nvmap_delta_mb",
+}
+
+
+def mib(memory: dict, key: str) -> float | None:
+    """The figure ``key`` (of :data:`MIB_KEYS`) of a memory table, under its name or its older one."""
+    value = memory.get(key)
+    return memory.get(MIB_KEYS[key]) if value is None else value

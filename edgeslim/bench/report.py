@@ -6,8 +6,10 @@ import importlib.util
 import logging
 import math
 import os
+import statistics
 from pathlib import Path
 
+from edgeslim.bench.memory import mib
 from edgeslim.bench.stats import CV_WARN
 from edgeslim.channels.cost import LayerCost
 from edgeslim.channels.devices import TENSORRT_BACKENDS
@@ -30,6 +32,7 @@ LATENCY_COLS = [
     "timer",
     "n",
     "p50 ms",
+    "trial p50s ms",
     "p90 ms",
     "p99 ms",
     "mean ms",
@@ -75,6 +78,9 @@ def check_record(record: dict, source: str = "the record") -> dict:
             aggregate(record)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise damaged(f"its trials cannot be summarized: {type(exc).__name__} {exc}") from exc
+    elif version < VERSION:
+        _migrate_p50(record, source)
+    record["version"] = VERSION  # (as read now: written back so by edgeslim report)
     summary = record["summary"]
     for label in models:
         per_batch = summary.get(label) if isinstance(summary, dict) else None
@@ -96,7 +102,36 @@ def check_record(record: dict, source: str = "the record") -> dict:
             raise damaged(f"the cost of {label} is not a table of its layers")
         if not isinstance(m.get("file_bytes", 0), (int, float)):
             raise damaged(f"the file size of {label} is not a number")
+    name_layer_times(record)
     return record
+
+
+def _migrate_p50(record: dict, source: str) -> None:
+    """A format version 1 record's p50s as version 2 reads them: a summary entry without
+    ``pooled_p50_ms`` was written when ``p50_ms`` was the pooled median; it becomes ``pooled_p50_ms`` and
+    ``p50_ms`` the median of the entry's ``trial_p50_ms`` (the statistic its speedup divided), with the
+    samples/s and a stored prediction's comparison that follow from it. Refused where the trials' p50s
+    are not there."""
+    summary = record.get("summary")
+    for label, per_batch in (summary or {}).items() if isinstance(summary, dict) else ():
+        for b, s in (per_batch or {}).items() if isinstance(per_batch, dict) else ():
+            if not isinstance(s, dict) or "p50_ms" not in s or "pooled_p50_ms" in s:
+                continue
+            trials = s.get("trial_p50_ms")
+            if not (isinstance(trials, list) and trials and all(isinstance(t, (int, float)) for t in trials)):
+                bench = Step("bench")
+                raise EdgeslimError(
+                    f"{source} is a benchmark result of format version 1 whose p50 of {label} at batch {b} "
+                    f"may be the pooled median and has no per-trial p50s to tell; measure again with {bench}",
+                    steps=(bench,),
+                )
+            s["pooled_p50_ms"], s["p50_ms"] = s["p50_ms"], float(statistics.median(trials))
+            if isinstance(b, str) and b.isdigit():
+                s["throughput_per_s"] = int(b) * 1e3 / s["p50_ms"] if s["p50_ms"] > 0 else 0.0
+            predicted = (((record.get("prediction") or {}).get("models") or {}).get(label) or {}).get(b)
+            if isinstance(predicted, dict) and "measured_p50_ms" in predicted and s["p50_ms"] > 0:
+                predicted["measured_p50_ms"] = s["p50_ms"]
+                predicted["error"] = predicted["total_ms"] / s["p50_ms"] - 1
 
 
 def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
@@ -172,17 +207,51 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
 UNPADDED_WHY = "the measured ONNX file is not at its recorded path, or onnx is not installed"
 
 
+def measured_file(record: dict, label: str) -> str | None:
+    """The path of the file ``label`` was measured from where it is still there (the same size; not
+    another file at that path now); None where it is not."""
+    from edgeslim.bench.compare import model_bytes
+
+    facts = record["models"][label]
+    path = facts.get("path")
+    if not path or not Path(path).is_file():
+        return None
+    if facts.get("file_bytes") is not None and model_bytes(path) != facts["file_bytes"]:
+        return None
+    return str(path)
+
+
+def name_layer_times(record: dict) -> None:
+    """Give the profiled nodes of a record's layer times their ``layer``
+    (:func:`edgeslim.bench.layers.node_layers`) where bench could not (measured without onnx, or before it
+    recorded them), from each model's ONNX file where it is still at its recorded path and onnx is installed."""
+    from edgeslim.bench.backends import model_format
+    from edgeslim.bench.layers import node_layers
+
+    for label in record["models"]:
+        lt = (record["summary"].get(label) or {}).get("layer_times")
+        nodes = lt.get("layers") if isinstance(lt, dict) else None
+        if not isinstance(nodes, list) or all(not isinstance(n, dict) or "layer" in n for n in nodes):
+            continue
+        path = measured_file(record, label)
+        if path is None or model_format(path) != "onnx":
+            continue
+        try:
+            import onnx
+
+            graph = onnx.load(path, load_external_data=False).graph
+        except Exception:  # noqa: BLE001 - onnx missing, or protobuf's many types: the nodes stay unnamed
+            continue
+        for node, layer in zip(nodes, node_layers(graph, nodes), strict=True):
+            node["layer"] = layer
+
+
 def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:
     """The model's costs at channel counts padded to ``multiple``, from its ONNX file where it still
     is and onnx is installed (None: the run's stored costs, at the exported widths, are what is left)."""
-    facts = record["models"][label]
-    path = facts.get("path")
-    if multiple <= 1 or not path or not Path(path).is_file():
+    path = measured_file(record, label)
+    if multiple <= 1 or path is None:
         return None
-    from edgeslim.bench.compare import model_bytes
-
-    if facts.get("file_bytes") is not None and model_bytes(path) != facts["file_bytes"]:
-        return None  # (another file at that path now: not the model that was measured)
     try:
         from edgeslim.bench.onnx_cost import onnx_cost
 
@@ -190,6 +259,16 @@ def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | 
         return None if cost.unknown else cost.layers
     except EdgeslimError:  # (MissingDependencyError included: a device install without onnx)
         return None
+
+
+def trial_range(entry: dict) -> str | None:
+    """The lowest and highest of a summary entry's per-trial p50s (``1.19-1.20``; one trial: its p50), how far
+    apart the trials its p50 is the median of were; None where the entry has none."""
+    trials = entry.get("trial_p50_ms")
+    if not isinstance(trials, list) or not trials:
+        return None
+    lo, hi = min(trials), max(trials)
+    return f"{lo:.4g}" if len(trials) == 1 else f"{lo:.4g}-{hi:.4g}"
 
 
 def latency_rows(record: dict) -> list[list]:
@@ -204,6 +283,7 @@ def latency_rows(record: dict) -> list[list]:
                     s["timer"],
                     s["n"],
                     s["p50_ms"],
+                    trial_range(s),
                     s["p90_ms"],
                     s["p99_ms"],
                     s["mean_ms"],
@@ -215,27 +295,68 @@ def latency_rows(record: dict) -> list[list]:
     return rows
 
 
-def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
-    """The per-node kernel times of every model (``bench --layer-times``): a title, the columns and
-    one row per node in execution order (models side by side); None when the record has none."""
+def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]], bool] | None:
+    """Every model's profiled nodes (``bench --layer-times``) matched by the layer they run: a name
+    and ``{label: node}`` per row, in execution order; a node no other model runs at that layer (a
+    reorder ONNX Runtime added) has a row of its own. The bool: whether the nodes carry their layer
+    (:func:`edgeslim.bench.layers.node_layers`; else, in a record measured without onnx or before
+    bench recorded it, only nodes of the same ONNX Runtime name are matched). None: no layer times."""
+    import difflib
+
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if not all(lt.values()):
         return None
-    labels = list(lt)
-    rows = []
-    for i in range(max(len(v["layers"]) for v in lt.values())):
-        row = []
-        for label in labels:
-            layers = lt[label]["layers"]
-            row += (
-                [layers[i]["name"], layers[i]["op"], layers[i]["median_us"]]
-                if i < len(layers)
-                else [None] * 3
-            )
-        rows.append(row)
-    cols = [f"{label} {c}" for label in labels for c in ("node", "op", "us")]
-    batch = lt[labels[0]]["batch"]
-    return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, rows
+    named = all("layer" in node for v in lt.values() for node in v["layers"])
+    rows: list[tuple[tuple, str, dict[str, dict]]] = []  # (what matches, the row's name, label -> node)
+    for label, v in lt.items():
+        nodes = v["layers"]
+        keys = [
+            ("layer", n["layer"]) if named and n["layer"] else ("node", n["name"]) if not named
+            else ("own", label, j)  # (an unmatched node: never equal to another)
+            for j, n in enumerate(nodes)
+        ]  # fmt: skip
+        merged: list[tuple[tuple, str, dict[str, dict]]] = []
+        opcodes = difflib.SequenceMatcher(None, [k for k, _, _ in rows], keys, autojunk=False).get_opcodes()
+        for tag, i1, i2, j1, j2 in opcodes:
+            if tag == "equal":
+                merged += [(rows[i][0], rows[i][1], {**rows[i][2], label: nodes[j]})
+                           for i, j in zip(range(i1, i2), range(j1, j2))]  # fmt: skip
+            else:
+                merged += rows[i1:i2]
+                merged += [(keys[j], (named and nodes[j]["layer"]) or nodes[j]["name"], {label: nodes[j]})
+                           for j in range(j1, j2)]  # fmt: skip
+        rows = merged
+    return [name for _, name, _ in rows], [by for _, _, by in rows], named
+
+
+#: what the per-layer time table's rows are, under it in report.md
+LAYER_TIMES_LEGEND = (
+    "One row per layer, the models side by side: a conv/linear kernel is named by its module, any other "
+    "node by the ONNX node it runs; a node ONNX Runtime added (a layout reorder) has a row of its own, - "
+    "for the other model."
+)
+LAYER_TIMES_UNNAMED = (
+    "This record's nodes carry no layer names (measured before bench recorded them, or without onnx "
+    "installed): only nodes of the same ONNX Runtime name share a row; bench again to match them by layer."
+)
+
+
+def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
+    """The per-node kernel times of every model (``bench --layer-times``): a title, the columns and one
+    row per layer (:func:`aligned_layer_times`), microseconds to one decimal; None when the record has none."""
+    aligned = aligned_layer_times(record)
+    if aligned is None:
+        return None
+    names, rows, _ = aligned
+    labels = list(record["models"])
+    out = [
+        [name, *(x for label in labels for x in (
+            [by[label]["op"], f"{by[label]['median_us']:.1f}"] if label in by else [None, None]))]
+        for name, by in zip(names, rows)
+    ]  # fmt: skip
+    cols = ["layer", *(f"{label} {c}" for label in labels for c in ("op", "us"))]
+    batch = record["summary"][labels[0]]["layer_times"]["batch"]
+    return f"Per-layer kernel time (ONNX Runtime profiler, batch {batch}, median of runs)", cols, out
 
 
 def _digits3(x: float) -> str:
@@ -263,9 +384,10 @@ def speedup_rows(record: dict) -> list[list]:
 SPEEDUP_COLS = ["batch", "speedup (p50)", "95% CI", "trial spread", "MACs ratio", "speedup / MACs ratio"]
 #: what the latency and speedup tables' columns mean, under them in report.md (a reader asked)
 LATENCY_LEGEND = (
-    "p50: the median over trials of each trial's median, the number the speedup divides; p90, p99, mean, "
-    "std and CV over all timed calls of all trials; n: timed calls; timer: host = the wall clock around each "
-    "call, device = the GPU's own events."
+    "p50: the median over trials of each trial's median (of an even number of trials, the mean of the two "
+    "middle ones), the number the speedup divides and samples/s is computed from; trial p50s: the lowest and "
+    "highest trial median, how far apart the trials were; p90, p99, mean, std and CV over all timed calls of "
+    "all trials; n: timed calls; timer: host = the wall clock around each call, device = the GPU's own events."
 )
 SPEEDUP_LEGEND = (
     "Trial spread: the largest minus the smallest per-trial speedup. MACs ratio: baseline MACs / slim MACs. "
@@ -274,19 +396,19 @@ SPEEDUP_LEGEND = (
 )
 MEMORY_COLS = [
     "model",
-    "file MB",
+    "file MiB",
     "params",
     "MMACs",
-    "peak RSS MB",
-    "RSS delta MB",
-    "NvMap delta MB",
+    "peak RSS MiB",
+    "RSS delta MiB",
+    "NvMap delta MiB",
     "load s",
 ]
 
 
 PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
 TELEMETRY_COLS = ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image", "GPU load %", "GPU MHz",
-                  "max temp C", "max RAM MB"]  # fmt: skip
+                  "max temp C", "max RAM MiB"]  # fmt: skip
 TELEMETRY_LEGEND = (
     "tegrastats sampled during each timed window. Power: the mean input power ({rails}); energy per batch: "
     "that power times the seconds the timed calls took, over the calls (the warm-up left out); medians over "
@@ -421,12 +543,12 @@ def memory_rows(record: dict) -> list[list]:
         rows.append(
             [
                 label,
-                facts["file_bytes"] / 1e6,
+                facts["file_bytes"] / 2**20,
                 cost.get("params"),
                 cost["macs"] / 1e6 if cost.get("macs") is not None else None,
-                m.get("peak_rss_mb"),
-                m.get("rss_delta_mb"),
-                m.get("nvmap_delta_mb"),
+                mib(m, "peak_rss_mib"),
+                mib(m, "rss_delta_mib"),
+                mib(m, "nvmap_delta_mib"),
                 record["summary"][label]["load_s"],
             ]
         )
@@ -482,7 +604,7 @@ def warnings(record: dict) -> list[str]:
             if s["cv"] > CV_WARN:
                 out.append(
                     f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
-                    "clocks or thermals; p50 and the trial spread are the numbers to read)"
+                    "clocks or thermals; p50 and the trial p50s are the numbers to read)"
                 )
             if (cov := _trtexec_cov(record, label, b)) is not None:
                 out.append(
@@ -552,7 +674,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
               "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
               "and first inference), NvMap (a Jetson's "
-              f"GPU memory; - elsewhere), and the seconds to load it. params: {params}."]  # fmt: skip
+              f"GPU memory; - elsewhere), and the seconds to load it; MiB: 2^20 bytes, sizes and memory alike. params: {params}."]  # fmt: skip
     if record.get("prediction"):
         pr = record["prediction"]
         parts += [
@@ -597,7 +719,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                   telemetry_legend(record)]  # fmt: skip
     if (times := layer_time_rows(record)) is not None:
         title, cols, rows = times
-        parts += ["", f"## {title}", "", markdown_table(cols, rows)]
+        named = aligned_layer_times(record)[2]
+        parts += ["", f"## {title}", "", markdown_table(cols, rows), "",
+                  LAYER_TIMES_LEGEND + ("" if named else " " + LAYER_TIMES_UNNAMED)]  # fmt: skip
     w = warnings(record)
     if w:
         parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]
@@ -632,15 +756,22 @@ def _has_samples(record: dict) -> bool:
     return True
 
 
+#: latency.png's panels (one per batch) per row; more batches wrap onto further rows
+LATENCY_PANELS_PER_ROW = 3
+
+
 def _latency_plot(record: dict, path: Path) -> Path:
     """The latency distributions of every model per batch (boxes of the raw samples) into ``path``."""
     import numpy as np
 
     labels = list(record["models"])
-    fig, axes = new_figure(
-        1, len(record["batches"]), figsize=(5.2 * len(record["batches"]), 3.8), squeeze=False
-    )
-    for ax, b in zip(axes[0], record["batches"]):
+    n = len(record["batches"])
+    cols = min(n, LATENCY_PANELS_PER_ROW)  # (7 batches in one row: 4004 x 418 px, unreadable at page width)
+    rows = math.ceil(n / cols)
+    fig, axes = new_figure(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax, b in zip(axes.flat, record["batches"]):
         data, names = [], []
         for label in labels:
             runs = [r for r in record["trials"] if r["label"] == label]
@@ -648,7 +779,16 @@ def _latency_plot(record: dict, path: Path) -> Path:
             key = "device" if s.get("device") else "host"
             data.append(np.concatenate([r["samples"][str(b)][key] for r in runs]) * 1e3)
             names.append(label)
-        ax.boxplot(data, whis=(1, 99), showfliers=False, tick_labels=names)  # whiskers: p1..p99
+        ax.boxplot(
+            data, whis=(1, 99), showfliers=False, tick_labels=names, medianprops={"color": "tab:orange"}
+        )
+        for i, label in enumerate(
+            labels, start=1
+        ):  # each trial's p50 (dots) and their median, the p50 (dash)
+            s = record["summary"][label][str(b)]
+            trials = s.get("trial_p50_ms") or []
+            ax.plot([i] * len(trials), trials, "o", ms=3.5, mfc="none", mec="black", zorder=3)
+            ax.plot([i - 0.3, i + 0.3], [s["p50_ms"]] * 2, color="tab:red", lw=1.8, zorder=4)
         ax.set_yscale("log")
         # (each model's whiskers: pooled samples of very different counts could leave a box unlabelled)
         plain_log_axis(ax.yaxis, min(float(np.percentile(d, 1)) for d in data),
@@ -661,8 +801,8 @@ def _latency_plot(record: dict, path: Path) -> Path:
             head += f": {names[1]} {word} than {names[0]}"
         p50s = " vs ".join(f"{v:.3g}" for v in p50)
         ax.set_title(
-            f"{head}\np50 {p50s} ms (median of the trials' p50s, {key} time)\n"
-            "boxes: all samples, p25-p75, whiskers p1-p99",
+            f"{head}\np50 {p50s} ms ({key} time): red dash, the median of the trials' p50s (circles)\n"
+            "boxes: all samples pooled, p25-p75, their median the orange line, whiskers p1-p99",
             fontsize=8,
         )
     fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
@@ -711,25 +851,25 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
         fig = _layer_bars(macs, "ONNX layer (fused, graph order)", "MMACs per sample",
                           f"per-layer MACs; total MMACs: {totals}{ratio}", names)  # fmt: skip
         written.append(save_figure(fig, out / LAYERS_PNG))
-    lt = {label: record["summary"][label].get("layer_times") for label in labels}
-    if all(lt.values()):
-        us = {label: [layer["median_us"] for layer in lt[label]["layers"]] for label in labels}
-        title = f"measured per-layer time, batch {lt[labels[0]]['batch']} (ORT profiler)"
-        names = [str(layer.get("name", i)) for i, layer in enumerate(lt[labels[0]]["layers"])]
-        fig = _layer_bars(us, "ORT node (as executed, fused)", "kernel time (us)", title, names)
+    if (aligned := aligned_layer_times(record)) is not None:
+        names, rows, named = aligned  # (a node one model alone runs: no bar for the other)
+        us = {label: [by[label]["median_us"] if label in by else math.nan for by in rows] for label in labels}
+        title = f"measured per-layer time, batch {record['summary'][labels[0]]['layer_times']['batch']} (ORT profiler)"
+        xlabel = "layer (ORT nodes matched by " + ("layer; " if named else "node name; ") + "execution order)"
+        fig = _layer_bars(us, xlabel, "kernel time (us)", title, names)
         written.append(save_figure(fig, out / LAYER_TIMES_PNG))
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
-    keys = [("file MB", lambda lab: record["models"][lab]["file_bytes"] / 1e6)]
-    keys.append(("peak RSS MB", lambda lab: record["summary"][lab]["memory"].get("peak_rss_mb") or 0.0))
-    keys.append(("RSS delta MB", lambda lab: record["summary"][lab]["memory"].get("rss_delta_mb") or 0.0))
+    keys = [("file MiB", lambda lab: record["models"][lab]["file_bytes"] / 2**20)]
+    keys.append(("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0))
+    keys.append(("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         vals = [fn(label) for _, fn in keys]
         bars = ax.bar(np.arange(len(keys)) + i * width, vals, width, label=label)
         ax.bar_label(bars, fmt="%.3g", fontsize=7)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, [k for k, _ in keys])
-    ax.set_ylabel("MB")
+    ax.set_ylabel("MiB (2^20 bytes)")
     ax.legend()
     ax.set_title("model file and process memory (as in report.md's Memory and size table)", fontsize=10)
     fig.tight_layout()

@@ -155,12 +155,12 @@ def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_s
     import itertools
     import math
 
-    from edgeslim.bench.memory import available_mb
+    from edgeslim.bench.memory import available_mib
 
     size = 4 * math.prod(shape)  # (float32, batch 1)
     if size < BIG_INPUT_BYTES or not hasattr(model, "modules"):
         return
-    free = available_mb()
+    free = available_mib()
     if free is None:
         return
     limit, c_h_w = 0.9 * free * 2**20, ",".join(map(str, shape))
