@@ -357,6 +357,23 @@ def node_layers(graph, node_times: list[dict]) -> list[str | None]:
     return out
 
 
+def name_nodes(path: str, nodes: list[dict]) -> bool:
+    """Give ONNX Runtime profiler rows ``nodes`` of the model file ``path`` their ``layer``
+    (:func:`node_layers`); False, the rows left as they are, where that cannot be traced (not an ONNX
+    file: an ``.ort`` one; onnx not installed, as on a device; the file unreadable)."""
+    if model_format(path) != "onnx":
+        return False
+    try:
+        import onnx
+
+        graph = onnx.load(path, load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - onnx missing, or protobuf's many types: the nodes stay unnamed
+        return False
+    for node, layer in zip(nodes, node_layers(graph, nodes), strict=True):
+        node["layer"] = layer
+    return True
+
+
 def trt_layer_parts(name: str) -> list[str]:
     """ONNX node/tensor names fused into one TensorRT layer name: ``"A + B + C"`` -> [A, B, C];
     ``PWN(...)`` wrappers and their ``, `` lists are opened. Reformat layers (``Reformatting

@@ -225,8 +225,7 @@ def name_layer_times(record: dict) -> None:
     """Give the profiled nodes of a record's layer times their ``layer``
     (:func:`edgeslim.bench.layers.node_layers`) where bench could not (measured without onnx, or before it
     recorded them), from each model's ONNX file where it is still at its recorded path and onnx is installed."""
-    from edgeslim.bench.backends import model_format
-    from edgeslim.bench.layers import node_layers
+    from edgeslim.bench.layers import name_nodes
 
     for label in record["models"]:
         lt = (record["summary"].get(label) or {}).get("layer_times")
@@ -234,16 +233,8 @@ def name_layer_times(record: dict) -> None:
         if not isinstance(nodes, list) or all(not isinstance(n, dict) or "layer" in n for n in nodes):
             continue
         path = measured_file(record, label)
-        if path is None or model_format(path) != "onnx":
-            continue
-        try:
-            import onnx
-
-            graph = onnx.load(path, load_external_data=False).graph
-        except Exception:  # noqa: BLE001 - onnx missing, or protobuf's many types: the nodes stay unnamed
-            continue
-        for node, layer in zip(nodes, node_layers(graph, nodes), strict=True):
-            node["layer"] = layer
+        if path is not None:
+            name_nodes(path, nodes)
 
 
 def padded_layers(record: dict, label: str, multiple: int) -> list[LayerCost] | None:

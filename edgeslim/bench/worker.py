@@ -72,7 +72,12 @@ def measure(spec: dict) -> dict:
     info = session.info()
     if spec.get("layer_times") and hasattr(session, "layer_times"):
         session.set_batch(batches[0])
-        info["layer_times"] = {"batch": batches[0], "layers": session.layer_times()}
+        rows = session.layer_times()
+        if name == "onnxruntime":  # (each ORT node's layer, traced in the ONNX file where onnx reads it)
+            from edgeslim.bench.layers import name_nodes
+
+            name_nodes(spec["model"], rows)
+        info["layer_times"] = {"batch": batches[0], "layers": rows}
     session.close()
     return {
         "ok": True,

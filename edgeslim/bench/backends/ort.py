@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape, model_format, random_input, run_failed
+from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input, run_failed
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
@@ -134,21 +134,9 @@ class OrtSession(Session):
         return [list(v.shape) for v in self.feeds.values()]
 
     def layer_times(self, runs: int = 50) -> list[dict]:
-        """Per-node kernel times from ORT's profiler (a second session; fused nodes as ORT runs them), each
-        with the ``layer`` it runs (:func:`edgeslim.bench.layers.node_layers`) where onnx reads the file."""
-        rows = parse_profile(self.profile_events(runs))
-        if model_format(self.path) != "onnx":  # (an .ort file: no graph to trace the nodes back to)
-            return rows
-        try:
-            import onnx
-        except ImportError:  # (a device install without onnx: the report pairs nodes by their names)
-            return rows
-        from edgeslim.bench.layers import node_layers
-
-        graph = onnx.load(self.path, load_external_data=False).graph
-        for row, layer in zip(rows, node_layers(graph, rows), strict=True):
-            row["layer"] = layer
-        return rows
+        """Per-node kernel times from ORT's profiler (a second session; fused nodes as ORT runs them); the
+        measuring process gives each the ``layer`` it runs (:func:`edgeslim.bench.layers.name_nodes`)."""
+        return parse_profile(self.profile_events(runs))
 
     def profile_events(self, runs: int = 50) -> list[dict]:
         """ORT's profiler trace (chrome-trace events) of ``runs`` inferences in a second session."""
