@@ -440,6 +440,10 @@ def aggregate(record: dict) -> dict:
     used = {(r.get("info") or {}).get("threads") for r in record["trials"]} - {None}
     if env.get("threads") is None and len(used) == 1:  # none given: the runtime's default, as measured
         env["threads"] = used.pop()
+    pools = next((r["info"]["thread_pools"] for r in record["trials"] if (r.get("info") or {}).get("thread_pools")),
+                 None)  # fmt: skip
+    if pools:  # (XNNPACK: its pool has the threads, ORT's intra-op pool 1)
+        env["thread_pools"] = pools
     if record["kind"] == "compare":
         record["speedup"] = {
             str(b): speedup(per_trial["baseline"][str(b)], per_trial["slim"][str(b)])

@@ -435,6 +435,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             "providers": sess.sess.get_providers(),
             "graph_opt": options.get("graph_opt", "all"),
             "threads": sess.threads,  # (those given, else ORT's default as the session counted them)
+            **({"thread_pools": sess.thread_pools} if sess.thread_pools else {}),  # (XNNPACK's pool has them)
             "host": platform.node(),  # slim --target-latency measures its result here only on this host
         },
     }

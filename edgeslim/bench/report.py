@@ -362,8 +362,12 @@ def measured_device(record: dict) -> str:
     env = record.get("env") or {}
     device = device_name(record)
     threads = env.get("threads")
+    pools = env.get("thread_pools") or {}
+    where = (
+        f" in XNNPACK's pool, ONNX Runtime's intra-op pool {pools['onnxruntime_intra_op']}" if pools else ""
+    )
     return f"{device} ({env.get('machine') or 'unknown architecture'}), {record.get('backend')}" + (
-        f", {threads} thread(s)" if threads else ""
+        f", {threads} thread(s){where}" if threads else ""
     )
 
 
