@@ -1183,3 +1183,31 @@ def test_arm_deploy_script_sets_and_restores_the_governor(tmp_path):
     assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
     assert log.read_text().splitlines()[1] == "performance" and gov.read_text() == "ondemand\n"
     assert "temperature before: 48.2 C" in r.stdout
+
+
+def test_an_ort_file_named_onnx_is_timed_as_ort_and_says_so(onnx_pair, tmp_path):
+    """Phone/ARM review: an ``.ort`` renamed ``.onnx`` was refused as a corrupt ONNX ("Wire format was
+    corrupt; re-export it"; sniff had no ORT kind and ONNX Runtime goes by the suffix) where docs/bench.md
+    says a misnamed file is timed as what it holds, and bench says so; an ONNX named ``.ort`` failed
+    ONNX Runtime's ORT model verification."""
+    import shutil
+
+    from edgeslim.export.ort_mobile import convert_to_ort
+    from edgeslim.utils.sniff import sniff
+
+    dense, thin, _ = onnx_pair
+    ort_file = convert_to_ort(dense, tmp_path / "dense.ort", target_platform="amd64").path
+    assert sniff(ort_file) == "ort" and sniff(dense) == "onnx"
+    renamed, onnx_as_ort = tmp_path / "renamed.onnx", tmp_path / "thin.ort"
+    shutil.copyfile(ort_file, renamed)
+    shutil.copyfile(thin, onnx_as_ort)
+    out = tmp_path / "run"
+    r = edgeslim(["bench", renamed, "--baseline", onnx_as_ort, "--batch", "1", "--trials", "1", *FAST, "--out", out],
+                 tmp_path)  # fmt: skip
+    assert (
+        f"{renamed} holds an ONNX Runtime model, not an ONNX model as its name says: timed as what it holds"
+        in r.stderr
+    )
+    assert f"{onnx_as_ort} holds an ONNX model, not an ONNX Runtime model as its name says" in r.stderr
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["models"]["slim"]["format"] == "ort" and rec["models"]["baseline"]["format"] == "onnx"

@@ -106,8 +106,9 @@ def model_facts(path: str) -> dict:
     if not p.is_file():
         raise EdgeslimError(f"model file {path} does not exist")
     # (absolute: a prediction calibrated from the record re-reads the file from any folder)
-    facts: dict = {"path": os.path.abspath(p), "file_bytes": model_bytes(p)}
-    if model_format(p) == "onnx":
+    # (format: what it holds, by its bytes where they tell; the report reads it, the file not at hand)
+    facts: dict = {"path": os.path.abspath(p), "file_bytes": model_bytes(p), "format": model_format(p)}
+    if facts["format"] == "onnx":
         from edgeslim.bench.onnx_cost import onnx_cost
         from edgeslim.errors import MissingDependencyError
 
@@ -189,8 +190,12 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims | No
         import onnxruntime as ort
     except ImportError:
         return None
+    from edgeslim.bench.backends.ort import load_format
+
+    so = ort.SessionOptions()
+    load_format(so, path)
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise unreadable_onnx(path, exc) from exc
     return {

@@ -106,6 +106,14 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
     return [LayerCost(**layer) for layer in cost["layers"]]
 
 
+def model_file_format(facts: dict) -> str:
+    """What a record's model file holds (:func:`...compare.model_facts`' ``format``; an older record's: the
+    format its name says)."""
+    from edgeslim.bench.backends import named_format
+
+    return str(facts.get("format") or named_format(str(facts.get("path") or "")))
+
+
 def is_arm(machine: str) -> bool:
     """Whether ``platform.machine()``'s answer names an ARM CPU (aarch64, arm64, armv7l)."""
     return machine.lower().startswith(("aarch", "arm"))
@@ -461,9 +469,7 @@ def warnings(record: dict) -> list[str]:
         )
     machine = str(env.get("machine") or "").lower()
     if machine and not is_arm(machine):
-        ort = [
-            label for label, m in record["models"].items() if str(m.get("path", "")).lower().endswith(".ort")
-        ]
+        ort = [label for label, m in record["models"].items() if model_file_format(m) == "ort"]
         if ort:
             out.append(
                 f"{' and '.join(ort)} {'is an .ort file' if len(ort) == 1 else 'are .ort files'}, whose optimizations "

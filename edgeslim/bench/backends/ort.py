@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input, run_failed
+from edgeslim.bench.backends import Backend, Session, concrete_shape, model_format, random_input, run_failed
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
@@ -81,9 +81,16 @@ def thread_pools(providers: list) -> dict[str, int] | None:
     return None
 
 
-def session_options(ort, options: dict, available: list[str]) -> tuple[Any, list]:
+def load_format(so, path: str | os.PathLike) -> None:
+    """Tell ONNX Runtime what the file at ``path`` holds (:func:`model_format`: ``.ort`` or ONNX): it goes
+    by the name's suffix, so an ``.ort`` named ``.onnx`` failed as a corrupt protobuf."""
+    so.add_session_config_entry("session.load_model_format", "ORT" if model_format(path) == "ort" else "ONNX")
+
+
+def session_options(ort, options: dict, available: list[str], path: str | None = None) -> tuple[Any, list]:
     """The ``ort.SessionOptions`` and the provider list a session of ``options`` (threads, graph_opt,
-    providers) opens with, given the ``available`` providers; nothing is loaded.
+    providers) opens with, given the ``available`` providers (and, with ``path``, the file's format:
+    :func:`load_format`); nothing is loaded.
 
     With XNNPACK, ORT's XNNPACK EP docs ("Recommended configuration",
     onnxruntime.ai/docs/execution-providers/Xnnpack-ExecutionProvider.html): intra-op spinning off, the
@@ -103,6 +110,8 @@ def session_options(ort, options: dict, available: list[str]) -> tuple[Any, list
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    if path is not None:
+        load_format(so, path)
     return so, providers
 
 
@@ -212,7 +221,7 @@ class OrtBackend(Backend):
             raise EdgeslimError(f"model file {path} does not exist")
 
         def make_options():
-            return session_options(ort, options, ort.get_available_providers())
+            return session_options(ort, options, ort.get_available_providers(), path)
 
         so, providers = make_options()
         before = _os_threads()
