@@ -1211,3 +1211,36 @@ def test_an_ort_file_named_onnx_is_timed_as_ort_and_says_so(onnx_pair, tmp_path)
     assert f"{onnx_as_ort} holds an ONNX model, not an ONNX Runtime model as its name says" in r.stderr
     rec = json.loads((out / "run.json").read_text())
     assert rec["models"]["slim"]["format"] == "ort" and rec["models"]["baseline"]["format"] == "onnx"
+
+
+def test_an_ort_file_benched_off_arm_says_what_it_records_and_predicts_nothing(onnx_pair, tmp_path):
+    """Phone/ARM review: the off-ARM warning said any .ort was "converted for ARM, as edgeslim's export
+    converts", which bench cannot know of a file; it reads what the file records (export records it) and
+    words it conditionally where nothing is recorded. ``--profile snapdragon-8-gen3`` on .ort files wrote a
+    PREDICTION section with an empty table: one line says why nothing is predicted."""
+    import platform
+
+    from edgeslim.bench.report import warnings
+    from edgeslim.export.ort_mobile import convert_to_ort
+
+    if platform.machine().lower().startswith(("aarch", "arm")):
+        pytest.skip("the warning is for a .ort timed off ARM")
+    dense, thin, _ = onnx_pair
+    d_ort, t_ort = (convert_to_ort(p, tmp_path / f"{p.stem}.ort").path for p in (dense, thin))
+    out = tmp_path / "run"
+    r = edgeslim(["bench", t_ort, "--baseline", d_ort, "--profile", "snapdragon-8-gen3", "--batch", "1",
+                  "--trials", "1", *FAST, "--out", out], tmp_path)  # fmt: skip
+    said = " ".join(r.stderr.split())
+    assert "baseline and slim are .ort files converted for ARM (as they record)" in said, said
+    assert "nothing predicted: baseline and slim are each an .ort file" in said
+    report = (out / "report.md").read_text()
+    assert "Nothing predicted: baseline and slim are each an .ort file" in report
+    assert "| model | batch | predicted ms" not in report
+
+    def record(conversion: dict | None) -> dict:
+        model = {"path": "m.ort", "format": "ort", **({"ort_conversion": conversion} if conversion else {})}
+        return {"models": {"slim": model}, "batches": [], "env": {"machine": "x86_64"}}
+
+    assert warnings(record({"target_platform": "amd64"})) == []
+    (unrecorded,) = warnings(record(None))
+    assert "converted for (not recorded in the file; if ARM, as edgeslim's export converts" in unrecorded

@@ -1491,3 +1491,23 @@ def test_a_forced_export_keeps_a_users_own_export_saved_under_a_companions_name(
     err = " ".join(capsys.readouterr().err.split())
     assert "kept m.int8.onnx, m.w50.onnx beside m.onnx" in err and "removed" not in err, err
     assert all((out / n).read_bytes() == b for n, b in mine.items() if n != "m.onnx")
+
+
+def test_an_ort_export_records_its_conversion(tmp_path, capsys):
+    """Phone/ARM review: an ``.ort`` export recorded nothing of its conversion, and its
+    required_operators.config named a deleted temporary file (``# - /tmp/edgeslim-ort-XXXX/out/model.ort``).
+    The result's entry and the file's metadata record the style, target platform and onnxruntime version;
+    the config names the .ort beside it."""
+    args = _int8_export_args(tmp_path, _small_convnet(0), "a.pt", "--precision", "int8", "--calib-images", "16",
+                             "--ort", "--json")  # fmt: skip
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    recorded = {"optimization_style": "Fixed", "target_platform": "arm", "onnxruntime": ort.__version__}
+    for key, name in (("ort", "m.ort"), ("ort_int8_mobile", "m.int8.ort")):
+        path = tmp_path / "out" / name
+        assert res[key] == {**recorded, "path": str(path), "size_bytes": path.stat().st_size,
+                            "config": str(path.with_suffix(".required_operators.config"))}  # fmt: skip
+        config = path.with_suffix(".required_operators.config").read_text()
+        assert config.startswith(f"# Generated from model/s:\n# - {name}\n") and "edgeslim-ort-" not in config
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert json.loads(meta.custom_metadata_map["ort_conversion"]) == recorded

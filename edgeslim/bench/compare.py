@@ -433,6 +433,8 @@ def aggregate(record: dict) -> dict:
             # a PyTorch file: its counts from the session (no per-layer costs: predictions need an ONNX)
             record["models"][label]["cost"] = {"macs": info["macs"], "params": info["params"], "quantized": False,
                                                "counted_by": "torch"}  # fmt: skip
+        if info.get("ort_conversion"):  # (an .ort file edgeslim's export converted: for which platform)
+            record["models"][label]["ort_conversion"] = info["ort_conversion"]
         for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
             if k in info:
                 summary[label]["memory"][k] = info[k]

@@ -168,7 +168,10 @@ def export(**kw: Any) -> None:
                        ("ort_int8", "INT8 ONNX (ONNX Runtime)"), ("ort", "ORT mobile"),
                        ("ort_int8_mobile", "INT8 ORT mobile")):  # fmt: skip
         val = res.get(key)
-        if isinstance(val, dict):
+        if isinstance(val, dict) and val.get("target_platform"):  # an .ort file: what it was converted for
+            val = (f"{val['path']} ({val['optimization_style']} optimizations for {val['target_platform']}, "
+                   f"onnxruntime {val['onnxruntime']})")  # fmt: skip
+        elif isinstance(val, dict):
             val = val.get("path")
         if val:
             rows.append([label, str(val)])

@@ -208,7 +208,22 @@ class OrtSession(Session):
             "onnxruntime": self.ort.__version__,
             "threads": self.threads,
             **({"thread_pools": self.thread_pools} if self.thread_pools else {}),
+            **({"ort_conversion": conv} if (conv := self.ort_conversion()) else {}),
         }
+
+    def ort_conversion(self) -> dict | None:
+        """What an ``.ort`` file records of its conversion (edgeslim's export writes it: style, target
+        platform, onnxruntime version); None where it records nothing."""
+        import json
+
+        from edgeslim.export.ort_mobile import CONVERSION_KEY
+
+        text = self.sess.get_modelmeta().custom_metadata_map.get(CONVERSION_KEY)
+        try:
+            conv = json.loads(text) if text else None
+        except ValueError:  # (not edgeslim's: not JSON)
+            return None
+        return conv if isinstance(conv, dict) else None
 
 
 class OrtBackend(Backend):
