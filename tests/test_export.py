@@ -1511,3 +1511,26 @@ def test_an_ort_export_records_its_conversion(tmp_path, capsys):
         assert config.startswith(f"# Generated from model/s:\n# - {name}\n") and "edgeslim-ort-" not in config
         meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
         assert json.loads(meta.custom_metadata_map["ort_conversion"]) == recorded
+
+
+def test_an_onnx_runtime_int8_export_gives_no_tensorrt_prune_hint_and_names_the_images_checked(
+    tmp_path, capsys
+):
+    """Phone/ARM review: an ONNX Runtime INT8 export (no TensorRT) printed TensorRT's alignment advice with an
+    unqualified ``edgeslim prune ... --round-to 32`` (a phone user would add MACs for nothing): the hint is
+    left out there and said as TensorRT's on a plain export; the FP32 check at a fixed batch 8 with
+    ``--n-validate 20`` said ``test[:20]`` where n=16 were read: its source names the 16."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 20, 3), nn.BatchNorm2d(20),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(20, 4)).eval()  # fmt: skip
+    args = _int8_export_args(tmp_path, model, "a.pt", "--batch", "8", "--n-validate", "20")
+    assert main([*args, "--precision", "int8", "--calib-images", "16"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "for TensorRT GPUs: " in shown and "layers not a multiple of 32 (int8)" in shown
+    assert "--round-to" not in shown, shown
+    assert "n=16, images" in shown and "[:16]" in shown and "[:20]" not in shown, shown  # (the cell wraps)
+    assert main([*args, "--force"]) == 0  # a plain ONNX (the target not known): the hint, as TensorRT's
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--round-to 8 --trust-pickle;" in shown and "; for TensorRT only: a CPU or phone has its own" in shown
+    )

@@ -2,7 +2,7 @@
 # Bench slim vs baseline ONNX on an ARM board with the performance governor, pinned cores,
 # and the temperature recorded before and after. Restores the governor on exit.
 # Usage: deploy/arm/run_bench.sh PROFILE SLIM.onnx BASELINE.onnx OUT_DIR [extra edgeslim bench args]
-#   e.g. deploy/arm/run_bench.sh rpi5 slim.onnx dense.onnx results --batch 1,32
+#   e.g. deploy/arm/run_bench.sh rpi5 slim.onnx dense.onnx results --batch 1,32  (exports made with --dynamic-batch)
 # CORES (taskset list, default all) pins the processes, e.g. CORES=4-7 for big cores.
 set -euo pipefail
 [ $# -ge 4 ] || { sed -n 2,7p "$0"; exit 2; }

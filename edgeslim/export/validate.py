@@ -433,14 +433,14 @@ def validate_onnx(
     (``traced_batch``: the batch a dynamic-batch graph was traced at, named where it is at fault)."""
     import torch
 
-    x, labels = batch.x, batch.labels
+    x = batch.x
     if static_batch is not None:  # a static-batch graph takes exactly `static_batch` images per run
         if len(x) < static_batch:
-            x, labels = torch.cat([x] * -(-static_batch // len(x)))[:static_batch], None
-        else:
-            k = len(x) // static_batch * static_batch
-            x, labels = x[:k], None if labels is None else labels[:k]
-        batch = replace(batch, x=x, labels=labels)
+            x = torch.cat([x] * -(-static_batch // len(x)))[:static_batch]
+            batch = replace(batch, x=x, labels=None, source=f"{batch.source} repeated to {static_batch}")
+        elif len(x) % static_batch:  # whole batches: the source says how many were used
+            batch = batch.first(len(x) // static_batch * static_batch)
+            x = batch.x
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
