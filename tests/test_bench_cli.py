@@ -1116,3 +1116,131 @@ def test_the_measuring_process_says_an_exit_memory_and_a_bug_as_they_are(tmp_pat
     assert code == 1 and line.startswith("internal error: ValueError: (no message) at m.py:3 in forward")
     _json_error(["bench", "m.pt", "--json"], bug, line, code)
     assert json.loads(capsys.readouterr().out)["error"]["kind"] == "ValueError"
+
+
+def _fake_tools(tmp_path: Path, sudo: str) -> tuple[Path, Path]:
+    """A folder of fake ``sudo`` (``sudo`` is its script body) and ``edgeslim`` (records its arguments and
+    the governor it ran under, answers ``profiles show`` with a profile without power modes), and the log."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "edgeslim.log"
+    bin_dir.mkdir()
+    (bin_dir / "sudo").write_text(f"#!/bin/sh\n{sudo}\n")
+    (bin_dir / "edgeslim").write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = profiles ]; then echo \'{"name": "p", "power_modes": []}\'; exit 0; fi\n'
+        f'echo "$@" >> {log}\n'
+        f"cat {tmp_path}/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor >> {log} 2>/dev/null || true\n"
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return bin_dir, log
+
+
+def _run_deploy_script(script: str, tmp_path: Path, bin_dir: Path) -> subprocess.CompletedProcess:
+    import os
+
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "EDGESLIM_SYSFS_ROOT": str(tmp_path / "sys"),
+    }
+    env.pop("EDGESLIM", None)
+    return subprocess.run(["bash", str(ROOT / script), "rpi5", "s.onnx", "b.onnx", "out", "--batch", "1"],
+                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize("script", ["deploy/arm/run_bench.sh", "deploy/jetson/run_bench.sh"])
+def test_deploy_script_benches_where_sudo_needs_a_password(tmp_path, script):
+    """Phone/ARM review: under ``set -e`` a ``sudo`` that needs a password (non-admin, CI over ssh) or is
+    missing (Termux) killed deploy/arm/run_bench.sh before the bench; it warns and benches, the governor
+    untouched, and says "temperature before: unknown" where there is no thermal zone."""
+    gov = tmp_path / "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+    gov.parent.mkdir(parents=True)
+    gov.write_text("ondemand\n")
+    bin_dir, log = _fake_tools(tmp_path, 'echo "sudo: a password is required" >&2; exit 1')
+    r = _run_deploy_script(script, tmp_path, bin_dir)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not set" in r.stderr and "results may vary" in r.stderr, r.stderr
+    assert log.read_text().splitlines() == [
+        f"bench s.onnx --baseline b.onnx --profile rpi5 {'--backend onnxruntime ' if 'arm' in script else ''}"
+        "--out out --batch 1",
+        "ondemand",
+    ]
+    if "arm" in script:
+        assert "temperature before: unknown" in r.stdout and "temperature after: unknown" in r.stdout
+
+
+def test_arm_deploy_script_sets_and_restores_the_governor(tmp_path):
+    """Phone/ARM review: with sudo that needs no password the governor is ``performance`` during the bench
+    and restored after; the temperature is read from the thermal zone under EDGESLIM_SYSFS_ROOT."""
+    gov = tmp_path / "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+    gov.parent.mkdir(parents=True)
+    gov.write_text("ondemand\n")
+    zone = tmp_path / "sys/class/thermal/thermal_zone0/temp"
+    zone.parent.mkdir(parents=True)
+    zone.write_text("48250\n")
+    bin_dir, log = _fake_tools(tmp_path, 'if [ "$1" = -n ]; then shift; fi; exec "$@"')
+    r = _run_deploy_script("deploy/arm/run_bench.sh", tmp_path, bin_dir)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
+    assert log.read_text().splitlines()[1] == "performance" and gov.read_text() == "ondemand\n"
+    assert "temperature before: 48.2 C" in r.stdout
+
+
+def test_an_ort_file_named_onnx_is_timed_as_ort_and_says_so(onnx_pair, tmp_path):
+    """Phone/ARM review: an ``.ort`` renamed ``.onnx`` was refused as a corrupt ONNX ("Wire format was
+    corrupt; re-export it"; sniff had no ORT kind and ONNX Runtime goes by the suffix) where docs/bench.md
+    says a misnamed file is timed as what it holds, and bench says so; an ONNX named ``.ort`` failed
+    ONNX Runtime's ORT model verification."""
+    import shutil
+
+    from edgeslim.export.ort_mobile import convert_to_ort
+    from edgeslim.utils.sniff import sniff
+
+    dense, thin, _ = onnx_pair
+    ort_file = convert_to_ort(dense, tmp_path / "dense.ort", target_platform="amd64").path
+    assert sniff(ort_file) == "ort" and sniff(dense) == "onnx"
+    renamed, onnx_as_ort = tmp_path / "renamed.onnx", tmp_path / "thin.ort"
+    shutil.copyfile(ort_file, renamed)
+    shutil.copyfile(thin, onnx_as_ort)
+    out = tmp_path / "run"
+    r = edgeslim(["bench", renamed, "--baseline", onnx_as_ort, "--batch", "1", "--trials", "1", *FAST, "--out", out],
+                 tmp_path)  # fmt: skip
+    assert (
+        f"{renamed} holds an ONNX Runtime model, not an ONNX model as its name says: timed as what it holds"
+        in r.stderr
+    )
+    assert f"{onnx_as_ort} holds an ONNX model, not an ONNX Runtime model as its name says" in r.stderr
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["models"]["slim"]["format"] == "ort" and rec["models"]["baseline"]["format"] == "onnx"
+
+
+def test_an_ort_file_benched_off_arm_says_what_it_records_and_predicts_nothing(onnx_pair, tmp_path):
+    """Phone/ARM review: the off-ARM warning said any .ort was "converted for ARM, as edgeslim's export
+    converts", which bench cannot know of a file; it reads what the file records (export records it) and
+    words it conditionally where nothing is recorded. ``--profile snapdragon-8-gen3`` on .ort files wrote a
+    PREDICTION section with an empty table: one line says why nothing is predicted."""
+    import platform
+
+    from edgeslim.bench.report import warnings
+    from edgeslim.export.ort_mobile import convert_to_ort
+
+    if platform.machine().lower().startswith(("aarch", "arm")):
+        pytest.skip("the warning is for a .ort timed off ARM")
+    dense, thin, _ = onnx_pair
+    d_ort, t_ort = (convert_to_ort(p, tmp_path / f"{p.stem}.ort").path for p in (dense, thin))
+    out = tmp_path / "run"
+    r = edgeslim(["bench", t_ort, "--baseline", d_ort, "--profile", "snapdragon-8-gen3", "--batch", "1",
+                  "--trials", "1", *FAST, "--out", out], tmp_path)  # fmt: skip
+    said = " ".join(r.stderr.split())
+    assert "baseline and slim are .ort files converted for ARM (as they record)" in said, said
+    assert "nothing predicted: baseline and slim are each an .ort file" in said
+    report = (out / "report.md").read_text()
+    assert "Nothing predicted: baseline and slim are each an .ort file" in report
+    assert "| model | batch | predicted ms" not in report
+
+    def record(conversion: dict | None) -> dict:
+        model = {"path": "m.ort", "format": "ort", **({"ort_conversion": conversion} if conversion else {})}
+        return {"models": {"slim": model}, "batches": [], "env": {"machine": "x86_64"}}
+
+    assert warnings(record({"target_platform": "amd64"})) == []
+    (unrecorded,) = warnings(record(None))
+    assert "converted for (not recorded in the file; if ARM, as edgeslim's export converts" in unrecorded

@@ -685,3 +685,36 @@ def test_layer_times_pair_the_same_layer_when_orts_node_lists_differ(tmp_path) -
     assert len(layers) == len(set(layers)) == 8  # one row per layer: 3 convs, 2 pools, GAP, Flatten, Gemm
     assert all(re.fullmatch(r"\d+\.\d", v) for r in rows for v in (r[2], r[4]) if v is not None), rows
     assert "layer_times.png" in [p.name for p in plots(rec, tmp_path)]
+
+
+def test_a_layer_table_of_an_int8_onnx_is_refused_naming_the_fp32_one(files, tmp_path, capsys) -> None:
+    """Phone/ARM review: ``bench --layer-table`` of export's INT8 ONNX (no TensorRT) said "the ONNX model has no
+    conv or linear layers" (its weights come through DequantizeLinear); one line says latency tables are
+    measured on the FP32 ONNX and names NAME.onnx beside NAME.int8.onnx."""
+    import shutil
+
+    import numpy as np
+
+    from edgeslim.export.qdq import quantize_qdq
+
+    fp32 = tmp_path / "m.onnx"
+    shutil.copyfile(files["vgg-small"][2], fp32)
+    x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    int8 = quantize_qdq(fp32, tmp_path / "m.int8.onnx", x, style="onnxruntime").path
+    args = [
+        "--layer-table",
+        str(tmp_path / "t.json"),
+        "--batch",
+        "1",
+        "--min-time",
+        "0.05",
+        "--warmup",
+        "0.01",
+    ]
+    assert main(["bench", str(int8), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {int8} is quantized (INT8: its conv/linear weights go through DequantizeLinear or "
+                   f"QLinear ops): latency tables are measured on the FP32 ONNX; give {fp32}"), err  # fmt: skip
+    fp32.unlink()
+    assert main(["bench", str(int8), *args]) == 2
+    assert capsys.readouterr().err.strip().endswith("give the FP32 ONNX it was quantized from")

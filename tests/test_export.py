@@ -1518,3 +1518,46 @@ def test_the_check_source_names_the_images_used(tmp_path, fmnist_dir, capsys):
     assert not torch.equal(
         chosen.test_x, load_dataset("fashion-mnist", data_dir=fmnist_dir, subset=1).test_x[:64]
     )
+
+
+def test_an_ort_export_records_its_conversion(tmp_path, capsys):
+    """Phone/ARM review: an ``.ort`` export recorded nothing of its conversion, and its
+    required_operators.config named a deleted temporary file (``# - /tmp/edgeslim-ort-XXXX/out/model.ort``).
+    The result's entry and the file's metadata record the style, target platform and onnxruntime version;
+    the config names the .ort beside it."""
+    args = _int8_export_args(tmp_path, _small_convnet(0), "a.pt", "--precision", "int8", "--calib-images", "16",
+                             "--ort", "--json")  # fmt: skip
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    recorded = {"optimization_style": "Fixed", "target_platform": "arm", "onnxruntime": ort.__version__}
+    for key, name in (("ort", "m.ort"), ("ort_int8_mobile", "m.int8.ort")):
+        path = tmp_path / "out" / name
+        assert res[key] == {**recorded, "path": str(path), "size_bytes": path.stat().st_size,
+                            "config": str(path.with_suffix(".required_operators.config"))}  # fmt: skip
+        config = path.with_suffix(".required_operators.config").read_text()
+        assert config.startswith(f"# Generated from model/s:\n# - {name}\n") and "edgeslim-ort-" not in config
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert json.loads(meta.custom_metadata_map["ort_conversion"]) == recorded
+
+
+def test_an_onnx_runtime_int8_export_gives_no_tensorrt_prune_hint_and_names_the_images_checked(
+    tmp_path, capsys
+):
+    """Phone/ARM review: an ONNX Runtime INT8 export (no TensorRT) printed TensorRT's alignment advice with an
+    unqualified ``edgeslim prune ... --round-to 32`` (a phone user would add MACs for nothing): the hint is
+    left out there and said as TensorRT's on a plain export; the FP32 check at a fixed batch 8 with
+    ``--n-validate 20`` said ``test[:20]`` where n=16 were read: its source names the 16."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3), nn.BatchNorm2d(12), nn.ReLU(), nn.Conv2d(12, 20, 3), nn.BatchNorm2d(20),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(20, 4)).eval()  # fmt: skip
+    args = _int8_export_args(tmp_path, model, "a.pt", "--batch", "8", "--n-validate", "20")
+    assert main([*args, "--precision", "int8", "--calib-images", "16"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "for TensorRT GPUs: " in shown and "layers not a multiple of 32 (int8)" in shown
+    assert "--round-to" not in shown, shown
+    assert "n=16, images" in shown and "16 of 20" in shown, shown  # (the cell wraps)
+    assert main([*args, "--force"]) == 0  # a plain ONNX (the target not known): the hint, as TensorRT's
+    shown = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--round-to 8 --trust-pickle;" in shown and "; for TensorRT only: a CPU or phone has its own" in shown
+    )

@@ -448,6 +448,7 @@ def test_sniff_real_files(tmp_path: Path) -> None:
     import torch
     from torch import nn
 
+    from edgeslim.export.ort_mobile import convert_to_ort
     from edgeslim.utils.sniff import KINDS, sniff
 
     m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()).eval()
@@ -469,6 +470,9 @@ def test_sniff_real_files(tmp_path: Path) -> None:
         "plain.zip": ("zip", lambda p: zipfile.ZipFile(p, "w").writestr("a/readme.txt", "hi")),
         "fake.onnx": ("unknown", lambda p: Path(p).write_bytes(b"\x08\x07\x12\x05hello" + noise[:64])),
         "engine.plan": ("tensorrt-engine", lambda p: Path(p).write_bytes(b"ftrt\xe8\x00\x00\x00" + noise[:60])),
+        # (phone/ARM review: an .ort file had no kind; the ORT flatbuffer's identifier is at bytes 4..8)
+        "model.ort": ("ort", lambda p: convert_to_ort(tmp_path / "model.onnx", p, target_platform="amd64")),
+        "ortm.txt": ("text", lambda p: Path(p).write_text("abcdORTM is text, not an ORT model\n")),
     }  # fmt: skip
     for name, (kind, make) in files.items():
         make(str(tmp_path / name))

@@ -110,8 +110,9 @@ def model_facts(path: str) -> dict:
     if not p.is_file():
         raise EdgeslimError(f"model file {path} does not exist")
     # (absolute: a prediction calibrated from the record re-reads the file from any folder)
-    facts: dict = {"path": os.path.abspath(p), "file_bytes": model_bytes(p)}
-    if model_format(p) == "onnx":
+    # (format: what it holds, by its bytes where they tell; the report reads it, the file not at hand)
+    facts: dict = {"path": os.path.abspath(p), "file_bytes": model_bytes(p), "format": model_format(p)}
+    if facts["format"] == "onnx":
         from edgeslim.bench.onnx_cost import onnx_cost
         from edgeslim.errors import MissingDependencyError
 
@@ -193,8 +194,12 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims | No
         import onnxruntime as ort
     except ImportError:
         return None
+    from edgeslim.bench.backends.ort import load_format
+
+    so = ort.SessionOptions()
+    load_format(so, path)
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise unreadable_onnx(path, exc) from exc
     return {
@@ -437,6 +442,8 @@ def aggregate(record: dict) -> dict:
             # a PyTorch file: its counts from the session (no per-layer costs: predictions need an ONNX)
             record["models"][label]["cost"] = {"macs": info["macs"], "params": info["params"], "quantized": False,
                                                "counted_by": "torch"}  # fmt: skip
+        if info.get("ort_conversion"):  # (an .ort file edgeslim's export converted: for which platform)
+            record["models"][label]["ort_conversion"] = info["ort_conversion"]
         for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
             if k in info:
                 summary[label]["memory"][k] = info[k]
@@ -449,6 +456,10 @@ def aggregate(record: dict) -> dict:
     used = {(r.get("info") or {}).get("threads") for r in record["trials"]} - {None}
     if env.get("threads") is None and len(used) == 1:  # none given: the runtime's default, as measured
         env["threads"] = used.pop()
+    pools = next((r["info"]["thread_pools"] for r in record["trials"] if (r.get("info") or {}).get("thread_pools")),
+                 None)  # fmt: skip
+    if pools:  # (XNNPACK: its pool has the threads, ORT's intra-op pool 1)
+        env["thread_pools"] = pools
     if record["kind"] == "compare":
         record["speedup"] = {
             str(b): speedup(per_trial["baseline"][str(b)], per_trial["slim"][str(b)])

@@ -236,10 +236,43 @@ class OnnxGraphIndex:
         return None
 
 
-def onnx_conv_modules(graph) -> tuple[OnnxGraphIndex, dict[str, str]]:
+#: ops of a quantized graph whose conv/linear weights are INT8 (ONNX Runtime's QOperator form)
+_QUANTIZED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"}
+
+
+def _quantized(graph) -> bool:
+    """Whether ``graph``'s conv/linear weights come quantized: through a DequantizeLinear (Q/DQ) or into a
+    QLinear/Integer op."""
+    dq = {out for n in graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    return any(
+        n.op_type in _QUANTIZED_OPS or (n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in dq)
+        for n in graph.node
+    )
+
+
+def _quantized_refusal(path: str | Path | None) -> EdgeslimError:
+    """The one-line refusal of a latency table of an INT8 ONNX, naming the FP32 ONNX beside it if there is one
+    (export writes ``NAME.int8.onnx`` and ``NAME.int8.qdq.onnx`` beside ``NAME.onnx``)."""
+    p = Path(path) if path is not None else None
+    fp32 = None
+    if p is not None and (m := re.fullmatch(r"(.+)\.int8(?:\.qdq)?\.onnx", p.name)):
+        fp32 = p.with_name(f"{m.group(1)}.onnx")
+    give = (
+        f"give {fp32}" if fp32 is not None and fp32.is_file() else "give the FP32 ONNX it was quantized from"
+    )
+    return EdgeslimError(
+        f"{p or 'the ONNX model'} is quantized (INT8: its conv/linear weights go through DequantizeLinear or "
+        f"QLinear ops): latency tables are measured on the FP32 ONNX; {give}"
+    )
+
+
+def onnx_conv_modules(graph, path: str | Path | None = None) -> tuple[OnnxGraphIndex, dict[str, str]]:
     """The graph index and ``{conv/linear node: module name}``; one-line errors when there is
-    no conv/linear node or a module name cannot be recovered."""
+    no conv/linear node (a quantized graph: :func:`_quantized_refusal`, ``path`` the file) or a module name
+    cannot be recovered."""
     idx = OnnxGraphIndex(graph)
+    if not idx.weighted and _quantized(graph):
+        raise _quantized_refusal(path)
     if not idx.weighted:
         raise EdgeslimError("the ONNX model has no conv or linear layers; a latency table times those")
     names: dict[str, str] = {}
@@ -420,10 +453,10 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
     onnx = require("onnx", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
 
+    graph = onnx.load(str(path), load_external_data=False).graph
+    onnx_conv_modules(graph, path)  # refuse before measuring
     sess = OrtBackend().open(path, options)
     sess.set_batch(batch)
-    graph = onnx.load(str(path), load_external_data=False).graph
-    onnx_conv_modules(graph)  # refuse before measuring
     plain = host_loop(sess.run, cfg)
     runs = max(cfg.min_iters, 20)
     events = sess.profile_events(runs)
@@ -468,6 +501,7 @@ def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> d
             "providers": sess.sess.get_providers(),
             "graph_opt": options.get("graph_opt", "all"),
             "threads": sess.threads,  # (those given, else ORT's default as the session counted them)
+            **({"thread_pools": sess.thread_pools} if sess.thread_pools else {}),  # (XNNPACK's pool has them)
             "host": platform.node(),  # slim --target-latency measures its result here only on this host
         },
     }
@@ -515,7 +549,7 @@ def _names_graph(path: str, options: dict):
             param=("onnx", "backend"),
         )
     graph = onnx.load(str(src), load_external_data=False).graph
-    onnx_conv_modules(graph)  # refuse before measuring
+    onnx_conv_modules(graph, src)  # refuse before measuring
     return graph, str(src)
 
 

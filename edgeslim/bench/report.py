@@ -141,6 +141,14 @@ def layer_costs(record: dict, label: str) -> list[LayerCost] | None:
     return [LayerCost(**layer) for layer in cost["layers"]]
 
 
+def model_file_format(facts: dict) -> str:
+    """What a record's model file holds (:func:`...compare.model_facts`' ``format``; an older record's: the
+    format its name says)."""
+    from edgeslim.bench.backends import named_format
+
+    return str(facts.get("format") or named_format(str(facts.get("path") or "")))
+
+
 def is_arm(machine: str) -> bool:
     """Whether ``platform.machine()``'s answer names an ARM CPU (aarch64, arm64, armv7l)."""
     return machine.lower().startswith(("aarch", "arm"))
@@ -166,6 +174,31 @@ def measured_on(profile, record: dict) -> str | None:
     return None
 
 
+#: a model file's format -> what a roofline prediction of it would need (it prices an ONNX file's layers)
+_UNPRICED = {"ort": "an .ort file, whose layers the roofline does not read: predict from the .onnx it was converted from",
+             "engine": "a TensorRT engine, whose layers the roofline does not read: predict from the .onnx it was built from",
+             "torch": "a PyTorch file, whose layers the roofline does not read: predict from its ONNX export"}  # fmt: skip
+
+
+def _unpriced(facts: dict) -> str:
+    """Why a model of the record has no roofline prediction (no per-layer costs)."""
+    fmt = model_file_format(facts)
+    return _UNPRICED.get(fmt, "its layers were not read (onnx is not installed here)")
+
+
+def nothing_predicted(pr: dict) -> str | None:
+    """One line saying why a prediction has no model (each model's reason, one when they share it); None
+    when it has some."""
+    if pr.get("models"):
+        return None
+    why = pr.get("skipped") or {}
+    if not why:
+        return "nothing predicted: the run has no model"
+    if len(set(why.values())) == 1:
+        return f"nothing predicted: {' and '.join(why)} {'is' if len(why) == 1 else 'are each'} {next(iter(why.values()))}"
+    return "nothing predicted: " + "; ".join(f"{label} is {w}" for label, w in why.items())
+
+
 def add_predictions(record: dict, profile, efficiency=None) -> None:
     """Roofline predictions for every ONNX model and batch, stored under ``prediction``; compared
     with the measured p50s only where they were measured on the profile's device and runtime."""
@@ -179,6 +212,7 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
     for label in record["models"]:
         layers = layer_costs(record, label)
         if layers is None:
+            out.setdefault("skipped", {})[label] = _unpriced(record["models"][label])
             continue
         try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures; a run built at one, at that)
             precision = model_precision(
@@ -475,8 +509,12 @@ def measured_device(record: dict) -> str:
     env = record.get("env") or {}
     device = device_name(record)
     threads = env.get("threads")
+    pools = env.get("thread_pools") or {}
+    where = (
+        f" in XNNPACK's pool, ONNX Runtime's intra-op pool {pools['onnxruntime_intra_op']}" if pools else ""
+    )
     return f"{device} ({env.get('machine') or 'unknown architecture'}), {record.get('backend')}" + (
-        f", {threads} thread(s)" if threads else ""
+        f", {threads} thread(s){where}" if threads else ""
     )
 
 
@@ -570,16 +608,23 @@ def warnings(record: dict) -> list[str]:
         )
     machine = str(env.get("machine") or "").lower()
     if machine and not is_arm(machine):
-        ort = [
-            label for label, m in record["models"].items() if str(m.get("path", "")).lower().endswith(".ort")
-        ]
-        if ort:
+        ort = {label: (m.get("ort_conversion") or {}).get("target_platform")
+               for label, m in record["models"].items() if model_file_format(m) == "ort"}  # fmt: skip
+        for arm, labels in (
+            (True, [label for label, target in ort.items() if target == "arm"]),
+            (False, [label for label, target in ort.items() if not target]),  # (a file that records none)
+        ):  # (one converted for another platform, amd64, is not flagged)
+            if not labels:
+                continue
+            files = f"{' and '.join(labels)} {'is an .ort file' if len(labels) == 1 else 'are .ort files'}"
             out.append(
-                f"{' and '.join(ort)} {'is an .ort file' if len(ort) == 1 else 'are .ort files'}, whose optimizations "
-                f"are fixed for the platform it was converted for (ARM, as edgeslim's export converts), timed here on "
-                f"{machine}: a user trial measured one 5x slower than its .onnx; bench the .onnx here and the .ort "
-                "on the phone"
-            )
+                (f"{files} converted for ARM (as {'it records' if len(labels) == 1 else 'they record'}), whose "
+                 f"optimizations are fixed for it, timed here on {machine}"
+                 if arm else
+                 f"{files}, whose optimizations are fixed for the platform it was converted for (not recorded in "
+                 f"the file; if ARM, as edgeslim's export converts, it runs slower here), timed here on {machine}")
+                + ": a user trial measured one 5x slower than its .onnx; bench the .onnx here and the .ort on the phone"
+            )  # fmt: skip
     paths = [str(m.get("path") or "") for m in record["models"].values()]
     same = (
         len(paths) == 2 and paths[0] and os.path.realpath(paths[0]) == os.path.realpath(paths[1])
@@ -666,7 +711,10 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
               "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
               "and first inference), NvMap (a Jetson's "
               f"GPU memory; - elsewhere), and the seconds to load it; MiB: 2^20 bytes, sizes and memory alike. params: {params}."]  # fmt: skip
-    if record.get("prediction"):
+    if record.get("prediction") and (none := nothing_predicted(record["prediction"])):
+        pr = record["prediction"]
+        parts += ["", f"## {pr['label']}, profile `{pr['profile']}`", "", none[0].upper() + none[1:] + "."]
+    elif record.get("prediction"):
         pr = record["prediction"]
         parts += [
             "",

@@ -48,7 +48,10 @@ def _print_tables(record: dict) -> None:
         out.print(table("Jetson telemetry (tegrastats, measured)", report.TELEMETRY_COLS, tegra))
     if (times := report.layer_time_rows(record)) is not None:
         out.print(table(*times))
-    if record.get("prediction"):
+    if record.get("prediction") and (none := report.nothing_predicted(record["prediction"])):
+        pr = record["prediction"]
+        err.print(f"note: {pr['label']} ({pr['profile']}): {none}", soft_wrap=True)
+    elif record.get("prediction"):
         pr = record["prediction"]
         out.print(
             table(f"{pr['label']} ({pr['profile']})", report.PREDICTION_COLS, report.prediction_rows(record))

@@ -168,7 +168,10 @@ def export(**kw: Any) -> None:
                        ("ort_int8", "INT8 ONNX (ONNX Runtime)"), ("ort", "ORT mobile"),
                        ("ort_int8_mobile", "INT8 ORT mobile")):  # fmt: skip
         val = res.get(key)
-        if isinstance(val, dict):
+        if isinstance(val, dict) and val.get("target_platform"):  # an .ort file: what it was converted for
+            val = (f"{val['path']} ({val['optimization_style']} optimizations for {val['target_platform']}, "
+                   f"onnxruntime {val['onnxruntime']})")  # fmt: skip
+        elif isinstance(val, dict):
             val = val.get("path")
         if val:
             rows.append([label, str(val)])
@@ -191,7 +194,10 @@ def export(**kw: Any) -> None:
             if len(bad) > 30:
                 out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
-    if audit.get("round_to"):  # the command that does it (on the model before surgery)
+    # the command that does it (on the model before surgery), for TensorRT only: an export for ONNX Runtime (its
+    # INT8 model, an .ort) leaves it out, a CPU or phone has its own multiple (more MACs for nothing here)
+    for_ort = not req.trt and (req.precision == "int8" or req.to_ort)
+    if audit.get("round_to") and not for_ort:
         step = command_line(
             Step(
                 "prune",
@@ -204,7 +210,13 @@ def export(**kw: Any) -> None:
         cut = "if surgery cut it, " if res.get("slim") is None else ""  # (a whole pickle says neither way)
         out.print(
             f"({cut}that is: {step}; SPARSE.pt: the model before surgery, a slim run's trained.pt, a YOLO slim "
-            "run's train/weights/last.pt; rounding up keeps more channels: more MACs than the run's budget)",
+            "run's train/weights/last.pt; rounding up keeps more channels: more MACs than the run's budget"
+            + (
+                ""
+                if req.trt
+                else "; for TensorRT only: a CPU or phone has its own multiple, slim's --profile"
+            )
+            + ")",
             soft_wrap=True,
         )
     for w in res["warnings"]:  # (a Notice names its parameters: shown as the flags)

@@ -7,6 +7,7 @@ on onnxruntime 1.31): ``--optimization_style Fixed`` bakes in the optimizations 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,10 +16,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.io import atomic_path, check_output_path
 
 STYLES = ("Fixed", "Runtime")
+#: the model metadata key of the ``.ort`` file that records its conversion (:meth:`OrtConversion.recorded`)
+CONVERSION_KEY = "ort_conversion"
 
 
 @dataclass
@@ -28,6 +31,17 @@ class OrtConversion:
     style: str
     target_platform: str
     size_bytes: int
+    #: the onnxruntime version whose converter wrote the file
+    onnxruntime: str = ""
+
+    def recorded(self) -> dict[str, str]:
+        """What the ``.ort`` file records of its conversion (its metadata :data:`CONVERSION_KEY`, JSON)."""
+        return {"optimization_style": self.style, "target_platform": self.target_platform,
+                "onnxruntime": self.onnxruntime}  # fmt: skip
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "config": str(self.config) if self.config else None,
+                "size_bytes": self.size_bytes, **self.recorded()}  # fmt: skip
 
 
 def operator_config_path(ort_path: str | os.PathLike) -> Path:
@@ -44,16 +58,21 @@ def convert_to_ort(
     force: bool = False,
     timeout: float = 300.0,
 ) -> OrtConversion:
-    """Convert one ONNX file to ``.ort`` (next to it unless ``out_path``), atomically."""
+    """Convert one ONNX file to ``.ort`` (next to it unless ``out_path``), atomically; the ``.ort`` records
+    its conversion (style, target platform, onnxruntime version) in its metadata (:data:`CONVERSION_KEY`)."""
     src = Path(onnx_path)
     if style not in STYLES:
         raise EdgeslimError(f"unknown ORT optimization style {style!r}; use Fixed or Runtime")
     if target_platform not in ("arm", "amd64"):
         raise EdgeslimError(f"unknown ORT target platform {target_platform!r}; use arm or amd64")
     out = check_output_path(out_path or src.with_suffix(".ort"), force)
+    version = require(
+        "onnxruntime", "to convert to the ORT format"
+    ).__version__  # (the converter's, run below)
+    conversion = OrtConversion(out, None, style, target_platform, 0, version)
     with tempfile.TemporaryDirectory(prefix="edgeslim-ort-") as tmp:
         work = Path(tmp) / "model.onnx"
-        shutil.copyfile(src, work)
+        _with_conversion(src, work, conversion.recorded())
         cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(work),
                "--output_dir", str(Path(tmp) / "out"), "--optimization_style", style,
                "--target_platform", target_platform]  # fmt: skip
@@ -69,9 +88,22 @@ def convert_to_ort(
         with atomic_path(out) as t:
             shutil.copyfile(produced[0], t)
         configs = sorted((Path(tmp) / "out").rglob("*.config"))
-        cfg = None
         if configs:
-            cfg = operator_config_path(out)
-            with atomic_path(cfg) as t:
-                shutil.copyfile(configs[0], t)
-    return OrtConversion(out, cfg, style, target_platform, out.stat().st_size)
+            conversion.config = operator_config_path(out)
+            # (its header names the model it was made from: the .ort beside it, not the deleted temporary copy)
+            text = configs[0].read_text().replace(str(produced[0]), out.name)
+            with atomic_path(conversion.config) as t:
+                Path(t).write_text(text)
+    conversion.size_bytes = out.stat().st_size
+    return conversion
+
+
+def _with_conversion(src: Path, dst: Path, recorded: dict[str, str]) -> None:
+    """Copy the ONNX ``src`` to ``dst`` with ``recorded`` in its metadata (:data:`CONVERSION_KEY`), which
+    the ``.ort`` converted from it keeps."""
+    onnx = require("onnx", "to convert to the ORT format")
+    model = onnx.load(str(src))
+    for prop in [p for p in model.metadata_props if p.key == CONVERSION_KEY]:
+        model.metadata_props.remove(prop)
+    model.metadata_props.add(key=CONVERSION_KEY, value=json.dumps(recorded))
+    onnx.save(model, str(dst))

@@ -465,8 +465,7 @@ def run_export(
                 if src is None:
                     continue
                 conv = convert_to_ort(stage(src), stage(src.with_suffix(".ort")), force=req.force)
-                result[key] = {"path": str(conv.path), "config": str(conv.config) if conv.config else None,
-                               "size_bytes": conv.size_bytes}  # fmt: skip
+                result[key] = conv.to_dict()
         _stale_companions(onnx_path, outputs, stage, req.force, result["warnings"])
         return stage.final(result)
 

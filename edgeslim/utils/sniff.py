@@ -15,10 +15,12 @@ from typing import BinaryIO
 #: bytes read from the head of a file to classify it
 HEAD_BYTES = 4096
 #: every value :func:`sniff` returns
-KINDS = ("empty", "torchscript", "torch-export", "torch", "zip", "legacy", "safetensors", "onnx", "tensorrt-engine",
-         "png", "jpeg", "text", "unknown")  # fmt: skip
+KINDS = ("empty", "torchscript", "torch-export", "torch", "zip", "legacy", "safetensors", "onnx", "ort",
+         "tensorrt-engine", "png", "jpeg", "text", "unknown")  # fmt: skip
 #: a serialized TensorRT engine (plan) starts with this tag
 TRT_MAGIC = b"ftrt"
+#: an ONNX Runtime ``.ort`` model (a FlatBuffer) has this file identifier at bytes 4..8
+ORT_MAGIC = b"ORTM"
 #: ModelProto fields (onnx.proto): number -> protobuf wire type (0 varint, 2 length-delimited)
 _ONNX_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
 _ONNX_GRAPH_FIELD = 7
@@ -53,6 +55,15 @@ def _is_trt_engine(head: bytes) -> bool:
         n = int.from_bytes(head[:4], "little")
         return 4 + n + 4 <= len(head) and head[4 + n : 8 + n] == TRT_MAGIC
     return False
+
+
+def _is_ort(head: bytes, size: int) -> bool:
+    """An ONNX Runtime ``.ort`` model: a FlatBuffer whose root-table offset (uint32 LE, bytes 0..4) lies in
+    the file, then the file identifier ``ORTM``; a NUL byte among the first 64 (a text file saying "ORTM"
+    at bytes 4..8 stays text)."""
+    if len(head) < 12 or head[4:8] != ORT_MAGIC:
+        return False
+    return 8 <= int.from_bytes(head[:4], "little") < size and b"\x00" in head[:64]
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:
@@ -111,7 +122,7 @@ def sniff(path: str | Path) -> str:
     ``empty``; ``torchscript``, ``torch-export``, ``torch`` (a ``torch.save`` zip), ``zip`` (another
     zip), from the member names; ``legacy`` (a pickle stream, protocol 2-5: pre-1.6 ``torch.save``
     or ``pickle``); ``onnx`` (a protobuf ModelProto, checked field by field to the end of the
-    file); ``tensorrt-engine``; ``png``; ``jpeg``; ``text`` (UTF-8 without NUL bytes, JSON and YAML
+    file); ``ort`` (an ONNX Runtime ``.ort`` model, by its FlatBuffer identifier); ``tensorrt-engine``; ``png``; ``jpeg``; ``text`` (UTF-8 without NUL bytes, JSON and YAML
     included); ``unknown``.
     """
     p = Path(path)
@@ -126,6 +137,8 @@ def sniff(path: str | Path) -> str:
             return "tensorrt-engine"
         if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
             return "legacy"
+        if _is_ort(head, os.fstat(f.fileno()).st_size):
+            return "ort"
         if _is_safetensors(head, os.fstat(f.fileno()).st_size):
             return "safetensors"
         if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -153,10 +166,15 @@ def not_a_pytorch_model(path: str | Path, kind: str | None = None) -> Exception 
     kind = sniff(path) if kind is None else kind
     if kind == "empty":
         return empty_file_error(path)
-    if kind in ("onnx", "tensorrt-engine"):
+    if kind in ("onnx", "ort", "tensorrt-engine"):
         bench = Step("bench")
+        what = {
+            "onnx": "an ONNX model",
+            "ort": "an ONNX Runtime model",
+            "tensorrt-engine": "a TensorRT engine",
+        }
         return EdgeslimError(
-            f"{path} is {'an ONNX model' if kind == 'onnx' else 'a TensorRT engine'}, not a PyTorch one; give it "
+            f"{path} is {what[kind]}, not a PyTorch one; give it "
             f"to {bench}, or give the PyTorch model it was exported from",
             steps=(bench,),
         )

@@ -91,7 +91,7 @@ def get_backend(name: str):
 
 
 #: file kinds (:func:`edgeslim.utils.sniff.sniff`) -> the model format they are
-_KIND_FORMATS = {"onnx": "onnx", "tensorrt-engine": "engine", "torch": "torch", "torchscript": "torch",
+_KIND_FORMATS = {"onnx": "onnx", "ort": "ort", "tensorrt-engine": "engine", "torch": "torch", "torchscript": "torch",
                  "torch-export": "torch", "legacy": "torch"}  # fmt: skip
 #: model format -> the backend that runs it
 _FORMAT_BACKENDS = {"onnx": "onnxruntime", "ort": "onnxruntime", "engine": "tensorrt", "torch": "torch"}

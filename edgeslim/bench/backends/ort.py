@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 
-from edgeslim.bench.backends import Backend, Session, concrete_shape, random_input, run_failed
+from edgeslim.bench.backends import Backend, Session, concrete_shape, model_format, random_input, run_failed
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.utils.onnx_graph import unreadable_onnx
 
@@ -34,6 +35,9 @@ _DTYPES = {
 }
 
 
+XNNPACK = "XnnpackExecutionProvider"
+
+
 def _full_name(provider: str) -> str:
     """``cpu`` -> ``CPUExecutionProvider`` (:data:`_SHORT`); a full name stays."""
     return _SHORT.get(provider.lower(), provider)
@@ -59,13 +63,56 @@ def resolve_providers(requested: list[str] | None, available: list[str], threads
         )
     out: list = []
     for n in names:
-        if n == "XnnpackExecutionProvider":  # XNNPACK has its own thread pool (ORT docs)
+        if n == XNNPACK:  # XNNPACK has its own thread pool (ORT docs): the threads go there
             out.append((n, {"intra_op_num_threads": str(threads or os.cpu_count() or 1)}))
         else:
             out.append(n)
     if "CPUExecutionProvider" not in names:
         out.append("CPUExecutionProvider")  # fallback for unsupported nodes, as ORT recommends
     return out
+
+
+def thread_pools(providers: list) -> dict[str, int] | None:
+    """Where the threads run with XNNPACK among ``providers`` (:func:`resolve_providers`'s): ORT's intra-op
+    pool 1 thread, XNNPACK's pool the threads asked for; None without XNNPACK (ORT's pool has them)."""
+    for p in providers:
+        if isinstance(p, tuple) and p[0] == XNNPACK:
+            return {"onnxruntime_intra_op": 1, "xnnpack": int(p[1]["intra_op_num_threads"])}
+    return None
+
+
+def load_format(so, path: str | os.PathLike) -> None:
+    """Tell ONNX Runtime what the file at ``path`` holds (:func:`model_format`: ``.ort`` or ONNX): it goes
+    by the name's suffix, so an ``.ort`` named ``.onnx`` failed as a corrupt protobuf."""
+    so.add_session_config_entry("session.load_model_format", "ORT" if model_format(path) == "ort" else "ONNX")
+
+
+def session_options(ort, options: dict, available: list[str], path: str | None = None) -> tuple[Any, list]:
+    """The ``ort.SessionOptions`` and the provider list a session of ``options`` (threads, graph_opt,
+    providers) opens with, given the ``available`` providers (and, with ``path``, the file's format:
+    :func:`load_format`); nothing is loaded.
+
+    With XNNPACK, ORT's XNNPACK EP docs ("Recommended configuration",
+    onnxruntime.ai/docs/execution-providers/Xnnpack-ExecutionProvider.html): intra-op spinning off, the
+    XNNPACK pool the threads and ORT's intra-op pool 1 thread (two pools of N threads on N cores contend).
+    """
+    threads = options.get("threads")
+    level = options.get("graph_opt", "all")
+    if level not in _LEVELS:
+        raise EdgeslimError(f"graph_opt must be one of {', '.join(_LEVELS)}, got {level}", param="graph_opt")
+    providers = resolve_providers(options.get("providers"), available, threads)
+    so = ort.SessionOptions()
+    if thread_pools(providers) is not None:
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
+    if path is not None:
+        load_format(so, path)
+    return so, providers
 
 
 def split_available(requested: list[str]) -> tuple[list[str], list[str]]:
@@ -105,8 +152,10 @@ class OrtSession(Session):
         self.make_options = make_options
         self.feeds: dict[str, np.ndarray] = {}
         self.batch = 0
-        #: the intra-op threads the session runs on (None: not known)
+        #: the threads the session computes on (None: not known): ORT's intra-op pool's, or XNNPACK's
         self.threads: int | None = None
+        #: with XNNPACK, each pool's threads (:func:`thread_pools`)
+        self.thread_pools: dict[str, int] | None = None
 
     def set_batch(self, batch: int) -> None:
         self.feeds = {}
@@ -159,7 +208,23 @@ class OrtSession(Session):
             "inputs": {i.name: list(i.shape) for i in self.sess.get_inputs()},
             "onnxruntime": self.ort.__version__,
             "threads": self.threads,
+            **({"thread_pools": self.thread_pools} if self.thread_pools else {}),
+            **({"ort_conversion": conv} if (conv := self.ort_conversion()) else {}),
         }
+
+    def ort_conversion(self) -> dict | None:
+        """What an ``.ort`` file records of its conversion (edgeslim's export writes it: style, target
+        platform, onnxruntime version); None where it records nothing."""
+        import json
+
+        from edgeslim.export.ort_mobile import CONVERSION_KEY
+
+        text = self.sess.get_modelmeta().custom_metadata_map.get(CONVERSION_KEY)
+        try:
+            conv = json.loads(text) if text else None
+        except ValueError:  # (not edgeslim's: not JSON)
+            return None
+        return conv if isinstance(conv, dict) else None
 
 
 class OrtBackend(Backend):
@@ -172,21 +237,7 @@ class OrtBackend(Backend):
             raise EdgeslimError(f"model file {path} does not exist")
 
         def make_options():
-            threads = options.get("threads")
-            so = ort.SessionOptions()
-            if threads:
-                so.intra_op_num_threads = int(threads)
-                so.inter_op_num_threads = 1
-            level = options.get("graph_opt", "all")
-            if level not in _LEVELS:
-                raise EdgeslimError(
-                    f"graph_opt must be one of {', '.join(_LEVELS)}, got {level}", param="graph_opt"
-                )
-            so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
-            providers = resolve_providers(options.get("providers"), ort.get_available_providers(), threads)
-            if any(isinstance(p, tuple) and p[0] == "XnnpackExecutionProvider" for p in providers):
-                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return so, providers
+            return session_options(ort, options, ort.get_available_providers(), path)
 
         so, providers = make_options()
         before = _os_threads()
@@ -195,7 +246,10 @@ class OrtBackend(Backend):
         except Exception as exc:  # ORT raises its own exception types for bad files
             raise unreadable_onnx(path, Exception(first_line(exc)), reader="onnxruntime") from exc
         session = OrtSession(sess, ort, path, make_options)
-        if options.get("threads"):
+        session.thread_pools = thread_pools(providers)
+        if session.thread_pools:
+            session.threads = session.thread_pools["xnnpack"]
+        elif options.get("threads"):
             session.threads = int(options["threads"])
         elif before is not None and sess.get_providers() == ["CPUExecutionProvider"]:
             # ORT's own default (its physical cores, not this process's share): the caller's thread and the
