@@ -943,6 +943,72 @@ def test_a_bench_killed_outright_takes_its_measuring_process_along(onnx_pair, tm
             bench.kill()
 
 
+FAKE_BUILDING_TRTEXEC = """#!/bin/bash
+# stand-in for trtexec: answers --help, else "builds" (a child that sleeps) and logs its and the child's pid
+if [[ "$1" == "--help" ]]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec --help"; exit 0; fi
+sleep 120 &
+echo "$$ $!" >> {log}
+wait
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_bench_stops_the_trtexec_it_started(onnx_pair, tmp_path, sig):
+    """A review of interruption and concurrency: SIGTERM or SIGKILL to ``bench --backend trtexec`` left
+    trtexec running as an orphan (parent 1), still building and timing (on a Jetson: holding the GPU),
+    and the measuring process's temporary folder stayed. trtexec now runs in a process group of its
+    own that its measuring process stops (and the kernel kills it if that dies first)."""
+    import os
+    import signal
+    import time
+
+    dense, _, _ = onnx_pair
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    log, exe = tmp_path / "pids", tmp_path / "trtexec"
+    exe.write_text(FAKE_BUILDING_TRTEXEC.format(log=log))
+    exe.chmod(0o755)
+    env = {**no_torch_env(tmp_path), "TMPDIR": str(tmp)}
+    args = [PY, "-m", "edgeslim", "bench", str(dense), "--backend", "trtexec", "--trtexec", str(exe),
+            "--batch", "1", "--trials", "1", "--no-tegrastats"]  # fmt: skip
+    bench = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    started: list[int] = []
+    try:
+        deadline = time.time() + 60
+        while not log.is_file() and time.time() < deadline and bench.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.3)
+        started = [int(p) for p in log.read_text().split()]
+        assert len(started) == 2, "the stand-in trtexec did not start"
+        bench.send_signal(getattr(signal, sig))
+        _, err = bench.communicate(timeout=30)
+        if sig == "SIGTERM":
+            assert bench.returncode == 143 and "interrupted" in err, err
+
+        def running() -> list[int]:  # (an orphan's zombie, not yet reaped by init, has ended)
+            return [p for p in started if os.path.exists(f"/proc/{p}")
+                    and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]  # fmt: skip
+
+        def left() -> list[str]:
+            """The measuring process's folder (trtexec's times); a bench killed outright leaves its own."""
+            return [p.name for p in tmp.iterdir() if not p.name.startswith("edgeslim-")]
+
+        deadline = time.time() + 10
+        while (running() or left()) and time.time() < deadline:  # (killed, the worker cleans up after)
+            time.sleep(0.2)
+        assert not running(), f"trtexec and its child outlived the bench ({sig})"
+        assert left() == []
+        if sig == "SIGTERM":
+            assert list(tmp.iterdir()) == []
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for p in started:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+
+
 def _conv_onnx(path: Path, out_channels: int, declared: bool) -> Path:
     """One 3x3 conv of 3 -> ``out_channels`` channels on [N,3,8,8]; its output's shape ``declared`` or not."""
     import onnx

@@ -718,3 +718,29 @@ def test_a_layer_table_of_an_int8_onnx_is_refused_naming_the_fp32_one(files, tmp
     fp32.unlink()
     assert main(["bench", str(int8), *args]) == 2
     assert capsys.readouterr().err.strip().endswith("give the FP32 ONNX it was quantized from")
+
+
+def test_a_second_layer_table_of_one_path_is_refused_while_the_first_measures(files, tmp_path) -> None:
+    """A review of interruption and concurrency: two benches of one layer-table path both exited 0, the
+    later table (no force) silently replacing the earlier one with its sweeps; the path is now claimed
+    while measured: the second run is refused in one line, the first one's table is what is left."""
+    from edgeslim.pipelines.bench import BenchRequest, layer_table
+
+    _, _, onnx_path = files["vgg-small"]
+    out = tmp_path / "race.json"
+    timing = dict(min_iters=20, min_time=0.02, warmup=0.02, threads=1, tegrastats=False)
+    second: list[BaseException | None] = []
+
+    def meanwhile(done: int, total: int, name: str) -> None:  # a second run, while the first sweeps
+        if not second:
+            try:
+                layer_table(BenchRequest(model=str(onnx_path), layer_table=out, sweep=False, **timing))
+                second.append(None)
+            except EdgeslimError as exc:
+                second.append(exc)
+
+    tab, written = layer_table(BenchRequest(model=str(onnx_path), layer_table=out, **timing), meanwhile)
+    assert isinstance(second[0], EdgeslimError), "the second bench of the path was not refused"
+    assert str(out) in str(second[0]) and len(str(second[0]).splitlines()) == 1
+    assert written == out and "sweeps" in json.loads(out.read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["race.json"]  # no claim or staging folder left

@@ -200,6 +200,19 @@ def test_existing_output_refused_without_force(tmp_path):
     onnx.checker.check_model(onnx.load(str(out)))
 
 
+def test_a_directory_as_the_onnx_path_suggests_a_path_export_takes(tmp_path, capsys):
+    """A review of interruption and concurrency: ``export --onnx dir.onnx``, a directory, suggested
+    dir.onnx/model.pt, which export then refused (it must end in .onnx); the example keeps the ending."""
+    folder = tmp_path / "dir.onnx"
+    folder.mkdir()
+    assert main(["export", "vgg-small", "--onnx", str(folder), "--no-validate"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    suggested = folder / "model.onnx"
+    assert f"is a directory; give a file path (e.g. {suggested})" in err, err
+    assert main(["export", "vgg-small", "--onnx", str(suggested), "--no-validate"]) == 0
+    onnx.checker.check_model(onnx.load(str(suggested)))
+
+
 def test_no_validate_reads_no_images(tmp_path, capsys):
     """A checkpoint whose recorded data set is out of reach (moved, or at another size than the
     export) exports with --no-validate: images are read only to check and to calibrate."""

@@ -538,6 +538,59 @@ def test_a_stop_seen_as_another_error_is_an_interrupted_json_error(capsys) -> No
     }
 
 
+def test_a_stop_in_the_first_moments_or_while_the_error_prints_is_one_line(tmp_path) -> None:
+    """A review of interruption and concurrency: SIGINT or SIGTERM in the CLI's first ~0.1 s (its
+    handlers installed, rich still loading outside the command's try), or a second Ctrl-C while the
+    error line printed, gave a Python traceback and exit 1 (SIGTERM: edgeslim.cli.Terminated). Signals
+    are sent from the moment the handlers are in place (SigCgt in /proc: before that the interpreter's
+    own defaults stand) at several delays, and as two Ctrl-C in a row."""
+    import signal
+    import subprocess
+    import time
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root, "EDGESLIM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+
+    def handled(pid: int) -> bool:  # SIGTERM caught: edgeslim's handlers are installed
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return False
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+    cases = [
+        (s, d, None) for s in (signal.SIGINT, signal.SIGTERM) for d in (0.0, 0.005, 0.015, 0.03, 0.06, 0.1)
+    ]
+    cases += [(signal.SIGINT, d, gap) for d in (0.0, 0.03, 0.1) for gap in (0.005, 0.02)]  # a second Ctrl-C
+    seen = []
+    for sig, delay, second in cases:
+        proc = subprocess.Popen([sys.executable, "-m", "edgeslim", "info", "vgg-small"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.time() + 20
+            while not handled(proc.pid) and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.0005)
+            time.sleep(delay)
+            proc.send_signal(sig)
+            if second is not None:
+                time.sleep(second)
+                proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # (a signal in the last moments of the interpreter's exit, after Python put the default handlers
+        # back, ends it by that signal: the shell's 130 or 143, the line printed before)
+        rc = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+        seen.append((signal.Signals(sig).name, delay, second, proc.returncode, err.strip().splitlines()[-1:]))
+        expected = {0, 143 if sig == signal.SIGTERM else 130}  # (0: it finished first)
+        assert "Traceback" not in err and rc in expected, (seen[-1], err)
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert rc == 0 or (len(lines) == 1 and "interrupted" in lines[0]), seen[-1]
+
+
 # ------------------------------------------------------------------ 6. half-precision model files
 
 

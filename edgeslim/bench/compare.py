@@ -52,14 +52,17 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
     key = ALIASES.get(spec["backend"], spec["backend"])
     if key in BACKENDS:  # (a backend registered in this process: the fresh one imports it by this name)
         spec = {**spec, "backend_target": BACKENDS[key]}
-    with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
+    from edgeslim.bench.children import cleaned_up_on_sigterm, run_child
+
+    with cleaned_up_on_sigterm(), tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         Path(sp).write_text(json.dumps({**spec, "parent_pid": os.getpid()}))
         cmd = [sys.executable, "-c", _WORKER.format(root=_PACKAGE_ROOT), sp, op]
         if nice:
             cmd = ["nice", "-n", str(nice), *cmd]
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            # stopped (Ctrl-C, SIGTERM), the worker gets SIGTERM and time to stop a trtexec it started
+            r = run_child(cmd, timeout=timeout, grace_s=10.0)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(
                 f"benchmark process timed out after {timeout:.0f} s; lower min_time", param="min_time"

@@ -96,17 +96,10 @@ def _die_with(parent: int | None) -> None:
     """End this process (SIGTERM) when the bench that started it (pid ``parent``) dies, on Linux: a
     bench killed outright (kill -9, the OOM killer) left its measuring process timing on, a core
     busy, for up to max_time (a review)."""
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+    from edgeslim.bench.children import die_with_parent
 
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # (it died before the call)
-        os._exit(1)
+    if parent is not None:
+        die_with_parent(parent)
 
 
 def failure(exc: Exception) -> dict:

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -257,11 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     Expected failures are :class:`EdgeslimError` (bad input, missing files, refused writes),
     click's usage errors (unknown options, values of the wrong type or range) and operating
     system errors (a full disk, a permission). Anything else is a bug: one line with its origin
-    and exit code 1, or the full traceback with ``--debug``.
+    and exit code 1, or the full traceback with ``--debug``. A stop (Ctrl-C, SIGTERM) from the moment
+    its handlers are in place is one line and exit 130 or 143 (:class:`Stops`); ``argv`` None is the
+    process's own command line, whose handlers stay until it exits.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    with _sigterm_interrupts() as stops:
-        return _main(args, stops)
+    with _sigterm_interrupts(keep=argv is None) as stops:
+        code = _main(args, stops)
+        if argv is None:  # the process's own command line: it exits now, with this code whatever comes
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # (a closed pipe: nothing more to lose)
+                    stream.flush()
+            stops.exit_code = code
+        return code
 
 
 class Terminated(KeyboardInterrupt):
@@ -273,24 +282,50 @@ class Terminated(KeyboardInterrupt):
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
+class Stops(list[int]):
+    """The stop signals (SIGINT, SIGTERM) a command received, in order. A handler raises its stop in
+    the command only while :meth:`arm` ed (the command's ``try``): one received before (while the
+    handlers are put in place, the console loads) is raised as the command starts, one received after
+    (its failure line printing, the handlers put back) is recorded only (an interrupt probe: a signal in
+    the first 0.1 s, or a second Ctrl-C while the error line printed, gave a traceback and exit 1)."""
+
+    armed = False
+    #: set once the process's own command has ended: a stop then ends the process with it
+    exit_code: int | None = None
+
+    def arm(self) -> None:
+        """Raise the stops from here on; one received already, now."""
+        self.armed = True
+        if self:
+            raise Terminated if signal.SIGTERM in self else KeyboardInterrupt
+
+    def disarm(self) -> None:
+        self.armed = False
+
+
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[list[int]]:
+def _sigterm_interrupts(keep: bool = False) -> Iterator[Stops]:
     """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handlers before are
-    put back). A second SIGTERM ends the process at once (the default action), as does SIGKILL; under
+    put back), SIGINT KeyboardInterrupt, both only while the :class:`Stops` it yields are armed. A
+    second SIGTERM then ends the process at once (the default action), as does SIGKILL; under
     torchrun (``WORLD_SIZE`` > 1) SIGTERM is left as it is: the launcher stops its workers, and one
     blocked in a collective would not run a Python handler. A handler runs between Python steps: in
     one long native call (a TensorRT engine build) the first SIGTERM takes effect when it returns.
-    Yields the signals received (SIGINT too, still raised as KeyboardInterrupt): a failure they caused
-    in other clothes (a library's import cut short reads as an ImportError) is reported as the stop."""
-    import signal
-
-    received: list[int] = []
+    The stops received also tell a failure they caused in other clothes (a library's import cut short
+    reads as an ImportError) to be reported as the stop. With ``keep`` (the process's own command) the
+    handlers stay until the process exits: a stop after the command ends it at once with the command's
+    exit code (:attr:`Stops.exit_code`), never a traceback from the interpreter's exit."""
+    received = Stops()
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         yield received
         return
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
+        if received.exit_code is not None:
+            os._exit(received.exit_code)
+        if not received.armed:
+            return
         if received.count(signal.SIGTERM) > 1:  # (the clean-up of the first is taking too long: stop now)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
@@ -298,7 +333,10 @@ def _sigterm_interrupts() -> Iterator[list[int]]:
 
     def on_sigint(signum: int, frame: Any) -> None:
         received.append(signum)
-        raise KeyboardInterrupt
+        if received.exit_code is not None:
+            os._exit(received.exit_code)
+        if received.armed:
+            raise KeyboardInterrupt
 
     try:
         before = signal.signal(signal.SIGTERM, handler)
@@ -311,9 +349,11 @@ def _sigterm_interrupts() -> Iterator[list[int]]:
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, before)
-        if before_int is signal.default_int_handler:
-            signal.signal(signal.SIGINT, before_int)
+        received.disarm()
+        if not keep:
+            signal.signal(signal.SIGTERM, before)
+            if before_int is signal.default_int_handler:
+                signal.signal(signal.SIGINT, before_int)
 
 
 def _stopped_code(exc: BaseException) -> int:
@@ -321,18 +361,23 @@ def _stopped_code(exc: BaseException) -> int:
     return EXIT_TERMINATED if isinstance(cause, Terminated) else EXIT_INTERRUPTED
 
 
-def _main(args: list[str], stops: list[int] | None = None) -> int:
+def _main(args: list[str], stops: Stops | None = None) -> int:
     """Run the command; a failure is one line on stderr (and, under ``--json``, an error document on
-    stdout: see :func:`_json_error`) and its exit code."""
-    from edgeslim.utils.console import error_line
-
+    stdout: see :func:`_json_error`) and its exit code. Stop signals are raised in the command only
+    (``stops`` armed): further ones while the failure line prints are recorded, not raised."""
+    stops = Stops() if stops is None else stops
     debug = _debug_requested(args)
     try:
+        stops.arm()
         cli.main(args=args, prog_name="edgeslim", standalone_mode=False)
+        stops.disarm()
         return 0
     except BaseException as exc:  # noqa: BLE001 - the one place that catches everything
+        stops.disarm()
         if isinstance(exc, SystemExit):
             raise
+        from edgeslim.utils.console import error_line
+
         line, code, traced = _failure(exc, args, debug, stops)
         if not traced:  # (--debug printed a bug's traceback in place of its line)
             error_line(line)
@@ -346,8 +391,6 @@ def _failure(
     """The one line and the exit code of a failed command, and whether a traceback stands in for the
     line (``--debug`` on a bug); after a stop signal (``stops``) any failure is that stop (an interrupt
     probe: a stop while matplotlib loaded read "matplotlib is not installed")."""
-    import signal
-
     traced = False
     if stops and not isinstance(exc, (click.exceptions.Abort, KeyboardInterrupt)):
         code = EXIT_TERMINATED if signal.SIGTERM in stops else EXIT_INTERRUPTED

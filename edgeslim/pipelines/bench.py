@@ -422,15 +422,28 @@ def layer_table(
     req: BenchRequest, progress: Callable[[int, int, str], None] | None = None
 ) -> tuple[dict, Path]:
     """A per-layer latency table of ``req.model`` at one batch, written to ``req.layer_table``;
-    on onnxruntime with ``req.sweep`` each layer is also timed over channel counts (version 2)."""
-    from edgeslim.bench.layers import layer_table as measure_layers
+    on onnxruntime with ``req.sweep`` each layer is also timed over channel counts (version 2). The
+    path is claimed while it is measured (:func:`~edgeslim.utils.io.writing`): a second run writing it
+    meanwhile is refused, and an earlier table is replaced only with ``req.force``."""
     from edgeslim.bench.layers import write_layer_table
-    from edgeslim.utils.io import check_distinct, check_output_path
+    from edgeslim.utils.io import check_distinct, check_output_path, writing
 
     req.check()
     width_files = {f"width model {w}": w for w in req.width_models or ()}
     check_distinct({"layer_table": req.layer_table}, {"model": req.model, "onnx": req.onnx, **width_files})
-    check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
+    # claimed before it is checked, and held until written: two benches of one path had both written
+    # it, the later table (without force) replacing the earlier's sweeps (a review of concurrency)
+    with writing([req.layer_table], replace=req.force) as stage:
+        path = check_output_path(req.layer_table, req.force, "layer_table")  # refuse early, before measuring
+        tab = _measure_layer_table(req, progress)
+        write_layer_table(tab, stage(path), force=True)
+    return tab, path
+
+
+def _measure_layer_table(req: BenchRequest, progress: Callable[[int, int, str], None] | None) -> dict:
+    """The table :func:`layer_table` writes: measured, with its sweeps and calibration."""
+    from edgeslim.bench.layers import layer_table as measure_layers
+
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, lambda _: None)
     # the width models are checked before anything is measured
@@ -451,7 +464,7 @@ def layer_table(
             req.model, widths[0], name, req.batches[0], options, widths[1], zero_invariant=widths[2]
         )
         tab["version"] = 2
-    return tab, write_layer_table(tab, req.layer_table, force=True)
+    return tab
 
 
 def _width_models(model: str, files: tuple[str, ...], backend: str) -> tuple[dict[float, str], int, bool]:

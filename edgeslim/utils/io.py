@@ -27,8 +27,10 @@ def check_output_path(path: str | os.PathLike, force: bool = False, param: str |
     (``"onnx_path"``): the refusal names it, and the CLI shows that parameter's flag.
     """
     p = Path(path)
-    if p.is_dir():
-        raise EdgeslimError(f"{p} is a directory; give a file path (e.g. {p / 'model.pt'})")
+    if p.is_dir():  # (a file in it with the ending the caller asked for: model.pt was refused as no .onnx)
+        raise EdgeslimError(
+            f"{p} is a directory; give a file path (e.g. {p / ('model' + (p.suffix or '.pt'))})"
+        )
     if p.exists() and not force:
         raise EdgeslimError(
             f"{p} already exists; pass force=True to overwrite it or choose another {param or 'path'}",

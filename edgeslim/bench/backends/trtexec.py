@@ -324,7 +324,11 @@ class TrtexecSession(Session):
         return prof
 
     def _run(self, cfg: TimingConfig, profile: bool) -> tuple[dict[str, list[float]], dict | None]:
-        with tempfile.TemporaryDirectory() as tmp:
+        from edgeslim.bench.children import cleaned_up_on_sigterm, run_child
+
+        # trtexec in a group of its own, stopped with whatever stops this process (Ctrl-C, SIGTERM; killed
+        # outright: the kernel kills it), its folder removed: a stopped bench left it building and timing
+        with cleaned_up_on_sigterm(), tempfile.TemporaryDirectory() as tmp:
             times = os.path.join(tmp, "times.json")
             prof_path = os.path.join(tmp, "profile.json") if profile else None
             source, save, timing_cache = self._engine(profile)
@@ -332,7 +336,7 @@ class TrtexecSession(Session):
                 self.exe, source, self.version, self.shapes, cfg, self.precision, bool(self.options.get("cuda_graph")),
                 times, prof_path, save_engine=save, timing_cache=timing_cache,
             )  # fmt: skip
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = run_child(cmd, own_group=True, grace_s=3.0)
             text = r.stdout + r.stderr
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:

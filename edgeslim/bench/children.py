@@ -1,0 +1,127 @@
+"""Processes a bench starts that end with it: its measuring processes, and the trtexec they start
+(a review: a bench stopped by SIGTERM or killed outright left trtexec building and timing, holding the
+GPU, with its temporary folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl`` on Linux, else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send this process ``sig`` when its parent (pid ``parent``) ends, on Linux
+    (``PR_SET_PDEATHSIG``); end at once where the parent ended before the call."""
+    prctl = _prctl()
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def run_child(
+    cmd: Sequence[str], *, timeout: float | None = None, own_group: bool = False, grace_s: float = 5.0
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`` whose child is stopped
+    whatever ends the wait (a timeout, Ctrl-C, SIGTERM): SIGTERM, then SIGKILL after ``grace_s``, where
+    subprocess.run sent SIGKILL at once (a measuring process had no time to stop its own child). With
+    ``own_group`` the child gets a session of its own (no terminal's Ctrl-C; the stop reaches whatever
+    it started too) and, on Linux, SIGKILL from the kernel if this process dies first."""
+    preexec: Callable[[], None] | None = None
+    if own_group and (prctl := _prctl()) is not None:
+        parent = os.getpid()
+
+        def dies_with_us() -> None:  # (in the child: prctl was looked up before the fork)
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)
+
+        preexec = dies_with_us
+
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=own_group,
+        preexec_fn=preexec,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            _stop(proc, own_group, grace_s)
+            raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _stop(proc: subprocess.Popen, group: bool, grace_s: float) -> None:
+    """End ``proc`` (with ``group``: its process group): SIGTERM, SIGKILL what is left after ``grace_s``."""
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # (the group: what the child started, also where the child itself has ended)
+        if group or proc.poll() is None:
+            send(signal.SIGKILL)
+        proc.wait()
+
+
+class _SigTerm(BaseException):
+    """SIGTERM, raised in a process it would have ended at once."""
+
+
+@contextlib.contextmanager
+def cleaned_up_on_sigterm() -> Iterator[None]:
+    """In a process that SIGTERM ends at once (its default action: a measuring process), SIGTERM in the
+    block raises, so that the block's clean-up runs (its children stopped, its temporary folders
+    removed); the process then ends of SIGTERM, as it would have. Elsewhere (the CLI's own handler, not
+    the main thread) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    raised: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if not raised:  # (once: a second one does not cut the clean-up of the first short)
+            raised.append(signum)
+            raise _SigTerm
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if raised:  # the block cleaned up: the process ends of SIGTERM, as it would have
+            os.kill(os.getpid(), signal.SIGTERM)
