@@ -11,10 +11,12 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step, naming
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import (
+    TABLE_DIGEST,
     check_resumed_data,
     check_resumed_images,
     data_images,
     recorded_input_size,
+    resumed_latency_table,
     run_directory,
     saved_data_args,
     saved_run_state,
@@ -26,9 +28,11 @@ from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, TRAINED_F
 
 log = logging.getLogger(__name__)
 
-#: request fields a resumed run takes from the command (the rest come from the run's checkpoint)
+#: request fields a resumed run takes from the command (the rest come from the run's checkpoint;
+#: a ``latency_table`` given is where the run's own table is now, checked by its digest)
 RESUME_KEEPS = frozenset(
-    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset image_size".split()
+    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset image_size "
+    "latency_table".split()
 )
 #: a measured latency this far over its target is a miss said at the end of the run (issue #15: within 5%)
 LATENCY_MISS_TOLERANCE = 0.05
@@ -199,6 +203,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
         # the seed that chose its subset and the threads it trained with (a trial's resume drew other
         # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
         resumed = saved_run_state(ckpt)
+        # the latency table it prices with: where it is now, the one it started on (its digest)
+        resumed["run_table"] = resumed_latency_table(ckpt.get("meta") or {}, done, req.latency_table)
     if not req.data_name:
         raise EdgeslimError(
             "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
@@ -217,6 +223,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
     else:
         align = None
     opts = req.options()
+    if req.resume:  # (the run's own table, found above: not a budget option)
+        opts["latency_table"] = None
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
     if req.verify_latency is not None:
         if budget is None or budget.metric != "latency":
@@ -259,6 +267,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
         "alignment": align,
         "data_seed": resumed.get("seed", req.seed),
         "threads": req.threads if req.threads is not None else resumed.get("threads"),
+        "run_table": resumed.get("run_table"),
     }
 
 
@@ -364,7 +373,7 @@ def _run(
         recorded = loaded.meta  # (the run's own normalization)
         meta = {
             k: loaded.meta[k]
-            for k in ("source", "weights", "head", "data_args", "alignment", "device")
+            for k in ("source", "weights", "head", "data_args", "alignment", "device", TABLE_DIGEST)
             if k in loaded.meta
         }
         # every option given (a 0 or False too: --lambda 0, --no-zero-invariant, --seed 0 went unnamed)
@@ -382,7 +391,8 @@ def _run(
         saved["shrink"] = None
         if "recovery_lr" in saved and saved["recovery_lr"] is None:  # (resolved: no restart)
             saved["recovery_lr"] = "off"
-        saved["budget"] = _run_table(saved.get("budget"), out_dir)
+        if extra.get("run_table"):
+            saved["budget"] = {**saved["budget"], "latency_table": extra["run_table"]}
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     else:
@@ -425,6 +435,10 @@ def _run(
         table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
                                 progress)  # fmt: skip
         settings.budget["latency_table"] = str(Path(table).absolute())
+    if not req.resume and settings.budget and settings.budget.get("latency_table"):
+        from edgeslim.utils.io import file_digest
+
+        meta[TABLE_DIGEST] = file_digest(settings.budget["latency_table"])  # (a resume is refused on another)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
                          meta=meta)  # fmt: skip
@@ -571,20 +585,6 @@ def _latency_lookup(
 
 class _Halve(Exception):
     """The lookup at one channel multiple cannot reach the target: measure again at half of it."""
-
-
-def _run_table(budget: dict | None, out_dir: Path) -> dict | None:
-    """A resumed run's budget settings, its latency lookup found again: the one the run measured into
-    its own folder is read from the folder as it is now (a review: a run resumed from another working
-    directory, or after its folder was moved, refused its own table: the path was kept as given)."""
-    if not budget or not budget.get("latency_table"):
-        return budget
-    from edgeslim.utils.rundir import TABLE_FILE
-
-    path = Path(budget["latency_table"])
-    if not path.is_file() and path.name == TABLE_FILE and (out_dir / TABLE_FILE).is_file():
-        return {**budget, "latency_table": str((out_dir / TABLE_FILE).absolute())}
-    return budget
 
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:
