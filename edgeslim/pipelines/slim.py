@@ -439,9 +439,10 @@ def _run(
         from edgeslim.utils.io import file_digest
 
         meta[TABLE_DIGEST] = file_digest(settings.budget["latency_table"])  # (a resume is refused on another)
+    checked = latency is not None and latency["is_budget"]  # (the run is finished once its check is)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
-                         meta=meta)  # fmt: skip
+                         meta=meta, report_files=not checked)  # fmt: skip
     except CollapseError:
         if on_collapse is not None:
             on_collapse(out_dir)
@@ -459,14 +460,18 @@ def _run(
             res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
         write_report(out_dir, res.report)
-    if latency is not None and latency["is_budget"]:
+    if checked:  # report.json is written after it: a run stopped in it resumes to do it (a review)
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import write_report
 
-        check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
-                              here=latency["here"], profile=latency["profile"], table=latency["table"],
-                              inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
+        try:
+            check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
+                                  here=latency["here"], profile=latency["profile"], table=latency["table"],
+                                  inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
+        except EdgeslimError:  # (an export it cannot check: the run is complete without it, as it says)
+            write_report(out_dir, res.report)
+            raise
         res.report["latency"] = check
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
         # (with verify_latency the miss is refused instead)
