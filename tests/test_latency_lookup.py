@@ -987,3 +987,33 @@ def test_a_latency_run_stopped_in_its_check_is_not_finished_and_resumes(tmp_path
     assert rep["latency"]["measured"] is False and "edgeslim bench" in rep["latency"]["command"]
     assert main(["slim", "--resume", "--out", str(out)]) == 2  # now it is finished
     assert "holds a finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_latency_run_stopped_in_its_first_epoch_reuses_its_lookup(tmp_path, capsys) -> None:
+    """A review of interruptions (finding 3): Ctrl-C in the first epoch of a latency-budget run said
+    "nothing was saved to continue; run the command again", but the run had measured latency_table.json
+    into its folder: running it again was refused ("already exists; pass --force"), --resume too, and
+    --force measured the lookup again (minutes on a device). The same command now reuses the lookup
+    when it was measured for the same network and settings, and refuses, naming force, one that was not."""
+    out = tmp_path / "run"
+    args = [*DIGITS, "--epochs", "1", "--target-latency", "0.5", "--out", str(out)]
+    rc, err = _stop_when(_cli(*args), out / "latency_table.json", signal.SIGINT)
+    assert rc == 130, err[-800:]
+    line = err.strip().splitlines()[-1]
+    assert "nothing was saved to continue but the latency lookup" in line and "run the command again" in line
+    table = out / "latency_table.json"
+    measured, stamp = table.read_bytes(), table.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    assert "was reused: an earlier run measured it for this network and settings" in capsys.readouterr().err
+    assert table.read_bytes() == measured and table.stat().st_mtime_ns == stamp  # not measured again
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["budget"]["settings"]["latency_table"] == str(table) and rep["latency"]["measured"]
+    # a lookup of another batch is not this run's: refused in one line, naming --force
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "latency_table.json").write_text(json.dumps({**json.loads(measured), "batch": 8}))
+    assert main([*args[:-1], str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "measured for batch 8, not 1; pass --force" in err, err

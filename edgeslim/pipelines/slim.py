@@ -24,7 +24,14 @@ from edgeslim.pipelines.rundir import (
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
-from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, TRAINED_FILE, ULTRALYTICS_MARK
+from edgeslim.utils.rundir import (
+    MODEL_FILE,
+    REPORT_FILE,
+    SLIM_STALE,
+    TABLE_FILE,
+    TRAINED_FILE,
+    ULTRALYTICS_MARK,
+)
 
 log = logging.getLogger(__name__)
 
@@ -328,8 +335,11 @@ def _checked_run(
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle,
                               target_param="model" if req.init is None else "init")  # fmt: skip
     out_dir = Path(req.out_dir)
+    stale = SLIM_STALE
+    if not (req.force or req.resume) and _left_lookup(out_dir, extra["budget"]):  # (reused: _reused_lookup)
+        stale = tuple(name for name in SLIM_STALE if name != TABLE_FILE)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE,
+                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=stale,
                        inputs=(req.model, req.init, req.weights, req.latency_table)), \
             torch_threads(extra["threads"]):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
@@ -426,14 +436,19 @@ def _run(
         and req.profile is None
         and not settings.budget.get("latency_table")
     )
+    reused = None
     if (
         latency is not None
         and not req.resume
         and latency["here"]
         and not settings.budget.get("latency_table")
     ):
-        table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
-                                progress)  # fmt: skip
+        if (out_dir / TABLE_FILE).is_file():  # a stopped run's own lookup, kept: _left_lookup
+            table = reused = _reused_lookup(out_dir / TABLE_FILE, model, spec, settings, latency["profile"],
+                                            meta.get("alignment"))  # fmt: skip
+        else:
+            table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
+                                    progress)  # fmt: skip
         settings.budget["latency_table"] = str(Path(table).absolute())
     if not req.resume and settings.budget and settings.budget.get("latency_table"):
         from edgeslim.utils.io import file_digest
@@ -447,6 +462,10 @@ def _run(
         if on_collapse is not None:
             on_collapse(out_dir)
         raise
+    if reused is not None:
+        say(Notice(f"the latency lookup {reused} was reused: an earlier run measured it for this network and "
+                   "settings, and ended before its first checkpoint; pass force to measure it again",
+                   "force"))  # fmt: skip
     if host_default:  # (said once the run stands: bad input gets its one line alone)
         say(Notice(f"no profile given: the latency was measured on this host ({latency['profile'].name}, ONNX "
                    "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
@@ -586,6 +605,67 @@ def _latency_lookup(
     if r != settings.round_to:
         _reduce_alignment(settings, align, r, "the latency target")
     return table
+
+
+def _left_lookup(out_dir: Path, budget: dict[str, Any] | None) -> bool:
+    """Whether ``out_dir`` holds the latency lookup a run measured there (stopped before its first
+    checkpoint: a later one is a run to resume) that a run of ``budget`` would measure too: it is not an
+    earlier run's result to refuse, but kept for :func:`_reused_lookup`."""
+    if (
+        not budget
+        or budget.get("latency_table")
+        or "latency" not in (budget.get("metric"), budget.get("price"))
+    ):
+        return False
+    from edgeslim.pipelines.latency import own_lookup
+
+    latency = _latency_target(budget)
+    return bool(latency and latency["here"]) and own_lookup(out_dir / TABLE_FILE) is not None
+
+
+def _reused_lookup(
+    path: Path, model: Any, spec: Any, settings: Any, profile: Any, align: dict[str, Any] | None
+) -> Path:
+    """The lookup a run stopped before its first checkpoint measured into ``path`` (:func:`_left_lookup`),
+    priced with instead of measured again (minutes on a device; a review: rerunning was refused for it, as
+    was resuming, and force measured it again): refused in one line unless :func:`_latency_lookup` would
+    measure it so now (network, batch, input, ONNX Runtime settings, zero_invariant, channel multiple: a
+    profile's, or a halving of it that ``settings`` and ``align`` then take)."""
+    import torch
+
+    from edgeslim.pipelines.latency import lookup_differs, own_lookup
+    from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
+    from edgeslim.sparsity.resource import build_resource
+
+    table = own_lookup(path)
+    batch = int(settings.budget.get("batch", 1))
+    if table is None:  # (replaced since the run's folder was checked)
+        raise EdgeslimError(f"{path} is not a latency lookup a run measured; pass force=True to measure one",
+                            param="force")  # fmt: skip
+    why = lookup_differs(table, spec.input_shape, batch, profile, bool(settings.zero_invariant))
+    r, wanted = int((table.get("calibration") or {}).get("round_to") or 0), settings.round_to
+    halved = bool(align) and align.get("from") == "profile" and 0 < r < wanted and wanted % r == 0
+    if why is None and r != wanted and not halved:
+        why = f"channel multiples of {r}, not {wanted}"
+    if why is None:
+        try:
+            res = build_resource(model, torch.zeros(1, *spec.input_shape), "latency", latency_table=table,
+                                 round_to=r, batch=batch, shifts_zeroed=settings.zero_invariant)  # fmt: skip
+            if settings.budget.get("metric") == "latency":
+                resolve_target(BudgetSettings.from_dict(settings.budget), res)
+        except BudgetUnreachable:
+            why = f"another target (this one is out of its reach in multiples of {r})"
+        except EdgeslimError:
+            why = "another network (its layers or widths differ)"
+    if why is not None:
+        raise EdgeslimError(
+            f"{path} holds the latency lookup an earlier run measured for {why}; pass force=True to measure it "
+            "again (or move it away)",
+            param="force",
+        )
+    if r != wanted:
+        _reduce_alignment(settings, align, r, "the latency target")
+    return path
 
 
 class _Halve(Exception):
