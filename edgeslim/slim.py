@@ -264,6 +264,7 @@ def slim_model(
     progress: Progress | None = None,
     resume: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    report_files: bool = True,
 ) -> SlimResult:
     """Train ``model`` with proximal slimming, set gamma <- xi, cut the zero channels out, report.
 
@@ -271,7 +272,10 @@ def slim_model(
     is added here). With ``out_dir`` the files listed in the module doc are written. A
     collapse to chance accuracy raises :class:`CollapseError` after the files are written; a slim model
     surgery's check measured wrong (report ``surgery.check_failed``) raises :class:`EdgeslimError` after
-    them, the slim checkpoint left out.
+    them, the slim checkpoint left out. ``report_files=False``: a run that ends with more to do (the
+    latency check) writes report.json and report.md itself (:func:`write_report`) once that is done,
+    so that a run stopped before then is not a finished one (an earlier run's report is removed);
+    one that raises here still writes them.
     """
     from edgeslim.train.distributed import resolve_device
     from edgeslim.train.evaluation import evaluate
@@ -413,6 +417,9 @@ def slim_model(
     if out is not None:
         from edgeslim.checkpoint import save_model
 
+        if not report_files:  # (a resumed run's earlier report describes models about to be replaced)
+            for name in (REPORT_FILE, RUN_REPORT_MD):
+                (out / name).unlink(missing_ok=True)
         save_model(
             out / TRAINED_FILE,
             model,
@@ -434,7 +441,8 @@ def slim_model(
             ).name
         else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
             (out / BUDGET_PNG).unlink(missing_ok=True)
-        write_report(out, report)
+        if report_files or pr.report["check_failed"] or report["collapse"]["collapsed"]:
+            write_report(out, report)
     if pr.report["check_failed"]:
         kept = f"; {out / TRAINED_FILE} holds the trained model, prune it once that is done" if out else ""
         raise EdgeslimError(check_failed_message(spec.arch, pr.report) + f" ({SLIM_FILE} not written){kept}")

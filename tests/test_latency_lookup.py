@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -847,3 +853,167 @@ def test_a_table_timed_with_a_provider_this_runtime_lacks_is_not_measured_here()
         pytest.skip("this onnxruntime has CUDA")
     table["env"]["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert not measured_here(None, table)
+
+
+# --------------------------------------------------------------------------- a latency run stopped and resumed
+DIGITS = [
+    "slim",
+    "vgg-small",
+    "--data",
+    "digits",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+    "--test-subset",
+    "64",
+]
+
+
+def _device_table(path: Path) -> Path:
+    """A latency table of vgg-small at digits' 8x8 (layers timed here, briefly) recorded as another
+    machine's: the run's check is then the bench command for that machine, not seconds of timing."""
+    from edgeslim.bench.layers import layer_table
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.export import export_onnx
+
+    model = create_model(ModelSpec(arch="vgg-small", num_classes=10, in_channels=1, input_size=[8, 8]))
+    export_onnx(model, path.with_suffix(".onnx"), (1, 8, 8), dynamic_batch=True)
+    quick = TimingConfig(warmup_s=0.05, warmup_iters=5, min_iters=20, min_time_s=0.05)
+    tab = layer_table(
+        str(path.with_suffix(".onnx")), "onnxruntime", 1, quick, {"threads": 1, "graph_opt": "all"}
+    )
+    tab["env"]["host"] = "a-device"
+    path.write_text(json.dumps(tab))
+    return path
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    """``edgeslim ARGS`` in a child process (to be stopped by a signal), its stderr piped."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGESLIM_NO_PROGRESS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edgeslim", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _stop_when(proc: subprocess.Popen, path: Path, sig: int, lines: int = 0) -> tuple[int, str]:
+    """Send ``sig`` to ``proc`` once ``path`` exists (with ``lines`` lines); its exit code and stderr."""
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        if path.is_file() and (not lines or path.read_text().count("\n") >= lines):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_a_resumed_latency_run_prices_with_the_table_it_started_on(tmp_path, capsys) -> None:
+    """A review of interruptions (findings 1 and 4): a run given a latency table recorded only its path,
+    so a resume after the table was measured again priced its last epochs with the new times (304
+    against 352 channels kept, exit 0, no word); and a table moved since could not be pointed to
+    (``--latency-table`` on a resume: "only applies with a budget"). The run records the table's digest:
+    another table is refused, the moved one is accepted where it is now."""
+    table = _device_table(tmp_path / "T.json")
+    out = tmp_path / "run"
+    args = [
+        *DIGITS,
+        "--epochs",
+        "2",
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        str(table),
+        "--out",
+        str(out),
+    ]
+    rc, err = _stop_when(_cli(*args), out / "train" / "log.jsonl", signal.SIGKILL, lines=1)
+    assert rc == -signal.SIGKILL and (out / "train" / "model.pt").is_file(), err[-800:]
+    original = table.read_bytes()
+    slower = json.loads(original)
+    slower["layers"] = {k: 5 * v for k, v in slower["layers"].items()}  # measured again, on a busier day
+    table.write_text(json.dumps(slower))
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"latency table {table} changed since the run started" in err, err
+    assert "put the original back" in err and "--force" in err
+    # moved: the resume names the option that points to it, which takes the same table, not another one
+    moved = tmp_path / "moved" / "T.json"
+    moved.parent.mkdir()
+    moved.write_bytes(original)
+    table.unlink()
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{table} is not there now" in err and "--latency-table" in err, err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(slower))
+    assert main(["slim", "--resume", "--out", str(out), "--latency-table", str(other)]) == 2
+    assert f"latency table {other} changed since the run started" in capsys.readouterr().err
+    assert main(["slim", "--resume", "--out", str(out), "--latency-table", str(moved)]) == 0
+    capsys.readouterr()
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["budget"]["settings"]["latency_table"] == str(moved)
+    assert rep["latency"]["measured"] is False  # (another machine's table: the device's command)
+    # and the run's next resume finds the table where it was given
+    for name in ("report.json", "model.pt"):
+        (out / name).unlink()
+    assert main(["slim", "--resume", "--out", str(out), "--json"]) == 0, capsys.readouterr().err
+
+
+def test_a_latency_run_stopped_in_its_check_is_not_finished_and_resumes(tmp_path, capsys) -> None:
+    """A review of interruptions (finding 2): report.json and model.pt were written before the latency
+    check exported and timed both networks; SIGTERM there exited 143 with "continue with edgeslim slim
+    --resume", which was then refused ("holds a finished run"), and the report had no latency section,
+    so a run a verify_latency would fail looked finished. The report is written after the check; a
+    resume does what is left (finalize, surgery and the check)."""
+    table = _device_table(tmp_path / "T.json")
+    out = tmp_path / "run"
+    args = [
+        *DIGITS,
+        "--epochs",
+        "1",
+        "--target-latency",
+        "0.5",
+        "--latency-table",
+        str(table),
+        "--out",
+        str(out),
+    ]
+    rc, err = _stop_when(_cli(*args), out / "dense.onnx", signal.SIGTERM)
+    assert rc == 143, err[-800:]
+    assert f"continue with edgeslim slim --resume --out {out}" in err.strip().splitlines()[-1]
+    assert not (out / "report.json").exists()  # not a finished run
+    assert main(["slim", "--resume", "--out", str(out)]) == 0, capsys.readouterr().err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["latency"]["measured"] is False and "edgeslim bench" in rep["latency"]["command"]
+    assert main(["slim", "--resume", "--out", str(out)]) == 2  # now it is finished
+    assert "holds a finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_latency_run_stopped_in_its_first_epoch_reuses_its_lookup(tmp_path, capsys) -> None:
+    """A review of interruptions (finding 3): Ctrl-C in the first epoch of a latency-budget run said
+    "nothing was saved to continue; run the command again", but the run had measured latency_table.json
+    into its folder: running it again was refused ("already exists; pass --force"), --resume too, and
+    --force measured the lookup again (minutes on a device). The same command now reuses the lookup
+    when it was measured for the same network and settings, and refuses, naming force, one that was not."""
+    out = tmp_path / "run"
+    args = [*DIGITS, "--epochs", "1", "--target-latency", "0.5", "--out", str(out)]
+    rc, err = _stop_when(_cli(*args), out / "latency_table.json", signal.SIGINT)
+    assert rc == 130, err[-800:]
+    line = err.strip().splitlines()[-1]
+    assert "nothing was saved to continue but the latency lookup" in line and "run the command again" in line
+    table = out / "latency_table.json"
+    measured, stamp = table.read_bytes(), table.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    assert "was reused: an earlier run measured it for this network and settings" in capsys.readouterr().err
+    assert table.read_bytes() == measured and table.stat().st_mtime_ns == stamp  # not measured again
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["budget"]["settings"]["latency_table"] == str(table) and rep["latency"]["measured"]
+    # a lookup of another batch is not this run's: refused in one line, naming --force
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "latency_table.json").write_text(json.dumps({**json.loads(measured), "batch": 8}))
+    assert main([*args[:-1], str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "measured for batch 8, not 1; pass --force" in err, err

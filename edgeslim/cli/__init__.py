@@ -208,6 +208,15 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
     if name in ("train", "slim") and out:
         resume = _resume_hint(args)
+        table = _kept_lookup(out) if name == "slim" else None
+        if resume is None and table is not None:  # (a rerun reuses it: pipelines.slim._reused_lookup)
+            forced = (
+                " without --force" if "--force" in args or any(a.startswith("--force=") for a in args) else ""
+            )
+            return (
+                "interrupted before the first epoch ended: nothing was saved to continue but the latency lookup "
+                f"({shlex.quote(table)}); run the command again{forced} and it reuses the lookup"
+            )
         if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return f"interrupted; each finished epoch was saved: {resume}"
@@ -215,6 +224,18 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         kept = "; the earlier files are as they were" if "--force" in args else ""
         return f"interrupted before the outputs were published: nothing was written{kept}"
     return "interrupted; files already written were left complete (writes are atomic)"
+
+
+def _kept_lookup(out: str) -> str | None:
+    """The latency lookup a slim run measured into ``out`` since this process started, else None."""
+    from edgeslim.utils.rundir import TABLE_FILE
+    from edgeslim.utils.tmpfiles import process_start_time
+
+    table = Path(out) / TABLE_FILE
+    try:
+        return str(table) if table.stat().st_mtime >= process_start_time() else None
+    except OSError:
+        return None
 
 
 def _option(args: list[str], flag: str) -> str | None:

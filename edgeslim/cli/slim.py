@@ -122,7 +122,7 @@ CONFIG_EXCLUSIVE = (("lam", "shrink"), ("shrink", "target_macs", "target_params"
 @click.option(
     "--latency-table",
     type=click.Path(path_type=Path),
-    help="Measured per-layer latency JSON (docs/budget.md).",
+    help="Measured per-layer latency JSON (docs/budget.md); with --resume: where the run's table is now.",
 )
 @click.option(
     "--latency-batch",

@@ -47,6 +47,8 @@ def measured_here(profile: Any, table: dict[str, Any] | None) -> bool:
 
 #: the ONNX Runtime settings a lookup is timed under, from its table's ``env``
 TIMING_KEYS = ("threads", "graph_opt", "providers")
+#: what the lookup a run measures records as its ``model`` (:func:`own_lookup`)
+LOOKUP_MODEL = "the dense model before training (a temporary ONNX export)"
 
 
 def _timing_options(profile: Any, table: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -145,7 +147,7 @@ def measure_table(
             model, input_shape, onnx_path, batch, options, round_to, zero_invariant
         )
         tab["version"] = 2
-        tab["model"] = "the dense model before training (a temporary ONNX export)"
+        tab["model"] = LOOKUP_MODEL
         if check is not None:
             check(tab)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -157,6 +159,46 @@ def measure_table(
         batch,
     )
     return path
+
+
+def own_lookup(path: Path) -> dict[str, Any] | None:
+    """The lookup :func:`measure_table` wrote at ``path`` (a run's own, by its ``model``), else None."""
+    from edgeslim.sparsity.resource import load_latency_table
+
+    try:
+        table = load_latency_table(path)
+    except EdgeslimError:
+        return None
+    return table if table.get("model") == LOOKUP_MODEL else None
+
+
+def lookup_differs(
+    table: dict[str, Any], input_shape: Sequence[int], batch: int, profile: Any, zero_invariant: bool
+) -> str | None:
+    """Why the lookup ``table`` (:func:`own_lookup`) is not what :func:`measure_table` would measure
+    now for ``input_shape``, ``batch``, ``profile`` and ``zero_invariant`` (say "measured for ..."),
+    or None; its layers' widths and channel multiple are the run's to check (the resource model)."""
+
+    env = table.get("env") or {}
+    calibration = table.get("calibration") or {}
+    try:
+        import onnxruntime
+
+        version = onnxruntime.__version__
+    except ImportError:
+        version = None
+    if table.get("batch") != batch:
+        return f"batch {table.get('batch')}, not {batch}"
+    if list((table.get("input_shape") or [None])[1:]) != list(input_shape):
+        return f"input {table.get('input_shape')}, not {[batch, *input_shape]}"
+    if not measured_here(None, table) or env.get("onnxruntime") != version:
+        return f"host {env.get('host')} with ONNX Runtime {env.get('onnxruntime')} {env.get('providers')}"
+    timing = _timing_options(profile)  # (as measure_table times)
+    if any(env.get(k) != v for k, v in timing.items()):
+        return "other ONNX Runtime settings (" + ", ".join(f"{k} {env.get(k)}" for k in timing) + ")"
+    if bool(calibration.get("zero_invariant")) != bool(zero_invariant):
+        return f"zero_invariant {bool(calibration.get('zero_invariant'))}"
+    return None
 
 
 def _calibration(

@@ -13,12 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.errors import EdgeslimError
-from edgeslim.utils.io import LOCK_NAME, check_output_dir, run_dir_lock
-from edgeslim.utils.rundir import MODEL_FILE, TRAIN_FILES, ULTRALYTICS_MARK, ULTRALYTICS_TRAIN_FILES
+from edgeslim.utils.io import LOCK_NAME, check_output_dir, file_digest, run_dir_lock
+from edgeslim.utils.rundir import (
+    MODEL_FILE,
+    TABLE_FILE,
+    TRAIN_FILES,
+    ULTRALYTICS_MARK,
+    ULTRALYTICS_TRAIN_FILES,
+)
 from edgeslim.utils.tmpfiles import tmp_pattern
 
 log = logging.getLogger(__name__)
 
+#: the key of a run's checkpoint meta holding the digest of the latency table it prices with
+TABLE_DIGEST = "latency_table_sha256"
 #: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
 HIDDEN_PREFIX = ".edgeslim-replaced-"
 
@@ -330,6 +338,43 @@ def check_resumed_images(saved: dict[str, Any] | None, bundle: Any) -> None:
         "folder back as it was to continue the run, or drop resume and start a new one (force=True to replace it)",
         param=("resume", "force"),
     )
+
+
+def resumed_latency_table(meta: dict[str, Any], out_dir: Path, given: str | os.PathLike | None) -> str | None:
+    """The latency table a resumed run (``meta``: its checkpoint's) prices with, as
+    :func:`check_resumed_images` checks its images: ``given`` (the table moved since), else the path it
+    recorded, else, for the lookup it measured into its own folder, that folder's (the folder moved);
+    None for a run without one. Refused when the file is not there, or is not the one the run started
+    on (:data:`TABLE_DIGEST`; a review: a table measured again priced the last epochs with other times,
+    304 channels kept where 352 were, without a word); a run that recorded no digest (older) is not checked."""
+    recorded = ((meta.get("slimming") or {}).get("budget") or {}).get("latency_table")
+    if not recorded:
+        if given is not None:
+            raise EdgeslimError("drop latency_table: the run being resumed prices nothing with a latency table",
+                                param="latency_table")  # fmt: skip
+        return None
+    path = Path(given).expanduser().absolute() if given is not None else Path(recorded)
+    if given is None and not path.is_file() and path.name == TABLE_FILE and (out_dir / TABLE_FILE).is_file():
+        path = (out_dir / TABLE_FILE).absolute()  # (a review: a moved run refused its own lookup)
+    if not path.is_file():
+        what = (
+            f"{given} is not a file"
+            if given is not None
+            else f"the run's latency table {path} is not there now"
+        )
+        raise EdgeslimError(
+            f"{what}; put the table the run started on back, or give its new place as latency_table",
+            param="latency_table",
+        )
+    digest = meta.get(TABLE_DIGEST)
+    if digest is not None and file_digest(path) != digest:
+        raise EdgeslimError(
+            f"latency table {path} changed since the run started (measured again or edited), so its last epochs "
+            "would be priced with other times; put the original back to continue, or drop resume and start "
+            "again with force=True",
+            param=("resume", "force"),
+        )
+    return str(path)
 
 
 def saved_run_state(ckpt: dict[str, Any]) -> dict[str, Any]:

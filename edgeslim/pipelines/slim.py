@@ -11,10 +11,12 @@ from typing import Any
 from edgeslim.errors import EdgeslimError, Notice, Step, naming
 from edgeslim.pipelines import request_from_options
 from edgeslim.pipelines.rundir import (
+    TABLE_DIGEST,
     check_resumed_data,
     check_resumed_images,
     data_images,
     recorded_input_size,
+    resumed_latency_table,
     run_directory,
     saved_data_args,
     saved_run_state,
@@ -22,13 +24,22 @@ from edgeslim.pipelines.rundir import (
 from edgeslim.pipelines.source import checked_normalization
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.modes import kept_random_state, torch_threads
-from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE, SLIM_STALE, TRAINED_FILE, ULTRALYTICS_MARK
+from edgeslim.utils.rundir import (
+    MODEL_FILE,
+    REPORT_FILE,
+    SLIM_STALE,
+    TABLE_FILE,
+    TRAINED_FILE,
+    ULTRALYTICS_MARK,
+)
 
 log = logging.getLogger(__name__)
 
-#: request fields a resumed run takes from the command (the rest come from the run's checkpoint)
+#: request fields a resumed run takes from the command (the rest come from the run's checkpoint;
+#: a ``latency_table`` given is where the run's own table is now, checked by its digest)
 RESUME_KEEPS = frozenset(
-    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset image_size".split()
+    "out_dir resume force trust_pickle device threads data_name data_dir cache_dir subset test_subset image_size "
+    "latency_table".split()
 )
 #: a measured latency this far over its target is a miss said at the end of the run (issue #15: within 5%)
 LATENCY_MISS_TOLERANCE = 0.05
@@ -199,6 +210,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
         # the seed that chose its subset and the threads it trained with (a trial's resume drew other
         # images with the default seed and summed in another order: 0.764 where the run gave 0.77)
         resumed = saved_run_state(ckpt)
+        # the latency table it prices with: where it is now, the one it started on (its digest)
+        resumed["run_table"] = resumed_latency_table(ckpt.get("meta") or {}, done, req.latency_table)
     if not req.data_name:
         raise EdgeslimError(
             "a data set is required (data_name, e.g. fashion-mnist), on the command line or in the config file",
@@ -217,6 +230,8 @@ def check(req: SlimRequest) -> dict[str, Any]:
     else:
         align = None
     opts = req.options()
+    if req.resume:  # (the run's own table, found above: not a budget option)
+        opts["latency_table"] = None
     budget = budget_settings(opts)  # malformed budgets fail here, before any data is loaded
     if req.verify_latency is not None:
         if budget is None or budget.metric != "latency":
@@ -259,6 +274,7 @@ def check(req: SlimRequest) -> dict[str, Any]:
         "alignment": align,
         "data_seed": resumed.get("seed", req.seed),
         "threads": req.threads if req.threads is not None else resumed.get("threads"),
+        "run_table": resumed.get("run_table"),
     }
 
 
@@ -319,8 +335,11 @@ def _checked_run(
         refuse_non_classifier(str(req.model), req.data_name, trust_pickle=req.trust_pickle,
                               target_param="model" if req.init is None else "init")  # fmt: skip
     out_dir = Path(req.out_dir)
+    stale = SLIM_STALE
+    if not (req.force or req.resume) and _left_lookup(out_dir, extra["budget"]):  # (reused: _reused_lookup)
+        stale = tuple(name for name in SLIM_STALE if name != TABLE_FILE)
     with run_directory(out_dir, force=req.force, resume=req.resume, markers=(REPORT_FILE, SLIM_FILE),
-                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=SLIM_STALE,
+                       interrupted=TRAIN_DIR, run_files=slim_train_files, stale=stale,
                        inputs=(req.model, req.init, req.weights, req.latency_table)), \
             torch_threads(extra["threads"]):  # fmt: skip
         return _run(req, extra, progress, on_collapse, say or log.warning)
@@ -364,7 +383,7 @@ def _run(
         recorded = loaded.meta  # (the run's own normalization)
         meta = {
             k: loaded.meta[k]
-            for k in ("source", "weights", "head", "data_args", "alignment", "device")
+            for k in ("source", "weights", "head", "data_args", "alignment", "device", TABLE_DIGEST)
             if k in loaded.meta
         }
         # every option given (a 0 or False too: --lambda 0, --no-zero-invariant, --seed 0 went unnamed)
@@ -382,7 +401,8 @@ def _run(
         saved["shrink"] = None
         if "recovery_lr" in saved and saved["recovery_lr"] is None:  # (resolved: no restart)
             saved["recovery_lr"] = "off"
-        saved["budget"] = _run_table(saved.get("budget"), out_dir)
+        if extra.get("run_table"):
+            saved["budget"] = {**saved["budget"], "latency_table": extra["run_table"]}
         settings = SlimSettings(**{k: v for k, v in saved.items() if k in SlimSettings.__dataclass_fields__})
         config = TrainConfig.from_dict({**train_state["config"], "device": train_over.get("device", "auto")})
     else:
@@ -416,22 +436,36 @@ def _run(
         and req.profile is None
         and not settings.budget.get("latency_table")
     )
+    reused = None
     if (
         latency is not None
         and not req.resume
         and latency["here"]
         and not settings.budget.get("latency_table")
     ):
-        table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
-                                progress)  # fmt: skip
+        if (out_dir / TABLE_FILE).is_file():  # a stopped run's own lookup, kept: _left_lookup
+            table = reused = _reused_lookup(out_dir / TABLE_FILE, model, spec, settings, latency["profile"],
+                                            meta.get("alignment"))  # fmt: skip
+        else:
+            table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
+                                    progress)  # fmt: skip
         settings.budget["latency_table"] = str(Path(table).absolute())
+    if not req.resume and settings.budget and settings.budget.get("latency_table"):
+        from edgeslim.utils.io import file_digest
+
+        meta[TABLE_DIGEST] = file_digest(settings.budget["latency_table"])  # (a resume is refused on another)
+    checked = latency is not None and latency["is_budget"]  # (the run is finished once its check is)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
-                         meta=meta)  # fmt: skip
+                         meta=meta, report_files=not checked)  # fmt: skip
     except CollapseError:
         if on_collapse is not None:
             on_collapse(out_dir)
         raise
+    if reused is not None:
+        say(Notice(f"the latency lookup {reused} was reused: an earlier run measured it for this network and "
+                   "settings, and ended before its first checkpoint; pass force to measure it again",
+                   "force"))  # fmt: skip
     if host_default:  # (said once the run stands: bad input gets its one line alone)
         say(Notice(f"no profile given: the latency was measured on this host ({latency['profile'].name}, ONNX "
                    "Runtime) and channel counts follow its kernels; for a device, give its profile (e.g. "
@@ -445,14 +479,18 @@ def _run(
             res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
         write_report(out_dir, res.report)
-    if latency is not None and latency["is_budget"]:
+    if checked:  # report.json is written after it: a run stopped in it resumes to do it (a review)
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
         from edgeslim.slim import write_report
 
-        check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
-                              here=latency["here"], profile=latency["profile"], table=latency["table"],
-                              inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
+        try:
+            check = latency_check(res.trained, res.slim, spec.input_shape, out_dir, res.report["budget"],
+                                  here=latency["here"], profile=latency["profile"], table=latency["table"],
+                                  inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
+        except EdgeslimError:  # (an export it cannot check: the run is complete without it, as it says)
+            write_report(out_dir, res.report)
+            raise
         res.report["latency"] = check
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
         # (with verify_latency the miss is refused instead)
@@ -569,22 +607,69 @@ def _latency_lookup(
     return table
 
 
+def _left_lookup(out_dir: Path, budget: dict[str, Any] | None) -> bool:
+    """Whether ``out_dir`` holds the latency lookup a run measured there (stopped before its first
+    checkpoint: a later one is a run to resume) that a run of ``budget`` would measure too: it is not an
+    earlier run's result to refuse, but kept for :func:`_reused_lookup`."""
+    if (
+        not budget
+        or budget.get("latency_table")
+        or "latency" not in (budget.get("metric"), budget.get("price"))
+    ):
+        return False
+    from edgeslim.pipelines.latency import own_lookup
+
+    latency = _latency_target(budget)
+    return bool(latency and latency["here"]) and own_lookup(out_dir / TABLE_FILE) is not None
+
+
+def _reused_lookup(
+    path: Path, model: Any, spec: Any, settings: Any, profile: Any, align: dict[str, Any] | None
+) -> Path:
+    """The lookup a run stopped before its first checkpoint measured into ``path`` (:func:`_left_lookup`),
+    priced with instead of measured again (minutes on a device; a review: rerunning was refused for it, as
+    was resuming, and force measured it again): refused in one line unless :func:`_latency_lookup` would
+    measure it so now (network, batch, input, ONNX Runtime settings, zero_invariant, channel multiple: a
+    profile's, or a halving of it that ``settings`` and ``align`` then take)."""
+    import torch
+
+    from edgeslim.pipelines.latency import lookup_differs, own_lookup
+    from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
+    from edgeslim.sparsity.resource import build_resource
+
+    table = own_lookup(path)
+    batch = int(settings.budget.get("batch", 1))
+    if table is None:  # (replaced since the run's folder was checked)
+        raise EdgeslimError(f"{path} is not a latency lookup a run measured; pass force=True to measure one",
+                            param="force")  # fmt: skip
+    why = lookup_differs(table, spec.input_shape, batch, profile, bool(settings.zero_invariant))
+    r, wanted = int((table.get("calibration") or {}).get("round_to") or 0), settings.round_to
+    halved = bool(align) and align.get("from") == "profile" and 0 < r < wanted and wanted % r == 0
+    if why is None and r != wanted and not halved:
+        why = f"channel multiples of {r}, not {wanted}"
+    if why is None:
+        try:
+            res = build_resource(model, torch.zeros(1, *spec.input_shape), "latency", latency_table=table,
+                                 round_to=r, batch=batch, shifts_zeroed=settings.zero_invariant)  # fmt: skip
+            if settings.budget.get("metric") == "latency":
+                resolve_target(BudgetSettings.from_dict(settings.budget), res)
+        except BudgetUnreachable:
+            why = f"another target (this one is out of its reach in multiples of {r})"
+        except EdgeslimError:
+            why = "another network (its layers or widths differ)"
+    if why is not None:
+        raise EdgeslimError(
+            f"{path} holds the latency lookup an earlier run measured for {why}; pass force=True to measure it "
+            "again (or move it away)",
+            param="force",
+        )
+    if r != wanted:
+        _reduce_alignment(settings, align, r, "the latency target")
+    return path
+
+
 class _Halve(Exception):
     """The lookup at one channel multiple cannot reach the target: measure again at half of it."""
-
-
-def _run_table(budget: dict | None, out_dir: Path) -> dict | None:
-    """A resumed run's budget settings, its latency lookup found again: the one the run measured into
-    its own folder is read from the folder as it is now (a review: a run resumed from another working
-    directory, or after its folder was moved, refused its own table: the path was kept as given)."""
-    if not budget or not budget.get("latency_table"):
-        return budget
-    from edgeslim.utils.rundir import TABLE_FILE
-
-    path = Path(budget["latency_table"])
-    if not path.is_file() and path.name == TABLE_FILE and (out_dir / TABLE_FILE).is_file():
-        return {**budget, "latency_table": str((out_dir / TABLE_FILE).absolute())}
-    return budget
 
 
 def _latency_target(budget: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -309,6 +309,18 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of the bytes of the file ``path`` (hex): what a run records of a file it reads again
+    when resumed (a latency table), so another one put in its place is noticed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
     if not p.is_file():
