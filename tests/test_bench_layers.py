@@ -744,3 +744,33 @@ def test_a_second_layer_table_of_one_path_is_refused_while_the_first_measures(fi
     assert str(out) in str(second[0]) and len(str(second[0]).splitlines()) == 1
     assert written == out and "sweeps" in json.loads(out.read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["race.json"]  # no claim or staging folder left
+
+
+def test_a_layer_table_of_a_partly_quantized_onnx_is_refused(files, tmp_path, capsys) -> None:
+    """Review of the day's code: the INT8 refusal fired only when no FP32 conv/linear was left; ORT's
+    ``quantize_static`` with ``op_types_to_quantize=["Conv"]`` keeps the classifier FP32, and the table came
+    out with that one layer and every quantized conv lumped into the fixed time (98% of a run it exceeded)."""
+    import shutil
+
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    fp32 = tmp_path / "m.onnx"
+    shutil.copyfile(files["vgg-small"][2], fp32)
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
+            return next(self.items, None)
+
+    part = tmp_path / "part.onnx"
+    quantize_static(
+        str(fp32), str(part), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"]
+    )
+    args = ["--layer-table", str(tmp_path / "t.json"), "--batch", "1", "--no-sweep", "--min-time", "0.05"]
+    assert main(["bench", str(part), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is quantized" in err and "\n" not in err and not (tmp_path / "t.json").exists(), err
