@@ -1,5 +1,5 @@
 import sys
 
-from edgeslim.cli import main
+from edgeslim.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -757,3 +757,47 @@ def test_a_half_pickle_whose_forward_casts_its_input_is_kept_in_its_dtype(tmp_pa
     rc = run("train", "--arch", f"pickle:{whole}", "--trust-pickle", "--data", "digits", "--epochs", "1",
              "--threads", "1", "--out", tmp_path / "train")  # fmt: skip
     assert rc == 0, capsys.readouterr().err
+
+
+def test_a_script_that_calls_main_keeps_its_own_ctrl_c_after_it_returns(tmp_path) -> None:
+    """Review of the day's code: ``main()`` on the process's own arguments left edgeslim's stop handlers
+    in place for good, so a script or notebook that called it and went on was ended by a later Ctrl-C or
+    SIGTERM with exit 0, its ``finally`` never run. Its handlers are back when main returns (only the
+    ``edgeslim`` command itself, :func:`edgeslim.cli.console`, keeps them until it exits)."""
+    import signal
+    import subprocess
+    import time
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root, "EDGESLIM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import sys, time\n"
+        "from edgeslim.cli import main\n"
+        "sys.argv = ['edgeslim', 'profiles']\n"
+        "print('returned', main(), flush=True)\n"
+        "try:\n"
+        "    time.sleep(30)\n"
+        "finally:\n"
+        "    open(__file__ + '.done', 'w').close()\n"
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        done = tmp_path / "caller.py.done"
+        done.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path)  # fmt: skip
+        try:
+            while not (line := proc.stdout.readline()).startswith("returned") and line:
+                pass  # (the profiles table first)
+            assert line.startswith("returned 0"), line
+            time.sleep(0.2)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # the caller's own handling: an uncaught KeyboardInterrupt ends Python by SIGINT, SIGTERM's default
+        # action by SIGTERM; never exit 0
+        assert proc.returncode == -sig, (sig, proc.returncode, err[-500:])
+        assert done.exists() == (sig == signal.SIGINT), sig  # (SIGTERM's default action runs no finally)

@@ -274,19 +274,30 @@ def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: every expected failure becomes one red line and exit code 2.
+    """Run an edgeslim command (``argv``, default the process's own arguments): every expected
+    failure becomes one red line and exit code 2.
 
     Expected failures are :class:`EdgeslimError` (bad input, missing files, refused writes),
     click's usage errors (unknown options, values of the wrong type or range) and operating
     system errors (a full disk, a permission). Anything else is a bug: one line with its origin
     and exit code 1, or the full traceback with ``--debug``. A stop (Ctrl-C, SIGTERM) from the moment
-    its handlers are in place is one line and exit 130 or 143 (:class:`Stops`); ``argv`` None is the
-    process's own command line, whose handlers stay until it exits.
+    its handlers are in place is one line and exit 130 or 143 (:class:`Stops`); the caller's own
+    handlers are back when it returns (a script or notebook that goes on keeps its Ctrl-C).
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    with _sigterm_interrupts(keep=argv is None) as stops:
+    return _run(list(sys.argv[1:] if argv is None else argv), keep=False)
+
+
+def console() -> int:
+    """The ``edgeslim`` command (console script, ``python -m edgeslim``): :func:`main` on the process's
+    own arguments, whose stop handlers stay until the process exits: a stop in its last moments ends
+    it with the command's exit code, never a traceback from the interpreter's exit."""
+    return _run(sys.argv[1:], keep=True)
+
+
+def _run(args: list[str], keep: bool) -> int:
+    with _sigterm_interrupts(keep=keep) as stops:
         code = _main(args, stops)
-        if argv is None:  # the process's own command line: it exits now, with this code whatever comes
+        if keep:  # the process exits now, with this code whatever comes
             for stream in (sys.stdout, sys.stderr):
                 with contextlib.suppress(Exception):  # (a closed pipe: nothing more to lose)
                     stream.flush()
