@@ -1310,3 +1310,37 @@ def test_an_ort_file_benched_off_arm_says_what_it_records_and_predicts_nothing(o
     assert warnings(record({"target_platform": "amd64"})) == []
     (unrecorded,) = warnings(record(None))
     assert "converted for (not recorded in the file; if ARM, as edgeslim's export converts" in unrecorded
+
+
+def test_a_stop_signal_during_a_childs_stop_waits_until_the_group_is_stopped(tmp_path) -> None:
+    """Review of the day's code: the bench's SIGTERM right after a terminal's Ctrl-C could raise inside
+    run_child's stop before its first send, and neither SIGTERM nor SIGKILL reached trtexec's group (1 run
+    in 3 of the reviewer's probe); the first send is inside the try whose finally sends SIGKILL. (That
+    window was a few microseconds: this test keeps the behaviour around it, a SIGTERM landing in the grace
+    wait still ends the group, rather than reproducing the race; it passes on the old code too.)"""
+    import os
+    import signal
+    import sys
+
+    pidfile = tmp_path / "grandchild.pid"
+    script = tmp_path / "stopper.py"
+    script.write_text(
+        "import os, signal, sys, threading, subprocess\n"
+        "from edgeslim.bench.children import cleaned_up_on_sigterm, run_child\n"
+        "threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+        "with cleaned_up_on_sigterm():\n"
+        "    try:\n"
+        f"        run_child(['bash', '-c', 'trap \"\" TERM; sleep 300 & echo $! > {pidfile}; wait'],\n"
+        "                  timeout=0.5, own_group=True, grace_s=1.0)\n"
+        "    except subprocess.TimeoutExpired:\n"
+        "        print('stopped', flush=True)\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    proc = subprocess.run([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": root},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == -signal.SIGTERM, proc.stderr[-800:]
+    grandchild = int(pidfile.read_text())
+    assert (
+        not Path(f"/proc/{grandchild}").exists()
+        or "State:\tZ" in Path(f"/proc/{grandchild}/status").read_text()
+    )
