@@ -1344,3 +1344,27 @@ def test_a_stop_signal_during_a_childs_stop_waits_until_the_group_is_stopped(tmp
         not Path(f"/proc/{grandchild}").exists()
         or "State:\tZ" in Path(f"/proc/{grandchild}/status").read_text()
     )
+
+
+def test_an_ort_file_is_named_so_when_unreadable_or_given_for_a_layer_table(onnx_pair, tmp_path):
+    """Review of the day's code: a truncated ``.ort`` was called "not a readable ONNX file", and an ``.ort``
+    named ``.onnx`` given to ``--layer-table`` "needs an .onnx file; got X.onnx": the first names ONNX
+    Runtime as the reader that failed, the second says the file holds an ORT-format model and to give the
+    ONNX file it was converted from."""
+    import shutil
+
+    from edgeslim.export.ort_mobile import convert_to_ort
+
+    dense, _, _ = onnx_pair
+    ort_file = convert_to_ort(dense, tmp_path / "dense.ort", target_platform="amd64").path
+    trunc = tmp_path / "trunc.ort"
+    trunc.write_bytes(Path(ort_file).read_bytes()[:200])
+    r = edgeslim(["bench", trunc, "--batch", "1", "--trials", "1", *FAST], tmp_path, check_rc=2)
+    assert "onnxruntime cannot load" in r.stderr and "readable ONNX" not in r.stderr
+    renamed = tmp_path / "renamed.onnx"
+    shutil.copyfile(ort_file, renamed)
+    r = edgeslim(
+        ["bench", renamed, "--layer-table", tmp_path / "t.json", "--batch", "1", *FAST], tmp_path, check_rc=2
+    )
+    assert "holds an ONNX Runtime (ORT format) model" in r.stderr, r.stderr
+    assert "needs an .onnx file" not in r.stderr and not (tmp_path / "t.json").exists()

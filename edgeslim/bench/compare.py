@@ -203,8 +203,8 @@ def io_signature(path: str | os.PathLike) -> dict[str, list[tuple[str, Dims | No
     load_format(so, path)
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        raise unreadable_onnx(path, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - (an ORT-format file is no ONNX file: named by its reader)
+        raise unreadable_onnx(path, exc, reader="onnxruntime" if fmt == "ort" else "") from exc
     return {
         "inputs": [(i.name, dims(i.shape)) for i in sess.get_inputs()],
         "outputs": [(o.name, dims(o.shape)) for o in sess.get_outputs()],

@@ -448,7 +448,12 @@ def attribute_trt_layers(graph, layers: list[dict]) -> tuple[dict[str, float], d
 
 def ort_file_table(path: str, batch: int, cfg: TimingConfig, options: dict) -> dict[str, Any]:
     """Per-layer table of an ONNX file from ONNX Runtime's profiler (no PyTorch needed)."""
-    if model_format(path) != "onnx":
+    if (fmt := model_format(path)) == "ort":  # (whatever its name: the bytes tell)
+        raise EdgeslimError(
+            f"{path} holds an ONNX Runtime (ORT format) model, whose layers cannot be traced; a latency table "
+            "is measured on the ONNX file it was converted from: give that"
+        )
+    if fmt != "onnx":
         raise EdgeslimError(f"the onnxruntime backend needs an .onnx file; got {path}")
     onnx = require("onnx", "to map profiled ONNX nodes to layers")
     from edgeslim.bench.backends.ort import OrtBackend, parse_profile
