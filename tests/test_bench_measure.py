@@ -178,6 +178,20 @@ def test_a_version_1_record_shows_the_p50s_its_speedup_divides():
     assert s["throughput_per_s"] == pytest.approx(32e3 / s["p50_ms"]) and got["version"] == VERSION == 2
     assert [r[4] for r in latency_rows(got)] == [b["p50_ms"], s["p50_ms"]]
     assert f"{s['p50_ms']:.4g}" in markdown(got)
+    # (a review of the day's code: hand-edited records) no version key is the oldest, not the newest
+    unversioned = copy.deepcopy(old)
+    del unversioned["version"]
+    assert check_record(unversioned, "run.json")["summary"]["slim"]["32"]["p50_ms"] == pytest.approx(
+        s["p50_ms"]
+    )
+    for bad_version in (True, "1", 3):
+        with pytest.raises(EdgeslimError, match="format version"):
+            check_record({**copy.deepcopy(old), "version": bad_version}, "run.json")
+    for bad in ([True, False], [0.0], [float("nan")], ["12"]):  # trial p50s that are no latencies
+        edited = copy.deepcopy(old)
+        edited["summary"]["slim"]["32"]["trial_p50_ms"] = bad
+        with pytest.raises(EdgeslimError, match="no per-trial p50s"):
+            check_record(edited, "run.json")
     for label in old["models"]:
         del old["summary"][label]["32"]["trial_p50_ms"]
     with pytest.raises(

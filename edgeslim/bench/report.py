@@ -62,8 +62,10 @@ def check_record(record: dict, source: str = "the record") -> dict:
         return EdgeslimError(f"{source} is a damaged benchmark result ({part}); measure again with {bench}",
                              steps=(bench,))  # fmt: skip
 
-    version = record.get("version", VERSION)
-    if not isinstance(version, int) or version > VERSION:
+    version = record.get(
+        "version", 1
+    )  # (every version writes one: a record without it is taken as the oldest)
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise EdgeslimError(
             f"{source} is a benchmark result of format version {version!r}; this edgeslim reads versions up to "
             f"{VERSION}: upgrade edgeslim"
@@ -118,7 +120,14 @@ def _migrate_p50(record: dict, source: str) -> None:
             if not isinstance(s, dict) or "p50_ms" not in s or "pooled_p50_ms" in s:
                 continue
             trials = s.get("trial_p50_ms")
-            if not (isinstance(trials, list) and trials and all(isinstance(t, (int, float)) for t in trials)):
+            if not (
+                isinstance(trials, list)
+                and trials
+                and all(
+                    isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < math.inf
+                    for t in trials
+                )
+            ):
                 bench = Step("bench")
                 raise EdgeslimError(
                     f"{source} is a benchmark result of format version 1 whose p50 of {label} at batch {b} "
