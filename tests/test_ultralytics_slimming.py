@@ -617,3 +617,92 @@ def test_a_budget_met_only_by_the_final_projection_is_warned_about() -> None:
     assert "met by the final projection" in line and "ended at 100.0%" in line and "688 channel(s)" in line
     reached = {**budget, "before_projection_fraction": 0.505, "projection_removed_channels": 3}
     assert _warnings({**base, "slimming": {"budget": reached}}, "") == []
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A YOLOv8n checkpoint of the data's 10 classes (as YOLO.save writes one) and 8 + 4 mosaics: a
+    data yaml and a model in seconds, for runs refused before or as ultralytics starts."""
+    if not CIFAR.is_file():
+        pytest.skip(f"{CIFAR} is not there (../shared beside the checkout)")
+    from edgeslim.models.yolo import ultralytics_yolo
+
+    root = tmp_path_factory.mktemp("yolo_small")
+    data = _mosaics(root / "data", n_train=8, n_val=4)
+    yolo = ultralytics_yolo("yolov8n.yaml")
+    yolo.model = yolo.model.__class__(yolo.model.yaml, nc=len(CLASSES), verbose=False)
+    yolo.save(str(root / "start.pt"))
+    return root / "start.pt", data
+
+
+def test_a_wrong_data_yaml_is_one_line_not_an_internal_error(small, tmp_path: Path, capsys) -> None:
+    """Review of the YOLO user's path: a data yaml that is wrong (not missing) -- no names:, names of
+    another count than nc:, names a string, path: 5, channels: 1 for a 3-channel model, every label
+    malformed -- failed inside ultralytics (SyntaxError, TypeError, RuntimeError: "internal error ...
+    report it", exit 1). The keys are checked before anything is written; ultralytics' own refusal of
+    the data set (its label check) is one line, exit 2."""
+    start, data = small
+    body = data.read_text()
+    names = "".join(f"  {i}: {c}\n" for i, c in enumerate(CLASSES))
+    keys = body.replace(f"names:\n{names}", "")
+    out = tmp_path / "run"
+    for text, needles in (
+        (keys, ("names no classes", "add names:")),
+        (body + "nc: 5\n", ("has 10 names and nc: 5", "make them agree (nc: 10)")),
+        (keys + "names: a b c\n", ("has names: 'a b c', a str", "give a list")),
+        (body.replace(f"path: {data.parent}", "path: 5"), ("has path: 5, not a folder",)),
+        (keys + "names: {0: a, 2: b}\n", ("numbers its names 0, 2", "number them 0 to 1")),
+        (
+            body + "channels: 1\n",
+            ("has channels: 1, and the model takes 3-channel images", "give channels: 3"),
+        ),
+    ):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(bad), "--epochs", "1", "--imgsz",
+                   "64", "--device", "cpu", "--out", str(out)])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err[-1].startswith(f"error: data yaml {bad} "), (text, err[-3:])
+        assert all(n in err[-1] for n in needles) and "internal error" not in err[-1], (needles, err[-1])
+        assert not out.exists()
+    # every train label malformed: ultralytics' label check refuses the data set as its trainer starts
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data.parent / "images", broken / "images")
+    shutil.copytree(data.parent / "labels", broken / "labels")
+    for f in (broken / "labels" / "train").iterdir():
+        f.write_text("0 0.5 0.5\n")
+    bad.write_text(body.replace(f"path: {data.parent}", f"path: {broken}"))
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(bad), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--out", str(out)])  # fmt: skip
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and last.startswith(
+        f"error: ultralytics refused the data set of {bad}: No valid images found"
+    ), last
+    assert len(last) < 500 and "internal error" not in last
+    assert not out.exists()
+
+
+def test_only_ultralytics_own_data_refusals_are_taken_for_bad_data(tmp_path: Path) -> None:
+    """The one-line refusal is for an error ultralytics' data check raises on purpose (also wrapped, as its
+    trainer wraps it); any other error, from its data package or not, stays a bug to report."""
+    from edgeslim.models.yolo import _import_quietly
+    from edgeslim.pipelines.slim_yolo import _data_check_error
+
+    utils = _import_quietly("ultralytics.data.utils", "the test")
+    base = _import_quietly("ultralytics.data.base", "the test")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: a\nval: b\nnames: a b c\n")
+    with pytest.raises(TypeError) as refused:
+        utils.check_det_dataset(str(bad))
+    wrapped = RuntimeError("Dataset error")
+    wrapped.__cause__ = refused.value
+    assert _data_check_error(refused.value) is refused.value and _data_check_error(wrapped) is refused.value
+    bad.write_text(f"path: {tmp_path}\ntrain: [1]\nval: b\nnames: [a]\n")
+    with pytest.raises(TypeError) as bug:  # (raised by pathlib inside it, not by its check)
+        utils.check_det_dataset(str(bad))
+    with pytest.raises(NotImplementedError) as abstract:  # (raised on purpose, but no refusal of data)
+        base.BaseDataset.get_labels(None)
+    assert _data_check_error(bug.value) is None and _data_check_error(abstract.value) is None
+    assert _data_check_error(RuntimeError("Dataset error")) is None

@@ -9,6 +9,7 @@ Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt`
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -209,7 +210,77 @@ def _check_data_yaml(path: Path) -> dict[str, Any]:
             "and names:); fix it",
             param="data_name",
         )
+    _check_data_keys(path, data)
     return data
+
+
+def _check_data_keys(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a data yaml whose ``path:``, ``names:``, ``nc:`` or ``channels:`` ultralytics' data check
+    fails on (it raises SyntaxError or TypeError from inside the run)."""
+
+    def refuse(problem: str, fix: str) -> EdgeslimError:
+        return EdgeslimError(f"data yaml {path} {problem}; {fix}", param="data_name")
+
+    if data.get("path") is not None and not isinstance(data["path"], str):
+        raise refuse(
+            f"has path: {data['path']!r}, not a folder", "give the data set's folder (path: datasets/mine)"
+        )
+    names, nc = data.get("names"), data.get("nc")
+    if names is None and nc is None:
+        raise refuse("names no classes", "add names: (a list [cat, dog], or {0: cat, 1: dog})")
+    if names is not None and not isinstance(names, list | dict):
+        raise refuse(
+            f"has names: {str(names)[:40]!r}, a {type(names).__name__}",
+            "give a list ([cat, dog]) or a dict ({0: cat, 1: dog})",
+        )
+    if nc is not None:
+        try:  # (ultralytics takes a whole number in any form: 3, 3.0, '3')
+            whole = not isinstance(nc, bool) and float(nc) == int(float(nc)) >= 1
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:
+            raise refuse(
+                f"has nc: {str(nc)[:40]!r}", "give the number of classes (nc: 3), or drop nc: for names:"
+            )
+        nc = int(float(nc))
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            keys = []
+        if keys != list(range(len(names))):
+            raise refuse(
+                f"numbers its names {', '.join(map(str, list(names)[:5]))}",
+                f"number them 0 to {len(names) - 1} ({{0: cat, 1: dog}})",
+            )
+    if names is not None and not names:
+        raise refuse("has no class in names:", "list the classes (names: [cat, dog])")
+    if names is not None and nc is not None and len(names) != nc:
+        raise refuse(
+            f"has {len(names)} names and nc: {nc}", f"make them agree (nc: {len(names)}), or drop nc:"
+        )
+    channels = data.get("channels")
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+        raise refuse(
+            f"has channels: {str(channels)[:40]!r}",
+            "give the images' channel count (channels: 3), or drop it",
+        )
+
+
+def _check_channels(path: Path, data: dict[str, Any], model: Any) -> None:
+    """Refuse a data yaml whose ``channels:`` differs from what the trained ``model`` takes (ultralytics
+    feeds it such images and fails inside its first convolution)."""
+    from torch import nn
+
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = data.get("channels", 3)
+    if first is not None and isinstance(channels, int) and channels != first.in_channels:
+        raise EdgeslimError(
+            f"data yaml {path} has channels: {channels}, and the model takes {first.in_channels}-channel images; "
+            f"give channels: {first.in_channels}{' (or drop it)' if first.in_channels == 3 else ''}, or a model "
+            f"trained on {channels}-channel images",
+            param="data_name",
+        )
 
 
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -254,35 +325,74 @@ def _data_without_code(path: Path, trust_pickle: bool) -> Any:
     ultralytics runs a data yaml's ``download:`` (Python it ``exec``s, or a ``bash`` command) when
     the val images are missing; ultralytics' own ``coco.yaml``, ``VOC.yaml`` and others carry such
     scripts. Without trust the copy is used, so the images, when there, train as usual, and when
-    missing the run stops with one line saying the script was not run."""
+    missing the run stops with one line saying the script was not run. ultralytics' own refusals of
+    the data set in the block (:func:`_data_check_error`) become one line."""
     import tempfile
 
     data = _ultralytics_yaml(path)
     code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(data)
     if not code or trust_pickle:
-        yield str(path)
-        return
-    import yaml
+        code = ""
+    with contextlib.ExitStack() as stack:
+        handed = str(path)
+        if code:
+            import yaml
 
-    clean = {k: v for k, v in data.items() if k != "download"}
-    if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
-        clean["path"] = str(path.resolve().parent)
-    with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
-        copy = Path(tmp) / path.name
-        copy.write_text(yaml.safe_dump(clean, sort_keys=False))
+            clean = {k: v for k, v in data.items() if k != "download"}
+            if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
+                clean["path"] = str(path.resolve().parent)
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-data-"))
+            copy = Path(tmp) / path.name
+            copy.write_text(yaml.safe_dump(clean, sort_keys=False))
+            handed = str(copy)
         try:
-            yield str(copy)
-        except (FileNotFoundError, RuntimeError) as exc:  # (its trainer wraps the data check's error)
-            missing = next((e for e in _chain(exc) if isinstance(e, FileNotFoundError)), None)
-            # ("images not found": its words for missing val images)
-            if missing is None or "images not found" not in str(missing):
+            yield handed
+        except Exception as exc:
+            refusal = _data_check_error(exc)
+            if refusal is None:
                 raise
+            from edgeslim.utils.console import printable
+
+            said = printable(first_line(refusal)).replace(handed, str(path)).replace("\u274c", "").strip()
+            said = said if len(said) <= 240 else said[:240] + "..."
+            if code and "images not found" in said:  # (its words for missing val images)
+                raise EdgeslimError(
+                    f"{said}; the data yaml {path} has a download: {code} that would fetch them, not run (it is "
+                    "code): fetch the images, or pass trust_pickle=True to let ultralytics run it",
+                    param="trust_pickle",
+                ) from exc
             raise EdgeslimError(
-                f"{first_line(missing).replace(str(copy), str(path))}; the data yaml {path} has a download: {code} "
-                "that would fetch them, not run (it is code): fetch the images, or pass trust_pickle=True to let "
-                "ultralytics run it",
-                param="trust_pickle",
+                f"ultralytics refused the data set of {path}: {said}; fix the data yaml or its files "
+                "(ultralytics' log above may say more)",
+                param="data_name",
             ) from exc
+
+
+#: the functions of ultralytics' data package that check a data set as they read it (the data yaml's
+#: keys, its folders, its label files)
+_DATA_CHECKS = frozenset(
+    {"check_det_dataset", "check_cls_dataset", "get_img_files", "get_labels", "cache_labels", "verify_labels",
+     "load_image"}
+)  # fmt: skip
+
+
+def _data_check_error(exc: BaseException) -> BaseException | None:
+    """The refusal of the data set by ultralytics' own data check in ``exc`` or what it was raised from:
+    an error its code raises on purpose (a ``raise`` statement) in one of :data:`_DATA_CHECKS` of its
+    ``ultralytics/data`` package; None for any other error (a bug stays a bug)."""
+    import traceback
+
+    package = f"{os.sep}ultralytics{os.sep}data{os.sep}"
+    for e in _chain(exc):
+        if not isinstance(e, Exception) or isinstance(e, NotImplementedError):
+            continue
+        frames = traceback.extract_tb(e.__traceback__)
+        if not frames:
+            continue
+        f = frames[-1]
+        if package in f.filename and f.name in _DATA_CHECKS and (f.line or "").lstrip().startswith("raise"):
+            return e
+    return None
 
 
 def _name_data(args_yaml: Path, data: str) -> None:
@@ -343,6 +453,8 @@ def _run(
         given = str(Path(str(req.data_name)).resolve()) if data_yaml != str(req.data_name) else None
         if given is not None:
             yolo.add_callback("on_train_start", lambda trainer: setattr(trainer.args, "data", given))
+        if _is_checkpoint(source):  # (a model built from a yaml takes the data yaml's channels)
+            _check_channels(Path(str(req.data_name)), _check_data_yaml(Path(str(req.data_name))), yolo.model)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
