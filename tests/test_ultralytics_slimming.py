@@ -706,3 +706,39 @@ def test_only_ultralytics_own_data_refusals_are_taken_for_bad_data(tmp_path: Pat
         base.BaseDataset.get_labels(None)
     assert _data_check_error(bug.value) is None and _data_check_error(abstract.value) is None
     assert _data_check_error(RuntimeError("Dataset error")) is None
+
+
+def test_a_slim_yolo_is_refused_not_re_inflated(small, tmp_path: Path, capsys) -> None:
+    """Review of the YOLO user's path: a slim YOLO saved as ultralytics saves one (``YOLO.save``) and
+    slimmed again was rebuilt by ultralytics' trainer from its yaml, dense ("Transferred 286/355 items"):
+    edgeslim slimmed another, partly untrained network (params_before 3,011,433 where the given model has
+    2.79M) and said nothing. It is refused in one line before anything is validated or trained."""
+    from edgeslim.checkpoint import load_model
+    from edgeslim.models.yolo import ultralytics_yolo
+
+    start, data = small
+    yolo = ultralytics_yolo(str(start))
+    with torch.no_grad():  # a few channels of the backbone at zero: surgery removes them
+        for m in list(yolo.model.modules())[:40]:
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+                m.bias[: m.num_features // 2] = 0
+    zeroed = tmp_path / "zeroed.pt"
+    yolo.save(str(zeroed))
+    assert main(["prune", f"yolo:{zeroed}", "--trust-pickle", "-o", str(tmp_path / "slim.pt"), "--round-to", "1",
+                 "--input-shape", "3,64,64"]) == 0  # fmt: skip
+    slim = load_model(tmp_path / "slim.pt", trust_pickle=True).model
+    yolo.model = slim
+    saved = tmp_path / "slim_ul.pt"
+    yolo.save(str(saved))  # (as a user's wrapper saved it: ultralytics reloads and validates it)
+    capsys.readouterr()
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{saved}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    params = sum(p.numel() for p in slim.parameters())
+    assert rc == 2 and err[-1].startswith(f"error: {saved} is not the network its model yaml builds"), err[
+        -3:
+    ]
+    assert f"{params:,} parameters against" in err[-1] and "slim the dense checkpoint" in err[-1], err[-1]
+    assert not any("Transferred" in line for line in err) and not out.exists()

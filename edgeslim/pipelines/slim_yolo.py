@@ -283,6 +283,42 @@ def _check_channels(path: Path, data: dict[str, Any], model: Any) -> None:
         )
 
 
+def _check_yaml_shapes(source: str, model: Any) -> None:
+    """Refuse a checkpoint whose tensors have other shapes than its model yaml builds (a slim model):
+    ultralytics' trainer rebuilds the network from the yaml and loads only the tensors that fit it
+    ("Transferred 286/355 items"), so it would train, and edgeslim slim, a re-inflated, partly fresh
+    network."""
+    import copy
+    import logging
+
+    yaml = getattr(model, "yaml", None)
+    if not isinstance(yaml, dict):
+        return
+    try:  # (as its trainer builds it, at the checkpoint's own classes)
+        built = type(model)(copy.deepcopy(yaml), ch=yaml.get("channels", 3), nc=yaml.get("nc"), verbose=False)
+    except Exception as exc:  # noqa: BLE001 - the trainer's own build reports it
+        logging.getLogger(__name__).debug(
+            "%s: its yaml's model could not be built (%s)", source, first_line(exc)
+        )
+        return
+    given = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fresh = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    differ = [k for k in given if fresh.get(k) != given[k]] + [k for k in fresh if k not in given]
+    if not differ:
+        return
+    k = differ[0]
+    count = sum(p.numel() for p in model.parameters())
+    rebuilt = sum(p.numel() for p in built.parameters())
+    raise EdgeslimError(
+        f"{source} is not the network its model yaml builds ({len(differ)} tensors differ, e.g. {k} "
+        f"{list(given.get(k, ()))} where the yaml builds {list(fresh.get(k, ()))}; {count:,} parameters against "
+        f"{rebuilt:,}): a slim model? ultralytics' trainer rebuilds the network from the yaml and keeps only the "
+        "tensors that fit, so it would train and slim a re-inflated, partly untrained one; slim the dense "
+        "checkpoint it was made from (a slim model validates and exports, but does not train, in ultralytics)",
+        param="model",
+    )
+
+
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
@@ -454,6 +490,7 @@ def _run(
         if given is not None:
             yolo.add_callback("on_train_start", lambda trainer: setattr(trainer.args, "data", given))
         if _is_checkpoint(source):  # (a model built from a yaml takes the data yaml's channels)
+            _check_yaml_shapes(source, yolo.model)
             _check_channels(Path(str(req.data_name)), _check_data_yaml(Path(str(req.data_name))), yolo.model)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
