@@ -410,7 +410,7 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
     # the val images are missing: the script that would fetch them is not run, and the run says so (after
     # ultralytics' own start-up lines: the model is built before its trainer checks the data)
     for data, needles in (
-        (script, ("images not found", "download: Python script", "not run", "--trust-pickle")),
+        (script, ("images not found", "download: Python script", "not run", "fetch the images yourself")),
         (bash, ("has a download: bash command",)),
         (garbled, ("has a download: Python script",)),
     ):
@@ -457,14 +457,14 @@ dataset = _import_quietly("ultralytics.data.dataset", "the test")
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="LOG %(message)s")
 names = {i: str(i) for i in range(10)}
 for _ in range(2):  # a refused cache is rebuilt by ultralytics; the rebuilt one loads
-    with safe_label_caches(False):
+    with safe_label_caches():
         ds = dataset.YOLODataset(img_path=str(work / "images" / "val"), data={"names": names, "nc": 10, "channels": 3},
                                  imgsz=64, augment=False)
     print("LABELS", len(ds.labels), "RAN", marker.exists())
 with open(cache, "wb") as f:
     np.save(f, np.array(Payload(), dtype=object), allow_pickle=True)
 try:
-    dataset.load_dataset_cache_file(cache)  # ultralytics' own loader (what trust_pickle keeps)
+    dataset.load_dataset_cache_file(cache)  # ultralytics' own loader
 except Exception:
     pass
 print("UNGUARDED RAN", marker.exists())
@@ -742,3 +742,45 @@ def test_a_slim_yolo_is_refused_not_re_inflated(small, tmp_path: Path, capsys) -
     ]
     assert f"{params:,} parameters against" in err[-1] and "slim the dense checkpoint" in err[-1], err[-1]
     assert not any("Transferred" in line for line in err) and not out.exists()
+
+
+PAYLOAD = """
+import sys
+import numpy as np
+class Payload:
+    def __reduce__(self):
+        return (open, (sys.argv[2], "w"))
+np.save(open(sys.argv[1], "wb"), np.array(Payload(), dtype=object), allow_pickle=True)
+"""
+
+
+def test_trusting_the_models_pickle_does_not_trust_the_data_set(small, tmp_path: Path, capsys) -> None:
+    """Review of the YOLO user's path: on the README's own path, ``slim yolo:best.pt --trust-pickle``, the
+    one flag also let the data set run code: a data yaml's download: script ran, and so did a pickled
+    labels/train.cache (a data set's zip ships them). The script is never run and the caches are read by
+    the numpy-only reader whatever trust_pickle says."""
+    import shutil
+
+    start, data = small
+    pwned = tmp_path / "pwned"
+    body = f"path: {tmp_path / 'none'}\ntrain: images/train\nval: images/val\nnames: {CLASSES}\n"
+    script = tmp_path / "script.yaml"
+    script.write_text(body + f"download: |\n  open({str(pwned)!r}, 'w').write('x')\n")
+    out = tmp_path / "run"
+    args = ["slim", f"yolo:{start}", "--trust-pickle", "--epochs", "1", "--imgsz", "64", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert main([*args, "--data", str(script)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "download: Python script" in last and "not run" in last and not pwned.exists(), last
+    # pickled label caches beside the labels (the val set's is read first, then the train set's)
+    copy = tmp_path / "data"
+    shutil.copytree(data.parent, copy)
+    for split in ("train", "val"):
+        subprocess.run([sys.executable, "-c", PAYLOAD, str(copy / "labels" / f"{split}.cache"), str(pwned)],
+                       check=True, timeout=60)  # fmt: skip
+    yaml = copy / "data.yaml"
+    yaml.write_text(data.read_text().replace(f"path: {data.parent}", f"path: {copy}"))
+    main([*args, "--data", str(yaml), "--target-macs", "0.8"])
+    err = capsys.readouterr().err
+    assert not pwned.exists(), err[-2000:]
+    assert "train.cache was not loaded" in " ".join(err.split()), err[-2000:]

@@ -339,8 +339,8 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             inputs=(req.model, req.weights, req.latency_table),
         ),
         torch_threads(req.threads),
-        safe_label_caches(bool(req.trust_pickle)),
-        _data_without_code(Path(str(req.data_name)), bool(req.trust_pickle)) as data,
+        safe_label_caches(),  # (the data set's files are not the model's: trust_pickle is for the model)
+        _data_without_code(Path(str(req.data_name))) as data,
     ):
         start = out_dir / START_FILE
         ours = req.weights is not None and not start.exists()  # (a forced run removed an earlier one's)
@@ -354,21 +354,20 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
 
 
 @contextlib.contextmanager
-def _data_without_code(path: Path, trust_pickle: bool) -> Any:
-    """The data yaml ultralytics is handed: ``path``, or (a ``download:`` that is code, untrusted) a
-    copy without it in a temporary folder for the block, ``path:`` pointing where ``path``'s did.
+def _data_without_code(path: Path) -> Any:
+    """The data yaml ultralytics is handed: ``path``, or (a ``download:`` that is code) a copy without
+    it in a temporary folder for the block, ``path:`` pointing where ``path``'s did.
 
     ultralytics runs a data yaml's ``download:`` (Python it ``exec``s, or a ``bash`` command) when
     the val images are missing; ultralytics' own ``coco.yaml``, ``VOC.yaml`` and others carry such
-    scripts. Without trust the copy is used, so the images, when there, train as usual, and when
-    missing the run stops with one line saying the script was not run. ultralytics' own refusals of
-    the data set in the block (:func:`_data_check_error`) become one line."""
+    scripts. The copy is used whatever ``trust_pickle`` says (it trusts the model's pickle, not the
+    data set), so the images, when there, train as usual, and when missing the run stops with one
+    line saying the script was not run. ultralytics' own refusals of the data set in the block
+    (:func:`_data_check_error`) become one line."""
     import tempfile
 
     data = _ultralytics_yaml(path)
     code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(data)
-    if not code or trust_pickle:
-        code = ""
     with contextlib.ExitStack() as stack:
         handed = str(path)
         if code:
@@ -394,8 +393,9 @@ def _data_without_code(path: Path, trust_pickle: bool) -> Any:
             if code and "images not found" in said:  # (its words for missing val images)
                 raise EdgeslimError(
                     f"{said}; the data yaml {path} has a download: {code} that would fetch them, not run (it is "
-                    "code): fetch the images, or pass trust_pickle=True to let ultralytics run it",
-                    param="trust_pickle",
+                    "code, which edgeslim never runs): fetch the images yourself (run that script if you trust it), "
+                    "then rerun",
+                    param="data_name",
                 ) from exc
             raise EdgeslimError(
                 f"ultralytics refused the data set of {path}: {said}; fix the data yaml or its files "
