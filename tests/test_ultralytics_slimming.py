@@ -193,6 +193,7 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
     assert sg["exact"] and sg["removed_channels"] > 0 and sg["macs_after"] < sg["macs_before"]
     assert sg["max_abs_diff"] < 1e-4 and "images" in sg["calibration"]  # checked on the val photos
     assert (out / "model.pt").is_file() and report["checkpoint"] == str(out / "train" / "weights" / "last.pt")
+    assert (out / "train" / "edgeslim_run.json").is_file()  # (its mark: --force below replaces this run)
     # the val photos surgery was checked on go with model.pt: its export validates on them, not on noise
     # (a trial's export said "no data set known")
     exp = subprocess.run([sys.executable, "-m", "edgeslim", "export", str(out / "model.pt"), "--trust-pickle",
@@ -784,3 +785,32 @@ def test_trusting_the_models_pickle_does_not_trust_the_data_set(small, tmp_path:
     err = capsys.readouterr().err
     assert not pwned.exists(), err[-2000:]
     assert "train.cache was not loaded" in " ".join(err.split()), err[-2000:]
+
+
+def test_another_tools_run_in_train_is_never_written_over(small, tmp_path: Path, capsys) -> None:
+    """Review of the YOLO user's path: a user's own ultralytics run copied into --out as train/ was
+    called "a run that did not finish (train/) ... pass --force to start over", and --force then wrote
+    over their best.pt, last.pt, results.csv and args.yaml. A train/ without edgeslim's mark is refused,
+    with --force too, naming its files; nothing of it changes."""
+    start, data = small
+    out = tmp_path / "run"
+    theirs = {"args.yaml": b"task: detect\nmode: train\n", "results.csv": b"epoch,loss\n1,0.5\n",
+              "weights/best.pt": start.read_bytes(), "weights/last.pt": start.read_bytes()}  # fmt: skip
+    for name, data_bytes in theirs.items():
+        (out / "train" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / "train" / name).write_bytes(data_bytes)
+    args = ["slim", f"yolo:{start}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+            "--device", "cpu", "--out", str(out)]  # fmt: skip
+    for force in ([], ["--force"]):
+        assert main([*args, *force]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"{out / 'train'} holds a training run that is not edgeslim's (args.yaml, results.csv, " in err
+        assert "weights/best.pt, weights/last.pt;" in err and "would write over, with --force too" in err
+        assert "choose another output directory" in err and "did not finish" not in err
+        got = {
+            str(p.relative_to(out / "train")): p.read_bytes()
+            for p in (out / "train").rglob("*")
+            if p.is_file()
+        }
+        assert got == theirs and sorted(p.name for p in out.iterdir()) == ["train"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, SLIM_STALE, START_FILE, TRAIN_DIR
+from edgeslim.utils.rundir import REPORT_FILE, SLIM_STALE, START_FILE, TRAIN_DIR, YOLO_RUN_MARK
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -323,10 +323,19 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
     from edgeslim.models.yolo import safe_label_caches
-    from edgeslim.pipelines.rundir import run_directory, slim_train_files
+    from edgeslim.pipelines.rundir import other_tools_run, run_directory, slim_train_files
     from edgeslim.utils.modes import torch_threads
 
     out_dir = Path(req.out_dir)
+    theirs = other_tools_run(out_dir / TRAIN_DIR)
+    if theirs:  # (a review: --force wrote over a user's own ultralytics run copied there)
+        shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
+        raise EdgeslimError(
+            f"{out_dir / TRAIN_DIR} holds a training run that is not edgeslim's ({shown}; an edgeslim run marks "
+            f"its own with {YOLO_RUN_MARK}), which this run would write over, with force=True too: choose another "
+            "output directory, or move that run out (delete it if it is an earlier edgeslim run's)",
+            param=("force", "out_dir"),
+        )
     with (
         run_directory(
             out_dir,
@@ -431,6 +440,18 @@ def _data_check_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _mark_run(folder: Path, req: Any) -> None:
+    """Mark ``folder`` (the run's ``train/``, where ultralytics trains next) as this edgeslim run's: a
+    forced run replaces ultralytics' files only beside this mark (:func:`~edgeslim.pipelines.rundir.slim_train_files`)."""
+    import json
+
+    from edgeslim.utils.io import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = {"tool": "edgeslim", "command": "slim", "model": str(req.model), "data": str(req.data_name)}
+    atomic_write_text(folder / YOLO_RUN_MARK, json.dumps(mark, indent=1) + "\n")
+
+
 def _name_data(args_yaml: Path, data: str) -> None:
     """Put the user's data yaml in ultralytics' ``args.yaml`` (written at the start, with the copy)."""
     import yaml
@@ -512,6 +533,7 @@ def _run(
                 torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
             )
+            _mark_run(out_dir / TRAIN_DIR, req)
             try:
                 yolo.train(**train_args)  # (a refusal as it starts leaves no train/: run_directory)
             finally:  # ultralytics switches torch's deterministic mode on for the process
