@@ -814,3 +814,37 @@ def test_another_tools_run_in_train_is_never_written_over(small, tmp_path: Path,
             if p.is_file()
         }
         assert got == theirs and sorted(p.name for p in out.iterdir()) == ["train"]
+
+
+def test_the_collapse_advice_fits_the_runs_settings() -> None:
+    """Review of the YOLO user's path: a collapse always said "lower the shrink (or lambda), add a recovery
+    phase, or give a budget (target_macs)", also to a run given a budget (where the shrink does not apply)
+    or a recovery phase already. The advice follows the run's settings, and the CLI names their flags."""
+    import click
+
+    from edgeslim.cli import cli, cli_message
+    from edgeslim.pipelines.slim_yolo import _collapse
+
+    key = "metrics/mAP50-95(B)"
+    base = {"metrics": {"before": {key: 0.30}, "slim": {key: 0.01}}}
+    slim_cmd = cli.get_command(click.Context(cli), "slim")
+
+    def said(slimming: dict) -> str:
+        line = _collapse({**base, "slimming": slimming})
+        assert line.startswith("collapsed the network: mAP50-95 0.010 against 0.300 before; "), line
+        return cli_message(EdgeslimError(line, param=getattr(line, "params", ())), slim_cmd)
+
+    budget = said({"lam": 0.02, "shrink": 1.0, "recovery": 0,
+                   "budget": {"metric": "macs", "target_fraction": 0.5}})  # fmt: skip
+    assert "give a larger budget (--target-macs, now 50%" in budget and "shrink" not in budget, budget
+    assert (
+        "train longer (--epochs)" in budget
+        and "add the phase without slimming at the end (--recovery)" in budget
+    ), budget
+    params = said({"lam": 0.02, "shrink": 1.0, "recovery": "25%", "budget": {"metric": "params"}})
+    assert "(--target-params:" in params and "lengthen the phase without slimming" in params, params
+    shrink = said({"lam": 0.02, "shrink": 4.0, "recovery": 0, "budget": None})
+    assert "lower the --shrink (now 4)" in shrink and "give a budget (--target-macs)" in shrink, shrink
+    lam = said({"lam": 0.5, "shrink": None, "recovery": 0, "budget": None})
+    assert "lower --lambda (now 0.5)" in lam and "shrink" not in lam, lam
+    assert _collapse({"metrics": {"before": {key: 0.04}, "slim": {key: 0.0}}, "slimming": {}}) == ""

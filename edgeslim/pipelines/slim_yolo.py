@@ -488,12 +488,13 @@ def _run(
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:
         slimmer_kwargs["prox_step"] = req.prox_step
+    recovery = req.recovery if req.recovery not in (None, "auto") else 0
     slimming = UltralyticsSlimming(
         None if req.lam is not None else float(req.shrink or 1.0),
         lam=req.lam,
         beta=float(req.beta) if req.beta is not None else 100.0,
         warmup=req.prox_warmup if req.prox_warmup not in (None, "auto") else "10%",
-        recovery=req.recovery if req.recovery not in (None, "auto") else 0,
+        recovery=recovery,
         zero_invariant=True if req.zero_invariant is None else bool(req.zero_invariant),
         budget=budget,
         round_to=int(req.round_to or 1),
@@ -576,6 +577,7 @@ def _run(
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
+            "recovery": recovery,
             "beta": slimming.beta,
             "penalty": slimmer_kwargs["penalty"],
             "params": dict(slimming.slimmer.params) if slimming.slimmer else {},  # defaults included
@@ -618,7 +620,9 @@ def _run(
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
     if collapse:
-        raise EdgeslimError(f"slimming {collapse} (outputs written to {out_dir} for diagnosis)")
+        raise EdgeslimError(
+            f"slimming {collapse} (outputs written to {out_dir} for diagnosis)", param=collapse.params
+        )
     return report
 
 
@@ -633,17 +637,34 @@ def _map_fall(report: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
-def _collapse(report: dict[str, Any]) -> str:
+def _collapse(report: dict[str, Any]) -> Notice | str:
     """The line saying the slim network collapsed (mAP50-95 under :data:`COLLAPSE_FRACTION` of the
-    given model's, where that was above :data:`COLLAPSE_FLOOR`), or ``""``."""
+    given model's, where that was above :data:`COLLAPSE_FLOOR`), with the advice that fits the run's
+    settings (a budget's, a shrink's or a lambda's), or ``""``."""
     fall = _map_fall(report)
-    if fall is not None and fall[0] > COLLAPSE_FLOOR:
-        before, after = fall
-        return (
-            f"collapsed the network: mAP50-95 {after:.3f} against {before:.3f} before; lower the shrink "
-            "(or lambda), add a recovery phase, or give a budget (target_macs)"
+    if fall is None or fall[0] <= COLLAPSE_FLOOR:
+        return ""
+    before, after = fall
+    s = report.get("slimming") or {}
+    budget = s.get("budget") or {}
+    recovery = "lengthen" if s.get("recovery") else "add"
+    recovery += " the phase without slimming at the end (recovery)"
+    if budget:  # (the controller sets the strength: shrink and lambda do not apply)
+        target = f"target_{budget.get('metric', 'macs')}"
+        now = f", now {budget['target_fraction']:.0%}" if budget.get("target_fraction") is not None else ""
+        advice = (
+            f"give a larger budget ({target}{now}: fewer channels removed), train longer (epochs) so the "
+            f"strength tapers more gently, or {recovery}"
         )
-    return ""
+        params: tuple[str, ...] = (target, "epochs", "recovery")
+    else:
+        weaker = f"lower lam (now {s['lam']:.3g})" if s.get("shrink") is None and s.get("lam") is not None else (
+            f"lower the shrink (now {s['shrink']:g})" if s.get("shrink") is not None else "lower the shrink")  # fmt: skip
+        advice = f"{weaker}, {recovery}, or give a budget (target_macs), which steers the strength itself"
+        params = ("lam" if weaker.startswith("lower lam") else "shrink", "recovery", "target_macs")
+    return Notice(
+        f"collapsed the network: mAP50-95 {after:.3f} against {before:.3f} before; {advice}", params
+    )
 
 
 def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
