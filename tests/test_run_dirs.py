@@ -459,7 +459,7 @@ def test_a_run_that_fails_in_a_folder_of_user_files_leaves_none_of_its_own(tmp_p
     its log behind no more (the next run was refused as "stopped before its first checkpoint"), and
     the user's files alone, a .pt or a results.csv among them, are no stopped run. Another trainer's
     files go too when a run starts over (a YOLO run over a classifier's kept its model.pt, offered
-    for resume); ultralytics' names count only where its args.yaml shows it ran (second review: a
+    for resume); ultralytics' names count only where edgeslim's mark shows its YOLO run ran (second review: a
     user's weights/imagenet.pth was removed)."""
     from edgeslim.pipelines.rundir import run_directory, slim_train_files
 
@@ -482,10 +482,16 @@ def test_a_run_that_fails_in_a_folder_of_user_files_leaves_none_of_its_own(tmp_p
     (train / "model.pt").write_bytes(b"a classifier's")
     with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
         assert left() == sorted(mine)
-    # a YOLO run's files (its args.yaml shows it ran) go, results.csv among them (ultralytics writes
-    # over it anyway), the user's others stay
+    # ultralytics' files without edgeslim's mark are another tool's run (a user's, copied there: a review
+    # of the YOLO user's path): kept, whatever args.yaml says
     for name in ("args.yaml", "weights/last.pt", "weights/best.pt"):
         (train / name).write_text("yolo")
+    theirs = sorted([*mine, "args.yaml", "weights/last.pt", "weights/best.pt"])
+    with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
+        assert left() == theirs
+    # an edgeslim YOLO run's files (its mark shows it ran) go, results.csv among them (ultralytics writes
+    # over it anyway), the user's others stay
+    (train / "edgeslim_run.json").write_text("{}")
     with run_directory(tmp_path, force=True, interrupted="train", run_files=slim_train_files):
         assert left() == sorted(m for m in mine if m != "results.csv")
 

@@ -98,17 +98,16 @@ class _RefusedCache(FileNotFoundError):
 
 
 @contextlib.contextmanager
-def safe_label_caches(trust_pickle: bool) -> Any:
-    """ultralytics' label caches read without running code for the block, unless ``trust_pickle``.
+def safe_label_caches() -> Any:
+    """ultralytics' label caches read without running code for the block.
 
     A data set's ``labels.cache`` (beside its labels; ``np.save`` of a pickled dict) is unpickled by
-    ultralytics' data sets as they are built (``np.load(allow_pickle=True)``): a file the user hands
-    over can run code that way. Here it is read by :func:`~edgeslim.utils.numpy_pickle.load_npy`;
-    a cache naming any other global is not loaded, with a warning, and ultralytics rebuilds it as it
-    rebuilds a stale one."""
-    if trust_pickle:
-        yield
-        return
+    ultralytics' data sets as they are built (``np.load(allow_pickle=True)``): a file that comes with
+    a data set (a downloaded zip's) can run code that way. Here it is read by
+    :func:`~edgeslim.utils.numpy_pickle.load_npy`; a cache naming any other global is not loaded,
+    with a warning, and ultralytics rebuilds it as it rebuilds a stale one. Trusting a model's pickle
+    (``trust_pickle``) is no trust in a data set: this holds whatever it is (ultralytics loads a model
+    through its own ``torch.load``, not through this reader)."""
     import pickle
 
     from edgeslim.utils.numpy_pickle import load_npy
@@ -123,8 +122,7 @@ def safe_label_caches(trust_pickle: bool) -> Any:
             return load_npy(path).item()
         except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError) as exc:
             logging.getLogger(__name__).warning(
-                "%s was not loaded (%s: it can run code when unpickled); ultralytics rebuilds it from the labels "
-                "(a run that trusts pickles loads it as ultralytics does)",
+                "%s was not loaded (%s: it can run code when unpickled); ultralytics rebuilds it from the labels",
                 path,
                 first_line(exc),
             )

@@ -18,8 +18,8 @@ from edgeslim.utils.rundir import (
     MODEL_FILE,
     TABLE_FILE,
     TRAIN_FILES,
-    ULTRALYTICS_MARK,
     ULTRALYTICS_TRAIN_FILES,
+    YOLO_RUN_MARK,
 )
 from edgeslim.utils.tmpfiles import tmp_pattern
 
@@ -222,9 +222,18 @@ class _ReplacedFiles:
 
 def slim_train_files(folder: Path) -> tuple[str, ...]:
     """What a slim run's trainer writes into ``folder`` (its ``train/``): edgeslim's files, and
-    ultralytics' where its mark shows a YOLO run trained there."""
-    yolo = (folder / ULTRALYTICS_MARK).is_file()
-    return TRAIN_FILES + (ULTRALYTICS_TRAIN_FILES if yolo else ())
+    ultralytics' where edgeslim's mark shows a YOLO slim run trained there."""
+    yolo = (folder / YOLO_RUN_MARK).is_file()
+    return TRAIN_FILES + ((YOLO_RUN_MARK, *ULTRALYTICS_TRAIN_FILES) if yolo else ())
+
+
+def other_tools_run(folder: Path) -> list[str]:
+    """The files of ultralytics' training run in ``folder`` (a slim run's ``train/``) where no
+    edgeslim run marked it as its own (another tool's run, copied there: a YOLO slim run would write
+    over them); [] otherwise."""
+    if not folder.is_dir() or folder.is_symlink() or (folder / YOLO_RUN_MARK).is_file():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in _run_entries(folder, ULTRALYTICS_TRAIN_FILES))
 
 
 def _patterns(

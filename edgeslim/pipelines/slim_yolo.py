@@ -9,6 +9,7 @@ Run directory: ``train/`` (ultralytics' own run: ``weights/best.pt``, ``last.pt`
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, first_line
 from edgeslim.utils.rundir import MODEL_FILE as SLIM_FILE
-from edgeslim.utils.rundir import REPORT_FILE, SLIM_STALE, START_FILE, TRAIN_DIR
+from edgeslim.utils.rundir import REPORT_FILE, SLIM_STALE, START_FILE, TRAIN_DIR, YOLO_RUN_MARK
 
 #: SlimRequest fields that apply to a YOLO run (the others are refused when given)
 APPLIES = frozenset(
@@ -209,17 +210,132 @@ def _check_data_yaml(path: Path) -> dict[str, Any]:
             "and names:); fix it",
             param="data_name",
         )
+    _check_data_keys(path, data)
     return data
+
+
+def _check_data_keys(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a data yaml whose ``path:``, ``names:``, ``nc:`` or ``channels:`` ultralytics' data check
+    fails on (it raises SyntaxError or TypeError from inside the run)."""
+
+    def refuse(problem: str, fix: str) -> EdgeslimError:
+        return EdgeslimError(f"data yaml {path} {problem}; {fix}", param="data_name")
+
+    if data.get("path") is not None and not isinstance(data["path"], str):
+        raise refuse(
+            f"has path: {data['path']!r}, not a folder", "give the data set's folder (path: datasets/mine)"
+        )
+    names, nc = data.get("names"), data.get("nc")
+    if names is None and nc is None:
+        raise refuse("names no classes", "add names: (a list [cat, dog], or {0: cat, 1: dog})")
+    if names is not None and not isinstance(names, list | dict):
+        raise refuse(
+            f"has names: {str(names)[:40]!r}, a {type(names).__name__}",
+            "give a list ([cat, dog]) or a dict ({0: cat, 1: dog})",
+        )
+    if nc is not None:
+        try:  # (ultralytics takes a whole number in any form: 3, 3.0, '3')
+            whole = not isinstance(nc, bool) and float(nc) == int(float(nc)) >= 1
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:
+            raise refuse(
+                f"has nc: {str(nc)[:40]!r}", "give the number of classes (nc: 3), or drop nc: for names:"
+            )
+        nc = int(float(nc))
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            keys = []
+        if keys != list(range(len(names))):
+            raise refuse(
+                f"numbers its names {', '.join(map(str, list(names)[:5]))}",
+                f"number them 0 to {len(names) - 1} ({{0: cat, 1: dog}})",
+            )
+    if names is not None and not names:
+        raise refuse("has no class in names:", "list the classes (names: [cat, dog])")
+    if names is not None and nc is not None and len(names) != nc:
+        raise refuse(
+            f"has {len(names)} names and nc: {nc}", f"make them agree (nc: {len(names)}), or drop nc:"
+        )
+    channels = data.get("channels")
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+        raise refuse(
+            f"has channels: {str(channels)[:40]!r}",
+            "give the images' channel count (channels: 3), or drop it",
+        )
+
+
+def _check_channels(path: Path, data: dict[str, Any], model: Any) -> None:
+    """Refuse a data yaml whose ``channels:`` differs from what the trained ``model`` takes (ultralytics
+    feeds it such images and fails inside its first convolution)."""
+    from torch import nn
+
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = data.get("channels", 3)
+    if first is not None and isinstance(channels, int) and channels != first.in_channels:
+        raise EdgeslimError(
+            f"data yaml {path} has channels: {channels}, and the model takes {first.in_channels}-channel images; "
+            f"give channels: {first.in_channels}{' (or drop it)' if first.in_channels == 3 else ''}, or a model "
+            f"trained on {channels}-channel images",
+            param="data_name",
+        )
+
+
+def _check_yaml_shapes(source: str, model: Any) -> None:
+    """Refuse a checkpoint whose tensors have other shapes than its model yaml builds (a slim model):
+    ultralytics' trainer rebuilds the network from the yaml and loads only the tensors that fit it
+    ("Transferred 286/355 items"), so it would train, and edgeslim slim, a re-inflated, partly fresh
+    network."""
+    import copy
+    import logging
+
+    yaml = getattr(model, "yaml", None)
+    if not isinstance(yaml, dict):
+        return
+    try:  # (as its trainer builds it, at the checkpoint's own classes)
+        built = type(model)(copy.deepcopy(yaml), ch=yaml.get("channels", 3), nc=yaml.get("nc"), verbose=False)
+    except Exception as exc:  # noqa: BLE001 - the trainer's own build reports it
+        logging.getLogger(__name__).debug(
+            "%s: its yaml's model could not be built (%s)", source, first_line(exc)
+        )
+        return
+    given = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    fresh = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    differ = [k for k in given if fresh.get(k) != given[k]] + [k for k in fresh if k not in given]
+    if not differ:
+        return
+    k = differ[0]
+    count = sum(p.numel() for p in model.parameters())
+    rebuilt = sum(p.numel() for p in built.parameters())
+    raise EdgeslimError(
+        f"{source} is not the network its model yaml builds ({len(differ)} tensors differ, e.g. {k} "
+        f"{list(given.get(k, ()))} where the yaml builds {list(fresh.get(k, ()))}; {count:,} parameters against "
+        f"{rebuilt:,}): a slim model? ultralytics' trainer rebuilds the network from the yaml and keeps only the "
+        "tensors that fit, so it would train and slim a re-inflated, partly untrained one; slim the dense "
+        "checkpoint it was made from (a slim model validates and exports, but does not train, in ultralytics)",
+        param="model",
+    )
 
 
 def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``source`` with slimming in ultralytics (to ``budget``: the checked budget settings, or
     a fixed strength), prune the checkpoint it saved; returns the report."""
     from edgeslim.models.yolo import safe_label_caches
-    from edgeslim.pipelines.rundir import run_directory, slim_train_files
+    from edgeslim.pipelines.rundir import other_tools_run, run_directory, slim_train_files
     from edgeslim.utils.modes import torch_threads
 
     out_dir = Path(req.out_dir)
+    theirs = other_tools_run(out_dir / TRAIN_DIR)
+    if theirs:  # (a review: --force wrote over a user's own ultralytics run copied there)
+        shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
+        raise EdgeslimError(
+            f"{out_dir / TRAIN_DIR} holds a training run that is not edgeslim's ({shown}; an edgeslim run marks "
+            f"its own with {YOLO_RUN_MARK}), which this run would write over, with force=True too: choose another "
+            "output directory, or move that run out (delete it if it is an earlier edgeslim run's)",
+            param=("force", "out_dir"),
+        )
     with (
         run_directory(
             out_dir,
@@ -232,8 +348,8 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
             inputs=(req.model, req.weights, req.latency_table),
         ),
         torch_threads(req.threads),
-        safe_label_caches(bool(req.trust_pickle)),
-        _data_without_code(Path(str(req.data_name)), bool(req.trust_pickle)) as data,
+        safe_label_caches(),  # (the data set's files are not the model's: trust_pickle is for the model)
+        _data_without_code(Path(str(req.data_name))) as data,
     ):
         start = out_dir / START_FILE
         ours = req.weights is not None and not start.exists()  # (a forced run removed an earlier one's)
@@ -247,42 +363,93 @@ def run(req: Any, source: str, budget: dict[str, Any] | None = None) -> dict[str
 
 
 @contextlib.contextmanager
-def _data_without_code(path: Path, trust_pickle: bool) -> Any:
-    """The data yaml ultralytics is handed: ``path``, or (a ``download:`` that is code, untrusted) a
-    copy without it in a temporary folder for the block, ``path:`` pointing where ``path``'s did.
+def _data_without_code(path: Path) -> Any:
+    """The data yaml ultralytics is handed: ``path``, or (a ``download:`` that is code) a copy without
+    it in a temporary folder for the block, ``path:`` pointing where ``path``'s did.
 
     ultralytics runs a data yaml's ``download:`` (Python it ``exec``s, or a ``bash`` command) when
     the val images are missing; ultralytics' own ``coco.yaml``, ``VOC.yaml`` and others carry such
-    scripts. Without trust the copy is used, so the images, when there, train as usual, and when
-    missing the run stops with one line saying the script was not run."""
+    scripts. The copy is used whatever ``trust_pickle`` says (it trusts the model's pickle, not the
+    data set), so the images, when there, train as usual, and when missing the run stops with one
+    line saying the script was not run. ultralytics' own refusals of the data set in the block
+    (:func:`_data_check_error`) become one line."""
     import tempfile
 
     data = _ultralytics_yaml(path)
     code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(data)
-    if not code or trust_pickle:
-        yield str(path)
-        return
-    import yaml
+    with contextlib.ExitStack() as stack:
+        handed = str(path)
+        if code:
+            import yaml
 
-    clean = {k: v for k, v in data.items() if k != "download"}
-    if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
-        clean["path"] = str(path.resolve().parent)
-    with tempfile.TemporaryDirectory(prefix="edgeslim-data-") as tmp:
-        copy = Path(tmp) / path.name
-        copy.write_text(yaml.safe_dump(clean, sort_keys=False))
+            clean = {k: v for k, v in data.items() if k != "download"}
+            if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
+                clean["path"] = str(path.resolve().parent)
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-data-"))
+            copy = Path(tmp) / path.name
+            copy.write_text(yaml.safe_dump(clean, sort_keys=False))
+            handed = str(copy)
         try:
-            yield str(copy)
-        except (FileNotFoundError, RuntimeError) as exc:  # (its trainer wraps the data check's error)
-            missing = next((e for e in _chain(exc) if isinstance(e, FileNotFoundError)), None)
-            # ("images not found": its words for missing val images)
-            if missing is None or "images not found" not in str(missing):
+            yield handed
+        except Exception as exc:
+            refusal = _data_check_error(exc)
+            if refusal is None:
                 raise
+            from edgeslim.utils.console import printable
+
+            said = printable(first_line(refusal)).replace(handed, str(path)).replace("\u274c", "").strip()
+            said = said if len(said) <= 240 else said[:240] + "..."
+            if code and "images not found" in said:  # (its words for missing val images)
+                raise EdgeslimError(
+                    f"{said}; the data yaml {path} has a download: {code} that would fetch them, not run (it is "
+                    "code, which edgeslim never runs): fetch the images yourself (run that script if you trust it), "
+                    "then rerun",
+                    param="data_name",
+                ) from exc
             raise EdgeslimError(
-                f"{first_line(missing).replace(str(copy), str(path))}; the data yaml {path} has a download: {code} "
-                "that would fetch them, not run (it is code): fetch the images, or pass trust_pickle=True to let "
-                "ultralytics run it",
-                param="trust_pickle",
+                f"ultralytics refused the data set of {path}: {said}; fix the data yaml or its files "
+                "(ultralytics' log above may say more)",
+                param="data_name",
             ) from exc
+
+
+#: the functions of ultralytics' data package that check a data set as they read it (the data yaml's
+#: keys, its folders, its label files)
+_DATA_CHECKS = frozenset(
+    {"check_det_dataset", "check_cls_dataset", "get_img_files", "get_labels", "cache_labels", "verify_labels",
+     "load_image"}
+)  # fmt: skip
+
+
+def _data_check_error(exc: BaseException) -> BaseException | None:
+    """The refusal of the data set by ultralytics' own data check in ``exc`` or what it was raised from:
+    an error its code raises on purpose (a ``raise`` statement) in one of :data:`_DATA_CHECKS` of its
+    ``ultralytics/data`` package; None for any other error (a bug stays a bug)."""
+    import traceback
+
+    package = f"{os.sep}ultralytics{os.sep}data{os.sep}"
+    for e in _chain(exc):
+        if not isinstance(e, Exception) or isinstance(e, NotImplementedError):
+            continue
+        frames = traceback.extract_tb(e.__traceback__)
+        if not frames:
+            continue
+        f = frames[-1]
+        if package in f.filename and f.name in _DATA_CHECKS and (f.line or "").lstrip().startswith("raise"):
+            return e
+    return None
+
+
+def _mark_run(folder: Path, req: Any) -> None:
+    """Mark ``folder`` (the run's ``train/``, where ultralytics trains next) as this edgeslim run's: a
+    forced run replaces ultralytics' files only beside this mark (:func:`~edgeslim.pipelines.rundir.slim_train_files`)."""
+    import json
+
+    from edgeslim.utils.io import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mark = {"tool": "edgeslim", "command": "slim", "model": str(req.model), "data": str(req.data_name)}
+    atomic_write_text(folder / YOLO_RUN_MARK, json.dumps(mark, indent=1) + "\n")
 
 
 def _name_data(args_yaml: Path, data: str) -> None:
@@ -321,12 +488,13 @@ def _run(
     slimmer_kwargs: dict[str, Any] = {"penalty": req.penalty or "l1", **params}
     if req.prox_step:
         slimmer_kwargs["prox_step"] = req.prox_step
+    recovery = req.recovery if req.recovery not in (None, "auto") else 0
     slimming = UltralyticsSlimming(
         None if req.lam is not None else float(req.shrink or 1.0),
         lam=req.lam,
         beta=float(req.beta) if req.beta is not None else 100.0,
         warmup=req.prox_warmup if req.prox_warmup not in (None, "auto") else "10%",
-        recovery=req.recovery if req.recovery not in (None, "auto") else 0,
+        recovery=recovery,
         zero_invariant=True if req.zero_invariant is None else bool(req.zero_invariant),
         budget=budget,
         round_to=int(req.round_to or 1),
@@ -343,6 +511,9 @@ def _run(
         given = str(Path(str(req.data_name)).resolve()) if data_yaml != str(req.data_name) else None
         if given is not None:
             yolo.add_callback("on_train_start", lambda trainer: setattr(trainer.args, "data", given))
+        if _is_checkpoint(source):  # (a model built from a yaml takes the data yaml's channels)
+            _check_yaml_shapes(source, yolo.model)
+            _check_channels(Path(str(req.data_name)), _check_data_yaml(Path(str(req.data_name))), yolo.model)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
@@ -363,6 +534,7 @@ def _run(
                 torch.are_deterministic_algorithms_enabled(),
                 torch.is_deterministic_algorithms_warn_only_enabled(),
             )
+            _mark_run(out_dir / TRAIN_DIR, req)
             try:
                 yolo.train(**train_args)  # (a refusal as it starts leaves no train/: run_directory)
             finally:  # ultralytics switches torch's deterministic mode on for the process
@@ -405,6 +577,7 @@ def _run(
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
+            "recovery": recovery,
             "beta": slimming.beta,
             "penalty": slimmer_kwargs["penalty"],
             "params": dict(slimming.slimmer.params) if slimming.slimmer else {},  # defaults included
@@ -447,7 +620,9 @@ def _run(
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
     if collapse:
-        raise EdgeslimError(f"slimming {collapse} (outputs written to {out_dir} for diagnosis)")
+        raise EdgeslimError(
+            f"slimming {collapse} (outputs written to {out_dir} for diagnosis)", param=collapse.params
+        )
     return report
 
 
@@ -462,17 +637,34 @@ def _map_fall(report: dict[str, Any]) -> tuple[float, float] | None:
     return None
 
 
-def _collapse(report: dict[str, Any]) -> str:
+def _collapse(report: dict[str, Any]) -> Notice | str:
     """The line saying the slim network collapsed (mAP50-95 under :data:`COLLAPSE_FRACTION` of the
-    given model's, where that was above :data:`COLLAPSE_FLOOR`), or ``""``."""
+    given model's, where that was above :data:`COLLAPSE_FLOOR`), with the advice that fits the run's
+    settings (a budget's, a shrink's or a lambda's), or ``""``."""
     fall = _map_fall(report)
-    if fall is not None and fall[0] > COLLAPSE_FLOOR:
-        before, after = fall
-        return (
-            f"collapsed the network: mAP50-95 {after:.3f} against {before:.3f} before; lower the shrink "
-            "(or lambda), add a recovery phase, or give a budget (target_macs)"
+    if fall is None or fall[0] <= COLLAPSE_FLOOR:
+        return ""
+    before, after = fall
+    s = report.get("slimming") or {}
+    budget = s.get("budget") or {}
+    recovery = "lengthen" if s.get("recovery") else "add"
+    recovery += " the phase without slimming at the end (recovery)"
+    if budget:  # (the controller sets the strength: shrink and lambda do not apply)
+        target = f"target_{budget.get('metric', 'macs')}"
+        now = f", now {budget['target_fraction']:.0%}" if budget.get("target_fraction") is not None else ""
+        advice = (
+            f"give a larger budget ({target}{now}: fewer channels removed), train longer (epochs) so the "
+            f"strength tapers more gently, or {recovery}"
         )
-    return ""
+        params: tuple[str, ...] = (target, "epochs", "recovery")
+    else:
+        weaker = f"lower lam (now {s['lam']:.3g})" if s.get("shrink") is None and s.get("lam") is not None else (
+            f"lower the shrink (now {s['shrink']:g})" if s.get("shrink") is not None else "lower the shrink")  # fmt: skip
+        advice = f"{weaker}, {recovery}, or give a budget (target_macs), which steers the strength itself"
+        params = ("lam" if weaker.startswith("lower lam") else "shrink", "recovery", "target_macs")
+    return Notice(
+        f"collapsed the network: mAP50-95 {after:.3f} against {before:.3f} before; {advice}", params
+    )
 
 
 def _warnings(report: dict[str, Any], collapse: str) -> list[str]:

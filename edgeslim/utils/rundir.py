@@ -13,11 +13,14 @@ LOG_FILE = "log.jsonl"  #: one JSON record per epoch
 TRAIN_DIR = "train"  #: the trainer's folder inside a slim run
 #: what edgeslim's trainer writes into a slim run's ``TRAIN_DIR`` (removed when a run starts over)
 TRAIN_FILES = (MODEL_FILE, LOG_FILE, REPORT_FILE)
-#: what ultralytics' trainer writes there for a YOLO (plots off): counted only where its
-#: ``ULTRALYTICS_MARK`` shows it ran there, so a user's own ``results.csv`` or ``weights/`` stays
+#: what ultralytics' trainer writes there for a YOLO (plots off): counted only where
+#: ``YOLO_RUN_MARK`` shows an edgeslim run trained there, so a user's own ``results.csv`` or
+#: ``weights/`` (another tool's run copied there: its own ``args.yaml`` too) stays
 ULTRALYTICS_TRAIN_FILES = ("args.yaml", "results.csv", "results.png", "events.out.tfevents.*", "weights/last.pt",
                            "weights/best.pt", "weights/epoch*.pt")  # fmt: skip
-ULTRALYTICS_MARK = "args.yaml"
+ULTRALYTICS_MARK = "args.yaml"  #: ultralytics trained in the folder (an edgeslim run, or another tool's)
+#: written by a YOLO slim run into its ``TRAIN_DIR`` before ultralytics trains there: the run is edgeslim's
+YOLO_RUN_MARK = "edgeslim_run.json"
 
 #: a slim run's ONNX exports (a latency target measures them), and its measured latency lookup
 DENSE_ONNX = "dense.onnx"
