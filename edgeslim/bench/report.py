@@ -62,9 +62,8 @@ def check_record(record: dict, source: str = "the record") -> dict:
         return EdgeslimError(f"{source} is a damaged benchmark result ({part}); measure again with {bench}",
                              steps=(bench,))  # fmt: skip
 
-    version = record.get(
-        "version", 1
-    )  # (every version writes one: a record without it is taken as the oldest)
+    # (every version writes one: a record without it is taken as the oldest)
+    version = record.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version > VERSION:
         raise EdgeslimError(
             f"{source} is a benchmark result of format version {version!r}; this edgeslim reads versions up to "

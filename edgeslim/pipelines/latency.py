@@ -296,9 +296,8 @@ def latency_check(
         return out
     models = {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
     cfg = TimingConfig(warmup_s=0.3, warmup_iters=20, min_iters=100, min_time_s=0.5)
-    options = _timing_options(
-        profile, table
-    )  # (timed as the lookup was: a review's check ran 1 thread for 2)
+    # (timed as the lookup was: a review's check ran 1 thread for 2)
+    options = _timing_options(profile, table)
     rec = run_comparison(models, "onnxruntime", [batch], trials, cfg, options, tegrastats=False)
     key = str(batch)
     dense_ms = statistics.median(rec["summary"]["baseline"][key]["trial_p50_ms"])

@@ -562,16 +562,12 @@ def _latency_lookup(
     ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`).
     ``progress``: the run's rich Progress (a task shows each stage and layer swept; a review: minutes of
     measuring without a word on a terminal), or None."""
-    import torch
-
     from edgeslim.pipelines.latency import measure_table
     from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
-    from edgeslim.sparsity.resource import build_resource
     from edgeslim.utils.console import task_steps
 
     batch = int(settings.budget.get("batch", 1))
     budget = BudgetSettings.from_dict(settings.budget)
-    example = torch.zeros(1, *spec.input_shape)
     adjustable = bool(align) and align.get("from") == "profile"
     r = settings.round_to
     cache: dict[str, Any] = {}  # the per-layer times, measured once for every multiple
@@ -579,8 +575,7 @@ def _latency_lookup(
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:
-            res = build_resource(model, example, "latency", latency_table=tab, round_to=r, batch=batch,
-                                 shifts_zeroed=settings.zero_invariant)  # fmt: skip
+            res = _priced(model, spec, settings, tab, r)
             try:
                 resolve_target(budget, res)
             except BudgetUnreachable as exc:
@@ -631,11 +626,8 @@ def _reused_lookup(
     was resuming, and force measured it again): refused in one line unless :func:`_latency_lookup` would
     measure it so now (network, batch, input, ONNX Runtime settings, zero_invariant, channel multiple: a
     profile's, or a halving of it that ``settings`` and ``align`` then take)."""
-    import torch
-
     from edgeslim.pipelines.latency import lookup_differs, own_lookup
     from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
-    from edgeslim.sparsity.resource import build_resource
 
     table = own_lookup(path)
     batch = int(settings.budget.get("batch", 1))
@@ -649,8 +641,7 @@ def _reused_lookup(
         why = f"channel multiples of {r}, not {wanted}"
     if why is None:
         try:
-            res = build_resource(model, torch.zeros(1, *spec.input_shape), "latency", latency_table=table,
-                                 round_to=r, batch=batch, shifts_zeroed=settings.zero_invariant)  # fmt: skip
+            res = _priced(model, spec, settings, table, r)
             if settings.budget.get("metric") == "latency":
                 resolve_target(BudgetSettings.from_dict(settings.budget), res)
         except BudgetUnreachable:
@@ -666,6 +657,19 @@ def _reused_lookup(
     if r != wanted:
         _reduce_alignment(settings, align, r, "the latency target")
     return path
+
+
+def _priced(model: Any, spec: Any, settings: Any, table: dict[str, Any], round_to: int) -> Any:
+    """The resource model pricing ``model`` by the latency lookup ``table`` at channel multiples of
+    ``round_to``, at the run's batch and removability (``settings``): what a lookup's target is resolved
+    on, measured (:func:`_latency_lookup`) or reused (:func:`_reused_lookup`)."""
+    import torch
+
+    from edgeslim.sparsity.resource import build_resource
+
+    return build_resource(model, torch.zeros(1, *spec.input_shape), "latency", latency_table=table,
+                          round_to=round_to, batch=int(settings.budget.get("batch", 1)),
+                          shifts_zeroed=settings.zero_invariant)  # fmt: skip
 
 
 class _Halve(Exception):
