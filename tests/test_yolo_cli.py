@@ -134,8 +134,10 @@ def test_info_reads_best_pt_with_its_classes(best_pt: Path, capsys) -> None:
 
 
 def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path, capsys) -> None:
-    """prune yolo:best.pt removes the zero channels; its export has ultralytics' one output
-    ``output0`` [N, 4+80, anchors] with a dynamic batch, equal in ONNX Runtime and PyTorch."""
+    """prune yolo:best.pt removes the zero channels; its export has ultralytics' input ``images`` and
+    one output ``output0`` [N, 4+80, anchors] with a dynamic batch, equal in ONNX Runtime and PyTorch
+    (session 34: the input was named ``input``, which deployment code written for ultralytics' ONNX
+    files, feeding ``images``, does not find)."""
     import onnx
     import onnxruntime as ort
 
@@ -159,7 +161,10 @@ def test_prune_then_export_best_pt_to_one_output0(best_pt: Path, tmp_path: Path,
         "imgsz=64 and rect=False" in w for w in res["warnings"]
     )  # ultralytics' YOLO() and a dynamic batch
     proto = onnx.load(str(onnx_path))
-    assert [o.name for o in proto.graph.output] == ["output0"]
+    assert [o.name for o in proto.graph.output] == ["output0"] and res["onnx"]["input_name"] == "images"
+    assert [i.name for i in proto.graph.input] == ["images"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 64, 64]
     dims = [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 84, ANCHORS_64]
     x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -251,6 +256,7 @@ def test_graph_and_export_take_the_ultralytics_checkpoint_by_name(
                  "--onnx", str(onnx_path), "--json"]) == 0  # fmt: skip
     res = json.loads(capsys.readouterr().out)
     assert res["onnx"]["output_names"] == ["output0"] and res["onnx"]["input_shape"] == [1, 3, 64, 64]
+    assert res["onnx"]["input_name"] == "images"  # as ultralytics names it
 
 
 def test_yolo_yaml_keeps_its_classes_and_measures_at_640(tmp_path: Path, capsys) -> None:
@@ -494,7 +500,7 @@ def test_int8_export_keeps_the_detectors_scores(cifar_zip: Path, tmp_path: Path,
         n.op_type for n in onnx.load(str(onnx_path)).graph.node if n.name in tail
     }
     x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
-    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ref, got = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
                 for p in (onnx_path, int8))  # fmt: skip
     scores_ref, scores_got = ref[:, 4:], got[:, 4:]
     assert 0 < scores_ref.max() < 0.05 and scores_got.max() > 0.5 * scores_ref.max()

@@ -142,6 +142,7 @@ def _export_torchscript(
     dynamic: bool,
     outputs: list[str] | None = None,
     batch_axes: list[tuple[int, ...]] | None = None,
+    input_name: str = INPUT_NAME,
 ) -> list[str]:
     """Export with the TorchScript tracer; returns notes on what the trace froze (:func:`trace_notes`).
     ``batch_axes``: each output's axes that follow the batch (:func:`_batch_axes`; default axis 0)."""
@@ -150,7 +151,7 @@ def _export_torchscript(
     outputs = outputs or [OUTPUT_NAME]
     follow = batch_axes or [(0,)] * len(outputs)
     axes = (
-        {INPUT_NAME: {0: "batch"}, **{o: {i: "batch" for i in a} for o, a in zip(outputs, follow)}}
+        {input_name: {0: "batch"}, **{o: {i: "batch" for i in a} for o, a in zip(outputs, follow)}}
         if dynamic
         else None
     )
@@ -170,7 +171,7 @@ def _export_torchscript(
             with native_stdout(native):  # (a failure's IR graph, printed by torch's C++ log)
                 torch.onnx.export(
                     model, (x,), str(f), dynamo=False, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=outputs, dynamic_axes=axes,
+                    input_names=[input_name], output_names=outputs, dynamic_axes=axes,
                 )  # fmt: skip
         finally:
             if native and native[0].strip():
@@ -226,7 +227,13 @@ def trace_notes(
 
 
 def _export_dynamo(
-    model: nn.Module, x: torch.Tensor, f: Path, opset: int, dynamic: bool, outputs: list[str] | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    f: Path,
+    opset: int,
+    dynamic: bool,
+    outputs: list[str] | None = None,
+    input_name: str = INPUT_NAME,
 ) -> None:
     import torch
 
@@ -235,7 +242,7 @@ def _export_dynamo(
     with quiet("onnxscript", "torch.onnx") as sink, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
-            model, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            model, (x,), dynamo=True, opset_version=opset, input_names=[input_name],
             output_names=outputs or [OUTPUT_NAME], dynamic_shapes=shapes, external_data=False, verbose=False,
         )  # fmt: skip
         prog.save(str(f), external_data=False)
@@ -278,6 +285,7 @@ def _run_exporter(
     notes: list[str],
     outputs: list[str] | None = None,
     batch_axes: list[tuple[int, ...]] | None = None,
+    input_name: str = INPUT_NAME,
 ) -> str:
     """Export with the chosen exporter; ``auto`` falls back to dynamo. Returns the one used."""
     import torch
@@ -288,7 +296,7 @@ def _run_exporter(
     first_error: Exception | None = None
     if exporter in ("auto", "torchscript"):
         try:
-            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs, batch_axes)
+            notes += _export_torchscript(model, x.clone(), f, opset, dynamic, outputs, batch_axes, input_name)
             return "torchscript"
         except Exception as exc:  # noqa: BLE001 - exporters raise many types
             err = _unsupported_op_error(exc, opset, _torchscript_max_opset())
@@ -318,7 +326,7 @@ def _run_exporter(
             )
             log.info(notes[-1])
     try:
-        _export_dynamo(model, x.clone(), f, opset, dynamic, outputs)
+        _export_dynamo(model, x.clone(), f, opset, dynamic, outputs, input_name)
     except Exception as exc:  # noqa: BLE001
         import onnx
 
@@ -499,9 +507,10 @@ def _export_onnx(
     atomically and never overwritten without ``force``. The model runs in eval mode on the CPU;
     every module's train/eval flag and the model's device are left as they were.
 
-    The output is named ``logits``. An ultralytics model is exported as ultralytics' own exporter
-    exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in export mode on a copy),
-    with its outputs named ``output0`` (``output1``: a segmenter's mask prototypes); a detector
+    The input is named ``input``, the output ``logits``. An ultralytics model is exported as
+    ultralytics' own exporter exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in
+    export mode on a copy), with its input named ``images`` and its outputs ``output0`` (``output1``:
+    a segmenter's mask prototypes), as deployment code written for ultralytics' ONNX expects; a detector
     then has the one output ``output0`` [N, 4+classes, anchors], and the metadata ultralytics'
     ``YOLO("model.onnx")`` reads (class names, task, stride, image size) is stored beside ours.
     ``on_accepted`` runs once the model has run on the input shape (a caller's notices about the
@@ -563,7 +572,10 @@ def _export_onnx(
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             names = yolo.export_output_names(probe) if ultralytics else output_names(probe)
-            used = _run_exporter(model, x, raw, opset, dynamic_batch, exporter, notes, names, batch_axes)
+            used = _run_exporter(
+                model, x, raw, opset, dynamic_batch, exporter, notes, names, batch_axes,
+                yolo.EXPORT_INPUT_NAME if ultralytics else INPUT_NAME,
+            )  # fmt: skip
         proto = onnx.load(str(raw))
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
     if got_opset != opset:

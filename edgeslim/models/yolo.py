@@ -637,6 +637,10 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     return {k: str(v) for k, v in md.items()}
 
 
+#: the ONNX input's name, as ultralytics' own export names it (deployment code written for its files feeds it)
+EXPORT_INPUT_NAME = "images"
+
+
 def export_output_names(outputs: Any) -> list[str]:
     """ONNX output names as ultralytics' own export gives them: ``output0`` (``output1``: a
     segmenter's mask prototypes)."""
