@@ -857,3 +857,33 @@ def test_a_run_that_removes_nothing_plots_and_prints_its_scales_as_they_are(tmp_
     blue = (np.abs(png - np.array([0x2A, 0x7A, 0xB0]) / 255).max(axis=2) < 0.02).any(axis=0)
     columns = np.flatnonzero(blue)
     assert (columns[-1] - columns[0]) / png.shape[1] > 0.5  # the bars span the axis (it was about 9%)
+
+
+def test_run_leaves_the_callers_request_as_given(tmp_path: Path) -> None:
+    """API review, finding 1: slim's run() wrote what it resolved into the caller's request (round_to 16 from
+    host-cpu, model = the init path), so a sweep reusing it with dataclasses.replace kept host-cpu's
+    multiple on an rpi4 run, and a second run from init was refused ("differs from the architecture of
+    init"). It works on a copy: the request is as given, and reusing it runs."""
+    import dataclasses
+
+    from edgeslim.pipelines.slim import SlimRequest, run
+
+    base = {
+        "data_name": "digits",
+        "subset": 128,
+        "test_subset": 64,
+        "epochs": 1,
+        "shrink": 0.05,
+        "threads": 1,
+    }
+    req = SlimRequest(out_dir=tmp_path / "a", model="vgg-small", **base)
+    given = dataclasses.replace(req)
+    rep = run(req)
+    assert req == given and req.round_to is None
+    assert rep["alignment"]["round_to"] == 16  # (resolved: in the report, not in the request)
+    req = SlimRequest(out_dir=tmp_path / "b", model="vgg-small", init=tmp_path / "a" / "trained.pt", **base)
+    given = dataclasses.replace(req)
+    run(req)
+    assert req == given and req.model == "vgg-small"
+    run(dataclasses.replace(req, out_dir=tmp_path / "c"))  # (was refused: model held the init path)
+    assert (tmp_path / "c" / "model.pt").is_file()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -145,7 +146,8 @@ class SlimRequest(CheckedFields):
 
 
 def check(req: SlimRequest) -> dict[str, Any]:
-    """Validate ``req`` before any data is loaded; returns the budget settings (dict or None)."""
+    """Validate ``req`` before any data is loaded; returns the budget settings (dict or None). The
+    values it resolves are set on ``req`` (:func:`run` passes it a copy of the caller's)."""
     from edgeslim.penalties import check_params
     from edgeslim.slim import TRAIN_DIR
     from edgeslim.sparsity.prox import check_strength
@@ -312,9 +314,11 @@ def run(
 ) -> dict[str, Any]:
     """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json and report.md).
     ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). The
-    caller's global random generators are as they were after it returns (the run seeds its own)."""
+    caller's global random generators are as they were after it returns (the run seeds its own), and
+    ``req`` as it was given: the values the run resolves (its channel multiple, a resume's data) are
+    set on a copy and reported."""
     with kept_random_state():
-        return _checked_run(req, progress, on_collapse, say)
+        return _checked_run(copy.copy(req), progress, on_collapse, say)
 
 
 def _checked_run(
