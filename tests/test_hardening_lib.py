@@ -672,6 +672,52 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
 
 
 @pytest.mark.parametrize(
+    ("cls", "kw", "needle"),
+    [
+        ("slim", {"device": "tpu"}, "device 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
+        ("slim", {"device": "cuda:abc"}, "device 'cuda:abc' is not a device"),
+        ("slim", {"device": "mps"}, "device 'mps' is not a device"),
+        ("train", {"device": "tpu"}, "device 'tpu' is not a device"),
+        ("bench", {"device": "tpu"}, "device 'tpu' is not a device"),
+        ("slim", {"mean": ("a",), "std": (1.0,)}, "mean must be a tuple of numbers, got ('a',)"),
+        ("slim", {"std": (float("nan"),)}, "std must hold finite numbers"),
+        ("train", {"milestones": (0.5, "x")}, "milestones must be a tuple of numbers"),
+        ("slim", {"image_size": (32, True)}, "image_size must be a tuple of integers"),
+    ],
+)
+def test_a_requests_devices_and_tuple_items_are_checked_as_it_is_built(
+    cls: str, kw: dict, needle: str, tmp_path: Path
+) -> None:
+    """API review, finding 3: device "CPU", "tpu", "cuda:abc" (raw RuntimeErrors from torch.device) and
+    "mps" (a failure in module.py), mean=("a",) (a TypeError in source.py) were not checked in Python as
+    the CLI checks them; an ExportRequest's engine_path given as a string was an AttributeError
+    ('str' object has no attribute 'with_name') even without trt. Each is one line naming the field; a
+    device is taken in any case, as the CLI takes it; a string for a Path field is a Path."""
+    from edgeslim.export.pipeline import ExportRequest
+    from edgeslim.pipelines import export
+    from edgeslim.pipelines.bench import BenchRequest
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.train import TrainRequest
+
+    make = {
+        "slim": lambda **k: SlimRequest(out_dir=tmp_path / "run", model="vgg-small", **k),
+        "train": lambda **k: TrainRequest(out_dir=tmp_path / "run", **k),
+        "bench": lambda **k: BenchRequest("m.onnx", **k),
+    }[cls]
+    with pytest.raises(EdgeslimError, match=re.escape(needle)) as info:
+        make(**kw)
+    assert info.value.params == (next(iter(kw)),)
+    assert make(device="CUDA:1").device == "cuda:1"
+    if cls == "slim" and "mean" in kw:  # (once: an export with engine_path a string runs)
+        engine = str(tmp_path / "m.engine")
+        req = ExportRequest(
+            onnx_path=tmp_path / "m.onnx", engine_path=engine, input_shape="1,28,28", n_validate=4
+        )
+        assert req.engine_path == Path(engine)
+        assert Path(export.run("vgg-small", req, num_classes=10)["onnx"]["path"]).is_file()
+
+
+@pytest.mark.parametrize(
     ("kw", "built"),
     [
         ({"target_macs": "abc"}, False),

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.parsing import safe_yaml
+from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device, safe_yaml
 
 #: largest config file read (bytes): a config is a handful of lines
 MAX_CONFIG_BYTES = 1 << 20
@@ -133,10 +133,10 @@ class Device(click.ParamType):
     name = "DEVICE"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        text = str(value).strip().lower()
-        if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
-            return text
-        self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
+        device = parse_device(value)
+        if device is None:
+            self.fail(f"{value!r} is not a device; use {DEVICE_CHOICES}", param, ctx)
+        return device
 
 
 class NumberList(click.ParamType):

@@ -19,6 +19,8 @@ COUNT_FIELDS = frozenset({"epochs", "batch_size", "subset", "test_subset", "thre
                           "imgsz", "num_classes", "trials", "calib_images"})  # fmt: skip
 NONNEG_FIELDS = frozenset({"seed"})
 POSITIVE_FIELDS = frozenset({"lr"})
+#: request fields that name a torch device (:func:`~edgeslim.utils.parsing.parse_device`)
+DEVICE_FIELDS = frozenset({"device"})
 
 #: what a value of an annotated type may be: any integer for an int (numpy's too), any real number for a
 #: float, any path object for a str or a Path (an ``os.PathLike``), a list for a tuple
@@ -42,11 +44,25 @@ def _kinds(hint: Any) -> list[type] | None:
     return out
 
 
+def _item_kind(hint: Any) -> type | None:
+    """The class each item of a tuple field must be (``tuple[float, ...]``: float), or None (not a tuple
+    of one item type)."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, UnionType) else (hint,)
+    for member in members:
+        if typing.get_origin(member) is tuple:
+            args = {a for a in typing.get_args(member) if a is not Ellipsis}
+            return args.pop() if len(args) == 1 and isinstance(next(iter(args)), type) else None
+    return None
+
+
 def _plain(value: Any, kinds: list[type]) -> Any:
-    """``value`` as the plain type its field names: a path object for a str field as its string,
-    numpy's integers and floats as Python's (the code after compares and formats them as such)."""
+    """``value`` as the plain type its field names: a path object for a str field as its string, a
+    string for a Path field as a Path, numpy's integers and floats as Python's (the code after
+    compares, formats and joins them as such)."""
     if isinstance(value, os.PathLike) and str in kinds and Path not in kinds:
         return os.fspath(value)
+    if isinstance(value, str) and Path in kinds and str not in kinds:
+        return Path(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, (int, bool)) and int in kinds:
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)) and float in kinds:
@@ -55,10 +71,11 @@ def _plain(value: Any, kinds: list[type]) -> Any:
 
 
 def check_fields(req: Any) -> None:
-    """Refuse in one line a request field of another type than its annotation says (a bool is no
-    number), a number that is not finite, a count below 1, a seed below 0, a learning rate not above 0: what the CLI's option
-    types refuse, for a Python caller (who got a TypeError from deep inside, or a run that failed
-    late for another reason)."""
+    """Refuse in one line a request field (or a tuple field's item) of another type than its annotation
+    says (a bool is no number), a device the CLI's option does not take, a number that is not finite,
+    a count below 1, a seed below 0, a learning rate not above 0: what the CLI's option types refuse,
+    for a Python caller (who got a TypeError from deep inside, or a run that failed late for another
+    reason)."""
     hints = typing.get_type_hints(type(req))
     for f in fields(req):
         value = getattr(req, f.name)
@@ -69,8 +86,13 @@ def check_fields(req: Any) -> None:
         if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
             names = " or ".join(sorted({_WORDS.get(k, k.__name__) for k in kinds if k is not type(None)}))
             raise EdgeslimError(f"{f.name} must be {names}, got {value!r}", param=f.name)
+        item = _item_kind(hints.get(f.name, Any)) if isinstance(value, (tuple, list)) else None
+        if item is not None:
+            _check_items(f.name, value, item)
+        if f.name in DEVICE_FIELDS and isinstance(value, str):
+            value = _device(f.name, value)
         plain = _plain(value, kinds)
-        if plain is not value:
+        if plain is not getattr(req, f.name):
             setattr(req, f.name, plain)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             continue
@@ -82,6 +104,28 @@ def check_fields(req: Any) -> None:
             raise EdgeslimError(f"{f.name} must be >= 0, got {value!r}", param=f.name)
         if f.name in POSITIVE_FIELDS and not value > 0:
             raise EdgeslimError(f"{f.name} must be > 0, got {value!r}", param=f.name)
+
+
+def _check_items(name: str, value: tuple | list, kind: type) -> None:
+    """Refuse in one line an item of a tuple field of another type than its annotation says (a bool is
+    no number), or a number that is not finite (``mean=("a",)`` was a TypeError from deep inside)."""
+    accepted = _ACCEPTS.get(kind, (kind,))
+    for v in value:
+        if not isinstance(v, accepted) or isinstance(v, bool):
+            words = {int: "integers", float: "numbers", str: "strings"}.get(kind, kind.__name__)
+            raise EdgeslimError(f"{name} must be a tuple of {words}, got {tuple(value)!r}", param=name)
+        if isinstance(v, numbers.Real) and not math.isfinite(v):
+            raise EdgeslimError(f"{name} must hold finite numbers, got {tuple(value)!r}", param=name)
+
+
+def _device(name: str, value: str) -> str:
+    """A device field's value as the CLI takes it (lower case), refused in one line if it is none."""
+    from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device
+
+    device = parse_device(value)
+    if device is None:
+        raise EdgeslimError(f"{name} {value!r} is not a device; use {DEVICE_CHOICES}", param=name)
+    return device
 
 
 class CheckedFields:

@@ -65,6 +65,19 @@ def parse_size(text: str | int) -> int:
     return n
 
 
+#: the torch devices a run takes: ``auto`` (CUDA where there is one), ``cpu``, ``cuda``, ``cuda:N``
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+def parse_device(value: Any) -> str | None:
+    """``value`` as the torch device a run takes (:data:`DEVICE_CHOICES`), lower case; None for
+    anything else (``"tpu"``, ``"cuda:abc"``, ``"mps"``: torch's own errors or a failure later)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    return None
+
+
 def quote(path: Any) -> str:
     """``path`` as one shell word, for a command line the user copies (a folder may hold spaces)."""
     return shlex.quote(str(path))
