@@ -628,6 +628,44 @@ def test_a_half_precision_pickle_is_widened_to_float32(dtype, tmp_path, capsys, 
         assert rc == 0, capsys.readouterr().err
 
 
+def test_a_float64_checkpoint_is_narrowed_to_float32(tmp_path, capsys, caplog):
+    """API review, finding 4: a checkpoint saved from ``model.double()`` loads as float64, and prune failed
+    with a raw "Input type (torch.FloatTensor) and weight type (torch.DoubleTensor)" (the CLI: "internal
+    error", exit 1), export blamed the input shape, train from it (init_path) failed in conv2d. It is
+    narrowed to float32, as half precision is widened, with one warning; prune, export and train run."""
+    from edgeslim.checkpoint import save_model
+    from edgeslim.pipelines import export
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+    from edgeslim.pipelines.train import TrainRequest
+    from edgeslim.pipelines.train import run as train
+
+    spec = ModelSpec("vgg-small", 10, 1, (8, 8))
+    f64 = tmp_path / "f64.pt"
+    save_model(f64, create_model(spec).double().eval(), spec)
+    assert next(load_model(f64).model.parameters()).dtype == torch.float64
+    caplog.set_level("WARNING")
+    rep = prune(PruneRequest(model=str(f64), output=tmp_path / "p.pt", calib=8))
+    assert rep["max_abs_diff"] < 1e-4
+    assert next(load_model(tmp_path / "p.pt").model.parameters()).dtype == torch.float32
+    assert (
+        len(
+            [
+                r
+                for r in caplog.records
+                if "holds float64 weights: they are narrowed to float32" in r.getMessage()
+            ]
+        )
+        == 1
+    )
+    req = export.ExportRequest(onnx_path=tmp_path / "m.onnx", n_validate=4)
+    assert export.run(str(f64), req)["onnx"]["validation"]["passed"]
+    assert run("prune", f64, "-o", tmp_path / "q.pt") == 0, capsys.readouterr().err
+    train(TrainRequest(out_dir=tmp_path / "t", arch="vgg-small", data_name="digits", subset=64, test_subset=32,
+                       epochs=1, init_path=f64, threads=1))  # fmt: skip
+    assert (tmp_path / "t" / "model.pt").is_file()
+
+
 def test_a_half_precision_torchscript_is_refused_by_export_in_one_line(tmp_path, capsys):
     """The same review: a traced TorchScript in float16 (whose compiled code cannot be widened safely)
     failed export with "does not accept input 1x1x8x8 ...; check --input-shape"; export refuses it

@@ -320,6 +320,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                     param=("arch", "init_path"),
                 )
             spec, model, recipe = loaded.spec, loaded.model, loaded.recipe
+            in_float32(model, str(kw["init_path"]), tuple(bundle.input_shape))  # (one saved in float64)
             recorded = loaded.meta or {}
         elif kw["weights"]:
             from edgeslim.pipelines.source import load_model_or_arch
