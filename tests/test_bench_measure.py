@@ -692,3 +692,30 @@ def test_xnnpack_gets_the_threads_and_onnxruntimes_pool_one():
     env = {"machine": "aarch64", "threads": 4, "thread_pools": {"onnxruntime_intra_op": 1, "xnnpack": 4}}
     said = measured_device({"env": env, "backend": "onnxruntime"})
     assert "4 thread(s) in XNNPACK's pool, ONNX Runtime's intra-op pool 1" in said
+
+
+def test_measure_warns_of_a_baseline_of_another_network_and_records_it(tmp_path, caplog):
+    """API review, finding 2: measure(BenchRequest(...)) of a vgg-small export against a resnet20 baseline
+    returned a speedup (1.86) without a sign: its say defaulted to dropping every notice, and the "two
+    different networks" line went nowhere else. It is a log warning by default, as slim's notices are,
+    and in the record's warnings (run.json, report.md)."""
+    import json
+
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.models import create_model
+    from edgeslim.pipelines.bench import BenchRequest, measure
+
+    vgg = export_onnx(
+        create_model("vgg-small"), tmp_path / "v.onnx", (3, 32, 32), validate=False, arch="vgg-small"
+    )
+    res = export_onnx(
+        create_model("resnet20"), tmp_path / "r.onnx", (3, 32, 32), validate=False, arch="resnet20"
+    )
+    caplog.set_level("WARNING")
+    fast = {"trials": 1, "warmup": 0.0, "min_iters": 3, "min_time": 0.0, "threads": 1, "plots": False}
+    record, _ = measure(BenchRequest(str(res.path), baseline=str(vgg.path), out_dir=tmp_path / "b", **fast))
+    needle = "the speedup compares two different networks"
+    assert needle in caplog.text
+    assert any(needle in w for w in record["warnings"])
+    assert any(needle in w for w in json.loads((tmp_path / "b" / "run.json").read_text())["warnings"])
+    assert needle in " ".join((tmp_path / "b" / "report.md").read_text().split())

@@ -93,6 +93,8 @@ def check_record(record: dict, source: str = "the record") -> dict:
     # the parts the tables and plots read (a probe's run.json with env "x", cost.layers "x", file_bytes null)
     if not isinstance(record.get("env", {}), dict):
         raise damaged("'env' is not a table of the machine's facts")
+    if not isinstance(record.get("warnings", []), list):  # (a record before them has none)
+        raise damaged("'warnings' is not a list of lines")
     for label, m in models.items():
         cost = m.get("cost")
         if cost is not None and not (
@@ -597,7 +599,9 @@ BUSY_MARGIN = 1.0
 
 
 def warnings(record: dict) -> list[str]:
-    out = []
+    """The lines a run's report warns with: those its record holds (``warnings``: what the measuring
+    said, e.g. a baseline of another network), then what its numbers and machine show."""
+    out = [w for w in record.get("warnings") or [] if isinstance(w, str)]
     env = record.get("env") or {}
     load = (env.get("load_avg") or [None])[0]
     cores = env.get("cpu_affinity") or env.get("cpu_count")

@@ -6,6 +6,7 @@ Imports nothing heavy at module level: ``edgeslim bench`` runs on a device witho
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from edgeslim.errors import EdgeslimError, Notice, Step, first_line, require
 from edgeslim.pipelines.rundir import run_directory
 from edgeslim.utils.fields import CheckedFields
 from edgeslim.utils.rundir import BENCH_STALE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -354,7 +357,7 @@ def _has_onnx() -> bool:
 def measure(
     req: BenchRequest,
     on_trial: Callable[[int, str, dict], None] | None = None,
-    say: Callable[[str], None] = lambda _: None,
+    say: Callable[[str], None] | None = None,
     on_record: Callable[[dict], None] | None = None,
 ) -> tuple[dict, list[Path]]:
     """Measure ``req.model`` (against ``req.baseline``) in interleaved fresh processes.
@@ -362,25 +365,29 @@ def measure(
     With ``req.out_dir`` the directory is held (locked, no overwrite without ``force``) from
     before the first measurement until run.json, report.md and the PNGs are written; returns
     ``(record, written files)``. ``on_record`` sees the record before the files are written.
+    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning); a
+    baseline of another network is also in the record's ``warnings`` (run.json, report.md).
     """
     from edgeslim.bench.backends import model_format
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.report import add_predictions, write_outputs
 
+    say = say or log.warning
     req.check()
     profile = req.device_profile()
     name, options = backend_and_options(req, profile, say)
     models = {"baseline": req.baseline, "slim": req.model} if req.baseline else {"model": req.model}
-    if req.baseline:
-        other = other_network(req.model, req.baseline)
-        if other:
-            say(Notice(other, "baseline"))
+    other = other_network(req.model, req.baseline) if req.baseline else ""
+    if other:
+        say(Notice(other, "baseline"))
 
     def go() -> tuple[dict, list[Path]]:
         record = run_comparison(
             models, name, list(req.batches), req.trials, timing(req), options, req.tegrastats, req.interval_ms,
             req.nice, req.layer_times, on_trial=on_trial,
         )  # fmt: skip
+        if other:  # (a speedup of two networks: in the record, as its other warnings are in its report)
+            record["warnings"] = [other]
         for note in misnamed(req.model, req.baseline):
             say(note)
         if req.baseline and not _has_onnx() and "onnx" in {model_format(m) for m in models.values()}:
