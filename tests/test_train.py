@@ -476,3 +476,22 @@ def test_a_ratio_on_equal_scales_says_its_choice_is_arbitrary(caplog) -> None:
     with caplog.at_level("WARNING"):
         threshold_prune(model, 0.3)
     assert "every BN scale is 0.5 (an untrained model?)" in caplog.text  # (vgg-small starts at 0.5)
+
+
+def test_a_train_run_records_its_data_folder_absolute(tmp_path, monkeypatch, fmnist_dir: str) -> None:
+    """API review, finding 7: TrainRequest(data_dir="fm") recorded "fm" as typed (slim records it
+    absolute), so resuming from another working directory, TrainRequest(out_dir="../projA/run",
+    resume=True), was refused with "data_dir fm does not exist; check it", a field the caller never gave.
+    The run records the folder absolute, and the resume finds it."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.pipelines.train import TrainRequest, run
+
+    (tmp_path / "projA").mkdir(), (tmp_path / "projB").mkdir()
+    (tmp_path / "projA" / "fm").symlink_to(fmnist_dir)
+    monkeypatch.chdir(tmp_path / "projA")
+    run(TrainRequest(out_dir="run", arch="vgg-small", data_name="fashion-mnist", data_dir="fm", subset=64,
+                     test_subset=32, epochs=1, threads=1))  # fmt: skip
+    recorded = load_checkpoint_dict("run/model.pt")["meta"]["data_args"]["data_dir"]
+    assert recorded == str(tmp_path / "projA" / "fm")
+    monkeypatch.chdir(tmp_path / "projB")
+    assert run(TrainRequest(out_dir="../projA/run", resume=True)).report["test_accuracy"] is not None

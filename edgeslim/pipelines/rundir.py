@@ -286,6 +286,12 @@ def saved_data_args(ckpt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recorded_dir(path: str | os.PathLike | None) -> str | None:
+    """``path`` as a run records it (``data_args["data_dir"]``): absolute, so that a resume or an export
+    from another working directory finds it (None stays None)."""
+    return str(Path(path).expanduser().absolute()) if path else None
+
+
 def recorded_input_size(target: str | os.PathLike | None) -> tuple[int, int] | None:
     """The (H, W) an edgeslim checkpoint ``target`` was trained at (:func:`saved_data_args`' image_size),
     or None (no such file, or not an edgeslim checkpoint): an image folder is read at it when no size

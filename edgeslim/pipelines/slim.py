@@ -16,6 +16,7 @@ from edgeslim.pipelines.rundir import (
     check_resumed_data,
     check_resumed_images,
     data_images,
+    recorded_dir,
     recorded_input_size,
     resumed_latency_table,
     run_directory,
@@ -415,8 +416,8 @@ def _run(
         for name in (MODEL_FILE, TRAINED_FILE, f"{TRAIN_DIR}/{MODEL_FILE}"):  # (the run's checkpoints)
             check_not_rebuilt_from({"out_dir": out_dir / name}, spec)
         config = TrainConfig(**train_over)
-        meta["data_args"] = {k: (str(Path(opts[k]).expanduser().absolute()) if k == "data_dir" and opts.get(k)
-                                 else opts.get(k)) for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
+        meta["data_args"] = {k: recorded_dir(opts.get(k)) if k == "data_dir" else opts.get(k)
+                             for k in ("data_name", "data_dir", "subset", "test_subset")}  # fmt: skip
         meta["data_args"]["seed"] = int(req.seed or 0)  # (it chose the subset's images)
         meta["data_args"]["images"] = data_images(bundle)  # (a resume is refused on other files)
         meta = {"source": req.model, **meta}

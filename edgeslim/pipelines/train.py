@@ -14,6 +14,7 @@ from edgeslim.pipelines.rundir import (
     check_resumed_data,
     check_resumed_images,
     data_images,
+    recorded_dir,
     recorded_input_size,
     saved_data_args,
     saved_run_state,
@@ -206,7 +207,11 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         saved = saved_data_args(resume_ckpt)  # (image_size: the size it trains at; built-in sets check it)
         check_resumed_data(kw["data_name"], saved)
         data_name = kw["data_name"] or saved.get("data_name")
-        data_dir = kw["data_dir"] or saved.get("data_dir")
+        data_dir = kw["data_dir"]
+        if data_dir is None and saved.get("data_dir"):  # (one it cannot find: said as the run's)
+            from edgeslim.data.datasets import recorded_data_dir
+
+            data_dir = recorded_data_dir(str(data_name), saved["data_dir"], "the run's")
         subset, test_subset, image_size = (
             saved.get("subset"),
             saved.get("test_subset"),
@@ -348,7 +353,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     # the labels in the order of the outputs of the head it starts from (a checkpoint's class names)
     bundle = bundle.in_class_order(recorded.get("class_names"))
     meta = {
-        "data_args": {"name": data_name, "data_dir": str(data_dir) if data_dir else None, "subset": subset,
+        "data_args": {"name": data_name, "data_dir": recorded_dir(data_dir), "subset": subset,
                       "test_subset": test_subset, "seed": data_seed, "images": data_images(bundle)},
     }  # fmt: skip
     # the weights it started from: given now, or (a resume) as the run recorded them
