@@ -1574,3 +1574,27 @@ def test_an_onnx_runtime_int8_export_gives_no_tensorrt_prune_hint_and_names_the_
     assert (
         "--round-to 8 --trust-pickle;" in shown and "; for TensorRT only: a CPU or phone has its own" in shown
     )
+
+
+def test_a_data_set_the_checkpoint_names_but_this_process_lacks_says_so(tmp_path, capsys) -> None:
+    """API review, finding 5: a model slimmed on a data set registered from Python (register_dataset)
+    could not be exported or pruned in another process, refused with "unknown data set 'my-shapes'; known:
+    ..." without a word that the name came from the checkpoint, nor of the ways out. It says so: register
+    it, give another data set, or skip the check; with data given, export and prune run."""
+    from edgeslim.pipelines import export
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+
+    spec = ModelSpec("vgg-small", 3, 1, (8, 8))
+    model = tmp_path / "m.pt"
+    save_model(model, create_model(spec).eval(), spec, meta={"data": "my-shapes"})
+    needle = "the model's checkpoint names the data set 'my-shapes' to check it on, which is not known in this process"
+    with pytest.raises(EdgeslimError, match=needle) as info:
+        export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", n_validate=4))
+    assert "register it before this call" in str(info.value) and "no_validate" in info.value.params
+    with pytest.raises(EdgeslimError, match=needle):
+        prune(PruneRequest(model=str(model), output=tmp_path / "p.pt", calib=4))
+    assert main(["export", str(model), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "skip the check (--no-validate)" in " ".join(capsys.readouterr().err.split())
+    export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", no_validate=True))
+    assert (tmp_path / "m.onnx").is_file()

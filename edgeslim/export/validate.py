@@ -189,15 +189,26 @@ def real_inputs(
     name = data or dataset_name(meta)
     if not name:
         return None
+    try:
+        key = canonical_name(name)
+    except EdgeslimError as exc:
+        if data:
+            raise
+        raise EdgeslimError(  # (a review: "unknown data set 'my-shapes'" did not say where the name came from)
+            f"the model's checkpoint names the data set {name!r} to check it on, which is not known in this "
+            "process (one registered from Python with register_dataset is known only where it is registered): "
+            f"register it before this call, give data (images, with data_dir: any folder of images), or, for an "
+            "export, skip the check (no_validate)",
+            param=("data", "data_dir", "no_validate"),
+        ) from exc
     recorded = (meta or {}).get("data_dir") if data_dir is None and not data else None
     if isinstance(recorded, str):  # where the checkpoint's data set lay when it was made
         # photos a prune was checked on, the checkpoint copied to a machine without them: none known here
-        if canonical_name(name) == IMAGES and not Path(recorded).exists():
+        if key == IMAGES and not Path(recorded).exists():
             return None
         data_dir = recorded_data_dir(name, recorded, "the model's", " when it was made")
     from edgeslim.data import load_dataset
 
-    key = canonical_name(name)
     if key == IMAGES:
         return _folder_inputs(input_shape, data_dir, meta, n) if split != "train" else None
     # an image folder is read at the model's size (it may not be its first image's)
