@@ -131,6 +131,28 @@ def test_unknown_dataset():
         load_dataset("fashion")
 
 
+def test_a_data_set_registered_in_mixed_case_loads_by_any_case() -> None:
+    """API review, finding 6: register_dataset("MyShapes", ...) stored the key as given while lookups
+    lower-case the name, so load_dataset("MyShapes") was refused with "unknown data set 'MyShapes'; did you
+    mean MyShapes? known: ..., MyShapes". It is registered under its canonical name; any case loads it."""
+    from edgeslim.data.datasets import _READERS, bundle_from_arrays, register_dataset
+
+    rng = np.random.default_rng(0)
+    arrays = {"train_x": rng.integers(0, 255, (8, 1, 4, 4), dtype=np.uint8), "train_y": np.arange(8) % 2,
+              "test_x": rng.integers(0, 255, (4, 1, 4, 4), dtype=np.uint8), "test_y": np.arange(4) % 2}  # fmt: skip
+
+    @register_dataset("My_Shapes", "two classes of noise")
+    def _shapes(req):
+        return bundle_from_arrays(req, arrays, 2, ["a", "b"], None, pad=0, hflip=False, source="shapes")
+
+    try:
+        assert "my-shapes" in list_datasets() and "My_Shapes" not in list_datasets()
+        for name in ("My_Shapes", "my-shapes", "MY-SHAPES"):
+            assert load_dataset(name).num_classes == 2
+    finally:
+        _READERS.pop("my-shapes", None), _READERS.pop("My_Shapes", None)
+
+
 def test_a_folder_given_as_the_data_set_is_told_how_folders_are_given(tmp_path, capsys):
     """``--data ./my_images`` was "unknown data set './my_images'; did you mean images?": the reply
     says it is a folder and how one is given (data_dir, with imagefolder or images)."""

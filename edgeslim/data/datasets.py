@@ -60,11 +60,17 @@ def recorded_data_dir(name: str, path: str, whose: str, when: str = "") -> str:
     return path
 
 
+def _key(name: str) -> str:
+    """The key a data set ``name`` is registered and looked up under (lower case, ``-`` for ``_``, an
+    alias as the name it stands for)."""
+    key = name.lower().replace("_", "-")
+    return {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
+            "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
+
+
 def canonical_name(name: str) -> str:
     """Normalise a data set name (``FashionMNIST`` -> ``fashion-mnist``); raise for unknown names."""
-    key = name.lower().replace("_", "-")
-    key = {"fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
-           "cifar-100": "cifar100"}.get(key, key)  # fmt: skip
+    key = _key(name)
     if key not in _READERS:
         import difflib
 
@@ -115,8 +121,11 @@ _READERS: dict[str, tuple[Reader, str]] = {}
 
 
 def register_dataset(name: str, help: str) -> Callable[[Reader], Reader]:
+    """Register a reader of the data set ``name`` (with a one-line ``help``) as a decorator; it is
+    registered under its :func:`canonical_name` (``"MyShapes"`` as ``myshapes``), so any case loads it."""
+
     def deco(fn: Reader) -> Reader:
-        _READERS[name] = (fn, help)
+        _READERS[_key(name)] = (fn, help)
         return fn
 
     return deco
