@@ -1588,13 +1588,14 @@ def test_a_data_set_the_checkpoint_names_but_this_process_lacks_says_so(tmp_path
     spec = ModelSpec("vgg-small", 3, 1, (8, 8))
     model = tmp_path / "m.pt"
     save_model(model, create_model(spec).eval(), spec, meta={"data": "my-shapes"})
-    needle = "the model's checkpoint names the data set 'my-shapes' to check it on, which is not known in this process"
+    needle = "the model's checkpoint names 'my-shapes', the images it was trained on, as what to check it on, and this process does not know it"
     with pytest.raises(EdgeslimError, match=needle) as info:
         export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", n_validate=4))
     assert "register it before this call" in str(info.value) and "no_validate" in info.value.params
     with pytest.raises(EdgeslimError, match=needle):
         prune(PruneRequest(model=str(model), output=tmp_path / "p.pt", calib=4))
     assert main(["export", str(model), "--onnx", str(tmp_path / "m.onnx")]) == 2
-    assert "skip the check (--no-validate)" in " ".join(capsys.readouterr().err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "give --data (images, with --data-dir" in err and "skip the check (--no-validate)" in err
     export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", no_validate=True))
     assert (tmp_path / "m.onnx").is_file()

@@ -195,10 +195,10 @@ def real_inputs(
         if data:
             raise
         raise EdgeslimError(  # (a review: "unknown data set 'my-shapes'" did not say where the name came from)
-            f"the model's checkpoint names the data set {name!r} to check it on, which is not known in this "
-            "process (one registered from Python with register_dataset is known only where it is registered): "
-            f"register it before this call, give data (images, with data_dir: any folder of images), or, for an "
-            "export, skip the check (no_validate)",
+            f"the model's checkpoint names {name!r}, the images it was trained on, as what to check it on, and "
+            "this process does not know it (a set registered from Python with register_dataset is known only where "
+            "it is registered): register it before this call, give data (images, with data_dir: any folder of "
+            "images), or, for an export, skip the check (no_validate)",
             param=("data", "data_dir", "no_validate"),
         ) from exc
     recorded = (meta or {}).get("data_dir") if data_dir is None and not data else None
