@@ -84,27 +84,30 @@ def check_params(name: str, tau: float | Tensor | None = None, **params: Any) ->
     unknown = sorted(k for k, v in params.items() if k not in defaults and v is not None)
     if unknown:
         allowed = ", ".join(defaults) or "none"
-        raise EdgeslimError(f"penalty {base!r} takes no parameter {unknown[0]!r} (its parameters: {allowed})")
+        raise EdgeslimError(
+            f"penalty {base!r} takes no parameter {unknown[0]!r} (its parameters: {allowed})",
+            param=unknown[0],
+        )
     out: dict[str, float] = {}
     for k, d in defaults.items():
         v = params.get(k)
         try:
             out[k] = float(d if v is None else v)
         except (TypeError, ValueError):
-            raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} is not a number") from None
+            raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} is not a number", param=k) from None
         if not math.isfinite(out[k]):
-            raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} must be finite")
+            raise EdgeslimError(f"penalty {base!r}: parameter {k}={v!r} must be finite", param=k)
     if tau is not None and not _tau_min(tau) >= 0:  # (NaN too: it made every output NaN without a word)
         raise EdgeslimError(
             "prox weight tau must be a number >= 0 (lambda and per-channel weights are non-negative)"
         )
     if base == "lp" and not 0.0 < out["p"] < 1.0:
-        raise EdgeslimError(f"penalty 'lp' needs 0 < p < 1 (got p={out['p']}); use 'l1' for p = 1")
+        raise EdgeslimError(f"penalty 'lp' needs 0 < p < 1 (got p={out['p']}); use 'l1' for p = 1", param="p")
     if base == "tl1" and not out["a"] > 0:
-        raise EdgeslimError(f"penalty 'tl1' needs a > 0 (got a={out['a']})")
+        raise EdgeslimError(f"penalty 'tl1' needs a > 0 (got a={out['a']})", param="a")
     if base == "mcp":
         if not out["g"] > 0:
-            raise EdgeslimError(f"penalty 'mcp' needs g > 0 (got g={out['g']})")
+            raise EdgeslimError(f"penalty 'mcp' needs g > 0 (got g={out['g']})", param="g")
         if tau is not None and not out["g"] > _tau_max(tau):
             raise EdgeslimError(
                 f"penalty 'mcp' needs g > tau, the prox threshold lambda / (1/lr + beta) (got g={out['g']}, "
@@ -112,9 +115,9 @@ def check_params(name: str, tau: float | Tensor | None = None, **params: Any) ->
             )
     if base == "scad":
         if not out["l"] > 0:
-            raise EdgeslimError(f"penalty 'scad' needs l > 0 (got l={out['l']})")
+            raise EdgeslimError(f"penalty 'scad' needs l > 0 (got l={out['l']})", param="l")
         if not out["a"] > 1:
-            raise EdgeslimError(f"penalty 'scad' needs a > 1 (got a={out['a']})")
+            raise EdgeslimError(f"penalty 'scad' needs a > 1 (got a={out['a']})", param="a")
         if tau is not None and not out["a"] > 1 + _tau_max(tau) / out["l"]:
             raise EdgeslimError(
                 f"penalty 'scad' needs a > 1 + tau/l, tau the prox threshold lambda / (1/lr + beta) (got "

@@ -917,3 +917,62 @@ def test_the_install_hint_trusts_only_edgeslims_own_pyproject(tmp_path: Path) ->
     assert (
         install_hint("plots") == f"pip install '{Path(__file__).resolve().parents[1]}[plots]'"
     )  # (this tree)
+
+
+def test_every_refusal_of_a_request_field_names_it(tmp_path: Path) -> None:
+    """API review, finding 8: README says every refusal's params name the request fields, but slim's lam=-1,
+    shrink=0, a penalty parameter (scad a=1) and schedule "foo", bench's batches (0,), nice=50,
+    interval_ms=0 and backend "foo", export's workspace "lots" and prune's data "cifar11" were refused
+    with params (); PruneRequest(calib=0) was "test_subset must be a positive number of images";
+    BudgetSettings(target="2") named target_macs; ProximalSlimming(lam="0.1") was accepted."""
+    import torch
+    from torch import nn
+
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.export.pipeline import ExportRequest
+    from edgeslim.pipelines.bench import BenchRequest, measure
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.slim import run as slim
+    from edgeslim.sparsity import ProximalSlimming
+    from edgeslim.sparsity.budget import BudgetSettings
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)
+    ).eval()
+    onnx = export_onnx(net, tmp_path / "m.onnx", (1, 8, 8), validate=False).path
+    base = {"out_dir": tmp_path / "run", "model": "vgg-small", "data_name": "digits", "subset": 64,
+            "test_subset": 32, "epochs": 1}  # fmt: skip
+    fast = {"trials": 1, "min_iters": 3, "min_time": 0.01, "warmup": 0.01, "plots": False}
+    cases = {
+        "lam": lambda: slim(SlimRequest(**base, lam=-1.0)),
+        "shrink": lambda: slim(SlimRequest(**base, shrink=0.0)),
+        "a": lambda: slim(SlimRequest(**base, penalty="scad", a=1.0)),
+        "schedule": lambda: slim(SlimRequest(**base, schedule="foo")),
+        "calib": lambda: PruneRequest(model="vgg-small", output=tmp_path / "p.pt", calib=0),
+        "data": lambda: prune(
+            PruneRequest(
+                model="vgg-small",
+                output=tmp_path / "p.pt",
+                data="cifar11",
+                input_shape="3,32,32",
+                num_classes=10,
+            )
+        ),  # fmt: skip
+        "batches": lambda: measure(BenchRequest(str(onnx), batches=(0,), **fast)),
+        "nice": lambda: measure(BenchRequest(str(onnx), nice=50, **fast)),
+        "interval_ms": lambda: measure(BenchRequest(str(onnx), interval_ms=0, **fast)),
+        "backend": lambda: measure(BenchRequest(str(onnx), backend="foo", **fast)),
+        "workspace": lambda: ExportRequest(workspace="lots"),
+        "target": lambda: BudgetSettings(metric="macs", target="2").validate(),
+    }
+    for field, refused in cases.items():
+        with pytest.raises(EdgeslimError) as info:
+            refused()
+        assert info.value.params[:1] == (field,), (field, str(info.value), info.value.params)
+    with pytest.raises(EdgeslimError, match="lam .* must be a number, got '0.1'") as info:
+        ProximalSlimming(net, lam="0.1")
+    assert info.value.params == ("lam",)
+    assert ProximalSlimming(net, lam=torch.tensor(0.1)).lam == pytest.approx(0.1)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "p.pt").exists()

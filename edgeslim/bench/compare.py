@@ -296,13 +296,17 @@ def run_comparison(
     from edgeslim.bench.env import environment
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise EdgeslimError(f"trials must be an integer >= 1, got {trials!r}")
+        raise EdgeslimError(f"trials must be an integer >= 1, got {trials!r}", param="trials")
     if not batches or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batches):
-        raise EdgeslimError(f"batches must be a non-empty list of integers >= 1, got {batches!r}")
+        raise EdgeslimError(
+            f"batches must be a non-empty list of integers >= 1, got {batches!r}", param="batches"
+        )
     if not -20 <= nice <= 19:
-        raise EdgeslimError(f"nice must be in -20..19 (a nice(1) level), got {nice}")
+        raise EdgeslimError(f"nice must be in -20..19 (a nice(1) level), got {nice}", param="nice")
     if interval_ms < 1:
-        raise EdgeslimError(f"interval_ms (the tegrastats interval) must be >= 1, got {interval_ms}")
+        raise EdgeslimError(
+            f"interval_ms (the tegrastats interval) must be >= 1, got {interval_ms}", param="interval_ms"
+        )
     timing = timing or TimingConfig()
     options = check_options(options or {})
     labels = list(models)

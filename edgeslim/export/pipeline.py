@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.errors import EdgeslimError, Notice, naming
 from edgeslim.utils.io import (
     ENGINE_SUFFIXES,
     Staging,
@@ -143,7 +143,8 @@ class ExportRequest:
                 f"opset 13), got {self.opset}; raise it (17 is what TensorRT 8.5+ and ONNX Runtime both take)",
                 param=("precision", "opset"),
             )
-        parse_size(self.workspace)
+        with naming("workspace"):
+            parse_size(self.workspace)
         if self.input_shape is not None:
             parse_input_shape(self.input_shape)
         if self.trt_version is not None:

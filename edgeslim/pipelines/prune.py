@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.errors import EdgeslimError, Notice, naming
 from edgeslim.utils.fields import CheckedFields
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
         # (output over the model read is fine for a self-contained checkpoint, not over what it rebuilds from)
         check_not_rebuilt_from({"output": req.output}, loaded.spec)
         shape = model_input_shape(loaded, req.input_shape)
-        calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
+        with naming("data"):  # (an unknown data set names the field it came from)
+            calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
         example = torch.zeros((1, *shape))
         zeroed = (
             _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))

@@ -127,8 +127,10 @@ class BudgetSettings:
 
     def validate(self) -> None:
         if self.metric not in METRICS:
-            raise EdgeslimError(f"unknown budget metric {self.metric!r}; choose one of: {', '.join(METRICS)}")
-        parse_target(self.target, self.metric)
+            raise EdgeslimError(
+                f"unknown budget metric {self.metric!r}; choose one of: {', '.join(METRICS)}", param="metric"
+            )
+        parse_target(self.target, self.metric, field="target")
         if self.price is not None and self.price not in METRICS:
             raise EdgeslimError(
                 f"price must be one of {', '.join(METRICS)}, got {self.price!r}", param="price"

@@ -29,6 +29,7 @@ import difflib
 import inspect
 import logging
 import math
+import numbers
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -219,7 +220,7 @@ class ProximalSlimming(TrainHook):
             self.grouped = True
         self.params = penalties.check_params(self.penalty, **penalty_params)
         if not beta > 0 or not math.isfinite(beta):
-            raise EdgeslimError(f"beta must be > 0, got {beta}")
+            raise EdgeslimError(f"beta must be > 0, got {beta}", param="beta")
         self.beta = float(beta)
         self._lam = 0.0
         self.lam = lam
@@ -386,10 +387,14 @@ class ProximalSlimming(TrainHook):
 
     @lam.setter
     def lam(self, value: float) -> None:
+        if isinstance(value, (bool, str, bytes)) or not isinstance(value, (numbers.Real, Tensor)):
+            raise EdgeslimError(
+                f"lam (the penalty strength lambda) must be a number, got {value!r}", param="lam"
+            )
         value = float(value)
         if not value >= 0 or not math.isfinite(value):
             raise EdgeslimError(
-                f"lam (the penalty strength lambda) must be a finite number >= 0, got {value}"
+                f"lam (the penalty strength lambda) must be a finite number >= 0, got {value}", param="lam"
             )
         self._lam = value
 
@@ -1340,7 +1345,7 @@ def lambda_for_shrink(
 ) -> float:
     """The lambda whose summed per-step shrink ``tau_t`` over the planned lr schedule is ``shrink``."""
     if not shrink > 0:
-        raise EdgeslimError(f"shrink must be > 0, got {shrink}")
+        raise EdgeslimError(f"shrink must be > 0, got {shrink}", param="shrink")
     per = planned_shrink_per_lambda(lrs, beta, gain)
     if per <= 0:
         raise EdgeslimError("the planned lr schedule has no step with lr > 0; cannot derive lambda")

@@ -15,16 +15,19 @@ _UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
 
-def parse_target(text: str | float, metric: str = "macs") -> tuple[str, float]:
-    """``("fraction", 0.5)`` or ``("absolute", 1.2e8)``: ``0.5``, ``50%``, ``120M``, ``8ms``.
+def parse_target(text: str | float, metric: str = "macs", field: str | None = None) -> tuple[str, float]:
+    """``("fraction", 0.5)`` or ``("absolute", 1.2e8)``: ``0.5``, ``50%``, ``120M``, ``8ms``. ``field``:
+    the parameter its refusals name (default: the request's ``target_<metric>``).
 
     Fractions are of the dense model; absolute MACs/params take k/M/G suffixes; absolute
     latency needs a unit (s, ms, us). Anything else is one clear error.
     """
     s = str(text).strip()
     if metric not in METRICS:
-        raise EdgeslimError(f"unknown budget metric {metric!r}; choose one of: {', '.join(METRICS)}")
-    field = f"target_{metric}"  # (the request field the messages name)
+        raise EdgeslimError(
+            f"unknown budget metric {metric!r}; choose one of: {', '.join(METRICS)}", param="metric"
+        )
+    field = field or f"target_{metric}"  # (the request field the messages name)
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)(%|[kKmMgGtT]|s|ms|us)?", s)
     if not m:
         hint = "8ms, 0.5 or 50%" if metric == "latency" else "0.5, 50% or 120M"

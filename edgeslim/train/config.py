@@ -63,7 +63,7 @@ class TrainConfig:
         if self.weight_decay < 0:
             raise bad(f"weight_decay must be >= 0, got {self.weight_decay}", "weight_decay")
         if self.schedule not in ("cosine", "step", "constant"):
-            raise bad(f"unknown lr schedule {self.schedule!r}; use cosine, step or constant")
+            raise bad(f"unknown lr schedule {self.schedule!r}; use cosine, step or constant", "schedule")
         if any(not 0 < m < 1 for m in self.milestones) or list(self.milestones) != sorted(self.milestones):
             raise bad(
                 f"milestones must be increasing fractions in (0, 1), got {list(self.milestones)}",

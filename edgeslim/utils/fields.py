@@ -16,7 +16,7 @@ from edgeslim.errors import EdgeslimError
 #: request fields that count something (>= 1), that are >= 0, and that are > 0, as the CLI's option
 #: types have them
 COUNT_FIELDS = frozenset({"epochs", "batch_size", "subset", "test_subset", "threads", "round_to", "latency_batch",
-                          "imgsz", "num_classes", "trials", "calib_images"})  # fmt: skip
+                          "imgsz", "num_classes", "trials", "calib_images", "calib"})  # fmt: skip
 NONNEG_FIELDS = frozenset({"seed"})
 POSITIVE_FIELDS = frozenset({"lr"})
 #: request fields that name a torch device (:func:`~edgeslim.utils.parsing.parse_device`)

@@ -85,7 +85,9 @@ def register_backend(name: str, target: str) -> None:
 def get_backend(name: str):
     key = ALIASES.get(name, name)
     if key not in BACKENDS:
-        raise EdgeslimError(f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}")
+        raise EdgeslimError(
+            f"unknown backend '{name}'; choose one of: {', '.join(BACKENDS)}", param="backend"
+        )
     mod, cls = BACKENDS[key].split(":")
     return getattr(importlib.import_module(mod), cls)()
 
