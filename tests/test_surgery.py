@@ -286,3 +286,33 @@ def test_the_constant_of_a_removed_conv3d_channel_is_folded_as_in_2d(tail, exact
             ref = model(fresh)
             err, err_dropped = ((m(fresh) - ref).square().mean() for m in (res.model, dropped))
         assert diff > 1e-6 and err < err_dropped
+
+
+def test_bad_arguments_of_a_prune_are_one_line_naming_them(tmp_path) -> None:
+    """API review, finding 9: prune_with_report(round_to=8.0) was a TypeError (slice indices), round_to="8"
+    a TypeError ('<'), uint8 calib_inputs a raw RuntimeError from the conv; PruneRequest(output="x.onnx")
+    wrote a torch checkpoint under an .onnx name. Each is one EdgeslimError naming the argument; an
+    integer round_to of numpy's runs."""
+    import numpy as np
+
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(288, 2)
+    ).eval()
+    with torch.no_grad():
+        model[1].weight[:3] = 0
+    x = torch.zeros(1, 1, 8, 8)
+    for bad in (8.0, "8", True, 0):
+        with pytest.raises(EdgeslimError, match="round_to must be an integer >= 1") as info:
+            prune_with_report(model, x, round_to=bad)
+        assert info.value.params == ("round_to",)
+    assert prune_with_report(model, x, round_to=np.int64(2)).report["removed_channels"] > 0
+    with pytest.raises(EdgeslimError, match="calib_inputs are uint8 and example_input float32") as info:
+        prune_with_report(model, x, calib_inputs=torch.zeros(4, 1, 8, 8, dtype=torch.uint8))
+    assert info.value.params == ("calib_inputs",)
+    with pytest.raises(EdgeslimError, match=r"ends in \.onnx, but prune writes a PyTorch checkpoint") as info:
+        prune(PruneRequest(model="vgg-small", output=tmp_path / "x.onnx", input_shape="1,28,28"))
+    assert info.value.params == ("output",) and not (tmp_path / "x.onnx").exists()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError, Notice, naming
+from edgeslim.errors import EdgeslimError, Notice, Step, naming
 from edgeslim.utils.fields import CheckedFields
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,14 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
+    if Path(req.output).suffix.lower() == ".onnx":  # (a review: a torch checkpoint was written under it)
+        step = Step("export")
+        raise EdgeslimError(
+            f"output {req.output} ends in .onnx, but prune writes a PyTorch checkpoint: give it a .pt name, and "
+            f"turn that into ONNX with {step}",
+            param="output",
+            steps=(step,),
+        )
     # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)
     check_distinct({"output": req.output, "plot": req.plot})
     check_distinct({"plot": req.plot}, {"model": req.model, "weights": req.weights})

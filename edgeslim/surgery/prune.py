@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import numbers
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -375,8 +376,9 @@ def prune_with_report(
     check measures the slim model off what the construction claims exact (``report["check_failed"]``),
     a warning says so; ``strict=True`` raises :class:`CheckFailedError` instead (one line, no model).
     """
-    if round_to < 1:
-        raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
+    if isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1:
+        raise EdgeslimError(f"round_to must be an integer >= 1, got {round_to!r}", param="round_to")
+    round_to = int(round_to)
     model = uncompiled(model)  # (a torch.compile wrapper: its module, run eagerly)
     refuse_lazy(model)
     t0 = time.perf_counter()
@@ -395,6 +397,16 @@ def prune_with_report(
     consumers = _consumers(g, remove)
     t_graph = time.perf_counter()
     inputs = list(_batches(calib_inputs if calib_inputs is not None else example_input, "calib_inputs"))
+    if (
+        example_input.is_floating_point()
+        and (bad := next((x for x in inputs if not x.is_floating_point()), None)) is not None
+    ):
+        raise EdgeslimError(
+            f"calib_inputs are {str(bad.dtype).removeprefix('torch.')} and example_input "
+            f"{str(example_input.dtype).removeprefix('torch.')}: give the images as the model takes them "
+            "(floating point, normalized: e.g. x.float() / 255, then its mean and std)",
+            param="calib_inputs",
+        )
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(
         work,
