@@ -146,6 +146,9 @@ def test_library_errors_name_the_cli_flag(capsys):
     assert cli_message(err, bench) == "a latency target needs --profile"
     # a parameter the message does not spell is pointed to
     assert cli_message(EdgeslimError("bad taper", param="taper_end"), slim) == "bad taper (see --taper-end)"
+    # "data set" is a phrase, not the parameter data (session 34: prune said "unknown --data set 'cifar11'")
+    err = EdgeslimError("unknown data set 'cifar11'; known: cifar10", param="data")
+    assert cli_message(err, slim) == "unknown data set 'cifar11'; known: cifar10 (see --data)"
     with pytest.raises(EdgeslimError) as info:
         TrainConfig(momentum=0.0, nesterov=True)
     assert cli_message(info.value, train) == "nesterov=True needs --momentum > 0"

@@ -146,8 +146,9 @@ def cli_message(exc: EdgeslimError | Notice, command: click.Command | None) -> s
             flag, value = flags[f"no_{name}"], "=False"
         if flag is None:
             continue
-        # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights")
-        word = rf"(?<![\w\-/\\.]){re.escape(name)}{value}(?![\w\-/\\]|\.\w)"
+        # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights"), nor
+        # the phrase "data set" ("unknown data set 'x'" is no "--data set")
+        word = rf"(?<![\w\-/\\.]){re.escape(name)}{value}(?![\w\-/\\]|\.\w| set\b)"
         text, n = re.subn(word, flag, text, count=1)
         if not n:
             text += f" (see {flag})"
