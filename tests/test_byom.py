@@ -182,3 +182,52 @@ def test_bad_byom_inputs_are_one_line(folder, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+DETECTOR_CODE = (
+    "import torch\n"
+    "from torch import nn\n"
+    "class Det(nn.Module):\n"
+    "    def __init__(self, num_classes=5):\n"
+    "        super().__init__()\n"
+    "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())\n"
+    "        self.cls = nn.Conv2d(8, num_classes, 1)\n"
+    "        self.box = nn.Conv2d(8, 4, 1)\n"
+    "    def forward(self, x):\n"
+    "        f = self.body(x)\n"
+    "        return {'cls': self.cls(f), 'box': self.box(f)}\n"
+    "def build(num_classes=5):\n"
+    "    torch.manual_seed(0)\n"
+    "    return Det(num_classes)\n"
+)
+
+
+def test_a_factory_that_takes_num_classes_builds_its_own_head(tmp_path, capsys, monkeypatch):
+    """Review of a user's own torchvision detectors (tvdet #1): a ``module:Factory`` taking ``num_classes``
+    was built with it and then had its last 1x1 conv (the box regression, 4 outputs) replaced by a random
+    one with num_classes outputs (a detector's ONNX gave boxes of 5 values; its own weights no longer fit,
+    and a torchvision Faster R-CNN failed to run). The factory's model is kept as it built it."""
+    (tmp_path / "byom_dets.py").write_text(DETECTOR_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_dets", None)
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    model = create_model(ModelSpec("byom_dets:build", 5, 3, (32, 32)), trust_pickle=True)
+    import byom_dets
+
+    own = byom_dets.build()
+    assert model.box.out_channels == 4 and model.cls.out_channels == 5
+    assert torch.equal(model.box.weight, own.box.weight)
+    sd = tmp_path / "det.pt"
+    torch.save(own.state_dict(), sd)  # the factory's own weights load back
+    args = [
+        "info",
+        "byom_dets:build",
+        "--weights",
+        sd,
+        "--input-shape",
+        "3,32,32",
+        "--trust-pickle",
+        "--json",
+    ]
+    assert _json_out(args, capsys)["params"] == sum(p.numel() for p in own.parameters())

@@ -7,8 +7,9 @@ Two architecture names build models that edgeslim does not ship:
 - ``pickle:/path/model.pt`` unpickles a whole ``nn.Module`` saved with ``torch.save(model)``.
 
 Both run code, so a checkpoint that names one is loaded only when the user trusts it
-(``trust_pickle``; docs/security.md). Either way the classifier head is replaced when the
-requested number of classes differs from the model's (:func:`replace_head`).
+(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head; for
+one that does not and for a pickle, the classifier head is replaced when the requested number of
+classes differs from the model's (:func:`replace_head`).
 """
 
 from __future__ import annotations
@@ -260,12 +261,15 @@ def build_from_code(
     reference: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
 ) -> nn.Module:
     """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
-    ``num_classes`` None: the code's own count)."""
+    ``num_classes`` None: the code's own count). A factory given ``num_classes`` builds its own head,
+    which is kept as built (a detector's last layer is no class head); only one that does not take
+    it gets its class count fitted by edgeslim."""
     factory, params = _factory(reference)
     params = params or {}
     accepts_any = _takes_any_keyword(params)
     call = dict(kwargs)
-    if num_classes is not None and ("num_classes" in params or accepts_any):
+    passed = num_classes is not None and ("num_classes" in params or accepts_any)
+    if passed:
         call["num_classes"] = num_classes
     if "in_channels" in params:
         call["in_channels"] = in_channels
@@ -280,7 +284,7 @@ def build_from_code(
         ) from exc
     if not isinstance(model, nn.Module):
         raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
-    return _fit_classes(model, num_classes)
+    return model if passed else _fit_classes(model, num_classes)
 
 
 def _list_none() -> list[str]:
