@@ -1574,3 +1574,31 @@ def test_an_onnx_runtime_int8_export_gives_no_tensorrt_prune_hint_and_names_the_
     assert (
         "--round-to 8 --trust-pickle;" in shown and "; for TensorRT only: a CPU or phone has its own" in shown
     )
+
+
+class _NoDetections(nn.Module):
+    """A tiny detector's tail: the scores above a threshold, none of which passes (an empty output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.body(x).flatten(1)
+        return s[s > 1e6]
+
+
+def test_an_export_check_of_empty_outputs_is_no_pass(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #3): a Faster R-CNN that found no object on the
+    check's inputs was reported "ORT vs torch: max|diff| 0 ... n=0", a pass that compared nothing. The
+    report says nothing was compared (passed False, nothing_compared, the empty outputs named), the export
+    is written with a warning saying so (real images may give no detection)."""
+    res = export_onnx(_NoDetections().eval(), tmp_path / "d.onnx", (3, 8, 8))
+    v = res.validation
+    assert (
+        v.nothing_compared and not v.passed and v.max_abs_diff is None and v.empty_outputs == res.output_names
+    )
+    assert v.summary().startswith("nothing compared: every output") and (tmp_path / "d.onnx").exists()
+    assert any("the ONNX Runtime check compared nothing" in w for w in res.warnings)

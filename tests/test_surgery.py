@@ -286,3 +286,39 @@ def test_the_constant_of_a_removed_conv3d_channel_is_folded_as_in_2d(tail, exact
             ref = model(fresh)
             err, err_dropped = ((m(fresh) - ref).square().mean() for m in (res.model, dropped))
         assert diff > 1e-6 and err < err_dropped
+
+
+class _Thresholded(nn.Module):
+    """A tiny detector's tail: the scores above a threshold, none of which passes (an empty output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1)
+        )
+        with torch.no_grad():
+            self.body[1].weight[:4] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.body(x).flatten(1)
+        return s[s > 1e6]
+
+
+def test_a_check_of_empty_outputs_compared_nothing_and_says_so(caplog) -> None:
+    """Review of a user's own torchvision detectors (tvdet #3): a detector that found no object returns
+    empty tensors, and verify() / surgery's check skipped them and reported max_abs_diff 0.0 (two different
+    Faster R-CNNs "agreed"). Nothing compared is reported as such: max_abs_diff None, compared_values 0,
+    and a warning."""
+    model, other = _Thresholded().eval(), _Thresholded().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        res = verify(model, other, x)
+    assert res["max_abs_diff"] is None and res["compared_values"] == 0
+    assert "verify compared nothing" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        rep = prune_with_report(model, x[:1], calib_inputs=[x]).report
+    assert rep["removed_channels"] == 4 and rep["max_abs_diff"] is None and rep["compared_values"] == 0
+    assert "surgery's check compared nothing" in caplog.text
+    full = prune_with_report(nn.Sequential(*_Thresholded().body).eval(), x[:1], calib_inputs=[x]).report
+    assert full["compared_values"] == 2 * 5 * 8 * 8 and full["max_abs_diff"] < 1e-5

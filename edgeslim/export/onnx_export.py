@@ -611,7 +611,14 @@ def _export_onnx(
             atol=atol,
             traced_batch=len(x) if dynamic_batch else None,
         )
-        if not report.passed:
+        if report.nothing_compared:  # (real images may give no detection: said, not refused)
+            notes.append(Notice(
+                f"the ONNX Runtime check compared nothing: every output ({', '.join(report.empty_outputs)}) is "
+                f"empty on the {report.n} inputs from {report.source} (a detector that found no object?), so "
+                "the export is not checked; check it on images the model finds objects in (data_name)",
+                "data_name",
+            ))  # fmt: skip
+        elif not report.passed:
             amp = amplifying_norm(model)
             why = (
                 f"; {amp[0]} multiplies its input by up to {amp[1]:,.0f} (its running variance is near zero): "

@@ -7,7 +7,7 @@ checkpoint, or ``--data``), else seeded random normal tensors (the report says w
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,8 +99,8 @@ class ValidationReport:
     n: int
     provider: str
     reference_device: str
-    max_abs_diff: float
-    mean_abs_diff: float
+    max_abs_diff: float | None  # (None: nothing compared, every output empty)
+    mean_abs_diff: float | None
     top1_agreement: float | None  # fraction of images whose argmax agrees (None for non-logit outputs)
     accuracy_torch: float | None
     accuracy_onnx: float | None
@@ -120,6 +120,10 @@ class ValidationReport:
     #: PyTorch gave another result for the same inputs on a second run: the forward draws random
     #: numbers (a dropout left on), which no export reproduces (set when a comparison failed)
     random_forward: bool = False
+    #: the outputs (ONNX names) that held no value on these inputs (a detector that found nothing)
+    empty_outputs: list[str] = field(default_factory=list)
+    #: every output was empty: nothing was compared, which is no pass (``passed`` False; no failure)
+    nothing_compared: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (JSON has no number
@@ -127,6 +131,11 @@ class ValidationReport:
         return nonfinite_as_words(asdict(self))
 
     def summary(self) -> str:
+        if self.nothing_compared:
+            return (
+                f"nothing compared: every output ({', '.join(self.empty_outputs)}) is empty on the {self.n} "
+                f"inputs from {self.source}"
+            )
         agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
         if self.float64_bound is not None:  # (set with both float64 errors)
             diff = (
@@ -397,6 +406,12 @@ def compare(
         raise EdgeslimError(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
+    if not ref.size:  # (no detection on these inputs: no value to compare, none to fail)
+        return ValidationReport(
+            source=batch.source, real_data=batch.real, n=len(batch.x), provider=provider,
+            reference_device=reference_device, max_abs_diff=None, mean_abs_diff=None, top1_agreement=None,
+            accuracy_torch=None, accuracy_onnx=None, atol=atol, passed=True, rtol=rtol,
+        )  # fmt: skip
     logits = classifier_logits(ref.shape)  # every top-1 must agree
     ref_c, got_c, space = compared_values(ref, got)
     # (-inf in both is no difference)
@@ -406,7 +421,7 @@ def compare(
     if logits and batch.labels is not None:
         lab = batch.labels.numpy()[: len(ref)]
         acc_t, acc_o = top1_accuracy(ref, lab), top1_accuracy(got, lab)
-    max_diff = float(diff.max()) if diff.size else 0.0
+    max_diff = float(diff.max())
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)
     tolerance = atol + rtol * finite_abs_max(ref_c)
@@ -414,7 +429,7 @@ def compare(
     return ValidationReport(
         source=batch.source, real_data=batch.real, n=int(len(ref) if ref.ndim else len(batch.x)), provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
-        mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
+        mean_abs_diff=float(diff.mean()), top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
         compared=space,
     )  # fmt: skip
@@ -483,20 +498,24 @@ def validate_onnx(
         reports = _against_float64(
             model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK
         )
+    empty = [o.name for o, r in zip(sess.get_outputs(), ref) if not r.size]
+    first = reports[0]
+    if len(empty) == len(ref):  # nothing compared: no pass, and nothing that failed either
+        return replace(first, passed=False, nothing_compared=True, empty_outputs=empty)
     if static_batch is None and len(x) > 1 and all(r.passed for r in reports):  # a dynamic batch: another too
         _same_at_one_image(sess, model, x, got, ref, reference_device, traced_batch)
     # every output held to its own bound; the report: the first output's agreement, the worst margin
-    worst = max(reports, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))
-    first = reports[0]
+    held = [r for r in reports if r.max_abs_diff is not None]
+    worst = max(held, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))  # type: ignore[operator]
     return ValidationReport(
         source=first.source, real_data=first.real_data, n=first.n, provider=first.provider,
         reference_device=first.reference_device, max_abs_diff=worst.max_abs_diff,
-        mean_abs_diff=max(r.mean_abs_diff for r in reports), top1_agreement=first.top1_agreement,
+        mean_abs_diff=max(r.mean_abs_diff for r in held), top1_agreement=first.top1_agreement,  # type: ignore[type-var]
         accuracy_torch=first.accuracy_torch, accuracy_onnx=first.accuracy_onnx, atol=atol,
         passed=all(r.passed for r in reports), rtol=worst.rtol, tolerance=worst.tolerance,
         float64_torch_error=worst.float64_torch_error, float64_onnx_error=worst.float64_onnx_error,
         float64_bound=worst.float64_bound, compared=worst.compared,
-        random_forward=any(r.random_forward for r in reports),
+        random_forward=any(r.random_forward for r in reports), empty_outputs=empty,
     )  # fmt: skip
 
 

@@ -367,7 +367,9 @@ def prune_with_report(
     """Surgery on a copy of ``model``: returns the slim model, its recipe and a report.
 
     ``inplace=True`` resizes ``model`` itself (no deep copy). ``check=False`` skips the
-    before/after forwards that measure the deviation (``max_abs_diff`` is then None); a dense
+    before/after forwards that measure the deviation (``max_abs_diff`` is then None, as it is where
+    every output the check compares is empty: a detector that found nothing, with a warning and
+    ``compared_values`` 0); a dense
     forward still runs when a removed channel's constant must be folded. ``outputs`` picks the
     outputs that must be kept and verified from the forward's result (default: every tensor it
     returns; for an ultralytics model :func:`edgeslim.models.yolo.deployed_output` gives its
@@ -495,7 +497,17 @@ def prune_with_report(
             f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
-    diff = _compare(dense_out, slim_out) if check else {"max_abs_diff": None, "top1_agreement": None}
+    diff = (
+        _compare(dense_out, slim_out)
+        if check
+        else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
+    )
+    if check and not diff["compared_values"]:
+        log.warning(
+            "surgery's check compared nothing: every output of the model is empty on its inputs (a detector that "
+            "found no object?), so the slim model is not verified (max_abs_diff None); give inputs it finds "
+            "objects in (calib_inputs), or check the tensors before its postprocessing (outputs=)"
+        )
     t_end = time.perf_counter()
     report = {
         "layers": [
@@ -524,6 +536,8 @@ def prune_with_report(
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
         "top1_agreement": diff["top1_agreement"],
+        # how many output values the check compared (0: every output was empty; None: no check)
+        "compared_values": diff["compared_values"],
         # the check measured the slim model off where the construction is exact (what an approximate fold
         # leaves is no failure): it does not compute what the zeroed model did
         "check_failed": False,
@@ -540,7 +554,12 @@ def prune_with_report(
         },  # fmt: skip
     }
     # (each output on its own scale, >= 1; integer and bool outputs equal or not)
-    if check and report["exact"] and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"]):
+    if (
+        check
+        and diff["compared_values"]
+        and report["exact"]
+        and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"])
+    ):
         # the gap may be rounding a model amplifies (near-tied top-k picks, half precision): the same
         # comparison in float64 tells; without it (inplace: the dense model is gone, or an op without
         # float64) the tolerance of the outputs' precision does
@@ -681,16 +700,24 @@ def prune(
 
 def verify(
     model: nn.Module, slim: nn.Module, inputs: Any, outputs: Callable[[Any], Any] | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Largest absolute output difference (over every output tensor) and top-1 agreement of two
     models on ``inputs``: of the first output, per sample for ``[N, classes]``, per pixel for
-    ``[N, classes, H, W]`` (a segmenter's ``out`` beside its ``aux``), else None.
+    ``[N, classes, H, W]`` (a segmenter's ``out`` beside its ``aux``), else None; and
+    ``compared_values``, how many output values were compared: where every output is empty (a
+    detector that found nothing) none were, and ``max_abs_diff`` is None, with a warning.
 
     ``inputs``: a tensor, or an iterable of tensors or ``(x, y)`` batches. Both models run
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    return _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs))
+    diff = _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs))
+    if not diff["compared_values"]:
+        log.warning(
+            "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
+            "no object?), so max_abs_diff is None; give inputs the model finds objects in"
+        )
+    return diff
 
 
 def _outputs(
@@ -817,8 +844,9 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
     own dtype (``beyond_rounding``, :func:`check_tolerance`; an integer or bool output: any difference,
-    ``integers_differ``); a different structure or shape is an error."""
-    worst, scaled, agree, total, beyond, differ = 0.0, 0.0, 0, 0, False, False
+    ``integers_differ``), and how many values were compared (``compared_values``; 0: every output was
+    empty, and both differences are None); a different structure or shape is an error."""
+    worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
     for ra, rb in zip(ref, got):
         if len(ra) != len(rb):
             raise EdgeslimError(
@@ -834,6 +862,7 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
                 )
             if not a.numel():
                 continue
+            values += a.numel()
             if not a.is_floating_point():  # (class ids, masks: equal or not)
                 d = float((a.double() - b.double()).abs().max())
                 own = d / max(1.0, float(a.double().abs().max()))
@@ -848,8 +877,9 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {
-        "max_abs_diff": worst,
-        "max_scaled_diff": scaled,
+        "max_abs_diff": worst if values else None,
+        "max_scaled_diff": scaled if values else None,
+        "compared_values": values,
         "beyond_rounding": beyond or differ,
         "integers_differ": differ,
         "top1_agreement": agree / total if total else None,  # (no scores: None)
