@@ -1602,3 +1602,25 @@ def test_an_export_check_of_empty_outputs_is_no_pass(tmp_path):
     )
     assert v.summary().startswith("nothing compared: every output") and (tmp_path / "d.onnx").exists()
     assert any("the ONNX Runtime check compared nothing" in w for w in res.warnings)
+
+
+class _Boxes(nn.Module):
+    """A tiny detector's box regression: four values per location of every image, ``[K, 4]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(0, 2, 3, 1).reshape(-1, 4)
+
+
+def test_an_export_check_of_boxes_reports_no_top1_agreement_and_counts_inputs(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #5): a detector's boxes ``[K, 4]`` were read as
+    logits: export reported "top-1 agreement 75.67% on 2400 inputs" (2,400 boxes, argmax over coordinates).
+    The agreement is only of class scores with one row per input, and n counts the inputs."""
+    v = export_onnx(_Boxes().eval(), tmp_path / "b.onnx", (3, 8, 8)).validation
+    assert v.passed and v.top1_agreement is None and v.n == 8  # (8 random inputs; 512 boxes)
+    assert "top-1 agreement - on 8 inputs" in v.summary()

@@ -322,3 +322,29 @@ def test_a_check_of_empty_outputs_compared_nothing_and_says_so(caplog) -> None:
     assert "surgery's check compared nothing" in caplog.text
     full = prune_with_report(nn.Sequential(*_Thresholded().body).eval(), x[:1], calib_inputs=[x]).report
     assert full["compared_values"] == 2 * 5 * 8 * 8 and full["max_abs_diff"] < 1e-5
+
+
+class _Boxes(nn.Module):
+    """A tiny detector's box regression: four values per location of every image, ``[K, 4]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)
+        )
+        with torch.no_grad():
+            self.body[1].weight[:4] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(0, 2, 3, 1).reshape(-1, 4)
+
+
+def test_box_coordinates_get_no_top1_agreement() -> None:
+    """Review of a user's own torchvision detectors (tvdet #5): a detector's boxes ``[K, 4]`` were read as
+    the logits of K samples over 4 classes: prune reported "top-1 agreement 90.33%" over box coordinates.
+    Only class scores with one row per input (``[N, C]``, a mask's ``[N, C, H, W]``) get one."""
+    x = torch.randn(2, 3, 8, 8)
+    assert verify(_Boxes().eval(), _Boxes().eval(), x)["top1_agreement"] is None
+    assert prune_with_report(_Boxes().eval(), x[:1], calib_inputs=[x]).report["top1_agreement"] is None
+    classifier = nn.Sequential(*_Boxes().body, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()  # [N, 4] scores
+    assert prune_with_report(classifier, x[:1], calib_inputs=[x]).report["top1_agreement"] == 1.0

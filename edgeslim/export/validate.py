@@ -412,12 +412,15 @@ def compare(
             reference_device=reference_device, max_abs_diff=None, mean_abs_diff=None, top1_agreement=None,
             accuracy_torch=None, accuracy_onnx=None, atol=atol, passed=True, rtol=rtol,
         )  # fmt: skip
-    logits = classifier_logits(ref.shape)  # every top-1 must agree
-    ref_c, got_c, space = compared_values(ref, got)
+    inputs = len(batch.x)  # (a detector's boxes [K, 4] are no class scores: one row per input is)
+    logits = classifier_logits(ref.shape, inputs)  # every top-1 must agree
+    ref_c, got_c, space = compared_values(ref, got, inputs)
     # (-inf in both is no difference)
     diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
     acc_t = acc_o = None
-    agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
+    agree = top1_agreement(
+        ref, got, inputs
+    )  # per sample, or per pixel (reported; a mask's near-ties may flip)
     if logits and batch.labels is not None:
         lab = batch.labels.numpy()[: len(ref)]
         acc_t, acc_o = top1_accuracy(ref, lab), top1_accuracy(got, lab)
@@ -427,7 +430,7 @@ def compare(
     tolerance = atol + rtol * finite_abs_max(ref_c)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
-        source=batch.source, real_data=batch.real, n=int(len(ref) if ref.ndim else len(batch.x)), provider=provider,
+        source=batch.source, real_data=batch.real, n=inputs, provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
         mean_abs_diff=float(diff.mean()), top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
@@ -435,11 +438,14 @@ def compare(
     )  # fmt: skip
 
 
-def compared_values(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def compared_values(
+    ref: np.ndarray, got: np.ndarray, inputs: int | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """``ref`` and ``got`` as a check compares them, and what they are: the ``outputs`` as they are,
-    or a classifier's softmax as ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10%
-    error through an absolute bound: a YOLO user's trial of a -cls model)."""
-    if classifier_logits(ref.shape) and _probabilities(ref):
+    or a classifier's softmax (one row per input, given their number ``inputs``) as
+    ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10% error through an absolute
+    bound: a YOLO user's trial of a -cls model)."""
+    if classifier_logits(ref.shape, inputs) and _probabilities(ref):
         return _log_probabilities(ref), _log_probabilities(got), "log-probabilities"
     return ref, got, "outputs"
 
@@ -481,7 +487,8 @@ def validate_onnx(
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
-    width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
+    # a classifier's class scores (one row per input)
+    width = ref[0].shape[1] if len(ref) == 1 and classifier_logits(ref[0].shape, len(x)) else None
     if batch.classes is not None and width is not None and width != batch.classes:
         raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
             f"the model scores {width} classes but {batch.base_source} has {batch.classes}: to check and "
@@ -692,7 +699,9 @@ def _against_float64(
             a, b, e = (_log_probabilities(v) for v in (a, b, e))
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
-        agree = not classifier_logits(a.shape) or r.top1_agreement == 1.0 or not batch.real  # (as compare)
+        agree = (
+            not classifier_logits(a.shape, len(x)) or r.top1_agreement == 1.0 or not batch.real
+        )  # (as compare)
         rounding = torch_err <= FLOAT64_MAX_SHARE * float(np.abs(e).max())  # not another computation
         bound = max(r.tolerance or r.atol, FLOAT64_FACTOR * torch_err)
         out.append(dataclasses.replace(

@@ -498,7 +498,7 @@ def prune_with_report(
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
     diff = (
-        _compare(dense_out, slim_out)
+        _compare(dense_out, slim_out, [len(x) for x in inputs])
         if check
         else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
     )
@@ -711,7 +711,8 @@ def verify(
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    diff = _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs))
+    sizes = [len(x) for x in batches]
+    diff = _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs), sizes)
     if not diff["compared_values"]:
         log.warning(
             "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
@@ -840,14 +841,18 @@ def _float64_scaled_diff(
     return _compare(*outs)["max_scaled_diff"]
 
 
-def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]:
+def _compare(
+    ref: list[list[Tensor]], got: list[list[Tensor]], sizes: list[int] | None = None
+) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
     own dtype (``beyond_rounding``, :func:`check_tolerance`; an integer or bool output: any difference,
     ``integers_differ``), and how many values were compared (``compared_values``; 0: every output was
-    empty, and both differences are None); a different structure or shape is an error."""
+    empty, and both differences are None); a different structure or shape is an error. The top-1
+    agreement is the first output's where it holds class scores of one row per input (``sizes``: the
+    batch size of each input; a detector's boxes ``[K, 4]`` hold none)."""
     worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
-    for ra, rb in zip(ref, got):
+    for j, (ra, rb) in enumerate(zip(ref, got)):
         if len(ra) != len(rb):
             raise EdgeslimError(
                 f"the slim model returns {len(rb)} tensors where the dense one returns {len(ra)}"
@@ -873,7 +878,8 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
                 beyond = beyond or own > check_tolerance(a.dtype)
             worst, scaled = max(worst, d), max(scaled, own)
         # the first output's, as export's check (scores: floating point)
-        matches = top1_matches(ra[0], rb[0]) if ra and ra[0].is_floating_point() else None
+        n = sizes[j] if sizes is not None else None
+        matches = top1_matches(ra[0], rb[0], n) if ra and ra[0].is_floating_point() else None
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {
