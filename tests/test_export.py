@@ -1624,3 +1624,24 @@ def test_an_export_check_of_boxes_reports_no_top1_agreement_and_counts_inputs(tm
     v = export_onnx(_Boxes().eval(), tmp_path / "b.onnx", (3, 8, 8)).validation
     assert v.passed and v.top1_agreement is None and v.n == 8  # (8 random inputs; 512 boxes)
     assert "top-1 agreement - on 8 inputs" in v.summary()
+
+
+class _ListOfDetections(nn.Module):
+    """A torchvision detector's result: a list with one dict of boxes, labels and scores per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        f = self.conv(x).flatten(2).transpose(1, 2)  # [N, H*W, 5]
+        return [{"boxes": d[:, :4], "labels": d[:, 4].abs().long(), "scores": d[:, 4].sigmoid()} for d in f]
+
+
+def test_a_list_of_detections_names_its_outputs_by_their_keys(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #7): the ONNX of a detector's list of dicts named
+    its outputs logits (the boxes), output1, output2, while the docs said a dict's keys become the names."""
+    res = export_onnx(_ListOfDetections().eval(), tmp_path / "d.onnx", (3, 4, 4))
+    assert res.output_names == ["boxes", "labels", "scores"] and res.validation.passed
+    res = export_onnx(_ListOfDetections().eval(), tmp_path / "d2.onnx", (3, 4, 4), batch=2)
+    assert res.output_names == ["boxes_0", "labels_0", "scores_0", "boxes_1", "labels_1", "scores_1"]

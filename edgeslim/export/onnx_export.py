@@ -382,13 +382,27 @@ def _count_params(model: onnx.ModelProto) -> int:
     return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
 
 
+def _flat_dict(obj: Any) -> bool:
+    """Whether ``obj`` is a dict of tensors (no nested dict, list or tuple)."""
+    return isinstance(obj, dict) and all(not isinstance(v, (dict, list, tuple)) for v in obj.values())
+
+
+def _key_name(key: Any, suffix: str = "") -> str:
+    """An output name from a dict key (a key that is no identifier, or is the input's name ``input``,
+    which would rename the graph's input to ``input.3``, gets ``output_`` before it)."""
+    name = f"{key}{suffix}"
+    return name if str(key).isidentifier() and name != INPUT_NAME else f"output_{name}"
+
+
 def output_names(probe: Any) -> list[str]:
     """ONNX output names for a model's result: ``logits`` for one tensor; a dict's keys (torchvision's
-    ``out``/``aux``; a key that is no identifier, or is the input's name ``input``, gets ``output_``
-    before it); ``logits``, ``output1``, ... for a tuple or list."""
-    if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
-        # (a key named as the graph's input would rename the input: "input.3")
-        return [str(k) if str(k).isidentifier() and str(k) != INPUT_NAME else f"output_{k}" for k in probe]
+    ``out``/``aux``; see :func:`_key_name`); a list of such dicts (a torchvision detector's, one per
+    image) its keys, with ``_0``, ``_1``, ... after them for several images (``boxes``, ``labels``,
+    ``scores``); ``logits``, ``output1``, ... for another tuple or list."""
+    if _flat_dict(probe):
+        return [_key_name(k) for k in probe]
+    if isinstance(probe, (list, tuple)) and probe and all(_flat_dict(d) for d in probe):
+        return [_key_name(k, f"_{i}" if len(probe) > 1 else "") for i, d in enumerate(probe) for k in d]
     from edgeslim.channels.graph import flat_tensors
 
     n = len(flat_tensors(probe))

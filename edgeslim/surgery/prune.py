@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.graph import (
     CONST,
+    REGISTER_WHERE,
     ZERO,
     DependencyGraph,
     build_graph,
@@ -666,7 +667,7 @@ def check_failed_message(what: str, report: dict[str, Any]) -> str:
         f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
         "construction is exact: its forward reads a channel the channel graph does not see (a value computed "
         "from the channel count, such as x.shape[1], an in-place op through a view, a branch on the count); "
-        "mark the module that does it a leaf (edgeslim.surgery.register_leaf) where the model is defined"
+        f"mark the module that does it a leaf (edgeslim.surgery.register_leaf) {REGISTER_WHERE}"
     )
 
 
