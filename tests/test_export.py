@@ -1645,3 +1645,30 @@ def test_a_list_of_detections_names_its_outputs_by_their_keys(tmp_path):
     assert res.output_names == ["boxes", "labels", "scores"] and res.validation.passed
     res = export_onnx(_ListOfDetections().eval(), tmp_path / "d2.onnx", (3, 4, 4), batch=2)
     assert res.output_names == ["boxes_0", "labels_0", "scores_0", "boxes_1", "labels_1", "scores_1"]
+
+
+class _TiedDetections(nn.Module):
+    """A detector's postprocessing on tied scores: torch's top-k and ONNX Runtime's put them in other orders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        boxes = self.conv(x).flatten(2).transpose(1, 2)[0]
+        scores = boxes[:, 0] * 0 + 0.5  # every score tied
+        keep = scores.topk(40).indices
+        return [{"boxes": boxes[keep], "scores": scores[keep], "labels": torch.ones_like(keep)}]
+
+
+def test_a_failed_check_of_detections_says_they_are_compared_in_order(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #4): an SSDLite whose ONNX was right (each box
+    within 0.01 px of PyTorch's of the same label) failed the check "max|diff| 117 ... try --opset 18,
+    --exporter dynamo, or --no-simplify": its tied scores came out of top-k/NMS in another order, and
+    detections were compared position by position. The failure says what the outputs are and the fix."""
+    with pytest.raises(EdgeslimError) as ei:
+        export_onnx(_TiedDetections().eval(), tmp_path / "t.onnx", (3, 8, 8))
+    msg = str(ei.value)
+    assert "the outputs are post-processed detections" in msg and "compared in order" in msg
+    assert "near-tied scores reorder them" in msg and "tensors before the postprocessing" in msg
+    assert "opset" not in msg and "float64" not in msg and not (tmp_path / "t.onnx").exists()

@@ -29,6 +29,7 @@ from edgeslim.export._quiet import native_stdout, quiet
 from edgeslim.export.validate import (
     AMPLIFYING_NORM,
     CHECK_CHUNK,
+    DETECTION_EXPORT_CHECK,
     FIXED_BATCH_HINT,
     FP32_ATOL,
     InputBatch,
@@ -39,6 +40,7 @@ from edgeslim.export.validate import (
 )
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
 from edgeslim.utils.parsing import parse_input_shape
+from edgeslim.utils.scores import POSTPROCESSED
 
 if TYPE_CHECKING:
     import onnx
@@ -649,6 +651,13 @@ def _export_onnx(
             if dynamic_batch and runs != {len(x)} and not why:
                 at = f"checked at batch {min(report.n, CHECK_CHUNK)}, traced at {len(x)}"
                 why = f"; possible cause ({at}): {FIXED_BATCH_HINT}"
+            if report.postprocessed:  # (no exporter or opset puts near-tied detections in PyTorch's order)
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; the outputs are {POSTPROCESSED}, "
+                    f"so this check cannot hold them; {DETECTION_EXPORT_CHECK}; {path} was not written",
+                    param="validate",
+                    reason=f"{report.summary()}; the outputs are {POSTPROCESSED}",
+                )
             if report.random_forward:  # (no exporter or opset matches a forward that draws)
                 raise ExportCheckFailed(
                     f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "

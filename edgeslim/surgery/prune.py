@@ -39,7 +39,13 @@ from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shri
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, refuse_lazy, uncompiled
-from edgeslim.utils.scores import abs_differences, finite_abs_max, top1_matches
+from edgeslim.utils.scores import (
+    POSTPROCESSED,
+    abs_differences,
+    finite_abs_max,
+    postprocessed_detections,
+    top1_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -405,12 +411,14 @@ def prune_with_report(
             n for n, calls in consumers.items() if any(bool((t.read_state == CONST).any()) for t, _ in calls)
         ),
     )
-    dense_out = []
+    dense_out: list[list[Tensor]] = []
+    detections: list[bool] = []  # (per forward: a torchvision detector's post-processed result?)
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
-                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True
-            )
+                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True,
+                detections=detections,
+            )  # fmt: skip
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
     for read in reads.values():
@@ -499,7 +507,7 @@ def prune_with_report(
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
     diff = (
-        _compare(dense_out, slim_out, [len(x) for x in inputs])
+        _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections))
         if check
         else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
     )
@@ -539,6 +547,8 @@ def prune_with_report(
         "top1_agreement": diff["top1_agreement"],
         # how many output values the check compared (0: every output was empty; None: no check)
         "compared_values": diff["compared_values"],
+        # the outputs compared are a torchvision detector's post-processed detections (in order)
+        "postprocessed_detections": any(detections),
         # the check measured the slim model off where the construction is exact (what an approximate fold
         # leaves is no failure): it does not compute what the zeroed model did
         "check_failed": False,
@@ -653,6 +663,13 @@ class CheckFailedError(EdgeslimError):
         self.result = result
 
 
+#: how to check a detector's surgery on the tensors before its postprocessing
+DETECTION_CHECK = (
+    "in Python, prune_with_report(model, x, check=False), then edgeslim.surgery.verify(model.backbone, "
+    "slim.backbone, x) and the head's tensors on those features"
+)
+
+
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
     """One line for a surgery ``report`` whose check failed (``check_failed``): the slim ``what`` does not
     compute what the zeroed model did, why, and the fix."""
@@ -662,6 +679,12 @@ def check_failed_message(what: str, report: dict[str, Any]) -> str:
             "forward gives another result for the same inputs on each run: it draws random numbers (e.g. "
             "F.dropout(x, training=True), a dropout left on in eval mode), so no check can compare it; make that "
             "forward deterministic in eval mode"
+        )
+    if report.get("postprocessed_detections"):
+        return (
+            f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model, but its "
+            f"outputs are {POSTPROCESSED}, so this check cannot hold them; check the tensors before the "
+            f"postprocessing: {DETECTION_CHECK}"
         )
     return (
         f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
@@ -712,8 +735,9 @@ def verify(
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    sizes = [len(x) for x in batches]
-    diff = _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs), sizes)
+    sizes, found = [len(x) for x in batches], []
+    dense = _outputs(model, batches, select=outputs, detections=found)
+    diff = _compare(dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found))
     if not diff["compared_values"]:
         log.warning(
             "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
@@ -730,11 +754,14 @@ def _outputs(
     select: Callable[[Any], Any] | None = None,
     after_each: Callable[[], None] | None = None,
     say_state: bool = False,
+    detections: list[bool] | None = None,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
     ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
     (:func:`_state_kept`; ``say_state``: said in the log). ``switch_mode=False``: ``model`` is in eval mode already. Each forward gets
-    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each."""
+    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each;
+    ``detections`` gets, per forward, whether its result is a torchvision detector's post-processed
+    detections (:func:`~edgeslim.utils.scores.postprocessed_detections`)."""
     mode = model.training
     if switch_mode:
         model.eval()
@@ -748,7 +775,10 @@ def _outputs(
     finally:
         if switch_mode:
             model.train(mode)
-    return [flat_tensors(select(o) if select is not None else o) for o in outs]
+    picked = [select(o) if select is not None else o for o in outs]
+    if detections is not None:
+        detections += [postprocessed_detections(o) for o in picked]
+    return [flat_tensors(o) for o in picked]
 
 
 @contextlib.contextmanager
@@ -843,7 +873,11 @@ def _float64_scaled_diff(
 
 
 def _compare(
-    ref: list[list[Tensor]], got: list[list[Tensor]], sizes: list[int] | None = None
+    ref: list[list[Tensor]],
+    got: list[list[Tensor]],
+    sizes: list[int] | None = None,
+    *,
+    postprocessed: bool = False,
 ) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
@@ -851,7 +885,8 @@ def _compare(
     ``integers_differ``), and how many values were compared (``compared_values``; 0: every output was
     empty, and both differences are None); a different structure or shape is an error. The top-1
     agreement is the first output's where it holds class scores of one row per input (``sizes``: the
-    batch size of each input; a detector's boxes ``[K, 4]`` hold none)."""
+    batch size of each input; a detector's boxes ``[K, 4]`` hold none). ``postprocessed``: the outputs
+    are a torchvision detector's post-processed detections, which a different count is said to be."""
     worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
     for j, (ra, rb) in enumerate(zip(ref, got)):
         if len(ra) != len(rb):
@@ -859,6 +894,12 @@ def _compare(
                 f"the slim model returns {len(rb)} tensors where the dense one returns {len(ra)}"
             )
         for i, (a, b) in enumerate(zip(ra, rb)):
+            if a.shape != b.shape and postprocessed:
+                raise EdgeslimError(
+                    f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one {tuple(a.shape)}: "
+                    f"the outputs are {POSTPROCESSED}, so this check cannot hold them; check the tensors before "
+                    f"the postprocessing: {DETECTION_CHECK}"
+                )
             if a.shape != b.shape:
                 raise EdgeslimError(
                     f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one "

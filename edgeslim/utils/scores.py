@@ -63,3 +63,29 @@ def finite_abs_max(a: Any) -> float:
     """The largest ``|a|`` over the finite entries of ``a`` (numpy or torch; 0 when there are none)."""
     f = abs(a[(a == a) & (abs(a) != math.inf)])
     return float(f.max()) if f.reshape(-1).shape[0] else 0.0
+
+
+#: the keys of a torchvision detector's result for one image: post-processed detections
+DETECTION_KEYS = frozenset({"boxes", "scores", "labels"})
+
+#: what a check of such detections compares, and why it cannot hold them position by position
+POSTPROCESSED = (
+    "post-processed detections (boxes, scores and labels after a score threshold, top-k and NMS), "
+    "compared in order: near-tied scores reorder them or change how many pass"
+)
+
+
+def postprocessed_detections(result: Any) -> bool:
+    """Whether a forward's ``result`` is a torchvision detector's: a list of dicts, one per image,
+    holding ``boxes``, ``scores`` and ``labels``."""
+    return (
+        isinstance(result, (list, tuple))
+        and bool(result)
+        and all(isinstance(d, dict) and DETECTION_KEYS <= set(d) for d in result)
+    )
+
+
+def detection_names(names: Sequence[str]) -> bool:
+    """Whether ONNX output ``names`` are a torchvision detector's (``boxes``, ``scores``, ``labels``,
+    with ``_0``, ``_1``, ... for a batch of several images, as export names them)."""
+    return DETECTION_KEYS <= {n.rsplit("_", 1)[0] if n.rsplit("_", 1)[-1].isdigit() else n for n in names}
