@@ -338,14 +338,17 @@ def load_model(
     import torch
 
     if kind == "torchscript":
+        _register_torchvision_ops()
         try:
             with warnings.catch_warnings():  # torch >= 2.9: "`torch.jit.load` is deprecated" on every load
                 warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
                 m = torch.jit.load(str(p), map_location=map_location)
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
             raise EdgeslimError(f"{p} looks like TorchScript but failed to load: {first_line(exc)}") from exc
+        _refuse_list_input(p, m)
         return LoadedModel(model=m, kind="torchscript", path=p)
     if kind == "torch-export":
+        _register_torchvision_ops()
         try:
             ep = torch.export.load(str(p))
         except Exception as exc:  # noqa: BLE001
@@ -396,6 +399,31 @@ def load_model(
             "expected an edgeslim checkpoint or a model file"
         )
     raise EdgeslimError(f"{p} holds a {type(obj).__name__}; expected an edgeslim checkpoint")
+
+
+def _register_torchvision_ops() -> None:
+    """Import torchvision where it is installed: its import registers the ops (``torchvision::nms``,
+    ``torchvision::roi_align``) that a scripted or exported detector calls, which loading it needs."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or a build that fails to import: loaded without it
+        pass
+
+
+def _refuse_list_input(p: Path, m: Any) -> None:
+    """Refuse a TorchScript module whose forward takes a list of images (``images: List[Tensor]``: a
+    scripted torchvision detector), which no input shape makes run: the commands feed one batch tensor."""
+    try:
+        args = m.forward.schema.arguments[1:]  # (after self)
+    except (AttributeError, RuntimeError):  # no forward, or a schema torch does not give
+        return
+    if args and str(args[0].type).startswith("List["):
+        raise EdgeslimError(
+            f"{p} is TorchScript whose forward takes a list of images ({args[0].name}: {args[0].type}, as a "
+            "torchvision detector's does), and edgeslim feeds a model one image tensor [N, C, H, W]: script or "
+            "trace a wrapper module whose forward(x: Tensor) passes list(x) to the model and returns its tensors "
+            "(boxes, scores, labels), and give that file"
+        )
 
 
 class NoArchitecture(EdgeslimError):

@@ -182,3 +182,106 @@ def test_bad_byom_inputs_are_one_line(folder, tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+DETECTOR_CODE = (
+    "import torch\n"
+    "from torch import nn\n"
+    "class Det(nn.Module):\n"
+    "    def __init__(self, num_classes=5):\n"
+    "        super().__init__()\n"
+    "        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())\n"
+    "        self.cls = nn.Conv2d(8, num_classes, 1)\n"
+    "        self.box = nn.Conv2d(8, 4, 1)\n"
+    "    def forward(self, x):\n"
+    "        f = self.body(x)\n"
+    "        return {'cls': self.cls(f), 'box': self.box(f)}\n"
+    "def build(num_classes=5):\n"
+    "    torch.manual_seed(0)\n"
+    "    return Det(num_classes)\n"
+)
+
+
+def test_a_factory_that_takes_num_classes_builds_its_own_head(tmp_path, capsys, monkeypatch):
+    """Review of a user's own torchvision detectors (tvdet #1): a ``module:Factory`` taking ``num_classes``
+    was built with it and then had its last 1x1 conv (the box regression, 4 outputs) replaced by a random
+    one with num_classes outputs (a detector's ONNX gave boxes of 5 values; its own weights no longer fit,
+    and a torchvision Faster R-CNN failed to run). The factory's model is kept as it built it."""
+    (tmp_path / "byom_dets.py").write_text(DETECTOR_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_dets", None)
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    model = create_model(ModelSpec("byom_dets:build", 5, 3, (32, 32)), trust_pickle=True)
+    import byom_dets
+
+    own = byom_dets.build()
+    assert model.box.out_channels == 4 and model.cls.out_channels == 5
+    assert torch.equal(model.box.weight, own.box.weight)
+    sd = tmp_path / "det.pt"
+    torch.save(own.state_dict(), sd)  # the factory's own weights load back
+    args = [
+        "info",
+        "byom_dets:build",
+        "--weights",
+        sd,
+        "--input-shape",
+        "3,32,32",
+        "--trust-pickle",
+        "--json",
+    ]
+    assert _json_out(args, capsys)["params"] == sum(p.numel() for p in own.parameters())
+
+
+def test_a_class_count_replaces_only_the_layer_that_makes_the_models_class_scores(
+    tmp_path, capsys, monkeypatch
+):
+    """Review of a user's own torchvision detectors (tvdet #2): ``pickle:PATH`` with a class count replaced
+    the last 1x1 conv of any model (a DeepLabV3's auxiliary head, a detector's box conv) by a random one,
+    and the class count reported and recorded was that layer's (20 for a 5-class Faster R-CNN: 4 x 5
+    box values). A layer is replaced only where the model's forward returns one [N, k] tensor made by it;
+    another model is refused in one line, and its class count is unknown (None), not guessed."""
+    (tmp_path / "byom_dets2.py").write_text(DETECTOR_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_dets2", None)
+    import byom_dets2
+
+    from edgeslim.checkpoint import load_model
+    from edgeslim.models.registry import ModelSpec, build_model
+
+    det = tmp_path / "det.pt"
+    torch.save(byom_dets2.build(), det)
+    assert (
+        main(["info", f"pickle:{det}", "--trust-pickle", "--input-shape", "3,32,32", "--num-classes", "3"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "is not a classifier whose head edgeslim can find (its forward returns a dict (cls, box)" in err
+    assert len(err.splitlines()) == 1
+    _, spec = build_model(ModelSpec(f"pickle:{det}", None, 3, (32, 32)), trust_pickle=True)
+    assert spec.num_classes is None  # (it was 4: the box conv's outputs)
+    # a prune checkpoint records the unknown count, and rebuilds from it
+    _run(["prune", det, "--trust-pickle", "--input-shape", "3,32,32", "-o", tmp_path / "p.pt"], capsys)
+    assert load_model(tmp_path / "p.pt", trust_pickle=True).spec.num_classes is None
+    # a classifier's head is still replaced (a 1x1 conv before pooling, SqueezeNet-style, and a linear)
+    from torch import nn
+
+    for net in (
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        ),
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10), nn.Softmax(1)
+        ),
+    ):
+        torch.save(net, tmp_path / "cls.pt")
+        model, spec = build_model(
+            ModelSpec(f"pickle:{tmp_path / 'cls.pt'}", 3, 3, (32, 32)), trust_pickle=True
+        )
+        assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3) and spec.num_classes == 3
+        assert (
+            build_model(ModelSpec(f"pickle:{tmp_path / 'cls.pt'}", None, 3, (32, 32)), trust_pickle=True)[
+                1
+            ].num_classes
+            == 10
+        )

@@ -1599,3 +1599,101 @@ def test_a_data_set_the_checkpoint_names_but_this_process_lacks_says_so(tmp_path
     assert "give --data (images, with --data-dir" in err and "skip the check (--no-validate)" in err
     export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", no_validate=True))
     assert (tmp_path / "m.onnx").is_file()
+
+
+class _NoDetections(nn.Module):
+    """A tiny detector's tail: the scores above a threshold, none of which passes (an empty output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.body(x).flatten(1)
+        return s[s > 1e6]
+
+
+def test_an_export_check_of_empty_outputs_is_no_pass(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #3): a Faster R-CNN that found no object on the
+    check's inputs was reported "ORT vs torch: max|diff| 0 ... n=0", a pass that compared nothing. The
+    report says nothing was compared (passed False, nothing_compared, the empty outputs named), the export
+    is written with a warning saying so (real images may give no detection)."""
+    res = export_onnx(_NoDetections().eval(), tmp_path / "d.onnx", (3, 8, 8))
+    v = res.validation
+    assert (
+        v.nothing_compared and not v.passed and v.max_abs_diff is None and v.empty_outputs == res.output_names
+    )
+    assert v.summary().startswith("nothing compared: every output") and (tmp_path / "d.onnx").exists()
+    assert any("the ONNX Runtime check compared nothing" in w for w in res.warnings)
+
+
+class _Boxes(nn.Module):
+    """A tiny detector's box regression: four values per location of every image, ``[K, 4]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(0, 2, 3, 1).reshape(-1, 4)
+
+
+def test_an_export_check_of_boxes_reports_no_top1_agreement_and_counts_inputs(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #5): a detector's boxes ``[K, 4]`` were read as
+    logits: export reported "top-1 agreement 75.67% on 2400 inputs" (2,400 boxes, argmax over coordinates).
+    The agreement is only of class scores with one row per input, and n counts the inputs."""
+    v = export_onnx(_Boxes().eval(), tmp_path / "b.onnx", (3, 8, 8)).validation
+    assert v.passed and v.top1_agreement is None and v.n == 8  # (8 random inputs; 512 boxes)
+    assert "top-1 agreement - on 8 inputs" in v.summary()
+
+
+class _ListOfDetections(nn.Module):
+    """A torchvision detector's result: a list with one dict of boxes, labels and scores per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        f = self.conv(x).flatten(2).transpose(1, 2)  # [N, H*W, 5]
+        return [{"boxes": d[:, :4], "labels": d[:, 4].abs().long(), "scores": d[:, 4].sigmoid()} for d in f]
+
+
+def test_a_list_of_detections_names_its_outputs_by_their_keys(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #7): the ONNX of a detector's list of dicts named
+    its outputs logits (the boxes), output1, output2, while the docs said a dict's keys become the names."""
+    res = export_onnx(_ListOfDetections().eval(), tmp_path / "d.onnx", (3, 4, 4))
+    assert res.output_names == ["boxes", "labels", "scores"] and res.validation.passed
+    res = export_onnx(_ListOfDetections().eval(), tmp_path / "d2.onnx", (3, 4, 4), batch=2)
+    assert res.output_names == ["boxes_0", "labels_0", "scores_0", "boxes_1", "labels_1", "scores_1"]
+
+
+class _TiedDetections(nn.Module):
+    """A detector's postprocessing on tied scores: torch's top-k and ONNX Runtime's put them in other orders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        boxes = self.conv(x).flatten(2).transpose(1, 2)[0]
+        scores = boxes[:, 0] * 0 + 0.5  # every score tied
+        keep = scores.topk(40).indices
+        return [{"boxes": boxes[keep], "scores": scores[keep], "labels": torch.ones_like(keep)}]
+
+
+def test_a_failed_check_of_detections_says_they_are_compared_in_order(tmp_path):
+    """Review of a user's own torchvision detectors (tvdet #4): an SSDLite whose ONNX was right (each box
+    within 0.01 px of PyTorch's of the same label) failed the check "max|diff| 117 ... try --opset 18,
+    --exporter dynamo, or --no-simplify": its tied scores came out of top-k/NMS in another order, and
+    detections were compared position by position. The failure says what the outputs are and the fix."""
+    with pytest.raises(EdgeslimError) as ei:
+        export_onnx(_TiedDetections().eval(), tmp_path / "t.onnx", (3, 8, 8))
+    msg = str(ei.value)
+    assert "the outputs are post-processed detections" in msg and "compared in order" in msg
+    assert "near-tied scores reorder them" in msg and "tensors before the postprocessing" in msg
+    assert "opset" not in msg and "float64" not in msg and not (tmp_path / "t.onnx").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from edgeslim.checkpoint import load_model, make_checkpoint, save_checkpoint
@@ -839,3 +840,44 @@ def test_a_script_that_calls_main_keeps_its_own_ctrl_c_after_it_returns(tmp_path
         # action by SIGTERM; never exit 0
         assert proc.returncode == -sig, (sig, proc.returncode, err[-500:])
         assert done.exists() == (sig == signal.SIGINT), sig  # (SIGTERM's default action runs no finally)
+
+
+class _NmsOnTensor(nn.Module):
+    """One image tensor in, the boxes torchvision's NMS keeps out (a detector's postprocessing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+    def detect(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.conv(x)[0].flatten(1).t()  # [H*W, 5]: a box (x1, y1, w, h) and a score per location
+        boxes = torch.cat([f[:, :2], f[:, :2] + f[:, 2:4].abs() + 1], 1)
+        return boxes[torchvision.ops.nms(boxes, f[:, 4], 0.5)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.detect(x)
+
+
+class _NmsOnList(_NmsOnTensor):
+    """A list of images in, as a torchvision detector's forward takes them."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[torch.Tensor]:  # type: ignore[override]
+        return [self.detect(im[None]) for im in images]
+
+
+def test_a_scripted_detector_loads_and_one_taking_a_list_of_images_says_so(tmp_path, capsys):
+    """Review of a user's own torchvision detectors (tvdet #6): a torch.jit.script'ed Faster R-CNN failed
+    to load ("Unknown builtin op: torchvision::nms": torchvision was never imported, which registers its
+    ops), and with torchvision imported it ended in "the model does not run on input 3,128,128 ... give
+    the input shape", which no shape fixes: its forward takes a list of images. torchvision is imported
+    before loading, and such a forward is named in one line with the fix (a wrapper taking one tensor)."""
+    import subprocess
+
+    torch.jit.script(_NmsOnTensor()).save(str(tmp_path / "nms.pt"))
+    torch.jit.script(_NmsOnList()).save(str(tmp_path / "list.pt"))
+    # a fresh interpreter, where nothing imported torchvision before edgeslim loads the file
+    out = subprocess.run([sys.executable, "-m", "edgeslim", "info", "nms.pt", "--trust-pickle", "--input-shape",
+                          "3,8,8", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    one_line_error(capsys, ["info", tmp_path / "list.pt", "--trust-pickle", "--input-shape", "3,8,8"],
+                   "forward takes a list of images (images: List[Tensor]", "a wrapper module whose forward(x: Tensor)")  # fmt: skip

@@ -80,6 +80,13 @@ def test_unknown_names():
         create_model("tv:resnet19")
     with pytest.raises(EdgeslimError, match="unknown model family 'no-such'"):
         create_model("no-such:resnet18")
+    # (tvdet #7: a detector's name was "unknown ... did you mean tv:lraspp_mobilenet_v3_large", never how
+    # to bring one)
+    with pytest.raises(
+        EdgeslimError, match="is a torchvision detector, and tv: names are its classifiers"
+    ) as ei:
+        create_model("tv:fasterrcnn_mobilenet_v3_large_fpn")
+    assert "whole pickled module" in str(ei.value) and "package.module:Factory" in str(ei.value)
     with pytest.raises(EdgeslimError, match="does not accept"):
         create_model(ModelSpec("tv:resnet18", kwargs={"bogus": 1}))
 

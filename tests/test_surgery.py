@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
+from edgeslim.errors import EdgeslimError
 from edgeslim.models import create_model
 from edgeslim.surgery import build_graph, prune_with_report, verify
 
@@ -316,3 +317,112 @@ def test_bad_arguments_of_a_prune_are_one_line_naming_them(tmp_path) -> None:
     with pytest.raises(EdgeslimError, match=r"ends in \.onnx, but prune writes a PyTorch checkpoint") as info:
         prune(PruneRequest(model="vgg-small", output=tmp_path / "x.onnx", input_shape="1,28,28"))
     assert info.value.params == ("output",) and not (tmp_path / "x.onnx").exists()
+
+
+class _Thresholded(nn.Module):
+    """A tiny detector's tail: the scores above a threshold, none of which passes (an empty output)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1)
+        )
+        with torch.no_grad():
+            self.body[1].weight[:4] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.body(x).flatten(1)
+        return s[s > 1e6]
+
+
+def test_a_check_of_empty_outputs_compared_nothing_and_says_so(caplog) -> None:
+    """Review of a user's own torchvision detectors (tvdet #3): a detector that found no object returns
+    empty tensors, and verify() / surgery's check skipped them and reported max_abs_diff 0.0 (two different
+    Faster R-CNNs "agreed"). Nothing compared is reported as such: max_abs_diff None, compared_values 0,
+    and a warning."""
+    model, other = _Thresholded().eval(), _Thresholded().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        res = verify(model, other, x)
+    assert res["max_abs_diff"] is None and res["compared_values"] == 0
+    assert "verify compared nothing" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        rep = prune_with_report(model, x[:1], calib_inputs=[x]).report
+    assert rep["removed_channels"] == 4 and rep["max_abs_diff"] is None and rep["compared_values"] == 0
+    assert "surgery's check compared nothing" in caplog.text
+    full = prune_with_report(nn.Sequential(*_Thresholded().body).eval(), x[:1], calib_inputs=[x]).report
+    assert full["compared_values"] == 2 * 5 * 8 * 8 and full["max_abs_diff"] < 1e-5
+
+
+class _Boxes(nn.Module):
+    """A tiny detector's box regression: four values per location of every image, ``[K, 4]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)
+        )
+        with torch.no_grad():
+            self.body[1].weight[:4] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).permute(0, 2, 3, 1).reshape(-1, 4)
+
+
+def test_box_coordinates_get_no_top1_agreement() -> None:
+    """Review of a user's own torchvision detectors (tvdet #5): a detector's boxes ``[K, 4]`` were read as
+    the logits of K samples over 4 classes: prune reported "top-1 agreement 90.33%" over box coordinates.
+    Only class scores with one row per input (``[N, C]``, a mask's ``[N, C, H, W]``) get one."""
+    x = torch.randn(2, 3, 8, 8)
+    assert verify(_Boxes().eval(), _Boxes().eval(), x)["top1_agreement"] is None
+    assert prune_with_report(_Boxes().eval(), x[:1], calib_inputs=[x]).report["top1_agreement"] is None
+    classifier = nn.Sequential(*_Boxes().body, nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()  # [N, 4] scores
+    assert prune_with_report(classifier, x[:1], calib_inputs=[x]).report["top1_agreement"] == 1.0
+
+
+class _Detector(nn.Module):
+    """A tiny torchvision-style detector: per image, the boxes whose score passes a threshold."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 5, 1)
+        )
+        with torch.no_grad():
+            self.body[1].weight[:4] = 0.0
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for f in self.body(x).flatten(2).transpose(1, 2):  # [H*W, 5] per image
+            keep = f[:, 4] > 0
+            out.append(
+                {"boxes": f[keep, :4], "scores": f[keep, 4], "labels": torch.ones_like(f[keep, 4]).long()}
+            )
+        return out
+
+
+def test_detections_that_differ_are_said_to_be_compared_in_order() -> None:
+    """Review of a user's own torchvision detectors (tvdet #4): post-NMS detections were compared position by
+    position; where near-tied scores reordered them (or changed their number) the line blamed a channel the
+    graph does not see ("mark the module a leaf"). It says they are post-processed detections compared in
+    order, and how to check the tensors before the postprocessing."""
+    x = torch.randn(2, 3, 8, 8)
+    other = _Detector(0).eval()
+    with torch.no_grad():
+        other.body[3].bias[4] -= 100.0  # no score passes: another number of detections
+    with pytest.raises(EdgeslimError) as ei:
+        verify(_Detector(0).eval(), other, x)
+    msg = str(ei.value)
+    assert "the outputs are post-processed detections" in msg and "register_leaf" not in msg
+    assert "verify(model.backbone, slim.backbone, x)" in msg
+    from edgeslim.surgery.prune import check_failed_message
+
+    rep = prune_with_report(_Detector(0).eval(), x[:1], calib_inputs=[x]).report
+    assert rep["postprocessed_detections"] and rep["removed_channels"] == 4
+    msg = check_failed_message("Detector", {**rep, "max_abs_diff": 115.0})
+    assert (
+        "post-processed detections (boxes, scores and labels after a score threshold, top-k and NMS)" in msg
+    )
+    assert "register_leaf" not in msg

@@ -855,3 +855,20 @@ def test_a_gate_rule_keeps_a_constant_channel_a_gain_rule_folds_it():
         unregister(Gain)
     assert res.report["removed_channels"] == 2 and res.report["folded_biases"] and res.report["exact"]
     assert exact(g, res.model, x) < 1e-6  # (the constant is folded into the head's float32 bias)
+
+
+def test_the_advice_to_register_a_leaf_covers_a_model_without_its_own_file():
+    """Review of a user's own torchvision detectors (tvdet #7): the one line for a module the graph cannot
+    trace (torchvision's MultiScaleRoIAlign in a pickled Faster R-CNN) said to register a rule or leaf "in
+    the file that defines the model", which a whole pickle or a torchvision model does not have. It names
+    the route that works: a factory file of the user's that registers it and builds the model."""
+
+    class Gate(nn.Module):
+        def forward(self, x):
+            return x if x.mean() > 0 else -x
+
+    with pytest.raises(EdgeslimError) as ei:
+        build_graph(nn.Sequential(cbr(3, 4), Gate()).eval(), torch.randn(1, 3, 4, 4))
+    msg = str(ei.value)
+    assert "\n" not in msg and "for a whole pickle or a torchvision model" in msg
+    assert "whose factory registers it and builds or loads the model, given as package.module:Factory" in msg

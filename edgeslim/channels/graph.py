@@ -1632,6 +1632,14 @@ def _user_frame(tb: Any) -> str:
     return where
 
 
+#: where a channel rule or a leaf is registered, so that the commands see it when they load the model
+REGISTER_WHERE = (
+    "in the file that defines the model (for a whole pickle or a torchvision model, which has no such file: "
+    "in a file of your own whose factory registers it and builds or loads the model, given as "
+    "package.module:Factory)"
+)
+
+
 class DataDependentError(EdgeslimError):
     """The forward turns a value computed from its input into a Python value (``if x.mean() > 0``,
     ``float(x.sum())``): Python control flow on data, which no trace of shapes can follow.
@@ -1657,7 +1665,7 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             if not mod
             else f"move it out of forward, or register a channel rule for {kind} "
             "(edgeslim.surgery.register_channel_rule) or mark it a leaf (edgeslim.surgery.register_leaf) "
-            "in the file that defines the model"
+            f"{REGISTER_WHERE}"
         )
         return DataDependentError(
             f"cannot trace {type(model).__name__}: {construct} in {where}{at}; the channel graph needs "

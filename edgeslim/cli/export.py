@@ -134,7 +134,10 @@ def export(**kw: Any) -> None:
                              ["input", "x".join(map(str, o["input_shape"]))], ["nodes / params", f"{o['nodes']:,} / {o['params']:,}"],
                              ["simplified by", o["simplifier"] or "-"]]  # fmt: skip
     for name, rep in (("ORT vs torch (cpu)", v), ("ORT vs torch (cuda)", res.get("cuda_check"))):
-        if isinstance(rep, dict):
+        if isinstance(rep, dict) and rep.get("nothing_compared"):
+            rows.append([name, f"nothing compared: every output ({', '.join(rep['empty_outputs'])}) is empty, "
+                               f"n={rep['n']}, {rep['source']}"])  # fmt: skip
+        elif isinstance(rep, dict):
             agree = "-" if rep["top1_agreement"] is None else f"{100 * rep['top1_agreement']:.2f}%"
             rows.append(
                 [

@@ -128,7 +128,12 @@ def prune(**kw: Any) -> None:
             f"({sum(not f['exact'] for f in rep['folded_biases'])} approximate)",
         ),  # fmt: skip
         ("exact", "yes" if rep["exact"] else "no (see folded biases and the deviation)"),
-        ("max |output diff|", rep["max_abs_diff"]),
+        (
+            "max |output diff|",
+            "nothing compared (every output empty)"
+            if rep.get("compared_values") == 0
+            else rep["max_abs_diff"],
+        ),
         (
             "top-1 agreement",
             "-"

@@ -29,6 +29,7 @@ from edgeslim.export._quiet import native_stdout, quiet
 from edgeslim.export.validate import (
     AMPLIFYING_NORM,
     CHECK_CHUNK,
+    DETECTION_EXPORT_CHECK,
     FIXED_BATCH_HINT,
     FP32_ATOL,
     InputBatch,
@@ -39,6 +40,7 @@ from edgeslim.export.validate import (
 )
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
 from edgeslim.utils.parsing import parse_input_shape
+from edgeslim.utils.scores import POSTPROCESSED
 
 if TYPE_CHECKING:
     import onnx
@@ -382,13 +384,27 @@ def _count_params(model: onnx.ModelProto) -> int:
     return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
 
 
+def _flat_dict(obj: Any) -> bool:
+    """Whether ``obj`` is a dict of tensors (no nested dict, list or tuple)."""
+    return isinstance(obj, dict) and all(not isinstance(v, (dict, list, tuple)) for v in obj.values())
+
+
+def _key_name(key: Any, suffix: str = "") -> str:
+    """An output name from a dict key (a key that is no identifier, or is the input's name ``input``,
+    which would rename the graph's input to ``input.3``, gets ``output_`` before it)."""
+    name = f"{key}{suffix}"
+    return name if str(key).isidentifier() and name != INPUT_NAME else f"output_{name}"
+
+
 def output_names(probe: Any) -> list[str]:
     """ONNX output names for a model's result: ``logits`` for one tensor; a dict's keys (torchvision's
-    ``out``/``aux``; a key that is no identifier, or is the input's name ``input``, gets ``output_``
-    before it); ``logits``, ``output1``, ... for a tuple or list."""
-    if isinstance(probe, dict) and all(not isinstance(v, (dict, list, tuple)) for v in probe.values()):
-        # (a key named as the graph's input would rename the input: "input.3")
-        return [str(k) if str(k).isidentifier() and str(k) != INPUT_NAME else f"output_{k}" for k in probe]
+    ``out``/``aux``; see :func:`_key_name`); a list of such dicts (a torchvision detector's, one per
+    image) its keys, with ``_0``, ``_1``, ... after them for several images (``boxes``, ``labels``,
+    ``scores``); ``logits``, ``output1``, ... for another tuple or list."""
+    if _flat_dict(probe):
+        return [_key_name(k) for k in probe]
+    if isinstance(probe, (list, tuple)) and probe and all(_flat_dict(d) for d in probe):
+        return [_key_name(k, f"_{i}" if len(probe) > 1 else "") for i, d in enumerate(probe) for k in d]
     from edgeslim.channels.graph import flat_tensors
 
     n = len(flat_tensors(probe))
@@ -611,7 +627,14 @@ def _export_onnx(
             atol=atol,
             traced_batch=len(x) if dynamic_batch else None,
         )
-        if not report.passed:
+        if report.nothing_compared:  # (real images may give no detection: said, not refused)
+            notes.append(Notice(
+                f"the ONNX Runtime check compared nothing: every output ({', '.join(report.empty_outputs)}) is "
+                f"empty on the {report.n} inputs from {report.source} (a detector that found no object?), so "
+                "the export is not checked; check it on images the model finds objects in (data_name)",
+                "data_name",
+            ))  # fmt: skip
+        elif not report.passed:
             amp = amplifying_norm(model)
             why = (
                 f"; {amp[0]} multiplies its input by up to {amp[1]:,.0f} (its running variance is near zero): "
@@ -628,6 +651,13 @@ def _export_onnx(
             if dynamic_batch and runs != {len(x)} and not why:
                 at = f"checked at batch {min(report.n, CHECK_CHUNK)}, traced at {len(x)}"
                 why = f"; possible cause ({at}): {FIXED_BATCH_HINT}"
+            if report.postprocessed:  # (no exporter or opset puts near-tied detections in PyTorch's order)
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; the outputs are {POSTPROCESSED}, "
+                    f"so this check cannot hold them; {DETECTION_EXPORT_CHECK}; {path} was not written",
+                    param="validate",
+                    reason=f"{report.summary()}; the outputs are {POSTPROCESSED}",
+                )
             if report.random_forward:  # (no exporter or opset matches a forward that draws)
                 raise ExportCheckFailed(
                     f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "

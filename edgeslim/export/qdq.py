@@ -237,12 +237,12 @@ def quantize_qdq(
         ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
         flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
         acc = [None, None]
-        if labels is not None and ref.ndim == 2:
+        if labels is not None and ref.ndim == 2 and len(ref) == k:  # (one row per image: no boxes [K, 4])
             lab = np.asarray(labels)[:k]
             acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
         diffs = []  # (each output compared as the FP32 check compares it: a softmax as log-probabilities)
         for r, g in zip(refs, gots, strict=True):
-            rc, gc, space = compared_values(r, g)
+            rc, gc, space = compared_values(r, g, int(k))
             d = float(abs_differences(rc.astype(np.float64), gc.astype(np.float64)).max()) if r.size else 0.0
             diffs.append((d, space))
         worst = max(diffs, key=lambda d: d[0])
@@ -251,7 +251,7 @@ def quantize_qdq(
             method,
             reader.images,
             n_q,
-            top1_agreement(ref, got),
+            top1_agreement(ref, got, int(k)),
             worst[0],
             int(k),
             *acc,

@@ -7,7 +7,7 @@ checkpoint, or ``--data``), else seeded random normal tensors (the report says w
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,8 +15,10 @@ import numpy as np
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.utils.io import nonfinite_as_words
 from edgeslim.utils.scores import (
+    POSTPROCESSED,
     abs_differences,
     classifier_logits,
+    detection_names,
     finite_abs_max,
     top1_accuracy,
     top1_agreement,
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 log = logging.getLogger(__name__)
+
+#: how to check the export of a detector whose outputs are post-processed detections
+DETECTION_EXPORT_CHECK = (
+    "check the export of the tensors before the postprocessing (a module that returns the backbone's or the "
+    "head's tensors), or skip this check (validate=False)"
+)
 
 #: FP32 tolerance of the ONNX Runtime check: max abs difference <= FP32_ATOL + FP32_RTOL * max |output|
 #: (numpy.allclose's form: float32 rounding grows with the size of the outputs, e.g. logits of 50)
@@ -99,8 +107,8 @@ class ValidationReport:
     n: int
     provider: str
     reference_device: str
-    max_abs_diff: float
-    mean_abs_diff: float
+    max_abs_diff: float | None  # (None: nothing compared, every output empty)
+    mean_abs_diff: float | None
     top1_agreement: float | None  # fraction of images whose argmax agrees (None for non-logit outputs)
     accuracy_torch: float | None
     accuracy_onnx: float | None
@@ -120,6 +128,12 @@ class ValidationReport:
     #: PyTorch gave another result for the same inputs on a second run: the forward draws random
     #: numbers (a dropout left on), which no export reproduces (set when a comparison failed)
     random_forward: bool = False
+    #: the outputs (ONNX names) that held no value on these inputs (a detector that found nothing)
+    empty_outputs: list[str] = field(default_factory=list)
+    #: every output was empty: nothing was compared, which is no pass (``passed`` False; no failure)
+    nothing_compared: bool = False
+    #: the outputs are a torchvision detector's post-processed detections, compared in order
+    postprocessed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (JSON has no number
@@ -127,6 +141,11 @@ class ValidationReport:
         return nonfinite_as_words(asdict(self))
 
     def summary(self) -> str:
+        if self.nothing_compared:
+            return (
+                f"nothing compared: every output ({', '.join(self.empty_outputs)}) is empty on the {self.n} "
+                f"inputs from {self.source}"
+            )
         agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
         if self.float64_bound is not None:  # (set with both float64 errors)
             diff = (
@@ -398,44 +417,64 @@ def compare(
     reference_device: str = "cpu",
     atol: float = FP32_ATOL,
     rtol: float = FP32_RTOL,
+    postprocessed: bool = False,
 ) -> ValidationReport:
     """Max/mean abs difference and top-1 agreement (per pixel for masks) of two output arrays of the
     same inputs; passes when the difference is within ``atol + rtol * max |ref|`` and (a classifier's,
     on real images) every top-1 agrees.
     Classifier logits whose every top-1 agrees on real images are held to
-    :data:`AGREEING_LOGITS_RTOL` instead of ``rtol`` when that is larger."""
+    :data:`AGREEING_LOGITS_RTOL` instead of ``rtol`` when that is larger. ``postprocessed``: the
+    outputs are a torchvision detector's detections (:data:`~edgeslim.utils.scores.POSTPROCESSED`)."""
+    if ref.shape != got.shape and postprocessed:
+        raise EdgeslimError(
+            f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}: the outputs are "
+            f"{POSTPROCESSED}, so this check cannot hold them; {DETECTION_EXPORT_CHECK}",
+            param="validate",
+        )
     if ref.shape != got.shape:
         raise EdgeslimError(
             f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
         )
-    logits = classifier_logits(ref.shape)  # every top-1 must agree
-    ref_c, got_c, space = compared_values(ref, got)
+    if not ref.size:  # (no detection on these inputs: no value to compare, none to fail)
+        return ValidationReport(
+            source=batch.source, real_data=batch.real, n=len(batch.x), provider=provider,
+            reference_device=reference_device, max_abs_diff=None, mean_abs_diff=None, top1_agreement=None,
+            accuracy_torch=None, accuracy_onnx=None, atol=atol, passed=True, rtol=rtol, postprocessed=postprocessed,
+        )  # fmt: skip
+    inputs = len(batch.x)  # (a detector's boxes [K, 4] are no class scores: one row per input is)
+    logits = classifier_logits(ref.shape, inputs)  # every top-1 must agree
+    ref_c, got_c, space = compared_values(ref, got, inputs)
     # (-inf in both is no difference)
     diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
     acc_t = acc_o = None
-    agree = top1_agreement(ref, got)  # per sample, or per pixel (reported; near-ties of a mask may flip)
+    agree = top1_agreement(
+        ref, got, inputs
+    )  # per sample, or per pixel (reported; a mask's near-ties may flip)
     if logits and batch.labels is not None:
         lab = batch.labels.numpy()[: len(ref)]
         acc_t, acc_o = top1_accuracy(ref, lab), top1_accuracy(got, lab)
-    max_diff = float(diff.max()) if diff.size else 0.0
+    max_diff = float(diff.max())
     if logits and batch.real and agree == 1.0:
         rtol = max(rtol, AGREEING_LOGITS_RTOL)
     tolerance = atol + rtol * finite_abs_max(ref_c)
     passed = bool(max_diff <= tolerance and (not logits or agree == 1.0 or not batch.real))
     return ValidationReport(
-        source=batch.source, real_data=batch.real, n=int(len(ref) if ref.ndim else len(batch.x)), provider=provider,
+        source=batch.source, real_data=batch.real, n=inputs, provider=provider,
         reference_device=reference_device, max_abs_diff=max_diff,
-        mean_abs_diff=float(diff.mean()) if diff.size else 0.0, top1_agreement=agree,
+        mean_abs_diff=float(diff.mean()), top1_agreement=agree,
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
-        compared=space,
+        compared=space, postprocessed=postprocessed,
     )  # fmt: skip
 
 
-def compared_values(ref: np.ndarray, got: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def compared_values(
+    ref: np.ndarray, got: np.ndarray, inputs: int | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """``ref`` and ``got`` as a check compares them, and what they are: the ``outputs`` as they are,
-    or a classifier's softmax as ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10%
-    error through an absolute bound: a YOLO user's trial of a -cls model)."""
-    if classifier_logits(ref.shape) and _probabilities(ref):
+    or a classifier's softmax (one row per input, given their number ``inputs``) as
+    ``log-probabilities`` (1,000 probabilities near 1e-3 would let a 10% error through an absolute
+    bound: a YOLO user's trial of a -cls model)."""
+    if classifier_logits(ref.shape, inputs) and _probabilities(ref):
         return _log_probabilities(ref), _log_probabilities(got), "log-probabilities"
     return ref, got, "outputs"
 
@@ -477,7 +516,8 @@ def validate_onnx(
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
     ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
-    width = ref[0].shape[1] if len(ref) == 1 and ref[0].ndim == 2 else None  # a classifier's class scores
+    # a classifier's class scores (one row per input)
+    width = ref[0].shape[1] if len(ref) == 1 and classifier_logits(ref[0].shape, len(x)) else None
     if batch.classes is not None and width is not None and width != batch.classes:
         raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
             f"the model scores {width} classes but {batch.base_source} has {batch.classes}: to check and "
@@ -489,25 +529,31 @@ def validate_onnx(
         raise EdgeslimError(
             f"the ONNX graph has {len(got)} outputs where the PyTorch model returns {len(ref)}; the export is broken"
         )
-    reports = [compare(r, g, batch, reference_device=reference_device, atol=atol) for r, g in zip(ref, got)]
-    if not all(r.passed for r in reports):
+    dets = detection_names([o.name for o in sess.get_outputs()])
+    reports = [compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets)
+               for r, g in zip(ref, got)]  # fmt: skip
+    if not all(r.passed for r in reports) and not dets:  # (float64 puts near-tied detections in no order)
         reports = _against_float64(
             model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK
         )
+    empty = [o.name for o, r in zip(sess.get_outputs(), ref) if not r.size]
+    first = reports[0]
+    if len(empty) == len(ref):  # nothing compared: no pass, and nothing that failed either
+        return replace(first, passed=False, nothing_compared=True, empty_outputs=empty)
     if static_batch is None and len(x) > 1 and all(r.passed for r in reports):  # a dynamic batch: another too
         _same_at_one_image(sess, model, x, got, ref, reference_device, traced_batch)
     # every output held to its own bound; the report: the first output's agreement, the worst margin
-    worst = max(reports, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))
-    first = reports[0]
+    held = [r for r in reports if r.max_abs_diff is not None]
+    worst = max(held, key=lambda r: r.max_abs_diff / (r.tolerance or r.atol or 1.0))  # type: ignore[operator]
     return ValidationReport(
         source=first.source, real_data=first.real_data, n=first.n, provider=first.provider,
         reference_device=first.reference_device, max_abs_diff=worst.max_abs_diff,
-        mean_abs_diff=max(r.mean_abs_diff for r in reports), top1_agreement=first.top1_agreement,
+        mean_abs_diff=max(r.mean_abs_diff for r in held), top1_agreement=first.top1_agreement,  # type: ignore[type-var]
         accuracy_torch=first.accuracy_torch, accuracy_onnx=first.accuracy_onnx, atol=atol,
         passed=all(r.passed for r in reports), rtol=worst.rtol, tolerance=worst.tolerance,
         float64_torch_error=worst.float64_torch_error, float64_onnx_error=worst.float64_onnx_error,
         float64_bound=worst.float64_bound, compared=worst.compared,
-        random_forward=any(r.random_forward for r in reports),
+        random_forward=any(r.random_forward for r in reports), empty_outputs=empty, postprocessed=dets,
     )  # fmt: skip
 
 
@@ -684,7 +730,9 @@ def _against_float64(
             a, b, e = (_log_probabilities(v) for v in (a, b, e))
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
-        agree = not classifier_logits(a.shape) or r.top1_agreement == 1.0 or not batch.real  # (as compare)
+        agree = (
+            not classifier_logits(a.shape, len(x)) or r.top1_agreement == 1.0 or not batch.real
+        )  # (as compare)
         rounding = torch_err <= FLOAT64_MAX_SHARE * float(np.abs(e).max())  # not another computation
         bound = max(r.tolerance or r.atol, FLOAT64_FACTOR * torch_err)
         out.append(dataclasses.replace(

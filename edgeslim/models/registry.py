@@ -27,8 +27,9 @@ class ModelSpec:
     """Everything needed to rebuild an architecture (weights come from a state_dict).
 
     ``arch`` is a registry name (``vgg19``, ``resnet20``, ``tv:resnet18``, ...). ``num_classes``
-    is ``None`` only before building, for a family whose models keep their own count (a ``yolo:``
-    yaml's ``nc``): :func:`build_model` fills it in from the built model. ``input_size`` is
+    is ``None`` before building, for a family whose models keep their own count (a ``yolo:``
+    yaml's ``nc``): :func:`build_model` fills it in from the built model; it stays None for a model
+    of the user's whose count is unknown (no classifier: a detector, a segmenter). ``input_size`` is
     ``(H, W)``, or one number for a square image.
     """
 
@@ -52,9 +53,10 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         try:
+            classes = d.get("num_classes", 10)
             spec = cls(
                 arch=str(d["arch"]),
-                num_classes=int(d.get("num_classes", 10)),
+                num_classes=None if classes is None else int(classes),
                 in_channels=int(d.get("in_channels", 3)),
                 input_size=tuple(int(v) for v in d.get("input_size", (32, 32))),  # type: ignore[arg-type]
                 kwargs=dict(d.get("kwargs", {})),
@@ -62,7 +64,7 @@ class ModelSpec:
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgeslimError(f"invalid model spec {d!r:.200}: {exc}; re-create the checkpoint") from exc
         bad = [f"{k} {v}" for k, v, top in (("num_classes", spec.num_classes, MAX_CLASSES),
-               ("in_channels", spec.in_channels, 4096)) if not 1 <= v <= top]  # fmt: skip
+               ("in_channels", spec.in_channels, 4096)) if v is not None and not 1 <= v <= top]  # fmt: skip
         if bad or not all(1 <= s <= 65536 for s in spec.input_size):
             what = ", ".join(bad) or f"input_size {spec.input_size}"
             raise EdgeslimError(f"invalid model spec: {what} is out of range; re-create the checkpoint")
@@ -86,8 +88,11 @@ _PREFIX_LISTERS: dict[str, Callable[[], list[str]]] = {}
 _RUNS_CODE: dict[str, Callable[[str], bool | str]] = {}
 #: prefix -> defaults(name): the ModelSpec fields a name is built with when the user gives none
 _DEFAULTS: dict[str, Callable[[str], dict[str, Any]]] = {}
-#: prefix -> classes_of(model): the class count of a model built with ``num_classes=None``
-_CLASSES_OF: dict[str, Callable[[nn.Module], int]] = {}
+#: prefix -> classes_of(model, input_shape): the class count of a model built with ``num_classes=None``
+#: (None: unknown, a model that is no classifier)
+_CLASSES_OF: dict[str, Callable[[nn.Module, tuple[int, int, int]], int | None]] = {}
+#: prefixes whose resolver takes ``probe_size`` (the ``(H, W)`` the model is built for, to run it on)
+_SIZED: set[str] = set()
 
 
 def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
@@ -109,7 +114,8 @@ def register_prefix(
     *,
     runs_code: bool | Callable[[str], bool | str] = False,
     defaults: Callable[[str], dict[str, Any]] | None = None,
-    classes_of: Callable[[nn.Module], int] | None = None,
+    classes_of: Callable[[nn.Module, tuple[int, int, int]], int | None] | None = None,
+    sized: bool = False,
 ) -> None:
     """Register a family of names ``prefix:NAME`` resolved at call time (e.g. torchvision).
 
@@ -117,8 +123,10 @@ def register_prefix(
     :func:`create_model` builds it only with ``trust_pickle=True``; a callable ``runs_code(NAME)``
     decides per name (a string it returns says how the name runs code, for the refusal).
     ``defaults(NAME)``: the :class:`ModelSpec` fields a name is built with when the user gives none (:func:`model_defaults`, e.g. its native ``input_size``); ``num_classes:
-    None`` there means the model's own count, which ``classes_of(model)`` reads back."""
+    None`` there means the model's own count, which ``classes_of(model, input_shape)`` reads back (None:
+    unknown). ``sized``: the resolver also takes ``probe_size``, the ``(H, W)`` the model is built for."""
     _PREFIXES[prefix] = resolver
+    (_SIZED.add if sized else _SIZED.discard)(prefix)
     _PREFIX_LISTERS[prefix] = lister
     for table, value in ((_DEFAULTS, defaults), (_CLASSES_OF, classes_of)):
         if value is None:
@@ -198,10 +206,11 @@ _CODE: dict[str, Callable[..., Any]] = {}
 
 def register_code_resolver(
     resolver: Callable[..., nn.Module],
-    classes_of: Callable[[nn.Module], int] | None = None,
+    classes_of: Callable[[nn.Module, tuple[int, int, int]], int | None] | None = None,
     defaults: Callable[[str], dict[str, Any]] | None = None,
 ) -> None:
-    """Register ``resolver(reference, num_classes, in_channels, **kwargs)`` for ``module:Attr`` names;
+    """Register ``resolver(reference, num_classes, in_channels, probe_size, **kwargs)`` for
+    ``module:Attr`` names (``probe_size``: the ``(H, W)`` the model is built for);
     ``defaults(reference)`` and ``classes_of(model)`` as :func:`register_prefix`'s (a ``num_classes``
     of None in the defaults: the code's own count, read back by ``classes_of``)."""
     _CODE.clear()
@@ -345,7 +354,8 @@ def create_model(spec: ModelSpec | str, *, trust_pickle: bool = False, **overrid
     check_trusted(name, trust_pickle)
     _check_kwargs(name, spec.kwargs)
     try:
-        return _create(name, dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs))
+        kw = dict(num_classes=spec.num_classes, in_channels=spec.in_channels, **spec.kwargs)
+        return _create(name, kw, tuple(spec.input_size))  # type: ignore[arg-type]
     except TypeError as exc:  # (a checkpoint's spec naming an argument its architecture does not take)
         if not spec.kwargs or "keyword argument" not in str(exc):
             raise
@@ -371,13 +381,13 @@ def _check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
         )
 
 
-def _create(name: str, kw: dict[str, Any]) -> nn.Module:
+def _create(name: str, kw: dict[str, Any], size: tuple[int, int]) -> nn.Module:
     if ":" in name:
         prefix, sub = name.split(":", 1)
         if prefix in _PREFIXES:
-            return _PREFIXES[prefix](sub, **kw)
+            return _PREFIXES[prefix](sub, **kw, **({"probe_size": size} if prefix in _SIZED else {}))
         if "build" in _CODE and is_code_reference(name):
-            return _CODE["build"](name, **kw)
+            return _CODE["build"](name, **kw, probe_size=size)
         raise EdgeslimError(
             f"unknown model family {prefix!r} in {name!r}; known: {sorted(_PREFIXES)}, or package.module:Attr "
             "for your own code"
@@ -395,7 +405,8 @@ def _create(name: str, kw: dict[str, Any]) -> nn.Module:
 
 def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> tuple[nn.Module, ModelSpec]:
     """:func:`create_model`, and the spec that rebuilds the result: a ``num_classes`` of None (the
-    architecture's own count, see :func:`model_defaults`) is replaced by the built model's."""
+    architecture's own count, see :func:`model_defaults`) is replaced by the built model's (None
+    where it is unknown: a model of the user's that is no classifier)."""
     model = create_model(spec, trust_pickle=trust_pickle)
     if spec.num_classes is None:
         fn = _CLASSES_OF.get(spec.arch.split(":", 1)[0]) if ":" in spec.arch else None
@@ -405,5 +416,6 @@ def build_model(spec: ModelSpec, *, trust_pickle: bool = False) -> tuple[nn.Modu
             raise EdgeslimError(
                 f"give the number of classes of {spec.arch} (num_classes)", param="num_classes"
             )
-        spec = replace(spec, num_classes=int(fn(model)))
+        n = fn(model, spec.input_shape)
+        spec = replace(spec, num_classes=None if n is None else int(n))
     return model, spec

@@ -37,6 +37,13 @@ def list_tv_classifiers() -> list[str]:
     return list(tvm.list_models(module=torchvision.models))
 
 
+def _detection_models() -> list[str]:
+    """Names of torchvision's detection models (Faster/Mask/Keypoint R-CNN, RetinaNet, SSD, FCOS)."""
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models.detection))
+
+
 def _segmentation_models() -> list[str]:
     import torchvision
 
@@ -73,6 +80,13 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
     """torchvision model ``name`` with random weights, ``num_classes`` outputs and ``in_channels`` inputs."""
     tvm = require("torchvision.models", "for tv: models")
     names = list_tv_models()
+    if name not in names and name in _detection_models():
+        raise EdgeslimError(
+            f"tv:{name} is a torchvision detector, and tv: names are its classifiers and segmenters only: bring your detector as a whole pickled module "
+            "(torch.save(model, path), loaded with trust_pickle=True) or as your own code, a package.module:Factory "
+            f"whose function builds it (e.g. torchvision.models.detection.{name}(weights=None, num_classes=...))",
+            param="trust_pickle",
+        )
     if name not in names:
         import difflib
 

@@ -7,8 +7,9 @@ Two architecture names build models that edgeslim does not ship:
 - ``pickle:/path/model.pt`` unpickles a whole ``nn.Module`` saved with ``torch.save(model)``.
 
 Both run code, so a checkpoint that names one is loaded only when the user trusts it
-(``trust_pickle``; docs/security.md). Either way the classifier head is replaced when the
-requested number of classes differs from the model's (:func:`replace_head`).
+(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head; for
+one that does not and for a pickle, the classifier head is replaced when the requested number of
+classes differs from the model's (:func:`replace_head`).
 """
 
 from __future__ import annotations
@@ -82,18 +83,98 @@ def replace_head(model: nn.Module, num_classes: int) -> tuple[str, int, int]:
     return name, before, num_classes
 
 
-def _fit_classes(model: nn.Module, num_classes: int | None) -> nn.Module:
-    """``model`` with a new ``num_classes`` head where it has another count (None: as built)."""
+def describe_output(y: Any) -> str:
+    """A model output in a few words: ``a tensor of shape [2, 10]``, ``a dict (out, aux)``, ..."""
+    if isinstance(y, torch.Tensor):
+        return f"a tensor of shape [{', '.join(map(str, y.shape))}]"
+    if isinstance(y, dict):
+        return f"a dict ({', '.join(map(str, list(y)[:4]))})"
+    if isinstance(y, (tuple, list)):
+        return f"a {type(y).__name__} of {len(y)}"
+    return f"a {type(y).__name__}"
+
+
+#: the batch a probe forward runs (two: a [2, k] output is told from a [k, 2] one)
+PROBE_BATCH = 2
+
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
+    """The output of a copy of ``model`` (eval mode, no gradients: nothing its forward writes reaches
+    the model) on a batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its
+    parameters' dtype and device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ...
+    along dim 1."""
+    import copy
+
+    first = next((t for t in model.parameters() if t.is_floating_point()), None)
+    x = torch.zeros((PROBE_BATCH, *input_shape), dtype=first.dtype if first is not None else None,
+                    device=first.device if first is not None else None)  # fmt: skip
+
+    def shift(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
+        step = torch.arange(out.shape[1], dtype=out.dtype, device=out.device)
+        return out + step.reshape(1, -1, *([1] * (out.ndim - 2)))
+
+    probe = copy.deepcopy(model).eval()
+    if shifted is not None:
+        probe.get_submodule(shifted).register_forward_hook(shift)
+    with torch.no_grad():
+        return probe(x)
+
+
+def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
+    """The class count of a classifier: ``k`` where ``model``'s forward maps a batch of inputs of
+    ``input_shape`` (C,H,W) to one ``[N, k]`` tensor; None for any other output (a detector's, a
+    segmenter's) or a forward that fails at that shape: unknown, never guessed from a last layer."""
+    try:
+        y = _probe(model, input_shape)
+    except Exception:  # noqa: BLE001 - the user's model can fail in any way: its count is unknown
+        return None
+    return int(y.shape[1]) if isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH else None
+
+
+def _not_the_head(model: nn.Module, name: str, head: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """None where ``head`` (``name``) provably makes ``model``'s class scores: the forward on inputs
+    of ``input_shape`` returns one ``[N, k]`` tensor, ``k`` is the layer's number of outputs, and
+    shifting the layer's outputs changes that tensor; else what the probe saw instead."""
+    k = head.out_features if isinstance(head, nn.Linear) else head.out_channels
+    try:
+        y = _probe(model, input_shape)
+        if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
+            return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
+        if y.shape[1] != k:
+            return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
+        if torch.equal(y, _probe(model, input_shape, name)):
+            return f"its [N, {k}] output does not come from {name}"
+    except Exception as exc:  # noqa: BLE001 - the user's model can fail in any way
+        return f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]})"
+    return None
+
+
+def _fit_classes(
+    model: nn.Module, num_classes: int | None, input_shape: tuple[int, ...], what: str
+) -> nn.Module:
+    """``model`` (``what`` names it) with a new ``num_classes`` head where its classifier head has
+    another count (None: as built); a layer is replaced only where it provably makes the model's
+    ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused."""
     have = head_classes(model)
-    if num_classes is not None and have is not None and have != num_classes:
-        replace_head(model, num_classes)
+    if num_classes is None or have is None or have == num_classes:
+        return model
+    name, head = classifier(model)  # type: ignore[misc]  (a count was read from it)
+    why = _not_the_head(model, name, head, input_shape)
+    if why is not None:
+        raise EdgeslimError(
+            f"{what} is not a classifier whose head edgeslim can find ({why}), so it cannot be given "
+            f"{num_classes} classes: leave num_classes out, or build it with {num_classes} classes in "
+            "your own code (a package.module:Factory with a num_classes parameter builds its own head)",
+            param="num_classes",
+        )
+    replace_head(model, num_classes)
     return model
 
 
-def own_classes(model: nn.Module) -> int:
-    """The class count a model built by the user's code or pickle has: its head's (10, the registry's
-    default, for a model without a recognisable head, which no class count changes)."""
-    return head_classes(model) or 10
+def own_classes(model: nn.Module, input_shape: tuple[int, int, int]) -> int | None:
+    """The class count a model built by the user's code or pickle has: its ``[N, k]`` output's
+    (:func:`output_classes`), None for a model that is no classifier (a detector, a segmenter)."""
+    return output_classes(model, input_shape)
 
 
 def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> Any:
@@ -114,9 +195,16 @@ def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> 
         raise
 
 
-def build_from_pickle(path: str, num_classes: int | None = None, in_channels: int = 3, **_: Any) -> nn.Module:
+def build_from_pickle(
+    path: str,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    probe_size: tuple[int, int] = (32, 32),
+    **_: Any,
+) -> nn.Module:
     """The whole ``nn.Module`` pickled at ``path`` (runs its code), with a new head of ``num_classes``
-    outputs where that differs from its own (None: its own head)."""
+    outputs where that differs from its own (None: its own head; see :func:`_fit_classes`, which runs
+    it on inputs of ``in_channels`` x ``probe_size``)."""
 
     p = Path(path)
     if not p.is_file():
@@ -131,7 +219,7 @@ def build_from_pickle(path: str, num_classes: int | None = None, in_channels: in
     if found is None:
         raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
     # (kept in its dtype: the weights loaded into it keep theirs, cast_tensors; the pipelines settle the rest)
-    return _fit_classes(found, num_classes)
+    return _fit_classes(found, num_classes, (in_channels, *probe_size), f"{PICKLE_PREFIX}:{path}")
 
 
 def low_precision(model: nn.Module) -> torch.dtype | None:
@@ -244,7 +332,8 @@ def _takes_any_keyword(params: Any) -> bool:
 def code_defaults(reference: str) -> dict[str, Any]:
     """The :class:`ModelSpec` fields ``package.module:Attr`` is built with when the user gives none:
     the ``num_classes`` default of its signature (recorded, so a checkpoint rebuilds with it); None
-    when it takes no ``num_classes`` (its head's count is read back); nothing (10) when it requires one."""
+    when it takes no ``num_classes`` (its output's count is read back, :func:`own_classes`); nothing
+    (10) when it requires one."""
     _, params = _factory(reference)
     if params is None:  # (a signature Python cannot read: given num_classes as before)
         return {}
@@ -257,15 +346,23 @@ def code_defaults(reference: str) -> dict[str, Any]:
 
 
 def build_from_code(
-    reference: str, num_classes: int | None = None, in_channels: int = 3, **kwargs: Any
+    reference: str,
+    num_classes: int | None = None,
+    in_channels: int = 3,
+    probe_size: tuple[int, int] = (32, 32),
+    **kwargs: Any,
 ) -> nn.Module:
     """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
-    ``num_classes`` None: the code's own count)."""
+    ``num_classes`` None: the code's own count). A factory given ``num_classes`` builds its own head,
+    which is kept as built (a detector's last layer is no class head); only one that does not take
+    it gets its class count fitted by edgeslim (:func:`_fit_classes`, on inputs of ``in_channels`` x
+    ``probe_size``)."""
     factory, params = _factory(reference)
     params = params or {}
     accepts_any = _takes_any_keyword(params)
     call = dict(kwargs)
-    if num_classes is not None and ("num_classes" in params or accepts_any):
+    passed = num_classes is not None and ("num_classes" in params or accepts_any)
+    if passed:
         call["num_classes"] = num_classes
     if "in_channels" in params:
         call["in_channels"] = in_channels
@@ -280,7 +377,7 @@ def build_from_code(
         ) from exc
     if not isinstance(model, nn.Module):
         raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
-    return _fit_classes(model, num_classes)
+    return model if passed else _fit_classes(model, num_classes, (in_channels, *probe_size), reference)
 
 
 def _list_none() -> list[str]:
@@ -289,7 +386,7 @@ def _list_none() -> list[str]:
 
 def _register() -> None:
     register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True,
-                    defaults=lambda _name: {"num_classes": None}, classes_of=own_classes)  # fmt: skip
+                    defaults=lambda _name: {"num_classes": None}, classes_of=own_classes, sized=True)  # fmt: skip
     register_code_resolver(build_from_code, classes_of=own_classes, defaults=code_defaults)
 
 

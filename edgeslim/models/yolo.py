@@ -344,9 +344,9 @@ def check_input_size(model: nn.Module, shape: Any) -> None:
         )
 
 
-def yolo_classes(model: nn.Module) -> int:
+def yolo_classes(model: nn.Module, input_shape: tuple[int, int, int] | None = None) -> int:
     """The number of classes of an ultralytics model (its yaml's ``nc``, kept up to date by the
-    builder; the head's ``nc`` for a model without a yaml)."""
+    builder; the head's ``nc`` for a model without a yaml); ``input_shape`` is not needed."""
     nc = (getattr(model, "yaml", None) or {}).get("nc")
     if nc is None:
         head = getattr(model, "model", [None])[-1]

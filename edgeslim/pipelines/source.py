@@ -316,15 +316,17 @@ def _load_model_or_arch(
     return LoadedModel(model=model, kind="architecture+weights", spec=spec, path=Path(weights), meta=meta)
 
 
-def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int], default_classes: int = 1):
+def spec_for_pickle(loaded: LoadedModel, input_shape: Sequence[int], default_classes: int | None = None):
     """A spec that rebuilds a trusted whole-module pickle: ``pickle:ABSPATH`` (docs/data-and-models.md).
 
-    Its classes are the head's outputs, ``default_classes`` when no head is recognised."""
+    Its classes are those of its ``[N, k]`` output at ``input_shape``, ``default_classes`` where it
+    has none (None: unknown, a detector's or a segmenter's; :func:`~edgeslim.models.user.output_classes`)."""
     from edgeslim.models.registry import ModelSpec
-    from edgeslim.models.user import head_classes
+    from edgeslim.models.user import output_classes
 
     c, h, w = parse_input_shape(input_shape)
-    classes = head_classes(loaded.model) or default_classes
+    classes = output_classes(loaded.model, (c, h, w))
+    classes = default_classes if classes is None else classes
     return ModelSpec(f"pickle:{Path(loaded.path).resolve()}", classes, c, (h, w))
 
 
@@ -429,18 +431,6 @@ def model_input_shape(
 OWN_LOOP_DOCS = "docs/slimming.md, section Python API"
 
 
-def _describe_output(y: Any) -> str:
-    import torch
-
-    if isinstance(y, torch.Tensor):
-        return f"a tensor of shape [{', '.join(map(str, y.shape))}]"
-    if isinstance(y, dict):
-        return f"a dict ({', '.join(map(str, list(y)[:4]))})"
-    if isinstance(y, (tuple, list)):
-        return f"a {type(y).__name__} of {len(y)}"
-    return f"a {type(y).__name__}"
-
-
 def refuse_compiled(target: str, use: str) -> None:
     """Refuse ``target`` when it is a file of compiled code (TorchScript, a torch.export program),
     read from its bytes without loading it, before trust is even asked for: ``use`` (``"surgery"``,
@@ -483,6 +473,7 @@ def refuse_non_classifier(
     import torch
 
     from edgeslim.data import dataset_shape
+    from edgeslim.models.user import describe_output
 
     with naming("data_name"):
         dshape = dataset_shape(data_name) if data_name else None
@@ -518,7 +509,7 @@ def refuse_non_classifier(
     prune = Step("prune")
     raise EdgeslimError(
         f"edgeslim trains image classifiers on labelled images, and {target} is not one: in {mode} mode "
-        f"its forward returns {_describe_output(y)}, not one [N, classes] tensor (a detector or a segmenter?); an ultralytics "
+        f"its forward returns {describe_output(y)}, not one [N, classes] tensor (a detector or a segmenter?); an ultralytics "
         "YOLO is slimmed on its ultralytics data yaml (data_name my_data.yaml: ultralytics trains it), another "
         "detector in its own training loop with edgeslim.sparsity.ProximalSlimming (slimmer.step(optimizer) "
         f"after each optimizer.step(), slimmer.finalize() at the end; {OWN_LOOP_DOCS}), then cut the zero "

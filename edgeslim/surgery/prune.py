@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.graph import (
     CONST,
+    REGISTER_WHERE,
     ZERO,
     DependencyGraph,
     build_graph,
@@ -39,7 +40,13 @@ from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shri
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, refuse_lazy, uncompiled
-from edgeslim.utils.scores import abs_differences, finite_abs_max, top1_matches
+from edgeslim.utils.scores import (
+    POSTPROCESSED,
+    abs_differences,
+    finite_abs_max,
+    postprocessed_detections,
+    top1_matches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +375,9 @@ def prune_with_report(
     """Surgery on a copy of ``model``: returns the slim model, its recipe and a report.
 
     ``inplace=True`` resizes ``model`` itself (no deep copy). ``check=False`` skips the
-    before/after forwards that measure the deviation (``max_abs_diff`` is then None); a dense
+    before/after forwards that measure the deviation (``max_abs_diff`` is then None, as it is where
+    every output the check compares is empty: a detector that found nothing, with a warning and
+    ``compared_values`` 0); a dense
     forward still runs when a removed channel's constant must be folded. ``outputs`` picks the
     outputs that must be kept and verified from the forward's result (default: every tensor it
     returns; for an ultralytics model :func:`edgeslim.models.yolo.deployed_output` gives its
@@ -414,12 +423,14 @@ def prune_with_report(
             n for n, calls in consumers.items() if any(bool((t.read_state == CONST).any()) for t, _ in calls)
         ),
     )
-    dense_out = []
+    dense_out: list[list[Tensor]] = []
+    detections: list[bool] = []  # (per forward: a torchvision detector's post-processed result?)
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
-                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True
-            )
+                work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True,
+                detections=detections,
+            )  # fmt: skip
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
     for read in reads.values():
@@ -507,7 +518,17 @@ def prune_with_report(
             f"the slim {type(model).__name__} fails ({msg[:160]}): its forward fixes a channel count surgery "
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
-    diff = _compare(dense_out, slim_out) if check else {"max_abs_diff": None, "top1_agreement": None}
+    diff = (
+        _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections))
+        if check
+        else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
+    )
+    if check and not diff["compared_values"]:
+        log.warning(
+            "surgery's check compared nothing: every output of the model is empty on its inputs (a detector that "
+            "found no object?), so the slim model is not verified (max_abs_diff None); give inputs it finds "
+            "objects in (calib_inputs), or check the tensors before its postprocessing (outputs=)"
+        )
     t_end = time.perf_counter()
     report = {
         "layers": [
@@ -536,6 +557,10 @@ def prune_with_report(
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
         "top1_agreement": diff["top1_agreement"],
+        # how many output values the check compared (0: every output was empty; None: no check)
+        "compared_values": diff["compared_values"],
+        # the outputs compared are a torchvision detector's post-processed detections (in order)
+        "postprocessed_detections": any(detections),
         # the check measured the slim model off where the construction is exact (what an approximate fold
         # leaves is no failure): it does not compute what the zeroed model did
         "check_failed": False,
@@ -552,7 +577,12 @@ def prune_with_report(
         },  # fmt: skip
     }
     # (each output on its own scale, >= 1; integer and bool outputs equal or not)
-    if check and report["exact"] and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"]):
+    if (
+        check
+        and diff["compared_values"]
+        and report["exact"]
+        and (diff["max_scaled_diff"] > 1e-4 or diff["integers_differ"])
+    ):
         # the gap may be rounding a model amplifies (near-tied top-k picks, half precision): the same
         # comparison in float64 tells; without it (inplace: the dense model is gone, or an op without
         # float64) the tolerance of the outputs' precision does
@@ -645,6 +675,13 @@ class CheckFailedError(EdgeslimError):
         self.result = result
 
 
+#: how to check a detector's surgery on the tensors before its postprocessing
+DETECTION_CHECK = (
+    "in Python, prune_with_report(model, x, check=False), then edgeslim.surgery.verify(model.backbone, "
+    "slim.backbone, x) and the head's tensors on those features"
+)
+
+
 def check_failed_message(what: str, report: dict[str, Any]) -> str:
     """One line for a surgery ``report`` whose check failed (``check_failed``): the slim ``what`` does not
     compute what the zeroed model did, why, and the fix."""
@@ -655,11 +692,17 @@ def check_failed_message(what: str, report: dict[str, Any]) -> str:
             "F.dropout(x, training=True), a dropout left on in eval mode), so no check can compare it; make that "
             "forward deterministic in eval mode"
         )
+    if report.get("postprocessed_detections"):
+        return (
+            f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model, but its "
+            f"outputs are {POSTPROCESSED}, so this check cannot hold them; check the tensors before the "
+            f"postprocessing: {DETECTION_CHECK}"
+        )
     return (
         f"surgery's check measured the slim {what} {report['max_abs_diff']:.3g} off the zeroed model where its "
         "construction is exact: its forward reads a channel the channel graph does not see (a value computed "
         "from the channel count, such as x.shape[1], an in-place op through a view, a branch on the count); "
-        "mark the module that does it a leaf (edgeslim.surgery.register_leaf) where the model is defined"
+        f"mark the module that does it a leaf (edgeslim.surgery.register_leaf) {REGISTER_WHERE}"
     )
 
 
@@ -693,16 +736,26 @@ def prune(
 
 def verify(
     model: nn.Module, slim: nn.Module, inputs: Any, outputs: Callable[[Any], Any] | None = None
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Largest absolute output difference (over every output tensor) and top-1 agreement of two
     models on ``inputs``: of the first output, per sample for ``[N, classes]``, per pixel for
-    ``[N, classes, H, W]`` (a segmenter's ``out`` beside its ``aux``), else None.
+    ``[N, classes, H, W]`` (a segmenter's ``out`` beside its ``aux``), else None; and
+    ``compared_values``, how many output values were compared: where every output is empty (a
+    detector that found nothing) none were, and ``max_abs_diff`` is None, with a warning.
 
     ``inputs``: a tensor, or an iterable of tensors or ``(x, y)`` batches. Both models run
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    return _compare(_outputs(model, batches, select=outputs), _outputs(slim, batches, select=outputs))
+    sizes, found = [len(x) for x in batches], []
+    dense = _outputs(model, batches, select=outputs, detections=found)
+    diff = _compare(dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found))
+    if not diff["compared_values"]:
+        log.warning(
+            "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
+            "no object?), so max_abs_diff is None; give inputs the model finds objects in"
+        )
+    return diff
 
 
 def _outputs(
@@ -713,11 +766,14 @@ def _outputs(
     select: Callable[[Any], Any] | None = None,
     after_each: Callable[[], None] | None = None,
     say_state: bool = False,
+    detections: list[bool] | None = None,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
     ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
     (:func:`_state_kept`; ``say_state``: said in the log). ``switch_mode=False``: ``model`` is in eval mode already. Each forward gets
-    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each."""
+    its own copy of the batch (a forward may write into its input); ``after_each`` runs after each;
+    ``detections`` gets, per forward, whether its result is a torchvision detector's post-processed
+    detections (:func:`~edgeslim.utils.scores.postprocessed_detections`)."""
     mode = model.training
     if switch_mode:
         model.eval()
@@ -731,7 +787,10 @@ def _outputs(
     finally:
         if switch_mode:
             model.train(mode)
-    return [flat_tensors(select(o) if select is not None else o) for o in outs]
+    picked = [select(o) if select is not None else o for o in outs]
+    if detections is not None:
+        detections += [postprocessed_detections(o) for o in picked]
+    return [flat_tensors(o) for o in picked]
 
 
 @contextlib.contextmanager
@@ -825,18 +884,34 @@ def _float64_scaled_diff(
     return _compare(*outs)["max_scaled_diff"]
 
 
-def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]:
+def _compare(
+    ref: list[list[Tensor]],
+    got: list[list[Tensor]],
+    sizes: list[int] | None = None,
+    *,
+    postprocessed: bool = False,
+) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
     own dtype (``beyond_rounding``, :func:`check_tolerance`; an integer or bool output: any difference,
-    ``integers_differ``); a different structure or shape is an error."""
-    worst, scaled, agree, total, beyond, differ = 0.0, 0.0, 0, 0, False, False
-    for ra, rb in zip(ref, got):
+    ``integers_differ``), and how many values were compared (``compared_values``; 0: every output was
+    empty, and both differences are None); a different structure or shape is an error. The top-1
+    agreement is the first output's where it holds class scores of one row per input (``sizes``: the
+    batch size of each input; a detector's boxes ``[K, 4]`` hold none). ``postprocessed``: the outputs
+    are a torchvision detector's post-processed detections, which a different count is said to be."""
+    worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
+    for j, (ra, rb) in enumerate(zip(ref, got)):
         if len(ra) != len(rb):
             raise EdgeslimError(
                 f"the slim model returns {len(rb)} tensors where the dense one returns {len(ra)}"
             )
         for i, (a, b) in enumerate(zip(ra, rb)):
+            if a.shape != b.shape and postprocessed:
+                raise EdgeslimError(
+                    f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one {tuple(a.shape)}: "
+                    f"the outputs are {POSTPROCESSED}, so this check cannot hold them; check the tensors before "
+                    f"the postprocessing: {DETECTION_CHECK}"
+                )
             if a.shape != b.shape:
                 raise EdgeslimError(
                     f"output {i} of the slim model has shape {tuple(b.shape)}, the dense one "
@@ -846,6 +921,7 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
                 )
             if not a.numel():
                 continue
+            values += a.numel()
             if not a.is_floating_point():  # (class ids, masks: equal or not)
                 d = float((a.double() - b.double()).abs().max())
                 own = d / max(1.0, float(a.double().abs().max()))
@@ -856,12 +932,14 @@ def _compare(ref: list[list[Tensor]], got: list[list[Tensor]]) -> dict[str, Any]
                 beyond = beyond or own > check_tolerance(a.dtype)
             worst, scaled = max(worst, d), max(scaled, own)
         # the first output's, as export's check (scores: floating point)
-        matches = top1_matches(ra[0], rb[0]) if ra and ra[0].is_floating_point() else None
+        n = sizes[j] if sizes is not None else None
+        matches = top1_matches(ra[0], rb[0], n) if ra and ra[0].is_floating_point() else None
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {
-        "max_abs_diff": worst,
-        "max_scaled_diff": scaled,
+        "max_abs_diff": worst if values else None,
+        "max_scaled_diff": scaled if values else None,
+        "compared_values": values,
         "beyond_rounding": beyond or differ,
         "integers_differ": differ,
         "top1_agreement": agree / total if total else None,  # (no scores: None)

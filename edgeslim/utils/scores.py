@@ -8,30 +8,33 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def class_scores(shape: Sequence[int]) -> bool:
+def class_scores(shape: Sequence[int], inputs: int | None = None) -> bool:
     """Whether an output of ``shape`` holds class scores on dim 1, whose argmax is a prediction: per
-    sample ``[N, C]`` or per pixel ``[N, C, H, W]`` (a segmenter's masks), with ``C > 1``."""
-    return len(shape) in (2, 4) and int(shape[1]) > 1
+    sample ``[N, C]`` or per pixel ``[N, C, H, W]`` (a segmenter's masks), with ``C > 1``; given the
+    number of ``inputs`` that made it, ``N`` must be that (a detector's boxes ``[K, 4]`` are none)."""
+    return len(shape) in (2, 4) and int(shape[1]) > 1 and (inputs is None or int(shape[0]) == inputs)
 
 
-def classifier_logits(shape: Sequence[int]) -> bool:
-    """Whether an output of ``shape`` is a classifier's logits ``[N, C]`` (``C > 1``): the scores whose
-    every top-1 must agree in an export check (a mask's may flip at a near-tie)."""
-    return len(shape) == 2 and class_scores(shape)
+def classifier_logits(shape: Sequence[int], inputs: int | None = None) -> bool:
+    """Whether an output of ``shape`` is a classifier's logits ``[N, C]`` (``C > 1``; ``N`` the number of
+    ``inputs`` where given): the scores whose every top-1 must agree in an export check (a mask's may
+    flip at a near-tie)."""
+    return len(shape) == 2 and class_scores(shape, inputs)
 
 
-def top1_matches(ref: Any, got: Any) -> tuple[int, int] | None:
+def top1_matches(ref: Any, got: Any, inputs: int | None = None) -> tuple[int, int] | None:
     """``(agreeing, total)`` top-1 predictions of two score arrays of one shape (numpy arrays or torch
-    tensors), per sample or per pixel; None when ``ref`` holds no class scores."""
-    if not class_scores(ref.shape):
+    tensors), per sample or per pixel; None when ``ref`` holds no class scores (of one row per input,
+    given the number of ``inputs``)."""
+    if not class_scores(ref.shape, inputs):
         return None
     return int((ref.argmax(1) == got.argmax(1)).sum()), math.prod(ref.shape) // int(ref.shape[1])
 
 
-def top1_agreement(ref: Any, got: Any) -> float | None:
+def top1_agreement(ref: Any, got: Any, inputs: int | None = None) -> float | None:
     """The share of top-1 predictions two score arrays share (see :func:`top1_matches`); None when
     ``ref`` holds no class scores or no sample."""
-    m = top1_matches(ref, got)
+    m = top1_matches(ref, got, inputs)
     return m[0] / m[1] if m and m[1] else None
 
 
@@ -60,3 +63,29 @@ def finite_abs_max(a: Any) -> float:
     """The largest ``|a|`` over the finite entries of ``a`` (numpy or torch; 0 when there are none)."""
     f = abs(a[(a == a) & (abs(a) != math.inf)])
     return float(f.max()) if f.reshape(-1).shape[0] else 0.0
+
+
+#: the keys of a torchvision detector's result for one image: post-processed detections
+DETECTION_KEYS = frozenset({"boxes", "scores", "labels"})
+
+#: what a check of such detections compares, and why it cannot hold them position by position
+POSTPROCESSED = (
+    "post-processed detections (boxes, scores and labels after a score threshold, top-k and NMS), "
+    "compared in order: near-tied scores reorder them or change how many pass"
+)
+
+
+def postprocessed_detections(result: Any) -> bool:
+    """Whether a forward's ``result`` is a torchvision detector's: a list of dicts, one per image,
+    holding ``boxes``, ``scores`` and ``labels``."""
+    return (
+        isinstance(result, (list, tuple))
+        and bool(result)
+        and all(isinstance(d, dict) and DETECTION_KEYS <= set(d) for d in result)
+    )
+
+
+def detection_names(names: Sequence[str]) -> bool:
+    """Whether ONNX output ``names`` are a torchvision detector's (``boxes``, ``scores``, ``labels``,
+    with ``_0``, ``_1``, ... for a batch of several images, as export names them)."""
+    return DETECTION_KEYS <= {n.rsplit("_", 1)[0] if n.rsplit("_", 1)[-1].isdigit() else n for n in names}
