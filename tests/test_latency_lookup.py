@@ -176,6 +176,43 @@ def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -
     assert "validate=False" not in msg and not info.value.params  # export's own options are not slim's
 
 
+def test_the_latency_check_writes_a_graph_the_simplifier_broke_unsimplified(tmp_path) -> None:
+    """The review of a timm user's chain (finding 2): slim of timm's tf_efficientnet_lite0 at 63x50 with a
+    latency target ended "the latency check stopped: ONNX Runtime disagrees ... possible cause: a dynamic
+    batch ..." (onnxslim had broken the graph; slim has no way to skip it) and wrote neither ONNX file. The
+    check exports as export does: the unsimplified graphs are written and the simplifier named."""
+    pytest.importorskip("timm")
+    from timm.layers import create_conv2d
+    from torch import nn
+
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export.validate import random_inputs
+    from edgeslim.pipelines.latency import latency_check
+
+    torch.manual_seed(0)
+    net = nn.Sequential(  # timm's TF "same" padding (computed from the input's size), at a non-square size
+        create_conv2d(3, 4, 3, stride=2, padding="same"), nn.ReLU(), create_conv2d(4, 4, 3, stride=2, padding="same"),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()  # fmt: skip
+    budget = {
+        "settings": {"target": "0.5", "batch": 1},
+        "target_fraction": 0.5,
+        "achieved": 1e-3,
+        "dense": 2e-3,
+    }
+    out = latency_check(net, net, (3, 9, 6), tmp_path, budget, here=False, profile=load_profile("jetson-orin-nano-8gb"),
+                        inputs=random_inputs((3, 9, 6), n=4))  # fmt: skip
+    assert (
+        (tmp_path / "dense.onnx").exists() and (tmp_path / "slim.onnx").exists() and out["measured"] is False
+    )
+    if "warnings" not in out:
+        pytest.skip("the installed simplifier simplifies this graph right: nothing to fall back from")
+    assert [w.split(" ")[:2] for w in out["warnings"]] == [
+        ["dense.onnx:", "onnxslim"],
+        ["slim.onnx:", "onnxslim"],
+    ]
+
+
 def test_the_device_command_of_a_tensorrt_profile_times_tensorrt(tmp_path) -> None:
     """Measured elsewhere, a latency target's check hands over the bench command for the device; for
     a TensorRT device it names trtexec (pasted on a machine without it, ORT would time the CPU)."""

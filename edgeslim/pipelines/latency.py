@@ -24,6 +24,8 @@ from edgeslim.utils.rundir import DENSE_ONNX, SLIM_ONNX, TABLE_FILE
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgeslim.export.onnx_export import OnnxExportResult
+
 log = logging.getLogger(__name__)
 
 
@@ -77,11 +79,11 @@ def _timing_options(profile: Any, table: dict[str, Any] | None = None) -> dict[s
 
 def _export(
     model: Any, path: Path, input_shape: tuple[int, int, int], inputs: Any = None, **metadata: Any
-) -> None:
+) -> OnnxExportResult:
     from edgeslim.export import export_onnx
 
-    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True, inputs=inputs,
-                **metadata)  # fmt: skip
+    return export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True,
+                       inputs=inputs, **metadata)  # fmt: skip
 
 
 def export_pair(
@@ -92,14 +94,17 @@ def export_pair(
     inputs: Any = None,
     arch: str | None = None,
     recipe: dict[str, Any] | None = None,
-) -> dict[str, str]:
+) -> list[str]:
     """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT on ``inputs``,
-    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs); ``{label: path}``. Their
-    metadata names ``arch`` and the slim one's ``recipe``, as ``edgeslim export`` writes them."""
+    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs), exported as ``edgeslim
+    export`` exports them (an unsimplified graph where the simplifier broke the graph); their metadata
+    names ``arch`` and the slim one's ``recipe``. Returns what to warn of: a simplifier that broke a graph."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _export(dense, out_dir / DENSE_ONNX, input_shape, inputs, arch=arch)
-    _export(slim, out_dir / SLIM_ONNX, input_shape, inputs, arch=arch, recipe=recipe)
-    return {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
+    done = [
+        _export(dense, out_dir / DENSE_ONNX, input_shape, inputs, arch=arch),
+        _export(slim, out_dir / SLIM_ONNX, input_shape, inputs, arch=arch, recipe=recipe),
+    ]
+    return [f"{r.path.name}: {r.simplifier_broke}" for r in done if r.simplifier_broke]
 
 
 def measure_table(
@@ -247,7 +252,8 @@ def latency_check(
 ) -> dict[str, Any]:
     """Target, predicted and measured latency of the slim network (and the dense one) at the budget's
     batch; both are exported to ONNX first, checked in ONNX Runtime on ``inputs`` (the run's test
-    images; None: random inputs). An export that fails says that the run's own files are written."""
+    images; None: random inputs). An export that fails says that the run's own files are written; one whose
+    simplifier broke the graph (the unsimplified one written) is named in ``warnings``."""
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.timing import TimingConfig
 
@@ -264,7 +270,8 @@ def latency_check(
         "predicted_dense_ms": budget["dense"] * 1e3,
     }
     try:
-        export_pair(dense, slim, input_shape, out_dir, inputs, arch=arch, recipe=recipe)
+        if broke := export_pair(dense, slim, input_shape, out_dir, inputs, arch=arch, recipe=recipe):
+            out["warnings"] = broke
     except EdgeslimError as exc:
         from edgeslim.export.onnx_export import ExportCheckFailed
 

@@ -492,6 +492,8 @@ def _run(
             write_report(out_dir, res.report)
             raise
         res.report["latency"] = check
+        for broke in check.get("warnings", ()):  # (a simplifier that broke dense.onnx or slim.onnx)
+            say(broke)
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
         # (with verify_latency the miss is refused instead)
         if over > LATENCY_MISS_TOLERANCE and req.verify_latency is None:
