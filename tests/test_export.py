@@ -1615,3 +1615,18 @@ def test_a_graph_the_simplifier_broke_is_written_unsimplified(tmp_path, dynamic:
     with pytest.raises(EdgeslimError) as info:
         export_onnx(_Branchy(), tmp_path / "b.onnx", (1, 4, 4))
     assert "--no-simplify" not in cli_message(info.value, export)
+
+
+def test_the_json_document_names_a_warnings_parameters_as_flags(tmp_path, capsys) -> None:
+    """The review of a timm user's chain (finding 5b): export --json's warnings said the Python parameters
+    ("calibrate on more images (calib_images)", "exporter dynamo"), where the terminal's lines and an error's
+    JSON document say the flags. The document's warnings name the flags too."""
+    out = tmp_path / "m.onnx"
+    assert (
+        main(
+            ["export", "vgg-small", "--input-shape", "3,16,16", "--onnx", str(out), "--opset", "21", "--json"]
+        )
+        == 0
+    )
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.endswith("as of opset 20 (--exporter dynamo translates at 21)"), warning
