@@ -206,6 +206,28 @@ def lookup_differs(
     return None
 
 
+def measure_narrowest(
+    model: Any,
+    input_shape: tuple[int, int, int],
+    batch: int,
+    profile: Any,
+    round_to: int = 1,
+    zero_invariant: bool = False,
+) -> tuple[float, float]:
+    """The dense network's and the narrowest one's time in ms (every channel group at its fixed channels,
+    else at one, in multiples of ``round_to``: what a lookup's target is refused below), whole networks
+    timed interleaved as :func:`measure_table`'s calibration times them: seconds where the lookup takes
+    minutes, so a target out of reach is refused before it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeslim-lookup-") as tmp:
+        onnx_path = Path(tmp) / DENSE_ONNX
+        _export(model, onnx_path, input_shape)
+        timed = _calibration(model, input_shape, onnx_path, batch, _timing_options(profile), round_to,
+                             zero_invariant, fractions=(0.0,))  # fmt: skip
+    return float(timed["dense_ms"]), float(timed["points"][0]["measured_ms"])
+
+
 def _calibration(
     model: Any,
     input_shape: tuple[int, int, int],
@@ -214,18 +236,21 @@ def _calibration(
     options: dict,
     round_to: int,
     zero_invariant: bool = False,
+    fractions: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
-    """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points", ...}``."""
+    """Dense and uniformly slimmed copies of ``model`` (at ``fractions`` of every group's channels; default
+    :data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`), timed interleaved: ``{"dense_ms", "points", ...}``."""
     import tempfile
 
     import torch
 
     from edgeslim.bench.layers import measure_calibration
-    from edgeslim.surgery.widths import uniform_widths
+    from edgeslim.surgery.widths import CALIBRATION_FRACTIONS, uniform_widths
 
     widths = uniform_widths(
-        model, torch.zeros(1, *input_shape), round_to=round_to, zero_invariant=zero_invariant
-    )
+        model, torch.zeros(1, *input_shape), fractions or CALIBRATION_FRACTIONS, round_to=round_to,
+        zero_invariant=zero_invariant,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         paths = {}
         for f, slim in widths.items():
