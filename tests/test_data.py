@@ -1253,3 +1253,39 @@ def test_two_folders_of_one_split_are_refused_and_split_words_are_whole_words(tm
                     _solid(tmp_path / name / c / s / f"{k}.png", 9)
         b = load_dataset("imagefolder", data_dir=tmp_path / name, cache_dir=tmp_path / "cache")
         assert b.class_names == list(classes), name
+
+
+def test_zip_names_stored_as_utf8_without_the_flag_are_read_as_utf8(tmp_path):
+    """The review of a timm user's photo folder (finding 1): Debian's ``zip -r`` (Info-ZIP 3.0) stores UTF-8
+    member names without the zip's UTF-8 flag; they were read as cp437, class ``Vögel`` became ``V├╢gel``
+    and files were renamed, so the hash split of the zip differed from that of the folder (a silent
+    train/test overlap between runs on the two). Such names are read as UTF-8, as unzip and 7-Zip read
+    them; a name whose bytes are not UTF-8 (a DOS tool's cp437 ``café``) stays cp437."""
+    import zipfile
+
+    from edgeslim.utils.sniff import zip_names
+
+    # placeholders of the UTF-8 names' byte lengths, replaced in the written zip's bytes (flag not set)
+    real = {"V__gel": "Vögel".encode(), "b__": "bä".encode(), "cafX": b"caf\x82"}
+    root = tmp_path / "imgs"
+    for i, c in enumerate(("Katzen", "Vögel")):
+        for k in range(20):
+            _solid(root / c / f"bä{k}.png", 10 * k + i)
+    zpath = tmp_path / "imgs.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for f in sorted(root.rglob("*.png")):
+            rel = f.relative_to(root).as_posix().replace("Vögel", "V__gel").replace("bä", "b__")
+            z.write(f, rel)
+        z.writestr("cafX.txt", "not an image")
+    data = zpath.read_bytes()
+    for placeholder, name in real.items():
+        data = data.replace(placeholder.encode(), name)
+    zpath.write_bytes(data)
+    with zipfile.ZipFile(zpath) as z:
+        assert not any(i.flag_bits & 0x800 for i in z.infolist()) and "V├╢gel/b├ñ0.png" in z.namelist()
+    assert {"Vögel/bä0.png", "café.txt"} <= set(zip_names(zpath))
+    a = load_dataset("imagefolder", data_dir=root, cache_dir=tmp_path / "c")
+    b = load_dataset("imagefolder", data_dir=zpath, cache_dir=tmp_path / "c")
+    assert a.class_names == b.class_names == ["Katzen", "Vögel"]
+    for x, y in (("train_x", "train_y"), ("test_x", "test_y")):  # the same split, image by image
+        assert torch.equal(getattr(a, x), getattr(b, x)) and torch.equal(getattr(a, y), getattr(b, y))

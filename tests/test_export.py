@@ -375,8 +375,8 @@ def test_onnx_check_failure_names_the_export_flags(tmp_path) -> None:
     assert "possible cause: the model's code branches on the input's values (__float__()" in str(info.value)
     assert not (tmp_path / "m.onnx").exists()
     assert cli_message(info.value, export).endswith(  # the path given, folder and all (docs audit)
-        f"{tmp_path / 'm.onnx'} was not written (try --opset 18, --exporter dynamo, or --no-simplify; --no-validate "
-        "skips the check)"
+        f"{tmp_path / 'm.onnx'} was not written (try --opset 18 or --exporter dynamo; --no-validate "
+        "skips the check)"  # (not --no-simplify: the unsimplified graph was checked too)
     )
 
 
@@ -1697,3 +1697,59 @@ def test_a_failed_check_of_detections_says_they_are_compared_in_order(tmp_path):
     assert "the outputs are post-processed detections" in msg and "compared in order" in msg
     assert "near-tied scores reorder them" in msg and "tensors before the postprocessing" in msg
     assert "opset" not in msg and "float64" not in msg and not (tmp_path / "t.onnx").exists()
+
+
+def _tf_same_net() -> nn.Module:
+    """timm's TF "same" padding (tf_* models: the padding computed from the input's size) in a tiny net."""
+    from timm.layers import create_conv2d
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        create_conv2d(3, 4, 3, stride=2, padding="same"), nn.ReLU(), create_conv2d(4, 4, 3, stride=2, padding="same"),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_a_graph_the_simplifier_broke_is_written_unsimplified(tmp_path, dynamic: bool) -> None:
+    """The review of a timm user's chain (finding 2): onnxslim 0.1.98 breaks timm's tf_* models (TF "same"
+    padding) at non-square sizes (tf_efficientnet_lite0 at 96x72: max|diff| 17.7; unsimplified 3e-5). The
+    export was refused with "try ... simplify=False", and with a dynamic batch (slim's latency check) blamed
+    a batch frozen by the trace. The unsimplified graph is checked too and written, the simplifier named."""
+    pytest.importorskip("timm")
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.export import export
+
+    res = export_onnx(_tf_same_net(), tmp_path / "m.onnx", (3, 9, 6), dynamic_batch=dynamic)
+    if res.simplifier is not None:
+        pytest.skip(f"{res.simplifier} simplifies this graph right: nothing to fall back from")
+    import onnxslim
+
+    assert res.validation.passed and (tmp_path / "m.onnx").exists()
+    assert res.simplifier_broke.startswith(f"onnxslim {onnxslim.__version__} broke the graph (ONNX Runtime")
+    assert res.simplifier_broke in res.warnings and "dynamic batch" not in res.simplifier_broke
+    x = torch.randn(1, 3, 9, 6)
+    assert np.abs(_ort(tmp_path / "m.onnx", x) - _tf_same_net()(x).detach().numpy()).max() < 1e-4
+    assert (
+        export_onnx(_tf_same_net(), tmp_path / "s.onnx", (3, 8, 8)).simplifier == "onnxslim"
+    )  # square: right
+    # a graph that fails unsimplified too is refused without the dynamic-batch guess for a simplifier's fault,
+    # and without advising simplify=False, which was checked
+    with pytest.raises(EdgeslimError) as info:
+        export_onnx(_Branchy(), tmp_path / "b.onnx", (1, 4, 4))
+    assert "--no-simplify" not in cli_message(info.value, export)
+
+
+def test_the_json_document_names_a_warnings_parameters_as_flags(tmp_path, capsys) -> None:
+    """The review of a timm user's chain (finding 5b): export --json's warnings said the Python parameters
+    ("calibrate on more images (calib_images)", "exporter dynamo"), where the terminal's lines and an error's
+    JSON document say the flags. The document's warnings name the flags too."""
+    out = tmp_path / "m.onnx"
+    assert (
+        main(
+            ["export", "vgg-small", "--input-shape", "3,16,16", "--onnx", str(out), "--opset", "21", "--json"]
+        )
+        == 0
+    )
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.endswith("as of opset 20 (--exporter dynamo translates at 21)"), warning

@@ -149,6 +149,26 @@ def test_verify_latency() -> None:
         verify({"measured": False, "command": "edgeslim bench slim.onnx --baseline dense.onnx"}, 0.05)
 
 
+def test_a_target_below_the_narrowest_network_is_refused_before_the_lookup(tmp_path, capsys) -> None:
+    """The review of a timm user's chain (finding 4): slim of mobilenetv3_small_050 at 32 px with --target-latency
+    0.7 measured its lookup for 3 min 05 s without a word under a pipe, then refused the target (one channel
+    per group already cost 99.69% of dense), keeping nothing. The dense and the narrowest networks are timed
+    whole first (seconds) and the target refused then; under a pipe each step of the lookup is a line."""
+    out = tmp_path / "run"
+    rc = main(
+        [*DIGITS, "--epochs", "1", "--target-latency", "0.05", "--out", str(out)]
+    )  # (8x8: ~30% at best)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    steps, (line,) = err.strip().splitlines()[:-1], err.strip().splitlines()[-1:]
+    assert "the budget" in line and "is unreachable: one channel per group already costs" in line, line
+    assert "both timed here as whole networks, before a latency lookup was measured" in line, line
+    assert [s.split(" ", 1)[1] for s in steps] == [
+        "latency lookup: the dense and the narrowest network, timed whole"
+    ]
+    assert not (out / "latency_table.json").exists()
+
+
 def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:
     """The check after a latency-budget slim exports both networks; when that export is refused
     (a trial's EfficientNet), the message says the run's own files are written, not that nothing was."""
@@ -174,6 +194,43 @@ def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -
     assert msg.startswith("the latency check stopped: ONNX Runtime disagrees with PyTorch")
     assert f"the slim run itself is complete in {tmp_path}" in msg and "nothing was written" not in msg
     assert "validate=False" not in msg and not info.value.params  # export's own options are not slim's
+
+
+def test_the_latency_check_writes_a_graph_the_simplifier_broke_unsimplified(tmp_path) -> None:
+    """The review of a timm user's chain (finding 2): slim of timm's tf_efficientnet_lite0 at 63x50 with a
+    latency target ended "the latency check stopped: ONNX Runtime disagrees ... possible cause: a dynamic
+    batch ..." (onnxslim had broken the graph; slim has no way to skip it) and wrote neither ONNX file. The
+    check exports as export does: the unsimplified graphs are written and the simplifier named."""
+    pytest.importorskip("timm")
+    from timm.layers import create_conv2d
+    from torch import nn
+
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export.validate import random_inputs
+    from edgeslim.pipelines.latency import latency_check
+
+    torch.manual_seed(0)
+    net = nn.Sequential(  # timm's TF "same" padding (computed from the input's size), at a non-square size
+        create_conv2d(3, 4, 3, stride=2, padding="same"), nn.ReLU(), create_conv2d(4, 4, 3, stride=2, padding="same"),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ).eval()  # fmt: skip
+    budget = {
+        "settings": {"target": "0.5", "batch": 1},
+        "target_fraction": 0.5,
+        "achieved": 1e-3,
+        "dense": 2e-3,
+    }
+    out = latency_check(net, net, (3, 9, 6), tmp_path, budget, here=False, profile=load_profile("jetson-orin-nano-8gb"),
+                        inputs=random_inputs((3, 9, 6), n=4))  # fmt: skip
+    assert (
+        (tmp_path / "dense.onnx").exists() and (tmp_path / "slim.onnx").exists() and out["measured"] is False
+    )
+    if "warnings" not in out:
+        pytest.skip("the installed simplifier simplifies this graph right: nothing to fall back from")
+    assert [w.split(" ")[:2] for w in out["warnings"]] == [
+        ["dense.onnx:", "onnxslim"],
+        ["slim.onnx:", "onnxslim"],
+    ]
 
 
 def test_the_device_command_of_a_tensorrt_profile_times_tensorrt(tmp_path) -> None:
@@ -392,7 +449,7 @@ def test_latency_target_below_the_profile_multiple_measures_a_finer_lookup(
 
     once(layers, "layer_table", lambda a: None)
     once(sweep, "sweep_layers", lambda a: a[3])  # (its round_to)
-    once(latency, "_calibration", lambda a: a[5])
+    once(latency, "_calibration", lambda a: a[5:])  # (its round_to, zero_invariant and fractions)
     spec = ModelSpec(arch="resnet20", num_classes=10, in_channels=1, input_size=[28, 28])
     torch.manual_seed(0)
     model = create_model(spec).eval()

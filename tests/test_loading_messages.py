@@ -592,6 +592,62 @@ def test_a_stop_in_the_first_moments_or_while_the_error_prints_is_one_line(tmp_p
         assert rc == 0 or (len(lines) == 1 and "interrupted" in lines[0]), seen[-1]
 
 
+def test_timeouts_sigterm_to_the_process_group_is_not_a_second_stop(tmp_path) -> None:
+    """The review of a timm user's chain (finding 3): GNU timeout sends SIGTERM to the command and then to
+    its whole process group; where the second came 50 ms after the first, in the clean-up, it was read as
+    "the clean-up is taking too long" and ended the process by SIGTERM (exit -15, no line, the run's lock
+    and temporary folders left). A SIGTERM within SIGTERM_REPEAT_S of the first is the same request: the
+    clean-up finishes, exit 143 with the line. One after that window still ends the process at once, and
+    a second Ctrl-C still interrupts the clean-up, as before. Real signals to a real ``edgeslim`` process
+    (its command a stand-in whose clean-up takes a set time)."""
+    import signal
+    import subprocess
+    import time
+
+    from edgeslim.cli import SIGTERM_REPEAT_S
+
+    script = tmp_path / "napper.py"
+    script.write_text(
+        "import sys, time, click\n"
+        "from edgeslim import cli\n"
+        "@click.command()\n"
+        "@click.argument('clean', type=float)\n"
+        "def nap(clean):\n"
+        "    try:\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    finally:\n"
+        "        time.sleep(clean)  # a clean-up that takes its time (stopping a measuring process)\n"
+        "        print('cleaned', flush=True)\n"
+        "cli.COMMANDS['nap'] = ('__main__', 'nap', 'sleeps')\n"
+        "sys.exit(cli.console())\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": root, "EDGESLIM_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+
+    def stop(sig: int, gap: float, clean: float) -> tuple[int, str, str]:
+        proc = subprocess.Popen([sys.executable, str(script), "nap", str(clean)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+        try:
+            assert proc.stdout.readline() == "ready\n"
+            proc.send_signal(sig)  # timeout's first signal, to the command
+            time.sleep(gap)
+            os.killpg(proc.pid, sig)  # its second, to the process group
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, out, err
+
+    rc, out, err = stop(signal.SIGTERM, 0.05, 1.0)
+    assert (rc, out) == (143, "cleaned\n") and err.strip().startswith("error: interrupted"), (rc, out, err)
+    rc, out, _ = stop(signal.SIGTERM, SIGTERM_REPEAT_S + 0.5, 10.0)  # a second request: ends it at once
+    assert (rc, out) == (-signal.SIGTERM, ""), (rc, out)
+    rc, out, err = stop(signal.SIGINT, 0.05, 1.0)  # a second Ctrl-C interrupts the clean-up, as before
+    assert (rc, out) == (130, "") and "interrupted" in err, (rc, out, err)
+
+
 # ------------------------------------------------------------------ 6. half-precision model files
 
 

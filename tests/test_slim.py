@@ -189,6 +189,29 @@ def test_a_config_takes_every_option_and_the_command_line_wins_over_it(tmp_path:
     assert "digits images are 8x8; --image-size applies to image folders" in capsys.readouterr().err
 
 
+def test_a_config_gives_an_image_size_as_a_yaml_list(tmp_path: Path, capsys) -> None:
+    """The review of a timm user's chain (finding 5a): ``image_size: [48, 40]`` in --config was refused
+    "image_size must be a single value", though H,W is what --image-size takes and ``mean: [..]`` lists
+    were accepted. A list for an option written comma-separated on the command line is read as that text."""
+    import click
+
+    from edgeslim.cli.params import config_keys, load_config
+    from edgeslim.cli.slim import slim
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("image_size: [48, 40]\nmean: [0.5, 0.4, 0.3]\n")
+    got = load_config(click.Context(slim), cfg, config_keys(slim))
+    assert got == {"image_size": (48, 40), "mean": (0.5, 0.4, 0.3)}
+    cfg.write_text("image_size: [48]\n")  # one side: S x S, as --image-size 48
+    assert load_config(click.Context(slim), cfg, config_keys(slim)) == {"image_size": (48, 48)}
+    cfg.write_text("image-size: [48, 40, 3]\n")  # (refused as the same text on the command line is)
+    assert (
+        main(["slim", "vgg-small", "--data", "digits", "--config", str(cfg), "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "'48,40,3' is not an image size: give H,W" in capsys.readouterr().err
+
+
 def test_budget_warning_names_a_miss_and_an_overshoot() -> None:
     from edgeslim.slim import budget_warning
 

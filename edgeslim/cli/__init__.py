@@ -15,6 +15,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,6 +314,12 @@ class Terminated(KeyboardInterrupt):
 
 #: exit codes of a run stopped by Ctrl-C and by SIGTERM (the shell's 128 + signal number)
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+#: seconds after the first SIGTERM within which another is the same request, not a second one: GNU
+#: timeout sends its signal to the command and then to the command's whole process group, microseconds
+#: apart, and Python may run the handler of the first in between (a review's ``timeout 200 edgeslim slim``
+#: died by the second, 50 ms later, mid clean-up, leaving its lock and temporary folders); a person or a
+#: supervisor repeating a stop to hurry it does so seconds later
+SIGTERM_REPEAT_S = 2.0
 
 
 class Stops(list[int]):
@@ -320,11 +327,14 @@ class Stops(list[int]):
     the command only while :meth:`arm` ed (the command's ``try``): one received before (while the
     handlers are put in place, the console loads) is raised as the command starts, one received after
     (its failure line printing, the handlers put back) is recorded only (an interrupt probe: a signal in
-    the first 0.1 s, or a second Ctrl-C while the error line printed, gave a traceback and exit 1)."""
+    the first 0.1 s, or a second Ctrl-C while the error line printed, gave a traceback and exit 1). A
+    SIGTERM within :data:`SIGTERM_REPEAT_S` of the first is not recorded: the same request again."""
 
     armed = False
     #: set once the process's own command has ended: a stop then ends the process with it
     exit_code: int | None = None
+    #: when the first SIGTERM came (``time.monotonic``)
+    terminated_at: float | None = None
 
     def arm(self) -> None:
         """Raise the stops from here on; one received already, now."""
@@ -340,7 +350,9 @@ class Stops(list[int]):
 def _sigterm_interrupts(keep: bool = False) -> Iterator[Stops]:
     """SIGTERM raises :class:`Terminated` for the block (in the main thread; the handlers before are
     put back), SIGINT KeyboardInterrupt, both only while the :class:`Stops` it yields are armed. A
-    second SIGTERM then ends the process at once (the default action), as does SIGKILL; under
+    second SIGTERM then ends the process at once (the default action), as does SIGKILL, unless it comes
+    within :data:`SIGTERM_REPEAT_S` of the first (GNU timeout's second, to the process group: ignored);
+    a second Ctrl-C raises KeyboardInterrupt again, whenever it comes; under
     torchrun (``WORLD_SIZE`` > 1) SIGTERM is left as it is: the launcher stops its workers, and one
     blocked in a collective would not run a Python handler. A handler runs between Python steps: in
     one long native call (a TensorRT engine build) the first SIGTERM takes effect when it returns.
@@ -354,9 +366,15 @@ def _sigterm_interrupts(keep: bool = False) -> Iterator[Stops]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        since = now - received.terminated_at if received.terminated_at is not None else None
+        if received.exit_code is None and since is not None and since < SIGTERM_REPEAT_S:
+            return  # (the same request: timeout's second signal, to the process group)
         received.append(signum)
         if received.exit_code is not None:
             os._exit(received.exit_code)
+        if received.terminated_at is None:
+            received.terminated_at = now
         if not received.armed:
             return
         if received.count(signal.SIGTERM) > 1:  # (the clean-up of the first is taking too long: stop now)

@@ -126,8 +126,8 @@ def export(**kw: Any) -> None:
         mean=kw["mean"], std=kw["std"],
         say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
     )  # fmt: skip
-    if kw["as_json"]:
-        print_json(res)
+    if kw["as_json"]:  # (a Notice's parameters as the flags, as on the terminal and in an error's document)
+        print_json({**res, "warnings": [notice(w, export) for w in res["warnings"]]})
         return
     o, v = res["onnx"], res["onnx"]["validation"]
     rows: list[list[Any]] = [["ONNX", o["path"]], ["opset / exporter", f"{o['opset']} / {o['exporter']}"],

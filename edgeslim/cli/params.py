@@ -229,6 +229,11 @@ DEVICE = Device()
 PRECISION = click.Choice(["fp32", "fp16", "int8"])
 
 
+#: option types written comma-separated on the command line (``1,32``, ``H,W``, ``C,H,W``): a config file
+#: may give them as a YAML list
+COMMA_SEPARATED = (NumberList, FractionList, ImageSize, Shape)
+
+
 def _as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -280,7 +285,9 @@ def load_config(ctx: click.Context, path: Path | None, keys: dict[str, str]) -> 
         if v is None:
             continue
         param = params[keys[key]]
-        if isinstance(v, list) and isinstance(param.type, NumberList) and v:  # (mean: [0.485, 0.456, 0.406])
+        # a list for an option written comma-separated on the command line: mean: [0.485, 0.456, 0.406],
+        # image_size: [48, 40] (it was refused as "must be a single value")
+        if isinstance(v, list) and isinstance(param.type, COMMA_SEPARATED) and v:
             v = ",".join(_as_text(e) for e in v)
         if isinstance(v, (list, dict, set, tuple)):
             raise EdgeslimError(f"{path}: {k} must be a single value, got {v!r}")

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 #: tree of class folders split by a hash of each file's name; 8: grey images with alpha (LA) count as grey;
 #: 9: an image folder's entry holds the digest of its files' names (``files``); 10: its channels and size
 #: probed from a spread of up to 256 training images, not the first of each class; 11: a NAS's @eaDir
-#: thumbnail folders skipped (in a zip too)
-CACHE_VERSION = 11
+#: thumbnail folders skipped (in a zip too); 12: a zip's UTF-8 names stored without the UTF-8 flag read as UTF-8
+CACHE_VERSION = 12
 _EDGE = 1 << 20  # bytes hashed at each end of a file
 
 

@@ -126,7 +126,7 @@ class Tree:
                     f"{root} is not a readable zip file ({exc}); check data_dir", param="data_dir"
                 ) from exc
             # a symbolic link (zip -y, macOS ditto) is stored as the path it points to, not the image
-            is_link = {zip_name(i.filename): stat.S_ISLNK(i.external_attr >> 16) for i in infos}
+            is_link = {zip_name(i): stat.S_ISLNK(i.external_attr >> 16) for i in infos}
             names = [n for n, link in is_link.items() if n and not link]
             links = [n for n, link in is_link.items() if n and link and not hidden(n)]
             if links:
@@ -393,7 +393,7 @@ def open_reader(root: Path, is_zip: bool, head: int | None = None) -> Callable[[
     :data:`MAX_IMAGE_BYTES`; ``head``: the first ``head`` bytes of each (an image's header)."""
     if is_zip:
         z = zipfile.ZipFile(root)
-        member = {zip_name(n): n for n in z.namelist()}  # (the names a Tree lists: zip_name's)
+        member = {zip_name(i): i.filename for i in z.infolist()}  # (the names a Tree lists: zip_name's)
         return lambda name: _read_member(z, member.get(name, name), head)
     return lambda name: _read_file(root / name, name, head)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from edgeslim.errors import EdgeslimError
+from edgeslim.utils.sniff import zip_member_name
 
 #: folders a file system, a removable drive or a NAS keeps for itself: never data (a Synology NAS puts
 #: its thumbnails of every image in an ``@eaDir`` folder beside it)
@@ -22,10 +24,11 @@ def hidden(name: str) -> bool:
     return "__MACOSX" in parts or any((p.startswith(".") and p != ".") or p in SYSTEM_FOLDERS for p in parts)
 
 
-def zip_name(member: str) -> str:
-    """A zip member's name as a path: ``\\`` separators as ``/`` (PowerShell 5's Compress-Archive
-    writes them), without leading ``./`` (bsdtar's ``tar -a -cf data.zip .``)."""
-    name = member.replace("\\", "/")
+def zip_name(member: zipfile.ZipInfo) -> str:
+    """A zip member's name as a path: read as UTF-8 where its bytes are (:func:`zip_member_name`), ``\\``
+    separators as ``/`` (PowerShell 5's Compress-Archive writes them), without leading ``./`` (bsdtar's
+    ``tar -a -cf data.zip .``)."""
+    name = zip_member_name(member).replace("\\", "/")
     while name.startswith("./"):
         name = name[2:]
     return name

@@ -76,6 +76,9 @@ class OnnxExportResult:
     validation: ValidationReport | None
     metadata: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: why the unsimplified graph was written: the simplifier (named, with its version) broke the graph,
+    #: which the check found and the unsimplified graph passed (None: it did not)
+    simplifier_broke: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -378,6 +381,16 @@ def simplify_onnx(model: onnx.ModelProto, notes: list[str]) -> tuple[onnx.ModelP
     return simplified, "onnxsim"
 
 
+def _version(dist: str) -> str:
+    """An installed distribution's version (``version unknown`` where its metadata is missing)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "version unknown"
+
+
 def _count_params(model: onnx.ModelProto) -> int:
     import numpy as np
 
@@ -521,7 +534,9 @@ def _export_onnx(
     alone, as unlabelled); without them seeded random inputs are used and the report says so. A failed check (max abs diff > ``atol`` or a top-1 disagreement on
     real images) raises :class:`EdgeslimError` and nothing is written. ``path`` is written
     atomically and never overwritten without ``force``. The model runs in eval mode on the CPU;
-    every module's train/eval flag and the model's device are left as they were.
+    every module's train/eval flag and the model's device are left as they were. A simplified graph
+    that fails the check is checked unsimplified: the unsimplified graph is written where it passes
+    (:attr:`OnnxExportResult.simplifier_broke` and a warning name the simplifier), refused otherwise.
 
     The input is named ``input``, the output ``logits``. An ultralytics model is exported as
     ultralytics' own exporter exports it (:func:`edgeslim.models.yolo.prepare_for_export`: heads in
@@ -603,13 +618,19 @@ def _export_onnx(
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:  # noqa: BLE001
         raise EdgeslimError(f"the exported ONNX fails onnx.checker: {first_line(exc)}") from exc
-    simplifier = None
+    simplifier = simplifier_broke = None
+    unsimplified = proto.SerializeToString() if simplify and validate else b""  # (the check's fallback)
+
+    def finished(graph: onnx.ModelProto) -> onnx.ModelProto:
+        if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
+            _static_output_dims(graph, [tuple(t.shape) for t in flat_tensors(probe)], batch_axes)
+        return graph
+
     if simplify:
         proto, simplifier = simplify_onnx(proto, notes)
         proto = onnx.shape_inference.infer_shapes(proto)
         onnx.checker.check_model(proto)
-    if dynamic_batch:  # only the batch axis varies: the other output sizes are the probe's
-        _static_output_dims(proto, [tuple(t.shape) for t in flat_tensors(probe)], batch_axes)
+    proto = finished(proto)
     shape: list[int | str] = ["batch" if dynamic_batch else batch, c, h, w]
     report = None
     mean = std = None
@@ -619,14 +640,43 @@ def _export_onnx(
         inputs = (
             inputs if inputs is not None else random_inputs((c, h, w), n=max(8, batch), pixels=ultralytics)
         )
-        report = validate_onnx(
-            model,
-            proto.SerializeToString(),
-            inputs,
-            static_batch=None if dynamic_batch else batch,
-            atol=atol,
-            traced_batch=len(x) if dynamic_batch else None,
-        )
+        checked = inputs
+
+        def check(graph: onnx.ModelProto) -> ValidationReport:
+            return validate_onnx(
+                model,
+                graph.SerializeToString(),
+                checked,
+                static_batch=None if dynamic_batch else batch,
+                atol=atol,
+                traced_batch=len(x) if dynamic_batch else None,
+            )
+
+        try:
+            report, failure = check(proto), None
+        except Exception as exc:  # noqa: BLE001 - (the simplified graph fails to run: the unsimplified one says why)
+            if simplifier is None:
+                raise
+            report, failure = None, exc
+        if simplifier is not None and (report is None or not (report.passed or report.nothing_compared)):
+            # the simplifier, not the model, may have broken the graph: the unsimplified graph decides (its
+            # failure is the export's, with the causes found below; a dynamic batch among them)
+            plain = finished(onnx.load_from_string(unsimplified))
+            plain_report = check(plain)
+            if plain_report.passed:
+                broke = (
+                    f"max|diff| {report.max_abs_diff:.3g}"
+                    if report is not None and report.max_abs_diff is not None
+                    else report.summary()
+                    if report is not None
+                    else first_line(failure)[:200]
+                )
+                simplifier_broke = (
+                    f"{simplifier} {_version(simplifier)} broke the graph (ONNX Runtime disagrees with PyTorch on "
+                    f"the simplified graph: {broke}); the unsimplified graph, which passes the check, was written"
+                )
+                notes.append(simplifier_broke)
+            proto, report, simplifier = plain, plain_report, None
         if report.nothing_compared:  # (real images may give no detection: said, not refused)
             notes.append(Notice(
                 f"the ONNX Runtime check compared nothing: every output ({', '.join(report.empty_outputs)}) is "
@@ -705,6 +755,7 @@ def _export_onnx(
         path=out, opset=got_opset, exporter=used, input_name=proto.graph.input[0].name, output_names=outputs,
         input_shape=shape, dynamic_batch=dynamic_batch, simplifier=simplifier, nodes=len(proto.graph.node),
         params=_count_params(proto), size_bytes=len(data), validation=report, metadata=md, warnings=notes,
+        simplifier_broke=simplifier_broke,
     )  # fmt: skip
 
 

@@ -24,6 +24,8 @@ from edgeslim.utils.rundir import DENSE_ONNX, SLIM_ONNX, TABLE_FILE
 if TYPE_CHECKING:
     from torch import nn
 
+    from edgeslim.export.onnx_export import OnnxExportResult
+
 log = logging.getLogger(__name__)
 
 
@@ -77,11 +79,11 @@ def _timing_options(profile: Any, table: dict[str, Any] | None = None) -> dict[s
 
 def _export(
     model: Any, path: Path, input_shape: tuple[int, int, int], inputs: Any = None, **metadata: Any
-) -> None:
+) -> OnnxExportResult:
     from edgeslim.export import export_onnx
 
-    export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True, inputs=inputs,
-                **metadata)  # fmt: skip
+    return export_onnx(copy.deepcopy(model).cpu(), path, input_shape, dynamic_batch=True, force=True,
+                       inputs=inputs, **metadata)  # fmt: skip
 
 
 def export_pair(
@@ -92,14 +94,17 @@ def export_pair(
     inputs: Any = None,
     arch: str | None = None,
     recipe: dict[str, Any] | None = None,
-) -> dict[str, str]:
+) -> list[str]:
     """``out_dir/dense.onnx`` and ``out_dir/slim.onnx`` (dynamic batch, checked in ORT on ``inputs``,
-    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs); ``{label: path}``. Their
-    metadata names ``arch`` and the slim one's ``recipe``, as ``edgeslim export`` writes them."""
+    an :class:`~edgeslim.export.validate.InputBatch`; None: random inputs), exported as ``edgeslim
+    export`` exports them (an unsimplified graph where the simplifier broke the graph); their metadata
+    names ``arch`` and the slim one's ``recipe``. Returns what to warn of: a simplifier that broke a graph."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _export(dense, out_dir / DENSE_ONNX, input_shape, inputs, arch=arch)
-    _export(slim, out_dir / SLIM_ONNX, input_shape, inputs, arch=arch, recipe=recipe)
-    return {"baseline": str(out_dir / DENSE_ONNX), "slim": str(out_dir / SLIM_ONNX)}
+    done = [
+        _export(dense, out_dir / DENSE_ONNX, input_shape, inputs, arch=arch),
+        _export(slim, out_dir / SLIM_ONNX, input_shape, inputs, arch=arch, recipe=recipe),
+    ]
+    return [f"{r.path.name}: {r.simplifier_broke}" for r in done if r.simplifier_broke]
 
 
 def measure_table(
@@ -201,6 +206,28 @@ def lookup_differs(
     return None
 
 
+def measure_narrowest(
+    model: Any,
+    input_shape: tuple[int, int, int],
+    batch: int,
+    profile: Any,
+    round_to: int = 1,
+    zero_invariant: bool = False,
+) -> tuple[float, float]:
+    """The dense network's and the narrowest one's time in ms (every channel group at its fixed channels,
+    else at one, in multiples of ``round_to``: what a lookup's target is refused below), whole networks
+    timed interleaved as :func:`measure_table`'s calibration times them: seconds where the lookup takes
+    minutes, so a target out of reach is refused before it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeslim-lookup-") as tmp:
+        onnx_path = Path(tmp) / DENSE_ONNX
+        _export(model, onnx_path, input_shape)
+        timed = _calibration(model, input_shape, onnx_path, batch, _timing_options(profile), round_to,
+                             zero_invariant, fractions=(0.0,))  # fmt: skip
+    return float(timed["dense_ms"]), float(timed["points"][0]["measured_ms"])
+
+
 def _calibration(
     model: Any,
     input_shape: tuple[int, int, int],
@@ -209,18 +236,21 @@ def _calibration(
     options: dict,
     round_to: int,
     zero_invariant: bool = False,
+    fractions: tuple[float, ...] | None = None,
 ) -> dict[str, Any]:
-    """Dense and uniformly slimmed copies of ``model``, timed interleaved: ``{"dense_ms", "points", ...}``."""
+    """Dense and uniformly slimmed copies of ``model`` (at ``fractions`` of every group's channels; default
+    :data:`~edgeslim.surgery.widths.CALIBRATION_FRACTIONS`), timed interleaved: ``{"dense_ms", "points", ...}``."""
     import tempfile
 
     import torch
 
     from edgeslim.bench.layers import measure_calibration
-    from edgeslim.surgery.widths import uniform_widths
+    from edgeslim.surgery.widths import CALIBRATION_FRACTIONS, uniform_widths
 
     widths = uniform_widths(
-        model, torch.zeros(1, *input_shape), round_to=round_to, zero_invariant=zero_invariant
-    )
+        model, torch.zeros(1, *input_shape), fractions or CALIBRATION_FRACTIONS, round_to=round_to,
+        zero_invariant=zero_invariant,
+    )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="edgeslim-calib-") as tmp:
         paths = {}
         for f, slim in widths.items():
@@ -247,7 +277,8 @@ def latency_check(
 ) -> dict[str, Any]:
     """Target, predicted and measured latency of the slim network (and the dense one) at the budget's
     batch; both are exported to ONNX first, checked in ONNX Runtime on ``inputs`` (the run's test
-    images; None: random inputs). An export that fails says that the run's own files are written."""
+    images; None: random inputs). An export that fails says that the run's own files are written; one whose
+    simplifier broke the graph (the unsimplified one written) is named in ``warnings``."""
     from edgeslim.bench.compare import run_comparison
     from edgeslim.bench.timing import TimingConfig
 
@@ -264,7 +295,8 @@ def latency_check(
         "predicted_dense_ms": budget["dense"] * 1e3,
     }
     try:
-        export_pair(dense, slim, input_shape, out_dir, inputs, arch=arch, recipe=recipe)
+        if broke := export_pair(dense, slim, input_shape, out_dir, inputs, arch=arch, recipe=recipe):
+            out["warnings"] = broke
     except EdgeslimError as exc:
         from edgeslim.export.onnx_export import ExportCheckFailed
 

@@ -497,6 +497,8 @@ def _run(
             write_report(out_dir, res.report)
             raise
         res.report["latency"] = check
+        for broke in check.get("warnings", ()):  # (a simplifier that broke dense.onnx or slim.onnx)
+            say(broke)
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
         # (with verify_latency the miss is refused instead)
         if over > LATENCY_MISS_TOLERANCE and req.verify_latency is None:
@@ -564,11 +566,18 @@ def _latency_lookup(
     the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup's sweeps and calibration
     measured again (its per-layer times are kept), until one reaches it (a lookup cannot predict
     below its own multiple: its sweeps step at it);
-    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`).
+    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`). A
+    latency target below the narrowest network's measured time (at the finest multiple the run may take)
+    is refused first, in seconds (:func:`~edgeslim.sparsity.budget.refuse_below_measured`).
     ``progress``: the run's rich Progress (a task shows each stage and layer swept; a review: minutes of
     measuring without a word on a terminal), or None."""
-    from edgeslim.pipelines.latency import measure_table
-    from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, resolve_target
+    from edgeslim.pipelines.latency import measure_narrowest, measure_table
+    from edgeslim.sparsity.budget import (
+        BudgetSettings,
+        BudgetUnreachable,
+        refuse_below_measured,
+        resolve_target,
+    )
     from edgeslim.utils.console import task_steps
 
     batch = int(settings.budget.get("batch", 1))
@@ -577,6 +586,13 @@ def _latency_lookup(
     r = settings.round_to
     cache: dict[str, Any] = {}  # the per-layer times, measured once for every multiple
     step = task_steps(progress, "latency lookup")
+    if budget.metric == "latency":  # (a price has no target to reach) refused in seconds, not after minutes
+        finest = 1 if adjustable else r  # (the multiple the halvings below end at)
+        if step is not None:
+            step(0, 0, "the dense and the narrowest network, timed whole")
+        dense_ms, narrowest_ms = measure_narrowest(model, spec.input_shape, batch, profile, finest,
+                                                   bool(settings.zero_invariant))  # fmt: skip
+        refuse_below_measured(budget, dense_ms, narrowest_ms, finest)
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:

@@ -186,6 +186,43 @@ class BudgetUnreachable(EdgeslimError):
     """The target is below the narrowest network surgery can keep (at the resource's channel multiple)."""
 
 
+#: a latency target this far below the narrowest network's measured time is refused before the lookup
+#: (:func:`refuse_below_measured`); one nearer is left to the lookup (timing noise)
+MEASURED_SLACK = 0.05
+
+
+def _narrowest_words(round_to: int) -> str:
+    """What a refusal of a target below the narrowest network names as that network."""
+    if round_to > 1:
+        return (
+            f"the narrowest network with channel counts in multiples of {round_to} (the target's alignment) "
+            "already costs"
+        )
+    return "one channel per group already costs"
+
+
+def refuse_below_measured(
+    settings: BudgetSettings, dense_ms: float, narrowest_ms: float, round_to: int
+) -> None:
+    """Refuse a latency target below the narrowest network's time (by more than :data:`MEASURED_SLACK`),
+    both networks timed whole before a lookup is measured for the target
+    (:func:`~edgeslim.pipelines.latency.measure_narrowest`): a review's run measured a lookup for 3
+    minutes, then refused the target, keeping nothing."""
+    kind, value = parse_target(settings.target, "latency")
+    target_ms = value * dense_ms if kind == "fraction" else value * 1e3
+    if target_ms >= narrowest_ms * (1 - MEASURED_SLACK):
+        return
+    fix = (
+        "give a larger target, or a smaller round_to" if round_to > 1 else "give a target at least that large"
+    )
+    raise BudgetUnreachable(
+        f"the budget {target_ms:.3g} ms is unreachable: {_narrowest_words(round_to)} {narrowest_ms:.3g} ms "
+        f"({narrowest_ms / dense_ms:.2%} of dense, {dense_ms:.3g} ms; both timed here as whole networks, before "
+        f"a latency lookup was measured); {fix}",
+        param="target_latency",
+    )
+
+
 def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
     """The absolute target; errors if it is not below the dense model or not reachable."""
     target = absolute_target(settings, resource)
@@ -197,12 +234,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             param=field,
         )
     if target < resource.minimum:
-        least = (
-            f"the narrowest network with channel counts in multiples of {resource.round_to} (the target's "
-            "alignment) already costs"
-            if resource.round_to > 1
-            else "one channel per group already costs"
-        )
+        least = _narrowest_words(resource.round_to)
         finest = resource.narrowest(1) if resource.round_to > 1 else resource.minimum
         finer_helps = resource.round_to > 1 and finest <= target
         fix = (

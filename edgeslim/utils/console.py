@@ -7,6 +7,7 @@ through :mod:`logging`; it never prints. The CLI owns the consoles.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -94,15 +95,25 @@ def progress(enabled: bool | None = None) -> Iterator[Progress]:
         yield bar
 
 
+#: the logger of the steps of long library work without a live bar (:func:`task_steps`), shown on stderr
+#: as a line each where :func:`log_lines_when_piped` shows them
+STEPS_LOGGER = "edgeslim.steps"
+
+
 def task_steps(bar: Progress | None, label: str, info: str = "") -> Callable[[int, int, str], None] | None:
     """A ``(done, total, what)`` callback for long library work (a sweep, a latency lookup) that
-    updates a new task of ``bar`` (None: None); a total of 0 marks a stage of unknown length."""
+    updates a new task of ``bar`` (None: None); a total of 0 marks a stage of unknown length. Where the
+    bar is off (stderr piped), each step is an INFO line of :data:`STEPS_LOGGER` instead (a review's
+    latency lookup measured for 3 minutes under a pipe without a word)."""
     if bar is None:
         return None
     task = bar.add_task(label, total=None, info=info)
+    lines = logging.getLogger(STEPS_LOGGER) if bar.disable else None
 
     def step(done: int, total: int, what: str) -> None:
         bar.update(task, completed=done, total=total or None, info=what)
+        if lines is not None and what:
+            lines.info("%s: %s%s", label, f"{done}/{total} " if total else "", what)
 
     return step
 
@@ -110,24 +121,26 @@ def task_steps(bar: Progress | None, label: str, info: str = "") -> Callable[[in
 @contextlib.contextmanager
 def log_lines_when_piped() -> Iterator[None]:
     """While a long command runs with no progress bar (stderr is not a terminal), the trainer's INFO
-    log lines go to stderr: one line per epoch. For the CLI only (a library never configures
-    logging); the handler is removed afterwards."""
-    import logging
-
+    log lines go to stderr: one line per epoch, and one per step of long work (:func:`task_steps`: a
+    latency lookup's stages and layers). For the CLI only (a library never configures logging); the
+    handlers are removed afterwards."""
     if progress_enabled():
         yield
         return
-    logger = logging.getLogger("edgeslim.train")  # the epoch lines (not data loading or other notes)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    # the epoch lines (not data loading or other notes), and the steps
+    loggers = [logging.getLogger(name) for name in ("edgeslim.train", STEPS_LOGGER)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:

@@ -26,11 +26,25 @@ _ONNX_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20:
 _ONNX_GRAPH_FIELD = 7
 
 
+def zip_member_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as its writer meant it. A name stored without the UTF-8 flag (bit 0x800) is
+    read by Python's zipfile as cp437; where its bytes are valid UTF-8 it is read as UTF-8, as unzip
+    and 7-Zip read it: Info-ZIP's zip 3.0 (Debian's ``zip -r``) stores UTF-8 names without the flag, and
+    ``Vögel/`` came out as ``V├╢gel/``."""
+    name = info.filename
+    if info.flag_bits & 0x800 or name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except UnicodeError:  # (a real cp437 name, or one of another code page: kept as zipfile reads it)
+        return name
+
+
 def zip_names(path: Path) -> list[str] | None:
-    """Member names of a zip archive, or None when ``path`` is not a readable zip."""
+    """Member names of a zip archive (:func:`zip_member_name`), or None when ``path`` is not a readable zip."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.namelist()
+            return [zip_member_name(i) for i in zf.infolist()]
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return None
 
