@@ -285,3 +285,60 @@ def test_a_class_count_replaces_only_the_layer_that_makes_the_models_class_score
             ].num_classes
             == 10
         )
+
+
+IGNORING_CODE = (
+    "import torch\n"
+    "from torch import nn\n\n"
+    "class Small(nn.Module):\n"
+    "    def __init__(self, classes=10):\n"
+    "        super().__init__()\n"
+    "        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+    "                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    "        self.fc = nn.Linear(8, classes)\n\n"
+    "    def forward(self, x):\n"
+    "        return self.fc(self.features(x))\n\n"
+    "def ignores_kw(**kw):\n"
+    "    return Small(1000)\n\n"
+    "def default_ignored(num_classes=1000, pretrained=False):\n"
+    "    return Small(1000)\n\n"
+    "def uses(num_classes=1000, **kw):\n"
+    "    return Small(num_classes)\n"
+)
+
+
+def test_a_factory_that_ignores_num_classes_is_refused(tmp_path, capsys, monkeypatch):
+    """Review of the class-count probes (nc2 #1): since a factory given num_classes builds its own head,
+    one taking **kwargs (or a num_classes it never uses) that builds a 1000-class model was trained and
+    recorded as a 10-class one (slim: loss 7.18, acc 0.0%; info reported 10 classes for a 1000-output fc).
+    Its [N, k] output's count is checked against the one given: another is refused in one line naming both."""
+    (tmp_path / "byom_ign.py").write_text(IGNORING_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_ign", None)
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    for name in ("byom_ign:ignores_kw", "byom_ign:default_ignored"):
+        with pytest.raises(EdgeslimError) as exc:
+            create_model(ModelSpec(name, 10, 1, (28, 28)), trust_pickle=True)
+        msg = str(exc.value)
+        assert "was given num_classes 10 but the model it builds outputs 1000 classes" in msg, msg
+        assert exc.value.params == ("num_classes",) and len(msg.splitlines()) == 1
+    # a factory that uses it, and one given its own count, are built as before
+    assert create_model(ModelSpec("byom_ign:uses", 7, 1, (28, 28)), trust_pickle=True).fc.out_features == 7
+    assert create_model(ModelSpec("byom_ign:ignores_kw", 1000, 1, (28, 28)), trust_pickle=True)
+    args = [
+        "info",
+        "byom_ign:ignores_kw",
+        "--trust-pickle",
+        "--input-shape",
+        "1,28,28",
+        "--num-classes",
+        "10",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "given --num-classes 10 but the model it builds outputs 1000 classes" in err
+        and len(err.splitlines()) == 1
+    )

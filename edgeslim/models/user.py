@@ -7,7 +7,8 @@ Two architecture names build models that edgeslim does not ship:
 - ``pickle:/path/model.pt`` unpickles a whole ``nn.Module`` saved with ``torch.save(model)``.
 
 Both run code, so a checkpoint that names one is loaded only when the user trusts it
-(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head; for
+(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head (a
+model whose ``[N, k]`` output has another count is refused: the factory ignores it); for
 one that does not and for a pickle, the classifier head is replaced when the requested number of
 classes differs from the model's (:func:`replace_head`).
 """
@@ -354,9 +355,10 @@ def build_from_code(
 ) -> nn.Module:
     """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
     ``num_classes`` None: the code's own count). A factory given ``num_classes`` builds its own head,
-    which is kept as built (a detector's last layer is no class head); only one that does not take
-    it gets its class count fitted by edgeslim (:func:`_fit_classes`, on inputs of ``in_channels`` x
-    ``probe_size``)."""
+    which is kept as built (a detector's last layer is no class head), and refused
+    (:class:`IgnoredClasses`) where its ``[N, k]`` output on inputs of ``in_channels`` x
+    ``probe_size`` has another ``k``; only one that does not take it gets its class count fitted by
+    edgeslim (:func:`_fit_classes`)."""
     factory, params = _factory(reference)
     params = params or {}
     accepts_any = _takes_any_keyword(params)
@@ -377,7 +379,25 @@ def build_from_code(
         ) from exc
     if not isinstance(model, nn.Module):
         raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
-    return model if passed else _fit_classes(model, num_classes, (in_channels, *probe_size), reference)
+    if not passed:
+        return _fit_classes(model, num_classes, (in_channels, *probe_size), reference)
+    built = output_classes(model, (in_channels, *probe_size))  # (None: no [N, k] output, nothing to check)
+    if built is not None and built != num_classes:
+        raise IgnoredClasses(model, reference, num_classes, built)
+    return model
+
+
+class IgnoredClasses(EdgeslimError):
+    """A factory given ``num_classes`` built a model whose ``[N, k]`` output has another ``k`` (it
+    ignores ``num_classes``); ``model`` is that model as built, ``built`` its count."""
+
+    def __init__(self, model: nn.Module, reference: str, num_classes: int, built: int) -> None:
+        super().__init__(
+            f"{reference} was given num_classes {num_classes} but the model it builds outputs {built} classes "
+            f"(the factory ignores the count): give {built}, or make the factory build that many outputs",
+            param="num_classes",
+        )
+        self.model, self.built = model, built
 
 
 def _list_none() -> list[str]:
