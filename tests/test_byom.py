@@ -342,3 +342,48 @@ def test_a_factory_that_ignores_num_classes_is_refused(tmp_path, capsys, monkeyp
         "given --num-classes 10 but the model it builds outputs 1000 classes" in err
         and len(err.splitlines()) == 1
     )
+
+
+WEIGHT_NORM_CODE = (
+    "from torch import nn\n\n"
+    "class WN(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+    "                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    "        self.fc = nn.utils.weight_norm(nn.Linear(8, 1000))\n\n"
+    "    def forward(self, x):\n"
+    "        return self.fc(self.features(x))\n\n"
+    "def wn():\n"
+    "    return WN()\n"
+)
+
+
+def test_the_class_count_probe_runs_the_model_itself_and_leaves_it_as_it_was(tmp_path, monkeypatch):
+    """Review of the class-count probes (nc2 #3, #9b/c): the probe ran a deep copy of the model, which a
+    model with torch.nn.utils.weight_norm cannot make ('Only Tensors created explicitly by the user ...
+    support the deepcopy protocol'): its count was null (1000 before), and num_classes 10 was refused as
+    'not a classifier ... its forward fails'. The probe runs the model itself, without gradients, and
+    leaves every module's mode and every buffer as they were (training mode too: slim's refusal)."""
+    import warnings
+
+    (tmp_path / "byom_wn.py").write_text(WEIGHT_NORM_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_wn", None)
+    from edgeslim.models.registry import ModelSpec, build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (weight_norm's deprecation)
+        _, spec = build_model(ModelSpec("byom_wn:wn", None, 1, (28, 28)), trust_pickle=True)
+        assert spec.num_classes == 1000
+        model, spec = build_model(ModelSpec("byom_wn:wn", 10, 1, (28, 28)), trust_pickle=True)
+    assert spec.num_classes == 10 and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    from edgeslim.models.user import probe_forward
+
+    model.train()
+    model.features[1].eval()  # (one module in another mode than the rest)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y = probe_forward(model, torch.rand(4, 1, 28, 28), training=True)  # BatchNorm in training mode
+    assert y.shape == (4, 10) and not y.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and model.fc.training and not model.features[1].training

@@ -16,6 +16,7 @@ classes differs from the model's (:func:`replace_head`).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +100,44 @@ def describe_output(y: Any) -> str:
 PROBE_BATCH = 2
 
 
-def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
-    """The output of a copy of ``model`` (eval mode, no gradients: nothing its forward writes reaches
-    the model) on a batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its
-    parameters' dtype and device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ...
-    along dim 1."""
-    import copy
+def probe_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    training: bool = False,
+    hook: tuple[str, Callable[..., Any]] | None = None,
+) -> Any:
+    """``model(x)`` without gradients, in eval mode (``training``: training mode), with no copy of the
+    model: afterwards every module's training flag and every buffer (a BatchNorm's statistics) are as
+    they were; ``hook`` ``(layer name, forward hook)`` is registered for this forward only."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(m, dict(m._buffers)) for m in model.modules()]
+    saved = [{k: b.detach().clone() for k, b in own.items() if b is not None} for _, own in buffers]
+    handle = model.get_submodule(hook[0]).register_forward_hook(hook[1]) if hook is not None else None
+    try:
+        model.train(training)
+        with torch.no_grad():
+            return model(x)
+    finally:
+        if handle is not None:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for (m, own), values in zip(buffers, saved):
+                m._buffers.clear()
+                m._buffers.update(own)
+                for k, v in values.items():
+                    if own[k].shape == v.shape:
+                        own[k].copy_(v)
+                    else:  # (resized in place)
+                        own[k].set_(v)
 
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
+    """The output of ``model`` (:func:`probe_forward`: eval mode, no gradients, left as it was) on a
+    batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its parameters' dtype and
+    device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ... along dim 1."""
     first = next((t for t in model.parameters() if t.is_floating_point()), None)
     x = torch.zeros((PROBE_BATCH, *input_shape), dtype=first.dtype if first is not None else None,
                     device=first.device if first is not None else None)  # fmt: skip
@@ -114,11 +146,7 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None =
         step = torch.arange(out.shape[1], dtype=out.dtype, device=out.device)
         return out + step.reshape(1, -1, *([1] * (out.ndim - 2)))
 
-    probe = copy.deepcopy(model).eval()
-    if shifted is not None:
-        probe.get_submodule(shifted).register_forward_hook(shift)
-    with torch.no_grad():
-        return probe(x)
+    return probe_forward(model, x, hook=None if shifted is None else (shifted, shift))
 
 
 def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
