@@ -387,3 +387,34 @@ def test_the_class_count_probe_runs_the_model_itself_and_leaves_it_as_it_was(tmp
     assert y.shape == (4, 10) and not y.requires_grad
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training and model.fc.training and not model.features[1].training
+
+
+def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_size(tmp_path, monkeypatch):
+    """Review of the class-count probes (nc2 #4): create_model('m:fixed28', num_classes=10) of a factory
+    whose model runs only at 28x28 was refused as 'not a classifier whose head edgeslim can find (its
+    forward fails on inputs of shape 1,32,32 ...)', the default size, never naming input_size, which fixes
+    it. The refusal says the forward fails at that size and names input_size."""
+    (tmp_path / "byom_f28.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Fixed28(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 4, 3, padding=1)\n"
+        "        self.fc = nn.Linear(4 * 28 * 28, 1000)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.conv(x)).flatten(1))\n\n"
+        "def fixed28():\n"
+        "    return Fixed28()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_f28", None)
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models import create_model
+
+    with pytest.raises(EdgeslimError) as exc:
+        create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1)
+    msg = str(exc.value)
+    assert "fails on inputs of shape 1,32,32" in msg and "as input_size" in msg, msg
+    assert "not a classifier" not in msg and exc.value.params == ("input_size",)
+    model = create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1, input_size=28)
+    assert model.fc.out_features == 10

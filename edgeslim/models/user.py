@@ -163,18 +163,16 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None
 def _not_the_head(model: nn.Module, name: str, head: nn.Module, input_shape: tuple[int, ...]) -> str | None:
     """None where ``head`` (``name``) provably makes ``model``'s class scores: the forward on inputs
     of ``input_shape`` returns one ``[N, k]`` tensor, ``k`` is the layer's number of outputs, and
-    shifting the layer's outputs changes that tensor; else what the probe saw instead."""
+    shifting the layer's outputs changes that tensor; else what the probe saw instead. A forward that
+    fails propagates its error."""
     k = head.out_features if isinstance(head, nn.Linear) else head.out_channels
-    try:
-        y = _probe(model, input_shape)
-        if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
-            return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
-        if y.shape[1] != k:
-            return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
-        if torch.equal(y, _probe(model, input_shape, name)):
-            return f"its [N, {k}] output does not come from {name}"
-    except Exception as exc:  # noqa: BLE001 - the user's model can fail in any way
-        return f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]})"
+    y = _probe(model, input_shape)
+    if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
+        return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
+    if y.shape[1] != k:
+        return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
+    if torch.equal(y, _probe(model, input_shape, name)):
+        return f"its [N, {k}] output does not come from {name}"
     return None
 
 
@@ -183,12 +181,21 @@ def _fit_classes(
 ) -> nn.Module:
     """``model`` (``what`` names it) with a new ``num_classes`` head where its classifier head has
     another count (None: as built); a layer is replaced only where it provably makes the model's
-    ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused."""
+    ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused (a
+    forward that fails at that shape: naming ``input_size``, the spec's size it ran at)."""
     have = head_classes(model)
     if num_classes is None or have is None or have == num_classes:
         return model
     name, head = classifier(model)  # type: ignore[misc]  (a count was read from it)
-    why = _not_the_head(model, name, head, input_shape)
+    try:
+        why = _not_the_head(model, name, head, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's model can fail in any way: at this size?
+        raise EdgeslimError(
+            f"{what} cannot be given {num_classes} classes: edgeslim runs it to find its classifier head, and "
+            f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]}); "
+            "give the input size it takes as input_size",
+            param="input_size",
+        ) from exc
     if why is not None:
         raise EdgeslimError(
             f"{what} is not a classifier whose head edgeslim can find ({why}), so it cannot be given "
