@@ -418,3 +418,29 @@ def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_size(tmp_pat
     assert "not a classifier" not in msg and exc.value.params == ("input_size",)
     model = create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1, input_size=28)
     assert model.fc.out_features == 10
+
+
+def test_a_checkpoint_of_a_factory_that_ignores_num_classes_still_loads(tmp_path, monkeypatch, caplog):
+    """Review of the class-count probes (nc2 #2): edgeslim replaced the head of a factory that ignores
+    num_classes until its factories built their own heads, so a checkpoint it wrote for one (10 classes,
+    fc [10, 8]) no longer loaded: 'checkpoint weights do not fit architecture ... (size mismatch for
+    fc.weight ...)'. Such a checkpoint gets the head replaced as then, with one warning saying why."""
+    (tmp_path / "byom_ign2.py").write_text(IGNORING_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_ign2", None)
+    import byom_ign2
+
+    from edgeslim.checkpoint import load_model, make_checkpoint, save_checkpoint
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.models.user import replace_head
+
+    old = byom_ign2.ignores_kw()
+    replace_head(old, 10)  # what edgeslim built for it with 10 classes
+    path = save_checkpoint(
+        tmp_path / "old.pt", make_checkpoint(old, ModelSpec("byom_ign2:ignores_kw", 10, 1, (28, 28)))
+    )
+    loaded = load_model(path, trust_pickle=True)
+    old.eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.model.eval()(x), old(x)) and loaded.spec.num_classes == 10
+    assert "whose model outputs 1000 classes whatever num_classes it is given" in caplog.text

@@ -432,7 +432,22 @@ class IgnoredClasses(EdgeslimError):
             f"(the factory ignores the count): give {built}, or make the factory build that many outputs",
             param="num_classes",
         )
-        self.model, self.built = model, built
+        self.model, self.built, self.reference = model, built, reference
+
+
+def refit_ignored_head(refused: IgnoredClasses, num_classes: int, what: str) -> nn.Module:
+    """The model ``refused`` holds with its classifier head replaced by one of ``num_classes`` outputs
+    (:func:`replace_head`), as edgeslim did before it checked a factory's count: how a checkpoint
+    (``what``) of a factory that ignores ``num_classes`` was written, with one warning saying so."""
+    import logging
+
+    replace_head(refused.model, num_classes)
+    logging.getLogger(__name__).warning(
+        "%s was written for %s, whose model outputs %d classes whatever num_classes it is given: its "
+        "head is replaced by one of %d outputs, as the edgeslim that wrote it did",
+        what, refused.reference, refused.built, num_classes,
+    )  # fmt: skip
+    return refused.model
 
 
 def _list_none() -> list[str]:
