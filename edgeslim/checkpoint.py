@@ -253,7 +253,12 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
             "runs when it is loaded; if you trust it, pass trust_pickle=True",
             param="trust_pickle",
         )
-    model = create_model(spec, trust_pickle=trust_pickle)
+    from edgeslim.models.user import IgnoredClasses, refit_ignored_head
+
+    try:
+        model = create_model(spec, trust_pickle=trust_pickle)
+    except IgnoredClasses as exc:  # (written by an edgeslim that replaced such a factory's head)
+        model = refit_ignored_head(exc, spec.num_classes, "the checkpoint")  # type: ignore[arg-type]
     if ckpt.get("recipe"):
         from edgeslim.channels.recipe import apply_recipe
 

@@ -285,3 +285,162 @@ def test_a_class_count_replaces_only_the_layer_that_makes_the_models_class_score
             ].num_classes
             == 10
         )
+
+
+IGNORING_CODE = (
+    "import torch\n"
+    "from torch import nn\n\n"
+    "class Small(nn.Module):\n"
+    "    def __init__(self, classes=10):\n"
+    "        super().__init__()\n"
+    "        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+    "                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    "        self.fc = nn.Linear(8, classes)\n\n"
+    "    def forward(self, x):\n"
+    "        return self.fc(self.features(x))\n\n"
+    "def ignores_kw(**kw):\n"
+    "    return Small(1000)\n\n"
+    "def default_ignored(num_classes=1000, pretrained=False):\n"
+    "    return Small(1000)\n\n"
+    "def uses(num_classes=1000, **kw):\n"
+    "    return Small(num_classes)\n"
+)
+
+
+def test_a_factory_that_ignores_num_classes_is_refused(tmp_path, capsys, monkeypatch):
+    """Review of the class-count probes (nc2 #1): since a factory given num_classes builds its own head,
+    one taking **kwargs (or a num_classes it never uses) that builds a 1000-class model was trained and
+    recorded as a 10-class one (slim: loss 7.18, acc 0.0%; info reported 10 classes for a 1000-output fc).
+    Its [N, k] output's count is checked against the one given: another is refused in one line naming both."""
+    (tmp_path / "byom_ign.py").write_text(IGNORING_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_ign", None)
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    for name in ("byom_ign:ignores_kw", "byom_ign:default_ignored"):
+        with pytest.raises(EdgeslimError) as exc:
+            create_model(ModelSpec(name, 10, 1, (28, 28)), trust_pickle=True)
+        msg = str(exc.value)
+        assert "was given num_classes 10 but the model it builds outputs 1000 classes" in msg, msg
+        assert exc.value.params == ("num_classes",) and len(msg.splitlines()) == 1
+    # a factory that uses it, and one given its own count, are built as before
+    assert create_model(ModelSpec("byom_ign:uses", 7, 1, (28, 28)), trust_pickle=True).fc.out_features == 7
+    assert create_model(ModelSpec("byom_ign:ignores_kw", 1000, 1, (28, 28)), trust_pickle=True)
+    args = [
+        "info",
+        "byom_ign:ignores_kw",
+        "--trust-pickle",
+        "--input-shape",
+        "1,28,28",
+        "--num-classes",
+        "10",
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        "given --num-classes 10 but the model it builds outputs 1000 classes" in err
+        and len(err.splitlines()) == 1
+    )
+
+
+WEIGHT_NORM_CODE = (
+    "from torch import nn\n\n"
+    "class WN(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.features = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),\n"
+    "                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    "        self.fc = nn.utils.weight_norm(nn.Linear(8, 1000))\n\n"
+    "    def forward(self, x):\n"
+    "        return self.fc(self.features(x))\n\n"
+    "def wn():\n"
+    "    return WN()\n"
+)
+
+
+def test_the_class_count_probe_runs_the_model_itself_and_leaves_it_as_it_was(tmp_path, monkeypatch):
+    """Review of the class-count probes (nc2 #3, #9b/c): the probe ran a deep copy of the model, which a
+    model with torch.nn.utils.weight_norm cannot make ('Only Tensors created explicitly by the user ...
+    support the deepcopy protocol'): its count was null (1000 before), and num_classes 10 was refused as
+    'not a classifier ... its forward fails'. The probe runs the model itself, without gradients, and
+    leaves every module's mode and every buffer as they were (training mode too: slim's refusal)."""
+    import warnings
+
+    (tmp_path / "byom_wn.py").write_text(WEIGHT_NORM_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_wn", None)
+    from edgeslim.models.registry import ModelSpec, build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (weight_norm's deprecation)
+        _, spec = build_model(ModelSpec("byom_wn:wn", None, 1, (28, 28)), trust_pickle=True)
+        assert spec.num_classes == 1000
+        model, spec = build_model(ModelSpec("byom_wn:wn", 10, 1, (28, 28)), trust_pickle=True)
+    assert spec.num_classes == 10 and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    from edgeslim.models.user import probe_forward
+
+    model.train()
+    model.features[1].eval()  # (one module in another mode than the rest)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    y = probe_forward(model, torch.rand(4, 1, 28, 28), training=True)  # BatchNorm in training mode
+    assert y.shape == (4, 10) and not y.requires_grad
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and model.fc.training and not model.features[1].training
+
+
+def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_size(tmp_path, monkeypatch):
+    """Review of the class-count probes (nc2 #4): create_model('m:fixed28', num_classes=10) of a factory
+    whose model runs only at 28x28 was refused as 'not a classifier whose head edgeslim can find (its
+    forward fails on inputs of shape 1,32,32 ...)', the default size, never naming input_size, which fixes
+    it. The refusal says the forward fails at that size and names input_size."""
+    (tmp_path / "byom_f28.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class Fixed28(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 4, 3, padding=1)\n"
+        "        self.fc = nn.Linear(4 * 28 * 28, 1000)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(torch.relu(self.conv(x)).flatten(1))\n\n"
+        "def fixed28():\n"
+        "    return Fixed28()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_f28", None)
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.models import create_model
+
+    with pytest.raises(EdgeslimError) as exc:
+        create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1)
+    msg = str(exc.value)
+    assert "fails on inputs of shape 1,32,32" in msg and "as input_size" in msg, msg
+    assert "not a classifier" not in msg and exc.value.params == ("input_size",)
+    model = create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1, input_size=28)
+    assert model.fc.out_features == 10
+
+
+def test_a_checkpoint_of_a_factory_that_ignores_num_classes_still_loads(tmp_path, monkeypatch, caplog):
+    """Review of the class-count probes (nc2 #2): edgeslim replaced the head of a factory that ignores
+    num_classes until its factories built their own heads, so a checkpoint it wrote for one (10 classes,
+    fc [10, 8]) no longer loaded: 'checkpoint weights do not fit architecture ... (size mismatch for
+    fc.weight ...)'. Such a checkpoint gets the head replaced as then, with one warning saying why."""
+    (tmp_path / "byom_ign2.py").write_text(IGNORING_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("byom_ign2", None)
+    import byom_ign2
+
+    from edgeslim.checkpoint import load_model, make_checkpoint, save_checkpoint
+    from edgeslim.models.registry import ModelSpec
+    from edgeslim.models.user import replace_head
+
+    old = byom_ign2.ignores_kw()
+    replace_head(old, 10)  # what edgeslim built for it with 10 classes
+    path = save_checkpoint(
+        tmp_path / "old.pt", make_checkpoint(old, ModelSpec("byom_ign2:ignores_kw", 10, 1, (28, 28)))
+    )
+    loaded = load_model(path, trust_pickle=True)
+    old.eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded.model.eval()(x), old(x)) and loaded.spec.num_classes == 10
+    assert "whose model outputs 1000 classes whatever num_classes it is given" in caplog.text

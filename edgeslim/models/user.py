@@ -7,7 +7,8 @@ Two architecture names build models that edgeslim does not ship:
 - ``pickle:/path/model.pt`` unpickles a whole ``nn.Module`` saved with ``torch.save(model)``.
 
 Both run code, so a checkpoint that names one is loaded only when the user trusts it
-(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head; for
+(``trust_pickle``; docs/security.md). A factory that takes ``num_classes`` builds its own head (a
+model whose ``[N, k]`` output has another count is refused: the factory ignores it); for
 one that does not and for a pickle, the classifier head is replaced when the requested number of
 classes differs from the model's (:func:`replace_head`).
 """
@@ -15,6 +16,7 @@ classes differs from the model's (:func:`replace_head`).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +100,44 @@ def describe_output(y: Any) -> str:
 PROBE_BATCH = 2
 
 
-def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
-    """The output of a copy of ``model`` (eval mode, no gradients: nothing its forward writes reaches
-    the model) on a batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its
-    parameters' dtype and device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ...
-    along dim 1."""
-    import copy
+def probe_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    training: bool = False,
+    hook: tuple[str, Callable[..., Any]] | None = None,
+) -> Any:
+    """``model(x)`` without gradients, in eval mode (``training``: training mode), with no copy of the
+    model: afterwards every module's training flag and every buffer (a BatchNorm's statistics) are as
+    they were; ``hook`` ``(layer name, forward hook)`` is registered for this forward only."""
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(m, dict(m._buffers)) for m in model.modules()]
+    saved = [{k: b.detach().clone() for k, b in own.items() if b is not None} for _, own in buffers]
+    handle = model.get_submodule(hook[0]).register_forward_hook(hook[1]) if hook is not None else None
+    try:
+        model.train(training)
+        with torch.no_grad():
+            return model(x)
+    finally:
+        if handle is not None:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for (m, own), values in zip(buffers, saved):
+                m._buffers.clear()
+                m._buffers.update(own)
+                for k, v in values.items():
+                    if own[k].shape == v.shape:
+                        own[k].copy_(v)
+                    else:  # (resized in place)
+                        own[k].set_(v)
 
+
+def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
+    """The output of ``model`` (:func:`probe_forward`: eval mode, no gradients, left as it was) on a
+    batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its parameters' dtype and
+    device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ... along dim 1."""
     first = next((t for t in model.parameters() if t.is_floating_point()), None)
     x = torch.zeros((PROBE_BATCH, *input_shape), dtype=first.dtype if first is not None else None,
                     device=first.device if first is not None else None)  # fmt: skip
@@ -113,11 +146,7 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None =
         step = torch.arange(out.shape[1], dtype=out.dtype, device=out.device)
         return out + step.reshape(1, -1, *([1] * (out.ndim - 2)))
 
-    probe = copy.deepcopy(model).eval()
-    if shifted is not None:
-        probe.get_submodule(shifted).register_forward_hook(shift)
-    with torch.no_grad():
-        return probe(x)
+    return probe_forward(model, x, hook=None if shifted is None else (shifted, shift))
 
 
 def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
@@ -134,18 +163,16 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None
 def _not_the_head(model: nn.Module, name: str, head: nn.Module, input_shape: tuple[int, ...]) -> str | None:
     """None where ``head`` (``name``) provably makes ``model``'s class scores: the forward on inputs
     of ``input_shape`` returns one ``[N, k]`` tensor, ``k`` is the layer's number of outputs, and
-    shifting the layer's outputs changes that tensor; else what the probe saw instead."""
+    shifting the layer's outputs changes that tensor; else what the probe saw instead. A forward that
+    fails propagates its error."""
     k = head.out_features if isinstance(head, nn.Linear) else head.out_channels
-    try:
-        y = _probe(model, input_shape)
-        if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
-            return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
-        if y.shape[1] != k:
-            return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
-        if torch.equal(y, _probe(model, input_shape, name)):
-            return f"its [N, {k}] output does not come from {name}"
-    except Exception as exc:  # noqa: BLE001 - the user's model can fail in any way
-        return f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]})"
+    y = _probe(model, input_shape)
+    if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
+        return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
+    if y.shape[1] != k:
+        return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
+    if torch.equal(y, _probe(model, input_shape, name)):
+        return f"its [N, {k}] output does not come from {name}"
     return None
 
 
@@ -154,12 +181,21 @@ def _fit_classes(
 ) -> nn.Module:
     """``model`` (``what`` names it) with a new ``num_classes`` head where its classifier head has
     another count (None: as built); a layer is replaced only where it provably makes the model's
-    ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused."""
+    ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused (a
+    forward that fails at that shape: naming ``input_size``, the spec's size it ran at)."""
     have = head_classes(model)
     if num_classes is None or have is None or have == num_classes:
         return model
     name, head = classifier(model)  # type: ignore[misc]  (a count was read from it)
-    why = _not_the_head(model, name, head, input_shape)
+    try:
+        why = _not_the_head(model, name, head, input_shape)
+    except Exception as exc:  # noqa: BLE001 - the user's model can fail in any way: at this size?
+        raise EdgeslimError(
+            f"{what} cannot be given {num_classes} classes: edgeslim runs it to find its classifier head, and "
+            f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]}); "
+            "give the input size it takes as input_size",
+            param="input_size",
+        ) from exc
     if why is not None:
         raise EdgeslimError(
             f"{what} is not a classifier whose head edgeslim can find ({why}), so it cannot be given "
@@ -354,9 +390,10 @@ def build_from_code(
 ) -> nn.Module:
     """Import ``package.module:Attr`` and build the model (passing the arguments it accepts;
     ``num_classes`` None: the code's own count). A factory given ``num_classes`` builds its own head,
-    which is kept as built (a detector's last layer is no class head); only one that does not take
-    it gets its class count fitted by edgeslim (:func:`_fit_classes`, on inputs of ``in_channels`` x
-    ``probe_size``)."""
+    which is kept as built (a detector's last layer is no class head), and refused
+    (:class:`IgnoredClasses`) where its ``[N, k]`` output on inputs of ``in_channels`` x
+    ``probe_size`` has another ``k``; only one that does not take it gets its class count fitted by
+    edgeslim (:func:`_fit_classes`)."""
     factory, params = _factory(reference)
     params = params or {}
     accepts_any = _takes_any_keyword(params)
@@ -377,7 +414,40 @@ def build_from_code(
         ) from exc
     if not isinstance(model, nn.Module):
         raise EdgeslimError(f"{reference} returned a {type(model).__name__}, not an nn.Module")
-    return model if passed else _fit_classes(model, num_classes, (in_channels, *probe_size), reference)
+    if not passed:
+        return _fit_classes(model, num_classes, (in_channels, *probe_size), reference)
+    built = output_classes(model, (in_channels, *probe_size))  # (None: no [N, k] output, nothing to check)
+    if built is not None and built != num_classes:
+        raise IgnoredClasses(model, reference, num_classes, built)
+    return model
+
+
+class IgnoredClasses(EdgeslimError):
+    """A factory given ``num_classes`` built a model whose ``[N, k]`` output has another ``k`` (it
+    ignores ``num_classes``); ``model`` is that model as built, ``built`` its count."""
+
+    def __init__(self, model: nn.Module, reference: str, num_classes: int, built: int) -> None:
+        super().__init__(
+            f"{reference} was given num_classes {num_classes} but the model it builds outputs {built} classes "
+            f"(the factory ignores the count): give {built}, or make the factory build that many outputs",
+            param="num_classes",
+        )
+        self.model, self.built, self.reference = model, built, reference
+
+
+def refit_ignored_head(refused: IgnoredClasses, num_classes: int, what: str) -> nn.Module:
+    """The model ``refused`` holds with its classifier head replaced by one of ``num_classes`` outputs
+    (:func:`replace_head`), as edgeslim did before it checked a factory's count: how a checkpoint
+    (``what``) of a factory that ignores ``num_classes`` was written, with one warning saying so."""
+    import logging
+
+    replace_head(refused.model, num_classes)
+    logging.getLogger(__name__).warning(
+        "%s was written for %s, whose model outputs %d classes whatever num_classes it is given: its "
+        "head is replaced by one of %d outputs, as the edgeslim that wrote it did",
+        what, refused.reference, refused.built, num_classes,
+    )  # fmt: skip
+    return refused.model
 
 
 def _list_none() -> list[str]:

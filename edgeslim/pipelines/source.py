@@ -144,18 +144,16 @@ def in_float32(model: Any, name: str, shape: tuple[int, ...] | None, *, quiet: b
 
 
 def _float32_failure(model: Any, shape: tuple[int, ...]) -> str | None:
-    """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input (eval mode,
-    no gradients), None where it runs; a copy runs it, so nothing the forward writes (a call counter,
-    an input statistic the user's forward keeps in any mode) reaches the model."""
-    import copy
-
+    """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input
+    (:func:`~edgeslim.models.user.probe_forward`: eval mode, no gradients, modes and buffers left as
+    they were), None where it runs."""
     import torch
 
     from edgeslim.errors import first_line
+    from edgeslim.models.user import probe_forward
 
     try:
-        with torch.no_grad():
-            copy.deepcopy(model).eval()(torch.zeros((1, *shape)))
+        probe_forward(model, torch.zeros((1, *shape)))
     except Exception as exc:  # noqa: BLE001 - a forward can fail in as many ways as there are models
         return first_line(exc)[:160]
     return None
@@ -473,7 +471,7 @@ def refuse_non_classifier(
     import torch
 
     from edgeslim.data import dataset_shape
-    from edgeslim.models.user import describe_output
+    from edgeslim.models.user import describe_output, probe_forward
 
     with naming("data_name"):
         dshape = dataset_shape(data_name) if data_name else None
@@ -493,14 +491,12 @@ def refuse_non_classifier(
     model = loaded.model
     for shape in shapes:  # the data set's shape, else (a detector may not take 8x8 digits) the model's own
         try:
-            with torch.no_grad():
-                for mode in ("eval", "training"):
-                    model.train(mode == "training")
-                    y = model(torch.zeros((2, *shape)))
-                    if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == 2):
-                        break
-                else:
-                    return
+            for mode in ("eval", "training"):
+                y = probe_forward(model, torch.zeros((2, *shape)), training=mode == "training")
+                if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == 2):
+                    break
+            else:
+                return
         except Exception:  # noqa: BLE001 - a shape the model cannot take: the next, else the run reports it
             continue
         break
