@@ -646,6 +646,14 @@ def warnings(record: dict) -> list[str]:
             f"the model and the baseline are the same file ({paths[0]}): the speedup between them is the "
             "run's noise, not a comparison; give the unpruned export as the baseline"
         )
+    dtypes = {r.get("label"): (r.get("info") or {}).get("dtype") for r in record.get("trials") or []
+              if isinstance(r, dict) and isinstance(r.get("info"), dict)}  # fmt: skip
+    if len(dtypes) == 2 and all(dtypes.values()) and len(set(dtypes.values())) == 2:
+        which = " and ".join(f"{label} in {d}" for label, d in dtypes.items())
+        out.append(
+            f"the models ran in different dtypes ({which}): the speedup includes the dtype's; save both in "
+            "one dtype (edgeslim checkpoints are timed in float32)"
+        )
     for label in record["models"]:
         for b in record["batches"]:
             s = record["summary"][label][str(b)]
