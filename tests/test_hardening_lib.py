@@ -671,6 +671,20 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
     assert TrainRequest(out_dir="run", resume=True).resume is True
 
 
+@pytest.mark.parametrize("device", ["cuda:\u00b2", "cuda:\u0663", "cuda:1\u00b9"])
+def test_a_device_index_is_ascii_digits(device: str, tmp_path: Path) -> None:
+    """Review of today's code (nc report, finding 3): parse_device took "cuda:" + str.isdigit(), true for
+    '\u00b2' and '\u0663': TrainRequest(device="cuda:\u0663") and `slim --device cuda:\u00b2` were accepted,
+    then torch's raw RuntimeError "Invalid device string". Only ASCII digits are an index now."""
+    from edgeslim.pipelines.train import TrainRequest
+    from edgeslim.utils.parsing import parse_device
+
+    assert parse_device(device) is None and parse_device(" CUDA:12 ") == "cuda:12"
+    with pytest.raises(EdgeslimError, match=re.escape(f"device {device!r} is not a device")) as info:
+        TrainRequest(out_dir=tmp_path / "run", device=device)
+    assert info.value.params == ("device",)
+
+
 @pytest.mark.parametrize(
     ("cls", "kw", "needle"),
     [
