@@ -90,7 +90,7 @@ def check_fields(req: Any) -> None:
         if item is not None:
             _check_items(f.name, value, item)
         if f.name in DEVICE_FIELDS and isinstance(value, str):
-            value = _device(f.name, value)
+            value = check_device(f.name, value)
         plain = _plain(value, kinds)
         if plain is not getattr(req, f.name):
             setattr(req, f.name, plain)
@@ -118,7 +118,7 @@ def _check_items(name: str, value: tuple | list, kind: type) -> None:
             raise EdgeslimError(f"{name} must hold finite numbers, got {tuple(value)!r}", param=name)
 
 
-def _device(name: str, value: str) -> str:
+def check_device(name: str, value: str) -> str:
     """A device field's value as the CLI takes it (lower case), refused in one line if it is none."""
     from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device
 
