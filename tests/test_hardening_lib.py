@@ -685,6 +685,27 @@ def test_a_device_index_is_ascii_digits(device: str, tmp_path: Path) -> None:
     assert info.value.params == ("device",)
 
 
+def test_an_image_size_is_two_sides_or_one(tmp_path: Path) -> None:
+    """Review of today's code (nc report, finding 8): tuple fields' lengths were not checked:
+    TrainRequest(data_name="imagefolder", image_size=(32,)) was a raw IndexError in the reader, and
+    image_size=(16, 16, 16) was taken and trained at 16x16. A fixed-length field is refused at another
+    length in one line; one side S is S x S, as the CLI takes --image-size 224."""
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.train import TrainRequest
+
+    for bad in ((32,), (16, 16, 16), []):
+        with pytest.raises(
+            EdgeslimError, match=re.escape(f"image_size is (H, W), or one side S for S x S; got {bad!r}")
+        ) as info:
+            TrainRequest(out_dir=tmp_path / "run", data_name="imagefolder", image_size=bad)
+        assert info.value.params == ("image_size",)
+    assert TrainRequest(out_dir=tmp_path / "run", image_size=24).image_size == (24, 24)
+    assert SlimRequest(out_dir=tmp_path / "run", model="vgg-small", image_size=[24, 16]).image_size == [
+        24,
+        16,
+    ]
+
+
 @pytest.mark.parametrize(
     ("cls", "kw", "needle"),
     [
