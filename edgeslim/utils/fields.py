@@ -105,7 +105,7 @@ def check_fields(req: Any) -> None:
             raise EdgeslimError(f"{f.name} must be {names}, got {value!r}", param=f.name)
         item = _item_kind(hints.get(f.name, Any)) if isinstance(value, (tuple, list)) else None
         if item is not None:
-            _check_items(f.name, value, item)
+            value = _check_items(f.name, value, item)
         if n is not None and len(value) != n:  # ((32,) was an IndexError in the reader, (16, 16, 16) trained)
             raise EdgeslimError(
                 f"{f.name} is {_ITEMS.get(f.name, f'{n} values')}; got {value!r}", param=f.name
@@ -127,9 +127,10 @@ def check_fields(req: Any) -> None:
             raise EdgeslimError(f"{f.name} must be > 0, got {value!r}", param=f.name)
 
 
-def _check_items(name: str, value: tuple | list, kind: type) -> None:
-    """Refuse in one line an item of a tuple field of another type than its annotation says (a bool is
-    no number), or a number that is not finite (``mean=("a",)`` was a TypeError from deep inside)."""
+def _check_items(name: str, value: tuple | list, kind: type) -> tuple:
+    """``value`` as a tuple of plain items (:func:`_plain`: numpy's integers as Python's, which the code
+    after checks as such); refused in one line where an item is of another type than the annotation says
+    (a bool is no number), or a number that is not finite (``mean=("a",)`` was a TypeError from deep inside)."""
     accepted = _ACCEPTS.get(kind, (kind,))
     for v in value:
         if not isinstance(v, accepted) or isinstance(v, bool):
@@ -137,6 +138,7 @@ def _check_items(name: str, value: tuple | list, kind: type) -> None:
             raise EdgeslimError(f"{name} must be a tuple of {words}, got {tuple(value)!r}", param=name)
         if isinstance(v, numbers.Real) and not math.isfinite(v):
             raise EdgeslimError(f"{name} must hold finite numbers, got {tuple(value)!r}", param=name)
+    return tuple(_plain(v, [kind]) for v in value)
 
 
 def check_device(name: str, value: str) -> str:
