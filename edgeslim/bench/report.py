@@ -93,7 +93,7 @@ def check_record(record: dict, source: str = "the record") -> dict:
     # the parts the tables and plots read (a probe's run.json with env "x", cost.layers "x", file_bytes null)
     if not isinstance(record.get("env", {}), dict):
         raise damaged("'env' is not a table of the machine's facts")
-    if not isinstance(record.get("warnings", []), list):  # (a record before them has none)
+    if not isinstance(record.get("warnings") or [], list):  # (a record before them has none; null: none)
         raise damaged("'warnings' is not a list of lines")
     for label, m in models.items():
         cost = m.get("cost")
