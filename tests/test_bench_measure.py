@@ -719,3 +719,68 @@ def test_measure_warns_of_a_baseline_of_another_network_and_records_it(tmp_path,
     assert any(needle in w for w in record["warnings"])
     assert any(needle in w for w in json.loads((tmp_path / "b" / "run.json").read_text())["warnings"])
     assert needle in " ".join((tmp_path / "b" / "report.md").read_text().split())
+
+
+def test_a_float64_checkpoint_is_timed_in_float32_and_mixed_dtypes_are_flagged(tmp_path) -> None:
+    """Review of today's code (nc report, finding 1): prune narrows a float64 checkpoint to float32, and the
+    torch backend timed the float64 baseline as saved: a 3.08x "speedup" at MACs ratio 1, no warning, no dtype
+    in run.json. An edgeslim checkpoint is now timed in float32 (as the docs say), each trial's info records
+    its dtype, and a record whose two models ran in different dtypes (a float64 pickle) is warned of."""
+    import torch
+
+    from edgeslim.bench.backends.torch_eager import TorchBackend
+    from edgeslim.bench.report import warnings
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models import create_model
+    from edgeslim.models.registry import ModelSpec
+
+    spec = ModelSpec("vgg-small", in_channels=1, input_size=(28, 28))
+    save_model(tmp_path / "d64.pt", create_model(spec).double(), spec)
+    s = TorchBackend().open(str(tmp_path / "d64.pt"), {"device": "cpu", "threads": 1})
+    s.set_batch(2)
+    s.run()
+    assert s.x.dtype == torch.float32 and s.info()["dtype"] == "float32"
+    assert {p.dtype for p in s.model.parameters()} == {torch.float32}
+
+    def record(slim: str, baseline: str) -> dict:
+        trials = [
+            {"label": "baseline", "info": {"dtype": baseline}},
+            {"label": "slim", "info": {"dtype": slim}},
+        ]
+        return {"models": {}, "batches": [], "env": {}, "trials": trials}
+
+    assert any(
+        "baseline in float64" in w and "slim in float32" in w for w in warnings(record("float32", "float64"))
+    )
+    assert not any("dtype" in w for w in warnings(record("float32", "float32")))
+
+
+def test_bench_says_a_baseline_of_another_network_once_and_a_null_warnings_reads(tmp_path, capsys) -> None:
+    """Review of today's code (nc report, finding 10): the bench CLI printed the "two different networks"
+    line twice (a note with --baseline as the run started, a warning with the bare word "baseline" at the
+    end, from the record's warnings), and check_record refused a run.json whose "warnings" is null, which
+    warnings() reads as none. It is printed once; null reads as no warnings."""
+    import json
+
+    from edgeslim.bench.report import check_record, warnings
+    from edgeslim.cli import main
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.models import create_model
+
+    vgg = export_onnx(
+        create_model("vgg-small"), tmp_path / "v.onnx", (3, 32, 32), validate=False, arch="vgg-small"
+    )
+    res = export_onnx(
+        create_model("resnet20"), tmp_path / "r.onnx", (3, 32, 32), validate=False, arch="resnet20"
+    )
+    fast = ["--trials", "1", "--warmup", "0", "--min-iters", "3", "--min-time", "0", "--threads", "1"]
+    out = tmp_path / "b"
+    assert (
+        main(["bench", str(res.path), "--baseline", str(vgg.path), "--out", str(out), "--no-plots", *fast])
+        == 0
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("the speedup compares two different networks") == 1 and "and --baseline" in err
+    record = json.loads((out / "run.json").read_text())
+    record["warnings"] = None
+    assert not any("different networks" in w for w in warnings(check_record(record)))

@@ -153,6 +153,38 @@ def test_a_data_set_registered_in_mixed_case_loads_by_any_case() -> None:
         _READERS.pop("my-shapes", None), _READERS.pop("My_Shapes", None)
 
 
+def test_a_data_set_name_whose_key_is_taken_is_refused() -> None:
+    """Review of today's code (nc report, finding 6): register_dataset("CIFAR_10", ...) (or fmnist,
+    FashionMNIST) silently replaced the built-in data set stored under the same canonical key, and
+    "My_Shapes" then "my-shapes" silently replaced each other. Such a name is refused in one line naming
+    the set registered; the same function registered again (a module reloaded) replaces its own entry."""
+    from edgeslim.data.datasets import _READERS, register_dataset
+
+    def mine(req):
+        raise AssertionError("not called")
+
+    builtin = _READERS["cifar10"]
+    for name, key in (
+        ("CIFAR_10", "cifar10"),
+        ("fmnist", "fashion-mnist"),
+        ("FashionMNIST", "fashion-mnist"),
+    ):
+        with pytest.raises(
+            EdgeslimError, match=f"data set '{name}' is registered already, as '{key}'"
+        ) as info:
+            register_dataset(name, "my photos")(mine)
+        assert info.value.params == ("name",)
+    assert _READERS["cifar10"] is builtin
+    try:
+        register_dataset("My_Shapes", "a")(mine)
+        register_dataset("my-shapes", "a again")(mine)  # (the same reader: its entry, replaced)
+        with pytest.raises(EdgeslimError, match=r"registered already, as 'my-shapes' \(a again\)"):
+            register_dataset("my-shapes", "b")(lambda req: None)
+        assert _READERS["my-shapes"] == (mine, "a again")
+    finally:
+        _READERS.pop("my-shapes", None)
+
+
 def test_a_folder_given_as_the_data_set_is_told_how_folders_are_given(tmp_path, capsys):
     """``--data ./my_images`` was "unknown data set './my_images'; did you mean images?": the reply
     says it is a folder and how one is given (data_dir, with imagefolder or images)."""

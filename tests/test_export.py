@@ -1576,6 +1576,29 @@ def test_an_onnx_runtime_int8_export_gives_no_tensorrt_prune_hint_and_names_the_
     )
 
 
+def test_an_unknown_data_set_is_told_in_the_callers_own_parameters(tmp_path, capsys) -> None:
+    """Review of today's code (nc report, finding 7): `edgeslim prune` of a checkpoint naming a set registered
+    in another process said "... or, for an export, skip the check (no_validate)" (prune has no such flag:
+    the raw field was printed), an ExportRequest was told "give data" (its field is data_name), and
+    `export --data MY_SHAPES` said "unknown data set 'MY_SHAPES'; known: ..." without "(see --data)", which
+    prune adds. Each caller's message names its own parameters; only an export's check can be skipped."""
+    from edgeslim.pipelines import export
+
+    spec = ModelSpec("vgg-small", 3, 1, (8, 8))
+    model = tmp_path / "m.pt"
+    save_model(model, create_model(spec).eval(), spec, meta={"data": "my-shapes"})
+    assert main(["prune", str(model), "-o", str(tmp_path / "p.pt"), "--calib", "4"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "give --data (images, with --data-dir: any folder of images)" in err
+    assert "no_validate" not in err and "skip the check" not in err
+    with pytest.raises(EdgeslimError, match=r"give data_name \(images, with data_dir") as info:
+        export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", n_validate=4))
+    assert info.value.params == ("data_name", "data_dir", "no_validate")
+    assert main(["export", str(model), "--onnx", str(tmp_path / "m.onnx"), "--data", "MY_SHAPES"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "unknown data set 'MY_SHAPES'" in err and "(see --data)" in err
+
+
 def test_a_data_set_the_checkpoint_names_but_this_process_lacks_says_so(tmp_path, capsys) -> None:
     """API review, finding 5: a model slimmed on a data set registered from Python (register_dataset)
     could not be exported or pruned in another process, refused with "unknown data set 'my-shapes'; known:
@@ -1591,7 +1614,7 @@ def test_a_data_set_the_checkpoint_names_but_this_process_lacks_says_so(tmp_path
     needle = "the model's checkpoint names 'my-shapes', the images it was trained on, as what to check it on, and this process does not know it"
     with pytest.raises(EdgeslimError, match=needle) as info:
         export.run(str(model), export.ExportRequest(onnx_path=tmp_path / "m.onnx", n_validate=4))
-    assert "register it before this call" in str(info.value) and "no_validate" in info.value.params
+    assert "registered it before this call" in str(info.value) and "no_validate" in info.value.params
     with pytest.raises(EdgeslimError, match=needle):
         prune(PruneRequest(model=str(model), output=tmp_path / "p.pt", calib=4))
     assert main(["export", str(model), "--onnx", str(tmp_path / "m.onnx")]) == 2

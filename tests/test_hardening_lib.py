@@ -671,6 +671,73 @@ def test_a_python_request_is_checked_as_the_cli_checks_its_options(kw: dict, nee
     assert TrainRequest(out_dir="run", resume=True).resume is True
 
 
+@pytest.mark.parametrize("device", ["cuda:\u00b2", "cuda:\u0663", "cuda:1\u00b9"])
+def test_a_device_index_is_ascii_digits(device: str, tmp_path: Path) -> None:
+    """Review of today's code (nc report, finding 3): parse_device took "cuda:" + str.isdigit(), true for
+    '\u00b2' and '\u0663': TrainRequest(device="cuda:\u0663") and `slim --device cuda:\u00b2` were accepted,
+    then torch's raw RuntimeError "Invalid device string". Only ASCII digits are an index now."""
+    from edgeslim.pipelines.train import TrainRequest
+    from edgeslim.utils.parsing import parse_device
+
+    assert parse_device(device) is None and parse_device(" CUDA:12 ") == "cuda:12"
+    with pytest.raises(EdgeslimError, match=re.escape(f"device {device!r} is not a device")) as info:
+        TrainRequest(out_dir=tmp_path / "run", device=device)
+    assert info.value.params == ("device",)
+
+
+def test_an_image_size_is_two_sides_or_one(tmp_path: Path) -> None:
+    """Review of today's code (nc report, finding 8): tuple fields' lengths were not checked:
+    TrainRequest(data_name="imagefolder", image_size=(32,)) was a raw IndexError in the reader, and
+    image_size=(16, 16, 16) was taken and trained at 16x16. A fixed-length field is refused at another
+    length in one line; one side S is S x S, as the CLI takes --image-size 224."""
+    from edgeslim.pipelines.slim import SlimRequest
+    from edgeslim.pipelines.train import TrainRequest
+
+    for bad in ((32,), (16, 16, 16), []):
+        with pytest.raises(
+            EdgeslimError,
+            match=re.escape(f"image_size is (H, W), or one side S for S x S; got {tuple(bad)!r}"),
+        ) as info:
+            TrainRequest(out_dir=tmp_path / "run", data_name="imagefolder", image_size=bad)
+        assert info.value.params == ("image_size",)
+    assert TrainRequest(out_dir=tmp_path / "run", image_size=24).image_size == (24, 24)
+    slim = SlimRequest(out_dir=tmp_path / "run", model="vgg-small", image_size=[24, 16])
+    assert slim.image_size == (24, 16)
+
+
+def test_numpy_items_of_a_tuple_field_are_plain_numbers(tmp_path: Path) -> None:
+    """Review of today's code (nc report, finding 5): BenchRequest(batches=(np.int64(1), np.int64(8))) was
+    accepted, then measure() refused it: "batches must be a non-empty list of integers >= 1, got
+    [np.int64(1), np.int64(8)]" (items were checked, not converted as a scalar field's numpy number is).
+    A tuple field's items are Python's own numbers once the request is built."""
+    import numpy as np
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.models import create_model
+    from edgeslim.pipelines.bench import BenchRequest, timing
+    from edgeslim.pipelines.slim import SlimRequest
+
+    onnx = export_onnx(
+        create_model("vgg-small", in_channels=1),
+        tmp_path / "v.onnx",
+        (1, 28, 28),
+        validate=False,
+        dynamic_batch=True,
+    )
+    req = BenchRequest(str(onnx.path), batches=(np.int64(1), np.int64(2)), trials=1, threads=1, min_iters=2,
+                       min_time=0.0, warmup=0.0, plots=False)  # fmt: skip
+    assert req.batches == (1, 2) and {type(b) for b in req.batches} == {int}
+    record = run_comparison(
+        {"model": req.model}, "onnxruntime", list(req.batches), 1, timing(req), {"threads": 1}
+    )
+    assert record["batches"] == [1, 2]
+    mean = SlimRequest(
+        out_dir=tmp_path / "r", model="vgg-small", mean=[np.float32(0.5)], std=[np.float32(0.25)]
+    )
+    assert (type(mean.mean[0]), type(mean.std[0])) == (float, float)
+
+
 @pytest.mark.parametrize(
     ("cls", "kw", "needle"),
     [

@@ -319,6 +319,21 @@ def test_bad_arguments_of_a_prune_are_one_line_naming_them(tmp_path) -> None:
     assert info.value.params == ("output",) and not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.parametrize("name", ["p.engine", "p.ORT", "p.plan", "p.trt", "p.tflite", "p.safetensors"])
+def test_prune_refuses_every_deployment_format_name(name: str, tmp_path) -> None:
+    """Review of today's code (nc report, finding 9): prune refused only a .onnx output; -o p.engine, p.ort or
+    p.safetensors wrote a PyTorch pickle under a deployment format's name (edgeslim reads .safetensors as
+    weights only, and writes none). Each is refused as .onnx is, before any work, naming output."""
+    from edgeslim.pipelines.prune import PruneRequest
+    from edgeslim.pipelines.prune import run as prune
+
+    with pytest.raises(
+        EdgeslimError, match=r"ends in \.\w+, but prune writes a PyTorch checkpoint, not an? "
+    ) as info:
+        prune(PruneRequest(model="vgg-small", output=tmp_path / name, input_shape="1,28,28"))
+    assert info.value.params == ("output",) and not (tmp_path / name).exists()
+
+
 class _Thresholded(nn.Module):
     """A tiny detector's tail: the scores above a threshold, none of which passes (an empty output)."""
 

@@ -601,3 +601,19 @@ def test_a_check_failed_on_a_forward_that_draws_says_so() -> None:
     assert "register_leaf" not in str(e.value) and e.value.result.report["random_forward"]
     res = prune_with_report(_prep(_ScaledByChannelCount()), X)  # (a deterministic forward: the graph's fault)
     assert res.report["check_failed"] and res.report["random_forward"] is False
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_float_calib_inputs_of_another_dtype_run_as_the_example_input(dtype) -> None:
+    """Review of today's code (nc report, finding 2): calib_inputs=torch.from_numpy(array) (float64), or a
+    float16/bfloat16 batch, raised torch's "expected scalar type Double but found Float" from the dense forward.
+    Floating-point calibration batches are now cast to the example input's dtype."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)
+    ).eval()
+    with torch.no_grad():
+        model[1].weight[:3] = 0
+    calib = torch.rand(4, 3, 8, 8, dtype=torch.float64).to(dtype)
+    res = prune_with_report(model, torch.zeros(1, 3, 8, 8), calib_inputs=calib)
+    assert res.report["removed_channels"] == 3 and res.report["max_abs_diff"] < 1e-4

@@ -61,6 +61,20 @@ def test_config_validation_and_roundtrip():
         TrainConfig.from_dict({"epochs": 1, "bogus": 2})
 
 
+@pytest.mark.parametrize("device", ["tpu", "mps", "cuda:x"])
+def test_a_train_configs_device_is_checked_as_a_requests(device: str) -> None:
+    """Review of today's code (nc report, finding 4): requests checked their device, TrainConfig did not:
+    TrainConfig(device="CPU"/"tpu"/" cpu") was accepted and training then failed with torch's raw
+    RuntimeError in resolve_device. It is refused in one line naming device; "CPU" and " cpu" are cpu."""
+    from edgeslim.train.distributed import resolve_device
+
+    with pytest.raises(EdgeslimError, match=f"device '{device}' is not a device; use auto") as info:
+        TrainConfig(device=device)
+    assert info.value.params == ("device",)
+    for given in ("CPU", " cpu"):
+        assert resolve_device(TrainConfig(device=given).device) == torch.device("cpu")
+
+
 def test_method_registry():
     model = create_model("vgg-small")
     assert {"baseline", "subgradient"} <= set(methods.list_methods())

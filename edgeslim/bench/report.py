@@ -93,7 +93,7 @@ def check_record(record: dict, source: str = "the record") -> dict:
     # the parts the tables and plots read (a probe's run.json with env "x", cost.layers "x", file_bytes null)
     if not isinstance(record.get("env", {}), dict):
         raise damaged("'env' is not a table of the machine's facts")
-    if not isinstance(record.get("warnings", []), list):  # (a record before them has none)
+    if not isinstance(record.get("warnings") or [], list):  # (a record before them has none; null: none)
         raise damaged("'warnings' is not a list of lines")
     for label, m in models.items():
         cost = m.get("cost")
@@ -645,6 +645,14 @@ def warnings(record: dict) -> list[str]:
         out.append(
             f"the model and the baseline are the same file ({paths[0]}): the speedup between them is the "
             "run's noise, not a comparison; give the unpruned export as the baseline"
+        )
+    dtypes = {r.get("label"): (r.get("info") or {}).get("dtype") for r in record.get("trials") or []
+              if isinstance(r, dict) and isinstance(r.get("info"), dict)}  # fmt: skip
+    if len(dtypes) == 2 and all(dtypes.values()) and len(set(dtypes.values())) == 2:
+        which = " and ".join(f"{label} in {d}" for label, d in dtypes.items())
+        out.append(
+            f"the models ran in different dtypes ({which}): the speedup includes the dtype's; save both in "
+            "one dtype (edgeslim checkpoints are timed in float32)"
         )
     for label in record["models"]:
         for b in record["batches"]:

@@ -5,6 +5,7 @@ Runs on a device without PyTorch: top-level imports are click and edgeslim.error
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import click
@@ -16,7 +17,9 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, POSITIVE, PRECISION, SHAP
 _BACKENDS = ["onnxruntime", "ort", "tensorrt", "trt", "trtexec", "torch"]
 
 
-def _print_record(record: dict, as_json: bool) -> None:
+def _print_record(record: dict, as_json: bool, said: Collection[str] = ()) -> None:
+    """The record's tables (or JSON) on stdout, its warnings on stderr, but those ``said`` already (a
+    baseline of another network: said as the run started, with its flag)."""
     from edgeslim.bench import report
     from edgeslim.utils.console import err, print_json
 
@@ -27,7 +30,8 @@ def _print_record(record: dict, as_json: bool) -> None:
     else:
         _print_tables(record)
     for w in warnings:
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        if w not in said:
+            err.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
 
 def _print_tables(record: dict) -> None:
@@ -327,13 +331,17 @@ def bench(model, baseline, backend, profile_name, batches, trials, warmup, min_i
             if not progress_enabled():  # piped: a line per trial instead of the bar
                 err.print(line)
 
+        said: set[str] = set()
+
+        def say(m: str) -> None:
+            said.add(str(m))
+            err.print(f"[dim]{notice(m, bench)}[/]")
+
         def show(rec: dict) -> None:
             bar.stop()  # (the tables go to stdout: a live bar on stderr redrew itself into their first line)
-            _print_record(rec, as_json)
+            _print_record(rec, as_json, said)
 
-        record, written = measure(
-            req, on_trial=step, say=lambda m: err.print(f"[dim]{notice(m, bench)}[/]"), on_record=show
-        )
+        record, written = measure(req, on_trial=step, say=say, on_record=show)
     if written:
         err.print(f"wrote {', '.join(str(p) for p in written)}")
 

@@ -122,13 +122,32 @@ _READERS: dict[str, tuple[Reader, str]] = {}
 
 def register_dataset(name: str, help: str) -> Callable[[Reader], Reader]:
     """Register a reader of the data set ``name`` (with a one-line ``help``) as a decorator; it is
-    registered under its :func:`canonical_name` (``"MyShapes"`` as ``myshapes``), so any case loads it."""
+    registered under its :func:`canonical_name` (``"MyShapes"`` as ``myshapes``), so any case loads it.
+    A name whose key is taken by another reader (a built-in's spelling, ``CIFAR_10``) is refused; the same
+    function defined again (a module reloaded, a notebook cell run twice) replaces its own entry."""
 
     def deco(fn: Reader) -> Reader:
-        _READERS[_key(name)] = (fn, help)
+        key = _key(name)
+        old = _READERS.get(key)
+        if (
+            old is not None
+            and old[0] is not fn
+            and (_qualified(old[0]) != _qualified(fn) or "<lambda>" in str(fn))
+        ):
+            raise EdgeslimError(
+                f"data set {name!r} is registered already, as {key!r} ({old[1]}); register yours under "
+                "another name",
+                param="name",
+            )
+        _READERS[key] = (fn, help)
         return fn
 
     return deco
+
+
+def _qualified(fn: Callable) -> tuple[str, str]:
+    """The module and qualified name of ``fn``: the same reader defined again has the same."""
+    return (getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn)))
 
 
 def list_datasets() -> dict[str, str]:

@@ -824,7 +824,9 @@ def export_loaded(
     check_dynamic_batch(loaded, bool(kw.get("dynamic_batch")), int(kw.get("batch", 1)))
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):
-        inputs = real_inputs(shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate)
+        inputs = real_inputs(
+            shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate, skip="validate=False"
+        )
     return export_onnx(
         loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,
         recipe=loaded.recipe, meta=loaded.meta, **kw,

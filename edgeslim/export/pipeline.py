@@ -317,14 +317,23 @@ def run_export(
         # INT8 calibrates on a labelled data set's training images; an unlabelled folder (None here) holds
         # its calibration images apart from the check's
         train_batch = (
-            real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train")
+            real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=req.calib_images, split="train",
+                        data_param="data_name")
             if int8
             else None
         )  # fmt: skip
         n_real = max(req.n_validate, req.calib_images + req.n_validate if int8 and train_batch is None else 0)
         batch = None  # images are read only for the check and for INT8 calibration
         if int8 or not req.no_validate:
-            batch = real_inputs(shape, data=req.data_name, data_dir=data_dir, meta=loaded.meta, n=n_real)
+            batch = real_inputs(
+                shape,
+                data=req.data_name,
+                data_dir=data_dir,
+                meta=loaded.meta,
+                n=n_real,
+                data_param="data_name",
+                skip=None if int8 else "no_validate",
+            )
         if int8 and batch is None:
             raise EdgeslimError(
                 "INT8 calibration needs real images: pass data_name (and data_dir if needed); the data set "

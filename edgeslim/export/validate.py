@@ -187,6 +187,8 @@ def real_inputs(
     meta: dict[str, Any] | None = None,
     n: int = 64,
     split: str = "test",
+    data_param: str = "data",
+    skip: str | None = None,
 ) -> InputBatch | None:
     """``n`` images of the model's data set (its ``split``: ``test``, or ``train`` for INT8
     calibration), normalized as in training; None if none is known, or (``train``) for the
@@ -199,6 +201,8 @@ def real_inputs(
     ``meta["class_names"]`` order the labels (:meth:`~edgeslim.data.DataBundle.in_class_order`: other
     classes are refused). The ``images`` data set is any folder of images in ``data_dir`` (no
     labels), brought to the model's input size as ``meta["fit"]`` says (``letterbox`` for ultralytics models, else ``stretch``).
+    An unknown data set names the caller's parameters: ``data_param`` (where ``data`` came from) and ``skip``
+    (what skips the images, e.g. ``no_validate``; None: nothing does).
     """
     from pathlib import Path
 
@@ -212,13 +216,15 @@ def real_inputs(
         key = canonical_name(name)
     except EdgeslimError as exc:
         if data:
+            exc.params = exc.params or (data_param,)
             raise
+        or_skip = f", or skip the check ({skip})" if skip else ""
         raise EdgeslimError(  # (a review: "unknown data set 'my-shapes'" did not say where the name came from)
             f"the model's checkpoint names {name!r}, the images it was trained on, as what to check it on, and "
-            "this process does not know it (a set registered from Python with register_dataset is known only where "
-            "it is registered): register it before this call, give data (images, with data_dir: any folder of "
-            "images), or, for an export, skip the check (no_validate)",
-            param=("data", "data_dir", "no_validate"),
+            "this process does not know it (a set registered with register_dataset is known only in a Python process "
+            f"that registered it before this call): give {data_param} (images, with data_dir: any folder of "
+            f"images){or_skip}",
+            param=(data_param, "data_dir", *([skip.removesuffix("=False")] if skip else [])),
         ) from exc
     recorded = (meta or {}).get("data_dir") if data_dir is None and not data else None
     if isinstance(recorded, str):  # where the checkpoint's data set lay when it was made

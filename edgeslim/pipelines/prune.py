@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError, Notice, Step, naming
 from edgeslim.utils.fields import CheckedFields
+from edgeslim.utils.io import ENGINE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,13 @@ class PruneRequest(CheckedFields):
     ratio: float | None = None
 
 
+#: output names of deployment formats, which a PyTorch checkpoint must not be written under -> the format
+NOT_CHECKPOINT_SUFFIXES = {
+    ".onnx": "an ONNX model", ".ort": "an ONNX Runtime model", **dict.fromkeys(ENGINE_SUFFIXES, "a TensorRT engine"),
+    ".tflite": "a TensorFlow Lite model", ".safetensors": "a safetensors file (edgeslim reads those as weights only)",
+}  # fmt: skip
+
+
 def run(req: PruneRequest) -> dict[str, Any]:
     """Remove the zero-scale channels, fold their constants, verify, write the slim checkpoint.
 
@@ -55,13 +63,18 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
-    if Path(req.output).suffix.lower() == ".onnx":  # (a review: a torch checkpoint was written under it)
+    suffix = Path(req.output).suffix.lower()
+    if (
+        suffix in NOT_CHECKPOINT_SUFFIXES
+    ):  # (a review: a torch checkpoint was written under .onnx, .engine, ...)
+        what = NOT_CHECKPOINT_SUFFIXES[suffix]
         step = Step("export")
+        exported = suffix not in (".tflite", ".safetensors")  # (what export makes from the .pt)
         raise EdgeslimError(
-            f"output {req.output} ends in .onnx, but prune writes a PyTorch checkpoint: give it a .pt name, and "
-            f"turn that into ONNX with {step}",
+            f"output {req.output} ends in {suffix}, but prune writes a PyTorch checkpoint, not {what}: give it a .pt "
+            "name" + (f", and make {what} from it with {step}" if exported else ""),
             param="output",
-            steps=(step,),
+            steps=(step,) if exported else (),
         )
     # (its output may replace the model it reads, asked with force: prune X -o X; a plot never)
     check_distinct({"output": req.output, "plot": req.plot})

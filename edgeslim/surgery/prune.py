@@ -416,6 +416,8 @@ def prune_with_report(
             "(floating point, normalized: e.g. x.float() / 255, then its mean and std)",
             param="calib_inputs",
         )
+    if example_input.is_floating_point():  # (a numpy array's float64, a float16 batch: as the example runs)
+        inputs = [x.to(example_input.dtype) if x.is_floating_point() else x for x in inputs]
     # One dense forward on the calibration inputs: constants read by consumers, reference outputs.
     stats = _InputStats(
         work,

@@ -43,7 +43,10 @@ class TrainConfig:
     stage: str = "train"
 
     def __post_init__(self) -> None:
+        from edgeslim.utils.fields import check_device
+
         self.milestones = tuple(float(m) for m in self.milestones)
+        self.device = check_device("device", self.device)  # (as a request's: "CPU" is cpu, "tpu" refused)
         self.validate()
 
     def validate(self) -> None:

@@ -55,6 +55,20 @@ def _item_kind(hint: Any) -> type | None:
     return None
 
 
+def _arity(hint: Any) -> int | None:
+    """How many items a fixed-length tuple field holds (``tuple[int, int]``: 2), or None (any number)."""
+    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, UnionType) else (hint,)
+    for member in members:
+        if typing.get_origin(member) is tuple:
+            args = typing.get_args(member)
+            return None if not args or Ellipsis in args else len(args)
+    return None
+
+
+#: what the items of a fixed-length tuple field are, for its refusal (default: how many there are)
+_ITEMS = {"image_size": "(H, W), or one side S for S x S"}
+
+
 def _plain(value: Any, kinds: list[type]) -> Any:
     """``value`` as the plain type its field names: a path object for a str field as its string, a
     string for a Path field as a Path, numpy's integers and floats as Python's (the code after
@@ -82,15 +96,22 @@ def check_fields(req: Any) -> None:
         kinds = _kinds(hints.get(f.name, Any))
         if value is None or kinds is None:
             continue
+        n = _arity(hints[f.name])
+        if n is not None and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            value = (value,) * n  # (one side for both, as the CLI takes --image-size 224)
         accepted = tuple(t for k in kinds for t in _ACCEPTS.get(k, (k,)))
         if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
             names = " or ".join(sorted({_WORDS.get(k, k.__name__) for k in kinds if k is not type(None)}))
             raise EdgeslimError(f"{f.name} must be {names}, got {value!r}", param=f.name)
         item = _item_kind(hints.get(f.name, Any)) if isinstance(value, (tuple, list)) else None
         if item is not None:
-            _check_items(f.name, value, item)
+            value = _check_items(f.name, value, item)
+        if n is not None and len(value) != n:  # ((32,) was an IndexError in the reader, (16, 16, 16) trained)
+            raise EdgeslimError(
+                f"{f.name} is {_ITEMS.get(f.name, f'{n} values')}; got {value!r}", param=f.name
+            )
         if f.name in DEVICE_FIELDS and isinstance(value, str):
-            value = _device(f.name, value)
+            value = check_device(f.name, value)
         plain = _plain(value, kinds)
         if plain is not getattr(req, f.name):
             setattr(req, f.name, plain)
@@ -106,9 +127,10 @@ def check_fields(req: Any) -> None:
             raise EdgeslimError(f"{f.name} must be > 0, got {value!r}", param=f.name)
 
 
-def _check_items(name: str, value: tuple | list, kind: type) -> None:
-    """Refuse in one line an item of a tuple field of another type than its annotation says (a bool is
-    no number), or a number that is not finite (``mean=("a",)`` was a TypeError from deep inside)."""
+def _check_items(name: str, value: tuple | list, kind: type) -> tuple:
+    """``value`` as a tuple of plain items (:func:`_plain`: numpy's integers as Python's, which the code
+    after checks as such); refused in one line where an item is of another type than the annotation says
+    (a bool is no number), or a number that is not finite (``mean=("a",)`` was a TypeError from deep inside)."""
     accepted = _ACCEPTS.get(kind, (kind,))
     for v in value:
         if not isinstance(v, accepted) or isinstance(v, bool):
@@ -116,9 +138,10 @@ def _check_items(name: str, value: tuple | list, kind: type) -> None:
             raise EdgeslimError(f"{name} must be a tuple of {words}, got {tuple(value)!r}", param=name)
         if isinstance(v, numbers.Real) and not math.isfinite(v):
             raise EdgeslimError(f"{name} must hold finite numbers, got {tuple(value)!r}", param=name)
+    return tuple(_plain(v, [kind]) for v in value)
 
 
-def _device(name: str, value: str) -> str:
+def check_device(name: str, value: str) -> str:
     """A device field's value as the CLI takes it (lower case), refused in one line if it is none."""
     from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device
 

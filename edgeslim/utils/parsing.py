@@ -73,7 +73,7 @@ def parse_device(value: Any) -> str | None:
     """``value`` as the torch device a run takes (:data:`DEVICE_CHOICES`), lower case; None for
     anything else (``"tpu"``, ``"cuda:abc"``, ``"mps"``: torch's own errors or a failure later)."""
     text = str(value).strip().lower()
-    if text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", text):  # (ASCII: isdigit() takes '²')
         return text
     return None
 
