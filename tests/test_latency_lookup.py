@@ -153,20 +153,22 @@ def test_a_target_below_the_narrowest_network_is_refused_before_the_lookup(tmp_p
     """The review of a timm user's chain (finding 4): slim of mobilenetv3_small_050 at 32 px with --target-latency
     0.7 measured its lookup for 3 min 05 s without a word under a pipe, then refused the target (one channel
     per group already cost 99.69% of dense), keeping nothing. The dense and the narrowest networks are timed
-    whole first (seconds) and the target refused then; under a pipe each step of the lookup is a line."""
+    whole first (seconds) and the target refused then, in one line; under a pipe each step of the lookup is a
+    line after that."""
     out = tmp_path / "run"
     rc = main(
         [*DIGITS, "--epochs", "1", "--target-latency", "0.05", "--out", str(out)]
     )  # (8x8: ~30% at best)
     err = capsys.readouterr().err
     assert rc == 2, err
-    steps, (line,) = err.strip().splitlines()[:-1], err.strip().splitlines()[-1:]
+    (line,) = err.strip().splitlines()  # (one line, piped too: the step lines come after the refusal)
     assert "the budget" in line and "is unreachable: one channel per group already costs" in line, line
     assert "both timed here as whole networks, before a latency lookup was measured" in line, line
-    assert [s.split(" ", 1)[1] for s in steps] == [
-        "latency lookup: the dense and the narrowest network, timed whole"
-    ]
     assert not (out / "latency_table.json").exists()
+    # an absolute target at or above the dense network is refused then too, not after the lookup
+    rc = main([*DIGITS, "--epochs", "1", "--target-latency", "1s", "--out", str(out)])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "is not below the dense model" in line and "timed here as a whole network" in line, line
 
 
 def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:

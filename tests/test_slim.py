@@ -148,7 +148,7 @@ def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys
         (["--penalty", "lp", "--p", "1.5"], "'--p': '1.5' is out of range: it must be > 0 and < 1"),
         (["--penalty", "scad", "--a", "0.5"], "a > 1"),
         (["--lambda", "0.1", "--shrink", "1"], "not both"),
-        (["--penalty", "l1", "--g", "2"], "no parameter 'g'"),
+        (["--penalty", "l1", "--g", "2"], "no parameter '--g'"),
     ],
 )
 def test_cli_bad_input_one_line(tmp_path: Path, capsys, extra: list[str], msg: str) -> None:

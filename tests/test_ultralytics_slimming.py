@@ -406,7 +406,7 @@ def test_yolo_slim_refusals_are_one_line(root: Path, tmp_path: Path, capsys) -> 
     from edgeslim.pipelines.slim import SlimRequest
     from edgeslim.pipelines.slim_yolo import check
 
-    with pytest.raises(EdgeslimError, match="names several devices; a YOLO is slimmed on one"):
+    with pytest.raises(EdgeslimError, match="names several devices; a run uses one"):
         check(SlimRequest(out_dir=out, model=start, data_name=data, trust_pickle=True, device="0,1"))
     # the val images are missing: the script that would fetch them is not run, and the run says so (after
     # ultralytics' own start-up lines: the model is built before its trainer checks the data)

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device, safe_yaml
+from edgeslim.utils.parsing import not_a_device, parse_device, safe_yaml
 
 #: largest config file read (bytes): a config is a handful of lines
 MAX_CONFIG_BYTES = 1 << 20
@@ -135,7 +135,7 @@ class Device(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         device = parse_device(value)
         if device is None:
-            self.fail(f"{value!r} is not a device; use {DEVICE_CHOICES}", param, ctx)
+            self.fail(not_a_device(value), param, ctx)
         return device
 
 

@@ -16,6 +16,7 @@ classes differs from the model's (:func:`replace_head`).
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from edgeslim.models.registry import (
     register_prefix,
 )
 from edgeslim.utils.state_dicts import EMA_KEYS
+
+log = logging.getLogger(__name__)
 
 PICKLE_PREFIX = "pickle"
 
@@ -655,3 +658,69 @@ def with_classes(
     new.to(next(model.parameters()).device)
     head = sorted({k.rsplit(".", 1)[0] for k in keys})
     return new, new_spec, {"head": ", ".join(head), "from": spec.num_classes, "to": num_classes}
+
+
+def in_float32(model: Any, name: str, shape: tuple[int, ...] | None, *, quiet: bool = False) -> None:
+    """Widen a float16/bfloat16 ``model`` (a whole pickle saved after ``model.half()``) to float32,
+    exactly, or narrow a float64 one (``model.double()``, saved so) to it, with one log warning naming
+    the file ``name``: surgery, training and export feed it float32. With ``shape`` (C,H,W) it is run
+    once on a float32 batch of it: a model that then fails while it ran as it was (its forward casts its
+    input to its own dtype: ``x = x.half()``) is kept in its dtype, which it runs in on the float32
+    inputs the commands feed it. ``quiet``: no warning (a probe's load). A compiled one (TorchScript, a
+    torch.export program) is not given here: counted and benched in its own dtype,
+    :func:`~edgeslim.export.onnx_export.export_onnx` refuses it."""
+    import torch
+
+    own = tensor_dtypes(model)
+    dtype = low_precision(model) or (torch.float64 if torch.float64 in own.values() else None)
+    if dtype is None:
+        return
+    what = str(dtype).removeprefix("torch.")
+    narrowed = {n: torch.float32 for n, d in own.items() if d == torch.float64}
+
+    def to_float32() -> None:
+        if dtype == torch.float64:
+            cast_tensors(model, narrowed)
+        else:
+            widen_to_float32(model)
+
+    to_float32()
+    if shape is not None and (failed := _float32_failure(model, shape)) is not None:
+        cast_tensors(model, own)
+        if _float32_failure(model, shape) is None:
+            if not quiet:
+                log.warning(
+                    "%s holds %s weights and its forward casts its input to them (made float32 it "
+                    "fails: %s): it is kept in %s, which its checks, training and export compute in",
+                    name, what, failed, what,
+                )  # fmt: skip
+            return
+        to_float32()  # (it fails either way: the commands' own checks say why)
+    if quiet:
+        return
+    if dtype == torch.float64:
+        log.warning(
+            "%s holds float64 weights: they are narrowed to float32 (rounded to its 7 digits), which its "
+            "checks, training and export compute in; an ONNX export of it is float32",
+            name,
+        )  # fmt: skip
+    else:
+        log.warning(
+            "%s holds %s weights: they are widened to float32 (exactly), which its checks, training and "
+            "export compute in; an ONNX export of it is float32 (a TensorRT engine built from it with "
+            "precision fp16 runs in half precision)",
+            name, what,
+        )  # fmt: skip
+
+
+def _float32_failure(model: Any, shape: tuple[int, ...]) -> str | None:
+    """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input
+    (:func:`~edgeslim.models.user.probe_forward`: eval mode, no gradients, modes and buffers left as
+    they were), None where it runs."""
+    import torch
+
+    try:
+        probe_forward(model, torch.zeros((1, *shape)))
+    except Exception as exc:  # noqa: BLE001 - a forward can fail in as many ways as there are models
+        return first_line(exc)[:160]
+    return None

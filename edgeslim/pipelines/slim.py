@@ -588,11 +588,11 @@ def _latency_lookup(
     step = task_steps(progress, "latency lookup")
     if budget.metric == "latency":  # (a price has no target to reach) refused in seconds, not after minutes
         finest = 1 if adjustable else r  # (the multiple the halvings below end at)
-        if step is not None:
-            step(0, 0, "the dense and the narrowest network, timed whole")
         dense_ms, narrowest_ms = measure_narrowest(model, spec.input_shape, batch, profile, finest,
                                                    bool(settings.zero_invariant))  # fmt: skip
         refuse_below_measured(budget, dense_ms, narrowest_ms, finest)
+        if step is not None:  # (after the refusal: a refused target is one line, even when piped)
+            step(0, 0, f"dense {dense_ms:.3g} ms, narrowest {narrowest_ms:.3g} ms (timed whole)")
     while True:
 
         def budget_ok(tab: dict[str, Any], r: int = r) -> None:

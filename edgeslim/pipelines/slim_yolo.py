@@ -115,13 +115,6 @@ def check(req: Any) -> str:
     check_strength(
         req.lam, req.shrink, budget=bool(req.target_macs or req.target_params or req.target_latency)
     )
-    if req.device is not None and ("," in str(req.device) or str(req.device).strip() in ("-1", "")):
-        raise EdgeslimError(
-            f"device {req.device!r} names several devices; a YOLO is slimmed on one (ultralytics trains several in "
-            "a process of its own, which the slimming and the guard on its label caches do not reach): give one, "
-            "e.g. cuda:0 or cpu",
-            param="device",
-        )
     if req.imgsz is not None and not (isinstance(req.imgsz, int) and req.imgsz >= 32 and req.imgsz % 32 == 0):
         raise EdgeslimError(
             f"imgsz must be a multiple of 32 (the largest stride), got {req.imgsz}", param="imgsz"

@@ -72,6 +72,8 @@ def load_model_or_arch(
         if shape is not None:
             check_forward_fits(loaded.model, tuple(shape), "data" if shape_from_data else "input_shape")
     if loaded.kind not in ("torchscript", "exported"):  # (compiled code may fix the type: as it is)
+        from edgeslim.models.user import in_float32
+
         in_float32(loaded.model, str(loaded.path or target), shape, quiet=quiet)
     if input_shape is None and data is None and _records_no_size(target):
         raise EdgeslimError(
@@ -86,77 +88,6 @@ def load_model_or_arch(
         **(loaded.meta or {}),
     }
     return loaded
-
-
-def in_float32(model: Any, name: str, shape: tuple[int, ...] | None, *, quiet: bool = False) -> None:
-    """Widen a float16/bfloat16 ``model`` (a whole pickle saved after ``model.half()``) to float32,
-    exactly, or narrow a float64 one (``model.double()``, saved so) to it, with one log warning naming
-    the file ``name``: surgery, training and export feed it float32. With ``shape`` (C,H,W) it is run
-    once on a float32 batch of it: a model that then fails while it ran as it was (its forward casts its
-    input to its own dtype: ``x = x.half()``) is kept in its dtype, which it runs in on the float32
-    inputs the commands feed it. ``quiet``: no warning (a probe's load). A compiled one (TorchScript, a
-    torch.export program) is not given here: counted and benched in its own dtype,
-    :func:`~edgeslim.export.onnx_export.export_onnx` refuses it."""
-    import torch
-
-    from edgeslim.models.user import cast_tensors, low_precision, tensor_dtypes, widen_to_float32
-
-    own = tensor_dtypes(model)
-    dtype = low_precision(model) or (torch.float64 if torch.float64 in own.values() else None)
-    if dtype is None:
-        return
-    what = str(dtype).removeprefix("torch.")
-    narrowed = {n: torch.float32 for n, d in own.items() if d == torch.float64}
-
-    def to_float32() -> None:
-        if dtype == torch.float64:
-            cast_tensors(model, narrowed)
-        else:
-            widen_to_float32(model)
-
-    to_float32()
-    if shape is not None and (failed := _float32_failure(model, shape)) is not None:
-        cast_tensors(model, own)
-        if _float32_failure(model, shape) is None:
-            if not quiet:
-                log.warning(
-                    "%s holds %s weights and its forward casts its input to them (made float32 it "
-                    "fails: %s): it is kept in %s, which its checks, training and export compute in",
-                    name, what, failed, what,
-                )  # fmt: skip
-            return
-        to_float32()  # (it fails either way: the commands' own checks say why)
-    if quiet:
-        return
-    if dtype == torch.float64:
-        log.warning(
-            "%s holds float64 weights: they are narrowed to float32 (rounded to its 7 digits), which its "
-            "checks, training and export compute in; an ONNX export of it is float32",
-            name,
-        )  # fmt: skip
-    else:
-        log.warning(
-            "%s holds %s weights: they are widened to float32 (exactly), which its checks, training and "
-            "export compute in; an ONNX export of it is float32 (a TensorRT engine built from it with "
-            "precision fp16 runs in half precision)",
-            name, what,
-        )  # fmt: skip
-
-
-def _float32_failure(model: Any, shape: tuple[int, ...]) -> str | None:
-    """The first line of the error ``model`` raises on a float32 batch of one ``shape`` input
-    (:func:`~edgeslim.models.user.probe_forward`: eval mode, no gradients, modes and buffers left as
-    they were), None where it runs."""
-    import torch
-
-    from edgeslim.errors import first_line
-    from edgeslim.models.user import probe_forward
-
-    try:
-        probe_forward(model, torch.zeros((1, *shape)))
-    except Exception as exc:  # noqa: BLE001 - a forward can fail in as many ways as there are models
-        return first_line(exc)[:160]
-    return None
 
 
 #: a float32 input of at least this many bytes (batch 1) is checked against the free memory first

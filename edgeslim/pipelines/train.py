@@ -173,7 +173,7 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
     from edgeslim.data.datasets import canonical_name
     from edgeslim.models import create_model
     from edgeslim.models.registry import ModelSpec
-    from edgeslim.pipelines.source import in_float32
+    from edgeslim.models.user import in_float32
     from edgeslim.train.config import TrainConfig
     from edgeslim.train.methods import list_methods
     from edgeslim.train.pipeline import run_training

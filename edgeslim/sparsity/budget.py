@@ -210,6 +210,12 @@ def refuse_below_measured(
     minutes, then refused the target, keeping nothing."""
     kind, value = parse_target(settings.target, "latency")
     target_ms = value * dense_ms if kind == "fraction" else value * 1e3
+    if target_ms >= dense_ms:  # (an absolute target)
+        raise EdgeslimError(
+            f"the budget {target_ms:.3g} ms is not below the dense model ({dense_ms:.3g} ms, timed here as a whole "
+            "network); nothing to remove: give a smaller target",
+            param="target_latency",
+        )
     if target_ms >= narrowest_ms * (1 - MEASURED_SLACK):
         return
     fix = (

@@ -143,11 +143,11 @@ def _check_items(name: str, value: tuple | list, kind: type) -> tuple:
 
 def check_device(name: str, value: str) -> str:
     """A device field's value as the CLI takes it (lower case), refused in one line if it is none."""
-    from edgeslim.utils.parsing import DEVICE_CHOICES, parse_device
+    from edgeslim.utils.parsing import not_a_device, parse_device
 
     device = parse_device(value)
     if device is None:
-        raise EdgeslimError(f"{name} {value!r} is not a device; use {DEVICE_CHOICES}", param=name)
+        raise EdgeslimError(f"{name} {not_a_device(value)}", param=name)
     return device
 
 

@@ -69,6 +69,16 @@ def parse_size(text: str | int) -> int:
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
+def not_a_device(value: Any) -> str:
+    """Why ``value`` is no device a run takes (after :func:`parse_device` gave None), without the field's name."""
+    if "," in str(value):  # (ultralytics' "0,1": its several-GPU training runs in a process of its own)
+        return (
+            f"{value!r} names several devices; a run uses one (ultralytics' several-GPU training runs in a process "
+            f"of its own, which the slimming does not reach): give one of {DEVICE_CHOICES}"
+        )
+    return f"{value!r} is not a device; use {DEVICE_CHOICES}"
+
+
 def parse_device(value: Any) -> str | None:
     """``value`` as the torch device a run takes (:data:`DEVICE_CHOICES`), lower case; None for
     anything else (``"tpu"``, ``"cuda:abc"``, ``"mps"``: torch's own errors or a failure later)."""

@@ -47,7 +47,7 @@ class TorchSession(Session):
             loaded.kind == "checkpoint"
         ):  # (saved in float64, it loads so: timed in float32, as the slim one it
             # is compared with, which prune and slim write in float32; a review: a 3.08x "speedup" at MACs ratio 1)
-            from edgeslim.pipelines.source import in_float32
+            from edgeslim.models.user import in_float32
 
             in_float32(self.model, self.path, self.input_shape, quiet=True)
         self.device = torch.device(device)
