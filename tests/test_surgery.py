@@ -441,3 +441,24 @@ def test_detections_that_differ_are_said_to_be_compared_in_order() -> None:
         "post-processed detections (boxes, scores and labels after a score threshold, top-k and NMS)" in msg
     )
     assert "register_leaf" not in msg
+
+
+class _OneDetection(nn.Module):
+    """A post-processed detector that finds one object per image: ``[{"boxes": [1, 4], ...}]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1))
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        f = self.body(x).mean((2, 3))  # [N, 5]
+        return [{"boxes": d[None, :4], "scores": d[4:].sigmoid(), "labels": d[4:].long()} for d in f]
+
+
+def test_one_detection_of_one_image_gets_no_top1_agreement() -> None:
+    """Review of the merge of fix-tv (nc2 #8): one image with one detection, boxes [1, 4] for one input, was
+    counted as the class scores of that input ("top-1 agreement 1.0" over box coordinates). The outputs of
+    post-processed detections (a list of dicts) never count."""
+    x = torch.randn(1, 3, 8, 8)
+    assert verify(_OneDetection().eval(), _OneDetection().eval(), x)["top1_agreement"] is None

@@ -107,6 +107,7 @@ def export(**kw: Any) -> None:
       edgeslim export runs/mnv2/model.pt --onnx slim.onnx --precision int8 --ort   # CPUs and phones
     """
 
+    from edgeslim.export.validate import all_empty
     from edgeslim.pipelines.export import ExportRequest, run
     from edgeslim.utils.console import err, out, print_json, table
 
@@ -162,8 +163,12 @@ def export(**kw: Any) -> None:
                 "" if q["top1_agreement"] is None else f"top-1 agreement {100 * q['top1_agreement']:.2f}%, "
             )
             of = f" of the {q['compared']}" if q.get("compared", "outputs") != "outputs" else ""
-            rows.append([name, f"calibrated on {q['calib_images']} images; {top1}max|diff| "
-                         f"{_num(q['max_abs_diff'])}{of} on {q['check_images']} held-out images"
+            diff = (
+                f"nothing compared: {all_empty(q['empty_outputs'], str(q['check_images']) + ' held-out images')}"
+                if q.get("nothing_compared")
+                else f"{top1}max|diff| {_num(q['max_abs_diff'])}{of} on {q['check_images']} held-out images"
+            )
+            rows.append([name, f"calibrated on {q['calib_images']} images; {diff}"
                          + (f", accuracy {q['accuracy_fp32']:.4f} -> {q['accuracy_int8']:.4f}"
                             if q.get("accuracy_int8") is not None else "")])  # fmt: skip
     for key, label in (("qdq", "INT8 Q/DQ ONNX (TensorRT)"), ("calib_data", "calibration images"),

@@ -40,7 +40,7 @@ from edgeslim.export.validate import (
 )
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
 from edgeslim.utils.parsing import parse_input_shape
-from edgeslim.utils.scores import POSTPROCESSED
+from edgeslim.utils.scores import POSTPROCESSED, postprocessed_detections, score_tensors
 
 if TYPE_CHECKING:
     import onnx
@@ -79,6 +79,10 @@ class OnnxExportResult:
     #: why the unsimplified graph was written: the simplifier (named, with its version) broke the graph,
     #: which the check found and the unsimplified graph passed (None: it did not)
     simplifier_broke: str | None = None
+    #: PyTorch's result is post-processed detections, a list of dicts (:func:`~edgeslim.utils.scores.postprocessed_detections`)
+    postprocessed: bool = False
+    #: per output, whether it may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`)
+    score_outputs: list[bool] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -701,13 +705,6 @@ def _export_onnx(
             if dynamic_batch and runs != {len(x)} and not why:
                 at = f"checked at batch {min(report.n, CHECK_CHUNK)}, traced at {len(x)}"
                 why = f"; possible cause ({at}): {FIXED_BATCH_HINT}"
-            if report.postprocessed:  # (no exporter or opset puts near-tied detections in PyTorch's order)
-                raise ExportCheckFailed(
-                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; the outputs are {POSTPROCESSED}, "
-                    f"so this check cannot hold them; {DETECTION_EXPORT_CHECK}; {path} was not written",
-                    param="validate",
-                    reason=f"{report.summary()}; the outputs are {POSTPROCESSED}",
-                )
             if report.random_forward:  # (no exporter or opset matches a forward that draws)
                 raise ExportCheckFailed(
                     f"ONNX Runtime disagrees with PyTorch: {report.summary()}; PyTorch itself gives another result "
@@ -715,6 +712,13 @@ def _export_onnx(
                     f"training=True), a dropout left on in eval mode); make it deterministic in eval mode; {path} "
                     "was not written",
                     reason=f"{report.summary()}; the model's forward draws random numbers",
+                )
+            if report.postprocessed:  # (no exporter or opset puts near-tied detections in PyTorch's order)
+                raise ExportCheckFailed(
+                    f"ONNX Runtime disagrees with PyTorch: {report.summary()}; the outputs are {POSTPROCESSED}, "
+                    f"so this check cannot hold them; {DETECTION_EXPORT_CHECK}; {path} was not written",
+                    param="validate",
+                    reason=f"{report.summary()}; the outputs are {POSTPROCESSED}",
                 )
             tries = {  # (never what the export already did)
                 name: text
@@ -755,7 +759,8 @@ def _export_onnx(
         path=out, opset=got_opset, exporter=used, input_name=proto.graph.input[0].name, output_names=outputs,
         input_shape=shape, dynamic_batch=dynamic_batch, simplifier=simplifier, nodes=len(proto.graph.node),
         params=_count_params(proto), size_bytes=len(data), validation=report, metadata=md, warnings=notes,
-        simplifier_broke=simplifier_broke,
+        simplifier_broke=simplifier_broke, postprocessed=postprocessed_detections(probe),
+        score_outputs=score_tensors(probe),
     )  # fmt: skip
 
 

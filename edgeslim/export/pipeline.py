@@ -249,7 +249,7 @@ def run_export(
     from edgeslim.export.ort_mobile import operator_config_path
     from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
-    from edgeslim.export.validate import cuda_reference, real_inputs
+    from edgeslim.export.validate import all_empty, cuda_reference, real_inputs
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.input_shape is None:
@@ -403,7 +403,8 @@ def run_export(
             labels = check_batch.labels.numpy() if check_batch.labels is not None else None
             q = quantize_qdq(
                 stage(onnx_path), stage(qdq_path if req.trt else ort_int8_path), calib, check=check_batch.x.numpy(), labels=labels,
-                style="tensorrt" if req.trt else "onnxruntime", force=req.force,
+                style="tensorrt" if req.trt else "onnxruntime", force=req.force, postprocessed=res.postprocessed,
+                score_outputs=res.score_outputs,
             )  # fmt: skip
             result["qdq" if req.trt else "ort_int8"] = q.to_dict()
             if q.calib_images < len(calib) or q.check_images < len(
@@ -415,6 +416,12 @@ def run_export(
                            f"{len(check_batch.x)}; make calib_images and n_validate multiples of it, or export "
                            "with dynamic_batch", ("batch", "calib_images", "n_validate", "dynamic_batch"))
                 )  # fmt: skip
+            if q.nothing_compared:  # (as the FP32 check: said, not refused)
+                result["warnings"].append(Notice(
+                    f"the INT8 check compared nothing: {all_empty(q.empty_outputs, f'the {q.check_images} held-out images')} "
+                    "(a detector that found no object?), so INT8 is not checked against FP32; check it on images "
+                    "the model finds objects in (data_name)", "data_name",
+                ))  # fmt: skip
             if q.flat_channels:
                 result["warnings"].append(
                     f"INT8 turns {q.flat_channels} output channels that vary in FP32 into one constant on "

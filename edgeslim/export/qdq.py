@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.export._quiet import quiet
 from edgeslim.utils.io import atomic_path, check_output_path, nonfinite_as_words
-from edgeslim.utils.scores import abs_differences, top1_accuracy, top1_agreement
+from edgeslim.utils.scores import top1_accuracy, top1_agreement
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class QdqResult:
     #: INT8 (ORT) vs FP32 (ORT) on the calibration-free check images, per image for [N, classes]
     #: logits, per pixel for [N, classes, H, W] masks; None otherwise (a detector's has no top-1)
     top1_agreement: float | None
-    max_abs_diff: float  #: over every output
+    max_abs_diff: float | None  #: over every output (None: nothing compared, every output empty)
     check_images: int
     accuracy_fp32: float | None = None  # on ``labels`` of the check images, when given
     accuracy_int8: float | None = None
@@ -84,6 +84,10 @@ class QdqResult:
     flat_channels: int | None = None
     #: what max_abs_diff is of, as in the FP32 check: the ``outputs``, or a softmax's ``log-probabilities``
     compared: str = "outputs"
+    #: the outputs (ONNX names) that held no value on the check images (a detector that found nothing)
+    empty_outputs: list[str] = field(default_factory=list)
+    #: every output was empty: nothing was compared (max_abs_diff None), as in the FP32 check
+    nothing_compared: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The fields; an infinite or NaN difference as the word ``inf`` / ``nan`` (as the table says it)."""
@@ -162,14 +166,19 @@ def quantize_qdq(
     method: str | None = None,
     style: str = "tensorrt",
     force: bool = False,
+    postprocessed: bool = False,
+    score_outputs: list[bool] | None = None,
 ) -> QdqResult:
     """Write a Q/DQ INT8 ONNX of ``style`` (:data:`STYLES`) calibrated on ``calib`` (ranges by
     ``method``: entropy for TensorRT, MinMax for ONNX Runtime by default) and compare it with
-    FP32 on ``check`` (held-out images; defaults to ``calib``) in ONNX Runtime."""
+    FP32 on ``check`` (held-out images; defaults to ``calib``) in ONNX Runtime, each output as the FP32
+    check compares it (:func:`~edgeslim.export.validate.output_difference`). What PyTorch returned
+    (:class:`~edgeslim.export.onnx_export.OnnxExportResult`): ``postprocessed`` detections, and per output
+    whether it may hold class scores (``score_outputs``; None: every output may, by its shape)."""
     q = require("onnxruntime.quantization", "for INT8 Q/DQ quantization")
     import onnx
 
-    from edgeslim.export.validate import compared_values, ort_session, run_ort_all
+    from edgeslim.export.validate import ort_session, output_difference, run_ort_all
     from edgeslim.utils.onnx_graph import output_tail
 
     if style not in STYLES:
@@ -235,29 +244,32 @@ def quantize_qdq(
         refs = run_ort_all(ort_session(src.read_bytes()), x[:k], batch, chunk=16)
         gots = run_ort_all(ort_session(qm.SerializeToString()), x[:k], batch, chunk=16)
         ref, got = refs[0], gots[0]  # the first output: the one whose top-1 is the prediction
+        scores = score_outputs if score_outputs and len(score_outputs) == len(refs) else [True] * len(refs)
+        diffs = []  # (each output compared as the FP32 check compares it: a softmax as log-probabilities)
+        for r, g, sc in zip(refs, gots, scores, strict=True):
+            found = output_difference(r, g, int(k), postprocessed=postprocessed, scores=sc, int8=True)
+            if found is not None:
+                diffs.append((float(found[0].max()), found[2]))
         flats = [flat_channels(r, g) for r, g in zip(refs, gots, strict=True)]  # every output: a mask's
         acc = [None, None]
-        if labels is not None and ref.ndim == 2 and len(ref) == k:  # (one row per image: no boxes [K, 4])
+        if labels is not None and scores[0] and ref.ndim == 2 and len(ref) == k:  # (one row per image)
             lab = np.asarray(labels)[:k]
             acc = [top1_accuracy(ref, lab), top1_accuracy(got, lab)]
-        diffs = []  # (each output compared as the FP32 check compares it: a softmax as log-probabilities)
-        for r, g in zip(refs, gots, strict=True):
-            rc, gc, space = compared_values(r, g, int(k))
-            d = float(abs_differences(rc.astype(np.float64), gc.astype(np.float64)).max()) if r.size else 0.0
-            diffs.append((d, space))
-        worst = max(diffs, key=lambda d: d[0])
+        worst = max(diffs, key=lambda d: d[0], default=(None, "outputs"))
         result = QdqResult(
             out,
             method,
             reader.images,
             n_q,
-            top1_agreement(ref, got, int(k)),
+            top1_agreement(ref, got, int(k)) if scores[0] else None,
             worst[0],
             int(k),
             *acc,
             style=style,
             flat_channels=None if all(f is None for f in flats) else sum(f or 0 for f in flats),
             compared=worst[1],
+            empty_outputs=[o.name for o, r in zip(qm.graph.output, refs) if not r.size],
+            nothing_compared=not diffs,
         )
         _stamp_validation(qm, result)
         onnx.save(qm, str(tmp))

@@ -18,8 +18,9 @@ from edgeslim.utils.scores import (
     POSTPROCESSED,
     abs_differences,
     classifier_logits,
-    detection_names,
     finite_abs_max,
+    postprocessed_detections,
+    score_tensors,
     top1_accuracy,
     top1_agreement,
 )
@@ -30,11 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: how to check the export of a detector whose outputs are post-processed detections
-DETECTION_EXPORT_CHECK = (
-    "check the export of the tensors before the postprocessing (a module that returns the backbone's or the "
-    "head's tensors), or skip this check (validate=False)"
+#: the tensors to export of a detector whose outputs are post-processed detections
+BEFORE_POSTPROCESSING = (
+    "the tensors before the postprocessing (a module that returns the backbone's or the head's tensors)"
 )
+#: how to check the export of a detector whose outputs are post-processed detections
+DETECTION_EXPORT_CHECK = f"check the export of {BEFORE_POSTPROCESSING}, or skip this check (validate=False)"
+#: ... and its INT8 export (the INT8 check is not skipped)
+DETECTION_INT8_CHECK = f"quantize {BEFORE_POSTPROCESSING} instead"
 
 #: FP32 tolerance of the ONNX Runtime check: max abs difference <= FP32_ATOL + FP32_RTOL * max |output|
 #: (numpy.allclose's form: float32 rounding grows with the size of the outputs, e.g. logits of 50)
@@ -142,10 +146,7 @@ class ValidationReport:
 
     def summary(self) -> str:
         if self.nothing_compared:
-            return (
-                f"nothing compared: every output ({', '.join(self.empty_outputs)}) is empty on the {self.n} "
-                f"inputs from {self.source}"
-            )
+            return f"nothing compared: {all_empty(self.empty_outputs, f'the {self.n} inputs from {self.source}')}"
         agree = "-" if self.top1_agreement is None else f"{100 * self.top1_agreement:.2f}%"
         if self.float64_bound is not None:  # (set with both float64 errors)
             diff = (
@@ -158,6 +159,12 @@ class ValidationReport:
         if self.compared != "outputs":
             diff += f" of the {self.compared}"
         return f"{diff}, top-1 agreement {agree} on {self.n} inputs from {self.source}"
+
+
+def all_empty(empty: list[str], on: str) -> str:
+    """Why a check compared nothing: every output (``empty``, their names) is empty ``on`` its inputs
+    (``the 8 inputs from ...``)."""
+    return f"every output ({', '.join(empty)}) is empty on {on}"
 
 
 def _meta_norm(meta: dict[str, Any] | None) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
@@ -396,11 +403,18 @@ def run_ort_all(
 
 
 def torch_outputs(
-    model: nn.Module, x: torch.Tensor, device: str = "cpu", chunk: int = CHECK_CHUNK, *, double: bool = False
+    model: nn.Module,
+    x: torch.Tensor,
+    device: str = "cpu",
+    chunk: int = CHECK_CHUNK,
+    *,
+    double: bool = False,
+    results: list[Any] | None = None,
 ) -> list[np.ndarray]:
     """Every output tensor of ``model`` on ``device`` (every tensor of a nested tuple, list or dict, in order) as float32 numpy, IEEE
     fp32 on CUDA too (model is left where it was); ``double``: as float64. The model runs on a copy of
-    each chunk: a forward that changes its input in place (``x /= 255``) leaves ``x`` as it was."""
+    each chunk: a forward that changes its input in place (``x /= 255``) leaves ``x`` as it was.
+    ``results`` gets each chunk's result as the forward returned it (its structure)."""
     import torch
 
     from edgeslim.channels.graph import flat_tensors
@@ -409,7 +423,10 @@ def torch_outputs(
     runs = []
     with torch.inference_mode(), ieee_fp32():
         for i in range(0, len(x), chunk):
-            ys = flat_tensors(model(x[i : i + chunk].to(device, copy=True)))
+            result = model(x[i : i + chunk].to(device, copy=True))
+            if results is not None:
+                results.append(result)
+            ys = flat_tensors(result)
             runs.append([(y.detach().double() if double else y.detach().float()).cpu().numpy() for y in ys])
     return [join_chunks(list(parts)) for parts in zip(*runs)]
 
@@ -424,38 +441,28 @@ def compare(
     atol: float = FP32_ATOL,
     rtol: float = FP32_RTOL,
     postprocessed: bool = False,
+    scores: bool = True,
 ) -> ValidationReport:
     """Max/mean abs difference and top-1 agreement (per pixel for masks) of two output arrays of the
     same inputs; passes when the difference is within ``atol + rtol * max |ref|`` and (a classifier's,
     on real images) every top-1 agrees.
     Classifier logits whose every top-1 agrees on real images are held to
     :data:`AGREEING_LOGITS_RTOL` instead of ``rtol`` when that is larger. ``postprocessed``: the
-    outputs are a torchvision detector's detections (:data:`~edgeslim.utils.scores.POSTPROCESSED`)."""
-    if ref.shape != got.shape and postprocessed:
-        raise EdgeslimError(
-            f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}: the outputs are "
-            f"{POSTPROCESSED}, so this check cannot hold them; {DETECTION_EXPORT_CHECK}",
-            param="validate",
-        )
-    if ref.shape != got.shape:
-        raise EdgeslimError(
-            f"ONNX Runtime output shape {got.shape} differs from PyTorch {ref.shape}; the export is broken"
-        )
-    if not ref.size:  # (no detection on these inputs: no value to compare, none to fail)
+    outputs are a torchvision detector's detections (:data:`~edgeslim.utils.scores.POSTPROCESSED`);
+    ``scores``: the output may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`)."""
+    inputs = len(batch.x)  # (a detector's boxes [K, 4] are no class scores: one row per input is)
+    found = output_difference(ref, got, inputs, postprocessed=postprocessed, scores=scores)
+    if found is None:  # (no detection on these inputs: no value to compare, none to fail)
         return ValidationReport(
             source=batch.source, real_data=batch.real, n=len(batch.x), provider=provider,
             reference_device=reference_device, max_abs_diff=None, mean_abs_diff=None, top1_agreement=None,
             accuracy_torch=None, accuracy_onnx=None, atol=atol, passed=True, rtol=rtol, postprocessed=postprocessed,
         )  # fmt: skip
-    inputs = len(batch.x)  # (a detector's boxes [K, 4] are no class scores: one row per input is)
-    logits = classifier_logits(ref.shape, inputs)  # every top-1 must agree
-    ref_c, got_c, space = compared_values(ref, got, inputs)
-    # (-inf in both is no difference)
-    diff = abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64))
+    diff, ref_c, space = found
+    logits = scores and classifier_logits(ref.shape, inputs)  # every top-1 must agree
     acc_t = acc_o = None
-    agree = top1_agreement(
-        ref, got, inputs
-    )  # per sample, or per pixel (reported; a mask's near-ties may flip)
+    # per sample, or per pixel (reported; a mask's near-ties may flip)
+    agree = top1_agreement(ref, got, inputs) if scores else None
     if logits and batch.labels is not None:
         lab = batch.labels.numpy()[: len(ref)]
         acc_t, acc_o = top1_accuracy(ref, lab), top1_accuracy(got, lab)
@@ -471,6 +478,38 @@ def compare(
         accuracy_torch=acc_t, accuracy_onnx=acc_o, atol=atol, passed=passed, rtol=rtol, tolerance=tolerance,
         compared=space, postprocessed=postprocessed,
     )  # fmt: skip
+
+
+def output_difference(
+    ref: np.ndarray,
+    got: np.ndarray,
+    inputs: int,
+    *,
+    postprocessed: bool = False,
+    scores: bool = True,
+    int8: bool = False,
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """``|ref - got|`` of one output as the FP32 and INT8 checks compare it (float64, of
+    :func:`compared_values`; ``scores`` False: the values as they are), with ``ref`` as compared and what
+    that is; None when ``ref`` holds no value (a detector that found nothing). Outputs of other shapes are
+    refused in one line: of post-processed detections (``postprocessed``) whose count differs, as what
+    this check cannot hold. ``int8``: INT8 against FP32 (ONNX Runtime both), else ONNX Runtime against
+    PyTorch."""
+    if ref.shape != got.shape:
+        side, other = ("INT8", "FP32") if int8 else ("ONNX Runtime", "PyTorch")
+        differs = f"{side} output shape {got.shape} differs from {other} {ref.shape}"
+        if postprocessed:
+            raise EdgeslimError(
+                f"{differs}: the outputs are {POSTPROCESSED}, so this check cannot hold them; "
+                f"{DETECTION_INT8_CHECK if int8 else DETECTION_EXPORT_CHECK}",
+                param=None if int8 else "validate",
+            )
+        raise EdgeslimError(f"{differs}; the {'quantization' if int8 else 'export'} is broken")
+    if not ref.size:
+        return None
+    ref_c, got_c, space = compared_values(ref, got, inputs) if scores else (ref, got, "outputs")
+    # (-inf in both is no difference)
+    return abs_differences(ref_c.astype(np.float64), got_c.astype(np.float64)), ref_c, space
 
 
 def compared_values(
@@ -521,9 +560,15 @@ def validate_onnx(
     x = batch.x
     sess = ort_session(model_bytes)
     got = _run_checked(sess, x.numpy().astype(np.float32), static_batch)
-    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK)
+    results: list[Any] = []
+    ref = torch_outputs(model, x, device=reference_device, chunk=static_batch or CHECK_CHUNK, results=results)
+    # what PyTorch returned decides what the outputs are (not their names): detections, class scores
+    dets = postprocessed_detections(results[0])
+    scores = score_tensors(results[0])
     # a classifier's class scores (one row per input)
-    width = ref[0].shape[1] if len(ref) == 1 and classifier_logits(ref[0].shape, len(x)) else None
+    width = (
+        ref[0].shape[1] if len(ref) == 1 and scores[0] and classifier_logits(ref[0].shape, len(x)) else None
+    )
     if batch.classes is not None and width is not None and width != batch.classes:
         raise EdgeslimError(  # its accuracy, and an INT8 check on these labels, would mean nothing
             f"the model scores {width} classes but {batch.base_source} has {batch.classes}: to check and "
@@ -535,12 +580,13 @@ def validate_onnx(
         raise EdgeslimError(
             f"the ONNX graph has {len(got)} outputs where the PyTorch model returns {len(ref)}; the export is broken"
         )
-    dets = detection_names([o.name for o in sess.get_outputs()])
-    reports = [compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets)
-               for r, g in zip(ref, got)]  # fmt: skip
-    if not all(r.passed for r in reports) and not dets:  # (float64 puts near-tied detections in no order)
+    reports = [compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets, scores=s)
+               for r, g, s in zip(ref, got, scores)]  # fmt: skip
+    if not all(
+        r.passed for r in reports
+    ):  # (a forward that draws first; float64 puts no detections in order)
         reports = _against_float64(
-            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK
+            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK, dets
         )
     empty = [o.name for o, r in zip(sess.get_outputs(), ref) if not r.size]
     first = reports[0]
@@ -710,23 +756,32 @@ def _against_float64(
     batch: InputBatch,
     reference_device: str,
     chunk: int,
+    postprocessed: bool = False,
 ) -> list[ValidationReport]:
     """The failed comparisons judged again against the model run in float64: a network that
     amplifies float32 rounding (a BatchNorm whose running variance is near zero multiplies its input
     by thousands) puts PyTorch's own float32 output far from the exact one too; ONNX Runtime
     passes when it is no more than :data:`FLOAT64_FACTOR` times further (top-1 still has to agree on
     real images). Only for a model whose float32 forward repeats exactly (one that draws random
-    numbers has no exact result). Each such report records both errors."""
+    numbers has no exact result, said in ``random_forward``: asked first, of ``postprocessed`` detections
+    too, which float64 puts in no order). Each such report records both errors."""
     import copy
     import dataclasses
 
     try:
-        exact = torch_outputs(copy.deepcopy(model).cpu().double(), x.double(), chunk=chunk, double=True)
         again = torch_outputs(model, x, device=reference_device, chunk=chunk)
+    except Exception:  # noqa: BLE001 - (it ran once: the float32 verdict stands)
+        return reports
+    if any(
+        a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(ref, again)
+    ):  # draws: no exact result
+        return [r if r.passed else dataclasses.replace(r, random_forward=True) for r in reports]
+    if postprocessed:
+        return reports
+    try:
+        exact = torch_outputs(copy.deepcopy(model).cpu().double(), x.double(), chunk=chunk, double=True)
     except Exception:  # noqa: BLE001 - an op without a float64 kernel: the float32 verdict stands
         return reports
-    if any(not np.array_equal(a, b) for a, b in zip(ref, again)):  # a forward that draws: no exact result
-        return [r if r.passed else dataclasses.replace(r, random_forward=True) for r in reports]
     out = []
     for r, a, b, e in zip(reports, ref, got, exact):
         if r.passed or a.shape != e.shape or not a.size:
@@ -737,7 +792,7 @@ def _against_float64(
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())
         agree = (
-            not classifier_logits(a.shape, len(x)) or r.top1_agreement == 1.0 or not batch.real
+            r.top1_agreement in (None, 1.0) or not classifier_logits(a.shape, len(x)) or not batch.real
         )  # (as compare)
         rounding = torch_err <= FLOAT64_MAX_SHARE * float(np.abs(e).max())  # not another computation
         bound = max(r.tolerance or r.atol, FLOAT64_FACTOR * torch_err)

@@ -45,6 +45,7 @@ from edgeslim.utils.scores import (
     abs_differences,
     finite_abs_max,
     postprocessed_detections,
+    score_tensors,
     top1_matches,
 )
 
@@ -427,11 +428,12 @@ def prune_with_report(
     )
     dense_out: list[list[Tensor]] = []
     detections: list[bool] = []  # (per forward: a torchvision detector's post-processed result?)
+    scores: list[bool] = []  # (per forward: may its first output hold class scores?)
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
                 work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True,
-                detections=detections,
+                detections=detections, scores=scores,
             )  # fmt: skip
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
@@ -521,7 +523,7 @@ def prune_with_report(
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
     diff = (
-        _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections))
+        _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections), scores=scores)
         if check
         else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
     )
@@ -749,9 +751,11 @@ def verify(
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    sizes, found = [len(x) for x in batches], []
-    dense = _outputs(model, batches, select=outputs, detections=found)
-    diff = _compare(dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found))
+    sizes, found, scores = [len(x) for x in batches], [], []
+    dense = _outputs(model, batches, select=outputs, detections=found, scores=scores)
+    diff = _compare(
+        dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found), scores=scores
+    )
     if not diff["compared_values"]:
         log.warning(
             "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
@@ -769,13 +773,15 @@ def _outputs(
     after_each: Callable[[], None] | None = None,
     say_state: bool = False,
     detections: list[bool] | None = None,
+    scores: list[bool] | None = None,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
     ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
     (:func:`_state_kept`; ``say_state``: said in the log). ``switch_mode=False``: ``model`` is in eval mode already. Each forward gets
     its own copy of the batch (a forward may write into its input); ``after_each`` runs after each;
     ``detections`` gets, per forward, whether its result is a torchvision detector's post-processed
-    detections (:func:`~edgeslim.utils.scores.postprocessed_detections`)."""
+    detections (:func:`~edgeslim.utils.scores.postprocessed_detections`); ``scores``, whether its first tensor
+    may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`)."""
     mode = model.training
     if switch_mode:
         model.eval()
@@ -792,6 +798,8 @@ def _outputs(
     picked = [select(o) if select is not None else o for o in outs]
     if detections is not None:
         detections += [postprocessed_detections(o) for o in picked]
+    if scores is not None:
+        scores += [score_tensors(o)[:1] == [True] for o in picked]
     return [flat_tensors(o) for o in picked]
 
 
@@ -892,6 +900,7 @@ def _compare(
     sizes: list[int] | None = None,
     *,
     postprocessed: bool = False,
+    scores: list[bool] | None = None,
 ) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
@@ -900,7 +909,8 @@ def _compare(
     empty, and both differences are None); a different structure or shape is an error. The top-1
     agreement is the first output's where it holds class scores of one row per input (``sizes``: the
     batch size of each input; a detector's boxes ``[K, 4]`` hold none). ``postprocessed``: the outputs
-    are a torchvision detector's post-processed detections, which a different count is said to be."""
+    are a torchvision detector's post-processed detections, which a different count is said to be;
+    ``scores``: per forward, whether its first output may hold class scores (a box's never does)."""
     worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
     for j, (ra, rb) in enumerate(zip(ref, got)):
         if len(ra) != len(rb):
@@ -935,7 +945,8 @@ def _compare(
             worst, scaled = max(worst, d), max(scaled, own)
         # the first output's, as export's check (scores: floating point)
         n = sizes[j] if sizes is not None else None
-        matches = top1_matches(ra[0], rb[0], n) if ra and ra[0].is_floating_point() else None
+        own = scores is None or scores[j]
+        matches = top1_matches(ra[0], rb[0], n) if own and ra and ra[0].is_floating_point() else None
         if matches:
             agree, total = agree + matches[0], total + matches[1]
     return {

@@ -65,9 +65,6 @@ def finite_abs_max(a: Any) -> float:
     return float(f.max()) if f.reshape(-1).shape[0] else 0.0
 
 
-#: the keys of a torchvision detector's result for one image: post-processed detections
-DETECTION_KEYS = frozenset({"boxes", "scores", "labels"})
-
 #: what a check of such detections compares, and why it cannot hold them position by position
 POSTPROCESSED = (
     "post-processed detections (boxes, scores and labels after a score threshold, top-k and NMS), "
@@ -76,16 +73,29 @@ POSTPROCESSED = (
 
 
 def postprocessed_detections(result: Any) -> bool:
-    """Whether a forward's ``result`` is a torchvision detector's: a list of dicts, one per image,
-    holding ``boxes``, ``scores`` and ``labels``."""
-    return (
-        isinstance(result, (list, tuple))
-        and bool(result)
-        and all(isinstance(d, dict) and DETECTION_KEYS <= set(d) for d in result)
-    )
+    """Whether a forward's ``result`` is post-processed detections as a torchvision detector returns them:
+    a list of dicts, one per image (whatever their keys; a dict of dense maps named ``boxes``, ``scores``
+    and ``labels`` is none)."""
+    return isinstance(result, (list, tuple)) and bool(result) and all(isinstance(d, dict) for d in result)
 
 
-def detection_names(names: Sequence[str]) -> bool:
-    """Whether ONNX output ``names`` are a torchvision detector's (``boxes``, ``scores``, ``labels``,
-    with ``_0``, ``_1``, ... for a batch of several images, as export names them)."""
-    return DETECTION_KEYS <= {n.rsplit("_", 1)[0] if n.rsplit("_", 1)[-1].isdigit() else n for n in names}
+def box_key(key: Any) -> bool:
+    """Whether a dict key names box coordinates (``boxes``, ``bbox``, ``pred_boxes``, ``box_regression``)."""
+    return "box" in str(key).lower()
+
+
+def score_tensors(result: Any) -> list[bool]:
+    """Per tensor of a forward's ``result`` (in the order of ``flat_tensors``), whether it may hold class
+    scores (its shape decides the rest, :func:`class_scores`): none of post-processed detections
+    (:func:`postprocessed_detections`), nor one under a dict key naming boxes (:func:`box_key`)."""
+    return _score_tensors(result, postprocessed_detections(result))
+
+
+def _score_tensors(obj: Any, boxes: bool) -> list[bool]:
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):  # (a tensor)
+        return [not boxes]
+    if isinstance(obj, dict):
+        return [f for k, v in obj.items() for f in _score_tensors(v, boxes or box_key(k))]
+    if isinstance(obj, (list, tuple)):
+        return [f for v in obj for f in _score_tensors(v, boxes)]
+    return []
