@@ -168,7 +168,9 @@ def test_a_target_below_the_narrowest_network_is_refused_before_the_lookup(tmp_p
     # an absolute target at or above the dense network is refused then too, not after the lookup
     rc = main([*DIGITS, "--epochs", "1", "--target-latency", "1s", "--out", str(out)])
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and "is not below the dense model" in line and "timed here as a whole network" in line, line
+    assert rc == 2 and "is not below the dense model" in line and "timed here as a whole network" in line, (
+        line
+    )
 
 
 def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:
