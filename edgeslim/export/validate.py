@@ -582,9 +582,8 @@ def validate_onnx(
         )
     reports = [compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets, scores=s)
                for r, g, s in zip(ref, got, scores)]  # fmt: skip
-    if not all(
-        r.passed for r in reports
-    ):  # (a forward that draws first; float64 puts no detections in order)
+    # (a forward that draws first; float64 puts no detections in order)
+    if not all(r.passed for r in reports):
         reports = _against_float64(
             model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK, dets
         )
@@ -772,9 +771,8 @@ def _against_float64(
         again = torch_outputs(model, x, device=reference_device, chunk=chunk)
     except Exception:  # noqa: BLE001 - (it ran once: the float32 verdict stands)
         return reports
-    if any(
-        a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(ref, again)
-    ):  # draws: no exact result
+    # a forward that draws: no exact result
+    if any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(ref, again)):
         return [r if r.passed else dataclasses.replace(r, random_forward=True) for r in reports]
     if postprocessed:
         return reports

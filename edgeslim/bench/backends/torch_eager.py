@@ -43,10 +43,9 @@ class TorchSession(Session):
         self.batch: int | None = None
         self.ran: set[int] = set()  # the batches a forward ran at
         self.input_shape = tuple(input_shape) if input_shape else loaded.input_shape
-        if (
-            loaded.kind == "checkpoint"
-        ):  # (saved in float64, it loads so: timed in float32, as the slim one it
-            # is compared with, which prune and slim write in float32; a review: a 3.08x "speedup" at MACs ratio 1)
+        # a checkpoint saved in float64 loads so: timed in float32, as the slim one it is compared with, which
+        # prune and slim write in float32 (a review: a 3.08x "speedup" at a MACs ratio of 1)
+        if loaded.kind == "checkpoint":
             from edgeslim.models.user import in_float32
 
             in_float32(self.model, self.path, self.input_shape, quiet=True)
