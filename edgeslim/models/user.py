@@ -152,6 +152,12 @@ def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None =
     return probe_forward(model, x, hook=None if shifted is None else (shifted, shift))
 
 
+def class_count(y: Any, batch: int) -> int | None:
+    """``k`` where a forward's result ``y`` on ``batch`` inputs is one ``[batch, k]`` tensor (a
+    classifier's scores); None for any other result (a detector's, a segmenter's)."""
+    return int(y.shape[1]) if isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == batch else None
+
+
 def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None:
     """The class count of a classifier: ``k`` where ``model``'s forward maps a batch of inputs of
     ``input_shape`` (C,H,W) to one ``[N, k]`` tensor; None for any other output (a detector's, a
@@ -160,7 +166,7 @@ def output_classes(model: nn.Module, input_shape: tuple[int, ...]) -> int | None
         y = _probe(model, input_shape)
     except Exception:  # noqa: BLE001 - the user's model can fail in any way: its count is unknown
         return None
-    return int(y.shape[1]) if isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH else None
+    return class_count(y, PROBE_BATCH)
 
 
 def _not_the_head(model: nn.Module, name: str, head: nn.Module, input_shape: tuple[int, ...]) -> str | None:
@@ -170,10 +176,11 @@ def _not_the_head(model: nn.Module, name: str, head: nn.Module, input_shape: tup
     fails propagates its error."""
     k = head.out_features if isinstance(head, nn.Linear) else head.out_channels
     y = _probe(model, input_shape)
-    if not (isinstance(y, torch.Tensor) and y.ndim == 2 and len(y) == PROBE_BATCH):
+    got = class_count(y, PROBE_BATCH)
+    if got is None:
         return f"its forward returns {describe_output(y)}, not one [N, classes] tensor"
-    if y.shape[1] != k:
-        return f"its forward returns [N, {y.shape[1]}] scores, and {name} has {k} outputs"
+    if got != k:
+        return f"its forward returns [N, {got}] scores, and {name} has {k} outputs"
     if torch.equal(y, _probe(model, input_shape, name)):
         return f"its [N, {k}] output does not come from {name}"
     return None

@@ -402,7 +402,7 @@ def refuse_non_classifier(
     import torch
 
     from edgeslim.data import dataset_shape
-    from edgeslim.models.user import describe_output, probe_forward
+    from edgeslim.models.user import class_count, describe_output, probe_forward
 
     with naming("data_name"):
         dshape = dataset_shape(data_name) if data_name else None
@@ -424,7 +424,7 @@ def refuse_non_classifier(
         try:
             for mode in ("eval", "training"):
                 y = probe_forward(model, torch.zeros((2, *shape)), training=mode == "training")
-                if not (isinstance(y, torch.Tensor) and y.ndim == 2 and y.shape[0] == 2):
+                if class_count(y, 2) is None:
                     break
             else:
                 return
