@@ -217,12 +217,6 @@ def _fit_classes(
     return model
 
 
-def own_classes(model: nn.Module, input_shape: tuple[int, int, int]) -> int | None:
-    """The class count a model built by the user's code or pickle has: its ``[N, k]`` output's
-    (:func:`output_classes`), None for a model that is no classifier (a detector, a segmenter)."""
-    return output_classes(model, input_shape)
-
-
 def unpickle_trusted(path: str | Path, what: str, map_location: str = "cpu") -> Any:
     """``torch.load(path, weights_only=False)`` (the caller trusts the file) with the current
     directory importable, where the user's model classes usually live; a class that cannot be found
@@ -378,7 +372,7 @@ def _takes_any_keyword(params: Any) -> bool:
 def code_defaults(reference: str) -> dict[str, Any]:
     """The :class:`ModelSpec` fields ``package.module:Attr`` is built with when the user gives none:
     the ``num_classes`` default of its signature (recorded, so a checkpoint rebuilds with it); None
-    when it takes no ``num_classes`` (its output's count is read back, :func:`own_classes`); nothing
+    when it takes no ``num_classes`` (its output's count is read back, :func:`output_classes`); nothing
     (10) when it requires one."""
     _, params = _factory(reference)
     if params is None:  # (a signature Python cannot read: given num_classes as before)
@@ -466,8 +460,8 @@ def _list_none() -> list[str]:
 
 def _register() -> None:
     register_prefix(PICKLE_PREFIX, build_from_pickle, _list_none, runs_code=True,
-                    defaults=lambda _name: {"num_classes": None}, classes_of=own_classes, sized=True)  # fmt: skip
-    register_code_resolver(build_from_code, classes_of=own_classes, defaults=code_defaults)
+                    defaults=lambda _name: {"num_classes": None}, classes_of=output_classes, sized=True)  # fmt: skip
+    register_code_resolver(build_from_code, classes_of=output_classes, defaults=code_defaults)
 
 
 _register()
