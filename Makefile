@@ -7,7 +7,7 @@ EXTRAS ?= train,dev
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO_OUT ?= runs/demo
 
-.PHONY: setup venv data test test-fast lint format demo clean
+.PHONY: setup venv data test test-all lint format demo clean
 
 setup: venv data ## create .venv, install edgeslim[train,dev], install Fashion-MNIST (Debian)
 
@@ -27,11 +27,11 @@ data: ## Fashion-MNIST from Debian's dataset-fashion-mnist where apt is availabl
 	    || echo "warning: could not install dataset-fashion-mnist; tests that need it will fail"; \
 	else echo "warning: no apt-get; pass --data-dir to a Fashion-MNIST copy"; fi
 
-test: setup ## run the whole test suite
-	$(PY) -m pytest -n 2 -q
-
-test-fast: venv
+test: setup ## the test suite CI runs: all but the tests marked slow
 	$(PY) -m pytest -n 2 -q -m "not slow"
+
+test-all: setup ## every test, the slow ones too (end-to-end runs that time networks)
+	$(PY) -m pytest -n 2 -q
 
 lint: venv
 	$(PY) -m ruff check edgeslim tests benchmarks deploy tools

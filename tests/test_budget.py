@@ -522,7 +522,6 @@ def test_cli_budget_below_the_profile_alignment_gets_a_finer_multiple(
     assert "unreachable" in err and "multiples of 16" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("round_to", [1, None])
 def test_cli_slim_target_macs_end_to_end(tmp_path, fmnist_dir: str, round_to: int | None) -> None:
     """Unaligned, the controller lands within 3% under the target; by default (host-cpu profile) every

@@ -55,7 +55,6 @@ def test_readme_has_the_promised_blocks():
     assert "make setup" in setup and ". .venv/bin/activate" in setup and "make test" in setup
 
 
-@pytest.mark.slow
 def test_readme_commands_run_in_order(tmp_path, cifar_zip):
     # the user's own images of the README: three classes of the CIFAR-10 JPEG zip
     with zipfile.ZipFile(cifar_zip) as zf:
@@ -83,7 +82,6 @@ def test_readme_commands_run_in_order(tmp_path, cifar_zip):
     assert mine["macs"]["slim"] <= 0.5 * mine["macs"]["dense"] * 1.02  # the user's model did get slimmer
 
 
-@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path, fmnist_dir):
     (code,) = [b for b in _blocks("python") if "ProximalSlimming" in b]
     code = code.replace("subset=2000, test_subset=500", "subset=500, test_subset=200")

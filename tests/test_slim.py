@@ -106,7 +106,6 @@ def test_shrink_gives_lambda_from_the_planned_schedule(digits) -> None:
     assert resolve_lambda(SlimSettings(lam=0.07), config, digits) == 0.07
 
 
-@pytest.mark.slow
 def test_cli_end_to_end_on_fashion_mnist(fmnist_dir: str, tmp_path: Path, capsys, caplog) -> None:
     out = tmp_path / "run"
     cfg = tmp_path / "slim.yaml"
