@@ -389,11 +389,13 @@ def test_the_class_count_probe_runs_the_model_itself_and_leaves_it_as_it_was(tmp
     assert model.training and model.fc.training and not model.features[1].training
 
 
-def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_size(tmp_path, monkeypatch):
+def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_shape(tmp_path, monkeypatch, capsys):
     """Review of the class-count probes (nc2 #4): create_model('m:fixed28', num_classes=10) of a factory
     whose model runs only at 28x28 was refused as 'not a classifier whose head edgeslim can find (its
     forward fails on inputs of shape 1,32,32 ...)', the default size, never naming input_size, which fixes
-    it. The refusal says the forward fails at that size and names input_size."""
+    it. The refusal says the forward fails at that size and names input_size. A review (session 35): on the
+    command line it named `input_size`, which no command has (nor `--input-shape`, which fixes it): it
+    names input_shape now, --input-shape there."""
     (tmp_path / "byom_f28.py").write_text(
         "import torch\nfrom torch import nn\n\n"
         "class Fixed28(nn.Module):\n"
@@ -414,10 +416,35 @@ def test_a_model_that_fails_at_the_probe_size_is_told_to_give_input_size(tmp_pat
     with pytest.raises(EdgeslimError) as exc:
         create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1)
     msg = str(exc.value)
-    assert "fails on inputs of shape 1,32,32" in msg and "as input_size" in msg, msg
-    assert "not a classifier" not in msg and exc.value.params == ("input_size",)
+    assert (
+        "fails on inputs of shape 1,32,32" in msg and "as input_shape (C,H,W" in msg and "input_size" in msg
+    ), msg
+    assert "not a classifier" not in msg and exc.value.params == ("input_shape",)
     model = create_model("byom_f28:fixed28", trust_pickle=True, num_classes=10, in_channels=1, input_size=28)
     assert model.fc.out_features == 10
+    capsys.readouterr()
+    assert main(["info", "byom_f28:fixed28", "--num-classes", "3", "--trust-pickle"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "it takes as --input-shape (C,H,W" in line and "shape 3,32,32" in line, line
+    assert (
+        main(["info", "byom_f28:fixed28", "--num-classes", "3", "--trust-pickle", "--input-shape", "1,28,28"])
+        == 0
+    )
+
+
+def test_a_binary_classifier_of_one_logit_gets_its_head_replaced(tmp_path, monkeypatch):
+    """A review (session 35): a classifier whose head is Linear(8, 1) (one logit, as BCE trains it) given 10
+    classes was refused as "not a classifier whose head edgeslim can find (its [N, 1] output does not come
+    from fc)": the probe shifted the layer's outputs by 0, 1, ..., which left a single output as it was."""
+    from torch import nn
+
+    from edgeslim.models.user import _fit_classes
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 1))  # fmt: skip
+    fitted = _fit_classes(model, 10, (3, 16, 16), "the model")
+    assert fitted[5].out_features == 10 and fitted(torch.zeros(2, 3, 16, 16)).shape == (2, 10)
 
 
 def test_a_checkpoint_of_a_factory_that_ignores_num_classes_still_loads(tmp_path, monkeypatch, caplog):

@@ -173,6 +173,36 @@ def test_a_target_below_the_narrowest_network_is_refused_before_the_lookup(tmp_p
     )
 
 
+def test_a_refused_target_suggests_a_smaller_multiple_only_where_one_channel_per_group_reaches_it() -> None:
+    """A review (session 35): a 5% target at a multiple of 16 the user gave was told "give a larger target, or
+    a smaller round_to", though one channel per group took 32% of dense: no multiple reaches it. The network
+    at one channel per group is timed too where the multiple is out of reach, and a smaller multiple is
+    suggested only where it reaches the target; a fraction target is shown as the fraction too."""
+    from edgeslim.sparsity.budget import (
+        BudgetSettings,
+        BudgetUnreachable,
+        below_measured,
+        refuse_below_measured,
+    )
+
+    def refusal(target: str, one: float | None) -> BudgetUnreachable:
+        with pytest.raises(BudgetUnreachable) as exc:
+            refuse_below_measured(BudgetSettings(metric="latency", target=target), 1.0, 0.4, 16, one)
+        return exc.value
+
+    far = refusal("0.05", 0.32)
+    assert "the budget 0.05 ms (5% of dense) is unreachable" in str(far) and "round_to" not in str(far), far
+    assert "one channel per group would cost 0.32 ms (32.00%), still above the target" in str(far)
+    near = refusal("0.3", 0.2)
+    assert "or a smaller round_to (one channel per group: 0.2 ms)" in str(near) and near.params == (
+        "target_latency", "round_to")  # fmt: skip
+    assert "round_to" not in str(refusal("0.3", None))  # (not timed: not suggested)
+    assert not below_measured(
+        BudgetSettings(metric="latency", target="0.39"), 1.0, 0.4
+    )  # (within the 5% slack)
+    refuse_below_measured(BudgetSettings(metric="latency", target="0.39"), 1.0, 0.4, 16, None)
+
+
 def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:
     """The check after a latency-budget slim exports both networks; when that export is refused
     (a trial's EfficientNet), the message says the run's own files are written, not that nothing was."""

@@ -12,8 +12,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 #: smaller sizes for the test run: option -> value
 SHRINK = {"--subset": "600", "--test-subset": "200"}

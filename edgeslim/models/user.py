@@ -140,13 +140,14 @@ def probe_forward(
 def _probe(model: nn.Module, input_shape: tuple[int, ...], shifted: str | None = None) -> Any:
     """The output of ``model`` (:func:`probe_forward`: eval mode, no gradients, left as it was) on a
     batch of :data:`PROBE_BATCH` zero inputs of ``input_shape`` (C,H,W) in its parameters' dtype and
-    device; ``shifted`` names a layer whose outputs are shifted by 0, 1, ... along dim 1."""
+    device; ``shifted`` names a layer whose outputs are shifted by 1, 2, ... along dim 1 (from 1: a layer of
+    one output, a binary classifier's single logit, changes too)."""
     first = next((t for t in model.parameters() if t.is_floating_point()), None)
     x = torch.zeros((PROBE_BATCH, *input_shape), dtype=first.dtype if first is not None else None,
                     device=first.device if first is not None else None)  # fmt: skip
 
     def shift(_m: nn.Module, _i: Any, out: torch.Tensor) -> torch.Tensor:
-        step = torch.arange(out.shape[1], dtype=out.dtype, device=out.device)
+        step = torch.arange(1, out.shape[1] + 1, dtype=out.dtype, device=out.device)
         return out + step.reshape(1, -1, *([1] * (out.ndim - 2)))
 
     return probe_forward(model, x, hook=None if shifted is None else (shifted, shift))
@@ -192,7 +193,7 @@ def _fit_classes(
     """``model`` (``what`` names it) with a new ``num_classes`` head where its classifier head has
     another count (None: as built); a layer is replaced only where it provably makes the model's
     ``[N, classes]`` output on inputs of ``input_shape`` (:func:`_not_the_head`), else refused (a
-    forward that fails at that shape: naming ``input_size``, the spec's size it ran at)."""
+    forward that fails at that shape: naming ``input_shape``, the C,H,W it ran at)."""
     have = head_classes(model)
     if num_classes is None or have is None or have == num_classes:
         return model
@@ -203,8 +204,8 @@ def _fit_classes(
         raise EdgeslimError(
             f"{what} cannot be given {num_classes} classes: edgeslim runs it to find its classifier head, and "
             f"its forward fails on inputs of shape {','.join(map(str, input_shape))} ({first_line(exc)[:120]}); "
-            "give the input size it takes as input_size",
-            param="input_size",
+            "give the input shape it takes as input_shape (C,H,W; in a ModelSpec: in_channels and input_size)",
+            param="input_shape",
         ) from exc
     if why is not None:
         raise EdgeslimError(

@@ -575,6 +575,7 @@ def _latency_lookup(
     from edgeslim.sparsity.budget import (
         BudgetSettings,
         BudgetUnreachable,
+        below_measured,
         refuse_below_measured,
         resolve_target,
     )
@@ -590,7 +591,15 @@ def _latency_lookup(
         finest = 1 if adjustable else r  # (the multiple the halvings below end at)
         dense_ms, narrowest_ms = measure_narrowest(model, spec.input_shape, batch, profile, finest,
                                                    bool(settings.zero_invariant))  # fmt: skip
-        refuse_below_measured(budget, dense_ms, narrowest_ms, finest)
+        one_ms = (
+            None  # (where a multiple the user gave is out of reach: would one channel per group reach it?)
+        )
+        if finest > 1 and below_measured(budget, dense_ms, narrowest_ms):
+            d1, n1 = measure_narrowest(
+                model, spec.input_shape, batch, profile, 1, bool(settings.zero_invariant)
+            )
+            one_ms = n1 / d1 * dense_ms  # (its share of its own interleaved dense time)
+        refuse_below_measured(budget, dense_ms, narrowest_ms, finest, one_ms)
         if step is not None:  # (after the refusal: a refused target is one line, even when piped)
             step(0, 0, f"dense {dense_ms:.3g} ms, narrowest {narrowest_ms:.3g} ms (timed whole)")
     while True:

@@ -201,31 +201,63 @@ def _narrowest_words(round_to: int) -> str:
     return "one channel per group already costs"
 
 
+def _measured_target_ms(settings: BudgetSettings, dense_ms: float) -> float:
+    kind, value = parse_target(settings.target, "latency")
+    return value * dense_ms if kind == "fraction" else value * 1e3
+
+
+def below_measured(settings: BudgetSettings, dense_ms: float, narrowest_ms: float) -> bool:
+    """Whether a latency target is below the narrowest network's time by more than :data:`MEASURED_SLACK`
+    (:func:`refuse_below_measured` refuses it)."""
+    return _measured_target_ms(settings, dense_ms) < narrowest_ms * (1 - MEASURED_SLACK)
+
+
 def refuse_below_measured(
-    settings: BudgetSettings, dense_ms: float, narrowest_ms: float, round_to: int
+    settings: BudgetSettings,
+    dense_ms: float,
+    narrowest_ms: float,
+    round_to: int,
+    one_per_group_ms: float | None = None,
 ) -> None:
     """Refuse a latency target below the narrowest network's time (by more than :data:`MEASURED_SLACK`),
     both networks timed whole before a lookup is measured for the target
     (:func:`~edgeslim.pipelines.latency.measure_narrowest`): a review's run measured a lookup for 3
-    minutes, then refused the target, keeping nothing."""
-    kind, value = parse_target(settings.target, "latency")
-    target_ms = value * dense_ms if kind == "fraction" else value * 1e3
+    minutes, then refused the target, keeping nothing. ``one_per_group_ms``: the network at one channel per
+    group, timed where ``round_to`` > 1 (a smaller round_to is suggested only where it reaches the target)."""
+    target_ms = _measured_target_ms(settings, dense_ms)
+    fraction = parse_target(settings.target, "latency")[0] == "fraction"
+    budget = f"the budget {target_ms:.3g} ms" + (
+        f" ({target_ms / dense_ms:.0%} of dense)" if fraction else ""
+    )
     if target_ms >= dense_ms:  # (an absolute target)
         raise EdgeslimError(
-            f"the budget {target_ms:.3g} ms is not below the dense model ({dense_ms:.3g} ms, timed here as a whole "
+            f"{budget} is not below the dense model ({dense_ms:.3g} ms, timed here as a whole "
             "network); nothing to remove: give a smaller target",
             param="target_latency",
         )
-    if target_ms >= narrowest_ms * (1 - MEASURED_SLACK):
+    if not below_measured(settings, dense_ms, narrowest_ms):
         return
-    fix = (
-        "give a larger target, or a smaller round_to" if round_to > 1 else "give a target at least that large"
+    finer_helps = (
+        round_to > 1
+        and one_per_group_ms is not None
+        and not below_measured(settings, dense_ms, one_per_group_ms)
     )
+    if finer_helps:
+        fix = (
+            f"give a larger target, or a smaller round_to (one channel per group: {one_per_group_ms:.3g} ms)"
+        )
+    else:
+        fix = "give a target at least that large" + (
+            f"; one channel per group would cost {one_per_group_ms:.3g} ms ({one_per_group_ms / dense_ms:.2%}), "
+            "still above the target"
+            if round_to > 1 and one_per_group_ms is not None
+            else ""
+        )
     raise BudgetUnreachable(
-        f"the budget {target_ms:.3g} ms is unreachable: {_narrowest_words(round_to)} {narrowest_ms:.3g} ms "
+        f"{budget} is unreachable: {_narrowest_words(round_to)} {narrowest_ms:.3g} ms "
         f"({narrowest_ms / dense_ms:.2%} of dense, {dense_ms:.3g} ms; both timed here as whole networks, before "
         f"a latency lookup was measured); {fix}",
-        param="target_latency",
+        param=("target_latency", "round_to") if finer_helps else "target_latency",
     )
 
 
