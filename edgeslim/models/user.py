@@ -444,10 +444,8 @@ def refit_ignored_head(refused: IgnoredClasses, num_classes: int, what: str) -> 
     """The model ``refused`` holds with its classifier head replaced by one of ``num_classes`` outputs
     (:func:`replace_head`), as edgeslim did before it checked a factory's count: how a checkpoint
     (``what``) of a factory that ignores ``num_classes`` was written, with one warning saying so."""
-    import logging
-
     replace_head(refused.model, num_classes)
-    logging.getLogger(__name__).warning(
+    log.warning(
         "%s was written for %s, whose model outputs %d classes whatever num_classes it is given: its "
         "head is replaced by one of %d outputs, as the edgeslim that wrote it did",
         what, refused.reference, refused.built, num_classes,
