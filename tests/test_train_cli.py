@@ -498,3 +498,25 @@ def test_train_starts_from_a_state_dict_given_as_weights(tmp_path, capsys) -> No
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and all(n in err for n in needles), err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def pruned_digits(tmp_path_factory) -> Path:
+    """A digits VGG of train's three stages (no fine-tune) pruned by surgery: a slim model (a recipe)."""
+    base = tmp_path_factory.mktemp("pruned")
+    assert main(["train", *DIGITS, "--subset", "128", "--test-subset", "64", "--method", "subgradient",
+                 "--prune-ratio", "0.5", "--out", str(base / "ns")]) == 0  # fmt: skip
+    assert main(["prune", str(base / "ns" / "model.pt"), "-o", str(base / "p.pt")]) == 0
+    return base / "p.pt"
+
+
+def test_fine_tuning_a_slim_model_points_to_export(tmp_path, capsys, pruned_digits) -> None:
+    """Train review, finding 1: ``train --init p30.pt`` (a pruned model: a recipe) said next ``edgeslim
+    slim``, which refuses a model that has a surgery recipe. It names export."""
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    assert main(["train", "--init", str(pruned_digits), *DIGITS, "--subset", "128", "--test-subset", "64",
+                 "--out", str(out)]) == 0  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"next: edgeslim export {out / 'model.pt'} --onnx {out / 'model.onnx'}" in err, err
+    assert "edgeslim slim" not in err

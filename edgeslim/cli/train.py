@@ -97,10 +97,12 @@ def train(**kw: Any) -> None:
     with progress() as bar, log_lines_when_piped():
         outcome = run(TrainRequest.from_options(kw), progress=bar, say=say)
     if outcome.is_main:
-        _print(as_json, outcome.report, outcome.spec, outcome.data_name, outcome.out_dir)
+        _print(as_json, outcome.report, outcome.spec, outcome.data_name, outcome.out_dir, outcome.slimmed)
 
 
-def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out_dir: Path) -> None:
+def _print(
+    as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out_dir: Path, slimmed: bool = False
+) -> None:
     from edgeslim.utils.console import out, print_json, table
     from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE
 
@@ -152,6 +154,8 @@ def _print(as_json: bool, report: dict[str, Any], spec: Any, data_name: str, out
     model = quote(out_dir / MODEL_FILE) + trust
     if "accuracy_before_prune" in report:  # three-stage slimming: its zeros are ready for surgery
         nxt = f"edgeslim prune {model} -o {quote(out_dir / 'slim.pt')}  (or edgeslim export)"
+    elif slimmed:  # a fine-tuned slim model (its recipe): slim refuses it, export takes it
+        nxt = f"edgeslim export {model} --onnx {quote(out_dir / 'model.onnx')}"
     else:
         nxt = f"edgeslim slim {model} {data} --out {quote(str(out_dir) + '-slim')}  (or edgeslim export)"
     err.print(

@@ -97,6 +97,8 @@ class TrainOutcome:
     is_main: bool = True
     #: things the caller should tell the user (e.g. options a resumed run ignored)
     notes: list[str] | None = None
+    #: the model carries a surgery recipe (it started from a slimmed model): the next step is export, not slim
+    slimmed: bool = False
 
 
 def run(req: TrainRequest, progress: Any = None, say: Callable[[str], None] | None = None) -> TrainOutcome:
@@ -156,15 +158,18 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
                                               markers=(MODEL_FILE, REPORT_FILE, LOG_FILE), stale=TRAIN_STALE,
                                               inputs=(kw["init_path"], kw["resume"], kw["weights"])))  # fmt: skip
         notes: list[str] = []
-        report, spec, bundle = _train(kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say)
+        report, spec, bundle, recipe = _train(
+            kw, info, out_dir, resume_ckpt, resume_state, progress, notes, say
+        )
     if info.enabled:
         torch.distributed.destroy_process_group()
-    return TrainOutcome(report, spec, bundle.name, out_dir, info.is_main, notes)
+    return TrainOutcome(report, spec, bundle.name, out_dir, info.is_main, notes, slimmed=recipe is not None)
 
 
 def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None,
            progress: Any, notes: list[str], say: Callable[[str], None] | None = None):  # fmt: skip
-    """Build the model, data and config from the options and train; returns (report, spec, bundle)."""
+    """Build the model, data and config from the options and train; returns (report, spec, bundle, the
+    model's surgery recipe or None)."""
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
@@ -369,4 +374,4 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         finetune_epochs=kw["finetune_epochs"] or 0, finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
     )  # fmt: skip
-    return report, spec, bundle
+    return report, spec, bundle, recipe
