@@ -520,3 +520,16 @@ def test_fine_tuning_a_slim_model_points_to_export(tmp_path, capsys, pruned_digi
     err = " ".join(capsys.readouterr().err.split())
     assert f"next: edgeslim export {out / 'model.pt'} --onnx {out / 'model.onnx'}" in err, err
     assert "edgeslim slim" not in err
+
+
+def test_init_gives_the_architecture_when_arch_is_left_out(tmp_path, capsys, pruned_digits) -> None:
+    """Train review, finding 2: ``train --init p30.pt --arch resnet20`` said to drop the name, and without
+    it train asked for --arch. The architecture comes from the --init checkpoint."""
+    data = ["--data", "digits", "--epochs", "1", "--subset", "128", "--test-subset", "64"]
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(["train", "--init", str(pruned_digits), "--arch", "resnet20", *data, "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "drop the name" in err and not out.exists(), err
+    assert main(["train", "--init", str(pruned_digits), *data, "--out", str(out)]) == 0
+    assert load_model(out / "model.pt").spec.arch == "vgg-small"

@@ -16,7 +16,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
 @click.option(
     "--arch",
     help="Model name, e.g. vgg-small, vgg19, resnet20, tv:resnet18, timm:NAME (see `edgeslim info "
-    "--list-models`), package.module:Attr, or pickle:PATH (with --trust-pickle).",
+    "--list-models`), package.module:Attr, or pickle:PATH (with --trust-pickle) [with --init: its model's].",
 )
 @data_options
 @train_options

@@ -140,11 +140,12 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             param="init_path",
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
-    if kw["arch"] and resume_ckpt is None:  # a detector is refused before its directory is made
+    target = ("arch", kw["arch"]) if kw["arch"] else ("init_path", kw["init_path"])
+    if target[1] and resume_ckpt is None:  # a detector is refused before its directory is made
         from edgeslim.pipelines.source import refuse_non_classifier
 
         refuse_non_classifier(
-            kw["arch"], kw["data_name"], trust_pickle=kw["trust_pickle"], target_param="arch"
+            str(target[1]), kw["data_name"], trust_pickle=kw["trust_pickle"], target_param=target[0]
         )
     threads = kw["threads"]
     if threads is None and resume_ckpt is not None:  # (a run continued with other threads differs slightly)
@@ -228,11 +229,13 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         recipe = resume_ckpt.get("recipe")
         config = TrainConfig.from_dict({**resume_state["config"], "device": kw["device"]})
     else:
-        if not kw["arch"] or not kw["data_name"]:
+        if not (kw["arch"] or kw["init_path"]):
             raise EdgeslimError(
-                "give arch NAME and data_name NAME (or resume DIR/model.pt)",
-                param=("arch", "data_name", "resume"),
+                "give arch NAME (or init_path, a model to start from) and data_name NAME (or resume DIR/model.pt)",
+                param=("arch", "init_path", "data_name", "resume"),
             )
+        if not kw["data_name"]:
+            raise EdgeslimError("give data_name NAME, the data set to train on", param="data_name")
         if kw["init_path"] and kw["weights"]:
             raise EdgeslimError(
                 "give init_path (an edgeslim checkpoint) or weights (a state_dict for the architecture), not both",
