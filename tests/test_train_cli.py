@@ -533,3 +533,32 @@ def test_init_gives_the_architecture_when_arch_is_left_out(tmp_path, capsys, pru
     assert "drop the name" in err and not out.exists(), err
     assert main(["train", "--init", str(pruned_digits), *data, "--out", str(out)]) == 0
     assert load_model(out / "model.pt").spec.arch == "vgg-small"
+
+
+def test_train_resume_of_a_slim_runs_checkpoint_names_slim_resume(tmp_path, capsys) -> None:
+    """Train review, finding 3: ``train --resume --out RUN/train`` (a slim run's trainer folder) failed on
+    "no state for training hook '0:mask'" with "resume with the same training method". It says the
+    checkpoint is a slim run's and to continue it with slim --resume on the run folder."""
+    from edgeslim.checkpoint import load_checkpoint_dict
+    from edgeslim.data import load_dataset
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.train.config import TrainConfig
+    from edgeslim.train.pipeline import run_training
+
+    run = tmp_path / "s"
+    assert main(["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    before = (run / "train" / "model.pt").read_bytes()
+    assert main(["train", "--resume", "--out", str(run / "train")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training checkpoint of a slim run" in err, err
+    assert f"continue it with edgeslim slim --resume --out {run}" in err, err
+    assert (run / "train" / "model.pt").read_bytes() == before
+    ckpt = load_checkpoint_dict(run / "train" / "model.pt")  # the library: names the stage and params
+    loaded = load_model(run / "train" / "model.pt")
+    bundle = load_dataset("digits")
+    with pytest.raises(EdgeslimError, match="the slim stage \\(resume=True") as exc:
+        run_training(
+            loaded.model, loaded.spec, bundle, TrainConfig(), tmp_path / "x", resume=ckpt["train_state"]
+        )
+    assert "--" not in str(exc.value)

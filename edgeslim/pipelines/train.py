@@ -139,6 +139,15 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
             param="init_path",
         )
+    if resume_state and resume_state.get("stage") == "slim":  # a slim run's trainer checkpoint (its train/)
+        ckpt_dir = Path(kw["resume"]).parent
+        run_dir = ckpt_dir.parent if ckpt_dir.name == TRAIN_DIR else ckpt_dir
+        step = Step("slim", resume=True, out_dir=run_dir)
+        raise EdgeslimError(
+            f"{kw['resume']} is the training checkpoint of a slim run ({run_dir}), which train does not "
+            f"continue; continue it with {step}",
+            steps=(step,),
+        )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
     target = ("arch", kw["arch"]) if kw["arch"] else ("init_path", kw["init_path"])
     if target[1] and resume_ckpt is None:  # a detector is refused before its directory is made

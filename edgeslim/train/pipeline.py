@@ -69,6 +69,12 @@ def run_training(
         plan = dict(extra.get("plan", plan))
         results = dict(extra.get("results", {}))
         stage = str(resume.get("stage", "train"))
+        if stage not in ("train", "finetune"):  # (a slim run's checkpoint: its hooks are proximal's)
+            raise EdgeslimError(
+                f"the checkpoint is of a {stage!r} stage, and run_training continues only its own runs (stages "
+                f"'train' and 'finetune'); continue a slim run with the slim stage (resume=True, its out_dir)",
+                param="resume",
+            )
         config = TrainConfig.from_dict({**resume["config"], "device": config.device})
     prune_ratio, finetune_epochs = plan["prune_ratio"], int(plan["finetune_epochs"] or 0)
     if prune_ratio is None and finetune_epochs:
