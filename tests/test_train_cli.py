@@ -562,3 +562,24 @@ def test_train_resume_of_a_slim_runs_checkpoint_names_slim_resume(tmp_path, caps
             loaded.model, loaded.spec, bundle, TrainConfig(), tmp_path / "x", resume=ckpt["train_state"]
         )
     assert "--" not in str(exc.value)
+
+
+def test_a_prune_ratio_rounding_moved_off_is_recorded_and_warned(tmp_path, capsys, caplog) -> None:
+    """Train review, finding 4: ``--prune-ratio 0.4`` with the default round_to 16 zeroed 30.2% of the
+    channels without a word, and report.json kept only "ratio": 0.4. The share reached is recorded, and
+    one well off the ratio is warned of, naming round_to 1."""
+    out = tmp_path / "ns"
+    assert (
+        main(["train", *DIGITS, "--method", "subgradient", "--prune-ratio", "0.55", "--out", str(out)]) == 0
+    )
+    pruned = json.loads((out / "report.json").read_text())["stages"]["pruned"]
+    assert pruned["achieved_ratio"] == pruned["pruned_channels"] / pruned["removable_channels"]
+    assert pruned["ratio"] == 0.55 and pruned["achieved_ratio"] <= 0.5, pruned  # (multiples of 16)
+    warned = [r.getMessage() for r in caplog.records if "removable BN channels" in r.getMessage()]
+    assert len(warned) == 1 and "round_to 1 zeroes nearer the ratio" in warned[0], warned
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"{pruned['achieved_ratio']:.1%} of the removable; asked 0.55" in shown, shown
+    caplog.clear()
+    assert main(["train", *DIGITS, "--method", "subgradient", "--prune-ratio", "0.55", "--round-to", "1",
+                 "--out", str(tmp_path / "one")]) == 0  # fmt: skip
+    assert not [r for r in caplog.records if "removable BN channels" in r.getMessage()]

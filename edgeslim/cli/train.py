@@ -120,7 +120,7 @@ def _print(
             ["test accuracy before prune", report["accuracy_before_prune"]],
             ["test accuracy after prune", report["accuracy_after_prune"]],
             ["test accuracy after fine-tune", report["accuracy_after_finetune"]],
-            ["BN channels zeroed", f"{st['pruned']['pruned_channels']} / {st['pruned']['total_channels']}"],
+            ["BN channels zeroed", _zeroed(st["pruned"])],
         ]
     staged = "accuracy_before_prune" in report  # the last fit is the fine-tune: its epochs, its best
     tuned = staged and bool((report.get("stage_configs") or {}).get("finetune", {}).get("epochs"))
@@ -162,3 +162,12 @@ def _print(
         f"wrote {out_dir / MODEL_FILE}, {out_dir / LOG_FILE}, {out_dir / REPORT_FILE}; next: {nxt}",
         soft_wrap=True,
     )
+
+
+def _zeroed(pruned: dict[str, Any]) -> str:
+    """The "BN channels zeroed" cell: the count, and the share of the removable ones against the ratio
+    asked (rounding to the channel multiple moves it off)."""
+    cell = f"{pruned['pruned_channels']} / {pruned['total_channels']}"
+    if "achieved_ratio" not in pruned:  # (a report of an older run)
+        return cell
+    return f"{cell} ({pruned['achieved_ratio']:.1%} of the removable; asked {pruned['ratio']:g})"

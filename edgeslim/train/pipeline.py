@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from edgeslim.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
+#: how far the share a threshold prune zeroed may be from prune_ratio before it is warned of
+_RATIO_SLACK = 0.05
 
 
 def run_training(
@@ -120,13 +122,25 @@ def run_training(
         ev = evaluate(
             model, bundle, "test", config.eval_batch_size, device, rank=info.rank, world_size=info.world_size
         )
+        # the ratio counts the channels surgery can remove; round_to moves each group's count off it
+        removable = int(pr.get("removable", pr["total"]))
+        achieved = pr["pruned"] / removable if removable else 0.0
+        if abs(achieved - float(prune_ratio)) > _RATIO_SLACK and multiple > 1:
+            log.warning(
+                "prune_ratio %g zeroed %d of the %d removable BN channels (%.1f%%): round_to %d keeps each "
+                "coupled group's count a multiple of %d; round_to 1 zeroes nearer the ratio (prune with "
+                "round_to 1 too, so surgery removes every zero)",
+                float(prune_ratio), pr["pruned"], removable, 100 * achieved, multiple, multiple,
+            )  # fmt: skip
         results["pruned"] = {
             "test_accuracy": ev["accuracy"],
             "test_loss": ev["loss"],
             "ratio": float(prune_ratio),
+            "achieved_ratio": achieved,
             "round_to": multiple,
             "threshold": pr["threshold"],
             "pruned_channels": pr["pruned"],
+            "removable_channels": removable,
             "total_channels": pr["total"],
             "per_layer": {k: list(v) for k, v in pr["per_layer"].items()},
         }
