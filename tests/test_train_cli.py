@@ -583,3 +583,21 @@ def test_a_prune_ratio_rounding_moved_off_is_recorded_and_warned(tmp_path, capsy
     assert main(["train", *DIGITS, "--method", "subgradient", "--prune-ratio", "0.55", "--round-to", "1",
                  "--out", str(tmp_path / "one")]) == 0  # fmt: skip
     assert not [r for r in caplog.records if "removable BN channels" in r.getMessage()]
+
+
+def test_train_refuses_a_slim_runs_folder_even_forced(tmp_path, capsys) -> None:
+    """Train review, finding 5: ``train --force`` into a slim run's folder deleted its model.pt and trained.pt
+    and left report.md, the plots and train/ describing the slim model. A slim run's folder is refused."""
+    run = tmp_path / "s"
+    (run / "train").mkdir(parents=True)
+    for name in ("model.pt", "trained.pt", "report.json", "report.md", "channels.png", "train/log.jsonl"):
+        (run / name).write_text(name)
+    for extra in (["--force"], []):
+        assert main(["train", *DIGITS, "--out", str(run), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "holds a slim run (train/log.jsonl, report.md)" in err, err
+        assert f"e.g. {run}-train" in err and "--force" not in err, err
+    assert sorted(p.name for p in run.rglob("*")) == sorted(
+        ["model.pt", "trained.pt", "report.json", "report.md", "channels.png", "train", "log.jsonl"]
+    )
+    assert (run / "model.pt").read_text() == "model.pt"

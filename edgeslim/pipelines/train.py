@@ -20,7 +20,20 @@ from edgeslim.pipelines.rundir import (
     saved_run_state,
 )
 from edgeslim.utils.fields import CheckedFields
-from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE, TRAIN_DIR, TRAIN_STALE
+from edgeslim.utils.rundir import (
+    LOG_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    RUN_REPORT_MD,
+    TRAIN_DIR,
+    TRAIN_FILES,
+    TRAIN_STALE,
+    ULTRALYTICS_MARK,
+    YOLO_RUN_MARK,
+)
+
+#: what a slim run leaves in its ``train/`` (edgeslim's trainer's files, a YOLO run's marks)
+SLIM_TRAIN_MARKS = (*TRAIN_FILES, YOLO_RUN_MARK, ULTRALYTICS_MARK)
 
 #: hyper-parameters whose defaults come from TrainConfig (None = not given)
 _HPARAMS = (
@@ -149,6 +162,7 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             steps=(step,),
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
+    _refuse_slim_run_dir(out_dir)
     target = ("arch", kw["arch"]) if kw["arch"] else ("init_path", kw["init_path"])
     if target[1] and resume_ckpt is None:  # a detector is refused before its directory is made
         from edgeslim.pipelines.source import refuse_non_classifier
@@ -174,6 +188,20 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
     if info.enabled:
         torch.distributed.destroy_process_group()
     return TrainOutcome(report, spec, bundle.name, out_dir, info.is_main, notes, slimmed=recipe is not None)
+
+
+def _refuse_slim_run_dir(out_dir: Path) -> None:
+    """Refuse a slim run's folder as train's output, forced or not: a train run would replace its model
+    and report.json and leave its report.md, plots and ``train/`` describing the slim model."""
+    found = [name for name in (f"{TRAIN_DIR}/{n}" for n in SLIM_TRAIN_MARKS) if (out_dir / name).is_file()]
+    if (out_dir / RUN_REPORT_MD).is_file() and (out_dir / REPORT_FILE).is_file():
+        found.append(RUN_REPORT_MD)
+    if found:
+        raise EdgeslimError(
+            f"{out_dir} holds a slim run ({', '.join(found)}), whose report and plots a train run would leave "
+            f"beside its own model; give the train run a folder of its own, e.g. {out_dir}-train",
+            param="out_dir",
+        )
 
 
 def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | None, resume_state: dict | None,
