@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import math
 import re
 from pathlib import Path
@@ -379,3 +380,24 @@ def test_the_calibration_images_reader_runs_as_documented(
     else:
         ns = _run(block, {})
     assert ns["x"].dtype == np.float32 and ns["x"].shape == (16, 1, 28, 28)
+
+
+def test_the_ns_fine_tune_layer_counts_are_the_records() -> None:
+    """Train review, finding 6: docs/slimming.md said NS's threshold "empties its last layer to 1 of 128
+    channels", reading ns_ft_fmnist_60k.json's (kept, channels) pairs as pruned ones: the last layer kept
+    127 of 128. The layers the doc names carry the recorded kept counts of both seeds."""
+    runs = json.loads((ROOT / "benchmarks" / "results" / "ns_ft_fmnist_60k.json").read_text())["runs"]
+    text = " ".join((ROOT / "docs" / "slimming.md").read_text().split())
+    said = re.search(r"NS's global threshold cuts unevenly: (.*?) until its", text)
+    assert said, "the NS layer sentence is gone"
+    named = re.findall(r"`(features\.\d+)` (?:keeps )?([\d and]+) of (?:its )?(\d+)", said.group(1))
+    assert len(named) == 2, named
+    for layer, kept, of in named:
+        recorded = [runs[seed]["per_layer_pruned"][layer] for seed in ("seed0", "seed1")]
+        assert [int(k) for k in kept.split(" and ")] == [k for k, _ in recorded], (layer, recorded)
+        assert all(n == int(of) for _, n in recorded), layer
+    last = re.search(r"the last layer keeps (\d+) of (\d+)", said.group(1))
+    assert last and all(
+        runs[s]["per_layer_pruned"]["features.18"] == [int(last.group(1)), int(last.group(2))]
+        for s in ("seed0", "seed1")
+    )
