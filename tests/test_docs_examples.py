@@ -401,3 +401,19 @@ def test_the_ns_fine_tune_layer_counts_are_the_records() -> None:
         runs[s]["per_layer_pruned"]["features.18"] == [int(last.group(1)), int(last.group(2))]
         for s in ("seed0", "seed1")
     )
+
+
+def test_the_ns_fine_tune_command_reproduces_its_record() -> None:
+    """Train review, finding 7: ns_ft_fmnist_60k.json's setup said batch 64 where its command gave no
+    --batch-size (train's 128), and the docs quoted the command without --round-to 1, which a run today
+    needs to prune as it did then (no channel multiple: its kept counts are off 16)."""
+    from edgeslim.train.config import TrainConfig
+
+    setup = json.loads((ROOT / "benchmarks" / "results" / "ns_ft_fmnist_60k.json").read_text())["setup"]
+    given = re.search(r"--batch-size (\d+)", setup["command"])
+    batch = int(given.group(1)) if given else TrainConfig().batch_size
+    assert re.search(r"\bbatch (\d+)", setup["schedule"]).group(1) == str(batch), setup["schedule"]
+    text = " ".join((ROOT / "docs" / "slimming.md").read_text().split())
+    quoted = re.search(r"ns_ft_fmnist_60k\.json`, `(edgeslim train [^`]*)`", text)
+    assert quoted and "--round-to 1" in quoted.group(1).split(" --finetune")[0], quoted
+    assert f"batch {batch}" in text[quoted.end() : quoted.end() + 200]
