@@ -508,4 +508,7 @@ def test_a_train_run_records_its_data_folder_absolute(tmp_path, monkeypatch, fmn
     recorded = load_checkpoint_dict("run/model.pt")["meta"]["data_args"]["data_dir"]
     assert recorded == str(tmp_path / "projA" / "fm")
     monkeypatch.chdir(tmp_path / "projB")
+    (
+        tmp_path / "projA" / "run" / "report.json"
+    ).unlink()  # (one stopped before its report: a finished run is refused)
     assert run(TrainRequest(out_dir="../projA/run", resume=True)).report["test_accuracy"] is not None

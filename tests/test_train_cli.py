@@ -413,7 +413,9 @@ def test_resume_says_which_options_it_ignores_before_it_trains(tmp_path, capsys)
     note = err.find("note: resume continues with the checkpoint's settings; ignoring --epochs, --lr")
     assert note >= 0, err
     assert "epoch" not in err[:note], err
-    # a refusal after the ignored options comes alone (the second review: the note came first)
+    # a refusal after the ignored options comes alone (the second review: the note came first); the run
+    # finished: without its report.json it is one stopped before writing it
+    (out / "report.json").unlink()
     assert main(["train", "--resume", "--out", str(out), "--arch", "resnet20", "--epochs", "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert (
@@ -601,3 +603,21 @@ def test_train_refuses_a_slim_runs_folder_even_forced(tmp_path, capsys) -> None:
         ["model.pt", "trained.pt", "report.json", "report.md", "channels.png", "train", "log.jsonl"]
     )
     assert (run / "model.pt").read_text() == "model.pt"
+
+
+def test_resuming_a_finished_run_in_its_folder_is_refused(tmp_path, capsys) -> None:
+    """Train review, finding 8: ``train --resume --out ns1`` on a finished three-stage run exited 0,
+    re-printed "wrote ..." and rewrote report.json's wall time, where a finished prune-only run was
+    refused as "no training state" and slim --resume of a finished run as finished. One line says so."""
+    for name, extra in (("ft", ["--finetune-epochs", "1"]), ("noft", [])):
+        out = tmp_path / name
+        assert main(["train", *DIGITS, "--subset", "128", "--test-subset", "64", "--method", "subgradient",
+                     "--prune-ratio", "0.5", *extra, "--out", str(out)]) == 0  # fmt: skip
+        capsys.readouterr()
+        report = (out / "report.json").read_bytes()
+        for resume in (["--resume"], ["--resume", str(out / "model.pt")]):
+            assert main(["train", *resume, "--out", str(out)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"{out} holds a finished run" in err, err
+            assert "with --init" in err, err
+        assert (out / "report.json").read_bytes() == report

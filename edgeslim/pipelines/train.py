@@ -148,10 +148,6 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
                 f"with {step}",
                 steps=(step,),
             )
-        raise EdgeslimError(
-            f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
-            param="init_path",
-        )
     if resume_state and resume_state.get("stage") == "slim":  # a slim run's trainer checkpoint (its train/)
         ckpt_dir = Path(kw["resume"]).parent
         run_dir = ckpt_dir.parent if ckpt_dir.name == TRAIN_DIR else ckpt_dir
@@ -162,6 +158,17 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             steps=(step,),
         )
     same_dir = bool(kw["resume"]) and Path(kw["resume"]).resolve() == (out_dir / MODEL_FILE).resolve()
+    if same_dir and (out_dir / REPORT_FILE).is_file():
+        raise EdgeslimError(  # (its report is written last: a run stopped before it resumes)
+            f"{out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; to "
+            f"train it further, start a new run from its {MODEL_FILE} with init_path (in another out_dir)",
+            param=("resume", "init_path", "out_dir"),
+        )
+    if resume_ckpt is not None and not resume_state:
+        raise EdgeslimError(
+            f"{kw['resume']} has no training state (a final or pruned model); use init_path to start from it",
+            param="init_path",
+        )
     _refuse_slim_run_dir(out_dir)
     target = ("arch", kw["arch"]) if kw["arch"] else ("init_path", kw["init_path"])
     if target[1] and resume_ckpt is None:  # a detector is refused before its directory is made
