@@ -621,3 +621,21 @@ def test_resuming_a_finished_run_in_its_folder_is_refused(tmp_path, capsys) -> N
             assert len(err.splitlines()) == 1 and f"{out} holds a finished run" in err, err
             assert "with --init" in err, err
         assert (out / "report.json").read_bytes() == report
+
+
+def test_a_prune_without_fine_tune_reports_no_fine_tune_figure(tmp_path, capsys) -> None:
+    """Train review, finding 9: a prune with no fine-tune showed "test accuracy after fine-tune" (the
+    after-prune value) and recorded accuracy_after_finetune. Only a fine-tuned run has that figure."""
+    out = tmp_path / "noft"
+    args = ["train", *DIGITS, "--subset", "128", "--test-subset", "64", "--method", "subgradient"]
+    assert main([*args, "--prune-ratio", "0.5", "--out", str(out)]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    report = json.loads((out / "report.json").read_text())
+    assert "accuracy_after_finetune" not in report and "finetuned" not in report["stages"], report.keys()
+    assert "after fine-tune" not in shown and "test accuracy after prune" in shown, shown
+    assert report["test_accuracy"] == report["accuracy_after_prune"]
+    tuned = tmp_path / "ft"
+    assert main([*args, "--prune-ratio", "0.5", "--finetune-epochs", "1", "--out", str(tuned)]) == 0
+    assert "test accuracy after fine-tune" in " ".join(capsys.readouterr().out.split())
+    report = json.loads((tuned / "report.json").read_text())
+    assert report["accuracy_after_finetune"] == report["stages"]["finetuned"]["test_accuracy"]

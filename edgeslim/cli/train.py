@@ -119,9 +119,10 @@ def _print(
         rows += [
             ["test accuracy before prune", report["accuracy_before_prune"]],
             ["test accuracy after prune", report["accuracy_after_prune"]],
-            ["test accuracy after fine-tune", report["accuracy_after_finetune"]],
-            ["BN channels zeroed", _zeroed(st["pruned"])],
         ]
+        if "accuracy_after_finetune" in report:  # (no fine-tune: the model is the pruned one)
+            rows.append(["test accuracy after fine-tune", report["accuracy_after_finetune"]])
+        rows.append(["BN channels zeroed", _zeroed(st["pruned"])])
     staged = "accuracy_before_prune" in report  # the last fit is the fine-tune: its epochs, its best
     tuned = staged and bool((report.get("stage_configs") or {}).get("finetune", {}).get("epochs"))
     rows += [

@@ -167,7 +167,8 @@ def run_training(
         from edgeslim.checkpoint import save_model
 
         save_model(out / MODEL_FILE, model, spec, recipe=recipe, meta={**meta, "stage": "pruned"})
-    results["finetuned"] = res.summary()
+    if finetune_epochs:  # (none: the model is the pruned one, its accuracy the after-prune figure)
+        results["finetuned"] = res.summary()
     return _report(
         out,
         res,
@@ -197,7 +198,8 @@ def _report(
     if "pruned" in results:
         summary["accuracy_before_prune"] = results["trained"]["test_accuracy"]
         summary["accuracy_after_prune"] = results["pruned"]["test_accuracy"]
-        summary["accuracy_after_finetune"] = results.get("finetuned", {}).get("test_accuracy")
+        if "finetuned" in results:
+            summary["accuracy_after_finetune"] = results["finetuned"]["test_accuracy"]
         summary["wall_time_total_s"] = results["trained"]["wall_time_s"] + results.get("finetuned", {}).get(
             "wall_time_s", 0.0
         )
