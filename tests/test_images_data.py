@@ -328,6 +328,24 @@ def test_an_absurdly_small_std_is_refused_when_given(tmp_path: Path, capsys) -> 
     assert rc == 2 and len(err.splitlines()) == 1 and "--std" in err and not (tmp_path / "s").exists()
 
 
+def test_a_mean_and_std_of_other_counts_name_no_channel_count_the_model_lacks(tmp_path: Path, capsys) -> None:
+    """Train review, finding 10: ``--mean 0.5,0.5 --std 0.2,0.2,0.2`` said "the model takes 2 channels" (the
+    count was unknown: len(mean) stood in) and one channel read "1 channels"."""
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.source import checked_normalization
+
+    with pytest.raises(EdgeslimError) as e:
+        checked_normalization([0.5, 0.5], [0.2, 0.2, 0.2], None)
+    assert str(e.value) == "mean has 2 values and std 3: give as many of each, one per channel of the input"
+    with pytest.raises(EdgeslimError) as e:
+        checked_normalization([0.5, 0.5], [0.2, 0.2], 1)
+    assert "the model takes 1 channel: give one per channel" in str(e.value)
+    rc = main(["slim", "vgg-small", "--data", "digits", "--mean", "0.5,0.5", "--std", "0.2,0.2,0.2", "--out",
+               str(tmp_path / "s")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "takes 2" not in err and "--mean has 2 values and --std 3" in err, err
+
+
 def test_an_image_replaced_with_its_time_put_back_is_decoded_again(tmp_path: Path) -> None:
     """A review of the data cache: an image replaced by another of the same size whose modification
     time was put back (touch -r, exiftool -P) kept its cached pixels (the fingerprint read path, size

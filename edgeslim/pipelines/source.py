@@ -285,11 +285,17 @@ def checked_normalization(
         return None
     if mean is None or std is None:
         raise EdgeslimError("give the input's mean and std together", param=("mean", "std"))
+    if channels is None and len(mean) != len(std):  # (the count is unknown: not len(mean)'s)
+        raise EdgeslimError(
+            f"mean has {len(mean)} value{'s' * (len(mean) != 1)} and std {len(std)}: give as many of each, "
+            "one per channel of the input",
+            param=("mean", "std"),
+        )
     channels = len(mean) if channels is None else channels
     if not len(mean) == len(std) == channels:
         raise EdgeslimError(
-            f"mean has {len(mean)} values and std {len(std)}; {whose} {channels} channels: give one "
-            "per channel",
+            f"mean has {len(mean)} value{'s' * (len(mean) != 1)} and std {len(std)}; {whose} {channels} "
+            f"channel{'s' * (channels != 1)}: give one per channel",
             param=("mean", "std"),
         )
     if any(not v >= MIN_STD for v in std):  # (NaN too)
