@@ -639,3 +639,24 @@ def test_a_prune_without_fine_tune_reports_no_fine_tune_figure(tmp_path, capsys)
     assert "test accuracy after fine-tune" in " ".join(capsys.readouterr().out.split())
     report = json.loads((tuned / "report.json").read_text())
     assert report["accuracy_after_finetune"] == report["stages"]["finetuned"]["test_accuracy"]
+
+
+def test_a_ratio_prune_of_a_zeroed_model_says_what_it_zeroed_itself(tmp_path, capsys, pruned_digits) -> None:
+    """Train review, finding 11: ``prune ns1/model.pt --ratio 0.3`` on a model train had zeroed reported
+    "zeroed first (--ratio) 128 of the 448 ... (up to 0)" though nothing new was zeroed, then removed more
+    than the ratio without a word. It counts what the ratio zeroed itself and the zeros already there."""
+    zeroed = pruned_digits.parent / "ns" / "model.pt"  # train's threshold prune at 0.5, no fine-tune
+    capsys.readouterr()
+    args = ["prune", str(zeroed), "--ratio", "0.3"]
+    assert main([*args, "-o", str(tmp_path / "a.pt"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    z = rep["ratio_prune"]
+    assert (
+        z["zeroed"] == 0 and z["already_zero"] == rep["zero_scale_channels"] == rep["removed_channels"] > 0
+    ), z
+    assert main([*args, "-o", str(tmp_path / "b.pt")]) == 0
+    shown = " ".join(capsys.readouterr().out.split()).replace("│ ", "")
+    assert f"nothing: {z['already_zero']} of the" in shown and "were zero already" in shown, shown
+    assert main(["prune", str(zeroed), "--ratio", "0.7", "-o", str(tmp_path / "c.pt"), "--json"]) == 0
+    z = json.loads(capsys.readouterr().out)["ratio_prune"]
+    assert z["zeroed"] > 0 and z["already_zero"] == rep["ratio_prune"]["already_zero"], z

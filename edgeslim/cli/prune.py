@@ -93,17 +93,7 @@ def prune(**kw: Any) -> None:
     zeroed = rep.get("ratio_prune")
     summary = [
         *(
-            [
-                (
-                    "zeroed first (--ratio)",
-                    f"{zeroed['zeroed']:,} of the {zeroed['removable']:,} removable BN channels ({zeroed['total']:,} "
-                    f"in all), the groups' least mean |gamma| (up to {zeroed['threshold']:.3g}), counts kept in "
-                    f"multiples of {rep['alignment']['round_to']} (--round-to); the deviation below is against the "
-                    "zeroed model",
-                )
-            ]
-            if zeroed
-            else []
+            [("zeroed first (--ratio)", _ratio_line(zeroed, rep["alignment"]["round_to"]))] if zeroed else []
         ),  # fmt: skip
         (
             "channels removed (channels coupled across layers, by a residual add or a concat, count once)",
@@ -204,3 +194,23 @@ def graph(
         return
     out.print(str(g), markup=False, highlight=False)
     out.print(f"MACs {d['macs']:,}  params {d['params']:,}  BN groups {len(d['bn_groups'])}", markup=False)
+
+
+def _ratio_line(zeroed: dict[str, Any], round_to: int) -> str:
+    """What the ``--ratio`` zeroing did: the channels it zeroed itself, apart from those already zero
+    (a pruned or slimmed model's, which surgery removes too)."""
+    already = zeroed.get("already_zero", 0)
+    if already and not zeroed["zeroed"]:
+        return (
+            f"nothing: {already:,} of the {zeroed['removable']:,} removable BN channels ({zeroed['total']:,} in all) "
+            f"were zero already, at or past --ratio {zeroed['ratio']:g} at multiples of {round_to} (the model was "
+            "pruned before); surgery removes those zeros"
+        )
+    text = (
+        f"{zeroed['zeroed']:,} of the {zeroed['removable']:,} removable BN channels ({zeroed['total']:,} in all), "
+        f"the groups' least mean |gamma| (up to {zeroed['threshold']:.3g}), counts kept in multiples of {round_to} "
+        "(--round-to)"
+    )
+    if already:
+        text += f", beside {already:,} zero already (the model was pruned before; surgery removes those too)"
+    return text + "; the deviation below is against the zeroed model"

@@ -160,9 +160,18 @@ def _ratio_prune(model: Any, ratio: float, example: Any, round_to: int) -> dict[
     if not 0.0 < ratio < 1.0:
         raise EdgeslimError(f"ratio must be between 0 and 1 (a fraction of the BN channels), got {ratio}",
                             param="ratio")  # fmt: skip
+    before = _zero_scales(model)  # (a pruned or slimmed model's zeros are in the ratio's count already)
     pr = threshold_prune(model, float(ratio), example_input=example, round_to=round_to)
-    return {"ratio": float(ratio), "zeroed": pr["pruned"], "removable": pr["removable"], "total": pr["total"],
+    return {"ratio": float(ratio), "zeroed": _zero_scales(model) - before, "already_zero": before,
+            "removable": pr["removable"], "total": pr["total"],
             "threshold": pr["threshold"]}  # fmt: skip
+
+
+def _zero_scales(model: Any) -> int:
+    """How many of ``model``'s BN channels have a zero scale (surgery removes them)."""
+    from edgeslim.channels.norm import bn_layers
+
+    return sum(int((m.weight == 0).sum()) for _, m in bn_layers(model))
 
 
 def load_traceable(
