@@ -143,7 +143,9 @@ def test_bad_input_one_line(tmp_path, capsys, args, needle):
     ("args", "needle"),
     [
         (["--finetune-lr", "0.01"], "--finetune-lr is the learning rate of the fine-tune"),
-        (["--prune-ratio", "0.5", "--finetune-lr", "0.01"], "add --prune-ratio and --finetune-epochs"),
+        (["--finetune-lr", "0.01"], "add --prune-ratio and --finetune-epochs"),
+        # (train review, finding 12: --prune-ratio given, it was asked for again)
+        (["--prune-ratio", "0.5", "--finetune-lr", "0.01"], "the threshold prune; add --finetune-epochs"),
         (["--milestones", "0.3", "--lr-gamma", "0.5"], "--milestones and --lr-gamma shape the step decay"),
         (["--lr-gamma", "0.5", "--schedule", "constant"], "only with --schedule step (this run's: constant)"),
     ],

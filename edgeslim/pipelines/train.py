@@ -332,10 +332,13 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
                 param=("round_to", "prune_ratio"),
             )
         if kw.get("finetune_lr") is not None and not kw["finetune_epochs"]:
+            missing = (
+                ("finetune_epochs",) if kw["prune_ratio"] is not None else ("prune_ratio", "finetune_epochs")
+            )
             raise EdgeslimError(
-                "finetune_lr is the learning rate of the fine-tune after the threshold prune; add prune_ratio "
-                "and finetune_epochs",
-                param=("finetune_lr", "prune_ratio", "finetune_epochs"),
+                "finetune_lr is the learning rate of the fine-tune after the threshold prune; add "
+                + " and ".join(missing),
+                param=("finetune_lr", *missing),
             )
         stepwise = [k for k in ("milestones", "lr_gamma") if kw.get(k) is not None]
         if stepwise and config.schedule != "step":
