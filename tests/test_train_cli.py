@@ -128,6 +128,11 @@ def test_info_shows_the_method_and_stage_a_train_checkpoint_records(tmp_path, ca
             "'--lr': '-1' is out of range: it must be > 0",
         ),
         (["--data", "digits"], "--arch"),
+        # (train review, finding 13: --prune-ratio 0 pruned nothing where prune --ratio 0 is refused)
+        (
+            ["--arch", "vgg-small", "--data", "digits", "--prune-ratio", "0"],
+            "Invalid value for '--prune-ratio': '0' is out of range: it must be > 0 and < 1",
+        ),
     ],
 )
 def test_bad_input_one_line(tmp_path, capsys, args, needle):
@@ -662,3 +667,19 @@ def test_a_ratio_prune_of_a_zeroed_model_says_what_it_zeroed_itself(tmp_path, ca
     assert main(["prune", str(zeroed), "--ratio", "0.7", "-o", str(tmp_path / "c.pt"), "--json"]) == 0
     z = json.loads(capsys.readouterr().out)["ratio_prune"]
     assert z["zeroed"] > 0 and z["already_zero"] == rep["ratio_prune"]["already_zero"], z
+
+
+def test_the_library_refuses_a_prune_ratio_of_zero_as_prune_does(tmp_path) -> None:
+    """Train review, finding 13: the request refuses prune_ratio 0 in prune's words for its ratio."""
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.pipelines.train import TrainRequest, run
+
+    req = TrainRequest(
+        out_dir=tmp_path / "o", arch="vgg-small", data_name="digits", epochs=1, prune_ratio=0.0
+    )
+    with pytest.raises(
+        EdgeslimError,
+        match=r"^prune_ratio must be between 0 and 1 \(a fraction of the BN channels\), got 0.0$",
+    ):
+        run(req)
+    assert not (tmp_path / "o").exists()

@@ -9,7 +9,16 @@ import click
 
 from edgeslim.cli import notice
 from edgeslim.cli.common import data_options, quote, train_options, trust_pickle_option, weights_option
-from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, FractionList, Number
+from edgeslim.cli.params import (
+    COUNT,
+    DEVICE,
+    FRACTION_OPEN,
+    NONNEG,
+    NONNEG_INT,
+    POSITIVE,
+    FractionList,
+    Number,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +46,7 @@ from edgeslim.cli.params import COUNT, DEVICE, NONNEG, NONNEG_INT, POSITIVE, Fra
 @click.option("--lambda", "lam", type=NONNEG, help="Sparsity strength for --method subgradient [1e-4].")
 @click.option(
     "--prune-ratio",
-    type=Number(float, min=0, lt=1),
+    type=FRACTION_OPEN,
     help="After training, zero this fraction of BN channels (global |gamma| threshold, by coupled group).",
 )
 @click.option(

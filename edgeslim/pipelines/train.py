@@ -321,6 +321,11 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         config = TrainConfig(**hp)
         data_seed = config.seed
         TrainConfig.check_warmup(config.warmup_epochs, config.epochs)
+        if kw["prune_ratio"] is not None and not 0.0 < kw["prune_ratio"] < 1.0:  # (as prune's ratio)
+            raise EdgeslimError(
+                f"prune_ratio must be between 0 and 1 (a fraction of the BN channels), got {kw['prune_ratio']}",
+                param="prune_ratio",
+            )
         if kw["prune_ratio"] is None and kw["finetune_epochs"]:
             raise EdgeslimError(
                 "finetune_epochs needs prune_ratio (fine-tuning follows the threshold prune)",
