@@ -382,7 +382,8 @@ def worker_timeout(timing: TimingConfig, batches: int) -> float:
 def telemetry(trials: list[dict | None]) -> dict | None:
     """The tegrastats summaries of one model's trials at one batch as one: the median over the trials
     that sampled anything of the means (power, energy, GPU load), the extremes of the extremes (clock,
-    temperature, RAM); None where no trial sampled (no tegrastats on the machine)."""
+    temperature, RAM), the windows they covered (:func:`edgeslim.bench.worker.telemetry_window`); None
+    where no trial sampled (no tegrastats on the machine)."""
     got = [t for t in trials if isinstance(t, dict) and t.get("samples")]
     if not got:
         return None
@@ -391,7 +392,8 @@ def telemetry(trials: list[dict | None]) -> dict | None:
         return [float(t[k]) for t in got if isinstance(t.get(k), (int, float))]
 
     out: dict = {"trials": len(got), "samples": sum(int(t["samples"]) for t in got),
-                 "power_rail": next((t["power_rail"] for t in got if t.get("power_rail")), None)}  # fmt: skip
+                 "power_rail": next((t["power_rail"] for t in got if t.get("power_rail")), None),
+           "window": sorted({t["window"] for t in got if t.get("window")})}  # fmt: skip
     for k in ("power_mean_mw", "energy_per_inference_mj", "gpu_load_mean"):
         out[k] = float(np.median(v)) if (v := values(k)) else None
     for k, pick in (

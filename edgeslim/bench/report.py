@@ -444,8 +444,16 @@ MEMORY_COLS = [
 PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
 TELEMETRY_COLS = ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image", "GPU load %", "GPU MHz",
                   "max temp C", "max RAM MiB"]  # fmt: skip
+#: what a telemetry window covered (the ``window`` of a run's tegrastats summaries)
+TELEMETRY_WINDOWS = {
+    "timed": "trtexec's timed iterations (read from its log; the engines built before, outside it)",
+    "inference": "trtexec's warm-up and timed iterations (its log gave no timed span)",
+    "run": "the whole trtexec run: engine load, warm-up and timed iterations (its log did not show when "
+    "inference ran)",
+    "measure": "each timed window, the warm-up included",
+}
 TELEMETRY_LEGEND = (
-    "tegrastats sampled during each timed window. Power: the mean input power ({rails}); energy per batch: "
+    "tegrastats sampled during {windows}. Power: the mean input power ({rails}); energy per batch: "
     "that power times the seconds the timed calls took, over the calls (the warm-up left out); medians over "
     "the trials; GPU MHz: the lowest and highest clock seen (a range: the clock moved while timing); max "
     "temperature of the sensors (PMIC left out), max RAM in use on the board."
@@ -480,7 +488,14 @@ def telemetry_legend(record: dict) -> str:
         if (t := (record["summary"][label].get(str(b)) or {}).get("tegrastats"))
         and t.get("power_rail") not in (None, "none")
     })  # fmt: skip
-    return TELEMETRY_LEGEND.format(rails=", ".join(rails) or "no power rail in the lines")
+    windows = sorted({
+        w
+        for label in record["models"] for b in record["batches"]
+        if (t := (record["summary"][label].get(str(b)) or {}).get("tegrastats"))
+        for w in t.get("window") or ["measure"]
+    })  # fmt: skip
+    words = "; ".join(TELEMETRY_WINDOWS.get(w, w) for w in windows) or TELEMETRY_WINDOWS["measure"]
+    return TELEMETRY_LEGEND.format(rails=", ".join(rails) or "no power rail in the lines", windows=words)
 
 
 def prediction_rows(record: dict) -> list[list]:

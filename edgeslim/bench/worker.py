@@ -2,7 +2,8 @@
 
 Imports only the runtime it needs, so RSS deltas are attributable: start -> runtime imported ->
 model loaded -> first inference, plus the peak (VmHWM). Tegrastats (where present) is sampled
-during each timed window. Always writes OUT.json (``ok: false`` with the failure: :func:`failure`).
+during each timed window (trtexec: its timed iterations, read from its log; its engines built
+before). Always writes OUT.json (``ok: false`` with the failure: :func:`failure`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def measure(spec: dict) -> dict:
         del out
     mem.mark("first_inference")
     cfg = TimingConfig(**spec.get("timing", {}))
+    if hasattr(session, "build"):  # (trtexec: each engine built before any timing and telemetry window)
+        for b in batches:
+            session.set_batch(b)
+            session.build()
     samples, tegra = {}, {}
     sampler = TegrastatsSampler(spec.get("interval_ms", 100)) if spec.get("tegrastats", True) else None
     for b in batches:
@@ -63,8 +68,10 @@ def measure(spec: dict) -> dict:
                 samples[str(b)] = session.measure(cfg)
                 w1 = time.monotonic()
             timed = samples[str(b)].get("device") or samples[str(b)]["host"]  # (seconds per inference)
-            # the window's power over the timed inferences only (the warm-up ran inside it too)
-            tegra[str(b)] = summarize_samples(sampler.window(w0, w1), len(timed), float(sum(timed)))
+            whole = (w0, w1, "run" if name == "trtexec" else "measure")
+            picked, covers = telemetry_window(sampler, getattr(session, "window", None), whole)
+            # the window's mean power over the seconds of the timed inferences only
+            tegra[str(b)] = {**summarize_samples(picked, len(timed), float(sum(timed))), "window": covers}
             sampler.samples.clear()
         else:
             samples[str(b)] = session.measure(cfg)
@@ -90,6 +97,19 @@ def measure(spec: dict) -> dict:
         "info": info,
         "tegrastats": tegra or None,
     }
+
+
+def telemetry_window(
+    sampler, narrow: tuple[float, float, str] | None, whole: tuple[float, float, str]
+) -> tuple:
+    """(the tegrastats samples, what their window covered): those of the session's own ``narrow``
+    window (trtexec's timed iterations, from its log) where it holds any, else those of ``whole``
+    (around the session's measure call: "measure", its warm-up and timed calls; "run", a trtexec run
+    with its engine load)."""
+    for t0, t1, what in (narrow, whole) if narrow is not None else (whole,):
+        if picked := sampler.window(t0, t1):
+            return picked, what
+    return [], whole[2]
 
 
 def _die_with(parent: int | None) -> None:

@@ -151,6 +151,32 @@ def parse_times(path: str | os.PathLike, warmup_ms: float = 0.0) -> dict[str, li
     return out
 
 
+_TRACE = re.compile(r"Timing trace has \d+ queries over ([0-9.eE+-]+) s")
+_REPORT = re.compile(r"Warmup completed|Timing trace has")
+
+#: what a trtexec run's telemetry window covered (:func:`timed_window`; "run": the whole trtexec process)
+WINDOWS = ("timed", "inference", "run")
+
+
+def timed_window(lines: list[tuple[float, str]]) -> tuple[float, float, str] | None:
+    """The seconds (on the clock that stamped ``lines``, trtexec's stdout lines as they came) of a run's
+    timed iterations: from its report's first line (``Warmup completed``, ``Timing trace has N queries
+    over T s``, printed as inference ends, each line flushed) back T s, not before ``Starting
+    inference``: ``(t0, t1, "timed")``; without T, ``(start, end, "inference")`` (the warm-up in it);
+    None where the lines are not there (the engine load and all then in the caller's window)."""
+    start = next((i for i, (_, line) in enumerate(lines) if "Starting inference" in line), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if _REPORT.search(lines[i][1])), None)
+    if end is None:
+        return None
+    t_start, t_end = lines[start][0], lines[end][0]
+    span = next((float(m.group(1)) for _, line in lines[end:] if (m := _TRACE.search(line))), None)
+    if span is None or span <= 0:
+        return t_start, t_end, "inference"
+    return max(t_start, t_end - span), t_end, "timed"
+
+
 def parse_layer_profile(path: str | os.PathLike) -> dict:
     """``--exportProfile`` JSON -> ``{"runs", "layers": [{"name", "median_ms", "average_ms",
     "time_ms", "percentage"}]}``, layers in engine order.
@@ -206,10 +232,12 @@ def build_command(
     export_profile: str | None = None,
     save_engine: str | None = None,
     timing_cache: str | None = None,
+    build_only: bool = False,
 ) -> list[str]:
     """A trtexec command line with the flags spelled for the installed version. ``save_engine``
     (an ONNX model): also write the engine it builds there, ``timing_cache``: with that tactic cache
-    (read and updated), so later runs load it instead of building again."""
+    (read and updated), so later runs load it instead of building again. ``build_only``: build the
+    engine and exit (``--skipInference``, ``--buildOnly`` before 8.6), no timing flags."""
     major = version[0] if version else 10
     cmd = [exe]
     is_onnx = model_format(model) == "onnx"
@@ -231,6 +259,12 @@ def build_command(
         # --int8 alone means INT8 "in addition to fp32": the layers left in float (the output tail) would
         # run in FP32, not as the export's engine (--int8 --fp16) runs them
         cmd += ["--int8", "--fp16"] if precision == "int8" else [f"--{precision}"]
+    if build_only:
+        from edgeslim.export.trt_version import trtexec_skip_inference_flag
+
+        if export_profile:  # (the layer names a later profile run reports are built into the engine)
+            cmd.append(profile_flags(version, export_profile)[-1])
+        return [*cmd, trtexec_skip_inference_flag(version or (10, 0, 0))]
     cmd += [
         f"--warmUp={_warmup_ms(cfg)}",
         f"--duration={max(int(round(cfg.min_time_s)), 0)}",
@@ -265,6 +299,8 @@ class TrtexecSession(Session):
         self.summaries: dict[str, dict] = {}  # per batch: the last timed run's performance summary
         self.log_tail = ""
         self.precision = self._precision()
+        #: the last timed run's telemetry window (:func:`timed_window`), None where its log did not show it
+        self.window: tuple[float, float, str] | None = None
 
     def _precision(self) -> str:
         """The precision an ONNX file is built in: the one asked, else FP16 (with FP32 where a layer has
@@ -310,6 +346,32 @@ class TrtexecSession(Session):
             return engine, None, None
         return self.model, engine, os.path.join(cache, "timing.cache")
 
+    def build(self, profile: bool = False) -> None:
+        """Build the engine of the batch set (an ONNX file, with an ``engine_cache``) in a trtexec run of
+        its own that times nothing, so that the timed runs load it: a build is neither timed nor inside a
+        telemetry window (a review: the window around a run that built read 5.2 W and 28% GPU load, one
+        that loaded 8.7 W and 94%). Nothing to do where it is built, or for an engine file."""
+        source, save, timing_cache = self._engine(profile)
+        if save is None:
+            return
+        from edgeslim.bench.children import cleaned_up_on_sigterm, run_child
+
+        cmd = build_command(
+            self.exe, source, self.version, self.shapes, TimingConfig(), self.precision, False,
+            export_profile="profile.json" if profile else None, save_engine=save, timing_cache=timing_cache,
+            build_only=True,
+        )  # fmt: skip
+        with cleaned_up_on_sigterm():
+            r = run_child(cmd, own_group=True, grace_s=3.0)
+        text = r.stdout + r.stderr
+        self.log_tail = "\n".join(text.splitlines()[-40:])
+        if r.returncode != 0:
+            raise EdgeslimError(explain_failure(text, self.model, r.returncode))
+        if not os.path.isfile(save):
+            last = " | ".join(error_lines(text)[-2:] or text.strip().splitlines()[-2:])
+            raise EdgeslimError(f"trtexec exited 0 but wrote no engine (--saveEngine) for {self.model}; its last "
+                                f"lines: {last[:300]}")  # fmt: skip
+
     def run(self) -> None:
         raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
 
@@ -336,11 +398,13 @@ class TrtexecSession(Session):
                 self.exe, source, self.version, self.shapes, cfg, self.precision, bool(self.options.get("cuda_graph")),
                 times, prof_path, save_engine=save, timing_cache=timing_cache,
             )  # fmt: skip
-            r = run_child(cmd, own_group=True, grace_s=3.0)
+            lines: list[tuple[float, str]] = []  # (stdout's lines as they came: when inference ran)
+            r = run_child(cmd, own_group=True, grace_s=3.0, stamped=lines)
             text = r.stdout + r.stderr
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:
                 raise EdgeslimError(explain_failure(text, self.model, r.returncode))
+            self.window = timed_window(lines)
             self.summary = self.summaries[str(self.batch)] = parse_summary(text)
             for path, what, flag in (
                 (times, "times", "--exportTimes"),

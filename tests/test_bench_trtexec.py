@@ -1,0 +1,127 @@
+"""``edgeslim bench --backend trtexec`` as a Jetson user runs it, against stand-in ``trtexec`` and
+``tegrastats`` scripts (no GPU and no Jetson here): a review that simulated a device install.
+
+The stand-in trtexec follows a TensorRT 10.3 run's log (its lines flushed one by one, as trtexec's
+logger flushes each): it "builds" an ONNX file, "loads" the engine, warms up and times, and writes the
+phase it is in to a file the stand-in tegrastats reads, which prints a JetPack 6 line whose input power
+and GPU load follow the phase. The code under test is edgeslim's side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from bench_helpers import DENSE_CFG, PY, THIN_CFG, export_vgg
+
+from edgeslim.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
+#: input power (mW) and GPU load (%) of each phase of the stand-in trtexec
+PHASES = {"build": (4000, 5), "load": (3000, 2), "time": (9000, 99), "idle": (3000, 0)}
+
+FAKE_TRTEXEC = """#!{py}
+import json, os, shutil, sys, time
+args = sys.argv[1:]
+open({log!r}, "a").write(json.dumps(args) + "\\n")
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] [b26] # trtexec " + " ".join(args), flush=True)
+if args == ["--help"]:
+    sys.exit(0)
+opts = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in args)
+def say(line):
+    print("[12/07/2026-14:20:01] [I] " + line, flush=True)
+def enter(phase):
+    open({phase!r}, "w").write(phase)
+if "onnx" in opts:
+    enter("build"); time.sleep({build_s})
+    if "saveEngine" in opts:
+        open(opts["saveEngine"], "wb").write(b"engine of " + opts["onnx"].encode())
+    if "skipInference" in opts:
+        enter("idle"); say("Skipped inference phase since --skipInference is added."); sys.exit(0)
+enter("load"); time.sleep({load_s})
+say("Starting inference")
+enter("time"); time.sleep({warm_s} + {timed_s})
+say("Warmup completed 140 queries over 200 ms")
+say("Timing trace has 300 queries over {timed_s} s")
+shutil.copy({times!r}, opts["exportTimes"])
+print(open({summary!r}).read(), flush=True)
+time.sleep(0.3); enter("idle")
+"""
+
+FAKE_TEGRASTATS = """#!/bin/sh
+while true; do
+  case "$(cat {phase} 2>/dev/null)" in {cases} *) mw=3000 load=0;; esac
+  echo "RAM 4722/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) CPU [2%@729,1%@729,off,off] EMC_FREQ 0%@2133 \\
+GR3D_FREQ $load%@[1020] cpu@47.5C gpu@48.2C tj@48.2C VDD_IN ${{mw}}mW/${{mw}}mW VDD_SOC 1200mW/1200mW"
+  sleep 0.05
+done
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> tuple[Path, Path]:
+    """A dense and a thinner vgg-small ONNX (fixed batch 1), as export writes them."""
+    d = tmp_path_factory.mktemp("trtexec")
+    return export_vgg(DENSE_CFG, d / "dense.onnx", fixed_batch=True), export_vgg(
+        THIN_CFG, d / "slim.onnx", fixed_batch=True
+    )
+
+
+def standin_tools(tmp_path: Path, build_s: float = 0.5, tegrastats: bool = True) -> tuple[Path, Path]:
+    """The stand-in trtexec (and tegrastats, first on PATH) in ``tmp_path/bin``: (trtexec, its argv log)."""
+    bin_dir, log, phase = tmp_path / "bin", tmp_path / "argv.jsonl", tmp_path / "phase"
+    bin_dir.mkdir()
+    exe = bin_dir / "trtexec"
+    exe.write_text(FAKE_TRTEXEC.format(py=PY, log=str(log), phase=str(phase), build_s=build_s, load_s=0.3,
+                                       warm_s=0.2, timed_s=0.5, times=str(FIXTURES / "exportTimes.json"),
+                                       summary=str(FIXTURES / "trt10_summary.txt")))  # fmt: skip
+    if tegrastats:
+        cases = " ".join(f"{p}) mw={mw} load={load};;" for p, (mw, load) in PHASES.items())
+        (bin_dir / "tegrastats").write_text(FAKE_TEGRASTATS.format(phase=phase, cases=cases))
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return exe, log
+
+
+def test_telemetry_leaves_the_engine_build_and_load_out(pair, tmp_path, monkeypatch) -> None:
+    """A review (stand-in trtexec and tegrastats): the tegrastats window wrapped the whole trtexec call
+    (build, engine load, warm-up, timing): the trial that built read 5.24 W and 28.5% GPU load, the one
+    that loaded the cached engine 8.71 W and 94.5%. The engines are now built in trtexec runs of their
+    own (--skipInference) before any window, and the window is the timed iterations, read from
+    trtexec's log; report.md says what it covered."""
+    dense, slim = pair
+    exe, log = standin_tools(tmp_path)
+    monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "run"
+    assert main(["bench", str(slim), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe),
+                 "--batch", "1", "--trials", "1", "--interval-ms", "50", "--warmup", "0.2", "--out", str(out)]) == 0  # fmt: skip
+    runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip() != '["--help"]']
+    builds = [a for a in runs if any(x.startswith("--onnx=") for x in a)]
+    assert len(builds) == 2 and all("--skipInference" in a for a in builds)
+    assert all(not any(x.startswith(("--warmUp", "--exportTimes")) for x in a) for a in builds)
+    timed = [a for a in runs if a not in builds]
+    assert len(timed) == 2 and all(any(x.startswith("--loadEngine=") for x in a) for a in timed)
+    record = json.loads((out / "run.json").read_text())
+    for trial in record["trials"]:
+        tegra = trial["tegrastats"]["1"]
+        assert tegra["window"] == "timed" and tegra["samples"] >= 3, tegra
+        assert tegra["power_mean_mw"] == 9000 and tegra["gpu_load_mean"] == 99, tegra
+    assert record["summary"]["slim"]["1"]["tegrastats"]["window"] == ["timed"]
+    assert "tegrastats sampled during trtexec's timed iterations" in (out / "report.md").read_text()
+
+
+def test_the_timed_window_is_read_from_trtexecs_log() -> None:
+    """The window of the timed iterations: back from the report's first line by the span it gives, never
+    before ``Starting inference``; without the span the warm-up and timed iterations; without the lines
+    (another trtexec's log) none, and the caller's window around the whole run is used."""
+    from edgeslim.bench.backends.trtexec import timed_window
+
+    log = [(0.0, "[I] Engine deserialized in 0.4 sec"), (1.0, "[I] Starting inference"),
+           (2.5, "[W] a warning while it runs"), (4.0, "[I] Warmup completed 12 queries over 1000 ms"),
+           (4.0, "[I] Timing trace has 300 queries over 2.5 s"), (4.1, "[I] === Performance summary ===")]  # fmt: skip
+    assert timed_window(log) == (1.5, 4.0, "timed")
+    assert timed_window([*log[:4], (4.0, "[I] Timing trace has 300 queries over 9 s")]) == (1.0, 4.0, "timed")
+    assert timed_window(log[:4]) == (1.0, 4.0, "inference")
+    assert timed_window(log[:3]) is None and timed_window([log[0], *log[3:]]) is None
