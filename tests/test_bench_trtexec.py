@@ -125,3 +125,23 @@ def test_the_timed_window_is_read_from_trtexecs_log() -> None:
     assert timed_window([*log[:4], (4.0, "[I] Timing trace has 300 queries over 9 s")]) == (1.0, 4.0, "timed")
     assert timed_window(log[:4]) == (1.0, 4.0, "inference")
     assert timed_window(log[:3]) is None and timed_window([log[0], *log[3:]]) is None
+
+
+def test_trtexec_memory_is_not_measured_and_says_so(pair, tmp_path) -> None:
+    """A review: the memory table of a trtexec bench gave the measuring process's own memory (its onnx
+    import read as a 62 MiB "RSS delta" of the model), all marks taken before trtexec ran; its load time
+    was that of ``trtexec --help``. They are left out, and the table and report say why."""
+    dense, _ = pair
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    out = tmp_path / "run"
+    assert main(["bench", str(dense), "--backend", "trtexec", "--trtexec", str(exe), "--batch", "1", "--trials", "1",
+                 "--warmup", "0.2", "--no-tegrastats", "--no-plots", "--out", str(out)]) == 0  # fmt: skip
+    record = json.loads((out / "run.json").read_text())
+    assert set(record["trials"][0]["memory"]) == {"not_measured"} and record["trials"][0]["load_s"] is None
+    assert set(record["summary"]["model"]["memory"]) == {"not_measured"}
+    assert record["summary"]["model"]["load_s"] is None
+    md = (out / "report.md").read_text()
+    section = md.split("## Memory and size")[1].split("\n## ")[0]
+    row = [ln for ln in section.splitlines() if ln.startswith("| model")][-1]  # (the header, then the row)
+    assert [c.strip() for c in row.strip("|").split("|")][4:] == ["-", "-", "-", "-"], row
+    assert "Memory and load time not measured (-): trtexec runs each model in a process of its own" in section

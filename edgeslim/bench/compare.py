@@ -446,6 +446,8 @@ def aggregate(record: dict) -> dict:
             for k in MIB_KEYS
             if all(mib(m, k) is not None for m in mem)
         }
+        if why := next((m["not_measured"] for m in mem if m.get("not_measured")), None):
+            summary[label]["memory"]["not_measured"] = why  # (trtexec's process: none of the figures)
         info = runs[0].get("info", {})
         if not record["models"][label].get("cost") and isinstance(info.get("macs"), int):
             # a PyTorch file: its counts from the session (no per-layer costs: predictions need an ONNX)
@@ -456,7 +458,8 @@ def aggregate(record: dict) -> dict:
         for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
             if k in info:
                 summary[label]["memory"][k] = info[k]
-        summary[label]["load_s"] = float(np.median([r["load_s"] for r in runs]))
+        loads = [r["load_s"] for r in runs if r.get("load_s") is not None]  # (None: trtexec's, not measured)
+        summary[label]["load_s"] = float(np.median(loads)) if loads else None
         prof = next((r["info"]["layer_times"] for r in runs if r.get("info", {}).get("layer_times")), None)
         if prof:
             summary[label]["layer_times"] = prof

@@ -589,6 +589,14 @@ def assumed_efficiency(prediction: dict) -> str | None:
     )
 
 
+def memory_not_measured(record: dict) -> str | None:
+    """Why a run has no memory figures (trtexec's: the model ran in trtexec's own process), else None."""
+    for label in record["models"]:
+        if why := (record["summary"][label].get("memory") or {}).get("not_measured"):
+            return why
+    return None
+
+
 def memory_rows(record: dict) -> list[list]:
     rows = []
     for label, facts in record["models"].items():
@@ -742,7 +750,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         if torch_counted
         else "as the ONNX file holds them (BatchNorm folded into the convolutions)"
     )
+    unmeasured = memory_not_measured(record)
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
+              (f"Memory and load time not measured (-): {unmeasured}. " if unmeasured else "") +
               "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
               "and first inference), NvMap (a Jetson's "
               f"GPU memory; - elsewhere), and the seconds to load it; MiB: 2^20 bytes, sizes and memory alike. params: {params}."]  # fmt: skip
@@ -935,8 +945,13 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
     keys = [("file MiB", lambda lab: record["models"][lab]["file_bytes"] / 2**20)]
-    keys.append(("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0))
-    keys.append(("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0))
+    if not memory_not_measured(record):  # (trtexec's: no bars of 0)
+        keys.append(
+            ("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0)
+        )
+        keys.append(
+            ("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0)
+        )
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         vals = [fn(label) for _, fn in keys]

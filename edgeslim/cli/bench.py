@@ -48,6 +48,8 @@ def _print_tables(record: dict) -> None:
     out.print(
         table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
     )
+    if unmeasured := report.memory_not_measured(record):
+        out.print(f"memory and load time not measured (-): {unmeasured}", soft_wrap=True)
     if (tegra := report.telemetry_rows(record)) is not None:
         out.print(table("Jetson telemetry (tegrastats, measured)", report.TELEMETRY_COLS, tegra))
     if (times := report.layer_time_rows(record)) is not None:
