@@ -145,3 +145,54 @@ def test_trtexec_memory_is_not_measured_and_says_so(pair, tmp_path) -> None:
     row = [ln for ln in section.splitlines() if ln.startswith("| model")][-1]  # (the header, then the row)
     assert [c.strip() for c in row.strip("|").split("|")][4:] == ["-", "-", "-", "-"], row
     assert "Memory and load time not measured (-): trtexec runs each model in a process of its own" in section
+
+
+def _qdq(fp32: Path, out: Path) -> Path:
+    """An INT8 Q/DQ ONNX of ``fp32`` (ONNX Runtime's static quantizer, random calibration images)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
+            return next(self.items, None)
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ)
+    return out
+
+
+def test_each_file_is_built_in_its_own_precision(pair, tmp_path, capsys) -> None:
+    """A review: a trtexec bench of an INT8 Q/DQ ONNX built it with --fp16 alone (export's script builds it
+    --int8 --fp16), and precision int8 built the FP32 baseline --int8 too, uncalibrated, without a word. A
+    Q/DQ file is now built in INT8 whatever precision says, a float file in the precision asked (FP16 by
+    default), and precision int8 on a float file says what it times."""
+    dense, _ = pair
+    qdq = _qdq(dense, tmp_path / "slim.int8.qdq.onnx")
+    exe, log = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    args = ["bench", str(qdq), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe), "--batch",
+            "1", "--trials", "1", "--warmup", "0.2", "--no-tegrastats"]  # fmt: skip
+
+    def builds() -> dict[str, list[str]]:
+        runs = [json.loads(line) for line in log.read_text().splitlines()]
+        out = {Path(x.split("=", 1)[1]).name: a for a in runs for x in a if x.startswith("--onnx=")}
+        log.write_text("")
+        return out
+
+    assert main(args) == 0
+    built = builds()
+    assert {"--int8", "--fp16"} <= set(built[qdq.name]) and "--int8" not in built[dense.name]
+    assert "--fp16" in built[dense.name]
+    capsys.readouterr()
+    assert main([*args, "--precision", "int8"]) == 0
+    built = builds()
+    assert {"--int8", "--fp16"} <= set(built[qdq.name]) and "--int8" in built[dense.name]
+    err = capsys.readouterr().err
+    assert (
+        f"{dense} is a float ONNX: --precision int8 builds it in INT8 with TensorRT's placeholder ranges"
+        in err
+    )
+    assert f"{qdq} is" not in err

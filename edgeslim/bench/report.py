@@ -225,9 +225,10 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
             out.setdefault("skipped", {})[label] = _unpriced(record["models"][label])
             continue
         try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures; a run built at one, at that)
-            precision = model_precision(
-                profile, bool(record["models"][label]["cost"].get("quantized")), built
-            )
+            quantized = bool(
+                record["models"][label]["cost"].get("quantized")
+            )  # (built INT8 whatever was asked)
+            precision = model_precision(profile, quantized, None if quantized else built)
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)
             continue

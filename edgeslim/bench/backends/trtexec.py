@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, MissingDependencyError
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 _VER = re.compile(r"TensorRT v(\d+)")
@@ -286,6 +286,18 @@ def build_command(
     return cmd
 
 
+def qdq_onnx(path: str | os.PathLike) -> bool:
+    """Whether an ONNX file quantizes its activations with Q/DQ nodes (an INT8 export), by its graph
+    (:func:`~edgeslim.bench.onnx_cost.onnx_cost`'s ``quantized``), by its name (``.qdq.onnx``) where onnx is
+    not installed."""
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    try:
+        return bool(onnx_cost(path).quantized)
+    except MissingDependencyError:
+        return str(path).endswith(".qdq.onnx")
+
+
 class TrtexecSession(Session):
     backend = "trtexec"
 
@@ -303,12 +315,16 @@ class TrtexecSession(Session):
         self.window: tuple[float, float, str] | None = None
 
     def _precision(self) -> str:
-        """The precision an ONNX file is built in: the one asked, else FP16 (with FP32 where a layer has
-        no FP16 kernel), what export's trtexec script builds; TensorRT 11 takes it from the file."""
+        """The precision an ONNX file is built in, as export's trtexec scripts build it: a Q/DQ file's INT8
+        (``--int8 --fp16``) whatever was asked (a review: it was built ``--fp16`` alone), a float file's the
+        one asked, else FP16 (FP32 where a layer has no FP16 kernel); TensorRT 11 takes it from the file."""
         asked = self.options.get("precision")
-        if asked or model_format(self.model) != "onnx":
+        if model_format(self.model) != "onnx":
             return str(asked or "fp32")
-        return "fp32" if (self.version or (10, 0, 0))[0] >= 11 else "fp16"
+        v11 = (self.version or (10, 0, 0))[0] >= 11
+        if qdq_onnx(self.model):
+            return "fp32" if v11 else "int8"
+        return str(asked) if asked else "fp32" if v11 else "fp16"
 
     def set_batch(self, batch: int) -> None:
         self.shapes, self.batch = None, batch
