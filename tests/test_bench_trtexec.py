@@ -196,3 +196,30 @@ def test_each_file_is_built_in_its_own_precision(pair, tmp_path, capsys) -> None
         in err
     )
     assert f"{qdq} is" not in err
+
+
+def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp_path, monkeypatch) -> None:
+    """A review: a long trtexec engine build was killed as "benchmark process timed out after 300 s; lower
+    --min-time": the measuring process's limit (4 x max_time per batch size, and a minute) held the build
+    too. The engines are built before the trials, each with a limit of its own; a measuring process past its
+    limit says to raise max_time or lower min_iters. (The limit is lowered here to keep the test short.)"""
+    from edgeslim.bench import compare
+    from edgeslim.bench.timing import TimingConfig
+    from edgeslim.errors import EdgeslimError
+
+    dense, _ = pair
+    exe, log = standin_tools(tmp_path, build_s=4, tegrastats=False)
+    timing = TimingConfig(warmup_s=0.2, min_iters=3, min_time_s=0.1)
+    monkeypatch.setattr(compare, "worker_timeout", lambda timing, batches: 6.0)
+    options = {"trtexec": str(exe)}
+    record = compare.run_comparison(
+        {"model": str(dense)}, "trtexec", [1], 1, timing, options, tegrastats=False
+    )
+    assert record["trials"][0]["samples"]["1"]["device"]
+    spec = {"model": str(dense), "backend": "trtexec", "options": options, "batches": [1],
+            "timing": timing.to_dict(), "tegrastats": False}  # fmt: skip
+    with pytest.raises(
+        EdgeslimError, match=r"ran past its limit of 1 s .*; raise max_time, or lower min_iters"
+    ) as e:
+        compare.run_worker(spec, timeout=1.0)
+    assert e.value.params == ("max_time", "min_iters")

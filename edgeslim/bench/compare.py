@@ -65,7 +65,9 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             r = run_child(cmd, timeout=timeout, grace_s=10.0)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(
-                f"benchmark process timed out after {timeout:.0f} s; lower min_time", param="min_time"
+                f"the benchmark process ran past its limit of {timeout:.0f} s (4 x max_time per batch size, and a "
+                "minute); raise max_time, or lower min_iters (trtexec runs them all, whatever max_time)",
+                param=("max_time", "min_iters"),
             ) from exc
         if not os.path.exists(op):
             tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -330,9 +332,14 @@ def run_comparison(
         "trials": [],
     }
     with contextlib.ExitStack() as stack:
-        if backend == "trtexec":  # each ONNX file built once per shape, then its engine loaded
+        if backend == "trtexec":  # each ONNX file built once per shape, before the trials; its engine loaded
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-engines-"))
             options = {**options, "engine_cache": cache}
+            # (in a worker of its own, stopped with the bench; no measuring process's limit: each build has its own)
+            for path in dict.fromkeys(models.values()):
+                if model_format(path) == "onnx":
+                    spec = {"model": path, "backend": backend, "options": options, "batches": batches}
+                    run_worker({**spec, "build_only": True}, nice=nice)
         _trials(record, models, backend, batches, trials, timing, options, tegrastats, interval_ms, nice,
                 layer_times, on_trial)  # fmt: skip
     aggregate(record)

@@ -36,6 +36,11 @@ def measure(spec: dict) -> dict:
     name = ALIASES.get(spec["backend"], spec["backend"])
     if spec.get("backend_target"):  # (what the measuring process registered: its own backends too)
         register_backend(name, spec["backend_target"])
+    if spec.get("build_only"):  # trtexec's engines, before any trial (each build with a limit of its own)
+        from edgeslim.bench.backends.trtexec import build_engines
+
+        build_engines([spec["model"]], spec["batches"], spec.get("options", {}))
+        return {"ok": True, "pid": os.getpid()}
     mod = RUNTIME_MODULE.get(name)
     if mod:
         try:

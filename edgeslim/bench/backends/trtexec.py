@@ -362,11 +362,12 @@ class TrtexecSession(Session):
             return engine, None, None
         return self.model, engine, os.path.join(cache, "timing.cache")
 
-    def build(self, profile: bool = False) -> None:
+    def build(self, profile: bool = False, timeout: float | None = None) -> None:
         """Build the engine of the batch set (an ONNX file, with an ``engine_cache``) in a trtexec run of
         its own that times nothing, so that the timed runs load it: a build is neither timed nor inside a
         telemetry window (a review: the window around a run that built read 5.2 W and 28% GPU load, one
-        that loaded 8.7 W and 94%). Nothing to do where it is built, or for an engine file."""
+        that loaded 8.7 W and 94%). Nothing to do where it is built, or for an engine file. ``timeout``: the
+        seconds the build may take."""
         source, save, timing_cache = self._engine(profile)
         if save is None:
             return
@@ -377,8 +378,16 @@ class TrtexecSession(Session):
             export_profile="profile.json" if profile else None, save_engine=save, timing_cache=timing_cache,
             build_only=True,
         )  # fmt: skip
-        with cleaned_up_on_sigterm():
-            r = run_child(cmd, own_group=True, grace_s=3.0)
+        try:
+            with cleaned_up_on_sigterm():
+                r = run_child(cmd, timeout=timeout, own_group=True, grace_s=3.0)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeslimError(
+                f"trtexec's engine build of {self.model} at batch {self.batch} ran past {timeout:.0f} s; build the "
+                f"engine on this device with trtexec ({' '.join(cmd[1:2])} --saveEngine=...) and bench the engine "
+                "file (trust_pickle=True)",
+                param="trust_pickle",
+            ) from exc
         text = r.stdout + r.stderr
         self.log_tail = "\n".join(text.splitlines()[-40:])
         if r.returncode != 0:
@@ -438,6 +447,27 @@ class TrtexecSession(Session):
     def info(self) -> dict:
         return {"trtexec": self.exe, "tensorrt_version": self.version, "precision": self.precision,
                 "summary": self.summary, "summaries": self.summaries}  # fmt: skip
+
+
+#: the longest one engine build is waited for (a large model in INT8 on a Jetson Nano: many minutes)
+BUILD_TIMEOUT_S = 4 * 3600.0
+
+
+def build_engines(
+    paths: list[str], batches: list[int], options: dict, timeout: float = BUILD_TIMEOUT_S
+) -> None:
+    """Build the engine of each ONNX file of ``paths`` at each of ``batches`` into ``options["engine_cache"]``
+    (:meth:`TrtexecSession.build`), before any trial (in a worker of its own, which
+    :func:`~edgeslim.bench.compare.run_comparison` waits for without a limit): each build has ``timeout``
+    seconds of its own, no part of a measuring process's limit (a review: a long build was killed as a
+    benchmark process past its limit, "lower min_time")."""
+    for path in dict.fromkeys(paths):
+        if model_format(path) != "onnx":
+            continue
+        session = TrtexecBackend().open(path, options)
+        for b in batches:
+            session.set_batch(b)
+            session.build(timeout=timeout)
 
 
 class TrtexecBackend(Backend):
