@@ -1235,6 +1235,24 @@ def test_deploy_script_benches_where_sudo_needs_a_password(tmp_path, script):
         assert "temperature before: unknown" in r.stdout and "temperature after: unknown" in r.stdout
 
 
+def test_jetson_deploy_script_with_an_unknown_profile_says_one_line(tmp_path):
+    """A Jetson review: a mistyped profile printed edgeslim's one-line error and then a Python ``KeyError:
+    'power_modes'`` traceback (the --json error object piped into the script's python3), exit 1. It now says
+    edgeslim's line alone, exit 2, and sets no clocks."""
+    bin_dir, log = _fake_tools(tmp_path, 'echo "sudo $*" >> ' + str(tmp_path / "sudo.log"))
+    (bin_dir / "edgeslim").write_text(
+        "#!/bin/sh\n"
+        'echo \'{"error": {"message": "profile rpi5x: no device profile has that name", "exit_code": 2}}\'\n'
+        'echo "error: profile rpi5x: no device profile has that name" >&2; exit 2\n'
+    )
+    r = _run_deploy_script("deploy/jetson/run_bench.sh", tmp_path, bin_dir)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == ["error: profile rpi5x: no device profile has that name"], (
+        r.stderr
+    )
+    assert not (tmp_path / "sudo.log").exists() and not log.exists()
+
+
 def test_arm_deploy_script_sets_and_restores_the_governor(tmp_path):
     """Phone/ARM review: with sudo that needs no password the governor is ``performance`` during the bench
     and restored after; the temperature is read from the thermal zone under EDGESLIM_SYSFS_ROOT."""
