@@ -223,3 +223,14 @@ def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp
     ) as e:
         compare.run_worker(spec, timeout=1.0)
     assert e.value.params == ("max_time", "min_iters")
+
+
+def test_a_mistyped_baseline_is_said_missing(pair, tmp_path, capsys) -> None:
+    """A review: ``bench slim.onnx --baseline dense.onx`` (a typo) said the two "are files of different kinds,
+    timed by different runtimes"; a missing file is now said missing, before its kind is read from its name."""
+    dense, slim = pair
+    typo = tmp_path / "dense.onx"
+    assert main(["bench", str(slim), "--baseline", str(typo), "--no-tegrastats"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --baseline {typo} does not exist; check the path"
+    assert main(["bench", str(tmp_path / "slim.onx"), "--baseline", str(dense), "--no-tegrastats"]) == 2
+    assert f"model file {tmp_path / 'slim.onx'} does not exist; check the path" in capsys.readouterr().err

@@ -80,6 +80,11 @@ class BenchRequest(CheckedFields):
         """Combinations that cannot work, refused before anything is measured."""
         from edgeslim.utils.sniff import empty_file_error
 
+        # (before a file's kind is read from its name: a mistyped baseline was "a file of another kind")
+        for what, f in (("model file", self.model), ("baseline", self.baseline)):
+            if f is not None and not Path(f).exists():
+                raise EdgeslimError(f"{what} {f} does not exist; check the path",
+                                    param="baseline" if what == "baseline" else None)  # fmt: skip
         for f in (self.model, self.baseline):  # (a failed copy to the device: before any runtime reads it)
             if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
                 raise empty_file_error(f)
