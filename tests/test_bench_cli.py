@@ -98,6 +98,23 @@ def test_the_tensorrt_backend_on_an_onnx_file_says_so_before_asking_for_tensorrt
     assert "with --backend trtexec (builds the engine) or onnxruntime" in r.stderr
 
 
+def test_an_onnx_file_for_tensorrt_on_a_device_without_pytorch_names_trtexec(onnx_pair, tmp_path):
+    """A Jetson review (no PyTorch): ``bench x.onnx --backend tensorrt`` said to build an engine with
+    ``edgeslim export --trt``, and ``export x.onnx --onnx y.onnx --trt`` to give it to bench or give the PyTorch
+    model, neither of which that device can do; both now give the device's route, trtexec's command line
+    (what the NAME.fp16.trtexec.sh script export writes runs)."""
+    dense, _, _ = onnx_pair
+    engine = str(Path(dense).with_suffix(".engine"))
+    route = f"build it on the device with trtexec (trtexec --onnx={dense} --saveEngine={engine} --fp16;"
+    for args in (["bench", dense, "--backend", "tensorrt", *FAST], ["export", dense, "--onnx", tmp_path / "y.onnx",
+                                                                     "--trt"]):  # fmt: skip
+        r = edgeslim(args, tmp_path, check_rc=2)
+        assert len(r.stderr.strip().splitlines()) == 1 and route in r.stderr, r.stderr
+        assert "NAME.fp16.trtexec.sh" in r.stderr, r.stderr
+    assert f"or time it with edgeslim bench {dense} --backend trtexec" in r.stderr
+    assert not (tmp_path / "y.onnx").exists()
+
+
 def test_the_same_file_as_model_and_baseline_is_warned_about(onnx_pair, tmp_path):
     """A device trial compared a file with itself and read "speedup 0.88" without a word."""
     dense, _, _ = onnx_pair
