@@ -234,3 +234,19 @@ def test_a_mistyped_baseline_is_said_missing(pair, tmp_path, capsys) -> None:
     assert capsys.readouterr().err.strip() == f"error: --baseline {typo} does not exist; check the path"
     assert main(["bench", str(tmp_path / "slim.onx"), "--baseline", str(dense), "--no-tegrastats"]) == 2
     assert f"model file {tmp_path / 'slim.onx'} does not exist; check the path" in capsys.readouterr().err
+
+
+def test_a_folder_given_as_trtexec_is_refused_in_one_line(pair, tmp_path, capsys) -> None:
+    """A review: ``--trtexec fakebin`` (the folder) said "No such file or directory (fakebin); check the path:
+    its folder is missing ..."; a folder, or a file that is not executable, is refused as not a program."""
+    dense, _ = pair
+    plain = tmp_path / "trtexec.txt"
+    plain.write_text("not a program")
+    for given, what in ((tmp_path, "a folder"), (plain, "not executable")):
+        assert (
+            main(["bench", str(dense), "--backend", "trtexec", "--trtexec", str(given), "--no-tegrastats"])
+            == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: --trtexec {given} is {what}; give the path of TensorRT's trtexec program (on JetPack " \
+                      "/usr/src/tensorrt/bin/trtexec)", err  # fmt: skip

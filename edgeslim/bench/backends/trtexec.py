@@ -45,6 +45,12 @@ def find_trtexec(explicit: str | None = None) -> str | None:
 def locate_trtexec(explicit: str | None = None) -> str:
     """:func:`find_trtexec`'s path, or a one-line refusal saying where it was looked for."""
     exe = find_trtexec(explicit)
+    if exe is not None and explicit and (os.path.isdir(exe) or not os.access(exe, os.X_OK)):
+        what = "a folder" if os.path.isdir(exe) else "not executable"
+        raise EdgeslimError(
+            f"trtexec {explicit} is {what}; give the path of TensorRT's trtexec program (on JetPack {JETSON_TRTEXEC})",
+            param="trtexec",
+        )
     if exe is None:
         raise EdgeslimError(
             f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give its "
