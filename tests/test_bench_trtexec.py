@@ -250,3 +250,20 @@ def test_a_folder_given_as_trtexec_is_refused_in_one_line(pair, tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert err == f"error: --trtexec {given} is {what}; give the path of TensorRT's trtexec program (on JetPack " \
                       "/usr/src/tensorrt/bin/trtexec)", err  # fmt: skip
+
+
+def test_one_onnx_for_two_engines_is_said(pair, tmp_path, capsys) -> None:
+    """A review: one ``onnx`` gave trtexec the input of both engines of a comparison (the baseline's shapes
+    taken from the slim ONNX) without a word; a note now says so."""
+    dense, slim = pair
+    exe, log = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    engines = [tmp_path / "slim.engine", tmp_path / "dense.engine"]
+    for e in engines:
+        e.write_bytes(b"engine")
+    assert main(["bench", str(engines[0]), "--baseline", str(engines[1]), "--onnx", str(slim), "--backend",
+                 "trtexec", "--trtexec", str(exe), "--trust-pickle", "--batch", "1", "--trials", "1", "--warmup",
+                 "0.2", "--no-tegrastats"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        f"--onnx {slim} gives trtexec the input name and shape of both engines, the baseline's too" in err
+    ), err

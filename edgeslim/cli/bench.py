@@ -256,7 +256,9 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     "--onnx",
     "onnx_path",
     type=click.Path(dir_okay=False),
-    help="With --layer-table on an engine: the ONNX it was built from (names its layers).",
+    help="The ONNX a TensorRT engine was built from: names its layers (--layer-table); gives trtexec its input "
+    "at batches other than 1 (with --baseline: both engines' input, so compare engines of one network and input "
+    "size).",
 )
 @click.option(
     "--nice",

@@ -241,6 +241,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                                     "ranges, uncalibrated (a speed, not the accuracy of any model); export's INT8 Q/DQ "
                                     "ONNX (NAME.int8.qdq.onnx) is built in INT8 whatever precision says: leave precision "
                                     "out to build the float files in FP16", "precision"))  # fmt: skip
+    if req.onnx and req.baseline and name == "trtexec":  # (one ONNX for two engines: a review)
+        notes.append(Notice(f"onnx {req.onnx} gives trtexec the input name and shape of both engines, the baseline's "
+                            "too: compare engines of one network at one input size", "onnx"))  # fmt: skip
     if req.onnx and not req.layer_table and name != "trtexec":  # (refused, not ignored)
         raise EdgeslimError(
             f"onnx gives a TensorRT engine's input to trtexec at other batches; the {name} backend does not use "
