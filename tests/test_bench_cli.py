@@ -98,6 +98,23 @@ def test_the_tensorrt_backend_on_an_onnx_file_says_so_before_asking_for_tensorrt
     assert "with --backend trtexec (builds the engine) or onnxruntime" in r.stderr
 
 
+def test_an_onnx_file_for_tensorrt_on_a_device_without_pytorch_names_trtexec(onnx_pair, tmp_path):
+    """A Jetson review (no PyTorch): ``bench x.onnx --backend tensorrt`` said to build an engine with
+    ``edgeslim export --trt``, and ``export x.onnx --onnx y.onnx --trt`` to give it to bench or give the PyTorch
+    model, neither of which that device can do; both now give the device's route, trtexec's command line
+    (what the NAME.fp16.trtexec.sh script export writes runs)."""
+    dense, _, _ = onnx_pair
+    engine = str(Path(dense).with_suffix(".engine"))
+    route = f"build it on the device with trtexec (trtexec --onnx={dense} --saveEngine={engine} --fp16;"
+    for args in (["bench", dense, "--backend", "tensorrt", *FAST], ["export", dense, "--onnx", tmp_path / "y.onnx",
+                                                                     "--trt"]):  # fmt: skip
+        r = edgeslim(args, tmp_path, check_rc=2)
+        assert len(r.stderr.strip().splitlines()) == 1 and route in r.stderr, r.stderr
+        assert "NAME.fp16.trtexec.sh" in r.stderr, r.stderr
+    assert f"or time it with edgeslim bench {dense} --backend trtexec" in r.stderr
+    assert not (tmp_path / "y.onnx").exists()
+
+
 def test_the_same_file_as_model_and_baseline_is_warned_about(onnx_pair, tmp_path):
     """A device trial compared a file with itself and read "speedup 0.88" without a word."""
     dense, _, _ = onnx_pair
@@ -1233,6 +1250,24 @@ def test_deploy_script_benches_where_sudo_needs_a_password(tmp_path, script):
     ]
     if "arm" in script:
         assert "temperature before: unknown" in r.stdout and "temperature after: unknown" in r.stdout
+
+
+def test_jetson_deploy_script_with_an_unknown_profile_says_one_line(tmp_path):
+    """A Jetson review: a mistyped profile printed edgeslim's one-line error and then a Python ``KeyError:
+    'power_modes'`` traceback (the --json error object piped into the script's python3), exit 1. It now says
+    edgeslim's line alone, exit 2, and sets no clocks."""
+    bin_dir, log = _fake_tools(tmp_path, 'echo "sudo $*" >> ' + str(tmp_path / "sudo.log"))
+    (bin_dir / "edgeslim").write_text(
+        "#!/bin/sh\n"
+        'echo \'{"error": {"message": "profile rpi5x: no device profile has that name", "exit_code": 2}}\'\n'
+        'echo "error: profile rpi5x: no device profile has that name" >&2; exit 2\n'
+    )
+    r = _run_deploy_script("deploy/jetson/run_bench.sh", tmp_path, bin_dir)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == ["error: profile rpi5x: no device profile has that name"], (
+        r.stderr
+    )
+    assert not (tmp_path / "sudo.log").exists() and not log.exists()
 
 
 def test_arm_deploy_script_sets_and_restores_the_governor(tmp_path):

@@ -12,7 +12,9 @@ set -euo pipefail
 PROFILE=$1 SLIM=$2 BASE=$3 OUT=$4; shift 4
 EDGESLIM=${EDGESLIM:-edgeslim}
 STORE=$(mktemp /tmp/jetson_clocks.XXXXXX)
-MODE=$("$EDGESLIM" profiles show "$PROFILE" --json | python3 -c "
+# a profile it does not know: edgeslim's one-line error, and its exit status (not a traceback of the JSON error)
+PROFILE_JSON=$("$EDGESLIM" profiles show "$PROFILE" --json) || exit $?
+MODE=$(printf '%s' "$PROFILE_JSON" | python3 -c "
 import json,sys; p=json.load(sys.stdin)
 ids=[m['id'] for m in p['power_modes'] if m['id'] is not None]
 print(max(ids) if 'super' in p['name'] else (ids[0] if ids else ''))")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -40,13 +41,19 @@ def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
 
 
 def run_child(
-    cmd: Sequence[str], *, timeout: float | None = None, own_group: bool = False, grace_s: float = 5.0
+    cmd: Sequence[str],
+    *,
+    timeout: float | None = None,
+    own_group: bool = False,
+    grace_s: float = 5.0,
+    stamped: list[tuple[float, str]] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`` whose child is stopped
     whatever ends the wait (a timeout, Ctrl-C, SIGTERM): SIGTERM, then SIGKILL after ``grace_s``, where
     subprocess.run sent SIGKILL at once (a measuring process had no time to stop its own child). With
     ``own_group`` the child gets a session of its own (no terminal's Ctrl-C; the stop reaches whatever
-    it started too) and, on Linux, SIGKILL from the kernel if this process dies first."""
+    it started too) and, on Linux, SIGKILL from the kernel if this process dies first. ``stamped``
+    gets each line of the child's stdout as it comes, with its ``time.monotonic()``."""
     preexec: Callable[[], None] | None = None
     if own_group and (prctl := _prctl()) is not None:
         parent = os.getpid()
@@ -67,11 +74,33 @@ def run_child(
         preexec_fn=preexec,
     ) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = (
+                proc.communicate(timeout=timeout) if stamped is None else _stamped(proc, stamped, timeout)
+            )
         except BaseException:
             _stop(proc, own_group, grace_s)
             raise
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def _stamped(
+    proc: subprocess.Popen, stamped: list[tuple[float, str]], timeout: float | None
+) -> tuple[str, str]:
+    """:meth:`~subprocess.Popen.communicate`, stdout read line by line, each stamped as it comes."""
+    err: list[str] = []
+
+    def read_out() -> None:
+        for line in proc.stdout:
+            stamped.append((time.monotonic(), line))
+
+    readers = [threading.Thread(target=read_out, daemon=True),
+               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]  # fmt: skip
+    for t in readers:
+        t.start()
+    proc.wait(timeout=timeout)
+    for t in readers:
+        t.join()
+    return "".join(line for _, line in stamped), "".join(err)
 
 
 def _stop(proc: subprocess.Popen, group: bool, grace_s: float) -> None:

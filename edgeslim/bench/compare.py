@@ -65,7 +65,9 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             r = run_child(cmd, timeout=timeout, grace_s=10.0)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(
-                f"benchmark process timed out after {timeout:.0f} s; lower min_time", param="min_time"
+                f"the benchmark process ran past its limit of {timeout:.0f} s (4 x max_time per batch size, and a "
+                "minute); raise max_time, or lower min_iters (trtexec runs them all, whatever max_time)",
+                param=("max_time", "min_iters"),
             ) from exc
         if not os.path.exists(op):
             tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -330,9 +332,14 @@ def run_comparison(
         "trials": [],
     }
     with contextlib.ExitStack() as stack:
-        if backend == "trtexec":  # each ONNX file built once per shape, then its engine loaded
+        if backend == "trtexec":  # each ONNX file built once per shape, before the trials; its engine loaded
             cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-engines-"))
             options = {**options, "engine_cache": cache}
+            # (in a worker of its own, stopped with the bench; no measuring process's limit: each build has its own)
+            for path in dict.fromkeys(models.values()):
+                if model_format(path) == "onnx":
+                    spec = {"model": path, "backend": backend, "options": options, "batches": batches}
+                    run_worker({**spec, "build_only": True}, nice=nice)
         _trials(record, models, backend, batches, trials, timing, options, tegrastats, interval_ms, nice,
                 layer_times, on_trial)  # fmt: skip
     aggregate(record)
@@ -382,7 +389,8 @@ def worker_timeout(timing: TimingConfig, batches: int) -> float:
 def telemetry(trials: list[dict | None]) -> dict | None:
     """The tegrastats summaries of one model's trials at one batch as one: the median over the trials
     that sampled anything of the means (power, energy, GPU load), the extremes of the extremes (clock,
-    temperature, RAM); None where no trial sampled (no tegrastats on the machine)."""
+    temperature, RAM), the windows they covered (:func:`edgeslim.bench.worker.telemetry_window`); None
+    where no trial sampled (no tegrastats on the machine)."""
     got = [t for t in trials if isinstance(t, dict) and t.get("samples")]
     if not got:
         return None
@@ -391,7 +399,8 @@ def telemetry(trials: list[dict | None]) -> dict | None:
         return [float(t[k]) for t in got if isinstance(t.get(k), (int, float))]
 
     out: dict = {"trials": len(got), "samples": sum(int(t["samples"]) for t in got),
-                 "power_rail": next((t["power_rail"] for t in got if t.get("power_rail")), None)}  # fmt: skip
+                 "power_rail": next((t["power_rail"] for t in got if t.get("power_rail")), None),
+           "window": sorted({t["window"] for t in got if t.get("window")})}  # fmt: skip
     for k in ("power_mean_mw", "energy_per_inference_mj", "gpu_load_mean"):
         out[k] = float(np.median(v)) if (v := values(k)) else None
     for k, pick in (
@@ -444,6 +453,8 @@ def aggregate(record: dict) -> dict:
             for k in MIB_KEYS
             if all(mib(m, k) is not None for m in mem)
         }
+        if why := next((m["not_measured"] for m in mem if m.get("not_measured")), None):
+            summary[label]["memory"]["not_measured"] = why  # (trtexec's process: none of the figures)
         info = runs[0].get("info", {})
         if not record["models"][label].get("cost") and isinstance(info.get("macs"), int):
             # a PyTorch file: its counts from the session (no per-layer costs: predictions need an ONNX)
@@ -454,7 +465,8 @@ def aggregate(record: dict) -> dict:
         for k in ("activation_bytes", "weight_bytes", "plan_bytes", "cuda_max_allocated_bytes"):
             if k in info:
                 summary[label]["memory"][k] = info[k]
-        summary[label]["load_s"] = float(np.median([r["load_s"] for r in runs]))
+        loads = [r["load_s"] for r in runs if r.get("load_s") is not None]  # (None: trtexec's, not measured)
+        summary[label]["load_s"] = float(np.median(loads)) if loads else None
         prof = next((r["info"]["layer_times"] for r in runs if r.get("info", {}).get("layer_times")), None)
         if prof:
             summary[label]["layer_times"] = prof

@@ -225,9 +225,10 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
             out.setdefault("skipped", {})[label] = _unpriced(record["models"][label])
             continue
         try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures; a run built at one, at that)
-            precision = model_precision(
-                profile, bool(record["models"][label]["cost"].get("quantized")), built
-            )
+            quantized = bool(
+                record["models"][label]["cost"].get("quantized")
+            )  # (built INT8 whatever was asked)
+            precision = model_precision(profile, quantized, None if quantized else built)
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)
             continue
@@ -444,8 +445,16 @@ MEMORY_COLS = [
 PREDICTION_COLS = ["model", "batch", "predicted ms", "measured p50 ms", "error %"]
 TELEMETRY_COLS = ["model", "batch", "samples", "power W", "mJ / batch", "mJ / image", "GPU load %", "GPU MHz",
                   "max temp C", "max RAM MiB"]  # fmt: skip
+#: what a telemetry window covered (the ``window`` of a run's tegrastats summaries)
+TELEMETRY_WINDOWS = {
+    "timed": "trtexec's timed iterations (read from its log; the engines built before, outside it)",
+    "inference": "trtexec's warm-up and timed iterations (its log gave no timed span)",
+    "run": "the whole trtexec run: engine load, warm-up and timed iterations (its log did not show when "
+    "inference ran)",
+    "measure": "each timed window, the warm-up included",
+}
 TELEMETRY_LEGEND = (
-    "tegrastats sampled during each timed window. Power: the mean input power ({rails}); energy per batch: "
+    "tegrastats sampled during {windows}. Power: the mean input power ({rails}); energy per batch: "
     "that power times the seconds the timed calls took, over the calls (the warm-up left out); medians over "
     "the trials; GPU MHz: the lowest and highest clock seen (a range: the clock moved while timing); max "
     "temperature of the sensors (PMIC left out), max RAM in use on the board."
@@ -480,7 +489,14 @@ def telemetry_legend(record: dict) -> str:
         if (t := (record["summary"][label].get(str(b)) or {}).get("tegrastats"))
         and t.get("power_rail") not in (None, "none")
     })  # fmt: skip
-    return TELEMETRY_LEGEND.format(rails=", ".join(rails) or "no power rail in the lines")
+    windows = sorted({
+        w
+        for label in record["models"] for b in record["batches"]
+        if (t := (record["summary"][label].get(str(b)) or {}).get("tegrastats"))
+        for w in t.get("window") or ["measure"]
+    })  # fmt: skip
+    words = "; ".join(TELEMETRY_WINDOWS.get(w, w) for w in windows) or TELEMETRY_WINDOWS["measure"]
+    return TELEMETRY_LEGEND.format(rails=", ".join(rails) or "no power rail in the lines", windows=words)
 
 
 def prediction_rows(record: dict) -> list[list]:
@@ -572,6 +588,14 @@ def assumed_efficiency(prediction: dict) -> str | None:
         "layer whose time is mostly that launch cost is 'launch'-bound, so small networks are predicted close "
         "to dense. Fitted factors come from timings on the device (docs/bench.md, calibration)."
     )
+
+
+def memory_not_measured(record: dict) -> str | None:
+    """Why a run has no memory figures (trtexec's: the model ran in trtexec's own process), else None."""
+    for label in record["models"]:
+        if why := (record["summary"][label].get("memory") or {}).get("not_measured"):
+            return why
+    return None
 
 
 def memory_rows(record: dict) -> list[list]:
@@ -727,7 +751,9 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         if torch_counted
         else "as the ONNX file holds them (BatchNorm folded into the convolutions)"
     )
+    unmeasured = memory_not_measured(record)
     parts += ["", "## Memory and size", "", markdown_table(MEMORY_COLS, memory_rows(record)), "",
+              (f"Memory and load time not measured (-): {unmeasured}. " if unmeasured else "") +
               "Each model in its own process: peak RSS, the RSS the model added after its runtime was imported (loading "
               "and first inference), NvMap (a Jetson's "
               f"GPU memory; - elsewhere), and the seconds to load it; MiB: 2^20 bytes, sizes and memory alike. params: {params}."]  # fmt: skip
@@ -920,8 +946,13 @@ def plots(record: dict, out_dir: str | Path) -> list[Path]:
     fig, ax = new_figure(figsize=(6, 3.6))
     # the same three figures as the Memory and size table of report.md
     keys = [("file MiB", lambda lab: record["models"][lab]["file_bytes"] / 2**20)]
-    keys.append(("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0))
-    keys.append(("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0))
+    if not memory_not_measured(record):  # (trtexec's: no bars of 0)
+        keys.append(
+            ("peak RSS MiB", lambda lab: mib(record["summary"][lab]["memory"], "peak_rss_mib") or 0.0)
+        )
+        keys.append(
+            ("RSS delta MiB", lambda lab: mib(record["summary"][lab]["memory"], "rss_delta_mib") or 0.0)
+        )
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         vals = [fn(label) for _, fn in keys]

@@ -2,7 +2,8 @@
 
 Imports only the runtime it needs, so RSS deltas are attributable: start -> runtime imported ->
 model loaded -> first inference, plus the peak (VmHWM). Tegrastats (where present) is sampled
-during each timed window. Always writes OUT.json (``ok: false`` with the failure: :func:`failure`).
+during each timed window (trtexec: its timed iterations, read from its log; its engines built
+before). Always writes OUT.json (``ok: false`` with the failure: :func:`failure`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import traceback
 
 from edgeslim.bench.memory import MemoryTrace
 
+#: why a trtexec run has no memory figures (run.json's ``memory.not_measured``; report.md says it)
+TRTEXEC_MEMORY = (
+    "trtexec runs each model in a process of its own, which this measuring process cannot see into: no RSS, "
+    "NvMap or load time (the TensorRT backend, an engine in this process, measures them)"
+)
 #: backend -> module whose import is "the runtime" for the memory baseline
 RUNTIME_MODULE = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch"}
 
@@ -30,6 +36,11 @@ def measure(spec: dict) -> dict:
     name = ALIASES.get(spec["backend"], spec["backend"])
     if spec.get("backend_target"):  # (what the measuring process registered: its own backends too)
         register_backend(name, spec["backend_target"])
+    if spec.get("build_only"):  # trtexec's engines, before any trial (each build with a limit of its own)
+        from edgeslim.bench.backends.trtexec import build_engines
+
+        build_engines([spec["model"]], spec["batches"], spec.get("options", {}))
+        return {"ok": True, "pid": os.getpid()}
     mod = RUNTIME_MODULE.get(name)
     if mod:
         try:
@@ -53,6 +64,10 @@ def measure(spec: dict) -> dict:
         del out
     mem.mark("first_inference")
     cfg = TimingConfig(**spec.get("timing", {}))
+    if hasattr(session, "build"):  # (trtexec: each engine built before any timing and telemetry window)
+        for b in batches:
+            session.set_batch(b)
+            session.build()
     samples, tegra = {}, {}
     sampler = TegrastatsSampler(spec.get("interval_ms", 100)) if spec.get("tegrastats", True) else None
     for b in batches:
@@ -63,12 +78,17 @@ def measure(spec: dict) -> dict:
                 samples[str(b)] = session.measure(cfg)
                 w1 = time.monotonic()
             timed = samples[str(b)].get("device") or samples[str(b)]["host"]  # (seconds per inference)
-            # the window's power over the timed inferences only (the warm-up ran inside it too)
-            tegra[str(b)] = summarize_samples(sampler.window(w0, w1), len(timed), float(sum(timed)))
+            whole = (w0, w1, "run" if name == "trtexec" else "measure")
+            picked, covers = telemetry_window(sampler, getattr(session, "window", None), whole)
+            # the window's mean power over the seconds of the timed inferences only
+            tegra[str(b)] = {**summarize_samples(picked, len(timed), float(sum(timed))), "window": covers}
             sampler.samples.clear()
         else:
             samples[str(b)] = session.measure(cfg)
-    memory = mem.to_dict()  # (before the session's counts and profiles: what the timed run held)
+    # (before the session's counts and profiles: what the timed run held); trtexec runs the model in a
+    # process of its own, after these marks: this process's memory is its own (a review: 62 MiB of onnx read
+    # as the model's RSS delta)
+    memory = {"not_measured": TRTEXEC_MEMORY} if name == "trtexec" else mem.to_dict()
     info = session.info()
     if spec.get("layer_times") and hasattr(session, "layer_times"):
         session.set_batch(batches[0])
@@ -82,7 +102,7 @@ def measure(spec: dict) -> dict:
     return {
         "ok": True,
         "pid": os.getpid(),
-        "load_s": load_s,
+        "load_s": None if name == "trtexec" else load_s,  # (trtexec's open runs trtexec --help)
         "first_inference_s": first_s,
         "io": io,
         "samples": samples,
@@ -90,6 +110,19 @@ def measure(spec: dict) -> dict:
         "info": info,
         "tegrastats": tegra or None,
     }
+
+
+def telemetry_window(
+    sampler, narrow: tuple[float, float, str] | None, whole: tuple[float, float, str]
+) -> tuple:
+    """(the tegrastats samples, what their window covered): those of the session's own ``narrow``
+    window (trtexec's timed iterations, from its log) where it holds any, else those of ``whole``
+    (around the session's measure call: "measure", its warm-up and timed calls; "run", a trtexec run
+    with its engine load)."""
+    for t0, t1, what in (narrow, whole) if narrow is not None else (whole,):
+        if picked := sampler.window(t0, t1):
+            return picked, what
+    return [], whole[2]
 
 
 def _die_with(parent: int | None) -> None:

@@ -48,6 +48,8 @@ def _print_tables(record: dict) -> None:
     out.print(
         table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
     )
+    if unmeasured := report.memory_not_measured(record):
+        out.print(f"memory and load time not measured (-): {unmeasured}", soft_wrap=True)
     if (tegra := report.telemetry_rows(record)) is not None:
         out.print(table("Jetson telemetry (tegrastats, measured)", report.TELEMETRY_COLS, tegra))
     if (times := report.layer_time_rows(record)) is not None:
@@ -254,7 +256,9 @@ def _print_layer_table(tab: dict, backend: str, batch: int, written: Any, as_jso
     "--onnx",
     "onnx_path",
     type=click.Path(dir_okay=False),
-    help="With --layer-table on an engine: the ONNX it was built from (names its layers).",
+    help="The ONNX a TensorRT engine was built from: names its layers (--layer-table); gives trtexec its input "
+    "at batches other than 1 (with --baseline: both engines' input, so compare engines of one network and input "
+    "size).",
 )
 @click.option(
     "--nice",

@@ -80,6 +80,11 @@ class BenchRequest(CheckedFields):
         """Combinations that cannot work, refused before anything is measured."""
         from edgeslim.utils.sniff import empty_file_error
 
+        # (before a file's kind is read from its name: a mistyped baseline was "a file of another kind")
+        for what, f in (("model file", self.model), ("baseline", self.baseline)):
+            if f is not None and not Path(f).exists():
+                raise EdgeslimError(f"{what} {f} does not exist; check the path",
+                                    param="baseline" if what == "baseline" else None)  # fmt: skip
         for f in (self.model, self.baseline):  # (a failed copy to the device: before any runtime reads it)
             if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
                 raise empty_file_error(f)
@@ -216,9 +221,29 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if req.precision or (profile and name in TENSORRT_BACKENDS):
         options["precision"] = req.precision or profile.preferred.precision
     elif name == "trtexec" and own == "onnx":  # (a trial's engines were FP32, export's script builds FP16)
-        notes.append(Notice("trtexec builds the ONNX files in FP16 (FP32 where a layer has no FP16 kernel; TensorRT "
-                            "11: as their types say), as export's trtexec script does; give precision to build "
-                            "another", "precision"))  # fmt: skip
+        notes.append(Notice("trtexec builds the float ONNX files in FP16 (FP32 where a layer has no FP16 kernel; "
+                            "TensorRT 11: as their types say) and a Q/DQ one in INT8, as export's trtexec scripts do; "
+                            "give precision to build the float ones in another", "precision"))  # fmt: skip
+    # each file's precision (a review: a Q/DQ file was built FP16 alone, a float one INT8 uncalibrated unsaid)
+    if name == "trtexec" and (asked := options.get("precision")):
+        from edgeslim.bench.backends.trtexec import qdq_onnx
+
+        for m in files:
+            if model_format(m) != "onnx":
+                continue
+            qdq = qdq_onnx(m)
+            if qdq and asked != "int8":
+                notes.append(Notice(f"{m} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's "
+                                    f"script does) whatever precision says; precision {asked} is for the float files",
+                                    "precision"))  # fmt: skip
+            elif not qdq and asked == "int8":
+                notes.append(Notice(f"{m} is a float ONNX: precision int8 builds it in INT8 with TensorRT's placeholder "
+                                    "ranges, uncalibrated (a speed, not the accuracy of any model); export's INT8 Q/DQ "
+                                    "ONNX (NAME.int8.qdq.onnx) is built in INT8 whatever precision says: leave precision "
+                                    "out to build the float files in FP16", "precision"))  # fmt: skip
+    if req.onnx and req.baseline and name == "trtexec":  # (one ONNX for two engines: a review)
+        notes.append(Notice(f"onnx {req.onnx} gives trtexec the input name and shape of both engines, the baseline's "
+                            "too: compare engines of one network at one input size", "onnx"))  # fmt: skip
     if req.onnx and not req.layer_table and name != "trtexec":  # (refused, not ignored)
         raise EdgeslimError(
             f"onnx gives a TensorRT engine's input to trtexec at other batches; the {name} backend does not use "

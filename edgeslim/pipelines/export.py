@@ -32,7 +32,19 @@ def run(
     (:func:`~edgeslim.pipelines.source.set_normalization`)."""
     from edgeslim.export.pipeline import run_export
     from edgeslim.pipelines.source import check_finite_weights, load_model_or_arch, set_normalization
+    from edgeslim.utils.sniff import sniff, trtexec_route
 
+    if (
+        req.trt and Path(model).is_file() and sniff(model) == "onnx"
+    ):  # (a device without PyTorch: what it can do)
+        from edgeslim.errors import EdgeslimError, Step
+
+        bench = Step("bench", model=model, backend="trtexec")
+        raise EdgeslimError(
+            f"{model} is an ONNX model, and export builds TensorRT engines from the PyTorch model it came from: "
+            f"{trtexec_route(model)}; or time it with {bench}",
+            steps=(bench,),
+        )
     loaded = load_model_or_arch(
         model,
         trust_pickle=trust_pickle,

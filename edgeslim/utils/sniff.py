@@ -195,6 +195,14 @@ def not_a_pytorch_model(path: str | Path, kind: str | None = None) -> Exception 
     return None
 
 
+def trtexec_route(onnx: str | Path) -> str:
+    """How a device without PyTorch builds a TensorRT engine of the ONNX file ``onnx``: trtexec's command
+    line, as the ``NAME.fp16.trtexec.sh`` script a TensorRT export writes beside its ONNX runs it."""
+    engine = Path(onnx).with_suffix(".engine")
+    return (f"build it on the device with trtexec (trtexec --onnx={onnx} --saveEngine={engine} --fp16; --int8 --fp16 "
+            "for an INT8 Q/DQ file), as the NAME.fp16.trtexec.sh a TensorRT export writes beside its ONNX does")  # fmt: skip
+
+
 def empty_file_error(path: str | Path) -> Exception:
     """The one-line error for a model file of 0 bytes (a copy or a write cut off)."""
     from edgeslim.errors import EdgeslimError

@@ -305,10 +305,13 @@ class TensorRTBackend(Backend):
         if not os.path.isfile(path):
             raise EdgeslimError(f"engine file {path} does not exist")
         if model_format(path) == "onnx":  # (before the import: TensorRT installed would not help)
+            from edgeslim.utils.sniff import trtexec_route
+
             step = Step("export", trt=True)  # (of the PyTorch model the ONNX came from)
             raise EdgeslimError(
-                f"{path} is an ONNX file, and TensorRT's Python runtime runs a built engine: build one with "
-                f"{step}, or time the ONNX file with backend trtexec (builds the engine) or onnxruntime",
+                f"{path} is an ONNX file, and TensorRT's Python runtime runs a built engine: {trtexec_route(path)} "
+                f"(or {step} from the PyTorch model, where TensorRT is importable), or time the ONNX file with "
+                "backend trtexec (builds the engine) or onnxruntime",
                 param="backend",
                 steps=(step,),
             )

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, MissingDependencyError
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 _VER = re.compile(r"TensorRT v(\d+)")
@@ -45,6 +45,12 @@ def find_trtexec(explicit: str | None = None) -> str | None:
 def locate_trtexec(explicit: str | None = None) -> str:
     """:func:`find_trtexec`'s path, or a one-line refusal saying where it was looked for."""
     exe = find_trtexec(explicit)
+    if exe is not None and explicit and (os.path.isdir(exe) or not os.access(exe, os.X_OK)):
+        what = "a folder" if os.path.isdir(exe) else "not executable"
+        raise EdgeslimError(
+            f"trtexec {explicit} is {what}; give the path of TensorRT's trtexec program (on JetPack {JETSON_TRTEXEC})",
+            param="trtexec",
+        )
     if exe is None:
         raise EdgeslimError(
             f"TensorRT's command-line tool is not on PATH or at {JETSON_TRTEXEC}; install TensorRT, or give its "
@@ -151,6 +157,32 @@ def parse_times(path: str | os.PathLike, warmup_ms: float = 0.0) -> dict[str, li
     return out
 
 
+_TRACE = re.compile(r"Timing trace has \d+ queries over ([0-9.eE+-]+) s")
+_REPORT = re.compile(r"Warmup completed|Timing trace has")
+
+#: what a trtexec run's telemetry window covered (:func:`timed_window`; "run": the whole trtexec process)
+WINDOWS = ("timed", "inference", "run")
+
+
+def timed_window(lines: list[tuple[float, str]]) -> tuple[float, float, str] | None:
+    """The seconds (on the clock that stamped ``lines``, trtexec's stdout lines as they came) of a run's
+    timed iterations: from its report's first line (``Warmup completed``, ``Timing trace has N queries
+    over T s``, printed as inference ends, each line flushed) back T s, not before ``Starting
+    inference``: ``(t0, t1, "timed")``; without T, ``(start, end, "inference")`` (the warm-up in it);
+    None where the lines are not there (the engine load and all then in the caller's window)."""
+    start = next((i for i, (_, line) in enumerate(lines) if "Starting inference" in line), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if _REPORT.search(lines[i][1])), None)
+    if end is None:
+        return None
+    t_start, t_end = lines[start][0], lines[end][0]
+    span = next((float(m.group(1)) for _, line in lines[end:] if (m := _TRACE.search(line))), None)
+    if span is None or span <= 0:
+        return t_start, t_end, "inference"
+    return max(t_start, t_end - span), t_end, "timed"
+
+
 def parse_layer_profile(path: str | os.PathLike) -> dict:
     """``--exportProfile`` JSON -> ``{"runs", "layers": [{"name", "median_ms", "average_ms",
     "time_ms", "percentage"}]}``, layers in engine order.
@@ -206,10 +238,12 @@ def build_command(
     export_profile: str | None = None,
     save_engine: str | None = None,
     timing_cache: str | None = None,
+    build_only: bool = False,
 ) -> list[str]:
     """A trtexec command line with the flags spelled for the installed version. ``save_engine``
     (an ONNX model): also write the engine it builds there, ``timing_cache``: with that tactic cache
-    (read and updated), so later runs load it instead of building again."""
+    (read and updated), so later runs load it instead of building again. ``build_only``: build the
+    engine and exit (``--skipInference``, ``--buildOnly`` before 8.6), no timing flags."""
     major = version[0] if version else 10
     cmd = [exe]
     is_onnx = model_format(model) == "onnx"
@@ -231,6 +265,12 @@ def build_command(
         # --int8 alone means INT8 "in addition to fp32": the layers left in float (the output tail) would
         # run in FP32, not as the export's engine (--int8 --fp16) runs them
         cmd += ["--int8", "--fp16"] if precision == "int8" else [f"--{precision}"]
+    if build_only:
+        from edgeslim.export.trt_version import trtexec_skip_inference_flag
+
+        if export_profile:  # (the layer names a later profile run reports are built into the engine)
+            cmd.append(profile_flags(version, export_profile)[-1])
+        return [*cmd, trtexec_skip_inference_flag(version or (10, 0, 0))]
     cmd += [
         f"--warmUp={_warmup_ms(cfg)}",
         f"--duration={max(int(round(cfg.min_time_s)), 0)}",
@@ -252,6 +292,18 @@ def build_command(
     return cmd
 
 
+def qdq_onnx(path: str | os.PathLike) -> bool:
+    """Whether an ONNX file quantizes its activations with Q/DQ nodes (an INT8 export), by its graph
+    (:func:`~edgeslim.bench.onnx_cost.onnx_cost`'s ``quantized``), by its name (``.qdq.onnx``) where onnx is
+    not installed."""
+    from edgeslim.bench.onnx_cost import onnx_cost
+
+    try:
+        return bool(onnx_cost(path).quantized)
+    except MissingDependencyError:
+        return str(path).endswith(".qdq.onnx")
+
+
 class TrtexecSession(Session):
     backend = "trtexec"
 
@@ -265,14 +317,20 @@ class TrtexecSession(Session):
         self.summaries: dict[str, dict] = {}  # per batch: the last timed run's performance summary
         self.log_tail = ""
         self.precision = self._precision()
+        #: the last timed run's telemetry window (:func:`timed_window`), None where its log did not show it
+        self.window: tuple[float, float, str] | None = None
 
     def _precision(self) -> str:
-        """The precision an ONNX file is built in: the one asked, else FP16 (with FP32 where a layer has
-        no FP16 kernel), what export's trtexec script builds; TensorRT 11 takes it from the file."""
+        """The precision an ONNX file is built in, as export's trtexec scripts build it: a Q/DQ file's INT8
+        (``--int8 --fp16``) whatever was asked (a review: it was built ``--fp16`` alone), a float file's the
+        one asked, else FP16 (FP32 where a layer has no FP16 kernel); TensorRT 11 takes it from the file."""
         asked = self.options.get("precision")
-        if asked or model_format(self.model) != "onnx":
+        if model_format(self.model) != "onnx":
             return str(asked or "fp32")
-        return "fp32" if (self.version or (10, 0, 0))[0] >= 11 else "fp16"
+        v11 = (self.version or (10, 0, 0))[0] >= 11
+        if qdq_onnx(self.model):
+            return "fp32" if v11 else "int8"
+        return str(asked) if asked else "fp32" if v11 else "fp16"
 
     def set_batch(self, batch: int) -> None:
         self.shapes, self.batch = None, batch
@@ -310,6 +368,41 @@ class TrtexecSession(Session):
             return engine, None, None
         return self.model, engine, os.path.join(cache, "timing.cache")
 
+    def build(self, profile: bool = False, timeout: float | None = None) -> None:
+        """Build the engine of the batch set (an ONNX file, with an ``engine_cache``) in a trtexec run of
+        its own that times nothing, so that the timed runs load it: a build is neither timed nor inside a
+        telemetry window (a review: the window around a run that built read 5.2 W and 28% GPU load, one
+        that loaded 8.7 W and 94%). Nothing to do where it is built, or for an engine file. ``timeout``: the
+        seconds the build may take."""
+        source, save, timing_cache = self._engine(profile)
+        if save is None:
+            return
+        from edgeslim.bench.children import cleaned_up_on_sigterm, run_child
+
+        cmd = build_command(
+            self.exe, source, self.version, self.shapes, TimingConfig(), self.precision, False,
+            export_profile="profile.json" if profile else None, save_engine=save, timing_cache=timing_cache,
+            build_only=True,
+        )  # fmt: skip
+        try:
+            with cleaned_up_on_sigterm():
+                r = run_child(cmd, timeout=timeout, own_group=True, grace_s=3.0)
+        except subprocess.TimeoutExpired as exc:
+            raise EdgeslimError(
+                f"trtexec's engine build of {self.model} at batch {self.batch} ran past {timeout:.0f} s; build the "
+                f"engine on this device with trtexec ({' '.join(cmd[1:2])} --saveEngine=...) and bench the engine "
+                "file (trust_pickle=True)",
+                param="trust_pickle",
+            ) from exc
+        text = r.stdout + r.stderr
+        self.log_tail = "\n".join(text.splitlines()[-40:])
+        if r.returncode != 0:
+            raise EdgeslimError(explain_failure(text, self.model, r.returncode))
+        if not os.path.isfile(save):
+            last = " | ".join(error_lines(text)[-2:] or text.strip().splitlines()[-2:])
+            raise EdgeslimError(f"trtexec exited 0 but wrote no engine (--saveEngine) for {self.model}; its last "
+                                f"lines: {last[:300]}")  # fmt: skip
+
     def run(self) -> None:
         raise EdgeslimError("the trtexec backend times whole runs; single inferences are not available")
 
@@ -336,11 +429,13 @@ class TrtexecSession(Session):
                 self.exe, source, self.version, self.shapes, cfg, self.precision, bool(self.options.get("cuda_graph")),
                 times, prof_path, save_engine=save, timing_cache=timing_cache,
             )  # fmt: skip
-            r = run_child(cmd, own_group=True, grace_s=3.0)
+            lines: list[tuple[float, str]] = []  # (stdout's lines as they came: when inference ran)
+            r = run_child(cmd, own_group=True, grace_s=3.0, stamped=lines)
             text = r.stdout + r.stderr
             self.log_tail = "\n".join(text.splitlines()[-40:])
             if r.returncode != 0:
                 raise EdgeslimError(explain_failure(text, self.model, r.returncode))
+            self.window = timed_window(lines)
             self.summary = self.summaries[str(self.batch)] = parse_summary(text)
             for path, what, flag in (
                 (times, "times", "--exportTimes"),
@@ -358,6 +453,27 @@ class TrtexecSession(Session):
     def info(self) -> dict:
         return {"trtexec": self.exe, "tensorrt_version": self.version, "precision": self.precision,
                 "summary": self.summary, "summaries": self.summaries}  # fmt: skip
+
+
+#: the longest one engine build is waited for (a large model in INT8 on a Jetson Nano: many minutes)
+BUILD_TIMEOUT_S = 4 * 3600.0
+
+
+def build_engines(
+    paths: list[str], batches: list[int], options: dict, timeout: float = BUILD_TIMEOUT_S
+) -> None:
+    """Build the engine of each ONNX file of ``paths`` at each of ``batches`` into ``options["engine_cache"]``
+    (:meth:`TrtexecSession.build`), before any trial (in a worker of its own, which
+    :func:`~edgeslim.bench.compare.run_comparison` waits for without a limit): each build has ``timeout``
+    seconds of its own, no part of a measuring process's limit (a review: a long build was killed as a
+    benchmark process past its limit, "lower min_time")."""
+    for path in dict.fromkeys(paths):
+        if model_format(path) != "onnx":
+            continue
+        session = TrtexecBackend().open(path, options)
+        for b in batches:
+            session.set_batch(b)
+            session.build(timeout=timeout)
 
 
 class TrtexecBackend(Backend):
