@@ -270,8 +270,8 @@ def test_a_tensorrt_profile_without_trtexec_says_what_it_times_instead(
     )
 
 
-@pytest.mark.slow
 def test_interleaved_ort_bench_without_torch(onnx_pair, tmp_path):
+    """The Jetson path (bench of ONNX files with no PyTorch installed), end to end: part of make test."""
     dense, thin, _ = onnx_pair
     out = tmp_path / "run"
     args = [
