@@ -692,6 +692,25 @@ def test_other_classes_are_said_as_ultralytics_treated_them(small, named, tmp_pa
         )
 
 
+def test_validation_leaves_no_folder_outside_the_run(small, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A review: every YOLO slim run left empty detect/val, val-2 ... folders in ultralytics' runs_dir (its
+    validations were given no project). Every folder a validator saves to lies in the run or is gone."""
+    from edgeslim.models.yolo import _import_quietly
+
+    callbacks = _import_quietly("ultralytics.utils.callbacks.base", "the test")
+    saved: list[Path] = []
+    events = {**callbacks.default_callbacks}
+    events["on_val_start"] = [*events["on_val_start"], lambda v: saved.append(Path(v.save_dir))]
+    monkeypatch.setattr(callbacks, "default_callbacks", events)
+    start, data = small
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert len(saved) >= 2, saved  # (before and after; the trainer's own validations, in train/)
+    assert all(p.is_relative_to(out) or not p.exists() for p in saved), saved
+
+
 def test_the_classes_warning_follows_the_facts() -> None:
     """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
     from edgeslim.pipelines.slim_yolo import _classes_warning

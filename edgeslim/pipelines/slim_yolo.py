@@ -518,9 +518,7 @@ def _run(
         with logs_on_stderr():
             before = None
             if _is_checkpoint(source):  # a trained model: its mAP before slimming
-                dense = ultralytics_yolo(source)
-                before = _metrics(dense.val(data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16,
-                                            device=_device(req.device), plots=False, verbose=False))  # fmt: skip
+                before = _validate(source, data_yaml, imgsz, req)
             train_args: dict[str, Any] = {
                 "data": data_yaml, "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
                 "project": str(out_dir.resolve()), "name": TRAIN_DIR, "exist_ok": True, "plots": False,
@@ -546,9 +544,7 @@ def _run(
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
-            after = _metrics(ultralytics_yolo(str(cut)).val(data=data_yaml, imgsz=imgsz,
-                             batch=req.batch_size or 16, device=_device(req.device), plots=False,
-                             verbose=False))  # fmt: skip
+            after = _validate(str(cut), data_yaml, imgsz, req)
     rep = prune(
         PruneRequest(
             model=f"yolo:{cut.resolve()}",
@@ -910,6 +906,22 @@ def _device(device: str | None) -> str | None:
     if device == "cuda":
         return "0"
     return device.split(":", 1)[1] if device.startswith("cuda:") else device
+
+
+def _validate(source: str, data_yaml: str, imgsz: int, req: Any) -> dict[str, float] | None:
+    """ultralytics' validation of the checkpoint ``source`` on the data yaml's val split (its metrics:
+    :func:`_metrics`), into a temporary folder removed afterwards (without a project, ultralytics makes
+    a ``val-N`` folder in its settings' runs_dir, outside the run's)."""
+    import tempfile
+
+    from edgeslim.models.yolo import ultralytics_yolo
+
+    with tempfile.TemporaryDirectory(prefix="edgeslim-val-") as tmp:
+        results = ultralytics_yolo(source).val(
+            data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16, device=_device(req.device), plots=False,
+            verbose=False, project=tmp, name="val", exist_ok=True,
+        )  # fmt: skip
+    return _metrics(results)
 
 
 def _metrics(results: Any) -> dict[str, float] | None:
