@@ -711,6 +711,34 @@ def test_validation_leaves_no_folder_outside_the_run(small, tmp_path: Path, monk
     assert all(p.is_relative_to(out) or not p.exists() for p in saved), saved
 
 
+def test_a_validation_split_without_labels_is_not_measured(small, tmp_path: Path, capsys) -> None:
+    """A review: val images without a label printed precision, recall and mAP 0.0000 for both models, exit
+    0, no word (ultralytics: "no labels found ... cannot compute metrics"). They are not measured, and said."""
+    import shutil
+
+    start, data = small
+    copy = tmp_path / "data"
+    shutil.copytree(data.parent, copy)
+    for f in (copy / "labels" / "val").glob("*.txt"):
+        f.unlink()
+    yaml = copy / "data.yaml"
+    yaml.write_text(data.read_text().replace(f"path: {data.parent}", f"path: {copy}"))
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(yaml), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out)])  # fmt: skip
+    shown = capsys.readouterr()
+    assert rc == 0, shown.err[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == {
+        "before": None,
+        "slim": None,
+        "not_measured": "no labels in the validation split",
+    }
+    assert any(w.startswith("precision, recall and mAP not measured (no labels") for w in report["warnings"])
+    text = " ".join(shown.out.split())
+    assert "not measured: no labels in the validation split" in text and "0.0000" not in text, shown.out
+
+
 def test_the_classes_warning_follows_the_facts() -> None:
     """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
     from edgeslim.pipelines.slim_yolo import _classes_warning

@@ -545,6 +545,10 @@ def _run(
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
             after = _validate(str(cut), data_yaml, imgsz, req)
+            val_labels = _label_count(getattr(getattr(trainer, "test_loader", None), "dataset", None))
+    metrics: dict[str, Any] = {"before": before, "slim": after}
+    if val_labels == 0:  # (ultralytics reports 0 for every metric: no comparison, no collapse to tell)
+        metrics = {"before": None, "slim": None, "not_measured": "no labels in the validation split"}
     rep = prune(
         PruneRequest(
             model=f"yolo:{cut.resolve()}",
@@ -582,7 +586,7 @@ def _run(
             "total": summary["epochs"][-1]["total"] if summary["epochs"] else None,
             "budget": summary.get("budget"),
         },
-        "metrics": {"before": before, "slim": after},
+        "metrics": metrics,
         "surgery": {
             k: rep.get(k)
             for k in (
@@ -863,6 +867,12 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
             f"(<= {COLLAPSE_FLOOR}) to call it a collapse on this validation set, but the slim network lost most "
             "of what it had: train the model further first, or slim more gently (a budget, more epochs)"
         )
+    if (report.get("metrics") or {}).get("not_measured"):
+        out.append(
+            f"precision, recall and mAP not measured ({report['metrics']['not_measured']}): nothing compares the "
+            "slim network's accuracy with the given model's, and a collapse would go unnoticed; give a data yaml "
+            "whose val images have labels"
+        )
     classes = report.get("classes") or {}
     if report.get("start") == "random weights":
         out.append(
@@ -922,6 +932,14 @@ def _validate(source: str, data_yaml: str, imgsz: int, req: Any) -> dict[str, fl
             verbose=False, project=tmp, name="val", exist_ok=True,
         )  # fmt: skip
     return _metrics(results)
+
+
+def _label_count(dataset: Any) -> int | None:
+    """The boxes (labels) of an ultralytics dataset, None where it does not say."""
+    try:
+        return sum(len(lb["cls"]) for lb in dataset.labels)
+    except Exception:  # noqa: BLE001 - another ultralytics' dataset: not counted
+        return None
 
 
 def _metrics(results: Any) -> dict[str, float] | None:
