@@ -739,6 +739,46 @@ def test_a_validation_split_without_labels_is_not_measured(small, tmp_path: Path
     assert "not measured: no labels in the validation split" in text and "0.0000" not in text, shown.out
 
 
+OVERSHOOT = """
+import json, sys, logging
+logging.basicConfig(level=logging.WARNING, format="LOG %(name)s %(message)s")
+from edgeslim.models.yolo import _tasks
+_tasks("the test")
+from ultralytics import YOLO
+from edgeslim.train.ultralytics import UltralyticsSlimming
+start, data, project = sys.argv[1:4]
+yolo = YOLO(start)
+slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}, round_to=16).attach(yolo)
+yolo.train(data=data, epochs=2, imgsz=64, batch=4, nbs=4, device="cpu", workers=0, plots=False, amp=False,
+           project=project, name="ov", exist_ok=True, verbose=False, seed=0, deterministic=True)
+print("SUMMARY " + json.dumps(slimming.summary()["budget"]))
+"""
+
+
+def test_the_python_class_warns_of_a_budget_overshot(small, tmp_path: Path) -> None:
+    """A review: UltralyticsSlimming in Python ended at 29.7% of the MACs for a 0.5 target without a word,
+    where edgeslim slim warns "budget overshot". The class logs the same line (one function for both)."""
+    from edgeslim.sparsity.budget import budget_warning
+
+    start, data = small
+    env = {
+        **os.environ,
+        "YOLO_AUTOINSTALL": "false",
+        "YOLO_OFFLINE": "true",
+        "YOLO_CONFIG_DIR": str(tmp_path),
+    }
+    out = subprocess.run([sys.executable, "-c", OVERSHOOT, str(start), str(data), str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    budget = json.loads(
+        next(x for x in out.stdout.splitlines() if x.startswith("SUMMARY "))[len("SUMMARY ") :]
+    )
+    line = budget_warning(budget)
+    assert line.startswith("budget overshot: "), budget  # (2 epochs of 2 steps: too short to steer)
+    logged = [x for x in out.stderr.splitlines() if x.startswith("LOG edgeslim")]
+    assert logged == [f"LOG edgeslim.train.ultralytics {line}"], logged
+
+
 def test_the_classes_warning_follows_the_facts() -> None:
     """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
     from edgeslim.pipelines.slim_yolo import _classes_warning

@@ -492,6 +492,7 @@ def _run(
         budget=budget,
         round_to=int(req.round_to or 1),
         threads=req.threads,
+        warn=False,  # (the report's warnings say it, once)
         **slimmer_kwargs,
     )
     # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
@@ -856,8 +857,8 @@ def _collapse(report: dict[str, Any]) -> Notice | str:
 
 def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     """What the user must know about the result: a collapse (first), no channel removed, a budget
-    that overshot or missed its target (:func:`edgeslim.slim.budget_warning`, as for classifiers)."""
-    from edgeslim.slim import BUDGET_MISS_TOLERANCE, budget_warning
+    that overshot or missed its target (:func:`edgeslim.sparsity.budget.budget_warning`, as for classifiers)."""
+    from edgeslim.sparsity.budget import BUDGET_MISS_TOLERANCE, budget_warning
 
     out = [collapse] if collapse else []
     fall = _map_fall(report)
