@@ -779,6 +779,24 @@ def test_the_python_class_warns_of_a_budget_overshot(small, tmp_path: Path) -> N
     assert logged == [f"LOG edgeslim.train.ultralytics {line}"], logged
 
 
+def test_a_collapsed_run_prints_its_report_for_json(small, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A review: --json on a collapsed YOLO run printed only {"error": ...}, where a classifier's collapse
+    prints its report on stdout too. The fall is set (an untrained model's mAP cannot fall); the run, its
+    refusal and the printing are real."""
+    from edgeslim.pipelines import slim_yolo
+
+    monkeypatch.setattr(slim_yolo, "_map_fall", lambda report: (0.30, 0.01))
+    start, data = small
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out), "--json"])  # fmt: skip
+    shown = capsys.readouterr()
+    assert rc == 2 and "collapsed the network: mAP50-95 0.010 against 0.300" in shown.err, shown.err[-2000:]
+    assert f"outputs written to {out} for diagnosis" in " ".join(shown.err.split())
+    report = json.loads(shown.out)  # (the report alone: the error is on stderr)
+    assert report["kind"] == "ultralytics" and report["warnings"][0].startswith("collapsed the network")
+
+
 def test_the_classes_warning_follows_the_facts() -> None:
     """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
     from edgeslim.pipelines.slim_yolo import _classes_warning

@@ -619,10 +619,10 @@ def _run(
     collapse = _collapse(report)
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
-    if collapse:
-        raise EdgeslimError(
-            f"slimming {collapse} (outputs written to {out_dir} for diagnosis)", param=collapse.params
-        )
+    if collapse:  # (as a classifier's: the CLI says where the outputs are, and prints the report for --json)
+        from edgeslim.slim import CollapseError
+
+        raise CollapseError(f"slimming {collapse}", param=collapse.params)
     return report
 
 
