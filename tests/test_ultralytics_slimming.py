@@ -797,6 +797,29 @@ def test_a_collapsed_run_prints_its_report_for_json(small, tmp_path: Path, monke
     assert report["kind"] == "ultralytics" and report["warnings"][0].startswith("collapsed the network")
 
 
+def test_a_moved_run_folder_names_the_copy_beside_its_model(small, tmp_path: Path, capsys) -> None:
+    """A review: a YOLO run folder moved elsewhere failed "ultralytics checkpoint .../out/train/weights/last.pt
+    does not exist", though the moved copy sat beside model.pt; the error names it."""
+    import shutil
+
+    from edgeslim.checkpoint import load_model
+
+    start, _ = small
+    run = tmp_path / "run"
+    (run / "train" / "weights").mkdir(parents=True)
+    shutil.copy(start, run / "train" / "weights" / "last.pt")
+    assert main(["prune", f"yolo:{run / 'train' / 'weights' / 'last.pt'}", "--trust-pickle", "-o",
+                 str(run / "model.pt"), "--round-to", "1", "--input-shape", "3,64,64"]) == 0  # fmt: skip
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    with pytest.raises(EdgeslimError) as refused:
+        load_model(moved / "model.pt", trust_pickle=True)
+    line = str(refused.value)
+    assert line.startswith(f"{moved / 'model.pt'} rebuilds its architecture from {run / 'train' / 'weights' / 'last.pt'}, "
+                           f"which does not exist; {moved / 'train' / 'weights' / 'last.pt'}, beside model.pt, "), line  # fmt: skip
+
+
 def test_the_classes_warning_follows_the_facts() -> None:
     """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
     from edgeslim.pipelines.slim_yolo import _classes_warning
