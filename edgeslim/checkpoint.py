@@ -593,6 +593,15 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
     try:
         model = build_from_checkpoint(obj, trust_pickle=trust_pickle)
     except EdgeslimError as exc:
+        moved = _moved_source(p, str(obj["spec"].get("arch", "")))
+        if moved is not None:  # (a run folder moved or copied: its model.pt names the file where it was)
+            source, copy = moved
+            raise EdgeslimError(
+                f"{p} rebuilds its architecture from {source}, which does not exist; {copy}, beside {p.name}, has "
+                "that file's name (a moved run folder?): put it back at that path if it is that file, or prune it "
+                "again (the result names it where it is)",
+                steps=exc.steps,
+            ) from exc
         raise EdgeslimError(f"{p}: {exc}", param=exc.params, steps=exc.steps) from exc
     from edgeslim.models.yolo import use_recorded_names
 
@@ -606,6 +615,24 @@ def _from_checkpoint(p: Path, obj: dict[str, Any], trust_pickle: bool = False) -
         train_state=obj.get("train_state"),
         path=p,
     )
+
+
+def _moved_source(p: Path, arch: str) -> tuple[Path, Path] | None:
+    """(the file ``arch`` rebuilds from, a file of its name beside the checkpoint ``p``) where the first is
+    missing and the second exists: the same path below ``p``'s folder as below the folder it names
+    (``train/weights/last.pt`` of a YOLO run folder moved elsewhere); else None."""
+    from edgeslim.models.registry import runs_code
+
+    if not runs_code(arch):
+        return None
+    source = Path(arch.split(":", 1)[1]).expanduser()
+    if source.exists():
+        return None
+    for depth in range(len(source.parts) - 1, 0, -1):  # (the longest path that matches first)
+        copy = p.parent / Path(*source.parts[-depth:])
+        if copy.is_file():
+            return source, copy
+    return None
 
 
 #: keys under which training scripts commonly store the weights inside a checkpoint dict

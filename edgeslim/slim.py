@@ -27,6 +27,12 @@ from torch import nn
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
 from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.sparsity.budget import (  # noqa: F401 - (re-exported: the CLI's and YOLO's)
+    BUDGET_MISS_TOLERANCE,
+    BUDGET_OVERSHOOT_FACTOR,
+    budget_reached,
+    budget_warning,
+)
 from edgeslim.sparsity.prox import (
     DEFAULT_BETA,
     PROX_STEPS,
@@ -66,12 +72,6 @@ SLIM_FILE = MODEL_FILE
 #: 3: 36.7%; 2: 52.5%, whatever the test set's size), or, on a small test set, within its noise
 #: (3 classes on 120 test images: 46%)
 KAPPA_MIN = 0.05
-#: a budget run kept more than (1 + this) x its target: missed
-BUDGET_MISS_TOLERANCE = 0.03
-#: a budget run kept less than this x its target: overshot (the controller could not steer; a user trial
-#: of 5 optimizer steps kept 40% of the MACs for a 50% target). Rounding to an alignment stays above it
-#: (vgg-small at 50%: 46.9%)
-BUDGET_OVERSHOOT_FACTOR = 0.9
 
 #: total prox shrink when neither lambda nor shrink is given (docs/slimming.md "Choosing lambda")
 DEFAULT_SHRINK = 1.0
@@ -454,46 +454,6 @@ def slim_model(
 
 def _gammas(model: nn.Module) -> torch.Tensor:
     return torch.cat([m.weight.detach().abs().flatten().cpu() for _, m in bn_layers(model)])
-
-
-def budget_reached(budget: dict[str, Any]) -> bool:
-    """Whether a budget run ended within its target's tolerance (neither missed nor overshot far)."""
-    achieved, target = budget["achieved_fraction"], budget["target_fraction"]
-    return BUDGET_OVERSHOOT_FACTOR * target <= achieved <= (1 + BUDGET_MISS_TOLERANCE) * target
-
-
-def budget_warning(budget: dict[str, Any]) -> str:
-    """One line when a budget run missed its target or overshot it far below, or when the penalty's
-    shrink cap held the controller back and left the cutting to the final projection; else ``""``."""
-    achieved, target, metric = budget["achieved_fraction"], budget["target_fraction"], budget["metric"]
-    from edgeslim.sparsity.budget import CAPPED_SHARE
-
-    capped = budget.get("shrink_capped_share", 0.0)
-    if capped >= CAPPED_SHARE and (
-        budget.get("projection_removed_channels") or achieved > (1 + BUDGET_MISS_TOLERANCE) * target
-    ):
-        param = "g" if budget.get("penalty") == "mcp" else "a"  # (SCAD's cap is (a - 1) * l / 2)
-        return Notice(  # (no standalone "a" before the parameter's: the CLI puts the flag at the first one)
-            f"budget left to the final projection: {achieved:.1%} of the dense {metric} against the {target:.1%} "
-            f"target; the {budget.get('penalty')} penalty caps each step's shrink at {budget['shrink_cap']:.3g} to "
-            f"keep its proximal step single-valued, which held the controller back in {capped:.0%} of its "
-            f"updates; raise {param} (larger values let it shrink faster)",
-            param,
-        )
-    if achieved < BUDGET_OVERSHOOT_FACTOR * target:
-        return Notice(
-            f"budget overshot: {achieved:.1%} of the dense {metric} kept for a target of {target:.1%}; the "
-            "schedule is too short for the controller to steer (train longer: more epochs or images), or end "
-            "the taper later (taper_end)",
-            "taper_end",
-        )
-    if achieved > (1 + BUDGET_MISS_TOLERANCE) * target:
-        return Notice(
-            f"budget missed: {achieved:.1%} of the dense {metric} for a target of {target:.1%}; train longer "
-            "(epochs) or end the taper earlier (taper_end) so the controller has time to reach it",
-            ("epochs", "taper_end"),
-        )
-    return ""
 
 
 def chance_level(num_classes: int, test_labels: torch.Tensor | None = None) -> tuple[float, float]:

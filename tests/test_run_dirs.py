@@ -782,3 +782,18 @@ def test_a_stopped_forced_export_says_what_it_kept() -> None:
     line = _interrupted_line(["export", "m.pt", "--onnx", "m.onnx", "--ort", "--force"])
     assert line.endswith("nothing was written; the earlier files are as they were")
     assert _interrupted_line(["export", "m.pt", "--onnx", "m.onnx"]).endswith("nothing was written")
+
+
+def test_a_stopped_yolo_run_says_whether_it_needs_force(tmp_path: Path) -> None:
+    """A review: a YOLO run stopped before its first checkpoint said "rerun it with --force", though the
+    run had removed its folder (no --force needed); one stopped later keeps train/ and does need it."""
+    from edgeslim.cli import _interrupted_line
+
+    out = tmp_path / "run"
+    args = ["slim", "yolo:best.pt", "--data", "my.yaml", "--out", str(out)]
+    line = _interrupted_line(args)
+    assert line == "interrupted before the first checkpoint: nothing was kept; run the command again", line
+    (out / "train" / "weights").mkdir(parents=True)
+    assert (
+        _interrupted_line(args) == f"interrupted; a YOLO run starts over: rerun it with --force (--out {out})"
+    )

@@ -180,11 +180,11 @@ def test_slim_cli_trains_a_yolo_in_ultralytics_and_prunes_it(root: Path, tmp_pat
     assert pl["profile"] == "jetson-orin-nano-8gb" and 0 < pl["slim_ms"] <= pl["dense_ms"], pl
     # start.pt is YOLOv8n as its yaml builds it (80 classes), the data has 10: ultralytics swapped the class
     # layers, which the report says
-    assert report["start"] == "checkpoint" and report["classes"] == {"model": 80, "data": len(CLASSES)}
+    assert report["start"] == "checkpoint" and report["classes"]["model"] == 80
+    assert report["classes"]["data"] == len(CLASSES) and report["classes"]["model_names"] is None
     assert [w for w in report["warnings"] if "classes" in w or "random" in w] == [
-        f"the data yaml has {len(CLASSES)} classes, the model 80: ultralytics replaced its class layers with "
-        "untrained ones, and the 'before' validation skipped the labels of classes it cannot predict; give a "
-        "data yaml with the model's classes"
+        f"the data yaml has {len(CLASSES)} classes, the model 80; {', '.join(CLASSES[:6])} and 4 more start from "
+        "untrained class rows; give a data yaml with the model's classes, in its order, to slim the model as trained"
     ]
     zeros = [e["zero"] for e in report["slimming"]["epochs"]]
     assert len(zeros) == 2 and 0 < zeros[0] <= zeros[1] < report["slimming"]["total"], zeros
@@ -302,10 +302,9 @@ def test_slim_takes_a_yaml_and_a_state_dict_of_its_model(root: Path, tmp_path: P
                        timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout)
-    assert report["start"] == "checkpoint" and report["classes"] == {
-        "model": len(CLASSES),
-        "data": len(CLASSES),
-    }
+    assert report["start"] == "checkpoint" and report["classes"]["model"] == report["classes"]["data"] == len(
+        CLASSES
+    )
     assert report["metrics"]["before"] is not None and report["surgery"]["removed_channels"] > 0
     assert report["data"] == str(scripted)
     # the checkpoints and args.yaml name the user's yaml, not the deleted copy (a user's trial: ultralytics
@@ -634,6 +633,220 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     yolo.model = yolo.model.__class__(yolo.model.yaml, nc=len(CLASSES), verbose=False)
     yolo.save(str(root / "start.pt"))
     return root / "start.pt", data
+
+
+@pytest.fixture(scope="module")
+def named(small, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``small``'s checkpoint with the data's class names (as a trained best.pt records them)."""
+    from edgeslim.models.yolo import ultralytics_yolo
+
+    yolo = ultralytics_yolo(str(small[0]))
+    yolo.model.names = dict(enumerate(CLASSES))
+    path = tmp_path_factory.mktemp("yolo_named") / "named.pt"
+    yolo.save(str(path))
+    return path
+
+
+def test_other_classes_are_said_as_ultralytics_treated_them(small, named, tmp_path: Path, capsys) -> None:
+    """A review (ultralytics 8.4): 8 of a 10-class model's classes were warned as "ultralytics replaced its
+    class layers with untrained ones, and the 'before' validation skipped the labels of classes it cannot
+    predict", where ultralytics remapped the 8 rows by class name and left out the images labelled 8 or 9
+    as corrupt; two classes renamed (same count) were not warned about, though their rows start untrained.
+    The warning names the classes that differ and says what the trainer's rows show, and what it left out."""
+    _, data = small
+    body = data.read_text()
+    fewer, renamed = tmp_path / "fewer.yaml", tmp_path / "renamed.yaml"
+    fewer.write_text(body.replace("  8: ship\n  9: truck\n", ""))
+    renamed.write_text(body.replace("airplane", "plane").replace("automobile", "car"))
+    said = {}
+    for yaml in (fewer, renamed):
+        rc = main(["slim", f"yolo:{named}", "--trust-pickle", "--data", str(yaml), "--epochs", "1", "--imgsz", "64",
+                   "--device", "cpu", "--target-macs", "0.8", "--out", str(tmp_path / yaml.stem), "--json"])  # fmt: skip
+        assert rc == 0, capsys.readouterr().err[-2000:]
+        report = json.loads(capsys.readouterr().out)
+        said[yaml.stem] = [w for w in report["warnings"] if "class" in w]
+        said[yaml.stem + "_classes"] = report["classes"]
+    classes = said["fewer_classes"]
+    assert classes["model"] == 10 and classes["data"] == 8 and classes["data_names"] == CLASSES[:8]
+    assert classes["rows_from"] == {c: c for c in CLASSES[:8]}  # (the trainer's rows, compared)
+    train, val = classes["labels_beyond"]["train"], classes["labels_beyond"]["val"]
+    assert train["images"] == 8 and val["images"] == 4 and train["dropped"] == train["beyond"] > 0
+    (line,) = said["fewer"]
+    assert line.startswith("the data yaml has 8 classes, the model 10 (not in the data: the model's ship, truck); "
+                           "all 8 of the data's 8 classes start from the model's trained class rows of the same "
+                           f"name; ultralytics left out {train['dropped']} of 8 training images"), line  # fmt: skip
+    assert "beyond the data yaml's 8" in line and "untrained" not in line and "skipped" not in line
+    (line,) = said["renamed"]
+    assert line.startswith("the data yaml's classes differ from the model's (new to the model: plane, car; not in "
+                           "the data: the model's airplane, automobile); "), line  # fmt: skip
+    rows = said["renamed_classes"]["rows_from"]
+    untrained = [c for c, g in rows.items() if g is None]
+    # (ultralytics >= 8.4 matches rows by name, leaving the renamed ones untrained; an older one copies by position)
+    assert untrained == ["plane", "car"] or (rows["plane"], rows["car"]) == ("airplane", "automobile"), rows
+    if untrained:
+        assert "all" not in line and "plane, car start from untrained class rows" in line, line
+    else:
+        assert (
+            "plane (airplane's), car (automobile's) start from the trained row of the model's class at"
+            in line
+        )
+
+
+def test_validation_leaves_no_folder_outside_the_run(small, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A review: every YOLO slim run left empty detect/val, val-2 ... folders in ultralytics' runs_dir (its
+    validations were given no project). Every folder a validator saves to lies in the run or is gone."""
+    from edgeslim.models.yolo import _import_quietly
+
+    callbacks = _import_quietly("ultralytics.utils.callbacks.base", "the test")
+    saved: list[Path] = []
+    events = {**callbacks.default_callbacks}
+    events["on_val_start"] = [*events["on_val_start"], lambda v: saved.append(Path(v.save_dir))]
+    monkeypatch.setattr(callbacks, "default_callbacks", events)
+    start, data = small
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert len(saved) >= 2, saved  # (before and after; the trainer's own validations, in train/)
+    assert all(p.is_relative_to(out) or not p.exists() for p in saved), saved
+
+
+def test_a_validation_split_without_labels_is_not_measured(small, tmp_path: Path, capsys) -> None:
+    """A review: val images without a label printed precision, recall and mAP 0.0000 for both models, exit
+    0, no word (ultralytics: "no labels found ... cannot compute metrics"). They are not measured, and said."""
+    import shutil
+
+    start, data = small
+    copy = tmp_path / "data"
+    shutil.copytree(data.parent, copy)
+    for f in (copy / "labels" / "val").glob("*.txt"):
+        f.unlink()
+    yaml = copy / "data.yaml"
+    yaml.write_text(data.read_text().replace(f"path: {data.parent}", f"path: {copy}"))
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(yaml), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out)])  # fmt: skip
+    shown = capsys.readouterr()
+    assert rc == 0, shown.err[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"] == {
+        "before": None,
+        "slim": None,
+        "not_measured": "no labels in the validation split",
+    }
+    assert any(w.startswith("precision, recall and mAP not measured (no labels") for w in report["warnings"])
+    text = " ".join(shown.out.split())
+    assert "not measured: no labels in the validation split" in text and "0.0000" not in text, shown.out
+
+
+OVERSHOOT = """
+import json, sys, logging
+logging.basicConfig(level=logging.WARNING, format="LOG %(name)s %(message)s")
+from edgeslim.models.yolo import _tasks
+_tasks("the test")
+from ultralytics import YOLO
+from edgeslim.train.ultralytics import UltralyticsSlimming
+start, data, project = sys.argv[1:4]
+yolo = YOLO(start)
+slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}, round_to=16).attach(yolo)
+yolo.train(data=data, epochs=2, imgsz=64, batch=4, nbs=4, device="cpu", workers=0, plots=False, amp=False,
+           project=project, name="ov", exist_ok=True, verbose=False, seed=0, deterministic=True)
+print("SUMMARY " + json.dumps(slimming.summary()["budget"]))
+"""
+
+
+def test_the_python_class_warns_of_a_budget_overshot(small, tmp_path: Path) -> None:
+    """A review: UltralyticsSlimming in Python ended at 29.7% of the MACs for a 0.5 target without a word,
+    where edgeslim slim warns "budget overshot". The class logs the same line (one function for both)."""
+    from edgeslim.sparsity.budget import budget_warning
+
+    start, data = small
+    env = {
+        **os.environ,
+        "YOLO_AUTOINSTALL": "false",
+        "YOLO_OFFLINE": "true",
+        "YOLO_CONFIG_DIR": str(tmp_path),
+    }
+    out = subprocess.run([sys.executable, "-c", OVERSHOOT, str(start), str(data), str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    budget = json.loads(
+        next(x for x in out.stdout.splitlines() if x.startswith("SUMMARY "))[len("SUMMARY ") :]
+    )
+    line = budget_warning(budget)
+    assert line.startswith("budget overshot: "), budget  # (2 epochs of 2 steps: too short to steer)
+    logged = [x for x in out.stderr.splitlines() if x.startswith("LOG edgeslim")]
+    assert logged == [f"LOG edgeslim.train.ultralytics {line}"], logged
+
+
+def test_a_collapsed_run_prints_its_report_for_json(small, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A review: --json on a collapsed YOLO run printed only {"error": ...}, where a classifier's collapse
+    prints its report on stdout too. The fall is set (an untrained model's mAP cannot fall); the run, its
+    refusal and the printing are real."""
+    from edgeslim.pipelines import slim_yolo
+
+    monkeypatch.setattr(slim_yolo, "_map_fall", lambda report: (0.30, 0.01))
+    start, data = small
+    out = tmp_path / "run"
+    rc = main(["slim", f"yolo:{start}", "--trust-pickle", "--data", str(data), "--epochs", "1", "--imgsz", "64",
+               "--device", "cpu", "--target-macs", "0.8", "--out", str(out), "--json"])  # fmt: skip
+    shown = capsys.readouterr()
+    assert rc == 2 and "collapsed the network: mAP50-95 0.010 against 0.300" in shown.err, shown.err[-2000:]
+    assert f"outputs written to {out} for diagnosis" in " ".join(shown.err.split())
+    report = json.loads(shown.out)  # (the report alone: the error is on stderr)
+    assert report["kind"] == "ultralytics" and report["warnings"][0].startswith("collapsed the network")
+
+
+def test_a_moved_run_folder_names_the_copy_beside_its_model(small, tmp_path: Path, capsys) -> None:
+    """A review: a YOLO run folder moved elsewhere failed "ultralytics checkpoint .../out/train/weights/last.pt
+    does not exist", though the moved copy sat beside model.pt; the error names it."""
+    import shutil
+
+    from edgeslim.checkpoint import load_model
+
+    start, _ = small
+    run = tmp_path / "run"
+    (run / "train" / "weights").mkdir(parents=True)
+    shutil.copy(start, run / "train" / "weights" / "last.pt")
+    assert main(["prune", f"yolo:{run / 'train' / 'weights' / 'last.pt'}", "--trust-pickle", "-o",
+                 str(run / "model.pt"), "--round-to", "1", "--input-shape", "3,64,64"]) == 0  # fmt: skip
+    capsys.readouterr()
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    with pytest.raises(EdgeslimError) as refused:
+        load_model(moved / "model.pt", trust_pickle=True)
+    line = str(refused.value)
+    assert line.startswith(f"{moved / 'model.pt'} rebuilds its architecture from {run / 'train' / 'weights' / 'last.pt'}, "
+                           f"which does not exist; {moved / 'train' / 'weights' / 'last.pt'}, beside model.pt, "), line  # fmt: skip
+
+
+def test_the_classes_warning_follows_the_facts() -> None:
+    """Names in another order, placeholder names (a model built from a yaml), classes that agree."""
+    from edgeslim.pipelines.slim_yolo import _classes_warning
+
+    names = ["cat", "dog", "bird"]
+    base = {"model": 3, "data": 3, "model_names": names}
+    assert _classes_warning({**base, "data_names": names}) == ""
+    assert _classes_warning({**base, "data_names": None}) == ""  # (placeholders: the count alone)
+    swapped = {
+        **base,
+        "data_names": ["dog", "cat", "bird"],
+        "rows_from": {"dog": "dog", "cat": "cat", "bird": "bird"},
+    }
+    line = _classes_warning(swapped)
+    assert line.startswith("the data yaml's classes differ from the model's (at another position: dog, cat); "
+                           "all 3 of the data's 3 classes start from the model's trained class rows of the same "
+                           "name; give a data yaml"), line  # fmt: skip
+    more = {
+        "model": 2,
+        "data": 3,
+        "model_names": None,
+        "data_names": None,
+        "rows_from": {"0": None, "1": None, "2": None},
+    }
+    assert _classes_warning(more).startswith(
+        "the data yaml has 3 classes, the model 2; classes 0, 1, 2 start from untrained class rows; "
+    )
 
 
 def test_a_wrong_data_yaml_is_one_line_not_an_internal_error(small, tmp_path: Path, capsys) -> None:

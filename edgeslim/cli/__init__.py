@@ -207,6 +207,12 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
 
     out, data = _option(args, "--out"), _option(args, "--data") or ""
     if name == "slim" and out and data.lower().endswith((".yaml", ".yml")):
+        from edgeslim.utils.rundir import TRAIN_DIR
+
+        if not (
+            Path(out) / TRAIN_DIR
+        ).exists():  # (stopped before its first checkpoint: run_directory removed it)
+            return "interrupted before the first checkpoint: nothing was kept; run the command again"
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
     if name in ("train", "slim") and out:
         resume = _resume_hint(args)

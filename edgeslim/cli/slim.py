@@ -449,6 +449,10 @@ def _print_yolo(report: dict[str, Any]) -> None:
         [k.removeprefix("metrics/"), f"{before[k]:.4f}" if k in before else "-", f"{after[k]:.4f}"]
         for k in keys
     ]
+    if report["metrics"].get("not_measured"):  # (ultralytics' 0.0000 would read as a measurement)
+        mrows.append(
+            ["precision, recall, mAP", "not measured", f"not measured: {report['metrics']['not_measured']}"]
+        )
     for key, label in (("params", "parameters"), ("macs", "MACs")):
         mrows.append([label, human(sg[f"{key}_before"]), human(sg[f"{key}_after"])])
     out.print(table("validation (ultralytics) and size", ["", "model given", "slim"], mrows))

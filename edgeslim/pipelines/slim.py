@@ -332,7 +332,14 @@ def _checked_run(
     from edgeslim.pipelines import slim_yolo
 
     if slim_yolo.is_yolo_data(req.data_name):  # a YOLO on its data yaml: ultralytics trains it
-        return slim_yolo.run(req, slim_yolo.check(req), extra["budget"])
+        from edgeslim.slim import CollapseError
+
+        try:
+            return slim_yolo.run(req, slim_yolo.check(req), extra["budget"])
+        except CollapseError:  # (its outputs are written, as a classifier's)
+            if on_collapse is not None:
+                on_collapse(req.out_dir)
+            raise
     if not req.resume:
         from edgeslim.pipelines.source import refuse_compiled, refuse_non_classifier
 

@@ -492,6 +492,7 @@ def _run(
         budget=budget,
         round_to=int(req.round_to or 1),
         threads=req.threads,
+        warn=False,  # (the report's warnings say it, once)
         **slimmer_kwargs,
     )
     # ultralytics prints to stdout (its progress bars, a first run's settings notice), which may carry --json
@@ -509,13 +510,16 @@ def _run(
             _check_channels(Path(str(req.data_name)), _check_data_yaml(Path(str(req.data_name))), yolo.model)
         trained = trained_imgsz(yolo.model)  # the size a training checkpoint was trained at
         classes_given = yolo_classes(yolo.model)
+        names_given, rows_given = _class_names(yolo.model), _class_rows(yolo.model)
+        rows_trained: list[torch.Tensor] = []  # the class rows ultralytics' trainer starts from
+        yolo.add_callback(
+            "on_pretrain_routine_end", lambda trainer: rows_trained.extend(_class_rows(trainer.model))
+        )
         imgsz = int(req.imgsz or (max(trained) if trained else DEFAULT_IMGSZ))
         with logs_on_stderr():
             before = None
             if _is_checkpoint(source):  # a trained model: its mAP before slimming
-                dense = ultralytics_yolo(source)
-                before = _metrics(dense.val(data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16,
-                                            device=_device(req.device), plots=False, verbose=False))  # fmt: skip
+                before = _validate(source, data_yaml, imgsz, req)
             train_args: dict[str, Any] = {
                 "data": data_yaml, "imgsz": imgsz, "device": _device(req.device), "seed": int(req.seed or 0),
                 "project": str(out_dir.resolve()), "name": TRAIN_DIR, "exist_ok": True, "plots": False,
@@ -536,13 +540,16 @@ def _run(
             if given is not None:
                 _name_data(Path(trainer.save_dir) / "args.yaml", given)
             data = getattr(trainer, "data", None) or {}  # (ultralytics' resolved data yaml)
-            val_dir, classes_data = _val_images(data), data.get("nc")
+            val_dir = _val_images(data)
+            classes = _class_facts(trainer, classes_given, names_given, rows_given, rows_trained)
             # the end of the run (best.pt is the epoch of the best mAP, which slimming lowers: often an
             # early, less sparse one; under a budget only the last epoch meets it)
             cut = Path(trainer.last)
-            after = _metrics(ultralytics_yolo(str(cut)).val(data=data_yaml, imgsz=imgsz,
-                             batch=req.batch_size or 16, device=_device(req.device), plots=False,
-                             verbose=False))  # fmt: skip
+            after = _validate(str(cut), data_yaml, imgsz, req)
+            val_labels = _label_count(getattr(getattr(trainer, "test_loader", None), "dataset", None))
+    metrics: dict[str, Any] = {"before": before, "slim": after}
+    if val_labels == 0:  # (ultralytics reports 0 for every metric: no comparison, no collapse to tell)
+        metrics = {"before": None, "slim": None, "not_measured": "no labels in the validation split"}
     rep = prune(
         PruneRequest(
             model=f"yolo:{cut.resolve()}",
@@ -566,7 +573,7 @@ def _run(
         "out_dir": str(out_dir),
         "checkpoint": str(cut),  # the one surgery cut (last.pt)
         "start": "checkpoint" if _is_checkpoint(source) else "random weights",
-        "classes": {"model": classes_given, "data": classes_data},
+        "classes": classes,
         "slimming": {
             "lam": slimming.slimmer.lam if slimming.slimmer else None,
             "shrink": slimming.shrink,
@@ -580,7 +587,7 @@ def _run(
             "total": summary["epochs"][-1]["total"] if summary["epochs"] else None,
             "budget": summary.get("budget"),
         },
-        "metrics": {"before": before, "slim": after},
+        "metrics": metrics,
         "surgery": {
             k: rep.get(k)
             for k in (
@@ -612,11 +619,199 @@ def _run(
     collapse = _collapse(report)
     report["warnings"] = _warnings(report, collapse)
     write_json(out_dir / REPORT_FILE, report)
-    if collapse:
-        raise EdgeslimError(
-            f"slimming {collapse} (outputs written to {out_dir} for diagnosis)", param=collapse.params
-        )
+    if collapse:  # (as a classifier's: the CLI says where the outputs are, and prints the report for --json)
+        from edgeslim.slim import CollapseError
+
+        raise CollapseError(f"slimming {collapse}", param=collapse.params)
     return report
+
+
+def _class_names(model: Any) -> list[str] | None:
+    """The class names of an ultralytics model (or of a data dict's ``names``) in class order; None
+    where it has none, or only ultralytics' placeholders (``0``, ``1`` ...: a model built from a yaml)."""
+    names = model.get("names") if isinstance(model, dict) else getattr(model, "names", None)
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names, key=int)]
+        except (TypeError, ValueError):
+            return None
+    if not isinstance(names, list | tuple) or not names:
+        return None
+    out = [str(n) for n in names]
+    return None if out == [str(i) for i in range(len(out))] else out
+
+
+def _class_rows(model: Any) -> list[Any]:
+    """Copies of the class-logit weights and biases of an ultralytics detection head (the last
+    convolution of each ``cv3`` branch, and ``one2one_cv3``'s: one row per class), [] for another head."""
+    from torch import nn
+
+    layers = getattr(getattr(model, "module", model), "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
+    nc = getattr(head, "nc", None)
+    out = []
+    for attr in ("cv3", "one2one_cv3"):
+        for branch in getattr(head, attr, None) or ():
+            last = branch[-1] if isinstance(branch, nn.Sequential) else None
+            if isinstance(last, nn.Conv2d) and last.out_channels == nc:
+                out += [t.detach().float().clone() for t in (last.weight, last.bias) if t is not None]
+    return out
+
+
+def _norm(name: str) -> str:
+    """A class name as ultralytics matches names (case and surrounding spaces aside)."""
+    return name.strip().lower()
+
+
+def _rows_from(
+    names_given: list[str], rows_given: list[Any], names_data: list[str], rows_trained: list[Any]
+) -> dict[str, str | None] | None:
+    """For each data class, the given model's class whose trained row (in every class layer) the
+    trainer started it from (that of the same name, else that at its position), or None: untrained.
+    None where the rows cannot be compared (another head, or the trainer's rows unknown)."""
+    import torch
+
+    if not rows_given or len(rows_given) != len(rows_trained):
+        return None
+    if any(a.shape[1:] != b.shape[1:] or len(b) != len(names_data) for a, b in zip(rows_given, rows_trained)):
+        return None
+    by_name = {_norm(n): i for i, n in enumerate(names_given)}
+    out: dict[str, str | None] = {}
+    for j, name in enumerate(names_data):
+        out[name] = None
+        for i in dict.fromkeys(
+            x for x in (by_name.get(_norm(name)), j) if x is not None and x < len(names_given)
+        ):
+            if all(torch.equal(b[j], a[i]) for a, b in zip(rows_given, rows_trained)):
+                out[name] = names_given[i]
+                break
+    return out
+
+
+def _labels_beyond(dataset: Any, nc: int) -> dict[str, int] | None:
+    """Of an ultralytics dataset's label files, how many name a class >= ``nc`` (``beyond``), and how
+    many of those images ultralytics left out (``dropped``, of ``images`` listed); None where unknown."""
+    try:
+        from ultralytics.data.utils import img2label_paths
+
+        files = [str(f) for f in dataset.label_files]
+        kept = set(img2label_paths([str(f) for f in dataset.im_files]))
+    except Exception:  # noqa: BLE001 - another ultralytics' dataset: not counted
+        return None
+    beyond = []
+    for f in files:
+        try:
+            classes = [
+                float(line.split()[0])
+                for line in Path(f).read_text(errors="replace").splitlines()
+                if line.split()
+            ]
+        except (OSError, ValueError):
+            continue
+        if classes and max(classes) >= nc:
+            beyond.append(f)
+    return {"images": len(files), "beyond": len(beyond), "dropped": sum(f not in kept for f in beyond)}
+
+
+def _class_facts(
+    trainer: Any, nc_given: int, names_given: list[str] | None, rows_given: list[Any], rows_trained: list[Any]
+) -> dict[str, Any]:
+    """The report's ``classes``: the model's and the data's counts and names and, where they differ,
+    which trained rows ultralytics' trainer carried over (``rows_from``: :func:`_rows_from`) and, for
+    fewer classes, the images whose labels name a class beyond the data's (``labels_beyond``)."""
+    data = getattr(trainer, "data", None) or {}
+    nc = data.get("nc")
+    names_data = _class_names(data)
+    out: dict[str, Any] = {
+        "model": nc_given,
+        "data": nc,
+        "model_names": names_given,
+        "data_names": names_data,
+    }
+    if isinstance(nc, int) and (nc != nc_given or (names_given and names_data and names_data != names_given)):
+        out["rows_from"] = _rows_from(  # (placeholder names: compared at their positions)
+            names_given or [str(i) for i in range(nc_given)], rows_given,
+            names_data or [str(i) for i in range(nc)], rows_trained,
+        )  # fmt: skip
+    if isinstance(nc, int) and nc < nc_given:
+        loaders = {"train": "train_loader", "val": "test_loader"}
+        out["labels_beyond"] = {
+            split: _labels_beyond(getattr(getattr(trainer, attr, None), "dataset", None), nc)
+            for split, attr in loaders.items()
+        }
+    return out
+
+
+def _listed(names: list[str], most: int = 6) -> str:
+    """``names`` joined, the first ``most`` of a longer list and how many more."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _classes_warning(classes: dict[str, Any]) -> str:
+    """The warning for a data yaml whose classes differ from the model's (count, names or order):
+    how they differ, what ultralytics' trainer did with the class rows (as compared, not as assumed
+    of its version) and the images it left out for labels beyond the data's classes; "" when they
+    agree."""
+    nc_model, nc_data = classes.get("model"), classes.get("data")
+    given, data = classes.get("model_names"), classes.get("data_names")
+    named = given is not None and data is not None
+    if nc_data is None or (nc_data == nc_model and (not named or given == data)):
+        return ""
+    parts = []
+    if named:
+        new = [n for n in data if _norm(n) not in {_norm(g) for g in given}]
+        gone = [g for g in given if _norm(g) not in {_norm(n) for n in data}]
+        moved = [
+            n for j, n in enumerate(data) if n not in new and (j >= len(given) or _norm(given[j]) != _norm(n))
+        ]
+        said = [f"the data yaml has {nc_data} classes, the model {nc_model}" if nc_data != nc_model else
+                "the data yaml's classes differ from the model's"]  # fmt: skip
+        if new:
+            said.append(f"new to the model: {_listed(new)}")
+        if gone:
+            said.append(f"not in the data: the model's {_listed(gone)}")
+        if moved:
+            said.append(f"at another position: {_listed(moved)}")
+        parts.append(f"{said[0]} ({'; '.join(said[1:])})" if len(said) > 1 else said[0])
+    else:
+        parts.append(f"the data yaml has {nc_data} classes, the model {nc_model}")
+    rows = classes.get("rows_from")
+    if rows is not None:  # (compared row for row: what this ultralytics did, whatever its version)
+        untrained = [n for n, g in rows.items() if g is None]
+        by_name = [n for n, g in rows.items() if g is not None and _norm(g) == _norm(n)]
+        by_place = [f"{n} ({g}'s)" for n, g in rows.items() if g is not None and _norm(g) != _norm(n)]
+        if by_name:
+            parts.append(
+                f"{'all ' if len(by_name) == len(rows) else ''}{len(by_name)} of the data's {len(rows)} classes "
+                "start from the model's trained class rows "
+                + ("of the same name" if named else "at their positions")
+            )
+        if by_place:
+            parts.append(
+                f"{_listed(by_place)} start from the trained row of the model's class at that position"
+            )
+        if untrained:
+            parts.append(f"{'' if data else 'classes '}{_listed(untrained)} start from untrained class rows")
+    else:  # (another head: not compared)
+        parts.append(
+            "ultralytics builds the class layers for the data's classes (its log says which rows it carried over)"
+        )
+    dropped = {k: v for k, v in (classes.get("labels_beyond") or {}).items() if v and v["beyond"]}
+    if dropped:
+        split = {"train": "training", "val": "validation"}
+        counts = ", ".join(
+            f"{v['dropped']} of {v['images']} {split.get(k, k)} images" for k, v in dropped.items()
+        )
+        kept = sum(v["beyond"] - v["dropped"] for v in dropped.values())
+        parts.append(
+            f"ultralytics left out {counts} whose labels name classes beyond the data yaml's {nc_data} (its log calls "
+            "them corrupt)" + (f"; {kept} such images it kept" if kept else "")
+        )
+    return (
+        "; ".join(parts)
+        + "; give a data yaml with the model's classes, in its order, to slim the model as trained"
+    )
 
 
 def _map_fall(report: dict[str, Any]) -> tuple[float, float] | None:
@@ -662,8 +857,8 @@ def _collapse(report: dict[str, Any]) -> Notice | str:
 
 def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
     """What the user must know about the result: a collapse (first), no channel removed, a budget
-    that overshot or missed its target (:func:`edgeslim.slim.budget_warning`, as for classifiers)."""
-    from edgeslim.slim import BUDGET_MISS_TOLERANCE, budget_warning
+    that overshot or missed its target (:func:`edgeslim.sparsity.budget.budget_warning`, as for classifiers)."""
+    from edgeslim.sparsity.budget import BUDGET_MISS_TOLERANCE, budget_warning
 
     out = [collapse] if collapse else []
     fall = _map_fall(report)
@@ -673,18 +868,20 @@ def _warnings(report: dict[str, Any], collapse: str) -> list[str]:
             f"(<= {COLLAPSE_FLOOR}) to call it a collapse on this validation set, but the slim network lost most "
             "of what it had: train the model further first, or slim more gently (a budget, more epochs)"
         )
+    if (report.get("metrics") or {}).get("not_measured"):
+        out.append(
+            f"precision, recall and mAP not measured ({report['metrics']['not_measured']}): nothing compares the "
+            "slim network's accuracy with the given model's, and a collapse would go unnoticed; give a data yaml "
+            "whose val images have labels"
+        )
     classes = report.get("classes") or {}
     if report.get("start") == "random weights":
         out.append(
             f"{report['arch']} started from random weights (built from its yaml): slimming is meant for a trained "
             "model; give your best.pt"
         )
-    elif classes.get("data") is not None and classes["data"] != classes.get("model"):
-        out.append(
-            f"the data yaml has {classes['data']} classes, the model {classes['model']}: ultralytics replaced its "
-            "class layers with untrained ones, and the 'before' validation skipped the labels of classes it cannot "
-            "predict; give a data yaml with the model's classes"
-        )
+    elif line := _classes_warning(classes):
+        out.append(line)
     if not report["surgery"].get("removed_channels"):
         out.append(
             Notice(
@@ -720,6 +917,30 @@ def _device(device: str | None) -> str | None:
     if device == "cuda":
         return "0"
     return device.split(":", 1)[1] if device.startswith("cuda:") else device
+
+
+def _validate(source: str, data_yaml: str, imgsz: int, req: Any) -> dict[str, float] | None:
+    """ultralytics' validation of the checkpoint ``source`` on the data yaml's val split (its metrics:
+    :func:`_metrics`), into a temporary folder removed afterwards (without a project, ultralytics makes
+    a ``val-N`` folder in its settings' runs_dir, outside the run's)."""
+    import tempfile
+
+    from edgeslim.models.yolo import ultralytics_yolo
+
+    with tempfile.TemporaryDirectory(prefix="edgeslim-val-") as tmp:
+        results = ultralytics_yolo(source).val(
+            data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16, device=_device(req.device), plots=False,
+            verbose=False, project=tmp, name="val", exist_ok=True,
+        )  # fmt: skip
+    return _metrics(results)
+
+
+def _label_count(dataset: Any) -> int | None:
+    """The boxes (labels) of an ultralytics dataset, None where it does not say."""
+    try:
+        return sum(len(lb["cls"]) for lb in dataset.labels)
+    except Exception:  # noqa: BLE001 - another ultralytics' dataset: not counted
+        return None
 
 
 def _metrics(results: Any) -> dict[str, float] | None:

@@ -12,7 +12,7 @@ trainer through its callbacks, so ``yolo.train(...)`` runs as usual and the chec
     yolo = YOLO("runs/detect/train/weights/best.pt")  # trained weights (a yaml model is re-initialised)
     slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}).attach(yolo)  # or shrink=
     yolo.train(data="my_data.yaml", epochs=50)
-    print(slimming.summary())  # BN channels exactly zero per epoch, the budget reached
+    print(slimming.summary())  # BN channels exactly zero per epoch, where the budget ended
 
 then ``edgeslim prune yolo:runs/detect/train2/weights/last.pt --trust-pickle -o slim.pt``.
 
@@ -71,7 +71,9 @@ class UltralyticsSlimming:
     early stopping is switched off so that the last epoch comes); the BN statistics of the saved
     network are then re-estimated on a few training batches. ``round_to``: keep channel counts in
     multiples of this, with trained channels. ``threads``: CPU threads for training (ultralytics
-    sets its own when it builds the trainer).
+    sets its own when it builds the trainer). ``warn``: log a warning at the end of training when the
+    budget was missed or overshot (:func:`~edgeslim.sparsity.budget.budget_warning`, what
+    ``edgeslim slim`` warns).
 
     The network to cut is ``last.pt`` (the end of the run; ``best.pt`` is the epoch of the best
     mAP, which slimming lowers: often an early, less sparse one). One device only; ultralytics'
@@ -90,6 +92,7 @@ class UltralyticsSlimming:
         budget: BudgetSettings | dict[str, Any] | None = None,
         round_to: int = 1,
         threads: int | None = None,
+        warn: bool = True,
         **slimmer_kwargs: Any,
     ) -> None:
         if (lam is None) == (shrink is None):
@@ -113,7 +116,7 @@ class UltralyticsSlimming:
             budget = BudgetSettings.from_dict(budget)
         if budget is not None:
             budget.validate()
-        self.budget, self.round_to, self.threads = budget, int(round_to), threads
+        self.budget, self.round_to, self.threads, self.warn = budget, int(round_to), threads, warn
         self.controller: Any = None
         self.shrink, self.lam, self.beta, self.zero_invariant = shrink, lam, beta, zero_invariant
         self.slimmer_kwargs = slimmer_kwargs
@@ -262,6 +265,11 @@ class UltralyticsSlimming:
             torch.set_num_threads(self._threads_before)
             self._threads_before = 0
         self.final = self._require().finalize(warn=False)  # (the slim report says when nothing reached zero)
+        if self.warn and self.controller is not None:  # a budget missed or overshot (as edgeslim slim says)
+            from edgeslim.sparsity.budget import budget_warning
+
+            if line := budget_warning(self.summary()["budget"]):
+                log.warning("%s", line)
 
     # ------------------------------------------------------------------ helpers
     def planned_steps(self, trainer: Any) -> tuple[list[float], list[float]]:
