@@ -557,7 +557,7 @@ def test_slim_normalizes_as_the_model_was_trained(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert load_model(tmp_path / "third" / "model.pt").meta["std"] == [0.3]
     for bad, needle in ((["--mean", "0.5"], "--mean and --std together"), (["--mean", "0.5,0.5", "--std", "0.2,0.2"],
-                        "digits's images have 1 channels")):  # fmt: skip
+                        "digits's images have 1 channel:")):  # fmt: skip
         assert main([*base, "vgg-small", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert needle in capsys.readouterr().err
 

@@ -80,14 +80,6 @@ class BenchRequest(CheckedFields):
         """Combinations that cannot work, refused before anything is measured."""
         from edgeslim.utils.sniff import empty_file_error
 
-        # (before a file's kind is read from its name: a mistyped baseline was "a file of another kind")
-        for what, f in (("model file", self.model), ("baseline", self.baseline)):
-            if f is not None and not Path(f).exists():
-                raise EdgeslimError(f"{what} {f} does not exist; check the path",
-                                    param="baseline" if what == "baseline" else None)  # fmt: skip
-        for f in (self.model, self.baseline):  # (a failed copy to the device: before any runtime reads it)
-            if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
-                raise empty_file_error(f)
         timing(self)  # its limits, consistent together
         if self.calibrate and not self.predict:
             raise EdgeslimError(
@@ -135,6 +127,15 @@ class BenchRequest(CheckedFields):
                 "width_models calibrate a latency table; add layer_table",
                 param=("width_models", "layer_table"),
             )
+        # the files, after the options (those refusals hold whatever the files): before a file's kind is read
+        # from its name (a mistyped baseline was "a file of another kind") and before any runtime reads it
+        for what, f in (("model file", self.model), ("baseline", self.baseline)):
+            if f is not None and not Path(f).exists():
+                raise EdgeslimError(f"{what} {f} does not exist; check the path",
+                                    param="baseline" if what == "baseline" else None)  # fmt: skip
+        for f in (self.model, self.baseline):  # (a failed copy to the device)
+            if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
+                raise empty_file_error(f)
 
 
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
