@@ -52,3 +52,22 @@ def no_torch_env(tmp: Path, *also: str) -> dict:
 
 
 PY = sys.executable
+
+
+def quantize_qdq(fp32: Path, out: Path, **kw) -> Path:
+    """An INT8 Q/DQ ONNX of ``fp32`` (a 1x28x28 ``input``: ONNX Runtime's static quantizer on 4 random
+    calibration images); ``kw`` go to ``quantize_static`` (e.g. ``op_types_to_quantize``)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": x[i : i + 1]} for i in range(len(x))])
+
+        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
+            return next(self.items, None)
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, **kw)
+    return out

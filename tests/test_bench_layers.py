@@ -755,24 +755,11 @@ def test_a_layer_table_of_a_partly_quantized_onnx_is_refused(files, tmp_path, ca
     out with that one layer and every quantized conv lumped into the fixed time (98% of a run it exceeded)."""
     import shutil
 
-    import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from bench_helpers import quantize_qdq
 
     fp32 = tmp_path / "m.onnx"
     shutil.copyfile(files["vgg-small"][2], fp32)
-    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"input": x[i : i + 1]} for i in range(len(x))])
-
-        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
-            return next(self.items, None)
-
-    part = tmp_path / "part.onnx"
-    quantize_static(
-        str(fp32), str(part), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"]
-    )
+    part = quantize_qdq(fp32, tmp_path / "part.onnx", op_types_to_quantize=["Conv"])
     args = ["--layer-table", str(tmp_path / "t.json"), "--batch", "1", "--no-sweep", "--min-time", "0.05"]
     assert main(["bench", str(part), *args]) == 2
     err = capsys.readouterr().err.strip()

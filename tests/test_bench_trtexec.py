@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from bench_helpers import DENSE_CFG, PY, THIN_CFG, export_vgg
+from bench_helpers import DENSE_CFG, PY, THIN_CFG, export_vgg, quantize_qdq
 
 from edgeslim.cli import main
 
@@ -147,31 +147,13 @@ def test_trtexec_memory_is_not_measured_and_says_so(pair, tmp_path) -> None:
     assert "Memory and load time not measured (-): trtexec runs each model in a process of its own" in section
 
 
-def _qdq(fp32: Path, out: Path) -> Path:
-    """An INT8 Q/DQ ONNX of ``fp32`` (ONNX Runtime's static quantizer, random calibration images)."""
-    import numpy as np
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"input": x[i : i + 1]} for i in range(len(x))])
-
-        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
-            return next(self.items, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ)
-    return out
-
-
 def test_each_file_is_built_in_its_own_precision(pair, tmp_path, capsys) -> None:
     """A review: a trtexec bench of an INT8 Q/DQ ONNX built it with --fp16 alone (export's script builds it
     --int8 --fp16), and precision int8 built the FP32 baseline --int8 too, uncalibrated, without a word. A
     Q/DQ file is now built in INT8 whatever precision says, a float file in the precision asked (FP16 by
     default), and precision int8 on a float file says what it times."""
     dense, _ = pair
-    qdq = _qdq(dense, tmp_path / "slim.int8.qdq.onnx")
+    qdq = quantize_qdq(dense, tmp_path / "slim.int8.qdq.onnx")
     exe, log = standin_tools(tmp_path, build_s=0, tegrastats=False)
     args = ["bench", str(qdq), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe), "--batch",
             "1", "--trials", "1", "--warmup", "0.2", "--no-tegrastats"]  # fmt: skip
