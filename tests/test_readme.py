@@ -1,5 +1,5 @@
 """The README's commands run as written: its shell blocks in order in a fresh directory, and its
-Python example. Only sizes shrink (``--subset``, ``--test-subset``, ``--epochs``, bench timing)."""
+Python example. Only sizes shrink (``--subset``, ``--test-subset``, bench timing)."""
 
 from __future__ import annotations
 

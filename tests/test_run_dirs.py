@@ -797,3 +797,17 @@ def test_a_stopped_yolo_run_says_whether_it_needs_force(tmp_path: Path) -> None:
     assert (
         _interrupted_line(args) == f"interrupted; a YOLO run starts over: rerun it with --force (--out {out})"
     )
+
+
+def test_a_refused_run_leaves_no_parent_folder_it_made(tmp_path, monkeypatch, capsys):
+    """A README trial (session 35): `slim ... --data-dir my_images --out runs/mine` without that folder was
+    refused in one line but left an empty `runs/`: only `runs/mine` was removed again. The parent folders
+    a refused run made go with it; a folder that was there before stays."""
+    monkeypatch.chdir(tmp_path)
+    args = ["slim", "vgg-small", "--data", "imagefolder", "--data-dir", "my_images"]
+    assert main([*args, "--out", "runs/mine"]) == 2
+    assert "my_images does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "keep").mkdir()
+    assert main([*args, "--out", "keep/a/b"]) == 2
+    assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "a").exists()

@@ -31,7 +31,9 @@ from edgeslim.errors import Step
     help="ONNX opset (17: TensorRT 8.5+ and ORT).",
 )
 @click.option(
-    "--dynamic-batch", is_flag=True, help="Dynamic batch dimension (TensorRT optimization profile)."
+    "--dynamic-batch",
+    is_flag=True,
+    help="Dynamic batch dimension: to bench or run the ONNX at batches other than 1 (and TensorRT's optimization profile).",
 )
 @click.option("--input-shape", type=SHAPE, help=f"C,H,W of one input [{INPUT_SHAPE_DEFAULT}].")
 @click.option(

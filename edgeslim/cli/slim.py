@@ -199,7 +199,7 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
     Examples:
       edgeslim slim vgg-small --data fashion-mnist --epochs 10 --target-macs 0.5 --out runs/vgg
       edgeslim slim tv:resnet18 --weights r18.pt --num-classes 3 --data imagefolder \\
-          --data-dir my_images --out runs/r18
+          --data-dir my_images --lr 0.01 --batch-size 32 --out runs/r18
       edgeslim slim yolo:best.pt --trust-pickle --data my_data.yaml --epochs 50 --out runs/yolo
       edgeslim slim --resume --out runs/vgg        # continue an interrupted run
     """

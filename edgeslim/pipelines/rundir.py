@@ -63,10 +63,11 @@ def run_directory(
     is held until the block ends.
     """
     created = not Path(out_dir).exists()  # removed again if the run fails before writing a file
+    parents = [p for p in Path(out_dir).parents if not p.exists()]  # (made for it: removed with it)
     aside: _ReplacedFiles | None = None
     part = out_dir / interrupted if interrupted else None
     check_output_dir(out_dir, force=True)  # a writable directory; its contents are checked under the lock
-    with run_dir_lock(out_dir, created=created):
+    with run_dir_lock(out_dir, created=created, parents=parents):
         _say_left_aside(out_dir)
         if part is not None and part.is_symlink():  # (a probe: a run wrote and deleted through the link)
             raise EdgeslimError(

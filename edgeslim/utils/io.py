@@ -9,7 +9,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -342,7 +342,9 @@ LOCK_NAME = ".edgeslim.lock"
 
 
 @contextlib.contextmanager
-def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[Path]:
+def run_dir_lock(
+    path: str | os.PathLike, *, created: bool = False, parents: Sequence[Path] = ()
+) -> Iterator[Path]:
     """Hold an exclusive lock on the run directory ``path`` (created if missing) while writing.
 
     A second run into the same directory fails at once with a one-line error. The lock is an
@@ -350,9 +352,11 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
     ``kill -9``, so an interrupted run never leaves a stale lock behind. The lock file is removed
     when the run ends (a killed run leaves it, unlocked: harmless). A run that fails before
     writing any file into a directory made for it (missing before, or ``created``: made by the
-    caller) removes that directory again.
+    caller) removes that directory again, and the empty parent folders made for it (here, or ``parents``:
+    by the caller, nearest first; a review: a refused ``runs/mine`` left an empty ``runs/``).
     """
     d = Path(path)
+    parents = [*parents, *(p for p in d.parents if not p.exists())]  # (nearest first)
     created = created or not d.exists()
     d.mkdir(parents=True, exist_ok=True)
     lock = d / LOCK_NAME
@@ -363,6 +367,11 @@ def run_dir_lock(path: str | os.PathLike, *, created: bool = False) -> Iterator[
         except BaseException:
             if created:
                 _remove_if_unwritten(d, lock)
+                for p in parents if not d.exists() else ():
+                    try:
+                        p.rmdir()  # (only while empty)
+                    except OSError:
+                        break
             raise
         finally:
             with contextlib.suppress(OSError):
