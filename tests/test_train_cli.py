@@ -615,14 +615,17 @@ def test_train_refuses_a_slim_runs_folder_even_forced(tmp_path, capsys) -> None:
 def test_resuming_a_finished_run_in_its_folder_is_refused(tmp_path, capsys) -> None:
     """Train review, finding 8: ``train --resume --out ns1`` on a finished three-stage run exited 0,
     re-printed "wrote ..." and rewrote report.json's wall time, where a finished prune-only run was
-    refused as "no training state" and slim --resume of a finished run as finished. One line says so."""
+    refused as "no training state" and slim --resume of a finished run as finished. One line says so.
+    Review of the day's code: ``--resume RUN --out RUN`` (the run-folder spelling) was not refused, and
+    with --force reran and rewrote the finished run; a folder is its model.pt for the check."""
     for name, extra in (("ft", ["--finetune-epochs", "1"]), ("noft", [])):
         out = tmp_path / name
         assert main(["train", *DIGITS, "--subset", "128", "--test-subset", "64", "--method", "subgradient",
                      "--prune-ratio", "0.5", *extra, "--out", str(out)]) == 0  # fmt: skip
         capsys.readouterr()
         report = (out / "report.json").read_bytes()
-        for resume in (["--resume"], ["--resume", str(out / "model.pt")]):
+        for resume in (["--resume"], ["--resume", str(out / "model.pt")], ["--resume", str(out)],
+                       ["--resume", str(out), "--force"]):  # fmt: skip
             assert main(["train", *resume, "--out", str(out)]) == 2
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and f"{out} holds a finished run" in err, err
