@@ -180,6 +180,27 @@ def test_each_file_is_built_in_its_own_precision(pair, tmp_path, capsys) -> None
     assert f"{qdq} is" not in err
 
 
+def test_the_qdq_note_says_where_the_float_files_precision_came_from(pair, tmp_path, capsys) -> None:
+    """Review of the day's code: with the precision chosen by the profile (no precision given) the Q/DQ
+    file's note said "whatever --precision says; precision fp16 is for the float files". It names the
+    profile whose precision it is, and names precision once (the CLI shows it as the flag)."""
+    dense, _ = pair
+    qdq = quantize_qdq(dense, tmp_path / "slim.int8.qdq.onnx")
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    args = ["bench", str(qdq), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe), "--batch",
+            "1", "--trials", "1", "--warmup", "0.2", "--no-tegrastats", "--no-plots"]  # fmt: skip
+    assert main([*args, "--profile", "jetson-orin-nano-8gb", "--out", str(tmp_path / "p")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"{qdq} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's script does); the "
+        "profile jetson-orin-nano-8gb's fp16 is for the float files (give --precision for another)" in err
+    ), err
+    assert main([*args, "--precision", "fp32", "--out", str(tmp_path / "f")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "as export's script does); --precision fp32 is for the float files" in err, err
+    assert err.count("precision") == 1, err
+
+
 def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp_path, monkeypatch) -> None:
     """A review: a long trtexec engine build was killed as "benchmark process timed out after 300 s; lower
     --min-time": the measuring process's limit (4 x max_time per batch size, and a minute) held the build

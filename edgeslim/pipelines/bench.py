@@ -229,19 +229,25 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if name == "trtexec" and (asked := options.get("precision")):
         from edgeslim.bench.backends.trtexec import qdq_onnx
 
+        # (worded by where the precision came from: given, or the profile's preferred one; each param
+        # named once, the CLI showing its first naming as a flag: a review)
+        given = req.precision is not None
+        source = f"precision {asked}" if given else f"the profile {profile.name}'s {asked}"
         for m in files:
             if model_format(m) != "onnx":
                 continue
             qdq = qdq_onnx(m)
             if qdq and asked != "int8":
                 notes.append(Notice(f"{m} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's "
-                                    f"script does) whatever precision says; precision {asked} is for the float files",
+                                    f"script does); {source} is for the float files"
+                                    + ("" if given else " (give precision for another)"),
                                     "precision"))  # fmt: skip
             elif not qdq and asked == "int8":
-                notes.append(Notice(f"{m} is a float ONNX: precision int8 builds it in INT8 with TensorRT's placeholder "
+                fix = "leave int8 out" if given else "give precision fp16"
+                notes.append(Notice(f"{m} is a float ONNX: {source} builds it in INT8 with TensorRT's placeholder "
                                     "ranges, uncalibrated (a speed, not the accuracy of any model); export's INT8 Q/DQ "
-                                    "ONNX (NAME.int8.qdq.onnx) is built in INT8 whatever precision says: leave precision "
-                                    "out to build the float files in FP16", "precision"))  # fmt: skip
+                                    "ONNX (NAME.int8.qdq.onnx) is built in INT8 anyway: "
+                                    f"{fix} to build the float files in FP16", "precision"))  # fmt: skip
     if req.onnx and req.baseline and name == "trtexec":  # (one ONNX for two engines: a review)
         notes.append(Notice(f"onnx {req.onnx} gives trtexec the input name and shape of both engines, the baseline's "
                             "too: compare engines of one network at one input size", "onnx"))  # fmt: skip
