@@ -430,5 +430,6 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         prune_ratio=kw["prune_ratio"], round_to=int(resolve_alignment(kw["round_to"], None)["round_to"]),
         finetune_epochs=kw["finetune_epochs"] or 0, finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
+        say=say if info.is_main else None,
     )  # fmt: skip
     return report, spec, bundle, recipe
