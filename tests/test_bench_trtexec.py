@@ -228,6 +228,18 @@ def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp
     assert e.value.params == ("max_time", "min_iters")
 
 
+def test_a_missing_onnx_is_said_missing_as_onnx(tmp_path, capsys) -> None:
+    """Review of the day's code: ``bench slim.engine --onnx missing.onnx`` said "model file missing.onnx
+    does not exist": the missing-file check names the onnx option too."""
+    engine = tmp_path / "slim.engine"
+    engine.write_bytes(b"not an engine, never read")
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    missing = tmp_path / "missing.onnx"
+    assert main(["bench", str(engine), "--onnx", str(missing), "--backend", "trtexec", "--trtexec", str(exe),
+                 "--batch", "1", "--trials", "1", "--no-tegrastats"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == f"error: --onnx {missing} does not exist; check the path"
+
+
 def test_a_mistyped_baseline_is_said_missing(pair, tmp_path, capsys) -> None:
     """A review: ``bench slim.onnx --baseline dense.onx`` (a typo) said the two "are files of different kinds,
     timed by different runtimes"; a missing file is now said missing, before its kind is read from its name."""

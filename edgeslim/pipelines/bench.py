@@ -129,11 +129,11 @@ class BenchRequest(CheckedFields):
             )
         # the files, after the options (those refusals hold whatever the files): before a file's kind is read
         # from its name (a mistyped baseline was "a file of another kind") and before any runtime reads it
-        for what, f in (("model file", self.model), ("baseline", self.baseline)):
+        for what, f in (("model file", self.model), ("baseline", self.baseline), ("onnx", self.onnx)):
             if f is not None and not Path(f).exists():
                 raise EdgeslimError(f"{what} {f} does not exist; check the path",
-                                    param="baseline" if what == "baseline" else None)  # fmt: skip
-        for f in (self.model, self.baseline):  # (a failed copy to the device)
+                                    param=what if what in ("baseline", "onnx") else None)  # fmt: skip
+        for f in (self.model, self.baseline, self.onnx):  # (a failed copy to the device)
             if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
                 raise empty_file_error(f)
 
