@@ -201,6 +201,29 @@ def test_the_qdq_note_says_where_the_float_files_precision_came_from(pair, tmp_p
     assert err.count("precision") == 1, err
 
 
+def test_the_ort_note_and_the_trtexec_build_agree_on_which_file_is_qdq(pair, tmp_path) -> None:
+    """Review of the day's code: two Q/DQ detectors with different rules (bench's ONNX Runtime note:
+    metadata, then a ``.int8.qdq.onnx`` name; trtexec's build: the graph, then a ``.qdq.onnx`` name) told
+    a float file named ``.int8.qdq.onnx`` TensorRT's Q/DQ form while trtexec built it FP16, and a Q/DQ
+    file named ``.qdq.onnx`` float while trtexec built it INT8. One rule (``qdq_style``) serves both."""
+    import shutil
+
+    from edgeslim.bench.backends.trtexec import TrtexecSession
+    from edgeslim.pipelines.bench import BenchRequest, backend_and_options
+
+    dense, _ = pair
+    qdq = quantize_qdq(dense, tmp_path / "q.qdq.onnx")
+    float_named_qdq = tmp_path / "f.int8.qdq.onnx"
+    shutil.copyfile(dense, float_named_qdq)
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    for path, int8 in ((qdq, True), (float_named_qdq, False), (dense, False)):
+        said: list[str] = []
+        backend_and_options(BenchRequest(model=str(path), backend="onnxruntime"), None, said.append)
+        noted = any("INT8 Q/DQ ONNX for TensorRT" in s for s in said)
+        built = TrtexecSession(str(exe), str(path), {}).precision
+        assert (noted, built == "int8") == (int8, int8), (path.name, said, built)
+
+
 def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp_path, monkeypatch) -> None:
     """A review: a long trtexec engine build was killed as "benchmark process timed out after 300 s; lower
     --min-time": the measuring process's limit (4 x max_time per batch size, and a minute) held the build

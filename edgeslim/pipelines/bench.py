@@ -141,6 +141,7 @@ class BenchRequest(CheckedFields):
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
     """The backend to use and its options, from the request and the device profile."""
     from edgeslim.bench.backends import ALIASES, default_backend_for, model_format
+    from edgeslim.bench.onnx_cost import qdq_style
     from edgeslim.channels.devices import TENSORRT_BACKENDS
 
     notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
@@ -204,7 +205,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if prov:
         options["providers"] = prov
     for m in files if name == "onnxruntime" else ():
-        if _tensorrt_qdq(m):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
+        if (
+            qdq_style(m) == "tensorrt"
+        ):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
             notes.append(Notice(f"{m} is export's INT8 Q/DQ ONNX for TensorRT, which ONNX Runtime runs slower than "
                                 "FP32 (not INT8 timings): time it with backend trtexec on the device, or time the "
                                 "ONNX Runtime INT8 model an INT8 export without TensorRT writes (NAME.int8.onnx)",
@@ -227,8 +230,6 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                             "give precision to build the float ones in another", "precision"))  # fmt: skip
     # each file's precision (a review: a Q/DQ file was built FP16 alone, a float one INT8 uncalibrated unsaid)
     if name == "trtexec" and (asked := options.get("precision")):
-        from edgeslim.bench.backends.trtexec import qdq_onnx
-
         # (worded by where the precision came from: given, or the profile's preferred one; each param
         # named once, the CLI showing its first naming as a flag: a review)
         given = req.precision is not None
@@ -236,7 +237,7 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
         for m in files:
             if model_format(m) != "onnx":
                 continue
-            qdq = qdq_onnx(m)
+            qdq = qdq_style(m) is not None
             if qdq and asked != "int8":
                 notes.append(Notice(f"{m} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's "
                                     f"script does); {source} is for the float files"
@@ -291,23 +292,6 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     for note in notes:
         say(note)
     return name, options
-
-
-def _tensorrt_qdq(path: str) -> bool:
-    """Whether ``path`` is export's INT8 Q/DQ ONNX for TensorRT (``NAME.int8.qdq.onnx``): its INT8 check's
-    metadata says style ``tensorrt``, or, without it, its name."""
-    import json
-
-    from edgeslim.bench.backends import model_format
-    from edgeslim.utils.onnx_graph import onnx_metadata
-
-    if model_format(path) != "onnx":
-        return False
-    try:
-        style = json.loads(onnx_metadata(path).get("validation") or "{}").get("style")
-    except (ValueError, AttributeError):  # (not edgeslim's check: not JSON, or not an object)
-        style = None
-    return style == "tensorrt" if style else str(path).endswith(".int8.qdq.onnx")
 
 
 def misnamed(*paths: str | None) -> list[Notice]:
