@@ -1381,6 +1381,29 @@ def test_a_stop_signal_during_a_childs_stop_waits_until_the_group_is_stopped(tmp
     )
 
 
+@pytest.mark.parametrize("stamped", [None, []], ids=["communicate", "stamped"])
+def test_a_child_printing_a_byte_that_is_not_utf8_is_read_to_its_end(stamped) -> None:
+    """Review of the day's code: one non-UTF-8 byte on trtexec's stdout (a Latin-1 file name it echoes)
+    ended the stamped reader thread, nothing drained stdout and the child blocked on a full pipe until
+    the measuring process's limit (without ``stamped``: UnicodeDecodeError at once). Both streams are
+    decoded with U+FFFD in place of a bad byte, and every line after it is read."""
+    import sys
+
+    from edgeslim.bench.children import run_child
+
+    prog = (
+        "import sys; sys.stdout.buffer.write(b'[I] caf\\xe9 model\\n'); sys.stdout.flush();"
+        "sys.stderr.buffer.write(b'mod\\xe8le\\n'); sys.stderr.flush();"
+        "[print('y' * 200, flush=True) for _ in range(2000)]"
+    )
+    r = run_child([sys.executable, "-c", prog], timeout=30, own_group=True, grace_s=1, stamped=stamped)
+    assert r.returncode == 0
+    assert r.stdout.startswith("[I] caf\ufffd model\n") and r.stdout.count("y" * 200) == 2000
+    assert r.stderr == "mod\ufffdle\n"
+    if stamped is not None:
+        assert len(stamped) == 2001
+
+
 def test_an_ort_file_is_named_so_when_unreadable_or_given_for_a_layer_table(onnx_pair, tmp_path):
     """Review of the day's code: a truncated ``.ort`` was called "not a readable ONNX file", and an ``.ort``
     named ``.onnx`` given to ``--layer-table`` "needs an .onnx file; got X.onnx": the first names ONNX

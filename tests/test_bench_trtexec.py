@@ -180,6 +180,50 @@ def test_each_file_is_built_in_its_own_precision(pair, tmp_path, capsys) -> None
     assert f"{qdq} is" not in err
 
 
+def test_the_qdq_note_says_where_the_float_files_precision_came_from(pair, tmp_path, capsys) -> None:
+    """Review of the day's code: with the precision chosen by the profile (no precision given) the Q/DQ
+    file's note said "whatever --precision says; precision fp16 is for the float files". It names the
+    profile whose precision it is, and names precision once (the CLI shows it as the flag)."""
+    dense, _ = pair
+    qdq = quantize_qdq(dense, tmp_path / "slim.int8.qdq.onnx")
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    args = ["bench", str(qdq), "--baseline", str(dense), "--backend", "trtexec", "--trtexec", str(exe), "--batch",
+            "1", "--trials", "1", "--warmup", "0.2", "--no-tegrastats", "--no-plots"]  # fmt: skip
+    assert main([*args, "--profile", "jetson-orin-nano-8gb", "--out", str(tmp_path / "p")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        f"{qdq} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's script does); the "
+        "profile jetson-orin-nano-8gb's fp16 is for the float files (give --precision for another)" in err
+    ), err
+    assert main([*args, "--precision", "fp32", "--out", str(tmp_path / "f")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "as export's script does); --precision fp32 is for the float files" in err, err
+    assert err.count("precision") == 1, err
+
+
+def test_the_ort_note_and_the_trtexec_build_agree_on_which_file_is_qdq(pair, tmp_path) -> None:
+    """Review of the day's code: two Q/DQ detectors with different rules (bench's ONNX Runtime note:
+    metadata, then a ``.int8.qdq.onnx`` name; trtexec's build: the graph, then a ``.qdq.onnx`` name) told
+    a float file named ``.int8.qdq.onnx`` TensorRT's Q/DQ form while trtexec built it FP16, and a Q/DQ
+    file named ``.qdq.onnx`` float while trtexec built it INT8. One rule (``qdq_style``) serves both."""
+    import shutil
+
+    from edgeslim.bench.backends.trtexec import TrtexecSession
+    from edgeslim.pipelines.bench import BenchRequest, backend_and_options
+
+    dense, _ = pair
+    qdq = quantize_qdq(dense, tmp_path / "q.qdq.onnx")
+    float_named_qdq = tmp_path / "f.int8.qdq.onnx"
+    shutil.copyfile(dense, float_named_qdq)
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    for path, int8 in ((qdq, True), (float_named_qdq, False), (dense, False)):
+        said: list[str] = []
+        backend_and_options(BenchRequest(model=str(path), backend="onnxruntime"), None, said.append)
+        noted = any("INT8 Q/DQ ONNX for TensorRT" in s for s in said)
+        built = TrtexecSession(str(exe), str(path), {}).precision
+        assert (noted, built == "int8") == (int8, int8), (path.name, said, built)
+
+
 def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp_path, monkeypatch) -> None:
     """A review: a long trtexec engine build was killed as "benchmark process timed out after 300 s; lower
     --min-time": the measuring process's limit (4 x max_time per batch size, and a minute) held the build
@@ -205,6 +249,18 @@ def test_a_long_engine_build_is_no_part_of_the_measuring_process_limit(pair, tmp
     ) as e:
         compare.run_worker(spec, timeout=1.0)
     assert e.value.params == ("max_time", "min_iters")
+
+
+def test_a_missing_onnx_is_said_missing_as_onnx(tmp_path, capsys) -> None:
+    """Review of the day's code: ``bench slim.engine --onnx missing.onnx`` said "model file missing.onnx
+    does not exist": the missing-file check names the onnx option too."""
+    engine = tmp_path / "slim.engine"
+    engine.write_bytes(b"not an engine, never read")
+    exe, _ = standin_tools(tmp_path, build_s=0, tegrastats=False)
+    missing = tmp_path / "missing.onnx"
+    assert main(["bench", str(engine), "--onnx", str(missing), "--backend", "trtexec", "--trtexec", str(exe),
+                 "--batch", "1", "--trials", "1", "--no-tegrastats"]) == 2  # fmt: skip
+    assert capsys.readouterr().err.strip() == f"error: --onnx {missing} does not exist; check the path"
 
 
 def test_a_mistyped_baseline_is_said_missing(pair, tmp_path, capsys) -> None:

@@ -371,3 +371,34 @@ def test_prune_ratio_is_one_shot_pruning_by_coupled_group(tmp_path, capsys) -> N
         "read_as_input_dependent": 0,
         "read_as_different_constants": 0,
     }
+
+
+def test_messages_naming_a_parameter_once_render_it_as_one_flag(tmp_path, capsys) -> None:
+    """Review of the day's code: cli_message turns the first naming of a parameter into its flag, so a
+    message naming one twice read half as flags, half as Python names ("raise --max-time ... whatever
+    max_time"). Those messages name each parameter once."""
+    import re
+
+    from edgeslim.bench import compare
+    from edgeslim.cli import cli_message
+    from edgeslim.cli.bench import bench
+
+    def raw(text: str) -> list[str]:  # Python names left in a CLI line
+        return re.findall(
+            r"(?<![\w-])(?:max_time|min_iters|zero_invariant|width_models|beta_end|beta)\b", text
+        )
+
+    with pytest.raises(EdgeslimError) as info:  # the measuring process past its limit (a sleeping child)
+        compare.run_worker({"model": "x", "backend": "none"}, timeout=0.01)
+    shown = cli_message(info.value, bench)
+    assert "raise --max-time, or lower --min-iters" in shown and not raw(shown), shown
+    assert main(["slim", "vgg11", "--data", "fashion-mnist", "--beta", "1", "--beta-end", "0.5",
+                 "--out", str(tmp_path / "s")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--beta-end (0.5) is below --beta (1)" in err and not raw(err), err
+    model = tmp_path / "m.pt"
+    spec = ModelSpec("vgg11", num_classes=10, in_channels=1, input_size=28)
+    save_model(model, create_model(spec), spec)
+    assert main(["export", str(model), "--zero-invariant"]) == 2
+    err = capsys.readouterr().err
+    assert "--zero-invariant says how" in err and "--width-models" in err and not raw(err), err

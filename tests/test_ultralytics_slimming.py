@@ -849,6 +849,26 @@ def test_the_classes_warning_follows_the_facts() -> None:
     )
 
 
+def test_class_names_differing_in_case_or_spaces_alone_are_the_same_classes() -> None:
+    """Review of the day's code: a data yaml naming the model's classes in another case or with
+    surrounding spaces ("Airplane", " automobile ") was warned about ("the data yaml's classes differ
+    ... give a data yaml with the model's classes") though ultralytics matches names ignoring both and
+    trains every row. The names are compared as ultralytics matches them: no rows_from, no warning."""
+    from types import SimpleNamespace
+
+    from edgeslim.pipelines.slim_yolo import _class_facts, _classes_warning
+
+    names = ["airplane", "automobile", "bird"]
+    trainer = SimpleNamespace(data={"nc": 3, "names": {0: "Airplane", 1: " automobile ", 2: "bird"}})
+    facts = _class_facts(trainer, 3, names, [], [])
+    assert "rows_from" not in facts and facts["data_names"] == ["Airplane", " automobile ", "bird"]
+    assert _classes_warning(facts) == ""
+    swapped = {**facts, "data_names": ["Automobile", "airplane", "bird"]}
+    assert _classes_warning(swapped).startswith(
+        "the data yaml's classes differ from the model's (at another position: Automobile, airplane)"
+    )
+
+
 def test_a_wrong_data_yaml_is_one_line_not_an_internal_error(small, tmp_path: Path, capsys) -> None:
     """Review of the YOLO user's path: a data yaml that is wrong (not missing) -- no names:, names of
     another count than nc:, names a string, path: 5, channels: 1 for a 3-channel model, every label

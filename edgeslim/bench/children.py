@@ -53,7 +53,9 @@ def run_child(
     subprocess.run sent SIGKILL at once (a measuring process had no time to stop its own child). With
     ``own_group`` the child gets a session of its own (no terminal's Ctrl-C; the stop reaches whatever
     it started too) and, on Linux, SIGKILL from the kernel if this process dies first. ``stamped``
-    gets each line of the child's stdout as it comes, with its ``time.monotonic()``."""
+    gets each line of the child's stdout as it comes, with its ``time.monotonic()``. Output that is not
+    UTF-8 (a file name trtexec echoes) is decoded with U+FFFD in place of the bad bytes (a review: one
+    such byte ended the reader, and the child blocked on a full pipe)."""
     preexec: Callable[[], None] | None = None
     if own_group and (prctl := _prctl()) is not None:
         parent = os.getpid()
@@ -70,6 +72,7 @@ def run_child(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",
         start_new_session=own_group,
         preexec_fn=preexec,
     ) as proc:
@@ -86,20 +89,38 @@ def run_child(
 def _stamped(
     proc: subprocess.Popen, stamped: list[tuple[float, str]], timeout: float | None
 ) -> tuple[str, str]:
-    """:meth:`~subprocess.Popen.communicate`, stdout read line by line, each stamped as it comes."""
+    """:meth:`~subprocess.Popen.communicate`, stdout read line by line, each stamped as it comes. A
+    reader that fails still drains its pipe to the end (the child never blocks on a full pipe), and its
+    error is raised once the child has ended."""
     err: list[str] = []
+    failed: list[BaseException] = []
+
+    def reading(stream: Any, read: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                read()
+            except Exception as e:  # (kept for the caller; the pipe is still drained below)
+                failed.append(e)
+                with contextlib.suppress(Exception):
+                    while stream.buffer.read(65536):
+                        pass
+
+        return run
 
     def read_out() -> None:
         for line in proc.stdout:
             stamped.append((time.monotonic(), line))
 
-    readers = [threading.Thread(target=read_out, daemon=True),
-               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]  # fmt: skip
+    readers = [threading.Thread(target=reading(proc.stdout, read_out), daemon=True),
+               threading.Thread(target=reading(proc.stderr, lambda: err.append(proc.stderr.read())),
+                                daemon=True)]  # fmt: skip
     for t in readers:
         t.start()
     proc.wait(timeout=timeout)
     for t in readers:
         t.join()
+    if failed:
+        raise failed[0]
     return "".join(line for _, line in stamped), "".join(err)
 
 

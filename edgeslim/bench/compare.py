@@ -65,8 +65,8 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
             r = run_child(cmd, timeout=timeout, grace_s=10.0)
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(
-                f"the benchmark process ran past its limit of {timeout:.0f} s (4 x max_time per batch size, and a "
-                "minute); raise max_time, or lower min_iters (trtexec runs them all, whatever max_time)",
+                f"the benchmark process ran past its limit of {timeout:.0f} s (4 x the time cap per batch size, and "
+                "a minute); raise max_time, or lower min_iters (trtexec runs them all, whatever the cap)",
                 param=("max_time", "min_iters"),
             ) from exc
         if not os.path.exists(op):

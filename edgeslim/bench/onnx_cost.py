@@ -357,3 +357,31 @@ def _unsized_cause(model) -> str:
 def _some(names: list[str]) -> str:
     """The first of ``names``, and ``...`` when there are more."""
     return names[0] + (", ..." if len(names) > 1 else "")
+
+
+def qdq_style(path: str | os.PathLike) -> str | None:
+    """The INT8 Q/DQ form of an ONNX file, None for a float one (or not ONNX): the style its edgeslim INT8
+    check recorded (``tensorrt``: export's ``NAME.int8.qdq.onnx``; ``onnxruntime``: ``NAME.int8.onnx``),
+    else, where its graph quantizes activations (:func:`onnx_cost`'s ``quantized``), ``tensorrt`` for a
+    ``.qdq.onnx`` name and ``unknown`` for another; by the name alone where onnx is not installed or the
+    file cannot be read (its own load says why). The one rule of bench's ONNX Runtime note and of the
+    precision trtexec builds a file in (a review: two detectors with different rules)."""
+    import json
+
+    from edgeslim.bench.backends import model_format
+    from edgeslim.utils.onnx_graph import onnx_metadata
+
+    if model_format(path) != "onnx":
+        return None
+    try:
+        style = json.loads(onnx_metadata(path).get("validation") or "{}").get("style")
+    except (ValueError, AttributeError):  # (not edgeslim's check: not JSON, or not an object)
+        style = None
+    if style:
+        return str(style)
+    named = str(path).endswith(".qdq.onnx")
+    try:
+        quantized = onnx_cost(path).quantized
+    except EdgeslimError:  # (MissingDependencyError too: no onnx, as on a device)
+        return "tensorrt" if named else None
+    return ("tensorrt" if named else "unknown") if quantized else None

@@ -100,7 +100,7 @@ class ExportRequest:
             _positive_int("width_models", self.width_models)
         elif self.zero_invariant:
             raise EdgeslimError(
-                "zero_invariant says how the width models are cut; add width_models (or drop zero_invariant)",
+                "zero_invariant says how the width models are cut; add width_models (or drop it)",
                 param=("zero_invariant", "width_models"),
             )
         if self.dynamic_batch and self.max_batch < self.batch:

@@ -129,11 +129,11 @@ class BenchRequest(CheckedFields):
             )
         # the files, after the options (those refusals hold whatever the files): before a file's kind is read
         # from its name (a mistyped baseline was "a file of another kind") and before any runtime reads it
-        for what, f in (("model file", self.model), ("baseline", self.baseline)):
+        for what, f in (("model file", self.model), ("baseline", self.baseline), ("onnx", self.onnx)):
             if f is not None and not Path(f).exists():
                 raise EdgeslimError(f"{what} {f} does not exist; check the path",
-                                    param="baseline" if what == "baseline" else None)  # fmt: skip
-        for f in (self.model, self.baseline):  # (a failed copy to the device)
+                                    param=what if what in ("baseline", "onnx") else None)  # fmt: skip
+        for f in (self.model, self.baseline, self.onnx):  # (a failed copy to the device)
             if f is not None and Path(f).is_file() and Path(f).stat().st_size == 0:
                 raise empty_file_error(f)
 
@@ -141,6 +141,7 @@ class BenchRequest(CheckedFields):
 def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], None]) -> tuple[str, dict]:
     """The backend to use and its options, from the request and the device profile."""
     from edgeslim.bench.backends import ALIASES, default_backend_for, model_format
+    from edgeslim.bench.onnx_cost import qdq_style
     from edgeslim.channels.devices import TENSORRT_BACKENDS
 
     notes: list[Notice] = []  # said after every refusal below (a refusal comes alone)
@@ -204,7 +205,9 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if prov:
         options["providers"] = prov
     for m in files if name == "onnxruntime" else ():
-        if _tensorrt_qdq(m):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
+        if (
+            qdq_style(m) == "tensorrt"
+        ):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
             notes.append(Notice(f"{m} is export's INT8 Q/DQ ONNX for TensorRT, which ONNX Runtime runs slower than "
                                 "FP32 (not INT8 timings): time it with backend trtexec on the device, or time the "
                                 "ONNX Runtime INT8 model an INT8 export without TensorRT writes (NAME.int8.onnx)",
@@ -227,21 +230,25 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
                             "give precision to build the float ones in another", "precision"))  # fmt: skip
     # each file's precision (a review: a Q/DQ file was built FP16 alone, a float one INT8 uncalibrated unsaid)
     if name == "trtexec" and (asked := options.get("precision")):
-        from edgeslim.bench.backends.trtexec import qdq_onnx
-
+        # (worded by where the precision came from: given, or the profile's preferred one; each param
+        # named once, the CLI showing its first naming as a flag: a review)
+        given = req.precision is not None
+        source = f"precision {asked}" if given else f"the profile {profile.name}'s {asked}"
         for m in files:
             if model_format(m) != "onnx":
                 continue
-            qdq = qdq_onnx(m)
+            qdq = qdq_style(m) is not None
             if qdq and asked != "int8":
                 notes.append(Notice(f"{m} is an INT8 Q/DQ ONNX: trtexec builds it in INT8 (--int8 --fp16, as export's "
-                                    f"script does) whatever precision says; precision {asked} is for the float files",
+                                    f"script does); {source} is for the float files"
+                                    + ("" if given else " (give precision for another)"),
                                     "precision"))  # fmt: skip
             elif not qdq and asked == "int8":
-                notes.append(Notice(f"{m} is a float ONNX: precision int8 builds it in INT8 with TensorRT's placeholder "
+                fix = "leave int8 out" if given else "give precision fp16"
+                notes.append(Notice(f"{m} is a float ONNX: {source} builds it in INT8 with TensorRT's placeholder "
                                     "ranges, uncalibrated (a speed, not the accuracy of any model); export's INT8 Q/DQ "
-                                    "ONNX (NAME.int8.qdq.onnx) is built in INT8 whatever precision says: leave precision "
-                                    "out to build the float files in FP16", "precision"))  # fmt: skip
+                                    "ONNX (NAME.int8.qdq.onnx) is built in INT8 anyway: "
+                                    f"{fix} to build the float files in FP16", "precision"))  # fmt: skip
     if req.onnx and req.baseline and name == "trtexec":  # (one ONNX for two engines: a review)
         notes.append(Notice(f"onnx {req.onnx} gives trtexec the input name and shape of both engines, the baseline's "
                             "too: compare engines of one network at one input size", "onnx"))  # fmt: skip
@@ -285,23 +292,6 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     for note in notes:
         say(note)
     return name, options
-
-
-def _tensorrt_qdq(path: str) -> bool:
-    """Whether ``path`` is export's INT8 Q/DQ ONNX for TensorRT (``NAME.int8.qdq.onnx``): its INT8 check's
-    metadata says style ``tensorrt``, or, without it, its name."""
-    import json
-
-    from edgeslim.bench.backends import model_format
-    from edgeslim.utils.onnx_graph import onnx_metadata
-
-    if model_format(path) != "onnx":
-        return False
-    try:
-        style = json.loads(onnx_metadata(path).get("validation") or "{}").get("style")
-    except (ValueError, AttributeError):  # (not edgeslim's check: not JSON, or not an object)
-        style = None
-    return style == "tensorrt" if style else str(path).endswith(".int8.qdq.onnx")
 
 
 def misnamed(*paths: str | None) -> list[Notice]:

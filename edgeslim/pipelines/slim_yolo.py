@@ -663,6 +663,12 @@ def _norm(name: str) -> str:
     return name.strip().lower()
 
 
+def _normed(names: list[str]) -> list[str]:
+    """``names`` as ultralytics matches them (:func:`_norm`): names differing in case or surrounding
+    spaces alone are the same classes, their rows trained."""
+    return [_norm(n) for n in names]
+
+
 def _rows_from(
     names_given: list[str], rows_given: list[Any], names_data: list[str], rows_trained: list[Any]
 ) -> dict[str, str | None] | None:
@@ -728,7 +734,8 @@ def _class_facts(
         "model_names": names_given,
         "data_names": names_data,
     }
-    if isinstance(nc, int) and (nc != nc_given or (names_given and names_data and names_data != names_given)):
+    renamed = bool(names_given and names_data) and _normed(names_data) != _normed(names_given)
+    if isinstance(nc, int) and (nc != nc_given or renamed):
         out["rows_from"] = _rows_from(  # (placeholder names: compared at their positions)
             names_given or [str(i) for i in range(nc_given)], rows_given,
             names_data or [str(i) for i in range(nc)], rows_trained,
@@ -756,7 +763,7 @@ def _classes_warning(classes: dict[str, Any]) -> str:
     nc_model, nc_data = classes.get("model"), classes.get("data")
     given, data = classes.get("model_names"), classes.get("data_names")
     named = given is not None and data is not None
-    if nc_data is None or (nc_data == nc_model and (not named or given == data)):
+    if nc_data is None or (nc_data == nc_model and (not named or _normed(given) == _normed(data))):
         return ""
     parts = []
     if named:

@@ -137,6 +137,8 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
     out_dir: Path = kw["out_dir"]
     if kw["resume"] == "" or kw["resume"] is True:  # the flag alone (True from Python): the run in out_dir
         kw["resume"] = out_dir / MODEL_FILE
+    elif kw["resume"] and Path(kw["resume"]).is_dir() and (Path(kw["resume"]) / MODEL_FILE).is_file():
+        kw["resume"] = Path(kw["resume"]) / MODEL_FILE  # a run's folder: its checkpoint (the checks below)
     resume_ckpt = load_checkpoint_dict(kw["resume"]) if kw["resume"] else None
     resume_state = (resume_ckpt or {}).get("train_state")
     if resume_ckpt is not None and not resume_state:
@@ -428,5 +430,6 @@ def _train(kw: dict[str, Any], info: Any, out_dir: Path, resume_ckpt: dict | Non
         prune_ratio=kw["prune_ratio"], round_to=int(resolve_alignment(kw["round_to"], None)["round_to"]),
         finetune_epochs=kw["finetune_epochs"] or 0, finetune_lr=kw["finetune_lr"],
         resume=resume_state, progress=progress if info.is_main else None, meta=meta, recipe=recipe,
+        say=say if info.is_main else None,
     )  # fmt: skip
     return report, spec, bundle, recipe

@@ -1183,7 +1183,7 @@ def check_phases(
             raise EdgeslimError(f"beta_end must be > 0, got {beta_end}", param="beta_end")
         if beta is not None and beta_end < beta:
             raise EdgeslimError(
-                f"beta_end ({beta_end:g}) is below beta ({beta:g}), and the ramp only grows beta: raise it to at "
+                f"beta_end ({beta_end:g}) is below beta ({beta:g}), and the ramp only grows the weight: raise it to at "
                 f"least {beta:g}, or leave it out",
                 param=("beta_end", "beta"),
             )

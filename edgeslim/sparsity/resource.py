@@ -522,7 +522,7 @@ class ResourceModel:
             f"slims {'with' if shifts_zeroed else 'without'} it, which removes other channels of this model (those "
             "a squeeze-excitation gate multiplies): its calibration points are networks this run's lookup does not "
             f"price; cut the width models as the run does (export them {'with' if shifts_zeroed else 'without'} "
-            f"zero_invariant) and bench the table again, or slim {'with' if cut else 'without'} zero_invariant",
+            f"that setting) and bench the table again, or slim {'with' if cut else 'without'} it",
             param=("latency_table", "zero_invariant"),
         )
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from edgeslim.errors import EdgeslimError
+from edgeslim.errors import EdgeslimError, Notice
 from edgeslim.train.config import TrainConfig
 from edgeslim.train.distributed import dist_info, resolve_device
 from edgeslim.train.evaluation import evaluate
@@ -44,6 +45,7 @@ def run_training(
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
     recipe: dict[str, Any] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model``; with ``prune_ratio`` then :func:`threshold_prune` and fine-tune with the
     pruned channels held at zero. Returns the report (also written to ``DIR/report.json``).
@@ -53,6 +55,9 @@ def run_training(
     ``resume`` is the ``train_state`` of a checkpoint written by this function (weights already
     loaded into ``model``); the run continues in the stage where it stopped, with the
     settings stored in the checkpoint.
+
+    ``say`` gets the notes that arise during the run (a :class:`~edgeslim.errors.Notice` naming its
+    parameters: a prune well off ``prune_ratio``); without it they are logged as warnings.
     """
     from edgeslim.sparsity.subgradient import MaskHook, threshold_prune
 
@@ -126,12 +131,17 @@ def run_training(
         removable = int(pr.get("removable", pr["total"]))
         achieved = pr["pruned"] / removable if removable else 0.0
         if abs(achieved - float(prune_ratio)) > _RATIO_SLACK and multiple > 1:
-            log.warning(
-                "prune_ratio %g zeroed %d of the %d removable BN channels (%.1f%%): round_to %d keeps each "
-                "coupled group's count a multiple of %d; round_to 1 zeroes nearer the ratio (prune with "
-                "round_to 1 too, so surgery removes every zero)",
-                float(prune_ratio), pr["pruned"], removable, 100 * achieved, multiple, multiple,
-            )  # fmt: skip
+            note = Notice(  # (each parameter named once: the CLI shows that naming as its flag)
+                f"prune_ratio {float(prune_ratio):g} zeroed {pr['pruned']} of the {removable} removable BN "
+                f"channels ({100 * achieved:.1f}%): round_to {multiple} keeps each coupled group's count a "
+                "multiple of it; a multiple of 1 zeroes nearer the ratio (prune with 1 too, so surgery removes "
+                "every zero)",
+                ("prune_ratio", "round_to"),
+            )
+            if say is not None:
+                say(note)
+            else:
+                log.warning("%s", note)
         results["pruned"] = {
             "test_accuracy": ev["accuracy"],
             "test_loss": ev["loss"],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgeslim.bench.backends import Backend, Session, check_engine_trusted, concrete_shape, model_format
 from edgeslim.bench.timing import TimingConfig
-from edgeslim.errors import EdgeslimError, MissingDependencyError
+from edgeslim.errors import EdgeslimError
 
 JETSON_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 _VER = re.compile(r"TensorRT v(\d+)")
@@ -292,18 +292,6 @@ def build_command(
     return cmd
 
 
-def qdq_onnx(path: str | os.PathLike) -> bool:
-    """Whether an ONNX file quantizes its activations with Q/DQ nodes (an INT8 export), by its graph
-    (:func:`~edgeslim.bench.onnx_cost.onnx_cost`'s ``quantized``), by its name (``.qdq.onnx``) where onnx is
-    not installed."""
-    from edgeslim.bench.onnx_cost import onnx_cost
-
-    try:
-        return bool(onnx_cost(path).quantized)
-    except MissingDependencyError:
-        return str(path).endswith(".qdq.onnx")
-
-
 class TrtexecSession(Session):
     backend = "trtexec"
 
@@ -327,8 +315,10 @@ class TrtexecSession(Session):
         asked = self.options.get("precision")
         if model_format(self.model) != "onnx":
             return str(asked or "fp32")
+        from edgeslim.bench.onnx_cost import qdq_style
+
         v11 = (self.version or (10, 0, 0))[0] >= 11
-        if qdq_onnx(self.model):
+        if qdq_style(self.model) is not None:
             return "fp32" if v11 else "int8"
         return str(asked) if asked else "fp32" if v11 else "fp16"
 
