@@ -37,9 +37,10 @@ def measure(spec: dict) -> dict:
     if spec.get("backend_target"):  # (what the measuring process registered: its own backends too)
         register_backend(name, spec["backend_target"])
     if spec.get("build_only"):  # trtexec's engines, before any trial (each build with a limit of its own)
-        from edgeslim.bench.backends.trtexec import build_engines
+        from edgeslim.bench.backends.trtexec import BUILD_TIMEOUT_S, build_engines
 
-        build_engines([spec["model"]], spec["batches"], spec.get("options", {}))
+        session = get_backend(name).open(spec["model"], spec.get("options", {}))
+        build_engines(session, spec["batches"], BUILD_TIMEOUT_S)
         return {"ok": True, "pid": os.getpid()}
     mod = RUNTIME_MODULE.get(name)
     if mod:
@@ -65,9 +66,9 @@ def measure(spec: dict) -> dict:
     mem.mark("first_inference")
     cfg = TimingConfig(**spec.get("timing", {}))
     if hasattr(session, "build"):  # (trtexec: each engine built before any timing and telemetry window)
-        for b in batches:
-            session.set_batch(b)
-            session.build()
+        from edgeslim.bench.backends.trtexec import build_engines
+
+        build_engines(session, batches)
     samples, tegra = {}, {}
     sampler = TegrastatsSampler(spec.get("interval_ms", 100)) if spec.get("tegrastats", True) else None
     for b in batches:

@@ -449,21 +449,15 @@ class TrtexecSession(Session):
 BUILD_TIMEOUT_S = 4 * 3600.0
 
 
-def build_engines(
-    paths: list[str], batches: list[int], options: dict, timeout: float = BUILD_TIMEOUT_S
-) -> None:
-    """Build the engine of each ONNX file of ``paths`` at each of ``batches`` into ``options["engine_cache"]``
-    (:meth:`TrtexecSession.build`), before any trial (in a worker of its own, which
-    :func:`~edgeslim.bench.compare.run_comparison` waits for without a limit): each build has ``timeout``
-    seconds of its own, no part of a measuring process's limit (a review: a long build was killed as a
-    benchmark process past its limit, "lower min_time")."""
-    for path in dict.fromkeys(paths):
-        if model_format(path) != "onnx":
-            continue
-        session = TrtexecBackend().open(path, options)
-        for b in batches:
-            session.set_batch(b)
-            session.build(timeout=timeout)
+def build_engines(session: Session, batches: list[int], timeout: float | None = None) -> None:
+    """Build ``session``'s engine at each of ``batches`` (:meth:`TrtexecSession.build`; nothing where it is
+    built): before any trial, in a worker of its own that :func:`~edgeslim.bench.compare.run_comparison`
+    waits for without a limit, each build with ``timeout`` seconds (:data:`BUILD_TIMEOUT_S`), no part of a
+    measuring process's limit (a review: a long build was killed as a benchmark process past its limit,
+    "lower min_time"); a measuring process's own call finds them built."""
+    for b in batches:
+        session.set_batch(b)
+        session.build(timeout=timeout)
 
 
 class TrtexecBackend(Backend):
