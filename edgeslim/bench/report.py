@@ -225,9 +225,8 @@ def add_predictions(record: dict, profile, efficiency=None) -> None:
             out.setdefault("skipped", {})[label] = _unpriced(record["models"][label])
             continue
         try:  # (an INT8 Q/DQ model at int8, where the profile has INT8 figures; a run built at one, at that)
-            quantized = bool(
-                record["models"][label]["cost"].get("quantized")
-            )  # (built INT8 whatever was asked)
+            # (a quantized file is built INT8 whatever was asked)
+            quantized = bool(record["models"][label]["cost"].get("quantized"))
             precision = model_precision(profile, quantized, None if quantized else built)
         except EdgeslimError as exc:
             out.setdefault("skipped", {})[label] = str(exc)

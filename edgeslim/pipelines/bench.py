@@ -205,9 +205,8 @@ def backend_and_options(req: BenchRequest, profile: Any, say: Callable[[str], No
     if prov:
         options["providers"] = prov
     for m in files if name == "onnxruntime" else ():
-        if (
-            qdq_style(m) == "tensorrt"
-        ):  # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
+        # (a review: timed in ONNX Runtime with no word that it is TensorRT's form)
+        if qdq_style(m) == "tensorrt":
             notes.append(Notice(f"{m} is export's INT8 Q/DQ ONNX for TensorRT, which ONNX Runtime runs slower than "
                                 "FP32 (not INT8 timings): time it with backend trtexec on the device, or time the "
                                 "ONNX Runtime INT8 model an INT8 export without TensorRT writes (NAME.int8.onnx)",
