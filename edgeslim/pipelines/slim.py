@@ -598,9 +598,8 @@ def _latency_lookup(
         finest = 1 if adjustable else r  # (the multiple the halvings below end at)
         dense_ms, narrowest_ms = measure_narrowest(model, spec.input_shape, batch, profile, finest,
                                                    bool(settings.zero_invariant))  # fmt: skip
-        one_ms = (
-            None  # (where a multiple the user gave is out of reach: would one channel per group reach it?)
-        )
+        # (where a multiple the user gave is out of reach: would one channel per group reach it?)
+        one_ms = None
         if finest > 1 and below_measured(budget, dense_ms, narrowest_ms):
             d1, n1 = measure_narrowest(
                 model, spec.input_shape, batch, profile, 1, bool(settings.zero_invariant)
