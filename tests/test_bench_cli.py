@@ -1225,7 +1225,9 @@ def _run_deploy_script(script: str, tmp_path: Path, bin_dir: Path) -> subprocess
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "EDGESLIM_SYSFS_ROOT": str(tmp_path / "sys"),
+        "TMPDIR": str(tmp_path / "tmp"),  # (the Jetson script's stored clocks: checked gone after)
     }
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     env.pop("EDGESLIM", None)
     return subprocess.run(["bash", str(ROOT / script), "rpi5", "s.onnx", "b.onnx", "out", "--batch", "1"],
                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)  # fmt: skip
@@ -1243,6 +1245,7 @@ def test_deploy_script_benches_where_sudo_needs_a_password(tmp_path, script):
     r = _run_deploy_script(script, tmp_path, bin_dir)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "not set" in r.stderr and "results may vary" in r.stderr, r.stderr
+    assert not list((tmp_path / "tmp").iterdir())
     assert log.read_text().splitlines() == [
         f"bench s.onnx --baseline b.onnx --profile rpi5 {'--backend onnxruntime ' if 'arm' in script else ''}"
         "--out out --batch 1",
@@ -1268,6 +1271,34 @@ def test_jetson_deploy_script_with_an_unknown_profile_says_one_line(tmp_path):
         r.stderr
     )
     assert not (tmp_path / "sudo.log").exists() and not log.exists()
+    assert not list((tmp_path / "tmp").iterdir())  # (its temp file for the clocks was left in /tmp)
+
+
+def test_jetson_deploy_script_restores_clocks_and_power_mode_and_leaves_no_file(tmp_path):
+    """With sudo that needs no password the Jetson script stores the clocks, benches, then restores the power
+    mode and the clocks from what it stored, and removes its temp file (it was made before the profile was
+    looked up, and left in /tmp by every run that stopped there)."""
+    bin_dir, log = _fake_tools(tmp_path, 'if [ "$1" = -n ]; then shift; fi; exec "$@"')
+    calls = tmp_path / "calls.log"
+    (bin_dir / "jetson_clocks").write_text(
+        f'#!/bin/sh\necho "jetson_clocks $*" >> {calls}\n'
+        'if [ "$1" = --store ]; then echo stored > "$2"; fi\n'
+        'if [ "$1" = --restore ]; then cat "$2" >> ' + str(calls) + "; fi\n"
+    )
+    (bin_dir / "nvpmodel").write_text(
+        f'#!/bin/sh\necho "nvpmodel $*" >> {calls}\nif [ "$1" = -q ]; then echo "NV Power Mode: MAXN"; echo 0; fi\n'
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    r = _run_deploy_script("deploy/jetson/run_bench.sh", tmp_path, bin_dir)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stdout + r.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[:2] == [
+        "nvpmodel -q",
+        f"jetson_clocks --store {tmp_path / 'tmp'}/" + lines[1].rsplit("/", 1)[1],
+    ]
+    assert lines[-3:] == ["nvpmodel -m 0", f"jetson_clocks --restore {lines[1].split()[-1]}", "stored"]
+    assert log.exists() and not list((tmp_path / "tmp").iterdir())
 
 
 def test_arm_deploy_script_sets_and_restores_the_governor(tmp_path):

@@ -11,7 +11,6 @@ set -euo pipefail
 [ $# -ge 4 ] || { sed -n 2,9p "$0"; exit 2; }
 PROFILE=$1 SLIM=$2 BASE=$3 OUT=$4; shift 4
 EDGESLIM=${EDGESLIM:-edgeslim}
-STORE=$(mktemp /tmp/jetson_clocks.XXXXXX)
 # a profile it does not know: edgeslim's one-line error, and its exit status (not a traceback of the JSON error)
 PROFILE_JSON=$("$EDGESLIM" profiles show "$PROFILE" --json) || exit $?
 MODE=$(printf '%s' "$PROFILE_JSON" | python3 -c "
@@ -25,13 +24,13 @@ if can_sudo 2>/dev/null; then
   # the power mode in use (nvpmodel -q prints "NV Power Mode: NAME", then the mode's id alone on a line),
   # restored on exit, then the clocks stored under it; each restore step runs even if another fails
   PREV_MODE=$(sudo nvpmodel -q 2>/dev/null | grep -E '^[0-9]+$' | tail -n 1 || true)
+  STORE=$(mktemp "${TMPDIR:-/tmp}/jetson_clocks.XXXXXX")  # (made here, removed on any exit: none is left behind)
+  trap 'if [ -n "$PREV_MODE" ]; then sudo nvpmodel -m "$PREV_MODE" || true; fi; if [ -s "$STORE" ]; then sudo jetson_clocks --restore "$STORE" || true; fi; rm -f "$STORE"' EXIT
   sudo jetson_clocks --store "$STORE"
-  trap 'if [ -n "$PREV_MODE" ]; then sudo nvpmodel -m "$PREV_MODE" || true; fi; sudo jetson_clocks --restore "$STORE" || true; rm -f "$STORE"' EXIT
   if [ -n "$MODE" ]; then sudo nvpmodel -m "$MODE"; fi
   sudo jetson_clocks
   sudo jetson_clocks --show | head -20
 else
-  rm -f "$STORE"
   echo "warning: power mode and clocks not set (sudo needs a password or is missing); results may vary" >&2
 fi
 BACKEND=()
