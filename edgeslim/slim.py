@@ -994,6 +994,7 @@ def controller_for_slim(
     return build_controller(
         model, slimmer, settings, example_input, total, probe=(x, y),
         base_lambda=float(base_lambda or 0.0), round_to=round_to, calib=calib,
+        warn=False,  # (the report's budget warning, counted after surgery, says it once)
     )  # fmt: skip
 
 

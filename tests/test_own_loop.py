@@ -92,6 +92,36 @@ def test_an_own_loop_with_phases_meets_the_budget_at_the_freeze() -> None:
     assert res.report["macs_after"] == frozen_at["macs_after"]  # the pattern held through recovery
 
 
+def test_an_own_loop_that_overshoots_its_budget_is_warned_once(caplog) -> None:
+    """A review's DeepLabV3 own loop, 6 steps for a MAC target of 0.5, ended at 0.276 of the MACs and
+    nothing said so (edgeslim slim and UltralyticsSlimming warned): the controller now logs the
+    warning itself at the end of training; ``warn=False`` (slim's pipeline, which reports it) does not."""
+    for warn in (True, False):
+        model, lr, epochs, loader, steps, example, optimizer = _setup()
+        steps = 4  # far too short for the controller to steer
+        slimmer = ProximalSlimming(model, lam=0.0, beta=100, zero_invariant=True, total_steps=steps,
+                                   example_input=example)  # fmt: skip
+        settings = BudgetSettings(metric="macs", target="0.5")
+        kw = {} if warn else {"warn": False}  # (the default warns)
+        ctrl = build_controller(model, slimmer, settings, example, steps, round_to=16, **kw)
+        ctrl.on_train_start(model, optimizer)
+        batches = iter(loader(0))
+        for _ in range(steps):
+            x, y = next(batches)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            slimmer.step(optimizer)
+            ctrl.after_step(model, optimizer)
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            ctrl.on_train_end(model)
+        assert ctrl.R / ctrl.resource.dense < 0.4
+        lines = [r.getMessage() for r in caplog.records if "budget overshot" in r.getMessage()]
+        assert len(lines) == (1 if warn else 0), caplog.text
+        assert all("--" not in line and "taper_end" in line for line in lines)
+
+
 def test_a_rebuilt_controller_replaces_the_first_at_the_freeze() -> None:
     """A notebook cell run again builds a second controller on the same slimmer: both projected at the
     freeze, the stale one too. And a warm-up without total_steps leaves the warm-up off the clock."""

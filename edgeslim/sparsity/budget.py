@@ -349,6 +349,7 @@ class BudgetController(TrainHook):
         base_lambda: float = 0.0,
         calib: list[Tensor] | None = None,
         price: ResourceModel | None = None,
+        warn: bool = True,
     ) -> None:
         settings.validate()
         if resource.total != slimmer.total:
@@ -356,6 +357,8 @@ class BudgetController(TrainHook):
         if price is not None and not resource.same_groups(price):
             raise EdgeslimError("the price model and the resource model group the BN channels differently")
         self.slimmer, self.resource, self.settings = slimmer, resource, settings
+        #: log :func:`budget_warning` at the end of training (False: a caller that reports it itself)
+        self.warn = warn
         #: the marginal costs channels are ranked and weighted by (the budget's resource by default)
         self.price = price if price is not None else resource
         self.target = resolve_target(settings, resource)
@@ -551,6 +554,9 @@ class BudgetController(TrainHook):
         if self.calib and (self.projection_removed or recent) and not settled:
             recalibrate_bn(model, self.calib)
             self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
+        # a budget missed or overshot (a review's own loop ended at 0.276 for 0.5 and heard nothing)
+        if self.warn and (line := budget_warning(self.report())):
+            log.warning("%s", line)
 
     def finish(self) -> int:
         """Exact projection onto the budget; returns how many channels it removed (0: none needed).
@@ -691,6 +697,7 @@ def build_controller(
     base_lambda: float = 0.0,
     round_to: int = 1,
     calib: list[Tensor] | None = None,
+    warn: bool = True,
 ) -> BudgetController:
     """Validate ``settings``, build the resource model (one trace; a second for a ``price`` in
     another metric) and the controller; with ``round_to`` > 1 the slimmer keeps aligned channel
@@ -700,7 +707,10 @@ def build_controller(
     ``total_steps``: the training's steps. A slimmer in phases (``warmup_steps``/``recovery_steps``
     with its ``total_steps``) gives the controller its sparsification phase only, and its frozen
     zero pattern meets the budget: the controller's final projection runs right before the freeze
-    (:attr:`ProximalSlimming.before_freeze`)."""
+    (:attr:`ProximalSlimming.before_freeze`).
+
+    ``warn``: the controller logs a budget missed or overshot (:func:`budget_warning`) at the end of
+    training; ``False`` for a caller that reports it itself."""
     from edgeslim.sparsity.resource import build_resource, load_latency_table
 
     settings.validate()
@@ -741,6 +751,7 @@ def build_controller(
         base_lambda=base_lambda,
         calib=calib,
         price=price,
+        warn=warn,
     )
     # aligned counts are kept with trained channels (a trial's own loop kept zero channels back)
     align_channels(slimmer, model, example_input, round_to, resource)

@@ -202,7 +202,7 @@ class UltralyticsSlimming:
             # its clock: the sparsification phase; its projection: before the freeze
             self.controller = controller = build_controller(
                 model, slimmer, self.budget, example, steps, base_lambda=float(self.lam or 0.0),
-                round_to=self.round_to,
+                round_to=self.round_to, warn=False,  # (on_train_end warns, where self.warn)
             )  # fmt: skip
             controller.on_train_start(model, trainer.optimizer)
         if controller is None:  # aligned channel counts, kept with trained channels (a controller does)
