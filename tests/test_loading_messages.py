@@ -937,3 +937,48 @@ def test_a_scripted_detector_loads_and_one_taking_a_list_of_images_says_so(tmp_p
     assert out.returncode == 0, out.stderr[-2000:]
     one_line_error(capsys, ["info", tmp_path / "list.pt", "--trust-pickle", "--input-shape", "3,8,8"],
                    "forward takes a list of images (images: List[Tensor]", "a wrapper module whose forward(x: Tensor)")  # fmt: skip
+
+
+HALVING_NET = """
+import torch
+from torch import nn
+
+
+class Halving(nn.Module):  # a U-Net's skip: the input must halve and double back to its own size
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        a = self.a(x)
+        b = nn.functional.interpolate(self.b(nn.functional.max_pool2d(a, 2)), scale_factor=2.0)
+        return self.head(torch.cat([a, b], 1))
+"""
+
+
+def test_an_input_size_the_model_cannot_run_is_told_as_the_input_shape_it_takes(
+    tmp_path, monkeypatch, capsys
+):
+    """A review: graph and prune on a U-Net at 3,250,502 said "give an example input (--input-shape) ...
+    batch first, e.g. (1, 3, 224, 224)", and --input-shape 1,3,256,512 was refused ("must be C,H,W").
+    The CLI now asks for --input-shape C,H,W; the Python error for an example tensor, batch first."""
+    from edgeslim.surgery import build_graph
+
+    name = f"halving_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(HALVING_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        for argv in (["graph"], ["prune", "-o", tmp_path / "s.pt"]):
+            err = one_line_error(capsys, [*argv, f"{name}:Halving", "--input-shape", "3,25,51"],
+                                 "does not run on an input of shape (1, 3, 25, 51)", "--input-shape C,H,W",
+                                 "e.g. 3,224,224")  # fmt: skip
+            assert "batch first" not in err and "(1, 3, 224, 224)" not in err, err
+        with pytest.raises(EdgeslimError) as info:
+            build_graph(_import_from(tmp_path, name).Halving(), torch.zeros(1, 3, 25, 51))
+        assert "example_input" in str(info.value) and "batch first" in str(info.value)
+        assert info.value.params == ("example_input",) and "--" not in str(info.value)
+        assert run("graph", f"{name}:Halving", "--input-shape", "3,24,50") == 0  # the size it takes
+    finally:
+        sys.modules.pop(name, None)

@@ -1675,16 +1675,38 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
         )
     # (not for the model itself: a leaf of the whole model would leave nothing to prune)
     leaf = f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
-    fix = (
-        "of the shape and size the model takes: batch first, e.g. (1, 3, 224, 224) for RGB images"
-        if _INPUT_MISFIT.search(msg)  # the user's own layers agree with each other: the input does not fit
-        else f"the model accepts{leaf}"
-    )
-    return EdgeslimError(
-        f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in "
-        f"{where}{at}; give an example input (input_shape) {fix}",
-        param="input_shape",
-    )
+    head = f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in {where}{at}"
+    if _INPUT_MISFIT.search(msg):  # the user's own layers agree with each other: the input does not fit
+        return ExampleInputError(
+            head,
+            "of the shape and size the model takes: batch first, e.g. torch.zeros(1, 3, 224, 224) for RGB images",
+            "of the size the model takes, e.g. 3,224,224 for RGB images",
+        )
+    return ExampleInputError(head, f"the model accepts{leaf}", f"the model accepts{leaf}")
+
+
+class ExampleInputError(EdgeslimError):
+    """The model's forward failed on the example input (``head``: what failed, where): the Python text
+    asks for another ``example_input`` (batch first); :meth:`for_input_shape` asks a caller that
+    gave the input as ``input_shape`` (C,H,W, no batch) for that instead."""
+
+    def __init__(self, head: str, fix: str, shape_fix: str) -> None:
+        super().__init__(f"{head}; give an example_input {fix}", param="example_input")
+        self.head, self.shape_fix = head, shape_fix
+
+    def for_input_shape(self) -> EdgeslimError:
+        """The same error for a caller whose input is ``input_shape`` C,H,W (the CLI's --input-shape)."""
+        return EdgeslimError(f"{self.head}; give input_shape C,H,W {self.shape_fix}", param="input_shape")
+
+
+@contextlib.contextmanager
+def input_shape_named() -> Iterator[None]:
+    """An :class:`ExampleInputError` raised inside, told as :meth:`ExampleInputError.for_input_shape`:
+    for a pipeline that built the example input from its ``input_shape``."""
+    try:
+        yield
+    except ExampleInputError as exc:
+        raise exc.for_input_shape() from exc
 
 
 #: PyTorch's words for an input a layer does not take (a channel count, a rank): at capture the model is

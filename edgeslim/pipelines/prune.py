@@ -57,6 +57,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     import torch
 
     from edgeslim.channels.devices import resolve_alignment
+    from edgeslim.channels.graph import input_shape_named
     from edgeslim.checkpoint import check_not_rebuilt_from, rebuild_facts, save_model
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
@@ -105,20 +106,21 @@ def run(req: PruneRequest) -> dict[str, Any]:
         with naming("data"):  # (an unknown data set names the field it came from)
             calib, calib_desc = _calib(req.data, req.data_dir, req.calib, shape, loaded.meta)
         example = torch.zeros((1, *shape))
-        zeroed = (
-            _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))
-            if req.ratio is not None
-            else None
-        )
-        # a detector's deployed outputs count, not the maps it also returns; on a copy (sharing the layers'
-        # tensors): a check that fails in float32 is re-run in float64 from the dense model
-        try:  # (strict: a check measured wrong is one line, not a warning before it)
-            res = prune_with_report(
-                loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
-                outputs=deployed_output(loaded.model), strict=True,
-            )  # fmt: skip
-        except CheckFailedError as exc:
-            raise EdgeslimError(f"{exc}; nothing was written") from exc
+        with input_shape_named():  # (the example is the input_shape's: its fix names that)
+            zeroed = (
+                _ratio_prune(loaded.model, req.ratio, example, int(align["round_to"]))
+                if req.ratio is not None
+                else None
+            )
+            # a detector's deployed outputs count, not the maps it also returns; on a copy (sharing the layers'
+            # tensors): a check that fails in float32 is re-run in float64 from the dense model
+            try:  # (strict: a check measured wrong is one line, not a warning before it)
+                res = prune_with_report(
+                    loaded.model, example, round_to=int(align["round_to"]), calib_inputs=calib,
+                    outputs=deployed_output(loaded.model), strict=True,
+                )  # fmt: skip
+            except CheckFailedError as exc:
+                raise EdgeslimError(f"{exc}; nothing was written") from exc
         rep = res.report
         if zeroed is not None:
             rep["ratio_prune"] = zeroed
@@ -224,12 +226,13 @@ def graph(
     file or an architecture, traced on one zero input of its input shape."""
     import torch
 
-    from edgeslim.channels.graph import deployed_graph
+    from edgeslim.channels.graph import deployed_graph, input_shape_named
     from edgeslim.pipelines.source import model_input_shape
 
     loaded = load_traceable(model, trust_pickle, input_shape, weights, num_classes, use="the channel graph")
     shape = model_input_shape(loaded, input_shape)
-    return deployed_graph(loaded.model, torch.zeros((1, *shape)))
+    with input_shape_named():
+        return deployed_graph(loaded.model, torch.zeros((1, *shape)))
 
 
 def graph_summary(g: Any) -> dict[str, Any]:
