@@ -91,6 +91,22 @@ def test_unknown_names():
         create_model(ModelSpec("tv:resnet18", kwargs={"bogus": 1}))
 
 
+def test_a_torchvision_segmenter_without_an_input_shape_is_built_at_224(capsys):
+    """A review: tv:lraspp_mobilenet_v3_large without --input-shape was pruned and exported at 3x32x32
+    (its deepest features 2x2) without a word. A segmenter's default is its backbone's 224x224; a
+    classifier keeps 32x32."""
+    import json
+
+    from edgeslim.cli import main
+    from edgeslim.pipelines.source import load_model_or_arch
+
+    seg = load_model_or_arch("tv:lraspp_mobilenet_v3_large", trust_pickle=False, num_classes=3)
+    assert seg.spec.input_size == (224, 224)
+    assert load_model_or_arch("tv:resnet18", trust_pickle=False).spec.input_size == (32, 32)
+    assert main(["info", "tv:lraspp_mobilenet_v3_large", "--num-classes", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [3, 224, 224]
+
+
 def test_a_torchvision_segmenter_by_name_prunes_and_exports(tmp_path, capsys):
     """tv:lraspp_mobilenet_v3_large (a user trial's segmentation model was 'unknown ...; did you mean
     tv:mobilenet_v3_large', although surgery handles it): built without any download (its backbone

@@ -92,7 +92,8 @@ num_classes_option = click.option(
 
 #: --input-shape default, said once for the commands that build architectures by name
 INPUT_SHAPE_DEFAULT = (
-    "from the checkpoint's spec; for a name the architecture's default: 3,640,640 for yolo:, else 3,32,32; "
+    "from the checkpoint's spec; for a name the architecture's default: 3,640,640 for yolo:, 3,224,224 for "
+    "a tv: segmenter, else 3,32,32; "
     "required for your own code (module:Factory) and pickle: names"
 )
 

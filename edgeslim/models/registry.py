@@ -170,8 +170,9 @@ def canonical_arch(arch: str) -> str:
 
 def model_defaults(arch: str) -> dict[str, Any]:
     """The :class:`ModelSpec` fields ``arch`` is built with when the user gives none: its family's
-    (``yolo:``: ``input_size`` (640, 640) and ``num_classes`` None, the yaml's own); ``{}`` for
-    the others, which take the ModelSpec defaults (10 classes, 32x32)."""
+    (``yolo:``: ``input_size`` (640, 640) and ``num_classes`` None, the yaml's own; a ``tv:``
+    segmenter: ``input_size`` (224, 224)); ``{}`` for the others, which take the ModelSpec defaults
+    (10 classes, 32x32)."""
     if ":" not in arch:
         return {}
     prefix, name = arch.split(":", 1)

@@ -17,6 +17,12 @@ from torch import nn
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.models.registry import LIST_MODELS, register_prefix
 
+#: a segmenter's input (H, W) when none is given: the ImageNet size of its backbone (deepest features
+#: 28x28 in FCN / DeepLabV3, 14x14 in LR-ASPP), where 32x32 (the classifiers') left LR-ASPP 2x2. Not
+#: torchvision's 520 (its transforms for these weights): on one CPU thread LR-ASPP's prune took 32 s
+#: there (6 s at 224), and a DeepLabV3-ResNet101 forward 5.8 s
+SEGMENTER_INPUT_SIZE = (224, 224)
+
 #: builder keywords that make a model return plain logits in training mode too
 _PLAIN_LOGITS: dict[str, dict[str, Any]] = {
     "googlenet": {"aux_logits": False, "init_weights": True},
@@ -105,4 +111,10 @@ def build_tv_model(name: str, num_classes: int = 1000, in_channels: int = 3, **k
     return adapt_in_channels(model, in_channels)
 
 
-register_prefix("tv", build_tv_model, list_tv_models)
+def tv_defaults(name: str) -> dict[str, Any]:
+    """What a ``tv:`` name is built with when the user gives no input shape: a segmenter at
+    :data:`SEGMENTER_INPUT_SIZE`, a classifier at the ModelSpec default (32x32)."""
+    return {"input_size": SEGMENTER_INPUT_SIZE} if name in _segmentation_models() else {}
+
+
+register_prefix("tv", build_tv_model, list_tv_models, defaults=tv_defaults)
