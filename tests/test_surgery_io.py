@@ -316,3 +316,31 @@ def test_cli_prune_refuses_a_slim_model_its_check_measured_wrong(tmp_path, capsy
     assert "nothing was written" in line[0] and "next:" not in err
     assert "surgery was exact by construction" not in caplog.text  # (the library's warning: the refusal here)
     assert not out.exists()
+
+
+def test_cli_prune_warns_of_an_approximate_fold_that_moved_the_outputs(tmp_path, capsys, caplog):
+    """A review: prune of a UNet whose zero-scale channels kept a BN shift said "exact: no", max |diff|
+    0.170 and "top-1 agreement 100.00%" and nothing else, while the outputs' largest |value| was 1.17
+    (15% of it, at the borders). A fold that moved the outputs by more than 1e-3 of their scale is a
+    warning saying what the difference is relative to; an exact one (zero shifts) is not."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1),
+    ).eval()  # fmt: skip
+    for shift, warned in ((0.5, True), (0.0, False)):
+        with torch.no_grad():
+            net[1].weight[:4], net[1].bias[:4] = 0.0, shift  # zero scales; the shift folds into a padded conv
+        path = tmp_path / f"net{shift}.pt"
+        torch.save(net, path)
+        args = ["prune", path, "--trust-pickle", "--input-shape", "3,16,16", "--round-to", "1", "--json"]
+        assert main([str(a) for a in [*args, "-o", tmp_path / f"s{shift}.pt"]]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        said = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        caplog.clear()
+        assert rep["removed_channels"] == 4 and rep["exact"] is not warned
+        assert ("folded approximately into 3" in said) is warned, said
+        if warned:
+            assert rep["max_scaled_diff"] > 1e-3
+            assert f"{rep['max_scaled_diff']:.1%} of the output's scale" in said
+            assert "its largest |value|, at least 1" in said

@@ -62,6 +62,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.models.yolo import deployed_output
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
+    from edgeslim.surgery.prune import approximate_fold_line
     from edgeslim.utils.io import check_distinct, check_output_path, writing
 
     suffix = Path(req.output).suffix.lower()
@@ -122,6 +123,8 @@ def run(req: PruneRequest) -> dict[str, Any]:
             except CheckFailedError as exc:
                 raise EdgeslimError(f"{exc}; nothing was written") from exc
         rep = res.report
+        if line := approximate_fold_line(rep):  # (a review's UNet: 15% of its outputs' scale, told nothing)
+            log.warning("%s", line)
         if zeroed is not None:
             rep["ratio_prune"] = zeroed
         rep["alignment"] = align

@@ -525,7 +525,7 @@ def prune_with_report(
     diff = (
         _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections), scores=scores)
         if check
-        else {"max_abs_diff": None, "top1_agreement": None, "compared_values": None}
+        else {"max_abs_diff": None, "max_scaled_diff": None, "top1_agreement": None, "compared_values": None}
     )
     if check and not diff["compared_values"]:
         log.warning(
@@ -560,6 +560,8 @@ def prune_with_report(
         "macs_before": g.macs(),
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
+        # each output's difference over its scale (its largest |value|, at least 1): the worst
+        "max_scaled_diff": diff["max_scaled_diff"],
         "top1_agreement": diff["top1_agreement"],
         # how many output values the check compared (0: every output was empty; None: no check)
         "compared_values": diff["compared_values"],
@@ -668,6 +670,28 @@ def prune_with_report(
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+#: an approximate fold that moved the outputs by more than this share of their scale is worth a warning
+#: (slim's own check warns at 1e-3 absolute on its test images)
+FOLD_WARN_SCALED = 1e-3
+
+
+def approximate_fold_line(report: dict[str, Any]) -> str:
+    """One line where surgery folded removed channels' constants approximately (a zero-padded conv) and
+    its check measured the slim outputs off the zeroed model's by more than :data:`FOLD_WARN_SCALED` of
+    the output's scale (its largest |value|, at least 1: ``max_scaled_diff``); "" otherwise."""
+    inexact = [f["layer"] for f in report.get("folded_biases") or [] if not f["exact"]]
+    scaled = report.get("max_scaled_diff")
+    if not inexact or scaled is None or scaled <= FOLD_WARN_SCALED:
+        return ""
+    names = ", ".join(inexact[:5]) + (f" and {len(inexact) - 5} more" if len(inexact) > 5 else "")
+    return (
+        f"the constants of removed channels were folded approximately into {names} (zero-padded convs: exact "
+        f"away from the border only): the slim outputs differ from the zeroed model's by up to "
+        f"{report['max_abs_diff']:.3g} on the inputs checked, {scaled:.1%} of the output's scale (its largest "
+        "|value|, at least 1); slimming with zero_invariant leaves nothing to fold (exact surgery)"
+    )
 
 
 class CheckFailedError(EdgeslimError):
