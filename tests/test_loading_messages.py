@@ -982,3 +982,16 @@ def test_an_input_size_the_model_cannot_run_is_told_as_the_input_shape_it_takes(
         assert run("graph", f"{name}:Halving", "--input-shape", "3,24,50") == 0  # the size it takes
     finally:
         sys.modules.pop(name, None)
+
+
+def test_an_unknown_family_that_is_no_module_names_the_families_and_the_one_meant(capsys):
+    """A review: info tvseg:lraspp_mobilenet_v3_large said only "cannot import 'tvseg' ... run from the
+    directory that holds tvseg.py"; segmenters are tv:. The line names the registered families, and the
+    one whose models include NAME."""
+    prefix = f"tvseg{uuid.uuid4().hex[:6]}"
+    err = one_line_error(capsys, ["info", f"{prefix}:lraspp_mobilenet_v3_large"],
+                         f"{prefix}: is no model family (those are ", "tv:, ",
+                         "did you mean tv:lraspp_mobilenet_v3_large?", f"holds {prefix}.py")  # fmt: skip
+    assert "yolo:" in err
+    err = one_line_error(capsys, ["info", f"{prefix}:no_such_net"], f"{prefix}: is no model family")
+    assert "did you mean" not in err

@@ -247,6 +247,27 @@ def _top(module: str) -> str:
     return module.split(".", 1)[0]
 
 
+def _family_hint(reference: str) -> tuple[str, str]:
+    """For ``PREFIX:NAME`` whose PREFIX (one word) is no module: a clause naming the registered
+    families, and ``family:NAME`` where a family's models include NAME (a review's
+    tvseg:lraspp_mobilenet_v3_large: tv:lraspp_mobilenet_v3_large); ``("", "")`` otherwise."""
+    prefix, _, name = reference.partition(":")
+    families = [p for p in known_prefixes() if p in _PREFIX_LISTERS]
+    if "." in prefix or not name or not families:
+        return "", ""
+    guess = ""
+    for family in sorted(families, key=lambda p: p == "timm"):  # (timm's list takes seconds: last)
+        try:
+            names = _PREFIX_LISTERS[family]()
+        except Exception:  # noqa: BLE001 - a family whose library is missing or broken lists nothing
+            continue
+        if name in names:
+            guess = f"{family}:{name}"
+            break
+    known = ", ".join(f"{p}:" for p in families)
+    return f", and {prefix}: is no model family (those are {known})", guess
+
+
 def import_user_module(reference: str) -> Any:
     """Import the module of ``package.module:Attr`` (the current directory importable), with a
     one-line error that says whether the module itself is missing, something it imports is, or
@@ -258,10 +279,12 @@ def import_user_module(reference: str) -> Any:
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            families, guess = _family_hint(reference)
+            run = f"did you mean {guess}? Else, for your own code, run" if guess else "run"
             raise EdgeslimError(
                 f"cannot import {module_name!r} for architecture {reference!r}: no {missing!r} in the "
-                f"current directory ({os.getcwd()}) or on PYTHONPATH; run from the directory that holds "
-                f"{_top(missing)}.py (or the {_top(missing)}/ package) or add that directory to PYTHONPATH"
+                f"current directory ({os.getcwd()}) or on PYTHONPATH{families}; {run} from the directory that "
+                f"holds {_top(missing)}.py (or the {_top(missing)}/ package) or add that directory to PYTHONPATH"
             ) from exc
         raise EdgeslimError(
             f"cannot import {module_name!r} for architecture {reference!r}: it imports {missing!r}, which "
