@@ -375,7 +375,7 @@ def load_model(
             raise _names_no_architecture(p, "holds the state_dict of a training checkpoint", weights) from exc
         if not trust_pickle:
             raise _refuse_untrusted(p, "pickle") from exc
-        from edgeslim.models.user import pickled_module, unpickle_trusted
+        from edgeslim.models.user import not_a_module, pickled_module, unpickle_trusted
 
         try:
             obj = unpickle_trusted(p, what=str(p), map_location=map_location)
@@ -386,7 +386,7 @@ def load_model(
         # the object, or the model a training script's dict holds ({"model": model, "epoch": 3})
         model = pickled_module(obj, what=str(p))
         if model is None:
-            raise EdgeslimError(f"{p} holds a {type(obj).__name__}, not an nn.Module") from exc
+            raise not_a_module(obj, str(p)) from exc
         return LoadedModel(model=model, kind="pickle", path=p)
     except Exception as exc:  # noqa: BLE001 - truncated zips and streams raise many types
         raise EdgeslimError(

@@ -995,3 +995,19 @@ def test_an_unknown_family_that_is_no_module_names_the_families_and_the_one_mean
     assert "yolo:" in err
     err = one_line_error(capsys, ["info", f"{prefix}:no_such_net"], f"{prefix}: is no model family")
     assert "did you mean" not in err
+
+
+def test_a_pickled_dict_whose_model_is_under_another_key_names_the_keys(tmp_path, capsys):
+    """A review: torch.save({"m": model}, "x.pt") was "x.pt holds a dict, not an nn.Module", naming neither
+    the keys looked under nor that "m" holds the module. Both are named, with how to re-save it; so
+    re-saved, it loads."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    path = tmp_path / "x.pt"
+    torch.save({"m": net, "epoch": 3}, path)
+    one_line_error(capsys, ["info", path, "--trust-pickle", "--input-shape", "3,16,16"],
+                   "x.pt holds a dict, not an nn.Module", "(model, ema, model_ema, module, net)",
+                   "'m' (Sequential) does", "torch.save(ckpt['m'], PATH)")  # fmt: skip
+    with pytest.raises(EdgeslimError, match=r"but 'm' \(Sequential\) does"):
+        create_model(f"pickle:{path}", trust_pickle=True)
+    torch.save({"model": net, "epoch": 3}, path)  # as the line says
+    assert run("info", path, "--trust-pickle", "--input-shape", "3,16,16") == 0

@@ -258,7 +258,7 @@ def build_from_pickle(
         raise EdgeslimError(f"{p} could not be unpickled ({type(exc).__name__}: {exc})") from exc
     found = pickled_module(model, what=str(p))
     if found is None:
-        raise EdgeslimError(f"{p} holds a {type(model).__name__}, not an nn.Module")
+        raise not_a_module(model, str(p))
     # (kept in its dtype: the weights loaded into it keep theirs, cast_tensors; the pipelines settle the rest)
     return _fit_classes(found, num_classes, (in_channels, *probe_size), f"{PICKLE_PREFIX}:{path}")
 
@@ -344,6 +344,30 @@ def pickled_module(obj: Any, what: str = "the file") -> nn.Module | None:
             param="trust_pickle",
         )
     return found
+
+
+def not_a_module(obj: Any, what: str) -> EdgeslimError:
+    """The error for a trusted pickle ``what`` whose object :func:`pickled_module` found no model in: for a
+    dict, the keys it looked under (:data:`MODULE_KEYS`) and the keys that do hold an nn.Module, and how
+    to re-save it (a review's ``{"m": model}`` was told only "holds a dict, not an nn.Module")."""
+    head = f"{what} holds a {type(obj).__name__}, not an nn.Module"
+    if not isinstance(obj, dict):
+        return EdgeslimError(f"{head}; save the model itself: torch.save(model, PATH)")
+    tried = ", ".join(MODULE_KEYS)
+    held = [k for k, v in obj.items() if isinstance(v, nn.Module)]
+    if held:
+        key = held[0]
+        kinds = ", ".join(f"{k!r} ({type(obj[k]).__name__})" for k in held[:5])
+        return EdgeslimError(
+            f"{head}: none of the keys a model is looked for under ({tried}) holds one, but {kinds} "
+            f"{'does' if len(held) == 1 else 'do'}; re-save that module under 'model' "
+            f"(torch.save({{'model': ckpt[{key!r}]}}, PATH)) or alone (torch.save(ckpt[{key!r}], PATH))"
+        )
+    keys = ", ".join(repr(k) for k in list(obj)[:8]) + (f" and {len(obj) - 8} more" if len(obj) > 8 else "")
+    return EdgeslimError(
+        f"{head}: no key holds one (looked for under {tried}; its keys: {keys or 'none'}); a state_dict goes "
+        "with its architecture (module:Factory, weights=FILE), a whole model is saved with torch.save(model, PATH)"
+    )
 
 
 def _factory(reference: str) -> tuple[Any, Any]:
