@@ -72,6 +72,24 @@ def test_dynamic_batch_runs_any_batch(tmp_path):
             assert np.abs(_ort(res.path, x) - model(x).numpy()).max() <= 1e-4
 
 
+def test_a_dynamic_batch_export_has_a_fixed_height_and_width_as_documented(tmp_path):
+    """A segmentation review: docs/export.md never said an export's height and width are fixed (only the
+    batch axis is dynamic); deploying at several resolutions hit ORT's "Got invalid dimensions". The docs
+    say it where the dynamic batch is, and it holds: another batch runs, another size does not."""
+    from pathlib import Path
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    res = export_onnx(model.eval(), tmp_path / "seg.onnx", (3, 16, 24), dynamic_batch=True, batch=2)
+    dims = onnx.load(str(res.path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 16, 24]
+    assert _ort(res.path, torch.randn(3, 3, 16, 24)).shape == (3, 2, 16, 24)
+    with pytest.raises(Exception, match="invalid dimensions"):
+        _ort(res.path, torch.randn(1, 3, 32, 32))
+    text = " ".join((Path(__file__).parents[1] / "docs" / "export.md").read_text().split())
+    assert "**Height and width are fixed.**" in text and "one export per resolution" in text
+    assert "Got invalid dimensions for input" in text
+
+
 @pytest.mark.parametrize(
     "name,shape",
     [("resnet18", (3, 64, 64)), ("mobilenet_v3_small", (3, 64, 64))],
