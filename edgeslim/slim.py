@@ -371,6 +371,10 @@ def slim_model(
         "environment": {"versions": versions(), "threads": torch.get_num_threads(), "device": str(device)},
     }
     report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
+    from edgeslim.sparsity.resource import removal_candidates
+
+    # which BN channels surgery can remove at all (a trial: 85% of an EfficientNet's were not, unsaid)
+    report["candidates"] = removal_candidates(model, example, bool(settings.zero_invariant))
     from edgeslim.checkpoint import rebuild_facts
 
     report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
@@ -709,6 +713,28 @@ def accuracy_note(report: dict[str, Any]) -> str:
     )
 
 
+def candidates_note(report: dict[str, Any]) -> Notice | None:
+    """How many BN channels are no removal candidates and why (None: every one is), naming
+    ``zero_invariant`` where it would make them candidates (squeeze-excitation-gated channels)."""
+    c = report.get("candidates")
+    if not c or c["candidates"] >= c["bn_channels"]:
+        return None
+    kept = c["bn_channels"] - c["candidates"]
+    why = []
+    if c.get("gated"):
+        why.append(f"{c['gated']:,} because a squeeze-excitation gate multiplies them and the slimmer keeps "
+                   "their BN shift (zero_invariant=True makes them candidates)")  # fmt: skip
+    if c.get("barred"):
+        why.append(f"{c['barred']:,} behind a barrier (a model input or output, an op surgery cannot resize)")
+    if c.get("other"):
+        why.append(f"{c['other']:,} in BN layers without affine scales")
+    return Notice(
+        f"{kept:,} of {c['bn_channels']:,} BN channels ({kept / c['bn_channels']:.1%}) are not removal "
+        f"candidates (surgery keeps them whatever their scales): " + "; ".join(why),
+        "zero_invariant" if c.get("gated") else None,
+    )
+
+
 def final_steps_note(report: dict[str, Any]) -> str | None:
     """Why the trained network's test accuracy differs from the last epoch's (the steps after it that
     ran), or None when it moved by less than half a point (a trial asked why)."""
@@ -758,6 +784,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     if steps := final_steps_note(report):
         parts += ["", f"{steps[0].upper()}{steps[1:]}."]
+    if cand := candidates_note(report):
+        parts += ["", f"{cand[0].upper()}{cand[1:]}."]
     failed = bool((report.get("surgery") or {}).get("check_failed"))
     if report.get("verify"):
         v = report["verify"]

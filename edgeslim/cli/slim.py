@@ -239,6 +239,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     from edgeslim.slim import (
         accuracy_change,
         accuracy_note,
+        candidates_note,
         final_steps_note,
         latency_check_rows,
         percent,
@@ -291,6 +292,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
         ]
         out.print(table("BN layers", ["layer", "channels", "nonzero", "after surgery"], layer_rows))
+        if cand := candidates_note(report):
+            out.print(notice(cand, slim), soft_wrap=True)
         if "verify" in report:
             v = report["verify"]
             out.print(
