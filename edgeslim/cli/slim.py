@@ -364,7 +364,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
     if report.get("rebuilds_from"):
         err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
-    for key in ("verify", "budget"):
+    for key in ("verify", "budget", "latency"):
         if warning := (report.get(key) or {}).get("warning"):
             err.print(f"[yellow]warning:[/] {notice(warning, slim)}", soft_wrap=True)
     msg = report.get("collapse", {}).get("message")
