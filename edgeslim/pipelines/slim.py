@@ -504,6 +504,14 @@ def _run(
             write_report(out_dir, res.report)
             raise
         res.report["latency"] = check
+        if check.get("measured") and (res.report.get("plots") or {}).get(
+            "budget"
+        ):  # (its title: measured too)
+            from edgeslim.slim import plot_trajectory
+
+            plot_trajectory(res.report["budget"], out_dir / res.report["plots"]["budget"],
+                            final_accuracy=res.report["accuracy"].get("slim"),
+                            measured_fraction=check["measured_fraction"])  # fmt: skip
         for broke in check.get("warnings", ()):  # (a simplifier that broke dense.onnx or slim.onnx)
             say(broke)
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
