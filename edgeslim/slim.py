@@ -371,6 +371,10 @@ def slim_model(
         "environment": {"versions": versions(), "threads": torch.get_num_threads(), "device": str(device)},
     }
     report.update({k: meta[k] for k in ("source", "weights", "head", "alignment") if meta and meta.get(k)})
+    from edgeslim.sparsity.resource import removal_candidates
+
+    # which BN channels surgery can remove at all (a trial: 85% of an EfficientNet's were not, unsaid)
+    report["candidates"] = removal_candidates(model, example, bool(settings.zero_invariant))
     from edgeslim.checkpoint import rebuild_facts
 
     report.update(rebuild_facts(spec))  # its checkpoints' trust_pickle and the file they rebuild from
@@ -709,6 +713,28 @@ def accuracy_note(report: dict[str, Any]) -> str:
     )
 
 
+def candidates_note(report: dict[str, Any]) -> Notice | None:
+    """How many BN channels are no removal candidates and why (None: every one is), naming
+    ``zero_invariant`` where it would make them candidates (squeeze-excitation-gated channels)."""
+    c = report.get("candidates")
+    if not c or c["candidates"] >= c["bn_channels"]:
+        return None
+    kept = c["bn_channels"] - c["candidates"]
+    why = []
+    if c.get("gated"):
+        why.append(f"{c['gated']:,} because a squeeze-excitation gate multiplies them and the slimmer keeps "
+                   "their BN shift (zero_invariant=True makes them candidates)")  # fmt: skip
+    if c.get("barred"):
+        why.append(f"{c['barred']:,} behind a barrier (a model input or output, an op surgery cannot resize)")
+    if c.get("other"):
+        why.append(f"{c['other']:,} in BN layers without affine scales")
+    return Notice(
+        f"{kept:,} of {c['bn_channels']:,} BN channels ({kept / c['bn_channels']:.1%}) are not removal "
+        f"candidates (surgery keeps them whatever their scales): " + "; ".join(why),
+        "zero_invariant" if c.get("gated") else None,
+    )
+
+
 def final_steps_note(report: dict[str, Any]) -> str | None:
     """Why the trained network's test accuracy differs from the last epoch's (the steps after it that
     ran), or None when it moved by less than half a point (a trial asked why)."""
@@ -758,6 +784,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     ]
     if steps := final_steps_note(report):
         parts += ["", f"{steps[0].upper()}{steps[1:]}."]
+    if cand := candidates_note(report):
+        parts += ["", f"{cand[0].upper()}{cand[1:]}."]
     failed = bool((report.get("surgery") or {}).get("check_failed"))
     if report.get("verify"):
         v = report["verify"]
@@ -998,10 +1026,18 @@ def controller_for_slim(
     )  # fmt: skip
 
 
-def plot_trajectory(report: dict[str, Any], path: str | Path, final_accuracy: float | None = None) -> Path:
+def plot_trajectory(
+    report: dict[str, Any],
+    path: str | Path,
+    final_accuracy: float | None = None,
+    measured_fraction: float | None = None,
+) -> Path:
     """PNG: target, budget and achieved resource per epoch (left), mu and test accuracy per epoch
     (right), with ``final_accuracy`` (the slim network's, after the final projection, BN re-estimation
-    and surgery) marked at the end: a reader took the last epoch's accuracy for the result."""
+    and surgery) marked at the end: a reader took the last epoch's accuracy for the result. The last
+    epoch's R is the controller's, before the final projection, which is drawn as a step to the result
+    (a trial's plot showed 49.95% tracked where the controller had reached 66.6%); a latency budget's R is
+    predicted, and ``measured_fraction`` (the latency check's slim / dense) is marked beside it."""
     traj = report["trajectory"]
     ep = [t["epoch"] for t in traj]
     fig, (a1, a2) = new_figure(1, 2, figsize=(10, 4.0))
@@ -1010,15 +1046,32 @@ def plot_trajectory(report: dict[str, Any], path: str | Path, final_accuracy: fl
     # (a wide pale band under the achieved line: where R follows B(t), a thin line was hidden behind it)
     a1.plot(start, [1.0, *(t["budget"] for t in traj)], color="#f0a030", lw=6, alpha=0.45, zorder=1,
             solid_capstyle="round", label="budget B(t)")  # fmt: skip
-    a1.plot(start, [1.0, *(t["resource"] for t in traj)], "o-", color="#2a7ab0", label="achieved R")
-    a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
+    achieved = [1.0, *(t["resource"] for t in traj)]
+    before = report.get("before_projection_fraction")
+    # (the last epoch's entry is logged after the final projection: the controller's own R is the one before)
+    projected = bool(report.get("projection_removed_channels")) and before is not None and ep
+    if projected:
+        achieved[-1] = before
+    latency = report.get("metric") == "latency"
+    word = "predicted R" if latency else "achieved R"
+    a1.plot(start, achieved, "o-", color="#2a7ab0", label=f"{word} (the controller's)")
+    if projected:
+        a1.plot([ep[-1], ep[-1]], [before, report["achieved_fraction"]], "-", color="#c0392b", lw=1.5)
+        a1.plot([ep[-1]], [report["achieved_fraction"]], "v", color="#c0392b", ms=8,
+                label=f"final projection: {report['achieved_fraction']:.1%}")  # fmt: skip
+    else:
+        a1.axhline(report["achieved_fraction"], color="#c0392b", lw=0.8, label="after final projection")
+    if measured_fraction is not None and ep:
+        a1.plot([ep[-1]], [measured_fraction], "D", color="#145a32", ms=7, ls="none",
+                label=f"measured slim / dense: {measured_fraction:.1%}")  # fmt: skip
     a1.set_xlabel("epoch (0: the dense start)")
-    a1.set_ylabel(f"{report['metric']} / dense")
+    a1.set_ylabel(f"{report['metric']} / dense" + (" (predicted)" if latency else ""))
     a1.legend(fontsize=8)
+    reached = f"{'predicted' if latency else 'reached'} {report['achieved_fraction']:.1%}"
+    if measured_fraction is not None:
+        reached += f", measured {measured_fraction:.1%}"
     a1.set_title(
-        f"budget {report['target_fraction']:.0%} of dense {report['metric']}: reached "
-        f"{report['achieved_fraction']:.1%}",
-        fontsize=10,
+        f"budget {report['target_fraction']:.0%} of dense {report['metric']}: {reached}", fontsize=10
     )
     a2.plot(ep, [t["mu"] for t in traj], "o-", color="#8e44ad", label="mu (budget multiplier)")
     a2.set_xlabel("epoch")
@@ -1027,8 +1080,8 @@ def plot_trajectory(report: dict[str, Any], path: str | Path, final_accuracy: fl
     a3 = a2.twinx()
     a3.plot(ep, [100 * (t["test_acc"] or float("nan")) for t in traj], "s-", color="#27ae60",
             label="test accuracy at each epoch's end")  # fmt: skip
-    if final_accuracy is not None and ep:
-        a3.plot([ep[-1]], [100 * final_accuracy], "*", ms=14, color="#145a32", ls="none",
+    if final_accuracy is not None and ep:  # (beside the last epoch's square, which it hid when drawn on it)
+        a3.plot([ep[-1] + 0.3], [100 * final_accuracy], "*", ms=14, color="#145a32", ls="none",
                 label=f"slim network: {final_accuracy:.1%} (after the final steps)")  # fmt: skip
     a3.set_ylabel("test accuracy (%)")
     lines = a2.get_lines() + a3.get_lines()
@@ -1039,6 +1092,8 @@ def plot_trajectory(report: dict[str, Any], path: str | Path, final_accuracy: fl
     from matplotlib.ticker import MaxNLocator
 
     for ax in (a1, a2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs
+    if ep:  # (one epoch: matplotlib spread the axis 0.945..1.050 around it)
+        a2.set_xlim(ep[0] - 0.5, ep[-1] + 0.6)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -417,3 +417,18 @@ def test_the_ns_fine_tune_command_reproduces_its_record() -> None:
     quoted = re.search(r"ns_ft_fmnist_60k\.json`, `(edgeslim train [^`]*)`", text)
     assert quoted and "--round-to 1" in quoted.group(1).split(" --finetune")[0], quoted
     assert f"batch {batch}" in text[quoted.end() : quoted.end() + 200]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_documented_commands_on_torchvision_data_say_where_it_is(doc: Path) -> None:
+    """A README trial: docs/budget.md's `edgeslim slim resnet20 --data cifar10 ...` stopped with "where is
+    cifar10? give --data-dir" (no download here): each command block line naming CIFAR or SVHN gives it."""
+    lines = re.sub(r"\\\n\s*", " ", doc.read_text()).splitlines()  # (fenced and indented blocks alike)
+    missing = [
+        line
+        for line in (ln.strip() for ln in lines)
+        if line.startswith(("edgeslim ", "torchrun "))
+        and re.search(r"--data (cifar10|cifar100|svhn)\b", line)
+        and "--data-dir" not in line
+    ]
+    assert not missing, "\n".join(missing)

@@ -396,3 +396,20 @@ def test_finalize_tells_a_python_caller_when_nothing_or_too_much_reached_zero(
     with caplog.at_level(logging.WARNING, logger="edgeslim.sparsity.prox"):
         s.finalize(warn=False)
     assert not caplog.records
+
+
+def test_the_epoch_lr_is_the_same_on_the_terminal_and_in_log_jsonl(tmp_path, caplog) -> None:
+    """A README trial: the terminal's epoch line said lr 0.005 (the restarted recovery's rate), log.jsonl
+    0.000955 (the base schedule's, which the optimizer did not run at). Both now give the rate of the
+    epoch's last step, the line says so, and the schedule's is kept as schedule_lr."""
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert main(["slim", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100",
+                     "--epochs", "2", "--threads", "1", "--shrink", "0.1", "--out", str(out)]) == 0  # fmt: skip
+    records = [json.loads(line) for line in (out / "train" / "log.jsonl").read_text().splitlines()]
+    last = records[-1]
+    assert (
+        last["recovery_lr"] == last["lr"] != last["schedule_lr"]
+    )  # (the restart: another rate than the base's)
+    said = [r.getMessage() for r in caplog.records if "slim epoch 2/2" in r.getMessage()]
+    assert said and f"lr {last['lr']:.3g} at its last step" in said[0]

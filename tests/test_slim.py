@@ -909,3 +909,39 @@ def test_run_leaves_the_callers_request_as_given(tmp_path: Path) -> None:
     assert req == given and req.model == "vgg-small"
     run(dataclasses.replace(req, out_dir=tmp_path / "c"))  # (was refused: model held the init path)
     assert (tmp_path / "c" / "model.pt").is_file()
+
+
+def test_budget_png_shows_the_controllers_r_and_the_final_projection_as_a_step(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """A README trial: budget.png's last 'achieved R' was the value after the final projection (49.95%)
+    while the controller had reached 66.6%, so the budget looked tracked; a latency budget's title said
+    'reached' for a prediction; one epoch spread the right panel's axis over 0.945..1.050 and the slim
+    accuracy's star hid the last epoch's square."""
+    import edgeslim.slim as slim_module
+    from edgeslim.slim import plot_trajectory
+
+    out = tmp_path / "run"
+    argv = ["slim", "vgg-small", "--data", "digits", "--subset", "300", "--test-subset", "100", "--epochs", "1",
+            "--threads", "1", "--target-macs", "0.3", "--round-to", "1", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    b = json.loads((out / "report.json").read_text())["budget"]
+    assert (
+        b["projection_removed_channels"] > 0
+        and b["before_projection_fraction"] > b["achieved_fraction"] + 0.01
+    )
+    drawn = []
+    monkeypatch.setattr(slim_module, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    plot_trajectory(b, tmp_path / "b.png", final_accuracy=0.5, measured_fraction=0.42)
+    left, right = drawn[0].axes[:2]
+    lines = {ln.get_label(): ln for ln in left.get_lines()}
+    assert list(lines["achieved R (the controller's)"].get_ydata())[-1] == b["before_projection_fraction"]
+    step = lines[f"final projection: {b['achieved_fraction']:.1%}"]
+    assert list(step.get_ydata()) == [b["achieved_fraction"]]
+    assert "measured slim / dense: 42.0%" in lines and "measured 42.0%" in left.get_title()
+    assert [t for t in right.get_xticks() if right.get_xlim()[0] <= t <= right.get_xlim()[1]] == [1.0]
+    squares, stars = (ln for ln in drawn[0].axes[2].get_lines())
+    assert list(stars.get_xdata()) != list(squares.get_xdata())[-1:]  # beside it, not on it
+    drawn.clear()
+    plot_trajectory({**b, "metric": "latency"}, tmp_path / "l.png")
+    assert "predicted" in drawn[0].axes[0].get_title() and "reached" not in drawn[0].axes[0].get_title()

@@ -621,26 +621,49 @@ def memory_rows(record: dict) -> list[list]:
 BUSY_MARGIN = 1.0
 
 
-def warnings(record: dict) -> list[str]:
-    """The lines a run's report warns with: those its record holds (``warnings``: what the measuring
-    said, e.g. a baseline of another network), then what its numbers and machine show."""
-    out = [w for w in record.get("warnings") or [] if isinstance(w, str)]
+def busy_warning(record: dict) -> str | None:
+    """The line a run measured on a busy machine warns with (load average and threads over the cores),
+    else None."""
     env = record.get("env") or {}
     load = (env.get("load_avg") or [None])[0]
     cores = env.get("cpu_affinity") or env.get("cpu_count")
     # ONNX Runtime and torch default to every core; TensorRT's host side is one thread driving the GPU
     trt = record.get("backend") in ("trtexec", "tensorrt")
     threads = 1 if trt else env.get("threads") or cores
-    if load is not None and cores and load + threads > cores + BUSY_MARGIN:
-        # (an older run records no thread count: the runtime's default, every core, is a guess)
-        uses = f"uses {threads} thread(s)" if trt or env.get("threads") else (
-            f"records no thread count (guessed from its {cores} cores: the runtime's default uses them all)")  # fmt: skip
-        out.append(
-            f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "
-            f"{uses}: other processes took cores from it, so its latencies, and a speed-up "
-            "between models timed under different contention, are unreliable; run on an idle machine"
-            + (" or with fewer threads" if threads > 1 else "")
-        )
+    if load is None or not cores or load + threads <= cores + BUSY_MARGIN:
+        return None
+    # (an older run records no thread count: the runtime's default, every core, is a guess)
+    uses = f"uses {threads} thread(s)" if trt or env.get("threads") else (
+        f"records no thread count (guessed from its {cores} cores: the runtime's default uses them all)")  # fmt: skip
+    return (
+        f"the machine was busy when the run started (load average {load:.1f} on {cores} cores) and the run "
+        f"{uses}: other processes took cores from it, so its latencies, and a speed-up "
+        "between models timed under different contention, are unreliable; run on an idle machine"
+        + (" or with fewer threads" if threads > 1 else "")
+    )
+
+
+def spread_warnings(record: dict) -> list[str]:
+    """The lines of the models and batches whose timed calls spread more than :data:`CV_WARN`."""
+    out = []
+    for label in record["models"]:
+        for b in record["batches"]:
+            s = record["summary"][label][str(b)]
+            if s["cv"] > CV_WARN:
+                out.append(
+                    f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
+                    "clocks or thermals; p50 and the trial p50s are the numbers to read)"
+                )
+    return out
+
+
+def warnings(record: dict) -> list[str]:
+    """The lines a run's report warns with: those its record holds (``warnings``: what the measuring
+    said, e.g. a baseline of another network), then what its numbers and machine show."""
+    out = [w for w in record.get("warnings") or [] if isinstance(w, str)]
+    if busy := busy_warning(record):
+        out.append(busy)
+    env = record.get("env") or {}
     machine = str(env.get("machine") or "").lower()
     if machine and not is_arm(machine):
         ort = {label: (m.get("ort_conversion") or {}).get("target_platform")
@@ -677,14 +700,9 @@ def warnings(record: dict) -> list[str]:
             f"the models ran in different dtypes ({which}): the speedup includes the dtype's; save both in "
             "one dtype (edgeslim checkpoints are timed in float32)"
         )
+    out += spread_warnings(record)
     for label in record["models"]:
         for b in record["batches"]:
-            s = record["summary"][label][str(b)]
-            if s["cv"] > CV_WARN:
-                out.append(
-                    f"{label} batch {b}: CV {100 * s['cv']:.1f}% > {100 * CV_WARN:.1f}% (unstable: shared machine, "
-                    "clocks or thermals; p50 and the trial p50s are the numbers to read)"
-                )
             if (cov := _trtexec_cov(record, label, b)) is not None:
                 out.append(
                     f"{label} batch {b}: trtexec warned that its GPU compute time is unstable (coefficient of "

@@ -239,6 +239,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
     from edgeslim.slim import (
         accuracy_change,
         accuracy_note,
+        candidates_note,
         final_steps_note,
         latency_check_rows,
         percent,
@@ -291,6 +292,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             [r["name"], r["channels"], r["kept"], r.get("after_surgery", r["kept"])] for r in report["layers"]
         ]
         out.print(table("BN layers", ["layer", "channels", "nonzero", "after surgery"], layer_rows))
+        if cand := candidates_note(report):
+            out.print(notice(cand, slim), soft_wrap=True)
         if "verify" in report:
             v = report["verify"]
             out.print(
@@ -361,7 +364,7 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
         )
     if report.get("rebuilds_from"):
         err.print(rebuilds_line(d / SLIM_FILE, report["rebuilds_from"]), soft_wrap=True)
-    for key in ("verify", "budget"):
+    for key in ("verify", "budget", "latency"):
         if warning := (report.get(key) or {}).get("warning"):
             err.print(f"[yellow]warning:[/] {notice(warning, slim)}", soft_wrap=True)
     msg = report.get("collapse", {}).get("message")

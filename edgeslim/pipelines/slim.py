@@ -433,7 +433,7 @@ def _run(
         if extra.get("alignment"):
             meta["alignment"] = dict(extra["alignment"])
             if meta["alignment"]["from"] == "profile":  # the user did not ask for this multiple
-                _reachable_alignment(model, spec, settings, meta["alignment"])
+                _reachable_alignment(model, spec, settings, meta["alignment"], say)
     if req.resume or "head" not in meta:  # the model's own head: the labels in the order of its outputs
         bundle = bundle.in_class_order((recorded or {}).get("class_names"))
     # (a resume keeps the run's own normalization, as its other settings, without a notice)
@@ -504,29 +504,48 @@ def _run(
             write_report(out_dir, res.report)
             raise
         res.report["latency"] = check
+        if check.get("measured") and (res.report.get("plots") or {}).get(
+            "budget"
+        ):  # (its title: measured too)
+            from edgeslim.slim import plot_trajectory
+
+            plot_trajectory(res.report["budget"], out_dir / res.report["plots"]["budget"],
+                            final_accuracy=res.report["accuracy"].get("slim"),
+                            measured_fraction=check["measured_fraction"])  # fmt: skip
         for broke in check.get("warnings", ()):  # (a simplifier that broke dense.onnx or slim.onnx)
             say(broke)
         over = check["measured_over_target"] - 1 if check.get("measured") else 0.0
         # (with verify_latency the miss is refused instead)
-        if over > LATENCY_MISS_TOLERANCE and req.verify_latency is None:
+        if over > LATENCY_MISS_TOLERANCE and req.verify_latency is None:  # (shown with the run's warnings)
+            loaded = ";"
+            if check.get("unsteady"):  # (bench's busy-machine and spread checks)
+                cv = ", ".join(f"{label} {v:.0%}" for label, v in check["cv"].items())
+                load = f"load average {check['load_avg']:.1f}, " if check.get("load_avg") is not None else ""
+                loaded = (
+                    f"; the timing was unsteady ({load}CV {cv}: {len(check['unsteady'])} warning(s) as bench gives "
+                    "them, in report.json latency.unsteady), so the miss may be the machine's load: time the pair "
+                    "again on an idle machine before you"
+                )
             check["warning"] = Notice(
                 f"latency target missed as measured: {check['measured_ms']:.4g} ms for a target of "
-                f"{check['target_ms']:.4g} ms ({over:+.1%}, the lookup predicted {check['predicted_ms']:.4g} ms); slim "
-                "again with a smaller target, or give verify_latency to fail such a run",
+                f"{check['target_ms']:.4g} ms ({over:+.1%}, the lookup predicted {check['predicted_ms']:.4g} ms)"
+                f"{loaded} slim again with a smaller target, or give verify_latency to fail such a run",
                 "verify_latency",
             )
-            say(check["warning"])
         write_report(out_dir, res.report)
         if req.verify_latency is not None:
             verify(check, float(req.verify_latency))
     return res.report
 
 
-def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, Any]) -> None:
+def _reachable_alignment(
+    model: Any, spec: Any, settings: Any, align: dict[str, Any], say: Callable[[str], None] = log.warning
+) -> None:
     """A MAC or parameter budget that the profile's channel multiple cannot reach gets the largest
     halved multiple that can (16 -> 8 -> ... -> 1) instead of a refusal; ``settings.round_to`` and
-    ``align`` are updated (``align["reduced_from"]``) and a warning says so. A target no multiple
-    reaches is left to the controller's one-line error."""
+    ``align`` are updated (``align["reduced_from"]``) and ``say`` says so (naming zero_invariant where
+    it would reach the budget at the profile's multiple). A target no multiple reaches is left to the
+    controller's one-line error."""
     import torch
 
     from edgeslim.sparsity.budget import BudgetSettings, absolute_target
@@ -544,17 +563,34 @@ def _reachable_alignment(model: Any, spec: Any, settings: Any, align: dict[str, 
         r //= 2
     if r in (0, settings.round_to):
         return
-    _reduce_alignment(settings, align, r, "the budget")
+    zi = res.zero_invariant  # (squeeze-excitation-gated channels, kept only for their BN shifts)
+    gated = zi is not None and target >= zi.narrowest(settings.round_to)
+    _reduce_alignment(settings, align, r, "the budget", say, zero_invariant=gated)
 
 
-def _reduce_alignment(settings: Any, align: dict[str, Any], r: int, what: str) -> None:
+def _reduce_alignment(
+    settings: Any,
+    align: dict[str, Any],
+    r: int,
+    what: str,
+    say: Callable[[str], None] = log.warning,
+    zero_invariant: bool = False,
+) -> None:
     """Keep channel counts in multiples of ``r`` instead of the profile's ``settings.round_to``,
-    which cannot reach ``what``: a warning, ``align["reduced_from"]`` and the new multiple."""
-    log.warning(
-        "%s is below the narrowest network with channel counts in multiples of %d (%s %s); keeping "
-        "multiples of %d instead (less of the alignment's speed-up; give a larger target to keep %d)",
-        what, settings.round_to, align.get("profile"), align.get("precision"), r, settings.round_to,
-    )  # fmt: skip
+    which cannot reach ``what``: ``say`` warns, ``align["reduced_from"]`` and the new multiple.
+    ``zero_invariant``: zero-invariant slimming would reach it at the profile's multiple (say so)."""
+    keep = (
+        f"give zero_invariant=True (the channels squeeze-excitation gates multiply are then removable) or a "
+        f"larger target to keep {settings.round_to}"
+        if zero_invariant
+        else f"give a larger target to keep {settings.round_to}"
+    )
+    say(Notice(
+        f"{what} is below the narrowest network with channel counts in multiples of {settings.round_to} "
+        f"({align.get('profile')} {align.get('precision')}); keeping multiples of {r} instead (less of the "
+        f"alignment's speed-up; {keep})",
+        "zero_invariant" if zero_invariant else None,
+    ))  # fmt: skip
     align["reduced_from"], align["round_to"] = settings.round_to, r
     settings.round_to = r
 

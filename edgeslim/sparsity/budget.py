@@ -295,6 +295,13 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
                 "no faster here)"
             )
         )
+        zi = resource.zero_invariant  # (squeeze-excitation-gated channels kept only for their shifts)
+        gated_help = zi is not None and zi.narrowest(resource.round_to) <= target
+        if gated_help:
+            fix = (
+                f"give zero_invariant=True: the channels squeeze-excitation gates multiply are then removable too "
+                f"(the narrowest network costs {zi.narrowest(resource.round_to) / resource.dense:.1%}), or a larger target"
+            )
         steps: tuple[Step, ...] = ()
         if resource.table is not None and not resource.width_points:  # (a trial: 88% for what ran at 68%)
             cut = {"zero_invariant": True} if resource.shifts_zeroed else {}  # (as this run removes channels)
@@ -323,7 +330,7 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
             f"the budget {d(target)} is unreachable: {least} {d(resource.minimum)} "
             f"({resource.minimum / resource.dense:.2%} of dense); {fix}",
             steps=steps,
-            param=(field, "round_to") if finer_helps else field,
+            param=(field, "zero_invariant") if gated_help else (field, "round_to") if finer_helps else field,
         )
     return float(target)
 

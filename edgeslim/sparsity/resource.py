@@ -60,7 +60,7 @@ from edgeslim.channels.cost import (
     whole_positions,
 )
 from edgeslim.channels.devices import DeviceProfile, load_profile
-from edgeslim.channels.graph import CONST, deployed_graph, removable_classes
+from edgeslim.channels.graph import CONST, class_states, deployed_graph, removable_classes
 from edgeslim.channels.norm import bn_layers, zero_flat
 from edgeslim.channels.rounding import kept_counts
 from edgeslim.counting import layer_channels
@@ -215,6 +215,15 @@ class ResourceModel:
                 self._check_width_cut(model, example, latency_table["calibration"], shifts_zeroed)
         self.dense = self.value(self.dense_k)
         self.minimum = self.narrowest()
+        #: the same resource with zero-invariant removability, where channels an input-dependent gate
+        #: multiplies (squeeze-excitation) are kept only because their shifts are (MACs and parameters):
+        #: what a budget refused, or an alignment reduced, could reach with ``zero_invariant``
+        self.zero_invariant: ResourceModel | None = None
+        if not self.shifts_zeroed and metric in ("macs", "params"):
+            if removal_candidates(model, example, from_graph=g)["gated"]:
+                self.zero_invariant = ResourceModel(
+                    model, example, metric, round_to=round_to, shifts_zeroed=True
+                )
 
     # ------------------------------------------------------------------ construction
     def _layers(self, model: nn.Module, example: Tensor) -> list[_Layer]:
@@ -937,6 +946,38 @@ def _removable_trace(
             m.bias.fill_(0.0 if shifts_zeroed else 1.0)
     g = deployed_graph(work, example, kernels=kernels)  # what surgery keeps, as prune counts it
     return g, removable_classes(g)[0]
+
+
+def removal_candidates(
+    model: nn.Module, example_input: Tensor, shifts_zeroed: bool = False, *, from_graph: Any = None
+) -> dict[str, int]:
+    """How many BN channels surgery removes once their scales are zero (``candidates`` of
+    ``bn_channels``), and why it keeps the others: ``gated``, an input-dependent gate
+    (squeeze-excitation) multiplies the shift the slimmer leaves (a candidate with ``shifts_zeroed``,
+    the slimmer's ``zero_invariant``); ``barred``, a barrier (a model input or output, an op surgery
+    cannot resize); ``other`` (a BN without affine scales). ``from_graph``: the graph of
+    :func:`_removable_trace` already made for these settings (no second trace)."""
+    g = from_graph
+    if g is None:
+        example = example_input.detach().cpu().float()[:1]
+        g, _ = _removable_trace(model, example, shifts_zeroed, kernels=False)
+    st = class_states(g)
+    names = {n for n, _ in bn_layers(model)}
+    per_bn: dict[str, Tensor] = {}
+    for t, cls in zip(g.touches, g.touch_classes):
+        if t.kind == "bn" and t.module in names:
+            per_bn.setdefault(t.module, cls)
+    cls = torch.cat(list(per_bn.values())) if per_bn else torch.zeros(0, dtype=torch.long)
+    kept = ~st.removable[cls]
+    barred = kept & st.barred[cls]
+    gated = kept & ~barred & st.reads_var[cls] & st.has_bn[cls]
+    return {
+        "bn_channels": int(cls.numel()),
+        "candidates": int((~kept).sum()),
+        "gated": int(gated.sum()),
+        "barred": int(barred.sum()),
+        "other": int((kept & ~barred & ~gated).sum()),
+    }
 
 
 def _scalar(v: Any) -> float:

@@ -437,11 +437,15 @@ def fit(
         if bn_images:
             record["bn_recalibrated_on_images"] = bn_images
         record.update(hook.on_epoch_end(epoch, model))
+        # a restarted recovery sets the rate: "lr" is the one the optimizer ran at (a trial: the terminal
+        # said lr 0.005, log.jsonl 0.000955, the base schedule's, which did not run)
+        if "recovery_lr" in record:
+            record["schedule_lr"], record["lr"] = record["lr"], record["recovery_lr"]
         history.append(record)
         if task is not None:
             progress.update(task, info=f"loss {record['train_loss']:.3f}  test acc {ev['accuracy']:.2%}")  # type: ignore[union-attr]
         (log.info if info.is_main else log.debug)(  # (every rank's record is the same: rank 0 says it)
-            "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g, %.1f s",
+            "%s epoch %d/%d: train loss %.4f acc %.2f%%, test loss %.4f acc %.2f%%, lr %.3g at its last step, %.1f s",
             config.stage,
             epoch + 1,
             config.epochs,
@@ -449,7 +453,7 @@ def fit(
             100 * record["train_acc"],
             record["test_loss"],
             100 * record["test_acc"],
-            record.get("recovery_lr", record["lr"]),
+            record["lr"],
             record["time_s"],
         )  # fmt: skip (the rate the optimizer ran at: a restarted recovery's where it sets it)
         if info.is_main and out is not None and ckpt_path is not None and log_path is not None:
