@@ -43,7 +43,12 @@ _CTX = {"help_option_names": ["-h", "--help"]}
     "photos in --data-dir) [the checkpoint's own].",
 )
 @click.option("--data-dir", type=click.Path(path_type=Path), help="Where the data set lies.")
-@click.option("--calib", type=COUNT, default=256, show_default=True, help="Images for folding and the check.")
+@click.option(
+    "--calib",
+    type=COUNT,
+    default=None,
+    help="Images for folding and the check [default: 256 up to 64x64, as many larger ones as hold the same pixels, at least 8].",
+)
 @click.option(
     "--ratio",
     type=FRACTION_OPEN,

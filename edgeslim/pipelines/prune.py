@@ -26,7 +26,8 @@ class PruneRequest(CheckedFields):
     precision: str | None = None
     data: str | None = None
     data_dir: Path | None = None
-    calib: int = 256
+    #: images for folding and the check; None: :func:`calib_count` (256, fewer for inputs larger than 64x64)
+    calib: int | None = None
     input_shape: str | tuple[int, ...] | None = None  # "C,H,W" or (C, H, W)
     plot: Path | None = None
     trust_pickle: bool = False
@@ -198,24 +199,50 @@ def load_traceable(
     return loaded
 
 
+#: pixels (per channel) of the default check's images: 256 images up to 64x64, fewer of larger ones
+CALIB_PIXELS = 256 * 64 * 64
+#: pixels of one forward of the check (memory): 64 images up to 64x64, fewer of larger ones
+BATCH_PIXELS = 64 * 64 * 64
+
+
+def calib_count(shape: tuple[int, ...], n: int | None = None) -> int:
+    """Images for surgery's folding and check: ``n`` where given, else 256 up to 64x64 and as many of a
+    larger input as hold the same pixels, at least 8 (a 520x520 segmenter or a 640x640 detector: 8; each
+    image gives every channel H x W values; 32 random ones in one forward took 24 s and 2.8 GB at 520x520)."""
+    if n is not None:
+        return n
+    pixels = max(1, _pixels(shape))
+    return max(8, min(256, CALIB_PIXELS // pixels))
+
+
+def _pixels(shape: tuple[int, ...]) -> int:
+    out = 1
+    for d in shape[1:]:  # (C, H, W) or (C, L): the spatial extent
+        out *= int(d)
+    return out
+
+
 def _calib(
-    data: str | None, data_dir: Path | None, n: int, shape: tuple[int, ...], meta: dict[str, Any]
+    data: str | None, data_dir: Path | None, n: int | None, shape: tuple[int, ...], meta: dict[str, Any]
 ) -> tuple[Any, str]:
     """Calibration inputs: test images of ``data``, else of the data set the checkpoint records
-    (normalized as in training, as export validates), else seeded random normal inputs."""
+    (normalized as in training, as export validates), else seeded random normal inputs (at most 32);
+    :func:`calib_count` of them, in forwards of at most :data:`BATCH_PIXELS` pixels."""
     import torch
 
     from edgeslim.export.validate import real_inputs
 
+    n = calib_count(shape, n)
+    per_forward = max(1, min(64, BATCH_PIXELS // max(1, _pixels(shape))))
     batch = real_inputs(shape, data=data, data_dir=str(data_dir) if data_dir else None, meta=meta, n=n)  # type: ignore[arg-type]
     if batch is None:
         gen = torch.Generator().manual_seed(0)
-        return [torch.randn((min(n, 32), *shape), generator=gen)], Notice(
+        return list(torch.randn((min(n, 32), *shape), generator=gen).split(per_forward)), Notice(
             "random normal inputs (for real images, pass data)", "data"
         )
     for note in batch.notes:  # (a prune's report has no warnings of its own)
         log.warning("%s", note)
-    return list(batch.x.split(64)), batch.source  # (it says how many and how they were chosen)
+    return list(batch.x.split(per_forward)), batch.source  # (it says how many and how they were chosen)
 
 
 def graph(
