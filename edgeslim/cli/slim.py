@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli import notice
+from edgeslim.cli import flag_names, notice
 from edgeslim.cli.common import (
     data_options,
     norm_options,
@@ -231,6 +231,7 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
             progress=bar,
             on_collapse=collapsed,
             say=lambda m: err.print(f"[yellow]note: {notice(m, slim)}[/]", soft_wrap=True),
+            names=flag_names(slim),  # (report.md's advice names the flags, as the terminal does)
         )
     _print(report, as_json)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -311,19 +311,29 @@ def _check_phases(req: SlimRequest) -> None:
 
 
 def run(
-    req: SlimRequest, progress: Any = None, on_collapse: Any = None, say: Callable[[str], None] | None = None
+    req: SlimRequest,
+    progress: Any = None,
+    on_collapse: Any = None,
+    say: Callable[[str], None] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json and report.md).
-    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). The
+    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). ``names``:
+    what report.md calls the parameters its advice names (the CLI's flags; default: their Python names,
+    :func:`~edgeslim.errors.renamed`). The
     caller's global random generators are as they were after it returns (the run seeds its own), and
     ``req`` as it was given: the values the run resolves (its channel multiple, a resume's data) are
     set on a copy and reported."""
     with kept_random_state():
-        return _checked_run(copy.copy(req), progress, on_collapse, say)
+        return _checked_run(copy.copy(req), progress, on_collapse, say, names)
 
 
 def _checked_run(
-    req: SlimRequest, progress: Any, on_collapse: Any, say: Callable[[str], None] | None
+    req: SlimRequest,
+    progress: Any,
+    on_collapse: Any,
+    say: Callable[[str], None] | None,
+    names: Mapping[str, str] | None = None,
 ) -> dict:
     from edgeslim.pipelines.rundir import slim_train_files
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
@@ -354,11 +364,16 @@ def _checked_run(
                        interrupted=TRAIN_DIR, run_files=slim_train_files, stale=stale,
                        inputs=(req.model, req.init, req.weights, req.latency_table)), \
             torch_threads(extra["threads"]):  # fmt: skip
-        return _run(req, extra, progress, on_collapse, say or log.warning)
+        return _run(req, extra, progress, on_collapse, say or log.warning, names)
 
 
 def _run(
-    req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: Any, say: Callable[[str], None]
+    req: SlimRequest,
+    extra: dict[str, Any],
+    progress: Any,
+    on_collapse: Any,
+    say: Callable[[str], None],
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -469,7 +484,7 @@ def _run(
     checked = latency is not None and latency["is_budget"]  # (the run is finished once its check is)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
-                         meta=meta, report_files=not checked)  # fmt: skip
+                         meta=meta, report_files=not checked, names=names)  # fmt: skip
     except CollapseError:
         if on_collapse is not None:
             on_collapse(out_dir)
@@ -490,7 +505,7 @@ def _run(
         res.report["predicted_latency"] = predicted_speed(
             res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
-        write_report(out_dir, res.report)
+        write_report(out_dir, res.report, names)
     if checked:  # report.json is written after it: a run stopped in it resumes to do it (a review)
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
@@ -501,7 +516,7 @@ def _run(
                                   here=latency["here"], profile=latency["profile"], table=latency["table"],
                                   inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
         except EdgeslimError:  # (an export it cannot check: the run is complete without it, as it says)
-            write_report(out_dir, res.report)
+            write_report(out_dir, res.report, names)
             raise
         res.report["latency"] = check
         if check.get("measured") and (res.report.get("plots") or {}).get(
@@ -532,7 +547,7 @@ def _run(
                 f"{loaded} slim again with a smaller target, or give verify_latency to fail such a run",
                 "verify_latency",
             )
-        write_report(out_dir, res.report)
+        write_report(out_dir, res.report, names)
         if req.verify_latency is not None:
             verify(check, float(req.verify_latency))
     return res.report
