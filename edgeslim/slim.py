@@ -863,6 +863,10 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
             if a["from"] == "profile"
             else "as given"
         )
+        if a.get("reduced_from"):  # (the profile's multiple, halved until the budget was reachable)
+            why += f"; {a['reduced_from']} cannot reach the budget"
+            if a.get("zero_invariant_keeps"):
+                why = shown(Notice(f"{why} without zero_invariant", "zero_invariant"), names)
         training.append(f"- channel counts kept in multiples of {a['round_to']} ({why})")
     parts += ["", "## Training", "", *training]
     lat, pl = report.get("latency"), report.get("predicted_latency")

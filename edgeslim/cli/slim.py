@@ -313,6 +313,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             if al.get("default_profile"):  # (a reader could not tell the CPU's multiple was a default)
                 src += ", the default: for a device give its --profile, e.g. jetson-orin-nano-8gb"
             cut = f"; {al['reduced_from']} cannot reach the budget" if al.get("reduced_from") else ""
+            if al.get("zero_invariant_keeps"):  # (squeeze-excitation-gated channels kept for their shifts)
+                cut += " without --zero-invariant"
             out.print(
                 f"channel counts kept in multiples of {al['round_to']} ({src}{cut}), with trained channels"
             )
