@@ -836,6 +836,30 @@ class _GatedNet(torch.nn.Module):
         return self.fc(torch.relu(self.bn2(self.conv2(x))).mean((2, 3)))
 
 
+def test_width_models_say_what_share_of_the_parameters_they_keep(tmp_path, capsys) -> None:
+    """Fresh-eyes README trial, finding 9: export --width-models labelled its files "uniform 50% width" / "25%
+    width" where an SE network cut without zero_invariant kept 61% / 45% of its parameters (the channels the
+    gates multiply stay). The rows say the share of the parameters kept, a line says why it is high and that
+    --zero-invariant cuts them; a zero-invariant cut keeps none of them (gated_kept 0) and less."""
+    args = [
+        "export",
+        "tv:mobilenet_v3_small",
+        "--input-shape",
+        "3,32,32",
+        "--width-models",
+        "8",
+        "--no-validate",
+    ]
+    assert main([*args, "--onnx", str(tmp_path / "a.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a.w50.onnx (" in out and "% of the model's)" in out, out
+    assert "the width models keep the 4,592 BN channels a squeeze-excitation gate multiplies" in out, out
+    assert "--zero-invariant cuts them too" in out
+    assert main([*args, "--zero-invariant", "--json", "--onnx", str(tmp_path / "b.onnx")]) == 0
+    zi = json.loads(capsys.readouterr().out)["width_models"]
+    assert [w["gated_kept"] for w in zi] == [0, 0] and zi[0]["params_kept"] < 0.5, zi
+
+
 def test_width_models_are_cut_with_the_runs_zero_invariance(tmp_path) -> None:
     """A review (latency chain, mobilenet_v3 with --zero-invariant): the whole networks that calibrate the
     lookup were cut without zero-invariance, keeping every channel an SE gate multiplies, while the run's
