@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,35 @@ class Notice(str):
         obj = super().__new__(cls, text)
         obj.params = (param,) if isinstance(param, str) else tuple(param or ())
         return obj
+
+
+def renamed(text: str, params: Iterable[str], names: Mapping[str, str] | None) -> str:
+    """``text`` with each Python parameter of ``params`` it names given its name in ``names`` (the
+    CLI's flags: ``{"force": "--force", "no_simplify": "--no-simplify"}``): the first whole-word
+    occurrence (``force=True`` becomes ``--force``, ``simplify=False`` ``--no-simplify``), or ``(see
+    NAME)`` appended when the parameter is absent. A parameter without a name stays as it is."""
+    if not names:
+        return text
+    for name in params:
+        new, value = names.get(name), "(?:=True)?"
+        if new is None and f"no_{name}" in names:  # simplify=False is the flag --no-simplify
+            new, value = names[f"no_{name}"], "=False"
+        if new is None:
+            continue
+        # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights"), nor
+        # the phrase "data set" ("unknown data set 'x'" is no "--data set")
+        word = rf"(?<![\w\-/\\.]){re.escape(name)}{value}(?![\w\-/\\]|\.\w| set\b)"
+        text, n = re.subn(word, lambda _m, new=new: new, text, count=1)
+        if not n:
+            text += f" (see {new})"
+    return text
+
+
+def shown(text: str, names: Mapping[str, str] | None) -> str:
+    """A status line as its reader calls the parameters: a :class:`Notice` with :func:`renamed`
+    applied (``names`` from the CLI; None: a Python caller's, the parameters as they are), anything
+    else as it is."""
+    return renamed(str(text), text.params, names) if isinstance(text, Notice) else str(text)
 
 
 def first_line(exc: BaseException) -> str:

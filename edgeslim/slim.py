@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from torch import nn
 
 from edgeslim.channels.norm import bn_layers
 from edgeslim.data.bundle import steps_per_epoch
-from edgeslim.errors import EdgeslimError, Notice
+from edgeslim.errors import EdgeslimError, Notice, shown
 from edgeslim.sparsity.budget import (  # noqa: F401 - (re-exported: the CLI's and YOLO's)
     BUDGET_MISS_TOLERANCE,
     BUDGET_OVERSHOOT_FACTOR,
@@ -265,6 +266,7 @@ def slim_model(
     resume: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
     report_files: bool = True,
+    names: Mapping[str, str] | None = None,
 ) -> SlimResult:
     """Train ``model`` with proximal slimming, set gamma <- xi, cut the zero channels out, report.
 
@@ -275,7 +277,8 @@ def slim_model(
     them, the slim checkpoint left out. ``report_files=False``: a run that ends with more to do (the
     latency check) writes report.json and report.md itself (:func:`write_report`) once that is done,
     so that a run stopped before then is not a finished one (an earlier run's report is removed);
-    one that raises here still writes them.
+    one that raises here still writes them. ``names``: what report.md calls the parameters its advice
+    names (:func:`markdown_report`; the CLI gives its flags).
     """
     from edgeslim.train.distributed import resolve_device
     from edgeslim.train.evaluation import evaluate
@@ -446,7 +449,7 @@ def slim_model(
         else:  # an earlier budget run's plot (a --force rerun into its folder) does not describe this one
             (out / BUDGET_PNG).unlink(missing_ok=True)
         if report_files or pr.report["check_failed"] or report["collapse"]["collapsed"]:
-            write_report(out, report)
+            write_report(out, report, names)
     if pr.report["check_failed"]:
         kept = f"; {out / TRAINED_FILE} holds the trained model, prune it once that is done" if out else ""
         raise EdgeslimError(check_failed_message(spec.arch, pr.report) + f" ({SLIM_FILE} not written){kept}")
@@ -661,12 +664,13 @@ def collapse_check(
     return {"collapsed": collapsed, "emptied": restored, "message": Notice(msg, named) if msg else msg}
 
 
-def write_report(out: Path, report: dict[str, Any]) -> None:
-    """``out/report.json`` and ``out/report.md``, the same run for a program and for a person."""
+def write_report(out: Path, report: dict[str, Any], names: Mapping[str, str] | None = None) -> None:
+    """``out/report.json`` and ``out/report.md``, the same run for a program and for a person;
+    ``names``: what report.md calls the parameters its lines name (:func:`markdown_report`)."""
     from edgeslim.utils.io import atomic_write_text, write_json
 
     write_json(out / REPORT_FILE, report)
-    atomic_write_text(out / RUN_REPORT_MD, markdown_report(report))
+    atomic_write_text(out / RUN_REPORT_MD, markdown_report(report, names))
 
 
 def prox_text(slimming: dict[str, Any], history: list[dict[str, Any]] | None = None) -> tuple[str, str]:
@@ -755,8 +759,10 @@ def final_steps_note(report: dict[str, Any]) -> str | None:
     )
 
 
-def markdown_report(report: dict[str, Any]) -> str:
-    """A slim run's report for a person: the result, how it was trained, the layers, the files."""
+def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """A slim run's report for a person: the result, how it was trained, the layers, the files.
+    ``names``: parameter -> what the person gave it as (the CLI's flags, :func:`~edgeslim.errors.renamed`)
+    for the parameters its advice names; None: a Python caller's, the parameters as they are."""
     from edgeslim.utils.markdown import markdown_table
 
     acc, s, cfg = report["accuracy"], report["slimming"], report["train"]["config"]
@@ -785,6 +791,7 @@ def markdown_report(report: dict[str, Any]) -> str:
     if steps := final_steps_note(report):
         parts += ["", f"{steps[0].upper()}{steps[1:]}."]
     if cand := candidates_note(report):
+        cand = shown(cand, names)
         parts += ["", f"{cand[0].upper()}{cand[1:]}."]
     failed = bool((report.get("surgery") or {}).get("check_failed"))
     if report.get("verify"):
@@ -800,10 +807,10 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"written, and the slim column is what that network would have been. `{TRAINED_FILE}` can be pruned "
             "once that is fixed."
         )
-    warnings = [str(report["collapse"].get("message") or "")] if report.get("collapse") else []
+    warnings = [report["collapse"].get("message") or ""] if report.get("collapse") else []
     # (an approximate fold the check measured, the budget's, and a latency target missed as measured)
-    warnings += [str((report.get(k) or {}).get("warning") or "") for k in ("verify", "budget", "latency")]
-    warnings = [w for w in warnings if w]
+    warnings += [(report.get(k) or {}).get("warning") or "" for k in ("verify", "budget", "latency")]
+    warnings = [shown(w, names) for w in warnings if w]  # (the terminal's words: flags on the CLI)
     if warnings:
         parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     lam = s.get("lam_final", s.get("lam"))
@@ -856,6 +863,10 @@ def markdown_report(report: dict[str, Any]) -> str:
             if a["from"] == "profile"
             else "as given"
         )
+        if a.get("reduced_from"):  # (the profile's multiple, halved until the budget was reachable)
+            why += f"; {a['reduced_from']} cannot reach the budget"
+            if a.get("zero_invariant_keeps"):
+                why = shown(Notice(f"{why} without zero_invariant", "zero_invariant"), names)
         training.append(f"- channel counts kept in multiples of {a['round_to']} ({why})")
     parts += ["", "## Training", "", *training]
     lat, pl = report.get("latency"), report.get("predicted_latency")

@@ -328,6 +328,38 @@ def test_latency_png_of_many_batches_wraps_into_rows(tmp_path):
     assert width < 1800 and height > 1000, (width, height)  # 3 panels wide, 3 rows
 
 
+def test_latency_png_draws_the_p50_as_the_red_dash_its_title_names(tmp_path, monkeypatch):
+    """Fresh-eyes README trial, finding 5: latency.png's titles said "red dash" for the trials' median p50,
+    but it was drawn as a solid red bar over the boxes' orange median line (hiding it where they met). It
+    is a dashed red line now, the orange line showing through its gaps."""
+    from matplotlib.colors import to_rgba
+
+    import edgeslim.bench.report as report
+    from edgeslim.bench.compare import aggregate
+
+    rng = np.random.default_rng(4)
+
+    def trial(label: str, t: int, ms: float) -> dict:
+        return {"label": label, "trial": t, "samples": {"1": {"host": (ms * 1e-3 * (1 + 0.02 * rng.random(30))).tolist()}},
+                "memory": {}, "load_s": 0.1}  # fmt: skip
+
+    record = {
+        "format": "edgeslim-bench", "kind": "compare", "batches": [1], "backend": "onnxruntime",
+        "models": {"baseline": {"path": "a.onnx", "file_bytes": 1}, "slim": {"path": "b.onnx", "file_bytes": 1}},
+        "trials": [trial("baseline", 0, 0.6), trial("slim", 0, 0.3), trial("slim", 1, 0.3), trial("baseline", 1, 0.6)],
+        "options": {}, "trials_requested": 2, "created": "x", "env": {},
+    }  # fmt: skip
+    aggregate(record)
+    drawn: list = []
+    save = report.save_figure
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path))
+    assert "latency.png" in [p.name for p in report.plots(record, tmp_path)]
+    ax = drawn[0].axes[0]
+    assert "red dash, the median of the trials' p50s" in ax.get_title()
+    red = [ln for ln in ax.get_lines() if to_rgba(ln.get_color()) == to_rgba("tab:red")]
+    assert len(red) == 2 and all(ln.get_linestyle() == "--" for ln in red), [ln.get_linestyle() for ln in red]
+
+
 def test_a_run_started_on_a_busy_machine_is_flagged():
     """A trial's 2-thread bench on a 2-core machine another job was using (load 2.3-2.8) showed a
     3.98x speed-up with a tight interval (3.57x on a rerun; the dense model ran 6.8 ms at 2 threads,

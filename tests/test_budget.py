@@ -830,3 +830,8 @@ def test_cli_se_model_run_names_zero_invariant_where_it_keeps_the_alignment(
         "other": 0,
     }
     assert rep["alignment"]["round_to"] == 4 and rep["alignment"]["reduced_from"] == 8
+    # the closing summary and report.md say it too (fresh-eyes trial, finding 10: "8 cannot reach the budget")
+    assert rep["alignment"]["zero_invariant_keeps"] is True
+    assert "8 cannot reach the budget without --zero-invariant), with trained channels" in out, out
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "8 cannot reach the budget without --zero-invariant)" in md, md

@@ -471,3 +471,25 @@ def test_a_checkpoint_of_a_factory_that_ignores_num_classes_still_loads(tmp_path
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(loaded.model.eval()(x), old(x)) and loaded.spec.num_classes == 10
     assert "whose model outputs 1000 classes whatever num_classes it is given" in caplog.text
+
+
+def test_prune_takes_a_whole_pickles_input_shape_from_its_image_folder_as_info_does(folder, tmp_path, capsys):
+    """Fresh-eyes README trial, finding 8: `info` on a whole pickled module said "pass --input-shape C,H,W or
+    --data" and took the shape from --data imagefolder --data-dir DIR, but `prune` ignored them and asked for
+    --input-shape. Both take it from the folder's files (one function, pipelines.source.data_input)."""
+    from edgeslim.checkpoint import load_model
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    whole = tmp_path / "whole.pt"
+    torch.save(create_model(ModelSpec("vgg-small", 3, 3, (32, 32))), whole)
+    data = ["--data", "imagefolder", "--data-dir", folder]
+    assert main(["prune", str(whole), "--trust-pickle", "-o", str(tmp_path / "x.pt")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert (
+        "pass --input-shape C,H,W (e.g. 3,32,32) or --data (an image folder's with its --data-dir)" in err
+    ), err
+    for source, out in ((whole, "a.pt"), (f"pickle:{whole}", "b.pt")):
+        _run(["prune", source, "--trust-pickle", *data, "-o", tmp_path / out], capsys)
+        spec = load_model(tmp_path / out, trust_pickle=True).spec
+        assert (spec.in_channels, *spec.input_size) == (3, 32, 32)
+    assert "3,32,32" in _run(["info", whole, "--trust-pickle", *data], capsys)

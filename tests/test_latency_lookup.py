@@ -203,6 +203,41 @@ def test_a_refused_target_suggests_a_smaller_multiple_only_where_one_channel_per
     refuse_below_measured(BudgetSettings(metric="latency", target="0.39"), 1.0, 0.4, 16, None)
 
 
+def test_a_latency_target_only_zero_invariant_reaches_names_it() -> None:
+    """Fresh-eyes README trial, finding 10: the zero_invariant hint (MAC and parameter budgets) was missing on
+    the latency path. MobileNetV3-Small at 32 px keeps its squeeze-excitation-gated channels without
+    zero_invariant: the narrowest network times about half of dense, about a fifth with it. A 30% latency
+    target is refused before the lookup naming zero_invariant, with the zero-invariant narrowest time."""
+    from edgeslim.sparsity.budget import BudgetSettings, BudgetUnreachable, refuse_below_measured
+
+    with pytest.raises(BudgetUnreachable) as exc:
+        refuse_below_measured(BudgetSettings(metric="latency", target="0.3"), 1.0, 0.5, 1, None, 0.2)
+    assert "; give zero_invariant=True: the channels squeeze-excitation gates multiply" in str(exc.value)
+    assert "(the narrowest network then times 0.2 ms, 20.00% of dense)" in str(exc.value)
+    assert exc.value.params == ("target_latency", "zero_invariant")
+    with pytest.raises(BudgetUnreachable) as exc:  # (one it does not reach either: not named)
+        refuse_below_measured(BudgetSettings(metric="latency", target="0.1"), 1.0, 0.5, 1, None, 0.2)
+    assert "zero_invariant" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_a_squeeze_excitation_networks_latency_target_names_zero_invariant(
+    tmp_path, capsys, cifar_zip
+) -> None:
+    """Finding 10 end to end (the zero-invariant narrowest network is timed too, seconds): a 30% latency target
+    of MobileNetV3-Small at 32 px is refused before the lookup, naming --zero-invariant."""
+    out = tmp_path / "run"
+    rc = main(["slim", "tv:mobilenet_v3_small", "--data", "cifar10", "--data-dir", cifar_zip, "--subset", "64",
+               "--test-subset", "32", "--epochs", "1", "--threads", "1", "--target-latency", "0.3",
+               "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 2 and "is unreachable: one channel per group already costs" in err, err
+    assert (
+        "give --zero-invariant: the channels squeeze-excitation gates multiply are then removable" in err
+    ), err
+    assert not (out / "latency_table.json").exists()
+
+
 def test_a_latency_check_whose_export_fails_says_the_run_is_complete(tmp_path) -> None:
     """The check after a latency-budget slim exports both networks; when that export is refused
     (a trial's EfficientNet), the message says the run's own files are written, not that nothing was."""
@@ -799,6 +834,30 @@ class _GatedNet(torch.nn.Module):
         x = torch.relu(self.bn1(self.conv1(x)))
         x = x * torch.sigmoid(self.expand(torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))))
         return self.fc(torch.relu(self.bn2(self.conv2(x))).mean((2, 3)))
+
+
+def test_width_models_say_what_share_of_the_parameters_they_keep(tmp_path, capsys) -> None:
+    """Fresh-eyes README trial, finding 9: export --width-models labelled its files "uniform 50% width" / "25%
+    width" where an SE network cut without zero_invariant kept 61% / 45% of its parameters (the channels the
+    gates multiply stay). The rows say the share of the parameters kept, a line says why it is high and that
+    --zero-invariant cuts them; a zero-invariant cut keeps none of them (gated_kept 0) and less."""
+    args = [
+        "export",
+        "tv:mobilenet_v3_small",
+        "--input-shape",
+        "3,32,32",
+        "--width-models",
+        "8",
+        "--no-validate",
+    ]
+    assert main([*args, "--onnx", str(tmp_path / "a.onnx")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a.w50.onnx (" in out and "% of the model's)" in out, out
+    assert "the width models keep the 4,592 BN channels a squeeze-excitation gate multiplies" in out, out
+    assert "--zero-invariant cuts them too" in out
+    assert main([*args, "--zero-invariant", "--json", "--onnx", str(tmp_path / "b.onnx")]) == 0
+    zi = json.loads(capsys.readouterr().out)["width_models"]
+    assert [w["gated_kept"] for w in zi] == [0, 0] and zi[0]["params_kept"] < 0.5, zi
 
 
 def test_width_models_are_cut_with_the_runs_zero_invariance(tmp_path) -> None:

@@ -481,7 +481,11 @@ def test_an_approximate_fold_that_moved_the_outputs_is_a_warning_naming_the_laye
     assert rc == 0 and inexact and report["verify"]["top1_agreement"] < 1.0, report["verify"]
     line = f"warning: the constants of removed channels were folded approximately into {', '.join(inexact)}"
     assert line in err and "--zero-invariant slimming leaves nothing to fold" in err, err
-    assert report["verify"]["warning"] in (out / "report.md").read_text()
+    # (report.md as the terminal: the flag for the parameter)
+    assert (
+        report["verify"]["warning"].replace("zero_invariant", "--zero-invariant")
+        in (out / "report.md").read_text()
+    )
 
 
 def test_the_report_records_the_penalty_parameters_and_the_budgets_lambda(digits, tmp_path: Path) -> None:
@@ -945,3 +949,25 @@ def test_budget_png_shows_the_controllers_r_and_the_final_projection_as_a_step(
     drawn.clear()
     plot_trajectory({**b, "metric": "latency"}, tmp_path / "l.png")
     assert "predicted" in drawn[0].axes[0].get_title() and "reached" not in drawn[0].axes[0].get_title()
+
+
+def test_report_md_names_the_flags_a_cli_run_was_given_and_a_python_run_its_parameters(
+    tmp_path: Path, capsys
+) -> None:
+    """Fresh-eyes README trial, finding 4: report.md's advice named Python parameters ("give a larger
+    test_subset", "give verify_latency", "zero_invariant=True") where the terminal said the flags; the CLI
+    gives the run its flags' names for report.md, a Python caller's report keeps the parameters."""
+    from edgeslim.pipelines.slim import SlimRequest, run
+
+    out = tmp_path / "cli"
+    rc = main(["slim", "vgg-small", "--data", "digits", "--subset", "256", "--test-subset", "128", "--epochs",
+               "1", "--shrink", "1.5", "--round-to", "1000", "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    md = (out / "report.md").read_text()
+    assert "- --round-to (1000) is not below the widest BN layer" in md, md
+    assert "round_to (1000)" in json.loads((out / "report.json").read_text())["collapse"]["message"]
+    req = SlimRequest(out_dir=tmp_path / "py", model="vgg-small", data_name="digits", subset=256, test_subset=128,
+                      epochs=1, shrink=1.5, round_to=1000, threads=1)  # fmt: skip
+    run(req)
+    md = (tmp_path / "py" / "report.md").read_text()
+    assert "- round_to (1000) is not below the widest BN layer" in md and "--round-to" not in md

@@ -890,7 +890,8 @@ def _latency_plot(record: dict, path: Path) -> Path:
             s = record["summary"][label][str(b)]
             trials = s.get("trial_p50_ms") or []
             ax.plot([i] * len(trials), trials, "o", ms=3.5, mfc="none", mec="black", zorder=3)
-            ax.plot([i - 0.3, i + 0.3], [s["p50_ms"]] * 2, color="tab:red", lw=1.8, zorder=4)
+            # (dashed: a solid bar hid the orange median line it sits on, and the title says "red dash")
+            ax.plot([i - 0.3, i + 0.3], [s["p50_ms"]] * 2, color="tab:red", lw=1.8, ls=(0, (3, 2)), zorder=4)
         ax.set_yscale("log")
         # (each model's whiskers: pooled samples of very different counts could leave a box unlabelled)
         plain_log_axis(ax.yaxis, min(float(np.percentile(d, 1)) for d in data),

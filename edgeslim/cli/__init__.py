@@ -11,7 +11,6 @@ import errno
 import importlib
 import importlib.util
 import os
-import re
 import shlex
 import signal
 import sys
@@ -46,6 +45,7 @@ from edgeslim.errors import (  # noqa: E402
     install_hint,
     origin,
     out_of_memory,
+    renamed,
 )
 
 #: command name -> (module, attribute, one-line help shown by ``edgeslim --help``)
@@ -119,8 +119,9 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{where}: {exc.format_message()} (see {where} --help)"
 
 
-def _flags(command: click.Command) -> dict[str, str]:
-    """Python parameter name -> the command's long flag, by the option's name and by its flag."""
+def flag_names(command: click.Command) -> dict[str, str]:
+    """Python parameter name -> the command's long flag, by the option's name and by its flag: the
+    ``names`` a pipeline that writes a report for a person (report.md) is given for its lines."""
     flags: dict[str, str] = {}
     for p in command.params:
         if not isinstance(p, click.Option):
@@ -133,27 +134,15 @@ def _flags(command: click.Command) -> dict[str, str]:
 
 def cli_message(exc: EdgeslimError | Notice, command: click.Command | None) -> str:
     """``str(exc)`` with every Python parameter it names (``exc.params``) replaced by ``command``'s
-    flag: the first whole-word occurrence (``force=True`` becomes ``--force``, ``simplify=False``
-    ``--no-simplify``), or ``(see --flag)`` appended when the name is absent."""
+    flag (:func:`~edgeslim.errors.renamed`: the first whole-word occurrence, ``force=True`` becomes
+    ``--force``, ``simplify=False`` ``--no-simplify``, or ``(see --flag)`` appended when the name is
+    absent), and each step it names by its command line."""
     text = str(exc)
     for step in getattr(exc, "steps", ()):
         text = text.replace(str(step), command_line(step))
     if command is None or not exc.params:
         return text
-    flags = _flags(command)
-    for name in exc.params:
-        flag, value = flags.get(name), "(?:=True)?"
-        if flag is None and f"no_{name}" in flags:  # simplify=False is the flag --no-simplify
-            flag, value = flags[f"no_{name}"], "=False"
-        if flag is None:
-            continue
-        # a whole word, not part of a path or file name (runs/weights/best.pt keeps its "weights"), nor
-        # the phrase "data set" ("unknown data set 'x'" is no "--data set")
-        word = rf"(?<![\w\-/\\.]){re.escape(name)}{value}(?![\w\-/\\]|\.\w| set\b)"
-        text, n = re.subn(word, flag, text, count=1)
-        if not n:
-            text += f" (see {flag})"
-    return text
+    return renamed(text, exc.params, flag_names(command))
 
 
 def command_line(step: Step) -> str:
@@ -162,7 +151,7 @@ def command_line(step: Step) -> str:
     cmd = cli.get_command(click.Context(cli), step.stage)
     if cmd is None:
         return f"edgeslim {step.stage}"
-    flags = _flags(cmd)
+    flags = flag_names(cmd)
     positional = {p.name for p in cmd.params if isinstance(p, click.Argument)}
     words = ["edgeslim", step.stage]
     for name, value in step.args.items():

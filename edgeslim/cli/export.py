@@ -185,9 +185,20 @@ def export(**kw: Any) -> None:
             val = val.get("path")
         if val:
             rows.append([label, str(val)])
-    for w in res.get("width_models") or ():
-        rows.append([f"uniform {w['fraction']:.0%} width", f"{w['path']} ({w['params']:,} params)"])
+    widths = res.get("width_models") or ()
+    for w in widths:  # (the share of the parameters it kept: a trial read "50% width" as half the network)
+        rows.append([f"uniform {w['fraction']:.0%} width",
+                     f"{w['path']} ({w['params']:,} params, {w['params_kept']:.0%} of the model's)"])  # fmt: skip
     out.print(table("edgeslim export", ["", "value"], rows))
+    if widths and widths[0].get("gated_kept"):  # (an SE network cut without --zero-invariant)
+        shares = " / ".join(f"{w['params_kept']:.0%}" for w in widths)
+        at = " / ".join(f"{w['fraction']:.0%}" for w in widths)
+        out.print(
+            f"the width models keep the {widths[0]['gated_kept']:,} BN channels a squeeze-excitation gate "
+            f"multiplies at every width ({shares} of the parameters at {at} width), as a slim run without "
+            "--zero-invariant keeps them; --zero-invariant cuts them too, for a table such a run uses",
+            soft_wrap=True,
+        )
     audit = res["audit"]
     bad = [r for r in audit["rows"] if r[5] != "ok" or r[6] != "ok"]
     if bad and not req.trt:  # (an ONNX Runtime target on a CPU or phone has its own multiple: slim --profile)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgeslim.cli import notice
+from edgeslim.cli import flag_names, notice
 from edgeslim.cli.common import (
     data_options,
     norm_options,
@@ -231,6 +231,7 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
             progress=bar,
             on_collapse=collapsed,
             say=lambda m: err.print(f"[yellow]note: {notice(m, slim)}[/]", soft_wrap=True),
+            names=flag_names(slim),  # (report.md's advice names the flags, as the terminal does)
         )
     _print(report, as_json)
 
@@ -312,6 +313,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             if al.get("default_profile"):  # (a reader could not tell the CPU's multiple was a default)
                 src += ", the default: for a device give its --profile, e.g. jetson-orin-nano-8gb"
             cut = f"; {al['reduced_from']} cannot reach the budget" if al.get("reduced_from") else ""
+            if al.get("zero_invariant_keeps"):  # (squeeze-excitation-gated channels kept for their shifts)
+                cut += " without --zero-invariant"
             out.print(
                 f"channel counts kept in multiples of {al['round_to']} ({src}{cut}), with trained channels"
             )

@@ -214,10 +214,18 @@ def _export_widths(
 ) -> list[dict[str, Any]]:
     """Export the cut models, checked in ONNX Runtime as the model itself; their metadata names the
     fraction, multiple and removability (``zero_invariant``), and their recipe hash the model they were
-    cut from and the cut (not ``dense``)."""
+    cut from and the cut (not ``dense``). Each entry says what the cut kept: ``params_kept``, its share
+    of the model's parameters, and ``gated_kept``, the BN channels a squeeze-excitation gate multiplies
+    that it keeps at every width (without ``zero_invariant``: 61% of an EfficientNet-B0's parameters
+    at 50% width, a trial read "50% width" as half the network)."""
+    import torch
+
     from edgeslim.export.onnx_export import export_onnx, recipe_hash
+    from edgeslim.sparsity.resource import removal_candidates
 
     rounding = int(req.width_models or 1)
+    dense = sum(p.numel() for p in loaded.model.parameters())
+    gated = removal_candidates(loaded.model, torch.zeros(1, *shape), bool(req.zero_invariant))["gated"]
     out = []
     for f, model in cut.items():
         width = {"fraction": f, "round_to": rounding, "zero_invariant": bool(req.zero_invariant)}
@@ -228,8 +236,9 @@ def _export_widths(
             recipe={"cut_from": recipe_hash(loaded.recipe), "uniform_width": width},
             meta={**loaded.meta, "uniform_width": width},
         )  # fmt: skip
-        out.append({**width, "path": str(paths[f]),
-                    "params": sum(p.numel() for p in model.parameters())})  # fmt: skip
+        params = sum(p.numel() for p in model.parameters())
+        out.append({**width, "path": str(paths[f]), "params": params,
+                    "params_kept": params / dense if dense else 1.0, "gated_kept": gated})  # fmt: skip
     return out
 
 

@@ -12,7 +12,7 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
     whose shape is only known from its files (``imagefolder`` in ``data_dir``) is opened for it:
     its image size and its number of classes."""
     from edgeslim.checkpoint import looks_like_file
-    from edgeslim.pipelines.source import load_model_or_arch, model_input_shape
+    from edgeslim.pipelines.source import data_input, load_model_or_arch, model_input_shape
 
     if data_dir is not None and data is None:
         from edgeslim.errors import EdgeslimError
@@ -22,13 +22,13 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
             param=("data_dir", "data"),
         )
     if data is not None and data_dir is not None:
-        from edgeslim.data import dataset_shape, load_dataset
+        from edgeslim.data import dataset_shape
 
         if dataset_shape(data) is None:  # known from its files only: one image per split is read
-            bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=1)
-            input_shape = input_shape if input_shape is not None else tuple(bundle.input_shape)
+            shape, classes = data_input(data, data_dir) or (None, None)
+            input_shape = input_shape if input_shape is not None else shape
             if num_classes is None and weights is None and not looks_like_file(target):  # (a file, weights:
-                num_classes = bundle.num_classes  # their own head)
+                num_classes = classes  # their own head)
 
     loaded = load_model_or_arch(
         target, trust_pickle=trust_pickle, input_shape=input_shape, data=data, num_classes=num_classes,

@@ -88,14 +88,16 @@ def run(req: PruneRequest) -> dict[str, Any]:
     with writing([p for p in (req.output, req.plot) if p], replace=req.force) as stage:
         output = check_output_path(req.output, req.force, "output")
         plot = check_output_path(req.plot, req.force, "plot") if req.plot else None
-        loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes)
+        loaded = load_traceable(req.model, req.trust_pickle, req.input_shape, req.weights, req.num_classes,
+                                data=req.data, data_dir=req.data_dir)  # fmt: skip
         check_finite_weights(loaded)
         set_normalization(loaded, req.mean, req.std)
         if loaded.spec is None and loaded.kind == "pickle":
             raise EdgeslimError(
                 f"{req.model} is a whole pickled module, which records no input shape, and the slim "
-                "checkpoint needs one to rebuild the model; pass input_shape C,H,W (e.g. 3,32,32)",
-                param="input_shape",
+                "checkpoint needs one to rebuild the model; pass input_shape C,H,W (e.g. 3,32,32) or data (an "
+                "image folder's with its data_dir)",
+                param=("input_shape", "data", "data_dir"),
             )
         if loaded.spec is None:
             raise EdgeslimError(
@@ -187,13 +189,31 @@ def load_traceable(
     weights: Path | None = None,
     num_classes: int | None = None,
     use: str = "surgery",
+    *,
+    data: str | None = None,
+    data_dir: Path | None = None,
 ) -> Any:
-    from edgeslim.pipelines.source import load_model_or_arch, refuse_compiled, spec_for_pickle
+    """``model`` loaded for surgery (refused where it is compiled code). A model that records no input
+    shape (a whole pickle, the user's own code) takes ``input_shape``, else the shape of ``data`` (an
+    image folder's from its files in ``data_dir``, :func:`~edgeslim.pipelines.source.data_input`, as
+    ``info`` does); one that records its own keeps it."""
+    from edgeslim.checkpoint import looks_like_file
+    from edgeslim.pipelines.source import (
+        data_input,
+        load_model_or_arch,
+        records_no_size,
+        refuse_compiled,
+        spec_for_pickle,
+    )
 
     refuse_compiled(str(model), use)  # whatever the trust: surgery and the channel graph cannot use it
+    if input_shape is None and records_no_size(model) and (got := data_input(data, data_dir)):
+        input_shape = got[0]
     loaded = load_model_or_arch(
         model, trust_pickle=trust_pickle, input_shape=input_shape, weights=weights, num_classes=num_classes
     )
+    if loaded.kind == "pickle" and input_shape is None and looks_like_file(model):  # (a whole-module file)
+        input_shape = (data_input(data, data_dir) or (None,))[0]
     if loaded.kind == "pickle" and input_shape is not None:
         loaded.spec = spec_for_pickle(loaded, input_shape)
     return loaded

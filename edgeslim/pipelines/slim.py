@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -311,19 +311,29 @@ def _check_phases(req: SlimRequest) -> None:
 
 
 def run(
-    req: SlimRequest, progress: Any = None, on_collapse: Any = None, say: Callable[[str], None] | None = None
+    req: SlimRequest,
+    progress: Any = None,
+    on_collapse: Any = None,
+    say: Callable[[str], None] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Slim ``req.model`` into ``req.out_dir``; returns the report (also written as report.json and report.md).
-    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). The
+    ``say`` shows a status line (a :class:`~edgeslim.errors.Notice`; default: a log warning). ``names``:
+    what report.md calls the parameters its advice names (the CLI's flags; default: their Python names,
+    :func:`~edgeslim.errors.renamed`). The
     caller's global random generators are as they were after it returns (the run seeds its own), and
     ``req`` as it was given: the values the run resolves (its channel multiple, a resume's data) are
     set on a copy and reported."""
     with kept_random_state():
-        return _checked_run(copy.copy(req), progress, on_collapse, say)
+        return _checked_run(copy.copy(req), progress, on_collapse, say, names)
 
 
 def _checked_run(
-    req: SlimRequest, progress: Any, on_collapse: Any, say: Callable[[str], None] | None
+    req: SlimRequest,
+    progress: Any,
+    on_collapse: Any,
+    say: Callable[[str], None] | None,
+    names: Mapping[str, str] | None = None,
 ) -> dict:
     from edgeslim.pipelines.rundir import slim_train_files
     from edgeslim.slim import REPORT_FILE, SLIM_FILE, TRAIN_DIR
@@ -354,11 +364,16 @@ def _checked_run(
                        interrupted=TRAIN_DIR, run_files=slim_train_files, stale=stale,
                        inputs=(req.model, req.init, req.weights, req.latency_table)), \
             torch_threads(extra["threads"]):  # fmt: skip
-        return _run(req, extra, progress, on_collapse, say or log.warning)
+        return _run(req, extra, progress, on_collapse, say or log.warning, names)
 
 
 def _run(
-    req: SlimRequest, extra: dict[str, Any], progress: Any, on_collapse: Any, say: Callable[[str], None]
+    req: SlimRequest,
+    extra: dict[str, Any],
+    progress: Any,
+    on_collapse: Any,
+    say: Callable[[str], None],
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -457,10 +472,10 @@ def _run(
     ):
         if (out_dir / TABLE_FILE).is_file():  # a stopped run's own lookup, kept: _left_lookup
             table = reused = _reused_lookup(out_dir / TABLE_FILE, model, spec, settings, latency["profile"],
-                                            meta.get("alignment"))  # fmt: skip
+                                            meta.get("alignment"), say)  # fmt: skip
         else:
             table = _latency_lookup(model, spec, settings, out_dir, latency["profile"], meta.get("alignment"),
-                                    progress)  # fmt: skip
+                                    progress, say)  # fmt: skip
         settings.budget["latency_table"] = str(Path(table).absolute())
     if not req.resume and settings.budget and settings.budget.get("latency_table"):
         from edgeslim.utils.io import file_digest
@@ -469,7 +484,7 @@ def _run(
     checked = latency is not None and latency["is_budget"]  # (the run is finished once its check is)
     try:
         res = slim_model(model, spec, bundle, config, settings, out_dir, progress=progress, resume=train_state,
-                         meta=meta, report_files=not checked)  # fmt: skip
+                         meta=meta, report_files=not checked, names=names)  # fmt: skip
     except CollapseError:
         if on_collapse is not None:
             on_collapse(out_dir)
@@ -490,7 +505,7 @@ def _run(
         res.report["predicted_latency"] = predicted_speed(
             res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
         )
-        write_report(out_dir, res.report)
+        write_report(out_dir, res.report, names)
     if checked:  # report.json is written after it: a run stopped in it resumes to do it (a review)
         from edgeslim.export.validate import bundle_inputs
         from edgeslim.pipelines.latency import latency_check, verify
@@ -501,7 +516,7 @@ def _run(
                                   here=latency["here"], profile=latency["profile"], table=latency["table"],
                                   inputs=bundle_inputs(bundle), arch=spec.arch, recipe=res.recipe)  # fmt: skip
         except EdgeslimError:  # (an export it cannot check: the run is complete without it, as it says)
-            write_report(out_dir, res.report)
+            write_report(out_dir, res.report, names)
             raise
         res.report["latency"] = check
         if check.get("measured") and (res.report.get("plots") or {}).get(
@@ -532,7 +547,7 @@ def _run(
                 f"{loaded} slim again with a smaller target, or give verify_latency to fail such a run",
                 "verify_latency",
             )
-        write_report(out_dir, res.report)
+        write_report(out_dir, res.report, names)
         if req.verify_latency is not None:
             verify(check, float(req.verify_latency))
     return res.report
@@ -578,7 +593,8 @@ def _reduce_alignment(
 ) -> None:
     """Keep channel counts in multiples of ``r`` instead of the profile's ``settings.round_to``,
     which cannot reach ``what``: ``say`` warns, ``align["reduced_from"]`` and the new multiple.
-    ``zero_invariant``: zero-invariant slimming would reach it at the profile's multiple (say so)."""
+    ``zero_invariant``: zero-invariant slimming would reach it at the profile's multiple (say so, and
+    ``align["zero_invariant_keeps"]``)."""
     keep = (
         f"give zero_invariant=True (the channels squeeze-excitation gates multiply are then removable) or a "
         f"larger target to keep {settings.round_to}"
@@ -592,6 +608,8 @@ def _reduce_alignment(
         "zero_invariant" if zero_invariant else None,
     ))  # fmt: skip
     align["reduced_from"], align["round_to"] = settings.round_to, r
+    if zero_invariant:  # (the run's summary says so beside the multiple)
+        align["zero_invariant_keeps"] = True
     settings.round_to = r
 
 
@@ -603,15 +621,18 @@ def _latency_lookup(
     profile: Any,
     align: dict[str, Any] | None,
     progress: Any = None,
+    say: Callable[[str], None] = log.warning,
 ) -> Path:
     """Measure the latency lookup at the run's channel multiple (a target it shows out of reach writes
     nothing). When the multiple came from the profile and the narrowest network in it is slower than
     the target, the multiple is halved (16 -> 8 -> ... -> 1) and the lookup's sweeps and calibration
     measured again (its per-layer times are kept), until one reaches it (a lookup cannot predict
     below its own multiple: its sweeps step at it);
-    ``settings.round_to`` and ``align`` are updated and a warning says so (:func:`_reduce_alignment`). A
-    latency target below the narrowest network's measured time (at the finest multiple the run may take)
-    is refused first, in seconds (:func:`~edgeslim.sparsity.budget.refuse_below_measured`).
+    ``settings.round_to`` and ``align`` are updated and ``say`` says so (:func:`_reduce_alignment`, naming
+    zero_invariant where the narrowest zero-invariant network at the profile's multiple, timed whole,
+    reaches the target). A latency target below the narrowest network's measured time (at the finest
+    multiple the run may take) is refused first, in seconds
+    (:func:`~edgeslim.sparsity.budget.refuse_below_measured`, naming zero_invariant where it reaches it).
     ``progress``: the run's rich Progress (a task shows each stage and layer swept; a review: minutes of
     measuring without a word on a terminal), or None."""
     from edgeslim.pipelines.latency import measure_narrowest, measure_table
@@ -641,7 +662,13 @@ def _latency_lookup(
                 model, spec.input_shape, batch, profile, 1, bool(settings.zero_invariant)
             )
             one_ms = n1 / d1 * dense_ms  # (its share of its own interleaved dense time)
-        refuse_below_measured(budget, dense_ms, narrowest_ms, finest, one_ms)
+        zi_ms = (
+            None  # (squeeze-excitation-gated channels kept for their shifts: would zero_invariant reach it?)
+        )
+        if below_measured(budget, dense_ms, narrowest_ms) and _gated(model, spec, settings):
+            dz, nz = measure_narrowest(model, spec.input_shape, batch, profile, finest, zero_invariant=True)
+            zi_ms = nz / dz * dense_ms
+        refuse_below_measured(budget, dense_ms, narrowest_ms, finest, one_ms, zi_ms)
         if step is not None:  # (after the refusal: a refused target is one line, even when piped)
             step(0, 0, f"dense {dense_ms:.3g} ms, narrowest {narrowest_ms:.3g} ms (timed whole)")
     while True:
@@ -670,8 +697,38 @@ def _latency_lookup(
     if step is not None:
         step(1, 1, f"written: {table.name}")
     if r != settings.round_to:
-        _reduce_alignment(settings, align, r, "the latency target")
+        gated = _zero_invariant_reaches(model, spec, settings, profile)
+        _reduce_alignment(settings, align, r, "the latency target", say, zero_invariant=gated)
     return table
+
+
+def _zero_invariant_reaches(model: Any, spec: Any, settings: Any, profile: Any) -> bool:
+    """Whether a latency target out of the lookup's reach at the profile's multiple (``settings.round_to``)
+    is within that of the narrowest zero-invariant network there, timed whole (seconds), where the run
+    keeps squeeze-excitation-gated channels: what a halved multiple's note names."""
+    from edgeslim.pipelines.latency import measure_narrowest
+    from edgeslim.sparsity.budget import BudgetSettings, below_measured
+
+    budget = BudgetSettings.from_dict(settings.budget)
+    if budget.metric != "latency" or not _gated(model, spec, settings):
+        return False
+    batch = int(settings.budget.get("batch", 1))
+    dense_ms, narrowest_ms = measure_narrowest(
+        model, spec.input_shape, batch, profile, settings.round_to, True
+    )
+    return not below_measured(budget, dense_ms, narrowest_ms)
+
+
+def _gated(model: Any, spec: Any, settings: Any) -> bool:
+    """Whether the run keeps channels a squeeze-excitation gate multiplies (no removal candidates
+    without ``settings.zero_invariant``, :func:`~edgeslim.sparsity.resource.removal_candidates`)."""
+    if settings.zero_invariant:
+        return False
+    import torch
+
+    from edgeslim.sparsity.resource import removal_candidates
+
+    return removal_candidates(model, torch.zeros(1, *spec.input_shape))["gated"] > 0
 
 
 def _left_lookup(out_dir: Path, budget: dict[str, Any] | None) -> bool:
@@ -691,7 +748,13 @@ def _left_lookup(out_dir: Path, budget: dict[str, Any] | None) -> bool:
 
 
 def _reused_lookup(
-    path: Path, model: Any, spec: Any, settings: Any, profile: Any, align: dict[str, Any] | None
+    path: Path,
+    model: Any,
+    spec: Any,
+    settings: Any,
+    profile: Any,
+    align: dict[str, Any] | None,
+    say: Callable[[str], None] = log.warning,
 ) -> Path:
     """The lookup a run stopped before its first checkpoint measured into ``path`` (:func:`_left_lookup`),
     priced with instead of measured again (minutes on a device; a review: rerunning was refused for it, as
@@ -727,7 +790,8 @@ def _reused_lookup(
             param="force",
         )
     if r != wanted:
-        _reduce_alignment(settings, align, r, "the latency target")
+        gated = _zero_invariant_reaches(model, spec, settings, profile)
+        _reduce_alignment(settings, align, r, "the latency target", say, zero_invariant=gated)
     return path
 
 

@@ -75,7 +75,7 @@ def load_model_or_arch(
         from edgeslim.models.user import in_float32
 
         in_float32(loaded.model, str(loaded.path or target), shape, quiet=quiet)
-    if input_shape is None and data is None and _records_no_size(target):
+    if input_shape is None and data is None and records_no_size(target):
         raise EdgeslimError(
             f"{target} is your own model, which records no input size; give input_shape C,H,W (the size "
             "it runs at: its MACs, the slim checkpoint and the export use it)",
@@ -154,7 +154,26 @@ def check_forward_fits(model: Any, shape: tuple[int, ...], param: str = "input_s
         )
 
 
-def _records_no_size(target: str) -> bool:
+def data_input(data: str | None, data_dir: Any = None) -> tuple[tuple[int, int, int], int] | None:
+    """The input shape (C,H,W) and number of classes data set ``data`` gives a model: its fixed ones,
+    else (an image folder in ``data_dir``) its files' (one image per split is read); None without
+    data, or for a data set of no fixed size without its folder. ``info`` and ``prune`` take a
+    shape from it (a whole pickle records none)."""
+    if data is None:
+        return None
+    from edgeslim.data import dataset_shape, load_dataset
+
+    fixed = dataset_shape(data)
+    if fixed is not None:
+        return (fixed[0], fixed[1], fixed[2]), fixed[3]
+    if data_dir is None:
+        return None
+    bundle = load_dataset(data, data_dir=data_dir, subset=1, test_subset=1)
+    c, h, w = bundle.input_shape
+    return (c, h, w), bundle.num_classes
+
+
+def records_no_size(target: str) -> bool:
     """Whether ``target`` names the user's own code or pickle (``package.module:Factory``,
     ``pickle:PATH``), whose input size nothing records (3,32,32 was assumed silently)."""
     from edgeslim.checkpoint import looks_like_file
@@ -412,7 +431,7 @@ def refuse_non_classifier(
 
     with naming("data_name"):
         dshape = dataset_shape(data_name) if data_name else None
-    probe = dshape[:3] if dshape else ((3, 32, 32) if _records_no_size(target) else None)  # data sized later
+    probe = dshape[:3] if dshape else ((3, 32, 32) if records_no_size(target) else None)  # data sized later
     with naming(target_param):
         loaded = load_model_or_arch(
             target, trust_pickle=trust_pickle, input_shape=probe, any_size=True, quiet=True

@@ -224,12 +224,16 @@ def refuse_below_measured(
     narrowest_ms: float,
     round_to: int,
     one_per_group_ms: float | None = None,
+    zero_invariant_ms: float | None = None,
 ) -> None:
     """Refuse a latency target below the narrowest network's time (by more than :data:`MEASURED_SLACK`),
     both networks timed whole before a lookup is measured for the target
     (:func:`~edgeslim.pipelines.latency.measure_narrowest`): a review's run measured a lookup for 3
     minutes, then refused the target, keeping nothing. ``one_per_group_ms``: the network at one channel per
-    group, timed where ``round_to`` > 1 (a smaller round_to is suggested only where it reaches the target)."""
+    group, timed where ``round_to`` > 1 (a smaller round_to is suggested only where it reaches the target).
+    ``zero_invariant_ms``: the narrowest network at ``round_to`` with zero-invariant removability, timed
+    where squeeze-excitation gates channels the run keeps (zero_invariant is suggested where it reaches
+    the target)."""
     target_ms = _measured_target_ms(settings, dense_ms)
     fraction = parse_target(settings.target, "latency")[0] == "fraction"
     budget = f"the budget {target_ms:.3g} ms" + (
@@ -248,7 +252,14 @@ def refuse_below_measured(
         and one_per_group_ms is not None
         and not below_measured(settings, dense_ms, one_per_group_ms)
     )
-    if finer_helps:
+    gated_help = zero_invariant_ms is not None and not below_measured(settings, dense_ms, zero_invariant_ms)
+    if gated_help:
+        fix = (
+            f"give zero_invariant=True: the channels squeeze-excitation gates multiply are then removable too "
+            f"(the narrowest network then times {zero_invariant_ms:.3g} ms, {zero_invariant_ms / dense_ms:.2%} of "
+            "dense), or a larger target"
+        )
+    elif finer_helps:
         fix = (
             f"give a larger target, or a smaller round_to (one channel per group: {one_per_group_ms:.3g} ms)"
         )
@@ -263,7 +274,11 @@ def refuse_below_measured(
         f"{budget} is unreachable: {_narrowest_words(round_to)} {narrowest_ms:.3g} ms "
         f"({narrowest_ms / dense_ms:.2%} of dense, {dense_ms:.3g} ms; both timed here as whole networks, before "
         f"a latency lookup was measured); {fix}",
-        param=("target_latency", "round_to") if finer_helps else "target_latency",
+        param=("target_latency", "zero_invariant")
+        if gated_help
+        else ("target_latency", "round_to")
+        if finer_helps
+        else "target_latency",
     )
 
 
