@@ -811,3 +811,30 @@ def test_a_refused_run_leaves_no_parent_folder_it_made(tmp_path, monkeypatch, ca
     (tmp_path / "keep").mkdir()
     assert main([*args, "--out", "keep/a/b"]) == 2
     assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "a").exists()
+
+
+#: a bench of a few milliseconds (the tiny model: its results, not its numbers, are what is checked)
+QUICK_BENCH = ["--trials", "1", "--warmup", "0.05", "--min-iters", "5", "--min-time", "0.05", "--max-time", "0.1",
+               "--threads", "1"]  # fmt: skip
+
+
+def test_a_forced_bench_stopped_while_writing_keeps_the_earlier_run(tmp_path, monkeypatch, capsys) -> None:
+    """An interrupt review (finding 1): Ctrl-C of a forced bench as it wrote run.json left the new PNGs and
+    report.md without a run.json, deleted the earlier run, and said files were left complete. Now the
+    set is published whole or not at all, and the earlier run stays as it was."""
+    import edgeslim.utils.io as io
+
+    model, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "r1"
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out)]) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "run.json" in earlier and "latency.png" in earlier
+
+    def stopped(*_a, **_k):  # (Ctrl-C as run.json is written: the reviewer's signal at its temp file)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "write_json", stopped)
+    capsys.readouterr()
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out), "--force"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    err = capsys.readouterr().err
+    assert f"the earlier run in {out} is as it was" in err, err
