@@ -838,3 +838,30 @@ def test_a_forced_bench_stopped_while_writing_keeps_the_earlier_run(tmp_path, mo
     assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
     err = capsys.readouterr().err
     assert f"the earlier run in {out} is as it was" in err, err
+
+
+def test_a_bench_never_shares_a_folder_with_an_interrupted_slim_or_train_run(tmp_path, capsys) -> None:
+    """An interrupt review (finding 2): bench --out into a slim run's folder stopped after its first
+    epoch (only train/) was accepted, and slim --resume then replaced the bench's report.md unasked; an
+    interrupted train run's folder (model.pt, log.jsonl) was taken too."""
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    slim_run, train_run = tmp_path / "sb", tmp_path / "tr"
+    (slim_run / "train").mkdir(parents=True)
+    train_run.mkdir()
+    for folder in (slim_run / "train", train_run):  # (what a stopped run leaves: its checkpoint and log)
+        for name in ("model.pt", "log.jsonl"):
+            (folder / name).write_bytes(b"epoch 1")
+    for run in (slim_run, train_run):
+        for extra in ([], ["--force"]):
+            assert main(["bench", str(model), *QUICK_BENCH, "--out", str(run), *extra]) == 2
+            assert f"give the bench a folder of its own, e.g. {run / 'bench'}" in capsys.readouterr().err
+        assert not (run / "report.md").exists() and not (run / "run.json").exists()
+    # a bench's results there all the same (copied, or an earlier edgeslim's): the resume refuses them
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(tmp_path / "b")]) == 0
+    for name in ("run.json", "report.md"):
+        shutil.copy(tmp_path / "b" / name, slim_run / name)
+    capsys.readouterr()
+    assert main(["slim", "--resume", "--out", str(slim_run)]) == 2
+    err = capsys.readouterr().err
+    assert "holds results this run did not write (run.json, report.md: a bench's)" in err, err
+    assert (slim_run / "report.md").read_bytes() == (tmp_path / "b" / "report.md").read_bytes()
