@@ -865,3 +865,67 @@ def test_a_bench_never_shares_a_folder_with_an_interrupted_slim_or_train_run(tmp
     err = capsys.readouterr().err
     assert "holds results this run did not write (run.json, report.md: a bench's)" in err, err
     assert (slim_run / "report.md").read_bytes() == (tmp_path / "b" / "report.md").read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of the live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _live(pid: int) -> list[int]:
+    """``[pid]`` while that process runs (not a zombie), else []."""
+    try:
+        return (
+            [pid] if (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" else []
+        )
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_an_ort_conversion_killed_outright_takes_its_converter_along_and_its_folder_is_swept(
+    tmp_path, monkeypatch
+) -> None:
+    """An interrupt review (finding 6): export --ort killed outright (kill -9) left its converter child
+    converting and $TMPDIR/edgeslim-ort-XXXX behind, and a bench killed mid-trial its edgeslim-bench-XXXX;
+    later runs never removed them. Now the converter dies with its parent, and the next temporary folder
+    made removes a dead process's folder (never a live one's, nor a folder edgeslim did not mark)."""
+    import tempfile
+
+    tmpd = tmp_path / "tmp"
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    code = ("import sys; from edgeslim.export.ort_mobile import convert_to_ort; "
+            "convert_to_ort(sys.argv[1], sys.argv[2], target_platform='amd64')")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", code, str(model), str(tmp_path / "tiny.ort")], env=_env(tmpd),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 60
+    while not (converter := _children(parent.pid)) and parent.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # (until the converter has started)
+    assert converter, f"no converter started (exit {parent.poll()}): {parent.stderr.read().decode()[-500:]}"
+    parent.kill()
+    parent.wait()
+    # the kernel kills it as its parent dies (ms; a converter left running took seconds more to finish)
+    gone = time.time() + 1.0
+    while _live(converter[0]) and time.time() < gone:
+        time.sleep(0.005)
+    assert not _live(converter[0]), "the converter outlived its parent"
+    left = sorted(tmpd.glob("edgeslim-ort-*"))
+    assert len(left) == 1
+    from edgeslim.utils.tmpfiles import sweep_stale_temporary, temporary_folder
+
+    user = tmpd / "edgeslim-mine-abcdefgh"  # (a folder of a matching name edgeslim did not mark: kept)
+    user.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpd))
+    with temporary_folder("edgeslim-test-") as live:
+        assert not left[0].exists() and user.is_dir()
+        assert sweep_stale_temporary(tmpd) == [] and Path(live).is_dir()  # (a live one's: kept)
+    assert sorted(p.name for p in tmpd.glob("edgeslim-*")) == [user.name]
