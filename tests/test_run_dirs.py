@@ -929,3 +929,23 @@ def test_an_ort_conversion_killed_outright_takes_its_converter_along_and_its_fol
         assert not left[0].exists() and user.is_dir()
         assert sweep_stale_temporary(tmpd) == [] and Path(live).is_dir()  # (a live one's: kept)
     assert sorted(p.name for p in tmpd.glob("edgeslim-*")) == [user.name]
+
+
+def test_a_run_a_killed_forced_run_hid_is_named_where_it_is_looked_for(tmp_path, capsys) -> None:
+    """An interrupt review (finding 3): after kill -9 of a forced slim the finished run sat in a hidden
+    .edgeslim-replaced-XXXX/; slim --resume said the folder held no run to continue and export of its
+    model.pt that the file did not exist, neither naming where the run was."""
+    from edgeslim.pipelines.rundir import HIDDEN_PREFIX
+
+    out = tmp_path / "hk"
+    aside = out / f"{HIDDEN_PREFIX}k9x2ab"
+    (aside / "train").mkdir(parents=True)
+    for name in ("model.pt", "report.json", "train/model.pt"):
+        (aside / name).write_bytes(b"the finished run's")
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{aside} holds model.pt, report.json, train/model.pt of an earlier run" in err, err
+    assert f"move them back into {out}" in err and len(err.strip().splitlines()) == 1
+    assert main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"a forced run that was killed moved it aside to {aside / 'model.pt'}" in err, err

@@ -33,6 +33,7 @@ from edgeslim.utils.rundir import (
     TABLE_FILE,
     TRAINED_FILE,
     ULTRALYTICS_MARK,
+    left_aside_line,
 )
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,10 @@ def check(req: SlimRequest) -> dict[str, Any]:
             f"{req.out_dir} holds a finished run ({MODEL_FILE}, {REPORT_FILE}), so there is nothing to resume; "
             "to redo its finalize and surgery from its training, pass force=True as well",
             param=("resume", "force"),
+        )
+    if req.resume and not saved_run.is_file() and (aside := left_aside_line(done)):
+        raise EdgeslimError(  # (a review: after a kill -9 of a forced run, the finished run sat there unsaid)
+            f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing); {aside}"
         )
     if req.resume and not saved_run.is_file():
         raise EdgeslimError(
