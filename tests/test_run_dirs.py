@@ -949,3 +949,25 @@ def test_a_run_a_killed_forced_run_hid_is_named_where_it_is_looked_for(tmp_path,
     assert main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert f"a forced run that was killed moved it aside to {aside / 'model.pt'}" in err, err
+
+
+def test_a_stop_after_a_run_finished_names_no_refused_resume(tmp_path: Path) -> None:
+    """An interrupt review (finding 4): Ctrl-C of slim --resume --force on a finished run said "continue
+    with edgeslim slim --resume --out ...", which is refused (a finished run: --force as well); a train
+    run stopped just after its report.json was offered train --resume, refused as finished."""
+    from edgeslim.cli import _interrupted_line
+
+    out = tmp_path / "h5"
+    (out / "train").mkdir(parents=True)
+    for name in ("model.pt", "report.json", "train/model.pt"):
+        (out / name).write_bytes(b"a finished run's")
+    line = _interrupted_line(["slim", "--resume", "--force", "--out", str(out)])
+    assert line == (
+        f"interrupted; {out} still holds the finished run (model.pt, report.json); to redo its finalize and "
+        f"surgery: edgeslim slim --resume --force --out {out}"
+    ), line
+    line = _interrupted_line(["train", "--arch", "vgg-small", "--out", str(out)])
+    assert (
+        line
+        == f"interrupted; the run had finished: {out} holds its model.pt and report.json, nothing to continue"
+    )

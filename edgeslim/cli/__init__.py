@@ -214,6 +214,8 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         ).exists():  # (stopped before its first checkpoint: run_directory removed it)
             return "interrupted before the first checkpoint: nothing was kept; run the command again"
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
+    if name in ("train", "slim") and out and (finished := _finished_run(name, out)):
+        return f"interrupted; {finished}"
     if name in ("train", "slim") and out:
         resume = _resume_hint(args)
         table = _kept_lookup(out) if name == "slim" else None
@@ -232,6 +234,22 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         kept = "; the earlier files are as they were" if "--force" in args else ""
         return f"interrupted before the outputs were published: nothing was written{kept}"
     return "interrupted; files already written were left complete (writes are atomic)"
+
+
+def _finished_run(name: str, out: str) -> str | None:
+    """What a stopped train or slim run into ``out`` says where the folder holds a finished run (its
+    model.pt and report.json: the run had finished, or a ``slim --resume --force`` redoing the finalize
+    of one was stopped), whose resume is refused (a review: the hint named that refused resume)."""
+    from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
+
+    if not ((Path(out) / MODEL_FILE).is_file() and (Path(out) / REPORT_FILE).is_file()):
+        return None
+    if name == "train":  # (its report.json is written last)
+        return f"the run had finished: {out} holds its {MODEL_FILE} and {REPORT_FILE}, nothing to continue"
+    return (
+        f"{out} still holds the finished run ({MODEL_FILE}, {REPORT_FILE}); to redo its finalize and surgery: "
+        f"edgeslim slim --resume --force --out {shlex.quote(out)}"
+    )
 
 
 def _kept_lookup(out: str) -> str | None:
@@ -264,6 +282,8 @@ def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | Non
         return None
     if name == "slim" and (_option(args, "--data") or "").lower().endswith((".yaml", ".yml")):
         return None  # (a YOLO run starts over)
+    if _finished_run(name, out):  # (its resume is refused)
+        return None
     from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
     from edgeslim.utils.tmpfiles import process_start_time
 
