@@ -971,3 +971,19 @@ def test_a_stop_after_a_run_finished_names_no_refused_resume(tmp_path: Path) -> 
         line
         == f"interrupted; the run had finished: {out} holds its model.pt and report.json, nothing to continue"
     )
+
+
+def test_a_rerun_into_an_interrupted_train_run_offers_its_resume(tmp_path, capsys) -> None:
+    """An interrupt review (finding 5): train into the folder of an interrupted train run said only
+    "model.pt already exists; pass --force", which throws the saved epochs away (slim offers --resume)."""
+    out = tmp_path / "h6"
+    args = ["train", "--arch", "vgg-small", *SMALL, "--epochs", "1", "--subset", "64", "--out", str(out)]
+    assert main(args) == 0
+    (out / "report.json").unlink()  # (what a run stopped after its first epoch leaves: no report yet)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{out} holds an interrupted run (model.pt, log.jsonl, no report.json); continue it with edgeslim train "
+        f"--resume --out {out}, or pass --force to start over"
+    ) in err, err
