@@ -987,3 +987,24 @@ def test_a_rerun_into_an_interrupted_train_run_offers_its_resume(tmp_path, capsy
         f"{out} holds an interrupted run (model.pt, log.jsonl, no report.json); continue it with edgeslim train "
         f"--resume --out {out}, or pass --force to start over"
     ) in err, err
+
+
+@pytest.mark.parametrize("stop", ["sigint", "sigterm"])
+def test_a_stopped_bench_says_in_one_line_that_it_wrote_nothing(stop, tmp_path, monkeypatch, capsys) -> None:
+    """An interrupt review (finding 7): every stop line came after an empty line (click's, which closes a
+    terminal's ^C echo: there is none for SIGTERM, nor in a pipe), and a bench stopped before writing
+    anything said "files already written were left complete"."""
+    import edgeslim.utils.io as io
+    from edgeslim.cli import Terminated
+
+    def stopped(*_a, **_k):  # (the stop as the results are written: the review's signal at run.json)
+        raise KeyboardInterrupt if stop == "sigint" else Terminated
+
+    model, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "b"
+    monkeypatch.setattr(io, "write_json", stopped)
+    capsys.readouterr()
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out)]) == (130 if stop == "sigint" else 143)
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: interrupted before the outputs were published: nothing was written\n"), err
+    assert not err.startswith("\n") and "\n\n" not in err, err
+    assert not out.exists()

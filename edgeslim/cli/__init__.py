@@ -84,6 +84,15 @@ class LazyGroup(click.Group):
         except ImportError as exc:
             raise EdgeslimError(_missing_line(name, getattr(exc, "name", None) or str(exc))) from exc
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """The subcommand; a stop in it is click's Abort (its cause the stop), without the empty line click
+        prints first to close a terminal's ``^C`` echo: :func:`_main` prints one where there is such an echo
+        (a review: SIGTERM, and Ctrl-C into a pipe, gave an empty line before the error line)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Abort() from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Top-level help lists commands from the table, without importing their modules.
         with formatter.section("Commands"):
@@ -230,9 +239,12 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return f"interrupted; each finished epoch was saved: {resume}"
-    if name in ("export", "prune"):  # (utils.io.writing: the set is published whole or not at all)
+    # (utils.io.writing: the set is published whole or not at all)
+    if name in ("export", "prune", "bench", "report"):
         kept = "; the earlier files are as they were" if "--force" in args else ""
         return f"interrupted before the outputs were published: nothing was written{kept}"
+    if name in ("info", "graph", "profiles"):  # (they write nothing)
+        return "interrupted"
     return "interrupted; files already written were left complete (writes are atomic)"
 
 
@@ -250,6 +262,13 @@ def _finished_run(name: str, out: str) -> str | None:
         f"{out} still holds the finished run ({MODEL_FILE}, {REPORT_FILE}); to redo its finalize and surgery: "
         f"edgeslim slim --resume --force --out {shlex.quote(out)}"
     )
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # (no isatty, or closed)
+        return False
 
 
 def _kept_lookup(out: str) -> str | None:
@@ -456,6 +475,8 @@ def _main(args: list[str], stops: Stops | None = None) -> int:
         from edgeslim.utils.console import error_line
 
         line, code, traced = _failure(exc, args, debug, stops)
+        if code == EXIT_INTERRUPTED and signal.SIGINT in stops and _isatty(sys.stderr):
+            sys.stderr.write("\n")  # (past the terminal's ^C echo)
         if not traced:  # (--debug printed a bug's traceback in place of its line)
             error_line(line)
         _json_error(args, exc, line, code)
