@@ -745,6 +745,12 @@ def _existing_file(p: Path, what: str, in_dir: str) -> None:
     import stat
 
     if not p.exists():
+        from edgeslim.utils.rundir import moved_aside
+
+        aside = moved_aside(p)  # (a review: the finished run's model, hidden after a kill -9)
+        if aside is not None:
+            raise EdgeslimError(f"{what} {p} does not exist: a forced run that was killed moved it aside to {aside}; "
+                                "move it back to keep it")  # fmt: skip
         raise EdgeslimError(f"{what} {p} does not exist; check the path")
     if p.is_dir():
         raise EdgeslimError(f"{p} is a directory; give the {in_dir}")

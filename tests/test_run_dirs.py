@@ -811,3 +811,200 @@ def test_a_refused_run_leaves_no_parent_folder_it_made(tmp_path, monkeypatch, ca
     (tmp_path / "keep").mkdir()
     assert main([*args, "--out", "keep/a/b"]) == 2
     assert (tmp_path / "keep").is_dir() and not (tmp_path / "keep" / "a").exists()
+
+
+#: a bench of a few milliseconds (the tiny model: its results, not its numbers, are what is checked)
+QUICK_BENCH = ["--trials", "1", "--warmup", "0.05", "--min-iters", "5", "--min-time", "0.05", "--max-time", "0.1",
+               "--threads", "1"]  # fmt: skip
+
+
+def test_a_forced_bench_stopped_while_writing_keeps_the_earlier_run(tmp_path, monkeypatch, capsys) -> None:
+    """An interrupt review (finding 1): Ctrl-C of a forced bench as it wrote run.json left the new PNGs and
+    report.md without a run.json, deleted the earlier run, and said files were left complete. Now the
+    set is published whole or not at all, and the earlier run stays as it was."""
+    import edgeslim.utils.io as io
+
+    model, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "r1"
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out)]) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "run.json" in earlier and "latency.png" in earlier
+
+    def stopped(*_a, **_k):  # (Ctrl-C as run.json is written: the reviewer's signal at its temp file)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "write_json", stopped)
+    capsys.readouterr()
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out), "--force"]) == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    err = capsys.readouterr().err
+    assert f"the earlier run in {out} is as it was" in err, err
+
+
+def test_a_bench_never_shares_a_folder_with_an_interrupted_slim_or_train_run(tmp_path, capsys) -> None:
+    """An interrupt review (finding 2): bench --out into a slim run's folder stopped after its first
+    epoch (only train/) was accepted, and slim --resume then replaced the bench's report.md unasked; an
+    interrupted train run's folder (model.pt, log.jsonl) was taken too."""
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    slim_run, train_run = tmp_path / "sb", tmp_path / "tr"
+    (slim_run / "train").mkdir(parents=True)
+    train_run.mkdir()
+    for folder in (slim_run / "train", train_run):  # (what a stopped run leaves: its checkpoint and log)
+        for name in ("model.pt", "log.jsonl"):
+            (folder / name).write_bytes(b"epoch 1")
+    for run in (slim_run, train_run):
+        for extra in ([], ["--force"]):
+            assert main(["bench", str(model), *QUICK_BENCH, "--out", str(run), *extra]) == 2
+            assert f"give the bench a folder of its own, e.g. {run / 'bench'}" in capsys.readouterr().err
+        assert not (run / "report.md").exists() and not (run / "run.json").exists()
+    # a bench's results there all the same (copied, or an earlier edgeslim's): the resume refuses them
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(tmp_path / "b")]) == 0
+    for name in ("run.json", "report.md"):
+        shutil.copy(tmp_path / "b" / name, slim_run / name)
+    capsys.readouterr()
+    assert main(["slim", "--resume", "--out", str(slim_run)]) == 2
+    err = capsys.readouterr().err
+    assert "holds results this run did not write (run.json, report.md: a bench's)" in err, err
+    assert (slim_run / "report.md").read_bytes() == (tmp_path / "b" / "report.md").read_bytes()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of the live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def _live(pid: int) -> list[int]:
+    """``[pid]`` while that process runs (not a zombie), else []."""
+    try:
+        return (
+            [pid] if (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" else []
+        )
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")
+def test_an_ort_conversion_killed_outright_takes_its_converter_along_and_its_folder_is_swept(
+    tmp_path, monkeypatch
+) -> None:
+    """An interrupt review (finding 6): export --ort killed outright (kill -9) left its converter child
+    converting and $TMPDIR/edgeslim-ort-XXXX behind, and a bench killed mid-trial its edgeslim-bench-XXXX;
+    later runs never removed them. Now the converter dies with its parent, and the next temporary folder
+    made removes a dead process's folder (never a live one's, nor a folder edgeslim did not mark)."""
+    import tempfile
+
+    tmpd = tmp_path / "tmp"
+    model = _tiny_onnx(tmp_path / "tiny.onnx")
+    code = ("import sys; from edgeslim.export.ort_mobile import convert_to_ort; "
+            "convert_to_ort(sys.argv[1], sys.argv[2], target_platform='amd64')")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", code, str(model), str(tmp_path / "tiny.ort")], env=_env(tmpd),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 60
+    while not (converter := _children(parent.pid)) and parent.poll() is None and time.time() < deadline:
+        time.sleep(0.01)  # (until the converter has started)
+    assert converter, f"no converter started (exit {parent.poll()}): {parent.stderr.read().decode()[-500:]}"
+    parent.kill()
+    parent.wait()
+    # the kernel kills it as its parent dies (ms; a converter left running took seconds more to finish)
+    gone = time.time() + 1.0
+    while _live(converter[0]) and time.time() < gone:
+        time.sleep(0.005)
+    assert not _live(converter[0]), "the converter outlived its parent"
+    left = sorted(tmpd.glob("edgeslim-ort-*"))
+    assert len(left) == 1
+    from edgeslim.utils.tmpfiles import sweep_stale_temporary, temporary_folder
+
+    user = tmpd / "edgeslim-mine-abcdefgh"  # (a folder of a matching name edgeslim did not mark: kept)
+    user.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpd))
+    with temporary_folder("edgeslim-test-") as live:
+        assert not left[0].exists() and user.is_dir()
+        assert sweep_stale_temporary(tmpd) == [] and Path(live).is_dir()  # (a live one's: kept)
+    assert sorted(p.name for p in tmpd.glob("edgeslim-*")) == [user.name]
+
+
+def test_a_run_a_killed_forced_run_hid_is_named_where_it_is_looked_for(tmp_path, capsys) -> None:
+    """An interrupt review (finding 3): after kill -9 of a forced slim the finished run sat in a hidden
+    .edgeslim-replaced-XXXX/; slim --resume said the folder held no run to continue and export of its
+    model.pt that the file did not exist, neither naming where the run was."""
+    from edgeslim.pipelines.rundir import HIDDEN_PREFIX
+
+    out = tmp_path / "hk"
+    aside = out / f"{HIDDEN_PREFIX}k9x2ab"
+    (aside / "train").mkdir(parents=True)
+    for name in ("model.pt", "report.json", "train/model.pt"):
+        (aside / name).write_bytes(b"the finished run's")
+    assert main(["slim", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{aside} holds model.pt, report.json, train/model.pt of an earlier run" in err, err
+    assert f"move them back into {out}" in err and len(err.strip().splitlines()) == 1
+    assert main(["export", str(out / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"a forced run that was killed moved it aside to {aside / 'model.pt'}" in err, err
+
+
+def test_a_stop_after_a_run_finished_names_no_refused_resume(tmp_path: Path) -> None:
+    """An interrupt review (finding 4): Ctrl-C of slim --resume --force on a finished run said "continue
+    with edgeslim slim --resume --out ...", which is refused (a finished run: --force as well); a train
+    run stopped just after its report.json was offered train --resume, refused as finished."""
+    from edgeslim.cli import _interrupted_line
+
+    out = tmp_path / "h5"
+    (out / "train").mkdir(parents=True)
+    for name in ("model.pt", "report.json", "train/model.pt"):
+        (out / name).write_bytes(b"a finished run's")
+    line = _interrupted_line(["slim", "--resume", "--force", "--out", str(out)])
+    assert line == (
+        f"interrupted; {out} still holds the finished run (model.pt, report.json); to redo its finalize and "
+        f"surgery: edgeslim slim --resume --force --out {out}"
+    ), line
+    line = _interrupted_line(["train", "--arch", "vgg-small", "--out", str(out)])
+    assert (
+        line
+        == f"interrupted; the run had finished: {out} holds its model.pt and report.json, nothing to continue"
+    )
+
+
+def test_a_rerun_into_an_interrupted_train_run_offers_its_resume(tmp_path, capsys) -> None:
+    """An interrupt review (finding 5): train into the folder of an interrupted train run said only
+    "model.pt already exists; pass --force", which throws the saved epochs away (slim offers --resume)."""
+    out = tmp_path / "h6"
+    args = ["train", "--arch", "vgg-small", *SMALL, "--epochs", "1", "--subset", "64", "--out", str(out)]
+    assert main(args) == 0
+    (out / "report.json").unlink()  # (what a run stopped after its first epoch leaves: no report yet)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{out} holds an interrupted run (model.pt, log.jsonl, no report.json); continue it with edgeslim train "
+        f"--resume --out {out}, or pass --force to start over"
+    ) in err, err
+
+
+@pytest.mark.parametrize("stop", ["sigint", "sigterm"])
+def test_a_stopped_bench_says_in_one_line_that_it_wrote_nothing(stop, tmp_path, monkeypatch, capsys) -> None:
+    """An interrupt review (finding 7): every stop line came after an empty line (click's, which closes a
+    terminal's ^C echo: there is none for SIGTERM, nor in a pipe), and a bench stopped before writing
+    anything said "files already written were left complete"."""
+    import edgeslim.utils.io as io
+    from edgeslim.cli import Terminated
+
+    def stopped(*_a, **_k):  # (the stop as the results are written: the review's signal at run.json)
+        raise KeyboardInterrupt if stop == "sigint" else Terminated
+
+    model, out = _tiny_onnx(tmp_path / "tiny.onnx"), tmp_path / "b"
+    monkeypatch.setattr(io, "write_json", stopped)
+    capsys.readouterr()
+    assert main(["bench", str(model), *QUICK_BENCH, "--out", str(out)]) == (130 if stop == "sigint" else 143)
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: interrupted before the outputs were published: nothing was written\n"), err
+    assert not err.startswith("\n") and "\n\n" not in err, err
+    assert not out.exists()

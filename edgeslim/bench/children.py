@@ -8,34 +8,21 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl`` on Linux, else None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+from edgeslim.utils.processes import PR_SET_PDEATHSIG, dies_with_us, prctl
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
     """Have the kernel send this process ``sig`` when its parent (pid ``parent``) ends, on Linux
     (``PR_SET_PDEATHSIG``); end at once where the parent ended before the call."""
-    prctl = _prctl()
-    if prctl is None:
+    call = prctl()
+    if call is None:
         return
-    prctl(_PR_SET_PDEATHSIG, sig)
+    call(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:
         os._exit(1)
 
@@ -56,17 +43,7 @@ def run_child(
     gets each line of the child's stdout as it comes, with its ``time.monotonic()``. Output that is not
     UTF-8 (a file name trtexec echoes) is decoded with U+FFFD in place of the bad bytes (a review: one
     such byte ended the reader, and the child blocked on a full pipe)."""
-    preexec: Callable[[], None] | None = None
-    if own_group and (prctl := _prctl()) is not None:
-        parent = os.getpid()
-
-        def dies_with_us() -> None:  # (in the child: prctl was looked up before the fork)
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            if os.getppid() != parent:
-                os._exit(1)
-
-        preexec = dies_with_us
-
+    preexec = dies_with_us() if own_group else None
     with subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from edgeslim.bench.stats import CV_WARN, speedup, summarize
 from edgeslim.bench.timing import TimingConfig
 from edgeslim.errors import EdgeslimError, RemoteTraceback, Step, WorkerError
 from edgeslim.utils.onnx_graph import unreadable_onnx
+from edgeslim.utils.tmpfiles import temporary_folder
 
 FORMAT = "edgeslim-bench"
 #: 2: ``summary[label][batch]["p50_ms"]`` is the median of the trials' p50s (the pooled median, version
@@ -54,7 +54,7 @@ def run_worker(spec: dict, timeout: float | None = None, nice: int = 0) -> dict:
         spec = {**spec, "backend_target": BACKENDS[key]}
     from edgeslim.bench.children import cleaned_up_on_sigterm, run_child
 
-    with cleaned_up_on_sigterm(), tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
+    with cleaned_up_on_sigterm(), temporary_folder("edgeslim-bench-") as tmp:
         sp, op = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         Path(sp).write_text(json.dumps({**spec, "parent_pid": os.getpid()}))
         cmd = [sys.executable, "-c", _WORKER.format(root=_PACKAGE_ROOT), sp, op]
@@ -333,7 +333,7 @@ def run_comparison(
     }
     with contextlib.ExitStack() as stack:
         if backend == "trtexec":  # each ONNX file built once per shape, before the trials; its engine loaded
-            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-engines-"))
+            cache = stack.enter_context(temporary_folder("edgeslim-engines-"))
             options = {**options, "engine_cache": cache}
             # (in a worker of its own, stopped with the bench; no measuring process's limit: each build has its own)
             for path in dict.fromkeys(models.values()):

@@ -1020,8 +1020,12 @@ def _layer_bars(
 def write_outputs(
     record: dict, out_dir: str | Path, force: bool = False, with_plots: bool = True
 ) -> list[Path]:
-    """run.json + report.md (+ PNGs) into ``out_dir``; refuses to overwrite without ``force``."""
-    from edgeslim.utils.io import atomic_write_text, check_output_dir, write_json
+    """run.json + report.md (+ PNGs) into ``out_dir``; refuses to overwrite without ``force``. The set is
+    published whole or not at all (:func:`~edgeslim.utils.io.writing`): a stop while it is written leaves
+    the earlier set as it was (an interrupt review: a forced bench stopped at its run.json left new PNGs
+    and report.md without a run.json, and the earlier run deleted)."""
+    from edgeslim.utils.io import atomic_write_text, check_output_dir, write_json, writing
+    from edgeslim.utils.rundir import BENCH_STALE
 
     d = check_output_dir(out_dir, force=force, marker=RUN_FILE)
     if with_plots and importlib.util.find_spec("matplotlib") is None:  # a device install: no plots
@@ -1032,6 +1036,9 @@ def write_outputs(
             install_hint("plots"),
         )
         with_plots = False
-    pngs = plots(record, d) if with_plots else []
-    md = atomic_write_text(d / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs]))
-    return [write_json(d / RUN_FILE, record), md, *pngs]  # (run.json, the folder's mark, last)
+    with writing([d / name for name in BENCH_STALE], replace=force) as stage:
+        staged = stage(d / RUN_FILE).parent
+        pngs = plots(record, staged) if with_plots else []
+        md = atomic_write_text(staged / RUN_REPORT_MD, markdown(record, [str(p) for p in pngs]))
+        written = [write_json(staged / RUN_FILE, record), md, *pngs]
+    return [d / p.name for p in written]

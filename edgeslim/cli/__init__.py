@@ -84,6 +84,15 @@ class LazyGroup(click.Group):
         except ImportError as exc:
             raise EdgeslimError(_missing_line(name, getattr(exc, "name", None) or str(exc))) from exc
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """The subcommand; a stop in it is click's Abort (its cause the stop), without the empty line click
+        prints first to close a terminal's ``^C`` echo: :func:`_main` prints one where there is such an echo
+        (a review: SIGTERM, and Ctrl-C into a pipe, gave an empty line before the error line)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise click.exceptions.Abort() from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Top-level help lists commands from the table, without importing their modules.
         with formatter.section("Commands"):
@@ -203,6 +212,8 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         ).exists():  # (stopped before its first checkpoint: run_directory removed it)
             return "interrupted before the first checkpoint: nothing was kept; run the command again"
         return f"interrupted; a YOLO run starts over: rerun it with --force (--out {shlex.quote(out)})"
+    if name in ("train", "slim") and out and (finished := _finished_run(name, out)):
+        return f"interrupted; {finished}"
     if name in ("train", "slim") and out:
         resume = _resume_hint(args)
         table = _kept_lookup(out) if name == "slim" else None
@@ -217,10 +228,36 @@ def _interrupted_line(args: list[str], exc: BaseException | None = None) -> str:
         if resume is None:  # (the run left nothing behind: pipelines.rundir.run_directory)
             return "interrupted before the first epoch ended: nothing was saved to continue; run the command again"
         return f"interrupted; each finished epoch was saved: {resume}"
-    if name in ("export", "prune"):  # (utils.io.writing: the set is published whole or not at all)
+    # (utils.io.writing: the set is published whole or not at all)
+    if name in ("export", "prune", "bench", "report"):
         kept = "; the earlier files are as they were" if "--force" in args else ""
         return f"interrupted before the outputs were published: nothing was written{kept}"
+    if name in ("info", "graph", "profiles"):  # (they write nothing)
+        return "interrupted"
     return "interrupted; files already written were left complete (writes are atomic)"
+
+
+def _finished_run(name: str, out: str) -> str | None:
+    """What a stopped train or slim run into ``out`` says where the folder holds a finished run (its
+    model.pt and report.json: the run had finished, or a ``slim --resume --force`` redoing the finalize
+    of one was stopped), whose resume is refused (a review: the hint named that refused resume)."""
+    from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
+
+    if not ((Path(out) / MODEL_FILE).is_file() and (Path(out) / REPORT_FILE).is_file()):
+        return None
+    if name == "train":  # (its report.json is written last)
+        return f"the run had finished: {out} holds its {MODEL_FILE} and {REPORT_FILE}, nothing to continue"
+    return (
+        f"{out} still holds the finished run ({MODEL_FILE}, {REPORT_FILE}); to redo its finalize and surgery: "
+        f"edgeslim slim --resume --force --out {shlex.quote(out)}"
+    )
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # (no isatty, or closed)
+        return False
 
 
 def _kept_lookup(out: str) -> str | None:
@@ -253,6 +290,8 @@ def _resume_hint(args: list[str], exc: BaseException | None = None) -> str | Non
         return None
     if name == "slim" and (_option(args, "--data") or "").lower().endswith((".yaml", ".yml")):
         return None  # (a YOLO run starts over)
+    if _finished_run(name, out):  # (its resume is refused)
+        return None
     from edgeslim.utils.rundir import MODEL_FILE, TRAIN_DIR
     from edgeslim.utils.tmpfiles import process_start_time
 
@@ -425,6 +464,8 @@ def _main(args: list[str], stops: Stops | None = None) -> int:
         from edgeslim.utils.console import error_line
 
         line, code, traced = _failure(exc, args, debug, stops)
+        if code == EXIT_INTERRUPTED and signal.SIGINT in stops and _isatty(sys.stderr):
+            sys.stderr.write("\n")  # (past the terminal's ^C echo)
         if not traced:  # (--debug printed a bug's traceback in place of its line)
             error_line(line)
         _json_error(args, exc, line, code)

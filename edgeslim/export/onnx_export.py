@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from edgeslim.export.validate import (
 from edgeslim.utils.io import atomic_write_bytes, check_output_path
 from edgeslim.utils.parsing import parse_input_shape
 from edgeslim.utils.scores import POSTPROCESSED, postprocessed_detections, score_tensors
+from edgeslim.utils.tmpfiles import temporary_folder
 
 if TYPE_CHECKING:
     import onnx
@@ -603,7 +603,7 @@ def _export_onnx(
     if on_accepted is not None:
         on_accepted()
     batch_axes = _batch_axes(model, x, probe) if dynamic_batch else None
-    with tempfile.TemporaryDirectory(prefix="edgeslim-onnx-") as tmp:
+    with temporary_folder("edgeslim-onnx-") as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             names = yolo.export_output_names(probe) if ultralytics else output_names(probe)

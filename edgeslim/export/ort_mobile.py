@@ -12,12 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeslim.errors import EdgeslimError, require
 from edgeslim.utils.io import atomic_path, check_output_path
+from edgeslim.utils.processes import dies_with_us
+from edgeslim.utils.tmpfiles import temporary_folder
 
 STYLES = ("Fixed", "Runtime")
 #: the model metadata key of the ``.ort`` file that records its conversion (:meth:`OrtConversion.recorded`)
@@ -70,15 +71,17 @@ def convert_to_ort(
         "onnxruntime", "to convert to the ORT format"
     ).__version__  # (the converter's, run below)
     conversion = OrtConversion(out, None, style, target_platform, 0, version)
-    with tempfile.TemporaryDirectory(prefix="edgeslim-ort-") as tmp:
+    with temporary_folder("edgeslim-ort-") as tmp:
         work = Path(tmp) / "model.onnx"
         _with_conversion(src, work, conversion.recorded())
         cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(work),
                "--output_dir", str(Path(tmp) / "out"), "--optimization_style", style,
                "--target_platform", target_platform]  # fmt: skip
         try:
-            # (in the fresh folder: `python -m` puts its working directory first on the import path)
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=tmp)
+            # (in the fresh folder: `python -m` puts its working directory first on the import path; it ends
+            # with this process, a review's kill -9 of an export left it converting)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=tmp,
+                                  preexec_fn=dies_with_us())  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise EdgeslimError(f"ORT format conversion took longer than {timeout:.0f} s; giving up") from exc
         produced = sorted((Path(tmp) / "out").rglob("*.ort"))

@@ -250,7 +250,7 @@ def build_engine(
     force: bool = False,
 ) -> EngineBuildResult:
     """Build and save a serialized engine; returns sizes, build time and where the artifacts are."""
-    import tempfile
+    from edgeslim.utils.tmpfiles import temporary_folder
 
     trt = import_tensorrt()
     cfg = cfg or EngineBuildConfig()
@@ -283,7 +283,7 @@ def build_engine(
     logger = tensorrt_logger(trt)
     log_start = len(logger.lines)
     builder = trt.Builder(logger)
-    with tempfile.TemporaryDirectory(prefix="edgeslim-trt-") as tmp:
+    with temporary_folder("edgeslim-trt-") as tmp:
         if how == "autocast" and not onnx_has_fp16(src):
             src = _autocast_fp16(src, Path(tmp))
         flags = 0

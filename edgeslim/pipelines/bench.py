@@ -426,13 +426,18 @@ def measure(
 @contextlib.contextmanager
 def _bench_directory(out_dir: Path, force: bool, inputs: tuple[Any, ...]) -> Iterator[Path]:
     """The run directory of a bench's results (a lock; no earlier results replaced without ``force``);
-    never a slim run's folder, whose report.md and PNGs have a bench's names (a review: the refusal
-    said to force it, which replaced the slim run's report.md)."""
-    from edgeslim.utils.rundir import MODEL_FILE, REPORT_FILE
+    never a slim or train run's folder, finished or interrupted, whose report.md and PNGs have a bench's
+    names (a review: the refusal said to force it, which replaced the slim run's report.md; an
+    interrupted slim's folder was taken, and its resume then replaced the bench's report.md)."""
+    from edgeslim.utils.rundir import LOG_FILE, MODEL_FILE, REPORT_FILE, TRAIN_DIR, TRAIN_FILES, YOLO_RUN_MARK
 
-    if (out_dir / REPORT_FILE).is_file() and (out_dir / MODEL_FILE).is_file():
+    found = [f"{TRAIN_DIR}/{n}" for n in (*TRAIN_FILES, YOLO_RUN_MARK) if (out_dir / TRAIN_DIR / n).is_file()]
+    top = [n for n in (MODEL_FILE, REPORT_FILE, LOG_FILE) if (out_dir / n).is_file()]
+    if MODEL_FILE in top and len(top) > 1:  # (a train run: its model beside its report or its log)
+        found = top + found
+    if found:
         raise EdgeslimError(
-            f"{out_dir} holds a slim or train run ({MODEL_FILE}, {REPORT_FILE}), whose report.md and plots a bench's "
+            f"{out_dir} holds a slim or train run ({', '.join(found)}), whose report.md and plots a bench's "
             f"results would replace; give the bench a folder of its own, e.g. {out_dir / 'bench'}",
             param="out_dir",
         )

@@ -15,11 +15,14 @@ from typing import Any
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.io import LOCK_NAME, check_output_dir, file_digest, run_dir_lock
 from edgeslim.utils.rundir import (
+    HIDDEN_PREFIX,
     MODEL_FILE,
     TABLE_FILE,
     TRAIN_FILES,
     ULTRALYTICS_TRAIN_FILES,
     YOLO_RUN_MARK,
+    left_aside,
+    left_aside_line,
 )
 from edgeslim.utils.tmpfiles import tmp_pattern
 
@@ -27,8 +30,6 @@ log = logging.getLogger(__name__)
 
 #: the key of a run's checkpoint meta holding the digest of the latency table it prices with
 TABLE_DIGEST = "latency_table_sha256"
-#: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
-HIDDEN_PREFIX = ".edgeslim-replaced-"
 
 
 @contextlib.contextmanager
@@ -145,17 +146,12 @@ def _say_left_aside(out_dir: Path) -> None:
     """Warn of the hidden folders in ``out_dir`` that hold an earlier run's results a forced run moved
     aside and could not delete or put back (it was killed outright): under the lock no run owns them
     (a review: each kill -9 of a forced run left another copy of the checkpoints, never mentioned)."""
-    for folder in sorted(out_dir.glob(HIDDEN_PREFIX + "*")):
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    for folder, names in left_aside(out_dir):
         if not names:  # (killed before it moved a file: nothing to keep)
             with contextlib.suppress(OSError):
                 shutil.rmtree(folder)
-            continue
-        shown = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
-        log.warning("%s holds %s of an earlier run, moved aside by a forced run that was killed: move them back "
-                    "into %s to keep them, or delete the folder", folder, shown, out_dir)  # fmt: skip
+    if line := left_aside_line(out_dir):
+        log.warning("%s", line)
 
 
 class _ReplacedFiles:

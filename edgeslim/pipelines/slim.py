@@ -33,6 +33,7 @@ from edgeslim.utils.rundir import (
     TABLE_FILE,
     TRAINED_FILE,
     ULTRALYTICS_MARK,
+    left_aside_line,
 )
 
 log = logging.getLogger(__name__)
@@ -181,12 +182,18 @@ def check(req: SlimRequest) -> dict[str, Any]:
             "to redo its finalize and surgery from its training, pass force=True as well",
             param=("resume", "force"),
         )
+    if req.resume and not saved_run.is_file() and (aside := left_aside_line(done)):
+        raise EdgeslimError(  # (a review: after a kill -9 of a forced run, the finished run sat there unsaid)
+            f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing); {aside}"
+        )
     if req.resume and not saved_run.is_file():
         raise EdgeslimError(
             f"{req.out_dir} holds no run to continue ({TRAIN_DIR}/{MODEL_FILE} is missing: none was started, or it "
             "stopped before its first checkpoint); drop resume, with force=True if the folder is not empty",
             param=("resume", "force"),
         )
+    if req.resume:
+        _refuse_foreign_results(done)
     resumed: dict[str, Any] = {}
     if req.resume:
         from edgeslim.checkpoint import load_checkpoint_dict
@@ -279,6 +286,24 @@ def check(req: SlimRequest) -> dict[str, Any]:
         "threads": req.threads if req.threads is not None else resumed.get("threads"),
         "run_table": resumed.get("run_table"),
     }
+
+
+def _refuse_foreign_results(out_dir: Path) -> None:
+    """Refuse to resume a slim run in ``out_dir`` where results it did not write lie there under the names
+    its report and plots take (a bench's ``run.json`` and plots, a report.md without this run's
+    report.json): a resume replaces them without ``force`` (a review: a bench run into the interrupted
+    run's folder lost its report.md)."""
+    from edgeslim.utils.rundir import LAYER_TIMES_PNG, MEMORY_PNG, RUN_FILE, RUN_REPORT_MD
+
+    found = [n for n in (RUN_FILE, MEMORY_PNG, LAYER_TIMES_PNG) if (out_dir / n).is_file()]
+    if (out_dir / RUN_REPORT_MD).is_file() and not (out_dir / REPORT_FILE).is_file():
+        found.append(RUN_REPORT_MD)
+    if found:
+        raise EdgeslimError(
+            f"{out_dir} holds results this run did not write ({', '.join(found)}: a bench's), whose report.md and "
+            f"plots the resumed run would replace; move them into a folder of their own (e.g. {out_dir / 'bench'}) "
+            "and resume"
+        )
 
 
 def _has_train_state(path: Path) -> bool:

@@ -366,7 +366,7 @@ def _data_without_code(path: Path) -> Any:
     data set), so the images, when there, train as usual, and when missing the run stops with one
     line saying the script was not run. ultralytics' own refusals of the data set in the block
     (:func:`_data_check_error`) become one line."""
-    import tempfile
+    from edgeslim.utils.tmpfiles import temporary_folder
 
     data = _ultralytics_yaml(path)
     code = _data_yaml_code(_check_data_yaml(path)) or _data_yaml_code(data)
@@ -378,7 +378,7 @@ def _data_without_code(path: Path) -> Any:
             clean = {k: v for k, v in data.items() if k != "download"}
             if not clean.get("path"):  # (ultralytics' default: the yaml's folder, not the copy's)
                 clean["path"] = str(path.resolve().parent)
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgeslim-data-"))
+            tmp = stack.enter_context(temporary_folder("edgeslim-data-"))
             copy = Path(tmp) / path.name
             copy.write_text(yaml.safe_dump(clean, sort_keys=False))
             handed = str(copy)
@@ -930,11 +930,10 @@ def _validate(source: str, data_yaml: str, imgsz: int, req: Any) -> dict[str, fl
     """ultralytics' validation of the checkpoint ``source`` on the data yaml's val split (its metrics:
     :func:`_metrics`), into a temporary folder removed afterwards (without a project, ultralytics makes
     a ``val-N`` folder in its settings' runs_dir, outside the run's)."""
-    import tempfile
-
     from edgeslim.models.yolo import ultralytics_yolo
+    from edgeslim.utils.tmpfiles import temporary_folder
 
-    with tempfile.TemporaryDirectory(prefix="edgeslim-val-") as tmp:
+    with temporary_folder("edgeslim-val-") as tmp:
         results = ultralytics_yolo(source).val(
             data=data_yaml, imgsz=imgsz, batch=req.batch_size or 16, device=_device(req.device), plots=False,
             verbose=False, project=tmp, name="val", exist_ok=True,

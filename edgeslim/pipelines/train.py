@@ -172,6 +172,19 @@ def _run(req: TrainRequest, progress: Any, say: Callable[[str], None] | None) ->
             param="init_path",
         )
     _refuse_slim_run_dir(out_dir)
+    # an interrupted run's folder: resume is offered, not only force (which drops its epochs: a review)
+    interrupted = [n for n in (MODEL_FILE, LOG_FILE) if (out_dir / n).is_file()]
+    if not (kw["resume"] or kw["force"]) and len(interrupted) == 2 and not (out_dir / REPORT_FILE).is_file():
+        from edgeslim.utils.io import check_unlocked
+
+        check_unlocked(out_dir)  # (a run still writing there is not an interrupted one)
+        step = Step("train", resume=True, out_dir=out_dir)
+        raise EdgeslimError(
+            f"{out_dir} holds an interrupted run ({MODEL_FILE}, {LOG_FILE}, no {REPORT_FILE}); continue it with "
+            f"{step}, or pass force=True to start over",
+            param="force",
+            steps=(step,),
+        )
     target = ("arch", kw["arch"]) if kw["arch"] else ("init_path", kw["init_path"])
     if target[1] and resume_ckpt is None:  # a detector is refused before its directory is made
         from edgeslim.pipelines.source import refuse_non_classifier

@@ -6,6 +6,8 @@ for three-stage runs); ``edgeslim slim`` writes ``model.pt`` (the slim model),
 ``edgeslim bench`` writes ``run.json``, ``report.md`` and PNGs.
 """
 
+from pathlib import Path
+
 MODEL_FILE = "model.pt"  #: the run's model; in a training folder also the state for resuming
 TRAINED_FILE = "trained.pt"  #: the dense model after training, before pruning
 REPORT_FILE = "report.json"
@@ -46,3 +48,41 @@ SLIM_STALE = (REPORT_FILE, RUN_REPORT_MD, MODEL_FILE, TRAINED_FILE, DENSE_ONNX, 
               GAMMA_HIST_PNG, BUDGET_PNG, LATENCY_PNG, LAYERS_PNG)  # fmt: skip
 BENCH_STALE = (RUN_FILE, RUN_REPORT_MD, LATENCY_PNG, MEMORY_PNG, LAYER_TIMES_PNG, LAYERS_PNG)
 TRAIN_STALE = (*TRAIN_FILES, TRAINED_FILE)  # (trained.pt: a three-stage run's dense model)
+
+#: the hidden folder of a run directory an earlier run's results wait in while a forced run starts
+HIDDEN_PREFIX = ".edgeslim-replaced-"
+
+
+def left_aside(out_dir: Path) -> list[tuple[Path, list[str]]]:
+    """The hidden folders (:data:`HIDDEN_PREFIX`) of ``out_dir`` that hold files, each with their names
+    (relative, sorted): an earlier run's results a forced run moved aside and, killed outright, neither
+    deleted nor put back."""
+    found = []
+    for folder in sorted(Path(out_dir).glob(HIDDEN_PREFIX + "*")):
+        if folder.is_dir() and not folder.is_symlink():
+            found.append(
+                (folder, sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+            )
+    return found
+
+
+def left_aside_line(out_dir: Path) -> str:
+    """What :func:`left_aside` finds in ``out_dir``, said in one clause ("" where nothing is there)."""
+    held = [(folder, names) for folder, names in left_aside(out_dir) if names]
+    if not held:
+        return ""
+    said = "; ".join(
+        f"{folder} holds {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}" for folder, names in held
+    )
+    return (f"{said} of an earlier run, moved aside by a forced run that was killed: move them back into {out_dir} "
+            "to keep them, or delete the folder")  # fmt: skip
+
+
+def moved_aside(path: Path) -> Path | None:
+    """The copy of the missing file ``path`` that a killed forced run left in a hidden folder beside it
+    (:func:`left_aside`), else None."""
+    p = Path(path)
+    for folder, _ in left_aside(p.parent):
+        if (folder / p.name).is_file():
+            return folder / p.name
+    return None

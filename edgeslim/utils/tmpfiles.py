@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 try:
@@ -167,4 +168,61 @@ def sweep_stale_stages(directory: str | os.PathLike) -> list[Path]:
                 if not _locked(path):
                     shutil.rmtree(path)
                     removed.append(path)
+    return removed
+
+
+#: the start of the name of every :func:`temporary_folder` (in the system's temporary directory)
+TEMP_PREFIX = "edgeslim-"
+#: the file :func:`temporary_folder` writes into its folder once it holds the folder's ``flock``: a folder
+#: of a matching name without it (a user's, an earlier edgeslim's still in use) is never removed
+TEMP_MARK = ".edgeslim-temporary"
+
+
+@contextlib.contextmanager
+def temporary_folder(prefix: str) -> Iterator[str]:
+    """``tempfile.TemporaryDirectory(prefix=prefix)`` (a ``prefix`` of :data:`TEMP_PREFIX`) whose folder a
+    process killed outright leaves is removed by the next one made: the folder is ``flock``-ed while in
+    use and marked (:data:`TEMP_MARK`), and :func:`sweep_stale_temporary` runs first (a review: each
+    kill -9 of an export or bench left its folder in $TMPDIR for good)."""
+    import shutil
+    import tempfile
+
+    if not prefix.startswith(TEMP_PREFIX):
+        raise ValueError(f"a temporary folder's prefix starts {TEMP_PREFIX!r}, got {prefix!r}")
+    sweep_stale_temporary()
+    path = tempfile.mkdtemp(prefix=prefix)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            with open(Path(path) / TEMP_MARK, "x", encoding="ascii") as f:  # (after the lock: see STAGE_MARK)
+                f.write("edgeslim works here; a dead process's folder is removed by the next run\n")
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)  # (before the lock goes: no sweep sees it unheld)
+        os.close(fd)
+
+
+def sweep_stale_temporary(directory: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the :func:`temporary_folder` s in ``directory`` (default: the system's temporary directory)
+    whose process died: marked (:data:`TEMP_MARK`) and ``flock``-ed by nobody; return the paths removed.
+    A live process's folder (locked), and an unmarked one, stay."""
+    import shutil
+    import tempfile
+
+    d = Path(directory if directory is not None else tempfile.gettempdir())
+    pat = re.compile(re.escape(TEMP_PREFIX) + r"[a-z]+-[a-z0-9_]{8}")
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(d))
+    except OSError:
+        return []
+    for entry in entries:
+        path = d / entry.name
+        with contextlib.suppress(OSError):
+            if not pat.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if stat.S_ISREG(os.lstat(path / TEMP_MARK).st_mode) and not _locked(path):
+                shutil.rmtree(path)
+                removed.append(path)
     return removed

@@ -190,10 +190,11 @@ class OrtSession(Session):
     def profile_events(self, runs: int = 50) -> list[dict]:
         """ORT's profiler trace (chrome-trace events) of ``runs`` inferences in a second session."""
         import json
-        import tempfile
+
+        from edgeslim.utils.tmpfiles import temporary_folder
 
         so, providers = self.make_options()
-        with tempfile.TemporaryDirectory(prefix="edgeslim-ortprof-") as tmp:
+        with temporary_folder("edgeslim-ortprof-") as tmp:
             so.enable_profiling = True
             so.profile_file_prefix = os.path.join(tmp, "ort")
             sess = self.ort.InferenceSession(self.path, so, providers=providers)
