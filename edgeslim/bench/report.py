@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import statistics
+import textwrap
 from pathlib import Path
 
 from edgeslim.bench.memory import mib
@@ -903,11 +904,12 @@ def _latency_plot(record: dict, path: Path) -> Path:
             word = f"{p50[0] / p50[1]:.2f}x faster" if p50[0] >= p50[1] else f"{p50[1] / p50[0]:.2f}x slower"
             head += f": {names[1]} {word} than {names[0]}"
         p50s = " vs ".join(f"{v:.3g}" for v in p50)
-        ax.set_title(
-            f"{head}\np50 {p50s} ms ({key} time): red dash, the median of the trials' p50s (circles)\n"
-            "boxes: all samples pooled, p25-p75, their median the orange line, whiskers p1-p99",
-            fontsize=8,
+        legend = (
+            f"p50 {p50s} ms ({key} time): red dash, the median of the trials' p50s (circles); boxes: all "
+            "samples pooled, p25-p75, their median the orange line, whiskers p1-p99"
         )
+        # (wrapped to the panel: one line of it ran past the figure's edge, cut off mid-word)
+        ax.set_title("\n".join([head, *textwrap.wrap(legend, 62)]), fontsize=8)
     fig.suptitle(f"measured latency, {record['backend']} on {device_name(record)[:60]}")  # (not a profile's)
     fig.tight_layout()
     return save_figure(fig, path)
