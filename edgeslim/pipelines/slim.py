@@ -290,13 +290,13 @@ def check(req: SlimRequest) -> dict[str, Any]:
 
 def _refuse_foreign_results(out_dir: Path) -> None:
     """Refuse to resume a slim run in ``out_dir`` where results it did not write lie there under the names
-    its report and plots take (a bench's ``run.json`` and plots, a report.md without this run's
-    report.json): a resume replaces them without ``force`` (a review: a bench run into the interrupted
-    run's folder lost its report.md)."""
+    its report and plots take (a bench's ``run.json`` and plots, a report.md that is no slim run's): a
+    resume replaces them without ``force`` (a review: a bench run into the interrupted run's folder lost its
+    report.md)."""
     from edgeslim.utils.rundir import LAYER_TIMES_PNG, MEMORY_PNG, RUN_FILE, RUN_REPORT_MD
 
     found = [n for n in (RUN_FILE, MEMORY_PNG, LAYER_TIMES_PNG) if (out_dir / n).is_file()]
-    if (out_dir / RUN_REPORT_MD).is_file() and not (out_dir / REPORT_FILE).is_file():
+    if (out_dir / RUN_REPORT_MD).is_file() and not _slim_report_md(out_dir / RUN_REPORT_MD):
         found.append(RUN_REPORT_MD)
     if found:
         raise EdgeslimError(
@@ -304,6 +304,16 @@ def _refuse_foreign_results(out_dir: Path) -> None:
             f"plots the resumed run would replace; move them into a folder of their own (e.g. {out_dir / 'bench'}) "
             "and resume"
         )
+
+
+def _slim_report_md(path: Path) -> bool:
+    """``path`` is a slim run's report.md (its first line: ``# edgeslim slim: ...``; a run stopped between its
+    report.md and its report.json left one of its own)."""
+    try:
+        with path.open("rb") as f:
+            return f.readline().startswith(b"# edgeslim slim:")
+    except OSError:
+        return False
 
 
 def _has_train_state(path: Path) -> bool:
