@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, whole_positions
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode, refuse_lazy, uncompiled
+from edgeslim.utils.modes import eval_mode, refuse_lazy, training_mode, uncompiled
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -558,6 +558,9 @@ class _Analyser:
         self.suspended = 0
         self.stack: list[str] = []
         self.fail_construct = ""
+        self.ran: set[int] = set()  # the modules the forward called (ids)
+        #: modules with parameters that ran in neither pass (train-mode capture failed): not resized
+        self.unseen: list[str] = []
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
         self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
@@ -666,8 +669,47 @@ class _Analyser:
                 h.remove()
         return out
 
+    def not_run(self) -> list[str]:
+        """Modules with parameters of their own that no forward so far called (a GoogLeNet's auxiliary
+        heads, which run in training mode only)."""
+        return [
+            n
+            for n, m in self._mods.items()
+            if id(m) not in self.ran and any(p is not None for p in m._parameters.values())
+        ]
+
+    def run_training(self, x: Tensor) -> None:
+        """A second run, with the model in training mode (set by the caller), for the layers only
+        that mode calls: their channels couple to the first run's (a module's calls share channels),
+        their outputs are kept, and only the layers the first run did not see get touches; MACs and
+        kernels stay the first run's (the deployed forward's). If the run fails, the first run's
+        graph stays and :attr:`unseen` names the layers it missed."""
+        missed = self.not_run()
+        saved = (len(self.touches), len(self.costs), self.fixed_macs, self.uf.n, len(self.uf.edges))
+        marks = (len(self.barriers), len(self.barrier_labels), dict(self.first_call), self.kernels)
+        seen = {(t.module, t.kind, t.attr) for t in self.touches}
+        self.kernels = False
+        try:
+            self.run(x)
+        except Exception:  # noqa: BLE001 - a forward that needs more in training mode (targets, a loss)
+            del self.touches[saved[0] :], self.barriers[marks[0] :], self.barrier_labels[marks[1] :]
+            del self.uf.edges[saved[4] :]
+            self.uf.n, self.first_call = saved[3], marks[2]
+            self.stack, self.suspended, self.fail_construct = [], 0, ""
+            self.unseen = missed
+        else:  # (a layer neither mode calls is unused: nothing to resize)
+            self.touches[saved[0] :] = [
+                t for t in self.touches[saved[0] :] if (t.module, t.kind, t.attr) not in seen
+            ]
+        finally:
+            self.kernels = marks[3]
+            del self.costs[saved[1] :]
+            self.fixed_macs = saved[2]
+
     def _pre(self, m: nn.Module, _args: tuple) -> None:
         name = self._names.get(id(m))
+        if name is not None:
+            self.ran.add(id(m))
         if name is None or self.suspended or self.busy:
             return
         self.stack.append(name)
@@ -1408,6 +1450,9 @@ class DependencyGraph:
             for c in cs.tolist():
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred
+        #: layers with parameters that no capture run called (training-mode only, where that mode's
+        #: forward failed): surgery does not resize them, and they may no longer fit the slim model
+        self.unseen: list[str] = analyser.unseen
         self.groups = self._make_groups()
         #: modules by name, as the capture saw them
         self.modules: dict[str, nn.Module] = analyser._mods
@@ -1745,6 +1790,10 @@ def build_graph(
 ) -> DependencyGraph:
     """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
 
+    Where layers with parameters did not run (a GoogLeNet's or Inception-v3's auxiliary heads, which
+    run in training mode only), a second run in training mode couples them too, its outputs kept, so
+    that surgery resizes them and the slim model still trains; MACs stay the eval forward's.
+
     Every tensor the forward returns is an output whose channels are kept; ``outputs`` picks the
     ones that count from the forward's result (a detector's deployed predictions, not the
     feature maps it also returns in eval mode), see :func:`edgeslim.models.yolo.deployed_output`.
@@ -1777,6 +1826,9 @@ def build_graph(
         try:
             with _restored_attributes(modules):  # (what the failed run cached must not reach the next)
                 analyser.run(example_input.detach().to("meta"), outputs)
+            if analyser.not_run():  # layers that run in training mode only (auxiliary heads): resized too
+                with _restored_attributes(modules), training_mode(model, True):
+                    analyser.run_training(example_input.detach().to("meta"))
         except (EdgeslimError, BadOutputSelection):
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
@@ -1790,6 +1842,7 @@ def build_graph(
                 raise
             except Exception as exc2:  # noqa: BLE001
                 raise _capture_error(model, analyser, exc2, example_input) from exc2
+            analyser.unseen = analyser.not_run()  # (a training-mode run on real tensors would train BNs)
     return DependencyGraph(model, analyser)
 
 

@@ -667,6 +667,13 @@ def prune_with_report(
                 total,
                 NEAR_ZERO,
             )
+    if g.unseen:
+        log.warning(
+            "%s ran in no capture of the model (layers its eval forward skips, and its training-mode forward "
+            "failed on the example input): surgery did not resize them, so where they read a channel it removed "
+            "the slim model fails in training mode",
+            ", ".join(g.unseen[:5]) + (f" and {len(g.unseen) - 5} more" if len(g.unseen) > 5 else ""),
+        )
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)

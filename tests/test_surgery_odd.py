@@ -1,0 +1,104 @@
+"""Surgery on CNNs that are not ImageNet classifiers, or not run as one: auxiliary heads that run in
+training mode only, models that take more than one tensor, TorchScript programs, 1-D convolutions."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from edgeslim.surgery import build_graph, prune_with_report
+
+
+def _zero_some(model: nn.Module, share: float = 0.3) -> None:
+    """Random BN statistics; ``share`` of each BN's channels zeroed (scale and shift)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for b in model.modules():
+            if isinstance(b, nn.BatchNorm2d):
+                b.weight.uniform_(0.5, 1.5, generator=g)
+                b.bias.normal_(0, 0.2, generator=g)
+                b.running_mean.normal_(0, 0.1, generator=g)
+                b.running_var.uniform_(0.5, 1.5, generator=g)
+                zero = torch.rand(b.num_features, generator=g) < share
+                b.weight[zero], b.bias[zero] = 0, 0
+
+
+def _train_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The training-mode forward (auxiliary heads included) in float64, with BN on its running
+    statistics and dropout off, so that two models compare."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.Dropout)):
+            m.eval()
+    with torch.no_grad():
+        return tuple(model.double()(x.double()))
+
+
+@pytest.mark.parametrize(
+    ("factory", "size", "aux"),
+    [
+        (
+            lambda: torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=True),
+            64,
+            ["aux1", "aux2"],
+        ),
+        (
+            lambda: torchvision.models.inception_v3(num_classes=10, aux_logits=True, init_weights=True),
+            299,
+            ["AuxLogits"],
+        ),
+    ],
+    ids=["googlenet", "inception_v3"],
+)
+def test_auxiliary_heads_of_training_mode_are_resized(factory, size: int, aux: list[str]) -> None:
+    model = factory().eval()
+    _zero_some(model)
+    x = torch.randn(2, 3, size, size)
+    res = prune_with_report(model, x)
+    assert res.report["exact"] and res.report["removed_channels"] > 0
+    slim = res.model
+    # the heads' first layers lost input channels with the trunk they read
+    assert any(n.startswith(tuple(aux)) and e.get("in") is not None for n, e in res.recipe["layers"].items())
+    dense_out, slim_out = _train_outputs(model, x), _train_outputs(slim, x)  # (crashed on the slim model)
+    assert len(dense_out) == len(slim_out) == 1 + len(aux)
+    for a, b in zip(dense_out, slim_out):
+        assert float((a - b).abs().max()) <= 1e-9 * max(1.0, float(a.abs().max()))
+    model.eval(), slim.eval()
+    with torch.no_grad():
+        dense, thin = model(x.double()), slim(x.double())
+    assert float((dense - thin).abs().max()) <= 1e-9 * max(1.0, float(dense.abs().max()))
+
+
+class _NeedsTargets(nn.Module):
+    """A head that runs in training mode only, whose training forward wants targets it is not given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Conv2d(8, 4, 1)
+        self.aux = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x)
+        if self.training:
+            if targets is None:
+                raise ValueError("targets are needed in training mode")
+            return self.aux(h) - targets
+        return self.head(h)
+
+
+def test_training_head_whose_training_forward_fails_is_named(caplog) -> None:
+    model = _NeedsTargets().eval()
+    with torch.no_grad():
+        model.body[1].weight[:3] = 0
+        model.body[1].bias[:3] = 0
+    g = build_graph(model, torch.randn(1, 3, 8, 8))
+    assert g.unseen == ["aux"]
+    with caplog.at_level(logging.WARNING):
+        res = prune_with_report(model, torch.randn(1, 3, 8, 8))
+    assert res.report["removed_channels"] == 3 and res.report["exact"]
+    assert "aux ran in no capture" in caplog.text
