@@ -102,3 +102,66 @@ def test_training_head_whose_training_forward_fails_is_named(caplog) -> None:
         res = prune_with_report(model, torch.randn(1, 3, 8, 8))
     assert res.report["removed_channels"] == 3 and res.report["exact"]
     assert "aux ran in no capture" in caplog.text
+
+
+def _cbr(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class _ResidualFromBiasConv(nn.Module):
+    """An EDSR-like body: the residual stream starts at a conv with a bias and no BN, so its channels
+    never go, however zero the BNs of the blocks that add to it are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 16, 3, padding=1)
+        self.body = nn.ModuleList(
+            nn.Sequential(_cbr(16, 16), nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+            for _ in range(2)
+        )
+        self.tail = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(x)
+        for b in self.body:
+            h = h + b(h)
+        return self.tail(h)
+
+
+def test_ratio_zeroes_only_channels_surgery_removes() -> None:
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    model = _ResidualFromBiasConv().eval()
+    _zero_some(model, share=0.0)
+    x = torch.randn(1, 3, 12, 12)
+    r = threshold_prune(model, 0.3, example_input=x)
+    assert r["removable"] == 32  # the blocks' inner BNs; not the stream's (body.*.2: was 64 removable)
+    assert r["pruned"] == round(0.3 * 32)
+    assert all(bool(model.body[i][2].weight.all()) for i in range(2))
+    res = prune_with_report(model, x)
+    assert res.report["removed_channels"] == r["pruned"] and not any(res.report["zero_kept"].values())
+
+
+class _TwoViews(nn.Module):
+    """One feature extractor run on both halves of a 6-channel input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Sequential(_cbr(3, 8), _cbr(8, 8))
+        self.fuse = _cbr(16, 8)
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.feat(x[:, :3]), self.feat(x[:, 3:])
+        return self.out(self.fuse(torch.cat([a, b], 1)))
+
+
+def test_ratio_counts_a_bn_called_twice_once() -> None:
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    model = _TwoViews().eval()
+    _zero_some(model, share=0.0)
+    r = threshold_prune(model, 0.3, example_input=torch.randn(1, 6, 16, 16))
+    assert r["removable"] == r["total"] == 24  # (was 40: feat's BNs once per call)
+    zeros = sum(int((b.weight == 0).sum()) for b in model.modules() if isinstance(b, nn.BatchNorm2d))
+    assert r["pruned"] == zeros == round(0.3 * 24)

@@ -1623,6 +1623,34 @@ def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
     ]
 
 
+@torch.no_grad()
+def zeroable_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
+    """:func:`coupled_bn_groups` with only the channels surgery removes once their BNs' scales and
+    shifts are zero: besides those behind a barrier, it keeps (``fixed``) a channel a consumer then
+    still reads as input-dependent (a residual stream that starts at a conv with a bias and no BN).
+    The graph is captured with every affine BN's scale and shift zeroed, then restored."""
+    from edgeslim.channels.norm import bn_layers
+
+    layers = bn_layers(model)
+    saved = [(m.weight.detach().clone(), m.bias.detach().clone()) for _, m in layers]
+    try:
+        for _, m in layers:
+            m.weight.zero_(), m.bias.zero_()
+        g = deployed_graph(model, example_input)
+    finally:
+        for (_, m), (w, b) in zip(layers, saved):
+            m.weight.copy_(w), m.bias.copy_(b)
+    affine = {name for name, _ in layers}
+    st = class_states(g)  # (reads_var and barred as captured: of the zeroed model)
+    out = []
+    for grp in g.groups:
+        ok = ~st.barred[grp.classes] & ~st.reads_var[grp.classes]
+        members = [(name, idx[ok]) for name, kind, idx in grp.members if kind == "bn"]
+        if members and bool(ok.any()) and all(n in affine for n, _ in members):
+            out.append(BNGroup(grp.index, members, int((~ok).sum())))
+    return out
+
+
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}
