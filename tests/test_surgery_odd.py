@@ -165,3 +165,15 @@ def test_ratio_counts_a_bn_called_twice_once() -> None:
     assert r["removable"] == r["total"] == 24  # (was 40: feat's BNs once per call)
     zeros = sum(int((b.weight == 0).sum()) for b in model.modules() if isinstance(b, nn.BatchNorm2d))
     assert r["pruned"] == zeros == round(0.3 * 24)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_a_torchscript_program_is_refused_in_one_line() -> None:
+    from edgeslim.errors import EdgeslimError
+
+    scripted = torch.jit.script(_TwoViews().eval())
+    x = torch.randn(1, 6, 16, 16)
+    for call, use in ((build_graph, "the channel graph"), (prune_with_report, "surgery")):
+        with pytest.raises(EdgeslimError, match=f"TorchScript program .*; {use} needs the Python model") as e:
+            call(scripted, x)  # (the graph had 0 groups; surgery: AttributeError)
+        assert "\n" not in str(e.value) and e.value.params == ("model",)

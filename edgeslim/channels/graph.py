@@ -38,7 +38,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, whole_positions
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode, refuse_lazy, training_mode, uncompiled
+from edgeslim.utils.modes import eval_mode, refuse_lazy, refuse_scripted, training_mode, uncompiled
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -1837,6 +1837,7 @@ def build_graph(
     capture's time on ResNet-18, MobileNetV3-L and DenseNet-121).
     """
     model = uncompiled(model)  # (a torch.compile wrapper: its module, captured eagerly)
+    refuse_scripted(model, "the channel graph")
     refuse_lazy(model)
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")

@@ -39,7 +39,7 @@ from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import ieee_fp32, refuse_lazy, uncompiled
+from edgeslim.utils.modes import ieee_fp32, refuse_lazy, refuse_scripted, uncompiled
 from edgeslim.utils.scores import (
     POSTPROCESSED,
     abs_differences,
@@ -390,6 +390,7 @@ def prune_with_report(
         raise EdgeslimError(f"round_to must be an integer >= 1, got {round_to!r}", param="round_to")
     round_to = int(round_to)
     model = uncompiled(model)  # (a torch.compile wrapper: its module, run eagerly)
+    refuse_scripted(model, "surgery")
     refuse_lazy(model)
     t0 = time.perf_counter()
     mode = model.training
