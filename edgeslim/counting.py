@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.cost import einsum_macs, forward_batch, layer_macs, layer_params, positions_per_sample
+from edgeslim.channels.graph import ONE_TENSOR_FIX, several_inputs
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, refuse_lazy, unfused_attention
@@ -306,6 +307,8 @@ def count_model(
     scripted = isinstance(model, torch.jit.ScriptModule)
     if not scripted:
         refuse_lazy(model)
+        if (several := several_inputs(model)) is not None:
+            raise EdgeslimError(f"{several}: {ONE_TENSOR_FIX}", param="model")
     if counter == "auto" and scripted:
         counter = "flop_counter"  # fvcore hooks modules, which TorchScript does not allow
     if counter == "auto":
@@ -331,7 +334,8 @@ def count_model(
             first = first_line(exc)
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
-                "give the input shape (C,H,W) the model was built for"
+                "give the input shape (C,H,W) the model was built for (a model of a dict or of several inputs: "
+                "wrap it in a module whose forward takes one tensor)"
             ) from exc
         if counter not in _COUNTERS:
             raise ValueError(f"unknown counter {counter!r}")

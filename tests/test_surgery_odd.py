@@ -177,3 +177,48 @@ def test_a_torchscript_program_is_refused_in_one_line() -> None:
         with pytest.raises(EdgeslimError, match=f"TorchScript program .*; {use} needs the Python model") as e:
             call(scripted, x)  # (the graph had 0 groups; surgery: AttributeError)
         assert "\n" not in str(e.value) and e.value.params == ("model",)
+
+
+class _Stereo(nn.Module):
+    """A model of two image inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.views = _TwoViews()
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        return self.views(torch.cat([left, right], 1))
+
+
+def test_a_model_of_several_inputs_is_told_to_wrap_itself() -> None:
+    from edgeslim.counting import count_model
+    from edgeslim.errors import EdgeslimError
+
+    model = _Stereo().eval()
+    x = torch.randn(1, 3, 16, 16)
+    # (was: "does not run on an input of shape ...: missing 1 required positional argument 'right'; give an
+    # example_input the model accepts", which no input can be, and a TypeError for a tuple)
+    for call in (
+        lambda: build_graph(model, x),
+        lambda: prune_with_report(model, x),
+        lambda: count_model(model, (3, 16, 16)),
+    ):
+        with pytest.raises(
+            EdgeslimError, match=r"_Stereo.forward takes 2 inputs \(left, right\): .*wrap it"
+        ) as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(EdgeslimError, match="got tuple; for a model of several inputs .* wrap it"):
+        build_graph(model.views, (x, x))
+
+    class OneTensor(nn.Module):  # the wrapper the message suggests
+        def __init__(self, m: nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.m(x[:, :3], x[:, 3:])
+
+    _zero_some(model)
+    res = prune_with_report(OneTensor(model), torch.randn(2, 6, 16, 16))
+    assert res.report["removed_channels"] > 0 and res.report["max_abs_diff"] < 1e-5

@@ -20,6 +20,7 @@ is then folded into the consumer's bias.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import os
@@ -1755,6 +1756,8 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
             "of the shape and size the model takes: batch first, e.g. torch.zeros(1, 3, 224, 224) for RGB images",
             "of the size the model takes, e.g. 3,224,224 for RGB images",
         )
+    if not mod:  # (its own forward failed before any layer: it may want a dict, or several tensors)
+        leaf = "; a model of a dict or of several inputs: wrap it in a module whose forward takes one tensor"
     return ExampleInputError(head, f"the model accepts{leaf}", f"the model accepts{leaf}")
 
 
@@ -1790,6 +1793,32 @@ _INPUT_MISFIT = re.compile(
     r"shapes cannot be multiplied|Kernel size can't be greater than actual input size|Output size is too small|"
     r"Sizes of tensors must match except in dimension|must match the size of tensor b"
 )
+
+
+#: how a model of several inputs (or of a dict) is given to the channel graph, surgery and the commands
+ONE_TENSOR_FIX = (
+    "edgeslim feeds a model one tensor (its channel graph, surgery, counting, export): wrap it in a module whose "
+    "forward takes one tensor and makes the inputs from it, e.g. forward(x): return model(x[:, :3], x[:, 3:]) "
+    "(docs/surgery.md)"
+)
+
+
+def several_inputs(model: nn.Module) -> str | None:
+    """``"Stereo.forward takes 2 inputs (left, right)"`` where ``model``'s forward needs more than one
+    argument; None where one tensor may do (or its signature cannot be read)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # (a builtin or compiled forward)
+        return None
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    need = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(need) < 2:
+        return None
+    return f"{type(model).__name__}.forward takes {len(need)} inputs ({', '.join(need)})"
 
 
 class BadOutputSelection(ValueError):
@@ -1841,10 +1870,13 @@ def build_graph(
     refuse_lazy(model)
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
+    if (several := several_inputs(model)) is not None:
+        raise EdgeslimError(f"{several}: {ONE_TENSOR_FIX}", param="model")
     if not isinstance(example_input, Tensor):
-        raise TypeError(
+        raise EdgeslimError(
             f"example_input must be a tensor: one batch the model takes (e.g. torch.randn(1, 3, 224, 224)), "
-            f"got {type(example_input).__name__}"
+            f"got {type(example_input).__name__}; for a model of several inputs or of a dict, {ONE_TENSOR_FIX}",
+            param="example_input",
         )
     walk = _walk(model)
     modules = list({id(m): m for _, m in walk}.values())
