@@ -28,6 +28,7 @@ from edgeslim.channels.graph import ONE_TENSOR_FIX, several_inputs
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, refuse_lazy, unfused_attention
+from edgeslim.utils.parsing import ONE_D
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,12 @@ def count_model(
             raise
         except Exception as exc:  # noqa: BLE001 - the model's forward on this shape (torch._assert: AssertionError)
             first = first_line(exc)
+            if "conv1d" in first and len(shape) == 3:  # (C,H,W for a model of 1-D convolutions)
+                raise EdgeslimError(
+                    f"the model does not run on input {','.join(map(str, shape))} ({first}); input_shape is C,H,W "
+                    f"(images): {ONE_D}",
+                    param="input_shape",
+                ) from exc
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
                 "give the input shape (C,H,W) the model was built for (a model of a dict or of several inputs: "

@@ -222,3 +222,43 @@ def test_a_model_of_several_inputs_is_told_to_wrap_itself() -> None:
     _zero_some(model)
     res = prune_with_report(OneTensor(model), torch.randn(2, 6, 16, 16))
     assert res.report["removed_channels"] > 0 and res.report["max_abs_diff"] < 1e-5
+
+
+class _Audio(nn.Module):
+    """Raw waveform (N, 1, L) -> classes, 1-D convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f = nn.Sequential(
+            nn.Conv1d(1, 8, 9, 4, 4, bias=False), nn.BatchNorm1d(8), nn.ReLU(), nn.MaxPool1d(4)
+        )
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.f(x).mean(-1))
+
+
+def test_a_model_of_1d_convolutions_is_sent_to_python() -> None:
+    from edgeslim.channels.graph import input_shape_named
+    from edgeslim.counting import count_model
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.utils.parsing import parse_input_shape
+
+    one_d = r"1-D convolutions \(Conv1d.*pruned from Python: prune_with_report\(model, torch.randn\(1, C, L\)\)"
+    # (was: "must be C,H,W, three positive integers" and "expected C,H,W with C <= 64 and H,W <= 8192")
+    for shape in ("1,16000", "1,1,16000"):
+        with pytest.raises(EdgeslimError, match=one_d):
+            parse_input_shape(shape)
+    model = _Audio().eval()
+    with pytest.raises(
+        EdgeslimError, match=one_d
+    ):  # (info: "give the input shape (C,H,W) the model was built for")
+        count_model(model, (1, 1, 400))
+    with pytest.raises(EdgeslimError, match=r"C,H,W of an image model: the model's convolutions are 1-D"):
+        with input_shape_named():  # (graph, prune: "give input_shape C,H,W of the size the model takes")
+            build_graph(model, torch.randn(1, 1, 1, 400))
+    with pytest.raises(EdgeslimError, match=r"example_input of shape \(N, C, L\)"):
+        build_graph(model, torch.randn(1, 1, 1, 400))
+    with torch.no_grad():
+        model.f[1].weight[:3], model.f[1].bias[:3] = 0, 0
+    assert prune_with_report(model, torch.randn(2, 1, 400)).report["removed_channels"] == 3

@@ -1750,6 +1750,13 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     # (not for the model itself: a leaf of the whole model would leave nothing to prune)
     leaf = f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
     head = f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in {where}{at}"
+    if _ONE_D.search(f"{msg} {kind}") and x.dim() == 4:  # (an image shape for a model of 1-D convolutions)
+        return ExampleInputError(
+            head,
+            "of shape (N, C, L): the model's convolutions are 1-D (Conv1d)",
+            "of an image model: the model's convolutions are 1-D (Conv1d), which the commands do not take; "
+            "prune it from Python, prune_with_report(model, torch.randn(1, C, L)) (docs/surgery.md)",
+        )
     if _INPUT_MISFIT.search(msg):  # the user's own layers agree with each other: the input does not fit
         return ExampleInputError(
             head,
@@ -1819,6 +1826,10 @@ def several_inputs(model: nn.Module) -> str | None:
     if len(need) < 2:
         return None
     return f"{type(model).__name__}.forward takes {len(need)} inputs ({', '.join(need)})"
+
+
+#: a 1-D layer (its functional name in PyTorch's message, or the failing module's type)
+_ONE_D = re.compile(r"\b(?:conv1d|Conv1d|BatchNorm1d|max_pool1d|MaxPool1d|avg_pool1d|AvgPool1d)\b")
 
 
 class BadOutputSelection(ValueError):
