@@ -244,7 +244,9 @@ def test_a_model_of_1d_convolutions_is_sent_to_python() -> None:
     from edgeslim.errors import EdgeslimError
     from edgeslim.utils.parsing import parse_input_shape
 
-    one_d = r"1-D convolutions \(Conv1d.*pruned from Python: prune_with_report\(model, torch.randn\(1, C, L\)\)"
+    one_d = (
+        r"1-D convolutions \(Conv1d.*pruned from Python: prune_with_report\(model, torch.randn\(1, C, L\)\)"
+    )
     # (was: "must be C,H,W, three positive integers" and "expected C,H,W with C <= 64 and H,W <= 8192")
     for shape in ("1,16000", "1,1,16000"):
         with pytest.raises(EdgeslimError, match=one_d):
@@ -262,3 +264,21 @@ def test_a_model_of_1d_convolutions_is_sent_to_python() -> None:
     with torch.no_grad():
         model.f[1].weight[:3], model.f[1].bias[:3] = 0, 0
     assert prune_with_report(model, torch.randn(2, 1, 400)).report["removed_channels"] == 3
+
+
+def test_a_weight_norm_conv_is_a_barrier_that_says_to_remove_the_parametrization() -> None:
+    from torch.nn.utils import parametrizations, parametrize
+
+    model = nn.Sequential(parametrizations.weight_norm(nn.Conv2d(3, 8, 3, bias=False)), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 1))  # fmt: skip
+    x = torch.randn(1, 3, 8, 8)
+    bars = [str(b) for b in build_graph(model, x).barriers]
+    # (was: "0 (conv2d): conv2d with weights of no Conv1d (register a channel rule)")
+    assert any(
+        "ParametrizedConv2d with a weight computed in forward" in b and "remove_parametrizations" in b
+        for b in bars
+    )
+    parametrize.remove_parametrizations(model[0], "weight")
+    with torch.no_grad():
+        model[1].weight[:2], model[1].bias[:2] = 0, 0
+    assert prune_with_report(model.eval(), x).report["removed_channels"] == 2

@@ -919,8 +919,16 @@ class _Analyser:
         """conv/linear/batch_norm: the layer is the module whose own weight the call uses."""
         name = self.owned(w, kinds)
         if name is None:
+            mod = self._mods.get(n.module)
+            if isinstance(mod, kinds):  # its own call, on a weight computed in forward
+                return self.opaque(
+                    n, out, f"{type(mod).__name__} with a weight computed in forward, not its parameter (weight_norm, "
+                    "spectral_norm or another parametrization: remove it before pruning, e.g. "
+                    "torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'))",
+                )  # fmt: skip
+            what = "/".join(k.__name__ for k in kinds[:3]) + (" or another" if len(kinds) > 3 else "")
             return self.opaque(
-                n, out, f"{_fn_name(n.func)} with weights of no {kinds[0].__name__} (register a channel rule)"
+                n, out, f"{_fn_name(n.func)} with weights of no {what} module (register a channel rule)"
             )
         if not isinstance(x, Info):
             return self.opaque(n, out, "layer input without channels")
