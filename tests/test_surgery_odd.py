@@ -282,3 +282,26 @@ def test_a_weight_norm_conv_is_a_barrier_that_says_to_remove_the_parametrization
     with torch.no_grad():
         model[1].weight[:2], model[1].bias[:2] = 0, 0
     assert prune_with_report(model.eval(), x).report["removed_channels"] == 2
+
+
+class _PixelShuffleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        self.out = nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.nn.functional.pixel_shuffle(torch.relu(self.bn(self.c(x))), 2))
+
+
+def test_the_barrier_that_keeps_zero_channels_is_named(caplog) -> None:
+    model = _PixelShuffleNet().eval()
+    with torch.no_grad():
+        model.bn.weight[4:8], model.bn.bias[4:8] = 0, 0
+    with caplog.at_level(logging.WARNING):
+        res = prune_with_report(model, torch.randn(1, 3, 8, 8))
+    # (was: "16 sit behind a barrier", without which)
+    assert res.report["zero_kept"]["behind_barrier"] == 4
+    assert res.report["zero_kept_barriers"] == ["<model> (pixel_shuffle): unsupported function"]
+    assert "4 sit behind a barrier (<model> (pixel_shuffle): unsupported function)" in caplog.text

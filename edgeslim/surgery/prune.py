@@ -29,6 +29,7 @@ from edgeslim.channels.graph import (
     CONST,
     REGISTER_WHERE,
     ZERO,
+    ClassStates,
     DependencyGraph,
     build_graph,
     class_states,
@@ -552,6 +553,8 @@ def prune_with_report(
         "bn_channels": int(states.has_bn.sum()),  # coupled channels (classes) a BN normalizes
         "zero_scale_channels": int((states.has_bn & states.any_zero).sum()),
         "zero_kept": {**zero_kept(states), "read_as_different_constants": int(unfoldable.sum())},
+        # the barriers that keep zero-scale channels (most channels first): what to change or register a rule for
+        "zero_kept_barriers": _zero_barriers(g, states),
         "removed_groups": removed_groups,
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
@@ -651,9 +654,10 @@ def prune_with_report(
         log.warning(
             "surgery removed nothing though %d channels have a zero BN scale: %d share their channel with a "
             "nonzero scale of a coupled layer (a residual sum; a coupled channel goes only when all its scales "
-            "are zero), %d sit behind a barrier, %d are read as input-dependent, %d are read as different "
+            "are zero), %d sit behind a barrier%s, %d are read as input-dependent, %d are read as different "
             "constants by the calls of one layer, %d were kept by rounding",
             report["zero_scale_channels"], kept["coupled_with_nonzero"], kept["behind_barrier"],
+            f" ({'; '.join(report['zero_kept_barriers'][:3])})" if report["zero_kept_barriers"] else "",
             kept["read_as_input_dependent"], kept["read_as_different_constants"], report["kept_by_rounding"],
         )  # fmt: skip
     if report["bn_channels"] and not report["zero_scale_channels"]:
@@ -678,6 +682,16 @@ def prune_with_report(
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+def _zero_barriers(g: DependencyGraph, st: ClassStates) -> list[str]:
+    """The barriers of the zero-scale channels surgery keeps for a barrier alone, most channels first."""
+    kept = st.has_bn & st.any_zero & ~st.live & st.barred
+    counts: dict[str, int] = {}
+    for c in torch.nonzero(kept).flatten().tolist():
+        for b in set(g.class_barriers.get(c, [])):
+            counts[b] = counts.get(b, 0) + 1
+    return sorted(counts, key=lambda b: -counts[b])
 
 
 #: an approximate fold that moved the outputs by more than this share of their scale is worth a warning
