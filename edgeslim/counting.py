@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from edgeslim.channels.cost import einsum_macs, forward_batch, layer_macs, layer_params, positions_per_sample
+from edgeslim.channels.graph import ONE_TENSOR_FIX, several_inputs
 from edgeslim.channels.norm import bn_affine, bn_channels, bn_layers, is_batchnorm
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import eval_mode, refuse_lazy, unfused_attention
+from edgeslim.utils.parsing import ONE_D
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +308,8 @@ def count_model(
     scripted = isinstance(model, torch.jit.ScriptModule)
     if not scripted:
         refuse_lazy(model)
+        if (several := several_inputs(model)) is not None:
+            raise EdgeslimError(f"{several}: {ONE_TENSOR_FIX}", param="model")
     if counter == "auto" and scripted:
         counter = "flop_counter"  # fvcore hooks modules, which TorchScript does not allow
     if counter == "auto":
@@ -329,9 +333,16 @@ def count_model(
             raise
         except Exception as exc:  # noqa: BLE001 - the model's forward on this shape (torch._assert: AssertionError)
             first = first_line(exc)
+            if "conv1d" in first and len(shape) == 3:  # (C,H,W for a model of 1-D convolutions)
+                raise EdgeslimError(
+                    f"the model does not run on input {','.join(map(str, shape))} ({first}); input_shape is C,H,W "
+                    f"(images): {ONE_D}",
+                    param="input_shape",
+                ) from exc
             raise EdgeslimError(
                 f"the model does not run on input {','.join(map(str, shape))} ({first}); "
-                "give the input shape (C,H,W) the model was built for"
+                "give the input shape (C,H,W) the model was built for (a model of a dict or of several inputs: "
+                "wrap it in a module whose forward takes one tensor)"
             ) from exc
         if counter not in _COUNTERS:
             raise ValueError(f"unknown counter {counter!r}")

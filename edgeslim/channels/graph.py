@@ -20,6 +20,7 @@ is then folded into the consumer's bias.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import math
 import os
@@ -38,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from edgeslim.channels import ops, rules
 from edgeslim.channels.cost import OpNode, forward_batch, layer_macs, layer_params, whole_positions
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import eval_mode, refuse_lazy, uncompiled
+from edgeslim.utils.modes import eval_mode, refuse_lazy, refuse_scripted, training_mode, uncompiled
 
 ZERO, CONST, VAR = 0, 1, 2
 
@@ -558,6 +559,9 @@ class _Analyser:
         self.suspended = 0
         self.stack: list[str] = []
         self.fail_construct = ""
+        self.ran: set[int] = set()  # the modules the forward called (ids)
+        #: modules with parameters that ran in neither pass (train-mode capture failed): not resized
+        self.unseen: list[str] = []
         self.tainted: dict[int, Tensor] = {}
         self.views: dict[int, tuple[Tensor, tuple[str, str]]] = {}
         self.keeps_zero: dict[tuple, bool] = {}  # element-wise probes already run
@@ -666,8 +670,47 @@ class _Analyser:
                 h.remove()
         return out
 
+    def not_run(self) -> list[str]:
+        """Modules with parameters of their own that no forward so far called (a GoogLeNet's auxiliary
+        heads, which run in training mode only)."""
+        return [
+            n
+            for n, m in self._mods.items()
+            if id(m) not in self.ran and any(p is not None for p in m._parameters.values())
+        ]
+
+    def run_training(self, x: Tensor) -> None:
+        """A second run, with the model in training mode (set by the caller), for the layers only
+        that mode calls: their channels couple to the first run's (a module's calls share channels),
+        their outputs are kept, and only the layers the first run did not see get touches; MACs and
+        kernels stay the first run's (the deployed forward's). If the run fails, the first run's
+        graph stays and :attr:`unseen` names the layers it missed."""
+        missed = self.not_run()
+        saved = (len(self.touches), len(self.costs), self.fixed_macs, self.uf.n, len(self.uf.edges))
+        marks = (len(self.barriers), len(self.barrier_labels), dict(self.first_call), self.kernels)
+        seen = {(t.module, t.kind, t.attr) for t in self.touches}
+        self.kernels = False
+        try:
+            self.run(x)
+        except Exception:  # noqa: BLE001 - a forward that needs more in training mode (targets, a loss)
+            del self.touches[saved[0] :], self.barriers[marks[0] :], self.barrier_labels[marks[1] :]
+            del self.uf.edges[saved[4] :]
+            self.uf.n, self.first_call = saved[3], marks[2]
+            self.stack, self.suspended, self.fail_construct = [], 0, ""
+            self.unseen = missed
+        else:  # (a layer neither mode calls is unused: nothing to resize)
+            self.touches[saved[0] :] = [
+                t for t in self.touches[saved[0] :] if (t.module, t.kind, t.attr) not in seen
+            ]
+        finally:
+            self.kernels = marks[3]
+            del self.costs[saved[1] :]
+            self.fixed_macs = saved[2]
+
     def _pre(self, m: nn.Module, _args: tuple) -> None:
         name = self._names.get(id(m))
+        if name is not None:
+            self.ran.add(id(m))
         if name is None or self.suspended or self.busy:
             return
         self.stack.append(name)
@@ -876,8 +919,16 @@ class _Analyser:
         """conv/linear/batch_norm: the layer is the module whose own weight the call uses."""
         name = self.owned(w, kinds)
         if name is None:
+            mod = self._mods.get(n.module)
+            if isinstance(mod, kinds):  # its own call, on a weight computed in forward
+                return self.opaque(
+                    n, out, f"{type(mod).__name__} with a weight computed in forward, not its parameter (weight_norm, "
+                    "spectral_norm or another parametrization: remove it before pruning, e.g. "
+                    "torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'))",
+                )  # fmt: skip
+            what = "/".join(k.__name__ for k in kinds[:3]) + (" or another" if len(kinds) > 3 else "")
             return self.opaque(
-                n, out, f"{_fn_name(n.func)} with weights of no {kinds[0].__name__} (register a channel rule)"
+                n, out, f"{_fn_name(n.func)} with weights of no {what} module (register a channel rule)"
             )
         if not isinstance(x, Info):
             return self.opaque(n, out, "layer input without channels")
@@ -1408,6 +1459,9 @@ class DependencyGraph:
             for c in cs.tolist():
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred
+        #: layers with parameters that no capture run called (training-mode only, where that mode's
+        #: forward failed): surgery does not resize them, and they may no longer fit the slim model
+        self.unseen: list[str] = analyser.unseen
         self.groups = self._make_groups()
         #: modules by name, as the capture saw them
         self.modules: dict[str, nn.Module] = analyser._mods
@@ -1578,6 +1632,34 @@ def coupled_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
     ]
 
 
+@torch.no_grad()
+def zeroable_bn_groups(model: nn.Module, example_input: Tensor) -> list[BNGroup]:
+    """:func:`coupled_bn_groups` with only the channels surgery removes once their BNs' scales and
+    shifts are zero: besides those behind a barrier, it keeps (``fixed``) a channel a consumer then
+    still reads as input-dependent (a residual stream that starts at a conv with a bias and no BN).
+    The graph is captured with every affine BN's scale and shift zeroed, then restored."""
+    from edgeslim.channels.norm import bn_layers
+
+    layers = bn_layers(model)
+    saved = [(m.weight.detach().clone(), m.bias.detach().clone()) for _, m in layers]
+    try:
+        for _, m in layers:
+            m.weight.zero_(), m.bias.zero_()
+        g = deployed_graph(model, example_input)
+    finally:
+        for (_, m), (w, b) in zip(layers, saved):
+            m.weight.copy_(w), m.bias.copy_(b)
+    affine = {name for name, _ in layers}
+    st = class_states(g)  # (reads_var and barred as captured: of the zeroed model)
+    out = []
+    for grp in g.groups:
+        ok = ~st.barred[grp.classes] & ~st.reads_var[grp.classes]
+        members = [(name, idx[ok]) for name, kind, idx in grp.members if kind == "bn"]
+        if members and bool(ok.any()) and all(n in affine for n, _ in members):
+            out.append(BNGroup(grp.index, members, int((~ok).sum())))
+    return out
+
+
 def _meta_tensors(named: dict[str, Tensor]) -> dict[str, Tensor]:
     """ "meta" stand-ins for every parameter and buffer (tied tensors stay tied)."""
     memo: dict[int, Tensor] = {}
@@ -1676,12 +1758,21 @@ def _capture_error(model: nn.Module, an: _Analyser, exc: Exception, x: Tensor) -
     # (not for the model itself: a leaf of the whole model would leave nothing to prune)
     leaf = f", or mark {kind} a leaf (edgeslim.surgery.register_leaf)" if mod else ""
     head = f"{type(model).__name__} does not run on an input of shape {tuple(x.shape)}: {msg[:160]} in {where}{at}"
+    if _ONE_D.search(f"{msg} {kind}") and x.dim() == 4:  # (an image shape for a model of 1-D convolutions)
+        return ExampleInputError(
+            head,
+            "of shape (N, C, L): the model's convolutions are 1-D (Conv1d)",
+            "of an image model: the model's convolutions are 1-D (Conv1d), which the commands do not take; "
+            "prune it from Python, prune_with_report(model, torch.randn(1, C, L)) (docs/surgery.md)",
+        )
     if _INPUT_MISFIT.search(msg):  # the user's own layers agree with each other: the input does not fit
         return ExampleInputError(
             head,
             "of the shape and size the model takes: batch first, e.g. torch.zeros(1, 3, 224, 224) for RGB images",
             "of the size the model takes, e.g. 3,224,224 for RGB images",
         )
+    if not mod:  # (its own forward failed before any layer: it may want a dict, or several tensors)
+        leaf = "; a model of a dict or of several inputs: wrap it in a module whose forward takes one tensor"
     return ExampleInputError(head, f"the model accepts{leaf}", f"the model accepts{leaf}")
 
 
@@ -1719,6 +1810,36 @@ _INPUT_MISFIT = re.compile(
 )
 
 
+#: how a model of several inputs (or of a dict) is given to the channel graph, surgery and the commands
+ONE_TENSOR_FIX = (
+    "edgeslim feeds a model one tensor (its channel graph, surgery, counting, export): wrap it in a module whose "
+    "forward takes one tensor and makes the inputs from it, e.g. forward(x): return model(x[:, :3], x[:, 3:]) "
+    "(docs/surgery.md)"
+)
+
+
+def several_inputs(model: nn.Module) -> str | None:
+    """``"Stereo.forward takes 2 inputs (left, right)"`` where ``model``'s forward needs more than one
+    argument; None where one tensor may do (or its signature cannot be read)."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # (a builtin or compiled forward)
+        return None
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    need = [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+    if len(need) < 2:
+        return None
+    return f"{type(model).__name__}.forward takes {len(need)} inputs ({', '.join(need)})"
+
+
+#: a 1-D layer (its functional name in PyTorch's message, or the failing module's type)
+_ONE_D = re.compile(r"\b(?:conv1d|Conv1d|BatchNorm1d|max_pool1d|MaxPool1d|avg_pool1d|AvgPool1d)\b")
+
+
 class BadOutputSelection(ValueError):
     """An ``outputs=`` selector that picks nothing, or tensors the forward did not return."""
 
@@ -1745,6 +1866,10 @@ def build_graph(
 ) -> DependencyGraph:
     """Run ``model`` once (eval mode, weights untouched) and build its channel groups.
 
+    Where layers with parameters did not run (a GoogLeNet's or Inception-v3's auxiliary heads, which
+    run in training mode only), a second run in training mode couples them too, its outputs kept, so
+    that surgery resizes them and the slim model still trains; MACs stay the eval forward's.
+
     Every tensor the forward returns is an output whose channels are kept; ``outputs`` picks the
     ones that count from the forward's result (a detector's deployed predictions, not the
     feature maps it also returns in eval mode), see :func:`edgeslim.models.yolo.deployed_output`.
@@ -1760,13 +1885,17 @@ def build_graph(
     capture's time on ResNet-18, MobileNetV3-L and DenseNet-121).
     """
     model = uncompiled(model)  # (a torch.compile wrapper: its module, captured eagerly)
+    refuse_scripted(model, "the channel graph")
     refuse_lazy(model)
     if outputs is not None and not callable(outputs):
         raise TypeError(f"outputs must be a function of the forward's result, got {type(outputs).__name__}")
+    if (several := several_inputs(model)) is not None:
+        raise EdgeslimError(f"{several}: {ONE_TENSOR_FIX}", param="model")
     if not isinstance(example_input, Tensor):
-        raise TypeError(
+        raise EdgeslimError(
             f"example_input must be a tensor: one batch the model takes (e.g. torch.randn(1, 3, 224, 224)), "
-            f"got {type(example_input).__name__}"
+            f"got {type(example_input).__name__}; for a model of several inputs or of a dict, {ONE_TENSOR_FIX}",
+            param="example_input",
         )
     walk = _walk(model)
     modules = list({id(m): m for _, m in walk}.values())
@@ -1777,6 +1906,9 @@ def build_graph(
         try:
             with _restored_attributes(modules):  # (what the failed run cached must not reach the next)
                 analyser.run(example_input.detach().to("meta"), outputs)
+            if analyser.not_run():  # layers that run in training mode only (auxiliary heads): resized too
+                with _restored_attributes(modules), training_mode(model, True):
+                    analyser.run_training(example_input.detach().to("meta"))
         except (EdgeslimError, BadOutputSelection):
             raise
         except Exception as exc:  # noqa: BLE001 - any error of the user's forward
@@ -1790,6 +1922,7 @@ def build_graph(
                 raise
             except Exception as exc2:  # noqa: BLE001
                 raise _capture_error(model, analyser, exc2, example_input) from exc2
+            analyser.unseen = analyser.not_run()  # (a training-mode run on real tensors would train BNs)
     return DependencyGraph(model, analyser)
 
 

@@ -141,7 +141,8 @@ def threshold_prune(
     removes channels: the BN channels that must go together (a residual stage's, a depthwise
     conv's with the conv before it) form one channel whose importance is their mean ``|gamma|``;
     whole group channels are zeroed, smallest first, until ``ratio`` of the BN channels surgery can
-    remove are zero (``removable`` in the result; a channel behind a barrier is never zeroed), and
+    remove are zero (``removable`` in the result: each BN layer's channel once; a channel surgery keeps
+    however zero its BNs are, behind a barrier or shared with a layer without BN, is never zeroed), and
     every group keeps ``min_channels``. ``round_to`` (by group only) then moves each group's count to
     the nearest one surgery keeps at that multiple (its kept and barred channels together: a
     multiple, or the whole group), so surgery removes every zero instead of keeping zeroed channels
@@ -217,19 +218,23 @@ def _group_threshold_prune(
     """:func:`threshold_prune` by coupled group (see there)."""
     import logging
 
-    from edgeslim.channels.graph import coupled_bn_groups
+    from edgeslim.channels.graph import zeroable_bn_groups
     from edgeslim.utils.modes import eval_mode
 
-    with eval_mode(model):  # (the groups surgery removes: affine BNs, deployed outputs)
-        groups = coupled_bn_groups(model, x)
+    with eval_mode(model):  # (the channels surgery removes once zeroed: affine BNs, deployed outputs)
+        groups = zeroable_bn_groups(model, x)
     mods = dict(layers)
     total = sum(m.weight.numel() for _, m in layers)
-    removable = sum(grp.size * len(grp.members) for grp in groups)
+
+    def layers_of(grp: Any) -> int:  # (a BN called twice is one layer: its channels count once)
+        return len({n for n, _ in grp.members})
+
+    removable = sum(grp.size * layers_of(grp) for grp in groups)
     k = int(round(ratio * removable))
     if not removable:
         logging.getLogger(__name__).warning(
-            "no BN channel of the model can be removed (each sits behind a barrier: build_graph shows them); "
-            "nothing was zeroed"
+            "no BN channel of the model can be removed (each sits behind a barrier, or shares its channel with a "
+            "layer without BN, such as a conv with a bias: build_graph shows them); nothing was zeroed"
         )
 
     # every group channel's importance; the global ranking decides how many of each group go (a
@@ -252,7 +257,7 @@ def _group_threshold_prune(
             if groups[gi].size - cut[gi] <= min_channels:  # (a group keeps its largest: no layer is emptied)
                 continue
             cut[gi] += 1
-            zeroed += len(groups[gi].members)
+            zeroed += layers_of(groups[gi])
     masks = {name: torch.ones(m.weight.numel(), dtype=torch.bool) for name, m in layers}
     threshold = float("-inf")
     for grp, n, imp in zip(groups, cut, imps):

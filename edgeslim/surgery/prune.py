@@ -29,6 +29,7 @@ from edgeslim.channels.graph import (
     CONST,
     REGISTER_WHERE,
     ZERO,
+    ClassStates,
     DependencyGraph,
     build_graph,
     class_states,
@@ -39,7 +40,7 @@ from edgeslim.channels.norm import bn_layers, is_batchnorm
 from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import ieee_fp32, refuse_lazy, uncompiled
+from edgeslim.utils.modes import ieee_fp32, refuse_lazy, refuse_scripted, uncompiled
 from edgeslim.utils.scores import (
     POSTPROCESSED,
     abs_differences,
@@ -390,6 +391,7 @@ def prune_with_report(
         raise EdgeslimError(f"round_to must be an integer >= 1, got {round_to!r}", param="round_to")
     round_to = int(round_to)
     model = uncompiled(model)  # (a torch.compile wrapper: its module, run eagerly)
+    refuse_scripted(model, "surgery")
     refuse_lazy(model)
     t0 = time.perf_counter()
     mode = model.training
@@ -551,6 +553,8 @@ def prune_with_report(
         "bn_channels": int(states.has_bn.sum()),  # coupled channels (classes) a BN normalizes
         "zero_scale_channels": int((states.has_bn & states.any_zero).sum()),
         "zero_kept": {**zero_kept(states), "read_as_different_constants": int(unfoldable.sum())},
+        # the barriers that keep zero-scale channels (most channels first): what to change or register a rule for
+        "zero_kept_barriers": _zero_barriers(g, states),
         "removed_groups": removed_groups,
         "folded_biases": folded,
         "exact": all(f["exact"] for f in folded),  # every removed channel was 0 or exactly folded
@@ -650,9 +654,10 @@ def prune_with_report(
         log.warning(
             "surgery removed nothing though %d channels have a zero BN scale: %d share their channel with a "
             "nonzero scale of a coupled layer (a residual sum; a coupled channel goes only when all its scales "
-            "are zero), %d sit behind a barrier, %d are read as input-dependent, %d are read as different "
+            "are zero), %d sit behind a barrier%s, %d are read as input-dependent, %d are read as different "
             "constants by the calls of one layer, %d were kept by rounding",
             report["zero_scale_channels"], kept["coupled_with_nonzero"], kept["behind_barrier"],
+            f" ({'; '.join(report['zero_kept_barriers'][:3])})" if report["zero_kept_barriers"] else "",
             kept["read_as_input_dependent"], kept["read_as_different_constants"], report["kept_by_rounding"],
         )  # fmt: skip
     if report["bn_channels"] and not report["zero_scale_channels"]:
@@ -667,9 +672,26 @@ def prune_with_report(
                 total,
                 NEAR_ZERO,
             )
+    if g.unseen:
+        log.warning(
+            "%s ran in no capture of the model (layers its eval forward skips, and its training-mode forward "
+            "failed on the example input): surgery did not resize them, so where they read a channel it removed "
+            "the slim model fails in training mode",
+            ", ".join(g.unseen[:5]) + (f" and {len(g.unseen) - 5} more" if len(g.unseen) > 5 else ""),
+        )
     if mode:  # work is in eval mode from the start
         work.train(mode)
     return PruneResult(work, recipe, report, g)
+
+
+def _zero_barriers(g: DependencyGraph, st: ClassStates) -> list[str]:
+    """The barriers of the zero-scale channels surgery keeps for a barrier alone, most channels first."""
+    kept = st.has_bn & st.any_zero & ~st.live & st.barred
+    counts: dict[str, int] = {}
+    for c in torch.nonzero(kept).flatten().tolist():
+        for b in set(g.class_barriers.get(c, [])):
+            counts[b] = counts.get(b, 0) + 1
+    return sorted(counts, key=lambda b: -counts[b])
 
 
 #: an approximate fold that moved the outputs by more than this share of their scale is worth a warning

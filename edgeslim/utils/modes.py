@@ -44,6 +44,22 @@ def refuse_lazy(model: nn.Module) -> None:
             )
 
 
+def refuse_scripted(model: nn.Module, use: str) -> None:
+    """One-line :class:`~edgeslim.errors.EdgeslimError` if ``model`` is a TorchScript program
+    (``torch.jit.script``/``trace``): its forward is compiled code, whose calls ``use`` (``"surgery"``,
+    ``"the channel graph"``) cannot see or resize."""
+    import torch
+
+    from edgeslim.errors import EdgeslimError
+
+    if isinstance(model, torch.jit.ScriptModule):
+        raise EdgeslimError(
+            f"the model is a TorchScript program ({type(model).__name__}); {use} needs the Python model: give the "
+            "nn.Module it was scripted or traced from",
+            param="model",
+        )
+
+
 #: the prefix a ``torch.compile`` wrapper puts before the names of its module's submodules
 COMPILED_PREFIX = "_orig_mod."
 

@@ -13,6 +13,12 @@ from typing import Any
 
 from edgeslim.errors import EdgeslimError
 
+#: what to do with a model of 1-D convolutions (an input C,L), which the commands do not take
+ONE_D = (
+    "a model of 1-D convolutions (Conv1d: audio, signals), of input C,L, is pruned from Python: "
+    "prune_with_report(model, torch.randn(1, C, L)) (docs/surgery.md)"
+)
+
 
 def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
     """``"3,32,32"`` / ``"3x32x32"`` / ``(3, 32, 32)`` -> ``(C, H, W)``.
@@ -31,9 +37,10 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
     else:
         dims = [int(d) for d in text]
     if len(dims) != 3 or any(d < 1 for d in dims):
+        one_d = f"; {ONE_D}" if len(dims) == 2 and min(dims) >= 1 else ""  # (C,L: audio, signals)
         raise EdgeslimError(
             f"invalid input shape {text!r}: input_shape must be C,H,W, three positive integers "
-            "(e.g. 3,32,32; batch sets the batch size)",
+            f"(e.g. 3,32,32; batch sets the batch size){one_d}",
             param=("input_shape", "batch"),
         )
     if dims[0] > 4 and dims[2] in (1, 3, 4):  # 224,224,3: a height of channels and 3-pixel-wide images
@@ -43,9 +50,11 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
             param="input_shape",
         )
     if dims[0] > 64 or dims[1] > 8192 or dims[2] > 8192:
+        one_d = f"; {ONE_D}" if dims[1] == 1 and dims[0] <= 64 else ""  # (1,1,16000: a signal)
         raise EdgeslimError(
-            f"invalid input shape {text!r}: expected C,H,W with C <= 64 and H,W <= 8192 "
-            "(channels first, e.g. 3,224,224)"
+            f"invalid input shape {text!r}: input_shape must be C,H,W with C <= 64 and H,W <= 8192 "
+            f"(channels first, e.g. 3,224,224){one_d}",
+            param="input_shape",
         )
     return (dims[0], dims[1], dims[2])
 
