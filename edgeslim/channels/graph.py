@@ -454,6 +454,12 @@ class _Capture(TorchFunctionMode):
             out = func(*args, **kwargs)
             an.fixed_macs += _call_macs(func, args, kwargs, out, an.batch)
             return out
+        for a in (
+            *args,
+            *kwargs.values(),
+        ):  # (a layer whose weight a functional call reads ran: MHA's out_proj)
+            if isinstance(a, Tensor) and (o := an.owner.get(id(a))) is not None:
+                an.used.add(o[0])
         if func in ops.DATA_DEPENDENT_METHODS and an.depends(args):
             an.fail_construct = f"{_fn_name(func)}() on a tensor computed from the input (data-dependent)"
             raise _DataDependent(an.fail_construct)
@@ -560,6 +566,7 @@ class _Analyser:
         self.stack: list[str] = []
         self.fail_construct = ""
         self.ran: set[int] = set()  # the modules the forward called (ids)
+        self.used: set[str] = set()  # the modules whose own tensors a captured call read (names)
         #: modules with parameters that ran in neither pass (train-mode capture failed): not resized
         self.unseen: list[str] = []
         self.tainted: dict[int, Tensor] = {}
@@ -671,12 +678,15 @@ class _Analyser:
         return out
 
     def not_run(self) -> list[str]:
-        """Modules with parameters of their own that no forward so far called (a GoogLeNet's auxiliary
-        heads, which run in training mode only)."""
+        """Modules with parameters of their own that no forward so far called nor read the tensors of (a
+        GoogLeNet's auxiliary heads, which run in training mode only; not MultiheadAttention's out_proj,
+        whose weight its functional forward reads)."""
         return [
             n
             for n, m in self._mods.items()
-            if id(m) not in self.ran and any(p is not None for p in m._parameters.values())
+            if id(m) not in self.ran
+            and n not in self.used
+            and any(p is not None for p in m._parameters.values())
         ]
 
     def run_training(self, x: Tensor) -> None:
