@@ -745,6 +745,18 @@ def test_a_table_in_microseconds_prices_its_sweeps_in_microseconds(caplog) -> No
     assert "sweeps step at multiples of 16, but this run keeps multiples of 8" in caplog.text
 
 
+def _write_lying_table(table: dict, path: Path) -> None:
+    """``table`` written to ``path`` with its narrow widths priced as if time fell with the 4th power of
+    width, uncalibrated, and the layers outside the sweeps free: a slim run on it misses its target."""
+    for sweep in table["sweeps"].values():
+        full = max(p[1] for p in sweep["points"])
+        top = max(p[2] for p in sweep["points"] if p[1] == full)
+        sweep["points"] = [[p[0], p[1], top * (p[1] / full) ** 4, p[3]] for p in sweep["points"]]
+    table.pop("calibration", None)
+    table["fixed"] = 0.0
+    path.write_text(json.dumps(table))
+
+
 @pytest.mark.slow
 def test_a_latency_run_resumes_from_anywhere_and_says_a_measured_miss(tmp_path, fmnist_dir: str, capsys,
                                                                       monkeypatch) -> None:  # fmt: skip
@@ -763,15 +775,8 @@ def test_a_latency_run_resumes_from_anywhere_and_says_a_measured_miss(tmp_path, 
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["slim", "--resume", "--force", "--out", str(moved)]) == 0, capsys.readouterr().err
-    table = json.loads((moved / "latency_table.json").read_text())
-    for sweep in table["sweeps"].values():  # narrow widths priced as if time fell with the 4th power of width
-        full = max(p[1] for p in sweep["points"])
-        top = max(p[2] for p in sweep["points"] if p[1] == full)
-        sweep["points"] = [[p[0], p[1], top * (p[1] / full) ** 4, p[3]] for p in sweep["points"]]
-    table.pop("calibration", None)
-    # and the layers outside the sweeps free: the miss stands above a loaded host's noise
-    table["fixed"] = 0.0
-    (tmp_path / "lying.json").write_text(json.dumps(table))
+    # (the layers outside the sweeps free too: the miss stands above a loaded host's noise)
+    _write_lying_table(json.loads((moved / "latency_table.json").read_text()), tmp_path / "lying.json")
     capsys.readouterr()
     out = tmp_path / "missed"
     assert main(["slim", "vgg-small", *args, "--target-latency", "0.6", "--latency-table",
@@ -1176,14 +1181,7 @@ def test_a_measured_latency_miss_is_a_closing_warning_that_says_the_load(vgg_tab
     machine's load, which bench on the same host warned of (a rerun measured under the target). A lookup
     that prices narrow layers too cheaply makes the miss; the check records bench's load and spread."""
     tab, _ = vgg_table
-    lying = json.loads(json.dumps(tab))
-    for sweep in lying["sweeps"].values():  # narrow widths priced as if time fell with the 4th power of width
-        full = max(p[1] for p in sweep["points"])
-        top = max(p[2] for p in sweep["points"] if p[1] == full)
-        sweep["points"] = [[p[0], p[1], top * (p[1] / full) ** 4, p[3]] for p in sweep["points"]]
-    lying.pop("calibration", None)
-    lying["fixed"] = 0.0
-    (tmp_path / "lying.json").write_text(json.dumps(lying))
+    _write_lying_table(json.loads(json.dumps(tab)), tmp_path / "lying.json")
     out = tmp_path / "missed"
     assert main(["slim", "vgg-small", "--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "256",
                  "--test-subset", "64", "--epochs", "1", "--threads", "1", "--target-latency", "0.6",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 import torch
@@ -105,14 +106,7 @@ def test_an_own_loop_that_overshoots_its_budget_is_warned_once(caplog) -> None:
         kw = {} if warn else {"warn": False}  # (the default warns)
         ctrl = build_controller(model, slimmer, settings, example, steps, round_to=16, **kw)
         ctrl.on_train_start(model, optimizer)
-        batches = iter(loader(0))
-        for _ in range(steps):
-            x, y = next(batches)
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            slimmer.step(optimizer)
-            ctrl.after_step(model, optimizer)
+        _budget_steps(model, loader, optimizer, slimmer, ctrl, steps)
         caplog.clear()
         with caplog.at_level("WARNING"):
             ctrl.on_train_end(model)
@@ -137,6 +131,18 @@ def test_a_rebuilt_controller_replaces_the_first_at_the_freeze() -> None:
     assert ctrl.total_steps == 25
 
 
+def _budget_steps(model: nn.Module, loader: Any, optimizer: Any, slimmer: Any, ctrl: Any, steps: int) -> None:
+    """``steps`` steps of an own loop on the digits: SGD, then the prox, then the budget controller."""
+    batches = iter(loader(0))
+    for _ in range(steps):
+        x, y = next(batches)
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        slimmer.step(optimizer)
+        ctrl.after_step(model, optimizer)
+
+
 def _budget_run(pretrained: dict, load_after: bool, steps: int = 12) -> tuple[torch.Tensor, float]:
     """A budgeted own loop on the digits whose weights are loaded before, or after, the slimmer and
     the controller were built: (the BN scales at the end, the controller's s_unit)."""
@@ -150,14 +156,7 @@ def _budget_run(pretrained: dict, load_after: bool, steps: int = 12) -> tuple[to
         model.load_state_dict(pretrained)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     ctrl.on_train_start(model, optimizer)
-    batches = iter(loader(0))
-    for _ in range(steps):
-        x, y = next(batches)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        slimmer.step(optimizer)
-        ctrl.after_step(model, optimizer)
+    _budget_steps(model, loader, optimizer, slimmer, ctrl, steps)
     ctrl.on_train_end(model)
     slimmer.finalize()
     return torch.cat(
