@@ -201,7 +201,18 @@ def export(**kw: Any) -> None:
         )
     audit = res["audit"]
     bad = [r for r in audit["rows"] if r[5] != "ok" or r[6] != "ok"]
-    if bad and not req.trt:  # (an ONNX Runtime target on a CPU or phone has its own multiple: slim --profile)
+    # the command that re-runs surgery (on the model before surgery), for TensorRT only: an export for ONNX
+    # Runtime (its INT8 model, an .ort) leaves it out, a CPU or phone has its own multiple (more MACs for nothing)
+    for_ort = not req.trt and (req.precision == "int8" or req.to_ort)
+    if bad and for_ort:  # (a phone review: "re-run surgery rounding to 32" for a model slimmed to rpi5's 8)
+        out.print(
+            f"for TensorRT GPUs only: {audit['counts']} (this export is for ONNX Runtime, whose CPU or phone "
+            "multiple slim/prune --profile keep; the layers: in --json)",
+            soft_wrap=True,
+        )
+    elif (
+        bad and not req.trt
+    ):  # (an ONNX Runtime target on a CPU or phone has its own multiple: slim --profile)
         out.print(f"for TensorRT GPUs: {audit['suggestion']} (the layers: with --trt, or in --json)")
     else:
         if bad:
@@ -215,9 +226,6 @@ def export(**kw: Any) -> None:
             if len(bad) > 30:
                 out.print(f"... and {len(bad) - 30} more (all of them in --json)")
         out.print(audit["suggestion"])
-    # the command that does it (on the model before surgery), for TensorRT only: an export for ONNX Runtime (its
-    # INT8 model, an .ort) leaves it out, a CPU or phone has its own multiple (more MACs for nothing here)
-    for_ort = not req.trt and (req.precision == "int8" or req.to_ort)
     if audit.get("round_to") and not for_ort:
         step = command_line(
             Step(

@@ -66,8 +66,8 @@ class AlignmentReport:
                 return self.targets[t]
         return None
 
-    def suggestion(self) -> str:
-        """One line: what to re-run surgery with, or that everything is aligned."""
+    def counts(self) -> str:
+        """The misaligned layers per precision (``3/53 layers not a multiple of 8 (fp16); ...``), or ""."""
         parts = []
         for t in ("fp16", "int8"):
             bad = self.misaligned(t)
@@ -75,7 +75,12 @@ class AlignmentReport:
                 parts.append(
                     f"{len(bad)}/{len(self.layers)} layers not a multiple of {self.targets[t]} ({t})"
                 )
-        if not parts:
+        return "; ".join(parts)
+
+    def suggestion(self) -> str:
+        """One line: what to re-run surgery with, or that everything is aligned."""
+        counts = self.counts()
+        if not counts:
             return "all free channel counts are multiples of 32 (aligned for FP16 and INT8 tensor cores)"
         t = "fp16" if self.misaligned("fp16") else "int8"
         bad = self.misaligned(t)
@@ -93,7 +98,7 @@ class AlignmentReport:
                 f"{len(dense)} of them keep the architecture's dense width, which surgery leaves as it is: "
                 "slimming aligned during training (a profile's alignment, round_to) narrows those"
             )
-        return f"{'; '.join(parts)}: TensorRT pads these and may add Reformat layers; {fix}"
+        return f"{counts}: TensorRT pads these and may add Reformat layers; {fix}"
 
     def rows(self) -> list[list[Any]]:
         """Table rows: layer, op, in, out, groups, fp16 flag, int8 flag."""
@@ -111,6 +116,7 @@ class AlignmentReport:
             "layers": [asdict(lay) for lay in self.layers],
             "misaligned": {t: [lay.name for lay in self.misaligned(t)] for t in self.targets},
             "suggestion": self.suggestion(),
+            "counts": self.counts(),
             "round_to": self.round_to,
             "narrowed": None if self.narrowed is None else sorted(self.narrowed),
         }
