@@ -238,6 +238,20 @@ def test_a_phone_profile_on_an_ort_build_without_its_provider(onnx_pair, tmp_pat
     assert "not available in this onnxruntime build" in capsys.readouterr().err
 
 
+def test_a_provider_short_name_in_any_case_names_the_available_one() -> None:
+    """An ARM review: ``--providers azure`` was refused as "not available (available:
+    AzureExecutionProvider, CPUExecutionProvider)": only cpu, cuda, tensorrt and xnnpack had short names
+    (a phone user tries nnapi, coreml, qnn); any short name of an available provider maps to it."""
+    from edgeslim.bench.backends.ort import resolve_providers
+    from edgeslim.errors import EdgeslimError
+
+    available = ["NnapiExecutionProvider", "CPUExecutionProvider"]
+    for name in ("nnapi", "NNAPI", "NnapiExecutionProvider"):
+        assert resolve_providers([name, "cpu"], available, 1)[0] == "NnapiExecutionProvider"
+    with pytest.raises(EdgeslimError, match="coreml is not available"):
+        resolve_providers(["coreml"], available, 1)
+
+
 def test_a_tensorrt_profile_without_trtexec_says_what_it_times_instead(
     onnx_pair, tmp_path, capsys, monkeypatch
 ):

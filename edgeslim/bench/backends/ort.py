@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,9 +39,14 @@ _DTYPES = {
 XNNPACK = "XnnpackExecutionProvider"
 
 
-def _full_name(provider: str) -> str:
-    """``cpu`` -> ``CPUExecutionProvider`` (:data:`_SHORT`); a full name stays."""
-    return _SHORT.get(provider.lower(), provider)
+def _full_name(provider: str, available: Sequence[str] = ()) -> str:
+    """``cpu`` -> ``CPUExecutionProvider`` (:data:`_SHORT`); another short name, in any case, the
+    ``available`` provider it names (``azure`` -> ``AzureExecutionProvider``, ``nnapi``, ``coreml``, ``qnn``);
+    a full name stays."""
+    if provider.lower() in _SHORT:
+        return _SHORT[provider.lower()]
+    by_short = {a.lower().removesuffix("executionprovider"): a for a in available}
+    return by_short.get(provider.lower().removesuffix("executionprovider"), provider)
 
 
 def _os_threads() -> int | None:
@@ -52,8 +58,9 @@ def _os_threads() -> int | None:
 
 
 def resolve_providers(requested: list[str] | None, available: list[str], threads: int | None) -> list:
-    """Map short names (cpu, cuda, tensorrt, xnnpack) to provider entries; refuse missing ones."""
-    names = [_full_name(p) for p in (requested or ["CPUExecutionProvider"])]
+    """Map short names (cpu, cuda, tensorrt, xnnpack; any available one's, in any case) to provider entries;
+    refuse missing ones."""
+    names = [_full_name(p, available) for p in (requested or ["CPUExecutionProvider"])]
     missing = [n for n in names if n not in available]
     if missing:
         raise EdgeslimError(
@@ -123,7 +130,7 @@ def split_available(requested: list[str]) -> tuple[list[str], list[str]]:
     except ImportError:
         return list(requested), []
     available = ort.get_available_providers()
-    has = [p for p in requested if _full_name(p) in available]
+    has = [p for p in requested if _full_name(p, available) in available]
     return has, [p for p in requested if p not in has]
 
 
