@@ -1141,6 +1141,10 @@ def test_a_forced_int8_export_without_ort_removes_the_ort_of_the_int8_file_it_re
         == 0
     )
     ort = (out / "m.int8.ort").read_bytes()
+    wrote = " ".join(capsys.readouterr().err.split())  # (a phone review: the last line named m.onnx alone)
+    names = ("m.onnx", "m.int8.onnx", "m.ort", "m.required_operators.config", "m.int8.ort",
+             "m.int8.required_operators.config")  # fmt: skip
+    assert "wrote " + ", ".join(str(out / n) for n in names) + "; next:" in wrote, wrote
     assert (
         main(_int8_export_args(tmp_path, _small_convnet(0), "a.pt", *int8, "--calib-images", "16", "--force"))
         == 0

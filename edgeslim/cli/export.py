@@ -266,7 +266,12 @@ def export(**kw: Any) -> None:
     else:
         step = (f"edgeslim bench SLIM.onnx --baseline {quote(onnx_file)} --batch {batches} (SLIM: the export of a slimmed "
                 "copy of this network)")  # fmt: skip
-    err.print(f"wrote {onnx_file}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped
+    written = [str(onnx_file)]  # (a phone review: the .ort files and their operator configs went unnamed)
+    for key in ("qdq", "calib_data", "engine", "trtexec_script", "ort_int8", "ort", "ort_int8_mobile"):
+        val = res.get(key)
+        paths = [val.get("path"), val.get("config")] if isinstance(val, dict) else [val]
+        written += [str(p) for p in paths if p and str(p) not in written]
+    err.print(f"wrote {', '.join(written)}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "
