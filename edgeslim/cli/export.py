@@ -46,7 +46,12 @@ from edgeslim.errors import Step
 @click.option("--exporter", type=click.Choice(["auto", "torchscript", "dynamo"]), default="auto",
               show_default=True, help="torch.onnx exporter (auto: TorchScript, dynamo as fallback).")  # fmt: skip
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check (not advised).")
-@click.option("--n-validate", type=COUNT, default=64, show_default=True, help="Images for the ORT check.")
+@click.option(
+    "--n-validate",
+    type=COUNT,
+    default=None,
+    help="Images for the ORT check [default: 64 up to 64x64, as many larger ones as hold the same pixels, at least 16].",
+)
 @click.option(
     "--data",
     "data_name",
@@ -71,7 +76,12 @@ from edgeslim.errors import Step
 @click.option(
     "--trt-version", default=None, help="TensorRT version for the trtexec script [installed, else 10]."
 )
-@click.option("--calib-images", type=COUNT, default=512, show_default=True, help="INT8 calibration images.")
+@click.option(
+    "--calib-images",
+    type=COUNT,
+    default=None,
+    help="INT8 calibration images [default: 512 up to 112x112, as many larger ones as hold the same pixels, at least 64].",
+)
 @click.option(
     "--ort", "to_ort", is_flag=True, help="Also write an ONNX Runtime mobile .ort file (ARM phones)."
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,8 @@ class ExportRequest:
     no_simplify: bool = False
     exporter: str = "auto"
     no_validate: bool = False
-    n_validate: int = 64
+    #: images of the ORT check; None: 64 up to 64x64, as many larger ones as hold the same pixels, at least 16
+    n_validate: int | None = None
     data_name: str | None = None
     data_dir: Path | None = None
     compare_device: str = "cpu"
@@ -72,7 +73,8 @@ class ExportRequest:
     engine_path: Path | None = None
     timing_cache: Path | None = None
     trt_version: str | None = None
-    calib_images: int = 512
+    #: INT8 calibration images; None: 512 up to 112x112, as many larger ones as hold the same pixels, at least 64
+    calib_images: int | None = None
     to_ort: bool = False
     #: also write the network cut to uniform widths (NAME.w50.onnx, NAME.w25.onnx), channel counts
     #: multiples of this: what calibrates a latency table measured on the device
@@ -95,7 +97,8 @@ class ExportRequest:
         check_fields(self)
 
         for name in ("batch", "max_batch", "n_validate", "calib_images"):
-            _positive_int(name, getattr(self, name))
+            if getattr(self, name) is not None or name in ("batch", "max_batch"):
+                _positive_int(name, getattr(self, name))
         if self.width_models is not None:
             _positive_int("width_models", self.width_models)
         elif self.zero_invariant:
@@ -130,8 +133,8 @@ class ExportRequest:
         for name, what in (("calib_images", "calibration"), ("n_validate", "check")):
             n = getattr(self, name)
             if (
-                self.precision == "int8" and not self.dynamic_batch and n < self.batch
-            ):  # (one name each: the CLI's)
+                n is not None and self.precision == "int8" and not self.dynamic_batch and n < self.batch
+            ):  # (one name each: the CLI's; a default is made a multiple of the batch)
                 raise EdgeslimError(
                     f"{name} {n} is below the fixed batch {self.batch}: the INT8 {what} runs whole batches; raise "
                     "it, or export with dynamic_batch",
@@ -242,6 +245,36 @@ def _export_widths(
     return out
 
 
+#: pixels (per channel) of the default ORT check's images: 64 up to 64x64
+CHECK_PIXELS = 64 * 64 * 64
+#: pixels of the default INT8 calibration images: 512 up to 112x112
+CALIB_PIXELS = 512 * 112 * 112
+
+
+def image_counts(req: ExportRequest, shape: tuple[int, ...]) -> ExportRequest:
+    """``req`` with its default image counts (None) set for ``shape``: the check 64 images up to 64x64, the
+    INT8 calibration 512 up to 112x112, as many larger ones as hold the same pixels, at least 16 and 64 (a
+    512x512 segmenter's check held 64 images at once, 8.3 GB; an INT8 YOLO at 640 would have read 576);
+    a fixed-batch INT8 export's, whole batches."""
+    from edgeslim.export.validate import scaled_count
+
+    def whole(n: int) -> int:
+        fixed = req.precision == "int8" and not req.dynamic_batch
+        return -(-n // req.batch) * req.batch if fixed else n
+
+    return replace(
+        req,
+        n_validate=req.n_validate
+        if req.n_validate is not None
+        else whole(scaled_count(shape, 64, CHECK_PIXELS, 16)),
+        calib_images=(
+            req.calib_images
+            if req.calib_images is not None
+            else whole(scaled_count(shape, 512, CALIB_PIXELS, 64))
+        ),
+    )
+
+
 def run_export(
     loaded: LoadedModel,
     req: ExportRequest,
@@ -270,6 +303,7 @@ def run_export(
     check_dynamic_batch(loaded, req.dynamic_batch, req.batch)
     # (the spec's size, or the one a torch.export program was exported for)
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
+    req = image_counts(req, shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
     early: list[Notice] = []  # said once the model runs on the shape (a refusal of it comes alone)
     if trained is not None and tuple(shape) != trained:  # (a slim run's budget priced the trained size)

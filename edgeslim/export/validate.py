@@ -49,7 +49,7 @@ FP32_RTOL = 1e-5
 #: a correct export off by 3e-5 of that) is not an export error when every prediction is the same
 AGREEING_LOGITS_RTOL = 1e-4
 #: training images whose statistics normalize a data set computed from its images (an image folder) for
-#: a model that records no mean/std: export's default calib_images, so INT8 calibration reads the same ones
+#: a model that records no mean/std: export's default calib_images up to 112x112, so INT8 calibration reads the same ones
 STATS_IMAGES = 512
 #: images a check runs at once (PyTorch and a dynamic-batch ONNX alike: a 0-d output is one value a chunk)
 CHECK_CHUNK = 64
@@ -184,6 +184,16 @@ def dataset_name(meta: dict[str, Any] | None) -> str | None:
     if isinstance(d, dict):
         d = d.get("name")
     return str(d) if isinstance(d, str) and d else None
+
+
+def scaled_count(shape: tuple[int, ...], n: int, pixels: int, floor: int) -> int:
+    """``n`` images of an input of ``shape`` (C, H, W) or (C, L) up to ``pixels`` pixels all told, fewer of a
+    larger one, at least ``floor``: the default image counts of surgery's check, export's check and INT8
+    calibration (checks of a 512x512 segmenter held 64 images at once: 8.3 GB)."""
+    size = 1
+    for d in shape[1:]:
+        size *= int(d)
+    return max(floor, min(n, pixels // max(1, size)))
 
 
 def real_inputs(

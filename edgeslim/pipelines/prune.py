@@ -229,10 +229,9 @@ def calib_count(shape: tuple[int, ...], n: int | None = None) -> int:
     """Images for surgery's folding and check: ``n`` where given, else 256 up to 64x64 and as many of a
     larger input as hold the same pixels, at least 8 (a 520x520 segmenter or a 640x640 detector: 8; each
     image gives every channel H x W values; 32 random ones in one forward took 24 s and 2.8 GB at 520x520)."""
-    if n is not None:
-        return n
-    pixels = max(1, _pixels(shape))
-    return max(8, min(256, CALIB_PIXELS // pixels))
+    from edgeslim.export.validate import scaled_count
+
+    return n if n is not None else scaled_count(shape, 256, CALIB_PIXELS, 8)
 
 
 def _pixels(shape: tuple[int, ...]) -> int:
