@@ -1121,6 +1121,26 @@ def test_an_export_of_a_large_input_checks_and_calibrates_on_fewer_images_by_def
     assert json.loads(capsys.readouterr().out)["onnx"]["validation"]["n"] == 16
 
 
+def test_an_export_says_each_stage_as_it_starts(tmp_path, capsys):
+    """A real-resolution review: export ran 14-64 s without a word (an INT8 YOLO at 640: 64 s), on a
+    terminal too; each stage is a line when piped (a bar on a terminal). ONNX Runtime's quantizer left a
+    root handler behind (its logging.info on a root without one), and every later INFO line came twice."""
+    import logging
+
+    handlers = list(logging.root.handlers)
+    args = _int8_export_args(
+        tmp_path, _small_convnet(0), "a.pt", "--precision", "int8", "--calib-images", "16"
+    )
+    assert main([*args, "--ort"]) == 0
+    lines = [ln.split(" ", 1)[1] for ln in capsys.readouterr().err.splitlines() if " export: " in ln]
+    assert lines == [
+        "export: 0/3 ONNX export and its check on 8 images",
+        "export: 1/3 INT8 calibration on 16 images, its check on 8",
+        "export: 2/3 ORT conversion",
+    ], lines
+    assert logging.root.handlers == handlers
+
+
 def test_a_forced_export_failing_at_its_int8_step_leaves_the_earlier_export_whole(tmp_path, capsys):
     """The INT8 review (finding 1): a forced re-export failing at the INT8 step left m.onnx replaced by the
     new model and deleted the earlier, good m.int8.onnx, with no message. Every file is staged now and

@@ -121,7 +121,7 @@ def export(**kw: Any) -> None:
 
     from edgeslim.export.validate import all_empty
     from edgeslim.pipelines.export import ExportRequest, run
-    from edgeslim.utils.console import err, out, print_json, table
+    from edgeslim.utils.console import err, log_lines_when_piped, out, print_json, progress, table, task_steps
 
     req = ExportRequest(
         **{
@@ -134,11 +134,13 @@ def export(**kw: Any) -> None:
     if req.precision != "int8" and not req.trt and source is not click.core.ParameterSource.DEFAULT:
         err.print(f"[yellow]note: --precision {req.precision} is the TensorRT engine's precision (with --trt); "
                   "without --trt only the ONNX is written, in FP32[/]", soft_wrap=True)  # fmt: skip
-    res = run(
-        kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
-        mean=kw["mean"], std=kw["std"],
-        say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
-    )  # fmt: skip
+    # (a review at real resolutions: an INT8 YOLO at 640 ran 64 s without a word; a stage each, on a bar or a line)
+    with progress() as bar, log_lines_when_piped():
+        res = run(
+            kw["model"], req, trust_pickle=kw["trust_pickle"], weights=kw["weights"], num_classes=kw["num_classes"],
+            mean=kw["mean"], std=kw["std"], step=task_steps(bar, "export"),
+            say=lambda m: err.print(f"[yellow]{notice(m, export)}[/]", soft_wrap=True),
+        )  # fmt: skip
     if kw["as_json"]:  # (a Notice's parameters as the flags, as on the terminal and in an error's document)
         print_json({**res, "warnings": [notice(w, export) for w in res["warnings"]]})
         return

@@ -13,12 +13,16 @@ from collections.abc import Iterator
 
 @contextlib.contextmanager
 def quiet(*loggers: str) -> Iterator[io.StringIO]:
-    """Capture stdout and raise the named loggers ("" = root) to CRITICAL for the block.
+    """Capture stdout and raise the named loggers ("" = root) to CRITICAL for the block; root handlers the
+    block adds are removed.
 
     Yields the captured text, which callers may pass to ``log.debug``.
     """
     lgs = [logging.getLogger(n or None) for n in loggers]
     levels = [lg.level for lg in lgs]
+    # (a library's logging.info() on the root adds basicConfig's stderr handler where the root has none:
+    # ONNX Runtime's quantizer did, and every later INFO line of edgeslim's loggers came out twice)
+    root_handlers = list(logging.root.handlers)
     sink = io.StringIO()
     for lg in lgs:
         lg.setLevel(logging.CRITICAL)
@@ -28,6 +32,8 @@ def quiet(*loggers: str) -> Iterator[io.StringIO]:
     finally:
         for lg, lv in zip(lgs, levels):
             lg.setLevel(lv)
+        for h in [h for h in logging.root.handlers if h not in root_handlers]:
+            logging.root.removeHandler(h)
 
 
 @contextlib.contextmanager

@@ -281,8 +281,11 @@ def run_export(
     *,
     model_name: str = "model",
     say: Callable[[str], None] = log.warning,
+    step: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the export described by ``req``; returns a JSON-able dict of everything written and measured.
+    ``step(done, total, what)`` hears each stage as it starts (the ONNX export and its check, the width
+    models, INT8 calibration, the TensorRT build, the ORT conversion; a review's INT8 YOLO ran 64 s silent).
 
     All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
     """
@@ -399,6 +402,13 @@ def run_export(
         # the width models cut before anything is written (a model surgery cannot cut is refused first)
         cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1),
                          req.zero_invariant) if widths else {}  # fmt: skip
+        stages = (
+            ["ONNX"] + ["widths"] * bool(widths) + ["int8"] * int8 + ["trt"] * bool(req.trt and installed)
+        )
+        stages += ["ort"] * req.to_ort
+        stage_step = _stage_steps(step, len(stages))
+        checked = f" and its check on {len(check_batch.x)} images" if check_batch is not None else ""
+        stage_step(f"ONNX export{'' if req.no_validate else checked}")
         res = export_onnx(
             loaded.model, stage(onnx_path), shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
@@ -421,6 +431,7 @@ def run_export(
             if isinstance(rep, str):
                 say(rep)
         if widths:
+            stage_step(f"width models {', '.join(f'{f:.0%}' for f in widths)}")
             staged = {f: stage(p) for f, p in widths.items()}
             result["width_models"] = _export_widths(loaded, req, shape, staged, cut, check_batch)
         audit = audit_onnx(stage(onnx_path), _resizable(loaded.model, shape))
@@ -444,6 +455,7 @@ def run_export(
                     + "; add images for steadier INT8 ranges"
                 )  # fmt: skip
             labels = check_batch.labels.numpy() if check_batch.labels is not None else None
+            stage_step(f"INT8 calibration on {len(calib)} images, its check on {len(check_batch.x)}")
             q = quantize_qdq(
                 stage(onnx_path), stage(qdq_path if req.trt else ort_int8_path), calib, check=check_batch.x.numpy(), labels=labels,
                 style="tensorrt" if req.trt else "onnxruntime", force=req.force, postprocessed=res.postprocessed,
@@ -496,6 +508,7 @@ def run_export(
                     timing_cache=timing_cache,
                 )  # fmt: skip
                 src = qdq_path if int8 else onnx_path
+                stage_step(f"TensorRT engine ({req.precision})")
                 built = build_engine(stage(src), stage(engine), cfg, force=req.force)
                 result["engine"] = built.to_dict()
                 result["warnings"] += built.warnings
@@ -518,6 +531,7 @@ def run_export(
         if req.to_ort:
             from edgeslim.export.ort_mobile import convert_to_ort
 
+            stage_step("ORT conversion")
             for key, src in (
                 ("ort", onnx_path),
                 ("ort_int8_mobile", ort_int8_path if ort_int8 else None),
@@ -527,7 +541,20 @@ def run_export(
                 conv = convert_to_ort(stage(src), stage(src.with_suffix(".ort")), force=req.force)
                 result[key] = conv.to_dict()
         _stale_companions(onnx_path, outputs, stage, req.force, result["warnings"])
+        stage_step("")
         return stage.final(result)
+
+
+def _stage_steps(step: Callable[[int, int, str], None] | None, total: int) -> Callable[[str], None]:
+    """A ``(what)`` callback that tells ``step`` each next stage of ``total`` (``""``: all done)."""
+    done = [0]
+
+    def next_stage(what: str) -> None:
+        if step is not None:
+            step(done[0] if what else total, total, what)
+        done[0] += 1
+
+    return next_stage
 
 
 def _companions(onnx: Path) -> list[Path]:

@@ -25,11 +25,13 @@ def run(
     num_classes: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    step: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Load ``model`` (a model file, or an architecture name with ``weights`` and ``num_classes``),
     refuse non-finite weights, and export it as ``req`` says; returns the export result.
     ``mean``/``std``: the input normalization, for a model that records none
-    (:func:`~edgeslim.pipelines.source.set_normalization`)."""
+    (:func:`~edgeslim.pipelines.source.set_normalization`). ``step``: each stage as it starts
+    (:func:`~edgeslim.export.pipeline.run_export`)."""
     from edgeslim.export.pipeline import run_export
     from edgeslim.pipelines.source import check_finite_weights, load_model_or_arch, set_normalization
     from edgeslim.utils.sniff import sniff, trtexec_route
@@ -55,4 +57,4 @@ def run(
     check_finite_weights(loaded)
     set_normalization(loaded, mean, std)
     kwargs = {"say": say} if say is not None else {}
-    return run_export(loaded, req, model_name=model, **kwargs)
+    return run_export(loaded, req, model_name=model, step=step, **kwargs)
