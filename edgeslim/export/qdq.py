@@ -189,7 +189,9 @@ def quantize_qdq(
     src = Path(onnx_path)
     out = check_output_path(out_path, force)
     batch = _static_batch(src)
-    step = batch or min(16, len(calib))
+    # a dynamic batch: equal chunks of at most 16 that cover every image (ONNX Runtime's entropy calibrator
+    # stacks the chunks' outputs and failed on a partial last one, "inhomogeneous shape": 98 images)
+    step = batch or max((d for d in range(1, min(16, len(calib)) + 1) if len(calib) % d == 0), default=1)
     if len(calib) < step or not len(calib):
         raise EdgeslimError(
             f"calib holds {len(calib)} images, fewer than the ONNX's fixed batch {step} (calibration runs whole "
