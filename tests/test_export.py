@@ -1153,6 +1153,26 @@ def test_a_dynamic_batch_tensorrt_int8_export_calibrates_on_a_count_not_a_multip
     assert json.loads(capsys.readouterr().out)["qdq"]["calib_images"] == 20
 
 
+def test_default_int8_counts_are_told_as_defaults_and_a_short_folder_is_refused_before_the_export(
+    tmp_path, capsys
+):
+    """A review of the scaled INT8 defaults: a folder too small for the default counts was warned "not the 512
+    asked" (nothing was asked) and told to make the counts multiples of the batch (the defaults are); and a
+    fixed batch whose held-apart calibration share was below one batch was refused only after the export,
+    naming "calib"."""
+    photos = _photo_folder(tmp_path / "photos", n=80)
+    torch.save(_small_convnet(0), tmp_path / "a.pt")
+    base = ["export", str(tmp_path / "a.pt"), "--trust-pickle", "--input-shape", "3,16,16", "--data", "images",
+            "--data-dir", str(photos), "--precision", "int8"]  # fmt: skip
+    assert main([*base, "--dynamic-batch", "--onnx", str(tmp_path / "d.onnx")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "INT8 calibrated on 16 images, not the default 512 for 16x16:" in err, err
+    assert main([*base, "--batch", "32", "--onnx", str(tmp_path / "f.onnx")]) == 2  # check 64, calibration 16
+    err = capsys.readouterr().err
+    assert "at least a batch of 32 more" in err and "--n-validate" in err and " export: " not in err, err
+    assert not (tmp_path / "f.onnx").exists()
+
+
 def test_a_forced_export_failing_at_its_int8_step_leaves_the_earlier_export_whole(tmp_path, capsys):
     """The INT8 review (finding 1): a forced re-export failing at the INT8 step left m.onnx replaced by the
     new model and deleted the earlier, good m.int8.onnx, with no message. Every file is staged now and

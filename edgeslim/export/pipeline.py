@@ -306,6 +306,10 @@ def run_export(
     check_dynamic_batch(loaded, req.dynamic_batch, req.batch)
     # (the spec's size, or the one a torch.export program was exported for)
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
+    asked_calib, asked_counts = (
+        req.calib_images is not None,
+        req.calib_images is not None or req.n_validate is not None,
+    )
     req = image_counts(req, shape)
     trained = tuple(loaded.spec.input_shape) if loaded.spec is not None and loaded.meta.get("data") else None
     early: list[Notice] = []  # said once the model runs on the shape (a refusal of it comes alone)
@@ -386,13 +390,19 @@ def run_export(
                 "images takes any folder of images",
                 param=("data_name", "data_dir"),
             )
-        if int8 and train_batch is None and len(batch.x) <= req.n_validate:
+        fixed = None if req.dynamic_batch else req.batch  # (calibration runs whole batches of a fixed one)
+        if int8 and train_batch is None and len(batch.x) - req.n_validate < (fixed or 1):
             raise EdgeslimError(
                 f"INT8 calibration needs more images than the n_validate {req.n_validate} held out to check the "
-                "export and the INT8 model against it; "
+                f"export and the INT8 model against it{f', at least a batch of {fixed} more' if fixed else ''}; "
                 f"{batch.base_source} has {len(batch.x)}: add images or lower the count",
                 param="n_validate",
-            )
+            )  # (before the export: a review's 50 photos at batch 32 were refused after it, naming "calib")
+        calib_words = (
+            f"the {req.calib_images} asked"
+            if asked_calib
+            else f"the default {req.calib_images} for {'x'.join(map(str, shape[1:]))}"
+        )
         check_batch = batch
         if batch is not None and len(batch.x) > req.n_validate:
             check_batch = batch.first(req.n_validate)
@@ -449,7 +459,7 @@ def run_export(
             )
             if len(calib) < req.calib_images:
                 result["warnings"].append(
-                    f"INT8 calibrated on {len(calib)} images, not the {req.calib_images} asked: "
+                    f"INT8 calibrated on {len(calib)} images, not {calib_words}: "
                     + (f"{train_batch.base_source} has {len(calib)}" if train_batch is not None else
                        f"{batch.base_source} has {len(batch.x)} readable, {req.n_validate} of them check the export")
                     + "; add images for steadier INT8 ranges"
@@ -465,11 +475,16 @@ def run_export(
             if q.calib_images < len(calib) or q.check_images < len(
                 check_batch.x
             ):  # (a fixed batch: whole ones)
+                fix = (
+                    "make calib_images and n_validate multiples of it"
+                    if asked_counts
+                    else "the images read were no whole batches"
+                )  # (defaults are whole batches: the folder's size)
                 result["warnings"].append(
                     Notice(f"the ONNX's fixed batch {req.batch} runs whole batches only: INT8 calibrated on "
                            f"{q.calib_images} of {len(calib)} images and was checked on {q.check_images} of "
-                           f"{len(check_batch.x)}; make calib_images and n_validate multiples of it, or export "
-                           "with dynamic_batch", ("batch", "calib_images", "n_validate", "dynamic_batch"))
+                           f"{len(check_batch.x)}; {fix}, or export with dynamic_batch",
+                           ("batch", "calib_images", "n_validate", "dynamic_batch"))
                 )  # fmt: skip
             if q.nothing_compared:  # (as the FP32 check: said, not refused)
                 result["warnings"].append(Notice(
