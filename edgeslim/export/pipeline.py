@@ -284,8 +284,9 @@ def run_export(
     step: Callable[[int, int, str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the export described by ``req``; returns a JSON-able dict of everything written and measured.
-    ``step(done, total, what)`` hears each stage as it starts (the ONNX export and its check, the width
-    models, INT8 calibration, the TensorRT build, the ORT conversion; a review's INT8 YOLO ran 64 s silent).
+    ``step(done, total, what)`` hears each stage as it starts (the width models, INT8 calibration, the
+    TensorRT build, the ORT conversion) and the ONNX export with its check once it is done (a refusal of the
+    input comes alone); a review's INT8 YOLO ran 64 s silent.
 
     All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
     """
@@ -418,13 +419,14 @@ def run_export(
         stages += ["ort"] * req.to_ort
         stage_step = _stage_steps(step, len(stages))
         checked = f" and its check on {len(check_batch.x)} images" if check_batch is not None else ""
-        stage_step(f"ONNX export{'' if req.no_validate else checked}")
         res = export_onnx(
             loaded.model, stage(onnx_path), shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,
             simplify=not req.no_simplify, validate=not req.no_validate, inputs=check_batch, force=req.force,
             exporter=req.exporter, arch=loaded.spec.arch if loaded.spec else loaded.kind, recipe=loaded.recipe,
             meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
         )  # fmt: skip
+        # (said once done: a refused input comes alone, one line)
+        stage_step(f"ONNX export{'' if req.no_validate else checked} done", finished=True)
         result: dict[str, Any] = {
             "onnx": res.to_dict(),
             # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
@@ -560,16 +562,18 @@ def run_export(
         return stage.final(result)
 
 
-def _stage_steps(step: Callable[[int, int, str], None] | None, total: int) -> Callable[[str], None]:
-    """A ``(what)`` callback that tells ``step`` each next stage of ``total`` (``""``: all done)."""
+def _stage_steps(step: Callable[[int, int, str], None] | None, total: int) -> Callable[..., None]:
+    """A ``(what, finished=False)`` callback that tells ``step`` each stage of ``total`` as it starts (or,
+    ``finished``, once it is done; ``""``: all done)."""
     done = [0]
 
-    def next_stage(what: str) -> None:
+    def tell(what: str, finished: bool = False) -> None:
+        done[0] += finished
         if step is not None:
             step(done[0] if what else total, total, what)
-        done[0] += 1
+        done[0] += not finished and bool(what)
 
-    return next_stage
+    return tell
 
 
 def _companions(onnx: Path) -> list[Path]:
