@@ -123,12 +123,12 @@ def test_export_a_detector_calibrated_on_photos(photos: Path, tmp_path: Path, ca
         res["qdq"]["calib_images"] == 20 and res["qdq"]["top1_agreement"] is None
     )  # no top-1 for a detector
     assert not any("INT8 calibrated on" in w for w in res["warnings"])
-    # the default 512 calibration images asked of a 40-photo folder: what was used is said
+    # the default 512 calibration images of a 64x64 input, of a 40-photo folder: what was used is said
     args = [*args[: args.index("--calib-images")], "--n-validate", "8", "--json", "--force"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["qdq"]["calib_images"] == 32
-    assert any("INT8 calibrated on 32 images, not the 512 asked" in w for w in res["warnings"])
+    assert any("INT8 calibrated on 32 images, not the default 512 for 64x64" in w for w in res["warnings"])
 
 
 def test_images_cannot_train_and_a_flat_folder_is_pointed_to_it(photos: Path, tmp_path: Path, capsys) -> None:
