@@ -324,6 +324,10 @@ def test_export_loaded_reads_checkpoint_meta(tmp_path, fmnist_dir):
     )
     res = export_loaded(load_model(ckpt), tmp_path / "d.onnx", data_dir=fmnist_dir, n_validate=16)
     assert res.validation.real_data and res.validation.n == 16 and res.validation.passed
+    # (no count: as edgeslim export, 64 up to 64x64, fewer of larger inputs, at least 16; it kept 64 at any size)
+    big = export_loaded(load_model(ckpt), tmp_path / "b.onnx", input_shape="1,100,100", data="images",
+                        data_dir=str(_photo_folder(tmp_path / "photos", n=40)))  # fmt: skip
+    assert big.validation.n == 26
     md = read_metadata(res.path)
     assert json.loads(md["normalization"]) == {
         "mean": [0.5],

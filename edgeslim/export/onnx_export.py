@@ -811,12 +811,13 @@ def export_loaded(
     input_shape: tuple[int, int, int] | str | None = None,
     data: str | None = None,
     data_dir: str | None = None,
-    n_validate: int = 64,
+    n_validate: int | None = None,
     **kw: Any,
 ) -> OnnxExportResult:
     """:func:`export_onnx` for a :class:`~edgeslim.checkpoint.LoadedModel`: shape, data set,
-    normalization, architecture and recipe are taken from the checkpoint where it has them."""
-    from edgeslim.export.validate import real_inputs
+    normalization, architecture and recipe are taken from the checkpoint where it has them;
+    ``n_validate`` None: :func:`~edgeslim.export.validate.check_images` (as ``edgeslim export``)."""
+    from edgeslim.export.validate import check_images, real_inputs
 
     if input_shape is None:
         if loaded.input_shape is None:  # the spec's, or the shape a torch.export program fixes
@@ -830,7 +831,12 @@ def export_loaded(
     inputs = kw.pop("inputs", None)
     if inputs is None and kw.get("validate", True):
         inputs = real_inputs(
-            shape, data=data, data_dir=data_dir, meta=loaded.meta, n=n_validate, skip="validate=False"
+            shape,
+            data=data,
+            data_dir=data_dir,
+            meta=loaded.meta,
+            n=n_validate if n_validate is not None else check_images(shape),
+            skip="validate=False",
         )
     return export_onnx(
         loaded.model, path, shape, inputs=inputs, arch=loaded.spec.arch if loaded.spec else loaded.kind,

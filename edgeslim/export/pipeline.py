@@ -245,8 +245,6 @@ def _export_widths(
     return out
 
 
-#: pixels (per channel) of the default ORT check's images: 64 up to 64x64
-CHECK_PIXELS = 64 * 64 * 64
 #: pixels of the default INT8 calibration images: 512 up to 112x112
 CALIB_PIXELS = 512 * 112 * 112
 
@@ -256,7 +254,7 @@ def image_counts(req: ExportRequest, shape: tuple[int, ...]) -> ExportRequest:
     INT8 calibration 512 up to 112x112, as many larger ones as hold the same pixels, at least 16 and 64 (a
     512x512 segmenter's check held 64 images at once, 8.3 GB; an INT8 YOLO at 640 would have read 576);
     a fixed-batch INT8 export's, whole batches."""
-    from edgeslim.export.validate import scaled_count
+    from edgeslim.export.validate import check_images, scaled_count
 
     def whole(n: int) -> int:
         fixed = req.precision == "int8" and not req.dynamic_batch
@@ -264,9 +262,7 @@ def image_counts(req: ExportRequest, shape: tuple[int, ...]) -> ExportRequest:
 
     return replace(
         req,
-        n_validate=req.n_validate
-        if req.n_validate is not None
-        else whole(scaled_count(shape, 64, CHECK_PIXELS, 16)),
+        n_validate=req.n_validate if req.n_validate is not None else whole(check_images(shape)),
         calib_images=(
             req.calib_images
             if req.calib_images is not None

@@ -186,6 +186,15 @@ def dataset_name(meta: dict[str, Any] | None) -> str | None:
     return str(d) if isinstance(d, str) and d else None
 
 
+#: pixels (per channel) of the default ORT check's images: 64 up to 64x64 (at least 16)
+CHECK_PIXELS = 64 * 64 * 64
+
+
+def check_images(shape: tuple[int, ...]) -> int:
+    """The default count of the ORT check's images for an input of ``shape`` (:func:`scaled_count`)."""
+    return scaled_count(shape, 64, CHECK_PIXELS, 16)
+
+
 def scaled_count(shape: tuple[int, ...], n: int, pixels: int, floor: int) -> int:
     """``n`` images of an input of ``shape`` (C, H, W) or (C, L) up to ``pixels`` pixels all told, fewer of a
     larger one, at least ``floor``: the default image counts of surgery's check, export's check and INT8
