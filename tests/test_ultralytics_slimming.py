@@ -493,19 +493,27 @@ def test_a_label_cache_is_read_without_running_code(root: Path, tmp_path: Path) 
     assert lines[-1] == "UNGUARDED RAN True", lines  # ultralytics' own loader runs the payload
 
 
-BUDGET = """
-import json, sys
+def _budget_script(epochs: int, batch: int, name: str, summary: str, setup: str = "") -> str:
+    """A script that trains ``start`` on ``data`` into ``project`` (its argv) in ultralytics' trainer with a
+    MAC budget of 0.5 (multiples of 16) and prints ``SUMMARY`` and the JSON of ``summary`` (an expression of
+    ``slimming``); ``setup`` runs first."""
+    return f"""
+import json, sys, logging
+{setup}
 from edgeslim.models.yolo import _tasks
 _tasks("the test")
 from ultralytics import YOLO
 from edgeslim.train.ultralytics import UltralyticsSlimming
 start, data, project = sys.argv[1:4]
 yolo = YOLO(start)
-slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}, round_to=16).attach(yolo)
-yolo.train(data=data, epochs=8, imgsz=64, batch=16, nbs=16, device="cpu", workers=0, plots=False, amp=False,
-           project=project, name="budget", exist_ok=True, verbose=False, seed=0, deterministic=True)
-print("SUMMARY " + json.dumps(slimming.summary()))
+slimming = UltralyticsSlimming(budget={{"metric": "macs", "target": "0.5"}}, round_to=16).attach(yolo)
+yolo.train(data=data, epochs={epochs}, imgsz=64, batch={batch}, nbs={batch}, device="cpu", workers=0, plots=False,
+           amp=False, project=project, name="{name}", exist_ok=True, verbose=False, seed=0, deterministic=True)
+print("SUMMARY " + json.dumps({summary}))
 """
+
+
+BUDGET = _budget_script(8, 16, "budget", "slimming.summary()")
 
 
 def test_a_mac_budget_is_met_inside_ultralytics(root: Path, tmp_path: Path, capsys) -> None:
@@ -739,20 +747,10 @@ def test_a_validation_split_without_labels_is_not_measured(small, tmp_path: Path
     assert "not measured: no labels in the validation split" in text and "0.0000" not in text, shown.out
 
 
-OVERSHOOT = """
-import json, sys, logging
-logging.basicConfig(level=logging.WARNING, format="LOG %(name)s %(message)s")
-from edgeslim.models.yolo import _tasks
-_tasks("the test")
-from ultralytics import YOLO
-from edgeslim.train.ultralytics import UltralyticsSlimming
-start, data, project = sys.argv[1:4]
-yolo = YOLO(start)
-slimming = UltralyticsSlimming(budget={"metric": "macs", "target": "0.5"}, round_to=16).attach(yolo)
-yolo.train(data=data, epochs=2, imgsz=64, batch=4, nbs=4, device="cpu", workers=0, plots=False, amp=False,
-           project=project, name="ov", exist_ok=True, verbose=False, seed=0, deterministic=True)
-print("SUMMARY " + json.dumps(slimming.summary()["budget"]))
-"""
+OVERSHOOT = _budget_script(
+    2, 4, "ov", 'slimming.summary()["budget"]',
+    setup='logging.basicConfig(level=logging.WARNING, format="LOG %(name)s %(message)s")',
+)  # fmt: skip
 
 
 def test_the_python_class_warns_of_a_budget_overshot(small, tmp_path: Path) -> None:
