@@ -246,7 +246,7 @@ def _export_widths(
 
 
 #: pixels of the default INT8 calibration images: 512 up to 112x112
-CALIB_PIXELS = 512 * 112 * 112
+INT8_CALIB_PIXELS = 512 * 112 * 112
 
 
 def image_counts(req: ExportRequest, shape: tuple[int, ...]) -> ExportRequest:
@@ -266,7 +266,7 @@ def image_counts(req: ExportRequest, shape: tuple[int, ...]) -> ExportRequest:
         calib_images=(
             req.calib_images
             if req.calib_images is not None
-            else whole(scaled_count(shape, 512, CALIB_PIXELS, 64))
+            else whole(scaled_count(shape, 512, INT8_CALIB_PIXELS, 64))
         ),
     )
 
@@ -409,11 +409,9 @@ def run_export(
         # the width models cut before anything is written (a model surgery cannot cut is refused first)
         cut = _width_cuts(loaded, shape, tuple(widths), int(req.width_models or 1),
                          req.zero_invariant) if widths else {}  # fmt: skip
-        stages = (
-            ["ONNX"] + ["widths"] * bool(widths) + ["int8"] * int8 + ["trt"] * bool(req.trt and installed)
-        )
-        stages += ["ort"] * req.to_ort
-        stage_step = _stage_steps(step, len(stages))
+        # (the ONNX export, then the width models, INT8, the TensorRT build, the ORT conversion where they run)
+        stages = 1 + bool(widths) + int8 + bool(req.trt and installed) + bool(req.to_ort)
+        stage_step = _stage_steps(step, stages)
         checked = f" and its check on {len(check_batch.x)} images" if check_batch is not None else ""
         res = export_onnx(
             loaded.model, stage(onnx_path), shape, opset=req.opset, dynamic_batch=req.dynamic_batch, batch=req.batch,

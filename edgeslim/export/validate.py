@@ -7,6 +7,7 @@ checkpoint, or ``--data``), else seeded random normal tensors (the report says w
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -199,10 +200,7 @@ def scaled_count(shape: tuple[int, ...], n: int, pixels: int, floor: int) -> int
     """``n`` images of an input of ``shape`` (C, H, W) or (C, L) up to ``pixels`` pixels all told, fewer of a
     larger one, at least ``floor``: the default image counts of surgery's check, export's check and INT8
     calibration (checks of a 512x512 segmenter held 64 images at once: 8.3 GB)."""
-    size = 1
-    for d in shape[1:]:
-        size *= int(d)
-    return max(floor, min(n, pixels // max(1, size)))
+    return max(floor, min(n, pixels // max(1, math.prod(int(d) for d in shape[1:]))))
 
 
 def real_inputs(

@@ -220,7 +220,7 @@ def load_traceable(
 
 
 #: pixels (per channel) of the default check's images: 256 images up to 64x64, fewer of larger ones
-CALIB_PIXELS = 256 * 64 * 64
+SURGERY_PIXELS = 256 * 64 * 64
 #: pixels of one forward of the check (memory): 64 images up to 64x64, fewer of larger ones
 BATCH_PIXELS = 64 * 64 * 64
 
@@ -231,14 +231,7 @@ def calib_count(shape: tuple[int, ...], n: int | None = None) -> int:
     image gives every channel H x W values; 32 random ones in one forward took 24 s and 2.8 GB at 520x520)."""
     from edgeslim.export.validate import scaled_count
 
-    return n if n is not None else scaled_count(shape, 256, CALIB_PIXELS, 8)
-
-
-def _pixels(shape: tuple[int, ...]) -> int:
-    out = 1
-    for d in shape[1:]:  # (C, H, W) or (C, L): the spatial extent
-        out *= int(d)
-    return out
+    return n if n is not None else scaled_count(shape, 256, SURGERY_PIXELS, 8)
 
 
 def _calib(
@@ -249,10 +242,10 @@ def _calib(
     :func:`calib_count` of them, in forwards of at most :data:`BATCH_PIXELS` pixels."""
     import torch
 
-    from edgeslim.export.validate import real_inputs
+    from edgeslim.export.validate import real_inputs, scaled_count
 
     n = calib_count(shape, n)
-    per_forward = max(1, min(64, BATCH_PIXELS // max(1, _pixels(shape))))
+    per_forward = scaled_count(shape, 64, BATCH_PIXELS, 1)
     batch = real_inputs(shape, data=data, data_dir=str(data_dir) if data_dir else None, meta=meta, n=n)  # type: ignore[arg-type]
     if batch is None:
         gen = torch.Generator().manual_seed(0)
