@@ -254,10 +254,8 @@ def refuse_below_measured(
     )
     gated_help = zero_invariant_ms is not None and not below_measured(settings, dense_ms, zero_invariant_ms)
     if gated_help:
-        fix = (
-            f"give zero_invariant=True: the channels squeeze-excitation gates multiply are then removable too "
-            f"(the narrowest network then times {zero_invariant_ms:.3g} ms, {zero_invariant_ms / dense_ms:.2%} of "
-            "dense), or a larger target"
+        fix = zero_invariant_fix(
+            f"the narrowest network then times {zero_invariant_ms:.3g} ms, {zero_invariant_ms / dense_ms:.2%} of dense"
         )
     elif finer_helps:
         fix = (
@@ -313,9 +311,8 @@ def resolve_target(settings: BudgetSettings, resource: ResourceModel) -> float:
         zi = resource.zero_invariant  # (squeeze-excitation-gated channels kept only for their shifts)
         gated_help = zi is not None and zi.narrowest(resource.round_to) <= target
         if gated_help:
-            fix = (
-                f"give zero_invariant=True: the channels squeeze-excitation gates multiply are then removable too "
-                f"(the narrowest network costs {zi.narrowest(resource.round_to) / resource.dense:.1%}), or a larger target"
+            fix = zero_invariant_fix(
+                f"the narrowest network costs {zi.narrowest(resource.round_to) / resource.dense:.1%}"
             )
         steps: tuple[Step, ...] = ()
         if resource.table is not None and not resource.width_points:  # (a trial: 88% for what ran at 68%)
@@ -782,6 +779,15 @@ def build_controller(
         slimmer.before_freeze[:] = [f for f in slimmer.before_freeze if not _is_finish(f)]
         slimmer.before_freeze.append(controller.finish)
     return controller
+
+
+def zero_invariant_fix(narrowest: str) -> str:
+    """The fix of a target only zero-invariant removability reaches; ``narrowest``: what the narrowest
+    network then costs, said in parentheses."""
+    return (
+        "give zero_invariant=True: the channels squeeze-excitation gates multiply are then removable too "
+        f"({narrowest}), or a larger target"
+    )
 
 
 def budget_reached(budget: dict[str, Any]) -> bool:
