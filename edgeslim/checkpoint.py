@@ -30,6 +30,7 @@ from edgeslim.utils.io import atomic_path
 from edgeslim.utils.rundir import MODEL_FILE
 from edgeslim.utils.sniff import not_a_pytorch_model, sniff, zip_names
 from edgeslim.utils.state_dicts import EMA_KEYS as MODULE_EMA_KEYS
+from edgeslim.utils.state_dicts import WRAPPER_PREFIXES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,16 +106,34 @@ def make_checkpoint(
     train_state: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the checkpoint dict (weights are taken from ``model.state_dict()``)."""
+    """Assemble the checkpoint dict (weights are taken from the state_dict of ``model`` without its
+    ``torch.compile``/DataParallel/DDP wrappers, :func:`unwrapped_model`: the names the architecture has)."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_dict(),
         "recipe": recipe,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu() for k, v in unwrapped_model(model).state_dict().items()},
         "train_state": train_state,
         "meta": {"edgeslim_version": __version__, **(meta or {})},
     }
+
+
+def unwrapped_model(model: nn.Module) -> nn.Module:
+    """The module inside ``model``'s ``torch.compile``, DataParallel and DistributedDataParallel wrappers,
+    nested in any order (``model`` itself when it has none): their state_dicts put ``_orig_mod.`` or
+    ``module.`` before every name, which the rebuilt architecture does not have."""
+    from torch import nn
+
+    from edgeslim.utils.modes import uncompiled
+
+    while True:
+        inner = uncompiled(model)
+        if isinstance(inner, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            inner = inner.module
+        if inner is model:
+            return model
+        model = inner
 
 
 def first_nonfinite(state_dict: dict[str, Any]) -> str | None:
@@ -192,7 +211,7 @@ def _check_fits(model: nn.Module, spec: ModelSpec) -> None:
         mismatch = next(
             (
                 (name, tuple(t.shape), tuple(built[name].shape))
-                for name, t in model.state_dict().items()
+                for name, t in unwrapped_model(model).state_dict().items()
                 if name in built and not is_lazy(built[name]) and tuple(built[name].shape) != tuple(t.shape)
             ),
             None,
@@ -283,12 +302,40 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
             "the file was written by another model or edited"
         ) from exc
     if missing or unexpected:
+        if (prefix := _wrapper_prefix(unexpected, missing)) is not None:
+            raise EdgeslimError(
+                f"checkpoint weights do not fit architecture {spec.arch!r}: every saved name starts with "
+                f"{prefix!r}, which a {_wrapper_words(prefix)} wrapper adds: save the model again with save_model "
+                "(it saves the module inside the wrapper), or remove the prefix from the names in the file's state_dict"
+            )
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} keys, e.g. "
             f"{(missing or unexpected)[0]!r}); the file was written by another model or version"
         )
     return model
+
+
+#: the wrapper that puts each of :data:`WRAPPER_PREFIXES` before every name of a state_dict
+_WRAPPER_NAMES = {"_orig_mod.": "torch.compile", "module.": "DataParallel/DDP"}
+
+
+def _wrapper_prefix(unexpected: list[str], missing: list[str]) -> str | None:
+    """The wrapper prefix (``_orig_mod.``, ``module.``, nested) before every one of a checkpoint's
+    ``unexpected`` names, without which they are the model's ``missing`` ones; None when there is none."""
+    prefix, names = "", list(unexpected)
+    while names and (cut := next((w for w in WRAPPER_PREFIXES if all(n.startswith(w) for n in names)), None)):
+        prefix, names = prefix + cut, [n[len(cut) :] for n in names]
+    return prefix if prefix and set(missing) <= set(names) else None
+
+
+def _wrapper_words(prefix: str) -> str:
+    """The wrappers a :func:`_wrapper_prefix` names, in words (``torch.compile``)."""
+    words, rest = [], prefix
+    while cut := next((w for w in WRAPPER_PREFIXES if rest.startswith(w)), None):
+        words.append(_WRAPPER_NAMES[cut])
+        rest = rest[len(cut) :]
+    return " + ".join(words)
 
 
 #: what each format that runs code is, for the refusal message
