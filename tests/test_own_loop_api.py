@@ -40,3 +40,52 @@ def test_a_file_saved_with_wrapper_prefixes_names_the_prefix(tmp_path) -> None:
     ) as e:
         load_model(path)
     assert "\n" not in str(e.value)
+
+
+def _net() -> nn.Module:
+    def cbr(i: int, o: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+    return nn.Sequential(cbr(1, 16), cbr(16, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def _trained_then_pruned(steps: int = 3) -> tuple:
+    """A small net trained a few steps on the digits through ``wrap`` (SGD with momentum), half of its
+    first BN's channels zeroed, then pruned: (dense model, slimmer, wrapped optimizer, its saved state,
+    surgery result, a batch)."""
+    from edgeslim.data import load_dataset
+    from edgeslim.sparsity import ProximalSlimming, wrap
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    x, y = next(iter(load_dataset("digits", subset=64, test_subset=16).loader("train", 32, shuffle=False)))
+    model = _net()
+    slimmer = ProximalSlimming(model, lam=0.1, beta=100, total_steps=steps, example_input=x[:1])
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), slimmer)
+    for _ in range(steps):
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    state = opt.state_dict()
+    with torch.no_grad():
+        model[0][1].weight[:8] = 0
+        model[0][1].bias[:8] = 0
+    return model, slimmer, opt, state, prune_with_report(model.eval(), x[:1], round_to=1), (x, y)
+
+
+def test_a_refused_optimizer_state_leaves_the_optimizer_as_it_was() -> None:
+    """A dense model's wrapped-optimizer state loaded into the slim model's optimizer: the slimmer's
+    refusal came after the optimizer had taken the old state (lr 0.05 for 0.01, dense momentum
+    buffers), so the next step failed in torch. A plain optimizer state was taken with no check."""
+    from edgeslim.sparsity import ProximalSlimming, wrap
+
+    _, _, _, state, res, (x, y) = _trained_then_pruned()
+    slim = res.model.train()
+    opt = wrap(torch.optim.SGD(slim.parameters(), lr=0.01, momentum=0.9), ProximalSlimming(slim, lam=0.1))
+    for saved, match in ((state, "proximal-slimming state belongs to another model"),
+                         (state["optimizer"], r"optimizer state belongs to another model .*momentum_buffer")):  # fmt: skip
+        with pytest.raises(EdgeslimError, match=match):
+            opt.load_state_dict(saved)
+        assert len(opt.optimizer.state) == 0 and opt.param_groups[0]["lr"] == 0.01
+    nn.functional.cross_entropy(slim(x), y).backward()
+    opt.step()  # (trains: the refused states left nothing behind)

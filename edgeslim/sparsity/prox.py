@@ -930,16 +930,28 @@ class ProximalSlimming(TrainHook):
                     param=None if key == "params" else key,
                 )
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        xi = state["xi"]
-        same_layers = list(state.get("names", self.names)) == self.names
-        if same_layers:
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Refuse, changing nothing, a saved state that :meth:`load_state_dict` cannot take: another
+        model's (other BN layers or widths) or one trained with other settings."""
+        xi, zi = state["xi"], state.get("zero_invariant")
+        widths = (self.total, 2 * self.total) if zi is None else (self.total * (2 if zi else 1),)
+        fits = list(state.get("names", self.names)) == self.names and xi.numel() in widths
+        if fits:  # (the same layers at their widths: then a setting that differs is named)
             self._check_settings(state)
-        if not same_layers or xi.numel() != self.xi.numel():
+        weights = state.get("weights")
+        if (
+            not fits
+            or xi.numel() != self.xi.numel()
+            or (weights is not None and weights.numel() != self.total)
+        ):
             raise EdgeslimError(
                 "the saved proximal-slimming state belongs to another model "
                 f"({xi.numel()} BN channels saved, this model has {self.total}); resume with the same model"
             )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.check_state(state)
+        xi = state["xi"]
         self.xi = xi.to(self.device, self.xi.dtype).clone()
         self._xi_built = None
         self._drop_sync_hooks()
@@ -1292,6 +1304,7 @@ class ProxOptimizer(Optimizer):
         """Both states; a plain optimizer's ``state_dict`` (a checkpoint from before slimming) goes to the
         wrapped optimizer, and the slimmer keeps its own state."""
         if isinstance(state, dict) and "optimizer" not in state and "param_groups" in state:
+            check_optimizer_state(self.optimizer, state)
             self.optimizer.load_state_dict(state)
             log.info("loaded a plain optimizer state into the wrapped optimizer; the slimmer keeps its state")
             return
@@ -1300,6 +1313,9 @@ class ProxOptimizer(Optimizer):
                 "not a state_dict of an optimizer: give what opt.state_dict() returned (the optimizer's and "
                 "the slimmer's states) or a plain optimizer's state_dict"
             )
+        # both checked before either is loaded: a refusal leaves the optimizer and the slimmer as they were
+        self.slimmer.check_state(state["slimming"])
+        check_optimizer_state(self.optimizer, state["optimizer"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.slimmer.load_state_dict(state["slimming"])
 
@@ -1312,6 +1328,42 @@ class ProxOptimizer(Optimizer):
         if name == "optimizer":  # not set yet (during __init__ or unpickling)
             raise AttributeError(name)
         return getattr(self.optimizer, name)
+
+
+#: per-parameter optimizer states shaped as their parameter (SGD's momentum, Adam's moments, RMSprop's,
+#: Adagrad's, Adadelta's, ASGD's and Rprop's); others (Adafactor's factored rows) may differ
+_PARAM_SHAPED = (
+    "momentum_buffer",
+    "exp_avg",
+    "exp_avg_sq",
+    "max_exp_avg_sq",
+    "square_avg",
+    "acc_delta",
+    "sum",
+    "ax",
+    "prev",
+)
+
+
+def check_optimizer_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
+    """Refuse, before ``optimizer.load_state_dict(state)`` changes anything, a saved state whose
+    parameter-shaped buffers (:data:`_PARAM_SHAPED`) do not have their parameter's shape: a dense
+    model's state given to its slim model, which torch takes and fails on at the next step."""
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        return  # (torch's own load_state_dict refuses it, changing nothing)
+    params = {}
+    for saved, group in zip(groups, optimizer.param_groups, strict=True):
+        params.update(zip(saved.get("params", []), group["params"], strict=False))
+    for index, entry in (state.get("state") or {}).items():
+        p = params.get(index)
+        for key, t in entry.items() if p is not None and isinstance(entry, dict) else ():
+            if key in _PARAM_SHAPED and isinstance(t, torch.Tensor) and t.shape != p.shape:
+                raise EdgeslimError(
+                    f"the saved optimizer state belongs to another model (its {key} of parameter {index} has "
+                    f"shape {tuple(t.shape)}, the parameter {tuple(p.shape)}): after surgery, start a new "
+                    "optimizer for the slim model"
+                )
 
 
 def wrap(optimizer: Optimizer, slimmer: ProximalSlimming) -> ProxOptimizer:
