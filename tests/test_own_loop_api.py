@@ -49,10 +49,10 @@ def _net() -> nn.Module:
     return nn.Sequential(cbr(1, 16), cbr(16, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
 
 
-def _trained_then_pruned(steps: int = 3) -> tuple:
+def _trained_then_pruned(steps: int = 3, inplace: bool = False) -> tuple:
     """A small net trained a few steps on the digits through ``wrap`` (SGD with momentum), half of its
     first BN's channels zeroed, then pruned: (dense model, slimmer, wrapped optimizer, its saved state,
-    surgery result, a batch)."""
+    surgery result, a batch); ``inplace``: surgery resizes the dense model itself."""
     from edgeslim.data import load_dataset
     from edgeslim.sparsity import ProximalSlimming, wrap
     from edgeslim.surgery import prune_with_report
@@ -70,7 +70,14 @@ def _trained_then_pruned(steps: int = 3) -> tuple:
     with torch.no_grad():
         model[0][1].weight[:8] = 0
         model[0][1].bias[:8] = 0
-    return model, slimmer, opt, state, prune_with_report(model.eval(), x[:1], round_to=1), (x, y)
+    return (
+        model,
+        slimmer,
+        opt,
+        state,
+        prune_with_report(model.eval(), x[:1], round_to=1, inplace=inplace),
+        (x, y),
+    )
 
 
 def test_a_refused_optimizer_state_leaves_the_optimizer_as_it_was() -> None:
@@ -89,3 +96,17 @@ def test_a_refused_optimizer_state_leaves_the_optimizer_as_it_was() -> None:
         assert len(opt.optimizer.state) == 0 and opt.param_groups[0]["lr"] == 0.01
     nn.functional.cross_entropy(slim(x), y).backward()
     opt.step()  # (trains: the refused states left nothing behind)
+
+
+def test_the_slimmer_of_a_model_resized_in_place_says_to_build_a_new_one() -> None:
+    """slimmer.step() after prune_with_report(..., inplace=True) stopped in torch ('The size of tensor a
+    (5786) must match the size of tensor b (9600)'); one line now, naming the layer and the fix."""
+    model, slimmer, opt, _, _, (x, y) = _trained_then_pruned(inplace=True)
+    model.train()
+    nn.functional.cross_entropy(model(x), y).backward()
+    for call in (opt.step, slimmer.finalize):
+        with pytest.raises(
+            EdgeslimError, match=r"BN layers changed size .*0\.1: 8 channels, 16 then.*new slimmer"
+        ) as e:
+            call()
+        assert "\n" not in str(e.value)

@@ -677,6 +677,7 @@ class ProximalSlimming(TrainHook):
                 "this slimmer is wrapped into an optimizer (edgeslim.sparsity.wrap) whose step() runs the "
                 "proximal update; calling slimmer.step() as well runs it twice per step: call one of them"
             )
+        self._check_widths()
         if self.xi.device != self.gammas[0].device:  # the model moved (model.to(...))
             self._to(self.gammas[0].device)
         t, phase = self.t, self.phase
@@ -765,6 +766,16 @@ class ProximalSlimming(TrainHook):
             self.shrunk = self.shrunk + (
                 self._lam / denom if isinstance(denom, float) else (self._lam / denom).mean()
             )
+
+    def _check_widths(self) -> None:
+        """Refuse in one line a model whose BN layers changed width since the slimmer was built (surgery
+        with ``inplace=True``): its xi, groups and weights are the dense model's."""
+        for name, m, size in zip(self.names, self.bn_modules, self.sizes, strict=True):
+            if m.weight.numel() != size:
+                raise EdgeslimError(
+                    f"the BN layers changed size since the slimmer was built ({name}: {m.weight.numel()} "
+                    f"channels, {size} then; surgery?): build a new slimmer and optimizer for the slim model"
+                )
 
     def _pinned(self, held: Tensor) -> Tensor:
         """Per entry: whether its group holds a held entry (frozen, or lr 0) that is nonzero. Surgery
@@ -1049,6 +1060,7 @@ class ProximalSlimming(TrainHook):
         """
         if assign not in ("zeros", "xi"):
             raise EdgeslimError(f"finalize assign must be 'zeros' or 'xi', got {assign!r}")
+        self._check_widths()
         if self.xi.device != self.gammas[0].device:
             self._to(self.gammas[0].device)
         self._sync_xi()
@@ -1278,6 +1290,7 @@ class ProxOptimizer(Optimizer):
         slimmer._wrapped = True
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        self.slimmer._check_widths()  # (before the optimizer steps: a refusal changes nothing)
         saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
         try:
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
