@@ -110,3 +110,23 @@ def test_the_slimmer_of_a_model_resized_in_place_says_to_build_a_new_one() -> No
         ) as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def test_fine_tuning_the_slim_copy_with_the_old_optimizer_is_warned(caplog) -> None:
+    """After surgery (a copy) the old optimizer holds none of the slim model's parameters, so a
+    'fine-tune' through it trained nothing, silently; the wrapped optimizer says so once."""
+    _, _, opt, _, res, (x, y) = _trained_then_pruned()
+    slim = res.model.train()
+    before = [p.detach().clone() for p in slim.parameters()]
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        for _ in range(2):
+            nn.functional.cross_entropy(slim(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    said = [
+        r.getMessage() for r in caplog.records if "no gradient on any of its parameters" in r.getMessage()
+    ]
+    assert len(said) == 1 and "build a new optimizer" in said[0]
+    assert all(
+        torch.equal(a, b) for a, b in zip(before, slim.parameters(), strict=True)
+    )  # (what it warns of)

@@ -1291,6 +1291,13 @@ class ProxOptimizer(Optimizer):
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         self.slimmer._check_widths()  # (before the optimizer steps: a refusal changes nothing)
+        if closure is None and not self.__dict__.get("_no_grad_said") and not self._any_grad():
+            self._no_grad_said = True
+            log.warning(
+                "the optimizer stepped with no gradient on any of its parameters: the loss came from another "
+                "model's (surgery gives the slim model parameters of its own): build a new optimizer, and "
+                "slimmer, for the model you train"
+            )
         saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
         try:
             loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
@@ -1300,6 +1307,10 @@ class ProxOptimizer(Optimizer):
             self.slimmer._wrapped_step = False
             self.slimmer.restore_lr(self.optimizer, saved)
         return loss
+
+    def _any_grad(self) -> bool:
+        """Whether a parameter of the optimizer has a gradient (the first one, in a step that trains)."""
+        return any(p.grad is not None for group in self.optimizer.param_groups for p in group["params"])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
