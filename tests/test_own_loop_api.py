@@ -130,3 +130,55 @@ def test_fine_tuning_the_slim_copy_with_the_old_optimizer_is_warned(caplog) -> N
     assert all(
         torch.equal(a, b) for a, b in zip(before, slim.parameters(), strict=True)
     )  # (what it warns of)
+
+
+def test_a_recipe_refuses_a_model_it_was_not_made_for_unchanged() -> None:
+    """apply_recipe checked only the layer types: the recipe given to the model load_model returns
+    (already pruned) stopped in an IndexError, and one given a model of other widths resized it silently
+    until its forward failed. The recipe holds the dense widths now; a model of others is refused, unchanged."""
+    from edgeslim.surgery import apply_recipe
+
+    _, _, _, _, res, (x, _) = _trained_then_pruned()
+    assert res.recipe["layers"]["0.1"]["widths"] == {"keep": 16}
+    with pytest.raises(
+        EdgeslimError,
+        match=r"layer '0\.0' has widths \{'in': 1, 'out': 8\}, where .* \{'in': 1, 'out': 16\}; .*already pruned",
+    ) as e:
+        apply_recipe(res.model, res.recipe)
+    assert "\n" not in str(e.value)
+    wide = _net()
+    wide[0][0], wide[0][1], wide[1][0] = (
+        nn.Conv2d(1, 24, 3, padding=1),
+        nn.BatchNorm2d(24),
+        nn.Conv2d(24, 16, 3),
+    )
+    shapes = {k: t.shape for k, t in wide.state_dict().items()}
+    with pytest.raises(EdgeslimError, match="another architecture"):
+        apply_recipe(wide, res.recipe)
+    assert shapes == {k: t.shape for k, t in wide.state_dict().items()}  # (refused before any layer changed)
+    # a recipe written before the widths were (an older file): an index the layer lacks is refused
+    old = {**res.recipe, "layers": {k: {f: v for f, v in e.items() if f != "widths"} for k, e in res.recipe["layers"].items()}}  # fmt: skip
+    with pytest.raises(EdgeslimError, match=r"'out' index 15; the model is already pruned"):
+        apply_recipe(res.model, old)
+    assert apply_recipe(_net(), old)(x).shape == (len(x), 10)  # (and still applies to a dense model)
+
+
+def test_a_checkpoint_recipe_round_trips_and_refuses_the_loaded_model(tmp_path) -> None:
+    from edgeslim.surgery import apply_recipe, prune_with_report
+
+    torch.manual_seed(0)
+    dense = create_model(SPEC).eval()
+    with torch.no_grad():
+        dense.layer1[0].bn1.weight[:40] = 0
+    x = torch.randn(2, 3, 32, 32)
+    res = prune_with_report(dense, x, round_to=1)
+    lm = load_model(save_model(tmp_path / "s.pt", res.model, SPEC, recipe=res.recipe))
+    assert lm.recipe["layers"]["layer1.0.bn1"]["widths"] == {"keep": 64}
+    fresh = apply_recipe(create_model(SPEC), lm.recipe)
+    fresh.load_state_dict(res.model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), lm.model.eval()(x)) and lm.model.layer1[0].bn1.num_features == 24
+    with pytest.raises(
+        EdgeslimError, match=r"layer 'layer1\.0\.conv1' has widths \{'in': 64, 'out': 24\}.*already pruned"
+    ):
+        apply_recipe(lm.model, lm.recipe)

@@ -404,7 +404,12 @@ def test_layer_scale_parameters_are_sliced_with_their_channels():
     res = prune_with_report(m, x)
     s = res.model
     assert s.gamma.shape == (4, 1, 1) and s.beta.shape == (4,) and s.head.in_channels == 4
-    assert res.recipe["layers"]["gamma"] == {"type": "Parameter", "dim": 0, "keep": [0, 2, 3, 5]}
+    assert res.recipe["layers"]["gamma"] == {
+        "type": "Parameter",
+        "dim": 0,
+        "keep": [0, 2, 3, 5],
+        "widths": {"keep": 6},
+    }
     assert exact(m, s, x) < 1e-12
     fresh = apply_recipe(LayerScaleNet().eval(), res.recipe)
     fresh.load_state_dict(s.state_dict())

@@ -8,7 +8,9 @@ A recipe is what a checkpoint stores to rebuild a slim model from the dense spec
                 "fc":             {"type": "Linear", "in": [...], "out": null, "bias": false}}}
 
 ``in``/``out``/``keep`` index the *dense* layer (``null``: dimension unchanged); ``bias``
-says a bias was added by folding (the dense layer had none). :func:`shrink_layer` is the only
+says a bias was added by folding (the dense layer had none); ``widths`` (written since it was added,
+absent in older recipes, which still load) holds the dense layer's size along each dimension they
+index (``{"in": 64, "out": 128}``), by which :func:`apply_recipe` refuses a model it does not fit. :func:`shrink_layer` is the only
 code that resizes layers; surgery uses it with real weights, :func:`apply_recipe` with the
 freshly initialised weights of a dense model (the checkpoint's state_dict is loaded after).
 """
@@ -152,8 +154,54 @@ def shrink_parameter(parent: nn.Module, attr: str, entry: dict[str, Any]) -> Non
         setattr(parent, attr, new)
 
 
+def entry_widths(target: nn.Module | torch.Tensor, entry: dict[str, Any]) -> dict[str, int] | None:
+    """The sizes of ``target`` (a layer, or a per-channel parameter) along the dimensions a recipe
+    entry's ``in``/``out``/``keep`` index; None for a module of a user's channel rule (not checked)."""
+    if isinstance(target, torch.Tensor):
+        return {"keep": int(target.shape[int(entry.get("dim", 0))])}
+    if isinstance(target, (*ops.CONV_MODULES, *ops.CONV_TRANSPOSE_MODULES)):
+        return {"in": int(target.in_channels), "out": int(target.out_channels)}
+    if isinstance(target, ops.LINEAR_MODULES):
+        return {"in": int(target.in_features), "out": int(target.out_features)}
+    if isinstance(target, ops.BN_MODULES):
+        return {"keep": int(target.num_features)}
+    return None
+
+
+def _check_fits(name: str, target: nn.Module | torch.Tensor, entry: dict[str, Any]) -> None:
+    """Refuse a layer whose widths are not those of the dense layer the recipe entry was made from
+    (its ``widths``; an older recipe without them: an index it keeps that the layer does not have)."""
+    have = entry_widths(target, entry)
+    if have is None:
+        return
+    want = entry.get("widths")
+    if want is not None:
+        bad = any(have.get(k, v) != v for k, v in want.items())
+        pruned = all(have.get(k, v) <= v for k, v in want.items())
+        detail = f"where the recipe's dense layer has {dict(want)}"
+    else:  # (the largest index the recipe keeps must be in the layer)
+        tops = {k: max(entry[k]) for k in ("in", "out", "keep") if entry.get(k) and k in have}
+        over = next(((k, top) for k, top in tops.items() if top >= have[k]), None)
+        bad, pruned = over is not None, True
+        detail = f"and the recipe keeps its {over[0]!r} index {over[1]}" if over else ""
+    if bad:
+        cause = (
+            "the model is already pruned (a model load_model returns has its recipe applied)"
+            if pruned
+            else "the model is another architecture (or has other classes or input channels) than the recipe's"
+        )
+        raise EdgeslimError(
+            f"the recipe does not fit the model: layer {name!r} has widths {have}, {detail}; {cause}: apply "
+            "the recipe to a dense model of the architecture it was made for",
+            param="model",
+        )
+
+
 def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
-    """Shrink ``model`` (a dense model of the recipe's spec) in place to the recipe; returns it."""
+    """Shrink ``model`` (a dense model of the recipe's spec) in place to the recipe; returns it.
+
+    Every layer is checked first (it exists, has the recipe's type and its dense widths): a model the
+    recipe does not fit (an already pruned one, another architecture) is refused unchanged."""
     if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
         raise EdgeslimError(
             "checkpoint recipe is not an edgeslim surgery recipe; prune the dense model again"
@@ -163,14 +211,16 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
             f"recipe version {recipe.get('version')} is newer than this edgeslim ({VERSION}); upgrade edgeslim"
         )
     mods = dict(uncompiled(model).named_modules())  # (a compiled wrapper: its module, as surgery names it)
-    for name, entry in recipe.get("layers", {}).items():
+    layers = recipe.get("layers", {})
+    for name, entry in layers.items():  # (all checked before any layer is resized)
         if entry.get("type") == PARAMETER:
             parent, _, attr = name.rpartition(".")
             if parent not in mods:
                 raise EdgeslimError(
                     f"recipe names parameter {name!r}, which the model does not have; wrong spec?"
                 )
-            shrink_parameter(mods[parent], attr, entry)
+            if isinstance(t := getattr(mods[parent], attr, None), torch.Tensor):
+                _check_fits(name, t, entry)
             continue
         if name not in mods:
             raise EdgeslimError(f"recipe names layer {name!r}, which the model does not have; wrong spec?")
@@ -179,7 +229,13 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
             raise EdgeslimError(
                 f"recipe expects {name!r} to be {entry.get('type')}, found {type(m).__name__}"
             )
-        shrink_layer(m, entry)
+        _check_fits(name, m, entry)
+    for name, entry in layers.items():
+        if entry.get("type") == PARAMETER:
+            parent, _, attr = name.rpartition(".")
+            shrink_parameter(mods[parent], attr, entry)
+        else:
+            shrink_layer(mods[name], entry)
     rules.update_widths(uncompiled(model))
     return model
 
@@ -190,7 +246,8 @@ def compose_recipes(first: dict[str, Any] | None, second: dict[str, Any]) -> dic
         return second
     layers = {k: dict(v) for k, v in first.get("layers", {}).items()}
     for name, e in second.get("layers", {}).items():
-        old = layers.get(name, {k: v for k, v in e.items() if k in ("type", "dim")})
+        # (a layer the first left whole: its widths then were the dense ones)
+        old = layers.get(name, {k: v for k, v in e.items() if k in ("type", "dim", "widths")})
         new = dict(old)
         for key in ("in", "out", "keep"):
             if e.get(key) is not None:

@@ -37,7 +37,15 @@ from edgeslim.channels.graph import (
     zero_kept,
 )
 from edgeslim.channels.norm import bn_layers, is_batchnorm
-from edgeslim.channels.recipe import ENTRY_KEY, FORMAT, PARAMETER, VERSION, shrink_layer, shrink_parameter
+from edgeslim.channels.recipe import (
+    ENTRY_KEY,
+    FORMAT,
+    PARAMETER,
+    VERSION,
+    entry_widths,
+    shrink_layer,
+    shrink_parameter,
+)
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
 from edgeslim.utils.modes import ieee_fp32, refuse_lazy, refuse_scripted, uncompiled
@@ -476,8 +484,12 @@ def prune_with_report(
             entries[name] = {"type": PARAMETER, "dim": t.dim}
             entries[name]["keep"] = keep if keep.numel() < cls.numel() else None
             before[name] = list(getattr(m, t.attr).shape)
+            entries[name]["widths"] = entry_widths(getattr(m, t.attr), entries[name])
             continue
-        e = entries.setdefault(t.module, {"type": type(m).__name__})
+        if t.module not in entries:  # (the dense widths, by which apply_recipe checks the model it is given)
+            widths = entry_widths(m, {})
+            entries[t.module] = {"type": type(m).__name__, **({"widths": widths} if widths else {})}
+        e = entries[t.module]
         before.setdefault(t.module, _layer_shape(m))
         e[ENTRY_KEY[t.kind]] = keep if keep.numel() < cls.numel() else None
     for f in folded:
