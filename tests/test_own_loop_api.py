@@ -182,3 +182,45 @@ def test_a_checkpoint_recipe_round_trips_and_refuses_the_loaded_model(tmp_path) 
         EdgeslimError, match=r"layer 'layer1\.0\.conv1' has widths \{'in': 64, 'out': 24\}.*already pruned"
     ):
         apply_recipe(lm.model, lm.recipe)
+
+
+class _Residual(nn.Module):
+    """A stem and one residual block: the stem's BN and the block's second BN share their channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.b(self.a(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize(("frozen", "said"), [(("stem", "b"), None), (("stem",), 8)])
+def test_the_pinned_channel_warning_counts_trainable_scales_and_says_nothing_of_none(
+    frozen, said, caplog
+) -> None:
+    """A frozen stem and block (requires_grad=False) under the group penalty: the warning said '0 BN
+    scales share their coupled channel with a held nonzero scale'. It says nothing when every scale of
+    such a group is held, and counts the trainable ones (the block's BN scales) when not."""
+    from edgeslim.data import load_dataset
+    from edgeslim.sparsity import ProximalSlimming
+
+    torch.manual_seed(0)
+    x, y = next(iter(load_dataset("digits", subset=64, test_subset=16).loader("train", 32, shuffle=False)))
+    model = _Residual()
+    for name in frozen:
+        getattr(model, name).requires_grad_(False)
+    slimmer = ProximalSlimming(model, lam=0.5, zero_invariant=True, example_input=x[:1])
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        for _ in range(2):
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            slimmer.step(opt)
+    lines = [r.getMessage() for r in caplog.records if "share their coupled channel" in r.getMessage()]
+    assert [line.split(" BN scales share")[0] for line in lines] == ([] if said is None else [str(said)])

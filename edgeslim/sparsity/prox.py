@@ -736,12 +736,13 @@ class ProximalSlimming(TrainHook):
             pinned = self._pinned(held)
             if bool(pinned.any()):
                 tau = torch.where(pinned, 0.0, tau)
-                if not self._pinned_said:
+                # (said of trainable scales only: a group whose scales are all held has none to leave alone)
+                if not self._pinned_said and (count := int((pinned & ~held)[: self.total].sum())):
                     self._pinned_said = True
                     log.warning(
                         "%d BN scales share their coupled channel with a held nonzero scale (requires_grad=False, "
                         "or lr 0): surgery cannot remove such a channel, so the group penalty leaves it alone",
-                        int((pinned & ~held)[: self.total].sum()),
+                        count,
                     )  # fmt: skip
         if self.penalty in ("mcp", "scad"):
             penalties.check_params(self.penalty, tau, **self.params)
