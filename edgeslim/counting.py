@@ -299,7 +299,18 @@ def count_model(
 
     ``counter``: ``"fvcore"``, ``"flop_counter"``, or ``"auto"`` (fvcore when installed).
     """
-    shape = tuple(int(v) for v in input_shape)
+    if isinstance(input_shape, torch.Tensor) and (input_shape.dim() != 1 or input_shape.is_floating_point()):
+        raise EdgeslimError(
+            f"input_shape is (C, H, W), not an example tensor (got one of shape {tuple(input_shape.shape)}): "
+            "give its shape without the batch, e.g. x.shape[1:]",
+            param="input_shape",
+        )
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError) as exc:
+        raise EdgeslimError(
+            f"input_shape is (C, H, W), a tuple of ints, got {input_shape!r:.80}", param="input_shape"
+        ) from exc
     if len(shape) not in (3, 4) or min(shape) < 1:
         raise EdgeslimError(
             f"input shape must be C,H,W (C,T,H,W for a video model) with positive sizes, got "

@@ -224,3 +224,20 @@ def test_the_pinned_channel_warning_counts_trainable_scales_and_says_nothing_of_
             slimmer.step(opt)
     lines = [r.getMessage() for r in caplog.records if "share their coupled channel" in r.getMessage()]
     assert [line.split(" BN scales share")[0] for line in lines] == ([] if said is None else [str(said)])
+
+
+def test_count_model_given_an_example_tensor_says_to_give_its_shape() -> None:
+    """count_model(model, torch.zeros(1, 3, 32, 32)) stopped in torch's 'only one element tensors can be
+    converted to Python scalars'; one line now, naming input_shape and x.shape[1:]."""
+    from edgeslim.counting import count_model
+
+    model = create_model(SPEC).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(
+        EdgeslimError, match=r"input_shape is \(C, H, W\).*\(1, 3, 32, 32\).*x\.shape\[1:\]"
+    ) as e:
+        count_model(model, x)
+    assert e.value.params == ("input_shape",) and "\n" not in str(e.value)
+    with pytest.raises(EdgeslimError, match="a tuple of ints"):
+        count_model(model, "3x32x32")
+    assert count_model(model, x.shape[1:]).macs == count_model(model, (3, 32, 32)).macs > 0
