@@ -575,7 +575,7 @@ class BudgetController(TrainHook):
             self.recalibrated = sum(int(x.shape[0]) for x in self.calib)
         # a budget missed or overshot (a review's own loop ended at 0.276 for 0.5 and heard nothing)
         if self.warn and (line := budget_warning(self.report())):
-            log.warning("%s", line)
+            log.warning("%s%s", line, self._short_clock())
 
     def finish(self) -> int:
         """Exact projection onto the budget; returns how many channels it removed (0: none needed).
@@ -599,12 +599,26 @@ class BudgetController(TrainHook):
         self.R = self.resource.of_xi(self.magnitude())
         if removed:
             log.warning(
-                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)",
+                "the budget controller ended at %.1f%% of dense (target %.1f%%); the final projection removed %d channel(s)%s",
                 100 * ended_at / self.resource.dense,
                 100 * self.target / self.resource.dense,
                 removed,
+                self._short_clock(),
             )
         return removed
+
+    def _short_clock(self) -> str:
+        """What a warning adds where :meth:`after_step` ran fewer times than ``total_steps`` (its taper
+        never reached its end): in a user's loop with gradient accumulation, ``total_steps`` counted
+        micro-batches where one ``after_step`` follows each optimizer step; else ``""``."""
+        if (
+            self.step_count >= self.total_steps - 1
+        ):  # (one short: a freeze's projection, before its after_step)
+            return ""
+        return (
+            f"; after_step ran {self.step_count} times for total_steps {self.total_steps}, so the taper stopped "
+            "short: count total_steps in optimizer steps (with gradient accumulation, not micro-batches)"
+        )
 
     def after_surgery(self, folded: Collection[str]) -> None:
         """A parameter budget's result counted as surgery made it: a new bias only in the layers it folded
