@@ -776,3 +776,72 @@ def test_recorded_names_a_prefix_of_the_rebuilt_ones_are_used_with_one_warning(
         "slim.pt: the file it rebuilds its architecture from now holds a model with other class names "
         f"(class {differ[0]}: {differ[1]})"
     ]
+
+
+#: ultralytics itself on the file ``export --ultralytics`` wrote: what it loads (parameters, names, task, the
+#: stored precision), its predictions, and its own ONNX export against the slim model's outputs
+UL_LOAD = """
+import json, sys
+import numpy as np, onnxruntime as ort, torch
+from PIL import Image
+from ultralytics import YOLO
+path, img = sys.argv[1:3]
+stored = torch.load(path, weights_only=False)["model"]
+y = YOLO(path)
+Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype("uint8")).save(img)
+boxes = y.predict(img, imgsz=64, conf=0.0, max_det=5, verbose=False)[0].boxes.data
+x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    ref = y.model.float().eval()(x)[0].numpy()
+onnx_path = y.export(format="onnx", imgsz=64, simplify=False, verbose=False)
+sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+print(json.dumps({"params": sum(p.numel() for p in y.model.parameters()), "names": y.names, "task": y.task,
+                  "dtype": str(next(stored.parameters()).dtype), "boxes": len(boxes),
+                  "onnx_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else str(got.shape)}))
+"""
+
+
+def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """Review of a YOLO user's Jetson route: the slim .pt prune and slim write is an edgeslim checkpoint, which
+    ``YOLO(path)`` refused, so ``yolo val/predict/export format=engine`` could not take a slim YOLO. ``export
+    --ultralytics`` writes one ultralytics loads (without the dense file it was cut from), in half precision as
+    ultralytics stores its own: the slim parameters, the class names, and ultralytics' own ONNX export runs."""
+    import shutil
+
+    from edgeslim.models.yolo import save_ultralytics_checkpoint
+
+    own, slim, ul = tmp_path / "best.pt", tmp_path / "slim.pt", tmp_path / "slim.ul.pt"
+    shutil.copy(best_pt, own)
+    assert (
+        main(
+            ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+        )
+        == 0
+    )
+    assert (
+        f"--ultralytics {tmp_path / 'slim.ul.pt'} for a file ultralytics' YOLO() loads"
+        in capsys.readouterr().err
+    )
+    args = ["export", str(slim), "--trust-pickle", "--no-validate", "--ultralytics", str(ul)]
+    assert main([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    params = sum(p.numel() for p in load_model(slim, trust_pickle=True).model.parameters())
+    assert res["ultralytics"]["path"] == str(ul) and res["ultralytics"]["params"] == params
+    assert ul.stat().st_size < 0.6 * slim.stat().st_size  # FP16 against the slim checkpoint's FP32
+    assert main(args) == 2 and "--force" in capsys.readouterr().err  # no overwrite without it
+    own.unlink()  # it needs no other file
+    r = subprocess.run([sys.executable, "-c", UL_LOAD, str(ul), str(tmp_path / "i.jpg")], capture_output=True,
+                       text=True, env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["params"] == params and got["task"] == "detect" and got["names"]["0"] == "helmet"
+    assert got["dtype"] == "torch.float16" and got["boxes"] == 5
+    assert isinstance(got["onnx_diff"], float) and got["onnx_diff"] < 1e-3, got
+    with pytest.raises(EdgeslimError, match="ultralytics model"):
+        save_ultralytics_checkpoint(torch.nn.Conv2d(3, 8, 3), tmp_path / "conv.pt")
+    assert (
+        main(["export", "tv:resnet18", "--input-shape", "3,32,32", "--ultralytics", str(tmp_path / "r.pt")])
+        == 2
+    )
+    assert "--ultralytics" in _one_line(capsys)

@@ -12,7 +12,7 @@ default ``imgsz`` (:func:`yolo_defaults`); a training checkpoint at the size it 
 ``yolo:PATH.pt`` is an ultralytics checkpoint (the ``best.pt`` training writes, or
 ``YOLO.save``): a pickle, so loading it runs code, and the registry builds it only with
 ``trust_pickle=True`` (``--trust-pickle``); it keeps its own classes. :func:`load_yolo_checkpoint`
-does the same in Python. A bare model file that turns out to be an ultralytics checkpoint is
+does the same in Python, and :func:`save_ultralytics_checkpoint` writes one (of a slim YOLO too). A bare model file that turns out to be an ultralytics checkpoint is
 recognised by :func:`is_ultralytics_checkpoint` (read from its pickle's opcodes, nothing is
 unpickled) and loaded the same way.
 
@@ -430,6 +430,64 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
             "or last.pt an ultralytics training wrote, or a file saved with YOLO.save"
         ) from exc
     return model.float().eval()
+
+
+def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write the ultralytics ``model`` (a slim one surgery cut included) as a checkpoint ultralytics
+    itself loads, ``YOLO(path)`` (so ``yolo val/predict/export model=PATH``, the ``format=engine`` route
+    on a Jetson, take it): the dict ``YOLO.save`` writes, the model in half precision as ultralytics'
+    trainer and ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its
+    class names, yaml, stride, task and training arguments (``train_args``, where it records them).
+    Needs no other file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to
+    a temporary file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the
+    file is a pickle: loading it runs code."""
+    import datetime
+
+    import torch
+
+    from edgeslim.utils.io import atomic_path, check_output_path
+
+    if not is_ultralytics_model(model):
+        raise EdgeslimError(
+            f"an ultralytics checkpoint holds an ultralytics model (a YOLO), not a {type(model).__name__}; "
+            "give a YOLO, or save this model as an edgeslim checkpoint"
+        )
+    if (
+        Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES
+    ):  # (ultralytics loads .pt files as checkpoints only)
+        raise EdgeslimError(
+            f"{path} should end in .pt (ultralytics loads checkpoints by that name)", param="path"
+        )
+    out = check_output_path(path, force, "path")
+    half = copy.deepcopy(model).half().to(memory_format=torch.contiguous_format).eval()
+    wide = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    overflow = [
+        k for k, v in half.state_dict().items()
+        if k in wide and bool(torch.isfinite(wide[k]).all()) and not bool(torch.isfinite(v).all())
+    ]  # fmt: skip
+    if overflow:
+        raise EdgeslimError(
+            f"{len(overflow)} tensors of the model ({overflow[0]} first) hold values beyond FP16's range (65504), "
+            "in which ultralytics stores checkpoints; deploy its ONNX export instead"
+        )
+    if "pt_path" in vars(half):  # (the file it was loaded from, the dense one: ultralytics sets it on load)
+        del half.pt_path
+    info = task_and_names(model)
+    half.task, half.names = info["task"], info["names"]
+    args = getattr(model, "args", None)
+    ultralytics = sys.modules["ultralytics"]  # (imported: the model is one)
+    ckpt = {
+        "ema": None,
+        "model": half,
+        "train_args": dict(args) if isinstance(args, dict) else {},
+        "date": datetime.datetime.now().astimezone().isoformat(),
+        "version": getattr(ultralytics, "__version__", ""),
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+    }
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+    return out
 
 
 def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
