@@ -24,6 +24,7 @@ from edgeslim.cli import main  # noqa: E402
 from edgeslim.errors import EdgeslimError  # noqa: E402
 from edgeslim.models.registry import ModelSpec  # noqa: E402
 from edgeslim.pipelines.source import load_model_or_arch  # noqa: E402
+from edgeslim.surgery.prune import FOLD_WARN_SCALED  # noqa: E402
 
 SMALL = "3,64,64"
 #: anchors of a 64x64 input at strides 8, 16, 32
@@ -845,3 +846,83 @@ def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Pa
         == 2
     )
     assert "--ultralytics" in _one_line(capsys)
+
+
+def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
+    """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
+    (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants
+    surgery folds, approximately into zero-padded convs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.05, 1.5, generator=gen)
+                m.bias.normal_(0, 0.3, generator=gen)
+        for s in model.model[-1].cv3:
+            s[-1].bias.zero_()
+            s[-1].weight.mul_(10)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight[m.weight.abs().argsort()[: int(0.3 * m.num_features)]] = 0
+
+
+def test_surgery_judges_a_yolos_scores_on_their_own_scale() -> None:
+    """Review: surgery scaled a YOLO's output0 [N, 4+nc, anchors] as one tensor, boxes in pixels beside
+    sigmoid scores, so a score error of 0.022 read as "0.2% of the output's scale" and the exactness bound
+    was hundreds of times looser on the scores. The check now compares boxes and scores (and a head's
+    extra rows) each on its own scale, and says which part moved most."""
+    from edgeslim.models.yolo import deployed_output
+    from edgeslim.surgery import prune_with_report
+    from edgeslim.surgery.prune import approximate_fold_line
+
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, input_shape="3,128,128").model.eval()
+    _scores_informative(model)
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    res = prune_with_report(
+        model, torch.zeros(1, 3, 128, 128), calib_inputs=x, outputs=deployed_output(model)
+    )
+    with torch.no_grad():
+        a, b = model(x)[0], res.model.eval()(x)[0]
+    scores = float((a[:, 4:] - b[:, 4:]).abs().max()) / max(1.0, float(a[:, 4:].abs().max()))
+    boxes = float((a[:, :4] - b[:, :4]).abs().max()) / max(1.0, float(a[:, :4].abs().max()))
+    whole = float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
+    rep = res.report
+    assert scores > 3 * whole and rep["max_scaled_diff"] > FOLD_WARN_SCALED, (scores, boxes, whole)
+    part = "scores" if scores > boxes else "boxes"
+    assert rep["max_scaled_part"] == part and rep["max_scaled_diff"] == pytest.approx(
+        max(scores, boxes), rel=1e-4
+    )
+    assert f"the {part} by " in approximate_fold_line(rep)
+
+
+def test_export_check_holds_a_yolos_scores_to_their_own_bound(tmp_path: Path) -> None:
+    """Review: export's ONNX Runtime check bounded a YOLO's output0 by 1e-4 + 1e-5 x its largest value, a box
+    coordinate in pixels, so the scores in [0, 1] passed errors of several times their own bound. An ONNX
+    whose scores are off (its class bias moved) against a model whose boxes are the same now fails."""
+    import copy
+
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.export.validate import random_inputs, validate_onnx
+    from edgeslim.models.yolo import prepare_for_export
+
+    shape = (3, 128, 128)
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, input_shape="3,128,128").model.eval()
+    _scores_informative(model)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for s in moved.model[-1].cv3:
+            s[-1].bias.add_(0.003)  # scores off by up to 0.25 x 0.003
+    path = tmp_path / "moved.onnx"
+    export_onnx(moved, path, shape, validate=False, simplify=False, dynamic_batch=True)
+    batch = random_inputs(shape, n=4, pixels=True)
+    ref = prepare_for_export(model, shape)
+    with torch.no_grad():
+        a, b = ref(batch.x), prepare_for_export(moved, shape)(batch.x)
+    off, largest = float((a - b).abs().max()), float(a.abs().max())
+    assert float((a[:, :4] - b[:, :4]).abs().max()) < 1e-4  # the boxes are the same
+    assert 2e-4 < off < 1e-4 + 1e-5 * largest, (off, largest)  # within the old one-tensor bound
+    rep = validate_onnx(ref, path.read_bytes(), batch)
+    assert not rep.passed and rep.compared == "scores of output0", rep
+    same = tmp_path / "same.onnx"
+    export_onnx(model, same, shape, validate=False, simplify=False, dynamic_batch=True)
+    assert validate_onnx(ref, same.read_bytes(), batch).passed

@@ -169,7 +169,8 @@ def export(**kw: Any) -> None:
                     + (f" of the {rep['compared']}" if rep.get("compared", "outputs") != "outputs" else "")
                     + f" (bound {rep.get('tolerance') or rep['atol']:.3g}"
                     + (
-                        f" = {rep['atol']:g} + {rep['rtol']:g} x the largest output"
+                        f" = {rep['atol']:g} + {rep['rtol']:g} x the largest "
+                        + ("output" if rep.get("compared", "outputs") == "outputs" else "of them")
                         if rep.get("rtol")
                         else ""
                     )

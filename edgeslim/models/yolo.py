@@ -570,7 +570,68 @@ def deployed_output(model: Any) -> Callable[[Any], Any] | None:
     if head is None or not isinstance(head, kinds):
         return None
     segment = getattr(heads, "Segment", None)
-    return _segment_deployed if segment is not None and isinstance(head, segment) else _first_of_pair
+    pick = _segment_deployed if segment is not None and isinstance(head, segment) else _first_of_pair
+    parts = output_parts(model)
+    return DeployedOutput(pick, parts) if parts is not None else pick
+
+
+class DeployedOutput:
+    """An ``outputs=`` selector (:func:`deployed_output`: ``selector(result)`` picks the deployed tensors)
+    that also says how a check compares them: ``parts`` (:func:`output_parts`) splits them into named
+    parts, each compared on its own scale (surgery's check reads it; the graph capture calls the
+    selector alone)."""
+
+    def __init__(
+        self, pick: Callable[[Any], Any], parts: Callable[[list[Any]], list[tuple[str, Any]]]
+    ) -> None:
+        self.pick, self.parts = pick, parts
+
+    def __call__(self, out: Any) -> Any:
+        return self.pick(out)
+
+
+def output_parts(model: Any) -> Callable[[list[Any]], list[tuple[str, Any]]] | None:
+    """For an ultralytics model with a detection head (``Detect`` and its subclasses, not end-to-end): a
+    function that splits its deployed tensors (flat, the decoded ``[N, 4+nc+extra, anchors]`` first: torch
+    tensors or numpy arrays) into named parts a check compares each on its own scale: ``boxes`` (pixels,
+    hundreds), ``scores`` (sigmoids in [0, 1]), and the head's extra rows, ``mask coefficients``
+    (segment), ``keypoints`` and ``keypoint visibility`` (pose: pixels and sigmoids), ``angles`` (OBB);
+    the tensors after the first (a segmenter's prototypes) as they are. Compared as one tensor, the boxes
+    set the scale and a score error looks hundreds of times smaller (a review: 0.022 of the scores was
+    "0.2% of the output's scale"). A first tensor of another shape is returned whole. None for other
+    models."""
+    if not is_ultralytics_model(model):
+        return None
+    heads = importlib.import_module("ultralytics.nn.modules.head")
+    head = _head(model)
+    detect = getattr(heads, "Detect", None)
+    if detect is None or not isinstance(head, detect) or bool(getattr(head, "end2end", False)):
+        return None
+    nc = int(head.nc)
+    extra: list[tuple[str, list[int]]] = []
+    kpt = getattr(head, "kpt_shape", None)
+    if kpt is not None:
+        nk, ndim = int(kpt[0]), int(kpt[1])
+        rows = list(range(nk * ndim))
+        extra = [("keypoints", [r for r in rows if ndim != 3 or r % 3 != 2])]
+        extra += [("keypoint visibility", [r for r in rows if r % 3 == 2])] if ndim == 3 else []
+    elif isinstance(getattr(head, "nm", None), int):
+        extra = [("mask coefficients", list(range(head.nm)))]
+    elif isinstance(getattr(head, "ne", None), int):
+        extra = [("angles", list(range(head.ne)))]
+    width = 4 + nc + sum(len(r) for _, r in extra)
+
+    def split(tensors: list[Any]) -> list[tuple[str, Any]]:
+        rest = [(f"output{i}", t) for i, t in enumerate(tensors)]
+        first = tensors[0] if tensors else None
+        if first is None or first.ndim != 3 or int(first.shape[1]) != width:
+            return rest
+        start = 4 + nc
+        parts = [("boxes", first[:, :4]), ("scores", first[:, 4:start])]
+        parts += [(name, first[:, [start + r for r in rows]]) for name, rows in extra]
+        return parts + rest[1:]
+
+    return split
 
 
 def _head(model: nn.Module) -> nn.Module | None:
