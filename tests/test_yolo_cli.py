@@ -926,3 +926,22 @@ def test_export_check_holds_a_yolos_scores_to_their_own_bound(tmp_path: Path) ->
     same = tmp_path / "same.onnx"
     export_onnx(model, same, shape, validate=False, simplify=False, dynamic_batch=True)
     assert validate_onnx(ref, same.read_bytes(), batch).passed
+
+
+def test_bench_tells_two_yolo_networks_apart_by_their_yaml(tmp_path: Path) -> None:
+    """Review: a YOLO export's architecture is the path of the checkpoint it was loaded from, which bench's
+    different-network check skips, so a slim YOLO11n against a dense YOLOv8n baseline gave a speedup
+    without a word. Its export records the model yaml's name, which the check compares."""
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.pipelines.bench import other_network
+
+    paths = {}
+    for arch, name in (("yolov8n", "v8"), ("yolo11n", "y11"), ("yolov8n", "v8b")):
+        model = load_model_or_arch(f"yolo:{arch}", trust_pickle=False, input_shape=SMALL).model
+        paths[name] = tmp_path / f"{name}.onnx"
+        export_onnx(
+            model, paths[name], (3, 64, 64), validate=False, simplify=False, arch=f"yolo:{tmp_path / name}.pt"
+        )
+    said = other_network(str(paths["y11"]), str(paths["v8"]))
+    assert "yolo11n.yaml network" in said and "yolov8n.yaml one" in said, said
+    assert other_network(str(paths["v8b"]), str(paths["v8"])) == ""  # one network from two files

@@ -753,7 +753,15 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     }
     if getattr(head, "kpt_shape", None) is not None:
         md["kpt_shape"] = list(head.kpt_shape)
+    yaml_file = (getattr(model, "yaml", None) or {}).get("yaml_file")
+    if yaml_file:  # (edgeslim's: the network, where its architecture is a file path; ultralytics ignores it)
+        md[MODEL_YAML_KEY] = Path(str(yaml_file)).name
     return {k: str(v) for k, v in md.items()}
+
+
+#: the ONNX metadata key of the model yaml's file name (``yolov8n.yaml``): what tells two YOLO networks
+#: apart where their architecture is the path of the checkpoint they were loaded from
+MODEL_YAML_KEY = "model_yaml"
 
 
 #: the ONNX input's name, as ultralytics' own export names it (deployment code written for its files feeds it)
