@@ -54,6 +54,18 @@ def test_checkpoint_with_zero_scales(tmp_path, capsys):
     assert run_json(capsys, str(run))["metrics"] == {"test_acc": 0.9}
 
 
+def test_a_photo_folder_is_what_a_checkpoint_was_checked_on_not_trained_on(tmp_path, capsys):
+    """Review: a model pruned with --data images (or a YOLO slim run, checked on its validation photos) was
+    shown as "trained on images", though images only ever checks and calibrates."""
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    path = save_model(
+        tmp_path / "m.pt", create_model(spec), spec, meta={"data": "images", "data_dir": "/x/photos"}
+    )
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "checked on" in text and "images (/x/photos)" in text and "trained on" not in text
+
+
 def test_torchscript_and_pickle(tmp_path, capsys):
     model = create_model("resnet20").eval()
     ts = tmp_path / "m.ts"

@@ -24,6 +24,7 @@ from edgeslim.cli import main  # noqa: E402
 from edgeslim.errors import EdgeslimError  # noqa: E402
 from edgeslim.models.registry import ModelSpec  # noqa: E402
 from edgeslim.pipelines.source import load_model_or_arch  # noqa: E402
+from edgeslim.surgery.prune import FOLD_WARN_SCALED  # noqa: E402
 
 SMALL = "3,64,64"
 #: anchors of a 64x64 input at strides 8, 16, 32
@@ -776,3 +777,171 @@ def test_recorded_names_a_prefix_of_the_rebuilt_ones_are_used_with_one_warning(
         "slim.pt: the file it rebuilds its architecture from now holds a model with other class names "
         f"(class {differ[0]}: {differ[1]})"
     ]
+
+
+#: ultralytics itself on the file ``export --ultralytics`` wrote: what it loads (parameters, names, task, the
+#: stored precision), its predictions, and its own ONNX export against the slim model's outputs
+UL_LOAD = """
+import json, sys
+import numpy as np, onnxruntime as ort, torch
+from PIL import Image
+from ultralytics import YOLO
+path, img = sys.argv[1:3]
+stored = torch.load(path, weights_only=False)["model"]
+y = YOLO(path)
+Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype("uint8")).save(img)
+boxes = y.predict(img, imgsz=64, conf=0.0, max_det=5, verbose=False)[0].boxes.data
+x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    ref = y.model.float().eval()(x)[0].numpy()
+onnx_path = y.export(format="onnx", imgsz=64, simplify=False, verbose=False)
+sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+print(json.dumps({"params": sum(p.numel() for p in y.model.parameters()), "names": y.names, "task": y.task,
+                  "dtype": str(next(stored.parameters()).dtype), "boxes": len(boxes),
+                  "onnx_diff": float(np.abs(got - ref).max()) if got.shape == ref.shape else str(got.shape)}))
+"""
+
+
+def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Path, capsys) -> None:
+    """Review of a YOLO user's Jetson route: the slim .pt prune and slim write is an edgeslim checkpoint, which
+    ``YOLO(path)`` refused, so ``yolo val/predict/export format=engine`` could not take a slim YOLO. ``export
+    --ultralytics`` writes one ultralytics loads (without the dense file it was cut from), in half precision as
+    ultralytics stores its own: the slim parameters, the class names, and ultralytics' own ONNX export runs."""
+    import shutil
+
+    from edgeslim.models.yolo import save_ultralytics_checkpoint
+
+    own, slim, ul = tmp_path / "best.pt", tmp_path / "slim.pt", tmp_path / "slim.ul.pt"
+    shutil.copy(best_pt, own)
+    assert (
+        main(
+            ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+        )
+        == 0
+    )
+    assert (
+        f"--ultralytics {tmp_path / 'slim.ul.pt'} for a file ultralytics' YOLO() loads"
+        in capsys.readouterr().err
+    )
+    args = ["export", str(slim), "--trust-pickle", "--no-validate", "--ultralytics", str(ul)]
+    assert main([*args, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    params = sum(p.numel() for p in load_model(slim, trust_pickle=True).model.parameters())
+    assert res["ultralytics"]["path"] == str(ul) and res["ultralytics"]["params"] == params
+    assert ul.stat().st_size < 0.6 * slim.stat().st_size  # FP16 against the slim checkpoint's FP32
+    assert main(args) == 2 and "--force" in capsys.readouterr().err  # no overwrite without it
+    own.unlink()  # it needs no other file
+    r = subprocess.run([sys.executable, "-c", UL_LOAD, str(ul), str(tmp_path / "i.jpg")], capture_output=True,
+                       text=True, env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["params"] == params and got["task"] == "detect" and got["names"]["0"] == "helmet"
+    assert got["dtype"] == "torch.float16" and got["boxes"] == 5
+    assert isinstance(got["onnx_diff"], float) and got["onnx_diff"] < 1e-3, got
+    with pytest.raises(EdgeslimError, match="ultralytics model"):
+        save_ultralytics_checkpoint(torch.nn.Conv2d(3, 8, 3), tmp_path / "conv.pt")
+    assert (
+        main(["export", "tv:resnet18", "--input-shape", "3,32,32", "--ultralytics", str(tmp_path / "r.pt")])
+        == 2
+    )
+    assert "--ultralytics" in _one_line(capsys)
+
+
+def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
+    """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
+    (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants
+    surgery folds, approximately into zero-padded convs)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.05, 1.5, generator=gen)
+                m.bias.normal_(0, 0.3, generator=gen)
+        for s in model.model[-1].cv3:
+            s[-1].bias.zero_()
+            s[-1].weight.mul_(10)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight[m.weight.abs().argsort()[: int(0.3 * m.num_features)]] = 0
+
+
+def test_surgery_judges_a_yolos_scores_on_their_own_scale() -> None:
+    """Review: surgery scaled a YOLO's output0 [N, 4+nc, anchors] as one tensor, boxes in pixels beside
+    sigmoid scores, so a score error of 0.022 read as "0.2% of the output's scale" and the exactness bound
+    was hundreds of times looser on the scores. The check now compares boxes and scores (and a head's
+    extra rows) each on its own scale, and says which part moved most."""
+    from edgeslim.models.yolo import deployed_output
+    from edgeslim.surgery import prune_with_report
+    from edgeslim.surgery.prune import approximate_fold_line
+
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, input_shape="3,128,128").model.eval()
+    _scores_informative(model)
+    x = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    res = prune_with_report(
+        model, torch.zeros(1, 3, 128, 128), calib_inputs=x, outputs=deployed_output(model)
+    )
+    with torch.no_grad():
+        a, b = model(x)[0], res.model.eval()(x)[0]
+    scores = float((a[:, 4:] - b[:, 4:]).abs().max()) / max(1.0, float(a[:, 4:].abs().max()))
+    boxes = float((a[:, :4] - b[:, :4]).abs().max()) / max(1.0, float(a[:, :4].abs().max()))
+    whole = float((a - b).abs().max()) / max(1.0, float(a.abs().max()))
+    rep = res.report
+    assert scores > 3 * whole and rep["max_scaled_diff"] > FOLD_WARN_SCALED, (scores, boxes, whole)
+    part = "scores" if scores > boxes else "boxes"
+    assert rep["max_scaled_part"] == part and rep["max_scaled_diff"] == pytest.approx(
+        max(scores, boxes), rel=1e-4
+    )
+    assert f"the {part} by " in approximate_fold_line(rep)
+
+
+def test_export_check_holds_a_yolos_scores_to_their_own_bound(tmp_path: Path) -> None:
+    """Review: export's ONNX Runtime check bounded a YOLO's output0 by 1e-4 + 1e-5 x its largest value, a box
+    coordinate in pixels, so the scores in [0, 1] passed errors of several times their own bound. An ONNX
+    whose scores are off (its class bias moved) against a model whose boxes are the same now fails."""
+    import copy
+
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.export.validate import random_inputs, validate_onnx
+    from edgeslim.models.yolo import prepare_for_export
+
+    shape = (3, 128, 128)
+    model = load_model_or_arch("yolo:yolov8n", trust_pickle=False, input_shape="3,128,128").model.eval()
+    _scores_informative(model)
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        for s in moved.model[-1].cv3:
+            s[-1].bias.add_(0.003)  # scores off by up to 0.25 x 0.003
+    path = tmp_path / "moved.onnx"
+    export_onnx(moved, path, shape, validate=False, simplify=False, dynamic_batch=True)
+    batch = random_inputs(shape, n=4, pixels=True)
+    ref = prepare_for_export(model, shape)
+    with torch.no_grad():
+        a, b = ref(batch.x), prepare_for_export(moved, shape)(batch.x)
+    off, largest = float((a - b).abs().max()), float(a.abs().max())
+    assert float((a[:, :4] - b[:, :4]).abs().max()) < 1e-4  # the boxes are the same
+    assert 2e-4 < off < 1e-4 + 1e-5 * largest, (off, largest)  # within the old one-tensor bound
+    rep = validate_onnx(ref, path.read_bytes(), batch)
+    assert not rep.passed and rep.compared == "scores of output0", rep
+    same = tmp_path / "same.onnx"
+    export_onnx(model, same, shape, validate=False, simplify=False, dynamic_batch=True)
+    assert validate_onnx(ref, same.read_bytes(), batch).passed
+
+
+def test_bench_tells_two_yolo_networks_apart_by_their_yaml(tmp_path: Path) -> None:
+    """Review: a YOLO export's architecture is the path of the checkpoint it was loaded from, which bench's
+    different-network check skips, so a slim YOLO11n against a dense YOLOv8n baseline gave a speedup
+    without a word. Its export records the model yaml's name, which the check compares."""
+    from edgeslim.export.onnx_export import export_onnx
+    from edgeslim.pipelines.bench import other_network
+
+    paths = {}
+    for arch, name in (("yolov8n", "v8"), ("yolo11n", "y11"), ("yolov8n", "v8b")):
+        model = load_model_or_arch(f"yolo:{arch}", trust_pickle=False, input_shape=SMALL).model
+        paths[name] = tmp_path / f"{name}.onnx"
+        export_onnx(
+            model, paths[name], (3, 64, 64), validate=False, simplify=False, arch=f"yolo:{tmp_path / name}.pt"
+        )
+    said = other_network(str(paths["y11"]), str(paths["v8"]))
+    assert "yolo11n.yaml network" in said and "yolov8n.yaml one" in said, said
+    assert other_network(str(paths["v8b"]), str(paths["v8"])) == ""  # one network from two files

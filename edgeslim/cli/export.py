@@ -99,6 +99,13 @@ from edgeslim.errors import Step
     help="With --width-models: cut them as a slim --zero-invariant run removes channels (also those a "
     "squeeze-excitation gate multiplies); give it for a table that such a run uses.",
 )
+@click.option(
+    "--ultralytics",
+    "ultralytics_path",
+    type=click.Path(path_type=Path),
+    help="Also write the YOLO as a checkpoint ultralytics loads (FP16, as its own): YOLO(PATH), "
+    "yolo val/predict/export model=PATH (format=engine on a Jetson).",
+)
 @trust_pickle_option
 @weights_option
 @num_classes_option
@@ -115,6 +122,7 @@ def export(**kw: Any) -> None:
       edgeslim export runs/vgg/model.pt --onnx slim.onnx --trt --precision fp16
       edgeslim export tv:resnet18 --weights r18.pt --input-shape 3,224,224 --onnx r18.onnx
       edgeslim export yolo:best.pt --trust-pickle --onnx best.onnx --dynamic-batch
+      edgeslim export best_slim.pt --trust-pickle --ultralytics best_slim.ul.pt   # for yolo export
       edgeslim export slim.pt --trust-pickle --data images --data-dir photos --trt --precision int8
       edgeslim export runs/mnv2/model.pt --onnx slim.onnx --precision int8 --ort   # CPUs and phones
     """
@@ -161,7 +169,8 @@ def export(**kw: Any) -> None:
                     + (f" of the {rep['compared']}" if rep.get("compared", "outputs") != "outputs" else "")
                     + f" (bound {rep.get('tolerance') or rep['atol']:.3g}"
                     + (
-                        f" = {rep['atol']:g} + {rep['rtol']:g} x the largest output"
+                        f" = {rep['atol']:g} + {rep['rtol']:g} x the largest "
+                        + ("output" if rep.get("compared", "outputs") == "outputs" else "of them")
                         if rep.get("rtol")
                         else ""
                     )
@@ -188,11 +197,13 @@ def export(**kw: Any) -> None:
     for key, label in (("qdq", "INT8 Q/DQ ONNX (TensorRT)"), ("calib_data", "calibration images"),
                        ("engine", "TensorRT engine"), ("trtexec_script", "trtexec script"),
                        ("ort_int8", "INT8 ONNX (ONNX Runtime)"), ("ort", "ORT mobile"),
-                       ("ort_int8_mobile", "INT8 ORT mobile")):  # fmt: skip
+                       ("ort_int8_mobile", "INT8 ORT mobile"), ("ultralytics", "ultralytics checkpoint")):  # fmt: skip
         val = res.get(key)
         if isinstance(val, dict) and val.get("target_platform"):  # an .ort file: what it was converted for
             val = (f"{val['path']} ({val['optimization_style']} optimizations for {val['target_platform']}, "
                    f"onnxruntime {val['onnxruntime']})")  # fmt: skip
+        elif isinstance(val, dict) and key == "ultralytics":  # (its size: FP16, as ultralytics stores it)
+            val = f"{val['path']} (FP16, {val['params']:,} params, {val['bytes'] / 2**20:.1f} MiB; YOLO(PATH) loads it)"
         elif isinstance(val, dict):
             val = val.get("path")
         if val:
@@ -279,11 +290,17 @@ def export(**kw: Any) -> None:
         step = (f"edgeslim bench SLIM.onnx --baseline {quote(onnx_file)} --batch {batches} (SLIM: the export of a slimmed "
                 "copy of this network)")  # fmt: skip
     written = [str(onnx_file)]  # (a phone review: the .ort files and their operator configs went unnamed)
-    for key in ("qdq", "calib_data", "engine", "trtexec_script", "ort_int8", "ort", "ort_int8_mobile"):
+    for key in ("qdq", "calib_data", "engine", "trtexec_script", "ort_int8", "ort", "ort_int8_mobile",
+                "ultralytics"):  # fmt: skip
         val = res.get(key)
         paths = [val.get("path"), val.get("config")] if isinstance(val, dict) else [val]
         written += [str(p) for p in paths if p and str(p) not in written]
     err.print(f"wrote {', '.join(written)}; next: {step}", soft_wrap=True)  # a command to copy: not wrapped
+    if res.get("ultralytics"):
+        ul, (_, _, h, w) = quote(res["ultralytics"]["path"]), res["onnx"]["input_shape"]
+        size = f" imgsz={h}" if h == w else ""  # (ultralytics' CLI takes one side)
+        err.print(f"ultralytics takes {ul} as its own: yolo val model={ul} data=DATA.yaml{size}; on the Jetson: "
+                  f"yolo export model={ul} format=engine half=True{size}", soft_wrap=True)  # fmt: skip
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "

@@ -20,7 +20,7 @@ LISTED_IN_FULL = 120
 FAMILY_TITLES = {"tv": "torchvision", "timm": "timm", "yolo": "ultralytics YOLO"}
 #: checkpoint meta shown in the text summary: (key, label, format)
 RECORDED_ROWS = (
-    ("data", "trained on", str),
+    ("data", "trained on", str),  # ("images": checked on, :func:`_data_row`)
     ("method", "method", str),
     ("stage", "stage", str),
     ("accuracy", "test accuracy (recorded)", lambda v: f"{100 * float(v):.2f}%"),  # a slim run's
@@ -119,7 +119,7 @@ def info(
     rows += [[k, res[k]] for k in ("arch", "pruned") if k in res]
     # what a checkpoint records of its run (every scalar of its meta is in --json)
     recorded = {**{k: v for k, v in (res.get("metrics") or {}).items() if k == "test_acc"}, **res}
-    rows += [[label, fmt(recorded[k])] for k, label, fmt in RECORDED_ROWS
+    rows += [_data_row(recorded) if k == "data" else [label, fmt(recorded[k])] for k, label, fmt in RECORDED_ROWS
              if isinstance(recorded.get(k), (int, float, str))]  # fmt: skip
     if "names" in res:  # an ultralytics model
         names = list(res["names"].values())
@@ -148,3 +148,14 @@ def info(
         brows = [[b["name"], b["channels"], b["zeros"], b["abs_min"], b["abs_median"], b["abs_max"]]
                  for b in bn["layers"]]  # fmt: skip
         out.print(table("BN scales |gamma|", ["layer", "channels", "zeros", "min", "median", "max"], brows))
+
+
+def _data_row(recorded: dict[str, Any]) -> list[Any]:
+    """The row of the data set a checkpoint records: ``images`` (a photo folder) is only ever checked and
+    calibrated on, never trained on (prune's --data images, a YOLO slim run's validation photos)."""
+    from edgeslim.data.imagefolder import IMAGES
+
+    if recorded["data"] == IMAGES:
+        where = recorded.get("data_dir")
+        return ["checked on", f"images ({where})" if isinstance(where, str) else "images"]
+    return ["trained on", str(recorded["data"])]

@@ -160,8 +160,14 @@ def prune(**kw: Any) -> None:
         err.print(rebuilds_line(output, rep["rebuilds_from"]), soft_wrap=True)
     trust = " --trust-pickle" if rep["loads_code"] else ""  # it rebuilds with the same outside code
     onnx_out = quote(Path(output).with_suffix(".onnx"))
+    ul = (
+        f" (a YOLO: add --ultralytics {quote(Path(output).with_suffix('.ul.pt'))} for a file ultralytics' YOLO() "
+        "loads; this one is edgeslim's)"
+        if rep.get("ultralytics")
+        else ""
+    )
     err.print(
-        f"wrote {output}; next: edgeslim export {quote(output)}{trust} --onnx {onnx_out}", soft_wrap=True
+        f"wrote {output}; next: edgeslim export {quote(output)}{trust} --onnx {onnx_out}{ul}", soft_wrap=True
     )
 
 

@@ -484,6 +484,7 @@ def _print_yolo_files(report: dict[str, Any]) -> None:
     err.print(
         f"wrote {d / SLIM_FILE} (slim), {report['checkpoint']} (the checkpoint it was cut from, exact zeros), "
         f"{d / REPORT_FILE}; "
-        f"next: edgeslim export {quote(d / SLIM_FILE)} --trust-pickle --onnx {quote(d / 'slim.onnx')}",
+        f"next: edgeslim export {quote(d / SLIM_FILE)} --trust-pickle --onnx {quote(d / 'slim.onnx')} (--ultralytics "
+        f"{quote(d / 'slim.ul.pt')} also writes a file ultralytics' YOLO() loads; {SLIM_FILE} is edgeslim's)",
         soft_wrap=True,
     )

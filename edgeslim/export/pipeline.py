@@ -82,6 +82,9 @@ class ExportRequest:
     #: cut the width models as a ``zero_invariant`` slim run removes channels (those a squeeze-excitation
     #: gate multiplies too): the removability of the run the table is for
     zero_invariant: bool = False
+    #: also write the model (a YOLO) as a checkpoint ultralytics loads, ``YOLO(path)``, in half precision as
+    #: ultralytics stores it (:func:`edgeslim.models.yolo.save_ultralytics_checkpoint`)
+    ultralytics_path: Path | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
@@ -154,6 +157,12 @@ class ExportRequest:
             parse_trt_version(self.trt_version)
         if self.onnx_path is not None and Path(self.onnx_path).suffix != ".onnx":
             raise EdgeslimError(f"onnx_path {self.onnx_path} should end in .onnx", param="onnx_path")
+        if self.ultralytics_path is not None and Path(self.ultralytics_path).suffix.lower() != ".pt":
+            raise EdgeslimError(
+                f"ultralytics_path {self.ultralytics_path} should end in .pt (ultralytics loads checkpoints by "
+                "that name)",
+                param="ultralytics_path",
+            )
 
 
 #: INT8 whose top-1 class agrees with FP32 on fewer held-out images than this is warned about
@@ -292,6 +301,7 @@ def run_export(
     from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
     from edgeslim.export.validate import all_empty, cuda_reference, real_inputs
+    from edgeslim.models.yolo import is_ultralytics_model
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.input_shape is None:
@@ -300,6 +310,12 @@ def run_export(
             param="input_shape",
         )
     req.validate()  # again: the fields may have changed since construction
+    if req.ultralytics_path is not None and not is_ultralytics_model(loaded.model):
+        raise EdgeslimError(
+            f"ultralytics_path writes a checkpoint of an ultralytics YOLO, and {loaded.path or model_name} is "
+            f"{loaded.described} of a {type(loaded.model).__name__}; drop ultralytics_path",
+            param="ultralytics_path",
+        )
     check_dynamic_batch(loaded, req.dynamic_batch, req.batch)
     # (the spec's size, or the one a torch.export program was exported for)
     shape = parse_input_shape(req.input_shape if req.input_shape is not None else loaded.input_shape)
@@ -345,6 +361,7 @@ def run_export(
 
     widths = {f: width_path(onnx_path, f) for f in CALIBRATION_FRACTIONS} if req.width_models else {}
     outputs += list(widths.values())
+    outputs += [Path(req.ultralytics_path)] if req.ultralytics_path is not None else []
     # every file is written staged and published only when every step succeeded: stopped, refused or
     # failing, the earlier export stays whole (a forced export failing at its INT8 step had replaced the
     # ONNX and removed the earlier INT8 file), and the folders it made go again
@@ -357,7 +374,12 @@ def run_export(
                 engine,
                 script,
             )  # (the script is named after the engine)
-            check_output_path(p, req.force, "engine_path" if named_by_engine else "onnx_path")
+            param = (
+                "ultralytics_path"
+                if req.ultralytics_path is not None and p == Path(req.ultralytics_path)
+                else None
+            )
+            check_output_path(p, req.force, param or ("engine_path" if named_by_engine else "onnx_path"))
         timing_cache = req.timing_cache or onnx_path.with_name("timing.cache")
 
         data_dir = str(req.data_dir) if req.data_dir else None
@@ -440,6 +462,16 @@ def run_export(
             stage_step(f"width models {', '.join(f'{f:.0%}' for f in widths)}")
             staged = {f: stage(p) for f, p in widths.items()}
             result["width_models"] = _export_widths(loaded, req, shape, staged, cut, check_batch)
+        if req.ultralytics_path is not None:
+            from edgeslim.models.yolo import save_ultralytics_checkpoint
+
+            ul = Path(req.ultralytics_path)
+            save_ultralytics_checkpoint(loaded.model, stage(ul), force=req.force)
+            result["ultralytics"] = {
+                "path": str(ul),
+                "params": sum(p.numel() for p in loaded.model.parameters()),
+                "bytes": stage(ul).stat().st_size,
+            }
         audit = audit_onnx(stage(onnx_path), _resizable(loaded.model, shape))
         if result["slim"] is not None:  # (a dense model: none narrowed; unknown: None)
             audit.narrowed = set((loaded.recipe or {}).get("layers") or {})

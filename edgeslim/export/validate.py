@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -597,12 +598,21 @@ def validate_onnx(
         raise EdgeslimError(
             f"the ONNX graph has {len(got)} outputs where the PyTorch model returns {len(ref)}; the export is broken"
         )
-    reports = [compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets, scores=s)
-               for r, g, s in zip(ref, got, scores)]  # fmt: skip
+    from edgeslim.models.yolo import output_parts
+
+    # (a YOLO's output0 as its parts, boxes in pixels, scores in [0, 1], ...: each held to its own bound)
+    parts = output_parts(model)
+    ref_p, names, flags = _split_outputs(parts, ref, scores)
+    got_p = _split_outputs(parts, got, scores)[0]
+    reports = [
+        compare(r, g, batch, reference_device=reference_device, atol=atol, postprocessed=dets, scores=s)
+        for r, g, s in zip(ref_p, got_p, flags)
+    ]
+    reports = [r if n is None else replace(r, compared=f"{n} of output0") for r, n in zip(reports, names)]
     # (a forward that draws first; float64 puts no detections in order)
     if not all(r.passed for r in reports):
         reports = _against_float64(
-            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK, dets
+            model, x, ref, got, reports, batch, reference_device, static_batch or CHECK_CHUNK, dets, parts
         )
     empty = [o.name for o, r in zip(sess.get_outputs(), ref) if not r.size]
     first = reports[0]
@@ -623,6 +633,25 @@ def validate_onnx(
         float64_bound=worst.float64_bound, compared=worst.compared,
         random_forward=any(r.random_forward for r in reports), empty_outputs=empty, postprocessed=dets,
     )  # fmt: skip
+
+
+def _split_outputs(
+    parts: Any, outputs: list[np.ndarray], scores: list[bool]
+) -> tuple[list[np.ndarray], list[str | None], list[bool]]:
+    """``outputs`` as the check compares them, with each one's part name (None: a whole output) and whether
+    it may hold class scores (``scores``: of the whole outputs). ``parts``
+    (:func:`~edgeslim.models.yolo.output_parts`, None: outputs whole) splits a YOLO's output0 into boxes,
+    scores and its head's extra rows, each held to its own bound: with one bound, the boxes' pixels let a
+    score error hundreds of times their rounding through."""
+    if parts is None:
+        return list(outputs), [None] * len(outputs), list(scores)
+    named = parts(list(outputs))
+    whole = [re.fullmatch(r"output(\d+)", n) for n, _ in named]
+    return (
+        [a for _, a in named],
+        [None if w else n for w, (n, _) in zip(whole, named)],
+        [scores[int(w[1])] if w else False for w in whole],
+    )
 
 
 #: why a dynamic-batch graph fails, or differs, at another batch than the traced one, and the fix
@@ -773,6 +802,7 @@ def _against_float64(
     reference_device: str,
     chunk: int,
     postprocessed: bool = False,
+    parts: Any = None,
 ) -> list[ValidationReport]:
     """The failed comparisons judged again against the model run in float64: a network that
     amplifies float32 rounding (a BatchNorm whose running variance is near zero multiplies its input
@@ -780,7 +810,8 @@ def _against_float64(
     passes when it is no more than :data:`FLOAT64_FACTOR` times further (top-1 still has to agree on
     real images). Only for a model whose float32 forward repeats exactly (one that draws random
     numbers has no exact result, said in ``random_forward``: asked first, of ``postprocessed`` detections
-    too, which float64 puts in no order). Each such report records both errors."""
+    too, which float64 puts in no order). Each such report records both errors. ``parts``: how the
+    reports split the outputs (:func:`_split_outputs`)."""
     import copy
     import dataclasses
 
@@ -798,11 +829,13 @@ def _against_float64(
     except Exception:  # noqa: BLE001 - an op without a float64 kernel: the float32 verdict stands
         return reports
     out = []
+    # (as the reports compared them: a YOLO's output0 as its parts)
+    ref, got, exact = (_split_outputs(parts, v, [True] * len(v))[0] for v in (ref, got, exact))
     for r, a, b, e in zip(reports, ref, got, exact):
         if r.passed or a.shape != e.shape or not a.size:
             out.append(r)
             continue
-        if r.compared != "outputs":  # (a softmax: judged as log-probabilities, as compare did)
+        if r.compared == "log-probabilities":  # (a softmax: judged as log-probabilities, as compare did)
             a, b, e = (_log_probabilities(v) for v in (a, b, e))
         torch_err = float(np.abs(a.astype(np.float64) - e).max())
         onnx_err = float(np.abs(b.astype(np.float64) - e).max())

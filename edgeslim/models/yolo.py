@@ -12,7 +12,7 @@ default ``imgsz`` (:func:`yolo_defaults`); a training checkpoint at the size it 
 ``yolo:PATH.pt`` is an ultralytics checkpoint (the ``best.pt`` training writes, or
 ``YOLO.save``): a pickle, so loading it runs code, and the registry builds it only with
 ``trust_pickle=True`` (``--trust-pickle``); it keeps its own classes. :func:`load_yolo_checkpoint`
-does the same in Python. A bare model file that turns out to be an ultralytics checkpoint is
+does the same in Python, and :func:`save_ultralytics_checkpoint` writes one (of a slim YOLO too). A bare model file that turns out to be an ultralytics checkpoint is
 recognised by :func:`is_ultralytics_checkpoint` (read from its pickle's opcodes, nothing is
 unpickled) and loaded the same way.
 
@@ -432,6 +432,64 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
     return model.float().eval()
 
 
+def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write the ultralytics ``model`` (a slim one surgery cut included) as a checkpoint ultralytics
+    itself loads, ``YOLO(path)`` (so ``yolo val/predict/export model=PATH``, the ``format=engine`` route
+    on a Jetson, take it): the dict ``YOLO.save`` writes, the model in half precision as ultralytics'
+    trainer and ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its
+    class names, yaml, stride, task and training arguments (``train_args``, where it records them).
+    Needs no other file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to
+    a temporary file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the
+    file is a pickle: loading it runs code."""
+    import datetime
+
+    import torch
+
+    from edgeslim.utils.io import atomic_path, check_output_path
+
+    if not is_ultralytics_model(model):
+        raise EdgeslimError(
+            f"an ultralytics checkpoint holds an ultralytics model (a YOLO), not a {type(model).__name__}; "
+            "give a YOLO, or save this model as an edgeslim checkpoint"
+        )
+    if (
+        Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES
+    ):  # (ultralytics loads .pt files as checkpoints only)
+        raise EdgeslimError(
+            f"{path} should end in .pt (ultralytics loads checkpoints by that name)", param="path"
+        )
+    out = check_output_path(path, force, "path")
+    half = copy.deepcopy(model).half().to(memory_format=torch.contiguous_format).eval()
+    wide = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    overflow = [
+        k for k, v in half.state_dict().items()
+        if k in wide and bool(torch.isfinite(wide[k]).all()) and not bool(torch.isfinite(v).all())
+    ]  # fmt: skip
+    if overflow:
+        raise EdgeslimError(
+            f"{len(overflow)} tensors of the model ({overflow[0]} first) hold values beyond FP16's range (65504), "
+            "in which ultralytics stores checkpoints; deploy its ONNX export instead"
+        )
+    if "pt_path" in vars(half):  # (the file it was loaded from, the dense one: ultralytics sets it on load)
+        del half.pt_path
+    info = task_and_names(model)
+    half.task, half.names = info["task"], info["names"]
+    args = getattr(model, "args", None)
+    ultralytics = sys.modules["ultralytics"]  # (imported: the model is one)
+    ckpt = {
+        "ema": None,
+        "model": half,
+        "train_args": dict(args) if isinstance(args, dict) else {},
+        "date": datetime.datetime.now().astimezone().isoformat(),
+        "version": getattr(ultralytics, "__version__", ""),
+        "license": "AGPL-3.0 License (https://ultralytics.com/license)",
+        "docs": "https://docs.ultralytics.com",
+    }
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+    return out
+
+
 def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
     """True when ``path`` is a ``torch.save`` zip whose pickle is a dict that holds objects of
     ultralytics classes (an ultralytics checkpoint; a whole pickled model is not one). Read from the pickle's opcodes with :mod:`pickletools` (the module
@@ -512,7 +570,68 @@ def deployed_output(model: Any) -> Callable[[Any], Any] | None:
     if head is None or not isinstance(head, kinds):
         return None
     segment = getattr(heads, "Segment", None)
-    return _segment_deployed if segment is not None and isinstance(head, segment) else _first_of_pair
+    pick = _segment_deployed if segment is not None and isinstance(head, segment) else _first_of_pair
+    parts = output_parts(model)
+    return DeployedOutput(pick, parts) if parts is not None else pick
+
+
+class DeployedOutput:
+    """An ``outputs=`` selector (:func:`deployed_output`: ``selector(result)`` picks the deployed tensors)
+    that also says how a check compares them: ``parts`` (:func:`output_parts`) splits them into named
+    parts, each compared on its own scale (surgery's check reads it; the graph capture calls the
+    selector alone)."""
+
+    def __init__(
+        self, pick: Callable[[Any], Any], parts: Callable[[list[Any]], list[tuple[str, Any]]]
+    ) -> None:
+        self.pick, self.parts = pick, parts
+
+    def __call__(self, out: Any) -> Any:
+        return self.pick(out)
+
+
+def output_parts(model: Any) -> Callable[[list[Any]], list[tuple[str, Any]]] | None:
+    """For an ultralytics model with a detection head (``Detect`` and its subclasses, not end-to-end): a
+    function that splits its deployed tensors (flat, the decoded ``[N, 4+nc+extra, anchors]`` first: torch
+    tensors or numpy arrays) into named parts a check compares each on its own scale: ``boxes`` (pixels,
+    hundreds), ``scores`` (sigmoids in [0, 1]), and the head's extra rows, ``mask coefficients``
+    (segment), ``keypoints`` and ``keypoint visibility`` (pose: pixels and sigmoids), ``angles`` (OBB);
+    the tensors after the first (a segmenter's prototypes) as they are. Compared as one tensor, the boxes
+    set the scale and a score error looks hundreds of times smaller (a review: 0.022 of the scores was
+    "0.2% of the output's scale"). A first tensor of another shape is returned whole. None for other
+    models."""
+    if not is_ultralytics_model(model):
+        return None
+    heads = importlib.import_module("ultralytics.nn.modules.head")
+    head = _head(model)
+    detect = getattr(heads, "Detect", None)
+    if detect is None or not isinstance(head, detect) or bool(getattr(head, "end2end", False)):
+        return None
+    nc = int(head.nc)
+    extra: list[tuple[str, list[int]]] = []
+    kpt = getattr(head, "kpt_shape", None)
+    if kpt is not None:
+        nk, ndim = int(kpt[0]), int(kpt[1])
+        rows = list(range(nk * ndim))
+        extra = [("keypoints", [r for r in rows if ndim != 3 or r % 3 != 2])]
+        extra += [("keypoint visibility", [r for r in rows if r % 3 == 2])] if ndim == 3 else []
+    elif isinstance(getattr(head, "nm", None), int):
+        extra = [("mask coefficients", list(range(head.nm)))]
+    elif isinstance(getattr(head, "ne", None), int):
+        extra = [("angles", list(range(head.ne)))]
+    width = 4 + nc + sum(len(r) for _, r in extra)
+
+    def split(tensors: list[Any]) -> list[tuple[str, Any]]:
+        rest = [(f"output{i}", t) for i, t in enumerate(tensors)]
+        first = tensors[0] if tensors else None
+        if first is None or first.ndim != 3 or int(first.shape[1]) != width:
+            return rest
+        start = 4 + nc
+        parts = [("boxes", first[:, :4]), ("scores", first[:, 4:start])]
+        parts += [(name, first[:, [start + r for r in rows]]) for name, rows in extra]
+        return parts + rest[1:]
+
+    return split
 
 
 def _head(model: nn.Module) -> nn.Module | None:
@@ -634,7 +753,15 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     }
     if getattr(head, "kpt_shape", None) is not None:
         md["kpt_shape"] = list(head.kpt_shape)
+    yaml_file = (getattr(model, "yaml", None) or {}).get("yaml_file")
+    if yaml_file:  # (edgeslim's: the network, where its architecture is a file path; ultralytics ignores it)
+        md[MODEL_YAML_KEY] = Path(str(yaml_file)).name
     return {k: str(v) for k, v in md.items()}
+
+
+#: the ONNX metadata key of the model yaml's file name (``yolov8n.yaml``): what tells two YOLO networks
+#: apart where their architecture is the path of the checkpoint they were loaded from
+MODEL_YAML_KEY = "model_yaml"
 
 
 #: the ONNX input's name, as ultralytics' own export names it (deployment code written for its files feeds it)

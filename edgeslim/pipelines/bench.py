@@ -346,12 +346,18 @@ def other_network(model: str, baseline: str) -> str:
     """What to say when edgeslim's ONNX metadata names another architecture for ``baseline`` than for
     ``model`` (a speedup between different networks); "" when they match or either is unknown (not
     exported by edgeslim, or named by a file path, which a slim and a dense export of one network may
-    not share)."""
+    not share; a YOLO's, named by its checkpoint's path, by its model yaml's name where both record it)."""
     from edgeslim.bench.backends import model_format
+    from edgeslim.models.yolo import MODEL_YAML_KEY
+    from edgeslim.models.yolo import PREFIX as YOLO_PREFIX
     from edgeslim.utils.onnx_graph import onnx_metadata
 
-    archs = [onnx_metadata(p).get("architecture", "") if model_format(p) == "onnx" else "" for p in
-             (model, baseline)]  # fmt: skip
+    mds = [onnx_metadata(p) if model_format(p) == "onnx" else {} for p in (model, baseline)]
+    archs = [md.get("architecture", "") for md in mds]
+    yamls = [md.get(MODEL_YAML_KEY, "") for md in mds]  # (a YOLO's, whose architecture is a file path)
+    if all(a.startswith(f"{YOLO_PREFIX}:") for a in archs) and all(yamls) and yamls[0] != yamls[1]:
+        return (f"{model} is an export of a {yamls[0]} network and baseline {baseline} of a {yamls[1]} one: the "
+                "speedup compares two different networks (give the export of the network it was slimmed from)")  # fmt: skip
     if (
         not all(archs)
         or any(a.split(":")[0] in NO_ARCHITECTURE for a in archs)

@@ -60,7 +60,7 @@ def run(req: PruneRequest) -> dict[str, Any]:
     from edgeslim.channels.devices import resolve_alignment
     from edgeslim.channels.graph import input_shape_named
     from edgeslim.checkpoint import check_not_rebuilt_from, rebuild_facts, save_model
-    from edgeslim.models.yolo import deployed_output
+    from edgeslim.models.yolo import deployed_output, is_ultralytics_model
     from edgeslim.pipelines.source import check_finite_weights, model_input_shape, set_normalization
     from edgeslim.surgery import CheckFailedError, compose_recipes, prune_with_report
     from edgeslim.surgery.prune import approximate_fold_line
@@ -147,6 +147,9 @@ def run(req: PruneRequest) -> dict[str, Any]:
             rebuild_facts(loaded.spec)
         )  # the slim checkpoint's trust_pickle and the file it rebuilds from
         rep["random_weights"] = loaded.kind == "architecture"  # a name without weights: nothing trained
+        rep["ultralytics"] = is_ultralytics_model(
+            res.model
+        )  # (YOLO() takes no edgeslim checkpoint: the hint)
         if rep["bn_channels"] == 0:  # what normalizes it instead (LayerNorm: a ConvNeXt), for the hint
             from edgeslim.channels.norm import other_norms
 

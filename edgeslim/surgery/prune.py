@@ -439,11 +439,12 @@ def prune_with_report(
     dense_out: list[list[Tensor]] = []
     detections: list[bool] = []  # (per forward: a torchvision detector's post-processed result?)
     scores: list[bool] = []  # (per forward: may its first output hold class scores?)
+    names: list[str] = []  # (the compared tensors': a YOLO's boxes, scores, ... each on its own scale)
     if check or stats.names:
         with stats if stats.names else contextlib.nullcontext():
             dense_out = _outputs(
                 work, inputs, switch_mode=False, select=outputs, after_each=stats.next_forward, say_state=True,
-                detections=detections, scores=scores,
+                detections=detections, scores=scores, names=names,
             )  # fmt: skip
     unfoldable = torch.zeros_like(removable)
     reads = {name: _read_constants(calls, remove, stats, name) for name, calls in consumers.items()}
@@ -537,7 +538,14 @@ def prune_with_report(
             f"changed; mark that module a leaf (edgeslim.surgery.register_leaf){rule_hint}"
         ) from exc
     diff = (
-        _compare(dense_out, slim_out, [len(x) for x in inputs], postprocessed=any(detections), scores=scores)
+        _compare(
+            dense_out,
+            slim_out,
+            [len(x) for x in inputs],
+            postprocessed=any(detections),
+            scores=scores,
+            names=names if getattr(outputs, "parts", None) is not None else None,
+        )  # fmt: skip
         if check
         else {"max_abs_diff": None, "max_scaled_diff": None, "top1_agreement": None, "compared_values": None}
     )
@@ -576,8 +584,13 @@ def prune_with_report(
         "macs_before": g.macs(),
         "macs_after": g.macs(alive),
         "max_abs_diff": diff["max_abs_diff"],
-        # each output's difference over its scale (its largest |value|, at least 1): the worst
+        # each output's difference over its scale (its largest |value|, at least 1): the worst; a YOLO's
+        # output0 as its parts (boxes, scores, ...), each on its own scale
         "max_scaled_diff": diff["max_scaled_diff"],
+        # the part that gives it (a YOLO's "scores", ...; None: the outputs are compared whole) and its
+        # absolute difference
+        "max_scaled_part": diff.get("max_scaled_part"),
+        "max_scaled_part_diff": diff.get("max_scaled_part_diff"),
         "top1_agreement": diff["top1_agreement"],
         # how many output values the check compared (0: every output was empty; None: no check)
         "compared_values": diff["compared_values"],
@@ -720,11 +733,19 @@ def approximate_fold_line(report: dict[str, Any]) -> str:
     if not inexact or scaled is None or scaled <= FOLD_WARN_SCALED:
         return ""
     names = ", ".join(inexact[:5]) + (f" and {len(inexact) - 5} more" if len(inexact) > 5 else "")
+    part = report.get("max_scaled_part")
+    off = (
+        f"differ from the zeroed model's by up to {report['max_abs_diff']:.3g} on the inputs checked; the "
+        f"{part} by {report['max_scaled_part_diff']:.3g}, {scaled:.1%} of their scale (their largest |value|, "
+        "at least 1)"
+        if part
+        else f"differ from the zeroed model's by up to {report['max_abs_diff']:.3g} on the inputs checked, "
+        f"{scaled:.1%} of the output's scale (its largest |value|, at least 1)"
+    )
     return (
         f"the constants of removed channels were folded approximately into {names} (zero-padded convs: exact "
-        f"away from the border only): the slim outputs differ from the zeroed model's by up to "
-        f"{report['max_abs_diff']:.3g} on the inputs checked, {scaled:.1%} of the output's scale (its largest "
-        "|value|, at least 1); slimming with zero_invariant leaves nothing to fold (exact surgery)"
+        f"away from the border only): the slim outputs {off}; slimming with zero_invariant leaves nothing to "
+        "fold (exact surgery)"
     )
 
 
@@ -809,11 +830,12 @@ def verify(
     in eval mode; their modes are restored afterwards. ``outputs``: as in :func:`prune_with_report`.
     """
     batches = list(_batches(inputs))
-    sizes, found, scores = [len(x) for x in batches], [], []
-    dense = _outputs(model, batches, select=outputs, detections=found, scores=scores)
+    sizes, found, scores, names = [len(x) for x in batches], [], [], []
+    dense = _outputs(model, batches, select=outputs, detections=found, scores=scores, names=names)
     diff = _compare(
-        dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found), scores=scores
-    )
+        dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found), scores=scores,
+        names=names if getattr(outputs, "parts", None) is not None else None,
+    )  # fmt: skip
     if not diff["compared_values"]:
         log.warning(
             "verify compared nothing: every output of the models is empty on these inputs (a detector that found "
@@ -832,6 +854,7 @@ def _outputs(
     say_state: bool = False,
     detections: list[bool] | None = None,
     scores: list[bool] | None = None,
+    names: list[str] | None = None,
 ) -> list[list[Tensor]]:
     """Eval-mode outputs in IEEE fp32: every tensor of each (possibly nested) output, or of what
     ``select`` picks from it; the mode is restored, and the buffers the forwards wrote
@@ -839,7 +862,9 @@ def _outputs(
     its own copy of the batch (a forward may write into its input); ``after_each`` runs after each;
     ``detections`` gets, per forward, whether its result is a torchvision detector's post-processed
     detections (:func:`~edgeslim.utils.scores.postprocessed_detections`); ``scores``, whether its first tensor
-    may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`)."""
+    may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`). A ``select`` with ``parts``
+    (:class:`~edgeslim.models.yolo.DeployedOutput`: a YOLO's boxes, scores, ...) gives those parts of its
+    tensors, each compared on its own scale; ``names`` gets their names (``output0``, ... without)."""
     mode = model.training
     if switch_mode:
         model.eval()
@@ -858,7 +883,13 @@ def _outputs(
         detections += [postprocessed_detections(o) for o in picked]
     if scores is not None:
         scores += [score_tensors(o)[:1] == [True] for o in picked]
-    return [flat_tensors(o) for o in picked]
+    parts = getattr(select, "parts", None)
+    named = [
+        parts(flat_tensors(o)) if parts is not None else list(enumerate(flat_tensors(o))) for o in picked
+    ]
+    if names is not None and named:
+        names[:] = [n if isinstance(n, str) else f"output{n}" for n, _ in named[0]]
+    return [[t for _, t in ts] for ts in named]
 
 
 @contextlib.contextmanager
@@ -959,6 +990,7 @@ def _compare(
     *,
     postprocessed: bool = False,
     scores: list[bool] | None = None,
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Largest difference over every output tensor (``max_scaled_diff``: each divided by the scale of
     its own tensor, at least 1), and whether an output's scaled difference exceeds the rounding of its
@@ -968,8 +1000,11 @@ def _compare(
     agreement is the first output's where it holds class scores of one row per input (``sizes``: the
     batch size of each input; a detector's boxes ``[K, 4]`` hold none). ``postprocessed``: the outputs
     are a torchvision detector's post-processed detections, which a different count is said to be;
-    ``scores``: per forward, whether its first output may hold class scores (a box's never does)."""
+    ``scores``: per forward, whether its first output may hold class scores (a box's never does).
+    ``names``: the compared tensors' names (a YOLO's parts, :func:`_outputs`): ``max_scaled_part`` is the
+    one of the largest scaled difference, ``max_scaled_part_diff`` its absolute difference."""
     worst, scaled, agree, total, beyond, differ, values = 0.0, 0.0, 0, 0, False, False, 0
+    part, part_diff = None, None
     for j, (ra, rb) in enumerate(zip(ref, got)):
         if len(ra) != len(rb):
             raise EdgeslimError(
@@ -1000,6 +1035,8 @@ def _compare(
                 d = float(abs_differences(a.double(), b.double()).max())
                 own = d / max(1.0, finite_abs_max(a))
                 beyond = beyond or own > check_tolerance(a.dtype)
+            if names is not None and i < len(names) and (part is None or own > scaled):
+                part, part_diff = names[i], d
             worst, scaled = max(worst, d), max(scaled, own)
         # the first output's, as export's check (scores: floating point)
         n = sizes[j] if sizes is not None else None
@@ -1010,6 +1047,8 @@ def _compare(
     return {
         "max_abs_diff": worst if values else None,
         "max_scaled_diff": scaled if values else None,
+        "max_scaled_part": part if values else None,
+        "max_scaled_part_diff": part_diff if values else None,
         "compared_values": values,
         "beyond_rounding": beyond or differ,
         "integers_differ": differ,
