@@ -577,13 +577,35 @@ def collapse_check(
         and all(float(h.get("test_acc", 1.0)) < threshold for h in hist)
         and float(hist[0].get("xi_zero_frac", 1.0)) < 0.5
     )
+    # nothing removed, said whatever else is (a review: a small test set's warning alone hid it)
+    nothing = ""
+    if int(report["finalize"]["zeroed"]) == 0 and not budget:
+        nothing = "no BN scale reached zero, so nothing was removed: " + (
+            f"raise the shrink (now {shrink:g}) or train longer"
+            if shrink
+            else f"raise lambda (now {lam:.3g})"
+        )
+    untold = ""  # a test set that cannot judge the slim network's accuracy
+    n = 0 if test_labels is None else test_labels.numel()
     if unclear:
-        n = 0 if test_labels is None else test_labels.numel()
-        msg = (
+        untold = (
             f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
             f"({chance:.1%}, always answering the commonest class; below {threshold:.1%} is within its noise); give a "
             "larger test_subset, or a test split with more images, to judge it"
         )
+    elif not judged and chance >= 1.0:
+        untold = (
+            f"the test set holds one class, so its accuracy ({acc:.1%}) cannot tell the slim network from one "
+            "that always answers that class; test on images of every class"
+        )
+    elif not judged:
+        untold = (
+            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
+            f"({chance:.1%}, always answering the commonest class); give a larger test_subset, or a test split "
+            "with more images, to judge it"
+        )
+    if unclear:
+        msg = untold
     elif at_chance and not restored and (zero_frac < 0.5 or never):
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         zeros = (
@@ -640,24 +662,12 @@ def collapse_check(
             "every layer's kept count rounds up to all its channels, so nothing can be removed; give a smaller "
             "one (the device's channel multiple, e.g. 16 or 8), not a stronger shrink"
         )
-    elif int(report["finalize"]["zeroed"]) == 0 and not budget:
-        msg = "no BN scale reached zero, so nothing was removed: " + (
-            f"raise the shrink (now {shrink:g}) or train longer"
-            if shrink
-            else f"raise lambda (now {lam:.3g})"
-        )
-    elif not judged and chance >= 1.0:
-        msg = (
-            f"the test set holds one class, so its accuracy ({acc:.1%}) cannot tell the slim network from one "
-            "that always answers that class; test on images of every class"
-        )
-    elif not judged:
-        n = 0 if test_labels is None else test_labels.numel()
-        msg = (
-            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
-            f"({chance:.1%}, always answering the commonest class); give a larger test_subset, or a test split "
-            "with more images, to judge it"
-        )
+    elif nothing:
+        msg = nothing
+    elif untold:
+        msg = untold
+    if nothing and untold and msg in (nothing, untold):  # (both: neither hides the other)
+        msg = f"{nothing}; and {untold}"
     named = tuple(
         p for p in ("shrink", "taper_end", "epochs", "test_subset", "round_to") if re.search(rf"\b{p}\b", msg)
     )
