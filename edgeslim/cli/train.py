@@ -176,7 +176,7 @@ def _print(
 
 
 #: optimizer steps a MAC budget wants to land near its target (a README trial on 122 images: 9 steps kept
-#: 17.5% of the MACs for 0.5, 24 steps 42.9%, 40 steps 44-49%, 96 steps 48.8%)
+#: 17.5% of the MACs for 0.5, 21 steps 42.9%, 30 to 35 steps 44-49%, 70 and 84 steps 48.8%)
 BUDGET_STEPS = 50
 #: the MAC budget the next step proposes (the README's)
 NEXT_BUDGET = "0.5"
