@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.norm import bn_layers
-from edgeslim.data.bundle import steps_per_epoch
+from edgeslim.data.bundle import normalization_text, steps_per_epoch
 from edgeslim.errors import EdgeslimError, Notice, shown
 from edgeslim.sparsity.budget import (  # noqa: F401 - (re-exported: the CLI's and YOLO's)
     BUDGET_MISS_TOLERANCE,
@@ -357,6 +357,8 @@ def slim_model(
         "arch": spec.arch,
         "data": bundle.name,
         "input_shape": list(spec.input_shape),  # (channels, height, width) it trained at
+        # (what a device's preprocessing must do: a review found it in the ONNX metadata only)
+        "normalization": {"mean": list(bundle.mean), "std": list(bundle.std)},
         "data_args": (meta or {}).get("data_args"),  # how the data was loaded (None: by a Python caller)
         "slimming": slimming,
         # (the prox is a hook added to plain training: the run's method is the proximal one)
@@ -838,6 +840,8 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
     ]  # fmt: skip
     if shape := report.get("input_shape"):  # (a trial could not tell the size the photos were trained at)
         training.append(f"- images of {shape[1]}x{shape[2]} pixels (height x width), {shape[0]} channel(s)")
+    if norm := report.get("normalization"):
+        training.append(f"- input normalization: {normalization_text(norm['mean'], norm['std'])}")
     ph = s.get("phase_steps") or {}
     phases = (
         [f"the first {ph['warmup_steps']} step(s) without the proximal step"]

@@ -992,3 +992,26 @@ def test_report_md_names_the_flags_a_cli_run_was_given_and_a_python_run_its_para
     run(req)
     md = (tmp_path / "py" / "report.md").read_text()
     assert "- round_to (1000) is not below the widest BN layer" in md and "--round-to" not in md
+
+
+def test_the_input_normalization_is_in_the_summary_the_reports_and_info(tmp_path: Path, capsys) -> None:
+    """README review, finding 5: the mean and std a device's preprocessing needs (an image folder's own
+    statistics by default) were in the ONNX metadata only: not in the terminal, report.md, report.json,
+    nor ``info`` (which showed the scalars of a checkpoint's meta, and these are lists)."""
+    out = tmp_path / "n"
+    rc = main(
+        ["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--shrink", "0.2", "--out", str(out)]
+    )
+    text = " ".join(capsys.readouterr().out.split())
+    assert rc == 0
+    own = load_dataset("digits")  # (its own statistics: 0.3055, 0.3761)
+    mean, std = own.mean, own.std
+    line = f"input normalization: (pixels / 255 - mean) / std, mean [{mean[0]:.4g}], std [{std[0]:.4g}]"
+    assert line in text, text
+    assert json.loads((out / "report.json").read_text())["normalization"] == {"mean": [*mean], "std": [*std]}
+    assert f"- {line}" in (out / "report.md").read_text()
+    assert main(["info", str(out / "model.pt"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mean"] == pytest.approx([*mean]) and info["std"] == pytest.approx([*std])
+    assert main(["info", str(out / "model.pt")]) == 0
+    assert line.replace(":", " │", 1) in " ".join(capsys.readouterr().out.split())
