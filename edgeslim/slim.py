@@ -51,6 +51,7 @@ from edgeslim.utils.rundir import (
     BUDGET_PNG,
     CHANNELS_PNG,
     GAMMA_HIST_PNG,
+    LOG_FILE,
     MODEL_FILE,
     REPORT_FILE,
     RUN_REPORT_MD,
@@ -862,6 +863,11 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
             + (f", {d['subset']:,} training images" if d.get("subset") else "")
             + (f", {d['test_subset']:,} test images" if d.get("test_subset") else "")
         )  # fmt: skip
+    if h := report.get("head"):  # (num_classes: the docs promise the line; the terminal said it only)
+        training.append(
+            f"- head: {h['head']}, {h['from']} -> {h['to']} (the classifier head replaced for the data's classes, "
+            "trained from scratch)"
+        )
     if report.get("budget"):
         b = report["budget"]
         training.append(
@@ -923,6 +929,7 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
         else f"- `{SLIM_FILE}`: the slim network (load it, export it to ONNX)",
         "- `trained.pt`: the trained network at full width, its zero channels in place",
         "- `report.json`: everything here, for programs; `report.md`: this page",
+        f"- `{TRAIN_DIR}/`: the trainer's checkpoint (with xi, for resume) and `{LOG_FILE}`, one record per epoch",
     ]
     if report.get("latency"):
         parts.append(
