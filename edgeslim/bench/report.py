@@ -644,6 +644,27 @@ def busy_warning(record: dict) -> str | None:
     )
 
 
+def precision_note(record: dict) -> str | None:
+    """What bench's names mean for a quantized (INT8) file against a float one (export's suggested
+    INT8-against-FP32 bench): they are "baseline" and "slim" whatever they hold (a review read INT8 as
+    the slim network); None for another pair."""
+    models = record.get("models") or {}
+    if set(models) != {"baseline", "slim"}:
+        return None
+    quantized = {label: bool((m.get("cost") or {}).get("quantized")) for label, m in models.items()}
+    if quantized["baseline"] == quantized["slim"]:
+        return None
+    int8, fp = ("slim", "baseline") if quantized["slim"] else ("baseline", "slim")
+    name = {label: Path(str(m.get("path") or "")).name for label, m in models.items()}
+    macs = [(m.get("cost") or {}).get("macs") for m in models.values()]
+    one = " of one network (the same MACs)" if macs[0] is not None and macs[0] == macs[1] else ""
+    return (
+        f"{int8} ({name[int8]}) is the INT8 model and {fp} ({name[fp]}) the float one{one}: the speedup is what "
+        "INT8 buys on this machine, below 1 where it ran slower here; its kernels are not the device's, so time "
+        "both there"
+    )
+
+
 def spread_warnings(record: dict) -> list[str]:
     """The lines of the models and batches whose timed calls spread more than :data:`CV_WARN`."""
     out = []
@@ -762,6 +783,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
             markdown_table(SPEEDUP_COLS, speedup_rows(record)),
             "",
             f"Method: {method}. {SPEEDUP_LEGEND}",
+            *(["", f"Note: {note}."] if (note := precision_note(record)) else []),
         ]
     torch_counted = any((m.get("cost") or {}).get("counted_by") == "torch" for m in record["models"].values())
     params = (
