@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from edgeslim.channels.norm import bn_layers
-from edgeslim.data.bundle import steps_per_epoch
+from edgeslim.data.bundle import normalization_text, steps_per_epoch
 from edgeslim.errors import EdgeslimError, Notice, shown
 from edgeslim.sparsity.budget import (  # noqa: F401 - (re-exported: the CLI's and YOLO's)
     BUDGET_MISS_TOLERANCE,
@@ -51,6 +51,7 @@ from edgeslim.utils.rundir import (
     BUDGET_PNG,
     CHANNELS_PNG,
     GAMMA_HIST_PNG,
+    LOG_FILE,
     MODEL_FILE,
     REPORT_FILE,
     RUN_REPORT_MD,
@@ -357,6 +358,8 @@ def slim_model(
         "arch": spec.arch,
         "data": bundle.name,
         "input_shape": list(spec.input_shape),  # (channels, height, width) it trained at
+        # (what a device's preprocessing must do: a review found it in the ONNX metadata only)
+        "normalization": {"mean": list(bundle.mean), "std": list(bundle.std)},
         "data_args": (meta or {}).get("data_args"),  # how the data was loaded (None: by a Python caller)
         "slimming": slimming,
         # (the prox is a hook added to plain training: the run's method is the proximal one)
@@ -577,13 +580,35 @@ def collapse_check(
         and all(float(h.get("test_acc", 1.0)) < threshold for h in hist)
         and float(hist[0].get("xi_zero_frac", 1.0)) < 0.5
     )
+    # nothing removed, said whatever else is (a review: a small test set's warning alone hid it)
+    nothing = ""
+    if int(report["finalize"]["zeroed"]) == 0 and not budget:
+        nothing = "no BN scale reached zero, so nothing was removed: " + (
+            f"raise the shrink (now {shrink:g}) or train longer"
+            if shrink
+            else f"raise lambda (now {lam:.3g})"
+        )
+    untold = ""  # a test set that cannot judge the slim network's accuracy
+    n = 0 if test_labels is None else test_labels.numel()
     if unclear:
-        n = 0 if test_labels is None else test_labels.numel()
-        msg = (
+        untold = (
             f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
             f"({chance:.1%}, always answering the commonest class; below {threshold:.1%} is within its noise); give a "
             "larger test_subset, or a test split with more images, to judge it"
         )
+    elif not judged and chance >= 1.0:
+        untold = (
+            f"the test set holds one class, so its accuracy ({acc:.1%}) cannot tell the slim network from one "
+            "that always answers that class; test on images of every class"
+        )
+    elif not judged:
+        untold = (
+            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
+            f"({chance:.1%}, always answering the commonest class); give a larger test_subset, or a test split "
+            "with more images, to judge it"
+        )
+    if unclear:
+        msg = untold
     elif at_chance and not restored and (zero_frac < 0.5 or never):
         gmean = float(hist[-1].get("gamma_mean", float("nan")))
         zeros = (
@@ -640,24 +665,12 @@ def collapse_check(
             "every layer's kept count rounds up to all its channels, so nothing can be removed; give a smaller "
             "one (the device's channel multiple, e.g. 16 or 8), not a stronger shrink"
         )
-    elif int(report["finalize"]["zeroed"]) == 0 and not budget:
-        msg = "no BN scale reached zero, so nothing was removed: " + (
-            f"raise the shrink (now {shrink:g}) or train longer"
-            if shrink
-            else f"raise lambda (now {lam:.3g})"
-        )
-    elif not judged and chance >= 1.0:
-        msg = (
-            f"the test set holds one class, so its accuracy ({acc:.1%}) cannot tell the slim network from one "
-            "that always answers that class; test on images of every class"
-        )
-    elif not judged:
-        n = 0 if test_labels is None else test_labels.numel()
-        msg = (
-            f"the test set ({n} images) is too small to tell the slim network's accuracy ({acc:.1%}) from chance "
-            f"({chance:.1%}, always answering the commonest class); give a larger test_subset, or a test split "
-            "with more images, to judge it"
-        )
+    elif nothing:
+        msg = nothing
+    elif untold:
+        msg = untold
+    if nothing and untold and msg in (nothing, untold):  # (both: neither hides the other)
+        msg = f"{nothing}; and {untold}"
     named = tuple(
         p for p in ("shrink", "taper_end", "epochs", "test_subset", "round_to") if re.search(rf"\b{p}\b", msg)
     )
@@ -828,6 +841,8 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
     ]  # fmt: skip
     if shape := report.get("input_shape"):  # (a trial could not tell the size the photos were trained at)
         training.append(f"- images of {shape[1]}x{shape[2]} pixels (height x width), {shape[0]} channel(s)")
+    if norm := report.get("normalization"):
+        training.append(f"- input normalization: {normalization_text(norm['mean'], norm['std'])}")
     ph = s.get("phase_steps") or {}
     phases = (
         [f"the first {ph['warmup_steps']} step(s) without the proximal step"]
@@ -848,6 +863,11 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
             + (f", {d['subset']:,} training images" if d.get("subset") else "")
             + (f", {d['test_subset']:,} test images" if d.get("test_subset") else "")
         )  # fmt: skip
+    if h := report.get("head"):  # (num_classes: the docs promise the line; the terminal said it only)
+        training.append(
+            f"- head: {h['head']}, {h['from']} -> {h['to']} (the classifier head replaced for the data's classes, "
+            "trained from scratch)"
+        )
     if report.get("budget"):
         b = report["budget"]
         training.append(
@@ -909,6 +929,7 @@ def markdown_report(report: dict[str, Any], names: Mapping[str, str] | None = No
         else f"- `{SLIM_FILE}`: the slim network (load it, export it to ONNX)",
         "- `trained.pt`: the trained network at full width, its zero channels in place",
         "- `report.json`: everything here, for programs; `report.md`: this page",
+        f"- `{TRAIN_DIR}/`: the trainer's checkpoint (with xi, for resume) and `{LOG_FILE}`, one record per epoch",
     ]
     if report.get("latency"):
         parts.append(

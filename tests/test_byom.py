@@ -493,3 +493,31 @@ def test_prune_takes_a_whole_pickles_input_shape_from_its_image_folder_as_info_d
         spec = load_model(tmp_path / out, trust_pickle=True).spec
         assert (spec.in_channels, *spec.input_size) == (3, 32, 32)
     assert "3,32,32" in _run(["info", whole, "--trust-pickle", *data], capsys)
+
+
+def test_report_md_says_the_head_replaced_and_the_train_folder(cifar_zip, tmp_path, capsys):
+    """README review, finding 6: report.md never said the classifier head was replaced (the docs promise
+    `head: fc, 10 -> 3`; the terminal's stderr said it only), and its Files left out train/."""
+    from edgeslim.checkpoint import save_model
+    from edgeslim.models.registry import ModelSpec, create_model
+
+    root = tmp_path / "data"
+    with zipfile.ZipFile(cifar_zip) as zf:
+        for split, n in (("train", 16), ("test", 8)):
+            for cls in CLASSES:
+                names = sorted(
+                    x for x in zf.namelist() if x.startswith(f"{split}/{cls}/") and x.endswith(".jpg")
+                )
+                (root / split / cls).mkdir(parents=True)
+                for name in names[:n]:
+                    (root / split / cls / Path(name).name).write_bytes(zf.read(name))
+    spec = ModelSpec("vgg-small", 10, 3, (32, 32))
+    ck = save_model(tmp_path / "ten.pt", create_model(spec), spec)
+    out = tmp_path / "run"
+    _run(["slim", ck, "--data", "imagefolder", "--data-dir", root, "--num-classes", "3", "--epochs", "1",
+          "--batch-size", "16", "--shrink", "0.2", "--threads", "1", "--out", out], capsys)  # fmt: skip
+    md = (out / "report.md").read_text()
+    head = json.loads((out / "report.json").read_text())["head"]
+    assert f"- head: {head['head']}, 10 -> 3 (the classifier head replaced for the data's classes" in md, md
+    assert "- `train/`: the trainer's checkpoint (with xi, for resume) and `log.jsonl`" in md, md
+    assert (out / "train" / "log.jsonl").is_file()

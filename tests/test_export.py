@@ -1139,8 +1139,8 @@ def test_an_export_says_each_stage_as_it_starts(tmp_path, capsys):
     lines = [ln.split(" ", 1)[1] for ln in capsys.readouterr().err.splitlines() if " export: " in ln]
     assert lines == [
         "export: 1/3 ONNX export and its check on 8 images done",  # (once done: a refusal comes alone)
-        "export: 1/3 INT8 calibration on 16 images, its check on 8",
-        "export: 2/3 ORT conversion",
+        "export: 2/3 INT8 calibration on 16 images, its check on 8",
+        "export: 3/3 ORT conversion",  # (README review, finding 8: they read 1/3, 1/3, 2/3)
     ], lines
     assert logging.root.handlers == handlers
 

@@ -1194,3 +1194,29 @@ def test_a_measured_latency_miss_is_a_closing_warning_that_says_the_load(vgg_tab
     closing = err[err.index("wrote ") :]  # the end-of-run warnings, after the files written
     assert "warning: latency target missed as measured" in closing and "--verify-latency" in closing
     assert ("may be the machine's load" in closing) == bool(lat["unsteady"])
+
+
+def test_a_zero_invariant_runs_predicted_speed_is_bench_predicts_of_its_export(
+    tmp_path, cifar_zip: str, capsys
+) -> None:
+    """README review, finding 1: a zero-invariant MobileNetV3 run printed 0.4893 ms predicted where
+    ``bench --predict`` of its exported model said 0.424 ms: the squeeze-excitation-gated channels the run
+    removed were priced as kept. The run's prediction is now the one bench gives of its ONNX."""
+    from edgeslim.checkpoint import load_model
+    from edgeslim.export import export_onnx
+
+    out = tmp_path / "o"
+    rc = main(["slim", "tv:mobilenet_v3_small", "--data", "cifar10", "--data-dir", cifar_zip, "--subset", "64",
+               "--test-subset", "32", "--epochs", "1", "--batch-size", "32", "--lr", "0.01", "--threads", "1",
+               "--target-macs", "0.5", "--zero-invariant", "--profile", "snapdragon-8-gen3", "--out", str(out)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    pl = json.loads((out / "report.json").read_text())["predicted_latency"]
+    slim = load_model(out / "model.pt").model.eval()
+    export_onnx(slim, tmp_path / "slim.onnx", (3, 32, 32))
+    capsys.readouterr()
+    rc = main(["bench", str(tmp_path / "slim.onnx"), "--predict", "--profile", "snapdragon-8-gen3", "--json"])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    bench = json.loads(text.out)["models"]["model"]["1"]["total_s"] * 1e3
+    # (0.4859 against 0.4865 ms here, the difference of rounding; 0.4903 priced the gated channels kept)
+    assert pl["slim_ms"] == pytest.approx(bench, rel=0.003), (pl["slim_ms"], bench)

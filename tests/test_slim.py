@@ -344,6 +344,27 @@ def test_a_run_that_zeroes_nothing_says_so_and_records_its_default_shrink(digits
     assert rep["slimming"]["default_shrink"] == 0.7 and rep["slimming"]["shrink"] is None
 
 
+def test_a_run_that_zeroes_nothing_says_so_beside_a_small_test_sets_warning() -> None:
+    """README review, finding 2: a run on a 30-image test set that removed nothing was told only that the
+    test set was too small; "nothing was removed: raise the shrink" was dropped. Both are said now."""
+    from edgeslim.slim import collapse_check
+
+    def report(acc: float) -> dict:
+        return {"accuracy": {"trained": acc, "slim": acc}, "slimming": {"lam": 4.0, "default_shrink": 0.7},
+                "finalize": {"zeroed": 0, "total": 100}, "history": [{"gamma_mean": 0.1}]}  # fmt: skip
+
+    for labels, acc in ((torch.arange(30) % 3, 0.5), (torch.tensor([0, 1, 2]), 1 / 3)):  # unclear, not judged
+        msg = collapse_check(report(acc), [], 3, test_labels=labels)["message"]
+        assert msg.startswith(
+            "no BN scale reached zero, so nothing was removed: raise the shrink (now 0.7)"
+        ), msg
+        assert f"; and the test set ({labels.numel()} images) is too small to tell" in msg, msg
+        assert msg.params == ("shrink", "test_subset")
+    # a test set that judges it: the one warning, as before
+    big = collapse_check(report(0.9), [], 3, test_labels=torch.arange(300) % 3)["message"]
+    assert big.startswith("no BN scale reached zero") and "test set" not in big
+
+
 def test_a_network_that_never_learned_is_not_called_a_collapse() -> None:
     """Near chance in every epoch from a first one with few zeros: training did not learn (a
     warning), even when the budget later zeroed most channels (a trial's run failed as 'slimming
@@ -971,3 +992,26 @@ def test_report_md_names_the_flags_a_cli_run_was_given_and_a_python_run_its_para
     run(req)
     md = (tmp_path / "py" / "report.md").read_text()
     assert "- round_to (1000) is not below the widest BN layer" in md and "--round-to" not in md
+
+
+def test_the_input_normalization_is_in_the_summary_the_reports_and_info(tmp_path: Path, capsys) -> None:
+    """README review, finding 5: the mean and std a device's preprocessing needs (an image folder's own
+    statistics by default) were in the ONNX metadata only: not in the terminal, report.md, report.json,
+    nor ``info`` (which showed the scalars of a checkpoint's meta, and these are lists)."""
+    out = tmp_path / "n"
+    rc = main(
+        ["slim", "vgg-small", "--data", "digits", "--epochs", "1", "--shrink", "0.2", "--out", str(out)]
+    )
+    text = " ".join(capsys.readouterr().out.split())
+    assert rc == 0
+    own = load_dataset("digits")  # (its own statistics: 0.3055, 0.3761)
+    mean, std = own.mean, own.std
+    line = f"input normalization: (pixels / 255 - mean) / std, mean [{mean[0]:.4g}], std [{std[0]:.4g}]"
+    assert line in text, text
+    assert json.loads((out / "report.json").read_text())["normalization"] == {"mean": [*mean], "std": [*std]}
+    assert f"- {line}" in (out / "report.md").read_text()
+    assert main(["info", str(out / "model.pt"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["mean"] == pytest.approx([*mean]) and info["std"] == pytest.approx([*std])
+    assert main(["info", str(out / "model.pt")]) == 0
+    assert line.replace(":", " │", 1) in " ".join(capsys.readouterr().out.split())

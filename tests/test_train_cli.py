@@ -292,7 +292,25 @@ def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
     assert main(["train", "--arch", "vgg-small", *data, "--epochs", "1", "--cache-dir", str(tmp_path / "c"),
                  "--out", str(out)]) == 0  # fmt: skip
     nxt = " ".join(capsys.readouterr().err.split()).split("next: ", 1)[1].split(" (or")[0]
-    assert shlex.split(nxt) == ["edgeslim", "slim", str(out / "model.pt"), *data, "--out", f"{out}-slim"]
+    # (with a MAC budget, and the epochs that give it 50 steps: 100 images at the default batch are one a epoch)
+    budget = ["--epochs", "50", "--target-macs", "0.5"]
+    assert shlex.split(nxt) == [
+        "edgeslim",
+        "slim",
+        str(out / "model.pt"),
+        *data,
+        *budget,
+        "--out",
+        f"{out}-slim",
+    ]
+    # README review, finding 3: a fine-tune at --lr 0.01 --batch-size 16 was proposed slim's defaults (lr 0.1,
+    # batch 128: one step an epoch on 122 images, nothing removed); the run's own are carried
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--arch", "vgg-small", *data, "--epochs", "1", "--lr", "0.01", "--batch-size", "16",
+                 "--cache-dir", str(tmp_path / "c"), "--out", str(tuned)]) == 0  # fmt: skip
+    nxt = " ".join(capsys.readouterr().err.split()).split("next: ", 1)[1].split(" (or")[0]
+    assert shlex.split(nxt) == ["edgeslim", "slim", str(tuned / "model.pt"), *data, "--lr", "0.01", "--batch-size",
+                                "16", "--target-macs", "0.5", "--out", f"{tuned}-slim"]  # fmt: skip
     ns = tmp_path / "ns"
     assert main(["train", *DIGITS, "--method", "subgradient",
                  "--prune-ratio", "0.3", "--finetune-epochs", "1", "--out", str(ns)]) == 0  # fmt: skip

@@ -45,6 +45,10 @@ def _print_tables(record: dict) -> None:
             table("speedup = baseline p50 / slim p50", report.SPEEDUP_COLS, report.speedup_rows(record))
         )
         out.print(report.SPEEDUP_LEGEND)  # (what trial spread and the ratios are, as report.md says)
+        if note := report.precision_note(record):  # (INT8 against FP32: which is which)
+            err.print(f"note: {note}", soft_wrap=True)
+        for note in report.interval_notes(record):  # (few trials: an interval past all of them)
+            err.print(f"note: {note}", soft_wrap=True)
     out.print(
         table("size and memory (isolated process per model)", report.MEMORY_COLS, report.memory_rows(record))
     )

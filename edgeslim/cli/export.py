@@ -279,7 +279,7 @@ def export(**kw: Any) -> None:
     top = min(32, req.max_batch)
     batches = ",".join(map(str, sorted({1, top, req.batch}))) if req.dynamic_batch else str(req.batch)
     if res.get("ort_int8"):
-        step = f"edgeslim bench {quote(res['ort_int8']['path'])} --baseline {quote(onnx_file)} --batch {batches} (INT8 against FP32)"
+        step = f"edgeslim bench {quote(res['ort_int8']['path'])} --baseline {quote(onnx_file)} --batch {batches} (INT8 against FP32: bench calls the INT8 file slim)"
     elif res.get("slim") is None:  # a file that carries no recipe: slim or dense, unknown here
         step = (f"edgeslim bench SLIM.onnx --baseline DENSE.onnx --batch {batches} ({quote(onnx_file)} is one of "
                 "them)")  # fmt: skip

@@ -121,6 +121,10 @@ def info(
     recorded = {**{k: v for k, v in (res.get("metrics") or {}).items() if k == "test_acc"}, **res}
     rows += [_data_row(recorded) if k == "data" else [label, fmt(recorded[k])] for k, label, fmt in RECORDED_ROWS
              if isinstance(recorded.get(k), (int, float, str))]  # fmt: skip
+    if "mean" in res and "std" in res:  # (the device's preprocessing)
+        from edgeslim.data.bundle import normalization_text
+
+        rows.append(["input normalization", normalization_text(res["mean"], res["std"])])
     if "names" in res:  # an ultralytics model
         names = list(res["names"].values())
         shown = ", ".join(map(str, names[:8])) + (", ..." if len(names) > 8 else "")

@@ -237,6 +237,7 @@ def slim(ctx: click.Context, model_or_arch: str, config_path: Path | None, out_d
 
 
 def _print(report: dict[str, Any], as_json: bool) -> None:
+    from edgeslim.data.bundle import normalization_text
     from edgeslim.slim import (
         accuracy_change,
         accuracy_note,
@@ -318,6 +319,8 @@ def _print(report: dict[str, Any], as_json: bool) -> None:
             out.print(
                 f"channel counts kept in multiples of {al['round_to']} ({src}{cut}), with trained channels"
             )
+        if norm := report.get("normalization"):  # (the device's preprocessing)
+            out.print(f"input normalization: {normalization_text(norm['mean'], norm['std'])}", soft_wrap=True)
         lat = report.get("latency")
         if lat and lat.get("measured"):
             out.print(

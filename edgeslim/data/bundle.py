@@ -331,6 +331,13 @@ class BatchLoader:
             yield self.bundle.normalize(x), y_all.index_select(0, sel)
 
 
+def normalization_text(mean: Any, std: Any) -> str:
+    """The input normalization a model takes, for a person: ``(pixels / 255 - mean) / std, mean [0.4881,
+    0.4785, 0.4686], std [...]`` (what a device's preprocessing must do; the reports and ``info`` say it)."""
+    m, s = (", ".join(f"{float(v):.4g}" for v in vals) for vals in (mean, std))
+    return f"(pixels / 255 - mean) / std, mean [{m}], std [{s}]"
+
+
 def steps_per_epoch(bundle: DataBundle, batch_size: int) -> int:
     """Iterations per epoch of the trainer's loader (it drops the last partial batch)."""
     n = len(bundle.train_y)

@@ -442,7 +442,7 @@ def run_export(
             meta=loaded.meta, on_accepted=lambda: [say(n) for n in early],
         )  # fmt: skip
         # (said once done: a refused input comes alone, one line)
-        stage_step(f"ONNX export{'' if req.no_validate else checked} done", finished=True)
+        stage_step(f"ONNX export{'' if req.no_validate else checked} done")
         result: dict[str, Any] = {
             "onnx": res.to_dict(),
             # slimmed by surgery (its recipe), dense (a file that would carry one), or None: a whole pickle,
@@ -589,15 +589,15 @@ def run_export(
 
 
 def _stage_steps(step: Callable[[int, int, str], None] | None, total: int) -> Callable[..., None]:
-    """A ``(what, finished=False)`` callback that tells ``step`` each stage of ``total`` as it starts (or,
-    ``finished``, once it is done; ``""``: all done)."""
-    done = [0]
+    """A ``(what)`` callback that tells ``step`` each stage of ``total`` by its number, as it starts (the
+    ONNX export once done: a refusal comes alone; ``""``: all done): 1/3 ONNX export done, 2/3 INT8, 3/3
+    ORT (a review read the count of stages done, 1/3 INT8 then 2/3 ORT and no 3/3, as misnumbered steps)."""
+    number = [0]
 
-    def tell(what: str, finished: bool = False) -> None:
-        done[0] += finished
+    def tell(what: str) -> None:
+        number[0] += bool(what)
         if step is not None:
-            step(done[0] if what else total, total, what)
-        done[0] += not finished and bool(what)
+            step(number[0] if what else total, total, what)
 
     return tell
 

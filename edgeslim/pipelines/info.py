@@ -42,6 +42,9 @@ def resolve(target: str, data: str | None, input_shape: Any, num_classes: int | 
             desc["arch"] = loaded.spec.arch
             desc["pruned"] = bool(loaded.recipe)
         desc.update({k: v for k, v in loaded.meta.items() if isinstance(v, (int, float, str, bool))})
+        # the input normalization it takes (lists: what a device's preprocessing must do)
+        if all(isinstance(loaded.meta.get(k), (list, tuple)) for k in ("mean", "std")):
+            desc.update({k: [float(v) for v in loaded.meta[k]] for k in ("mean", "std")})
         # a training checkpoint's last epoch (test_acc, test_loss, epoch)
         metrics = loaded.meta.get("metrics")
         if isinstance(metrics, dict):

@@ -385,12 +385,14 @@ def predicted_speed(
     precision: str | None = None,
     batch: int = 1,
     round_to: int = 1,
+    zero_invariant: bool = False,
 ) -> dict[str, Any]:
     """The roofline prediction, on ``profile``, of the dense network and of ``trained`` (full width,
     its zero BN scales marking the channels surgery removes): what a run that was not a latency
     budget tells a device user about speed, not only MACs (a trial's YOLOv8n at 64 px: 71% fewer MACs,
     1.08x predicted). Priced as the budget and ``bench --predict`` price it, channel counts rounded up
-    to the run's ``round_to`` as surgery rounds them."""
+    to the run's ``round_to`` as surgery rounds them; ``zero_invariant``: the run zeroed dead channels'
+    BN shifts too, so the squeeze-excitation-gated ones are removed (priced as surgery cuts them)."""
     import torch
 
     from edgeslim.sparsity.resource import build_resource
@@ -402,7 +404,14 @@ def predicted_speed(
         dtype=p.dtype if p is not None else torch.float32,
     )
     r = build_resource(
-        trained, example, "latency", profile=profile, precision=precision, batch=batch, round_to=round_to
+        trained,
+        example,
+        "latency",
+        profile=profile,
+        precision=precision,
+        batch=batch,
+        round_to=round_to,
+        shifts_zeroed=zero_invariant,
     )
     slim = r.of_model(trained)
     return {

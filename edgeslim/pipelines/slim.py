@@ -538,7 +538,12 @@ def _run(
         from edgeslim.slim import write_report
 
         res.report["predicted_latency"] = predicted_speed(
-            res.trained, spec.input_shape, device["profile"], device["precision"], round_to=settings.round_to
+            res.trained,
+            spec.input_shape,
+            device["profile"],
+            device["precision"],
+            round_to=settings.round_to,
+            zero_invariant=bool(settings.zero_invariant),
         )
         write_report(out_dir, res.report, names)
     if checked:  # report.json is written after it: a run stopped in it resumes to do it (a review)

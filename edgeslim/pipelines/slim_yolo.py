@@ -614,7 +614,12 @@ def _run(
 
         trained = load_yolo_checkpoint(str(cut), trust_pickle=True).float().eval()
         report["predicted_latency"] = predicted_speed(
-            trained, (3, imgsz, imgsz), req.profile, req.precision, round_to=int(req.round_to or 1)
+            trained,
+            (3, imgsz, imgsz),
+            req.profile,
+            req.precision,
+            round_to=int(req.round_to or 1),
+            zero_invariant=bool(slimming.zero_invariant),
         )
     collapse = _collapse(report)
     report["warnings"] = _warnings(report, collapse)
