@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from edgeslim.errors import EdgeslimError, first_line, require
 from edgeslim.models.registry import register_prefix
+from edgeslim.utils.onnx_graph import MODEL_YAML_KEY
 
 _TASKS = {
     "-seg": "SegmentationModel",
@@ -757,11 +758,6 @@ def export_metadata(model: nn.Module, input_shape: tuple[int, int, int], batch: 
     if yaml_file:  # (edgeslim's: the network, where its architecture is a file path; ultralytics ignores it)
         md[MODEL_YAML_KEY] = Path(str(yaml_file)).name
     return {k: str(v) for k, v in md.items()}
-
-
-#: the ONNX metadata key of the model yaml's file name (``yolov8n.yaml``): what tells two YOLO networks
-#: apart where their architecture is the path of the checkpoint they were loaded from
-MODEL_YAML_KEY = "model_yaml"
 
 
 #: the ONNX input's name, as ultralytics' own export names it (deployment code written for its files feeds it)

@@ -348,14 +348,12 @@ def other_network(model: str, baseline: str) -> str:
     exported by edgeslim, or named by a file path, which a slim and a dense export of one network may
     not share; a YOLO's, named by its checkpoint's path, by its model yaml's name where both record it)."""
     from edgeslim.bench.backends import model_format
-    from edgeslim.models.yolo import MODEL_YAML_KEY
-    from edgeslim.models.yolo import PREFIX as YOLO_PREFIX
-    from edgeslim.utils.onnx_graph import onnx_metadata
+    from edgeslim.utils.onnx_graph import MODEL_YAML_KEY, onnx_metadata
 
     mds = [onnx_metadata(p) if model_format(p) == "onnx" else {} for p in (model, baseline)]
     archs = [md.get("architecture", "") for md in mds]
     yamls = [md.get(MODEL_YAML_KEY, "") for md in mds]  # (a YOLO's, whose architecture is a file path)
-    if all(a.startswith(f"{YOLO_PREFIX}:") for a in archs) and all(yamls) and yamls[0] != yamls[1]:
+    if all(yamls) and yamls[0] != yamls[1]:  # (only YOLO exports record it)
         return (f"{model} is an export of a {yamls[0]} network and baseline {baseline} of a {yamls[1]} one: the "
                 "speedup compares two different networks (give the export of the network it was slimmed from)")  # fmt: skip
     if (

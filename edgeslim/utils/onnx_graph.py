@@ -163,6 +163,11 @@ def read_metadata(path: Any) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
+#: the ONNX metadata key of a YOLO export's model yaml file name (``yolov8n.yaml``): what tells two YOLO
+#: networks apart where their architecture is the path of the checkpoint they were loaded from
+MODEL_YAML_KEY = "model_yaml"
+
+
 def onnx_metadata(path: Any) -> dict[str, str]:
     """:func:`read_metadata`, or {} when ``onnx`` is not installed (as on a device) or the file cannot
     be read (the caller's own load says why)."""
