@@ -273,3 +273,17 @@ def test_a_budget_counted_in_micro_batches_names_the_short_clock(caplog) -> None
     said = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
     short = f"after_step ran {len(micro) // 2} times for total_steps {len(micro)}"
     assert said and all(short in line and "optimizer steps" in line for line in said), said
+
+
+def test_count_model_refuses_a_size_that_is_no_whole_number() -> None:
+    """count_model(model, (3, 32.5, 32)) counted a 3x32x32 input without a word (int() cut the
+    fraction); a size that is no whole number is refused in one line, naming input_shape."""
+    from edgeslim.counting import count_model
+
+    model = create_model(SPEC).eval()
+    with pytest.raises(
+        EdgeslimError, match=r"input_shape is \(C, H, W\), a tuple of ints, got \(3, 32\.5, 32\)"
+    ) as e:
+        count_model(model, (3, 32.5, 32))
+    assert e.value.params == ("input_shape",) and "\n" not in str(e.value)
+    assert count_model(model, (3.0, 32, 32)).macs == count_model(model, torch.tensor([3, 32, 32])).macs > 0
