@@ -132,6 +132,27 @@ def test_fine_tuning_the_slim_copy_with_the_old_optimizer_is_warned(caplog) -> N
     )  # (what it warns of)
 
 
+@pytest.mark.parametrize("case", ["no backward", "all frozen"])
+def test_a_step_with_no_gradient_names_every_cause(case, caplog) -> None:
+    """The no-gradient warning said 'the loss came from another model's' also when no backward ran or
+    every parameter was frozen; it names those causes too."""
+    from edgeslim.sparsity import ProximalSlimming, wrap
+
+    model = _net()
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    if case == "all frozen":
+        model.requires_grad_(False)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1), ProximalSlimming(model, lam=1e-4))
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        if case == "all frozen":
+            loss = nn.functional.cross_entropy(model(x), y)
+            assert not loss.requires_grad  # (nothing to backward through)
+        opt.step()
+    said = [r.getMessage() for r in caplog.records if "no gradient on any" in r.getMessage()]
+    assert len(said) == 1
+    assert "no backward reached them" in said[0] and "every parameter is frozen" in said[0]
+
+
 def test_a_recipe_refuses_a_model_it_was_not_made_for_unchanged() -> None:
     """apply_recipe checked only the layer types: the recipe given to the model load_model returns
     (already pruned) stopped in an IndexError, and one given a model of other widths resized it silently
