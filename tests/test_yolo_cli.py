@@ -848,6 +848,17 @@ def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Pa
     assert "--ultralytics" in _one_line(capsys)
 
 
+def test_the_ultralytics_hint_of_a_classifier_gives_an_image_folder(tmp_path: Path, capsys) -> None:
+    """export --ultralytics of a -cls model printed 'yolo val model=cls.ul.pt data=DATA.yaml'; ultralytics'
+    classify val reads an image folder (train/ and val/ folders of class folders), not a data yaml."""
+    ul = tmp_path / "cls.ul.pt"
+    args = ["export", "yolo:yolov8n-cls", "--input-shape", SMALL, "--onnx", str(tmp_path / "cls.onnx")]
+    assert main([*args, "--no-validate", "--ultralytics", str(ul)]) == 0
+    hint = next(line for line in capsys.readouterr().err.splitlines() if "yolo val" in line)
+    assert f"yolo val model={ul} data=IMAGE_DIR imgsz=64 (IMAGE_DIR: train/ and val/ folders" in hint
+    assert "DATA.yaml" not in hint
+
+
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
     """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
     (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants

@@ -299,7 +299,14 @@ def export(**kw: Any) -> None:
     if res.get("ultralytics"):
         ul, (_, _, h, w) = quote(res["ultralytics"]["path"]), res["onnx"]["input_shape"]
         size = f" imgsz={h}" if h == w else ""  # (ultralytics' CLI takes one side)
-        err.print(f"ultralytics takes {ul} as its own: yolo val model={ul} data=DATA.yaml{size}; on the Jetson: "
+        # (a classifier's val reads an image folder, no data yaml)
+        cls = res["ultralytics"].get("task") == "classify"
+        data = (
+            f"IMAGE_DIR{size} (IMAGE_DIR: train/ and val/ folders of class folders)"
+            if cls
+            else f"DATA.yaml{size}"
+        )
+        err.print(f"ultralytics takes {ul} as its own: yolo val model={ul} data={data}; on the Jetson: "
                   f"yolo export model={ul} format=engine half=True{size}", soft_wrap=True)  # fmt: skip
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])

@@ -463,12 +463,13 @@ def run_export(
             staged = {f: stage(p) for f, p in widths.items()}
             result["width_models"] = _export_widths(loaded, req, shape, staged, cut, check_batch)
         if req.ultralytics_path is not None:
-            from edgeslim.models.yolo import save_ultralytics_checkpoint
+            from edgeslim.models.yolo import save_ultralytics_checkpoint, task_and_names
 
             ul = Path(req.ultralytics_path)
             save_ultralytics_checkpoint(loaded.model, stage(ul), force=req.force)
             result["ultralytics"] = {
                 "path": str(ul),
+                "task": task_and_names(loaded.model)["task"],  # (what its yolo val takes as data)
                 "params": sum(p.numel() for p in loaded.model.parameters()),
                 "bytes": stage(ul).stat().st_size,
             }
