@@ -859,6 +859,27 @@ def test_the_ultralytics_hint_of_a_classifier_gives_an_image_folder(tmp_path: Pa
     assert "DATA.yaml" not in hint
 
 
+def test_an_fp16_overflow_is_refused_before_the_export_with_advice_that_holds(tmp_path: Path, capsys) -> None:
+    """export --ultralytics of a model with a weight beyond FP16's range said 'deploy its ONNX export instead',
+    but the ONNX had been discarded with it; the export is refused before anything is made, saying to export
+    without --ultralytics."""
+    from edgeslim.models.yolo import save_ultralytics_checkpoint
+
+    loaded = load_model_or_arch("yolo:yolov8n", trust_pickle=False)
+    with torch.no_grad():
+        loaded.model.model[2].cv1.bn.running_var[0] = 1.0e6
+    big = save_model(tmp_path / "big.pt", loaded.model, loaded.spec)
+    onnx, ul = tmp_path / "big.onnx", tmp_path / "big.ul.pt"
+    args = ["export", str(big), "--input-shape", SMALL, "--onnx", str(onnx), "--ultralytics", str(ul)]
+    assert main([*args, "--no-validate"]) == 2
+    err = _one_line(capsys)
+    assert "beyond FP16's range" in err and "export without --ultralytics and deploy the ONNX" in err, err
+    assert not onnx.exists() and not ul.exists()
+    with pytest.raises(EdgeslimError, match=r"FP16's range.*deploy the model's ONNX export \(float32\)"):
+        save_ultralytics_checkpoint(loaded.model, ul)
+    assert not ul.exists()
+
+
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
     """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
     (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants

@@ -301,7 +301,7 @@ def run_export(
     from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
     from edgeslim.export.validate import all_empty, cuda_reference, real_inputs
-    from edgeslim.models.yolo import is_ultralytics_model
+    from edgeslim.models.yolo import fp16_overflow, is_ultralytics_model
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.input_shape is None:
@@ -314,6 +314,11 @@ def run_export(
         raise EdgeslimError(
             f"ultralytics_path writes a checkpoint of an ultralytics YOLO, and {loaded.path or model_name} is "
             f"{loaded.described} of a {type(loaded.model).__name__}; drop ultralytics_path",
+            param="ultralytics_path",
+        )
+    if req.ultralytics_path is not None and (overflow := fp16_overflow(loaded.model)):
+        raise EdgeslimError(  # (before the ONNX is made: the export without it keeps float32)
+            f"{overflow}; export without ultralytics_path and deploy the ONNX (float32)",
             param="ultralytics_path",
         )
     check_dynamic_batch(loaded, req.dynamic_batch, req.batch)

@@ -459,17 +459,9 @@ def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, fo
             f"{path} should end in .pt (ultralytics loads checkpoints by that name)", param="path"
         )
     out = check_output_path(path, force, "path")
+    if overflow := fp16_overflow(model):
+        raise EdgeslimError(f"{overflow}; deploy the model's ONNX export (float32) instead", param="model")
     half = copy.deepcopy(model).half().to(memory_format=torch.contiguous_format).eval()
-    wide = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    overflow = [
-        k for k, v in half.state_dict().items()
-        if k in wide and bool(torch.isfinite(wide[k]).all()) and not bool(torch.isfinite(v).all())
-    ]  # fmt: skip
-    if overflow:
-        raise EdgeslimError(
-            f"{len(overflow)} tensors of the model ({overflow[0]} first) hold values beyond FP16's range (65504), "
-            "in which ultralytics stores checkpoints; deploy its ONNX export instead"
-        )
     if "pt_path" in vars(half):  # (the file it was loaded from, the dense one: ultralytics sets it on load)
         del half.pt_path
     info = task_and_names(model)
@@ -488,6 +480,23 @@ def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, fo
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
     return out
+
+
+def fp16_overflow(model: nn.Module) -> str | None:
+    """What of ``model`` half precision, in which ultralytics stores checkpoints, cannot hold (finite
+    values beyond 65504, which would be stored as infinity), in words; None when it holds all."""
+    import torch
+
+    bad = [
+        k for k, v in model.state_dict().items()
+        if v.is_floating_point() and bool(torch.isfinite(v).all()) and not bool(torch.isfinite(v.half()).all())
+    ]  # fmt: skip
+    if not bad:
+        return None
+    return (
+        f"{len(bad)} tensors of the model ({bad[0]} first) hold values beyond FP16's range (65504), in which "
+        "ultralytics stores checkpoints"
+    )
 
 
 def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:
