@@ -839,7 +839,7 @@ def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Pa
     assert got["params"] == params and got["task"] == "detect" and got["names"]["0"] == "helmet"
     assert got["dtype"] == "torch.float16" and got["boxes"] == 5
     assert isinstance(got["onnx_diff"], float) and got["onnx_diff"] < 1e-3, got
-    with pytest.raises(EdgeslimError, match="ultralytics model"):
+    with pytest.raises(EdgeslimError, match="ultralytics network"):
         save_ultralytics_checkpoint(torch.nn.Conv2d(3, 8, 3), tmp_path / "conv.pt")
     assert (
         main(["export", "tv:resnet18", "--input-shape", "3,32,32", "--ultralytics", str(tmp_path / "r.pt")])
@@ -878,6 +878,27 @@ def test_an_fp16_overflow_is_refused_before_the_export_with_advice_that_holds(tm
     with pytest.raises(EdgeslimError, match=r"FP16's range.*deploy the model's ONNX export \(float32\)"):
         save_ultralytics_checkpoint(loaded.model, ul)
     assert not ul.exists()
+
+
+#: save_ultralytics_checkpoint given the YOLO object, as a Python user holds it
+UL_SAVE_YOLO = """
+import sys
+from ultralytics import YOLO
+from edgeslim.models.yolo import save_ultralytics_checkpoint
+y = YOLO("yolov8n.yaml")
+save_ultralytics_checkpoint(y, sys.argv[1])
+print(sum(p.numel() for p in YOLO(sys.argv[1]).model.parameters()) == sum(p.numel() for p in y.model.parameters()))
+"""
+
+
+def test_save_ultralytics_checkpoint_takes_the_yolo_object(tmp_path: Path) -> None:
+    """Given YOLO('best.pt') it refused with 'holds an ultralytics model (a YOLO), not a YOLO; give a YOLO';
+    a YOLO object is saved as the network it holds (its .model)."""
+    path = tmp_path / "wrap.ul.pt"
+    r = subprocess.run([sys.executable, "-c", UL_SAVE_YOLO, str(path)], capture_output=True, text=True,
+                       env=_yolo_env(tmp_path), timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "True"
 
 
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:

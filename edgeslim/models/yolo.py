@@ -433,7 +433,8 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
 
 
 def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write the ultralytics ``model`` (a slim one surgery cut included) as a checkpoint ultralytics
+    """Write the ultralytics ``model`` (a slim one surgery cut included; a ``YOLO`` object is taken as its
+    ``.model``) as a checkpoint ultralytics
     itself loads, ``YOLO(path)`` (so ``yolo val/predict/export model=PATH``, the ``format=engine`` route
     on a Jetson, take it): the dict ``YOLO.save`` writes, the model in half precision as ultralytics'
     trainer and ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its
@@ -447,10 +448,17 @@ def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, fo
 
     from edgeslim.utils.io import atomic_path, check_output_path
 
+    engine = sys.modules.get("ultralytics.engine.model")  # (imported where a YOLO exists)
+    if isinstance(model, getattr(engine, "Model", ())) and is_ultralytics_model(
+        getattr(model, "model", None)
+    ):
+        model = model.model  # a YOLO object: the network it holds, yolo.model
     if not is_ultralytics_model(model):
         raise EdgeslimError(
-            f"an ultralytics checkpoint holds an ultralytics model (a YOLO), not a {type(model).__name__}; "
-            "give a YOLO, or save this model as an edgeslim checkpoint"
+            f"an ultralytics checkpoint holds an ultralytics network (a YOLO object or its .model, e.g. a "
+            f"DetectionModel), not a {type(model).__name__}; give one, or save this model as an edgeslim "
+            "checkpoint",
+            param="model",
         )
     if (
         Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES
