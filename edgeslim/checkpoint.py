@@ -247,15 +247,17 @@ def rebuild_facts(spec: ModelSpec) -> dict[str, Any]:
     return {"loads_code": loads_code(spec), "rebuilds_from": str(source) if source else None}
 
 
-def check_not_rebuilt_from(outputs: dict[str, Any], spec: ModelSpec | None) -> None:
+def check_not_rebuilt_from(
+    outputs: dict[str, Any], spec: ModelSpec | None, whose: str = "the result"
+) -> None:
     """Refuse, whatever ``force`` says, one of ``outputs`` (parameter name -> path) that is the file a
-    checkpoint of ``spec`` rebuilds its architecture from (``yolo:best.pt``, ``pickle:PATH``): written
-    over, neither the result nor any other checkpoint of that file could be loaded again."""
+    checkpoint of ``spec`` (``whose``, in words) rebuilds its architecture from (``yolo:best.pt``,
+    ``pickle:PATH``): written over, no checkpoint of that file could be loaded again."""
     from edgeslim.utils.io import check_distinct
 
     source = rebuild_facts(spec)["rebuilds_from"] if spec is not None else None
     if source is not None:
-        what = f"file the result rebuilds its architecture from ({spec.arch}; loading it needs that file)"
+        what = f"file {whose} rebuilds its architecture from ({spec.arch}; loading it needs that file)"
         check_distinct(outputs, {what: source})
 
 

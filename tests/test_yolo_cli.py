@@ -901,6 +901,27 @@ def test_save_ultralytics_checkpoint_takes_the_yolo_object(tmp_path: Path) -> No
     assert r.stdout.strip().splitlines()[-1] == "True"
 
 
+def test_export_refuses_to_write_over_the_file_the_checkpoint_rebuilds_from(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """export s2.pt --ultralytics b2.pt --force wrote over b2.pt, the file s2.pt rebuilds from: s2.pt no
+    longer loaded. Refused whatever --force says, as prune -o b2.pt --force is."""
+    import shutil
+
+    own, slim = tmp_path / "b2.pt", tmp_path / "s2.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    capsys.readouterr()
+    before = own.read_bytes()
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s2.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(own), "--force"]) == 2
+    err = _one_line(capsys)
+    assert f"--ultralytics {own} is also the file the model rebuilds its architecture from" in err, err
+    assert own.read_bytes() == before and not (tmp_path / "s2.onnx").exists()
+    assert load_model(slim, trust_pickle=True).model is not None
+
+
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
     """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
     (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants

@@ -295,6 +295,7 @@ def run_export(
 
     All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
     """
+    from edgeslim.checkpoint import check_not_rebuilt_from
     from edgeslim.export.audit import audit_onnx
     from edgeslim.export.onnx_export import check_dynamic_batch, export_onnx
     from edgeslim.export.ort_mobile import operator_config_path
@@ -373,6 +374,8 @@ def run_export(
     # (the tactic cache trtexec reads and rewrites: never one of the exports, nor the model read)
     check_distinct({**{f"output {p.name}": p for p in dict.fromkeys(outputs)}, "timing_cache": req.timing_cache},
                    {"model": loaded.path})  # fmt: skip
+    # (nor, force or not, the file a checkpoint rebuilds from: it and every other checkpoint of it would be lost)
+    check_not_rebuilt_from({"ultralytics_path": req.ultralytics_path}, loaded.spec, "the model")
     with writing(outputs, replace=req.force) as stage:
         for p in outputs:
             named_by_engine = req.engine_path and p in (
