@@ -281,14 +281,22 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     except IgnoredClasses as exc:  # (written by an edgeslim that replaced such a factory's head)
         model = refit_ignored_head(exc, spec.num_classes, "the checkpoint")  # type: ignore[arg-type]
     if ckpt.get("recipe"):
-        from edgeslim.channels.recipe import apply_recipe
+        from edgeslim.channels.recipe import RecipeMismatch, apply_recipe
 
         try:
             model = apply_recipe(model, ckpt["recipe"])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        except (RecipeMismatch, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # (no pruned model given by the user here: the architecture rebuilt is not the one cut)
+            source = rebuild_facts(spec)["rebuilds_from"]
+            fix = (
+                f"{source}, the file it rebuilds its architecture from, now holds another model than the one "
+                "it was cut from (replaced since?): put that model back there, or prune again"
+                if source
+                else "re-create the file"
+            )
+            fact = exc.fact if isinstance(exc, RecipeMismatch) else f"{type(exc).__name__}: {first_line(exc)}"
             raise EdgeslimError(
-                f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} "
-                f"({type(exc).__name__}: {first_line(exc)}); re-create the file"
+                f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} ({fact}); {fix}"
             ) from exc
     from edgeslim.models.user import cast_tensors, saved_dtypes
 

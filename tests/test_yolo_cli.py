@@ -922,6 +922,26 @@ def test_export_refuses_to_write_over_the_file_the_checkpoint_rebuilds_from(
     assert load_model(slim, trust_pickle=True).model is not None
 
 
+def test_a_slim_checkpoint_whose_source_file_changed_names_that_file(best_pt: Path, tmp_path: Path) -> None:
+    """With the file s2.pt rebuilds from replaced by another model (its own ultralytics export), loading s2.pt
+    said 'the model is already pruned ... apply the recipe to a dense model', though the user applied no
+    recipe; it names the file it rebuilds from as the cause again."""
+    import shutil
+
+    own, slim, ul = tmp_path / "b2.pt", tmp_path / "s2.pt", tmp_path / "s2.ul.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s2.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(ul)]) == 0
+    shutil.copy(ul, own)  # (the slim network where the dense one was)
+    with pytest.raises(EdgeslimError) as e:
+        load_model(slim, trust_pickle=True)
+    msg = str(e.value)
+    assert f"{own.resolve()}, the file it rebuilds its architecture from, now holds another model" in msg, msg
+    assert "layer 'model.0.conv' has widths" in msg and "already pruned" not in msg and "\n" not in msg
+
+
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
     """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
     (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants
