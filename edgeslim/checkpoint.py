@@ -107,12 +107,13 @@ def make_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict (weights are taken from the state_dict of ``model`` without its
-    ``torch.compile``/DataParallel/DDP wrappers, :func:`unwrapped_model`: the names the architecture has)."""
+    ``torch.compile``/DataParallel/DDP wrappers, :func:`unwrapped_model`: the names the architecture has;
+    the ``recipe``'s layers are named so too)."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_dict(),
-        "recipe": recipe,
+        "recipe": _unwrapped_recipe(model, recipe),
         "state_dict": {k: v.detach().cpu() for k, v in unwrapped_model(model).state_dict().items()},
         "train_state": train_state,
         "meta": {"edgeslim_version": __version__, **(meta or {})},
@@ -134,6 +135,19 @@ def unwrapped_model(model: nn.Module) -> nn.Module:
         if inner is model:
             return model
         model = inner
+
+
+def _unwrapped_recipe(model: nn.Module, recipe: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``recipe`` with its layers named as in :func:`unwrapped_model` of ``model``: surgery of a
+    DataParallel/DDP model names them as the wrapper does (``module.features.0``)."""
+    from edgeslim.utils.modes import uncompiled
+
+    root, inner = uncompiled(model), unwrapped_model(model)  # (surgery names the layers of the first)
+    layers = (recipe or {}).get("layers") or {}
+    prefix = next((f"{name}." for name, m in root.named_modules() if m is inner and name), None)
+    if recipe is None or prefix is None or not layers or not all(k.startswith(prefix) for k in layers):
+        return recipe
+    return {**recipe, "layers": {k[len(prefix) :]: v for k, v in layers.items()}}
 
 
 def first_nonfinite(state_dict: dict[str, Any]) -> str | None:

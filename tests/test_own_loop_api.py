@@ -30,6 +30,30 @@ def test_a_wrapped_model_saves_the_weights_its_architecture_loads(wrapper, tmp_p
     assert all(torch.equal(t, model.state_dict()[k]) for k, t in loaded.state_dict().items())
 
 
+@pytest.mark.parametrize("wrapper", ["dataparallel", "compile+dataparallel"])
+def test_a_wrapped_model_pruned_then_saved_loads(wrapper, tmp_path) -> None:
+    """prune_with_report(DataParallel(m)) names the layers 'module.features.0'; save_model stored them so
+    beside the unwrapped weights, and load_model refused the file ('recipe names layer
+    'module.features.0', which the model does not have'). The recipe is saved unwrapped too."""
+    from edgeslim.surgery import prune_with_report
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+    wrapped = nn.DataParallel(model)
+    x = torch.randn(2, 1, 28, 28)
+    res = prune_with_report(torch.compile(wrapped) if "compile" in wrapper else wrapped, x[:1])
+    assert next(iter(res.recipe["layers"])).startswith("module.")  # (as the wrapper names them)
+    loaded = load_model(save_model(tmp_path / "slim.pt", res.model, spec, recipe=res.recipe)).model.eval()
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in res.model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), res.model.eval()(x))
+
+
 def test_a_file_saved_with_wrapper_prefixes_names_the_prefix(tmp_path) -> None:
     model = create_model(SPEC)
     ckpt = make_checkpoint(model, SPEC)
