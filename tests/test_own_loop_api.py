@@ -54,16 +54,47 @@ def test_a_wrapped_model_pruned_then_saved_loads(wrapper, tmp_path) -> None:
         torch.testing.assert_close(loaded(x), res.model.eval()(x))
 
 
-def test_a_file_saved_with_wrapper_prefixes_names_the_prefix(tmp_path) -> None:
-    model = create_model(SPEC)
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod."])
+def test_a_file_saved_with_wrapper_prefixes_loads_without_them(prefix, tmp_path) -> None:
+    """An older save_model of a wrapped model wrote 'module.conv1.weight'...; load_model refused it ("save
+    the model again ... or remove the prefix"), though the user of an old file may no longer have the
+    model. The prefix is stripped where the names are then exactly the architecture's, as other loaders do."""
+    torch.manual_seed(0)
+    model = create_model(SPEC).eval()
     ckpt = make_checkpoint(model, SPEC)
-    ckpt["state_dict"] = {f"_orig_mod.{k}": t for k, t in ckpt["state_dict"].items()}
-    path = save_checkpoint(tmp_path / "m.pt", ckpt)
-    with pytest.raises(
-        EdgeslimError, match=r"every saved name starts with '_orig_mod\.'.*torch\.compile"
-    ) as e:
-        load_model(path)
+    ckpt["state_dict"] = {f"{prefix}{k}": t for k, t in ckpt["state_dict"].items()}
+    loaded = load_model(save_checkpoint(tmp_path / "m.pt", ckpt)).model
+    assert all(torch.equal(t, model.state_dict()[k]) for k, t in loaded.state_dict().items())
+    ckpt["state_dict"] = {
+        f"{prefix}{k}": t for k, t in list(model.state_dict().items())[1:]
+    }  # (one left out)
+    with pytest.raises(EdgeslimError, match=r"missing 1, .*'conv1\.weight'") as e:
+        load_model(save_checkpoint(tmp_path / "part.pt", ckpt))
     assert "\n" not in str(e.value)
+
+
+def test_an_old_file_of_a_pruned_dataparallel_model_loads(tmp_path) -> None:
+    """What save_model wrote from a pruned DataParallel model before it unwrapped anything: 'module.'
+    before every weight and recipe layer; it loads as the slim model it was."""
+    from edgeslim.surgery import prune_with_report
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+    res = prune_with_report(nn.DataParallel(model), torch.zeros(1, 1, 28, 28))
+    slim = res.model.eval()
+    ckpt = make_checkpoint(slim, spec, recipe=res.recipe)
+    ckpt["state_dict"] = {k: t.detach() for k, t in slim.state_dict().items()}  # (as it was written)
+    ckpt["recipe"] = res.recipe
+    assert all(k.startswith("module.") for k in [*ckpt["state_dict"], *ckpt["recipe"]["layers"]])
+    loaded = load_model(save_checkpoint(tmp_path / "old.pt", ckpt)).model.eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), slim(x))
 
 
 def _net() -> nn.Module:
