@@ -942,6 +942,71 @@ def test_a_slim_checkpoint_whose_source_file_changed_names_that_file(best_pt: Pa
     assert "layer 'model.0.conv' has widths" in msg and "already pruned" not in msg and "\n" not in msg
 
 
+#: docs/export.md's trainer that keeps the loaded network, run for one epoch on 4 random 64x64 images
+UL_TRAIN_KEPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+from ultralytics import YOLO
+path, root, block = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+rng = np.random.default_rng(0)
+for split in ("train", "val"):
+    (root / "images" / split).mkdir(parents=True)
+    (root / "labels" / split).mkdir(parents=True)
+    for i in range(4):
+        img = (rng.random((64, 64, 3)) * 255).astype("uint8")
+        img[16:48, 16:48] = 255
+        Image.fromarray(img).save(root / "images" / split / f"{i}.jpg")
+        (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.5 0.5\\n")
+names = "".join(f"\\n  {i}: part{i}" for i in range(80))
+(root / "data.yaml").write_text(f"path: {root}\\ntrain: images/train\\nval: images/val\\nnames:{names}\\n")
+exec(block.split('YOLO("slim.ul.pt").train(')[0])  # (the doc's imports and trainer class)
+y = YOLO(path)
+before = {k: v.clone() for k, v in y.model.state_dict().items() if v.is_floating_point()}
+y.train(data=str(root / "data.yaml"), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(root),
+        name="t", plots=False, amp=False, val=False, trainer=KeepModel)
+last = YOLO(root / "t" / "weights" / "last.pt").model
+sd = last.state_dict()
+print(json.dumps({"params": sum(p.numel() for p in last.parameters()),
+                  "trained": sum(not torch.equal(v.float(), sd[k].float()) for k, v in before.items())}))
+"""
+
+
+def test_the_ultralytics_file_is_said_to_be_for_val_predict_export_and_the_doc_trainer_keeps_it_slim(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """The file export --ultralytics wrote trained in ultralytics as the dense network (its trainer rebuilds
+    from the yaml: 'Transferred 77/355 items'), while the closing line said 'ultralytics takes it as its own'.
+    The line says it is for val/predict/export, not yolo train; docs/export.md's trainer whose get_model
+    returns the loaded network trains it slim (checked here for one epoch)."""
+    import re
+    import shutil
+
+    own, slim, ul = tmp_path / "best.pt", tmp_path / "slim.pt", tmp_path / "slim.ul.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    capsys.readouterr()
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(ul)]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "yolo val" in x)
+    assert line.startswith(f"{ul} is for ultralytics' val, predict and export: yolo val model={ul}"), line
+    assert (
+        "not for yolo train, which rebuilds the dense network from its yaml (to fine-tune: docs/export.md)"
+        in line
+    )
+    doc = (Path(__file__).parents[1] / "docs" / "export.md").read_text()
+    block = next(b for b in re.findall(r"^```python\n(.*?)^```", doc, flags=re.S | re.M) if "KeepModel" in b)
+    r = subprocess.run([sys.executable, "-c", UL_TRAIN_KEPT, str(ul), str(tmp_path / "ft"), block],
+                       capture_output=True, text=True, env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    params = sum(p.numel() for p in load_model(slim, trust_pickle=True).model.parameters())
+    assert got["params"] == params and got["trained"] > 100, got
+
+
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:
     """A review's case: BN scales and shifts spread as in a trained network, the class convs' prior bias 0
     (scores that vary, not all near 0), then 30% of each BN's scales zeroed with its shift kept (constants

@@ -433,15 +433,19 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
 
 
 def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write the ultralytics ``model`` (a slim one surgery cut included; a ``YOLO`` object is taken as its
-    ``.model``) as a checkpoint ultralytics
-    itself loads, ``YOLO(path)`` (so ``yolo val/predict/export model=PATH``, the ``format=engine`` route
-    on a Jetson, take it): the dict ``YOLO.save`` writes, the model in half precision as ultralytics'
-    trainer and ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its
-    class names, yaml, stride, task and training arguments (``train_args``, where it records them).
-    Needs no other file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to
-    a temporary file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the
-    file is a pickle: loading it runs code."""
+    """Write the ultralytics ``model`` (a slim one surgery cut included; a ``YOLO`` object is taken as
+    its ``.model``) as a checkpoint ultralytics itself loads, ``YOLO(path)``, for validation, prediction
+    and export (``yolo val/predict/export model=PATH``, the ``format=engine`` route on a Jetson). Not
+    for training as it is: ``yolo train`` and ``YOLO(path).train()`` rebuild the network from its yaml,
+    dense, and re-initialise what does not fit; fine-tune before the cut (slimming's recovery phase),
+    or give ``train`` a trainer whose ``get_model`` returns the loaded network (docs/export.md).
+
+    The file is the dict ``YOLO.save`` writes: the model in half precision as ultralytics' trainer and
+    ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its class names,
+    yaml, stride, task and training arguments (``train_args``, where it records them). Needs no other
+    file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to a temporary
+    file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the file is a
+    pickle: loading it runs code."""
     import datetime
 
     import torch
