@@ -30,7 +30,6 @@ from edgeslim.utils.io import atomic_path
 from edgeslim.utils.rundir import MODEL_FILE
 from edgeslim.utils.sniff import not_a_pytorch_model, sniff, zip_names
 from edgeslim.utils.state_dicts import EMA_KEYS as MODULE_EMA_KEYS
-from edgeslim.utils.state_dicts import WRAPPER_PREFIXES
 
 if TYPE_CHECKING:
     from torch import nn
@@ -107,12 +106,13 @@ def make_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the checkpoint dict (weights are taken from the state_dict of ``model`` without its
-    ``torch.compile``/DataParallel/DDP wrappers, :func:`unwrapped_model`: the names the architecture has)."""
+    ``torch.compile``/DataParallel/DDP wrappers, :func:`unwrapped_model`: the names the architecture has;
+    the ``recipe``'s layers are named so too)."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_dict(),
-        "recipe": recipe,
+        "recipe": _unwrapped_recipe(model, recipe),
         "state_dict": {k: v.detach().cpu() for k, v in unwrapped_model(model).state_dict().items()},
         "train_state": train_state,
         "meta": {"edgeslim_version": __version__, **(meta or {})},
@@ -134,6 +134,19 @@ def unwrapped_model(model: nn.Module) -> nn.Module:
         if inner is model:
             return model
         model = inner
+
+
+def _unwrapped_recipe(model: nn.Module, recipe: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``recipe`` with its layers named as in :func:`unwrapped_model` of ``model``: surgery of a
+    DataParallel/DDP model names them as the wrapper does (``module.features.0``)."""
+    from edgeslim.utils.modes import uncompiled
+
+    root, inner = uncompiled(model), unwrapped_model(model)  # (surgery names the layers of the first)
+    layers = (recipe or {}).get("layers") or {}
+    prefix = next((f"{name}." for name, m in root.named_modules() if m is inner and name), None)
+    if recipe is None or prefix is None or not layers or not all(k.startswith(prefix) for k in layers):
+        return recipe
+    return {**recipe, "layers": {k[len(prefix) :]: v for k, v in layers.items()}}
 
 
 def first_nonfinite(state_dict: dict[str, Any]) -> str | None:
@@ -247,15 +260,17 @@ def rebuild_facts(spec: ModelSpec) -> dict[str, Any]:
     return {"loads_code": loads_code(spec), "rebuilds_from": str(source) if source else None}
 
 
-def check_not_rebuilt_from(outputs: dict[str, Any], spec: ModelSpec | None) -> None:
+def check_not_rebuilt_from(
+    outputs: dict[str, Any], spec: ModelSpec | None, whose: str = "the result"
+) -> None:
     """Refuse, whatever ``force`` says, one of ``outputs`` (parameter name -> path) that is the file a
-    checkpoint of ``spec`` rebuilds its architecture from (``yolo:best.pt``, ``pickle:PATH``): written
-    over, neither the result nor any other checkpoint of that file could be loaded again."""
+    checkpoint of ``spec`` (``whose``, in words) rebuilds its architecture from (``yolo:best.pt``,
+    ``pickle:PATH``): written over, no checkpoint of that file could be loaded again."""
     from edgeslim.utils.io import check_distinct
 
     source = rebuild_facts(spec)["rebuilds_from"] if spec is not None else None
     if source is not None:
-        what = f"file the result rebuilds its architecture from ({spec.arch}; loading it needs that file)"
+        what = f"file {whose} rebuilds its architecture from ({spec.arch}; loading it needs that file)"
         check_distinct(outputs, {what: source})
 
 
@@ -279,18 +294,30 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     except IgnoredClasses as exc:  # (written by an edgeslim that replaced such a factory's head)
         model = refit_ignored_head(exc, spec.num_classes, "the checkpoint")  # type: ignore[arg-type]
     if ckpt.get("recipe"):
-        from edgeslim.channels.recipe import apply_recipe
+        from edgeslim.channels.recipe import RecipeMismatch, apply_recipe
 
         try:
-            model = apply_recipe(model, ckpt["recipe"])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            model = apply_recipe(model, _recipe_as_named(model, ckpt["recipe"]))
+        except (RecipeMismatch, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            # (no pruned model given by the user here: the architecture rebuilt is not the one cut)
+            source = rebuild_facts(spec)["rebuilds_from"]
+            fix = (
+                f"{source}, the file it rebuilds its architecture from, now holds another model than the one "
+                "it was cut from (replaced since?): put that model back there, or prune again"
+                if source
+                else "re-create the file"
+            )
+            fact = exc.fact if isinstance(exc, RecipeMismatch) else f"{type(exc).__name__}: {first_line(exc)}"
             raise EdgeslimError(
-                f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} "
-                f"({type(exc).__name__}: {first_line(exc)}); re-create the file"
+                f"the checkpoint's surgery recipe does not fit architecture {spec.arch!r} ({fact}); {fix}"
             ) from exc
     from edgeslim.models.user import cast_tensors, saved_dtypes
+    from edgeslim.utils.state_dicts import unwrapped_forms
 
-    saved = ckpt["state_dict"]
+    own = set(model.state_dict())
+    # (a file an older save_model wrote from a wrapped model: 'module.' before every name, stripped: the
+    # form whose names are the model's, else the nearest, whose differences the refusal then names)
+    saved = min(unwrapped_forms(ckpt["state_dict"]), key=lambda sd: len(set(sd) ^ own))
     # (a tensor saved wider than the rebuilt model's, pickle:PATH's own, loads exactly)
     cast_tensors(model, saved_dtypes(saved), widen_only=True)
     try:
@@ -302,12 +329,6 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
             "the file was written by another model or edited"
         ) from exc
     if missing or unexpected:
-        if (prefix := _wrapper_prefix(unexpected, missing)) is not None:
-            raise EdgeslimError(
-                f"checkpoint weights do not fit architecture {spec.arch!r}: every saved name starts with "
-                f"{prefix!r}, which a {_wrapper_words(prefix)} wrapper adds: save the model again with save_model "
-                "(it saves the module inside the wrapper), or remove the prefix from the names in the file's state_dict"
-            )
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} keys, e.g. "
@@ -316,26 +337,25 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     return model
 
 
-#: the wrapper that puts each of :data:`WRAPPER_PREFIXES` before every name of a state_dict
-_WRAPPER_NAMES = {"_orig_mod.": "torch.compile", "module.": "DataParallel/DDP"}
+def _recipe_as_named(model: nn.Module, recipe: Any) -> Any:
+    """``recipe`` with its layers named as ``model`` names them: a file an older save_model wrote from a
+    wrapped model names them as the wrapper does (``module.features.0``), which is stripped where every
+    name then is one of the model's (:func:`edgeslim.utils.state_dicts.unwrapped_forms`)."""
+    from edgeslim.channels.recipe import PARAMETER
+    from edgeslim.utils.state_dicts import unwrapped_forms
 
+    layers = recipe.get("layers") if isinstance(recipe, dict) else None
+    if not isinstance(layers, dict) or not layers:
+        return recipe
+    mods = set(dict(model.named_modules()))
 
-def _wrapper_prefix(unexpected: list[str], missing: list[str]) -> str | None:
-    """The wrapper prefix (``_orig_mod.``, ``module.``, nested) before every one of a checkpoint's
-    ``unexpected`` names, without which they are the model's ``missing`` ones; None when there is none."""
-    prefix, names = "", list(unexpected)
-    while names and (cut := next((w for w in WRAPPER_PREFIXES if all(n.startswith(w) for n in names)), None)):
-        prefix, names = prefix + cut, [n[len(cut) :] for n in names]
-    return prefix if prefix and set(missing) <= set(names) else None
+    def fits(form: dict[str, Any]) -> bool:
+        return all(
+            (k.rpartition(".")[0] if isinstance(e, dict) and e.get("type") == PARAMETER else k) in mods
+            for k, e in form.items()
+        )
 
-
-def _wrapper_words(prefix: str) -> str:
-    """The wrappers a :func:`_wrapper_prefix` names, in words (``torch.compile``)."""
-    words, rest = [], prefix
-    while cut := next((w for w in WRAPPER_PREFIXES if rest.startswith(w)), None):
-        words.append(_WRAPPER_NAMES[cut])
-        rest = rest[len(cut) :]
-    return " + ".join(words)
+    return {**recipe, "layers": next((f for f in unwrapped_forms(layers) if fits(f)), layers)}
 
 
 #: what each format that runs code is, for the refusal message

@@ -305,12 +305,14 @@ def count_model(
             "give its shape without the batch, e.g. x.shape[1:]",
             param="input_shape",
         )
+    bad = f"input_shape is (C, H, W), a tuple of ints, got {input_shape!r:.80}"
     try:
-        shape = tuple(int(v) for v in input_shape)
+        values = list(input_shape)
+        shape = tuple(int(v) for v in values)
     except (TypeError, ValueError) as exc:
-        raise EdgeslimError(
-            f"input_shape is (C, H, W), a tuple of ints, got {input_shape!r:.80}", param="input_shape"
-        ) from exc
+        raise EdgeslimError(bad, param="input_shape") from exc
+    if any(bool(v != s) for v, s in zip(values, shape, strict=True)):  # (int() cuts 32.5 to 32)
+        raise EdgeslimError(bad, param="input_shape")
     if len(shape) not in (3, 4) or min(shape) < 1:
         raise EdgeslimError(
             f"input shape must be C,H,W (C,T,H,W for a video model) with positive sizes, got "

@@ -30,16 +30,71 @@ def test_a_wrapped_model_saves_the_weights_its_architecture_loads(wrapper, tmp_p
     assert all(torch.equal(t, model.state_dict()[k]) for k, t in loaded.state_dict().items())
 
 
-def test_a_file_saved_with_wrapper_prefixes_names_the_prefix(tmp_path) -> None:
-    model = create_model(SPEC)
+@pytest.mark.parametrize("wrapper", ["dataparallel", "compile+dataparallel"])
+def test_a_wrapped_model_pruned_then_saved_loads(wrapper, tmp_path) -> None:
+    """prune_with_report(DataParallel(m)) names the layers 'module.features.0'; save_model stored them so
+    beside the unwrapped weights, and load_model refused the file ('recipe names layer
+    'module.features.0', which the model does not have'). The recipe is saved unwrapped too."""
+    from edgeslim.surgery import prune_with_report
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+    wrapped = nn.DataParallel(model)
+    x = torch.randn(2, 1, 28, 28)
+    res = prune_with_report(torch.compile(wrapped) if "compile" in wrapper else wrapped, x[:1])
+    assert next(iter(res.recipe["layers"])).startswith("module.")  # (as the wrapper names them)
+    loaded = load_model(save_model(tmp_path / "slim.pt", res.model, spec, recipe=res.recipe)).model.eval()
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in res.model.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), res.model.eval()(x))
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod."])
+def test_a_file_saved_with_wrapper_prefixes_loads_without_them(prefix, tmp_path) -> None:
+    """An older save_model of a wrapped model wrote 'module.conv1.weight'...; load_model refused it ("save
+    the model again ... or remove the prefix"), though the user of an old file may no longer have the
+    model. The prefix is stripped where the names are then exactly the architecture's, as other loaders do."""
+    torch.manual_seed(0)
+    model = create_model(SPEC).eval()
     ckpt = make_checkpoint(model, SPEC)
-    ckpt["state_dict"] = {f"_orig_mod.{k}": t for k, t in ckpt["state_dict"].items()}
-    path = save_checkpoint(tmp_path / "m.pt", ckpt)
-    with pytest.raises(
-        EdgeslimError, match=r"every saved name starts with '_orig_mod\.'.*torch\.compile"
-    ) as e:
-        load_model(path)
+    ckpt["state_dict"] = {f"{prefix}{k}": t for k, t in ckpt["state_dict"].items()}
+    loaded = load_model(save_checkpoint(tmp_path / "m.pt", ckpt)).model
+    assert all(torch.equal(t, model.state_dict()[k]) for k, t in loaded.state_dict().items())
+    ckpt["state_dict"] = {
+        f"{prefix}{k}": t for k, t in list(model.state_dict().items())[1:]
+    }  # (one left out)
+    with pytest.raises(EdgeslimError, match=r"missing 1, .*'conv1\.weight'") as e:
+        load_model(save_checkpoint(tmp_path / "part.pt", ckpt))
     assert "\n" not in str(e.value)
+
+
+def test_an_old_file_of_a_pruned_dataparallel_model_loads(tmp_path) -> None:
+    """What save_model wrote from a pruned DataParallel model before it unwrapped anything: 'module.'
+    before every weight and recipe layer; it loads as the slim model it was."""
+    from edgeslim.surgery import prune_with_report
+
+    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+    res = prune_with_report(nn.DataParallel(model), torch.zeros(1, 1, 28, 28))
+    slim = res.model.eval()
+    ckpt = make_checkpoint(slim, spec, recipe=res.recipe)
+    ckpt["state_dict"] = {k: t.detach() for k, t in slim.state_dict().items()}  # (as it was written)
+    ckpt["recipe"] = res.recipe
+    assert all(k.startswith("module.") for k in [*ckpt["state_dict"], *ckpt["recipe"]["layers"]])
+    loaded = load_model(save_checkpoint(tmp_path / "old.pt", ckpt)).model.eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), slim(x))
 
 
 def _net() -> nn.Module:
@@ -130,6 +185,27 @@ def test_fine_tuning_the_slim_copy_with_the_old_optimizer_is_warned(caplog) -> N
     assert all(
         torch.equal(a, b) for a, b in zip(before, slim.parameters(), strict=True)
     )  # (what it warns of)
+
+
+@pytest.mark.parametrize("case", ["no backward", "all frozen"])
+def test_a_step_with_no_gradient_names_every_cause(case, caplog) -> None:
+    """The no-gradient warning said 'the loss came from another model's' also when no backward ran or
+    every parameter was frozen; it names those causes too."""
+    from edgeslim.sparsity import ProximalSlimming, wrap
+
+    model = _net()
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    if case == "all frozen":
+        model.requires_grad_(False)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1), ProximalSlimming(model, lam=1e-4))
+    with caplog.at_level("WARNING", logger="edgeslim"):
+        if case == "all frozen":
+            loss = nn.functional.cross_entropy(model(x), y)
+            assert not loss.requires_grad  # (nothing to backward through)
+        opt.step()
+    said = [r.getMessage() for r in caplog.records if "no gradient on any" in r.getMessage()]
+    assert len(said) == 1
+    assert "no backward reached them" in said[0] and "every parameter is frozen" in said[0]
 
 
 def test_a_recipe_refuses_a_model_it_was_not_made_for_unchanged() -> None:
@@ -273,3 +349,17 @@ def test_a_budget_counted_in_micro_batches_names_the_short_clock(caplog) -> None
     said = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
     short = f"after_step ran {len(micro) // 2} times for total_steps {len(micro)}"
     assert said and all(short in line and "optimizer steps" in line for line in said), said
+
+
+def test_count_model_refuses_a_size_that_is_no_whole_number() -> None:
+    """count_model(model, (3, 32.5, 32)) counted a 3x32x32 input without a word (int() cut the
+    fraction); a size that is no whole number is refused in one line, naming input_shape."""
+    from edgeslim.counting import count_model
+
+    model = create_model(SPEC).eval()
+    with pytest.raises(
+        EdgeslimError, match=r"input_shape is \(C, H, W\), a tuple of ints, got \(3, 32\.5, 32\)"
+    ) as e:
+        count_model(model, (3, 32.5, 32))
+    assert e.value.params == ("input_shape",) and "\n" not in str(e.value)
+    assert count_model(model, (3.0, 32, 32)).macs == count_model(model, torch.tensor([3, 32, 32])).macs > 0

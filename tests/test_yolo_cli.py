@@ -839,13 +839,172 @@ def test_export_writes_a_slim_yolo_ultralytics_loads(best_pt: Path, tmp_path: Pa
     assert got["params"] == params and got["task"] == "detect" and got["names"]["0"] == "helmet"
     assert got["dtype"] == "torch.float16" and got["boxes"] == 5
     assert isinstance(got["onnx_diff"], float) and got["onnx_diff"] < 1e-3, got
-    with pytest.raises(EdgeslimError, match="ultralytics model"):
+    with pytest.raises(EdgeslimError, match="ultralytics network"):
         save_ultralytics_checkpoint(torch.nn.Conv2d(3, 8, 3), tmp_path / "conv.pt")
     assert (
         main(["export", "tv:resnet18", "--input-shape", "3,32,32", "--ultralytics", str(tmp_path / "r.pt")])
         == 2
     )
     assert "--ultralytics" in _one_line(capsys)
+
+
+def test_the_ultralytics_hint_of_a_classifier_gives_an_image_folder(tmp_path: Path, capsys) -> None:
+    """export --ultralytics of a -cls model printed 'yolo val model=cls.ul.pt data=DATA.yaml'; ultralytics'
+    classify val reads an image folder (train/ and val/ folders of class folders), not a data yaml."""
+    ul = tmp_path / "cls.ul.pt"
+    args = ["export", "yolo:yolov8n-cls", "--input-shape", SMALL, "--onnx", str(tmp_path / "cls.onnx")]
+    assert main([*args, "--no-validate", "--ultralytics", str(ul)]) == 0
+    hint = next(line for line in capsys.readouterr().err.splitlines() if "yolo val" in line)
+    assert f"yolo val model={ul} data=IMAGE_DIR imgsz=64 (IMAGE_DIR: train/ and val/ folders" in hint
+    assert "DATA.yaml" not in hint
+
+
+def test_an_fp16_overflow_is_refused_before_the_export_with_advice_that_holds(tmp_path: Path, capsys) -> None:
+    """export --ultralytics of a model with a weight beyond FP16's range said 'deploy its ONNX export instead',
+    but the ONNX had been discarded with it; the export is refused before anything is made, saying to export
+    without --ultralytics."""
+    from edgeslim.models.yolo import save_ultralytics_checkpoint
+
+    loaded = load_model_or_arch("yolo:yolov8n", trust_pickle=False)
+    with torch.no_grad():
+        loaded.model.model[2].cv1.bn.running_var[0] = 1.0e6
+    big = save_model(tmp_path / "big.pt", loaded.model, loaded.spec)
+    onnx, ul = tmp_path / "big.onnx", tmp_path / "big.ul.pt"
+    args = ["export", str(big), "--input-shape", SMALL, "--onnx", str(onnx), "--ultralytics", str(ul)]
+    assert main([*args, "--no-validate"]) == 2
+    err = _one_line(capsys)
+    assert "beyond FP16's range" in err and "export without --ultralytics and deploy the ONNX" in err, err
+    assert not onnx.exists() and not ul.exists()
+    with pytest.raises(EdgeslimError, match=r"FP16's range.*deploy the model's ONNX export \(float32\)"):
+        save_ultralytics_checkpoint(loaded.model, ul)
+    assert not ul.exists()
+
+
+#: save_ultralytics_checkpoint given the YOLO object, as a Python user holds it
+UL_SAVE_YOLO = """
+import sys
+from ultralytics import YOLO
+from edgeslim.models.yolo import save_ultralytics_checkpoint
+y = YOLO("yolov8n.yaml")
+save_ultralytics_checkpoint(y, sys.argv[1])
+print(sum(p.numel() for p in YOLO(sys.argv[1]).model.parameters()) == sum(p.numel() for p in y.model.parameters()))
+"""
+
+
+def test_save_ultralytics_checkpoint_takes_the_yolo_object(tmp_path: Path) -> None:
+    """Given YOLO('best.pt') it refused with 'holds an ultralytics model (a YOLO), not a YOLO; give a YOLO';
+    a YOLO object is saved as the network it holds (its .model)."""
+    path = tmp_path / "wrap.ul.pt"
+    r = subprocess.run([sys.executable, "-c", UL_SAVE_YOLO, str(path)], capture_output=True, text=True,
+                       env=_yolo_env(tmp_path), timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_export_refuses_to_write_over_the_file_the_checkpoint_rebuilds_from(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """export s2.pt --ultralytics b2.pt --force wrote over b2.pt, the file s2.pt rebuilds from: s2.pt no
+    longer loaded. Refused whatever --force says, as prune -o b2.pt --force is."""
+    import shutil
+
+    own, slim = tmp_path / "b2.pt", tmp_path / "s2.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    capsys.readouterr()
+    before = own.read_bytes()
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s2.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(own), "--force"]) == 2
+    err = _one_line(capsys)
+    assert f"--ultralytics {own} is also the file the model rebuilds its architecture from" in err, err
+    assert own.read_bytes() == before and not (tmp_path / "s2.onnx").exists()
+    assert load_model(slim, trust_pickle=True).model is not None
+
+
+def test_a_slim_checkpoint_whose_source_file_changed_names_that_file(best_pt: Path, tmp_path: Path) -> None:
+    """With the file s2.pt rebuilds from replaced by another model (its own ultralytics export), loading s2.pt
+    said 'the model is already pruned ... apply the recipe to a dense model', though the user applied no
+    recipe; it names the file it rebuilds from as the cause again."""
+    import shutil
+
+    own, slim, ul = tmp_path / "b2.pt", tmp_path / "s2.pt", tmp_path / "s2.ul.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s2.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(ul)]) == 0
+    shutil.copy(ul, own)  # (the slim network where the dense one was)
+    with pytest.raises(EdgeslimError) as e:
+        load_model(slim, trust_pickle=True)
+    msg = str(e.value)
+    assert f"{own.resolve()}, the file it rebuilds its architecture from, now holds another model" in msg, msg
+    assert "layer 'model.0.conv' has widths" in msg and "already pruned" not in msg and "\n" not in msg
+
+
+#: docs/export.md's trainer that keeps the loaded network, run for one epoch on 4 random 64x64 images
+UL_TRAIN_KEPT = """
+import json, sys
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image
+from ultralytics import YOLO
+path, root, block = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+rng = np.random.default_rng(0)
+for split in ("train", "val"):
+    (root / "images" / split).mkdir(parents=True)
+    (root / "labels" / split).mkdir(parents=True)
+    for i in range(4):
+        img = (rng.random((64, 64, 3)) * 255).astype("uint8")
+        img[16:48, 16:48] = 255
+        Image.fromarray(img).save(root / "images" / split / f"{i}.jpg")
+        (root / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.5 0.5\\n")
+names = "".join(f"\\n  {i}: part{i}" for i in range(80))
+(root / "data.yaml").write_text(f"path: {root}\\ntrain: images/train\\nval: images/val\\nnames:{names}\\n")
+exec(block.split('YOLO("slim.ul.pt").train(')[0])  # (the doc's imports and trainer class)
+y = YOLO(path)
+before = {k: v.clone() for k, v in y.model.state_dict().items() if v.is_floating_point()}
+y.train(data=str(root / "data.yaml"), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", project=str(root),
+        name="t", plots=False, amp=False, val=False, trainer=KeepModel)
+last = YOLO(root / "t" / "weights" / "last.pt").model
+sd = last.state_dict()
+print(json.dumps({"params": sum(p.numel() for p in last.parameters()),
+                  "trained": sum(not torch.equal(v.float(), sd[k].float()) for k, v in before.items())}))
+"""
+
+
+def test_the_ultralytics_file_is_said_to_be_for_val_predict_export_and_the_doc_trainer_keeps_it_slim(
+    best_pt: Path, tmp_path: Path, capsys
+) -> None:
+    """The file export --ultralytics wrote trained in ultralytics as the dense network (its trainer rebuilds
+    from the yaml: 'Transferred 77/355 items'), while the closing line said 'ultralytics takes it as its own'.
+    The line says it is for val/predict/export, not yolo train; docs/export.md's trainer whose get_model
+    returns the loaded network trains it slim (checked here for one epoch)."""
+    import re
+    import shutil
+
+    own, slim, ul = tmp_path / "best.pt", tmp_path / "slim.pt", tmp_path / "slim.ul.pt"
+    shutil.copy(best_pt, own)
+    prune = ["prune", str(own), "--trust-pickle", "--input-shape", SMALL, "--round-to", "1", "-o", str(slim)]
+    assert main(prune) == 0
+    capsys.readouterr()
+    args = ["export", str(slim), "--trust-pickle", "--onnx", str(tmp_path / "s.onnx"), "--no-validate"]
+    assert main([*args, "--ultralytics", str(ul)]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "yolo val" in x)
+    assert line.startswith(f"{ul} is for ultralytics' val, predict and export: yolo val model={ul}"), line
+    assert (
+        "not for yolo train, which rebuilds the dense network from its yaml (to fine-tune: docs/export.md)"
+        in line
+    )
+    doc = (Path(__file__).parents[1] / "docs" / "export.md").read_text()
+    block = next(b for b in re.findall(r"^```python\n(.*?)^```", doc, flags=re.S | re.M) if "KeepModel" in b)
+    r = subprocess.run([sys.executable, "-c", UL_TRAIN_KEPT, str(ul), str(tmp_path / "ft"), block],
+                       capture_output=True, text=True, env=_yolo_env(tmp_path), timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    params = sum(p.numel() for p in load_model(slim, trust_pickle=True).model.parameters())
+    assert got["params"] == params and got["trained"] > 100, got
 
 
 def _scores_informative(model: torch.nn.Module, seed: int = 0) -> None:

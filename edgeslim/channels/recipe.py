@@ -168,6 +168,15 @@ def entry_widths(target: nn.Module | torch.Tensor, entry: dict[str, Any]) -> dic
     return None
 
 
+class RecipeMismatch(EdgeslimError):
+    """A recipe that does not fit the model it is applied to; ``fact``: what differs, in words, without a
+    cause (a loader that knows the cause, a changed file, says its own)."""
+
+    def __init__(self, message: str, *, fact: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.fact = fact
+
+
 def _check_fits(name: str, target: nn.Module | torch.Tensor, entry: dict[str, Any]) -> None:
     """Refuse a layer whose widths are not those of the dense layer the recipe entry was made from
     (its ``widths``; an older recipe without them: an index it keeps that the layer does not have)."""
@@ -190,9 +199,11 @@ def _check_fits(name: str, target: nn.Module | torch.Tensor, entry: dict[str, An
             if pruned
             else "the model is another architecture (or has other classes or input channels) than the recipe's"
         )
-        raise EdgeslimError(
-            f"the recipe does not fit the model: layer {name!r} has widths {have}, {detail}; {cause}: apply "
-            "the recipe to a dense model of the architecture it was made for",
+        fact = f"layer {name!r} has widths {have}, {detail}"
+        raise RecipeMismatch(
+            f"the recipe does not fit the model: {fact}; {cause}: apply the recipe to a dense model of the "
+            "architecture it was made for",
+            fact=fact,
             param="model",
         )
 
@@ -216,19 +227,18 @@ def apply_recipe(model: nn.Module, recipe: dict[str, Any]) -> nn.Module:
         if entry.get("type") == PARAMETER:
             parent, _, attr = name.rpartition(".")
             if parent not in mods:
-                raise EdgeslimError(
-                    f"recipe names parameter {name!r}, which the model does not have; wrong spec?"
-                )
+                fact = f"recipe names parameter {name!r}, which the model does not have"
+                raise RecipeMismatch(f"{fact}; wrong spec?", fact=fact)
             if isinstance(t := getattr(mods[parent], attr, None), torch.Tensor):
                 _check_fits(name, t, entry)
             continue
         if name not in mods:
-            raise EdgeslimError(f"recipe names layer {name!r}, which the model does not have; wrong spec?")
+            fact = f"recipe names layer {name!r}, which the model does not have"
+            raise RecipeMismatch(f"{fact}; wrong spec?", fact=fact)
         m = mods[name]
         if type(m).__name__ != entry.get("type"):
-            raise EdgeslimError(
-                f"recipe expects {name!r} to be {entry.get('type')}, found {type(m).__name__}"
-            )
+            fact = f"recipe expects {name!r} to be {entry.get('type')}, found {type(m).__name__}"
+            raise RecipeMismatch(fact, fact=fact)
         _check_fits(name, m, entry)
     for name, entry in layers.items():
         if entry.get("type") == PARAMETER:

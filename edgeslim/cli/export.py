@@ -104,7 +104,7 @@ from edgeslim.errors import Step
     "ultralytics_path",
     type=click.Path(path_type=Path),
     help="Also write the YOLO as a checkpoint ultralytics loads (FP16, as its own): YOLO(PATH), "
-    "yolo val/predict/export model=PATH (format=engine on a Jetson).",
+    "yolo val/predict/export model=PATH (format=engine on a Jetson); yolo train would rebuild it dense.",
 )
 @trust_pickle_option
 @weights_option
@@ -299,8 +299,17 @@ def export(**kw: Any) -> None:
     if res.get("ultralytics"):
         ul, (_, _, h, w) = quote(res["ultralytics"]["path"]), res["onnx"]["input_shape"]
         size = f" imgsz={h}" if h == w else ""  # (ultralytics' CLI takes one side)
-        err.print(f"ultralytics takes {ul} as its own: yolo val model={ul} data=DATA.yaml{size}; on the Jetson: "
-                  f"yolo export model={ul} format=engine half=True{size}", soft_wrap=True)  # fmt: skip
+        # (a classifier's val reads an image folder, no data yaml)
+        cls = res["ultralytics"].get("task") == "classify"
+        data = (
+            f"IMAGE_DIR{size} (IMAGE_DIR: train/ and val/ folders of class folders)"
+            if cls
+            else f"DATA.yaml{size}"
+        )
+        err.print(f"{ul} is for ultralytics' val, predict and export: yolo val model={ul} data={data}; on the "
+                  f"Jetson: yolo export model={ul} format=engine half=True{size}; not for yolo train, which "
+                  "rebuilds the dense network from its yaml (to fine-tune: docs/export.md)",
+                  soft_wrap=True)  # fmt: skip
     if res.get("width_models"):
         files = ",".join(quote(w["path"]) for w in res["width_models"])
         err.print(f"on the device, its latency table with the width models: edgeslim bench {quote(onnx_file)} "

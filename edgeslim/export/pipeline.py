@@ -295,13 +295,14 @@ def run_export(
 
     All output paths are checked before any work, so a refused overwrite leaves nothing half-done.
     """
+    from edgeslim.checkpoint import check_not_rebuilt_from
     from edgeslim.export.audit import audit_onnx
     from edgeslim.export.onnx_export import check_dynamic_batch, export_onnx
     from edgeslim.export.ort_mobile import operator_config_path
     from edgeslim.export.trt import installed_trt_version, layers_json_path
     from edgeslim.export.trt_version import DEFAULT_TARGET, parse_trt_version, precision_path
     from edgeslim.export.validate import all_empty, cuda_reference, real_inputs
-    from edgeslim.models.yolo import is_ultralytics_model
+    from edgeslim.models.yolo import fp16_overflow, is_ultralytics_model
     from edgeslim.utils.parsing import parse_input_shape, parse_size
 
     if req.input_shape is None and loaded.input_shape is None:
@@ -314,6 +315,11 @@ def run_export(
         raise EdgeslimError(
             f"ultralytics_path writes a checkpoint of an ultralytics YOLO, and {loaded.path or model_name} is "
             f"{loaded.described} of a {type(loaded.model).__name__}; drop ultralytics_path",
+            param="ultralytics_path",
+        )
+    if req.ultralytics_path is not None and (overflow := fp16_overflow(loaded.model)):
+        raise EdgeslimError(  # (before the ONNX is made: the export without it keeps float32)
+            f"{overflow}; export without ultralytics_path and deploy the ONNX (float32)",
             param="ultralytics_path",
         )
     check_dynamic_batch(loaded, req.dynamic_batch, req.batch)
@@ -368,6 +374,8 @@ def run_export(
     # (the tactic cache trtexec reads and rewrites: never one of the exports, nor the model read)
     check_distinct({**{f"output {p.name}": p for p in dict.fromkeys(outputs)}, "timing_cache": req.timing_cache},
                    {"model": loaded.path})  # fmt: skip
+    # (nor, force or not, the file a checkpoint rebuilds from: it and every other checkpoint of it would be lost)
+    check_not_rebuilt_from({"ultralytics_path": req.ultralytics_path}, loaded.spec, "the model")
     with writing(outputs, replace=req.force) as stage:
         for p in outputs:
             named_by_engine = req.engine_path and p in (
@@ -463,12 +471,13 @@ def run_export(
             staged = {f: stage(p) for f, p in widths.items()}
             result["width_models"] = _export_widths(loaded, req, shape, staged, cut, check_batch)
         if req.ultralytics_path is not None:
-            from edgeslim.models.yolo import save_ultralytics_checkpoint
+            from edgeslim.models.yolo import save_ultralytics_checkpoint, task_and_names
 
             ul = Path(req.ultralytics_path)
             save_ultralytics_checkpoint(loaded.model, stage(ul), force=req.force)
             result["ultralytics"] = {
                 "path": str(ul),
+                "task": task_and_names(loaded.model)["task"],  # (what its yolo val takes as data)
                 "params": sum(p.numel() for p in loaded.model.parameters()),
                 "bytes": stage(ul).stat().st_size,
             }

@@ -434,24 +434,36 @@ def load_yolo_checkpoint(path: str, trust_pickle: bool = False) -> nn.Module:
 
 
 def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write the ultralytics ``model`` (a slim one surgery cut included) as a checkpoint ultralytics
-    itself loads, ``YOLO(path)`` (so ``yolo val/predict/export model=PATH``, the ``format=engine`` route
-    on a Jetson, take it): the dict ``YOLO.save`` writes, the model in half precision as ultralytics'
-    trainer and ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its
-    class names, yaml, stride, task and training arguments (``train_args``, where it records them).
-    Needs no other file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to
-    a temporary file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the
-    file is a pickle: loading it runs code."""
+    """Write the ultralytics ``model`` (a slim one surgery cut included; a ``YOLO`` object is taken as
+    its ``.model``) as a checkpoint ultralytics itself loads, ``YOLO(path)``, for validation, prediction
+    and export (``yolo val/predict/export model=PATH``, the ``format=engine`` route on a Jetson). Not
+    for training as it is: ``yolo train`` and ``YOLO(path).train()`` rebuild the network from its yaml,
+    dense, and re-initialise what does not fit; fine-tune before the cut (slimming's recovery phase),
+    or give ``train`` a trainer whose ``get_model`` returns the loaded network (docs/export.md).
+
+    The file is the dict ``YOLO.save`` writes: the model in half precision as ultralytics' trainer and
+    ``YOLO.save`` store it (an edgeslim checkpoint keeps float32: twice the size), with its class names,
+    yaml, stride, task and training arguments (``train_args``, where it records them). Needs no other
+    file (an edgeslim slim checkpoint rebuilds from the file it was cut from). Written to a temporary
+    file and renamed; an existing ``path`` only with ``force``. Like ultralytics' own, the file is a
+    pickle: loading it runs code."""
     import datetime
 
     import torch
 
     from edgeslim.utils.io import atomic_path, check_output_path
 
+    engine = sys.modules.get("ultralytics.engine.model")  # (imported where a YOLO exists)
+    if isinstance(model, getattr(engine, "Model", ())) and is_ultralytics_model(
+        getattr(model, "model", None)
+    ):
+        model = model.model  # a YOLO object: the network it holds, yolo.model
     if not is_ultralytics_model(model):
         raise EdgeslimError(
-            f"an ultralytics checkpoint holds an ultralytics model (a YOLO), not a {type(model).__name__}; "
-            "give a YOLO, or save this model as an edgeslim checkpoint"
+            f"an ultralytics checkpoint holds an ultralytics network (a YOLO object or its .model, e.g. a "
+            f"DetectionModel), not a {type(model).__name__}; give one, or save this model as an edgeslim "
+            "checkpoint",
+            param="model",
         )
     if (
         Path(path).suffix.lower() not in CHECKPOINT_SUFFIXES
@@ -460,17 +472,9 @@ def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, fo
             f"{path} should end in .pt (ultralytics loads checkpoints by that name)", param="path"
         )
     out = check_output_path(path, force, "path")
+    if overflow := fp16_overflow(model):
+        raise EdgeslimError(f"{overflow}; deploy the model's ONNX export (float32) instead", param="model")
     half = copy.deepcopy(model).half().to(memory_format=torch.contiguous_format).eval()
-    wide = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
-    overflow = [
-        k for k, v in half.state_dict().items()
-        if k in wide and bool(torch.isfinite(wide[k]).all()) and not bool(torch.isfinite(v).all())
-    ]  # fmt: skip
-    if overflow:
-        raise EdgeslimError(
-            f"{len(overflow)} tensors of the model ({overflow[0]} first) hold values beyond FP16's range (65504), "
-            "in which ultralytics stores checkpoints; deploy its ONNX export instead"
-        )
     if "pt_path" in vars(half):  # (the file it was loaded from, the dense one: ultralytics sets it on load)
         del half.pt_path
     info = task_and_names(model)
@@ -489,6 +493,23 @@ def save_ultralytics_checkpoint(model: nn.Module, path: str | os.PathLike, *, fo
     with atomic_path(out) as tmp:
         torch.save(ckpt, tmp)
     return out
+
+
+def fp16_overflow(model: nn.Module) -> str | None:
+    """What of ``model`` half precision, in which ultralytics stores checkpoints, cannot hold (finite
+    values beyond 65504, which would be stored as infinity), in words; None when it holds all."""
+    import torch
+
+    bad = [
+        k for k, v in model.state_dict().items()
+        if v.is_floating_point() and bool(torch.isfinite(v).all()) and not bool(torch.isfinite(v.half()).all())
+    ]  # fmt: skip
+    if not bad:
+        return None
+    return (
+        f"{len(bad)} tensors of the model ({bad[0]} first) hold values beyond FP16's range (65504), in which "
+        "ultralytics stores checkpoints"
+    )
 
 
 def is_ultralytics_checkpoint(path: str | os.PathLike) -> bool:

@@ -1295,9 +1295,11 @@ class ProxOptimizer(Optimizer):
         if closure is None and not self.__dict__.get("_no_grad_said") and not self._any_grad():
             self._no_grad_said = True
             log.warning(
-                "the optimizer stepped with no gradient on any of its parameters: the loss came from another "
-                "model's (surgery gives the slim model parameters of its own): build a new optimizer, and "
-                "slimmer, for the model you train"
+                "the optimizer stepped with no gradient on any of its parameters: no backward reached them (none "
+                "ran before the step, every parameter is frozen, or the loss came from another model's: surgery "
+                "gives the slim model parameters of its own); call backward on the loss of the model the "
+                "optimizer holds, with parameters that require grad, and after surgery build a new optimizer, "
+                "and slimmer, for the model you train"
             )
         saved = self.slimmer.restart_lr(self.optimizer)  # recovery_lr, if set
         try:
