@@ -363,3 +363,30 @@ def test_count_model_refuses_a_size_that_is_no_whole_number() -> None:
         count_model(model, (3, 32.5, 32))
     assert e.value.params == ("input_shape",) and "\n" not in str(e.value)
     assert count_model(model, (3.0, 32, 32)).macs == count_model(model, torch.tensor([3, 32, 32])).macs > 0
+
+
+def test_layers_a_user_keeps_in_eval_stay_in_eval_through_graph_and_surgery() -> None:
+    """Fine-tuning with frozen BatchNorm statistics (the stem's BN kept in eval in a training
+    model): the graph capture, surgery's check and the slim copy give each module its own mode back
+    (model.train(True) put the frozen BN back in training, so its statistics moved silently)."""
+    from edgeslim.channels.graph import build_graph
+    from edgeslim.surgery import prune_with_report
+
+    torch.manual_seed(0)
+    model = create_model(ModelSpec("tv:resnet18", num_classes=10))
+    model.train()
+    model.bn1.eval()
+    with torch.no_grad():
+        model.layer1[0].bn1.weight[:8] = 0
+        model.layer1[0].bn1.bias[:8] = 0
+    x = torch.randn(2, 3, 32, 32)
+    want = {n: m.training for n, m in model.named_modules()}
+    build_graph(model, x)
+    assert {n: m.training for n, m in model.named_modules()} == want
+    res = prune_with_report(model, x)
+    assert res.report["removed_channels"] == 8
+    assert {n: m.training for n, m in model.named_modules()} == want
+    assert {n: m.training for n, m in res.model.named_modules()} == want
+    mean = res.model.bn1.running_mean.clone()
+    res.model(torch.randn(2, 3, 32, 32))  # (a training step's forward: the frozen BN's statistics stay)
+    assert torch.equal(res.model.bn1.running_mean, mean)

@@ -32,6 +32,7 @@ from edgeslim.models.registry import (
     register_code_resolver,
     register_prefix,
 )
+from edgeslim.utils.modes import module_modes, restore_modes
 from edgeslim.utils.state_dicts import EMA_KEYS
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def probe_forward(
     """``model(x)`` without gradients, in eval mode (``training``: training mode), with no copy of the
     model: afterwards every module's training flag and every buffer (a BatchNorm's statistics) are as
     they were; ``hook`` ``(layer name, forward hook)`` is registered for this forward only."""
-    modes = [(m, m.training) for m in model.modules()]
+    modes = module_modes(model)
     buffers = [(m, dict(m._buffers)) for m in model.modules()]
     saved = [{k: b.detach().clone() for k, b in own.items() if b is not None} for _, own in buffers]
     handle = model.get_submodule(hook[0]).register_forward_hook(hook[1]) if hook is not None else None
@@ -124,8 +125,7 @@ def probe_forward(
     finally:
         if handle is not None:
             handle.remove()
-        for m, mode in modes:
-            m.training = mode
+        restore_modes(modes)
         with torch.no_grad():
             for (m, own), values in zip(buffers, saved):
                 m._buffers.clear()

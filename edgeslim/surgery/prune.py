@@ -48,7 +48,14 @@ from edgeslim.channels.recipe import (
 )
 from edgeslim.channels.rounding import kept_count
 from edgeslim.errors import EdgeslimError, first_line
-from edgeslim.utils.modes import ieee_fp32, refuse_lazy, refuse_scripted, uncompiled
+from edgeslim.utils.modes import (
+    ieee_fp32,
+    module_modes,
+    refuse_lazy,
+    refuse_scripted,
+    restore_modes,
+    uncompiled,
+)
 from edgeslim.utils.scores import (
     POSTPROCESSED,
     abs_differences,
@@ -402,9 +409,9 @@ def prune_with_report(
     refuse_scripted(model, "surgery")
     refuse_lazy(model)
     t0 = time.perf_counter()
-    mode = model.training
     work, shared = (model, []) if inplace else _copy_sharing_tensors(model)
-    if any(m.training for m in work.modules()):
+    modes = module_modes(work)  # (each module's own: a BN kept in eval in a training model stays so)
+    if any(modes.values()):
         work.eval()
     g = build_graph(work, example_input, outputs=outputs)
     mods = g.modules
@@ -704,8 +711,7 @@ def prune_with_report(
             "the slim model fails in training mode",
             ", ".join(g.unseen[:5]) + (f" and {len(g.unseen) - 5} more" if len(g.unseen) > 5 else ""),
         )
-    if mode:  # work is in eval mode from the start
-        work.train(mode)
+    restore_modes(modes)  # (work is in eval mode from the start; layers a rule added keep theirs)
     return PruneResult(work, recipe, report, g)
 
 
@@ -865,7 +871,7 @@ def _outputs(
     may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`). A ``select`` with ``parts``
     (:class:`~edgeslim.models.yolo.DeployedOutput`: a YOLO's boxes, scores, ...) gives those parts of its
     tensors, each compared on its own scale; ``names`` gets their names (``output0``, ... without)."""
-    mode = model.training
+    modes = module_modes(model) if switch_mode else {}
     if switch_mode:
         model.eval()
     outs = []
@@ -876,8 +882,7 @@ def _outputs(
                 if after_each is not None:
                     after_each()
     finally:
-        if switch_mode:
-            model.train(mode)
+        restore_modes(modes)
     picked = [select(o) if select is not None else o for o in outs]
     if detections is not None:
         detections += [postprocessed_detections(o) for o in picked]

@@ -77,15 +77,29 @@ def _set(model: nn.Module, training: bool) -> None:
         pass
 
 
+def module_modes(model: nn.Module) -> dict[nn.Module, bool]:
+    """The train/eval flag of ``model`` and of each of its modules, for :func:`restore_modes`."""
+    return {m: m.training for m in model.modules()}
+
+
+def restore_modes(modes: dict[nn.Module, bool]) -> None:
+    """Give each module the flag :func:`module_modes` recorded: a model in training with layers the
+    user keeps in eval (frozen BatchNorm statistics) gets them back as they were, which
+    ``model.train(True)`` would not."""
+    for m, training in modes.items():
+        m.training = training
+
+
 @contextlib.contextmanager
 def training_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
-    """Put ``model`` in train (``True``) or eval mode for the block; restore it, also on errors."""
-    was = model.training
+    """Put ``model`` in train (``True``) or eval mode for the block; restore every module's own mode
+    (a BN the user froze in eval stays so), also on errors."""
+    was = module_modes(model)
     _set(model, training)
     try:
         yield model
     finally:
-        _set(model, was)
+        restore_modes(was)
 
 
 def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[nn.Module]:
