@@ -679,6 +679,13 @@ def test_no_share_of_a_mac_reduction_without_one(onnx_pair, tmp_path, fmnist_dir
     )
     assert f"note: {note}" in " ".join(r.stderr.split()), r.stderr
     assert f"Note: {note}" in (out / "report.md").read_text()
+    # (diff review: a slim INT8 file against the dense float one is not credited to INT8 alone)
+    from edgeslim.bench.report import precision_note
+
+    rec["models"]["baseline"]["cost"]["macs"] = 2 * rec["models"]["slim"]["cost"]["macs"]
+    other = precision_note(rec)
+    assert "a float one of other MACs: the speedup is INT8 and the networks' difference together" in other
+    assert "what INT8 buys on this machine" not in other
     # (a float pair says nothing of it)
     assert "INT8" not in edgeslim(["bench", same, "--baseline", dense, "--batch", "1", "--trials", "1", *FAST],
                                   tmp_path).stderr  # fmt: skip

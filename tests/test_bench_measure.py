@@ -862,3 +862,6 @@ def test_an_interval_past_every_trial_of_a_few_is_said():
     assert "with 3 trials it resamples each trial's timed calls too" in note and "5 or more trials" in note
     assert interval_notes(record(3, modes=False)) == []
     assert interval_notes(record(5, modes=True)) == []  # (an interval over trials alone)
+    # (diff review: an honest interval over 3 agreeing trials, past them on both sides alike, is not said)
+    sp.update(per_trial=[1.48, 1.485, 1.49], value=1.485, ci_low=1.45, ci_high=1.52, spread=0.005)
+    assert interval_notes(wide) == []
