@@ -281,6 +281,7 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     ``pickle:PATH``) runs that code, so it is refused unless ``trust_pickle``.
     """
     spec = ModelSpec.from_dict(ckpt["spec"])
+    source = rebuild_facts(spec)["rebuilds_from"]
     if loads_code(spec) and not trust_pickle:
         raise EdgeslimError(
             f"the checkpoint builds its architecture with code from outside edgeslim ({spec.arch}), which "
@@ -300,10 +301,8 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
             model = apply_recipe(model, _recipe_as_named(model, ckpt["recipe"]))
         except (RecipeMismatch, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             # (no pruned model given by the user here: the architecture rebuilt is not the one cut)
-            source = rebuild_facts(spec)["rebuilds_from"]
             fix = (
-                f"{source}, the file it rebuilds its architecture from, now holds another model than the one "
-                "it was cut from (replaced since?): put that model back there, or prune again"
+                _replaced_source(spec, "it was cut from") + ", or prune again"
                 if source
                 else "re-create the file"
             )
@@ -324,17 +323,30 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
         missing, unexpected = model.load_state_dict(saved, strict=False)
     except RuntimeError as exc:  # shapes that do not fit the architecture
         detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), first_line(exc))
+        fix = _replaced_source(spec, "its weights were saved from") if source else (
+            "the file was written by another model or edited")  # fmt: skip
         raise EdgeslimError(
-            f"checkpoint weights do not fit architecture {spec.arch!r} ({detail.rstrip('.')}); "
-            "the file was written by another model or edited"
+            f"checkpoint weights do not fit architecture {spec.arch!r} ({detail.rstrip('.')}); {fix}"
         ) from exc
     if missing or unexpected:
+        fix = _replaced_source(spec, "its weights were saved from") if source else (
+            "the file was written by another model or version")  # fmt: skip
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} keys, e.g. "
-            f"{(missing or unexpected)[0]!r}); the file was written by another model or version"
+            f"{(missing or unexpected)[0]!r}); {fix}"
         )
     return model
+
+
+def _replaced_source(spec: ModelSpec, what: str) -> str:
+    """The fix where a checkpoint's architecture, rebuilt from a user's file (``pickle:PATH``,
+    ``yolo:best.pt``), does not fit it: that file was replaced since."""
+    source = rebuild_facts(spec)["rebuilds_from"]
+    return (
+        f"{source}, the file it rebuilds its architecture from, now holds another model than the one {what} "
+        "(replaced since?): put that model back there"
+    )
 
 
 def _recipe_as_named(model: nn.Module, recipe: Any) -> Any:

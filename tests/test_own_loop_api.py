@@ -390,3 +390,32 @@ def test_layers_a_user_keeps_in_eval_stay_in_eval_through_graph_and_surgery() ->
     mean = res.model.bn1.running_mean.clone()
     res.model(torch.randn(2, 3, 32, 32))  # (a training step's forward: the frozen BN's statistics stay)
     assert torch.equal(res.model.bn1.running_mean, mean)
+
+
+def test_a_slim_checkpoint_whose_pickle_source_gained_a_layer_names_that_file(tmp_path, monkeypatch) -> None:
+    """Diff review: a slim checkpoint rebuilt from a whole pickle (pickle:src.pkl) whose file was replaced
+    by the same network plus a layer was refused as "written by another model or version", blaming the
+    checkpoint; the weights' refusal names the replaced file, as the recipe's does."""
+    from edgeslim.surgery import prune_with_report
+
+    monkeypatch.chdir(tmp_path)
+
+    def net(extra: bool = False) -> nn.Sequential:
+        m = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))  # fmt: skip
+        return m.append(nn.Linear(10, 10)) if extra else m
+
+    m = net().eval()
+    torch.save(m, "src.pkl")
+    with torch.no_grad():
+        m[1].weight[:8] = 0
+        m[1].bias[:8] = 0
+    res = prune_with_report(m, torch.randn(1, 3, 32, 32))
+    save_model("slim.pt", res.model, ModelSpec("pickle:src.pkl", 10, 3, (32, 32)), recipe=res.recipe)
+    assert load_model("slim.pt", trust_pickle=True).model[0].out_channels == 8
+    torch.save(net(extra=True), "src.pkl")
+    with pytest.raises(EdgeslimError) as err:
+        load_model("slim.pt", trust_pickle=True)
+    msg = str(err.value)
+    assert "checkpoint weights do not fit" in msg and "written by another model" not in msg, msg
+    assert "src.pkl, the file it rebuilds its architecture from, now holds another model" in msg, msg
