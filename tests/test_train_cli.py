@@ -277,6 +277,24 @@ def test_a_resumed_run_keeps_the_weights_it_started_from(tmp_path) -> None:
     assert torch.load(tmp_path / "c" / "model.pt", weights_only=True)["meta"].get("weights") == str(weights)
 
 
+def test_the_next_command_of_a_built_in_subset_gives_its_budget_the_steps(
+    tmp_path, capsys, fmnist_dir
+) -> None:
+    """Diff review: a fashion-mnist run on --subset 100 at batch 32 (3 steps an epoch) was proposed slim's
+    10 epochs, 30 optimizer steps for its budget: a built-in set's subset counts as its training images."""
+    import shlex
+
+    from edgeslim.cli import main
+
+    out = tmp_path / "fm"
+    data = ["--data", "fashion-mnist", "--data-dir", fmnist_dir, "--subset", "100", "--test-subset", "200"]
+    assert main(["train", "--arch", "vgg-small", *data, "--epochs", "1", "--batch-size", "32", "--lr", "0.01",
+                 "--threads", "1", "--out", str(out)]) == 0  # fmt: skip
+    nxt = " ".join(capsys.readouterr().err.split()).split("next: ", 1)[1].split(" (or")[0]
+    assert shlex.split(nxt) == ["edgeslim", "slim", str(out / "model.pt"), *data, "--lr", "0.01", "--batch-size",
+                                "32", "--epochs", "17", "--target-macs", "0.5", "--out", f"{out}-slim"]  # fmt: skip
+
+
 def test_the_next_command_names_the_data_the_run_used(tmp_path, capsys) -> None:
     """The printed next step runs as pasted: it carries --data-dir, --subset and --test-subset (it had
     only --data, which failed for any data set on disk); a three-stage run points to prune."""

@@ -194,7 +194,8 @@ def _slim_settings(report: dict[str, Any]) -> str:
     lr, batch = cfg.get("lr", default.lr), int(cfg.get("batch_size") or default.batch_size)
     flags = f" --lr {lr:g}" if lr != default.lr else ""
     flags += f" --batch-size {batch}" if batch != default.batch_size else ""
-    images = ((report.get("data_args") or {}).get("images") or {}).get("train")
+    da = report.get("data_args") or {}
+    images = (da.get("images") or {}).get("train") or da.get("subset")  # (a built-in set's: its subset)
     if images:
         steps = max(int(images) // batch, 1)
         if steps * default.epochs < BUDGET_STEPS:
