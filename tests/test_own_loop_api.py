@@ -419,3 +419,27 @@ def test_a_slim_checkpoint_whose_pickle_source_gained_a_layer_names_that_file(tm
     msg = str(err.value)
     assert "checkpoint weights do not fit" in msg and "written by another model" not in msg, msg
     assert "src.pkl, the file it rebuilds its architecture from, now holds another model" in msg, msg
+
+
+def test_ratio_pruning_a_layernorm_model_names_its_norm(tmp_path, capsys) -> None:
+    """Torch-Pruning user's review: `prune tv:convnext_tiny --ratio 0.3` said "no BatchNorm layers; nothing to
+    prune" with no word of the LayerNorm that normalizes it (prune without --ratio names it)."""
+    from edgeslim.cli import main
+    from edgeslim.sparsity.subgradient import threshold_prune
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten())
+    with pytest.raises(EdgeslimError, match=r"no BatchNorm layers \(it is normalized by GroupNorm,") as err:
+        threshold_prune(net, 0.3)
+    args = [
+        "prune",
+        "tv:convnext_tiny",
+        "--ratio",
+        "0.3",
+        "--input-shape",
+        "3,32,32",
+        "-o",
+        str(tmp_path / "c.pt"),
+    ]
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "normalized by LayerNorm" in lines[0], lines

@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from edgeslim.channels.hooks import TrainHook, register_method
-from edgeslim.channels.norm import bn_layers
+from edgeslim.channels.norm import bn_layers, other_norms
 from edgeslim.channels.rounding import aligned_counts
 from edgeslim.errors import EdgeslimError
 from edgeslim.utils.modes import uncompiled_name
@@ -155,7 +155,16 @@ def threshold_prune(
         raise EdgeslimError(f"ratio must be in [0, 1), got {ratio}")
     layers = bn_layers(model)
     if not layers:
-        raise EdgeslimError("the model has no BatchNorm layers; nothing to prune")
+        norms = other_norms(model)
+        by = (
+            f" (it is normalized by {'/'.join(norms)}, which has no per-channel BN scale to rank)"
+            if norms
+            else ""
+        )
+        raise EdgeslimError(
+            f"the model has no BatchNorm layers{by}; ratio pruning zeroes BN channels, so there is nothing to "
+            "prune: give a model built with BatchNorm"
+        )
     if round_to < 1:
         raise EdgeslimError(f"round_to must be >= 1, got {round_to}")
     allg = torch.cat([m.weight.detach().abs().flatten().float().cpu() for _, m in layers])
