@@ -6,9 +6,11 @@ torchvision classifier of each BN family. Random weights, BN statistics randomiz
 
 Per model and per tool, in one process (the tools alternate): the tool's own coupled BN groups
 are found, ``round(frac * n)`` random channels of every group are zeroed (scale and bias, so
-removal is exact), the tool removes them, and the result is compared with the zeroed dense
-model in float64 on every output tensor (ultralytics models: on the outputs they return deployed,
-``edgeslim.models.yolo.deployed_output``, as ``edgeslim prune`` uses them). Columns:
+removal is exact; a group with a grouped conv: the same positions of every conv group, as
+Torch-Pruning's pruners and edgeslim's coupling take them), the tool removes them, and the result
+is compared with the zeroed dense model in float64 on every output tensor (ultralytics models,
+for both tools: on the outputs they return deployed, ``edgeslim.models.yolo.deployed_output``, as
+``edgeslim prune`` uses them). Columns:
 
 - ``removable``: share of all BN channels (each BN counted) in groups the tool can prune;
 - ``removed``: share of BN channels actually removed; ``diff``: max |output difference|;
@@ -20,7 +22,8 @@ model in float64 on every output tensor (ultralytics models: on the outputs they
 
 Writes ``benchmarks/results/surgery_zoo.json`` and ``.md``.
 
-    python benchmarks/surgery_zoo.py [--only timm:resnet18,yolo:yolov8n] [--frac 0.3]
+    python benchmarks/surgery_zoo.py [--frac 0.3] [--repeats 5]
+    python benchmarks/surgery_zoo.py --only timm:resnet18,yolo:yolov8n --update   (or --out PATH)
 """
 
 from __future__ import annotations
@@ -129,6 +132,26 @@ def pick(n: int, frac: float, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:k].sort().values
 
 
+def channel_groups(grp: Any) -> int:
+    """The conv groups a Torch-Pruning group's channels are cut into: a grouped (not depthwise) conv among
+    its layers takes the same positions out of every group (its pruner's own rule, as ``MetaPruner`` picks
+    them; edgeslim's coupling removes index j of every group together), else 1."""
+    for item in grp:
+        mod = item.dep.target.module
+        if isinstance(mod, nn.modules.conv._ConvNd) and 1 < mod.groups < mod.out_channels:
+            return mod.groups
+    return 1
+
+
+def aligned_pick(n: int, groups: int, frac: float, gen: torch.Generator) -> torch.Tensor:
+    """:func:`pick` of ``n`` channels in ``groups`` equal blocks: the same positions in every block."""
+    if groups <= 1 or n % groups:
+        return pick(n, frac, gen)
+    per = n // groups
+    j = pick(per, frac, gen)
+    return torch.cat([j + k * per for k in range(groups)]).sort().values
+
+
 def outputs(m: nn.Module, x: torch.Tensor, select: Callable[[Any], Any] | None = None) -> list[torch.Tensor]:
     with torch.no_grad():
         out = m.eval()(x)
@@ -199,6 +222,7 @@ def run_torch_pruning(
 
     m = copy.deepcopy(base)
     total = bn_channels(m)
+    deployed = deployed_output(m)  # (compared on the outputs edgeslim is compared on)
     names = {id(mod): name for name, mod in m.named_modules()}
     dg = tp.DependencyGraph().build_dependency(m, example_inputs=x)
     gen = torch.Generator().manual_seed(seed)
@@ -207,7 +231,7 @@ def run_torch_pruning(
         root = grp[0].dep.target.module
         if not isinstance(root, BN):
             continue
-        sel = pick(root.num_features, frac, gen)
+        sel = aligned_pick(root.num_features, channel_groups(grp), frac, gen)
         chosen = set(sel.tolist())
         with torch.no_grad():
             for item in grp:
@@ -230,7 +254,9 @@ def run_torch_pruning(
         secs.append(time.perf_counter() - t)
     x64 = x.double()
     try:
-        diff, ok, why = compare(outputs(copy.deepcopy(m).double(), x64), outputs(work.double(), x64))
+        diff, ok, why = compare(
+            outputs(copy.deepcopy(m).double(), x64, deployed), outputs(work.double(), x64, deployed)
+        )
     except Exception as exc:  # noqa: BLE001 - a broken slim model is a finding
         diff, ok, why = float("nan"), False, f"slim forward fails: {type(exc).__name__}: {str(exc)[:100]}"
     return {
@@ -322,6 +348,10 @@ def main() -> None:
     ap.add_argument("--update", action="store_true",
                     help="replace the --only models' rows in the existing results and re-summarize")  # fmt: skip
     args = ap.parse_args()
+    if args.only and not args.update and args.out == RESULTS / "surgery_zoo":
+        ap.error(
+            "--only writes only its rows: add --update (replace them in the shipped results) or --out PATH"
+        )
     torch.set_num_threads(1)
     names = args.only.split(",") if args.only else all_names()
     rows = []
