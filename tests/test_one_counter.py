@@ -219,6 +219,29 @@ def test_the_budget_prices_every_kernel_bench_predict_prices(arch: str, tmp_path
             assert float(marg[gi]) == pytest.approx(r.value(k) - r.value(step), rel=0.05, abs=1e-12)
 
 
+def test_the_image_channels_a_first_conv_reads_are_not_padded(tmp_path) -> None:
+    """A measurement review: bench --predict priced a ResNet-18 stem's 3 image channels as 16 (host-cpu's
+    multiple), 5x its measured time (7,407 us predicted, 1,406 us profiled; predicted speedup 3.08x for a
+    measured 3.62x, 3.63x unpadded). No device pads an image to a channel block: the first conv's input
+    channels are priced as they are, by bench --predict and by the latency budget alike."""
+    from edgeslim.export import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                          nn.Conv2d(24, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU()).eval()  # fmt: skip
+    x = torch.randn(1, 3, 16, 16)
+    path = export_onnx(model, tmp_path / "m.onnx", (3, 16, 16), validate=False).path
+    first, second = [layer for layer in onnx_cost(path, multiple=16).layers if layer.macs][:2]
+    assert first.macs == layer_macs("conv", 3, 32, 9, 1, 256)  # (in: the image's 3; out: 24 padded to 32)
+    assert second.macs == layer_macs("conv", 32, 32, 9, 1, 256)
+    from edgeslim.channels.devices import load_profile
+
+    prof = load_profile("jetson-orin-nano-8gb")
+    r = build_resource(model, x, "latency", profile=prof, precision="int8", batch=1)
+    costs = [c for c in r.layer_costs(r.dense_k) if c.macs]
+    assert costs[0].macs == layer_macs("conv", 3, 32, 9, 1, 256)  # (INT8 multiple 32: 24 -> 32, the 3 as is)
+
+
 def test_count_model_counts_a_video_model_of_3d_convs() -> None:
     """Review of channel surgery outside the zoo (2026-12-06): count_model refused the (C, T, H, W)
     of a video model ("input shape must be C,H,W"), so a Conv3d network's MACs and parameters could

@@ -428,7 +428,7 @@ def test_ratio_pruning_a_layernorm_model_names_its_norm(tmp_path, capsys) -> Non
     from edgeslim.sparsity.subgradient import threshold_prune
 
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten())
-    with pytest.raises(EdgeslimError, match=r"no BatchNorm layers \(it is normalized by GroupNorm,") as err:
+    with pytest.raises(EdgeslimError, match=r"no BatchNorm layers \(it is normalized by GroupNorm,"):
         threshold_prune(net, 0.3)
     args = [
         "prune",

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
+#: ops that keep an input image's channels as they are (its preprocessing inside a graph)
+_CHANNELWISE = {"Cast", "Sub", "Div", "Mul", "Add", "Identity", "QuantizeLinear", "DequantizeLinear"}
 #: the operators that carry MACs here
 _MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"}
 
@@ -184,7 +186,8 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     """Count MACs, parameters and bytes per layer of an ONNX model (a path or ModelProto).
 
     ``multiple`` > 1: each layer's MACs, bytes and weight bytes at channel counts padded to that
-    multiple (dim 1 of every activation of rank >= 2, both sides of a Conv/Gemm weight), as a device
+    multiple (dim 1 of every activation of rank >= 2, both sides of a Conv/Gemm weight; not the graph
+    input's channels, an image's 3, which a first layer reads as they are), as a device
     whose kernels compute whole blocks of channels runs them (a profile's alignment; the budget
     prices the same way); the model's ``params`` and ``weight_bytes`` totals stay the file's own."""
     onnx = require("onnx", "to count MACs of an ONNX model")
@@ -246,15 +249,20 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     batch, clash = _fixed_batch(cost.input_shapes)
     batch = batch or 1
     per_input = set(cost.input_shapes)  # the values computed from the inputs (not from weights alone)
+    image = set(cost.input_shapes)  # the input's channels as they are (elementwise preprocessing kept)
     for n in g.node:
         if per_input.intersection(n.input):
             per_input.update(n.output)
+        if n.input and resolve(n.input[0]) in image and n.op_type in _CHANNELWISE:
+            image.update(n.output)
 
     def act_bytes(name: str) -> float:
         dims = shapes.get(name)
         if not _known(dims):  # (its layer is unknown)
             return 0.0
-        if multiple > 1 and len(dims) >= 2:  # (N, C, ...): C padded
+        if (
+            multiple > 1 and len(dims) >= 2 and resolve(name) not in image
+        ):  # (N, C, ...): C padded (not an image's)
             dims = [dims[0], _padded(dims[1], multiple), *dims[2:]]
         return math.prod(dims) * itemsize.get(name, 4) / (batch if name in per_input else 1)
 
@@ -288,7 +296,9 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
                 # Conv weight (Cout, Cin/groups, k...) priced at the output's positions; ConvTranspose
                 # weight (Cin, Cout/groups, k...) is a conv run backwards, priced at the input's
                 a, b = wdims[0], wdims[1] * group  # (Conv: out, in; ConvTranspose: in, out)
-                pa, pb, pg = _padded(a, multiple), _padded(b, multiple), group
+                # (a first layer reads the image's channels as they are: no device pads its 3 to a block)
+                reads_image = op == "Conv" and resolve(node.input[0]) in image
+                pa, pb, pg = _padded(a, multiple), b if reads_image else _padded(b, multiple), group
                 if (
                     group > 1 and wdims[1] == 1 and multiple > 1
                 ):  # depthwise: the groups pad with the channels

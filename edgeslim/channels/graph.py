@@ -1462,10 +1462,15 @@ class DependencyGraph:
         self._flat = cls.index_select(0, torch.cat([t.labels for t in self.touches])) if sizes else cls[:0]
         self.touch_classes = list(self._flat.split(sizes)) if sizes else []
         barred = torch.zeros(self.num_classes, dtype=torch.bool)
+        #: the classes of the model input's channels (an image's 3): no device pads them to its channel
+        #: multiple (a first layer reads the image as it is), so the cost model does not either
+        self.input_classes = torch.zeros(self.num_classes, dtype=torch.bool)
         self.class_barriers: dict[int, list[str]] = {}
         for labels, bi in analyser.barrier_labels:
             cs = torch.unique(cls[labels.reshape(-1)])
             barred[cs] = True
+            if self.barriers[bi].op == "input":
+                self.input_classes[cs] = True
             for c in cs.tolist():
                 self.class_barriers.setdefault(c, []).append(str(self.barriers[bi]))
         self.barred = barred

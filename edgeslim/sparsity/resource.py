@@ -193,6 +193,12 @@ class ResourceModel:
         self._in_spatial = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64)
         self._out_spatial = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64)
         self._dw = torch.tensor([layer.kind == "dw" for layer in self.layers])
+        # (a layer reading the model input, an image's channels: not padded to the device's multiple)
+        self._reads_input = torch.tensor(
+            [layer.in_touch >= 0 and bool(g.input_classes[g.touch_classes[layer.in_touch]].all())
+             for layer in self.layers],
+            dtype=torch.bool,
+        )  # fmt: skip
         d_out = self.touch_matrix[self.out_idx] @ self.dense_k
         groups = torch.tensor([layer.groups for layer in self.layers], dtype=torch.float64)
         self._dw_in_per_out = groups / d_out.clamp(min=1)
@@ -307,7 +313,13 @@ class ResourceModel:
                 else:  # rank < 2: no channel dimension to pad
                     fixed.append(float(per_sample))
                     size.append(1.0)
-                pads.append(bool(labels is not None or dim1))  # (dim 1 padded, as bench --predict pads it)
+                image = (
+                    labels is not None
+                    and labels.numel()
+                    and bool(g.input_classes[g.slot_class[labels]].all())
+                )
+                # (dim 1 padded, as bench --predict pads it; the model input's channels not)
+                pads.append(bool(labels is not None or dim1) and not image)
                 mats.append(m / self.group_size.clamp(min=1))
                 rows[key] = len(mats) - 1
             return rows[key]
@@ -661,7 +673,10 @@ class ResourceModel:
         n_in, n_out = self.channels(k)
         m = self.profile.channel_multiple(self.precision) if self.profile is not None else 1
         if m > 1:  # the kernels compute whole blocks of m channels (value padded, gradient of the counts)
-            n_in = n_in + (torch.ceil(n_in / m) * m - n_in).detach()
+            pad_in = (torch.ceil(n_in / m) * m - n_in).detach()
+            n_in = n_in + torch.where(
+                self._reads_input, torch.zeros_like(pad_in), pad_in
+            )  # (an image: as it is)
             n_out = n_out + (torch.ceil(n_out / m) * m - n_out).detach()
         macs = self._macs_per_layer(n_in, n_out)
         weights = self._weights_per_layer(n_in, n_out) * eb
