@@ -675,6 +675,7 @@ def test_layer_times_pair_the_same_layer_when_orts_node_lists_differ(tmp_path) -
     assert any(n["op"].startswith("Reorder") for n in nodes["slim"])  # the node lists differ
     assert [n["op"] for n in nodes["baseline"]] != [n["op"] for n in nodes["slim"]]
     title, cols, rows = layer_time_rows(rec)
+    rows = rows[:-3]  # (the totals: test_layer_times_total_the_nodes_against_the_p50)
     assert cols == ["layer", "baseline op", "baseline us", "slim op", "slim us"]
     by_layer = {r[0]: r for r in rows}
     for layer in ("features.0", "features.3", "features.7", "classifier"):  # every conv and the linear
@@ -764,3 +765,31 @@ def test_a_layer_table_of_a_partly_quantized_onnx_is_refused(files, tmp_path, ca
     assert main(["bench", str(part), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert "is quantized" in err and "\n" not in err and not (tmp_path / "t.json").exists(), err
+
+
+def test_layer_times_total_the_nodes_against_the_p50(tmp_path) -> None:
+    """A measurement review: ``--layer-times`` node times carry ONNX Runtime's profiler cost (about 2.4 us a
+    node; the slim nodes summed to 131% of the p50) and the table gave no total and no caveat. Its last rows
+    now give each model's node sum, its unprofiled p50 and (sum - p50) / nodes; the legend says so."""
+    from bench_helpers import export_vgg
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import LAYER_TIMES_LEGEND, layer_time_rows
+
+    models = {
+        "baseline": str(export_vgg([32, 32, "M", 64, "M"], tmp_path / "dense.onnx")),
+        "slim": str(export_vgg([16, 16, "M", 32, "M"], tmp_path / "slim.onnx")),
+    }
+    rec = run_comparison(
+        models, "onnxruntime", [1], 1, CFG, {"threads": 1}, tegrastats=False, layer_times=True
+    )
+    _, _, rows = layer_time_rows(rec)
+    total, p50, per_node = rows[-3:]
+    assert total[0] == "sum of the nodes" and p50[0].startswith("measured p50"), rows[-3:]
+    for i, label in ((2, "baseline"), (4, "slim")):
+        nodes = rec["summary"][label]["layer_times"]["layers"]
+        s = sum(n["median_us"] for n in nodes)
+        assert total[i] == f"{s:.1f}"
+        assert p50[i] == f"{1e3 * rec['summary'][label]['1']['p50_ms']:.1f}"
+        assert per_node[i] == f"{(s - 1e3 * rec['summary'][label]['1']['p50_ms']) / len(nodes):.1f}"
+    assert "profiler" in LAYER_TIMES_LEGEND and "(sum - p50) / nodes" in LAYER_TIMES_LEGEND
