@@ -680,7 +680,7 @@ def test_layer_times_pair_the_same_layer_when_orts_node_lists_differ(tmp_path) -
     by_layer = {r[0]: r for r in rows}
     for layer in ("features.0", "features.3", "features.7", "classifier"):  # every conv and the linear
         assert by_layer[layer][1] is not None and by_layer[layer][3] is not None, rows
-    pool = [r for r in rows if r[0].endswith("/MaxPool")]
+    pool = [r for r in rows if r[0].endswith("/MaxPool") and " after " not in r[0]]
     assert len(pool) == 2 and all(r[1] == r[3] == "MaxPool" for r in pool), rows
     reorders = [r for r in rows if "Reorder" in str(r[1]) + str(r[3])]
     # (dense keeps one reorder before the head; it is not the slim network's, whose are all by themselves)
@@ -793,3 +793,31 @@ def test_layer_times_total_the_nodes_against_the_p50(tmp_path) -> None:
         assert p50[i] == f"{1e3 * rec['summary'][label]['1']['p50_ms']:.1f}"
         assert per_node[i] == f"{(s - 1e3 * rec['summary'][label]['1']['p50_ms']) / len(nodes):.1f}"
     assert "profiler" in LAYER_TIMES_LEGEND and "(sum - p50) / nodes" in LAYER_TIMES_LEGEND
+
+
+def test_layer_times_pair_the_reorders_both_models_run_after_a_layer(tmp_path) -> None:
+    """A measurement review: nodes that run no layer (ORT's reorders, HardSigmoid_158, Mul_159) got one row per
+    model even where both models ran them (``ReorderInput`` twice, one value each). A node of the same name (less
+    ORT's per-session ``_token_N``) after the same layer now shares a row, named by that layer."""
+    from bench_helpers import export_vgg
+
+    from edgeslim.bench.compare import run_comparison
+    from edgeslim.bench.report import aligned_layer_times
+
+    models = {  # (both widths off 16: ORT reorders around the same layers of both)
+        "baseline": str(export_vgg([20, 20, "M", 37, "M"], tmp_path / "a.onnx")),
+        "slim": str(export_vgg([12, 12, "M", 21, "M"], tmp_path / "b.onnx")),
+    }
+    rec = run_comparison(
+        models, "onnxruntime", [1], 1, CFG, {"threads": 1}, tegrastats=False, layer_times=True
+    )
+    names, rows, named = aligned_layer_times(rec)
+    assert named
+    pairs = {name: by for name, by in zip(names, rows) if name.startswith("Reorder")}
+    after = {name.split(" after ")[1] for name in pairs}
+    assert {"features.3", "features.7"} <= after, names
+    for name, by in pairs.items():
+        if name.split(" after ")[1] in ("features.3", "features.7"):
+            assert set(by) == {"baseline", "slim"}, (name, by)
+            assert by["baseline"]["op"] == by["slim"]["op"]
+    assert len(names) == len(set(names)), names

@@ -6,6 +6,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import statistics
 import textwrap
 from pathlib import Path
@@ -333,8 +334,9 @@ def latency_rows(record: dict) -> list[list]:
 
 def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]], bool] | None:
     """Every model's profiled nodes (``bench --layer-times``) matched by the layer they run: a name
-    and ``{label: node}`` per row, in execution order; a node no other model runs at that layer (a
-    reorder ONNX Runtime added) has a row of its own. The bool: whether the nodes carry their layer
+    and ``{label: node}`` per row, in execution order; a node that runs no layer (a reorder ONNX Runtime
+    added) shares a row with the other models' node of its name (less ORT's ``_token_N``) after the same layer,
+    else has a row of its own. The bool: whether the nodes carry their layer
     (:func:`edgeslim.bench.layers.node_layers`; else, in a record measured without onnx or before
     bench recorded it, only nodes of the same ONNX Runtime name are matched). None: no layer times."""
     import difflib
@@ -346,11 +348,21 @@ def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]],
     rows: list[tuple[tuple, str, dict[str, dict]]] = []  # (what matches, the row's name, label -> node)
     for label, v in lt.items():
         nodes = v["layers"]
-        keys = [
-            ("layer", n["layer"]) if named and n["layer"] else ("node", n["name"]) if not named
-            else ("own", label, j)  # (an unmatched node: never equal to another)
-            for j, n in enumerate(nodes)
-        ]  # fmt: skip
+        keys, shown = [], []
+        after, seen = "", 0  # (the last layer run before a node; layerless nodes since)
+        for n in nodes:
+            if not named:
+                keys.append(("node", n["name"]))
+                shown.append(n["name"])
+            elif n["layer"]:
+                after, seen = n["layer"], 0
+                keys.append(("layer", n["layer"]))
+                shown.append(n["layer"])
+            else:  # (ORT's own node: its name, less the per-session _token_N, after the same layer)
+                base = re.sub(r"_token_\d+$", "", n["name"])
+                seen += 1
+                keys.append(("after", base, after, seen))
+                shown.append(f"{base} after {after or 'the input'}")
         merged: list[tuple[tuple, str, dict[str, dict]]] = []
         opcodes = difflib.SequenceMatcher(None, [k for k, _, _ in rows], keys, autojunk=False).get_opcodes()
         for tag, i1, i2, j1, j2 in opcodes:
@@ -359,8 +371,7 @@ def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]],
                            for i, j in zip(range(i1, i2), range(j1, j2))]  # fmt: skip
             else:
                 merged += rows[i1:i2]
-                merged += [(keys[j], (named and nodes[j]["layer"]) or nodes[j]["name"], {label: nodes[j]})
-                           for j in range(j1, j2)]  # fmt: skip
+                merged += [(keys[j], shown[j], {label: nodes[j]}) for j in range(j1, j2)]
         rows = merged
     return [name for _, name, _ in rows], [by for _, _, by in rows], named
 
@@ -368,7 +379,8 @@ def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]],
 #: what the per-layer time table's rows are, under it in report.md
 LAYER_TIMES_LEGEND = (
     "One row per layer, the models side by side: a conv/linear kernel is named by its module, any other "
-    "node by the ONNX node it runs; a node ONNX Runtime added (a layout reorder) has a row of its own, - "
+    "node by the ONNX node it runs; a node ONNX Runtime added (a layout reorder) shares a row with the other "
+    "model's node of its name (less ORT's _token_ number) after the same layer, else has a row of its own, - "
     "for the other model. Each node time carries the profiler's own cost of timing it (about 2-3 us a node on a "
     "CPU): the nodes sum to more than the unprofiled p50, and a small node's time is mostly that cost; the last "
     "rows give each model's sum, its p50 and (sum - p50) / nodes, the estimated profiler cost per node."
