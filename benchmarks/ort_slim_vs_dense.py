@@ -161,7 +161,7 @@ def main() -> int:
     for b, sp, ci, spread, _, eff in speedup_rows(record):
         ok = "meets" if eff is not None and eff >= TARGET else "MISSES"
         print(
-            f"batch {b}: speedup {sp:.3f} {ci} (trial spread {spread:.3f}); speedup/MACs ratio {eff:.3f} {ok} >= {TARGET}"
+            f"batch {b}: speedup {sp:.3f} {ci} (trial spread {spread}); speedup/MACs ratio {eff:.3f} {ok} >= {TARGET}"
         )
     print("wrote", ", ".join(str(p) for p in written))
     return 0

@@ -1491,3 +1491,24 @@ def test_an_ort_file_is_named_so_when_unreadable_or_given_for_a_layer_table(onnx
     )
     assert "holds an ONNX Runtime (ORT format) model" in r.stderr, r.stderr
     assert "needs an .onnx file" not in r.stderr and not (tmp_path / "t.json").exists()
+
+
+def test_the_tables_say_per_batch_per_sample_and_round_the_spread(onnx_pair, tmp_path):
+    """Measurement review, finding 5: at batch 4 the latency table's p50 is the whole batch's (one call), which
+    the terminal table did not say; MMACs are per sample, which no legend said; the trial spread printed as
+    0.02983 beside a [1.72, 1.79] interval. The title says ms per batch, the column MMACs / sample, and the
+    spread has the interval's decimals."""
+    dense, thin, _ = onnx_pair
+    out = tmp_path / "run"
+    args = ["bench", thin, "--baseline", dense, "--batch", "1,4", "--trials", "2", *FAST, "--out", out]
+    r = edgeslim(args, tmp_path)
+    assert "latency (measured), ms per batch (one call)" in r.stdout, r.stdout
+    assert "MMACs / sample" in r.stdout
+    md = (out / "report.md").read_text()
+    assert "## Latency (measured), ms per batch (one call)" in md and "MMACs / sample" in md
+    assert "at a batch over 1, the whole batch's (ms per batch)" in md
+    rec = json.loads((out / "run.json").read_text())
+    for b, sp in rec["speedup"].items():
+        decimals = len(f"{sp['value']:#.3g}".rstrip(".").partition(".")[2])
+        row = next(line for line in md.splitlines() if line.startswith(f"| {b} | "))
+        assert f"| {sp['spread']:.{decimals}f} |" in row, row

@@ -308,6 +308,12 @@ def trial_range(entry: dict) -> str | None:
     return f"{lo:.4g}" if len(trials) == 1 else f"{lo:.4g}-{hi:.4g}"
 
 
+def latency_title(record: dict) -> str:
+    """The latency table's title: its times are per call, which at a batch over 1 is the whole batch's."""
+    per = "ms per batch (one call)" if any(int(b) > 1 for b in record["batches"]) else "ms per call"
+    return f"latency (measured), {per}"
+
+
 def latency_rows(record: dict) -> list[list]:
     rows = []
     for label in record["models"]:
@@ -434,6 +440,11 @@ def _digits3(x: float) -> str:
     return f"{x:#.3g}".rstrip(".")
 
 
+def _like(x: float, shown: str) -> str:
+    """``x`` to as many decimals as ``shown`` has."""
+    return f"{x:.{len(shown.partition('.')[2])}f}"
+
+
 def speedup_rows(record: dict) -> list[list]:
     rows = []
     for b, sp in record.get("speedup", {}).items():
@@ -443,7 +454,7 @@ def speedup_rows(record: dict) -> list[list]:
                 int(b),
                 sp["value"],
                 f"[{_digits3(sp['ci_low'])}, {_digits3(sp['ci_high'])}]",  # (2.00, not 2, beside 1.997)
-                sp["spread"],
+                _like(sp["spread"], _digits3(sp["value"])),  # (0.03 beside [1.72, 1.79], not 0.02983)
                 record.get("macs_ratio"),
                 eff,
             ]
@@ -457,7 +468,8 @@ LATENCY_LEGEND = (
     "p50: the median over trials of each trial's median (of an even number of trials, the mean of the two "
     "middle ones), the number the speedup divides and samples/s is computed from; trial p50s: the lowest and "
     "highest trial median, how far apart the trials were; p90, p99, mean, std and CV over all timed calls of "
-    "all trials; n: timed calls; timer: host = the wall clock around each call, device = the GPU's own events."
+    "all trials; n: timed calls; timer: host = the wall clock around each call, device = the GPU's own events. "
+    "Times are per call: at a batch over 1, the whole batch's (ms per batch); samples/s = batch / p50."
 )
 SPEEDUP_LEGEND = (
     "Trial spread: the largest minus the smallest per-trial speedup. MACs ratio: baseline MACs / slim MACs. "
@@ -468,7 +480,7 @@ MEMORY_COLS = [
     "model",
     "file MiB",
     "params",
-    "MMACs",
+    "MMACs / sample",
     "peak RSS MiB",
     "RSS delta MiB",
     "NvMap delta MiB",
@@ -841,7 +853,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
         ),
         "",
         *([record["description"], ""] if record.get("description") else []),
-        "## Latency (measured)",
+        f"## {latency_title(record).capitalize()}",
         "",
         markdown_table(LATENCY_COLS, latency_rows(record)),
         "",

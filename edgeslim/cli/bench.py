@@ -39,7 +39,7 @@ def _print_tables(record: dict) -> None:
     from edgeslim.bench import report
     from edgeslim.utils.console import err, out, table
 
-    out.print(table("latency (measured)", report.LATENCY_COLS, report.latency_rows(record)))
+    out.print(table(report.latency_title(record), report.LATENCY_COLS, report.latency_rows(record)))
     if record.get("speedup"):
         out.print(
             table("speedup = baseline p50 / slim p50", report.SPEEDUP_COLS, report.speedup_rows(record))
