@@ -15,6 +15,20 @@ from edgeslim.models import ModelSpec, create_model
 SPEC = ModelSpec("tv:resnet18", 10, 3, (32, 32))
 
 
+VGG_SPEC = ModelSpec("vgg-small", 10, 1, (28, 28))
+
+
+def _half_zeroed_vgg() -> nn.Module:
+    """vgg-small in eval mode with the first half of every BN's scales zero (surgery removes them)."""
+    torch.manual_seed(0)
+    model = create_model(VGG_SPEC).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight[: m.num_features // 2] = 0
+    return model
+
+
 @pytest.mark.parametrize("wrapper", ["compile", "dataparallel", "both"])
 def test_a_wrapped_model_saves_the_weights_its_architecture_loads(wrapper, tmp_path) -> None:
     """save_model of a torch.compile'd model wrote `_orig_mod.conv1.weight`..., which load_model then
@@ -37,13 +51,7 @@ def test_a_wrapped_model_pruned_then_saved_loads(wrapper, tmp_path) -> None:
     'module.features.0', which the model does not have'). The recipe is saved unwrapped too."""
     from edgeslim.surgery import prune_with_report
 
-    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
-    torch.manual_seed(0)
-    model = create_model(spec).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight[: m.num_features // 2] = 0
+    spec, model = VGG_SPEC, _half_zeroed_vgg()
     wrapped = nn.DataParallel(model)
     x = torch.randn(2, 1, 28, 28)
     res = prune_with_report(torch.compile(wrapped) if "compile" in wrapper else wrapped, x[:1])
@@ -78,13 +86,7 @@ def test_an_old_file_of_a_pruned_dataparallel_model_loads(tmp_path) -> None:
     before every weight and recipe layer; it loads as the slim model it was."""
     from edgeslim.surgery import prune_with_report
 
-    spec = ModelSpec("vgg-small", 10, 1, (28, 28))
-    torch.manual_seed(0)
-    model = create_model(spec).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight[: m.num_features // 2] = 0
+    spec, model = VGG_SPEC, _half_zeroed_vgg()
     res = prune_with_report(nn.DataParallel(model), torch.zeros(1, 1, 28, 28))
     slim = res.model.eval()
     ckpt = make_checkpoint(slim, spec, recipe=res.recipe)
