@@ -242,6 +242,44 @@ def test_the_image_channels_a_first_conv_reads_are_not_padded(tmp_path) -> None:
     assert costs[0].macs == layer_macs("conv", 3, 32, 9, 1, 256)  # (INT8 multiple 32: 24 -> 32, the 3 as is)
 
 
+class _ImagePlus(nn.Module):
+    """A layer's output added to the image (``x + f(x)`` or ``f(x) + x``), then two convs."""
+
+    def __init__(self, first: bool) -> None:
+        super().__init__()
+        self.first = first
+        self.c0, self.b0 = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+        self.c1, self.b1 = nn.Conv2d(3, 24, 3, padding=1), nn.BatchNorm2d(24)
+        self.c2 = nn.Conv2d(24, 24, 3, padding=1)
+
+    def forward(self, x):
+        y = self.b0(self.c0(x))
+        y = x + y if self.first else y + x
+        return self.c2(torch.relu(self.b1(self.c1(y))))
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_layer_added_to_the_image_is_priced_alike_by_the_budget_and_predict(first: bool, tmp_path) -> None:
+    """Diff review of the unpadded image channels: a conv's output added to the image (x + f(x)) made
+    bench --predict's price depend on the order of the add (c1's MACs 10.7x apart) and left the budget
+    0.86-1.14x of it; where a layer writes into the image's channels both pad them, either order."""
+    from edgeslim.channels.cost import predict_latency, scale_bytes
+    from edgeslim.channels.devices import load_profile
+    from edgeslim.export import export_onnx
+
+    torch.manual_seed(0)
+    model, x = _ImagePlus(first).eval(), torch.randn(1, 3, 16, 16)
+    prof = load_profile("jetson-orin-nano-8gb")
+    path = export_onnx(model, tmp_path / "m.onnx", (3, 16, 16), validate=False).path
+    cost = onnx_cost(path, multiple=prof.channel_multiple("int8"))
+    c1 = next(layer for layer in cost.layers if layer.name.startswith("/c1/"))
+    assert c1.macs == layer_macs("conv", 32, 32, 9, 1, 256)  # (the image's 3 joined a layer's: padded)
+    for batch in (1, 32):
+        r = build_resource(model, x, "latency", profile=prof, precision="int8", batch=batch)
+        want = predict_latency(scale_bytes(cost.layers, "int8"), prof, "int8", batch=batch).total_s
+        assert r.value(r.dense_k) == pytest.approx(want, rel=0.01), batch
+
+
 def test_count_model_counts_a_video_model_of_3d_convs() -> None:
     """Review of channel surgery outside the zoo (2026-12-06): count_model refused the (C, T, H, W)
     of a video model ("input shape must be C,H,W"), so a Conv3d network's MACs and parameters could

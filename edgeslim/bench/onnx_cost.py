@@ -249,11 +249,19 @@ def onnx_cost(model_or_path, fuse: bool = True, multiple: int = 1) -> ModelCost:
     batch, clash = _fixed_batch(cost.input_shapes)
     batch = batch or 1
     per_input = set(cost.input_shapes)  # the values computed from the inputs (not from weights alone)
-    image = set(cost.input_shapes)  # the input's channels as they are (elementwise preprocessing kept)
+    # the input's channels as they are, through elementwise preprocessing by constants ((x - mean) / std);
+    # not a sum with a layer's output (x + f(x)), which a layer writes in blocks, as the budget sees it too
+    image = set(cost.input_shapes)
+    consts = set(inits) | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     for n in g.node:
         if per_input.intersection(n.input):
             per_input.update(n.output)
-        if n.input and resolve(n.input[0]) in image and n.op_type in _CHANNELWISE:
+    for n in g.node:
+        ins = [resolve(i) for i in n.input if i]
+        if n.op_type in _CHANNELWISE and image.intersection(ins):
+            if not all(i in image or i in consts for i in ins):  # (a layer's output joins them, x + f(x):
+                image = set()  # a layer writes the image's channels, in blocks, as the budget sees it)
+                break
             image.update(n.output)
 
     def act_bytes(name: str) -> float:

@@ -193,12 +193,19 @@ class ResourceModel:
         self._in_spatial = torch.tensor([layer.in_spatial for layer in self.layers], dtype=torch.float64)
         self._out_spatial = torch.tensor([layer.out_spatial for layer in self.layers], dtype=torch.float64)
         self._dw = torch.tensor([layer.kind == "dw" for layer in self.layers])
-        # (a layer reading the model input, an image's channels: not padded to the device's multiple)
+        # (a layer reading the model input, an image's channels as they are: not padded to the device's
+        # multiple; not where a layer writes into those channels too, x + f(x), as bench --predict)
+        image = g.input_classes.clone()
+        for layer in self.layers:
+            image[g.touch_classes[layer.out_touch]] = False
+        self._image_classes = image
         self._reads_input = torch.tensor(
-            [layer.in_touch >= 0 and bool(g.input_classes[g.touch_classes[layer.in_touch]].all())
-             for layer in self.layers],
+            [
+                layer.in_touch >= 0 and bool(image[g.touch_classes[layer.in_touch]].all())
+                for layer in self.layers
+            ],
             dtype=torch.bool,
-        )  # fmt: skip
+        )
         d_out = self.touch_matrix[self.out_idx] @ self.dense_k
         groups = torch.tensor([layer.groups for layer in self.layers], dtype=torch.float64)
         self._dw_in_per_out = groups / d_out.clamp(min=1)
@@ -316,7 +323,7 @@ class ResourceModel:
                 image = (
                     labels is not None
                     and labels.numel()
-                    and bool(g.input_classes[g.slot_class[labels]].all())
+                    and bool(self._image_classes[g.slot_class[labels]].all())
                 )
                 # (dim 1 padded, as bench --predict pads it; the model input's channels not)
                 pads.append(bool(labels is not None or dim1) and not image)
