@@ -821,3 +821,11 @@ def test_layer_times_pair_the_reorders_both_models_run_after_a_layer(tmp_path) -
             assert set(by) == {"baseline", "slim"}, (name, by)
             assert by["baseline"]["op"] == by["slim"]["op"]
     assert len(names) == len(set(names)), names
+    # (diff review: the terminal printed the legend without saying a record of unnamed nodes pairs by name only)
+    from edgeslim.bench.report import LAYER_TIMES_UNNAMED, layer_times_legend
+
+    assert LAYER_TIMES_UNNAMED not in layer_times_legend(rec)
+    for label in rec["models"]:  # (a record measured without onnx: its nodes name no layer)
+        for node in rec["summary"][label]["layer_times"]["layers"]:
+            node.pop("layer", None)
+    assert layer_times_legend(rec).endswith(LAYER_TIMES_UNNAMED)

@@ -387,7 +387,7 @@ LAYER_TIMES_LEGEND = (
     "One row per layer, the models side by side: a conv/linear kernel is named by its module, any other "
     "node by the ONNX node it runs; a node ONNX Runtime added (a layout reorder) shares a row with the other "
     "model's node of its name (less ORT's _token_ number) after the same layer, else has a row of its own, - "
-    "for the other model. Each node time carries the profiler's own cost of timing it (about 2-3 us a node on a "
+    "for the other model. Each node time carries the profiler's own cost of timing it (about 1-3 us a node on a "
     "CPU): the nodes sum to more than the unprofiled p50, and a small node's time is mostly that cost; the last "
     "rows give each model's sum, its p50 and (sum - p50) / nodes, the estimated profiler cost per node."
 )
@@ -395,6 +395,12 @@ LAYER_TIMES_UNNAMED = (
     "This record's nodes carry no layer names (measured before bench recorded them, or without onnx "
     "installed): only nodes of the same ONNX Runtime name share a row; bench again to match them by layer."
 )
+
+
+def layer_times_legend(record: dict) -> str:
+    """The legend under the per-layer time table: :data:`LAYER_TIMES_LEGEND`, and where the record's nodes
+    carry no layer names, :data:`LAYER_TIMES_UNNAMED` (terminal and report.md alike)."""
+    return LAYER_TIMES_LEGEND + ("" if aligned_layer_times(record)[2] else " " + LAYER_TIMES_UNNAMED)
 
 
 def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
@@ -934,9 +940,7 @@ def markdown(record: dict, plots: list[str] | None = None) -> str:
                   telemetry_legend(record)]  # fmt: skip
     if (times := layer_time_rows(record)) is not None:
         title, cols, rows = times
-        named = aligned_layer_times(record)[2]
-        parts += ["", f"## {title}", "", markdown_table(cols, rows), "",
-                  LAYER_TIMES_LEGEND + ("" if named else " " + LAYER_TIMES_UNNAMED)]  # fmt: skip
+        parts += ["", f"## {title}", "", markdown_table(cols, rows), "", layer_times_legend(record)]
     w = warnings(record)
     if w:
         parts += ["", "## Warnings", ""] + [f"- {x}" for x in w]

@@ -58,7 +58,7 @@ def _print_tables(record: dict) -> None:
         out.print(table("Jetson telemetry (tegrastats, measured)", report.TELEMETRY_COLS, tegra))
     if (times := report.layer_time_rows(record)) is not None:
         out.print(table(*times))
-        out.print(report.LAYER_TIMES_LEGEND)  # (the profiler cost in each time, as report.md says)
+        out.print(report.layer_times_legend(record))  # (the profiler cost in each time, as report.md says)
     if record.get("prediction") and (none := report.nothing_predicted(record["prediction"])):
         pr = record["prediction"]
         err.print(f"note: {pr['label']} ({pr['profile']}): {none}", soft_wrap=True)
