@@ -302,7 +302,7 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
         except (RecipeMismatch, KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             # (no pruned model given by the user here: the architecture rebuilt is not the one cut)
             fix = (
-                _replaced_source(spec, "it was cut from") + ", or prune again"
+                _replaced_source(source, "it was cut from") + ", or prune again"
                 if source
                 else "re-create the file"
             )
@@ -323,13 +323,13 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
         missing, unexpected = model.load_state_dict(saved, strict=False)
     except RuntimeError as exc:  # shapes that do not fit the architecture
         detail = next((s.strip() for s in str(exc).splitlines() if "size mismatch" in s), first_line(exc))
-        fix = _replaced_source(spec, "its weights were saved from") if source else (
+        fix = _replaced_source(source, "its weights were saved from") if source else (
             "the file was written by another model or edited")  # fmt: skip
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} ({detail.rstrip('.')}); {fix}"
         ) from exc
     if missing or unexpected:
-        fix = _replaced_source(spec, "its weights were saved from") if source else (
+        fix = _replaced_source(source, "its weights were saved from") if source else (
             "the file was written by another model or version")  # fmt: skip
         raise EdgeslimError(
             f"checkpoint weights do not fit architecture {spec.arch!r} "
@@ -339,10 +339,9 @@ def build_from_checkpoint(ckpt: dict[str, Any], *, trust_pickle: bool = False) -
     return model
 
 
-def _replaced_source(spec: ModelSpec, what: str) -> str:
-    """The fix where a checkpoint's architecture, rebuilt from a user's file (``pickle:PATH``,
-    ``yolo:best.pt``), does not fit it: that file was replaced since."""
-    source = rebuild_facts(spec)["rebuilds_from"]
+def _replaced_source(source: str, what: str) -> str:
+    """The fix where a checkpoint's architecture, rebuilt from the user's file ``source`` (``pickle:PATH``,
+    ``yolo:best.pt``: :func:`rebuild_facts`), does not fit it: that file was replaced since."""
     return (
         f"{source}, the file it rebuilds its architecture from, now holds another model than the one {what} "
         "(replaced since?): put that model back there"
