@@ -551,7 +551,7 @@ def prune_with_report(
             [len(x) for x in inputs],
             postprocessed=any(detections),
             scores=scores,
-            names=names if getattr(outputs, "parts", None) is not None else None,
+            names=names or None,
         )  # fmt: skip
         if check
         else {"max_abs_diff": None, "max_scaled_diff": None, "top1_agreement": None, "compared_values": None}
@@ -840,7 +840,7 @@ def verify(
     dense = _outputs(model, batches, select=outputs, detections=found, scores=scores, names=names)
     diff = _compare(
         dense, _outputs(slim, batches, select=outputs), sizes, postprocessed=any(found), scores=scores,
-        names=names if getattr(outputs, "parts", None) is not None else None,
+        names=names or None,
     )  # fmt: skip
     if not diff["compared_values"]:
         log.warning(
@@ -870,7 +870,8 @@ def _outputs(
     detections (:func:`~edgeslim.utils.scores.postprocessed_detections`); ``scores``, whether its first tensor
     may hold class scores (:func:`~edgeslim.utils.scores.score_tensors`). A ``select`` with ``parts``
     (:class:`~edgeslim.models.yolo.DeployedOutput`: a YOLO's boxes, scores, ...) gives those parts of its
-    tensors, each compared on its own scale; ``names`` gets their names (``output0``, ... without)."""
+    tensors, each compared on its own scale; ``names`` gets their names (left empty without parts: the
+    outputs are compared whole)."""
     modes = module_modes(model) if switch_mode else {}
     if switch_mode:
         model.eval()
@@ -892,8 +893,8 @@ def _outputs(
     named = [
         parts(flat_tensors(o)) if parts is not None else list(enumerate(flat_tensors(o))) for o in picked
     ]
-    if names is not None and named:
-        names[:] = [n if isinstance(n, str) else f"output{n}" for n, _ in named[0]]
+    if names is not None and named and parts is not None:
+        names[:] = [n for n, _ in named[0]]
     return [[t for _, t in ts] for ts in named]
 
 
