@@ -350,7 +350,7 @@ def aligned_layer_times(record: dict) -> tuple[list[str], list[dict[str, dict]],
     lt = {label: record["summary"][label].get("layer_times") for label in record["models"]}
     if not all(lt.values()):
         return None
-    named = all("layer" in node for v in lt.values() for node in v["layers"])
+    named = _nodes_named(lt)
     rows: list[tuple[tuple, str, dict[str, dict]]] = []  # (what matches, the row's name, label -> node)
     for label, v in lt.items():
         nodes = v["layers"]
@@ -397,10 +397,17 @@ LAYER_TIMES_UNNAMED = (
 )
 
 
+def _nodes_named(lt: dict[str, dict]) -> bool:
+    """Whether every profiled node of ``lt`` (label -> a model's ``layer_times``) carries its layer."""
+    return all("layer" in node for v in lt.values() for node in v["layers"])
+
+
 def layer_times_legend(record: dict) -> str:
     """The legend under the per-layer time table: :data:`LAYER_TIMES_LEGEND`, and where the record's nodes
-    carry no layer names, :data:`LAYER_TIMES_UNNAMED` (terminal and report.md alike)."""
-    return LAYER_TIMES_LEGEND + ("" if aligned_layer_times(record)[2] else " " + LAYER_TIMES_UNNAMED)
+    carry no layer names, :data:`LAYER_TIMES_UNNAMED` (terminal and report.md alike; read from the nodes,
+    without aligning them again)."""
+    lt = {label: record["summary"][label].get("layer_times") or {"layers": []} for label in record["models"]}
+    return LAYER_TIMES_LEGEND + ("" if _nodes_named(lt) else " " + LAYER_TIMES_UNNAMED)
 
 
 def layer_time_rows(record: dict) -> tuple[str, list[str], list[list]] | None:
