@@ -157,12 +157,19 @@ class ExportRequest:
             parse_trt_version(self.trt_version)
         if self.onnx_path is not None and Path(self.onnx_path).suffix != ".onnx":
             raise EdgeslimError(f"onnx_path {self.onnx_path} should end in .onnx", param="onnx_path")
-        if self.ultralytics_path is not None and Path(self.ultralytics_path).suffix.lower() != ".pt":
+        if self.ultralytics_path is not None and not _ultralytics_suffix(self.ultralytics_path):
             raise EdgeslimError(
                 f"ultralytics_path {self.ultralytics_path} should end in .pt (ultralytics loads checkpoints by "
                 "that name)",
                 param="ultralytics_path",
             )
+
+
+def _ultralytics_suffix(path: Path) -> bool:
+    """Whether ``path`` ends as ultralytics' loader asks (:data:`edgeslim.models.yolo.CHECKPOINT_SUFFIXES`)."""
+    from edgeslim.models.yolo import CHECKPOINT_SUFFIXES
+
+    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
 
 
 #: INT8 whose top-1 class agrees with FP32 on fewer held-out images than this is warned about
