@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 #: the quantize/dequantize pair of a Q/DQ (INT8) graph: an INT8 runtime folds them into the layers
 #: around them, so they are views here, and the graph is costed as its FP32 form (``quantized``)
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
-#: ops that keep an input image's channels as they are (its preprocessing inside a graph)
-_CHANNELWISE = {"Cast", "Sub", "Div", "Mul", "Add", "Identity", "QuantizeLinear", "DequantizeLinear"}
+#: ops that keep an input image's channels as they are (its preprocessing inside a graph; a Q/DQ pair is
+#: seen through as a view by ``resolve``)
+_CHANNELWISE = {"Cast", "Sub", "Div", "Mul", "Add", "Identity"}
 #: the operators that carry MACs here
 _MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum"}
 
